@@ -1,0 +1,143 @@
+"""The model bundle record (``bundle.json``): everything needed to use a model correctly.
+
+A bundle is a folder (or a .zip of one) holding ``model.onnx``, ``bundle.json``
+and ``card.md``. Training writes it; the Predictor, the API and the app read it
+through :func:`load_bundle_spec`. Input size, head classes, temperature and
+thresholds live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fracsight.errors import BundleError
+
+__all__ = [
+    "BUNDLE_FORMAT",
+    "BundleSpec",
+    "HeadSpec",
+    "OperatingPoint",
+    "load_bundle_spec",
+    "sha256_file",
+    "write_bundle_spec",
+]
+
+BUNDLE_FORMAT = 1
+HEAD_KINDS = ("binary", "multilabel", "multiclass")
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """One output head. ``binary`` heads have one logit; ``classes`` names them in order."""
+
+    name: str
+    kind: str
+    classes: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if self.kind not in HEAD_KINDS:
+            raise BundleError(f"head {self.name!r}: kind must be one of {HEAD_KINDS}, got {self.kind!r}")
+        if not self.classes:
+            raise BundleError(f"head {self.name!r} has no classes")
+
+    @property
+    def num_outputs(self) -> int:
+        return 1 if self.kind == "binary" else len(self.classes)
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """A decision threshold on the calibrated fracture probability, and where it came from."""
+
+    name: str
+    threshold: float
+    description: str
+    sensitivity: float | None = None  # measured on the data the threshold was chosen on
+    specificity: float | None = None
+
+
+@dataclass(frozen=True)
+class BundleSpec:
+    name: str
+    version: str
+    architecture: str
+    input_size: int
+    heads: tuple[HeadSpec, ...]
+    operating_points: tuple[OperatingPoint, ...]
+    default_operating_point: str
+    temperature: float = 1.0
+    onnx_sha256: str = ""
+    feature_channels: int = 0
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    ood: dict[str, Any] = field(default_factory=dict)
+    format: int = BUNDLE_FORMAT
+
+    def __post_init__(self) -> None:
+        if not 32 <= self.input_size <= 2048:
+            raise BundleError(f"input_size {self.input_size} is outside 32..2048")
+        names = [op.name for op in self.operating_points]
+        if self.operating_points and self.default_operating_point not in names:
+            raise BundleError(
+                f"default operating point {self.default_operating_point!r} is not one of {names}"
+            )
+        if self.temperature <= 0:
+            raise BundleError("temperature must be positive")
+
+    def head(self, name: str) -> HeadSpec | None:
+        return next((h for h in self.heads if h.name == name), None)
+
+    def operating_point(self, name: str | None = None) -> OperatingPoint:
+        name = name or self.default_operating_point
+        for op in self.operating_points:
+            if op.name == name:
+                return op
+        raise BundleError(f"unknown operating point {name!r}; known: {[o.name for o in self.operating_points]}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BundleSpec:
+        try:
+            if d.get("format") != BUNDLE_FORMAT:
+                raise BundleError(f"bundle format {d.get('format')!r} is not supported (expected {BUNDLE_FORMAT})")
+            kw = dict(d)
+            kw["heads"] = tuple(HeadSpec(h["name"], h["kind"], tuple(h["classes"])) for h in d["heads"])
+            kw["operating_points"] = tuple(OperatingPoint(**op) for op in d["operating_points"])
+            return cls(**kw)
+        except BundleError:
+            raise
+        except (KeyError, TypeError, ValueError) as e:
+            raise BundleError(f"bundle.json is malformed: {e}") from e
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_bundle_spec(folder: Path) -> BundleSpec:
+    path = Path(folder) / "bundle.json"
+    if not path.is_file():
+        raise BundleError(f"{folder} is not a model bundle: bundle.json is missing")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BundleError(f"cannot read {path}: {e}") from e
+    if not isinstance(data, dict):
+        raise BundleError(f"{path} does not hold a JSON object")
+    return BundleSpec.from_dict(data)
+
+
+def write_bundle_spec(spec: BundleSpec, folder: Path) -> Path:
+    path = Path(folder) / "bundle.json"
+    path.write_text(json.dumps(spec.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return path

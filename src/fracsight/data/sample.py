@@ -1,0 +1,72 @@
+"""Typed samples and data sets, the common currency of readers, training and evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["Box", "Dataset", "Sample", "FRACTURE", "REGION", "CLASS"]
+
+# Task names used in Sample.labels and model heads.
+FRACTURE = "fracture"  # binary: 1 fractured, 0 not
+REGION = "region"  # multi-label body region; stored in Sample.regions
+CLASS = "class"  # N-class label (e.g. fracture type) from class folders
+
+
+@dataclass(frozen=True)
+class Box:
+    """Axis-aligned box in normalized image coordinates (0..1), x0 < x1, y0 < y1."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+    @property
+    def area(self) -> float:
+        return max(0.0, self.x1 - self.x0) * max(0.0, self.y1 - self.y0)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image with whatever labels its data set provides.
+
+    ``labels`` maps a task name (``FRACTURE``, ``CLASS``) to an integer label.
+    ``regions`` lists body regions present (multi-label, FracAtlas has overlaps).
+    ``group`` ties together images that must never straddle splits
+    (near-duplicates, same patient or study).
+    """
+
+    path: Path
+    labels: dict[str, int] = field(default_factory=dict)
+    regions: tuple[str, ...] = ()
+    view: str | None = None
+    study_id: str | None = None
+    group: str | None = None
+    split: str | None = None  # "train" | "val" | "test" | None
+    boxes: tuple[Box, ...] = ()
+
+    @property
+    def image_id(self) -> str:
+        return self.path.name
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A folder read into samples, with the layout that was detected.
+
+    ``class_names`` maps a task to its class names in label order, e.g.
+    ``{"fracture": ("not fractured", "fractured"), "region": ("hand", ...)}``.
+    """
+
+    root: Path
+    layout: str  # "fracatlas" | "class-folders" | "mura"
+    samples: tuple[Sample, ...]
+    class_names: dict[str, tuple[str, ...]]
+
+    def split(self, name: str) -> tuple[Sample, ...]:
+        return tuple(s for s in self.samples if s.split == name)
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return tuple(sorted({s.split for s in self.samples if s.split}))

@@ -1,0 +1,102 @@
+"""Exception types. Every refusal fracsight makes is one of these.
+
+Each class carries a stable machine-readable ``code`` (used by the CLI and the
+REST API) and a human message. Catch :class:`FracsightError` to handle them all.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BundleError",
+    "ChecksumMismatchError",
+    "ConfigError",
+    "DatasetError",
+    "DecompressionBombError",
+    "EmptyFileError",
+    "FracsightError",
+    "ImageReadError",
+    "ImageTooSmallError",
+    "NoPixelDataError",
+    "TruncatedImageError",
+    "UnknownModelError",
+    "UnsupportedFormatError",
+    "UnsupportedPhotometricError",
+]
+
+
+class FracsightError(Exception):
+    """Base class; ``code`` is stable across releases, the message is for people."""
+
+    code = "fracsight_error"
+    http_status = 400
+
+
+class ImageReadError(FracsightError):
+    """The input could not be read as a radiograph."""
+
+    code = "unreadable_image"
+
+
+class EmptyFileError(ImageReadError):
+    code = "empty_file"
+
+
+class UnsupportedFormatError(ImageReadError):
+    """Not an image format fracsight reads (PNG, JPEG, BMP, TIFF, GIF, DICOM)."""
+
+    code = "unsupported_format"
+    http_status = 415
+
+
+class NoPixelDataError(ImageReadError):
+    """A DICOM file without (usable) pixel data."""
+
+    code = "no_pixel_data"
+
+
+class UnsupportedPhotometricError(ImageReadError):
+    """Colour or otherwise non-radiographic DICOM pixel data."""
+
+    code = "unsupported_photometric"
+
+
+class ImageTooSmallError(ImageReadError):
+    code = "image_too_small"
+
+
+class DecompressionBombError(ImageReadError):
+    """The header claims more pixels than the configured limit."""
+
+    code = "image_too_large"
+    http_status = 413
+
+
+class TruncatedImageError(ImageReadError):
+    """Raised only when the caller asked for strict reading of truncated files."""
+
+    code = "truncated_image"
+
+
+class DatasetError(FracsightError):
+    """A folder is not a data set layout fracsight knows, or is inconsistent."""
+
+    code = "dataset_error"
+
+
+class BundleError(FracsightError):
+    """A model bundle is missing, malformed or incompatible."""
+
+    code = "bundle_error"
+    http_status = 500
+
+
+class ChecksumMismatchError(BundleError):
+    code = "bundle_checksum_mismatch"
+
+
+class UnknownModelError(FracsightError):
+    code = "unknown_model"
+
+
+class ConfigError(FracsightError):
+    code = "config_error"

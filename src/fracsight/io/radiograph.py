@@ -1,0 +1,60 @@
+"""The in-memory radiograph: pixels plus the metadata that travels with them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ImageMetadata", "Radiograph"]
+
+
+@dataclass(frozen=True)
+class ImageMetadata:
+    """What is known about where the pixels came from.
+
+    Never holds patient identifiers: the DICOM reader copies only technical
+    tags (photometric interpretation, bit depth, spacing, body part, view).
+    """
+
+    source_format: str  # "png", "jpeg", "bmp", "tiff", "gif", "dicom"
+    original_size: tuple[int, int]  # (height, width) of the stored image
+    bit_depth: int
+    photometric: str  # e.g. "MONOCHROME2", "MONOCHROME1 (inverted)", "L", "RGB"
+    pixel_spacing_mm: tuple[float, float] | None = None
+    body_part: str | None = None
+    view: str | None = None
+    truncated: bool = False
+    frames: int = 1
+    name: str | None = None  # file name (not path) when read from disk
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["original_size"] = list(self.original_size)
+        d["warnings"] = list(self.warnings)
+        if self.pixel_spacing_mm is not None:
+            d["pixel_spacing_mm"] = list(self.pixel_spacing_mm)
+        return d
+
+
+@dataclass(frozen=True)
+class Radiograph:
+    """float32 H x W array in [0, 1], bone bright, plus :class:`ImageMetadata`."""
+
+    pixels: np.ndarray
+    metadata: ImageMetadata
+
+    def __post_init__(self) -> None:
+        p = self.pixels
+        if p.ndim != 2 or p.dtype != np.float32:
+            raise ValueError(f"Radiograph pixels must be a 2-D float32 array, got {p.dtype} {p.shape}")
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])

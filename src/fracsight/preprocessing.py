@@ -1,0 +1,67 @@
+"""The one preprocessing step shared by training, export and inference.
+
+A radiograph (float32 H x W in [0, 1]) is letterboxed: scaled so its longer side
+equals the model's input size (antialiased bilinear), centred on a black square.
+Normalization is *not* done here: the model owns it (first op of the network,
+and therefore part of the ONNX graph), so nothing else can get it wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["Letterbox", "letterbox"]
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """Geometry of one letterbox transform, to map model coordinates back to the image."""
+
+    size: int  # side of the square model input
+    scale: float  # model pixels per original pixel
+    pad_x: int
+    pad_y: int
+    original_size: tuple[int, int]  # (height, width)
+
+    def to_original(self, x: np.ndarray | float, y: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+        """Model-input pixel coordinates -> original image pixel coordinates (clipped)."""
+        h, w = self.original_size
+        ox = np.clip((np.asarray(x, dtype=np.float64) - self.pad_x) / self.scale, 0, w)
+        oy = np.clip((np.asarray(y, dtype=np.float64) - self.pad_y) / self.scale, 0, h)
+        return ox, oy
+
+    def to_model(self, x: np.ndarray | float, y: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+        """Original image pixel coordinates -> model-input pixel coordinates."""
+        mx = np.asarray(x, dtype=np.float64) * self.scale + self.pad_x
+        my = np.asarray(y, dtype=np.float64) * self.scale + self.pad_y
+        return mx, my
+
+    @property
+    def content(self) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1) of the image content inside the model input."""
+        h, w = self.original_size
+        nw, nh = _scaled_size(h, w, self.size)[::-1]
+        return self.pad_x, self.pad_y, self.pad_x + nw, self.pad_y + nh
+
+
+def _scaled_size(h: int, w: int, size: int) -> tuple[int, int]:
+    scale = size / max(h, w)
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def letterbox(pixels: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
+    """Letterbox a 2-D float image in [0, 1] to ``size`` x ``size`` float32."""
+    if pixels.ndim != 2:
+        raise ValueError(f"expected a 2-D image, got shape {pixels.shape}")
+    h, w = pixels.shape
+    nh, nw = _scaled_size(h, w, size)
+    img = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.float32), mode="F")
+    if (nh, nw) != (h, w):
+        img = img.resize((nw, nh), Image.Resampling.BILINEAR)
+    out = np.zeros((size, size), dtype=np.float32)
+    pad_y, pad_x = (size - nh) // 2, (size - nw) // 2
+    out[pad_y : pad_y + nh, pad_x : pad_x + nw] = np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
+    return out, Letterbox(size=size, scale=nw / w, pad_x=pad_x, pad_y=pad_y, original_size=(h, w))
