@@ -96,7 +96,9 @@ class BundleSpec:
         for op in self.operating_points:
             if op.name == name:
                 return op
-        raise BundleError(f"unknown operating point {name!r}; known: {[o.name for o in self.operating_points]}")
+        raise BundleError(
+            f"unknown operating point {name!r}; known: {[o.name for o in self.operating_points]}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,7 +107,9 @@ class BundleSpec:
     def from_dict(cls, d: dict[str, Any]) -> BundleSpec:
         try:
             if d.get("format") != BUNDLE_FORMAT:
-                raise BundleError(f"bundle format {d.get('format')!r} is not supported (expected {BUNDLE_FORMAT})")
+                raise BundleError(
+                    f"bundle format {d.get('format')!r} is not supported (expected {BUNDLE_FORMAT})"
+                )
             kw = dict(d)
             kw["heads"] = tuple(HeadSpec(h["name"], h["kind"], tuple(h["classes"])) for h in d["heads"])
             kw["operating_points"] = tuple(OperatingPoint(**op) for op in d["operating_points"])

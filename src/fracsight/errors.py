@@ -10,6 +10,7 @@ __all__ = [
     "BundleError",
     "ChecksumMismatchError",
     "ConfigError",
+    "CorruptImageError",
     "DatasetError",
     "DecompressionBombError",
     "EmptyFileError",
@@ -72,9 +73,15 @@ class DecompressionBombError(ImageReadError):
 
 
 class TruncatedImageError(ImageReadError):
-    """Raised only when the caller asked for strict reading of truncated files."""
+    """A truncated file: for JPEG only with ``strict=True`` (otherwise read tolerantly), always for others."""
 
     code = "truncated_image"
+
+
+class CorruptImageError(ImageReadError):
+    """The header contradicts itself or the data (e.g. DICOM Rows x Columns vs. pixel data length)."""
+
+    code = "corrupt_image"
 
 
 class DatasetError(FracsightError):

@@ -1,1 +1,126 @@
-"""io."""
+"""Reading radiographs: PNG, JPEG, BMP, TIFF, GIF and DICOM -> :class:`Radiograph`.
+
+>>> from fracsight.io import read_image
+>>> rg = read_image("hand.dcm")                       # doctest: +SKIP
+>>> rg.pixels.dtype, rg.metadata.photometric          # doctest: +SKIP
+(dtype('float32'), 'MONOCHROME1 (inverted)')
+
+The behaviour for every kind of input (and every refusal) is in docs/reading.md.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+from pathlib import Path
+
+from fracsight.errors import (
+    DecompressionBombError,
+    EmptyFileError,
+    ImageReadError,
+    ImageTooSmallError,
+    UnsupportedFormatError,
+)
+from fracsight.io._dicom import read_dicom
+from fracsight.io._raster import read_raster
+from fracsight.io._sniff import HEAD_BYTES, SUPPORTED_FORMATS, describe_unsupported, sniff_format
+from fracsight.io.radiograph import ImageMetadata, Radiograph
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "MIN_SIDE",
+    "SUPPORTED_FORMATS",
+    "ImageMetadata",
+    "Radiograph",
+    "read_image",
+]
+
+#: Largest image (height x width, from the header) read without refusal: 50 megapixels.
+DEFAULT_MAX_PIXELS = 50_000_000
+#: Smallest accepted side in pixels; anything smaller cannot show a fracture.
+MIN_SIDE = 32
+
+
+def read_image(
+    source: str | os.PathLike[str] | bytes,
+    *,
+    name: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_side: int = MIN_SIDE,
+    strict: bool = False,
+) -> Radiograph:
+    """Read one radiograph from a path or raw bytes.
+
+    The format is found from the content, never the extension. Returns float32
+    H x W pixels in [0, 1] with bone bright, plus technical metadata (never
+    patient identifiers). Multi-frame files give their first frame.
+
+    Args:
+        source: a file path, or the file's bytes (e.g. an upload).
+        name: the file name used in metadata and messages; defaults to the
+            path's file name (never the full path).
+        max_pixels: refuse images whose header claims more pixels than this,
+            before decoding (:class:`~fracsight.errors.DecompressionBombError`).
+        min_side: refuse images whose shorter side is smaller
+            (:class:`~fracsight.errors.ImageTooSmallError`).
+        strict: refuse truncated JPEGs (:class:`~fracsight.errors.TruncatedImageError`)
+            instead of reading them with a warning.
+
+    Raises:
+        ImageReadError: or one of its subclasses, for every input that cannot be
+            read; the message names the file and the problem.
+    """
+    data, name = _load(source, name)
+    label = f"{name}: " if name else ""
+    if not data:
+        raise EmptyFileError(f"{label}the file is empty (0 bytes)")
+    head = data[:HEAD_BYTES]
+    fmt = sniff_format(head)
+    if fmt is None:
+        raise UnsupportedFormatError(
+            f"{label}not a supported image: the content looks like {describe_unsupported(head)}"
+            f"{_extension_note(name)}. Supported formats: {', '.join(SUPPORTED_FORMATS)}"
+        )
+    check_size = partial(_check_size, label=label, max_pixels=max_pixels, min_side=min_side)
+    if fmt == "dicom":
+        return read_dicom(data, name=name, check_size=check_size)
+    return read_raster(data, fmt, name=name, check_size=check_size, strict=strict)
+
+
+def _load(source: str | os.PathLike[str] | bytes, name: str | None) -> tuple[bytes, str | None]:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source), name
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"read_image takes a path or bytes, not {type(source).__name__}")
+    path = Path(source)
+    name = name or path.name
+    try:
+        return path.read_bytes(), name
+    except FileNotFoundError as e:
+        raise ImageReadError(f"{name}: no such file") from e
+    except IsADirectoryError as e:
+        raise ImageReadError(f"{name}: is a folder, not an image file") from e
+    except OSError as e:
+        raise ImageReadError(f"{name}: cannot read the file ({e.strerror or e})") from e
+
+
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".dcm", ".dicom"}
+
+
+def _extension_note(name: str | None) -> str:
+    suffix = Path(name).suffix.lower() if name else ""
+    return f" despite its {suffix} extension" if suffix in _IMAGE_SUFFIXES else ""
+
+
+def _check_size(height: int, width: int, *, label: str, max_pixels: int, min_side: int) -> None:
+    """Refuse from the header's size alone, before any pixel is decoded."""
+    if height * width > max_pixels:
+        raise DecompressionBombError(
+            f"{label}image of {width} x {height} pixels ({height * width:,}) exceeds the limit of "
+            f"{max_pixels:,} pixels; refused before decoding (raise max_pixels to allow it)"
+        )
+    if min(height, width) < min_side:
+        raise ImageTooSmallError(
+            f"{label}image of {width} x {height} pixels is too small: each side must be at least "
+            f"{min_side} pixels"
+        )

@@ -1,0 +1,341 @@
+"""Data set audit: class balance, unreadable and truncated files, duplicates and leakage.
+
+:func:`audit` reads a data set folder (any layout :func:`load_dataset` knows), hashes
+every image (sha256 of the bytes, 64-bit pHash of the pixels) and reports
+
+* counts per split and class, and per body region;
+* unreadable files, and truncated ones (decoded only by filling the missing part);
+* exact duplicates (same bytes) and near-duplicate groups (pHash Hamming distance
+  <= ``threshold``, linked transitively);
+* near-duplicate pairs that straddle splits (leakage) or carry different labels
+  (label noise), declared groups that straddle splits, and near-duplicate pairs the
+  data set's own grouping does not tie together.
+
+Problems are findings, not errors: only an unreadable *folder* raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from fracsight.data.detect import load_dataset
+from fracsight.data.phash import FileHash, hash_file, near_pairs
+from fracsight.data.sample import CLASS, FRACTURE, Dataset
+from fracsight.data.splits import group_key, straddling_groups
+
+__all__ = ["AuditReport", "NearPair", "audit", "render_audit"]
+
+Progress = Callable[[int, int], None]
+_SERIAL_BELOW = 200  # a process pool costs more than it saves on small folders
+_NO_SPLIT = "(none)"
+
+
+@dataclass(frozen=True)
+class NearPair:
+    """Two images within the Hamming threshold (paths relative to the data set root)."""
+
+    a: str
+    b: str
+    distance: int
+    split_a: str | None
+    split_b: str | None
+    label_a: str | None
+    label_b: str | None
+
+
+@dataclass
+class AuditReport:
+    """What :func:`audit` found; ``to_dict()`` is the ``--json`` output."""
+
+    root: str
+    layout: str
+    images: int
+    task: str
+    threshold: int
+    counts: dict[str, dict[str, int]]  # split -> class name -> images
+    regions: dict[str, int]
+    unreadable: list[dict[str, str]]  # {"path", "error"}
+    truncated: list[str]
+    exact_duplicates: list[list[str]]
+    near_duplicate_groups: list[list[str]]
+    near_pairs: int
+    cross_split_pairs: list[NearPair]
+    cross_split_groups: list[list[str]]
+    cross_label_pairs: list[NearPair]
+    ungrouped_pairs: int  # near pairs not tied by the data set's group / study
+    declared_groups_straddling: dict[str, list[str]]
+    loader_warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def audit(
+    root: Path,
+    threshold: int = 6,
+    workers: int | None = None,
+    progress: Progress | None = None,
+    layout: str = "auto",
+) -> AuditReport:
+    """Audit the data set in ``root`` (see the module doc). Raises DatasetError for a bad folder.
+
+    ``workers`` processes decode images (default: up to 2); ``progress(done, total)`` is
+    called as images are hashed.
+    """
+    if not 0 <= threshold <= 64:
+        raise ValueError(f"threshold must be 0..64 bits, got {threshold}")
+    start = time.perf_counter()
+    with _captured_warnings() as notes:
+        dataset = load_dataset(Path(root), layout)
+    results = _inspect_all([s.path for s in dataset.samples], workers, progress)
+    report = _analyse(dataset, results, threshold)
+    report.loader_warnings = notes
+    report.seconds = round(time.perf_counter() - start, 2)
+    return report
+
+
+# -- reading -------------------------------------------------------------------------
+
+
+def _inspect_all(paths: Sequence[Path], workers: int | None, progress: Progress | None) -> list[FileHash]:
+    workers = workers or min(2, os.cpu_count() or 1)
+    total = len(paths)
+    if progress:
+        progress(0, total)
+    if workers <= 1 or total < _SERIAL_BELOW:
+        results = []
+        for n, p in enumerate(paths, start=1):
+            results.append(hash_file(p))
+            if progress:
+                progress(n, total)
+        return results
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        results = []
+        for n, r in enumerate(pool.map(hash_file, paths, chunksize=16), start=1):
+            results.append(r)
+            if progress:
+                progress(n, total)
+        return results
+
+
+@contextmanager
+def _captured_warnings() -> Iterator[list[str]]:
+    """Collect warnings the readers log (e.g. folder/csv label disagreements) for the report."""
+    notes: list[str] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            notes.append(record.getMessage())
+
+    handler = _Collect(level=logging.WARNING)
+    logger = logging.getLogger("fracsight.data")
+    logger.addHandler(handler)
+    try:
+        yield notes
+    finally:
+        logger.removeHandler(handler)
+
+
+# -- analysis ------------------------------------------------------------------------
+
+
+def _analyse(dataset: Dataset, results: list[FileHash], threshold: int) -> AuditReport:
+    samples = dataset.samples
+    task = FRACTURE if FRACTURE in dataset.class_names else CLASS
+    names = dataset.class_names.get(task, ())
+    rel = [_relative(s.path, dataset.root) for s in samples]
+    label = [
+        names[s.labels[task]] if task in s.labels and s.labels[task] < len(names) else None for s in samples
+    ]
+
+    counts: dict[str, dict[str, int]] = {}
+    for s, lab in zip(samples, label, strict=True):
+        split = counts.setdefault(s.split or _NO_SPLIT, dict.fromkeys(names, 0))
+        split[lab or "?"] = split.get(lab or "?", 0) + 1
+    regions = Counter(r for s in samples for r in s.regions)
+
+    by_sha: dict[str, list[str]] = defaultdict(list)
+    for path, r in zip(rel, results, strict=True):
+        if r.sha256:
+            by_sha[r.sha256].append(path)
+
+    hashed = [i for i, r in enumerate(results) if r.phash is not None]
+    hashes = np.array([results[i].phash for i in hashed], dtype=np.uint64)
+    pairs = [(hashed[a], hashed[b], d) for a, b, d in near_pairs(hashes, threshold)]
+    groups = _components(len(samples), pairs)
+
+    def pair(i: int, j: int, d: int) -> NearPair:
+        return NearPair(rel[i], rel[j], d, samples[i].split, samples[j].split, label[i], label[j])
+
+    keys = [group_key(s) for s in samples]
+    declared = {s.group or s.study_id for s in samples} - {None}
+    straddle = {k: sorted(v) for k, v in straddling_groups(samples).items() if k in declared}
+    return AuditReport(
+        root=str(dataset.root),
+        layout=dataset.layout,
+        images=len(samples),
+        task=task,
+        threshold=threshold,
+        counts=dict(sorted(counts.items(), key=lambda kv: _split_order(kv[0]))),
+        regions=dict(sorted(regions.items())),
+        unreadable=[{"path": p, "error": r.error} for p, r in zip(rel, results, strict=True) if r.error],
+        truncated=[p for p, r in zip(rel, results, strict=True) if r.truncated],
+        exact_duplicates=sorted(sorted(g) for g in by_sha.values() if len(g) > 1),
+        near_duplicate_groups=[sorted(rel[i] for i in g) for g in groups],
+        near_pairs=len(pairs),
+        cross_split_pairs=[
+            pair(i, j, d)
+            for i, j, d in pairs
+            if samples[i].split and samples[j].split and samples[i].split != samples[j].split
+        ],
+        cross_split_groups=[
+            sorted(rel[i] for i in g) for g in groups if len({samples[i].split for i in g} - {None}) > 1
+        ],
+        cross_label_pairs=[pair(i, j, d) for i, j, d in pairs if label[i] != label[j]],
+        ungrouped_pairs=sum(keys[i] != keys[j] for i, j, _ in pairs),
+        declared_groups_straddling=straddle,
+    )
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _split_order(name: str) -> tuple[int, str]:
+    order = {"train": 0, "val": 1, "test": 2, _NO_SPLIT: 4}
+    return order.get(name, 3), name
+
+
+def _components(n: int, pairs: list[tuple[int, int, int]]) -> list[list[int]]:
+    """Connected components (size >= 2) of the near-duplicate graph, by union-find."""
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j, _ in pairs:
+        ri, rj = find(i), find(j)
+        if ri != rj:
+            parent[max(ri, rj)] = min(ri, rj)
+    members: dict[int, list[int]] = defaultdict(list)
+    for i in range(n):
+        members[find(i)].append(i)
+    return sorted((m for m in members.values() if len(m) > 1), key=lambda m: (-len(m), m[0]))
+
+
+# -- presentation --------------------------------------------------------------------
+
+
+def render_audit(report: AuditReport, limit: int = 10) -> list[RenderableType]:
+    """Rich tables summarising a report for people (the CLI prints them)."""
+    out: list[RenderableType] = [
+        Text.assemble(
+            ("Audit of ", "bold"),
+            (report.root, "bold cyan"),
+            f"  layout {report.layout}, {report.images} images, {report.seconds:.1f} s",
+        ),
+        _balance_table(report),
+    ]
+    if report.regions:
+        out.append(Text("Regions: " + ", ".join(f"{k} {v}" for k, v in report.regions.items())))
+    t = report.threshold
+    findings = Table(title="Findings", title_justify="left")
+    findings.add_column("Check")
+    findings.add_column("Count", justify="right")
+    findings.add_column("Meaning")
+    rows = [
+        ("Unreadable files", len(report.unreadable), "cannot be decoded; fix or drop them"),
+        ("Truncated files", len(report.truncated), "decoded only by filling the missing part"),
+        ("Exact duplicate groups", len(report.exact_duplicates), "identical bytes"),
+        (
+            f"Near-duplicate groups (pHash <= {t})",
+            len(report.near_duplicate_groups),
+            f"{sum(map(len, report.near_duplicate_groups))} images, {report.near_pairs} pairs",
+        ),
+        (
+            "Near-duplicate pairs across splits",
+            len(report.cross_split_pairs),
+            f"leakage; {len(report.cross_split_groups)} group(s) span splits",
+        ),
+        ("Near-duplicate pairs with different labels", len(report.cross_label_pairs), "label noise"),
+        (
+            "Declared groups straddling splits",
+            len(report.declared_groups_straddling),
+            "leakage by the data set's own groups",
+        ),
+        (
+            "Near-duplicate pairs not grouped by the data set",
+            report.ungrouped_pairs,
+            "a re-split could leak these",
+        ),
+    ]
+    for name, count, meaning in rows:
+        findings.add_row(name, Text(str(count), style="red" if count else "green"), meaning)
+    out.append(findings)
+    out += _pair_table("Near-duplicates across splits", report.cross_split_pairs, limit)
+    out += _pair_table("Near-duplicates with different labels", report.cross_label_pairs, limit)
+    if report.unreadable:
+        out.append(
+            Text("Unreadable: " + "; ".join(f"{u['path']} ({u['error']})" for u in report.unreadable[:limit]))
+        )
+    for note in report.loader_warnings[:limit]:
+        out.append(Text("Loader warning: " + note, style="yellow"))
+    return out
+
+
+def _balance_table(report: AuditReport) -> Table:
+    classes = list(dict.fromkeys(c for counts in report.counts.values() for c in counts))
+    binary = report.task == FRACTURE and len(classes) == 2
+    table = Table(title=f"Images per split and {report.task} class", title_justify="left")
+    table.add_column("Split")
+    for c in classes:
+        table.add_column(c, justify="right")
+    table.add_column("Total", justify="right")
+    if binary:
+        table.add_column(f"% {classes[1]}", justify="right")
+    totals: Counter[str] = Counter()
+    for split, counts in [*report.counts.items(), ("all", None)]:
+        row = counts if counts is not None else totals
+        if counts is not None:
+            totals.update(counts)
+        n = sum(row.values())
+        cells = [str(row.get(c, 0)) for c in classes] + [str(n)]
+        if binary:
+            cells.append(f"{100 * row.get(classes[1], 0) / n:.1f}" if n else "-")
+        table.add_row(split, *cells, style="bold" if counts is None else None)
+    return table
+
+
+def _pair_table(title: str, pairs: list[NearPair], limit: int) -> list[RenderableType]:
+    if not pairs:
+        return []
+    table = Table(title=f"{title} (first {min(limit, len(pairs))} of {len(pairs)})", title_justify="left")
+    for col in ("Image A", "Image B"):
+        table.add_column(col, overflow="fold")
+    table.add_column("Splits")
+    table.add_column("Labels")
+    table.add_column("Bits", justify="right")
+    for p in sorted(pairs, key=lambda p: (p.distance, p.a, p.b))[:limit]:
+        table.add_row(p.a, p.b, f"{p.split_a} / {p.split_b}", f"{p.label_a} / {p.label_b}", str(p.distance))
+    return [table]

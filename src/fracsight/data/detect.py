@@ -1,0 +1,105 @@
+"""Which data set layout a folder holds, and the one front door that reads it.
+
+Rules, tried in this order on the folder given:
+
+1. ``fracatlas``: ``dataset.csv`` and an ``images/`` folder.
+2. ``mura``: ``XR_<PART>`` folders, directly or under ``train/`` / ``valid/``.
+3. If none matched and the folder holds nothing but one visible sub-folder (the
+   wrapper an archive often unpacks into) that is not a split folder, look inside it
+   instead (up to 3 levels).
+4. ``class-folders``: sub-folders with images, directly (``<class>/``) or under split
+   folders (``train|val|valid|test/<class>/``).
+
+Anything else raises :class:`DatasetError` saying what was expected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from fracsight.data._files import is_image_file, split_name, visible_dirs
+from fracsight.data.folders import is_class_folders, read_class_folders
+from fracsight.data.fracatlas import is_fracatlas, read_fracatlas
+from fracsight.data.mura import is_mura, read_mura
+from fracsight.data.sample import Dataset
+from fracsight.errors import DatasetError
+
+__all__ = ["LAYOUTS", "detect_layout", "find_layout", "load_dataset"]
+
+_Reader = Callable[[Path], Dataset]
+_Check = Callable[[Path], bool]
+
+# name -> (check, reader, what the layout looks like); detection tries them in this order.
+LAYOUTS: dict[str, tuple[_Check, _Reader, str]] = {
+    "fracatlas": (is_fracatlas, read_fracatlas, "dataset.csv + images/Fractured|Non_fractured/*.jpg"),
+    "mura": (is_mura, read_mura, "[train|valid/]XR_<PART>/patient<ID>/study<N>_<positive|negative>/*.png"),
+    "class-folders": (
+        is_class_folders,
+        read_class_folders,
+        "<class>/<image> or <train|val|test>/<class>/<image>",
+    ),
+}
+_WRAPPER_DEPTH = 3
+
+
+def _expected() -> str:
+    return "; ".join(f"{name} ({hint})" for name, (_, _, hint) in LAYOUTS.items())
+
+
+def _check_folder(root: Path) -> None:
+    if not root.exists():
+        raise DatasetError(f"{root} does not exist")
+    if not root.is_dir():
+        raise DatasetError(f"{root} is not a folder; give the data set's top folder")
+
+
+def find_layout(root: Path) -> tuple[str, Path]:
+    """``(layout name, folder that holds it)``; the folder differs from ``root`` only for wrappers."""
+    root = Path(root)
+    _check_folder(root)
+    current = root
+    for _ in range(_WRAPPER_DEPTH + 1):
+        for name in ("fracatlas", "mura"):
+            if LAYOUTS[name][0](current):
+                return name, current
+        subdirs = visible_dirs(current)
+        has_files = any(is_image_file(p) or p.suffix.lower() == ".csv" for p in current.iterdir())
+        if len(subdirs) != 1 or has_files or split_name(subdirs[0].name):
+            break
+        current = subdirs[0]
+    if is_class_folders(current):
+        return "class-folders", current
+    if not any(True for _ in root.iterdir()):
+        raise DatasetError(f"{root} is empty; expected one of: {_expected()}")
+    raise DatasetError(f"{root} is not a data set layout fracsight knows; expected one of: {_expected()}")
+
+
+def detect_layout(root: Path) -> str:
+    """Name of the layout in ``root``: ``"fracatlas"``, ``"mura"`` or ``"class-folders"``."""
+    return find_layout(root)[0]
+
+
+def load_dataset(root: Path, layout: str = "auto") -> Dataset:
+    """Read a data set folder into a :class:`Dataset`.
+
+    ``layout="auto"`` detects it (see this module's rules); naming one skips detection.
+    The result tells what was found in ``Dataset.layout``. Splits are those on disk or in
+    the csv; a data set without one has ``split=None`` everywhere (see
+    :func:`fracsight.data.ensure_splits`).
+
+    >>> ds = load_dataset(Path("../shared/data/fracatlas"))  # doctest: +SKIP
+    >>> ds.layout, len(ds.samples), len(ds.split("val"))  # doctest: +SKIP
+    ('fracatlas', 3232, 329)
+    """
+    root = Path(root)
+    if layout == "auto":
+        layout, root = find_layout(root)
+    elif layout not in LAYOUTS:
+        raise DatasetError(f"unknown layout {layout!r}; known: auto, {', '.join(LAYOUTS)}")
+    else:
+        _check_folder(root)
+        check, _, hint = LAYOUTS[layout]
+        if not check(root):
+            raise DatasetError(f"{root} is not a {layout} folder; expected {hint}")
+    return LAYOUTS[layout][1](root)

@@ -1,0 +1,91 @@
+"""Reader for class folders: ``<class>/*.png`` or ``<split>/<class>/*.png``.
+
+Split folders are ``train``, ``val`` / ``valid`` / ``validation`` / ``dev`` and ``test``
+(any case; ``valid`` becomes split ``"val"``). Exactly two classes whose names read as
+fractured / not fractured (``fractured`` and ``not fractured``, ``Fractured`` and
+``Non_fractured``, ``positive`` and ``negative``, ...) give a binary ``"fracture"`` label
+(1 = fractured). Any other set of classes (fracture types, body regions) gives a
+``"class"`` label indexing the class names sorted alphabetically (case-insensitive).
+Images may sit in sub-folders of a class folder; hidden files and folders are ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from fracsight.data._files import fracture_polarity, is_image_file, iter_images, split_name, visible_dirs
+from fracsight.data.sample import CLASS, FRACTURE, Dataset, Sample
+from fracsight.errors import DatasetError
+
+__all__ = ["class_folders", "is_class_folders", "read_class_folders"]
+
+log = logging.getLogger(__name__)
+
+
+def class_folders(root: Path) -> dict[str | None, list[Path]]:
+    """Class folders per split (key None when there is no split level)."""
+    dirs = visible_dirs(root)
+    split_dirs = [d for d in dirs if split_name(d.name)]
+    if not split_dirs:
+        return {None: dirs} if dirs else {}
+    ignored = [d.name for d in dirs if not split_name(d.name)]
+    if ignored:
+        log.warning(
+            "%s: folder(s) %s are not split folders (train/val/test) and are ignored",
+            root,
+            ", ".join(ignored),
+        )
+    result: dict[str | None, list[Path]] = {}
+    for d in split_dirs:
+        result.setdefault(split_name(d.name), []).extend(visible_dirs(d))
+    return result
+
+
+def is_class_folders(root: Path) -> bool:
+    """True if some class folder (directly or under a split folder) holds an image."""
+    return any(next(iter_images(d), None) is not None for dirs in class_folders(root).values() for d in dirs)
+
+
+def read_class_folders(root: Path) -> Dataset:
+    """Read class folders into a :class:`Dataset` (layout ``"class-folders"``)."""
+    per_split = class_folders(root)
+    _warn_loose_files(root)
+    found: dict[str | None, dict[str, list[Path]]] = {}
+    for split, dirs in per_split.items():
+        for d in dirs:
+            images = list(iter_images(d))
+            if images:
+                found.setdefault(split, {}).setdefault(d.name, []).extend(images)
+            else:
+                log.warning("%s holds no images and is ignored", d)
+    names = {name for classes in found.values() for name in classes}
+    if len(names) < 2:
+        raise DatasetError(
+            f"{root}: class folders need at least two classes with images, found {sorted(names) or 'none'} "
+            "(expected <class>/<image> or <train|val|test>/<class>/<image>)"
+        )
+    for split, classes in found.items():
+        if split is not None and set(classes) != names:
+            log.warning("split %r lacks class(es) %s", split, ", ".join(sorted(names - set(classes))))
+
+    polarity = {name: fracture_polarity(name) for name in names}
+    if len(names) == 2 and set(polarity.values()) == {0, 1}:
+        task, class_names, index = FRACTURE, ("not fractured", "fractured"), polarity
+    else:
+        ordered = tuple(sorted(names, key=lambda n: (n.casefold(), n)))
+        task, class_names, index = CLASS, ordered, {n: i for i, n in enumerate(ordered)}
+    samples = [
+        Sample(path=path, labels={task: int(index[name])}, split=split)
+        for split, classes in found.items()
+        for name, paths in sorted(classes.items())
+        for path in paths
+    ]
+    return Dataset(root=root, layout="class-folders", samples=tuple(samples), class_names={task: class_names})
+
+
+def _warn_loose_files(root: Path) -> None:
+    for parent in [root, *(d for d in visible_dirs(root) if split_name(d.name))]:
+        loose = [p.name for p in parent.iterdir() if is_image_file(p)]
+        if loose:
+            log.warning("%d image(s) directly in %s belong to no class and are ignored", len(loose), parent)

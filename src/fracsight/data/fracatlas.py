@@ -1,0 +1,186 @@
+"""Reader for the FracAtlas layout: ``dataset.csv`` + ``images/`` + YOLO or COCO boxes.
+
+The csv is the label source. The ``Fractured``/``Non_fractured`` folder an image sits in
+is only cross-checked: disagreements (FracAtlas has one, IMG0003298) are logged as a
+warning. Images listed in the csv but absent on disk raise :class:`DatasetError`: a
+partial copy would silently change every count and metric.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+from fracsight.data._files import fracture_polarity, iter_images, split_name
+from fracsight.data.sample import FRACTURE, REGION, Box, Dataset, Sample
+from fracsight.errors import DatasetError
+
+__all__ = ["REGION_COLUMNS", "VIEW_COLUMNS", "is_fracatlas", "read_fracatlas"]
+
+log = logging.getLogger(__name__)
+
+REGION_COLUMNS = ("hand", "leg", "hip", "shoulder")
+VIEW_COLUMNS = ("frontal", "lateral", "oblique")
+_REQUIRED_COLUMNS = ("image_id", "fractured")
+_MAX_NAMES = 10
+
+
+def is_fracatlas(root: Path) -> bool:
+    """True if ``root`` has ``dataset.csv`` and an ``images/`` folder."""
+    return (root / "dataset.csv").is_file() and (root / "images").is_dir()
+
+
+def read_fracatlas(root: Path) -> Dataset:
+    """Read a FracAtlas folder into a :class:`Dataset` (layout ``"fracatlas"``)."""
+    rows = _read_csv(root / "dataset.csv")
+    on_disk = _index_images(root / "images")
+    missing = [r["image_id"] for r in rows if r["image_id"] not in on_disk]
+    if missing:
+        raise DatasetError(
+            f"{len(missing)} image(s) listed in {root / 'dataset.csv'} are missing under "
+            f"{root / 'images'}: {_names(missing)}"
+        )
+    listed = {r["image_id"] for r in rows}
+    unlisted = sorted(set(on_disk) - listed)
+    if unlisted:
+        log.warning(
+            "%d image(s) under images/ are not in dataset.csv and are ignored: %s",
+            len(unlisted),
+            _names(unlisted),
+        )
+
+    boxes = _BoxSource(root / "annotations")
+    samples: list[Sample] = []
+    disagree: list[str] = []
+    for row in rows:
+        image_id = row["image_id"]
+        path = on_disk[image_id]
+        fractured = _flag(row, "fractured", image_id)
+        folder_label = fracture_polarity(path.parent.name)
+        if folder_label is not None and folder_label != fractured:
+            disagree.append(f"{image_id} (folder {path.parent.name}, csv fractured={fractured})")
+        split_value = (row.get("split") or "").strip()
+        split = split_name(split_value) if split_value else None
+        if split_value and split is None:
+            raise DatasetError(f"{image_id}: unknown split {split_value!r} in dataset.csv")
+        samples.append(
+            Sample(
+                path=path,
+                labels={FRACTURE: fractured},
+                regions=tuple(c for c in REGION_COLUMNS if c in row and _flag(row, c, image_id)),
+                view="+".join(c for c in VIEW_COLUMNS if c in row and _flag(row, c, image_id)) or None,
+                group=(row.get("dup_group") or "").strip() or None,
+                split=split,
+                boxes=boxes.get(image_id),
+            )
+        )
+    if disagree:
+        log.warning(
+            "%d image(s) sit in a folder that disagrees with dataset.csv (the csv label is used): %s",
+            len(disagree),
+            _names(disagree),
+        )
+    class_names = {FRACTURE: ("not fractured", "fractured")}
+    if any(c in rows[0] for c in REGION_COLUMNS):
+        class_names[REGION] = tuple(c for c in REGION_COLUMNS if c in rows[0])
+    return Dataset(root=root, layout="fracatlas", samples=tuple(samples), class_names=class_names)
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        columns = [c.strip() for c in reader.fieldnames or []]
+        absent = [c for c in _REQUIRED_COLUMNS if c not in columns]
+        if absent:
+            raise DatasetError(f"{path} lacks column(s) {', '.join(absent)}; found: {', '.join(columns)}")
+        rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    if not rows:
+        raise DatasetError(f"{path} has no rows")
+    return rows
+
+
+def _flag(row: dict[str, str], column: str, image_id: str) -> int:
+    value = row.get(column, "")
+    try:
+        flag = int(float(value))
+    except ValueError:
+        raise DatasetError(f"{image_id}: column {column!r} should be 0 or 1, got {value!r}") from None
+    if flag not in (0, 1):
+        raise DatasetError(f"{image_id}: column {column!r} should be 0 or 1, got {value!r}")
+    return flag
+
+
+def _index_images(images: Path) -> dict[str, Path]:
+    """Map file name -> path for every image below ``images/`` (class sub-folders or flat)."""
+    index: dict[str, Path] = {}
+    for path in iter_images(images):
+        if path.name in index:
+            raise DatasetError(f"{path.name} occurs twice under {images}: {index[path.name]} and {path}")
+        index[path.name] = path
+    return index
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(names[:_MAX_NAMES])
+    return shown + (f", ... ({len(names) - _MAX_NAMES} more)" if len(names) > _MAX_NAMES else "")
+
+
+class _BoxSource:
+    """Fracture boxes per image: YOLO ``annotations/yolo/<stem>.txt`` first, COCO as fallback."""
+
+    def __init__(self, annotations: Path) -> None:
+        self.yolo_dir = annotations / "yolo"
+        self.coco_path = annotations / "coco.json"
+        self._coco: dict[str, tuple[Box, ...]] | None = None
+
+    def get(self, image_id: str) -> tuple[Box, ...]:
+        txt = self.yolo_dir / (Path(image_id).stem + ".txt")
+        if txt.is_file():
+            return _read_yolo(txt)
+        if self.coco_path.is_file():
+            if self._coco is None:
+                self._coco = _read_coco(self.coco_path)
+            return self._coco.get(image_id, ())
+        return ()
+
+
+def _box(x0: float, y0: float, x1: float, y1: float) -> Box | None:
+    x0, y0, x1, y1 = (min(1.0, max(0.0, v)) for v in (x0, y0, x1, y1))
+    return Box(x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+
+def _read_yolo(txt: Path) -> tuple[Box, ...]:
+    boxes: list[Box] = []
+    for n, line in enumerate(txt.read_text(encoding="utf-8").splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            cx, cy, w, h = (float(p) for p in parts[1:5])
+        except ValueError:
+            raise DatasetError(f"{txt}:{n}: expected 'class cx cy w h', got {line!r}") from None
+        box = _box(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+        if box is None:
+            log.warning("%s:%d: empty box skipped", txt, n)
+        else:
+            boxes.append(box)
+    return tuple(boxes)
+
+
+def _read_coco(path: Path) -> dict[str, tuple[Box, ...]]:
+    try:
+        coco = json.loads(path.read_text(encoding="utf-8"))
+        images = {im["id"]: im for im in coco["images"]}
+        result: dict[str, list[Box]] = {}
+        for ann in coco.get("annotations", []):
+            im = images[ann["image_id"]]
+            x, y, w, h = (float(v) for v in ann["bbox"])
+            width, height = float(im["width"]), float(im["height"])
+            box = _box(x / width, y / height, (x + w) / width, (y + h) / height)
+            if box is not None:
+                result.setdefault(im["file_name"], []).append(box)
+    except (ValueError, KeyError, TypeError, ZeroDivisionError) as e:
+        raise DatasetError(f"{path} is not a COCO annotation file fracsight understands: {e!r}") from None
+    return {name: tuple(b) for name, b in result.items()}

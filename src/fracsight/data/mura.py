@@ -1,0 +1,144 @@
+"""Reader for the MURA layout.
+
+``[train|valid/]XR_<PART>/patient<ID>/study<N>_<positive|negative>/image<K>.png``.
+
+MURA labels whole studies as *abnormal* (positive) or normal; abnormal includes
+fractures but also hardware, degenerative disease, lesions and more. fracsight stores
+that label under the ``"fracture"`` task (1 = abnormal) so the same training code runs,
+with class names ``("normal", "abnormal")`` saying what it really is.
+
+When ``*_labeled_studies.csv`` files (MURA's official labels: ``path,label`` without a
+header) sit in the root they are the label source, and studies whose folder suffix
+disagrees are logged; otherwise the ``_positive`` / ``_negative`` folder suffix is.
+Every image is grouped by patient, so a patient never straddles splits.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+from pathlib import Path, PurePosixPath
+
+from fracsight.data._files import iter_images, split_name, visible_dirs
+from fracsight.data.sample import FRACTURE, REGION, Dataset, Sample
+from fracsight.errors import DatasetError
+
+__all__ = ["is_mura", "mura_part_folders", "read_mura"]
+
+log = logging.getLogger(__name__)
+
+_STUDY = re.compile(r"(study\d+)(?:_(positive|negative))?", re.IGNORECASE)
+_SUFFIX_LABEL = {"positive": 1, "negative": 0}
+
+
+def _is_part(path: Path) -> bool:
+    return path.name.upper().startswith("XR_") and len(path.name) > 3
+
+
+def mura_part_folders(root: Path) -> list[tuple[str | None, Path]]:
+    """``(split, XR_<PART> folder)`` pairs, at the root or one split folder down."""
+    found: list[tuple[str | None, Path]] = []
+    for d in visible_dirs(root):
+        if _is_part(d):
+            found.append((None, d))
+        elif split_name(d.name):
+            found.extend((split_name(d.name), p) for p in visible_dirs(d) if _is_part(p))
+    return found
+
+
+def is_mura(root: Path) -> bool:
+    """True if ``root`` holds ``XR_<PART>`` folders (directly or under train/valid)."""
+    return bool(mura_part_folders(root))
+
+
+def read_mura(root: Path) -> Dataset:
+    """Read a MURA folder into a :class:`Dataset` (layout ``"mura"``)."""
+    csv_labels = _read_labeled_studies(root)
+    used: set[str] = set()
+    samples: list[Sample] = []
+    unlabeled: list[str] = []
+    disagree: list[str] = []
+    for split, part_dir in mura_part_folders(root):
+        region = part_dir.name[3:].lower()
+        for patient in visible_dirs(part_dir):
+            for study in visible_dirs(patient):
+                match = _STUDY.fullmatch(study.name)
+                key = f"{part_dir.name}/{patient.name}/{study.name}"
+                if match is None:
+                    log.warning("%s is not a study<N>[_positive|_negative] folder and is ignored", study)
+                    continue
+                folder_label = _SUFFIX_LABEL.get((match.group(2) or "").lower())
+                label = _lookup(csv_labels, key, split)
+                if label is None:
+                    label = folder_label
+                else:
+                    used.add(key)
+                    if folder_label is not None and folder_label != label:
+                        disagree.append(key)
+                if label is None:
+                    unlabeled.append(key)
+                    continue
+                study_id = f"{part_dir.name}/{patient.name}/{match.group(1)}"
+                samples.extend(
+                    Sample(
+                        path=p,
+                        labels={FRACTURE: label},
+                        regions=(region,),
+                        study_id=study_id,
+                        group=patient.name,
+                        split=split,
+                    )
+                    for p in iter_images(study)
+                )
+    if unlabeled:
+        log.warning(
+            "%d study folder(s) have neither a _positive/_negative suffix nor a csv label and are "
+            "ignored: %s",
+            len(unlabeled),
+            ", ".join(unlabeled[:10]),
+        )
+    if disagree:
+        log.warning(
+            "%d study folder suffix(es) disagree with the labeled-studies csv (csv used): %s",
+            len(disagree),
+            ", ".join(disagree[:10]),
+        )
+    absent = sorted(set(csv_labels) - used)
+    if absent:
+        log.warning("%d study(ies) in the labeled-studies csv are not on disk", len(absent))
+    if not samples:
+        raise DatasetError(f"{root}: MURA layout found (XR_<PART> folders) but no labeled study images in it")
+    regions = tuple(sorted({s.regions[0] for s in samples}))
+    class_names = {FRACTURE: ("normal", "abnormal"), REGION: regions}
+    return Dataset(root=root, layout="mura", samples=tuple(samples), class_names=class_names)
+
+
+def _read_labeled_studies(root: Path) -> dict[str, list[tuple[str | None, int]]]:
+    """``XR_PART/patient/studyN_x`` -> [(split, label)] from every ``*_labeled_studies.csv`` in ``root``."""
+    labels: dict[str, list[tuple[str | None, int]]] = {}
+    for path in sorted(root.glob("*_labeled_studies.csv")):
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            for n, row in enumerate(csv.reader(f), start=1):
+                if not row or not row[0].strip():
+                    continue
+                parts = PurePosixPath(row[0].strip().replace("\\", "/")).parts
+                at = next((i for i, p in enumerate(parts) if p.upper().startswith("XR_")), None)
+                value = row[1].strip() if len(row) > 1 else ""
+                if at is None or len(parts) < at + 3 or value not in ("0", "1"):
+                    if n == 1:  # tolerate a header line
+                        continue
+                    raise DatasetError(
+                        f"{path}:{n}: expected '<...>/XR_<PART>/<patient>/<study>/,<0|1>', got {row}"
+                    )
+                split = split_name(parts[at - 1]) if at > 0 else None
+                labels.setdefault("/".join(parts[at : at + 3]), []).append((split, int(value)))
+    return labels
+
+
+def _lookup(labels: dict[str, list[tuple[str | None, int]]], key: str, split: str | None) -> int | None:
+    entries = labels.get(key, [])
+    same_split = [label for s, label in entries if s == split]
+    if same_split:
+        return same_split[0]
+    return entries[0][1] if len(entries) == 1 else None

@@ -1,0 +1,152 @@
+"""64-bit DCT perceptual hash (pHash) and fast Hamming-distance search, numpy only.
+
+The hash: grayscale, resize to 32x32 (Lanczos), 2-D DCT-II, keep the 8x8 lowest
+frequencies, set a bit where a coefficient exceeds their median. Bit 63 is the (0, 0)
+coefficient, bits run row-major. Near-identical images (re-encoded, resized, slightly
+cropped or brightened) land within a few bits of each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps
+
+__all__ = ["HASH_SIZE", "FileHash", "hamming", "hash_file", "near_pairs", "phash", "popcount"]
+
+HASH_SIZE = 8  # 8x8 low frequencies -> 64 bits
+_IMG_SIZE = 32
+_DRAFT_SIZE = 512
+
+
+def _dct_matrix(n: int) -> np.ndarray:
+    k = np.arange(n)[:, None]
+    x = np.arange(n)[None, :]
+    return np.cos(np.pi * k * (2 * x + 1) / (2 * n))
+
+
+_DCT = _dct_matrix(_IMG_SIZE)[:HASH_SIZE]  # only the rows we keep
+_WEIGHTS = (1 << np.arange(HASH_SIZE * HASH_SIZE - 1, -1, -1, dtype=np.uint64)).astype(np.uint64)
+
+
+def phash(pixels: np.ndarray) -> int:
+    """pHash of a 32x32 grayscale array (any real dtype) as an unsigned 64-bit int."""
+    a = np.asarray(pixels, dtype=np.float64)
+    if a.shape != (_IMG_SIZE, _IMG_SIZE):
+        raise ValueError(f"phash expects a {_IMG_SIZE}x{_IMG_SIZE} array, got {a.shape}")
+    low = _DCT @ a @ _DCT.T  # 8x8 lowest-frequency DCT-II coefficients
+    bits = (low > np.median(low)).ravel()
+    return int(np.sum(_WEIGHTS[bits], dtype=np.uint64))
+
+
+_BYTE_COUNTS = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def popcount(x: np.ndarray) -> np.ndarray:
+    """Number of set bits in each element of a uint64 array."""
+    x = np.ascontiguousarray(x, dtype=np.uint64)
+    if hasattr(np, "bitwise_count"):  # numpy >= 2.0
+        return np.bitwise_count(x).astype(np.uint8)
+    return _BYTE_COUNTS[x.view(np.uint8)].reshape(*x.shape, 8).sum(axis=-1, dtype=np.uint8)
+
+
+def hamming(a: int, b: int) -> int:
+    """Bits that differ between two hashes."""
+    return (int(a) ^ int(b)).bit_count()
+
+
+def near_pairs(hashes: np.ndarray, threshold: int, chunk: int = 512) -> list[tuple[int, int, int]]:
+    """All index pairs ``(i, j, distance)`` with ``i < j`` and Hamming distance <= ``threshold``.
+
+    Compares every pair (n^2 / 2) with vectorized XOR + popcount, ``chunk`` rows at a time:
+    about 5 million pairs for 3,200 images, well under a second.
+    """
+    h = np.ascontiguousarray(hashes, dtype=np.uint64)
+    pairs: list[tuple[int, int, int]] = []
+    for start in range(0, len(h), chunk):
+        rows = h[start : start + chunk]
+        dist = popcount(rows[:, None] ^ h[None, :])
+        ii, jj = np.nonzero(dist <= threshold)
+        keep = jj > ii + start
+        for i, j in zip(ii[keep], jj[keep], strict=True):
+            pairs.append((int(i) + start, int(j), int(dist[i, j])))
+    return pairs
+
+
+@dataclass(frozen=True)
+class FileHash:
+    """sha256 of a file's bytes, pHash of its pixels (None if undecodable), and what went wrong."""
+
+    sha256: str | None
+    phash: int | None
+    truncated: bool
+    error: str | None
+
+
+def hash_file(path: Path) -> FileHash:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        return FileHash(None, None, False, f"cannot read file: {e.strerror or e}")
+    sha = hashlib.sha256(data).hexdigest()
+    try:
+        pixels, truncated = _thumbnail(data, path.suffix.lower())
+    except Exception as e:  # any decoder failure is a finding about this file, not a crash
+        return FileHash(sha, None, False, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+    return FileHash(sha, phash(pixels), truncated, None)
+
+
+@contextmanager
+def _tolerate_truncation() -> Iterator[None]:
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = True
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
+def _thumbnail(data: bytes, suffix: str) -> tuple[np.ndarray, bool]:
+    """32x32 grayscale pixels and whether the file was truncated."""
+    if suffix == ".dcm":
+        return _dicom_thumbnail(data)
+    try:
+        return _pillow_thumbnail(data), False
+    except OSError as e:
+        if "truncated" not in str(e):
+            raise
+    with _tolerate_truncation():
+        return _pillow_thumbnail(data), True
+
+
+def _pillow_thumbnail(data: bytes) -> np.ndarray:
+    with Image.open(BytesIO(data)) as im:
+        # JPEG only: let the decoder shrink huge images, keeping >= 512 px. Coarser drafts
+        # (64 px) change the hash by ~0.5 bit on average and invent near-duplicate pairs.
+        im.draft("L", (_DRAFT_SIZE, _DRAFT_SIZE))
+        im.load()
+        im = ImageOps.exif_transpose(im)
+        if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+            a = np.asarray(im, dtype=np.float32)
+            lo, hi = float(a.min()), float(a.max())
+            im = Image.fromarray((a - lo) / (hi - lo) if hi > lo else np.zeros_like(a))
+        else:
+            im = im.convert("L")
+        return np.asarray(im.resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float32)
+
+
+def _dicom_thumbnail(data: bytes) -> tuple[np.ndarray, bool]:
+    try:
+        from fracsight.io import read_image  # type: ignore[attr-defined]
+    except ImportError:
+        raise RuntimeError("DICOM files need fracsight.io.read_image, which is not available") from None
+    radiograph = read_image(data)
+    im = Image.fromarray(np.asarray(radiograph.pixels, dtype=np.float32))
+    im = im.resize((32, 32), Image.Resampling.LANCZOS)
+    return np.asarray(im, dtype=np.float32), bool(radiograph.metadata.truncated)

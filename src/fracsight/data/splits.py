@@ -1,0 +1,144 @@
+"""Group-aware, stratified train/val/test splits.
+
+Samples that share a group (``Sample.group``, else ``Sample.study_id``; near-duplicates,
+one patient, one study) always land in the same split, so no image leaks from training
+into evaluation through its twin. Within that constraint the split is stratified by the
+label of ``stratify_task`` and deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+
+from fracsight.data.sample import CLASS, FRACTURE, Dataset, Sample
+from fracsight.errors import DatasetError
+
+__all__ = [
+    "DEFAULT_FRACTIONS",
+    "SPLIT_NAMES",
+    "ensure_splits",
+    "group_key",
+    "group_split",
+    "straddling_groups",
+]
+
+SPLIT_NAMES = ("train", "val", "test")
+DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
+
+
+def group_key(sample: Sample) -> str:
+    """The unit that must not be divided: ``group``, else ``study_id``, else the image itself."""
+    return sample.group or sample.study_id or str(sample.path)
+
+
+def group_split(
+    samples: Iterable[Sample],
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    seed: int = 0,
+    stratify_task: str | None = FRACTURE,
+    names: Sequence[str] = SPLIT_NAMES,
+) -> dict[str, list[Sample]]:
+    """Split samples into ``names`` by ``fractions``, never dividing a group.
+
+    Returns ``{name: [sample with split=name, ...]}`` for every name (lists may be empty),
+    samples in their input order. Groups are stratified by their most common label for
+    ``stratify_task`` (samples without that label form one stratum); within a stratum the
+    largest groups are placed first, each into the split furthest below its target, with
+    ties among equal-sized groups broken by ``seed``.
+
+    >>> parts = group_split(dataset.samples, (0.8, 0.1, 0.1), seed=0)  # doctest: +SKIP
+    >>> {k: len(v) for k, v in parts.items()}  # doctest: +SKIP
+    {'train': 800, 'val': 100, 'test': 100}
+    """
+    samples = list(samples)
+    chosen = _assign(samples, fractions, seed, stratify_task, names)
+    result: dict[str, list[Sample]] = {name: [] for name in names}
+    for s, name in zip(samples, chosen, strict=True):
+        result[name].append(dataclasses.replace(s, split=name))
+    return result
+
+
+def _assign(
+    samples: list[Sample],
+    fractions: Sequence[float],
+    seed: int,
+    stratify_task: str | None,
+    names: Sequence[str],
+) -> list[str]:
+    """The split name for each sample, in order."""
+    if len(fractions) != len(names):
+        raise ValueError(f"{len(fractions)} fractions for {len(names)} split names {tuple(names)}")
+    if any(f < 0 for f in fractions) or sum(fractions) <= 0:
+        raise ValueError(f"fractions must be non-negative and not all zero, got {tuple(fractions)}")
+    weights = [f / sum(fractions) for f in fractions]
+
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, s in enumerate(samples):
+        groups[group_key(s)].append(i)
+    strata: dict[str, list[str]] = defaultdict(list)
+    for key, members in groups.items():
+        labels = Counter(samples[i].labels.get(stratify_task) for i in members if stratify_task)
+        top = min(labels.items(), key=lambda kv: (-kv[1], str(kv[0])))[0] if labels else None
+        strata[str(top)].append(key)
+
+    assigned: dict[str, int] = {}
+    rng = random.Random(seed)
+    for stratum in sorted(strata):
+        keys = sorted(strata[stratum])
+        rng.shuffle(keys)
+        keys.sort(key=lambda k: -len(groups[k]))  # stable: random order among equal sizes
+        total = sum(len(groups[k]) for k in keys)
+        counts = [0] * len(names)
+        for key in keys:
+            best = max(range(len(names)), key=lambda j: (weights[j] * total - counts[j], -j))
+            assigned[key] = best
+            counts[best] += len(groups[key])
+
+    return [names[assigned[group_key(s)]] for s in samples]
+
+
+def straddling_groups(samples: Iterable[Sample]) -> dict[str, set[str]]:
+    """Groups (see :func:`group_key`) whose samples sit in more than one split: leakage."""
+    seen: dict[str, set[str]] = defaultdict(set)
+    for s in samples:
+        if s.split is not None:
+            seen[group_key(s)].add(s.split)
+    return {k: v for k, v in seen.items() if len(v) > 1}
+
+
+def ensure_splits(dataset: Dataset, fractions: Sequence[float] = DEFAULT_FRACTIONS, seed: int = 0) -> Dataset:
+    """The data set with train/val/test assigned where the data set lacks them.
+
+    No split anywhere: :func:`group_split` of everything. Splits present but one of
+    train/val/test missing (e.g. Kaggle sets with only ``train/`` and ``test/``): the
+    missing ones are carved out of ``train``, group-aware, in proportion to
+    ``fractions``. Complete splits are returned unchanged. A mix of samples with and
+    without a split raises :class:`DatasetError`.
+    """
+    task = FRACTURE if FRACTURE in dataset.class_names else CLASS
+    samples = list(dataset.samples)
+    present = {s.split for s in samples}
+    if present == {None}:
+        chosen = _assign(samples, fractions, seed, task, SPLIT_NAMES)
+        return _with_splits(dataset, dict(zip(range(len(samples)), chosen, strict=True)))
+    if None in present:
+        raise DatasetError(f"{dataset.root}: some samples have a split and some do not")
+    missing = [n for n, f in zip(SPLIT_NAMES, fractions, strict=False) if n not in present and f > 0]
+    if not missing or "train" not in present:
+        return dataset
+    wanted = ["train", *missing]
+    share = [fractions[SPLIT_NAMES.index(n)] for n in wanted]
+    train = [i for i, s in enumerate(samples) if s.split == "train"]
+    chosen = _assign([samples[i] for i in train], share, seed, task, wanted)
+    return _with_splits(dataset, dict(zip(train, chosen, strict=True)))
+
+
+def _with_splits(dataset: Dataset, new_split: dict[int, str]) -> Dataset:
+    samples = tuple(
+        dataclasses.replace(s, split=new_split[i]) if i in new_split else s
+        for i, s in enumerate(dataset.samples)
+    )
+    return dataclasses.replace(dataset, samples=samples)

@@ -1,0 +1,130 @@
+"""Calibration: expected calibration error, reliability table, temperature scaling.
+
+All functions work on the binary fracture output. ``expected_calibration_error``
+uses the positive-class probability (the reliability-diagram form), not the
+max-class confidence.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from fracsight.evaluation.metrics import _binary_inputs
+
+__all__ = [
+    "apply_temperature",
+    "brier_score",
+    "expected_calibration_error",
+    "fit_temperature",
+    "probability_to_logit",
+]
+
+_GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+
+
+def expected_calibration_error(
+    y: ArrayLike, p: ArrayLike, n_bins: int = 10
+) -> tuple[float, list[dict[str, Any]]]:
+    """ECE over ``n_bins`` equal-width bins of ``p`` in [0, 1], and the reliability table.
+
+    ``ECE = sum_b (n_b / N) * |mean(y in b) - mean(p in b)|``. Bins are
+    ``[k/n, (k+1)/n)``; the last bin also holds ``p == 1``. Each table row has
+    ``bin_lower``, ``bin_upper``, ``count``, ``mean_predicted`` and
+    ``fraction_positive`` (the last two ``None`` for empty bins).
+    """
+    ya, pa = _binary_inputs(y, p)
+    if n_bins < 1:
+        raise ValueError("n_bins must be at least 1")
+    if pa.min() < 0.0 or pa.max() > 1.0:
+        raise ValueError("p must be probabilities in [0, 1]")
+    bins = np.minimum((pa * n_bins).astype(np.int64), n_bins - 1)
+    counts = np.bincount(bins, minlength=n_bins)
+    sum_p = np.bincount(bins, weights=pa, minlength=n_bins)
+    sum_y = np.bincount(bins, weights=ya.astype(np.float64), minlength=n_bins)
+    table: list[dict[str, Any]] = []
+    ece = 0.0
+    for b in range(n_bins):
+        count = int(counts[b])
+        mean_p = float(sum_p[b] / count) if count else None
+        frac_y = float(sum_y[b] / count) if count else None
+        if count:
+            ece += count / ya.size * abs(frac_y - mean_p)  # type: ignore[operator]
+        table.append(
+            {
+                "bin_lower": b / n_bins,
+                "bin_upper": (b + 1) / n_bins,
+                "count": count,
+                "mean_predicted": mean_p,
+                "fraction_positive": frac_y,
+            }
+        )
+    return float(ece), table
+
+
+def brier_score(y: ArrayLike, p: ArrayLike) -> float:
+    """Mean squared difference between probability and outcome (lower is better)."""
+    ya, pa = _binary_inputs(y, p)
+    return float(np.mean((pa - ya) ** 2))
+
+
+def probability_to_logit(p: ArrayLike, eps: float = 1e-7) -> NDArray[np.float64]:
+    """``log(p / (1 - p))`` with ``p`` clipped to ``[eps, 1 - eps]``."""
+    pa = np.clip(np.asarray(p, dtype=np.float64), eps, 1.0 - eps)
+    return np.log(pa) - np.log1p(-pa)
+
+
+def apply_temperature(logits: ArrayLike, temperature: float) -> NDArray[np.float64]:
+    """Calibrated probabilities ``sigmoid(logits / temperature)``."""
+    if not temperature > 0:
+        raise ValueError("temperature must be positive")
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    # numerically stable sigmoid
+    return np.exp(-np.logaddexp(0.0, -z))
+
+
+def _nll(z: NDArray[np.float64], y: NDArray[np.float64], log_t: float) -> float:
+    s = z * math.exp(-log_t)
+    return float(np.mean(np.logaddexp(0.0, s) - y * s))
+
+
+def fit_temperature(
+    logits: ArrayLike,
+    y: ArrayLike,
+    *,
+    bounds: tuple[float, float] = (0.05, 20.0),
+    tol: float = 1e-6,
+) -> float:
+    """Temperature ``T`` minimizing the binary NLL of ``sigmoid(logits / T)`` against ``y``.
+
+    The NLL is convex in ``1/T``, hence unimodal in ``log T``: a coarse grid
+    over ``log T`` in ``bounds`` brackets the minimum, then golden-section search
+    refines it to ``tol``. If the optimum lies outside ``bounds`` (for example
+    perfectly separated data wants ``T -> 0``) the nearest bound is returned.
+    """
+    ya, z = _binary_inputs(y, logits)
+    yf = ya.astype(np.float64)
+    lo, hi = math.log(bounds[0]), math.log(bounds[1])
+    if not lo < hi:
+        raise ValueError("bounds must be (low, high) with 0 < low < high")
+    grid = np.linspace(lo, hi, 41)
+    values = [_nll(z, yf, g) for g in grid]
+    best = int(np.argmin(values))
+    a = grid[max(best - 1, 0)]
+    b = grid[min(best + 1, grid.size - 1)]
+    c = b - _GOLDEN * (b - a)
+    d = a + _GOLDEN * (b - a)
+    fc, fd = _nll(z, yf, c), _nll(z, yf, d)
+    while b - a > tol:
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - _GOLDEN * (b - a)
+            fc = _nll(z, yf, c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + _GOLDEN * (b - a)
+            fd = _nll(z, yf, d)
+    return float(math.exp((a + b) / 2.0))

@@ -1,0 +1,246 @@
+"""Evaluation plots written as PNG files.
+
+Every function builds its own :class:`matplotlib.figure.Figure` on the Agg
+canvas (no pyplot, no global state), writes ``path`` (parent folders are
+created) and returns it as a :class:`~pathlib.Path`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from numpy.typing import ArrayLike
+
+from fracsight.evaluation.metrics import auroc, average_precision, binary_metrics_at, pr_curve, roc_curve
+
+__all__ = [
+    "plot_calibration",
+    "plot_confusion",
+    "plot_pr",
+    "plot_roc",
+    "plot_sample_grid",
+    "plot_training_curves",
+]
+
+_DPI = 110
+_CORRECT = "#1a9641"
+_WRONG = "#d7191c"
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=_DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, format="png", dpi=_DPI, bbox_inches="tight")
+    return out
+
+
+def _ci_text(ci: tuple[float, float] | None) -> str:
+    return "" if ci is None else f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})"
+
+
+def plot_roc(
+    y: ArrayLike,
+    p: ArrayLike,
+    path: str | Path,
+    *,
+    ci: tuple[float, float] | None = None,
+    operating_points: Mapping[str, float] | None = None,
+    title: str = "ROC curve",
+) -> Path:
+    """ROC curve with AUROC (and its CI) in the legend; ``operating_points`` maps names to thresholds."""
+    fpr, tpr, _ = roc_curve(y, p)
+    fig = _new_figure(5.0, 5.0)
+    ax = fig.add_subplot()
+    ax.plot(fpr, tpr, color="#2b83ba", lw=2, label=f"AUROC {auroc(y, p):.3f}{_ci_text(ci)}")
+    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="chance")
+    for name, threshold in (operating_points or {}).items():
+        m = binary_metrics_at(y, p, threshold)
+        ax.plot(
+            1.0 - m["specificity"],
+            m["sensitivity"],
+            "o",
+            ms=7,
+            label=f"{name} (t={threshold:.3f}): sens {m['sensitivity']:.2f}, spec {m['specificity']:.2f}",
+        )
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 - specificity (false positive rate)")
+    ax.set(ylabel="sensitivity (true positive rate)", title=title, aspect="equal")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=7)
+    return _save(fig, path)
+
+
+def plot_pr(
+    y: ArrayLike,
+    p: ArrayLike,
+    path: str | Path,
+    *,
+    ci: tuple[float, float] | None = None,
+    operating_points: Mapping[str, float] | None = None,
+    title: str = "Precision-recall curve",
+) -> Path:
+    """Precision-recall curve (step-wise) with AP in the legend and the prevalence baseline."""
+    precision, recall, _ = pr_curve(y, p)
+    prevalence = float(np.mean(np.asarray(y, dtype=np.float64)))
+    fig = _new_figure(5.0, 5.0)
+    ax = fig.add_subplot()
+    ax.step(
+        recall,
+        precision,
+        where="post",
+        color="#2b83ba",
+        lw=2,
+        label=f"AP {average_precision(y, p):.3f}{_ci_text(ci)}",
+    )
+    ax.axhline(prevalence, color="grey", lw=1, ls="--", label=f"prevalence {prevalence:.2f}")
+    for name, threshold in (operating_points or {}).items():
+        m = binary_metrics_at(y, p, threshold)
+        if m["precision"] is not None:
+            ax.plot(m["recall"], m["precision"], "o", ms=7, label=f"{name} (t={threshold:.3f})")
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="recall (sensitivity)", ylabel="precision")
+    ax.set(title=title, aspect="equal")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=7)
+    return _save(fig, path)
+
+
+def plot_confusion(
+    cm: ArrayLike, class_names: Sequence[str], path: str | Path, *, title: str = "Confusion matrix"
+) -> Path:
+    """Confusion matrix (rows true, columns predicted) with counts and row percentages."""
+    counts = np.asarray(cm, dtype=np.int64)
+    k = len(class_names)
+    if counts.shape != (k, k):
+        raise ValueError(f"cm must be {k}x{k} for {k} class names, got {counts.shape}")
+    row_sums = counts.sum(axis=1, keepdims=True)
+    share = np.divide(counts, row_sums, out=np.zeros(counts.shape), where=row_sums > 0)
+    side = max(3.5, 0.9 * k + 2.0)
+    fig = _new_figure(side, side)
+    ax = fig.add_subplot()
+    ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    for i in range(k):
+        for j in range(k):
+            color = "white" if share[i, j] > 0.5 else "black"
+            ax.text(
+                j,
+                i,
+                f"{counts[i, j]}\n{100 * share[i, j]:.0f}%",
+                ha="center",
+                va="center",
+                color=color,
+                fontsize=9,
+            )
+    ax.set_xticks(range(k), labels=list(class_names), rotation=30, ha="right")
+    ax.set_yticks(range(k), labels=list(class_names))
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    return _save(fig, path)
+
+
+def plot_calibration(
+    table: Sequence[Mapping[str, Any]],
+    path: str | Path,
+    *,
+    ece: float | None = None,
+    title: str = "Reliability diagram",
+) -> Path:
+    """Reliability diagram from :func:`expected_calibration_error`'s table, with bin counts below."""
+    rows = [r for r in table if r["count"]]
+    fig = _new_figure(5.0, 6.0)
+    ax, ax_hist = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="perfect calibration")
+    ax.plot(
+        [r["mean_predicted"] for r in rows],
+        [r["fraction_positive"] for r in rows],
+        "o-",
+        color="#2b83ba",
+        label="model",
+    )
+    ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="observed fraction fractured")
+    ax.set_title(title if ece is None else f"{title} (ECE {ece:.3f})")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    lows = [r["bin_lower"] for r in table]
+    widths = [r["bin_upper"] - r["bin_lower"] for r in table]
+    ax_hist.bar(
+        lows, [r["count"] for r in table], width=widths, align="edge", color="#abd9e9", edgecolor="#2b83ba"
+    )
+    ax_hist.set(xlabel="predicted probability", ylabel="images")
+    return _save(fig, path)
+
+
+def plot_training_curves(history: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
+    """Loss (train/val) and AUROC per epoch from entries like ``{"epoch", "train_loss", ...}``.
+
+    Any of ``train_loss``, ``val_loss``, ``train_auroc``, ``val_auroc`` may be
+    missing or ``None`` in an entry; those points are skipped.
+    """
+    fig = _new_figure(9.0, 3.8)
+    ax_loss, ax_auc = fig.subplots(1, 2)
+    epochs = [h.get("epoch", i + 1) for i, h in enumerate(history)]
+    for ax, keys, label in (
+        (ax_loss, ("train_loss", "val_loss"), "loss"),
+        (ax_auc, ("train_auroc", "val_auroc"), "AUROC"),
+    ):
+        for key in keys:
+            pts = [(e, h[key]) for e, h in zip(epochs, history, strict=True) if h.get(key) is not None]
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                ax.plot(xs, ys, "o-", ms=3, label=key.replace("_", " "))
+        ax.set(xlabel="epoch", ylabel=label, title=label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_sample_grid(
+    images: Sequence[np.ndarray],
+    titles: Sequence[str],
+    path: str | Path,
+    ncols: int = 4,
+    *,
+    labels: Sequence[int] | None = None,
+    predictions: Sequence[int] | None = None,
+) -> Path:
+    """Grayscale thumbnails (HxW floats in [0, 1]) with titles (for example probabilities).
+
+    With both ``labels`` and ``predictions`` given, each thumbnail gets a green
+    border when they agree and a red one when they do not.
+    """
+    if len(images) != len(titles):
+        raise ValueError("images and titles differ in length")
+    if (labels is None) != (predictions is None):
+        raise ValueError("give both labels and predictions, or neither")
+    if labels is not None and not len(labels) == len(predictions) == len(images):  # type: ignore[arg-type]
+        raise ValueError("labels and predictions must have one entry per image")
+    n = max(len(images), 1)
+    ncols = max(1, min(ncols, n))
+    nrows = -(-n // ncols)
+    fig = _new_figure(2.4 * ncols, 2.6 * nrows)
+    for i, (img, title) in enumerate(zip(images, titles, strict=True)):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        arr = np.asarray(img, dtype=np.float64)
+        if arr.ndim != 2:
+            raise ValueError(f"image {i} must be HxW, got shape {arr.shape}")
+        ax.imshow(arr, cmap="gray", vmin=0.0, vmax=1.0, interpolation="bilinear")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(title, fontsize=8)
+        if labels is not None and predictions is not None:
+            color = _CORRECT if int(labels[i]) == int(predictions[i]) else _WRONG
+            for spine in ax.spines.values():
+                spine.set_edgecolor(color)
+                spine.set_linewidth(4)
+    return _save(fig, path)

@@ -1,0 +1,552 @@
+"""The full evaluation: one metrics dict (strict-JSON safe), its plots and an HTML report.
+
+``evaluate_predictions`` -> dict, ``render_all_plots`` -> PNG paths,
+``write_report`` -> ``report.html`` (self-contained: inline CSS, images as
+base64 data URIs) plus ``metrics.json`` in the same folder.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import html as _html
+import json
+import math
+from collections.abc import Hashable, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from fracsight.evaluation import plots as _plots
+from fracsight.evaluation.aggregate import AggregationMethod, aggregate_study_predictions
+from fracsight.evaluation.calibration import brier_score, expected_calibration_error
+from fracsight.evaluation.metrics import (
+    auroc,
+    average_precision,
+    binary_metrics_at,
+    bootstrap_ci,
+    confusion_matrix,
+    multiclass_metrics,
+    multilabel_metrics,
+    regions_to_targets,
+)
+from fracsight.evaluation.thresholds import sensitivity_at_specificity
+
+__all__ = ["evaluate_predictions", "render_all_plots", "to_jsonable", "write_report"]
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert numpy types, tuples, paths and dataclasses to plain JSON; NaN/inf become ``None``."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return to_jsonable(dataclasses.asdict(obj))
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        value = float(obj)
+        return value if math.isfinite(value) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    if obj is None or isinstance(obj, str):
+        return obj
+    raise TypeError(f"cannot convert {type(obj).__name__} to JSON")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Bootstrap:
+    n: int
+    seed: int
+    alpha: float
+
+
+def _estimate(
+    fn: Any,
+    y: np.ndarray,
+    p: np.ndarray,
+    boot: _Bootstrap,
+    groups: Sequence[Hashable] | None,
+) -> dict[str, Any]:
+    """``{"value", "ci_low", "ci_high"}``; all ``None`` where the metric is undefined."""
+    out: dict[str, Any] = {"value": None, "ci_low": None, "ci_high": None}
+    n_pos = int(y.sum())
+    if not 0 < n_pos < y.size:
+        return out
+    out["value"] = fn(y, p)
+    if boot.n > 0:
+        out["ci_low"], out["ci_high"] = bootstrap_ci(
+            fn, y, p, n=boot.n, seed=boot.seed, alpha=boot.alpha, groups=groups
+        )
+    return out
+
+
+def _binary_block(
+    y: np.ndarray,
+    p: np.ndarray,
+    threshold_points: Mapping[str, float],
+    boot: _Bootstrap,
+    groups: Sequence[Hashable] | None,
+    *,
+    ece_bins: int,
+    specificity_target: float,
+) -> dict[str, Any]:
+    n_pos = int(y.sum())
+    both = 0 < n_pos < y.size
+    ece, table = expected_calibration_error(y, p, n_bins=ece_bins)
+    return {
+        "n": int(y.size),
+        "n_positive": n_pos,
+        "n_negative": int(y.size - n_pos),
+        "prevalence": n_pos / y.size,
+        "auroc": _estimate(auroc, y, p, boot, groups),
+        "average_precision": _estimate(average_precision, y, p, boot, groups),
+        "brier": brier_score(y, p),
+        "calibration": {"ece": ece, "n_bins": ece_bins, "table": table},
+        "sensitivity_at_specificity": {
+            "specificity_target": specificity_target,
+            "sensitivity": sensitivity_at_specificity(y, p, specificity_target) if both else None,
+        },
+        "thresholds": {name: binary_metrics_at(y, p, t) for name, t in threshold_points.items()},
+    }
+
+
+def _region_breakdown(
+    y: np.ndarray,
+    p: np.ndarray,
+    regions: Sequence[Sequence[str]],
+    threshold_points: Mapping[str, float],
+    boot: _Bootstrap,
+    groups: Sequence[Hashable] | None,
+) -> dict[str, Any]:
+    """Fracture metrics within each body region (a sample may belong to several)."""
+    names = sorted({r for rs in regions for r in ((rs,) if isinstance(rs, str) else rs)})
+    targets = regions_to_targets(regions, names)
+    out: dict[str, Any] = {}
+    for i, name in enumerate(names):
+        mask = targets[:, i] == 1
+        yr, pr = y[mask], p[mask]
+        sub_groups = None if groups is None else [g for g, m in zip(groups, mask, strict=True) if m]
+        thresholds = {}
+        for tname, t in threshold_points.items():
+            m = binary_metrics_at(yr, pr, t)
+            thresholds[tname] = {"sensitivity": m["sensitivity"], "specificity": m["specificity"]}
+        out[name] = {
+            "n": int(yr.size),
+            "n_positive": int(yr.sum()),
+            "auroc": _estimate(auroc, yr, pr, boot, sub_groups),
+            "thresholds": thresholds,
+        }
+    return out
+
+
+def evaluate_predictions(
+    y: ArrayLike,
+    p: ArrayLike,
+    *,
+    threshold_points: Mapping[str, float] | None = None,
+    regions: Sequence[Sequence[str]] | None = None,
+    region_probs: ArrayLike | None = None,
+    region_names: Sequence[str] | None = None,
+    study_ids: Sequence[Hashable] | None = None,
+    study_method: AggregationMethod = "mean",
+    class_labels: ArrayLike | None = None,
+    class_probs: ArrayLike | None = None,
+    class_names: Sequence[str] | None = None,
+    n_bootstrap: int = 2000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    ece_bins: int = 10,
+    specificity_target: float = 0.9,
+) -> dict[str, Any]:
+    """Every metric fracsight reports, as a strict-JSON-safe dict (no numpy types, no NaN).
+
+    ``y``/``p``: image labels (0/1) and calibrated fracture probabilities.
+    ``threshold_points``: named operating thresholds (``{"default": 0.42}``).
+    ``regions``: per-sample tuples of body-region names; gives the ``"regions"``
+    breakdown of fracture AUROC (with CI and n) per region. With ``region_probs``
+    (``(N, K)``, columns in ``region_names`` order) also the ``"region_head"``
+    multi-label metrics. ``study_ids`` adds ``"study"`` metrics after
+    aggregating with ``study_method`` (mean of image probabilities by default;
+    a study is positive if any image is). ``class_labels``/``class_probs``/
+    ``class_names`` add ``"multiclass"`` metrics; samples whose class label is
+    negative (unknown) are left out of those. CIs are percentile bootstrap
+    (``n_bootstrap`` resamples, ``1 - alpha`` level): stratified by label, or,
+    when ``study_ids`` are given, resampling whole studies for the image-level
+    and per-region CIs (images of one study are not independent); ``ci_method``
+    records which. ``None`` marks undefined values (for example AUROC with one
+    class only).
+    """
+    ya = np.asarray(y).astype(np.int64).ravel()
+    pa = np.asarray(p, dtype=np.float64).ravel()
+    thresholds = dict(threshold_points or {})
+    boot = _Bootstrap(n=n_bootstrap, seed=seed, alpha=alpha)
+    groups = None if study_ids is None else list(study_ids)
+    opts = {"ece_bins": ece_bins, "specificity_target": specificity_target}
+    result = _binary_block(ya, pa, thresholds, boot, groups, **opts)
+    result["ci_level"] = 1.0 - alpha
+    result["n_bootstrap"] = n_bootstrap
+    result["ci_method"] = "percentile bootstrap, " + (
+        "resampling whole studies" if groups is not None else "stratified by label"
+    )
+    if regions is not None:
+        if len(regions) != ya.size:
+            raise ValueError(f"regions has {len(regions)} entries for {ya.size} samples")
+        result["regions"] = _region_breakdown(ya, pa, regions, thresholds, boot, groups)
+    if region_probs is not None:
+        if regions is None or region_names is None:
+            raise ValueError("region_probs needs regions (the truth) and region_names (its columns)")
+        targets = regions_to_targets(regions, region_names)
+        result["region_head"] = multilabel_metrics(targets, region_probs, region_names)
+    if study_ids is not None:
+        _, ys, ps = aggregate_study_predictions(study_ids, ya, pa, study_method)
+        block = _binary_block(ys, ps, thresholds, boot, None, **opts)
+        result["study"] = {
+            "method": study_method,
+            "ci_method": "percentile bootstrap, stratified by label",
+            **block,
+        }
+    if class_labels is not None or class_probs is not None:
+        if class_labels is None or class_probs is None or class_names is None:
+            raise ValueError("multi-class metrics need class_labels, class_probs and class_names")
+        cl = np.asarray(class_labels).astype(np.int64).ravel()
+        keep = cl >= 0
+        if keep.any():
+            result["multiclass"] = multiclass_metrics(cl[keep], np.asarray(class_probs)[keep], class_names)
+    return to_jsonable(result)
+
+
+def render_all_plots(
+    y: ArrayLike,
+    p: ArrayLike,
+    out_dir: str | Path,
+    *,
+    metrics: Mapping[str, Any] | None = None,
+    threshold_points: Mapping[str, float] | None = None,
+    confusion_threshold: float | None = None,
+    class_labels: ArrayLike | None = None,
+    class_probs: ArrayLike | None = None,
+    class_names: Sequence[str] | None = None,
+    history: Sequence[Mapping[str, Any]] | None = None,
+    ece_bins: int = 10,
+) -> dict[str, Path]:
+    """Write the standard PNGs into ``out_dir``; returns ``{name: path}`` in display order.
+
+    Names: ``roc``, ``pr``, ``calibration``, ``confusion`` (binary, at
+    ``confusion_threshold`` or else the first of ``threshold_points``; skipped if
+    neither), ``confusion_multiclass`` and ``training_curves`` when their inputs
+    are given. CIs are read from ``metrics`` (``evaluate_predictions`` output).
+    """
+    out = Path(out_dir)
+    ya = np.asarray(y).astype(np.int64).ravel()
+    pa = np.asarray(p, dtype=np.float64).ravel()
+    points = dict(threshold_points or {})
+    metrics = metrics or {}
+
+    def ci(key: str) -> tuple[float, float] | None:
+        block = metrics.get(key) or {}
+        low, high = block.get("ci_low"), block.get("ci_high")
+        return None if low is None or high is None else (low, high)
+
+    paths: dict[str, Path] = {}
+    n_pos = int(ya.sum())
+    if 0 < n_pos < ya.size:
+        paths["roc"] = _plots.plot_roc(ya, pa, out / "roc.png", ci=ci("auroc"), operating_points=points)
+        paths["pr"] = _plots.plot_pr(
+            ya, pa, out / "pr.png", ci=ci("average_precision"), operating_points=points
+        )
+    ece, table = expected_calibration_error(ya, pa, n_bins=ece_bins)
+    paths["calibration"] = _plots.plot_calibration(table, out / "calibration.png", ece=ece)
+    if confusion_threshold is None and points:
+        confusion_threshold = next(iter(points.values()))
+    if confusion_threshold is not None:
+        cm = confusion_matrix(ya, (pa >= confusion_threshold).astype(np.int64), 2)
+        paths["confusion"] = _plots.plot_confusion(
+            cm,
+            ["not fractured", "fractured"],
+            out / "confusion.png",
+            title=f"Confusion matrix (threshold {confusion_threshold:.3f})",
+        )
+    if class_labels is not None and class_probs is not None and class_names is not None:
+        cl = np.asarray(class_labels).astype(np.int64).ravel()
+        keep = cl >= 0
+        pred = np.argmax(np.asarray(class_probs)[keep], axis=1)
+        cm = confusion_matrix(cl[keep], pred, len(class_names))
+        paths["confusion_multiclass"] = _plots.plot_confusion(
+            cm, class_names, out / "confusion_multiclass.png", title="Confusion matrix (classes)"
+        )
+    if history:
+        paths["training_curves"] = _plots.plot_training_curves(history, out / "training_curves.png")
+    return paths
+
+
+def write_report(
+    metrics: Mapping[str, Any],
+    out_dir: str | Path,
+    *,
+    title: str = "fracsight evaluation report",
+    model_info: Mapping[str, Any] | None = None,
+    plots: Mapping[str, str | Path] | None = None,
+) -> Path:
+    """Write ``report.html`` (self-contained) and ``metrics.json`` into ``out_dir``.
+
+    ``model_info`` should name the model (``name``, ``version``) and the data
+    set evaluated (``dataset``); any other entries are listed too. ``plots`` maps
+    captions to image files, which are embedded as data URIs. Returns the
+    path of ``report.html``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    clean = to_jsonable(metrics)
+    (out / "metrics.json").write_text(json.dumps(clean, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    html = _render_html(clean, title=title, model_info=to_jsonable(model_info or {}), plots=plots or {})
+    path = out / "report.html"
+    path.write_text(html, encoding="utf-8")
+    return path
+
+
+# --------------------------------------------------------------------------- HTML
+
+NOTICE = "fracsight is a decision aid, not a diagnosis."
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1100px;
+       color: #1d2330; line-height: 1.45; padding: 0 1rem; }
+h1 { margin-bottom: .2rem; } h2 { border-bottom: 2px solid #e3e7ee; padding-bottom: .2rem; margin-top: 2rem; }
+.notice { background: #fff4e5; border-left: 6px solid #f08c00; padding: .8rem 1rem; font-weight: 600;
+          margin: 1rem 0; }
+.muted { color: #667085; font-size: .9rem; }
+table { border-collapse: collapse; margin: .6rem 0 1rem; font-size: .92rem; }
+th, td { border: 1px solid #d9dee7; padding: .3rem .6rem; text-align: right; }
+th { background: #f3f5f9; } td:first-child, th:first-child { text-align: left; }
+.plots { display: flex; flex-wrap: wrap; gap: 1rem; }
+figure { margin: 0; border: 1px solid #e3e7ee; padding: .5rem; background: #fff; }
+figure img { max-width: 500px; height: auto; display: block; }
+figcaption { text-align: center; font-size: .9rem; color: #444; }
+"""
+
+_MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif"}
+
+_PLOT_CAPTIONS = {
+    "roc": "ROC curve",
+    "pr": "Precision-recall curve",
+    "calibration": "Calibration (reliability diagram)",
+    "confusion": "Confusion matrix (fracture)",
+    "confusion_multiclass": "Confusion matrix (classes)",
+    "training_curves": "Training curves",
+    "samples": "Sample predictions",
+}
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _with_ci(block: Mapping[str, Any] | None) -> str:
+    if not block or block.get("value") is None:
+        return "—"
+    text = _num(block["value"])
+    if block.get("ci_low") is not None and block.get("ci_high") is not None:
+        text += f" ({_num(block['ci_low'])}–{_num(block['ci_high'])})"
+    return text
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """An HTML table; every cell is formatted with ``_num`` and escaped."""
+    head = "".join(f"<th>{_html.escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_html.escape(_num(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _summary(block: Mapping[str, Any], ci_level: float, unit: str) -> str:
+    level = f"{100 * ci_level:.0f}% CI"
+    sas = block.get("sensitivity_at_specificity") or {}
+    rows = [
+        [
+            "Samples (fractured / not fractured)",
+            f"{block['n']} ({block['n_positive']} / {block['n_negative']})",
+        ],
+        [f"AUROC ({level})", _with_ci(block.get("auroc"))],
+        [f"Average precision ({level})", _with_ci(block.get("average_precision"))],
+        [f"Sensitivity at specificity ≥ {_num(sas.get('specificity_target'), 2)}", sas.get("sensitivity")],
+        ["Expected calibration error", (block.get("calibration") or {}).get("ece")],
+        ["Brier score", block.get("brier")],
+    ]
+    return _table(["Metric", "Value"], rows)
+
+
+def _thresholds(thresholds: Mapping[str, Mapping[str, Any]]) -> str:
+    if not thresholds:
+        return '<p class="muted">No operating thresholds were given.</p>'
+    keys = ["threshold", "sensitivity", "specificity", "precision", "npv", "f1", "accuracy", "cohen_kappa"]
+    counts = ["tp", "fp", "tn", "fn"]
+    headers = ["Operating point", "Threshold", "Sensitivity", "Specificity", "Precision (PPV)", "NPV", "F1"]
+    headers += ["Accuracy", "Cohen's κ", "TP", "FP", "TN", "FN"]
+    rows = [[name] + [m.get(k) for k in keys + counts] for name, m in thresholds.items()]
+    return _table(headers, rows)
+
+
+def _binary_section(block: Mapping[str, Any], ci_level: float, unit: str) -> str:
+    return (
+        "<h3>Summary</h3>"
+        + _summary(block, ci_level, unit)
+        + "<h3>Operating points</h3>"
+        + _thresholds(block.get("thresholds") or {})
+    )
+
+
+def _regions(regions: Mapping[str, Mapping[str, Any]]) -> str:
+    point_names = list(next(iter(regions.values()), {}).get("thresholds", {}))
+    headers = ["Body region", "n", "Fractured", "AUROC (CI)"]
+    headers += [f"{name}: {what}" for name in point_names for what in ("sens.", "spec.")]
+    rows = []
+    for name, r in regions.items():
+        row = [name, r["n"], r["n_positive"], _with_ci(r.get("auroc"))]
+        for point in point_names:
+            row += [r["thresholds"][point]["sensitivity"], r["thresholds"][point]["specificity"]]
+        rows.append(row)
+    return _table(headers, rows)
+
+
+def _region_head(rh: Mapping[str, Any]) -> str:
+    top = _table(
+        ["Metric", "Value"],
+        [
+            ["Region accuracy (top-1 region is a true region)", rh.get("region_accuracy")],
+            ["Images evaluated", rh.get("n_evaluated")],
+            ["Macro AUROC", rh.get("macro_auroc")],
+        ],
+    )
+    rows = [[n, r["auroc"], r["n_positive"], r["n_negative"]] for n, r in rh["per_region"].items()]
+    return top + _table(["Region", "AUROC", "Positive", "Negative"], rows)
+
+
+def _multiclass(mc: Mapping[str, Any]) -> str:
+    top = _table(
+        ["Metric", "Value"],
+        [
+            ["Samples", mc["n"]],
+            ["Accuracy", mc["accuracy"]],
+            ["Macro F1", mc["macro_f1"]],
+            ["Macro AUROC (one-vs-rest)", mc["macro_auroc"]],
+            ["Cohen's κ", mc["cohen_kappa"]],
+        ],
+    )
+    per = [
+        [n, c["precision"], c["recall"], c["f1"], c["auroc"], c["support"]]
+        for n, c in mc["per_class"].items()
+    ]
+    per_table = _table(["Class", "Precision", "Recall", "F1", "AUROC", "Support"], per)
+    names = mc["class_names"]
+    cm_rows = [[f"true {n}", *row] for n, row in zip(names, mc["confusion_matrix"], strict=True)]
+    cm_table = _table(["", *[f"pred {n}" for n in names]], cm_rows)
+    return top + per_table + cm_table
+
+
+def _calibration_details(cal: Mapping[str, Any]) -> str:
+    rows = [
+        [
+            f"{r['bin_lower']:.2f}–{r['bin_upper']:.2f}",
+            r["count"],
+            r["mean_predicted"],
+            r["fraction_positive"],
+        ]
+        for r in cal.get("table", [])
+    ]
+    table = _table(["Probability bin", "Images", "Mean predicted", "Observed fractured"], rows)
+    return f"<details><summary>Reliability table</summary>{table}</details>"
+
+
+def _model(model_info: Mapping[str, Any]) -> str:
+    shown = {"name", "version", "dataset"}
+    rows = [
+        ["Model", model_info.get("name", "not stated")],
+        ["Version", model_info.get("version", "not stated")],
+        ["Data set evaluated", model_info.get("dataset", "not stated")],
+    ]
+    for key, value in model_info.items():
+        if key not in shown:
+            text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+            rows.append([key, text])
+    return _table(["Item", "Value"], rows)
+
+
+def _figures(plots: Mapping[str, str | Path]) -> str:
+    figures = []
+    for name, file in plots.items():
+        path = Path(file)
+        mime = _MIME.get(path.suffix.lower())
+        if mime is None:
+            raise ValueError(f"plot {name!r}: unsupported image type {path.suffix!r} (use PNG or JPEG)")
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        caption = _html.escape(_PLOT_CAPTIONS.get(name, name))
+        figures.append(
+            f'<figure><img alt="{caption}" src="data:{mime};base64,{data}"><figcaption>{caption}'
+            "</figcaption></figure>"
+        )
+    return '<div class="plots">' + "".join(figures) + "</div>"
+
+
+def _render_html(
+    metrics: Mapping[str, Any], *, title: str, model_info: Mapping[str, Any], plots: Mapping[str, str | Path]
+) -> str:
+    from fracsight import __version__
+
+    ci_level = float(metrics.get("ci_level") or 0.95)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{_html.escape(title)}</h1>",
+        f'<p class="muted">Generated {stamp} by fracsight {_html.escape(__version__)}.</p>',
+        f'<div class="notice" role="note">{_html.escape(NOTICE)} Every finding needs review by a '
+        "qualified clinician.</div>",
+        "<h2>Model and data</h2>",
+        _model(model_info),
+        "<h2>Image-level fracture detection</h2>",
+        _binary_section(metrics, ci_level, "Images"),
+        _calibration_details(metrics.get("calibration") or {}),
+    ]
+    if metrics.get("study"):
+        study = metrics["study"]
+        parts += [
+            "<h2>Study-level fracture detection</h2>",
+            f'<p class="muted">Study probability: {_html.escape(str(study.get("method")))} of its image '
+            "probabilities; a study is fractured if any of its images is.</p>",
+            _binary_section(study, ci_level, "Studies"),
+        ]
+    if metrics.get("regions"):
+        parts += ["<h2>By body region</h2>", _regions(metrics["regions"])]
+    if metrics.get("region_head"):
+        parts += ["<h2>Body-region head</h2>", _region_head(metrics["region_head"])]
+    if metrics.get("multiclass"):
+        parts += ["<h2>Multi-class head</h2>", _multiclass(metrics["multiclass"])]
+    if plots:
+        parts += ["<h2>Plots</h2>", _figures(plots)]
+    parts += [
+        "<h2>Reading these numbers</h2>",
+        f"<p>Confidence intervals: {_html.escape(str(metrics.get('ci_method', 'percentile bootstrap')))}. "
+        "Operating thresholds and calibration should come from validation data, not from the data "
+        "evaluated here. Performance on other populations, devices or protocols may differ.</p>",
+        f'<div class="notice">{_html.escape(NOTICE)}</div>',
+        "</body></html>",
+    ]
+    return "\n".join(parts) + "\n"

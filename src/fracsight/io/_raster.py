@@ -1,0 +1,212 @@
+"""PNG, JPEG, BMP, TIFF and GIF through Pillow -> grayscale float32 in [0, 1]."""
+
+from __future__ import annotations
+
+import io
+import logging
+import struct
+from collections.abc import Callable
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from fracsight.errors import DecompressionBombError, ImageReadError, TruncatedImageError
+from fracsight.io.radiograph import ImageMetadata, Radiograph
+
+__all__ = ["TRUNCATED_WARNING", "read_raster"]
+
+logger = logging.getLogger(__name__)
+
+TRUNCATED_WARNING = "truncated file: the bottom of the image may be missing"
+
+# Pillow plugins allowed for each sniffed format; no other plugin ever sees the bytes.
+_PIL_FORMATS = {
+    "png": ("PNG",),
+    "jpeg": ("JPEG", "MPO"),
+    "bmp": ("BMP",),
+    "tiff": ("TIFF",),
+    "gif": ("GIF",),
+}
+_LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as Pillow's convert("L")
+_COLOUR_TOLERANCE = 0.02  # mean |R-G|+|G-B| (in [0,1] units) above which a real colour image is reported
+_TWELVE_BIT_MAX = 4095
+
+
+def read_raster(
+    data: bytes,
+    fmt: str,
+    *,
+    name: str | None,
+    check_size: Callable[[int, int], None],
+    strict: bool,
+) -> Radiograph:
+    """Decode ``data`` (already sniffed as ``fmt``) into a :class:`Radiograph`.
+
+    ``check_size(height, width)`` is called with the header's size before any
+    pixel is decoded and raises to refuse it.
+    """
+    label = f"{name}: " if name else ""
+    try:
+        return _read(data, fmt, label=label, name=name, check_size=check_size, strict=strict)
+    except (ImageReadError, MemoryError):
+        raise
+    except Image.DecompressionBombError as e:
+        raise DecompressionBombError(f"{label}image too large to decode safely ({e})") from e
+    except Exception as e:  # any other decoder failure: a clean, typed refusal
+        raise ImageReadError(f"{label}cannot decode this {fmt.upper()} file: {e}") from e
+
+
+def _read(
+    data: bytes,
+    fmt: str,
+    *,
+    label: str,
+    name: str | None,
+    check_size: Callable[[int, int], None],
+    strict: bool,
+) -> Radiograph:
+    notes: list[str] = []
+    im = Image.open(io.BytesIO(data), formats=_PIL_FORMATS[fmt])  # lazy: reads the header only
+    width, height = im.size
+    check_size(height, width)
+    frames = int(getattr(im, "n_frames", 1))
+    if frames > 1:
+        notes.append(f"{frames} frames in the file; only the first was read")
+    truncated = False
+    try:
+        im.load()
+    except OSError as e:
+        if "truncated" not in str(e).lower():
+            raise
+        if fmt != "jpeg":
+            raise TruncatedImageError(f"{label}truncated {fmt.upper()} file cannot be read") from e
+        if strict:
+            raise TruncatedImageError(f"{label}truncated JPEG file (refused because strict=True)") from e
+        im = _load_truncated_jpeg(data)
+        truncated = True
+        notes.append(TRUNCATED_WARNING)
+    mode = im.mode
+    try:
+        ImageOps.exif_transpose(im, in_place=True)
+    except Exception as e:  # malformed EXIF must not cost the image
+        logger.debug("EXIF orientation ignored: %s", e)
+        notes.append("EXIF orientation could not be read and was ignored")
+    pixels, bit_depth = _to_gray(im, data if fmt == "png" else b"", notes)
+    for note in notes:
+        logger.info("%s%s", label, note)
+    meta = ImageMetadata(
+        source_format=fmt,
+        original_size=(height, width),
+        bit_depth=bit_depth,
+        photometric=mode,
+        truncated=truncated,
+        frames=frames,
+        name=name,
+        warnings=tuple(notes),
+    )
+    return Radiograph(pixels=pixels, metadata=meta)
+
+
+def _load_truncated_jpeg(data: bytes) -> Image.Image:
+    """Decode a JPEG cut short, without touching Pillow's global ``LOAD_TRUNCATED_IMAGES``.
+
+    Appending an End-Of-Image marker lets libjpeg finish the scan: the missing rows
+    come out grey, exactly as with the global flag, but only for this call.
+    """
+    im = Image.open(io.BytesIO(data + b"\xff\xd9"), formats=_PIL_FORMATS["jpeg"])
+    im.load()
+    return im
+
+
+def _to_gray(im: Image.Image, png_bytes: bytes, notes: list[str]) -> tuple[np.ndarray, int]:
+    """Pixels as float32 H x W in [0, 1] and the bit depth they were scaled by."""
+    mode = im.mode
+    if mode == "1":
+        return np.asarray(im.convert("L"), dtype=np.float32) / 255.0, 1
+    if mode == "L":
+        return np.asarray(im, dtype=np.float32) / 255.0, 8
+    if mode.startswith("I;16"):
+        return _scale_16bit(np.asarray(im), png_bytes, notes)
+    if mode == "I":
+        arr = np.asarray(im)
+        if arr.size and arr.min() >= 0 and arr.max() <= 0xFFFF:
+            return _scale_16bit(arr, png_bytes, notes)
+        return _min_max(arr, notes), 32
+    if mode == "F":
+        arr = np.asarray(im, dtype=np.float32)
+        if np.isfinite(arr).all() and arr.min() >= 0.0 and arr.max() <= 1.0:
+            return arr.copy(), 32
+        return _min_max(arr, notes), 32
+    # Colour and palette modes: luminance, alpha composited on black.
+    has_alpha = mode in ("LA", "La", "PA", "RGBA", "RGBa") or (mode == "P" and "transparency" in im.info)
+    if mode in ("LA", "La"):
+        arr = np.asarray(im.convert("LA"))
+        gray = arr[..., 0].astype(np.float32) / 255.0
+    else:
+        arr = np.asarray(im.convert("RGBA" if has_alpha else "RGB"))
+        gray = _luminance(arr, notes)
+    if has_alpha:
+        alpha = arr[..., -1]
+        if (alpha < 255).any():
+            gray *= alpha.astype(np.float32) / 255.0
+            notes.append("transparent pixels were composited on black")
+    return gray, 8
+
+
+def _luminance(rgb: np.ndarray, notes: list[str]) -> np.ndarray:
+    """BT.601 luma of a uint8 H x W x 3(+) array, in float32 [0, 1]."""
+    out = np.zeros(rgb.shape[:2], dtype=np.float32)
+    for channel, weight in enumerate(_LUMA):
+        out += rgb[..., channel] * np.float32(weight / 255.0)
+    np.clip(out, 0.0, 1.0, out=out)
+    sample = rgb[::4, ::4]  # a colour check does not need every pixel
+    r, g, b = (sample[..., c].astype(np.int16) for c in range(3))
+    spread = (np.abs(r - g).mean() + np.abs(g - b).mean()) / 255.0
+    if spread > _COLOUR_TOLERANCE:
+        notes.append("colour image converted to grayscale (luminance)")
+    return out
+
+
+def _scale_16bit(arr: np.ndarray, png_bytes: bytes, notes: list[str]) -> tuple[np.ndarray, int]:
+    """Scale 16-bit samples by the bit range they use, never by the image's own min/max.
+
+    A PNG sBIT chunk, when present, gives the significant bits. Otherwise values
+    that never exceed 4095 are taken as 12-bit data stored in 16 bits (common for
+    radiographs), anything else as full 16-bit.
+    """
+    bits = _png_significant_bits(png_bytes)
+    if bits is None:
+        bits = 12 if arr.size and int(arr.max()) <= _TWELVE_BIT_MAX else 16
+        if bits == 12:
+            notes.append("16-bit image uses at most 12 bits; scaled by 4095")
+    top = float(2**bits - 1)
+    out = np.clip(arr.astype(np.float32) / np.float32(top), 0.0, 1.0)
+    return out, bits
+
+
+def _png_significant_bits(data: bytes) -> int | None:
+    """The grey sample's significant bits from a PNG sBIT chunk (before IDAT), else None."""
+    pos = 8
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        if kind in (b"IDAT", b"IEND"):
+            return None
+        if kind == b"sBIT" and length >= 1 and pos + 9 <= len(data):
+            bits = data[pos + 8]
+            return bits if 1 <= bits <= 16 else None
+        pos += 12 + length
+    return None
+
+
+def _min_max(arr: np.ndarray, notes: list[str]) -> np.ndarray:
+    """Stretch arbitrary-range data (32-bit int or float) to [0, 1]; non-finite values become 0."""
+    values = np.asarray(arr, dtype=np.float64)
+    finite = np.isfinite(values)
+    if not finite.all():
+        notes.append("non-finite pixel values were set to 0")
+        values = np.where(finite, values, 0.0)
+    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    notes.append("pixel values outside a standard range; stretched from min/max to [0, 1]")
+    if hi <= lo:
+        return np.zeros(values.shape, dtype=np.float32)
+    return ((values - lo) / (hi - lo)).astype(np.float32)

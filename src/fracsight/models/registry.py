@@ -1,0 +1,110 @@
+"""One front door for architectures: :func:`create_model` over a small registry.
+
+Example::
+
+    >>> from fracsight.models import create_model, HeadConfig
+    >>> model = create_model("efficientnet_lite0", HeadConfig(regions=("hand", "leg")), pretrained=False)
+    >>> out = model(torch.rand(2, 1, 256, 256))
+    >>> out["fracture"].shape
+    torch.Size([2])
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from fracsight.errors import ConfigError, UnknownModelError
+from fracsight.models.network import FractureNet, HeadConfig, SmallCNN
+from fracsight.models.weights import efficientnet_lite_state_dict, load_local_weights
+
+__all__ = ["ArchSpec", "create_model", "get_arch", "list_models"]
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """An architecture and the input statistics it expects. ``imagenet`` names an offline source."""
+
+    name: str
+    timm_name: str | None  # None: built here (SmallCNN)
+    norm_mean: float
+    norm_std: float
+    imagenet: str | None = None  # key in models.weights.LITE_PACKAGES
+
+
+_ARCHS = {
+    a.name: a
+    for a in (
+        ArchSpec("efficientnet_lite0", "tf_efficientnet_lite0", 0.5, 0.5, imagenet="lite0"),
+        ArchSpec("efficientnet_lite2", "tf_efficientnet_lite2", 0.5, 0.5, imagenet="lite2"),
+        ArchSpec("mobilenetv2", "mobilenetv2_100", 0.449, 0.226),
+        ArchSpec("resnet50", "resnet50", 0.449, 0.226),
+        ArchSpec("densenet121", "densenet121", 0.449, 0.226),
+        ArchSpec("vgg16", "vgg16_bn", 0.449, 0.226),
+        ArchSpec("small_cnn", None, 0.449, 0.226),
+    )
+}
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered architecture names matching a shell-style ``pattern``."""
+    return sorted(n for n in _ARCHS if fnmatch.fnmatch(n, pattern))
+
+
+def get_arch(name: str) -> ArchSpec:
+    try:
+        return _ARCHS[name]
+    except KeyError:
+        raise UnknownModelError(f"unknown architecture {name!r}; known: {', '.join(list_models())}") from None
+
+
+def _imagenet_backbone(spec: ArchSpec) -> torch.nn.Module:
+    import timm
+
+    if spec.imagenet is None:
+        raise ConfigError(
+            f"no offline ImageNet weights for {spec.name}; train from scratch (pretrained=False) "
+            "or name a local weights file"
+        )
+    rgb = timm.create_model(spec.timm_name, pretrained=False, num_classes=1000)
+    state = efficientnet_lite_state_dict(spec.imagenet, [len(s) for s in rgb.blocks])
+    rgb.load_state_dict(state, strict=True)
+    gray = timm.create_model(spec.timm_name, pretrained=False, num_classes=0, in_chans=1)
+    state = {k: v for k, v in rgb.state_dict().items() if not k.startswith("classifier.")}
+    # A grey image repeated on R, G and B gives the same activations as one channel
+    # convolved with the sum of the three colour filters.
+    state["conv_stem.weight"] = state["conv_stem.weight"].sum(dim=1, keepdim=True)
+    gray.load_state_dict(state, strict=True)
+    return gray
+
+
+def create_model(
+    name: str,
+    heads: HeadConfig | None = None,
+    pretrained: bool | str | Path = False,
+) -> FractureNet:
+    """Build a :class:`FractureNet`.
+
+    ``pretrained``: ``False`` (random init), ``True``/``"imagenet"`` (offline
+    ImageNet weights, EfficientNet-Lite only), or a path to a local weights
+    file for the backbone (``.safetensors`` or a torch state dict).
+    """
+    spec = get_arch(name)
+    heads = heads or HeadConfig()
+    if pretrained is True or pretrained == "imagenet":
+        backbone = _imagenet_backbone(spec)
+    elif spec.timm_name is None:
+        backbone = SmallCNN(in_chans=1)
+    else:
+        import timm
+
+        backbone = timm.create_model(spec.timm_name, pretrained=False, num_classes=0, in_chans=1)
+    if isinstance(pretrained, (str, Path)) and pretrained != "imagenet":
+        state = load_local_weights(Path(pretrained))
+        missing, unexpected = backbone.load_state_dict(state, strict=False)
+        if len(missing) > len(state) // 2:
+            raise ConfigError(f"{pretrained} does not match {name}: {len(missing)} missing keys")
+    return FractureNet(backbone, heads, spec.norm_mean, spec.norm_std)

@@ -1,0 +1,425 @@
+"""The training loop: two-phase fine-tuning, early stopping, best checkpoint, resumable runs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from fracsight.data.sample import CLASS, FRACTURE, REGION, Dataset, Sample
+from fracsight.errors import ConfigError, DatasetError
+from fracsight.evaluation.metrics import auroc
+from fracsight.models import FractureNet, HeadConfig, create_model
+from fracsight.training.augment import augment_batch
+from fracsight.training.cache import LetterboxedSet, letterbox_samples
+from fracsight.training.config import TrainConfig
+from fracsight.training.loss import Targets, multitask_loss
+
+__all__ = ["TrainResult", "Trainer", "resolve_device", "train_val_samples"]
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for, but no CUDA GPU is available")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"device must be auto, cpu or cuda, got {name!r}")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train_val_samples(dataset: Dataset, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """The data set's own train/val split, or a group-aware split when it has none."""
+    train, val = list(dataset.split("train")), list(dataset.split("val"))
+    if train and val:
+        return train, val
+    if train or val:
+        raise DatasetError(f"{dataset.root} has a train or val split but not both")
+    from fracsight.data import group_split
+
+    parts = group_split(list(dataset.samples), seed=seed)
+    return list(parts["train"]), list(parts["val"])
+
+
+@dataclass
+class _Split:
+    """Labels and inputs of one split, as tensors on the CPU."""
+
+    inputs: torch.Tensor  # cached prefix features (N, K, C, h, w) or images (N, 1, S, S)
+    masks: torch.Tensor  # (N, K, gh, gw) targets, or (N, 1, S, S) full-resolution masks
+    fracture: torch.Tensor
+    fracture_valid: torch.Tensor
+    mask_valid: torch.Tensor
+    region: torch.Tensor | None
+    region_valid: torch.Tensor | None
+    klass: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    best_epoch: int
+    best_score: float
+    history: list[dict[str, Any]]
+
+
+def _labels(samples: list[Sample], dataset: Dataset) -> dict[str, torch.Tensor | None]:
+    frac = torch.tensor([float(s.labels.get(FRACTURE, 0)) for s in samples])
+    frac_valid = torch.tensor([FRACTURE in s.labels for s in samples])
+    mask_valid = torch.tensor(
+        [FRACTURE in s.labels and (s.labels[FRACTURE] == 0 or bool(s.boxes)) for s in samples]
+    )
+    regions = dataset.class_names.get(REGION, ())
+    region = region_valid = None
+    if regions:
+        region = torch.tensor([[float(r in s.regions) for r in regions] for s in samples])
+        region_valid = region.sum(1) > 0
+    klass = torch.tensor([s.labels[CLASS] for s in samples]) if CLASS in dataset.class_names else None
+    return {
+        "fracture": frac,
+        "fracture_valid": frac_valid,
+        "mask_valid": mask_valid,
+        "region": region,
+        "region_valid": region_valid,
+        "klass": klass,
+    }
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, dataset: Dataset, show_progress: bool = True) -> None:
+        self.cfg = cfg
+        self.dataset = dataset
+        self.device = resolve_device(cfg.device)
+        self.run_dir = Path(cfg.out)
+        self.show_progress = show_progress
+        self.has_fracture = all(FRACTURE in s.labels for s in dataset.samples)
+        self.heads = HeadConfig(
+            regions=tuple(dataset.class_names.get(REGION, ())),
+            classes=tuple(dataset.class_names.get(CLASS, ())),
+        )
+        if not self.has_fracture and not self.heads.classes:
+            raise DatasetError(f"{dataset.root} has neither fracture labels nor classes to learn")
+
+    # ---- data -------------------------------------------------------------------------------------
+    def _letterbox(self, samples: list[Sample], what: str) -> LetterboxedSet:
+        from rich.progress import Progress
+
+        with Progress(disable=not self.show_progress, transient=True) as bar:
+            task = bar.add_task(f"decoding {what} images", total=len(samples))
+            return letterbox_samples(
+                samples,
+                self.cfg.input_size,
+                self.run_dir.parent / ".cache",
+                self.cfg.workers,
+                progress=lambda n: bar.advance(task, n),
+            )
+
+    @torch.no_grad()
+    def _prefix_features(
+        self, model: FractureNet, data: LetterboxedSet, split: int, variants: int, seed: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the frozen stages on ``variants`` augmented copies (copy 0 is never augmented)."""
+        from rich.progress import Progress
+
+        gen = torch.Generator().manual_seed(seed)
+        grid = self.cfg.input_size // 32
+        feats: list[torch.Tensor] = []
+        masks: list[torch.Tensor] = []
+        bs = 64
+        with Progress(disable=not self.show_progress, transient=True) as bar:
+            task = bar.add_task("caching frozen features", total=len(data) * variants)
+            for v in range(variants):
+                vf, vm = [], []
+                for i in range(0, len(data), bs):
+                    img = torch.from_numpy(data.images[i : i + bs]).unsqueeze(1).float() / 255
+                    msk = torch.from_numpy(data.masks[i : i + bs]).unsqueeze(1).float() / 255
+                    if v > 0:
+                        img, msk = augment_batch(img, msk, self.cfg.augment, gen)
+                    out = model.forward_prefix(img.to(self.device), split)
+                    vf.append(out.to("cpu", torch.float16))
+                    vm.append((F.adaptive_max_pool2d(msk, grid) > 0.5).squeeze(1).to(torch.uint8))
+                    bar.advance(task, len(img))
+                feats.append(torch.cat(vf))
+                masks.append(torch.cat(vm))
+        return torch.stack(feats, 1), torch.stack(masks, 1)
+
+    def _prepare(
+        self, model: FractureNet, samples: list[Sample], split: int, train: bool, what: str
+    ) -> _Split:
+        data = self._letterbox(samples, what)
+        labels = _labels(samples, self.dataset)
+        if split > 0:
+            variants = self.cfg.feature_cache_variants if train else 1
+            inputs, masks = self._prefix_features(
+                model, data, split, variants, self.cfg.seed + (0 if train else 1)
+            )
+        else:
+            inputs = torch.from_numpy(data.images).unsqueeze(1)
+            masks = torch.from_numpy(data.masks).unsqueeze(1)
+        return _Split(inputs=inputs, masks=masks, **labels)
+
+    # ---- one batch ----------------------------------------------------------------------------------
+    def _batch(
+        self,
+        model: FractureNet,
+        data: _Split,
+        idx: torch.Tensor,
+        split: int,
+        train: bool,
+        gen: torch.Generator,
+    ) -> tuple[dict[str, torch.Tensor], Targets]:
+        grid = self.cfg.input_size // 32
+        if split > 0:
+            variant = (
+                torch.randint(0, data.inputs.shape[1], (len(idx),), generator=gen)
+                if train
+                else torch.zeros(len(idx), dtype=torch.long)
+            )
+            x = data.inputs[idx, variant].to(self.device).float()
+            mask = data.masks[idx, variant].float()
+        else:
+            img = data.inputs[idx].float() / 255
+            msk = data.masks[idx].float() / 255
+            if train:
+                img, msk = augment_batch(img, msk, self.cfg.augment, gen)
+            x = model.forward_prefix(img.to(self.device), 0)
+            mask = (F.adaptive_max_pool2d(msk, grid) > 0.5).squeeze(1).float()
+        amp = self.cfg.amp and self.device.type == "cuda"
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=amp):
+            out = model.forward_heads(model.forward_suffix(x, split))
+        t = Targets(
+            fracture=data.fracture[idx],
+            fracture_valid=data.fracture_valid[idx],
+            mask=mask,
+            mask_valid=data.mask_valid[idx],
+            region=None if data.region is None else data.region[idx],
+            region_valid=None if data.region_valid is None else data.region_valid[idx],
+            klass=None if data.klass is None else data.klass[idx],
+        ).to(self.device)
+        return out, t
+
+    @torch.no_grad()
+    def _validate(self, model: FractureNet, val: _Split, split: int, pos_weight: float) -> dict[str, float]:
+        model.eval()
+        gen = torch.Generator()
+        losses, probs, class_pred = [], [], []
+        n = len(val.fracture)
+        for i in range(0, n, 64):
+            idx = torch.arange(i, min(i + 64, n))
+            out, t = self._batch(model, val, idx, split, False, gen)
+            losses.append(float(multitask_loss(out, t, self.cfg, pos_weight)) * len(idx))
+            probs.append(torch.sigmoid(out["fracture"].float()).cpu())
+            if "class" in out:
+                class_pred.append(out["class"].argmax(1).cpu())
+        metrics = {"val_loss": sum(losses) / n}
+        if self.has_fracture:
+            metrics["val_auroc"] = auroc(val.fracture.numpy(), torch.cat(probs).numpy())
+        if class_pred:
+            metrics["val_class_accuracy"] = float((torch.cat(class_pred) == val.klass).float().mean())
+        return metrics
+
+    def _score(self, metrics: dict[str, float]) -> float:
+        value = metrics.get("val_auroc") if self.has_fracture else metrics.get("val_class_accuracy")
+        return -math.inf if value is None or math.isnan(value) else float(value)
+
+    # ---- the loop -----------------------------------------------------------------------------------
+    def _set_trainable(self, model: FractureNet, phase: int, split: int) -> list[torch.nn.Parameter]:
+        for p in model.parameters():
+            p.requires_grad = False
+        heads = [model.fracture_head, model.mask_head, model.region_head, model.class_head]
+        trainable = [m for m in heads if m is not None]
+        if phase == 2:
+            b = model.backbone
+            if hasattr(b, "blocks"):
+                first = max(split, self.cfg.unfreeze_from)
+                trainable += [*b.blocks[first:], b.conv_head, b.bn2]
+                if first == 0:
+                    trainable += [b.conv_stem, b.bn1]
+            else:
+                trainable.append(b)
+        for m in trainable:
+            for p in m.parameters():
+                p.requires_grad = True
+        return [p for p in model.parameters() if p.requires_grad]
+
+    def fit(self, resume: bool = False) -> TrainResult:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        cfg = self.cfg
+        seed_everything(cfg.seed)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(_plain(cfg.to_dict()), sort_keys=False))
+        train_samples, val_samples = train_val_samples(self.dataset, cfg.seed)
+        if cfg.max_samples:
+            train_samples = train_samples[: cfg.max_samples]
+        pretrained: bool | str = {"imagenet": True, "none": False}.get(cfg.pretrained, cfg.pretrained)
+        model = create_model(cfg.arch, self.heads, pretrained=pretrained).to(self.device)
+        split = 0
+        if cfg.feature_cache_variants > 0 and model.split_points() > 0:
+            if not 1 <= cfg.unfreeze_from <= model.split_points():
+                raise ConfigError(f"unfreeze_from must be in 1..{model.split_points()} with a feature cache")
+            split = cfg.unfreeze_from
+        for m in model.prefix_modules(split):
+            m.eval()
+        model.eval()
+        train = self._prepare(model, train_samples, split, True, "training")
+        val = self._prepare(model, val_samples, split, False, "validation")
+        n_pos = float(train.fracture[train.fracture_valid].sum())
+        n_neg = float(train.fracture_valid.sum()) - n_pos
+        pos_weight = n_neg / n_pos if n_pos > 0 else 1.0
+
+        history: list[dict[str, Any]] = []
+        best_score, best_epoch, start_epoch, since_best = -math.inf, 0, 1, 0
+        last_path = self.run_dir / "last.pt"
+        if resume and last_path.is_file():
+            state = torch.load(last_path, map_location=self.device, weights_only=True)
+            model.load_state_dict(state["model"])
+            history = json.loads(state["history"])
+            best_score, best_epoch = state["best_score"], state["best_epoch"]
+            start_epoch, since_best = state["epoch"] + 1, state["since_best"]
+            log.info("resuming from epoch %d", start_epoch)
+        total_epochs = cfg.epochs_frozen + cfg.epochs
+        gen = torch.Generator().manual_seed(cfg.seed)
+        for _ in range(start_epoch - 1):  # keep the shuffling sequence identical on resume
+            torch.randperm(len(train.fracture), generator=gen)
+        optimizer, scheduler, phase = None, None, 0
+        n = len(train.fracture)
+        steps = math.ceil(n / cfg.batch_size)
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, disable=not self.show_progress) as bar:
+            for epoch in range(start_epoch, total_epochs + 1):
+                new_phase = 1 if epoch <= cfg.epochs_frozen else 2
+                if new_phase != phase:
+                    phase = new_phase
+                    params = self._set_trainable(model, phase, split)
+                    lr = cfg.lr if phase == 1 else cfg.lr_finetune
+                    phase_epochs = cfg.epochs_frozen if phase == 1 else cfg.epochs
+                    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+                    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                        optimizer, max_lr=lr, total_steps=max(1, phase_epochs * steps), pct_start=0.15
+                    )
+                    done = (epoch - 1 - (0 if phase == 1 else cfg.epochs_frozen)) * steps
+                    for _ in range(done):  # fast-forward the schedule on resume
+                        scheduler.step()
+                    if resume and last_path.is_file() and epoch == start_epoch:
+                        state = torch.load(last_path, map_location=self.device, weights_only=True)
+                        if state.get("phase") == phase:
+                            optimizer.load_state_dict(state["optimizer"])
+                self._train_mode(model, phase, split)
+                order = torch.randperm(n, generator=gen)
+                task = bar.add_task(f"epoch {epoch}/{total_epochs} (phase {phase})", total=steps, info="")
+                t0, running = time.time(), 0.0
+                for step in range(steps):
+                    idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+                    out, t = self._batch(model, train, idx, split, True, gen)
+                    loss = multitask_loss(out, t, cfg, pos_weight)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    scheduler.step()
+                    running += loss.item()
+                    bar.update(task, advance=1, info=f"loss {running / (step + 1):.4f}")
+                metrics = self._validate(model, val, split, pos_weight)
+                record = {
+                    "epoch": epoch,
+                    "phase": phase,
+                    "train_loss": running / steps,
+                    "seconds": round(time.time() - t0, 1),
+                    **metrics,
+                }
+                history.append(record)
+                score = self._score(metrics)
+                bar.update(task, info=" ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+                if score > best_score:
+                    best_score, best_epoch, since_best = score, epoch, 0
+                    torch.save(self._checkpoint(model, split), self.run_dir / "best.pt")
+                else:
+                    since_best += 1
+                torch.save(
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "epoch": epoch,
+                        "phase": phase,
+                        "best_score": best_score,
+                        "best_epoch": best_epoch,
+                        "since_best": since_best,
+                        "history": json.dumps(history),
+                    },
+                    last_path,
+                )
+                (self.run_dir / "history.json").write_text(json.dumps(history, indent=2))
+                if phase == 2 and since_best >= cfg.patience:
+                    log.info("early stopping at epoch %d (best %d)", epoch, best_epoch)
+                    break
+        self._plot(history)
+        return TrainResult(self.run_dir, best_epoch, best_score, history)
+
+    def _train_mode(self, model: FractureNet, phase: int, split: int) -> None:
+        model.train()
+        for m in model.prefix_modules(split):
+            m.eval()
+        if phase == 1:  # frozen backbone keeps its batch-norm statistics
+            model.backbone.eval()
+
+    def _checkpoint(self, model: FractureNet, split: int) -> dict[str, Any]:
+        return {
+            "model": model.state_dict(),
+            "arch": self.cfg.arch,
+            "regions": list(self.heads.regions),
+            "classes": list(self.heads.classes),
+            "config": json.dumps(_plain(self.cfg.to_dict())),
+        }
+
+    def _plot(self, history: list[dict[str, Any]]) -> None:
+        if not history:
+            return
+        from fracsight.evaluation.plots import plot_training_curves
+
+        plot_training_curves(history, self.run_dir / "curves.png")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def load_checkpoint(path: Path) -> tuple[FractureNet, TrainConfig]:
+    """The model and config of a ``best.pt`` written by :class:`Trainer` (never unpickled)."""
+    from fracsight.training.config import load_config
+
+    state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    cfg_dict = json.loads(state["config"])
+    augment = cfg_dict.pop("augment")
+    cfg = load_config(None, None, **cfg_dict, augment=augment)
+    heads = HeadConfig(regions=tuple(state["regions"]), classes=tuple(state["classes"]))
+    model = create_model(state["arch"], heads, pretrained=False)
+    model.load_state_dict(state["model"])
+    model.eval()
+    return model, cfg

@@ -1,0 +1,84 @@
+"""Calibration: ECE, reliability table, temperature scaling."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from fracsight.evaluation.calibration import (
+    apply_temperature,
+    brier_score,
+    expected_calibration_error,
+    fit_temperature,
+    probability_to_logit,
+)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def test_ece_hand_computed_and_table() -> None:
+    y = [0, 0, 1, 1]
+    p = [0.05, 0.15, 0.15, 0.95]
+    ece, table = expected_calibration_error(y, p, n_bins=10)
+    # bins: 0.05 -> |0 - .05|, two at 0.15 -> |.5 - .15|, 0.95 -> |1 - .95|
+    assert ece == pytest.approx(0.25 * 0.05 + 0.5 * 0.35 + 0.25 * 0.05)
+    assert len(table) == 10
+    assert table[1] == {
+        "bin_lower": 0.1,
+        "bin_upper": 0.2,
+        "count": 2,
+        "mean_predicted": pytest.approx(0.15),
+        "fraction_positive": 0.5,
+    }
+    assert table[5]["count"] == 0 and table[5]["mean_predicted"] is None
+    # p == 1 lands in the last bin
+    _, table = expected_calibration_error([1], [1.0], n_bins=4)
+    assert table[-1]["count"] == 1
+
+
+def test_ece_small_when_calibrated_large_when_overconfident() -> None:
+    rng = np.random.default_rng(0)
+    z = rng.normal(0.0, 2.0, 40_000)
+    y = (rng.random(z.size) < _sigmoid(z)).astype(int)
+    calibrated, _ = expected_calibration_error(y, _sigmoid(z))
+    overconfident, _ = expected_calibration_error(y, _sigmoid(4.0 * z))
+    assert calibrated < 0.015
+    assert overconfident > 0.1
+
+
+@pytest.mark.parametrize("true_t", [0.5, 2.5])
+def test_fit_temperature_recovers_known_temperature(true_t: float) -> None:
+    rng = np.random.default_rng(1)
+    z = rng.normal(0.0, 2.0, 20_000)
+    y = (rng.random(z.size) < _sigmoid(z)).astype(int)
+    logits = z * true_t  # a model whose logits are off by the factor T
+    fitted = fit_temperature(logits, y)
+    assert fitted == pytest.approx(true_t, rel=0.1)
+    before, _ = expected_calibration_error(y, apply_temperature(logits, 1.0))
+    after, _ = expected_calibration_error(y, apply_temperature(logits, fitted))
+    assert after < before
+
+
+def test_fit_temperature_separable_data_hits_lower_bound() -> None:
+    t = fit_temperature([-3.0, -1.0, 1.0, 3.0], [0, 0, 1, 1], bounds=(0.1, 10.0))
+    assert t == pytest.approx(0.1, rel=1e-3)
+
+
+def test_apply_temperature_stable_and_logit_inverse() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        probs = apply_temperature([-1000.0, 0.0, 1000.0], 0.5)
+    assert probs.tolist() == pytest.approx([0.0, 0.5, 1.0])
+    assert apply_temperature([2.0], 2.0)[0] == pytest.approx(_sigmoid(np.array(1.0)))
+    p = np.array([0.1, 0.5, 0.9])
+    assert apply_temperature(probability_to_logit(p), 1.0) == pytest.approx(p)
+    with pytest.raises(ValueError):
+        apply_temperature([1.0], 0.0)
+
+
+def test_brier_score() -> None:
+    assert brier_score([0, 1], [0.2, 0.6]) == pytest.approx((0.04 + 0.16) / 2)

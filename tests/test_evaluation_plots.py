@@ -1,0 +1,81 @@
+"""Plots write real, non-empty PNG files and leave no pyplot state behind."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from fracsight.evaluation.calibration import expected_calibration_error
+from fracsight.evaluation.plots import (
+    plot_calibration,
+    plot_confusion,
+    plot_pr,
+    plot_roc,
+    plot_sample_grid,
+    plot_training_curves,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _case() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 120)
+    return y, np.clip(0.3 * y + 0.7 * rng.random(120), 0, 1)
+
+
+def _check_png(path: Path) -> Image.Image:
+    assert path.is_file() and path.stat().st_size > 1000
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    img = Image.open(path)
+    assert img.width > 100 and img.height > 100
+    return img
+
+
+def test_curve_plots(tmp_path: Path) -> None:
+    y, p = _case()
+    out = plot_roc(y, p, tmp_path / "sub" / "roc.png", ci=(0.7, 0.9), operating_points={"default": 0.5})
+    assert out == tmp_path / "sub" / "roc.png"
+    _check_png(out)
+    _check_png(plot_pr(y, p, tmp_path / "pr.png", operating_points={"default": 0.5}))
+    ece, table = expected_calibration_error(y, p)
+    _check_png(plot_calibration(table, tmp_path / "cal.png", ece=ece))
+    _check_png(plot_confusion([[5, 2], [1, 7]], ["no", "yes"], tmp_path / "cm.png"))
+
+
+def test_training_curves_tolerates_missing_values(tmp_path: Path) -> None:
+    history = [
+        {"epoch": 1, "train_loss": 0.9, "val_loss": 0.8, "val_auroc": 0.7},
+        {"epoch": 2, "train_loss": 0.7, "val_loss": None, "val_auroc": 0.8},
+        {"epoch": 3, "train_loss": 0.6},
+    ]
+    _check_png(plot_training_curves(history, tmp_path / "curves.png"))
+
+
+def test_sample_grid_borders(tmp_path: Path) -> None:
+    images = [np.full((32, 40), v, dtype=np.float32) for v in (0.2, 0.5, 0.8)]
+    path = plot_sample_grid(
+        images,
+        ["p=0.91", "p=0.12", "p=0.55"],
+        tmp_path / "grid.png",
+        ncols=2,
+        labels=[1, 0, 0],
+        predictions=[1, 0, 1],
+    )
+    rgb = np.asarray(_check_png(path).convert("RGB")).astype(int)
+    green = np.all(np.abs(rgb - (0x1A, 0x96, 0x41)) < 30, axis=-1).sum()
+    red = np.all(np.abs(rgb - (0xD7, 0x19, 0x1C)) < 30, axis=-1).sum()
+    assert green > 100 and red > 50
+    _check_png(plot_sample_grid(images, ["a", "b", "c"], tmp_path / "plain.png"))
+
+
+def test_no_pyplot_import() -> None:
+    code = (
+        "import sys; import fracsight.evaluation.plots, fracsight.evaluation.report; "
+        "assert 'matplotlib.pyplot' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

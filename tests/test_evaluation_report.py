@@ -1,0 +1,139 @@
+"""evaluate_predictions -> strict JSON; write_report -> one self-contained HTML file."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fracsight.evaluation.metrics import auroc
+from fracsight.evaluation.report import evaluate_predictions, render_all_plots, to_jsonable, write_report
+
+REGION_NAMES = ["hand", "leg", "hip"]
+
+
+def _case(n: int = 240) -> dict:
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, n)
+    p = np.clip(0.35 * y + 0.65 * rng.random(n), 0, 1)
+    regions = [(REGION_NAMES[i % 3],) if i % 5 else ("leg", "hip") for i in range(n)]
+    region_probs = rng.dirichlet(np.ones(3), n)
+    class_labels = np.where(y == 1, rng.integers(0, 3, n), -1)  # type known for fractured only
+    class_probs = rng.dirichlet(np.ones(3), n)
+    return {
+        "y": y,
+        "p": p,
+        "regions": regions,
+        "region_probs": region_probs,
+        "class_labels": class_labels,
+        "class_probs": class_probs,
+        "study_ids": [f"s{i // 3}" for i in range(n)],
+    }
+
+
+@pytest.fixture(scope="module")
+def case() -> dict:
+    return _case()
+
+
+@pytest.fixture(scope="module")
+def metrics(case: dict) -> dict:
+    return evaluate_predictions(
+        case["y"],
+        case["p"],
+        threshold_points={"default": 0.5, "high_sensitivity": 0.3},
+        regions=case["regions"],
+        region_probs=case["region_probs"],
+        region_names=REGION_NAMES,
+        study_ids=case["study_ids"],
+        class_labels=case["class_labels"],
+        class_probs=case["class_probs"],
+        class_names=["avulsion", "greenstick", "oblique"],
+        n_bootstrap=200,
+    )
+
+
+def test_metrics_content(case: dict, metrics: dict) -> None:
+    assert metrics["n"] == 240
+    assert metrics["auroc"]["value"] == pytest.approx(auroc(case["y"], case["p"]))
+    assert metrics["auroc"]["ci_low"] < metrics["auroc"]["value"] < metrics["auroc"]["ci_high"]
+    assert metrics["average_precision"]["ci_low"] < metrics["average_precision"]["ci_high"]
+    assert 0 <= metrics["calibration"]["ece"] <= 1
+    assert metrics["sensitivity_at_specificity"]["specificity_target"] == 0.9
+    assert set(metrics["thresholds"]) == {"default", "high_sensitivity"}
+    assert (
+        metrics["thresholds"]["high_sensitivity"]["sensitivity"]
+        >= metrics["thresholds"]["default"]["sensitivity"]
+    )
+    assert set(metrics["regions"]) == set(REGION_NAMES)
+    hip = np.array(["hip" in r for r in case["regions"]])
+    assert metrics["regions"]["hip"]["n"] == int(hip.sum())
+    assert metrics["regions"]["hip"]["auroc"]["value"] == pytest.approx(auroc(case["y"][hip], case["p"][hip]))
+    assert metrics["region_head"]["n_evaluated"] == 240
+    assert metrics["study"]["method"] == "mean" and metrics["study"]["n"] == 80
+    assert "studies" in metrics["ci_method"]
+    assert metrics["multiclass"]["n"] == int(case["y"].sum())
+
+
+def test_metrics_are_strict_json(metrics: dict) -> None:
+    text = json.dumps(metrics, allow_nan=False)
+    assert json.loads(text) == metrics
+
+
+def test_single_class_gives_none_not_nan() -> None:
+    m = evaluate_predictions([0, 0, 0], [0.1, 0.2, 0.7], threshold_points={"t": 0.5}, n_bootstrap=50)
+    assert m["auroc"] == {"value": None, "ci_low": None, "ci_high": None}
+    assert m["thresholds"]["t"]["sensitivity"] is None
+    json.dumps(m, allow_nan=False)
+
+
+def test_to_jsonable() -> None:
+    out = to_jsonable(
+        {"a": np.float32(0.5), "b": np.int64(3), "c": float("nan"), "d": (1, np.inf), 4: Path("x")}
+    )
+    assert out == {"a": 0.5, "b": 3, "c": None, "d": [1, None], "4": "x"}
+    assert type(out["b"]) is int
+
+
+def test_report_is_self_contained(tmp_path: Path, case: dict, metrics: dict) -> None:
+    points = {"default": 0.5}
+    plots = render_all_plots(
+        case["y"],
+        case["p"],
+        tmp_path / "plots",
+        metrics=metrics,
+        threshold_points=points,
+        class_labels=case["class_labels"],
+        class_probs=case["class_probs"],
+        class_names=["avulsion", "greenstick", "oblique"],
+        history=[{"epoch": 1, "train_loss": 0.7, "val_loss": 0.6, "val_auroc": 0.8}],
+    )
+    assert list(plots) == ["roc", "pr", "calibration", "confusion", "confusion_multiclass", "training_curves"]
+    model_info = {
+        "name": "fracatlas-lite0-384-v1 <b>",
+        "version": "1.0",
+        "dataset": "FracAtlas test",
+        "px": 384,
+    }
+    report = write_report(metrics, tmp_path / "out", title="Test report", model_info=model_info, plots=plots)
+    assert report == tmp_path / "out" / "report.html"
+    html = report.read_text(encoding="utf-8")
+    assert "fracsight is a decision aid, not a diagnosis" in html
+    assert f"{metrics['auroc']['value']:.3f}" in html
+    assert "fracatlas-lite0-384-v1 &lt;b&gt;" in html and "FracAtlas test" in html and "1.0" in html
+    assert html.count("data:image/png;base64,") == len(plots)
+    assert 'src="http' not in html and "file://" not in html and str(tmp_path) not in html
+    srcs = re.findall(r'(?:src|href)="([^"]*)"', html)
+    assert all(s.startswith("data:") for s in srcs)
+    assert "<link" not in html and "<script" not in html
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text(encoding="utf-8"))
+    assert saved == metrics
+
+
+def test_report_without_plots_or_extras(tmp_path: Path) -> None:
+    m = evaluate_predictions([0, 1, 0, 1], [0.2, 0.7, 0.4, 0.6], n_bootstrap=20)
+    html = write_report(m, tmp_path, model_info={}).read_text(encoding="utf-8")
+    assert "not stated" in html and "decision aid, not a diagnosis" in html

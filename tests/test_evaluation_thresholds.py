@@ -1,0 +1,85 @@
+"""Operating-point choosers hit their targets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fracsight.evaluation.metrics import binary_metrics_at
+from fracsight.evaluation.thresholds import (
+    sensitivity_at_specificity,
+    specificity_at_sensitivity,
+    threshold_for_sensitivity,
+    threshold_for_specificity,
+    youden_threshold,
+)
+
+Y4 = [0, 0, 1, 1]
+P4 = [0.1, 0.4, 0.35, 0.8]
+
+
+def _case() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(7)
+    y = rng.integers(0, 2, 500)
+    p = np.clip(0.3 * y + 0.7 * rng.random(500), 0, 1)
+    return y, p
+
+
+def test_hand_computed_thresholds() -> None:
+    c = threshold_for_sensitivity(Y4, P4, 0.9)
+    assert (c.threshold, c.sensitivity, c.specificity) == (0.35, 1.0, 0.5)
+    c = threshold_for_specificity(Y4, P4, 0.9)
+    assert (c.threshold, c.sensitivity, c.specificity) == (0.8, 0.5, 1.0)
+    c = youden_threshold(Y4, P4)  # J = 0.5 at 0.8 and at 0.35: the higher one wins
+    assert (c.threshold, c.sensitivity, c.specificity) == (0.8, 0.5, 1.0)
+    assert sensitivity_at_specificity(Y4, P4, 0.9) == 0.5
+    assert specificity_at_sensitivity(Y4, P4, 0.9) == 0.5
+
+
+@pytest.mark.parametrize("target", [0.8, 0.9, 0.95])
+def test_threshold_for_sensitivity_is_highest_reaching_target(target: float) -> None:
+    y, p = _case()
+    c = threshold_for_sensitivity(y, p, target)
+    m = binary_metrics_at(y, p, c.threshold)
+    assert m["sensitivity"] >= target
+    assert (m["sensitivity"], m["specificity"]) == pytest.approx((c.sensitivity, c.specificity))
+    higher = np.min(p[p > c.threshold])
+    assert binary_metrics_at(y, p, higher)["sensitivity"] < target
+    assert "sensitivity >= " in c.description
+
+
+@pytest.mark.parametrize("target", [0.8, 0.9, 0.95])
+def test_threshold_for_specificity_is_lowest_reaching_target(target: float) -> None:
+    y, p = _case()
+    c = threshold_for_specificity(y, p, target)
+    m = binary_metrics_at(y, p, c.threshold)
+    assert m["specificity"] >= target
+    assert (m["sensitivity"], m["specificity"]) == pytest.approx((c.sensitivity, c.specificity))
+    lower = np.max(p[p < c.threshold])
+    assert binary_metrics_at(y, p, lower)["specificity"] < target
+    assert sensitivity_at_specificity(y, p, target) == pytest.approx(c.sensitivity)
+
+
+def test_unreachable_specificity_predicts_nothing_positive() -> None:
+    c = threshold_for_specificity([1, 0], [0.2, 0.9], 0.9)
+    assert c.threshold > 0.9
+    assert (c.sensitivity, c.specificity) == (0.0, 1.0)
+    assert binary_metrics_at([1, 0], [0.2, 0.9], c.threshold)["tp"] == 0
+
+
+def test_youden_maximizes_j() -> None:
+    y, p = _case()
+    c = youden_threshold(y, p)
+    best = c.sensitivity + c.specificity
+    for t in np.unique(p):
+        m = binary_metrics_at(y, p, t)
+        assert m["sensitivity"] + m["specificity"] <= best + 1e-12
+
+
+def test_choice_fits_bundle_operating_point() -> None:
+    from dataclasses import asdict
+
+    from fracsight.bundle import OperatingPoint
+
+    op = OperatingPoint(name="high_sensitivity", **asdict(threshold_for_sensitivity(Y4, P4)))
+    assert op.threshold == 0.35

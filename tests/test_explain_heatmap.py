@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fracsight.explain import (
+    class_activation_map,
+    combine_maps,
+    fracture_probability_map,
+    heatmap_to_original,
+    normalize_map,
+    sigmoid,
+    upsample_to_input,
+)
+from fracsight.preprocessing import letterbox
+
+
+def test_sigmoid_values_and_extremes() -> None:
+    x = np.array([-3.0, -0.5, 0.0, 0.5, 3.0], dtype=np.float32)
+    np.testing.assert_allclose(sigmoid(x), 1.0 / (1.0 + np.exp(-x)), rtol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        big = sigmoid(np.array([-1e4, 1e4]))
+    np.testing.assert_array_equal(big, [0.0, 1.0])
+    assert sigmoid(0.0) == pytest.approx(0.5)
+
+
+def test_cam_is_the_weighted_channel_sum_and_pools_to_the_logit() -> None:
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(8, 5, 6)).astype(np.float32)
+    weights = rng.normal(size=8).astype(np.float32)
+    bias = 0.3
+    manual = np.zeros((5, 6), dtype=np.float64)
+    for c in range(8):
+        manual += float(weights[c]) * features[c]
+    cam = class_activation_map(features, weights)
+    assert cam.shape == (5, 6) and cam.dtype == np.float32
+    np.testing.assert_allclose(cam, manual, rtol=1e-5, atol=1e-5)
+    logit = float(weights @ features.mean(axis=(1, 2))) + bias
+    assert float(cam.mean()) + bias == pytest.approx(logit, abs=1e-5)
+
+
+def test_cam_rejects_mismatched_shapes() -> None:
+    with pytest.raises(ValueError):
+        class_activation_map(np.zeros((4, 3, 3)), np.zeros(5))
+    with pytest.raises(ValueError):
+        class_activation_map(np.zeros((3, 3)), np.zeros(3))
+
+
+def test_combine_maps_weighted_mean() -> None:
+    a, b = np.zeros((2, 2)), np.ones((2, 2))
+    np.testing.assert_allclose(combine_maps([a, b]), 0.5)
+    np.testing.assert_allclose(combine_maps([a, b], weights=[1, 3]), 0.75)
+    with pytest.raises(ValueError):
+        combine_maps([a, np.ones((3, 3))])
+    with pytest.raises(ValueError):
+        combine_maps([])
+
+
+def test_fracture_probability_map_parts() -> None:
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(4, 3, 3))
+    weights = rng.normal(size=4)
+    mask = rng.normal(size=(1, 3, 3))
+    cam_p = sigmoid(class_activation_map(features, weights) - 1.0)
+    mask_p = sigmoid(mask[0])
+    np.testing.assert_allclose(fracture_probability_map(mask_logits=mask), mask_p, rtol=1e-6)
+    np.testing.assert_allclose(fracture_probability_map(features, weights, -1.0), cam_p, rtol=1e-6)
+    both = fracture_probability_map(features, weights, -1.0, mask)
+    np.testing.assert_allclose(both, (cam_p + mask_p) / 2, rtol=1e-6)
+    with pytest.raises(ValueError):
+        fracture_probability_map()
+
+
+def test_normalize_map() -> None:
+    m = normalize_map(np.array([[2.0, 4.0], [6.0, np.nan]]))
+    np.testing.assert_allclose(m, [[0.0, 0.5], [1.0, 0.0]])  # NaN ignored, then shown as 0
+    np.testing.assert_array_equal(normalize_map(np.full((3, 3), 7.0)), np.zeros((3, 3)))
+    out = normalize_map(np.arange(6.0).reshape(2, 3))
+    assert out.min() == 0.0 and out.max() == 1.0 and out.dtype == np.float32
+
+
+def test_upsample_matches_pil_bilinear() -> None:
+    rng = np.random.default_rng(2)
+    m = rng.random((12, 12)).astype(np.float32)
+    ours = upsample_to_input(m, 96)
+    pil = np.asarray(Image.fromarray(m).resize((96, 96), Image.Resampling.BILINEAR))
+    assert ours.shape == (96, 96)
+    np.testing.assert_allclose(ours, pil, atol=1e-4)
+    np.testing.assert_array_equal(upsample_to_input(np.full((3, 3), 0.25), (5, 7)), np.full((5, 7), 0.25))
+
+
+def test_heatmap_to_original_follows_the_letterbox() -> None:
+    _, lb = letterbox(np.zeros((300, 500), dtype=np.float32), 384)
+    assert lb.pad_y > 0 and lb.pad_x == 0  # non-trivial letterbox
+    j = np.arange(384, dtype=np.float32) + 0.5
+    # Maps whose value is the model-input coordinate: bilinear is exact on linear ramps.
+    x_ramp = np.tile(j, (384, 1))
+    y_ramp = x_ramp.T.copy()
+    hx = heatmap_to_original(x_ramp, lb)
+    hy = heatmap_to_original(y_ramp, lb)
+    assert hx.shape == (300, 500) and hx.dtype == np.float32
+    xs = np.arange(500) + 0.5
+    ys = np.arange(300) + 0.5
+    np.testing.assert_allclose(hx[150, 1:-1], (xs * lb.scale + lb.pad_x)[1:-1], atol=1e-3)
+    np.testing.assert_allclose(hy[:, 250], ys * lb.scale + lb.pad_y, atol=1e-3)
+
+
+def test_heatmap_to_original_agrees_with_crop_then_resize() -> None:
+    _, lb = letterbox(np.zeros((300, 500), dtype=np.float32), 384)
+    yy, xx = np.mgrid[0:12, 0:12]
+    m = np.exp(-((yy - 5.5) ** 2 + (xx - 3.0) ** 2) / 8.0).astype(np.float32)
+    ours = heatmap_to_original(m, lb)
+    x0, y0, x1, y1 = lb.content
+    crop = upsample_to_input(m, 384)[y0:y1, x0:x1]
+    ref = np.asarray(Image.fromarray(crop).resize((500, 300), Image.Resampling.BILINEAR))
+    np.testing.assert_allclose(ours, ref, atol=0.02)
+    # Deterministic.
+    np.testing.assert_array_equal(ours, heatmap_to_original(m, lb))
+
+
+def test_explain_imports_neither_torch_nor_matplotlib() -> None:
+    code = (
+        "import sys, fracsight.explain; "
+        "bad = [m for m in ('torch', 'matplotlib', 'scipy') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,308 @@
+"""fracsight.io on PNG/JPEG/BMP/TIFF/GIF: pixel values, metadata, and every refusal."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFile
+
+from fracsight.errors import (
+    DecompressionBombError,
+    EmptyFileError,
+    ImageReadError,
+    ImageTooSmallError,
+    TruncatedImageError,
+    UnsupportedFormatError,
+)
+from fracsight.io import DEFAULT_MAX_PIXELS, MIN_SIDE, read_image
+
+RAMP8 = np.tile(np.arange(256, dtype=np.uint8)[None, :], (40, 1))  # 40 x 256, every 8-bit value
+
+
+def encode(im: Image.Image, fmt: str, **kwargs: object) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt, **kwargs)
+    return buf.getvalue()
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def crafted_png(width: int, height: int, extra: bytes = b"") -> bytes:
+    """A PNG whose IHDR claims width x height but whose IDAT holds only a few bytes."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + extra
+        + png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def with_sbit(png: bytes, bits: int) -> bytes:
+    """Insert an sBIT chunk right after IHDR (8 + 25 bytes)."""
+    return png[:33] + png_chunk(b"sBIT", bytes([bits])) + png[33:]
+
+
+# --- pixel values --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "BMP", "TIFF", "GIF"])
+def test_lossless_8bit_gray_is_value_over_255(fmt: str) -> None:
+    rg = read_image(encode(Image.fromarray(RAMP8), fmt))
+    assert rg.pixels.dtype == np.float32 and rg.pixels.shape == (40, 256)
+    np.testing.assert_allclose(rg.pixels, RAMP8 / 255.0, atol=1e-6)
+    assert rg.metadata.source_format == fmt.lower()
+    assert rg.metadata.bit_depth == 8 and rg.metadata.truncated is False and rg.metadata.warnings == ()
+
+
+def test_jpeg_gray_close_to_source() -> None:
+    smooth = np.tile(np.linspace(0, 255, 128).astype(np.uint8)[None, :], (64, 1))
+    rg = read_image(encode(Image.fromarray(smooth), "JPEG", quality=95))
+    assert rg.metadata.source_format == "jpeg" and rg.metadata.photometric == "L"
+    np.testing.assert_allclose(rg.pixels, smooth / 255.0, atol=0.03)
+
+
+@pytest.mark.parametrize(
+    ("top", "sbit", "divisor", "bits", "fmt"),
+    [
+        (65535, None, 65535, 16, "PNG"),
+        (4095, None, 4095, 12, "PNG"),  # 12 bits stored in 16: scaled by 4095
+        (1000, 10, 1023, 10, "PNG"),  # sBIT says 10 significant bits
+        (4095, None, 4095, 12, "TIFF"),
+        (40000, None, 65535, 16, "TIFF"),
+    ],
+)
+def test_16bit_scaled_by_bit_range(top: int, sbit: int | None, divisor: int, bits: int, fmt: str) -> None:
+    arr = np.linspace(0, top, 64 * 64).reshape(64, 64).astype(np.uint16)
+    data = encode(Image.fromarray(arr), fmt)
+    if sbit is not None:
+        data = with_sbit(data, sbit)
+    rg = read_image(data)
+    assert rg.metadata.bit_depth == bits
+    np.testing.assert_allclose(rg.pixels, arr / divisor, atol=1e-6)
+
+
+def test_32bit_int_tiff_outside_16bit_range_is_stretched_with_warning() -> None:
+    arr = np.linspace(-5000, 100000, 64 * 64).reshape(64, 64).astype(np.int32)
+    rg = read_image(encode(Image.fromarray(arr), "TIFF"))
+    assert rg.pixels.min() == 0.0 and rg.pixels.max() == pytest.approx(1.0)
+    assert any("stretched" in w for w in rg.metadata.warnings)
+
+
+@pytest.mark.parametrize(("lo", "hi", "stretched"), [(0.0, 1.0, False), (-3.0, 7.0, True)])
+def test_float_tiff(lo: float, hi: float, stretched: bool) -> None:
+    arr = np.linspace(lo, hi, 64 * 64, dtype=np.float32).reshape(64, 64)
+    rg = read_image(encode(Image.fromarray(arr, mode="F"), "TIFF"))
+    np.testing.assert_allclose(rg.pixels, (arr - lo) / (hi - lo), atol=1e-6)
+    assert any("stretched" in w for w in rg.metadata.warnings) is stretched
+
+
+def test_rgb_becomes_bt601_luminance_and_colour_is_reported() -> None:
+    rgb = np.zeros((40, 60, 3), dtype=np.uint8)
+    rgb[:, :20, 0] = 255
+    rgb[:, 20:40, 1] = 255
+    rgb[:, 40:, 2] = 255
+    rg = read_image(encode(Image.fromarray(rgb), "PNG"))
+    np.testing.assert_allclose(rg.pixels[0, [0, 20, 40]], [0.299, 0.587, 0.114], atol=1e-5)
+    assert rg.metadata.photometric == "RGB"
+    assert any("colour image" in w for w in rg.metadata.warnings)
+
+
+def test_gray_stored_as_rgb_gives_same_values_without_warning() -> None:
+    rgb = np.repeat(RAMP8[..., None], 3, axis=2)
+    rg = read_image(encode(Image.fromarray(rgb), "PNG"))
+    np.testing.assert_allclose(rg.pixels, RAMP8 / 255.0, atol=1e-5)
+    assert rg.metadata.warnings == ()
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_alpha_is_composited_on_black(mode: str) -> None:
+    gray = np.full((40, 40), 200, dtype=np.uint8)
+    alpha = np.full((40, 40), 255, dtype=np.uint8)
+    alpha[:, :20] = 0
+    bands = [gray, gray, gray, alpha] if mode == "RGBA" else [gray, alpha]
+    rg = read_image(encode(Image.fromarray(np.stack(bands, axis=2), mode=mode), "PNG"))
+    assert np.all(rg.pixels[:, :20] == 0.0)
+    np.testing.assert_allclose(rg.pixels[:, 20:], 200 / 255.0, atol=1e-5)
+    assert any("composited on black" in w for w in rg.metadata.warnings)
+
+
+def test_opaque_alpha_changes_nothing() -> None:
+    rgba = np.dstack([RAMP8, RAMP8, RAMP8, np.full_like(RAMP8, 255)])
+    rg = read_image(encode(Image.fromarray(rgba, mode="RGBA"), "PNG"))
+    np.testing.assert_allclose(rg.pixels, RAMP8 / 255.0, atol=1e-5)
+    assert rg.metadata.warnings == ()
+
+
+def test_palette_image_uses_palette_values() -> None:
+    im = Image.new("P", (40, 40))
+    im.putpalette([0, 0, 0, 100, 100, 100, 255, 255, 255] + [0] * (253 * 3))
+    im.paste(1, (0, 0, 40, 20))
+    im.paste(2, (0, 20, 40, 40))
+    rg = read_image(encode(im, "PNG"))
+    np.testing.assert_allclose(rg.pixels[[0, 39], 0], [100 / 255.0, 1.0], atol=1e-5)
+
+
+def test_cmyk_and_bilevel() -> None:
+    cmyk = Image.new("CMYK", (40, 40), (0, 0, 0, 0))
+    cmyk.paste((0, 0, 0, 255), (0, 0, 20, 40))
+    rg = read_image(encode(cmyk, "TIFF"))
+    assert rg.pixels[0, 0] == 0.0 and rg.pixels[0, 39] == pytest.approx(1.0)
+    bilevel = Image.fromarray(RAMP8 > 127).convert("1")
+    rg = read_image(encode(bilevel, "PNG"))
+    assert set(np.unique(rg.pixels)) == {0.0, 1.0} and rg.metadata.bit_depth == 1
+
+
+def test_exif_orientation_is_applied() -> None:
+    arr = np.zeros((40, 64), dtype=np.uint8)
+    arr[:5, :5] = 255  # a bright block top-left as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    rg = read_image(encode(Image.fromarray(arr), "PNG", exif=exif))
+    assert rg.pixels.shape == (64, 40) and rg.metadata.original_size == (40, 64)
+    assert rg.pixels[:5, -5:].min() == 1.0 and rg.pixels[:5, :5].max() == 0.0
+
+
+@pytest.mark.parametrize(("fmt", "kwargs"), [("TIFF", {}), ("GIF", {}), ("PNG", {"default_image": False})])
+def test_multi_frame_reads_first_frame_with_warning(fmt: str, kwargs: dict[str, object]) -> None:
+    frames = [Image.fromarray(np.full((40, 40), v, dtype=np.uint8)) for v in (30, 220, 90)]
+    data = encode(frames[0], fmt, save_all=True, append_images=frames[1:], **kwargs)
+    rg = read_image(data)
+    assert rg.metadata.frames == 3
+    np.testing.assert_allclose(rg.pixels, 30 / 255.0, atol=1e-5)
+    assert any("only the first" in w for w in rg.metadata.warnings)
+
+
+# --- truncated files -------------------------------------------------------------------------
+
+
+def noisy_jpeg() -> bytes:
+    arr = np.random.default_rng(0).integers(0, 256, (128, 128), dtype=np.uint8)
+    return encode(Image.fromarray(arr), "JPEG", quality=90)
+
+
+def test_truncated_jpeg_is_read_tolerantly_and_flagged() -> None:
+    data = noisy_jpeg()
+    rg = read_image(data[: len(data) // 2], name="cut.jpg")
+    assert rg.pixels.shape == (128, 128) and rg.metadata.truncated is True
+    assert "truncated file: the bottom of the image may be missing" in rg.metadata.warnings
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False  # the global switch is never touched
+
+
+def test_truncated_jpeg_strict_is_refused() -> None:
+    data = noisy_jpeg()
+    with pytest.raises(TruncatedImageError, match=r"cut\.jpg: truncated JPEG .*strict"):
+        read_image(data[: len(data) // 2], name="cut.jpg", strict=True)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF", "BMP"])
+def test_truncated_other_formats_are_refused(fmt: str) -> None:
+    arr = np.random.default_rng(1).integers(0, 256, (128, 128), dtype=np.uint8)
+    data = encode(Image.fromarray(arr), fmt)
+    with pytest.raises(TruncatedImageError, match=f"truncated {fmt} file"):
+        read_image(data[: len(data) // 2], name=f"x.{fmt.lower()}")
+
+
+# --- refusals --------------------------------------------------------------------------------
+
+SUPPORTED_LIST = "PNG, JPEG, BMP, TIFF, GIF, DICOM"
+
+
+@pytest.mark.parametrize(
+    ("content", "name", "looks_like"),
+    [
+        (b"patient notes: nothing broken\n", "xray.png", "a text file despite its .png extension"),
+        (b"<!DOCTYPE html><html><body>404</body></html>", "scan.dcm", "an HTML page despite its .dcm"),
+        (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj", "report.jpg", "a PDF document"),
+        (b"PK\x03\x04\x14\x00\x00\x00\x08\x00" + b"\0" * 40, "images.png", "a ZIP archive"),
+        (bytes(np.random.default_rng(2).integers(0, 256, 300, dtype=np.uint8)), "noise.bin", "unrecognised"),
+    ],
+)
+def test_non_images_are_refused_by_content(content: bytes, name: str, looks_like: str) -> None:
+    with pytest.raises(UnsupportedFormatError) as info:
+        read_image(content, name=name)
+    message = str(info.value)
+    assert message.startswith(f"{name}: not a supported image")
+    assert looks_like in message and SUPPORTED_LIST in message
+
+
+def test_empty_bytes_and_empty_file(tmp_path: Path) -> None:
+    with pytest.raises(EmptyFileError, match="empty"):
+        read_image(b"")
+    path = tmp_path / "blank.png"
+    path.write_bytes(b"")
+    with pytest.raises(EmptyFileError, match=r"^blank\.png: the file is empty"):
+        read_image(path)
+
+
+def test_too_small_is_refused_and_limit_is_configurable() -> None:
+    data = encode(Image.new("L", (MIN_SIDE - 1, 100)), "PNG")
+    with pytest.raises(ImageTooSmallError, match=rf"tiny\.png: .*{MIN_SIDE - 1} x 100 .*at least {MIN_SIDE}"):
+        read_image(data, name="tiny.png")
+    assert read_image(data, min_side=8).width == MIN_SIDE - 1
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "max_pixels"),
+    [
+        (100_000, 100_000, DEFAULT_MAX_PIXELS),  # beyond Pillow's own bomb limit
+        (8_000, 8_000, DEFAULT_MAX_PIXELS),  # beyond ours only
+        (64, 64, 1_000),  # a caller's limit
+    ],
+)
+def test_decompression_bomb_is_refused_from_header(width: int, height: int, max_pixels: int) -> None:
+    data = crafted_png(width, height)
+    assert len(data) < 200  # nothing is decoded: the header alone is refused
+    with pytest.raises(DecompressionBombError, match=r"bomb\.png: .*(too large|exceeds the limit)"):
+        read_image(data, name="bomb.png", max_pixels=max_pixels)
+
+
+def test_corrupt_data_behind_a_valid_signature_is_a_clean_error() -> None:
+    data = crafted_png(64, 64)  # IDAT far too short for 64 x 64
+    with pytest.raises(ImageReadError, match=r"^broken\.png: "):
+        read_image(data, name="broken.png")
+    with pytest.raises(ImageReadError, match="cannot decode this PNG"):
+        read_image(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20, name="g.png")
+
+
+def test_missing_file_and_path_input(tmp_path: Path) -> None:
+    with pytest.raises(ImageReadError, match=r"^nope\.png: no such file"):
+        read_image(tmp_path / "nope.png")
+    path = tmp_path / "secret-folder" / "knee.png"
+    path.parent.mkdir()
+    path.write_bytes(encode(Image.fromarray(RAMP8), "PNG"))
+    assert read_image(path).metadata.name == "knee.png"  # the file name, never the path
+    assert read_image(str(path), name="other.png").metadata.name == "other.png"
+
+
+# --- real radiographs ------------------------------------------------------------------------
+
+
+@pytest.mark.fracatlas
+@pytest.mark.parametrize(
+    ("relative", "mode", "truncated"),
+    [
+        ("Non_fractured/IMG0000008.jpg", "L", False),
+        ("Non_fractured/IMG0000000.jpg", "RGB", False),
+        ("Non_fractured/IMG0004028.jpg", "RGB", True),
+    ],
+)
+def test_real_fracatlas_images(fracatlas_dir: Path, relative: str, mode: str, truncated: bool) -> None:
+    path = fracatlas_dir / "images" / relative
+    rg = read_image(path)
+    with Image.open(path) as im:
+        width, height = im.size
+    assert rg.pixels.shape == (height, width) and rg.pixels.dtype == np.float32
+    assert 0.0 <= rg.pixels.min() < 0.2 and 0.6 < rg.pixels.max() <= 1.0
+    meta = rg.metadata
+    assert (meta.source_format, meta.photometric, meta.truncated) == ("jpeg", mode, truncated)
+    assert meta.name == path.name and meta.original_size == (height, width)
+    assert not any("colour" in w for w in meta.warnings)  # RGB-stored radiographs are gray
