@@ -123,7 +123,7 @@ def test_signed_12bit_pixels_keep_their_order() -> None:
     np.testing.assert_allclose(rg.pixels, (signed + 2048) / 4095.0, atol=1e-6)
 
 
-@pytest.mark.parametrize("function", ["LINEAR", "LINEAR_EXACT"])
+@pytest.mark.parametrize("function", ["LINEAR", "LINEAR_EXACT", "SIGMOID"])
 def test_rescale_then_window(function: str) -> None:
     slope, intercept, center, width = 2.0, -1024.0, 500.0, 1000.0
     data = make_dicom(
@@ -138,9 +138,12 @@ def test_rescale_then_window(function: str) -> None:
     if function == "LINEAR":  # PS3.3 C.11.2.1.2.1
         center, width = center - 0.5, width - 1
     expected = np.clip((values - center) / width + 0.5, 0.0, 1.0)
+    if function == "SIGMOID":  # PS3.3 C.11.2.1.3.1
+        expected = 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
     rg = read_image(data)
     np.testing.assert_allclose(rg.pixels, expected, atol=1e-5)
-    assert rg.pixels.min() == 0.0 and rg.pixels.max() == 1.0  # both sides of the window are reached
+    if function != "SIGMOID":  # both sides of the window are reached
+        assert rg.pixels.min() == 0.0 and rg.pixels.max() == 1.0
 
 
 def test_rescale_without_window_uses_min_max() -> None:

@@ -75,6 +75,7 @@ class BundleSpec:
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     ood: dict[str, Any] = field(default_factory=dict)
+    localization: dict[str, float] = field(default_factory=dict)  # box_threshold, min_box_score
     format: int = BUNDLE_FORMAT
 
     def __post_init__(self) -> None:

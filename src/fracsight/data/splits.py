@@ -46,8 +46,9 @@ def group_split(
     Returns ``{name: [sample with split=name, ...]}`` for every name (lists may be empty),
     samples in their input order. Groups are stratified by their most common label for
     ``stratify_task`` (samples without that label form one stratum); within a stratum the
-    largest groups are placed first, each into the split furthest below its target, with
-    ties among equal-sized groups broken by ``seed``.
+    largest groups are placed first, each into the split furthest below its target (the
+    stratum's, plus what earlier strata left over, so the totals stay on target too), with
+    the order of equal-sized groups set by ``seed``.
 
     >>> parts = group_split(dataset.samples, (0.8, 0.1, 0.1), seed=0)  # doctest: +SKIP
     >>> {k: len(v) for k, v in parts.items()}  # doctest: +SKIP
@@ -86,6 +87,7 @@ def _assign(
 
     assigned: dict[str, int] = {}
     rng = random.Random(seed)
+    carry = [0.0] * len(names)  # rounding left over by earlier strata, so totals stay on target
     for stratum in sorted(strata):
         keys = sorted(strata[stratum])
         rng.shuffle(keys)
@@ -93,9 +95,10 @@ def _assign(
         total = sum(len(groups[k]) for k in keys)
         counts = [0] * len(names)
         for key in keys:
-            best = max(range(len(names)), key=lambda j: (weights[j] * total - counts[j], -j))
+            best = max(range(len(names)), key=lambda j: (2 * (weights[j] * total - counts[j]) + carry[j], -j))
             assigned[key] = best
             counts[best] += len(groups[key])
+        carry = [c + weights[j] * total - counts[j] for j, c in enumerate(carry)]
 
     return [names[assigned[group_key(s)]] for s in samples]
 

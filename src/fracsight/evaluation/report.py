@@ -300,8 +300,10 @@ def write_report(
 
     ``model_info`` should name the model (``name``, ``version``) and the data
     set evaluated (``dataset``); any other entries are listed too. ``plots`` maps
-    captions to image files, which are embedded as data URIs. Returns the
-    path of ``report.html``.
+    names to PNG/JPEG files (``render_all_plots`` output, plus e.g. ``"samples"``
+    from ``plot_sample_grid``); they are embedded as data URIs and captioned by
+    name, never by path. ``metrics.json`` holds exactly ``to_jsonable(metrics)``.
+    Returns the path of ``report.html``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

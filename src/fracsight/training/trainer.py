@@ -153,7 +153,7 @@ class Trainer:
                     msk = torch.from_numpy(data.masks[i : i + bs]).unsqueeze(1).float() / 255
                     if v > 0:
                         img, msk = augment_batch(img, msk, self.cfg.augment, gen)
-                    out = model.forward_prefix(img.to(self.device), split)
+                    out = model.forward_prefix(_channels_last(img.to(self.device)), split)
                     vf.append(out.to("cpu", torch.float16))
                     vm.append((F.adaptive_max_pool2d(msk, grid) > 0.5).squeeze(1).to(torch.uint8))
                     bar.advance(task, len(img))
@@ -193,14 +193,14 @@ class Trainer:
                 if train
                 else torch.zeros(len(idx), dtype=torch.long)
             )
-            x = data.inputs[idx, variant].to(self.device).float()
+            x = _channels_last(data.inputs[idx, variant].to(self.device).float())
             mask = data.masks[idx, variant].float()
         else:
             img = data.inputs[idx].float() / 255
             msk = data.masks[idx].float() / 255
             if train:
                 img, msk = augment_batch(img, msk, self.cfg.augment, gen)
-            x = model.forward_prefix(img.to(self.device), 0)
+            x = model.forward_prefix(_channels_last(img.to(self.device)), 0)
             mask = (F.adaptive_max_pool2d(msk, grid) > 0.5).squeeze(1).float()
         amp = self.cfg.amp and self.device.type == "cuda"
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=amp):
@@ -230,8 +230,9 @@ class Trainer:
             if "class" in out:
                 class_pred.append(out["class"].argmax(1).cpu())
         metrics = {"val_loss": sum(losses) / n}
-        if self.has_fracture:
-            metrics["val_auroc"] = auroc(val.fracture.numpy(), torch.cat(probs).numpy())
+        y = val.fracture[val.fracture_valid].numpy()
+        if self.has_fracture and 0 < y.sum() < len(y):
+            metrics["val_auroc"] = auroc(y, torch.cat(probs)[val.fracture_valid].numpy())
         if class_pred:
             metrics["val_class_accuracy"] = float((torch.cat(class_pred) == val.klass).float().mean())
         return metrics
@@ -271,7 +272,8 @@ class Trainer:
         if cfg.max_samples:
             train_samples = train_samples[: cfg.max_samples]
         pretrained: bool | str = {"imagenet": True, "none": False}.get(cfg.pretrained, cfg.pretrained)
-        model = create_model(cfg.arch, self.heads, pretrained=pretrained).to(self.device)
+        model = create_model(cfg.arch, self.heads, pretrained=pretrained)
+        model = model.to(self.device, memory_format=torch.channels_last)
         split = 0
         if cfg.feature_cache_variants > 0 and model.split_points() > 0:
             if not 1 <= cfg.unfreeze_from <= model.split_points():
@@ -280,8 +282,14 @@ class Trainer:
         for m in model.prefix_modules(split):
             m.eval()
         model.eval()
+        from rich.console import Console
+
+        console = Console(stderr=True, quiet=not self.show_progress)
+        t0 = time.time()
         train = self._prepare(model, train_samples, split, True, "training")
         val = self._prepare(model, val_samples, split, False, "validation")
+        console.print(f"prepared {len(train_samples)} training and {len(val_samples)} validation images "
+                      f"(frozen stages cached: {split > 0}) in {time.time() - t0:.0f} s")
         n_pos = float(train.fracture[train.fracture_valid].sum())
         n_neg = float(train.fracture_valid.sum()) - n_pos
         pos_weight = n_neg / n_pos if n_pos > 0 else 1.0
@@ -352,7 +360,10 @@ class Trainer:
                 }
                 history.append(record)
                 score = self._score(metrics)
-                bar.update(task, info=" ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+                summary = " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+                bar.update(task, info=summary)
+                bar.console.print(f"epoch {epoch} (phase {phase}): train_loss {record['train_loss']:.4f} "
+                                  f"{summary} [{record['seconds']} s]")
                 if score > best_score:
                     best_score, best_epoch, since_best = score, epoch, 0
                     torch.save(self._checkpoint(model, split), self.run_dir / "best.pt")
@@ -400,6 +411,11 @@ class Trainer:
         from fracsight.evaluation.plots import plot_training_curves
 
         plot_training_curves(history, self.run_dir / "curves.png")
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    # About twice as fast for depthwise convolutions on the CPU; harmless on CUDA.
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def _plain(value: Any) -> Any:

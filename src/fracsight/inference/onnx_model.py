@@ -1,0 +1,47 @@
+"""A verified bundle on ONNX Runtime: the `infer` stage. No torch on this path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from fracsight.bundle import BundleSpec, load_bundle_spec, sha256_file
+from fracsight.errors import BundleError, ChecksumMismatchError
+
+__all__ = ["OnnxModel"]
+
+
+class OnnxModel:
+    """Loads ``model.onnx`` after checking it against the sha256 recorded in ``bundle.json``."""
+
+    def __init__(self, folder: Path, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        self.folder = Path(folder)
+        self.spec: BundleSpec = load_bundle_spec(self.folder)
+        onnx_path = self.folder / "model.onnx"
+        if not onnx_path.is_file():
+            raise BundleError(f"{self.folder} has no model.onnx")
+        digest = sha256_file(onnx_path)
+        if digest != self.spec.onnx_sha256:
+            raise ChecksumMismatchError(
+                f"model.onnx in {self.folder} does not match bundle.json "
+                f"(sha256 {digest[:12]}... != {self.spec.onnx_sha256[:12]}...): refusing to load it"
+            )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise BundleError(f"onnxruntime cannot load {onnx_path}: {e}") from e
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        missing = {"fracture", "mask", "cam", "embedding"} - set(self.output_names)
+        if missing:
+            raise BundleError(f"model.onnx lacks the outputs {sorted(missing)}")
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """``batch``: (B, S, S) float32 letterboxed images in [0, 1]."""
+        outputs = self.session.run(None, {"image": batch[:, None].astype(np.float32, copy=False)})
+        return dict(zip(self.output_names, outputs, strict=True))

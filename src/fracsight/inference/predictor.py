@@ -1,0 +1,165 @@
+"""The Predictor: read -> preprocess -> infer -> postprocess -> explain. CLI, API and app call only this.
+
+>>> from fracsight.inference import Predictor
+>>> predictor = Predictor()                       # the packaged default model
+>>> result = predictor.predict("wrist.png")       # doctest: +SKIP
+>>> result.decision, round(result.fracture_probability, 3)  # doctest: +SKIP
+('no fracture detected', 0.041)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from fracsight.bundle import BundleSpec
+from fracsight.errors import FracsightError
+from fracsight.explain import boxes_from_heatmap, combine_maps, heatmap_to_original, sigmoid, upsample_to_input
+from fracsight.inference.onnx_model import OnnxModel
+from fracsight.inference.ood import assess_input
+from fracsight.inference.results import FailedPrediction, Prediction, StudyPrediction
+from fracsight.inference.store import resolve_bundle
+from fracsight.io import Radiograph, read_image
+from fracsight.preprocessing import Letterbox, letterbox
+
+__all__ = ["Predictor"]
+
+Source = str | os.PathLike | bytes
+
+
+def _source_name(source: Source, name: str | None) -> str:
+    if name:
+        return Path(name).name
+    return "upload" if isinstance(source, bytes) else Path(source).name
+
+
+class Predictor:
+    """A model bundle ready to predict. Thread-safe for concurrent ``predict`` calls."""
+
+    def __init__(self, model: str | Path | None = None, *, threads: int = 0, operating_point: str | None = None):
+        self.bundle_dir = resolve_bundle(model)
+        self.onnx = OnnxModel(self.bundle_dir, threads=threads)
+        self.spec: BundleSpec = self.onnx.spec
+        self.operating_point = self.spec.operating_point(operating_point)
+        region_head = self.spec.head("region")
+        self.regions: tuple[str, ...] = region_head.classes if region_head else ()
+        class_head = self.spec.head("class")
+        self.classes: tuple[str, ...] = class_head.classes if class_head else ()
+
+    @property
+    def name(self) -> str:
+        return f"{self.spec.name} v{self.spec.version}"
+
+    # ---- stages ------------------------------------------------------------------------------------
+    def preprocess(self, radiographs: list[Radiograph]) -> tuple[np.ndarray, list[Letterbox]]:
+        pairs = [letterbox(r.pixels, self.spec.input_size) for r in radiographs]
+        return np.stack([p[0] for p in pairs]), [p[1] for p in pairs]
+
+    def _postprocess(self, out: dict[str, np.ndarray], i: int, radiograph: Radiograph, geometry: Letterbox,
+                     source: str, with_heatmap: bool, keep_pixels: bool) -> Prediction:
+        spec = self.spec
+        prob = float(sigmoid(np.float64(out["fracture"][i]) / spec.temperature))
+        decisions = {op.name: prob >= op.threshold for op in spec.operating_points}
+        region_probs: dict[str, float] = {}
+        region = None
+        if "region" in out and self.regions:
+            rp = sigmoid(out["region"][i].astype(np.float64))
+            region_probs = {name: float(v) for name, v in zip(self.regions, rp, strict=True)}
+            region = self.regions[int(np.argmax(rp))]
+        class_probs: dict[str, float] = {}
+        if "class" in out and self.classes:
+            logits = out["class"][i].astype(np.float64)
+            e = np.exp(logits - logits.max())
+            class_probs = {name: float(v) for name, v in zip(self.classes, e / e.sum(), strict=True)}
+        assessment = assess_input(radiograph, out["embedding"][i], region_probs, spec)
+        warnings = list(radiograph.metadata.warnings) + list(assessment.warnings)
+        heat_small = combine_maps([sigmoid(out["mask"][i]), sigmoid(out["cam"][i])])
+        loc = spec.localization
+        boxes = boxes_from_heatmap(
+            upsample_to_input(heat_small, 96), geometry,
+            threshold=loc.get("box_threshold", 0.5), min_score=loc.get("min_box_score", 0.25),
+        )
+        return Prediction(
+            source=source,
+            fracture_probability=prob,
+            fracture_suspected=decisions[self.operating_point.name],
+            operating_point=self.operating_point.name,
+            threshold=self.operating_point.threshold,
+            decisions=decisions,
+            region=region,
+            region_probabilities=region_probs,
+            boxes=tuple(boxes),
+            class_probabilities=class_probs,
+            reliable=assessment.reliable,
+            warnings=tuple(warnings),
+            model=self.name,
+            metadata=radiograph.metadata,
+            heatmap=heatmap_to_original(heat_small, geometry) if with_heatmap else None,
+            pixels=radiograph.pixels if keep_pixels else None,
+        )
+
+    # ---- entry points ------------------------------------------------------------------------------
+    def predict_radiographs(self, radiographs: list[Radiograph], sources: list[str], *,
+                            heatmap: bool = True, keep_pixels: bool = False) -> list[Prediction]:
+        """Predict already-read radiographs in one batch."""
+        if not radiographs:
+            return []
+        batch, geometries = self.preprocess(radiographs)
+        out = self.onnx.run(batch)
+        return [
+            self._postprocess(out, i, r, g, s, heatmap, keep_pixels)
+            for i, (r, g, s) in enumerate(zip(radiographs, geometries, sources, strict=True))
+        ]
+
+    def predict(self, source: Source, *, name: str | None = None, heatmap: bool = True,
+                keep_pixels: bool = False) -> Prediction:
+        """One image (path or bytes). Raises a :class:`~fracsight.errors.ImageReadError` on bad input."""
+        radiograph = read_image(source, name=name)
+        return self.predict_radiographs([radiograph], [_source_name(source, name)], heatmap=heatmap,
+                                        keep_pixels=keep_pixels)[0]
+
+    def predict_many(self, sources: Iterable[Source], *, batch_size: int = 16, workers: int = 2,
+                     heatmap: bool = False, keep_pixels: bool = False) -> Iterator[Prediction | FailedPrediction]:
+        """Stream results in input order; a bad file yields a FailedPrediction, never stops the run.
+
+        Memory stays bounded: at most ``batch_size`` images are decoded at a time.
+        """
+
+        def read(source: Source) -> Radiograph | FailedPrediction:
+            try:
+                return read_image(source)
+            except FracsightError as e:
+                return FailedPrediction(_source_name(source, None), e.code, str(e))
+
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            chunk: list[Source] = []
+            for source in [*sources, None]:
+                if source is not None:
+                    chunk.append(source)
+                    if len(chunk) < batch_size:
+                        continue
+                if not chunk:
+                    break
+                decoded = list(pool.map(read, chunk))
+                good = [(s, r) for s, r in zip(chunk, decoded, strict=True) if isinstance(r, Radiograph)]
+                preds = iter(self.predict_radiographs([r for _, r in good], [_source_name(s, None) for s, _ in good],
+                                                      heatmap=heatmap, keep_pixels=keep_pixels))
+                for r in decoded:
+                    yield r if isinstance(r, FailedPrediction) else next(preds)
+                chunk = []
+
+    def predict_study(self, predictions: list[Prediction], study: str) -> StudyPrediction:
+        """Combine the views of one study: mean of the image probabilities (the MURA convention)."""
+        if not predictions:
+            raise ValueError("a study needs at least one image")
+        prob = float(np.mean([p.fracture_probability for p in predictions]))
+        op = self.operating_point
+        return StudyPrediction(
+            study=study, fracture_probability=prob, fracture_suspected=prob >= op.threshold,
+            operating_point=op.name, threshold=op.threshold, images=tuple(p.source for p in predictions),
+            reliable=all(p.reliable for p in predictions),
+        )

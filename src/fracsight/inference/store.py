@@ -1,0 +1,60 @@
+"""Finding model bundles: the packaged default, other packaged names, a folder, or a .zip."""
+
+from __future__ import annotations
+
+import tempfile
+import zipfile
+from pathlib import Path
+
+from fracsight.errors import BundleError, UnknownModelError
+
+__all__ = ["DEFAULT_MODEL", "list_bundles", "resolve_bundle"]
+
+DEFAULT_MODEL = "fracatlas-lite0-384-v1"
+_PACKAGED = Path(__file__).resolve().parent.parent / "weights"
+_MAX_ZIP_BYTES = 512 * 1024 * 1024
+
+
+def list_bundles() -> list[str]:
+    """Names of the bundles shipped inside the package."""
+    if not _PACKAGED.is_dir():
+        return []
+    return sorted(p.name for p in _PACKAGED.iterdir() if (p / "bundle.json").is_file())
+
+
+def _extract_zip(path: Path) -> Path:
+    target = Path(tempfile.mkdtemp(prefix="fracsight-bundle-"))
+    try:
+        with zipfile.ZipFile(path) as zf:
+            total = 0
+            for info in zf.infolist():
+                name = Path(info.filename)
+                if name.is_absolute() or ".." in name.parts:
+                    raise BundleError(f"{path.name}: unsafe path in archive: {info.filename}")
+                total += info.file_size
+                if total > _MAX_ZIP_BYTES:
+                    raise BundleError(f"{path.name}: archive expands to more than {_MAX_ZIP_BYTES >> 20} MB")
+            zf.extractall(target)
+    except zipfile.BadZipFile as e:
+        raise BundleError(f"{path.name} is not a valid zip archive: {e}") from e
+    inner = [p.parent for p in target.rglob("bundle.json")]
+    if len(inner) != 1:
+        raise BundleError(f"{path.name} must hold exactly one bundle.json, found {len(inner)}")
+    return inner[0]
+
+
+def resolve_bundle(model: str | Path | None = None) -> Path:
+    """The bundle folder for a packaged name, a folder path or a .zip path (default: the shipped model)."""
+    if model is None:
+        model = DEFAULT_MODEL
+    path = Path(model)
+    if path.is_dir():
+        return path
+    if path.is_file() and path.suffix == ".zip":
+        return _extract_zip(path)
+    if path.exists():
+        raise BundleError(f"{path} is neither a bundle folder nor a .zip of one")
+    if (_PACKAGED / str(model) / "bundle.json").is_file():
+        return _PACKAGED / str(model)
+    known = ", ".join(list_bundles()) or "none installed"
+    raise UnknownModelError(f"no model bundle named {str(model)!r} (not a path either); packaged: {known}")

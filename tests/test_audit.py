@@ -1,0 +1,160 @@
+"""pHash, the data set audit and the ``fracsight audit`` command."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from fracsight.cli import app
+from fracsight.data import audit as audit_module
+from fracsight.data.audit import audit
+from fracsight.data.phash import hamming, hash_file, near_pairs, phash, popcount
+
+
+def _smooth(seed: int, size: int = 96) -> Image.Image:
+    """A smooth random grayscale picture: distinct seeds give unrelated pHashes."""
+    small = np.random.default_rng(seed).integers(0, 256, (6, 6), dtype=np.uint8)
+    return Image.fromarray(small).resize((size, size), Image.Resampling.BICUBIC)
+
+
+def _save(img: Image.Image, path: Path, **kw: object) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, **kw)
+    return path
+
+
+def _hash(img: Image.Image) -> int:
+    return phash(np.asarray(img.convert("L").resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float32))
+
+
+def test_phash_near_and_far() -> None:
+    a = _smooth(1)
+    brighter = Image.fromarray(np.clip(np.asarray(a, dtype=np.int16) + 12, 0, 255).astype(np.uint8))
+    buf = io.BytesIO()
+    a.resize((150, 150)).save(buf, format="JPEG", quality=70)
+    reencoded = Image.open(buf)
+    assert hamming(_hash(a), _hash(brighter)) <= 4
+    assert hamming(_hash(a), _hash(reencoded)) <= 6
+    distances = [hamming(_hash(a), _hash(_smooth(s))) for s in range(2, 12)]
+    assert min(distances) > 10
+    with pytest.raises(ValueError, match="32x32"):
+        phash(np.zeros((8, 8)))
+
+
+def test_popcount_and_near_pairs_match_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 2**63, 40, dtype=np.uint64)
+    flips = np.uint64(1) << rng.integers(0, 64, 40).astype(np.uint64)
+    hashes = np.concatenate([base, base[:10] ^ flips[:10]])  # 10 planted pairs at distance 1
+    assert popcount(np.array([0, 1, 2**64 - 1], dtype=np.uint64)).tolist() == [0, 1, 64]
+    expected = [
+        (i, j, hamming(hashes[i], hashes[j]))
+        for i in range(len(hashes))
+        for j in range(i + 1, len(hashes))
+        if hamming(hashes[i], hashes[j]) <= 6
+    ]
+    assert near_pairs(hashes, 6, chunk=7) == expected
+    assert len(expected) >= 10
+
+
+@pytest.fixture
+def planted(tmp_path: Path) -> Path:
+    """Class folders with an exact duplicate, a cross-split cross-label near-duplicate,
+    an unreadable file and a truncated JPEG."""
+    root = tmp_path / "planted"
+    for k in range(6):
+        _save(_smooth(100 + k), root / "train" / ("fractured" if k % 2 else "not fractured") / f"u{k}.png")
+    original = _save(_smooth(7), root / "train" / "fractured" / "twin.png")
+    _save(_smooth(7).resize((120, 120)), root / "val" / "not fractured" / "twin_resized.jpg", quality=80)
+    copy = root / "train" / "not fractured" / "copy_of_u0.png"
+    copy.write_bytes((root / "train" / "not fractured" / "u0.png").read_bytes())
+    (root / "val" / "fractured").mkdir(parents=True)
+    (root / "val" / "fractured" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    jpeg = io.BytesIO()
+    _smooth(9, 256).save(jpeg, format="JPEG", quality=95)
+    (root / "val" / "fractured" / "cut.jpg").write_bytes(jpeg.getvalue()[: len(jpeg.getvalue()) * 2 // 3])
+    assert original.exists()
+    return root
+
+
+def test_audit_finds_what_was_planted(planted: Path) -> None:
+    report = audit(planted, threshold=6)
+    assert report.layout == "class-folders" and report.images == 11
+    assert report.counts == {
+        "train": {"not fractured": 4, "fractured": 4},
+        "val": {"not fractured": 1, "fractured": 2},
+    }
+    assert [u["path"] for u in report.unreadable] == ["val/fractured/broken.png"]
+    assert report.truncated == ["val/fractured/cut.jpg"]
+    assert report.exact_duplicates == [["train/not fractured/copy_of_u0.png", "train/not fractured/u0.png"]]
+    twins = {"train/fractured/twin.png", "val/not fractured/twin_resized.jpg"}
+    assert any(set(g) == twins for g in report.near_duplicate_groups)
+    assert [{p.a, p.b} for p in report.cross_split_pairs] == [twins]
+    assert [{p.a, p.b} for p in report.cross_label_pairs] == [twins]
+    assert report.cross_label_pairs[0].label_a != report.cross_label_pairs[0].label_b
+    assert report.cross_split_groups == [sorted(twins)]
+    assert report.declared_groups_straddling == {}
+    json.dumps(report.to_dict())  # serializable
+
+
+def test_audit_process_pool_gives_the_same_hashes(planted: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = sorted(p for p in planted.rglob("*") if p.is_file())
+    monkeypatch.setattr(audit_module, "_SERIAL_BELOW", 0)
+    seen: list[tuple[int, int]] = []
+    pooled = audit_module._inspect_all(paths, 2, lambda done, total: seen.append((done, total)))
+    assert pooled == [hash_file(p) for p in paths]
+    assert seen[-1] == (len(paths), len(paths))
+
+
+def test_cli_audit_human_and_json(planted: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["audit", str(planted)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "class-folders" in result.stdout and "Near-duplicate pairs across splits" in result.stdout
+    assert "twin_resized.jpg" in result.stdout
+
+    result = runner.invoke(app, ["audit", str(planted), "--json", "--threshold", "4"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["threshold"] == 4 and data["images"] == 11
+    assert len(data["exact_duplicates"]) == 1 and len(data["unreadable"]) == 1
+
+
+def test_cli_audit_bad_folder(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["audit", str(tmp_path / "nope")])
+    assert result.exit_code != 0
+    assert "does not exist" in result.stderr
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(app, ["audit", str(tmp_path / "empty")])
+    assert result.exit_code == 1 and "is empty" in result.stderr
+
+
+def test_hash_file_handles_16_bit_png_and_dicom(tmp_path: Path) -> None:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    picture = np.asarray(_smooth(3), dtype=np.uint16) * 16  # 12-bit range
+    reference = hash_file(_save(_smooth(3), tmp_path / "eight.png")).phash
+    sixteen = hash_file(_save(Image.fromarray(picture), tmp_path / "sixteen.png"))
+    assert sixteen.error is None and hamming(sixteen.phash, reference) <= 4
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PhotometricInterpretation, ds.SamplesPerPixel = "CR", "MONOCHROME2", 1
+    ds.Rows, ds.Columns = picture.shape
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = picture.tobytes()
+    ds.save_as(tmp_path / "image.dcm", enforce_file_format=True)
+    dicom = hash_file(tmp_path / "image.dcm")
+    assert dicom.error is None and hamming(dicom.phash, reference) <= 4

@@ -1,0 +1,109 @@
+"""Class-folder reader: binary (Kaggle style) and N-class, with or without a split level."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from fracsight.data import CLASS, FRACTURE, load_dataset
+from fracsight.data._files import fracture_polarity
+from fracsight.errors import DatasetError
+
+
+def _png(path: Path, value: int = 0, suffix: str = ".png") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    target = path.with_suffix(suffix)
+    Image.new("L", (8, 8), color=value).save(target, format="PNG" if suffix.lower() == ".png" else None)
+    return target
+
+
+@pytest.mark.parametrize(
+    ("name", "polarity"),
+    [
+        ("fractured", 1), ("Fractured", 1), ("fracture", 1), ("positive", 1), ("ABNORMAL", 1),
+        ("not fractured", 0), ("Non_fractured", 0), ("non-fractured", 0), ("nonfractured", 0),
+        ("no_fracture", 0), ("normal", 0), ("Negative", 0), ("not_fractured", 0),
+        ("Avulsion", None), ("hand", None), ("", None),
+    ],
+)  # fmt: skip
+def test_fracture_polarity(name: str, polarity: int | None) -> None:
+    assert fracture_polarity(name) == polarity
+
+
+def test_kaggle_binary_with_valid_split(tmp_path: Path) -> None:
+    root = tmp_path / "kaggle"
+    for split, n in (("train", 3), ("valid", 2), ("test", 1)):
+        for cls in ("fractured", "not fractured"):
+            for k in range(n):
+                _png(root / split / cls / f"{cls[:3]}{k}")
+    _png(root / "train" / "fractured" / "upper", suffix=".JPG")  # extension case ignored
+    (root / "train" / "fractured" / ".DS_Store").write_bytes(b"junk")
+    _png(root / "train" / "fractured" / "._hidden")
+    (root / "train" / "fractured" / "notes.txt").write_text("not an image")
+
+    ds = load_dataset(root)
+    assert ds.layout == "class-folders"
+    assert ds.class_names == {FRACTURE: ("not fractured", "fractured")}
+    assert {n: len(ds.split(n)) for n in ds.splits} == {"train": 7, "val": 4, "test": 2}
+    for s in ds.samples:
+        assert s.labels == {FRACTURE: int(s.path.parent.name == "fractured")}
+    assert not any(s.path.name.startswith(".") for s in ds.samples)
+
+
+def test_n_class_fracture_types_without_split(tmp_path: Path) -> None:
+    root = tmp_path / "types"
+    for cls in ("Greenstick", "avulsion", "Comminuted", "Spiral"):
+        _png(root / cls / "a")
+        _png(root / cls / "nested" / "b")  # sub-folders of a class belong to it
+    ds = load_dataset(root)
+    assert ds.class_names == {CLASS: ("avulsion", "Comminuted", "Greenstick", "Spiral")}
+    assert ds.splits == () and len(ds.samples) == 8
+    for s in ds.samples:
+        cls = s.path.parent.name if s.path.parent.name != "nested" else s.path.parent.parent.name
+        assert ds.class_names[CLASS][s.labels[CLASS]] == cls
+
+
+def test_two_non_fracture_classes_are_n_class(tmp_path: Path) -> None:
+    for cls in ("elbow", "wrist"):
+        _png(tmp_path / cls / "a")
+    assert load_dataset(tmp_path).class_names == {CLASS: ("elbow", "wrist")}
+
+
+@pytest.mark.fracatlas
+def test_body_region_folders_of_real_images(tmp_path: Path, fracatlas_dir: Path) -> None:
+    import csv
+
+    rows = list(csv.DictReader((fracatlas_dir / "dataset.csv").open()))
+    regions = ("hand", "leg", "hip", "shoulder")
+    for region in regions:
+        picked = [r["image_id"] for r in rows if r[region] == "1" and r["mixed"] == "0"][:3]
+        for name in picked:
+            src = next(fracatlas_dir.glob(f"images/*/{name}"))
+            (tmp_path / region).mkdir(exist_ok=True)
+            (tmp_path / region / name).symlink_to(src)
+    ds = load_dataset(tmp_path)
+    assert ds.layout == "class-folders"
+    assert ds.class_names == {CLASS: ("hand", "hip", "leg", "shoulder")}
+    assert len(ds.samples) == 12
+    assert all(ds.class_names[CLASS][s.labels[CLASS]] == s.path.parent.name for s in ds.samples)
+
+
+def test_loose_and_non_split_folders_are_warned(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    for split in ("train", "test"):
+        for cls in ("fractured", "normal"):
+            _png(tmp_path / split / cls / "a")
+    _png(tmp_path / "train" / "loose")
+    _png(tmp_path / "extras" / "x" / "a")
+    with caplog.at_level(logging.WARNING, logger="fracsight.data"):
+        ds = load_dataset(tmp_path)
+    assert len(ds.samples) == 4
+    assert "extras" in caplog.text and "belong to no class" in caplog.text
+
+
+def test_single_class_is_refused(tmp_path: Path) -> None:
+    _png(tmp_path / "train" / "fractured" / "a")
+    with pytest.raises(DatasetError, match="at least two classes"):
+        load_dataset(tmp_path, layout="class-folders")

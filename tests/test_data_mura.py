@@ -1,0 +1,81 @@
+"""MURA reader: study folders, patient groups, optional labeled-studies csv."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from fracsight.data import FRACTURE, REGION, group_split, load_dataset, straddling_groups
+
+STUDIES = [
+    ("train", "XR_ELBOW", "patient00011", "study1_negative", 2),
+    ("train", "XR_ELBOW", "patient00011", "study2_positive", 1),
+    ("train", "XR_WRIST", "patient00011", "study1_positive", 3),
+    ("train", "XR_WRIST", "patient00012", "study1_negative", 1),
+    ("train", "XR_HUMERUS", "patient00013", "study1_positive", 2),
+    ("valid", "XR_ELBOW", "patient11185", "study1_positive", 2),
+    ("valid", "XR_FINGER", "patient11186", "study1_negative", 1),
+]
+
+
+def make_mura(root: Path, with_splits: bool = True) -> Path:
+    for split, part, patient, study, n in STUDIES:
+        folder = (root / split if with_splits else root) / part / patient / study
+        folder.mkdir(parents=True, exist_ok=True)
+        for k in range(1, n + 1):
+            Image.new("L", (8, 8)).save(folder / f"image{k}.png")
+        (folder / f"._image{k}.png").write_bytes(b"macOS junk")
+    return root
+
+
+def test_mura_without_csv(tmp_path: Path) -> None:
+    ds = load_dataset(make_mura(tmp_path / "MURA-v1.1"))
+    assert ds.layout == "mura"
+    assert len(ds.samples) == 12
+    assert ds.class_names[FRACTURE] == ("normal", "abnormal")
+    assert ds.class_names[REGION] == ("elbow", "finger", "humerus", "wrist")
+    assert {n: len(ds.split(n)) for n in ds.splits} == {"train": 9, "val": 3}
+    s = next(s for s in ds.samples if "XR_WRIST/patient00011" in s.path.as_posix())
+    assert s.labels == {FRACTURE: 1}
+    assert s.regions == ("wrist",)
+    assert s.study_id == "XR_WRIST/patient00011/study1"
+    assert s.group == "patient00011"
+    assert sum(x.labels[FRACTURE] for x in ds.samples) == 1 + 3 + 2 + 2
+
+
+def test_mura_without_split_folders_and_wrapper(tmp_path: Path) -> None:
+    make_mura(tmp_path / "download" / "MURA", with_splits=False)
+    ds = load_dataset(tmp_path / "download")  # one wrapper folder is looked through
+    assert ds.layout == "mura" and ds.root == tmp_path / "download" / "MURA"
+    assert ds.splits == ()
+    parts = group_split(ds.samples, seed=3)
+    assert straddling_groups([s for p in parts.values() for s in p]) == {}
+
+
+def test_mura_csv_is_the_label_source(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = make_mura(tmp_path / "MURA-v1.1")
+    lines = []
+    for split, part, patient, study, _ in STUDIES:
+        label = int(study.endswith("positive"))
+        if (part, patient, study) == ("XR_WRIST", "patient00012", "study1_negative"):
+            label = 1  # csv disagrees with the folder suffix
+        lines.append(f"MURA-v1.1/{split}/{part}/{patient}/{study}/,{label}")
+    (root / "train_labeled_studies.csv").write_text("\n".join(lines[:5]) + "\n")
+    (root / "valid_labeled_studies.csv").write_text("\n".join(lines[5:]) + "\n")
+    # a study without suffix, labeled only by the csv
+    bare = root / "valid" / "XR_HAND" / "patient11190" / "study1"
+    bare.mkdir(parents=True)
+    Image.new("L", (8, 8)).save(bare / "image1.png")
+    with (root / "valid_labeled_studies.csv").open("a") as f:
+        f.write("MURA-v1.1/valid/XR_HAND/patient11190/study1/,1\n")
+
+    with caplog.at_level(logging.WARNING, logger="fracsight.data"):
+        ds = load_dataset(root)
+    by_study = {s.study_id: s.labels[FRACTURE] for s in ds.samples}
+    assert by_study["XR_WRIST/patient00012/study1"] == 1
+    assert by_study["XR_HAND/patient11190/study1"] == 1
+    assert "disagree" in caplog.text
+    assert "hand" in ds.class_names[REGION]

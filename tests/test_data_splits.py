@@ -1,0 +1,95 @@
+"""Group-aware stratified splits."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from fracsight.data import CLASS, FRACTURE, Dataset, Sample, ensure_splits, group_split, straddling_groups
+from fracsight.errors import DatasetError
+
+
+def _samples(n_groups: int = 400, seed: int = 1) -> list[Sample]:
+    """Groups of 1-5 images, about 20% positive; a group shares its label."""
+    rng = random.Random(seed)
+    out = []
+    for g in range(n_groups):
+        label = int(rng.random() < 0.2)
+        for k in range(rng.choice([1, 1, 1, 2, 3, 5])):
+            out.append(Sample(path=Path(f"g{g}_{k}.png"), labels={FRACTURE: label}, group=f"g{g}"))
+    return out
+
+
+def test_no_group_straddles_and_proportions_hold() -> None:
+    samples = _samples()
+    parts = group_split(samples, (0.8, 0.1, 0.1), seed=0)
+    assert set(parts) == {"train", "val", "test"}
+    flat = [s for p in parts.values() for s in p]
+    assert len(flat) == len(samples)
+    assert all(s.split == name for name, p in parts.items() for s in p)
+    assert straddling_groups(flat) == {}
+    n = len(samples)
+    for name, fraction in (("train", 0.8), ("val", 0.1), ("test", 0.1)):
+        assert abs(len(parts[name]) / n - fraction) < 0.02
+    overall = sum(s.labels[FRACTURE] for s in samples) / n
+    for p in parts.values():  # stratified: each split has about the overall positive rate
+        assert abs(sum(s.labels[FRACTURE] for s in p) / len(p) - overall) < 0.05
+
+
+def test_deterministic_per_seed_and_seed_matters() -> None:
+    samples = _samples()
+
+    def ids(seed: int) -> dict[str, list[str]]:
+        return {k: [s.path.name for s in v] for k, v in group_split(samples, seed=seed).items()}
+
+    assert ids(5) == ids(5)
+    assert ids(5) != ids(6)
+
+
+def test_study_id_groups_when_group_is_none() -> None:
+    samples = [
+        Sample(Path(f"{i}_{k}.png"), {FRACTURE: i % 2}, study_id=f"s{i}") for i in range(50) for k in range(3)
+    ]
+    parts = group_split(samples, (0.5, 0.5), names=("a", "b"), seed=2)
+    flat = [s for p in parts.values() for s in p]
+    assert straddling_groups(flat) == {}
+    assert len(parts["a"]) == len(parts["b"]) == 75
+
+
+def test_bad_fractions() -> None:
+    with pytest.raises(ValueError, match="fractions"):
+        group_split(_samples(5), (0.5, 0.5))
+    with pytest.raises(ValueError, match="non-negative"):
+        group_split(_samples(5), (1.0, -0.5, 0.5))
+
+
+def _dataset(samples: list[Sample], task: str = FRACTURE) -> Dataset:
+    return Dataset(Path("."), "class-folders", tuple(samples), {task: ("a", "b")})
+
+
+def test_ensure_splits_assigns_when_absent_and_keeps_order() -> None:
+    samples = _samples(100)
+    ds = ensure_splits(_dataset(samples))
+    assert [s.path for s in ds.samples] == [s.path for s in samples]
+    assert set(ds.splits) == {"train", "val", "test"}
+    assert straddling_groups(ds.samples) == {}
+
+
+def test_ensure_splits_carves_val_out_of_train() -> None:
+    samples = [
+        Sample(Path(f"{i}.png"), {CLASS: i % 3}, split="train" if i < 90 else "test") for i in range(100)
+    ]
+    ds = ensure_splits(_dataset(samples, CLASS), (0.8, 0.1, 0.1))
+    counts = Counter(s.split for s in ds.samples)
+    assert counts["test"] == 10 and counts["val"] == 10 and counts["train"] == 80
+
+
+def test_ensure_splits_leaves_complete_splits_and_refuses_a_mix() -> None:
+    complete = _dataset([Sample(Path(f"{s}.png"), {FRACTURE: 0}, split=s) for s in ("train", "val", "test")])
+    assert ensure_splits(complete) is complete
+    mixed = _dataset([Sample(Path("a.png"), split="train"), Sample(Path("b.png"))])
+    with pytest.raises(DatasetError, match="some samples have a split"):
+        ensure_splits(mixed)
