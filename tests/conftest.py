@@ -15,3 +15,43 @@ def fracatlas_dir() -> Path:
     if not (FRACATLAS_DIR / "dataset.csv").is_file():
         pytest.skip(f"FracAtlas not found at {FRACATLAS_DIR}")
     return FRACATLAS_DIR
+
+
+def _link_images(src: list[Path], dst: Path) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for path in src:
+        (dst / path.name).symlink_to(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory, fracatlas_dir: Path) -> Path:
+    """A Kaggle-style binary class-folder set (train/val x fractured/not fractured) linked from FracAtlas."""
+    root = tmp_path_factory.mktemp("tiny_dataset")
+    fractured = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[:18]
+    normal = sorted((fracatlas_dir / "images" / "Non_fractured").glob("*.jpg"))[:18]
+    _link_images(fractured[:12], root / "train" / "fractured")
+    _link_images(normal[:12], root / "train" / "not fractured")
+    _link_images(fractured[12:], root / "val" / "fractured")
+    _link_images(normal[12:], root / "val" / "not fractured")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path) -> Path:
+    """A real (tiny, barely trained) bundle: 64 px Lite0, one epoch per phase. Needs the train extra."""
+    pytest.importorskip("torch")
+    from fracsight.data import load_dataset
+    from fracsight.training import Trainer, load_config
+    from fracsight.training.export_bundle import export_bundle
+
+    work = tmp_path_factory.mktemp("tiny_bundle")
+    cfg = load_config(
+        None,
+        ["input_size=64", "epochs_frozen=1", "epochs=1", "feature_cache_variants=1", "batch_size=8",
+         "device=cpu", "name=tiny-test", "workers=1"],
+        data=str(tiny_dataset), out=str(work / "run"),
+    )
+    Trainer(cfg, load_dataset(tiny_dataset), show_progress=False).fit()
+    bundle = work / "bundle"
+    export_bundle(work / "run", bundle)
+    return bundle

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -123,6 +124,288 @@ def train(
             f"best epoch {result.best_epoch}: validation score {result.best_score:.4f}; "
             f"checkpoint {result.run_dir / 'best.pt'}"
         )
+
+
+ModelOption = Annotated[
+    str | None,
+    typer.Option("--model", "-m", help="Bundle folder, .zip, or packaged name (default: shipped model)."),
+]
+
+
+@app.command()
+def predict(
+    paths: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG, DICOM, ...) and/or folders.")],
+    model: ModelOption = None,
+    operating_point: Annotated[
+        str | None, typer.Option(help="Named operating point of the bundle (default: the bundle's default).")
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print JSON to stdout instead of a table.")
+    ] = False,
+    csv_path: Annotated[
+        Path | None, typer.Option("--csv", help="Also write results to this CSV file.")
+    ] = None,
+    overlay_dir: Annotated[
+        Path | None, typer.Option(help="Write heatmap/box overlay PNGs (original resolution) here.")
+    ] = None,
+    opacity: Annotated[float, typer.Option(min=0.0, max=1.0, help="Heatmap opacity in overlays.")] = 0.4,
+    study: Annotated[
+        bool, typer.Option("--study", help="Treat all inputs as views of one study and add a study result.")
+    ] = False,
+    batch_size: Annotated[int, typer.Option(min=1, max=256, help="Images per inference batch.")] = 16,
+    overwrite: Annotated[bool, typer.Option(help="Allow replacing an existing --csv file.")] = False,
+) -> None:
+    """Predict fracture probability, body region and location for images, folders or MURA study folders.
+
+    Exit code 0 when every image was predicted, 1 when any file could not be read
+    (its row says why), 2 on bad arguments.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from fracsight.inference import NOTICE, FailedPrediction, Predictor
+    from fracsight.inference.tabular import collect_inputs, csv_text, study_key
+
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        typer.echo(f"error (not_found): no such file or folder: {', '.join(missing)}", err=True)
+        raise typer.Exit(2)
+    if csv_path is not None and csv_path.exists() and not overwrite:
+        typer.echo(f"error (exists): {csv_path} exists; pass --overwrite to replace it", err=True)
+        raise typer.Exit(2)
+    files = collect_inputs(paths)
+    if not files:
+        typer.echo("error (no_images): no image files found in the given folders", err=True)
+        raise typer.Exit(2)
+    with user_errors():
+        predictor = Predictor(model, operating_point=operating_point)
+        err = Console(stderr=True)
+        results = []
+        columns = (TextColumn("Predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=err, transient=True, disable=len(files) < 2) as bar:
+            task = bar.add_task("predict", total=len(files))
+            stream = predictor.predict_many(
+                files,
+                batch_size=batch_size,
+                heatmap=overlay_dir is not None,
+                keep_pixels=overlay_dir is not None,
+            )
+            for path, result in zip(files, stream, strict=True):
+                if overlay_dir is not None and not isinstance(result, FailedPrediction):
+                    _write_overlay(result, path, overlay_dir, opacity)
+                    result = dataclasses.replace(result, heatmap=None, pixels=None)
+                results.append((path, result))
+                bar.advance(task)
+    studies = _studies(predictor, results, study, study_key)
+    flat = [r for _, r in results]
+    if csv_path is not None:
+        csv_path.write_text(csv_text([*flat, *studies]), encoding="utf-8")
+    if json_output:
+        payload = {
+            "model": predictor.name,
+            "notice": NOTICE,
+            "images": [r.to_dict() for r in flat],
+            "studies": [s.to_dict() for s in studies],
+        }
+        typer.echo(json.dumps(payload, indent=2))
+    else:
+        _print_table(flat, studies, predictor.name, NOTICE)
+    if any(isinstance(r, FailedPrediction) for r in flat):
+        raise typer.Exit(1)
+
+
+def _studies(predictor, results, one_study: bool, study_key) -> list:
+    from fracsight.inference import Prediction
+
+    groups: dict[str, list] = {}
+    for path, result in results:
+        key = "all inputs" if one_study else study_key(path)
+        if key is not None and isinstance(result, Prediction):
+            groups.setdefault(key, []).append(result)
+    return [predictor.predict_study(preds, key) for key, preds in groups.items()]
+
+
+def _write_overlay(result, path: Path, overlay_dir: Path, opacity: float) -> Path:
+    from fracsight.explain import save_overlay
+
+    overlay_dir.mkdir(parents=True, exist_ok=True)
+    target = overlay_dir / f"{path.stem}.overlay.png"
+    n = 1
+    while target.exists():  # never overwrite: same names from different folders get a counter
+        target = overlay_dir / f"{path.stem}.overlay-{n}.png"
+        n += 1
+    return save_overlay(target, result.pixels, result.heatmap, result.boxes, opacity=opacity)
+
+
+def _print_table(results, studies, model_name: str, notice: str) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from fracsight.inference import FailedPrediction
+
+    table = Table(title=f"fracsight ({escape(model_name)})", caption=notice)
+    for col in ("image", "decision", "probability", "region", "top box (score)", "warnings / error"):
+        table.add_column(col)
+    for r in results:
+        if isinstance(r, FailedPrediction):
+            table.add_row(
+                escape(r.source), "[red]error[/red]", "", "", "", escape(f"{r.error_code}: {r.error}")
+            )
+            continue
+        colour = "yellow" if not r.reliable else ("red" if r.fracture_suspected else "green")
+        box = (
+            f"{r.boxes[0].x0:.0f},{r.boxes[0].y0:.0f},{r.boxes[0].x1:.0f},{r.boxes[0].y1:.0f} "
+            f"({r.boxes[0].score:.2f})"
+            if r.boxes
+            else ""
+        )
+        region = f"{r.region} ({r.region_probabilities[r.region]:.2f})" if r.region else ""
+        table.add_row(
+            escape(r.source),
+            f"[{colour}]{r.decision}[/{colour}]",
+            f"{r.fracture_probability:.3f}",
+            region,
+            box,
+            escape("; ".join(r.warnings)),
+        )
+    for s in studies:
+        colour = "red" if s.fracture_suspected else "green"
+        table.add_row(
+            f"[bold]study {escape(s.study)}[/bold] ({len(s.images)} views)",
+            f"[{colour}]{s.decision}[/{colour}]",
+            f"{s.fracture_probability:.3f}",
+            "",
+            "",
+            "mean of views",
+        )
+    Console().print(table)
+
+
+@app.command()
+def evaluate(
+    model: Annotated[
+        str, typer.Argument(help="Bundle folder, .zip or packaged name ('default': shipped model).")
+    ],
+    data_dir: Annotated[Path, typer.Argument(help="Labelled data set folder (any layout `audit` knows).")],
+    split: Annotated[str, typer.Option(help="Split to evaluate: test, val, train or all.")] = "test",
+    out: Annotated[Path | None, typer.Option(help="Folder for metrics.json, plots and report.html.")] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="Also report metrics at this probability threshold."),
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON to stdout.")] = False,
+    bootstrap: Annotated[
+        int, typer.Option(min=100, help="Bootstrap resamples for confidence intervals.")
+    ] = 2000,
+) -> None:
+    """Evaluate a model: AUROC with 95% CI, sensitivity/specificity, calibration, per-region, report.html."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from fracsight.evaluation.run import evaluate_model
+
+    with user_errors():
+        err = Console(stderr=True)
+        with Progress(
+            TextColumn("Evaluating"), BarColumn(), MofNCompleteColumn(), console=err, transient=True
+        ) as bar:
+            task = bar.add_task("eval", total=None)
+            metrics = evaluate_model(
+                None if model == "default" else model,
+                data_dir,
+                out,
+                split=split,
+                threshold=threshold,
+                n_bootstrap=bootstrap,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    if json_output:
+        typer.echo(json.dumps(metrics, indent=2))
+        return
+    _print_metrics(metrics)
+    if out is not None:
+        typer.echo(f"report: {out / 'report.html'}")
+
+
+def _print_metrics(m: dict) -> None:
+    def ci(block) -> str:
+        if not block or block.get("value") is None:
+            return "n/a"
+        low, high = block.get("ci") or (None, None)
+        return (
+            f"{block['value']:.3f} (95% CI {low:.3f}-{high:.3f})"
+            if low is not None
+            else f"{block['value']:.3f}"
+        )
+
+    d = m["data"]
+    typer.echo(
+        f"{m['model']['name']} v{m['model']['version']} on {d['root']} [{d['split']}]: "
+        f"{d['n_evaluated']}/{d['n_images']} images, {d['n_positive']} fractured"
+    )
+    if "auroc" in m:
+        typer.echo(f"AUROC {ci(m['auroc'])}; average precision {ci(m['average_precision'])}")
+        sens = m["sensitivity_at_specificity"]["sensitivity"]
+        typer.echo(f"sensitivity at specificity 0.90: {sens:.3f}" if sens is not None else "")
+        typer.echo(f"expected calibration error {m['calibration']['ece']:.3f}")
+        for name, t in m["thresholds"].items():
+            typer.echo(
+                f"  {name} (threshold {t['threshold']:.3f}): sensitivity {t['sensitivity']:.3f}, "
+                f"specificity {t['specificity']:.3f}, F1 {t['f1']:.3f}, kappa {t['cohen_kappa']:.3f}"
+            )
+    if "region_head" in m:
+        typer.echo(f"body-region accuracy {m['region_head']['region_accuracy']:.3f}")
+    if "localization" in m:
+        loc = m["localization"]
+        typer.echo(
+            f"localization: top box hits a true box in {loc['hit_rate_any']:.3f} of "
+            f"{loc['n_images']} fractured images; box AP50 {loc['ap50']:.3f}"
+        )
+    if "multiclass" in m:
+        mc = m["multiclass"]
+        typer.echo(f"class accuracy {mc['accuracy']:.3f}, macro F1 {mc['macro_f1']:.3f}")
+    if m.get("failed"):
+        typer.echo(f"{len(m['failed'])} file(s) could not be read (see metrics.json)")
+
+
+@app.command()
+def export(
+    run_dir: Annotated[
+        Path, typer.Argument(help="Training run folder (holds best.pt) or a checkpoint file.")
+    ],
+    out: Annotated[Path, typer.Argument(help="Bundle folder to create.")],
+    evaluate_split: Annotated[
+        str | None,
+        typer.Option("--evaluate", help="Measure the bundle on this split and put it in the card."),
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Data folder (default: the one the run trained on).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Replace a non-empty output folder.")] = False,
+) -> None:
+    """Export a trained run as a model bundle (ONNX, bundle.json, card.md), calibrated on validation data."""
+    with user_errors():
+        from fracsight.training.export_bundle import export_bundle
+
+        spec = export_bundle(run_dir, out, evaluate_split=evaluate_split, force=force, data_dir=data_dir)
+    typer.echo(f"bundle {spec.name} v{spec.version} written to {out}")
+
+
+@app.command("models")
+def list_models_command() -> None:
+    """List the packaged model bundles and the trainable architectures."""
+    from fracsight.inference import DEFAULT_MODEL, list_bundles
+
+    typer.echo("packaged bundles:")
+    for name in list_bundles():
+        typer.echo(f"  {name}{' (default)' if name == DEFAULT_MODEL else ''}")
+    try:
+        from fracsight.models import list_models
+    except ImportError:
+        typer.echo("architectures: install the train extra (pip install 'fracsight[train]') to list them")
+        return
+    typer.echo("architectures: " + ", ".join(list_models()))
 
 
 def main() -> None:

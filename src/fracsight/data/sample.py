@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Box", "Dataset", "Sample", "FRACTURE", "REGION", "CLASS"]
+__all__ = ["CLASS", "FRACTURE", "REGION", "Box", "Dataset", "Sample"]
 
 # Task names used in Sample.labels and model heads.
 FRACTURE = "fracture"  # binary: 1 fractured, 0 not

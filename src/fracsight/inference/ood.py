@@ -41,7 +41,9 @@ def embedding_distance(embedding: np.ndarray, ood: dict[str, Any]) -> float:
     return float(np.sqrt(np.mean(z * z)))
 
 
-def fit_ood(train_embeddings: np.ndarray, val_embeddings: np.ndarray, quantile: float = 0.995) -> dict[str, Any]:
+def fit_ood(
+    train_embeddings: np.ndarray, val_embeddings: np.ndarray, quantile: float = 0.995
+) -> dict[str, Any]:
     """Training statistics plus a distance threshold at ``quantile`` of the validation distances."""
     mean = train_embeddings.mean(axis=0)
     std = train_embeddings.std(axis=0) + 1e-3
@@ -77,6 +79,8 @@ def assess_input(
             reliable = False
     if region_probs and max(region_probs.values()) < MIN_REGION_PROBABILITY:
         known = ", ".join(region_probs)
-        warnings.append(f"body region outside the model's training data ({known}); the result is not reliable")
+        warnings.append(
+            f"body region outside the model's training data ({known}); the result is not reliable"
+        )
         reliable = False
     return InputAssessment(reliable=reliable, distance=distance, warnings=tuple(warnings))

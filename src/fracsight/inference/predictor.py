@@ -18,7 +18,13 @@ import numpy as np
 
 from fracsight.bundle import BundleSpec
 from fracsight.errors import FracsightError
-from fracsight.explain import boxes_from_heatmap, combine_maps, heatmap_to_original, sigmoid, upsample_to_input
+from fracsight.explain import (
+    boxes_from_heatmap,
+    combine_maps,
+    heatmap_to_original,
+    sigmoid,
+    upsample_to_input,
+)
 from fracsight.inference.onnx_model import OnnxModel
 from fracsight.inference.ood import assess_input
 from fracsight.inference.results import FailedPrediction, Prediction, StudyPrediction
@@ -40,7 +46,9 @@ def _source_name(source: Source, name: str | None) -> str:
 class Predictor:
     """A model bundle ready to predict. Thread-safe for concurrent ``predict`` calls."""
 
-    def __init__(self, model: str | Path | None = None, *, threads: int = 0, operating_point: str | None = None):
+    def __init__(
+        self, model: str | Path | None = None, *, threads: int = 0, operating_point: str | None = None
+    ):
         self.bundle_dir = resolve_bundle(model)
         self.onnx = OnnxModel(self.bundle_dir, threads=threads)
         self.spec: BundleSpec = self.onnx.spec
@@ -59,8 +67,16 @@ class Predictor:
         pairs = [letterbox(r.pixels, self.spec.input_size) for r in radiographs]
         return np.stack([p[0] for p in pairs]), [p[1] for p in pairs]
 
-    def _postprocess(self, out: dict[str, np.ndarray], i: int, radiograph: Radiograph, geometry: Letterbox,
-                     source: str, with_heatmap: bool, keep_pixels: bool) -> Prediction:
+    def _postprocess(
+        self,
+        out: dict[str, np.ndarray],
+        i: int,
+        radiograph: Radiograph,
+        geometry: Letterbox,
+        source: str,
+        with_heatmap: bool,
+        keep_pixels: bool,
+    ) -> Prediction:
         spec = self.spec
         prob = float(sigmoid(np.float64(out["fracture"][i]) / spec.temperature))
         decisions = {op.name: prob >= op.threshold for op in spec.operating_points}
@@ -80,8 +96,10 @@ class Predictor:
         heat_small = combine_maps([sigmoid(out["mask"][i]), sigmoid(out["cam"][i])])
         loc = spec.localization
         boxes = boxes_from_heatmap(
-            upsample_to_input(heat_small, 96), geometry,
-            threshold=loc.get("box_threshold", 0.5), min_score=loc.get("min_box_score", 0.25),
+            upsample_to_input(heat_small, 96),
+            geometry,
+            threshold=loc.get("box_threshold", 0.5),
+            min_score=loc.get("min_box_score", 0.25),
         )
         return Prediction(
             source=source,
@@ -103,8 +121,14 @@ class Predictor:
         )
 
     # ---- entry points ------------------------------------------------------------------------------
-    def predict_radiographs(self, radiographs: list[Radiograph], sources: list[str], *,
-                            heatmap: bool = True, keep_pixels: bool = False) -> list[Prediction]:
+    def predict_radiographs(
+        self,
+        radiographs: list[Radiograph],
+        sources: list[str],
+        *,
+        heatmap: bool = True,
+        keep_pixels: bool = False,
+    ) -> list[Prediction]:
         """Predict already-read radiographs in one batch."""
         if not radiographs:
             return []
@@ -115,15 +139,24 @@ class Predictor:
             for i, (r, g, s) in enumerate(zip(radiographs, geometries, sources, strict=True))
         ]
 
-    def predict(self, source: Source, *, name: str | None = None, heatmap: bool = True,
-                keep_pixels: bool = False) -> Prediction:
+    def predict(
+        self, source: Source, *, name: str | None = None, heatmap: bool = True, keep_pixels: bool = False
+    ) -> Prediction:
         """One image (path or bytes). Raises a :class:`~fracsight.errors.ImageReadError` on bad input."""
         radiograph = read_image(source, name=name)
-        return self.predict_radiographs([radiograph], [_source_name(source, name)], heatmap=heatmap,
-                                        keep_pixels=keep_pixels)[0]
+        return self.predict_radiographs(
+            [radiograph], [_source_name(source, name)], heatmap=heatmap, keep_pixels=keep_pixels
+        )[0]
 
-    def predict_many(self, sources: Iterable[Source], *, batch_size: int = 16, workers: int = 2,
-                     heatmap: bool = False, keep_pixels: bool = False) -> Iterator[Prediction | FailedPrediction]:
+    def predict_many(
+        self,
+        sources: Iterable[Source],
+        *,
+        batch_size: int = 16,
+        workers: int = 2,
+        heatmap: bool = False,
+        keep_pixels: bool = False,
+    ) -> Iterator[Prediction | FailedPrediction]:
         """Stream results in input order; a bad file yields a FailedPrediction, never stops the run.
 
         Memory stays bounded: at most ``batch_size`` images are decoded at a time.
@@ -146,8 +179,14 @@ class Predictor:
                     break
                 decoded = list(pool.map(read, chunk))
                 good = [(s, r) for s, r in zip(chunk, decoded, strict=True) if isinstance(r, Radiograph)]
-                preds = iter(self.predict_radiographs([r for _, r in good], [_source_name(s, None) for s, _ in good],
-                                                      heatmap=heatmap, keep_pixels=keep_pixels))
+                preds = iter(
+                    self.predict_radiographs(
+                        [r for _, r in good],
+                        [_source_name(s, None) for s, _ in good],
+                        heatmap=heatmap,
+                        keep_pixels=keep_pixels,
+                    )
+                )
                 for r in decoded:
                     yield r if isinstance(r, FailedPrediction) else next(preds)
                 chunk = []
@@ -159,7 +198,11 @@ class Predictor:
         prob = float(np.mean([p.fracture_probability for p in predictions]))
         op = self.operating_point
         return StudyPrediction(
-            study=study, fracture_probability=prob, fracture_suspected=prob >= op.threshold,
-            operating_point=op.name, threshold=op.threshold, images=tuple(p.source for p in predictions),
+            study=study,
+            fracture_probability=prob,
+            fracture_suspected=prob >= op.threshold,
+            operating_point=op.name,
+            threshold=op.threshold,
+            images=tuple(p.source for p in predictions),
             reliable=all(p.reliable for p in predictions),
         )

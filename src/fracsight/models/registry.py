@@ -104,7 +104,7 @@ def create_model(
         backbone = timm.create_model(spec.timm_name, pretrained=False, num_classes=0, in_chans=1)
     if isinstance(pretrained, (str, Path)) and pretrained != "imagenet":
         state = load_local_weights(Path(pretrained))
-        missing, unexpected = backbone.load_state_dict(state, strict=False)
+        missing, _ = backbone.load_state_dict(state, strict=False)
         if len(missing) > len(state) // 2:
             raise ConfigError(f"{pretrained} does not match {name}: {len(missing)} missing keys")
     return FractureNet(backbone, heads, spec.norm_mean, spec.norm_std)

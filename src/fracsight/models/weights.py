@@ -17,7 +17,7 @@ import torch
 
 from fracsight.errors import ConfigError
 
-__all__ = ["efficientnet_lite_state_dict", "load_local_weights", "LITE_PACKAGES"]
+__all__ = ["LITE_PACKAGES", "efficientnet_lite_state_dict", "load_local_weights"]
 
 LITE_PACKAGES = {
     "lite0": (

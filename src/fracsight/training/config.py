@@ -57,7 +57,16 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain YAML/JSON types (tuples become lists)."""
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _coerce(value: str, current: Any) -> Any:
@@ -94,7 +103,10 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
 
 
 def load_config(path: Path | None = None, overrides: list[str] | None = None, **values: Any) -> TrainConfig:
-    """Config from YAML ``path``, then keyword ``values``, then ``key=value`` overrides (``augment.hflip=0``)."""
+    """Config from YAML ``path``, then keyword ``values``, then ``key=value`` overrides.
+
+    Overrides reach nested options with a dot: ``augment.hflip=0``.
+    """
     data: dict[str, Any] = {}
     if path is not None:
         try:

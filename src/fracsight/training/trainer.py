@@ -267,7 +267,7 @@ class Trainer:
         cfg = self.cfg
         seed_everything(cfg.seed)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(_plain(cfg.to_dict()), sort_keys=False))
+        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         train_samples, val_samples = train_val_samples(self.dataset, cfg.seed)
         if cfg.max_samples:
             train_samples = train_samples[: cfg.max_samples]
@@ -288,8 +288,10 @@ class Trainer:
         t0 = time.time()
         train = self._prepare(model, train_samples, split, True, "training")
         val = self._prepare(model, val_samples, split, False, "validation")
-        console.print(f"prepared {len(train_samples)} training and {len(val_samples)} validation images "
-                      f"(frozen stages cached: {split > 0}) in {time.time() - t0:.0f} s")
+        console.print(
+            f"prepared {len(train_samples)} training and {len(val_samples)} validation images "
+            f"(frozen stages cached: {split > 0}) in {time.time() - t0:.0f} s"
+        )
         n_pos = float(train.fracture[train.fracture_valid].sum())
         n_neg = float(train.fracture_valid.sum()) - n_pos
         pos_weight = n_neg / n_pos if n_pos > 0 else 1.0
@@ -362,8 +364,10 @@ class Trainer:
                 score = self._score(metrics)
                 summary = " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
                 bar.update(task, info=summary)
-                bar.console.print(f"epoch {epoch} (phase {phase}): train_loss {record['train_loss']:.4f} "
-                                  f"{summary} [{record['seconds']} s]")
+                bar.console.print(
+                    f"epoch {epoch} (phase {phase}): train_loss {record['train_loss']:.4f} "
+                    f"{summary} [{record['seconds']} s]"
+                )
                 if score > best_score:
                     best_score, best_epoch, since_best = score, epoch, 0
                     torch.save(self._checkpoint(model, split), self.run_dir / "best.pt")
@@ -402,7 +406,7 @@ class Trainer:
             "arch": self.cfg.arch,
             "regions": list(self.heads.regions),
             "classes": list(self.heads.classes),
-            "config": json.dumps(_plain(self.cfg.to_dict())),
+            "config": json.dumps(self.cfg.to_dict()),
         }
 
     def _plot(self, history: list[dict[str, Any]]) -> None:
@@ -416,14 +420,6 @@ class Trainer:
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
     # About twice as fast for depthwise convolutions on the CPU; harmless on CUDA.
     return x.contiguous(memory_format=torch.channels_last)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def load_checkpoint(path: Path) -> tuple[FractureNet, TrainConfig]:

