@@ -222,6 +222,8 @@ def _studies(predictor, results, one_study: bool, study_key) -> list:
         key = "all inputs" if one_study else study_key(path)
         if key is not None and isinstance(result, Prediction):
             groups.setdefault(key, []).append(result)
+    if predictor.operating_point is None:
+        return []
     return [predictor.predict_study(preds, key) for key, preds in groups.items()]
 
 
@@ -392,6 +394,67 @@ def export(
     typer.echo(f"bundle {spec.name} v{spec.version} written to {out}")
 
 
+@app.command()
+def serve(
+    host: Annotated[
+        str, typer.Option(help="Address to listen on (127.0.0.1: this computer only).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Worker processes; each loads its own copy of the model.")
+    ] = 1,
+    model: ModelOption = None,
+    max_upload_mb: Annotated[
+        float | None, typer.Option(min=0.001, help="Largest accepted file in MB (default 50).")
+    ] = None,
+    max_files: Annotated[int | None, typer.Option(min=1, help="Most files per request (default 16).")] = None,
+    max_concurrent_inferences: Annotated[
+        int | None, typer.Option(min=1, help="Requests inferring at once per worker (default 2).")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=0, help="ONNX Runtime threads per inference (0: its default).")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level: debug, info, warning, ...")] = "info",
+) -> None:
+    """Serve the REST API (FastAPI on uvicorn): POST /v1/predict, GET /v1/model, /healthz, /metrics, /docs.
+
+    Options left out come from FRACSIGHT_* environment variables (see docs/api.md).
+    Uploads are processed in memory and never stored.
+    """
+    import os
+
+    with user_errors():
+        try:
+            import uvicorn
+
+            from fracsight.api.settings import ApiSettings
+        except ImportError as e:
+            typer.echo(f"error (missing_dependency): {e.name}: pip install 'fracsight[serve]'", err=True)
+            raise typer.Exit(1) from None
+        from fracsight.inference import resolve_bundle
+
+        settings = ApiSettings.from_env(
+            model=model,
+            max_upload_bytes=None if max_upload_mb is None else round(max_upload_mb * 1024 * 1024),
+            max_files=max_files,
+            max_concurrent_inferences=max_concurrent_inferences,
+            inference_threads=threads,
+        )
+        # fail here, with one clear line, rather than in every worker; a .zip is unpacked only once
+        settings = settings.model_copy(update={"model": str(resolve_bundle(settings.model))})
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        typer.echo(f"warning: listening on {host}: put the API behind TLS and authentication", err=True)
+    os.environ.update(settings.to_env())  # worker processes build their app from these
+    uvicorn.run(
+        "fracsight.api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+    )
+
+
 @app.command("models")
 def list_models_command() -> None:
     """List the packaged model bundles and the trainable architectures."""
@@ -406,6 +469,72 @@ def list_models_command() -> None:
         typer.echo("architectures: install the train extra (pip install 'fracsight[train]') to list them")
         return
     typer.echo("architectures: " + ", ".join(list_models()))
+
+
+@app.command("app")
+def web_app(
+    model: ModelOption = None,
+    examples: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, file_okay=False, help="Image folder for a gallery of examples to try with one click."
+        ),
+    ] = None,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8501,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on (127.0.0.1: this computer only).")
+    ] = "127.0.0.1",
+    operating_point: Annotated[
+        str | None, typer.Option(help="Operating point to start with (default: the bundle's).")
+    ] = None,
+) -> None:
+    """Start the web app (Streamlit) for uploading and reviewing radiographs; prints its local URL."""
+    from fracsight.app import local_url, run_app, streamlit_available, streamlit_command
+
+    if not streamlit_available():
+        typer.echo("error: the web app needs Streamlit: pip install 'fracsight[app]'", err=True)
+        raise typer.Exit(1)
+    command = streamlit_command(
+        port=port, address=host, model=model, examples=examples, operating_point=operating_point
+    )
+    url = local_url(host, port)
+    code = run_app(command, on_start=lambda: typer.echo(f"fracsight app: {url} (Ctrl+C to stop)"))
+    raise typer.Exit(code)
+
+
+@app.command()
+def benchmark(
+    model: ModelOption = None,
+    images: Annotated[
+        list[Path] | None,
+        typer.Option(
+            exists=True,
+            help="Image files or folders (repeatable). Default: 64 FracAtlas test images, else synthetic.",
+        ),
+    ] = None,
+    runs: Annotated[int, typer.Option(min=1, help="Timed single-image runs (after warm-up).")] = 50,
+    batch: Annotated[int, typer.Option(min=1, max=256, help="Batch size for the throughput runs.")] = 16,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object to stdout.")] = False,
+    compare: Annotated[
+        bool, typer.Option(help="Also time eager-torch baselines (needs the train extra).")
+    ] = True,
+) -> None:
+    """Measure latency, throughput and peak memory of prediction here, against eager-torch baselines."""
+    from rich.console import Console
+
+    from fracsight.benchmark import render_report, run_benchmark
+
+    err = Console(stderr=True)
+    with user_errors(), err.status("benchmarking") as status:
+        report = run_benchmark(
+            model, images, runs=runs, batch=batch, compare=compare, progress=lambda msg: status.update(msg)
+        )
+    if json_output:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    out = Console()
+    for renderable in render_report(report):
+        out.print(renderable)
 
 
 def main() -> None:

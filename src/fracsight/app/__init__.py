@@ -1,1 +1,81 @@
-"""app."""
+"""The Streamlit web app: upload radiographs, review results. Needs the ``app`` extra.
+
+Importing this package does not import Streamlit; ``fracsight app`` calls
+:func:`run_app`, which starts ``streamlit run`` on :data:`SCRIPT` in a child process.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+__all__ = ["SCRIPT", "local_url", "run_app", "streamlit_available", "streamlit_command"]
+
+SCRIPT = Path(__file__).resolve().with_name("streamlit_app.py")
+
+
+def streamlit_available() -> bool:
+    return importlib.util.find_spec("streamlit") is not None
+
+
+def local_url(address: str, port: int) -> str:
+    host = f"[{address}]" if ":" in address else address
+    return f"http://{host}:{port}"
+
+
+def streamlit_command(
+    *,
+    port: int,
+    address: str = "127.0.0.1",
+    model: str | None = None,
+    examples: Path | None = None,
+    operating_point: str | None = None,
+) -> list[str]:
+    """The ``streamlit run`` command line for the app (headless, no usage statistics)."""
+    cmd = [
+        sys.executable, "-m", "streamlit", "run", str(SCRIPT),
+        "--server.headless", "true",
+        "--server.port", str(port),
+        "--server.address", address,
+        "--server.fileWatcherType", "none",
+        "--browser.gatherUsageStats", "false",
+        "--client.toolbarMode", "minimal",
+        "--",
+    ]  # fmt: skip
+    if model:
+        cmd += ["--model", str(model)]
+    if examples is not None:
+        cmd += ["--examples", str(examples)]
+    if operating_point:
+        cmd += ["--operating-point", operating_point]
+    return cmd
+
+
+def run_app(command: list[str], on_start: Callable[[], None] | None = None) -> int:
+    """Run the Streamlit child until it exits; SIGTERM/Ctrl+C stop it too. Returns its exit code."""
+    child = subprocess.Popen(command)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        child.terminate()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        if on_start is not None:
+            on_start()
+        return child.wait()
+    except KeyboardInterrupt:  # the child got the same Ctrl+C; give it a moment to shut down
+        try:
+            return child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            return child.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if child.poll() is None:
+            child.kill()
+            child.wait()

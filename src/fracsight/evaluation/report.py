@@ -523,10 +523,13 @@ def _render_html(
         "qualified clinician.</div>",
         "<h2>Model and data</h2>",
         _model(model_info),
-        "<h2>Image-level fracture detection</h2>",
-        _binary_section(metrics, ci_level, "Images"),
-        _calibration_details(metrics.get("calibration") or {}),
     ]
+    if "auroc" in metrics:  # absent for a model with only an N-class head
+        parts += [
+            "<h2>Image-level fracture detection</h2>",
+            _binary_section(metrics, ci_level, "Images"),
+            _calibration_details(metrics.get("calibration") or {}),
+        ]
     if metrics.get("study"):
         study = metrics["study"]
         parts += [

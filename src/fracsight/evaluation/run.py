@@ -51,6 +51,28 @@ def _localization(samples: list[Sample], preds: list[Any]) -> dict[str, Any] | N
     }
 
 
+def _sample_grid(samples, preds, y, p, has_fracture: bool, path: Path, predictor) -> Path:
+    """The 16 most confident predictions, right or wrong, with their probabilities."""
+    from fracsight.evaluation.plots import plot_sample_grid
+    from fracsight.io import read_image
+
+    if has_fracture:
+        order = np.argsort(-np.abs(p - predictor.operating_point.threshold))[:16]
+        titles = [f"{samples[i].image_id}\np={p[i]:.2f}" for i in order]
+        labels = [int(y[i]) for i in order]
+        predicted = [int(bool(preds[i].fracture_suspected)) for i in order]
+    else:
+        classes = predictor.classes
+        top = [max(pr.class_probabilities, key=pr.class_probabilities.__getitem__) for pr in preds]
+        confidence = np.array([pr.class_probabilities[t] for pr, t in zip(preds, top, strict=True)])
+        order = np.argsort(-confidence)[:16]
+        titles = [f"{samples[i].image_id}\n{top[i]} {confidence[i]:.2f}" for i in order]
+        labels = [samples[i].labels.get(CLASS, -1) for i in order]
+        predicted = [classes.index(top[i]) for i in order]
+    images = [read_image(samples[i].path).pixels for i in order]
+    return plot_sample_grid(images, titles, path, labels=labels, predictions=predicted)
+
+
 def evaluate_model(
     model: str | Path | None,
     data_dir: Path,
@@ -63,7 +85,6 @@ def evaluate_model(
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Metrics for ``model`` on ``data_dir``; with ``out_dir`` also plots, metrics.json and report.html."""
-    from fracsight.evaluation.plots import plot_sample_grid
     from fracsight.evaluation.report import evaluate_predictions, render_all_plots, to_jsonable, write_report
     from fracsight.inference import FailedPrediction, Predictor
 
@@ -91,7 +112,7 @@ def evaluate_model(
     if threshold is not None:
         points["custom"] = threshold
     y = np.array([s.labels.get(FRACTURE, 0) for s in good_samples])
-    p = np.array([pr.fracture_probability for pr in preds])
+    p = np.array([pr.fracture_probability or 0.0 for pr in preds])
     kw: dict[str, Any] = {}
     if predictor.regions and any(s.regions for s in good_samples):
         kw.update(
@@ -111,7 +132,11 @@ def evaluate_model(
             class_names=predictor.classes,
             class_probs=np.array([[pr.class_probabilities[c] for c in predictor.classes] for pr in preds]),
         )
-    has_fracture = all(FRACTURE in s.labels for s in good_samples) and 0 < y.sum() < len(y)
+    has_fracture = (
+        predictor.operating_point is not None
+        and all(FRACTURE in s.labels for s in good_samples)
+        and 0 < y.sum() < len(y)
+    )
     if has_fracture:
         metrics = evaluate_predictions(y, p, threshold_points=points, n_bootstrap=n_bootstrap, **kw)
     else:
@@ -150,16 +175,8 @@ def evaluate_model(
                 confusion_threshold=predictor.operating_point.threshold,
                 **class_kw,
             )
-        # sample grid: the most confident hits and misses, read again at thumbnail size
-        order = np.argsort(-np.abs(p - predictor.operating_point.threshold))[:16]
-        from fracsight.io import read_image
-
-        plots["samples"] = plot_sample_grid(
-            [read_image(good_samples[i].path).pixels for i in order],
-            [f"{good_samples[i].image_id}\np={p[i]:.2f}" for i in order],
-            out_dir / "samples.png",
-            labels=[int(y[i]) for i in order],
-            predictions=[int(preds[i].fracture_suspected) for i in order],
+        plots["samples"] = _sample_grid(
+            good_samples, preds, y, p, has_fracture, out_dir / "samples.png", predictor
         )
         write_report(
             metrics,

@@ -114,37 +114,49 @@ def nms(boxes: Sequence[DetectedBox], iou_thr: float = 0.5) -> list[DetectedBox]
     return kept
 
 
-_NEIGHBOURS_8 = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
-
-
 def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     """8-connected component labelling of a 2-D boolean mask.
 
     Returns ``(labels, n)``: int32 labels with 0 for background and 1..n for the
-    components, numbered in raster order of their first pixel. A flood fill in
-    plain Python over foreground pixels: meant for heatmap-sized masks (up to a
-    few hundred pixels a side), not full radiographs.
+    components, numbered in raster order of their first pixel. Works on runs of
+    foreground along rows (found with numpy) joined by a union-find over
+    neighbouring rows, so the Python work grows with the number of runs, not pixels.
     """
     mask = np.asarray(mask, dtype=bool)
     if mask.ndim != 2:
         raise ValueError(f"expected a 2-D mask, got shape {mask.shape}")
-    h, w = mask.shape
-    labels = np.zeros((h, w), dtype=np.int32)
-    n = 0
-    for y0, x0 in zip(*np.nonzero(mask), strict=True):
-        if labels[y0, x0]:
-            continue
-        n += 1
-        labels[y0, x0] = n
-        stack = [(int(y0), int(x0))]
-        while stack:
-            y, x = stack.pop()
-            for dy, dx in _NEIGHBOURS_8:
-                ny, nx = y + dy, x + dx
-                if 0 <= ny < h and 0 <= nx < w and mask[ny, nx] and not labels[ny, nx]:
-                    labels[ny, nx] = n
-                    stack.append((ny, nx))
-    return labels, n
+    h, _ = mask.shape
+    labels = np.zeros(mask.shape, dtype=np.int32)
+    edges = np.diff(np.pad(mask, ((0, 0), (1, 1))).astype(np.int8), axis=1)
+    run_rows, starts = np.nonzero(edges == 1)  # raster order; each run covers columns [start, end)
+    ends = np.nonzero(edges == -1)[1]
+    if len(starts) == 0:
+        return labels, 0
+    row_first = np.searchsorted(run_rows, np.arange(h + 1)).tolist()
+    s, e = starts.tolist(), ends.tolist()
+    parent = list(range(len(s)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for y in range(1, h):
+        a, a_stop, b, b_stop = row_first[y - 1], row_first[y], row_first[y], row_first[y + 1]
+        while a < a_stop and b < b_stop:
+            if s[b] <= e[a] and s[a] <= e[b]:  # the runs touch, diagonals included
+                ra, rb = find(a), find(b)
+                if ra != rb:
+                    parent[max(ra, rb)] = min(ra, rb)
+            if e[a] < e[b]:  # the run that ends first cannot touch anything further right
+                a += 1
+            else:
+                b += 1
+    numbers: dict[int, int] = {}
+    run_labels = [numbers.setdefault(find(i), len(numbers) + 1) for i in range(len(s))]
+    labels[mask] = np.repeat(np.asarray(run_labels, dtype=np.int32), ends - starts)
+    return labels, len(numbers)
 
 
 def _content_cells(shape: tuple[int, int], letterbox: Letterbox) -> np.ndarray:

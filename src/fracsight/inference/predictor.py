@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,8 @@ class Predictor:
         self.bundle_dir = resolve_bundle(model)
         self.onnx = OnnxModel(self.bundle_dir, threads=threads)
         self.spec: BundleSpec = self.onnx.spec
-        self.operating_point = self.spec.operating_point(operating_point)
+        self.has_fracture_head = self.spec.head("fracture") is not None
+        self.operating_point = self.spec.operating_point(operating_point) if self.has_fracture_head else None
         region_head = self.spec.head("region")
         self.regions: tuple[str, ...] = region_head.classes if region_head else ()
         class_head = self.spec.head("class")
@@ -78,8 +80,11 @@ class Predictor:
         keep_pixels: bool,
     ) -> Prediction:
         spec = self.spec
-        prob = float(sigmoid(np.float64(out["fracture"][i]) / spec.temperature))
-        decisions = {op.name: prob >= op.threshold for op in spec.operating_points}
+        prob = decisions = None
+        op = self.operating_point
+        if op is not None:
+            prob = float(sigmoid(np.float64(out["fracture"][i]) / spec.temperature))
+            decisions = {o.name: prob >= o.threshold for o in spec.operating_points}
         region_probs: dict[str, float] = {}
         region = None
         if "region" in out and self.regions:
@@ -104,10 +109,10 @@ class Predictor:
         return Prediction(
             source=source,
             fracture_probability=prob,
-            fracture_suspected=decisions[self.operating_point.name],
-            operating_point=self.operating_point.name,
-            threshold=self.operating_point.threshold,
-            decisions=decisions,
+            fracture_suspected=None if op is None else decisions[op.name],
+            operating_point=None if op is None else op.name,
+            threshold=None if op is None else op.threshold,
+            decisions=decisions or {},
             region=region,
             region_probabilities=region_probs,
             boxes=tuple(boxes),
@@ -168,15 +173,10 @@ class Predictor:
             except FracsightError as e:
                 return FailedPrediction(_source_name(source, None), e.code, str(e))
 
+        batch_size = max(1, batch_size)
+        pending = iter(sources)
         with ThreadPoolExecutor(max(1, workers)) as pool:
-            chunk: list[Source] = []
-            for source in [*sources, None]:
-                if source is not None:
-                    chunk.append(source)
-                    if len(chunk) < batch_size:
-                        continue
-                if not chunk:
-                    break
+            while chunk := list(islice(pending, batch_size)):  # take only what the next batch needs
                 decoded = list(pool.map(read, chunk))
                 good = [(s, r) for s, r in zip(chunk, decoded, strict=True) if isinstance(r, Radiograph)]
                 preds = iter(
@@ -189,12 +189,13 @@ class Predictor:
                 )
                 for r in decoded:
                     yield r if isinstance(r, FailedPrediction) else next(preds)
-                chunk = []
 
     def predict_study(self, predictions: list[Prediction], study: str) -> StudyPrediction:
         """Combine the views of one study: mean of the image probabilities (the MURA convention)."""
         if not predictions:
             raise ValueError("a study needs at least one image")
+        if self.operating_point is None:
+            raise ValueError(f"{self.name} has no fracture head to combine into a study result")
         prob = float(np.mean([p.fracture_probability for p in predictions]))
         op = self.operating_point
         return StudyPrediction(

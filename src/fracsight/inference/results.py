@@ -15,13 +15,17 @@ __all__ = ["NOTICE", "FailedPrediction", "Prediction", "StudyPrediction"]
 NOTICE = "fracsight is a decision aid for trained readers, not a diagnosis."
 
 
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
 @dataclass(frozen=True)
 class Prediction:
     source: str  # file name (never a full path) or the name given with bytes
-    fracture_probability: float  # calibrated
-    fracture_suspected: bool  # at the operating point below
-    operating_point: str
-    threshold: float
+    fracture_probability: float | None  # calibrated; None for a bundle without a fracture head
+    fracture_suspected: bool | None  # at the operating point below
+    operating_point: str | None
+    threshold: float | None
     decisions: dict[str, bool]  # suspected or not at every operating point of the bundle
     region: str | None
     region_probabilities: dict[str, float]
@@ -38,15 +42,18 @@ class Prediction:
     def decision(self) -> str:
         if not self.reliable:
             return "not reliable: input outside what the model was made for"
+        if self.fracture_probability is None:
+            top = max(self.class_probabilities, key=self.class_probabilities.__getitem__)
+            return f"most likely class: {top}"
         return "fracture suspected" if self.fracture_suspected else "no fracture detected"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "source": self.source,
             "decision": self.decision,
-            "fracture_probability": round(self.fracture_probability, 6),
+            "fracture_probability": _round(self.fracture_probability),
             "fracture_suspected": self.fracture_suspected,
-            "operating_point": {"name": self.operating_point, "threshold": round(self.threshold, 6)},
+            "operating_point": {"name": self.operating_point, "threshold": _round(self.threshold)},
             "decisions": self.decisions,
             "region": self.region,
             "region_probabilities": {k: round(v, 6) for k, v in self.region_probabilities.items()},

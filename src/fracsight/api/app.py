@@ -1,0 +1,177 @@
+"""The FastAPI application: ``create_app()`` wires settings, routes, error handlers and metrics.
+
+>>> from fracsight.api import ApiSettings, create_app
+>>> app = create_app(ApiSettings(model="path/to/bundle"))   # doctest: +SKIP
+
+Run it with ``fracsight serve`` or ``uvicorn --factory fracsight.api.app:create_app``
+(settings then come from ``FRACSIGHT_*`` environment variables).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fracsight import __version__
+from fracsight.api.errors import HTTP_CODES, INTERNAL_ERROR, VALIDATION_ERROR, ApiError, error_response
+from fracsight.api.errors import log_unexpected as _log_unexpected
+from fracsight.api.metrics import Metrics
+from fracsight.api.routes import get_predictor, load_predictor, router
+from fracsight.api.settings import ApiSettings
+from fracsight.errors import FracsightError
+from fracsight.inference import NOTICE
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger("fracsight.api")
+
+DESCRIPTION = f"""Finds bone fractures in X-ray radiographs (PNG, JPEG, DICOM, ...).
+
+**{NOTICE}**
+
+Errors are JSON `{{"error": {{"code": ..., "message": ..., "details": [...]}}}}` with a stable `code`.
+Uploads are processed in memory and never stored. See docs/api.md.
+"""
+
+
+class ObserveMiddleware:
+    """Counts every request (route template, method, status, latency) and turns any exception that
+    escaped the handlers into a 500 ``internal_error`` JSON answer without a traceback."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+        started = False
+
+        async def send_and_watch(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_watch)
+        except Exception as exc:
+            _log_unexpected(logger, f"{scope.get('method')} {_route(scope, 500)}", exc)
+            self.metrics.count_error(INTERNAL_ERROR)
+            status = 500
+            if not started:
+                response = error_response(500, INTERNAL_ERROR, "internal error; the server logged it")
+                await response(scope, receive, send)
+        finally:
+            self.metrics.observe_request(
+                _route(scope, status), str(scope.get("method", "")), status, time.perf_counter() - start
+            )
+
+
+def _route(scope: Scope, status: int) -> str:
+    """The matched route's template (bounded label values); unknown paths all count as 'unmatched'."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if isinstance(path, str):
+        return path
+    return "unmatched" if status == 404 or "endpoint" not in scope else str(scope.get("path", "unmatched"))
+
+
+def _register_error_handlers(app: FastAPI, metrics: Metrics) -> None:
+    def answer(
+        status: int, code: str, message: str, details: Any = None, headers: Any = None
+    ) -> JSONResponse:
+        metrics.count_error(code)
+        return error_response(status, code, message, details, headers)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return answer(exc.status, exc.code, exc.message, exc.details)
+
+    @app.exception_handler(FracsightError)
+    async def _fracsight_error(request: Request, exc: FracsightError) -> JSONResponse:
+        if exc.http_status >= 500:  # e.g. the model bundle failed to load: details go to the log only
+            logger.error("%s while serving %s: %s", exc.code, request.url.path, exc)
+            return answer(exc.http_status, exc.code, "the server cannot serve predictions (see its log)")
+        return answer(exc.http_status, exc.code, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": e.get("type")}
+            for e in exc.errors()
+        ]
+        summary = "; ".join(f"{'.'.join(d['loc'])}: {d['msg']}" for d in details) or "invalid request"
+        return answer(422, VALIDATION_ERROR, f"invalid request: {summary}", details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = HTTP_CODES.get(exc.status_code, "http_error")
+        return answer(exc.status_code, code, str(exc.detail), None, getattr(exc, "headers", None))
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    """A new application. ``settings`` default to the ``FRACSIGHT_*`` environment variables.
+
+    The model is loaded at startup (once per process) unless a test overrides
+    :func:`~fracsight.api.routes.get_predictor`.
+    """
+    settings = settings if settings is not None else ApiSettings.from_env()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.limiter = anyio.CapacityLimiter(settings.max_concurrent_inferences)
+        if get_predictor not in app.dependency_overrides:
+            predictor = await anyio.to_thread.run_sync(load_predictor, settings)
+            metrics.set_model(predictor.spec.name, predictor.spec.version)
+            logger.info("fracsight API serving %s from %s", predictor.name, predictor.bundle_dir)
+        yield
+
+    app = FastAPI(
+        title="fracsight",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        license_info={"name": "Apache-2.0", "identifier": "Apache-2.0"},
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.limiter = None
+    app.include_router(router)
+    _register_error_handlers(app, metrics)
+    app.add_middleware(ObserveMiddleware, metrics=metrics)
+    _document_limits(app, settings)
+    return app
+
+
+def _document_limits(app: FastAPI, settings: ApiSettings) -> None:
+    """Put this server's upload limits into its OpenAPI schema (maxItems of `files`)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()
+        body = schema["paths"]["/v1/predict"]["post"]["requestBody"]["content"]["multipart/form-data"]
+        files = body["schema"]["properties"]["files"]
+        files["maxItems"] = settings.max_files
+        files["description"] = (
+            files["description"].split(" Limits:")[0]
+            + f" Limits: at most {settings.max_files} files of {settings.max_upload_bytes:,} bytes each."
+        )
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

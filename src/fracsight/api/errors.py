@@ -1,0 +1,77 @@
+"""The API's error contract: ``{"error": {"code": ..., "message": ..., "details": [...]}}``.
+
+Codes of refusals made by the library come from :mod:`fracsight.errors`
+(``empty_file``, ``unsupported_format``, ...); the ones below are the API's own.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import Any
+
+from starlette.responses import JSONResponse
+
+__all__ = [
+    "INTERNAL_ERROR",
+    "MALFORMED_MULTIPART",
+    "NO_READABLE_IMAGES",
+    "TOO_MANY_FILES",
+    "UNKNOWN_OPERATING_POINT",
+    "UPLOAD_TOO_LARGE",
+    "VALIDATION_ERROR",
+    "ApiError",
+    "error_response",
+    "log_unexpected",
+]
+
+VALIDATION_ERROR = "validation_error"  # 422: a missing or invalid parameter or field
+TOO_MANY_FILES = "too_many_files"  # 422
+UNKNOWN_OPERATING_POINT = "unknown_operating_point"  # 422
+MALFORMED_MULTIPART = "malformed_multipart"  # 400
+NO_READABLE_IMAGES = "no_readable_images"  # 400: every file failed, not all for the same reason
+UPLOAD_TOO_LARGE = "upload_too_large"  # 413
+INTERNAL_ERROR = "internal_error"  # 500
+
+HTTP_CODES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: UPLOAD_TOO_LARGE,
+    415: "unsupported_media_type",
+}
+
+
+class ApiError(Exception):
+    """A refusal made by the API layer itself, with its HTTP status and stable code."""
+
+    def __init__(
+        self, status: int, code: str, message: str, details: list[dict[str, Any]] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+def error_body(code: str, message: str, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        error["details"] = details
+    return {"error": error}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(error_body(code, message, details), status_code=status, headers=headers)
+
+
+def log_unexpected(logger: logging.Logger, where: str, exc: BaseException) -> None:
+    """Log an unexpected exception's type and stack, never its message (it may quote patient data)."""
+    frames = "".join(traceback.format_list(traceback.extract_tb(exc.__traceback__)))
+    logger.error("unexpected %s in %s; stack:\n%s", type(exc).__name__, where, frames.rstrip())

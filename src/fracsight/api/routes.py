@@ -1,0 +1,266 @@
+"""The endpoints: /v1/predict, /v1/model, /healthz, /metrics. Thin: parse, call the service, format."""
+
+from __future__ import annotations
+
+import math
+import threading
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import PlainTextResponse
+
+from fracsight import __version__
+from fracsight.api.errors import (
+    INTERNAL_ERROR,
+    NO_READABLE_IMAGES,
+    UNKNOWN_OPERATING_POINT,
+    ApiError,
+)
+from fracsight.api.metrics import CONTENT_TYPE, Metrics
+from fracsight.api.schemas import ErrorResponse, Health, ModelInfo, PredictResponse
+from fracsight.api.service import FileFailure, Outcome, PredictOptions, predict_uploads, study_at
+from fracsight.api.settings import ApiSettings
+from fracsight.api.uploads import UploadLimits, read_uploads
+from fracsight.bundle import OperatingPoint
+from fracsight.errors import BundleError
+from fracsight.inference import NOTICE, Prediction, Predictor
+
+__all__ = ["get_metrics", "get_predictor", "get_settings", "load_predictor", "router"]
+
+router = APIRouter()
+_load_lock = threading.Lock()
+
+ERRORS = {
+    400: {"model": ErrorResponse, "description": "Unreadable image or malformed request"},
+    413: {"model": ErrorResponse, "description": "File, request or image too large"},
+    415: {"model": ErrorResponse, "description": "Not a supported image format"},
+    422: {"model": ErrorResponse, "description": "Missing or invalid field or parameter"},
+    500: {"model": ErrorResponse, "description": "Internal error (logged, never detailed here)"},
+}
+MULTIPART_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["files"],
+                "properties": {
+                    "files": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {"type": "string", "format": "binary"},
+                        "description": "PNG, JPEG, BMP, TIFF, GIF or DICOM files; the format is read "
+                        "from the content, not the name.",
+                    }
+                },
+            }
+        }
+    },
+}
+
+
+# ---- dependencies (tests override them with app.dependency_overrides) ----------------------------
+def get_settings(request: Request) -> ApiSettings:
+    return request.app.state.settings
+
+
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+@lru_cache(maxsize=4)
+def _cached_predictor(model: str | None, threads: int) -> Predictor:
+    return Predictor(model, threads=threads)
+
+
+def load_predictor(settings: ApiSettings) -> Predictor:
+    """The process's Predictor for these settings, loaded once (thread-safe)."""
+    with _load_lock:
+        return _cached_predictor(settings.model, settings.inference_threads)
+
+
+def get_predictor(request: Request, settings: Annotated[ApiSettings, Depends(get_settings)]) -> Predictor:
+    predictor = load_predictor(settings)
+    get_metrics(request).set_model(predictor.spec.name, predictor.spec.version)
+    return predictor
+
+
+SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+PredictorDep = Annotated[Predictor, Depends(get_predictor)]
+
+
+def _limiter(request: Request, settings: ApiSettings) -> anyio.CapacityLimiter:
+    state = request.app.state
+    if getattr(state, "limiter", None) is None:
+        state.limiter = anyio.CapacityLimiter(settings.max_concurrent_inferences)
+    return state.limiter
+
+
+# ---- /v1/predict ---------------------------------------------------------------------------------
+def _operating_point(predictor: Predictor, name: str | None) -> OperatingPoint:
+    try:
+        return predictor.spec.operating_point(name or predictor.operating_point.name)
+    except BundleError:
+        known = [op.name for op in predictor.spec.operating_points]
+        raise ApiError(
+            422,
+            UNKNOWN_OPERATING_POINT,
+            f"unknown operating point {name!r}; this model has: {', '.join(known)}",
+            [{"loc": ["query", "operating_point"], "msg": f"must be one of {known}", "type": "enum"}],
+        ) from None
+
+
+def _refusal(failures: list[FileFailure]) -> ApiError:
+    """The error answered when no file could be predicted."""
+    details = [{"source": f.source, "code": f.code, "msg": f.message} for f in failures]
+    codes = {f.code for f in failures}
+    if len(codes) == 1:
+        first = failures[0]
+        if len(failures) == 1:
+            return ApiError(first.status, first.code, first.message)
+        message = f"none of the {len(failures)} files could be read: {first.message}"
+        return ApiError(first.status, first.code, message, details)
+    if any(f.status >= 500 for f in failures):
+        return ApiError(500, INTERNAL_ERROR, "internal error; the server logged it", details)
+    return ApiError(400, NO_READABLE_IMAGES, f"none of the {len(failures)} files could be read", details)
+
+
+def _image_entry(outcome: Outcome) -> dict[str, Any]:
+    result = outcome.result
+    if isinstance(result, FileFailure):
+        return {"source": result.source, "error": {"code": result.code, "message": result.message}}
+    entry = result.to_dict()
+    if outcome.overlay_png_base64 is not None:
+        entry["overlay_png_base64"] = outcome.overlay_png_base64
+    return entry
+
+
+@router.post(
+    "/v1/predict",
+    response_model=PredictResponse,
+    response_model_exclude_unset=True,
+    responses=ERRORS,
+    openapi_extra={"requestBody": MULTIPART_BODY},
+    summary="Predict fractures in uploaded radiographs",
+    tags=["predict"],
+)
+async def predict(
+    request: Request,
+    predictor: PredictorDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    overlay: Annotated[
+        bool, Query(description="Add overlay_png_base64 (heatmap and boxes on the image) per image.")
+    ] = False,
+    study: Annotated[
+        bool, Query(description="Treat all files as views of one study and add a study result.")
+    ] = False,
+    operating_point: Annotated[
+        str | None, Query(max_length=100, description="Named operating point (default: the model's).")
+    ] = None,
+) -> dict[str, Any]:
+    """Upload one or more images as multipart/form-data field `files`.
+
+    200 when at least one file was predicted; files that could not be read carry an
+    `error` object in place of a prediction. When no file could be predicted the
+    whole request fails: with that error's status and code when every file failed
+    the same way, otherwise 400 `no_readable_images` with per-file `details`.
+    Uploads are processed in memory and never stored.
+    """
+    op = _operating_point(predictor, operating_point)
+    limits = UploadLimits(settings.max_upload_bytes, settings.max_files, settings.max_request_bytes)
+    uploads = await read_uploads(request, limits)
+    options = PredictOptions(operating_point=op, overlay=overlay, max_pixels=settings.max_pixels)
+
+    def work() -> list[Outcome]:
+        metrics.inference_started()
+        try:
+            return predict_uploads(predictor, uploads, options)
+        finally:
+            metrics.inference_finished()
+
+    outcomes = await anyio.to_thread.run_sync(work, limiter=_limiter(request, settings))
+    failures = [o.result for o in outcomes if isinstance(o.result, FileFailure)]
+    predictions = [o.result for o in outcomes if isinstance(o.result, Prediction)]
+    for failure in failures:
+        metrics.count_error(failure.code, scope="file")
+    metrics.count_images("predicted", len(predictions))
+    metrics.count_images("failed", len(failures))
+    if not predictions:
+        raise _refusal(failures)
+    studies = [study_at(predictor.predict_study(predictions, "study"), op)] if study else []
+    return {
+        "model": {"name": predictor.spec.name, "version": predictor.spec.version},
+        "notice": NOTICE,
+        "images": [_image_entry(o) for o in outcomes],
+        "studies": [s.to_dict() for s in studies],
+    }
+
+
+# ---- /v1/model, /healthz, /metrics -----------------------------------------------------------------
+def _finite(value: Any) -> Any:
+    """JSON-safe copy: NaN and infinities become null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+@lru_cache(maxsize=8)
+def _model_card(bundle_dir: Path) -> str | None:
+    path = Path(bundle_dir) / "card.md"
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+@router.get("/v1/model", response_model=ModelInfo, responses={500: ERRORS[500]}, tags=["model"])
+def model_info(predictor: PredictorDep, settings: SettingsDep) -> dict[str, Any]:
+    """The loaded model bundle: heads, operating points, input size, measured metrics and model card."""
+    spec = predictor.spec
+    return {
+        "name": spec.name,
+        "version": spec.version,
+        "architecture": spec.architecture,
+        "input_size": spec.input_size,
+        "heads": [{"name": h.name, "kind": h.kind, "classes": list(h.classes)} for h in spec.heads],
+        "operating_points": [_finite(vars(op)) for op in spec.operating_points],
+        "default_operating_point": predictor.operating_point.name,
+        "metrics": _finite(spec.metrics),
+        "card": _model_card(Path(predictor.bundle_dir)),
+        "notice": NOTICE,
+        "limits": {
+            "max_upload_bytes": settings.max_upload_bytes,
+            "max_files": settings.max_files,
+            "max_pixels": settings.max_pixels,
+        },
+    }
+
+
+@router.get("/healthz", response_model=Health, responses={500: ERRORS[500]}, tags=["ops"])
+def healthz(predictor: PredictorDep) -> dict[str, Any]:
+    """200 once the model is loaded and the server answers."""
+    return {
+        "status": "ok",
+        "model": {"name": predictor.spec.name, "version": predictor.spec.version},
+        "fracsight_version": __version__,
+    }
+
+
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    tags=["ops"],
+)
+def metrics_text(metrics: MetricsDep) -> PlainTextResponse:
+    """Prometheus text format: requests by route and status, latency histogram, errors by code."""
+    return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE)

@@ -1,0 +1,103 @@
+"""The CPU-bound part of a predict request, run in a worker thread: read, predict, draw overlays.
+
+Files are handled one at a time, so at most one decoded image per request is in
+memory whatever the number of files.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import logging
+from dataclasses import dataclass
+
+from fracsight.api.errors import INTERNAL_ERROR, log_unexpected
+from fracsight.api.uploads import Upload
+from fracsight.bundle import OperatingPoint
+from fracsight.errors import FracsightError
+from fracsight.explain import render_overlay
+from fracsight.inference import Prediction, Predictor, StudyPrediction
+from fracsight.io import read_image
+
+__all__ = ["FileFailure", "Outcome", "PredictOptions", "at_operating_point", "predict_uploads", "study_at"]
+
+logger = logging.getLogger("fracsight.api")
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    operating_point: OperatingPoint
+    overlay: bool = False
+    max_pixels: int = 50_000_000
+    overlay_opacity: float = 0.4
+
+
+@dataclass(frozen=True)
+class FileFailure:
+    """One uploaded file that could not be predicted."""
+
+    source: str
+    code: str
+    message: str
+    status: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    result: Prediction | FileFailure
+    overlay_png_base64: str | None = None
+
+
+def at_operating_point(prediction: Prediction, op: OperatingPoint) -> Prediction:
+    """The prediction's headline decision at another of the bundle's operating points."""
+    if prediction.operating_point == op.name:
+        return prediction
+    return dataclasses.replace(
+        prediction,
+        operating_point=op.name,
+        threshold=op.threshold,
+        fracture_suspected=prediction.fracture_probability >= op.threshold,
+    )
+
+
+def study_at(study: StudyPrediction, op: OperatingPoint) -> StudyPrediction:
+    return dataclasses.replace(
+        study,
+        operating_point=op.name,
+        threshold=op.threshold,
+        fracture_suspected=study.fracture_probability >= op.threshold,
+    )
+
+
+def overlay_png_base64(prediction: Prediction, opacity: float) -> str:
+    if prediction.pixels is None:
+        raise ValueError("overlay needs the prediction's pixels (keep_pixels=True)")
+    image = render_overlay(prediction.pixels, prediction.heatmap, prediction.boxes, opacity=opacity)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=4)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _predict_one(predictor: Predictor, upload: Upload, options: PredictOptions) -> Outcome:
+    try:
+        radiograph = read_image(upload.data, name=upload.filename, max_pixels=options.max_pixels)
+    except FracsightError as e:
+        return Outcome(FileFailure(upload.filename, e.code, str(e), e.http_status))
+    except Exception as e:  # a reader bug or an input no check foresaw: refuse this file, keep serving
+        log_unexpected(logger, "reading an upload", e)
+        message = f"{upload.filename}: the file could not be processed (internal error)"
+        return Outcome(FileFailure(upload.filename, INTERNAL_ERROR, message, 500))
+    (prediction,) = predictor.predict_radiographs(
+        [radiograph], [upload.filename], heatmap=options.overlay, keep_pixels=options.overlay
+    )
+    prediction = at_operating_point(prediction, options.operating_point)
+    if not options.overlay:
+        return Outcome(prediction)
+    png = overlay_png_base64(prediction, options.overlay_opacity)
+    return Outcome(dataclasses.replace(prediction, heatmap=None, pixels=None), png)
+
+
+def predict_uploads(predictor: Predictor, uploads: list[Upload], options: PredictOptions) -> list[Outcome]:
+    """One outcome per upload, in order. Blocking: call it from a worker thread."""
+    return [_predict_one(predictor, upload, options) for upload in uploads]

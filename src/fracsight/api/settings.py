@@ -1,0 +1,81 @@
+"""Settings of the REST API, from arguments or ``FRACSIGHT_*`` environment variables.
+
+>>> from fracsight.api.settings import ApiSettings
+>>> ApiSettings(max_files=4).max_files
+4
+>>> ApiSettings.from_env({"FRACSIGHT_MAX_FILES": "8"}).max_files
+8
+
+Uploads are held in memory only and never written to disk; there is no setting
+to store them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from fracsight.errors import ConfigError
+from fracsight.io import DEFAULT_MAX_PIXELS
+
+__all__ = ["ENV_PREFIX", "ApiSettings"]
+
+ENV_PREFIX = "FRACSIGHT_"
+MB = 1024 * 1024
+
+
+class ApiSettings(BaseModel):
+    """What the server loads and the limits it enforces on every request."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str | None = Field(
+        default=None, description="Bundle folder, .zip or packaged name; None: the packaged default."
+    )
+    max_upload_bytes: int = Field(default=50 * MB, ge=1, description="Largest accepted file, in bytes.")
+    max_files: int = Field(default=16, ge=1, le=1000, description="Most files in one request.")
+    max_pixels: int = Field(
+        default=DEFAULT_MAX_PIXELS, ge=1, description="Largest image (height x width) decoded."
+    )
+    max_concurrent_inferences: int = Field(
+        default=2, ge=1, le=64, description="Requests decoding/inferring at once; the rest wait."
+    )
+    inference_threads: int = Field(
+        default=0, ge=0, le=256, description="ONNX Runtime threads per inference (0: its default)."
+    )
+
+    @property
+    def max_request_bytes(self) -> int:
+        """The most body bytes read for one request: every file at its limit plus multipart framing."""
+        return self.max_files * (self.max_upload_bytes + 16 * 1024) + 64 * 1024
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> ApiSettings:
+        """Read ``FRACSIGHT_MODEL``, ``FRACSIGHT_MAX_UPLOAD_BYTES``, ... ; ``overrides`` win over them.
+
+        Raises :class:`~fracsight.errors.ConfigError` on a value that is not valid.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for name in cls.model_fields:
+            raw = environ.get(ENV_PREFIX + name.upper())
+            if raw is not None and raw.strip() != "":
+                values[name] = raw.strip()
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls.model_validate(values)
+        except ValidationError as e:
+            problems = "; ".join(
+                f"{ENV_PREFIX}{'.'.join(map(str, err['loc'])).upper()}: {err['msg']}" for err in e.errors()
+            )
+            raise ConfigError(f"invalid API settings: {problems}") from None
+
+    def to_env(self) -> dict[str, str]:
+        """The environment variables that reproduce these settings (for uvicorn worker processes)."""
+        return {
+            ENV_PREFIX + name.upper(): str(value)
+            for name, value in self.model_dump().items()
+            if value is not None
+        }

@@ -1,0 +1,195 @@
+"""Reading multipart uploads into memory under hard limits; nothing is ever written to disk.
+
+Starlette's own form parser spools files above 1 MB to temporary files and only
+learns a file's size after storing it. This reader streams the body through
+python-multipart's push parser instead, keeps each file in memory, and stops
+reading the moment a limit is passed: the declared ``Content-Length``, the bytes
+actually received, the size of each file and the number of files.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect, Request
+
+from fracsight.api.errors import (
+    MALFORMED_MULTIPART,
+    TOO_MANY_FILES,
+    UPLOAD_TOO_LARGE,
+    VALIDATION_ERROR,
+    ApiError,
+)
+
+__all__ = ["Upload", "UploadLimits", "clean_filename", "read_uploads"]
+
+MAX_HEADER_BYTES = 16 * 1024  # per part header line
+MAX_EXTRA_PARTS = 32  # parts other than the file field that are tolerated (and ignored)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class Upload:
+    filename: str  # the client's file name, without any folder part
+    data: bytes
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    max_file_bytes: int
+    max_files: int
+    max_request_bytes: int
+
+
+def clean_filename(raw: str, index: int) -> str:
+    """The last path component of a client's file name, without control characters, at most 200 chars."""
+    name = re.split(r"[\\/]", raw)[-1]
+    name = _CONTROL.sub("", name).strip()[:200]
+    return name or f"upload-{index + 1}"
+
+
+def missing_files(field_name: str) -> ApiError:
+    return ApiError(
+        422,
+        VALIDATION_ERROR,
+        f"send the images as multipart/form-data with one or more `{field_name}` file parts",
+        [{"loc": ["body", field_name], "msg": "Field required", "type": "missing"}],
+    )
+
+
+def too_large(what: str, limit: int) -> ApiError:
+    return ApiError(413, UPLOAD_TOO_LARGE, f"{what} is larger than the limit of {limit:,} bytes")
+
+
+@dataclass
+class _Collector:
+    """python-multipart callbacks that keep the parts named ``field_name`` in memory."""
+
+    field_name: str
+    limits: UploadLimits
+    uploads: list[Upload] = field(default_factory=list)
+    ended: bool = False
+    _header_name: bytearray = field(default_factory=bytearray)
+    _header_value: bytearray = field(default_factory=bytearray)
+    _disposition: bytes = b""
+    _keep: bool = False
+    _filename: str = ""
+    _buffer: bytearray = field(default_factory=bytearray)
+    _other_parts: int = 0
+
+    def callbacks(self) -> dict[str, object]:
+        return {
+            "on_part_begin": self.on_part_begin,
+            "on_header_field": self.on_header_field,
+            "on_header_value": self.on_header_value,
+            "on_header_end": self.on_header_end,
+            "on_headers_finished": self.on_headers_finished,
+            "on_part_data": self.on_part_data,
+            "on_part_end": self.on_part_end,
+            "on_end": self.on_end,
+        }
+
+    def on_part_begin(self) -> None:
+        self._disposition = b""
+        self._keep = False
+        self._buffer = bytearray()
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._header_name += data[start:end]
+        self._check_header()
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._header_value += data[start:end]
+        self._check_header()
+
+    def _check_header(self) -> None:
+        if len(self._header_name) + len(self._header_value) > MAX_HEADER_BYTES:
+            raise ApiError(400, MALFORMED_MULTIPART, "a multipart part header is too long")
+
+    def on_header_end(self) -> None:
+        if bytes(self._header_name).strip().lower() == b"content-disposition":
+            self._disposition = bytes(self._header_value)
+        self._header_name = bytearray()
+        self._header_value = bytearray()
+
+    def on_headers_finished(self) -> None:
+        _, options = parse_options_header(self._disposition)
+        name = options.get(b"name", b"").decode("utf-8", "replace")
+        if name != self.field_name:
+            self._other_parts += 1
+            if self._other_parts > MAX_EXTRA_PARTS:
+                raise ApiError(422, VALIDATION_ERROR, f"too many form fields other than `{self.field_name}`")
+            return
+        if len(self.uploads) >= self.limits.max_files:
+            raise ApiError(
+                422, TOO_MANY_FILES, f"at most {self.limits.max_files} files may be sent in one request"
+            )
+        self._keep = True
+        raw = options.get(b"filename", b"").decode("utf-8", "replace")
+        self._filename = clean_filename(raw, len(self.uploads))
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if not self._keep:
+            return
+        if len(self._buffer) + (end - start) > self.limits.max_file_bytes:
+            raise too_large(f"{self._filename}", self.limits.max_file_bytes)
+        self._buffer += data[start:end]
+
+    def on_part_end(self) -> None:
+        if self._keep:
+            self.uploads.append(Upload(self._filename, bytes(self._buffer)))
+        self._keep = False
+        self._buffer = bytearray()
+
+    def on_end(self) -> None:
+        self.ended = True
+
+
+def _boundary(request: Request, field_name: str) -> bytes:
+    content_type, params = parse_options_header(request.headers.get("content-type", ""))
+    if content_type != b"multipart/form-data":
+        raise missing_files(field_name)
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise ApiError(400, MALFORMED_MULTIPART, "the multipart/form-data Content-Type has no boundary")
+    return boundary
+
+
+def _check_declared_length(request: Request, limit: int) -> None:
+    declared = request.headers.get("content-length")
+    if declared is None:
+        return
+    try:
+        length = int(declared)
+    except ValueError:
+        raise ApiError(400, MALFORMED_MULTIPART, "the Content-Length header is not a number") from None
+    if length > limit:
+        raise too_large("the request body", limit)
+
+
+async def read_uploads(request: Request, limits: UploadLimits, field_name: str = "files") -> list[Upload]:
+    """The file parts named ``field_name``, in the order sent; raises :class:`ApiError` on any limit."""
+    boundary = _boundary(request, field_name)
+    _check_declared_length(request, limits.max_request_bytes)
+    collector = _Collector(field_name, limits)
+    parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
+    received = 0
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limits.max_request_bytes:
+                raise too_large("the request body", limits.max_request_bytes)
+            parser.write(chunk)
+        parser.finalize()
+    except MultipartParseError as e:
+        raise ApiError(400, MALFORMED_MULTIPART, f"the multipart body cannot be parsed: {e}") from None
+    except ClientDisconnect:
+        raise ApiError(400, MALFORMED_MULTIPART, "the client disconnected during the upload") from None
+    if not collector.ended:
+        raise ApiError(400, MALFORMED_MULTIPART, "the multipart body ended before its closing boundary")
+    if not collector.uploads:
+        raise missing_files(field_name)
+    return collector.uploads

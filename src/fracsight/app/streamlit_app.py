@@ -1,0 +1,294 @@
+"""The fracsight web app. Start it with ``fracsight app``; arguments after ``--`` are ``--model`` and
+``--examples``. This script only wires widgets: the logic is in :mod:`fracsight.app.logic`.
+
+Uploads stay in memory (never written to disk); DICOM headers are never read here, so no
+patient identifier can reach the page.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import streamlit as st
+from PIL import Image
+
+from fracsight.app.logic import (
+    AppConfig,
+    ViewData,
+    card_for,
+    escape_markdown,
+    failure_from_exception,
+    json_text,
+    parse_app_args,
+    pick_examples,
+    probability_bar_html,
+    render_views,
+    table_rows,
+    verdict,
+    view_data,
+)
+from fracsight.errors import FracsightError
+from fracsight.inference import NOTICE, FailedPrediction, Prediction, Predictor, StudyPrediction
+from fracsight.inference.tabular import csv_text
+from fracsight.io import read_image
+
+log = logging.getLogger("fracsight.app")
+Result = Prediction | FailedPrediction
+
+
+class Input(NamedTuple):
+    key: str  # stable across reruns: the upload's id or the example's path
+    name: str  # file name shown on the card
+    load: Callable[[], str | bytes]  # a path, or the upload's bytes (read only when predicting)
+
+
+class Stored(NamedTuple):
+    result: Result  # without pixels and heatmap
+    view: ViewData | None  # shrunk images for the views; None for a failed file
+
+
+@st.cache_resource(show_spinner="Loading the model ...")
+def load_predictor(model: str | None, operating_point: str | None) -> Predictor:
+    return Predictor(model, operating_point=operating_point)
+
+
+@st.cache_data(show_spinner=False)
+def example_paths(folder: str, n: int) -> list[str]:
+    return [str(p) for p in pick_examples(Path(folder), n)]
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def thumbnail(path: str, side: int = 240) -> np.ndarray | None:
+    """The image shrunk and centred on a black square, so that the gallery lines up."""
+    try:
+        pixels = read_image(path).pixels
+    except FracsightError:
+        return None
+    img = Image.fromarray(np.round(pixels * 255).astype(np.uint8))
+    img.thumbnail((side, side))
+    canvas = Image.new("L", (side, side))
+    canvas.paste(img, ((side - img.width) // 2, (side - img.height) // 2))
+    return np.asarray(canvas)
+
+
+def predict(predictor: Predictor, source: str | bytes, name: str) -> Stored:
+    """The result without its full-size arrays, and the shrunk images for the views."""
+    try:
+        pred = predictor.predict(source, name=name, heatmap=True, keep_pixels=True)
+    except FracsightError as e:
+        return Stored(failure_from_exception(name, e), None)
+    except Exception as e:  # an error card, never a traceback on the page; the log keeps the details
+        log.exception("prediction failed for %s", name)
+        return Stored(failure_from_exception(name, e), None)
+    return Stored(replace(pred, pixels=None, heatmap=None), view_data(pred))
+
+
+# ---- page parts ----------------------------------------------------------------------------------------
+def model_sidebar(config: AppConfig) -> Predictor:
+    """Load the model (stopping with an error card if it cannot be) and show its details and controls."""
+    head = st.sidebar.container()  # the model's name above the operating point
+    try:
+        predictor = load_predictor(config.model, config.operating_point)
+        if predictor.operating_point is not None:
+            names = [op.name for op in predictor.spec.operating_points]
+            chosen = st.sidebar.selectbox(
+                "Operating point",
+                names,
+                index=names.index(predictor.operating_point.name),
+                help="The probability threshold above which a fracture is reported.",
+            )
+            if chosen != predictor.operating_point.name:
+                predictor = load_predictor(config.model, chosen)
+    except FracsightError as e:
+        st.error(f"**The model could not be loaded** (`{e.code}`): {escape_markdown(str(e))}")
+        st.stop()
+    head.markdown(f"**Model:** {escape_markdown(predictor.name)}")
+    op = predictor.operating_point
+    if op is not None:
+        st.sidebar.caption(f"Threshold {op.threshold:.3f}: {escape_markdown(op.description)}")
+    card = predictor.bundle_dir / "card.md"
+    if card.is_file():
+        with st.sidebar.expander("Model card"):
+            st.markdown(card.read_text(encoding="utf-8"))
+    return predictor
+
+
+def display_controls() -> tuple[bool, bool, float]:
+    st.sidebar.subheader("Display")
+    show_heatmap = st.sidebar.toggle("Show heatmap", value=True, key="show_heatmap")
+    opacity = st.sidebar.slider("Heatmap opacity", 0.0, 1.0, 0.4, 0.05, key="opacity")
+    show_boxes = st.sidebar.toggle("Show boxes", value=True, key="show_boxes")
+    return show_heatmap, show_boxes, opacity
+
+
+def _add_example(path: str) -> None:
+    chosen: list[str] = st.session_state.setdefault("examples", [])
+    if path not in chosen:
+        chosen.append(path)
+
+
+def _clear_examples() -> None:
+    st.session_state.pop("examples", None)
+
+
+def example_gallery(config: AppConfig) -> None:
+    if config.examples is None:
+        return
+    paths = example_paths(str(config.examples), config.n_examples)
+    with st.expander("Examples: try one with a click", expanded=True):
+        if not paths:
+            st.caption(f"No images found in {config.examples}.")
+            return
+        columns = st.columns(max(len(paths), 6))  # at least 6, so that a few examples stay small
+        for i, (col, path) in enumerate(zip(columns, paths, strict=False)):
+            with col:
+                thumb = thumbnail(path)
+                if thumb is not None:
+                    st.image(thumb, caption=escape_markdown(Path(path).name), width="stretch")
+                st.button("Try", key=f"example-{i}", on_click=_add_example, args=(path,))
+        if st.session_state.get("examples"):
+            st.button("Clear examples", key="clear-examples", on_click=_clear_examples)
+
+
+def inputs(config: AppConfig) -> list[Input]:
+    """The chosen examples and the uploads, in that order."""
+    uploads = st.file_uploader(
+        "Radiographs: PNG, JPEG or DICOM (one or several; they stay in memory, never on disk)",
+        accept_multiple_files=True,
+        key="uploads",
+    )
+    example_gallery(config)
+    chosen = [
+        Input(f"example:{p}", Path(p).name, lambda p=p: p) for p in st.session_state.get("examples", [])
+    ]
+    return chosen + [Input(f"upload:{u.file_id}", u.name, u.getvalue) for u in uploads or []]
+
+
+def predictions(predictor: Predictor, items: list[Input]) -> list[Stored]:
+    """Predict each input once per operating point; results live in this session's memory only."""
+    store: dict[str, Stored] = st.session_state.setdefault("results", {})
+    op = predictor.operating_point.name if predictor.operating_point else "-"
+    keys = [f"{op}|{item.key}" for item in items]
+    for stale in set(store) - set(keys):
+        del store[stale]
+    todo = [(k, item) for k, item in zip(keys, items, strict=True) if k not in store]
+    if todo:
+        with st.spinner(f"Reading {len(todo)} image(s) ..."):
+            for k, item in todo:
+                store[k] = predict(predictor, item.load(), item.name)
+    return [store[k] for k in keys]
+
+
+def error_card(failure: FailedPrediction) -> None:
+    with st.container(border=True):
+        st.markdown(f"#### {escape_markdown(failure.source)}")
+        st.error(
+            f"**This file could not be read** (error code `{failure.error_code}`): "
+            f"{escape_markdown(failure.error)}"
+        )
+
+
+def decision_block(result: Prediction | StudyPrediction) -> None:
+    v = verdict(result)
+    st.markdown(f"### :{v.markdown_colour}[{v.headline}]")  # fixed words, nothing to escape
+    if result.fracture_probability is not None and result.threshold is not None:
+        st.markdown(
+            probability_bar_html(result.fracture_probability, result.threshold, severity=v.severity),
+            unsafe_allow_html=True,
+        )
+
+
+def result_card(
+    pred: Prediction, view: ViewData, show_heatmap: bool, show_boxes: bool, opacity: float
+) -> None:
+    card = card_for(pred)
+    with st.container(border=True):
+        st.markdown(f"#### {escape_markdown(card.title)}")
+        if card.unreliable:
+            st.error(f"**{card.unreliable}**", icon="⚠️")
+        text, images = st.columns([2, 3])
+        with text:
+            decision_block(pred)
+            st.markdown(card.probability)
+            st.markdown(card.region)
+            if card.fracture_type:
+                st.markdown(card.fracture_type)
+            st.markdown(card.boxes)
+            for warning in card.warnings:
+                st.warning(escape_markdown(warning))
+        with images:
+            overlay, pair = render_views(
+                view, show_heatmap=show_heatmap, show_boxes=show_boxes, opacity=opacity
+            )
+            tab_overlay, tab_pair = st.tabs(["Overlay", "Original | overlay"])
+            tab_overlay.image(overlay, caption="Heatmap and boxes on the radiograph", width="stretch")
+            tab_pair.image(pair, caption="Original (left) and overlay (right)", width="stretch")
+
+
+def study_card(study: StudyPrediction) -> None:
+    with st.container(border=True):
+        st.markdown(f"#### Study verdict ({len(study.images)} views)")
+        decision_block(study)
+        st.markdown(
+            f"Mean fracture probability of the views {study.fracture_probability:.3f} "
+            f"(threshold {study.threshold:.3f}, operating point {study.operating_point})"
+        )
+        if not study.reliable:
+            st.error("**Not reliable:** at least one view is outside what the model was made for.", icon="⚠️")
+
+
+def results_table(results: list[Result], studies: list[StudyPrediction], model: str) -> None:
+    st.subheader("All results")
+    st.dataframe(table_rows([*results, *studies]), hide_index=True, width="stretch")
+    csv_col, json_col, _ = st.columns([1, 1, 4])
+    csv_col.download_button(
+        "Download CSV",
+        csv_text([*results, *studies]),
+        file_name="fracsight-results.csv",
+        mime="text/csv",
+        on_click="ignore",
+    )
+    json_col.download_button(
+        "Download JSON",
+        json_text(results, studies, model),
+        file_name="fracsight-results.json",
+        mime="application/json",
+        on_click="ignore",
+    )
+
+
+def main() -> None:
+    config = parse_app_args(sys.argv[1:])
+    st.set_page_config(page_title="fracsight", page_icon="🦴", layout="wide")
+    st.title("fracsight: fractures in radiographs")
+    st.info(f"**Decision aid, not a diagnosis.** {NOTICE} Check every result against the images.")
+    predictor = model_sidebar(config)
+    show_heatmap, show_boxes, opacity = display_controls()
+    items = inputs(config)
+    if not items:
+        st.caption("Upload radiographs or pick an example to see results.")
+        return
+    stored = predictions(predictor, items)
+    results = [s.result for s in stored]
+    good = [r for r in results if isinstance(r, Prediction)]
+    studies: list[StudyPrediction] = []
+    can_combine = predictor.operating_point is not None and len(good) >= 2
+    if can_combine and st.checkbox("These images are one study (several views of one examination)"):
+        studies = [predictor.predict_study(good, "uploaded study")]
+        study_card(studies[0])
+    for result, view in stored:
+        if isinstance(result, FailedPrediction):
+            error_card(result)
+        elif view is not None:
+            result_card(result, view, show_heatmap, show_boxes, opacity)
+    results_table(results, studies, predictor.name)
+    st.caption(NOTICE)
+
+
+main()

@@ -1,0 +1,494 @@
+"""``fracsight benchmark``: how fast and how light prediction is on this machine, next to common baselines.
+
+Rows of the report:
+
+* the bundle on ONNX Runtime (the shipped path): single-image end-to-end latency
+  (read the file, letterbox, infer, heatmap and boxes), batch throughput through
+  :meth:`Predictor.predict_many`, and the peak resident memory of a fresh process
+  that does nothing but that inference;
+* the same architecture in eager torch, inside the very same pipeline (only the
+  engine differs). Its weights are random: timing does not depend on them;
+* the common published recipe: ResNet50 at 224 px in eager torch (resize 256,
+  centre crop 224, ImageNet normalization, 3 channels, random weights);
+* GPU throughput where a CUDA device is visible.
+
+torch is imported only for the comparison rows, never at import time.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from fracsight.errors import ConfigError
+from fracsight.inference import Predictor
+from fracsight.inference.tabular import collect_inputs
+
+__all__ = ["BenchmarkReport", "Row", "find_fracatlas", "render_report", "run_benchmark"]
+
+#: Goals on the 2-core CPU reference machine (see docs/benchmark.md).
+TARGET_LATENCY_MS = 60.0
+TARGET_SPEEDUP = 3.0
+TARGET_THROUGHPUT = 40.0
+TARGET_RSS_MB = 600.0
+DEFAULT_IMAGES = 64
+RESNET_SIZE = 224
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    engine: str
+    input_size: int
+    latency_median_ms: float | None = None
+    latency_p95_ms: float | None = None
+    throughput_ips: float | None = None
+    peak_rss_mb: float | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    goal: str
+    measured: str
+    met: bool
+
+
+@dataclass(frozen=True)
+class BenchmarkReport:
+    model: str
+    bundle: str
+    images: str
+    n_images: int
+    runs: int
+    batch: int
+    machine: dict[str, Any]
+    rows: list[Row]
+    targets: list[Target] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---- inputs ----------------------------------------------------------------------------------------
+
+
+def find_fracatlas() -> Path | None:
+    """``../shared/data/fracatlas`` next to the working folder or next to the repository, if present."""
+    here = Path(__file__).resolve()
+    for root in (Path.cwd().parent, here.parents[3] if len(here.parents) > 3 else here.parent):
+        folder = root / "shared" / "data" / "fracatlas"
+        if (folder / "dataset.csv").is_file():
+            return folder
+    return None
+
+
+def _fracatlas_test_images(folder: Path, limit: int) -> list[Path]:
+    import csv
+
+    found: list[Path] = []
+    with open(folder / "dataset.csv", newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            if row.get("split") != "test":
+                continue
+            for sub in ("Fractured", "Non_fractured"):  # a few files sit in the other folder
+                path = folder / "images" / sub / row["image_id"]
+                if path.is_file():
+                    found.append(path)
+                    break
+            if len(found) == limit:
+                break
+    return found
+
+
+def synthetic_images(folder: Path, n: int = DEFAULT_IMAGES, size: tuple[int, int] = (454, 373)) -> list[Path]:
+    """``n`` radiograph-like JPEGs (bright 'bones' on a dark, noisy field) of ``size`` (height, width)."""
+    rng = np.random.default_rng(0)
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    paths = []
+    for i in range(n):
+        img = 40 + 30 * yy / h + rng.normal(0, 8, (h, w))
+        for _ in range(2):
+            cx, angle = rng.uniform(0.3 * w, 0.7 * w), rng.uniform(-0.3, 0.3)
+            img += 120 * (np.abs(xx - cx - angle * (yy - h / 2)) < rng.uniform(15, 35))
+        path = folder / f"synthetic{i:03d}.jpg"
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), mode="L").save(path, quality=92)
+        paths.append(path)
+    return paths
+
+
+def _resolve_images(images: Sequence[Path] | None, scratch: Path) -> tuple[list[Path], str]:
+    if images:
+        missing = [str(p) for p in images if not Path(p).exists()]
+        if missing:
+            raise ConfigError(f"no such file or folder: {', '.join(missing)}")
+        files = collect_inputs([Path(p) for p in images])
+        if not files:
+            raise ConfigError("no image files found in the given folders")
+        return files, f"{len(files)} given images"
+    folder = find_fracatlas()
+    if folder is not None:
+        files = _fracatlas_test_images(folder, DEFAULT_IMAGES)
+        if files:
+            return files, f"first {len(files)} FracAtlas test images ({folder})"
+    return synthetic_images(scratch), f"{DEFAULT_IMAGES} synthetic 373x454 JPEGs (FracAtlas not found)"
+
+
+# ---- timing ----------------------------------------------------------------------------------------
+
+
+def _latency(predict_one: Callable[[Path], object], images: Sequence[Path], runs: int) -> tuple[float, float]:
+    """Median and 95th percentile (ms) of ``runs`` calls cycling over ``images``, after 3 warm-up calls."""
+    for i in range(min(3, runs)):
+        predict_one(images[i % len(images)])
+    times = []
+    for i in range(runs):
+        start = time.perf_counter()
+        predict_one(images[i % len(images)])
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)) * 1e3, float(np.percentile(times, 95)) * 1e3
+
+
+def _throughput(predict_all: Callable[[Sequence[Path]], object], images: Sequence[Path], batch: int) -> float:
+    """Images per second over one pass (at least two batches' worth), after one warm-up batch."""
+    work = list(images) * -(-2 * batch // len(images))
+    predict_all(work[:batch])
+    start = time.perf_counter()
+    predict_all(work)
+    return len(work) / (time.perf_counter() - start)
+
+
+def _predictor_row(
+    predictor: Predictor, name: str, engine: str, images: Sequence[Path], runs: int, batch: int, note: str
+) -> Row:
+    median, p95 = _latency(predictor.predict, images, runs)
+    ips = _throughput(lambda paths: list(predictor.predict_many(paths, batch_size=batch)), images, batch)
+    return Row(name, engine, predictor.spec.input_size, median, p95, ips, note=note)
+
+
+def peak_rss_mb(model: str | Path | None, images: Sequence[Path], runs: int, batch: int) -> dict[str, Any]:
+    """Peak RSS of a fresh interpreter that only loads the bundle and predicts (single and batch)."""
+    args = json.dumps(
+        {
+            "model": str(model) if model else None,
+            "images": [str(p) for p in images],
+            "runs": min(runs, 10),
+            "batch": batch,
+        }
+    )
+    code = "from fracsight.benchmark import _rss_child; _rss_child()"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, args], capture_output=True, text=True, timeout=600, check=False
+    )
+    if proc.returncode != 0:
+        return {"peak_rss_mb": None, "torch_loaded": None, "error": proc.stderr.strip()[-300:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _rss_child() -> None:
+    args = json.loads(sys.argv[1])
+    predictor = Predictor(args["model"])
+    for path in args["images"][: args["runs"]]:
+        predictor.predict(path)
+    for _ in predictor.predict_many(args["images"], batch_size=args["batch"]):
+        pass
+    try:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        mb = peak / (1 << 20) if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+    except ImportError:  # Windows
+        mb = None
+    print(json.dumps({"peak_rss_mb": mb, "torch_loaded": "torch" in sys.modules}))
+
+
+# ---- torch comparison rows (lazy torch) ------------------------------------------------------------
+
+
+class _TorchEngine:
+    """Drop-in for :class:`OnnxModel` inside a Predictor: same inputs, same named outputs."""
+
+    def __init__(self, model: Any, device: str) -> None:
+        import torch
+
+        self.torch, self.device = torch, device
+        self.model = model.eval().to(device)
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        with self.torch.inference_mode():
+            out = self.model(self.torch.from_numpy(np.ascontiguousarray(batch[:, None])).to(self.device))
+        return {k: v.float().cpu().numpy() for k, v in out.items()}
+
+
+def _torch_twin(predictor: Predictor, device: str) -> Predictor:
+    """The predictor with its ONNX engine swapped for the same architecture in eager torch."""
+    from fracsight.models import HeadConfig, create_model
+
+    heads = HeadConfig(regions=predictor.regions, classes=predictor.classes)
+    twin = copy.copy(predictor)
+    twin.onnx = _TorchEngine(create_model(predictor.spec.architecture, heads), device)  # type: ignore[assignment]
+    return twin
+
+
+def _resnet_recipe_row(images: Sequence[Path], runs: int, batch: int) -> Row:
+    import torch
+
+    try:
+        from torchvision.models import resnet50
+
+        model, source = resnet50(weights=None), "torchvision"
+    except ImportError:
+        import timm
+
+        model, source = timm.create_model("resnet50", pretrained=False), "timm"
+    model.eval()
+    mean = np.array([0.485, 0.456, 0.406], dtype=np.float32)[:, None, None]
+    std = np.array([0.229, 0.224, 0.225], dtype=np.float32)[:, None, None]
+
+    def prepare(path: Path) -> np.ndarray:
+        with Image.open(path) as im:
+            rgb = im.convert("RGB")
+        scale = 256 / min(rgb.size)
+        rgb = rgb.resize((round(rgb.width * scale), round(rgb.height * scale)), Image.Resampling.BILINEAR)
+        left, top = (rgb.width - RESNET_SIZE) // 2, (rgb.height - RESNET_SIZE) // 2
+        rgb = rgb.crop((left, top, left + RESNET_SIZE, top + RESNET_SIZE))
+        x = np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / 255.0
+        return (x - mean) / std
+
+    def infer(batch_array: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return torch.softmax(model(torch.from_numpy(batch_array)), dim=1).numpy()
+
+    def predict_all(paths: Sequence[Path]) -> None:
+        with ThreadPoolExecutor(2) as pool:
+            for i in range(0, len(paths), batch):
+                infer(np.stack(list(pool.map(prepare, paths[i : i + batch]))))
+
+    median, p95 = _latency(lambda p: infer(prepare(p)[None]), images, runs)
+    ips = _throughput(predict_all, images, batch)
+    note = f"{source} resnet50, random weights; resize 256 + crop 224, RGB; no heatmap or boxes"
+    return Row("ResNet50-224 recipe", "torch eager", RESNET_SIZE, median, p95, ips, note=note)
+
+
+def _gpu_row(predictor: Predictor, images: Sequence[Path], batch: int, allow_torch: bool) -> Row:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        twin = copy.copy(predictor)
+        session = ort.InferenceSession(
+            str(predictor.bundle_dir / "model.onnx"), providers=["CUDAExecutionProvider"]
+        )
+        twin.onnx = copy.copy(predictor.onnx)
+        twin.onnx.session = session
+        engine = "onnxruntime CUDA"
+    elif allow_torch and _torch_cuda():
+        twin, engine = _torch_twin(predictor, "cuda"), "torch eager CUDA"
+    else:
+        note = "no CUDA device" if allow_torch else "no CUDA provider in onnxruntime (torch not checked)"
+        return Row("GPU throughput", "-", predictor.spec.input_size, note=note)
+    ips = _throughput(lambda paths: list(twin.predict_many(paths, batch_size=batch)), images, batch)
+    return Row("GPU throughput", engine, predictor.spec.input_size, throughput_ips=ips, note="same model")
+
+
+def _torch_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+# ---- the run ---------------------------------------------------------------------------------------
+
+
+def run_benchmark(
+    model: str | Path | None = None,
+    images: Sequence[Path] | None = None,
+    *,
+    runs: int = 50,
+    batch: int = 16,
+    compare: bool = True,
+    progress: Progress | None = None,
+) -> BenchmarkReport:
+    """Measure the bundle (default: the shipped model) and, with ``compare``, the eager-torch baselines."""
+    say = progress or (lambda _msg: None)
+    load_before = _load()
+    predictor = Predictor(model)
+    with tempfile.TemporaryDirectory(prefix="fracsight-bench-") as scratch:
+        files, described = _resolve_images(images, Path(scratch))
+        say(f"{predictor.name}: latency over {runs} runs, throughput over {len(files)} images")
+        main = _predictor_row(
+            predictor, predictor.name, "onnxruntime CPU", files, runs, batch, "shipped path"
+        )
+        say("peak memory in a fresh process")
+        rss = peak_rss_mb(model, files, runs, batch)
+        note = "torch loaded!" if rss.get("torch_loaded") else "inference process never loaded torch"
+        rows = [Row(**{**asdict(main), "peak_rss_mb": rss.get("peak_rss_mb"), "note": note})]
+        if compare:
+            try:
+                say("same model in eager torch")
+                rows.append(
+                    _predictor_row(
+                        _torch_twin(predictor, "cpu"),
+                        "same model",
+                        "torch eager",
+                        files,
+                        runs,
+                        batch,
+                        "random weights, same pipeline; only the engine differs",
+                    )
+                )
+                say("ResNet50-224 recipe in eager torch")
+                rows.append(_resnet_recipe_row(files, runs, batch))
+            except ImportError as e:
+                rows.append(
+                    Row("torch comparison", "-", 0, note=f"skipped: {e} (pip install 'fracsight[train]')")
+                )
+        say("GPU")
+        rows.append(_gpu_row(predictor, files, batch, allow_torch=compare))
+    machine = {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "onnxruntime": _version("onnxruntime"),
+        "torch": _version("torch") if compare else None,
+        "load_before": load_before,
+        "load_after": _load(),
+    }
+    # other work running when we started (the 1-minute load average) distorts every figure
+    machine["busy"] = load_before is not None and load_before > 0.5 * (os.cpu_count() or 1)
+    bundle = str(predictor.bundle_dir)
+    return BenchmarkReport(
+        predictor.name, bundle, described, len(files), runs, batch, machine, rows, _targets(rows)
+    )
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def _load() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def _targets(rows: list[Row]) -> list[Target]:
+    main = rows[0]
+    out = []
+    if main.latency_median_ms is not None:
+        ms = main.latency_median_ms
+        out.append(
+            Target(
+                "single-image median", f"< {TARGET_LATENCY_MS:.0f} ms", f"{ms:.1f} ms", ms < TARGET_LATENCY_MS
+            )
+        )
+    resnet = next((r for r in rows if r.name == "ResNet50-224 recipe"), None)
+    if resnet and resnet.latency_median_ms and main.latency_median_ms:
+        ratio = resnet.latency_median_ms / main.latency_median_ms
+        out.append(
+            Target(
+                "faster than ResNet50-224 eager",
+                f">= {TARGET_SPEEDUP:.0f}x",
+                f"{ratio:.1f}x",
+                ratio >= TARGET_SPEEDUP,
+            )
+        )
+    if main.throughput_ips is not None:
+        ips = main.throughput_ips
+        out.append(
+            Target(
+                "batch throughput",
+                f">= {TARGET_THROUGHPUT:.0f} images/s",
+                f"{ips:.1f} images/s",
+                ips >= TARGET_THROUGHPUT,
+            )
+        )
+    if main.peak_rss_mb is not None:
+        mb = main.peak_rss_mb
+        out.append(Target("peak RSS", f"< {TARGET_RSS_MB:.0f} MB", f"{mb:.0f} MB", mb < TARGET_RSS_MB))
+    return out
+
+
+# ---- output ----------------------------------------------------------------------------------------
+
+
+def _ratio(main: Row, row: Row) -> str:
+    parts = []
+    if main.latency_median_ms and row.latency_median_ms:
+        parts.append(f"latency x{row.latency_median_ms / main.latency_median_ms:.1f}")
+    if main.throughput_ips and row.throughput_ips:
+        parts.append(f"throughput x{main.throughput_ips / row.throughput_ips:.1f}")
+    return ", ".join(parts)
+
+
+def render_report(report: BenchmarkReport) -> list[Any]:
+    """Rich renderables: the measurements with ratios, then the targets."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    def num(value: float | None, fmt: str) -> str:
+        return "" if value is None else format(value, fmt)
+
+    m = report.machine
+    caption = (
+        f"{escape(report.images)}; {m['cpus']} CPUs, load average {m['load_before']} -> {m['load_after']}"
+    )
+    if m["busy"]:
+        caption += " [yellow](machine busy: figures distorted)[/yellow]"
+    table = Table(title=f"fracsight benchmark: {escape(report.model)}", caption=caption)
+    for col in (
+        "",
+        "engine",
+        "input",
+        "median ms",
+        "p95 ms",
+        "images/s",
+        "peak RSS MB",
+        "default is",
+        "note",
+    ):
+        table.add_column(col)
+    main = report.rows[0]
+    for row in report.rows:
+        table.add_row(
+            escape(row.name),
+            row.engine,
+            f"{row.input_size} px" if row.input_size else "",
+            num(row.latency_median_ms, ".1f"),
+            num(row.latency_p95_ms, ".1f"),
+            num(row.throughput_ips, ".1f"),
+            num(row.peak_rss_mb, ".0f"),
+            "" if row is main else _ratio(main, row),
+            escape(row.note),
+        )
+    targets = Table(title="targets (2-core CPU reference machine)")
+    for col in ("target", "goal", "measured", ""):
+        targets.add_column(col)
+    for t in report.targets:
+        targets.add_row(t.name, t.goal, t.measured, "[green]met[/green]" if t.met else "[red]missed[/red]")
+    return [table, targets]

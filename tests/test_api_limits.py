@@ -1,0 +1,201 @@
+"""REST API limits and plumbing: bounded upload reading, settings from the environment, metrics text."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from fracsight.api import ApiSettings, create_app
+from fracsight.api.metrics import Metrics
+from fracsight.api.routes import get_predictor
+from fracsight.api.uploads import clean_filename
+from fracsight.errors import ConfigError
+from fracsight.inference import Predictor
+
+pytest.importorskip("fastapi")
+
+BOUNDARY = "fracsightboundary"
+PART_HEAD = (
+    f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="files"; filename="big.png"\r\n'
+    "Content-Type: image/png\r\n\r\n"
+).encode()
+
+
+def call_asgi(app: Any, chunks: Iterator[bytes], headers: dict[str, str]) -> tuple[int, dict[str, Any], int]:
+    """POST /v1/predict with a streamed body; returns (status, JSON body, body bytes the app pulled)."""
+    pulled = 0
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal pulled
+        chunk = next(chunks, None)
+        if chunk is None:
+            return {"type": "http.request", "body": b"", "more_body": False}
+        pulled += len(chunk)
+        return {"type": "http.request", "body": chunk, "more_body": True}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/predict",
+        "raw_path": b"/v1/predict",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+    anyio.run(app, scope, receive, send)
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return status, json.loads(body), pulled
+
+
+def endless_file(chunk_size: int = 64 * 1024, chunks: int = 200) -> Iterator[bytes]:
+    yield PART_HEAD
+    for _ in range(chunks):  # 12.5 MB if it were all read
+        yield b"\x00" * chunk_size
+
+
+@pytest.fixture(scope="module")
+def small_limit_app(tiny_bundle: Path) -> Any:
+    return create_app(ApiSettings(model=str(tiny_bundle), max_upload_bytes=100_000, max_files=2))
+
+
+def test_oversize_stream_is_refused_without_reading_it_all(small_limit_app: Any) -> None:
+    headers = {"content-type": f"multipart/form-data; boundary={BOUNDARY}"}  # chunked: no Content-Length
+    status, body, pulled = call_asgi(small_limit_app, endless_file(), headers)
+    assert status == 413 and body["error"]["code"] == "upload_too_large"
+    assert pulled < 100_000 + 3 * 64 * 1024
+
+
+def test_declared_content_length_over_the_limit_is_refused_before_reading(small_limit_app: Any) -> None:
+    headers = {"content-type": f"multipart/form-data; boundary={BOUNDARY}", "content-length": str(10**10)}
+    status, body, pulled = call_asgi(small_limit_app, endless_file(), headers)
+    assert (status, body["error"]["code"], pulled) == (413, "upload_too_large", 0)
+
+
+def test_truncated_multipart_is_400(small_limit_app: Any) -> None:
+    headers = {"content-type": f"multipart/form-data; boundary={BOUNDARY}"}
+    status, body, _ = call_asgi(small_limit_app, iter([PART_HEAD, b"abc"]), headers)
+    assert (status, body["error"]["code"]) == (400, "malformed_multipart")
+
+
+def test_missing_boundary_is_400(small_limit_app: Any) -> None:
+    status, body, _ = call_asgi(small_limit_app, iter([b"x"]), {"content-type": "multipart/form-data"})
+    assert (status, body["error"]["code"]) == (400, "malformed_multipart")
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("wrist.png", "wrist.png"),
+        ("/home/doe/scans/wrist.png", "wrist.png"),
+        ("C:\\Users\\doe\\hand.dcm", "hand.dcm"),
+        ("a\x00b\nc.png", "abc.png"),
+        ("", "upload-3"),
+        ("folder/", "upload-3"),
+    ],
+)
+def test_clean_filename(raw: str, expected: str) -> None:
+    assert clean_filename(raw, 2) == expected
+
+
+# ---- settings ----------------------------------------------------------------------------------------
+def test_settings_from_env_and_back() -> None:
+    env = {"FRACSIGHT_MAX_FILES": "3", "FRACSIGHT_MAX_UPLOAD_BYTES": "1234", "FRACSIGHT_MODEL": "/m"}
+    s = ApiSettings.from_env(env, max_concurrent_inferences=5)
+    assert (s.max_files, s.max_upload_bytes, s.model, s.max_concurrent_inferences) == (3, 1234, "/m", 5)
+    assert ApiSettings.from_env(s.to_env()) == s
+    assert ApiSettings.from_env({}) == ApiSettings()
+    assert ApiSettings().max_upload_bytes == 50 * 1024 * 1024
+
+
+@pytest.mark.parametrize("env", [{"FRACSIGHT_MAX_FILES": "many"}, {"FRACSIGHT_MAX_UPLOAD_BYTES": "0"}])
+def test_invalid_settings_raise_config_error(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError, match="FRACSIGHT_MAX"):
+        ApiSettings.from_env(env)
+
+
+# ---- metrics -------------------------------------------------------------------------------------------
+SAMPLE = re.compile(
+    r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.)*",?)*\})? -?[0-9.e+Inf-]+$'
+)
+
+
+def test_metrics_text_is_valid_exposition_format() -> None:
+    m = Metrics()
+    m.observe_request("/v1/predict", "POST", 200, 0.03)
+    m.observe_request("/v1/predict", "POST", 200, 2.0)
+    m.count_error('we"ird\\code\n', scope="file")
+    m.set_model("model", "1")
+    text = m.render()
+    for line in text.splitlines():
+        assert line.startswith("# HELP ") or line.startswith("# TYPE ") or SAMPLE.match(line), line
+    assert 'fracsight_http_request_duration_seconds_bucket{route="/v1/predict",le="0.05"} 1' in text
+    assert 'fracsight_http_request_duration_seconds_bucket{route="/v1/predict",le="+Inf"} 2' in text
+    assert 'code="we\\"ird\\\\code\\n"' in text
+    assert m.request_count("/v1/predict", "POST", 200) == 2
+
+
+# ---- concurrency -----------------------------------------------------------------------------------------
+def _png() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.tile(np.arange(0, 256, 4, dtype=np.uint8), (64, 1))).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_inferences_are_limited_by_the_semaphore(tiny_bundle: Path) -> None:
+    real = Predictor(tiny_bundle)
+    lock = threading.Lock()
+    running = {"now": 0, "max": 0}
+
+    class Slow:
+        spec, operating_point = real.spec, real.operating_point
+
+        def predict_radiographs(self, *args: Any, **kwargs: Any) -> Any:
+            with lock:
+                running["now"] += 1
+                running["max"] = max(running["max"], running["now"])
+            time.sleep(0.05)
+            with lock:
+                running["now"] -= 1
+            return real.predict_radiographs(*args, **kwargs)
+
+    app = create_app(ApiSettings(model=str(tiny_bundle), max_concurrent_inferences=2))
+    app.dependency_overrides[get_predictor] = Slow
+    png = _png()
+    statuses: list[int] = []
+
+    async def one(client: httpx.AsyncClient, i: int) -> None:
+        response = await client.post("/v1/predict", files={"files": (f"{i}.png", png)})
+        statuses.append(response.status_code)
+
+    async def burst() -> None:
+        transport = httpx.ASGITransport(app=app)
+        client = httpx.AsyncClient(transport=transport, base_url="http://test")
+        async with client, anyio.create_task_group() as tg:
+            for i in range(6):
+                tg.start_soon(one, client, i)
+
+    anyio.run(burst)
+    assert statuses == [200] * 6
+    assert running["max"] == 2

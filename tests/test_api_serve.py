@@ -1,0 +1,105 @@
+"""`fracsight serve`: argument handling, settings passed to uvicorn workers, and a real loopback server."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from fracsight.api.settings import ENV_PREFIX, ApiSettings
+from fracsight.cli import app as cli
+
+uvicorn = pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`serve` exports FRACSIGHT_* for its workers; restore them after the test."""
+    for name in ApiSettings.model_fields:
+        monkeypatch.setenv(ENV_PREFIX + name.upper(), "")
+
+
+def test_serve_refuses_an_unknown_model_before_starting(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("uvicorn must not start"))
+    result = CliRunner().invoke(cli, ["serve", "--model", "no-such-model-anywhere"])
+    assert result.exit_code == 1
+    assert "unknown_model" in result.output and "Traceback" not in result.output
+
+
+def test_serve_passes_settings_to_the_worker_factory(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: calls.append((a, k)))
+    args = ["serve", "--model", str(tmp_path), "--workers", "3", "--port", "8123", "--max-files", "5"]
+    result = CliRunner().invoke(cli, [*args, "--max-upload-mb", "2"])
+    assert result.exit_code == 0, result.output
+    ((positional, kwargs),) = calls
+    assert positional == ("fracsight.api.app:create_app",)
+    assert kwargs["factory"] is True and kwargs["workers"] == 3
+    assert (kwargs["host"], kwargs["port"]) == ("127.0.0.1", 8123)
+    settings = ApiSettings.from_env()  # what each worker's create_app() will read
+    assert (settings.model, settings.max_files, settings.max_upload_bytes) == (
+        str(tmp_path),
+        5,
+        2 * 1024 * 1024,
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _png() -> bytes:
+    import numpy as np
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.tile(np.arange(0, 256, 4, dtype=np.uint8), (64, 1))).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.slow
+def test_real_server_on_loopback(tiny_bundle: Path) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    entry = "from fracsight.cli import main; main()"
+    command = [sys.executable, "-c", entry, "serve", "--model", str(tiny_bundle), "--port", str(port)]
+    command += ["--log-level", "warning"]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not start within 60 s"
+            time.sleep(0.3)
+        r = httpx.post(f"{url}/v1/predict", files={"files": ("a.png", _png())}, timeout=30)
+        assert r.status_code == 200 and r.json()["images"][0]["source"] == "a.png"
+        r = httpx.post(f"{url}/v1/predict", files={"files": ("e.png", b"")}, timeout=30)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "empty_file"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=5)

@@ -1,0 +1,172 @@
+"""The web app in a real browser: ``fracsight app`` in a subprocess, headless Chromium via Playwright.
+
+Needs Debian's chromium (``apt-get install -y chromium``) and ``pip install playwright``; never a
+downloaded browser. Screenshots go to ``artifacts/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fracsight.inference import NOTICE, Predictor
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
+START_TIMEOUT = 90.0
+WAIT_MS = 90_000
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"{CHROMIUM} is absent (apt-get install -y chromium)"),
+]
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is absent (pip install playwright)")
+pytest.importorskip("streamlit", reason="the web app needs the app extra (pip install 'fracsight[app]')")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def fracsight_command() -> list[str]:
+    script = Path(sys.executable).with_name("fracsight")
+    if script.is_file():
+        return [str(script)]
+    found = shutil.which("fracsight")
+    return [found] if found else [sys.executable, "-c", "from fracsight.cli import main; main()"]
+
+
+def wait_until_healthy(proc: subprocess.Popen, url: str, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"fracsight app exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.read().strip() == b"ok":
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"fracsight app did not answer within {START_TIMEOUT:.0f} s:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def app_url(
+    tiny_bundle: Path, fracatlas_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """``fracsight app --port P --model tiny_bundle --examples DIR`` running; stopped (with its
+    children) at teardown."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    work = tmp_path_factory.mktemp("app")
+    examples = work / "examples"
+    for sub in ("Fractured", "Non_fractured"):
+        (examples / sub).mkdir(parents=True)
+        src = sorted((fracatlas_dir / "images" / sub).glob("*.jpg"))[1]
+        (examples / sub / src.name).symlink_to(src)
+    log = work / "app.log"
+    command = [*fracsight_command(), "app", "--port", str(port), "--model", str(tiny_bundle)]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*command, "--examples", str(examples)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: teardown stops streamlit too
+        )
+    try:
+        wait_until_healthy(proc, url, log)
+        assert f"fracsight app: {url}" in log.read_text()
+        yield url
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+@pytest.fixture(scope="module")
+def page(app_url: str) -> Iterator[object]:
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        try:
+            # tall, so that one screenshot holds the whole app (Streamlit scrolls inside its own pane)
+            tab = browser.new_page(viewport={"width": 1400, "height": 2600})
+            tab.set_default_timeout(WAIT_MS)
+            yield tab
+        finally:
+            browser.close()
+
+
+def screenshot(page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
+
+
+def test_upload_a_radiograph_and_a_broken_file(
+    page, app_url: str, tiny_bundle: Path, fracatlas_dir: Path
+) -> None:
+    radiograph = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[0]
+    expected = Predictor(tiny_bundle).predict(radiograph)
+
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(app_url)
+    page.get_by_text("Decision aid, not a diagnosis.").wait_for()
+    assert NOTICE in page.inner_text("body")
+    page.get_by_role("button", name="Try").first.wait_for()
+    assert page.get_by_role("button", name="Try").count() == 2  # the example gallery
+    screenshot(page, "app-start.png")
+
+    page.locator('input[type="file"]').set_input_files(str(radiograph))
+    page.get_by_text(f"Fracture probability {expected.fracture_probability:.3f} (").wait_for()
+    body = page.inner_text("body")
+    assert radiograph.name in body
+    assert expected.decision.lower() in body.lower()
+    assert f"{expected.fracture_probability:.3f}" in body and "Body region:" in body
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('[data-testid="stImage"] img')]
+                 .some(img => img.complete && img.naturalWidth > 0)"""
+    )
+    widths = page.eval_on_selector_all('[data-testid="stImage"] img', "imgs => imgs.map(i => i.naturalWidth)")
+    assert max(widths) > 100
+    page.locator(".fs-bar-threshold").first.wait_for()
+    page.get_by_text("Download CSV").wait_for()
+    screenshot(page, "app-result.png")
+
+    page.locator('input[type="file"]').set_input_files(
+        {"name": "broken.png", "mimeType": "image/png", "buffer": b"these bytes are not a PNG"}
+    )
+    error = page.locator('[data-testid="stAlert"]', has_text="could not be read")
+    error.wait_for()
+    assert "unsupported_format" in error.inner_text()
+    assert "Traceback" not in page.inner_text("body")
+    page.get_by_text("Download CSV").wait_for()
+    page.locator('[data-testid="stDataFrame"]').wait_for()
+    screenshot(page, "app-error.png")
+
+    with page.expect_download() as download:
+        page.get_by_text("Download CSV").click()
+    csv_rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text(encoding="utf-8"))))
+    by_source = {row["source"]: row for row in csv_rows}
+    assert by_source[radiograph.name]["decision"] == expected.decision
+    assert by_source["broken.png"]["error_code"] == "unsupported_format"
+    elsewhere = [u for u in requested if not u.startswith((app_url, "data:", "blob:"))]
+    assert requested and not elsewhere, f"the page must work offline, but it asked for {elsewhere}"

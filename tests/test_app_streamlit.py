@@ -1,0 +1,114 @@
+"""The Streamlit script under Streamlit's AppTest (no browser): notice, examples, result and error cards."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("streamlit", reason="the web app needs the app extra (pip install 'fracsight[app]')")
+from streamlit.testing.v1 import AppTest
+
+from fracsight.app import SCRIPT
+from fracsight.inference import NOTICE, Predictor
+
+TIMEOUT = 120  # seconds per script run; the CPUs are shared with training jobs
+
+
+@pytest.fixture(scope="module")
+def examples_dir(tmp_path_factory: pytest.TempPathFactory, fracatlas_dir: Path) -> Path:
+    """One fractured and one normal FracAtlas radiograph, plus a file that is not an image."""
+    root = tmp_path_factory.mktemp("examples")
+    for sub in ("Fractured", "Non_fractured"):
+        src = sorted((fracatlas_dir / "images" / sub).glob("*.jpg"))[0]
+        (root / sub).mkdir()
+        (root / sub / src.name).symlink_to(src)
+    (root / "zz_broken").mkdir()
+    (root / "zz_broken" / "broken.png").write_bytes(b"this is text, not a PNG")
+    return root
+
+
+def start(monkeypatch: pytest.MonkeyPatch, *args: str) -> AppTest:
+    monkeypatch.setattr(sys, "argv", [str(SCRIPT), *args])
+    at = AppTest.from_file(str(SCRIPT), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def markdown_text(at: AppTest) -> str:
+    return "\n".join(m.value for m in at.markdown)
+
+
+def test_renders_the_notice_and_the_model(monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path) -> None:
+    at = start(monkeypatch, "--model", str(tiny_bundle))
+    assert any(NOTICE in i.value for i in at.info)
+    assert any("tiny-test" in m.value for m in at.sidebar.markdown)
+    assert at.sidebar.toggle(key="show_heatmap").value is True
+    assert at.sidebar.slider(key="opacity").value == pytest.approx(0.4)
+    assert not at.dataframe  # nothing to show before an upload or an example
+
+
+def test_an_example_gives_a_result_card(
+    monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path, examples_dir: Path
+) -> None:
+    at = start(monkeypatch, "--model", str(tiny_bundle), "--examples", str(examples_dir))
+    assert len([b for b in at.button if b.label == "Try"]) == 3
+    fractured = next(examples_dir.glob("Fractured/*.jpg"))
+    expected = Predictor(tiny_bundle).predict(fractured)
+
+    at.button(key="example-0").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    text = markdown_text(at)
+    assert expected.decision[:1].upper() + expected.decision[1:] in text
+    assert f"Fracture probability {expected.fracture_probability:.3f}" in text
+    assert "fs-bar-threshold" in text and "Body region:" in text
+    rows = at.dataframe[0].value
+    assert list(rows["source"]) == [fractured.name]
+    assert list(rows["decision"]) == [expected.decision]
+    assert not at.checkbox  # one image: no study checkbox
+
+
+def test_two_examples_make_a_study_and_a_bad_file_an_error_card(
+    monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path, examples_dir: Path
+) -> None:
+    at = start(monkeypatch, "--model", str(tiny_bundle), "--examples", str(examples_dir))
+    for i in range(3):
+        at.button(key=f"example-{i}").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    errors = [e.value for e in at.error]
+    assert any("could not be read" in e and "`unsupported_format`" in e for e in errors), errors
+
+    at.checkbox[0].check().run()
+    assert "Study verdict (2 views)" in markdown_text(at)
+    rows = at.dataframe[0].value
+    assert list(rows["kind"]) == ["image", "image", "image", "study"]
+    assert list(rows["error_code"])[2] == "unsupported_format"
+
+    at.button(key="clear-examples").click().run()
+    assert not at.dataframe
+
+
+def test_a_bad_model_is_an_error_card_not_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    at = start(monkeypatch, "--model", "no-such-model")
+    assert any("could not be loaded" in e.value and "unknown_model" in e.value for e in at.error)
+    assert any(NOTICE in i.value for i in at.info)
+
+
+def test_an_unreliable_result_is_shown_prominently(
+    monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path, examples_dir: Path
+) -> None:
+    real_predict = Predictor.predict
+
+    def unreliable(self: Predictor, *args, **kwargs):
+        return replace(real_predict(self, *args, **kwargs), reliable=False)
+
+    monkeypatch.setattr(Predictor, "predict", unreliable)
+    at = start(monkeypatch, "--model", str(tiny_bundle), "--examples", str(examples_dir))
+    at.button(key="example-0").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(e.value.startswith("**Not reliable") for e in at.error)
+    assert ":orange[Not reliable: input outside what the model was made for]" in markdown_text(at)
+    assert list(at.dataframe[0].value["reliable"]) == ["False"]

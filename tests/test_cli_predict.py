@@ -1,0 +1,162 @@
+"""`fracsight predict` through typer's CliRunner: output formats, files written, studies, exit codes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from fracsight.cli import app
+from fracsight.inference import NOTICE
+from fracsight.inference.tabular import CSV_COLUMNS
+
+runner = CliRunner()
+WIDE = {"COLUMNS": "220"}  # rich wraps tables to the terminal width
+
+
+@pytest.fixture(scope="module")
+def images(fracatlas_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Three real radiographs copied to a scratch folder (two JPEGs, one PNG)."""
+    folder = tmp_path_factory.mktemp("cli_images")
+    sources = [
+        *sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[5:7],
+        sorted((fracatlas_dir / "images" / "Non_fractured").glob("*.jpg"))[5],
+    ]
+    out = [shutil.copyfile(src, folder / src.name) for src in sources[:2]]
+    png = folder / f"{sources[2].stem}.png"
+    Image.open(sources[2]).save(png)
+    return [Path(p) for p in out] + [png]
+
+
+def _predict(bundle: Path, *args: str | Path):
+    return runner.invoke(app, ["predict", "--model", str(bundle), *map(str, args)], env=WIDE)
+
+
+def test_table_output(tiny_bundle: Path, images: list[Path]) -> None:
+    result = _predict(tiny_bundle, *images)
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "tiny-test v1" in out
+    for path in images:
+        assert path.name in out
+    assert out.count("fracture suspected") + out.count("no fracture detected") == len(images)
+    assert NOTICE in " ".join(out.split())
+
+
+def test_json_output_parses(tiny_bundle: Path, images: list[Path]) -> None:
+    result = _predict(tiny_bundle, *images, "--json")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["model"] == "tiny-test v1" and payload["notice"] == NOTICE
+    assert [r["source"] for r in payload["images"]] == [p.name for p in images]
+    assert all(0.0 <= r["fracture_probability"] <= 1.0 for r in payload["images"])
+    assert payload["studies"] == []
+
+
+def test_operating_point_option(tiny_bundle: Path, images: list[Path]) -> None:
+    result = _predict(tiny_bundle, images[0], "--json", "--operating-point", "triage")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["images"][0]["operating_point"]["name"] == "triage"
+    bad = _predict(tiny_bundle, images[0], "--operating-point", "nowhere")
+    assert bad.exit_code == 1 and "unknown operating point" in bad.stderr
+
+
+def test_csv_is_written_and_not_overwritten_by_default(
+    tiny_bundle: Path, images: list[Path], tmp_path: Path
+) -> None:
+    target = tmp_path / "results.csv"
+    result = _predict(tiny_bundle, *images, "--csv", target)
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(target.open(encoding="utf-8")))
+    assert tuple(rows[0]) == CSV_COLUMNS
+    assert [r["source"] for r in rows] == [p.name for p in images]
+    assert all(r["kind"] == "image" and r["decision"] for r in rows)
+
+    before = target.read_bytes()
+    refused = _predict(tiny_bundle, images[0], "--csv", target)
+    assert refused.exit_code == 2
+    assert "exists" in refused.stderr and "--overwrite" in refused.stderr
+    assert target.read_bytes() == before
+
+    replaced = _predict(tiny_bundle, images[0], "--csv", target, "--overwrite")
+    assert replaced.exit_code == 0, replaced.output
+    assert len(list(csv.DictReader(target.open(encoding="utf-8")))) == 1
+
+
+def test_overlays_have_the_original_size(tiny_bundle: Path, images: list[Path], tmp_path: Path) -> None:
+    overlays = tmp_path / "overlays"
+    result = _predict(tiny_bundle, *images, "--overlay-dir", overlays)
+    assert result.exit_code == 0, result.output
+    for path in images:
+        written = overlays / f"{path.stem}.overlay.png"
+        assert written.is_file(), sorted(overlays.iterdir())
+        with Image.open(written) as overlay, Image.open(path) as original:
+            assert overlay.format == "PNG"
+            assert overlay.size == original.size
+
+
+def test_mura_style_folder_gives_a_study_row(tiny_bundle: Path, images: list[Path], tmp_path: Path) -> None:
+    study = tmp_path / "XR_WRIST" / "patient1" / "study1_negative"
+    study.mkdir(parents=True)
+    for i, src in enumerate(images[:2], start=1):
+        Image.open(src).save(study / f"image{i}.png")
+    result = _predict(tiny_bundle, tmp_path / "XR_WRIST", "--json")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert [r["source"] for r in payload["images"]] == ["image1.png", "image2.png"]
+    (row,) = payload["studies"]
+    assert row["study"] == "patient1/study1_negative"
+    assert row["images"] == ["image1.png", "image2.png"]
+    mean = sum(r["fracture_probability"] for r in payload["images"]) / 2
+    assert row["fracture_probability"] == pytest.approx(mean, abs=1e-5)
+    table = _predict(tiny_bundle, tmp_path / "XR_WRIST")
+    assert "study patient1/study1_negative" in table.stdout and "(2 views)" in table.stdout
+
+
+def test_study_flag_combines_all_inputs(tiny_bundle: Path, images: list[Path]) -> None:
+    result = _predict(tiny_bundle, *images, "--study", "--json")
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)["studies"]
+    assert row["study"] == "all inputs" and len(row["images"]) == len(images)
+
+
+def test_missing_path_exits_2_with_a_message(tiny_bundle: Path, images: list[Path], tmp_path: Path) -> None:
+    result = _predict(tiny_bundle, images[0], tmp_path / "nowhere.png")
+    assert result.exit_code == 2
+    assert "no such file or folder" in result.stderr and "nowhere.png" in result.stderr
+
+
+def test_empty_folder_exits_2(tiny_bundle: Path, tmp_path: Path) -> None:
+    result = _predict(tiny_bundle, tmp_path)
+    assert result.exit_code == 2 and "no image files" in result.stderr
+
+
+def test_unknown_model_exits_1_without_a_traceback(images: list[Path]) -> None:
+    result = runner.invoke(app, ["predict", "--model", "no-such-model-v9", str(images[0])])
+    assert result.exit_code == 1
+    assert "error (unknown_model)" in result.stderr and "Traceback" not in result.output
+
+
+def test_a_broken_file_exits_1_and_the_others_are_predicted(
+    tiny_bundle: Path, images: list[Path], tmp_path: Path
+) -> None:
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for i, src in enumerate(images):
+        shutil.copyfile(src, folder / f"{2 * i}_{src.name}")
+    (folder / "1_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated nonsense")
+    result = _predict(tiny_bundle, folder, "--json", "--csv", tmp_path / "r.csv")
+    assert result.exit_code == 1, result.output
+    rows = json.loads(result.stdout)["images"]
+    assert [r["source"][0] for r in rows] == ["0", "1", "2", "4"]
+    assert rows[1]["source"] == "1_broken.jpg" and rows[1]["error_code"] and rows[1]["error"]
+    assert all("fracture_probability" in r for i, r in enumerate(rows) if i != 1)
+    csv_rows = list(csv.DictReader((tmp_path / "r.csv").open(encoding="utf-8")))
+    assert csv_rows[1]["error_code"] == rows[1]["error_code"] and not csv_rows[0]["error_code"]
+    table = _predict(tiny_bundle, folder)
+    assert table.exit_code == 1 and "error" in table.stdout and "1_broken.jpg" in table.stdout

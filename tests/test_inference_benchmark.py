@@ -1,0 +1,96 @@
+"""`fracsight benchmark`: the report's structure and the command (tiny runs; no timing asserted)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from fracsight.benchmark import Row, run_benchmark, synthetic_images
+from fracsight.cli import app
+from fracsight.io import read_image
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def few_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("bench_images")
+    synthetic_images(folder, n=3, size=(120, 90))
+    return folder
+
+
+def test_synthetic_images_look_like_radiographs(tmp_path: Path) -> None:
+    paths = synthetic_images(tmp_path, n=2, size=(80, 60))
+    assert [p.name for p in paths] == ["synthetic000.jpg", "synthetic001.jpg"]
+    pixels = read_image(paths[0]).pixels
+    assert pixels.shape == (80, 60) and pixels.std() > 0.1  # structure, not a blank field
+    assert not np.array_equal(pixels, read_image(paths[1]).pixels)
+
+
+def _check_main_row(row: Row) -> None:
+    assert row.engine == "onnxruntime CPU" and row.input_size == 64
+    assert row.latency_median_ms is not None and row.latency_p95_ms is not None
+    assert 0 < row.latency_median_ms <= row.latency_p95_ms
+    assert row.throughput_ips is not None and row.throughput_ips > 0
+    assert row.peak_rss_mb is not None and 30 < row.peak_rss_mb < 4000
+    assert row.note == "inference process never loaded torch"
+
+
+def test_report_without_comparison(tiny_bundle: Path, few_images: Path) -> None:
+    messages: list[str] = []
+    report = run_benchmark(
+        tiny_bundle, [few_images], runs=3, batch=2, compare=False, progress=messages.append
+    )
+    assert report.model == "tiny-test v1" and report.n_images == 3 and report.images == "3 given images"
+    assert messages and "latency over 3 runs" in messages[0]
+    main, gpu = report.rows
+    _check_main_row(main)
+    assert gpu.name == "GPU throughput"
+    assert gpu.throughput_ips is not None or "no CUDA" in gpu.note
+    assert [t.name for t in report.targets] == ["single-image median", "batch throughput", "peak RSS"]
+    assert isinstance(report.machine["busy"], bool) and report.machine["torch"] is None
+    payload = json.loads(json.dumps(report.to_dict()))
+    assert payload["rows"][0]["name"] == "tiny-test v1"
+
+
+def test_report_with_torch_comparison(tiny_bundle: Path, few_images: Path) -> None:
+    pytest.importorskip("torch")
+    report = run_benchmark(tiny_bundle, [few_images / "synthetic000.jpg"], runs=1, batch=1)
+    names = [r.name for r in report.rows]
+    assert names == ["tiny-test v1", "same model", "ResNet50-224 recipe", "GPU throughput"]
+    _check_main_row(report.rows[0])
+    for row in report.rows[1:3]:
+        assert row.engine == "torch eager"
+        assert row.latency_median_ms and row.throughput_ips and row.peak_rss_mb is None
+    assert report.rows[1].input_size == 64 and report.rows[2].input_size == 224
+    assert "faster than ResNet50-224 eager" in [t.name for t in report.targets]
+
+
+def test_command_json_and_table(tiny_bundle: Path, few_images: Path) -> None:
+    args = ["benchmark", "--model", str(tiny_bundle), "--images", str(few_images)]
+    args += ["--runs", "2", "--batch", "2", "--no-compare"]
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["runs"] == 2 and payload["batch"] == 2 and payload["rows"][0]["throughput_ips"] > 0
+    table = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert table.exit_code == 0, table.output
+    assert "fracsight benchmark" in table.stdout and "targets" in table.stdout
+    assert "peak RSS" in table.stdout
+
+
+def test_command_refuses_bad_inputs(tiny_bundle: Path, tmp_path: Path, few_images: Path) -> None:
+    missing = runner.invoke(
+        app, ["benchmark", "--images", str(tmp_path / "nowhere"), "--no-compare"], env={"COLUMNS": "200"}
+    )
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    no_images = runner.invoke(app, ["benchmark", "--model", str(tiny_bundle), "--images", str(empty)])
+    assert no_images.exit_code == 1 and "no image files" in no_images.stderr
+    unknown = runner.invoke(app, ["benchmark", "--model", "no-such-v0", "--images", str(few_images)])
+    assert unknown.exit_code == 1 and "error (unknown_model)" in unknown.stderr

@@ -1,0 +1,150 @@
+"""Refusals when loading a bundle: tampered weights, malformed records, unknown names."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fracsight.errors import BundleError, ChecksumMismatchError, UnknownModelError
+from fracsight.inference import Predictor, list_bundles, resolve_bundle
+from fracsight.inference import store as store_module
+
+
+@pytest.fixture()
+def bundle_copy(tiny_bundle: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, target)
+    return target
+
+
+def _edit_json(folder: Path, edit: Callable[[dict[str, Any]], Any]) -> None:
+    path = folder / "bundle.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    path.write_text(json.dumps(edit(data)), encoding="utf-8")
+
+
+def test_an_untouched_copy_loads(bundle_copy: Path) -> None:
+    """Control for the refusals below: copying alone breaks nothing."""
+    assert Predictor(bundle_copy).spec.name == "tiny-test"
+
+
+def test_one_flipped_byte_in_the_weights_is_refused(bundle_copy: Path) -> None:
+    onnx = bundle_copy / "model.onnx"
+    data = bytearray(onnx.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    onnx.write_bytes(bytes(data))
+    with pytest.raises(ChecksumMismatchError) as info:
+        Predictor(bundle_copy)
+    message = str(info.value)
+    assert "model.onnx" in message and "does not match bundle.json" in message and "refusing" in message
+    assert info.value.code == "bundle_checksum_mismatch"
+    assert isinstance(info.value, BundleError)  # callers catching BundleError see it too
+
+
+def test_missing_weights_are_refused(bundle_copy: Path) -> None:
+    (bundle_copy / "model.onnx").unlink()
+    with pytest.raises(BundleError, match=r"no model\.onnx"):
+        Predictor(bundle_copy)
+
+
+def _drop_heads(d: dict[str, Any]) -> dict[str, Any]:
+    del d["heads"]
+    return d
+
+
+def _bad_head_kind(d: dict[str, Any]) -> dict[str, Any]:
+    d["heads"][0]["kind"] = "regression"
+    return d
+
+
+def _future_format(d: dict[str, Any]) -> dict[str, Any]:
+    d["format"] = 99
+    return d
+
+
+def _unknown_field(d: dict[str, Any]) -> dict[str, Any]:
+    d["surprise"] = 1
+    return d
+
+
+def _bad_default_point(d: dict[str, Any]) -> dict[str, Any]:
+    d["default_operating_point"] = "nowhere"
+    return d
+
+
+def _zero_temperature(d: dict[str, Any]) -> dict[str, Any]:
+    d["temperature"] = 0.0
+    return d
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda d: [d], "JSON object"),
+        (_drop_heads, "malformed"),
+        (_bad_head_kind, "kind must be one of"),
+        (_future_format, "format 99 is not supported"),
+        (_unknown_field, "malformed"),
+        (_bad_default_point, "default operating point"),
+        (_zero_temperature, "temperature"),
+    ],
+    ids=["not-an-object", "no-heads", "bad-head-kind", "future-format", "unknown-field", "bad-op", "temp-0"],
+)
+def test_malformed_bundle_json_is_a_bundle_error(
+    bundle_copy: Path, edit: Callable[[dict[str, Any]], Any], match: str
+) -> None:
+    _edit_json(bundle_copy, edit)
+    with pytest.raises(BundleError, match=match):
+        Predictor(bundle_copy)
+
+
+def test_bundle_json_that_is_not_json_is_a_bundle_error(bundle_copy: Path) -> None:
+    (bundle_copy / "bundle.json").write_text('{"name": "tiny-test",', encoding="utf-8")
+    with pytest.raises(BundleError, match="cannot read"):
+        Predictor(bundle_copy)
+
+
+def test_unknown_operating_point_is_refused(bundle_copy: Path) -> None:
+    with pytest.raises(BundleError, match=r"unknown operating point 'strict'.*balanced"):
+        Predictor(bundle_copy, operating_point="strict")
+
+
+def test_unknown_model_name_lists_the_packaged_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    packaged = tmp_path / "weights"
+    for name in ("alpha-lite0-384-v1", "beta-lite2-448-v2"):
+        (packaged / name).mkdir(parents=True)
+        (packaged / name / "bundle.json").write_text("{}", encoding="utf-8")
+    (packaged / "not-a-bundle").mkdir()
+    monkeypatch.setattr(store_module, "_PACKAGED", packaged)
+    assert list_bundles() == ["alpha-lite0-384-v1", "beta-lite2-448-v2"]
+    with pytest.raises(UnknownModelError) as info:
+        Predictor("gamma-v1")
+    message = str(info.value)
+    assert "'gamma-v1'" in message and "alpha-lite0-384-v1, beta-lite2-448-v2" in message
+    assert "not-a-bundle" not in message
+    assert info.value.code == "unknown_model"
+
+
+def test_unknown_model_name_without_packaged_bundles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "_PACKAGED", tmp_path / "nothing-here")
+    with pytest.raises(UnknownModelError, match="none installed"):
+        resolve_bundle("gamma-v1")
+
+
+def test_a_zipped_bundle_loads_and_an_unsafe_zip_is_refused(tiny_bundle: Path, tmp_path: Path) -> None:
+    good = tmp_path / "good.zip"
+    with zipfile.ZipFile(good, "w") as zf:
+        for f in tiny_bundle.iterdir():
+            zf.write(f, f"tiny/{f.name}")
+    assert Predictor(good).spec.name == "tiny-test"
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("../outside/bundle.json", "{}")
+    with pytest.raises(BundleError, match="unsafe path"):
+        resolve_bundle(evil)

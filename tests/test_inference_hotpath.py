@@ -1,0 +1,70 @@
+"""The per-image hot path kept fast by the benchmark work: micro-batched ONNX runs, run-based labelling."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fracsight.explain import label_components
+from fracsight.inference.onnx_model import OnnxModel
+
+
+def test_micro_batches_give_the_same_outputs(tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = OnnxModel(tiny_bundle)
+    batch = np.random.default_rng(0).random((7, 64, 64), dtype=np.float32)
+    calls: list[int] = []
+    real_run = model.session.run
+
+    def counting_run(names, feed):  # type: ignore[no-untyped-def]
+        calls.append(len(feed["image"]))
+        return real_run(names, feed)
+
+    monkeypatch.setattr(model.session, "run", counting_run)
+    monkeypatch.setattr(model, "max_batch", 3)
+    split = model.run(batch)
+    assert calls == [3, 3, 1]
+    monkeypatch.setattr(model, "max_batch", 64)
+    whole = model.run(batch)
+    assert calls[3:] == [7]
+    assert split.keys() == whole.keys()
+    for name in whole:
+        assert split[name].shape[0] == 7
+        np.testing.assert_array_equal(split[name], whole[name], err_msg=name)
+
+
+def test_label_components_matches_scikit_image() -> None:
+    measure = pytest.importorskip("skimage.measure")
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        h, w = rng.integers(1, 30, size=2)
+        mask = rng.random((h, w)) < rng.uniform(0.05, 0.95)
+        labels, n = label_components(mask)
+        expected = measure.label(mask, connectivity=2)  # also numbered in raster order
+        assert n == expected.max()
+        np.testing.assert_array_equal(labels, expected)
+
+
+@pytest.mark.parametrize(
+    "mask",
+    [np.zeros((0, 0), dtype=bool), np.zeros((4, 5), dtype=bool), np.ones((1, 1), dtype=bool)],
+    ids=["empty", "background", "one-pixel"],
+)
+def test_label_components_edge_cases(mask: np.ndarray) -> None:
+    labels, n = label_components(mask)
+    assert labels.shape == mask.shape and labels.dtype == np.int32
+    assert n == int(mask.any()) and np.array_equal(labels > 0, mask)
+
+
+def test_labelling_a_full_heatmap_is_cheap() -> None:
+    """A map that is foreground everywhere (a confident model) was the slow case of a pixel flood fill."""
+    mask = np.ones((96, 96), dtype=bool)
+    label_components(mask)
+    start = time.process_time()
+    for _ in range(20):
+        labels, n = label_components(mask)
+    per_call = (time.process_time() - start) / 20
+    assert n == 1 and labels.min() == 1
+    assert per_call < 0.005, f"{per_call * 1e3:.1f} ms per 96x96 map"

@@ -1,0 +1,216 @@
+"""The Predictor's entry points: determinism, batching, failures in a batch, results, studies."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fracsight.inference import NOTICE, FailedPrediction, Prediction, Predictor
+from fracsight.inference.tabular import collect_inputs
+
+
+def _images(fracatlas_dir: Path, n: int = 10) -> list[Path]:
+    root = fracatlas_dir / "images"
+    half = n // 2
+    return [
+        *sorted((root / "Fractured").glob("*.jpg"))[:half],
+        *sorted((root / "Non_fractured").glob("*.jpg"))[100 : 100 + n - half],
+    ]
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_bundle: Path) -> Predictor:
+    return Predictor(tiny_bundle)
+
+
+@pytest.fixture(scope="module")
+def sharp_predictor(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Predictor:
+    """The tiny bundle at temperature 1: its large fitted temperature squashes differences in probability."""
+    folder = tmp_path_factory.mktemp("sharp") / "bundle"
+    shutil.copytree(tiny_bundle, folder)
+    data = json.loads((folder / "bundle.json").read_text(encoding="utf-8"))
+    data["temperature"] = 1.0
+    (folder / "bundle.json").write_text(json.dumps(data), encoding="utf-8")
+    return Predictor(folder)
+
+
+def _synthetic(path: Path, height: int, width: int, seed: int = 0) -> Path:
+    """A radiograph-like greyscale PNG: a bright bar (bone) on a noisy dark background."""
+    rng = np.random.default_rng(seed)
+    img = rng.normal(60, 20, (height, width))
+    img[height // 4 : 3 * height // 4, width // 3 : width // 2] += 120
+    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), mode="L").save(path)
+    return path
+
+
+# ---- determinism ---------------------------------------------------------------------------------
+
+
+def test_repeated_predictions_are_identical(sharp_predictor: Predictor, fracatlas_dir: Path) -> None:
+    path = _images(fracatlas_dir, 2)[0]
+    first = sharp_predictor.predict(path)
+    for _ in range(2):
+        again = sharp_predictor.predict(path)
+        assert again == first  # every field except the arrays
+        assert again.to_dict() == first.to_dict()
+        np.testing.assert_array_equal(again.heatmap, first.heatmap)
+
+
+def test_results_do_not_depend_on_the_batch_size(sharp_predictor: Predictor, fracatlas_dir: Path) -> None:
+    paths = _images(fracatlas_dir, 10)
+    runs = {bs: list(sharp_predictor.predict_many(paths, batch_size=bs, heatmap=True)) for bs in (1, 3, 8)}
+    reference = runs[1]
+    assert [r.source for r in reference] == [p.name for p in paths]
+    probs = np.array([r.fracture_probability for r in reference])
+    assert np.ptp(probs) > 1e-4, "the images should not all get the same probability"
+    for bs in (3, 8):
+        for a, b in zip(reference, runs[bs], strict=True):
+            assert isinstance(a, Prediction) and isinstance(b, Prediction)
+            assert a.source == b.source
+            assert b.fracture_probability == pytest.approx(a.fracture_probability, abs=1e-6)
+            np.testing.assert_allclose(b.heatmap, a.heatmap, atol=1e-6)
+            assert len(a.boxes) == len(b.boxes)
+            for ba, bb in zip(a.boxes, b.boxes, strict=True):
+                np.testing.assert_allclose(bb.as_tuple(), ba.as_tuple(), atol=1e-6)
+            assert a.decisions == b.decisions and a.reliable == b.reliable
+
+
+# ---- batches with failures -----------------------------------------------------------------------
+
+
+@pytest.fixture()
+def folder_with_a_bad_file(tmp_path: Path, fracatlas_dir: Path) -> Path:
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    for i, src in enumerate(_images(fracatlas_dir, 4)):
+        shutil.copyfile(src, folder / f"{i if i < 2 else i + 1:02d}_{src.name}")
+    (folder / "02_broken.png").write_bytes(b"this is not an image at all")
+    return folder
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 16])
+def test_a_bad_file_fails_alone_and_in_place(
+    predictor: Predictor, folder_with_a_bad_file: Path, batch_size: int
+) -> None:
+    files = collect_inputs([folder_with_a_bad_file])
+    assert [f.name[:2] for f in files] == ["00", "01", "02", "03", "04"]
+    results = list(predictor.predict_many(files, batch_size=batch_size))
+    assert [r.source for r in results] == [f.name for f in files]
+    bad = results[2]
+    assert isinstance(bad, FailedPrediction)
+    assert bad.source == "02_broken.png" and bad.error_code == "unsupported_format" and bad.error
+    for i in (0, 1, 3, 4):
+        assert isinstance(results[i], Prediction)
+    alone = predictor.predict(files[3])
+    assert results[3].fracture_probability == pytest.approx(alone.fracture_probability, abs=1e-6)
+
+
+def test_predict_many_streams(predictor: Predictor, fracatlas_dir: Path) -> None:
+    """The first batch is answered before the input iterator is exhausted."""
+    paths = _images(fracatlas_dir, 6)
+    consumed: list[Path] = []
+
+    def source() -> Iterator[Path]:
+        for p in paths:
+            consumed.append(p)
+            yield p
+
+    stream = predictor.predict_many(source(), batch_size=2)
+    first = next(stream)
+    assert first.source == paths[0].name
+    assert len(consumed) < len(paths)
+    assert [r.source for r in [first, *stream]] == [p.name for p in paths]
+
+
+def test_predict_many_of_nothing_is_nothing(predictor: Predictor) -> None:
+    assert list(predictor.predict_many([])) == []
+
+
+# ---- results -------------------------------------------------------------------------------------
+
+
+def test_results_serialize_to_json_with_the_notice(predictor: Predictor, fracatlas_dir: Path) -> None:
+    path = _images(fracatlas_dir, 2)[0]
+    result = predictor.predict(path)
+    payload = json.loads(json.dumps(result.to_dict()))  # no default=: plain JSON types only
+    assert payload["notice"] == NOTICE
+    assert payload["source"] == path.name  # a file name, never the full path
+    assert str(path.parent) not in json.dumps(payload)
+    assert 0.0 <= payload["fracture_probability"] <= 1.0
+    assert payload["operating_point"]["name"] == predictor.operating_point.name
+    assert set(payload["decisions"]) == {op.name for op in predictor.spec.operating_points}
+    assert (payload["image"]["height"], payload["image"]["width"]) == result.metadata.original_size
+    failed = FailedPrediction("x.png", "empty_file", "x.png is empty")
+    assert json.loads(json.dumps(failed.to_dict()))["error_code"] == "empty_file"
+    study = predictor.predict_study([result], "s1")
+    assert json.loads(json.dumps(study.to_dict()))["notice"] == NOTICE
+
+
+@pytest.mark.parametrize(("height", "width"), [(300, 700), (640, 200), (97, 97)])
+def test_heatmap_has_the_original_size_and_boxes_lie_inside(
+    predictor: Predictor, tmp_path: Path, height: int, width: int
+) -> None:
+    path = _synthetic(tmp_path / "x.png", height, width)
+    result = predictor.predict(path)
+    assert result.heatmap is not None and result.heatmap.shape == (height, width)
+    assert result.heatmap.dtype == np.float32
+    assert result.heatmap.min() >= 0.0 and result.heatmap.max() <= 1.0
+    for box in result.boxes:
+        assert 0 <= box.x0 < box.x1 <= width and 0 <= box.y0 < box.y1 <= height
+    assert predictor.predict(path, heatmap=False).heatmap is None
+
+
+def test_boxes_on_real_images_lie_inside(predictor: Predictor, fracatlas_dir: Path) -> None:
+    results = [predictor.predict(p) for p in _images(fracatlas_dir, 6)]
+    assert any(r.boxes for r in results), "the tiny model should find something somewhere"
+    for r in results:
+        h, w = r.metadata.original_size
+        assert r.heatmap is not None and r.heatmap.shape == (h, w)
+        for box in r.boxes:
+            assert 0 <= box.x0 < box.x1 <= w and 0 <= box.y0 < box.y1 <= h
+            assert 0.0 <= box.score <= 1.0
+
+
+def test_bytes_in_and_pixels_kept(predictor: Predictor, fracatlas_dir: Path) -> None:
+    path = _images(fracatlas_dir, 2)[0]
+    from_bytes = predictor.predict(path.read_bytes(), name="/somewhere/upload.jpg", keep_pixels=True)
+    from_path = predictor.predict(path)
+    assert from_bytes.source == "upload.jpg"
+    assert from_bytes.fracture_probability == from_path.fracture_probability
+    assert from_bytes.pixels is not None and from_bytes.pixels.shape == from_path.metadata.original_size
+
+
+def test_a_blank_image_is_not_reliable(predictor: Predictor, tmp_path: Path) -> None:
+    path = tmp_path / "blank.png"
+    Image.fromarray(np.full((256, 256), 128, dtype=np.uint8), mode="L").save(path)
+    result = predictor.predict(path)
+    assert not result.reliable and result.decision.startswith("not reliable")
+    assert any("uniform" in w for w in result.warnings)
+
+
+# ---- studies -------------------------------------------------------------------------------------
+
+
+def test_study_probability_is_the_mean_of_its_views(predictor: Predictor, fracatlas_dir: Path) -> None:
+    base = predictor.predict(_images(fracatlas_dir, 2)[0])
+    views = [
+        dataclasses.replace(base, source=f"image{i}.png", fracture_probability=p)
+        for i, p in enumerate((0.1, 0.2, 0.9), start=1)
+    ]
+    study = predictor.predict_study(views, "patient1/study1")
+    assert study.fracture_probability == pytest.approx(0.4)  # mean, not max (0.9) nor any one view
+    assert study.aggregation == "mean"
+    assert study.images == ("image1.png", "image2.png", "image3.png")
+    assert study.fracture_suspected == (study.fracture_probability >= predictor.operating_point.threshold)
+    assert study.reliable
+    unreliable = [*views[:2], dataclasses.replace(views[2], reliable=False)]
+    assert not predictor.predict_study(unreliable, "s").reliable
+    with pytest.raises(ValueError):
+        predictor.predict_study([], "empty")

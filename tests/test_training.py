@@ -1,0 +1,156 @@
+"""Training config, augmentation, the trainer (both data paths), resume, export and the N-class path."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from fracsight.data import load_dataset  # noqa: E402
+from fracsight.errors import ConfigError  # noqa: E402
+from fracsight.training import Trainer, load_config  # noqa: E402
+from fracsight.training.augment import augment_batch  # noqa: E402
+from fracsight.training.config import AugmentConfig  # noqa: E402
+
+TINY = ["input_size=64", "epochs_frozen=1", "epochs=1", "feature_cache_variants=1", "batch_size=8", "device=cpu",
+        "workers=1"]
+
+
+def test_config_yaml_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("arch: small_cnn\nepochs: 3\naugment:\n  hflip: 0.0\n")
+    cfg = load_config(path, ["epochs=5", "augment.rotate_deg=3", "amp=false", "augment.scale=0.8,1.2"])
+    assert (cfg.arch, cfg.epochs, cfg.amp) == ("small_cnn", 5, False)
+    assert cfg.augment.hflip == 0.0 and cfg.augment.rotate_deg == 3.0 and cfg.augment.scale == (0.8, 1.2)
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "overrides", "message"),
+    [
+        ("epochz: 3\n", [], "unknown training option"),
+        ("", ["nope=1"], "unknown option 'nope'"),
+        ("", ["epochs"], "must look like key=value"),
+        ("", ["epochs=many"], "cannot read 'many'"),
+        ("", ["augment.colour=1"], "unknown augment option"),
+        ("- a\n- b\n", [], "must hold a mapping"),
+    ],
+)
+def test_config_errors_are_specific(tmp_path, yaml_text, overrides, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, overrides)
+
+
+def test_augmentation_moves_the_mask_with_the_image():
+    img = torch.zeros(1, 1, 32, 32)
+    img[..., :, :8] = 1.0  # bright left strip
+    mask = img.clone()
+    cfg = AugmentConfig(hflip=1.0, rotate_deg=0.0, scale=(1.0, 1.0), translate=0.0, gamma=(1.0, 1.0),
+                        contrast=(1.0, 1.0))
+    out_img, out_mask = augment_batch(img, mask, cfg, torch.Generator().manual_seed(0))
+    assert out_img[..., :, -6:].mean() > 0.9 and out_img[..., :, :20].mean() < 0.05  # flipped to the right
+    torch.testing.assert_close(out_img, out_mask)
+
+
+def test_augmentation_is_seeded_and_stays_in_range():
+    img = torch.rand(4, 1, 32, 32)
+    a = augment_batch(img, img.clone(), AugmentConfig(), torch.Generator().manual_seed(3))[0]
+    b = augment_batch(img, img.clone(), AugmentConfig(), torch.Generator().manual_seed(3))[0]
+    torch.testing.assert_close(a, b)
+    assert a.min() >= 0 and a.max() <= 1
+
+
+def test_tiny_bundle_training_wrote_its_run(tiny_bundle):
+    run = tiny_bundle.parent / "run"
+    history = json.loads((run / "history.json").read_text())
+    assert [h["phase"] for h in history] == [1, 2]
+    assert all(np.isfinite(h["train_loss"]) for h in history)
+    assert (run / "best.pt").is_file() and (run / "curves.png").stat().st_size > 1000
+    spec = json.loads((tiny_bundle / "bundle.json").read_text())
+    assert spec["temperature"] > 0 and {op["name"] for op in spec["operating_points"]} == {"balanced", "triage"}
+    assert "decision aid" in (tiny_bundle / "card.md").read_text()
+
+
+def test_online_augmentation_path_and_resume(tiny_dataset, tmp_path):
+    """Without the feature cache every batch is augmented on the fly; a resumed run continues its history."""
+    overrides = [*TINY, "feature_cache_variants=0", "arch=small_cnn", "pretrained=none"]
+    cfg = load_config(None, overrides, data=str(tiny_dataset), out=str(tmp_path / "run"))
+    dataset = load_dataset(tiny_dataset)
+    first = Trainer(cfg, dataset, show_progress=False).fit()
+    assert len(first.history) == 2
+    longer = load_config(None, [*overrides, "epochs=2"], data=str(tiny_dataset), out=str(tmp_path / "run"))
+    resumed = Trainer(longer, dataset, show_progress=False).fit(resume=True)
+    assert len(resumed.history) == 3
+    assert resumed.history[:2] == first.history
+
+
+def _region_folders(fracatlas_dir: Path, root: Path, per_class: int = 8) -> Path:
+    """FracAtlas body regions arranged as class folders (single-region images only)."""
+    chosen: dict[str, list[Path]] = {}
+    with open(fracatlas_dir / "dataset.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            regions = [r for r in ("hand", "leg", "hip", "shoulder") if row[r] == "1"]
+            if len(regions) != 1 or len(chosen.get(regions[0], [])) >= per_class:
+                continue
+            folder = "Fractured" if row["fractured"] == "1" else "Non_fractured"
+            chosen.setdefault(regions[0], []).append(fracatlas_dir / "images" / folder / row["image_id"])
+    for region, paths in chosen.items():
+        for i, path in enumerate(paths):
+            split = "train" if i < per_class * 3 // 4 else "val"
+            target = root / split / region / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(path)
+    return root
+
+
+@pytest.mark.fracatlas
+def test_multiclass_end_to_end(fracatlas_dir, tmp_path):
+    """Class folders -> N-class training -> bundle -> evaluate with multi-class metrics -> predict."""
+    from fracsight.evaluation.run import evaluate_model
+    from fracsight.inference import Predictor
+    from fracsight.training.export_bundle import export_bundle
+
+    data = _region_folders(fracatlas_dir, tmp_path / "regions")
+    dataset = load_dataset(data)
+    assert dataset.layout == "class-folders"
+    assert dataset.class_names["class"] == ("hand", "hip", "leg", "shoulder")
+    cfg = load_config(None, TINY, data=str(data), out=str(tmp_path / "run"))
+    result = Trainer(cfg, dataset, show_progress=False).fit()
+    assert "val_class_accuracy" in result.history[-1]
+    spec = export_bundle(tmp_path / "run", tmp_path / "bundle")
+    assert [h.name for h in spec.heads] == ["class"]
+    metrics = evaluate_model(tmp_path / "bundle", data, tmp_path / "eval", split="val", n_bootstrap=100)
+    mc = metrics["multiclass"]
+    assert 0.0 <= mc["accuracy"] <= 1.0
+    assert len(mc["confusion_matrix"]) == 4
+    assert (tmp_path / "eval" / "report.html").is_file()
+    pred = Predictor(tmp_path / "bundle").predict(next((data / "val" / "hand").iterdir()))
+    assert set(pred.class_probabilities) == {"hand", "hip", "leg", "shoulder"}
+    assert abs(sum(pred.class_probabilities.values()) - 1) < 1e-5
+
+
+def test_cli_train_and_export(tiny_dataset, tmp_path):
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    runner = CliRunner()
+    args = ["train", str(tiny_dataset), "--out", str(tmp_path / "run")]
+    for item in [*TINY, "arch=small_cnn", "pretrained=none"]:
+        args += ["--set", item]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "best epoch" in result.output
+    result = runner.invoke(app, ["export", str(tmp_path / "run"), str(tmp_path / "bundle")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "bundle" / "model.onnx").is_file()
+    again = runner.invoke(app, ["export", str(tmp_path / "run"), str(tmp_path / "bundle")])
+    assert again.exit_code == 1 and "not empty" in again.output
+    bad = runner.invoke(app, ["train", str(tiny_dataset), "--set", "epochs=lots"])
+    assert bad.exit_code == 1 and "config_error" in bad.output
