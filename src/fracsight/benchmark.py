@@ -195,8 +195,8 @@ def peak_rss_mb(model: str | Path | None, images: Sequence[Path], runs: int, bat
         }
     )
     code = "from fracsight.benchmark import _rss_child; _rss_child()"
-    proc = subprocess.run(
-        [sys.executable, "-c", code, args], capture_output=True, text=True, timeout=600, check=False
+    proc = subprocess.run(  # arguments on stdin: a long image list would overflow the command line
+        [sys.executable, "-c", code], input=args, capture_output=True, text=True, timeout=600, check=False
     )
     if proc.returncode != 0:
         return {"peak_rss_mb": None, "torch_loaded": None, "error": proc.stderr.strip()[-300:]}
@@ -204,7 +204,7 @@ def peak_rss_mb(model: str | Path | None, images: Sequence[Path], runs: int, bat
 
 
 def _rss_child() -> None:
-    args = json.loads(sys.argv[1])
+    args = json.loads(sys.stdin.read())
     predictor = Predictor(args["model"])
     for path in args["images"][: args["runs"]]:
         predictor.predict(path)
@@ -297,7 +297,7 @@ def _gpu_row(predictor: Predictor, images: Sequence[Path], batch: int, allow_tor
             str(predictor.bundle_dir / "model.onnx"), providers=["CUDAExecutionProvider"]
         )
         twin.onnx = copy.copy(predictor.onnx)
-        twin.onnx.session = session
+        twin.onnx.session, twin.onnx.max_batch = session, batch  # GPU memory is not the CPU's concern
         engine = "onnxruntime CUDA"
     elif allow_torch and _torch_cuda():
         twin, engine = _torch_twin(predictor, "cuda"), "torch eager CUDA"
@@ -339,8 +339,13 @@ def run_benchmark(
             predictor, predictor.name, "onnxruntime CPU", files, runs, batch, "shipped path"
         )
         say("peak memory in a fresh process")
-        rss = peak_rss_mb(model, files, runs, batch)
-        note = "torch loaded!" if rss.get("torch_loaded") else "inference process never loaded torch"
+        rss = peak_rss_mb(predictor.bundle_dir, files, runs, batch)
+        if rss.get("error"):
+            note = f"peak RSS not measured: {rss['error']}"
+        elif rss.get("torch_loaded"):
+            note = "the inference process imported torch: it should not"
+        else:
+            note = "inference process never loaded torch"
         rows = [Row(**{**asdict(main), "peak_rss_mb": rss.get("peak_rss_mb"), "note": note})]
         if compare:
             try:
@@ -437,17 +442,23 @@ def _targets(rows: list[Row]) -> list[Target]:
 # ---- output ----------------------------------------------------------------------------------------
 
 
-def _ratio(main: Row, row: Row) -> str:
-    parts = []
-    if main.latency_median_ms and row.latency_median_ms:
-        parts.append(f"latency x{row.latency_median_ms / main.latency_median_ms:.1f}")
-    if main.throughput_ips and row.throughput_ips:
-        parts.append(f"throughput x{main.throughput_ips / row.throughput_ips:.1f}")
-    return ", ".join(parts)
+def _speedup(main: Row, row: Row) -> str:
+    """How many times faster the default row is: single-image latency / batch throughput."""
+
+    def fmt(x: float | None) -> str:
+        return "-" if x is None else f"{x:.1f}x"
+
+    latency = (
+        row.latency_median_ms / main.latency_median_ms
+        if main.latency_median_ms and row.latency_median_ms
+        else None
+    )
+    batch = main.throughput_ips / row.throughput_ips if main.throughput_ips and row.throughput_ips else None
+    return "" if latency is None and batch is None else f"{fmt(latency)} / {fmt(batch)}"
 
 
 def render_report(report: BenchmarkReport) -> list[Any]:
-    """Rich renderables: the measurements with ratios, then the targets."""
+    """Rich renderables: the measurements with ratios, notes, then the targets."""
     from rich.markup import escape
     from rich.table import Table
 
@@ -459,36 +470,28 @@ def render_report(report: BenchmarkReport) -> list[Any]:
         f"{escape(report.images)}; {m['cpus']} CPUs, load average {m['load_before']} -> {m['load_after']}"
     )
     if m["busy"]:
-        caption += " [yellow](machine busy: figures distorted)[/yellow]"
+        caption += "\n[yellow]the machine was busy before the run: every figure is distorted[/yellow]"
     table = Table(title=f"fracsight benchmark: {escape(report.model)}", caption=caption)
-    for col in (
-        "",
-        "engine",
-        "input",
-        "median ms",
-        "p95 ms",
-        "images/s",
-        "peak RSS MB",
-        "default is",
-        "note",
-    ):
-        table.add_column(col)
+    columns = ("", "engine", "input", "median ms", "p95 ms", "images/s", "peak RSS MB", "default faster")
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("", "engine") else "right")
     main = report.rows[0]
-    for row in report.rows:
+    notes = []
+    for i, row in enumerate(report.rows, start=1):
         table.add_row(
-            escape(row.name),
+            f"{escape(row.name)} [{i}]",
             row.engine,
             f"{row.input_size} px" if row.input_size else "",
             num(row.latency_median_ms, ".1f"),
             num(row.latency_p95_ms, ".1f"),
             num(row.throughput_ips, ".1f"),
             num(row.peak_rss_mb, ".0f"),
-            "" if row is main else _ratio(main, row),
-            escape(row.note),
+            "(latency / batch)" if row is main else _speedup(main, row),
         )
+        notes.append(f"[{i}] {escape(row.note)}")
     targets = Table(title="targets (2-core CPU reference machine)")
     for col in ("target", "goal", "measured", ""):
         targets.add_column(col)
     for t in report.targets:
         targets.add_row(t.name, t.goal, t.measured, "[green]met[/green]" if t.met else "[red]missed[/red]")
-    return [table, targets]
+    return [table, "\n".join(notes), targets]

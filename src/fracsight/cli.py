@@ -385,12 +385,22 @@ def export(
         Path | None, typer.Option(help="Data folder (default: the one the run trained on).")
     ] = None,
     force: Annotated[bool, typer.Option(help="Replace a non-empty output folder.")] = False,
+    train_command: Annotated[
+        str | None, typer.Option(help="The training command to record in the card (default: from the run).")
+    ] = None,
 ) -> None:
     """Export a trained run as a model bundle (ONNX, bundle.json, card.md), calibrated on validation data."""
     with user_errors():
         from fracsight.training.export_bundle import export_bundle
 
-        spec = export_bundle(run_dir, out, evaluate_split=evaluate_split, force=force, data_dir=data_dir)
+        spec = export_bundle(
+            run_dir,
+            out,
+            evaluate_split=evaluate_split,
+            force=force,
+            data_dir=data_dir,
+            train_command=train_command,
+        )
     typer.echo(f"bundle {spec.name} v{spec.version} written to {out}")
 
 
@@ -412,7 +422,8 @@ def serve(
         int | None, typer.Option(min=1, help="Requests inferring at once per worker (default 2).")
     ] = None,
     threads: Annotated[
-        int | None, typer.Option(min=0, help="ONNX Runtime threads per inference (0: its default).")
+        int | None,
+        typer.Option(min=0, help="ONNX Runtime threads per inference (0: cores / concurrent inferences)."),
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level: debug, info, warning, ...")] = "info",
 ) -> None:

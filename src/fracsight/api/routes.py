@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -76,10 +77,22 @@ def _cached_predictor(model: str | None, threads: int) -> Predictor:
     return Predictor(model, threads=threads)
 
 
+def inference_threads(settings: ApiSettings) -> int:
+    """ONNX Runtime threads per inference: as set, or (0) this process's cores shared among the
+    concurrent inferences, so that they do not oversubscribe the CPU."""
+    if settings.inference_threads:
+        return settings.inference_threads
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // settings.max_concurrent_inferences)
+
+
 def load_predictor(settings: ApiSettings) -> Predictor:
     """The process's Predictor for these settings, loaded once (thread-safe)."""
     with _load_lock:
-        return _cached_predictor(settings.model, settings.inference_threads)
+        return _cached_predictor(settings.model, inference_threads(settings))
 
 
 def get_predictor(request: Request, settings: Annotated[ApiSettings, Depends(get_settings)]) -> Predictor:

@@ -43,7 +43,10 @@ class ApiSettings(BaseModel):
         default=2, ge=1, le=64, description="Requests decoding/inferring at once; the rest wait."
     )
     inference_threads: int = Field(
-        default=0, ge=0, le=256, description="ONNX Runtime threads per inference (0: its default)."
+        default=0,
+        ge=0,
+        le=256,
+        description="ONNX Runtime threads per inference (0: the cores divided by max_concurrent_inferences).",
     )
 
     @property

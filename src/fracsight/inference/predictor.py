@@ -36,6 +36,16 @@ from fracsight.preprocessing import Letterbox, letterbox
 __all__ = ["Predictor"]
 
 Source = str | os.PathLike | bytes
+BOX_GRID = 96  # boxes are traced on the localization map upsampled to this many cells
+
+
+def localization_map(mask_logits: np.ndarray, cam: np.ndarray, source: str) -> np.ndarray:
+    """The (h, w) map in [0, 1] that heatmaps and boxes come from, as the bundle names it."""
+    if source == "mask":
+        return sigmoid(mask_logits)
+    if source == "cam":
+        return sigmoid(cam)
+    return combine_maps([sigmoid(mask_logits), sigmoid(cam)])
 
 
 def _source_name(source: Source, name: str | None) -> str:
@@ -98,12 +108,13 @@ class Predictor:
             class_probs = {name: float(v) for name, v in zip(self.classes, e / e.sum(), strict=True)}
         assessment = assess_input(radiograph, out["embedding"][i], region_probs, spec)
         warnings = list(radiograph.metadata.warnings) + list(assessment.warnings)
-        heat_small = combine_maps([sigmoid(out["mask"][i]), sigmoid(out["cam"][i])])
         loc = spec.localization
+        heat_small = localization_map(out["mask"][i], out["cam"][i], loc.get("source", "combined"))
         boxes = boxes_from_heatmap(
-            upsample_to_input(heat_small, 96),
+            upsample_to_input(heat_small, BOX_GRID),
             geometry,
             threshold=loc.get("box_threshold", 0.5),
+            relative=loc.get("relative", 0.5),
             min_score=loc.get("min_box_score", 0.25),
         )
         return Prediction(

@@ -95,6 +95,8 @@ def _load(source: str | os.PathLike[str] | bytes, name: str | None) -> tuple[byt
     path = Path(source)
     name = name or path.name
     try:
+        if path.exists() and not (path.is_file() or path.is_dir()):  # /dev/zero never ends; a FIFO blocks
+            raise ImageReadError(f"{name}: not a regular file (a device, pipe or socket is not read)")
         return path.read_bytes(), name
     except FileNotFoundError as e:
         raise ImageReadError(f"{name}: no such file") from e

@@ -162,6 +162,7 @@ def _check_native_length(ds: Any, expected_bits: int, label: str, notes: list[st
         )
     if actual > expected + 1:  # one byte of padding to even length is normal
         notes.append(f"pixel data has {actual - expected} bytes more than the header implies; ignored")
+        ds.PixelData = ds.PixelData[: expected + expected % 2]  # so pydicom does not warn about it again
 
 
 def _to_unit_range(pydicom: Any, arr: np.ndarray, ds: Any, notes: list[str]) -> np.ndarray:

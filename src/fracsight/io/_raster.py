@@ -8,21 +8,23 @@ import struct
 from collections.abc import Callable
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fracsight.errors import DecompressionBombError, ImageReadError, TruncatedImageError
 from fracsight.io.radiograph import ImageMetadata, Radiograph
 
-__all__ = ["TRUNCATED_WARNING", "read_raster"]
+__all__ = ["COLOUR_WARNING", "TRUNCATED_WARNING", "read_raster"]
 
 logger = logging.getLogger(__name__)
 
 TRUNCATED_WARNING = "truncated file: the bottom of the image may be missing"
+COLOUR_WARNING = "colour image converted to grayscale"  # the OOD guard reads it (fracsight.inference.ood)
 
-# Pillow plugins allowed for each sniffed format; no other plugin ever sees the bytes.
+# Pillow plugins allowed for each sniffed format; no other plugin ever sees the bytes. (MPO files are
+# opened by the JPEG plugin, which returns an MpoImageFile; "MPO" is not an opener of its own.)
 _PIL_FORMATS = {
     "png": ("PNG",),
-    "jpeg": ("JPEG", "MPO"),
+    "jpeg": ("JPEG",),
     "bmp": ("BMP",),
     "tiff": ("TIFF",),
     "gif": ("GIF",),
@@ -52,6 +54,10 @@ def read_raster(
         raise
     except Image.DecompressionBombError as e:
         raise DecompressionBombError(f"{label}image too large to decode safely ({e})") from e
+    except UnidentifiedImageError as e:  # Pillow's message quotes an object repr, not the problem
+        raise ImageReadError(
+            f"{label}cannot decode this {fmt.upper()} file: its header is damaged or incomplete"
+        ) from e
     except Exception as e:  # any other decoder failure: a clean, typed refusal
         raise ImageReadError(f"{label}cannot decode this {fmt.upper()} file: {e}") from e
 
@@ -163,7 +169,7 @@ def _luminance(rgb: np.ndarray, notes: list[str]) -> np.ndarray:
     r, g, b = (sample[..., c].astype(np.int16) for c in range(3))
     spread = (np.abs(r - g).mean() + np.abs(g - b).mean()) / 255.0
     if spread > _COLOUR_TOLERANCE:
-        notes.append("colour image converted to grayscale (luminance)")
+        notes.append(f"{COLOUR_WARNING} (luminance)")
     return out
 
 

@@ -139,7 +139,7 @@ def render_card(spec: BundleSpec, run_dir: Path | None = None) -> str:
         "## Reproduce",
         "",
         "```",
-        *spec.training.get("commands", [spec.training.get("command", "")]),
+        *spec.training.get("commands", []),
         "```",
         "",
         f"Bundle integrity: `model.onnx` sha256 `{spec.onnx_sha256}`.",

@@ -37,7 +37,7 @@ def _raw_outputs(model: OnnxModel, samples: list[Sample], batch_size: int = 32) 
     def prepare(sample: Sample) -> np.ndarray:
         return letterbox(read_image(sample.path).pixels, size)[0]
 
-    keep = ("fracture", "embedding", "region", "class")
+    keep = ("fracture", "embedding", "region", "class", "mask", "cam")
     chunks: dict[str, list[np.ndarray]] = {}
     with ThreadPoolExecutor(2) as pool:
         for i in range(0, len(samples), batch_size):
@@ -48,6 +48,53 @@ def _raw_outputs(model: OnnxModel, samples: list[Sample], batch_size: int = 32) 
     return {k: np.concatenate(v) for k, v in chunks.items()}
 
 
+def choose_localization(samples: list[Sample], outputs: dict[str, np.ndarray], size: int) -> dict[str, Any]:
+    """Heat source and box cut-off that best hit the validation fracture boxes (IoU >= 0.1)."""
+    from fracsight.explain import boxes_from_heatmap, denormalize_box, hit_rate, upsample_to_input
+    from fracsight.inference.predictor import BOX_GRID, localization_map
+
+    chosen = [i for i, s in enumerate(samples) if s.labels.get(FRACTURE) == 1 and s.boxes]
+    best: dict[str, Any] = {
+        "source": "combined",
+        "box_threshold": 0.5,
+        "relative": 0.5,
+        "min_box_score": 0.25,
+    }
+    if not chosen:
+        return best
+    geometries = {i: letterbox(read_image(samples[i].path).pixels, size)[1] for i in chosen}
+    trues = [
+        [denormalize_box((b.x0, b.y0, b.x1, b.y1), geometries[i].original_size) for b in samples[i].boxes]
+        for i in chosen
+    ]
+    best_rate = -1.0
+    for source in ("mask", "combined"):
+        for relative in (0.5, 0.7, 0.85):
+            preds = [
+                boxes_from_heatmap(
+                    upsample_to_input(
+                        localization_map(outputs["mask"][i], outputs["cam"][i], source), BOX_GRID
+                    ),
+                    geometries[i],
+                    threshold=1.0,
+                    relative=relative,
+                    min_score=0.25,
+                )
+                for i in chosen
+            ]
+            rate = hit_rate(preds, trues, iou_thr=0.1).hit_rate_iou
+            if rate > best_rate:
+                best_rate = rate
+                best = {
+                    "source": source,
+                    "box_threshold": 1.0,
+                    "relative": relative,
+                    "min_box_score": 0.25,
+                    "validation_hit_rate_iou": rate,
+                }
+    return best
+
+
 def export_bundle(
     run_dir: Path,
     out_dir: Path,
@@ -55,6 +102,7 @@ def export_bundle(
     evaluate_split: str | None = None,
     force: bool = False,
     data_dir: Path | None = None,
+    train_command: str | None = None,
 ) -> BundleSpec:
     """Export ``run_dir/best.pt`` as a bundle in ``out_dir``; optionally evaluate it on ``evaluate_split``."""
     from fracsight.models.export import export_onnx
@@ -97,7 +145,11 @@ def export_bundle(
             "n_train": len(train),
             "n_val": len(val),
             "config": cfg.to_dict(),
-            "command": f"fracsight train -c <config> (run {run_dir})",
+            "commands": [
+                train_command or f"fracsight train -c {run_dir / 'config.yaml'}",
+                f"fracsight export {run_dir} {out_dir}"
+                + (f" --evaluate {evaluate_split}" if evaluate_split else ""),
+            ],
         },
     )
     write_bundle_spec(spec, out_dir)
@@ -140,6 +192,8 @@ def export_bundle(
     if CLASS in dataset.class_names and "class" in val_out:
         y_cls = np.array([s.labels[CLASS] for s in val])
         validation["class_accuracy"] = float((val_out["class"].argmax(1) == y_cls).mean())
+    if has_fracture:
+        spec = dataclasses.replace(spec, localization=choose_localization(val, val_out, spec.input_size))
     spec = dataclasses.replace(
         spec, ood=fit_ood(train_out["embedding"], val_out["embedding"]), metrics={"validation": validation}
     )
@@ -147,7 +201,9 @@ def export_bundle(
     if evaluate_split:
         from fracsight.evaluation.run import evaluate_model
 
-        metrics = evaluate_model(out_dir, data_root, out_dir / "evaluation", split=evaluate_split)
+        # the report stays with the run, not inside the (shipped) bundle
+        report_dir = (run_dir if run_dir.is_dir() else run_dir.parent) / f"evaluation-{evaluate_split}"
+        metrics = evaluate_model(out_dir, data_root, report_dir, split=evaluate_split)
         spec = dataclasses.replace(spec, metrics={**spec.metrics, evaluate_split: _summary(metrics)})
         write_bundle_spec(spec, out_dir)
     write_card(spec, out_dir, run_dir)

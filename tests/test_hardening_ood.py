@@ -1,0 +1,135 @@
+"""The out-of-distribution guard: image statistics, colour, feature-space prototypes, old bundles.
+
+The measured figures (false alarms on FracAtlas, detection of photos and synthetic
+images) come from ``scripts/ood_eval.py``; these tests pin the mechanics.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from corpus import radiograph_like
+from fracsight.bundle import load_bundle_spec
+from fracsight.inference import Predictor
+from fracsight.inference.ood import (
+    IMAGE_LIMITS,
+    _outside,
+    decode_array,
+    encode_array,
+    feature_distance,
+    fit_ood,
+    image_statistics,
+)
+
+RNG = np.random.default_rng(0)
+SIDE = 256
+
+
+def _png(gray: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(gray * 255 + 0.5, 0, 255).astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+SYNTHETIC = {
+    "uniform noise": RNG.random((SIDE, SIDE)),
+    "checkerboard": ((np.arange(SIDE)[:, None] // 16 + np.arange(SIDE)[None] // 16) % 2).astype(float),
+    "gradient": np.tile(np.linspace(0, 1, SIDE), (SIDE, 1)),
+    "binary": (RNG.random((SIDE // 32, SIDE // 32)) > 0.5).repeat(32, 0).repeat(32, 1).astype(float),
+}
+
+
+@pytest.mark.parametrize("name", list(SYNTHETIC))
+def test_synthetic_images_fall_outside_the_radiograph_range(name: str) -> None:
+    stats = image_statistics(SYNTHETIC[name].astype(np.float32))
+    assert _outside(stats, IMAGE_LIMITS), (name, stats)
+
+
+@pytest.mark.fracatlas
+def test_real_radiographs_stay_inside_the_range(fracatlas_dir: Path) -> None:
+    from fracsight.io import read_image
+
+    paths = sorted((fracatlas_dir / "images").rglob("*.jpg"))[::25]  # about 130 across both folders
+    outside = {p.name: _outside(image_statistics(read_image(p).pixels), IMAGE_LIMITS) for p in paths}
+    assert not {k: v for k, v in outside.items() if v}
+
+
+def test_statistics_are_cheap_and_well_defined_on_flat_images() -> None:
+    stats = image_statistics(np.zeros((40, 40), dtype=np.float32))
+    assert stats.neighbour_correlation == 1.0 and stats.grey_levels == 1
+    assert set(stats.to_dict()) == {"grey_levels", "neighbour_correlation", "edge_fraction", "fine_detail"}
+
+
+def test_prototypes_survive_the_json_round_trip() -> None:
+    a = RNG.normal(size=(5, 7))
+    record = json.loads(json.dumps(encode_array(a)))
+    np.testing.assert_allclose(decode_array(record), a, rtol=1e-3, atol=1e-3)
+
+
+def test_fit_ood_keeps_the_old_keys_and_adds_prototypes() -> None:
+    train = np.abs(RNG.normal(size=(300, 32)))
+    val = np.abs(RNG.normal(size=(60, 32)))
+    ood = fit_ood(train, val, prototypes=8)
+    assert {"mean", "std", "threshold", "description"} <= set(ood)  # what older fracsight versions read
+    assert ood["prototypes"]["shape"] == [8, 32] and 0 < ood["prototype_threshold"] < 2
+    _, threshold = feature_distance(val[0], ood)
+    assert threshold == ood["prototype_threshold"]
+    old = {k: ood[k] for k in ("mean", "std", "threshold")}  # a bundle exported before prototypes
+    distance, threshold = feature_distance(val[0], old)
+    assert threshold == ood["threshold"] and distance > 0
+    far = np.zeros(32)
+    far[0] = 50.0  # a direction no training image has
+    assert feature_distance(far, ood)[0] > ood["prototype_threshold"]
+
+
+# ---- through the Predictor ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def predictor(tiny_bundle: Path) -> Predictor:
+    return Predictor(tiny_bundle)
+
+
+def test_exported_bundles_carry_prototypes(tiny_bundle: Path) -> None:
+    ood = load_bundle_spec(tiny_bundle).ood
+    assert ood["prototypes"]["encoding"] == "float16-base64" and ood["prototype_threshold"] > 0
+
+
+def test_colour_photo_is_not_reliable(predictor: Predictor) -> None:
+    rgb = np.stack(
+        [radiograph_like(128, 128), np.full((128, 128), 90, np.uint8), radiograph_like(128, 128)[::-1]], -1
+    )
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG")
+    result = predictor.predict(buffer.getvalue(), name="photo.jpg")
+    assert not result.reliable and result.decision.startswith("not reliable")
+    assert any(w.startswith("a colour image") for w in result.warnings)
+
+
+@pytest.mark.parametrize("name", ["uniform noise", "checkerboard", "gradient"])
+def test_synthetic_images_are_not_reliable(predictor: Predictor, name: str) -> None:
+    result = predictor.predict(_png(SYNTHETIC[name]), name=f"{name}.png")
+    assert not result.reliable
+    assert any("image statistics outside" in w for w in result.warnings)
+
+
+def test_cat_photo_is_not_reliable(predictor: Predictor) -> None:
+    data = pytest.importorskip("skimage.data")
+    buffer = io.BytesIO()
+    Image.fromarray(data.chelsea()).save(buffer, format="JPEG")
+    assert not predictor.predict(buffer.getvalue(), name="cat.jpg").reliable
+
+
+def test_a_bundle_can_widen_the_image_limits(tiny_bundle: Path, tmp_path: Path) -> None:
+    """bundle.json may carry ``ood.image_limits`` (e.g. for other image sources); null means no limit."""
+    folder = shutil.copytree(tiny_bundle, tmp_path / "wide")
+    spec = json.loads((folder / "bundle.json").read_text())
+    spec["ood"]["image_limits"] = {name: [None, None] for name in IMAGE_LIMITS}
+    (folder / "bundle.json").write_text(json.dumps(spec))
+    result = Predictor(folder).predict(_png(SYNTHETIC["checkerboard"]), name="board.png")
+    assert not any("image statistics outside" in w for w in result.warnings)
