@@ -49,6 +49,7 @@ __all__ = [
 MIN_PIXEL_STD = 0.02
 MIN_REGION_PROBABILITY = 0.2
 LOW_RESOLUTION_SIDE = 128
+FALSE_ALARM_TARGET = 0.02  # of real radiographs marked not reliable (scripts/ood_eval.py measures it)
 PROTOTYPES = 64  # k-means centres of the training embeddings kept in bundle.json (float16, ~220 KB)
 STATS_SIDE = 256  # image statistics are computed on the image resized to this square
 CORRELATION_CROP = 512  # ... except neighbour correlation: on a central crop at full resolution
@@ -200,14 +201,20 @@ def fit_ood(
     val_embeddings: np.ndarray,
     quantile: float = 0.995,
     prototypes: int = PROTOTYPES,
+    prototype_quantile: float = 1.0 - FALSE_ALARM_TARGET / 2,
 ) -> dict[str, Any]:
-    """Feature-space statistics of the training images and thresholds from the validation images.
+    """Feature-space statistics of the training images and thresholds from held-out images.
 
-    Two scores, each with a threshold of 1.1 x its ``quantile`` on validation images:
-    ``threshold`` for the RMS z-distance to the training mean/std (read by every
-    fracsight version), and ``prototype_threshold`` for the cosine distance to the
-    nearest of ``prototypes`` k-means centres of the training embeddings, which
-    separates non-radiographs better and is used when present.
+    ``threshold``: 1.1 x the ``quantile`` of the validation images' RMS z-distances
+    to the training mean/std (the score every fracsight version reads).
+    ``prototype_threshold``: for the cosine distance to the nearest of
+    ``prototypes`` k-means centres of the training embeddings, which separates
+    non-radiographs much better and is used when present. Its calibration set is
+    the validation images plus the training images scored against centres fitted
+    without them (5-fold cross-fitting), so small validation sets still give a
+    usable estimate; the threshold is the ``prototype_quantile`` of it (the
+    validation set's own quantile if higher) times 1 + 1/sqrt(n). The default
+    quantile, 1 - 2 %/2, aims at half the false-alarm target.
     """
     mean = train_embeddings.mean(axis=0)
     std = train_embeddings.std(axis=0) + 1e-3
@@ -224,11 +231,12 @@ def fit_ood(
         nearest = np.array([prototype_distance(e, stats) for e in val_embeddings])
         pooled = np.concatenate([nearest, _held_out_distances(train_embeddings, prototypes)])
         margin = 1.0 + 1.0 / np.sqrt(len(pooled))  # the quantile's estimation error shrinks with n
-        estimate = max(np.quantile(nearest, quantile), np.quantile(pooled, quantile))
+        q = prototype_quantile
+        estimate = max(np.quantile(nearest, q), np.quantile(pooled, q))
         stats["prototype_threshold"] = float(estimate * margin)
         stats["prototype_description"] = (
             f"1 - cosine similarity of the pooled features to the nearest of {len(centres)} k-means centres "
-            f"of the training images; threshold = the {quantile:.1%} quantile of {len(pooled)} calibration "
+            f"of the training images; threshold = the {q:.1%} quantile of {len(pooled)} calibration "
             "distances (validation images, and training images against centres fitted without them; the "
             f"validation quantile if higher) x (1 + 1/sqrt(n)) = x {margin:.3f}. Used instead of the RMS "
             "z-distance when present."
