@@ -47,9 +47,18 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path) ->
     work = tmp_path_factory.mktemp("tiny_bundle")
     cfg = load_config(
         None,
-        ["input_size=64", "epochs_frozen=1", "epochs=1", "feature_cache_variants=1", "batch_size=8",
-         "device=cpu", "name=tiny-test", "workers=1"],
-        data=str(tiny_dataset), out=str(work / "run"),
+        [
+            "input_size=64",
+            "epochs_frozen=1",
+            "epochs=1",
+            "feature_cache_variants=1",
+            "batch_size=8",
+            "device=cpu",
+            "name=tiny-test",
+            "workers=1",
+        ],
+        data=str(tiny_dataset),
+        out=str(work / "run"),
     )
     Trainer(cfg, load_dataset(tiny_dataset), show_progress=False).fit()
     bundle = work / "bundle"

@@ -363,6 +363,8 @@ def build_corpus() -> tuple[Case, ...]:
         "multi-page TIFF (3 pages)",
         warning=FRAMES_WARNING,
     )
+    mpo = _encode(f0, "MPO", save_all=True, append_images=rest[:1])
+    add("mpo", "stereo.jpg", mpo, OK, "MPO (multi-picture JPEG, 2 pictures)", warning=FRAMES_WARNING)
     add(
         "jpeg-exif-rotated",
         "rotated.jpg",

@@ -38,8 +38,9 @@ def test_serve_refuses_an_unknown_model_before_starting(
 
 
 def test_serve_passes_settings_to_the_worker_factory(
-    clean_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    clean_env: None, monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path
 ) -> None:
+    tmp_path = tiny_bundle
     calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: calls.append((a, k)))
     args = ["serve", "--model", str(tmp_path), "--workers", "3", "--port", "8123", "--max-files", "5"]
@@ -55,6 +56,23 @@ def test_serve_passes_settings_to_the_worker_factory(
         5,
         2 * 1024 * 1024,
     )
+
+
+def test_serve_refuses_a_tampered_bundle_before_starting(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    calls: list[Any] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: calls.append(a))
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    data = bytearray((bundle / "model.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (bundle / "model.onnx").write_bytes(bytes(data))
+    result = CliRunner().invoke(cli, ["serve", "--model", str(bundle)])
+    assert result.exit_code == 1 and not calls
+    assert "bundle_checksum_mismatch" in result.output and "Traceback" not in result.output
 
 
 def _free_port() -> int:

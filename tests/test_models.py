@@ -17,14 +17,21 @@ HEADS = HeadConfig(regions=("hand", "leg", "hip", "shoulder"), classes=("a", "b"
 
 def test_registry_lists_the_compared_architectures():
     names = list_models()
-    for expected in ("efficientnet_lite0", "efficientnet_lite2", "resnet50", "densenet121", "vgg16",
-                     "mobilenetv2", "small_cnn"):
+    for expected in (
+        "efficientnet_lite0",
+        "efficientnet_lite2",
+        "resnet50",
+        "densenet121",
+        "vgg16",
+        "mobilenetv2",
+        "small_cnn",
+    ):
         assert expected in names
     assert list_models("efficientnet*") == ["efficientnet_lite0", "efficientnet_lite2"]
 
 
 def test_unknown_architecture_lists_known_ones():
-    with pytest.raises(UnknownModelError, match="known: .*resnet50"):
+    with pytest.raises(UnknownModelError, match=r"known: .*resnet50"):
         create_model("resnet9000")
 
 
@@ -33,8 +40,9 @@ def test_no_offline_imagenet_weights_for_resnet():
         create_model("resnet50", pretrained=True)
 
 
-@pytest.mark.parametrize("name", ["efficientnet_lite0", "mobilenetv2", "resnet50", "densenet121", "vgg16",
-                                  "small_cnn"])
+@pytest.mark.parametrize(
+    "name", ["efficientnet_lite0", "mobilenetv2", "resnet50", "densenet121", "vgg16", "small_cnn"]
+)
 def test_forward_backward_shapes(name):
     model = create_model(name, HEADS)
     x = torch.rand(2, 1, 64, 64)
@@ -65,7 +73,9 @@ def test_split_trunk_equals_full_forward():
     with torch.no_grad():
         full = model(x)["fracture"]
         for split in range(model.split_points() + 1):
-            part = model.forward_heads(model.forward_suffix(model.forward_prefix(x, split), split))["fracture"]
+            part = model.forward_heads(model.forward_suffix(model.forward_prefix(x, split), split))[
+                "fracture"
+            ]
             torch.testing.assert_close(part, full)
 
 
@@ -94,8 +104,11 @@ def test_grayscale_stem_equals_rgb_on_grey_input():
     from fracsight.models.weights import efficientnet_lite_state_dict
 
     rgb = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)
-    state = {k: v for k, v in efficientnet_lite_state_dict("lite0", [len(s) for s in rgb.blocks]).items()
-             if not k.startswith("classifier")}
+    state = {
+        k: v
+        for k, v in efficientnet_lite_state_dict("lite0", [len(s) for s in rgb.blocks]).items()
+        if not k.startswith("classifier")
+    }
     rgb.load_state_dict(state)
     rgb.eval()
     gray = create_model("efficientnet_lite0", pretrained=True).eval()
@@ -111,7 +124,9 @@ def test_local_weights_file_is_loaded_without_unpickling(tmp_path):
     path = tmp_path / "backbone.pt"
     torch.save(source.backbone.state_dict(), path)
     model = create_model("small_cnn", pretrained=path)
-    for (k, a), b in zip(source.backbone.state_dict().items(), model.backbone.state_dict().values(), strict=True):
+    for (k, a), b in zip(
+        source.backbone.state_dict().items(), model.backbone.state_dict().values(), strict=True
+    ):
         torch.testing.assert_close(a, b, msg=k)
     bad = tmp_path / "evil.pt"
     torch.save({"x": Fraction(1, 3)}, bad)  # an arbitrary class: refused by the safe unpickler

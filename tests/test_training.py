@@ -17,8 +17,15 @@ from fracsight.training import Trainer, load_config  # noqa: E402
 from fracsight.training.augment import augment_batch  # noqa: E402
 from fracsight.training.config import AugmentConfig  # noqa: E402
 
-TINY = ["input_size=64", "epochs_frozen=1", "epochs=1", "feature_cache_variants=1", "batch_size=8", "device=cpu",
-        "workers=1"]
+TINY = [
+    "input_size=64",
+    "epochs_frozen=1",
+    "epochs=1",
+    "feature_cache_variants=1",
+    "batch_size=8",
+    "device=cpu",
+    "workers=1",
+]
 
 
 def test_config_yaml_then_overrides(tmp_path):
@@ -51,8 +58,9 @@ def test_augmentation_moves_the_mask_with_the_image():
     img = torch.zeros(1, 1, 32, 32)
     img[..., :, :8] = 1.0  # bright left strip
     mask = img.clone()
-    cfg = AugmentConfig(hflip=1.0, rotate_deg=0.0, scale=(1.0, 1.0), translate=0.0, gamma=(1.0, 1.0),
-                        contrast=(1.0, 1.0))
+    cfg = AugmentConfig(
+        hflip=1.0, rotate_deg=0.0, scale=(1.0, 1.0), translate=0.0, gamma=(1.0, 1.0), contrast=(1.0, 1.0)
+    )
     out_img, out_mask = augment_batch(img, mask, cfg, torch.Generator().manual_seed(0))
     assert out_img[..., :, -6:].mean() > 0.9 and out_img[..., :, :20].mean() < 0.05  # flipped to the right
     torch.testing.assert_close(out_img, out_mask)
@@ -73,7 +81,10 @@ def test_tiny_bundle_training_wrote_its_run(tiny_bundle):
     assert all(np.isfinite(h["train_loss"]) for h in history)
     assert (run / "best.pt").is_file() and (run / "curves.png").stat().st_size > 1000
     spec = json.loads((tiny_bundle / "bundle.json").read_text())
-    assert spec["temperature"] > 0 and {op["name"] for op in spec["operating_points"]} == {"balanced", "triage"}
+    assert spec["temperature"] > 0 and {op["name"] for op in spec["operating_points"]} == {
+        "balanced",
+        "triage",
+    }
     assert "decision aid" in (tiny_bundle / "card.md").read_text()
 
 

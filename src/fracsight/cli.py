@@ -453,6 +453,9 @@ def serve(
         )
         # fail here, with one clear line, rather than in every worker; a .zip is unpacked only once
         settings = settings.model_copy(update={"model": str(resolve_bundle(settings.model))})
+        from fracsight.inference.onnx_model import OnnxModel
+
+        OnnxModel(Path(settings.model))  # refuse a broken or tampered bundle here, not in every worker
     if host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"warning: listening on {host}: put the API behind TLS and authentication", err=True)
     os.environ.update(settings.to_env())  # worker processes build their app from these
