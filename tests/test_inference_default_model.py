@@ -1,0 +1,59 @@
+"""The packaged default model, when it is installed (skipped otherwise)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fracsight.inference import DEFAULT_MODEL, NOTICE, Predictor, list_bundles
+
+pytestmark = pytest.mark.skipif(DEFAULT_MODEL not in list_bundles(), reason="default bundle not packaged")
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    return Predictor()
+
+
+def _test_images(fracatlas_dir: Path, fractured: int, n: int) -> list[Path]:
+    out = []
+    with open(fracatlas_dir / "dataset.csv", newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            if row["split"] == "test" and int(row["fractured"]) == fractured:
+                folder = "Fractured" if fractured else "Non_fractured"
+                path = fracatlas_dir / "images" / folder / row["image_id"]
+                if path.is_file():
+                    out.append(path)
+            if len(out) == n:
+                break
+    return out
+
+
+def test_the_default_bundle_describes_itself(predictor: Predictor) -> None:
+    spec = predictor.spec
+    assert spec.name == "fracatlas-lite0-384" and spec.input_size == 384
+    assert predictor.regions == ("hand", "leg", "hip", "shoulder")
+    assert {op.name for op in spec.operating_points} >= {"balanced", "triage"}
+    assert 0.0 < predictor.operating_point.threshold < 1.0
+    assert predictor.onnx.max_batch == 1  # static shapes: the fast path
+
+
+def test_the_default_model_separates_fractured_from_normal(predictor: Predictor, fracatlas_dir: Path) -> None:
+    """On the held-out test split fractured images score higher on average (AUROC about 0.9)."""
+    fractured = [p.fracture_probability for p in predictor.predict_many(_test_images(fracatlas_dir, 1, 12))]
+    normal = [p.fracture_probability for p in predictor.predict_many(_test_images(fracatlas_dir, 0, 12))]
+    assert len(fractured) == len(normal) == 12
+    assert np.mean(fractured) > np.mean(normal) + 0.1
+
+
+def test_a_default_prediction_is_complete(predictor: Predictor, fracatlas_dir: Path) -> None:
+    path = _test_images(fracatlas_dir, 1, 1)[0]
+    result = predictor.predict(path)
+    assert result.region in predictor.regions and result.heatmap is not None
+    assert result.heatmap.shape == result.metadata.original_size
+    payload = json.loads(json.dumps(result.to_dict()))
+    assert payload["notice"] == NOTICE and payload["model"] == "fracatlas-lite0-384 v1"
