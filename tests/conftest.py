@@ -6,6 +6,16 @@ from pathlib import Path
 
 import pytest
 
+# A training run small enough for tests: 64 px, one epoch per phase, CPU.
+TINY_TRAINING = [
+    "input_size=64",
+    "epochs_frozen=1",
+    "epochs=1",
+    "feature_cache_variants=1",
+    "batch_size=8",
+    "device=cpu",
+    "workers=1",
+]
 FRACATLAS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "fracatlas"
 
 
@@ -47,16 +57,7 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path) ->
     work = tmp_path_factory.mktemp("tiny_bundle")
     cfg = load_config(
         None,
-        [
-            "input_size=64",
-            "epochs_frozen=1",
-            "epochs=1",
-            "feature_cache_variants=1",
-            "batch_size=8",
-            "device=cpu",
-            "name=tiny-test",
-            "workers=1",
-        ],
+        [*TINY_TRAINING, "name=tiny-test"],
         data=str(tiny_dataset),
         out=str(work / "run"),
     )

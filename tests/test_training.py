@@ -11,21 +11,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from conftest import TINY_TRAINING as TINY  # noqa: E402
 from fracsight.data import load_dataset  # noqa: E402
 from fracsight.errors import ConfigError  # noqa: E402
 from fracsight.training import Trainer, load_config  # noqa: E402
 from fracsight.training.augment import augment_batch  # noqa: E402
 from fracsight.training.config import AugmentConfig  # noqa: E402
-
-TINY = [
-    "input_size=64",
-    "epochs_frozen=1",
-    "epochs=1",
-    "feature_cache_variants=1",
-    "batch_size=8",
-    "device=cpu",
-    "workers=1",
-]
 
 
 def test_config_yaml_then_overrides(tmp_path):
