@@ -164,7 +164,7 @@ def predict(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from fracsight.inference import NOTICE, FailedPrediction, Predictor
-    from fracsight.inference.tabular import collect_inputs, csv_text, study_key
+    from fracsight.inference.tabular import collect_inputs, csv_text, results_payload, study_key
 
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
@@ -201,13 +201,7 @@ def predict(
     if csv_path is not None:
         csv_path.write_text(csv_text([*flat, *studies]), encoding="utf-8")
     if json_output:
-        payload = {
-            "model": predictor.name,
-            "notice": NOTICE,
-            "images": [r.to_dict() for r in flat],
-            "studies": [s.to_dict() for s in studies],
-        }
-        typer.echo(json.dumps(payload, indent=2))
+        typer.echo(json.dumps(results_payload(flat, studies, predictor.name), indent=2))
     else:
         _print_table(flat, studies, predictor.name, NOTICE)
     if any(isinstance(r, FailedPrediction) for r in flat):

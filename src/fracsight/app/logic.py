@@ -18,8 +18,8 @@ import numpy as np
 from PIL import Image
 
 from fracsight.explain import DetectedBox, render_overlay, side_by_side
-from fracsight.inference.results import NOTICE, FailedPrediction, Prediction, StudyPrediction
-from fracsight.inference.tabular import IMAGE_SUFFIXES, result_row
+from fracsight.inference.results import FailedPrediction, Prediction, StudyPrediction
+from fracsight.inference.tabular import IMAGE_SUFFIXES, result_row, results_payload
 
 __all__ = [
     "DISPLAY_COLUMNS",
@@ -306,10 +306,4 @@ def json_text(
     results: Sequence[Prediction | FailedPrediction], studies: Sequence[StudyPrediction], model: str
 ) -> str:
     """The same shape as ``fracsight predict --json``: model, notice, images, studies."""
-    payload = {
-        "model": model,
-        "notice": NOTICE,
-        "images": [r.to_dict() for r in results],
-        "studies": [s.to_dict() for s in studies],
-    }
-    return json.dumps(payload, indent=2)
+    return json.dumps(results_payload(results, studies, model), indent=2)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -24,6 +26,7 @@ def list_bundles() -> list[str]:
 
 def _extract_zip(path: Path) -> Path:
     target = Path(tempfile.mkdtemp(prefix="fracsight-bundle-"))
+    atexit.register(shutil.rmtree, target, ignore_errors=True)  # the unpacked copy lives as long as the process
     try:
         with zipfile.ZipFile(path) as zf:
             total = 0

@@ -7,10 +7,19 @@ import io
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
-from fracsight.inference.results import FailedPrediction, Prediction, StudyPrediction
+from fracsight.inference.results import NOTICE, FailedPrediction, Prediction, StudyPrediction
 
-__all__ = ["CSV_COLUMNS", "IMAGE_SUFFIXES", "collect_inputs", "csv_text", "result_row", "study_key"]
+__all__ = [
+    "CSV_COLUMNS",
+    "IMAGE_SUFFIXES",
+    "collect_inputs",
+    "csv_text",
+    "result_row",
+    "results_payload",
+    "study_key",
+]
 
 CSV_COLUMNS = (
     "kind",
@@ -56,6 +65,18 @@ def result_row(result: Prediction | FailedPrediction | StudyPrediction) -> dict[
         b = result.boxes[0]
         row.update(top_box=f"{b.x0:.0f},{b.y0:.0f},{b.x1:.0f},{b.y1:.0f}", top_box_score=f"{b.score:.4f}")
     return row
+
+
+def results_payload(
+    results: Iterable[Prediction | FailedPrediction], studies: Iterable[StudyPrediction], model: str
+) -> dict[str, Any]:
+    """The JSON document of a batch (``fracsight predict --json``, the app's download)."""
+    return {
+        "model": model,
+        "notice": NOTICE,
+        "images": [r.to_dict() for r in results],
+        "studies": [s.to_dict() for s in studies],
+    }
 
 
 def csv_text(results: Iterable[Prediction | FailedPrediction | StudyPrediction]) -> str:
