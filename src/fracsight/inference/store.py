@@ -26,7 +26,9 @@ def list_bundles() -> list[str]:
 
 def _extract_zip(path: Path) -> Path:
     target = Path(tempfile.mkdtemp(prefix="fracsight-bundle-"))
-    atexit.register(shutil.rmtree, target, ignore_errors=True)  # the unpacked copy lives as long as the process
+    atexit.register(
+        shutil.rmtree, target, ignore_errors=True
+    )  # the unpacked copy lives as long as the process
     try:
         with zipfile.ZipFile(path) as zf:
             total = 0
