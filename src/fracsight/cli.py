@@ -328,7 +328,7 @@ def _print_metrics(m: dict) -> None:
     def ci(block) -> str:
         if not block or block.get("value") is None:
             return "n/a"
-        low, high = block.get("ci") or (None, None)
+        low, high = block.get("ci_low"), block.get("ci_high")
         return (
             f"{block['value']:.3f} (95% CI {low:.3f}-{high:.3f})"
             if low is not None
