@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ipaddress
 import json
 import math
 import sys
@@ -25,9 +24,9 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
 
 import httpx
+from _loopback import require_loopback
 
 
 @dataclass
@@ -45,18 +44,6 @@ class Report:
     rss_before_mb: float | None = None
     rss_after_mb: float | None = None
     model: str | None = None
-
-
-def require_loopback(url: str) -> None:
-    host = urlparse(url).hostname or ""
-    if host == "localhost":
-        return
-    try:
-        if ipaddress.ip_address(host).is_loopback:
-            return
-    except ValueError:
-        pass
-    raise SystemExit(f"refusing to load-test {host!r}: only loopback addresses (127.0.0.1, ::1, localhost)")
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -172,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target-rps", type=float, default=20.0)
     parser.add_argument("--target-p99", type=float, default=1.0, help="Seconds.")
     args = parser.parse_args(argv)
-    require_loopback(args.url)
+    require_loopback(args.url, "load-test")
     if not 1 <= args.concurrency <= 256 or not 0 < args.duration <= 3600 or args.max_requests < 1:
         parser.error("need 1 <= concurrency <= 256, 0 < duration <= 3600 and max-requests >= 1")
     if not args.image.is_file():

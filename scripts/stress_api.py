@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import ipaddress
 import json
 import os
 import socket
@@ -44,7 +43,6 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
 
 import httpx
 import numpy as np
@@ -52,6 +50,8 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+
+from _loopback import require_loopback  # noqa: E402
 
 from corpus import RawRequest, garbage_requests, good_request, png_claiming, upload_request  # noqa: E402
 
@@ -75,16 +75,6 @@ class Report:
     @property
     def ok(self) -> bool:
         return not self.unexpected and not self.good_mismatches and self.server_alive
-
-
-def require_loopback(url: str) -> None:
-    host = urlparse(url).hostname or ""
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        raise SystemExit(f"refusing to stress {host!r}: loopback addresses only (127.0.0.1, ::1, localhost)")
 
 
 def proc_memory(pid: int | None) -> dict[str, float | None]:
@@ -223,7 +213,7 @@ def run(args: argparse.Namespace) -> Report:
         url = f"http://127.0.0.1:{port}"
         server = start_server(args.model, port, args.max_upload_mb)
         pid = server.pid
-    require_loopback(url)
+    require_loopback(url, "stress")
     report = Report(url)
     started = time.monotonic()
     limits = httpx.Limits(max_connections=args.concurrency + args.large + 4)
