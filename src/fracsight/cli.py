@@ -164,7 +164,7 @@ def predict(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from fracsight.inference import NOTICE, FailedPrediction, Predictor
-    from fracsight.inference.tabular import collect_inputs, csv_text, results_payload, study_key
+    from fracsight.inference.tabular import collect_inputs, csv_text, results_payload
 
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
@@ -196,7 +196,7 @@ def predict(
                     result = dataclasses.replace(result, heatmap=None, pixels=None)
                 results.append((path, result))
                 bar.advance(task)
-    studies = _studies(predictor, results, study, study_key)
+    studies = _studies(predictor, results, study)
     flat = [r for _, r in results]
     if csv_path is not None:
         csv_path.write_text(csv_text([*flat, *studies]), encoding="utf-8")
@@ -208,8 +208,10 @@ def predict(
         raise typer.Exit(1)
 
 
-def _studies(predictor, results, one_study: bool, study_key) -> list:
+def _studies(predictor, results, one_study: bool) -> list:
+    """Study results for MURA-style study folders (or for all inputs with --study)."""
     from fracsight.inference import Prediction
+    from fracsight.inference.tabular import study_key
 
     groups: dict[str, list] = {}
     for path, result in results:

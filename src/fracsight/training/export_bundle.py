@@ -24,31 +24,38 @@ from fracsight.evaluation.thresholds import threshold_for_sensitivity, youden_th
 from fracsight.inference.onnx_model import OnnxModel
 from fracsight.inference.ood import fit_ood
 from fracsight.io import read_image
-from fracsight.preprocessing import letterbox
+from fracsight.preprocessing import Letterbox, letterbox
 from fracsight.training.card import write_card
 from fracsight.training.trainer import load_checkpoint, train_val_samples
 
 __all__ = ["export_bundle"]
 
 
-def _raw_outputs(model: OnnxModel, samples: list[Sample], batch_size: int = 32) -> dict[str, np.ndarray]:
+def _raw_outputs(
+    model: OnnxModel, samples: list[Sample], batch_size: int = 32
+) -> tuple[dict[str, np.ndarray], list[Letterbox]]:
+    """Raw ONNX outputs for ``samples`` and the letterbox geometry of each image."""
     size = model.spec.input_size
 
-    def prepare(sample: Sample) -> np.ndarray:
-        return letterbox(read_image(sample.path).pixels, size)[0]
+    def prepare(sample: Sample) -> tuple[np.ndarray, Letterbox]:
+        return letterbox(read_image(sample.path).pixels, size)
 
     keep = ("fracture", "embedding", "region", "class", "mask", "cam")
     chunks: dict[str, list[np.ndarray]] = {}
+    geometries: list[Letterbox] = []
     with ThreadPoolExecutor(2) as pool:
         for i in range(0, len(samples), batch_size):
-            batch = np.stack(list(pool.map(prepare, samples[i : i + batch_size])))
-            for name, value in model.run(batch).items():
+            prepared = list(pool.map(prepare, samples[i : i + batch_size]))
+            geometries += [g for _, g in prepared]
+            for name, value in model.run(np.stack([square for square, _ in prepared])).items():
                 if name in keep:
                     chunks.setdefault(name, []).append(value)
-    return {k: np.concatenate(v) for k, v in chunks.items()}
+    return {k: np.concatenate(v) for k, v in chunks.items()}, geometries
 
 
-def choose_localization(samples: list[Sample], outputs: dict[str, np.ndarray], size: int) -> dict[str, Any]:
+def choose_localization(
+    samples: list[Sample], outputs: dict[str, np.ndarray], geometries: list[Letterbox]
+) -> dict[str, Any]:
     """Heat source and box cut-off that best hit the validation fracture boxes (IoU >= 0.1)."""
     from fracsight.explain import boxes_from_heatmap, denormalize_box, hit_rate, upsample_to_input
     from fracsight.inference.predictor import BOX_GRID, localization_map
@@ -62,7 +69,6 @@ def choose_localization(samples: list[Sample], outputs: dict[str, np.ndarray], s
     }
     if not chosen:
         return best
-    geometries = {i: letterbox(read_image(samples[i].path).pixels, size)[1] for i in chosen}
     trues = [
         [denormalize_box((b.x0, b.y0, b.x1, b.y1), geometries[i].original_size) for b in samples[i].boxes]
         for i in chosen
@@ -154,8 +160,8 @@ def export_bundle(
     )
     write_bundle_spec(spec, out_dir)
     onnx = OnnxModel(out_dir)
-    val_out = _raw_outputs(onnx, val)
-    train_out = _raw_outputs(onnx, train)
+    val_out, val_geometries = _raw_outputs(onnx, val)
+    train_out, _ = _raw_outputs(onnx, train)
     validation: dict[str, Any] = {"n": len(val)}
     if has_fracture:
         y_val = np.array([s.labels[FRACTURE] for s in val])
@@ -193,7 +199,7 @@ def export_bundle(
         y_cls = np.array([s.labels[CLASS] for s in val])
         validation["class_accuracy"] = float((val_out["class"].argmax(1) == y_cls).mean())
     if has_fracture:
-        spec = dataclasses.replace(spec, localization=choose_localization(val, val_out, spec.input_size))
+        spec = dataclasses.replace(spec, localization=choose_localization(val, val_out, val_geometries))
     spec = dataclasses.replace(
         spec, ood=fit_ood(train_out["embedding"], val_out["embedding"]), metrics={"validation": validation}
     )

@@ -370,7 +370,7 @@ class Trainer:
                 )
                 if score > best_score:
                     best_score, best_epoch, since_best = score, epoch, 0
-                    torch.save(self._checkpoint(model, split), self.run_dir / "best.pt")
+                    torch.save(self._checkpoint(model), self.run_dir / "best.pt")
                 else:
                     since_best += 1
                 torch.save(
@@ -400,7 +400,7 @@ class Trainer:
         if phase == 1:  # frozen backbone keeps its batch-norm statistics
             model.backbone.eval()
 
-    def _checkpoint(self, model: FractureNet, split: int) -> dict[str, Any]:
+    def _checkpoint(self, model: FractureNet) -> dict[str, Any]:
         return {
             "model": model.state_dict(),
             "arch": self.cfg.arch,
