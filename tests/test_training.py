@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from fracsight.errors import ConfigError  # noqa: E402
 from fracsight.training import Trainer, load_config  # noqa: E402
 from fracsight.training.augment import augment_batch  # noqa: E402
 from fracsight.training.config import AugmentConfig  # noqa: E402
+from fracsight.training.trainer import WeightAverage  # noqa: E402
 
 
 def test_config_yaml_then_overrides(tmp_path):
@@ -90,6 +92,40 @@ def test_online_augmentation_path_and_resume(tiny_dataset, tmp_path):
     resumed = Trainer(longer, dataset, show_progress=False).fit(resume=True)
     assert len(resumed.history) == 3
     assert resumed.history[:2] == first.history
+
+
+def test_weight_average_follows_the_model_with_a_warm_up():
+    model = torch.nn.Linear(2, 1)
+    average = WeightAverage(model, decay=0.9)
+    start = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    average.update(model)  # the decay ramps up from 0: the first step takes mostly the new weights
+    expected = start + (1 - 0.9 * (1 - math.exp(-1 / 100))) * 1.0
+    assert torch.allclose(average.model.weight, expected)
+    assert not average.model.weight.requires_grad
+    for _ in range(2000):
+        average.update(model)
+    assert torch.allclose(average.model.weight, model.weight, atol=1e-6)
+
+
+def test_weight_average_is_what_gets_saved_and_resumed(tiny_dataset, tmp_path):
+    overrides = [*TINY, "feature_cache_variants=0", "arch=small_cnn", "pretrained=none", "ema_decay=0.99"]
+    cfg = load_config(None, overrides, data=str(tiny_dataset), out=str(tmp_path / "run"))
+    dataset = load_dataset(tiny_dataset)
+    first = Trainer(cfg, dataset, show_progress=False).fit()
+    last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    best = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    assert last["average_updates"] > 0
+    key = next(k for k, v in last["model"].items() if v.dtype.is_floating_point and v.dim() > 1)
+    assert not torch.equal(last["model"][key], last["average"][key])  # the average lags the weights
+    if first.best_epoch == len(first.history):
+        assert torch.equal(best["model"][key], last["average"][key])
+    longer = load_config(None, [*overrides, "epochs=2"], data=str(tiny_dataset), out=str(tmp_path / "run"))
+    resumed = Trainer(longer, dataset, show_progress=False).fit(resume=True)
+    assert resumed.history[:2] == first.history
+    again = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert again["average_updates"] > last["average_updates"]
 
 
 def _region_folders(fracatlas_dir: Path, root: Path, per_class: int = 8) -> Path:

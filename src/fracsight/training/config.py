@@ -47,6 +47,7 @@ class TrainConfig:
     region_weight: float = 0.5
     class_weight: float = 1.0
     patience: int = 4
+    ema_decay: float = 0.0  # >0: validate and save an exponential moving average of the weights
     seed: int = 0
     device: str = "auto"
     amp: bool = True

@@ -154,7 +154,8 @@ def export_bundle(
             "commands": [
                 train_command or f"fracsight train -c {run_dir / 'config.yaml'}",
                 f"fracsight export {run_dir} {out_dir}"
-                + (f" --evaluate {evaluate_split}" if evaluate_split else ""),
+                + (f" --evaluate {evaluate_split}" if evaluate_split else "")
+                + (f" --data-dir {data_dir}" if data_dir else ""),
             ],
         },
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -25,7 +26,7 @@ from fracsight.training.cache import LetterboxedSet, letterbox_samples
 from fracsight.training.config import TrainConfig
 from fracsight.training.loss import Targets, multitask_loss
 
-__all__ = ["TrainResult", "Trainer", "resolve_device", "train_val_samples"]
+__all__ = ["TrainResult", "Trainer", "WeightAverage", "resolve_device", "train_val_samples"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,33 @@ class _Split:
     region: torch.Tensor | None
     region_valid: torch.Tensor | None
     klass: torch.Tensor | None
+
+
+class WeightAverage:
+    """Exponential moving average of a model's weights (and batch-norm statistics).
+
+    The validation AUROC of a fine-tune on a few thousand radiographs swings by
+    several points from epoch to epoch; the averaged weights are steadier and
+    usually better, at no cost at inference time. The decay ramps up over the
+    first few hundred steps so that the average is not dominated by the starting weights.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.updates = 0
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad = False
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        decay = self.decay * (1 - math.exp(-self.updates / 100))
+        for avg, new in zip(self.model.state_dict().values(), model.state_dict().values(), strict=True):
+            if avg.dtype.is_floating_point:
+                avg.lerp_(new, 1 - decay)
+            else:
+                avg.copy_(new)
 
 
 @dataclass(frozen=True)
@@ -196,11 +224,12 @@ class Trainer:
             x = _channels_last(data.inputs[idx, variant].to(self.device).float())
             mask = data.masks[idx, variant].float()
         else:
-            img = data.inputs[idx].float() / 255
-            msk = data.masks[idx].float() / 255
+            # Augment where the model runs: on a GPU the warps cost nothing next to the step.
+            img = data.inputs[idx].to(self.device).float() / 255
+            msk = data.masks[idx].to(self.device).float() / 255
             if train:
                 img, msk = augment_batch(img, msk, self.cfg.augment, gen)
-            x = model.forward_prefix(_channels_last(img.to(self.device)), 0)
+            x = model.forward_prefix(_channels_last(img), 0)
             mask = (F.adaptive_max_pool2d(msk, grid) > 0.5).squeeze(1).float()
         amp = self.cfg.amp and self.device.type == "cuda"
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=amp):
@@ -306,6 +335,10 @@ class Trainer:
             best_score, best_epoch = state["best_score"], state["best_epoch"]
             start_epoch, since_best = state["epoch"] + 1, state["since_best"]
             log.info("resuming from epoch %d", start_epoch)
+        average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        if average is not None and resume and last_path.is_file() and "average" in state:
+            average.model.load_state_dict(state["average"])
+            average.updates = state["average_updates"]
         total_epochs = cfg.epochs_frozen + cfg.epochs
         gen = torch.Generator().manual_seed(cfg.seed)
         for _ in range(start_epoch - 1):  # keep the shuffling sequence identical on resume
@@ -350,9 +383,12 @@ class Trainer:
                     loss.backward()
                     optimizer.step()
                     scheduler.step()
+                    if average is not None:
+                        average.update(model)
                     running += loss.item()
                     bar.update(task, advance=1, info=f"loss {running / (step + 1):.4f}")
-                metrics = self._validate(model, val, split, pos_weight)
+                scored = model if average is None else average.model
+                metrics = self._validate(scored, val, split, pos_weight)
                 record = {
                     "epoch": epoch,
                     "phase": phase,
@@ -370,7 +406,7 @@ class Trainer:
                 )
                 if score > best_score:
                     best_score, best_epoch, since_best = score, epoch, 0
-                    torch.save(self._checkpoint(model), self.run_dir / "best.pt")
+                    torch.save(self._checkpoint(scored), self.run_dir / "best.pt")
                 else:
                     since_best += 1
                 torch.save(
@@ -383,6 +419,11 @@ class Trainer:
                         "best_epoch": best_epoch,
                         "since_best": since_best,
                         "history": json.dumps(history),
+                        **(
+                            {}
+                            if average is None
+                            else {"average": average.model.state_dict(), "average_updates": average.updates}
+                        ),
                     },
                     last_path,
                 )

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Train the GPU recipe on a remote CUDA machine that has torch/timm but not fracsight.
+# Expects .gpu/fracatlas (scripts/pack_fracatlas.py) and .gpu/site (the offline
+# ImageNet weights package) next to the checkout. Runs several configs at once on
+# one GPU and writes checkpoints and logs under $OUT (default: runs/gpu-out).
+#   bash scripts/gpu_train.sh "lr5e-4 lr_finetune=5e-4 seed=0" "lr1e-3 seed=1" ...
+# Each argument is a run name and its --set overrides; EXTRA adds overrides to every
+# run and RUN_LIMIT (seconds) stops each run with its best checkpoint so far.
+set -uo pipefail
+OUT=${OUT:-runs/gpu-out}
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD/src:$PWD/.gpu/site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 OMP_NUM_THREADS=4
+PY=${PY:-python3}
+CFG=configs/fracatlas-lite0-384-gpu.yaml
+EXTRA=${EXTRA:-}
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+$PY - <<'PYEOF' 2>&1 | tee "$OUT/prepare.log"
+# Decode and letterbox once, so that the parallel runs below all hit the same cache.
+import time
+from pathlib import Path
+from fracsight.data import load_dataset
+from fracsight.training import load_config
+from fracsight.training.cache import letterbox_samples
+from fracsight.training.trainer import train_val_samples
+cfg = load_config(Path("configs/fracatlas-lite0-384-gpu.yaml"), ["data=.gpu/fracatlas"])
+ds = load_dataset(Path(cfg.data))
+t0 = time.time()
+for part in train_val_samples(ds, cfg.seed):
+    letterbox_samples(part, cfg.input_size, Path(cfg.out).parent / ".cache", workers=12)
+print(f"letterboxed {len(ds.samples)} images in {time.time() - t0:.1f} s")
+PYEOF
+pids=()
+for spec in "$@"; do
+  read -r name sets <<<"$spec"
+  args=()
+  for s in $sets $EXTRA; do args+=(--set "$s"); done
+  # SIGINT at the deadline: the run stops and keeps its best checkpoint so far.
+  timeout --signal=INT "${RUN_LIMIT:-420}" $PY -c "from fracsight.cli import main; main()" train --config $CFG --set data=.gpu/fracatlas \
+      --out "runs/gpu-$name" "${args[@]}" >"$OUT/$name.log" 2>&1 &
+  pids+=($!)
+done
+status=0
+for p in "${pids[@]}"; do wait "$p" || status=1; done
+for spec in "$@"; do
+  read -r name _ <<<"$spec"
+  grep -E "^epoch|best epoch|Error|error" "$OUT/$name.log" | tail -40 | sed "s/^/[$name] /"
+  [ -f "runs/gpu-$name/best.pt" ] && cp "runs/gpu-$name/best.pt" "$OUT/$name.pt"
+  [ -f "runs/gpu-$name/history.json" ] && cp "runs/gpu-$name/history.json" "$OUT/$name.history.json"
+done
+# Few files come back from a remote machine: logs and histories travel as one archive.
+(cd "$OUT" && tar czf logs.tgz ./*.log ./*.json && rm -f ./*.log ./*.json)
+exit $status

@@ -1,0 +1,80 @@
+"""Write a downscaled copy of a FracAtlas folder, small enough to ship to a remote GPU.
+
+Every image keeps its aspect ratio and is resized so that its longer side is
+``--long-side`` pixels (never enlarged), then saved as JPEG. ``dataset.csv`` (rows of the
+kept splits) and the annotations are copied: FracAtlas boxes are normalized to the
+image size, so they stay valid. Letterboxing the copy at ``--long-side`` gives
+the training pipeline the same input as letterboxing the original, up to
+JPEG re-encoding. The copy is for training only; evaluate on the original.
+
+    python scripts/pack_fracatlas.py ../shared/data/fracatlas .gpu/fracatlas --long-side 384
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from fracsight.io import read_image
+
+
+def _shrink(job: tuple[Path, Path, int, int]) -> int:
+    src, dst, long_side, quality = job
+    # fracsight's reader: the same decoding as training (EXIF, 16 bit, tolerant of truncation)
+    pixels = read_image(src).pixels
+    im = Image.fromarray(np.round(pixels * 255).astype(np.uint8))
+    scale = long_side / max(im.size)
+    if scale < 1:
+        size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
+        im = im.resize(size, Image.Resampling.LANCZOS)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    im.save(dst, "JPEG", quality=quality)
+    return dst.stat().st_size
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("source", type=Path)
+    parser.add_argument("dest", type=Path)
+    parser.add_argument("--long-side", type=int, default=384)
+    parser.add_argument("--quality", type=int, default=92)
+    parser.add_argument("--splits", default="train,val", help="splits to keep (comma-separated)")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    if args.dest.exists() and any(args.dest.iterdir()):
+        parser.error(f"{args.dest} is not empty; choose a new folder")
+    args.dest.mkdir(parents=True, exist_ok=True)
+    keep = set(args.splits.split(","))
+    with (args.source / "dataset.csv").open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        rows = [r for r in reader if r.get("split", "").strip() in keep]
+        columns = reader.fieldnames or []
+    with (args.dest / "dataset.csv").open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    if (args.source / "README.md").is_file():
+        shutil.copy2(args.source / "README.md", args.dest / "README.md")
+    wanted = {r["image_id"] for r in rows}
+    if (args.source / "annotations").is_dir():
+        shutil.copytree(args.source / "annotations", args.dest / "annotations")
+    jobs = [
+        (p, args.dest / p.relative_to(args.source), args.long_side, args.quality)
+        for p in sorted((args.source / "images").rglob("*"))
+        if p.name in wanted
+    ]
+    with ProcessPoolExecutor(args.workers) as pool:
+        total = sum(pool.map(_shrink, jobs, chunksize=32))
+    print(f"{len(jobs)} images, {total / 2**20:.1f} MiB of JPEG in {args.dest}")
+
+
+if __name__ == "__main__":
+    main()
