@@ -1,4 +1,4 @@
-"""The out-of-distribution guard: image statistics, colour, feature-space prototypes, old bundles.
+"""The out-of-distribution guard: image statistics, colour, feature-space subspace, old bundles.
 
 The measured figures (false alarms on FracAtlas, detection of photos and synthetic
 images) come from ``scripts/ood_eval.py``; these tests pin the mechanics.
@@ -26,6 +26,7 @@ from fracsight.inference.ood import (
     feature_distance,
     fit_ood,
     image_statistics,
+    subspace_residual,
 )
 
 RNG = np.random.default_rng(0)
@@ -67,26 +68,43 @@ def test_statistics_are_cheap_and_well_defined_on_flat_images() -> None:
     assert set(stats.to_dict()) == {"grey_levels", "neighbour_correlation", "edge_fraction", "fine_detail"}
 
 
-def test_prototypes_survive_the_json_round_trip() -> None:
+def test_arrays_survive_the_json_round_trip() -> None:
     a = RNG.normal(size=(5, 7))
     record = json.loads(json.dumps(encode_array(a)))
     np.testing.assert_allclose(decode_array(record), a, rtol=1e-3, atol=1e-3)
 
 
-def test_fit_ood_keeps_the_old_keys_and_adds_prototypes() -> None:
-    train = np.abs(RNG.normal(size=(300, 32)))
-    val = np.abs(RNG.normal(size=(60, 32)))
-    ood = fit_ood(train, val, prototypes=8)
+def _low_rank(n: int, rank: int = 4, dim: int = 32) -> np.ndarray:
+    """Embeddings that vary along a few directions, as radiographs' do, plus a little noise."""
+    basis = np.linalg.qr(np.random.default_rng(1).normal(size=(dim, rank)))[0].T
+    return 3.0 + RNG.normal(size=(n, rank)) @ basis * 2.0 + RNG.normal(size=(n, dim)) * 0.05
+
+
+def test_fit_ood_keeps_the_old_keys_and_adds_the_subspace() -> None:
+    train, val = _low_rank(300), _low_rank(60)
+    ood = fit_ood(train, val)
     assert {"mean", "std", "threshold", "description"} <= set(ood)  # what older fracsight versions read
-    assert ood["prototypes"]["shape"] == [8, 32] and 0 < ood["prototype_threshold"] < 2
-    _, threshold = feature_distance(val[0], ood)
-    assert threshold == ood["prototype_threshold"]
-    old = {k: ood[k] for k in ("mean", "std", "threshold")}  # a bundle exported before prototypes
+    k, dim = ood["subspace_components"]["shape"]
+    assert dim == 32 and 4 <= k <= 31 and ood["subspace_threshold"] > 0
+    distance, threshold = feature_distance(val[0], ood)
+    assert threshold == ood["subspace_threshold"] and distance == subspace_residual(val[0], ood)
+    flagged = np.mean([feature_distance(e, ood)[0] > threshold for e in _low_rank(500)])
+    assert flagged < 0.05  # new in-distribution samples mostly pass
+    off = val[0] + np.linalg.qr(RNG.normal(size=(32, 32)))[0][:, 0] * 3.0  # leaves the subspace
+    assert feature_distance(off, ood)[0] > threshold
+    old = {k: ood[k] for k in ("mean", "std", "threshold")}  # a bundle exported before any of this
     distance, threshold = feature_distance(val[0], old)
     assert threshold == ood["threshold"] and distance > 0
-    far = np.zeros(32)
-    far[0] = 50.0  # a direction no training image has
-    assert feature_distance(far, ood)[0] > ood["prototype_threshold"]
+
+
+def test_bundles_with_prototypes_are_still_read() -> None:
+    """Bundles exported by the previous version carry nearest-prototype statistics instead."""
+    centres = np.eye(4, 32)
+    ood = {"mean": [0.0] * 32, "std": [1.0] * 32, "threshold": 5.0}
+    ood.update(prototypes=encode_array(centres), prototype_threshold=0.2)
+    near, far = np.eye(32)[0] * 3, np.eye(32)[10]
+    assert feature_distance(near, ood) == (pytest.approx(0.0, abs=1e-6), 0.2)
+    assert feature_distance(far, ood)[0] == pytest.approx(1.0)
 
 
 # ---- through the Predictor ---------------------------------------------------------------------------
@@ -95,9 +113,9 @@ def predictor(tiny_bundle: Path) -> Predictor:
     return Predictor(tiny_bundle)
 
 
-def test_exported_bundles_carry_prototypes(tiny_bundle: Path) -> None:
+def test_exported_bundles_carry_the_subspace(tiny_bundle: Path) -> None:
     ood = load_bundle_spec(tiny_bundle).ood
-    assert ood["prototypes"]["encoding"] == "float16-base64" and ood["prototype_threshold"] > 0
+    assert ood["subspace_components"]["encoding"] == "float16-base64" and ood["subspace_threshold"] > 0
 
 
 def test_colour_photo_is_not_reliable(predictor: Predictor) -> None:

@@ -10,9 +10,13 @@ Five signals, each cheap; any one marks the result not reliable, with a warning:
   (:data:`IMAGE_LIMITS`, measured on FracAtlas; a bundle may carry its own);
   noise, text, posterised or binary images, smooth gradients and busy textures
   fall outside it;
-- feature-space distance: the pooled embedding's distance to the training
-  images' embeddings (statistics stored in ``bundle.json`` at export), beyond a
-  threshold chosen on validation data;
+- feature-space distance: how far the pooled embedding lies outside the
+  principal subspace of the training images' embeddings (stored in
+  ``bundle.json`` at export), beyond a threshold calibrated on held-out
+  radiographs. Radiographs vary along a few dozen directions of the 1280-d
+  embedding; photos and drawings leave that subspace even where they sit
+  close to some radiograph by cosine similarity (bundles exported before this
+  carry nearest-prototype or z-score statistics, which are still read);
 - body-region confidence: when no region the model knows is likely.
 
 ``scripts/ood_eval.py`` measures false alarms on real radiographs and detection
@@ -44,13 +48,15 @@ __all__ = [
     "fit_ood",
     "image_statistics",
     "prototype_distance",
+    "subspace_residual",
 ]
 
 MIN_PIXEL_STD = 0.02
 MIN_REGION_PROBABILITY = 0.2
 LOW_RESOLUTION_SIDE = 128
 FALSE_ALARM_TARGET = 0.02  # of real radiographs marked not reliable (scripts/ood_eval.py measures it)
-PROTOTYPES = 64  # k-means centres of the training embeddings kept in bundle.json (float16, ~220 KB)
+SUBSPACE_VARIANCE = 0.95  # the principal subspace of the training embeddings keeps this share of variance
+MAX_SUBSPACE = 256  # ... with at most this many directions (bundle.json holds them as float16)
 STATS_SIDE = 256  # image statistics are computed on the image resized to this square
 CORRELATION_CROP = 512  # ... except neighbour correlation: on a central crop at full resolution
 EDGE_GRADIENT = 0.02  # a pixel of the STATS_SIDE image is an edge where its gradient is steeper
@@ -177,32 +183,45 @@ def prototype_distance(embedding: np.ndarray, ood: Mapping[str, Any]) -> float:
     return float(1.0 - similarity.max())
 
 
-def _prototypes(train: np.ndarray, count: int, iterations: int = 25, seed: int = 0) -> np.ndarray:
-    """Spherical k-means centres of the unit training embeddings (all of them when there are few)."""
-    x = _unit(np.asarray(train, dtype=np.float64))
-    if len(x) <= count:
-        return x
-    rng = np.random.default_rng(seed)
-    centres = x[rng.choice(len(x), count, replace=False)]
-    for _ in range(iterations):
-        nearest = np.argmax(x @ centres.T, axis=1)
-        for j in range(count):
-            members = x[nearest == j]
-            if len(members):
-                centres[j] = _unit(members.mean(axis=0))
-    return centres
+def subspace_residual(embedding: np.ndarray, ood: Mapping[str, Any]) -> float:
+    """RMS of the embedding's part outside the training embeddings' principal subspace."""
+    mean = decode_array(ood["subspace_mean"])
+    components = decode_array(ood["subspace_components"])  # (k, d), orthonormal rows
+    x = np.asarray(embedding, dtype=np.float64) - mean
+    # einsum, not @ (see prototype_distance)
+    residual = x - np.einsum("k,kd->d", np.einsum("kd,d->k", components, x), components)
+    return float(np.sqrt(np.mean(residual * residual)))
 
 
-def _held_out_distances(train: np.ndarray, count: int, folds: int = 5, seed: int = 0) -> np.ndarray:
-    """Prototype distances of training images to centres fitted without them (k-fold cross-fitting)."""
+def _subspace(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and principal directions keeping SUBSPACE_VARIANCE of the training variance."""
+    x = np.asarray(train, dtype=np.float64)
+    mean = x.mean(axis=0)
+    _, singular, directions = np.linalg.svd(x - mean, full_matrices=False)
+    share = np.cumsum(singular**2) / max(float((singular**2).sum()), 1e-12)
+    k = int(np.searchsorted(share, SUBSPACE_VARIANCE)) + 1
+    k = max(1, min(k, MAX_SUBSPACE, len(x) - 1))
+    return mean, directions[:k]
+
+
+def _subspace_record(train: np.ndarray) -> dict[str, Any]:
+    mean, directions = _subspace(train)
+    return {"subspace_mean": encode_array(mean), "subspace_components": encode_array(directions)}
+
+
+def _residuals(embeddings: np.ndarray, record: Mapping[str, Any]) -> np.ndarray:
+    return np.array([subspace_residual(e, record) for e in embeddings])
+
+
+def _held_out_residuals(train: np.ndarray, folds: int = 5, seed: int = 0) -> np.ndarray:
+    """Residuals of training images against subspaces fitted without them (k-fold cross-fitting)."""
     if len(train) < 2 * folds:
         return np.empty(0)
     parts = np.array_split(np.random.default_rng(seed).permutation(len(train)), folds)
     out = []
     for k, part in enumerate(parts):
         rest = np.concatenate([p for j, p in enumerate(parts) if j != k])
-        centres = _prototypes(train[rest], count)
-        out.append(1.0 - (_unit(train[part].astype(np.float64)) @ centres.T).max(axis=1))
+        out.append(_residuals(train[part], _subspace_record(train[rest])))
     return np.concatenate(out)
 
 
@@ -210,22 +229,22 @@ def fit_ood(
     train_embeddings: np.ndarray,
     val_embeddings: np.ndarray,
     quantile: float = 0.995,
-    prototypes: int = PROTOTYPES,
-    prototype_quantile: float = 1.0 - FALSE_ALARM_TARGET / 2,
+    residual_quantile: float = 1.0 - FALSE_ALARM_TARGET / 2,
 ) -> dict[str, Any]:
     """Feature-space statistics of the training images and thresholds from held-out images.
 
     ``threshold``: 1.1 x the ``quantile`` of the validation images' RMS z-distances
     to the training mean/std (the score every fracsight version reads).
-    ``prototype_threshold``: for the cosine distance to the nearest of
-    ``prototypes`` k-means centres of the training embeddings, which separates
-    non-radiographs much better and is used when present. Its calibration set is
-    the validation images plus the training images scored against centres fitted
-    without them (5-fold cross-fitting), so small validation sets still give a
-    usable estimate; the threshold is the ``prototype_quantile`` of it (the
-    validation set's own quantile if higher) times 1 + 1/sqrt(n). The default
-    quantile, 1 - 2 %/2, aims at half the false-alarm target.
+    ``subspace_threshold``: for the residual outside the principal subspace of the
+    training embeddings (:func:`subspace_residual`), the score used when present.
+    Its calibration set is the validation images plus the training images scored
+    against subspaces fitted without them (5-fold cross-fitting), so small
+    validation sets still give a usable estimate; the threshold is the
+    ``residual_quantile`` of it (the validation set's own quantile if higher)
+    times 1 + 1/sqrt(n). The default quantile, 1 - 2 %/2, aims at half the
+    false-alarm target.
     """
+    train_embeddings = np.asarray(train_embeddings, dtype=np.float64)
     mean = train_embeddings.mean(axis=0)
     std = train_embeddings.std(axis=0) + 1e-3
     stats: dict[str, Any] = {"mean": mean.round(5).tolist(), "std": std.round(5).tolist()}
@@ -235,27 +254,32 @@ def fit_ood(
         f"RMS z-distance of the pooled features to the training images; threshold = 1.1 x the "
         f"{quantile:.1%} quantile of validation distances"
     )
-    if prototypes > 0:
-        centres = _prototypes(train_embeddings, prototypes)
-        stats["prototypes"] = encode_array(centres)
-        nearest = np.array([prototype_distance(e, stats) for e in val_embeddings])
-        pooled = np.concatenate([nearest, _held_out_distances(train_embeddings, prototypes)])
+    if len(train_embeddings) >= 2:
+        stats.update(_subspace_record(train_embeddings))
+        own = _residuals(val_embeddings, stats)
+        pooled = np.concatenate([own, _held_out_residuals(train_embeddings)])
         margin = 1.0 + 1.0 / np.sqrt(len(pooled))  # the quantile's estimation error shrinks with n
-        q = prototype_quantile
-        estimate = max(np.quantile(nearest, q), np.quantile(pooled, q))
-        stats["prototype_threshold"] = float(estimate * margin)
-        stats["prototype_description"] = (
-            f"1 - cosine similarity of the pooled features to the nearest of {len(centres)} k-means centres "
-            f"of the training images; threshold = the {q:.1%} quantile of {len(pooled)} calibration "
-            "distances (validation images, and training images against centres fitted without them; the "
-            f"validation quantile if higher) x (1 + 1/sqrt(n)) = x {margin:.3f}. Used instead of the RMS "
-            "z-distance when present."
+        q = residual_quantile
+        stats["subspace_threshold"] = float(max(np.quantile(own, q), np.quantile(pooled, q)) * margin)
+        k = stats["subspace_components"]["shape"][0]
+        stats["subspace_description"] = (
+            f"RMS of the pooled features outside the {k} principal directions that hold "
+            f"{SUBSPACE_VARIANCE:.0%} of the training images' variance; threshold = the {q:.1%} quantile "
+            f"of {len(pooled)} calibration residuals (validation images, and training images against "
+            "subspaces fitted without them; the validation quantile if higher) x (1 + 1/sqrt(n)) = "
+            f"x {margin:.3f}. Used instead of the RMS z-distance when present."
         )
     return stats
 
 
 def feature_distance(embedding: np.ndarray, ood: Mapping[str, Any]) -> tuple[float, float]:
-    """(distance, threshold) of the feature-space score this bundle carries: prototypes, else RMS z."""
+    """(distance, threshold) of the feature-space score this bundle carries.
+
+    The subspace residual; in bundles exported before it, the nearest-prototype
+    distance; in the oldest, the RMS z-distance.
+    """
+    if "subspace_components" in ood and "subspace_threshold" in ood:
+        return subspace_residual(embedding, ood), float(ood["subspace_threshold"])
     if "prototypes" in ood and "prototype_threshold" in ood:
         return prototype_distance(embedding, ood), float(ood["prototype_threshold"])
     return embedding_distance(embedding, dict(ood)), float(ood["threshold"])
