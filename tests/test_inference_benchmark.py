@@ -99,3 +99,27 @@ def test_command_refuses_bad_inputs(tiny_bundle: Path, tmp_path: Path, few_image
     assert no_images.exit_code == 1 and "no image files" in no_images.stderr
     unknown = runner.invoke(app, ["benchmark", "--model", "no-such-v0", "--images", str(few_images)])
     assert unknown.exit_code == 1 and "error (unknown_model)" in unknown.stderr
+
+
+def test_rounds_alternate_between_pipelines_and_cover_every_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    import fracsight.benchmark as bench
+
+    calls: list[dict] = []
+
+    def fake_child(entry: str, args: dict) -> dict:
+        calls.append(args)
+        row = {"name": args["kind"], "engine": "e", "input_size": 1, "note": ""}
+        ips = 5.0 if args["throughput"] else None
+        return {**row, "times": [0.001] * args["runs"], "throughput_ips": ips}
+
+    monkeypatch.setattr(bench, "_child", fake_child)
+    rows = bench._timed_rows(
+        ["bundle", "resnet50"], None, [Path("a.jpg")], runs=7, batch=2, say=lambda m: None
+    )
+    assert [c["kind"] for c in calls] == ["bundle", "resnet50"] * 5  # alternating rounds
+    for kind in ("bundle", "resnet50"):
+        mine = [c for c in calls if c["kind"] == kind]
+        assert [c["runs"] for c in mine] == [2, 2, 1, 1, 1]
+        assert [c["start"] for c in mine] == [0, 2, 4, 5, 6]
+        assert [c["throughput"] for c in mine] == [False] * 4 + [True]
+    assert [r.throughput_ips for r in rows] == [5.0, 5.0] and rows[0].latency_median_ms == pytest.approx(1.0)

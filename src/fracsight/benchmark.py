@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from fracsight.errors import ConfigError
+from fracsight.errors import ConfigError, FracsightError
 from fracsight.inference import Predictor
 from fracsight.inference.tabular import collect_inputs
 
@@ -229,15 +229,12 @@ def _timed_rows(
     penalizing whichever would have run first.
     """
     rounds = max(1, min(ROUNDS, runs))
-    per_round = -(-runs // rounds)
+    blocks = [runs // rounds + (1 if r < runs % rounds else 0) for r in range(rounds)]  # each >= 1
     times: dict[str, list[float]] = {k: [] for k in kinds}
     last: dict[str, dict[str, Any]] = {}
     paths = [str(p) for p in images]
     say(f"latency over {runs} runs in {rounds} alternating rounds of fresh processes: {', '.join(kinds)}")
-    for r in range(rounds):
-        block = min(per_round, runs - r * per_round)
-        if block <= 0:
-            break
+    for r, block in enumerate(blocks):
         for kind in kinds:
             say(f"round {r + 1}/{rounds}: {kind}")
             result = _child(
@@ -246,14 +243,14 @@ def _timed_rows(
                     "kind": kind,
                     "model": model,
                     "images": paths,
-                    "start": r * per_round,
+                    "start": sum(blocks[:r]),
                     "runs": block,
                     "batch": batch,
                     "throughput": r == rounds - 1,
                 },
             )
             if "error" in result:
-                raise ConfigError(f"benchmark of {kind} failed: {result['error']}")
+                raise FracsightError(f"benchmark of {kind} failed: {result['error']}")
             times[kind] += result["times"]
             last[kind] = result
     rows = []
