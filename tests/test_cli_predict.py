@@ -48,6 +48,16 @@ def test_table_output(tiny_bundle: Path, images: list[Path]) -> None:
     assert NOTICE in " ".join(out.split())
 
 
+def test_table_on_a_narrow_terminal_wraps_instead_of_cutting(tiny_bundle: Path, images: list[Path]) -> None:
+    result = runner.invoke(
+        app, ["predict", "--model", str(tiny_bundle), str(images[0])], env={"COLUMNS": "64"}
+    )
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.stdout and "..." not in result.stdout
+    cells = "".join(line.split("│")[1] for line in result.stdout.splitlines() if line.startswith("│"))
+    assert images[0].name in cells.replace(" ", "")  # the file name is all there, folded over lines
+
+
 def test_json_output_parses(tiny_bundle: Path, images: list[Path]) -> None:
     result = _predict(tiny_bundle, *images, "--json")
     assert result.exit_code == 0, result.output

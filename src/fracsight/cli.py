@@ -244,7 +244,8 @@ def _print_table(results, studies, model_name: str, notice: str) -> None:
 
     table = Table(title=f"fracsight ({escape(model_name)})", caption=notice)
     for col in ("image", "decision", "probability", "region", "top box (score)", "warnings / error"):
-        table.add_column(col)
+        # fold, never cut: on a narrow terminal a value wraps onto more lines instead of ending in "..."
+        table.add_column(col, overflow="fold", min_width=7 if col == "probability" else None)
     for r in results:
         if isinstance(r, FailedPrediction):
             table.add_row(
