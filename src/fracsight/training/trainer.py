@@ -409,24 +409,19 @@ class Trainer:
                     torch.save(self._checkpoint(scored), self.run_dir / "best.pt")
                 else:
                     since_best += 1
-                torch.save(
-                    {
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "epoch": epoch,
-                        "phase": phase,
-                        "best_score": best_score,
-                        "best_epoch": best_epoch,
-                        "since_best": since_best,
-                        "history": json.dumps(history),
-                        **(
-                            {}
-                            if average is None
-                            else {"average": average.model.state_dict(), "average_updates": average.updates}
-                        ),
-                    },
-                    last_path,
-                )
+                last = {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "epoch": epoch,
+                    "phase": phase,
+                    "best_score": best_score,
+                    "best_epoch": best_epoch,
+                    "since_best": since_best,
+                    "history": json.dumps(history),
+                }
+                if average is not None:
+                    last.update(average=average.model.state_dict(), average_updates=average.updates)
+                torch.save(last, last_path)
                 (self.run_dir / "history.json").write_text(json.dumps(history, indent=2))
                 if phase == 2 and since_best >= cfg.patience:
                     log.info("early stopping at epoch %d (best %d)", epoch, best_epoch)
