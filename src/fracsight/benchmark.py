@@ -187,7 +187,7 @@ def _contender(kind: str, model: str | None, batch: int) -> _Contender:
 
 
 def _timing_child() -> None:
-    """Run in a fresh process: time one pipeline's single-image calls (and, if asked, its throughput)."""
+    """Run in a fresh process: time one pipeline's single-image calls, then its batch throughput."""
     args = json.loads(sys.stdin.read())
     c = _contender(args["kind"], args["model"], args["batch"])
     images, start, runs = [Path(p) for p in args["images"]], args["start"], args["runs"]
@@ -198,7 +198,7 @@ def _timing_child() -> None:
         t0 = time.perf_counter()
         c.predict_one(images[i % len(images)])
         times.append(time.perf_counter() - t0)
-    ips = _throughput(c.predict_all, images, args["batch"]) if args["throughput"] else None
+    ips = _throughput(c.predict_all, images, args["batch"])
     row = {"name": c.name, "engine": c.engine, "input_size": c.input_size, "note": c.note}
     print(json.dumps({**row, "times": times, "throughput_ips": ips}))
 
@@ -223,6 +223,9 @@ def _timed_rows(
 ) -> list[Row]:
     """One row per pipeline, each timed in fresh processes, in rounds that alternate between them.
 
+    Latency: median and 95th percentile over all rounds' calls; throughput: the
+    median of one batch pass per round.
+
     A fresh process per pipeline is what a user runs, and it keeps one engine's
     thread pool from competing with another's inside one process. Alternating
     rounds spread a shared machine's drift in speed over every row instead of
@@ -231,6 +234,7 @@ def _timed_rows(
     rounds = max(1, min(ROUNDS, runs))
     blocks = [runs // rounds + (1 if r < runs % rounds else 0) for r in range(rounds)]  # each >= 1
     times: dict[str, list[float]] = {k: [] for k in kinds}
+    throughputs: dict[str, list[float]] = {k: [] for k in kinds}
     last: dict[str, dict[str, Any]] = {}
     paths = [str(p) for p in images]
     say(f"latency over {runs} runs in {rounds} alternating rounds of fresh processes: {', '.join(kinds)}")
@@ -246,12 +250,12 @@ def _timed_rows(
                     "start": sum(blocks[:r]),
                     "runs": block,
                     "batch": batch,
-                    "throughput": r == rounds - 1,
                 },
             )
             if "error" in result:
                 raise FracsightError(f"benchmark of {kind} failed: {result['error']}")
             times[kind] += result["times"]
+            throughputs[kind].append(result["throughput_ips"])
             last[kind] = result
     rows = []
     for kind in kinds:
@@ -263,7 +267,7 @@ def _timed_rows(
                 info["input_size"],
                 float(np.median(t)),
                 float(np.percentile(t, 95)),
-                info["throughput_ips"],
+                float(np.median(throughputs[kind])),
                 note=info["note"],
             )
         )
