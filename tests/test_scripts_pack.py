@@ -61,3 +61,17 @@ def test_pack_keeps_labels_and_boxes_and_shrinks_images(fracatlas_dir: Path, tmp
     assert any(s.boxes for s in packed.samples)
     again = subprocess.run(run, capture_output=True, text=True, check=False)
     assert again.returncode != 0 and "not empty" in again.stderr  # never overwrites a copy
+
+
+def test_pack_refuses_what_it_cannot_pack(tmp_path: Path) -> None:
+    def run(*args: Path | str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True)
+
+    missing = run(tmp_path / "nowhere", tmp_path / "out")
+    assert missing.returncode == 2 and "not a FracAtlas folder" in missing.stderr
+    source = tmp_path / "source"
+    (source / "images").mkdir(parents=True)
+    (source / "dataset.csv").write_text("image_id,fractured,split\nIMG1.jpg,0,test\n")
+    no_rows = run(source, tmp_path / "out", "--splits", "train,val")
+    assert no_rows.returncode == 2 and "no rows" in no_rows.stderr
+    assert not (tmp_path / "out").exists()  # nothing written on refusal
