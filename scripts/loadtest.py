@@ -7,8 +7,9 @@
 Loopback only: the URL must point at 127.0.0.1, ::1 or localhost. The run is
 bounded by --duration and --max-requests, whichever comes first. Reports
 requests/s, latency percentiles, errors, and the server's resident memory
-before and after (from /proc with --pid, which also counts worker processes,
-otherwise from the server's own /metrics). Exit code 1 with --check when the
+before, during (every --sample-every seconds, and the peak) and after (from
+/proc with --pid, which also counts worker processes, otherwise from the
+server's own /metrics). Exit code 1 with --check when the
 targets (--target-rps, --target-p99, zero errors) are missed.
 """
 
@@ -43,6 +44,8 @@ class Report:
     latency_ms: dict[str, float] = field(default_factory=dict)
     rss_before_mb: float | None = None
     rss_after_mb: float | None = None
+    rss_peak_mb: float | None = None  # the largest of the samples taken during the run
+    rss_samples_mb: list[tuple[float, float]] = field(default_factory=list)  # (seconds in, MB)
     model: str | None = None
 
 
@@ -103,7 +106,11 @@ async def run(args: argparse.Namespace) -> Report:
 
         for _ in range(args.warmup):
             await post()
-        report.rss_before_mb = rss_from_proc(args.pid) if args.pid else await rss_from_metrics(client, url)
+
+        async def server_rss() -> float | None:
+            return rss_from_proc(args.pid) if args.pid else await rss_from_metrics(client, url)
+
+        report.rss_before_mb = await server_rss()
 
         latencies: list[float] = []
         kinds: Counter[str] = Counter()
@@ -125,10 +132,22 @@ async def run(args: argparse.Namespace) -> Report:
                 if kind is not None:
                     kinds[kind] += 1
 
-        await asyncio.gather(*(worker() for _ in range(args.concurrency)))
-        elapsed = time.perf_counter() - start
-        report.rss_after_mb = rss_from_proc(args.pid) if args.pid else await rss_from_metrics(client, url)
+        async def sample_memory() -> None:
+            """Server memory every --sample-every seconds: a leak shows as a rising series."""
+            while time.perf_counter() < deadline and issued < args.max_requests:
+                mb = await server_rss()
+                if mb is not None:
+                    report.rss_samples_mb.append((round(time.perf_counter() - start, 1), round(mb, 1)))
+                await asyncio.sleep(args.sample_every)
 
+        await asyncio.gather(sample_memory(), *(worker() for _ in range(args.concurrency)))
+        elapsed = time.perf_counter() - start
+        report.rss_after_mb = await server_rss()
+
+    measured = [mb for _, mb in report.rss_samples_mb] + [
+        mb for mb in (report.rss_before_mb, report.rss_after_mb) if mb is not None
+    ]
+    report.rss_peak_mb = max(measured) if measured else None
     ordered = sorted(latencies)
     report.duration_s = round(elapsed, 2)
     report.requests = len(latencies)
@@ -154,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5, help="Unmeasured requests sent first.")
     parser.add_argument("--timeout", type=float, default=30.0, help="Per-request timeout in seconds.")
     parser.add_argument("--pid", type=int, help="Server process id, for RSS from /proc (adds its workers).")
+    parser.add_argument("--sample-every", type=float, default=5.0, help="Seconds between memory samples.")
     parser.add_argument("--json", action="store_true", help="Print the report as JSON.")
     parser.add_argument("--check", action="store_true", help="Exit 1 when a target below is missed.")
     parser.add_argument("--target-rps", type=float, default=20.0)
@@ -162,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     require_loopback(args.url, "load-test")
     if not 1 <= args.concurrency <= 256 or not 0 < args.duration <= 3600 or args.max_requests < 1:
         parser.error("need 1 <= concurrency <= 256, 0 < duration <= 3600 and max-requests >= 1")
+    if not args.sample_every > 0:
+        parser.error("--sample-every must be positive")
     if not args.image.is_file():
         parser.error(f"no such image: {args.image}")
 
@@ -175,7 +197,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(asdict(report) | {"targets_met": passed}, indent=2))
     else:
         lat = report.latency_ms
-        rss = f"{report.rss_before_mb or float('nan'):.0f} -> {report.rss_after_mb or float('nan'):.0f} MB"
+        rss = (
+            f"{report.rss_before_mb or float('nan'):.0f} -> {report.rss_after_mb or float('nan'):.0f} MB, "
+            f"peak {report.rss_peak_mb or float('nan'):.0f} MB over {len(report.rss_samples_mb)} samples"
+        )
         print(f"model {report.model}; image {report.image}; concurrency {report.concurrency}")
         print(
             f"{report.requests} requests in {report.duration_s:.1f} s: {report.requests_per_s:.1f} req/s ok"
