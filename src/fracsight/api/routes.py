@@ -22,7 +22,7 @@ from fracsight.api.errors import (
 )
 from fracsight.api.metrics import CONTENT_TYPE, Metrics
 from fracsight.api.schemas import ErrorResponse, Health, ModelInfo, PredictResponse
-from fracsight.api.service import FileFailure, Outcome, PredictOptions, predict_uploads, study_at
+from fracsight.api.service import FileFailure, Outcome, PredictOptions, at_operating_point, predict_uploads
 from fracsight.api.settings import ApiSettings
 from fracsight.api.uploads import UploadLimits, read_uploads
 from fracsight.bundle import OperatingPoint
@@ -205,7 +205,7 @@ async def predict(
     metrics.count_images("failed", len(failures))
     if not predictions:
         raise _refusal(failures)
-    studies = [study_at(predictor.predict_study(predictions, "study"), op)] if study else []
+    studies = [at_operating_point(predictor.predict_study(predictions, "study"), op)] if study else []
     return {
         "model": {"name": predictor.spec.name, "version": predictor.spec.version},
         "notice": NOTICE,

@@ -11,6 +11,7 @@ import dataclasses
 import io
 import logging
 from dataclasses import dataclass
+from typing import TypeVar
 
 from fracsight.api.errors import INTERNAL_ERROR, log_unexpected
 from fracsight.api.uploads import Upload
@@ -20,7 +21,7 @@ from fracsight.explain import render_overlay
 from fracsight.inference import Prediction, Predictor, StudyPrediction
 from fracsight.io import read_image
 
-__all__ = ["FileFailure", "Outcome", "PredictOptions", "at_operating_point", "predict_uploads", "study_at"]
+__all__ = ["FileFailure", "Outcome", "PredictOptions", "at_operating_point", "predict_uploads"]
 
 logger = logging.getLogger("fracsight.api")
 
@@ -49,24 +50,18 @@ class Outcome:
     overlay_png_base64: str | None = None
 
 
-def at_operating_point(prediction: Prediction, op: OperatingPoint) -> Prediction:
-    """The prediction's headline decision at another of the bundle's operating points."""
-    if prediction.operating_point == op.name:
-        return prediction
-    return dataclasses.replace(
-        prediction,
-        operating_point=op.name,
-        threshold=op.threshold,
-        fracture_suspected=prediction.fracture_probability >= op.threshold,
-    )
+Decided = TypeVar("Decided", Prediction, StudyPrediction)
 
 
-def study_at(study: StudyPrediction, op: OperatingPoint) -> StudyPrediction:
+def at_operating_point(result: Decided, op: OperatingPoint) -> Decided:
+    """An image's or a study's headline decision at another of the bundle's operating points."""
+    if result.operating_point == op.name:
+        return result
     return dataclasses.replace(
-        study,
+        result,
         operating_point=op.name,
         threshold=op.threshold,
-        fracture_suspected=study.fracture_probability >= op.threshold,
+        fracture_suspected=result.fracture_probability >= op.threshold,
     )
 
 
