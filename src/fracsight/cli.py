@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -74,11 +74,18 @@ def audit(
     except DatasetError as e:
         err.print(f"[red]error[/red] ({e.code}): {escape(str(e))}")
         raise typer.Exit(1) from None
+    _show_report(report, render_audit, json_output)
+
+
+def _show_report(report: Any, render: Callable[[Any], Iterable[Any]], json_output: bool) -> None:
+    """A report as one JSON object on stdout (``report.to_dict()``), or as the tables ``render`` yields."""
+    from rich.console import Console
+
     if json_output:
         typer.echo(json.dumps(report.to_dict(), indent=2))
         return
     out = Console()
-    for renderable in render_audit(report):
+    for renderable in render(report):
         out.print(renderable)
 
 
@@ -540,12 +547,7 @@ def benchmark(
         report = run_benchmark(
             model, images, runs=runs, batch=batch, compare=compare, progress=lambda msg: status.update(msg)
         )
-    if json_output:
-        typer.echo(json.dumps(report.to_dict(), indent=2))
-        return
-    out = Console()
-    for renderable in render_report(report):
-        out.print(renderable)
+    _show_report(report, render_report, json_output)
 
 
 def main() -> None:
