@@ -28,6 +28,7 @@ from pathlib import Path
 
 import httpx
 from _loopback import require_loopback
+from _proc import proc_status_mb
 
 
 @dataclass
@@ -59,24 +60,21 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 def rss_from_proc(pid: int) -> float | None:
     """Resident memory (MB) of a process and all its descendants, from /proc."""
-    total_kb = 0
+    total_mb = 0.0
     todo, seen = [pid], set()
     while todo and len(seen) < 256:
         p = todo.pop()
         if p in seen:
             continue
         seen.add(p)
-        try:
-            status = Path(f"/proc/{p}/status").read_text()
-        except OSError:
+        status = proc_status_mb(p)
+        if not status:
             continue
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                total_kb += int(line.split()[1])
+        total_mb += status.get("VmRSS", 0.0)
         for task in Path(f"/proc/{p}/task").glob("*/children"):
             with contextlib.suppress(OSError):
                 todo += [int(c) for c in task.read_text().split()]
-    return total_kb / 1024 if seen else None
+    return total_mb if seen else None
 
 
 async def rss_from_metrics(client: httpx.AsyncClient, url: str) -> float | None:

@@ -52,6 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from _loopback import require_loopback  # noqa: E402
+from _proc import proc_status_mb  # noqa: E402
 
 from corpus import RawRequest, garbage_requests, good_request, png_claiming, upload_request  # noqa: E402
 
@@ -79,19 +80,8 @@ class Report:
 
 def proc_memory(pid: int | None) -> dict[str, float | None]:
     """VmRSS and VmHWM (peak) of a process, in MB; None where /proc cannot tell."""
-    out: dict[str, float | None] = {"rss": None, "peak": None}
-    if pid is None:
-        return out
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    out["rss"] = int(line.split()[1]) / 1024
-                elif line.startswith("VmHWM:"):
-                    out["peak"] = int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return out
+    status = proc_status_mb(pid) if pid is not None else {}
+    return {"rss": status.get("VmRSS"), "peak": status.get("VmHWM")}
 
 
 def free_port() -> int:
