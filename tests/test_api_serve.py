@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from conftest import free_port
 from fracsight.api.settings import ENV_PREFIX, ApiSettings
 from fracsight.cli import app as cli
 
@@ -75,12 +75,6 @@ def test_serve_refuses_a_tampered_bundle_before_starting(
     assert "bundle_checksum_mismatch" in result.output and "Traceback" not in result.output
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _png() -> bytes:
     import numpy as np
     from PIL import Image
@@ -92,7 +86,7 @@ def _png() -> bytes:
 
 @pytest.mark.slow
 def test_real_server_on_loopback(tiny_bundle: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
     entry = "from fracsight.cli import main; main()"
     command = [sys.executable, "-c", entry, "serve", "--model", str(tiny_bundle), "--port", str(port)]

@@ -11,7 +11,6 @@ import io
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import free_port
 from fracsight.inference import NOTICE, Predictor
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -34,12 +34,6 @@ pytestmark = [
 ]
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is absent (pip install playwright)")
 pytest.importorskip("streamlit", reason="the web app needs the app extra (pip install 'fracsight[app]')")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def fracsight_command() -> list[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +16,7 @@ import pytest
 uvicorn = pytest.importorskip("uvicorn")
 pytest.importorskip("fastapi")
 
+from conftest import free_port  # noqa: E402
 from fracsight.api import ApiSettings, create_app  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "loadtest.py"
@@ -24,9 +24,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "loadtest.py"
 
 @pytest.fixture(scope="module")
 def server_url(tiny_bundle: Path) -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     app = create_app(ApiSettings(model=str(tiny_bundle)))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
