@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from fracsight.explain import (
     upsample_to_input,
 )
 from fracsight.inference.onnx_model import OnnxModel
-from fracsight.inference.ood import assess_input
+from fracsight.inference.ood import ImageStatistics, assess_input, pixel_statistics
 from fracsight.inference.results import FailedPrediction, Prediction, StudyPrediction
 from fracsight.inference.store import resolve_bundle
 from fracsight.io import Radiograph, read_image
@@ -69,6 +69,10 @@ class Predictor:
         self.regions: tuple[str, ...] = region_head.classes if region_head else ()
         class_head = self.spec.head("class")
         self.classes: tuple[str, ...] = class_head.classes if class_head else ()
+        # Work that needs only the pixels (image statistics) or only the network's small maps
+        # (the full-size heatmap) runs on this thread beside the main line, so a single image
+        # uses both cores outside the network too. Pillow and NumPy release the GIL for it.
+        self._side = ThreadPoolExecutor(1, thread_name_prefix="fracsight-side")
 
     @property
     def name(self) -> str:
@@ -86,10 +90,14 @@ class Predictor:
         radiograph: Radiograph,
         geometry: Letterbox,
         source: str,
+        statistics: Future[ImageStatistics | None],
         with_heatmap: bool,
         keep_pixels: bool,
     ) -> Prediction:
         spec = self.spec
+        loc = spec.localization
+        heat_small = localization_map(out["mask"][i], out["cam"][i], loc.get("source", "combined"))
+        heatmap = self._side.submit(heatmap_to_original, heat_small, geometry) if with_heatmap else None
         prob = decisions = None
         op = self.operating_point
         if op is not None:
@@ -106,10 +114,8 @@ class Predictor:
             logits = out["class"][i].astype(np.float64)
             e = np.exp(logits - logits.max())
             class_probs = {name: float(v) for name, v in zip(self.classes, e / e.sum(), strict=True)}
-        assessment = assess_input(radiograph, out["embedding"][i], region_probs, spec)
+        assessment = assess_input(radiograph, statistics.result(), out["embedding"][i], region_probs, spec)
         warnings = list(radiograph.metadata.warnings) + list(assessment.warnings)
-        loc = spec.localization
-        heat_small = localization_map(out["mask"][i], out["cam"][i], loc.get("source", "combined"))
         boxes = boxes_from_heatmap(
             upsample_to_input(heat_small, BOX_GRID),
             geometry,
@@ -132,7 +138,7 @@ class Predictor:
             warnings=tuple(warnings),
             model=self.name,
             metadata=radiograph.metadata,
-            heatmap=heatmap_to_original(heat_small, geometry) if with_heatmap else None,
+            heatmap=None if heatmap is None else heatmap.result(),
             pixels=radiograph.pixels if keep_pixels else None,
         )
 
@@ -148,11 +154,12 @@ class Predictor:
         """Predict already-read radiographs in one batch."""
         if not radiographs:
             return []
+        statistics = [self._side.submit(pixel_statistics, r.pixels) for r in radiographs]
         batch, geometries = self.preprocess(radiographs)
         out = self.onnx.run(batch)
         return [
-            self._postprocess(out, i, r, g, s, heatmap, keep_pixels)
-            for i, (r, g, s) in enumerate(zip(radiographs, geometries, sources, strict=True))
+            self._postprocess(out, i, r, g, s, st, heatmap, keep_pixels)
+            for i, (r, g, s, st) in enumerate(zip(radiographs, geometries, sources, statistics, strict=True))
         ]
 
     def predict(
