@@ -63,5 +63,5 @@ def letterbox(pixels: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
         img = img.resize((nw, nh), Image.Resampling.BILINEAR)
     out = np.zeros((size, size), dtype=np.float32)
     pad_y, pad_x = (size - nh) // 2, (size - nw) // 2
-    out[pad_y : pad_y + nh, pad_x : pad_x + nw] = np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
+    np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0, out=out[pad_y : pad_y + nh, pad_x : pad_x + nw])
     return out, Letterbox(size=size, scale=nw / w, pad_x=pad_x, pad_y=pad_y, original_size=(h, w))

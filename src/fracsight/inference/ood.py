@@ -165,16 +165,16 @@ def encode_array(a: np.ndarray) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=8)
-def _decode(data: str, shape: tuple[int, ...]) -> np.ndarray:
-    a = np.frombuffer(b64decode(data), dtype="<f2").astype(np.float64).reshape(shape)
+def _decode(data: str, shape: tuple[int, ...], dtype: type[np.floating]) -> np.ndarray:
+    a = np.frombuffer(b64decode(data), dtype="<f2").astype(dtype).reshape(shape)
     a.setflags(write=False)
     return a
 
 
-def decode_array(record: Mapping[str, Any]) -> np.ndarray:
+def decode_array(record: Mapping[str, Any], dtype: type[np.floating] = np.float64) -> np.ndarray:
     if record.get("encoding") != "float16-base64":
         raise ValueError(f"unknown array encoding {record.get('encoding')!r}")
-    return _decode(record["data"], tuple(int(n) for n in record["shape"]))
+    return _decode(record["data"], tuple(int(n) for n in record["shape"]), dtype)
 
 
 def prototype_distance(embedding: np.ndarray, ood: Mapping[str, Any]) -> float:
@@ -188,12 +188,13 @@ def prototype_distance(embedding: np.ndarray, ood: Mapping[str, Any]) -> float:
 
 def subspace_residual(embedding: np.ndarray, ood: Mapping[str, Any]) -> float:
     """RMS of the embedding's part outside the training embeddings' principal subspace."""
-    mean = decode_array(ood["subspace_mean"])
-    components = decode_array(ood["subspace_components"])  # (k, d), orthonormal rows
-    x = np.asarray(embedding, dtype=np.float64) - mean
+    mean = decode_array(ood["subspace_mean"], np.float32)
+    components = decode_array(ood["subspace_components"], np.float32)  # (k, d), orthonormal rows
+    # float32 like the embedding itself (the float16-stored statistics are exact in it);
     # einsum, not @ (see prototype_distance)
+    x = np.asarray(embedding, dtype=np.float32) - mean
     residual = x - np.einsum("k,kd->d", np.einsum("kd,d->k", components, x), components)
-    return float(np.sqrt(np.mean(residual * residual)))
+    return float(np.sqrt(np.mean(residual * residual, dtype=np.float64)))
 
 
 def _subspace(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -69,10 +69,11 @@ class Predictor:
         self.regions: tuple[str, ...] = region_head.classes if region_head else ()
         class_head = self.spec.head("class")
         self.classes: tuple[str, ...] = class_head.classes if class_head else ()
-        # Work that needs only the pixels (image statistics) or only the network's small maps
-        # (the full-size heatmap) runs on this thread beside the main line, so a single image
-        # uses both cores outside the network too. Pillow and NumPy release the GIL for it.
-        self._side = ThreadPoolExecutor(1, thread_name_prefix="fracsight-side")
+        # The image statistics of the input checks need only the pixels: they run on this thread
+        # while the main one letterboxes (Pillow and NumPy release the GIL), so one image uses
+        # both cores before the network too. (The full-size heatmap was tried there as well: the
+        # hand-over cost as much as it saved.)
+        self._side = ThreadPoolExecutor(1, thread_name_prefix="fracsight-statistics")
 
     @property
     def name(self) -> str:
@@ -95,9 +96,6 @@ class Predictor:
         keep_pixels: bool,
     ) -> Prediction:
         spec = self.spec
-        loc = spec.localization
-        heat_small = localization_map(out["mask"][i], out["cam"][i], loc.get("source", "combined"))
-        heatmap = self._side.submit(heatmap_to_original, heat_small, geometry) if with_heatmap else None
         prob = decisions = None
         op = self.operating_point
         if op is not None:
@@ -116,6 +114,8 @@ class Predictor:
             class_probs = {name: float(v) for name, v in zip(self.classes, e / e.sum(), strict=True)}
         assessment = assess_input(radiograph, statistics.result(), out["embedding"][i], region_probs, spec)
         warnings = list(radiograph.metadata.warnings) + list(assessment.warnings)
+        loc = spec.localization
+        heat_small = localization_map(out["mask"][i], out["cam"][i], loc.get("source", "combined"))
         boxes = boxes_from_heatmap(
             upsample_to_input(heat_small, BOX_GRID),
             geometry,
@@ -138,7 +138,7 @@ class Predictor:
             warnings=tuple(warnings),
             model=self.name,
             metadata=radiograph.metadata,
-            heatmap=None if heatmap is None else heatmap.result(),
+            heatmap=heatmap_to_original(heat_small, geometry) if with_heatmap else None,
             pixels=radiograph.pixels if keep_pixels else None,
         )
 
