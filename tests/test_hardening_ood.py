@@ -26,6 +26,7 @@ from fracsight.inference.ood import (
     feature_distance,
     fit_ood,
     image_statistics,
+    pixel_statistics,
     subspace_residual,
 )
 
@@ -66,6 +67,20 @@ def test_statistics_are_cheap_and_well_defined_on_flat_images() -> None:
     stats = image_statistics(np.zeros((40, 40), dtype=np.float32))
     assert stats.neighbour_correlation == 1.0 and stats.grey_levels == 1
     assert set(stats.to_dict()) == {"grey_levels", "neighbour_correlation", "edge_fraction", "fine_detail"}
+
+
+def test_pixel_statistics_are_none_only_for_a_blank_image() -> None:
+    flat = np.full((300, 200), 0.5, dtype=np.float32)
+    assert pixel_statistics(flat) is None
+    assert pixel_statistics(flat + RNG.normal(0, 0.005, flat.shape).astype(np.float32)) is None  # faint noise
+    content = radiograph_like(300, 200).astype(np.float32) / np.float32(255)
+    assert pixel_statistics(content) == image_statistics(content)
+
+
+def test_neighbour_correlation_tells_noise_from_structure() -> None:
+    noise = image_statistics(RNG.random((600, 600)).astype(np.float32)).neighbour_correlation
+    smooth = image_statistics(np.tile(np.sin(np.linspace(0, 20, 600)), (600, 1)).astype(np.float32))
+    assert abs(noise) < 0.05 and smooth.neighbour_correlation > 0.99
 
 
 def test_arrays_survive_the_json_round_trip() -> None:

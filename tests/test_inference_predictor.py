@@ -82,6 +82,21 @@ def test_results_do_not_depend_on_the_batch_size(sharp_predictor: Predictor, fra
             assert a.decisions == b.decisions and a.reliable == b.reliable
 
 
+def test_threads_sharing_a_predictor_get_the_sequential_results(
+    sharp_predictor: Predictor, fracatlas_dir: Path
+) -> None:
+    """The API predicts from several threads at once on one Predictor and its statistics thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = _images(fracatlas_dir, 6) * 3
+    sequential = [sharp_predictor.predict(p) for p in paths]
+    with ThreadPoolExecutor(4) as pool:
+        concurrent = list(pool.map(sharp_predictor.predict, paths))
+    for a, b in zip(sequential, concurrent, strict=True):
+        assert b == a  # every field, warnings and reliability included, except the arrays
+        np.testing.assert_array_equal(b.heatmap, a.heatmap)
+
+
 # ---- batches with failures -----------------------------------------------------------------------
 
 
