@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -154,6 +156,44 @@ def test_metrics_text_is_valid_exposition_format() -> None:
     assert 'fracsight_http_request_duration_seconds_bucket{route="/v1/predict",le="+Inf"} 2' in text
     assert 'code="we\\"ird\\\\code\\n"' in text
     assert m.request_count("/v1/predict", "POST", 200) == 2
+
+
+def _total(text: str, line_start: str) -> float:
+    (line,) = [line for line in text.splitlines() if line.startswith(line_start)]
+    return float(line.rsplit(" ", 1)[1])
+
+
+def test_workers_sharing_a_folder_report_their_sum(tmp_path: Path) -> None:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # an exited worker: its counts stay, its in-progress gauge does not
+    here = Metrics(share_dir=tmp_path)
+    gone = Metrics(share_dir=tmp_path, process_id=child.pid)
+    for seconds in (0.03, 0.2):
+        here.observe_request("/v1/predict", "POST", 200, seconds)
+    gone.count_error("empty_file", scope="file")
+    gone.inference_started()
+    for _ in range(3):
+        gone.observe_request("/v1/predict", "POST", 200, 0.03)
+    (tmp_path / "99.json").write_text("{not json", encoding="utf-8")  # damaged files are skipped
+    (tmp_path / "98.json").write_text('{"pid": 98, "requests": "nonsense"}', encoding="utf-8")
+
+    text = here.render()
+    for line in text.splitlines():
+        assert line.startswith("# HELP ") or line.startswith("# TYPE ") or SAMPLE.match(line), line
+    predict = 'fracsight_http_requests_total{route="/v1/predict",method="POST",status="200"}'
+    assert _total(text, predict) == 5
+    assert _total(text, 'fracsight_http_request_duration_seconds_bucket{route="/v1/predict",le="0.05"}') == 4
+    assert _total(text, 'fracsight_http_request_duration_seconds_count{route="/v1/predict"}') == 5
+    assert _total(text, 'fracsight_errors_total{code="empty_file",scope="file"}') == 1
+    assert _total(text, "fracsight_inferences_in_progress") == 0
+    assert _total(text, "fracsight_worker_processes") == 1
+    assert here.request_count("/v1/predict") == 2  # its own counters are untouched
+
+
+def test_without_a_shared_folder_a_process_reports_itself() -> None:
+    text = Metrics().render()
+    assert "fracsight_worker_processes" not in text
+    assert "fracsight_inferences_in_progress 0" in text
 
 
 # ---- concurrency -----------------------------------------------------------------------------------------

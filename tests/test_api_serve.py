@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,13 +87,13 @@ def _png() -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.slow
-def test_real_server_on_loopback(tiny_bundle: Path) -> None:
+@contextlib.contextmanager
+def _server(*args: str) -> Iterator[str]:
+    """`fracsight serve ARGS` on a free loopback port, ready; yields its URL and stops it afterwards."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
     entry = "from fracsight.cli import main; main()"
-    command = [sys.executable, "-c", entry, "serve", "--model", str(tiny_bundle), "--port", str(port)]
-    command += ["--log-level", "warning"]
+    command = [sys.executable, "-c", entry, "serve", *args, "--port", str(port), "--log-level", "warning"]
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -104,10 +107,7 @@ def test_real_server_on_loopback(tiny_bundle: Path) -> None:
                 pass
             assert time.monotonic() < deadline, "server did not start within 60 s"
             time.sleep(0.3)
-        r = httpx.post(f"{url}/v1/predict", files={"files": ("a.png", _png())}, timeout=30)
-        assert r.status_code == 200 and r.json()["images"][0]["source"] == "a.png"
-        r = httpx.post(f"{url}/v1/predict", files={"files": ("e.png", b"")}, timeout=30)
-        assert r.status_code == 400 and r.json()["error"]["code"] == "empty_file"
+        yield url
     finally:
         server.terminate()
         try:
@@ -115,3 +115,30 @@ def test_real_server_on_loopback(tiny_bundle: Path) -> None:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait(timeout=5)
+
+
+@pytest.mark.slow
+def test_real_server_on_loopback(tiny_bundle: Path) -> None:
+    with _server("--model", str(tiny_bundle)) as url:
+        r = httpx.post(f"{url}/v1/predict", files={"files": ("a.png", _png())}, timeout=30)
+        assert r.status_code == 200 and r.json()["images"][0]["source"] == "a.png"
+        r = httpx.post(f"{url}/v1/predict", files={"files": ("e.png", b"")}, timeout=30)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "empty_file"
+
+
+@pytest.mark.slow
+def test_metrics_of_several_workers_add_up(tiny_bundle: Path) -> None:
+    shared = set(Path(tempfile.gettempdir()).glob("fracsight-metrics-*"))
+    predict = 'fracsight_http_requests_total{route="/v1/predict",method="POST",status="200"} '
+    with _server("--model", str(tiny_bundle), "--workers", "2") as url:
+        close = {"Connection": "close"}  # a new connection each time, so the requests spread over workers
+        for i in range(6):
+            r = httpx.post(
+                f"{url}/v1/predict", files={"files": (f"{i}.png", _png())}, headers=close, timeout=30
+            )
+            assert r.status_code == 200
+        for _ in range(4):  # whichever worker answers, it reports the whole server
+            text = httpx.get(f"{url}/metrics", headers=close, timeout=30).text
+            assert predict + "6" in text, text
+            assert "fracsight_worker_processes 2" in text
+    assert set(Path(tempfile.gettempdir()).glob("fracsight-metrics-*")) == shared  # the folder is removed

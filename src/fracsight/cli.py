@@ -437,6 +437,8 @@ def serve(
     Uploads are processed in memory and never stored.
     """
     import os
+    import shutil
+    import tempfile
 
     with user_errors():
         try:
@@ -462,15 +464,23 @@ def serve(
         OnnxModel(Path(settings.model))  # refuse a broken or tampered bundle here, not in every worker
     if host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"warning: listening on {host}: put the API behind TLS and authentication", err=True)
+    shared_metrics = None
+    if workers > 1 and settings.metrics_dir is None:  # /metrics adds up every worker's counters
+        shared_metrics = tempfile.mkdtemp(prefix="fracsight-metrics-")
+        settings = settings.model_copy(update={"metrics_dir": shared_metrics})
     os.environ.update(settings.to_env())  # worker processes build their app from these
-    uvicorn.run(
-        "fracsight.api.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-    )
+    try:
+        uvicorn.run(
+            "fracsight.api.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=log_level,
+        )
+    finally:
+        if shared_metrics is not None:
+            shutil.rmtree(shared_metrics, ignore_errors=True)
 
 
 @app.command("models")

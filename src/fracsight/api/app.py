@@ -131,7 +131,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     :func:`~fracsight.api.routes.get_predictor`.
     """
     settings = settings if settings is not None else ApiSettings.from_env()
-    metrics = Metrics()
+    metrics = Metrics(share_dir=settings.metrics_dir)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

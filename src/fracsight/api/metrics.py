@@ -1,18 +1,26 @@
 """Prometheus metrics in the text exposition format (version 0.0.4), written by hand.
 
-Counters live in one process: with ``--workers N`` each worker counts its own
-requests and a scrape sees whichever worker answered it.
+Each process counts its own requests. With several worker processes
+(``fracsight serve --workers N``), each worker also writes its counters to a
+small JSON file in a shared folder after every request it answers, and
+``/metrics``, whichever worker answers it, adds up all the files: the counters
+cover the whole server. A worker that has exited keeps counting in the totals
+(counters never go back), but not in the in-progress gauge.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import threading
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 __all__ = ["CONTENT_TYPE", "LATENCY_BUCKETS", "Metrics", "resident_memory_bytes"]
+
+_State = dict[str, Any]  # one process's counters, as JSON (see Metrics._state)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -59,11 +67,48 @@ class _Histogram:
         self.n += 1
 
 
-class Metrics:
-    """Thread-safe counters for requests, latency, error codes and images; ``render()`` for /metrics."""
+def _well_formed(state: Any) -> bool:
+    """A state file as :meth:`Metrics._state` writes it (anything else is skipped, never fatal)."""
+    try:
+        return (
+            isinstance(state["pid"], int)
+            and all(len(r) == 4 and isinstance(r[3], int) for r in state["requests"])
+            and all(len(e) == 3 and isinstance(e[2], int) for e in state["errors"])
+            and all(isinstance(n, int) for n in state["images"].values())
+            and all(len(h["counts"]) == len(h["buckets"]) for h in state["latency"].values())
+            and isinstance(state["in_progress"], int)
+        )
+    except (KeyError, TypeError, AttributeError):
+        return False
 
-    def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but belongs to someone else, or no way to ask (e.g. Windows)
+        return True
+    return True
+
+
+class Metrics:
+    """Thread-safe counters for requests, latency, error codes and images; ``render()`` for /metrics.
+
+    ``share_dir``: a folder that the worker processes of one server share; each
+    writes its counters there and ``render()`` reports their sum.
+    """
+
+    def __init__(
+        self,
+        buckets: tuple[float, ...] = LATENCY_BUCKETS,
+        share_dir: str | Path | None = None,
+        process_id: int | None = None,
+    ) -> None:
         self._lock = threading.Lock()
+        self._publish_lock = threading.Lock()
+        self._share_dir = Path(share_dir) if share_dir else None
+        self._pid = os.getpid() if process_id is None else process_id
         self._buckets = buckets
         self._requests: dict[tuple[str, str, str], int] = defaultdict(int)
         self._latency: dict[str, _Histogram] = {}
@@ -74,10 +119,12 @@ class Metrics:
 
     # ---- recording ----------------------------------------------------------------------------------
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count an answered request. Called once per request, last: it also shares the counters."""
         with self._lock:
             self._requests[(route, method, str(status))] += 1
             hist = self._latency.setdefault(route, _Histogram(self._buckets))
             hist.observe(seconds)
+        self._publish()
 
     def count_error(self, code: str, scope: str = "request") -> None:
         """An error answered to a client: a whole request (``request``) or one file in it (``file``)."""
@@ -113,8 +160,77 @@ class Metrics:
         with self._lock:
             return sum(n for (c, _), n in self._errors.items() if c == code)
 
+    # ---- sharing between worker processes -----------------------------------------------------------
+    def _state(self) -> _State:
+        with self._lock:
+            return {
+                "pid": self._pid,
+                "requests": [[*key, n] for key, n in self._requests.items()],
+                "latency": {
+                    route: {"buckets": list(h.buckets), "counts": list(h.counts), "total": h.total, "n": h.n}
+                    for route, h in self._latency.items()
+                },
+                "errors": [[*key, n] for key, n in self._errors.items()],
+                "images": dict(self._images),
+                "in_progress": self._in_progress,
+                "model": list(self._model) if self._model else None,
+            }
+
+    def _publish(self) -> None:
+        """Write this process's counters to the shared folder (atomically; no-op without one)."""
+        if self._share_dir is None:
+            return
+        with self._publish_lock:  # one writer at a time, so a newer state is never replaced by an older
+            target = self._share_dir / f"{self._pid}.json"
+            partial = target.with_suffix(".tmp")
+            try:
+                partial.write_text(json.dumps(self._state()), encoding="utf-8")
+                os.replace(partial, target)
+            except OSError:  # a full or vanished folder must not fail the request it counts
+                pass
+
+    def _states(self) -> list[_State]:
+        own = self._state()
+        if self._share_dir is None:
+            return [own]
+        self._publish()
+        states = [own]
+        for path in sorted(self._share_dir.glob("*.json")):
+            try:
+                state = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):  # being replaced right now, or damaged: skip this scrape
+                continue
+            if _well_formed(state) and state["pid"] != self._pid:
+                if not _alive(state["pid"]):
+                    state["in_progress"] = 0
+                states.append(state)
+        return states
+
+    # ---- the exposition ---------------------------------------------------------------------------
     def render(self) -> str:
-        """All metrics in the Prometheus text format."""
+        """All metrics in the Prometheus text format (summed over the server's workers when shared)."""
+        states = self._states()
+        requests: dict[tuple[str, str, str], int] = defaultdict(int)
+        errors: dict[tuple[str, str], int] = defaultdict(int)
+        images: dict[str, int] = defaultdict(int)
+        latency: dict[str, _Histogram] = {}
+        for state in states:
+            for route, method, status, n in state["requests"]:
+                requests[(route, method, status)] += n
+            for code, scope, n in state["errors"]:
+                errors[(code, scope)] += n
+            for outcome, n in state["images"].items():
+                images[outcome] += n
+            for route, h in state["latency"].items():
+                if tuple(h["buckets"]) != self._buckets:
+                    continue  # another version's buckets cannot be added up
+                total = latency.setdefault(route, _Histogram(self._buckets))
+                total.counts = [a + b for a, b in zip(total.counts, h["counts"], strict=True)]
+                total.total += h["total"]
+                total.n += h["n"]
+        in_progress = sum(int(state["in_progress"]) for state in states)
+        model = states[0]["model"]
+
         lines: list[str] = []
 
         def header(name: str, kind: str, help_text: str) -> str:
@@ -123,45 +239,49 @@ class Metrics:
             lines.append(f"# TYPE {full} {kind}")
             return full
 
-        with self._lock:
-            name = header(
-                "http_requests_total", "counter", "HTTP requests answered, by route template, method, status."
-            )
-            for (route, method, status), n in sorted(self._requests.items()):
-                lines.append(f"{name}{_labels(route=route, method=method, status=status)} {n}")
+        name = header(
+            "http_requests_total", "counter", "HTTP requests answered, by route template, method, status."
+        )
+        for (route, method, status), n in sorted(requests.items()):
+            lines.append(f"{name}{_labels(route=route, method=method, status=status)} {n}")
 
-            name = header(
-                "http_request_duration_seconds", "histogram", "Time to answer a request, by route template."
-            )
-            for route, hist in sorted(self._latency.items()):
-                for bound, count in zip(hist.buckets, hist.counts, strict=True):
-                    lines.append(f"{name}_bucket{_labels(route=route, le=_number(bound))} {count}")
-                lines.append(f"{name}_bucket{_labels(route=route, le='+Inf')} {hist.n}")
-                lines.append(f"{name}_sum{_labels(route=route)} {_number(hist.total)}")
-                lines.append(f"{name}_count{_labels(route=route)} {hist.n}")
+        name = header(
+            "http_request_duration_seconds", "histogram", "Time to answer a request, by route template."
+        )
+        for route, hist in sorted(latency.items()):
+            for bound, count in zip(hist.buckets, hist.counts, strict=True):
+                lines.append(f"{name}_bucket{_labels(route=route, le=_number(bound))} {count}")
+            lines.append(f"{name}_bucket{_labels(route=route, le='+Inf')} {hist.n}")
+            lines.append(f"{name}_sum{_labels(route=route)} {_number(hist.total)}")
+            lines.append(f"{name}_count{_labels(route=route)} {hist.n}")
 
-            name = header(
-                "errors_total",
-                "counter",
-                "Errors answered, by stable code and scope (request: a whole request; file: one file).",
-            )
-            for (code, scope), n in sorted(self._errors.items()):
-                lines.append(f"{name}{_labels(code=code, scope=scope)} {n}")
+        name = header(
+            "errors_total",
+            "counter",
+            "Errors answered, by stable code and scope (request: a whole request; file: one file).",
+        )
+        for (code, scope), n in sorted(errors.items()):
+            lines.append(f"{name}{_labels(code=code, scope=scope)} {n}")
 
-            name = header("images_total", "counter", "Uploaded images, by outcome (predicted or failed).")
-            for outcome, n in sorted(self._images.items()):
-                lines.append(f"{name}{_labels(outcome=outcome)} {n}")
+        name = header("images_total", "counter", "Uploaded images, by outcome (predicted or failed).")
+        for outcome, n in sorted(images.items()):
+            lines.append(f"{name}{_labels(outcome=outcome)} {n}")
 
-            name = header("inferences_in_progress", "gauge", "Requests decoding or inferring right now.")
-            lines.append(f"{name} {self._in_progress}")
+        name = header("inferences_in_progress", "gauge", "Requests decoding or inferring right now.")
+        lines.append(f"{name} {in_progress}")
 
-            if self._model is not None:
-                name = header("model_info", "gauge", "The model bundle this process serves.")
-                lines.append(f"{name}{_labels(name=self._model[0], version=self._model[1])} 1")
+        if self._share_dir is not None:
+            live = sum(1 for state in states if state is states[0] or _alive(state["pid"]))
+            name = header("worker_processes", "gauge", "Worker processes of this server that are running.")
+            lines.append(f"{name} {live}")
+
+        if model is not None:
+            name = header("model_info", "gauge", "The model bundle this process serves.")
+            lines.append(f"{name}{_labels(name=model[0], version=model[1])} 1")
 
         rss = resident_memory_bytes()
         if rss is not None:
-            lines.append("# HELP process_resident_memory_bytes Resident memory size in bytes.")
+            lines.append("# HELP process_resident_memory_bytes Resident memory size in bytes (this process).")
             lines.append("# TYPE process_resident_memory_bytes gauge")
             lines.append(f"process_resident_memory_bytes {rss}")
         return "\n".join(lines) + "\n"

@@ -48,6 +48,11 @@ class ApiSettings(BaseModel):
         le=256,
         description="ONNX Runtime threads per inference (0: the cores divided by max_concurrent_inferences).",
     )
+    metrics_dir: str | None = Field(
+        default=None,
+        description="Folder where the worker processes of one server share their metrics "
+        "(`fracsight serve --workers N` makes a temporary one); None: each process reports its own.",
+    )
 
     @property
     def max_request_bytes(self) -> int:
