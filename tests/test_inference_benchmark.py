@@ -109,7 +109,7 @@ def test_rounds_alternate_between_pipelines_and_cover_every_run(monkeypatch: pyt
     def fake_child(entry: str, args: dict) -> dict:
         calls.append(args)
         row = {"name": args["kind"], "engine": "e", "input_size": 1, "note": ""}
-        return {**row, "times": [0.001] * args["runs"], "throughput_ips": float(len(calls))}
+        return {**row, "times": [0.001 * len(calls)] * args["runs"], "throughput_ips": float(len(calls))}
 
     monkeypatch.setattr(bench, "_child", fake_child)
     rows = bench._timed_rows(
@@ -121,4 +121,6 @@ def test_rounds_alternate_between_pipelines_and_cover_every_run(monkeypatch: pyt
         assert [c["runs"] for c in mine] == [2, 2, 1, 1, 1]
         assert [c["start"] for c in mine] == [0, 2, 4, 5, 6]
     assert [r.throughput_ips for r in rows] == [5.0, 6.0]  # the median of the rounds' passes
-    assert rows[0].latency_median_ms == pytest.approx(1.0)
+    assert rows[0].latency_median_ms == pytest.approx(3.0)  # of all 7 runs: 1, 1, 3, 3, 5, 7, 9 ms
+    assert rows[0].round_medians_ms == pytest.approx((1.0, 3.0, 5.0, 7.0, 9.0))  # the drift, round by round
+    assert rows[1].round_medians_ms == pytest.approx((2.0, 4.0, 6.0, 8.0, 10.0))

@@ -66,6 +66,7 @@ class Row:
     throughput_ips: float | None = None
     peak_rss_mb: float | None = None
     note: str = ""
+    round_medians_ms: tuple[float, ...] = ()  # median latency of each round: how much the machine drifted
 
 
 @dataclass(frozen=True)
@@ -234,6 +235,7 @@ def _timed_rows(
     rounds = max(1, min(ROUNDS, runs))
     blocks = [runs // rounds + (1 if r < runs % rounds else 0) for r in range(rounds)]  # each >= 1
     times: dict[str, list[float]] = {k: [] for k in kinds}
+    round_medians: dict[str, list[float]] = {k: [] for k in kinds}
     throughputs: dict[str, list[float]] = {k: [] for k in kinds}
     last: dict[str, dict[str, Any]] = {}
     paths = [str(p) for p in images]
@@ -255,6 +257,7 @@ def _timed_rows(
             if "error" in result:
                 raise FracsightError(f"benchmark of {kind} failed: {result['error']}")
             times[kind] += result["times"]
+            round_medians[kind].append(float(np.median(result["times"])) * 1e3)
             throughputs[kind].append(result["throughput_ips"])
             last[kind] = result
     rows = []
@@ -269,6 +272,7 @@ def _timed_rows(
                 float(np.percentile(t, 95)),
                 float(np.median(throughputs[kind])),
                 note=info["note"],
+                round_medians_ms=tuple(round_medians[kind]),
             )
         )
     return rows
@@ -594,7 +598,10 @@ def render_report(report: BenchmarkReport) -> list[Any]:
             num(row.peak_rss_mb, ".0f"),
             "(latency / batch)" if row is main else _speedup(main, row),
         )
-        notes.append(f"[{i}] {escape(row.note)}")
+        rounds = ""
+        if len(row.round_medians_ms) > 1:
+            rounds = f"; median by round {min(row.round_medians_ms):.1f}-{max(row.round_medians_ms):.1f} ms"
+        notes.append(f"[{i}] {escape(row.note)}{rounds}")
     targets = Table(title="targets (2-core CPU reference machine)")
     for col in ("target", "goal", "measured", ""):
         targets.add_column(col)
