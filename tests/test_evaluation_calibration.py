@@ -11,6 +11,8 @@ from fracsight.evaluation.calibration import (
     apply_temperature,
     brier_score,
     expected_calibration_error,
+    fit_calibration,
+    fit_platt,
     fit_temperature,
     probability_to_logit,
 )
@@ -61,6 +63,39 @@ def test_fit_temperature_recovers_known_temperature(true_t: float) -> None:
     before, _ = expected_calibration_error(y, apply_temperature(logits, 1.0))
     after, _ = expected_calibration_error(y, apply_temperature(logits, fitted))
     assert after < before
+
+
+def _shifted(n: int, slope: float, bias: float, seed: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Logits of a model whose true probability is sigmoid(slope * logit + bias)."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(-1.0, 2.5, n)
+    y = (rng.random(n) < _sigmoid(slope * logits + bias)).astype(int)
+    return logits, y
+
+
+def test_fit_platt_recovers_slope_and_bias() -> None:
+    logits, y = _shifted(40_000, slope=0.75, bias=-1.0)
+    fitted = fit_platt(logits, y)
+    assert fitted is not None
+    temperature, bias = fitted
+    assert temperature == pytest.approx(1 / 0.75, rel=0.05) and bias == pytest.approx(-1.0, abs=0.08)
+    assert fit_platt([-3.0, -1.0, 1.0, 3.0], [0, 0, 1, 1]) is None  # separable: no finite fit
+
+
+def test_fit_calibration_adds_a_bias_only_where_it_helps() -> None:
+    # a model trained with up-weighted positives: its logits are shifted up as a whole
+    logits, y = _shifted(2_000, slope=0.75, bias=-1.0)
+    shifted = fit_calibration(logits, y)
+    assert shifted.method == "platt" and shifted.bias == pytest.approx(-1.0, abs=0.25)
+    p_t = apply_temperature(logits, fit_temperature(logits, y))
+    p_c = apply_temperature(logits, shifted.temperature, shifted.bias)
+    assert expected_calibration_error(y, p_c)[0] < expected_calibration_error(y, p_t)[0]
+    # no shift: whichever method wins, the bias stays near zero
+    unshifted = fit_calibration(*_shifted(2_000, slope=0.75, bias=0.0))
+    assert abs(unshifted.bias) < 0.2
+    # too few examples of a class for cross-validation: the temperature alone
+    few = fit_calibration(*_shifted(60, slope=0.75, bias=-3.0))
+    assert few.method == "temperature" and few.bias == 0.0
 
 
 def test_fit_temperature_separable_data_hits_lower_bound() -> None:

@@ -83,6 +83,14 @@ def _zero_temperature(d: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
+def _text_bias(d: dict[str, Any]) -> dict[str, Any]:
+    return {**d, "calibration_bias": "high"}
+
+
+def _infinite_bias(d: dict[str, Any]) -> dict[str, Any]:
+    return {**d, "calibration_bias": float("inf")}
+
+
 @pytest.mark.parametrize(
     ("edit", "match"),
     [
@@ -93,8 +101,20 @@ def _zero_temperature(d: dict[str, Any]) -> dict[str, Any]:
         (_unknown_field, "malformed"),
         (_bad_default_point, "default operating point"),
         (_zero_temperature, "temperature"),
+        (_text_bias, "malformed|calibration_bias"),
+        (_infinite_bias, "calibration_bias"),
     ],
-    ids=["not-an-object", "no-heads", "bad-head-kind", "future-format", "unknown-field", "bad-op", "temp-0"],
+    ids=[
+        "not-an-object",
+        "no-heads",
+        "bad-head-kind",
+        "future-format",
+        "unknown-field",
+        "bad-op",
+        "temp-0",
+        "bias-text",
+        "bias-inf",
+    ],
 )
 def test_malformed_bundle_json_is_a_bundle_error(
     bundle_copy: Path, edit: Callable[[dict[str, Any]], Any], match: str

@@ -82,6 +82,22 @@ def test_results_do_not_depend_on_the_batch_size(sharp_predictor: Predictor, fra
             assert a.decisions == b.decisions and a.reliable == b.reliable
 
 
+def test_the_calibration_bias_shifts_the_logit(
+    sharp_predictor: Predictor, fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "biased"
+    shutil.copytree(sharp_predictor.bundle_dir, folder)
+    data = json.loads((folder / "bundle.json").read_text(encoding="utf-8"))
+    assert data.get("calibration_bias", 0.0) == 0.0
+    data["calibration_bias"] = 1.5
+    (folder / "bundle.json").write_text(json.dumps(data), encoding="utf-8")
+    biased = Predictor(folder)
+    for path in _images(fracatlas_dir, 4):
+        p0 = sharp_predictor.predict(path).fracture_probability
+        p1 = biased.predict(path).fracture_probability
+        assert np.log(p1 / (1 - p1)) == pytest.approx(np.log(p0 / (1 - p0)) + 1.5, abs=1e-6)
+
+
 def test_threads_sharing_a_predictor_get_the_sequential_results(
     sharp_predictor: Predictor, fracatlas_dir: Path
 ) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,7 @@ class BundleSpec:
     operating_points: tuple[OperatingPoint, ...]
     default_operating_point: str
     temperature: float = 1.0
+    calibration_bias: float = 0.0  # probability = sigmoid(logit / temperature + calibration_bias)
     onnx_sha256: str = ""
     feature_channels: int = 0
     training: dict[str, Any] = field(default_factory=dict)
@@ -86,8 +88,10 @@ class BundleSpec:
             raise BundleError(
                 f"default operating point {self.default_operating_point!r} is not one of {names}"
             )
-        if self.temperature <= 0:
+        if not self.temperature > 0:
             raise BundleError("temperature must be positive")
+        if not math.isfinite(self.calibration_bias):
+            raise BundleError("calibration_bias must be a finite number")
 
     def head(self, name: str) -> HeadSpec | None:
         return next((h for h in self.heads if h.name == name), None)

@@ -99,7 +99,7 @@ class Predictor:
         prob = decisions = None
         op = self.operating_point
         if op is not None:
-            prob = float(sigmoid(np.float64(out["fracture"][i]) / spec.temperature))
+            prob = float(sigmoid(np.float64(out["fracture"][i]) / spec.temperature + spec.calibration_bias))
             decisions = {o.name: prob >= o.threshold for o in spec.operating_points}
         region_probs: dict[str, float] = {}
         region = None

@@ -72,6 +72,15 @@ def _epochs(n: object) -> str:
     return f"{n} epoch" if n == 1 else f"{n} epochs"
 
 
+def _calibration(spec: BundleSpec) -> str:
+    described = spec.metrics.get("validation", {}).get("calibration")
+    if described:
+        return str(described)
+    if spec.calibration_bias:
+        return f"Platt scaling (T = {spec.temperature:.3f}, bias = {spec.calibration_bias:+.3f})"
+    return f"temperature scaling (T = {spec.temperature:.3f})"
+
+
 def render_card(spec: BundleSpec, run_dir: Path | None = None) -> str:
     cfg = spec.training.get("config", {})
     unfreeze_from = cfg.get("unfreeze_from", 0)
@@ -106,7 +115,7 @@ def render_card(spec: BundleSpec, run_dir: Path | None = None) -> str:
         f"- Architecture: {spec.architecture}, grayscale input letterboxed to {spec.input_size} px",
         f"- Heads: {heads}; a fracture localization map (1x1 conv on the last feature map) and a class "
         "activation map give the heatmap and boxes",
-        f"- Probability calibration: temperature scaling on validation data (T = {spec.temperature:.3f})",
+        f"- Probability calibration on validation data: {_calibration(spec)}",
         "",
         "## Intended use and limits",
         "",
@@ -136,7 +145,7 @@ def render_card(spec: BundleSpec, run_dir: Path | None = None) -> str:
         *([f"- {averaging}"] if averaging else []),
         f"- Loss: pos-weighted BCE for fracture, box-supervised localization map (positive cells x"
         f"{cfg.get('mask_pos_weight')}), multi-label BCE for body region",
-        "- Thresholds, temperature and the out-of-distribution threshold were all chosen on the validation "
+        "- Thresholds, calibration and the out-of-distribution threshold were all chosen on the validation "
         "split; the test split was only measured.",
         "",
         "## Operating points",

@@ -1,6 +1,6 @@
 """Turn a training run into a model bundle: ONNX, calibration, operating points, OOD statistics, card.
 
-Everything is chosen on the validation split (temperature, thresholds, the
+Everything is chosen on the validation split (calibration, thresholds, the
 out-of-distribution threshold); the test split, when asked for, is only
 measured, through the exported ONNX model, and reported in the card.
 """
@@ -18,7 +18,7 @@ import numpy as np
 from fracsight.bundle import BundleSpec, HeadSpec, OperatingPoint, sha256_file, write_bundle_spec
 from fracsight.data import CLASS, FRACTURE, Sample, load_dataset
 from fracsight.errors import ConfigError
-from fracsight.evaluation.calibration import apply_temperature, expected_calibration_error, fit_temperature
+from fracsight.evaluation.calibration import apply_temperature, expected_calibration_error, fit_calibration
 from fracsight.evaluation.metrics import auroc
 from fracsight.evaluation.thresholds import threshold_for_sensitivity, youden_threshold
 from fracsight.inference.onnx_model import OnnxModel
@@ -167,8 +167,8 @@ def export_bundle(
     if has_fracture:
         y_val = np.array([s.labels[FRACTURE] for s in val])
         logits = val_out["fracture"].astype(np.float64)
-        temperature = fit_temperature(logits, y_val)
-        p_val = apply_temperature(logits, temperature)
+        calibration = fit_calibration(logits, y_val)
+        p_val = apply_temperature(logits, calibration.temperature, calibration.bias)
         triage = threshold_for_sensitivity(y_val, p_val, 0.9)
         balanced = youden_threshold(y_val, p_val)
         ops = (
@@ -191,10 +191,16 @@ def export_bundle(
         validation.update(
             auroc=auroc(y_val, p_val),
             ece=expected_calibration_error(y_val, p_val)[0],
-            temperature=temperature,
+            temperature=calibration.temperature,
+            calibration_bias=calibration.bias,
+            calibration=calibration.description,
         )
         spec = dataclasses.replace(
-            spec, temperature=temperature, operating_points=ops, default_operating_point="balanced"
+            spec,
+            temperature=calibration.temperature,
+            calibration_bias=calibration.bias,
+            operating_points=ops,
+            default_operating_point="balanced",
         )
     if CLASS in dataset.class_names and "class" in val_out:
         y_cls = np.array([s.labels[CLASS] for s in val])
