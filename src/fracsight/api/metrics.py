@@ -178,34 +178,33 @@ class Metrics:
                 "model": list(self._model) if self._model else None,
             }
 
-    def _publish(self) -> None:
-        """Write this process's counters to the shared folder (atomically; no-op without one)."""
+    def _publish(self) -> _State:
+        """This process's counters, also written to the shared folder when there is one (atomically)."""
         if self._share_dir is None:
-            return
+            return self._state()
         with self._publish_lock:  # one writer at a time, so a newer state is never replaced by an older
+            state = self._state()
             target = self._share_dir / f"{self._pid}.json"
             partial = target.with_suffix(".tmp")
             try:
-                partial.write_text(json.dumps(self._state()), encoding="utf-8")
+                partial.write_text(json.dumps(state), encoding="utf-8")
                 os.replace(partial, target)
             except OSError:  # a full or vanished folder must not fail the request it counts
                 pass
+        return state
 
     def _states(self) -> list[_State]:
-        own = self._state()
+        """This process's counters first, then those of the server's other workers, each with ``live``."""
+        states = [{**self._publish(), "live": True}]
         if self._share_dir is None:
-            return [own]
-        self._publish()
-        states = [own]
+            return states
         for path in sorted(self._share_dir.glob("*.json")):
             try:
                 state = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError):  # being replaced right now, or damaged: skip this scrape
                 continue
             if _well_formed(state) and state["pid"] != self._pid:
-                if not _alive(state["pid"]):
-                    state["in_progress"] = 0
-                states.append(state)
+                states.append({**state, "live": _alive(state["pid"])})
         return states
 
     # ---- the exposition ---------------------------------------------------------------------------
@@ -230,7 +229,7 @@ class Metrics:
                 total.counts = [a + b for a, b in zip(total.counts, h["counts"], strict=True)]
                 total.total += h["total"]
                 total.n += h["n"]
-        in_progress = sum(int(state["in_progress"]) for state in states)
+        in_progress = sum(state["in_progress"] for state in states if state["live"])  # exited: none
         model = states[0]["model"]
 
         lines: list[str] = []
@@ -273,9 +272,8 @@ class Metrics:
         lines.append(f"{name} {in_progress}")
 
         if self._share_dir is not None:
-            live = sum(1 for state in states if state is states[0] or _alive(state["pid"]))
             name = header("worker_processes", "gauge", "Worker processes of this server that are running.")
-            lines.append(f"{name} {live}")
+            lines.append(f"{name} {sum(state['live'] for state in states)}")
 
         if model is not None:
             name = header("model_info", "gauge", "The model bundle this process serves.")

@@ -90,8 +90,9 @@ def apply_temperature(logits: ArrayLike, temperature: float, bias: float = 0.0) 
     return np.exp(-np.logaddexp(0.0, -z))
 
 
-def _nll(z: NDArray[np.float64], y: NDArray[np.float64], log_t: float) -> float:
-    s = z * math.exp(-log_t)
+def _nll(z: NDArray[np.float64], y: NDArray[np.float64], log_t: float, bias: float = 0.0) -> float:
+    """Mean binary NLL of ``sigmoid(z / exp(log_t) + bias)`` against ``y``."""
+    s = z * math.exp(-log_t) + bias
     return float(np.mean(np.logaddexp(0.0, s) - y * s))
 
 
@@ -190,15 +191,14 @@ def fit_calibration(logits: ArrayLike, y: ArrayLike, folds: int = 5, seed: int =
     if platt is None or min(int(ya.sum()), int((1 - ya).sum())) < 2 * folds:
         return only_t
     parts = np.array_split(np.random.default_rng(seed).permutation(len(ya)), folds)
+    yf = ya.astype(np.float64)
     held_out = {"temperature": 0.0, "platt": 0.0}
     for k, part in enumerate(parts):
         rest = np.concatenate([q for j, q in enumerate(parts) if j != k])
         t_k = fit_temperature(z[rest], ya[rest])
-        held_out["temperature"] += _nll(z[part], ya[part].astype(np.float64), math.log(t_k)) * len(part)
-        fitted = fit_platt(z[rest], ya[rest])
-        t_p, b_p = fitted if fitted is not None else (t_k, 0.0)
-        s = z[part] / t_p + b_p
-        held_out["platt"] += float(np.sum(np.logaddexp(0.0, s) - ya[part] * s))
+        held_out["temperature"] += _nll(z[part], yf[part], math.log(t_k)) * len(part)
+        t_p, b_p = fit_platt(z[rest], ya[rest]) or (t_k, 0.0)
+        held_out["platt"] += _nll(z[part], yf[part], math.log(t_p), b_p) * len(part)
     n = len(ya)
     nll_t, nll_p = held_out["temperature"] / n, held_out["platt"] / n
     if nll_p >= nll_t:
