@@ -67,6 +67,33 @@ def test_onnx_export_matches_torch(name, tmp_path):
     assert names == ["fracture", "mask", "cam", "embedding", "region"]
 
 
+@pytest.mark.parametrize("size", [64, 71])
+def test_static_same_padding_keeps_outputs(size):
+    from timm.layers import Conv2dSame
+
+    from fracsight.models.export import with_static_same_padding
+
+    model = create_model("efficientnet_lite0", HEADS).eval()
+    static = with_static_same_padding(model, size)
+    assert any(isinstance(m, Conv2dSame) for m in model.modules())  # the original is left alone
+    assert not any(isinstance(m, Conv2dSame) for m in static.modules())
+    x = torch.rand(2, 1, size, size)
+    with torch.no_grad():
+        want, got = model(x), static(x)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=0, atol=1e-6)
+
+
+def test_onnx_export_pads_by_constants(tmp_path):
+    import onnx
+
+    from fracsight.models.export import export_onnx
+
+    export_onnx(create_model("efficientnet_lite0", HEADS), tmp_path / "m.onnx", input_size=64)
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "m.onnx")).graph.node}
+    assert "Shape" not in ops and "Ceil" not in ops  # no padding worked out at run time
+
+
 def test_split_trunk_equals_full_forward():
     model = create_model("efficientnet_lite0", HEADS, pretrained=True).eval()
     x = torch.rand(1, 1, 96, 96)
