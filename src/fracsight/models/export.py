@@ -53,18 +53,18 @@ def with_static_same_padding(model: nn.Module, input_size: int) -> nn.Module:
     from timm.layers import Conv2dSame
 
     model = copy.deepcopy(model).eval()
-    sizes: dict[str, tuple[int, int]] = {}
+    same_convs = {name: m for name, m in model.named_modules() if isinstance(m, Conv2dSame)}
+    input_sizes: dict[str, tuple[int, ...]] = {}
     hooks = [
-        module.register_forward_pre_hook(lambda _m, args, name=name: sizes.__setitem__(name, args[0].shape[-2:]))
-        for name, module in model.named_modules()
-        if isinstance(module, Conv2dSame)
+        conv.register_forward_pre_hook(lambda _m, args, name=name: input_sizes.update({name: args[0].shape}))
+        for name, conv in same_convs.items()
     ]
     with torch.no_grad():
         model(torch.zeros(1, 1, input_size, input_size))
     for hook in hooks:
         hook.remove()
-    for name, (height, width) in sizes.items():
-        same = model.get_submodule(name)
+    for name, same in same_convs.items():
+        height, width = input_sizes[name][-2:]
         top, bottom = _same_padding(height, same.kernel_size[0], same.stride[0], same.dilation[0])
         left, right = _same_padding(width, same.kernel_size[1], same.stride[1], same.dilation[1])
         conv = nn.Conv2d(
@@ -79,7 +79,9 @@ def with_static_same_padding(model: nn.Module, input_size: int) -> nn.Module:
         )
         conv.load_state_dict(same.state_dict())
         parent, _, attr = name.rpartition(".")
-        setattr(model.get_submodule(parent), attr, nn.Sequential(nn.ZeroPad2d((left, right, top, bottom)), conv))
+        setattr(
+            model.get_submodule(parent), attr, nn.Sequential(nn.ZeroPad2d((left, right, top, bottom)), conv)
+        )
     return model
 
 
