@@ -128,6 +128,58 @@ def test_weight_average_is_what_gets_saved_and_resumed(tiny_dataset, tmp_path):
     assert again["average_updates"] > last["average_updates"]
 
 
+def test_init_starts_from_an_earlier_run_and_keeps_it_when_nothing_beats_it(tiny_dataset, tmp_path):
+    overrides = [*TINY, "feature_cache_variants=0", "arch=small_cnn", "pretrained=none"]
+    dataset = load_dataset(tiny_dataset)
+    first_cfg = load_config(None, overrides, data=str(tiny_dataset), out=str(tmp_path / "first"))
+    Trainer(first_cfg, dataset, show_progress=False).fit()
+    start = torch.load(tmp_path / "first" / "best.pt", weights_only=True)["model"]
+    init = f"init={tmp_path / 'first' / 'best.pt'}"
+
+    # No epoch to train: the starting weights, validated as epoch 0, are what best.pt holds.
+    cfg = load_config(None, [*overrides, init, "epochs_frozen=0", "epochs=0"], out=str(tmp_path / "kept"))
+    kept_run = Trainer(cfg, dataset, show_progress=False).fit()
+    assert (kept_run.best_epoch, kept_run.history) == (0, [])
+    assert math.isfinite(kept_run.best_score)
+    kept = torch.load(tmp_path / "kept" / "best.pt", weights_only=True)["model"]
+    assert kept.keys() == start.keys() and all(torch.equal(kept[k], v) for k, v in start.items())
+
+    cfg = load_config(None, [*overrides, init, "epochs_frozen=0"], out=str(tmp_path / "trained"))
+    result = Trainer(cfg, dataset, show_progress=False).fit()
+    assert len(result.history) == 1 and result.best_epoch in (0, 1)
+    assert result.best_score >= kept_run.best_score  # epoch 0 is a candidate here too
+
+
+@pytest.mark.parametrize(
+    ("init", "extra", "message"),
+    [
+        ("missing.pt", [], "no checkpoint"),
+        ("first/best.pt", ["arch=efficientnet_lite0"], "holds small_cnn"),
+        ("first/best.pt", ["out=OUT/first"], "this run's own best.pt"),
+    ],
+)
+def test_init_errors_are_specific(tiny_dataset, tmp_path, init, extra, message):
+    overrides = [*TINY, "feature_cache_variants=0", "arch=small_cnn", "pretrained=none"]
+    dataset = load_dataset(tiny_dataset)
+    Trainer(
+        load_config(None, overrides, data=str(tiny_dataset), out=str(tmp_path / "first")),
+        dataset,
+        show_progress=False,
+    ).fit()
+    extra = [e.replace("OUT", str(tmp_path)) for e in extra]
+    cfg = load_config(
+        None,
+        [*overrides, f"init={tmp_path / init}", *extra],
+        data=str(tiny_dataset),
+        out=str(tmp_path / "second"),
+    )
+    first = [tmp_path / "first" / name for name in ("best.pt", "config.yaml", "history.json")]
+    before = [f.read_bytes() for f in first]
+    with pytest.raises(ConfigError, match=message):
+        Trainer(cfg, dataset, show_progress=False).fit()
+    assert [f.read_bytes() for f in first] == before  # nothing of the earlier run was touched
+
+
 def _region_folders(fracatlas_dir: Path, root: Path, per_class: int = 8) -> Path:
     """FracAtlas body regions arranged as class folders (single-region images only)."""
     chosen: dict[str, list[Path]] = {}

@@ -33,6 +33,7 @@ class TrainConfig:
     out: str = "runs/default"
     arch: str = "efficientnet_lite0"
     pretrained: str = "imagenet"  # "imagenet", "none", or a path to a local weights file
+    init: str = ""  # a best.pt of an earlier run: start from all its weights, heads included
     input_size: int = 384
     batch_size: int = 32
     epochs_frozen: int = 2  # phase 1: backbone frozen, heads train

@@ -294,14 +294,18 @@ class Trainer:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         cfg = self.cfg
+        initial = self._initial_model(Path(cfg.init)) if cfg.init else None  # checked before writing
         seed_everything(cfg.seed)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         train_samples, val_samples = train_val_samples(self.dataset, cfg.seed)
         if cfg.max_samples:
             train_samples = train_samples[: cfg.max_samples]
-        pretrained: bool | str = {"imagenet": True, "none": False}.get(cfg.pretrained, cfg.pretrained)
-        model = create_model(cfg.arch, self.heads, pretrained=pretrained)
+        if initial is not None:
+            model = initial
+        else:
+            pretrained: bool | str = {"imagenet": True, "none": False}.get(cfg.pretrained, cfg.pretrained)
+            model = create_model(cfg.arch, self.heads, pretrained=pretrained)
         model = model.to(self.device, memory_format=torch.channels_last)
         split = 0
         if cfg.feature_cache_variants > 0 and model.split_points() > 0:
@@ -335,6 +339,12 @@ class Trainer:
             best_score, best_epoch = state["best_score"], state["best_epoch"]
             start_epoch, since_best = state["epoch"] + 1, state["since_best"]
             log.info("resuming from epoch %d", start_epoch)
+        elif cfg.init:
+            # The starting weights are a candidate like any epoch: if no epoch beats them on
+            # validation, best.pt stays the model training started from (best epoch 0).
+            best_score = self._score(self._validate(model, val, split, pos_weight))
+            torch.save(self._checkpoint(model), self.run_dir / "best.pt")
+            console.print(f"epoch 0 (initial weights from {cfg.init}): validation score {best_score:.4f}")
         average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         if average is not None and resume and last_path.is_file() and "average" in state:
             average.model.load_state_dict(state["average"])
@@ -428,6 +438,28 @@ class Trainer:
                     break
         self._plot(history)
         return TrainResult(self.run_dir, best_epoch, best_score, history)
+
+    def _initial_model(self, path: Path) -> FractureNet:
+        """The model of an earlier run's checkpoint, which must match this run's architecture and heads."""
+        if not path.is_file():
+            raise ConfigError(f"init: no checkpoint at {path}")
+        if path.resolve() == (self.run_dir / "best.pt").resolve():
+            raise ConfigError(
+                f"init: {path} is this run's own best.pt, which training overwrites; use another --out"
+            )
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or "model" not in state or "arch" not in state:
+            raise ConfigError(f"init: {path} is not a best.pt written by `fracsight train`")
+        found = (state["arch"], tuple(state.get("regions", ())), tuple(state.get("classes", ())))
+        wanted = (self.cfg.arch, self.heads.regions, self.heads.classes)
+        if found != wanted:
+            raise ConfigError(
+                f"init: {path} holds {found[0]} with regions {list(found[1])} and classes {list(found[2])}; "
+                f"this run needs {wanted[0]} with regions {list(wanted[1])} and classes {list(wanted[2])}"
+            )
+        model = create_model(self.cfg.arch, self.heads, pretrained=False)
+        model.load_state_dict(state["model"])
+        return model
 
     def _train_mode(self, model: FractureNet, phase: int, split: int) -> None:
         model.train()
