@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -124,3 +125,32 @@ def test_rounds_alternate_between_pipelines_and_cover_every_run(monkeypatch: pyt
     assert rows[0].latency_median_ms == pytest.approx(3.0)  # of all 7 runs: 1, 1, 3, 3, 5, 7, 9 ms
     assert rows[0].round_medians_ms == pytest.approx((1.0, 3.0, 5.0, 7.0, 9.0))  # the drift, round by round
     assert rows[1].round_medians_ms == pytest.approx((2.0, 4.0, 6.0, 8.0, 10.0))
+
+
+def test_busy_means_work_running_now_and_falls_back_to_the_load_average():
+    from fracsight.benchmark import machine_busy
+
+    assert machine_busy(0.6, 0.0, 2) and not machine_busy(0.05, 1.9, 2)  # the sample decides
+    assert machine_busy(None, 1.5, 2) and not machine_busy(None, 0.7, 2) and not machine_busy(None, None, 2)
+
+
+@pytest.mark.skipif(not Path("/proc/stat").is_file(), reason="Linux only")
+def test_cpu_busy_share_sees_a_busy_thread():
+    import threading
+
+    from fracsight.benchmark import cpu_busy_share
+
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            pass
+
+    worker = threading.Thread(target=spin)
+    worker.start()
+    try:
+        share = cpu_busy_share(0.3)
+    finally:
+        stop.set()
+        worker.join()
+    assert share is not None and share >= 0.9 / (os.cpu_count() or 1)  # one core of ours, at least

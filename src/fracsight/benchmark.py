@@ -454,6 +454,7 @@ def run_benchmark(
     """Measure the bundle (default: the shipped model) and, with ``compare``, the eager-torch baselines."""
     say = progress or (lambda _msg: None)
     load_before = _load()
+    cpu_busy_before = cpu_busy_share()
     predictor = Predictor(model)
     with tempfile.TemporaryDirectory(prefix="fracsight-bench-") as scratch:
         files, described = _resolve_images(images, Path(scratch))
@@ -487,9 +488,9 @@ def run_benchmark(
         "torch": _version("torch") if compare else None,
         "load_before": load_before,
         "load_after": _load(),
+        "cpu_busy_before": cpu_busy_before,
     }
-    # other work running when we started (the 1-minute load average) distorts every figure
-    machine["busy"] = load_before is not None and load_before > 0.5 * (os.cpu_count() or 1)
+    machine["busy"] = machine_busy(cpu_busy_before, load_before, os.cpu_count() or 1)
     bundle = str(predictor.bundle_dir)
     return BenchmarkReport(
         predictor.name, bundle, described, len(files), runs, batch, machine, rows, _targets(rows)
@@ -503,6 +504,36 @@ def _version(package: str) -> str | None:
         return version(package)
     except PackageNotFoundError:
         return None
+
+
+def cpu_busy_share(seconds: float = 1.0) -> float | None:
+    """Share of the machine's CPU time spent busy over the next ``seconds`` (Linux); None elsewhere."""
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat", encoding="ascii") as f:
+            ticks = [int(x) for x in f.readline().split()[1:9]]  # user .. steal; guest is inside user
+        return ticks[3] + ticks[4], sum(ticks)  # idle + iowait, all
+
+    try:
+        idle_start, total_start = sample()
+        time.sleep(seconds)
+        idle_end, total_end = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    total = total_end - total_start
+    return round(1.0 - (idle_end - idle_start) / total, 2) if total > 0 else None
+
+
+def machine_busy(cpu_busy: float | None, load: float | None, cpus: int) -> bool:
+    """Whether other work was running as the benchmark started, which distorts every figure.
+
+    The CPU share sampled just before the run says what runs now. The 1-minute load
+    average (the fallback where /proc/stat is missing) still counts work that ended up to
+    a few minutes ago, such as a benchmark run just before this one.
+    """
+    if cpu_busy is not None:
+        return cpu_busy > 0.25
+    return load is not None and load > 0.5 * cpus
 
 
 def _load() -> float | None:
@@ -579,8 +610,10 @@ def render_report(report: BenchmarkReport) -> list[Any]:
     caption = (
         f"{escape(report.images)}; {m['cpus']} CPUs, load average {m['load_before']} -> {m['load_after']}"
     )
+    if m.get("cpu_busy_before") is not None:
+        caption += f", CPU busy before the run {m['cpu_busy_before']:.0%}"
     if m["busy"]:
-        caption += "\n[yellow]the machine was busy before the run: every figure is distorted[/yellow]"
+        caption += "\n[yellow]other work was running as the run started: every figure is distorted[/yellow]"
     table = Table(title=f"fracsight benchmark: {escape(report.model)}", caption=caption)
     columns = ("", "engine", "input", "median ms", "p95 ms", "images/s", "peak RSS MB", "default faster")
     for col in columns:
