@@ -19,6 +19,7 @@ import numpy as np
 
 from fracsight.bundle import BundleSpec
 from fracsight.errors import FracsightError
+from fracsight.evaluation.calibration import apply_temperature
 from fracsight.explain import (
     boxes_from_heatmap,
     combine_maps,
@@ -99,7 +100,9 @@ class Predictor:
         prob = decisions = None
         op = self.operating_point
         if op is not None:
-            prob = float(sigmoid(np.float64(out["fracture"][i]) / spec.temperature + spec.calibration_bias))
+            # the export's own function, so thresholds chosen on its validation probabilities
+            # meet the same float64 arithmetic here
+            prob = float(apply_temperature(out["fracture"][i], spec.temperature, spec.calibration_bias))
             decisions = {o.name: prob >= o.threshold for o in spec.operating_points}
         region_probs: dict[str, float] = {}
         region = None
