@@ -457,9 +457,7 @@ class Trainer:
                 f"init: {path} holds {found[0]} with regions {list(found[1])} and classes {list(found[2])}; "
                 f"this run needs {wanted[0]} with regions {list(wanted[1])} and classes {list(wanted[2])}"
             )
-        model = create_model(self.cfg.arch, self.heads, pretrained=False)
-        model.load_state_dict(state["model"])
-        return model
+        return _model_from_checkpoint(state)
 
     def _train_mode(self, model: FractureNet, phase: int, split: int) -> None:
         model.train()
@@ -498,8 +496,12 @@ def load_checkpoint(path: Path) -> tuple[FractureNet, TrainConfig]:
     cfg_dict = json.loads(state["config"])
     augment = cfg_dict.pop("augment")
     cfg = load_config(None, None, **cfg_dict, augment=augment)
+    return _model_from_checkpoint(state).eval(), cfg
+
+
+def _model_from_checkpoint(state: dict[str, Any]) -> FractureNet:
+    """The network a checkpoint of :meth:`Trainer._checkpoint` holds, with its weights."""
     heads = HeadConfig(regions=tuple(state["regions"]), classes=tuple(state["classes"]))
     model = create_model(state["arch"], heads, pretrained=False)
     model.load_state_dict(state["model"])
-    model.eval()
-    return model, cfg
+    return model
