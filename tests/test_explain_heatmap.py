@@ -131,3 +131,15 @@ def test_explain_imports_neither_torch_nor_matplotlib() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_letterbox_of_reduced_pixels_has_the_full_resolution_geometry() -> None:
+    full = np.random.default_rng(0).random((843, 1025)).astype(np.float32)
+    reduced = np.asarray(Image.fromarray(full).resize((513, 422), Image.Resampling.BOX))
+    square_full, lb_full = letterbox(full, 384)
+    square, lb = letterbox(reduced, 384, full_size=(843, 1025))
+    assert lb == lb_full and lb.original_size == (843, 1025)
+    assert square.shape == (384, 384)
+    x0, y0, x1, y1 = lb.content
+    assert square[:y0].max() == 0 and square[y1:].max() == 0  # the same padding rows
+    assert abs(float(square[y0:y1, x0:x1].mean()) - float(square_full[y0:y1, x0:x1].mean())) < 1e-3

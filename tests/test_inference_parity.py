@@ -9,8 +9,7 @@ import pytest
 
 from fracsight.explain import sigmoid
 from fracsight.inference import Predictor
-from fracsight.io import read_image
-from fracsight.preprocessing import letterbox
+from fracsight.preprocessing import letterbox_radiograph, read_for_model
 
 
 def _images(fracatlas_dir: Path) -> list[Path]:
@@ -33,7 +32,8 @@ def test_torch_checkpoint_and_onnx_bundle_agree(tiny_bundle: Path, fracatlas_dir
     paths = _images(fracatlas_dir)
 
     # torch side: the shared preprocessing, called directly, and the bundle's temperature
-    batch = np.stack([letterbox(read_image(p).pixels, cfg.input_size)[0] for p in paths])
+    size = cfg.input_size
+    batch = np.stack([letterbox_radiograph(read_for_model(p, size), size)[0] for p in paths])
     with torch.no_grad():
         eager = {k: v.numpy() for k, v in model(torch.from_numpy(batch[:, None])).items()}
     torch_probs = sigmoid(eager["fracture"].astype(np.float64) / spec.temperature)
@@ -43,7 +43,22 @@ def test_torch_checkpoint_and_onnx_bundle_agree(tiny_bundle: Path, fracatlas_dir
     np.testing.assert_allclose(onnx_probs, torch_probs, atol=1e-3, rtol=0)
 
     # The temperature divides logits (and so differences), so also compare raw outputs sharply.
-    raw = predictor.onnx.run(predictor.preprocess([read_image(p) for p in paths])[0])
+    raw = predictor.onnx.run(predictor.preprocess([predictor.read(p) for p in paths])[0])
     for name in ("fracture", "mask", "cam", "embedding"):
         np.testing.assert_allclose(raw[name], eager[name], atol=1e-3, rtol=1e-3, err_msg=name)
     assert np.ptp(eager["fracture"]) > 1e-3, "the images should not all get the same logit"
+
+
+def test_training_sees_the_pixels_the_predictor_sees(tiny_bundle: Path, fracatlas_dir: Path) -> None:
+    """The training cache (uint8) holds the Predictor's model input, to within rounding."""
+    from fracsight.data import load_dataset
+    from fracsight.training.cache import letterbox_samples
+
+    predictor = Predictor(tiny_bundle)
+    size = predictor.spec.input_size
+    paths = _images(fracatlas_dir)
+    samples = [s for s in load_dataset(fracatlas_dir).samples if s.path in set(paths)]
+    cached = letterbox_samples(samples, size, workers=1).images
+    served, _ = predictor.preprocess([predictor.read(s.path) for s in samples])
+    assert any(predictor.read(s.path).metadata.reduced_from for s in samples)
+    np.testing.assert_allclose(cached / 255.0, served, atol=0.5 / 255 + 1e-6, rtol=0)

@@ -212,10 +212,37 @@ def test_boxes_on_real_images_lie_inside(predictor: Predictor, fracatlas_dir: Pa
 def test_bytes_in_and_pixels_kept(predictor: Predictor, fracatlas_dir: Path) -> None:
     path = _images(fracatlas_dir, 2)[0]
     from_bytes = predictor.predict(path.read_bytes(), name="/somewhere/upload.jpg", keep_pixels=True)
-    from_path = predictor.predict(path)
+    from_path = predictor.predict(path, keep_pixels=True)
     assert from_bytes.source == "upload.jpg"
     assert from_bytes.fracture_probability == from_path.fracture_probability
     assert from_bytes.pixels is not None and from_bytes.pixels.shape == from_path.metadata.original_size
+
+
+def test_jpegs_are_decoded_reduced_unless_the_pixels_are_kept(
+    predictor: Predictor, fracatlas_dir: Path
+) -> None:
+    path = _images(fracatlas_dir, 2)[0]  # 1024 x 842; the tiny model's input is 64 px
+    reduced, full = predictor.predict(path), predictor.predict(path, keep_pixels=True)
+    size = full.metadata.original_size
+    assert reduced.metadata.reduced_from == size and full.metadata.reduced_from is None
+    assert full.pixels is not None and full.pixels.shape == size
+    # the heatmap and boxes refer to the full-resolution image either way
+    assert reduced.heatmap is not None and reduced.heatmap.shape == size == full.heatmap.shape
+    assert abs(reduced.fracture_probability - full.fracture_probability) < 0.02
+    # decoded at 1/8 the image is 128 x 106 pixels, but it is not a low-resolution radiograph
+    assert not any("low resolution" in w for w in reduced.warnings)
+
+
+def test_keeping_pixels_needs_a_full_resolution_read(predictor: Predictor, fracatlas_dir: Path) -> None:
+    path = _images(fracatlas_dir, 2)[0]
+    reduced = predictor.read(path)
+    assert reduced.full_size == reduced.metadata.original_size != reduced.pixels.shape
+    with pytest.raises(ValueError, match="full-resolution"):
+        predictor.predict_radiographs([reduced], ["x.jpg"], keep_pixels=True)
+    (kept,) = predictor.predict_radiographs(
+        [predictor.read(path, full_resolution=True)], ["x.jpg"], keep_pixels=True
+    )
+    assert kept.pixels is not None and kept.pixels.shape == reduced.full_size
 
 
 def test_a_blank_image_is_not_reliable(predictor: Predictor, tmp_path: Path) -> None:

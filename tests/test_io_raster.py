@@ -181,6 +181,59 @@ def test_multi_frame_reads_first_frame_with_warning(fmt: str, kwargs: dict[str, 
     assert any("only the first" in w for w in rg.metadata.warnings)
 
 
+# --- reduced JPEG decoding (reduce_to) ---------------------------------------------------------
+
+
+def smooth(height: int, width: int) -> Image.Image:
+    y, x = np.mgrid[0:height, 0:width]
+    return Image.fromarray((127 + 100 * np.sin(x / 37.0) * np.cos(y / 53.0)).astype(np.uint8))
+
+
+def smooth_jpeg(height: int, width: int, exif: Image.Exif | None = None) -> bytes:
+    kwargs = {"exif": exif} if exif is not None else {}
+    return encode(smooth(height, width), "JPEG", quality=95, **kwargs)
+
+
+@pytest.mark.parametrize(("reduce_to", "shape"), [(384, (600, 500)), (200, (300, 250)), (100, (150, 125))])
+def test_jpeg_decodes_at_the_smallest_scale_covering_reduce_to(
+    reduce_to: int, shape: tuple[int, int]
+) -> None:
+    data = smooth_jpeg(1200, 1000)
+    full = read_image(data)
+    rg = read_image(data, reduce_to=reduce_to)
+    assert rg.pixels.shape == shape and min(shape) >= reduce_to
+    assert rg.metadata.reduced_from == (1200, 1000) and rg.full_size == (1200, 1000)
+    assert rg.metadata.original_size == full.metadata.original_size == (1200, 1000)
+    assert full.metadata.reduced_from is None and full.full_size == (1200, 1000)
+    # DCT scaling averages blocks: the reduced image is the full one, shrunk
+    shrunk = Image.fromarray(full.pixels).resize(shape[::-1], Image.Resampling.BOX)
+    assert np.abs(rg.pixels - np.asarray(shrunk)).mean() < 0.01
+
+
+def test_reduce_to_keeps_small_jpegs_and_other_formats_at_full_size() -> None:
+    small = smooth_jpeg(700, 500)  # halving would make the short side 250 < 384
+    rg = read_image(small, reduce_to=384)
+    assert rg.pixels.shape == (700, 500) and rg.metadata.reduced_from is None
+    np.testing.assert_array_equal(rg.pixels, read_image(small).pixels)
+    png = read_image(encode(smooth(1200, 1000), "PNG"), reduce_to=384)
+    assert png.pixels.shape == (1200, 1000) and png.metadata.reduced_from is None
+
+
+def test_reduced_jpeg_with_exif_rotation_reports_the_displayed_full_size() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    data = smooth_jpeg(800, 1000, exif)
+    rg = read_image(data, reduce_to=384)
+    assert rg.pixels.shape == (500, 400) and rg.full_size == (1000, 800)
+    assert rg.metadata.original_size == (800, 1000)  # as stored
+
+
+def test_truncated_jpeg_is_reduced_too() -> None:
+    data = smooth_jpeg(1200, 1000)
+    rg = read_image(data[: len(data) // 2], reduce_to=384)
+    assert rg.metadata.truncated and rg.pixels.shape == (600, 500) and rg.full_size == (1200, 1000)
+
+
 # --- truncated files -------------------------------------------------------------------------
 
 

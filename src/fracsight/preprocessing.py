@@ -1,19 +1,25 @@
-"""The one preprocessing step shared by training, export and inference.
+"""The one preprocessing path shared by training, export and inference.
 
-A radiograph (float32 H x W in [0, 1]) is letterboxed: scaled so its longer side
-equals the model's input size (antialiased bilinear), centred on a black square.
-Normalization is *not* done here: the model owns it (first op of the network,
-and therefore part of the ONNX graph), so nothing else can get it wrong.
+A radiograph is read with :func:`read_for_model` (a JPEG is decoded at the smallest
+DCT scale that still covers the model's input) and letterboxed with
+:func:`letterbox_radiograph`: scaled so its longer side equals the model's input size
+(antialiased bilinear), centred on a black square. Normalization is *not* done here:
+the model owns it (first op of the network, and therefore part of the ONNX graph),
+so nothing else can get it wrong.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["Letterbox", "letterbox"]
+from fracsight.io import Radiograph, read_image
+
+__all__ = ["Letterbox", "letterbox", "letterbox_radiograph", "read_for_model"]
 
 
 @dataclass(frozen=True)
@@ -52,16 +58,34 @@ def _scaled_size(h: int, w: int, size: int) -> tuple[int, int]:
     return max(1, round(h * scale)), max(1, round(w * scale))
 
 
-def letterbox(pixels: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
-    """Letterbox a 2-D float image in [0, 1] to ``size`` x ``size`` float32."""
+def letterbox(
+    pixels: np.ndarray, size: int, full_size: tuple[int, int] | None = None
+) -> tuple[np.ndarray, Letterbox]:
+    """Letterbox a 2-D float image in [0, 1] to ``size`` x ``size`` float32.
+
+    ``full_size``: (height, width) of the full-resolution image when ``pixels`` were
+    decoded at reduced scale (:attr:`fracsight.io.Radiograph.full_size`); the geometry,
+    and so every coordinate mapped back, then refers to the full-resolution image.
+    """
     if pixels.ndim != 2:
         raise ValueError(f"expected a 2-D image, got shape {pixels.shape}")
-    h, w = pixels.shape
+    h, w = full_size or pixels.shape
     nh, nw = _scaled_size(h, w, size)
     img = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.float32), mode="F")
-    if (nh, nw) != (h, w):
+    if (nh, nw) != pixels.shape:
         img = img.resize((nw, nh), Image.Resampling.BILINEAR)
     out = np.zeros((size, size), dtype=np.float32)
     pad_y, pad_x = (size - nh) // 2, (size - nw) // 2
     np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0, out=out[pad_y : pad_y + nh, pad_x : pad_x + nw])
     return out, Letterbox(size=size, scale=nw / w, pad_x=pad_x, pad_y=pad_y, original_size=(h, w))
+
+
+def read_for_model(source: str | os.PathLike[str] | bytes, size: int, **options: Any) -> Radiograph:
+    """:func:`~fracsight.io.read_image` as every model input is read: a JPEG decoded at the
+    smallest scale that keeps both sides at least ``size`` (``options`` go to ``read_image``)."""
+    return read_image(source, reduce_to=size, **options)
+
+
+def letterbox_radiograph(radiograph: Radiograph, size: int) -> tuple[np.ndarray, Letterbox]:
+    """The model input for a radiograph; the geometry refers to its full-resolution image."""
+    return letterbox(radiograph.pixels, size, radiograph.full_size)

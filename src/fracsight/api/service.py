@@ -19,7 +19,6 @@ from fracsight.bundle import OperatingPoint
 from fracsight.errors import FracsightError
 from fracsight.explain import render_overlay
 from fracsight.inference import Prediction, Predictor, StudyPrediction
-from fracsight.io import read_image
 
 __all__ = ["FileFailure", "Outcome", "PredictOptions", "at_operating_point", "predict_uploads"]
 
@@ -76,7 +75,9 @@ def overlay_png_base64(prediction: Prediction, opacity: float) -> str:
 
 def _predict_one(predictor: Predictor, upload: Upload, options: PredictOptions) -> Outcome:
     try:
-        radiograph = read_image(upload.data, name=upload.filename, max_pixels=options.max_pixels)
+        radiograph = predictor.read(
+            upload.data, name=upload.filename, full_resolution=options.overlay, max_pixels=options.max_pixels
+        )
     except FracsightError as e:
         return Outcome(FileFailure(upload.filename, e.code, str(e), e.http_status))
     except Exception as e:  # a reader bug or an input no check foresaw: refuse this file, keep serving

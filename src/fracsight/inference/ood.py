@@ -59,7 +59,7 @@ FALSE_ALARM_TARGET = 0.02  # of real radiographs marked not reliable (scripts/oo
 SUBSPACE_VARIANCE = 0.95  # the principal subspace of the training embeddings keeps this share of variance
 MAX_SUBSPACE = 256  # ... with at most this many directions (bundle.json holds them as float16)
 STATS_SIDE = 256  # image statistics are computed on the image resized to this square
-CORRELATION_CROP = 512  # ... except neighbour correlation: on a central crop at full resolution
+CORRELATION_CROP = 512  # ... except neighbour correlation: on a central crop at the decoded resolution
 EDGE_GRADIENT = 0.02  # a pixel of the STATS_SIDE image is an edge where its gradient is steeper
 
 #: Accepted (low, high) range of each image statistic; None: no limit on that side.
@@ -317,7 +317,7 @@ def assess_input(
     """
     warnings: list[str] = []
     signals: list[str] = []
-    h, w = radiograph.pixels.shape
+    h, w = radiograph.full_size
     if min(h, w) < LOW_RESOLUTION_SIDE:
         warnings.append(f"low resolution: {w}x{h} pixels; small fractures may not be visible")
     if any(note.startswith(COLOUR_WARNING) for note in radiograph.metadata.warnings):

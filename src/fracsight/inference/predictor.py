@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,7 @@ from fracsight.inference.ood import ImageStatistics, assess_input, pixel_statist
 from fracsight.inference.results import FailedPrediction, Prediction, StudyPrediction
 from fracsight.inference.store import resolve_bundle
 from fracsight.io import Radiograph, read_image
-from fracsight.preprocessing import Letterbox, letterbox
+from fracsight.preprocessing import Letterbox, letterbox_radiograph, read_for_model
 
 __all__ = ["Predictor"]
 
@@ -81,8 +82,19 @@ class Predictor:
         return f"{self.spec.name} v{self.spec.version}"
 
     # ---- stages ------------------------------------------------------------------------------------
+    def read(
+        self, source: Source, *, name: str | None = None, full_resolution: bool = False, **options: Any
+    ) -> Radiograph:
+        """:func:`~fracsight.io.read_image` for this model: a JPEG is decoded at the smallest scale
+        that still covers the model's input, unless ``full_resolution`` (an overlay needs the
+        original pixels). Training and export read the same way. ``options`` go to ``read_image``.
+        """
+        if full_resolution:
+            return read_image(source, name=name, **options)
+        return read_for_model(source, self.spec.input_size, name=name, **options)
+
     def preprocess(self, radiographs: list[Radiograph]) -> tuple[np.ndarray, list[Letterbox]]:
-        pairs = [letterbox(r.pixels, self.spec.input_size) for r in radiographs]
+        pairs = [letterbox_radiograph(r, self.spec.input_size) for r in radiographs]
         return np.stack([p[0] for p in pairs]), [p[1] for p in pairs]
 
     def _postprocess(
@@ -154,9 +166,14 @@ class Predictor:
         heatmap: bool = True,
         keep_pixels: bool = False,
     ) -> list[Prediction]:
-        """Predict already-read radiographs in one batch."""
+        """Predict already-read radiographs in one batch (read with :meth:`read`).
+
+        ``keep_pixels`` needs radiographs read at full resolution.
+        """
         if not radiographs:
             return []
+        if keep_pixels and any(r.metadata.reduced_from for r in radiographs):
+            raise ValueError("keep_pixels needs full-resolution radiographs: read with full_resolution=True")
         statistics = [self._side.submit(pixel_statistics, r.pixels) for r in radiographs]
         batch, geometries = self.preprocess(radiographs)
         out = self.onnx.run(batch)
@@ -169,7 +186,7 @@ class Predictor:
         self, source: Source, *, name: str | None = None, heatmap: bool = True, keep_pixels: bool = False
     ) -> Prediction:
         """One image (path or bytes). Raises a :class:`~fracsight.errors.ImageReadError` on bad input."""
-        radiograph = read_image(source, name=name)
+        radiograph = self.read(source, name=name, full_resolution=keep_pixels)
         return self.predict_radiographs(
             [radiograph], [_source_name(source, name)], heatmap=heatmap, keep_pixels=keep_pixels
         )[0]
@@ -190,7 +207,7 @@ class Predictor:
 
         def read(source: Source) -> Radiograph | FailedPrediction:
             try:
-                return read_image(source)
+                return self.read(source, full_resolution=keep_pixels)
             except FracsightError as e:
                 return FailedPrediction(_source_name(source, None), e.code, str(e))
 

@@ -29,6 +29,9 @@ class ImageMetadata:
     frames: int = 1
     name: str | None = None  # file name (not path) when read from disk
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    # (height, width) of the full-resolution image, as displayed, when the reader was asked to
+    # decode a JPEG at reduced scale (``read_image(reduce_to=...)``); None: the pixels are full size
+    reduced_from: tuple[int, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -36,6 +39,8 @@ class ImageMetadata:
         d["warnings"] = list(self.warnings)
         if self.pixel_spacing_mm is not None:
             d["pixel_spacing_mm"] = list(self.pixel_spacing_mm)
+        if self.reduced_from is not None:
+            d["reduced_from"] = list(self.reduced_from)
         return d
 
 
@@ -58,3 +63,8 @@ class Radiograph:
     @property
     def width(self) -> int:
         return int(self.pixels.shape[1])
+
+    @property
+    def full_size(self) -> tuple[int, int]:
+        """(height, width) at full resolution: the pixels' own size unless the reader reduced them."""
+        return self.metadata.reduced_from or (self.height, self.width)

@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from fracsight.data.sample import Sample
-from fracsight.io import read_image
-from fracsight.preprocessing import letterbox
+from fracsight.preprocessing import letterbox_radiograph, read_for_model
 
 __all__ = ["LetterboxedSet", "letterbox_samples"]
 
@@ -37,8 +36,7 @@ def _one(
     args: tuple[str, tuple[tuple[float, float, float, float], ...], int],
 ) -> tuple[np.ndarray, np.ndarray]:
     path, boxes, size = args
-    radiograph = read_image(path)
-    square, geometry = letterbox(radiograph.pixels, size)
+    square, geometry = letterbox_radiograph(read_for_model(path, size), size)
     mask = np.zeros((size, size), dtype=np.uint8)
     h, w = geometry.original_size
     for x0, y0, x1, y1 in boxes:
@@ -51,7 +49,7 @@ def _one(
 
 
 def _key(samples: list[Sample], size: int) -> str:
-    h = hashlib.sha1(f"v1-{size}".encode())
+    h = hashlib.sha1(f"v2-{size}".encode())  # v2: JPEGs decoded at reduced scale
     for s in samples:
         st = s.path.stat()
         h.update(f"{s.path}|{st.st_size}|{st.st_mtime_ns}|{s.boxes}".encode())

@@ -23,8 +23,7 @@ from fracsight.evaluation.metrics import auroc
 from fracsight.evaluation.thresholds import threshold_for_sensitivity, youden_threshold
 from fracsight.inference.onnx_model import OnnxModel
 from fracsight.inference.ood import fit_ood
-from fracsight.io import read_image
-from fracsight.preprocessing import Letterbox, letterbox
+from fracsight.preprocessing import Letterbox, letterbox_radiograph, read_for_model
 from fracsight.training.card import write_card
 from fracsight.training.trainer import load_checkpoint, train_val_samples
 
@@ -38,7 +37,7 @@ def _raw_outputs(
     size = model.spec.input_size
 
     def prepare(sample: Sample) -> tuple[np.ndarray, Letterbox]:
-        return letterbox(read_image(sample.path).pixels, size)
+        return letterbox_radiograph(read_for_model(sample.path, size), size)
 
     keep = ("fracture", "embedding", "region", "class", "mask", "cam")
     chunks: dict[str, list[np.ndarray]] = {}
