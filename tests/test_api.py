@@ -128,6 +128,23 @@ def test_overlay_is_a_png_of_the_original_size(client: TestClient) -> None:
     assert overlay.format == "PNG" and overlay.size == (80, 96)
 
 
+def test_overlay_of_a_reduced_jpeg_is_full_size_and_changes_no_answer(client: TestClient) -> None:
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[0:400, 0:300]
+    arr = np.clip(100 + 80 * np.sin(x / 23.0) * np.cos(y / 31.0) + rng.normal(0, 5, x.shape), 0, 255)
+    buffer = io.BytesIO()
+    Image.fromarray(arr.astype(np.uint8)).save(buffer, format="JPEG", quality=90)
+    jpeg = buffer.getvalue()  # the tiny model's input is 64 px: decoded at 1/4 scale for the model
+    plain = client.post("/v1/predict", files=files(("a.jpg", jpeg)))
+    shown = client.post("/v1/predict?overlay=true", files=files(("a.jpg", jpeg)))
+    assert plain.status_code == shown.status_code == 200, shown.text
+    a, b = plain.json()["images"][0], shown.json()["images"][0]
+    assert a["fracture_probability"] == b["fracture_probability"] and a["boxes"] == b["boxes"]
+    assert (b["image"]["height"], b["image"]["width"]) == (400, 300)
+    overlay = Image.open(io.BytesIO(base64.b64decode(b["overlay_png_base64"])))
+    assert overlay.size == (300, 400)
+
+
 def test_study_combines_the_views(client: TestClient) -> None:
     r = client.post(
         "/v1/predict?study=true", files=files(("v1.png", png_bytes(seed=1)), ("v2.png", png_bytes(seed=2)))
@@ -242,7 +259,7 @@ def test_unexpected_exception_is_500_without_traceback(
     real = Predictor(tiny_bundle)
 
     class Broken:
-        spec, operating_point = real.spec, real.operating_point
+        spec, operating_point, read = real.spec, real.operating_point, real.read
 
         def predict_radiographs(self, *args: Any, **kwargs: Any) -> Any:
             raise RuntimeError(f"secret detail {PATIENT_NAME}")

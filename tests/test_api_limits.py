@@ -209,7 +209,7 @@ def test_inferences_are_limited_by_the_semaphore(tiny_bundle: Path) -> None:
     running = {"now": 0, "max": 0}
 
     class Slow:
-        spec, operating_point = real.spec, real.operating_point
+        spec, operating_point, read = real.spec, real.operating_point, real.read
 
         def predict_radiographs(self, *args: Any, **kwargs: Any) -> Any:
             with lock:

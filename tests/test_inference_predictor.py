@@ -218,31 +218,32 @@ def test_bytes_in_and_pixels_kept(predictor: Predictor, fracatlas_dir: Path) -> 
     assert from_bytes.pixels is not None and from_bytes.pixels.shape == from_path.metadata.original_size
 
 
-def test_jpegs_are_decoded_reduced_unless_the_pixels_are_kept(
+def test_jpegs_are_decoded_reduced_and_pixels_kept_at_full_size(
     predictor: Predictor, fracatlas_dir: Path
 ) -> None:
-    path = _images(fracatlas_dir, 2)[0]  # 1024 x 842; the tiny model's input is 64 px
-    reduced, full = predictor.predict(path), predictor.predict(path, keep_pixels=True)
-    size = full.metadata.original_size
-    assert reduced.metadata.reduced_from == size and full.metadata.reduced_from is None
-    assert full.pixels is not None and full.pixels.shape == size
-    # the heatmap and boxes refer to the full-resolution image either way
-    assert reduced.heatmap is not None and reduced.heatmap.shape == size == full.heatmap.shape
-    assert abs(reduced.fracture_probability - full.fracture_probability) < 0.02
-    # decoded at 1/8 the image is 128 x 106 pixels, but it is not a low-resolution radiograph
-    assert not any("low resolution" in w for w in reduced.warnings)
+    paths = _images(fracatlas_dir, 4)  # 1024 x 842 and smaller; the tiny model's input is 64 px
+    plain = [predictor.predict(p) for p in paths]
+    kept = [predictor.predict(p, keep_pixels=True) for p in paths]
+    streamed = list(predictor.predict_many(paths, keep_pixels=True, heatmap=True))
+    for p, a, b, c in zip(paths, plain, kept, streamed, strict=True):
+        size = a.metadata.original_size
+        assert a.metadata.reduced_from == size, p.name  # the model's read was reduced ...
+        assert a.heatmap is not None and a.heatmap.shape == size  # ... heatmap and boxes are not
+        assert a.pixels is None and b.pixels is not None and c.pixels is not None
+        np.testing.assert_array_equal(b.pixels, predictor.full_pixels(p, predictor.read(p)))
+        assert b.pixels.shape == c.pixels.shape == size
+        # keeping the pixels (overlays: CLI, API, app) does not change the answer
+        assert a.fracture_probability == b.fracture_probability == c.fracture_probability
+        assert a.boxes == b.boxes == c.boxes
+        # decoded at 1/8 the image is about 128 x 106 pixels, but it is no low-resolution radiograph
+        assert not any("low resolution" in w for w in a.warnings)
 
 
-def test_keeping_pixels_needs_a_full_resolution_read(predictor: Predictor, fracatlas_dir: Path) -> None:
-    path = _images(fracatlas_dir, 2)[0]
-    reduced = predictor.read(path)
-    assert reduced.full_size == reduced.metadata.original_size != reduced.pixels.shape
-    with pytest.raises(ValueError, match="full-resolution"):
-        predictor.predict_radiographs([reduced], ["x.jpg"], keep_pixels=True)
-    (kept,) = predictor.predict_radiographs(
-        [predictor.read(path, full_resolution=True)], ["x.jpg"], keep_pixels=True
-    )
-    assert kept.pixels is not None and kept.pixels.shape == reduced.full_size
+def test_full_pixels_decodes_again_only_when_reduced(predictor: Predictor, tmp_path: Path) -> None:
+    png = _synthetic(tmp_path / "x.png", 300, 400)
+    radiograph = predictor.read(png)
+    assert radiograph.metadata.reduced_from is None
+    assert predictor.full_pixels(png, radiograph) is radiograph.pixels
 
 
 def test_a_blank_image_is_not_reliable(predictor: Predictor, tmp_path: Path) -> None:

@@ -13,6 +13,8 @@ import logging
 from dataclasses import dataclass
 from typing import TypeVar
 
+import numpy as np
+
 from fracsight.api.errors import INTERNAL_ERROR, log_unexpected
 from fracsight.api.uploads import Upload
 from fracsight.bundle import OperatingPoint
@@ -64,10 +66,8 @@ def at_operating_point(result: Decided, op: OperatingPoint) -> Decided:
     )
 
 
-def overlay_png_base64(prediction: Prediction, opacity: float) -> str:
-    if prediction.pixels is None:
-        raise ValueError("overlay needs the prediction's pixels (keep_pixels=True)")
-    image = render_overlay(prediction.pixels, prediction.heatmap, prediction.boxes, opacity=opacity)
+def overlay_png_base64(prediction: Prediction, pixels: np.ndarray, opacity: float) -> str:
+    image = render_overlay(pixels, prediction.heatmap, prediction.boxes, opacity=opacity)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=4)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
@@ -75,8 +75,11 @@ def overlay_png_base64(prediction: Prediction, opacity: float) -> str:
 
 def _predict_one(predictor: Predictor, upload: Upload, options: PredictOptions) -> Outcome:
     try:
-        radiograph = predictor.read(
-            upload.data, name=upload.filename, full_resolution=options.overlay, max_pixels=options.max_pixels
+        radiograph = predictor.read(upload.data, name=upload.filename, max_pixels=options.max_pixels)
+        pixels = (
+            predictor.full_pixels(upload.data, radiograph, max_pixels=options.max_pixels)
+            if options.overlay
+            else None
         )
     except FracsightError as e:
         return Outcome(FileFailure(upload.filename, e.code, str(e), e.http_status))
@@ -84,14 +87,12 @@ def _predict_one(predictor: Predictor, upload: Upload, options: PredictOptions) 
         log_unexpected(logger, "reading an upload", e)
         message = f"{upload.filename}: the file could not be processed (internal error)"
         return Outcome(FileFailure(upload.filename, INTERNAL_ERROR, message, 500))
-    (prediction,) = predictor.predict_radiographs(
-        [radiograph], [upload.filename], heatmap=options.overlay, keep_pixels=options.overlay
-    )
+    (prediction,) = predictor.predict_radiographs([radiograph], [upload.filename], heatmap=options.overlay)
     prediction = at_operating_point(prediction, options.operating_point)
-    if not options.overlay:
+    if pixels is None:
         return Outcome(prediction)
-    png = overlay_png_base64(prediction, options.overlay_opacity)
-    return Outcome(dataclasses.replace(prediction, heatmap=None, pixels=None), png)
+    png = overlay_png_base64(prediction, pixels, options.overlay_opacity)
+    return Outcome(dataclasses.replace(prediction, heatmap=None), png)
 
 
 def predict_uploads(predictor: Predictor, uploads: list[Upload], options: PredictOptions) -> list[Outcome]:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -82,16 +83,20 @@ class Predictor:
         return f"{self.spec.name} v{self.spec.version}"
 
     # ---- stages ------------------------------------------------------------------------------------
-    def read(
-        self, source: Source, *, name: str | None = None, full_resolution: bool = False, **options: Any
-    ) -> Radiograph:
-        """:func:`~fracsight.io.read_image` for this model: a JPEG is decoded at the smallest scale
-        that still covers the model's input, unless ``full_resolution`` (an overlay needs the
-        original pixels). Training and export read the same way. ``options`` go to ``read_image``.
+    def read(self, source: Source, *, name: str | None = None, **options: Any) -> Radiograph:
+        """Read an image as this model's input: a JPEG is decoded at the smallest scale that still
+        covers the input size (:func:`~fracsight.preprocessing.read_for_model`, as in training and
+        export). ``options`` go to :func:`~fracsight.io.read_image`.
         """
-        if full_resolution:
-            return read_image(source, name=name, **options)
         return read_for_model(source, self.spec.input_size, name=name, **options)
+
+    @staticmethod
+    def full_pixels(source: Source, radiograph: Radiograph, **options: Any) -> np.ndarray:
+        """The pixels of ``radiograph`` (read from ``source``) at full resolution, for overlays:
+        decoded again only when :meth:`read` reduced them."""
+        if radiograph.metadata.reduced_from is None:
+            return radiograph.pixels
+        return read_image(source, name=radiograph.metadata.name, **options).pixels
 
     def preprocess(self, radiographs: list[Radiograph]) -> tuple[np.ndarray, list[Letterbox]]:
         pairs = [letterbox_radiograph(r, self.spec.input_size) for r in radiographs]
@@ -106,7 +111,6 @@ class Predictor:
         source: str,
         statistics: Future[ImageStatistics | None],
         with_heatmap: bool,
-        keep_pixels: bool,
     ) -> Prediction:
         spec = self.spec
         prob = decisions = None
@@ -154,7 +158,6 @@ class Predictor:
             model=self.name,
             metadata=radiograph.metadata,
             heatmap=heatmap_to_original(heat_small, geometry) if with_heatmap else None,
-            pixels=radiograph.pixels if keep_pixels else None,
         )
 
     # ---- entry points ------------------------------------------------------------------------------
@@ -164,32 +167,30 @@ class Predictor:
         sources: list[str],
         *,
         heatmap: bool = True,
-        keep_pixels: bool = False,
     ) -> list[Prediction]:
-        """Predict already-read radiographs in one batch (read with :meth:`read`).
-
-        ``keep_pixels`` needs radiographs read at full resolution.
-        """
+        """Predict radiographs read with :meth:`read`, in one batch."""
         if not radiographs:
             return []
-        if keep_pixels and any(r.metadata.reduced_from for r in radiographs):
-            raise ValueError("keep_pixels needs full-resolution radiographs: read with full_resolution=True")
         statistics = [self._side.submit(pixel_statistics, r.pixels) for r in radiographs]
         batch, geometries = self.preprocess(radiographs)
         out = self.onnx.run(batch)
         return [
-            self._postprocess(out, i, r, g, s, st, heatmap, keep_pixels)
+            self._postprocess(out, i, r, g, s, st, heatmap)
             for i, (r, g, s, st) in enumerate(zip(radiographs, geometries, sources, statistics, strict=True))
         ]
 
     def predict(
         self, source: Source, *, name: str | None = None, heatmap: bool = True, keep_pixels: bool = False
     ) -> Prediction:
-        """One image (path or bytes). Raises a :class:`~fracsight.errors.ImageReadError` on bad input."""
-        radiograph = self.read(source, name=name, full_resolution=keep_pixels)
-        return self.predict_radiographs(
-            [radiograph], [_source_name(source, name)], heatmap=heatmap, keep_pixels=keep_pixels
-        )[0]
+        """One image (path or bytes). Raises a :class:`~fracsight.errors.ImageReadError` on bad input.
+
+        ``keep_pixels``: attach the full-resolution pixels (for overlays); the result is the same.
+        """
+        radiograph = self.read(source, name=name)
+        (prediction,) = self.predict_radiographs([radiograph], [_source_name(source, name)], heatmap=heatmap)
+        if keep_pixels:
+            return dataclasses.replace(prediction, pixels=self.full_pixels(source, radiograph))
+        return prediction
 
     def predict_many(
         self,
@@ -205,9 +206,10 @@ class Predictor:
         Memory stays bounded: at most ``batch_size`` images are decoded at a time.
         """
 
-        def read(source: Source) -> Radiograph | FailedPrediction:
+        def read(source: Source) -> tuple[Radiograph, np.ndarray | None] | FailedPrediction:
             try:
-                return self.read(source, full_resolution=keep_pixels)
+                radiograph = self.read(source)
+                return radiograph, self.full_pixels(source, radiograph) if keep_pixels else None
             except FracsightError as e:
                 return FailedPrediction(_source_name(source, None), e.code, str(e))
 
@@ -216,17 +218,19 @@ class Predictor:
         with ThreadPoolExecutor(max(1, workers)) as pool:
             while chunk := list(islice(pending, batch_size)):  # take only what the next batch needs
                 decoded = list(pool.map(read, chunk))
-                good = [(s, r) for s, r in zip(chunk, decoded, strict=True) if isinstance(r, Radiograph)]
+                good = [(s, r[0]) for s, r in zip(chunk, decoded, strict=True) if isinstance(r, tuple)]
                 preds = iter(
                     self.predict_radiographs(
-                        [r for _, r in good],
-                        [_source_name(s, None) for s, _ in good],
-                        heatmap=heatmap,
-                        keep_pixels=keep_pixels,
+                        [r for _, r in good], [_source_name(s, None) for s, _ in good], heatmap=heatmap
                     )
                 )
                 for r in decoded:
-                    yield r if isinstance(r, FailedPrediction) else next(preds)
+                    if isinstance(r, FailedPrediction):
+                        yield r
+                    elif r[1] is None:
+                        yield next(preds)
+                    else:
+                        yield dataclasses.replace(next(preds), pixels=r[1])
 
     def predict_study(self, predictions: list[Prediction], study: str) -> StudyPrediction:
         """Combine the views of one study: mean of the image probabilities (the MURA convention)."""
