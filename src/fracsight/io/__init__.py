@@ -68,7 +68,7 @@ def read_image(
             instead of reading them with a warning.
         reduce_to: JPEG only: let the decoder scale the image down by 2, 4 or 8 while
             both sides stay at least this many pixels (for a model whose input is this
-            size: much faster, and the letterbox sees nearly the same pixels).
+            size: faster and lighter, and the letterbox sees nearly the same pixels).
             ``metadata.reduced_from`` then gives the full size, and so does
             :attr:`Radiograph.full_size`. Other formats are always read at full size.
 
