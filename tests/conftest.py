@@ -73,3 +73,32 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path) ->
     bundle = work / "bundle"
     export_bundle(work / "run", bundle)
     return bundle
+
+
+@pytest.fixture(scope="session")
+def head_bundle(tmp_path_factory: pytest.TempPathFactory, fracatlas_dir: Path):
+    """``head_bundle(kind) -> (data folder, bundle folder)`` for every head combination of
+    :data:`head_kinds.HEAD_KINDS`, each trained (tiny settings) and exported once per session
+    through the real CLI, as a researcher would. Needs the train extra."""
+    pytest.importorskip("torch")
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+    from head_kinds import make_dataset
+
+    built: dict[str, tuple[Path, Path]] = {}
+
+    def build(kind: str) -> tuple[Path, Path]:
+        if kind not in built:
+            work = tmp_path_factory.mktemp(f"heads-{kind.replace('+', '-')}")
+            data = make_dataset(kind, fracatlas_dir, work / "data")
+            settings = [a for s in [*TINY_TRAINING, f"name=tiny-{kind}"] for a in ("--set", s)]
+            runner = CliRunner()
+            trained = runner.invoke(app, ["train", str(data), "--out", str(work / "run"), *settings])
+            assert trained.exit_code == 0, trained.output
+            exported = runner.invoke(app, ["export", str(work / "run"), str(work / "bundle")])
+            assert exported.exit_code == 0, exported.output
+            built[kind] = (data, work / "bundle")
+        return built[kind]
+
+    return build

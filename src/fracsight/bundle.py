@@ -20,6 +20,7 @@ from fracsight.errors import BundleError
 __all__ = [
     "BUNDLE_FORMAT",
     "BundleSpec",
+    "ClassOperatingPoint",
     "HeadSpec",
     "OperatingPoint",
     "load_bundle_spec",
@@ -62,6 +63,25 @@ class OperatingPoint:
 
 
 @dataclass(frozen=True)
+class ClassOperatingPoint:
+    """When an N-class head names its top class: only at or above ``min_probability``.
+
+    Below it the class is reported as uncertain (the most likely class is still shown
+    as such). ``accuracy`` and ``coverage`` were measured on the data it was chosen on:
+    the accuracy of the stated classes and the share of images that got one.
+    """
+
+    min_probability: float
+    description: str
+    accuracy: float | None = None
+    coverage: float | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.min_probability <= 1.0:
+            raise BundleError(f"class min_probability {self.min_probability} is outside 0..1")
+
+
+@dataclass(frozen=True)
 class BundleSpec:
     name: str
     version: str
@@ -78,6 +98,7 @@ class BundleSpec:
     metrics: dict[str, Any] = field(default_factory=dict)
     ood: dict[str, Any] = field(default_factory=dict)
     localization: dict[str, float] = field(default_factory=dict)  # box_threshold, min_box_score
+    class_operating_point: ClassOperatingPoint | None = None  # for a bundle with a class head
     format: int = BUNDLE_FORMAT
 
     def __post_init__(self) -> None:
@@ -94,6 +115,7 @@ class BundleSpec:
             raise BundleError("calibration_bias must be a finite number")
 
     def head(self, name: str) -> HeadSpec | None:
+        """The head called ``name`` (``fracture``, ``region``, ``class``), or None if the bundle lacks it."""
         return next((h for h in self.heads if h.name == name), None)
 
     def operating_point(self, name: str | None = None) -> OperatingPoint:
@@ -101,6 +123,11 @@ class BundleSpec:
         for op in self.operating_points:
             if op.name == name:
                 return op
+        if not self.operating_points:
+            raise BundleError(
+                f"operating point {name!r} was asked for, but {self.name} has no fracture head, "
+                "so it has no operating points"
+            )
         raise BundleError(
             f"unknown operating point {name!r}; known: {[o.name for o in self.operating_points]}"
         )
@@ -118,6 +145,8 @@ class BundleSpec:
             kw = dict(d)
             kw["heads"] = tuple(HeadSpec(h["name"], h["kind"], tuple(h["classes"])) for h in d["heads"])
             kw["operating_points"] = tuple(OperatingPoint(**op) for op in d["operating_points"])
+            if d.get("class_operating_point") is not None:
+                kw["class_operating_point"] = ClassOperatingPoint(**d["class_operating_point"])
             return cls(**kw)
         except BundleError:
             raise

@@ -161,8 +161,12 @@ def predict(
     ] = False,
     batch_size: Annotated[int, typer.Option(min=1, max=256, help="Images per inference batch.")] = 16,
     overwrite: Annotated[bool, typer.Option(help="Allow replacing an existing --csv file.")] = False,
+    all_classes: Annotated[
+        bool, typer.Option(help="Add the class head's full distribution to --csv (one p_<class> column each).")
+    ] = False,
 ) -> None:
-    """Predict fracture probability, body region and location for images, folders or MURA study folders.
+    """Predict with a model bundle: fracture probability, class (e.g. fracture type), body region and
+    location, for images, folders or MURA study folders. Shows the heads the bundle has.
 
     Exit code 0 when every image was predicted, 1 when any file could not be read
     (its row says why), 2 on bad arguments.
@@ -171,7 +175,7 @@ def predict(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from fracsight.inference import NOTICE, FailedPrediction, Predictor
-    from fracsight.inference.tabular import collect_inputs, csv_text, results_payload
+    from fracsight.inference.tabular import collect_inputs, csv_text, result_columns, results_payload
 
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
@@ -206,11 +210,12 @@ def predict(
     studies = _studies(predictor, results, study)
     flat = [r for _, r in results]
     if csv_path is not None:
-        csv_path.write_text(csv_text([*flat, *studies]), encoding="utf-8")
+        columns = result_columns(predictor.spec, all_classes=all_classes)
+        csv_path.write_text(csv_text([*flat, *studies], columns), encoding="utf-8")
     if json_output:
         typer.echo(json.dumps(results_payload(flat, studies, predictor.name), indent=2))
     else:
-        _print_table(flat, studies, predictor.name, NOTICE)
+        _print_table(flat, studies, predictor, NOTICE)
     if any(isinstance(r, FailedPrediction) for r in flat):
         raise typer.Exit(1)
 
@@ -225,8 +230,6 @@ def _studies(predictor, results, one_study: bool) -> list:
         key = "all inputs" if one_study else study_key(path)
         if key is not None and isinstance(result, Prediction):
             groups.setdefault(key, []).append(result)
-    if predictor.operating_point is None:
-        return []
     return [predictor.predict_study(preds, key) for key, preds in groups.items()]
 
 
@@ -242,49 +245,54 @@ def _write_overlay(result, path: Path, overlay_dir: Path, opacity: float) -> Pat
     return save_overlay(target, result.pixels, result.heatmap, result.boxes, opacity=opacity)
 
 
-def _print_table(results, studies, model_name: str, notice: str) -> None:
+def _print_table(results, studies, predictor, notice: str) -> None:
+    """A table with the columns of the heads the bundle has (nothing empty pretending to be a result)."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
     from fracsight.inference import FailedPrediction
 
-    table = Table(title=f"fracsight ({escape(model_name)})", caption=notice)
-    for col in ("image", "decision", "probability", "region", "top box (score)", "warnings / error"):
+    spec = predictor.spec
+    has = {name: spec.head(name) is not None for name in ("fracture", "class", "region")}
+    columns = ["image", "decision"]
+    columns += ["probability"] * has["fracture"] + ["class (probability)"] * has["class"]
+    columns += ["region"] * has["region"] + ["top box (score)"] * has["fracture"] + ["warnings / error"]
+    table = Table(title=f"fracsight ({escape(predictor.name)})", caption=notice)
+    for col in columns:
         # fold, never cut: on a narrow terminal a value wraps onto more lines instead of ending in "..."
         table.add_column(col, overflow="fold", min_width=7 if col == "probability" else None)
+
+    def cells(r, note: str) -> list[str]:
+        if not r.reliable:
+            colour = "yellow"
+        elif r.fracture_suspected is None:  # a class-only bundle: the class is the answer
+            colour = "blue"
+        else:
+            colour = "red" if r.fracture_suspected else "green"
+        row = [f"[{colour}]{escape(r.decision)}[/{colour}]"]
+        if has["fracture"]:
+            row.append(f"{r.fracture_probability:.3f}")
+        if has["class"]:
+            c = r.classification
+            row.append(f"{escape(c.predicted)} ({c.probability:.2f}){'' if c.confident else ' uncertain'}")
+        if has["region"]:
+            region = getattr(r, "region", None)
+            row.append(f"{escape(region)} ({r.region_probabilities[region]:.2f})" if region else "")
+        if has["fracture"]:
+            b = r.boxes[0] if getattr(r, "boxes", ()) else None
+            row.append(f"{b.x0:.0f},{b.y0:.0f},{b.x1:.0f},{b.y1:.0f} ({b.score:.2f})" if b else "")
+        return [*row, note]
+
     for r in results:
         if isinstance(r, FailedPrediction):
-            table.add_row(
-                escape(r.source), "[red]error[/red]", "", "", "", escape(f"{r.error_code}: {r.error}")
-            )
-            continue
-        colour = "yellow" if not r.reliable else ("red" if r.fracture_suspected else "green")
-        box = (
-            f"{r.boxes[0].x0:.0f},{r.boxes[0].y0:.0f},{r.boxes[0].x1:.0f},{r.boxes[0].y1:.0f} "
-            f"({r.boxes[0].score:.2f})"
-            if r.boxes
-            else ""
-        )
-        region = f"{r.region} ({r.region_probabilities[r.region]:.2f})" if r.region else ""
-        table.add_row(
-            escape(r.source),
-            f"[{colour}]{r.decision}[/{colour}]",
-            f"{r.fracture_probability:.3f}",
-            region,
-            box,
-            escape("; ".join(r.warnings)),
-        )
+            blanks = [""] * (len(columns) - 3)
+            table.add_row(escape(r.source), "[red]error[/red]", *blanks, escape(f"{r.error_code}: {r.error}"))
+        else:
+            table.add_row(escape(r.source), *cells(r, escape("; ".join(r.warnings))))
     for s in studies:
-        colour = "red" if s.fracture_suspected else "green"
-        table.add_row(
-            f"[bold]study {escape(s.study)}[/bold] ({len(s.images)} views)",
-            f"[{colour}]{s.decision}[/{colour}]",
-            f"{s.fracture_probability:.3f}",
-            "",
-            "",
-            "mean of views",
-        )
+        title = f"[bold]study {escape(s.study)}[/bold] ({len(s.images)} views)"
+        table.add_row(title, *cells(s, escape(s.aggregation)))
     Console().print(table)
 
 

@@ -4,6 +4,7 @@ Rules, tried in this order on the folder given:
 
 1. ``fracatlas``: ``dataset.csv`` and an ``images/`` folder.
 2. ``mura``: ``XR_<PART>`` folders, directly or under ``train/`` / ``valid/``.
+2b. ``labels-csv``: a ``labels.csv`` naming each image and its labels.
 3. If none matched and the folder holds nothing but one visible sub-folder (the
    wrapper an archive often unpacks into) that is not a split folder, look inside it
    instead (up to 3 levels).
@@ -21,6 +22,7 @@ from pathlib import Path
 from fracsight.data._files import is_image_file, split_name, visible_dirs
 from fracsight.data.folders import is_class_folders, read_class_folders
 from fracsight.data.fracatlas import is_fracatlas, read_fracatlas
+from fracsight.data.labels_csv import is_labels_csv, read_labels_csv
 from fracsight.data.mura import is_mura, read_mura
 from fracsight.data.sample import Dataset
 from fracsight.errors import DatasetError
@@ -34,6 +36,11 @@ _Check = Callable[[Path], bool]
 LAYOUTS: dict[str, tuple[_Check, _Reader, str]] = {
     "fracatlas": (is_fracatlas, read_fracatlas, "dataset.csv + images/Fractured|Non_fractured/*.jpg"),
     "mura": (is_mura, read_mura, "[train|valid/]XR_<PART>/patient<ID>/study<N>_<positive|negative>/*.png"),
+    "labels-csv": (
+        is_labels_csv,
+        read_labels_csv,
+        "labels.csv (image, and any of fracture, class, region, split, group) + the images it names",
+    ),
     "class-folders": (
         is_class_folders,
         read_class_folders,
@@ -60,7 +67,7 @@ def find_layout(root: Path) -> tuple[str, Path]:
     _check_folder(root)
     current = root
     for _ in range(_WRAPPER_DEPTH + 1):
-        for name in ("fracatlas", "mura"):
+        for name in ("fracatlas", "mura", "labels-csv"):
             if LAYOUTS[name][0](current):
                 return name, current
         subdirs = visible_dirs(current)
@@ -76,7 +83,7 @@ def find_layout(root: Path) -> tuple[str, Path]:
 
 
 def detect_layout(root: Path) -> str:
-    """Name of the layout in ``root``: ``"fracatlas"``, ``"mura"`` or ``"class-folders"``."""
+    """Name of the layout in ``root``: ``"fracatlas"``, ``"mura"``, ``"labels-csv"`` or ``"class-folders"``."""
     return find_layout(root)[0]
 
 

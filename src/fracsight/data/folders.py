@@ -7,6 +7,13 @@ fractured / not fractured (``fractured`` and ``not fractured``, ``Fractured`` an
 (1 = fractured). Any other set of classes (fracture types, body regions) gives a
 ``"class"`` label indexing the class names sorted alphabetically (case-insensitive).
 Images may sit in sub-folders of a class folder; hidden files and folders are ignored.
+
+Fracture types under the fractured folder (``[<split>/]Fractured/<type>/*.png`` next to
+``[<split>/]Non_fractured/*.png``) give both labels: ``"fracture"`` for every image and
+``"class"`` (the type, sorted as above) for the fractured ones. The sub-folders are read
+as types when every fractured image sits in one of at least two sub-folders and the
+not-fractured folder is not organised the same way (sub-folders on both sides are taken
+for grouping, by patient for example, and ignored as before).
 """
 
 from __future__ import annotations
@@ -71,10 +78,15 @@ def read_class_folders(root: Path) -> Dataset:
 
     polarity = {name: fracture_polarity(name) for name in names}
     if len(names) == 2 and set(polarity.values()) == {0, 1}:
-        task, class_names, index = FRACTURE, ("not fractured", "fractured"), polarity
+        index = {n: int(p) for n, p in polarity.items() if p is not None}
+        fractured = [d for dirs in per_split.values() for d in dirs if polarity.get(d.name) == 1]
+        normal = [d for dirs in per_split.values() for d in dirs if polarity.get(d.name) == 0]
+        if all(_typed(d) for d in fractured) and not any(_typed(d) for d in normal):
+            return _fracture_types(root, per_split, index)
+        task, class_names = FRACTURE, ("not fractured", "fractured")
     else:
-        ordered = tuple(sorted(names, key=lambda n: (n.casefold(), n)))
-        task, class_names, index = CLASS, ordered, {n: i for i, n in enumerate(ordered)}
+        task, class_names = CLASS, _sorted_names(names)
+        index = {n: i for i, n in enumerate(class_names)}
     samples = [
         Sample(path=path, labels={task: int(index[name])}, split=split)
         for split, classes in found.items()
@@ -82,6 +94,44 @@ def read_class_folders(root: Path) -> Dataset:
         for path in paths
     ]
     return Dataset(root=root, layout="class-folders", samples=tuple(samples), class_names={task: class_names})
+
+
+def _sorted_names(names: set[str]) -> tuple[str, ...]:
+    return tuple(sorted(names, key=lambda n: (n.casefold(), n)))
+
+
+def _typed(class_dir: Path) -> bool:
+    """True if all images of ``class_dir`` sit in at least two of its sub-folders (the types)."""
+    if any(is_image_file(p) for p in class_dir.iterdir()):
+        return False
+    return sum(next(iter_images(d), None) is not None for d in visible_dirs(class_dir)) >= 2
+
+
+def _fracture_types(root: Path, per_split: dict[str | None, list[Path]], index: dict[str, int]) -> Dataset:
+    """Fractured images labelled with their type folder as well; not-fractured ones with the fracture label only."""
+    typed = [
+        (split, path, path.relative_to(d).parts[0] if index[d.name] == 1 else None, index[d.name])
+        for split, dirs in per_split.items()
+        for d in dirs
+        if d.name in index
+        for path in iter_images(d)
+    ]
+    types = _sorted_names({t for _, _, t, _ in typed if t is not None})
+    type_index = {t: i for i, t in enumerate(types)}
+    samples = [
+        Sample(
+            path=path,
+            labels={FRACTURE: label} if kind is None else {FRACTURE: label, CLASS: type_index[kind]},
+            split=split,
+        )
+        for split, path, kind, label in typed
+    ]
+    return Dataset(
+        root=root,
+        layout="class-folders",
+        samples=tuple(samples),
+        class_names={FRACTURE: ("not fractured", "fractured"), CLASS: types},
+    )
 
 
 def _warn_loose_files(root: Path) -> None:

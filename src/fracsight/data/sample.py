@@ -60,7 +60,7 @@ class Dataset:
     """
 
     root: Path
-    layout: str  # "fracatlas" | "class-folders" | "mura"
+    layout: str  # "fracatlas" | "class-folders" | "mura" | "labels-csv"
     samples: tuple[Sample, ...]
     class_names: dict[str, tuple[str, ...]]
 

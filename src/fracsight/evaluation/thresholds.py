@@ -18,7 +18,10 @@ from numpy.typing import ArrayLike
 from fracsight.evaluation.metrics import roc_curve
 
 __all__ = [
+    "ClassThresholdChoice",
     "ThresholdChoice",
+    "class_confidence_threshold",
+    "selective_accuracy",
     "sensitivity_at_specificity",
     "specificity_at_sensitivity",
     "threshold_for_sensitivity",
@@ -103,3 +106,65 @@ def specificity_at_sensitivity(y: ArrayLike, p: ArrayLike, sens: float = 0.9) ->
     _check_target(sens)
     fpr, tpr, _ = roc_curve(y, p)
     return float((1.0 - fpr[tpr >= sens - 1e-12]).max())
+
+
+@dataclass(frozen=True)
+class ClassThresholdChoice:
+    """A minimum top-1 probability for an N-class head and what it gave where it was chosen.
+
+    Fields match :class:`fracsight.bundle.ClassOperatingPoint`.
+    """
+
+    min_probability: float
+    description: str
+    accuracy: float | None  # of the images whose top class reached min_probability
+    coverage: float  # share of images whose top class reached it
+
+
+def selective_accuracy(y: ArrayLike, probs: ArrayLike, min_probability: float) -> tuple[float | None, float]:
+    """``(accuracy, coverage)`` of top-1 predictions whose probability reaches ``min_probability``."""
+    ya = np.asarray(y).astype(np.int64).ravel()
+    pa = np.asarray(probs, dtype=np.float64)
+    confident = pa.max(axis=1) >= min_probability
+    if not confident.any():
+        return None, 0.0
+    correct = pa.argmax(axis=1) == ya
+    return float(correct[confident].mean()), float(confident.mean())
+
+
+def class_confidence_threshold(
+    y: ArrayLike, probs: ArrayLike, target_accuracy: float = 0.9, fallback_coverage: float = 0.5
+) -> ClassThresholdChoice:
+    """The lowest minimum top-1 probability at which the stated classes are right ``target_accuracy``
+    of the time; below it a class is reported as uncertain.
+
+    When the whole set already reaches the target, nothing is held back (the threshold is
+    ``1 / number of classes``). When no threshold reaches it, the one that keeps the most
+    confident ``fallback_coverage`` of the images is taken and the description says so.
+    """
+    _check_target(target_accuracy)
+    ya = np.asarray(y).astype(np.int64).ravel()
+    pa = np.asarray(probs, dtype=np.float64)
+    if ya.size == 0:
+        raise ValueError("y is empty")
+    top = pa.max(axis=1)
+    floor = 1.0 / pa.shape[1]
+    for t in [floor, *np.unique(top)]:
+        accuracy, coverage = selective_accuracy(ya, pa, t)
+        if accuracy is not None and accuracy >= target_accuracy - 1e-12:
+            return ClassThresholdChoice(
+                float(t),
+                f"lowest top-1 probability whose classes were right >= {target_accuracy:g} of the time "
+                "on validation data; below it the class is uncertain",
+                accuracy,
+                coverage,
+            )
+    t = float(np.quantile(top, 1.0 - fallback_coverage))
+    accuracy, coverage = selective_accuracy(ya, pa, t)
+    return ClassThresholdChoice(
+        t,
+        f"no threshold reached accuracy {target_accuracy:g} on validation data; this one states a class "
+        f"for the most confident {fallback_coverage:.0%} of images only",
+        accuracy,
+        coverage,
+    )

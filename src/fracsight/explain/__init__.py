@@ -26,6 +26,7 @@ from fracsight.explain.heatmap import (
     heatmap_to_original,
     normalize_map,
     sigmoid,
+    softmax,
     upsample_to_input,
 )
 from fracsight.explain.localization import (
@@ -62,6 +63,7 @@ __all__ = [
     "save_overlay",
     "side_by_side",
     "sigmoid",
+    "softmax",
     "top_box",
     "upsample_to_input",
 ]

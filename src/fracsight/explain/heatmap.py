@@ -27,6 +27,7 @@ __all__ = [
     "heatmap_to_original",
     "normalize_map",
     "sigmoid",
+    "softmax",
     "upsample_to_input",
 ]
 
@@ -36,6 +37,13 @@ def sigmoid(x: np.ndarray | float) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     e = np.exp(-np.abs(x))
     return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(np.float32)
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Softmax along ``axis`` (max-subtracted, so it never overflows)."""
+    x = np.asarray(x)
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
 
 
 def class_activation_map(features: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -27,11 +27,20 @@ from fracsight.explain import (
     combine_maps,
     heatmap_to_original,
     sigmoid,
+    softmax,
     upsample_to_input,
 )
 from fracsight.inference.onnx_model import OnnxModel
 from fracsight.inference.ood import ImageStatistics, assess_input, pixel_statistics
-from fracsight.inference.results import FailedPrediction, Prediction, StudyPrediction
+from fracsight.inference.results import (
+    CLASS_ACTIVATION,
+    FRACTURE_MAP,
+    NO_LOCALIZATION,
+    ClassResult,
+    FailedPrediction,
+    Prediction,
+    StudyPrediction,
+)
 from fracsight.inference.store import resolve_bundle
 from fracsight.io import Radiograph, read_image
 from fracsight.preprocessing import Letterbox, letterbox_radiograph, read_for_model
@@ -72,6 +81,9 @@ class Predictor:
         self.regions: tuple[str, ...] = region_head.classes if region_head else ()
         class_head = self.spec.head("class")
         self.classes: tuple[str, ...] = class_head.classes if class_head else ()
+        class_op = self.spec.class_operating_point
+        # a class bundle without one (exported before they existed) states its top class always
+        self.class_min_probability = class_op.min_probability if class_op else 0.0
         # The image statistics of the input checks need only the pixels: they run on this thread
         # while the main one letterboxes (Pillow and NumPy release the GIL), so one image uses
         # both cores before the network too. (The full-size heatmap was tried there as well: the
@@ -126,22 +138,35 @@ class Predictor:
             rp = sigmoid(out["region"][i].astype(np.float64))
             region_probs = {name: float(v) for name, v in zip(self.regions, rp, strict=True)}
             region = self.regions[int(np.argmax(rp))]
-        class_probs: dict[str, float] = {}
+        classification = None
         if "class" in out and self.classes:
-            logits = out["class"][i].astype(np.float64)
-            e = np.exp(logits - logits.max())
-            class_probs = {name: float(v) for name, v in zip(self.classes, e / e.sum(), strict=True)}
+            class_probs = softmax(out["class"][i].astype(np.float64), axis=0)
+            classification = ClassResult.from_probabilities(
+                {name: float(v) for name, v in zip(self.classes, class_probs, strict=True)},
+                self.class_min_probability,
+            )
         assessment = assess_input(radiograph, statistics.result(), out["embedding"][i], region_probs, spec)
         warnings = list(radiograph.metadata.warnings) + list(assessment.warnings)
-        loc = spec.localization
-        heat_small = localization_map(out["mask"][i], out["cam"][i], loc.get("source", "combined"))
-        boxes = boxes_from_heatmap(
-            upsample_to_input(heat_small, BOX_GRID),
-            geometry,
-            threshold=loc.get("box_threshold", 0.5),
-            relative=loc.get("relative", 0.5),
-            min_score=loc.get("min_box_score", 0.25),
-        )
+        boxes: list = []
+        if op is not None:  # boxes and the heatmap show where a fracture is suspected
+            loc = spec.localization
+            kind = FRACTURE_MAP
+            heat_small = localization_map(out["mask"][i], out["cam"][i], loc.get("source", "combined"))
+            boxes = boxes_from_heatmap(
+                upsample_to_input(heat_small, BOX_GRID),
+                geometry,
+                threshold=loc.get("box_threshold", 0.5),
+                relative=loc.get("relative", 0.5),
+                min_score=loc.get("min_box_score", 0.25),
+            )
+        elif classification is not None and "class_cam" in out:
+            # where the predicted class is seen: its per-cell probability among the classes
+            kind = CLASS_ACTIVATION
+            top = self.classes.index(classification.predicted)
+            heat_small = softmax(out["class_cam"][i].astype(np.float64), axis=0)[top].astype(np.float32)
+        else:  # a class bundle exported before class activation maps: no map means anything
+            kind, heat_small = NO_LOCALIZATION, None
+        show_heat = with_heatmap and heat_small is not None
         return Prediction(
             source=source,
             fracture_probability=prob,
@@ -152,12 +177,13 @@ class Predictor:
             region=region,
             region_probabilities=region_probs,
             boxes=tuple(boxes),
-            class_probabilities=class_probs,
+            classification=classification,
             reliable=assessment.reliable,
             warnings=tuple(warnings),
             model=self.name,
             metadata=radiograph.metadata,
-            heatmap=heatmap_to_original(heat_small, geometry) if with_heatmap else None,
+            localization=kind,
+            heatmap=heatmap_to_original(heat_small, geometry) if show_heat else None,
         )
 
     # ---- entry points ------------------------------------------------------------------------------
@@ -233,19 +259,36 @@ class Predictor:
                         yield dataclasses.replace(next(preds), pixels=r[1])
 
     def predict_study(self, predictions: list[Prediction], study: str) -> StudyPrediction:
-        """Combine the views of one study: mean of the image probabilities (the MURA convention)."""
+        """Combine the views of one study (see :class:`StudyPrediction` for the rules)."""
         if not predictions:
             raise ValueError("a study needs at least one image")
-        if self.operating_point is None:
-            raise ValueError(f"{self.name} has no fracture head to combine into a study result")
-        prob = float(np.mean([p.fracture_probability for p in predictions]))
         op = self.operating_point
+        fracture: dict[str, Any] = {}
+        if op is not None:
+            prob = float(np.mean([p.fracture_probability for p in predictions]))
+            fracture = dict(
+                fracture_probability=prob,
+                fracture_suspected=prob >= op.threshold,
+                operating_point=op.name,
+                threshold=op.threshold,
+            )
+        classification = None
+        aggregation = "mean"
+        if self.classes:
+            dists = np.array([[p.class_probabilities[c] for c in self.classes] for p in predictions])
+            weights = np.ones(len(predictions))
+            if op is not None:
+                weights = np.array([p.fracture_probability for p in predictions])
+                aggregation = "mean; class: mean weighted by fracture probability"
+            mean = np.average(dists, axis=0, weights=weights if weights.sum() > 0 else None)
+            classification = ClassResult.from_probabilities(
+                {c: float(v) for c, v in zip(self.classes, mean, strict=True)}, self.class_min_probability
+            )
         return StudyPrediction(
             study=study,
-            fracture_probability=prob,
-            fracture_suspected=prob >= op.threshold,
-            operating_point=op.name,
-            threshold=op.threshold,
             images=tuple(p.source for p in predictions),
             reliable=all(p.reliable for p in predictions),
+            classification=classification,
+            aggregation=aggregation,
+            **fracture,
         )

@@ -10,9 +10,14 @@ import numpy as np
 from fracsight.explain import DetectedBox
 from fracsight.io import ImageMetadata
 
-__all__ = ["NOTICE", "FailedPrediction", "Prediction", "StudyPrediction"]
+__all__ = ["NOTICE", "ClassResult", "FailedPrediction", "Prediction", "StudyPrediction"]
 
 NOTICE = "fracsight is a decision aid for trained readers, not a diagnosis."
+
+# What a prediction's heatmap shows (``Prediction.localization``).
+FRACTURE_MAP = "fracture"  # where a fracture is suspected; boxes come from it
+CLASS_ACTIVATION = "class_activation"  # where the predicted class is seen; never boxes
+NO_LOCALIZATION = "none"
 
 
 def _round(value: float | None) -> float | None:
@@ -20,7 +25,73 @@ def _round(value: float | None) -> float | None:
 
 
 @dataclass(frozen=True)
+class ClassResult:
+    """The answer of an N-class head (for example the fracture type).
+
+    ``predicted`` is the most likely class; it is stated as the answer only when
+    ``confident`` (its probability reaches the bundle's ``min_probability``), otherwise
+    the class is uncertain. With a fracture head in the same bundle the classes describe
+    a fracture, so they only mean something when a fracture is suspected.
+    """
+
+    predicted: str
+    probability: float
+    confident: bool
+    min_probability: float
+    probabilities: dict[str, float]
+
+    @classmethod
+    def from_probabilities(cls, probabilities: dict[str, float], min_probability: float) -> ClassResult:
+        top = max(probabilities, key=probabilities.__getitem__)
+        p = probabilities[top]
+        return cls(top, p, p >= min_probability, min_probability, probabilities)
+
+    @property
+    def words(self) -> str:
+        return f"most likely {self.predicted}" if self.confident else f"class uncertain (top: {self.predicted})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "predicted": self.predicted,
+            "probability": round(self.probability, 6),
+            "confident": self.confident,
+            "min_probability": round(self.min_probability, 6),
+            "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
+        }
+
+
+def _decision(
+    reliable: bool, suspected: bool | None, classification: ClassResult | None, unreliable: str
+) -> str:
+    """The headline of an image or study, from the heads the bundle has."""
+    if not reliable:
+        return unreliable
+    if suspected is None:  # no fracture head: the class is the answer
+        return classification.words if classification is not None else "no result"
+    if not suspected:
+        return "no fracture detected"
+    if classification is None:
+        return "fracture suspected"
+    kind = f"most likely {classification.predicted}" if classification.confident else "type uncertain"
+    return f"fracture suspected, {kind}"
+
+
+def _fracture_fields(
+    probability: float | None, suspected: bool | None, operating_point: str | None, threshold: float | None
+) -> dict[str, Any]:
+    if probability is None:
+        return {}
+    return {
+        "fracture_probability": _round(probability),
+        "fracture_suspected": suspected,
+        "operating_point": {"name": operating_point, "threshold": _round(threshold)},
+    }
+
+
+@dataclass(frozen=True)
 class Prediction:
+    """One image's result. A head the bundle lacks is None (or empty) here and absent from ``to_dict()``."""
+
     source: str  # file name (never a full path) or the name given with bytes
     fracture_probability: float | None  # calibrated; None for a bundle without a fracture head
     fracture_suspected: bool | None  # at the operating point below
@@ -28,48 +99,62 @@ class Prediction:
     threshold: float | None
     decisions: dict[str, bool]  # suspected or not at every operating point of the bundle
     region: str | None
-    region_probabilities: dict[str, float]
-    boxes: tuple[DetectedBox, ...]
-    class_probabilities: dict[str, float]  # N-class head (e.g. fracture type), when the bundle has one
+    region_probabilities: dict[str, float]  # empty for a bundle without a region head
+    boxes: tuple[DetectedBox, ...]  # suspected fractures; always empty without a fracture head
+    classification: ClassResult | None  # N-class head (e.g. fracture type), when the bundle has one
     reliable: bool  # False when the input does not look like what the model was made for
     warnings: tuple[str, ...]
     model: str
     metadata: ImageMetadata
+    localization: str = FRACTURE_MAP  # what ``heatmap`` shows: FRACTURE_MAP, CLASS_ACTIVATION or none
     heatmap: np.ndarray | None = field(default=None, repr=False, compare=False)  # (H, W) in [0, 1]
     pixels: np.ndarray | None = field(default=None, repr=False, compare=False)  # the radiograph, for overlays
 
     @property
+    def has_fracture_head(self) -> bool:
+        return self.fracture_probability is not None
+
+    @property
+    def class_probabilities(self) -> dict[str, float]:
+        return {} if self.classification is None else self.classification.probabilities
+
+    @property
     def decision(self) -> str:
-        if not self.reliable:
-            return "not reliable: input outside what the model was made for"
-        if self.fracture_probability is None:
-            top = max(self.class_probabilities, key=self.class_probabilities.__getitem__)
-            return f"most likely class: {top}"
-        return "fracture suspected" if self.fracture_suspected else "no fracture detected"
+        return _decision(
+            self.reliable,
+            self.fracture_suspected,
+            self.classification,
+            "not reliable: input outside what the model was made for",
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "decision": self.decision,
-            "fracture_probability": _round(self.fracture_probability),
-            "fracture_suspected": self.fracture_suspected,
-            "operating_point": {"name": self.operating_point, "threshold": _round(self.threshold)},
-            "decisions": self.decisions,
-            "region": self.region,
-            "region_probabilities": {k: round(v, 6) for k, v in self.region_probabilities.items()},
-            "boxes": [b.to_dict() for b in self.boxes],
-            "class_probabilities": {k: round(v, 6) for k, v in self.class_probabilities.items()},
-            "reliable": self.reliable,
-            "warnings": list(self.warnings),
-            "model": self.model,
-            "image": {
+        out: dict[str, Any] = {"source": self.source, "decision": self.decision}
+        out.update(
+            _fracture_fields(self.fracture_probability, self.fracture_suspected, self.operating_point, self.threshold)
+        )
+        if self.has_fracture_head:
+            out["decisions"] = self.decisions
+        if self.region_probabilities:
+            out["region"] = self.region
+            out["region_probabilities"] = {k: round(v, 6) for k, v in self.region_probabilities.items()}
+        if self.classification is not None:
+            out["classification"] = self.classification.to_dict()
+        out["localization"] = self.localization
+        if self.has_fracture_head:
+            out["boxes"] = [b.to_dict() for b in self.boxes]
+        out.update(
+            reliable=self.reliable,
+            warnings=list(self.warnings),
+            model=self.model,
+            image={
                 "format": self.metadata.source_format,
                 "height": self.metadata.original_size[0],
                 "width": self.metadata.original_size[1],
                 "photometric": self.metadata.photometric,
             },
-            "notice": NOTICE,
-        }
+            notice=NOTICE,
+        )
+        return out
 
 
 @dataclass(frozen=True)
@@ -86,32 +171,40 @@ class FailedPrediction:
 
 @dataclass(frozen=True)
 class StudyPrediction:
-    """Several views of one examination combined (mean of the image probabilities, as in MURA)."""
+    """Several views of one examination combined.
+
+    Fracture: the mean of the image probabilities (the MURA convention). Class: the mean
+    of the image class distributions, each weighted by its fracture probability when the
+    bundle has a fracture head (a type is seen on the views that show the fracture).
+    """
 
     study: str
-    fracture_probability: float
-    fracture_suspected: bool
-    operating_point: str
-    threshold: float
     images: tuple[str, ...]
     reliable: bool
+    fracture_probability: float | None = None
+    fracture_suspected: bool | None = None
+    operating_point: str | None = None
+    threshold: float | None = None
+    classification: ClassResult | None = None
     aggregation: str = "mean"
 
     @property
     def decision(self) -> str:
-        if not self.reliable:
-            return "not reliable: some views are outside what the model was made for"
-        return "fracture suspected" if self.fracture_suspected else "no fracture detected"
+        return _decision(
+            self.reliable,
+            self.fracture_suspected,
+            self.classification,
+            "not reliable: some views are outside what the model was made for",
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "study": self.study,
-            "decision": self.decision,
-            "fracture_probability": round(self.fracture_probability, 6),
-            "fracture_suspected": self.fracture_suspected,
-            "operating_point": {"name": self.operating_point, "threshold": round(self.threshold, 6)},
-            "aggregation": self.aggregation,
-            "images": list(self.images),
-            "reliable": self.reliable,
-            "notice": NOTICE,
-        }
+        out: dict[str, Any] = {"study": self.study, "decision": self.decision}
+        out.update(
+            _fracture_fields(self.fracture_probability, self.fracture_suspected, self.operating_point, self.threshold)
+        )
+        if self.classification is not None:
+            out["classification"] = self.classification.to_dict()
+        out.update(
+            aggregation=self.aggregation, images=list(self.images), reliable=self.reliable, notice=NOTICE
+        )
+        return out

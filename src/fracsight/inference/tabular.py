@@ -9,62 +9,78 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from fracsight.bundle import BundleSpec
 from fracsight.inference.results import NOTICE, FailedPrediction, Prediction, StudyPrediction
 
 __all__ = [
-    "CSV_COLUMNS",
     "IMAGE_SUFFIXES",
     "collect_inputs",
     "csv_text",
+    "result_columns",
     "result_row",
     "results_payload",
     "study_key",
 ]
 
-CSV_COLUMNS = (
-    "kind",
-    "source",
-    "decision",
-    "fracture_probability",
-    "operating_point",
-    "threshold",
-    "region",
-    "region_probability",
-    "top_box",
-    "top_box_score",
-    "reliable",
-    "warnings",
-    "error_code",
-    "error",
-)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".dcm", ".dicom"}
 _STUDY_DIR = re.compile(r"^study\d+", re.IGNORECASE)
+_CLASS_PREFIX = "p_"  # p_<class>: one column per class with the full distribution
 
 
-def result_row(result: Prediction | FailedPrediction | StudyPrediction) -> dict[str, str]:
-    row = dict.fromkeys(CSV_COLUMNS, "")
+def result_columns(spec: BundleSpec, *, all_classes: bool = False) -> tuple[str, ...]:
+    """The CSV / table columns for a bundle: only those of the heads it has.
+
+    ``all_classes`` adds ``p_<class>`` columns with the class head's full distribution.
+    """
+    columns = ["kind", "source", "decision"]
+    if spec.head("fracture"):
+        columns += ["fracture_probability", "operating_point", "threshold"]
+    class_head = spec.head("class")
+    if class_head:
+        columns += ["predicted_class", "class_probability", "class_confident"]
+        if all_classes:
+            columns += [_CLASS_PREFIX + name for name in class_head.classes]
+    if spec.head("region"):
+        columns += ["region", "region_probability"]
+    if spec.head("fracture"):
+        columns += ["top_box", "top_box_score"]
+    return (*columns, "reliable", "warnings", "error_code", "error")
+
+
+def result_row(
+    result: Prediction | FailedPrediction | StudyPrediction, columns: Sequence[str]
+) -> dict[str, str]:
+    """One flat row with exactly ``columns`` (see :func:`result_columns`); blank where not applicable."""
+    row: dict[str, str] = {}
     if isinstance(result, FailedPrediction):
         row.update(kind="image", source=result.source, error_code=result.error_code, error=result.error)
-        return row
-    row.update(
-        decision=result.decision,
-        fracture_probability=f"{result.fracture_probability:.4f}",
-        operating_point=result.operating_point,
-        threshold=f"{result.threshold:.4f}",
-        reliable=str(result.reliable),
-    )
+        return _only(row, columns)
+    row.update(decision=result.decision, reliable=str(result.reliable))
+    if result.fracture_probability is not None and result.threshold is not None:
+        row.update(
+            fracture_probability=f"{result.fracture_probability:.4f}",
+            operating_point=result.operating_point or "",
+            threshold=f"{result.threshold:.4f}",
+        )
+    c = result.classification
+    if c is not None:
+        row.update(predicted_class=c.predicted, class_probability=f"{c.probability:.4f}")
+        row["class_confident"] = str(c.confident)
+        row.update({_CLASS_PREFIX + name: f"{p:.4f}" for name, p in c.probabilities.items()})
     if isinstance(result, StudyPrediction):
         row.update(kind="study", source=result.study)
-        return row
-    row.update(
-        kind="image", source=result.source, region=result.region or "", warnings="; ".join(result.warnings)
-    )
+        return _only(row, columns)
+    row.update(kind="image", source=result.source, warnings="; ".join(result.warnings))
     if result.region:
-        row["region_probability"] = f"{result.region_probabilities[result.region]:.4f}"
+        row.update(region=result.region, region_probability=f"{result.region_probabilities[result.region]:.4f}")
     if result.boxes:
         b = result.boxes[0]
         row.update(top_box=f"{b.x0:.0f},{b.y0:.0f},{b.x1:.0f},{b.y1:.0f}", top_box_score=f"{b.score:.4f}")
-    return row
+    return _only(row, columns)
+
+
+def _only(row: dict[str, str], columns: Sequence[str]) -> dict[str, str]:
+    return {k: row.get(k, "") for k in columns}
 
 
 def results_payload(
@@ -79,12 +95,15 @@ def results_payload(
     }
 
 
-def csv_text(results: Iterable[Prediction | FailedPrediction | StudyPrediction]) -> str:
+def csv_text(
+    results: Iterable[Prediction | FailedPrediction | StudyPrediction], columns: Sequence[str]
+) -> str:
+    """The CSV of a batch (``fracsight predict --csv``, the API's ``format=csv``, the apps' download)."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS)
+    writer = csv.DictWriter(buffer, fieldnames=list(columns))
     writer.writeheader()
     for r in results:
-        writer.writerow(result_row(r))
+        writer.writerow(result_row(r, columns))
     return buffer.getvalue()
 
 

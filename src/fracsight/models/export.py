@@ -20,7 +20,7 @@ def onnx_output_names(model: FractureNet) -> list[str]:
     if model.region_head is not None:
         names.append("region")
     if model.class_head is not None:
-        names.append("class")
+        names += ["class", "class_cam"]
     return names
 
 

@@ -7,7 +7,9 @@ Outputs (a dict in eager mode; named ONNX outputs after export):
 - ``mask``: (B, h, w) localization logits from a 1x1 conv over the last feature map;
 - ``cam``: (B, h, w) class activation map of the global classifier;
 - ``embedding``: (B, C) pooled features (used for out-of-distribution checks);
-- ``region`` (B, R) and ``class`` (B, N) when those heads exist.
+- ``region`` (B, R) and ``class`` (B, N) when those heads exist;
+- ``class_cam``: (B, N, h, w) the class head applied at every cell (its class activation
+  maps; a per-cell softmax over N says where each class is seen), with the class head.
 """
 
 from __future__ import annotations
@@ -115,6 +117,8 @@ class FractureNet(nn.Module):
             out["region"] = self.region_head(pooled)
         if self.class_head is not None:
             out["class"] = self.class_head(pooled)
+            w = self.class_head.weight[:, :, None, None]
+            out["class_cam"] = nn.functional.conv2d(features, w, self.class_head.bias)
         return out
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

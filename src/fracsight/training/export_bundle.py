@@ -15,12 +15,24 @@ from typing import Any
 
 import numpy as np
 
-from fracsight.bundle import BundleSpec, HeadSpec, OperatingPoint, sha256_file, write_bundle_spec
+from fracsight.bundle import (
+    BundleSpec,
+    ClassOperatingPoint,
+    HeadSpec,
+    OperatingPoint,
+    sha256_file,
+    write_bundle_spec,
+)
 from fracsight.data import CLASS, FRACTURE, Sample, load_dataset
 from fracsight.errors import ConfigError
 from fracsight.evaluation.calibration import apply_temperature, expected_calibration_error, fit_calibration
 from fracsight.evaluation.metrics import auroc
-from fracsight.evaluation.thresholds import threshold_for_sensitivity, youden_threshold
+from fracsight.evaluation.thresholds import (
+    class_confidence_threshold,
+    threshold_for_sensitivity,
+    youden_threshold,
+)
+from fracsight.explain import softmax
 from fracsight.inference.onnx_model import OnnxModel
 from fracsight.inference.ood import fit_ood
 from fracsight.preprocessing import Letterbox, letterbox_radiograph, read_for_model
@@ -202,8 +214,13 @@ def export_bundle(
             default_operating_point="balanced",
         )
     if CLASS in dataset.class_names and "class" in val_out:
-        y_cls = np.array([s.labels[CLASS] for s in val])
-        validation["class_accuracy"] = float((val_out["class"].argmax(1) == y_cls).mean())
+        known = np.array([CLASS in s.labels for s in val])
+        if known.any():
+            y_cls = np.array([s.labels[CLASS] for s in val if CLASS in s.labels])
+            class_probs = softmax(val_out["class"][known].astype(np.float64), axis=1)
+            validation["class_accuracy"] = float((class_probs.argmax(1) == y_cls).mean())
+            choice = class_confidence_threshold(y_cls, class_probs)
+            spec = dataclasses.replace(spec, class_operating_point=ClassOperatingPoint(**vars(choice)))
     if has_fracture:
         spec = dataclasses.replace(spec, localization=choose_localization(val, val_out, val_geometries))
     spec = dataclasses.replace(

@@ -60,6 +60,6 @@ def multitask_loss(
     if "region" in out and t.region is not None and t.region_valid is not None and t.region_valid.any():
         bce = F.binary_cross_entropy_with_logits(out["region"].float(), t.region, reduction="none").mean(1)
         total = total + cfg.region_weight * _masked_mean(bce, t.region_valid)
-    if "class" in out and t.klass is not None:
-        total = total + cfg.class_weight * F.cross_entropy(out["class"].float(), t.klass)
+    if "class" in out and t.klass is not None and (t.klass >= 0).any():  # -1: no class for this image
+        total = total + cfg.class_weight * F.cross_entropy(out["class"].float(), t.klass, ignore_index=-1)
     return total

@@ -120,7 +120,9 @@ def _labels(samples: list[Sample], dataset: Dataset) -> dict[str, torch.Tensor |
     if regions:
         region = torch.tensor([[float(r in s.regions) for r in regions] for s in samples])
         region_valid = region.sum(1) > 0
-    klass = torch.tensor([s.labels[CLASS] for s in samples]) if CLASS in dataset.class_names else None
+    klass = None  # -1 where an image has no class (a type is given only for fractured images)
+    if CLASS in dataset.class_names:
+        klass = torch.tensor([s.labels.get(CLASS, -1) for s in samples])
     return {
         "fracture": frac,
         "fracture_valid": frac_valid,
@@ -262,8 +264,9 @@ class Trainer:
         y = val.fracture[val.fracture_valid].numpy()
         if self.has_fracture and 0 < y.sum() < len(y):
             metrics["val_auroc"] = auroc(y, torch.cat(probs)[val.fracture_valid].numpy())
-        if class_pred:
-            metrics["val_class_accuracy"] = float((torch.cat(class_pred) == val.klass).float().mean())
+        if class_pred and val.klass is not None and (val.klass >= 0).any():
+            known = val.klass >= 0
+            metrics["val_class_accuracy"] = float((torch.cat(class_pred)[known] == val.klass[known]).float().mean())
         return metrics
 
     def _score(self, metrics: dict[str, float]) -> float:

@@ -1,0 +1,119 @@
+"""Reader for a folder of images with a ``labels.csv``: any mix of fracture, class and region labels.
+
+This is the layout for data that carries more than one label per image (a fracture
+flag and a fracture type, a type and a body region) or whose images are not sorted
+into folders. One row per image; the columns, in any order:
+
+- ``image`` (required): the image's path relative to the folder;
+- ``fracture``: ``1``/``0``, ``true``/``false``, ``yes``/``no`` or a class-folder name
+  (``fractured``, ``Non_fractured``, ...);
+- ``class``: an N-class label such as the fracture type; may be empty (for example on
+  images without a fracture), and such rows do not train or score the class head;
+- ``region``: the body region, several separated by ``;``;
+- ``split``: ``train``, ``val`` (``valid``, ...) or ``test``; empty everywhere for none;
+- ``group``: images that must stay in one split (same patient or study).
+
+A column that is absent means the data has no such label; a model trained on it
+gets exactly the heads of the columns present.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+from fracsight.data._files import fracture_polarity, is_image_file, split_name
+from fracsight.data.sample import CLASS, FRACTURE, REGION, Dataset, Sample
+from fracsight.errors import DatasetError
+
+__all__ = ["LABELS_FILE", "is_labels_csv", "read_labels_csv"]
+
+LABELS_FILE = "labels.csv"
+_TRUE = {"1", "true", "yes", "y"}
+_FALSE = {"0", "false", "no", "n"}
+_LABEL_COLUMNS = ("fracture", "class", "region")
+
+
+def is_labels_csv(root: Path) -> bool:
+    return (Path(root) / LABELS_FILE).is_file()
+
+
+def _fracture(value: str, where: str) -> int | None:
+    v = value.strip()
+    if not v:
+        return None
+    if v.lower() in _TRUE:
+        return 1
+    if v.lower() in _FALSE:
+        return 0
+    polarity = fracture_polarity(v)
+    if polarity is None:
+        raise DatasetError(f"{where}: fracture must be 1/0, true/false, yes/no or fractured/not fractured, got {v!r}")
+    return polarity
+
+
+def read_labels_csv(root: Path) -> Dataset:
+    """Read ``root/labels.csv`` into a :class:`Dataset` (layout ``"labels-csv"``)."""
+    root = Path(root)
+    path = root / LABELS_FILE
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            header = [h.strip().lower() for h in reader.fieldnames or []]
+            rows = [{(k or "").strip().lower(): (v or "") for k, v in row.items()} for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DatasetError(f"cannot read {path}: {e}") from e
+    if "image" not in header:
+        raise DatasetError(f"{path} needs an 'image' column (found: {', '.join(header) or 'none'})")
+    present = [c for c in _LABEL_COLUMNS if c in header]
+    if not present:
+        raise DatasetError(f"{path} has no label column; give at least one of {', '.join(_LABEL_COLUMNS)}")
+    if not rows:
+        raise DatasetError(f"{path} lists no images")
+
+    parsed = []
+    missing: list[str] = []
+    for n, row in enumerate(rows, start=2):  # line 1 is the header
+        where = f"{path.name} line {n}"
+        image = row["image"].strip()
+        # lexically inside the folder (an image may be a link to elsewhere; a "../" path may not)
+        file = Path(os.path.normpath(root / image))
+        if not image or Path(image).is_absolute() or not file.is_relative_to(os.path.normpath(root)):
+            raise DatasetError(f"{where}: image must be a path inside {root}, got {image!r}")
+        if not is_image_file(file):
+            missing.append(image)
+            continue
+        split_value = row.get("split", "").strip()
+        split = split_name(split_value) if split_value else None
+        if split_value and split is None:
+            raise DatasetError(f"{where}: split must be train, val or test, got {split_value!r}")
+        fracture = _fracture(row["fracture"], where) if "fracture" in row else None
+        klass = row.get("class", "").strip() or None
+        regions = tuple(sorted({r.strip() for r in row.get("region", "").split(";") if r.strip()}))
+        parsed.append((file, fracture, klass, regions, split, row.get("group", "").strip() or None))
+    if missing:
+        raise DatasetError(
+            f"{path}: {len(missing)} image(s) not found or not an image file, e.g. {', '.join(missing[:3])}"
+        )
+    class_names: dict[str, tuple[str, ...]] = {}
+    if "fracture" in present:
+        class_names[FRACTURE] = ("not fractured", "fractured")
+    classes = tuple(sorted({k for _, _, k, _, _, _ in parsed if k}, key=lambda c: (c.casefold(), c)))
+    if "class" in present:
+        if len(classes) < 2:
+            raise DatasetError(f"{path}: the class column needs at least two classes, found {list(classes)}")
+        class_names[CLASS] = classes
+    regions = tuple(sorted({r for _, _, _, rs, _, _ in parsed for r in rs}))
+    if "region" in present and regions:
+        class_names[REGION] = regions
+    index = {c: i for i, c in enumerate(classes)}
+    samples = []
+    for file, fracture, klass, rs, split, group in parsed:
+        labels = {}
+        if fracture is not None:
+            labels[FRACTURE] = fracture
+        if klass is not None:
+            labels[CLASS] = index[klass]
+        samples.append(Sample(path=file, labels=labels, regions=rs, split=split, group=group))
+    return Dataset(root=root, layout="labels-csv", samples=tuple(samples), class_names=class_names)

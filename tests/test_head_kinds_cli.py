@@ -1,0 +1,114 @@
+"""The researcher's path through the real CLI for every head combination a bundle can have:
+train (tiny), export, predict (table, CSV, JSON, overlays, study), evaluate."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fracsight.bundle import load_bundle_spec
+from fracsight.cli import app
+from head_kinds import HEAD_KINDS
+
+pytestmark = [pytest.mark.slow, pytest.mark.fracatlas]
+
+KINDS = list(HEAD_KINDS)
+runner = CliRunner()
+
+
+def _images(data: Path, n: int = 3) -> list[str]:
+    files = sorted(p for p in data.rglob("*.jpg") if "test" in p.parts or p.parent.name == "images")
+    return [str(p) for p in files[:n]]
+
+
+def _run(*args: str):
+    result = runner.invoke(app, list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    assert "Traceback" not in result.output
+    return result
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bundle_has_exactly_the_heads_of_its_data(head_bundle, kind: str) -> None:
+    _, bundle = head_bundle(kind)
+    spec = load_bundle_spec(bundle)
+    assert tuple(h.name for h in spec.heads) == HEAD_KINDS[kind]
+    assert (spec.class_operating_point is not None) == ("class" in HEAD_KINDS[kind])
+    assert bool(spec.operating_points) == ("fracture" in HEAD_KINDS[kind])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_predict_table_csv_json_and_overlays(head_bundle, kind: str, tmp_path: Path) -> None:
+    data, bundle = head_bundle(kind)
+    heads = HEAD_KINDS[kind]
+    images = _images(data)
+    table = _run("predict", "--model", str(bundle), *images, "--study")
+    assert table.exit_code == 0, table.output
+    assert ("probability" in table.output) == ("fracture" in heads)
+    assert ("region" in table.output) == ("region" in heads)
+    assert ("class (probability)" in table.output) == ("class" in heads)
+
+    out_csv = tmp_path / "out.csv"
+    overlays = tmp_path / "overlays"
+    done = _run(
+        "predict", "--model", str(bundle), *images, "--csv", str(out_csv), "--all-classes", "--overlay-dir",
+        str(overlays), "--json", "--study",
+    )
+    assert done.exit_code == 0, done.output
+    rows = list(csv.DictReader(out_csv.open(encoding="utf-8")))
+    columns = set(rows[0])
+    assert ("fracture_probability" in columns) == ("fracture" in heads)
+    assert ("top_box" in columns) == ("fracture" in heads)
+    assert ("region" in columns) == ("region" in heads)
+    assert ("predicted_class" in columns) == ("class" in heads)
+    assert [r["kind"] for r in rows] == ["image"] * len(images) + ["study"]
+    for row in rows:
+        assert all(row[c] != "" for c in columns if c not in ("warnings", "error_code", "error", "top_box",
+                                                                "top_box_score", "region", "region_probability"))
+
+    payload = json.loads(done.stdout)
+    spec = load_bundle_spec(bundle)
+    for image, row in zip(payload["images"], rows, strict=False):
+        assert ("fracture_probability" in image) == ("fracture" in heads)
+        assert ("boxes" in image) == ("fracture" in heads)
+        assert ("region_probabilities" in image) == ("region" in heads)
+        assert ("classification" in image) == ("class" in heads)
+        if "class" in heads:
+            c = image["classification"]
+            assert set(c["probabilities"]) == set(spec.head("class").classes)
+            assert abs(sum(c["probabilities"].values()) - 1) < 1e-4
+            assert c["confident"] == (c["probability"] >= c["min_probability"])
+            assert row["predicted_class"] == c["predicted"]
+            assert float(row[f"p_{c['predicted']}"]) == pytest.approx(c["probability"], abs=1e-4)
+            if "fracture" not in heads:
+                assert image["decision"] == (
+                    f"most likely {c['predicted']}"
+                    if c["confident"]
+                    else f"class uncertain (top: {c['predicted']})"
+                )
+        # the heatmap shows a fracture map (with boxes) or the predicted class's activation, said plainly
+        assert image["localization"] == ("fracture" if "fracture" in heads else "class_activation")
+        assert row["decision"] == image["decision"]
+    study = payload["studies"][0]
+    assert ("fracture_probability" in study) == ("fracture" in heads)
+    assert ("classification" in study) == ("class" in heads)
+    assert len(list(overlays.glob("*.png"))) == len(images)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_evaluate_reports_the_heads_the_bundle_has(head_bundle, kind: str, tmp_path: Path) -> None:
+    data, bundle = head_bundle(kind)
+    heads = HEAD_KINDS[kind]
+    result = _run("evaluate", str(bundle), str(data), "--split", "test", "--out", str(tmp_path), "--json",
+                  "--bootstrap", "100")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert ("auroc" in metrics) == ("fracture" in heads)
+    assert ("multiclass" in metrics) == ("class" in heads)
+    assert (tmp_path / "report.html").is_file()
+    plain = _run("evaluate", str(bundle), str(data), "--split", "test", "--bootstrap", "100")
+    assert plain.exit_code == 0, plain.output
