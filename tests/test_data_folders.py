@@ -107,3 +107,44 @@ def test_single_class_is_refused(tmp_path: Path) -> None:
     _png(tmp_path / "train" / "fractured" / "a")
     with pytest.raises(DatasetError, match="at least two classes"):
         load_dataset(tmp_path, layout="class-folders")
+
+
+def test_fracture_types_under_fractured_give_both_labels(tmp_path: Path) -> None:
+    root = tmp_path / "typed"
+    for split in ("train", "val"):
+        for kind in ("Spiral", "avulsion", "Greenstick"):
+            _png(root / split / "Fractured" / kind / "a")
+            _png(root / split / "Fractured" / kind / "deeper" / "b")  # below a type: still that type
+        _png(root / split / "Non_fractured" / "n1")
+        _png(root / split / "Non_fractured" / "n2")
+    ds = load_dataset(root)
+    assert ds.class_names == {
+        FRACTURE: ("not fractured", "fractured"),
+        CLASS: ("avulsion", "Greenstick", "Spiral"),
+    }
+    for s in ds.samples:
+        if "Fractured" in s.path.parts:
+            kind = s.path.relative_to(root / s.split / "Fractured").parts[0]
+            assert s.labels == {FRACTURE: 1, CLASS: ds.class_names[CLASS].index(kind)}
+        else:
+            assert s.labels == {FRACTURE: 0}
+    assert len(ds.split("train")) == 8
+
+
+def test_sub_folders_on_both_sides_are_grouping_not_types(tmp_path: Path) -> None:
+    root = tmp_path / "by_patient"
+    for cls in ("fractured", "not fractured"):
+        for patient in ("p1", "p2"):
+            _png(root / cls / patient / "img")
+    ds = load_dataset(root)
+    assert ds.class_names == {FRACTURE: ("not fractured", "fractured")}
+    assert all(set(s.labels) == {FRACTURE} for s in ds.samples)
+
+
+def test_one_sub_folder_or_loose_images_are_not_types(tmp_path: Path) -> None:
+    root = tmp_path / "loose"
+    _png(root / "fractured" / "spiral" / "a")
+    _png(root / "fractured" / "spiral" / "b")
+    _png(root / "fractured" / "loose")
+    _png(root / "normal" / "n")
+    assert load_dataset(root).class_names == {FRACTURE: ("not fractured", "fractured")}

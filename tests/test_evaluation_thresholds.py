@@ -83,3 +83,33 @@ def test_choice_fits_bundle_operating_point() -> None:
 
     op = OperatingPoint(name="high_sensitivity", **asdict(threshold_for_sensitivity(Y4, P4)))
     assert op.threshold == 0.35
+
+
+def test_class_threshold_holds_nothing_back_when_the_target_is_met() -> None:
+    from fracsight.evaluation.thresholds import class_confidence_threshold
+
+    probs = np.array([[0.9, 0.05, 0.05], [0.2, 0.7, 0.1], [0.1, 0.3, 0.6]])
+    choice = class_confidence_threshold([0, 1, 2], probs, target_accuracy=0.9)
+    assert choice.min_probability == pytest.approx(1 / 3)
+    assert choice.accuracy == 1.0 and choice.coverage == 1.0
+
+
+def test_class_threshold_is_the_lowest_reaching_the_target() -> None:
+    from fracsight.evaluation.thresholds import class_confidence_threshold, selective_accuracy
+
+    # confident ones right, unsure ones wrong
+    probs = np.array([[0.95, 0.05], [0.9, 0.1], [0.85, 0.15], [0.6, 0.4], [0.55, 0.45]])
+    y = [0, 0, 0, 1, 1]
+    choice = class_confidence_threshold(y, probs, target_accuracy=0.9)
+    assert choice.min_probability == pytest.approx(0.85)
+    assert (choice.accuracy, choice.coverage) == (1.0, 0.6)
+    assert selective_accuracy(y, probs, 0.99) == (None, 0.0)
+
+
+def test_class_threshold_falls_back_to_the_confident_half_and_says_so() -> None:
+    from fracsight.evaluation.thresholds import class_confidence_threshold
+
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.6, 0.4]])
+    choice = class_confidence_threshold([1, 1, 1, 1], probs, target_accuracy=0.9)
+    assert choice.accuracy == 0.0 and choice.coverage == 0.5
+    assert "no threshold reached" in choice.description

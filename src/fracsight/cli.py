@@ -256,12 +256,12 @@ def _print_table(results, studies, predictor, notice: str) -> None:
     spec = predictor.spec
     has = {name: spec.head(name) is not None for name in ("fracture", "class", "region")}
     columns = ["image", "decision"]
-    columns += ["probability"] * has["fracture"] + ["class (probability)"] * has["class"]
+    columns += ["fracture probability"] * has["fracture"] + ["class (probability)"] * has["class"]
     columns += ["region"] * has["region"] + ["top box (score)"] * has["fracture"] + ["warnings / error"]
     table = Table(title=f"fracsight ({escape(predictor.name)})", caption=notice)
     for col in columns:
         # fold, never cut: on a narrow terminal a value wraps onto more lines instead of ending in "..."
-        table.add_column(col, overflow="fold", min_width=7 if col == "probability" else None)
+        table.add_column(col, overflow="fold", min_width=7 if col == "fracture probability" else None)
 
     def cells(r, note: str) -> list[str]:
         if not r.reliable:

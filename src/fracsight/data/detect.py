@@ -83,7 +83,7 @@ def find_layout(root: Path) -> tuple[str, Path]:
 
 
 def detect_layout(root: Path) -> str:
-    """Name of the layout in ``root``: ``"fracatlas"``, ``"mura"``, ``"labels-csv"`` or ``"class-folders"``."""
+    """Name of the layout in ``root``: fracatlas, mura, labels-csv or class-folders."""
     return find_layout(root)[0]
 
 

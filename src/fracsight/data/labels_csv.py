@@ -49,7 +49,9 @@ def _fracture(value: str, where: str) -> int | None:
         return 0
     polarity = fracture_polarity(v)
     if polarity is None:
-        raise DatasetError(f"{where}: fracture must be 1/0, true/false, yes/no or fractured/not fractured, got {v!r}")
+        raise DatasetError(
+            f"{where}: fracture must be 1/0, true/false, yes/no or fractured/not fractured, got {v!r}"
+        )
     return polarity
 
 

@@ -48,7 +48,9 @@ class ClassResult:
 
     @property
     def words(self) -> str:
-        return f"most likely {self.predicted}" if self.confident else f"class uncertain (top: {self.predicted})"
+        return (
+            f"most likely {self.predicted}" if self.confident else f"class uncertain (top: {self.predicted})"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -130,7 +132,9 @@ class Prediction:
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"source": self.source, "decision": self.decision}
         out.update(
-            _fracture_fields(self.fracture_probability, self.fracture_suspected, self.operating_point, self.threshold)
+            _fracture_fields(
+                self.fracture_probability, self.fracture_suspected, self.operating_point, self.threshold
+            )
         )
         if self.has_fracture_head:
             out["decisions"] = self.decisions
@@ -200,7 +204,9 @@ class StudyPrediction:
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"study": self.study, "decision": self.decision}
         out.update(
-            _fracture_fields(self.fracture_probability, self.fracture_suspected, self.operating_point, self.threshold)
+            _fracture_fields(
+                self.fracture_probability, self.fracture_suspected, self.operating_point, self.threshold
+            )
         )
         if self.classification is not None:
             out["classification"] = self.classification.to_dict()

@@ -72,7 +72,9 @@ def result_row(
         return _only(row, columns)
     row.update(kind="image", source=result.source, warnings="; ".join(result.warnings))
     if result.region:
-        row.update(region=result.region, region_probability=f"{result.region_probabilities[result.region]:.4f}")
+        row.update(
+            region=result.region, region_probability=f"{result.region_probabilities[result.region]:.4f}"
+        )
     if result.boxes:
         b = result.boxes[0]
         row.update(top_box=f"{b.x0:.0f},{b.y0:.0f},{b.x1:.0f},{b.y1:.0f}", top_box_score=f"{b.score:.4f}")

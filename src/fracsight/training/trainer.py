@@ -266,7 +266,9 @@ class Trainer:
             metrics["val_auroc"] = auroc(y, torch.cat(probs)[val.fracture_valid].numpy())
         if class_pred and val.klass is not None and (val.klass >= 0).any():
             known = val.klass >= 0
-            metrics["val_class_accuracy"] = float((torch.cat(class_pred)[known] == val.klass[known]).float().mean())
+            metrics["val_class_accuracy"] = float(
+                (torch.cat(class_pred)[known] == val.klass[known]).float().mean()
+            )
         return metrics
 
     def _score(self, metrics: dict[str, float]) -> float:

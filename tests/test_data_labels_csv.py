@@ -1,0 +1,84 @@
+"""The labels.csv layout: any mix of fracture, class and region labels per image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from fracsight.data import CLASS, FRACTURE, REGION, load_dataset
+from fracsight.errors import DatasetError
+
+
+def _write(root: Path, header: str, rows: list[str], images: list[str] | None = None) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for row in rows:
+        name = row.split(",")[0]
+        if images is None or name in images:
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            Image.new("L", (8, 8)).save(root / name)
+    (root / "labels.csv").write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    return root
+
+
+def test_fracture_class_region_and_split(tmp_path: Path) -> None:
+    root = _write(
+        tmp_path / "d",
+        "image,fracture,class,region,split",
+        [
+            "img/a.png,1,Spiral,leg,train",
+            "img/b.png,fractured,Avulsion,hand;shoulder,valid",
+            "img/c.png,0,,leg,test",
+            "img/d.png,no,,hip,train",
+        ],
+    )
+    ds = load_dataset(root)
+    assert ds.layout == "labels-csv"
+    assert ds.class_names == {
+        FRACTURE: ("not fractured", "fractured"),
+        CLASS: ("Avulsion", "Spiral"),
+        REGION: ("hand", "hip", "leg", "shoulder"),
+    }
+    by_name = {s.path.name: s for s in ds.samples}
+    assert by_name["a.png"].labels == {FRACTURE: 1, CLASS: 1}
+    assert by_name["b.png"].labels == {FRACTURE: 1, CLASS: 0}
+    assert by_name["b.png"].regions == ("hand", "shoulder") and by_name["b.png"].split == "val"
+    assert by_name["c.png"].labels == {FRACTURE: 0}
+    assert by_name["d.png"].split == "train"
+
+
+def test_only_the_columns_present_become_labels(tmp_path: Path) -> None:
+    root = _write(tmp_path / "d", "image,class,region", ["a.png,frontal,hand", "b.png,lateral,leg"])
+    ds = load_dataset(root)
+    assert set(ds.class_names) == {CLASS, REGION}
+    assert all(FRACTURE not in s.labels for s in ds.samples)
+
+
+@pytest.mark.parametrize(
+    ("header", "rows", "message"),
+    [
+        ("file,fracture", ["a.png,1"], "needs an 'image' column"),
+        ("image,split", ["a.png,train"], "no label column"),
+        ("image,fracture", ["a.png,maybe"], "line 2: fracture must be"),
+        ("image,fracture,split", ["a.png,1,holdout"], "split must be"),
+        ("image,class", ["a.png,x", "b.png,x"], "at least two classes"),
+        ("image,fracture", ["../outside.png,1"], "must be a path inside"),
+    ],
+)
+def test_bad_labels_are_refused_with_the_line(
+    tmp_path: Path, header: str, rows: list[str], message: str
+) -> None:
+    root = _write(tmp_path / "d", header, rows, images=[])
+    for row in rows:
+        name = row.split(",")[0]
+        if not name.startswith(".."):
+            Image.new("L", (8, 8)).save(root / name)
+    with pytest.raises(DatasetError, match=message):
+        load_dataset(root)
+
+
+def test_missing_images_are_named(tmp_path: Path) -> None:
+    root = _write(tmp_path / "d", "image,fracture", ["a.png,1", "gone.png,0"], images=["a.png"])
+    with pytest.raises(DatasetError, match=r"1 image\(s\) not found.*gone.png"):
+        load_dataset(root)

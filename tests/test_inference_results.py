@@ -1,0 +1,49 @@
+"""Results say only what the bundle's heads say: decisions, dictionaries and study aggregation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fracsight.inference.results import ClassResult, StudyPrediction
+
+
+@pytest.mark.parametrize(
+    ("suspected", "confident", "decision"),
+    [
+        (None, True, "most likely spiral"),
+        (None, False, "class uncertain (top: spiral)"),
+        (True, True, "fracture suspected, most likely spiral"),
+        (True, False, "fracture suspected, type uncertain"),
+        (False, True, "no fracture detected"),
+    ],
+)
+def test_decision_words_per_head_combination(suspected, confident, decision) -> None:
+    classification = ClassResult("spiral", 0.6, confident, 0.5, {"spiral": 0.6, "oblique": 0.4})
+    study = StudyPrediction(
+        "s",
+        ("a.png",),
+        True,
+        fracture_probability=None if suspected is None else 0.7,
+        fracture_suspected=suspected,
+        operating_point=None if suspected is None else "balanced",
+        threshold=None if suspected is None else 0.5,
+        classification=classification,
+    )
+    assert study.decision == decision
+    d = study.to_dict()
+    assert ("fracture_probability" in d) == (suspected is not None)
+    assert d["classification"]["predicted"] == "spiral"
+
+
+def test_class_result_from_probabilities() -> None:
+    r = ClassResult.from_probabilities({"a": 0.2, "b": 0.5, "c": 0.3}, min_probability=0.5)
+    assert (r.predicted, r.probability, r.confident) == ("b", 0.5, True)
+    assert not ClassResult.from_probabilities({"a": 0.45, "b": 0.55}, 0.6).confident
+
+
+def test_softmax_is_stable() -> None:
+    from fracsight.explain import softmax
+
+    out = softmax(np.array([[1000.0, 1000.0], [0.0, -1000.0]]), axis=1)
+    assert np.allclose(out, [[0.5, 0.5], [1.0, 0.0]])
