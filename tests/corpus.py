@@ -180,8 +180,15 @@ def dicom_bytes(
     transfer_syntax: str | None = None,
     pixel_bytes: bytes | None = None,
     identifiers: bool = True,
+    modality: str = "DX",
+    colour: bool = False,
+    preamble: bytes | None = None,
 ) -> bytes:
-    """A DX DICOM (explicit VR little endian unless ``transfer_syntax``), identifiers planted by default."""
+    """A DX DICOM (explicit VR little endian unless ``transfer_syntax``), identifiers planted by default.
+
+    ``colour`` makes the channels of a ``samples=3`` image differ (a real colour image);
+    ``preamble`` fills the 128-byte preamble (PS3.10 7.1 lets it hold, e.g., a TIFF header).
+    """
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import UID, DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian
 
@@ -192,7 +199,7 @@ def dicom_bytes(
     ds.file_meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.3680043.8.498.1"
     ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
+    ds.Modality = modality
     ds.BodyPartExamined = "HAND"
     if identifiers:
         for keyword, value in SENTINELS.items():
@@ -212,6 +219,8 @@ def dicom_bytes(
             stack = np.stack([base] * frames) if frames > 1 else base
             if samples > 1:
                 stack = np.repeat(stack[..., None], samples, axis=-1)
+                if colour:
+                    stack[..., 0] = 4095 - stack[..., 0]
             dtype = np.uint8 if bits_allocated == 8 else np.uint16
             pixel_bytes = (stack >> (4 if dtype == np.uint8 else 0)).astype(dtype).tobytes()
         if ds.file_meta.TransferSyntaxUID.is_encapsulated:
@@ -221,6 +230,8 @@ def dicom_bytes(
         else:
             ds.PixelData = pixel_bytes
     buffer = io.BytesIO()
+    if preamble is not None:
+        ds.preamble = preamble.ljust(128, b"\x00")[:128]
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
 
@@ -455,16 +466,31 @@ def build_corpus() -> tuple[Case, ...]:
         "dicom-rgb",
         "rgb.dcm",
         dicom_bytes(photometric="RGB", samples=3, bits_allocated=8, bits_stored=8),
+        OK,
+        "RGB DICOM with equal channels (a grey secondary capture)",
+        shape=(72, 64),
+    )
+    add(
+        "dicom-colour",
+        "colour.dcm",
+        dicom_bytes(photometric="RGB", samples=3, bits_allocated=8, bits_stored=8, colour=True),
         "unsupported_photometric",
-        "RGB DICOM",
+        "RGB DICOM in real colour",
     )
     add(
         "dicom-multiframe",
         "frames.dcm",
         dicom_bytes(frames=3),
+        "multi_frame_image",
+        "multi-frame DICOM (3 frames) without a frame chosen",
+    )
+    add("dicom-ct", "ct.dcm", dicom_bytes(modality="CT"), "unsupported_modality", "a CT slice (Modality CT)")
+    add(
+        "dicom-tiff-preamble",
+        "tiffpre.dcm",
+        dicom_bytes(preamble=b"II*\x00\x08\x00\x00\x00"),
         OK,
-        "multi-frame DICOM (3 frames)",
-        warning=FRAMES_WARNING,
+        "DICOM whose preamble starts with a TIFF header (PS3.10 7.5 allows it)",
         shape=(72, 64),
     )
     dicm = dicom_bytes()
@@ -588,7 +614,7 @@ def garbage_requests(
     def mutated() -> RawRequest:
         c = seeds[int(rng.integers(len(seeds)))]
         return upload_request(
-            f"mutated:{c.id}", [(c.filename, _mutate(c.data, rng))], statuses=(200, 400, 413, 415)
+            f"mutated:{c.id}", [(c.filename, _mutate(c.data, rng))], statuses=(200, 400, 413, 415, 422)
         )
 
     def random_body() -> RawRequest:

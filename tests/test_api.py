@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import csv
 import io
 import logging
 import random
@@ -110,6 +111,9 @@ def test_predict_real_fracatlas_jpeg(client: TestClient, fracatlas_jpeg: Path) -
     assert image["image"]["format"] == "jpeg"
     assert image["operating_point"]["name"] in image["decisions"]
     assert "overlay_png_base64" not in image
+    # the tiny bundle has a fracture head only (class folders): its fields and no others
+    assert image["localization"] == "fracture" and isinstance(image["boxes"], list)
+    assert not {"region", "region_probabilities", "classification", "class_probabilities"} & set(image)
 
 
 def test_predict_synthetic_png_and_dicom_in_one_request(client: TestClient) -> None:
@@ -169,6 +173,38 @@ def test_operating_point_query(client: TestClient) -> None:
         422,
         "unknown_operating_point",
     )
+
+
+def test_csv_format(client: TestClient, tiny_bundle: Path) -> None:
+    from fracsight.bundle import load_bundle_spec
+    from fracsight.inference.tabular import result_columns
+
+    r = client.post("/v1/predict?format=csv&study=true", files=files(("a.png", png_bytes()), ("e.png", b"")))
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "text/csv; charset=utf-8"
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    assert tuple(rows[0]) == result_columns(load_bundle_spec(tiny_bundle))
+    assert [(row["kind"], row["source"], row["error_code"]) for row in rows] == [
+        ("image", "a.png", ""),
+        ("image", "e.png", "empty_file"),
+        ("study", "study", ""),
+    ]
+    json_image = client.post("/v1/predict", files=files(("a.png", png_bytes()))).json()["images"][0]
+    assert float(rows[0]["fracture_probability"]) == pytest.approx(
+        json_image["fracture_probability"], abs=1e-4
+    )
+    # errors stay JSON; csv cannot carry overlays; unknown formats are refused
+    assert_error(client.post("/v1/predict?format=csv", files=files(("e.png", b""))), 400, "empty_file")
+    error = assert_error(
+        client.post("/v1/predict?format=csv&overlay=true", files=files(("a.png", png_bytes()))),
+        422,
+        "validation_error",
+    )
+    assert error["details"][0]["loc"] == ["query", "overlay"]
+    error = assert_error(
+        client.post("/v1/predict?format=xml", files=files(("a.png", png_bytes()))), 422, "validation_error"
+    )
+    assert error["details"][0]["loc"] == ["query", "format"]
 
 
 def test_mixed_good_and_bad_files_give_200_with_per_file_errors(client: TestClient) -> None:
@@ -327,6 +363,7 @@ def test_healthz_and_model(client: TestClient, tiny_bundle: Path) -> None:
     assert info["input_size"] == 64
     assert "fracture" in [h["name"] for h in info["heads"]]
     assert info["default_operating_point"] in [op["name"] for op in info["operating_points"]]
+    assert info["class_operating_point"] is None  # no class head
     assert info["card"] == (tiny_bundle / "card.md").read_text(encoding="utf-8")
     assert info["limits"]["max_files"] == 4 and info["notice"] == NOTICE
 

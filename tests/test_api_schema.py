@@ -47,13 +47,48 @@ def test_openapi_lists_the_routes_and_error_shapes(app) -> None:
     assert {"200", "400", "413", "415", "422", "500"} <= set(predict["responses"])
     body = predict["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert body["required"] == ["files"]
-    assert {p["name"] for p in predict["parameters"]} == {"overlay", "study", "operating_point"}
-    assert "ErrorResponse" in schema["components"]["schemas"]
+    assert {p["name"] for p in predict["parameters"]} == {
+        "overlay",
+        "study",
+        "operating_point",
+        "format",
+        "all_classes",
+    }
+    (fmt,) = [p for p in predict["parameters"] if p["name"] == "format"]
+    assert fmt["schema"]["enum"] == ["json", "csv"] and fmt["schema"]["default"] == "json"
+    assert set(predict["responses"]["200"]["content"]) == {"application/json", "text/csv"}
+    components = schema["components"]["schemas"]
+    assert {"ErrorResponse", "Classification", "ClassOperatingPointInfo"} <= set(components)
+    # the fields of heads a model may lack are optional (left out, never null); the rest are required
+    image = components["ImagePrediction"]
+    assert set(image["required"]) == {
+        "source",
+        "decision",
+        "localization",
+        "reliable",
+        "warnings",
+        "model",
+        "image",
+        "notice",
+    }
+    assert image["properties"]["localization"]["enum"] == ["fracture", "class_activation", "none"]
+    for name in ("fracture_probability", "region", "classification", "boxes"):
+        assert "default" not in image["properties"][name] and "anyOf" not in image["properties"][name]
+    assert set(components["StudyResult"]["required"]) == {
+        "study",
+        "decision",
+        "aggregation",
+        "images",
+        "reliable",
+        "notice",
+    }
+    assert {"default_operating_point", "class_operating_point"} <= set(components["ModelInfo"]["required"])
     assert body["properties"]["files"]["maxItems"] == 3
 
 
-def test_app_conforms_to_its_schema(app) -> None:
-    """Fuzz every operation: no 5xx, documented statuses and content types, schema-valid responses."""
+def fuzz_app(app, max_examples: int = 15) -> None:
+    """Fuzz every operation of ``app``: no 5xx, documented statuses and content types, schema-valid
+    responses. Skips without schemathesis."""
     if schemathesis is None:
         pytest.skip("schemathesis is not installed (dev extra)")
     with TestClient(app):  # runs the lifespan: the model is loaded once
@@ -63,7 +98,7 @@ def test_app_conforms_to_its_schema(app) -> None:
 
             @given(case=operation.as_strategy())
             @settings(
-                max_examples=15,
+                max_examples=max_examples,
                 deadline=None,
                 suppress_health_check=list(HealthCheck),
                 derandomize=True,
@@ -73,3 +108,8 @@ def test_app_conforms_to_its_schema(app) -> None:
                 case.call_and_validate(checks=CHECKS)
 
             check()
+
+
+def test_app_conforms_to_its_schema(app) -> None:
+    """Fuzz every operation of the fracture-only tiny bundle (test_head_kinds_api.py: the other kinds)."""
+    fuzz_app(app)

@@ -88,7 +88,7 @@ def _png() -> bytes:
 
 
 @contextlib.contextmanager
-def _server(*args: str) -> Iterator[str]:
+def loopback_server(*args: str) -> Iterator[str]:
     """`fracsight serve ARGS` on a free loopback port, ready; yields its URL and stops it afterwards."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
@@ -119,9 +119,12 @@ def _server(*args: str) -> Iterator[str]:
 
 @pytest.mark.slow
 def test_real_server_on_loopback(tiny_bundle: Path) -> None:
-    with _server("--model", str(tiny_bundle)) as url:
+    with loopback_server("--model", str(tiny_bundle)) as url:
         r = httpx.post(f"{url}/v1/predict", files={"files": ("a.png", _png())}, timeout=30)
         assert r.status_code == 200 and r.json()["images"][0]["source"] == "a.png"
+        r = httpx.post(f"{url}/v1/predict?format=csv", files={"files": ("a.png", _png())}, timeout=30)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+        assert r.text.splitlines()[1].startswith("image,a.png,")
         r = httpx.post(f"{url}/v1/predict", files={"files": ("e.png", b"")}, timeout=30)
         assert r.status_code == 400 and r.json()["error"]["code"] == "empty_file"
 
@@ -130,7 +133,7 @@ def test_real_server_on_loopback(tiny_bundle: Path) -> None:
 def test_metrics_of_several_workers_add_up(tiny_bundle: Path) -> None:
     shared = set(Path(tempfile.gettempdir()).glob("fracsight-metrics-*"))
     predict = 'fracsight_http_requests_total{route="/v1/predict",method="POST",status="200"} '
-    with _server("--model", str(tiny_bundle), "--workers", "2") as url:
+    with loopback_server("--model", str(tiny_bundle), "--workers", "2") as url:
         close = {"Connection": "close"}  # a new connection each time, so the requests spread over workers
         for i in range(6):
             r = httpx.post(

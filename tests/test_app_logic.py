@@ -1,7 +1,10 @@
-"""The web app's plain logic (no Streamlit): arguments, examples, cards, bar, views, table, launcher."""
+"""The web app's plain logic (no Streamlit): arguments, examples, cards for every head combination,
+bars, heatmap captions, sidebar texts, views, table and downloads, launcher."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import sys
@@ -14,26 +17,68 @@ from typer.testing import CliRunner
 
 import fracsight.app as app_pkg
 from fracsight.app.logic import (
-    DISPLAY_COLUMNS,
+    HIDDEN_ON_SCREEN,
     AppConfig,
     card_for,
+    class_bars_html,
+    class_operating_point_text,
+    class_summary,
+    csv_download,
+    display_columns,
     escape_markdown,
     failure_from_exception,
+    heads_text,
     json_text,
+    operating_point_text,
+    overlay_caption,
     parse_app_args,
     pick_examples,
     probability_bar_html,
     render_views,
+    study_card_for,
     table_rows,
     verdict,
     view_data,
 )
+from fracsight.bundle import BundleSpec, ClassOperatingPoint, HeadSpec, OperatingPoint
 from fracsight.errors import UnsupportedFormatError
 from fracsight.explain import DetectedBox
 from fracsight.inference import NOTICE, FailedPrediction, Prediction, StudyPrediction
+from fracsight.inference.results import CLASS_ACTIVATION, NO_LOCALIZATION, ClassResult
+from fracsight.inference.tabular import result_columns
 from fracsight.io import ImageMetadata
 
 H, W = 60, 80
+TYPES = {"avulsion": 0.2, "greenstick": 0.7, "other": 0.1}
+REGIONS = ("hand", "leg")
+OPERATING_POINTS = (
+    OperatingPoint("balanced", 0.5, "Youden's J on validation", 0.8, 0.75),
+    OperatingPoint("triage", 0.2, "sensitivity 0.95 on validation"),
+)
+
+
+def make_spec(*heads: str, classes: tuple[str, ...] = tuple(TYPES)) -> BundleSpec:
+    """A bundle record with exactly ``heads`` (``fracture``, ``class``, ``region``)."""
+    specs = {
+        "fracture": HeadSpec("fracture", "binary", ("fracture",)),
+        "class": HeadSpec("class", "multiclass", classes),
+        "region": HeadSpec("region", "multilabel", REGIONS),
+    }
+    fracture = "fracture" in heads
+    return BundleSpec(
+        name="tiny",
+        version="1",
+        architecture="lite0",
+        input_size=64,
+        heads=tuple(specs[h] for h in heads),
+        operating_points=OPERATING_POINTS if fracture else (),
+        default_operating_point="balanced" if fracture else "",
+        class_operating_point=(
+            ClassOperatingPoint(0.6, "lowest top-1 probability right 0.9 of the time", 0.92, 0.81)
+            if "class" in heads
+            else None
+        ),
+    )
 
 
 def make_prediction(
@@ -45,7 +90,10 @@ def make_prediction(
     boxes: tuple[DetectedBox, ...] = (DetectedBox(10, 5, 30, 25, 0.9),),
     size: tuple[int, int] = (H, W),
     source: str = "wrist.png",
+    classes: dict[str, float] | None = None,
+    min_probability: float = 0.6,
 ) -> Prediction:
+    """A fracture+region prediction (with a class result when ``classes`` is given)."""
     rng = np.random.default_rng(0)
     heat = np.zeros(size, np.float32)
     heat[5:25, 10:30] = 0.9
@@ -59,7 +107,7 @@ def make_prediction(
         region="hand",
         region_probabilities={"hand": 0.91, "leg": 0.05},
         boxes=boxes,
-        class_probabilities={},
+        classification=None if classes is None else ClassResult.from_probabilities(classes, min_probability),
         reliable=reliable,
         warnings=warnings,
         model="tiny v1",
@@ -69,9 +117,33 @@ def make_prediction(
     )
 
 
-def make_study(probability: float = 0.7) -> StudyPrediction:
+def class_only(pred: Prediction, *, region: bool = False) -> Prediction:
+    """``pred`` as a bundle without a fracture head (and without a region head unless ``region``)
+    gives it: no fracture fields, no boxes, the heatmap shows where the predicted class is seen."""
+    return replace(
+        pred,
+        fracture_probability=None,
+        fracture_suspected=None,
+        operating_point=None,
+        threshold=None,
+        decisions={},
+        boxes=(),
+        localization=CLASS_ACTIVATION,
+        region=pred.region if region else None,
+        region_probabilities=pred.region_probabilities if region else {},
+    )
+
+
+def make_study(probability: float = 0.7, classes: dict[str, float] | None = None) -> StudyPrediction:
     return StudyPrediction(
-        "uploaded study", probability, probability >= 0.5, "balanced", 0.5, ("a", "b"), True
+        "uploaded study",
+        ("a", "b"),
+        True,
+        probability,
+        probability >= 0.5,
+        "balanced",
+        0.5,
+        None if classes is None else ClassResult.from_probabilities(classes, 0.6),
     )
 
 
@@ -115,44 +187,121 @@ def test_card_for_a_suspected_fracture() -> None:
     assert card.verdict.headline == "Fracture suspected" and card.verdict.markdown_colour == "red"
     assert card.probability == "Fracture probability 0.830 (threshold 0.500, operating point balanced)"
     assert card.region == "Body region: hand (0.91)"
-    assert card.boxes == "1 suspected area boxed (top score 0.90)"
-    assert card.warnings == ("low contrast",) and card.unreliable is None and card.fracture_type is None
+    assert card.boxes == "1 suspected area boxed (top score 0.90)" and card.box_count == 1
+    assert card.warnings == ("low contrast",) and card.unreliable is None and card.classification is None
+    assert card.lines == (card.probability, card.boxes, card.region)
+    assert card.heatmap == "Fracture heatmap: where the model suspects a fracture"
 
 
-def test_card_for_no_fracture_without_region_or_boxes() -> None:
+def test_card_for_a_fracture_only_model_has_no_region_line() -> None:
     pred = replace(make_prediction(0.1, boxes=()), region=None, region_probabilities={})
     card = card_for(pred)
     assert card.verdict.headline == "No fracture detected" and card.verdict.severity == "clear"
     assert card.verdict.markdown_colour == "green" and card.verdict.colour == "#2e7d32"
-    assert card.region == "Body region: not predicted by this model" and card.boxes == "No area boxed"
+    assert card.region is None and card.boxes == "No area boxed" and card.box_count == 0
+    assert card.lines == (card.probability, "No area boxed")
+    assert not any("region" in line.lower() or "class" in line.lower() for line in card.lines)
 
 
 def test_card_for_an_unreliable_input_is_prominent() -> None:
     card = card_for(make_prediction(0.9, reliable=False))
     assert card.verdict.severity == "unreliable" and card.verdict.words.startswith("not reliable")
     assert card.unreliable is not None and "Not reliable" in card.unreliable
+    assert "probability" not in card.unreliable  # the same words for every kind of model
     assert verdict(replace(make_study(), reliable=False)).severity == "unreliable"
 
 
-def test_card_names_the_fracture_type_when_the_bundle_has_one() -> None:
-    pred = replace(make_prediction(), class_probabilities={"avulsion": 0.2, "greenstick": 0.7, "other": 0.1})
-    assert card_for(pred).fracture_type == "Most likely class: greenstick (0.70)"
-
-
-def test_card_for_a_model_without_a_fracture_head() -> None:
-    pred = replace(
-        make_prediction(),
-        fracture_probability=None,
-        fracture_suspected=None,
-        operating_point=None,
-        threshold=None,
-        decisions={},
-        class_probabilities={"avulsion": 0.8, "greenstick": 0.2},
-    )
+def test_card_for_a_class_only_model_names_the_class_and_nothing_it_lacks() -> None:
+    pred = class_only(make_prediction(classes={"avulsion": 0.8, "greenstick": 0.15, "other": 0.05}))
     card = card_for(pred)
+    assert card.verdict.words == "most likely avulsion"
     assert card.verdict.severity == "class" and card.verdict.markdown_colour == "blue"
-    assert card.probability == "No fracture probability: this model only classifies"
-    assert card.fracture_type == "Most likely class: avulsion (0.80)"
+    assert card.probability is None and card.boxes is None and card.region is None
+    c = card.classification
+    assert c.label == "Class" and c.text == "Class: avulsion (0.80)" and c.note is None
+    assert c.confident and c.min_probability == 0.6
+    assert c.probabilities == (("avulsion", 0.8), ("greenstick", 0.15), ("other", 0.05))
+    assert card.lines == ("Class: avulsion (0.80)",)
+    assert card.heatmap == "Class heatmap: where the model sees avulsion (it does not locate fractures)"
+    assert "fracture probability" not in " ".join(card.lines).lower()
+
+
+def test_card_for_an_uncertain_class_gives_the_minimum() -> None:
+    pred = class_only(make_prediction(classes={"avulsion": 0.45, "greenstick": 0.35, "other": 0.2}))
+    card = card_for(pred)
+    assert card.verdict.words == "class uncertain (top: avulsion)" and card.verdict.severity == "class"
+    c = card.classification
+    assert not c.confident
+    assert c.text == "Class uncertain: the most likely, avulsion (0.45), is below the minimum 0.60"
+
+
+def test_card_for_class_and_region() -> None:
+    card = card_for(class_only(make_prediction(classes=TYPES), region=True))
+    assert card.probability is None and card.boxes is None
+    assert card.lines == ("Class: greenstick (0.70)", "Body region: hand (0.91)")
+
+
+def test_card_for_fracture_and_class_calls_it_the_fracture_type() -> None:
+    card = card_for(make_prediction(0.8, classes=TYPES))
+    assert card.verdict.words == "fracture suspected, most likely greenstick"
+    assert card.classification.label == "Fracture type"
+    assert card.classification.text == "Fracture type: greenstick (0.70)" and card.classification.note is None
+    assert card.lines == (card.probability, card.boxes, "Fracture type: greenstick (0.70)", card.region)
+    assert card.heatmap.startswith("Fracture heatmap")  # the fracture map, never the class's
+    uncertain = card_for(make_prediction(0.8, classes=TYPES, min_probability=0.75))
+    assert uncertain.verdict.words == "fracture suspected, type uncertain"
+    assert uncertain.classification.text.startswith("Fracture type uncertain: the most likely, greenstick")
+    clear = card_for(make_prediction(0.2, classes=TYPES))
+    assert clear.verdict.words == "no fracture detected"
+    assert clear.classification.note == "No fracture is suspected, so the type says little here."
+
+
+def test_overlay_caption_says_what_the_map_shows() -> None:
+    fracture = card_for(make_prediction())
+    assert overlay_caption(fracture) == (
+        "Fracture heatmap: where the model suspects a fracture; boxes around the suspected areas"
+    )
+    assert (
+        overlay_caption(fracture, show_boxes=False) == "Fracture heatmap: where the model suspects a fracture"
+    )
+    assert overlay_caption(fracture, show_heatmap=False) == "Heatmap hidden; boxes around the suspected areas"
+    assert overlay_caption(card_for(make_prediction(boxes=()))).endswith("suspects a fracture")
+    classes = card_for(class_only(make_prediction(classes=TYPES)))
+    assert overlay_caption(classes) == (
+        "Class heatmap: where the model sees greenstick (it does not locate fractures)"
+    )
+    assert overlay_caption(classes, show_heatmap=False) == "Heatmap hidden"
+    no_map = card_for(replace(class_only(make_prediction(classes=TYPES)), localization=NO_LOCALIZATION))
+    assert overlay_caption(no_map) == overlay_caption(no_map, show_heatmap=False)
+    assert overlay_caption(no_map) == "No map for this model: the radiograph only"
+
+
+def test_study_cards_for_every_kind() -> None:
+    fracture = study_card_for(make_study(0.7))
+    assert fracture.title == "Study verdict (2 views)" and fracture.verdict.severity == "suspected"
+    assert fracture.lines == (
+        "Mean fracture probability of the views 0.700 (threshold 0.500, operating point balanced)",
+    )
+    assert fracture.how == "Fracture probability: the mean of the views." and fracture.unreliable is None
+
+    both = study_card_for(make_study(0.7, TYPES))
+    assert both.verdict.words == "fracture suspected, most likely greenstick"
+    assert both.lines[1] == "Fracture type: greenstick (0.70)"
+    assert both.how.endswith("class probabilities, each weighted by its fracture probability.")
+
+    study = StudyPrediction(
+        "uploaded study", ("a", "b", "c"), False, classification=ClassResult.from_probabilities(TYPES, 0.6)
+    )
+    classes = study_card_for(study)
+    assert classes.title == "Study verdict (3 views)" and classes.verdict.severity == "unreliable"
+    assert classes.probability is None and classes.lines == ("Class: greenstick (0.70)",)
+    assert classes.how == "Class: the mean of the views' class probabilities."
+    assert classes.unreliable is not None and classes.unreliable.startswith("Not reliable")
+
+
+def test_class_summary_ranks_every_class() -> None:
+    c = class_summary(ClassResult.from_probabilities({"b": 0.3, "a": 0.3, "c": 0.4}, 0.0))
+    assert c.probabilities == (("c", 0.4), ("a", 0.3), ("b", 0.3)) and c.confident
 
 
 def test_failure_from_exception_keeps_code_and_hides_internals() -> None:
@@ -192,6 +341,57 @@ def test_probability_bar_clamps_and_escapes() -> None:
     assert _style_value(probability_bar_html(0.5, 0.5, severity="unreliable"), "fs-bar-fill", "background")
 
 
+def test_class_bars_fill_to_each_probability_and_mark_the_minimum() -> None:
+    summary = class_summary(ClassResult.from_probabilities({"a<b>": 0.25, "spiral": 0.6, "other": 0.15}, 0.5))
+    html = class_bars_html(summary)
+    fills = re.findall(r'class="fs-class-fill" style="width:([^;]+);[^"]*background:([^;]+);', html)
+    assert fills == [("60.0%", "#1565c0"), ("25.0%", "#9e9e9e"), ("15.0%", "#9e9e9e")]
+    assert html.count('class="fs-class-min"') == 3 and "left:50.0%" in html
+    assert "a&lt;b&gt;" in html and "<b>" not in html
+    assert 'aria-label="spiral 0.600"' in html and "minimum probability 0.50" in html
+    none = class_bars_html(class_summary(ClassResult.from_probabilities({"x": 0.9, "y": 0.1}, 0.0)))
+    assert "fs-class-min" not in none and "minimum" not in none
+    many = class_summary(ClassResult.from_probabilities({f"c{i:02d}": 1 / 20 for i in range(20)}, 0.1))
+    assert class_bars_html(many, most=5).count('class="fs-class-row"') == 5
+    assert "and 15 more" in class_bars_html(many, most=5)
+
+
+# ---- the model (sidebar) -------------------------------------------------------------------------------
+def test_heads_text_names_what_the_bundle_reports() -> None:
+    assert heads_text(make_spec("fracture")) == "Reports: fracture probability and suspected areas"
+    assert heads_text(make_spec("fracture", "region")) == (
+        "Reports: fracture probability and suspected areas; body region (hand, leg)"
+    )
+    assert heads_text(make_spec("class")) == "Reports: class (avulsion, greenstick, other)"
+    assert heads_text(make_spec("fracture", "class")).endswith(
+        "; fracture type (avulsion, greenstick, other)"
+    )
+    many = make_spec("class", "region", classes=tuple(f"t{i}" for i in range(10)))
+    assert (
+        heads_text(many)
+        == "Reports: class (t0, t1, t2, t3, t4, t5, t6, t7, ... (10 in all)); body region (hand, leg)"
+    )
+
+
+def test_operating_point_texts() -> None:
+    assert operating_point_text(OPERATING_POINTS[0]) == (
+        "Threshold 0.500: Youden's J on validation (sensitivity 0.80, specificity 0.75)"
+    )
+    assert operating_point_text(OPERATING_POINTS[1]) == "Threshold 0.200: sensitivity 0.95 on validation"
+    assert class_operating_point_text(make_spec("fracture", "region")) is None
+    text = class_operating_point_text(make_spec("class"))
+    assert text == (
+        "Class stated at probability 0.60 or more, otherwise uncertain: lowest top-1 probability right 0.9 "
+        "of the time. Validation: accuracy of the stated classes 0.92, coverage 0.81 (share of images "
+        "that got a class)."
+    )
+    assert class_operating_point_text(make_spec("fracture", "class")).startswith("Fracture type stated at")
+    old = replace(make_spec("class"), class_operating_point=None)
+    assert class_operating_point_text(old) == (
+        "Class: the most likely is always stated (this bundle has no minimum probability)."
+    )
+
+
 # ---- images --------------------------------------------------------------------------------------------
 def test_render_views_overlay_and_side_by_side() -> None:
     pred = make_prediction()
@@ -225,15 +425,55 @@ def test_view_data_needs_pixels() -> None:
 
 
 # ---- table and downloads -------------------------------------------------------------------------------
+KINDS = {
+    "fracture": ("fracture",),
+    "fracture+region": ("fracture", "region"),
+    "class": ("class",),
+    "fracture+class": ("fracture", "class"),
+    "class+region": ("class", "region"),
+}
+
+
+@pytest.mark.parametrize("heads", KINDS.values(), ids=list(KINDS))
+def test_display_columns_are_the_bundles_csv_columns_less_the_hidden(heads: tuple[str, ...]) -> None:
+    spec = make_spec(*heads)
+    columns = display_columns(spec)
+    assert columns == tuple(c for c in result_columns(spec) if c not in HIDDEN_ON_SCREEN)
+    assert ("fracture_probability" in columns) == ("top_box" in columns) == ("fracture" in heads)
+    assert ("predicted_class" in columns) == ("class" in heads)
+    assert ("region" in columns) == ("region" in heads)
+    assert columns[:3] == ("kind", "source", "decision") and columns[-2:] == ("error_code", "error")
+
+
 def test_table_rows_cover_images_failures_and_studies() -> None:
+    spec = make_spec("fracture", "region")
     rows = table_rows(
-        [make_prediction(0.8), FailedPrediction("bad.png", "empty_file", "empty"), make_study()]
+        [make_prediction(0.8), FailedPrediction("bad.png", "empty_file", "empty"), make_study()], spec
     )
-    assert [tuple(r) for r in rows] == [DISPLAY_COLUMNS] * 3
+    assert [tuple(r) for r in rows] == [display_columns(spec)] * 3
     assert rows[0]["decision"] == "fracture suspected" and rows[0]["fracture_probability"] == "0.8000"
     assert rows[0]["region"] == "hand" and rows[0]["top_box"] == "10,5,30,25"
     assert rows[1]["error_code"] == "empty_file" and rows[1]["decision"] == ""
     assert rows[2]["kind"] == "study" and rows[2]["source"] == "uploaded study"
+
+
+def test_table_and_csv_of_a_class_model_have_no_fracture_columns() -> None:
+    spec = make_spec("class")
+    pred = class_only(make_prediction(classes=TYPES))
+    study = StudyPrediction("uploaded study", ("a", "b"), True, classification=pred.classification)
+    rows = table_rows([pred, study], spec)
+    assert not any("fracture" in c or "box" in c or "region" in c for c in rows[0])
+    assert rows[0]["decision"] == "most likely greenstick" and rows[0]["predicted_class"] == "greenstick"
+    assert rows[0]["class_probability"] == "0.7000" and rows[0]["class_confident"] == "True"
+    assert rows[1]["kind"] == "study" and rows[1]["predicted_class"] == "greenstick"
+    assert all(
+        v != "" for row in rows for k, v in row.items() if k not in ("warnings", "error_code", "error")
+    )
+
+    table = list(csv.DictReader(io.StringIO(csv_download([pred, study], spec))))
+    assert tuple(table[0]) == result_columns(spec, all_classes=True)
+    assert table[0]["p_greenstick"] == "0.7000" and table[0]["p_avulsion"] == "0.2000"
+    assert [r["decision"] for r in table] == ["most likely greenstick"] * 2
 
 
 def test_json_text_has_the_cli_shape_and_no_pixels() -> None:

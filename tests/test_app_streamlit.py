@@ -1,4 +1,5 @@
-"""The Streamlit script under Streamlit's AppTest (no browser): notice, examples, result and error cards."""
+"""The Streamlit script under Streamlit's AppTest (no browser): notice, examples, result and error cards,
+and the sidebar, cards, study and table of bundles with a class head."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ pytest.importorskip("streamlit", reason="the web app needs the app extra (pip in
 from streamlit.testing.v1 import AppTest
 
 from fracsight.app import SCRIPT
+from fracsight.app.logic import display_columns, escape_markdown
 from fracsight.inference import NOTICE, Predictor
+from head_kinds import HEAD_KINDS
 
 TIMEOUT = 120  # seconds per script run; the CPUs are shared with training jobs
 
@@ -64,10 +67,14 @@ def test_an_example_gives_a_result_card(
     text = markdown_text(at)
     assert expected.decision[:1].upper() + expected.decision[1:] in text
     assert f"Fracture probability {expected.fracture_probability:.3f}" in text
-    assert "fs-bar-threshold" in text and "Body region:" in text
+    assert "fs-bar-threshold" in text
+    assert "Body region" not in text and "Class" not in text  # a fracture-only bundle: no filler lines
     rows = at.dataframe[0].value
     assert list(rows["source"]) == [fractured.name]
     assert list(rows["decision"]) == [expected.decision]
+    assert tuple(rows.columns) == display_columns(Predictor(tiny_bundle).spec)
+    assert at.sidebar.selectbox[0].label == "Operating point"
+    assert at.sidebar.toggle(key="show_boxes").value is True
     assert not at.checkbox  # one image: no study checkbox
 
 
@@ -110,5 +117,69 @@ def test_an_unreliable_result_is_shown_prominently(
     at.button(key="example-0").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert any(e.value.startswith("**Not reliable") for e in at.error)
-    assert ":orange[Not reliable: input outside what the model was made for]" in markdown_text(at)
+    assert ":orange[Not reliable\\: input outside what the model was made for]" in markdown_text(at)
     assert list(at.dataframe[0].value["reliable"]) == ["False"]
+
+
+# ---- bundles with a class head -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def kind_examples(tmp_path_factory: pytest.TempPathFactory):
+    """``kind_examples(data) -> folder`` with two held-out images of a head-kind data set (linked)."""
+
+    def make(data: Path) -> Path:
+        root = tmp_path_factory.mktemp("kind-examples")
+        images = sorted(p for p in data.rglob("*.jpg") if "test" in p.parts or p.parent.name == "images")
+        for i, src in enumerate(images[:2]):
+            (root / f"g{i}").mkdir()  # one folder each: the gallery draws from every folder
+            (root / f"g{i}" / src.name).symlink_to(src.resolve())
+        return root
+
+    return make
+
+
+@pytest.mark.slow
+@pytest.mark.fracatlas
+@pytest.mark.parametrize("kind", ["class", "fracture+class", "class+region"])
+def test_a_class_bundle_shows_its_heads_and_nothing_else(
+    monkeypatch: pytest.MonkeyPatch, head_bundle, kind_examples, kind: str
+) -> None:
+    heads = HEAD_KINDS[kind]
+    data, bundle = head_bundle(kind)
+    examples = kind_examples(data)
+    predictor = Predictor(bundle)
+    at = start(monkeypatch, "--model", str(bundle), "--examples", str(examples))
+
+    sidebar = "\n".join([*(m.value for m in at.sidebar.markdown), *(c.value for c in at.sidebar.caption)])
+    assert "**Class operating point**" in sidebar
+    assert f"{predictor.spec.class_operating_point.min_probability:.2f} or more" in sidebar
+    has_fracture = "fracture" in heads
+    assert bool(at.sidebar.selectbox) == has_fracture  # the operating point selector
+    assert any(t.key == "show_boxes" for t in at.sidebar.toggle) == has_fracture
+
+    at.button(key="example-0").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    first = sorted(examples.rglob("*.jpg"))[0]
+    expected = predictor.predict(first)
+    c = expected.classification
+    text = markdown_text(at)
+    assert escape_markdown(expected.decision[:1].upper() + expected.decision[1:]) in text
+    label = "Fracture type" if has_fracture else "Class"
+    assert f"{label}{'' if c.confident else ' uncertain'}" in text and c.predicted in text
+    assert ("Fracture probability" in text) == has_fracture
+    assert ("Body region" in text) == ("region" in heads)
+    assert any(e.label.startswith(f"All {label.lower()} probabilities") for e in at.expander)
+    assert "fs-class-fill" in text
+
+    at.button(key="example-1").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.checkbox[0].check().run()  # a study for every kind of bundle
+    assert not at.exception, [e.value for e in at.exception]
+    text = markdown_text(at)
+    assert "Study verdict (2 views)" in text
+    rows = at.dataframe[0].value
+    assert tuple(rows.columns) == display_columns(predictor.spec)
+    assert list(rows["kind"]) == ["image", "image", "study"]
+    assert ("fracture_probability" in rows.columns) == has_fracture
+    study = predictor.predict_study([predictor.predict(p) for p in sorted(examples.rglob("*.jpg"))], "s")
+    assert list(rows["decision"])[-1] == study.decision
+    assert list(rows["predicted_class"])[-1] == study.classification.predicted

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
+import pytest
 from typer.testing import CliRunner
 
+from fracsight.bundle import load_bundle_spec
 from fracsight.cli import app
+from fracsight.data import CLASS, load_dataset
+from head_kinds import HEAD_KINDS
 
 
 def test_evaluate_prints_metrics_with_ci_and_writes_the_report(tiny_bundle, tiny_dataset, tmp_path):
@@ -37,3 +42,102 @@ def test_evaluate_refuses_a_missing_split(tiny_bundle, tiny_dataset):
     assert result.exit_code == 1
     assert "dataset_error" in result.output and "no 'test' split" in result.output
     assert "Traceback" not in result.output
+
+
+# ---- every head combination (tiny real bundles of tests/head_kinds.py) ---------------------------------
+KINDS = list(HEAD_KINDS)
+
+
+@pytest.mark.slow
+@pytest.mark.fracatlas
+@pytest.mark.parametrize("kind", KINDS)
+def test_evaluate_measures_exactly_the_heads_of_the_bundle(head_bundle, kind: str, tmp_path) -> None:
+    data, bundle = head_bundle(kind)
+    heads = HEAD_KINDS[kind]
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(
+        app, ["evaluate", str(bundle), str(data), "--split", "test", "--bootstrap", "100", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m["heads"]) == set(heads)
+    assert ("auroc" in m) == ("thresholds" in m) == ("operating_points" in m) == ("fracture" in heads)
+    assert ("region_head" in m) == ("region" in heads)
+    assert ("multiclass" in m) == ("class" in heads)
+    assert "localization" not in m or "fracture" in heads
+    assert "notes" not in m  # every head of these bundles has its labels in its own data
+
+    test = load_dataset(data).split("test")
+    assert m["data"]["n_evaluated"] == len(test)
+    assert ("n_positive" in m["data"]) == ("fracture" in heads)
+    report = (out / "report.html").read_text(encoding="utf-8")
+    assert ("Image-level fracture detection" in report) == ("ROC curve" in report) == ("fracture" in heads)
+    assert ("<h2>Class head</h2>" in report) == ("Class operating point" in report) == ("class" in heads)
+    assert ("Body-region head" in report) == ("region" in heads)
+    header = next(line for line in result.output.splitlines() if "[test]:" in line)
+    assert ("fractured" in header) == ("fracture" in heads)
+    assert ("body-region accuracy" in result.output) == ("region" in heads)
+    assert ("class stated at probability >=" in result.output) == ("class" in heads)
+    if "class" in heads:
+        mc = m["multiclass"]
+        labelled = [s for s in test if CLASS in s.labels]
+        assert mc["n"] == len(labelled) == m["data"]["n_class_labelled"]
+        assert mc["n_unlabelled"] == len(test) - len(labelled)
+        if "fracture" in heads:  # fracture+class: a type only for the fractured images
+            assert mc["n"] == m["data"]["n_positive"] < len(test)
+        spec = load_bundle_spec(bundle)
+        op = mc["operating_point"]
+        assert op["min_probability"] == pytest.approx(spec.class_operating_point.min_probability)
+        assert op["validation_accuracy"] == pytest.approx(spec.class_operating_point.accuracy)
+        assert op["validation_coverage"] == pytest.approx(spec.class_operating_point.coverage)
+        assert op["n_confident"] == round(op["coverage"] * mc["n"])
+        assert (out / "class_coverage.png").is_file() and (out / "confusion_multiclass.png").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.fracatlas
+def test_evaluate_refuses_data_without_the_labels_of_the_heads(head_bundle) -> None:
+    fracture_data, _ = head_bundle("fracture")
+    class_region_data, _ = head_bundle("class+region")
+    _, class_bundle = head_bundle("class")
+    _, fracture_class_bundle = head_bundle("fracture+class")
+    runner = CliRunner()
+    missing = runner.invoke(app, ["evaluate", str(class_bundle), str(fracture_data), "--split", "test"])
+    assert missing.exit_code == 1 and "no class labels (hand, hip, leg)" in missing.output
+    other = runner.invoke(
+        app, ["evaluate", str(fracture_class_bundle), str(class_region_data), "--split", "test"]
+    )
+    assert other.exit_code == 1 and "differ from the model's" in other.output
+    threshold = runner.invoke(
+        app, ["evaluate", str(class_bundle), str(fracture_data), "--split", "test", "--threshold", "0.5"]
+    )
+    assert threshold.exit_code == 1 and "no fracture head" in threshold.output
+    for result in (missing, other, threshold):
+        assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
+@pytest.mark.fracatlas
+@pytest.mark.parametrize("kind", ["class", "fracture+class"])
+def test_card_describes_the_class_head(head_bundle, kind: str) -> None:
+    from fracsight.evaluation.run import evaluate_model
+    from fracsight.training.card import render_card
+    from fracsight.training.export_bundle import _summary
+
+    data, bundle = head_bundle(kind)
+    spec = load_bundle_spec(bundle)
+    card = (bundle / "card.md").read_text(encoding="utf-8")
+    op = spec.class_operating_point
+    assert "## Class operating point" in card and f"| {op.min_probability:.4f} |" in card
+    assert "90% of the time" in card and "most confident half" in card
+    assert ("class activation map of the predicted class" in card) == (kind == "class")
+    assert ("it draws no boxes" in card) == (kind == "class")
+    assert ("fracture type given a fracture" in card) == (kind == "fracture+class")
+    assert ("## Operating points" in card) == (kind == "fracture+class")
+    # with a measured split, as `fracsight export --evaluate test` writes it
+    metrics = evaluate_model(bundle, data, split="test", n_bootstrap=100)
+    measured = render_card(dataclasses.replace(spec, metrics={**spec.metrics, "test": _summary(metrics)}))
+    n = metrics["multiclass"]["n"]
+    assert f"(on the {n} images with a class label)" in measured
+    assert "At the class operating point (minimum probability" in measured

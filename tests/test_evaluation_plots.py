@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from fracsight.evaluation.calibration import expected_calibration_error
@@ -16,6 +17,7 @@ from fracsight.evaluation.plots import (
     plot_pr,
     plot_roc,
     plot_sample_grid,
+    plot_selective_accuracy,
     plot_training_curves,
 )
 
@@ -45,6 +47,16 @@ def test_curve_plots(tmp_path: Path) -> None:
     ece, table = expected_calibration_error(y, p)
     _check_png(plot_calibration(table, tmp_path / "cal.png", ece=ece))
     _check_png(plot_confusion([[5, 2], [1, 7]], ["no", "yes"], tmp_path / "cm.png"))
+
+
+def test_selective_accuracy_plot(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet(np.ones(3), 60)
+    y = np.where(rng.random(60) < 0.6, probs.argmax(1), rng.integers(0, 3, 60))
+    _check_png(plot_selective_accuracy(y, probs, tmp_path / "cov.png", min_probability=0.5))
+    _check_png(plot_selective_accuracy(y, probs, tmp_path / "none.png", min_probability=1.0))
+    with pytest.raises(ValueError, match="probs must be"):
+        plot_selective_accuracy([], np.zeros((0, 3)), tmp_path / "empty.png")
 
 
 def test_training_curves_tolerates_missing_values(tmp_path: Path) -> None:

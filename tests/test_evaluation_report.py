@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from fracsight.evaluation.metrics import auroc
-from fracsight.evaluation.report import evaluate_predictions, render_all_plots, to_jsonable, write_report
+from fracsight.evaluation.report import (
+    evaluate_classes,
+    evaluate_predictions,
+    render_all_plots,
+    to_jsonable,
+    write_report,
+)
 
 REGION_NAMES = ["hand", "leg", "hip"]
 
@@ -137,3 +143,78 @@ def test_report_without_plots_or_extras(tmp_path: Path) -> None:
     m = evaluate_predictions([0, 1, 0, 1], [0.2, 0.7, 0.4, 0.6], n_bootstrap=20)
     html = write_report(m, tmp_path, model_info={}).read_text(encoding="utf-8")
     assert "not stated" in html and "decision aid, not a diagnosis" in html
+
+
+# ---- heads: a class head alone, with its operating point ---------------------------------------------
+CLASS_NAMES = ["avulsion", "greenstick", "oblique"]
+
+
+def test_evaluate_classes_counts_labelled_images_only(case: dict) -> None:
+    from fracsight.bundle import ClassOperatingPoint
+    from fracsight.evaluation.thresholds import selective_accuracy
+
+    validation = ClassOperatingPoint(0.5, "chosen on validation", accuracy=0.93, coverage=0.6)
+    m = evaluate_classes(
+        case["class_labels"], case["class_probs"], CLASS_NAMES, min_probability=0.5, validation=validation
+    )
+    labelled = case["class_labels"] >= 0
+    assert m["n"] == int(labelled.sum()) and m["n_unlabelled"] == int((~labelled).sum())
+    assert sum(c["support"] for c in m["per_class"].values()) == m["n"]
+    op = m["operating_point"]
+    y, probs = case["class_labels"][labelled], case["class_probs"][labelled]
+    accuracy, coverage = selective_accuracy(y, probs, 0.5)
+    assert op["accuracy"] == pytest.approx(accuracy) and op["coverage"] == pytest.approx(coverage)
+    assert op["n_confident"] == round(coverage * m["n"])
+    assert (op["min_probability"], op["validation_accuracy"], op["validation_coverage"]) == (0.5, 0.93, 0.6)
+    assert op["description"] == "chosen on validation"
+    assert "study" not in m
+    json.dumps(m, allow_nan=False)
+
+
+def test_evaluate_classes_nobody_confident_and_no_labels() -> None:
+    probs = np.full((4, 3), 1 / 3)
+    m = evaluate_classes([0, 1, 2, -1], probs, CLASS_NAMES, min_probability=0.9)
+    assert m["operating_point"]["accuracy"] is None and m["operating_point"]["coverage"] == 0.0
+    assert m["operating_point"]["validation_accuracy"] is None
+    with pytest.raises(ValueError, match="no image has a class label"):
+        evaluate_classes([-1, -1], probs[:2], CLASS_NAMES)
+
+
+def test_evaluate_classes_by_study() -> None:
+    # study a: two views of class 0 (one leans to class 1, but with a low weight); study b: class 2;
+    # study c: no labelled view, left out
+    labels = [0, 0, 2, -1]
+    probs = np.array([[0.7, 0.2, 0.1], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8], [0.9, 0.05, 0.05]])
+    m = evaluate_classes(
+        labels, probs, CLASS_NAMES, study_ids=["a", "a", "b", "c"], study_weights=[0.9, 0.1, 0.5, 0.5]
+    )
+    study = m["study"]
+    assert study["n"] == 2 and study["accuracy"] == 1.0
+    assert study["method"] == "mean weighted by fracture probability"
+    assert study["operating_point"]["coverage"] == 1.0
+
+
+def test_class_only_plots_and_report(tmp_path: Path, case: dict) -> None:
+    labels, probs = case["class_labels"], case["class_probs"]
+    m = evaluate_classes(labels, probs, CLASS_NAMES, min_probability=0.45)
+    plots = render_all_plots(
+        None,
+        None,
+        tmp_path / "plots",
+        class_labels=labels,
+        class_probs=probs,
+        class_names=CLASS_NAMES,
+        class_min_probability=0.45,
+    )
+    assert list(plots) == ["confusion_multiclass", "class_coverage"]
+    metrics = {"multiclass": m, "heads": ["class"]}
+    html = write_report(metrics, tmp_path / "out", model_info={"heads": "class (a, b, c)"}, plots=plots)
+    text = html.read_text(encoding="utf-8")
+    assert "<h2>Class head</h2>" in text and "Class operating point" in text
+    assert "Class accuracy against coverage" in text and "Heads" in text
+    assert "fracture detection" not in text and "ROC curve" not in text and "Confidence intervals" not in text
+
+
+def test_fracture_and_class_report_has_both_sections(tmp_path: Path, metrics: dict) -> None:
+    text = write_report(metrics, tmp_path).read_text(encoding="utf-8")
+    assert "Image-level fracture detection" in text and "<h2>Class head</h2>" in text

@@ -19,8 +19,11 @@ from corpus import radiograph_like
 from fracsight.bundle import load_bundle_spec
 from fracsight.inference import Predictor
 from fracsight.inference.ood import (
+    BODY_PART_AGREEMENT,
+    BODY_PART_REGIONS,
     IMAGE_LIMITS,
     _outside,
+    body_part_warning,
     decode_array,
     encode_array,
     feature_distance,
@@ -120,6 +123,81 @@ def test_bundles_with_prototypes_are_still_read() -> None:
     near, far = np.eye(32)[0] * 3, np.eye(32)[10]
     assert feature_distance(near, ood) == (pytest.approx(0.0, abs=1e-6), 0.2)
     assert feature_distance(far, ood)[0] == pytest.approx(1.0)
+
+
+# ---- Body Part Examined against the predicted region ---------------------------------------------------
+FRACATLAS_REGIONS = ("hand", "leg", "hip", "shoulder")  # the default model's region head
+
+
+def _regions(**probs: float) -> dict[str, float]:
+    return {name: probs.get(name, 0.01) for name in FRACATLAS_REGIONS}
+
+
+@pytest.mark.parametrize(
+    ("body_part", "region"),
+    [
+        ("HAND", "hand"), ("FINGER", "hand"), ("WRIST", "hand"), ("KNEE", "leg"), ("ANKLE", "leg"),
+        ("FOOT", "leg"), ("LEG", "leg"), ("TIBIA", "leg"), ("FEMUR", "leg"), ("FEMUR", "hip"),
+        ("HIP", "hip"), ("PELVIS", "hip"), ("SHOULDER", "shoulder"), ("CLAVICLE", "shoulder"),
+        ("HUMERUS", "shoulder"), ("ELBOW", "hand"), ("LOWER LIMB", "leg"), ("UPPER_LIMB", "hand"),
+    ],
+)  # fmt: skip
+def test_body_parts_agreeing_with_the_region_say_nothing(body_part: str, region: str) -> None:
+    assert body_part_warning(body_part, _regions(**{region: 0.97})) is None
+
+
+@pytest.mark.parametrize(
+    ("body_part", "region", "expected"),
+    [
+        ("KNEE", "hand", "leg"),
+        ("HAND", "leg", "hand"),
+        ("SHOULDER", "hip", "shoulder"),
+        ("PELVIS", "shoulder", "hip"),
+    ],
+)
+def test_a_clear_disagreement_is_a_warning(body_part: str, region: str, expected: str) -> None:
+    warning = body_part_warning(body_part, _regions(**{region: 0.97}))
+    assert warning == (
+        f"DICOM Body Part Examined {body_part} ({expected}) disagrees with the predicted body region "
+        f"{region} (0.97); check that the header and the image belong together (the prediction is unchanged)"
+    )
+
+
+def test_a_likely_second_region_is_not_a_disagreement() -> None:
+    """Regions are multi-label (an image may show two): the body part's region at 0.5 or more agrees."""
+    assert body_part_warning("KNEE", _regions(hand=0.9, leg=BODY_PART_AGREEMENT)) is None
+    assert body_part_warning("KNEE", _regions(hand=0.9, leg=0.49)) is not None
+
+
+def test_parts_outside_the_model_and_unknown_terms() -> None:
+    chest = body_part_warning("CHEST", _regions(shoulder=0.8))
+    assert chest is not None and chest.startswith(
+        "DICOM Body Part Examined CHEST is not a body region this model"
+    )
+    assert body_part_warning("WHOLEBODY", _regions(hand=0.9)) is None  # not in the table: no opinion
+    assert body_part_warning("EXTREMITY", _regions(hand=0.9)) is None
+    assert body_part_warning(None, _regions(hand=0.9)) is None
+
+
+def test_bundles_without_a_region_head_are_unaffected() -> None:
+    assert body_part_warning("KNEE", {}) is None
+
+
+def test_other_region_vocabularies_are_understood() -> None:
+    """A MURA-like region head (finger, wrist, elbow, humerus, ...) is compared with its own names."""
+    mura = {
+        "elbow": 0.02,
+        "finger": 0.9,
+        "forearm": 0.05,
+        "hand": 0.1,
+        "humerus": 0.01,
+        "shoulder": 0.01,
+        "wrist": 0.1,
+    }
+    assert body_part_warning("THUMB", mura) is None
+    assert "(elbow/forearm/humerus/hand/shoulder)" in (body_part_warning("ELBOW", mura) or "")
+    assert "is not a body region this model was trained on" in (body_part_warning("KNEE", mura) or "")
+    assert all(regions and all(r == r.lower() for r in regions) for regions in BODY_PART_REGIONS.values())
 
 
 # ---- through the Predictor ---------------------------------------------------------------------------

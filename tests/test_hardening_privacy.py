@@ -32,12 +32,14 @@ DICOMS = {
     "inverted.dcm": dicom_bytes(photometric="MONOCHROME1"),
     "frames.dcm": dicom_bytes(frames=2),
     "nopixels.dcm": dicom_bytes(pixels=False),
-    "colour.dcm": dicom_bytes(photometric="RGB", samples=3, bits_allocated=8, bits_stored=8),
+    "grey-capture.dcm": dicom_bytes(photometric="RGB", samples=3, bits_allocated=8, bits_stored=8),
+    "colour.dcm": dicom_bytes(photometric="RGB", samples=3, bits_allocated=8, bits_stored=8, colour=True),
+    "ct.dcm": dicom_bytes(modality="CT"),
     "lying.dcm": dicom_bytes(rows=720, cols=640, pixel_bytes=b"\x00" * 64),
     "video.dcm": dicom_bytes(transfer_syntax="1.2.840.10008.1.2.4.100"),
     "garbled.dcm": dicom_bytes(transfer_syntax="1.2.840.10008.1.2.4.50"),
 }
-READABLE = ("scan.dcm", "inverted.dcm", "frames.dcm")
+READABLE = ("scan.dcm", "inverted.dcm", "grey-capture.dcm")
 
 
 def assert_clean(text: str | bytes, where: str) -> None:

@@ -171,3 +171,11 @@ def test_bad_input_corpus_gives_messages_never_tracebacks(head_bundle, kind: str
         assert (row["error_code"] == "") == (case.expect == OK), (case.id, row)
     payload = json.loads(_run("predict", "--model", str(bundle), *files, "--json").stdout)
     assert [("error_code" in r) for r in payload["images"]] == [c.expect != OK for c in cases]
+
+
+@pytest.mark.parametrize("kind", ["class", "class+region"])
+def test_operating_point_of_a_class_only_bundle_is_refused_plainly(head_bundle, kind: str) -> None:
+    data, bundle = head_bundle(kind)
+    result = _run("predict", "--model", str(bundle), _images(data, 1)[0], "--operating-point", "triage")
+    assert result.exit_code == 1
+    assert "has no fracture head" in result.stderr

@@ -1,21 +1,34 @@
-"""fracsight.io on DICOM: photometric, LUTs, bit depths, frames, compression, privacy, refusals."""
+"""fracsight.io on DICOM: photometric, LUTs, bit depths, frames, compression, privacy, refusals;
+the modality gate, colour-stored grey images, dual-personality (TIFF preamble) files and the
+Body Part Examined check through the default model."""
 
 from __future__ import annotations
 
+import csv
 import io
+import logging
+import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.pixels import get_encoder
+from pydicom.encaps import encapsulate
+from pydicom.pixels import convert_color_space, get_encoder
 from pydicom.sequence import Sequence
 from pydicom.uid import (
+    CTImageStorage,
     DigitalXRayImageStorageForPresentation,
+    DigitalXRayImageStorageForProcessing,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    NuclearMedicineImageStorage,
     RLELossless,
+    SecondaryCaptureImageStorage,
     generate_uid,
 )
 
@@ -24,11 +37,20 @@ from fracsight.errors import (
     DecompressionBombError,
     ImageReadError,
     ImageTooSmallError,
+    MultiFrameError,
     NoPixelDataError,
     UnsupportedFormatError,
+    UnsupportedModalityError,
     UnsupportedPhotometricError,
 )
 from fracsight.io import read_image
+from fracsight.io._sniff import sniff_format
+from fracsight.io.dicom_gate import (
+    MISSING_MODALITY_WARNING,
+    READ_MODALITIES,
+    REFUSED_MODALITIES,
+    check_dicom_object,
+)
 
 RAMP12 = np.linspace(0, 4095, 48 * 64).round().astype(np.uint16).reshape(48, 64)  # 0 .. 4095
 
@@ -55,34 +77,52 @@ def make_dicom(
     bits_allocated: int = 16,
     signed: bool = False,
     compress: str | None = None,
-    preamble: bool = True,
+    preamble: bool | bytes = True,
+    modality: str | None = "DX",
+    sop_class: str = DigitalXRayImageStorageForPresentation,
     **tags: Any,
 ) -> bytes:
-    """A minimal DX DICOM (explicit VR little endian unless ``compress``) around ``pixels``."""
+    """A minimal DICOM (explicit VR little endian unless ``compress``) around ``pixels``.
+
+    ``pixels``: rows x columns (x 3 for RGB/YBR, interleaved), with a leading frame axis
+    for several frames. ``preamble``: bytes to put in the 128-byte preamble; False for a
+    bare data set. ``modality`` None leaves the Modality out.
+    """
+    colour = photometric in ("RGB", "YBR_FULL", "YBR_FULL_422") and pixels.shape[-1] == 3
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian if preamble else ImplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
+    ds.file_meta.TransferSyntaxUID = (
+        ExplicitVRLittleEndian if preamble is not False else ImplicitVRLittleEndian
+    )
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
     ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    frames = pixels.shape[0] if pixels.ndim == 3 else 1
-    ds.Rows, ds.Columns = pixels.shape[-2:]
+    if modality is not None:
+        tags = {"Modality": modality, **tags}
+    image_ndim = 3 if colour else 2
+    frames = pixels.shape[0] if pixels.ndim > image_ndim else 1
+    ds.Rows, ds.Columns = pixels.shape[-image_ndim:][:2]
     if frames > 1:
         ds.NumberOfFrames = frames
-    ds.SamplesPerPixel = 1
+    ds.SamplesPerPixel = 3 if colour else 1
+    if colour:
+        ds.PlanarConfiguration = 0
     ds.PhotometricInterpretation = photometric
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = bits_allocated, bits_stored, bits_stored - 1
     ds.PixelRepresentation = int(signed)
     dtype = {8: np.uint8, 16: np.uint16}.get(bits_allocated, np.uint16)
     ds.PixelData = pixels.astype(np.int64).astype(dtype).tobytes()
-    for keyword, value in tags.items():
-        setattr(ds, keyword, value)
+    with warnings.catch_warnings():  # pydicom warns on writing the malformed values some tests plant
+        warnings.filterwarnings("ignore", "Invalid value for VR", UserWarning)
+        for keyword, value in tags.items():
+            setattr(ds, keyword, value)
     if compress is not None:
         ds.compress(compress)
+    if isinstance(preamble, bytes):
+        ds.preamble = preamble.ljust(128, b"\0")
     buf = io.BytesIO()
-    if preamble:
+    if preamble is not False:
         ds.save_as(buf, enforce_file_format=True)
     else:
         ds.save_as(buf, implicit_vr=True, little_endian=True)
@@ -166,11 +206,45 @@ def test_unusable_window_falls_back_to_min_max_with_warning() -> None:
     assert any("window" in w for w in rg.metadata.warnings)
 
 
-def test_multi_frame_reads_first_frame() -> None:
-    stack = np.stack([RAMP12, 4095 - RAMP12, np.full_like(RAMP12, 7)])
-    rg = read_image(make_dicom(stack))
-    np.testing.assert_allclose(rg.pixels, RAMP12 / 4095.0, atol=1e-6)
-    assert rg.metadata.frames == 3 and any("only the first" in w for w in rg.metadata.warnings)
+STACK = np.stack([RAMP12, 4095 - RAMP12, np.full_like(RAMP12, 7)])
+
+
+def test_multi_frame_is_refused_unless_a_frame_is_named() -> None:
+    with pytest.raises(MultiFrameError) as info:
+        read_image(make_dicom(STACK), name="cine.dcm")
+    message = str(info.value)
+    assert message.startswith("cine.dcm: DICOM file holds 3 frames") and "frame=0 to 2" in message
+    assert info.value.code == "multi_frame_image" and info.value.http_status == 422
+
+
+@pytest.mark.parametrize("frame", [0, 1])
+def test_multi_frame_reads_the_frame_asked_for(frame: int) -> None:
+    rg = read_image(make_dicom(STACK), frame=frame)
+    expected = RAMP12 if frame == 0 else 4095 - RAMP12
+    np.testing.assert_allclose(rg.pixels, expected / 4095.0, atol=1e-6)
+    assert rg.metadata.frames == 3
+    assert (
+        f"frame {frame} of 3 (0-based) read, as asked; the other frames were not read" in rg.metadata.warnings
+    )
+
+
+def test_a_frame_the_file_does_not_hold_is_refused() -> None:
+    with pytest.raises(
+        MultiFrameError, match=r"^x\.dcm: frame 3 asked for, but the DICOM file holds 3 frame"
+    ):
+        read_image(make_dicom(STACK), name="x.dcm", frame=3)
+    rg = read_image(make_dicom(RAMP12), frame=0)  # frame 0 of a single-frame file: no note
+    assert rg.metadata.frames == 1 and rg.metadata.warnings == ()
+    with pytest.raises(ValueError, match="frame must be"):
+        read_image(make_dicom(RAMP12), frame=-1)
+
+
+def test_choosing_a_frame_of_another_format_is_refused() -> None:
+    buffer = io.BytesIO()
+    Image.fromarray((RAMP12 >> 4).astype(np.uint8)).save(buffer, format="PNG")
+    assert read_image(buffer.getvalue(), frame=0).pixels.shape == RAMP12.shape
+    with pytest.raises(MultiFrameError, match=r"^a\.png: frame 1 asked for: choosing a frame is for DICOM"):
+        read_image(buffer.getvalue(), name="a.png", frame=1)
 
 
 COMPRESSIONS = [
@@ -182,9 +256,11 @@ COMPRESSIONS = [
 @pytest.mark.parametrize("uid", COMPRESSIONS)
 def test_compressed_transfer_syntaxes_decode_like_native(uid: str) -> None:
     stack = np.stack([RAMP12, 4095 - RAMP12])
-    rg = read_image(make_dicom(stack, photometric="MONOCHROME1", compress=uid))
-    np.testing.assert_allclose(rg.pixels, 1.0 - RAMP12 / 4095.0, atol=1e-6)
-    assert rg.metadata.frames == 2
+    data = make_dicom(stack, photometric="MONOCHROME1", compress=uid)
+    for frame, expected in enumerate(stack):
+        rg = read_image(data, frame=frame)
+        np.testing.assert_allclose(rg.pixels, 1.0 - expected / 4095.0, atol=1e-6)
+        assert rg.metadata.frames == 2
 
 
 def test_bare_dataset_without_preamble_is_read() -> None:
@@ -221,13 +297,108 @@ def test_identifiers_never_reach_metadata() -> None:
             assert part not in dumped
 
 
-def test_identifiers_never_reach_error_messages() -> None:
-    rgb = np.zeros((3, 48, 64))  # colour: refused
-    data = make_dicom(rgb[0], photometric="RGB", SamplesPerPixel=3, **IDENTIFIERS)
-    with pytest.raises(UnsupportedPhotometricError) as info:
-        read_image(data)
+def assert_no_identifiers(text: str) -> None:
     for value in IDENTIFIERS.values():
-        assert value.split("^")[0] not in str(info.value)
+        for part in value.split("^"):
+            assert part not in text, part
+
+
+def colour_ramp() -> np.ndarray:
+    """48 x 64 x 3 uint8: a visibly coloured image (red and blue ramps run opposite ways)."""
+    ramp = (RAMP12 >> 4).astype(np.uint8)
+    return np.stack([ramp, np.full_like(ramp, 128), ramp[::-1, ::-1]], axis=-1)
+
+
+@pytest.mark.parametrize(
+    ("pixels", "kwargs", "error"),
+    [
+        (
+            colour_ramp(),
+            {"photometric": "RGB", "bits_stored": 8, "bits_allocated": 8},
+            UnsupportedPhotometricError,
+        ),
+        (RAMP12, {"modality": "NM"}, UnsupportedModalityError),
+        (RAMP12, {"sop_class": CTImageStorage, "modality": None}, UnsupportedModalityError),
+        (STACK, {}, MultiFrameError),
+        (RAMP12, {"photometric": "MONOCHROME2", "SamplesPerPixel": 3}, UnsupportedPhotometricError),
+    ],
+)
+def test_identifiers_never_reach_error_messages(
+    pixels: np.ndarray, kwargs: dict[str, Any], error: type[ImageReadError]
+) -> None:
+    with pytest.raises(error) as info:
+        read_image(make_dicom(pixels, **kwargs, **IDENTIFIERS), name="case.dcm")
+    assert_no_identifiers(str(info.value))
+
+
+def test_identifiers_never_reach_warnings_of_the_new_checks() -> None:
+    """Missing Modality, For Processing, a frame asked for, colour-stored grey, a malformed body part."""
+    grey = np.repeat((RAMP12 >> 4).astype(np.uint8)[..., None], 3, axis=-1)
+    data = make_dicom(
+        np.stack([grey, grey]),
+        photometric="RGB",
+        bits_stored=8,
+        bits_allocated=8,
+        modality=None,
+        sop_class=DigitalXRayImageStorageForProcessing,
+        BodyPartExamined="Doe^Johnathan",
+        **IDENTIFIERS,
+    )
+    meta = read_image(data, name="case.dcm", frame=1).metadata
+    assert len(meta.warnings) == 4, meta.warnings
+    assert_no_identifiers(repr(meta) + repr(meta.to_dict()))
+    assert (
+        meta.body_part is None
+        and "DICOM BodyPartExamined is not a valid code string; ignored" in meta.warnings
+    )
+
+
+def everything_said_reading(data: bytes, caplog: pytest.LogCaptureFixture) -> str:
+    """The metadata or error, the log and the warnings of reading ``data``, as one text."""
+    caplog.set_level(logging.DEBUG)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            text = repr(read_image(data, name="case.dcm").metadata.to_dict())
+        except ImageReadError as e:
+            text = str(e)
+    return text + caplog.text + " ".join(str(w.message) for w in caught)
+
+
+@pytest.mark.parametrize(
+    "tags",
+    [
+        {"BodyPartExamined": "DOE^JOHNATHAN"},
+        {"modality": "DOE^JOHNATHAN"},
+        {"PhotometricInterpretation": "DOE^JOHNATHAN"},
+        {"ViewPosition": "PID-7731942"},
+    ],
+)
+def test_malformed_code_strings_are_never_echoed_in_warnings_errors_or_logs(
+    tags: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Free text in a code-string element (here an identifier) is dropped, not shown; pydicom
+    itself does not warn or log about it when reading."""
+    data = make_dicom(RAMP12, **{**IDENTIFIERS, **tags})
+    caplog.clear()  # pydicom logs the malformed values when the test writes them
+    assert_no_identifiers(everything_said_reading(data, caplog))
+
+
+@pytest.mark.parametrize("tag", [b"\x08\x00\x16\x00UI", b"\x08\x00\x60\x00CS", b"\x18\x00\x15\x00CS"])
+def test_a_value_swallowing_the_identifiers_is_never_logged(
+    tag: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A damaged length makes SOP Class UID (or Modality, Body Part) run over the patient elements
+    after it; pydicom would warn and log that value when validating it: validation is off while
+    fracsight reads, and pydicom's own setting comes back afterwards."""
+    import pydicom.config
+
+    data = make_dicom(RAMP12, BodyPartExamined="HAND", **IDENTIFIERS)
+    at = data.index(tag) + 6
+    damaged = data[:at] + (400).to_bytes(2, "little") + data[at + 2 :]
+    before = pydicom.config.settings.reading_validation_mode
+    assert_no_identifiers(everything_said_reading(damaged, caplog))
+    assert pydicom.config.settings.reading_validation_mode == before
 
 
 # --- refusals --------------------------------------------------------------------------------
@@ -240,9 +411,10 @@ def test_dicom_without_pixel_data() -> None:
 
 
 @pytest.mark.parametrize(
-    ("photometric", "samples"), [("RGB", 3), ("YBR_FULL", 3), ("PALETTE COLOR", 1), ("MONOCHROME2", 3)]
+    ("photometric", "samples"),
+    [("RGB", 1), ("YBR_FULL", 1), ("PALETTE COLOR", 3), ("MONOCHROME2", 3), ("CMYK", 4)],
 )
-def test_colour_dicom_is_refused_naming_the_value(photometric: str, samples: int) -> None:
+def test_unsupported_photometric_is_refused_naming_the_value(photometric: str, samples: int) -> None:
     data = make_dicom(RAMP12, photometric=photometric, SamplesPerPixel=samples)
     with pytest.raises(UnsupportedPhotometricError) as info:
         read_image(data, name="colour.dcm")
@@ -279,3 +451,297 @@ def test_garbage_after_dicom_magic_is_a_clean_error() -> None:
     noise = np.random.default_rng(3).integers(0, 256, 2000, dtype=np.uint8).tobytes()
     with pytest.raises(ImageReadError, match=r"^junk\.dcm: "):
         read_image(b"\0" * 128 + b"DICM" + noise, name="junk.dcm")
+
+
+# --- dual-personality files: DICM at offset 128 wins ----------------------------------------------
+
+
+@pytest.mark.parametrize("tiff", [b"II*\x00", b"MM\x00*"])
+def test_dicom_with_a_tiff_header_in_its_preamble_is_read_as_dicom(tiff: bytes) -> None:
+    data = make_dicom(RAMP12, preamble=tiff + b"\x08\x00\x00\x00")  # PS3.10 7.5
+    assert data.startswith(tiff) and data[128:132] == b"DICM"
+    assert sniff_format(data[:512]) == "dicom"
+    rg = read_image(data, name="dual.dcm")
+    assert rg.metadata.source_format == "dicom"
+    np.testing.assert_allclose(rg.pixels, RAMP12 / 4095.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("magic", [b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"GIF89a", b"BM"])
+def test_dicm_wins_over_any_other_magic_in_the_preamble(magic: bytes) -> None:
+    assert sniff_format(make_dicom(RAMP12, preamble=magic)[:512]) == "dicom"
+
+
+# --- the modality gate ------------------------------------------------------------------------------
+
+REFUSED_FAMILIES = [
+    "CT", "MR", "NM", "PT", "US",  # cross-sectional and nuclear
+    "XA", "RF",  # angiography, fluoroscopy
+    "MG", "PX", "IO", "BMD",  # radiographs of other kinds
+    "SEG", "RTSTRUCT", "RTIMAGE", "RTDOSE", "RTPLAN",  # segmentation, radiotherapy
+    "SR", "KO", "PR", "DOC",  # not images
+    "XC", "ES",  # photographs, endoscopy
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("modality", REFUSED_FAMILIES)
+def test_non_radiograph_modalities_are_refused_naming_the_modality(modality: str) -> None:
+    with pytest.raises(UnsupportedModalityError) as info:
+        read_image(make_dicom(RAMP12, modality=modality, **IDENTIFIERS), name="study.dcm")
+    error, message = info.value, str(info.value)
+    assert error.code == "unsupported_modality" and error.http_status == 422
+    assert error.modality == modality
+    name, reason = REFUSED_MODALITIES[modality]
+    assert message.startswith(f"study.dcm: DICOM Modality {modality!r} ({name}): {reason}")
+    assert message.endswith("fracsight reads projection radiographs (Modality CR, DX, RG, OT, SC)")
+    assert_no_identifiers(message)
+
+
+def test_objects_without_pixels_are_refused_by_modality_first() -> None:
+    """A structured report is named for what it is, not "no pixel data"."""
+    data = make_dicom(RAMP12, modality="SR")
+    with pytest.raises(UnsupportedModalityError, match="'SR' \\(structured report\\)"):
+        read_image(data[: data.index(b"\xe0\x7f\x10\x00")])
+
+
+@pytest.mark.parametrize(
+    ("modality", "shown"),
+    [("ZZ", "Modality 'ZZ': not a modality fracsight knows"), ("Doe^John", "an invalid Modality value")],
+)
+def test_unknown_or_malformed_modalities_are_refused(modality: str, shown: str) -> None:
+    with pytest.raises(UnsupportedModalityError) as info:
+        read_image(make_dicom(RAMP12, modality=modality), name="odd.dcm")
+    assert str(info.value).startswith(f"odd.dcm: DICOM {shown}")
+    assert "Doe" not in str(info.value) and "John" not in str(info.value)  # free text is never echoed
+
+
+@pytest.mark.parametrize("modality", [*READ_MODALITIES, "dx", " CR "])
+def test_projection_radiography_modalities_are_read(modality: str) -> None:
+    rg = read_image(make_dicom(RAMP12, modality=modality))
+    np.testing.assert_allclose(rg.pixels, RAMP12 / 4095.0, atol=1e-6)
+    assert rg.metadata.warnings == ()
+
+
+def test_missing_modality_is_read_with_a_warning() -> None:
+    rg = read_image(make_dicom(RAMP12, modality=None))
+    np.testing.assert_allclose(rg.pixels, RAMP12 / 4095.0, atol=1e-6)
+    assert rg.metadata.warnings == (MISSING_MODALITY_WARNING,)
+
+
+@pytest.mark.parametrize(
+    ("sop_class", "modality", "fragment"),
+    [
+        (CTImageStorage, None, "SOP Class CT Image Storage (1.2.840.10008.5.1.4.1.1.2) is not a projection"),
+        (CTImageStorage, "OT", "(Modality 'OT' notwithstanding)"),
+        (NuclearMedicineImageStorage, "DX", "SOP Class Nuclear Medicine Image Storage"),
+        ("1.2.840.10008.5.1.4.1.1.88.33", None, "Comprehensive SR Storage"),
+    ],
+)
+def test_sop_classes_that_are_not_radiographs_are_refused(
+    sop_class: str, modality: str | None, fragment: str
+) -> None:
+    with pytest.raises(UnsupportedModalityError) as info:
+        read_image(make_dicom(RAMP12, sop_class=sop_class, modality=modality), name="s.dcm")
+    assert fragment in str(info.value) and info.value.sop_class == sop_class
+
+
+@pytest.mark.parametrize("sop_class", [SecondaryCaptureImageStorage, "1.2.826.0.1.3680043.9.1234.1"])
+def test_secondary_captures_and_private_sop_classes_follow_the_modality(sop_class: str) -> None:
+    assert read_image(make_dicom(RAMP12, sop_class=sop_class, modality="OT")).metadata.warnings == ()
+    with pytest.raises(UnsupportedModalityError):
+        read_image(make_dicom(RAMP12, sop_class=sop_class, modality="US"))  # an ultrasound screenshot
+
+
+def test_dx_for_processing_is_read_with_a_warning() -> None:
+    rg = read_image(make_dicom(RAMP12, sop_class=DigitalXRayImageStorageForProcessing))
+    assert len(rg.metadata.warnings) == 1 and "'For Processing'" in rg.metadata.warnings[0]
+
+
+def test_the_gate_is_one_function_a_dicom_node_can_call() -> None:
+    assert check_dicom_object("CR", "1.2.840.10008.5.1.4.1.1.1") == ()
+    assert check_dicom_object(None, None) == (MISSING_MODALITY_WARNING,)
+    with pytest.raises(UnsupportedModalityError, match=r"^x: DICOM Modality 'PT'"):
+        check_dicom_object("PT", None, label="x: ")
+
+
+# --- colour-stored images ---------------------------------------------------------------------------
+
+GREY8 = (RAMP12 >> 4).astype(np.uint8)  # 0 .. 255
+GREY_RGB = np.repeat(GREY8[..., None], 3, axis=-1)
+
+
+def png_of(grey: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(grey).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def secondary_capture(pixels: np.ndarray, photometric: str, **tags: Any) -> bytes:
+    return make_dicom(
+        pixels,
+        photometric=photometric,
+        bits_stored=8,
+        bits_allocated=8,
+        modality="OT",
+        sop_class=SecondaryCaptureImageStorage,
+        **tags,
+    )
+
+
+@pytest.mark.parametrize("photometric", ["RGB", "YBR_FULL"])
+def test_grey_stored_as_colour_reads_as_the_grayscale_image(photometric: str) -> None:
+    stored = GREY_RGB if photometric == "RGB" else convert_color_space(GREY_RGB, "RGB", "YBR_FULL")
+    rg = read_image(secondary_capture(stored, photometric, **IDENTIFIERS))
+    as_png = read_image(png_of(GREY8)).pixels
+    as_monochrome = read_image(secondary_capture(GREY8, "MONOCHROME2")).pixels
+    np.testing.assert_allclose(rg.pixels, GREY8 / 255.0, atol=1e-6)
+    np.testing.assert_allclose(rg.pixels, as_png, atol=1e-6)
+    np.testing.assert_allclose(rg.pixels, as_monochrome, atol=1e-6)  # 0..255 spans the min/max
+    meta = rg.metadata
+    assert meta.photometric == f"{photometric} (grey, read as grayscale)" and meta.bit_depth == 8
+    assert meta.warnings == ()
+    assert_no_identifiers(repr(meta.to_dict()))
+
+
+def test_nearly_equal_channels_read_as_luminance() -> None:
+    noise = np.random.default_rng(0).integers(-3, 4, GREY_RGB.shape)  # +-3 of 255: compression noise
+    stored = np.clip(GREY_RGB.astype(int) + noise, 0, 255).astype(np.uint8)
+    rg = read_image(secondary_capture(stored, "RGB"))
+    luma = stored.astype(np.float64) @ np.array([0.299, 0.587, 0.114]) / 255.0
+    np.testing.assert_allclose(rg.pixels, luma, atol=1e-5)
+
+
+def test_real_colour_is_refused_with_a_clear_message() -> None:
+    with pytest.raises(UnsupportedPhotometricError) as info:
+        read_image(secondary_capture(colour_ramp(), "RGB", **IDENTIFIERS), name="photo.dcm")
+    message = str(info.value)
+    assert message.startswith("photo.dcm: DICOM 'RGB' image is in colour: ")
+    assert "Radiographs are grey" in message and info.value.code == "unsupported_photometric"
+    assert_no_identifiers(message)
+
+
+def test_a_coloured_annotation_makes_a_colour_image_but_a_speck_does_not() -> None:
+    """More than 0.1 % of the pixels in colour is refused; a few noisy pixels are not."""
+    speck, arrow = GREY_RGB.copy(), GREY_RGB.copy()
+    speck[0, 0:3] = (255, 0, 0)  # 3 of 3,072 pixels: 0.1 %
+    arrow[20:24, 10:30] = (255, 0, 0)  # 80 pixels
+    read_image(secondary_capture(speck, "RGB"))
+    with pytest.raises(UnsupportedPhotometricError, match=r"2\.6% of its pixels differ"):
+        read_image(secondary_capture(arrow, "RGB"))
+
+
+def palette_dicom(lut: np.ndarray, bits: int = 16) -> bytes:
+    """PALETTE COLOR over GREY8 with a (256, 3) lookup table of ``bits``-bit entries."""
+    tags = {}
+    for i, colour in enumerate(("Red", "Green", "Blue")):
+        tags[f"{colour}PaletteColorLookupTableDescriptor"] = [256, 0, bits]
+        tags[f"{colour}PaletteColorLookupTableData"] = lut[:, i].astype("<u2").tobytes()
+    return secondary_capture(GREY8, "PALETTE COLOR", **tags)
+
+
+def test_grey_palette_is_read_and_colour_palette_refused() -> None:
+    ramp = np.arange(256) * 257  # 16-bit grey entries
+    rg = read_image(palette_dicom(np.stack([ramp] * 3, axis=-1)))
+    np.testing.assert_allclose(rg.pixels, GREY8 / 255.0, atol=1e-6)
+    assert (
+        rg.metadata.photometric == "PALETTE COLOR (grey, read as grayscale)" and rg.metadata.bit_depth == 16
+    )
+    hot = np.stack([ramp, np.clip(ramp * 2 - 65535, 0, 65535), np.zeros(256)], axis=-1)  # a heat map
+    with pytest.raises(UnsupportedPhotometricError, match="'PALETTE COLOR' image is in colour"):
+        read_image(palette_dicom(hot))
+
+
+def jpeg_secondary_capture(rgb: np.ndarray) -> tuple[bytes, bytes]:
+    """(DICOM, JPEG): a baseline JPEG (YCbCr 4:2:2, as libjpeg writes it) encapsulated as a
+    YBR_FULL_422 secondary capture; no pydicom encoder exists for JPEG Baseline, so Pillow encodes."""
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG", quality=90, subsampling=1)  # 1: 4:2:2
+    jpeg = buffer.getvalue()
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, ds.file_meta.MediaStorageSOPInstanceUID
+    ds.Modality = "OT"
+    ds.Rows, ds.Columns = rgb.shape[:2]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "YBR_FULL_422", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    for keyword, value in IDENTIFIERS.items():
+        setattr(ds, keyword, value)
+    ds.PixelData = encapsulate([jpeg])
+    ds["PixelData"].VR = "OB"
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue(), jpeg
+
+
+def test_jpeg_baseline_ybr_secondary_capture_of_a_grey_image_is_read() -> None:
+    data, jpeg = jpeg_secondary_capture(GREY_RGB)
+    rg = read_image(data, name="sc.dcm")
+    assert rg.metadata.photometric == "YBR_FULL_422 (grey, read as grayscale)"
+    np.testing.assert_allclose(rg.pixels, GREY8 / 255.0, atol=4 / 255)  # lossy
+    np.testing.assert_allclose(rg.pixels, read_image(jpeg).pixels, atol=2 / 255)  # as the JPEG itself reads
+    assert_no_identifiers(repr(rg.metadata.to_dict()))
+
+
+def test_jpeg_baseline_ybr_secondary_capture_in_colour_is_refused() -> None:
+    data, _ = jpeg_secondary_capture(colour_ramp())
+    with pytest.raises(UnsupportedPhotometricError, match="'YBR_FULL_422' image is in colour"):
+        read_image(data)
+
+
+# --- Body Part Examined -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "stored"),
+    [("HAND", "HAND"), (" knee ", "KNEE"), ("lower  limb", "LOWER LIMB"), ("L_SPINE", "L_SPINE"), ("", None)],
+)
+def test_body_part_is_kept_as_an_upper_case_code(value: str, stored: str | None) -> None:
+    rg = read_image(make_dicom(RAMP12, BodyPartExamined=value))
+    assert rg.metadata.body_part == stored and rg.metadata.warnings == ()
+
+
+@pytest.fixture(scope="module")
+def default_predictor() -> Any:
+    from fracsight.inference import DEFAULT_MODEL, Predictor, list_bundles
+
+    if DEFAULT_MODEL not in list_bundles():
+        pytest.skip("default bundle not packaged")
+    return Predictor()
+
+
+HAND_IMAGE = "IMG0000050.jpg"  # test split, hand only, not fractured; the default model: hand 0.999
+
+
+def hand_dicom(fracatlas_dir: Path, **tags: Any) -> bytes:
+    with open(fracatlas_dir / "dataset.csv", newline="", encoding="utf-8") as f:
+        row = next(r for r in csv.DictReader(f) if r["image_id"] == HAND_IMAGE)
+    assert (row["hand"], row["leg"], row["hip"], row["shoulder"]) == ("1", "0", "0", "0")
+    grey = np.asarray(Image.open(fracatlas_dir / "images" / "Non_fractured" / HAND_IMAGE).convert("L"))
+    return make_dicom(grey, bits_stored=8, bits_allocated=8, **IDENTIFIERS, **tags)
+
+
+@pytest.mark.fracatlas
+def test_body_part_disagreeing_with_the_predicted_region_is_a_warning(
+    default_predictor: Any, fracatlas_dir: Path
+) -> None:
+    plain = default_predictor.predict(hand_dicom(fracatlas_dir), name="hand.dcm")
+    knee = default_predictor.predict(hand_dicom(fracatlas_dir, BodyPartExamined="KNEE"), name="hand.dcm")
+    hand = default_predictor.predict(hand_dicom(fracatlas_dir, BodyPartExamined="HAND"), name="hand.dcm")
+    chest = default_predictor.predict(hand_dicom(fracatlas_dir, BodyPartExamined="CHEST"), name="hand.dcm")
+    assert plain.region == knee.region == "hand" and knee.metadata.body_part == "KNEE"
+    added = [w for w in knee.warnings if w not in plain.warnings]
+    assert len(added) == 1 and added[0].startswith(
+        "DICOM Body Part Examined KNEE (leg) disagrees with the predicted body region hand (1.00)"
+    )
+    assert hand.warnings == plain.warnings  # agreement: nothing to say
+    assert [w for w in chest.warnings if w not in plain.warnings] == [
+        "DICOM Body Part Examined CHEST is not a body region this model was trained on "
+        "(hand, leg, hip, shoulder); check the image (the prediction is unchanged)"
+    ]
+    for result in (knee, hand, chest):  # a warning only: the prediction does not move
+        assert result.fracture_probability == plain.fracture_probability
+        assert result.region_probabilities == plain.region_probabilities
+        assert result.reliable == plain.reliable and result.decision == plain.decision
+        assert_no_identifiers(repr(result) + repr(result.to_dict()))

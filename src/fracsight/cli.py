@@ -162,7 +162,7 @@ def predict(
     batch_size: Annotated[int, typer.Option(min=1, max=256, help="Images per inference batch.")] = 16,
     overwrite: Annotated[bool, typer.Option(help="Allow replacing an existing --csv file.")] = False,
     all_classes: Annotated[
-        bool, typer.Option(help="Add the class head's full distribution to --csv (one p_<class> column each).")
+        bool, typer.Option(help="Add the class head's full distribution to --csv (a p_<class> column each).")
     ] = False,
 ) -> None:
     """Predict with a model bundle: fracture probability, class (e.g. fracture type), body region and
@@ -343,42 +343,72 @@ def evaluate(
 
 
 def _print_metrics(m: dict) -> None:
+    """The evaluation summary, one line per head the bundle has (``evaluate_model`` output)."""
+
+    def num(value, digits: int = 3) -> str:
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
     def ci(block) -> str:
         if not block or block.get("value") is None:
             return "n/a"
         low, high = block.get("ci_low"), block.get("ci_high")
         return (
-            f"{block['value']:.3f} (95% CI {low:.3f}-{high:.3f})"
+            f"{num(block['value'])} (95% CI {num(low)}-{num(high)})"
             if low is not None
-            else f"{block['value']:.3f}"
+            else num(block["value"])
         )
 
     d = m["data"]
+    counts = [f"{d['n_evaluated']}/{d['n_images']} images"]
+    if d.get("n_positive") is not None:
+        counts.append(f"{d['n_positive']} fractured")
+    if d.get("n_class_labelled") is not None:
+        counts.append(f"{d['n_class_labelled']} with a class label")
     typer.echo(
-        f"{m['model']['name']} v{m['model']['version']} on {d['root']} [{d['split']}]: "
-        f"{d['n_evaluated']}/{d['n_images']} images, {d['n_positive']} fractured"
+        f"{m['model']['name']} v{m['model']['version']} on {d['root']} [{d['split']}]: {', '.join(counts)}"
     )
     if "auroc" in m:
         typer.echo(f"AUROC {ci(m['auroc'])}; average precision {ci(m['average_precision'])}")
-        sens = m["sensitivity_at_specificity"]["sensitivity"]
-        typer.echo(f"sensitivity at specificity 0.90: {sens:.3f}" if sens is not None else "")
-        typer.echo(f"expected calibration error {m['calibration']['ece']:.3f}")
-        for name, t in m["thresholds"].items():
+        sens = (m.get("sensitivity_at_specificity") or {}).get("sensitivity")
+        if sens is not None:
+            typer.echo(f"sensitivity at specificity 0.90: {num(sens)}")
+        typer.echo(f"expected calibration error {num((m.get('calibration') or {}).get('ece'))}")
+        for name, t in (m.get("thresholds") or {}).items():
             typer.echo(
-                f"  {name} (threshold {t['threshold']:.3f}): sensitivity {t['sensitivity']:.3f}, "
-                f"specificity {t['specificity']:.3f}, F1 {t['f1']:.3f}, kappa {t['cohen_kappa']:.3f}"
+                f"  {name} (threshold {num(t['threshold'])}): sensitivity {num(t['sensitivity'])}, "
+                f"specificity {num(t['specificity'])}, F1 {num(t['f1'])}, kappa {num(t['cohen_kappa'])}"
             )
+    if "study" in m:
+        typer.echo(f"study level ({m['study'].get('n')} studies): AUROC {ci(m['study'].get('auroc'))}")
     if "region_head" in m:
-        typer.echo(f"body-region accuracy {m['region_head']['region_accuracy']:.3f}")
+        rh = m["region_head"]
+        typer.echo(f"body-region accuracy {num(rh.get('region_accuracy'))} ({rh.get('n_evaluated')} images)")
     if "localization" in m:
         loc = m["localization"]
         typer.echo(
-            f"localization: top box hits a true box in {loc['hit_rate_any']:.3f} of "
-            f"{loc['n_images']} fractured images; box AP50 {loc['ap50']:.3f}"
+            f"localization: top box hits a true box in {num(loc.get('hit_rate_any'))} of "
+            f"{loc['n_images']} fractured images; box AP50 {num(loc.get('ap50'))}"
         )
     if "multiclass" in m:
         mc = m["multiclass"]
-        typer.echo(f"class accuracy {mc['accuracy']:.3f}, macro F1 {mc['macro_f1']:.3f}")
+        typer.echo(
+            f"class accuracy {num(mc.get('accuracy'))}, macro F1 {num(mc.get('macro_f1'))} "
+            f"({mc.get('n')} images with a class label)"
+        )
+        op = mc.get("operating_point")
+        if op:
+            typer.echo(
+                f"  class stated at probability >= {num(op['min_probability'], 2)}: "
+                f"accuracy {num(op['accuracy'])}, coverage {num(op['coverage'])} "
+                f"(validation: accuracy {num(op.get('validation_accuracy'))}, "
+                f"coverage {num(op.get('validation_coverage'))})"
+            )
+        if mc.get("study"):
+            typer.echo(
+                f"  study level ({mc['study']['n']} studies): class accuracy {num(mc['study']['accuracy'])}"
+            )
+    for note in m.get("notes") or ():
+        typer.echo(f"note: {note}")
     if m.get("failed"):
         typer.echo(f"{len(m['failed'])} file(s) could not be read (see metrics.json)")
 

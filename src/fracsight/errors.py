@@ -17,10 +17,12 @@ __all__ = [
     "FracsightError",
     "ImageReadError",
     "ImageTooSmallError",
+    "MultiFrameError",
     "NoPixelDataError",
     "TruncatedImageError",
     "UnknownModelError",
     "UnsupportedFormatError",
+    "UnsupportedModalityError",
     "UnsupportedPhotometricError",
 ]
 
@@ -59,6 +61,33 @@ class UnsupportedPhotometricError(ImageReadError):
     """Colour or otherwise non-radiographic DICOM pixel data."""
 
     code = "unsupported_photometric"
+
+
+class UnsupportedModalityError(ImageReadError):
+    """A well-formed DICOM object that is not a projection radiograph (CT, MR, NM, a report, ...).
+
+    HTTP 422, not 415: the media type (DICOM) is one fracsight reads; it is the content
+    that the model cannot assess. ``modality`` is the header's Modality value (a code such
+    as ``"CT"``, never an identifier) when it was a valid code string, else None;
+    ``sop_class`` the SOP Class UID when the refusal came from it. See
+    :mod:`fracsight.io.dicom_gate`.
+    """
+
+    code = "unsupported_modality"
+    http_status = 422
+
+    def __init__(self, message: str, *, modality: str | None = None, sop_class: str | None = None) -> None:
+        super().__init__(message)
+        self.modality = modality
+        self.sop_class = sop_class
+
+
+class MultiFrameError(ImageReadError):
+    """A DICOM file with several frames read without choosing one (``read_image(..., frame=k)``),
+    or a frame it does not hold. HTTP 422: the format is supported, the request is ambiguous."""
+
+    code = "multi_frame_image"
+    http_status = 422
 
 
 class ImageTooSmallError(ImageReadError):

@@ -39,6 +39,9 @@ DESCRIPTION = f"""Finds bone fractures in X-ray radiographs (PNG, JPEG, DICOM, .
 
 **{NOTICE}**
 
+Each prediction carries the fields of the heads the loaded model has (fracture, region and/or
+class; see `GET /v1/model`) and leaves the others out. `format=csv` answers text/csv instead.
+
 Errors are JSON `{{"error": {{"code": ..., "message": ..., "details": [...]}}}}` with a stable `code`.
 Uploads are processed in memory and never stored. See docs/api.md.
 """

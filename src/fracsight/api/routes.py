@@ -7,17 +7,18 @@ import os
 import threading
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
 
 from fracsight import __version__
 from fracsight.api.errors import (
     INTERNAL_ERROR,
     NO_READABLE_IMAGES,
     UNKNOWN_OPERATING_POINT,
+    VALIDATION_ERROR,
     ApiError,
 )
 from fracsight.api.metrics import CONTENT_TYPE, Metrics
@@ -27,7 +28,8 @@ from fracsight.api.settings import ApiSettings
 from fracsight.api.uploads import UploadLimits, read_uploads
 from fracsight.bundle import OperatingPoint
 from fracsight.errors import BundleError
-from fracsight.inference import NOTICE, Prediction, Predictor
+from fracsight.inference import NOTICE, FailedPrediction, Prediction, Predictor, StudyPrediction
+from fracsight.inference.tabular import csv_text, result_columns
 
 __all__ = ["get_metrics", "get_predictor", "get_settings", "load_predictor", "router"]
 
@@ -38,8 +40,21 @@ ERRORS = {
     400: {"model": ErrorResponse, "description": "Unreadable image or malformed request"},
     413: {"model": ErrorResponse, "description": "File, request or image too large"},
     415: {"model": ErrorResponse, "description": "Not a supported image format"},
-    422: {"model": ErrorResponse, "description": "Missing or invalid field or parameter"},
+    422: {
+        "model": ErrorResponse,
+        "description": "Missing or invalid field or parameter, or a file the model cannot assess "
+        "(e.g. a multi-frame or non-radiograph DICOM)",
+    },
     500: {"model": ErrorResponse, "description": "Internal error (logged, never detailed here)"},
+}
+CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
+PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The predictions: JSON (default) or, with format=csv, one CSV row per file "
+        "and one for the study, with the columns of the model's heads.",
+        "content": {"text/csv": {"schema": {"type": "string"}}},
+    },
+    **ERRORS,
 }
 MULTIPART_BODY = {
     "required": True,
@@ -114,16 +129,29 @@ def _limiter(request: Request, settings: ApiSettings) -> anyio.CapacityLimiter:
 
 
 # ---- /v1/predict ---------------------------------------------------------------------------------
-def _operating_point(predictor: Predictor, name: str | None) -> OperatingPoint:
+def _operating_point(predictor: Predictor, name: str | None) -> OperatingPoint | None:
+    """The operating point to decide at; None for a model without a fracture head (and no ``name``)."""
+    spec = predictor.spec
+    loc = {"loc": ["query", "operating_point"]}
+    if spec.head("fracture") is None:
+        if name is None:
+            return None
+        raise ApiError(
+            422,
+            UNKNOWN_OPERATING_POINT,
+            f"operating point {name!r} was asked for, but this model has no fracture head and so no "
+            "operating points; leave operating_point out (GET /v1/model shows the model's heads)",
+            [{**loc, "msg": "this model has no operating points", "type": "enum"}],
+        )
     try:
-        return predictor.spec.operating_point(name or predictor.operating_point.name)
+        return spec.operating_point(name or (predictor.operating_point or spec.operating_point()).name)
     except BundleError:
-        known = [op.name for op in predictor.spec.operating_points]
+        known = [op.name for op in spec.operating_points]
         raise ApiError(
             422,
             UNKNOWN_OPERATING_POINT,
             f"unknown operating point {name!r}; this model has: {', '.join(known)}",
-            [{"loc": ["query", "operating_point"], "msg": f"must be one of {known}", "type": "enum"}],
+            [{**loc, "msg": f"must be one of {known}", "type": "enum"}],
         ) from None
 
 
@@ -142,6 +170,20 @@ def _refusal(failures: list[FileFailure]) -> ApiError:
     return ApiError(400, NO_READABLE_IMAGES, f"none of the {len(failures)} files could be read", details)
 
 
+def _csv_response(
+    predictor: Predictor, outcomes: list[Outcome], studies: list[StudyPrediction], all_classes: bool
+) -> Response:
+    """The CSV answer: the rows and columns of ``fracsight predict --csv`` (one place builds both)."""
+    rows: list[Prediction | FailedPrediction | StudyPrediction] = []
+    for outcome in outcomes:
+        r = outcome.result
+        rows.append(FailedPrediction(r.source, r.code, r.message) if isinstance(r, FileFailure) else r)
+    rows += studies
+    text = csv_text(rows, result_columns(predictor.spec, all_classes=all_classes))
+    headers = {"Content-Disposition": 'inline; filename="predictions.csv"'}
+    return Response(text, media_type=CSV_MEDIA_TYPE, headers=headers)
+
+
 def _image_entry(outcome: Outcome) -> dict[str, Any]:
     result = outcome.result
     if isinstance(result, FileFailure):
@@ -156,7 +198,7 @@ def _image_entry(outcome: Outcome) -> dict[str, Any]:
     "/v1/predict",
     response_model=PredictResponse,
     response_model_exclude_unset=True,
-    responses=ERRORS,
+    responses=PREDICT_RESPONSES,
     openapi_extra={"requestBody": MULTIPART_BODY},
     summary="Predict fractures in uploaded radiographs",
     tags=["predict"],
@@ -167,24 +209,53 @@ async def predict(
     settings: SettingsDep,
     metrics: MetricsDep,
     overlay: Annotated[
-        bool, Query(description="Add overlay_png_base64 (heatmap and boxes on the image) per image.")
+        bool,
+        Query(
+            description="Add overlay_png_base64 per image: the heatmap named by `localization` (and "
+            "the fracture boxes) on the image. Not with format=csv."
+        ),
     ] = False,
     study: Annotated[
         bool, Query(description="Treat all files as views of one study and add a study result.")
     ] = False,
     operating_point: Annotated[
-        str | None, Query(max_length=100, description="Named operating point (default: the model's).")
+        str | None,
+        Query(
+            max_length=100,
+            description="Named operating point (default: the model's). Only for a model with a "
+            "fracture head: any value is a 422 for one without.",
+        ),
     ] = None,
-) -> dict[str, Any]:
+    output_format: Annotated[
+        Literal["json", "csv"],
+        Query(
+            alias="format",
+            description="`csv`: answer text/csv, one row per file (failed files included) and one "
+            "for the study, with the columns of the model's heads. Errors stay JSON.",
+        ),
+    ] = "json",
+    all_classes: Annotated[
+        bool,
+        Query(description="With format=csv: add a p_<class> column per class of the class head."),
+    ] = False,
+) -> Any:
     """Upload one or more images as multipart/form-data field `files`.
 
     200 when at least one file was predicted; files that could not be read carry an
     `error` object in place of a prediction. When no file could be predicted the
     whole request fails: with that error's status and code when every file failed
     the same way, otherwise 400 `no_readable_images` with per-file `details`.
-    Uploads are processed in memory and never stored.
+    Uploads are processed in memory and never stored. Each prediction has the fields of
+    the heads the model has (fracture, region, class) and none of the others.
     """
     op = _operating_point(predictor, operating_point)
+    if overlay and output_format == "csv":
+        raise ApiError(
+            422,
+            VALIDATION_ERROR,
+            "overlay=true cannot be combined with format=csv (a CSV has no room for images)",
+            [{"loc": ["query", "overlay"], "msg": "not with format=csv", "type": "value_error"}],
+        )
     limits = UploadLimits(settings.max_upload_bytes, settings.max_files, settings.max_request_bytes)
     uploads = await read_uploads(request, limits)
     options = PredictOptions(operating_point=op, overlay=overlay, max_pixels=settings.max_pixels)
@@ -206,6 +277,8 @@ async def predict(
     if not predictions:
         raise _refusal(failures)
     studies = [at_operating_point(predictor.predict_study(predictions, "study"), op)] if study else []
+    if output_format == "csv":
+        return _csv_response(predictor, outcomes, studies, all_classes)
     return {
         "model": {"name": predictor.spec.name, "version": predictor.spec.version},
         "notice": NOTICE,
@@ -239,6 +312,8 @@ def _model_card(bundle_dir: Path) -> str | None:
 def model_info(predictor: PredictorDep, settings: SettingsDep) -> dict[str, Any]:
     """The loaded model bundle: heads, operating points, input size, measured metrics and model card."""
     spec = predictor.spec
+    default_op = predictor.operating_point if spec.head("fracture") is not None else None
+    class_op = spec.class_operating_point if spec.head("class") is not None else None
     return {
         "name": spec.name,
         "version": spec.version,
@@ -246,7 +321,8 @@ def model_info(predictor: PredictorDep, settings: SettingsDep) -> dict[str, Any]
         "input_size": spec.input_size,
         "heads": [{"name": h.name, "kind": h.kind, "classes": list(h.classes)} for h in spec.heads],
         "operating_points": [_finite(vars(op)) for op in spec.operating_points],
-        "default_operating_point": predictor.operating_point.name,
+        "default_operating_point": None if default_op is None else default_op.name,
+        "class_operating_point": None if class_op is None else _finite(vars(class_op)),
         "metrics": _finite(spec.metrics),
         "card": _model_card(Path(predictor.bundle_dir)),
         "notice": NOTICE,

@@ -29,7 +29,7 @@ logger = logging.getLogger("fracsight.api")
 
 @dataclass(frozen=True)
 class PredictOptions:
-    operating_point: OperatingPoint
+    operating_point: OperatingPoint | None  # None: the model has no fracture head
     overlay: bool = False
     max_pixels: int = 50_000_000
     overlay_opacity: float = 0.4
@@ -54,9 +54,12 @@ class Outcome:
 Decided = TypeVar("Decided", Prediction, StudyPrediction)
 
 
-def at_operating_point(result: Decided, op: OperatingPoint) -> Decided:
-    """An image's or a study's headline decision at another of the bundle's operating points."""
-    if result.operating_point == op.name:
+def at_operating_point(result: Decided, op: OperatingPoint | None) -> Decided:
+    """An image's or a study's headline decision at another of the bundle's operating points.
+
+    Unchanged without a fracture head (no probability to threshold) or without ``op``.
+    """
+    if op is None or result.fracture_probability is None or result.operating_point == op.name:
         return result
     return dataclasses.replace(
         result,

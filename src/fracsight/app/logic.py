@@ -1,7 +1,10 @@
-"""Plain functions behind the Streamlit app: arguments, examples, card text, probability bar, tables.
+"""Plain functions behind the web app: arguments, examples, card text, bars, heatmap captions, tables.
 
-Nothing here imports Streamlit, so all of it is unit-testable on its own. The
-Streamlit script (:mod:`fracsight.app.streamlit_app`) only wires these to widgets.
+Nothing here imports Streamlit, so all of it is unit-testable on its own and shared by any
+front end (the Streamlit script, :mod:`fracsight.app.streamlit_app`, only wires these to
+widgets). A bundle may have any of the heads ``fracture``, ``class`` and ``region``: every
+card, caption, sidebar text and table here shows the heads the bundle has and nothing else.
+Texts are plain (front ends escape them for their markup).
 """
 
 from __future__ import annotations
@@ -17,24 +20,44 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from fracsight.bundle import BundleSpec, OperatingPoint
 from fracsight.explain import DetectedBox, render_overlay, side_by_side
-from fracsight.inference.results import FailedPrediction, Prediction, StudyPrediction
-from fracsight.inference.tabular import IMAGE_SUFFIXES, result_row, results_payload
+from fracsight.inference.results import (
+    CLASS_ACTIVATION,
+    FRACTURE_MAP,
+    ClassResult,
+    FailedPrediction,
+    Prediction,
+    StudyPrediction,
+)
+from fracsight.inference.tabular import IMAGE_SUFFIXES, csv_text, result_columns, result_row, results_payload
 
 __all__ = [
-    "DISPLAY_COLUMNS",
+    "HIDDEN_ON_SCREEN",
     "AppConfig",
+    "ClassSummary",
     "ResultCard",
+    "StudyCard",
     "Verdict",
     "ViewData",
     "card_for",
+    "class_bars_html",
+    "class_operating_point_text",
+    "class_summary",
+    "csv_download",
+    "display_columns",
     "escape_markdown",
     "failure_from_exception",
+    "heads_text",
+    "heatmap_text",
     "json_text",
+    "operating_point_text",
+    "overlay_caption",
     "parse_app_args",
     "pick_examples",
     "probability_bar_html",
     "render_views",
+    "study_card_for",
     "table_rows",
     "verdict",
     "view_data",
@@ -42,19 +65,8 @@ __all__ = [
 
 Result = Prediction | FailedPrediction | StudyPrediction
 
-DISPLAY_COLUMNS = (
-    "kind",
-    "source",
-    "decision",
-    "fracture_probability",
-    "threshold",
-    "region",
-    "top_box",
-    "reliable",
-    "warnings",
-    "error_code",
-    "error",
-)
+# CSV columns left out of the on-screen table (the sidebar, the threshold and the cards show them)
+HIDDEN_ON_SCREEN = frozenset({"operating_point", "region_probability", "top_box_score"})
 COLOURS = {"suspected": "#c62828", "clear": "#2e7d32", "unreliable": "#8d6e63", "class": "#1565c0"}
 # Streamlit's colour names for the same severities
 MARKDOWN_COLOURS = {"suspected": "red", "clear": "green", "unreliable": "orange", "class": "blue"}
@@ -161,58 +173,232 @@ def verdict(result: Prediction | StudyPrediction) -> Verdict:
     return Verdict(result.decision, "suspected" if result.fracture_suspected else "clear")
 
 
+def _class_label(fracture_head: bool) -> str:
+    """With a fracture head the classes describe the fracture (its type); alone they are the answer."""
+    return "Fracture type" if fracture_head else "Class"
+
+
+@dataclass(frozen=True)
+class ClassSummary:
+    """What a card says about an N-class head's answer."""
+
+    label: str  # "Class", or "Fracture type" next to a fracture head
+    text: str  # the line on the card: the class and its probability, or why it is uncertain
+    note: str | None  # e.g. that a fracture type means little when no fracture is suspected
+    predicted: str  # the most likely class (stated only when ``confident``)
+    confident: bool
+    min_probability: float
+    probabilities: tuple[tuple[str, float], ...]  # every class, most likely first
+
+
+def class_summary(
+    c: ClassResult, *, fracture_head: bool = False, fracture_suspected: bool | None = None
+) -> ClassSummary:
+    """The card text of a class result; ``fracture_head``: the bundle also has a fracture head."""
+    label = _class_label(fracture_head)
+    if c.confident:
+        text = f"{label}: {c.predicted} ({c.probability:.2f})"
+    else:
+        text = (
+            f"{label} uncertain: the most likely, {c.predicted} ({c.probability:.2f}), "
+            f"is below the minimum {c.min_probability:.2f}"
+        )
+    note = None
+    if fracture_head and fracture_suspected is False:
+        note = "No fracture is suspected, so the type says little here."
+    ranked = tuple(sorted(c.probabilities.items(), key=lambda kv: (-kv[1], kv[0])))
+    return ClassSummary(label, text, note, c.predicted, c.confident, c.min_probability, ranked)
+
+
 @dataclass(frozen=True)
 class ResultCard:
-    """The text of one result card."""
+    """The text of one result card: a field is None when the bundle lacks the head behind it."""
 
     title: str
     verdict: Verdict
-    probability: str
-    region: str
-    boxes: str
+    probability: str | None  # fracture probability, threshold and operating point
+    classification: ClassSummary | None
+    region: str | None
+    boxes: str | None  # how many suspected areas are boxed (fracture head only)
+    box_count: int
+    heatmap: str  # what the heatmap shows, in words
+    localization: str  # FRACTURE_MAP, CLASS_ACTIVATION or "none" (Prediction.localization)
     warnings: tuple[str, ...]
     unreliable: str | None  # the prominent "not reliable" banner, or None
-    fracture_type: str | None = None  # top class of an N-class head, when the bundle has one
+
+    @property
+    def lines(self) -> tuple[str, ...]:
+        """The result lines below the decision for the heads the bundle has: fracture probability,
+        boxes, class, region."""
+        c = self.classification
+        found = (self.probability, self.boxes, c.text if c else None, self.region)
+        return tuple(line for line in found if line is not None)
+
+
+_UNRELIABLE = (
+    "Not reliable: this image does not look like what the model was made for. "
+    "The result is shown for reference only; do not act on it."
+)
+
+
+_UNRELIABLE_STUDY = "Not reliable: at least one view is outside what the model was made for."
+
+
+def _probability_text(prefix: str, probability: float, threshold: float, operating_point: str | None) -> str:
+    return f"{prefix} {probability:.3f} (threshold {threshold:.3f}, operating point {operating_point})"
+
+
+def heatmap_text(localization: str, predicted_class: str | None = None) -> str:
+    """What a prediction's heatmap shows (see ``Prediction.localization``)."""
+    if localization == FRACTURE_MAP:
+        return "Fracture heatmap: where the model suspects a fracture"
+    if localization == CLASS_ACTIVATION:
+        seen = predicted_class or "the most likely class"
+        return f"Class heatmap: where the model sees {seen} (it does not locate fractures)"
+    return "No map for this model: the radiograph only"
 
 
 def card_for(pred: Prediction) -> ResultCard:
-    if pred.fracture_probability is None or pred.threshold is None:
-        probability = "No fracture probability: this model only classifies"
-    else:
-        probability = (
-            f"Fracture probability {pred.fracture_probability:.3f} "
-            f"(threshold {pred.threshold:.3f}, operating point {pred.operating_point})"
+    fracture_head = pred.fracture_probability is not None and pred.threshold is not None
+    probability = None
+    boxes = None
+    if fracture_head:
+        probability = _probability_text(
+            "Fracture probability", pred.fracture_probability, pred.threshold, pred.operating_point
         )
-    if pred.region:
+        n = len(pred.boxes)
+        boxes = (
+            f"{n} suspected area{'s' if n != 1 else ''} boxed (top score {pred.boxes[0].score:.2f})"
+            if n
+            else "No area boxed"
+        )
+    classification = None
+    if pred.classification is not None:
+        classification = class_summary(
+            pred.classification, fracture_head=fracture_head, fracture_suspected=pred.fracture_suspected
+        )
+    region = None
+    if pred.region and pred.region in pred.region_probabilities:
         region = f"Body region: {pred.region} ({pred.region_probabilities[pred.region]:.2f})"
-    else:
-        region = "Body region: not predicted by this model"
-    n = len(pred.boxes)
-    boxes = (
-        f"{n} suspected area{'s' if n != 1 else ''} boxed (top score {pred.boxes[0].score:.2f})"
-        if n
-        else "No area boxed"
-    )
-    fracture_type = None
-    if pred.class_probabilities:
-        top = max(pred.class_probabilities, key=pred.class_probabilities.__getitem__)
-        fracture_type = f"Most likely class: {top} ({pred.class_probabilities[top]:.2f})"
-    unreliable = None
-    if not pred.reliable:
-        unreliable = (
-            "Not reliable: this image does not look like what the model was made for. "
-            "The probability is shown for reference only; do not act on it."
-        )
+    predicted = pred.classification.predicted if pred.classification else None
     return ResultCard(
         title=pred.source,
         verdict=verdict(pred),
         probability=probability,
+        classification=classification,
         region=region,
         boxes=boxes,
+        box_count=len(pred.boxes),
+        heatmap=heatmap_text(pred.localization, predicted),
+        localization=pred.localization,
         warnings=tuple(pred.warnings),
-        unreliable=unreliable,
-        fracture_type=fracture_type,
+        unreliable=None if pred.reliable else _UNRELIABLE,
     )
+
+
+def overlay_caption(card: ResultCard, *, show_heatmap: bool = True, show_boxes: bool = True) -> str:
+    """The caption of the overlay image: what is drawn on it, as the display toggles leave it."""
+    boxed = show_boxes and card.box_count > 0
+    has_map = card.localization in (FRACTURE_MAP, CLASS_ACTIVATION)
+    text = "Heatmap hidden" if has_map and not show_heatmap else card.heatmap
+    return f"{text}; boxes around the suspected areas" if boxed else text
+
+
+@dataclass(frozen=True)
+class StudyCard:
+    """The text of the study verdict (several views of one examination combined)."""
+
+    title: str
+    verdict: Verdict
+    probability: str | None  # the mean fracture probability, with a fracture head
+    classification: ClassSummary | None
+    how: str  # how the views were combined, in words
+    unreliable: str | None
+
+    @property
+    def lines(self) -> tuple[str, ...]:
+        c = self.classification
+        return tuple(line for line in (self.probability, c.text if c else None) if line is not None)
+
+
+def study_card_for(study: StudyPrediction) -> StudyCard:
+    fracture_head = study.fracture_probability is not None and study.threshold is not None
+    probability = None
+    how = []
+    if fracture_head:
+        probability = _probability_text(
+            "Mean fracture probability of the views",
+            study.fracture_probability,
+            study.threshold,
+            study.operating_point,
+        )
+        how.append("Fracture probability: the mean of the views.")
+    classification = None
+    if study.classification is not None:
+        classification = class_summary(
+            study.classification, fracture_head=fracture_head, fracture_suspected=study.fracture_suspected
+        )
+        weighted = ", each weighted by its fracture probability" if fracture_head else ""
+        how.append(f"{classification.label}: the mean of the views' class probabilities{weighted}.")
+    return StudyCard(
+        title=f"Study verdict ({len(study.images)} views)",
+        verdict=verdict(study),
+        probability=probability,
+        classification=classification,
+        how=" ".join(how),
+        unreliable=None if study.reliable else _UNRELIABLE_STUDY,
+    )
+
+
+# ---- the model (sidebar) -------------------------------------------------------------------------------
+def _names(names: Sequence[str], most: int = 8) -> str:
+    shown = ", ".join(names[:most])
+    return shown if len(names) <= most else f"{shown}, ... ({len(names)} in all)"
+
+
+def heads_text(spec: BundleSpec) -> str:
+    """What a bundle reports, from its heads: e.g. "Reports: fracture probability, body region"."""
+    fracture_head = spec.head("fracture") is not None
+    parts = ["fracture probability and suspected areas"] if fracture_head else []
+    class_head = spec.head("class")
+    if class_head is not None:
+        parts.append(f"{_class_label(fracture_head).lower()} ({_names(class_head.classes)})")
+    region_head = spec.head("region")
+    if region_head is not None:
+        parts.append(f"body region ({_names(region_head.classes)})")
+    return "Reports: " + ("; ".join(parts) if parts else "nothing (the bundle has no known head)")
+
+
+def operating_point_text(op: OperatingPoint) -> str:
+    """The chosen fracture operating point: its threshold, description and measured rates."""
+    text = f"Threshold {op.threshold:.3f}: {op.description}"
+    rates = [
+        f"{name} {value:.2f}"
+        for name, value in (("sensitivity", op.sensitivity), ("specificity", op.specificity))
+        if value is not None
+    ]
+    return f"{text} ({', '.join(rates)})" if rates else text
+
+
+def class_operating_point_text(spec: BundleSpec) -> str | None:
+    """When the class head states its class (None for a bundle without a class head)."""
+    class_head = spec.head("class")
+    if class_head is None:
+        return None
+    label = _class_label(spec.head("fracture") is not None)
+    cop = spec.class_operating_point
+    if cop is None:
+        return f"{label}: the most likely is always stated (this bundle has no minimum probability)."
+    text = (
+        f"{label} stated at probability {cop.min_probability:.2f} or more, otherwise uncertain: "
+        f"{cop.description}"
+    )
+    measured = []
+    if cop.accuracy is not None:
+        measured.append(f"accuracy of the stated classes {cop.accuracy:.2f}")
+    if cop.coverage is not None:
+        measured.append(f"coverage {cop.coverage:.2f} (share of images that got a class)")
+    return f"{text}. Validation: {', '.join(measured)}." if measured else f"{text}."
 
 
 def failure_from_exception(source: str, error: Exception) -> FailedPrediction:
@@ -248,6 +434,47 @@ def probability_bar_html(
         f'<div style="font-size:0.8rem;color:#424242;margin-top:0.2rem;">{tag} <b>{p:.3f}</b></div>'
         "</div>"
     )
+
+
+def class_bars_html(summary: ClassSummary, *, most: int = 12) -> str:
+    """Every class's probability as a small bar list (self-contained HTML), most likely first.
+
+    The stated (or most likely) class is drawn in the class colour, the others in grey; a marker
+    on each bar shows the minimum probability at which a class is stated. At most ``most`` rows;
+    a last line counts the rest.
+    """
+    m = min(max(float(summary.min_probability), 0.0), 1.0)
+    rows = []
+    for name, p in summary.probabilities[:most]:
+        p = min(max(float(p), 0.0), 1.0)
+        tag = html.escape(name)
+        top = name == summary.predicted
+        colour = COLOURS["class"] if top else "#9e9e9e"
+        marker = (
+            f'<div class="fs-class-min" title="minimum {m:.2f}" style="position:absolute;left:{m * 100:.1f}%;'
+            'top:-2px;bottom:-2px;width:2px;margin-left:-1px;background:#212121;"></div>'
+            if m > 0
+            else ""
+        )
+        rows.append(
+            f'<div class="fs-class-row" role="img" aria-label="{tag} {p:.3f}" style="display:flex;'
+            'align-items:center;gap:0.5rem;margin:0.15rem 0;font-size:0.8rem;color:#424242;">'
+            f'<span style="flex:0 0 35%;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;'
+            f'{"font-weight:bold;" if top else ""}">{tag}</span>'
+            '<div style="position:relative;flex:1;height:10px;background:#e0e0e0;border-radius:5px;">'
+            f'<div class="fs-class-fill" style="width:{p * 100:.1f}%;height:100%;background:{colour};'
+            f'border-radius:5px;"></div>{marker}</div>'
+            f'<span style="flex:0 0 3rem;text-align:right;">{p:.3f}</span></div>'
+        )
+    rest = len(summary.probabilities) - most
+    if rest > 0:
+        rows.append(f'<div style="font-size:0.75rem;color:#616161;">and {rest} more</div>')
+    if m > 0:
+        rows.append(
+            '<div style="font-size:0.75rem;color:#616161;margin-top:0.2rem;">'
+            f"marker: the minimum probability {m:.2f} at which a class is stated</div>"
+        )
+    return '<div class="fs-class-bars" style="margin:0.25rem 0 0.5rem 0;">' + "".join(rows) + "</div>"
 
 
 # ---- images --------------------------------------------------------------------------------------------
@@ -297,9 +524,21 @@ def render_views(
 
 
 # ---- table and downloads -------------------------------------------------------------------------------
-def table_rows(results: Sequence[Result]) -> list[dict[str, str]]:
-    """One row per image (or study, or failed file) with the columns worth seeing on screen."""
-    return [{k: row[k] for k in DISPLAY_COLUMNS} for row in map(result_row, results)]
+def display_columns(spec: BundleSpec) -> tuple[str, ...]:
+    """The on-screen table's columns: the bundle's CSV columns (:func:`result_columns`) less the few
+    the cards and sidebar already show (:data:`HIDDEN_ON_SCREEN`); never a column of a head it lacks."""
+    return tuple(c for c in result_columns(spec) if c not in HIDDEN_ON_SCREEN)
+
+
+def table_rows(results: Sequence[Result], spec: BundleSpec) -> list[dict[str, str]]:
+    """One row per image (or study, or failed file) with :func:`display_columns`."""
+    columns = display_columns(spec)
+    return [result_row(r, columns) for r in results]
+
+
+def csv_download(results: Sequence[Result], spec: BundleSpec) -> str:
+    """The CSV download: the columns of ``fracsight predict --csv --all-classes`` for this bundle."""
+    return csv_text(results, result_columns(spec, all_classes=True))
 
 
 def json_text(

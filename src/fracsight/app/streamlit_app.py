@@ -20,22 +20,29 @@ from PIL import Image
 
 from fracsight.app.logic import (
     AppConfig,
+    ClassSummary,
     ViewData,
     card_for,
+    class_bars_html,
+    class_operating_point_text,
+    csv_download,
     escape_markdown,
     failure_from_exception,
+    heads_text,
     json_text,
+    operating_point_text,
+    overlay_caption,
     parse_app_args,
     pick_examples,
     probability_bar_html,
     render_views,
+    study_card_for,
     table_rows,
     verdict,
     view_data,
 )
 from fracsight.errors import FracsightError
 from fracsight.inference import NOTICE, FailedPrediction, Prediction, Predictor, StudyPrediction
-from fracsight.inference.tabular import csv_text
 from fracsight.io import read_image
 
 log = logging.getLogger("fracsight.app")
@@ -91,7 +98,8 @@ def predict(predictor: Predictor, source: str | bytes, name: str) -> Stored:
 
 # ---- page parts ----------------------------------------------------------------------------------------
 def model_sidebar(config: AppConfig) -> Predictor:
-    """Load the model (stopping with an error card if it cannot be) and show its details and controls."""
+    """Load the model (stopping with an error card if it cannot be) and show its details and controls:
+    the operating point only for a bundle with a fracture head, the class rule for one with a class head."""
     head = st.sidebar.container()  # the model's name above the operating point
     try:
         predictor = load_predictor(config.model, config.operating_point)
@@ -109,9 +117,14 @@ def model_sidebar(config: AppConfig) -> Predictor:
         st.error(f"**The model could not be loaded** (`{e.code}`): {escape_markdown(str(e))}")
         st.stop()
     head.markdown(f"**Model:** {escape_markdown(predictor.name)}")
+    head.caption(escape_markdown(heads_text(predictor.spec)))
     op = predictor.operating_point
     if op is not None:
-        st.sidebar.caption(f"Threshold {op.threshold:.3f}: {escape_markdown(op.description)}")
+        st.sidebar.caption(escape_markdown(operating_point_text(op)))
+    class_rule = class_operating_point_text(predictor.spec)
+    if class_rule is not None:
+        st.sidebar.markdown("**Class operating point**")
+        st.sidebar.caption(escape_markdown(class_rule))
     card = predictor.bundle_dir / "card.md"
     if card.is_file():
         with st.sidebar.expander("Model card"):
@@ -119,11 +132,15 @@ def model_sidebar(config: AppConfig) -> Predictor:
     return predictor
 
 
-def display_controls() -> tuple[bool, bool, float]:
+def display_controls(predictor: Predictor) -> tuple[bool, bool, float]:
+    """Heatmap toggle and opacity; the boxes toggle only for a bundle with a fracture head (the only
+    one that draws boxes)."""
     st.sidebar.subheader("Display")
     show_heatmap = st.sidebar.toggle("Show heatmap", value=True, key="show_heatmap")
     opacity = st.sidebar.slider("Heatmap opacity", 0.0, 1.0, 0.4, 0.05, key="opacity")
-    show_boxes = st.sidebar.toggle("Show boxes", value=True, key="show_boxes")
+    show_boxes = False
+    if predictor.has_fracture_head:
+        show_boxes = st.sidebar.toggle("Show boxes", value=True, key="show_boxes")
     return show_heatmap, show_boxes, opacity
 
 
@@ -196,7 +213,7 @@ def error_card(failure: FailedPrediction) -> None:
 
 def decision_block(result: Prediction | StudyPrediction) -> None:
     v = verdict(result)
-    st.markdown(f"### :{v.markdown_colour}[{v.headline}]")  # fixed words, nothing to escape
+    st.markdown(f"### :{v.markdown_colour}[{escape_markdown(v.headline)}]")  # it may name a class
     if result.fracture_probability is not None and result.threshold is not None:
         st.markdown(
             probability_bar_html(result.fracture_probability, result.threshold, severity=v.severity),
@@ -215,48 +232,69 @@ def result_card(
         text, images = st.columns([2, 3])
         with text:
             decision_block(pred)
-            st.markdown(card.probability)
-            st.markdown(card.region)
-            if card.fracture_type:
-                st.markdown(card.fracture_type)
-            st.markdown(card.boxes)
+            if card.probability:
+                st.markdown(escape_markdown(card.probability))
+            if card.boxes:
+                st.markdown(escape_markdown(card.boxes))
+            if card.classification:
+                class_block(card.classification)
+            if card.region:
+                st.markdown(escape_markdown(card.region))
             for warning in card.warnings:
                 st.warning(escape_markdown(warning))
         with images:
             overlay, pair = render_views(
                 view, show_heatmap=show_heatmap, show_boxes=show_boxes, opacity=opacity
             )
+            caption = overlay_caption(card, show_heatmap=show_heatmap, show_boxes=show_boxes)
             tab_overlay, tab_pair = st.tabs(["Overlay", "Original | overlay"])
-            tab_overlay.image(overlay, caption="Heatmap and boxes on the radiograph", width="stretch")
-            tab_pair.image(pair, caption="Original (left) and overlay (right)", width="stretch")
+            tab_overlay.image(overlay, caption=escape_markdown(caption), width="stretch")
+            tab_pair.image(
+                pair,
+                caption=escape_markdown(f"Original (left) and overlay (right). {caption}"),
+                width="stretch",
+            )
+
+
+def class_block(summary: ClassSummary) -> None:
+    """The class line, a note, and every class's probability (open when the class is uncertain)."""
+    st.markdown(escape_markdown(summary.text))
+    if summary.note:
+        st.caption(escape_markdown(summary.note))
+    label = f"All {summary.label.lower()} probabilities ({len(summary.probabilities)})"
+    with st.expander(label, expanded=not summary.confident):
+        st.markdown(class_bars_html(summary), unsafe_allow_html=True)
 
 
 def study_card(study: StudyPrediction) -> None:
+    card = study_card_for(study)
     with st.container(border=True):
-        st.markdown(f"#### Study verdict ({len(study.images)} views)")
+        st.markdown(f"#### {escape_markdown(card.title)}")
         decision_block(study)
-        st.markdown(
-            f"Mean fracture probability of the views {study.fracture_probability:.3f} "
-            f"(threshold {study.threshold:.3f}, operating point {study.operating_point})"
-        )
-        if not study.reliable:
-            st.error("**Not reliable:** at least one view is outside what the model was made for.", icon="⚠️")
+        if card.probability:
+            st.markdown(escape_markdown(card.probability))
+        if card.classification:
+            class_block(card.classification)
+        st.caption(escape_markdown(card.how))
+        if card.unreliable:
+            st.error(f"**{card.unreliable}**", icon="⚠️")
 
 
-def results_table(results: list[Result], studies: list[StudyPrediction], model: str) -> None:
+def results_table(predictor: Predictor, results: list[Result], studies: list[StudyPrediction]) -> None:
+    """The table (:func:`table_rows`: the bundle's own columns) and the CSV and JSON downloads."""
     st.subheader("All results")
-    st.dataframe(table_rows([*results, *studies]), hide_index=True, width="stretch")
+    st.dataframe(table_rows([*results, *studies], predictor.spec), hide_index=True, width="stretch")
     csv_col, json_col, _ = st.columns([1, 1, 4])
     csv_col.download_button(
         "Download CSV",
-        csv_text([*results, *studies]),
+        csv_download([*results, *studies], predictor.spec),
         file_name="fracsight-results.csv",
         mime="text/csv",
         on_click="ignore",
     )
     json_col.download_button(
         "Download JSON",
-        json_text(results, studies, model),
+        json_text(results, studies, predictor.name),
         file_name="fracsight-results.json",
         mime="application/json",
         on_click="ignore",
@@ -269,7 +307,7 @@ def main() -> None:
     st.title("fracsight: fractures in radiographs")
     st.info(f"**Decision aid, not a diagnosis.** {NOTICE} Check every result against the images.")
     predictor = model_sidebar(config)
-    show_heatmap, show_boxes, opacity = display_controls()
+    show_heatmap, show_boxes, opacity = display_controls(predictor)
     items = inputs(config)
     if not items:
         st.caption("Upload radiographs or pick an example to see results.")
@@ -278,7 +316,7 @@ def main() -> None:
     results = [s.result for s in stored]
     good = [r for r in results if isinstance(r, Prediction)]
     studies: list[StudyPrediction] = []
-    can_combine = predictor.operating_point is not None and len(good) >= 2
+    can_combine = len(good) >= 2  # every kind of bundle: fracture and class are both combined
     if can_combine and st.checkbox("These images are one study (several views of one examination)"):
         studies = [predictor.predict_study(good, "uploaded study")]
         study_card(studies[0])
@@ -287,7 +325,7 @@ def main() -> None:
             error_card(result)
         elif view is not None:
             result_card(result, view, show_heatmap, show_boxes, opacity)
-    results_table(results, studies, predictor.name)
+    results_table(predictor, results, studies)
     st.caption(NOTICE)
 
 

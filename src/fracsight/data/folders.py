@@ -108,7 +108,7 @@ def _typed(class_dir: Path) -> bool:
 
 
 def _fracture_types(root: Path, per_split: dict[str | None, list[Path]], index: dict[str, int]) -> Dataset:
-    """Fractured images labelled with their type folder too; not-fractured ones with the fracture label only."""
+    """Fractured images labelled with their type folder too; the others with the fracture label only."""
     typed = [
         (split, path, path.relative_to(d).parts[0] if index[d.name] == 1 else None, index[d.name])
         for split, dirs in per_split.items()

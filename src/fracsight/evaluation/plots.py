@@ -25,6 +25,7 @@ __all__ = [
     "plot_pr",
     "plot_roc",
     "plot_sample_grid",
+    "plot_selective_accuracy",
     "plot_training_curves",
 ]
 
@@ -144,6 +145,55 @@ def plot_confusion(
     ax.set_xticks(range(k), labels=list(class_names), rotation=30, ha="right")
     ax.set_yticks(range(k), labels=list(class_names))
     ax.set(xlabel="predicted", ylabel="true", title=title)
+    return _save(fig, path)
+
+
+def plot_selective_accuracy(
+    y: ArrayLike,
+    probs: ArrayLike,
+    path: str | Path,
+    *,
+    min_probability: float | None = None,
+    title: str = "Class accuracy against coverage",
+) -> Path:
+    """Accuracy of the stated classes against the share of images given one (coverage).
+
+    Each point is a minimum top-1 probability: images whose most likely class reaches
+    it get that class, the others are "uncertain". ``min_probability`` (the bundle's
+    class operating point) is marked on the curve.
+    """
+    ya = np.asarray(y).astype(np.int64).ravel()
+    pa = np.asarray(probs, dtype=np.float64)
+    if pa.ndim != 2 or pa.shape[0] != ya.size or ya.size == 0:
+        raise ValueError(f"probs must be (N, K) with N = {ya.size} > 0, got shape {pa.shape}")
+    top = pa.max(axis=1)
+    correct = (pa.argmax(axis=1) == ya).astype(np.float64)
+    order = np.argsort(-top, kind="mergesort")
+    # one point per distinct probability: the images at or above it are stated
+    last = np.r_[np.flatnonzero(np.diff(top[order])), ya.size - 1]
+    n_stated = last + 1
+    coverage = n_stated / ya.size
+    accuracy = np.cumsum(correct[order])[last] / n_stated
+    fig = _new_figure(5.0, 4.2)
+    ax = fig.add_subplot()
+    ax.plot(coverage, accuracy, "o-", ms=3, color="#2b83ba", label="stated classes")
+    ax.axhline(correct.mean(), color="grey", lw=1, ls="--", label=f"accuracy of all {correct.mean():.2f}")
+    if min_probability is not None:
+        stated = top >= min_probability
+        if stated.any():
+            acc, cov = float(correct[stated].mean()), float(stated.mean())
+            ax.plot(
+                cov,
+                acc,
+                "o",
+                ms=9,
+                color=_WRONG,
+                label=f"min probability {min_probability:.2f}: accuracy {acc:.2f}, coverage {cov:.2f}",
+            )
+    ax.set(xlim=(0, 1.02), ylim=(0, 1.02), xlabel="coverage (share of images given a class)")
+    ax.set(ylabel="accuracy of the stated classes", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=7)
     return _save(fig, path)
 
 

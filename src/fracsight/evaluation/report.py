@@ -1,8 +1,10 @@
 """The full evaluation: one metrics dict (strict-JSON safe), its plots and an HTML report.
 
-``evaluate_predictions`` -> dict, ``render_all_plots`` -> PNG paths,
-``write_report`` -> ``report.html`` (self-contained: inline CSS, images as
-base64 data URIs) plus ``metrics.json`` in the same folder.
+``evaluate_predictions`` -> dict (fracture head, with the region head and a class head
+when given), ``evaluate_classes`` -> dict (an N-class head on its own, with its class
+operating point), ``render_all_plots`` -> PNG paths, ``write_report`` -> ``report.html``
+(self-contained: inline CSS, images as base64 data URIs) plus ``metrics.json`` in the
+same folder. The report has a section for each head the metrics describe.
 """
 
 from __future__ import annotations
@@ -33,9 +35,9 @@ from fracsight.evaluation.metrics import (
     multilabel_metrics,
     regions_to_targets,
 )
-from fracsight.evaluation.thresholds import sensitivity_at_specificity
+from fracsight.evaluation.thresholds import selective_accuracy, sensitivity_at_specificity
 
-__all__ = ["evaluate_predictions", "render_all_plots", "to_jsonable", "write_report"]
+__all__ = ["evaluate_classes", "evaluate_predictions", "render_all_plots", "to_jsonable", "write_report"]
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -224,9 +226,97 @@ def evaluate_predictions(
     return to_jsonable(result)
 
 
+def _class_operating_point(
+    y: np.ndarray, probs: np.ndarray, min_probability: float, validation: Any
+) -> dict[str, Any]:
+    accuracy, coverage = selective_accuracy(y, probs, min_probability)
+    out: dict[str, Any] = {
+        "min_probability": float(min_probability),
+        "accuracy": accuracy,
+        "coverage": coverage,
+        "n_confident": int(np.sum(probs.max(axis=1) >= min_probability)),
+        "validation_accuracy": None,
+        "validation_coverage": None,
+        "description": None,
+    }
+    if validation is not None:
+        get = validation.get if isinstance(validation, Mapping) else lambda k: getattr(validation, k, None)
+        out.update(
+            validation_accuracy=get("accuracy"),
+            validation_coverage=get("coverage"),
+            description=get("description"),
+        )
+    return out
+
+
+def _majority(labels: np.ndarray) -> int:
+    values, counts = np.unique(labels, return_counts=True)
+    return int(values[np.argmax(counts)])  # ties: the lowest class index
+
+
+def evaluate_classes(
+    class_labels: ArrayLike,
+    class_probs: ArrayLike,
+    class_names: Sequence[str],
+    *,
+    min_probability: float = 0.0,
+    validation: Any = None,
+    study_ids: Sequence[Hashable] | None = None,
+    study_weights: ArrayLike | None = None,
+) -> dict[str, Any]:
+    """Metrics of an N-class head (for example the fracture type), strict-JSON safe.
+
+    ``class_labels`` holds class indices; a negative one means "no class label" (a
+    non-fractured image in a fracture-type data set) and the image is left out of
+    every class metric, so ``n`` counts the labelled images only. ``class_probs`` is
+    ``(N, K)`` in ``class_names`` order. Besides :func:`multiclass_metrics` the
+    result has ``"operating_point"``: the accuracy of the stated classes and the
+    share of images that got one (coverage) at ``min_probability`` (the bundle's
+    class operating point; below it a class is reported as uncertain), next to the
+    validation figures of ``validation`` (a :class:`~fracsight.bundle.ClassOperatingPoint`
+    or a mapping with ``accuracy``, ``coverage``, ``description``). With
+    ``study_ids`` also ``"study"``: one prediction per study (the mean of its images'
+    class distributions, weighted by ``study_weights``, e.g. the fracture
+    probabilities, as :meth:`Predictor.predict_study` does) against the most common
+    class label of its labelled images; studies without a labelled image are left out.
+    Raises ``ValueError`` when no image has a class label.
+    """
+    cl = np.asarray(class_labels).astype(np.int64).ravel()
+    pa = np.asarray(class_probs, dtype=np.float64)
+    if pa.ndim != 2 or pa.shape != (cl.size, len(class_names)):
+        raise ValueError(f"class_probs must have shape ({cl.size}, {len(class_names)}), got {pa.shape}")
+    keep = cl >= 0
+    if not keep.any():
+        raise ValueError("no image has a class label")
+    result = multiclass_metrics(cl[keep], pa[keep], class_names)
+    result["n_unlabelled"] = int((~keep).sum())
+    result["operating_point"] = _class_operating_point(cl[keep], pa[keep], min_probability, validation)
+    if study_ids is not None:
+        if len(study_ids) != cl.size:
+            raise ValueError(f"study_ids has {len(study_ids)} entries for {cl.size} images")
+        weights = np.ones(cl.size) if study_weights is None else np.asarray(study_weights, dtype=np.float64)
+        members: dict[Hashable, list[int]] = {}
+        for i, sid in enumerate(study_ids):
+            members.setdefault(sid, []).append(i)
+        ys, ps = [], []
+        for idx in members.values():
+            labelled = cl[idx][cl[idx] >= 0]
+            if labelled.size == 0:
+                continue
+            w = weights[idx]
+            ys.append(_majority(labelled))
+            ps.append(np.average(pa[idx], axis=0, weights=w if w.sum() > 0 else None))
+        y_study, p_study = np.array(ys, dtype=np.int64), np.array(ps)
+        study = multiclass_metrics(y_study, p_study, class_names)
+        study["method"] = "mean" if study_weights is None else "mean weighted by fracture probability"
+        study["operating_point"] = _class_operating_point(y_study, p_study, min_probability, None)
+        result["study"] = study
+    return to_jsonable(result)
+
+
 def render_all_plots(
-    y: ArrayLike,
-    p: ArrayLike,
+    y: ArrayLike | None,
+    p: ArrayLike | None,
     out_dir: str | Path,
     *,
     metrics: Mapping[str, Any] | None = None,
@@ -235,6 +325,7 @@ def render_all_plots(
     class_labels: ArrayLike | None = None,
     class_probs: ArrayLike | None = None,
     class_names: Sequence[str] | None = None,
+    class_min_probability: float | None = None,
     history: Sequence[Mapping[str, Any]] | None = None,
     ece_bins: int = 10,
 ) -> dict[str, Path]:
@@ -243,13 +334,49 @@ def render_all_plots(
     Names: ``roc``, ``pr``, ``calibration``, ``confusion`` (binary, at
     ``confusion_threshold`` or else the first of ``threshold_points``; skipped if
     neither), ``confusion_multiclass`` and ``training_curves`` when their inputs
-    are given. CIs are read from ``metrics`` (``evaluate_predictions`` output).
+    are given, and ``class_coverage`` (accuracy against coverage of the stated
+    classes, ``class_min_probability`` marked) when that is given too. With ``y``
+    and ``p`` None (a model without a fracture head) the fracture plots are left
+    out. CIs are read from ``metrics`` (``evaluate_predictions`` output). Class
+    labels below 0 (no class label) are left out of the class plots.
     """
     out = Path(out_dir)
+    paths: dict[str, Path] = {}
+    if y is not None and p is not None:
+        paths.update(
+            _fracture_plots(
+                y, p, out, metrics or {}, dict(threshold_points or {}), confusion_threshold, ece_bins
+            )
+        )
+    if class_labels is not None and class_probs is not None and class_names is not None:
+        cl = np.asarray(class_labels).astype(np.int64).ravel()
+        keep = cl >= 0
+        probs = np.asarray(class_probs, dtype=np.float64)[keep]
+        pred = np.argmax(probs, axis=1)
+        cm = confusion_matrix(cl[keep], pred, len(class_names))
+        paths["confusion_multiclass"] = _plots.plot_confusion(
+            cm, class_names, out / "confusion_multiclass.png", title="Confusion matrix (classes)"
+        )
+        if class_min_probability is not None and keep.any():
+            paths["class_coverage"] = _plots.plot_selective_accuracy(
+                cl[keep], probs, out / "class_coverage.png", min_probability=class_min_probability
+            )
+    if history:
+        paths["training_curves"] = _plots.plot_training_curves(history, out / "training_curves.png")
+    return paths
+
+
+def _fracture_plots(
+    y: ArrayLike,
+    p: ArrayLike,
+    out: Path,
+    metrics: Mapping[str, Any],
+    points: dict[str, float],
+    confusion_threshold: float | None,
+    ece_bins: int,
+) -> dict[str, Path]:
     ya = np.asarray(y).astype(np.int64).ravel()
     pa = np.asarray(p, dtype=np.float64).ravel()
-    points = dict(threshold_points or {})
-    metrics = metrics or {}
 
     def ci(key: str) -> tuple[float, float] | None:
         block = metrics.get(key) or {}
@@ -275,16 +402,6 @@ def render_all_plots(
             out / "confusion.png",
             title=f"Confusion matrix (threshold {confusion_threshold:.3f})",
         )
-    if class_labels is not None and class_probs is not None and class_names is not None:
-        cl = np.asarray(class_labels).astype(np.int64).ravel()
-        keep = cl >= 0
-        pred = np.argmax(np.asarray(class_probs)[keep], axis=1)
-        cm = confusion_matrix(cl[keep], pred, len(class_names))
-        paths["confusion_multiclass"] = _plots.plot_confusion(
-            cm, class_names, out / "confusion_multiclass.png", title="Confusion matrix (classes)"
-        )
-    if history:
-        paths["training_curves"] = _plots.plot_training_curves(history, out / "training_curves.png")
     return paths
 
 
@@ -343,6 +460,7 @@ _PLOT_CAPTIONS = {
     "calibration": "Calibration (reliability diagram)",
     "confusion": "Confusion matrix (fracture)",
     "confusion_multiclass": "Confusion matrix (classes)",
+    "class_coverage": "Class accuracy against coverage",
     "training_curves": "Training curves",
     "samples": "Sample predictions",
 }
@@ -439,26 +557,44 @@ def _region_head(rh: Mapping[str, Any]) -> str:
     return top + _table(["Region", "AUROC", "Positive", "Negative"], rows)
 
 
-def _multiclass(mc: Mapping[str, Any]) -> str:
+def _class_operating_point_table(op: Mapping[str, Any], unit: str) -> str:
+    rows = [
+        ["Minimum top-1 probability", op.get("min_probability"), op.get("min_probability")],
+        ["Accuracy of the stated classes", op.get("accuracy"), op.get("validation_accuracy")],
+        [f"Coverage (share of {unit} given a class)", op.get("coverage"), op.get("validation_coverage")],
+    ]
+    table = _table(["Class operating point", "Here", "Validation (recorded in the bundle)"], rows)
+    how = op.get("description")
+    rule = "Below the minimum probability the class is reported as uncertain."
+    note = f"{rule} Chosen as: {how}." if how else rule
+    return table + f'<p class="muted">{_html.escape(note)}</p>'
+
+
+def _multiclass(mc: Mapping[str, Any], unit: str = "images") -> str:
+    counted = mc.get("counted")
+    parts = [f'<p class="muted">{_html.escape(str(counted))}</p>'] if counted else []
     top = _table(
         ["Metric", "Value"],
         [
-            ["Samples", mc["n"]],
-            ["Accuracy", mc["accuracy"]],
+            [f"{unit.capitalize()} with a class label", mc["n"]],
+            ["Accuracy (top-1)", mc["accuracy"]],
             ["Macro F1", mc["macro_f1"]],
             ["Macro AUROC (one-vs-rest)", mc["macro_auroc"]],
             ["Cohen's κ", mc["cohen_kappa"]],
         ],
     )
+    parts.append(top)
+    if mc.get("operating_point"):
+        parts.append(_class_operating_point_table(mc["operating_point"], unit))
     per = [
         [n, c["precision"], c["recall"], c["f1"], c["auroc"], c["support"]]
         for n, c in mc["per_class"].items()
     ]
-    per_table = _table(["Class", "Precision", "Recall", "F1", "AUROC", "Support"], per)
+    parts.append(_table(["Class", "Precision", "Recall", "F1", "AUROC", "Support"], per))
     names = mc["class_names"]
     cm_rows = [[f"true {n}", *row] for n, row in zip(names, mc["confusion_matrix"], strict=True)]
-    cm_table = _table(["", *[f"pred {n}" for n in names]], cm_rows)
-    return top + per_table + cm_table
+    parts.append("<h3>Confusion matrix</h3>" + _table(["", *[f"pred {n}" for n in names]], cm_rows))
+    return "".join(parts)
 
 
 def _calibration_details(cal: Mapping[str, Any]) -> str:
@@ -476,12 +612,14 @@ def _calibration_details(cal: Mapping[str, Any]) -> str:
 
 
 def _model(model_info: Mapping[str, Any]) -> str:
-    shown = {"name", "version", "dataset"}
+    shown = {"name", "version", "dataset", "heads"}
     rows = [
         ["Model", model_info.get("name", "not stated")],
         ["Version", model_info.get("version", "not stated")],
         ["Data set evaluated", model_info.get("dataset", "not stated")],
     ]
+    if "heads" in model_info:
+        rows.append(["Heads", model_info["heads"]])
     for key, value in model_info.items():
         if key not in shown:
             text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
@@ -539,18 +677,40 @@ def _render_html(
             _binary_section(study, ci_level, "Studies"),
         ]
     if metrics.get("regions"):
-        parts += ["<h2>By body region</h2>", _regions(metrics["regions"])]
+        parts += ["<h2>Fracture detection by body region</h2>", _regions(metrics["regions"])]
     if metrics.get("region_head"):
         parts += ["<h2>Body-region head</h2>", _region_head(metrics["region_head"])]
     if metrics.get("multiclass"):
-        parts += ["<h2>Multi-class head</h2>", _multiclass(metrics["multiclass"])]
+        mc = metrics["multiclass"]
+        parts += ["<h2>Class head</h2>", _multiclass(mc)]
+        if mc.get("study"):
+            study = mc["study"]
+            parts += [
+                "<h3>Study level</h3>",
+                f'<p class="muted">Study class: {_html.escape(str(study.get("method")))} of its images\' '
+                "class probabilities, against the most common class label of its images.</p>",
+                _multiclass(study, "studies"),
+            ]
+    if metrics.get("notes"):
+        items = "".join(f"<li>{_html.escape(str(n))}</li>" for n in metrics["notes"])
+        parts += ["<h2>Not measured</h2>", f"<ul>{items}</ul>"]
     if plots:
         parts += ["<h2>Plots</h2>", _figures(plots)]
+    reading = []
+    if "auroc" in metrics:
+        reading.append(
+            f"Confidence intervals: {_html.escape(str(metrics.get('ci_method', 'percentile bootstrap')))}."
+        )
+    if metrics.get("multiclass"):
+        reading.append("Class metrics are point estimates without confidence intervals.")
+    reading.append(
+        "Operating points (thresholds, the class minimum probability) and calibration should come from "
+        "validation data, not from the data evaluated here. Performance on other populations, devices or "
+        "protocols may differ."
+    )
     parts += [
         "<h2>Reading these numbers</h2>",
-        f"<p>Confidence intervals: {_html.escape(str(metrics.get('ci_method', 'percentile bootstrap')))}. "
-        "Operating thresholds and calibration should come from validation data, not from the data "
-        "evaluated here. Performance on other populations, devices or protocols may differ.</p>",
+        f"<p>{' '.join(reading)}</p>",
         f'<div class="notice">{_html.escape(NOTICE)}</div>',
         "</body></html>",
     ]

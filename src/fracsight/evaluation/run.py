@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from fracsight.data import CLASS, FRACTURE, Dataset, Sample, load_dataset
-from fracsight.errors import DatasetError
+from fracsight.errors import ConfigError, DatasetError
 
 __all__ = ["evaluate_model", "select_samples"]
 
@@ -51,26 +51,81 @@ def _localization(samples: list[Sample], preds: list[Any]) -> dict[str, Any] | N
     }
 
 
-def _sample_grid(samples, preds, y, p, has_fracture: bool, path: Path, predictor) -> Path:
-    """The 16 most confident predictions, right or wrong, with their probabilities."""
+def _sample_grid(
+    samples: list[Sample], preds: list[Any], predictor: Any, path: Path, *, fracture: bool, klass: bool
+) -> Path | None:
+    """The 16 most confident predictions, right or wrong, bordered green or red where labelled.
+
+    ``fracture``/``klass``: whether the data's fracture/class labels were evaluated. A bundle
+    with a fracture head shows fracture probabilities (and the type, for fracture+class),
+    unless only its class head could be checked; a class-only bundle shows its top class.
+    """
     from fracsight.evaluation.plots import plot_sample_grid
     from fracsight.io import read_image
 
-    if has_fracture:
-        order = np.argsort(-np.abs(p - predictor.operating_point.threshold))[:16]
-        titles = [f"{samples[i].image_id}\np={p[i]:.2f}" for i in order]
-        labels = [int(y[i]) for i in order]
-        predicted = [int(bool(preds[i].fracture_suspected)) for i in order]
+    labels: list[int] | None = None
+    predicted: list[int] | None = None
+    if predictor.has_fracture_head and (fracture or not klass):
+        chosen = [i for i, s in enumerate(samples) if not fracture or FRACTURE in s.labels]
+        p = np.array([preds[i].fracture_probability for i in chosen])
+        order = [chosen[j] for j in np.argsort(-np.abs(p - predictor.operating_point.threshold))[:16]]
+        titles = []
+        for i in order:
+            pr = preds[i]
+            kind = f" {pr.classification.predicted}" if pr.classification and pr.fracture_suspected else ""
+            titles.append(f"{samples[i].image_id}\np={pr.fracture_probability:.2f}{kind}")
+        if fracture:
+            labels = [int(samples[i].labels[FRACTURE]) for i in order]
+            predicted = [int(bool(preds[i].fracture_suspected)) for i in order]
+    elif predictor.classes:
+        chosen = [i for i, s in enumerate(samples) if not klass or CLASS in s.labels]
+        confidence = np.array([preds[i].classification.probability for i in chosen])
+        order = [chosen[j] for j in np.argsort(-confidence, kind="stable")[:16]]
+        titles = []
+        for i in order:
+            c = preds[i].classification
+            shown = c.predicted if c.confident else f"uncertain ({c.predicted})"
+            titles.append(f"{samples[i].image_id}\n{shown} {c.probability:.2f}")
+        if klass:
+            labels = [samples[i].labels[CLASS] for i in order]
+            predicted = [predictor.classes.index(preds[i].classification.predicted) for i in order]
     else:
-        classes = predictor.classes
-        top = [max(pr.class_probabilities, key=pr.class_probabilities.__getitem__) for pr in preds]
-        confidence = np.array([pr.class_probabilities[t] for pr, t in zip(preds, top, strict=True)])
-        order = np.argsort(-confidence)[:16]
-        titles = [f"{samples[i].image_id}\n{top[i]} {confidence[i]:.2f}" for i in order]
-        labels = [samples[i].labels.get(CLASS, -1) for i in order]
-        predicted = [classes.index(top[i]) for i in order]
+        return None
     images = [read_image(samples[i].path).pixels for i in order]
     return plot_sample_grid(images, titles, path, labels=labels, predictions=predicted)
+
+
+def _class_index(dataset: Dataset, predictor: Any) -> dict[int, int] | None:
+    """Data class index -> model class index, None when there is nothing to map; raises on unknown classes.
+
+    A data set may lack some of the model's classes (a small test set), never add its own.
+    """
+    if not predictor.classes or CLASS not in dataset.class_names:
+        return None
+    data_classes = tuple(dataset.class_names[CLASS])
+    unknown = [c for c in data_classes if c not in predictor.classes]
+    if unknown:
+        raise DatasetError(
+            f"the data's classes {list(data_classes)} differ from the model's {list(predictor.classes)}: "
+            f"the model does not know {unknown}"
+        )
+    return {i: predictor.classes.index(c) for i, c in enumerate(data_classes)}
+
+
+def _nothing_to_measure(data_dir: Path, predictor: Any, dataset: Dataset) -> str:
+    wanted = []
+    if predictor.has_fracture_head:
+        wanted.append("fracture labels")
+    if predictor.classes:
+        wanted.append(f"class labels ({', '.join(predictor.classes)})")
+    if predictor.regions:
+        wanted.append("body regions")
+    heads = ", ".join(h.name for h in predictor.spec.heads)
+    has = ", ".join(sorted(dataset.class_names)) or "nothing"
+    return (
+        f"{data_dir} has no {' or '.join(wanted)} to evaluate against ({predictor.spec.name} has heads: "
+        f"{heads}; the data has labels for: {has})"
+    )
 
 
 def evaluate_model(
@@ -84,15 +139,41 @@ def evaluate_model(
     n_bootstrap: int = 2000,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Metrics for ``model`` on ``data_dir``; with ``out_dir`` also plots, metrics.json and report.html."""
-    from fracsight.evaluation.report import evaluate_predictions, render_all_plots, to_jsonable, write_report
+    """Metrics for ``model`` on ``data_dir``; with ``out_dir`` also plots, metrics.json and report.html.
+
+    Every head the bundle has is measured where the data has its labels: fracture
+    (``auroc``, ``thresholds``, ... at the top level; ``study`` with study ids;
+    ``regions``: fracture AUROC by body region, ``localization``: boxes), body
+    region (``region_head``) and N-class (``multiclass``, counted over the images
+    with a class label only, with its class ``operating_point``). ``heads`` names
+    the bundle's heads, ``notes`` says what could not be measured and why.
+    """
+    from fracsight.evaluation.metrics import multilabel_metrics, regions_to_targets
+    from fracsight.evaluation.report import (
+        evaluate_classes,
+        evaluate_predictions,
+        render_all_plots,
+        to_jsonable,
+        write_report,
+    )
     from fracsight.inference import FailedPrediction, Predictor
 
     predictor = Predictor(model)
+    spec = predictor.spec
+    if threshold is not None and not predictor.has_fracture_head:
+        raise ConfigError(
+            f"a threshold applies to the fracture probability, but {spec.name} has no fracture head"
+        )
     dataset = load_dataset(Path(data_dir), layout)
     samples = select_samples(dataset, split)
-    if not all(FRACTURE in s.labels for s in samples) and CLASS not in dataset.class_names:
-        raise DatasetError(f"{data_dir} has no fracture labels to evaluate against")
+    class_index = _class_index(dataset, predictor)
+    measurable = (
+        (predictor.has_fracture_head and any(FRACTURE in s.labels for s in samples))
+        or (class_index is not None and any(CLASS in s.labels for s in samples))
+        or (bool(predictor.regions) and any(s.regions for s in samples))
+    )
+    if not measurable:
+        raise DatasetError(_nothing_to_measure(Path(data_dir), predictor, dataset))
 
     good_samples, preds, failed = [], [], []
     stream = predictor.predict_many([s.path for s in samples], batch_size=16)
@@ -107,82 +188,144 @@ def evaluate_model(
     if not preds:
         raise DatasetError(f"no image of {data_dir} could be read")
 
-    spec = predictor.spec
     points = {op.name: op.threshold for op in spec.operating_points}
     if threshold is not None:
         points["custom"] = threshold
-    y = np.array([s.labels.get(FRACTURE, 0) for s in good_samples])
-    p = np.array([pr.fracture_probability or 0.0 for pr in preds])
-    kw: dict[str, Any] = {}
-    if predictor.regions and any(s.regions for s in good_samples):
-        kw.update(
-            regions=[s.regions for s in good_samples],
-            region_names=predictor.regions,
-            region_probs=np.array([[pr.region_probabilities[r] for r in predictor.regions] for pr in preds]),
-        )
-    if any(s.study_id for s in good_samples):
-        kw["study_ids"] = [s.study_id or s.image_id for s in good_samples]
-    if predictor.classes and CLASS in dataset.class_names:
-        if tuple(dataset.class_names[CLASS]) != predictor.classes:
-            raise DatasetError(
-                f"the data's classes {dataset.class_names[CLASS]} differ from the model's {predictor.classes}"
-            )
-        kw.update(
-            class_labels=[s.labels.get(CLASS, -1) for s in good_samples],
-            class_names=predictor.classes,
-            class_probs=np.array([[pr.class_probabilities[c] for c in predictor.classes] for pr in preds]),
-        )
-    has_fracture = (
-        predictor.operating_point is not None
-        and all(FRACTURE in s.labels for s in good_samples)
-        and 0 < y.sum() < len(y)
-    )
-    if has_fracture:
-        metrics = evaluate_predictions(y, p, threshold_points=points, n_bootstrap=n_bootstrap, **kw)
-    else:
-        from fracsight.evaluation.metrics import multiclass_metrics
+    metrics: dict[str, Any] = {}
+    notes: list[str] = []
+    data: dict[str, Any] = {
+        "root": str(data_dir),
+        "layout": dataset.layout,
+        "split": split or "all",
+        "n_images": len(samples),
+        "n_evaluated": len(preds),
+    }
 
-        metrics = {"multiclass": multiclass_metrics(kw["class_labels"], kw["class_probs"], predictor.classes)}
-    localization = _localization(good_samples, preds)
-    if localization:
-        metrics["localization"] = localization
+    # fracture head: the images with a fracture label
+    y = p = None
+    fracture_idx = (
+        [i for i, s in enumerate(good_samples) if FRACTURE in s.labels] if predictor.has_fracture_head else []
+    )
+    if fracture_idx:
+        labelled = [good_samples[i] for i in fracture_idx]
+        y = np.array([s.labels[FRACTURE] for s in labelled])
+        p = np.array([preds[i].fracture_probability for i in fracture_idx])
+        kw: dict[str, Any] = {}
+        if any(s.regions for s in labelled):
+            kw["regions"] = [s.regions for s in labelled]
+        if any(s.study_id for s in labelled):
+            kw["study_ids"] = [s.study_id or s.image_id for s in labelled]
+        metrics.update(evaluate_predictions(y, p, threshold_points=points, n_bootstrap=n_bootstrap, **kw))
+        localization = _localization(labelled, [preds[i] for i in fracture_idx])
+        if localization:
+            metrics["localization"] = localization
+        data["n_positive"] = int(y.sum())
+    elif predictor.has_fracture_head:
+        notes.append("fracture head not measured: the data has no fracture labels")
+
+    # region head: the images whose body regions are all ones the model knows
+    if predictor.regions and any(s.regions for s in good_samples):
+        known = set(predictor.regions)
+        region_idx = [i for i, s in enumerate(good_samples) if s.regions and set(s.regions) <= known]
+        unknown = sorted({r for s in good_samples for r in s.regions} - known)
+        if region_idx:
+            targets = regions_to_targets([good_samples[i].regions for i in region_idx], predictor.regions)
+            probs = np.array(
+                [[preds[i].region_probabilities[r] for r in predictor.regions] for i in region_idx]
+            )
+            metrics["region_head"] = multilabel_metrics(targets, probs, predictor.regions)
+        if unknown:
+            left_out = sum(1 for s in good_samples if s.regions and not set(s.regions) <= known)
+            notes.append(
+                f"region head: {left_out} image(s) left out, their body regions {unknown} are not among "
+                f"the model's {list(predictor.regions)}"
+            )
+    elif predictor.regions:
+        notes.append("region head not measured: the data has no body regions")
+
+    # class head: the images with a class label (for fracture+class data, the fractured ones)
+    class_labels = class_probs = None
+    if class_index is not None and any(CLASS in s.labels for s in good_samples):
+        class_labels = np.array(
+            [class_index[s.labels[CLASS]] if CLASS in s.labels else -1 for s in good_samples]
+        )
+        class_probs = np.array([[pr.class_probabilities[c] for c in predictor.classes] for pr in preds])
+        study_kw: dict[str, Any] = {}
+        if any(s.study_id for s in good_samples):
+            study_kw["study_ids"] = [s.study_id or s.image_id for s in good_samples]
+            if predictor.has_fracture_head:
+                study_kw["study_weights"] = [pr.fracture_probability for pr in preds]
+        block = evaluate_classes(
+            class_labels,
+            class_probs,
+            predictor.classes,
+            min_probability=predictor.class_min_probability,
+            validation=spec.class_operating_point,
+            **study_kw,
+        )
+        counted = "Counted over the images with a class label"
+        if predictor.has_fracture_head:
+            counted += (" (the fractured ones)" if fracture_idx else "") + (
+                ": the class describes the fracture type given a fracture, so it is measured whatever "
+                "the fracture head said"
+            )
+        block["counted"] = counted + f"; {block['n_unlabelled']} image(s) without one are left out."
+        metrics["multiclass"] = block
+        data["n_class_labelled"] = block["n"]
+    elif predictor.classes:
+        notes.append("class head not measured: the data has no class labels")
+
     metrics.update(
         model={"name": spec.name, "version": spec.version},
-        data={
-            "root": str(data_dir),
-            "layout": dataset.layout,
-            "split": split or "all",
-            "n_images": len(samples),
-            "n_evaluated": len(preds),
-            "n_positive": int(y.sum()),
-        },
+        heads=[h.name for h in spec.heads],
+        data=data,
         failed=failed,
-        operating_points=points,
     )
+    if predictor.has_fracture_head:
+        metrics["operating_points"] = points
+    if notes:
+        metrics["notes"] = notes
     metrics = to_jsonable(metrics)
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        plots: dict[str, Path] = {}
-        class_kw = {k: kw[k] for k in ("class_labels", "class_probs", "class_names") if k in kw}
-        if has_fracture:
-            plots = render_all_plots(
-                y,
-                p,
-                out_dir,
-                metrics=metrics,
-                threshold_points=points,
-                confusion_threshold=predictor.operating_point.threshold,
-                **class_kw,
+        class_kw: dict[str, Any] = {}
+        if class_labels is not None:
+            class_kw = dict(
+                class_labels=class_labels,
+                class_probs=class_probs,
+                class_names=predictor.classes,
+                class_min_probability=predictor.class_min_probability,
             )
-        plots["samples"] = _sample_grid(
-            good_samples, preds, y, p, has_fracture, out_dir / "samples.png", predictor
+        plots = render_all_plots(
+            y,
+            p,
+            out_dir,
+            metrics=metrics,
+            threshold_points=points,
+            confusion_threshold=predictor.operating_point.threshold if predictor.operating_point else None,
+            **class_kw,
         )
+        grid = _sample_grid(
+            good_samples,
+            preds,
+            predictor,
+            out_dir / "samples.png",
+            fracture=bool(fracture_idx),
+            klass=class_labels is not None,
+        )
+        if grid is not None:
+            plots["samples"] = grid
         write_report(
             metrics,
             out_dir,
             title=f"fracsight evaluation: {spec.name} on {Path(data_dir).name}",
-            model_info={"name": spec.name, "version": spec.version, "dataset": f"{data_dir} ({split})"},
+            model_info={
+                "name": spec.name,
+                "version": spec.version,
+                "dataset": f"{data_dir} ({split or 'all'})",
+                "heads": "; ".join(f"{h.name} ({', '.join(h.classes)})" for h in spec.heads),
+            },
             plots=plots,
         )
     return metrics

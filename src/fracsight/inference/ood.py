@@ -19,6 +19,12 @@ Five signals, each cheap; any one marks the result not reliable, with a warning:
   carry nearest-prototype or z-score statistics, which are still read);
 - body-region confidence: when no region the model knows is likely.
 
+One more check only warns, and never changes ``reliable`` or the prediction: a DICOM
+header's Body Part Examined that clearly disagrees with the predicted body region
+(:func:`body_part_warning`). The header is often set from the exam protocol rather
+than the image, so a disagreement says "look at which is right", not "the image is
+not a radiograph".
+
 ``scripts/ood_eval.py`` measures false alarms on real radiographs and detection
 of photos, screenshots, synthetic and non-musculoskeletal medical images.
 """
@@ -39,10 +45,12 @@ from fracsight.io import Radiograph
 from fracsight.io._raster import COLOUR_WARNING
 
 __all__ = [
+    "BODY_PART_REGIONS",
     "IMAGE_LIMITS",
     "ImageStatistics",
     "InputAssessment",
     "assess_input",
+    "body_part_warning",
     "embedding_distance",
     "feature_distance",
     "fit_ood",
@@ -73,6 +81,70 @@ IMAGE_LIMITS: dict[str, tuple[float | None, float | None]] = {
     "edge_fraction": (0.025, 0.6),
     "fine_detail": (None, 0.45),
 }
+
+
+_HAND = ("hand", "finger", "wrist")
+_FOREARM = ("hand", "wrist", "forearm", "elbow")
+_ARM = ("hand", "finger", "wrist", "forearm", "elbow", "humerus", "shoulder")
+_SHOULDER = ("shoulder", "humerus")
+_LEG = ("leg", "knee", "ankle", "foot")
+_THIGH = ("leg", "hip", "femur", "knee")
+_HIP = ("hip", "pelvis", "femur")
+
+#: DICOM Body Part Examined terms (PS3.16 Annex L; compared without spaces or underscores)
+#: -> the region names a model's region head may use for that part (FracAtlas: hand, leg,
+#: hip, shoulder; MURA-like: finger, wrist, elbow, forearm, humerus, ...). A predicted
+#: region among them agrees. Terms for parts no limb or shoulder model covers map to their
+#: own name, so a model without such a region says the part is outside its training data.
+#: Terms not listed (EXTREMITY, WHOLEBODY, SACRUM, ...) give no warning.
+BODY_PART_REGIONS: Mapping[str, tuple[str, ...]] = {
+    **dict.fromkeys(("HAND", "FINGER", "THUMB", "WRIST"), _HAND),
+    **dict.fromkeys(("FOREARM", "RADIUS", "ULNA"), _FOREARM),
+    "ELBOW": ("elbow", "forearm", "humerus", "hand", "shoulder"),  # FracAtlas has no elbow region
+    **dict.fromkeys(("HUMERUS", "UPPERARM"), ("humerus", "shoulder", "elbow")),
+    **dict.fromkeys(("ARM", "UPPERLIMB", "UPPEREXTREMITY"), _ARM),
+    **dict.fromkeys(("SHOULDER", "CLAVICLE", "SCAPULA", "ACJOINT"), _SHOULDER),
+    **dict.fromkeys(("FOOT", "TOE", "HEEL", "CALCANEUS", "ANKLE"), (*_LEG, "toe")),
+    **dict.fromkeys(("KNEE", "PATELLA", "LEG", "LOWERLEG", "TIBIA", "FIBULA"), _LEG),
+    **dict.fromkeys(("FEMUR", "THIGH"), _THIGH),
+    **dict.fromkeys(("LOWERLIMB", "LOWEREXTREMITY"), (*_LEG, "hip", "femur")),
+    **dict.fromkeys(("HIP", "PELVIS"), _HIP),
+    **dict.fromkeys(("CHEST", "RIB", "STERNUM"), ("chest",)),
+    **dict.fromkeys(("HEAD", "SKULL", "FACE", "JAW", "NECK"), ("head",)),
+    **dict.fromkeys(("SPINE", "CSPINE", "TSPINE", "LSPINE"), ("spine",)),
+    **dict.fromkeys(("ABDOMEN", "BREAST"), ("trunk",)),
+}
+#: A body part agrees with the prediction when one of its regions has at least this probability.
+BODY_PART_AGREEMENT = 0.5
+
+
+def body_part_warning(body_part: str | None, region_probs: Mapping[str, float]) -> str | None:
+    """A warning when the DICOM Body Part Examined clearly disagrees with the predicted region.
+
+    None when there is nothing to compare (no body part, no region head, a term not in
+    :data:`BODY_PART_REGIONS`) or when they agree: the predicted (most likely) region is
+    one of the body part's regions, or one of those has probability >=
+    :data:`BODY_PART_AGREEMENT`.
+    """
+    if not body_part or not region_probs:
+        return None
+    regions = BODY_PART_REGIONS.get(body_part.upper().replace(" ", "").replace("_", ""))
+    if regions is None:
+        return None
+    predicted = max(region_probs, key=region_probs.__getitem__)
+    known = [r for r in regions if r in region_probs]
+    if not known:
+        return (
+            f"DICOM Body Part Examined {body_part} is not a body region this model was trained on "
+            f"({', '.join(region_probs)}); check the image (the prediction is unchanged)"
+        )
+    if predicted in known or max(region_probs[r] for r in known) >= BODY_PART_AGREEMENT:
+        return None
+    return (
+        f"DICOM Body Part Examined {body_part} ({'/'.join(known)}) disagrees with the predicted body "
+        f"region {predicted} ({region_probs[predicted]:.2f}); check that the header and the image "
+        "belong together (the prediction is unchanged)"
+    )
 
 
 @dataclass(frozen=True)
@@ -350,6 +422,9 @@ def assess_input(
         known = ", ".join(region_probs)
         warnings.append(f"body region outside the model's training data ({known}); {NOT_RELIABLE}")
         signals.append("region")
+    disagreement = body_part_warning(radiograph.metadata.body_part, region_probs)
+    if disagreement is not None:  # a warning only: no signal, so `reliable` is unchanged
+        warnings.append(disagreement)
     return InputAssessment(
         reliable=not signals,
         distance=distance,

@@ -76,7 +76,9 @@ class Predictor:
         self.onnx = OnnxModel(self.bundle_dir, threads=threads)
         self.spec: BundleSpec = self.onnx.spec
         self.has_fracture_head = self.spec.head("fracture") is not None
-        self.operating_point = self.spec.operating_point(operating_point) if self.has_fracture_head else None
+        # asking a bundle without a fracture head for an operating point is an error, not ignored
+        wanted = self.has_fracture_head or operating_point is not None
+        self.operating_point = self.spec.operating_point(operating_point) if wanted else None
         region_head = self.spec.head("region")
         self.regions: tuple[str, ...] = region_head.classes if region_head else ()
         class_head = self.spec.head("class")
@@ -160,10 +162,13 @@ class Predictor:
                 min_score=loc.get("min_box_score", 0.25),
             )
         elif classification is not None and "class_cam" in out:
-            # where the predicted class is seen: its per-cell probability among the classes
+            # where the predicted class is seen: its per-cell probability among the classes, with
+            # chance (1/K) mapped to 0 so that cells that favour no class stay untinted
             kind = CLASS_ACTIVATION
             top = self.classes.index(classification.predicted)
-            heat_small = softmax(out["class_cam"][i].astype(np.float64), axis=0)[top].astype(np.float32)
+            cell_probs = softmax(out["class_cam"][i].astype(np.float64), axis=0)[top]
+            chance = 1.0 / len(self.classes)
+            heat_small = np.clip((cell_probs - chance) / (1.0 - chance), 0.0, 1.0).astype(np.float32)
         else:  # a class bundle exported before class activation maps: no map means anything
             kind, heat_small = NO_LOCALIZATION, None
         show_heat = with_heatmap and heat_small is not None

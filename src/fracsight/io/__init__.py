@@ -19,6 +19,7 @@ from fracsight.errors import (
     EmptyFileError,
     ImageReadError,
     ImageTooSmallError,
+    MultiFrameError,
     UnsupportedFormatError,
 )
 from fracsight.io._dicom import read_dicom
@@ -49,12 +50,16 @@ def read_image(
     min_side: int = MIN_SIDE,
     strict: bool = False,
     reduce_to: int | None = None,
+    frame: int | None = None,
 ) -> Radiograph:
     """Read one radiograph from a path or raw bytes.
 
     The format is found from the content, never the extension. Returns float32
     H x W pixels in [0, 1] with bone bright, plus technical metadata (never
-    patient identifiers). Multi-frame files give their first frame.
+    patient identifiers). A DICOM object that is not a projection radiograph is
+    refused (:mod:`fracsight.io.dicom_gate`). A DICOM file with several frames is
+    read only with ``frame``; other multi-frame files (TIFF, GIF, ...) give their
+    first frame, with a warning.
 
     Args:
         source: a file path, or the file's bytes (e.g. an upload).
@@ -71,11 +76,16 @@ def read_image(
             size: faster and lighter, and the letterbox sees nearly the same pixels).
             ``metadata.reduced_from`` then gives the full size, and so does
             :attr:`Radiograph.full_size`. Other formats are always read at full size.
+        frame: DICOM only: which frame (0-based) of a multi-frame file to read; without
+            it such a file is refused (:class:`~fracsight.errors.MultiFrameError`). For
+            other formats only None or 0 (their first frame).
 
     Raises:
         ImageReadError: or one of its subclasses, for every input that cannot be
             read; the message names the file and the problem.
     """
+    if frame is not None and (isinstance(frame, bool) or not isinstance(frame, int) or frame < 0):
+        raise ValueError(f"frame must be a frame index (an int >= 0) or None, not {frame!r}")
     data, name = _load(source, name)
     label = f"{name}: " if name else ""
     if not data:
@@ -89,7 +99,12 @@ def read_image(
         )
     check_size = partial(_check_size, label=label, max_pixels=max_pixels, min_side=min_side)
     if fmt == "dicom":
-        return read_dicom(data, name=name, check_size=check_size)
+        return read_dicom(data, name=name, check_size=check_size, frame=frame)
+    if frame:
+        raise MultiFrameError(
+            f"{label}frame {frame} asked for: choosing a frame is for DICOM files; a {fmt.upper()} "
+            "file is read at its first frame"
+        )
     return read_raster(data, fmt, name=name, check_size=check_size, strict=strict, reduce_to=reduce_to)
 
 

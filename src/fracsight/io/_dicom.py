@@ -2,13 +2,22 @@
 
 Only technical tags are read. Patient, study and institution elements are never
 accessed, so they cannot reach metadata, warnings, logs or error messages.
+
+Before any pixel is decoded, :func:`fracsight.io.dicom_gate.check_dicom_object`
+refuses objects that are not projection radiographs (CT, MR, NM, reports, ...).
+Colour-stored images (RGB, YBR_*, PALETTE COLOR) are read when their channels agree
+(a grey image stored in colour, as secondary captures often are) and refused when
+they are really in colour. A file with several frames is read only when the caller
+names the frame.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -16,36 +25,91 @@ import numpy as np
 from fracsight.errors import (
     CorruptImageError,
     ImageReadError,
+    MultiFrameError,
     NoPixelDataError,
     UnsupportedFormatError,
     UnsupportedPhotometricError,
 )
+from fracsight.io.dicom_gate import check_dicom_object, clean_code_string
 from fracsight.io.radiograph import ImageMetadata, Radiograph
 
-__all__ = ["read_dicom"]
+__all__ = ["COLOUR_STORED", "GREY_TOLERANCE", "MAX_COLOURED_SHARE", "read_dicom"]
 
 logger = logging.getLogger(__name__)
 
 _MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
+#: Three-sample photometric interpretations; pydicom converts the YBR ones to RGB when decoding.
+COLOUR_STORED = (
+    "RGB",
+    "YBR_FULL",
+    "YBR_FULL_422",
+    "YBR_ICT",
+    "YBR_RCT",
+    "YBR_PARTIAL_420",
+    "YBR_PARTIAL_422",
+)
+_PALETTE = "PALETTE COLOR"
+#: A pixel of a colour-stored image is grey when its R, G and B differ by at most this share of
+#: full scale (8 of 255: absorbs the rounding of YBR -> RGB and lossy JPEG's chroma noise) ...
+GREY_TOLERANCE = 0.03
+#: ... and the image is grey when at most this share of its pixels is not (a coloured
+#: annotation, arrow or overlay larger than this makes it a colour image: refused).
+MAX_COLOURED_SHARE = 0.001
+_LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as for colour PNG/JPEG (fracsight.io._raster)
 _BITS_ALLOCATED = (1, 8, 16, 32)
 _MAX_ERROR_DETAIL = 200  # characters of a decoder's own message kept in ours
 
 
-def read_dicom(data: bytes, *, name: str | None, check_size: Callable[[int, int], None]) -> Radiograph:
-    """Decode the first frame of a DICOM file.
+def read_dicom(
+    data: bytes, *, name: str | None, check_size: Callable[[int, int], None], frame: int | None = None
+) -> Radiograph:
+    """Decode one frame of a DICOM file.
 
     ``check_size(rows, columns)`` is called before the pixel data is touched and
-    raises to refuse it.
+    raises to refuse it. ``frame`` (0-based) must be given for a file with several
+    frames (:class:`~fracsight.errors.MultiFrameError` otherwise).
     """
     label = f"{name}: " if name else ""
     try:
         pydicom = _import_pydicom(label)
-        return _read(pydicom, data, label=label, name=name, check_size=check_size)
+        with _values_not_validated(pydicom):
+            return _read(pydicom, data, label=label, name=name, check_size=check_size, frame=frame)
     except (ImageReadError, MemoryError):
         raise
     except Exception as e:  # any other parser or decoder failure: a clean, typed refusal
         detail = str(e)[:_MAX_ERROR_DETAIL]
         raise ImageReadError(f"{label}cannot decode this DICOM file: {type(e).__name__}: {detail}") from e
+
+
+_validation_lock = threading.Lock()
+_readers = 0  # reads in progress, in all threads
+_saved_mode: Any = None
+
+
+@contextmanager
+def _values_not_validated(pydicom: Any) -> Iterator[None]:
+    """Turn off pydicom's value validation on reading while any DICOM read is in progress.
+
+    pydicom checks each value it converts and, when one is malformed, warns and logs the
+    value itself. In a damaged file a value whose length is wrong swallows the elements
+    after it, patient name and ID included, and they would reach the log. The setting is
+    pydicom's global, so concurrent reads share one switch; the caller's own setting comes
+    back when the last read ends.
+    """
+    global _readers, _saved_mode
+    settings = pydicom.config.settings
+    with _validation_lock:
+        if _readers == 0:
+            _saved_mode = settings._reading_validation_mode
+            settings.reading_validation_mode = pydicom.config.IGNORE
+        _readers += 1
+    try:
+        yield
+    finally:
+        with _validation_lock:
+            _readers -= 1
+            if _readers == 0:
+                settings._reading_validation_mode = _saved_mode
 
 
 def _import_pydicom(label: str) -> Any:
@@ -58,10 +122,17 @@ def _import_pydicom(label: str) -> Any:
 
 
 def _read(
-    pydicom: Any, data: bytes, *, label: str, name: str | None, check_size: Callable[[int, int], None]
+    pydicom: Any,
+    data: bytes,
+    *,
+    label: str,
+    name: str | None,
+    check_size: Callable[[int, int], None],
+    frame: int | None,
 ) -> Radiograph:
     notes: list[str] = []
     ds = pydicom.dcmread(io.BytesIO(data), force=True)
+    notes.extend(check_dicom_object(ds.get("Modality"), _sop_class(ds), label=label))
     if "PixelData" not in ds:
         raise NoPixelDataError(
             f"{label}DICOM file has no (7FE0,0010) Pixel Data: not an image "
@@ -72,11 +143,7 @@ def _read(
     if not photometric:
         photometric = "MONOCHROME2"
         notes.append("PhotometricInterpretation missing; assumed MONOCHROME2")
-    if photometric not in _MONOCHROME or samples != 1:
-        raise UnsupportedPhotometricError(
-            f"{label}DICOM PhotometricInterpretation {photometric[:32]!r} with {samples} sample(s) per "
-            "pixel is not supported: radiographs must be MONOCHROME1 or MONOCHROME2 (grayscale)"
-        )
+    _check_photometric(photometric, samples, label)
     rows, cols = ds.get("Rows"), ds.get("Columns")
     if not rows or not cols:
         raise CorruptImageError(f"{label}DICOM file has pixel data but no Rows/Columns")
@@ -93,35 +160,139 @@ def _read(
             f"{label}DICOM BitsStored {bits_stored} does not fit BitsAllocated {bits_allocated}"
         )
     frames = int(ds.get("NumberOfFrames") or 1)
+    index = _frame_index(frames, frame, label, notes)
     transfer_syntax = _transfer_syntax(pydicom, ds)
     _require_decoder(pydicom, transfer_syntax, label)
     if not transfer_syntax.is_encapsulated:
-        _check_native_length(ds, rows * cols * frames * bits_allocated, label, notes)
-    if frames > 1:
-        notes.append(f"{frames} frames in the file; only the first was read")
+        per_pixel = bits_allocated * (2 if photometric == "YBR_FULL_422" else samples)  # 422: 2 per pixel
+        _check_native_length(ds, rows * cols * frames * per_pixel, label, notes)
 
-    arr = pydicom.pixels.pixel_array(ds, index=0)
-    if arr.shape != (rows, cols):
-        raise CorruptImageError(f"{label}decoded pixel data has shape {arr.shape}, expected ({rows}, {cols})")
-    pixels = _to_unit_range(pydicom, arr, ds, notes)
-    if photometric == "MONOCHROME1":
-        pixels = 1.0 - pixels
-        photometric = "MONOCHROME1 (inverted)"
+    arr = pydicom.pixels.pixel_array(ds, index=index)  # YBR_* comes out as RGB
+    if photometric in _MONOCHROME:
+        if arr.shape != (rows, cols):
+            raise CorruptImageError(
+                f"{label}decoded pixel data has shape {arr.shape}, expected ({rows}, {cols})"
+            )
+        pixels = _to_unit_range(pydicom, arr, ds, notes)
+        if photometric == "MONOCHROME1":
+            pixels = 1.0 - pixels
+            photometric = "MONOCHROME1 (inverted)"
+        bit_depth = bits_stored
+    else:
+        if photometric == _PALETTE:
+            if arr.shape != (rows, cols):
+                raise CorruptImageError(
+                    f"{label}decoded pixel data has shape {arr.shape}, expected ({rows}, {cols})"
+                )
+            arr = pydicom.pixels.apply_color_lut(arr, ds)
+            bit_depth = _palette_bits(ds, arr)
+        else:
+            bit_depth = bits_stored
+        if arr.shape != (rows, cols, 3):
+            raise CorruptImageError(
+                f"{label}decoded pixel data has shape {arr.shape}, expected ({rows}, {cols}, 3)"
+            )
+        pixels = _grey_from_colour(arr, 2**bit_depth - 1, photometric, label)
+        photometric = f"{photometric} (grey, read as grayscale)"
+    body_part = _code_string(ds, "BodyPartExamined", notes)
+    view = _code_string(ds, "ViewPosition", notes)
     for note in notes:
         logger.info("%s%s", label, note)
     meta = ImageMetadata(
         source_format="dicom",
         original_size=(rows, cols),
-        bit_depth=bits_stored,
+        bit_depth=bit_depth,
         photometric=photometric,
         pixel_spacing_mm=_spacing(ds),
-        body_part=_code_string(ds, "BodyPartExamined"),
-        view=_code_string(ds, "ViewPosition"),
+        body_part=body_part,
+        view=view,
         frames=frames,
         name=name,
         warnings=tuple(notes),
     )
     return Radiograph(pixels=pixels.astype(np.float32), metadata=meta)
+
+
+def _sop_class(ds: Any) -> Any:
+    """SOP Class UID, else the file meta's Media Storage SOP Class UID; None when neither."""
+    uid = ds.get("SOPClassUID")
+    if uid is None and getattr(ds, "file_meta", None) is not None:
+        uid = ds.file_meta.get("MediaStorageSOPClassUID")
+    return uid
+
+
+def _check_photometric(photometric: str, samples: int, label: str) -> None:
+    """Refuse photometric interpretations (and sample counts) that are neither grey nor
+    colour this reader can test for greyness."""
+    if photometric in _MONOCHROME and samples == 1:
+        return
+    if photometric == _PALETTE and samples == 1:
+        return
+    if photometric in COLOUR_STORED and samples == 3:
+        return
+    code = clean_code_string(photometric)  # free text in a malformed header is never echoed
+    shown = repr(code) if code else "(not a valid code string; not shown)"
+    raise UnsupportedPhotometricError(
+        f"{label}DICOM PhotometricInterpretation {shown} with {samples} sample(s) per "
+        "pixel is not supported: radiographs must be MONOCHROME1 or MONOCHROME2 (grayscale), or grey "
+        "stored as RGB, YBR or PALETTE COLOR"
+    )
+
+
+def _frame_index(frames: int, frame: int | None, label: str, notes: list[str]) -> int:
+    """The frame to decode: the only one, or the one asked for (0-based)."""
+    if frames < 1:
+        raise CorruptImageError(f"{label}DICOM NumberOfFrames {frames} is not a number of frames")
+    if frame is None:
+        if frames > 1:
+            raise MultiFrameError(
+                f"{label}DICOM file holds {frames} frames: fracsight assesses one image at a time and "
+                f"does not choose a frame for you; name one (read_image(..., frame=0 to {frames - 1})) "
+                "or send the frames as separate images"
+            )
+        return 0
+    if not 0 <= frame < frames:
+        raise MultiFrameError(
+            f"{label}frame {frame} asked for, but the DICOM file holds {frames} frame(s) (0 to {frames - 1})"
+        )
+    if frames > 1:
+        notes.append(f"frame {frame} of {frames} (0-based) read, as asked; the other frames were not read")
+    return frame
+
+
+def _palette_bits(ds: Any, rgb: np.ndarray) -> int:
+    """Bits per entry of a palette's output (the Red LUT Descriptor's third value)."""
+    descriptor = ds.get("RedPaletteColorLookupTableDescriptor")
+    try:
+        bits = int(descriptor[2])
+    except (TypeError, ValueError, IndexError):
+        bits = 0
+    return bits if bits in (8, 16) else 8 * rgb.dtype.itemsize
+
+
+def _grey_from_colour(rgb: np.ndarray, full_scale: int, photometric: str, label: str) -> np.ndarray:
+    """A colour-stored image whose channels agree -> grey values in [0, 1]; refuse a colour one.
+
+    The values are presentation values (PS3.3 C.7.6.3.1.2: no VOI applies to colour), so
+    they are scaled by full scale, as a colour PNG or JPEG is (not min/max-stretched).
+    """
+    spread = rgb.max(axis=-1).astype(np.int32) - rgb.min(axis=-1)
+    coloured = np.count_nonzero(spread > GREY_TOLERANCE * full_scale) / spread.size
+    if coloured > MAX_COLOURED_SHARE:
+        raise UnsupportedPhotometricError(
+            f"{label}DICOM {photometric!r} image is in colour: {coloured:.1%} of its pixels differ "
+            f"between the colour channels by more than {GREY_TOLERANCE:.0%} (at most "
+            f"{MAX_COLOURED_SHARE:.1%} may). Radiographs are grey: a colour image (a photograph, a "
+            "colour-mapped image, a capture with coloured overlays) is not read; send the original "
+            "radiograph"
+        )
+    if not spread.any():  # exactly grey: any channel is the image
+        grey = rgb[..., 0].astype(np.float32)
+    else:  # one channel at a time in float32: a 50-megapixel image stays within a few hundred MB
+        grey = np.zeros(rgb.shape[:2], dtype=np.float32)
+        for channel, weight in enumerate(_LUMA):
+            grey += rgb[..., channel].astype(np.float32) * np.float32(weight)
+    return np.clip(grey / np.float32(max(full_scale, 1)), 0.0, 1.0)
 
 
 def _transfer_syntax(pydicom: Any, ds: Any) -> Any:
@@ -212,8 +383,16 @@ def _spacing(ds: Any) -> tuple[float, float] | None:
     return None
 
 
-def _code_string(ds: Any, keyword: str) -> str | None:
-    """A short technical code string (CS) such as BodyPartExamined, or None."""
+def _code_string(ds: Any, keyword: str, notes: list[str]) -> str | None:
+    """A technical code string (CS) such as BodyPartExamined, upper-case; None when absent.
+
+    A value that is not a valid code string (other characters, too long, several
+    values) is dropped with a note that does not show it: it might be free text.
+    """
     value = ds.get(keyword)
-    text = str(value).strip() if value is not None else ""
-    return text[:64] or None
+    if value is None or str(value).strip() == "":
+        return None
+    code = clean_code_string(value)
+    if code is None:
+        notes.append(f"DICOM {keyword} is not a valid code string; ignored")
+    return code

