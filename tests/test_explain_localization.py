@@ -8,6 +8,7 @@ import pytest
 from fracsight.explain import (
     DetectedBox,
     average_precision_boxes,
+    average_precision_boxes_coco,
     denormalize_box,
     hit_rate,
     pointing_game,
@@ -103,3 +104,18 @@ def test_average_precision_low_scored_hit_after_false_positives() -> None:
     preds = [[DetectedBox(50, 0, 60, 10, 0.9), DetectedBox(0, 0, 10, 10, 0.1)]]
     # FP then TP: precision at recall 1 is 1/2.
     assert average_precision_boxes(preds, [[(0, 0, 10, 10)]]) == pytest.approx(0.5)
+
+
+def test_coco_ap_averages_ten_iou_thresholds() -> None:
+    # IoU of (0, 0, 10, 8) with (0, 0, 10, 10) is 0.8: a hit at 0.50..0.80 (7 thresholds), a miss above
+    preds = [[DetectedBox(0, 0, 10, 8, 0.9)]]
+    assert average_precision_boxes_coco(preds, [[(0, 0, 10, 10)]]) == pytest.approx(0.7)
+    assert average_precision_boxes_coco([[DetectedBox(0, 0, 10, 10, 0.9)]], [[(0, 0, 10, 10)]]) == 1.0
+
+
+def test_false_boxes_on_normal_images_lower_the_all_images_ap() -> None:
+    fractured = [[DetectedBox(0, 0, 10, 10, 0.5)]]
+    normal_with_box = [[DetectedBox(0, 0, 10, 10, 0.9)]]  # an image with no true box, scored higher
+    assert average_precision_boxes(fractured, [[(0, 0, 10, 10)]]) == 1.0
+    both = average_precision_boxes(normal_with_box + fractured, [[], [(0, 0, 10, 10)]])
+    assert both == pytest.approx(0.5)

@@ -557,6 +557,22 @@ def _region_head(rh: Mapping[str, Any]) -> str:
     return top + _table(["Region", "AUROC", "Positive", "Negative"], rows)
 
 
+def _localization(loc: Mapping[str, Any]) -> str:
+    table = _table(
+        ["Box metric", "Value"],
+        [
+            ["Fractured images with true boxes", loc.get("n_images")],
+            ["Top box hits a true box (IoU >= 0.1 or contains its centre)", loc.get("hit_rate_any")],
+            ["Box AP at IoU 0.5", loc.get("ap50")],
+            ["Box AP at IoU 0.5:0.95", loc.get("ap50_95")],
+            ["Images with a fracture label (normal ones included)", loc.get("n_images_all")],
+            ["Box AP at IoU 0.5, false boxes on normal images counted", loc.get("ap50_all")],
+            ["Box AP at IoU 0.5:0.95, false boxes on normal images counted", loc.get("ap50_95_all")],
+        ],
+    )
+    return table + f'<p class="muted">{_html.escape(str(loc.get("definition", "")))}</p>'
+
+
 def _class_operating_point_table(op: Mapping[str, Any], unit: str) -> str:
     rows = [
         ["Minimum top-1 probability", op.get("min_probability"), op.get("min_probability")],
@@ -678,6 +694,8 @@ def _render_html(
         ]
     if metrics.get("regions"):
         parts += ["<h2>Fracture detection by body region</h2>", _regions(metrics["regions"])]
+    if metrics.get("localization"):
+        parts += ["<h2>Boxes against the true fracture boxes</h2>", _localization(metrics["localization"])]
     if metrics.get("region_head"):
         parts += ["<h2>Body-region head</h2>", _region_head(metrics["region_head"])]
     if metrics.get("multiclass"):

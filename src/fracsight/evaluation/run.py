@@ -30,24 +30,43 @@ def select_samples(dataset: Dataset, split: str | None) -> list[Sample]:
 
 
 def _localization(samples: list[Sample], preds: list[Any]) -> dict[str, Any] | None:
-    from fracsight.explain import average_precision_boxes, denormalize_box, hit_rate
+    """Box metrics: over the fractured images with true boxes (the detector's view), and over
+    every image with a known fracture label (a box on a normal image is a false positive)."""
+    from fracsight.explain import (
+        average_precision_boxes,
+        average_precision_boxes_coco,
+        denormalize_box,
+        hit_rate,
+    )
 
-    pairs = [(s, p) for s, p in zip(samples, preds, strict=True) if s.boxes and s.labels.get(FRACTURE) == 1]
-    if not pairs:
-        return None
-    trues = []
-    for s, p in pairs:
+    def truth(s: Sample, p: Any) -> list[tuple[float, float, float, float]]:
         h, w = p.metadata.original_size
-        trues.append([denormalize_box((b.x0, b.y0, b.x1, b.y1), (h, w)) for b in s.boxes])
-    boxes = [list(p.boxes) for _, p in pairs]
-    hits = hit_rate(boxes, trues, iou_thr=0.1).to_dict()
+        return [denormalize_box((b.x0, b.y0, b.x1, b.y1), (h, w)) for b in s.boxes]
+
+    pairs = list(zip(samples, preds, strict=True))
+    boxed = [bool(s.boxes) and s.labels.get(FRACTURE) == 1 for s in samples]
+    fractured = [pair for pair, b in zip(pairs, boxed, strict=True) if b]
+    if not fractured:
+        return None
+    trues = [truth(s, p) for s, p in fractured]
+    boxes = [list(p.boxes) for _, p in fractured]
+    # fractured images without box annotations cannot be scored either way: left out
+    scored = [(s, p) for (s, p), b in zip(pairs, boxed, strict=True) if b or s.labels.get(FRACTURE) == 0]
+    all_trues = [truth(s, p) for s, p in scored]
+    all_boxes = [list(p.boxes) for _, p in scored]
     return {
-        "n_images": len(pairs),
-        **hits,
+        "n_images": len(fractured),
+        **hit_rate(boxes, trues, iou_thr=0.1).to_dict(),
         "ap50": average_precision_boxes(boxes, trues, iou_thr=0.5),
+        "ap50_95": average_precision_boxes_coco(boxes, trues),
         "ap10": average_precision_boxes(boxes, trues, iou_thr=0.1),
+        "n_images_all": len(scored),
+        "ap50_all": average_precision_boxes(all_boxes, all_trues, iou_thr=0.5),
+        "ap50_95_all": average_precision_boxes_coco(all_boxes, all_trues),
         "definition": "top box = highest-scoring predicted box; a hit overlaps a true box at IoU >= 0.1 or "
-        "contains its centre; AP over all predicted boxes (all-point interpolation)",
+        "contains its centre; AP over all predicted boxes (all-point interpolation), AP50_95 the mean over "
+        "IoU 0.50:0.05:0.95; *_all: over every image with a fracture label, boxes on normal images counted "
+        "as false positives",
     }
 
 

@@ -32,6 +32,7 @@ from fracsight.explain.heatmap import (
 from fracsight.explain.localization import (
     HitRate,
     average_precision_boxes,
+    average_precision_boxes_coco,
     denormalize_box,
     hit_rate,
     pointing_game,
@@ -46,6 +47,7 @@ __all__ = [
     "HitRate",
     "as_xyxy",
     "average_precision_boxes",
+    "average_precision_boxes_coco",
     "boxes_from_heatmap",
     "class_activation_map",
     "colormap_lut",

@@ -23,8 +23,10 @@ import numpy as np
 from fracsight.explain.boxes import BoxLike, DetectedBox, as_xyxy, iou
 
 __all__ = [
+    "COCO_IOU_THRESHOLDS",
     "HitRate",
     "average_precision_boxes",
+    "average_precision_boxes_coco",
     "denormalize_box",
     "hit_rate",
     "pointing_game",
@@ -32,6 +34,9 @@ __all__ = [
 ]
 
 PredictionLike = BoxLike | Sequence[DetectedBox] | None
+
+#: The ten IoU thresholds 0.50, 0.55, ..., 0.95 of COCO's "AP at IoU 0.5:0.95".
+COCO_IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * k, 2) for k in range(10))
 
 
 def denormalize_box(box: BoxLike, image_size: tuple[int, int]) -> tuple[float, float, float, float]:
@@ -195,3 +200,13 @@ def average_precision_boxes(
     mpre = np.maximum.accumulate(mpre[::-1])[::-1]
     step = np.nonzero(mrec[1:] != mrec[:-1])[0]
     return float(np.sum((mrec[step + 1] - mrec[step]) * mpre[step + 1]))
+
+
+def average_precision_boxes_coco(
+    preds: Sequence[Sequence[DetectedBox]], trues: Sequence[Sequence[BoxLike]]
+) -> float:
+    """COCO-style AP at IoU 0.5:0.95: :func:`average_precision_boxes` averaged over the ten
+    thresholds of :data:`COCO_IOU_THRESHOLDS` (each with all-point interpolation, where
+    COCO's own tool samples 101 recall points; the two differ in the third decimal)."""
+    values = [average_precision_boxes(preds, trues, iou_thr=t) for t in COCO_IOU_THRESHOLDS]
+    return float(np.mean(values))

@@ -61,7 +61,9 @@ def _split_section(name: str, m: dict[str, Any]) -> list[str]:
         lines.append(
             f"- Localization on {loc.get('n_images')} fractured images with boxes: top box hits a "
             f"true box {_n(loc.get('hit_rate_any'))} (IoU >= 0.1 {_n(loc.get('hit_rate_iou'))}, "
-            f"centre {_n(loc.get('hit_rate_centre'))}); box AP50 {_n(loc.get('ap50'))}"
+            f"centre {_n(loc.get('hit_rate_centre'))}); box AP50 {_n(loc.get('ap50'))}, "
+            f"AP50:95 {_n(loc.get('ap50_95'))}; over all {loc.get('n_images_all')} labelled images, "
+            f"false boxes on normal ones counted: AP50 {_n(loc.get('ap50_all'))}"
         )
     if mc:
         lines.append(
