@@ -88,10 +88,13 @@ def _png() -> bytes:
 
 
 @contextlib.contextmanager
-def loopback_server(*args: str) -> Iterator[str]:
-    """`fracsight serve ARGS` on a free loopback port, ready; yields its URL and stops it afterwards."""
+def loopback_server(*args: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """`fracsight serve ARGS` on a free loopback port, ready; yields its URL and stops it afterwards.
+
+    ``env``: FRACSIGHT_* variables for the server (the caller's own are left out).
+    """
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}, **(env or {})}
     entry = "from fracsight.cli import main; main()"
     command = [sys.executable, "-c", entry, "serve", *args, "--port", str(port), "--log-level", "warning"]
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -19,6 +19,7 @@ from fracsight.errors import BundleError
 
 __all__ = [
     "BUNDLE_FORMAT",
+    "PRECISIONS",
     "BundleSpec",
     "ClassOperatingPoint",
     "HeadSpec",
@@ -30,6 +31,7 @@ __all__ = [
 
 BUNDLE_FORMAT = 1
 HEAD_KINDS = ("binary", "multilabel", "multiclass")
+PRECISIONS = ("float32", "int8")  # of model.onnx's weights and activations (int8: fracsight.quantize)
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,7 @@ class BundleSpec:
     ood: dict[str, Any] = field(default_factory=dict)
     localization: dict[str, float] = field(default_factory=dict)  # box_threshold, min_box_score
     class_operating_point: ClassOperatingPoint | None = None  # for a bundle with a class head
+    precision: str = "float32"  # bundles written before INT8 existed are float32
     format: int = BUNDLE_FORMAT
 
     def __post_init__(self) -> None:
@@ -113,6 +116,8 @@ class BundleSpec:
             raise BundleError("temperature must be positive")
         if not math.isfinite(self.calibration_bias):
             raise BundleError("calibration_bias must be a finite number")
+        if self.precision not in PRECISIONS:
+            raise BundleError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
     def head(self, name: str) -> HeadSpec | None:
         """The head called ``name`` (``fracture``, ``region``, ``class``), or None if the bundle lacks it."""

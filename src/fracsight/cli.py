@@ -502,8 +502,13 @@ def serve(
         from fracsight.inference.onnx_model import OnnxModel
 
         OnnxModel(Path(settings.model))  # refuse a broken or tampered bundle here, not in every worker
+        from fracsight.api.auth import token_guard
+
+        guard = token_guard(settings.auth, settings.api_tokens, settings.api_tokens_file)  # docs/deploy.md
     if host not in ("127.0.0.1", "localhost", "::1"):
-        typer.echo(f"warning: listening on {host}: put the API behind TLS and authentication", err=True)
+        authenticated = guard or settings.auth == "proxy"
+        needs = "TLS" if authenticated else "TLS and authentication (FRACSIGHT_API_TOKENS)"
+        typer.echo(f"warning: listening on {host}: put the API behind {needs}", err=True)
     shared_metrics = None
     if workers > 1 and settings.metrics_dir is None:  # /metrics adds up every worker's counters
         shared_metrics = tempfile.mkdtemp(prefix="fracsight-metrics-")
@@ -526,11 +531,17 @@ def serve(
 @app.command("models")
 def list_models_command() -> None:
     """List the packaged model bundles and the trainable architectures."""
-    from fracsight.inference import DEFAULT_MODEL, list_bundles
+    from fracsight.bundle import load_bundle_spec
+    from fracsight.errors import BundleError
+    from fracsight.inference import DEFAULT_MODEL, list_bundles, resolve_bundle
 
     typer.echo("packaged bundles:")
     for name in list_bundles():
-        typer.echo(f"  {name}{' (default)' if name == DEFAULT_MODEL else ''}")
+        try:
+            precision = load_bundle_spec(resolve_bundle(name)).precision
+        except BundleError as e:
+            precision = f"unreadable: {e}"
+        typer.echo(f"  {name} ({precision}){' (default)' if name == DEFAULT_MODEL else ''}")
     try:
         from fracsight.models import list_models
     except ImportError:
@@ -586,6 +597,16 @@ def benchmark(
     compare: Annotated[
         bool, typer.Option(help="Also time eager-torch baselines (needs the train extra).")
     ] = True,
+    also: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Another bundle to time in the same run, e.g. an INT8 one (repeatable; default: "
+            "the packaged <model>-int8, if any)."
+        ),
+    ] = None,
+    stages: Annotated[
+        bool, typer.Option("--stages", help="Also time each stage of one prediction (read ... boxes).")
+    ] = False,
 ) -> None:
     """Measure latency, throughput and peak memory of prediction here, against eager-torch baselines."""
     from rich.console import Console
@@ -595,9 +616,35 @@ def benchmark(
     err = Console(stderr=True)
     with user_errors(), err.status("benchmarking") as status:
         report = run_benchmark(
-            model, images, runs=runs, batch=batch, compare=compare, progress=lambda msg: status.update(msg)
+            model,
+            images,
+            runs=runs,
+            batch=batch,
+            compare=compare,
+            progress=lambda msg: status.update(msg),
+            also=also,
+            stages=stages,
         )
     _show_report(report, render_report, json_output)
+
+
+def _add_subcommands() -> None:
+    """Command groups that live in their own subpackage (each imports its libraries lazily)."""
+    from fracsight.dicom.cli import dicom_app
+
+    app.add_typer(dicom_app, name="dicom")
+    from fracsight.scale.cli import batch_app
+
+    app.add_typer(batch_app, name="batch")
+    from fracsight.quantize.cli import quantize
+
+    app.command()(quantize)
+    from fracsight.desktop.cli import desktop_command
+
+    app.command("desktop")(desktop_command)
+
+
+_add_subcommands()
 
 
 def main() -> None:

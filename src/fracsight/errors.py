@@ -13,6 +13,7 @@ __all__ = [
     "CorruptImageError",
     "DatasetError",
     "DecompressionBombError",
+    "DicomSourceError",
     "EmptyFileError",
     "FracsightError",
     "ImageReadError",
@@ -132,6 +133,15 @@ class ChecksumMismatchError(BundleError):
 
 class UnknownModelError(FracsightError):
     code = "unknown_model"
+
+
+class DicomSourceError(FracsightError):
+    """A DICOM object that results cannot be placed against (no Study/Series/SOP Instance UID,
+    no image size, a frame not named, a prediction for another image). Messages name the
+    missing attribute, never a value from the header."""
+
+    code = "unusable_dicom_source"
+    http_status = 422
 
 
 class ConfigError(FracsightError):

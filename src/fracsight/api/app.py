@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fracsight import __version__
+from fracsight.api.auth import OPEN_PATHS, BearerAuthMiddleware, token_guard
 from fracsight.api.errors import HTTP_CODES, INTERNAL_ERROR, VALIDATION_ERROR, ApiError, error_response
 from fracsight.api.errors import log_unexpected as _log_unexpected
 from fracsight.api.metrics import Metrics
@@ -134,6 +135,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     :func:`~fracsight.api.routes.get_predictor`.
     """
     settings = settings if settings is not None else ApiSettings.from_env()
+    guard = token_guard(settings.auth, settings.api_tokens, settings.api_tokens_file)
     metrics = Metrics(share_dir=settings.metrics_dir)
 
     @asynccontextmanager
@@ -157,13 +159,16 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.limiter = None
     app.include_router(router)
     _register_error_handlers(app, metrics)
+    if guard:  # inside ObserveMiddleware (added last, so outermost): refusals are counted too
+        app.add_middleware(BearerAuthMiddleware, guard=guard, on_refusal=metrics.count_error)
     app.add_middleware(ObserveMiddleware, metrics=metrics)
-    _document_limits(app, settings)
+    _document_limits(app, settings, bearer=bool(guard))
     return app
 
 
-def _document_limits(app: FastAPI, settings: ApiSettings) -> None:
-    """Put this server's upload limits into its OpenAPI schema (maxItems of `files`)."""
+def _document_limits(app: FastAPI, settings: ApiSettings, *, bearer: bool = False) -> None:
+    """Put this server's upload limits into its OpenAPI schema (maxItems of `files`), and its bearer
+    authentication when it has tokens (every operation but /healthz)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -175,6 +180,24 @@ def _document_limits(app: FastAPI, settings: ApiSettings) -> None:
             files["description"].split(" Limits:")[0]
             + f" Limits: at most {settings.max_files} files of {settings.max_upload_bytes:,} bytes each."
         )
+        if bearer:
+            schema.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "A token from FRACSIGHT_API_TOKENS or FRACSIGHT_API_TOKENS_FILE.",
+            }
+            for path, operations in schema["paths"].items():
+                for operation in operations.values():
+                    if path in OPEN_PATHS:
+                        operation["security"] = []
+                        continue
+                    operation["security"] = [{"bearer": []}]
+                    operation.setdefault("responses", {})["401"] = {
+                        "description": "Missing or invalid bearer token",
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}
+                        },
+                    }
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from fracsight.api.auth import parse_tokens
 from fracsight.errors import ConfigError
 from fracsight.io import DEFAULT_MAX_PIXELS
 
@@ -53,6 +55,27 @@ class ApiSettings(BaseModel):
         description="Folder where the worker processes of one server share their metrics "
         "(`fracsight serve --workers N` makes a temporary one); None: each process reports its own.",
     )
+    auth: Literal["optional", "required", "proxy"] = Field(
+        default="optional",
+        description="Bearer tokens: `optional` checks them when any are set; `required` refuses to start "
+        "without one (the container image); `proxy`: an authenticating reverse proxy is in front.",
+    )
+    api_tokens: str | None = Field(
+        default=None,
+        repr=False,
+        description="Comma-separated bearer tokens or `sha256:<hex>` digests; only digests are kept.",
+    )
+    api_tokens_file: str | None = Field(
+        default=None, description="File with one bearer token or `sha256:<hex>` digest per line."
+    )
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _keep_digests_only(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        digests = parse_tokens(value.split(","), "FRACSIGHT_API_TOKENS")
+        return ",".join(sorted("sha256:" + d.hex() for d in digests)) or None
 
     @property
     def max_request_bytes(self) -> int:

@@ -23,6 +23,7 @@ __all__ = [
     "group_key",
     "group_split",
     "straddling_groups",
+    "train_val_samples",
 ]
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -145,3 +146,14 @@ def _with_splits(dataset: Dataset, new_split: dict[int, str]) -> Dataset:
         for i, s in enumerate(dataset.samples)
     )
     return dataclasses.replace(dataset, samples=samples)
+
+
+def train_val_samples(dataset: Dataset, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """The data set's own train/val split, or a group-aware split when it has none (training and export)."""
+    train, val = list(dataset.split("train")), list(dataset.split("val"))
+    if train and val:
+        return train, val
+    if train or val:
+        raise DatasetError(f"{dataset.root} has a train or val split but not both")
+    parts = group_split(list(dataset.samples), seed=seed)
+    return list(parts["train"]), list(parts["val"])

@@ -1,7 +1,13 @@
-"""Training (needs the ``train`` extra: torch, torchvision, timm)."""
+"""Training (needs the ``train`` extra: torch, torchvision, timm).
 
-from fracsight.training.config import AugmentConfig, TrainConfig, load_config
-from fracsight.training.trainer import Trainer, TrainResult, load_checkpoint, resolve_device
+The names below load on first use, so that the torch-free modules of this package
+(``card``, ``refit``, ``config``) can be imported without torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __all__ = [
     "AugmentConfig",
@@ -12,3 +18,19 @@ __all__ = [
     "load_config",
     "resolve_device",
 ]
+
+_HOME = {
+    "AugmentConfig": "fracsight.training.config",
+    "TrainConfig": "fracsight.training.config",
+    "load_config": "fracsight.training.config",
+    "TrainResult": "fracsight.training.trainer",
+    "Trainer": "fracsight.training.trainer",
+    "load_checkpoint": "fracsight.training.trainer",
+    "resolve_device": "fracsight.training.trainer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        return getattr(importlib.import_module(_HOME[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -162,6 +162,80 @@ def _class_operating_point(spec: BundleSpec) -> list[str]:
     ]
 
 
+def _value(v: Any) -> str:
+    return _ci(v) if isinstance(v, dict) else _n(v)
+
+
+def _quantization_section(spec: BundleSpec) -> list[str]:
+    """Float and INT8 figures side by side, and the gate the INT8 model passed (fracsight.quantize)."""
+    q = spec.metrics.get("quantization")
+    if not q:
+        return []
+    source = q.get("float_bundle", {})
+    gate = q.get("gate", {})
+    bounds, measured = gate.get("bounds", {}), gate.get("measured", {})
+    lines = [
+        "## INT8 quantization",
+        "",
+        f"Quantized from {source.get('name')} v{source.get('version')} (`model.onnx` sha256 "
+        f"`{source.get('onnx_sha256')}`) with {q.get('tool')}: {q.get('format')}, weights "
+        f"{q.get('weights')}, activations {q.get('activations')}, over {q.get('calibration_images')} "
+        f"images of the {q.get('calibration_split')} split. Calibration, operating points, localization "
+        "and out-of-distribution settings were refitted on this model's own validation outputs.",
+        "",
+        "| split | metric | float | INT8 |",
+        "|---|---|---|---|",
+    ]
+    float_metrics = q.get("float_metrics", {})
+    for split, mine in spec.metrics.items():
+        theirs = float_metrics.get(split)
+        if split == "quantization" or not isinstance(theirs, dict):
+            continue
+        rows = [
+            ("AUROC", theirs.get("auroc"), mine.get("auroc")),
+            ("ECE", theirs.get("ece"), mine.get("ece")),
+            (
+                "sensitivity at specificity 0.90",
+                (theirs.get("sensitivity_at_specificity") or {}).get("sensitivity"),
+                (mine.get("sensitivity_at_specificity") or {}).get("sensitivity"),
+            ),
+            ("Brier score", theirs.get("brier"), mine.get("brier")),
+            (
+                "top box overlaps a true box (IoU >= 0.1)",
+                (theirs.get("localization") or {}).get("hit_rate_iou"),
+                (mine.get("localization") or {}).get("hit_rate_iou"),
+            ),
+            (
+                "top box hits a true box (IoU >= 0.1 or its centre)",
+                (theirs.get("localization") or {}).get("hit_rate_any"),
+                (mine.get("localization") or {}).get("hit_rate_any"),
+            ),
+            ("class accuracy", theirs.get("class_accuracy"), mine.get("class_accuracy")),
+        ]
+        for name, a, b in rows:
+            if a is not None or b is not None:
+                lines.append(f"| {split} | {name} | {_value(a)} | {_value(b)} |")
+    lines += [
+        "",
+        f"Gate on the validation split (n = {measured.get('n')}), passed: AUROC drop "
+        f"{_n(measured.get('auroc_drop'), 4)} (at most {_n(bounds.get('max_auroc_drop'), 4)}), median "
+        f"per-image correlation of the localization map with the float model's "
+        f"{_n(measured.get('heatmap_correlation'))} (at least {_n(bounds.get('min_heatmap_correlation'))}), "
+        f"mean IoU of the two top boxes {_n(measured.get('top_box_iou'))} (at least "
+        f"{_n(bounds.get('min_top_box_iou'))}), localization hit-rate drop "
+        f"{_n(measured.get('hit_rate_drop'))} (at most {_n(bounds.get('max_hit_rate_drop'))})"
+        + (
+            f", class accuracy drop {_n(measured.get('class_accuracy_drop'))} (at most "
+            f"{_n(bounds.get('max_class_accuracy_drop'))})"
+            if "class_accuracy_drop" in measured
+            else ""
+        )
+        + ".",
+        "",
+    ]
+    return lines
+
+
 def render_card(spec: BundleSpec, run_dir: Path | None = None) -> str:
     cfg = spec.training.get("config", {})
     unfreeze_from = cfg.get("unfreeze_from", 0)
@@ -213,7 +287,8 @@ def render_card(spec: BundleSpec, run_dir: Path | None = None) -> str:
         "",
         "## What it is",
         "",
-        f"- Architecture: {spec.architecture}, grayscale input letterboxed to {spec.input_size} px",
+        f"- Architecture: {spec.architecture}, grayscale input letterboxed to {spec.input_size} px"
+        + (", INT8 weights and activations (see below)" if spec.precision == "int8" else ""),
         *_head_lines(spec),
         "",
         "## Intended use and limits",
@@ -297,8 +372,9 @@ def render_card(spec: BundleSpec, run_dir: Path | None = None) -> str:
         )
     lines.append("")
     for split, m in spec.metrics.items():
-        if split != "validation":
+        if split not in ("validation", "quantization"):
             lines += _split_section(split, m)
+    lines += _quantization_section(spec)
     lines += [
         "## Reproduce",
         "",

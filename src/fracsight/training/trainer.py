@@ -18,6 +18,7 @@ import torch.nn.functional as F
 import yaml
 
 from fracsight.data.sample import CLASS, FRACTURE, REGION, Dataset, Sample
+from fracsight.data.splits import train_val_samples
 from fracsight.errors import ConfigError, DatasetError
 from fracsight.evaluation.metrics import auroc
 from fracsight.models import FractureNet, HeadConfig, create_model
@@ -45,19 +46,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def train_val_samples(dataset: Dataset, seed: int) -> tuple[list[Sample], list[Sample]]:
-    """The data set's own train/val split, or a group-aware split when it has none."""
-    train, val = list(dataset.split("train")), list(dataset.split("val"))
-    if train and val:
-        return train, val
-    if train or val:
-        raise DatasetError(f"{dataset.root} has a train or val split but not both")
-    from fracsight.data import group_split
-
-    parts = group_split(list(dataset.samples), seed=seed)
-    return list(parts["train"]), list(parts["val"])
 
 
 @dataclass

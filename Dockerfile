@@ -1,0 +1,82 @@
+# fracsight container images (docs/deploy.md). A decision aid, not a diagnosis.
+#
+#   inference image (default target): REST API on port 8000, DICOM node, shipped model, no torch
+#     docker build -t fracsight .
+#   web app (Streamlit on port 8501):   docker build --target webapp -t fracsight-app .
+#   GPU (CUDA base + onnxruntime-gpu):  docker build --build-arg BASE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04 \
+#                                         --build-arg ONNXRUNTIME=onnxruntime-gpu -t fracsight-gpu .
+#
+# BASE may be any Debian-like image: a python:3.x-slim one, or a plain Debian/Ubuntu one (Python
+# then comes from its packages). With wheels in wheelhouse/ (scripts/make_wheelhouse.sh) the build
+# installs from them only (--no-index: offline, air-gapped); with none, from the package index.
+ARG BASE=python:3.12-slim
+
+FROM ${BASE} AS runtime
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN set -eux; \
+    if ! command -v python3 >/dev/null || ! python3 -c "import venv, ensurepip" 2>/dev/null; then \
+        apt-get update; \
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 python3-venv; \
+        rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb; \
+    fi; \
+    groupadd --system --gid 10001 fracsight; \
+    useradd --system --uid 10001 --gid fracsight --home-dir /var/lib/fracsight --create-home \
+        --shell /usr/sbin/nologin fracsight; \
+    install -d -o fracsight -g fracsight /var/lib/fracsight/spool /models
+
+FROM runtime AS build
+# extras: serve = REST API, dicom = the DICOM node (highdicom, pynetdicom, dicomweb-client)
+ARG EXTRAS=serve,dicom
+ARG ONNXRUNTIME=onnxruntime
+COPY wheelhouse/ /tmp/wheelhouse/
+COPY pyproject.toml README.md /tmp/src/
+COPY src/ /tmp/src/src/
+RUN set -eux; \
+    python3 -m venv /opt/fracsight; \
+    pip="/opt/fracsight/bin/pip install --no-cache-dir"; \
+    if ls /tmp/wheelhouse/fracsight-*.whl >/dev/null 2>&1; then \
+        pip="$pip --no-index --find-links /tmp/wheelhouse"; target="fracsight[$EXTRAS]"; \
+    else \
+        target="/tmp/src[$EXTRAS]"; \
+    fi; \
+    $pip "$target"; \
+    if [ "$ONNXRUNTIME" != "onnxruntime" ]; then \
+        /opt/fracsight/bin/pip uninstall -y onnxruntime; $pip "$ONNXRUNTIME"; \
+    fi; \
+    if /opt/fracsight/bin/python -c "import torch" 2>/dev/null; then echo "torch in the image" >&2; exit 1; fi; \
+    find /opt/fracsight -name __pycache__ -prune -exec rm -rf {} +; \
+    /opt/fracsight/bin/python -m compileall -q /opt/fracsight/lib
+
+FROM build AS build-app
+RUN set -eux; \
+    pip="/opt/fracsight/bin/pip install --no-cache-dir"; \
+    if ls /tmp/wheelhouse/fracsight-*.whl >/dev/null 2>&1; then \
+        $pip --no-index --find-links /tmp/wheelhouse "fracsight[app]"; \
+    else \
+        $pip "/tmp/src[app]"; \
+    fi; \
+    /opt/fracsight/bin/python -m compileall -q /opt/fracsight/lib
+
+# ---- the web app: Streamlit, the model in-process; put it behind an authenticating proxy ----------
+FROM runtime AS webapp
+COPY --from=build-app /opt/fracsight /opt/fracsight
+ENV PATH=/opt/fracsight/bin:$PATH HOME=/var/lib/fracsight
+USER fracsight
+WORKDIR /var/lib/fracsight
+EXPOSE 8501
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health', timeout=4)"]
+CMD ["fracsight", "app", "--host", "0.0.0.0", "--port", "8501"]
+
+# ---- the inference image (default): REST API; `fracsight dicom ...` runs the DICOM node -----------
+FROM runtime AS inference
+COPY --from=build /opt/fracsight /opt/fracsight
+# FRACSIGHT_AUTH=required: `fracsight serve` refuses to start without FRACSIGHT_API_TOKENS or
+# FRACSIGHT_API_TOKENS_FILE, unless FRACSIGHT_AUTH=proxy says an authenticating proxy is in front.
+ENV PATH=/opt/fracsight/bin:$PATH HOME=/var/lib/fracsight FRACSIGHT_AUTH=required
+USER fracsight
+WORKDIR /var/lib/fracsight
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
+CMD ["fracsight", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -1,0 +1,23 @@
+-- Orthanc routing rule: forward every projection radiograph (CR, DX) to the fracsight node.
+--
+-- Load it with "LuaScripts": ["/etc/orthanc/route-to-fracsight.lua"] in Orthanc's configuration,
+-- and declare the node under "DicomModalities" with the name used below, e.g.
+--   "DicomModalities": { "fracsight": [ "FRACSIGHT", "fracsight.hospital.local", 11112 ] }
+-- The node must list Orthanc's AE title among its allowed callers (--allow ORTHANC).
+-- fracsight sends its results (SR, PR, OT) back to Orthanc; they are never forwarded, because
+-- only the modalities below are, and nothing that came from the node itself is.
+
+local FRACSIGHT = "fracsight"            -- the DicomModalities entry of the node
+local FRACSIGHT_AET = "FRACSIGHT"        -- the node's AE title: its own results are not routed
+local ROUTED = { CR = true, DX = true }   -- projection radiography
+
+function OnStoredInstance(instanceId, tags, metadata, origin)
+  if origin["RemoteAet"] == FRACSIGHT_AET then
+    return
+  end
+  if ROUTED[tags["Modality"]] then
+    -- runs as an Orthanc job; while the node is down the job fails and is listed in Orthanc's
+    -- /jobs (resubmit it there). What fracsight acknowledged is already safe in its spool.
+    SendToModality(instanceId, FRACSIGHT)
+  end
+end

@@ -1,0 +1,176 @@
+"""Bearer-token authentication for the REST API once it leaves loopback.
+
+Tokens come from ``FRACSIGHT_API_TOKENS`` (comma-separated) and/or ``FRACSIGHT_API_TOKENS_FILE``
+(one per line, ``#`` comments). Either may hold a token itself or its digest ``sha256:<64 hex>``,
+so that a tokens file need not hold the secrets. Only digests are kept in memory; a presented
+token is hashed and compared with every digest in constant time (:func:`hmac.compare_digest`).
+
+``FRACSIGHT_AUTH`` says what happens without tokens:
+
+- ``optional`` (default, ``fracsight serve`` on this computer): tokens are checked when there
+  are any; with none the API is open, as before;
+- ``required`` (the container image): the server refuses to start without a token;
+- ``proxy``: an authenticating reverse proxy in front of the API does it; with no tokens the API
+  is open behind it (tokens, when given, are still checked).
+
+``/healthz`` is always open (load balancers and container health checks call it).
+
+>>> digest = token_digest("correct-horse-battery-staple")
+>>> TokenGuard({digest}).allows("correct-horse-battery-staple"), TokenGuard({digest}).allows("guess")
+(True, False)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from fracsight.api.errors import error_response
+from fracsight.errors import ConfigError
+
+__all__ = [
+    "INVALID_TOKEN",
+    "MIN_TOKEN_LENGTH",
+    "MISSING_TOKEN",
+    "OPEN_PATHS",
+    "BearerAuthMiddleware",
+    "TokenGuard",
+    "parse_tokens",
+    "token_digest",
+    "token_guard",
+]
+
+MISSING_TOKEN = "missing_token"  # 401: no Authorization: Bearer header
+INVALID_TOKEN = "invalid_token"  # 401: a token that matches none of the server's
+OPEN_PATHS = frozenset({"/healthz"})
+MIN_TOKEN_LENGTH = 16
+_DIGEST = re.compile(r"^sha256:([0-9a-fA-F]{64})$")
+
+
+def token_digest(token: str) -> str:
+    """The ``sha256:<hex>`` form of a token, as a tokens file may hold it."""
+    return "sha256:" + hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _digest_bytes(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+def parse_tokens(entries: Iterable[str], where: str) -> set[bytes]:
+    """Digests of the given tokens or ``sha256:`` digests; blank entries and ``#`` comments skipped.
+
+    Raises :class:`~fracsight.errors.ConfigError` on a token shorter than
+    :data:`MIN_TOKEN_LENGTH` (never quoting it).
+    """
+    digests: set[bytes] = set()
+    for n, raw in enumerate(entries, start=1):
+        entry = raw.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        match = _DIGEST.match(entry)
+        if match:
+            digests.add(bytes.fromhex(match.group(1)))
+        elif entry.lower().startswith("sha256:"):
+            raise ConfigError(f"{where}, entry {n}: a sha256: digest needs exactly 64 hex digits")
+        elif len(entry) < MIN_TOKEN_LENGTH:
+            raise ConfigError(
+                f"{where}, entry {n}: tokens must have at least {MIN_TOKEN_LENGTH} characters "
+                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            )
+        else:
+            digests.add(_digest_bytes(entry))
+    return digests
+
+
+class TokenGuard:
+    """The set of accepted token digests; ``allows`` costs the same whichever digest matches."""
+
+    def __init__(self, digests: Iterable[bytes]) -> None:
+        self._digests = tuple(digests)
+
+    def __bool__(self) -> bool:
+        return bool(self._digests)
+
+    def __len__(self) -> int:
+        return len(self._digests)
+
+    def allows(self, token: str) -> bool:
+        presented = _digest_bytes(token)
+        found = False
+        for digest in self._digests:  # no early exit: the time does not tell which one matched
+            found |= hmac.compare_digest(presented, digest)
+        return found
+
+
+def token_guard(auth: str, tokens: str | None, tokens_file: str | None) -> TokenGuard:
+    """The tokens of these settings (see the module docstring), checked against ``auth``.
+
+    Raises :class:`~fracsight.errors.ConfigError` when the file cannot be read, an entry is not a
+    valid token, or ``auth`` is ``required`` and there is no token.
+    """
+    digests: set[bytes] = set()
+    if tokens:
+        digests |= parse_tokens(tokens.split(","), "FRACSIGHT_API_TOKENS")
+    if tokens_file:
+        path = Path(tokens_file)
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
+            raise ConfigError(f"FRACSIGHT_API_TOKENS_FILE {path}: cannot read it ({reason})") from None
+        found = parse_tokens(lines, f"FRACSIGHT_API_TOKENS_FILE {path}")
+        if not found:
+            raise ConfigError(f"FRACSIGHT_API_TOKENS_FILE {path} holds no token")
+        digests |= found
+    if auth == "required" and not digests:
+        raise ConfigError(
+            "FRACSIGHT_AUTH=required but no API token is set: give FRACSIGHT_API_TOKENS or "
+            "FRACSIGHT_API_TOKENS_FILE, or set FRACSIGHT_AUTH=proxy when an authenticating reverse "
+            "proxy is in front of the API (docs/deploy.md)"
+        )
+    return TokenGuard(digests)
+
+
+def _bearer(scope: Scope) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header; None when there is none."""
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").strip().partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+            return None
+    return None
+
+
+class BearerAuthMiddleware:
+    """Answers 401 JSON (the API's error shape) before the request reaches a route (so an
+    unauthenticated upload is never read) unless it carries an accepted bearer token."""
+
+    def __init__(self, app: ASGIApp, guard: TokenGuard, on_refusal=None) -> None:
+        self.app = app
+        self.guard = guard
+        self.on_refusal = on_refusal  # called with the error code (metrics)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        token = _bearer(scope)
+        if token is not None and self.guard.allows(token):
+            await self.app(scope, receive, send)
+            return
+        if token is None:
+            code, message = MISSING_TOKEN, "this API needs a bearer token"
+            challenge = 'Bearer realm="fracsight"'
+        else:
+            code, message = INVALID_TOKEN, "the bearer token is not valid"
+            challenge = 'Bearer realm="fracsight", error="invalid_token"'
+        if self.on_refusal is not None:
+            self.on_refusal(code)
+        response = error_response(401, code, message, headers={"WWW-Authenticate": challenge})
+        await response(scope, receive, send)

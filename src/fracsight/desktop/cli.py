@@ -1,0 +1,86 @@
+"""``fracsight desktop``: a thin command over :mod:`fracsight.desktop.window` (tkinter imported inside)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+__all__ = ["desktop_command"]
+
+
+def desktop_command(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Radiographs (PNG, JPEG, DICOM) and/or folders to open at start."),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Bundle folder, .zip, or packaged name (default: shipped model)."),
+    ] = None,
+    operating_point: Annotated[
+        str | None, typer.Option(help="Operating point to start with (default: the bundle's).")
+    ] = None,
+    threads: Annotated[
+        int, typer.Option(min=0, help="ONNX Runtime threads (0: one fewer than the cores).")
+    ] = 0,
+    timing_log: Annotated[
+        Path | None, typer.Option(hidden=True, help="Append timing events (JSON lines) here.")
+    ] = None,
+    quit_when_done: Annotated[
+        bool, typer.Option(hidden=True, help="Close once the files are predicted and one is shown.")
+    ] = False,
+) -> None:
+    """Review radiographs in a native window (plain Tk), offline. A decision aid, not a diagnosis.
+
+    Results list, viewer (heatmap, zoom, window/level), study verdict; writes only what you export.
+    """
+    started = time.time()
+    from fracsight.bundle import load_bundle_spec
+    from fracsight.cli import user_errors
+    from fracsight.inference import resolve_bundle
+
+    missing = [str(p) for p in paths or [] if not p.exists()]
+    if missing:
+        typer.echo(f"error (not_found): no such file or folder: {', '.join(missing)}", err=True)
+        raise typer.Exit(2)
+    with user_errors():  # a wrong --model or --operating-point fails here, before any window opens
+        spec = load_bundle_spec(resolve_bundle(model))
+        if operating_point is not None:
+            spec.operating_point(operating_point)
+    try:
+        import tkinter as tk
+    except ImportError:
+        typer.echo(
+            "error (missing_dependency): tkinter is not installed: on Debian/Ubuntu apt-get install "
+            "python3-tk; on Windows and macOS it comes with the python.org installer",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+    try:
+        root = tk.Tk(className="fracsight")
+    except tk.TclError as e:
+        typer.echo(f"error (no_display): cannot open a window: {e}", err=True)
+        raise typer.Exit(1) from None
+
+    from fracsight.desktop.timing import TimingLog
+    from fracsight.desktop.window import DesktopApp
+
+    timing = TimingLog(timing_log) if timing_log is not None else None
+    if timing is not None:
+        timing.write("command_started", at=started)
+    DesktopApp(
+        root,
+        model=model,
+        operating_point=operating_point,
+        paths=list(paths or []),
+        threads=threads,
+        timing=timing,
+        quit_when_done=quit_when_done,
+    )
+    if timing is not None:
+        root.update_idletasks()
+        timing.write("window_built")
+    root.mainloop()

@@ -1,0 +1,259 @@
+"""The image pane of the desktop window: display controls, the canvas and its caption.
+
+It shows one :class:`~fracsight.app.logic.ViewData` (the radiograph, heatmap and boxes at full
+resolution): heatmap toggle and opacity, boxes toggle, window/level (sliders or a right-drag),
+zoom (wheel about the pointer, buttons, fit) and pan (drag). Pictures are drawn by a
+:class:`~fracsight.desktop.render.BackgroundRenderer`; its :class:`~fracsight.desktop.render.Rendered`
+events come back through the window's queue to :meth:`Viewer.rendered`.
+"""
+
+from __future__ import annotations
+
+import queue
+import tkinter as tk
+from tkinter import ttk
+
+from PIL import Image, ImageTk
+
+from fracsight.app.logic import ViewData, card_for, overlay_caption
+from fracsight.desktop.render import (
+    BackgroundRenderer,
+    Camera,
+    Rendered,
+    RenderRequest,
+    fit_zoom,
+    full_overlay,
+)
+from fracsight.inference import Prediction
+
+__all__ = ["Viewer"]
+
+HINT = "(drag: pan; right-drag: window/level; wheel: zoom; double-click: fit)"
+
+
+class Viewer:
+    """Controls, canvas and caption, packed into ``parent``. Methods a test may call on the Tk
+    thread: :meth:`set_heatmap`, :meth:`set_window`, :meth:`zoom_by`, :meth:`fit`."""
+
+    def __init__(self, parent: ttk.Frame, events: queue.Queue) -> None:
+        self.root = parent.winfo_toplevel()
+        self.view: ViewData | None = None
+        self.result: Prediction | None = None
+        self.boxes_apply = True  # only a fracture head draws boxes
+        self.camera: Camera | None = None  # None: fit the image to the canvas, whatever its size
+        self.renderer = BackgroundRenderer(events)
+        self._photo: ImageTk.PhotoImage | None = None
+        self._redraw_job: str | None = None
+        self._requested = self._drawn = 0  # numbers of the latest picture asked for and drawn
+        self._drag: tuple[str, int, int, float, float] | None = None
+        self.heat_var = tk.BooleanVar(value=True)
+        self.boxes_var = tk.BooleanVar(value=True)
+        self.opacity_var = tk.DoubleVar(value=0.4)
+        self.level_var = tk.DoubleVar(value=0.5)
+        self.width_var = tk.DoubleVar(value=1.0)
+        self._build(parent)
+
+    def _build(self, parent: ttk.Frame) -> None:
+        def scale(frame: ttk.Frame, var: tk.DoubleVar, low: float, length: int) -> None:
+            ttk.Scale(
+                frame, from_=low, to=1.0, variable=var, length=length, command=lambda _v: self.redraw()
+            ).pack(side="left")
+
+        controls = ttk.Frame(parent, padding=(8, 2))
+        controls.pack(side="top", fill="x")
+        ttk.Checkbutton(controls, text="Heatmap", variable=self.heat_var, command=self.redraw).pack(
+            side="left"
+        )
+        ttk.Label(controls, text="opacity").pack(side="left", padx=(6, 0))
+        scale(controls, self.opacity_var, 0.0, 90)
+        self.boxes_check = ttk.Checkbutton(
+            controls, text="Boxes", variable=self.boxes_var, command=self.redraw
+        )
+        self.boxes_check.pack(side="left", padx=(8, 0))
+
+        levels = ttk.Frame(parent, padding=(8, 0, 8, 2))  # a second row: window/level and zoom
+        levels.pack(side="top", fill="x")
+        ttk.Label(levels, text="Window: level").pack(side="left")
+        scale(levels, self.level_var, 0.0, 120)
+        ttk.Label(levels, text="width").pack(side="left", padx=(4, 0))
+        scale(levels, self.width_var, 0.02, 120)
+        ttk.Button(levels, text="Reset W/L", command=self.reset_window).pack(side="left", padx=(4, 0))
+        ttk.Button(levels, text="Fit", width=4, command=self.fit).pack(side="right")
+        ttk.Button(levels, text="1:1", width=4, command=lambda: self.zoom_to(1.0)).pack(side="right")
+        ttk.Button(levels, text="+", width=2, command=lambda: self.zoom_by(1.25)).pack(side="right")
+        ttk.Button(levels, text="−", width=2, command=lambda: self.zoom_by(0.8)).pack(side="right")
+        ttk.Label(levels, text="Zoom").pack(side="right", padx=(0, 4))
+
+        self.caption = ttk.Label(parent, text="", justify="left", wraplength=700, padding=(8, 2))
+        self.caption.pack(side="bottom", fill="x")
+        self.canvas = c = tk.Canvas(parent, bg="black", highlightthickness=0, cursor="fleur")
+        c.pack(side="top", fill="both", expand=True, padx=8, pady=4)
+        c.bind("<Configure>", lambda _e: self.redraw())
+        c.bind("<ButtonPress-1>", lambda e: self._drag_start("pan", e))
+        c.bind("<B1-Motion>", self._drag_move)
+        c.bind("<ButtonPress-3>", lambda e: self._drag_start("window", e))
+        c.bind("<B3-Motion>", self._drag_move)
+        c.bind("<Double-Button-1>", lambda _e: self.fit())
+        c.bind("<Button-4>", lambda e: self.zoom_by(1.2, (e.x, e.y)))  # X11 wheel
+        c.bind("<Button-5>", lambda e: self.zoom_by(1 / 1.2, (e.x, e.y)))
+        c.bind("<MouseWheel>", lambda e: self.zoom_by(1.2 if e.delta > 0 else 1 / 1.2, (e.x, e.y)))
+
+    # ---- what is shown -------------------------------------------------------------------------------
+    def set_boxes_apply(self, apply: bool) -> None:
+        """Whether the bundle draws boxes (a fracture head); the toggle is hidden otherwise."""
+        self.boxes_apply = apply
+        if not apply:
+            self.boxes_check.pack_forget()
+
+    def show(self, view: ViewData, result: Prediction) -> None:
+        """A new image, fitted to the canvas."""
+        self.view, self.result, self.camera = view, result, None
+        self._draw()
+
+    def update_result(self, result: Prediction) -> None:
+        """The same image read at another operating point: only the caption can change."""
+        self.result = result
+        self.redraw()
+
+    def clear(self, text: str = "") -> None:
+        """An empty canvas (with ``text``); a picture still being drawn is dropped."""
+        self.view = self.result = self.camera = None
+        self._requested += 1
+        self._drawn = self._requested
+        self.canvas.delete("all")
+        self.caption.configure(text="")
+        if text:
+            w, h = self.canvas_size()
+            self.canvas.create_text(w // 2, h // 2, text=text, fill="#e0e0e0", width=max(100, w - 40))
+
+    @property
+    def show_boxes(self) -> bool:
+        return self.boxes_apply and self.boxes_var.get()
+
+    @property
+    def picture_current(self) -> bool:
+        """Whether the canvas shows the latest picture asked for (tests wait on this)."""
+        return self._redraw_job is None and self._drawn == self._requested
+
+    def overlay(self) -> Image.Image | None:
+        """The whole overlay as shown (toggles, opacity, window) at the view's resolution."""
+        if self.view is None:
+            return None
+        return full_overlay(
+            self.view,
+            level=self.level_var.get(),
+            width=self.width_var.get(),
+            show_heatmap=self.heat_var.get(),
+            show_boxes=self.show_boxes,
+            opacity=self.opacity_var.get(),
+        )
+
+    # ---- drawing -------------------------------------------------------------------------------------
+    def canvas_size(self) -> tuple[int, int]:
+        return max(1, self.canvas.winfo_width()), max(1, self.canvas.winfo_height())
+
+    def redraw(self) -> None:
+        """Draw again once the loop is idle (slider moves and drags come faster than frames)."""
+        if self._redraw_job is None:
+            self._redraw_job = self.root.after_idle(self._draw)
+
+    def _draw(self) -> None:
+        """Ask the renderer for the picture of the current state; :meth:`rendered` puts it up."""
+        self._redraw_job = None
+        view, result = self.view, self.result
+        if view is None or result is None:
+            return
+        canvas = self.canvas_size()
+        camera = self.camera or fit_zoom(view.pixels.shape, canvas)
+        level, width, heat = self.level_var.get(), self.width_var.get(), self.heat_var.get()
+        self._requested += 1
+        self.renderer.request(
+            RenderRequest(
+                self._requested,
+                view,
+                canvas,
+                camera,
+                level=level,
+                width=width,
+                show_heatmap=heat,
+                show_boxes=self.show_boxes,
+                opacity=self.opacity_var.get(),
+            )
+        )
+        caption = overlay_caption(card_for(result), show_heatmap=heat, show_boxes=self.show_boxes)
+        h, w = view.pixels.shape
+        of_file = " of the file's own window" if result.metadata.source_format == "dicom" else ""
+        self.caption.configure(
+            text=f"{caption}. {w} x {h} pixels, zoom {camera.zoom * 100:.0f}%, "
+            f"window level {level:.2f} width {width:.2f}{of_file} {HINT}"
+        )
+
+    def rendered(self, event: Rendered) -> bool:
+        """Put a finished picture up; False when a newer one is already there."""
+        if event.number <= self._drawn:
+            return False
+        self._drawn = event.number
+        self.canvas.delete("all")
+        if event.picture is not None and event.crop is not None:
+            self._photo = ImageTk.PhotoImage(event.picture)
+            self.canvas.create_image(event.crop.left, event.crop.top, anchor="nw", image=self._photo)
+        return True
+
+    # ---- controls --------------------------------------------------------------------------------------
+    def set_heatmap(self, on: bool, opacity: float | None = None) -> None:
+        self.heat_var.set(on)
+        if opacity is not None:
+            self.opacity_var.set(opacity)
+        self.redraw()
+
+    def set_window(self, level: float, width: float) -> None:
+        """Window/level on the displayed intensities (0.5, 1.0: as the file is read)."""
+        self.level_var.set(min(max(level, 0.0), 1.0))
+        self.width_var.set(min(max(width, 0.02), 1.0))
+        self.redraw()
+
+    def reset_window(self) -> None:
+        self.set_window(0.5, 1.0)
+
+    def fit(self) -> None:
+        self.camera = None
+        self.redraw()
+
+    def _current_camera(self) -> Camera | None:
+        if self.camera is None and self.view is not None:
+            return fit_zoom(self.view.pixels.shape, self.canvas_size())
+        return self.camera
+
+    def zoom_to(self, zoom: float) -> None:
+        camera = self._current_camera()
+        if camera is not None:
+            self.camera = camera.zoomed(zoom / camera.zoom)
+            self.redraw()
+
+    def zoom_by(self, factor: float, at: tuple[int, int] | None = None) -> None:
+        camera = self._current_camera()
+        if camera is None:
+            return
+        about = camera.to_image(*at, self.canvas_size()) if at is not None else None
+        self.camera = camera.zoomed(factor, about)
+        self.redraw()
+
+    def _drag_start(self, kind: str, e: tk.Event) -> None:
+        self._drag = (kind, e.x, e.y, self.level_var.get(), self.width_var.get())
+
+    def _drag_move(self, e: tk.Event) -> None:
+        camera = self._current_camera()
+        if self._drag is None or camera is None:
+            return
+        kind, x, y, level, width = self._drag
+        if kind == "pan":
+            self.camera = camera.panned(e.x - x, e.y - y)
+            self._drag = (kind, e.x, e.y, level, width)
+        else:  # right-drag: horizontal widens the window, vertical raises the level
+            w, h = self.canvas_size()
+            self.width_var.set(min(1.0, max(0.02, width + (e.x - x) / w)))
+            self.level_var.set(min(1.0, max(0.0, level - (e.y - y) / h)))
+        self.redraw()
+
+    def close(self) -> None:
+        self.renderer.close()

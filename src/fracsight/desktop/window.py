@@ -1,0 +1,612 @@
+"""The desktop window (plain Tk): results list, card, viewer, operating point, study, exports.
+
+Only drawing lives here. The texts, rows and files come from :mod:`fracsight.app.logic` (through
+:class:`~fracsight.desktop.state.ReadingSession`); the model runs in a
+:class:`~fracsight.desktop.worker.PredictionWorker` thread, whose events this window drains every
+:data:`POLL_MS` with ``after``, so the event loop never waits for the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+import tkinter as tk
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from tkinter import filedialog, font, ttk
+
+from fracsight.app.logic import (
+    COLOURS,
+    ViewData,
+    card_for,
+    class_operating_point_text,
+    heads_text,
+    operating_point_text,
+    study_card_for,
+    verdict,
+)
+from fracsight.desktop.render import Rendered
+from fracsight.desktop.state import ReadingSession, expand_inputs, heading
+from fracsight.desktop.timing import LatencyProbe, TimingLog
+from fracsight.desktop.viewer import Viewer
+from fracsight.desktop.worker import (
+    BatchFinished,
+    BatchStarted,
+    Event,
+    ModelFailed,
+    ModelLoaded,
+    PredictionWorker,
+    ResultReady,
+    ViewFailed,
+    ViewReady,
+)
+from fracsight.inference import NOTICE, FailedPrediction, Prediction, StudyPrediction
+from fracsight.inference.tabular import IMAGE_SUFFIXES
+
+__all__ = ["NOTICE_BANNER", "POLL_MS", "DesktopApp"]
+
+log = logging.getLogger("fracsight.desktop")
+
+POLL_MS = 30  # how often the window drains the worker's events
+POLL_BUDGET_S = 0.02  # the most one drain may take, so the loop stays free for input and drawing
+VIEW_CACHE = 6  # full-resolution views kept in memory (a long folder would not fit)
+NOTICE_BANNER = f"⚠  {NOTICE} Check every result against the images."
+BANNER_BG, UNRELIABLE_BG, WARNING_FG = "#fff3cd", "#c62828", "#8a4b00"
+STUDY_IID = "study"
+COLUMN_WIDTHS = {"source": 150, "decision": 190, "fracture_probability": 140, "predicted_class": 120}
+COLUMN_WIDTHS |= {"class_probability": 120, "warnings": 260, "error_code": 130, "error": 300}
+
+
+class DesktopApp:
+    """The window. Methods a test may call on the Tk thread, as the buttons do: :meth:`open_paths`,
+    :meth:`select`, :meth:`cancel`, :meth:`set_operating_point`, :meth:`set_one_study`,
+    :meth:`export_csv`, :meth:`export_json`, :meth:`export_overlay`, and the :attr:`viewer`'s."""
+
+    def __init__(
+        self,
+        root: tk.Tk,
+        *,
+        model: str | None = None,
+        operating_point: str | None = None,
+        paths: Sequence[Path] = (),
+        threads: int = 0,
+        timing: TimingLog | None = None,
+        quit_when_done: bool = False,
+    ) -> None:
+        self.root = root
+        self.events: queue.Queue[Event | Rendered] = queue.Queue()
+        self.session = ReadingSession()
+        self.worker = PredictionWorker(model, operating_point, self.events, threads=threads)
+        self.timing = timing
+        self.quit_when_done = quit_when_done
+        self.model_error: str | None = None
+        self.closed = False
+        self.selected: int | None = None
+        self.views: OrderedDict[int, ViewData] = OrderedDict()
+        self.running = 0  # batches submitted and not finished
+        self.total = self.done = 0
+        self._first_result = self._first_view = False
+        self._probe_from = 0  # the latency probe's first sample of the batch in progress
+        self.probe = LatencyProbe(root) if timing is not None else None
+        self._build()
+        self.worker.start()
+        if paths:
+            self.open_paths(paths)
+        root.protocol("WM_DELETE_WINDOW", self.close)
+        root.report_callback_exception = self._callback_failed  # type: ignore[method-assign]
+        root.after(POLL_MS, self._poll)
+        if self.probe is not None:
+            self.probe.start()
+
+    # ---- layout --------------------------------------------------------------------------------------
+    def _build(self) -> None:
+        root = self.root
+        root.title("fracsight")
+        root.geometry("1260x860")
+        root.minsize(900, 600)
+        style = ttk.Style(root)
+        if style.theme_use() == "default" and "clam" in style.theme_names():
+            style.theme_use("clam")  # X11's default theme looks dated; Windows and macOS keep theirs
+            style.configure("Horizontal.TProgressbar", background="#1565c0")  # clam's is near its trough
+        base = font.nametofont("TkDefaultFont")
+        self.font_bold = base.copy()
+        self.font_bold.configure(weight="bold")
+        self.font_headline = base.copy()
+        self.font_headline.configure(size=max(14, int(base.cget("size")) + 6), weight="bold")
+
+        # the notice: first, outside every pane and scroll area, so it is never hidden
+        self.notice = tk.Label(
+            root,
+            text=NOTICE_BANNER,
+            bg=BANNER_BG,
+            fg="#3d2c00",
+            font=self.font_bold,
+            anchor="w",
+            padx=8,
+            pady=6,
+        )
+        self.notice.pack(side="top", fill="x")
+
+        bar = ttk.Frame(root, padding=(6, 4))
+        bar.pack(side="top", fill="x")
+        ttk.Button(bar, text="Open files…", command=self.ask_files).pack(side="left")
+        ttk.Button(bar, text="Open folder…", command=self.ask_folder).pack(side="left", padx=(4, 0))
+        self.cancel_button = ttk.Button(bar, text="Cancel", command=self.cancel, state="disabled")
+        self.cancel_button.pack(side="left", padx=(4, 12))
+        op_frame = ttk.Frame(bar)  # filled once the model is loaded, if it has operating points
+        op_frame.pack(side="left")
+        self.op_label = ttk.Label(op_frame, text="Operating point")
+        self.op_var = tk.StringVar()
+        self.op_box = ttk.Combobox(op_frame, textvariable=self.op_var, state="readonly", width=14)
+        self.op_box.bind("<<ComboboxSelected>>", lambda _e: self.set_operating_point(self.op_var.get()))
+        self.study_var = tk.BooleanVar(value=False)
+        ttk.Checkbutton(
+            bar,
+            text="These images are one study",
+            variable=self.study_var,
+            command=lambda: self.set_one_study(self.study_var.get()),
+        ).pack(side="left", padx=(0, 12))
+        ttk.Button(bar, text="Model card…", command=self.show_model_card).pack(side="right")
+
+        prog = ttk.Frame(root, padding=(6, 0, 6, 4))
+        prog.pack(side="top", fill="x")
+        self.progress = ttk.Progressbar(prog, mode="determinate", length=260)
+        self.progress.pack(side="left")
+        self.status = ttk.Label(prog, text="Loading the model …")
+        self.status.pack(side="left", padx=8)
+        ttk.Button(prog, text="Export overlay…", command=self.export_overlay).pack(side="right")
+        ttk.Button(prog, text="Export JSON…", command=self.export_json).pack(side="right", padx=(0, 4))
+        ttk.Button(prog, text="Export CSV…", command=self.export_csv).pack(side="right", padx=(0, 4))
+        self.error_label = tk.Label(root, text="", fg="white", bg=UNRELIABLE_BG, anchor="w", padx=8, pady=4)
+
+        # the model, its heads and operating points: at the bottom, always visible
+        model = ttk.Frame(root, padding=(8, 4))
+        model.pack(side="bottom", fill="x")
+        self.model_text = ttk.Label(model, text="", justify="left", wraplength=1200)
+        self.model_text.pack(side="left", fill="x")
+
+        panes = ttk.PanedWindow(root, orient="horizontal")
+        panes.pack(side="top", fill="both", expand=True, padx=6, pady=(0, 4))
+        left = ttk.Frame(panes)
+        right = ttk.Frame(panes)
+        panes.add(left, weight=2)
+        panes.add(right, weight=3)
+        # the list gets about 40% of the width once the window is on screen
+        panes.bind("<Map>", lambda _e: panes.sashpos(0, max(320, int(panes.winfo_width() * 0.4))), add="+")
+        self._build_list(left)
+        self._build_card(right)
+        self.viewer = Viewer(right, self.events)
+        root.bind("<Control-o>", lambda _e: self.ask_files())
+        root.bind("<Escape>", lambda _e: self.cancel())
+
+    def _build_list(self, parent: ttk.Frame) -> None:
+        self.tree = ttk.Treeview(parent, show="headings", selectmode="browse")
+        ys = ttk.Scrollbar(parent, orient="vertical", command=self.tree.yview)
+        xs = ttk.Scrollbar(parent, orient="horizontal", command=self.tree.xview)
+        self.tree.configure(yscrollcommand=ys.set, xscrollcommand=xs.set)
+        self.tree.grid(row=0, column=0, sticky="nsew")
+        ys.grid(row=0, column=1, sticky="ns")
+        xs.grid(row=1, column=0, sticky="ew")
+        parent.rowconfigure(0, weight=1)
+        parent.columnconfigure(0, weight=1)
+        for name, colour in COLOURS.items():
+            self.tree.tag_configure(name, foreground=colour)
+        self.tree.tag_configure("failed", foreground=COLOURS["suspected"], background="#fdecea")
+        self.tree.tag_configure(STUDY_IID, font=self.font_bold)
+        self.tree.bind("<<TreeviewSelect>>", self._on_tree_select)
+
+    def _build_card(self, parent: ttk.Frame) -> None:
+        self.study_frame = ttk.Frame(parent, padding=(8, 4), relief="groove")
+        self.study_title = ttk.Label(self.study_frame, font=self.font_bold)
+        self.study_headline = tk.Label(
+            self.study_frame, font=self.font_headline, anchor="w", justify="left", wraplength=700
+        )
+        self.study_lines = ttk.Label(self.study_frame, justify="left", wraplength=640)
+        for w in (self.study_title, self.study_headline, self.study_lines):
+            w.pack(side="top", anchor="w")
+
+        card = ttk.Frame(parent, padding=(8, 4))
+        card.pack(side="top", fill="x")
+        self.card_frame = card
+        self.card_title = ttk.Label(
+            card, text="Open radiographs (PNG, JPEG or DICOM) to begin.", font=self.font_bold
+        )
+        self.card_title.pack(side="top", anchor="w")
+        self.card_banner = tk.Label(
+            card, fg="white", bg=UNRELIABLE_BG, justify="left", anchor="w", wraplength=640, padx=6, pady=2
+        )
+        self.card_headline = tk.Label(
+            card, font=self.font_headline, anchor="w", justify="left", wraplength=700
+        )
+        self.card_headline.pack(side="top", anchor="w")
+        self.card_lines = ttk.Label(card, justify="left", wraplength=640)
+        self.card_lines.pack(side="top", anchor="w")
+        self.card_warnings = tk.Label(card, fg=WARNING_FG, justify="left", wraplength=640, anchor="w")
+
+    # ---- opening files -------------------------------------------------------------------------------
+    def ask_files(self) -> None:
+        patterns = " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES))
+        chosen = filedialog.askopenfilenames(
+            parent=self.root,
+            title="Open radiographs",
+            filetypes=[("Radiographs", patterns), ("All files (DICOM without an extension)", "*")],
+        )
+        if chosen:
+            self.open_paths([Path(p) for p in chosen])
+
+    def ask_folder(self) -> None:
+        chosen = filedialog.askdirectory(
+            parent=self.root, title="Open a folder of radiographs", mustexist=True
+        )
+        if chosen:
+            self.open_paths([Path(chosen)])
+
+    def open_paths(self, paths: Sequence[Path]) -> int:
+        """Queue files and folders (expanded as ``fracsight predict`` does); returns how many files."""
+        files = expand_inputs(paths)
+        if not files:
+            self._set_status("No image files found there.")
+            return 0
+        items = self.session.add(files)
+        self.worker.submit(items)
+        self.running += 1
+        self.total += len(items)
+        self._update_progress()
+        self.cancel_button.configure(state="normal")
+        return len(items)
+
+    def cancel(self) -> None:
+        """Stop after the image in progress; the results so far stay in the list."""
+        if self.running:
+            self.worker.cancel()
+            self._set_status(f"Cancelling after {self.done} of {self.total} …")
+
+    # ---- events from the worker ----------------------------------------------------------------------
+    def _poll(self) -> None:
+        deadline = time.perf_counter() + POLL_BUDGET_S
+        try:
+            while time.perf_counter() < deadline:
+                try:
+                    event = self.events.get_nowait()
+                except queue.Empty:
+                    break
+                self._handle(event)
+        except Exception:  # a drawing bug must not stop the loop: log it and carry on
+            log.exception("while handling a worker event")
+        if not self.closed:
+            self.root.after(POLL_MS, self._poll)
+
+    def _handle(self, event: Event) -> None:
+        if isinstance(event, ModelLoaded):
+            self._model_loaded(event)
+        elif isinstance(event, ModelFailed):
+            self.model_error = f"The model could not be loaded ({event.code}): {event.message}"
+            self.error_label.configure(text=self.model_error)
+            self.error_label.pack(side="top", fill="x", after=self.notice)
+            self._set_status("No model: nothing can be predicted.")
+            self.running = 0
+            self.cancel_button.configure(state="disabled")
+        elif isinstance(event, BatchStarted):
+            self._probe_from = len(self.probe.samples) if self.probe is not None else 0
+            self._set_status(f"Predicting {self.done + 1} of {self.total} …")
+        elif isinstance(event, ResultReady):
+            self._result_ready(event)
+        elif isinstance(event, BatchFinished):
+            self._batch_finished(event)
+        elif isinstance(event, ViewReady):
+            self._view_ready(event)
+        elif isinstance(event, ViewFailed):
+            self._view_failed(event)
+        elif isinstance(event, Rendered) and self.viewer.rendered(event) and not self._first_view:
+            self._first_view = True
+            if self.timing is not None:
+                self.root.update_idletasks()
+                self.timing.write("first_view")
+            self._maybe_quit()
+
+    def _view_ready(self, event: ViewReady) -> None:
+        self.views[event.index] = event.view
+        self.views.move_to_end(event.index)
+        while len(self.views) > VIEW_CACHE:
+            self.views.popitem(last=False)
+        if event.index != self.selected:
+            return
+        result = self.session.result(event.index)
+        if isinstance(result, Prediction):
+            self.viewer.show(event.view, result)
+
+    def _view_failed(self, event: ViewFailed) -> None:
+        if event.index == self.selected:
+            f = event.failure
+            self.viewer.clear(f"The image could not be shown ({f.error_code}): {f.error}")
+
+    def _model_loaded(self, event: ModelLoaded) -> None:
+        predictor = event.predictor
+        self.session.set_predictor(predictor)
+        columns = self.session.list_columns()
+        self.tree.configure(columns=columns)
+        for c in columns:
+            self.tree.heading(c, text=heading(c), anchor="w")
+            self.tree.column(c, width=COLUMN_WIDTHS.get(c, 90), minwidth=50, stretch=False, anchor="w")
+        names = self.session.operating_point_names
+        if names:
+            self.op_box.configure(values=names)
+            self.op_var.set(self.session.operating_point.name)
+            self.op_label.pack(side="left")
+            self.op_box.pack(side="left", padx=(4, 12))
+        if not predictor.has_fracture_head:
+            self.viewer.set_boxes_apply(False)
+        self._show_model_text()
+        if self.timing is not None:
+            self.timing.write("model_loaded", seconds=round(event.seconds, 3))
+        if self.running:
+            self._set_status(f"Model loaded in {event.seconds:.1f} s; predicting …")
+        else:
+            self._set_status(f"Model loaded in {event.seconds:.1f} s. Open radiographs to begin.")
+
+    def _result_ready(self, event: ResultReady) -> None:
+        self.session.results[event.index] = event.result
+        self.done += 1
+        result = self.session.result(event.index)
+        assert result is not None
+        self.tree.insert(
+            "", "end", iid=str(event.index), values=self.session.list_row(result), tags=_tags(result)
+        )
+        if self.session.one_study:
+            self._refresh_study()
+        self._update_progress()
+        if self.selected is None:
+            self.select(event.index)
+        if not self._first_result:
+            self._first_result = True
+            if self.timing is not None:
+                self.root.update_idletasks()  # on screen, not only in the tree
+                self.timing.write("first_result", source=event.result.source)
+
+    def _batch_finished(self, event: BatchFinished) -> None:
+        self.running = max(0, self.running - 1)
+        if event.cancelled:
+            self.total -= event.total - event.done
+        rate = f" in {event.seconds:.1f} s" if event.seconds else ""
+        what = "Cancelled" if event.cancelled else "Done"
+        self._set_status(f"{what}: {event.done} of {event.total} images predicted{rate}.")
+        self._update_progress()
+        if not self.running:
+            self.cancel_button.configure(state="disabled")
+        if self.timing is not None:
+            latency = self.probe.summary(self._probe_from) if self.probe is not None else {}
+            self.timing.write(
+                "batch_finished",
+                done=event.done,
+                total=event.total,
+                seconds=round(event.seconds, 3),
+                latency=latency,
+            )
+        self._maybe_quit()
+
+    def _maybe_quit(self) -> None:
+        predicted = any(isinstance(r, Prediction) for r in self.session.results.values())
+        if self.quit_when_done and not self.running and (self._first_view or not predicted):
+            self.root.after(50, self.close)
+
+    # ---- selection and the card ----------------------------------------------------------------------
+    def _on_tree_select(self, _event: object) -> None:
+        chosen = self.tree.selection()
+        if chosen and chosen[0] != STUDY_IID:
+            index = int(chosen[0])
+            if index != self.selected:
+                self._show(index)
+
+    def select(self, index: int) -> None:
+        """Select a row of the list (as a click would)."""
+        self.tree.selection_set(str(index))
+        self.tree.see(str(index))
+        self._show(index)
+
+    def _show(self, index: int) -> None:
+        self.selected = index
+        self._fill_card()
+        result = self.session.result(index)
+        if isinstance(result, Prediction):
+            if index in self.views:
+                self.views.move_to_end(index)
+                self.viewer.show(self.views[index], result)
+            else:
+                self.viewer.clear("Loading the image …")
+                self.worker.request_view(index, self.session.paths[index])
+        else:
+            self.viewer.clear()
+
+    def _fill_card(self) -> None:
+        result = None if self.selected is None else self.session.result(self.selected)
+        self.card_banner.pack_forget()
+        if result is None:
+            return
+        if isinstance(result, FailedPrediction):
+            self.card_title.configure(text=result.source)
+            self.card_headline.configure(text="This file could not be read", fg=COLOURS["suspected"])
+            self.card_lines.configure(text=f"Error code {result.error_code}: {result.error}")
+            self._show_warnings(())
+            return
+        card = card_for(result)
+        self.card_title.configure(text=card.title)
+        if card.unreliable:
+            self.card_banner.configure(text=card.unreliable)
+            self.card_banner.pack(side="top", anchor="w", fill="x", after=self.card_title)
+        self.card_headline.configure(text=card.verdict.headline, fg=card.verdict.colour)
+        lines = list(card.lines)
+        c = card.classification
+        if c is not None:
+            if c.note:
+                lines.append(c.note)
+            ranked = ", ".join(f"{name} {p:.3f}" for name, p in c.probabilities[:8])
+            more = f" and {len(c.probabilities) - 8} more" if len(c.probabilities) > 8 else ""
+            lines.append(f"All {c.label.lower()} probabilities: {ranked}{more}")
+        self.card_lines.configure(text="\n".join(lines))
+        self._show_warnings(card.warnings)
+
+    def _show_warnings(self, warnings: Sequence[str]) -> None:
+        if warnings:
+            self.card_warnings.configure(text="\n".join(f"⚠ {w}" for w in warnings))
+            self.card_warnings.pack(side="top", anchor="w", after=self.card_lines)
+        else:
+            self.card_warnings.pack_forget()
+
+    def _refresh_study(self) -> None:
+        study = self.session.study()
+        if self.tree.exists(STUDY_IID):
+            self.tree.delete(STUDY_IID)
+        if study is None:
+            self.study_frame.pack_forget()
+            return
+        self.tree.insert(
+            "", 0, iid=STUDY_IID, values=self.session.list_row(study), tags=(*_tags(study), STUDY_IID)
+        )
+        card = study_card_for(study)
+        self.study_title.configure(text=card.title)
+        self.study_headline.configure(text=card.verdict.headline, fg=card.verdict.colour)
+        extra = [card.unreliable] if card.unreliable else []
+        self.study_lines.configure(text="\n".join([*card.lines, card.how, *extra]))
+        self.study_frame.pack(side="top", fill="x", padx=8, pady=(4, 0), before=self.card_frame)
+
+    def _refresh_rows(self) -> None:
+        for index, result in self.session.shown():
+            self.tree.item(str(index), values=self.session.list_row(result), tags=_tags(result))
+        self._refresh_study()
+        self._fill_card()
+        self._show_model_text()
+        shown = None if self.selected is None else self.session.result(self.selected)
+        if isinstance(shown, Prediction) and self.viewer.view is not None:
+            self.viewer.update_result(shown)
+
+    def _show_model_text(self) -> None:
+        predictor = self.session.predictor
+        if predictor is None:
+            return
+        lines = [f"Model: {predictor.name}. {heads_text(predictor.spec)}"]
+        if self.session.operating_point is not None:
+            op = self.session.operating_point
+            lines.append(f"Operating point {op.name}: {operating_point_text(op)}")
+        class_rule = class_operating_point_text(predictor.spec)
+        if class_rule:
+            lines.append(class_rule)
+        self.model_text.configure(text="\n".join(lines))
+
+    # ---- controls a test may call --------------------------------------------------------------------
+    def set_operating_point(self, name: str) -> None:
+        self.session.choose_operating_point(name)
+        self.op_var.set(name)
+        self._refresh_rows()
+
+    def set_one_study(self, on: bool) -> None:
+        self.session.one_study = on
+        self.study_var.set(on)
+        self._refresh_study()
+
+    # ---- exports (only when asked; the save dialog asks before replacing a file) ---------------------
+    def _ask_save(self, title: str, name: str, suffix: str, kind: str) -> Path | None:
+        chosen = filedialog.asksaveasfilename(
+            parent=self.root,
+            title=title,
+            initialfile=name,
+            defaultextension=suffix,
+            filetypes=[(kind, f"*{suffix}")],
+        )
+        return Path(chosen) if chosen else None
+
+    def _write(self, path: Path, text: str) -> bool:
+        try:
+            path.write_text(text, encoding="utf-8")
+        except OSError as e:
+            self._set_status(f"Could not save {path.name}: {e.strerror or e}")
+            return False
+        self._set_status(f"Saved {path}")
+        return True
+
+    def export_csv(self, path: Path | None = None) -> Path | None:
+        """The results as ``fracsight predict --csv --all-classes`` writes them."""
+        if not self.session.results or self.session.predictor is None:
+            self._set_status("Nothing to export yet.")
+            return None
+        path = path or self._ask_save("Export results as CSV", "fracsight-results.csv", ".csv", "CSV")
+        return path if path is not None and self._write(path, self.session.csv_text()) else None
+
+    def export_json(self, path: Path | None = None) -> Path | None:
+        """The results as ``fracsight predict --json`` prints them."""
+        if not self.session.results or self.session.predictor is None:
+            self._set_status("Nothing to export yet.")
+            return None
+        path = path or self._ask_save("Export results as JSON", "fracsight-results.json", ".json", "JSON")
+        return path if path is not None and self._write(path, self.session.json_text()) else None
+
+    def export_overlay(self, path: Path | None = None) -> Path | None:
+        """The selected radiograph with the heatmap and boxes as shown, at full resolution (PNG)."""
+        if self.viewer.view is None or self.selected is None:
+            self._set_status("Select a predicted image first.")
+            return None
+        stem = Path(self.session.paths[self.selected]).stem
+        path = path or self._ask_save("Export the overlay", f"{stem}.overlay.png", ".png", "PNG image")
+        if path is None:
+            return None
+        picture = self.viewer.overlay()
+        assert picture is not None
+        try:
+            picture.save(path)
+        except (OSError, ValueError) as e:
+            self._set_status(f"Could not save {path.name}: {e}")
+            return None
+        self._set_status(f"Saved {path}")
+        return path
+
+    def show_model_card(self) -> None:
+        predictor = self.session.predictor
+        if predictor is None:
+            self._set_status("The model is not loaded yet.")
+            return
+        top = tk.Toplevel(self.root)
+        top.title(f"Model card: {predictor.name}")
+        top.geometry("760x640")
+        text = tk.Text(top, wrap="word", padx=10, pady=10)
+        scroll = ttk.Scrollbar(top, orient="vertical", command=text.yview)
+        text.configure(yscrollcommand=scroll.set)
+        scroll.pack(side="right", fill="y")
+        text.pack(side="left", fill="both", expand=True)
+        card = predictor.bundle_dir / "card.md"
+        body = (
+            card.read_text(encoding="utf-8") if card.is_file() else "This bundle has no model card (card.md)."
+        )
+        text.insert("1.0", f"{NOTICE_BANNER}\n\n{heads_text(predictor.spec)}\n\n{body}")
+        text.configure(state="disabled")
+        self.card_window, self.card_text = top, text
+
+    # ---- misc ----------------------------------------------------------------------------------------
+    def _callback_failed(self, kind: type[BaseException], error: BaseException, tb: object) -> None:
+        """A bug in a button's handler: logged with its traceback, one line in the window, which stays."""
+        log.error("a window action failed", exc_info=(kind, error, tb))  # type: ignore[arg-type]
+        self._set_status(f"That did not work ({type(error).__name__}); the log has the details.")
+
+    def _set_status(self, text: str) -> None:
+        self.status.configure(text=text)
+
+    def _update_progress(self) -> None:
+        self.progress.configure(maximum=max(1, self.total), value=self.done)
+        if self.running:
+            self._set_status(f"Predicting {min(self.done + 1, self.total)} of {self.total} …")
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.worker.close()
+        self.viewer.close()
+        if self.probe is not None:
+            self.probe.stop()
+        self.root.destroy()
+
+
+def _tags(result: Prediction | FailedPrediction | StudyPrediction) -> tuple[str, ...]:
+    if isinstance(result, FailedPrediction):
+        return ("failed",)
+    return (verdict(result).severity,)

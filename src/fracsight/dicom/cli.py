@@ -1,0 +1,328 @@
+"""``fracsight dicom ...``: thin commands over :mod:`fracsight.dicom` (heavy imports inside them)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+dicom_app = typer.Typer(
+    help="DICOM node: receive radiographs from a PACS, send results back as DICOM (docs/dicom.md).",
+    no_args_is_help=True,
+)
+
+
+# ---- the node (docs/dicom.md, "The node") -----------------------------------------------------------
+def _log_setup(level: str) -> None:
+    """fracsight's own loggers at ``level``; the DICOM libraries only at ERROR and their Python
+    warnings ignored: at INFO highdicom names the source's SOP Instance UID, pynetdicom logs
+    request parameters, and pydicom's warnings about invalid values quote the value (which may be
+    a patient's name). fracsight's messages name instances by spool key only."""
+    import logging
+    import warnings
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("fracsight").setLevel(level.upper())
+    for library in ("pynetdicom", "pydicom", "highdicom", "dicomweb_client"):
+        logging.getLogger(library).setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", module=rf"{library}(\..*)?$")
+
+
+def _kinds(text: str) -> tuple[str, ...]:
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    known = ("sr", "gsps", "capture")
+    if not kinds or any(k not in known for k in kinds):
+        raise typer.BadParameter(f"a comma-separated list of {', '.join(known)}", param_hint="--results")
+    return kinds
+
+
+def _destination(to: str | None, stow: str | None, calling_ae: str):
+    from fracsight.dicom.sender import DimseDestination, StowDestination, parse_dimse_address
+
+    if (to is None) == (stow is None):
+        raise typer.BadParameter("give exactly one destination: --to HOST:PORT:AET or --stow URL")
+    if stow is not None:
+        if not stow.startswith(("http://", "https://")):
+            raise typer.BadParameter("an http(s) URL of a DICOMweb service", param_hint="--stow")
+        return StowDestination(stow.rstrip("/"))
+    try:
+        host, port, aet = parse_dimse_address(to)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--to") from None
+    return DimseDestination(host, port, aet, calling_ae=calling_ae)
+
+
+ResultsOption = Annotated[
+    str, typer.Option("--results", help="Result objects per image: any of sr,gsps,capture (comma-separated).")
+]
+
+
+@dicom_app.command()
+def listen(
+    spool: Annotated[Path, typer.Option(help="Spool folder (created; holds patient data: keep it private).")],
+    allow: Annotated[
+        list[str], typer.Option("--allow", help="Calling AE title allowed to send (repeat for several).")
+    ],
+    to: Annotated[str | None, typer.Option(help="Send results by C-STORE to HOST:PORT:AET.")] = None,
+    stow: Annotated[str | None, typer.Option(help="Send results by STOW-RS to this DICOMweb URL.")] = None,
+    ae_title: Annotated[str, typer.Option(help="The node's own AE title.")] = "FRACSIGHT",
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="DICOM port to listen on.")] = 11112,
+    quiet_time: Annotated[
+        float, typer.Option(min=0.0, help="Seconds without a new image before a study gets its verdict.")
+    ] = 30.0,
+    model: Annotated[str | None, typer.Option(help="Model bundle (name, folder or .zip).")] = None,
+    operating_point: Annotated[str | None, typer.Option(help="Named operating point of the bundle.")] = None,
+    results: ResultsOption = "sr,gsps,capture",
+    batch_size: Annotated[int, typer.Option(min=1, max=64, help="Images predicted per batch.")] = 8,
+    metrics_port: Annotated[
+        int | None, typer.Option(min=0, max=65535, help="Serve /metrics and /healthz on this port.")
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="Address for /metrics (0.0.0.0 for a scraper on another host).")
+    ] = "127.0.0.1",
+    max_backoff: Annotated[
+        float, typer.Option(min=0.1, help="Longest wait (s) between tries while the destination is down.")
+    ] = 60.0,
+    keep_files: Annotated[
+        float, typer.Option(min=0.0, help="Seconds to keep a finished study's files in the spool.")
+    ] = 3600.0,
+    result_processes: Annotated[
+        int, typer.Option(min=0, max=16, help="Processes making result objects (0: in the worker thread).")
+    ] = 0,
+    threads: Annotated[
+        int, typer.Option(min=0, max=64, help="ONNX Runtime threads for the model (0: one per core).")
+    ] = 1,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+) -> None:
+    """Run the DICOM node: receive radiographs (C-STORE), predict, send results back as DICOM.
+
+    Runs until SIGTERM or SIGINT; whatever is in the spool then is resumed at the next start.
+    """
+    from fracsight.dicom.node import Node, NodeConfig
+    from fracsight.errors import FracsightError
+
+    if not 1 <= len(ae_title) <= 16:
+        raise typer.BadParameter("an AE title has 1 to 16 characters", param_hint="--ae-title")
+    config = NodeConfig(
+        spool=spool,
+        allowed=tuple(allow),
+        destination=_destination(to, stow, ae_title),
+        ae_title=ae_title,
+        host=host,
+        port=port,
+        quiet_time=quiet_time,
+        model=model,
+        operating_point=operating_point,
+        kinds=_kinds(results),
+        batch_size=batch_size,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
+        max_delay=max_backoff,
+        keep_files_for=keep_files,
+        result_processes=result_processes,
+        threads=threads,
+    )
+    _log_setup(log_level)
+    try:
+        Node(config).serve_forever()
+    except FracsightError as e:
+        typer.echo(f"error ({e.code}): {e}", err=True)
+        raise typer.Exit(1) from None
+    except OSError as e:  # the port is taken, the spool cannot be written, ...
+        typer.echo(f"error (node_start): {e.strerror or e}", err=True)
+        raise typer.Exit(1) from None
+
+
+@dicom_app.command()
+def send(
+    files: Annotated[list[Path], typer.Argument(help="DICOM files to send (sent as they are).")],
+    to: Annotated[str, typer.Option(help="The C-STORE SCP: HOST:PORT[:AET] (AET default ANY-SCP).")],
+    ae_title: Annotated[str, typer.Option(help="Calling AE title.")] = "FRACSIGHT",
+) -> None:
+    """Send DICOM files by C-STORE on one association (for scripts and tests).
+
+    Prints one line per file (stored, or the failure status). Exit code 0 when every file was
+    stored, 1 otherwise.
+    """
+    from fracsight.dicom.sender import DestinationUnavailable, DimseDestination, parse_dimse_address
+
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        typer.echo(f"error (not_found): no such file: {', '.join(missing)}", err=True)
+        raise typer.Exit(2)
+    try:
+        host, port, aet = parse_dimse_address(to)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--to") from None
+    try:
+        outcomes = DimseDestination(host, port, aet, calling_ae=ae_title).deliver(files)
+    except DestinationUnavailable as e:
+        typer.echo(f"error (destination_unavailable): {e}", err=True)
+        raise typer.Exit(1) from None
+    explain = {"file_unreadable": "file_unreadable (not a DICOM file with file meta information)"}
+    for path, outcome in zip(files, outcomes, strict=True):
+        typer.echo(f"{path.name}: {'stored' if outcome is None else explain.get(outcome, outcome)}")
+    if any(o is not None for o in outcomes):
+        raise typer.Exit(1)
+
+
+@dicom_app.command()
+def study(
+    study_uid: Annotated[str, typer.Argument(help="Study Instance UID of the study to process.")],
+    dicomweb: Annotated[str, typer.Option(help="DICOMweb root URL holding the study (QIDO-RS, WADO-RS).")],
+    stow: Annotated[str | None, typer.Option(help="STOW-RS URL for results (default: --dicomweb).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model bundle (name, folder or .zip).")] = None,
+    operating_point: Annotated[str | None, typer.Option(help="Named operating point of the bundle.")] = None,
+    results: ResultsOption = "sr,gsps,capture",
+) -> None:
+    """Process one study over DICOMweb: find its images (QIDO-RS), fetch them (WADO-RS), predict,
+    store the result objects and the study verdict (STOW-RS). Prints a JSON summary."""
+    import requests
+
+    from fracsight.dicom.dicomweb import process_study
+    from fracsight.errors import FracsightError
+    from fracsight.inference import Predictor
+
+    kinds = _kinds(results)
+    for url, hint in ((dicomweb, "--dicomweb"), (stow, "--stow")):
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise typer.BadParameter("an http(s) URL", param_hint=hint)
+    try:
+        predictor = Predictor(model, operating_point=operating_point)
+        outcome = process_study(
+            study_uid,
+            dicomweb_url=dicomweb.rstrip("/"),
+            stow_url=stow and stow.rstrip("/"),
+            predictor=predictor,
+            kinds=kinds,
+        )
+    except FracsightError as e:
+        typer.echo(f"error ({e.code}): {e}", err=True)
+        raise typer.Exit(1) from None
+    except LookupError as e:
+        typer.echo(f"error (study_not_found): {e}", err=True)
+        raise typer.Exit(1) from None
+    except requests.RequestException as e:
+        typer.echo(f"error (dicomweb_unavailable): {type(e).__name__}: {e}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(outcome.to_dict(), indent=2))
+    if outcome.failed:
+        raise typer.Exit(1)
+
+
+@dicom_app.command()
+def status(
+    spool: Annotated[Path, typer.Option(help="The node's spool folder.")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Counters and backlog of a node's spool (works with the node running or stopped)."""
+    from fracsight.dicom.metrics import status as read_status
+    from fracsight.dicom.spool import Spool
+
+    if not (spool / "spool.db").is_file():
+        typer.echo(f"error (not_a_spool): {spool} holds no spool.db", err=True)
+        raise typer.Exit(2)
+    store = Spool(spool)
+    try:
+        info = read_status(store)
+    finally:
+        store.close()
+    if json_output:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    for section, values in info.items():
+        typer.echo(f"{section}:")
+        for name, value in values.items():
+            if isinstance(value, dict):
+                shown = ", ".join(f"{k}={v}" for k, v in value.items()) or "0"
+                typer.echo(f"  {name}: {shown}")
+            else:
+                typer.echo(f"  {name}: {value}")
+
+
+@dicom_app.command("results")
+def results_command(
+    files: Annotated[
+        list[Path], typer.Argument(help="DICOM radiographs (CR, DX, ...).", exists=True, dir_okay=False)
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for the result objects (nothing replaced).")
+    ],
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Bundle folder, .zip, or packaged name (default: shipped model)."),
+    ] = None,
+    kinds: Annotated[
+        str, typer.Option(help="Objects to write, comma-separated: sr (report), gsps (overlay), capture.")
+    ] = "sr,gsps,capture",
+    study: Annotated[
+        bool, typer.Option("--study", help="Also write a study-level SR for each study among the inputs.")
+    ] = False,
+) -> None:
+    """Predict DICOM radiographs and write the results as DICOM objects in each source's study:
+    a structured report, a presentation state and a secondary capture (docs/dicom.md).
+    A decision aid, not a diagnosis.
+
+    Exit code 0 when every file got its results, 1 when any was refused (its line says why),
+    2 on bad arguments.
+    """
+    import dataclasses
+
+    from fracsight.cli import user_errors
+    from fracsight.dicom.results import KINDS, read_source, result_datasets, study_result_datasets, write_new
+    from fracsight.errors import FracsightError
+    from fracsight.inference import NOTICE, Predictor
+
+    wanted = [k.strip() for k in kinds.split(",") if k.strip()]
+    if not wanted or any(k not in KINDS for k in wanted):
+        typer.echo(f"error (bad_kinds): --kinds takes some of {', '.join(KINDS)}, got {kinds!r}", err=True)
+        raise typer.Exit(2)
+    if out.exists() and not out.is_dir():
+        typer.echo(f"error (exists): {out} exists and is not a folder", err=True)
+        raise typer.Exit(2)
+    with user_errors():
+        predictor = Predictor(model)
+    failed = 0
+    studies: dict[str, list] = {}
+    for path in files:
+        try:
+            data = path.read_bytes()
+            source = read_source(data, path.name)
+            prediction = predictor.predict(data, name=path.name, keep_pixels=True)
+            datasets = result_datasets(source, prediction, predictor, kinds=wanted)
+        except FracsightError as e:
+            message = str(e) if str(e).startswith(f"{path.name}:") else f"{path.name}: {e}"
+            typer.echo(f"error ({e.code}): {message}", err=True)
+            failed += 1
+            continue
+        except OSError as e:
+            typer.echo(f"error (unreadable): {path.name}: {e.strerror or e}", err=True)
+            failed += 1
+            continue
+        try:
+            written = [write_new(ds, out, path.stem) for ds in datasets]
+        except OSError as e:
+            typer.echo(f"error (unwritable): {out}: {e.strerror or e}", err=True)
+            raise typer.Exit(1) from None
+        typer.echo(f"{path.name}: {prediction.decision} -> {', '.join(str(p) for p in written)}")
+        if study:  # the study report needs the headers and numbers only, not the pixels
+            del source.PixelData
+            kept = dataclasses.replace(prediction, pixels=None, heatmap=None)
+            studies.setdefault(str(source.StudyInstanceUID), []).append((source, kept))
+    for n, members in enumerate(studies.values(), start=1):
+        predictions = [p for _, p in members]
+        verdict = predictor.predict_study(predictions, f"study {n}")
+        with user_errors():
+            (ds,) = study_result_datasets([s for s, _ in members], verdict, predictions, predictor)
+        try:
+            path = write_new(ds, out, f"study-{n}")
+        except OSError as e:
+            typer.echo(f"error (unwritable): {out}: {e.strerror or e}", err=True)
+            raise typer.Exit(1) from None
+        typer.echo(f"study {n} ({len(members)} images): {verdict.decision} -> {path}")
+    typer.echo(NOTICE, err=True)
+    if failed:
+        raise typer.Exit(1)

@@ -1,0 +1,129 @@
+"""Processing one study named by its UID over DICOMweb: QIDO-RS to list it, WADO-RS to fetch its
+images, STOW-RS to store the results (dicomweb-client).
+
+Each image is read with the model's reader and predicted exactly as the node and ``fracsight
+predict`` do; non-radiographs (by the QIDO Modality and SOP Class, before anything is fetched,
+then by the reader) get no results. The study gets its verdict over the predicted images, and
+all result objects go to the STOW-RS service in one request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from fracsight.dicom.spool import instance_key, study_key
+from fracsight.errors import FracsightError, UnsupportedModalityError
+from fracsight.io.dicom_gate import check_dicom_object
+
+if TYPE_CHECKING:
+    from fracsight.inference import Predictor
+
+__all__ = ["StudyOutcome", "process_study"]
+
+log = logging.getLogger(__name__)
+
+_SOP_CLASS, _MODALITY = "00080016", "00080060"
+_SERIES_UID, _SOP_UID = "0020000E", "00080018"
+
+
+@dataclass
+class StudyOutcome:
+    """What ``fracsight dicom study`` did (no identifiers: keys are hashes of the UIDs)."""
+
+    study: str
+    predicted: list[str] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)  # instance key -> error code
+    stored: int = 0
+    failed: int = 0
+    decision: str | None = None
+    fracture_probability: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "study": self.study,
+            "predicted": len(self.predicted),
+            "refused": dict(self.refused),
+            "result_objects_stored": self.stored,
+            "result_objects_failed": self.failed,
+            "study_decision": self.decision,
+        }
+        if self.fracture_probability is not None:
+            out["study_fracture_probability"] = round(self.fracture_probability, 6)
+        return out
+
+
+def _value(item: dict[str, Any], tag: str) -> str | None:
+    values = (item.get(tag) or {}).get("Value") or []
+    return str(values[0]) if values else None
+
+
+def process_study(
+    study_uid: str,
+    *,
+    dicomweb_url: str,
+    predictor: Predictor,
+    stow_url: str | None = None,
+    kinds: Sequence[str] = ("sr", "gsps", "capture"),
+    timeout: float = 60,
+) -> StudyOutcome:
+    """Predict every radiograph of a study held by a DICOMweb service and store the results.
+
+    Raises:
+        LookupError: the service knows no instance of that study.
+        requests.RequestException: the service could not be reached or answered with an error.
+    """
+    import pydicom
+    from dicomweb_client import DICOMwebClient
+
+    from fracsight.dicom.results import result_datasets, study_result_datasets
+
+    source_client = DICOMwebClient(dicomweb_url, timeout=timeout)
+    outcome = StudyOutcome(study=study_key(study_uid))
+    found = source_client.search_for_instances(
+        study_instance_uid=study_uid, fields=[_MODALITY, _SOP_CLASS], get_remaining=True
+    )
+    if not found:
+        raise LookupError(f"the DICOMweb service holds no instance of study {outcome.study} (hashed UID)")
+    sources, predictions, results = [], [], []
+    for item in found:
+        series_uid, sop_uid = _value(item, _SERIES_UID), _value(item, _SOP_UID)
+        if not series_uid or not sop_uid:
+            continue
+        key = instance_key(sop_uid)
+        try:
+            check_dicom_object(_value(item, _MODALITY), _value(item, _SOP_CLASS))
+        except UnsupportedModalityError as e:
+            outcome.refused[key] = e.code
+            continue
+        ds = source_client.retrieve_instance(study_uid, series_uid, sop_uid)  # WADO-RS
+        buffer = io.BytesIO()
+        pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+        try:
+            radiograph = predictor.read(buffer.getvalue(), name=f"{key}.dcm")
+        except FracsightError as e:
+            outcome.refused[key] = e.code
+            log.warning("instance %s refused by the reader (%s)", key, e.code)
+            continue
+        (prediction,) = predictor.predict_radiographs([radiograph], [f"{key}.dcm"], heatmap=False)
+        results += result_datasets(
+            ds, dataclasses.replace(prediction, pixels=radiograph.pixels), predictor, kinds=kinds
+        )
+        sources.append(pydicom.dcmread(io.BytesIO(buffer.getvalue()), stop_before_pixels=True))
+        predictions.append(prediction)
+        outcome.predicted.append(key)
+    if predictions:
+        verdict = predictor.predict_study(predictions, study=outcome.study)
+        outcome.decision = verdict.decision
+        outcome.fracture_probability = verdict.fracture_probability
+        results += study_result_datasets(sources, verdict, predictions, predictor)
+    if results:
+        target = DICOMwebClient(stow_url or dicomweb_url, timeout=timeout)
+        response = target.store_instances(results)  # STOW-RS, one request
+        outcome.failed = len(response.get("FailedSOPSequence") or [])
+        outcome.stored = len(results) - outcome.failed
+    return outcome

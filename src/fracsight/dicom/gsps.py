@@ -1,0 +1,161 @@
+"""The presentation state: boxes and a short text drawn over the original image (highdicom.pr).
+
+A Grayscale Softcopy Presentation State (a Color one for a grey image stored in colour)
+references the source image; a viewer that shows
+presentation states (most PACS viewers, OHIF, Weasis, dcmtk's dcmpsprt) draws its graphic
+layer over the original pixels, which stay untouched. The layer ``FRACSIGHT`` holds each box
+as a closed polyline in image pixels with its score beside it, and the decision, the
+probability and the decision-aid notice as text in display units at the top left.
+"""
+
+from __future__ import annotations
+
+import pkgutil
+from collections.abc import Sequence
+
+import highdicom as hd
+import numpy as np
+import pydicom.multival
+from pydicom import Dataset
+
+from fracsight.dicom.results_context import SERIES, ResultContext, laterality, summary_lines
+from fracsight.errors import DicomSourceError
+from fracsight.explain.overlay import DEFAULT_BOX_COLOUR
+from fracsight.inference.results import Prediction
+
+__all__ = ["LAYER", "presentation_state"]
+
+LAYER = "FRACSIGHT"
+_SRGB = "_icc_profiles/sRGB_v4_ICC_preference.icc"  # shipped with highdicom
+_LINE_HEIGHT = 0.035  # of the displayed area, per line of the summary text
+
+
+def _summary_objects(prediction: Prediction) -> list[hd.pr.TextObject]:
+    objects = []
+    for i, line in enumerate(summary_lines(prediction)):
+        top = 0.01 + i * _LINE_HEIGHT
+        objects.append(
+            hd.pr.TextObject(
+                text_value=line,
+                units=hd.pr.AnnotationUnitsValues.DISPLAY,
+                bounding_box=(0.01, top, 0.99, top + _LINE_HEIGHT),
+                text_justification=hd.pr.TextJustificationValues.LEFT,
+            )
+        )
+    return objects
+
+
+def _box_objects(prediction: Prediction, rows: int, columns: int) -> tuple[list, list]:
+    graphics, texts = [], []
+    text_h = max(8.0, rows * 0.03)
+    text_w = max(24.0, columns * 0.08)
+    for k, box in enumerate(prediction.boxes, start=1):
+        outline = np.array(
+            [[box.x0, box.y0], [box.x1, box.y0], [box.x1, box.y1], [box.x0, box.y1], [box.x0, box.y0]],
+            dtype=np.float64,
+        )
+        graphics.append(
+            hd.pr.GraphicObject(
+                graphic_type=hd.pr.GraphicTypeValues.POLYLINE,
+                graphic_data=outline,
+                units=hd.pr.AnnotationUnitsValues.PIXEL,
+                tracking_id=f"fracsight box {k}",
+                tracking_uid=hd.UID(),
+            )
+        )
+        # the score above the box, or inside its top when the box touches the top edge
+        top = box.y0 - text_h if box.y0 >= text_h else box.y0
+        left = min(box.x0, max(0.0, columns - text_w))
+        texts.append(
+            hd.pr.TextObject(
+                text_value=f"{box.score:.2f}",
+                units=hd.pr.AnnotationUnitsValues.PIXEL,
+                bounding_box=(left, top, min(float(columns), left + text_w), min(float(rows), top + text_h)),
+                text_justification=hd.pr.TextJustificationValues.LEFT,
+            )
+        )
+    return graphics, texts
+
+
+def _classic_multi_frame_luts(header: Dataset) -> dict:
+    """Explicit modality and VOI LUTs for a classic multi-frame image (a multi-frame secondary
+    capture): highdicom looks for them in the functional groups of enhanced objects, but such
+    an image has them at the top level, like a single-frame one."""
+    if int(header.get("NumberOfFrames") or 1) <= 1 or "SharedFunctionalGroupsSequence" in header:
+        return {}
+    slope = header.get("RescaleSlope")
+    intercept = header.get("RescaleIntercept")
+    modality = hd.ModalityLUTTransformation(
+        rescale_intercept=float(intercept) if intercept is not None else 0.0,
+        rescale_slope=float(slope) if slope is not None else 1.0,
+        rescale_type=str(header.get("RescaleType") or "US"),
+    )
+    centre, width = header.get("WindowCenter"), header.get("WindowWidth")
+    if centre is None or width is None:  # the whole stored range
+        bits = int(header.get("BitsStored") or 8)
+        centre, width = 2 ** (bits - 1), 2**bits
+    else:
+        centre = centre[0] if isinstance(centre, pydicom.multival.MultiValue) else centre
+        width = width[0] if isinstance(width, pydicom.multival.MultiValue) else width
+    voi = hd.pr.SoftcopyVOILUTTransformation(window_center=float(centre), window_width=float(width))
+    return {"modality_lut_transformation": modality, "voi_lut_transformations": [voi]}
+
+
+def presentation_state(
+    header: Dataset,
+    prediction: Prediction,
+    context: ResultContext,
+    *,
+    frame_numbers: Sequence[int] | None = None,
+    sop_instance_uid: str,
+) -> Dataset:
+    """The GSPS of one image; ``header`` is the source without its pixel data."""
+    samples = int(header.get("SamplesPerPixel") or 1)
+    if samples not in (1, 3):
+        raise DicomSourceError(f"a presentation state needs 1 or 3 samples per pixel, not {samples}")
+    rows, columns = int(header.Rows), int(header.Columns)
+    layer = hd.pr.GraphicLayer(
+        layer_name=LAYER,
+        order=1,
+        description="fracsight suspected fractures - decision aid, not a diagnosis",
+        display_color=hd.color.CIELabColor.from_rgb(*DEFAULT_BOX_COLOUR),
+    )
+    graphics, box_texts = _box_objects(prediction, rows, columns)
+    annotation = hd.pr.GraphicAnnotation(
+        referenced_images=[header],
+        graphic_layer=layer,
+        referenced_frame_number=list(frame_numbers) if frame_numbers else None,
+        graphic_objects=graphics or None,
+        text_objects=[*box_texts, *_summary_objects(prediction)],
+    )
+    series = SERIES["gsps"]
+    common = dict(
+        referenced_images=[header],
+        series_instance_uid=context.series_uid(header.StudyInstanceUID, "gsps"),
+        series_number=series.number,
+        series_description=series.description,
+        sop_instance_uid=sop_instance_uid,
+        instance_number=int(header.get("InstanceNumber") or 1),
+        content_label=LAYER,
+        content_description="fracsight fracture aid - decision aid, not a diagnosis",
+        graphic_annotations=[annotation],
+        graphic_layers=[layer],
+        **context.equipment(),
+        **context.dates(content=False),
+    )
+    if samples == 3:
+        # a grey radiograph stored in colour (a scanned film, a viewer export): the same layer
+        # in a colour presentation state, with the source's ICC profile or else sRGB
+        profile = None if "ICCProfile" in header else pkgutil.get_data("highdicom", _SRGB)
+        state = hd.pr.ColorSoftcopyPresentationState(icc_profile=profile, **common)
+    else:
+        # MONOCHROME1 stores bone dark; the presentation LUT must invert it as the modality meant
+        inverse = str(header.get("PhotometricInterpretation") or "").strip() == "MONOCHROME1"
+        shape = hd.PresentationLUTShapeValues.INVERSE if inverse else hd.PresentationLUTShapeValues.IDENTITY
+        state = hd.pr.GrayscaleSoftcopyPresentationState(
+            presentation_lut_transformation=hd.PresentationLUTTransformation(presentation_lut_shape=shape),
+            **_classic_multi_frame_luts(header),
+            **common,
+        )
+    state.Laterality = laterality(header)  # type 2C: empty when the source does not say
+    return state

@@ -1,0 +1,147 @@
+"""The node's counters and backlog: Prometheus text for its ``/metrics``, a dict for ``status``.
+
+Counters live in the spool's database (updated in the same transactions as the states they
+count), so they survive restarts and ``fracsight dicom status --spool DIR`` reads the same
+numbers as ``/metrics``, with or without the node running.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from fracsight.dicom.spool import Spool
+
+__all__ = ["COUNTERS", "MetricsServer", "render", "status"]
+
+log = logging.getLogger(__name__)
+
+#: counter name in the spool -> (Prometheus name, label name or "", help)
+COUNTERS: dict[str, tuple[str, str, str]] = {
+    "received": ("fracsight_dicom_received_total", "", "Instances received and stored in the spool."),
+    "duplicates": (
+        "fracsight_dicom_duplicates_total",
+        "",
+        "Instances received again while already in the spool (kept once).",
+    ),
+    "refused": (
+        "fracsight_dicom_refused_total",
+        "code",
+        "Instances refused (at C-STORE or by the reader), by error code; no results are made.",
+    ),
+    "associations_rejected": (
+        "fracsight_dicom_associations_rejected_total",
+        "reason",
+        "Associations rejected (calling or called AE title not recognised).",
+    ),
+    "predicted": ("fracsight_dicom_predicted_total", "", "Instances predicted, their results queued."),
+    "study_verdicts": ("fracsight_dicom_study_verdicts_total", "", "Study-level verdicts queued."),
+    "failed": (
+        "fracsight_dicom_failed_total",
+        "code",
+        "Instances or studies whose results could not be made, by code.",
+    ),
+    "results_sent": (
+        "fracsight_dicom_results_sent_total",
+        "",
+        "Result objects the destination confirmed.",
+    ),
+    "send_retries": (
+        "fracsight_dicom_send_retries_total",
+        "",
+        "Delivery attempts that failed and were scheduled again (with back-off).",
+    ),
+    "send_failed": (
+        "fracsight_dicom_send_failed_total",
+        "code",
+        "Result objects given up after repeated refusals by the destination, by code.",
+    ),
+}
+
+
+def status(spool: Spool) -> dict[str, Any]:
+    """Counters, backlog and instance states, as plain data (``fracsight dicom status --json``)."""
+    counters = spool.counters()
+    out: dict[str, Any] = {}
+    for name, (_, label, _) in COUNTERS.items():
+        values = counters.get(name, {})
+        out[name] = dict(values) if label else values.get("", 0)
+    return {"counters": out, "backlog": spool.backlog(), "instances": spool.states()}
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def render(spool: Spool) -> str:
+    """All node metrics in the Prometheus text exposition format (0.0.4)."""
+    counters = spool.counters()
+    lines: list[str] = []
+    for name, (metric, label, text) in COUNTERS.items():
+        lines += [f"# HELP {metric} {text}", f"# TYPE {metric} counter"]
+        values = counters.get(name, {})
+        if not label:
+            lines.append(f"{metric} {values.get('', 0)}")
+        for value_label, value in sorted(values.items()):
+            if label and value_label:
+                lines.append(f'{metric}{{{label}="{_escape(value_label)}"}} {value}')
+    lines += [
+        "# HELP fracsight_dicom_backlog Work waiting now: instances to predict, result objects to send, "
+        "studies waiting for their verdict.",
+        "# TYPE fracsight_dicom_backlog gauge",
+    ]
+    lines += [f'fracsight_dicom_backlog{{stage="{k}"}} {v}' for k, v in spool.backlog().items()]
+    lines += [
+        "# HELP fracsight_dicom_instances Instances in the spool by state.",
+        "# TYPE fracsight_dicom_instances gauge",
+    ]
+    lines += [f'fracsight_dicom_instances{{state="{k}"}} {v}' for k, v in sorted(spool.states().items())]
+    return "\n".join(lines) + "\n"
+
+
+class MetricsServer:
+    """``GET /metrics`` (Prometheus text) and ``GET /healthz`` (JSON backlog) on a small HTTP server."""
+
+    def __init__(self, spool: Spool, host: str, port: int) -> None:
+        spool_ref = spool
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path == "/metrics":
+                    body, kind = render(spool_ref).encode(), "text/plain; version=0.0.4; charset=utf-8"
+                elif self.path == "/healthz":
+                    body, kind = (
+                        json.dumps({"status": "ok", **status(spool_ref)}).encode(),
+                        "application/json",
+                    )
+                else:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # scrapes every few seconds would drown the node's log
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="fracsight-metrics", daemon=True
+        )
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        self._thread.start()
+        log.info("metrics on http://%s:%d/metrics", self._server.server_address[0], self.port)
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,178 @@
+"""The DICOM node: listener -> spool -> worker -> sender, started and stopped together.
+
+>>> node = Node(NodeConfig(spool="/var/spool/fracsight", allowed=("PACS",),
+...                        destination=DimseDestination("pacs.local", 104, "PACS")))  # doctest: +SKIP
+>>> node.serve_forever()    # until SIGTERM or SIGINT                                  # doctest: +SKIP
+
+docs/dicom.md ("The node") has the flow, the durability guarantees and the metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fracsight.dicom.metrics import MetricsServer
+from fracsight.dicom.scp import StoreSCP
+from fracsight.dicom.sender import Destination, Sender
+from fracsight.dicom.spool import Spool
+from fracsight.dicom.worker import Worker
+
+if TYPE_CHECKING:
+    from fracsight.inference import Predictor
+
+__all__ = ["Node", "NodeConfig"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything a node needs; the CLI's ``fracsight dicom listen`` options map onto it."""
+
+    spool: str | Path
+    allowed: tuple[str, ...]
+    destination: Destination
+    ae_title: str = "FRACSIGHT"
+    host: str = "0.0.0.0"
+    port: int = 11112
+    quiet_time: float = 30.0
+    model: str | None = None
+    operating_point: str | None = None
+    kinds: tuple[str, ...] = ("sr", "gsps", "capture")
+    batch_size: int = 8
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
+    base_delay: float = 1.0
+    max_delay: float = 60.0
+    give_up_after: int = 10
+    keep_files_for: float = 3600.0
+    result_processes: int = 0
+    threads: int = 1  # ONNX Runtime threads: 1 leaves the other core to receiving, results, sending
+
+
+def _study_uid_of(path: Path) -> str | None:
+    """The Study Instance UID of a spooled file, or None when it cannot be read (recovery)."""
+    import pydicom
+
+    try:
+        value = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
+        return str(value.StudyInstanceUID) or None
+    except Exception:  # a torn file from before the crash: never acknowledged, its sender retries
+        return None
+
+
+class Node:
+    """A running node; :meth:`start` and :meth:`stop`, or :meth:`serve_forever`."""
+
+    def __init__(self, config: NodeConfig, predictor: Predictor | None = None) -> None:
+        self.config = config
+        self._predictor = predictor
+        self.spool: Spool | None = None
+        self.scp: StoreSCP | None = None
+        self.worker: Worker | None = None
+        self.sender: Sender | None = None
+        self.metrics: MetricsServer | None = None
+        self._stopped = threading.Event()
+
+    def start(self) -> None:
+        from fracsight.inference import Predictor
+
+        cfg = self.config
+        predictor = self._predictor or Predictor(
+            cfg.model, operating_point=cfg.operating_point, threads=cfg.threads
+        )
+        self.spool = spool = Spool(cfg.spool)
+        recovered = spool.recover(_study_uid_of)
+        backlog = spool.backlog()
+        log.info(
+            "spool %s: %d instances to predict, %d result objects to send, %d open studies%s",
+            spool.root,
+            backlog["to_predict"],
+            backlog["to_send"],
+            backlog["open_studies"],
+            f" ({recovered} unacknowledged instances recovered)" if recovered else "",
+        )
+        self.sender = Sender(
+            spool,
+            cfg.destination,
+            base_delay=cfg.base_delay,
+            max_delay=cfg.max_delay,
+            give_up_after=cfg.give_up_after,
+        )
+        self.worker = Worker(
+            spool,
+            predictor,
+            kinds=cfg.kinds,
+            quiet_time=cfg.quiet_time,
+            batch_size=cfg.batch_size,
+            keep_files_for=cfg.keep_files_for,
+            result_processes=cfg.result_processes,
+            on_results=self.sender.wake.set,
+        )
+        self.scp = StoreSCP(
+            spool,
+            ae_title=cfg.ae_title,
+            host=cfg.host,
+            port=cfg.port,
+            allowed=cfg.allowed,
+            on_stored=self.worker.wake.set,
+        )
+        if cfg.metrics_port is not None:
+            self.metrics = MetricsServer(spool, cfg.metrics_host, cfg.metrics_port)
+            self.metrics.start()
+        self.sender.start()
+        self.worker.start()
+        self.scp.start()
+        log.info(
+            "fracsight node %s ready: model %s, results (%s) to %s, study quiet time %g s",
+            cfg.ae_title,
+            predictor.name,
+            ", ".join(cfg.kinds),
+            cfg.destination.describe(),
+            cfg.quiet_time,
+        )
+
+    def stop(self) -> None:
+        """Stop taking associations, let the worker and the sender finish their batch, close."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        if self.scp is not None:
+            self.scp.stop()
+        for thread in (self.worker, self.sender):
+            if thread is not None:
+                thread.stop()
+        for thread in (self.worker, self.sender):
+            if thread is not None and thread.is_alive():
+                thread.join(timeout=120)
+        if self.worker is not None:
+            self.worker.close()
+        if self.metrics is not None:
+            self.metrics.stop()
+        if self.spool is not None:
+            backlog = self.spool.backlog()
+            self.spool.close()
+            log.info(
+                "stopped; left in the spool for next start: %d to predict, %d to send",
+                backlog["to_predict"],
+                backlog["to_send"],
+            )
+
+    def serve_forever(self) -> None:
+        """Start, run until SIGTERM or SIGINT, stop cleanly."""
+        stop = threading.Event()
+        previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self.start()
+            while not stop.wait(0.5):
+                pass
+            log.info("signal received: stopping")
+        finally:
+            self.stop()
+            for s, handler in previous.items():
+                signal.signal(s, handler)

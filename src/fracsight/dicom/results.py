@@ -1,0 +1,361 @@
+"""Results as DICOM objects, to go back into the source study (docs/dicom.md).
+
+>>> import pydicom
+>>> from fracsight.inference import Predictor
+>>> from fracsight.dicom.results import result_datasets
+>>> predictor = Predictor()
+>>> source = pydicom.dcmread("hand.dcm")                              # doctest: +SKIP
+>>> prediction = predictor.predict("hand.dcm", keep_pixels=True)      # doctest: +SKIP
+>>> [ds.Modality for ds in result_datasets(source, prediction, predictor)]  # doctest: +SKIP
+['SR', 'PR', 'OT']
+
+The writers never run the model: they state what the :class:`~fracsight.inference.Prediction`
+says, so the SR agrees with ``fracsight predict`` on the same file. Each kind goes to its own
+series in the source study (one series per kind, study and model); patient and study
+attributes are copied from the source so that a PACS files the objects with the study. Those
+copies are the only place identifiers go: messages, exceptions and logs never hold a value from
+the header.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydicom import Dataset
+
+from fracsight.dicom.results_context import KINDS, ResultContext
+from fracsight.errors import DicomSourceError, FracsightError, MultiFrameError, UnsupportedFormatError
+from fracsight.inference.results import Prediction, StudyPrediction
+
+if TYPE_CHECKING:
+    from fracsight.inference import Predictor
+
+__all__ = [
+    "KINDS",
+    "kind_of",
+    "quiet_values",
+    "read_source",
+    "result_datasets",
+    "source_header",
+    "study_result_datasets",
+    "write_new",
+]
+
+logger = logging.getLogger(__name__)
+# highdicom logs, at INFO, the SOP Instance UID of each data set it copies patient and study data
+# from: a UID that leads to the patient. Its warnings still come through.
+logging.getLogger("highdicom").setLevel(logging.WARNING)
+
+# Without these a result cannot be filed with, or point at, the source image.
+_REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
+# Type 2 patient/study attributes of the result IODs: copied when present, else written empty.
+_TYPE2 = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "StudyID",
+    "ReferringPhysicianName",
+)
+_PIXEL_GROUP = 0x7FE0
+_UID_CHARS = re.compile(r"[0-9]+(\.[0-9]+)+")
+
+
+def _frames(source: Dataset, frame: int | None) -> list[int] | None:
+    """The referenced frame number (1-based) for a multi-frame source, None for a single frame."""
+    try:
+        frames = int(source.get("NumberOfFrames") or 1)
+    except (TypeError, ValueError):
+        raise DicomSourceError("the DICOM object's NumberOfFrames (0028,0008) is not a number") from None
+    if frames <= 1:
+        if frame not in (None, 0):
+            raise MultiFrameError(f"frame {frame} asked for, but the DICOM object has one frame")
+        return None
+    if frame is None:
+        raise MultiFrameError(
+            f"the DICOM object holds {frames} frames: name the frame the prediction was made on (frame=k)"
+        )
+    if not 0 <= frame < frames:
+        raise MultiFrameError(f"frame {frame} asked for, but the DICOM object holds {frames} (0-based)")
+    return [frame + 1]
+
+
+def read_source(data: bytes, name: str) -> Dataset:
+    """A DICOM file's bytes as a pydicom Dataset (Part 10: ``DICM`` after the preamble)."""
+    import io
+
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        with quiet_values():
+            return pydicom.dcmread(io.BytesIO(data))
+    except InvalidDicomError:
+        raise UnsupportedFormatError(
+            f"{name}: not a DICOM file (no DICM prefix after the 128-byte preamble); results as DICOM "
+            "need a DICOM source: use `fracsight predict` for other images"
+        ) from None
+    except Exception as e:  # the parser's message may quote the header
+        raise UnsupportedFormatError(f"{name}: cannot parse this DICOM file ({type(e).__name__})") from None
+
+
+def source_header(source: Dataset, *, frame: int | None = None) -> Dataset:
+    """The source's attributes without its pixel data, checked for what results need.
+
+    Raises :class:`~fracsight.errors.DicomSourceError` when results cannot be placed
+    against it (no valid Study/Series/SOP Instance UID or SOP Class UID, no image size).
+    Missing type 2 patient and study attributes are added empty, as the result IODs require.
+    """
+    if not isinstance(source, Dataset):
+        raise TypeError(f"source must be a pydicom Dataset, not {type(source).__name__}")
+    for keyword in _REQUIRED_UIDS:
+        value = source.get(keyword)
+        # digits and dots: real archives hold UIDs with leading zeros in a component, which the
+        # standard forbids but every PACS accepts; the results must point at them as they are
+        if value is None or len(str(value)) > 64 or not _UID_CHARS.fullmatch(str(value)):
+            raise DicomSourceError(
+                f"cannot place results against this DICOM object: it has no valid {keyword}"
+            )
+    for keyword in ("Rows", "Columns"):
+        try:
+            if int(source.get(keyword) or 0) < 1:
+                raise ValueError
+        except (TypeError, ValueError):
+            raise DicomSourceError(
+                f"cannot place results against this DICOM object: it has no image size ({keyword})"
+            ) from None
+    _frames(source, frame)
+    header = Dataset()
+    for element in source:  # shallow: the values are shared, the pixels left behind
+        if element.tag.group != _PIXEL_GROUP:
+            header.add(element)
+    for keyword in _TYPE2:
+        if keyword not in header:
+            setattr(header, keyword, None)
+    _blank_malformed_dates(header)
+    return header
+
+
+def _blank_malformed_dates(header: Dataset) -> None:
+    """Empty the dates and times that cannot be parsed ("1971-03-04" for a DA), so that a
+    malformed birth or study date does not cost the image its results: the PACS files them by
+    the UIDs and the Patient ID. The log names the attribute, never the value."""
+    from pydicom import valuerep
+
+    parsers = {"DA": valuerep.DA, "TM": valuerep.TM, "DT": valuerep.DT}
+    for element in list(header):
+        parse = parsers.get(element.VR)
+        if parse is None or element.value in (None, ""):
+            continue
+        values = element.value if isinstance(element.value, (list, tuple)) else [element.value]
+        try:
+            for value in values:
+                parse(value)
+        except (TypeError, ValueError):
+            logger.warning("malformed %s in the source left empty in the results", element.keyword or "date")
+            element.value = None
+
+
+def _check_fits(header: Dataset, prediction: Prediction) -> None:
+    size = (int(header.Rows), int(header.Columns))
+    if tuple(prediction.metadata.original_size) != size:
+        h, w = prediction.metadata.original_size
+        raise DicomSourceError(
+            f"the prediction is for an image of {w} x {h} pixels, the DICOM object holds "
+            f"{size[1]} x {size[0]}: results must be made from the prediction of the same image"
+        )
+
+
+def _check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(kinds, str):
+        kinds = [k.strip() for k in kinds.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown or not kinds:
+        raise ValueError(f"unknown result kinds {unknown}; known: {', '.join(KINDS)}")
+    return tuple(dict.fromkeys(kinds))
+
+
+_writing_lock = threading.Lock()
+_writers = 0  # result builds in progress, in all threads
+_saved_writing_mode: int | None = None
+
+
+@contextmanager
+def quiet_values() -> Iterator[None]:
+    """Keep header values out of warnings and logs while result objects are built.
+
+    pydicom checks each value it reads or assigns and, for a malformed one, warns and logs
+    the value itself: a patient name could reach the log. The copies into the result objects
+    go unchecked instead (the values are the source's own). pydicom's switches are global, so
+    concurrent builds share them and the caller's settings come back when the last one ends
+    (reading: :mod:`fracsight.io`'s own switch).
+    """
+    global _writers, _saved_writing_mode
+    import pydicom
+
+    from fracsight.io._dicom import _values_not_validated
+
+    settings = pydicom.config.settings
+    with _writing_lock:
+        if _writers == 0:
+            _saved_writing_mode = settings._writing_validation_mode
+            settings.writing_validation_mode = pydicom.config.IGNORE
+        _writers += 1
+    try:
+        with _values_not_validated(pydicom):
+            yield
+    finally:
+        with _writing_lock:
+            _writers -= 1
+            if _writers == 0:
+                settings._writing_validation_mode = _saved_writing_mode
+
+
+def _build(kind: str, build, *args, **kwargs) -> Dataset:
+    """Run one writer; a library error is re-raised without its message, which may quote the header."""
+    try:
+        with quiet_values():
+            return build(*args, **kwargs)
+    except FracsightError:
+        raise
+    except Exception as e:
+        logger.warning("building the %s object failed: %s", kind, type(e).__name__)
+        raise DicomSourceError(
+            f"could not build the {kind} object from this DICOM object ({type(e).__name__}); "
+            "the header may hold a value the result objects cannot carry"
+        ) from None
+
+
+def result_datasets(
+    source: Dataset,
+    prediction: Prediction,
+    predictor: Predictor,
+    *,
+    kinds: Sequence[str] = KINDS,
+    frame: int | None = None,
+) -> list[Dataset]:
+    """The result objects of one image, in the order of ``kinds``.
+
+    ``source`` is the radiograph as pydicom read it; ``prediction`` is ``predictor.predict``
+    on that same object (with ``keep_pixels=True`` the capture reuses its pixels, otherwise it
+    decodes them again). ``kinds``: ``"sr"`` (TID 1500 Comprehensive SR), ``"gsps"``
+    (Grayscale Softcopy Presentation State; a Color one for a grey image stored in colour),
+    ``"capture"`` (Secondary Capture with the overlay burned in). ``frame``: for a multi-frame
+    source, the frame (0-based) the prediction was made on. Each object is a new instance (new
+    SOP Instance UID) in the source study.
+
+    Raises :class:`~fracsight.errors.DicomSourceError` (or ``MultiFrameError``) for a source
+    results cannot be placed against; ``ValueError`` for an unknown kind.
+    """
+    from fracsight.dicom import capture, gsps, sr
+
+    wanted = _check_kinds(kinds)
+    with quiet_values():
+        header = source_header(source, frame=frame)
+    _check_fits(header, prediction)
+    frame_numbers = _frames(source, frame)
+    context = ResultContext.of(predictor)
+    import highdicom as hd
+
+    builders = {
+        "sr": lambda uid: sr.image_report(
+            header, prediction, context, frame_numbers=frame_numbers, sop_instance_uid=uid
+        ),
+        "gsps": lambda uid: gsps.presentation_state(
+            header, prediction, context, frame_numbers=frame_numbers, sop_instance_uid=uid
+        ),
+        "capture": lambda uid: capture.secondary_capture(
+            source,
+            header,
+            prediction,
+            context,
+            frame=frame,
+            frame_numbers=frame_numbers,
+            sop_instance_uid=uid,
+        ),
+    }
+    out = [_build(kind, builders[kind], str(hd.UID())) for kind in wanted]
+    logger.debug("made %d result objects (%s)", len(out), ", ".join(wanted))
+    return out
+
+
+def study_result_datasets(
+    sources: Sequence[Dataset],
+    study: StudyPrediction,
+    predictions: Sequence[Prediction],
+    predictor: Predictor,
+    *,
+    frames: Sequence[int | None] | None = None,
+) -> list[Dataset]:
+    """The study-level SR: ``study`` (from ``predictor.predict_study(predictions, ...)``) over
+    all ``sources``, the study's images in the order of ``predictions``. All must be in one study.
+    """
+    from fracsight.dicom import sr
+
+    if not sources or len(sources) != len(predictions):
+        raise ValueError(
+            f"a study result needs one prediction per source image ({len(sources)} sources, "
+            f"{len(predictions)} predictions)"
+        )
+    frames = list(frames) if frames is not None else [None] * len(sources)
+    with quiet_values():
+        headers = [source_header(s, frame=f) for s, f in zip(sources, frames, strict=True)]
+    for header, prediction in zip(headers, predictions, strict=True):
+        _check_fits(header, prediction)
+    if len({str(h.StudyInstanceUID) for h in headers}) != 1:
+        raise DicomSourceError("a study result needs images of one study; these belong to several")
+    frame_numbers = [_frames(s, f) for s, f in zip(sources, frames, strict=True)]
+    context = ResultContext.of(predictor)
+    import highdicom as hd
+
+    ds = _build(
+        "study sr",
+        sr.study_report,
+        headers,
+        study,
+        context,
+        frame_numbers=frame_numbers,
+        sop_instance_uid=str(hd.UID()),
+    )
+    logger.debug("made the study result object over %d images", len(headers))
+    return [ds]
+
+
+_KIND_OF_MODALITY = {"SR": "sr", "PR": "gsps", "OT": "capture"}
+
+
+def kind_of(ds: Dataset) -> str:
+    """``"sr"``, ``"gsps"`` or ``"capture"`` for a result object (by its Modality)."""
+    return _KIND_OF_MODALITY.get(str(ds.get("Modality", "")), "dicom")
+
+
+def write_new(ds: Dataset, folder: Path, stem: str) -> Path:
+    """Save ``ds`` as ``folder/stem.<kind>.dcm`` (DICOM Part 10), never replacing a file: an
+    existing name gets a counter (``stem.sr-1.dcm``). The file is created exclusively, so two
+    writers cannot take the same name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    kind = kind_of(ds)
+    n = 0
+    while True:
+        path = folder / (f"{stem}.{kind}.dcm" if n == 0 else f"{stem}.{kind}-{n}.dcm")
+        try:
+            with open(path, "xb") as f:
+                try:
+                    ds.save_as(f, enforce_file_format=True)
+                except BaseException:
+                    f.close()
+                    path.unlink(missing_ok=True)  # no half-written object left behind
+                    raise
+        except FileExistsError:
+            n += 1
+            continue
+        return path

@@ -1,0 +1,125 @@
+"""What every fracsight result object shares: the equipment that made it, its series, its text.
+
+The writers in :mod:`fracsight.dicom.sr`, :mod:`fracsight.dicom.gsps` and
+:mod:`fracsight.dicom.capture` take a :class:`ResultContext` so that the three kinds say the
+same thing about who made them and put the same words on screen.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from fracsight import __version__
+from fracsight.inference.results import NOTICE, Prediction, StudyPrediction
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
+
+    from fracsight.inference import Predictor
+
+__all__ = ["KINDS", "MANUFACTURER", "SERIES", "ResultContext", "SeriesInfo", "laterality", "summary_lines"]
+
+MANUFACTURER = "fracsight"
+KINDS = ("sr", "gsps", "capture")
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    number: int  # high numbers keep the results after the modality's own series in a viewer
+    description: str  # LO: at most 64 characters
+
+
+SERIES: dict[str, SeriesInfo] = {
+    "sr": SeriesInfo(9901, "fracsight fracture aid report - not a diagnosis"),
+    "gsps": SeriesInfo(9902, "fracsight fracture aid overlay - not a diagnosis"),
+    "capture": SeriesInfo(9903, "fracsight fracture aid capture - not a diagnosis"),
+}
+
+
+@dataclass(frozen=True)
+class ResultContext:
+    """The model and the moment behind a set of result objects."""
+
+    algorithm_name: str  # the bundle's name, e.g. fracatlas-lite0-384
+    algorithm_version: str
+    model_sha256: str  # of the bundle's model.onnx
+    created: datetime.datetime
+
+    @classmethod
+    def of(cls, predictor: Predictor) -> ResultContext:
+        spec = predictor.spec
+        return cls(spec.name, str(spec.version), model_checksum(predictor), datetime.datetime.now())
+
+    @property
+    def software_versions(self) -> list[str]:
+        return [f"fracsight {__version__}", f"{self.algorithm_name} {self.algorithm_version}"]
+
+    def equipment(self) -> dict[str, Any]:
+        """General Equipment attributes (highdicom keyword arguments)."""
+        return {
+            "manufacturer": MANUFACTURER,
+            "manufacturer_model_name": "fracsight fracture aid",
+            "software_versions": self.software_versions,
+            # the model build is the "device": the checksum tells one build from another
+            "device_serial_number": self.model_sha256[:16] or "unknown",
+        }
+
+    def series_uid(self, study_uid: str, kind: str) -> str:
+        """The one series of this kind and model in a study: every image's result of the same
+        kind lands in it, also when the images arrive one by one. Derived from the study UID by
+        a one-way hash, so it reveals nothing about it."""
+        from pydicom.uid import generate_uid
+
+        return str(generate_uid(entropy_srcs=["fracsight", kind, study_uid, self.model_sha256]))
+
+    def dates(self, *, content: bool = True) -> dict[str, Any]:
+        """Series (and content) date and time (highdicom keyword arguments); a presentation
+        state has its own creation date and time instead of content ones."""
+        out = {"series_date": self.created.date(), "series_time": self.created.time()}
+        if content:
+            out.update(content_date=self.created.date(), content_time=self.created.time())
+        return out
+
+
+def laterality(header: Dataset) -> str | None:
+    """The source's side (L or R) for the General Series Laterality of an image-like result
+    (type 2C: a paired body part needs it), or None when unknown."""
+    for keyword in ("Laterality", "ImageLaterality"):
+        value = str(header.get(keyword) or "").strip().upper()
+        if value in ("L", "R"):
+            return value
+    return None
+
+
+def model_checksum(predictor: Predictor) -> str:
+    """sha256 of the bundle's ``model.onnx``: from ``bundle.json``, else computed."""
+    if predictor.spec.onnx_sha256:
+        return predictor.spec.onnx_sha256
+    from fracsight.bundle import sha256_file
+
+    onnx = predictor.bundle_dir / "model.onnx"
+    return sha256_file(onnx) if onnx.is_file() else ""
+
+
+def summary_lines(result: Prediction | StudyPrediction) -> list[str]:
+    """What a reader sees on screen: the decision and its numbers, then the notice."""
+    head = f"fracsight: {result.decision}"
+    details: list[str] = []
+    if result.fracture_probability is not None:
+        details.append(
+            f"fracture probability {result.fracture_probability:.2f} "
+            f"(operating point {result.operating_point}, threshold {result.threshold:.2f})"
+        )
+    if result.classification is not None:
+        c = result.classification
+        state = "" if c.confident else ", uncertain"
+        details.append(f"class {c.predicted} ({c.probability:.2f}{state})")
+    if isinstance(result, Prediction) and result.region is not None:
+        details.append(f"region {result.region}")
+    lines = [head]
+    if details:
+        lines.append("; ".join(details))
+    lines.append(NOTICE)
+    return lines

@@ -1,0 +1,195 @@
+"""The node's DICOM listener: C-ECHO and C-STORE (pynetdicom), durable before acknowledged.
+
+Who may call: only the calling AE titles listed (``allowed``); anyone else is rejected at
+association ("calling AE title not recognised"), as is a call to another AE title than the
+node's. What is stored: every storage SOP class is negotiated (in any transfer syntax pynetdicom
+knows), so a router that forwards whole studies is not turned away, but each instance meets
+:func:`fracsight.io.dicom_gate.check_dicom_object` before it is kept:
+
+=========  ====================================================================================
+Status     When
+=========  ====================================================================================
+0x0000     stored in the spool (fsynced, committed), or already there (a re-send: kept once)
+0x0122     Refused: SOP Class not supported. Not a projection radiograph (CT, MR, a report...);
+           the Error Comment names the modality. Counted as ``refused{code=unsupported_modality}``
+0xA700     Refused: out of resources. The spool could not write it (disk full...); send again
+0xA900     Error: data set does not match SOP Class. No SOP Instance / Study Instance UID, no
+           pixel data, or uncompressed pixel data shorter than Rows x Columns say
+0xC210     Error: cannot understand. The data set does not decode
+=========  ====================================================================================
+
+Nothing is kept of a refused instance. Log lines name an instance by its spool key (a hash)
+and never carry a header value other than codes (Modality) and AE titles.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from fracsight.dicom._logging import log_failure
+from fracsight.dicom.spool import Spool, instance_key, study_key
+from fracsight.errors import UnsupportedModalityError
+from fracsight.io.dicom_gate import check_dicom_object
+
+__all__ = ["STATUS", "StoreSCP", "check_received"]
+
+log = logging.getLogger(__name__)
+
+STATUS = {
+    "success": 0x0000,
+    "sop_class_not_supported": 0x0122,
+    "out_of_resources": 0xA700,
+    "does_not_match_sop_class": 0xA900,
+    "cannot_understand": 0xC210,
+}
+
+
+class Refusal(Exception):
+    """An instance the node does not keep: the DIMSE status, a counter code and an error comment."""
+
+    def __init__(self, status: int, code: str, comment: str) -> None:
+        super().__init__(comment)
+        self.status, self.code, self.comment = status, code, comment[:64]  # Error Comment is LO
+
+
+def _uid(ds: Any, keyword: str) -> str:
+    value = str(ds.get(keyword, "") or "").strip().rstrip("\0")
+    if not value or len(value) > 64 or any(c not in "0123456789." for c in value):
+        raise Refusal(STATUS["does_not_match_sop_class"], "missing_uid", f"no valid {keyword}")
+    return value
+
+
+def check_received(ds: Any, transfer_syntax: Any) -> tuple[str, str]:
+    """Check a received data set before it is kept; ``(sop_instance_uid, study_uid)``.
+
+    Raises :class:`Refusal` with the DIMSE status to answer.
+    """
+    try:
+        modality = ds.get("Modality")
+        sop_class = ds.get("SOPClassUID")
+    except Exception as e:  # pydicom parses elements lazily: garbage fails here
+        raise Refusal(STATUS["cannot_understand"], "undecodable_dataset", "cannot decode the data set") from e
+    try:
+        check_dicom_object(modality, sop_class)
+    except UnsupportedModalityError as e:
+        what = f"Modality {e.modality}" if e.modality else "this SOP Class"
+        raise Refusal(
+            STATUS["sop_class_not_supported"], e.code, f"{what} refused: projection radiographs only"
+        ) from e
+    try:
+        sop_uid, study_uid = _uid(ds, "SOPInstanceUID"), _uid(ds, "StudyInstanceUID")
+        if "PixelData" not in ds:
+            raise Refusal(STATUS["does_not_match_sop_class"], "no_pixel_data", "no Pixel Data")
+        if transfer_syntax is not None and not transfer_syntax.is_compressed:
+            _check_native_length(ds)
+    except Refusal:
+        raise
+    except Exception as e:
+        raise Refusal(STATUS["cannot_understand"], "undecodable_dataset", "cannot decode the data set") from e
+    return sop_uid, study_uid
+
+
+def _check_native_length(ds: Any) -> None:
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    bits, samples = int(ds.BitsAllocated), int(ds.get("SamplesPerPixel", 1) or 1)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    expected = (rows * columns * samples * frames * bits + 7) // 8
+    if rows < 1 or columns < 1 or len(ds.PixelData) < expected:
+        raise Refusal(
+            STATUS["does_not_match_sop_class"],
+            "corrupt_image",
+            "Pixel Data shorter than Rows x Columns x Bits Allocated",
+        )
+
+
+class StoreSCP:
+    """A pynetdicom Storage SCP writing into a :class:`Spool`; ``on_stored`` wakes the worker."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        *,
+        ae_title: str,
+        host: str,
+        port: int,
+        allowed: Sequence[str],
+        on_stored: Callable[[], None] = lambda: None,
+    ) -> None:
+        if not allowed:
+            raise ValueError("name at least one calling AE title allowed to send (--allow)")
+        self.spool = spool
+        self.ae_title = ae_title
+        self.address = (host, port)
+        self.allowed = list(allowed)
+        self.on_stored = on_stored
+        self._server: Any = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+        from pynetdicom.sop_class import Verification
+
+        ae = AE(ae_title=self.ae_title)
+        for context in AllStoragePresentationContexts:
+            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(Verification)
+        ae.require_calling_aet = self.allowed
+        ae.require_called_aet = True
+        ae.maximum_associations = 16
+        handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_REJECTED, self._on_rejected)]
+        self._server = ae.start_server(self.address, block=False, evt_handlers=handlers)
+        self.address = self._server.server_address[:2]
+        log.info("listening as %s on %s:%d; callers allowed: %s", self.ae_title, *self.address, self.allowed)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+    @property
+    def port(self) -> int:
+        return int(self.address[1])
+
+    # ---- handlers (run in the association's thread) ----------------------------------------------
+    def _on_rejected(self, event: Any) -> None:
+        calling = event.assoc.requestor.ae_title
+        reason = "calling_ae_title" if calling not in self.allowed else "called_ae_title"
+        self.spool.count("associations_rejected", reason)
+        log.warning("association from %r rejected (%s not recognised)", calling, reason.replace("_", " "))
+
+    def _on_store(self, event: Any) -> Any:
+        try:
+            ds = event.dataset
+            transfer_syntax = event.context.transfer_syntax
+            sop_uid, study_uid = check_received(ds, transfer_syntax)
+        except Refusal as refusal:
+            return self._refuse(refusal)
+        except Exception:  # whatever a peer sends, the node answers and stays up
+            return self._refuse(Refusal(STATUS["cannot_understand"], "undecodable_dataset", "cannot decode"))
+        key = instance_key(sop_uid)
+        try:
+            added = self.spool.add_instance(key, study_uid, event.encoded_dataset(include_meta=True))
+        except OSError as e:
+            log_failure(log, e, "instance %s not stored: spool write failed", key)
+            return self._refuse(
+                Refusal(STATUS["out_of_resources"], "spool_write_failed", "spool write failed")
+            )
+        if added:
+            log.info("stored instance %s (study %s)", key, study_key(study_uid))
+            self.on_stored()
+        else:
+            log.info("instance %s received again: already in the spool, kept once", key)
+        return STATUS["success"]
+
+    def _refuse(self, refusal: Refusal) -> Any:
+        from pydicom.dataset import Dataset
+
+        self.spool.count("refused", refusal.code)
+        log.warning("C-STORE refused with 0x%04X (%s)", refusal.status, refusal.code)
+        status = Dataset()
+        status.Status = refusal.status
+        status.ErrorComment = refusal.comment
+        return status

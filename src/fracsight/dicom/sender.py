@@ -1,0 +1,272 @@
+"""Sending result objects from the spool: C-STORE (pynetdicom) or STOW-RS (dicomweb-client).
+
+A :class:`Sender` thread takes due objects from the outbox in batches, hands each batch to one
+destination call (one association per batch: the association is reused for the whole batch),
+and records the outcome in the spool: delivered objects are ``sent``; while the destination
+cannot be reached the batch waits with exponential back-off (``base_delay`` doubling up to
+``max_delay``) and is retried for as long as it takes; an object the destination refuses is
+retried with back-off too, and after ``give_up_after`` refusals it is ``failed`` (counted,
+logged by spool key, left in the spool for a person to look at).
+
+An object is marked ``sent`` only after the destination confirmed it; if the node dies in
+between, the object is sent again after restart with the same SOP Instance UID, which a PACS
+stores once. Result objects are never re-made for an instance once queued, so the PACS never
+gets two different results for the same image.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from fracsight.dicom._logging import log_failure
+from fracsight.dicom.spool import OutboxRow, Spool
+
+__all__ = [
+    "DELIVERED",
+    "Destination",
+    "DestinationUnavailable",
+    "DimseDestination",
+    "Sender",
+    "StowDestination",
+    "parse_dimse_address",
+]
+
+log = logging.getLogger(__name__)
+
+DELIVERED = None  # the outcome of an object the destination confirmed
+UNAVAILABLE = "destination_unavailable"
+# C-STORE statuses that mean stored: success and the warnings (coercion, elements discarded, ...)
+_STORED = {0x0000, 0xB000, 0xB006, 0xB007}
+
+
+class DestinationUnavailable(Exception):
+    """The destination could not be reached (connection refused, association rejected, timeout)."""
+
+
+class Destination(Protocol):
+    def deliver(self, paths: Sequence[Path]) -> list[str | None]:
+        """Send the files; per file :data:`DELIVERED` or a failure code. Raises
+        :class:`DestinationUnavailable` when nothing could be sent."""
+
+    def describe(self) -> str: ...
+
+
+def parse_dimse_address(text: str, default_ae: str = "ANY-SCP") -> tuple[str, int, str]:
+    """``HOST:PORT[:AET]`` -> ``(host, port, ae_title)``; ValueError with a clear message."""
+    parts = text.rsplit(":", 2) if text.count(":") >= 2 else text.split(":")
+    if len(parts) == 3 and not parts[1].isdigit() and parts[2].isdigit():  # an IPv6 host without AET
+        parts = [f"{parts[0]}:{parts[1]}", parts[2]]
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1].isdigit():
+        raise ValueError(f"{text!r} is not HOST:PORT or HOST:PORT:AET")
+    port = int(parts[1])
+    if not 0 < port < 65536:
+        raise ValueError(f"{text!r}: port {port} is not in 1..65535")
+    ae = parts[2] if len(parts) == 3 else default_ae
+    if not ae or len(ae) > 16 or "\\" in ae:
+        raise ValueError(f"{text!r}: an AE title has 1 to 16 characters")
+    return parts[0], port, ae
+
+
+@dataclass
+class DimseDestination:
+    """A C-STORE SCP: ``host``, ``port``, its AE title; the node calls as ``calling_ae``."""
+
+    host: str
+    port: int
+    ae_title: str
+    calling_ae: str = "FRACSIGHT"
+    timeout: float = 30
+
+    def describe(self) -> str:
+        return f"C-STORE {self.ae_title}@{self.host}:{self.port}"
+
+    def deliver(self, paths: Sequence[Path]) -> list[str | None]:
+        from pydicom.filereader import read_file_meta_info
+        from pynetdicom import AE, _config
+
+        # files go as they are on disk (no decode and re-encode): the exact bytes that were written
+        _config.STORE_SEND_CHUNKED_DATASET = True
+        outcomes: list[str | None] = [UNAVAILABLE] * len(paths)
+        metas: dict[int, tuple[str, str]] = {}
+        for i, path in enumerate(paths):
+            try:
+                meta = read_file_meta_info(path)
+                metas[i] = (str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID))
+            except FileNotFoundError:
+                outcomes[i] = "file_missing"
+            except Exception:  # not a DICOM file with file meta: it cannot be sent as it is
+                outcomes[i] = "file_unreadable"
+        if not metas:
+            return outcomes
+        ae = AE(ae_title=self.calling_ae)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout
+        contexts: dict[str, set[str]] = {}
+        for sop_class, syntax in metas.values():
+            contexts.setdefault(sop_class, set()).add(syntax)
+        for sop_class, syntaxes in contexts.items():
+            ae.add_requested_context(sop_class, sorted(syntaxes))
+        assoc = ae.associate(self.host, self.port, ae_title=self.ae_title)
+        if not assoc.is_established:
+            raise DestinationUnavailable(f"{self.describe()}: no association")
+        try:
+            for i, path in enumerate(paths):
+                if i not in metas:
+                    continue
+                if not assoc.is_established:
+                    break  # the peer went away: the rest stay UNAVAILABLE
+                try:
+                    status = assoc.send_c_store(path)
+                except (RuntimeError, ValueError) as e:  # no accepted presentation context for it
+                    log.warning("result object not sent: %s", type(e).__name__)
+                    outcomes[i] = "no_presentation_context"
+                    continue
+                code = getattr(status, "Status", None)
+                if code is None:
+                    outcomes[i] = UNAVAILABLE  # no response: connection lost or timed out
+                elif code in _STORED:
+                    outcomes[i] = DELIVERED
+                else:
+                    outcomes[i] = f"status_0x{code:04X}"
+        finally:
+            if assoc.is_established:
+                assoc.release()
+        return outcomes
+
+
+@dataclass
+class StowDestination:
+    """A DICOMweb STOW-RS service (the base URL of its DICOMweb root, e.g. ``.../dicom-web``)."""
+
+    url: str
+    timeout: float = 60
+
+    def describe(self) -> str:
+        return f"STOW-RS {self.url}"
+
+    def deliver(self, paths: Sequence[Path]) -> list[str | None]:
+        import pydicom
+        import requests
+        from dicomweb_client import DICOMwebClient
+
+        outcomes: list[str | None] = [UNAVAILABLE] * len(paths)
+        datasets: list[tuple[int, Any]] = []
+        for i, path in enumerate(paths):
+            try:
+                datasets.append((i, pydicom.dcmread(path)))
+            except FileNotFoundError:
+                outcomes[i] = "file_missing"
+            except Exception:
+                outcomes[i] = "file_unreadable"
+        if not datasets:
+            return outcomes
+        client = DICOMwebClient(self.url, timeout=self.timeout)
+        try:
+            response = client.store_instances([ds for _, ds in datasets])
+        except (requests.ConnectionError, requests.Timeout) as e:
+            raise DestinationUnavailable(f"{self.describe()}: {type(e).__name__}") from e
+        except requests.HTTPError as e:
+            status = e.response.status_code if e.response is not None else 0
+            if status >= 500 or status in (408, 429):
+                raise DestinationUnavailable(f"{self.describe()}: HTTP {status}") from e
+            for i, _ in datasets:
+                outcomes[i] = f"http_{status}"
+            return outcomes
+        failed = {
+            str(item.get("ReferencedSOPInstanceUID", "")): int(item.get("FailureReason", 0) or 0)
+            for item in (response.get("FailedSOPSequence") or [])
+        }
+        for i, ds in datasets:
+            reason = failed.get(str(ds.SOPInstanceUID))
+            outcomes[i] = DELIVERED if reason is None else f"stow_failure_0x{reason:04X}"
+        return outcomes
+
+
+class Sender(threading.Thread):
+    """Drains the spool's outbox to one destination, with retries and exponential back-off."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        destination: Destination,
+        *,
+        batch_size: int = 32,
+        base_delay: float = 1.0,
+        max_delay: float = 60.0,
+        give_up_after: int = 10,
+    ) -> None:
+        super().__init__(name="fracsight-sender", daemon=True)
+        self.spool = spool
+        self.destination = destination
+        self.batch_size = batch_size
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.give_up_after = give_up_after
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self._failures = 0  # consecutive attempts that could not reach the destination
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+
+    def _delay(self, attempts: int) -> float:
+        return min(self.max_delay, self.base_delay * 2 ** max(0, attempts - 1))
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                if not self.send_once():
+                    self._sleep()
+            except Exception as e:  # the sender must outlive any one bad batch
+                log_failure(log, e, "sender: unexpected error; retrying shortly")
+                self.stopping.wait(self.base_delay)
+
+    def _sleep(self) -> None:
+        due = self.spool.next_due()
+        timeout = 1.0 if due is None else min(1.0, max(0.02, due - time.time()))
+        self.wake.wait(timeout)
+        self.wake.clear()
+
+    def send_once(self) -> bool:
+        """Send one batch of due objects; False when nothing was due."""
+        rows = self.spool.due(self.batch_size)
+        if not rows:
+            return False
+        try:
+            outcomes = self.destination.deliver([r.path for r in rows])
+        except DestinationUnavailable as e:
+            self._failures += 1
+            delay = self._delay(self._failures)
+            self.spool.retry_later(rows, delay, UNAVAILABLE, give_up_after=0)
+            log.warning("%s; %d result objects wait, next try in %.1f s", e, len(rows), delay)
+            return True
+        delivered = [r for r, o in zip(rows, outcomes, strict=True) if o is DELIVERED]
+        self.spool.mark_sent(delivered)
+        unreachable = [r for r, o in zip(rows, outcomes, strict=True) if o == UNAVAILABLE]
+        if unreachable:
+            self._failures += 1
+            self.spool.retry_later(unreachable, self._delay(self._failures), UNAVAILABLE, give_up_after=0)
+        elif delivered:
+            self._failures = 0
+        by_code: dict[str, list[OutboxRow]] = {}
+        for r, o in zip(rows, outcomes, strict=True):
+            if o is not DELIVERED and o != UNAVAILABLE:
+                by_code.setdefault(o, []).append(r)
+        for code, refused in by_code.items():
+            give_up = 1 if code == "file_missing" else self.give_up_after
+            delay = self._delay(max(r.attempts for r in refused) + 1)
+            failed = self.spool.retry_later(refused, delay, code, give_up_after=give_up)
+            log.warning(
+                "%s refused %d result objects (%s); %d given up",
+                self.destination.describe(),
+                len(refused),
+                code,
+                failed,
+            )
+        return True

@@ -1,0 +1,313 @@
+"""The structured report: a TID 1500 Measurement Report in a Comprehensive SR (highdicom.sr).
+
+Per image, the Imaging Measurements container holds
+
+* one TID 1501 group for the whole image: the source image, the finding (fracture), the
+  algorithm (TID 4019: name, version, the ONNX sha256 and the operating point as parameters),
+  the body region as finding site, the fracture probability (a measurement), the decision at
+  the operating point and, for a bundle with a class head, the most likely class and its
+  probability;
+* one TID 1410 group per box: the box as a closed POLYLINE SCOORD on the source image, with
+  its localization score.
+
+A root-level "Qualitative Evaluations" container carries the decision in words, the input
+warnings and the decision-aid notice as TEXT. A head the bundle lacks leaves its items out;
+nothing is filled in to look complete. The study report has one TID 1501 group over all the
+study's images with the study verdict of :meth:`fracsight.inference.Predictor.predict_study`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+
+import highdicom as hd
+import numpy as np
+from highdicom.coding_schemes import CodingSchemeIdentificationItem
+from pydicom import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+
+from fracsight.dicom.results_context import MANUFACTURER, SERIES, ResultContext
+from fracsight.inference.results import NOTICE, ClassResult, Prediction, StudyPrediction
+
+__all__ = ["PRIVATE_SCHEME", "image_report", "study_report"]
+
+#: fracsight's own coding scheme, for concepts no standard vocabulary has (a bundle's class
+#: names, a region without a SNOMED CT code); declared in the Coding Scheme Identification
+#: Sequence of each SR that uses it.
+PRIVATE_SCHEME = "99FRACSIGHT"
+
+FRACTURE = Code("72704001", "SCT", "Fracture")
+PROBABILITY = codes.DCM.Probability
+NO_UNITS = codes.UCUM.NoUnits
+SUSPECTED = codes.SCT.Suspected
+NOT_DETECTED = Code("260415000", "SCT", "Not detected")
+PLAIN_RADIOGRAPHY = codes.SCT.PlainRadiography
+QUALITATIVE_EVALUATIONS = Code("C0034375", "UMLS", "Qualitative Evaluations")
+# Only a class head needs fracsight's own concepts: its class names are the bundle's.
+CLASS = Code("CLASS", PRIVATE_SCHEME, "Most likely class")
+CLASS_PROBABILITY = Code("CLASSPROB", PRIVATE_SCHEME, "Probability of the most likely class")
+CLASS_CONFIDENT = Code("CLASSCONF", PRIVATE_SCHEME, "Class probability reaches the minimum")
+
+# Region names of fracsight bundles (FracAtlas, MURA-like) -> SNOMED CT anatomy.
+_REGION_CODES = {
+    "hand": codes.SCT.Hand,
+    "finger": codes.SCT.Finger,
+    "wrist": codes.SCT.WristRegionStructure,
+    "forearm": codes.SCT.Forearm,
+    "elbow": codes.SCT.ElbowJoint,
+    "humerus": codes.SCT.Humerus,
+    "shoulder": codes.SCT.Shoulder,
+    "hip": codes.SCT.Hip,
+    "pelvis": codes.SCT.Pelvis,
+    "femur": codes.SCT.Femur,
+    "knee": codes.SCT.Knee,
+    "leg": codes.SCT.LowerLimb,  # FracAtlas "leg": anything from the knee down
+    "ankle": codes.SCT.AnkleJoint,
+    "foot": codes.SCT.Foot,
+}
+_LATERALITY = {"L": codes.SCT.Left, "R": codes.SCT.Right}
+
+
+def _private(name: str) -> Code:
+    """A concept of fracsight's scheme for a bundle's own name (a class or region)."""
+    value = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:16]
+    if value != name:  # keep distinct names distinct after cleaning
+        value = value[:9] + "-" + hashlib.sha256(name.encode()).hexdigest()[:6]
+    return Code(value, PRIVATE_SCHEME, name[:64] or "?")
+
+
+def region_code(region: str) -> Code:
+    return _REGION_CODES.get(region.lower()) or _private(region)
+
+
+def _coding_schemes(result: Prediction | StudyPrediction) -> list[CodingSchemeIdentificationItem] | None:
+    """The declaration of fracsight's scheme, for a report that uses it."""
+    region = result.region if isinstance(result, Prediction) else None
+    if result.classification is None and (region is None or region.lower() in _REGION_CODES):
+        return None
+    return [
+        CodingSchemeIdentificationItem(
+            designator=PRIVATE_SCHEME,
+            name="fracsight concepts",
+            responsible_organization="fracsight",
+        )
+    ]
+
+
+def _algorithm(context: ResultContext, result: Prediction | StudyPrediction) -> hd.sr.AlgorithmIdentification:
+    parameters = [f"model.onnx sha256 {context.model_sha256}"]
+    if result.operating_point is not None:
+        parameters.append(f"operating point {result.operating_point}, threshold {result.threshold:.6f}")
+    if result.classification is not None:
+        parameters.append(f"class minimum probability {result.classification.min_probability:.6f}")
+    return hd.sr.AlgorithmIdentification(
+        name=context.algorithm_name,
+        version=context.algorithm_version,
+        parameters=parameters,
+        manufacturer=MANUFACTURER,
+    )
+
+
+def _observation_context(context: ResultContext) -> hd.sr.ObservationContext:
+    from pydicom.uid import generate_uid
+
+    device = hd.sr.DeviceObserverIdentifyingAttributes(
+        uid=str(generate_uid(entropy_srcs=["fracsight device", context.model_sha256])),
+        name="fracsight",
+        manufacturer_name=MANUFACTURER,
+        model_name=context.algorithm_name,
+        serial_number=context.model_sha256[:16] or None,
+    )
+    return hd.sr.ObservationContext(
+        observer_device_context=hd.sr.ObserverContext(
+            observer_type=codes.DCM.Device, observer_identifying_attributes=device
+        )
+    )
+
+
+def _probability(value: float, name: Code = PROBABILITY) -> hd.sr.Measurement:
+    return hd.sr.Measurement(name=name, value=round(float(value), 6), unit=NO_UNITS)
+
+
+def _verdict(
+    result: Prediction | StudyPrediction,
+) -> tuple[list[hd.sr.Measurement], list[hd.sr.QualitativeEvaluation]]:
+    """The probability, the decision and the class, as far as the bundle's heads give them."""
+    measurements: list[hd.sr.Measurement] = []
+    evaluations: list[hd.sr.QualitativeEvaluation] = []
+    if result.fracture_probability is not None:
+        measurements.append(_probability(result.fracture_probability))
+        decided = SUSPECTED if result.fracture_suspected else NOT_DETECTED
+        evaluations.append(hd.sr.QualitativeEvaluation(FRACTURE, decided))
+    classification: ClassResult | None = result.classification
+    if classification is not None:
+        measurements.append(_probability(classification.probability, CLASS_PROBABILITY))
+        evaluations.append(hd.sr.QualitativeEvaluation(CLASS, _private(classification.predicted)))
+        yes_no = codes.SCT.Yes if classification.confident else codes.SCT.No
+        evaluations.append(hd.sr.QualitativeEvaluation(CLASS_CONFIDENT, yes_no))
+    return measurements, evaluations
+
+
+def _finding_sites(header: Dataset, region: str | None) -> list[hd.sr.FindingSite] | None:
+    if region is None:
+        return None
+    side = str(header.get("ImageLaterality") or header.get("Laterality") or "").strip().upper()
+    return [hd.sr.FindingSite(region_code(region), laterality=_LATERALITY.get(side))]
+
+
+def _text_container(items: Sequence[tuple[Code, str]]) -> hd.sr.ContainerContentItem:
+    container = hd.sr.ContainerContentItem(
+        name=QUALITATIVE_EVALUATIONS, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+    )
+    container.ContentSequence = hd.sr.ContentSequence(
+        [
+            hd.sr.TextContentItem(
+                name=name, value=text[:1024], relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+            )
+            for name, text in items
+        ]
+    )
+    return container
+
+
+def _document(
+    evidence: Sequence[Dataset],
+    report: hd.sr.MeasurementReport,
+    texts: Sequence[tuple[Code, str]],
+    context: ResultContext,
+    result: Prediction | StudyPrediction,
+    *,
+    sop_instance_uid: str,
+    instance_number: int,
+) -> Dataset:
+    report[0].ContentSequence.append(_text_container(texts))
+    series = SERIES["sr"]
+    equipment = context.equipment()
+    return hd.sr.ComprehensiveSR(
+        evidence=list(evidence),
+        content=report[0],
+        series_instance_uid=context.series_uid(evidence[0].StudyInstanceUID, "sr"),
+        series_number=series.number,
+        series_description=series.description,
+        sop_instance_uid=sop_instance_uid,
+        instance_number=instance_number,
+        manufacturer=equipment["manufacturer"],
+        manufacturer_model_name=equipment["manufacturer_model_name"],
+        software_versions=equipment["software_versions"],
+        device_serial_number=equipment["device_serial_number"],
+        is_complete=True,
+        is_final=False,  # a machine's preliminary finding for a reader to confirm, never verified
+        is_verified=False,
+        coding_schemes=_coding_schemes(result),
+        **context.dates(),
+    )
+
+
+def image_report(
+    header: Dataset,
+    prediction: Prediction,
+    context: ResultContext,
+    *,
+    frame_numbers: Sequence[int] | None = None,
+    sop_instance_uid: str,
+) -> Dataset:
+    """The SR of one image; ``header`` is the source without its pixel data."""
+    algorithm = _algorithm(context, prediction)
+    sites = _finding_sites(header, prediction.region)
+    measurements, evaluations = _verdict(prediction)
+    finding = FRACTURE if prediction.has_fracture_head else None
+    groups: list = [
+        hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="fracsight image result"),
+            finding_type=finding,
+            algorithm_id=algorithm,
+            finding_sites=sites,
+            measurements=measurements,
+            qualitative_evaluations=evaluations,
+            source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(header, frame_numbers)],
+        )
+    ]
+    for k, box in enumerate(prediction.boxes, start=1):
+        outline = np.array(
+            [[box.x0, box.y0], [box.x1, box.y0], [box.x1, box.y1], [box.x0, box.y1], [box.x0, box.y0]],
+            dtype=np.float32,
+        )
+        region = hd.sr.ImageRegion(
+            graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+            graphic_data=outline,
+            source_image=hd.sr.SourceImageForRegion.from_source_image(header, frame_numbers),
+        )
+        groups.append(
+            hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(
+                    uid=hd.UID(), identifier=f"fracsight suspected fracture {k}"
+                ),
+                referenced_region=region,
+                finding_type=FRACTURE,
+                algorithm_id=algorithm,
+                finding_sites=sites,
+                measurements=[_probability(box.score)],  # the highest probability inside
+            )
+        )
+    report = hd.sr.MeasurementReport(
+        observation_context=_observation_context(context),
+        procedure_reported=PLAIN_RADIOGRAPHY,
+        imaging_measurements=groups,
+    )
+    texts = [(codes.DCM.Finding, prediction.decision)]
+    texts += [(codes.DCM.Comment, f"input warning: {w}") for w in prediction.warnings]
+    texts.append((codes.DCM.Comment, NOTICE))
+    return _document(
+        [header],
+        report,
+        texts,
+        context,
+        prediction,
+        sop_instance_uid=sop_instance_uid,
+        instance_number=int(header.get("InstanceNumber") or 1),
+    )
+
+
+def study_report(
+    headers: Sequence[Dataset],
+    study: StudyPrediction,
+    context: ResultContext,
+    *,
+    frame_numbers: Sequence[Sequence[int] | None],
+    sop_instance_uid: str,
+) -> Dataset:
+    """The SR of a study verdict over all ``headers`` (the study's images, without pixels)."""
+    measurements, evaluations = _verdict(study)
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="fracsight study result"),
+        finding_type=FRACTURE if study.fracture_probability is not None else None,
+        algorithm_id=_algorithm(context, study),
+        measurements=measurements,
+        qualitative_evaluations=evaluations,
+        source_images=[
+            hd.sr.SourceImageForMeasurementGroup.from_source_image(h, f)
+            for h, f in zip(headers, frame_numbers, strict=True)
+        ],
+    )
+    report = hd.sr.MeasurementReport(
+        observation_context=_observation_context(context),
+        procedure_reported=PLAIN_RADIOGRAPHY,
+        imaging_measurements=[group],
+    )
+    texts = [
+        (codes.DCM.Finding, f"study of {len(headers)} images: {study.decision}"),
+        (codes.DCM.Comment, f"aggregation over the images: {study.aggregation}"),
+        (codes.DCM.Comment, NOTICE),
+    ]
+    return _document(
+        headers,
+        report,
+        texts,
+        context,
+        study,
+        sop_instance_uid=sop_instance_uid,
+        instance_number=len(headers) + 1,
+    )

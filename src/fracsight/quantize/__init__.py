@@ -1,0 +1,26 @@
+"""INT8 bundles: static quantization with ONNX Runtime's tools, refitted and gated against the float model.
+
+``fracsight quantize MODEL OUT_DIR --data DATA_DIR`` (:mod:`fracsight.quantize.cli`) or
+:func:`quantize_bundle`. Needs the ``onnx`` package besides the inference install; never torch.
+The names below load on first use, so that the CLI can register its command cheaply.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = ["CALIBRATION_IMAGES", "GateBounds", "QuantizationRefused", "quantize_bundle"]
+
+_HOME = {
+    "CALIBRATION_IMAGES": "fracsight.quantize.build",
+    "quantize_bundle": "fracsight.quantize.build",
+    "GateBounds": "fracsight.quantize.gate",
+    "QuantizationRefused": "fracsight.quantize.gate",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        return getattr(importlib.import_module(_HOME[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,179 @@
+"""An INT8 bundle from any float bundle: quantize, refit on its own outputs, gate, write.
+
+>>> from fracsight.quantize import quantize_bundle
+>>> spec = quantize_bundle("fracatlas-lite0-384-v2", "runs/int8/fracatlas-lite0-384-v2-int8",
+...                        data_dir="../shared/data/fracatlas", evaluate_split="test")  # doctest: +SKIP
+
+Nothing is written unless the gate passes: the bundle is built in a hidden folder next
+to ``out_dir`` and moved into place at the end. No torch on this path (onnxruntime,
+its quantization tools and the ``onnx`` package).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fracsight.bundle import BundleSpec, sha256_file, write_bundle_spec
+from fracsight.data import FRACTURE, Dataset, load_dataset
+from fracsight.data.splits import train_val_samples
+from fracsight.errors import ConfigError
+from fracsight.inference.onnx_model import OnnxModel
+from fracsight.inference.store import resolve_bundle
+from fracsight.quantize.gate import GateBounds, QuantizationRefused, check_gate, measure_gate
+from fracsight.quantize.int8 import QUANTIZATION, quantize_onnx
+from fracsight.training.card import write_card
+from fracsight.training.refit import fit_to_outputs, metrics_summary, model_input, raw_outputs
+
+__all__ = ["CALIBRATION_IMAGES", "calibration_samples", "quantize_bundle"]
+
+CALIBRATION_IMAGES = 64
+Progress = Callable[[str], None]
+
+
+def calibration_samples(dataset: Dataset, train: list, n: int) -> list:
+    """``n`` training images spread evenly over the split's order (deterministic)."""
+    if n < 1:
+        raise ConfigError("the number of calibration images must be at least 1")
+    if not train:
+        raise ConfigError(f"{dataset.root} has no training images to calibrate INT8 activations on")
+    index = np.unique(np.linspace(0, len(train) - 1, min(n, len(train))).round().astype(int))
+    return [train[i] for i in index]
+
+
+def _out_folder(source: Path, out_dir: Path, force: bool) -> None:
+    if out_dir.resolve() == source.resolve() or out_dir.resolve() in source.resolve().parents:
+        raise ConfigError(
+            f"{out_dir} is or holds the float bundle itself: choose another folder for the INT8 one"
+        )
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{out_dir} exists and is not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        raise ConfigError(f"{out_dir} exists and is not empty; choose another folder or pass --force")
+
+
+def _data(spec: BundleSpec, data_dir: Path | None) -> tuple[Path, Dataset, list, list]:
+    recorded = spec.training.get("data")
+    root = Path(data_dir) if data_dir else Path(recorded) if recorded else None
+    if root is None or not root.is_dir():
+        where = f"{root} (recorded in bundle.json) is not a folder here" if root else "none is recorded"
+        raise ConfigError(f"no data to calibrate on: {where}; pass --data DATA_DIR")
+    layout = spec.training.get("layout", "auto") if not data_dir else "auto"
+    dataset = load_dataset(root, layout)
+    train, val = train_val_samples(dataset, int(spec.training.get("config", {}).get("seed", 0)))
+    if spec.head("fracture") is not None and not all(FRACTURE in s.labels for s in val):
+        raise ConfigError(
+            f"{root}: the bundle has a fracture head, but not every validation image has its label"
+        )
+    return root, dataset, train, val
+
+
+def quantize_bundle(
+    model: str | Path,
+    out_dir: str | Path,
+    *,
+    data_dir: str | Path | None = None,
+    n_calibration: int = CALIBRATION_IMAGES,
+    bounds: GateBounds | None = None,
+    evaluate_split: str | None = None,
+    force: bool = False,
+    command: str | None = None,
+    progress: Progress | None = None,
+) -> BundleSpec:
+    """Write the INT8 version of the float bundle ``model`` to ``out_dir`` and return its spec.
+
+    Calibrated on ``n_calibration`` images of the ``train`` split; calibration, operating points,
+    OOD and localization settings refitted on the INT8 model's own ``val`` outputs; refused
+    (:class:`QuantizationRefused`, nothing written) when it breaks ``bounds``. ``evaluate_split``:
+    also measure both models on that split for the card.
+    """
+    say = progress or (lambda _msg: None)
+    bounds = bounds or GateBounds()
+    source, out_dir = resolve_bundle(model), Path(out_dir)
+    float_model = OnnxModel(source)  # checks model.onnx against its recorded sha256
+    float_spec = float_model.spec
+    if float_spec.precision != "float32":
+        raise ConfigError(f"{source} is already {float_spec.precision}: quantize its float bundle instead")
+    _out_folder(source, out_dir, force)
+    data_root, dataset, train, val = _data(float_spec, Path(data_dir) if data_dir else None)
+    size = float_spec.input_size
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        chosen = calibration_samples(dataset, train, n_calibration)
+        say(f"quantizing with {len(chosen)} training images for calibration")
+        quantize_onnx(source / "model.onnx", work / "model.onnx", [model_input(s, size)[0] for s in chosen])
+        spec = dataclasses.replace(
+            float_spec,
+            name=f"{float_spec.name}-int8",
+            precision="int8",
+            onnx_sha256=sha256_file(work / "model.onnx"),
+            training={
+                **float_spec.training,
+                "commands": [
+                    *float_spec.training.get("commands", []),
+                    command or f"fracsight quantize {model} {out_dir} --data {data_root}",
+                ],
+            },
+            metrics={},
+        )
+        write_bundle_spec(spec, work)
+        int8_model = OnnxModel(work)
+        say(f"running both models on {len(val)} validation images")
+        float_val, geometries = raw_outputs(float_model, val)
+        int8_val, _ = raw_outputs(int8_model, val)
+        say(f"running the INT8 model on {len(train)} training images (out-of-distribution subspace)")
+        int8_train, _ = raw_outputs(int8_model, train)
+        spec = fit_to_outputs(
+            spec, val, int8_val, geometries, int8_train["embedding"], class_names=dataset.class_names
+        )
+        measured = measure_gate(float_spec, spec, val, float_val, int8_val, geometries)
+        failures = check_gate(measured, bounds)
+        if failures:
+            raise QuantizationRefused(
+                f"refusing to write the INT8 bundle ({len(val)} validation images): " + "; ".join(failures)
+            )
+        write_bundle_spec(spec, work)  # the evaluation below must see the refitted calibration
+        float_metrics: dict[str, Any] = dict(float_spec.metrics)
+        metrics: dict[str, Any] = dict(spec.metrics)
+        if evaluate_split:
+            from fracsight.evaluation.run import evaluate_model
+
+            say(f"evaluating the INT8 bundle on {evaluate_split}")
+            metrics[evaluate_split] = metrics_summary(evaluate_model(work, data_root, split=evaluate_split))
+            if evaluate_split not in float_metrics:
+                say(f"evaluating the float bundle on {evaluate_split}")
+                found = evaluate_model(source, data_root, split=evaluate_split)
+                float_metrics[evaluate_split] = metrics_summary(found)
+        metrics["quantization"] = {
+            **QUANTIZATION,
+            "float_bundle": {
+                "name": float_spec.name,
+                "version": float_spec.version,
+                "onnx_sha256": float_spec.onnx_sha256,
+            },
+            "calibration_images": len(chosen),
+            "calibration_split": "train",
+            "gate": {"bounds": bounds.to_dict(), "measured": measured},
+            "float_metrics": float_metrics,
+        }
+        spec = dataclasses.replace(spec, metrics=metrics)
+        write_bundle_spec(spec, work)
+        write_card(spec, work)
+        umask = os.umask(0)
+        os.umask(umask)
+        work.chmod(0o777 & ~umask)  # mkdtemp made it private; the bundle is an ordinary folder
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        work.rename(out_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return spec

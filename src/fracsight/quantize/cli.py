@@ -1,0 +1,90 @@
+"""``fracsight quantize``: an INT8 bundle from a float one. Thin: parse, call quantize_bundle, report."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+__all__ = ["quantize"]
+
+GATE_KEYS = ("auroc_drop", "heatmap_correlation", "top_box_iou", "hit_rate_drop", "class_accuracy_drop")
+
+
+def quantize(
+    model: Annotated[str, typer.Argument(help="Float bundle: a packaged name, a folder or a .zip.")],
+    out: Annotated[Path, typer.Argument(help="Folder for the INT8 bundle (created; never the float one).")],
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            exists=True,
+            file_okay=False,
+            help="Data set with the train/val split the bundle was made on (default: the one it records).",
+        ),
+    ] = None,
+    calibration_images: Annotated[
+        int, typer.Option(min=1, max=2048, help="Training images that calibrate the INT8 activation ranges.")
+    ] = 64,
+    evaluate_split: Annotated[
+        str | None,
+        typer.Option("--evaluate", help="Also measure both models on this split and put it in the card."),
+    ] = None,
+    max_auroc_drop: Annotated[
+        float, typer.Option(min=0.0, help="Gate: largest allowed fall in validation AUROC.")
+    ] = 0.003,
+    min_heatmap_correlation: Annotated[
+        float,
+        typer.Option(min=-1.0, max=1.0, help="Gate: least median per-image correlation of the heatmaps."),
+    ] = 0.9,
+    min_top_box_iou: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Gate: least mean IoU of the float and INT8 top boxes.")
+    ] = 0.5,
+    max_hit_rate_drop: Annotated[
+        float, typer.Option(min=0.0, help="Gate: largest allowed fall in validation localization hit rate.")
+    ] = 0.05,
+    max_class_accuracy_drop: Annotated[
+        float, typer.Option(min=0.0, help="Gate: largest allowed fall in validation class accuracy.")
+    ] = 0.01,
+    force: Annotated[bool, typer.Option(help="Replace a non-empty output folder.")] = False,
+) -> None:
+    """Quantize a float bundle to INT8 (ONNX Runtime static QDQ), refit it on validation, gate it, write it.
+
+    Refuses, writing nothing, when the INT8 model's validation AUROC, heatmaps or boxes move
+    further from the float model's than the gate allows, and says by how much.
+    """
+    from rich.console import Console
+
+    from fracsight.cli import user_errors
+    from fracsight.quantize.build import quantize_bundle
+    from fracsight.quantize.gate import GateBounds
+
+    bounds = GateBounds(
+        max_auroc_drop=max_auroc_drop,
+        max_class_accuracy_drop=max_class_accuracy_drop,
+        min_heatmap_correlation=min_heatmap_correlation,
+        min_top_box_iou=min_top_box_iou,
+        max_hit_rate_drop=max_hit_rate_drop,
+    )
+    command = "fracsight " + shlex.join(sys.argv[1:]) if Path(sys.argv[0]).name == "fracsight" else None
+    err = Console(stderr=True)
+    with user_errors(), err.status("quantizing") as status:
+        spec = quantize_bundle(
+            model,
+            out,
+            data_dir=data,
+            n_calibration=calibration_images,
+            bounds=bounds,
+            evaluate_split=evaluate_split,
+            force=force,
+            command=command,
+            progress=lambda msg: status.update(msg),
+        )
+    measured = spec.metrics["quantization"]["gate"]["measured"]
+    shown = ", ".join(f"{key} {measured[key]:.4f}" for key in GATE_KEYS if key in measured)
+    size = (out / "model.onnx").stat().st_size / 1e6
+    typer.echo(f"INT8 bundle {spec.name} v{spec.version} written to {out} (model.onnx {size:.1f} MB)")
+    typer.echo(f"gate (validation): {shown}")

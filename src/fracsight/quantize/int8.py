@@ -1,0 +1,82 @@
+"""Static INT8 quantization of a bundle's ONNX graph with ONNX Runtime's own tools.
+
+QDQ format, per-channel symmetric INT8 weights, UINT8 activations with ranges from
+min/max calibration over training images that are read and letterboxed exactly as the
+Predictor reads them. Weights use 7 bits (``reduce_range``): on x86 CPUs without VNNI
+(AVX2 only, like the 2-core reference machine) ONNX Runtime's u8 x s8 kernels add pairs of
+products in 16 bits, which saturate with full-range weights; on the shipped model that
+saturation cost 0.05 in heatmap correlation with the float model, 7-bit weights cost
+nothing measurable (docs/benchmark.md).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from fracsight.errors import ConfigError
+
+__all__ = ["QUANTIZATION", "quantize_onnx"]
+
+#: What the bundle records about how its graph was quantized.
+QUANTIZATION = {
+    "tool": "onnxruntime.quantization.quantize_static",
+    "format": "QDQ",
+    "weights": "int8, per channel, symmetric, 7-bit range (reduce_range)",
+    "activations": "uint8, per tensor, min/max calibration",
+}
+
+
+def _reader(base: type, images: Sequence[np.ndarray], input_name: str):
+    """An onnxruntime CalibrationDataReader (``base``) over prepared (S, S) model inputs."""
+
+    class Reader(base):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            self._inputs: Iterator[np.ndarray] = iter(images)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            image = next(self._inputs, None)
+            return None if image is None else {input_name: image[None, None].astype(np.float32)}
+
+    return Reader()
+
+
+def _quantization_tools():
+    try:
+        from onnxruntime import quantization
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+    except ImportError as e:  # onnxruntime.quantization needs the onnx package
+        raise ConfigError(
+            f"INT8 quantization needs the onnx package ({e.name} is missing): pip install onnx "
+            "(or pip install 'fracsight[train]')"
+        ) from e
+    return quantization, quant_pre_process
+
+
+def quantize_onnx(source: Path, target: Path, calibration_images: Sequence[np.ndarray]) -> None:
+    """Write the INT8 (QDQ) version of ``source`` to ``target``, calibrated on ``calibration_images``
+    ((S, S) float32 letterboxed images in [0, 1], the model's input without batch and channel)."""
+    if not calibration_images:
+        raise ConfigError("INT8 calibration needs at least one training image")
+    quantization, quant_pre_process = _quantization_tools()
+    with tempfile.TemporaryDirectory(prefix="fracsight-int8-") as scratch:
+        prepared = Path(scratch) / "prepared.onnx"
+        # shape inference and graph folding first, as onnxruntime recommends before quantizing
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
+        import onnx
+
+        input_name = onnx.load(str(prepared), load_external_data=False).graph.input[0].name
+        quantization.quantize_static(
+            str(prepared),
+            str(target),
+            _reader(quantization.CalibrationDataReader, calibration_images, input_name),
+            quant_format=quantization.QuantFormat.QDQ,
+            per_channel=True,
+            reduce_range=True,
+            activation_type=quantization.QuantType.QUInt8,
+            weight_type=quantization.QuantType.QInt8,
+            calibrate_method=quantization.CalibrationMethod.MinMax,
+        )

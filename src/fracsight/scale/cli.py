@@ -1,0 +1,143 @@
+"""``fracsight batch``: archive-scale prediction on Ray (thin: parse, call :mod:`fracsight.scale.job`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+__all__ = ["batch_app"]
+
+batch_app = typer.Typer(
+    help="Predict whole archives on Ray (local or a cluster), resumably, to Parquet and CSV. "
+    "A decision aid, not a diagnosis.",
+    no_args_is_help=True,
+)
+
+
+@batch_app.command("run")
+def run_command(
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(help="Folders, image files, path lists (.txt) and/or manifests (.csv, .parquet)."),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output folder (re-run the same command to resume).")
+    ],
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Bundle folder, .zip, or packaged name (default: shipped)."),
+    ] = None,
+    operating_point: Annotated[str | None, typer.Option(help="Named operating point of the bundle.")] = None,
+    all_classes: Annotated[bool, typer.Option(help="Add p_<class> columns (as predict --csv).")] = False,
+    path_column: Annotated[
+        str, typer.Option(help="Column of a .csv/.parquet manifest with the paths.")
+    ] = "path",
+    address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster to run on (auto, HOST:6379, ray://HOST:10001); default: a local Ray."),
+    ] = None,
+    actors: Annotated[int, typer.Option(min=0, help="Predictor actors (0: one per CPU slot or GPU).")] = 0,
+    cpus_per_actor: Annotated[float, typer.Option(min=0.1, help="CPUs each actor reserves.")] = 1.0,
+    gpus_per_actor: Annotated[
+        float, typer.Option(min=0.0, help="GPUs each actor reserves (needs onnxruntime-gpu on the nodes).")
+    ] = 0.0,
+    batch_size: Annotated[int, typer.Option(min=1, max=1024, help="Images per actor call.")] = 16,
+    commit_every: Annotated[
+        int, typer.Option(min=1, help="Rows per committed Parquet part (what a kill can cost at most).")
+    ] = 256,
+) -> None:
+    """Predict every input not yet in --out: rows with the columns of `fracsight predict --csv` plus
+    `path`, in OUT/parts/*.parquet and OUT/results.csv. Exit 0 when every file was predicted, 1 when
+    some could not be read (their rows say why), 2 on bad arguments."""
+    import signal
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from fracsight.cli import user_errors
+    from fracsight.inference import NOTICE
+    from fracsight.scale.inputs import collect_batch_inputs
+    from fracsight.scale.job import run_batch
+
+    missing = [str(p) for p in inputs if not p.exists()]
+    if missing:
+        typer.echo(f"error (not_found): no such file or folder: {', '.join(missing)}", err=True)
+        raise typer.Exit(2)
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        typer.echo("error (missing_dependency): ray: pip install 'fracsight[scale]'", err=True)
+        raise typer.Exit(1) from None
+
+    def stop(signum: int, frame: object) -> None:  # SIGTERM: commit what is done, then stop
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    err = Console(stderr=True)
+    with user_errors():
+        files = collect_batch_inputs(inputs, path_column=path_column)
+        if not files:
+            typer.echo("error (no_images): no image files found in the given inputs", err=True)
+            raise typer.Exit(2)
+        columns = (TextColumn("Predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=err, transient=True) as bar:
+            task = bar.add_task("batch", total=len(files))
+            summary = run_batch(
+                files,
+                out,
+                model=model,
+                operating_point=operating_point,
+                all_classes=all_classes,
+                address=address,
+                actors=actors,
+                cpus_per_actor=cpus_per_actor,
+                gpus_per_actor=gpus_per_actor,
+                batch_size=batch_size,
+                commit_every=commit_every,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    failed = sum(summary.errors.values())
+    rate = summary.predicted / summary.seconds if summary.seconds else 0.0
+    err.print(
+        f"{summary.inputs} inputs: {summary.skipped} already in {out}, {summary.predicted} predicted by "
+        f"{summary.actors} actors in {summary.seconds:.1f} s ({rate:.1f} images/s, Ray start-up included)"
+        + (
+            f"; {summary.steady_rate:.1f} images/s once the actors were warm; "
+            if summary.steady_rate
+            else "; "
+        )
+        + f"{failed} rows with an error code"
+        + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(summary.errors.items()))})" if failed else "")
+    )
+    err.print(f"results: {out / 'parts'} (Parquet), {out / 'results.csv'}. {NOTICE}")
+    if failed:
+        raise typer.Exit(1)
+
+
+@batch_app.command("status")
+def status_command(
+    out: Annotated[Path, typer.Argument(help="Output folder of `fracsight batch run`.")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """How far a batch output has got: rows committed, errors by code, the model."""
+    job = out / "job.json"
+    if not job.is_file():
+        typer.echo(f"error (not_found): {out} is not a fracsight batch output (no job.json)", err=True)
+        raise typer.Exit(2)
+    record = json.loads(job.read_text(encoding="utf-8"))
+    import pyarrow.parquet as pq
+
+    record["rows"] = sum(pq.ParquetFile(p).metadata.num_rows for p in (out / "parts").glob("part-*.parquet"))
+    if json_output:
+        typer.echo(json.dumps(record, indent=2))
+        return
+    model = record.get("model", {})
+    typer.echo(
+        f"{out}: {record.get('status')}, {record.get('rows', 0)} rows, model {model.get('name')} "
+        f"v{model.get('version')}"
+    )
+    for code, n in sorted(record.get("errors", {}).items()):
+        typer.echo(f"  {code}: {n}")

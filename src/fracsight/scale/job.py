@@ -1,0 +1,236 @@
+"""A batch job on Ray Data: manifest -> blocks -> Predictor actors -> committed rows (docs/scale.md)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from fracsight.bundle import load_bundle_spec
+from fracsight.errors import FracsightError
+from fracsight.inference import list_bundles, resolve_bundle
+from fracsight.scale.output import PATH_COLUMN, BatchOutput, output_columns
+
+__all__ = ["BatchError", "BatchSummary", "local_cpus", "run_batch"]
+
+
+class BatchError(FracsightError):
+    """Ray could not be reached or the job stopped; the rows committed so far are kept."""
+
+    code = "batch_failed"
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchSummary:
+    inputs: int  # distinct input files
+    skipped: int  # already in the output when the job started
+    predicted: int  # rows committed by this run (results and errors)
+    errors: dict[str, int]  # error code -> rows, over the whole output
+    seconds: float  # this run, Ray start-up included
+    actors: int
+    steady_rate: float | None  # images/s once the first rows came back (warm actors); None: too few
+
+
+def local_cpus() -> int:
+    """The cores this process may use (a local Ray is started with this many CPUs)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _model_for_actors(model: str | None) -> str | None:
+    """A packaged name stays a name (each node resolves its own install); a folder becomes absolute."""
+    if model is None or model in list_bundles():
+        return model
+    return str(resolve_bundle(model).resolve())
+
+
+def run_batch(
+    inputs: Sequence[str],
+    out: Path,
+    *,
+    model: str | None = None,
+    operating_point: str | None = None,
+    all_classes: bool = False,
+    address: str | None = None,
+    actors: int = 0,
+    cpus_per_actor: float = 1.0,
+    gpus_per_actor: float = 0.0,
+    batch_size: int = 16,
+    commit_every: int = 256,
+    commit_seconds: float = 30.0,
+    progress: Callable[[int, int], None] | None = None,
+) -> BatchSummary:
+    """Predict every input not yet in ``out`` and commit the rows there.
+
+    ``address``: an existing Ray cluster (``auto``, ``ray://host:10001``, ``host:6379``); None starts
+    a local Ray with this machine's cores for the job. ``actors``: Predictor actors (0: one per
+    ``cpus_per_actor`` CPUs, or per GPU with ``gpus_per_actor``). Rows are committed every
+    ``commit_every`` rows or ``commit_seconds``, whichever comes first: a killed job loses at most
+    those. ``progress(done, total)`` is called after each commit.
+    """
+    started = time.perf_counter()
+    if address:
+        _check_reachable(address)
+    bundle = resolve_bundle(model)
+    spec = load_bundle_spec(bundle)
+    if spec.head("fracture") is not None or operating_point is not None:
+        spec.operating_point(operating_point)  # an unknown name fails here, not in every actor
+    columns = output_columns(spec, all_classes=all_classes)
+    identity = {"name": spec.name, "version": str(spec.version), "onnx_sha256": spec.onnx_sha256}
+    output = BatchOutput(out, columns, identity)
+    pending = output.pending(inputs)
+    skipped = len(inputs) - len(pending)
+    if progress:
+        progress(output.rows_done, output.rows_done + len(pending))
+    n_actors, steady = 0, None
+    if pending:
+        n_actors, steady = _run_on_ray(
+            pending,
+            output,
+            model=_model_for_actors(model),
+            operating_point=operating_point,
+            all_classes=all_classes,
+            address=address,
+            actors=actors,
+            cpus_per_actor=cpus_per_actor,
+            gpus_per_actor=gpus_per_actor,
+            batch_size=batch_size,
+            commit_every=commit_every,
+            commit_seconds=commit_seconds,
+            progress=progress,
+        )
+    errors = {code: n for code, n in output.error_counts().items() if code}
+    missing = [p for p in inputs if p not in output.done]
+    status = "complete" if not missing else "incomplete"
+    seconds = time.perf_counter() - started
+    last_run = {"predicted": len(pending), "actors": n_actors, "seconds": round(seconds, 3)}
+    last_run["steady_images_per_s"] = None if steady is None else round(steady, 3)
+    output.write_job({"status": status, "rows": output.rows_done, "errors": errors, "last_run": last_run})
+    if missing:  # only if Ray itself failed; the next run predicts them
+        raise BatchError(f"{len(missing)} inputs have no row yet; run the same command again")
+    return BatchSummary(
+        inputs=len(inputs),
+        skipped=skipped,
+        predicted=len(pending),
+        errors=errors,
+        seconds=seconds,
+        actors=n_actors,
+        steady_rate=steady,
+    )
+
+
+def _run_on_ray(
+    pending: list[str],
+    output: BatchOutput,
+    *,
+    model: str | None,
+    operating_point: str | None,
+    all_classes: bool,
+    address: str | None,
+    actors: int,
+    cpus_per_actor: float,
+    gpus_per_actor: float,
+    batch_size: int,
+    commit_every: int,
+    commit_seconds: float,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[int, float | None]:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # nothing leaves the hospital
+    import pyarrow as pa
+    import ray
+
+    from fracsight.scale.predict import BatchPredictor
+
+    try:
+        if address:
+            ray.init(address=address, logging_level=logging.WARNING)
+        else:
+            ray.init(num_cpus=local_cpus(), include_dashboard=False, logging_level=logging.WARNING)
+    except Exception as e:  # Ray raises ConnectionError, RuntimeError, ... with long messages
+        where = f"the Ray cluster at {address}" if address else "a local Ray"
+        raise BatchError(f"cannot start or reach {where}: {_first_line(e)}") from None
+    try:
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False  # the CLI shows its own, counted in committed rows
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        resources = ray.cluster_resources()
+        if actors <= 0:
+            slots = resources.get("GPU", 0) / gpus_per_actor if gpus_per_actor else 0
+            slots = slots or resources.get("CPU", 1) / max(cpus_per_actor, 1e-9)
+            actors = max(1, int(slots))
+        actors = min(actors, -(-len(pending) // batch_size))  # no idle actors on a small job
+        # One block per batch: the actors take blocks as they free up, and a block is the unit
+        # of work lost (and redone) when a job is killed.
+        blocks = [
+            pa.table({PATH_COLUMN: pending[i : i + batch_size]}) for i in range(0, len(pending), batch_size)
+        ]
+        threads = max(1, int(cpus_per_actor))
+        ds = ray.data.from_arrow(blocks).map_batches(
+            BatchPredictor,
+            fn_constructor_kwargs={
+                "model": model,
+                "operating_point": operating_point,
+                "all_classes": all_classes,
+                "threads": threads,
+                "decode_workers": threads,
+            },
+            batch_size=batch_size,
+            compute=ray.data.ActorPoolStrategy(size=actors),
+            num_cpus=cpus_per_actor,
+            num_gpus=gpus_per_actor or None,
+        )
+        total = output.rows_done + len(pending)
+        buffer: list[dict[str, str]] = []
+        last = time.monotonic()
+        first: tuple[float, int] | None = None  # when the first rows came back, and how many
+        received = 0
+        try:
+            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                buffer.extend(batch.to_pylist())
+                received += batch.num_rows
+                first = first or (time.monotonic(), batch.num_rows)
+                if len(buffer) >= commit_every or time.monotonic() - last >= commit_seconds:
+                    output.commit(buffer)
+                    buffer, last = [], time.monotonic()
+                    if progress:
+                        progress(output.rows_done, total)
+        except (KeyboardInterrupt, FracsightError):
+            raise
+        except Exception as e:  # an actor that cannot start (model missing on a node), a lost node, ...
+            raise BatchError(
+                f"the Ray job stopped ({_first_line(e)}); {output.rows_done} rows are committed in "
+                f"{output.folder}: run the same command again to continue"
+            ) from None
+        finally:  # Ctrl-C or SIGTERM too: keep what was predicted
+            output.commit(buffer)
+            if progress:
+                progress(output.rows_done, total)
+        steady = None
+        if first is not None and received > first[1] and time.monotonic() > first[0]:
+            steady = (received - first[1]) / (time.monotonic() - first[0])
+        return actors, steady
+    finally:
+        ray.shutdown()
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0][:300]}" if lines else type(error).__name__
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail at once on a HOST:PORT nothing answers at (Ray itself would keep retrying for minutes)."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" and other forms: Ray resolves them
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise BatchError(f"no Ray cluster answers at {address} ({e.strerror or type(e).__name__})") from None

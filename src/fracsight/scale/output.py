@@ -1,0 +1,161 @@
+"""The output folder of a batch job: committed Parquet parts (the record), a CSV beside them, job.json.
+
+::
+
+    OUT/job.json               model, columns, counts (written by the job; refuses another model)
+    OUT/parts/part-*.parquet   the rows, committed atomically a part at a time (read OUT/parts as one table)
+    OUT/results.csv            the same rows as CSV (rebuilt from the parts when a job resumes)
+
+A row is done once its part is renamed into place; a job killed before that loses only the rows
+not yet committed, and the next run predicts exactly those again. Every input is in exactly one
+row: a result, or an ``error_code``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from fracsight.bundle import BundleSpec
+from fracsight.errors import DatasetError
+from fracsight.inference.tabular import result_columns
+
+__all__ = ["PATH_COLUMN", "BatchOutput", "output_columns"]
+
+PATH_COLUMN = "path"  # the input as given (absolute): the key that makes resume exact
+JOB_FILE = "job.json"
+CSV_FILE = "results.csv"
+PARTS = "parts"
+
+
+def output_columns(spec: BundleSpec, *, all_classes: bool = False) -> tuple[str, ...]:
+    """``path`` then exactly the columns of ``fracsight predict --csv`` for this bundle."""
+    return (PATH_COLUMN, *result_columns(spec, all_classes=all_classes))
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(target: Path, write: Any) -> None:
+    """``write(tmp_path)``, fsync, then rename over ``target``: a reader sees all of it or none."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    write(tmp)
+    with tmp.open("rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
+    _fsync_dir(target.parent)
+
+
+class BatchOutput:
+    """Opens (or creates) an output folder for a job with ``columns`` from model ``model``."""
+
+    def __init__(self, folder: Path, columns: Sequence[str], model: dict[str, str]) -> None:
+        self.folder = Path(folder)
+        self.columns = tuple(columns)
+        self.model = model
+        self.parts = self.folder / PARTS
+        self.csv_path = self.folder / CSV_FILE
+        self._check_or_create()
+        self.done: set[str] = set()
+        self.rows_done = 0
+        for part in self._part_files():
+            self.done.update(self._read_part(part, [PATH_COLUMN])[PATH_COLUMN])
+        self.rows_done = len(self.done)
+        self._seq = 0
+        self._run = time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
+        self._rebuild_csv()
+
+    # ---- opening -----------------------------------------------------------------------------------
+    def _check_or_create(self) -> None:
+        job = self.folder / JOB_FILE
+        if job.is_file():
+            try:
+                recorded = json.loads(job.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as e:
+                raise DatasetError(f"{job}: unreadable ({type(e).__name__}); use another --out") from None
+            if recorded.get("model") != self.model or tuple(recorded.get("columns", ())) != self.columns:
+                was = recorded.get("model", {})
+                raise DatasetError(
+                    f"{self.folder} holds results of {was.get('name')} v{was.get('version')} with other "
+                    f"columns or model ({self.model['name']} v{self.model['version']} now): use another --out"
+                )
+        elif self.folder.exists() and any(self.folder.iterdir()):
+            raise DatasetError(f"{self.folder} exists and is not a fracsight batch output: use another --out")
+        self.parts.mkdir(parents=True, exist_ok=True)
+        for stray in self.parts.glob(".*.tmp"):  # a part being written when a job was killed
+            stray.unlink()
+        self.write_job({"status": "running"})
+
+    def write_job(self, extra: dict[str, Any]) -> None:
+        record = {"model": self.model, "columns": list(self.columns), **extra}
+        _write_atomic(
+            self.folder / JOB_FILE, lambda p: p.write_text(json.dumps(record, indent=2) + "\n", "utf-8")
+        )
+
+    def _part_files(self) -> list[Path]:
+        return sorted(self.parts.glob("part-*.parquet"))
+
+    @staticmethod
+    def _read_part(part: Path, columns: list[str] | None = None) -> dict[str, list[str]]:
+        import pyarrow.parquet as pq
+
+        return pq.read_table(part, columns=columns).to_pydict()
+
+    def _rebuild_csv(self) -> None:
+        """The CSV from the committed parts only (after a kill it may hold rows never committed)."""
+
+        def write(tmp: Path) -> None:
+            with tmp.open("w", newline="", encoding="utf-8") as f:
+                writer = csv.writer(f)
+                writer.writerow(self.columns)
+                for part in self._part_files():
+                    table = self._read_part(part)
+                    writer.writerows(zip(*(table[c] for c in self.columns), strict=True))
+
+        _write_atomic(self.csv_path, write)
+
+    # ---- committing --------------------------------------------------------------------------------
+    def pending(self, inputs: Iterable[str]) -> list[str]:
+        """The inputs without a committed row, in order."""
+        return [p for p in inputs if p not in self.done]
+
+    def commit(self, rows: Sequence[dict[str, str]]) -> None:
+        """Make ``rows`` durable: one Parquet part (atomic), then the same rows appended to the CSV."""
+        fresh: dict[str, dict[str, str]] = {}  # never twice, even if Ray ran a block again
+        for row in rows:
+            if row[PATH_COLUMN] not in self.done:
+                fresh.setdefault(row[PATH_COLUMN], row)
+        rows = list(fresh.values())
+        if not rows:
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.table({c: pa.array([r[c] for r in rows], type=pa.string()) for c in self.columns})
+        self._seq += 1
+        part = self.parts / f"part-{self._run}-{self._seq:06d}.parquet"
+        _write_atomic(part, lambda p: pq.write_table(table, p))
+        self.done.update(r[PATH_COLUMN] for r in rows)
+        self.rows_done += len(rows)
+        with self.csv_path.open("a", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows([[r[c] for c in self.columns] for r in rows])
+            f.flush()
+            os.fsync(f.fileno())
+
+    def error_counts(self) -> dict[str, int]:
+        """Rows per error code over everything committed (``""``: predicted)."""
+        counts: dict[str, int] = {}
+        for part in self._part_files():
+            for code in self._read_part(part, ["error_code"])["error_code"]:
+                counts[code] = counts.get(code, 0) + 1
+        return counts

@@ -1,0 +1,67 @@
+"""The Ray Data UDF: one :class:`~fracsight.inference.Predictor` per actor, a batch of paths -> rows.
+
+It is a plain callable class (no Ray import), so it also runs, and is tested, without Ray.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from fracsight.errors import FracsightError
+from fracsight.inference import FailedPrediction, Prediction, Predictor
+from fracsight.inference.tabular import result_row
+from fracsight.scale.output import PATH_COLUMN, output_columns
+
+__all__ = ["INTERNAL_ERROR", "BatchPredictor"]
+
+INTERNAL_ERROR = "internal_error"  # an unexpected failure on one file: its row says so, the job goes on
+logger = logging.getLogger("fracsight.scale")
+
+
+class BatchPredictor:
+    """``__call__({"path": [...]}) -> {column: [...]}`` with the columns of :func:`output_columns`.
+
+    ``threads``: ONNX Runtime threads (1 per actor when each actor has its own CPU slot);
+    ``decode_workers``: threads decoding images of a batch while the previous ones are inferred.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        operating_point: str | None = None,
+        all_classes: bool = False,
+        threads: int = 1,
+        decode_workers: int = 1,
+    ) -> None:
+        self.predictor = Predictor(model, threads=threads, operating_point=operating_point)
+        self.columns = output_columns(self.predictor.spec, all_classes=all_classes)
+        self.decode_workers = decode_workers
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
+        paths = [str(p) for p in batch[PATH_COLUMN]]
+        rows = [self._row(path, result) for path, result in zip(paths, self._predict(paths), strict=True)]
+        return {c: [r[c] for r in rows] for c in self.columns}
+
+    def _predict(self, paths: Sequence[str]) -> list[Prediction | FailedPrediction]:
+        try:
+            return list(
+                self.predictor.predict_many(paths, batch_size=len(paths), workers=self.decode_workers)
+            )
+        except Exception:  # a bug on one file must not cost the batch: find it, one file at a time
+            logger.exception("batch of %d failed; predicting its files one by one", len(paths))
+            return [self._one(p) for p in paths]
+
+    def _one(self, path: str) -> Prediction | FailedPrediction:
+        try:
+            return self.predictor.predict(path, heatmap=False)
+        except FracsightError as e:
+            return FailedPrediction(Path(path).name, e.code, str(e))
+        except Exception as e:
+            return FailedPrediction(Path(path).name, INTERNAL_ERROR, f"unexpected {type(e).__name__}")
+
+    def _row(self, path: str, result: Prediction | FailedPrediction) -> dict[str, str]:
+        return {PATH_COLUMN: path, **result_row(result, self.columns[1:])}

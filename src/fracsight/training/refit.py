@@ -1,0 +1,200 @@
+"""Fit everything in a bundle that depends on its network's outputs, on those outputs alone.
+
+Probability calibration, the fracture operating points, the class operating point, the
+localization settings and the out-of-distribution threshold are all chosen on the
+validation split (the OOD subspace also on the training split's embeddings). The float
+export (:mod:`fracsight.training.export_bundle`) and the INT8 path
+(:mod:`fracsight.quantize`) both call :func:`fit_to_outputs`, each with its own model's
+outputs, so that an INT8 model's probabilities mean what the float model's mean.
+
+Torch-free: only onnxruntime and numpy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from fracsight.bundle import BundleSpec, ClassOperatingPoint, OperatingPoint
+from fracsight.data import CLASS, FRACTURE, Sample
+from fracsight.evaluation.calibration import apply_temperature, expected_calibration_error, fit_calibration
+from fracsight.evaluation.metrics import auroc
+from fracsight.evaluation.thresholds import (
+    class_confidence_threshold,
+    threshold_for_sensitivity,
+    youden_threshold,
+)
+from fracsight.explain import softmax
+from fracsight.inference.onnx_model import OnnxModel
+from fracsight.inference.ood import fit_ood
+from fracsight.preprocessing import Letterbox, letterbox_radiograph, read_for_model
+
+__all__ = ["choose_localization", "fit_to_outputs", "metrics_summary", "model_input", "raw_outputs"]
+
+KEPT_OUTPUTS = ("fracture", "embedding", "region", "class", "mask", "cam")
+
+
+def model_input(sample: Sample, size: int) -> tuple[np.ndarray, Letterbox]:
+    """The letterboxed (size, size) model input of ``sample``, read exactly as the Predictor reads it."""
+    return letterbox_radiograph(read_for_model(sample.path, size), size)
+
+
+def raw_outputs(
+    model: OnnxModel, samples: list[Sample], batch_size: int = 32
+) -> tuple[dict[str, np.ndarray], list[Letterbox]]:
+    """Raw ONNX outputs for ``samples`` and the letterbox geometry of each image."""
+    size = model.spec.input_size
+    chunks: dict[str, list[np.ndarray]] = {}
+    geometries: list[Letterbox] = []
+    with ThreadPoolExecutor(2) as pool:
+        for i in range(0, len(samples), batch_size):
+            prepared = list(pool.map(lambda s: model_input(s, size), samples[i : i + batch_size]))
+            geometries += [g for _, g in prepared]
+            for name, value in model.run(np.stack([square for square, _ in prepared])).items():
+                if name in KEPT_OUTPUTS:
+                    chunks.setdefault(name, []).append(value)
+    return {k: np.concatenate(v) for k, v in chunks.items()}, geometries
+
+
+def choose_localization(
+    samples: list[Sample], outputs: dict[str, np.ndarray], geometries: list[Letterbox]
+) -> dict[str, Any]:
+    """Heat source and box cut-off that best hit the validation fracture boxes (IoU >= 0.1)."""
+    from fracsight.explain import boxes_from_heatmap, denormalize_box, hit_rate, upsample_to_input
+    from fracsight.inference.predictor import BOX_GRID, localization_map
+
+    chosen = [i for i, s in enumerate(samples) if s.labels.get(FRACTURE) == 1 and s.boxes]
+    best: dict[str, Any] = {
+        "source": "combined",
+        "box_threshold": 0.5,
+        "relative": 0.5,
+        "min_box_score": 0.25,
+    }
+    if not chosen:
+        return best
+    trues = [
+        [denormalize_box((b.x0, b.y0, b.x1, b.y1), geometries[i].original_size) for b in samples[i].boxes]
+        for i in chosen
+    ]
+    best_rate = -1.0
+    for source in ("mask", "combined"):
+        for relative in (0.5, 0.7, 0.85):
+            preds = [
+                boxes_from_heatmap(
+                    upsample_to_input(
+                        localization_map(outputs["mask"][i], outputs["cam"][i], source), BOX_GRID
+                    ),
+                    geometries[i],
+                    threshold=1.0,
+                    relative=relative,
+                    min_score=0.25,
+                )
+                for i in chosen
+            ]
+            rate = hit_rate(preds, trues, iou_thr=0.1).hit_rate_iou
+            if rate > best_rate:
+                best_rate = rate
+                best = {
+                    "source": source,
+                    "box_threshold": 1.0,
+                    "relative": relative,
+                    "min_box_score": 0.25,
+                    "validation_hit_rate_iou": rate,
+                }
+    return best
+
+
+def fit_to_outputs(
+    spec: BundleSpec,
+    val: list[Sample],
+    val_outputs: dict[str, np.ndarray],
+    val_geometries: list[Letterbox],
+    train_embeddings: np.ndarray,
+    *,
+    class_names: dict[str, Any] | None = None,
+) -> BundleSpec:
+    """``spec`` with calibration, operating points, class operating point, localization and OOD fitted
+    on this model's validation outputs (``val_outputs``, from :func:`raw_outputs`), and
+    ``metrics`` reset to ``{"validation": ...}`` measured on them.
+
+    ``class_names``: the data set's label names (``Dataset.class_names``); the class operating
+    point is fitted only where it has class labels.
+    """
+    validation: dict[str, Any] = {"n": len(val)}
+    has_fracture = spec.head("fracture") is not None
+    if has_fracture:
+        y_val = np.array([s.labels[FRACTURE] for s in val])
+        logits = val_outputs["fracture"].astype(np.float64)
+        calibration = fit_calibration(logits, y_val)
+        p_val = apply_temperature(logits, calibration.temperature, calibration.bias)
+        triage = threshold_for_sensitivity(y_val, p_val, 0.9)
+        balanced = youden_threshold(y_val, p_val)
+        ops = (
+            OperatingPoint(
+                "balanced",
+                balanced.threshold,
+                "maximizes sensitivity + specificity (Youden's J) on validation data",
+                balanced.sensitivity,
+                balanced.specificity,
+            ),
+            OperatingPoint(
+                "triage",
+                triage.threshold,
+                "highest threshold with sensitivity >= 0.90 on validation data (fewer misses, "
+                "more false alarms)",
+                triage.sensitivity,
+                triage.specificity,
+            ),
+        )
+        validation.update(
+            auroc=auroc(y_val, p_val),
+            ece=expected_calibration_error(y_val, p_val)[0],
+            temperature=calibration.temperature,
+            calibration_bias=calibration.bias,
+            calibration=calibration.description,
+        )
+        spec = dataclasses.replace(
+            spec,
+            temperature=calibration.temperature,
+            calibration_bias=calibration.bias,
+            operating_points=ops,
+            default_operating_point="balanced",
+        )
+    if CLASS in (class_names or {}) and "class" in val_outputs:
+        known = np.array([CLASS in s.labels for s in val])
+        if known.any():
+            y_cls = np.array([s.labels[CLASS] for s in val if CLASS in s.labels])
+            class_probs = softmax(val_outputs["class"][known].astype(np.float64), axis=1)
+            validation["class_accuracy"] = float((class_probs.argmax(1) == y_cls).mean())
+            choice = class_confidence_threshold(y_cls, class_probs)
+            spec = dataclasses.replace(spec, class_operating_point=ClassOperatingPoint(**vars(choice)))
+    if has_fracture:
+        spec = dataclasses.replace(spec, localization=choose_localization(val, val_outputs, val_geometries))
+    return dataclasses.replace(
+        spec, ood=fit_ood(train_embeddings, val_outputs["embedding"]), metrics={"validation": validation}
+    )
+
+
+def metrics_summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    """What a bundle keeps of an evaluation (``evaluate_model``) in its ``metrics``."""
+    keys = (
+        "n",
+        "n_positive",
+        "auroc",
+        "average_precision",
+        "brier",
+        "sensitivity_at_specificity",
+        "thresholds",
+        "regions",
+        "region_head",
+        "localization",
+        "multiclass",
+        "study",
+    )
+    out = {k: metrics[k] for k in keys if k in metrics}
+    if "calibration" in metrics:
+        out["ece"] = metrics["calibration"]["ece"]
+    return out

@@ -1,0 +1,160 @@
+"""Bearer-token authentication of the REST API: parsing, hashing, refusals, and a real loopback server."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from fracsight.api.auth import TokenGuard, parse_tokens, token_digest, token_guard
+from fracsight.api.settings import ENV_PREFIX, ApiSettings
+from fracsight.cli import app as cli
+from fracsight.errors import ConfigError
+
+uvicorn = pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+from test_api_serve import _png, loopback_server  # noqa: E402  (after the importorskip guards)
+
+TOKEN = "tok-" + "a1b2c3d4" * 4
+OTHER = "tok-" + "e5f6a7b8" * 4  # given to the server as its sha256 digest only
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ApiSettings.model_fields:
+        monkeypatch.setenv(ENV_PREFIX + name.upper(), "")
+
+
+# ---- tokens ------------------------------------------------------------------------------------------
+def test_tokens_are_kept_as_digests_and_compared_by_digest(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"# pilot tokens\n\n{TOKEN}\n{token_digest(OTHER)}\n")
+    guard = token_guard("required", None, str(tokens))
+    assert len(guard) == 2
+    assert guard.allows(TOKEN) and guard.allows(OTHER)
+    assert not guard.allows(TOKEN[:-1]) and not guard.allows(token_digest(OTHER)) and not guard.allows("")
+    settings = ApiSettings.from_env({"FRACSIGHT_API_TOKENS": f"{TOKEN}, {token_digest(OTHER)}"})
+    assert TOKEN not in repr(settings) and TOKEN not in str(settings.to_env())
+    expected = {"sha256:" + hashlib.sha256(t.encode()).hexdigest() for t in (TOKEN, OTHER)}
+    assert set(settings.api_tokens.split(",")) == expected
+    # the workers of `fracsight serve --workers N` rebuild the same guard from the exported digests
+    again = ApiSettings.from_env(settings.to_env())
+    assert token_guard(again.auth, again.api_tokens, None).allows(OTHER)
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        (["short-token"], "at least 16 characters"),
+        (["sha256:abc"], "64 hex digits"),
+    ],
+)
+def test_weak_or_malformed_tokens_are_refused_without_quoting_them(entries: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        parse_tokens(entries, "FRACSIGHT_API_TOKENS")
+    assert "short-token" not in str(caught.value)
+
+
+def test_required_auth_without_tokens_and_unreadable_files_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="FRACSIGHT_AUTH=proxy"):
+        token_guard("required", None, None)
+    assert not token_guard("proxy", None, None) and not token_guard("optional", None, None)
+    with pytest.raises(ConfigError, match="cannot read it"):
+        token_guard("optional", None, str(tmp_path / "missing"))
+    (tmp_path / "empty").write_text("# nothing yet\n")
+    with pytest.raises(ConfigError, match="holds no token"):
+        token_guard("optional", None, str(tmp_path / "empty"))
+
+
+def test_guard_compares_against_every_digest() -> None:
+    digests = [hashlib.sha256(f"token-number-{i:04d}".encode()).digest() for i in range(5)]
+    guard = TokenGuard(digests)
+    assert all(guard.allows(f"token-number-{i:04d}") for i in range(5))
+    assert not guard.allows("token-number-0005") and not TokenGuard([]).allows("token-number-0000")
+
+
+# ---- `fracsight serve` refuses to start, or starts, as configured -------------------------------------
+def _serve(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> tuple[Any, list[Any]]:
+    calls: list[Any] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: calls.append((a, k)))
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return CliRunner().invoke(cli, ["serve", "--host", "0.0.0.0"]), calls
+
+
+def test_serve_refuses_to_start_when_auth_is_required_without_a_token(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result, calls = _serve(monkeypatch, {"FRACSIGHT_AUTH": "required"})
+    assert result.exit_code == 1 and not calls
+    assert "error (config_error)" in result.output and "FRACSIGHT_API_TOKENS" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_serve_starts_behind_an_authenticating_proxy_without_tokens(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result, calls = _serve(monkeypatch, {"FRACSIGHT_AUTH": "proxy"})
+    assert result.exit_code == 0, result.output
+    assert len(calls) == 1 and "authentication" not in result.output  # only the TLS reminder
+
+
+def test_serve_with_a_short_token_says_why_and_never_echoes_it(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result, calls = _serve(monkeypatch, {"FRACSIGHT_API_TOKENS": "hunter2"})
+    assert result.exit_code == 1 and not calls
+    assert "at least 16 characters" in result.output and "hunter2" not in result.output
+
+
+def test_open_by_default_on_loopback_warns_when_listening_wider(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result, calls = _serve(monkeypatch, {})
+    assert result.exit_code == 0 and len(calls) == 1
+    assert "TLS and authentication (FRACSIGHT_API_TOKENS)" in result.output
+
+
+def test_openapi_documents_the_bearer_scheme(clean_env: None) -> None:
+    from fastapi.testclient import TestClient
+
+    from fracsight.api import create_app
+
+    app = create_app(ApiSettings(api_tokens=TOKEN))
+    with TestClient(app) as client:
+        assert client.get("/openapi.json").status_code == 401
+        schema = client.get("/openapi.json", headers={"Authorization": f"Bearer {TOKEN}"}).json()
+    assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert schema["paths"]["/v1/predict"]["post"]["security"] == [{"bearer": []}]
+    assert "401" in schema["paths"]["/v1/predict"]["post"]["responses"]
+    assert schema["paths"]["/healthz"]["get"]["security"] == []
+
+
+# ---- a real server on loopback ------------------------------------------------------------------------
+@pytest.mark.slow
+def test_real_server_refuses_requests_without_a_valid_token(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{TOKEN}\n{token_digest(OTHER)}\n")
+    env = {"FRACSIGHT_AUTH": "required", "FRACSIGHT_API_TOKENS_FILE": str(tokens)}
+    with loopback_server(env=env) as url:
+        assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200  # open: health checks
+
+        missing = httpx.post(f"{url}/v1/predict", files={"files": ("a.png", _png())}, timeout=30)
+        assert missing.status_code == 401 and missing.headers["www-authenticate"].startswith("Bearer")
+        assert missing.json()["error"]["code"] == "missing_token"
+
+        for header in (f"Bearer {TOKEN}x", f"Basic {TOKEN}", f"Bearer {token_digest(OTHER)}"):
+            r = httpx.get(f"{url}/v1/model", headers={"Authorization": header}, timeout=10)
+            assert r.status_code == 401 and r.json()["error"]["code"] in {"invalid_token", "missing_token"}
+        assert httpx.get(f"{url}/metrics", timeout=10).status_code == 401
+
+        for token in (TOKEN, OTHER):
+            auth = {"Authorization": f"Bearer {token}"}
+            r = httpx.post(f"{url}/v1/predict", files={"files": ("a.png", _png())}, headers=auth, timeout=30)
+            assert r.status_code == 200 and r.json()["images"][0]["source"] == "a.png"
+        metrics = httpx.get(f"{url}/metrics", headers=auth, timeout=10).text
+        assert 'code="missing_token"' in metrics and 'code="invalid_token"' in metrics

@@ -1,0 +1,188 @@
+"""The deployment files agree with the code: compose.yaml, deploy/orthanc-pilot.json, the Dockerfile.
+
+The pilot test runs compose's Orthanc configuration on Debian's real Orthanc and compose's node
+command as a real `fracsight dicom listen`, both on loopback (ports and folders swapped for the
+test's own), and checks a radiograph stored in Orthanc comes back with fracsight's results.
+The images themselves are built and run by scripts/test_container.sh (slow, outside pytest).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+import yaml
+
+from fracsight.api.settings import ENV_PREFIX, ApiSettings
+from fracsight.cli import app as cli
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
+ORTHANC_CONFIG = ROOT / "deploy" / "orthanc-pilot.json"
+PASSWORD = "pilot-test-password-0123"
+
+
+def _listen_options() -> set[str]:
+    group = typer.main.get_command(cli)
+    listen = group.commands["dicom"].commands["listen"]  # type: ignore[attr-defined]
+    return {opt for param in listen.params for opt in param.opts}
+
+
+def _option(command: list[str], name: str) -> str:
+    (value,) = [a.split("=", 1)[1] for a in command if a.startswith(f"{name}=")]
+    return value
+
+
+def test_compose_node_command_uses_only_options_of_the_node() -> None:
+    command = COMPOSE["services"]["dicom-node"]["command"]
+    assert command[:3] == ["fracsight", "dicom", "listen"]
+    used = {a.split("=", 1)[0] for a in command[3:]}
+    assert used <= _listen_options(), used - _listen_options()
+
+
+def test_compose_orthanc_and_node_point_at_each_other() -> None:
+    orthanc = json.loads(ORTHANC_CONFIG.read_text())
+    node = COMPOSE["services"]["dicom-node"]["command"]
+    ae, host, port = orthanc["DicomModalities"]["fracsight"]
+    assert (ae, host, str(port)) == (_option(node, "--ae-title"), "dicom-node", _option(node, "--port"))
+    assert _option(node, "--to") == f"orthanc:{orthanc['DicomPort']}:{orthanc['DicomAet']}"
+    assert _option(node, "--allow") == orthanc["DicomAet"]
+    lua = (ROOT / "docs" / "orthanc" / "route-to-fracsight.lua").read_text()
+    assert re.search(r'FRACSIGHT = "fracsight"', lua) and f'FRACSIGHT_AET = "{ae}"' in lua
+    mounts = dict(
+        v.rsplit(":", 2)[:2] for v in COMPOSE["services"]["orthanc"]["volumes"] if v.startswith("./")
+    )
+    assert mounts["./docs/orthanc/route-to-fracsight.lua"] in orthanc["LuaScripts"]
+    spool = _option(node, "--spool")
+    assert any(v.endswith(f":{spool}") for v in COMPOSE["services"]["dicom-node"]["volumes"])
+
+
+def test_compose_api_settings_are_real_settings_and_auth_stays_on() -> None:
+    known = {ENV_PREFIX + name.upper() for name in ApiSettings.model_fields}
+    env = COMPOSE["services"]["api"]["environment"]
+    assert {k for k in env if k.startswith(ENV_PREFIX)} <= known
+    assert env["FRACSIGHT_API_TOKENS_FILE"] == "/run/secrets/fracsight_api_tokens"
+    assert "FRACSIGHT_AUTH" not in env  # the image's `required` stays in force
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "ARG BASE=python:3.12-slim" in dockerfile and "FRACSIGHT_AUTH=required" in dockerfile
+    assert "USER fracsight" in dockerfile and dockerfile.count("HEALTHCHECK") == 2
+
+
+# ---- the pilot on loopback: Orthanc from deploy/orthanc-pilot.json, the node from compose.yaml ----
+def _pilot_orthanc_config(root: Path, http_port: int, dicom_port: int, node_port: int) -> dict[str, Any]:
+    config = json.loads(ORTHANC_CONFIG.read_text())
+    mounts = {
+        target: str(ROOT / source)
+        for source, target, *_ in (v.split(":") for v in COMPOSE["services"]["orthanc"]["volumes"])
+        if source.startswith("./")
+    }
+    ae, _, _ = config["DicomModalities"]["fracsight"]
+    config.update(
+        StorageDirectory=str(root / "db"),
+        IndexDirectory=str(root / "db"),
+        HttpPort=http_port,
+        DicomPort=dicom_port,
+        RemoteAccessAllowed=False,  # the test's Orthanc answers this computer only
+        DicomModalities={"fracsight": [ae, "127.0.0.1", node_port]},
+        LuaScripts=[mounts[p] for p in config["LuaScripts"]],
+    )
+    return config
+
+
+def _wait(check: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.5)
+    raise AssertionError(f"{what} within {timeout:.0f} s")
+
+
+@pytest.mark.slow
+def test_pilot_orthanc_routes_a_radiograph_to_the_node_and_gets_results(
+    tmp_path: Path, fracatlas_dir: Path
+) -> None:
+    support = pytest.importorskip("dicom_support")
+    requests = pytest.importorskip("requests")
+    if not support.orthanc_available():
+        pytest.skip("Debian's orthanc is not installed")
+    http_port, dicom_port, node_port, metrics_port = (support.free_port() for _ in range(4))
+    config = tmp_path / "orthanc.json"
+    config.write_text(json.dumps(_pilot_orthanc_config(tmp_path, http_port, dicom_port, node_port)))
+    command = COMPOSE["services"]["dicom-node"]["command"]
+    swapped = {
+        "--spool": str(tmp_path / "spool"),
+        "--to": f"127.0.0.1:{dicom_port}:{_option(command, '--to').rsplit(':', 1)[1]}",
+        "--port": str(node_port),
+        "--metrics-port": str(metrics_port),
+    }
+    args = [
+        a if a.split("=", 1)[0] not in swapped else f"{a.split('=')[0]}={swapped[a.split('=')[0]]}"
+        for a in command
+    ]
+    args += ["--host=127.0.0.1", "--quiet-time=2", "--max-backoff=1"]
+    url, auth = f"http://127.0.0.1:{http_port}", ("pilot", PASSWORD)
+    env = {**os.environ, "ORTHANC_PILOT_PASSWORD": PASSWORD}
+    logs = [open(tmp_path / name, "wb") for name in ("orthanc.log", "node.log")]  # noqa: SIM115
+    orthanc = subprocess.Popen(
+        [support.ORTHANC_BIN, str(config)], stdout=logs[0], stderr=subprocess.STDOUT, env=env
+    )
+    entry = [sys.executable, "-c", "from fracsight.cli import main; main()"]
+    node = subprocess.Popen([*entry, *args[1:]], stdout=logs[1], stderr=subprocess.STDOUT)
+    try:
+
+        def listening(port: int) -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+
+        def up(u: str, **kw: Any) -> bool:
+            try:
+                return requests.get(u, timeout=2, **kw).ok
+            except requests.RequestException:
+                return False
+
+        _wait(lambda: up(f"{url}/system", auth=auth), 60, "Orthanc did not start")
+        _wait(lambda: up(f"http://127.0.0.1:{metrics_port}/healthz"), 90, "the node did not start")
+        _wait(lambda: listening(node_port), 90, "the node did not listen")  # its SCP comes last
+        assert requests.get(f"{url}/system", timeout=5).status_code == 401  # the pilot's user only
+        assert "fracsight" in requests.get(f"{url}/modalities", auth=auth, timeout=5).json()
+
+        image = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[0]
+        dicom = support.make_radiograph_dicom(image, tmp_path / "cr.dcm", modality="CR")
+        stored = requests.post(f"{url}/instances", data=dicom.read_bytes(), auth=auth, timeout=30)
+        assert stored.ok, stored.text
+
+        def results() -> list[str]:
+            modalities = [
+                requests.get(f"{url}/instances/{i}/simplified-tags", auth=auth, timeout=5)
+                .json()
+                .get("Modality")
+                for i in requests.get(f"{url}/instances", auth=auth, timeout=5).json()
+            ]
+            return sorted(modalities) if "SR" in modalities else []
+
+        got = _wait(results, 120, "no fracsight SR came back to Orthanc")
+        assert got.count("CR") == 1, got  # the results are not routed back to the node
+    finally:
+        for process in (node, orthanc):
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for log in logs:
+            log.close()

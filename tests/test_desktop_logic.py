@@ -1,0 +1,270 @@
+"""The desktop app without a display: the worker thread, the session state, the viewer's drawing
+maths, and the shared ``at_operating_point``; every head combination through the session."""
+
+from __future__ import annotations
+
+import os
+import queue
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fracsight.app.logic import ViewData, at_operating_point, card_for, csv_download, display_columns
+from fracsight.desktop.render import (
+    Camera,
+    apply_window,
+    fit_zoom,
+    full_overlay,
+    render_visible,
+    visible_crop,
+)
+from fracsight.desktop.state import LIST_HIDDEN, STUDY_NAME, ReadingSession, expand_inputs
+from fracsight.desktop.worker import (
+    BatchFinished,
+    BatchStarted,
+    ModelFailed,
+    ModelLoaded,
+    PredictionWorker,
+    ResultReady,
+    ViewReady,
+    inference_threads,
+)
+from fracsight.explain import DetectedBox
+from fracsight.inference import FailedPrediction, Prediction, Predictor
+from head_kinds import HEAD_KINDS
+
+FRACTURED = "Fractured/IMG0000019.jpg"
+HAND = "Non_fractured/IMG0000050.jpg"
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    return Predictor()
+
+
+def drain(events: queue.Queue, until: type, timeout: float = 60.0) -> list[object]:
+    """Events from the worker up to and including the first of type ``until``."""
+    got: list[object] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            event = events.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        got.append(event)
+        if isinstance(event, until):
+            return got
+    raise AssertionError(f"no {until.__name__} within {timeout} s; got {got}")
+
+
+# ---- at_operating_point (shared with the web app's logic) -----------------------------------------------
+@pytest.mark.fracatlas
+def test_another_operating_point_reads_as_a_predictor_made_with_it(fracatlas_dir: Path) -> None:
+    balanced, triage = Predictor(), Predictor(operating_point="triage")
+    assert balanced.operating_point.name == "balanced"
+    images = [fracatlas_dir / "images" / p for p in (FRACTURED, HAND)]
+    images += sorted((fracatlas_dir / "images" / "Non_fractured").glob("*.jpg"))[:6]
+    op = triage.operating_point
+    changed = 0
+    for image in images:
+        ours = at_operating_point(balanced.predict(image), op)
+        theirs = triage.predict(image)
+        assert ours.to_dict() == theirs.to_dict()
+        changed += ours.fracture_suspected != balanced.predict(image).fracture_suspected
+    views = [balanced.predict(i) for i in images[:3]]
+    study = at_operating_point(balanced.predict_study(views, "s"), op)
+    assert study.to_dict() == triage.predict_study([triage.predict(i) for i in images[:3]], "s").to_dict()
+    failed = FailedPrediction("x.png", "empty_file", "empty")
+    assert at_operating_point(failed, op) is failed
+    assert at_operating_point(views[0], None) is views[0]
+
+
+# ---- the worker -----------------------------------------------------------------------------------------
+@pytest.mark.fracatlas
+def test_worker_predicts_in_order_with_failures_as_rows(fracatlas_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    image = fracatlas_dir / "images" / FRACTURED
+    events: queue.Queue = queue.Queue()
+    worker = PredictionWorker(None, None, events)
+    worker.start()
+    worker.submit([(0, image), (1, broken)])  # before the model is loaded: queued
+    got = drain(events, BatchFinished)
+    worker.request_view(0, image)
+    (view,) = [e for e in drain(events, ViewReady) if isinstance(e, ViewReady)]
+    worker.close()
+    assert isinstance(got[0], ModelLoaded) and isinstance(got[1], BatchStarted)
+    results = [e for e in got if isinstance(e, ResultReady)]
+    assert [r.index for r in results] == [0, 1]
+    first, second = results[0].result, results[1].result
+    assert isinstance(first, Prediction) and first.heatmap is None and first.pixels is None
+    assert first.to_dict() == Predictor().predict(image).to_dict()
+    assert isinstance(second, FailedPrediction) and second.error_code and "Traceback" not in second.error
+    finished = got[-1]
+    assert finished.done == finished.total == 2 and not finished.cancelled
+    assert view.index == 0 and view.view.pixels.shape == (1024, 819) and view.view.heatmap is not None
+
+
+@pytest.mark.fracatlas
+def test_worker_cancel_stops_after_the_image_in_progress(fracatlas_dir: Path) -> None:
+    images = sorted((fracatlas_dir / "images" / "Non_fractured").glob("*.jpg"))[:40]
+    events: queue.Queue = queue.Queue()
+    worker = PredictionWorker(None, None, events)
+    worker.start()
+    worker.submit(list(enumerate(images)))
+    seen = 0
+    while seen < 5:
+        if isinstance(events.get(timeout=60), ResultReady):
+            seen += 1
+    worker.cancel()
+    got = drain(events, BatchFinished)
+    finished = got[-1]
+    assert finished.cancelled and 5 <= finished.done < 40 and finished.total == 40
+    assert seen + sum(isinstance(e, ResultReady) for e in got) == finished.done
+    batch = worker.submit([(40, images[0])])  # a new batch after a cancel runs
+    got = drain(events, BatchFinished)
+    worker.close()
+    assert got[-1].batch == batch and got[-1].done == 1 and not got[-1].cancelled
+
+
+def test_worker_reports_a_model_that_cannot_be_loaded() -> None:
+    events: queue.Queue = queue.Queue()
+    worker = PredictionWorker("no-such-model", None, events)
+    worker.start()
+    (failed,) = drain(events, ModelFailed, 30)
+    worker.close()
+    assert failed.code == "unknown_model" and "no-such-model" in failed.message
+
+
+# ---- the session ----------------------------------------------------------------------------------------
+@pytest.mark.fracatlas
+def test_session_rows_exports_and_study(predictor: Predictor, fracatlas_dir: Path, tmp_path: Path) -> None:
+    images = [fracatlas_dir / "images" / p for p in (FRACTURED, HAND)]
+    session = ReadingSession()
+    session.set_predictor(predictor)
+    items = session.add(images)
+    assert items == [(0, images[0]), (1, images[1])]
+    for index, path in items:
+        session.results[index] = predictor.predict(path)
+    session.results[2] = FailedPrediction("bad.png", "unsupported_format", "not an image")
+    columns = session.list_columns()
+    assert set(columns) <= set(display_columns(predictor.spec)) and not set(columns) & LIST_HIDDEN
+    assert columns[:3] == ("source", "decision", "fracture_probability")
+    row = dict(zip(columns, session.list_row(session.result(0)), strict=True))
+    assert row["fracture_probability"] == f"{session.results[0].fracture_probability:.4f}"
+    assert session.study() is None  # not marked as one study
+    plain = [r for _, r in session.shown()]
+    assert session.csv_text() == csv_download(plain, predictor.spec)
+    session.one_study = True
+    study = session.study()
+    assert (
+        study is not None
+        and study.study == STUDY_NAME
+        and study.images == ("IMG0000019.jpg", "IMG0000050.jpg")
+    )
+    assert session.csv_text().splitlines()[-1].startswith(f"study,{STUDY_NAME},")
+    session.choose_operating_point("triage")
+    assert {r.operating_point for _, r in session.shown() if isinstance(r, Prediction)} == {"triage"}
+    assert session.study().operating_point == "triage" and '"triage"' in session.json_text()
+    assert session.operating_point_names == tuple(op.name for op in predictor.spec.operating_points)
+
+
+def test_expand_inputs_follows_predict(tmp_path: Path) -> None:
+    (tmp_path / "b").mkdir()
+    for name in ("b/2.png", "b/1.dcm", "b/.hidden.png", "b/notes.txt", "a.jpg"):
+        (tmp_path / name).write_bytes(b"x")
+    assert expand_inputs([tmp_path / "a.jpg", tmp_path / "b"]) == [
+        tmp_path / "a.jpg",
+        tmp_path / "b" / "1.dcm",
+        tmp_path / "b" / "2.png",
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.fracatlas
+# fracture+region is the shipped default model, which every other test here uses
+@pytest.mark.parametrize("kind", [k for k in HEAD_KINDS if k != "fracture+region"])
+def test_session_shows_the_heads_of_each_kind(head_bundle, kind: str) -> None:
+    heads = HEAD_KINDS[kind]
+    data, bundle = head_bundle(kind)
+    predictor = Predictor(bundle)
+    image = sorted(p for p in data.rglob("*.jpg") if "test" in p.parts or p.parent.name == "images")[0]
+    session = ReadingSession()
+    session.set_predictor(predictor)
+    session.add([image])
+    session.results[0] = predictor.predict(image)
+    columns = session.list_columns()
+    assert ("fracture_probability" in columns) == ("fracture" in heads)
+    assert ("predicted_class" in columns) == ("class" in heads)
+    assert ("region" in columns) == ("region" in heads)
+    assert bool(session.operating_point_names) == ("fracture" in heads)
+    row = dict(zip(columns, session.list_row(session.result(0)), strict=True))
+    pred = session.results[0]
+    assert row["decision"] == pred.decision
+    if "class" in heads:
+        assert row["predicted_class"] == pred.classification.predicted
+        card = card_for(pred)
+        assert card.classification is not None and card.classification.text in card.lines
+    header = session.csv_text().splitlines()[0].split(",")
+    assert ("fracture_probability" in header) == ("fracture" in heads)
+    if "class" in heads:
+        assert all(f"p_{c}" in header for c in predictor.classes)  # like predict --all-classes
+
+
+# ---- drawing maths --------------------------------------------------------------------------------------
+def test_fit_zoom_shows_the_whole_image_centred() -> None:
+    camera = fit_zoom((1000, 500), (800, 600))
+    assert camera.zoom == pytest.approx(0.6) and (camera.cx, camera.cy) == (250, 500)
+    crop = visible_crop((1000, 500), (800, 600), camera)
+    assert (crop.x0, crop.y0, crop.x1, crop.y1) == (0, 0, 500, 1000)
+    assert crop.size == (300, 600) and crop.left == 250 and crop.top == 0
+
+
+def test_zoom_about_a_point_keeps_it_under_the_cursor() -> None:
+    canvas = (800, 600)
+    camera = fit_zoom((1000, 500), canvas)
+    point = camera.to_image(300, 200, canvas)
+    zoomed = camera.zoomed(3.0, point)
+    assert zoomed.to_image(300, 200, canvas) == pytest.approx(point)
+    assert zoomed.zoom == pytest.approx(1.8)
+    panned = zoomed.panned(90, 0)  # drag right by 90 screen pixels: the image moves with it
+    assert panned.to_image(390, 200, canvas) == pytest.approx(point)
+    assert camera.zoomed(1e9).zoom == 16.0 and camera.zoomed(1e-9).zoom == 0.02
+
+
+def test_visible_crop_off_screen_and_partial() -> None:
+    assert visible_crop((100, 100), (200, 200), Camera(1000, 1000, 1.0)) is None
+    crop = visible_crop((100, 100), (200, 200), Camera(100, 50, 2.0))  # the right half is beyond the image
+    assert (crop.x0, crop.x1, crop.left, crop.size) == (50, 100, 0, (100, 200))
+
+
+def test_apply_window() -> None:
+    pixels = np.linspace(0, 1, 11, dtype=np.float32)
+    assert np.allclose(apply_window(pixels, 0.5, 1.0), pixels)
+    narrow = apply_window(pixels, 0.5, 0.2)
+    assert narrow[3] == 0.0 and narrow[7] == 1.0 and narrow[5] == pytest.approx(0.5)
+
+
+def test_render_visible_draws_the_heatmap_and_boxes_where_they_are() -> None:
+    pixels = np.full((200, 100), 0.5, dtype=np.float32)
+    heat = np.zeros_like(pixels)
+    heat[150:, :] = 1.0
+    box = DetectedBox(10, 20, 60, 80, 0.9)
+    view = ViewData(pixels, heat, (box,))
+    picture, crop = render_visible(view, (200, 400), fit_zoom((200, 100), (200, 400)), opacity=0.8)
+    assert picture.size == crop.size == (200, 400)  # zoom 2
+    a = np.asarray(picture, dtype=np.int16)
+    assert abs(a[100, 100, 0] - a[100, 100, 2]) < 3  # grey where there is no heat
+    assert abs(a[350, 100, 0] - a[350, 100, 2]) > 40  # coloured where the heat is
+    assert (0, 230, 255) in {tuple(a[y, 60]) for y in range(38, 44)}  # the box's top edge, at y 40
+    off, _ = render_visible(view, (200, 400), fit_zoom((200, 100), (200, 400)), show_heatmap=False)
+    assert abs(np.asarray(off, dtype=np.int16)[350, 100] - 128).max() < 3
+    whole = full_overlay(view, show_boxes=False)
+    assert whole.size == (100, 200)
+
+
+def test_the_window_keeps_a_core_for_itself() -> None:
+    assert inference_threads(3) == 3
+    assert inference_threads(0) == max(1, (os.cpu_count() or 2) - 1)

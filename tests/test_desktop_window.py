@@ -1,0 +1,372 @@
+"""The real desktop window under a real Xvfb started by these tests.
+
+The window is the one ``fracsight desktop`` opens (:class:`fracsight.desktop.window.DesktopApp`
+on a Tk root on the virtual display); the tests call its methods on the Tk thread, as its buttons
+do, and wait on the real main loop. What it shows is checked against ``fracsight predict`` on the
+same files; screenshots go to ``artifacts/screenshots/desktop-*.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import gc
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from desktop_support import (
+    PATIENT_ID,
+    PATIENT_NAME,
+    XVFB,
+    all_texts,
+    dicom_from_image,
+    display_env,
+    screenshot,
+    settle,
+    wait_until,
+    widget_box,
+    xvfb,
+)
+from fracsight.cli import app as cli
+from fracsight.desktop.render import fit_zoom
+
+tk = pytest.importorskip("tkinter")
+
+pytestmark = [
+    pytest.mark.fracatlas,
+    pytest.mark.skipif(XVFB is None, reason="Xvfb is absent (apt-get install -y xvfb)"),
+]
+
+FRACTURED = "Fractured/IMG0000019.jpg"  # the default model: fracture suspected, one box
+HAND = "Non_fractured/IMG0000050.jpg"  # test split, hand, not fractured
+
+
+@pytest.fixture(scope="module")
+def display() -> Iterator[str]:
+    with xvfb() as name:
+        yield name
+
+
+@pytest.fixture()
+def open_window(display: str) -> Iterator[Callable[..., object]]:
+    """``open_window(paths, **options) -> DesktopApp`` on a fresh Tk root on the virtual display."""
+    from fracsight.desktop.window import DesktopApp
+
+    apps: list[DesktopApp] = []
+
+    def make(paths: list[Path], **options: object) -> DesktopApp:
+        root = tk.Tk(screenName=display, className="fracsight")
+        desktop = DesktopApp(root, paths=paths, **options)
+        apps.append(desktop)
+        return desktop
+
+    yield make
+    for desktop in apps:
+        desktop.close()
+    apps.clear()
+    # Tk variables and images must be freed on this thread: left to a later cyclic collection,
+    # they could be freed on a worker thread, which Tcl refuses (Tcl_AsyncDelete)
+    gc.collect()
+
+
+def predict_cli(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, ["predict", *args])
+    return result.exit_code, result.stdout
+
+
+def coloured_share(image) -> float:
+    """The share of clearly coloured pixels (the heatmap's; the radiograph itself is grey)."""
+    a = np.asarray(image.convert("RGB"), dtype=np.int16)
+    return float(np.mean(np.abs(a[..., 0] - a[..., 2]) > 40))
+
+
+def tree_rows(desktop) -> list[dict[str, str]]:
+    columns = desktop.tree["columns"]
+    return [
+        dict(zip(columns, desktop.tree.item(i, "values"), strict=True)) for i in desktop.tree.get_children()
+    ]
+
+
+@pytest.fixture(scope="module")
+def inputs(fracatlas_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("desktop-inputs")
+    dicom = dicom_from_image(fracatlas_dir / "images" / HAND, folder / "hand.dcm")
+    return [fracatlas_dir / "images" / FRACTURED, dicom]
+
+
+def test_image_and_dicom_show_what_predict_says(
+    open_window, display: str, inputs: list[Path], tmp_path: Path
+) -> None:
+    desktop = open_window(inputs)
+    root = desktop.root
+    wait_until(root, lambda: len(desktop.session.results) == 2 and 0 in desktop.views, 90, "two results")
+    wait_until(root, lambda: desktop.viewer.picture_current, 30, "the picture")
+    settle(root)
+    expected_code, expected = predict_cli(*map(str, inputs), "--json")
+    assert expected_code == 0
+    images = json.loads(expected)["images"]
+
+    # the list: one row per file, with the decision and probability `fracsight predict` gives
+    rows = tree_rows(desktop)
+    assert [r["source"] for r in rows] == ["IMG0000019.jpg", "hand.dcm"]
+    for row, want in zip(rows, images, strict=True):
+        assert row["decision"] == want["decision"]
+        assert row["fracture_probability"] == f"{want['fracture_probability']:.4f}"
+        assert row["region"] == want["region"]
+    assert images[0]["decision"] == "fracture suspected" and images[1]["decision"] == "no fracture detected"
+
+    # the card of the selected (first) image
+    assert desktop.card_headline.cget("text") == "Fracture suspected"
+    assert f"Fracture probability {images[0]['fracture_probability']:.3f}" in desktop.card_lines.cget("text")
+    assert "Fracture heatmap" in desktop.viewer.caption.cget("text")
+    assert desktop.notice.winfo_ismapped() and "not a diagnosis" in desktop.notice.cget("text")
+    texts = " ".join(all_texts(root))
+    assert PATIENT_NAME not in texts and PATIENT_ID not in texts and "Sentinel" not in texts
+
+    # the heatmap toggle: coloured pixels on the canvas come and go with it
+    shot = screenshot(display, "desktop-image.png")
+    with_heat = coloured_share(shot.crop(widget_box(desktop.viewer.canvas)))
+    desktop.viewer.set_heatmap(False)
+    wait_until(root, lambda: desktop.viewer.picture_current, 30, "the picture without the heatmap")
+    settle(root)
+    shot = screenshot(display, "desktop-heatmap-off.png")
+    without_heat = coloured_share(shot.crop(widget_box(desktop.viewer.canvas)))
+    assert with_heat > 0.01 and without_heat < with_heat / 5, (with_heat, without_heat)
+    assert desktop.viewer.caption.cget("text").startswith("Heatmap hidden")
+    desktop.viewer.set_heatmap(True, opacity=0.6)
+
+    # the DICOM: selected like a click, shown at its full resolution
+    desktop.select(1)
+    wait_until(root, lambda: 1 in desktop.views and desktop.viewer.picture_current, 60, "the DICOM view")
+    settle(root)
+    assert desktop.card_headline.cget("text") == "No fracture detected"
+    assert desktop.views[1].pixels.shape == (images[1]["image"]["height"], images[1]["image"]["width"])
+    # window/level and zoom act on the picture on screen
+    plain = np.asarray(
+        screenshot(display, "desktop-dicom.png").crop(widget_box(desktop.viewer.canvas)).convert("L")
+    )
+    assert desktop.viewer.camera is None  # fitted to the canvas
+    fitted = fit_zoom(desktop.viewer.view.pixels.shape, desktop.viewer.canvas_size()).zoom
+    desktop.viewer.set_window(0.2, 0.3)
+    desktop.viewer.zoom_by(2.0)
+    wait_until(root, lambda: desktop.viewer.picture_current, 30, "the re-windowed picture")
+    settle(root)
+    windowed = np.asarray(
+        screenshot(display, "desktop-dicom-window-zoom.png")
+        .crop(widget_box(desktop.viewer.canvas))
+        .convert("L")
+    )
+    assert windowed.mean() > plain.mean() + 20  # a low, narrow window brightens this dark image
+    caption = desktop.viewer.caption.cget("text")
+    assert desktop.viewer.camera.zoom == pytest.approx(2 * fitted) and f"zoom {200 * fitted:.0f}%" in caption
+    assert "width 0.30 of the file's own window" in caption
+    desktop.viewer.reset_window()
+    desktop.viewer.fit()
+
+    # exports, only when asked: the CSV equals `fracsight predict --csv`, the JSON `--json`
+    cli_csv = tmp_path / "cli.csv"
+    assert predict_cli(*map(str, inputs), "--csv", str(cli_csv))[0] == 0
+    exported = desktop.export_csv(tmp_path / "desktop.csv")
+    assert exported is not None and exported.read_text() == cli_csv.read_text()
+    exported_json = desktop.export_json(tmp_path / "desktop.json")
+    assert exported_json is not None and json.loads(exported_json.read_text()) == json.loads(expected)
+    overlay = desktop.export_overlay(tmp_path / "hand.overlay.png")
+    from PIL import Image
+
+    assert overlay is not None and Image.open(overlay).size == (
+        images[1]["image"]["width"],
+        images[1]["image"]["height"],
+    )
+
+
+def test_operating_point_and_study(open_window, display: str, inputs: list[Path], tmp_path: Path) -> None:
+    desktop = open_window(inputs)
+    root = desktop.root
+    wait_until(root, lambda: len(desktop.session.results) == 2, 90, "two results")
+    assert desktop.op_box.winfo_ismapped() and "triage" in desktop.op_box.cget("values")
+    desktop.set_operating_point("triage")
+    desktop.set_one_study(True)
+    settle(root)
+    screenshot(display, "desktop-study-triage.png")
+    rows = tree_rows(desktop)
+    assert rows[0]["source"] == "all inputs"  # the study verdict on top
+    assert desktop.study_frame.winfo_ismapped()
+    assert desktop.study_title.cget("text") == "Study verdict (2 views)"
+    exported = desktop.export_csv(tmp_path / "desktop.csv")
+    cli_csv = tmp_path / "cli.csv"
+    code, _ = predict_cli(*map(str, inputs), "--operating-point", "triage", "--study", "--csv", str(cli_csv))
+    assert code == 0 and exported is not None and exported.read_text() == cli_csv.read_text()
+    study_row = list(csv.DictReader(io.StringIO(cli_csv.read_text())))[-1]
+    assert rows[0]["decision"] == study_row["decision"]
+    assert rows[0]["fracture_probability"] == study_row["fracture_probability"]
+    desktop.show_model_card()
+    settle(root)
+    card_text = desktop.card_text.get("1.0", "end")
+    assert "not a diagnosis" in card_text and "fracatlas-lite0-384" in card_text
+    screenshot(display, "desktop-model-card.png")
+
+
+def test_unreadable_and_out_of_distribution_files_are_rows_with_their_message(
+    open_window, display: str, tmp_path: Path, inputs: list[Path]
+) -> None:
+    from PIL import Image
+
+    notes = tmp_path / "notes.png"
+    notes.write_text("not an image", encoding="utf-8")
+    empty = tmp_path / "empty.dcm"
+    empty.write_bytes(b"")
+    photo = tmp_path / "photo.png"  # colour noise: readable, but nothing like a radiograph
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((300, 400, 3)) * 255).astype(np.uint8)).save(photo)
+    desktop = open_window([notes, inputs[0], empty, photo])
+    root = desktop.root
+    wait_until(root, lambda: len(desktop.session.results) == 4, 90, "four results")
+    rows = tree_rows(desktop)
+    assert [r["error_code"] for r in rows] == ["unsupported_format", "", "empty_file", ""]
+    assert rows[0]["error"] and rows[2]["error"] and rows[1]["decision"] == "fracture suspected"
+    assert rows[0]["decision"] == "could not be read (unsupported_format)"
+    assert rows[3]["decision"].startswith("not reliable") and "not a radiograph" in rows[3]["warnings"]
+    desktop.select(0)
+    settle(root, 0.2)
+    assert desktop.card_headline.cget("text") == "This file could not be read"
+    assert "unsupported_format" in desktop.card_lines.cget("text")
+    screenshot(display, "desktop-unreadable.png")
+    desktop.select(3)
+    wait_until(root, lambda: 3 in desktop.views and desktop.viewer.picture_current, 60, "the photo's view")
+    settle(root)
+    assert desktop.card_banner.winfo_ismapped() and desktop.card_banner.cget("text").startswith(
+        "Not reliable"
+    )
+    assert desktop.card_warnings.winfo_ismapped()
+    screenshot(display, "desktop-not-reliable.png")
+    root.after(0, lambda: 1 / 0)  # a bug in a handler: one line in the window, which stays open
+    settle(root, 0.2)
+    assert desktop.status.cget("text").startswith("That did not work (ZeroDivisionError)")
+    assert not desktop.closed and root.winfo_exists()
+
+
+@pytest.mark.slow
+def test_cancel_a_folder_halfway_keeps_the_results_and_the_loop_responsive(
+    open_window, display: str, fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    from fracsight.desktop.timing import LatencyProbe
+
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    images = sorted((fracatlas_dir / "images").rglob("*.jpg"))[:200]
+    for i, image in enumerate(images):
+        (folder / f"{i:03d}-{image.name}").symlink_to(image)
+    desktop = open_window([folder])
+    root = desktop.root
+    wait_until(root, lambda: desktop.session.predictor is not None, 60, "the model")
+    load_before = os.getloadavg()[0]
+    probe = LatencyProbe(root, interval_ms=20)
+    probe.start()
+    wait_until(root, lambda: len(desktop.session.results) >= 100, 240, "100 results")
+    probe.stop()
+    load = max(load_before, os.getloadavg()[0]) / (os.cpu_count() or 1)
+    desktop.cancel()
+    wait_until(root, lambda: desktop.running == 0, 30, "the cancel")
+    settle(root)
+    screenshot(display, "desktop-cancelled.png")
+    kept = sorted(desktop.session.results)
+    assert 100 <= len(kept) < 200
+    assert kept == list(range(len(kept)))  # in order, none lost
+    assert len(desktop.tree.get_children()) == len(kept)
+    assert desktop.status.cget("text").startswith(f"Cancelled: {len(kept)} of 200")
+    summary = probe.summary()
+    assert summary["n"] > 20, summary
+    # The target is 200 ms. On a machine other jobs load to more than twice its cores, the loop's
+    # thread waits for a core too (docs/desktop.md); there the test still catches a loop that waits
+    # for the model (predicting 100 images on it would take seconds).
+    bound = 200 if load <= 2.0 else 1000
+    assert summary["max_ms"] < bound, (summary, f"load per core {load:.1f}")
+    # still usable after the cancel: another row opens with its image
+    desktop.select(len(kept) - 1)
+    wait_until(root, lambda: len(kept) - 1 in desktop.views, 60, "the last row's view")
+
+
+def test_the_command_opens_the_window_and_fails_cleanly(
+    display: str, inputs: list[Path], tmp_path: Path
+) -> None:
+    log = tmp_path / "timing.jsonl"
+    command = [sys.executable, "-c", "from fracsight.cli import main; main()", "desktop"]
+    started = time.time()
+    done = subprocess.run(
+        [*command, str(inputs[0]), "--timing-log", str(log), "--quit-when-done"],
+        env=display_env(display),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    events = {e["event"]: e for e in map(json.loads, log.read_text().splitlines())}
+    assert events["first_result"]["source"] == "IMG0000019.jpg"
+    assert events["first_result"]["t"] - started < 60
+    assert "first_view" in events and events["batch_finished"]["done"] == 1
+
+    missing = subprocess.run(
+        [*command, str(tmp_path / "nope.jpg")], capture_output=True, text=True, timeout=60
+    )
+    assert (
+        missing.returncode == 2
+        and "error (not_found)" in missing.stderr
+        and "Traceback" not in missing.stderr
+    )
+    model = subprocess.run([*command, "--model", "no-such-model"], capture_output=True, text=True, timeout=60)
+    assert model.returncode == 1 and "error (unknown_model)" in model.stderr
+    point = subprocess.run(
+        [*command, "--operating-point", "nope"], capture_output=True, text=True, timeout=60
+    )
+    assert point.returncode == 1 and "unknown operating point 'nope'" in point.stderr
+    env = display_env(display)
+    env.pop("DISPLAY")
+    headless = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert headless.returncode == 1 and "error (no_display)" in headless.stderr
+    assert "Traceback" not in model.stderr + point.stderr + headless.stderr
+
+
+@pytest.mark.slow
+def test_a_class_only_bundle_shows_its_class_and_no_fracture_columns(
+    open_window, display: str, head_bundle, tmp_path: Path
+) -> None:
+    from fracsight.inference import Predictor
+
+    data, bundle = head_bundle("class")
+    image = sorted(p for p in data.rglob("*.jpg") if "test" in p.parts or p.parent.name == "images")[0]
+    expected = Predictor(bundle).predict(image)
+    desktop = open_window([image], model=str(bundle))
+    root = desktop.root
+    wait_until(
+        root, lambda: 0 in desktop.views and desktop.viewer.picture_current, 90, "the result and its view"
+    )
+    settle(root)
+    screenshot(display, "desktop-class.png")
+    (row,) = tree_rows(desktop)
+    assert "fracture_probability" not in row and "region" not in row
+    assert row["predicted_class"] == expected.classification.predicted
+    assert row["class_probability"] == f"{expected.classification.probability:.4f}"
+    assert row["decision"] == expected.decision
+    c = expected.classification
+    line = (
+        f"Class: {c.predicted} ({c.probability:.2f})"
+        if c.confident
+        else f"Class uncertain: the most likely, {c.predicted}"
+    )
+    text = desktop.card_lines.cget("text")
+    assert line in text and "Fracture probability" not in text and "Body region" not in text
+    assert "Class heatmap" in desktop.viewer.caption.cget("text")
+    assert not desktop.op_box.winfo_ismapped() and not desktop.viewer.boxes_check.winfo_ismapped()
+    cli_csv = tmp_path / "cli.csv"
+    assert predict_cli(str(image), "--model", str(bundle), "--all-classes", "--csv", str(cli_csv))[0] == 0
+    exported = desktop.export_csv(tmp_path / "desktop.csv")
+    assert exported is not None and exported.read_text() == cli_csv.read_text()

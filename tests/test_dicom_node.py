@@ -1,0 +1,347 @@
+"""The DICOM node against real software: dcmtk's storescu as the modality, fracsight's node as a
+child process, Orthanc (Debian's package, on loopback, own config and storage) as the PACS.
+
+Round trip: storescu -> node -> results C-STOREd to Orthanc -> read back through Orthanc's REST
+API and checked against ``fracsight predict`` on the same files. Also: the Orthanc routing rule
+of docs/orthanc (Orthanc forwards a CR to the node by itself), refusals that leave the node up
+(a CT, broken data sets, an unknown calling AE title), and processing a study by its UID over
+DICOMweb (QIDO-RS, WADO-RS, STOW-RS).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+import requests
+from pydicom.uid import generate_uid
+from typer.testing import CliRunner
+
+from dicom_support import (
+    PATIENT,
+    NodeProcess,
+    Orthanc,
+    dcmtk_available,
+    free_port,
+    make_ct_dicom,
+    make_radiograph_dicom,
+    orthanc_available,
+    storescu,
+    which_dcmtk,
+)
+from fracsight.cli import app
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (dcmtk_available() and orthanc_available()), reason="needs dcmtk and Orthanc"),
+]
+
+ROUTING_SCRIPT = Path(__file__).resolve().parents[1] / "docs" / "orthanc" / "route-to-fracsight.lua"
+KINDS = {"SR", "PR", "OT"}  # the node's default results: report, presentation state, capture
+
+
+# ---- reading results back ----------------------------------------------------------------------------
+def content_items(ds: Any) -> Iterator[Any]:
+    for item in ds.get("ContentSequence", []):
+        yield item
+        yield from content_items(item)
+
+
+def meaning(item: Any) -> str:
+    return str(item.ConceptNameCodeSequence[0].CodeMeaning) if "ConceptNameCodeSequence" in item else ""
+
+
+def sr_image_probability(sr: Any) -> float:
+    """The Probability measured for the whole image (the measurement group without an SCOORD)."""
+    for group in content_items(sr):
+        if group.get("ValueType") == "CONTAINER" and meaning(group) == "Measurement Group":
+            children = list(group.get("ContentSequence", []))
+            if any(c.get("ValueType") == "SCOORD" for c in content_items(group)):
+                continue
+            for child in children:
+                if child.get("ValueType") == "NUM" and meaning(child) == "Probability":
+                    return float(child.MeasuredValueSequence[0].NumericValue)
+    raise AssertionError("no image-level probability in the SR")
+
+
+def sr_boxes(sr: Any) -> list[tuple[float, float, float, float]]:
+    boxes = []
+    for item in content_items(sr):
+        if item.get("ValueType") == "SCOORD":
+            xy = [float(v) for v in item.GraphicData]
+            xs, ys = xy[0::2], xy[1::2]
+            boxes.append((min(xs), min(ys), max(xs), max(ys)))
+    return sorted(boxes)
+
+
+def sr_referenced_images(sr: Any) -> set[str]:
+    return {
+        str(ref.ReferencedSOPInstanceUID)
+        for item in content_items(sr)
+        if item.get("ValueType") == "IMAGE"
+        for ref in item.ReferencedSOPSequence
+    }
+
+
+def referenced_sources(ds: Any) -> set[str]:
+    """The source images a result object points at, whatever its kind."""
+    if ds.Modality == "SR":
+        return sr_referenced_images(ds)
+    if ds.Modality == "PR":
+        return {
+            str(img.ReferencedSOPInstanceUID)
+            for series in ds.ReferencedSeriesSequence
+            for img in series.ReferencedImageSequence
+        }
+    return {str(s.ReferencedSOPInstanceUID) for s in ds.get("SourceImageSequence", [])}
+
+
+def results_in(orthanc: Orthanc, study_uid: str) -> list[Any]:
+    """Every instance of the study in Orthanc that is not a source radiograph, parsed."""
+    out = []
+    for found in orthanc.find_instances(StudyInstanceUID=study_uid):
+        ds = pydicom.dcmread(io.BytesIO(orthanc.file(found["ID"])))
+        if ds.Modality not in ("CR", "DX", "CT"):
+            out.append(ds)
+    return out
+
+
+def predict_json(files: list[Path]) -> dict[str, dict[str, Any]]:
+    result = CliRunner().invoke(app, ["predict", "--json", *map(str, files)])
+    assert result.exit_code == 0, result.output
+    return {r["source"]: r for r in json.loads(result.stdout)["images"]}
+
+
+def assert_no_identifiers(log: str, *uids: str) -> None:
+    for value in PATIENT.values():
+        if len(value) >= 5:  # the sex "O" and the like are in any text
+            assert value not in log
+    for uid in uids:
+        assert uid not in log
+
+
+# ---- fixtures ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pacs_and_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Orthanc, NodeProcess]]:
+    """Orthanc (with the routing rule of docs/orthanc) and a node that sends its results to it."""
+    root = tmp_path_factory.mktemp("dicom-node")
+    node_port = free_port()
+    orthanc = Orthanc(
+        root / "orthanc",
+        modalities={"fracsight": ("FRACSIGHT", "127.0.0.1", node_port)},
+        lua=[ROUTING_SCRIPT],
+    ).start()
+    node = NodeProcess(
+        root / "node",
+        port=node_port,
+        allow=("MODALITY", "ORTHANC"),
+        destination=["--to", f"127.0.0.1:{orthanc.dicom_port}:ORTHANC"],
+        quiet_time=1.5,
+        extra=["--metrics-port", str(free_port())],
+    )
+    try:
+        node.start()
+        yield orthanc, node
+    finally:
+        node.stop()
+        orthanc.stop()
+
+
+@pytest.fixture(scope="module")
+def fractured(fracatlas_dir: Path) -> list[Path]:
+    return sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))
+
+
+# ---- tests ---------------------------------------------------------------------------------------------
+def test_round_trip_results_match_fracsight_predict(
+    pacs_and_node: tuple[Orthanc, NodeProcess], fractured: list[Path], tmp_path: Path
+) -> None:
+    orthanc, node = pacs_and_node
+    study_uid = generate_uid()
+    sources = [
+        make_radiograph_dicom(fractured[0], tmp_path / "a.dcm", study_uid=study_uid, instance_number=1),
+        make_radiograph_dicom(
+            fractured[1], tmp_path / "b.dcm", study_uid=study_uid, instance_number=2, jpeg_lossless=True
+        ),
+    ]
+    assert pydicom.dcmread(sources[1]).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.70"
+    sent = storescu("127.0.0.1", node.port, sources)
+    assert sent.returncode == 0, sent.stderr
+
+    orthanc.wait_for_instances(2 * len(KINDS) + 1, timeout=90, StudyInstanceUID=study_uid)
+    results = results_in(orthanc, study_uid)
+    expected = predict_json(sources)
+    source_uids = {str(pydicom.dcmread(p).SOPInstanceUID): p for p in sources}
+
+    by_source: dict[str, list[Any]] = {uid: [] for uid in source_uids}
+    study_reports = []
+    for ds in results:
+        # filed with the source study and patient, in a new series, as a new instance
+        assert ds.StudyInstanceUID == study_uid
+        assert ds.PatientID == PATIENT["PatientID"] and str(ds.PatientName) == PATIENT["PatientName"]
+        assert ds.SOPInstanceUID not in source_uids
+        refs = referenced_sources(ds)
+        if ds.Modality == "SR" and refs == set(source_uids):
+            study_reports.append(ds)
+            continue
+        assert len(refs) == 1 and refs <= set(source_uids), ds.Modality
+        by_source[refs.pop()].append(ds)
+    assert len(study_reports) == 1
+    for uid, path in source_uids.items():
+        objects = {ds.Modality: ds for ds in by_source[uid]}
+        assert sorted(ds.Modality for ds in by_source[uid]) == sorted(KINDS)  # once each, no duplicates
+        want = expected[path.name]
+        assert sr_image_probability(objects["SR"]) == pytest.approx(want["fracture_probability"], abs=2e-6)
+        want_boxes = sorted((b["x0"], b["y0"], b["x1"], b["y1"]) for b in want["boxes"])
+        assert want_boxes, "a fractured FracAtlas image should give a box"
+        got_boxes = sr_boxes(objects["SR"])
+        assert len(got_boxes) == len(want_boxes)
+        for got, box in zip(got_boxes, want_boxes, strict=True):
+            assert got == pytest.approx(box, abs=0.06)
+        graphics = [
+            g for a in objects["PR"].GraphicAnnotationSequence for g in a.get("GraphicObjectSequence", [])
+        ]
+        assert len(graphics) == len(want_boxes)
+        assert objects["OT"].Columns == pydicom.dcmread(path).Columns  # the capture adds a caption band
+    mean = sum(r["fracture_probability"] for r in expected.values()) / len(expected)
+    assert sr_image_probability(study_reports[0]) == pytest.approx(mean, abs=2e-6)
+
+    status = node.wait_status(lambda s: s["backlog"]["to_send"] == 0 and s["backlog"]["open_studies"] == 0)
+    assert status["instances"].get("sent", 0) >= 2
+    assert_no_identifiers(node.log(), *source_uids, study_uid)
+
+
+def test_ct_is_refused_counted_and_gets_no_results(
+    pacs_and_node: tuple[Orthanc, NodeProcess], tmp_path: Path
+) -> None:
+    orthanc, node = pacs_and_node
+    before = node.status()["counters"]["refused"].get("unsupported_modality", 0)
+    study_uid = generate_uid()
+    sent = storescu("127.0.0.1", node.port, [make_ct_dicom(tmp_path / "ct.dcm", study_uid=study_uid)])
+    assert "Received Store Response (Refused: SOPClassNotSupported)" in sent.stderr, sent.stderr  # 0x0122
+    after = node.status()["counters"]["refused"].get("unsupported_modality", 0)
+    assert after == before + 1
+    metrics_port = node.args[node.args.index("--metrics-port") + 1]
+    metrics = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
+    assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert f'fracsight_dicom_refused_total{{code="unsupported_modality"}} {after}' in metrics.text
+    assert node.alive()
+    assert orthanc.find_instances(StudyInstanceUID=study_uid) == []
+
+
+def test_broken_datasets_get_failure_statuses_and_the_node_stays_up(
+    pacs_and_node: tuple[Orthanc, NodeProcess], fractured: list[Path], tmp_path: Path
+) -> None:
+    orthanc, node = pacs_and_node
+    # uncompressed pixel data shorter than Rows x Columns say, sent by dcmtk
+    good = make_radiograph_dicom(fractured[2], tmp_path / "good.dcm")
+    ds = pydicom.dcmread(good)
+    ds.PixelData = ds.PixelData[: len(ds.PixelData) // 3]
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.save_as(tmp_path / "short.dcm", enforce_file_format=True)
+    sent = storescu("127.0.0.1", node.port, [tmp_path / "short.dcm"])
+    assert "Received Store Response (Error: DataSetDoesNotMatchSOPClass" in sent.stderr, sent.stderr  # 0xA900
+
+    # a data set that does not decode (a sequence of undefined length that never ends), sent byte for
+    # byte by pynetdicom: fracsight dicom send does not decode what it sends
+    header = pydicom.dcmread(good, stop_before_pixels=True)
+    header.SOPInstanceUID = header.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    header.save_as(tmp_path / "header.dcm", enforce_file_format=True)
+    garbage = tmp_path / "garbage.dcm"
+    unterminated = b"\x09\x00\x10\x00SQ\x00\x00\xff\xff\xff\xff" + b"\x01" * 16
+    garbage.write_bytes((tmp_path / "header.dcm").read_bytes() + unterminated)
+    to = f"127.0.0.1:{node.port}:FRACSIGHT"
+    result = CliRunner().invoke(app, ["dicom", "send", str(garbage), "--to", to, "--ae-title", "MODALITY"])
+    assert result.exit_code == 1
+    assert "status_0xC210" in result.output
+
+    counters = node.status()["counters"]["refused"]
+    assert counters.get("corrupt_image", 0) >= 1 and counters.get("undecodable_dataset", 0) >= 1
+    # still up: C-ECHO answers and a good image goes through
+    echo = subprocess.run(
+        [which_dcmtk("echoscu"), "-aet", "MODALITY", "-aec", "FRACSIGHT", "127.0.0.1", str(node.port)],
+        capture_output=True,
+        timeout=30,
+    )
+    assert echo.returncode == 0
+    study_uid = generate_uid()
+    assert (
+        storescu(
+            "127.0.0.1",
+            node.port,
+            [make_radiograph_dicom(fractured[2], tmp_path / "ok.dcm", study_uid=study_uid)],
+        ).returncode
+        == 0
+    )
+    orthanc.wait_for_instances(len(KINDS) + 1, timeout=60, StudyInstanceUID=study_uid)
+
+
+def test_unknown_calling_ae_title_is_rejected_at_association(
+    pacs_and_node: tuple[Orthanc, NodeProcess], fractured: list[Path], tmp_path: Path
+) -> None:
+    _, node = pacs_and_node
+    source = make_radiograph_dicom(fractured[3], tmp_path / "x.dcm")
+    before = node.status()["counters"]["received"]
+    sent = storescu("127.0.0.1", node.port, [source], calling="INTRUDER")
+    assert sent.returncode != 0
+    assert "calling ae title not recognized" in (sent.stdout + sent.stderr).lower()
+    wrong_called = storescu("127.0.0.1", node.port, [source], called="SOMEONE")
+    assert wrong_called.returncode != 0
+    status = node.status()
+    assert status["counters"]["associations_rejected"] == {"called_ae_title": 1, "calling_ae_title": 1}
+    assert status["counters"]["received"] == before
+    assert node.alive()
+
+
+def test_orthanc_routing_rule_forwards_radiographs_to_the_node(
+    pacs_and_node: tuple[Orthanc, NodeProcess], fractured: list[Path], tmp_path: Path
+) -> None:
+    """docs/orthanc/route-to-fracsight.lua: a CR stored in Orthanc goes to the node by itself, its
+    results come back, and the results are not forwarded again (no loop)."""
+    orthanc, node = pacs_and_node
+    received = node.status()["counters"]["received"]
+    study_uid = generate_uid()
+    source = make_radiograph_dicom(fractured[4], tmp_path / "routed.dcm", study_uid=study_uid, modality="DX")
+    orthanc.upload(source)
+    orthanc.wait_for_instances(1 + len(KINDS) + 1, timeout=90, StudyInstanceUID=study_uid)
+    status = node.wait_status(lambda s: s["backlog"]["to_send"] == 0 and s["backlog"]["open_studies"] == 0)
+    assert status["counters"]["received"] == received + 1  # the source only, never its results
+    assert len(results_in(orthanc, study_uid)) == len(KINDS) + 1
+
+
+def test_a_study_named_by_uid_is_processed_over_dicomweb(fractured: list[Path], tmp_path: Path) -> None:
+    """QIDO-RS finds the study's instances, WADO-RS fetches them, STOW-RS stores the results."""
+    study_uid = generate_uid()
+    sources = [
+        make_radiograph_dicom(fractured[5], tmp_path / "w1.dcm", study_uid=study_uid, instance_number=1),
+        make_radiograph_dicom(
+            fractured[6], tmp_path / "w2.dcm", study_uid=study_uid, instance_number=2, jpeg_lossless=True
+        ),
+    ]
+    with Orthanc(tmp_path / "orthanc") as orthanc:
+        for path in [*sources, make_ct_dicom(tmp_path / "ct.dcm", study_uid=study_uid)]:
+            orthanc.upload(path)
+        result = CliRunner().invoke(app, ["dicom", "study", study_uid, "--dicomweb", orthanc.dicomweb_url])
+        assert result.exit_code == 0, result.output
+        summary = json.loads(result.stdout)
+        assert summary["predicted"] == 2
+        assert list(summary["refused"].values()) == ["unsupported_modality"]
+        assert summary["result_objects_stored"] == 2 * len(KINDS) + 1
+        expected = predict_json(sources)
+        mean = sum(r["fracture_probability"] for r in expected.values()) / 2
+        assert summary["study_fracture_probability"] == pytest.approx(mean, abs=2e-6)
+        results = results_in(orthanc, study_uid)
+        assert len(results) == 2 * len(KINDS) + 1
+        uid_to_name = {str(pydicom.dcmread(p).SOPInstanceUID): p.name for p in sources}
+        for ds in results:
+            refs = referenced_sources(ds)
+            if ds.Modality == "SR" and len(refs) == 1:
+                want = expected[uid_to_name[refs.pop()]]["fracture_probability"]
+                assert sr_image_probability(ds) == pytest.approx(want, abs=2e-6)
+        assert study_uid not in result.output

@@ -1,0 +1,125 @@
+"""Faults the node must survive without losing or duplicating anything, against real software:
+the PACS (Orthanc) gone while results wait, and the node itself killed (SIGKILL) in the middle of
+a study. dcmtk's storescu is the modality; the node is a child process; Orthanc runs on loopback
+with its own configuration and storage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+
+from dicom_support import (
+    NodeProcess,
+    Orthanc,
+    dcmtk_available,
+    make_radiograph_dicom,
+    orthanc_available,
+    storescu,
+)
+from test_dicom_node import KINDS, referenced_sources, results_in
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (dcmtk_available() and orthanc_available()), reason="needs dcmtk and Orthanc"),
+]
+
+
+@pytest.fixture(scope="module")
+def images(fracatlas_dir: Path) -> list[Path]:
+    return sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[10:14]
+
+
+def make_study(images: list[Path], folder: Path) -> tuple[str, list[Path]]:
+    study_uid = generate_uid()
+    files = [
+        make_radiograph_dicom(image, folder / f"{i}.dcm", study_uid=study_uid, instance_number=i + 1)
+        for i, image in enumerate(images)
+    ]
+    return study_uid, files
+
+
+def assert_each_source_has_its_results_once(results: list, sources: list[Path]) -> None:
+    uids = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in sources}
+    per_source = {uid: [] for uid in uids}
+    study_reports = 0
+    for ds in results:
+        refs = referenced_sources(ds)
+        if refs == uids and ds.Modality == "SR" and len(uids) > 1:
+            study_reports += 1
+        else:
+            (uid,) = refs
+            per_source[uid].append(ds.Modality)
+    assert study_reports == 1
+    for modalities in per_source.values():
+        assert sorted(modalities) == sorted(KINDS)
+
+
+def test_results_wait_while_the_pacs_is_down_then_arrive(images: list[Path], tmp_path: Path) -> None:
+    orthanc = Orthanc(tmp_path / "orthanc").start()
+    node = NodeProcess(
+        tmp_path / "node",
+        destination=["--to", f"127.0.0.1:{orthanc.dicom_port}:ORTHANC"],
+        quiet_time=1,
+        extra=["--result-processes", "1"],  # result objects made in a worker process here
+    )
+    try:
+        node.start()
+        orthanc.stop()  # the PACS goes away
+        study_uid, sources = make_study(images[:2], tmp_path / "in")
+        sent = storescu("127.0.0.1", node.port, sources)
+        assert sent.returncode == 0, sent.stderr
+        waiting = node.wait_status(
+            lambda s: (
+                s["counters"]["predicted"] == 2
+                and s["counters"]["study_verdicts"] == 1
+                and s["counters"]["send_retries"] >= 2
+                and s["backlog"]["to_send"] == 2 * len(KINDS) + 1
+            ),
+            timeout=90,
+        )
+        assert waiting["counters"]["results_sent"] == 0
+
+        orthanc.start()  # back, with the storage it had
+        orthanc.wait_for_instances(2 * len(KINDS) + 1, timeout=60, StudyInstanceUID=study_uid)
+        done = node.wait_status(lambda s: s["backlog"]["to_send"] == 0)
+        assert done["counters"]["results_sent"] == 2 * len(KINDS) + 1  # each object sent once
+        assert done["counters"]["send_failed"] == {}
+        assert done["instances"] == {"sent": 2}
+        assert_each_source_has_its_results_once(results_in(orthanc, study_uid), sources)
+        assert node.stop() == 0  # SIGTERM: a clean stop
+    finally:
+        node.stop()
+        orthanc.stop()
+
+
+def test_node_killed_mid_study_resumes_and_loses_nothing(images: list[Path], tmp_path: Path) -> None:
+    """SIGKILL right after the first two images of a study were acknowledged (the worker busy with
+    them); after a restart the last two arrive. Results go by STOW-RS this time."""
+    orthanc = Orthanc(tmp_path / "orthanc").start()
+    node = NodeProcess(tmp_path / "node", destination=["--stow", orthanc.dicomweb_url], quiet_time=3)
+    try:
+        node.start()
+        study_uid, sources = make_study(images, tmp_path / "in")
+        assert storescu("127.0.0.1", node.port, sources[:2]).returncode == 0
+        node.kill()
+        crashed = node.status()  # read from the spool with the node dead
+        assert crashed["counters"]["received"] == 2  # acknowledged means on disk
+
+        node.start()
+        assert storescu("127.0.0.1", node.port, sources[2:]).returncode == 0
+        orthanc.wait_for_instances(4 * len(KINDS) + 1, timeout=120, StudyInstanceUID=study_uid)
+        done = node.wait_status(lambda s: s["backlog"] == {"to_predict": 0, "to_send": 0, "open_studies": 0})
+        counters = done["counters"]
+        assert counters["received"] == 4 and counters["predicted"] == 4 and counters["study_verdicts"] == 1
+        assert done["instances"] == {"sent": 4}
+        results = results_in(orthanc, study_uid)
+        assert len(results) == 4 * len(KINDS) + 1
+        assert_each_source_has_its_results_once(results, sources)
+        assert counters["results_sent"] >= len(results)  # a re-send after the crash is allowed, same UIDs
+    finally:
+        node.stop()
+        orthanc.stop()

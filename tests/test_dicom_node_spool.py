@@ -1,0 +1,209 @@
+"""The node's spool on its own (no network): states, durability rules, studies, counters, metrics."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from fracsight.dicom.metrics import render, status
+from fracsight.dicom.sender import parse_dimse_address
+from fracsight.dicom.spool import FAILED, REFUSED, SENT, Spool, instance_key, study_key
+from head_kinds import HEAD_KINDS
+
+STUDY = "1.2.826.0.1.3680043.8.498.1"
+UID_A = "1.2.826.0.1.3680043.8.498.11"
+UID_B = "1.2.826.0.1.3680043.8.498.12"
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Spool:
+    return Spool(tmp_path / "spool")
+
+
+def queue(spool: Spool, key: str, n: int = 2) -> list[Path]:
+    files = []
+    for i in range(n):
+        path = spool.results_folder(key) / f"{i}.dcm"
+        spool.write_file(path, b"result")
+        files.append(path)
+    spool.queue_results(key, files)
+    return files
+
+
+def test_keys_are_short_hashes_never_the_uid(spool: Spool) -> None:
+    key = instance_key(UID_A)
+    assert len(key) == 20 and UID_A not in key and key == instance_key(UID_A + "\0")
+    spool.add_instance(key, STUDY, b"dicom bytes")
+    names = [p.name for p in spool.root.rglob("*")]
+    assert not any("1.2.826" in name for name in names)
+    assert len(study_key(STUDY)) == 12
+
+
+def test_an_instance_is_kept_once_and_on_disk_when_added(spool: Spool) -> None:
+    key = instance_key(UID_A)
+    assert spool.add_instance(key, STUDY, b"first")
+    assert spool.instance_path(key).read_bytes() == b"first"
+    assert not spool.add_instance(key, STUDY, b"second")  # a re-send: kept once, not replaced
+    assert spool.instance_path(key).read_bytes() == b"first"
+    assert spool.counters()["received"] == {"": 1} and spool.counters()["duplicates"] == {"": 1}
+    assert [r.key for r in spool.received(10)] == [key]
+
+
+def test_states_move_from_received_to_sent_as_results_are_delivered(spool: Spool) -> None:
+    key = instance_key(UID_A)
+    spool.add_instance(key, STUDY, b"x")
+    queue(spool, key, 2)
+    assert spool.states() == {"results_pending": 1} and spool.backlog()["to_send"] == 2
+    due = spool.due(10)
+    spool.mark_sent(due[:1])
+    assert spool.states() == {"results_pending": 1}
+    spool.mark_sent(due[1:])
+    assert spool.states() == {SENT: 1} and spool.backlog()["to_send"] == 0
+    assert spool.counters()["results_sent"] == {"": 2} and spool.counters()["predicted"] == {"": 1}
+
+
+def test_retries_wait_their_delay_and_give_up_after_the_limit(spool: Spool) -> None:
+    key = instance_key(UID_A)
+    spool.add_instance(key, STUDY, b"x")
+    queue(spool, key, 1)
+    rows = spool.due(10)
+    assert spool.retry_later(rows, 60, "destination_unavailable", give_up_after=0) == 0
+    assert spool.due(10) == [] and spool.next_due() > time.time() + 50
+    rows = spool.due(10, now=time.time() + 61)
+    assert rows[0].attempts == 1
+    assert spool.retry_later(rows, 0, "status_0xA900", give_up_after=2) == 1
+    assert spool.backlog()["to_send"] == 0
+    assert spool.counters()["send_failed"] == {"status_0xA900": 1}
+    assert spool.counters()["send_retries"] == {"": 2}
+
+
+def test_refused_and_failed_instances_are_counted_by_code(spool: Spool) -> None:
+    a, b = instance_key(UID_A), instance_key(UID_B)
+    spool.add_instance(a, STUDY, b"x")
+    spool.add_instance(b, STUDY, b"y")
+    spool.mark_instance(a, REFUSED, "unsupported_modality")
+    spool.mark_instance(b, FAILED, "results_error")
+    counters = status(spool)["counters"]
+    assert counters["refused"] == {"unsupported_modality": 1}
+    assert counters["failed"] == {"results_error": 1}
+    assert spool.received(10) == []
+
+
+def test_a_study_gets_its_verdict_after_the_quiet_time_and_a_late_image_reopens_it(spool: Spool) -> None:
+    a, b = instance_key(UID_A), instance_key(UID_B)
+    spool.add_instance(a, STUDY, b"x", now=1000.0)
+    assert spool.quiet_studies(30, now=1020.0) == []  # an image is still to predict
+    queue(spool, a)
+    assert spool.quiet_studies(30, now=1020.0) == []  # not quiet yet
+    ((study, generation),) = spool.quiet_studies(30, now=1031.0)
+    assert study == STUDY and generation == 0
+    assert spool.finish_study(STUDY, 0, f"study:{study_key(STUDY)}:0", [])
+    assert spool.backlog()["open_studies"] == 0
+    assert not spool.finish_study(STUDY, 0, "again", [])  # a verdict is given once per generation
+
+    spool.add_instance(b, STUDY, b"y", now=2000.0)  # a late image: the study opens again
+    queue(spool, b)
+    assert spool.quiet_studies(30, now=2031.0) == [(STUDY, 1)]
+
+
+def test_an_image_arriving_while_the_verdict_is_made_keeps_the_study_open(spool: Spool) -> None:
+    a, b = instance_key(UID_A), instance_key(UID_B)
+    spool.add_instance(a, STUDY, b"x", now=1000.0)
+    queue(spool, a)
+    ((_, generation),) = spool.quiet_studies(30, now=1031.0)
+    spool.add_instance(b, STUDY, b"y")  # arrives before the verdict is queued
+    assert not spool.finish_study(STUDY, generation, "study:x:0", [])
+    assert spool.backlog()["open_studies"] == 1
+
+
+def test_recovery_registers_fsynced_files_without_a_row_and_restarts_the_quiet_time(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.add_instance(instance_key(UID_A), STUDY, b"x", now=1000.0)
+    orphan = instance_key(UID_B)
+    spool.write_file(spool.instance_path(orphan), b"y")  # the crash came before its row was committed
+    (spool.tmp_dir / "torn.part").write_bytes(b"half")
+    spool.close()
+
+    spool = Spool(tmp_path / "spool")
+    assert spool.recover(lambda path: STUDY) == 1
+    assert {r.key for r in spool.received(10)} == {instance_key(UID_A), orphan}
+    assert list(spool.tmp_dir.iterdir()) == []
+    deadline = spool.next_study_deadline(30)
+    assert deadline is not None and deadline > time.time() + 25
+
+
+def test_pruning_deletes_a_finished_studys_files_but_remembers_its_instances(spool: Spool) -> None:
+    key = instance_key(UID_A)
+    spool.add_instance(key, STUDY, b"x", now=1000.0)
+    spool.mark_sent(spool.due(10))  # nothing yet: the image is not predicted
+    queue(spool, key)
+    owner = f"study:{study_key(STUDY)}:0"
+    verdict = spool.results_folder(owner) / "0.dcm"
+    spool.write_file(verdict, b"study sr")
+    assert spool.prune(0) == 0  # results still to send: nothing goes
+    spool.finish_study(STUDY, 0, owner, [verdict])
+    spool.mark_sent(spool.due(10))
+    assert spool.prune(0) == 1
+    assert not spool.instance_path(key).exists() and not spool.results_folder(key).exists()
+    assert not verdict.parent.exists()
+    assert not spool.add_instance(key, STUDY, b"x again")  # still known: not processed twice
+
+
+def test_metrics_render_every_counter_and_the_backlog(spool: Spool) -> None:
+    spool.add_instance(instance_key(UID_A), STUDY, b"x")
+    spool.count("refused", "unsupported_modality")
+    spool.count("associations_rejected", "calling_ae_title")
+    text = render(spool)
+    assert "fracsight_dicom_received_total 1" in text
+    assert 'fracsight_dicom_refused_total{code="unsupported_modality"} 1' in text
+    assert 'fracsight_dicom_associations_rejected_total{reason="calling_ae_title"} 1' in text
+    assert 'fracsight_dicom_backlog{stage="to_predict"} 1' in text
+    assert "# TYPE fracsight_dicom_results_sent_total counter" in text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("pacs.local:104:PACS", ("pacs.local", 104, "PACS")),
+        ("127.0.0.1:11112", ("127.0.0.1", 11112, "ANY-SCP")),
+    ],
+)
+def test_dimse_addresses(text: str, expected: tuple[str, int, str]) -> None:
+    assert parse_dimse_address(text) == expected
+
+
+@pytest.mark.parametrize("text", ["pacs", "pacs:port:AE", "pacs:0:AE", "pacs:104:" + "A" * 17])
+def test_bad_dimse_addresses_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match=r"HOST:PORT|port|AE title"):
+        parse_dimse_address(text)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", list(HEAD_KINDS))
+def test_the_worker_handles_every_head_kind(
+    kind: str, head_bundle, fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """The node's worker (in this process, no network) with each head combination: an image gets its
+    three result objects, the study its verdict; nothing fails."""
+    import pydicom
+
+    from dicom_support import make_radiograph_dicom
+    from fracsight.dicom.worker import Worker
+    from fracsight.inference import Predictor
+
+    _, bundle = head_bundle(kind)
+    spool = Spool(tmp_path / "spool")
+    image = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[0]
+    source = make_radiograph_dicom(image, tmp_path / "in.dcm", study_uid=STUDY)
+    ds = pydicom.dcmread(source, stop_before_pixels=True)
+    spool.add_instance(instance_key(ds.SOPInstanceUID), STUDY, source.read_bytes())
+    worker = Worker(spool, Predictor(bundle), quiet_time=0)
+    assert worker.work_once()  # the image
+    assert worker.work_once()  # the study, quiet at once
+    counters = status(spool)["counters"]
+    assert counters["predicted"] == 1 and counters["study_verdicts"] == 1
+    assert counters["failed"] == {} and counters["refused"] == {}
+    modalities = sorted(pydicom.dcmread(row.path).Modality for row in spool.due(10))
+    assert modalities == ["OT", "PR", "SR", "SR"]

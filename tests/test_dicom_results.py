@@ -1,0 +1,584 @@
+"""Results as DICOM objects (fracsight.dicom.results): SR, GSPS and secondary capture, read back
+with pydicom and validated with dicom3tools' dciodvfy; the `fracsight dicom results` command."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+import shutil
+import subprocess
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom import Dataset
+from typer.testing import CliRunner
+
+import dicom_results_support as support
+from fracsight.cli import app as cli_app
+from fracsight.dicom.results import result_datasets, study_result_datasets, write_new
+from fracsight.errors import DicomSourceError, MultiFrameError
+from fracsight.inference import NOTICE, Predictor
+from head_kinds import HEAD_KINDS
+
+runner = CliRunner()
+
+PROBABILITY = ("122157", "DCM")
+FRACTURE = ("72704001", "SCT")
+SUSPECTED, NOT_DETECTED = ("415684004", "SCT"), ("260415000", "SCT")
+# The one dciodvfy warning accepted: fracsight's private coding scheme (PS3.3 8.2: a private
+# scheme's designator starts with "99"), declared in the Coding Scheme Identification Sequence of
+# the SR. dciodvfy only knows the registered schemes. Only class heads (whose class names are the
+# bundle's own) and regions without a SNOMED CT code use it.
+ACCEPTED_WARNINGS = (
+    "Warning - Unrecognized defined term <99FRACSIGHT> for value 1 of attribute <Coding Scheme Designator>",
+)
+
+
+# ---- fixtures ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    return Predictor()
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory: pytest.TempPathFactory, fracatlas_dir: Path, predictor: Predictor):
+    """A CR source of a fractured FracAtlas image on which the default model draws a box."""
+    folder = tmp_path_factory.mktemp("dicom-results")
+    for jpeg in sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[:8]:
+        path = support.write(support.cr_from_jpeg(jpeg), folder / f"{jpeg.stem}.dcm")
+        prediction = predictor.predict(path, keep_pixels=True)
+        if prediction.boxes and prediction.fracture_suspected:
+            return path, pydicom.dcmread(path), prediction
+    pytest.fail("none of the first fractured FracAtlas images gave a box: the test premise is gone")
+
+
+def _objects(case, predictor: Predictor, tmp_path: Path) -> dict[str, Dataset]:
+    """The three objects written to disk and read back, by kind."""
+    path, source, prediction = case
+    out = {}
+    for ds in result_datasets(source, prediction, predictor):
+        written = write_new(ds, tmp_path, path.stem)
+        out[written.name.split(".")[1]] = pydicom.dcmread(written)
+    return out
+
+
+# ---- SR content helpers ----------------------------------------------------------------------------
+def _items(ds: Dataset):
+    """Every content item of an SR, depth first."""
+    stack = list(ds.get("ContentSequence", []))
+    while stack:
+        item = stack.pop(0)
+        yield item
+        stack[:0] = list(item.get("ContentSequence", []))
+
+
+def _code(seq) -> tuple[str, str]:
+    return str(seq[0].CodeValue), str(seq[0].CodingSchemeDesignator)
+
+
+def _named(ds: Dataset, name: tuple[str, str], value_type: str | None = None) -> list[Dataset]:
+    return [
+        i
+        for i in _items(ds)
+        if "ConceptNameCodeSequence" in i
+        and _code(i.ConceptNameCodeSequence) == name
+        and (value_type is None or i.ValueType == value_type)
+    ]
+
+
+def _groups(sr: Dataset) -> list[Dataset]:
+    return [
+        i
+        for i in _items(sr)
+        if i.ValueType == "CONTAINER" and _code(i.ConceptNameCodeSequence)[0] == "125007"
+    ]
+
+
+def _numbers(item: Dataset, name: tuple[str, str]) -> list[float]:
+    return [float(i.MeasuredValueSequence[0].NumericValue) for i in _named(item, name, "NUM")]
+
+
+def _texts(sr: Dataset) -> list[str]:
+    return [str(i.TextValue) for i in _items(sr) if i.ValueType == "TEXT"]
+
+
+def _references(sr: Dataset) -> set[str]:
+    evidence = sr.CurrentRequestedProcedureEvidenceSequence
+    return {
+        str(sop.ReferencedSOPInstanceUID)
+        for study in evidence
+        for series in study.ReferencedSeriesSequence
+        for sop in series.ReferencedSOPSequence
+    }
+
+
+def _outline(box) -> np.ndarray:
+    return np.array(
+        [[box.x0, box.y0], [box.x1, box.y0], [box.x1, box.y1], [box.x0, box.y1], [box.x0, box.y0]]
+    )
+
+
+# ---- what the objects say ----------------------------------------------------------------------------
+def test_objects_are_new_series_in_the_source_study(case, predictor: Predictor, tmp_path: Path) -> None:
+    _, source, _ = case
+    objects = _objects(case, predictor, tmp_path)
+    assert {k: ds.Modality for k, ds in objects.items()} == {"sr": "SR", "gsps": "PR", "capture": "OT"}
+    for ds in objects.values():
+        for keyword in (
+            "StudyInstanceUID",
+            "PatientID",
+            "PatientName",
+            "PatientBirthDate",
+            "AccessionNumber",
+        ):
+            assert ds.get(keyword) == source.get(keyword), keyword
+        assert ds.SOPInstanceUID != source.SOPInstanceUID
+        assert ds.SeriesInstanceUID != source.SeriesInstanceUID
+        assert ds.Manufacturer == "fracsight"
+        assert "not a diagnosis" in ds.SeriesDescription
+        assert list(ds.SoftwareVersions)[1] == f"{predictor.spec.name} {predictor.spec.version}"
+    assert len({ds.SeriesInstanceUID for ds in objects.values()}) == 3
+    assert len({ds.SOPInstanceUID for ds in objects.values()}) == 3
+    # a second image of the study lands in the same series of each kind, as a new instance
+    again = result_datasets(source, case[2], predictor)
+    assert [d.SeriesInstanceUID for d in again] == [
+        objects[k].SeriesInstanceUID for k in ("sr", "gsps", "capture")
+    ]
+    assert not {d.SOPInstanceUID for d in again} & {d.SOPInstanceUID for d in objects.values()}
+
+
+def test_sr_states_the_prediction(case, predictor: Predictor, tmp_path: Path) -> None:
+    _, source, prediction = case
+    sr = _objects(case, predictor, tmp_path)["sr"]
+    assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.33"  # Comprehensive SR
+    assert sr.ContentTemplateSequence[0].TemplateIdentifier == "1500"
+    assert (sr.CompletionFlag, sr.VerificationFlag) == ("COMPLETE", "UNVERIFIED")
+    image_group, *box_groups = _groups(sr)
+    (p,) = _numbers(image_group, PROBABILITY)
+    assert p == pytest.approx(prediction.fracture_probability, abs=1e-6)
+    (decision,) = [i for i in _named(image_group, FRACTURE, "CODE")]
+    assert _code(decision.ConceptCodeSequence) == (
+        SUSPECTED if prediction.fracture_suspected else NOT_DETECTED
+    )
+    (site,) = _named(image_group, ("363698007", "SCT"), "CODE")  # Finding Site
+    assert site.ConceptCodeSequence[0].CodeMeaning.lower() == prediction.region
+    # the algorithm, its version and the model's checksum
+    texts = _texts(sr)
+    assert predictor.spec.name in texts and str(predictor.spec.version) in texts
+    assert f"model.onnx sha256 {predictor.spec.onnx_sha256}" in texts
+    assert any(t.startswith(f"operating point {prediction.operating_point}") for t in texts)
+    assert prediction.decision in texts and NOTICE in texts
+    # each box: a closed polyline SCOORD on the source image, with its score
+    assert len(box_groups) == len(prediction.boxes) >= 1
+    for group, box in zip(box_groups, prediction.boxes, strict=True):
+        (scoord,) = [i for i in _items(group) if i.ValueType == "SCOORD"]
+        assert scoord.GraphicType == "POLYLINE"
+        points = np.array(scoord.GraphicData, dtype=np.float64).reshape(-1, 2)
+        np.testing.assert_allclose(points, _outline(box), atol=0.01)
+        (ref,) = scoord.ContentSequence
+        assert ref.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+        assert _numbers(group, PROBABILITY) == [pytest.approx(box.score, abs=1e-6)]
+    # the source instance, as evidence and as the image group's source
+    assert _references(sr) == {source.SOPInstanceUID}
+    (image_ref,) = [i for i in _items(image_group) if i.ValueType == "IMAGE"]
+    assert image_ref.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+    assert "CodingSchemeIdentificationSequence" not in sr  # the default model needs no private codes
+
+
+def test_presentation_state_draws_over_the_source(case, predictor: Predictor, tmp_path: Path) -> None:
+    _, source, prediction = case
+    pr = _objects(case, predictor, tmp_path)["gsps"]
+    assert pr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.11.1"
+    (series,) = pr.ReferencedSeriesSequence
+    assert series.SeriesInstanceUID == source.SeriesInstanceUID
+    assert series.ReferencedImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+    assert pr.PresentationLUTShape == "INVERSE"  # the source is MONOCHROME1
+    (annotation,) = pr.GraphicAnnotationSequence
+    outlines = [
+        np.array(g.GraphicData, dtype=np.float64).reshape(-1, 2) for g in annotation.GraphicObjectSequence
+    ]
+    assert all(g.GraphicAnnotationUnits == "PIXEL" for g in annotation.GraphicObjectSequence)
+    assert len(outlines) == len(prediction.boxes)
+    for outline, box in zip(outlines, prediction.boxes, strict=True):
+        np.testing.assert_allclose(outline, _outline(box), atol=0.01)
+    texts = [str(t.UnformattedTextValue) for t in annotation.TextObjectSequence]
+    assert NOTICE in texts
+    assert f"fracsight: {prediction.decision}" in texts
+    assert any(f"fracture probability {prediction.fracture_probability:.2f}" in t for t in texts)
+
+
+def test_capture_burns_in_the_overlay_and_notice(case, predictor: Predictor, tmp_path: Path) -> None:
+    _, source, prediction = case
+    sc = _objects(case, predictor, tmp_path)["capture"]
+    assert sc.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"
+    assert sc.BurnedInAnnotation == "YES" and sc.LossyImageCompression == "01"
+    assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+    assert NOTICE in sc.ImageComments
+    rgb = sc.pixel_array  # decoded to RGB
+    rows, cols = source.Rows, source.Columns
+    assert rgb.shape[1] == cols and rgb.shape[0] > rows and rgb.shape[2] == 3
+    band = rgb[rows:].astype(int)
+    assert (band > 128).any(), "the text band below the image is empty"
+    # the box outline is drawn in colour where the radiograph is grey
+    box = prediction.boxes[0]
+    edge = rgb[int(box.y0) + 1, int(box.x0) : int(box.x1)].astype(int)
+    assert np.median(edge[:, 2] - edge[:, 0]) > 100  # cyan: blue well above red
+
+
+def test_probability_equals_fracsight_predict(case, tmp_path: Path) -> None:
+    """The SR from `fracsight dicom results` says what `fracsight predict` says for the same file."""
+    path = case[0]
+    predicted = runner.invoke(cli_app, ["predict", str(path), "--json"])
+    assert predicted.exit_code == 0, predicted.output
+    expected = json.loads(predicted.stdout)["images"][0]
+    made = runner.invoke(cli_app, ["dicom", "results", str(path), "--out", str(tmp_path), "--kinds", "sr"])
+    assert made.exit_code == 0, made.output
+    sr = pydicom.dcmread(tmp_path / f"{path.stem}.sr.dcm")
+    (p,) = _numbers(_groups(sr)[0], PROBABILITY)
+    assert p == pytest.approx(expected["fracture_probability"], abs=1e-6)
+    assert expected["decision"] in _texts(sr)
+
+
+def test_study_report_references_every_image(case, predictor: Predictor, fracatlas_dir: Path) -> None:
+    _, first, first_prediction = case
+    jpeg = sorted((fracatlas_dir / "images" / "Non_fractured").glob("*.jpg"))[0]
+    second = support.cr_from_jpeg(jpeg, study_uid=first.StudyInstanceUID, instance_number=2)
+    second_prediction = predictor.predict(_bytes(second), keep_pixels=True)
+    predictions = [first_prediction, second_prediction]
+    study = predictor.predict_study(predictions, "study")
+    (sr,) = study_result_datasets([first, second], study, predictions, predictor)
+    assert sr.StudyInstanceUID == first.StudyInstanceUID and sr.PatientID == first.PatientID
+    assert _references(sr) == {first.SOPInstanceUID, second.SOPInstanceUID}
+    (group,) = _groups(sr)
+    assert len([i for i in _items(group) if i.ValueType == "IMAGE"]) == 2
+    assert _numbers(group, PROBABILITY) == [pytest.approx(study.fracture_probability, abs=1e-6)]
+    assert NOTICE in _texts(sr)
+    assert any(study.decision in t for t in _texts(sr))
+    other = support.cr_from_jpeg(jpeg)  # another study
+    with pytest.raises(DicomSourceError, match="one study"):
+        study_result_datasets([first, other], study, [first_prediction, second_prediction], predictor)
+
+
+def _bytes(ds: Dataset) -> bytes:
+    from io import BytesIO
+
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+# ---- every head combination --------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", list(HEAD_KINDS))
+def test_every_head_combination(kind: str, head_bundle, case, tmp_path: Path) -> None:
+    path, source, _ = case
+    bundle = Predictor(head_bundle(kind)[1])
+    prediction = bundle.predict(path)  # without pixels: the capture decodes the source itself
+    objects = {ds.Modality: ds for ds in result_datasets(source, prediction, bundle)}
+    sr = objects["SR"]
+    image_group, *box_groups = _groups(sr)
+    heads = HEAD_KINDS[kind]
+    probabilities = _numbers(image_group, PROBABILITY)
+    if "fracture" in heads:
+        assert probabilities == [pytest.approx(prediction.fracture_probability, abs=1e-6)]
+    else:
+        assert probabilities == [] and box_groups == [] and prediction.boxes == ()
+    assert len(box_groups) == len(prediction.boxes)
+    classes = _named(image_group, ("CLASS", "99FRACSIGHT"), "CODE")
+    if "class" in heads:
+        (cls,) = classes
+        assert cls.ConceptCodeSequence[0].CodeMeaning == prediction.classification.predicted
+        assert "CodingSchemeIdentificationSequence" in sr
+    else:
+        assert classes == []
+    sites = _named(image_group, ("363698007", "SCT"), "CODE")
+    assert len(sites) == (1 if "region" in heads else 0)
+    assert NOTICE in _texts(sr) and prediction.decision in _texts(sr)
+    texts = [
+        str(t.UnformattedTextValue) for t in objects["PR"].GraphicAnnotationSequence[0].TextObjectSequence
+    ]
+    assert NOTICE in texts
+    assert objects["OT"].Rows > source.Rows
+    for name, ds in objects.items():
+        _assert_valid(ds, tmp_path / f"{name}.dcm")
+    study = bundle.predict_study([prediction], "one")
+    (study_sr,) = study_result_datasets([source], study, [prediction], bundle)
+    _assert_valid(study_sr, tmp_path / "study.dcm")
+
+
+# ---- validation with dciodvfy --------------------------------------------------------------------------
+def _dciodvfy(path: Path) -> list[str]:
+    """dciodvfy's error and warning lines for one file."""
+    done = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    lines = (done.stdout + done.stderr).splitlines()
+    return [line.strip() for line in lines if line.startswith(("Error", "Warning"))]
+
+
+def _assert_valid(ds: Dataset, path: Path, accepted: tuple[str, ...] = ()) -> None:
+    ds.save_as(path, enforce_file_format=True)
+    problems = _dciodvfy(path)
+    errors = [p for p in problems if p.startswith("Error")]
+    assert not errors, f"{ds.Modality}: dciodvfy reports {errors}"
+    unexpected = [p for p in problems if p not in (*ACCEPTED_WARNINGS, *accepted)]
+    assert not unexpected, f"{ds.Modality}: dciodvfy warns {unexpected}"
+    if ds.Modality == "SR" and shutil.which("dsrdump"):  # dcmtk checks the SR content tree
+        done = subprocess.run(["dsrdump", str(path)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and not done.stderr.strip(), done.stderr
+
+
+needs_dciodvfy = pytest.mark.skipif(
+    shutil.which("dciodvfy") is None, reason="dicom3tools (dciodvfy) not installed"
+)
+
+
+@needs_dciodvfy
+def test_dciodvfy_accepts_every_object_kind(case, predictor: Predictor, tmp_path: Path) -> None:
+    path, source, prediction = case
+    assert _dciodvfy(path) == [], "the test's own source object should be valid"
+    objects = result_datasets(source, prediction, predictor)
+    study = predictor.predict_study([prediction], "study")
+    objects += study_result_datasets([source], study, [prediction], predictor)
+    assert [ds.Modality for ds in objects] == ["SR", "PR", "OT", "SR"]
+    for k, ds in enumerate(objects):
+        _assert_valid(ds, tmp_path / f"{k}.dcm")
+
+
+@needs_dciodvfy
+def test_dciodvfy_with_a_sparse_source(case, predictor: Predictor, tmp_path: Path) -> None:
+    """A source without the optional and type 2 attributes (no laterality, orientation, patient
+    name or birth date, accession number, window) still gives valid objects."""
+    _, source, prediction = case
+    sparse = pydicom.dcmread(case[0])
+    for keyword in (
+        "PatientName",
+        "PatientBirthDate",
+        "PatientSex",
+        "AccessionNumber",
+        "StudyID",
+        "ReferringPhysicianName",
+        "Laterality",
+        "PatientOrientation",
+        "WindowCenter",
+        "WindowWidth",
+        "BodyPartExamined",
+        "SpecificCharacterSet",
+    ):
+        delattr(sparse, keyword)
+    sparse.PhotometricInterpretation = "MONOCHROME2"
+    # Two warnings follow from the source and are right: it has no Study ID, so the results have
+    # it empty (type 2), a gap dciodvfy notes for DICOMDIR building; and it does not say which
+    # side, so the presentation state and the capture have an empty Laterality (type 2C: empty
+    # when unknown, which it is; absent would be an error, a side would be a guess).
+    unknowns = (
+        "Warning - Missing attribute or value that would be needed to build DICOMDIR - Study ID",
+        "Warning - is only permitted to be empty when actually unknown; should be absent (not empty) if "
+        "an unpaired body part, and have a value if a paired body part - attribute <Laterality>",
+    )
+    for k, ds in enumerate(result_datasets(sparse, prediction, predictor)):
+        _assert_valid(ds, tmp_path / f"{k}.dcm", unknowns)
+        assert ds.PatientID == source.PatientID and ds.PatientName in (None, "")
+        if ds.Modality == "PR":
+            assert ds.PresentationLUTShape == "IDENTITY"
+
+
+# ---- refusals ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("keyword", ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "Rows"])
+def test_sources_results_cannot_be_placed_against_are_refused(
+    case, predictor: Predictor, keyword: str
+) -> None:
+    prediction = case[2]
+    broken = pydicom.dcmread(case[0])
+    delattr(broken, keyword)
+    with pytest.raises(DicomSourceError, match=keyword) as caught:
+        result_datasets(broken, prediction, predictor)
+    assert caught.value.code == "unusable_dicom_source"
+    _assert_no_identifiers(str(caught.value))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom's own complaint about the test's bad value
+        broken.StudyInstanceUID = "not a uid"
+    with pytest.raises(DicomSourceError):
+        result_datasets(broken, prediction, predictor)
+
+
+def test_prediction_of_another_image_is_refused(case, predictor: Predictor) -> None:
+    _, source, prediction = case
+    small = pydicom.dcmread(case[0])
+    small.Rows = small.Rows - 1
+    with pytest.raises(DicomSourceError, match="same image"):
+        result_datasets(small, prediction, predictor)
+    with pytest.raises(ValueError, match="unknown result kinds"):
+        result_datasets(source, prediction, predictor, kinds=["sr", "pdf"])
+
+
+def test_multi_frame_sources_need_the_frame(case, predictor: Predictor, tmp_path: Path) -> None:
+    _, source, _ = case
+    frames = pydicom.dcmread(case[0])
+    frames.SOPClassUID = frames.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7.3"
+    frames.Modality = "OT"
+    frames.NumberOfFrames = 2
+    frames.FrameIncrementPointer = pydicom.tag.Tag("FrameTime")  # multi-frame module
+    frames.FrameTime = 0
+    frames.PixelData = source.PixelData * 2
+    path = support.write(frames, tmp_path / "frames.dcm")
+    radiograph = predictor.read(path, frame=1)
+    (prediction,) = predictor.predict_radiographs([radiograph], ["frames.dcm"])
+    with pytest.raises(MultiFrameError):
+        result_datasets(frames, prediction, predictor)
+    sr, pr, sc = result_datasets(frames, prediction, predictor, frame=1)
+    for k, ds in enumerate((sr, pr, sc)):
+        _assert_valid(ds, tmp_path / f"{k}.dcm")
+    (image_ref,) = [i for i in _items(_groups(sr)[0]) if i.ValueType == "IMAGE"]
+    assert int(image_ref.ReferencedSOPSequence[0].ReferencedFrameNumber) == 2
+    assert pr.GraphicAnnotationSequence[0].ReferencedImageSequence[0].ReferencedFrameNumber == 2
+    assert sc.SourceImageSequence[0].ReferencedFrameNumber == 2
+
+
+def test_grey_radiograph_stored_in_colour(case, predictor: Predictor, tmp_path: Path) -> None:
+    """A secondary capture of a radiograph in RGB with equal channels (a scanned film): read as
+    grey by fracsight; its presentation state is a colour one (a grayscale state cannot
+    reference a colour image)."""
+    colour = pydicom.dcmread(case[0])
+    grey = 255 - (colour.pixel_array >> 4).astype(np.uint8)
+    colour.PixelData = np.repeat(grey[..., None], 3, axis=2).tobytes()
+    colour.SOPClassUID = colour.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    colour.Modality = "OT"
+    colour.ConversionType = "DF"  # digitized film
+    colour.update({"SamplesPerPixel": 3, "PhotometricInterpretation": "RGB", "PlanarConfiguration": 0})
+    colour.BitsAllocated, colour.BitsStored, colour.HighBit = 8, 8, 7
+    for keyword in ("WindowCenter", "WindowWidth", "RescaleIntercept", "RescaleSlope", "RescaleType", "KVP"):
+        delattr(colour, keyword)
+    for keyword in ("ExposureTime", "XRayTubeCurrent", "ImagerPixelSpacing", "ViewPosition"):
+        delattr(colour, keyword)
+    path = support.write(colour, tmp_path / "film.dcm")
+    prediction = predictor.predict(path)
+    sr, pr, sc = result_datasets(colour, prediction, predictor)
+    assert pr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.11.2"  # Color Softcopy Presentation State
+    assert "ICCProfile" in pr
+    assert pr.ReferencedSeriesSequence[0].ReferencedImageSequence[0].ReferencedSOPInstanceUID == (
+        colour.SOPInstanceUID
+    )
+    for k, ds in enumerate((sr, pr, sc)):
+        _assert_valid(ds, tmp_path / f"{k}.dcm")
+
+
+# ---- privacy --------------------------------------------------------------------------------------------
+def _assert_no_identifiers(text: str) -> None:
+    found = [s for s in support.IDENTIFIER_STRINGS if s.lower() in text.lower()]
+    assert not found, f"identifiers {found} leaked: {text[:300]}"
+
+
+def test_identifiers_never_reach_logs_or_warnings(
+    case, predictor: Predictor, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    _, source, prediction = case
+    odd = pydicom.dcmread(case[0])
+    # malformed values that pydicom complains about, quoting them ("Unable to convert
+    # '1971-03-04' to 'DA' object"): the results are still made, the bad date left empty
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom's complaint about the test's own assignments
+        odd.PatientBirthDate = "1971-03-04"
+        odd.StudyTime = "2pm, Ingrid"
+        odd.PatientName = "Testperson^Ingrid^Maria^X^Y^Z"  # six components
+    caplog.clear()  # pydicom logged the test's own assignments
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for ds in (
+            *result_datasets(source, prediction, predictor),
+            *result_datasets(odd, prediction, predictor),
+        ):
+            write_new(ds, tmp_path, "out")
+        broken = pydicom.dcmread(case[0])
+        del broken.StudyInstanceUID
+        with pytest.raises(DicomSourceError) as refused:
+            result_datasets(broken, prediction, predictor)
+        made = runner.invoke(cli_app, ["dicom", "results", str(case[0]), "--out", str(tmp_path / "cli")])
+    assert made.exit_code == 0, made.output
+    _assert_no_identifiers(made.output)
+    _assert_no_identifiers(str(refused.value))
+    _assert_no_identifiers(caplog.text)
+    _assert_no_identifiers(" ".join(str(w.message) for w in caught))
+    assert "1971-03-04" not in caplog.text and "2pm" not in caplog.text
+    for uid in (source.SOPInstanceUID, source.StudyInstanceUID, source.SeriesInstanceUID):
+        assert uid not in caplog.text
+    assert "malformed PatientBirthDate in the source left empty" in caplog.text
+    # ... while the objects themselves carry them, as they must
+    assert any("Testperson" in str(pydicom.dcmread(p).PatientName) for p in tmp_path.glob("out.*.dcm"))
+
+
+# ---- the command ------------------------------------------------------------------------------------------
+def test_cli_writes_objects_never_overwrites_and_refuses_cleanly(case, tmp_path: Path) -> None:
+    path = case[0]
+    out = tmp_path / "out"
+    first = runner.invoke(cli_app, ["dicom", "results", str(path), "--out", str(out)])
+    assert first.exit_code == 0, first.output
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(f"{path.stem}.{k}.dcm" for k in ("sr", "gsps", "capture"))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    second = runner.invoke(
+        cli_app, ["dicom", "results", str(path), "--out", str(out), "--kinds", "sr", "--study"]
+    )
+    assert second.exit_code == 0, second.output
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name in before} == before
+    assert (out / f"{path.stem}.sr-1.dcm").is_file() and (out / "study-1.sr.dcm").is_file()
+    assert NOTICE in second.output
+
+    not_dicom = tmp_path / "photo.dcm"
+    not_dicom.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+    report = out / f"{path.stem}.sr.dcm"  # an SR is DICOM, but not a radiograph
+    mixed = runner.invoke(
+        cli_app, ["dicom", "results", str(not_dicom), str(report), str(path), "--out", str(out)]
+    )
+    assert mixed.exit_code == 1
+    assert "Traceback" not in mixed.output
+    assert mixed.exception is None or isinstance(mixed.exception, SystemExit)
+    assert "error (unsupported_format): photo.dcm: not a DICOM file" in mixed.output
+    assert re.search(r"error \(unsupported_modality\): .*SR", mixed.output)
+    assert f"{path.name}: " in mixed.output  # the good file still got its results
+
+    bad = runner.invoke(cli_app, ["dicom", "results", str(path), "--out", str(out), "--kinds", "sr,pdf"])
+    assert bad.exit_code == 2 and "bad_kinds" in bad.output
+    missing = runner.invoke(cli_app, ["dicom", "results", str(tmp_path / "nope.dcm"), "--out", str(out)])
+    assert missing.exit_code == 2
+
+
+def test_prediction_without_pixels_gives_the_same_capture(case, predictor: Predictor) -> None:
+    _, source, prediction = case
+    (with_pixels,) = result_datasets(source, prediction, predictor, kinds=["capture"])
+    bare = dataclasses.replace(prediction, pixels=None)
+    (decoded,) = result_datasets(source, bare, predictor, kinds=["capture"])
+    assert with_pixels.Rows == decoded.Rows and with_pixels.Columns == decoded.Columns
+    a = with_pixels.pixel_array.astype(int)
+    b = decoded.pixel_array.astype(int)
+    assert np.abs(a - b).mean() < 1.0
+
+
+@needs_dciodvfy
+def test_dx_jpeg_lossless_source(tmp_path: Path, fracatlas_dir: Path, predictor: Predictor) -> None:
+    """A DX "for presentation" object, JPEG lossless, as the node's tests send it (their
+    converter, dcmtk's dcmcjpeg): valid results, and the SR says what predict says."""
+    import dicom_support
+
+    if not dicom_support.dcmtk_available():
+        pytest.skip("dcmtk not installed")
+    jpeg = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[1]
+    path = dicom_support.make_radiograph_dicom(jpeg, tmp_path / "dx.dcm", modality="DX", jpeg_lossless=True)
+    source = pydicom.dcmread(path)
+    assert source.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.70"
+    prediction = predictor.predict(path)  # no pixels kept: the capture decodes the JPEG itself
+    objects = result_datasets(source, prediction, predictor)
+    # the converter leaves Laterality out and Study ID in: only the Laterality note applies
+    unknown_side = (
+        "Warning - is only permitted to be empty when actually unknown; should be absent (not empty) if "
+        "an unpaired body part, and have a value if a paired body part - attribute <Laterality>",
+    )
+    for k, ds in enumerate(objects):
+        _assert_valid(ds, tmp_path / f"{k}.dcm", unknown_side)
+    (p,) = _numbers(_groups(objects[0])[0], PROBABILITY)
+    assert p == pytest.approx(prediction.fracture_probability, abs=1e-6)
+    assert objects[1].PresentationLUTShape == "INVERSE"

@@ -1,0 +1,333 @@
+"""INT8 bundles (fracsight.quantize): end to end on a tiny bundle, the refit, the gate, parity,
+determinism, the torch-free path, `fracsight models` and the benchmark rows."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from fracsight.bundle import BundleSpec, load_bundle_spec, sha256_file
+from fracsight.cli import app
+from fracsight.inference import Predictor
+from fracsight.inference.onnx_model import OnnxModel
+
+pytest.importorskip("onnx")  # onnxruntime.quantization needs it
+
+runner = CliRunner()
+# a tiny, barely trained 64-px model moves a lot under INT8: the end-to-end tests open the gate wide
+OPEN_GATE = [
+    "--max-auroc-drop",
+    "1",
+    "--min-heatmap-correlation",
+    "-1",
+    "--min-top-box-iou",
+    "0",
+    "--max-hit-rate-drop",
+    "1",
+    "--max-class-accuracy-drop",
+    "1",
+]
+
+
+def _quantize(model: Path, out: Path, data: Path, *extra: str):
+    args = ["quantize", str(model), str(out), "--data", str(data), "--calibration-images", "8"]
+    return runner.invoke(app, [*args, *OPEN_GATE, *extra])
+
+
+@pytest.fixture(scope="module")
+def int8_bundle(tiny_bundle: Path, tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("int8") / "tiny-int8"
+    result = _quantize(tiny_bundle, out, tiny_dataset, "--evaluate", "val")
+    assert result.exit_code == 0, result.output
+    assert "INT8 bundle tiny-test-int8 v1 written" in result.stdout and "gate (validation)" in result.stdout
+    return out
+
+
+def _images(fracatlas_dir: Path) -> list[Path]:
+    root = fracatlas_dir / "images"
+    return [
+        *sorted((root / "Fractured").glob("*.jpg"))[30:33],
+        *sorted((root / "Non_fractured").glob("*.jpg"))[60:63],
+    ]
+
+
+@pytest.mark.slow
+def test_int8_bundle_end_to_end(int8_bundle: Path, tiny_bundle: Path, fracatlas_dir: Path) -> None:
+    import onnx
+
+    spec, float_spec = load_bundle_spec(int8_bundle), load_bundle_spec(tiny_bundle)
+    assert spec.precision == "int8" and float_spec.precision == "float32"
+    assert spec.name == "tiny-test-int8" and spec.heads == float_spec.heads
+    assert spec.onnx_sha256 == sha256_file(int8_bundle / "model.onnx") != float_spec.onnx_sha256
+    ops = {n.op_type for n in onnx.load(str(int8_bundle / "model.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert (int8_bundle / "model.onnx").stat().st_size < 0.5 * (tiny_bundle / "model.onnx").stat().st_size
+    q = spec.metrics["quantization"]
+    assert q["float_bundle"]["onnx_sha256"] == float_spec.onnx_sha256 and q["calibration_images"] == 8
+    assert q["format"] == "QDQ" and q["calibration_split"] == "train"
+    assert {"auroc_drop", "heatmap_correlation", "top_box_iou"} <= set(q["gate"]["measured"])
+    # the evaluation went through the refitted bundle: its thresholds and calibration
+    measured = spec.metrics["val"]
+    assert measured["thresholds"]["balanced"]["threshold"] == spec.operating_point("balanced").threshold
+    assert measured["ece"] == pytest.approx(spec.metrics["validation"]["ece"], abs=1e-6)
+    assert "val" in q["float_metrics"]  # the float bundle measured on the same split for the card
+    card = (int8_bundle / "card.md").read_text(encoding="utf-8")
+    assert "## INT8 quantization" in card and "| split | metric | float | INT8 |" in card
+    assert "| validation | AUROC |" in card and "INT8 weights and activations" in card
+    assert "decision aid" in card and spec.onnx_sha256 in card
+    result = Predictor(int8_bundle).predict(_images(fracatlas_dir)[0])
+    assert 0.0 <= result.fracture_probability <= 1.0 and result.model == "tiny-test-int8 v1"
+    assert result.heatmap is not None
+
+
+@pytest.mark.slow
+def test_int8_calibration_is_refitted_on_its_own_validation_outputs(
+    int8_bundle: Path, tiny_bundle: Path, tiny_dataset: Path
+) -> None:
+    from fracsight.data import load_dataset
+    from fracsight.data.splits import train_val_samples
+    from fracsight.evaluation.calibration import apply_temperature, fit_calibration
+    from fracsight.evaluation.thresholds import youden_threshold
+    from fracsight.training.refit import raw_outputs
+
+    spec, float_spec = load_bundle_spec(int8_bundle), load_bundle_spec(tiny_bundle)
+    _, val = train_val_samples(load_dataset(tiny_dataset), 0)
+    y = np.array([s.labels["fracture"] for s in val])
+    own, _ = raw_outputs(OnnxModel(int8_bundle), val)
+    fitted = fit_calibration(own["fracture"].astype(np.float64), y)
+    assert spec.temperature == pytest.approx(fitted.temperature, rel=1e-9)
+    assert spec.calibration_bias == pytest.approx(fitted.bias, abs=1e-9)
+    p_own = apply_temperature(own["fracture"].astype(np.float64), spec.temperature, spec.calibration_bias)
+    assert spec.operating_point("balanced").threshold == youden_threshold(y, p_own).threshold
+    floats, _ = raw_outputs(OnnxModel(tiny_bundle), val)
+    assert not np.array_equal(own["fracture"], floats["fracture"])
+    assert [o.threshold for o in spec.operating_points] != [o.threshold for o in float_spec.operating_points]
+    assert spec.ood != float_spec.ood  # the OOD subspace and threshold come from the INT8 embeddings
+    assert spec.metrics["validation"]["n"] == len(val)
+
+
+@pytest.mark.slow
+def test_gate_refuses_and_writes_nothing(tiny_bundle: Path, tiny_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "refused"
+    # no INT8 model reproduces the float heatmaps exactly: a required correlation of 1 must fail
+    result = _quantize(tiny_bundle, out, tiny_dataset, "--min-heatmap-correlation", "1")
+    assert result.exit_code == 1, result.output
+    assert "error (quantization_refused): refusing to write the INT8 bundle" in result.stderr
+    assert (
+        "median heatmap correlation with float is" in result.stderr and "short of the 1.0000" in result.stderr
+    )
+    assert "Traceback" not in result.output
+    assert not out.exists() and list(tmp_path.iterdir()) == []  # no partial folder left behind
+
+
+def test_gate_messages_say_by_how_much() -> None:
+    from fracsight.quantize.gate import GateBounds, check_gate
+
+    measured = {"auroc_drop": 0.0052, "heatmap_correlation": 0.95, "top_box_iou": 0.4, "hit_rate_drop": 0.0}
+    failures = check_gate(measured, GateBounds())
+    assert failures == [
+        "validation AUROC fell by 0.0052, 0.0022 more than the 0.0030 allowed",
+        "mean top-box IoU with float is 0.4000, 0.1000 short of the 0.5000 required",
+    ]
+    assert check_gate({"auroc_drop": 0.003, "heatmap_correlation": 0.9}, GateBounds()) == []
+
+
+@pytest.mark.slow
+def test_quantize_refuses_bad_requests(
+    int8_bundle: Path, tiny_bundle: Path, tiny_dataset: Path, tmp_path: Path
+):
+    again = _quantize(int8_bundle, tmp_path / "twice", tiny_dataset)
+    assert again.exit_code == 1 and "already int8" in again.stderr
+    itself = _quantize(tiny_bundle, tiny_bundle, tiny_dataset)
+    assert itself.exit_code == 1 and "is or holds the float bundle itself" in itself.stderr
+    parent = _quantize(tiny_bundle, tiny_bundle.parent, tiny_dataset, "--force")
+    assert parent.exit_code == 1 and "holds the float bundle" in parent.stderr
+    assert (tiny_bundle / "model.onnx").is_file()
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "keep.txt").write_text("mine")
+    busy = _quantize(tiny_bundle, occupied, tiny_dataset)
+    assert (
+        busy.exit_code == 1 and "not empty" in busy.stderr and (occupied / "keep.txt").read_text() == "mine"
+    )
+    unknown = _quantize(Path("no-such-model-v0"), tmp_path / "x", tiny_dataset)
+    assert unknown.exit_code == 1 and "error (unknown_model)" in unknown.stderr
+
+
+@pytest.mark.slow
+def test_int8_predictions_are_deterministic_and_batch_independent(int8_bundle: Path, fracatlas_dir: Path):
+    paths = _images(fracatlas_dir)
+    first, second = Predictor(int8_bundle), Predictor(int8_bundle)
+    one = [first.predict(p) for p in paths]
+    again = [second.predict(p) for p in paths]
+    for a, b in zip(one, again, strict=True):
+        assert a.to_dict() == b.to_dict()
+        np.testing.assert_array_equal(a.heatmap, b.heatmap)
+    batched = list(first.predict_many(paths, batch_size=4, heatmap=True))
+    for a, b in zip(one, batched, strict=True):
+        assert b.fracture_probability == pytest.approx(a.fracture_probability, abs=1e-6)
+        np.testing.assert_allclose(b.heatmap, a.heatmap, atol=1e-6)
+        assert a.decisions == b.decisions and len(a.boxes) == len(b.boxes)
+
+
+def _parity(float_bundle: Path, int8_bundle: Path, paths: list[Path]) -> dict[str, tuple[float, float]]:
+    """Per output: (correlation, RMS difference / float spread) over the same inputs through both graphs."""
+    float_p, int8_p = Predictor(float_bundle), Predictor(int8_bundle)
+    batch, _ = float_p.preprocess([float_p.read(p) for p in paths])
+    a, b = float_p.onnx.run(batch), int8_p.onnx.run(batch)
+    out = {}
+    for name in ("fracture", "embedding", "mask", "cam"):
+        x, y = a[name].ravel().astype(np.float64), b[name].ravel().astype(np.float64)
+        out[name] = (float(np.corrcoef(x, y)[0, 1]), float(np.sqrt(np.mean((x - y) ** 2)) / x.std()))
+    return out
+
+
+@pytest.mark.slow
+def test_int8_outputs_track_the_float_model(
+    int8_bundle: Path, tiny_bundle: Path, fracatlas_dir: Path
+) -> None:
+    """A barely trained 64-px model has little spread in its outputs, so INT8 noise is large next to
+    it (correlation 0.78-0.91 measured); a broken graph or input scaling would give about 0."""
+    for name, (corr, rel) in _parity(tiny_bundle, int8_bundle, _images(fracatlas_dir)).items():
+        assert corr > 0.6 and rel < 1.0, (name, corr, rel)
+
+
+def test_packaged_int8_tracks_its_float_model(fracatlas_dir: Path) -> None:
+    from fracsight.inference import list_bundles, resolve_bundle
+
+    pairs = [(n.removesuffix("-int8"), n) for n in list_bundles() if n.endswith("-int8")]
+    if not pairs:
+        pytest.skip("no INT8 bundle is packaged")
+    root = fracatlas_dir / "images"
+    paths = [
+        *sorted((root / "Fractured").glob("*.jpg"))[:8],
+        *sorted((root / "Non_fractured").glob("*.jpg"))[:8],
+    ]
+    for float_name, int8_name in pairs:
+        measured = _parity(resolve_bundle(float_name), resolve_bundle(int8_name), paths)
+        for name, (corr, rel) in measured.items():
+            assert corr > 0.95 and rel < 0.35, (int8_name, name, corr, rel)
+
+
+_TORCH_BLOCKED = """
+import sys
+sys.modules["torch"] = None  # any import of torch now fails
+from fracsight.quantize import GateBounds, quantize_bundle
+bundle, out, data = sys.argv[1:4]
+wide = GateBounds(1.0, 1.0, -1.0, 0.0, 1.0)
+spec = quantize_bundle(bundle, out, data_dir=data, n_calibration=4, bounds=wide)
+print("PRECISION:" + spec.precision)
+"""
+
+
+@pytest.mark.slow
+def test_quantize_needs_no_torch(tiny_bundle: Path, tiny_dataset: Path, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", _TORCH_BLOCKED, str(tiny_bundle), str(tmp_path / "q"), str(tiny_dataset)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "PRECISION:int8" in proc.stdout and load_bundle_spec(tmp_path / "q").precision == "int8"
+
+
+def test_bundles_without_a_precision_load_as_float32(tiny_bundle: Path) -> None:
+    data = json.loads((tiny_bundle / "bundle.json").read_text(encoding="utf-8"))
+    data.pop("precision", None)
+    assert BundleSpec.from_dict(data).precision == "float32"
+    from fracsight.errors import BundleError
+
+    with pytest.raises(BundleError, match="precision must be one of"):
+        BundleSpec.from_dict({**data, "precision": "int4"})
+    shipped = Path(__file__).resolve().parents[1] / "src" / "fracsight" / "weights" / "fracatlas-lite0-384-v2"
+    if (shipped / "bundle.json").is_file():
+        assert load_bundle_spec(shipped).precision == "float32"
+
+
+@pytest.mark.slow
+def test_models_lists_float_and_int8_bundles(
+    int8_bundle: Path, tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fracsight.inference.store as store
+
+    packaged = tmp_path / "weights"
+    shutil.copytree(tiny_bundle, packaged / "tiny-v1")
+    shutil.copytree(int8_bundle, packaged / "tiny-v1-int8")
+    monkeypatch.setattr(store, "_PACKAGED", packaged)
+    monkeypatch.setattr(store, "DEFAULT_MODEL", "tiny-v1")
+    monkeypatch.setattr("fracsight.inference.DEFAULT_MODEL", "tiny-v1")
+    result = runner.invoke(app, ["models"])
+    assert result.exit_code == 0, result.output
+    assert "  tiny-v1 (float32) (default)\n" in result.stdout and "  tiny-v1-int8 (int8)\n" in result.stdout
+    from fracsight.benchmark import sibling_bundles
+
+    assert sibling_bundles("tiny-v1") == [packaged / "tiny-v1-int8"] and sibling_bundles("tiny-v1-int8") == []
+
+
+def test_real_packaged_models_are_listed_with_their_precision() -> None:
+    from fracsight.inference import list_bundles
+
+    result = runner.invoke(app, ["models"])
+    assert result.exit_code == 0, result.output
+    for name in list_bundles():
+        expected = "int8" if name.endswith("-int8") else "float32"
+        assert f"  {name} ({expected})" in result.stdout
+
+
+@pytest.mark.slow
+def test_benchmark_shows_float_and_int8_rows(int8_bundle: Path, tiny_bundle: Path, tmp_path: Path) -> None:
+    from fracsight.benchmark import STAGES, render_report, run_benchmark, synthetic_images
+
+    synthetic_images(tmp_path, n=2, size=(90, 70))
+    report = run_benchmark(
+        tiny_bundle, [tmp_path], runs=2, batch=2, compare=False, also=[int8_bundle], stages=True
+    )
+    assert [r.name for r in report.rows] == ["tiny-test v1", "tiny-test-int8 v1", "GPU throughput"]
+    assert report.rows[1].engine == "onnxruntime CPU INT8" and report.rows[0].engine == "onnxruntime CPU"
+    for row in report.rows[:2]:
+        assert row.latency_median_ms and row.throughput_ips and row.peak_rss_mb
+        assert row.note == "inference process never loaded torch"
+    names = [t.name for t in report.targets]
+    assert "single-image median" in names and "tiny-test-int8 v1: single-image median" in names
+    assert "tiny-test-int8 v1: peak RSS" in names
+    from rich.console import Console
+
+    console = Console(width=200, record=True)
+    for part in render_report(report):
+        console.print(part)
+    text = console.export_text()
+    assert "tiny-test-int8 v1 [2]" in text and "onnxruntime CPU INT8" in text
+    assert [found["precision"] for found in report.stages] == ["float32", "int8"]
+    for found in report.stages:
+        assert set(found["ms"]) == {*STAGES, "end to end"} and found["ms"]["network"] > 0
+    assert "where the time goes" in text and "letterbox" in text
+
+
+@pytest.mark.slow
+@pytest.mark.fracatlas
+def test_class_only_bundle_quantizes(head_bundle, tmp_path: Path) -> None:
+    """No fracture head: no AUROC or heatmap gate, the class accuracy gate and the class operating point."""
+    data, bundle = head_bundle("class")
+    out = tmp_path / "class-int8"
+    result = _quantize(bundle, out, data)
+    assert result.exit_code == 0, result.output
+    spec = load_bundle_spec(out)
+    measured = spec.metrics["quantization"]["gate"]["measured"]
+    assert "class_accuracy_drop" in measured and "auroc_drop" not in measured
+    assert spec.head("fracture") is None and spec.class_operating_point is not None
+    result = Predictor(out).predict(next((data / "test").rglob("*.jpg")))
+    assert result.fracture_probability is None and result.classification is not None
+    strict = _quantize(bundle, tmp_path / "strict", data, "--max-class-accuracy-drop", "0", "--force")
+    if measured["class_accuracy_drop"] > 0:
+        assert strict.exit_code == 1 and "class accuracy fell by" in strict.stderr
+    else:
+        assert strict.exit_code == 0, strict.output

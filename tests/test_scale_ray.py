@@ -1,0 +1,227 @@
+"""`fracsight batch` on Ray: the same rows as `fracsight predict`, exactly once, resumable after a kill.
+
+One local two-CPU Ray is started for the module (Ray's start-up is slow); the batch commands run
+as real subprocesses connected to it with --address, except one that starts its own local Ray.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fracsight.cli import app as cli
+from fracsight.errors import DatasetError
+from fracsight.scale.inputs import collect_batch_inputs
+from fracsight.scale.output import BatchOutput
+
+ray = pytest.importorskip("ray")
+pq = pytest.importorskip("pyarrow.parquet")
+
+CLI = [sys.executable, "-c", "from fracsight.cli import main; main()"]
+N_IMAGES = 40
+
+
+# ---- fixtures ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory, fracatlas_dir: Path) -> Path:
+    """FracAtlas images (linked), a nested folder repeating a file name, and files that fail."""
+    root = tmp_path_factory.mktemp("archive")
+    images = sorted((fracatlas_dir / "images").rglob("*.jpg"), key=lambda p: p.name)[:N_IMAGES]
+    for image in images[:-4]:
+        (root / image.name).symlink_to(image)
+    (root / "nested").mkdir()
+    for image in images[-4:]:
+        (root / "nested" / image.name).symlink_to(image)
+    (root / "nested" / images[0].name).symlink_to(images[1])  # same name as a top-level file
+    (root / "empty.png").write_bytes(b"")
+    (root / "notes.jpg").write_text("not an image\n")
+    (root / "cut.jpg").write_bytes(images[2].read_bytes()[:2000])
+    return root
+
+
+@pytest.fixture(scope="module")
+def plain_rows(archive: Path, tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, str]]:
+    """What `fracsight predict --csv` writes for the archive."""
+    out = tmp_path_factory.mktemp("plain") / "plain.csv"
+    result = CliRunner().invoke(cli, ["predict", str(archive), "--csv", str(out)])
+    assert result.exit_code == 1, result.output  # 1: some files have error codes
+    return read_csv(out)
+
+
+@pytest.fixture(scope="module")
+def ray_address() -> str:
+    """A local two-CPU Ray for the module (its processes end with it)."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def batch(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*CLI, "batch", "run", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def finish(process: subprocess.Popen, timeout: float = 240) -> tuple[int, str]:
+    _, err = process.communicate(timeout=timeout)
+    return process.returncode, err
+
+
+def without_path(rows: list[dict[str, str]]) -> list[tuple[tuple[str, str], ...]]:
+    return sorted(tuple(sorted((k, v) for k, v in r.items() if k != "path")) for r in rows)
+
+
+def parquet_rows(out: Path) -> list[dict[str, str]]:
+    return pq.read_table(out / "parts").to_pylist()
+
+
+def assert_exactly_once(out: Path, archive: Path, plain: list[dict[str, str]]) -> None:
+    expected = collect_batch_inputs([archive])
+    for rows in (read_csv(out / "results.csv"), parquet_rows(out)):
+        counts = Counter(r["path"] for r in rows)
+        assert sorted(counts) == sorted(expected) and set(counts.values()) == {1}
+        assert without_path(rows) == without_path(plain)
+
+
+# ---- on Ray --------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_ray_gives_exactly_the_rows_of_fracsight_predict(
+    archive: Path, plain_rows: list[dict[str, str]], ray_address: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    code, err = finish(batch(str(archive), "--out", str(out), "--address", ray_address, "--batch-size", "8"))
+    assert code == 1, err  # as predict: 1 when some files have error codes
+    assert "Traceback" not in err and "empty_file: 1" in err
+    assert_exactly_once(out, archive, plain_rows)
+    header = next(csv.reader((out / "results.csv").open()))
+    assert header == ["path", *plain_rows[0].keys()]  # predict --csv's columns, after the path
+    codes = Counter(r["error_code"] for r in read_csv(out / "results.csv"))
+    assert codes["empty_file"] == 1 and codes["unsupported_format"] == 1
+    # a second run finds nothing left to do and adds nothing
+    code, err = finish(batch(str(archive), "--out", str(out), "--address", ray_address))
+    assert code == 1 and f"{N_IMAGES + 4} already in" in err
+    assert_exactly_once(out, archive, plain_rows)
+    status = CliRunner().invoke(cli, ["batch", "status", str(out)])
+    assert status.exit_code == 0 and f"complete, {N_IMAGES + 4} rows" in status.output
+
+
+@pytest.mark.slow
+def test_a_killed_job_resumes_and_every_file_appears_exactly_once(
+    archive: Path, plain_rows: list[dict[str, str]], ray_address: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    args = [str(archive), "--out", str(out), "--batch-size", "2", "--commit-every", "2"]
+    job = batch(*args, "--address", ray_address)
+    deadline = time.monotonic() + 180
+    while not list((out / "parts").glob("part-*.parquet")):
+        assert job.poll() is None, job.communicate()[1]
+        assert time.monotonic() < deadline, "no rows committed within 180 s"
+        time.sleep(0.05)
+    job.send_signal(signal.SIGKILL)  # no chance to commit anything more
+    job.wait(timeout=30)
+    committed = parquet_rows(out)
+    assert 0 < len(committed) < N_IMAGES + 4, "the job was not killed mid-run"
+    assert len({r["path"] for r in committed}) == len(committed)
+    # resume on a local Ray started for the job (the default)
+    code, err = finish(batch(*args))
+    assert code == 1, err
+    assert f"{len(committed)} already in" in err
+    assert_exactly_once(out, archive, plain_rows)
+
+
+# ---- without Ray: inputs, the output folder, the actor's rows for every head combination ----------
+def test_inputs_from_folders_lists_and_manifests(archive: Path, tmp_path: Path) -> None:
+    from_folder = collect_batch_inputs([archive])
+    assert len(from_folder) == N_IMAGES + 4 and len(set(from_folder)) == len(from_folder)
+    names = [Path(p).name for p in from_folder[:3]]
+    (tmp_path / "list.txt").write_text(f"# three\n{archive / names[0]}\n\n{archive / names[1]}\n")
+    (tmp_path / "m.csv").write_text(
+        f"path,label\n{archive / names[1]},x\n{archive / names[2]},y\nmissing.jpg,z\n"
+    )
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"file": [str(archive / names[0])]}), tmp_path / "m.parquet")
+    got = collect_batch_inputs([tmp_path / "list.txt", tmp_path / "m.csv"])
+    assert got == [*(str(archive / n) for n in names), str(tmp_path / "missing.jpg")]  # each once
+    assert collect_batch_inputs([tmp_path / "m.parquet"], path_column="file") == [str(archive / names[0])]
+    with pytest.raises(DatasetError, match="no 'path' column"):
+        collect_batch_inputs([tmp_path / "m.parquet"])
+
+
+def test_output_folder_refuses_foreign_folders_and_other_models(tmp_path: Path) -> None:
+    model = {"name": "m", "version": "1", "onnx_sha256": "0" * 64}
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.docx").write_text("keep me")
+    with pytest.raises(DatasetError, match="not a fracsight batch output"):
+        BatchOutput(tmp_path / "mine", ("path", "kind"), model)
+    assert (tmp_path / "mine" / "thesis.docx").read_text() == "keep me"
+    out = BatchOutput(tmp_path / "out", ("path", "error_code"), model)
+    out.commit([{"path": "/a", "error_code": ""}, {"path": "/b", "error_code": "empty_file"}])
+    out.commit(
+        [{"path": "/a", "error_code": ""}, {"path": "/c", "error_code": ""}, {"path": "/c", "error_code": ""}]
+    )
+    again = BatchOutput(tmp_path / "out", ("path", "error_code"), model)
+    assert again.done == {"/a", "/b", "/c"} and again.pending(["/a", "/d", "/b", "/c"]) == ["/d"]
+    assert [r["path"] for r in read_csv(tmp_path / "out" / "results.csv")] == ["/a", "/b", "/c"]  # each once
+    with pytest.raises(DatasetError, match="use another --out"):
+        BatchOutput(tmp_path / "out", ("path", "error_code"), {**model, "version": "2"})
+
+
+def test_missing_inputs_are_refused_before_ray_starts(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["batch", "run", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "not_found" in result.output and not (tmp_path / "o").exists()
+
+
+def test_an_unreachable_cluster_is_a_clear_error(archive: Path, tmp_path: Path) -> None:
+    from conftest import free_port
+
+    args = [
+        "batch",
+        "run",
+        str(archive),
+        "--out",
+        str(tmp_path / "o"),
+        "--address",
+        f"127.0.0.1:{free_port()}",
+    ]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1 and "error (batch_failed): no Ray cluster answers" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["fracture", "fracture+region", "class", "fracture+class", "class+region"])
+def test_actor_rows_equal_predict_csv_for_every_head_combination(
+    kind: str, head_bundle, archive: Path, tmp_path: Path
+) -> None:
+    from fracsight.scale.predict import BatchPredictor
+
+    _, bundle = head_bundle(kind)
+    files = [str(archive / "empty.png"), *collect_batch_inputs([archive])[:6]]
+    plain = tmp_path / "plain.csv"
+    result = CliRunner().invoke(
+        cli, ["predict", *files, "--model", str(bundle), "--csv", str(plain), "--all-classes"]
+    )
+    assert result.exit_code == 1, result.output
+    udf = BatchPredictor(str(bundle), all_classes=True)
+    out = udf({"path": files})
+    rows = [dict(zip(out, values, strict=True)) for values in zip(*out.values(), strict=True)]
+    assert [r["path"] for r in rows] == files
+    assert without_path(rows) == without_path(read_csv(plain))
