@@ -122,12 +122,12 @@ class Node:
             allowed=cfg.allowed,
             on_stored=self.worker.wake.set,
         )
-        if cfg.metrics_port is not None:
-            self.metrics = MetricsServer(spool, cfg.metrics_host, cfg.metrics_port)
-            self.metrics.start()
         self.sender.start()
         self.worker.start()
         self.scp.start()
+        if cfg.metrics_port is not None:  # last: /healthz answering means DICOM is accepted too
+            self.metrics = MetricsServer(spool, cfg.metrics_host, cfg.metrics_port)
+            self.metrics.start()
         log.info(
             "fracsight node %s ready: model %s, results (%s) to %s, study quiet time %g s",
             cfg.ae_title,
