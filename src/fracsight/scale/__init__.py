@@ -7,7 +7,19 @@ Re-running the same command skips the files already in the output. Nothing here 
 the library core, and ``ray`` only inside :func:`~fracsight.scale.job.run_batch`.
 """
 
-from fracsight.scale.inputs import collect_batch_inputs
-from fracsight.scale.output import BatchOutput, output_columns
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["BatchOutput", "collect_batch_inputs", "output_columns"]
+
+_HOMES = {"collect_batch_inputs": "inputs", "BatchOutput": "output", "output_columns": "output"}
+
+
+def __getattr__(name: str) -> Any:
+    # lazily, so that `fracsight --help` (which registers scale.cli) does not load the inference stack
+    if name in _HOMES:
+        import importlib
+
+        return getattr(importlib.import_module(f"fracsight.scale.{_HOMES[name]}"), name)
+    raise AttributeError(f"module 'fracsight.scale' has no attribute {name!r}")
