@@ -10,6 +10,7 @@ import importlib.util
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -56,12 +57,20 @@ def streamlit_command(
     return cmd
 
 
-def run_app(command: list[str], on_start: Callable[[], None] | None = None) -> int:
-    """Run the Streamlit child until it exits; SIGTERM/Ctrl+C stop it too. Returns its exit code."""
+def run_app(
+    command: list[str], on_start: Callable[[], None] | None = None, *, stop_timeout: float = 5.0
+) -> int:
+    """Run the Streamlit child until it exits; SIGTERM/Ctrl+C stop it too. Returns its exit code.
+
+    A child still running ``stop_timeout`` seconds after SIGTERM is killed: Streamlit can take
+    longer than that to close its sessions, and a container stop must not wait for it."""
     child = subprocess.Popen(command)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         child.terminate()
+        killer = threading.Timer(stop_timeout, lambda: child.poll() is None and child.kill())
+        killer.daemon = True
+        killer.start()
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
