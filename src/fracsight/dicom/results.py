@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -184,40 +183,21 @@ def _check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(kinds))
 
 
-_writing_lock = threading.Lock()
-_writers = 0  # result builds in progress, in all threads
-_saved_writing_mode: int | None = None
-
-
 @contextmanager
 def quiet_values() -> Iterator[None]:
     """Keep header values out of warnings and logs while result objects are built.
 
     pydicom checks each value it reads or assigns and, for a malformed one, warns and logs
     the value itself: a patient name could reach the log. The copies into the result objects
-    go unchecked instead (the values are the source's own). pydicom's switches are global, so
-    concurrent builds share them and the caller's settings come back when the last one ends
-    (reading: :mod:`fracsight.io`'s own switch).
+    go unchecked instead (the values are the source's own); both switches are the shared ones
+    of :mod:`fracsight.io._dicom`.
     """
-    global _writers, _saved_writing_mode
     import pydicom
 
-    from fracsight.io._dicom import _values_not_validated
+    from fracsight.io._dicom import _values_not_checked_on_writing, _values_not_validated
 
-    settings = pydicom.config.settings
-    with _writing_lock:
-        if _writers == 0:
-            _saved_writing_mode = settings._writing_validation_mode
-            settings.writing_validation_mode = pydicom.config.IGNORE
-        _writers += 1
-    try:
-        with _values_not_validated(pydicom):
-            yield
-    finally:
-        with _writing_lock:
-            _writers -= 1
-            if _writers == 0:
-                settings._writing_validation_mode = _saved_writing_mode
+    with _values_not_checked_on_writing(pydicom), _values_not_validated(pydicom):
+        yield
 
 
 def _build(kind: str, build, *args, **kwargs) -> Dataset:

@@ -81,35 +81,43 @@ def read_dicom(
         raise ImageReadError(f"{label}cannot decode this DICOM file: {type(e).__name__}: {detail}") from e
 
 
-_validation_lock = threading.Lock()
-_readers = 0  # reads in progress, in all threads
-_saved_mode: Any = None
-
-
-@contextmanager
-def _values_not_validated(pydicom: Any) -> Iterator[None]:
-    """Turn off pydicom's value validation on reading while any DICOM read is in progress.
+class _ValidationOff:
+    """While any user is inside, one of pydicom's global value-validation modes is IGNORE.
 
     pydicom checks each value it converts and, when one is malformed, warns and logs the
     value itself. In a damaged file a value whose length is wrong swallows the elements
     after it, patient name and ID included, and they would reach the log. The setting is
-    pydicom's global, so concurrent reads share one switch; the caller's own setting comes
-    back when the last read ends.
+    pydicom's global, so concurrent users (in any thread) share one switch; the caller's own
+    setting comes back when the last one leaves. ``mode``: ``"reading"`` or ``"writing"``.
     """
-    global _readers, _saved_mode
-    settings = pydicom.config.settings
-    with _validation_lock:
-        if _readers == 0:
-            _saved_mode = settings._reading_validation_mode
-            settings.reading_validation_mode = pydicom.config.IGNORE
-        _readers += 1
-    try:
-        yield
-    finally:
-        with _validation_lock:
-            _readers -= 1
-            if _readers == 0:
-                settings._reading_validation_mode = _saved_mode
+
+    def __init__(self, mode: str) -> None:
+        self._mode = mode
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved: Any = None
+
+    @contextmanager
+    def __call__(self, pydicom: Any) -> Iterator[None]:
+        settings = pydicom.config.settings
+        stored = f"_{self._mode}_validation_mode"  # the raw value: the property maps None to a default
+        with self._lock:
+            if self._users == 0:
+                self._saved = getattr(settings, stored)
+                setattr(settings, f"{self._mode}_validation_mode", pydicom.config.IGNORE)
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0:
+                    setattr(settings, stored, self._saved)
+
+
+#: For every DICOM read (fracsight.io) and every result object built (fracsight.dicom.results).
+_values_not_validated = _ValidationOff("reading")
+_values_not_checked_on_writing = _ValidationOff("writing")
 
 
 def _import_pydicom(label: str) -> Any:
