@@ -7,8 +7,7 @@ The names below load on first use, so that the CLI can register its command chea
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from fracsight._lazy import lazy_attributes
 
 __all__ = ["CALIBRATION_IMAGES", "GateBounds", "QuantizationRefused", "quantize_bundle"]
 
@@ -19,8 +18,4 @@ _HOME = {
     "QuantizationRefused": "fracsight.quantize.gate",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _HOME:
-        return getattr(importlib.import_module(_HOME[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _HOME)

@@ -9,17 +9,16 @@ the library core, and ``ray`` only inside :func:`~fracsight.scale.job.run_batch`
 
 from __future__ import annotations
 
-from typing import Any
+from fracsight._lazy import lazy_attributes
 
 __all__ = ["BatchOutput", "collect_batch_inputs", "output_columns"]
 
-_HOMES = {"collect_batch_inputs": "inputs", "BatchOutput": "output", "output_columns": "output"}
-
-
-def __getattr__(name: str) -> Any:
-    # lazily, so that `fracsight --help` (which registers scale.cli) does not load the inference stack
-    if name in _HOMES:
-        import importlib
-
-        return getattr(importlib.import_module(f"fracsight.scale.{_HOMES[name]}"), name)
-    raise AttributeError(f"module 'fracsight.scale' has no attribute {name!r}")
+# lazily, so that `fracsight --help` (which registers scale.cli) does not load the inference stack
+__getattr__ = lazy_attributes(
+    __name__,
+    {
+        "collect_batch_inputs": "fracsight.scale.inputs",
+        "BatchOutput": "fracsight.scale.output",
+        "output_columns": "fracsight.scale.output",
+    },
+)

@@ -6,8 +6,7 @@ The names below load on first use, so that the torch-free modules of this packag
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from fracsight._lazy import lazy_attributes
 
 __all__ = [
     "AugmentConfig",
@@ -29,8 +28,4 @@ _HOME = {
     "resolve_device": "fracsight.training.trainer",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _HOME:
-        return getattr(importlib.import_module(_HOME[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _HOME)
