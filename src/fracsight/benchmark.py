@@ -714,9 +714,9 @@ def stage_times(model: str | Path | None, images: Sequence[Path], runs: int = 50
 
 
 def _stages_child() -> None:
-    from fracsight.explain import boxes_from_heatmap, heatmap_to_original, upsample_to_input
+    from fracsight.explain import heatmap_to_original
     from fracsight.inference.ood import pixel_statistics
-    from fracsight.inference.predictor import BOX_GRID, localization_map
+    from fracsight.inference.predictor import fracture_boxes, localization_map
 
     args = json.loads(sys.stdin.read())
     predictor = Predictor(args["model"])
@@ -740,16 +740,7 @@ def _stages_child() -> None:
         batch, geometries = timed("letterbox", lambda r=radiograph: predictor.preprocess([r]))
         out = timed("network", lambda b=batch: predictor.onnx.run(b))
         heat_small = localization_map(out["mask"][0], out["cam"][0], loc.get("source", "combined"))
-        timed(
-            "boxes",
-            lambda h=heat_small, g=geometries[0]: boxes_from_heatmap(
-                upsample_to_input(h, BOX_GRID),
-                g,
-                threshold=loc.get("box_threshold", 0.5),
-                relative=loc.get("relative", 0.5),
-                min_score=loc.get("min_box_score", 0.25),
-            ),
-        )
+        timed("boxes", lambda h=heat_small, g=geometries[0]: fracture_boxes(h, g, loc))
         timed("heatmap", lambda h=heat_small, g=geometries[0]: heatmap_to_original(h, g))
         done = predictor._side.submit(lambda s=stats: s)
         whole = timed(

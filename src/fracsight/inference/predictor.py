@@ -23,6 +23,7 @@ from fracsight.bundle import BundleSpec
 from fracsight.errors import FracsightError
 from fracsight.evaluation.calibration import apply_temperature
 from fracsight.explain import (
+    DetectedBox,
     boxes_from_heatmap,
     combine_maps,
     heatmap_to_original,
@@ -58,6 +59,20 @@ def localization_map(mask_logits: np.ndarray, cam: np.ndarray, source: str) -> n
     if source == "cam":
         return sigmoid(cam)
     return combine_maps([sigmoid(mask_logits), sigmoid(cam)])
+
+
+def fracture_boxes(
+    heat_small: np.ndarray, geometry: Letterbox, localization: dict[str, Any]
+) -> list[DetectedBox]:
+    """The boxes traced on a fracture map (from :func:`localization_map`) with a bundle's
+    localization settings, in original-image pixels."""
+    return boxes_from_heatmap(
+        upsample_to_input(heat_small, BOX_GRID),
+        geometry,
+        threshold=localization.get("box_threshold", 0.5),
+        relative=localization.get("relative", 0.5),
+        min_score=localization.get("min_box_score", 0.25),
+    )
 
 
 def _source_name(source: Source, name: str | None) -> str:
@@ -154,13 +169,7 @@ class Predictor:
             loc = spec.localization
             kind = FRACTURE_MAP
             heat_small = localization_map(out["mask"][i], out["cam"][i], loc.get("source", "combined"))
-            boxes = boxes_from_heatmap(
-                upsample_to_input(heat_small, BOX_GRID),
-                geometry,
-                threshold=loc.get("box_threshold", 0.5),
-                relative=loc.get("relative", 0.5),
-                min_score=loc.get("min_box_score", 0.25),
-            )
+            boxes = fracture_boxes(heat_small, geometry, loc)
         elif classification is not None and "class_cam" in out:
             # where the predicted class is seen: its per-cell probability among the classes, with
             # chance (1/K) mapped to 0 so that cells that favour no class stay untinted

@@ -59,21 +59,14 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _top_boxes(spec: BundleSpec, outputs: dict[str, np.ndarray], geometries: list[Letterbox]) -> list:
-    from fracsight.explain import boxes_from_heatmap, top_box, upsample_to_input
-    from fracsight.inference.predictor import BOX_GRID, localization_map
+    from fracsight.explain import top_box
+    from fracsight.inference.predictor import fracture_boxes, localization_map
 
     loc = spec.localization
     tops = []
     for i, geometry in enumerate(geometries):
         heat = localization_map(outputs["mask"][i], outputs["cam"][i], loc.get("source", "combined"))
-        boxes = boxes_from_heatmap(
-            upsample_to_input(heat, BOX_GRID),
-            geometry,
-            threshold=loc.get("box_threshold", 0.5),
-            relative=loc.get("relative", 0.5),
-            min_score=loc.get("min_box_score", 0.25),
-        )
-        tops.append(top_box(boxes))
+        tops.append(top_box(fracture_boxes(heat, geometry, loc)))
     return tops
 
 
