@@ -740,7 +740,7 @@ def _stages_child() -> None:
         batch, geometries = timed("letterbox", lambda r=radiograph: predictor.preprocess([r]))
         out = timed("network", lambda b=batch: predictor.onnx.run(b))
         heat_small = localization_map(out["mask"][0], out["cam"][0], loc.get("source", "combined"))
-        timed("boxes", lambda h=heat_small, g=geometries[0]: fracture_boxes(h, g, loc))
+        timed("boxes", lambda h=heat_small, g=geometries[0]: fracture_boxes(out, 0, h, g, loc))
         timed("heatmap", lambda h=heat_small, g=geometries[0]: heatmap_to_original(h, g))
         done = predictor._side.submit(lambda s=stats: s)
         whole = timed(

@@ -99,8 +99,9 @@ class BundleSpec:
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     ood: dict[str, Any] = field(default_factory=dict)
-    localization: dict[str, float] = field(default_factory=dict)  # box_threshold, min_box_score
+    localization: dict[str, Any] = field(default_factory=dict)  # box_threshold, min_box_score, boxes
     class_operating_point: ClassOperatingPoint | None = None  # for a bundle with a class head
+    orientation: dict[str, Any] = field(default_factory=dict)  # min_probability, with an orientation head
     precision: str = "float32"  # bundles written before INT8 existed are float32
     format: int = BUNDLE_FORMAT
 

@@ -642,6 +642,9 @@ def _add_subcommands() -> None:
     from fracsight.desktop.cli import desktop_command
 
     app.command("desktop")(desktop_command)
+    from fracsight.detection.cli import detector_app
+
+    app.add_typer(detector_app, name="detector")
 
 
 _add_subcommands()

@@ -31,8 +31,10 @@ from fracsight.explain import (
     softmax,
     upsample_to_input,
 )
+from fracsight.explain.detections import boxes_from_detector
 from fracsight.inference.onnx_model import OnnxModel
 from fracsight.inference.ood import ImageStatistics, assess_input, pixel_statistics
+from fracsight.inference.orientation import turn_prediction, turn_radiograph
 from fracsight.inference.results import (
     CLASS_ACTIVATION,
     FRACTURE_MAP,
@@ -62,10 +64,26 @@ def localization_map(mask_logits: np.ndarray, cam: np.ndarray, source: str) -> n
 
 
 def fracture_boxes(
-    heat_small: np.ndarray, geometry: Letterbox, localization: dict[str, Any]
+    outputs: dict[str, np.ndarray],
+    i: int,
+    heat_small: np.ndarray,
+    geometry: Letterbox,
+    localization: dict[str, Any],
 ) -> list[DetectedBox]:
-    """The boxes traced on a fracture map (from :func:`localization_map`) with a bundle's
-    localization settings, in original-image pixels."""
+    """Image ``i``'s boxes, in original-image pixels, as the bundle's localization settings say:
+    from its detection head (``"boxes": "detector"``), else traced on the fracture map
+    ``heat_small`` (from :func:`localization_map`)."""
+    if localization.get("boxes") == "detector":
+        return boxes_from_detector(
+            outputs["detect_centre"][i],
+            outputs["detect_size"][i],
+            outputs["detect_offset"][i],
+            geometry,
+            stride=int(localization["stride"]),
+            min_score=localization["min_box_score"],
+            max_boxes=int(localization.get("max_boxes", 5)),
+            nms_iou=localization.get("nms_iou", 0.3),
+        )
     return boxes_from_heatmap(
         upsample_to_input(heat_small, BOX_GRID),
         geometry,
@@ -169,7 +187,7 @@ class Predictor:
             loc = spec.localization
             kind = FRACTURE_MAP
             heat_small = localization_map(out["mask"][i], out["cam"][i], loc.get("source", "combined"))
-            boxes = fracture_boxes(heat_small, geometry, loc)
+            boxes = fracture_boxes(out, i, heat_small, geometry, loc)
         elif classification is not None and "class_cam" in out:
             # where the predicted class is seen: its per-cell probability among the classes, with
             # chance (1/K) mapped to 0 so that cells that favour no class stay untinted
@@ -214,10 +232,33 @@ class Predictor:
         statistics = [self._side.submit(pixel_statistics, r.pixels) for r in radiographs]
         batch, geometries = self.preprocess(radiographs)
         out = self.onnx.run(batch)
-        return [
+        predictions = [
             self._postprocess(out, i, r, g, s, st, heatmap)
             for i, (r, g, s, st) in enumerate(zip(radiographs, geometries, sources, statistics, strict=True))
         ]
+        for i, turns in enumerate(self._quarter_turns(out)):
+            if turns:  # read again, turned upright; the results are turned back onto the image as given
+                upright = turn_radiograph(radiographs[i], -turns)
+                again, (geometry,) = self.preprocess([upright])
+                redo = self._postprocess(
+                    self.onnx.run(again), 0, upright, geometry, sources[i], statistics[i], heatmap
+                )
+                turned = turn_prediction(redo, turns, radiographs[i].full_size)
+                predictions[i] = dataclasses.replace(turned, metadata=radiographs[i].metadata)
+        return predictions
+
+    def _quarter_turns(self, out: dict[str, np.ndarray]) -> list[int]:
+        """Per image, how many quarter turns it seems to be from upright (0: read as it is).
+
+        Only a turn the orientation head is sure of (the bundle's ``min_probability``,
+        chosen on validation images) is undone: a wrong turn would cost an upright image.
+        """
+        if "orientation" not in out or not self.spec.orientation:
+            return [0] * len(out["fracture"])
+        probs = softmax(out["orientation"].astype(np.float64), axis=1)
+        best = probs.argmax(axis=1)
+        sure = probs[np.arange(len(best)), best] >= self.spec.orientation["min_probability"]
+        return [int(k) if ok else 0 for k, ok in zip(best, sure, strict=True)]
 
     def predict(
         self, source: Source, *, name: str | None = None, heatmap: bool = True, keep_pixels: bool = False

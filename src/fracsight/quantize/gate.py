@@ -66,7 +66,7 @@ def _top_boxes(spec: BundleSpec, outputs: dict[str, np.ndarray], geometries: lis
     tops = []
     for i, geometry in enumerate(geometries):
         heat = localization_map(outputs["mask"][i], outputs["cam"][i], loc.get("source", "combined"))
-        tops.append(top_box(fracture_boxes(heat, geometry, loc)))
+        tops.append(top_box(fracture_boxes(outputs, i, heat, geometry, loc)))
     return tops
 
 

@@ -236,6 +236,38 @@ def _quantization_section(spec: BundleSpec) -> list[str]:
     return lines
 
 
+def _grafted_heads_section(spec: BundleSpec) -> list[str]:
+    heads = spec.training.get("heads")
+    if not heads:
+        return []
+    loc, orient = spec.localization, spec.orientation
+    val = orient.get("validation", {})
+    cfg = heads.get("config", {})
+    return [
+        "## Detector and orientation step",
+        "",
+        f"- Grafted onto the frozen network of {heads.get('base')}, whose outputs are unchanged: a "
+        f"CenterNet-style detector at stride {loc.get('stride')} (the block outputs at strides 8 and 16 and "
+        "the final feature map) gives the boxes: local maxima of its centre probability, non-maximum "
+        f"suppression at IoU {loc.get('nms_iou')}, at most {loc.get('max_boxes')}, score at least "
+        f"{loc.get('min_box_score')}. The heatmap is the localization map as before.",
+        "- An orientation classifier (the final feature map averaged over a 3 x 3 grid) says whether the "
+        "radiograph is turned by 90, 180 or 270 degrees; when it is sure (top probability at least "
+        f"{_n(orient.get('min_probability'), 2)}), the image is read turned upright and the results are "
+        "put back onto the image as given, with a warning.",
+        f"- Trained on cached features of {heads.get('n_train_views')} training views (each image in its "
+        f"four quarter turns, randomly mirrored; the detector on {heads.get('n_detector_views')} of them: "
+        f"the fractured images with boxes and {heads.get('normals')} without a fracture), {cfg.get('epochs')} "
+        f"detector epochs (AdamW, lr {cfg.get('lr')}, cosine schedule), the epoch with the best validation "
+        "box AP50 kept.",
+        f"- Chosen on validation: the score floor (box AP50 {_n(loc.get('validation_ap50'))}, top box hits "
+        f"{_n(loc.get('validation_hit_rate'))}) and the orientation certainty (of {val.get('n_views')} "
+        f"views: upright ones turned {_n(val.get('upright_turned'))}, turned ones made upright "
+        f"{_n(val.get('rotated_made_upright'))}, turned wrongly {_n(val.get('rotated_turned_wrongly'))}).",
+        "",
+    ]
+
+
 def render_card(spec: BundleSpec, run_dir: Path | None = None) -> str:
     cfg = spec.training.get("config", {})
     unfreeze_from = cfg.get("unfreeze_from", 0)
@@ -375,6 +407,7 @@ def render_card(spec: BundleSpec, run_dir: Path | None = None) -> str:
         if split not in ("validation", "quantization"):
             lines += _split_section(split, m)
     lines += _quantization_section(spec)
+    lines += _grafted_heads_section(spec)
     lines += [
         "## Reproduce",
         "",

@@ -1,0 +1,155 @@
+"""A new bundle from a base bundle: its network frozen, a detector and an orientation step added.
+
+Everything is chosen on the validation split (the detector's epoch, the boxes' score floor,
+the orientation step's certainty); the test split, when asked for, is only measured. The
+base's calibration, operating points and out-of-distribution statistics are kept: its
+fracture output is unchanged (the grafted graph is checked to give the same values).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from fracsight.bundle import BundleSpec, load_bundle_spec, sha256_file, write_bundle_spec
+from fracsight.data import load_dataset
+from fracsight.errors import ConfigError
+
+__all__ = ["build_detector_bundle", "choose_orientation_certainty", "choose_score_floor"]
+
+FLOORS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
+MAX_UPRIGHT_TURNED = 0.005  # at most this share of upright validation images may be turned
+
+
+def choose_score_floor(detector, val, log) -> tuple[float, dict[str, dict[str, float]]]:
+    """The highest floor whose validation AP50 stays within 3% of the best floor's: fewer stray
+    boxes on screen for next to no loss of found fractures."""
+    from fracsight.detection.train import detection_metrics
+
+    table = {str(f): detection_metrics(detector, val, min_score=f) for f in FLOORS}
+    best = max(m["val_ap50"] for m in table.values())
+    floor = max(f for f in FLOORS if table[str(f)]["val_ap50"] >= 0.97 * best) if best > 0 else FLOORS[0]
+    log(f"box score floor {floor}: " + ", ".join(f"{f}: AP50 {m['val_ap50']:.3f}" for f, m in table.items()))
+    return floor, table
+
+
+def choose_orientation_certainty(orientation, val, log) -> tuple[float, dict[str, float]]:
+    """The least top-class probability at which a turn is undone, such that at most
+    ``MAX_UPRIGHT_TURNED`` of the upright validation images get turned."""
+    import torch
+
+    with torch.no_grad():
+        logits = orientation.forward_grid(torch.from_numpy(np.asarray(val.grid_features, dtype=np.float32)))
+    probs = torch.softmax(logits, 1).numpy()
+    truth = np.asarray(val.orientation)
+    best, top = probs.argmax(1), probs.max(1)
+    upright = truth == 0
+    for certainty in np.round(np.arange(0.5, 1.0, 0.01), 2):
+        turned = (best != 0) & (top >= certainty)
+        if turned[upright].mean() <= MAX_UPRIGHT_TURNED:
+            break
+    stats = {
+        "min_probability": float(certainty),
+        "upright_turned": float(turned[upright].mean()),
+        "rotated_made_upright": float(((best == truth) & turned)[~upright].mean()),
+        "rotated_turned_wrongly": float(((best != truth) & turned)[~upright].mean()),
+        "accuracy": float((best == truth).mean()),
+        "n_views": len(truth),
+    }
+    log("orientation: " + ", ".join(f"{k} {v:.3f}" for k, v in stats.items()))
+    return float(certainty), stats
+
+
+def build_detector_bundle(
+    base_dir: Path,
+    out_dir: Path,
+    data_dir: Path,
+    *,
+    cfg=None,
+    normals: int = 400,
+    evaluate_split: str | None = None,
+    force: bool = False,
+    cache_dir: Path | None = None,
+    command: str = "",
+    log=print,
+) -> BundleSpec:
+    """Train the heads on ``data_dir`` over the network of ``base_dir`` and write the new bundle.
+
+    The frozen features are cached in ``cache_dir`` (default: ``.cache`` next to ``out_dir``),
+    keyed by the base's checksum, so a second run with other head settings starts at once.
+    """
+    from fracsight.detection.graft import graft_heads
+    from fracsight.detection.heads import STRIDE
+    from fracsight.detection.prepare import prepare_features
+    from fracsight.detection.train import HeadsConfig, train_heads
+
+    cfg = cfg or HeadsConfig()
+    base_dir, out_dir = Path(base_dir), Path(out_dir)
+    base = load_bundle_spec(base_dir)
+    if base.head("fracture") is None:
+        raise ConfigError(f"{base.name} has no fracture head: the detector finds fractures")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not force:
+            raise ConfigError(f"{out_dir} exists and is not empty; choose another folder or pass --force")
+        if out_dir.resolve() == base_dir.resolve():
+            raise ConfigError("the new bundle cannot replace its own base bundle")
+        shutil.rmtree(out_dir)
+    dataset = load_dataset(Path(data_dir), base.training.get("layout", "auto"))
+    seed = int(base.training.get("config", {}).get("seed", 0))
+    train, val = prepare_features(
+        base_dir, dataset, Path(".cache/fracsight-heads"), normals=normals, seed=seed
+    )
+    heads = train_heads(train, val, cfg, log)
+    floor, floors = choose_score_floor(heads.detector, val.with_maps(upright_only=True), log)
+    certainty, orientation_stats = choose_orientation_certainty(heads.orientation, val, log)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    graft_heads(
+        base_dir / "model.onnx", heads.detector, heads.orientation, base.input_size, out_dir / "model.onnx"
+    )
+    spec = dataclasses.replace(
+        base,
+        version=str(int(base.version) + 1) if base.version.isdigit() else f"{base.version}+detector",
+        onnx_sha256=sha256_file(out_dir / "model.onnx"),
+        localization={
+            **base.localization,
+            "boxes": "detector",
+            "stride": STRIDE,
+            "min_box_score": floor,
+            "max_boxes": 5,
+            "nms_iou": 0.3,
+            "validation_ap50": floors[str(floor)]["val_ap50"],
+            "validation_hit_rate": floors[str(floor)]["val_hit"],
+        },
+        orientation={"min_probability": certainty, "validation": orientation_stats},
+        training={
+            **base.training,
+            "commands": [*base.training.get("commands", []), *([command] if command else [])],
+            "heads": {
+                "base": f"{base.name} v{base.version} (sha256 {base.onnx_sha256[:12]})",
+                "config": dataclasses.asdict(cfg),
+                "normals": normals,
+                "n_train_views": len(train.orientation),
+                "n_detector_views": int(train.detect.sum()),
+                "history": heads.history,
+                "score_floors": floors,
+                "command": command,
+            },
+        },
+        metrics={k: v for k, v in base.metrics.items() if k == "validation"},
+    )
+    write_bundle_spec(spec, out_dir)
+    if evaluate_split:
+        from fracsight.evaluation.run import evaluate_model
+        from fracsight.training.refit import metrics_summary
+
+        report = out_dir.parent / f"{out_dir.name}-evaluation-{evaluate_split}"
+        metrics = evaluate_model(out_dir, Path(data_dir), report, split=evaluate_split)
+        spec = dataclasses.replace(spec, metrics={**spec.metrics, evaluate_split: metrics_summary(metrics)})
+        write_bundle_spec(spec, out_dir)
+    from fracsight.training.card import write_card
+
+    write_card(spec, out_dir)
+    return spec

@@ -1,0 +1,179 @@
+"""Frozen features of a bundle's network for training the grafted heads (no torch here).
+
+Every training image is read in its four right-angle orientations (with a random
+mirror): the orientation head learns from all of them. The detection head learns from
+the fractured images with boxes and a sample of the others, in the same orientations
+(plus the upright mirror of the fractured ones), so that a radiograph the orientation
+step leaves turned still gets boxes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fracsight.data.sample import FRACTURE, Sample
+from fracsight.detection.geometry import flip_boxes, turn_boxes
+from fracsight.detection.taps import TAP_NAMES, find_taps, with_outputs
+
+__all__ = ["FeatureSet", "extract_features", "model_boxes"]
+
+GRID = 3  # the orientation head sees the feature map averaged over a 3 x 3 grid
+
+
+@dataclass
+class FeatureSet:
+    """Inputs of the grafted heads for a list of (image, orientation) views."""
+
+    orientation: np.ndarray  # (N,) int: quarter turns of each view
+    fracture: np.ndarray  # (N,) int: 1 fractured, 0 not, -1 unknown
+    grid_features: np.ndarray  # (N, C, 3, 3) float16, every view
+    detect: np.ndarray  # (N,) bool: the view also has full maps below
+    stride8: np.ndarray  # (M, C8, S/8, S/8) float16, the views with ``detect``
+    stride16: np.ndarray  # (M, C16, S/16, S/16)
+    features: np.ndarray  # (M, C, S/32, S/32)
+    boxes: list[np.ndarray]  # M arrays (n, 4) in model-input pixels
+
+    def with_maps(self, upright_only: bool = False) -> FeatureSet:
+        """The views that have full maps (optionally only the upright ones): the detector's data."""
+        keep = np.ones(len(self.boxes), bool)
+        if upright_only:
+            keep = np.asarray(self.orientation)[np.asarray(self.detect)] == 0
+        views = np.flatnonzero(self.detect)[keep]
+        return FeatureSet(
+            orientation=np.asarray(self.orientation)[views],
+            fracture=np.asarray(self.fracture)[views],
+            grid_features=np.asarray(self.grid_features)[views],
+            detect=np.ones(len(views), bool),
+            stride8=self.stride8[keep],
+            stride16=self.stride16[keep],
+            features=self.features[keep],
+            boxes=[b for b, k in zip(self.boxes, keep, strict=True) if k],
+        )
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in ("orientation", "fracture", "grid_features", "detect", "stride8", "stride16", "features"):
+            np.save(folder / f"{name}.npy", getattr(self, name))
+        counts = np.array([len(b) for b in self.boxes])
+        flat = np.concatenate(self.boxes) if self.boxes else np.zeros((0, 4))
+        np.save(folder / "box_counts.npy", counts)
+        np.save(folder / "boxes.npy", flat)
+
+    @classmethod
+    def load(cls, folder: Path) -> FeatureSet:
+        arrays = {p.stem: np.load(p, mmap_mode="r") for p in Path(folder).glob("*.npy")}
+        counts, flat = arrays.pop("box_counts"), np.asarray(arrays.pop("boxes"))
+        ends = np.cumsum(counts)
+        boxes = [flat[e - c : e] for c, e in zip(counts, ends, strict=True)]
+        return cls(boxes=boxes, **arrays)
+
+
+def model_boxes(sample: Sample, size: int) -> np.ndarray:
+    """A sample's boxes in model-input pixels of its centred letterbox."""
+    from PIL import Image
+
+    if not sample.boxes:
+        return np.zeros((0, 4))
+    with Image.open(sample.path) as im:
+        w, h = im.size
+    scale = size / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    pad_y, pad_x = (size - nh) // 2, (size - nw) // 2
+    sx = nw / w
+    return np.array(
+        [
+            (b.x0 * w * sx + pad_x, b.y0 * h * sx + pad_y, b.x1 * w * sx + pad_x, b.y1 * h * sx + pad_y)
+            for b in sample.boxes
+        ]
+    )
+
+
+def _views(
+    sample: Sample, train: bool, detect: bool, rng: np.random.Generator
+) -> list[tuple[int, bool, bool]]:
+    """(quarter turns, mirrored, with full maps) for each view of one image."""
+    if not train:  # validation: the four turns, never mirrored
+        return [(k, False, detect and k == 0) for k in range(4)]
+    views = [(k, bool(rng.random() < 0.5), detect) for k in range(4)]
+    if detect and sample.labels.get(FRACTURE) == 1:
+        views.append((0, not views[0][1], True))
+    return views
+
+
+def extract_features(
+    onnx_path: Path,
+    samples: list[Sample],
+    images: np.ndarray,
+    *,
+    train: bool,
+    detect: np.ndarray,
+    seed: int = 0,
+    batch: int = 8,
+    threads: int = 0,
+    progress=None,
+) -> FeatureSet:
+    """Run the frozen network at ``onnx_path`` on the views of ``samples``.
+
+    ``images``: (N, S, S) uint8 centred letterboxes of the samples; ``detect``: (N,) bool,
+    which samples' views keep full maps for the detection head.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    size = images.shape[-1]
+    taps = find_taps(onnx_path, size)
+    names = [taps[t] for t in TAP_NAMES]
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(
+        with_outputs(onnx.load(str(onnx_path)), names).SerializeToString(),
+        options,
+        providers=["CPUExecutionProvider"],
+    )
+    rng = np.random.default_rng(seed)
+    jobs = []  # (sample index, k, mirrored, keep maps)
+    for i, sample in enumerate(samples):
+        jobs += [(i, *view) for view in _views(sample, train, bool(detect[i]), rng)]
+    grid, orient, frac, keep = [], [], [], []
+    s8, s16, feats, boxes = [], [], [], []
+    for start in range(0, len(jobs), batch):
+        part = jobs[start : start + batch]
+        x = np.empty((len(part), 1, size, size), np.float32)
+        for j, (i, k, mirrored, _) in enumerate(part):
+            img = images[i][:, ::-1] if mirrored else images[i]
+            x[j, 0] = np.rot90(img, k) / np.float32(255)
+        o8, o16, of = session.run(names, {"image": x})
+        c = of.shape[1]
+        g = of.reshape(len(part), c, GRID, of.shape[2] // GRID, GRID, of.shape[3] // GRID).mean(axis=(3, 5))
+        grid.append(g.astype(np.float16))
+        for j, (i, k, mirrored, maps) in enumerate(part):
+            orient.append(k)
+            frac.append(int(samples[i].labels.get(FRACTURE, -1)))
+            keep.append(maps)
+            if maps:
+                s8.append(o8[j].astype(np.float16))
+                s16.append(o16[j].astype(np.float16))
+                feats.append(of[j].astype(np.float16))
+                b = model_boxes(samples[i], size)
+                if mirrored:
+                    b = flip_boxes(b, size)
+                boxes.append(turn_boxes(b, k, size))
+        if progress:
+            progress(len(part))
+
+    def stack(arrays: list[np.ndarray], like: np.ndarray) -> np.ndarray:
+        return np.stack(arrays) if arrays else np.zeros((0, *like.shape[1:]), np.float16)
+
+    return FeatureSet(
+        orientation=np.array(orient),
+        fracture=np.array(frac),
+        grid_features=np.concatenate(grid),
+        detect=np.array(keep),
+        stride8=stack(s8, o8),
+        stride16=stack(s16, o16),
+        features=stack(feats, of),
+        boxes=boxes,
+    )

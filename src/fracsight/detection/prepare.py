@@ -1,0 +1,79 @@
+"""The training and validation views of a data set, through a bundle's frozen network, cached on disk."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from fracsight.bundle import load_bundle_spec
+from fracsight.data.sample import FRACTURE, Dataset, Sample
+from fracsight.data.splits import train_val_samples
+from fracsight.detection.features import FeatureSet, extract_features
+from fracsight.training.cache import letterbox_samples
+
+__all__ = ["prepare_features"]
+
+log = logging.getLogger(__name__)
+
+
+def _detect_mask(samples: list[Sample], normals: int, rng: np.random.Generator) -> np.ndarray:
+    """Fractured images with boxes, plus ``normals`` images without a fracture, keep full maps."""
+    boxed = np.array([s.labels.get(FRACTURE) == 1 and bool(s.boxes) for s in samples])
+    normal = np.flatnonzero([s.labels.get(FRACTURE) == 0 for s in samples])
+    chosen = rng.choice(normal, size=min(normals, len(normal)), replace=False)
+    mask = boxed.copy()
+    mask[chosen] = True
+    return mask
+
+
+def prepare_features(
+    bundle_dir: Path,
+    dataset: Dataset,
+    cache_dir: Path,
+    *,
+    normals: int = 400,
+    seed: int = 0,
+    workers: int = 2,
+    show_progress: bool = True,
+) -> tuple[FeatureSet, FeatureSet]:
+    """Train and val :class:`FeatureSet` for ``dataset`` through the network of ``bundle_dir``."""
+    from rich.progress import Progress
+
+    spec = load_bundle_spec(bundle_dir)
+    onnx_path = Path(bundle_dir) / "model.onnx"
+    train, val = train_val_samples(dataset, seed)
+    key = hashlib.sha1(f"{spec.onnx_sha256}|{normals}|{seed}|{len(train)}|{len(val)}".encode()).hexdigest()[
+        :12
+    ]
+    out = {}
+    for name, samples, is_train in (("train", train, True), ("val", val, False)):
+        folder = Path(cache_dir) / f"heads-{key}-{name}"
+        if (folder / "orientation.npy").is_file():
+            log.info("feature cache hit: %s", folder)
+            out[name] = FeatureSet.load(folder)
+            continue
+        rng = np.random.default_rng(seed)
+        detect = _detect_mask(samples, normals, rng) if is_train else np.ones(len(samples), bool)
+        images = letterbox_samples(samples, spec.input_size, Path(cache_dir), workers).images
+        views = len(samples) * 4 + (
+            int(sum(1 for s, d in zip(samples, detect, strict=True) if d and s.labels.get(FRACTURE) == 1))
+            if is_train
+            else 0
+        )
+        with Progress(disable=not show_progress, transient=True) as bar:
+            task = bar.add_task(f"frozen features of the {name} views", total=views)
+            features = extract_features(
+                onnx_path,
+                samples,
+                images,
+                train=is_train,
+                detect=detect,
+                seed=seed,
+                progress=lambda n, task=task: bar.advance(task, n),
+            )
+        features.save(folder)
+        out[name] = FeatureSet.load(folder)
+    return out["train"], out["val"]

@@ -1,0 +1,56 @@
+"""Where the grafted heads read a bundle's network: tensors inside its ONNX graph.
+
+A bundle's ``model.onnx`` is the frozen network the new heads are trained on. Its
+intermediate tensors are found from the graph itself (no torch weights needed): the
+last residual sum at strides 8 and 16, and the final feature map (what the pooled
+``embedding`` averages).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["TAP_NAMES", "find_taps", "with_outputs"]
+
+TAP_NAMES = ("stride8", "stride16", "features")
+
+
+def with_outputs(model, names: list[str]):  # onnx.ModelProto -> onnx.ModelProto
+    """A copy of ``model`` that also returns the tensors ``names``."""
+    import onnx
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    have = {o.name for o in copy.graph.output}
+    for name in names:
+        if name not in have:
+            copy.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    return copy
+
+
+def find_taps(onnx_path: Path, input_size: int) -> dict[str, str]:
+    """``{"stride8": tensor, "stride16": tensor, "features": tensor}`` for the graph at ``onnx_path``."""
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(onnx_path))
+    producer = {out: node for node in model.graph.node for out in node.output}
+    if "embedding" not in producer:
+        raise ValueError(f"{onnx_path} has no 'embedding' output to find its feature map from")
+    features = producer["embedding"].input[0]
+    sums = [node.output[0] for node in model.graph.node if node.op_type == "Add"]
+    session = ort.InferenceSession(
+        with_outputs(model, sums).SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    wanted = [o.name for o in session.get_outputs()]
+    values = session.run(wanted, {"image": np.zeros((1, 1, input_size, input_size), np.float32)})
+    side = {name: v.shape[-1] for name, v in zip(wanted, values, strict=True) if v.ndim == 4}
+    taps = {"features": features}
+    for stride, key in ((8, "stride8"), (16, "stride16")):
+        found = [name for name in sums if side.get(name) == input_size // stride]
+        if not found:
+            raise ValueError(f"{onnx_path} has no residual sum at stride {stride}")
+        taps[key] = found[-1]  # the deepest one at that stride
+    return taps

@@ -1,0 +1,51 @@
+"""Quarter turns of a radiograph and of a prediction made on it (the orientation step).
+
+``k`` quarter turns means ``np.rot90(pixels, k)``: counter-clockwise for positive ``k``.
+A radiograph that seems turned by ``k`` is read as ``turn_radiograph(r, -k)``; what was
+found on it is put back onto the image as given with ``turn_prediction(p, k, size)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from fracsight.detection.geometry import turn_boxes_in
+from fracsight.explain.boxes import DetectedBox
+from fracsight.inference.results import Prediction
+from fracsight.io import Radiograph
+
+__all__ = ["turn_prediction", "turn_radiograph"]
+
+
+def _turned_size(size: tuple[int, int], k: int) -> tuple[int, int]:
+    return size[::-1] if k % 2 else size
+
+
+def turn_radiograph(radiograph: Radiograph, k: int) -> Radiograph:
+    """The radiograph turned by ``k`` quarter turns (its reduced-decoding size turned too)."""
+    meta = radiograph.metadata
+    if meta.reduced_from is not None:
+        meta = dataclasses.replace(meta, reduced_from=_turned_size(meta.reduced_from, k))
+    return dataclasses.replace(
+        radiograph, pixels=np.ascontiguousarray(np.rot90(radiograph.pixels, k)), metadata=meta
+    )
+
+
+def turn_prediction(prediction: Prediction, k: int, given_size: tuple[int, int]) -> Prediction:
+    """A prediction made on the upright image, put onto the image as given (``k`` quarter turns
+    from upright, ``given_size`` its full-resolution (height, width))."""
+    upright_size = _turned_size(given_size, k)
+    boxes = tuple(
+        DetectedBox(*(float(v) for v in turn_boxes_in(np.array([b.as_tuple()]), k, upright_size)[0]), b.score)
+        for b in prediction.boxes
+    )
+    heatmap = None if prediction.heatmap is None else np.ascontiguousarray(np.rot90(prediction.heatmap, k))
+    note = (
+        f"the image seemed turned by {90 * (k % 4)} degrees and was read turned upright "
+        "(boxes and heatmap are on the image as given)"
+    )
+    return dataclasses.replace(
+        prediction, boxes=boxes, heatmap=heatmap, warnings=(*prediction.warnings, note)
+    )

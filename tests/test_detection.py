@@ -1,0 +1,199 @@
+"""The grafted detector and orientation step: geometry, decoding, and the whole `fracsight detector train`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fracsight.detection.geometry import flip_boxes, turn_boxes, turn_boxes_in
+from fracsight.explain.boxes import DetectedBox
+from fracsight.explain.detections import boxes_from_detector, decode_detections
+from fracsight.preprocessing import Letterbox
+
+
+def _box_mask(box: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    mask = np.zeros(size, bool)
+    x0, y0, x1, y1 = (round(float(v)) for v in box)
+    mask[y0:y1, x0:x1] = True
+    return mask
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 3, -1, 5])
+def test_turned_boxes_cover_the_turned_pixels(k: int) -> None:
+    size = (30, 50)  # not square, so height and width must trade places
+    box = np.array([[7.0, 4.0, 19.0, 11.0]])
+    turned = turn_boxes_in(box, k, size)[0]
+    want = np.rot90(_box_mask(box[0], size), k)
+    assert np.array_equal(_box_mask(turned, want.shape), want)
+
+
+def test_square_turns_and_mirror_compose_back() -> None:
+    box = np.array([[10.0, 20.0, 30.0, 25.0]])
+    assert np.allclose(turn_boxes(turn_boxes(box, 1, 64), 3, 64), box)
+    mirrored = flip_boxes(box, 64)
+    assert np.array_equal(_box_mask(mirrored[0], (64, 64)), _box_mask(box[0], (64, 64))[:, ::-1])
+
+
+def _maps(grid: int = 12) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    centre = np.full((grid, grid), -8.0)
+    size = np.zeros((2, grid, grid))
+    offset = np.full((2, grid, grid), 0.5)
+    centre[3, 5] = 3.0  # a sure box centred at cell (row 3, col 5)
+    size[:, 3, 5] = (np.log(2.0), np.log(1.0))  # 2 cells wide, 1 high
+    offset[:, 3, 5] = (0.25, 0.75)
+    centre[3, 6] = 1.0  # its neighbour: not a local maximum, so no second box
+    centre[9, 9] = -1.0  # a weak peak elsewhere
+    return centre, size, offset
+
+
+def test_decoding_reads_box_centre_size_and_offset_at_peaks() -> None:
+    centre, size, offset = _maps()
+    boxes, scores = decode_detections(centre, size, offset, stride=8, min_score=0.2)
+    cx, cy = (5 + 0.25) * 8, (3 + 0.75) * 8
+    assert boxes.shape == (2, 4)
+    assert np.allclose(boxes[0], [cx - 8, cy - 4, cx + 8, cy + 4])
+    assert scores[0] == pytest.approx(1 / (1 + np.exp(-3.0)))
+    assert scores[1] == pytest.approx(1 / (1 + np.exp(1.0)))
+    only_sure, _ = decode_detections(centre, size, offset, stride=8, min_score=0.5)
+    assert len(only_sure) == 1
+
+
+def test_detector_boxes_land_in_original_pixels_and_overlaps_are_suppressed() -> None:
+    centre, size, offset = _maps()
+    size[:, 3, 5] = (np.log(6.0), 0.0)  # 6 cells wide: x 18..66 in model pixels
+    centre[3, 7] = 2.5  # a second peak two cells right, its box (x 34..82) overlapping at IoU 0.5
+    size[:, 3, 7], offset[:, 3, 7] = size[:, 3, 5], offset[:, 3, 5]
+    geometry = Letterbox(size=96, scale=0.5, pad_x=8, pad_y=0, original_size=(192, 160))
+    boxes = boxes_from_detector(centre, size, offset, geometry, stride=8, min_score=0.2, nms_iou=0.3)
+    sure, weak = 1 / (1 + np.exp(-3.0)), 1 / (1 + np.exp(1.0))
+    assert [b.score for b in boxes] == pytest.approx([sure, weak])
+    cx, cy = 5.25 * 8, 3.75 * 8
+    want = ((cx - 24 - 8) / 0.5, (cy - 4) / 0.5, (cx + 24 - 8) / 0.5, (cy + 4) / 0.5)
+    assert boxes[0].as_tuple() == pytest.approx(want)
+    kept_both = boxes_from_detector(centre, size, offset, geometry, stride=8, min_score=0.2, nms_iou=0.6)
+    assert len(kept_both) == 3
+    assert all(isinstance(b, DetectedBox) for b in boxes)
+
+
+# ---- the whole path: a tiny FracAtlas, a tiny base bundle, the detector trained on it --------------
+
+
+def _mini_fracatlas(fracatlas: Path, root: Path) -> Path:
+    """A FracAtlas-layout set of 60 images (with their boxes) linked from the real one."""
+    with open(fracatlas / "dataset.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    chosen = []
+    for split, n in (("train", 16), ("val", 8), ("test", 6)):
+        for fractured in ("1", "0"):
+            chosen += [r for r in rows if r["split"] == split and r["fractured"] == fractured][:n]
+    (root / "annotations" / "yolo").mkdir(parents=True)
+    for row in chosen:
+        folder = "Fractured" if row["fractured"] == "1" else "Non_fractured"
+        (root / "images" / folder).mkdir(parents=True, exist_ok=True)
+        (root / "images" / folder / row["image_id"]).symlink_to(
+            fracatlas / "images" / folder / row["image_id"]
+        )
+        label = fracatlas / "annotations" / "yolo" / (Path(row["image_id"]).stem + ".txt")
+        if label.is_file():
+            (root / "annotations" / "yolo" / label.name).symlink_to(label)
+    with open(root / "dataset.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(chosen)
+    return root
+
+
+@pytest.fixture(scope="module")
+def detector_bundle(tmp_path_factory: pytest.TempPathFactory, fracatlas_dir: Path) -> tuple[Path, Path, Path]:
+    """(data, base bundle, new bundle), made through the real CLI as a researcher would."""
+    pytest.importorskip("torch")
+    from typer.testing import CliRunner
+
+    from conftest import TINY_TRAINING
+    from fracsight.cli import app
+
+    work = tmp_path_factory.mktemp("detector")
+    data = _mini_fracatlas(fracatlas_dir, work / "data")
+    runner = CliRunner()
+    settings = [a for s in [*TINY_TRAINING, "input_size=96", "name=tiny-base"] for a in ("--set", s)]
+    trained = runner.invoke(app, ["train", str(data), "--out", str(work / "run"), *settings])
+    assert trained.exit_code == 0, trained.output
+    exported = runner.invoke(app, ["export", str(work / "run"), str(work / "base")])
+    assert exported.exit_code == 0, exported.output
+    made = runner.invoke(
+        app,
+        ["detector", "train", str(work / "base"), str(work / "new"), "--data", str(data), "--epochs", "2"],
+    )
+    assert made.exit_code == 0, made.output
+    assert "validation: box AP50" in made.output
+    return data, work / "base", work / "new"
+
+
+@pytest.mark.slow
+def test_new_bundle_keeps_the_base_outputs_and_adds_the_heads(detector_bundle) -> None:
+    import onnxruntime as ort
+
+    _, base, new = detector_bundle
+    spec = json.loads((new / "bundle.json").read_text())
+    old = json.loads((base / "bundle.json").read_text())
+    assert spec["localization"]["boxes"] == "detector" and spec["localization"]["stride"] == 8
+    assert 0.5 <= spec["orientation"]["min_probability"] < 1.0
+    assert spec["version"] == str(int(old["version"]) + 1)
+    for key in ("temperature", "calibration_bias", "operating_points", "ood"):
+        assert spec[key] == old[key], key
+    image = np.random.default_rng(1).random((1, 1, 96, 96), dtype=np.float32)
+    got = ort.InferenceSession(str(new / "model.onnx")).run(None, {"image": image})
+    want = ort.InferenceSession(str(base / "model.onnx")).run(None, {"image": image})
+    for g, w in zip(got, want, strict=False):
+        assert np.allclose(g, w, atol=1e-5)
+    assert [g.shape for g in got[len(want) :]] == [(1, 12, 12), (1, 2, 12, 12), (1, 2, 12, 12), (1, 4)]
+
+
+@pytest.mark.slow
+def test_predictor_boxes_come_from_the_detector(detector_bundle, tmp_path: Path) -> None:
+    from fracsight.explain.detections import boxes_from_detector
+    from fracsight.inference import Predictor
+
+    data, _, new = detector_bundle
+    image = sorted((data / "images" / "Fractured").glob("*.jpg"))[0]
+    upright_only = tmp_path / "bundle"  # the same bundle without its orientation step
+    shutil.copytree(new, upright_only)
+    spec = json.loads((new / "bundle.json").read_text())
+    (upright_only / "bundle.json").write_text(json.dumps({**spec, "orientation": {}}))
+    predictor = Predictor(upright_only)
+    prediction = predictor.predict(image)
+    radiograph = predictor.read(image)
+    batch, (geometry,) = predictor.preprocess([radiograph])
+    out = predictor.onnx.run(batch)
+    loc = predictor.spec.localization
+    want = boxes_from_detector(
+        out["detect_centre"][0],
+        out["detect_size"][0],
+        out["detect_offset"][0],
+        geometry,
+        stride=8,
+        min_score=loc["min_box_score"],
+        max_boxes=5,
+        nms_iou=0.3,
+    )
+    assert prediction.boxes == tuple(want)
+
+
+@pytest.mark.slow
+def test_an_existing_output_folder_is_never_replaced_without_force(detector_bundle, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    data, base, _ = detector_bundle
+    keep = tmp_path / "mine"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("mine")
+    result = CliRunner().invoke(app, ["detector", "train", str(base), str(keep), "--data", str(data)])
+    assert result.exit_code != 0 and "--force" in result.output
+    assert (keep / "notes.txt").read_text() == "mine"
