@@ -257,9 +257,9 @@ def _grafted_heads_section(spec: BundleSpec) -> list[str]:
         "put back onto the image as given, with a warning.",
         f"- Trained on cached features of {heads.get('n_train_views')} training views (each image in its "
         f"four quarter turns, randomly mirrored; the detector on {heads.get('n_detector_views')} of them: "
-        f"the fractured images with boxes and {heads.get('normals')} without a fracture), {cfg.get('epochs')} "
-        f"detector epochs (AdamW, lr {cfg.get('lr')}, cosine schedule), the epoch with the best validation "
-        "box AP50 kept.",
+        f"the fractured images with boxes and {heads.get('normals')} without a fracture), "
+        f"{cfg.get('epochs')} detector epochs (AdamW, lr {cfg.get('lr')}, cosine schedule), the epoch with "
+        "the best validation box AP50 kept.",
         f"- Chosen on validation: the score floor (box AP50 {_n(loc.get('validation_ap50'))}, top box hits "
         f"{_n(loc.get('validation_hit_rate'))}) and the orientation certainty (of {val.get('n_views')} "
         f"views: upright ones turned {_n(val.get('upright_turned'))}, turned ones made upright "
