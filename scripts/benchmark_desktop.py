@@ -81,13 +81,20 @@ def main() -> None:
     parser.add_argument("--folder-size", type=int, default=200, help="images in the folder run (0: skip)")
     parser.add_argument("--model", help="bundle (default: the shipped model)")
     parser.add_argument("--threads", type=int, default=0, help="the window's --threads (0: its default)")
+    parser.add_argument(
+        "--niceness",
+        type=int,
+        default=10,
+        help="how much lower the model's threads run (Linux; 0: as the window)",
+    )
     args = parser.parse_args()
     extra = ["--model", args.model] if args.model else []
-    extra += ["--threads", str(args.threads)]
+    extra += ["--threads", str(args.threads), "--niceness", str(args.niceness)]
     report: dict[str, object] = {
         "load_average_before": os.getloadavg(),
         "cpus": os.cpu_count(),
         "threads": args.threads,
+        "niceness": args.niceness,
     }
     with virtual_display(args.display) as display, tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "timing.jsonl"

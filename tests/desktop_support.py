@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -150,3 +151,57 @@ def display_env(display: str) -> dict[str, str]:
     env = dict(os.environ)
     env["DISPLAY"] = display
     return env
+
+
+# Another X client that drags files with tkdnd's own XDND drag code (``::tkdnd::xdnd::_dodragdrop``,
+# what a tkdnd drag source runs) and drops them at a point of the screen. The pointer is moved with a
+# real warp (the X server sends the grabbing source its motion); only the button release, which an
+# X client cannot make without the XTEST extension, is replaced by the call it would trigger.
+DRAG_SOURCE = r"""
+import sys, tkinter as tk
+x, y, uris = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+root = tk.Tk()
+root.geometry("16x16+1262+882")  # off the window under test (1260 x 860 at the top left)
+root.tk.call("package", "require", "tkdnd")
+root.update()
+xdnd = "::tkdnd::xdnd::"
+tries = [0]
+def move():
+    root.event_generate("<Motion>", warp=True, x=x - root.winfo_rootx(), y=y - root.winfo_rooty())
+    root.after(100, release)
+def release():
+    tries[0] += 1
+    if root.tk.eval("set " + xdnd + "_dodragdrop_drop_target_accepts_drop") == "1" or tries[0] > 100:
+        root.tk.eval(xdnd + "_SendXdndDrop")  # what releasing button 1 does
+    else:
+        root.after(100, release)
+def drag():
+    root.after(200, move)
+    root.tk.call(xdnd + "_dodragdrop", root._w, ("copy",), ("text/uri-list",), tuple(uris), 1)
+    accepted = root.tk.eval("set " + xdnd + "_dodragdrop_drop_target_accepts_drop")
+    action = root.tk.eval("set " + xdnd + "_dodragdrop_drop_target_accepts_action")
+    print("accepted", accepted, action, flush=True)
+    root.destroy()
+root.after(100, drag)
+root.after(30000, root.destroy)
+root.mainloop()
+"""
+
+
+def start_drag(display: str, x: int, y: int, uris: list[str]) -> subprocess.Popen[str]:
+    """Drag ``uris`` (``text/uri-list``, as file managers send them) from another process and drop
+    them at the screen point ``(x, y)``; the caller runs its Tk loop meanwhile, then :func:`finish_drag`."""
+    return subprocess.Popen(
+        [sys.executable, "-c", DRAG_SOURCE, str(x), str(y), *uris],
+        env=display_env(display),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish_drag(proc: subprocess.Popen[str]) -> str:
+    """What the drag source reported (``accepted 1 copy`` when the window took the drop)."""
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    return out.strip()

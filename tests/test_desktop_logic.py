@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import queue
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -12,7 +14,10 @@ import numpy as np
 import pytest
 
 from fracsight.app.logic import ViewData, at_operating_point, card_for, csv_download, display_columns
+from fracsight.desktop.drop import paths_from_drop
+from fracsight.desktop.priority import MODEL_NICENESS, RENDER_NICENESS, lower_this_thread
 from fracsight.desktop.render import (
+    BackgroundRenderer,
     Camera,
     apply_window,
     fit_zoom,
@@ -94,6 +99,14 @@ def test_worker_predicts_in_order_with_failures_as_rows(fracatlas_dir: Path, tmp
     got = drain(events, BatchFinished)
     worker.request_view(0, image)
     (view,) = [e for e in drain(events, ViewReady) if isinstance(e, ViewReady)]
+    if sys.platform.startswith("linux"):  # the model's threads yield the cores to the window's
+        lowered = min(19, os.getpriority(os.PRIO_PROCESS, 0) + MODEL_NICENESS)
+        nice = {t.name: os.getpriority(os.PRIO_PROCESS, t.native_id) for t in threading.enumerate()}
+        assert nice["fracsight-predict"] == nice["fracsight-view_0"] == lowered
+        # the image statistics' thread, started by the prediction thread, inherits it (other
+        # predictors' statistics threads, made on this thread, may be alive too)
+        stats = [t for t in threading.enumerate() if t.name.startswith("fracsight-statistics")]
+        assert lowered in {os.getpriority(os.PRIO_PROCESS, t.native_id) for t in stats}
     worker.close()
     assert isinstance(got[0], ModelLoaded) and isinstance(got[1], BatchStarted)
     results = [e for e in got if isinstance(e, ResultReady)]
@@ -268,3 +281,57 @@ def test_render_visible_draws_the_heatmap_and_boxes_where_they_are() -> None:
 def test_the_window_keeps_a_core_for_itself() -> None:
     assert inference_threads(3) == 3
     assert inference_threads(0) == max(1, (os.cpu_count() or 2) - 1)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+def test_background_threads_run_at_a_lower_priority_and_pass_it_on() -> None:
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    seen: dict[str, int] = {}
+
+    def child() -> None:
+        seen["child"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    def parent() -> None:
+        assert lower_this_thread(3)
+        seen["parent"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        t = threading.Thread(target=child)
+        t.start()
+        t.join()
+
+    t = threading.Thread(target=parent)
+    t.start()
+    t.join()
+    assert seen == {"parent": min(19, base + 3), "child": min(19, base + 3)}
+    assert os.getpriority(os.PRIO_PROCESS, 0) == base  # the calling (window's) thread is untouched
+    assert not lower_this_thread(0)
+    renderer = BackgroundRenderer(queue.Queue())
+    try:
+        deadline = time.monotonic() + 10
+        while os.getpriority(os.PRIO_PROCESS, renderer._thread.native_id) == base:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert os.getpriority(os.PRIO_PROCESS, renderer._thread.native_id) == min(19, base + RENDER_NICENESS)
+    finally:
+        renderer.close()
+    assert 0 < RENDER_NICENESS < MODEL_NICENESS  # the picture before the model
+
+
+# ---- drag and drop: the data as tkdnd delivers it -------------------------------------------------------
+def test_dropped_paths_as_tkdnd_delivers_them(tmp_path: Path) -> None:
+    import tkinter
+
+    spaced = tmp_path / "with space" / "a b.jpg"
+    spaced.parent.mkdir()
+    spaced.write_bytes(b"x")
+    accented = tmp_path / "é-dir"
+    accented.mkdir()
+    # %D of <<Drop:DND_Files>>: a Tcl list of paths; on X11 tkdnd 2.6 decodes the file manager's
+    # percent-encoded UTF-8 one byte per character ("é" as "Ã©")
+    mangled = str(accented).encode("utf-8").decode("latin-1")
+    data = tkinter.Tcl().tk.splitlist(
+        f"{{{spaced}}} {{{mangled}}} https://example.org/x.png {{{tmp_path / 'gone.png'}}}"
+    )
+    found, other = paths_from_drop(data)
+    assert found == [spaced, accented]
+    assert other == ["https://example.org/x.png", str(tmp_path / "gone.png")]
+    assert paths_from_drop(["", str(spaced)]) == ([spaced], [])

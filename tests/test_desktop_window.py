@@ -30,8 +30,10 @@ from desktop_support import (
     all_texts,
     dicom_from_image,
     display_env,
+    finish_drag,
     screenshot,
     settle,
+    start_drag,
     wait_until,
     widget_box,
     xvfb,
@@ -108,7 +110,12 @@ def test_image_and_dicom_show_what_predict_says(
 ) -> None:
     desktop = open_window(inputs)
     root = desktop.root
-    wait_until(root, lambda: len(desktop.session.results) == 2 and 0 in desktop.views, 90, "two results")
+    wait_until(
+        root,
+        lambda: len(desktop.session.results) == 2 and desktop.list_current and 0 in desktop.views,
+        90,
+        "two results",
+    )
     wait_until(root, lambda: desktop.viewer.picture_current, 30, "the picture")
     settle(root)
     expected_code, expected = predict_cli(*map(str, inputs), "--json")
@@ -191,7 +198,7 @@ def test_image_and_dicom_show_what_predict_says(
 def test_operating_point_and_study(open_window, display: str, inputs: list[Path], tmp_path: Path) -> None:
     desktop = open_window(inputs)
     root = desktop.root
-    wait_until(root, lambda: len(desktop.session.results) == 2, 90, "two results")
+    wait_until(root, lambda: len(desktop.session.results) == 2 and desktop.list_current, 90, "two results")
     assert desktop.op_box.winfo_ismapped() and "triage" in desktop.op_box.cget("values")
     desktop.set_operating_point("triage")
     desktop.set_one_study(True)
@@ -229,7 +236,7 @@ def test_unreadable_and_out_of_distribution_files_are_rows_with_their_message(
     Image.fromarray((rng.random((300, 400, 3)) * 255).astype(np.uint8)).save(photo)
     desktop = open_window([notes, inputs[0], empty, photo])
     root = desktop.root
-    wait_until(root, lambda: len(desktop.session.results) == 4, 90, "four results")
+    wait_until(root, lambda: len(desktop.session.results) == 4 and desktop.list_current, 90, "four results")
     rows = tree_rows(desktop)
     assert [r["error_code"] for r in rows] == ["unsupported_format", "", "empty_file", ""]
     assert rows[0]["error"] and rows[2]["error"] and rows[1]["decision"] == "fracture suspected"
@@ -285,14 +292,61 @@ def test_cancel_a_folder_halfway_keeps_the_results_and_the_loop_responsive(
     assert desktop.status.cget("text").startswith(f"Cancelled: {len(kept)} of 200")
     summary = probe.summary()
     assert summary["n"] > 20, summary
-    # The target is 200 ms. On a machine other jobs load to more than twice its cores, the loop's
-    # thread waits for a core too (docs/desktop.md); there the test still catches a loop that waits
-    # for the model (predicting 100 images on it would take seconds).
-    bound = 200 if load <= 2.0 else 1000
-    assert summary["max_ms"] < bound, (summary, f"load per core {load:.1f}")
+    # the target, whatever the load (docs/desktop.md has the figures and what other jobs do to them)
+    assert summary["max_ms"] < 200, (summary, f"load average per core {load:.1f}")
     # still usable after the cancel: another row opens with its image
     desktop.select(len(kept) - 1)
     wait_until(root, lambda: len(kept) - 1 in desktop.views, 60, "the last row's view")
+
+
+def test_files_dropped_from_another_program_are_opened(
+    open_window, display: str, inputs: list[Path], tmp_path: Path
+) -> None:
+    """A real XDND drop from another X client, through tkdnd (skipped where Tk cannot load it)."""
+    desktop = open_window([])
+    if not desktop.drop_enabled:
+        pytest.skip("tkdnd is absent (apt-get install -y tkdnd): the window keeps only its dialogs")
+    root = desktop.root
+    wait_until(root, lambda: desktop.session.predictor is not None, 60, "the model")
+    settle(root)
+    assert desktop.card_title.cget("text").startswith("Open or drop radiographs")
+    folder = tmp_path / "dropped séries"  # a space and UTF-8, percent-encoded in the URI list
+    folder.mkdir()
+    (folder / "view 1.dcm").symlink_to(inputs[1])
+    x, y, _, _ = widget_box(desktop.tree)
+    drag = start_drag(display, x + 60, y + 80, [inputs[0].as_uri(), folder.as_uri()])
+    wait_until(
+        root,
+        lambda: len(desktop.session.results) == 2 and desktop.running == 0 and desktop.list_current,
+        120,
+        "the dropped files' results",
+    )
+    assert finish_drag(drag) == "accepted 1 copy"
+    assert desktop.session.paths == [inputs[0], folder / "view 1.dcm"]
+    assert [r["source"] for r in tree_rows(desktop)] == ["IMG0000019.jpg", "view 1.dcm"]
+    settle(root)
+    screenshot(display, "desktop-dropped.png")
+
+    # what cannot be opened (a web link, a vanished file) is said, not opened
+    assert desktop.dropped(["https://example.org/x.png", str(tmp_path / "gone.png")]) == 0
+    assert desktop.status.cget("text").startswith("Nothing to open (not a file or folder here): https://")
+    assert len(desktop.session.paths) == 2
+
+
+def test_without_tkdnd_the_window_keeps_its_dialogs(display: str) -> None:
+    from fracsight.desktop.window import DesktopApp
+
+    root = tk.Tk(screenName=display, className="fracsight")
+    root.tk.eval("set auto_path {}")  # Tk finds no extension: as on a Tk without tkdnd
+    desktop = DesktopApp(root, model="no-such-model")
+    try:
+        settle(root)
+        assert not desktop.drop_enabled
+        assert desktop.card_title.cget("text") == "Open radiographs (PNG, JPEG or DICOM) to begin."
+        assert root.bind("<<Drop:DND_Files>>") == ""
+    finally:
+        desktop.close()
+        gc.collect()
 
 
 def test_the_command_opens_the_window_and_fails_cleanly(

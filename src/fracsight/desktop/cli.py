@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from fracsight.desktop.priority import MODEL_NICENESS
+
 __all__ = ["desktop_command"]
 
 
@@ -26,6 +28,9 @@ def desktop_command(
     threads: Annotated[
         int, typer.Option(min=0, help="ONNX Runtime threads (0: one fewer than the cores).")
     ] = 0,
+    niceness: Annotated[
+        int, typer.Option(min=0, max=19, hidden=True, help="How much lower the model's threads run (Linux).")
+    ] = MODEL_NICENESS,
     timing_log: Annotated[
         Path | None, typer.Option(hidden=True, help="Append timing events (JSON lines) here.")
     ] = None,
@@ -77,6 +82,7 @@ def desktop_command(
         operating_point=operating_point,
         paths=list(paths or []),
         threads=threads,
+        niceness=niceness,
         timing=timing,
         quit_when_done=quit_when_done,
     )

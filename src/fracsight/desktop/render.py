@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from fracsight.app.logic import ViewData
+from fracsight.desktop.priority import RENDER_NICENESS, lower_this_thread
 from fracsight.explain import render_overlay
 
 __all__ = [
@@ -215,6 +216,7 @@ class BackgroundRenderer:
             self._wake.notify()
 
     def _run(self) -> None:
+        lower_this_thread(RENDER_NICENESS)
         while True:
             with self._wake:
                 while self._pending is None and not self._closed:

@@ -3,7 +3,9 @@
 Only drawing lives here. The texts, rows and files come from :mod:`fracsight.app.logic` (through
 :class:`~fracsight.desktop.state.ReadingSession`); the model runs in a
 :class:`~fracsight.desktop.worker.PredictionWorker` thread, whose events this window drains every
-:data:`POLL_MS` with ``after``, so the event loop never waits for the model.
+:data:`POLL_MS` with ``after``, so the event loop never waits for the model. New rows go into the
+list together, at most every :data:`LIST_TICK_S`: each redisplay of the list costs the X server
+round trips (Tk's text drawing waits for it), which on a loaded machine took tens of milliseconds.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from fracsight.app.logic import (
     study_card_for,
     verdict,
 )
+from fracsight.desktop.drop import enable_file_drop, paths_from_drop
+from fracsight.desktop.priority import MODEL_NICENESS
 from fracsight.desktop.render import Rendered
 from fracsight.desktop.state import ReadingSession, expand_inputs, heading
 from fracsight.desktop.timing import LatencyProbe, TimingLog
@@ -51,10 +55,12 @@ log = logging.getLogger("fracsight.desktop")
 
 POLL_MS = 30  # how often the window drains the worker's events
 POLL_BUDGET_S = 0.02  # the most one drain may take, so the loop stays free for input and drawing
+LIST_TICK_S = 0.15  # new rows, progress and study verdict are updated together, at most this often
 VIEW_CACHE = 6  # full-resolution views kept in memory (a long folder would not fit)
 NOTICE_BANNER = f"⚠  {NOTICE} Check every result against the images."
 BANNER_BG, UNRELIABLE_BG, WARNING_FG = "#fff3cd", "#c62828", "#8a4b00"
 STUDY_IID = "study"
+START_TEXT = "radiographs (PNG, JPEG or DICOM) to begin."
 COLUMN_WIDTHS = {"source": 150, "decision": 190, "fracture_probability": 140, "predicted_class": 120}
 COLUMN_WIDTHS |= {"class_probability": 120, "warnings": 260, "error_code": 130, "error": 300}
 
@@ -72,13 +78,16 @@ class DesktopApp:
         operating_point: str | None = None,
         paths: Sequence[Path] = (),
         threads: int = 0,
+        niceness: int = MODEL_NICENESS,
         timing: TimingLog | None = None,
         quit_when_done: bool = False,
     ) -> None:
         self.root = root
         self.events: queue.Queue[Event | Rendered] = queue.Queue()
         self.session = ReadingSession()
-        self.worker = PredictionWorker(model, operating_point, self.events, threads=threads)
+        self.worker = PredictionWorker(
+            model, operating_point, self.events, threads=threads, niceness=niceness
+        )
         self.timing = timing
         self.quit_when_done = quit_when_done
         self.model_error: str | None = None
@@ -88,9 +97,15 @@ class DesktopApp:
         self.running = 0  # batches submitted and not finished
         self.total = self.done = 0
         self._first_result = self._first_view = False
+        self._unlisted: list[int] = []  # results received and not yet in the list
+        self._listed_at = 0.0  # when rows last went into the list (perf_counter)
         self._probe_from = 0  # the latency probe's first sample of the batch in progress
         self.probe = LatencyProbe(root) if timing is not None else None
         self._build()
+        # drag and drop where Tk can load tkdnd; the file dialogs otherwise (and always)
+        self.drop_enabled = enable_file_drop(root, self.dropped)
+        if self.drop_enabled:
+            self.card_title.configure(text=f"Open or drop {START_TEXT}")
         self.worker.start()
         if paths:
             self.open_paths(paths)
@@ -210,9 +225,7 @@ class DesktopApp:
         card = ttk.Frame(parent, padding=(8, 4))
         card.pack(side="top", fill="x")
         self.card_frame = card
-        self.card_title = ttk.Label(
-            card, text="Open radiographs (PNG, JPEG or DICOM) to begin.", font=self.font_bold
-        )
+        self.card_title = ttk.Label(card, text=f"Open {START_TEXT}", font=self.font_bold)
         self.card_title.pack(side="top", anchor="w")
         self.card_banner = tk.Label(
             card, fg="white", bg=UNRELIABLE_BG, justify="left", anchor="w", wraplength=640, padx=6, pady=2
@@ -257,6 +270,16 @@ class DesktopApp:
         self.cancel_button.configure(state="normal")
         return len(items)
 
+    def dropped(self, items: Sequence[str]) -> int:
+        """Files and folders dropped on the window (tkdnd's list of paths): opened as if chosen."""
+        found, other = paths_from_drop(items)
+        opened = self.open_paths(found) if found else 0
+        if other:
+            shown = ", ".join(other[:3]) + (f" and {len(other) - 3} more" if len(other) > 3 else "")
+            what = "Skipped" if opened else "Nothing to open"
+            self._set_status(f"{what} (not a file or folder here): {shown}")
+        return opened
+
     def cancel(self) -> None:
         """Stop after the image in progress; the results so far stay in the list."""
         if self.running:
@@ -273,6 +296,8 @@ class DesktopApp:
                 except queue.Empty:
                     break
                 self._handle(event)
+            if self._unlisted and time.perf_counter() - self._listed_at >= LIST_TICK_S:
+                self._list_results()
         except Exception:  # a drawing bug must not stop the loop: log it and carry on
             log.exception("while handling a worker event")
         if not self.closed:
@@ -344,28 +369,46 @@ class DesktopApp:
         if self.running:
             self._set_status(f"Model loaded in {event.seconds:.1f} s; predicting …")
         else:
-            self._set_status(f"Model loaded in {event.seconds:.1f} s. Open radiographs to begin.")
+            verb = "Open or drop" if self.drop_enabled else "Open"
+            self._set_status(f"Model loaded in {event.seconds:.1f} s. {verb} radiographs to begin.")
 
     def _result_ready(self, event: ResultReady) -> None:
         self.session.results[event.index] = event.result
         self.done += 1
-        result = self.session.result(event.index)
-        assert result is not None
-        self.tree.insert(
-            "", "end", iid=str(event.index), values=self.session.list_row(result), tags=_tags(result)
-        )
+        self._unlisted.append(event.index)
+        if not self._first_result:  # the first one at once; the others with the next tick's
+            self._list_results()
+
+    @property
+    def list_current(self) -> bool:
+        """Whether every result received is in the list (tests wait on this)."""
+        return not self._unlisted
+
+    def _list_results(self) -> None:
+        """Put the results received since the last time into the list, with the progress: one redisplay."""
+        indices, self._unlisted = self._unlisted, []
+        self._listed_at = time.perf_counter()
+        if not indices:
+            return
+        for index in indices:
+            result = self.session.result(index)
+            assert result is not None
+            self.tree.insert(
+                "", "end", iid=str(index), values=self.session.list_row(result), tags=_tags(result)
+            )
         if self.session.one_study:
             self._refresh_study()
         self._update_progress()
         if self.selected is None:
-            self.select(event.index)
+            self.select(indices[0])
         if not self._first_result:
             self._first_result = True
             if self.timing is not None:
                 self.root.update_idletasks()  # on screen, not only in the tree
-                self.timing.write("first_result", source=event.result.source)
+                self.timing.write("first_result", source=self.session.results[indices[0]].source)
 
     def _batch_finished(self, event: BatchFinished) -> None:
+        self._list_results()
         self.running = max(0, self.running - 1)
         if event.cancelled:
             self.total -= event.total - event.done
@@ -401,6 +444,8 @@ class DesktopApp:
 
     def select(self, index: int) -> None:
         """Select a row of the list (as a click would)."""
+        if self._unlisted:
+            self._list_results()
         self.tree.selection_set(str(index))
         self.tree.see(str(index))
         self._show(index)
@@ -472,6 +517,7 @@ class DesktopApp:
         self.study_frame.pack(side="top", fill="x", padx=8, pady=(4, 0), before=self.card_frame)
 
     def _refresh_rows(self) -> None:
+        self._list_results()
         for index, result in self.session.shown():
             self.tree.item(str(index), values=self.session.list_row(result), tags=_tags(result))
         self._refresh_study()

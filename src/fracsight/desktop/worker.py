@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fracsight.app.logic import ViewData, failure_from_exception, view_data
+from fracsight.desktop.priority import MODEL_NICENESS, lower_this_thread
 from fracsight.errors import FracsightError
 from fracsight.inference import FailedPrediction, Prediction, Predictor
 
@@ -123,19 +124,27 @@ class PredictionWorker:
     """
 
     def __init__(
-        self, model: str | None, operating_point: str | None, events: queue.Queue[Event], threads: int = 0
+        self,
+        model: str | None,
+        operating_point: str | None,
+        events: queue.Queue[Event],
+        threads: int = 0,
+        niceness: int = MODEL_NICENESS,
     ) -> None:
         self.events = events
         self._model = model
         self._operating_point = operating_point
         self._threads = inference_threads(threads)
+        self._niceness = niceness  # how much lower than the window's its threads run (Linux)
         self._jobs: queue.Queue[tuple[int, list[tuple[int, Path]]] | None] = queue.Queue()
         self._cancelled_upto = 0  # batches up to this number are cancelled
         self._ready = threading.Event()
         self._predictor: Predictor | None = None
         self._batches = 0
         self._lock = threading.Lock()
-        self._views = ThreadPoolExecutor(1, thread_name_prefix="fracsight-view")
+        self._views = ThreadPoolExecutor(
+            1, thread_name_prefix="fracsight-view", initializer=lower_this_thread, initargs=(niceness,)
+        )
         self._thread = threading.Thread(target=self._run, name="fracsight-predict", daemon=True)
 
     def start(self) -> None:
@@ -170,6 +179,7 @@ class PredictionWorker:
     # ---- the worker threads ---------------------------------------------------------------------------
     def _run(self) -> None:
         start = time.perf_counter()
+        lower_this_thread(self._niceness)  # before the model loads: its pool threads inherit it
         try:
             self._predictor = Predictor(
                 self._model, threads=self._threads, operating_point=self._operating_point
