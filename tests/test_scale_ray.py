@@ -7,6 +7,7 @@ as real subprocesses connected to it with --address, except one that starts its 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -110,8 +111,13 @@ def test_ray_gives_exactly_the_rows_of_fracsight_predict(
     assert code == 1, err  # as predict: 1 when some files have error codes
     assert "Traceback" not in err and "empty_file: 1" in err
     assert_exactly_once(out, archive, plain_rows)
-    header = next(csv.reader((out / "results.csv").open()))
+    with (out / "results.csv").open(newline="") as f:
+        header = next(csv.reader(f))
     assert header == ["path", *plain_rows[0].keys()]  # predict --csv's columns, after the path
+    last_run = json.loads((out / "job.json").read_text())["last_run"]  # where the time went
+    phases = {"prepare_s", "ray_start_s", "to_first_rows_s", "to_last_rows_s", "ray_stop_s"}
+    assert set(last_run["phases"]) == phases
+    assert all(v >= 0 for v in last_run["phases"].values()) and last_run["actors"] == 2
     codes = Counter(r["error_code"] for r in read_csv(out / "results.csv"))
     assert codes["empty_file"] == 1 and codes["unsupported_format"] == 1
     # a second run finds nothing left to do and adds nothing
@@ -135,7 +141,7 @@ def test_a_killed_job_resumes_and_every_file_appears_exactly_once(
         assert time.monotonic() < deadline, "no rows committed within 180 s"
         time.sleep(0.05)
     job.send_signal(signal.SIGKILL)  # no chance to commit anything more
-    job.wait(timeout=30)
+    job.communicate(timeout=30)
     committed = parquet_rows(out)
     assert 0 < len(committed) < N_IMAGES + 4, "the job was not killed mid-run"
     assert len({r["path"] for r in committed}) == len(committed)

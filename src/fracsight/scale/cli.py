@@ -83,7 +83,8 @@ def run_command(
             typer.echo("error (no_images): no image files found in the given inputs", err=True)
             raise typer.Exit(2)
         columns = (TextColumn("Predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-        with Progress(*columns, console=err, transient=True) as bar:
+        # the bar moves when rows are committed; a slow redraw leaves the CPU to the actors
+        with Progress(*columns, console=err, transient=True, refresh_per_second=2) as bar:
             task = bar.add_task("batch", total=len(files))
             summary = run_batch(
                 files,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 import os
 import time
@@ -87,11 +88,13 @@ def run_batch(
     skipped = len(inputs) - len(pending)
     if progress:
         progress(output.rows_done, output.rows_done + len(pending))
-    n_actors, steady = 0, None
+    run = _RayRun()
+    run.phases["prepare_s"] = time.perf_counter() - started  # model, output folder, what is pending
     if pending:
-        n_actors, steady = _run_on_ray(
+        _run_on_ray(
             pending,
             output,
+            run,
             model=_model_for_actors(model),
             operating_point=operating_point,
             all_classes=all_classes,
@@ -108,8 +111,13 @@ def run_batch(
     missing = [p for p in inputs if p not in output.done]
     status = "complete" if not missing else "incomplete"
     seconds = time.perf_counter() - started
-    last_run = {"predicted": len(pending), "actors": n_actors, "seconds": round(seconds, 3)}
-    last_run["steady_images_per_s"] = None if steady is None else round(steady, 3)
+    last_run = {
+        "predicted": len(pending),
+        "actors": run.actors,
+        "seconds": round(seconds, 3),
+        "steady_images_per_s": None if run.steady is None else round(run.steady, 3),
+        "phases": {name: round(value, 3) for name, value in run.phases.items()},
+    }
     output.write_job({"status": status, "rows": output.rows_done, "errors": errors, "last_run": last_run})
     if missing:  # only if Ray itself failed; the next run predicts them
         raise BatchError(f"{len(missing)} inputs have no row yet; run the same command again")
@@ -119,14 +127,61 @@ def run_batch(
         predicted=len(pending),
         errors=errors,
         seconds=seconds,
-        actors=n_actors,
-        steady_rate=steady,
+        actors=run.actors,
+        steady_rate=run.steady,
     )
+
+
+@dataclasses.dataclass
+class _RayRun:
+    """What one run on Ray did, and where its time went (written to job.json's last_run)."""
+
+    actors: int = 0
+    steady: float | None = None  # images/s once the first rows came back
+    # seconds: prepare (model, output, pending), ray_start (ray.init), to_first_rows (dataset,
+    # actors, model, first block), to_last_rows (the rest), ray_stop (ray.shutdown)
+    phases: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+# What the driver needs next (for Ray Data and the Parquet parts) that does not import Ray itself,
+# so importing it beside ray.init cannot race ray.init for a module.
+_DATA_STACK = ("pyarrow", "pyarrow.compute", "pyarrow.parquet", "pandas")
+
+
+def _import_data_stack() -> None:
+    for name in _DATA_STACK:
+        importlib.import_module(name)
+
+
+def _start_ray(address: str | None) -> None:
+    """``ray.init`` for the job, with the heavy libraries Ray Data needs imported beside it.
+
+    A local Ray gets this machine's cores, no dashboard and the usage statistics off. Its start is
+    mostly waiting for its own processes (GCS, dashboard, raylet, agents), so the imports (most
+    of a second of CPU, on the way to the first rows otherwise) cost no wall time there.
+    """
+    import threading
+
+    import ray
+
+    importer = threading.Thread(target=_import_data_stack, daemon=True)
+    importer.start()
+    try:
+        if address:
+            ray.init(address=address, logging_level=logging.WARNING)
+        else:
+            ray.init(num_cpus=local_cpus(), include_dashboard=False, logging_level=logging.WARNING)
+    except Exception as e:  # Ray raises ConnectionError, RuntimeError, ... with long messages
+        where = f"the Ray cluster at {address}" if address else "a local Ray"
+        raise BatchError(f"cannot start or reach {where}: {_first_line(e)}") from None
+    finally:
+        importer.join()
 
 
 def _run_on_ray(
     pending: list[str],
     output: BatchOutput,
+    run: _RayRun,
     *,
     model: str | None,
     operating_point: str | None,
@@ -139,21 +194,17 @@ def _run_on_ray(
     commit_every: int,
     commit_seconds: float,
     progress: Callable[[int, int], None] | None,
-) -> tuple[int, float | None]:
+) -> None:
+    """Predict ``pending`` on Ray into ``output``; ``run`` records the actors, rates and phases."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # nothing leaves the hospital
-    import pyarrow as pa
     import ray
 
     from fracsight.scale.predict import BatchPredictor
 
-    try:
-        if address:
-            ray.init(address=address, logging_level=logging.WARNING)
-        else:
-            ray.init(num_cpus=local_cpus(), include_dashboard=False, logging_level=logging.WARNING)
-    except Exception as e:  # Ray raises ConnectionError, RuntimeError, ... with long messages
-        where = f"the Ray cluster at {address}" if address else "a local Ray"
-        raise BatchError(f"cannot start or reach {where}: {_first_line(e)}") from None
+    clock = time.perf_counter()
+    _start_ray(address)
+    run.phases["ray_start_s"] = time.perf_counter() - clock
+    clock = time.perf_counter()
     try:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the CLI shows its own, counted in committed rows
@@ -163,14 +214,15 @@ def _run_on_ray(
             slots = resources.get("GPU", 0) / gpus_per_actor if gpus_per_actor else 0
             slots = slots or resources.get("CPU", 1) / max(cpus_per_actor, 1e-9)
             actors = max(1, int(slots))
-        actors = min(actors, -(-len(pending) // batch_size))  # no idle actors on a small job
-        # One block per batch: the actors take blocks as they free up, and a block is the unit
-        # of work lost (and redone) when a job is killed.
-        blocks = [
-            pa.table({PATH_COLUMN: pending[i : i + batch_size]}) for i in range(0, len(pending), batch_size)
-        ]
+        n_blocks = -(-len(pending) // batch_size)
+        run.actors = actors = min(actors, n_blocks)  # no idle actors on a small job
+        # One block per batch: the actors take blocks as they free up, and a block is the unit of
+        # work lost (and redone) when a job is killed. from_items builds the blocks here in the
+        # driver; from_arrow would run a Ray task per block just to read its metadata, and those
+        # tasks would take the worker processes Ray starts in advance, which the actors then wait for.
+        items = [{PATH_COLUMN: p} for p in pending]
         threads = max(1, int(cpus_per_actor))
-        ds = ray.data.from_arrow(blocks).map_batches(
+        ds = ray.data.from_items(items, override_num_blocks=n_blocks).map_batches(
             BatchPredictor,
             fn_constructor_kwargs={
                 "model": model,
@@ -179,7 +231,7 @@ def _run_on_ray(
                 "threads": threads,
                 "decode_workers": threads,
             },
-            batch_size=batch_size,
+            batch_size=None,  # a block is a batch
             compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=cpus_per_actor,
             num_gpus=gpus_per_actor or None,
@@ -193,7 +245,10 @@ def _run_on_ray(
             for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
                 buffer.extend(batch.to_pylist())
                 received += batch.num_rows
-                first = first or (time.monotonic(), batch.num_rows)
+                if first is None:
+                    first = (time.monotonic(), batch.num_rows)
+                    run.phases["to_first_rows_s"] = time.perf_counter() - clock
+                    clock = time.perf_counter()
                 if len(buffer) >= commit_every or time.monotonic() - last >= commit_seconds:
                     output.commit(buffer)
                     buffer, last = [], time.monotonic()
@@ -210,12 +265,13 @@ def _run_on_ray(
             output.commit(buffer)
             if progress:
                 progress(output.rows_done, total)
-        steady = None
+        run.phases["to_last_rows_s"] = time.perf_counter() - clock
         if first is not None and received > first[1] and time.monotonic() > first[0]:
-            steady = (received - first[1]) / (time.monotonic() - first[0])
-        return actors, steady
+            run.steady = (received - first[1]) / (time.monotonic() - first[0])
     finally:
+        stopping = time.perf_counter()
         ray.shutdown()
+        run.phases["ray_stop_s"] = time.perf_counter() - stopping
 
 
 def _first_line(error: BaseException) -> str:
