@@ -17,7 +17,7 @@ from fracsight.explain import (
     sigmoid,
     upsample_to_input,
 )
-from fracsight.preprocessing import letterbox
+from fracsight.preprocessing import Letterbox, letterbox
 
 
 def test_sigmoid_values_and_extremes() -> None:
@@ -143,3 +143,38 @@ def test_letterbox_of_reduced_pixels_has_the_full_resolution_geometry() -> None:
     x0, y0, x1, y1 = lb.content
     assert square[:y0].max() == 0 and square[y1:].max() == 0  # the same padding rows
     assert abs(float(square[y0:y1, x0:x1].mean()) - float(square_full[y0:y1, x0:x1].mean())) < 1e-3
+
+
+@pytest.mark.parametrize(
+    ("map_shape", "size", "original"),
+    [
+        ((12, 12), 384, (1024, 819)),  # a feature map to a radiograph: four blocks of rows
+        ((12, 12), 96, (96, 96)),  # the box grid: one block
+        ((384, 384), 384, (1024, 842)),  # an input-resolution map
+        ((12, 12), 384, (20, 2000)),  # more map rows than output rows: shrinking
+    ],
+)
+def test_resampling_is_the_blend_of_two_rows_in_float32(
+    map_shape: tuple[int, int], size: int, original: tuple[int, int]
+) -> None:
+    """Each output row is (1 - f) * upper + f * lower of the horizontally resampled map rows, in
+    float32: the values the benchmark round kept (docs/benchmark.md) while building them in blocks."""
+    m = np.random.default_rng(3).random(map_shape, dtype=np.float32)
+    h, w = original
+    scale = size / max(h, w)
+    pad_x = (size - round(w * scale)) // 2
+    lb = Letterbox(size=size, scale=scale, pad_x=pad_x, pad_y=0, original_size=original)
+    ours = heatmap_to_original(m, lb)
+    mx, my = lb.to_model(np.arange(w) + 0.5, np.arange(h) + 0.5)
+    ys = np.clip(np.asarray(my) * (map_shape[0] / size) - 0.5, 0, map_shape[0] - 1)
+    xs = np.clip(np.asarray(mx) * (map_shape[1] / size) - 0.5, 0, map_shape[1] - 1)
+    x0 = np.floor(xs).astype(int)
+    fx = (xs - x0).astype(np.float32)
+    cols = m[:, x0] * (1.0 - fx) + m[:, np.minimum(x0 + 1, map_shape[1] - 1)] * fx
+    want = np.empty((h, w), dtype=np.float32)
+    for r, y in enumerate(ys):
+        y0 = int(np.floor(y))
+        fy = np.float32(y - y0)
+        want[r] = cols[y0] * (np.float32(1.0) - fy) + cols[min(y0 + 1, map_shape[0] - 1)] * fy
+    assert ours.dtype == np.float32 and ours.shape == (h, w)
+    np.testing.assert_array_equal(ours, want)

@@ -309,7 +309,8 @@ def test_benchmark_shows_float_and_int8_rows(int8_bundle: Path, tiny_bundle: Pat
     assert [found["precision"] for found in report.stages] == ["float32", "int8"]
     for found in report.stages:
         assert set(found["ms"]) == {*STAGES, "end to end"} and found["ms"]["network"] > 0
-    assert "where the time goes" in text and "letterbox" in text
+        assert found["page_faults"] >= 0  # minor page faults per end-to-end prediction
+    assert "where the time goes" in text and "letterbox" in text and "page faults" in text
 
 
 @pytest.mark.slow

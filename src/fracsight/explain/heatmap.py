@@ -31,6 +31,8 @@ __all__ = [
     "upsample_to_input",
 ]
 
+_BLOCK_VALUES = 1 << 18  # float32 values (1 MB) per block of the vertical pass in _sample
+
 
 def sigmoid(x: np.ndarray | float) -> np.ndarray:
     """Numerically stable logistic function, float32 out (no overflow warnings)."""
@@ -151,12 +153,21 @@ def _sample(m: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     x0, x1, fx = _axis_weights(xs, m.shape[1])
     cols = m[:, x0] * (1.0 - fx) + m[:, x1] * fx  # (h, len(xs)): the small pass first
     # The vertical pass makes the full-size result: it gathers whole rows and works in place,
-    # which for a 1024 x 842 original takes about 1 ms instead of 5.
+    # which for a 1024 x 842 original takes about 1 ms instead of 5. The lower rows' share goes
+    # through a buffer of a block of rows, so the result is the only full-size array: two freed
+    # per image were what made glibc hand the memory back and fault it in again for the next
+    # one (docs/benchmark.md, "Page faults"). Same operations per value, so the same float32.
     out = np.take(cols, y0, axis=0)
     out *= (1.0 - fy)[:, None]
-    below = np.take(cols, y1, axis=0)
-    below *= fy[:, None]
-    out += below
+    lower = fy[:, None]
+    rows = max(1, _BLOCK_VALUES // max(1, out.shape[1]))
+    below = np.empty((min(rows, len(out)), out.shape[1]), dtype=out.dtype)
+    for top in range(0, len(out), rows):
+        block = slice(top, top + rows)
+        part = below[: len(y1[block])]
+        np.take(cols, y1[block], axis=0, out=part, mode="clip")  # "raise" would copy through a buffer
+        part *= lower[block]
+        out[block] += part
     return out
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fracsight._malloc import keep_freed_memory
 from fracsight.bundle import BundleSpec, load_bundle_spec, sha256_file
 from fracsight.errors import BundleError, ChecksumMismatchError
 
@@ -34,6 +35,7 @@ class OnnxModel:
     def __init__(self, folder: Path, threads: int = 0) -> None:
         import onnxruntime as ort
 
+        keep_freed_memory()  # reuse each image's large arrays instead of page-faulting them back in
         self.folder = Path(folder)
         self.spec: BundleSpec = load_bundle_spec(self.folder)
         onnx_path = self.folder / "model.onnx"

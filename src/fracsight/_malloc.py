@@ -1,0 +1,68 @@
+"""Keep glibc from handing each image's working memory back to the kernel after every image.
+
+Every prediction allocates a few large, short-lived arrays: the decoded pixels, the letterboxed
+input, the full-size heatmap (3.4 MB for a 1024 x 819 radiograph) and its temporaries. glibc
+serves an allocation from its heap below a threshold and from a fresh ``mmap`` above it, and
+trims the free top of the heap above a second one. Both thresholds start low (128 KB) and grow
+only when the process happens to free a large ``mmap``-ed block. Whether that happens depends
+on what else the process loaded: with the float bundle it did, with the INT8 bundle it did not,
+so in an INT8 process every image's arrays went back to the kernel and came back as about 2,100
+page faults (8 MB of zeroed pages) per image: its heatmap stage took 5.9 ms against 1.8 ms with
+the float bundle (docs/benchmark.md, "Page faults"). :func:`keep_freed_memory` sets both
+thresholds to the values glibc's own adaptive rule gives after freeing one 32 MB block (its
+largest step: mmap above 32 MB, trim above 64 MB), so the same arrays are reused from image to
+image whichever model is loaded.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+__all__ = ["MMAP_THRESHOLD", "TRIM_THRESHOLD", "keep_freed_memory"]
+
+MMAP_THRESHOLD = 32 << 20  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit systems
+TRIM_THRESHOLD = 2 * MMAP_THRESHOLD  # glibc's dynamic rule: twice the mmap threshold
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters from <malloc.h>
+_USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
+
+_done: bool | None = None
+
+
+def keep_freed_memory() -> bool:
+    """Raise glibc's mmap and trim thresholds once per process; True where they were set.
+
+    Does nothing (False) outside Linux with glibc, or where the user tuned malloc through its
+    environment variables or ``GLIBC_TUNABLES``: their choice stands.
+    """
+    global _done
+    if _done is None:
+        _done = _set_thresholds()
+    return _done
+
+
+def _set_thresholds() -> bool:
+    if not sys.platform.startswith("linux") or not _running_glibc():
+        return False
+    if any(name in os.environ for name in _USER_SETTINGS) or "glibc.malloc." in os.environ.get(
+        "GLIBC_TUNABLES", ""
+    ):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    # mallopt returns 1 on success; the mmap threshold first, so no allocation in between falls
+    # back to mmap once the adaptive rule is off
+    mmap_set = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    return mmap_set and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
+def _running_glibc() -> bool:
+    """Whether this process runs on glibc (asked of the C library itself, not of the executable)."""
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc")  # type: ignore[union-attr]
+    except (AttributeError, OSError, ValueError):  # no confstr, or not glibc (musl has no such name)
+        return False
