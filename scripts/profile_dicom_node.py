@@ -4,13 +4,18 @@ sends ``--count`` CR radiographs (FracAtlas, JPEG lossless, studies of 4). Each 
 thread CPU time (``time.thread_time``) is added up around its entry point:
 
 - ``listener``: the C-STORE handler (checks, spool write, commit);
-- ``read+predict``: reading the spooled images and the model (ONNX Runtime, 1 thread);
-- ``result objects``: SR, GSPS and capture of each image (highdicom, pydicom, encoding);
-- ``study verdicts``: the study SRs;
+- ``read``: reading the spooled images (JPEG-lossless decode, windowing) with the model's reader;
+- ``predict``: the model (ONNX Runtime, 1 thread, batches of up to 8);
+- ``result objects``: SR, GSPS and capture of each image (highdicom, pydicom);
+- ``encode+write``: encoding every result object and writing it durably to the spool;
+- ``study verdicts``: the study SRs (without their encoding);
 - ``sender``: C-STORE of the result objects to Orthanc;
 - ``rest``: the process's CPU time not in those (pynetdicom's network threads, SQLite, ...).
 
-    python scripts/profile_dicom_node.py [--count 60]
+The node runs with ``--processes 0`` here (everything in this process's threads), so that each
+stage's thread CPU time can be taken; ``scripts/benchmark_dicom_node.py`` times the real thing.
+
+    python scripts/profile_dicom_node.py [--count 60] [--results sr,gsps,capture]
 
 A companion to scripts/benchmark_dicom_node.py (which times the node as its own process).
 """
@@ -32,17 +37,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # Orthanc and the DICOM makers shared with the tests
 
 from dicom_support import Orthanc, free_port, make_radiograph_dicom, storescu  # noqa: E402
-from fracsight.dicom import scp, worker  # noqa: E402
+from fracsight.dicom import result_pool, results, scp  # noqa: E402
 from fracsight.dicom.node import Node, NodeConfig  # noqa: E402
-from fracsight.dicom.result_pool import ResultMaker  # noqa: E402
 from fracsight.dicom.sender import DimseDestination  # noqa: E402
+from fracsight.inference import Predictor  # noqa: E402
 
 FRACATLAS = ROOT.parent / "shared" / "data" / "fracatlas"
 STAGES = {
     "listener": (scp.StoreSCP, "_on_store"),
-    "read+predict": (worker.Worker, "_predict"),
-    "result objects": (ResultMaker, "make"),
-    "study verdicts": (worker.Worker, "finish_study"),
+    "read": (Predictor, "read"),
+    "predict": (Predictor, "predict_radiographs"),
+    "result objects": (results, "result_datasets"),
+    "encode+write": (result_pool, "_write_all"),
+    "study verdicts": (results, "study_result_datasets"),
     "sender": (DimseDestination, "deliver"),
 }
 
@@ -65,6 +72,7 @@ def measure(spent: Counter[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=60, help="radiographs to send (default 60)")
+    parser.add_argument("--results", default="sr,gsps", help="result kinds (the node's default: sr,gsps)")
     args = parser.parse_args()
     from pydicom.uid import generate_uid
 
@@ -95,6 +103,7 @@ def main() -> None:
         host="127.0.0.1",
         port=port,
         quiet_time=1,
+        kinds=tuple(k for k in args.results.split(",") if k),
     )
     node = Node(config)
     try:
@@ -115,6 +124,7 @@ def main() -> None:
     per_image["rest"] = round(1000 * cpu / n - sum(per_image.values()), 1)
     report = {
         "images": n,
+        "results": args.results,
         "images_per_second": round(n / wall, 2),
         "node_cpu_ms_per_image": round(1000 * cpu / n, 1),
         "cpu_ms_per_image_by_stage": per_image,

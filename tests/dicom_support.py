@@ -390,6 +390,20 @@ class NodeProcess:
         code, self.process = self.process.returncode, None
         return code
 
+    def worker_pids(self) -> list[int]:
+        """The node's child processes (its worker processes), from /proc."""
+        if self.process is None:
+            return []
+        pids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if parent == self.process.pid:
+                pids.append(int(stat.parent.name))
+        return pids
+
     def kill(self) -> None:
         """SIGKILL: no clean-up of any kind, as in a crash or an OOM kill."""
         if self.process is not None:
@@ -453,6 +467,20 @@ __all__ = [
     "make_ct_dicom",
     "make_radiograph_dicom",
     "orthanc_available",
+    "poisoned_image_results",
     "storescu",
     "which_dcmtk",
 ]
+
+
+POISON_ENV = "FRACSIGHT_TEST_POISON_KEY"
+
+
+def poisoned_image_results(predictor: Any, kinds: Sequence[str], jobs: Sequence[Any]) -> list[Any]:
+    """The node's image job, except that a worker process handed the instance whose spool key is
+    in ``$FRACSIGHT_TEST_POISON_KEY`` dies at once (as if its decoder had crashed)."""
+    from fracsight.dicom.result_pool import make_image_results
+
+    if any(job.key == os.environ.get(POISON_ENV) for job in jobs):
+        os._exit(70)
+    return make_image_results(predictor, kinds, jobs)

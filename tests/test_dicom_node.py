@@ -43,7 +43,8 @@ pytestmark = [
 ]
 
 ROUTING_SCRIPT = Path(__file__).resolve().parents[1] / "docs" / "orthanc" / "route-to-fracsight.lua"
-KINDS = {"SR", "PR", "OT"}  # the node's default results: report, presentation state, capture
+KINDS = {"SR", "PR", "OT"}  # all three kinds, which the test node makes: report, presentation state, capture
+DEFAULT_KINDS = {"SR", "PR"}  # what the node and `fracsight dicom study` make by default (capture opt-in)
 
 
 # ---- reading results back ----------------------------------------------------------------------------
@@ -143,7 +144,7 @@ def pacs_and_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Or
         allow=("MODALITY", "ORTHANC"),
         destination=["--to", f"127.0.0.1:{orthanc.dicom_port}:ORTHANC"],
         quiet_time=1.5,
-        extra=["--metrics-port", str(free_port())],
+        extra=["--metrics-port", str(free_port()), "--results", "sr,gsps,capture"],  # 2 worker processes
     )
     try:
         node.start()
@@ -332,12 +333,13 @@ def test_a_study_named_by_uid_is_processed_over_dicomweb(fractured: list[Path], 
         summary = json.loads(result.stdout)
         assert summary["predicted"] == 2
         assert list(summary["refused"].values()) == ["unsupported_modality"]
-        assert summary["result_objects_stored"] == 2 * len(KINDS) + 1
+        assert summary["result_objects_stored"] == 2 * len(DEFAULT_KINDS) + 1
         expected = predict_json(sources)
         mean = sum(r["fracture_probability"] for r in expected.values()) / 2
         assert summary["study_fracture_probability"] == pytest.approx(mean, abs=2e-6)
         results = results_in(orthanc, study_uid)
-        assert len(results) == 2 * len(KINDS) + 1
+        assert len(results) == 2 * len(DEFAULT_KINDS) + 1
+        assert {ds.Modality for ds in results} == DEFAULT_KINDS
         uid_to_name = {str(pydicom.dcmread(p).SOPInstanceUID): p.name for p in sources}
         for ds in results:
             refs = referenced_sources(ds)

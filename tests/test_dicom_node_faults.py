@@ -6,6 +6,7 @@ with its own configuration and storage.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pydicom
@@ -20,7 +21,8 @@ from dicom_support import (
     orthanc_available,
     storescu,
 )
-from test_dicom_node import KINDS, referenced_sources, results_in
+from test_dicom_node import DEFAULT_KINDS as KINDS  # these nodes make the default results
+from test_dicom_node import referenced_sources, results_in
 
 pytestmark = [
     pytest.mark.slow,
@@ -40,6 +42,15 @@ def make_study(images: list[Path], folder: Path) -> tuple[str, list[Path]]:
         for i, image in enumerate(images)
     ]
     return study_uid, files
+
+
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie (an orphan's new parent may be slow to reap it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def assert_each_source_has_its_results_once(results: list, sources: list[Path]) -> None:
@@ -64,7 +75,7 @@ def test_results_wait_while_the_pacs_is_down_then_arrive(images: list[Path], tmp
         tmp_path / "node",
         destination=["--to", f"127.0.0.1:{orthanc.dicom_port}:ORTHANC"],
         quiet_time=1,
-        extra=["--result-processes", "1"],  # result objects made in a worker process here
+        extra=["--result-processes", "1"],  # one worker process (and the option's older name)
     )
     try:
         node.start()
@@ -105,7 +116,13 @@ def test_node_killed_mid_study_resumes_and_loses_nothing(images: list[Path], tmp
         node.start()
         study_uid, sources = make_study(images, tmp_path / "in")
         assert storescu("127.0.0.1", node.port, sources[:2]).returncode == 0
+        workers = node.worker_pids()  # the default two worker processes (and multiprocessing's tracker)
+        assert len(workers) >= 2
         node.kill()
+        deadline = time.monotonic() + 15  # orphaned worker processes notice and end
+        while any(map(running, workers)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(map(running, workers))
         crashed = node.status()  # read from the spool with the node dead
         assert crashed["counters"]["received"] == 2  # acknowledged means on disk
 

@@ -199,7 +199,7 @@ def test_the_worker_handles_every_head_kind(
     source = make_radiograph_dicom(image, tmp_path / "in.dcm", study_uid=STUDY)
     ds = pydicom.dcmread(source, stop_before_pixels=True)
     spool.add_instance(instance_key(ds.SOPInstanceUID), STUDY, source.read_bytes())
-    worker = Worker(spool, Predictor(bundle), quiet_time=0)
+    worker = Worker(spool, Predictor(bundle), kinds=("sr", "gsps", "capture"), quiet_time=0)
     assert worker.work_once()  # the image
     assert worker.work_once()  # the study, quiet at once
     counters = status(spool)["counters"]
@@ -207,3 +207,41 @@ def test_the_worker_handles_every_head_kind(
     assert counters["failed"] == {} and counters["refused"] == {}
     modalities = sorted(pydicom.dcmread(row.path).Modality for row in spool.due(10))
     assert modalities == ["OT", "PR", "SR", "SR"]
+
+
+@pytest.mark.slow
+def test_a_worker_process_that_dies_is_replaced_and_only_its_image_fails(
+    fracatlas_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With worker processes: an image whose job kills its process (twice: once in a batch, once
+    alone) is failed; the image it shared the first batch with is predicted in a new process."""
+    import pydicom
+
+    import dicom_support
+    from dicom_support import make_radiograph_dicom
+    from fracsight.dicom import worker as worker_module
+    from fracsight.dicom.worker import Worker
+    from fracsight.inference import Predictor
+
+    spool = Spool(tmp_path / "spool")
+    keys = []
+    for i, image in enumerate(sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[:2]):
+        source = make_radiograph_dicom(image, tmp_path / f"{i}.dcm", study_uid=STUDY)
+        key = instance_key(pydicom.dcmread(source, stop_before_pixels=True).SOPInstanceUID)
+        spool.add_instance(key, STUDY, source.read_bytes())
+        keys.append(key)
+    monkeypatch.setenv(dicom_support.POISON_ENV, keys[0])
+    monkeypatch.setattr(worker_module, "make_image_results", dicom_support.poisoned_image_results)
+    worker = Worker(spool, Predictor(), quiet_time=3600, processes=1)
+    try:
+        deadline = time.monotonic() + 240
+        while spool.received(10) and time.monotonic() < deadline:
+            if not worker.work_once():
+                worker._collect(wait=True)
+        counters = status(spool)["counters"]
+        assert counters["failed"] == {"results_error": 1}
+        assert counters["predicted"] == 1
+        assert sorted(r.key for r in spool.study_instances(STUDY) if r.state == FAILED) == [keys[0]]
+        assert len(spool.due(10)) == 2  # the other image's SR and presentation state
+    finally:
+        worker.close()

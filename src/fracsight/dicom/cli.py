@@ -55,7 +55,11 @@ def _destination(to: str | None, stow: str | None, calling_ae: str):
 
 
 ResultsOption = Annotated[
-    str, typer.Option("--results", help="Result objects per image: any of sr,gsps,capture (comma-separated).")
+    str,
+    typer.Option(
+        "--results",
+        help="Result objects per image: any of sr,gsps,capture (comma-separated; capture is opt-in).",
+    ),
 ]
 
 
@@ -75,7 +79,7 @@ def listen(
     ] = 30.0,
     model: Annotated[str | None, typer.Option(help="Model bundle (name, folder or .zip).")] = None,
     operating_point: Annotated[str | None, typer.Option(help="Named operating point of the bundle.")] = None,
-    results: ResultsOption = "sr,gsps,capture",
+    results: ResultsOption = "sr,gsps",
     batch_size: Annotated[int, typer.Option(min=1, max=64, help="Images predicted per batch.")] = 8,
     metrics_port: Annotated[
         int | None, typer.Option(min=0, max=65535, help="Serve /metrics and /healthz on this port.")
@@ -89,9 +93,16 @@ def listen(
     keep_files: Annotated[
         float, typer.Option(min=0.0, help="Seconds to keep a finished study's files in the spool.")
     ] = 3600.0,
-    result_processes: Annotated[
-        int, typer.Option(min=0, max=16, help="Processes making result objects (0: in the worker thread).")
-    ] = 0,
+    processes: Annotated[
+        int,
+        typer.Option(
+            "--processes",
+            "--result-processes",
+            min=0,
+            max=16,
+            help="Worker processes that read, predict and make result objects (0: in the worker thread).",
+        ),
+    ] = 2,
     threads: Annotated[
         int, typer.Option(min=0, max=64, help="ONNX Runtime threads for the model (0: one per core).")
     ] = 1,
@@ -122,7 +133,7 @@ def listen(
         metrics_host=metrics_host,
         max_delay=max_backoff,
         keep_files_for=keep_files,
-        result_processes=result_processes,
+        processes=processes,
         threads=threads,
     )
     _log_setup(log_level)
@@ -176,7 +187,7 @@ def study(
     stow: Annotated[str | None, typer.Option(help="STOW-RS URL for results (default: --dicomweb).")] = None,
     model: Annotated[str | None, typer.Option(help="Model bundle (name, folder or .zip).")] = None,
     operating_point: Annotated[str | None, typer.Option(help="Named operating point of the bundle.")] = None,
-    results: ResultsOption = "sr,gsps,capture",
+    results: ResultsOption = "sr,gsps",
 ) -> None:
     """Process one study over DICOMweb: find its images (QIDO-RS), fetch them (WADO-RS), predict,
     store the result objects and the study verdict (STOW-RS). Prints a JSON summary."""

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from fracsight.dicom.results_context import NODE_KINDS
 from fracsight.dicom.spool import instance_key, study_key
 from fracsight.errors import FracsightError, UnsupportedModalityError
 from fracsight.io.dicom_gate import check_dicom_object
@@ -68,7 +69,7 @@ def process_study(
     dicomweb_url: str,
     predictor: Predictor,
     stow_url: str | None = None,
-    kinds: Sequence[str] = ("sr", "gsps", "capture"),
+    kinds: Sequence[str] = NODE_KINDS,
     timeout: float = 60,
 ) -> StudyOutcome:
     """Predict every radiograph of a study held by a DICOMweb service and store the results.

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fracsight.dicom.metrics import MetricsServer
+from fracsight.dicom.results_context import NODE_KINDS
 from fracsight.dicom.scp import StoreSCP
 from fracsight.dicom.sender import Destination, Sender
 from fracsight.dicom.spool import Spool
@@ -43,7 +44,7 @@ class NodeConfig:
     quiet_time: float = 30.0
     model: str | None = None
     operating_point: str | None = None
-    kinds: tuple[str, ...] = ("sr", "gsps", "capture")
+    kinds: tuple[str, ...] = NODE_KINDS
     batch_size: int = 8
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None
@@ -51,7 +52,7 @@ class NodeConfig:
     max_delay: float = 60.0
     give_up_after: int = 10
     keep_files_for: float = 3600.0
-    result_processes: int = 0
+    processes: int = 0  # worker processes for reading, predicting, making results (0: the worker thread)
     threads: int = 1  # ONNX Runtime threads: 1 leaves the other core to receiving, results, sending
 
 
@@ -111,7 +112,7 @@ class Node:
             quiet_time=cfg.quiet_time,
             batch_size=cfg.batch_size,
             keep_files_for=cfg.keep_files_for,
-            result_processes=cfg.result_processes,
+            processes=cfg.processes,
             on_results=self.sender.wake.set,
         )
         self.scp = StoreSCP(
@@ -122,6 +123,7 @@ class Node:
             allowed=cfg.allowed,
             on_stored=self.worker.wake.set,
         )
+        self.worker.start_processes()  # they load the model while the listener starts
         self.sender.start()
         self.worker.start()
         self.scp.start()

@@ -1,33 +1,50 @@
-"""Making the result objects of many images at once, in worker processes.
+"""The node's heavy work, in this thread or in worker processes: read, predict, make the results.
 
-Building a structured report, a presentation state and a secondary capture is pure Python
-(highdicom, pydicom) and costs several times the prediction itself (docs/dicom.md has the
-figures); in one thread it would hold the interpreter lock and leave the second core idle. A
-:class:`ResultMaker` with ``processes > 0`` builds them in that many worker processes (spawned,
-each with its own :class:`~fracsight.inference.Predictor` of the same bundle, used only for its
-identity: name, version, checksum), and hands back the encoded files. With ``processes=0`` it
-builds them in the calling thread. Either way the objects are exactly those of
-:func:`fracsight.dicom.results.result_datasets`.
+Reading a spooled radiograph (the JPEG-lossless decode), the model, and building a structured
+report, a presentation state and a secondary capture (highdicom, pydicom: pure Python) are
+nearly all of the node's CPU time (docs/dicom.md has the figures). In the worker thread they
+hold the interpreter lock that the listener and the sender need, and leave the second core
+idle. :class:`Processing` with ``processes > 0`` runs them in that many worker processes
+(spawned, each with its own :class:`~fracsight.inference.Predictor` of the same bundle, one
+ONNX Runtime thread each): a job takes spool paths and gives back what the worker must commit
+(result files already written durably, the prediction without its pixels), so only file names
+and small objects cross between the processes, never pixels. With ``processes=0`` the same jobs
+run in the calling thread. Either way the objects are exactly those of
+:func:`fracsight.dicom.results.result_datasets` and
+:func:`fracsight.dicom.results.study_result_datasets`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from fracsight.dicom.spool import write_durably
+from fracsight.errors import FracsightError
 
 if TYPE_CHECKING:
     from fracsight.inference import Prediction, Predictor
 
-__all__ = ["ResultMaker", "encode_dataset", "result_files"]
+__all__ = [
+    "ImageJob",
+    "ImageOutcome",
+    "Processing",
+    "StudyOutcome",
+    "encode_dataset",
+    "make_image_results",
+    "make_study_results",
+]
 
 log = logging.getLogger(__name__)
 
-_predictor: Predictor | None = None  # in a worker process: the bundle's identity for the results
+_predictor: Predictor | None = None  # in a worker process: its own predictor of the node's bundle
 
 
 def encode_dataset(ds: Any) -> bytes:
@@ -44,21 +61,149 @@ def encode_dataset(ds: Any) -> bytes:
     return buffer.getvalue()
 
 
-def result_files(
-    data: bytes, prediction: Prediction, kinds: Sequence[str], predictor: Predictor
-) -> list[bytes]:
-    """The encoded result objects of one received instance (``data``: its file bytes)."""
+def _write_all(datasets: Sequence[Any], folder: Path, tmp_dir: Path) -> list[Path]:
+    """Encode and write result objects durably as ``folder/0.dcm``, ``1.dcm``, ..."""
+    files = []
+    for n, ds in enumerate(datasets):
+        path = folder / f"{n}.dcm"
+        write_durably(path, encode_dataset(ds), tmp_dir)
+        files.append(path)
+    return files
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """One spooled instance to process: its file, and where its result objects go."""
+
+    key: str
+    path: Path
+    folder: Path
+    tmp_dir: Path
+
+
+@dataclass(frozen=True)
+class ImageOutcome:
+    """What became of an :class:`ImageJob`. ``state`` is ``"done"`` (``files`` written,
+    ``prediction`` without pixels), ``"refused"`` (the reader's error ``code``) or ``"failed"``
+    (``code`` for the counter, ``error`` the exception's type for the log)."""
+
+    key: str
+    state: str
+    files: tuple[Path, ...] = ()
+    prediction: Prediction | None = None
+    code: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class StudyOutcome:
+    """The study verdict's files (none when no image could be assessed), and how many images it
+    covers; ``error`` the exception's type when it could not be made."""
+
+    files: tuple[Path, ...]
+    images: int
+    error: str | None = None
+
+
+def make_image_results(
+    predictor: Predictor, kinds: Sequence[str], jobs: Sequence[ImageJob]
+) -> list[ImageOutcome]:
+    """Read, predict (one batch) and make the result objects of ``jobs``; one outcome per job,
+    in order. A bad image never stops the others."""
     import pydicom
 
-    from fracsight.dicom.results import result_datasets
+    from fracsight.dicom.results import quiet_values, result_datasets
 
-    source = pydicom.dcmread(io.BytesIO(data))
-    return [encode_dataset(ds) for ds in result_datasets(source, prediction, predictor, kinds=kinds)]
+    outcomes: dict[str, ImageOutcome] = {}
+    read: list[tuple[ImageJob, bytes, Any]] = []
+    for job in jobs:
+        try:
+            data = job.path.read_bytes()
+        except FileNotFoundError:
+            outcomes[job.key] = ImageOutcome(job.key, "failed", code="spool_file_missing")
+            continue
+        try:
+            read.append((job, data, predictor.read(data, name=f"{job.key}.dcm")))
+        except FracsightError as e:
+            outcomes[job.key] = ImageOutcome(job.key, "refused", code=e.code)
+    predictions = predictor.predict_radiographs(
+        [r for _, _, r in read], [f"{job.key}.dcm" for job, _, _ in read], heatmap=False
+    )
+    for (job, data, radiograph), prediction in zip(read, predictions, strict=True):
+        try:
+            with quiet_values():
+                source = pydicom.dcmread(io.BytesIO(data))
+            made = result_datasets(
+                source, dataclasses.replace(prediction, pixels=radiograph.pixels), predictor, kinds=kinds
+            )
+            files = _write_all(made, job.folder, job.tmp_dir)
+        except Exception as e:
+            outcomes[job.key] = ImageOutcome(job.key, "failed", code="results_error", error=type(e).__name__)
+            continue
+        outcomes[job.key] = ImageOutcome(job.key, "done", tuple(files), prediction)
+    return [outcomes[job.key] for job in jobs]
 
 
-def _init_process(bundle_dir: str, operating_point: str | None) -> None:
+def make_study_results(
+    predictor: Predictor,
+    images: Sequence[tuple[str, Path, Prediction | None]],
+    name: str,
+    folder: Path,
+    tmp_dir: Path,
+) -> StudyOutcome:
+    """The study verdict over ``images`` (spool key, file, its prediction if still known: else
+    predicted again from the file), written durably to ``folder``."""
+    import pydicom
+
+    from fracsight.dicom.results import quiet_values, study_result_datasets
+
+    sources, predictions = [], []
+    for key, path, prediction in images:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            continue  # pruned long ago: a late image re-opened the study
+        if prediction is None:
+            try:
+                (prediction,) = predictor.predict_radiographs(
+                    [predictor.read(data, name=f"{key}.dcm")], [f"{key}.dcm"], heatmap=False
+                )
+            except FracsightError:
+                continue
+        with quiet_values():
+            sources.append(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True))
+        predictions.append(prediction)
+    if not predictions:
+        return StudyOutcome((), 0)
+    try:
+        verdict = predictor.predict_study(predictions, study=name)
+        made = study_result_datasets(sources, verdict, predictions, predictor)
+        return StudyOutcome(tuple(_write_all(made, folder, tmp_dir)), len(predictions))
+    except Exception as e:
+        return StudyOutcome((), len(predictions), error=type(e).__name__)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker process ends when the node does, also when the node was killed (SIGKILL, the
+    OOM killer): an orphan would hold its memory and could write into a restarted node's spool."""
+    import os
+    import time
+
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
+
+
+def _init_process(bundle_dir: str, operating_point: str | None, parent: int) -> None:
     global _predictor
+    import signal
+    import threading
+
     from fracsight.inference import Predictor
+
+    threading.Thread(target=_exit_with_parent, args=(parent,), name="parent-watch", daemon=True).start()
+    # Ctrl-C reaches the whole process group: the node stops its workers itself, after their jobs
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     # as in the node's main process: library logs and warnings can quote header values
     for library in ("pydicom", "highdicom"):
@@ -67,59 +212,67 @@ def _init_process(bundle_dir: str, operating_point: str | None) -> None:
     _predictor = Predictor(bundle_dir, threads=1, operating_point=operating_point)
 
 
-def _in_process(data: bytes, prediction: Prediction, kinds: Sequence[str]) -> list[bytes]:
+def _ready(predictor: Predictor) -> str:
+    return predictor.name
+
+
+def _in_process(function: Callable[..., Any], *args: Any) -> Any:
     assert _predictor is not None, "worker process not initialised"
-    return result_files(data, prediction, kinds, _predictor)
+    return function(_predictor, *args)
 
 
-class ResultMaker:
-    """Result objects for predictions, in ``processes`` worker processes (0: in this thread)."""
+class Processing:
+    """Runs :func:`make_image_results` and :func:`make_study_results` jobs in ``processes``
+    worker processes, or in the calling thread (``processes=0``: :meth:`submit` returns a
+    future that is already done)."""
 
-    def __init__(self, predictor: Predictor, kinds: Sequence[str], processes: int = 0) -> None:
+    def __init__(self, predictor: Predictor, processes: int = 0) -> None:
         self.predictor = predictor
-        self.kinds = tuple(kinds)
         self.processes = max(0, processes)
         self._pool: ProcessPoolExecutor | None = None
+        self.generation = 0  # of the pool: a job's failure resets only the pool that ran it
 
     def _new_pool(self) -> ProcessPoolExecutor:
         import multiprocessing
+        import os
 
+        self.generation += 1
         op = self.predictor.operating_point
         return ProcessPoolExecutor(
             self.processes,
             mp_context=multiprocessing.get_context("spawn"),  # never fork a process that runs threads
             initializer=_init_process,
-            initargs=(str(self.predictor.bundle_dir), op.name if op is not None else None),
+            initargs=(str(self.predictor.bundle_dir), op.name if op is not None else None, os.getpid()),
         )
 
-    def make(self, items: Sequence[tuple[bytes, Prediction]]) -> list[list[bytes] | BaseException]:
-        """For each ``(file bytes, prediction)``: its encoded result objects, or the exception that
-        stopped them (the others go on)."""
+    def start(self) -> None:
+        """Start the worker processes and wait until each has loaded the bundle, rather than
+        making the first images wait for it."""
+        if self.processes and self._pool is None:
+            self._pool = self._new_pool()
+            warm = [self._pool.submit(_in_process, _ready) for _ in range(self.processes)]
+            for future in warm:
+                future.result()
+
+    def submit(self, function: Callable[..., Any], *args: Any) -> Future[Any]:
+        """``function(predictor, *args)`` in a worker process, or here."""
         if self.processes == 0:
-            return [self._guard(result_files, data, p, self.kinds, self.predictor) for data, p in items]
+            future: Future[Any] = Future()
+            try:
+                future.set_result(function(self.predictor, *args))
+            except Exception as e:
+                future.set_exception(e)
+            return future
         if self._pool is None:
             self._pool = self._new_pool()
-        futures: list[Future[list[bytes]]] = [
-            self._pool.submit(_in_process, data, p, self.kinds) for data, p in items
-        ]
-        out: list[list[bytes] | BaseException] = []
-        for (data, p), future in zip(items, futures, strict=True):
-            try:
-                out.append(future.result())
-            except BrokenProcessPool:  # a worker process died: make this one here, renew the pool
-                log.error("result process died; starting new ones")
-                self.close()
-                out.append(self._guard(result_files, data, p, self.kinds, self.predictor))
-            except Exception as e:
-                out.append(e)
-        return out
+        return self._pool.submit(_in_process, function, *args)
 
-    @staticmethod
-    def _guard(function: Any, *args: Any) -> list[bytes] | BaseException:
-        try:
-            return function(*args)
-        except Exception as e:
-            return e
+    def reset(self, generation: int) -> None:
+        """After a worker process of pool ``generation`` died: drop that pool (a new one starts
+        with the next job); a pool started since is left alone."""
+        if self._pool is not None and generation == self.generation:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
     def close(self) -> None:
         if self._pool is not None:

@@ -19,10 +19,24 @@ if TYPE_CHECKING:
 
     from fracsight.inference import Predictor
 
-__all__ = ["KINDS", "MANUFACTURER", "SERIES", "ResultContext", "SeriesInfo", "laterality", "summary_lines"]
+__all__ = [
+    "KINDS",
+    "MANUFACTURER",
+    "NODE_KINDS",
+    "SERIES",
+    "ResultContext",
+    "SeriesInfo",
+    "laterality",
+    "summary_lines",
+]
 
 MANUFACTURER = "fracsight"
 KINDS = ("sr", "gsps", "capture")
+# What the node (and the DICOMweb study command) makes unless told otherwise: the report and the
+# presentation state. The capture is opt-in: a lossy copy of the image for viewers without
+# presentation states, it costs the node and the PACS about 15 % of their CPU time per image
+# (docs/dicom.md, "Throughput and memory").
+NODE_KINDS = ("sr", "gsps")
 
 
 @dataclass(frozen=True)

@@ -220,6 +220,7 @@ class Sender(threading.Thread):
 
     def run(self) -> None:
         while not self.stopping.is_set():
+            self.wake.clear()  # before looking: results queued from here on wake the sleep below
             try:
                 if not self.send_once():
                     self._sleep()
@@ -231,7 +232,6 @@ class Sender(threading.Thread):
         due = self.spool.next_due()
         timeout = 1.0 if due is None else min(1.0, max(0.02, due - time.time()))
         self.wake.wait(timeout)
-        self.wake.clear()
 
     def send_once(self) -> bool:
         """Send one batch of due objects; False when nothing was due."""

@@ -36,6 +36,7 @@ __all__ = [
     "Spool",
     "instance_key",
     "study_key",
+    "write_durably",
 ]
 
 RECEIVED = "received"
@@ -128,6 +129,19 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def write_durably(target: Path, data: bytes, tmp_dir: Path) -> None:
+    """Write ``data`` to ``target``: a temp file in ``tmp_dir`` (same file system), fsync, rename,
+    fsync of the folder. Safe from several threads and processes at once."""
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = tmp_dir / f"{target.name}.{os.getpid()}.{threading.get_ident()}.part"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
+    _fsync_dir(target.parent)
+
+
 class Spool:
     """The spool folder and its database; thread-safe (one connection behind a lock)."""
 
@@ -151,14 +165,7 @@ class Spool:
     # ---- durable files ----------------------------------------------------------------------------
     def write_file(self, target: Path, data: bytes) -> None:
         """Write ``data`` to ``target`` durably: temp file, fsync, rename, fsync of the folder."""
-        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = self.tmp_dir / f"{target.name}.{threading.get_ident()}.part"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        write_durably(target, data, self.tmp_dir)
 
     def instance_path(self, key: str) -> Path:
         return self.instances_dir / f"{key}.dcm"

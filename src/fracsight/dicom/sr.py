@@ -18,6 +18,7 @@ study's images with the study verdict of :meth:`fracsight.inference.Predictor.pr
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Sequence
@@ -103,23 +104,32 @@ def _algorithm(context: ResultContext, result: Prediction | StudyPrediction) -> 
         parameters.append(f"operating point {result.operating_point}, threshold {result.threshold:.6f}")
     if result.classification is not None:
         parameters.append(f"class minimum probability {result.classification.min_probability:.6f}")
+    return _algorithm_items(context.algorithm_name, context.algorithm_version, tuple(parameters))
+
+
+# The same for every report of a node: built once (the content items are only read afterwards,
+# by highdicom's copy into each document and by the encoder).
+@functools.lru_cache(maxsize=16)
+def _algorithm_items(name: str, version: str, parameters: tuple[str, ...]) -> hd.sr.AlgorithmIdentification:
     return hd.sr.AlgorithmIdentification(
-        name=context.algorithm_name,
-        version=context.algorithm_version,
-        parameters=parameters,
-        manufacturer=MANUFACTURER,
+        name=name, version=version, parameters=list(parameters), manufacturer=MANUFACTURER
     )
 
 
 def _observation_context(context: ResultContext) -> hd.sr.ObservationContext:
+    return _device_observer(context.algorithm_name, context.model_sha256)
+
+
+@functools.lru_cache(maxsize=16)
+def _device_observer(algorithm_name: str, model_sha256: str) -> hd.sr.ObservationContext:
     from pydicom.uid import generate_uid
 
     device = hd.sr.DeviceObserverIdentifyingAttributes(
-        uid=str(generate_uid(entropy_srcs=["fracsight device", context.model_sha256])),
+        uid=str(generate_uid(entropy_srcs=["fracsight device", model_sha256])),
         name="fracsight",
         manufacturer_name=MANUFACTURER,
-        model_name=context.algorithm_name,
-        serial_number=context.model_sha256[:16] or None,
+        model_name=algorithm_name,
+        serial_number=model_sha256[:16] or None,
     )
     return hd.sr.ObservationContext(
         observer_device_context=hd.sr.ObserverContext(
@@ -247,7 +257,8 @@ def image_report(
                 ),
                 referenced_region=region,
                 finding_type=FRACTURE,
-                algorithm_id=algorithm,
+                # the algorithm is named once, in the image's group of the same report: each
+                # copy costs highdicom's checks of five more content items per box
                 finding_sites=sites,
                 measurements=[_probability(box.score)],  # the highest probability inside
             )

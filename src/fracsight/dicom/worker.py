@@ -3,35 +3,46 @@ study its verdict once its images stop arriving.
 
 One thread, in a loop:
 
-1. each open study that has seen no image for ``quiet_time`` seconds and has no image left to
+1. the jobs that finished are committed: each instance's result files (written durably by the
+   job) go to the outbox in one spool transaction, or the instance is ``refused`` with the
+   reader's error code (a non-radiograph, an unreadable image) or ``failed``;
+2. each open study that has seen no image for ``quiet_time`` seconds and has no image left to
    predict gets its study-level verdict (:meth:`Predictor.predict_study` over its predicted
    images, :func:`fracsight.dicom.results.study_result_datasets`);
-2. then up to ``batch_size`` received instances (oldest first) are read with the model's reader
-   (the same :meth:`Predictor.read` as ``fracsight predict``; a non-radiograph or an unreadable
-   image is ``refused`` with the reader's error code and gets no results), predicted in one
-   batch, and given their result objects (:func:`fracsight.dicom.results.result_datasets`,
-   in worker processes with ``result_processes``), written durably and queued for the sender
-   in one spool transaction per instance.
+3. up to ``batch_size`` received instances (oldest first) become one job: read with the model's
+   reader (the same :meth:`Predictor.read` as ``fracsight predict``), predicted in one batch,
+   given their result objects (:func:`fracsight.dicom.results.result_datasets`).
 
-Predictions are cached only until their study's verdict is made; after a restart, the images
-of a study still open are predicted again from the spool (same model, same numbers).
+The jobs (:mod:`fracsight.dicom.result_pool`) run in this thread, or with ``processes > 0`` in
+that many worker processes, with one more job queued so that none waits while the worker
+commits: then this thread only hands over spool paths and commits, and the listener and the
+sender keep the interpreter lock. Predictions are cached (without pixels) only until their
+study's verdict is made; after a restart, the images of a study still open are predicted again
+from the spool (same model, same numbers).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import io
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fracsight.dicom._logging import log_failure
-from fracsight.dicom.result_pool import ResultMaker, encode_dataset
-from fracsight.dicom.spool import FAILED, REFUSED, RESULTS_PENDING, SENT, InstanceRow, Spool, study_key
-from fracsight.errors import FracsightError
+from fracsight.dicom.result_pool import (
+    ImageJob,
+    ImageOutcome,
+    Processing,
+    StudyOutcome,
+    make_image_results,
+    make_study_results,
+)
+from fracsight.dicom.results_context import NODE_KINDS
+from fracsight.dicom.spool import FAILED, REFUSED, RESULTS_PENDING, SENT, Spool, study_key
 
 if TYPE_CHECKING:
     from fracsight.inference import Prediction, Predictor
@@ -39,6 +50,14 @@ if TYPE_CHECKING:
 __all__ = ["Worker"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _StudyJob:
+    study_uid: str
+    generation: int
+    owner: str
+    keys: tuple[str, ...]
 
 
 class Worker(threading.Thread):
@@ -49,11 +68,11 @@ class Worker(threading.Thread):
         spool: Spool,
         predictor: Predictor,
         *,
-        kinds: Sequence[str] = ("sr", "gsps", "capture"),
+        kinds: Sequence[str] = NODE_KINDS,
         quiet_time: float = 30.0,
         batch_size: int = 8,
         keep_files_for: float = 3600.0,
-        result_processes: int = 0,
+        processes: int = 0,
         on_results: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__(name="fracsight-worker", daemon=True)
@@ -64,152 +83,200 @@ class Worker(threading.Thread):
         self.batch_size = max(1, batch_size)
         self.keep_files_for = keep_files_for
         self.on_results = on_results
-        self.results = ResultMaker(predictor, self.kinds, result_processes)
+        self.processing = Processing(predictor, processes)
+        # in processes: one job more than processes, so that none idles while this thread commits
+        self.max_jobs = processes + 1 if processes > 0 else 1
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self._cache: dict[str, Prediction] = {}
+        self._images: dict[Future[list[ImageOutcome]], tuple[ImageJob, ...]] = {}
+        self._studies: dict[Future[StudyOutcome], _StudyJob] = {}
+        self._suspects: set[str] = set()  # in a job whose worker process died: run alone next time
+        self._generation: dict[Future, int] = {}  # the pool each job ran in
         self._last_prune = 0.0
+
+    def start_processes(self) -> None:
+        """Start the worker processes (they load the model) before the first image arrives."""
+        self.processing.start()
 
     def stop(self) -> None:
         self.stopping.set()
         self.wake.set()
 
     def close(self) -> None:
-        """After the thread ended: stop the result processes."""
-        self.results.close()
+        """After the thread ended: stop the worker processes."""
+        self.processing.close()
 
     def run(self) -> None:
         while not self.stopping.is_set():
+            self.wake.clear()  # before looking: a job that ends from here on wakes the sleep below
             try:
                 if self.work_once():
                     continue
             except Exception as e:  # one bad batch must not stop the node
                 log_failure(log, e, "worker: unexpected error; continuing")
             self._sleep()
+        # let the jobs in flight finish and commit them: their files are written already
+        while self._images or self._studies:
+            self._collect(wait=True)
 
     def _sleep(self) -> None:
         deadline = self.spool.next_study_deadline(self.quiet_time)
         timeout = 1.0 if deadline is None else min(1.0, max(0.02, deadline - time.time()))
         self.wake.wait(timeout)
-        self.wake.clear()
 
     def work_once(self) -> bool:
-        """One step: the studies that became quiet, then a batch of received instances. False when
-        idle. (Verdicts are not left until the backlog is gone: a study's cached predictions are
-        released with its verdict, so memory stays flat however long the queue.)"""
-        studies = self.spool.quiet_studies(self.quiet_time)
+        """One step: commit the jobs that finished, start the verdicts of the studies that became
+        quiet, start jobs for received instances. False when there was nothing to do. (Verdicts
+        are not left until the backlog is gone: a study's cached predictions are released with
+        its verdict, so memory stays flat however long the queue.)"""
+        busy = self._collect()
+        studies = [s for s in self.spool.quiet_studies(self.quiet_time) if not self._study_in_flight(s[0])]
         for study_uid, generation in studies:
             if self.stopping.is_set():
                 return True
-            self.finish_study(study_uid, generation)
-        rows = self.spool.received(self.batch_size)
-        if rows:
-            self.process(rows)
+            self._start_study(study_uid, generation)
+        started = self._start_images()
+        busy = self._collect() or busy or bool(studies) or started
         if time.time() - self._last_prune > 60:
             self._last_prune = time.time()
             self.spool.prune(self.keep_files_for)
-        return bool(rows or studies)
+        return busy
+
+    def _submit(self, jobs: dict, job: object, function: Callable, *args: object) -> None:
+        future = self.processing.submit(function, *args)
+        jobs[future] = job
+        self._generation[future] = self.processing.generation
+        future.add_done_callback(lambda _: self.wake.set())
 
     # ---- images -----------------------------------------------------------------------------------
-    def _read(self, row: InstanceRow) -> tuple[bytes, Any] | None:
-        try:
-            data = self.spool.instance_path(row.key).read_bytes()
-        except FileNotFoundError:
-            self.spool.mark_instance(row.key, FAILED, "spool_file_missing")
-            log.error("instance %s: its spool file is gone", row.key)
-            return None
-        try:
-            return data, self.predictor.read(data, name=f"{row.key}.dcm")
-        except FracsightError as e:
-            self.spool.mark_instance(row.key, REFUSED, e.code)
-            log.warning("instance %s refused by the reader (%s)", row.key, e.code)
-            return None
-
-    def _predict(self, rows: Sequence[InstanceRow]) -> list[tuple[InstanceRow, bytes, Prediction]]:
-        read = [(row, self._read(row)) for row in rows]
-        good = [(row, r[0], r[1]) for row, r in read if r is not None]
-        if not good:
-            return []
-        predictions = self.predictor.predict_radiographs(
-            [g[2] for g in good], [f"{g[0].key}.dcm" for g in good], heatmap=False
-        )
-        return [
-            (row, data, dataclasses.replace(p, pixels=radiograph.pixels))
-            for (row, data, radiograph), p in zip(good, predictions, strict=True)
+    def _start_images(self) -> bool:
+        in_flight = {job.key for jobs in self._images.values() for job in jobs}
+        free = self.max_jobs - len(self._images) - len(self._studies)
+        if free <= 0:
+            return False
+        rows = [
+            r for r in self.spool.received(self.batch_size * free + len(in_flight)) if r.key not in in_flight
         ]
+        if not rows:
+            return False
+        suspects = [r for r in rows if r.key in self._suspects]
+        if suspects:
+            # alone in the pool, so that if its process dies again, it is known which image did it
+            if self._images or self._studies:
+                return False
+            batches = [suspects[:1]]
+        else:
+            batches = [rows[i : i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
+        for batch in batches[:free]:
+            jobs = tuple(
+                ImageJob(
+                    r.key,
+                    self.spool.instance_path(r.key),
+                    self.spool.results_folder(r.key),
+                    self.spool.tmp_dir,
+                )
+                for r in batch
+            )
+            self._submit(self._images, jobs, make_image_results, self.kinds, jobs)
+        return True
 
-    def process(self, rows: Sequence[InstanceRow]) -> None:
-        predicted = self._predict(rows)
-        made = self.results.make([(data, prediction) for _, data, prediction in predicted])
-        for (row, _, prediction), blobs in zip(predicted, made, strict=True):
-            try:
-                if isinstance(blobs, BaseException):
-                    raise blobs
-                files = self._write_files(row.key, blobs)
-            except Exception as e:
-                self.spool.mark_instance(row.key, FAILED, "results_error")
-                log_failure(log, e, "instance %s: result objects could not be made", row.key)
-                continue
-            self.spool.queue_results(row.key, files)
-            self._cache[row.key] = dataclasses.replace(prediction, pixels=None)
-            log.info("instance %s predicted: %d result objects queued", row.key, len(files))
-        self.on_results()
+    def _collect(self, *, wait: bool = False) -> bool:
+        """Commit the jobs that are done (with ``wait``, at least one). True if any was."""
+        if wait and (self._images or self._studies):
+            from concurrent.futures import FIRST_COMPLETED
+            from concurrent.futures import wait as wait_for
 
-    def _write_files(self, owner: str, blobs: Sequence[bytes]) -> list[Path]:
-        folder = self.spool.results_folder(owner)
-        files = []
-        for n, blob in enumerate(blobs):
-            path = folder / f"{n}.dcm"
-            self.spool.write_file(path, blob)
-            files.append(path)
-        return files
+            wait_for([*self._images, *self._studies], return_when=FIRST_COMPLETED)
+        done = [f for f in self._images if f.done()]
+        for future in done:
+            self._commit_images(self._images.pop(future), future)
+        studies = [f for f in self._studies if f.done()]
+        for future in studies:
+            self._commit_study(self._studies.pop(future), future)
+        if done or studies:
+            self.on_results()
+        return bool(done or studies)
 
-    def _write(self, owner: str, datasets: Sequence[Any]) -> list[Path]:
-        return self._write_files(owner, [encode_dataset(ds) for ds in datasets])
+    def _commit_images(self, jobs: tuple[ImageJob, ...], future: Future[list[ImageOutcome]]) -> None:
+        generation = self._generation.pop(future, 0)
+        try:
+            outcomes = future.result()
+        except BrokenProcessPool:
+            self.processing.reset(generation)
+            for job in jobs:
+                if job.key in self._suspects:  # it ran alone: this image killed the process twice
+                    self._suspects.discard(job.key)
+                    self.spool.mark_instance(job.key, FAILED, "results_error")
+                    log.error("instance %s: a worker process died on it; given up", job.key)
+                else:  # left received: tried again, alone
+                    self._suspects.add(job.key)
+            log.error("a worker process died; starting new ones")
+            return
+        except Exception as e:  # the job as a whole failed (the model): each instance fails
+            for job in jobs:
+                self.spool.mark_instance(job.key, FAILED, "results_error")
+            log_failure(log, e, "%d instances could not be predicted", len(jobs))
+            return
+        for outcome in outcomes:
+            self._suspects.discard(outcome.key)
+            if outcome.state == "refused":
+                self.spool.mark_instance(outcome.key, REFUSED, outcome.code)
+                log.warning("instance %s refused by the reader (%s)", outcome.key, outcome.code)
+            elif outcome.state == "failed":
+                self.spool.mark_instance(outcome.key, FAILED, outcome.code)
+                if outcome.code == "spool_file_missing":
+                    log.error("instance %s: its spool file is gone", outcome.key)
+                else:
+                    log.error("instance %s: result objects could not be made: %s", outcome.key, outcome.error)
+            else:
+                assert outcome.prediction is not None
+                self.spool.queue_results(outcome.key, outcome.files)
+                self._cache[outcome.key] = outcome.prediction
+                log.info("instance %s predicted: %d result objects queued", outcome.key, len(outcome.files))
 
     # ---- studies ----------------------------------------------------------------------------------
-    def finish_study(self, study_uid: str, generation: int) -> None:
-        import pydicom
+    def _study_in_flight(self, study_uid: str) -> bool:
+        return any(job.study_uid == study_uid for job in self._studies.values())
 
-        from fracsight.dicom.results import study_result_datasets
-
+    def _start_study(self, study_uid: str, generation: int) -> None:
         name = study_key(study_uid)
         rows = [r for r in self.spool.study_instances(study_uid) if r.state in (RESULTS_PENDING, SENT)]
-        sources, predictions = [], []
-        for row in rows:
-            path = self.spool.instance_path(row.key)
-            if not path.exists():
-                continue  # pruned long ago: a late image re-opened the study
-            prediction = self._cache.get(row.key)
-            data = path.read_bytes()
-            if prediction is None:
-                try:
-                    (prediction,) = self.predictor.predict_radiographs(
-                        [self.predictor.read(data, name=f"{row.key}.dcm")], [f"{row.key}.dcm"], heatmap=False
-                    )
-                except FracsightError:
-                    continue
-            sources.append(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True))
-            predictions.append(prediction)
         owner = f"study:{name}:{generation}"
-        files: list[Path] = []
-        if predictions:
-            try:
-                verdict = self.predictor.predict_study(predictions, study=name)
-                files = self._write(
-                    owner, study_result_datasets(sources, verdict, predictions, self.predictor)
-                )
-            except Exception as e:
-                log_failure(log, e, "study %s: verdict objects could not be made", name)
-                self.spool.count("failed", "study_results_error")
-                files = []
-        if self.spool.finish_study(study_uid, generation, owner, files):
-            for row in rows:
-                self._cache.pop(row.key, None)
+        images = [(r.key, self.spool.instance_path(r.key), self._cache.get(r.key)) for r in rows]
+        job = _StudyJob(study_uid, generation, owner, tuple(r.key for r in rows))
+        folder = self.spool.results_folder(owner)
+        self._submit(self._studies, job, make_study_results, images, name, folder, self.spool.tmp_dir)
+
+    def finish_study(self, study_uid: str, generation: int) -> None:
+        """Make and queue a study's verdict now (in this thread's turn)."""
+        self._start_study(study_uid, generation)
+        while any(job.study_uid == study_uid for job in self._studies.values()):
+            self._collect(wait=True)
+
+    def _commit_study(self, job: _StudyJob, future: Future[StudyOutcome]) -> None:
+        name = study_key(job.study_uid)
+        generation = self._generation.pop(future, 0)
+        try:
+            outcome = future.result()
+        except BrokenProcessPool:
+            self.processing.reset(generation)
+            log.error("a worker process died making study %s's verdict; tried again", name)
+            return  # the study is still open and quiet: it comes back in the next turn
+        except Exception as e:
+            outcome = StudyOutcome((), 0, error=type(e).__name__)
+        if outcome.error is not None:
+            log.error("study %s: verdict objects could not be made: %s", name, outcome.error)
+            self.spool.count("failed", "study_results_error")
+        if self.spool.finish_study(job.study_uid, job.generation, job.owner, outcome.files):
+            for key in job.keys:
+                self._cache.pop(key, None)
             log.info(
-                "study %s: verdict over %d images, %d objects queued", name, len(predictions), len(files)
+                "study %s: verdict over %d images, %d objects queued",
+                name,
+                outcome.images,
+                len(outcome.files),
             )
-            self.on_results()
         else:  # an image arrived while the verdict was made: a new verdict will cover it
-            for path in files:
+            for path in outcome.files:
                 path.unlink(missing_ok=True)
