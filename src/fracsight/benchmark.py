@@ -23,6 +23,7 @@ torch is imported only for the comparison rows, never at import time.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib.util
 import json
 import os
@@ -372,6 +373,10 @@ def _torch_twin(predictor: Predictor, device: str) -> Predictor:
     heads = HeadConfig(regions=predictor.regions, classes=predictor.classes)
     twin = copy.copy(predictor)
     twin.onnx = _TorchEngine(create_model(predictor.spec.architecture, heads), device)  # type: ignore[assignment]
+    # heads grafted onto an exported graph (fracsight detector train) have no eager twin: the twin
+    # times the network they read, with boxes traced on its map and no orientation step
+    loc = {k: v for k, v in predictor.spec.localization.items() if k != "boxes"}
+    twin.spec = dataclasses.replace(predictor.spec, localization=loc, orientation={})
     return twin
 
 
