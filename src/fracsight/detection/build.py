@@ -11,12 +11,16 @@ from __future__ import annotations
 import dataclasses
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fracsight.bundle import BundleSpec, load_bundle_spec, sha256_file, write_bundle_spec
 from fracsight.data import load_dataset
 from fracsight.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fracsight.detection.train import HeadsConfig
 
 __all__ = ["build_detector_bundle", "choose_orientation_certainty", "choose_score_floor"]
 
@@ -68,7 +72,7 @@ def build_detector_bundle(
     out_dir: Path,
     data_dir: Path,
     *,
-    cfg=None,
+    cfg: HeadsConfig | None = None,
     normals: int = 400,
     evaluate_split: str | None = None,
     force: bool = False,
@@ -100,7 +104,7 @@ def build_detector_bundle(
     dataset = load_dataset(Path(data_dir), base.training.get("layout", "auto"))
     seed = int(base.training.get("config", {}).get("seed", 0))
     train, val = prepare_features(
-        base_dir, dataset, Path(".cache/fracsight-heads"), normals=normals, seed=seed
+        base_dir, dataset, cache_dir or out_dir.parent / ".cache", normals=normals, seed=seed
     )
     heads = train_heads(train, val, cfg, log)
     floor, floors = choose_score_floor(heads.detector, val.with_maps(upright_only=True), log)

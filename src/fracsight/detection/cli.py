@@ -29,7 +29,8 @@ def train(
     ],
     epochs: Annotated[
         int, typer.Option(min=1, max=500, help="Detector epochs over the cached features.")
-    ] = 24,
+    ] = 8,
+    width: Annotated[int, typer.Option(min=8, max=256, help="Channels of the detector's layers.")] = 32,
     normals: Annotated[
         int, typer.Option(min=0, help="Images without a fracture that teach the detector where none is.")
     ] = 400,
@@ -54,7 +55,7 @@ def train(
             resolve_bundle(model),
             out,
             data,
-            cfg=HeadsConfig(epochs=epochs),
+            cfg=HeadsConfig(epochs=epochs, width=width),
             normals=normals,
             evaluate_split=evaluate_split,
             force=force,

@@ -73,12 +73,17 @@ class FeatureSet:
 
 def model_boxes(sample: Sample, size: int) -> np.ndarray:
     """A sample's boxes in model-input pixels of its centred letterbox."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     if not sample.boxes:
         return np.zeros((0, 4))
-    with Image.open(sample.path) as im:
-        w, h = im.size
+    try:
+        with Image.open(sample.path) as im:  # the header is enough
+            w, h = im.size
+    except (OSError, UnidentifiedImageError):  # DICOM and the like: read it as the model does
+        from fracsight.preprocessing import read_for_model
+
+        h, w = read_for_model(sample.path, size).full_size
     scale = size / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     pad_y, pad_x = (size - nh) // 2, (size - nw) // 2

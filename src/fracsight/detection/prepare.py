@@ -45,24 +45,22 @@ def prepare_features(
     spec = load_bundle_spec(bundle_dir)
     onnx_path = Path(bundle_dir) / "model.onnx"
     train, val = train_val_samples(dataset, seed)
-    key = hashlib.sha1(f"{spec.onnx_sha256}|{normals}|{seed}|{len(train)}|{len(val)}".encode()).hexdigest()[
-        :12
-    ]
+    digest = hashlib.sha1(f"{spec.onnx_sha256}|{normals}|{seed}".encode())
+    for sample in (*train, *val):
+        digest.update(f"|{sample.path}|{sample.boxes}".encode())
+    key = digest.hexdigest()[:12]
     out = {}
     for name, samples, is_train in (("train", train, True), ("val", val, False)):
         folder = Path(cache_dir) / f"heads-{key}-{name}"
+        log.info("frozen features of the %s views: %s", name, folder)
         if (folder / "orientation.npy").is_file():
-            log.info("feature cache hit: %s", folder)
             out[name] = FeatureSet.load(folder)
             continue
         rng = np.random.default_rng(seed)
         detect = _detect_mask(samples, normals, rng) if is_train else np.ones(len(samples), bool)
         images = letterbox_samples(samples, spec.input_size, Path(cache_dir), workers).images
-        views = len(samples) * 4 + (
-            int(sum(1 for s, d in zip(samples, detect, strict=True) if d and s.labels.get(FRACTURE) == 1))
-            if is_train
-            else 0
-        )
+        fractured = np.array([s.labels.get(FRACTURE) == 1 for s in samples], bool)
+        views = 4 * len(samples) + (int((detect & fractured).sum()) if is_train else 0)
         with Progress(disable=not show_progress, transient=True) as bar:
             task = bar.add_task(f"frozen features of the {name} views", total=views)
             features = extract_features(

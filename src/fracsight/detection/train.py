@@ -22,11 +22,11 @@ __all__ = ["HeadsConfig", "TrainedHeads", "train_heads"]
 
 @dataclass(frozen=True)
 class HeadsConfig:
-    epochs: int = 24
+    epochs: int = 8
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 1e-4
-    width: int = 64
+    width: int = 32
     orientation_epochs: int = 12
     size_weight: float = 0.5
     offset_weight: float = 1.0

@@ -1,0 +1,78 @@
+"""The orientation step of the default model: a turned radiograph is read upright, its results
+land on the image as given."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fracsight.detection.geometry import turn_boxes_in
+from fracsight.explain.boxes import iou
+from fracsight.inference import Predictor
+from fracsight.inference.orientation import turn_prediction, turn_radiograph
+from fracsight.io import read_image
+
+TURNS = {1: Image.Transpose.ROTATE_90, 2: Image.Transpose.ROTATE_180, 3: Image.Transpose.ROTATE_270}
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    return Predictor()
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_turning_a_radiograph_and_back_restores_it(fracatlas_dir: Path) -> None:
+    path = next((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))
+    radiograph = read_image(path)
+    for k in (1, 2, 3):
+        turned = turn_radiograph(radiograph, k)
+        assert turned.full_size == (radiograph.full_size[::-1] if k % 2 else radiograph.full_size)
+        assert np.array_equal(turn_radiograph(turned, -k).pixels, radiograph.pixels)
+
+
+def test_the_default_model_has_an_orientation_step(predictor: Predictor) -> None:
+    assert predictor.spec.orientation["min_probability"] >= 0.5
+    assert predictor.spec.localization["boxes"] == "detector"
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_a_turned_radiograph_is_read_upright(predictor: Predictor, fracatlas_dir: Path, k: int) -> None:
+    path = fracatlas_dir / "images" / "Fractured" / "IMG0000307.jpg"
+    with Image.open(path) as im:
+        upright_image = im.convert("L")
+    upright = predictor.predict(_png(upright_image), name="upright.png")
+    turned = predictor.predict(_png(upright_image.transpose(TURNS[k])), name="turned.png")
+    assert any("read turned upright" in w for w in turned.warnings)
+    assert not any("read turned upright" in w for w in upright.warnings)
+    assert turned.fracture_probability == pytest.approx(upright.fracture_probability, abs=0.02)
+    assert turned.region == upright.region and turned.reliable
+    # the boxes are on the image as given: turned back, they sit where the upright image's are
+    assert turned.boxes and upright.boxes
+    size = (upright_image.height, upright_image.width)
+    given = size[::-1] if k % 2 else size
+    back = turn_boxes_in(np.array([turned.boxes[0].as_tuple()]), -k, given)[0]
+    assert iou(back, upright.boxes[0]) > 0.7
+    assert turned.heatmap is not None and turned.heatmap.shape == given
+
+
+def test_turning_a_prediction_moves_boxes_and_heatmap_together(
+    predictor: Predictor, fracatlas_dir: Path
+) -> None:
+    path = fracatlas_dir / "images" / "Fractured" / "IMG0000307.jpg"
+    upright = predictor.predict(path)
+    turned = turn_prediction(upright, 1, upright.heatmap.shape[::-1])
+    assert turned.heatmap.shape == upright.heatmap.shape[::-1]
+    x0, y0, x1, y1 = (int(v) for v in turned.boxes[0].as_tuple())
+    ux0, uy0, ux1, uy1 = (int(v) for v in upright.boxes[0].as_tuple())
+    assert turned.heatmap[y0:y1, x0:x1].sum() == pytest.approx(
+        upright.heatmap[uy0:uy1, ux0:ux1].sum(), rel=0.05
+    )
