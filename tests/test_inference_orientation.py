@@ -76,3 +76,20 @@ def test_turning_a_prediction_moves_boxes_and_heatmap_together(
     assert turned.heatmap[y0:y1, x0:x1].sum() == pytest.approx(
         upright.heatmap[uy0:uy1, ux0:ux1].sum(), rel=0.05
     )
+
+
+def test_unsure_orientations_are_candidates_and_sure_ones_turns(predictor: Predictor) -> None:
+    sure = predictor.spec.orientation["min_probability"]
+    check_below = predictor.spec.orientation["check_below"]
+    logits = np.log(
+        np.array(
+            [
+                [0.97, 0.01, 0.01, 0.01],  # sure it is upright: read as it is
+                [0.01, 0.01, 0.01, 0.97],  # sure it is turned: undone
+                [0.5 * check_below, 0.1, 0.0001, 1 - 0.5 * check_below - 0.1001],  # unsure: a candidate
+            ]
+        )
+    )
+    turns = predictor._quarter_turns({"orientation": logits, "fracture": np.zeros(3)})
+    assert sure <= 0.97  # the second row is over the bundle's certainty
+    assert turns == [(0, False), (3, True), (3, False)]

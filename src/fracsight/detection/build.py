@@ -26,6 +26,9 @@ __all__ = ["build_detector_bundle", "choose_orientation_certainty", "choose_scor
 
 FLOORS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
 MAX_UPRIGHT_TURNED = 0.005  # at most this share of upright validation images may be turned
+# Below this upright probability the predictor also reads the likeliest turn and keeps the read
+# whose features the input check finds more typical (a second pass for those images only).
+CHECK_BELOW = 0.9
 
 
 def choose_score_floor(detector, val, log) -> tuple[float, dict[str, dict[str, float]]]:
@@ -127,7 +130,11 @@ def build_detector_bundle(
             "validation_ap50": floors[str(floor)]["val_ap50"],
             "validation_hit_rate": floors[str(floor)]["val_hit"],
         },
-        orientation={"min_probability": certainty, "validation": orientation_stats},
+        orientation={
+            "min_probability": certainty,
+            "check_below": CHECK_BELOW,
+            "validation": orientation_stats,
+        },
         training={
             **base.training,
             "commands": [*base.training.get("commands", []), *([command] if command else [])],

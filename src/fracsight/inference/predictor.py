@@ -33,7 +33,7 @@ from fracsight.explain import (
 )
 from fracsight.explain.detections import boxes_from_detector
 from fracsight.inference.onnx_model import OnnxModel
-from fracsight.inference.ood import ImageStatistics, assess_input, pixel_statistics
+from fracsight.inference.ood import ImageStatistics, assess_input, feature_distance, pixel_statistics
 from fracsight.inference.orientation import turn_prediction, turn_radiograph
 from fracsight.inference.results import (
     CLASS_ACTIVATION,
@@ -236,29 +236,50 @@ class Predictor:
             self._postprocess(out, i, r, g, s, st, heatmap)
             for i, (r, g, s, st) in enumerate(zip(radiographs, geometries, sources, statistics, strict=True))
         ]
-        for i, turns in enumerate(self._quarter_turns(out)):
-            if turns:  # read again, turned upright; the results are turned back onto the image as given
-                upright = turn_radiograph(radiographs[i], -turns)
-                again, (geometry,) = self.preprocess([upright])
-                redo = self._postprocess(
-                    self.onnx.run(again), 0, upright, geometry, sources[i], statistics[i], heatmap
-                )
-                turned = turn_prediction(redo, turns, radiographs[i].full_size)
-                predictions[i] = dataclasses.replace(turned, metadata=radiographs[i].metadata)
+        for i, (turns, sure) in enumerate(self._quarter_turns(out)):
+            if not turns:
+                continue
+            # read again, turned upright; the results are turned back onto the image as given
+            upright = turn_radiograph(radiographs[i], -turns)
+            again, (geometry,) = self.preprocess([upright])
+            out_upright = self.onnx.run(again)
+            if not sure and not self._looks_more_typical(out_upright["embedding"][0], out["embedding"][i]):
+                continue
+            redo = self._postprocess(out_upright, 0, upright, geometry, sources[i], statistics[i], heatmap)
+            turned = turn_prediction(redo, turns, radiographs[i].full_size)
+            predictions[i] = dataclasses.replace(turned, metadata=radiographs[i].metadata)
         return predictions
 
-    def _quarter_turns(self, out: dict[str, np.ndarray]) -> list[int]:
-        """Per image, how many quarter turns it seems to be from upright (0: read as it is).
+    def _quarter_turns(self, out: dict[str, np.ndarray]) -> list[tuple[int, bool]]:
+        """Per image, ``(turns, sure)``: the quarter turns it seems to be from upright (0: read it
+        as it is) and whether the orientation head is sure of them.
 
-        Only a turn the orientation head is sure of (the bundle's ``min_probability``,
-        chosen on validation images) is undone: a wrong turn would cost an upright image.
+        A turn the head is sure of (the bundle's ``min_probability``, chosen on validation
+        images so that almost no upright image is turned) is undone. When the head is not even
+        sure the image is upright (its upright probability below ``check_below``), its likeliest
+        turn is a candidate: both reads are made and the one whose features look more like the
+        training images is kept (see :meth:`_looks_more_typical`).
         """
-        if "orientation" not in out or not self.spec.orientation:
-            return [0] * len(out["fracture"])
+        orientation = self.spec.orientation
+        if "orientation" not in out or not orientation:
+            return [(0, False)] * len(out["fracture"])
         probs = softmax(out["orientation"].astype(np.float64), axis=1)
-        best = probs.argmax(axis=1)
-        sure = probs[np.arange(len(best)), best] >= self.spec.orientation["min_probability"]
-        return [int(k) if ok else 0 for k, ok in zip(best, sure, strict=True)]
+        check_below = orientation.get("check_below", 0.0) if self.spec.ood else 0.0
+        found = []
+        for p in probs:
+            best = int(p.argmax())
+            if best and p[best] >= orientation["min_probability"]:
+                found.append((best, True))
+            elif p[0] < check_below:
+                found.append((int(p[1:].argmax()) + 1, False))
+            else:
+                found.append((0, False))
+        return found
+
+    def _looks_more_typical(self, embedding: np.ndarray, than: np.ndarray) -> bool:
+        """Whether ``embedding`` sits closer to the training images' features than ``than`` does,
+        by the input check's own feature distance."""
+        return feature_distance(embedding, self.spec.ood)[0] < feature_distance(than, self.spec.ood)[0]
 
     def predict(
         self, source: Source, *, name: str | None = None, heatmap: bool = True, keep_pixels: bool = False

@@ -254,7 +254,14 @@ def _grafted_heads_section(spec: BundleSpec) -> list[str]:
         "- An orientation classifier (the final feature map averaged over a 3 x 3 grid) says whether the "
         "radiograph is turned by 90, 180 or 270 degrees; when it is sure (top probability at least "
         f"{_n(orient.get('min_probability'), 2)}), the image is read turned upright and the results are "
-        "put back onto the image as given, with a warning.",
+        "put back onto the image as given, with a warning."
+        + (
+            f" When it is not even sure the image is upright (upright probability below "
+            f"{_n(orient.get('check_below'), 2)}), both reads are made and the one whose features the "
+            "input check finds more typical is kept."
+            if orient.get("check_below")
+            else ""
+        ),
         f"- Trained on cached features of {heads.get('n_train_views')} training views (each image in its "
         f"four quarter turns, randomly mirrored; the detector on {heads.get('n_detector_views')} of them: "
         f"the fractured images with boxes and {heads.get('normals')} without a fracture), "
