@@ -75,9 +75,23 @@ def graft_heads(
         io_map=[(taps[t], t) for t in TAP_NAMES],
         outputs=[o.name for o in base.graph.output] + list(HEAD_OUTPUTS),
     )
+    _one_import_per_domain(merged)
     onnx.checker.check_model(merged)
     onnx.save(merged, str(out))
     _check(out, base_onnx, heads, tapped, probe)
+
+
+def _one_import_per_domain(model) -> None:  # onnx.ModelProto
+    """onnx.compose keeps both graphs' opset imports; tools (the INT8 quantizer among them)
+    expect one per domain."""
+    seen: dict[str, int] = {}
+    for opset in model.opset_import:
+        domain = "" if opset.domain == "ai.onnx" else opset.domain
+        seen[domain] = max(seen.get(domain, 0), opset.version)
+    del model.opset_import[:]
+    for domain, version in seen.items():
+        entry = model.opset_import.add()
+        entry.domain, entry.version = domain, version
 
 
 def _check(out: Path, base_onnx: Path, heads: nn.Module, tapped: list[np.ndarray], probe: np.ndarray) -> None:
