@@ -34,7 +34,17 @@ from fracsight.preprocessing import Letterbox, letterbox_radiograph, read_for_mo
 
 __all__ = ["choose_localization", "fit_to_outputs", "metrics_summary", "model_input", "raw_outputs"]
 
-KEPT_OUTPUTS = ("fracture", "embedding", "region", "class", "mask", "cam")
+KEPT_OUTPUTS = (
+    "fracture",
+    "embedding",
+    "region",
+    "class",
+    "mask",
+    "cam",
+    "detect_centre",
+    "detect_size",
+    "detect_offset",
+)
 
 
 def model_input(sample: Sample, size: int) -> tuple[np.ndarray, Letterbox]:
@@ -171,7 +181,9 @@ def fit_to_outputs(
             validation["class_accuracy"] = float((class_probs.argmax(1) == y_cls).mean())
             choice = class_confidence_threshold(y_cls, class_probs)
             spec = dataclasses.replace(spec, class_operating_point=ClassOperatingPoint(**vars(choice)))
-    if has_fracture:
+    # a bundle whose boxes come from a grafted detector keeps its settings (chosen on validation
+    # when the detector was trained); only heatmap-traced boxes are refitted here
+    if has_fracture and spec.localization.get("boxes") != "detector":
         spec = dataclasses.replace(spec, localization=choose_localization(val, val_outputs, val_geometries))
     return dataclasses.replace(
         spec, ood=fit_ood(train_embeddings, val_outputs["embedding"]), metrics={"validation": validation}
