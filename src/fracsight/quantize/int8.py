@@ -11,6 +11,7 @@ nothing measurable (docs/benchmark.md).
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -65,12 +66,16 @@ def quantize_onnx(source: Path, target: Path, calibration_images: Sequence[np.nd
     with tempfile.TemporaryDirectory(prefix="fracsight-int8-") as scratch:
         prepared = Path(scratch) / "prepared.onnx"
         # shape inference and graph folding first, as onnxruntime recommends before quantizing
-        try:
-            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
-        except Exception:  # onnxruntime raises a bare Exception when its symbolic inference gives up
-            # graphs with grafted heads (fracsight detector train) defeat the symbolic pass; ONNX's
-            # own shape inference is enough for the quantizer
-            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        source = Path(source).resolve()
+        # the pre-processing leaves uuid-named weight files in the working directory: keep them
+        # in the scratch folder
+        with contextlib.chdir(scratch):
+            try:
+                quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
+            except Exception:  # onnxruntime raises a bare Exception when its symbolic inference gives up
+                # graphs with grafted heads (fracsight detector train) defeat the symbolic pass;
+                # ONNX's own shape inference is enough for the quantizer
+                quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         import onnx
 
         input_name = onnx.load(str(prepared), load_external_data=False).graph.input[0].name
