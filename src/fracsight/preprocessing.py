@@ -70,14 +70,24 @@ def letterbox(
     if pixels.ndim != 2:
         raise ValueError(f"expected a 2-D image, got shape {pixels.shape}")
     h, w = full_size or pixels.shape
+    geometry = letterbox_geometry((h, w), size)
     nh, nw = _scaled_size(h, w, size)
     img = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.float32), mode="F")
     if (nh, nw) != pixels.shape:
         img = img.resize((nw, nh), Image.Resampling.BILINEAR)
     out = np.zeros((size, size), dtype=np.float32)
-    pad_y, pad_x = (size - nh) // 2, (size - nw) // 2
+    pad_y, pad_x = geometry.pad_y, geometry.pad_x
     np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0, out=out[pad_y : pad_y + nh, pad_x : pad_x + nw])
-    return out, Letterbox(size=size, scale=nw / w, pad_x=pad_x, pad_y=pad_y, original_size=(h, w))
+    return out, geometry
+
+
+def letterbox_geometry(original_size: tuple[int, int], size: int) -> Letterbox:
+    """The geometry :func:`letterbox` uses for an image of ``original_size`` (height, width)."""
+    h, w = original_size
+    nh, nw = _scaled_size(h, w, size)
+    return Letterbox(
+        size=size, scale=nw / w, pad_x=(size - nw) // 2, pad_y=(size - nh) // 2, original_size=(h, w)
+    )
 
 
 def read_for_model(source: str | os.PathLike[str] | bytes, size: int, **options: Any) -> Radiograph:

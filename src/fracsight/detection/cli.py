@@ -69,11 +69,5 @@ def train(
         f"(score floor {loc['min_box_score']}); orientation accuracy {orient['validation']['accuracy']:.3f}, "
         f"turned upright when sure >= {orient['min_probability']:.2f}"
     )
-    test = spec.metrics.get(evaluate_split or "", {})
-    if test:
-        typer.echo(f"{evaluate_split}: {json_line(test)}")
-
-
-def json_line(metrics: dict) -> str:
-    auroc = metrics.get("auroc", {})
-    return f"AUROC {auroc.get('value', float('nan')):.3f}" if isinstance(auroc, dict) else str(auroc)
+    if evaluate_split:
+        typer.echo(f"{evaluate_split}: AUROC {spec.metrics[evaluate_split]['auroc']['value']:.3f}")

@@ -17,6 +17,7 @@ import numpy as np
 from fracsight.data.sample import FRACTURE, Sample
 from fracsight.detection.geometry import flip_boxes, turn_boxes
 from fracsight.detection.taps import TAP_NAMES, find_taps, with_outputs
+from fracsight.preprocessing import letterbox_geometry, read_for_model
 
 __all__ = ["FeatureSet", "extract_features", "model_boxes"]
 
@@ -81,19 +82,12 @@ def model_boxes(sample: Sample, size: int) -> np.ndarray:
         with Image.open(sample.path) as im:  # the header is enough
             w, h = im.size
     except (OSError, UnidentifiedImageError):  # DICOM and the like: read it as the model does
-        from fracsight.preprocessing import read_for_model
-
         h, w = read_for_model(sample.path, size).full_size
-    scale = size / max(h, w)
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    pad_y, pad_x = (size - nh) // 2, (size - nw) // 2
-    sx = nw / w
-    return np.array(
-        [
-            (b.x0 * w * sx + pad_x, b.y0 * h * sx + pad_y, b.x1 * w * sx + pad_x, b.y1 * h * sx + pad_y)
-            for b in sample.boxes
-        ]
-    )
+    geometry = letterbox_geometry((h, w), size)
+    corners = [
+        (*geometry.to_model(b.x0 * w, b.y0 * h), *geometry.to_model(b.x1 * w, b.y1 * h)) for b in sample.boxes
+    ]
+    return np.array(corners, dtype=np.float64)
 
 
 def _views(
