@@ -174,6 +174,7 @@ def main() -> None:
         "--threads", type=int, default=1, help="node's ONNX Runtime threads (0: one per core)"
     )
     parser.add_argument("--native", action="store_true", help="uncompressed files (default JPEG lossless)")
+    parser.add_argument("--log-level", default="WARNING", help="node's log level (INFO: a line per image)")
     parser.add_argument("--timeout", type=float, default=1800, help="give up after this many seconds")
     parser.add_argument("--keep", type=Path, help="work folder to keep (default: a temporary one)")
     parser.add_argument(
@@ -204,7 +205,7 @@ def main() -> None:
         port=free_port(),
         extra=["--results", args.results, "--batch-size", str(args.batch_size), "--keep-files", "0",
                "--processes", str(args.processes), "--threads", str(args.threads),
-               "--log-level", "WARNING"],
+               "--log-level", args.log_level],
     )  # fmt: skip
     report: dict = {
         "count": args.count,

@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from fracsight.dicom._logging import log_failure
+from fracsight.dicom._tcp import tcp_handlers
 from fracsight.dicom.spool import Spool, instance_key, study_key
 from fracsight.errors import UnsupportedModalityError
 from fracsight.io.dicom_gate import check_dicom_object
@@ -139,7 +140,7 @@ class StoreSCP:
         ae.require_calling_aet = self.allowed
         ae.require_called_aet = True
         ae.maximum_associations = 16
-        handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_REJECTED, self._on_rejected)]
+        handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_REJECTED, self._on_rejected), *tcp_handlers()]
         self._server = ae.start_server(self.address, block=False, evt_handlers=handlers)
         self.address = self._server.server_address[:2]
         log.info("listening as %s on %s:%d; callers allowed: %s", self.ae_title, *self.address, self.allowed)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fracsight.dicom._logging import log_failure
+from fracsight.dicom._tcp import tcp_handlers
 from fracsight.dicom.spool import OutboxRow, Spool
 
 __all__ = [
@@ -111,7 +112,7 @@ class DimseDestination:
             contexts.setdefault(sop_class, set()).add(syntax)
         for sop_class, syntaxes in contexts.items():
             ae.add_requested_context(sop_class, sorted(syntaxes))
-        assoc = ae.associate(self.host, self.port, ae_title=self.ae_title)
+        assoc = ae.associate(self.host, self.port, ae_title=self.ae_title, evt_handlers=tcp_handlers())
         if not assoc.is_established:
             raise DestinationUnavailable(f"{self.describe()}: no association")
         try:
