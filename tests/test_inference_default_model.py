@@ -35,7 +35,7 @@ def _test_images(fracatlas_dir: Path, fractured: int, n: int) -> list[Path]:
 
 def test_the_default_bundle_describes_itself(predictor: Predictor) -> None:
     spec = predictor.spec
-    assert spec.name == "fracatlas-lite0-384" and spec.input_size == 384
+    assert spec.name == "fracatlas-lite0-384-int8" and spec.input_size == 384 and spec.precision == "int8"
     assert predictor.regions == ("hand", "leg", "hip", "shoulder")
     assert {op.name for op in spec.operating_points} >= {"balanced", "triage"}
     assert 0.0 < predictor.operating_point.threshold < 1.0
@@ -56,4 +56,4 @@ def test_a_default_prediction_is_complete(predictor: Predictor, fracatlas_dir: P
     assert result.region in predictor.regions and result.heatmap is not None
     assert result.heatmap.shape == result.metadata.original_size
     payload = json.loads(json.dumps(result.to_dict()))
-    assert payload["notice"] == NOTICE and payload["model"] == "fracatlas-lite0-384 v3"
+    assert payload["notice"] == NOTICE and payload["model"] == "fracatlas-lite0-384-int8 v3"

@@ -270,7 +270,10 @@ def test_models_lists_float_and_int8_bundles(
     assert "  tiny-v1 (float32) (default)\n" in result.stdout and "  tiny-v1-int8 (int8)\n" in result.stdout
     from fracsight.benchmark import sibling_bundles
 
-    assert sibling_bundles("tiny-v1") == [packaged / "tiny-v1-int8"] and sibling_bundles("tiny-v1-int8") == []
+    assert sibling_bundles("tiny-v1") == [packaged / "tiny-v1-int8"]
+    assert sibling_bundles("tiny-v1-int8") == [packaged / "tiny-v1"]  # the float row beside an INT8 default
+    shutil.rmtree(packaged / "tiny-v1")
+    assert sibling_bundles("tiny-v1-int8") == []
 
 
 def test_real_packaged_models_are_listed_with_their_precision() -> None:

@@ -457,13 +457,16 @@ def _torch_cuda() -> bool:
 
 
 def sibling_bundles(model: str | Path | None) -> list[Path]:
-    """The packaged ``<name>-int8`` of a packaged model (the default one when ``model`` is None), if any."""
+    """The other precision of a packaged model (the default one when ``model`` is None), if packaged:
+    ``<name>-int8`` for a float bundle, ``<name>`` for ``<name>-int8``; so the float and INT8 rows
+    stand side by side whichever of the two is the default."""
     from fracsight.inference import DEFAULT_MODEL, list_bundles, resolve_bundle
 
     name = DEFAULT_MODEL if model is None else str(model)
-    if name not in list_bundles() or f"{name}-int8" not in list_bundles():
+    other = name.removesuffix("-int8") if name.endswith("-int8") else f"{name}-int8"
+    if name not in list_bundles() or other not in list_bundles():
         return []
-    return [resolve_bundle(f"{name}-int8")]
+    return [resolve_bundle(other)]
 
 
 def run_benchmark(
@@ -478,7 +481,8 @@ def run_benchmark(
     stages: bool = False,
 ) -> BenchmarkReport:
     """Measure the bundle (default: the shipped model), each bundle of ``also`` (default: its packaged
-    INT8 version, if any) and, with ``compare``, the eager-torch baselines, in the same alternating rounds."""
+    version of the other precision, if any: :func:`sibling_bundles`) and, with ``compare``, the
+    eager-torch baselines, in the same alternating rounds."""
     say = progress or (lambda _msg: None)
     load_before = _load()
     cpu_busy_before = cpu_busy_share()

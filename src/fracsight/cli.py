@@ -601,7 +601,7 @@ def benchmark(
         list[str] | None,
         typer.Option(
             help="Another bundle to time in the same run, e.g. an INT8 one (repeatable; default: "
-            "the packaged <model>-int8, if any)."
+            "the model's packaged other precision, <model>-int8 or <model> without -int8, if any)."
         ),
     ] = None,
     stages: Annotated[
