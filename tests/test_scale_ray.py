@@ -1,7 +1,8 @@
 """`fracsight batch` on Ray: the same rows as `fracsight predict`, exactly once, resumable after a kill.
 
 One local two-CPU Ray is started for the module (Ray's start-up is slow); the batch commands run
-as real subprocesses connected to it with --address, except one that starts its own local Ray.
+as real subprocesses connected to it with --address, except one that starts its own local Ray
+(and is killed).
 """
 
 from __future__ import annotations
@@ -128,25 +129,71 @@ def test_ray_gives_exactly_the_rows_of_fracsight_predict(
     assert status.exit_code == 0 and f"complete, {N_IMAGES + 4} rows" in status.output
 
 
+def descendants(pid: int) -> dict[int, str]:
+    """The processes below ``pid`` (Linux /proc), each with its command line."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone
+        parents[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+    found, todo = {}, [pid]
+    while todo:
+        parent = todo.pop()
+        for child in (c for c, p in parents.items() if p == parent):
+            try:
+                found[child] = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"  # a zombie has exited
+
+
 @pytest.mark.slow
-def test_a_killed_job_resumes_and_every_file_appears_exactly_once(
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux /proc")
+def test_a_killed_job_leaves_no_ray_behind_resumes_and_every_file_appears_exactly_once(
     archive: Path, plain_rows: list[dict[str, str]], ray_address: str, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
     args = [str(archive), "--out", str(out), "--batch-size", "2", "--commit-every", "2"]
-    job = batch(*args, "--address", ray_address)
+    job = batch(*args)  # on a local Ray started for the job (the default)
     deadline = time.monotonic() + 180
     while not list((out / "parts").glob("part-*.parquet")):
         assert job.poll() is None, job.communicate()[1]
         assert time.monotonic() < deadline, "no rows committed within 180 s"
         time.sleep(0.05)
-    job.send_signal(signal.SIGKILL)  # no chance to commit anything more
+    ray_processes = descendants(job.pid)
+    commands = " ".join(ray_processes.values())
+    # the lean local Ray (fracsight/scale/local_ray.py): the GCS, the raylet and its agents, and
+    # the workers; no dashboard head, autoscaler monitor or log monitor
+    assert "gcs_server" in commands and "raylet" in commands and "MapWorker" in commands
+    for unused in ("dashboard/dashboard.py", "autoscaler/_private/monitor.py", "log_monitor.py"):
+        assert unused not in commands
+    job.send_signal(signal.SIGKILL)  # no chance to commit anything more, nor to stop Ray
     job.communicate(timeout=30)
+    # Ray shares the driver's fate: the kernel kills the GCS, the raylet and its workers with it.
+    # (The raylet's two agents then exit by themselves, sometimes only a minute later, as they
+    # do after a plain ray.init: not waited for here.)
+    fate_shared = [pid for pid, command in ray_processes.items() if "agent" not in command.lower()]
+    deadline = time.monotonic() + 30
+    while left := [pid for pid in fate_shared if alive(pid)]:
+        assert time.monotonic() < deadline, f"still running after the job was killed: {left}"
+        time.sleep(0.2)
     committed = parquet_rows(out)
     assert 0 < len(committed) < N_IMAGES + 4, "the job was not killed mid-run"
     assert len({r["path"] for r in committed}) == len(committed)
-    # resume on a local Ray started for the job (the default)
-    code, err = finish(batch(*args))
+    code, err = finish(batch(*args, "--address", ray_address))  # resume, here on another Ray
     assert code == 1, err
     assert f"{len(committed)} already in" in err
     assert_exactly_once(out, archive, plain_rows)

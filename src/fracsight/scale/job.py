@@ -13,6 +13,7 @@ from pathlib import Path
 from fracsight.bundle import load_bundle_spec
 from fracsight.errors import FracsightError
 from fracsight.inference import list_bundles, resolve_bundle
+from fracsight.scale.local_ray import LocalRay, start_local_ray
 from fracsight.scale.output import PATH_COLUMN, BatchOutput, output_columns
 
 __all__ = ["BatchError", "BatchSummary", "local_cpus", "run_batch"]
@@ -153,12 +154,13 @@ def _import_data_stack() -> None:
         importlib.import_module(name)
 
 
-def _start_ray(address: str | None) -> None:
-    """``ray.init`` for the job, with the heavy libraries Ray Data needs imported beside it.
+def _start_ray(address: str | None) -> LocalRay | None:
+    """Connect to ``address``, or start a local Ray for the job (:mod:`fracsight.scale.local_ray`),
+    with the heavy libraries Ray Data needs imported beside it; returns the local Ray to stop.
 
-    A local Ray gets this machine's cores, no dashboard and the usage statistics off. Its start is
-    mostly waiting for its own processes (GCS, dashboard, raylet, agents), so the imports (most
-    of a second of CPU, on the way to the first rows otherwise) cost no wall time there.
+    A local Ray gets this machine's cores. Its start is mostly waiting for its own processes
+    (GCS, raylet, agents), so the imports (most of a second of CPU, on the way to the first rows
+    otherwise) cost no wall time there.
     """
     import threading
 
@@ -169,8 +171,8 @@ def _start_ray(address: str | None) -> None:
     try:
         if address:
             ray.init(address=address, logging_level=logging.WARNING)
-        else:
-            ray.init(num_cpus=local_cpus(), include_dashboard=False, logging_level=logging.WARNING)
+            return None
+        return start_local_ray(local_cpus())
     except Exception as e:  # Ray raises ConnectionError, RuntimeError, ... with long messages
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         raise BatchError(f"cannot start or reach {where}: {_first_line(e)}") from None
@@ -202,7 +204,7 @@ def _run_on_ray(
     from fracsight.scale.predict import BatchPredictor
 
     clock = time.perf_counter()
-    _start_ray(address)
+    local = _start_ray(address)
     run.phases["ray_start_s"] = time.perf_counter() - clock
     clock = time.perf_counter()
     try:
@@ -270,7 +272,10 @@ def _run_on_ray(
             run.steady = (received - first[1]) / (time.monotonic() - first[0])
     finally:
         stopping = time.perf_counter()
-        ray.shutdown()
+        if local is None:
+            ray.shutdown()
+        else:
+            local.stop()
         run.phases["ray_stop_s"] = time.perf_counter() - stopping
 
 

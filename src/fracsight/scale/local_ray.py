@@ -1,0 +1,88 @@
+"""A single-node Ray started for one job, without the processes a batch job does not use.
+
+``ray.init()`` without an address starts, besides the GCS and the raylet (with its dashboard and
+runtime-env agents, which the raylet needs), three Python processes a one-machine batch job has
+no use for: the dashboard head (started even with ``include_dashboard=False``, and ``ray.init``
+waits until it answers), the autoscaler monitor (nothing to scale on one machine; it ignores
+SIGTERM, so ``ray.shutdown`` waits a second for it before killing it) and the log monitor (it
+copies the workers' output to the driver's terminal; the workers' logs stay in Ray's session
+folder). On two cores each of them delays the start of the others: without them a local Ray
+starts in about half the time and stops in a twentieth (docs/scale.md, "Where the start-up goes").
+
+``ray.init`` has no options for them, so the head node is started here with Ray's own ``Node``
+class and the ``RayParams`` that ``ray start --head --no-monitor`` uses, then joined with
+``ray.init(address=...)``. That is Ray's private API: where it is missing or refuses the
+arguments (another Ray release), :func:`start_local_ray` falls back to a plain ``ray.init``.
+Token authentication, the kernel fate sharing of every Ray process with the driver (so a
+killed job leaves no Ray behind) and the usage statistics switch are set as ``ray.init`` sets them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+__all__ = ["LocalRay", "start_local_ray"]
+
+logger = logging.getLogger("fracsight.scale")
+
+
+class LocalRay:
+    """The head node this process started (None: ``ray.init`` started Ray and stops it)."""
+
+    def __init__(self, node: Any | None) -> None:
+        self._node = node
+
+    @property
+    def lean(self) -> bool:
+        """True when Ray was started without the dashboard head, monitor and log monitor."""
+        return self._node is not None
+
+    def stop(self) -> None:
+        """Disconnect the driver and stop every process of the node (SIGTERM, SIGKILL after 1 s)."""
+        import ray
+
+        ray.shutdown()
+        if self._node is not None:
+            self._node.kill_all_processes(check_alive=False, allow_graceful=True)
+            self._node = None
+
+
+def start_local_ray(cpus: int, *, logging_level: int = logging.WARNING) -> LocalRay:
+    """Start a single-node Ray with ``cpus`` CPUs and connect this process to it as the driver."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # nothing leaves the hospital
+    import ray
+
+    try:
+        node = _start_head(cpus)
+    except (ImportError, AttributeError, TypeError) as e:  # Ray's private API moved
+        logger.info("starting Ray with ray.init (the lean start is unavailable: %s)", e)
+        ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging_level)
+        return LocalRay(None)
+    try:
+        ray.init(address=node.address, logging_level=logging_level)
+    except BaseException:
+        node.kill_all_processes(check_alive=False, allow_graceful=False)
+        raise
+    return LocalRay(node)
+
+
+def _start_head(cpus: int) -> Any:
+    from ray._private.authentication import authentication_token_setup as auth
+    from ray._private.node import Node
+    from ray._private.parameter import RayParams
+
+    class _Head(Node):  # type: ignore[misc]
+        """Ray's head node without the dashboard head (the API server behind the dashboard,
+        the job and state APIs: none of which a batch job uses)."""
+
+        def start_api_server(self, **_: Any) -> None:
+            self._webui_url = None
+
+    # what ray.init does for a new local cluster: token authentication on unless RAY_AUTH_MODE
+    # says otherwise, with a token generated where there is none
+    auth.enable_token_auth_by_default()
+    auth.ensure_token_if_auth_enabled({}, create_token_if_missing=True)
+    params = RayParams(num_cpus=cpus, include_dashboard=False, no_monitor=True, include_log_monitor=False)
+    return _Head(params, head=True, shutdown_at_exit=False, spawn_reaper=True, ray_init_cluster=True)
