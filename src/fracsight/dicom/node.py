@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fracsight.dicom.metrics import MetricsServer
+from fracsight.dicom.result_pool import ModelRef
 from fracsight.dicom.results_context import NODE_KINDS
 from fracsight.dicom.scp import StoreSCP
 from fracsight.dicom.sender import Destination, Sender
@@ -81,12 +82,8 @@ class Node:
         self._stopped = threading.Event()
 
     def start(self) -> None:
-        from fracsight.inference import Predictor
-
         cfg = self.config
-        predictor = self._predictor or Predictor(
-            cfg.model, operating_point=cfg.operating_point, threads=cfg.threads
-        )
+        model = self._predictor or ModelRef.resolve(cfg.model, cfg.operating_point, cfg.threads)
         self.spool = spool = Spool(cfg.spool)
         recovered = spool.recover(_study_uid_of)
         backlog = spool.backlog()
@@ -107,7 +104,7 @@ class Node:
         )
         self.worker = Worker(
             spool,
-            predictor,
+            model,
             kinds=cfg.kinds,
             quiet_time=cfg.quiet_time,
             batch_size=cfg.batch_size,
@@ -123,7 +120,7 @@ class Node:
             allowed=cfg.allowed,
             on_stored=self.worker.wake.set,
         )
-        self.worker.start_processes()  # they load the model while the listener starts
+        self.worker.start_processes()  # the model is loaded before the listener starts
         self.sender.start()
         self.worker.start()
         self.scp.start()
@@ -133,7 +130,7 @@ class Node:
         log.info(
             "fracsight node %s ready: model %s, results (%s) to %s, study quiet time %g s",
             cfg.ae_title,
-            predictor.name,
+            model.name,
             ", ".join(cfg.kinds),
             cfg.destination.describe(),
             cfg.quiet_time,

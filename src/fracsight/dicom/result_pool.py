@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ImageJob",
     "ImageOutcome",
+    "ModelRef",
     "Processing",
     "StudyOutcome",
     "encode_dataset",
@@ -183,25 +184,26 @@ def make_study_results(
         return StudyOutcome((), len(predictions), error=type(e).__name__)
 
 
-def _exit_with_parent(parent: int) -> None:
+def _exit_with_parent() -> None:
     """A worker process ends when the node does, also when the node was killed (SIGKILL, the
-    OOM killer): an orphan would hold its memory and could write into a restarted node's spool."""
+    OOM killer): an orphan would hold its memory and could write into a restarted node's spool.
+    Waits on the parent's sentinel (readable once the parent is gone): no polling."""
+    import multiprocessing
     import os
-    import time
+    from multiprocessing.connection import wait
 
-    while os.getppid() == parent:
-        time.sleep(0.5)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        wait([parent.sentinel])
     os._exit(0)
 
 
-def _init_process(bundle_dir: str, operating_point: str | None, parent: int) -> None:
+def _init_process(model: ModelRef) -> None:
     global _predictor
     import signal
     import threading
 
-    from fracsight.inference import Predictor
-
-    threading.Thread(target=_exit_with_parent, args=(parent,), name="parent-watch", daemon=True).start()
+    threading.Thread(target=_exit_with_parent, name="parent-watch", daemon=True).start()
     # Ctrl-C reaches the whole process group: the node stops its workers itself, after their jobs
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -209,7 +211,7 @@ def _init_process(bundle_dir: str, operating_point: str | None, parent: int) -> 
     for library in ("pydicom", "highdicom"):
         logging.getLogger(library).setLevel(logging.ERROR)
         warnings.filterwarnings("ignore", module=rf"{library}(\..*)?$")
-    _predictor = Predictor(bundle_dir, threads=1, operating_point=operating_point)
+    _predictor = model.load()
 
 
 def _ready(predictor: Predictor) -> str:
@@ -221,45 +223,91 @@ def _in_process(function: Callable[..., Any], *args: Any) -> Any:
     return function(_predictor, *args)
 
 
+@dataclass(frozen=True)
+class ModelRef:
+    """The bundle the jobs run, named by its folder: worker processes load it themselves, so the
+    node's main process, which only receives, commits and sends, holds no model (about 100 MB)."""
+
+    bundle_dir: Path
+    operating_point: str | None = None
+    threads: int = 1  # ONNX Runtime threads of each process's session
+
+    @classmethod
+    def resolve(cls, model: str | Path | None, operating_point: str | None, threads: int = 1) -> ModelRef:
+        """A packaged name, folder or .zip (None: the default model), checked as far as can be
+        without loading it: the bundle exists and has the operating point asked for."""
+        from fracsight.bundle import load_bundle_spec
+        from fracsight.inference.store import resolve_bundle
+
+        ref = cls(resolve_bundle(model), operating_point, threads)
+        if operating_point is not None:
+            load_bundle_spec(ref.bundle_dir).operating_point(operating_point)  # BundleError if unknown
+        return ref
+
+    @classmethod
+    def of(cls, predictor: Predictor, threads: int = 1) -> ModelRef:
+        op = predictor.operating_point
+        return cls(predictor.bundle_dir, op.name if op is not None else None, threads)
+
+    @property
+    def name(self) -> str:
+        from fracsight.bundle import load_bundle_spec
+
+        spec = load_bundle_spec(self.bundle_dir)
+        return f"{spec.name} v{spec.version}"
+
+    def load(self) -> Predictor:
+        from fracsight.inference import Predictor
+
+        return Predictor(self.bundle_dir, threads=self.threads, operating_point=self.operating_point)
+
+
 class Processing:
     """Runs :func:`make_image_results` and :func:`make_study_results` jobs in ``processes``
     worker processes, or in the calling thread (``processes=0``: :meth:`submit` returns a
-    future that is already done)."""
+    future that is already done). ``model``: a loaded predictor (used as it is in the thread),
+    or a :class:`ModelRef` that each process loads (and the thread, at :meth:`start`)."""
 
-    def __init__(self, predictor: Predictor, processes: int = 0) -> None:
-        self.predictor = predictor
+    def __init__(self, model: Predictor | ModelRef, processes: int = 0) -> None:
+        self.model = model if isinstance(model, ModelRef) else ModelRef.of(model)
+        self._predictor = None if isinstance(model, ModelRef) else model
         self.processes = max(0, processes)
         self._pool: ProcessPoolExecutor | None = None
         self.generation = 0  # of the pool: a job's failure resets only the pool that ran it
 
     def _new_pool(self) -> ProcessPoolExecutor:
         import multiprocessing
-        import os
 
         self.generation += 1
-        op = self.predictor.operating_point
         return ProcessPoolExecutor(
             self.processes,
             mp_context=multiprocessing.get_context("spawn"),  # never fork a process that runs threads
             initializer=_init_process,
-            initargs=(str(self.predictor.bundle_dir), op.name if op is not None else None, os.getpid()),
+            initargs=(self.model,),
         )
 
     def start(self) -> None:
-        """Start the worker processes and wait until each has loaded the bundle, rather than
-        making the first images wait for it."""
-        if self.processes and self._pool is None:
+        """Load the model: start the worker processes and wait until each has loaded the bundle,
+        rather than making the first images wait for it."""
+        if self.processes == 0:
+            self._in_thread()
+        elif self._pool is None:
             self._pool = self._new_pool()
             warm = [self._pool.submit(_in_process, _ready) for _ in range(self.processes)]
             for future in warm:
                 future.result()
+
+    def _in_thread(self) -> Predictor:
+        if self._predictor is None:
+            self._predictor = self.model.load()
+        return self._predictor
 
     def submit(self, function: Callable[..., Any], *args: Any) -> Future[Any]:
         """``function(predictor, *args)`` in a worker process, or here."""
         if self.processes == 0:
             future: Future[Any] = Future()
             try:
-                future.set_result(function(self.predictor, *args))
+                future.set_result(function(self._in_thread(), *args))
             except Exception as e:
                 future.set_exception(e)
             return future

@@ -36,6 +36,7 @@ from fracsight.dicom._logging import log_failure
 from fracsight.dicom.result_pool import (
     ImageJob,
     ImageOutcome,
+    ModelRef,
     Processing,
     StudyOutcome,
     make_image_results,
@@ -66,7 +67,7 @@ class Worker(threading.Thread):
     def __init__(
         self,
         spool: Spool,
-        predictor: Predictor,
+        model: Predictor | ModelRef,
         *,
         kinds: Sequence[str] = NODE_KINDS,
         quiet_time: float = 30.0,
@@ -77,13 +78,12 @@ class Worker(threading.Thread):
     ) -> None:
         super().__init__(name="fracsight-worker", daemon=True)
         self.spool = spool
-        self.predictor = predictor
         self.kinds = tuple(kinds)
         self.quiet_time = quiet_time
         self.batch_size = max(1, batch_size)
         self.keep_files_for = keep_files_for
         self.on_results = on_results
-        self.processing = Processing(predictor, processes)
+        self.processing = Processing(model, processes)
         # in processes: one job more than processes, so that none idles while this thread commits
         self.max_jobs = processes + 1 if processes > 0 else 1
         self.wake = threading.Event()
@@ -96,7 +96,7 @@ class Worker(threading.Thread):
         self._last_prune = 0.0
 
     def start_processes(self) -> None:
-        """Start the worker processes (they load the model) before the first image arrives."""
+        """Load the model (in the worker processes, if any) before the first image arrives."""
         self.processing.start()
 
     def stop(self) -> None:
