@@ -7,7 +7,8 @@ thread CPU time (``time.thread_time``) is added up around its entry point:
 - ``read``: reading the spooled images (JPEG-lossless decode, windowing) with the model's reader;
 - ``predict``: the model (ONNX Runtime, 1 thread, batches of up to 8);
 - ``result objects``: SR, GSPS and capture of each image (highdicom, pydicom);
-- ``encode+write``: encoding every result object and writing it durably to the spool;
+- ``encoding``: encoding every result object (pydicom);
+- ``durable writes``: writing the encoded objects to the spool (a writer thread), fsyncs included;
 - ``study verdicts``: the study SRs (without their encoding);
 - ``sender``: C-STORE of the result objects to Orthanc;
 - ``rest``: the process's CPU time not in those (pynetdicom's network threads, SQLite, ...).
@@ -48,7 +49,8 @@ STAGES = {
     "read": (Predictor, "read"),
     "predict": (Predictor, "predict_radiographs"),
     "result objects": (results, "result_datasets"),
-    "encode+write": (result_pool, "_write_all"),
+    "encoding": (result_pool, "encode_dataset"),
+    "durable writes": (result_pool, "_write_all"),
     "study verdicts": (results, "study_result_datasets"),
     "sender": (DimseDestination, "deliver"),
 }
@@ -109,6 +111,7 @@ def main() -> None:
     try:
         node.start()
         assert node.spool is not None
+        spent.clear()  # the warm-up at start is not per image
         load = os.getloadavg()
         wall, cpu = time.monotonic(), time.process_time()
         storescu("127.0.0.1", port, files)

@@ -247,21 +247,28 @@ class Spool:
             ).fetchone()
         return None if row[0] is None else row[0] + quiet_time
 
-    def queue_results(self, owner: str, files: Sequence[Path], *, state: str | None = None) -> None:
-        """Put result files (already written durably) in the outbox and move ``owner`` on, in one
-        transaction: an instance to ``results_pending`` (``sent`` when there is nothing to send),
-        counted as predicted."""
+    def queue_results(self, owner: str, files: Sequence[Path]) -> None:
+        """Put an instance's result files (already written durably) in the outbox and move it on
+        to ``results_pending`` (``sent`` when there is nothing to send), counted as predicted."""
+        self.queue_many([(owner, files)])
+
+    def queue_many(self, results: Sequence[tuple[str, Sequence[Path]]]) -> None:
+        """:meth:`queue_results` for several instances (a job's) in one transaction: one commit,
+        one fsync of the database, instead of one each."""
+        if not results:
+            return
         now = time.time()
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany(
                 "INSERT INTO outbox(owner, path, state) VALUES (?, ?, ?)",
-                [(owner, str(p.relative_to(self.root)), PENDING) for p in files],
+                [(owner, str(p.relative_to(self.root)), PENDING) for owner, files in results for p in files],
             )
-            if state is None:
-                state = RESULTS_PENDING if files else SENT
-            self._db.execute("UPDATE instances SET state=?, updated_at=? WHERE key=?", (state, now, owner))
-            self._count("predicted")
+            self._db.executemany(
+                "UPDATE instances SET state=?, updated_at=? WHERE key=?",
+                [(RESULTS_PENDING if files else SENT, now, owner) for owner, files in results],
+            )
+            self._count("predicted", n=len(results))
 
     def finish_study(self, study_uid: str, generation: int, owner: str, files: Sequence[Path]) -> bool:
         """Queue a study verdict's files and close the study, unless an image arrived meanwhile

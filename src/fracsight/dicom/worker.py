@@ -156,7 +156,9 @@ class Worker(threading.Thread):
         if free <= 0:
             return False
         rows = [
-            r for r in self.spool.received(self.batch_size * free + len(in_flight)) if r.key not in in_flight
+            r
+            for r in self.spool.received(self.batch_size * self.max_jobs + len(in_flight))
+            if r.key not in in_flight
         ]
         if not rows:
             return False
@@ -167,7 +169,10 @@ class Worker(threading.Thread):
                 return False
             batches = [suspects[:1]]
         else:
-            batches = [rows[i : i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
+            # the jobs share what waits: at the end of a burst, smaller jobs keep every process busy
+            # to the last image rather than one process finishing a full batch while another idles
+            size = min(self.batch_size, -(-len(rows) // self.max_jobs))
+            batches = [rows[i : i + size] for i in range(0, len(rows), size)]
         for batch in batches[:free]:
             jobs = tuple(
                 ImageJob(
@@ -218,6 +223,7 @@ class Worker(threading.Thread):
                 self.spool.mark_instance(job.key, FAILED, "results_error")
             log_failure(log, e, "%d instances could not be predicted", len(jobs))
             return
+        done = []
         for outcome in outcomes:
             self._suspects.discard(outcome.key)
             if outcome.state == "refused":
@@ -231,9 +237,11 @@ class Worker(threading.Thread):
                     log.error("instance %s: result objects could not be made: %s", outcome.key, outcome.error)
             else:
                 assert outcome.prediction is not None
-                self.spool.queue_results(outcome.key, outcome.files)
-                self._cache[outcome.key] = outcome.prediction
-                log.info("instance %s predicted: %d result objects queued", outcome.key, len(outcome.files))
+                done.append(outcome)
+        self.spool.queue_many([(outcome.key, outcome.files) for outcome in done])
+        for outcome in done:
+            self._cache[outcome.key] = outcome.prediction
+            log.info("instance %s predicted: %d result objects queued", outcome.key, len(outcome.files))
 
     # ---- studies ----------------------------------------------------------------------------------
     def _study_in_flight(self, study_uid: str) -> bool:
