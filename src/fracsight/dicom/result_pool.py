@@ -5,11 +5,11 @@ report, a presentation state and a secondary capture (highdicom, pydicom: pure P
 nearly all of the node's CPU time (docs/dicom.md has the figures). In the worker thread they
 hold the interpreter lock that the listener and the sender need, and leave the second core
 idle. :class:`Processing` with ``processes > 0`` runs them in that many worker processes
-(spawned, each with its own :class:`~fracsight.inference.Predictor` of the same bundle, one
-ONNX Runtime thread each): a job takes spool paths and gives back what the worker must commit
-(result files already written durably, the prediction without its pixels), so only file names
-and small objects cross between the processes, never pixels. With ``processes=0`` the same jobs
-run in the calling thread. Either way the objects are exactly those of
+(spawned, each with its own :class:`~fracsight.inference.Predictor` of the same bundle, loaded
+and warmed up when the process starts; the main process loads none): a job takes spool paths
+and gives back what the worker must commit (result files already written durably, the
+prediction without its pixels), so only file names and small objects cross between the
+processes, never pixels. With ``processes=0`` the same jobs run in the calling thread. Either way the objects are exactly those of
 :func:`fracsight.dicom.results.result_datasets` and
 :func:`fracsight.dicom.results.study_result_datasets`.
 """

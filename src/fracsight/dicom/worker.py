@@ -3,13 +3,14 @@ study its verdict once its images stop arriving.
 
 One thread, in a loop:
 
-1. the jobs that finished are committed: each instance's result files (written durably by the
-   job) go to the outbox in one spool transaction, or the instance is ``refused`` with the
-   reader's error code (a non-radiograph, an unreadable image) or ``failed``;
+1. the jobs that finished are committed: a job's result files (written durably by the job) go
+   to the outbox in one spool transaction, and an instance the job could not give results is
+   ``refused`` with the reader's error code (a non-radiograph, an unreadable image) or ``failed``;
 2. each open study that has seen no image for ``quiet_time`` seconds and has no image left to
    predict gets its study-level verdict (:meth:`Predictor.predict_study` over its predicted
    images, :func:`fracsight.dicom.results.study_result_datasets`);
-3. up to ``batch_size`` received instances (oldest first) become one job: read with the model's
+3. received instances (oldest first) become jobs of up to ``batch_size`` each, sharing what
+   waits evenly between the free job slots; each is read with the model's
    reader (the same :meth:`Predictor.read` as ``fracsight predict``), predicted in one batch,
    given their result objects (:func:`fracsight.dicom.results.result_datasets`).
 
