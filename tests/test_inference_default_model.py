@@ -57,3 +57,17 @@ def test_a_default_prediction_is_complete(predictor: Predictor, fracatlas_dir: P
     assert result.heatmap.shape == result.metadata.original_size
     payload = json.loads(json.dumps(result.to_dict()))
     assert payload["notice"] == NOTICE and payload["model"] == "fracatlas-lite0-384-int8 v3"
+
+
+def test_the_default_model_repeats_itself_exactly(fracatlas_dir: Path) -> None:
+    """The INT8 default as the float models: the same image gives the same result in another
+    Predictor and inside a batch (the integer kernels split work across threads)."""
+    paths = [*_test_images(fracatlas_dir, 1, 2), *_test_images(fracatlas_dir, 0, 2)]
+    first, second = Predictor(), Predictor()
+    one = [first.predict(p) for p in paths]
+    for a, b in zip(one, [second.predict(p) for p in paths], strict=True):
+        assert a.to_dict() == b.to_dict()
+        np.testing.assert_array_equal(a.heatmap, b.heatmap)
+    for a, b in zip(one, first.predict_many(paths, batch_size=4, heatmap=True), strict=True):
+        assert a.to_dict() == b.to_dict()
+        np.testing.assert_array_equal(a.heatmap, b.heatmap)
