@@ -8,8 +8,9 @@ prints wall-clock images/s for both (start-up included), Ray's rate once its act
 where Ray's run went (job.json's last_run.phases: prepare, ray.init, up to the first rows, the
 rest, ray.shutdown; "outside" is the process around them: Python, imports, listing, exit). The
 load average is printed around each command: on a shared machine the figures mean little
-without it. --cpu adds the CPU-seconds of every process of the Ray run by kind (the driver,
-Ray's own processes, Ray Data's actors, the Predictor actors), which load changes much less.
+without it. --cpu adds the CPU-seconds of both commands (all their processes) and of every process
+of the Ray run by kind (the driver, Ray's own processes, Ray Data's actors, the Predictor actors),
+which load changes much less.
 Both CSVs are then compared: the same rows, or the script fails.
 """
 
@@ -136,7 +137,8 @@ def main() -> None:
         for r in range(args.rounds):
             plain_csv = Path(tmp) / f"plain-{r}.csv"
             load = [os.getloadavg()[0]]
-            plain = timed([*CLI, "predict", str(folder), "--csv", str(plain_csv)])
+            plain_cpu: dict[str, float] | None = {} if args.cpu else None
+            plain = timed([*CLI, "predict", str(folder), "--csv", str(plain_csv)], plain_cpu)
             load.append(os.getloadavg()[0])
             out = Path(tmp) / f"ray-{r}"
             cpu: dict[str, float] | None = {} if args.cpu else None
@@ -161,7 +163,12 @@ def main() -> None:
                 + ", ".join(f"{name.removesuffix('_s')} {value:.1f} s" for name, value in phases.items())
                 + f", outside run_batch {ray - inside:.1f} s"
             )
-            if cpu:
+            if cpu and plain_cpu:
+                print(
+                    f"  CPU-seconds: fracsight predict {sum(plain_cpu.values()):.1f} "
+                    f"({1000 * sum(plain_cpu.values()) / n:.1f} ms per image), the Ray run "
+                    f"{sum(cpu.values()):.1f} ({1000 * sum(cpu.values()) / n:.1f} ms per image)"
+                )
                 print(
                     f"  CPU-seconds of the Ray run, {sum(cpu.values()):.1f} in all: "
                     + ", ".join(
