@@ -1,0 +1,54 @@
+"""The node's associations go out without Nagle's algorithm (docs/dicom.md, "Throughput").
+
+With Nagle on, each C-STORE between the node and Orthanc waited for 40 ms delayed ACKs (about
+95 ms per object instead of 6): the sender, one association at a time, then bounded the node.
+Real pynetdicom associations on loopback; no PACS needed.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+pynetdicom = pytest.importorskip("pynetdicom")
+
+from fracsight.dicom._tcp import tcp_handlers  # noqa: E402
+from fracsight.dicom.scp import StoreSCP  # noqa: E402
+from fracsight.dicom.spool import Spool  # noqa: E402
+
+
+def _no_delay(sock: socket.socket) -> bool:
+    return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+
+def test_the_listener_and_a_caller_with_the_node_settings_turn_nagle_off(tmp_path: Path) -> None:
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    scp = StoreSCP(
+        Spool(tmp_path / "spool"), ae_title="FRACSIGHT", host="127.0.0.1", port=0, allowed=["MODALITY"]
+    )
+    scp.start()
+    try:
+        ae = AE(ae_title="MODALITY")
+        ae.add_requested_context(Verification)
+        plain = ae.associate("127.0.0.1", scp.port, ae_title="FRACSIGHT")
+        tuned = ae.associate("127.0.0.1", scp.port, ae_title="FRACSIGHT", evt_handlers=tcp_handlers())
+        try:
+            assert plain.is_established and tuned.is_established
+            assert not _no_delay(plain.dul.socket.socket)  # what pynetdicom does by itself
+            assert _no_delay(tuned.dul.socket.socket)
+            deadline = time.monotonic() + 5
+            while len(scp._server.active_associations) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            served = scp._server.active_associations
+            assert len(served) == 2 and all(_no_delay(a.dul.socket.socket) for a in served)
+            assert tuned.send_c_echo().Status == 0
+        finally:
+            plain.release()
+            tuned.release()
+    finally:
+        scp.stop()
