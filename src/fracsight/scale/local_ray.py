@@ -19,8 +19,10 @@ killed job leaves no Ray behind) and the usage statistics switch are set as ``ra
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["LocalRay", "start_local_ray"]
@@ -55,11 +57,12 @@ def start_local_ray(cpus: int, *, logging_level: int = logging.WARNING) -> Local
     import ray
 
     try:
-        node = _start_head(cpus)
+        start_head = _lean_head(cpus)
     except (ImportError, AttributeError, TypeError) as e:  # Ray's private API moved
         logger.info("starting Ray with ray.init (the lean start is unavailable: %s)", e)
         ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging_level)
         return LocalRay(None)
+    node = start_head()
     try:
         ray.init(address=node.address, logging_level=logging_level)
     except BaseException:
@@ -68,7 +71,9 @@ def start_local_ray(cpus: int, *, logging_level: int = logging.WARNING) -> Local
     return LocalRay(node)
 
 
-def _start_head(cpus: int) -> Any:
+def _lean_head(cpus: int) -> Callable[[], Any]:
+    """What starts the lean head node; raises ImportError, AttributeError or TypeError, before
+    anything is started, where this Ray release does not have the private API it uses."""
     from ray._private.authentication import authentication_token_setup as auth
     from ray._private.node import Node
     from ray._private.parameter import RayParams
@@ -77,12 +82,19 @@ def _start_head(cpus: int) -> Any:
         """Ray's head node without the dashboard head (the API server behind the dashboard,
         the job and state APIs: none of which a batch job uses)."""
 
-        def start_api_server(self, **_: Any) -> None:
+        def start_api_server(self, *_: Any, **__: Any) -> None:
             self._webui_url = None
 
-    # what ray.init does for a new local cluster: token authentication on unless RAY_AUTH_MODE
-    # says otherwise, with a token generated where there is none
-    auth.enable_token_auth_by_default()
-    auth.ensure_token_if_auth_enabled({}, create_token_if_missing=True)
     params = RayParams(num_cpus=cpus, include_dashboard=False, no_monitor=True, include_log_monitor=False)
-    return _Head(params, head=True, shutdown_at_exit=False, spawn_reaper=True, ray_init_cluster=True)
+    options = {"head": True, "shutdown_at_exit": False, "spawn_reaper": True, "ray_init_cluster": True}
+    inspect.signature(Node).bind(params, **options)  # TypeError if Node's parameters changed
+    setup = (auth.enable_token_auth_by_default, auth.ensure_token_if_auth_enabled)
+
+    def start() -> Any:
+        # what ray.init does for a new local cluster: token authentication on unless
+        # RAY_AUTH_MODE says otherwise, with a token generated where there is none
+        setup[0]()
+        setup[1]({}, create_token_if_missing=True)
+        return _Head(params, **options)
+
+    return start
