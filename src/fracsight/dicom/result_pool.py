@@ -9,8 +9,8 @@ idle. :class:`Processing` with ``processes > 0`` runs them in that many worker p
 and warmed up when the process starts; the main process loads none): a job takes spool paths
 and gives back what the worker must commit (result files already written durably, the
 prediction without its pixels), so only file names and small objects cross between the
-processes, never pixels. With ``processes=0`` the same jobs run in the calling thread. Either way the objects are exactly those of
-:func:`fracsight.dicom.results.result_datasets` and
+processes, never pixels. With ``processes=0`` the same jobs run in the calling thread. Either
+way the objects are exactly those of :func:`fracsight.dicom.results.result_datasets` and
 :func:`fracsight.dicom.results.study_result_datasets`.
 """
 
