@@ -104,7 +104,10 @@ def listen(
         ),
     ] = 2,
     threads: Annotated[
-        int, typer.Option(min=0, max=64, help="ONNX Runtime threads for the model (0: one per core).")
+        int,
+        typer.Option(
+            min=0, max=64, help="ONNX Runtime threads of each process that runs the model (0: one per core)."
+        ),
     ] = 1,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
 ) -> None:
