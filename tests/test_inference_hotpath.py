@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fracsight.explain import label_components
-from fracsight.inference.onnx_model import OnnxModel
+from fracsight.inference.onnx_model import SPIN_US, OnnxModel
 
 
 def _dynamic_session(bundle: Path):  # type: ignore[no-untyped-def]
@@ -28,6 +28,15 @@ def test_the_batch_dimension_is_fixed_to_one_image(tiny_bundle: Path) -> None:
     for name, want in zip(model.output_names, dynamic, strict=True):
         assert fixed[name].shape == want.shape
         np.testing.assert_allclose(fixed[name], want, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+def test_workers_spin_briefly_and_stop_after_a_run(tiny_bundle: Path) -> None:
+    """Spinning capped within a run and stopped after it (docs/benchmark.md: next to other busy
+    processes onnxruntime's long default spin cost the INT8 default 1.3-1.7x)."""
+    options = OnnxModel(tiny_bundle).session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.spin_duration_us") == str(SPIN_US)
+    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+    assert 0 < SPIN_US <= 1000
 
 
 def test_micro_batches_give_the_same_outputs(tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,9 +10,10 @@ from fracsight._malloc import keep_freed_memory
 from fracsight.bundle import BundleSpec, load_bundle_spec, sha256_file
 from fracsight.errors import BundleError, ChecksumMismatchError
 
-__all__ = ["BATCH_DIM", "OnnxModel", "execution_providers"]
+__all__ = ["BATCH_DIM", "SPIN_US", "OnnxModel", "execution_providers"]
 
 BATCH_DIM = "batch"  # name of the dynamic batch axis in exported models (fracsight.models.export)
+SPIN_US = 50  # longest spin of an onnxruntime worker between two operators of a run (see OnnxModel)
 
 
 def execution_providers() -> list[str]:
@@ -58,6 +59,12 @@ class OnnxModel:
         # after the run (the default), they take the second core from the Predictor's own
         # work on the image and its side thread: 22.6 -> 21.0 ms per image end to end.
         options.add_session_config_entry("session.force_spinning_stop", "1")
+        # Within a run, a worker waiting for the next operator spins at most SPIN_US before it
+        # sleeps. onnxruntime's own spin is much longer, and next to any other busy process (a
+        # second Predictor, a browser, a shared VM) the spinning thread takes the core that the
+        # thread it waits for needs: INT8 v3 end to end 1.3-1.7x slower than with the cap under
+        # load, while on an idle machine the cap costs about 1% (docs/benchmark.md).
+        options.add_session_config_entry("session.intra_op.spin_duration_us", str(SPIN_US))
         try:
             self.session = ort.InferenceSession(str(onnx_path), options, providers=execution_providers())
         except Exception as e:  # onnxruntime raises its own exception types
