@@ -3,8 +3,10 @@
 #   inference image (default target): REST API on port 8000, DICOM node, shipped model, no torch
 #     docker build -t fracsight .
 #   web app (Streamlit on port 8501):   docker build --target webapp -t fracsight-app .
-#   GPU (CUDA base + onnxruntime-gpu):  docker build --build-arg BASE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04 \
+#   GPU (CUDA base + onnxruntime-gpu):  docker build --build-arg BASE=nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04 \
 #                                         --build-arg ONNXRUNTIME=onnxruntime-gpu -t fracsight-gpu .
+#     The base's CUDA major must be the one onnxruntime-gpu was built for (1.31.1 on PyPI: CUDA 13,
+#     cuDNN 9); the build checks it and fails otherwise (CUDA_CHECK=warn: build anyway, CPU only).
 #
 # BASE may be any Debian-like image: a python:3.x-slim one, or a plain Debian/Ubuntu one (Python
 # then comes from its packages). With wheels in wheelhouse/ (scripts/make_wheelhouse.sh) the build
@@ -28,6 +30,9 @@ FROM runtime AS build
 # extras: serve = REST API, dicom = the DICOM node (highdicom, pynetdicom, dicomweb-client)
 ARG EXTRAS=serve,dicom
 ARG ONNXRUNTIME=onnxruntime
+# With onnxruntime-gpu: `required` fails the build when the base lacks the CUDA and cuDNN libraries it
+# was built for (it would silently run on the CPU); `warn` only says so (a CPU-only test build).
+ARG CUDA_CHECK=required
 COPY wheelhouse/ /tmp/wheelhouse/
 COPY pyproject.toml README.md /tmp/src/
 COPY src/ /tmp/src/src/
@@ -42,6 +47,22 @@ RUN set -eux; \
     $pip "$target"; \
     if [ "$ONNXRUNTIME" != "onnxruntime" ]; then \
         /opt/fracsight/bin/pip uninstall -y onnxruntime; $pip "$ONNXRUNTIME"; \
+    fi; \
+    cuda_ep=$(echo /opt/fracsight/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime_providers_cuda.so); \
+    if [ -e "$cuda_ep" ]; then \
+        cuda=$(/opt/fracsight/bin/python -c \
+            "from onnxruntime.capi.build_and_package_info import cuda_version; print(cuda_version)"); \
+        missing=$(ldd "$cuda_ep" | awk '/not found/ && $1 !~ /^libcuda\.so/ {print $1}' | tr '\n' ' '); \
+        cudnn=$(ldconfig -p | grep -c 'libcudnn\.so\.9 ' || true); \
+        for dir in $(echo "${LD_LIBRARY_PATH:-}" | tr : ' '); do [ ! -e "$dir/libcudnn.so.9" ] || cudnn=1; done; \
+        [ "$cudnn" != 0 ] || missing="${missing}libcudnn.so.9 "; \
+        if [ -n "$missing" ]; then \
+            msg="onnxruntime-gpu needs CUDA $cuda and cuDNN 9 in the base image; missing here: ${missing% }"; \
+            if [ "$CUDA_CHECK" != warn ]; then \
+                echo "$msg (use a CUDA $cuda cuDNN 9 base, or CUDA_CHECK=warn for a CPU-only build)" >&2; exit 1; \
+            fi; \
+            echo "warning: $msg: this image runs on the CPU" >&2; \
+        fi; \
     fi; \
     if /opt/fracsight/bin/python -c "import torch" 2>/dev/null; then echo "torch in the image" >&2; exit 1; fi; \
     find /opt/fracsight -name __pycache__ -prune -exec rm -rf {} +; \
