@@ -6,18 +6,29 @@
 #                                        # wheelhouse, image); later runs reuse the cached layers
 #   KEEP=1 scripts/test_container.sh     # keep the built images afterwards
 #   WEBAPP=0 scripts/test_container.sh   # skip the web-app image
+#   scripts/test_container.sh --gpu-variant   # also build the GPU variant (onnxruntime-gpu, on the
+#                                        # Debian base: no CUDA there) and check it falls back to the CPU
 #
 # Slow, so outside the default `python -m pytest`. Needs debootstrap, podman and buildah (.ci/run
 # installs them) and root, or rootless podman/buildah set up for this user. Public registries are not
 # needed: the base image is a Debian bookworm made here with debootstrap from the mirror apt uses, and
 # Python packages come from a wheelhouse made here (scripts/make_wheelhouse.sh), installed offline.
 set -euo pipefail
+GPU_VARIANT=0
+for arg in "$@"; do
+    case $arg in
+        --gpu-variant) GPU_VARIANT=1 ;;
+        *) echo "usage: $0 [--gpu-variant]" >&2; exit 2 ;;
+    esac
+done
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 BUILD=build/container
+mkdir -p "$BUILD"
 BASE_IMAGE=localhost/debian:bookworm
 IMAGE=localhost/fracsight:test
 APP_IMAGE=localhost/fracsight-app:test
+GPU_IMAGE=localhost/fracsight-gpu:test
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
 FRACATLAS="${FRACATLAS:-$ROOT/../shared/data/fracatlas}"
 TOKEN="container-test-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
@@ -50,7 +61,7 @@ cleanup() {
     for pidfile in "$RUNDIR"/*.pid; do [ -e "$pidfile" ] && stop_inside "$(basename "$pidfile" .pid)"; done
     rm -rf "$RUNDIR"
     for c in "${CONTAINERS[@]}"; do buildah rm "$c" >/dev/null 2>&1 || true; done
-    if [ "${KEEP:-0}" != 1 ]; then buildah rmi "$IMAGE" "$APP_IMAGE" >/dev/null 2>&1 || true; fi
+    if [ "${KEEP:-0}" != 1 ]; then buildah rmi "$IMAGE" "$APP_IMAGE" "$GPU_IMAGE" >/dev/null 2>&1 || true; fi
 }
 trap cleanup EXIT
 
@@ -67,23 +78,27 @@ free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0
 # ---- base image ------------------------------------------------------------------------------------
 if ! podman image exists "$BASE_IMAGE"; then
     step "debootstrap --variant=minbase bookworm from $(mirror)"
-    rm -rf "$BUILD/rootfs" && mkdir -p "$BUILD"
+    rm -rf "$BUILD/rootfs"
     debootstrap --variant=minbase bookworm "$BUILD/rootfs" "$(mirror)" > "$BUILD/debootstrap.log"
     rm -rf "$BUILD"/rootfs/var/cache/apt/archives/*.deb "$BUILD"/rootfs/var/lib/apt/lists/*
-    tar -C "$BUILD/rootfs" -c . | podman import - "$BASE_IMAGE" >/dev/null
+    tar -C "$BUILD/rootfs" -c . | podman import --quiet - "$BASE_IMAGE" >/dev/null
     rm -rf "$BUILD/rootfs"
 fi
 echo "base: $BASE_IMAGE ($(podman image inspect "$BASE_IMAGE" --format '{{.Size}}' | awk '{printf "%.0f MB", $1/1e6}'))"
 
 # ---- wheelhouse and images -------------------------------------------------------------------------
 step "wheelhouse for the image's Python (bookworm: 3.11)"
-PYTHON="$PY" scripts/make_wheelhouse.sh 3.11 serve,dicom,app
+if [ "$GPU_VARIANT" = 1 ]; then
+    ONNXRUNTIME=onnxruntime-gpu PYTHON="$PY" scripts/make_wheelhouse.sh 3.11 serve,dicom,app
+else
+    PYTHON="$PY" scripts/make_wheelhouse.sh 3.11 serve,dicom,app
+fi
 ls wheelhouse/fracsight-*.whl >/dev/null || fail "no fracsight wheel in wheelhouse/"
 
 build() {  # build TAG [buildah bud options]
     local tag=$1; shift
     local start=$SECONDS
-    buildah bud --isolation chroot --layers --format docker --quiet \
+    buildah bud --isolation chroot --layers --force-rm --format docker --quiet \
         --build-arg BASE="$BASE_IMAGE" "$@" -t "$tag" . > "$BUILD/build-${tag##*/}.log" 2>&1 \
         || { tail -30 "$BUILD/build-${tag##*/}.log"; fail "build of $tag"; }
     echo "$tag: built in $((SECONDS - start)) s, $(podman image inspect "$tag" --format '{{.Size}}' \
@@ -109,7 +124,10 @@ health=$(buildah inspect --format '{{.Docker.Config.Healthcheck.Test}}' "$IMAGE"
 [[ "$health" == *healthz* ]] || fail "no HEALTHCHECK on /healthz: $health"
 echo "HEALTHCHECK: $health"
 inside "$C" fracsight models > "$BUILD/models.txt"
-sed -n 1,2p "$BUILD/models.txt"
+default=$("$PY" -c "from fracsight.inference import DEFAULT_MODEL; print(DEFAULT_MODEL)")
+grep -F "  $default (" "$BUILD/models.txt" | grep -q "(default)" \
+    || { cat "$BUILD/models.txt"; fail "the image's default model is not $default (this checkout's)"; }
+echo "default model: $default, inside the image ($(grep -c '^  ' "$BUILD/models.txt") packaged bundles)"
 inside "$C" fracsight dicom --help > /dev/null || fail "fracsight dicom is not runnable in the image"
 echo "fracsight dicom: runnable ($(inside "$C" fracsight dicom --help | grep -cE '^│ [a-z]') commands)"
 
@@ -117,22 +135,27 @@ step "fracsight predict inside == here"
 images=("$FRACATLAS"/images/Fractured/*.jpg)
 IMG=${images[0]}
 [ -f "$IMG" ] || fail "no FracAtlas image under $FRACATLAS/images/Fractured"
-"$PY" -c "from fracsight.cli import main; main()" predict --json "$IMG" > "$BUILD/host.json" || true
-inside -v "$(dirname "$IMG"):/data:ro" "$C" fracsight predict --json "/data/$(basename "$IMG")" \
-    > "$BUILD/container.json" || true
-"$PY" - "$BUILD/host.json" "$BUILD/container.json" <<'EOF'
+"$PY" -c "from fracsight.cli import main; main()" predict --json "$IMG" > "$BUILD/host.json" \
+    || fail "fracsight predict fails here"
+# same_as_host CONTAINER NAME: `fracsight predict --json` on $IMG inside CONTAINER prints this checkout's JSON
+same_as_host() {
+    inside -v "$(dirname "$IMG"):/data:ro" "$1" fracsight predict --json "/data/$(basename "$IMG")" \
+        > "$BUILD/$2.json" 2> "$BUILD/$2.stderr" || { cat "$BUILD/$2.stderr"; fail "fracsight predict fails in $2"; }
+    "$PY" - "$BUILD/host.json" "$BUILD/$2.json" "$2" <<'EOF'
 import json, sys
-host, container = (json.load(open(p)) for p in sys.argv[1:])
+host, container = (json.load(open(p)) for p in sys.argv[1:3])
 assert host == container, f"differs:\nhere:   {host['images'][0]}\ninside: {container['images'][0]}"
 image = host["images"][0]
 print(f"{image['source']}: {image['decision']}, p={image['fracture_probability']}, region {image['region']}"
-      f" - identical JSON here and inside")
+      f" - identical JSON here and inside {sys.argv[3]}")
 EOF
+}
+same_as_host "$C" container
 
 step "fracsight serve inside refuses to start without a token (FRACSIGHT_AUTH=required in the image)"
 if out=$(inside "$C" fracsight serve --port "$(free_port)" 2>&1); then fail "serve started without a token"; fi
 echo "$out" | grep -q "FRACSIGHT_API_TOKENS" || fail "unexpected message: $out"
-echo "refused: $out"
+echo "refused: $(echo "$out" | grep -m1 FRACSIGHT_API_TOKENS)"
 
 step "fracsight serve inside: /healthz open, /v1/predict 401 without a token, 200 with it"
 PORT=$(free_port)
@@ -192,4 +215,44 @@ if [ "${WEBAPP:-1}" = 1 ]; then
     stop_inside app
 fi
 
-step "PASS: inference image $(awk -v s="$size" 'BEGIN{printf "%.0f MB", s/1e6}') (base $BASE_IMAGE)"
+if [ "$GPU_VARIANT" = 1 ]; then
+    step "GPU variant (ONNXRUNTIME=onnxruntime-gpu) on a base without CUDA: the build refuses by default"
+    if buildah bud --isolation chroot --layers --force-rm --format docker --quiet --build-arg BASE="$BASE_IMAGE" \
+        --build-arg ONNXRUNTIME=onnxruntime-gpu -t "$GPU_IMAGE" . > "$BUILD/build-gpu-required.log" 2>&1; then
+        fail "the GPU build did not notice that the base has no CUDA libraries"
+    fi
+    grep -m1 "^onnxruntime-gpu needs CUDA" "$BUILD/build-gpu-required.log" \
+        || { tail -20 "$BUILD/build-gpu-required.log"; fail "the GPU build failed for another reason"; }
+
+    step "GPU variant built with CUDA_CHECK=warn: CUDA provider listed, predict falls back to the CPU"
+    build "$GPU_IMAGE" --build-arg ONNXRUNTIME=onnxruntime-gpu --build-arg CUDA_CHECK=warn
+    grep -m1 "^warning: onnxruntime-gpu needs" "$BUILD/build-${GPU_IMAGE##*/}.log" || fail "no warning in the build"
+    G=$(buildah from "$GPU_IMAGE")
+    CONTAINERS+=("$G")
+    inside "$G" python3 -c '
+import importlib.metadata as metadata
+import onnxruntime as ort
+from onnxruntime.capi.build_and_package_info import cuda_version
+from fracsight.inference import resolve_bundle
+from fracsight.inference.onnx_model import OnnxModel, execution_providers
+names = {d.metadata["Name"] for d in metadata.distributions()}
+assert "onnxruntime-gpu" in names and "onnxruntime" not in names, sorted(n for n in names if "onnx" in n)
+available = ort.get_available_providers()
+assert "CUDAExecutionProvider" in available, available
+print(f"onnxruntime-gpu {ort.__version__} (built for CUDA {cuda_version}): available {available}")
+print(f"fracsight asks for: {execution_providers()}")
+used = OnnxModel(resolve_bundle()).session.get_providers()
+assert used == ["CPUExecutionProvider"], used
+print(f"the session runs on: {used} (no CUDA libraries in this image)")
+' 2> "$BUILD/gpu-providers.stderr" || { cat "$BUILD/gpu-providers.stderr"; fail "onnxruntime-gpu inside"; }
+    same_as_host "$G" gpu-variant
+    grep -q "Failed to create CUDAExecutionProvider" "$BUILD/gpu-variant.stderr" \
+        || { cat "$BUILD/gpu-variant.stderr"; fail "predict did not try CUDA first"; }
+    why=$(grep -o 'Failed to create CUDAExecutionProvider\. Require cuDNN [0-9.*]* and CUDA [0-9.*]*' \
+        "$BUILD/gpu-variant.stderr" | head -1)
+    echo "predict tried CUDA first; onnxruntime: $why"
+    gpu_size=$(podman image inspect "$GPU_IMAGE" --format '{{.Size}}')
+fi
+
+mb() { awk -v s="$1" 'BEGIN{printf "%.0f MB", s/1e6}'; }
+step "PASS: inference image $(mb "$size")${gpu_size:+, GPU variant $(mb "$gpu_size")} (base $BASE_IMAGE)"
