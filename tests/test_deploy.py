@@ -31,10 +31,29 @@ ORTHANC_CONFIG = ROOT / "deploy" / "orthanc-pilot.json"
 PASSWORD = "pilot-test-password-0123"
 
 
+def _cli_options(*names: str) -> set[str]:
+    """The options of the `fracsight NAME...` command (for example "dicom", "listen")."""
+    command = typer.main.get_command(cli)
+    for name in names:
+        command = command.commands[name]  # type: ignore[attr-defined]
+    return {opt for param in command.params for opt in param.opts}
+
+
 def _listen_options() -> set[str]:
-    group = typer.main.get_command(cli)
-    listen = group.commands["dicom"].commands["listen"]  # type: ignore[attr-defined]
-    return {opt for param in listen.params for opt in param.opts}
+    return _cli_options("dicom", "listen")
+
+
+def _dockerfile_stages() -> dict[str, list[str]]:
+    """Each stage of the Dockerfile, by name: its CMD as an exec-form list (empty when it has none)."""
+    stages: dict[str, list[str]] = {}
+    name = ""
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if m := re.match(r"FROM\s+\S+\s+AS\s+(\S+)", line):
+            name = m.group(1)
+            stages[name] = []
+        elif line.startswith("CMD "):
+            stages[name] = json.loads(line[4:])
+    return stages
 
 
 def _option(command: list[str], name: str) -> str:
@@ -75,6 +94,40 @@ def test_compose_api_settings_are_real_settings_and_auth_stays_on() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "ARG BASE=python:3.12-slim" in dockerfile and "FRACSIGHT_AUTH=required" in dockerfile
     assert "USER fracsight" in dockerfile and dockerfile.count("HEALTHCHECK") == 2
+
+
+def test_each_image_command_uses_only_options_of_fracsight() -> None:
+    commands = {stage: cmd for stage, cmd in _dockerfile_stages().items() if cmd}
+    assert set(commands) == {"inference", "webapp"}, commands
+    for cmd in commands.values():
+        assert cmd[0] == "fracsight", cmd
+        options = _cli_options(cmd[1])
+        used = {a for a in cmd[2:] if a.startswith("-")}
+        assert used <= options, (cmd, used - options)
+
+
+def test_compose_builds_existing_stages_and_names_what_it_declares() -> None:
+    stages = _dockerfile_stages()
+    services = COMPOSE["services"]
+    for name, service in services.items():
+        if "build" in service:
+            assert service["build"]["context"] == "." and service["build"]["target"] in stages, name
+        assert set(service.get("depends_on", [])) <= set(services), name
+        for secret in service.get("secrets", []):
+            assert secret in COMPOSE["secrets"], (name, secret)
+        for volume in service.get("volumes", []):
+            source = volume.split(":", 1)[0]
+            if not source.startswith(("./", "/")):
+                assert source in COMPOSE["volumes"], (name, volume)
+            else:
+                assert (ROOT / source).exists() or source.startswith("/"), (name, volume)
+    api = services["api"]
+    (secret,) = api["secrets"]
+    assert api["environment"]["FRACSIGHT_API_TOKENS_FILE"] == f"/run/secrets/{secret}"
+    node = services["dicom-node"]
+    assert f"127.0.0.1:{_option(node['command'], '--metrics-port')}/healthz" in " ".join(
+        node["healthcheck"]["test"]
+    )
 
 
 # ---- the pilot on loopback: Orthanc from deploy/orthanc-pilot.json, the node from compose.yaml ----
