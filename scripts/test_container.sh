@@ -158,12 +158,15 @@ echo "$out" | grep -q "FRACSIGHT_API_TOKENS" || fail "unexpected message: $out"
 echo "refused: $(echo "$out" | grep -m1 FRACSIGHT_API_TOKENS)"
 
 step "fracsight serve inside: /healthz open, /v1/predict 401 without a token, 200 with it"
-PORT=$(free_port)
-# the server records its PID, then becomes `timeout` (a bound on its life if this script dies)
-start_inside serve --env FRACSIGHT_API_TOKENS="$TOKEN" "$C" \
-    sh -c 'echo $$ > /run/fracsight-test/serve.pid; exec timeout -k 10 600 "$@"' sh \
-    fracsight serve --host 127.0.0.1 --port "$PORT" --log-level warning
-"$PY" - "http://127.0.0.1:$PORT" "$TOKEN" "$IMG" "$BUILD/host.json" <<'EOF'
+# check_api CONTAINER NAME: `fracsight serve` inside CONTAINER with a token; log in $BUILD/NAME.log
+check_api() {
+    local port
+    port=$(free_port)
+    # the server records its PID, then becomes `timeout` (a bound on its life if this script dies)
+    start_inside "$2" --env FRACSIGHT_API_TOKENS="$TOKEN" "$1" \
+        sh -c "echo \$\$ > /run/fracsight-test/$2.pid; exec timeout -k 10 600 \"\$@\"" sh \
+        fracsight serve --host 127.0.0.1 --port "$port" --log-level warning
+    "$PY" - "http://127.0.0.1:$port" "$TOKEN" "$IMG" "$BUILD/host.json" <<'EOF'
 import json, sys, time
 import httpx
 url, token, image, host_json = sys.argv[1:]
@@ -191,10 +194,12 @@ want = json.load(open(host_json))["images"][0]
 assert got["fracture_probability"] == want["fracture_probability"] and got["region"] == want["region"], (got, want)
 print(f"/v1/predict with the token: 200, p={got['fracture_probability']} (as here), {got['decision']}")
 EOF
-inside "$C" python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$PORT/healthz', timeout=4)" \
-    || fail "the health check command fails inside"
-echo "the HEALTHCHECK command succeeds inside"
-stop_inside serve
+    inside "$1" python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/healthz', timeout=4)" \
+        || fail "the health check command fails inside"
+    echo "the HEALTHCHECK command succeeds inside"
+    stop_inside "$2"
+}
+check_api "$C" serve
 
 if [ "${WEBAPP:-1}" = 1 ]; then
     step "build the web-app image (--target webapp) and check it serves"
@@ -251,6 +256,7 @@ print(f"the session runs on: {used} (no CUDA libraries in this image)")
     why=$(grep -o 'Failed to create CUDAExecutionProvider\. Require cuDNN [0-9.*]* and CUDA [0-9.*]*' \
         "$BUILD/gpu-variant.stderr" | head -1)
     echo "predict tried CUDA first; onnxruntime: $why"
+    check_api "$G" serve-gpu-variant
     gpu_size=$(podman image inspect "$GPU_IMAGE" --format '{{.Size}}')
 fi
 
