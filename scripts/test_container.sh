@@ -2,7 +2,7 @@
 # Build the fracsight images for real and check them: predict inside equals predict here, the API
 # inside refuses requests without a token and answers with one, the web-app image serves.
 #
-#   scripts/test_container.sh            # about 5 minutes the first time on 2 cores (debootstrap,
+#   scripts/test_container.sh            # 3-4 minutes the first time on 2 cores (debootstrap,
 #                                        # wheelhouse, image); later runs reuse the cached layers
 #   KEEP=1 scripts/test_container.sh     # keep the built images afterwards
 #   WEBAPP=0 scripts/test_container.sh   # skip the web-app image
