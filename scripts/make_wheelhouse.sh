@@ -18,9 +18,13 @@ OUT=wheelhouse
 # the same source gives the same wheel, byte for byte, so image builds reuse their cached layers
 export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 315532800)}"
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+src=$(mktemp -d)
+trap 'rm -rf "$log" "$src"' EXIT
 rm -f "$OUT"/fracsight-*.whl
-"$PY" -m pip wheel --quiet --no-deps --wheel-dir "$OUT" . > "$log" 2>&1 || { cat "$log" >&2; exit 1; }
+# from a clean copy of the sources: built in place, setuptools' build/lib would carry files since
+# deleted from src/ (a removed model bundle, a renamed module) into the wheel, and so the image
+tar -c --exclude=__pycache__ --exclude='*.egg-info' pyproject.toml README.md src | tar -x -C "$src"
+"$PY" -m pip wheel --quiet --no-deps --wheel-dir "$OUT" "$src" > "$log" 2>&1 || { cat "$log" >&2; exit 1; }
 wheel=$(ls "$OUT"/fracsight-*.whl)
 # Binary wheels for the image's interpreter and a glibc as old as Debian bookworm's (2.36).
 platforms=()
