@@ -95,11 +95,22 @@ else
 fi
 ls wheelhouse/fracsight-*.whl >/dev/null || fail "no fracsight wheel in wheelhouse/"
 
+# bud LOG [buildah bud options]: build this folder; retried once when buildah's chroot isolation fails
+# to set itself up ("Close_Fd sealing memfd copy: Device or resource busy", seen once in a dozen builds)
+bud() {
+    local log=$1; shift
+    local attempt
+    for attempt in 1 2; do
+        buildah bud --isolation chroot --layers --force-rm --format docker --quiet \
+            --build-arg BASE="$BASE_IMAGE" "$@" . > "$log" 2>&1 && return 0
+        grep -q "sealing memfd copy" "$log" && [ "$attempt" = 1 ] || return 1
+        echo "(buildah: $(grep -m1 "sealing memfd copy" "$log"); building again)"
+    done
+}
 build() {  # build TAG [buildah bud options]
     local tag=$1; shift
     local start=$SECONDS
-    buildah bud --isolation chroot --layers --force-rm --format docker --quiet \
-        --build-arg BASE="$BASE_IMAGE" "$@" -t "$tag" . > "$BUILD/build-${tag##*/}.log" 2>&1 \
+    bud "$BUILD/build-${tag##*/}.log" "$@" -t "$tag" \
         || { tail -30 "$BUILD/build-${tag##*/}.log"; fail "build of $tag"; }
     echo "$tag: built in $((SECONDS - start)) s, $(podman image inspect "$tag" --format '{{.Size}}' \
         | awk '{printf "%.0f MB", $1/1e6}')"
@@ -222,8 +233,7 @@ fi
 
 if [ "$GPU_VARIANT" = 1 ]; then
     step "GPU variant (ONNXRUNTIME=onnxruntime-gpu) on a base without CUDA: the build refuses by default"
-    if buildah bud --isolation chroot --layers --force-rm --format docker --quiet --build-arg BASE="$BASE_IMAGE" \
-        --build-arg ONNXRUNTIME=onnxruntime-gpu -t "$GPU_IMAGE" . > "$BUILD/build-gpu-required.log" 2>&1; then
+    if bud "$BUILD/build-gpu-required.log" --build-arg ONNXRUNTIME=onnxruntime-gpu -t "$GPU_IMAGE"; then
         fail "the GPU build did not notice that the base has no CUDA libraries"
     fi
     grep -m1 "^onnxruntime-gpu needs CUDA" "$BUILD/build-gpu-required.log" \
