@@ -97,3 +97,33 @@ def test_labelling_a_full_heatmap_is_cheap() -> None:
     per_call = (time.process_time() - start) / 20
     assert n == 1 and labels.min() == 1
     assert per_call < 0.005, f"{per_call * 1e3:.1f} ms per 96x96 map"
+
+
+def test_cuda_is_asked_for_only_where_it_loads(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """onnxruntime-gpu on a machine without the NVIDIA driver (this one): the CPU alone, said once."""
+    import ctypes
+
+    import onnxruntime as ort
+
+    from fracsight.inference import onnx_model
+
+    try:
+        ctypes.CDLL("libcuda.so.1")
+        pytest.skip("this machine has an NVIDIA driver")
+    except OSError:
+        pass
+    monkeypatch.setattr(
+        ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+    onnx_model._cuda_loads.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger="fracsight.inference"):
+            assert onnx_model.execution_providers() == ["CPUExecutionProvider"]
+            assert onnx_model.execution_providers() == ["CPUExecutionProvider"]
+    finally:
+        onnx_model._cuda_loads.cache_clear()
+    assert [r.getMessage() for r in caplog.records] == [
+        "CUDA is unavailable here (libcuda.so.1 cannot be loaded): running on the CPU"
+    ]

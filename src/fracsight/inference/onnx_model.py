@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -13,19 +16,44 @@ from fracsight.errors import BundleError, ChecksumMismatchError
 __all__ = ["BATCH_DIM", "SPIN_US", "OnnxModel", "execution_providers"]
 
 BATCH_DIM = "batch"  # name of the dynamic batch axis in exported models (fracsight.models.export)
+logger = logging.getLogger("fracsight.inference")
+
 SPIN_US = 50  # longest spin of an onnxruntime worker between two operators of a run (see OnnxModel)
 
 
 def execution_providers() -> list[str]:
-    """CUDA first where onnxruntime-gpu is installed (the GPU image, Ray GPU actors), then the CPU.
-
-    With the plain ``onnxruntime`` package this is the CPU alone; onnxruntime-gpu without a usable
-    GPU falls back to the CPU by itself.
-    """
+    """CUDA first where onnxruntime-gpu is installed and CUDA can be loaded (the GPU image, Ray GPU
+    actors), then the CPU; with the plain ``onnxruntime`` package, the CPU alone."""
     import onnxruntime as ort
 
     available = ort.get_available_providers()
-    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    wanted = ["CPUExecutionProvider"] if "CPUExecutionProvider" in available else []
+    if "CUDAExecutionProvider" in available and _cuda_loads():
+        wanted.insert(0, "CUDAExecutionProvider")
+    return wanted
+
+
+@functools.cache
+def _cuda_loads() -> bool:
+    """Whether the NVIDIA driver and the CUDA runtime onnxruntime-gpu was built for can be loaded.
+
+    Without them onnxruntime-gpu would fall back to the CPU by itself, but only after printing
+    two error lines per session (twice for ``fracsight serve``); this says it once, plainly.
+    """
+    try:
+        from onnxruntime.capi import build_and_package_info as build
+
+        major = str(getattr(build, "cuda_version", "") or "").split(".")[0]
+    except ImportError:
+        major = ""
+    libraries = ["libcuda.so.1"] + ([f"libcudart.so.{major}"] if major else [])
+    for library in libraries:
+        try:
+            ctypes.CDLL(library)
+        except OSError:
+            logger.warning("CUDA is unavailable here (%s cannot be loaded): running on the CPU", library)
+            return False
+    return True
 
 
 class OnnxModel:
