@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 from pathlib import Path
@@ -81,57 +80,6 @@ def test_detector_boxes_land_in_original_pixels_and_overlaps_are_suppressed() ->
 
 
 # ---- the whole path: a tiny FracAtlas, a tiny base bundle, the detector trained on it --------------
-
-
-def _mini_fracatlas(fracatlas: Path, root: Path) -> Path:
-    """A FracAtlas-layout set of 60 images (with their boxes) linked from the real one."""
-    with open(fracatlas / "dataset.csv", newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    chosen = []
-    for split, n in (("train", 16), ("val", 8), ("test", 6)):
-        for fractured in ("1", "0"):
-            chosen += [r for r in rows if r["split"] == split and r["fractured"] == fractured][:n]
-    (root / "annotations" / "yolo").mkdir(parents=True)
-    for row in chosen:
-        folder = "Fractured" if row["fractured"] == "1" else "Non_fractured"
-        (root / "images" / folder).mkdir(parents=True, exist_ok=True)
-        (root / "images" / folder / row["image_id"]).symlink_to(
-            fracatlas / "images" / folder / row["image_id"]
-        )
-        label = fracatlas / "annotations" / "yolo" / (Path(row["image_id"]).stem + ".txt")
-        if label.is_file():
-            (root / "annotations" / "yolo" / label.name).symlink_to(label)
-    with open(root / "dataset.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(chosen)
-    return root
-
-
-@pytest.fixture(scope="module")
-def detector_bundle(tmp_path_factory: pytest.TempPathFactory, fracatlas_dir: Path) -> tuple[Path, Path, Path]:
-    """(data, base bundle, new bundle), made through the real CLI as a researcher would."""
-    pytest.importorskip("torch")
-    from typer.testing import CliRunner
-
-    from conftest import TINY_TRAINING
-    from fracsight.cli import app
-
-    work = tmp_path_factory.mktemp("detector")
-    data = _mini_fracatlas(fracatlas_dir, work / "data")
-    runner = CliRunner()
-    settings = [a for s in [*TINY_TRAINING, "input_size=96", "name=tiny-base"] for a in ("--set", s)]
-    trained = runner.invoke(app, ["train", str(data), "--out", str(work / "run"), *settings])
-    assert trained.exit_code == 0, trained.output
-    exported = runner.invoke(app, ["export", str(work / "run"), str(work / "base")])
-    assert exported.exit_code == 0, exported.output
-    made = runner.invoke(
-        app,
-        ["detector", "train", str(work / "base"), str(work / "new"), "--data", str(data), "--epochs", "2"],
-    )
-    assert made.exit_code == 0, made.output
-    assert "validation: box AP50" in made.output
-    return data, work / "base", work / "new"
 
 
 @pytest.mark.slow

@@ -341,3 +341,47 @@ def test_class_only_bundle_quantizes(head_bundle, tmp_path: Path) -> None:
         assert strict.exit_code == 1 and "class accuracy fell by" in strict.stderr
     else:
         assert strict.exit_code == 0, strict.output
+
+
+@pytest.mark.slow
+def test_int8_orientation_certainty_is_refitted_on_its_own_outputs(detector_bundle, tmp_path: Path) -> None:
+    """The orientation step's certainty is chosen by the detector build's rule on the INT8 graph's own
+    outputs for the validation images in their four quarter turns, read and turned as the Predictor
+    does; a block copied from the float bundle fails (the float one here is planted: no refit gives it)."""
+    from fracsight.data import load_dataset
+    from fracsight.data.splits import train_val_samples
+    from fracsight.explain import softmax
+    from fracsight.inference.orientation import turn_radiograph
+    from fracsight.training.refit import orientation_certainty
+
+    data, _, grafted = detector_bundle
+    float_bundle = tmp_path / "float"
+    shutil.copytree(grafted, float_bundle)
+    planted = {"min_probability": 0.5, "check_below": 0.85, "validation": {"n_views": -1}}
+    spec = json.loads((grafted / "bundle.json").read_text(encoding="utf-8"))
+    (float_bundle / "bundle.json").write_text(json.dumps({**spec, "orientation": planted}), encoding="utf-8")
+    out = tmp_path / "int8"
+    result = _quantize(float_bundle, out, data)
+    assert result.exit_code == 0, result.output
+    assert "orientation certainty refitted on 64 validation views" in result.stdout
+
+    predictor = Predictor(out)
+    _, val = train_val_samples(load_dataset(data), 0)
+    probs, truth = [], []
+    for sample in val:
+        radiograph = predictor.read(sample.path)
+        for k in range(4):
+            batch, _ = predictor.preprocess([turn_radiograph(radiograph, k)])
+            probs.append(softmax(predictor.onnx.run(batch)["orientation"][0].astype(np.float64), axis=0))
+            truth.append(k)
+    certainty, stats = orientation_certainty(np.array(probs), np.array(truth))
+    int8 = load_bundle_spec(out)
+    assert int8.orientation == {"min_probability": certainty, "check_below": 0.85, "validation": stats}
+    assert stats["n_views"] == 4 * len(val) == 64
+    assert int8.metrics["quantization"]["float_orientation"] == planted
+    card = (out / "card.md").read_text(encoding="utf-8")
+    assert (
+        f"| validation | orientation certainty (least top probability that turns) | 0.50 | {certainty:.2f} |"
+        in card
+    )
+    assert "out-of-distribution settings and the orientation certainty were refitted" in card

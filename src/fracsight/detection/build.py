@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 __all__ = ["build_detector_bundle", "choose_orientation_certainty", "choose_score_floor"]
 
 FLOORS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
-MAX_UPRIGHT_TURNED = 0.005  # at most this share of upright validation images may be turned
 # Below this upright probability the predictor also reads the likeliest turn and keeps the read
 # whose features the input check finds more typical (a second pass for those images only).
 CHECK_BELOW = 0.9
@@ -44,30 +43,17 @@ def choose_score_floor(detector, val, log) -> tuple[float, dict[str, dict[str, f
 
 
 def choose_orientation_certainty(orientation, val, log) -> tuple[float, dict[str, float]]:
-    """The least top-class probability at which a turn is undone, such that at most
-    ``MAX_UPRIGHT_TURNED`` of the upright validation images get turned."""
+    """The orientation certainty (:func:`fracsight.training.refit.orientation_certainty`) for the
+    validation views of the cached features, through the torch head ``orientation``."""
     import torch
+
+    from fracsight.training.refit import orientation_certainty
 
     with torch.no_grad():
         logits = orientation.forward_grid(torch.from_numpy(np.asarray(val.grid_features, dtype=np.float32)))
-    probs = torch.softmax(logits, 1).numpy()
-    truth = np.asarray(val.orientation)
-    best, top = probs.argmax(1), probs.max(1)
-    upright = truth == 0
-    for certainty in np.round(np.arange(0.5, 1.0, 0.01), 2):
-        turned = (best != 0) & (top >= certainty)
-        if turned[upright].mean() <= MAX_UPRIGHT_TURNED:
-            break
-    stats = {
-        "min_probability": float(certainty),
-        "upright_turned": float(turned[upright].mean()),
-        "rotated_made_upright": float(((best == truth) & turned)[~upright].mean()),
-        "rotated_turned_wrongly": float(((best != truth) & turned)[~upright].mean()),
-        "accuracy": float((best == truth).mean()),
-        "n_views": len(truth),
-    }
+    certainty, stats = orientation_certainty(torch.softmax(logits, 1).numpy(), np.asarray(val.orientation))
     log("orientation: " + ", ".join(f"{k} {v:.3f}" for k, v in stats.items()))
-    return float(certainty), stats
+    return certainty, stats
 
 
 def build_detector_bundle(

@@ -30,7 +30,14 @@ from fracsight.inference.store import resolve_bundle
 from fracsight.quantize.gate import GateBounds, QuantizationRefused, check_gate, measure_gate
 from fracsight.quantize.int8 import QUANTIZATION, quantize_onnx
 from fracsight.training.card import write_card
-from fracsight.training.refit import fit_to_outputs, metrics_summary, model_input, raw_outputs
+from fracsight.training.refit import (
+    fit_to_outputs,
+    metrics_summary,
+    model_input,
+    orientation_certainty,
+    orientation_views,
+    raw_outputs,
+)
 
 __all__ = ["CALIBRATION_IMAGES", "calibration_samples", "quantize_bundle"]
 
@@ -75,6 +82,19 @@ def _data(spec: BundleSpec, data_dir: Path | None) -> tuple[Path, Dataset, list,
     return root, dataset, train, val
 
 
+def _refit_orientation(spec: BundleSpec, model: OnnxModel, val: list, say: Progress) -> BundleSpec:
+    """``spec`` with the orientation step's certainty chosen anew, by the detector build's rule, on
+    ``model``'s own outputs for the validation images in their four quarter turns (its fixed
+    settings, such as ``check_below``, kept). Unchanged when the bundle has no orientation step."""
+    if not spec.orientation:
+        return spec
+    say(f"running the INT8 model on {len(val)} validation images in four quarter turns (orientation)")
+    certainty, stats = orientation_certainty(*orientation_views(model, val))
+    return dataclasses.replace(
+        spec, orientation={**spec.orientation, "min_probability": certainty, "validation": stats}
+    )
+
+
 def quantize_bundle(
     model: str | Path,
     out_dir: str | Path,
@@ -90,9 +110,9 @@ def quantize_bundle(
     """Write the INT8 version of the float bundle ``model`` to ``out_dir`` and return its spec.
 
     Calibrated on ``n_calibration`` images of the ``train`` split; calibration, operating points,
-    OOD and localization settings refitted on the INT8 model's own ``val`` outputs; refused
-    (:class:`QuantizationRefused`, nothing written) when it breaks ``bounds``. ``evaluate_split``:
-    also measure both models on that split for the card.
+    OOD and localization settings and the orientation certainty refitted on the INT8 model's own
+    ``val`` outputs; refused (:class:`QuantizationRefused`, nothing written) when it breaks
+    ``bounds``. ``evaluate_split``: also measure both models on that split for the card.
     """
     say = progress or (lambda _msg: None)
     bounds = bounds or GateBounds()
@@ -135,6 +155,7 @@ def quantize_bundle(
         spec = fit_to_outputs(
             spec, val, int8_val, geometries, int8_train["embedding"], class_names=dataset.class_names
         )
+        spec = _refit_orientation(spec, int8_model, val, say)
         measured = measure_gate(float_spec, spec, val, float_val, int8_val, geometries)
         failures = check_gate(measured, bounds)
         if failures:
@@ -164,6 +185,7 @@ def quantize_bundle(
             "calibration_split": "train",
             "gate": {"bounds": bounds.to_dict(), "measured": measured},
             "float_metrics": float_metrics,
+            **({"float_orientation": float_spec.orientation} if float_spec.orientation else {}),
         }
         spec = dataclasses.replace(spec, metrics=metrics)
         write_bundle_spec(spec, work)

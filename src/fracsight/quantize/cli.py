@@ -88,3 +88,10 @@ def quantize(
     size = (out / "model.onnx").stat().st_size / 1e6
     typer.echo(f"INT8 bundle {spec.name} v{spec.version} written to {out} (model.onnx {size:.1f} MB)")
     typer.echo(f"gate (validation): {shown}")
+    if spec.orientation:
+        found, before = spec.orientation, spec.metrics["quantization"].get("float_orientation", {})
+        typer.echo(
+            f"orientation certainty refitted on {found['validation']['n_views']} validation views: "
+            f"{found['min_probability']:.2f} (float {before.get('min_probability', float('nan')):.2f}), "
+            f"upright views turned {found['validation']['upright_turned']:.4f}"
+        )

@@ -166,6 +166,31 @@ def _value(v: Any) -> str:
     return _ci(v) if isinstance(v, dict) else _n(v)
 
 
+def _orientation_rows(before: dict[str, Any] | None, after: dict[str, Any]) -> list[str]:
+    """The orientation certainty of the float and INT8 models, each chosen on its own outputs for the
+    validation images in their four quarter turns, and what it does there."""
+    if not before or not after:
+        return []
+    theirs, mine = before.get("validation", {}), after.get("validation", {})
+    n = mine.get("n_views")
+    limit = f", at most {_n(mine['max_upright_turned'])}" if "max_upright_turned" in mine else ""
+    certainty = _n(before.get("min_probability"), 2), _n(after.get("min_probability"), 2)
+    rows = [
+        (
+            f"share of upright views turned ({n} views: each image in four quarter turns{limit})",
+            "upright_turned",
+            3,
+        ),
+        ("turned views made upright", "rotated_made_upright", 3),
+        ("turned views turned wrongly", "rotated_turned_wrongly", 3),
+    ]
+    cell = "| validation | {} | {} | {} |"
+    return [
+        cell.format("orientation certainty (least top probability that turns)", *certainty),
+        *(cell.format(name, _n(theirs.get(key), d), _n(mine.get(key), d)) for name, key, d in rows),
+    ]
+
+
 def _quantization_section(spec: BundleSpec) -> list[str]:
     """Float and INT8 figures side by side, and the gate the INT8 model passed (fracsight.quantize)."""
     q = spec.metrics.get("quantization")
@@ -180,8 +205,13 @@ def _quantization_section(spec: BundleSpec) -> list[str]:
         f"Quantized from {source.get('name')} v{source.get('version')} (`model.onnx` sha256 "
         f"`{source.get('onnx_sha256')}`) with {q.get('tool')}: {q.get('format')}, weights "
         f"{q.get('weights')}, activations {q.get('activations')}, over {q.get('calibration_images')} "
-        f"images of the {q.get('calibration_split')} split. Calibration, operating points, localization "
-        "and out-of-distribution settings were refitted on this model's own validation outputs.",
+        f"images of the {q.get('calibration_split')} split. Calibration, operating points, localization"
+        + (
+            ", out-of-distribution settings and the orientation certainty"
+            if "float_orientation" in q
+            else " and out-of-distribution settings"
+        )
+        + " were refitted on this model's own validation outputs.",
         "",
         "| split | metric | float | INT8 |",
         "|---|---|---|---|",
@@ -215,6 +245,7 @@ def _quantization_section(spec: BundleSpec) -> list[str]:
         for name, a, b in rows:
             if a is not None or b is not None:
                 lines.append(f"| {split} | {name} | {_value(a)} | {_value(b)} |")
+    lines += _orientation_rows(q.get("float_orientation"), spec.orientation)
     lines += [
         "",
         f"Gate on the validation split (n = {measured.get('n')}), passed: AUROC drop "

@@ -2,7 +2,9 @@
 
 Probability calibration, the fracture operating points, the class operating point, the
 localization settings and the out-of-distribution threshold are all chosen on the
-validation split (the OOD subspace also on the training split's embeddings). The float
+validation split (the OOD subspace also on the training split's embeddings); so is the
+orientation step's certainty (:func:`orientation_certainty`, on the validation images in
+their four quarter turns), which the detector build and the INT8 path share. The float
 export (:mod:`fracsight.training.export_bundle`) and the INT8 path
 (:mod:`fracsight.quantize`) both call :func:`fit_to_outputs`, each with its own model's
 outputs, so that an INT8 model's probabilities mean what the float model's mean.
@@ -30,9 +32,21 @@ from fracsight.evaluation.thresholds import (
 from fracsight.explain import softmax
 from fracsight.inference.onnx_model import OnnxModel
 from fracsight.inference.ood import fit_ood
+from fracsight.inference.orientation import turn_radiograph
 from fracsight.preprocessing import Letterbox, letterbox_radiograph, read_for_model
 
-__all__ = ["choose_localization", "fit_to_outputs", "metrics_summary", "model_input", "raw_outputs"]
+__all__ = [
+    "MAX_UPRIGHT_TURNED",
+    "choose_localization",
+    "fit_to_outputs",
+    "metrics_summary",
+    "model_input",
+    "orientation_certainty",
+    "orientation_views",
+    "raw_outputs",
+]
+
+MAX_UPRIGHT_TURNED = 0.005  # at most this share of upright validation images may be turned
 
 KEPT_OUTPUTS = (
     "fracture",
@@ -67,6 +81,51 @@ def raw_outputs(
                 if name in KEPT_OUTPUTS:
                     chunks.setdefault(name, []).append(value)
     return {k: np.concatenate(v) for k, v in chunks.items()}, geometries
+
+
+def orientation_views(
+    model: OnnxModel, samples: list[Sample], batch_size: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
+    """The orientation head's probabilities ``(4 N, 4)`` for ``samples`` in their four quarter turns
+    and the turns of each view ``(4 N,)``: each image read as the Predictor reads it, turned by ``k``
+    quarter turns as the Predictor turns a radiograph (:func:`turn_radiograph`), letterboxed, run."""
+    size = model.spec.input_size
+
+    def views(sample: Sample) -> list[np.ndarray]:
+        radiograph = read_for_model(sample.path, size)
+        return [letterbox_radiograph(turn_radiograph(radiograph, k), size)[0] for k in range(4)]
+
+    probs: list[np.ndarray] = []
+    with ThreadPoolExecutor(2) as pool:
+        for i in range(0, len(samples), batch_size):
+            squares = [v for four in pool.map(views, samples[i : i + batch_size]) for v in four]
+            logits = model.run(np.stack(squares))["orientation"].astype(np.float64)
+            probs.append(softmax(logits, axis=1))
+    return np.concatenate(probs), np.tile(np.arange(4), len(samples))
+
+
+def orientation_certainty(probs: np.ndarray, truth: np.ndarray) -> tuple[float, dict[str, float]]:
+    """The least top-class probability (0.50-0.99, by 0.01) at which the orientation step undoes a
+    turn, such that at most ``MAX_UPRIGHT_TURNED`` of the upright views (``truth`` 0) get turned,
+    and what it does on these views at that certainty. ``probs``: (N, 4) softmax of the
+    orientation head; ``truth``: (N,) quarter turns of each view."""
+    truth = np.asarray(truth)
+    best, top = probs.argmax(1), probs.max(1)
+    upright = truth == 0
+    for certainty in np.round(np.arange(0.5, 1.0, 0.01), 2):
+        turned = (best != 0) & (top >= certainty)
+        if turned[upright].mean() <= MAX_UPRIGHT_TURNED:
+            break
+    stats = {
+        "min_probability": float(certainty),
+        "max_upright_turned": MAX_UPRIGHT_TURNED,
+        "upright_turned": float(turned[upright].mean()),
+        "rotated_made_upright": float(((best == truth) & turned)[~upright].mean()),
+        "rotated_turned_wrongly": float(((best != truth) & turned)[~upright].mean()),
+        "accuracy": float((best == truth).mean()),
+        "n_views": len(truth),
+    }
+    return float(certainty), stats
 
 
 def choose_localization(
