@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fracsight.detection.geometry import flip_boxes, turn_boxes, turn_boxes_in
-from fracsight.explain.boxes import DetectedBox
+from fracsight.explain.boxes import DetectedBox, flip_boxes, turn_boxes, turn_boxes_in
 from fracsight.explain.detections import boxes_from_detector, decode_detections
 from fracsight.preprocessing import Letterbox
 

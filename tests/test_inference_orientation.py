@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fracsight.detection.geometry import turn_boxes_in
-from fracsight.explain.boxes import iou
+from fracsight.explain.boxes import iou, turn_boxes_in
 from fracsight.inference import Predictor
 from fracsight.inference.orientation import turn_prediction, turn_radiograph
 from fracsight.io import read_image

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from fracsight.data.sample import FRACTURE, Sample
-from fracsight.detection.geometry import flip_boxes, turn_boxes
 from fracsight.detection.taps import TAP_NAMES, find_taps, with_outputs
+from fracsight.explain.boxes import flip_boxes, turn_boxes
 from fracsight.preprocessing import letterbox_geometry, read_for_model
 
 __all__ = ["FeatureSet", "extract_features", "model_boxes"]

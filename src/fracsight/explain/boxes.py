@@ -19,9 +19,12 @@ __all__ = [
     "DetectedBox",
     "as_xyxy",
     "boxes_from_heatmap",
+    "flip_boxes",
     "iou",
     "label_components",
     "nms",
+    "turn_boxes",
+    "turn_boxes_in",
 ]
 
 
@@ -250,3 +253,26 @@ def boxes_from_heatmap(
         found.append(DetectedBox(float(ox[0]), float(oy[0]), float(ox[1]), float(oy[1]), float(score[k])))
     found.sort(key=lambda b: -b.score)
     return found[:max_boxes]
+
+
+def flip_boxes(boxes: np.ndarray, width: float) -> np.ndarray:
+    """(n, 4) x0, y0, x1, y1 boxes mirrored left-right in an image ``width`` wide."""
+    out = boxes.copy()
+    out[:, 0], out[:, 2] = width - boxes[:, 2], width - boxes[:, 0]
+    return out
+
+
+def turn_boxes_in(boxes: np.ndarray, k: int, size: tuple[float, float]) -> np.ndarray:
+    """Boxes of an image of ``size`` (height, width) after ``np.rot90(image, k)`` (``k`` quarter
+    turns counter-clockwise; ``-k`` turns them back)."""
+    out = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    h, w = size
+    for _ in range(k % 4):  # one counter-clockwise quarter turn: (x, y) -> (y, w - x)
+        out = np.stack([out[:, 1], w - out[:, 2], out[:, 3], w - out[:, 0]], axis=1)
+        h, w = w, h
+    return out
+
+
+def turn_boxes(boxes: np.ndarray, k: int, side: float) -> np.ndarray:
+    """Boxes of a square image ``side`` wide after ``np.rot90(image, k)``."""
+    return turn_boxes_in(boxes, k, (side, side))

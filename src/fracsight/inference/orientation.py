@@ -11,8 +11,7 @@ import dataclasses
 
 import numpy as np
 
-from fracsight.detection.geometry import turn_boxes_in
-from fracsight.explain.boxes import DetectedBox
+from fracsight.explain.boxes import DetectedBox, turn_boxes_in
 from fracsight.inference.results import Prediction
 from fracsight.io import Radiograph
 
