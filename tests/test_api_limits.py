@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -188,6 +189,20 @@ def test_workers_sharing_a_folder_report_their_sum(tmp_path: Path) -> None:
     assert _total(text, "fracsight_inferences_in_progress") == 0
     assert _total(text, "fracsight_worker_processes") == 1
     assert here.request_count("/v1/predict") == 2  # its own counters are untouched
+
+
+def test_a_started_worker_counts_before_it_answers_anything(tiny_bundle: Path, tmp_path: Path) -> None:
+    """A worker publishes its counters once its model is loaded, so /metrics on another worker
+    counts it among the running ones even if no request has reached it yet."""
+    from fastapi.testclient import TestClient
+
+    other_worker = Metrics(share_dir=tmp_path, process_id=os.getppid())  # alive, never answered
+    other_worker.announce()
+    app = create_app(ApiSettings(model=str(tiny_bundle), metrics_dir=str(tmp_path)))
+    assert not (tmp_path / f"{os.getpid()}.json").exists()
+    with TestClient(app):  # runs the lifespan: the model is loaded, nothing asked yet
+        assert (tmp_path / f"{os.getpid()}.json").is_file()
+        assert _total(other_worker.render(), "fracsight_worker_processes") == 2
 
 
 def test_without_a_shared_folder_a_process_reports_itself() -> None:

@@ -145,6 +145,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             predictor = await anyio.to_thread.run_sync(load_predictor, settings)
             metrics.set_model(predictor.spec.name, predictor.spec.version)
             logger.info("fracsight API serving %s from %s", predictor.name, predictor.bundle_dir)
+        metrics.announce()
         yield
 
     app = FastAPI(

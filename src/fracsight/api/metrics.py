@@ -149,6 +149,11 @@ class Metrics:
         with self._lock:
             self._model = (name, version)
 
+    def announce(self) -> None:
+        """Share this process's (still empty) counters at start, so that a worker counts among the
+        server's running ones before it has answered a request."""
+        self._publish()
+
     # ---- reading ------------------------------------------------------------------------------------
     def request_count(self, route: str, method: str | None = None, status: int | None = None) -> int:
         with self._lock:
