@@ -28,7 +28,7 @@ def queue(spool: Spool, key: str, n: int = 2) -> list[Path]:
         path = spool.results_folder(key) / f"{i}.dcm"
         spool.write_file(path, b"result")
         files.append(path)
-    spool.queue_results(key, files)
+    spool.queue_many([(key, files)])
     return files
 
 

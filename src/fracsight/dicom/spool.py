@@ -247,14 +247,10 @@ class Spool:
             ).fetchone()
         return None if row[0] is None else row[0] + quiet_time
 
-    def queue_results(self, owner: str, files: Sequence[Path]) -> None:
-        """Put an instance's result files (already written durably) in the outbox and move it on
-        to ``results_pending`` (``sent`` when there is nothing to send), counted as predicted."""
-        self.queue_many([(owner, files)])
-
     def queue_many(self, results: Sequence[tuple[str, Sequence[Path]]]) -> None:
-        """:meth:`queue_results` for several instances (a job's) in one transaction: one commit,
-        one fsync of the database, instead of one each."""
+        """Put each instance's result files (already written durably) in the outbox and move it on
+        to ``results_pending`` (``sent`` when there is nothing to send), counted as predicted: all
+        of them (a job's) in one transaction, so one commit and one fsync of the database."""
         if not results:
             return
         now = time.time()
