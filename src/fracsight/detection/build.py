@@ -22,7 +22,12 @@ from fracsight.errors import ConfigError
 if TYPE_CHECKING:
     from fracsight.detection.train import HeadsConfig
 
-__all__ = ["build_detector_bundle", "choose_orientation_certainty", "choose_score_floor"]
+__all__ = [
+    "build_detector_bundle",
+    "build_joint_bundle",
+    "choose_orientation_certainty",
+    "choose_score_floor",
+]
 
 FLOORS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
 # Below this upright probability the predictor also reads the likeliest turn and keeps the read
@@ -74,8 +79,6 @@ def build_detector_bundle(
     The frozen features are cached in ``cache_dir`` (default: ``.cache`` next to ``out_dir``),
     keyed by the base's checksum, so a second run with other head settings starts at once.
     """
-    from fracsight.detection.graft import graft_heads
-    from fracsight.detection.heads import STRIDE
     from fracsight.detection.prepare import prepare_features
     from fracsight.detection.train import HeadsConfig, train_heads
 
@@ -84,27 +87,145 @@ def build_detector_bundle(
     base = load_bundle_spec(base_dir)
     if base.head("fracture") is None:
         raise ConfigError(f"{base.name} has no fracture head: the detector finds fractures")
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not force:
-            raise ConfigError(f"{out_dir} exists and is not empty; choose another folder or pass --force")
-        if out_dir.resolve() == base_dir.resolve():
-            raise ConfigError("the new bundle cannot replace its own base bundle")
-        shutil.rmtree(out_dir)
+    _clear_out_dir(out_dir, base_dir, force)
     dataset = load_dataset(Path(data_dir), base.training.get("layout", "auto"))
     seed = int(base.training.get("config", {}).get("seed", 0))
     train, val = prepare_features(
         base_dir, dataset, cache_dir or out_dir.parent / ".cache", normals=normals, seed=seed
     )
     heads = train_heads(train, val, cfg, log)
-    floor, floors = choose_score_floor(heads.detector, val.with_maps(upright_only=True), log)
-    certainty, orientation_stats = choose_orientation_certainty(heads.orientation, val, log)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    graft_heads(
-        base_dir / "model.onnx", heads.detector, heads.orientation, base.input_size, out_dir / "model.onnx"
+    training = {
+        **base.training,
+        "commands": [*base.training.get("commands", []), *([command] if command else [])],
+        "heads": {
+            "base": f"{base.name} v{base.version} (sha256 {base.onnx_sha256[:12]})",
+            "config": dataclasses.asdict(cfg),
+            "normals": normals,
+            "n_train_views": len(train.orientation),
+            "n_detector_views": int(train.detect.sum()),
+            "history": heads.history,
+            "command": command,
+        },
+    }
+    version = str(int(base.version) + 1) if base.version.isdigit() else f"{base.version}+detector"
+    return _write_with_heads(
+        base_dir,
+        out_dir,
+        heads.detector,
+        heads.orientation,
+        val,
+        version,
+        training,
+        data_dir,
+        evaluate_split,
+        log,
     )
+
+
+def build_joint_bundle(
+    run_dir: Path,
+    out_dir: Path,
+    data_dir: Path,
+    *,
+    evaluate_split: str | None = None,
+    force: bool = False,
+    command: str = "",
+    log=print,
+) -> BundleSpec:
+    """A bundle from a joint fine-tuning run (:func:`fracsight.detection.joint.train_joint`): its
+    network exported and refitted on validation like any trained network (calibration, operating
+    points, input checks), its detector and orientation head grafted onto the export, their score
+    floor and certainty chosen on validation."""
+    import json
+    import tempfile
+
+    import torch
+
+    from fracsight.detection.heads import DetectionHead, OrientationHead
+    from fracsight.detection.prepare import validation_features
+    from fracsight.training.export_bundle import export_bundle
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    checkpoint = run_dir / "best.pt"
+    if not checkpoint.is_file():
+        raise ConfigError(f"no joint checkpoint at {checkpoint}: run `fracsight detector joint` first")
+    _clear_out_dir(out_dir, None, force)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if "detector" not in state:
+        raise ConfigError(f"{checkpoint} was not written by a joint run (no detector weights)")
+    detector = _heads_from_state(DetectionHead, state["detector"])
+    orientation = _heads_from_state(OrientationHead, state["orientation"])
+    history = json.loads((run_dir / "history.json").read_text())
+    with tempfile.TemporaryDirectory(dir=out_dir.parent) as tmp:
+        network_dir = Path(tmp) / "network"
+        base = export_bundle(run_dir, network_dir, data_dir=data_dir, train_command=command or None)
+        dataset = load_dataset(Path(data_dir), base.training.get("layout", "auto"))
+        val = validation_features(network_dir, dataset, out_dir.parent / ".cache")
+        training = {
+            **base.training,
+            "commands": [c for c in (history.get("command"), command) if c],
+            "joint": history,
+        }
+        return _write_with_heads(
+            network_dir,
+            out_dir,
+            detector,
+            orientation,
+            val,
+            base.version,
+            training,
+            data_dir,
+            evaluate_split,
+            log,
+        )
+
+
+def _heads_from_state(kind, state: dict):
+    """A DetectionHead or OrientationHead with the shapes and weights of ``state``."""
+    if kind.__name__ == "DetectionHead":
+        width, c8 = state["lateral8.weight"].shape[:2]
+        head = kind(c8, state["lateral16.weight"].shape[1], state["lateral32.weight"].shape[1], width)
+    else:
+        width, channels = state["project.weight"].shape[:2]
+        head = kind(channels, width=width)
+    head.load_state_dict(state)
+    return head.eval()
+
+
+def _clear_out_dir(out_dir: Path, base_dir: Path | None, force: bool) -> None:
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not force:
+            raise ConfigError(f"{out_dir} exists and is not empty; choose another folder or pass --force")
+        if base_dir is not None and out_dir.resolve() == base_dir.resolve():
+            raise ConfigError("the new bundle cannot replace its own base bundle")
+        shutil.rmtree(out_dir)
+
+
+def _write_with_heads(
+    base_dir: Path,
+    out_dir: Path,
+    detector,
+    orientation,
+    val,
+    version: str,
+    training: dict,
+    data_dir: Path,
+    evaluate_split: str | None,
+    log,
+) -> BundleSpec:
+    """``base_dir``'s bundle with the heads grafted on, their settings chosen on ``val``, written to
+    ``out_dir`` (and measured on ``evaluate_split`` when given)."""
+    from fracsight.detection.graft import graft_heads
+    from fracsight.detection.heads import STRIDE
+
+    base = load_bundle_spec(base_dir)
+    floor, floors = choose_score_floor(detector, val.with_maps(upright_only=True), log)
+    certainty, orientation_stats = choose_orientation_certainty(orientation, val, log)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    graft_heads(base_dir / "model.onnx", detector, orientation, base.input_size, out_dir / "model.onnx")
     spec = dataclasses.replace(
         base,
-        version=str(int(base.version) + 1) if base.version.isdigit() else f"{base.version}+detector",
+        version=version,
         onnx_sha256=sha256_file(out_dir / "model.onnx"),
         localization={
             **base.localization,
@@ -115,26 +236,14 @@ def build_detector_bundle(
             "nms_iou": 0.3,
             "validation_ap50": floors[str(floor)]["val_ap50"],
             "validation_hit_rate": floors[str(floor)]["val_hit"],
+            "score_floors": floors,
         },
         orientation={
             "min_probability": certainty,
             "check_below": CHECK_BELOW,
             "validation": orientation_stats,
         },
-        training={
-            **base.training,
-            "commands": [*base.training.get("commands", []), *([command] if command else [])],
-            "heads": {
-                "base": f"{base.name} v{base.version} (sha256 {base.onnx_sha256[:12]})",
-                "config": dataclasses.asdict(cfg),
-                "normals": normals,
-                "n_train_views": len(train.orientation),
-                "n_detector_views": int(train.detect.sum()),
-                "history": heads.history,
-                "score_floors": floors,
-                "command": command,
-            },
-        },
+        training=training,
         metrics={k: v for k, v in base.metrics.items() if k == "validation"},
     )
     write_bundle_spec(spec, out_dir)

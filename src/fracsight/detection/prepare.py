@@ -14,7 +14,7 @@ from fracsight.data.splits import train_val_samples
 from fracsight.detection.features import FeatureSet, extract_features
 from fracsight.training.cache import letterbox_samples
 
-__all__ = ["prepare_features"]
+__all__ = ["prepare_features", "validation_features"]
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +36,32 @@ def prepare_features(
     *,
     normals: int = 400,
     seed: int = 0,
-    workers: int = 2,
     show_progress: bool = True,
 ) -> tuple[FeatureSet, FeatureSet]:
     """Train and val :class:`FeatureSet` for ``dataset`` through the network of ``bundle_dir``."""
+    out = _features(
+        bundle_dir,
+        dataset,
+        cache_dir,
+        normals=normals,
+        seed=seed,
+        show_progress=show_progress,
+        with_train=True,
+    )
+    return out["train"], out["val"]
+
+
+def _features(
+    bundle_dir: Path,
+    dataset: Dataset,
+    cache_dir: Path,
+    *,
+    normals: int,
+    seed: int,
+    show_progress: bool,
+    with_train: bool = False,
+    workers: int = 2,
+) -> dict[str, FeatureSet]:
     from rich.progress import Progress
 
     spec = load_bundle_spec(bundle_dir)
@@ -50,7 +72,8 @@ def prepare_features(
         digest.update(f"|{sample.path}|{sample.boxes}".encode())
     key = digest.hexdigest()[:12]
     out = {}
-    for name, samples, is_train in (("train", train, True), ("val", val, False)):
+    splits = [("train", train, True)] if with_train else []
+    for name, samples, is_train in (*splits, ("val", val, False)):
         folder = Path(cache_dir) / f"heads-{key}-{name}"
         log.info("frozen features of the %s views: %s", name, folder)
         if (folder / "orientation.npy").is_file():
@@ -74,4 +97,12 @@ def prepare_features(
             )
         features.save(folder)
         out[name] = FeatureSet.load(folder)
-    return out["train"], out["val"]
+    return out
+
+
+def validation_features(
+    bundle_dir: Path, dataset: Dataset, cache_dir: Path, *, seed: int = 0, show_progress: bool = True
+) -> FeatureSet:
+    """The validation views alone (what the score floor and the orientation certainty are chosen on)
+    for a network whose heads were trained elsewhere (a joint run)."""
+    return _features(bundle_dir, dataset, cache_dir, normals=0, seed=seed, show_progress=show_progress)["val"]

@@ -306,6 +306,63 @@ def _grafted_heads_section(spec: BundleSpec) -> list[str]:
     ]
 
 
+def _joint_section(spec: BundleSpec) -> list[str]:
+    joint = spec.training.get("joint")
+    if not joint:
+        return []
+    loc, orient = spec.localization, spec.orientation
+    val = orient.get("validation", {})
+    cfg = joint.get("config", {})
+    rows = [
+        "| epoch | train loss | val AUROC | val AUROC, turned 90 | val box AP50 | val top box hits | "
+        "val orientation right: upright / turned 90 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for h in joint.get("epochs", []):
+        mark = " (chosen)" if h["epoch"] == joint.get("chosen") else ""
+        rows.append(
+            f"| {h['epoch']}{mark} | {_n(h.get('train_loss'))} | {_n(h.get('val_auroc'))} | "
+            f"{_n(h.get('val_auroc_rot90'))} | {_n(h.get('val_ap50'))} | {_n(h.get('val_hit'))} | "
+            f"{_n(h.get('val_orientation'))} / {_n(h.get('val_orientation_rot90'))} |"
+        )
+    return [
+        "## Detector, orientation step and joint fine-tuning",
+        "",
+        f"- The network of {joint.get('base')} fine-tuned jointly with a CenterNet-style detector at stride "
+        f"{loc.get('stride')} (the block outputs at strides 8 and 16 and the final feature map) and an "
+        f"orientation classifier, both started from {joint.get('heads')}. Every training image is read in a "
+        "random quarter turn, mirrored or not, with random gamma and contrast; the losses are the base "
+        "recipe's (fracture, localization map, body region) plus the detector's (centre focal loss, size "
+        "and offset L1) and the orientation's (cross-entropy).",
+        f"- {cfg.get('epochs')} epochs, batch {cfg.get('batch_size')}, AdamW (network lr {cfg.get('lr')}, "
+        f"heads lr {cfg.get('head_lr')}, one-cycle), the stem and the first "
+        f"{cfg.get('frozen_stages')} stages frozen, batch normalizations kept as the identity with a learnable shift and scale; an exponential "
+        f"moving average of the weights (decay {cfg.get('ema_decay')}) is validated after every epoch.",
+        "- The epoch kept has the best validation box AP50 among those whose upright validation AUROC is "
+        "within 0.005 of the best epoch's (epoch 0: the starting weights); the AUROC on turned images is "
+        "shown, not used, since the orientation step reads those upright:",
+        "",
+        *rows,
+        "",
+        f"- Boxes: local maxima of the detector's centre probability, non-maximum suppression at IoU "
+        f"{loc.get('nms_iou')}, at most {loc.get('max_boxes')}, score at least {loc.get('min_box_score')} "
+        f"(chosen on validation: box AP50 {_n(loc.get('validation_ap50'))}, top box hits "
+        f"{_n(loc.get('validation_hit_rate'))}). The heatmap is the localization map.",
+        "- Orientation: when the classifier is sure a radiograph is turned (top probability at least "
+        f"{_n(orient.get('min_probability'), 2)}, chosen on {val.get('n_views')} validation views: upright "
+        f"ones turned {_n(val.get('upright_turned'))}, turned ones made upright "
+        f"{_n(val.get('rotated_made_upright'))}), the image is read turned upright and the results are put "
+        "back onto the image as given, with a warning"
+        + (
+            f"; below an upright probability of {_n(orient.get('check_below'), 2)} both reads are made and "
+            "the one the input check finds more typical is kept."
+            if orient.get("check_below")
+            else "."
+        ),
+        "",
+    ]
+
+
 def render_card(spec: BundleSpec, run_dir: Path | None = None) -> str:
     cfg = spec.training.get("config", {})
     unfreeze_from = cfg.get("unfreeze_from", 0)
@@ -446,6 +503,7 @@ def render_card(spec: BundleSpec, run_dir: Path | None = None) -> str:
             lines += _split_section(split, m)
     lines += _quantization_section(spec)
     lines += _grafted_heads_section(spec)
+    lines += _joint_section(spec)
     lines += [
         "## Reproduce",
         "",

@@ -1,0 +1,364 @@
+"""Joint fine-tuning: the network and its grafted heads trained together, with quarter-turn augmentation.
+
+The grafted detector of :mod:`fracsight.detection.build` learns on frozen features that were
+trained for classification. Here the network itself (from the base bundle's ``model.onnx``,
+:func:`fracsight.models.unfold.network_from_onnx`) learns with the detector and the orientation
+head (started from a bundle that has them), so its features come to localize fractures and
+know which way up a radiograph is. Every step reads each image in a random quarter turn,
+mirrored or not, with random exposure; every loss of the base's recipe applies (fracture,
+localization map, body region) plus the detector's and the orientation head's.
+
+The stem and the first stages stay frozen (they run at strides 2 and 4, where most of a CPU
+step's time would go) and the normalizations stay identities with a learnable shift and scale
+(the batches are too small on a laptop to re-estimate them). An exponential moving average of
+the weights is validated after each epoch on the upright validation images (AUROC, box AP50,
+top-box hits) and on the same images turned by 90 degrees (AUROC, orientation accuracy); each
+epoch's average is kept and :func:`choose_epoch` picks one on validation alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fracsight.bundle import load_bundle_spec
+from fracsight.data.sample import Dataset, Sample
+from fracsight.data.splits import train_val_samples
+from fracsight.detection.features import model_boxes
+from fracsight.detection.heads import STRIDE, DetectionHead, OrientationHead
+from fracsight.detection.train import HeadsConfig, detection_loss
+from fracsight.errors import ConfigError
+from fracsight.evaluation.metrics import auroc
+from fracsight.explain.boxes import DetectedBox, flip_boxes, nms, turn_boxes
+from fracsight.explain.detections import decode_detections
+from fracsight.explain.localization import average_precision_boxes, hit_rate
+from fracsight.models.network import FractureNet, HeadConfig
+from fracsight.models.unfold import graph_tensors, load_named_tensors, network_from_onnx
+from fracsight.training.augment import augment_batch
+from fracsight.training.cache import letterbox_samples
+from fracsight.training.config import AugmentConfig, TrainConfig, load_config
+from fracsight.training.loss import Targets, multitask_loss
+from fracsight.training.trainer import WeightAverage, _labels
+
+__all__ = ["JointConfig", "JointNet", "choose_epoch", "load_joint", "train_joint"]
+
+# exposure only: the geometry of a view is its quarter turn and mirror, which boxes follow exactly
+_EXPOSURE = AugmentConfig(hflip=0.0, rotate_deg=0.0, scale=(1.0, 1.0), translate=0.0)
+
+
+@dataclass(frozen=True)
+class JointConfig:
+    epochs: int = 6
+    batch_size: int = 16
+    lr: float = 2e-4  # the network
+    head_lr: float = 1e-3  # the detector and the orientation head
+    weight_decay: float = 1e-5
+    frozen_stages: int = 2  # stem and blocks[:frozen_stages] keep the base's weights
+    detect_weight: float = 1.0
+    orientation_weight: float = 0.5
+    ema_decay: float = 0.995
+    seed: int = 0
+    max_samples: int = 0  # >0: only this many training images (smoke tests)
+
+
+class JointNet(nn.Module):
+    """The network with its detector and orientation head, reading the taps they were grafted on."""
+
+    def __init__(self, network: FractureNet, detector: DetectionHead, orientation: OrientationHead) -> None:
+        super().__init__()
+        self.network = network
+        self.detector = detector
+        self.orientation = orientation
+        self.taps = _tap_stages(network)
+
+    def forward(self, x: torch.Tensor, frozen: int = 0):
+        net = self.network
+        with torch.no_grad():
+            y = net.forward_prefix(x, frozen)
+        if frozen == 0:  # forward_prefix stops before the stem then
+            y = net.backbone.bn1(net.backbone.conv_stem(y))
+        kept = {}
+        for i, stage in enumerate(net.backbone.blocks[frozen:], start=frozen):
+            y = stage(y)
+            if i in self.taps:
+                kept[self.taps[i]] = y
+        features = net.backbone.bn2(net.backbone.conv_head(y))
+        return (
+            net.forward_heads(features),
+            self.detector(kept[8], kept[16], features),
+            self.orientation(features),
+        )
+
+
+def _tap_stages(network: FractureNet) -> dict[int, int]:
+    """{stage index: stride} for the last stage at strides 8 and 16: what the grafted heads read
+    (:func:`fracsight.detection.taps.find_taps` finds the same tensors in the exported graph)."""
+    side = 64
+    with torch.no_grad():
+        y = network.forward_prefix(torch.zeros(1, 1, side, side), 0)
+        y = network.backbone.bn1(network.backbone.conv_stem(y))
+        last = {}
+        for i, stage in enumerate(network.backbone.blocks):
+            y = stage(y)
+            last[side // y.shape[-1]] = i
+    return {last[8]: 8, last[16]: 16}
+
+
+def load_joint(base_dir: Path, heads_dir: Path) -> tuple[JointNet, TrainConfig]:
+    """The base bundle's network with the heads of ``heads_dir`` (a bundle grafted onto the same
+    base by ``fracsight detector train``), and the base's training config."""
+    base = load_bundle_spec(base_dir)
+    heads_spec = load_bundle_spec(heads_dir)
+    if heads_spec.localization.get("boxes") != "detector" or not heads_spec.orientation:
+        raise ConfigError(f"{heads_spec.name} v{heads_spec.version} has no grafted detector to start from")
+    cfg_dict = dict(base.training.get("config", {}))
+    if not cfg_dict:
+        raise ConfigError(f"{base.name} records no training config to continue from")
+    augment = cfg_dict.pop("augment", {})
+    cfg = load_config(None, None, **cfg_dict, augment=augment)
+    region = base.head("region")
+    heads = HeadConfig(regions=tuple(region.classes) if region else ())
+    network = network_from_onnx(Path(base_dir) / "model.onnx", base.architecture, heads)
+    tensors = graph_tensors(Path(heads_dir) / "model.onnx")
+    width = tensors["heads/detector.lateral8.weight"].shape[0]
+    c8, c16, c32 = (tensors[f"heads/detector.lateral{s}.weight"].shape[1] for s in (8, 16, 32))
+    detector = DetectionHead(c8, c16, c32, width)
+    orientation = OrientationHead(c32, width=tensors["heads/orientation.project.weight"].shape[0])
+    load_named_tensors(detector, tensors, "heads/detector.")
+    load_named_tensors(orientation, tensors, "heads/orientation.")
+    return JointNet(network, detector, orientation), cfg
+
+
+@dataclass
+class _Data:
+    images: np.ndarray  # (N, S, S) uint8 centred letterboxes
+    masks: np.ndarray  # (N, S, S) uint8 box masks
+    boxes: list[np.ndarray]  # model pixels
+    labels: dict[str, torch.Tensor | None]
+    detect_valid: np.ndarray  # (N,) bool: the boxes (or their absence) are known
+
+
+def _data(samples: list[Sample], dataset: Dataset, size: int, cache_dir: Path) -> _Data:
+    lb = letterbox_samples(samples, size, cache_dir)
+    labels = _labels(samples, dataset)
+    return _Data(
+        images=lb.images,
+        masks=lb.masks,
+        boxes=[model_boxes(s, size) for s in samples],
+        labels=labels,
+        detect_valid=labels["mask_valid"].numpy(),
+    )
+
+
+def _views(data: _Data, idx: np.ndarray, turns: np.ndarray, mirrors: np.ndarray):
+    images, masks, boxes = [], [], []
+    size = data.images.shape[-1]
+    for i, k, m in zip(idx, turns, mirrors, strict=True):
+        img, msk, b = data.images[i], data.masks[i], data.boxes[i]
+        if m:
+            img, msk, b = img[:, ::-1], msk[:, ::-1], flip_boxes(b, size)
+        images.append(np.rot90(img, k))
+        masks.append(np.rot90(msk, k))
+        boxes.append(turn_boxes(b, int(k), size))
+    as_tensor = lambda a: torch.from_numpy(np.stack(a)).unsqueeze(1).float() / 255  # noqa: E731
+    return as_tensor(images), as_tensor(masks), boxes
+
+
+def _targets(data: _Data, idx: np.ndarray, masks: torch.Tensor, grid: int) -> Targets:
+    lab = data.labels
+    pick = lambda t: None if t is None else t[idx]  # noqa: E731
+    return Targets(
+        fracture=lab["fracture"][idx],
+        fracture_valid=lab["fracture_valid"][idx],
+        mask=(F.adaptive_max_pool2d(masks, grid) > 0.5).squeeze(1).float(),
+        mask_valid=lab["mask_valid"][idx],
+        region=pick(lab["region"]),
+        region_valid=pick(lab["region_valid"]),
+    )
+
+
+@torch.no_grad()
+def _validate(model: JointNet, data: _Data, batch: int = 32) -> dict[str, float]:
+    model.eval()
+    n = len(data.images)
+    y = data.labels["fracture"].numpy()
+    metrics: dict[str, float] = {}
+    for k in (0, 1):
+        probs, orient, predicted, truths = [], [], [], []
+        for start in range(0, n, batch):
+            idx = np.arange(start, min(start + batch, n))
+            x, _, boxes = _views(data, idx, np.full(len(idx), k), np.zeros(len(idx), bool))
+            out, (centre, size, offset), orientation = model(x)
+            probs.append(torch.sigmoid(out["fracture"]).numpy())
+            orient.append(orientation.argmax(1).numpy())
+            if k:
+                continue
+            for j, i in enumerate(idx):
+                if len(boxes[j]) and data.labels["fracture"][i] == 1:
+                    found, scores = decode_detections(
+                        centre[j].numpy(), size[j].numpy(), offset[j].numpy(), STRIDE, 0.01
+                    )
+                    dets = [DetectedBox(*b, s) for b, s in zip(found.tolist(), scores.tolist(), strict=True)]
+                    predicted.append(nms(dets, 0.3)[:5])
+                    truths.append(boxes[j].tolist())
+        tag = "" if k == 0 else "_rot90"
+        metrics[f"val_auroc{tag}"] = auroc(y, np.concatenate(probs))
+        metrics[f"val_orientation{tag}"] = float((np.concatenate(orient) == k).mean())
+        if k == 0:
+            metrics["val_ap50"] = average_precision_boxes(predicted, truths, iou_thr=0.5)
+            metrics["val_hit"] = hit_rate(predicted, truths, iou_thr=0.1).hit_rate_any
+    return metrics
+
+
+def choose_epoch(history: list[dict[str, Any]], auroc_margin: float = 0.005) -> int:
+    """The epoch with the best validation box AP50 among those whose upright validation AUROC is
+    within ``auroc_margin`` of the best epoch's (epoch 0: the starting weights). Turned images are
+    read upright by the orientation step, so the AUROC on turned images is reported, not used."""
+    best = max(h["val_auroc"] for h in history)
+    fine = [h for h in history if h["val_auroc"] >= best - auroc_margin]
+    return int(max(fine, key=lambda h: (h["val_ap50"], h["val_auroc"]))["epoch"])
+
+
+def _checkpoint(model: JointNet, train_cfg: TrainConfig) -> dict[str, Any]:
+    """A ``best.pt`` that :func:`fracsight.training.trainer.load_checkpoint` reads, plus the heads."""
+    heads = model.network.heads_config
+    return {
+        "model": model.network.state_dict(),
+        "arch": train_cfg.arch,
+        "regions": list(heads.regions),
+        "classes": list(heads.classes),
+        "config": json.dumps(train_cfg.to_dict()),
+        "detector": model.detector.state_dict(),
+        "orientation": model.orientation.state_dict(),
+    }
+
+
+def train_joint(
+    base_dir: Path,
+    heads_dir: Path,
+    dataset: Dataset,
+    run_dir: Path,
+    cfg: JointConfig,
+    *,
+    name: str,
+    version: str,
+    command: str = "",
+    log=print,
+) -> list[dict[str, Any]]:
+    """Fine-tune jointly; write ``run_dir/epoch-N.pt`` for every epoch, ``best.pt`` (the chosen
+    one) and ``history.json``. Returns the history (epoch 0: the starting weights)."""
+    torch.manual_seed(cfg.seed)
+    model, base_cfg = load_joint(base_dir, heads_dir)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    train_cfg = dataclasses.replace(
+        base_cfg, out=str(run_dir), data=str(dataset.root), name=name, version=version
+    )
+    size = train_cfg.input_size
+    train_samples, val_samples = train_val_samples(dataset, base_cfg.seed)
+    if cfg.max_samples:
+        train_samples, val_samples = train_samples[: cfg.max_samples], val_samples[: cfg.max_samples]
+    cache = run_dir.parent / ".cache"
+    train, val = _data(train_samples, dataset, size, cache), _data(val_samples, dataset, size, cache)
+    y = train.labels["fracture"][train.labels["fracture_valid"]]
+    pos_weight = float((y == 0).sum() / max(int((y == 1).sum()), 1))
+    heads_cfg = HeadsConfig()
+
+    for p in model.network.prefix_modules(cfg.frozen_stages):
+        for q in p.parameters():
+            q.requires_grad = False
+    network_params = [p for p in model.network.parameters() if p.requires_grad]
+    head_params = [*model.detector.parameters(), *model.orientation.parameters()]
+    optimizer = torch.optim.AdamW(
+        [{"params": network_params, "lr": cfg.lr}, {"params": head_params, "lr": cfg.head_lr}],
+        weight_decay=cfg.weight_decay,
+    )
+    n = len(train.images)
+    steps = n // cfg.batch_size
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=[cfg.lr, cfg.head_lr], total_steps=cfg.epochs * steps, pct_start=0.15
+    )
+    average = WeightAverage(model, cfg.ema_decay)
+    gen = np.random.default_rng(cfg.seed)
+    torch_gen = torch.Generator().manual_seed(cfg.seed)
+    grid = size // 32
+
+    history = [{"epoch": 0, **_validate(model, val)}]
+    log("epoch 0 (start): " + _line(history[0]))
+    torch.save(_checkpoint(model, train_cfg), run_dir / "epoch-0.pt")
+    for epoch in range(1, cfg.epochs + 1):
+        t0, running, part_sums = time.time(), 0.0, {}
+        order = gen.permutation(n)
+        for step in range(steps):
+            idx = np.sort(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
+            turns = gen.integers(0, 4, len(idx))
+            mirrors = gen.random(len(idx)) < 0.5
+            x, masks, boxes = _views(train, idx, turns, mirrors)
+            x, _ = augment_batch(x, masks, _EXPOSURE, torch_gen)
+            model.eval()  # identities stay identities; the heads' dropout is the only difference
+            model.orientation.train()
+            out, det, orientation = model(x.contiguous(memory_format=torch.channels_last), cfg.frozen_stages)
+            parts = {"base": multitask_loss(out, _targets(train, idx, masks, grid), train_cfg, pos_weight)}
+            valid = np.flatnonzero(train.detect_valid[idx])
+            if len(valid):
+                det_valid = tuple(t[torch.from_numpy(valid)] for t in det)
+                parts["detect"] = cfg.detect_weight * detection_loss(
+                    det_valid, [boxes[j] for j in valid], heads_cfg
+                )
+            parts["orientation"] = cfg.orientation_weight * F.cross_entropy(
+                orientation, torch.from_numpy(turns)
+            )
+            loss = sum(parts.values())
+            for key, value in parts.items():
+                part_sums[key] = part_sums.get(key, 0.0) + value.item()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            average.update(model)
+            running += loss.item()
+            if step % 20 == 0 or step == steps - 1:
+                mean_parts = " ".join(f"{k} {v / (step + 1):.3f}" for k, v in part_sums.items())
+                log(
+                    f"epoch {epoch} step {step}/{steps} loss {running / (step + 1):.4f} ({mean_parts}; "
+                    f"{time.time() - t0:.0f} s)"
+                )
+        record = {"epoch": epoch, "train_loss": running / steps, **_validate(average.model, val)}
+        record["seconds"] = round(time.time() - t0, 1)
+        history.append(record)
+        log(f"epoch {epoch}: " + _line(record))
+        torch.save(_checkpoint(average.model, train_cfg), run_dir / f"epoch-{epoch}.pt")
+        (run_dir / "history.json").write_text(json.dumps(history, indent=1))
+    chosen = choose_epoch(history)
+    log(f"chosen on validation: epoch {chosen}")
+    (run_dir / "best.pt").write_bytes((run_dir / f"epoch-{chosen}.pt").read_bytes())
+    record = {
+        "chosen": chosen,
+        "command": command,
+        "base": _describe(base_dir),
+        "heads": _describe(heads_dir),
+        "config": dataclasses.asdict(cfg),
+        "n_train": len(train_samples),
+        "n_val": len(val_samples),
+        "epochs": history,
+    }
+    (run_dir / "history.json").write_text(json.dumps(record, indent=1))
+    return history
+
+
+def _describe(bundle_dir: Path) -> str:
+    spec = load_bundle_spec(bundle_dir)
+    return f"{spec.name} v{spec.version} (sha256 {spec.onnx_sha256[:12]})"
+
+
+def _line(record: dict[str, Any]) -> str:
+    return " ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "epoch" and isinstance(v, float))

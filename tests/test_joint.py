@@ -1,0 +1,103 @@
+"""Joint fine-tuning: a network rebuilt from its ONNX graph, trained with its grafted heads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from typer.testing import CliRunner  # noqa: E402
+
+from fracsight.bundle import load_bundle_spec  # noqa: E402
+from fracsight.cli import app  # noqa: E402
+from fracsight.detection.joint import choose_epoch, load_joint  # noqa: E402
+from fracsight.models.network import HeadConfig  # noqa: E402
+from fracsight.models.unfold import check_parity, network_from_onnx  # noqa: E402
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "fracsight" / "weights"
+
+
+def test_the_shipped_float_network_is_rebuilt_from_its_graph() -> None:
+    onnx_path = WEIGHTS / "fracatlas-lite0-384-v2" / "model.onnx"
+    spec = load_bundle_spec(onnx_path.parent)
+    network = network_from_onnx(onnx_path, spec.architecture, HeadConfig(regions=spec.head("region").classes))
+    assert check_parity(network, onnx_path, spec.input_size, atol=1e-4) < 1e-4
+
+
+def test_a_graph_of_another_architecture_is_refused() -> None:
+    onnx_path = WEIGHTS / "fracatlas-lite0-384-v2" / "model.onnx"
+    with pytest.raises(ValueError, match="does not hold"):
+        network_from_onnx(onnx_path, "mobilenetv2", HeadConfig(regions=("hand", "leg", "hip", "shoulder")))
+
+
+def test_joint_network_computes_what_the_grafted_bundle_computes(detector_bundle) -> None:
+    import onnxruntime as ort
+
+    _, base, grafted = detector_bundle
+    model, _ = load_joint(base, grafted)
+    size = load_bundle_spec(grafted).input_size
+    x = np.random.default_rng(1).random((2, 1, size, size), dtype=np.float32)
+    session = ort.InferenceSession(str(grafted / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"image": x}), strict=True))
+    with torch.no_grad():
+        out, (centre, box_size, offset), orientation = model.eval()(torch.from_numpy(x))
+    for name, value in (
+        ("fracture", out["fracture"]),
+        ("detect_centre", centre),
+        ("detect_size", box_size),
+        ("detect_offset", offset),
+        ("orientation", orientation),
+    ):
+        np.testing.assert_allclose(got[name], value.numpy(), atol=1e-3, rtol=1e-3, err_msg=name)
+
+
+def test_a_bundle_without_a_detector_cannot_start_the_heads(detector_bundle) -> None:
+    from fracsight.errors import ConfigError
+
+    _, base, _ = detector_bundle
+    with pytest.raises(ConfigError, match="no grafted detector"):
+        load_joint(base, base)
+
+
+def _epoch(epoch: int, up: float, turned: float, ap50: float) -> dict:
+    return {"epoch": epoch, "val_auroc": up, "val_auroc_rot90": turned, "val_ap50": ap50}
+
+
+def test_the_epoch_is_chosen_for_boxes_without_giving_up_ranking() -> None:
+    history = [
+        _epoch(0, 0.938, 0.78, 0.26),  # the start
+        _epoch(1, 0.930, 0.90, 0.40),  # best boxes, but upright ranking fell
+        _epoch(2, 0.936, 0.92, 0.30),
+        _epoch(3, 0.935, 0.93, 0.33),
+    ]
+    assert choose_epoch(history) == 3
+    assert choose_epoch(history, auroc_margin=0.01) == 1
+    assert choose_epoch(history[:1]) == 0
+
+
+def test_joint_run_and_its_bundle_through_the_cli(detector_bundle, tmp_path: Path) -> None:
+    from fracsight.inference import Predictor
+
+    data, base, grafted = detector_bundle
+    runner = CliRunner()
+    run, out = tmp_path / "run", tmp_path / "bundle"
+    args = ["detector", "joint", str(base), str(grafted), str(run), "--data", str(data), "--epochs", "1"]
+    done = runner.invoke(app, [*args, "--out", str(out), "--version", "9", "--evaluate", "test"])
+    assert done.exit_code == 0, done.output
+    assert {p.name for p in run.iterdir()} >= {"epoch-0.pt", "epoch-1.pt", "best.pt", "history.json"}
+    history = json.loads((run / "history.json").read_text())
+    assert history["chosen"] in (0, 1) and len(history["epochs"]) == 2
+    spec = load_bundle_spec(out)
+    assert spec.version == "9" and spec.localization["boxes"] == "detector"
+    assert spec.training["joint"]["chosen"] == history["chosen"]
+    assert "test" in spec.metrics and "joint fine-tuning" in (out / "card.md").read_text()
+    image = sorted((data / "images" / "Fractured").glob("*.jpg"))[0]
+    prediction = Predictor(out).predict(image)
+    assert 0.0 <= prediction.fracture_probability <= 1.0 and prediction.model.endswith("v9")
+    # the run folder is never overwritten
+    again = runner.invoke(app, args)
+    assert again.exit_code != 0 and "not empty" in again.output
