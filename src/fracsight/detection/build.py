@@ -163,7 +163,10 @@ def build_joint_bundle(
         val = validation_features(network_dir, dataset, out_dir.parent / ".cache")
         training = {
             **base.training,
-            "commands": [c for c in (history.get("command"), command) if c],
+            "commands": [
+                *history.get("start_commands", []),
+                *[c for c in (history.get("command"), command) if c],
+            ],
             "joint": history,
         }
         return _write_with_heads(

@@ -344,6 +344,8 @@ def train_joint(
     record = {
         "chosen": chosen,
         "command": command,
+        # how the starting point was made: the heads' bundle, grafted onto the base
+        "start_commands": load_bundle_spec(heads_dir).training.get("commands", []),
         "base": _describe(base_dir),
         "heads": _describe(heads_dir),
         "config": dataclasses.asdict(cfg),

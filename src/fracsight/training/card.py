@@ -267,13 +267,17 @@ def _quantization_section(spec: BundleSpec) -> list[str]:
     return lines
 
 
+def _heads_inputs(spec: BundleSpec, key: str) -> tuple[dict, dict, dict, dict, dict]:
+    """(training[key], localization, orientation, orientation validation, training[key] config)."""
+    entry = spec.training.get(key) or {}
+    orient = spec.orientation or {}
+    return entry, spec.localization, orient, orient.get("validation", {}), entry.get("config", {})
+
+
 def _grafted_heads_section(spec: BundleSpec) -> list[str]:
-    heads = spec.training.get("heads")
+    heads, loc, orient, val, cfg = _heads_inputs(spec, "heads")
     if not heads:
         return []
-    loc, orient = spec.localization, spec.orientation
-    val = orient.get("validation", {})
-    cfg = heads.get("config", {})
     return [
         "## Detector and orientation step",
         "",
@@ -307,12 +311,9 @@ def _grafted_heads_section(spec: BundleSpec) -> list[str]:
 
 
 def _joint_section(spec: BundleSpec) -> list[str]:
-    joint = spec.training.get("joint")
+    joint, loc, orient, val, cfg = _heads_inputs(spec, "joint")
     if not joint:
         return []
-    loc, orient = spec.localization, spec.orientation
-    val = orient.get("validation", {})
-    cfg = joint.get("config", {})
     rows = [
         "| epoch | train loss | val AUROC | val AUROC, turned 90 | val box AP50 | val top box hits | "
         "val orientation right: upright / turned 90 |",
@@ -336,7 +337,8 @@ def _joint_section(spec: BundleSpec) -> list[str]:
         "and offset L1) and the orientation's (cross-entropy).",
         f"- {cfg.get('epochs')} epochs, batch {cfg.get('batch_size')}, AdamW (network lr {cfg.get('lr')}, "
         f"heads lr {cfg.get('head_lr')}, one-cycle), the stem and the first "
-        f"{cfg.get('frozen_stages')} stages frozen, batch normalizations kept as the identity with a learnable shift and scale; an exponential "
+        f"{cfg.get('frozen_stages')} stages frozen, batch normalizations kept as the identity with a "
+        "learnable shift and scale; an exponential "
         f"moving average of the weights (decay {cfg.get('ema_decay')}) is validated after every epoch.",
         "- The epoch kept has the best validation box AP50 among those whose upright validation AUROC is "
         "within 0.005 of the best epoch's (epoch 0: the starting weights); the AUROC on turned images is "
