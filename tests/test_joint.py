@@ -98,6 +98,18 @@ def test_joint_run_and_its_bundle_through_the_cli(detector_bundle, tmp_path: Pat
     image = sorted((data / "images" / "Fractured").glob("*.jpg"))[0]
     prediction = Predictor(out).predict(image)
     assert 0.0 <= prediction.fracture_probability <= 1.0 and prediction.model.endswith("v9")
+    # another epoch than the chosen one, to look at: the card says so
+    other = 1 - history["chosen"]
+    looked = runner.invoke(
+        app,
+        ["detector", "bundle", str(run), str(tmp_path / "other"), "--data", str(data), "--epoch", str(other)],
+    )
+    assert looked.exit_code == 0, looked.output
+    assert "this bundle, not the chosen epoch" in (tmp_path / "other" / "card.md").read_text()
+    missing = runner.invoke(
+        app, ["detector", "bundle", str(run), str(tmp_path / "none"), "--data", str(data), "--epoch", "7"]
+    )
+    assert missing.exit_code != 0 and "no joint checkpoint" in missing.output
     # the run folder is never overwritten
     again = runner.invoke(app, args)
     assert again.exit_code != 0 and "not empty" in again.output

@@ -128,6 +128,7 @@ def build_joint_bundle(
     data_dir: Path,
     *,
     evaluate_split: str | None = None,
+    epoch: int | None = None,
     force: bool = False,
     command: str = "",
     log=print,
@@ -135,7 +136,8 @@ def build_joint_bundle(
     """A bundle from a joint fine-tuning run (:func:`fracsight.detection.joint.train_joint`): its
     network exported and refitted on validation like any trained network (calibration, operating
     points, input checks), its detector and orientation head grafted onto the export, their score
-    floor and certainty chosen on validation."""
+    floor and certainty chosen on validation. ``epoch``: another epoch than the chosen one
+    (``best.pt``), to look at; the card says which."""
     import json
     import tempfile
 
@@ -146,7 +148,7 @@ def build_joint_bundle(
     from fracsight.training.export_bundle import export_bundle
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    checkpoint = run_dir / "best.pt"
+    checkpoint = run_dir / ("best.pt" if epoch is None else f"epoch-{epoch}.pt")
     if not checkpoint.is_file():
         raise ConfigError(f"no joint checkpoint at {checkpoint}: run `fracsight detector joint` first")
     _clear_out_dir(out_dir, None, force)
@@ -156,9 +158,10 @@ def build_joint_bundle(
     detector = _heads_from_state(DetectionHead, state["detector"])
     orientation = _heads_from_state(OrientationHead, state["orientation"])
     history = json.loads((run_dir / "history.json").read_text())
+    history["exported_epoch"] = history["chosen"] if epoch is None else epoch
     with tempfile.TemporaryDirectory(dir=out_dir.parent) as tmp:
         network_dir = Path(tmp) / "network"
-        base = export_bundle(run_dir, network_dir, data_dir=data_dir, train_command=command or None)
+        base = export_bundle(checkpoint, network_dir, data_dir=data_dir, train_command=command or None)
         dataset = load_dataset(Path(data_dir), base.training.get("layout", "auto"))
         val = validation_features(network_dir, dataset, out_dir.parent / ".cache")
         training = {

@@ -153,13 +153,16 @@ def bundle(
     evaluate_split: Annotated[
         str | None, typer.Option("--evaluate", help="Also measure the new bundle on this split.")
     ] = None,
+    epoch: Annotated[
+        int | None, typer.Option(min=0, help="Another epoch than the one chosen on validation (to look at).")
+    ] = None,
     force: Annotated[bool, typer.Option(help="Replace a non-empty output folder.")] = False,
 ) -> None:
     """Write the bundle of a joint run's chosen epoch (calibration and settings refitted on validation)."""
     from fracsight.cli import user_errors
 
     with user_errors():
-        _bundle_from_run(run, out, data, evaluate_split, force, _command())
+        _bundle_from_run(run, out, data, evaluate_split, force, _command(), epoch)
 
 
 def _command() -> str:
@@ -167,7 +170,13 @@ def _command() -> str:
 
 
 def _bundle_from_run(
-    run: Path, out: Path, data: Path, evaluate_split: str | None, force: bool, command: str
+    run: Path,
+    out: Path,
+    data: Path,
+    evaluate_split: str | None,
+    force: bool,
+    command: str,
+    epoch: int | None = None,
 ) -> None:
     from fracsight.detection.build import build_joint_bundle
 
@@ -176,6 +185,7 @@ def _bundle_from_run(
         out,
         data,
         evaluate_split=evaluate_split,
+        epoch=epoch,
         force=force,
         command=command,
         log=lambda line: typer.echo(line, err=True),

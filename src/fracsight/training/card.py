@@ -320,7 +320,10 @@ def _joint_section(spec: BundleSpec) -> list[str]:
         "|---|---|---|---|---|---|---|",
     ]
     for h in joint.get("epochs", []):
-        mark = " (chosen)" if h["epoch"] == joint.get("chosen") else ""
+        marks = [" (chosen)"] if h["epoch"] == joint.get("chosen") else []
+        if h["epoch"] == joint.get("exported_epoch", joint.get("chosen")) != joint.get("chosen"):
+            marks.append(" (this bundle, not the chosen epoch)")
+        mark = "".join(marks)
         rows.append(
             f"| {h['epoch']}{mark} | {_n(h.get('train_loss'))} | {_n(h.get('val_auroc'))} | "
             f"{_n(h.get('val_auroc_rot90'))} | {_n(h.get('val_ap50'))} | {_n(h.get('val_hit'))} | "
