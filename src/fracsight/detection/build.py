@@ -38,9 +38,10 @@ CHECK_BELOW = 0.9
 def choose_score_floor(detector, val, log) -> tuple[float, dict[str, dict[str, float]]]:
     """The highest floor whose validation AP50 stays within 3% of the best floor's: fewer stray
     boxes on screen for next to no loss of found fractures."""
-    from fracsight.detection.train import detection_metrics
+    from fracsight.detection.train import detection_metrics, detector_outputs
 
-    table = {str(f): detection_metrics(detector, val, min_score=f) for f in FLOORS}
+    outputs = detector_outputs(detector, val, np.flatnonzero([len(b) > 0 for b in val.boxes]))
+    table = {str(f): detection_metrics(detector, val, min_score=f, outputs=outputs) for f in FLOORS}
     best = max(m["val_ap50"] for m in table.values())
     floor = max(f for f in FLOORS if table[str(f)]["val_ap50"] >= 0.97 * best) if best > 0 else FLOORS[0]
     log(f"box score floor {floor}: " + ", ".join(f"{f}: AP50 {m['val_ap50']:.3f}" for f, m in table.items()))

@@ -105,6 +105,12 @@ def joint(
     frozen_stages: Annotated[
         int, typer.Option(min=0, max=7, help="Stem and this many first stages keep the base's weights.")
     ] = 2,
+    distill: Annotated[
+        float,
+        typer.Option(
+            min=0.0, help="Weight of the starting network's upright logits as a teacher of the turned views."
+        ),
+    ] = 0.0,
     name: Annotated[str, typer.Option(help="Name of the new model.")] = "fracatlas-lite0-384",
     version: Annotated[str, typer.Option(help="Version of the new model.")] = "4",
     evaluate_split: Annotated[
@@ -133,7 +139,7 @@ def joint(
             resolve_bundle(heads),
             load_dataset(data, "auto"),
             run,
-            JointConfig(epochs=epochs, lr=lr, frozen_stages=frozen_stages),
+            JointConfig(epochs=epochs, lr=lr, frozen_stages=frozen_stages, distill_weight=distill),
             name=name,
             version=version,
             command=command,

@@ -18,6 +18,7 @@ epoch's average is kept and :func:`choose_epoch` picks one on validation alone.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import time
@@ -66,6 +67,9 @@ class JointConfig:
     detect_weight: float = 1.0
     orientation_weight: float = 0.5
     ema_decay: float = 0.995
+    # >0: the starting network, reading each image upright, teaches the fracture and region
+    # logits of the turned view (keeps the ranking it had while the features learn boxes)
+    distill_weight: float = 0.0
     seed: int = 0
     max_samples: int = 0  # >0: only this many training images (smoke tests)
 
@@ -219,6 +223,20 @@ def _validate(model: JointNet, data: _Data, batch: int = 32) -> dict[str, float]
     return metrics
 
 
+def _distillation(
+    teacher: FractureNet, out: dict[str, torch.Tensor], data: _Data, idx: np.ndarray, mirrors: np.ndarray
+) -> torch.Tensor:
+    """Mean squared difference between the student's fracture and region logits on the turned
+    views and the teacher's on the same images upright (same mirror, no exposure change)."""
+    upright, _, _ = _views(data, idx, np.zeros(len(idx), int), mirrors)
+    with torch.no_grad():
+        want = teacher(upright.contiguous(memory_format=torch.channels_last))
+    loss = F.mse_loss(out["fracture"], want["fracture"])
+    if "region" in want:
+        loss = loss + F.mse_loss(out["region"], want["region"])
+    return loss
+
+
 def choose_epoch(history: list[dict[str, Any]], auroc_margin: float = 0.005) -> int:
     """The epoch with the best validation box AP50 among those whose upright validation AUROC is
     within ``auroc_margin`` of the best epoch's (epoch 0: the starting weights). Turned images are
@@ -288,6 +306,7 @@ def train_joint(
         optimizer, max_lr=[cfg.lr, cfg.head_lr], total_steps=cfg.epochs * steps, pct_start=0.15
     )
     average = WeightAverage(model, cfg.ema_decay)
+    teacher = copy.deepcopy(model.network).eval() if cfg.distill_weight > 0 else None
     gen = np.random.default_rng(cfg.seed)
     torch_gen = torch.Generator().manual_seed(cfg.seed)
     grid = size // 32
@@ -314,6 +333,8 @@ def train_joint(
                 parts["detect"] = cfg.detect_weight * detection_loss(
                     det_valid, [boxes[j] for j in valid], heads_cfg
                 )
+            if teacher is not None:
+                parts["distill"] = cfg.distill_weight * _distillation(teacher, out, train, idx, mirrors)
             parts["orientation"] = cfg.orientation_weight * F.cross_entropy(
                 orientation, torch.from_numpy(turns)
             )

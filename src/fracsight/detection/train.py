@@ -113,12 +113,14 @@ def detection_metrics(
     min_score: float = 0.01,
     nms_iou: float = 0.3,
     max_boxes: int = 5,
+    outputs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None,
 ) -> dict[str, float]:
     """AP50 and the top-box hit rate over the validation views with boxes (model pixels), the
-    boxes read as the predictor reads them (peaks, non-maximum suppression, at most ``max_boxes``)."""
+    boxes read as the predictor reads them (peaks, non-maximum suppression, at most ``max_boxes``).
+    ``outputs``: the detector's outputs on those views, when already computed."""
     index = np.flatnonzero([len(b) > 0 for b in val.boxes])
     predicted = []
-    for c, s, o in detector_outputs(detector, val, index):
+    for c, s, o in outputs if outputs is not None else detector_outputs(detector, val, index):
         boxes, scores = decode_detections(c, s, o, STRIDE, min_score)
         found = [DetectedBox(*b, sc) for b, sc in zip(boxes.tolist(), scores.tolist(), strict=True)]
         predicted.append(nms(found, nms_iou)[:max_boxes])
