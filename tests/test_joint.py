@@ -85,7 +85,19 @@ def test_joint_run_and_its_bundle_through_the_cli(detector_bundle, tmp_path: Pat
     data, base, grafted = detector_bundle
     runner = CliRunner()
     run, out = tmp_path / "run", tmp_path / "bundle"
-    args = ["detector", "joint", str(base), str(grafted), str(run), "--data", str(data), "--epochs", "1"]
+    args = [
+        "detector",
+        "joint",
+        str(base),
+        str(grafted),
+        str(run),
+        "--data",
+        str(data),
+        "--epochs",
+        "1",
+        "--distill",
+        "0.1",
+    ]
     done = runner.invoke(app, [*args, "--out", str(out), "--version", "9", "--evaluate", "test"])
     assert done.exit_code == 0, done.output
     assert {p.name for p in run.iterdir()} >= {"epoch-0.pt", "epoch-1.pt", "best.pt", "history.json"}
