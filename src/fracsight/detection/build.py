@@ -144,7 +144,7 @@ def build_joint_bundle(
 
     import torch
 
-    from fracsight.detection.heads import DetectionHead, OrientationHead
+    from fracsight.detection.heads import heads_from_tensors
     from fracsight.detection.prepare import validation_features
     from fracsight.training.export_bundle import export_bundle
 
@@ -156,8 +156,9 @@ def build_joint_bundle(
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     if "detector" not in state:
         raise ConfigError(f"{checkpoint} was not written by a joint run (no detector weights)")
-    detector = _heads_from_state(DetectionHead, state["detector"])
-    orientation = _heads_from_state(OrientationHead, state["orientation"])
+    detector, orientation = heads_from_tensors(
+        {f"{head}.{k}": v.numpy() for head in ("detector", "orientation") for k, v in state[head].items()}
+    )
     history = json.loads((run_dir / "history.json").read_text())
     history["exported_epoch"] = history["chosen"] if epoch is None else epoch
     with tempfile.TemporaryDirectory(dir=out_dir.parent) as tmp:
@@ -185,18 +186,6 @@ def build_joint_bundle(
             evaluate_split,
             log,
         )
-
-
-def _heads_from_state(kind, state: dict):
-    """A DetectionHead or OrientationHead with the shapes and weights of ``state``."""
-    if kind.__name__ == "DetectionHead":
-        width, c8 = state["lateral8.weight"].shape[:2]
-        head = kind(c8, state["lateral16.weight"].shape[1], state["lateral32.weight"].shape[1], width)
-    else:
-        width, channels = state["project.weight"].shape[:2]
-        head = kind(channels, width=width)
-    head.load_state_dict(state)
-    return head.eval()
 
 
 def _clear_out_dir(out_dir: Path, base_dir: Path | None, force: bool) -> None:

@@ -13,11 +13,14 @@ the four quarter turns.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["STRIDE", "DetectionHead", "OrientationHead"]
+__all__ = ["STRIDE", "DetectionHead", "OrientationHead", "heads_from_tensors"]
 
 STRIDE = 8
 PRIOR = 0.01  # initial probability of a box centre per cell (focal-loss practice)
@@ -68,3 +71,21 @@ class OrientationHead(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.forward_grid(F.adaptive_avg_pool2d(features, self.grid))
+
+
+def heads_from_tensors(
+    tensors: Mapping[str, np.ndarray], prefix: str = ""
+) -> tuple[DetectionHead, OrientationHead]:
+    """Both heads, shaped and filled from named tensors: ``{prefix}detector.*`` and
+    ``{prefix}orientation.*`` (a grafted graph's initializers with ``prefix="heads/"``, or a joint
+    run's checkpoint)."""
+    from fracsight.models.unfold import load_named_tensors
+
+    width, c8 = tensors[f"{prefix}detector.lateral8.weight"].shape[:2]
+    c16, c32 = (tensors[f"{prefix}detector.lateral{s}.weight"].shape[1] for s in (16, 32))
+    detector = DetectionHead(c8, c16, c32, width)
+    orientation_width, channels = tensors[f"{prefix}orientation.project.weight"].shape[:2]
+    orientation = OrientationHead(channels, width=orientation_width)
+    load_named_tensors(detector, tensors, f"{prefix}detector.")
+    load_named_tensors(orientation, tensors, f"{prefix}orientation.")
+    return detector.eval(), orientation.eval()

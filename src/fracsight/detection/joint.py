@@ -35,15 +35,13 @@ from fracsight.bundle import load_bundle_spec
 from fracsight.data.sample import Dataset, Sample
 from fracsight.data.splits import train_val_samples
 from fracsight.detection.features import model_boxes
-from fracsight.detection.heads import STRIDE, DetectionHead, OrientationHead
-from fracsight.detection.train import HeadsConfig, detection_loss
+from fracsight.detection.heads import DetectionHead, OrientationHead, heads_from_tensors
+from fracsight.detection.train import HeadsConfig, box_metrics, detection_loss
 from fracsight.errors import ConfigError
 from fracsight.evaluation.metrics import auroc
-from fracsight.explain.boxes import DetectedBox, flip_boxes, nms, turn_boxes
-from fracsight.explain.detections import decode_detections
-from fracsight.explain.localization import average_precision_boxes, hit_rate
+from fracsight.explain.boxes import flip_boxes, turn_boxes
 from fracsight.models.network import FractureNet, HeadConfig
-from fracsight.models.unfold import graph_tensors, load_named_tensors, network_from_onnx
+from fracsight.models.unfold import graph_tensors, network_from_onnx
 from fracsight.training.augment import augment_batch
 from fracsight.training.cache import letterbox_samples
 from fracsight.training.config import AugmentConfig, TrainConfig, load_config
@@ -132,13 +130,7 @@ def load_joint(base_dir: Path, heads_dir: Path) -> tuple[JointNet, TrainConfig]:
     region = base.head("region")
     heads = HeadConfig(regions=tuple(region.classes) if region else ())
     network = network_from_onnx(Path(base_dir) / "model.onnx", base.architecture, heads)
-    tensors = graph_tensors(Path(heads_dir) / "model.onnx")
-    width = tensors["heads/detector.lateral8.weight"].shape[0]
-    c8, c16, c32 = (tensors[f"heads/detector.lateral{s}.weight"].shape[1] for s in (8, 16, 32))
-    detector = DetectionHead(c8, c16, c32, width)
-    orientation = OrientationHead(c32, width=tensors["heads/orientation.project.weight"].shape[0])
-    load_named_tensors(detector, tensors, "heads/detector.")
-    load_named_tensors(orientation, tensors, "heads/orientation.")
+    detector, orientation = heads_from_tensors(graph_tensors(Path(heads_dir) / "model.onnx"), "heads/")
     return JointNet(network, detector, orientation), cfg
 
 
@@ -197,7 +189,7 @@ def _validate(model: JointNet, data: _Data, batch: int = 32) -> dict[str, float]
     y = data.labels["fracture"].numpy()
     metrics: dict[str, float] = {}
     for k in (0, 1):
-        probs, orient, predicted, truths = [], [], [], []
+        probs, orient, outputs, truths = [], [], [], []
         for start in range(0, n, batch):
             idx = np.arange(start, min(start + batch, n))
             x, _, boxes = _views(data, idx, np.full(len(idx), k), np.zeros(len(idx), bool))
@@ -208,18 +200,13 @@ def _validate(model: JointNet, data: _Data, batch: int = 32) -> dict[str, float]
                 continue
             for j, i in enumerate(idx):
                 if len(boxes[j]) and data.labels["fracture"][i] == 1:
-                    found, scores = decode_detections(
-                        centre[j].numpy(), size[j].numpy(), offset[j].numpy(), STRIDE, 0.01
-                    )
-                    dets = [DetectedBox(*b, s) for b, s in zip(found.tolist(), scores.tolist(), strict=True)]
-                    predicted.append(nms(dets, 0.3)[:5])
-                    truths.append(boxes[j].tolist())
+                    outputs.append((centre[j].numpy(), size[j].numpy(), offset[j].numpy()))
+                    truths.append(boxes[j])
         tag = "" if k == 0 else "_rot90"
         metrics[f"val_auroc{tag}"] = auroc(y, np.concatenate(probs))
         metrics[f"val_orientation{tag}"] = float((np.concatenate(orient) == k).mean())
         if k == 0:
-            metrics["val_ap50"] = average_precision_boxes(predicted, truths, iou_thr=0.5)
-            metrics["val_hit"] = hit_rate(predicted, truths, iou_thr=0.1).hit_rate_any
+            metrics.update(box_metrics(outputs, truths))
     return metrics
 
 

@@ -17,7 +17,7 @@ from fracsight.explain.boxes import DetectedBox, nms
 from fracsight.explain.detections import decode_detections
 from fracsight.explain.localization import average_precision_boxes, hit_rate
 
-__all__ = ["HeadsConfig", "TrainedHeads", "train_heads"]
+__all__ = ["HeadsConfig", "TrainedHeads", "box_metrics", "train_heads"]
 
 
 @dataclass(frozen=True)
@@ -119,15 +119,28 @@ def detection_metrics(
     boxes read as the predictor reads them (peaks, non-maximum suppression, at most ``max_boxes``).
     ``outputs``: the detector's outputs on those views, when already computed."""
     index = np.flatnonzero([len(b) > 0 for b in val.boxes])
+    outputs = outputs if outputs is not None else detector_outputs(detector, val, index)
+    return box_metrics(outputs, [val.boxes[i] for i in index], min_score, nms_iou, max_boxes)
+
+
+def box_metrics(
+    outputs: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    truths: list[np.ndarray],
+    min_score: float = 0.01,
+    nms_iou: float = 0.3,
+    max_boxes: int = 5,
+) -> dict[str, float]:
+    """``val_ap50`` and ``val_hit`` of detector outputs (centre, size, offset per view) against the
+    views' true boxes (model pixels), the boxes read as the predictor reads them."""
     predicted = []
-    for c, s, o in outputs if outputs is not None else detector_outputs(detector, val, index):
+    for c, s, o in outputs:
         boxes, scores = decode_detections(c, s, o, STRIDE, min_score)
         found = [DetectedBox(*b, sc) for b, sc in zip(boxes.tolist(), scores.tolist(), strict=True)]
         predicted.append(nms(found, nms_iou)[:max_boxes])
-    truths = [val.boxes[i].tolist() for i in index]
+    listed = [np.asarray(t).tolist() for t in truths]
     return {
-        "val_ap50": average_precision_boxes(predicted, truths, iou_thr=0.5),
-        "val_hit": hit_rate(predicted, truths, iou_thr=0.1).hit_rate_any,
+        "val_ap50": average_precision_boxes(predicted, listed, iou_thr=0.5),
+        "val_hit": hit_rate(predicted, listed, iou_thr=0.1).hit_rate_any,
     }
 
 
