@@ -120,6 +120,11 @@ class BundleSpec:
         if self.precision not in PRECISIONS:
             raise BundleError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
+    @property
+    def provenance(self) -> str:
+        """Name, version and the start of the ONNX checksum: what a derived bundle records it came from."""
+        return f"{self.name} v{self.version} (sha256 {self.onnx_sha256[:12]})"
+
     def head(self, name: str) -> HeadSpec | None:
         """The head called ``name`` (``fracture``, ``region``, ``class``), or None if the bundle lacks it."""
         return next((h for h in self.heads if h.name == name), None)

@@ -99,7 +99,7 @@ def build_detector_bundle(
         **base.training,
         "commands": [*base.training.get("commands", []), *([command] if command else [])],
         "heads": {
-            "base": f"{base.name} v{base.version} (sha256 {base.onnx_sha256[:12]})",
+            "base": base.provenance,
             "config": dataclasses.asdict(cfg),
             "normals": normals,
             "n_train_views": len(train.orientation),

@@ -354,8 +354,8 @@ def train_joint(
         "command": command,
         # how the starting point was made: the heads' bundle, grafted onto the base
         "start_commands": load_bundle_spec(heads_dir).training.get("commands", []),
-        "base": _describe(base_dir),
-        "heads": _describe(heads_dir),
+        "base": load_bundle_spec(base_dir).provenance,
+        "heads": load_bundle_spec(heads_dir).provenance,
         "config": dataclasses.asdict(cfg),
         "n_train": len(train_samples),
         "n_val": len(val_samples),
@@ -363,11 +363,6 @@ def train_joint(
     }
     (run_dir / "history.json").write_text(json.dumps(record, indent=1))
     return history
-
-
-def _describe(bundle_dir: Path) -> str:
-    spec = load_bundle_spec(bundle_dir)
-    return f"{spec.name} v{spec.version} (sha256 {spec.onnx_sha256[:12]})"
 
 
 def _line(record: dict[str, Any]) -> str:
