@@ -143,7 +143,13 @@ def test_metrics_of_several_workers_add_up(tiny_bundle: Path) -> None:
                 f"{url}/v1/predict", files={"files": (f"{i}.png", _png())}, headers=close, timeout=30
             )
             assert r.status_code == 200
-        for _ in range(4):  # whichever worker answers, it reports the whole server
+        # A request is counted once its answer is sent, so the client can be a moment ahead of
+        # the shared counters: wait (briefly) until they have caught up ...
+        deadline = time.monotonic() + 10
+        while predict + "6" not in httpx.get(f"{url}/metrics", headers=close, timeout=30).text:
+            assert time.monotonic() < deadline, "the workers' counters did not add up to 6 requests"
+            time.sleep(0.1)
+        for _ in range(4):  # ... then whichever worker answers, it reports the whole server
             text = httpx.get(f"{url}/metrics", headers=close, timeout=30).text
             assert predict + "6" in text, text
             assert "fracsight_worker_processes 2" in text
