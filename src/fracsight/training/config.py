@@ -51,7 +51,7 @@ class TrainConfig:
     ema_decay: float = 0.0  # >0: validate and save an exponential moving average of the weights
     seed: int = 0
     device: str = "auto"
-    amp: bool = True
+    amp: bool = True  # bfloat16 autocast where it is faster: CUDA, or a CPU with bfloat16 instructions
     workers: int = 2
     max_samples: int = 0  # >0: use only this many training images (smoke tests)
     name: str = "fracsight-model"
