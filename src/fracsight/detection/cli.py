@@ -111,9 +111,6 @@ def joint(
             min=0.0, help="Weight of the starting network's upright logits as a teacher of the turned views."
         ),
     ] = 0.0,
-    amp: Annotated[
-        bool, typer.Option(help="bfloat16 autocast in training steps, where the CPU has its instructions.")
-    ] = True,
     name: Annotated[str, typer.Option(help="Name of the new model.")] = "fracatlas-lite0-384",
     version: Annotated[str, typer.Option(help="Version of the new model.")] = "4",
     evaluate_split: Annotated[
@@ -142,7 +139,7 @@ def joint(
             resolve_bundle(heads),
             load_dataset(data, "auto"),
             run,
-            JointConfig(epochs=epochs, lr=lr, frozen_stages=frozen_stages, distill_weight=distill, amp=amp),
+            JointConfig(epochs=epochs, lr=lr, frozen_stages=frozen_stages, distill_weight=distill),
             name=name,
             version=version,
             command=command,

@@ -46,7 +46,7 @@ from fracsight.training.augment import augment_batch
 from fracsight.training.cache import letterbox_samples
 from fracsight.training.config import AugmentConfig, TrainConfig, load_config
 from fracsight.training.loss import Targets, multitask_loss
-from fracsight.training.trainer import WeightAverage, _labels, bf16_pays
+from fracsight.training.trainer import WeightAverage, _labels
 
 __all__ = ["JointConfig", "JointNet", "choose_epoch", "load_joint", "train_joint"]
 
@@ -70,7 +70,6 @@ class JointConfig:
     distill_weight: float = 0.0
     seed: int = 0
     max_samples: int = 0  # >0: only this many training images (smoke tests)
-    amp: bool = True  # bfloat16 autocast for the training steps where the CPU has bfloat16 instructions
 
 
 class JointNet(nn.Module):
@@ -211,19 +210,14 @@ def _validate(model: JointNet, data: _Data, batch: int = 32) -> dict[str, float]
     return metrics
 
 
-def _teacher_logits(
-    teacher: FractureNet, data: _Data, idx: np.ndarray, mirrors: np.ndarray
-) -> dict[str, torch.Tensor]:
-    """The teacher's outputs on the images ``idx`` upright (same mirror, no exposure change)."""
+def _distillation(
+    teacher: FractureNet, out: dict[str, torch.Tensor], data: _Data, idx: np.ndarray, mirrors: np.ndarray
+) -> torch.Tensor:
+    """Mean squared difference between the student's fracture and region logits on the turned
+    views and the teacher's on the same images upright (same mirror, no exposure change)."""
     upright, _, _ = _views(data, idx, np.zeros(len(idx), int), mirrors)
     with torch.no_grad():
         want = teacher(upright.contiguous(memory_format=torch.channels_last))
-    return {k: v.float() for k, v in want.items()}
-
-
-def _distillation(out: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean squared difference between the student's fracture and region logits on the turned
-    views and the teacher's on the same images upright."""
     loss = F.mse_loss(out["fracture"], want["fracture"])
     if "region" in want:
         loss = loss + F.mse_loss(out["region"], want["region"])
@@ -300,8 +294,6 @@ def train_joint(
     )
     average = WeightAverage(model, cfg.ema_decay)
     teacher = copy.deepcopy(model.network).eval() if cfg.distill_weight > 0 else None
-    amp = cfg.amp and bf16_pays(torch.device("cpu"))
-    log(f"bfloat16 autocast: {amp}")
     gen = np.random.default_rng(cfg.seed)
     torch_gen = torch.Generator().manual_seed(cfg.seed)
     grid = size // 32
@@ -320,12 +312,7 @@ def train_joint(
             x, _ = augment_batch(x, masks, _EXPOSURE, torch_gen)
             model.eval()  # identities stay identities; the heads' dropout is the only difference
             model.orientation.train()
-            x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-                out, det, orientation = model(x, cfg.frozen_stages)
-                want = None if teacher is None else _teacher_logits(teacher, train, idx, mirrors)
-            out = {k: v.float() for k, v in out.items()}
-            det, orientation = tuple(t.float() for t in det), orientation.float()
+            out, det, orientation = model(x.contiguous(memory_format=torch.channels_last), cfg.frozen_stages)
             parts = {"base": multitask_loss(out, _targets(train, idx, masks, grid), train_cfg, pos_weight)}
             valid = np.flatnonzero(train.detect_valid[idx])
             if len(valid):
@@ -333,8 +320,8 @@ def train_joint(
                 parts["detect"] = cfg.detect_weight * detection_loss(
                     det_valid, [boxes[j] for j in valid], heads_cfg
                 )
-            if want is not None:
-                parts["distill"] = cfg.distill_weight * _distillation(out, want)
+            if teacher is not None:
+                parts["distill"] = cfg.distill_weight * _distillation(teacher, out, train, idx, mirrors)
             parts["orientation"] = cfg.orientation_weight * F.cross_entropy(
                 orientation, torch.from_numpy(turns)
             )
