@@ -72,6 +72,11 @@ def test_runs_train_with_and_without_bfloat16(tiny_dataset, tmp_path, monkeypatc
         cfg = load_config(None, [*TINY, f"amp={amp}"], data=str(tiny_dataset), out=out)
         trainer = Trainer(cfg, data, show_progress=False)
         assert trainer.amp is amp  # `amp: false` keeps float32 even where bfloat16 would pay
+        for backbone_trains, expected in ((False, amp), (True, False)):  # a CPU: float32 in phase 2
+            trainer._backbone_trains = backbone_trains
+            with trainer._autocast():
+                assert torch.is_autocast_enabled("cpu") is expected
+        trainer._backbone_trains = False
         runs[amp] = trainer.fit()
     for amp, result in runs.items():  # both complete and validate; bfloat16 changes the numbers a little
         assert (result.run_dir / "best.pt").is_file(), amp

@@ -44,10 +44,10 @@ def resolve_device(name: str) -> torch.device:
 
 
 def bf16_pays(device: torch.device) -> bool:
-    """Whether bfloat16 autocast makes training faster on ``device``: a CUDA GPU, or a CPU with
-    bfloat16 instructions (AVX-512 BF16 or AMX). Elsewhere torch emulates them, slower than
-    float32. On the 2-core AVX-512 BF16 VM, a step of EfficientNet-Lite0's stages 3-4 took 0.67 s
-    against 1.15 s in float32 (docs/training.md)."""
+    """Whether bfloat16 autocast can make training faster on ``device``: a CUDA GPU, or a CPU
+    with bfloat16 instructions (AVX-512 BF16 or AMX); elsewhere torch emulates them, slower than
+    float32. (On such a CPU the trainer still keeps float32 where weights of the backbone learn:
+    see ``Trainer._autocast``.)"""
     if device.type == "cuda":
         return True
     return device.type == "cpu" and bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
@@ -151,6 +151,7 @@ class Trainer:
         self.dataset = dataset
         self.device = resolve_device(cfg.device)
         self.amp = cfg.amp and bf16_pays(self.device)  # `amp: false` keeps float32 everywhere
+        self._backbone_trains = False  # phase 2: the unfrozen stages learn
         self.run_dir = Path(cfg.out)
         self.show_progress = show_progress
         self.has_fracture = all(FRACTURE in s.labels for s in dataset.samples)
@@ -162,7 +163,11 @@ class Trainer:
             raise DatasetError(f"{dataset.root} has neither fracture labels nor classes to learn")
 
     def _autocast(self) -> torch.autocast:
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+        # On a CPU bfloat16 pays while no backbone weights learn: caching the frozen stages and
+        # phase 1 ran 1.4x and 2.8x faster than float32, while phase 2 (stages 4-6 learning) was
+        # 15% slower (docs/training.md, "The CPU recipe"), so phase 2 stays float32 there.
+        cpu_phase2 = self.device.type == "cpu" and self._backbone_trains
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp and not cpu_phase2)
 
     # ---- data -------------------------------------------------------------------------------------
     def _letterbox(self, samples: list[Sample], what: str) -> LetterboxedSet:
@@ -403,6 +408,7 @@ class Trainer:
                         if state.get("phase") == phase:
                             optimizer.load_state_dict(state["optimizer"])
                 self._train_mode(model, phase, split)
+                self._backbone_trains = phase == 2
                 order = torch.randperm(n, generator=gen)
                 task = bar.add_task(f"epoch {epoch}/{total_epochs} (phase {phase})", total=steps, info="")
                 t0, running = time.time(), 0.0
