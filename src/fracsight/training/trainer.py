@@ -163,8 +163,8 @@ class Trainer:
             raise DatasetError(f"{dataset.root} has neither fracture labels nor classes to learn")
 
     def _autocast(self) -> torch.autocast:
-        # On a CPU bfloat16 pays while no backbone weights learn: caching the frozen stages and
-        # phase 1 ran 1.4x and 2.8x faster than float32, while phase 2 (stages 4-6 learning) was
+        # On a CPU bfloat16 pays while no backbone weights learn: caching the frozen stages ran
+        # 1.4-2x and phase 1 about 3x faster than float32, while phase 2 (stages 4-6 learning) was
         # 15% slower (docs/training.md, "The CPU recipe"), so phase 2 stays float32 there.
         cpu_phase2 = self.device.type == "cpu" and self._backbone_trains
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp and not cpu_phase2)
