@@ -232,22 +232,20 @@ class Predictor:
         statistics = [self._side.submit(pixel_statistics, r.pixels) for r in radiographs]
         batch, geometries = self.preprocess(radiographs)
         out = self.onnx.run(batch)
-        predictions = [
-            self._postprocess(out, i, r, g, s, st, heatmap)
-            for i, (r, g, s, st) in enumerate(zip(radiographs, geometries, sources, statistics, strict=True))
-        ]
+        predictions = []
         for i, (turns, sure) in enumerate(self._quarter_turns(out)):
-            if not turns:
-                continue
-            # read again, turned upright; the results are turned back onto the image as given
-            upright = turn_radiograph(radiographs[i], -turns)
-            again, (geometry,) = self.preprocess([upright])
-            out_upright = self.onnx.run(again)
-            if not sure and not self._looks_more_typical(out_upright["embedding"][0], out["embedding"][i]):
-                continue
-            redo = self._postprocess(out_upright, 0, upright, geometry, sources[i], statistics[i], heatmap)
-            turned = turn_prediction(redo, turns, radiographs[i].full_size)
-            predictions[i] = dataclasses.replace(turned, metadata=radiographs[i].metadata)
+            radiograph, source, stats = radiographs[i], sources[i], statistics[i]
+            if turns:  # read again, turned upright; the results are turned back onto the image as given
+                upright = turn_radiograph(radiograph, -turns)
+                again, (geometry,) = self.preprocess([upright])
+                out_upright = self.onnx.run(again)
+                if sure or self._looks_more_typical(out_upright["embedding"][0], out["embedding"][i]):
+                    redo = self._postprocess(out_upright, 0, upright, geometry, source, stats, heatmap)
+                    turned = turn_prediction(redo, turns, radiograph.full_size)
+                    predictions.append(dataclasses.replace(turned, metadata=radiograph.metadata))
+                    continue
+            # only the read that is kept gets its boxes and heatmap
+            predictions.append(self._postprocess(out, i, radiograph, geometries[i], source, stats, heatmap))
         return predictions
 
     def _quarter_turns(self, out: dict[str, np.ndarray]) -> list[tuple[int, bool]]:
