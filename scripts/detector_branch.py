@@ -31,10 +31,14 @@ from torch import nn
 from fracsight.bundle import load_bundle_spec
 from fracsight.detection.features import FeatureSet
 from fracsight.detection.heads import heads_from_tensors
-from fracsight.detection.train import HeadsConfig, _as_float, box_metrics, detection_loss
+from fracsight.detection.train import HeadsConfig, box_metrics, detection_loss
 from fracsight.inference.store import resolve_bundle
 from fracsight.models import HeadConfig
 from fracsight.models.unfold import graph_tensors, network_from_onnx
+
+
+def _as_float(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
 
 
 def _channels_last(t: torch.Tensor) -> torch.Tensor:
