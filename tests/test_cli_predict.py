@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from fracsight.cli import app
+from fracsight.cli import app, invocation
 from fracsight.inference import NOTICE
 
 runner = CliRunner()
@@ -172,3 +173,10 @@ def test_a_broken_file_exits_1_and_the_others_are_predicted(
     assert csv_rows[1]["error_code"] == rows[1]["error_code"] and not csv_rows[0]["error_code"]
     table = _predict(tiny_bundle, folder)
     assert table.exit_code == 1 and "error" in table.stdout and "1_broken.jpg" in table.stdout
+
+
+def test_invocation_is_the_command_line_only_when_started_as_fracsight(monkeypatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/fracsight", "quantize", "my model", "out"])
+    assert invocation() == "fracsight quantize 'my model' out"  # quoted so that it can be re-run
+    monkeypatch.setattr(sys, "argv", ["/usr/lib/python3/pytest", "-q"])
+    assert invocation() == ""

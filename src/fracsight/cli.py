@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -87,6 +88,14 @@ def _show_report(report: Any, render: Callable[[Any], Iterable[Any]], json_outpu
     out = Console()
     for renderable in render(report):
         out.print(renderable)
+
+
+def invocation() -> str:
+    """The command line as the user typed it (``fracsight ...``), for a bundle to record how it
+    was made; empty when fracsight was not started as ``fracsight`` (tests, ``python -m``)."""
+    import shlex
+
+    return "fracsight " + shlex.join(sys.argv[1:]) if Path(sys.argv[0]).name == "fracsight" else ""
 
 
 @contextmanager

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -44,12 +42,12 @@ def train(
     The base's outputs stay as they are; its boxes then come from the detector (with
     non-maximum suppression), and radiographs that seem turned are read turned upright.
     """
-    from fracsight.cli import user_errors
+    from fracsight.cli import invocation, user_errors
     from fracsight.detection.build import build_detector_bundle
     from fracsight.detection.train import HeadsConfig
     from fracsight.inference.store import resolve_bundle
 
-    command = _command()
+    command = invocation()
     with user_errors():
         spec = build_detector_bundle(
             resolve_bundle(model),
@@ -123,12 +121,12 @@ def joint(
     Every image is read in a random quarter turn and mirror; each epoch's weight average is
     validated and kept, and the epoch is chosen on validation (box AP50, AUROC upright and turned).
     """
-    from fracsight.cli import user_errors
+    from fracsight.cli import invocation, user_errors
     from fracsight.data import load_dataset
     from fracsight.detection.joint import JointConfig, train_joint
     from fracsight.inference.store import resolve_bundle
 
-    command = _command()
+    command = invocation()
     with user_errors():
         if run.exists() and any(run.iterdir()):
             raise typer.BadParameter(
@@ -165,14 +163,10 @@ def bundle(
     force: Annotated[bool, typer.Option(help="Replace a non-empty output folder.")] = False,
 ) -> None:
     """Write the bundle of a joint run's chosen epoch (calibration and settings refitted on validation)."""
-    from fracsight.cli import user_errors
+    from fracsight.cli import invocation, user_errors
 
     with user_errors():
-        _bundle_from_run(run, out, data, evaluate_split, force, _command(), epoch)
-
-
-def _command() -> str:
-    return "fracsight " + shlex.join(sys.argv[1:]) if Path(sys.argv[0]).name == "fracsight" else ""
+        _bundle_from_run(run, out, data, evaluate_split, force, invocation(), epoch)
 
 
 def _bundle_from_run(

@@ -349,13 +349,14 @@ def train_joint(
     chosen = choose_epoch(history)
     log(f"chosen on validation: epoch {chosen}")
     (run_dir / "best.pt").write_bytes((run_dir / f"epoch-{chosen}.pt").read_bytes())
+    heads_spec = load_bundle_spec(heads_dir)
     record = {
         "chosen": chosen,
         "command": command,
         # how the starting point was made: the heads' bundle, grafted onto the base
-        "start_commands": load_bundle_spec(heads_dir).training.get("commands", []),
+        "start_commands": heads_spec.training.get("commands", []),
         "base": load_bundle_spec(base_dir).provenance,
-        "heads": load_bundle_spec(heads_dir).provenance,
+        "heads": heads_spec.provenance,
         "config": dataclasses.asdict(cfg),
         "n_train": len(train_samples),
         "n_val": len(val_samples),

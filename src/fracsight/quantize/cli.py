@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -58,7 +56,7 @@ def quantize(
     """
     from rich.console import Console
 
-    from fracsight.cli import user_errors
+    from fracsight.cli import invocation, user_errors
     from fracsight.quantize.build import quantize_bundle
     from fracsight.quantize.gate import GateBounds
 
@@ -69,7 +67,7 @@ def quantize(
         min_top_box_iou=min_top_box_iou,
         max_hit_rate_drop=max_hit_rate_drop,
     )
-    command = "fracsight " + shlex.join(sys.argv[1:]) if Path(sys.argv[0]).name == "fracsight" else None
+    command = invocation()
     err = Console(stderr=True)
     with user_errors(), err.status("quantizing") as status:
         spec = quantize_bundle(
