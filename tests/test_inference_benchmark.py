@@ -100,6 +100,20 @@ def test_command_refuses_bad_inputs(tiny_bundle: Path, tmp_path: Path, few_image
     assert no_images.exit_code == 1 and "no image files" in no_images.stderr
     unknown = runner.invoke(app, ["benchmark", "--model", "no-such-v0", "--images", str(few_images)])
     assert unknown.exit_code == 1 and "error (unknown_model)" in unknown.stderr
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "notes.jpg").write_text("not an image")
+    unreadable = runner.invoke(app, ["benchmark", "--model", str(tiny_bundle), "--images", str(broken)])
+    assert unreadable.exit_code == 1 and "none of the 1 given images can be read" in unreadable.stderr
+    assert "Traceback" not in unreadable.output
+
+
+def test_unreadable_images_are_left_out_and_named(tiny_bundle: Path, few_images: Path, tmp_path: Path):
+    (tmp_path / "notes.jpg").write_text("not an image")
+    report = run_benchmark(
+        tiny_bundle, [few_images, tmp_path / "notes.jpg"], runs=1, batch=1, compare=False, progress=print
+    )
+    assert report.n_images == 3 and report.images == "3 given images (1 unreadable left out: notes.jpg)"
 
 
 def test_rounds_alternate_between_pipelines_and_cover_every_run(monkeypatch: pytest.MonkeyPatch) -> None:

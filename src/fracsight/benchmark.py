@@ -44,6 +44,7 @@ from PIL import Image
 from fracsight.errors import ConfigError, FracsightError
 from fracsight.inference import Predictor
 from fracsight.inference.tabular import collect_inputs
+from fracsight.io import read_image
 
 __all__ = ["BenchmarkReport", "Row", "find_fracatlas", "render_report", "run_benchmark"]
 
@@ -153,7 +154,21 @@ def _resolve_images(images: Sequence[Path] | None, scratch: Path) -> tuple[list[
         files = collect_inputs([Path(p) for p in images])
         if not files:
             raise ConfigError("no image files found in the given folders")
-        return files, f"{len(files)} given images"
+        unreadable = []
+        for path in files:
+            try:
+                read_image(path)
+            except FracsightError:
+                unreadable.append(path)
+        readable = [p for p in files if p not in unreadable]
+        if not readable:
+            raise ConfigError(
+                f"none of the {len(files)} given images can be read (`fracsight predict` says why for each)"
+            )
+        skipped = f" ({len(unreadable)} unreadable left out: {', '.join(p.name for p in unreadable[:5])}" + (
+            ", ...)" if len(unreadable) > 5 else ")"
+        )
+        return readable, f"{len(readable)} given images" + (skipped if unreadable else "")
     folder = find_fracatlas()
     if folder is not None:
         files = _fracatlas_test_images(folder, DEFAULT_IMAGES)
@@ -225,7 +240,9 @@ def _child(entry: str, args: dict[str, Any]) -> dict[str, Any]:
         check=False,
     )
     if proc.returncode != 0:
-        return {"error": proc.stderr.strip()[-300:] or f"exit status {proc.returncode}"}
+        # a traceback's last line names the exception and its message; the frames above it help no user
+        lines = proc.stderr.strip().splitlines()
+        return {"error": lines[-1][-300:] if lines else f"exit status {proc.returncode}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
