@@ -144,3 +144,29 @@ def test_an_existing_output_folder_is_never_replaced_without_force(detector_bund
     result = CliRunner().invoke(app, ["detector", "train", str(base), str(keep), "--data", str(data)])
     assert result.exit_code != 0 and "--force" in result.output
     assert (keep / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.slow
+def test_bases_and_data_the_heads_cannot_use_are_refused_before_any_work(
+    detector_bundle, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    data, base, _ = detector_bundle
+    unboxed = tmp_path / "unboxed"  # the same images and labels without annotations/
+    unboxed.mkdir()
+    for name in ("images", "dataset.csv"):
+        (unboxed / name).symlink_to(data / name)
+    runner = CliRunner()
+    small = runner.invoke(
+        app, ["detector", "train", str(tiny_bundle), str(tmp_path / "a"), "--data", str(data)]
+    )
+    assert small.exit_code == 1 and "reads 64 px" in small.stderr and "multiple of 96" in small.stderr
+    no_boxes = runner.invoke(
+        app, ["detector", "train", str(base), str(tmp_path / "b"), "--data", str(unboxed)]
+    )
+    assert no_boxes.exit_code == 1 and "has no fracture boxes" in no_boxes.stderr
+    assert "Traceback" not in small.output + no_boxes.output
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

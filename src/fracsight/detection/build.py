@@ -17,7 +17,8 @@ import numpy as np
 
 from fracsight.bundle import BundleSpec, load_bundle_spec, sha256_file, write_bundle_spec
 from fracsight.data import load_dataset
-from fracsight.errors import ConfigError
+from fracsight.detection.features import GRID
+from fracsight.errors import ConfigError, DatasetError
 
 if TYPE_CHECKING:
     from fracsight.detection.train import HeadsConfig
@@ -88,8 +89,19 @@ def build_detector_bundle(
     base = load_bundle_spec(base_dir)
     if base.head("fracture") is None:
         raise ConfigError(f"{base.name} has no fracture head: the detector finds fractures")
-    _clear_out_dir(out_dir, base_dir, force)
+    # the orientation head averages the network's last map (stride 32) over a GRID x GRID grid
+    if base.input_size % (32 * GRID):
+        raise ConfigError(
+            f"{base.name} reads {base.input_size} px; the detector and orientation heads need an input "
+            f"size that is a multiple of {32 * GRID} (e.g. 288 or 384): train the base at such a size"
+        )
     dataset = load_dataset(Path(data_dir), base.training.get("layout", "auto"))
+    if not any(s.boxes for s in dataset.samples):
+        raise DatasetError(
+            f"{data_dir} has no fracture boxes: the detector learns from them "
+            "(FracAtlas layout with annotations/, docs/data.md)"
+        )
+    _clear_out_dir(out_dir, base_dir, force)
     seed = int(base.training.get("config", {}).get("seed", 0))
     train, val = prepare_features(
         base_dir, dataset, cache_dir or out_dir.parent / ".cache", normals=normals, seed=seed
