@@ -82,6 +82,64 @@ def test_detector_boxes_land_in_original_pixels_and_overlaps_are_suppressed() ->
 
 
 @pytest.mark.slow
+def test_the_cells_around_each_centre_learn_to_read_its_box() -> None:
+    pytest.importorskip("torch")
+    from fracsight.detection.train import _targets
+
+    box = (20.0, 36.0, 60.0, 52.0)  # centre (40, 44): cell (row 5, col 5) of a stride-8 grid
+    t = _targets([np.array([box])], grid=12, spread=1)
+    cells = np.zeros((12, 12), bool)
+    cells[4:7, 4:7] = True
+    assert np.array_equal(t["cells"][0].numpy(), cells)
+    assert np.allclose(t["size"][0, :, 4:7, 4:7].numpy().reshape(2, -1).T, np.log([5.0, 2.0]))
+    assert np.allclose(t["box"][0, :, 4:7, 4:7].numpy().reshape(4, -1).T, box)
+    assert t["offset"][0, :, 5, 5].tolist() == [0.0, 0.5]  # the centre cell: the exact offset
+    assert t["offset"][0, :, 4, 4].tolist() == [1.0, 1.0]  # up and left of it: clipped to the cell
+    assert t["offset"][0, :, 6, 6].tolist() == [0.0, 0.0]
+    assert t["heat"][0, 5, 5] == 1.0 and t["heat"][0].max() == 1.0
+    assert _targets([np.array([box])], grid=12, spread=0)["cells"].sum() == 1
+
+
+def test_the_box_a_cell_reads_and_its_giou_match_the_decoder() -> None:
+    torch = pytest.importorskip("torch")
+    from fracsight.detection.train import _decoded, _giou
+
+    rng = np.random.default_rng(0)
+    size, offset = rng.normal(size=(1, 2, 6, 6)), rng.uniform(size=(1, 2, 6, 6))
+    boxes, _ = decode_detections(np.full((6, 6), 5.0), size[0], offset[0], 8, min_score=0.0, top_k=36)
+    read = _decoded(torch.from_numpy(size), torch.from_numpy(offset))[0].reshape(4, -1).T.numpy()
+    assert sorted(map(tuple, np.round(read, 6))) == sorted(map(tuple, np.round(boxes, 6)))
+    a = torch.tensor([[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 1.0, 1.0]])
+    b = torch.tensor([[0.0, 0.0, 2.0, 2.0], [1.0, 0.0, 3.0, 2.0], [2.0, 0.0, 3.0, 1.0]])
+    assert _giou(a, b).tolist() == pytest.approx([1.0, 1 / 3, -1 / 3])
+
+
+def test_shifted_views_move_maps_and_boxes_together_by_whole_cells() -> None:
+    from fracsight.detection.train import _shifted
+
+    s32 = np.zeros((1, 1, 4, 4), np.float32)
+    s32[0, 0, 1, 1] = 1.0  # the cell of the 32-px square at (32, 32)
+    s16, s8 = np.kron(s32, np.ones((2, 2), np.float32)), np.kron(s32, np.ones((4, 4), np.float32))
+    box = np.array([[32.0, 32.0, 64.0, 64.0]])
+
+    class Fixed:  # shifts of one cell right and one down
+        def integers(self, low, high, size):
+            return np.array([1, 1])
+
+    (m8, m16, m32), (moved,) = _shifted((s8, s16, s32), [box], 2, Fixed())
+    assert moved.tolist() == [[64.0, 64.0, 96.0, 96.0]]
+    assert np.argwhere(m32[0, 0]).tolist() == [[2, 2]]
+    assert np.array_equal(m16[0, 0], np.kron(m32[0, 0], np.ones((2, 2)))) and m8[0, 0, 8:12, 8:12].all()
+    assert s32[0, 0, 1, 1] == 1.0  # the cached maps are left as they were
+
+    class Out:  # three cells left: the box leaves the image
+        def integers(self, low, high, size):
+            return np.array([-3, 0])
+
+    _, (gone,) = _shifted((s8, s16, s32), [box], 3, Out())
+    assert gone.shape == (0, 4)
+
+
 def test_new_bundle_keeps_the_base_outputs_and_adds_the_heads(detector_bundle) -> None:
     import onnxruntime as ort
 

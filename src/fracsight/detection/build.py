@@ -74,9 +74,11 @@ def build_detector_bundle(
     force: bool = False,
     cache_dir: Path | None = None,
     command: str = "",
+    version: str | None = None,
     log=print,
 ) -> BundleSpec:
-    """Train the heads on ``data_dir`` over the network of ``base_dir`` and write the new bundle.
+    """Train the heads on ``data_dir`` over the network of ``base_dir`` and write the new bundle
+    (``version``: default the base's plus one).
 
     The frozen features are cached in ``cache_dir`` (default: ``.cache`` next to ``out_dir``),
     keyed by the base's checksum, so a second run with other head settings starts at once.
@@ -120,7 +122,8 @@ def build_detector_bundle(
             "command": command,
         },
     }
-    version = str(int(base.version) + 1) if base.version.isdigit() else f"{base.version}+detector"
+    if version is None:
+        version = str(int(base.version) + 1) if base.version.isdigit() else f"{base.version}+detector"
     return _write_with_heads(
         base_dir,
         out_dir,

@@ -29,9 +29,28 @@ def train(
         int, typer.Option(min=1, max=500, help="Detector epochs over the cached features.")
     ] = 8,
     width: Annotated[int, typer.Option(min=8, max=256, help="Channels of the detector's layers.")] = 32,
+    giou: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="Weight of the GIoU loss of the box read at a centre [default: 2.0]."),
+    ] = None,
+    size_spread: Annotated[
+        int | None,
+        typer.Option(
+            min=0, max=4, help="Box sizes also taught this many cells around a centre [default: 1]."
+        ),
+    ] = None,
+    shift: Annotated[
+        int | None,
+        typer.Option(
+            min=0, max=4, help="Training views shifted by up to this many 32-px cells [default: 2]."
+        ),
+    ] = None,
     normals: Annotated[
         int, typer.Option(min=0, help="Images without a fracture that teach the detector where none is.")
     ] = 400,
+    version: Annotated[
+        str | None, typer.Option(help="Version of the new bundle (default: the base's plus one).")
+    ] = None,
     evaluate_split: Annotated[
         str | None, typer.Option("--evaluate", help="Also measure the new bundle on this split.")
     ] = None,
@@ -48,13 +67,16 @@ def train(
     from fracsight.inference.store import resolve_bundle
 
     command = invocation()
+    chosen = {"giou_weight": giou, "size_spread": size_spread, "shift_cells": shift}
+    given = {k: v for k, v in chosen.items() if v is not None}  # the rest: HeadsConfig's defaults
     with user_errors():
         spec = build_detector_bundle(
             resolve_bundle(model),
             out,
             data,
-            cfg=HeadsConfig(epochs=epochs, width=width),
+            cfg=HeadsConfig(epochs=epochs, width=width, **given),
             normals=normals,
+            version=version,
             evaluate_split=evaluate_split,
             force=force,
             command=command,

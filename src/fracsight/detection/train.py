@@ -17,7 +17,7 @@ from fracsight.explain.boxes import DetectedBox, nms
 from fracsight.explain.detections import decode_detections
 from fracsight.explain.localization import average_precision_boxes, hit_rate
 
-__all__ = ["HeadsConfig", "TrainedHeads", "box_metrics", "train_heads"]
+__all__ = ["HeadsConfig", "TrainedHeads", "box_metrics", "train_detector", "train_heads"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,12 @@ class HeadsConfig:
     orientation_epochs: int = 12
     size_weight: float = 0.5
     offset_weight: float = 1.0
+    # GIoU of the box read at the cells around a centre: teaches the box's extent as a whole
+    giou_weight: float = 2.0
+    # the cells this many cells around a box's centre cell learn to read that box too
+    size_spread: int = 1
+    # training views shifted by up to this many cells of the network's last map (32 px each)
+    shift_cells: int = 2
     seed: int = 0
 
 
@@ -40,15 +46,19 @@ class TrainedHeads:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _targets(
-    boxes: list[np.ndarray], grid: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Centre heatmaps (B, g, g), size and offset targets (B, 2, g, g) and where they apply (B, g, g)."""
+def _targets(boxes: list[np.ndarray], grid: int, spread: int = 0) -> dict[str, torch.Tensor]:
+    """Per view, on a ``grid`` x ``grid`` map: ``heat`` (B, g, g), the Gaussian centre map, and at
+    the ``cells`` (B, g, g) within ``spread`` cells of a box's centre cell, the box that cell
+    must read: ``size`` (B, 2, g, g, log width and height in cells), ``offset`` (B, 2, g, g: the
+    centre inside the cell, clipped to the cell, which is all a sigmoid offset can say) and
+    ``box`` (B, 4, g, g, model pixels). A cell near two boxes reads the first; a centre cell
+    always reads its own box."""
     b = len(boxes)
     heat = np.zeros((b, grid, grid), np.float32)
     size = np.zeros((b, 2, grid, grid), np.float32)
     offset = np.zeros((b, 2, grid, grid), np.float32)
-    at = np.zeros((b, grid, grid), bool)
+    box = np.zeros((b, 4, grid, grid), np.float32)
+    cells = np.zeros((b, grid, grid), bool)
     ys, xs = np.mgrid[0:grid, 0:grid].astype(np.float32)
     for i, view in enumerate(boxes):
         for x0, y0, x1, y1 in np.asarray(view, dtype=np.float64):
@@ -59,10 +69,34 @@ def _targets(
             g = np.exp(-((xs - col) ** 2) / (2 * sx**2) - ((ys - row) ** 2) / (2 * sy**2))
             heat[i] = np.maximum(heat[i], g)
             heat[i, row, col] = 1.0
-            size[i, :, row, col] = (math.log(w), math.log(h))
-            offset[i, :, row, col] = (cx - col, cy - row)
-            at[i, row, col] = True
-    return torch.from_numpy(heat), torch.from_numpy(size), torch.from_numpy(offset), torch.from_numpy(at)
+            for r in range(max(row - spread, 0), min(row + spread + 1, grid)):
+                for c in range(max(col - spread, 0), min(col + spread + 1, grid)):
+                    if cells[i, r, c] and (r, c) != (row, col):
+                        continue
+                    size[i, :, r, c] = (math.log(w), math.log(h))
+                    offset[i, :, r, c] = (min(max(cx - c, 0.0), 1.0), min(max(cy - r, 0.0), 1.0))
+                    box[i, :, r, c] = (x0, y0, x1, y1)
+                    cells[i, r, c] = True
+    arrays = {"heat": heat, "size": size, "offset": offset, "box": box, "cells": cells}
+    return {k: torch.from_numpy(v) for k, v in arrays.items()}
+
+
+def _decoded(size: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """(B, 4, g, g): the box each cell reads, x0, y0, x1, y1 in model pixels, as
+    :func:`~fracsight.explain.detections.decode_detections` reads it."""
+    g = size.shape[-1]
+    rows, cols = torch.meshgrid(torch.arange(g), torch.arange(g), indexing="ij")
+    cx, cy = (cols + offset[:, 0]) * STRIDE, (rows + offset[:, 1]) * STRIDE
+    half = torch.exp(size.clamp(-4.0, 4.0)) * (STRIDE / 2)
+    return torch.stack([cx - half[:, 0], cy - half[:, 1], cx + half[:, 0], cy + half[:, 1]], 1)
+
+
+def _giou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Generalized IoU of paired (n, 4) boxes."""
+    inter = (torch.minimum(a[:, 2:], b[:, 2:]) - torch.maximum(a[:, :2], b[:, :2])).clamp(min=0).prod(1)
+    union = (a[:, 2:] - a[:, :2]).prod(1) + (b[:, 2:] - b[:, :2]).prod(1) - inter
+    hull = (torch.maximum(a[:, 2:], b[:, 2:]) - torch.minimum(a[:, :2], b[:, :2])).prod(1)
+    return inter / union.clamp(min=1e-6) - (hull - union) / hull.clamp(min=1e-6)
 
 
 def _focal(logits: torch.Tensor, heat: torch.Tensor) -> torch.Tensor:
@@ -81,15 +115,54 @@ def _as_float(a: np.ndarray) -> torch.Tensor:
 def detection_loss(
     out: tuple[torch.Tensor, torch.Tensor, torch.Tensor], boxes: list[np.ndarray], cfg: HeadsConfig
 ) -> torch.Tensor:
+    """CenterNet's focal loss on the centre map; L1 on size and offset and GIoU of the box read,
+    at the cells around each centre (:func:`_targets`), so that a peak one cell off still reads
+    the box."""
     centre, size, offset = out
-    heat, size_t, offset_t, at = _targets(boxes, centre.shape[-1])
-    loss = _focal(centre, heat)
+    t = _targets(boxes, centre.shape[-1], cfg.size_spread)
+    loss = _focal(centre, t["heat"])
+    at = t["cells"]
     if at.any():
-        mask = at[:, None].expand_as(size)
-        n = at.sum()
-        loss = loss + cfg.size_weight * F.l1_loss(size[mask], size_t[mask], reduction="sum") / n
-        loss = loss + cfg.offset_weight * F.l1_loss(offset[mask], offset_t[mask], reduction="sum") / n
+        n, on = at.sum(), at[:, None].expand_as(size)
+        loss = loss + cfg.size_weight * F.l1_loss(size[on], t["size"][on], reduction="sum") / n
+        loss = loss + cfg.offset_weight * F.l1_loss(offset[on], t["offset"][on], reduction="sum") / n
+        if cfg.giou_weight:
+            read = _decoded(size, offset).permute(0, 2, 3, 1)[at]
+            loss = loss + cfg.giou_weight * (1 - _giou(read, t["box"].permute(0, 2, 3, 1)[at])).sum() / n
     return loss
+
+
+def _shifted(
+    maps: tuple[np.ndarray, np.ndarray, np.ndarray], boxes: list[np.ndarray], cells: int, rng
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], list[np.ndarray]]:
+    """Each view moved by a random whole number of cells of the network's last map (at most
+    ``cells`` each way; 32 px), its stride-8, -16 and -32 maps and its boxes alike; what moves in
+    from outside is zero, what moves out is lost (and so are boxes left under 2 px wide).
+
+    A convolutional network's features move with the image in steps of its stride, so this is
+    a new view of the image at a new place, the augmentation a feature cache otherwise lacks."""
+    s8, s16, s32 = (m.copy() for m in maps)
+    size = s32.shape[-1] * 32
+    moved = []
+    for i, view in enumerate(boxes):
+        dx, dy = (int(d) for d in rng.integers(-cells, cells + 1, size=2))
+        if dx or dy:
+            for m, scale in ((s8, 4), (s16, 2), (s32, 1)):
+                m[i] = _translate(m[i], dy * scale, dx * scale)
+            view = np.clip(np.asarray(view, np.float64) + 32.0 * np.array([dx, dy, dx, dy]), 0, size)
+            view = view[(view[:, 2] - view[:, 0] >= 2) & (view[:, 3] - view[:, 1] >= 2)]
+        moved.append(view)
+    return (s8, s16, s32), moved
+
+
+def _translate(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """(C, H, W) ``a`` moved ``dy`` rows down and ``dx`` columns right, zero where nothing moved in."""
+    out = np.zeros_like(a)
+    h, w = a.shape[-2:]
+    out[:, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = a[
+        :, max(-dy, 0) : h - max(dy, 0), max(-dx, 0) : w - max(dx, 0)
+    ]
+    return out
 
 
 @torch.no_grad()
@@ -144,7 +217,11 @@ def box_metrics(
     }
 
 
-def _train_detector(train: FeatureSet, val: FeatureSet, cfg: HeadsConfig, log) -> tuple[DetectionHead, list]:
+def train_detector(
+    train: FeatureSet, val: FeatureSet, cfg: HeadsConfig, log=print
+) -> tuple[DetectionHead, list[dict[str, Any]]]:
+    """The detection head trained on ``train``'s views with maps; the epoch with the best AP50 on
+    ``val``'s is kept. Returns it and each epoch's training loss and validation figures."""
     torch.manual_seed(cfg.seed)
     c8, c16, c32 = train.stride8.shape[1], train.stride16.shape[1], train.features.shape[1]
     detector = DetectionHead(c8, c16, c32, cfg.width)
@@ -160,10 +237,13 @@ def _train_detector(train: FeatureSet, val: FeatureSet, cfg: HeadsConfig, log) -
         order = gen.permutation(n)
         for step in range(steps):
             idx = np.sort(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
-            out = detector(
-                _as_float(train.stride8[idx]), _as_float(train.stride16[idx]), _as_float(train.features[idx])
+            maps = tuple(
+                np.asarray(m[idx], dtype=np.float32) for m in (train.stride8, train.stride16, train.features)
             )
-            loss = detection_loss(out, [train.boxes[i] for i in idx], cfg)
+            boxes = [train.boxes[i] for i in idx]
+            if cfg.shift_cells:
+                maps, boxes = _shifted(maps, boxes, cfg.shift_cells, gen)
+            loss = detection_loss(detector(*(_as_float(m) for m in maps)), boxes, cfg)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -219,6 +299,6 @@ def _train_orientation(
 
 def train_heads(train: FeatureSet, val: FeatureSet, cfg: HeadsConfig, log=print) -> TrainedHeads:
     """Train both heads; the detector's epoch with the best validation AP50 is kept."""
-    detector, det_history = _train_detector(train.with_maps(), val.with_maps(upright_only=True), cfg, log)
+    detector, det_history = train_detector(train.with_maps(), val.with_maps(upright_only=True), cfg, log)
     orientation, orient_history = _train_orientation(train, val, cfg, log)
     return TrainedHeads(detector, orientation, det_history + orient_history)

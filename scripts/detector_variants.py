@@ -1,0 +1,71 @@
+"""Detector training settings compared on the cached features, over several seeds (issue 14).
+
+    python scripts/detector_variants.py [--seeds 0 1 2] [--epochs 8] [--base fracatlas-lite0-384-v2]
+
+Trains only the detection head (``fracsight.detection.train``, as `fracsight detector train`
+does) for each variant and seed, on the features `fracsight detector train` cached in
+``runs/.cache`` (run that once first), and prints the validation box AP50 and top-box hit rate
+of every epoch (the upright fractured `val` images with boxes, model pixels, every candidate
+box), then per variant the mean over the seeds of the last half of the epochs: with 67
+validation images the best single epoch is mostly luck. Used in docs/training.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from fracsight.bundle import load_bundle_spec
+from fracsight.data import load_dataset
+from fracsight.detection.prepare import prepare_features
+from fracsight.detection.train import HeadsConfig, train_detector
+from fracsight.inference.store import resolve_bundle
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = {
+    "v3's (none of the three)": {"giou_weight": 0.0, "size_spread": 0, "shift_cells": 0},
+    "cells around the centre": {"giou_weight": 0.0, "size_spread": 1, "shift_cells": 0},
+    "shifted views": {"giou_weight": 0.0, "size_spread": 0, "shift_cells": 2},
+    "cells around + shifted": {"giou_weight": 0.0, "size_spread": 1, "shift_cells": 2},
+    "all three (GIoU 2)": {"giou_weight": 2.0, "size_spread": 1, "shift_cells": 2},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--base", default="fracatlas-lite0-384-v2")
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "fracatlas")
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    args = parser.parse_args()
+    base_dir = resolve_bundle(args.base)
+    base = load_bundle_spec(base_dir)
+    dataset = load_dataset(args.data, base.training.get("layout", "auto"))
+    seed = int(base.training.get("config", {}).get("seed", 0))
+    train, val = prepare_features(base_dir, dataset, ROOT / "runs" / ".cache", seed=seed, show_progress=False)
+    train, val = train.with_maps(), val.with_maps(upright_only=True)
+    late = slice(args.epochs // 2, None)
+    summary = []
+    for name in args.variants:
+        ap, hits = [], []
+        for s in args.seeds:
+            cfg = dataclasses.replace(HeadsConfig(epochs=args.epochs, seed=s), **VARIANTS[name])
+            _, history = train_detector(train, val, cfg, log=lambda line: None)
+            curve = ", ".join(f"{h['val_ap50']:.3f}/{h['val_hit']:.3f}" for h in history)
+            print(f"{name}, seed {s}: AP50/hit by epoch {curve}", flush=True)
+            ap.append(np.mean([h["val_ap50"] for h in history[late]]))
+            hits.append(np.mean([h["val_hit"] for h in history[late]]))
+        summary.append(
+            f"{name}: last {len(range(args.epochs)[late])} epochs, mean over seeds {args.seeds}: "
+            f"val AP50 {np.mean(ap):.3f} ({', '.join(f'{a:.3f}' for a in ap)}), "
+            f"top box hits {np.mean(hits):.3f}"
+        )
+    print("\n".join(summary))
+
+
+if __name__ == "__main__":
+    main()
