@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from fracsight.inference import Predictor
+from fracsight.inference import DEFAULT_MODEL, Predictor
 
 
 def _variant(model: str, entries: list[tuple[str, str]]) -> Predictor:
@@ -48,7 +48,7 @@ def main() -> None:
     from fracsight.benchmark import _fracatlas_test_images, find_fracatlas
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="fracatlas-lite0-384-v3-int8")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--spin-us", type=int, nargs="*", default=[50])
     args = parser.parse_args()

@@ -157,6 +157,11 @@ def test_new_bundle_keeps_the_base_outputs_and_adds_the_heads(detector_bundle) -
     for g, w in zip(got, want, strict=False):
         assert np.allclose(g, w, atol=1e-5)
     assert [g.shape for g in got[len(want) :]] == [(1, 12, 12), (1, 2, 12, 12), (1, 2, 12, 12), (1, 4)]
+    recipe = spec["training"]["heads"]["config"]
+    assert (recipe["giou_weight"], recipe["size_spread"], recipe["shift_cells"]) == (2.0, 1, 2)
+    card = (new / "card.md").read_text()
+    assert "the cells within 1 of a box's centre also learn to read its box" in card
+    assert "GIoU loss (weight 2.0)" in card and "shifted by up to 2 cells of 32 px" in card
 
 
 @pytest.mark.slow

@@ -301,13 +301,26 @@ def _grafted_heads_section(spec: BundleSpec) -> list[str]:
         f"four quarter turns, randomly mirrored; the detector on {heads.get('n_detector_views')} of them: "
         f"the fractured images with boxes and {heads.get('normals')} without a fracture), "
         f"{cfg.get('epochs')} detector epochs (AdamW, lr {cfg.get('lr')}, cosine schedule), the epoch with "
-        "the best validation box AP50 kept.",
+        f"the best validation box AP50 kept.{_detector_recipe(cfg)}",
         f"- Chosen on validation: the score floor (box AP50 {_n(loc.get('validation_ap50'))}, top box hits "
         f"{_n(loc.get('validation_hit_rate'))}) and the orientation certainty (of {val.get('n_views')} "
         f"views: upright ones turned {_n(val.get('upright_turned'))}, turned ones made upright "
         f"{_n(val.get('rotated_made_upright'))}, turned wrongly {_n(val.get('rotated_turned_wrongly'))}).",
         "",
     ]
+
+
+def _detector_recipe(cfg: dict) -> str:
+    """What the detector's loss and views had beyond CenterNet's, as far as the config recorded."""
+    spread, giou, shift = (cfg.get(k, 0) for k in ("size_spread", "giou_weight", "shift_cells"))
+    parts = []
+    if spread:
+        parts.append(f"the cells within {spread} of a box's centre also learn to read its box")
+    if giou:
+        parts.append(f"GIoU loss (weight {giou}) on the box each of them reads")
+    if shift:
+        parts.append(f"training views shifted by up to {shift} cells of 32 px each way")
+    return f" Beyond CenterNet's losses: {'; '.join(parts)}." if parts else ""
 
 
 def _joint_section(spec: BundleSpec) -> list[str]:
