@@ -233,3 +233,21 @@ def test_bases_and_data_the_heads_cannot_use_are_refused_before_any_work(
     assert no_boxes.exit_code == 1 and "has no fracture boxes" in no_boxes.stderr
     assert "Traceback" not in small.output + no_boxes.output
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_detector_train_help_states_the_recipe_defaults() -> None:
+    pytest.importorskip("torch")
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+    from fracsight.detection.train import HeadsConfig
+
+    shown = CliRunner().invoke(app, ["detector", "train", "--help"], env={"COLUMNS": "300"}).output
+    cfg = HeadsConfig()
+    for option, value in (
+        ("--giou", cfg.giou_weight),
+        ("--size-spread", cfg.size_spread),
+        ("--shift", cfg.shift_cells),
+    ):
+        line = next(row for row in shown.splitlines() if option in row)
+        assert f"(default {value})" in line, line

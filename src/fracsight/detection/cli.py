@@ -31,19 +31,17 @@ def train(
     width: Annotated[int, typer.Option(min=8, max=256, help="Channels of the detector's layers.")] = 32,
     giou: Annotated[
         float | None,
-        typer.Option(min=0.0, help="Weight of the GIoU loss of the box read at a centre [default: 2.0]."),
+        typer.Option(min=0.0, help="Weight of the GIoU loss of the box read at a centre (default 2.0)."),
     ] = None,
     size_spread: Annotated[
         int | None,
         typer.Option(
-            min=0, max=4, help="Box sizes also taught this many cells around a centre [default: 1]."
+            min=0, max=4, help="Cells this many around a centre also learn to read its box (default 1)."
         ),
     ] = None,
     shift: Annotated[
         int | None,
-        typer.Option(
-            min=0, max=4, help="Training views shifted by up to this many 32-px cells [default: 2]."
-        ),
+        typer.Option(min=0, max=4, help="Training views shifted by up to this many 32-px cells (default 2)."),
     ] = None,
     normals: Annotated[
         int, typer.Option(min=0, help="Images without a fracture that teach the detector where none is.")
