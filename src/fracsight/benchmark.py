@@ -154,21 +154,22 @@ def _resolve_images(images: Sequence[Path] | None, scratch: Path) -> tuple[list[
         files = collect_inputs([Path(p) for p in images])
         if not files:
             raise ConfigError("no image files found in the given folders")
-        unreadable = []
+        readable, unreadable = [], []
         for path in files:
             try:
                 read_image(path)
+                readable.append(path)
             except FracsightError:
                 unreadable.append(path)
-        readable = [p for p in files if p not in unreadable]
         if not readable:
             raise ConfigError(
                 f"none of the {len(files)} given images can be read (`fracsight predict` says why for each)"
             )
-        skipped = f" ({len(unreadable)} unreadable left out: {', '.join(p.name for p in unreadable[:5])}" + (
-            ", ...)" if len(unreadable) > 5 else ")"
-        )
-        return readable, f"{len(readable)} given images" + (skipped if unreadable else "")
+        described = f"{len(readable)} given images"
+        if unreadable:
+            names = ", ".join(p.name for p in unreadable[:5]) + (", ..." if len(unreadable) > 5 else "")
+            described += f" ({len(unreadable)} unreadable left out: {names})"
+        return readable, described
     folder = find_fracatlas()
     if folder is not None:
         files = _fracatlas_test_images(folder, DEFAULT_IMAGES)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -93,8 +94,6 @@ def _show_report(report: Any, render: Callable[[Any], Iterable[Any]], json_outpu
 def invocation() -> str:
     """The command line as the user typed it (``fracsight ...``), for a bundle to record how it
     was made; empty when fracsight was not started as ``fracsight`` (tests, ``python -m``)."""
-    import shlex
-
     return "fracsight " + shlex.join(sys.argv[1:]) if Path(sys.argv[0]).name == "fracsight" else ""
 
 
