@@ -20,6 +20,7 @@ import numpy as np
 
 from fracsight.bundle import load_bundle_spec
 from fracsight.data import load_dataset
+from fracsight.detection.features import FeatureSet
 from fracsight.detection.prepare import prepare_features
 from fracsight.detection.train import HeadsConfig, train_detector
 from fracsight.inference.store import resolve_bundle
@@ -55,23 +56,29 @@ def main() -> None:
     seed = int(base.training.get("config", {}).get("seed", 0))
     train, val = prepare_features(base_dir, dataset, ROOT / "runs" / ".cache", seed=seed, show_progress=False)
     train, val = train.with_maps(), val.with_maps(upright_only=True)
-    summary = []
-    for name in args.variants:
-        ap, hits = [], []
-        for s in args.seeds:
-            cfg = dataclasses.replace(HeadsConfig(epochs=args.epochs, seed=s), **VARIANTS[name])
-            late = slice(cfg.epochs // 2, None)
-            _, history = train_detector(train, val, cfg, log=lambda line: None)
-            curve = ", ".join(f"{h['val_ap50']:.3f}/{h['val_hit']:.3f}" for h in history)
-            print(f"{name}, seed {s}: AP50/hit by epoch {curve}", flush=True)
-            ap.append(np.mean([h["val_ap50"] for h in history[late]]))
-            hits.append(np.mean([h["val_hit"] for h in history[late]]))
-        summary.append(
-            f"{name}: last {len(range(cfg.epochs)[late])} epochs, mean over seeds {args.seeds}: "
-            f"val AP50 {np.mean(ap):.3f} ({', '.join(f'{a:.3f}' for a in ap)}), "
-            f"top box hits {np.mean(hits):.3f}"
-        )
+    summary = [compare(name, train, val, VARIANTS[name], args.seeds, args.epochs) for name in args.variants]
     print("\n".join(summary))
+
+
+def compare(
+    name: str, train: FeatureSet, val: FeatureSet, changes: dict, seeds: list[int], epochs: int
+) -> str:
+    """Train the detector with ``changes`` to v4's recipe once per seed, print each run's curve, and
+    return the line with the means over the seeds of the last half of the epochs."""
+    ap, hits = [], []
+    for s in seeds:
+        cfg = dataclasses.replace(HeadsConfig(epochs=epochs, seed=s), **changes)
+        late = slice(cfg.epochs // 2, None)
+        _, history = train_detector(train, val, cfg, log=lambda line: None)
+        curve = ", ".join(f"{h['val_ap50']:.3f}/{h['val_hit']:.3f}" for h in history)
+        print(f"{name}, seed {s}: AP50/hit by epoch {curve}", flush=True)
+        ap.append(np.mean([h["val_ap50"] for h in history[late]]))
+        hits.append(np.mean([h["val_hit"] for h in history[late]]))
+    return (
+        f"{name}: last {len(range(cfg.epochs)[late])} epochs, mean over seeds {seeds}: "
+        f"val AP50 {np.mean(ap):.3f} ({', '.join(f'{a:.3f}' for a in ap)}), "
+        f"top box hits {np.mean(hits):.3f}"
+    )
 
 
 if __name__ == "__main__":
