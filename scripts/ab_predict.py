@@ -29,7 +29,7 @@ import fracsight
 from fracsight.benchmark import _fracatlas_test_images, find_fracatlas
 from fracsight.inference import Predictor
 
-predictor = Predictor(sys.argv[1])
+predictor = Predictor(sys.argv[1] or None)
 images = _fracatlas_test_images(find_fracatlas(), 64)
 for path in images[:3]:
     predictor.predict(path)
@@ -71,7 +71,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("old", type=Path, help="the src/ folder of the earlier code")
     parser.add_argument("new", type=Path, help="the src/ folder of the code to compare")
-    parser.add_argument("--model", default="fracatlas-lite0-384-v2-int8")
+    parser.add_argument("--model", default="", help="bundle (default: the default model)")
     parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
     trees = {"old": args.old.resolve(), "new": args.new.resolve()}

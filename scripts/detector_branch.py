@@ -51,6 +51,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-4, help="the branch's peak learning rate")
     parser.add_argument("--head-lr", type=float, default=1e-3, help="the detector's peak learning rate")
     parser.add_argument("--cache", type=Path, default=Path("runs/.cache"))
+    # the documented run started from v3's detector, no longer packaged: restore its folder with
+    # `git archive 386d5a0 src/fracsight/weights/fracatlas-lite0-384-v3 | tar -x -C /tmp`
+    parser.add_argument("--heads", default="fracatlas-lite0-384-v4", help="bundle whose detector starts it")
     args = parser.parse_args()
     torch.manual_seed(0)
     found = sorted(args.cache.glob("heads-*-train"))
@@ -58,7 +61,7 @@ def main() -> None:
         raise SystemExit(f"no cached features in {args.cache}: run `fracsight detector train` first")
     train = FeatureSet.load(found[-1]).with_maps()
     val = FeatureSet.load(Path(str(found[-1])[: -len("train")] + "val")).with_maps(upright_only=True)
-    base, heads = resolve_bundle("fracatlas-lite0-384-v2"), resolve_bundle("fracatlas-lite0-384-v3")
+    base, heads = resolve_bundle("fracatlas-lite0-384-v2"), resolve_bundle(args.heads)
     spec = load_bundle_spec(base)
     region = spec.head("region")
     network = network_from_onnx(

@@ -34,7 +34,7 @@ def _images(data: Path, split: str) -> list[Path]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--model", nargs="*", default=["fracatlas-lite0-384-v3", "fracatlas-lite0-384-v3-int8"]
+        "--model", nargs="*", default=["fracatlas-lite0-384-v4", "fracatlas-lite0-384-v4-int8"]
     )
     parser.add_argument("--splits", nargs="*", default=["val", "test"])
     parser.add_argument("--data", type=Path, default=DATA)

@@ -51,7 +51,7 @@ def test_loading_a_model_stops_the_page_faults_of_each_round() -> None:
     loaded = _run(
         "from fracsight.inference.onnx_model import OnnxModel\n"
         "from fracsight.inference.store import resolve_bundle\n"
-        "OnnxModel(resolve_bundle('fracatlas-lite0-384-v2-int8'))\n"
+        "OnnxModel(resolve_bundle())\n"
         "import fracsight._malloc as m; SET = m._done"
     )
     assert loaded["set"] is True and loaded["faults"] < 50, loaded
