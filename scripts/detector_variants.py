@@ -38,6 +38,8 @@ VARIANTS = {
     "v4, shifts up to 3": {"shift_cells": 3},
     "v4, GIoU 4": {"giou_weight": 4.0},
     "v4, width 64": {"width": 64},
+    "v4, weight average 0.99": {"ema_decay": 0.99},
+    "v4, weight average 0.995": {"ema_decay": 0.995},
 }
 FIRST = list(VARIANTS)[:5]  # the comparison of docs/training.md
 

@@ -140,6 +140,69 @@ def test_shifted_views_move_maps_and_boxes_together_by_whole_cells() -> None:
     assert gone.shape == (0, 4)
 
 
+def test_a_weight_average_is_what_is_validated_and_kept() -> None:
+    pytest.importorskip("torch")
+    from fracsight.detection.features import FeatureSet
+    from fracsight.detection.train import HeadsConfig, train_detector
+
+    rng = np.random.default_rng(0)
+    n = 6
+    views = FeatureSet(
+        orientation=np.zeros(n, int),
+        fracture=np.ones(n, int),
+        grid_features=np.zeros((n, 4, 3, 3), np.float16),
+        detect=np.ones(n, bool),
+        stride8=rng.normal(size=(n, 4, 8, 8)).astype(np.float16),
+        stride16=rng.normal(size=(n, 4, 4, 4)).astype(np.float16),
+        features=rng.normal(size=(n, 4, 2, 2)).astype(np.float16),
+        boxes=[np.array([[8.0, 8.0, 30.0, 40.0]])] * n,
+    )
+    kept = {}
+    for decay in (0.0, 0.9):
+        cfg = HeadsConfig(epochs=2, batch_size=2, width=8, shift_cells=0, ema_decay=decay)
+        detector, history = train_detector(views, views, cfg, log=lambda line: None)
+        assert len(history) == 2 and all(np.isfinite(h["train_loss"]) for h in history)
+        kept[decay] = [p.detach().clone() for p in detector.parameters()]
+    # same seed, same steps: only the average makes the kept weights differ
+    assert any(not np.allclose(a.numpy(), b.numpy()) for a, b in zip(kept[0.0], kept[0.9], strict=True))
+
+
+def test_detectors_averaged_are_grafted_and_read_back_as_one(detector_bundle, tmp_path: Path) -> None:
+    import torch
+
+    from fracsight.detection.graft import graft_heads
+    from fracsight.detection.heads import DetectionHead, DetectorEnsemble, heads_from_tensors
+    from fracsight.models.unfold import graph_tensors
+
+    _, base, new = detector_bundle
+    (single, orientation) = heads_from_tensors(graph_tensors(new / "model.onnx"), "heads/")
+    c8, c16, c32 = (getattr(single, f"lateral{s}").in_channels for s in (8, 16, 32))
+    torch.manual_seed(1)
+    members = [DetectionHead(c8, c16, c32, 8).eval() for _ in range(2)]
+    for m in members:  # trained members differ; fresh ones share the centre's prior bias
+        torch.nn.init.normal_(m.centre.bias, -4.0, 0.5)
+    ensemble = DetectorEnsemble(members).eval()
+    x = [torch.randn(1, c, n, n) for c, n in ((c8, 12), (c16, 6), (c32, 3))]
+    with torch.no_grad():
+        outs = [m(*x) for m in members]
+        centre, size, offset = ensemble(*x)
+        mean_p = (torch.sigmoid(outs[0][0]) + torch.sigmoid(outs[1][0])) / 2
+        assert torch.allclose(torch.sigmoid(centre), mean_p, atol=1e-6)
+        assert torch.allclose(size, (outs[0][1] + outs[1][1]) / 2)
+        assert torch.allclose(offset, (outs[0][2] + outs[1][2]) / 2)
+        alone = DetectorEnsemble(members[:1]).eval()(*x)
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(alone, outs[0], strict=True))
+    # checks that the graph gives what torch gives, and that the heads read back from it do too
+    graft_heads(base / "model.onnx", ensemble, orientation, 96, tmp_path / "model.onnx")
+    back, _ = heads_from_tensors(graph_tensors(tmp_path / "model.onnx"), "heads/")
+    assert isinstance(back, DetectorEnsemble) and len(back.members) == 2
+    with torch.no_grad():
+        again = back(*x)
+        assert all(
+            torch.allclose(a, b, atol=1e-6) for a, b in zip(again, (centre, size, offset), strict=True)
+        )
+
+
 def test_new_bundle_keeps_the_base_outputs_and_adds_the_heads(detector_bundle) -> None:
     import onnxruntime as ort
 
@@ -248,6 +311,7 @@ def test_detector_train_help_states_the_recipe_defaults() -> None:
         ("--giou", cfg.giou_weight),
         ("--size-spread", cfg.size_spread),
         ("--shift", cfg.shift_cells),
+        ("--members", cfg.members),
     ):
         line = next(row for row in shown.splitlines() if option in row)
         assert f"(default {value})" in line, line

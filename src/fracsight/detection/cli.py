@@ -43,6 +43,12 @@ def train(
         int | None,
         typer.Option(min=0, max=4, help="Training views shifted by up to this many 32-px cells (default 2)."),
     ] = None,
+    members: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=8, help="Detectors trained with consecutive seeds, outputs averaged (default 1)."
+        ),
+    ] = None,
     normals: Annotated[
         int, typer.Option(min=0, help="Images without a fracture that teach the detector where none is.")
     ] = 400,
@@ -65,7 +71,7 @@ def train(
     from fracsight.inference.store import resolve_bundle
 
     command = invocation()
-    chosen = {"giou_weight": giou, "size_spread": size_spread, "shift_cells": shift}
+    chosen = {"giou_weight": giou, "size_spread": size_spread, "shift_cells": shift, "members": members}
     given = {k: v for k, v in chosen.items() if v is not None}  # the rest: HeadsConfig's defaults
     with user_errors():
         spec = build_detector_bundle(

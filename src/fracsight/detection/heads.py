@@ -6,6 +6,9 @@ passed through two depthwise-separable 3x3 convolutions; three 1x1 convolutions 
 per cell, the logit that a fracture box is centred there, the box's log width and height
 (in cells) and the centre's offset inside the cell.
 
+Several detectors trained with different seeds can be read as one (:class:`DetectorEnsemble`):
+their centre probabilities, sizes and offsets are averaged, which the grafted graph computes.
+
 Orientation: the final feature map averaged over a 3 x 3 grid (so the head knows where
 things are, which a global average would lose), a 1x1 projection, and a linear layer over
 the four quarter turns.
@@ -20,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["STRIDE", "DetectionHead", "OrientationHead", "heads_from_tensors"]
+__all__ = ["STRIDE", "DetectionHead", "DetectorEnsemble", "OrientationHead", "heads_from_tensors"]
 
 STRIDE = 8
 PRIOR = 0.01  # initial probability of a box centre per cell (focal-loss practice)
@@ -56,6 +59,24 @@ class DetectionHead(nn.Module):
         return self.centre(x).squeeze(1), self.size(x), torch.sigmoid(self.offset(x))
 
 
+class DetectorEnsemble(nn.Module):
+    """Detection heads of the same inputs read as one: the mean of their centre probabilities
+    (returned as a logit, as one head's), sizes and offsets."""
+
+    def __init__(self, members: list[DetectionHead]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(
+        self, stride8: torch.Tensor, stride16: torch.Tensor, features: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        outs = [m(stride8, stride16, features) for m in self.members]
+        p = torch.stack([torch.sigmoid(o[0]) for o in outs]).mean(0).clamp(1e-6, 1 - 1e-6)
+        size = torch.stack([o[1] for o in outs]).mean(0)
+        offset = torch.stack([o[2] for o in outs]).mean(0)
+        return torch.log(p) - torch.log1p(-p), size, offset
+
+
 class OrientationHead(nn.Module):
     def __init__(self, channels: int, grid: int = 3, width: int = 32) -> None:
         super().__init__()
@@ -73,19 +94,33 @@ class OrientationHead(nn.Module):
         return self.forward_grid(F.adaptive_avg_pool2d(features, self.grid))
 
 
+def _detection_head(tensors: Mapping[str, np.ndarray], prefix: str) -> DetectionHead:
+    from fracsight.models.unfold import load_named_tensors
+
+    width, c8 = tensors[f"{prefix}lateral8.weight"].shape[:2]
+    c16, c32 = (tensors[f"{prefix}lateral{s}.weight"].shape[1] for s in (16, 32))
+    head = DetectionHead(c8, c16, c32, width)
+    load_named_tensors(head, tensors, prefix)
+    return head
+
+
 def heads_from_tensors(
     tensors: Mapping[str, np.ndarray], prefix: str = ""
-) -> tuple[DetectionHead, OrientationHead]:
+) -> tuple[DetectionHead | DetectorEnsemble, OrientationHead]:
     """Both heads, shaped and filled from named tensors: ``{prefix}detector.*`` and
     ``{prefix}orientation.*`` (a grafted graph's initializers with ``prefix="heads/"``, or a joint
     run's checkpoint)."""
     from fracsight.models.unfold import load_named_tensors
 
-    width, c8 = tensors[f"{prefix}detector.lateral8.weight"].shape[:2]
-    c16, c32 = (tensors[f"{prefix}detector.lateral{s}.weight"].shape[1] for s in (16, 32))
-    detector = DetectionHead(c8, c16, c32, width)
+    members = sorted({int(k.split(".")[2]) for k in tensors if k.startswith(f"{prefix}detector.members.")})
+    detector: DetectionHead | DetectorEnsemble
+    if members:
+        detector = DetectorEnsemble(
+            [_detection_head(tensors, f"{prefix}detector.members.{i}.") for i in members]
+        )
+    else:
+        detector = _detection_head(tensors, f"{prefix}detector.")
     orientation_width, channels = tensors[f"{prefix}orientation.project.weight"].shape[:2]
     orientation = OrientationHead(channels, width=orientation_width)
-    load_named_tensors(detector, tensors, f"{prefix}detector.")
     load_named_tensors(orientation, tensors, f"{prefix}orientation.")
     return detector.eval(), orientation.eval()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -12,10 +13,11 @@ import torch
 import torch.nn.functional as F
 
 from fracsight.detection.features import FeatureSet
-from fracsight.detection.heads import STRIDE, DetectionHead, OrientationHead
+from fracsight.detection.heads import STRIDE, DetectionHead, DetectorEnsemble, OrientationHead
 from fracsight.explain.boxes import DetectedBox, nms
 from fracsight.explain.detections import decode_detections
 from fracsight.explain.localization import average_precision_boxes, hit_rate
+from fracsight.training.trainer import WeightAverage
 
 __all__ = ["HeadsConfig", "TrainedHeads", "box_metrics", "train_detector", "train_heads"]
 
@@ -36,12 +38,17 @@ class HeadsConfig:
     size_spread: int = 1
     # training views shifted by up to this many cells of the network's last map (32 px each)
     shift_cells: int = 2
+    # an exponential moving average of the detector's weights, updated every step, is what is
+    # validated and kept (0: the weights themselves)
+    ema_decay: float = 0.0
+    # detectors trained with seeds seed, seed + 1, ...; their outputs are averaged (one if 1)
+    members: int = 1
     seed: int = 0
 
 
 @dataclass
 class TrainedHeads:
-    detector: DetectionHead
+    detector: DetectionHead | DetectorEnsemble
     orientation: OrientationHead
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -167,7 +174,7 @@ def _translate(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
 
 @torch.no_grad()
 def detector_outputs(
-    detector: DetectionHead, data: FeatureSet, index: np.ndarray, batch: int = 64
+    detector: DetectionHead | DetectorEnsemble, data: FeatureSet, index: np.ndarray, batch: int = 64
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     detector.eval()
     outs = []
@@ -181,7 +188,7 @@ def detector_outputs(
 
 
 def detection_metrics(
-    detector: DetectionHead,
+    detector: DetectionHead | DetectorEnsemble,
     val: FeatureSet,
     min_score: float = 0.01,
     nms_iou: float = 0.3,
@@ -230,6 +237,8 @@ def train_detector(
     steps = math.ceil(n / cfg.batch_size)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs * steps)
     gen = np.random.default_rng(cfg.seed)
+    average = WeightAverage(detector, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    kept = average.model if average else detector
     history, best, best_state = [], -1.0, None
     for epoch in range(1, cfg.epochs + 1):
         detector.train()
@@ -248,8 +257,10 @@ def train_detector(
             loss.backward()
             optimizer.step()
             scheduler.step()
+            if average:
+                average.update(detector)
             running += loss.item()
-        metrics = detection_metrics(detector, val)
+        metrics = detection_metrics(kept, val)
         record = {
             "epoch": epoch,
             "train_loss": running / steps,
@@ -260,7 +271,7 @@ def train_detector(
         log(f"detector epoch {epoch}: " + " ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "epoch"))
         if metrics["val_ap50"] > best:
             best = metrics["val_ap50"]
-            best_state = {k: v.clone() for k, v in detector.state_dict().items()}
+            best_state = {k: v.clone() for k, v in kept.state_dict().items()}
     detector.load_state_dict(best_state)
     return detector.eval(), history
 
@@ -298,7 +309,19 @@ def _train_orientation(
 
 
 def train_heads(train: FeatureSet, val: FeatureSet, cfg: HeadsConfig, log=print) -> TrainedHeads:
-    """Train both heads; the detector's epoch with the best validation AP50 is kept."""
-    detector, det_history = train_detector(train.with_maps(), val.with_maps(upright_only=True), cfg, log)
+    """Train both heads; each detector's epoch with the best validation AP50 is kept (with
+    ``cfg.members`` > 1, one detector per seed, read as a :class:`DetectorEnsemble`)."""
+    train_views, val_views = train.with_maps(), val.with_maps(upright_only=True)
+    detectors, det_history = [], []
+    for member in range(cfg.members):
+        seeded = dataclasses.replace(cfg, seed=cfg.seed + member)
+        detector, history = train_detector(train_views, val_views, seeded, log)
+        detectors.append(detector)
+        det_history += [{**h, "member": member} for h in history] if cfg.members > 1 else history
+    detector = DetectorEnsemble(detectors).eval() if cfg.members > 1 else detectors[0]
+    if cfg.members > 1:
+        metrics = detection_metrics(detector, val_views)
+        log("detectors averaged: " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        det_history.append({"ensemble": cfg.members, **metrics})
     orientation, orient_history = _train_orientation(train, val, cfg, log)
     return TrainedHeads(detector, orientation, det_history + orient_history)
