@@ -39,7 +39,10 @@ def find_taps(onnx_path: Path, input_size: int) -> dict[str, str]:
     producer = {out: node for node in model.graph.node for out in node.output}
     if "embedding" not in producer:
         raise ValueError(f"{onnx_path} has no 'embedding' output to find its feature map from")
-    features = producer["embedding"].input[0]
+    pooling = producer["embedding"]
+    while pooling.op_type in ("QuantizeLinear", "DequantizeLinear"):  # an INT8 (QDQ) graph
+        pooling = producer[pooling.input[0]]
+    features = pooling.input[0]
     sums = [node.output[0] for node in model.graph.node if node.op_type == "Add"]
     session = ort.InferenceSession(
         with_outputs(model, sums).SerializeToString(), providers=["CPUExecutionProvider"]
