@@ -20,17 +20,14 @@ import math
 from pathlib import Path
 
 import numpy as np
-from detector_variants import compare  # scripts/, beside this one
+from detector_variants import cached_views, compare  # scripts/, beside this one
 
 from fracsight.bundle import load_bundle_spec
-from fracsight.data import load_dataset
 from fracsight.data.sample import FRACTURE
 from fracsight.data.splits import train_val_samples
 from fracsight.detection.features import FeatureSet, model_boxes
-from fracsight.detection.prepare import prepare_features
 from fracsight.detection.taps import TAP_NAMES, find_taps, with_outputs
 from fracsight.explain.boxes import turn_boxes
-from fracsight.inference.store import resolve_bundle
 from fracsight.training.cache import letterbox_samples
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,13 +159,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "fracatlas")
     parser.add_argument("--without", action="store_true", help="also train without the extra views")
     args = parser.parse_args()
-    base_dir = resolve_bundle(args.base)
-    base = load_bundle_spec(base_dir)
-    dataset = load_dataset(args.data, base.training.get("layout", "auto"))
-    seed = int(base.training.get("config", {}).get("seed", 0))
+    base_dir, dataset, seed, train, val = cached_views(args.base, args.data)
     cache = ROOT / "runs" / ".cache"
-    train, val = prepare_features(base_dir, dataset, cache, seed=seed, show_progress=False)
-    train, val = train.with_maps(), val.with_maps(upright_only=True)
     extra = augmented_features(base_dir, dataset, cache, args.views, seed, args.rotate, tuple(args.scale))
     print(f"{len(train.boxes)} cached views + {len(extra.boxes)} augmented views", flush=True)
     variants = {f"v4 + {args.views} augmented views": joined(train, extra)}

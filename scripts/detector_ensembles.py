@@ -18,13 +18,10 @@ import itertools
 from pathlib import Path
 
 import torch
+from detector_variants import cached_views  # scripts/, beside this one
 
 import fracsight.detection.train as heads_training
-from fracsight.bundle import load_bundle_spec
-from fracsight.data import load_dataset
 from fracsight.detection.heads import DetectorEnsemble
-from fracsight.detection.prepare import prepare_features
-from fracsight.inference.store import resolve_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,12 +34,7 @@ def main() -> None:
     parser.add_argument("--base", default="fracatlas-lite0-384-v2")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "fracatlas")
     args = parser.parse_args()
-    base_dir = resolve_bundle(args.base)
-    base = load_bundle_spec(base_dir)
-    dataset = load_dataset(args.data, base.training.get("layout", "auto"))
-    seed = int(base.training.get("config", {}).get("seed", 0))
-    train, val = prepare_features(base_dir, dataset, ROOT / "runs" / ".cache", seed=seed, show_progress=False)
-    train, val = train.with_maps(), val.with_maps(upright_only=True)
+    _, _, _, train, val = cached_views(args.base, args.data)
     choose = heads_training.detection_metrics
     if args.last_epoch:  # every epoch scores above the one before, so the last one is kept
         ticks = itertools.count()

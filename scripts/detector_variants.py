@@ -20,6 +20,7 @@ import numpy as np
 
 from fracsight.bundle import load_bundle_spec
 from fracsight.data import load_dataset
+from fracsight.data.sample import Dataset
 from fracsight.detection.features import FeatureSet
 from fracsight.detection.prepare import prepare_features
 from fracsight.detection.train import HeadsConfig, train_detector
@@ -52,14 +53,20 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "fracatlas")
     parser.add_argument("--variants", nargs="*", default=FIRST, choices=list(VARIANTS))
     args = parser.parse_args()
-    base_dir = resolve_bundle(args.base)
-    base = load_bundle_spec(base_dir)
-    dataset = load_dataset(args.data, base.training.get("layout", "auto"))
-    seed = int(base.training.get("config", {}).get("seed", 0))
-    train, val = prepare_features(base_dir, dataset, ROOT / "runs" / ".cache", seed=seed, show_progress=False)
-    train, val = train.with_maps(), val.with_maps(upright_only=True)
+    _, _, _, train, val = cached_views(args.base, args.data)
     summary = [compare(name, train, val, VARIANTS[name], args.seeds, args.epochs) for name in args.variants]
     print("\n".join(summary))
+
+
+def cached_views(base_name: str, data: Path) -> tuple[Path, Dataset, int, FeatureSet, FeatureSet]:
+    """The base bundle's folder, the data set, its split seed, and the detector's training and
+    (upright) validation views from the feature cache in runs/.cache (made on first use)."""
+    base_dir = resolve_bundle(base_name)
+    base = load_bundle_spec(base_dir)
+    dataset = load_dataset(data, base.training.get("layout", "auto"))
+    seed = int(base.training.get("config", {}).get("seed", 0))
+    train, val = prepare_features(base_dir, dataset, ROOT / "runs" / ".cache", seed=seed, show_progress=False)
+    return base_dir, dataset, seed, train.with_maps(), val.with_maps(upright_only=True)
 
 
 def compare(
