@@ -112,7 +112,8 @@ def heads_from_tensors(
     run's checkpoint)."""
     from fracsight.models.unfold import load_named_tensors
 
-    members = sorted({int(k.split(".")[2]) for k in tensors if k.startswith(f"{prefix}detector.members.")})
+    stem = f"{prefix}detector.members."
+    members = sorted({int(k[len(stem) :].split(".")[0]) for k in tensors if k.startswith(stem)})
     detector: DetectionHead | DetectorEnsemble
     if members:
         detector = DetectorEnsemble(
