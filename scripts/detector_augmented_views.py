@@ -26,7 +26,7 @@ from fracsight.bundle import load_bundle_spec
 from fracsight.data.sample import FRACTURE
 from fracsight.data.splits import train_val_samples
 from fracsight.detection.features import FeatureSet, model_boxes
-from fracsight.detection.taps import TAP_NAMES, find_taps, with_outputs
+from fracsight.detection.taps import tapped_session
 from fracsight.explain.boxes import turn_boxes
 from fracsight.training.cache import letterbox_samples
 
@@ -82,9 +82,6 @@ def augmented_view(
 def augmented_features(
     bundle_dir: Path, dataset, cache: Path, views: int, seed: int, rotate: float, scale: tuple[float, float]
 ) -> FeatureSet:
-    import onnx
-    import onnxruntime as ort
-
     spec = load_bundle_spec(bundle_dir)
     size = spec.input_size
     train, _ = train_val_samples(dataset, seed)
@@ -96,12 +93,7 @@ def augmented_features(
     if (folder / "orientation.npy").is_file():
         return FeatureSet.load(folder)
     images = letterbox_samples(chosen, size, cache, 2).images
-    onnx_path = bundle_dir / "model.onnx"
-    taps = find_taps(onnx_path, size)
-    names = [taps[t] for t in TAP_NAMES]
-    session = ort.InferenceSession(
-        with_outputs(onnx.load(str(onnx_path)), names).SerializeToString(), providers=["CPUExecutionProvider"]
-    )
+    session, names = tapped_session(bundle_dir / "model.onnx", size)
     rng = np.random.default_rng(seed + 1000)
     jobs = [(i, r) for i in range(len(chosen)) for r in range(views)]
     s8, s16, s32, boxes = [], [], [], []

@@ -391,20 +391,13 @@ def test_the_detector_finds_the_same_feature_maps_in_an_int8_graph(
     tiny_bundle: Path, int8_bundle: Path
 ) -> None:
     """`fracsight detector train` on an INT8 base reads its maps through the Q/DQ pairs."""
-    import onnx
-    import onnxruntime as ort
-
-    from fracsight.detection.taps import TAP_NAMES, find_taps, with_outputs
+    from fracsight.detection.taps import TAP_NAMES, tapped_session
 
     image = np.random.default_rng(0).random((1, 1, 64, 64), dtype=np.float32)
     maps = {}
     for bundle in (tiny_bundle, int8_bundle):
-        taps = find_taps(bundle / "model.onnx", 64)
-        names = [taps[t] for t in TAP_NAMES]
-        graph = with_outputs(onnx.load(str(bundle / "model.onnx")), names).SerializeToString()
-        maps[bundle] = ort.InferenceSession(graph, providers=["CPUExecutionProvider"]).run(
-            names, {"image": image}
-        )
+        session, names = tapped_session(bundle / "model.onnx", 64)
+        maps[bundle] = session.run(names, {"image": image})
     for name, a, b in zip(TAP_NAMES, maps[tiny_bundle], maps[int8_bundle], strict=True):
         assert a.shape == b.shape and a.ndim == 4, name
         assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.8, name

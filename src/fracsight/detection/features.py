@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from fracsight.data.sample import FRACTURE, Sample
-from fracsight.detection.taps import TAP_NAMES, find_taps, with_outputs
+from fracsight.detection.taps import tapped_session
 from fracsight.explain.boxes import flip_boxes, turn_boxes
 from fracsight.preprocessing import letterbox_geometry, read_for_model
 
@@ -119,19 +119,8 @@ def extract_features(
     ``images``: (N, S, S) uint8 centred letterboxes of the samples; ``detect``: (N,) bool,
     which samples' views keep full maps for the detection head.
     """
-    import onnx
-    import onnxruntime as ort
-
     size = images.shape[-1]
-    taps = find_taps(onnx_path, size)
-    names = [taps[t] for t in TAP_NAMES]
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(
-        with_outputs(onnx.load(str(onnx_path)), names).SerializeToString(),
-        options,
-        providers=["CPUExecutionProvider"],
-    )
+    session, names = tapped_session(onnx_path, size, threads)
     rng = np.random.default_rng(seed)
     jobs = []  # (sample index, k, mirrored, keep maps)
     for i, sample in enumerate(samples):

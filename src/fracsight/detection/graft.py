@@ -118,5 +118,5 @@ def _check(out: Path, base_onnx: Path, heads: nn.Module, tapped: list[np.ndarray
     detector, _ = heads_from_tensors(graph_tensors(out), "heads/")
     with torch.no_grad():
         again = detector(*(torch.from_numpy(t) for t in tapped))
-    for name, value, first in zip(HEAD_OUTPUTS, again, want, strict=False):
+    for name, value, first in zip(HEAD_OUTPUTS[:3], again, want[:3], strict=True):
         np.testing.assert_allclose(value.numpy(), first.numpy(), rtol=1e-5, atol=1e-5, err_msg=name)

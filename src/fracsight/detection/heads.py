@@ -116,9 +116,7 @@ def heads_from_tensors(
     members = sorted({int(k[len(stem) :].split(".")[0]) for k in tensors if k.startswith(stem)})
     detector: DetectionHead | DetectorEnsemble
     if members:
-        detector = DetectorEnsemble(
-            [_detection_head(tensors, f"{prefix}detector.members.{i}.") for i in members]
-        )
+        detector = DetectorEnsemble([_detection_head(tensors, f"{stem}{i}.") for i in members])
     else:
         detector = _detection_head(tensors, f"{prefix}detector.")
     orientation_width, channels = tensors[f"{prefix}orientation.project.weight"].shape[:2]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["TAP_NAMES", "find_taps", "with_outputs"]
+__all__ = ["TAP_NAMES", "find_taps", "tapped_session", "with_outputs"]
 
 TAP_NAMES = ("stride8", "stride16", "features")
 
@@ -57,3 +57,21 @@ def find_taps(onnx_path: Path, input_size: int) -> dict[str, str]:
             raise ValueError(f"{onnx_path} has no residual sum at stride {stride}")
         taps[key] = found[-1]  # the deepest one at that stride
     return taps
+
+
+def tapped_session(onnx_path: Path, input_size: int, threads: int = 0):  # -> (ort.InferenceSession, names)
+    """An onnxruntime session of the graph at ``onnx_path`` that returns its tapped maps, and their
+    tensor names in :data:`TAP_NAMES` order (run it with ``session.run(names, {"image": x})``)."""
+    import onnx
+    import onnxruntime as ort
+
+    taps = find_taps(onnx_path, input_size)
+    names = [taps[t] for t in TAP_NAMES]
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(
+        with_outputs(onnx.load(str(onnx_path)), names).SerializeToString(),
+        options,
+        providers=["CPUExecutionProvider"],
+    )
+    return session, names
