@@ -359,6 +359,9 @@ def test_source_is_the_file_name_without_folders(client: TestClient) -> None:
 def test_healthz_and_model(client: TestClient, tiny_bundle: Path) -> None:
     health = client.get("/healthz").json()
     assert health["status"] == "ok" and health["model"]["name"]
+    probe = client.head("/healthz")  # load balancers that probe with HEAD
+    assert probe.status_code == 200 and probe.content == b""
+    assert client.get("/redoc").status_code == 404  # one set of interactive docs: /docs
     info = client.get("/v1/model").json()
     assert info["input_size"] == 64
     assert "fracture" in [h["name"] for h in info["heads"]]

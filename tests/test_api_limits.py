@@ -107,6 +107,14 @@ def test_missing_boundary_is_400(small_limit_app: Any) -> None:
     assert (status, body["error"]["code"]) == (400, "malformed_multipart")
 
 
+def test_boundary_longer_than_the_parser_takes_is_400_not_500(small_limit_app: Any) -> None:
+    boundary = "a" * 300  # RFC 2046 allows 70 characters; the parser refuses more than 256
+    headers = {"content-type": f"multipart/form-data; boundary={boundary}"}
+    status, body, _ = call_asgi(small_limit_app, iter([f"--{boundary}--\r\n".encode()]), headers)
+    assert (status, body["error"]["code"]) == (400, "malformed_multipart")
+    assert "boundary" in body["error"]["message"].lower()
+
+
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [

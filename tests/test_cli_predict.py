@@ -8,6 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
@@ -73,7 +74,7 @@ def test_operating_point_option(tiny_bundle: Path, images: list[Path]) -> None:
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["images"][0]["operating_point"]["name"] == "triage"
     bad = _predict(tiny_bundle, images[0], "--operating-point", "nowhere")
-    assert bad.exit_code == 1 and "unknown operating point" in bad.stderr
+    assert bad.exit_code == 2 and "unknown operating point" in bad.stderr  # a bad argument
 
 
 def test_csv_is_written_and_not_overwritten_by_default(
@@ -121,10 +122,11 @@ def test_mura_style_folder_gives_a_study_row(tiny_bundle: Path, images: list[Pat
     result = _predict(tiny_bundle, tmp_path / "XR_WRIST", "--json")
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
-    assert [r["source"] for r in payload["images"]] == ["image1.png", "image2.png"]
+    named = ["patient1/study1_negative/image1.png", "patient1/study1_negative/image2.png"]
+    assert [r["source"] for r in payload["images"]] == named  # the path under the folder given
     (row,) = payload["studies"]
     assert row["study"] == "patient1/study1_negative"
-    assert row["images"] == ["image1.png", "image2.png"]
+    assert row["images"] == named
     mean = sum(r["fracture_probability"] for r in payload["images"]) / 2
     assert row["fracture_probability"] == pytest.approx(mean, abs=1e-5)
     table = _predict(tiny_bundle, tmp_path / "XR_WRIST")
@@ -149,9 +151,9 @@ def test_empty_folder_exits_2(tiny_bundle: Path, tmp_path: Path) -> None:
     assert result.exit_code == 2 and "no image files" in result.stderr
 
 
-def test_unknown_model_exits_1_without_a_traceback(images: list[Path]) -> None:
+def test_unknown_model_exits_2_without_a_traceback(images: list[Path]) -> None:
     result = runner.invoke(app, ["predict", "--model", "no-such-model-v9", str(images[0])])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "error (unknown_model)" in result.stderr and "Traceback" not in result.output
 
 
@@ -180,3 +182,86 @@ def test_invocation_is_the_command_line_only_when_started_as_fracsight(monkeypat
     assert invocation() == "fracsight quantize 'my model' out"  # quoted so that it can be re-run
     monkeypatch.setattr(sys, "argv", ["/usr/lib/python3/pytest", "-q"])
     assert invocation() == ""
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_predicting(
+    tiny_bundle: Path, images: list[Path], tmp_path: Path
+) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("mine")
+    cases = [
+        (["--csv", tmp_path / "no-such-folder" / "out.csv"], "no such folder"),
+        (["--csv", tmp_path], "is a folder"),
+        (["--overlay-dir", a_file], "not a folder"),
+    ]
+    for args, message in cases:
+        result = _predict(tiny_bundle, images[0], *args)
+        assert result.exit_code == 2 and message in result.stderr, result.output
+        assert "Traceback" not in result.output
+    assert a_file.read_text() == "mine"
+
+
+def test_folders_are_searched_as_a_pacs_export_needs(
+    tiny_bundle: Path, images: list[Path], tmp_path: Path
+) -> None:
+    """Extension-less DICOM files (IM000001) are found by their bytes, linked folders are followed,
+    and rows (and overlays) are named by their path under the folder given."""
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    export = tmp_path / "export"
+    series = export / "DICOM" / "ST0" / "SE0"
+    series.mkdir(parents=True)
+    pixels = np.asarray(Image.open(images[0]).convert("L"))
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"  # CR
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = (
+        meta.MediaStorageSOPClassUID,
+        meta.MediaStorageSOPInstanceUID,
+        "CR",
+    )
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = pixels.tobytes()
+    ds.save_as(series / "IM000001", enforce_file_format=True)
+    (series / "README.TXT").write_text("not an image")
+    (series / ".hidden.jpg").write_bytes(images[0].read_bytes())
+    (export / "linked").symlink_to(images[0].parent, target_is_directory=True)
+    (export / "DICOM" / "loop").symlink_to(export, target_is_directory=True)  # followed once only
+
+    result = _predict(tiny_bundle, export, "--json", "--overlay-dir", tmp_path / "overlays")
+    assert result.exit_code == 0, result.output
+    names = [r["source"] for r in json.loads(result.stdout)["images"]]
+    linked = sorted(f"linked/{p.name}" for p in images[0].parent.iterdir())
+    assert names == ["DICOM/ST0/SE0/IM000001", *linked]
+    assert (tmp_path / "overlays" / "DICOM" / "ST0" / "SE0" / "IM000001.overlay.png").is_file()
+    assert (tmp_path / "overlays" / "linked" / f"{images[0].stem}.overlay.png").is_file()
+
+
+def test_csv_cells_never_start_a_spreadsheet_formula(
+    tiny_bundle: Path, images: list[Path], tmp_path: Path
+) -> None:
+    folder = tmp_path / "named"
+    folder.mkdir()
+    shutil.copyfile(images[0], folder / '=HYPERLINK("x","y").jpg')
+    (folder / "@SUM(1).png").write_bytes(b"not an image at all")
+    out = tmp_path / "out.csv"
+    result = _predict(tiny_bundle, folder, "--csv", out)
+    assert result.exit_code == 1  # the second file is no image
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert {r["source"] for r in rows} == {'\'=HYPERLINK("x","y").jpg', "'@SUM(1).png"}
+    assert not any(r["error"].startswith(("=", "+", "-", "@")) for r in rows)
+
+
+def test_the_model_name_a_result_gives_is_accepted_back(images: list[Path]) -> None:
+    shown = runner.invoke(app, ["predict", str(images[0]), "--json"])
+    name = json.loads(shown.stdout)["model"]  # e.g. "fracatlas-lite0-384-int8 v4"
+    again = runner.invoke(app, ["predict", "--model", name, str(images[0]), "--json"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["model"] == name

@@ -347,3 +347,24 @@ def test_a_study_named_by_uid_is_processed_over_dicomweb(fractured: list[Path], 
                 want = expected[uid_to_name[refs.pop()]]["fracture_probability"]
                 assert sr_image_probability(ds) == pytest.approx(want, abs=2e-6)
         assert study_uid not in result.output
+
+        # run again, twice, with captures: fracsight's own objects (the capture is Modality OT and
+        # looks like a radiograph) are never read back as radiographs of the study
+        for _ in range(2):
+            again = CliRunner().invoke(
+                app,
+                [
+                    "dicom",
+                    "study",
+                    study_uid,
+                    "--dicomweb",
+                    orthanc.dicomweb_url,
+                    "--results",
+                    "sr,gsps,capture",
+                ],
+            )
+            assert again.exit_code == 0, again.output
+            rerun = json.loads(again.stdout)
+            assert rerun["predicted"] == 2
+            assert rerun["study_fracture_probability"] == pytest.approx(mean, abs=2e-6)
+            assert set(rerun["refused"].values()) == {"unsupported_modality"}

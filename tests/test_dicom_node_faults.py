@@ -93,6 +93,9 @@ def test_results_wait_while_the_pacs_is_down_then_arrive(images: list[Path], tmp
             timeout=90,
         )
         assert waiting["counters"]["results_sent"] == 0
+        for _ in range(3):  # restarts with results waiting for the PACS: each must come up
+            assert node.stop() == 0
+            node.start()
 
         orthanc.start()  # back, with the storage it had
         orthanc.wait_for_instances(2 * len(KINDS) + 1, timeout=60, StudyInstanceUID=study_uid)

@@ -135,6 +135,7 @@ def test_objects_are_new_series_in_the_source_study(case, predictor: Predictor, 
             "PatientName",
             "PatientBirthDate",
             "AccessionNumber",
+            "StudyDescription",
         ):
             assert ds.get(keyword) == source.get(keyword), keyword
         assert ds.SOPInstanceUID != source.SOPInstanceUID
@@ -351,7 +352,8 @@ def test_dciodvfy_accepts_every_object_kind(case, predictor: Predictor, tmp_path
 @needs_dciodvfy
 def test_dciodvfy_with_a_sparse_source(case, predictor: Predictor, tmp_path: Path) -> None:
     """A source without the optional and type 2 attributes (no laterality, orientation, patient
-    name or birth date, accession number, window) still gives valid objects."""
+    name or birth date, accession number, window), and without the Modality a radiograph is read
+    without (with a warning), still gives valid objects of every kind."""
     _, source, prediction = case
     sparse = pydicom.dcmread(case[0])
     for keyword in (
@@ -367,6 +369,7 @@ def test_dciodvfy_with_a_sparse_source(case, predictor: Predictor, tmp_path: Pat
         "WindowWidth",
         "BodyPartExamined",
         "SpecificCharacterSet",
+        "Modality",
     ):
         delattr(sparse, keyword)
     sparse.PhotometricInterpretation = "MONOCHROME2"
@@ -379,7 +382,9 @@ def test_dciodvfy_with_a_sparse_source(case, predictor: Predictor, tmp_path: Pat
         "Warning - is only permitted to be empty when actually unknown; should be absent (not empty) if "
         "an unpaired body part, and have a value if a paired body part - attribute <Laterality>",
     )
-    for k, ds in enumerate(result_datasets(sparse, prediction, predictor)):
+    objects = result_datasets(sparse, prediction, predictor)
+    assert [ds.Modality for ds in objects] == ["SR", "PR", "OT"]
+    for k, ds in enumerate(objects):
         _assert_valid(ds, tmp_path / f"{k}.dcm", unknowns)
         assert ds.PatientID == source.PatientID and ds.PatientName in (None, "")
         if ds.Modality == "PR":
@@ -582,3 +587,30 @@ def test_dx_jpeg_lossless_source(tmp_path: Path, fracatlas_dir: Path, predictor:
     (p,) = _numbers(_groups(objects[0])[0], PROBABILITY)
     assert p == pytest.approx(prediction.fracture_probability, abs=1e-6)
     assert objects[1].PresentationLUTShape == "INVERSE"
+
+
+def test_fracsights_own_capture_is_never_read_as_a_radiograph(
+    case, predictor: Predictor, tmp_path: Path
+) -> None:
+    """The capture is Modality OT with grey pixels where no box was drawn: it would pass for a
+    secondary capture of a film. Routers send whole studies back; the reader refuses it."""
+    from fracsight.errors import UnsupportedModalityError
+
+    capture = _objects(case, predictor, tmp_path)["capture"]
+    written = tmp_path / "capture.dcm"
+    capture.save_as(written, enforce_file_format=True)
+    with pytest.raises(UnsupportedModalityError, match="written by fracsight itself"):
+        predictor.read(written)
+    # the source it was made from is read as ever
+    assert predictor.read(case[0]).pixels.size > 0
+
+
+def test_study_command_refuses_a_bad_uid_and_never_shows_the_uid(tmp_path: Path) -> None:
+    bad = runner.invoke(
+        cli_app, ["dicom", "study", "not a uid", "--dicomweb", "http://127.0.0.1:9/dicom-web"]
+    )
+    assert bad.exit_code == 2 and "not a DICOM UID" in bad.output and "Traceback" not in bad.output
+    uid = "1.2.826.0.1.3680043.8.498.1234567890"
+    down = runner.invoke(cli_app, ["dicom", "study", uid, "--dicomweb", "http://127.0.0.1:9/dicom-web"])
+    assert down.exit_code == 1 and "dicomweb_unavailable" in down.output
+    assert uid not in down.output  # a Study Instance UID identifies a patient's visit

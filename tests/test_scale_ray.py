@@ -201,8 +201,12 @@ def test_a_killed_job_leaves_no_ray_behind_resumes_and_every_file_appears_exactl
 
 # ---- without Ray: inputs, the output folder, the actor's rows for every head combination ----------
 def test_inputs_from_folders_lists_and_manifests(archive: Path, tmp_path: Path) -> None:
-    from_folder = collect_batch_inputs([archive])
-    assert len(from_folder) == N_IMAGES + 4 and len(set(from_folder)) == len(from_folder)
+    named = collect_batch_inputs([archive])
+    from_folder = list(named)
+    assert len(from_folder) == N_IMAGES + 4
+    assert all(
+        named[p] == Path(p).relative_to(archive).as_posix() for p in from_folder
+    )  # as predict names them
     names = [Path(p).name for p in from_folder[:3]]
     (tmp_path / "list.txt").write_text(f"# three\n{archive / names[0]}\n\n{archive / names[1]}\n")
     (tmp_path / "m.csv").write_text(
@@ -212,8 +216,10 @@ def test_inputs_from_folders_lists_and_manifests(archive: Path, tmp_path: Path) 
 
     pq.write_table(pa.table({"file": [str(archive / names[0])]}), tmp_path / "m.parquet")
     got = collect_batch_inputs([tmp_path / "list.txt", tmp_path / "m.csv"])
-    assert got == [*(str(archive / n) for n in names), str(tmp_path / "missing.jpg")]  # each once
-    assert collect_batch_inputs([tmp_path / "m.parquet"], path_column="file") == [str(archive / names[0])]
+    assert list(got) == [*(str(archive / n) for n in names), str(tmp_path / "missing.jpg")]  # each once
+    assert all(name == Path(path).name for path, name in got.items())  # named as files given themselves
+    from_parquet = collect_batch_inputs([tmp_path / "m.parquet"], path_column="file")
+    assert list(from_parquet) == [str(archive / names[0])]
     with pytest.raises(DatasetError, match="no 'path' column"):
         collect_batch_inputs([tmp_path / "m.parquet"])
 
@@ -267,7 +273,7 @@ def test_actor_rows_equal_predict_csv_for_every_head_combination(
     from fracsight.scale.predict import BatchPredictor
 
     _, bundle = head_bundle(kind)
-    files = [str(archive / "empty.png"), *collect_batch_inputs([archive])[:6]]
+    files = [str(archive / "empty.png"), *list(collect_batch_inputs([archive]))[:6]]
     plain = tmp_path / "plain.csv"
     result = CliRunner().invoke(
         cli, ["predict", *files, "--model", str(bundle), "--csv", str(plain), "--all-classes"]

@@ -280,3 +280,69 @@ def test_cli_train_and_export(tiny_dataset, tmp_path):
     assert again.exit_code == 1 and "not empty" in again.output
     bad = runner.invoke(app, ["train", str(tiny_dataset), "--set", "epochs=lots"])
     assert bad.exit_code == 1 and "config_error" in bad.output
+
+
+def test_cli_never_loses_a_trained_run_or_a_users_folder(tiny_dataset, tmp_path, monkeypatch):
+    """A second `train` into a run, `--resume` with nothing to resume, and `export --force` onto
+    the run itself or onto a folder that is no bundle are refused; a failed export keeps the
+    bundle it would have replaced."""
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    runner = CliRunner()
+    run, bundle = tmp_path / "run", tmp_path / "bundle"
+    train = ["train", str(tiny_dataset), "--out", str(run)]
+    for item in [*TINY, "arch=small_cnn", "pretrained=none"]:
+        train += ["--set", item]
+    assert runner.invoke(app, train).exit_code == 0
+    trained = (run / "best.pt").read_bytes()
+
+    again = runner.invoke(app, train)
+    assert again.exit_code == 1 and "holds an earlier run" in again.output
+    nothing = runner.invoke(app, [*train[:3], str(tmp_path / "fresh"), *train[4:], "--resume"])
+    assert nothing.exit_code == 1 and "nothing to resume" in nothing.output
+    assert not (tmp_path / "fresh" / "config.yaml").exists()
+
+    onto_run = runner.invoke(app, ["export", str(run), str(run), "--force"])
+    assert onto_run.exit_code == 1 and "is or holds the training run" in onto_run.output
+    onto_parent = runner.invoke(app, ["export", str(run), str(tmp_path), "--force"])
+    assert onto_parent.exit_code == 1 and "is or holds the training run" in onto_parent.output
+    mine = tmp_path / "mine"
+    (mine / "sub").mkdir(parents=True)
+    (mine / "notes.txt").write_text("keep")
+    not_a_bundle = runner.invoke(app, ["export", str(run), str(mine), "--force"])
+    assert not_a_bundle.exit_code == 1 and "not a model bundle" in not_a_bundle.output
+    assert (mine / "notes.txt").read_text() == "keep" and (mine / "sub").is_dir()
+    assert (run / "best.pt").read_bytes() == trained
+
+    assert runner.invoke(app, ["export", str(run), str(bundle)]).exit_code == 0
+    before = {p.name: p.read_bytes() for p in bundle.iterdir()}
+    bad_split = runner.invoke(app, ["export", str(run), str(bundle), "--force", "--evaluate", "bogus"])
+    assert bad_split.exit_code == 1 and "no 'bogus' split" in bad_split.output
+    missing = runner.invoke(
+        app, ["export", str(run), str(bundle), "--force", "--data-dir", str(tmp_path / "x")]
+    )
+    assert missing.exit_code == 1 and "is not a folder here" in missing.output
+    assert {p.name: p.read_bytes() for p in bundle.iterdir()} == before  # the old bundle, untouched
+    monkeypatch.chdir(tmp_path / "mine")  # the run recorded its data set by the path it was given
+    elsewhere = runner.invoke(app, ["export", str(run), str(tmp_path / "b2")])
+    assert elsewhere.exit_code in (0, 1) and "Traceback" not in elsewhere.output
+    assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name or ".old-" in p.name]  # none left
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("batch_size=0", "batch_size=0"),
+        ("input_size=-5", "input_size=-5"),
+        ("input_size=100", "a multiple of 32"),
+        ("lr=-1", "lr=-1.0"),
+        ("ema_decay=1", "ema_decay"),
+    ],
+)
+def test_training_settings_out_of_range_are_refused_by_name(setting, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [setting])
+    with pytest.raises(ConfigError, match="nothing to train"):
+        load_config(None, ["epochs=0", "epochs_frozen=0"])

@@ -98,15 +98,43 @@ def invocation() -> str:
 
 
 @contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn a FracsightError into a one-line message and exit code 1 (never a traceback)."""
+def user_errors(exit_code: int = 1) -> Iterator[None]:
+    """Turn a FracsightError, or a file the system refused (OSError), into a one-line message and
+    ``exit_code`` (never a traceback)."""
     from fracsight.errors import FracsightError
 
     try:
         yield
     except FracsightError as e:
         typer.echo(f"error ({e.code}): {e}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(exit_code) from None
+    except OSError as e:
+        where = f": {e.filename}" if e.filename else ""
+        typer.echo(f"error (os_error): {e.strerror or e}{where}", err=True)
+        raise typer.Exit(exit_code) from None
+
+
+def refuse_output(path: Path | None, *, folder: bool, overwrite: bool = True, option: str) -> None:
+    """Exit 2 with a one-line message, before any work, when ``path`` cannot take the output of
+    ``option``: a file where a folder is wanted or the other way round, a missing parent folder, or
+    (``overwrite`` False) a file that is there already or a folder that is not empty."""
+    if path is None:
+        return
+    problem = None
+    if folder and path.exists() and not path.is_dir():
+        problem = "bad_output", f"{path} exists and is not a folder"
+    elif not folder and path.is_dir():
+        problem = "bad_output", f"{path} is a folder; give a file name"
+    elif not folder and path.exists() and not overwrite:
+        problem = "exists", f"{path} exists; pass --overwrite to replace it"
+    elif folder and not overwrite and path.is_dir() and any(path.iterdir()):
+        problem = "exists", f"{path} is not empty; pass --overwrite to write into it"
+    elif not path.parent.is_dir():
+        problem = "bad_output", f"no such folder: {path.parent}"
+    if problem:
+        code, message = problem
+        typer.echo(f"error ({code}): {message} ({option})", err=True)
+        raise typer.Exit(2)
 
 
 @app.command()
@@ -118,6 +146,7 @@ def train(
     out: Annotated[str | None, typer.Option(help="Run folder for checkpoints, history and curves.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last epoch.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace an earlier run in --out (refused otherwise).")] = False,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a config option: --set epochs=5 (repeatable).")
     ] = None,
@@ -134,7 +163,7 @@ def train(
         typer.echo(
             f"data: {dataset.layout} layout, {len(dataset.samples)} images; run folder: {cfg.out}", err=True
         )
-        result = Trainer(cfg, dataset).fit(resume=resume)
+        result = Trainer(cfg, dataset).fit(resume=resume, force=force)
         typer.echo(
             f"best epoch {result.best_epoch}: validation score {result.best_score:.4f}; "
             f"checkpoint {result.run_dir / 'best.pt'}"
@@ -183,21 +212,22 @@ def predict(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from fracsight.inference import NOTICE, FailedPrediction, Predictor
-    from fracsight.inference.tabular import collect_inputs, csv_text, result_columns, results_payload
+    from fracsight.inference.tabular import csv_text, named_inputs, result_columns, results_payload
 
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         typer.echo(f"error (not_found): no such file or folder: {', '.join(missing)}", err=True)
         raise typer.Exit(2)
-    if csv_path is not None and csv_path.exists() and not overwrite:
-        typer.echo(f"error (exists): {csv_path} exists; pass --overwrite to replace it", err=True)
-        raise typer.Exit(2)
-    files = collect_inputs(paths)
+    refuse_output(csv_path, folder=False, overwrite=overwrite, option="--csv")
+    refuse_output(overlay_dir, folder=True, option="--overlay-dir")
+    inputs = named_inputs(paths)
+    files = [path for path, _ in inputs]
     if not files:
         typer.echo("error (no_images): no image files found in the given folders", err=True)
         raise typer.Exit(2)
-    with user_errors():
+    with user_errors(exit_code=2):  # an unknown model or operating point is a bad argument
         predictor = Predictor(model, operating_point=operating_point)
+    with user_errors():
         err = Console(stderr=True)
         results = []
         columns = (TextColumn("Predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -208,10 +238,11 @@ def predict(
                 batch_size=batch_size,
                 heatmap=overlay_dir is not None,
                 keep_pixels=overlay_dir is not None,
+                names=[name for _, name in inputs],
             )
             for path, result in zip(files, stream, strict=True):
                 if overlay_dir is not None and not isinstance(result, FailedPrediction):
-                    _write_overlay(result, path, overlay_dir, opacity)
+                    _write_overlay(result, overlay_dir, opacity)
                     result = dataclasses.replace(result, heatmap=None, pixels=None)
                 results.append((path, result))
                 bar.advance(task)
@@ -241,14 +272,18 @@ def _studies(predictor, results, one_study: bool) -> list:
     return [predictor.predict_study(preds, key) for key, preds in groups.items()]
 
 
-def _write_overlay(result, path: Path, overlay_dir: Path, opacity: float) -> Path:
+def _write_overlay(result, overlay_dir: Path, opacity: float) -> Path:
+    """The overlay of ``result`` at the place of its name (``study1/image1.png`` ->
+    ``OVERLAY_DIR/study1/image1.overlay.png``), so that rows and overlays match."""
     from fracsight.explain import save_overlay
 
-    overlay_dir.mkdir(parents=True, exist_ok=True)
-    target = overlay_dir / f"{path.stem}.overlay.png"
+    name = Path(result.source)
+    folder = overlay_dir / name.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{name.stem}.overlay.png"
     n = 1
-    while target.exists():  # never overwrite: same names from different folders get a counter
-        target = overlay_dir / f"{path.stem}.overlay-{n}.png"
+    while target.exists():  # never overwrite: a re-run's overlays get a counter
+        target = folder / f"{name.stem}.overlay-{n}.png"
         n += 1
     return save_overlay(target, result.pixels, result.heatmap, result.boxes, opacity=opacity)
 
@@ -299,8 +334,9 @@ def _print_table(results, studies, predictor, notice: str) -> None:
         else:
             table.add_row(escape(r.source), *cells(r, escape("; ".join(r.warnings))))
     for s in studies:
-        title = f"[bold]study {escape(s.study)}[/bold] ({len(s.images)} views)"
-        table.add_row(title, *cells(s, escape(s.aggregation)))
+        views = f"{len(s.images)} view{'s' if len(s.images) != 1 else ''}"
+        title = f"[bold]study {escape(s.study)}[/bold] ({views})"
+        table.add_row(title, *cells(s, escape(f"combined: {s.aggregation} of the {views} read")))
     Console().print(table)
 
 
@@ -320,6 +356,7 @@ def evaluate(
     bootstrap: Annotated[
         int, typer.Option(min=100, help="Bootstrap resamples for confidence intervals.")
     ] = 2000,
+    overwrite: Annotated[bool, typer.Option(help="Allow writing into a non-empty --out folder.")] = False,
 ) -> None:
     """Evaluate a model: AUROC with 95% CI, sensitivity/specificity, calibration, per-region, report.html."""
     from rich.console import Console
@@ -327,6 +364,7 @@ def evaluate(
 
     from fracsight.evaluation.run import evaluate_model
 
+    refuse_output(out, folder=True, overwrite=overwrite, option="--out")
     with user_errors():
         err = Console(stderr=True)
         with Progress(
@@ -467,9 +505,11 @@ def serve(
     ] = 1,
     model: ModelOption = None,
     max_upload_mb: Annotated[
-        float | None, typer.Option(min=0.001, help="Largest accepted file in MB (default 50).")
+        float | None, typer.Option(min=0.001, help="Largest accepted file in MiB (default 50).")
     ] = None,
-    max_files: Annotated[int | None, typer.Option(min=1, help="Most files per request (default 16).")] = None,
+    max_files: Annotated[
+        int | None, typer.Option(min=1, max=1000, help="Most files per request (default 16).")
+    ] = None,
     max_concurrent_inferences: Annotated[
         int | None, typer.Option(min=1, help="Requests inferring at once per worker (default 2).")
     ] = None,

@@ -154,6 +154,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         license_info={"name": "Apache-2.0", "identifier": "Apache-2.0"},
+        redoc_url=None,  # one set of interactive docs (/docs); /openapi.json is the contract
     )
     app.state.settings = settings
     app.state.metrics = metrics

@@ -334,7 +334,9 @@ def model_info(predictor: PredictorDep, settings: SettingsDep) -> dict[str, Any]
     }
 
 
-@router.get("/healthz", response_model=Health, responses={500: ERRORS[500]}, tags=["ops"])
+@router.api_route(
+    "/healthz", methods=["GET", "HEAD"], response_model=Health, responses={500: ERRORS[500]}, tags=["ops"]
+)  # HEAD too: some load balancers probe with it
 def healthz(predictor: PredictorDep) -> dict[str, Any]:
     """200 once the model is loaded and the server answers."""
     return {

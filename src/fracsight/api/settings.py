@@ -98,8 +98,10 @@ class ApiSettings(BaseModel):
         try:
             return cls.model_validate(values)
         except ValidationError as e:
+            names = [".".join(map(str, err["loc"])) for err in e.errors()]
             problems = "; ".join(
-                f"{ENV_PREFIX}{'.'.join(map(str, err['loc'])).upper()}: {err['msg']}" for err in e.errors()
+                f"{name} ({ENV_PREFIX}{name.upper()} or its `fracsight serve` option): {err['msg']}"
+                for name, err in zip(names, e.errors(), strict=True)
             )
             raise ConfigError(f"invalid API settings: {problems}") from None
 

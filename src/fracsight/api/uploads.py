@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
@@ -175,16 +175,16 @@ async def read_uploads(request: Request, limits: UploadLimits, field_name: str =
     boundary = _boundary(request, field_name)
     _check_declared_length(request, limits.max_request_bytes)
     collector = _Collector(field_name, limits)
-    parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
     received = 0
     try:
+        parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
         async for chunk in request.stream():
             received += len(chunk)
             if received > limits.max_request_bytes:
                 raise too_large("the request body", limits.max_request_bytes)
             parser.write(chunk)
         parser.finalize()
-    except MultipartParseError as e:
+    except FormParserError as e:  # the parser's errors, its refusal of the boundary included
         raise ApiError(400, MALFORMED_MULTIPART, f"the multipart body cannot be parsed: {e}") from None
     except ClientDisconnect:
         raise ApiError(400, MALFORMED_MULTIPART, "the client disconnected during the upload") from None

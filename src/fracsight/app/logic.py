@@ -30,7 +30,7 @@ from fracsight.inference.results import (
     Prediction,
     StudyPrediction,
 )
-from fracsight.inference.tabular import IMAGE_SUFFIXES, csv_text, result_columns, result_row, results_payload
+from fracsight.inference.tabular import csv_text, folder_images, result_columns, result_row, results_payload
 
 __all__ = [
     "HIDDEN_ON_SCREEN",
@@ -113,13 +113,8 @@ def pick_examples(folder: Path, n: int = 6, *, seed: int = 0) -> list[Path]:
     if n <= 0 or not folder.is_dir():
         return []
     groups: dict[Path, list[Path]] = {}
-    for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder)
-        if (
-            path.is_file()
-            and path.suffix.lower() in IMAGE_SUFFIXES
-            and not any(p.startswith(".") for p in rel.parts)
-        ):
+    for path in folder_images(folder):
+        if path.is_file():  # not an unreadable sub-folder
             groups.setdefault(path.parent, []).append(path)
     rng = random.Random(seed)
     pools = [rng.sample(files, len(files)) for _, files in sorted(groups.items())]

@@ -184,7 +184,7 @@ def inputs(config: AppConfig) -> list[Input]:
     chosen = [
         Input(f"example:{p}", Path(p).name, lambda p=p: p) for p in st.session_state.get("examples", [])
     ]
-    return chosen + [Input(f"upload:{u.file_id}", u.name, u.getvalue) for u in uploads or []]
+    return chosen + [Input(f"upload:{u.file_id}", Path(u.name).name, u.getvalue) for u in uploads or []]
 
 
 def predictions(predictor: Predictor, items: list[Input]) -> list[Stored]:

@@ -47,7 +47,7 @@ from fracsight.desktop.worker import (
     ViewReady,
 )
 from fracsight.inference import NOTICE, FailedPrediction, Prediction, StudyPrediction
-from fracsight.inference.tabular import IMAGE_SUFFIXES
+from fracsight.io import IMAGE_SUFFIXES
 
 __all__ = ["NOTICE_BANNER", "POLL_MS", "DesktopApp"]
 

@@ -9,12 +9,12 @@ fracture output is unchanged (the grafted graph is checked to give the same valu
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fracsight._output import check_output_folder, staged_folder
 from fracsight.bundle import BundleSpec, load_bundle_spec, sha256_file, write_bundle_spec
 from fracsight.data import load_dataset
 from fracsight.detection.features import GRID
@@ -103,7 +103,8 @@ def build_detector_bundle(
             f"{data_dir} has no fracture boxes: the detector learns from them "
             "(FracAtlas layout with annotations/, docs/data.md)"
         )
-    _clear_out_dir(out_dir, base_dir, force)
+    inputs = [("the base bundle", base_dir), ("the data set", Path(data_dir))]
+    check_output_folder(out_dir, force=force, inputs=inputs)
     seed = int(base.training.get("config", {}).get("seed", 0))
     train, val = prepare_features(
         base_dir, dataset, cache_dir or out_dir.parent / ".cache", normals=normals, seed=seed
@@ -135,6 +136,8 @@ def build_detector_bundle(
         data_dir,
         evaluate_split,
         log,
+        force=force,
+        inputs=inputs,
     )
 
 
@@ -167,7 +170,8 @@ def build_joint_bundle(
     checkpoint = run_dir / ("best.pt" if epoch is None else f"epoch-{epoch}.pt")
     if not checkpoint.is_file():
         raise ConfigError(f"no joint checkpoint at {checkpoint}: run `fracsight detector joint` first")
-    _clear_out_dir(out_dir, None, force)
+    inputs = [("the joint run", run_dir), ("the data set", Path(data_dir))]
+    check_output_folder(out_dir, force=force, inputs=inputs)
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     if "detector" not in state:
         raise ConfigError(f"{checkpoint} was not written by a joint run (no detector weights)")
@@ -176,6 +180,7 @@ def build_joint_bundle(
     )
     history = json.loads((run_dir / "history.json").read_text())
     history["exported_epoch"] = history["chosen"] if epoch is None else epoch
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir.parent) as tmp:
         network_dir = Path(tmp) / "network"
         base = export_bundle(checkpoint, network_dir, data_dir=data_dir, train_command=command or None)
@@ -200,16 +205,9 @@ def build_joint_bundle(
             data_dir,
             evaluate_split,
             log,
+            force=force,
+            inputs=inputs,
         )
-
-
-def _clear_out_dir(out_dir: Path, base_dir: Path | None, force: bool) -> None:
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not force:
-            raise ConfigError(f"{out_dir} exists and is not empty; choose another folder or pass --force")
-        if base_dir is not None and out_dir.resolve() == base_dir.resolve():
-            raise ConfigError("the new bundle cannot replace its own base bundle")
-        shutil.rmtree(out_dir)
 
 
 def _write_with_heads(
@@ -223,50 +221,56 @@ def _write_with_heads(
     data_dir: Path,
     evaluate_split: str | None,
     log,
+    *,
+    force: bool,
+    inputs: list[tuple[str, Path]],
 ) -> BundleSpec:
     """``base_dir``'s bundle with the heads grafted on, their settings chosen on ``val``, written to
-    ``out_dir`` (and measured on ``evaluate_split`` when given)."""
+    ``out_dir`` (and measured on ``evaluate_split`` when given). ``force``, ``inputs``: as
+    :func:`~fracsight._output.staged_folder` takes them."""
     from fracsight.detection.graft import graft_heads
     from fracsight.detection.heads import STRIDE
 
     base = load_bundle_spec(base_dir)
     floor, floors = choose_score_floor(detector, val.with_maps(upright_only=True), log)
     certainty, orientation_stats = choose_orientation_certainty(orientation, val, log)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    graft_heads(base_dir / "model.onnx", detector, orientation, base.input_size, out_dir / "model.onnx")
-    spec = dataclasses.replace(
-        base,
-        version=version,
-        onnx_sha256=sha256_file(out_dir / "model.onnx"),
-        localization={
-            **base.localization,
-            "boxes": "detector",
-            "stride": STRIDE,
-            "min_box_score": floor,
-            "max_boxes": 5,
-            "nms_iou": 0.3,
-            "validation_ap50": floors[str(floor)]["val_ap50"],
-            "validation_hit_rate": floors[str(floor)]["val_hit"],
-            "score_floors": floors,
-        },
-        orientation={
-            "min_probability": certainty,
-            "check_below": CHECK_BELOW,
-            "validation": orientation_stats,
-        },
-        training=training,
-        metrics={k: v for k, v in base.metrics.items() if k == "validation"},
-    )
-    write_bundle_spec(spec, out_dir)
-    if evaluate_split:
-        from fracsight.evaluation.run import evaluate_model
-        from fracsight.training.refit import metrics_summary
+    with staged_folder(out_dir, force=force, inputs=inputs) as work:
+        graft_heads(base_dir / "model.onnx", detector, orientation, base.input_size, work / "model.onnx")
+        spec = dataclasses.replace(
+            base,
+            version=version,
+            onnx_sha256=sha256_file(work / "model.onnx"),
+            localization={
+                **base.localization,
+                "boxes": "detector",
+                "stride": STRIDE,
+                "min_box_score": floor,
+                "max_boxes": 5,
+                "nms_iou": 0.3,
+                "validation_ap50": floors[str(floor)]["val_ap50"],
+                "validation_hit_rate": floors[str(floor)]["val_hit"],
+                "score_floors": floors,
+            },
+            orientation={
+                "min_probability": certainty,
+                "check_below": CHECK_BELOW,
+                "validation": orientation_stats,
+            },
+            training=training,
+            metrics={k: v for k, v in base.metrics.items() if k == "validation"},
+        )
+        write_bundle_spec(spec, work)
+        if evaluate_split:
+            from fracsight.evaluation.run import evaluate_model
+            from fracsight.training.refit import metrics_summary
 
-        report = out_dir.parent / f"{out_dir.name}-evaluation-{evaluate_split}"
-        metrics = evaluate_model(out_dir, Path(data_dir), report, split=evaluate_split)
-        spec = dataclasses.replace(spec, metrics={**spec.metrics, evaluate_split: metrics_summary(metrics)})
-        write_bundle_spec(spec, out_dir)
-    from fracsight.training.card import write_card
+            report = out_dir.parent / f"{out_dir.name}-evaluation-{evaluate_split}"
+            metrics = evaluate_model(work, Path(data_dir), report, split=evaluate_split)
+            spec = dataclasses.replace(
+                spec, metrics={**spec.metrics, evaluate_split: metrics_summary(metrics)}
+            )
+            write_bundle_spec(spec, work)
+        from fracsight.training.card import write_card
 
-    write_card(spec, out_dir)
+        write_card(spec, work)
     return spec

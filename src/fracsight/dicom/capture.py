@@ -116,6 +116,8 @@ def secondary_capture(
         sc.PatientOrientation = None  # type 2: unknown, as in the source
     if "Laterality" not in sc:
         sc.Laterality = None  # type 2C: empty when the source does not say
+    if header.get("StudyDescription") and "StudyDescription" not in sc:
+        sc.StudyDescription = header.StudyDescription  # as the report and the state carry it
     sc.ConversionType = "WSD"  # made on a workstation from the source image
     sc.BurnedInAnnotation = "YES"
     sc.ImageComments = " ".join(summary_lines(prediction))[:10240]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -146,7 +147,9 @@ def listen(
         typer.echo(f"error ({e.code}): {e}", err=True)
         raise typer.Exit(1) from None
     except OSError as e:  # the port is taken, the spool cannot be written, ...
-        typer.echo(f"error (node_start): {e.strerror or e}", err=True)
+        metrics = f" or metrics {metrics_host}:{metrics_port}" if metrics_port is not None else ""
+        where = e.filename or f"listening on {host}:{port}{metrics}"  # no file name: a socket
+        typer.echo(f"error (node_start): {where}: {e.strerror or e}", err=True)
         raise typer.Exit(1) from None
 
 
@@ -204,8 +207,14 @@ def study(
     for url, hint in ((dicomweb, "--dicomweb"), (stow, "--stow")):
         if url is not None and not url.startswith(("http://", "https://")):
             raise typer.BadParameter("an http(s) URL", param_hint=hint)
+    if len(study_uid) > 64 or not re.fullmatch(r"[0-9]+(\.[0-9]+)*", study_uid):
+        raise typer.BadParameter("not a DICOM UID (digits and dots, at most 64 characters)")
     try:
         predictor = Predictor(model, operating_point=operating_point)
+    except FracsightError as e:  # an unknown model or operating point is a bad argument
+        typer.echo(f"error ({e.code}): {e}", err=True)
+        raise typer.Exit(2) from None
+    try:
         outcome = process_study(
             study_uid,
             dicomweb_url=dicomweb.rstrip("/"),
@@ -220,7 +229,10 @@ def study(
         typer.echo(f"error (study_not_found): {e}", err=True)
         raise typer.Exit(1) from None
     except requests.RequestException as e:
-        typer.echo(f"error (dicomweb_unavailable): {type(e).__name__}: {e}", err=True)
+        # requests' own message quotes the URL, which holds the Study Instance UID: not shown
+        status = getattr(e.response, "status_code", None)
+        what = f"HTTP {status}" if status else type(e).__name__
+        typer.echo(f"error (dicomweb_unavailable): {what} from the DICOMweb service at {dicomweb}", err=True)
         raise typer.Exit(1) from None
     typer.echo(json.dumps(outcome.to_dict(), indent=2))
     if outcome.failed:

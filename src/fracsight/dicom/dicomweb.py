@@ -28,7 +28,7 @@ __all__ = ["StudyOutcome", "process_study"]
 
 log = logging.getLogger(__name__)
 
-_SOP_CLASS, _MODALITY = "00080016", "00080060"
+_SOP_CLASS, _MODALITY, _MODEL_NAME = "00080016", "00080060", "00081090"
 _SERIES_UID, _SOP_UID = "0020000E", "00080018"
 
 
@@ -86,7 +86,7 @@ def process_study(
     source_client = DICOMwebClient(dicomweb_url, timeout=timeout)
     outcome = StudyOutcome(study=study_key(study_uid))
     found = source_client.search_for_instances(
-        study_instance_uid=study_uid, fields=[_MODALITY, _SOP_CLASS], get_remaining=True
+        study_instance_uid=study_uid, fields=[_MODALITY, _SOP_CLASS, _MODEL_NAME], get_remaining=True
     )
     if not found:
         raise LookupError(f"the DICOMweb service holds no instance of study {outcome.study} (hashed UID)")
@@ -97,7 +97,8 @@ def process_study(
             continue
         key = instance_key(sop_uid)
         try:
-            check_dicom_object(_value(item, _MODALITY), _value(item, _SOP_CLASS))
+            model_name = _value(item, _MODEL_NAME)
+            check_dicom_object(_value(item, _MODALITY), _value(item, _SOP_CLASS), model_name=model_name)
         except UnsupportedModalityError as e:
             outcome.refused[key] = e.code
             continue

@@ -121,6 +121,13 @@ class Node:
             on_stored=self.worker.wake.set,
         )
         self.worker.start_processes()  # the model is loaded before the listener starts
+        # pydicom and pynetdicom are imported here, once, before the threads that use them start:
+        # a sender thread with a backlog imports them at the same moment as the listener below,
+        # and two threads importing these (circular) packages at once fail with "partially
+        # initialized module" (seen on restarts with a full spool)
+        import pydicom.filereader  # noqa: F401
+        import pynetdicom  # noqa: F401
+
         self.sender.start()
         self.worker.start()
         self.scp.start()

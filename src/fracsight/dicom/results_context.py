@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from fracsight import __version__
 from fracsight.inference.results import NOTICE, Prediction, StudyPrediction
+from fracsight.io.dicom_gate import RESULT_MODEL_NAME
 
 if TYPE_CHECKING:
     from pydicom import Dataset
@@ -74,7 +75,7 @@ class ResultContext:
         """General Equipment attributes (highdicom keyword arguments)."""
         return {
             "manufacturer": MANUFACTURER,
-            "manufacturer_model_name": "fracsight fracture aid",
+            "manufacturer_model_name": RESULT_MODEL_NAME,
             "software_versions": self.software_versions,
             # the model build is the "device": the checksum tells one build from another
             "device_serial_number": self.model_sha256[:16] or "unknown",

@@ -71,10 +71,11 @@ def check_received(ds: Any, transfer_syntax: Any) -> tuple[str, str]:
     try:
         modality = ds.get("Modality")
         sop_class = ds.get("SOPClassUID")
+        model_name = ds.get("ManufacturerModelName")
     except Exception as e:  # pydicom parses elements lazily: garbage fails here
         raise Refusal(STATUS["cannot_understand"], "undecodable_dataset", "cannot decode the data set") from e
     try:
-        check_dicom_object(modality, sop_class)
+        check_dicom_object(modality, sop_class, model_name=model_name)
     except UnsupportedModalityError as e:
         what = f"Modality {e.modality}" if e.modality else "this SOP Class"
         raise Refusal(

@@ -22,6 +22,7 @@ import functools
 import hashlib
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import highdicom as hd
 import numpy as np
@@ -237,7 +238,7 @@ def image_report(
             finding_sites=sites,
             measurements=measurements,
             qualitative_evaluations=evaluations,
-            source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(header, frame_numbers)],
+            source_images=[_source(hd.sr.SourceImageForMeasurementGroup, header, frame_numbers)],
         )
     ]
     for k, box in enumerate(prediction.boxes, start=1):
@@ -248,7 +249,7 @@ def image_report(
         region = hd.sr.ImageRegion(
             graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
             graphic_data=outline,
-            source_image=hd.sr.SourceImageForRegion.from_source_image(header, frame_numbers),
+            source_image=_source(hd.sr.SourceImageForRegion, header, frame_numbers),
         )
         groups.append(
             hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
@@ -282,6 +283,16 @@ def image_report(
     )
 
 
+def _source(kind: Any, header: Dataset, frame_numbers: Sequence[int] | None) -> Any:
+    """highdicom's reference to a source image, made from its UIDs: ``from_source_image`` also
+    checks the Modality, which a radiograph read with a warning may lack."""
+    return kind(
+        referenced_sop_class_uid=header.SOPClassUID,
+        referenced_sop_instance_uid=header.SOPInstanceUID,
+        referenced_frame_numbers=frame_numbers,
+    )
+
+
 def study_report(
     headers: Sequence[Dataset],
     study: StudyPrediction,
@@ -299,7 +310,7 @@ def study_report(
         measurements=measurements,
         qualitative_evaluations=evaluations,
         source_images=[
-            hd.sr.SourceImageForMeasurementGroup.from_source_image(h, f)
+            _source(hd.sr.SourceImageForMeasurementGroup, h, f)
             for h, f in zip(headers, frame_numbers, strict=True)
         ],
     )

@@ -42,6 +42,7 @@ COLORMAPS: dict[str, tuple[tuple[float, tuple[int, int, int]], ...]] = {
     ),
 }
 
+_BLEND_ROWS = 256  # rows converted and blended at a time (bounds the float temporaries)
 DEFAULT_BOX_COLOUR = (0, 230, 255)  # cyan: stands apart from the warm colormaps and grey bone
 
 
@@ -62,7 +63,7 @@ def colormap_lut(name: str = "inferno") -> np.ndarray:
 
 
 def _to_rgb_uint8(image: np.ndarray | Image.Image) -> np.ndarray:
-    """(H, W) or (H, W, 3|4) float in [0, 1] / uint8, or a PIL image -> (H, W, 3) uint8."""
+    """(H, W) or (H, W, 3|4) float in [0, 1] / uint8, or a PIL image -> a new (H, W, 3) uint8 array."""
     if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
     a = np.asarray(image)
@@ -70,11 +71,14 @@ def _to_rgb_uint8(image: np.ndarray | Image.Image) -> np.ndarray:
         a = a[..., :3]
     elif a.ndim != 2:
         raise ValueError(f"expected an (H, W) or (H, W, 3) image, got shape {a.shape}")
-    if a.dtype != np.uint8:
-        a = np.round(np.clip(np.nan_to_num(a.astype(np.float32)), 0.0, 1.0) * 255.0).astype(np.uint8)
-    if a.ndim == 2:
-        a = np.repeat(a[..., None], 3, axis=2)
-    return np.ascontiguousarray(a)
+    out = np.empty((*a.shape[:2], 3), dtype=np.uint8)
+    for top in range(0, a.shape[0], _BLEND_ROWS):  # in bands, as the blend below
+        band = a[top : top + _BLEND_ROWS]
+        if band.dtype != np.uint8:
+            band = np.clip(np.nan_to_num(band.astype(np.float32)), 0.0, 1.0)
+            band = np.round(band * 255.0).astype(np.uint8)
+        out[top : top + _BLEND_ROWS] = band[..., None] if band.ndim == 2 else band
+    return out
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -116,11 +120,16 @@ def render_overlay(
             raise ValueError(
                 f"heat has shape {hm.shape}, image {(h, w)}; map it with heatmap_to_original first"
             )
-        hm = np.clip(np.nan_to_num(hm), 0.0, 1.0)
-        alpha = np.where(hm >= max(min_heat, 0.0), opacity * hm, 0.0)[..., None]
-        colour = colormap_lut(colormap)[np.round(hm * 255.0).astype(np.uint8)]
-        blended = np.round(out * (1.0 - alpha) + colour * alpha).astype(np.uint8)
-        out = np.where(alpha > 0, blended, out)
+        lut = colormap_lut(colormap)
+        # in bands of rows: the float temporaries of a blend take about 40 bytes a pixel, which
+        # for a 50-megapixel radiograph would be 2 GB at once
+        for top in range(0, h, _BLEND_ROWS):
+            rows = slice(top, top + _BLEND_ROWS)
+            band = np.clip(np.nan_to_num(hm[rows]), 0.0, 1.0)
+            alpha = np.where(band >= max(min_heat, 0.0), opacity * band, 0.0)[..., None]
+            colour = lut[np.round(band * 255.0).astype(np.uint8)]
+            blended = np.round(out[rows] * (1.0 - alpha) + colour * alpha).astype(np.uint8)
+            out[rows] = np.where(alpha > 0, blended, out[rows])
 
     pil = Image.fromarray(out)
     if boxes:

@@ -94,6 +94,8 @@ def fracture_boxes(
 
 
 def _source_name(source: Source, name: str | None) -> str:
+    """What a result of :meth:`Predictor.predict` calls its input: a file name, never a folder
+    (``name`` may be a client's path)."""
     if name:
         return Path(name).name
     return "upload" if isinstance(source, bytes) else Path(source).name
@@ -300,30 +302,30 @@ class Predictor:
         workers: int = 2,
         heatmap: bool = False,
         keep_pixels: bool = False,
+        names: Iterable[str] | None = None,
     ) -> Iterator[Prediction | FailedPrediction]:
         """Stream results in input order; a bad file yields a FailedPrediction, never stops the run.
 
-        Memory stays bounded: at most ``batch_size`` images are decoded at a time.
+        Memory stays bounded: at most ``batch_size`` images are decoded at a time. ``names``: what
+        the results call each source, as given (default: its file name).
         """
 
-        def read(source: Source) -> tuple[Radiograph, np.ndarray | None] | FailedPrediction:
+        def read(named: tuple[Source, str | None]) -> tuple[Radiograph, np.ndarray | None] | FailedPrediction:
+            source, name = named
             try:
-                radiograph = self.read(source)
+                radiograph = self.read(source, name=name)
                 return radiograph, self.full_pixels(source, radiograph) if keep_pixels else None
             except FracsightError as e:
-                return FailedPrediction(_source_name(source, None), e.code, str(e))
+                return FailedPrediction(name or _source_name(source, None), e.code, str(e))
 
         batch_size = max(1, batch_size)
-        pending = iter(sources)
+        pending = zip(sources, names, strict=True) if names is not None else ((s, None) for s in sources)
         with ThreadPoolExecutor(max(1, workers)) as pool:
             while chunk := list(islice(pending, batch_size)):  # take only what the next batch needs
                 decoded = list(pool.map(read, chunk))
                 good = [(s, r[0]) for s, r in zip(chunk, decoded, strict=True) if isinstance(r, tuple)]
-                preds = iter(
-                    self.predict_radiographs(
-                        [r for _, r in good], [_source_name(s, None) for s, _ in good], heatmap=heatmap
-                    )
-                )
+                labels = [name or _source_name(source, None) for (source, name), _ in good]
+                preds = iter(self.predict_radiographs([r for _, r in good], labels, heatmap=heatmap))
                 for r in decoded:
                     if isinstance(r, FailedPrediction):
                         yield r

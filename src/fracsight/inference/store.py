@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import json
 import shutil
 import tempfile
 import zipfile
@@ -61,5 +62,21 @@ def resolve_bundle(model: str | Path | None = None) -> Path:
         raise BundleError(f"{path} is neither a bundle folder nor a .zip of one")
     if (_PACKAGED / str(model) / "bundle.json").is_file():
         return _PACKAGED / str(model)
+    return _by_model_name(str(model))
+
+
+def _by_model_name(model: str) -> Path:
+    """A packaged bundle named as predictions name their model (``NAME vVERSION``, or ``NAME``
+    where one packaged version has it), so that a name read off a result can be passed back."""
+    named = {}
+    for folder in list_bundles():
+        spec = json.loads((_PACKAGED / folder / "bundle.json").read_text(encoding="utf-8"))
+        named[folder] = (spec.get("name"), str(spec.get("version")))
+    found = [f for f, (name, version) in named.items() if model in (name, f"{name} v{version}")]
+    if len(found) == 1:
+        return _PACKAGED / found[0]
+    if found:
+        versions = ", ".join(f"{f} (v{named[f][1]})" for f in found)
+        raise UnknownModelError(f"{model!r} names several packaged versions: {versions}; name one of them")
     known = ", ".join(list_bundles()) or "none installed"
-    raise UnknownModelError(f"no model bundle named {str(model)!r} (not a path either); packaged: {known}")
+    raise UnknownModelError(f"no model bundle named {model!r} (not a path either); packaged: {known}")

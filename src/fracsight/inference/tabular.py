@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -11,19 +12,23 @@ from typing import Any
 
 from fracsight.bundle import BundleSpec
 from fracsight.inference.results import NOTICE, FailedPrediction, Prediction, StudyPrediction
+from fracsight.io import IMAGE_SUFFIXES
+from fracsight.io._sniff import HEAD_BYTES, sniff_format
 
 __all__ = [
-    "IMAGE_SUFFIXES",
     "collect_inputs",
     "csv_text",
+    "folder_images",
+    "named_inputs",
     "result_columns",
     "result_row",
     "results_payload",
+    "spreadsheet_safe",
     "study_key",
 ]
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".dcm", ".dicom"}
 _STUDY_DIR = re.compile(r"^study\d+", re.IGNORECASE)
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 _CLASS_PREFIX = "p_"  # p_<class>: one column per class with the full distribution
 
 
@@ -97,6 +102,13 @@ def results_payload(
     }
 
 
+def spreadsheet_safe(cell: str) -> str:
+    """``cell`` as a spreadsheet shows it as text: a file name such as ``=HYPERLINK(...).jpg`` or
+    ``@SUM(1).png`` would otherwise run as a formula when the CSV is opened (OWASP's advice: a
+    leading apostrophe)."""
+    return "'" + cell if cell[:1] in _FORMULA_STARTS else cell
+
+
 def csv_text(
     results: Iterable[Prediction | FailedPrediction | StudyPrediction], columns: Sequence[str]
 ) -> str:
@@ -105,26 +117,69 @@ def csv_text(
     writer = csv.DictWriter(buffer, fieldnames=list(columns))
     writer.writeheader()
     for r in results:
-        writer.writerow(result_row(r, columns))
+        writer.writerow({k: spreadsheet_safe(v) for k, v in result_row(r, columns).items()})
     return buffer.getvalue()
 
 
 def collect_inputs(paths: Sequence[Path]) -> list[Path]:
-    """Files as given, folders expanded recursively to their image files (sorted, hidden ones skipped)."""
-    files: list[Path] = []
+    """Files as given, folders expanded to their image files (see :func:`folder_images`)."""
+    return [path for path, _ in named_inputs(paths)]
+
+
+def named_inputs(paths: Sequence[Path]) -> list[tuple[Path, str]]:
+    """:func:`collect_inputs` with the name results give each file: its path under the folder it
+    was found in (``patient1/study1/image1.png``: several images may be named ``image1.png``),
+    or its file name when it was given itself (never more of a path than the user typed)."""
+    found: list[tuple[Path, str]] = []
     for path in paths:
         if path.is_dir():
-            found = sorted(
-                p
-                for p in path.rglob("*")
-                if p.is_file()
-                and p.suffix.lower() in IMAGE_SUFFIXES
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            )
-            files.extend(found)
+            found += [(f, _relative_name(f, path)) for f in folder_images(path)]
         else:
-            files.append(path)
-    return files
+            found.append((path, path.name))
+    return found
+
+
+def _relative_name(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:  # an unreadable folder reported by itself
+        return path.name
+
+
+def folder_images(root: Path) -> list[Path]:
+    """The image files under ``root``, sorted; hidden files and folders are skipped.
+
+    Linked folders are followed (once each). A file is an image by its extension or, without
+    one of ours, by its first bytes: PACS exports name DICOM files ``IM000001`` or by their UID.
+    A sub-folder that cannot be listed is returned as it is, so that its row says so instead
+    of it vanishing.
+    """
+    found: list[Path] = []
+    seen: set[str] = set()
+
+    def unreadable(error: OSError) -> None:
+        found.append(Path(error.filename))
+
+    for folder, dirs, names in os.walk(root, onerror=unreadable, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a link back up the tree
+            dirs.clear()
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in names:
+            path = Path(folder, name)
+            if not name.startswith(".") and (path.suffix.lower() in IMAGE_SUFFIXES or _image_bytes(path)):
+                found.append(path)
+    return sorted(found)
+
+
+def _image_bytes(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return sniff_format(f.read(HEAD_BYTES)) is not None
+    except OSError:
+        return False
 
 
 def study_key(path: Path) -> str | None:

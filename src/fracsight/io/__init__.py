@@ -29,6 +29,7 @@ from fracsight.io.radiograph import ImageMetadata, Radiograph
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "IMAGE_SUFFIXES",
     "MIN_SIDE",
     "SUPPORTED_FORMATS",
     "ImageMetadata",
@@ -38,6 +39,8 @@ __all__ = [
 
 #: Largest image (height x width, from the header) read without refusal: 50 megapixels.
 DEFAULT_MAX_PIXELS = 50_000_000
+#: File name extensions of the formats read_image reads (the format itself is read from the bytes).
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".dcm", ".dicom"})
 #: Smallest accepted side in pixels; anything smaller cannot show a fracture.
 MIN_SIDE = 32
 
@@ -122,17 +125,16 @@ def _load(source: str | os.PathLike[str] | bytes, name: str | None) -> tuple[byt
     except FileNotFoundError as e:
         raise ImageReadError(f"{name}: no such file") from e
     except IsADirectoryError as e:
-        raise ImageReadError(f"{name}: is a folder, not an image file") from e
+        listable = os.access(path, os.R_OK | os.X_OK)
+        why = "" if listable else " (one that cannot be listed: permission denied)"
+        raise ImageReadError(f"{name}: is a folder, not an image file{why}") from e
     except OSError as e:
         raise ImageReadError(f"{name}: cannot read the file ({e.strerror or e})") from e
 
 
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".dcm", ".dicom"}
-
-
 def _extension_note(name: str | None) -> str:
     suffix = Path(name).suffix.lower() if name else ""
-    return f" despite its {suffix} extension" if suffix in _IMAGE_SUFFIXES else ""
+    return f" despite its {suffix} extension" if suffix in IMAGE_SUFFIXES else ""
 
 
 def _check_size(height: int, width: int, *, label: str, max_pixels: int, min_side: int) -> None:
@@ -140,7 +142,7 @@ def _check_size(height: int, width: int, *, label: str, max_pixels: int, min_sid
     if height * width > max_pixels:
         raise DecompressionBombError(
             f"{label}image of {width} x {height} pixels ({height * width:,}) exceeds the limit of "
-            f"{max_pixels:,} pixels; refused before decoding (raise max_pixels to allow it)"
+            f"{max_pixels:,} pixels; refused before decoding"
         )
     if min(height, width) < min_side:
         raise ImageTooSmallError(

@@ -140,7 +140,8 @@ def _read(
 ) -> Radiograph:
     notes: list[str] = []
     ds = pydicom.dcmread(io.BytesIO(data), force=True)
-    notes.extend(check_dicom_object(ds.get("Modality"), _sop_class(ds), label=label))
+    model_name = ds.get("ManufacturerModelName")
+    notes.extend(check_dicom_object(ds.get("Modality"), _sop_class(ds), label=label, model_name=model_name))
     if "PixelData" not in ds:
         raise NoPixelDataError(
             f"{label}DICOM file has no (7FE0,0010) Pixel Data: not an image "
@@ -255,8 +256,8 @@ def _frame_index(frames: int, frame: int | None, label: str, notes: list[str]) -
         if frames > 1:
             raise MultiFrameError(
                 f"{label}DICOM file holds {frames} frames: fracsight assesses one image at a time and "
-                f"does not choose a frame for you; name one (read_image(..., frame=0 to {frames - 1})) "
-                "or send the frames as separate images"
+                "does not choose a frame for you; send the frames as separate images (in Python, "
+                f"name one: read_image(..., frame=0 to {frames - 1}))"
             )
         return 0
     if not 0 <= frame < frames:

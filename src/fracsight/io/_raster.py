@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import struct
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -16,6 +17,11 @@ from fracsight.io.radiograph import ImageMetadata, Radiograph
 __all__ = ["COLOUR_WARNING", "TRUNCATED_WARNING", "read_raster"]
 
 logger = logging.getLogger(__name__)
+
+# Pillow warns (on stderr) when it opens an image above Image.MAX_IMAGE_PIXELS; every caller here
+# has already chosen its own limit (max_pixels, checked from the same header before decoding), so
+# the warning only repeats, in alarming words, a decision that is made right after.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 TRUNCATED_WARNING = "truncated file: the bottom of the image may be missing"
 COLOUR_WARNING = "colour image converted to grayscale"  # the OOD guard reads it (fracsight.inference.ood)
@@ -59,8 +65,12 @@ def read_raster(
         )
     except (ImageReadError, MemoryError):
         raise
-    except Image.DecompressionBombError as e:
-        raise DecompressionBombError(f"{label}image too large to decode safely ({e})") from e
+    except Image.DecompressionBombError as e:  # Pillow's own limit, checked before ours can be
+        pillow_limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+        raise DecompressionBombError(
+            f"{label}image too large: more than {pillow_limit:,} pixels, the most Pillow decodes "
+            "(twice Image.MAX_IMAGE_PIXELS); refused before decoding"
+        ) from e
     except UnidentifiedImageError as e:  # Pillow's message quotes an object repr, not the problem
         raise ImageReadError(
             f"{label}cannot decode this {fmt.upper()} file: its header is damaged or incomplete"

@@ -153,6 +153,10 @@ _FOR_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.1.1"
 _CODE_STRING = re.compile(r"[A-Z0-9_ ]{1,16}")
 _UID = re.compile(r"[0-9.]{1,64}")
 
+#: Manufacturer's Model Name (0008,1090) of every object fracsight writes (report, presentation
+#: state, capture): how its own output is told apart when a router sends a whole study back.
+RESULT_MODEL_NAME = "fracsight fracture aid"
+
 MISSING_MODALITY_WARNING = (
     "DICOM Modality (0008,0060) missing: read as a projection radiograph; check that it is one"
 )
@@ -174,7 +178,9 @@ def clean_code_string(value: object) -> str | None:
     return text if _CODE_STRING.fullmatch(text) else None
 
 
-def check_dicom_object(modality: object, sop_class_uid: object, *, label: str = "") -> tuple[str, ...]:
+def check_dicom_object(
+    modality: object, sop_class_uid: object, *, label: str = "", model_name: object = None
+) -> tuple[str, ...]:
     """Refuse a DICOM object that is not a projection radiograph; return the warnings for one read.
 
     Args:
@@ -182,6 +188,9 @@ def check_dicom_object(modality: object, sop_class_uid: object, *, label: str = 
         sop_class_uid: the SOP Class UID (0008,0016), or the file meta's Media Storage
             SOP Class UID; None when absent.
         label: the message prefix (``"name.dcm: "``).
+        model_name: the Manufacturer's Model Name (0008,1090): fracsight's own result objects
+            (:data:`RESULT_MODEL_NAME`) are refused, so that its secondary captures, which
+            look like radiographs, are never read as new ones.
 
     Raises:
         UnsupportedModalityError: the message names the Modality (or SOP Class) and why it
@@ -211,6 +220,12 @@ def check_dicom_object(modality: object, sop_class_uid: object, *, label: str = 
             "Capture images",
             modality=code,
             sop_class=uid,
+        )
+    if isinstance(model_name, str) and model_name.strip() == RESULT_MODEL_NAME:
+        raise UnsupportedModalityError(
+            f"{label}DICOM object written by fracsight itself (its capture with the findings drawn in, "
+            "which looks like a radiograph); fracsight does not read its own output",
+            modality=code,
         )
     warnings = []
     if not present:

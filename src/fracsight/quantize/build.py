@@ -12,15 +12,13 @@ its quantization tools and the ``onnx`` package).
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fracsight._output import check_output_folder, staged_folder
 from fracsight.bundle import BundleSpec, sha256_file, write_bundle_spec
 from fracsight.data import FRACTURE, Dataset, load_dataset
 from fracsight.data.splits import train_val_samples
@@ -53,17 +51,6 @@ def calibration_samples(dataset: Dataset, train: list, n: int) -> list:
         raise ConfigError(f"{dataset.root} has no training images to calibrate INT8 activations on")
     index = np.unique(np.linspace(0, len(train) - 1, min(n, len(train))).round().astype(int))
     return [train[i] for i in index]
-
-
-def _out_folder(source: Path, out_dir: Path, force: bool) -> None:
-    if out_dir.resolve() == source.resolve() or out_dir.resolve() in source.resolve().parents:
-        raise ConfigError(
-            f"{out_dir} is or holds the float bundle itself: choose another folder for the INT8 one"
-        )
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"{out_dir} exists and is not a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
-        raise ConfigError(f"{out_dir} exists and is not empty; choose another folder or pass --force")
 
 
 def _data(spec: BundleSpec, data_dir: Path | None) -> tuple[Path, Dataset, list, list]:
@@ -121,13 +108,11 @@ def quantize_bundle(
     float_spec = float_model.spec
     if float_spec.precision != "float32":
         raise ConfigError(f"{source} is already {float_spec.precision}: quantize its float bundle instead")
-    _out_folder(source, out_dir, force)
+    inputs = [("the float bundle", source)]
+    check_output_folder(out_dir, force=force, inputs=inputs)
     data_root, dataset, train, val = _data(float_spec, Path(data_dir) if data_dir else None)
     size = float_spec.input_size
-
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    try:
+    with staged_folder(out_dir, force=force, inputs=[*inputs, ("the data set", data_root)]) as work:
         chosen = calibration_samples(dataset, train, n_calibration)
         say(f"quantizing with {len(chosen)} training images for calibration")
         quantize_onnx(source / "model.onnx", work / "model.onnx", [model_input(s, size)[0] for s in chosen])
@@ -190,12 +175,4 @@ def quantize_bundle(
         spec = dataclasses.replace(spec, metrics=metrics)
         write_bundle_spec(spec, work)
         write_card(spec, work)
-        umask = os.umask(0)
-        os.umask(umask)
-        work.chmod(0o777 & ~umask)  # mkdtemp made it private; the bundle is an ordinary folder
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        work.rename(out_dir)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return spec

@@ -88,8 +88,9 @@ def run_command(
         with Progress(*columns, console=err, transient=True, refresh_per_second=2) as bar:
             task = bar.add_task("batch", total=len(files))
             summary = run_batch(
-                files,
+                list(files),
                 out,
+                names=files,
                 model=model,
                 operating_point=operating_point,
                 all_classes=all_classes,

@@ -2,7 +2,7 @@
 
 >>> from pathlib import Path
 >>> collect_batch_inputs([Path("archive/")])             # doctest: +SKIP
-['/data/archive/a/1.dcm', '/data/archive/a/2.dcm', ...]
+{'/data/archive/a/1.dcm': 'a/1.dcm', '/data/archive/a/2.dcm': 'a/2.dcm', ...}
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from fracsight.errors import DatasetError
-from fracsight.inference.tabular import collect_inputs
+from fracsight.inference.tabular import named_inputs
 
 __all__ = ["LIST_SUFFIXES", "MANIFEST_SUFFIXES", "collect_batch_inputs"]
 
@@ -21,8 +21,9 @@ LIST_SUFFIXES = {".txt", ".lst"}  # one path per line
 MANIFEST_SUFFIXES = {".csv", ".parquet"}  # a table with a path column
 
 
-def collect_batch_inputs(args: Sequence[Path], *, path_column: str = "path") -> list[str]:
-    """Absolute paths of every input, each once, in the order given.
+def collect_batch_inputs(args: Sequence[Path], *, path_column: str = "path") -> dict[str, str]:
+    """Absolute paths of every input, each once, in the order given, each with the name its row
+    gives it (as ``fracsight predict`` names it: the path under a folder given, else the file name).
 
     A folder gives its image files (recursively, as ``fracsight predict``); a ``.txt``/``.lst``
     file one path per line (``#`` comments); a ``.csv``/``.parquet`` manifest its ``path_column``.
@@ -30,18 +31,18 @@ def collect_batch_inputs(args: Sequence[Path], *, path_column: str = "path") -> 
     in: their rows say ``unreadable_image``. Raises :class:`~fracsight.errors.DatasetError` for a
     manifest that cannot be read or lacks the column.
     """
-    seen: dict[str, None] = {}
+    seen: dict[str, str] = {}
     for arg in args:
         suffix = arg.suffix.lower()
         if arg.is_file() and suffix in LIST_SUFFIXES:
-            found = _relative_to(arg, _list_file(arg))
+            found = ((p, Path(p).name) for p in _relative_to(arg, _list_file(arg)))
         elif arg.is_file() and suffix in MANIFEST_SUFFIXES:
-            found = _relative_to(arg, _manifest(arg, path_column))
+            found = ((p, Path(p).name) for p in _relative_to(arg, _manifest(arg, path_column)))
         else:
-            found = (str(p) for p in collect_inputs([arg]))
-        for path in found:
-            seen.setdefault(os.path.abspath(path))
-    return list(seen)
+            found = ((str(p), name) for p, name in named_inputs([arg]))
+        for path, name in found:
+            seen.setdefault(os.path.abspath(path), name)
+    return seen
 
 
 def _relative_to(manifest: Path, paths: Iterable[str]) -> Iterable[str]:

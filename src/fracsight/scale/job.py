@@ -7,14 +7,14 @@ import importlib
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from fracsight.bundle import load_bundle_spec
 from fracsight.errors import FracsightError
 from fracsight.inference import list_bundles, resolve_bundle
 from fracsight.scale.local_ray import LocalRay, start_local_ray
-from fracsight.scale.output import PATH_COLUMN, BatchOutput, output_columns
+from fracsight.scale.output import NAME_FIELD, PATH_COLUMN, BatchOutput, output_columns
 
 __all__ = ["BatchError", "BatchSummary", "local_cpus", "run_batch"]
 
@@ -55,6 +55,7 @@ def run_batch(
     inputs: Sequence[str],
     out: Path,
     *,
+    names: Mapping[str, str] | None = None,
     model: str | None = None,
     operating_point: str | None = None,
     all_classes: bool = False,
@@ -73,7 +74,8 @@ def run_batch(
     a local Ray with this machine's cores for the job. ``actors``: Predictor actors (0: one per
     ``cpus_per_actor`` CPUs, or per GPU with ``gpus_per_actor``). Rows are committed every
     ``commit_every`` rows or ``commit_seconds``, whichever comes first: a killed job loses at most
-    those. ``progress(done, total)`` is called after each commit.
+    those. ``progress(done, total)`` is called after each commit. ``names``: what each input's row
+    calls it (:func:`~fracsight.scale.inputs.collect_batch_inputs`; default its file name).
     """
     started = time.perf_counter()
     if address:
@@ -93,7 +95,7 @@ def run_batch(
     run.phases["prepare_s"] = time.perf_counter() - started  # model, output folder, what is pending
     if pending:
         _run_on_ray(
-            pending,
+            {path: (names or {}).get(path) or Path(path).name for path in pending},
             output,
             run,
             model=_model_for_actors(model),
@@ -181,7 +183,7 @@ def _start_ray(address: str | None) -> LocalRay | None:
 
 
 def _run_on_ray(
-    pending: list[str],
+    pending: dict[str, str],
     output: BatchOutput,
     run: _RayRun,
     *,
@@ -197,7 +199,8 @@ def _run_on_ray(
     commit_seconds: float,
     progress: Callable[[int, int], None] | None,
 ) -> None:
-    """Predict ``pending`` on Ray into ``output``; ``run`` records the actors, rates and phases."""
+    """Predict ``pending`` (path -> name) on Ray into ``output``; ``run`` records the actors, rates
+    and phases."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # nothing leaves the hospital
     import ray
 
@@ -222,7 +225,7 @@ def _run_on_ray(
         # work lost (and redone) when a job is killed. from_items builds the blocks here in the
         # driver; from_arrow would run a Ray task per block just to read its metadata, and those
         # tasks would take the worker processes Ray starts in advance, which the actors then wait for.
-        items = [{PATH_COLUMN: p} for p in pending]
+        items = [{PATH_COLUMN: path, NAME_FIELD: name} for path, name in pending.items()]
         threads = max(1, int(cpus_per_actor))
         ds = ray.data.from_items(items, override_num_blocks=n_blocks).map_batches(
             BatchPredictor,

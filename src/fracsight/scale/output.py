@@ -23,11 +23,12 @@ from typing import Any
 
 from fracsight.bundle import BundleSpec
 from fracsight.errors import DatasetError
-from fracsight.inference.tabular import result_columns
+from fracsight.inference.tabular import result_columns, spreadsheet_safe
 
-__all__ = ["PATH_COLUMN", "BatchOutput", "output_columns"]
+__all__ = ["NAME_FIELD", "PATH_COLUMN", "BatchOutput", "output_columns"]
 
 PATH_COLUMN = "path"  # the input as given (absolute): the key that makes resume exact
+NAME_FIELD = "name"  # what the row calls the input (its `source`), handed to the actors beside the path
 JOB_FILE = "job.json"
 CSV_FILE = "results.csv"
 PARTS = "parts"
@@ -120,7 +121,8 @@ class BatchOutput:
                 writer.writerow(self.columns)
                 for part in self._part_files():
                     table = self._read_part(part)
-                    writer.writerows(zip(*(table[c] for c in self.columns), strict=True))
+                    cells = zip(*(table[c] for c in self.columns), strict=True)
+                    writer.writerows([spreadsheet_safe(v) for v in row] for row in cells)
 
         _write_atomic(self.csv_path, write)
 
@@ -148,7 +150,7 @@ class BatchOutput:
         self.done.update(r[PATH_COLUMN] for r in rows)
         self.rows_done += len(rows)
         with self.csv_path.open("a", newline="", encoding="utf-8") as f:
-            csv.writer(f).writerows([[r[c] for c in self.columns] for r in rows])
+            csv.writer(f).writerows([[spreadsheet_safe(r[c]) for c in self.columns] for r in rows])
             f.flush()
             os.fsync(f.fileno())
 

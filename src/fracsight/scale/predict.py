@@ -13,7 +13,7 @@ from typing import Any
 from fracsight.errors import FracsightError
 from fracsight.inference import FailedPrediction, Prediction, Predictor
 from fracsight.inference.tabular import result_row
-from fracsight.scale.output import PATH_COLUMN, output_columns
+from fracsight.scale.output import NAME_FIELD, PATH_COLUMN, output_columns
 
 __all__ = ["INTERNAL_ERROR", "BatchPredictor"]
 
@@ -43,25 +43,30 @@ class BatchPredictor:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
         paths = [str(p) for p in batch[PATH_COLUMN]]
-        rows = [self._row(path, result) for path, result in zip(paths, self._predict(paths), strict=True)]
+        names = [str(n) for n in batch[NAME_FIELD]] if NAME_FIELD in batch else [Path(p).name for p in paths]
+        results = self._predict(paths, names)
+        rows = [self._row(path, result) for path, result in zip(paths, results, strict=True)]
         return {c: [r[c] for r in rows] for c in self.columns}
 
-    def _predict(self, paths: Sequence[str]) -> list[Prediction | FailedPrediction]:
+    def _predict(self, paths: Sequence[str], names: Sequence[str]) -> list[Prediction | FailedPrediction]:
         try:
-            return list(
-                self.predictor.predict_many(paths, batch_size=len(paths), workers=self.decode_workers)
+            found = self.predictor.predict_many(
+                paths, batch_size=len(paths), workers=self.decode_workers, names=names
             )
+            return list(found)
         except Exception:  # a bug on one file must not cost the batch: find it, one file at a time
             logger.exception("batch of %d failed; predicting its files one by one", len(paths))
-            return [self._one(p) for p in paths]
+            return [self._one(p, n) for p, n in zip(paths, names, strict=True)]
 
-    def _one(self, path: str) -> Prediction | FailedPrediction:
+    def _one(self, path: str, name: str) -> Prediction | FailedPrediction:
         try:
-            return self.predictor.predict(path, heatmap=False)
+            radiograph = self.predictor.read(path, name=name)
+            (prediction,) = self.predictor.predict_radiographs([radiograph], [name], heatmap=False)
+            return prediction
         except FracsightError as e:
-            return FailedPrediction(Path(path).name, e.code, str(e))
+            return FailedPrediction(name, e.code, str(e))
         except Exception as e:
-            return FailedPrediction(Path(path).name, INTERNAL_ERROR, f"unexpected {type(e).__name__}")
+            return FailedPrediction(name, INTERNAL_ERROR, f"unexpected {type(e).__name__}")
 
     def _row(self, path: str, result: Prediction | FailedPrediction) -> dict[str, str]:
         return {PATH_COLUMN: path, **result_row(result, self.columns[1:])}

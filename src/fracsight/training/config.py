@@ -135,4 +135,38 @@ def load_config(path: Path | None = None, overrides: list[str] | None = None, **
             base = dataclasses.replace(base, **{key: _coerce(value, getattr(base, key))})
         else:
             raise ConfigError(f"unknown option {key!r} in override {item!r}")
+    _check_ranges(base)
     return base
+
+
+def _check_ranges(cfg: TrainConfig) -> None:
+    """Refuse settings training cannot run with, naming the option (before any work is done)."""
+    problems = []
+
+    def need(ok: bool, option: str, rule: str) -> None:
+        if not ok:
+            problems.append(f"{option}={getattr(cfg, option, None)!r} ({rule})")
+
+    need(cfg.input_size >= 32 and cfg.input_size % 32 == 0, "input_size", "a multiple of 32, at least 32")
+    need(cfg.batch_size >= 2, "batch_size", "at least 2")
+    for option in (
+        "epochs",
+        "epochs_frozen",
+        "workers",
+        "max_samples",
+        "feature_cache_variants",
+        "unfreeze_from",
+    ):
+        need(getattr(cfg, option) >= 0, option, "0 or more")
+    need(cfg.patience >= 1, "patience", "at least 1")
+    for option in ("lr", "lr_finetune", "mask_pos_weight"):
+        need(getattr(cfg, option) > 0, option, "above 0")
+    for option in ("weight_decay", "mask_weight", "region_weight", "class_weight"):
+        need(getattr(cfg, option) >= 0, option, "0 or more")
+    need(0 <= cfg.ema_decay < 1, "ema_decay", "0 (off) up to, not including, 1")
+    if cfg.epochs + cfg.epochs_frozen == 0 and not cfg.init:
+        problems.append(
+            "epochs=0 and epochs_frozen=0 (nothing to train; with init= it keeps the starting weights)"
+        )
+    if problems:
+        raise ConfigError("invalid training settings: " + "; ".join(problems))

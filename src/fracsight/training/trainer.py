@@ -316,11 +316,25 @@ class Trainer:
                 p.requires_grad = True
         return [p for p in model.parameters() if p.requires_grad]
 
-    def fit(self, resume: bool = False) -> TrainResult:
+    def _check_run_folder(self, resume: bool, force: bool) -> None:
+        last = self.run_dir / "last.pt"
+        if resume and not last.is_file():
+            raise ConfigError(f"nothing to resume: {last} does not exist (leave out --resume to start a run)")
+        earlier = [name for name in ("best.pt", "last.pt") if (self.run_dir / name).is_file()]
+        if earlier and not resume and not force:
+            raise ConfigError(
+                f"{self.run_dir} holds an earlier run ({', '.join(earlier)}): pass --resume to continue it, "
+                "--force to replace it, or choose another --out"
+            )
+
+    def fit(self, resume: bool = False, force: bool = False) -> TrainResult:
+        """Train; ``resume``: continue the run in ``cfg.out`` from its ``last.pt``; ``force``:
+        replace an earlier run there (refused otherwise, so that no trained run is lost)."""
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         cfg = self.cfg
         initial = self._initial_model(Path(cfg.init)) if cfg.init else None  # checked before writing
+        self._check_run_folder(resume, force)
         seed_everything(cfg.seed)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

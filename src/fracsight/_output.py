@@ -1,0 +1,69 @@
+"""Writing a model bundle folder without ever losing what the user had there.
+
+A bundle is built in a hidden sibling folder and moved into place only once it is complete, so a
+failed or interrupted export leaves the old folder as it was. ``--force`` replaces only a folder
+that holds a bundle (``bundle.json``), and never one that is, or holds, an input of the job (the
+run being exported, the base bundle, the data).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from fracsight.errors import ConfigError
+
+__all__ = ["check_output_folder", "staged_folder"]
+
+
+def check_output_folder(out_dir: Path, *, force: bool, inputs: Iterable[tuple[str, Path]] = ()) -> None:
+    """Refuse an output folder the job may not write (before any work is done).
+
+    ``inputs``: ``(what, path)`` of the job's inputs; the folder may not be or hold any of them.
+    """
+    out_dir = Path(out_dir)
+    out = out_dir.resolve()
+    for what, path in inputs:
+        inside = Path(path).resolve()
+        if inside == out or out in inside.parents:
+            raise ConfigError(f"{out_dir} is or holds {what} ({path}): choose another folder for the bundle")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{out_dir} exists and is not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not force:
+            raise ConfigError(f"{out_dir} exists and is not empty; choose another folder or pass --force")
+        if not (out_dir / "bundle.json").is_file():
+            raise ConfigError(
+                f"{out_dir} is not a model bundle (no bundle.json), so --force will not replace it: "
+                "choose another folder"
+            )
+
+
+@contextmanager
+def staged_folder(out_dir: Path, *, force: bool, inputs: Iterable[tuple[str, Path]] = ()) -> Iterator[Path]:
+    """A fresh folder to build the bundle in; it becomes ``out_dir`` when the block ends without
+    an error (replacing an old bundle there only then), and is removed otherwise."""
+    out_dir = Path(out_dir)
+    inputs = list(inputs)
+    check_output_folder(out_dir, force=force, inputs=inputs)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        yield work
+        check_output_folder(out_dir, force=force, inputs=inputs)  # nothing appeared there meanwhile
+        umask = os.umask(0)
+        os.umask(umask)
+        work.chmod(0o777 & ~umask)  # mkdtemp made it private; a bundle is an ordinary folder
+        if out_dir.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+            out_dir.rename(old / out_dir.name)
+            work.rename(out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            work.rename(out_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
