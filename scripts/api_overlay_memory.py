@@ -1,0 +1,60 @@
+#!/usr/bin/env python
+"""Peak memory of the REST API server for one large image, without and with an overlay.
+
+    python scripts/api_overlay_memory.py                       # a FracAtlas image enlarged to 7000 x 7000
+    python scripts/api_overlay_memory.py --side 4000 --model path/to/bundle
+
+Starts ``fracsight serve`` on 127.0.0.1 (a free port), sends the image as a PNG once with
+``overlay=false`` and once with ``overlay=true``, and prints the server's peak resident memory
+(VmHWM, from /proc; Linux only) after each, with the wall time of each request. The peak only
+grows, so the second figure is the peak of the overlay request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import time
+from pathlib import Path
+
+import httpx
+from PIL import Image
+from stress_api import free_port, proc_memory, start_server, wait_ready
+
+DEFAULT_IMAGE = (
+    Path(__file__).resolve().parents[1].parent / "shared/data/fracatlas/images/Fractured/IMG0000019.jpg"
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE, help="a radiograph to enlarge")
+    parser.add_argument("--side", type=int, default=7000, help="the square image's side in pixels")
+    parser.add_argument("--model", default=None, help="bundle (default: the shipped model)")
+    args = parser.parse_args()
+
+    grey = Image.open(args.image).convert("L").resize((args.side, args.side), Image.Resampling.BILINEAR)
+    buffer = io.BytesIO()
+    grey.save(buffer, format="PNG")
+    data = buffer.getvalue()
+    port = free_port()
+    server = start_server(args.model, port, max_upload_mb=max(50.0, 2 * len(data) / 2**20))
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600) as client:
+            wait_ready(client, server)
+            print(f"{args.side} x {args.side} PNG, {len(data) / 1e6:.1f} MB; server at start: "
+                  f"{proc_memory(server.pid)['peak']:.0f} MB")  # fmt: skip
+            for overlay in ("false", "true"):
+                started = time.perf_counter()
+                files = [("files", ("large.png", data, "image/png"))]
+                answer = client.post(f"/v1/predict?overlay={overlay}", files=files)
+                seconds = time.perf_counter() - started
+                peak = proc_memory(server.pid)["peak"]
+                print(f"overlay={overlay}: HTTP {answer.status_code}, {seconds:.1f} s, peak {peak:.0f} MB")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
