@@ -1,15 +1,31 @@
-"""Logging a failure without leaking a header value: the exception's type, never its message.
+"""Logging without leaking a header value.
 
 A message from pydicom or highdicom can quote a value it choked on, and that value can be a
-patient's name. The traceback (with messages) is added only when the logger is at DEBUG, for
-someone debugging on a test system.
+patient's name: failures are logged by the exception's type, never its message (the traceback,
+with messages, only when the logger is at DEBUG, for someone debugging on a test system), and
+the DICOM libraries' own logs and warnings are kept quiet, in the node and in its worker processes.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 
-__all__ = ["log_failure"]
+__all__ = ["log_failure", "setup_logging"]
+
+_LIBRARIES = ("pynetdicom", "pydicom", "highdicom", "dicomweb_client")
+
+
+def setup_logging(level: str | int) -> None:
+    """fracsight's own loggers at ``level``, in one format; the DICOM libraries only at ERROR and
+    their Python warnings ignored: at INFO highdicom names the source's SOP Instance UID,
+    pynetdicom logs request parameters, and pydicom's warnings about invalid values quote the
+    value. fracsight's messages name instances by spool key only."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("fracsight").setLevel(level.upper() if isinstance(level, str) else level)
+    for library in _LIBRARIES:
+        logging.getLogger(library).setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", module=rf"{library}(\..*)?$")
 
 
 def log_failure(logger: logging.Logger, error: BaseException, message: str, *args: object) -> None:

@@ -16,21 +16,6 @@ dicom_app = typer.Typer(
 
 
 # ---- the node (docs/dicom.md, "The node") -----------------------------------------------------------
-def _log_setup(level: str) -> None:
-    """fracsight's own loggers at ``level``; the DICOM libraries only at ERROR and their Python
-    warnings ignored: at INFO highdicom names the source's SOP Instance UID, pynetdicom logs
-    request parameters, and pydicom's warnings about invalid values quote the value (which may be
-    a patient's name). fracsight's messages name instances by spool key only."""
-    import logging
-    import warnings
-
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("fracsight").setLevel(level.upper())
-    for library in ("pynetdicom", "pydicom", "highdicom", "dicomweb_client"):
-        logging.getLogger(library).setLevel(logging.ERROR)
-        warnings.filterwarnings("ignore", module=rf"{library}(\..*)?$")
-
-
 def _kinds(text: str) -> tuple[str, ...]:
     kinds = tuple(k.strip() for k in text.split(",") if k.strip())
     known = ("sr", "gsps", "capture")
@@ -140,7 +125,9 @@ def listen(
         processes=processes,
         threads=threads,
     )
-    _log_setup(log_level)
+    from fracsight.dicom._logging import setup_logging
+
+    setup_logging(log_level)
     try:
         Node(config).serve_forever()
     except FracsightError as e:

@@ -19,13 +19,13 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
-import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fracsight.dicom._logging import setup_logging
 from fracsight.dicom.spool import write_durably
 from fracsight.errors import FracsightError
 
@@ -222,7 +222,7 @@ def _exit_with_parent() -> None:
     os._exit(0)
 
 
-def _init_process(model: ModelRef) -> None:
+def _init_process(model: ModelRef, log_level: int) -> None:
     global _predictor
     import signal
     import threading
@@ -231,10 +231,7 @@ def _init_process(model: ModelRef) -> None:
     # Ctrl-C reaches the whole process group: the node stops its workers itself, after their jobs
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-    # as in the node's main process: library logs and warnings can quote header values
-    for library in ("pydicom", "highdicom"):
-        logging.getLogger(library).setLevel(logging.ERROR)
-        warnings.filterwarnings("ignore", module=rf"{library}(\..*)?$")
+    setup_logging(log_level)  # as in the node: one format, library logs and warnings quiet
     _predictor = model.load()
     _warm_up(_predictor)
 
@@ -337,7 +334,7 @@ class Processing:
             self.processes,
             mp_context=multiprocessing.get_context("spawn"),  # never fork a process that runs threads
             initializer=_init_process,
-            initargs=(self.model,),
+            initargs=(self.model, logging.getLogger("fracsight").getEffectiveLevel()),
         )
 
     def start(self) -> None:
