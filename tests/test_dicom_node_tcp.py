@@ -52,3 +52,28 @@ def test_the_listener_and_a_caller_with_the_node_settings_turn_nagle_off(tmp_pat
             tuned.release()
     finally:
         scp.stop()
+
+
+def test_a_rejected_association_is_told_apart_from_no_answer(tmp_path: Path, fracatlas_dir: Path) -> None:
+    """A PACS that refuses the node's AE title says so; a port with nothing on it is a network fault."""
+    from pynetdicom import AE, AllStoragePresentationContexts
+
+    from dicom_support import free_port, make_radiograph_dicom
+    from fracsight.dicom.sender import DestinationUnavailable, DimseDestination
+
+    source = make_radiograph_dicom(
+        fracatlas_dir / "images" / "Fractured" / "IMG0000019.jpg", tmp_path / "a.dcm"
+    )
+    pacs = AE(ae_title="PACS")
+    pacs.supported_contexts = AllStoragePresentationContexts
+    pacs.require_calling_aet = ["SOMEONE_ELSE"]
+    port = free_port()
+    server = pacs.start_server(("127.0.0.1", port), block=False)
+    destination = DimseDestination("127.0.0.1", port, "PACS", timeout=10)
+    try:
+        with pytest.raises(DestinationUnavailable, match="association rejected"):
+            destination.deliver([source])
+    finally:
+        server.shutdown()
+    with pytest.raises(DestinationUnavailable, match="no association"):
+        destination.deliver([source])

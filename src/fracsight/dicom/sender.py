@@ -114,7 +114,11 @@ class DimseDestination:
             ae.add_requested_context(sop_class, sorted(syntaxes))
         assoc = ae.associate(self.host, self.port, ae_title=self.ae_title, evt_handlers=tcp_handlers())
         if not assoc.is_established:
-            raise DestinationUnavailable(f"{self.describe()}: no association")
+            if assoc.is_rejected:  # the peer answered and said no: not a network fault
+                why = "association rejected (check the calling and called AE titles it accepts)"
+            else:  # pynetdicom reports a refused connection as an abort too
+                why = "no association (refused, aborted or no answer: check host, port and firewall)"
+            raise DestinationUnavailable(f"{self.describe()}: {why}")
         try:
             for i, path in enumerate(paths):
                 if i not in metas:
