@@ -102,6 +102,7 @@ def listen(
     Runs until SIGTERM or SIGINT; whatever is in the spool then is resumed at the next start.
     """
     from fracsight.dicom.node import Node, NodeConfig
+    from fracsight.dicom.result_pool import ModelRef
     from fracsight.errors import FracsightError
 
     if not 1 <= len(ae_title) <= 16:
@@ -128,6 +129,11 @@ def listen(
     from fracsight.dicom._logging import setup_logging
 
     setup_logging(log_level)
+    try:  # an unknown model or operating point is a bad argument, refused before the node starts
+        ModelRef.resolve(model, operating_point, threads)
+    except FracsightError as e:
+        typer.echo(f"error ({e.code}): {e}", err=True)
+        raise typer.Exit(2) from None
     try:
         Node(config).serve_forever()
     except FracsightError as e:
