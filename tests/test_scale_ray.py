@@ -199,6 +199,60 @@ def test_a_killed_job_leaves_no_ray_behind_resumes_and_every_file_appears_exactl
     assert_exactly_once(out, archive, plain_rows)
 
 
+@pytest.mark.slow
+def test_sigterm_keeps_what_is_done_and_says_so(archive: Path, tmp_path: Path) -> None:
+    """The CLI's SIGTERM handler survives the Ray driver's start: the job commits, job.json says
+    interrupted, stderr says how many rows are kept, and a re-run finishes the rest."""
+    out = tmp_path / "out"
+    args = [str(archive), "--out", str(out), "--batch-size", "2", "--commit-every", "2"]
+    job = batch(*args)
+    deadline = time.monotonic() + 180
+    while not list((out / "parts").glob("part-*.parquet")):
+        assert job.poll() is None, job.communicate()[1]
+        assert time.monotonic() < deadline, "no rows committed within 180 s"
+        time.sleep(0.05)
+    job.send_signal(signal.SIGTERM)
+    code, err = finish(job)
+    assert code == 130, err
+    assert "interrupted:" in err and "rows are committed" in err
+    assert "SIGTERM received" not in err and "Traceback" not in err
+    record = json.loads((out / "job.json").read_text())
+    assert record["status"] == "interrupted" and record["rows"] == len(parquet_rows(out))
+    code, err = finish(batch(*args))
+    assert code == 1 and json.loads((out / "job.json").read_text())["status"] == "complete"
+
+
+@pytest.mark.slow
+def test_actors_the_local_ray_cannot_place_are_refused_at_once(archive: Path, tmp_path: Path) -> None:
+    for option, unit in (("--cpus-per-actor", "CPUs"), ("--gpus-per-actor", "GPUs")):
+        code, err = finish(batch(str(archive), "--out", str(tmp_path / option), option, "64"), timeout=120)
+        assert code == 1 and f"{option} 64 asks for more than the local Ray has" in err and unit in err
+        assert "Traceback" not in err
+        assert json.loads((tmp_path / option / "job.json").read_text())["status"] == "stopped"
+
+
+def test_bad_arguments_exit_2(archive: Path, tmp_path: Path) -> None:
+    (tmp_path / "m.csv").write_text("file\nx.jpg\n")
+    (tmp_path / "a-file").write_text("mine")
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "job.json").write_text("{bad")
+    runner = CliRunner()
+    for args, message in (
+        ([str(tmp_path / "m.csv"), "--out", str(tmp_path / "o1")], "no 'path' column"),
+        ([str(archive), "--out", str(tmp_path / "a-file")], "is a file"),
+        (
+            [str(archive), "--out", str(tmp_path / "o2"), "--operating-point", "nope"],
+            "unknown operating point",
+        ),
+        ([str(archive), "--out", str(tmp_path / "damaged")], "unreadable"),
+    ):
+        result = runner.invoke(cli, ["batch", "run", *args])
+        assert result.exit_code == 2 and message in result.output, result.output
+    assert (tmp_path / "a-file").read_text() == "mine"
+    status = runner.invoke(cli, ["batch", "status", str(tmp_path / "damaged")])
+    assert status.exit_code == 1 and "unreadable" in status.output and "Traceback" not in status.output
+
+
 # ---- without Ray: inputs, the output folder, the actor's rows for every head combination ----------
 def test_inputs_from_folders_lists_and_manifests(archive: Path, tmp_path: Path) -> None:
     named = collect_batch_inputs([archive])
@@ -236,11 +290,20 @@ def test_output_folder_refuses_foreign_folders_and_other_models(tmp_path: Path) 
     out.commit(
         [{"path": "/a", "error_code": ""}, {"path": "/c", "error_code": ""}, {"path": "/c", "error_code": ""}]
     )
+    with pytest.raises(DatasetError, match="being written by another batch job"):
+        BatchOutput(tmp_path / "out", ("path", "error_code"), model)  # while the first is open
+    out.close()
     again = BatchOutput(tmp_path / "out", ("path", "error_code"), model)
     assert again.done == {"/a", "/b", "/c"} and again.pending(["/a", "/d", "/b", "/c"]) == ["/d"]
     assert [r["path"] for r in read_csv(tmp_path / "out" / "results.csv")] == ["/a", "/b", "/c"]  # each once
+    again.close()
     with pytest.raises(DatasetError, match="use another --out"):
         BatchOutput(tmp_path / "out", ("path", "error_code"), {**model, "version": "2"})
+    with pytest.raises(DatasetError, match="operating point triage"):
+        BatchOutput(tmp_path / "out", ("path", "error_code"), {**model, "operating_point": "triage"})
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DatasetError, match="is a file"):
+        BatchOutput(tmp_path / "file", ("path", "error_code"), model)
 
 
 def test_missing_inputs_are_refused_before_ray_starts(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import time
 import tkinter as tk
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from tkinter import filedialog, font, ttk
 
@@ -65,6 +66,16 @@ COLUMN_WIDTHS = {"source": 150, "decision": 190, "fracture_probability": 140, "p
 COLUMN_WIDTHS |= {"class_probability": 120, "warnings": 260, "error_code": 130, "error": 300}
 
 
+@dataclass
+class _Run:
+    """Batches opened from idle to idle: the status line's last word is about all of them."""
+
+    done: int  # results received before the run began
+    asked: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    cancelled: bool = False
+
+
 class DesktopApp:
     """The window. Methods a test may call on the Tk thread, as the buttons do: :meth:`open_paths`,
     :meth:`select`, :meth:`cancel`, :meth:`set_operating_point`, :meth:`set_one_study`,
@@ -96,6 +107,7 @@ class DesktopApp:
         self.views: OrderedDict[int, ViewData] = OrderedDict()
         self.running = 0  # batches submitted and not finished
         self.total = self.done = 0
+        self._run = _Run(done=0)  # from idle to idle, over every batch opened meanwhile
         self._first_result = self._first_view = False
         self._unlisted: list[int] = []  # results received and not yet in the list
         self._listed_at = 0.0  # when rows last went into the list (perf_counter)
@@ -264,6 +276,9 @@ class DesktopApp:
             return 0
         items = self.session.add(files)
         self.worker.submit(items)
+        if not self.running:  # a new run: its end reports what it did, over all its batches
+            self._run = _Run(done=self.done)
+        self._run.asked += len(items)
         self.running += 1
         self.total += len(items)
         self._update_progress()
@@ -412,11 +427,14 @@ class DesktopApp:
         self.running = max(0, self.running - 1)
         if event.cancelled:
             self.total -= event.total - event.done
-        rate = f" in {event.seconds:.1f} s" if event.seconds else ""
-        what = "Cancelled" if event.cancelled else "Done"
-        self._set_status(f"{what}: {event.done} of {event.total} images predicted{rate}.")
+            self._run.cancelled = True
         self._update_progress()
-        if not self.running:
+        if not self.running:  # the run is over: what all its batches did (cancel stops them all)
+            run = self._run
+            what = "Cancelled" if run.cancelled else "Done"
+            seconds = time.perf_counter() - run.started
+            predicted = self.done - run.done
+            self._set_status(f"{what}: {predicted} of {run.asked} images predicted in {seconds:.1f} s.")
             self.cancel_button.configure(state="disabled")
         if self.timing is not None:
             latency = self.probe.summary(self._probe_from) if self.probe is not None else {}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -78,30 +80,31 @@ def run_command(
 
     signal.signal(signal.SIGTERM, stop)
     err = Console(stderr=True)
-    with user_errors():
+    with user_errors(exit_code=2):  # a manifest that cannot be read is a bad argument
         files = collect_batch_inputs(inputs, path_column=path_column)
-        if not files:
-            typer.echo("error (no_images): no image files found in the given inputs", err=True)
-            raise typer.Exit(2)
-        columns = (TextColumn("Predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-        # the bar moves when rows are committed; a slow redraw leaves the CPU to the actors
-        with Progress(*columns, console=err, transient=True, refresh_per_second=2) as bar:
-            task = bar.add_task("batch", total=len(files))
-            summary = run_batch(
-                list(files),
-                out,
-                names=files,
-                model=model,
-                operating_point=operating_point,
-                all_classes=all_classes,
-                address=address,
-                actors=actors,
-                cpus_per_actor=cpus_per_actor,
-                gpus_per_actor=gpus_per_actor,
-                batch_size=batch_size,
-                commit_every=commit_every,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
-            )
+    if not files:
+        typer.echo("error (no_images): no image files found in the given inputs", err=True)
+        raise typer.Exit(2)
+    columns = (TextColumn("Predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    # the bar moves when rows are committed; a slow redraw leaves the CPU to the actors
+    bar = Progress(*columns, console=err, transient=True, refresh_per_second=2)
+    with user_errors(), _bad_arguments_exit_2(), bar:
+        task = bar.add_task("batch", total=len(files))
+        summary = run_batch(
+            list(files),
+            out,
+            names=files,
+            model=model,
+            operating_point=operating_point,
+            all_classes=all_classes,
+            address=address,
+            actors=actors,
+            cpus_per_actor=cpus_per_actor,
+            gpus_per_actor=gpus_per_actor,
+            batch_size=batch_size,
+            commit_every=commit_every,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
     # The job is done and the process about to end: exempt what it holds (Ray Data, pyarrow,
     # pandas, ...) from garbage collection, whose last pass over all of it at exit took 0.4-0.9 s.
     gc.freeze()
@@ -123,6 +126,24 @@ def run_command(
         raise typer.Exit(1)
 
 
+@contextmanager
+def _bad_arguments_exit_2() -> Iterator[None]:
+    """An --out that cannot take the rows, or an unknown model or operating point, exits 2 (a bad
+    argument); an interrupted job says what it kept and exits 130, as Ctrl-C does."""
+    from fracsight.errors import BundleError, UnknownModelError
+    from fracsight.scale.job import BatchInterrupted
+    from fracsight.scale.output import OutputRefused
+
+    try:
+        yield
+    except BatchInterrupted as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(130) from None
+    except (OutputRefused, UnknownModelError, BundleError) as e:
+        typer.echo(f"error ({e.code}): {e}", err=True)
+        raise typer.Exit(2) from None
+
+
 @batch_app.command("status")
 def status_command(
     out: Annotated[Path, typer.Argument(help="Output folder of `fracsight batch run`.")],
@@ -133,7 +154,13 @@ def status_command(
     if not job.is_file():
         typer.echo(f"error (not_found): {out} is not a fracsight batch output (no job.json)", err=True)
         raise typer.Exit(2)
-    record = json.loads(job.read_text(encoding="utf-8"))
+    try:
+        record = json.loads(job.read_text(encoding="utf-8"))
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as e:
+        typer.echo(f"error (output_refused): {job} is unreadable ({type(e).__name__})", err=True)
+        raise typer.Exit(1) from None
     import pyarrow.parquet as pq
 
     record["rows"] = sum(pq.ParquetFile(p).metadata.num_rows for p in (out / "parts").glob("part-*.parquet"))

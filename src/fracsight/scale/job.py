@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import logging
 import os
+import signal
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from fracsight.bundle import load_bundle_spec
 from fracsight.errors import FracsightError
@@ -16,13 +20,19 @@ from fracsight.inference import list_bundles, resolve_bundle
 from fracsight.scale.local_ray import LocalRay, start_local_ray
 from fracsight.scale.output import NAME_FIELD, PATH_COLUMN, BatchOutput, output_columns
 
-__all__ = ["BatchError", "BatchSummary", "local_cpus", "run_batch"]
+__all__ = ["BatchError", "BatchInterrupted", "BatchSummary", "local_cpus", "run_batch"]
 
 
 class BatchError(FracsightError):
     """Ray could not be reached or the job stopped; the rows committed so far are kept."""
 
     code = "batch_failed"
+
+
+class BatchInterrupted(BatchError):
+    """Ctrl-C or SIGTERM stopped the job; the rows committed so far are kept."""
+
+    code = "batch_interrupted"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,57 +92,79 @@ def run_batch(
         _check_reachable(address)
     bundle = resolve_bundle(model)
     spec = load_bundle_spec(bundle)
+    op = None
     if spec.head("fracture") is not None or operating_point is not None:
-        spec.operating_point(operating_point)  # an unknown name fails here, not in every actor
+        op = spec.operating_point(operating_point)  # an unknown name fails here, not in every actor
     columns = output_columns(spec, all_classes=all_classes)
     identity = {"name": spec.name, "version": str(spec.version), "onnx_sha256": spec.onnx_sha256}
+    if op is not None:  # rows at two thresholds must not mix in one output
+        identity["operating_point"] = op.name
     output = BatchOutput(out, columns, identity)
-    pending = output.pending(inputs)
-    skipped = len(inputs) - len(pending)
-    if progress:
-        progress(output.rows_done, output.rows_done + len(pending))
-    run = _RayRun()
-    run.phases["prepare_s"] = time.perf_counter() - started  # model, output folder, what is pending
-    if pending:
-        _run_on_ray(
-            {path: (names or {}).get(path) or Path(path).name for path in pending},
-            output,
-            run,
-            model=_model_for_actors(model),
-            operating_point=operating_point,
-            all_classes=all_classes,
-            address=address,
-            actors=actors,
-            cpus_per_actor=cpus_per_actor,
-            gpus_per_actor=gpus_per_actor,
-            batch_size=batch_size,
-            commit_every=commit_every,
-            commit_seconds=commit_seconds,
-            progress=progress,
+    try:
+        pending = output.pending(inputs)
+        skipped = len(inputs) - len(pending)
+        if progress:
+            progress(output.rows_done, output.rows_done + len(pending))
+        run = _RayRun()
+        run.phases["prepare_s"] = time.perf_counter() - started  # model, output folder, what is pending
+        if pending:
+            _run_or_record_stop(
+                output,
+                {path: (names or {}).get(path) or Path(path).name for path in pending},
+                output,
+                run,
+                model=_model_for_actors(model),
+                operating_point=operating_point,
+                all_classes=all_classes,
+                address=address,
+                actors=actors,
+                cpus_per_actor=cpus_per_actor,
+                gpus_per_actor=gpus_per_actor,
+                batch_size=batch_size,
+                commit_every=commit_every,
+                commit_seconds=commit_seconds,
+                progress=progress,
+            )
+        errors = {code: n for code, n in output.error_counts().items() if code}
+        missing = [p for p in inputs if p not in output.done]
+        status = "complete" if not missing else "incomplete"
+        seconds = time.perf_counter() - started
+        last_run = {
+            "predicted": len(pending),
+            "actors": run.actors,
+            "seconds": round(seconds, 3),
+            "steady_images_per_s": None if run.steady is None else round(run.steady, 3),
+            "phases": {name: round(value, 3) for name, value in run.phases.items()},
+        }
+        output.write_job({"status": status, "rows": output.rows_done, "errors": errors, "last_run": last_run})
+        if missing:  # only if Ray itself failed; the next run predicts them
+            raise BatchError(f"{len(missing)} inputs have no row yet; run the same command again")
+        return BatchSummary(
+            inputs=len(inputs),
+            skipped=skipped,
+            predicted=len(pending),
+            errors=errors,
+            seconds=seconds,
+            actors=run.actors,
+            steady_rate=run.steady,
         )
-    errors = {code: n for code, n in output.error_counts().items() if code}
-    missing = [p for p in inputs if p not in output.done]
-    status = "complete" if not missing else "incomplete"
-    seconds = time.perf_counter() - started
-    last_run = {
-        "predicted": len(pending),
-        "actors": run.actors,
-        "seconds": round(seconds, 3),
-        "steady_images_per_s": None if run.steady is None else round(run.steady, 3),
-        "phases": {name: round(value, 3) for name, value in run.phases.items()},
-    }
-    output.write_job({"status": status, "rows": output.rows_done, "errors": errors, "last_run": last_run})
-    if missing:  # only if Ray itself failed; the next run predicts them
-        raise BatchError(f"{len(missing)} inputs have no row yet; run the same command again")
-    return BatchSummary(
-        inputs=len(inputs),
-        skipped=skipped,
-        predicted=len(pending),
-        errors=errors,
-        seconds=seconds,
-        actors=run.actors,
-        steady_rate=run.steady,
-    )
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what is committed stays, and job.json says so
+        output.write_job({"status": "interrupted", "rows": output.rows_done})
+        raise BatchInterrupted(
+            f"interrupted: {output.rows_done} rows are committed in {output.folder}; "
+            "run the same command again to finish"
+        ) from None
+    finally:
+        output.close()
+
+
+def _run_or_record_stop(output: BatchOutput, *args: Any, **kwargs: Any) -> None:
+    """:func:`_run_on_ray`; when Ray fails, job.json says the job stopped (not "running")."""
+    try:
+        _run_on_ray(*args, **kwargs)
+    except BatchError:
+        output.write_job({"status": "stopped", "rows": output.rows_done})
+        raise
 
 
 @dataclasses.dataclass
@@ -164,8 +196,6 @@ def _start_ray(address: str | None) -> LocalRay | None:
     (GCS, raylet, agents), so the imports (most of a second of CPU, on the way to the first rows
     otherwise) cost no wall time there.
     """
-    import threading
-
     import ray
 
     importer = threading.Thread(target=_import_data_stack, daemon=True)
@@ -207,7 +237,8 @@ def _run_on_ray(
     from fracsight.scale.predict import BatchPredictor
 
     clock = time.perf_counter()
-    local = _start_ray(address)
+    with _own_sigterm():
+        local = _start_ray(address)
     run.phases["ray_start_s"] = time.perf_counter() - clock
     clock = time.perf_counter()
     try:
@@ -215,6 +246,8 @@ def _run_on_ray(
         context.enable_progress_bars = False  # the CLI shows its own, counted in committed rows
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         resources = ray.cluster_resources()
+        if local is not None:  # a cluster may add nodes as they are asked for; this Ray will not
+            _check_fits(resources, cpus_per_actor, gpus_per_actor)
         if actors <= 0:
             slots = resources.get("GPU", 0) / gpus_per_actor if gpus_per_actor else 0
             slots = slots or resources.get("CPU", 1) / max(cpus_per_actor, 1e-9)
@@ -236,7 +269,8 @@ def _run_on_ray(
                 "threads": threads,
                 "decode_workers": threads,
             },
-            batch_size=None,  # a block is a batch
+            # a block is a batch; Ray Data wants the size said when an actor takes a GPU
+            batch_size=batch_size if gpus_per_actor else None,
             compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=cpus_per_actor,
             num_gpus=gpus_per_actor or None,
@@ -280,6 +314,32 @@ def _run_on_ray(
         else:
             local.stop()
         run.phases["ray_stop_s"] = time.perf_counter() - stopping
+
+
+@contextlib.contextmanager
+def _own_sigterm() -> Iterator[None]:
+    """Keep the caller's SIGTERM handler (the CLI's commits what is done, then stops): connecting a
+    driver installs Ray's own, which dumps a stack trace and ends the process at once."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if main and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _check_fits(resources: dict[str, float], cpus_per_actor: float, gpus_per_actor: float) -> None:
+    """Refuse actors the local Ray cannot place (Ray would wait for them forever, silently)."""
+    asks = (("CPU", cpus_per_actor, "--cpus-per-actor"), ("GPU", gpus_per_actor, "--gpus-per-actor"))
+    for kind, asked, option in asks:
+        have = resources.get(kind, 0.0)
+        if asked > have:
+            raise BatchError(
+                f"{option} {asked:g} asks for more than the local Ray has ({have:g} {kind}s"
+                + (": is a CUDA GPU visible to onnxruntime-gpu here?" if kind == "GPU" else "")
+                + ")"
+            )
 
 
 def _first_line(error: BaseException) -> str:

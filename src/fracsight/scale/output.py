@@ -2,7 +2,8 @@
 
 ::
 
-    OUT/job.json               model, columns, counts (written by the job; refuses another model)
+    OUT/job.json               model, operating point, columns, counts (refuses another of either)
+    OUT/.lock                  held by the job writing the folder (a second job at once is refused)
     OUT/parts/part-*.parquet   the rows, committed atomically a part at a time (read OUT/parts as one table)
     OUT/results.csv            the same rows as CSV (rebuilt from the parts when a job resumes)
 
@@ -25,13 +26,21 @@ from fracsight.bundle import BundleSpec
 from fracsight.errors import DatasetError
 from fracsight.inference.tabular import result_columns, spreadsheet_safe
 
-__all__ = ["NAME_FIELD", "PATH_COLUMN", "BatchOutput", "output_columns"]
+__all__ = ["NAME_FIELD", "PATH_COLUMN", "BatchOutput", "OutputRefused", "output_columns"]
 
 PATH_COLUMN = "path"  # the input as given (absolute): the key that makes resume exact
 NAME_FIELD = "name"  # what the row calls the input (its `source`), handed to the actors beside the path
 JOB_FILE = "job.json"
 CSV_FILE = "results.csv"
 PARTS = "parts"
+LOCK_FILE = ".lock"
+
+
+class OutputRefused(DatasetError):
+    """``--out`` cannot take this job's rows: not a batch output, another model or operating
+    point, a file, or a folder another job is writing."""
+
+    code = "output_refused"
 
 
 def output_columns(spec: BundleSpec, *, all_classes: bool = False) -> tuple[str, ...]:
@@ -66,6 +75,7 @@ class BatchOutput:
         self.model = model
         self.parts = self.folder / PARTS
         self.csv_path = self.folder / CSV_FILE
+        self._lock: Any = None
         self._check_or_create()
         self.done: set[str] = set()
         self.rows_done = 0
@@ -78,24 +88,55 @@ class BatchOutput:
 
     # ---- opening -----------------------------------------------------------------------------------
     def _check_or_create(self) -> None:
-        job = self.folder / JOB_FILE
-        if job.is_file():
-            try:
-                recorded = json.loads(job.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as e:
-                raise DatasetError(f"{job}: unreadable ({type(e).__name__}); use another --out") from None
-            if recorded.get("model") != self.model or tuple(recorded.get("columns", ())) != self.columns:
-                was = recorded.get("model", {})
-                raise DatasetError(
-                    f"{self.folder} holds results of {was.get('name')} v{was.get('version')} with other "
-                    f"columns or model ({self.model['name']} v{self.model['version']} now): use another --out"
-                )
-        elif self.folder.exists() and any(self.folder.iterdir()):
-            raise DatasetError(f"{self.folder} exists and is not a fracsight batch output: use another --out")
+        if self.folder.exists() and not self.folder.is_dir():
+            raise OutputRefused(f"{self.folder} is a file, not a folder: use another --out")
+        self._check_job()  # before anything is written into a folder that may be the user's own
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._take_lock()
+        self._check_job()  # again, now that no other job can be writing it
         self.parts.mkdir(parents=True, exist_ok=True)
         for stray in self.parts.glob(".*.tmp"):  # a part being written when a job was killed
             stray.unlink()
         self.write_job({"status": "running"})
+
+    def _check_job(self) -> None:
+        job = self.folder / JOB_FILE
+        if job.is_file():
+            try:
+                recorded = json.loads(job.read_text(encoding="utf-8"))
+                was = dict(recorded.get("model", {}))
+            except (OSError, ValueError, AttributeError, TypeError) as e:
+                raise OutputRefused(f"{job}: unreadable ({type(e).__name__}); use another --out") from None
+            if was != self.model or tuple(recorded.get("columns", ())) != self.columns:
+                raise OutputRefused(
+                    f"{self.folder} holds results of {_describe(was)} with other columns, model or "
+                    f"operating point ({_describe(self.model)} now): use another --out"
+                )
+        elif self.folder.is_dir() and any(p.name != LOCK_FILE for p in self.folder.iterdir()):
+            raise OutputRefused(
+                f"{self.folder} exists and is not a fracsight batch output: use another --out"
+            )
+
+    def _take_lock(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: one job at a time is then the user's to keep
+            return
+        handle = open(self.folder / LOCK_FILE, "a")  # noqa: SIM115 (held while the job runs)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise OutputRefused(
+                f"{self.folder} is being written by another batch job: wait for it, or use another --out"
+            ) from None
+        self._lock = handle
+
+    def close(self) -> None:
+        """Let another job open the folder (also when this process ends)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def write_job(self, extra: dict[str, Any]) -> None:
         record = {"model": self.model, "columns": list(self.columns), **extra}
@@ -161,3 +202,8 @@ class BatchOutput:
             for code in self._read_part(part, ["error_code"])["error_code"]:
                 counts[code] = counts.get(code, 0) + 1
         return counts
+
+
+def _describe(model: dict[str, str]) -> str:
+    at = f" at operating point {model['operating_point']}" if model.get("operating_point") else ""
+    return f"{model.get('name')} v{model.get('version')}{at}"
