@@ -37,11 +37,24 @@ def test_evaluate_json_is_machine_readable(tiny_bundle, tiny_dataset):
     assert set(metrics["thresholds"]) == {"balanced", "triage"}
 
 
-def test_evaluate_refuses_a_missing_split(tiny_bundle, tiny_dataset):
-    result = CliRunner().invoke(app, ["evaluate", str(tiny_bundle), str(tiny_dataset), "--split", "test"])
-    assert result.exit_code == 1
-    assert "dataset_error" in result.output and "no 'test' split" in result.output
-    assert "Traceback" not in result.output
+def test_a_split_the_data_set_lacks_is_the_one_training_held_out(tiny_bundle, tiny_dataset):
+    """tiny_dataset has train/ and val/ only: training carved a test split out of train (docs/data.md,
+    ensure_splits with the run's seed), and evaluate --split test measures exactly those images."""
+    from fracsight.data import ensure_splits, load_dataset
+    from fracsight.data.splits import train_val_samples
+
+    dataset = load_dataset(tiny_dataset)
+    held_out = {s.path for s in ensure_splits(dataset, seed=0).split("test")}
+    train, val = train_val_samples(dataset, seed=0)
+    assert held_out and not held_out & {s.path for s in [*train, *val]}
+    args = ["evaluate", str(tiny_bundle), str(tiny_dataset), "--split", "test", "--bootstrap", "100"]
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics["n"] == len(held_out)
+    assert any("no 'test' split of its own" in note for note in metrics["notes"])
+    bogus = CliRunner().invoke(app, ["evaluate", str(tiny_bundle), str(tiny_dataset), "--split", "bogus"])
+    assert bogus.exit_code == 1 and "no 'bogus' split" in bogus.output and "Traceback" not in bogus.output
 
 
 # ---- every head combination (tiny real bundles of tests/head_kinds.py) ---------------------------------

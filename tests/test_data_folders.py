@@ -148,3 +148,27 @@ def test_one_sub_folder_or_loose_images_are_not_types(tmp_path: Path) -> None:
     _png(root / "fractured" / "loose")
     _png(root / "normal" / "n")
     assert load_dataset(root).class_names == {FRACTURE: ("not fractured", "fractured")}
+
+
+def test_fracture_type_gaps_and_stray_images_are_warned(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "typed"
+    for kind in ("Spiral", "Greenstick"):
+        _png(root / "train" / "Fractured" / kind / "a")
+    _png(root / "val" / "Fractured" / "Spiral" / "a")
+    _png(root / "val" / "Fractured" / "Oblique" / "a")
+    for split in ("train", "val"):
+        _png(root / split / "Non_fractured" / "n")
+    with caplog.at_level(logging.WARNING, logger="fracsight.data"):
+        ds = load_dataset(root)
+    assert CLASS in ds.class_names
+    assert "split 'train' lacks fracture type(s) Oblique" in caplog.text
+    assert "split 'val' lacks fracture type(s) Greenstick" in caplog.text
+
+    caplog.clear()
+    _png(root / "train" / "Fractured" / "stray")  # one image beside the type folders
+    with caplog.at_level(logging.WARNING, logger="fracsight.data"):
+        ds = load_dataset(root)
+    assert CLASS not in ds.class_names
+    assert "beside its type folders" in caplog.text and "without types" in caplog.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import Counter
 from pathlib import Path
@@ -93,3 +94,29 @@ def test_ensure_splits_leaves_complete_splits_and_refuses_a_mix() -> None:
     mixed = _dataset([Sample(Path("a.png"), split="train"), Sample(Path("b.png"))])
     with pytest.raises(DatasetError, match="some samples have a split"):
         ensure_splits(mixed)
+
+
+def test_training_sees_the_splits_ensure_splits_makes() -> None:
+    """train_val_samples (train, export, quantize) carves the missing splits as ensure_splits does,
+    so a test split stays held out; a data set split on some images only is refused, not trimmed."""
+    from fracsight.data.splits import train_val_samples
+
+    samples = _samples(200)
+    kaggle = _dataset(
+        [dataclasses.replace(s, split="test" if i % 5 == 0 else "train") for i, s in enumerate(samples)]
+    )
+    train, val = train_val_samples(kaggle, seed=3)
+    made = ensure_splits(kaggle, seed=3)
+    assert [s.path for s in train] == [s.path for s in made.split("train")]
+    assert [s.path for s in val] == [s.path for s in made.split("val")] and val
+    assert not {s.path for s in [*train, *val]} & {s.path for s in kaggle.split("test")}
+
+    nowhere = _dataset(samples)  # no split at all: a test split is carved too, and never trained on
+    train, val = train_val_samples(nowhere, seed=0)
+    assert len(train) + len(val) < len(samples)
+
+    mixed = _dataset(
+        [dataclasses.replace(s, split="train" if i % 2 else None) for i, s in enumerate(samples)]
+    )
+    with pytest.raises(DatasetError, match="some samples have a split and some do not"):
+        train_val_samples(mixed, seed=0)

@@ -83,6 +83,15 @@ def read_class_folders(root: Path) -> Dataset:
         normal = [d for dirs in per_split.values() for d in dirs if polarity.get(d.name) == 0]
         if all(_typed(d) for d in fractured) and not any(_typed(d) for d in normal):
             return _fracture_types(root, per_split, index)
+        for d in fractured:  # type folders that a few loose images turned off: say so
+            loose = [p.name for p in d.iterdir() if is_image_file(p)]
+            if loose and sum(next(iter_images(t), None) is not None for t in visible_dirs(d)) >= 2:
+                log.warning(
+                    "%s holds %d image(s) beside its type folders, so the set is read as fractured / not "
+                    "fractured only, without types: move them into a type folder to train a type head",
+                    d,
+                    len(loose),
+                )
         task, class_names = FRACTURE, ("not fractured", "fractured")
     else:
         task, class_names = CLASS, _sorted_names(names)
@@ -118,6 +127,10 @@ def _fracture_types(root: Path, per_split: dict[str | None, list[Path]], index: 
     ]
     types = _sorted_names({t for _, _, t, _ in typed if t is not None})
     type_index = {t: i for i, t in enumerate(types)}
+    for split in sorted({s for s, _, _, _ in typed if s is not None}):
+        lacking = set(types) - {t for s, _, t, _ in typed if s == split and t is not None}
+        if lacking:
+            log.warning("split %r lacks fracture type(s) %s", split, ", ".join(sorted(lacking)))
     samples = [
         Sample(
             path=path,

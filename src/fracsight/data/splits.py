@@ -149,11 +149,15 @@ def _with_splits(dataset: Dataset, new_split: dict[int, str]) -> Dataset:
 
 
 def train_val_samples(dataset: Dataset, seed: int) -> tuple[list[Sample], list[Sample]]:
-    """The data set's own train/val split, or a group-aware split when it has none (training and export)."""
-    train, val = list(dataset.split("train")), list(dataset.split("val"))
-    if train and val:
-        return train, val
-    if train or val:
-        raise DatasetError(f"{dataset.root} has a train or val split but not both")
-    parts = group_split(list(dataset.samples), seed=seed)
-    return list(parts["train"]), list(parts["val"])
+    """The train and val samples, as training and export see them: the data set's own splits, with
+    the missing ones carved out as :func:`ensure_splits` does (with the run's ``seed``), so that a
+    data set without a test split still keeps one held out for ``evaluate --split test``."""
+    complete = ensure_splits(dataset, seed=seed)
+    train, val = list(complete.split("train")), list(complete.split("val"))
+    if not train or not val:
+        found = sorted({s.split for s in dataset.samples if s.split})
+        raise DatasetError(
+            f"{dataset.root}: no train and val split can be made from its splits {found} "
+            "(a val or test split needs a train split to be carved from)"
+        )
+    return train, val

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fracsight.errors import ConfigError
+
 __all__ = ["TAP_NAMES", "find_taps", "tapped_session", "with_outputs"]
 
 TAP_NAMES = ("stride8", "stride16", "features")
@@ -38,7 +40,10 @@ def find_taps(onnx_path: Path, input_size: int) -> dict[str, str]:
     model = onnx.load(str(onnx_path))
     producer = {out: node for node in model.graph.node for out in node.output}
     if "embedding" not in producer:
-        raise ValueError(f"{onnx_path} has no 'embedding' output to find its feature map from")
+        raise ConfigError(
+            f"{onnx_path} has no 'embedding' output to find its feature map from: the detector is "
+            "trained on a bundle exported by fracsight export"
+        )
     pooling = producer["embedding"]
     while pooling.op_type in ("QuantizeLinear", "DequantizeLinear"):  # an INT8 (QDQ) graph
         pooling = producer[pooling.input[0]]
@@ -54,7 +59,11 @@ def find_taps(onnx_path: Path, input_size: int) -> dict[str, str]:
     for stride, key in ((8, "stride8"), (16, "stride16")):
         found = [name for name in sums if side.get(name) == input_size // stride]
         if not found:
-            raise ValueError(f"{onnx_path} has no residual sum at stride {stride}")
+            raise ConfigError(
+                f"{onnx_path} has no residual sum at stride {stride} for the detector to read: it "
+                "needs a network with residual blocks at strides 8 and 16 (efficientnet_lite0 and its "
+                "family; `fracsight models` lists the architectures)"
+            )
         taps[key] = found[-1]  # the deepest one at that stride
     return taps
 

