@@ -37,7 +37,7 @@ def test_evaluate_json_is_machine_readable(tiny_bundle, tiny_dataset):
     assert set(metrics["thresholds"]) == {"balanced", "triage"}
 
 
-def test_a_split_the_data_set_lacks_is_the_one_training_held_out(tiny_bundle, tiny_dataset):
+def test_a_split_the_data_set_lacks_is_the_one_training_held_out(tiny_bundle, tiny_dataset, tmp_path):
     """tiny_dataset has train/ and val/ only: training carved a test split out of train (docs/data.md,
     ensure_splits with the run's seed), and evaluate --split test measures exactly those images."""
     from fracsight.data import ensure_splits, load_dataset
@@ -53,6 +53,12 @@ def test_a_split_the_data_set_lacks_is_the_one_training_held_out(tiny_bundle, ti
     metrics = json.loads(result.stdout)
     assert metrics["n"] == len(held_out)
     assert any("no 'test' split of its own" in note for note in metrics["notes"])
+    other = tmp_path / "another-set"  # the same images elsewhere: not the set it was trained on
+    other.mkdir()
+    for split in ("train", "val"):
+        (other / split).symlink_to(tiny_dataset / split, target_is_directory=True)
+    external = CliRunner().invoke(app, ["evaluate", str(tiny_bundle), str(other), "--split", "test"])
+    assert external.exit_code == 1 and "--split all" in external.output
     bogus = CliRunner().invoke(app, ["evaluate", str(tiny_bundle), str(tiny_dataset), "--split", "bogus"])
     assert bogus.exit_code == 1 and "no 'bogus' split" in bogus.output and "Traceback" not in bogus.output
 

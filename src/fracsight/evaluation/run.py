@@ -19,15 +19,20 @@ from fracsight.errors import ConfigError, DatasetError
 __all__ = ["evaluate_model", "select_samples"]
 
 
-def select_samples(dataset: Dataset, split: str | None, seed: int = 0) -> list[Sample]:
-    """The samples of ``split`` ("all" or None: every sample). A split the data set lacks is the
-    one training carved out of it (:func:`~fracsight.data.ensure_splits` with the run's ``seed``),
-    so a model is measured on the images its training held out."""
+def select_samples(dataset: Dataset, split: str | None, trained_seed: int | None = None) -> list[Sample]:
+    """The samples of ``split`` ("all" or None: every sample). For the data set a model was trained
+    on (``trained_seed``: its run's seed), a split the data set lacks is the one training carved out
+    of it (:func:`~fracsight.data.ensure_splits`), so the model is measured on the images it never
+    saw; any other data set must have the split."""
     if split in (None, "all"):
         return list(dataset.samples)
-    chosen = list(ensure_splits(dataset, seed=seed).split(split))
+    made = dataset if trained_seed is None else ensure_splits(dataset, seed=trained_seed)
+    chosen = list(made.split(split))
     if not chosen:
-        raise DatasetError(f"{dataset.root} has no {split!r} split; it has {list(dataset.splits) or 'none'}")
+        raise DatasetError(
+            f"{dataset.root} has no {split!r} split; it has {list(dataset.splits) or 'none'} "
+            "(a data set the model was not trained on: measure all of it with --split all)"
+        )
     return chosen
 
 
@@ -187,7 +192,9 @@ def evaluate_model(
         )
     dataset = load_dataset(Path(data_dir), layout)
     seed = int(spec.training.get("config", {}).get("seed", 0))  # the split its training made
-    samples = select_samples(dataset, split, seed)
+    trained_on = spec.training.get("data")
+    own = bool(trained_on) and Path(trained_on).resolve() == Path(data_dir).resolve()
+    samples = select_samples(dataset, split, seed if own else None)
     class_index = _class_index(dataset, predictor)
     measurable = (
         (predictor.has_fracture_head and any(FRACTURE in s.labels for s in samples))
