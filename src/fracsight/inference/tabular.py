@@ -140,10 +140,8 @@ def named_inputs(paths: Sequence[Path]) -> list[tuple[Path, str]]:
 
 
 def _relative_name(path: Path, root: Path) -> str:
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:  # an unreadable folder reported by itself
-        return path.name
+    relative = path.relative_to(root).as_posix()
+    return path.name if relative == "." else relative  # "." : the folder given, unreadable itself
 
 
 def folder_images(root: Path) -> list[Path]:
