@@ -265,3 +265,14 @@ def test_the_model_name_a_result_gives_is_accepted_back(images: list[Path]) -> N
     again = runner.invoke(app, ["predict", "--model", name, str(images[0]), "--json"])
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["model"] == name
+
+
+def test_table_says_not_reliable_once(tmp_path: Path) -> None:
+    """A photo, not a radiograph: several checks fire, each says why; the cell says 'not reliable' once."""
+    rng = np.random.default_rng(0)
+    photo = tmp_path / "holiday.png"
+    Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)).save(photo)
+    result = runner.invoke(app, ["predict", str(photo)], env=WIDE)
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.stdout.replace("│", " ").split())
+    assert flat.count("the result is not reliable") == 1 and "colour image" in flat

@@ -6,7 +6,7 @@ import dataclasses
 import json
 import shlex
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -288,6 +288,15 @@ def _write_overlay(result, overlay_dir: Path, opacity: float) -> Path:
     return save_overlay(target, result.pixels, result.heatmap, result.boxes, opacity=opacity)
 
 
+def _warnings_cell(warnings: Sequence[str]) -> str:
+    """The warnings in one table cell, with "the result is not reliable" said once, at the end."""
+    from fracsight.inference.ood import NOT_RELIABLE
+
+    suffix = f"; {NOT_RELIABLE}"
+    plain = [w.removesuffix(suffix) for w in warnings]
+    return "; ".join(plain) + (suffix if any(w.endswith(suffix) for w in warnings) else "")
+
+
 def _print_table(results, studies, predictor, notice: str) -> None:
     """A table with the columns of the heads the bundle has (nothing empty pretending to be a result)."""
     from rich.console import Console
@@ -332,7 +341,7 @@ def _print_table(results, studies, predictor, notice: str) -> None:
             blanks = [""] * (len(columns) - 3)
             table.add_row(escape(r.source), "[red]error[/red]", *blanks, escape(f"{r.error_code}: {r.error}"))
         else:
-            table.add_row(escape(r.source), *cells(r, escape("; ".join(r.warnings))))
+            table.add_row(escape(r.source), *cells(r, escape(_warnings_cell(r.warnings))))
     for s in studies:
         views = f"{len(s.images)} view{'s' if len(s.images) != 1 else ''}"
         title = f"[bold]study {escape(s.study)}[/bold] ({views})"
