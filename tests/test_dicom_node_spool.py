@@ -145,6 +145,8 @@ def test_pruning_deletes_a_finished_studys_files_but_remembers_its_instances(spo
     assert spool.prune(0) == 0  # results still to send: nothing goes
     spool.finish_study(STUDY, 0, owner, [verdict])
     spool.mark_sent(spool.due(10))
+    # kept for --keep-files after delivery (the image itself arrived long before: now=1000.0)
+    assert spool.prune(60) == 0 and spool.instance_path(key).exists()
     assert spool.prune(0) == 1
     assert not spool.instance_path(key).exists() and not spool.results_folder(key).exists()
     assert not verdict.parent.exists()
@@ -243,5 +245,41 @@ def test_a_worker_process_that_dies_is_replaced_and_only_its_image_fails(
         assert counters["predicted"] == 1
         assert sorted(r.key for r in spool.study_instances(STUDY) if r.state == FAILED) == [keys[0]]
         assert len(spool.due(10)) == 2  # the other image's SR and presentation state
+    finally:
+        worker.close()
+
+
+@pytest.mark.slow
+def test_a_worker_process_that_died_while_idle_is_replaced(fracatlas_dir: Path, tmp_path: Path) -> None:
+    """Killed between jobs (an OOM kill, say), the pool is broken before any job of it fails: the
+    next submission starts new processes instead of failing forever."""
+    import os
+    import signal
+
+    import pydicom
+
+    from dicom_support import make_radiograph_dicom
+    from fracsight.dicom.worker import Worker
+    from fracsight.inference import Predictor
+
+    spool = Spool(tmp_path / "spool")
+    worker = Worker(spool, Predictor(), quiet_time=3600, processes=1)
+    try:
+        worker.start_processes()
+        pool = worker.processing._pool
+        for pid in list(pool._processes):
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while not pool._broken and time.monotonic() < deadline:  # the executor notices on its own
+            time.sleep(0.05)
+        image = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[0]
+        source = make_radiograph_dicom(image, tmp_path / "a.dcm", study_uid=STUDY)
+        key = instance_key(pydicom.dcmread(source, stop_before_pixels=True).SOPInstanceUID)
+        spool.add_instance(key, STUDY, source.read_bytes())
+        deadline = time.monotonic() + 120
+        while spool.received(10) and time.monotonic() < deadline:
+            if not worker.work_once():
+                worker._collect(wait=True)
+        assert status(spool)["counters"]["predicted"] == 1
     finally:
         worker.close()

@@ -77,3 +77,37 @@ def test_a_rejected_association_is_told_apart_from_no_answer(tmp_path: Path, fra
         server.shutdown()
     with pytest.raises(DestinationUnavailable, match="no association"):
         destination.deliver([source])
+
+
+def test_a_dicomweb_service_missing_or_down_is_waited_for_not_given_up(
+    tmp_path: Path, fracatlas_dir: Path
+) -> None:
+    """A server without a STOW-RS service at the URL (404: a PACS restarted without its DICOMweb
+    plugin) and a port with nothing on it both mean 'destination down' (retried with back-off,
+    never given up), and each attempt fails at once (no client-side retries of ~30 s)."""
+    import http.server
+    import threading
+
+    from dicom_support import free_port, make_radiograph_dicom
+    from fracsight.dicom.sender import DestinationUnavailable, StowDestination
+
+    class NoDicomWeb(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            self.send_error(404)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    image = fracatlas_dir / "images" / "Fractured" / "IMG0000019.jpg"
+    source = make_radiograph_dicom(image, tmp_path / "a.dcm")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NoDicomWeb)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for url in (f"http://127.0.0.1:{server.server_port}/dicom-web", f"http://127.0.0.1:{free_port()}/x"):
+            started = time.monotonic()
+            with pytest.raises(DestinationUnavailable):
+                StowDestination(url, timeout=10).deliver([source])
+            assert time.monotonic() - started < 5
+    finally:
+        server.shutdown()

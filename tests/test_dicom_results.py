@@ -614,3 +614,15 @@ def test_study_command_refuses_a_bad_uid_and_never_shows_the_uid(tmp_path: Path)
     down = runner.invoke(cli_app, ["dicom", "study", uid, "--dicomweb", "http://127.0.0.1:9/dicom-web"])
     assert down.exit_code == 1 and "dicomweb_unavailable" in down.output
     assert uid not in down.output  # a Study Instance UID identifies a patient's visit
+
+
+@pytest.mark.parametrize("title", ["THISISAVERYLONGAETITLE", "", "   ", "A\\B"])
+def test_an_invalid_ae_title_is_a_bad_argument(title: str, tmp_path: Path) -> None:
+    for args in (
+        ["dicom", "send", str(tmp_path), "--to", "127.0.0.1:1:PACS", "--ae-title", title],
+        ["dicom", "listen", "--spool", str(tmp_path / "s"), "--allow", title, "--to", "127.0.0.1:1:PACS"],
+    ):
+        result = runner.invoke(cli_app, args)
+        assert result.exit_code == 2 and "is not an AE title" in result.output, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert not (tmp_path / "s").exists()  # nothing started

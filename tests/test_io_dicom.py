@@ -745,3 +745,31 @@ def test_body_part_disagreeing_with_the_predicted_region_is_a_warning(
         assert result.region_probabilities == plain.region_probabilities
         assert result.reliable == plain.reliable and result.decision == plain.decision
         assert_no_identifiers(repr(result) + repr(result.to_dict()))
+
+
+@pytest.mark.fracatlas
+def test_jpeg_lossless_frame_cut_short_is_read_with_the_truncation_warning(
+    fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """libjpeg returns a JPEG-lossless frame cut in transit as if whole (the missing part one
+    value); without its end-of-image marker the frame is flagged, as a truncated JPEG file is."""
+    import pydicom
+    from pydicom.encaps import generate_frames
+
+    import dicom_support
+
+    if not dicom_support.dcmtk_available():
+        pytest.skip("dcmtk's dcmcjpeg makes the JPEG-lossless file")
+    image = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[0]
+    whole = dicom_support.make_radiograph_dicom(image, tmp_path / "whole.dcm", jpeg_lossless=True)
+    assert not read_image(whole).metadata.truncated
+    ds = pydicom.dcmread(whole)
+    (frame,) = generate_frames(ds.PixelData, number_of_frames=1)
+    ds.PixelData = encapsulate([frame[: len(frame) // 3]])
+    ds.save_as(tmp_path / "cut.dcm", enforce_file_format=True)
+    try:
+        cut = read_image(tmp_path / "cut.dcm")
+    except ImageReadError:
+        return  # a decoder that refuses is as good
+    assert cut.metadata.truncated
+    assert any("end-of-image marker" in w for w in cut.metadata.warnings)

@@ -26,6 +26,9 @@ def setup_logging(level: str | int) -> None:
     for library in _LIBRARIES:
         logging.getLogger(library).setLevel(logging.ERROR)
         warnings.filterwarnings("ignore", module=rf"{library}(\..*)?$")
+    # pydicom logs a decoder's failure at ERROR with its traceback and the decoder's own text;
+    # fracsight reports the refusal itself (reader error code, by spool key)
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 
 
 def log_failure(logger: logging.Logger, error: BaseException, message: str, *args: object) -> None:

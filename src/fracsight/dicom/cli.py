@@ -24,6 +24,20 @@ def _kinds(text: str) -> tuple[str, ...]:
     return kinds
 
 
+def _check_ae_title(value: str, option: str) -> None:
+    """An AE title as DICOM allows it (PS3.5: 1 to 16 characters of the default repertoire, no
+    backslash, not only spaces); refused as a bad argument before anything starts."""
+    if (
+        not 1 <= len(value.strip()) <= 16
+        or len(value) > 16
+        or any(not " " <= c <= "~" or c == "\\" for c in value)
+    ):
+        raise typer.BadParameter(
+            f"{value!r} is not an AE title (1 to 16 printable ASCII characters, no backslash)",
+            param_hint=option,
+        )
+
+
 def _destination(to: str | None, stow: str | None, calling_ae: str):
     from fracsight.dicom.sender import DimseDestination, StowDestination, parse_dimse_address
 
@@ -105,8 +119,9 @@ def listen(
     from fracsight.dicom.result_pool import ModelRef
     from fracsight.errors import FracsightError
 
-    if not 1 <= len(ae_title) <= 16:
-        raise typer.BadParameter("an AE title has 1 to 16 characters", param_hint="--ae-title")
+    _check_ae_title(ae_title, "--ae-title")
+    for calling in allow:
+        _check_ae_title(calling, "--allow")
     config = NodeConfig(
         spool=spool,
         allowed=tuple(allow),
@@ -159,6 +174,7 @@ def send(
     """
     from fracsight.dicom.sender import DestinationUnavailable, DimseDestination, parse_dimse_address
 
+    _check_ae_title(ae_title, "--ae-title")
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         typer.echo(f"error (not_found): no such file: {', '.join(missing)}", err=True)

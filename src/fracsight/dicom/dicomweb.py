@@ -24,7 +24,19 @@ from fracsight.io.dicom_gate import check_dicom_object
 if TYPE_CHECKING:
     from fracsight.inference import Predictor
 
-__all__ = ["StudyOutcome", "process_study"]
+__all__ = ["StudyOutcome", "process_study", "web_client"]
+
+
+def web_client(url: str, timeout: float) -> Any:
+    """A dicomweb-client for ``url`` that tries each request once: its default retries (five,
+    with exponential waits) held a failed request for about 30 s, longer than the node's own
+    back-off and than a user waits for ``fracsight dicom study`` to say the service is down."""
+    from dicomweb_client import DICOMwebClient
+
+    client = DICOMwebClient(url, timeout=timeout)
+    client.set_http_retry_params(retry=False)
+    return client
+
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +91,10 @@ def process_study(
         requests.RequestException: the service could not be reached or answered with an error.
     """
     import pydicom
-    from dicomweb_client import DICOMwebClient
 
     from fracsight.dicom.results import result_datasets, study_result_datasets
 
-    source_client = DICOMwebClient(dicomweb_url, timeout=timeout)
+    source_client = web_client(dicomweb_url, timeout)
     outcome = StudyOutcome(study=study_key(study_uid))
     found = source_client.search_for_instances(
         study_instance_uid=study_uid, fields=[_MODALITY, _SOP_CLASS, _MODEL_NAME], get_remaining=True
@@ -124,7 +135,7 @@ def process_study(
         outcome.fracture_probability = verdict.fracture_probability
         results += study_result_datasets(sources, verdict, predictions, predictor)
     if results:
-        target = DICOMwebClient(stow_url or dicomweb_url, timeout=timeout)
+        target = web_client(stow_url or dicomweb_url, timeout)
         response = target.store_instances(results)  # STOW-RS, one request
         outcome.failed = len(response.get("FailedSOPSequence") or [])
         outcome.stored = len(results) - outcome.failed

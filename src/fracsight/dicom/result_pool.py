@@ -21,6 +21,7 @@ import io
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -365,7 +366,13 @@ class Processing:
             return future
         if self._pool is None:
             self._pool = self._new_pool()
-        return self._pool.submit(_in_process, function, *args)
+        try:
+            return self._pool.submit(_in_process, function, *args)
+        except BrokenProcessPool:  # a process died while the pool was idle: start a new pool
+            log.warning("a worker process had died; starting new ones")
+            self.reset(self.generation)
+            self._pool = self._new_pool()
+            return self._pool.submit(_in_process, function, *args)
 
     def reset(self, generation: int) -> None:
         """After a worker process of pool ``generation`` died: drop that pool (a new one starts

@@ -157,7 +157,8 @@ class StowDestination:
     def deliver(self, paths: Sequence[Path]) -> list[str | None]:
         import pydicom
         import requests
-        from dicomweb_client import DICOMwebClient
+
+        from fracsight.dicom.dicomweb import web_client
 
         outcomes: list[str | None] = [UNAVAILABLE] * len(paths)
         datasets: list[tuple[int, Any]] = []
@@ -170,14 +171,16 @@ class StowDestination:
                 outcomes[i] = "file_unreadable"
         if not datasets:
             return outcomes
-        client = DICOMwebClient(self.url, timeout=self.timeout)
+        client = web_client(self.url, self.timeout)
         try:
             response = client.store_instances([ds for _, ds in datasets])
         except (requests.ConnectionError, requests.Timeout) as e:
             raise DestinationUnavailable(f"{self.describe()}: {type(e).__name__}") from e
         except requests.HTTPError as e:
             status = e.response.status_code if e.response is not None else 0
-            if status >= 500 or status in (408, 429):
+            # the service is down, busy, missing at that URL (a PACS without its DICOMweb plugin
+            # answers 404) or refuses us (401, 403): wait for it, never give the results up
+            if status >= 500 or status in (401, 403, 404, 405, 408, 429):
                 raise DestinationUnavailable(f"{self.describe()}: HTTP {status}") from e
             for i, _ in datasets:
                 outcomes[i] = f"http_{status}"

@@ -419,14 +419,16 @@ class Spool:
 
     def prune(self, older_than: float) -> int:
         """Delete the files (instances and results) of studies whose verdict is done, whose every
-        result was delivered and which saw no image for ``older_than`` seconds. Rows stay (they
+        result was delivered ``older_than`` seconds ago or more, and which saw no image for as long
+        (an instance's ``updated_at`` is when its last result was delivered). Rows stay (they
         remember what was received, so a re-sent instance is not processed twice)."""
         cutoff = time.time() - older_than
         with self._lock:
             studies = self._db.execute(
                 "SELECT study_uid FROM studies WHERE verdict=? AND last_received<=? AND NOT EXISTS ("
-                "SELECT 1 FROM instances WHERE study_uid=studies.study_uid AND state IN (?, ?))",
-                (DONE, cutoff, RECEIVED, RESULTS_PENDING),
+                "SELECT 1 FROM instances WHERE study_uid=studies.study_uid "
+                "AND (state IN (?, ?) OR updated_at>?))",
+                (DONE, cutoff, RECEIVED, RESULTS_PENDING, cutoff),
             ).fetchall()
         pruned = 0
         for (study_uid,) in studies:

@@ -30,6 +30,7 @@ from fracsight.errors import (
     UnsupportedFormatError,
     UnsupportedPhotometricError,
 )
+from fracsight.io._raster import TRUNCATED_WARNING
 from fracsight.io.dicom_gate import check_dicom_object, clean_code_string
 from fracsight.io.radiograph import ImageMetadata, Radiograph
 
@@ -176,6 +177,9 @@ def _read(
         per_pixel = bits_allocated * (2 if photometric == "YBR_FULL_422" else samples)  # 422: 2 per pixel
         _check_native_length(ds, rows * cols * frames * per_pixel, label, notes)
 
+    truncated = transfer_syntax.is_encapsulated and _ends_early(pydicom, ds, transfer_syntax, index, frames)
+    if truncated:  # the JPEG decoders return what they got, filled with one value: say so
+        notes.append(f"compressed pixel data without its end-of-image marker: {TRUNCATED_WARNING}")
     arr = pydicom.pixels.pixel_array(ds, index=index)  # YBR_* comes out as RGB
     if photometric in _MONOCHROME:
         if arr.shape != (rows, cols):
@@ -218,8 +222,26 @@ def _read(
         frames=frames,
         name=name,
         warnings=tuple(notes),
+        truncated=truncated,
     )
     return Radiograph(pixels=pixels.astype(np.float32), metadata=meta)
+
+
+def _ends_early(pydicom: Any, ds: Any, transfer_syntax: Any, index: int, frames: int) -> bool:
+    """Whether a JPEG, JPEG-LS or JPEG 2000 frame lacks the marker every complete one ends with
+    (EOI / EOC, FF D9, before the even-length padding): a frame cut short in transit."""
+    uid = pydicom.uid
+    if transfer_syntax not in (
+        *uid.JPEGTransferSyntaxes,
+        *uid.JPEGLSTransferSyntaxes,
+        *uid.JPEG2000TransferSyntaxes,
+    ):
+        return False
+    try:
+        frame = pydicom.encaps.get_frame(ds.PixelData, index, number_of_frames=frames)
+    except Exception:  # a broken offset table: the decoder says what is wrong
+        return False
+    return not frame.rstrip(b"\0").endswith(b"\xff\xd9")
 
 
 def _sop_class(ds: Any) -> Any:
