@@ -204,13 +204,14 @@ def test_sigterm_keeps_what_is_done_and_says_so(archive: Path, tmp_path: Path) -
     """The CLI's SIGTERM handler survives the Ray driver's start: the job commits, job.json says
     interrupted, stderr says how many rows are kept, and a re-run finishes the rest."""
     out = tmp_path / "out"
-    args = [str(archive), "--out", str(out), "--batch-size", "2", "--commit-every", "2"]
+    # one actor, one image a block: the job is still running when its first rows are committed
+    args = [str(archive), "--out", str(out), "--batch-size", "1", "--commit-every", "1", "--actors", "1"]
     job = batch(*args)
     deadline = time.monotonic() + 180
     while not list((out / "parts").glob("part-*.parquet")):
         assert job.poll() is None, job.communicate()[1]
         assert time.monotonic() < deadline, "no rows committed within 180 s"
-        time.sleep(0.05)
+        time.sleep(0.02)
     job.send_signal(signal.SIGTERM)
     code, err = finish(job)
     assert code == 130, err

@@ -12,7 +12,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from fracsight.bundle import load_bundle_spec
 from fracsight.errors import FracsightError
@@ -108,23 +107,26 @@ def run_batch(
         run = _RayRun()
         run.phases["prepare_s"] = time.perf_counter() - started  # model, output folder, what is pending
         if pending:
-            _run_or_record_stop(
-                output,
-                {path: (names or {}).get(path) or Path(path).name for path in pending},
-                output,
-                run,
-                model=_model_for_actors(model),
-                operating_point=operating_point,
-                all_classes=all_classes,
-                address=address,
-                actors=actors,
-                cpus_per_actor=cpus_per_actor,
-                gpus_per_actor=gpus_per_actor,
-                batch_size=batch_size,
-                commit_every=commit_every,
-                commit_seconds=commit_seconds,
-                progress=progress,
-            )
+            try:
+                _run_on_ray(
+                    {path: (names or {}).get(path) or Path(path).name for path in pending},
+                    output,
+                    run,
+                    model=_model_for_actors(model),
+                    operating_point=operating_point,
+                    all_classes=all_classes,
+                    address=address,
+                    actors=actors,
+                    cpus_per_actor=cpus_per_actor,
+                    gpus_per_actor=gpus_per_actor,
+                    batch_size=batch_size,
+                    commit_every=commit_every,
+                    commit_seconds=commit_seconds,
+                    progress=progress,
+                )
+            except BatchError:  # Ray failed: job.json says the job stopped, not "running"
+                output.write_job({"status": "stopped", "rows": output.rows_done})
+                raise
         errors = {code: n for code, n in output.error_counts().items() if code}
         missing = [p for p in inputs if p not in output.done]
         status = "complete" if not missing else "incomplete"
@@ -156,15 +158,6 @@ def run_batch(
         ) from None
     finally:
         output.close()
-
-
-def _run_or_record_stop(output: BatchOutput, *args: Any, **kwargs: Any) -> None:
-    """:func:`_run_on_ray`; when Ray fails, job.json says the job stopped (not "running")."""
-    try:
-        _run_on_ray(*args, **kwargs)
-    except BatchError:
-        output.write_job({"status": "stopped", "rows": output.rows_done})
-        raise
 
 
 @dataclasses.dataclass
