@@ -266,6 +266,13 @@ def test_overlay_caption_says_what_the_map_shows() -> None:
     )
     assert overlay_caption(fracture, show_heatmap=False) == "Heatmap hidden; boxes around the suspected areas"
     assert overlay_caption(card_for(make_prediction(boxes=()))).endswith("suspects a fracture")
+    # a negative decision with boxes: they are not "suspected", on the card or the caption
+    negative = card_for(make_prediction(0.2))
+    assert negative.verdict.words == "no fracture detected" and negative.box_count == 1
+    assert "suspected areas" not in overlay_caption(negative) and "no fracture suspected" in overlay_caption(
+        negative
+    )
+    assert negative.boxes.startswith("1 area the model weighed most boxed, for review; below the threshold")
     classes = card_for(class_only(make_prediction(classes=TYPES)))
     assert overlay_caption(classes) == (
         "Class heatmap: where the model sees greenstick (it does not locate fractures)"

@@ -183,3 +183,19 @@ def test_a_class_bundle_shows_its_heads_and_nothing_else(
     study = predictor.predict_study([predictor.predict(p) for p in sorted(examples.rglob("*.jpg"))], "s")
     assert list(rows["decision"])[-1] == study.decision
     assert list(rows["predicted_class"])[-1] == study.classification.predicted
+
+
+def test_a_port_another_server_holds_is_an_error_not_a_url() -> None:
+    import socket
+
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = CliRunner().invoke(app, ["app", "--port", str(port)])
+    assert result.exit_code == 2 and "port_unavailable" in result.output
+    assert "(Ctrl+C to stop)" not in result.output

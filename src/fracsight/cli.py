@@ -625,11 +625,15 @@ def web_app(
     ] = None,
 ) -> None:
     """Start the web app (Streamlit) for uploading and reviewing radiographs; prints its local URL."""
-    from fracsight.app import local_url, run_app, streamlit_available, streamlit_command
+    from fracsight.app import local_url, port_taken, run_app, streamlit_available, streamlit_command
 
     if not streamlit_available():
         typer.echo("error: the web app needs Streamlit: pip install 'fracsight[app]'", err=True)
         raise typer.Exit(1)
+    taken = port_taken(host, port)
+    if taken:
+        typer.echo(f"error (port_unavailable): cannot listen on {local_url(host, port)}: {taken}", err=True)
+        raise typer.Exit(2)
     command = streamlit_command(
         port=port, address=host, model=model, examples=examples, operating_point=operating_point
     )

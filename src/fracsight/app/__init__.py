@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-__all__ = ["SCRIPT", "local_url", "run_app", "streamlit_available", "streamlit_command"]
+__all__ = ["SCRIPT", "local_url", "port_taken", "run_app", "streamlit_available", "streamlit_command"]
 
 SCRIPT = Path(__file__).resolve().with_name("streamlit_app.py")
 
@@ -27,6 +28,19 @@ def streamlit_available() -> bool:
 def local_url(address: str, port: int) -> str:
     host = f"[{address}]" if ":" in address else address
     return f"http://{host}:{port}"
+
+
+def port_taken(address: str, port: int) -> str | None:
+    """Why ``address:port`` cannot be listened on (the OS's words), or None when it can: checked
+    before Streamlit starts, so that its URL is never printed for a port another server holds."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT is fine
+        try:
+            probe.bind((address, port))
+        except OSError as e:
+            return e.strerror or str(e)
+    return None
 
 
 def streamlit_command(

@@ -221,6 +221,9 @@ class ResultCard:
     localization: str  # FRACTURE_MAP, CLASS_ACTIVATION or "none" (Prediction.localization)
     warnings: tuple[str, ...]
     unreliable: str | None  # the prominent "not reliable" banner, or None
+    # the boxes mark suspected fractures (the decision is positive); on a negative decision they
+    # are only the areas the model weighed most, and say so, never "suspected"
+    boxes_suspected: bool = True
 
     @property
     def lines(self) -> tuple[str, ...]:
@@ -281,11 +284,16 @@ def card_for(pred: Prediction) -> ResultCard:
             "Fracture probability", pred.fracture_probability, pred.threshold, pred.operating_point
         )
         n = len(pred.boxes)
-        boxes = (
-            f"{n} suspected area{'s' if n != 1 else ''} boxed (top score {pred.boxes[0].score:.2f})"
-            if n
-            else "No area boxed"
-        )
+        areas = f"area{'s' if n != 1 else ''}"
+        if not n:
+            boxes = "No area boxed"
+        elif pred.fracture_suspected:
+            boxes = f"{n} suspected {areas} boxed (top score {pred.boxes[0].score:.2f})"
+        else:
+            boxes = (
+                f"{n} {areas} the model weighed most boxed, for review; below the threshold, not "
+                f"suspected (top score {pred.boxes[0].score:.2f})"
+            )
     classification = None
     if pred.classification is not None:
         classification = class_summary(
@@ -303,6 +311,7 @@ def card_for(pred: Prediction) -> ResultCard:
         region=region,
         boxes=boxes,
         box_count=len(pred.boxes),
+        boxes_suspected=bool(pred.fracture_suspected),
         heatmap=heatmap_text(pred.localization, predicted),
         localization=pred.localization,
         warnings=tuple(pred.warnings),
@@ -315,7 +324,12 @@ def overlay_caption(card: ResultCard, *, show_heatmap: bool = True, show_boxes: 
     boxed = show_boxes and card.box_count > 0
     has_map = card.localization in (FRACTURE_MAP, CLASS_ACTIVATION)
     text = "Heatmap hidden" if has_map and not show_heatmap else card.heatmap
-    return f"{text}; boxes around the suspected areas" if boxed else text
+    if not boxed:
+        return text
+    around = (
+        "the suspected areas" if card.boxes_suspected else "the areas it weighed most (no fracture suspected)"
+    )
+    return f"{text}; boxes around {around}"
 
 
 @dataclass(frozen=True)
