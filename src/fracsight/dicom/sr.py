@@ -241,6 +241,8 @@ def image_report(
             source_images=[_source(hd.sr.SourceImageForMeasurementGroup, header, frame_numbers)],
         )
     ]
+    # on a negative decision the boxes are where the model looked most, not suspected fractures
+    boxed = "suspected fracture" if prediction.fracture_suspected else "area weighed most, not suspected"
     for k, box in enumerate(prediction.boxes, start=1):
         outline = np.array(
             [[box.x0, box.y0], [box.x1, box.y0], [box.x1, box.y1], [box.x0, box.y1], [box.x0, box.y0]],
@@ -254,7 +256,7 @@ def image_report(
         groups.append(
             hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
                 tracking_identifier=hd.sr.TrackingIdentifier(
-                    uid=hd.UID(), identifier=f"fracsight suspected fracture {k}"
+                    uid=hd.UID(), identifier=f"fracsight {boxed} {k}"
                 ),
                 referenced_region=region,
                 finding_type=FRACTURE,
