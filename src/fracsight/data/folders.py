@@ -85,7 +85,7 @@ def read_class_folders(root: Path) -> Dataset:
             return _fracture_types(root, per_split, index)
         for d in fractured:  # type folders that a few loose images turned off: say so
             loose = [p.name for p in d.iterdir() if is_image_file(p)]
-            if loose and sum(next(iter_images(t), None) is not None for t in visible_dirs(d)) >= 2:
+            if loose and _type_folders(d) >= 2:
                 log.warning(
                     "%s holds %d image(s) beside its type folders, so the set is read as fractured / not "
                     "fractured only, without types: move them into a type folder to train a type head",
@@ -113,7 +113,12 @@ def _typed(class_dir: Path) -> bool:
     """True if all images of ``class_dir`` sit in at least two of its sub-folders (the types)."""
     if any(is_image_file(p) for p in class_dir.iterdir()):
         return False
-    return sum(next(iter_images(d), None) is not None for d in visible_dirs(class_dir)) >= 2
+    return _type_folders(class_dir) >= 2
+
+
+def _type_folders(class_dir: Path) -> int:
+    """How many sub-folders of ``class_dir`` hold images."""
+    return sum(next(iter_images(d), None) is not None for d in visible_dirs(class_dir))
 
 
 def _fracture_types(root: Path, per_split: dict[str | None, list[Path]], index: dict[str, int]) -> Dataset:

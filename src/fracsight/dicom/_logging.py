@@ -13,22 +13,26 @@ import warnings
 
 __all__ = ["log_failure", "setup_logging"]
 
-_LIBRARIES = ("pynetdicom", "pydicom", "highdicom", "dicomweb_client")
+# pydicom only at CRITICAL: it logs a decoder's failure at ERROR with its traceback and the
+# decoder's own text; fracsight reports the refusal itself (reader error code, by spool key)
+_LIBRARY_LEVELS = {
+    "pynetdicom": logging.ERROR,
+    "pydicom": logging.CRITICAL,
+    "highdicom": logging.ERROR,
+    "dicomweb_client": logging.ERROR,
+}
 
 
 def setup_logging(level: str | int) -> None:
-    """fracsight's own loggers at ``level``, in one format; the DICOM libraries only at ERROR and
-    their Python warnings ignored: at INFO highdicom names the source's SOP Instance UID,
+    """fracsight's own loggers at ``level``, in one format; the DICOM libraries only at ERROR (or
+    above) and their Python warnings ignored: at INFO highdicom names the source's SOP Instance UID,
     pynetdicom logs request parameters, and pydicom's warnings about invalid values quote the
     value. fracsight's messages name instances by spool key only."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("fracsight").setLevel(level.upper() if isinstance(level, str) else level)
-    for library in _LIBRARIES:
-        logging.getLogger(library).setLevel(logging.ERROR)
+    for library, library_level in _LIBRARY_LEVELS.items():
+        logging.getLogger(library).setLevel(library_level)
         warnings.filterwarnings("ignore", module=rf"{library}(\..*)?$")
-    # pydicom logs a decoder's failure at ERROR with its traceback and the decoder's own text;
-    # fracsight reports the refusal itself (reader error code, by spool key)
-    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 
 
 def log_failure(logger: logging.Logger, error: BaseException, message: str, *args: object) -> None:

@@ -25,17 +25,13 @@ def _kinds(text: str) -> tuple[str, ...]:
 
 
 def _check_ae_title(value: str, option: str) -> None:
-    """An AE title as DICOM allows it (PS3.5: 1 to 16 characters of the default repertoire, no
-    backslash, not only spaces); refused as a bad argument before anything starts."""
-    if (
-        not 1 <= len(value.strip()) <= 16
-        or len(value) > 16
-        or any(not " " <= c <= "~" or c == "\\" for c in value)
-    ):
-        raise typer.BadParameter(
-            f"{value!r} is not an AE title (1 to 16 printable ASCII characters, no backslash)",
-            param_hint=option,
-        )
+    """:func:`~fracsight.dicom.sender.check_ae_title`, refused as a bad argument before anything starts."""
+    from fracsight.dicom.sender import check_ae_title
+
+    try:
+        check_ae_title(value)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint=option) from None
 
 
 def _destination(to: str | None, stow: str | None, calling_ae: str):

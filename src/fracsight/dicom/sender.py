@@ -58,6 +58,15 @@ class Destination(Protocol):
     def describe(self) -> str: ...
 
 
+def check_ae_title(value: str) -> str:
+    """``value`` if it is an AE title as DICOM allows it (PS3.5: 1 to 16 characters of the default
+    repertoire, no backslash, not only spaces); ValueError otherwise."""
+    printable = all(" " <= c <= "~" and c != "\\" for c in value)
+    if not printable or len(value) > 16 or not value.strip():
+        raise ValueError(f"{value!r} is not an AE title (1 to 16 printable ASCII characters, no backslash)")
+    return value
+
+
 def parse_dimse_address(text: str, default_ae: str = "ANY-SCP") -> tuple[str, int, str]:
     """``HOST:PORT[:AET]`` -> ``(host, port, ae_title)``; ValueError with a clear message."""
     parts = text.rsplit(":", 2) if text.count(":") >= 2 else text.split(":")
@@ -68,9 +77,10 @@ def parse_dimse_address(text: str, default_ae: str = "ANY-SCP") -> tuple[str, in
     port = int(parts[1])
     if not 0 < port < 65536:
         raise ValueError(f"{text!r}: port {port} is not in 1..65535")
-    ae = parts[2] if len(parts) == 3 else default_ae
-    if not ae or len(ae) > 16 or "\\" in ae:
-        raise ValueError(f"{text!r}: an AE title has 1 to 16 characters")
+    try:
+        ae = check_ae_title(parts[2] if len(parts) == 3 else default_ae)
+    except ValueError as e:
+        raise ValueError(f"{text!r}: {e}") from None
     return parts[0], port, ae
 
 

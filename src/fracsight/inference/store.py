@@ -70,6 +70,8 @@ def _by_model_name(model: str) -> Path:
     where one packaged version has it), so that a name read off a result can be passed back."""
     named = {}
     for folder in list_bundles():
+        # only the two fields, read leniently (not load_bundle_spec): looking up one name must not
+        # fail on another packaged bundle that the full check would refuse
         spec = json.loads((_PACKAGED / folder / "bundle.json").read_text(encoding="utf-8"))
         named[folder] = (spec.get("name"), str(spec.get("version")))
     found = [f for f, (name, version) in named.items() if model in (name, f"{name} v{version}")]

@@ -88,12 +88,11 @@ def run_command(
     columns = (TextColumn("Predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     # the bar moves when rows are committed; a slow redraw leaves the CPU to the actors
     bar = Progress(*columns, console=err, transient=True, refresh_per_second=2)
-    with user_errors(), _bad_arguments_exit_2(), bar:
+    with user_errors(), _exit_codes(), bar:
         task = bar.add_task("batch", total=len(files))
         summary = run_batch(
-            list(files),
+            files,
             out,
-            names=files,
             model=model,
             operating_point=operating_point,
             all_classes=all_classes,
@@ -127,9 +126,10 @@ def run_command(
 
 
 @contextmanager
-def _bad_arguments_exit_2() -> Iterator[None]:
-    """An --out that cannot take the rows, or an unknown model or operating point, exits 2 (a bad
-    argument); an interrupted job says what it kept and exits 130, as Ctrl-C does."""
+def _exit_codes() -> Iterator[None]:
+    """The job's exit codes besides user_errors' 1: an --out that cannot take the rows, or an
+    unknown model or operating point, exits 2 (a bad argument); an interrupted job says what it
+    kept and exits 130, as Ctrl-C does."""
     from fracsight.errors import BundleError, UnknownModelError
     from fracsight.scale.job import BatchInterrupted
     from fracsight.scale.output import OutputRefused

@@ -61,10 +61,9 @@ def _model_for_actors(model: str | None) -> str | None:
 
 
 def run_batch(
-    inputs: Sequence[str],
+    inputs: Sequence[str] | Mapping[str, str],
     out: Path,
     *,
-    names: Mapping[str, str] | None = None,
     model: str | None = None,
     operating_point: str | None = None,
     all_classes: bool = False,
@@ -83,9 +82,12 @@ def run_batch(
     a local Ray with this machine's cores for the job. ``actors``: Predictor actors (0: one per
     ``cpus_per_actor`` CPUs, or per GPU with ``gpus_per_actor``). Rows are committed every
     ``commit_every`` rows or ``commit_seconds``, whichever comes first: a killed job loses at most
-    those. ``progress(done, total)`` is called after each commit. ``names``: what each input's row
-    calls it (:func:`~fracsight.scale.inputs.collect_batch_inputs`; default its file name).
+    those. ``progress(done, total)`` is called after each commit. ``inputs``: paths, or paths with
+    the name each one's row gives it (:func:`~fracsight.scale.inputs.collect_batch_inputs`; else the
+    file name).
     """
+    if not isinstance(inputs, Mapping):
+        inputs = {path: Path(path).name for path in inputs}
     started = time.perf_counter()
     if address:
         _check_reachable(address)
@@ -109,7 +111,7 @@ def run_batch(
         if pending:
             try:
                 _run_on_ray(
-                    {path: (names or {}).get(path) or Path(path).name for path in pending},
+                    {path: inputs[path] for path in pending},
                     output,
                     run,
                     model=_model_for_actors(model),

@@ -60,9 +60,7 @@ class BatchPredictor:
 
     def _one(self, path: str, name: str) -> Prediction | FailedPrediction:
         try:
-            radiograph = self.predictor.read(path, name=name)
-            (prediction,) = self.predictor.predict_radiographs([radiograph], [name], heatmap=False)
-            return prediction
+            return next(self.predictor.predict_many([path], batch_size=1, workers=1, names=[name]))
         except FracsightError as e:
             return FailedPrediction(name, e.code, str(e))
         except Exception as e:
