@@ -116,6 +116,24 @@ def test_rgb_becomes_bt601_luminance_and_colour_is_reported() -> None:
     assert any("colour image" in w for w in rg.metadata.warnings)
 
 
+@pytest.mark.parametrize(("tint", "colour"), [(0, False), (2, False), (8, True), (60, True)])
+def test_three_channel_jpeg_is_read_as_its_luma_with_the_same_colour_check(tint: int, colour: bool) -> None:
+    """A colour JPEG is decoded as its stored YCbCr (the Y channel is the grey image): the
+    same values as BT.601 luminance of its RGB decode where no channel clips, and the colour
+    warning from the chroma for the same images as from RGB."""
+    base = np.random.default_rng(0).integers(70, 185, (96, 128)).astype(np.float32)
+    rgb = np.stack([base + tint, base, base - tint], axis=-1).astype(np.uint8)
+    data = encode(Image.fromarray(rgb), "JPEG", quality=90)
+    decoded = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.float32)
+    luminance = decoded @ np.array([0.299, 0.587, 0.114], dtype=np.float32) / 255
+    rg = read_image(data)
+    assert rg.metadata.photometric == "RGB"
+    np.testing.assert_allclose(rg.pixels, luminance, atol=1.6 / 255)
+    assert any("colour image" in w for w in rg.metadata.warnings) is colour
+    reduced = read_image(data, reduce_to=48)  # decoded at half scale, still as YCbCr
+    assert reduced.pixels.shape == (48, 64) and reduced.metadata.reduced_from == (96, 128)
+
+
 def test_gray_stored_as_rgb_gives_same_values_without_warning() -> None:
     rgb = np.repeat(RAMP8[..., None], 3, axis=2)
     rg = read_image(encode(Image.fromarray(rgb), "PNG"))
