@@ -229,7 +229,8 @@ def _ycbcr_luma(im: Image.Image, notes: list[str]) -> np.ndarray:
     sample = im.resize((max(1, width // 4), max(1, height // 4)), Image.Resampling.NEAREST)
     chroma = np.asarray(sample, dtype=np.float32)[..., 1:] - 128.0
     cb, cr = chroma[..., 0], chroma[..., 1]
-    spread = (np.abs(0.344136 * cb + 2.116136 * cr).mean() + np.abs(2.116136 * cb + 0.714136 * cr).mean()) / 255.0
+    red_green, green_blue = 0.344136 * cb + 2.116136 * cr, 2.116136 * cb + 0.714136 * cr
+    spread = (np.abs(red_green).mean() + np.abs(green_blue).mean()) / 255.0
     if spread > _COLOUR_TOLERANCE:
         notes.append(f"{COLOUR_WARNING} (luminance)")
     return luma
