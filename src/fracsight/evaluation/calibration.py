@@ -36,7 +36,8 @@ def expected_calibration_error(
     """ECE over ``n_bins`` equal-width bins of ``p`` in [0, 1], and the reliability table.
 
     ``ECE = sum_b (n_b / N) * |mean(y in b) - mean(p in b)|``. Bins are
-    ``[k/n, (k+1)/n)``; the last bin also holds ``p == 1``. Each table row has
+    ``[k/n, (k+1)/n)`` with the edges ``k/n`` computed in floating point as the table
+    reports them; the last bin also holds ``p == 1``. Each table row has
     ``bin_lower``, ``bin_upper``, ``count``, ``mean_predicted`` and
     ``fraction_positive`` (the last two ``None`` for empty bins).
     """
@@ -45,7 +46,10 @@ def expected_calibration_error(
         raise ValueError("n_bins must be at least 1")
     if pa.min() < 0.0 or pa.max() > 1.0:
         raise ValueError("p must be probabilities in [0, 1]")
-    bins = np.minimum((pa * n_bins).astype(np.int64), n_bins - 1)
+    # bin b holds edges[b] <= p < edges[b + 1], exactly the edges the table reports; ``p * n_bins``
+    # truncated would put e.g. p = 0.8999999999999999 in the bin from 0.9
+    edges = np.arange(n_bins + 1) / n_bins
+    bins = np.minimum(np.searchsorted(edges, pa, side="right") - 1, n_bins - 1)
     counts = np.bincount(bins, minlength=n_bins)
     sum_p = np.bincount(bins, weights=pa, minlength=n_bins)
     sum_y = np.bincount(bins, weights=ya.astype(np.float64), minlength=n_bins)
@@ -59,8 +63,8 @@ def expected_calibration_error(
             ece += count / ya.size * abs(frac_y - mean_p)  # type: ignore[operator]
         table.append(
             {
-                "bin_lower": b / n_bins,
-                "bin_upper": (b + 1) / n_bins,
+                "bin_lower": float(edges[b]),
+                "bin_upper": float(edges[b + 1]),
                 "count": count,
                 "mean_predicted": mean_p,
                 "fraction_positive": frac_y,

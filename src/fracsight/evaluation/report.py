@@ -35,7 +35,7 @@ from fracsight.evaluation.metrics import (
     multilabel_metrics,
     regions_to_targets,
 )
-from fracsight.evaluation.thresholds import selective_accuracy, sensitivity_at_specificity
+from fracsight.evaluation.thresholds import selective_accuracy, threshold_for_specificity
 
 __all__ = ["evaluate_classes", "evaluate_predictions", "render_all_plots", "to_jsonable", "write_report"]
 
@@ -104,6 +104,13 @@ def _binary_block(
     n_pos = int(y.sum())
     both = 0 < n_pos < y.size
     ece, table = expected_calibration_error(y, p, n_bins=ece_bins)
+    # the best sensitivity among thresholds reaching the target specificity, with that threshold
+    # (the lowest one) and the specificity it really reaches here
+    at_spec: dict[str, Any] = dict.fromkeys(("sensitivity", "specificity", "threshold"))
+    if both:
+        choice = threshold_for_specificity(y, p, specificity_target)
+        at_spec = {"sensitivity": choice.sensitivity, "specificity": choice.specificity}
+        at_spec["threshold"] = choice.threshold
     return {
         "n": int(y.size),
         "n_positive": n_pos,
@@ -113,10 +120,7 @@ def _binary_block(
         "average_precision": _estimate(average_precision, y, p, boot, groups),
         "brier": brier_score(y, p),
         "calibration": {"ece": ece, "n_bins": ece_bins, "table": table},
-        "sensitivity_at_specificity": {
-            "specificity_target": specificity_target,
-            "sensitivity": sensitivity_at_specificity(y, p, specificity_target) if both else None,
-        },
+        "sensitivity_at_specificity": {"specificity_target": specificity_target, **at_spec},
         "thresholds": {name: binary_metrics_at(y, p, t) for name, t in threshold_points.items()},
     }
 
@@ -494,6 +498,13 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _at_specificity(sas: Mapping[str, Any]) -> str:
+    text = _num(sas.get("sensitivity"))
+    if sas.get("sensitivity") is not None and sas.get("threshold") is not None:
+        text += f" (threshold {_num(sas['threshold'])}, specificity {_num(sas.get('specificity'))})"
+    return text
+
+
 def _summary(block: Mapping[str, Any], ci_level: float, unit: str) -> str:
     level = f"{100 * ci_level:.0f}% CI"
     sas = block.get("sensitivity_at_specificity") or {}
@@ -504,7 +515,7 @@ def _summary(block: Mapping[str, Any], ci_level: float, unit: str) -> str:
         ],
         [f"AUROC ({level})", _with_ci(block.get("auroc"))],
         [f"Average precision ({level})", _with_ci(block.get("average_precision"))],
-        [f"Sensitivity at specificity ≥ {_num(sas.get('specificity_target'), 2)}", sas.get("sensitivity")],
+        [f"Sensitivity at specificity ≥ {_num(sas.get('specificity_target'), 2)}", _at_specificity(sas)],
         ["Expected calibration error", (block.get("calibration") or {}).get("ece")],
         ["Brier score", block.get("brier")],
     ]
@@ -565,7 +576,7 @@ def _localization(loc: Mapping[str, Any]) -> str:
             ["Top box hits a true box (IoU >= 0.1 or contains its centre)", loc.get("hit_rate_any")],
             ["Box AP at IoU 0.5", loc.get("ap50")],
             ["Box AP at IoU 0.5:0.95", loc.get("ap50_95")],
-            ["Images with a fracture label (normal ones included)", loc.get("n_images_all")],
+            ["Images scored, normal ones included (fractured ones need true boxes)", loc.get("n_images_all")],
             ["Box AP at IoU 0.5, false boxes on normal images counted", loc.get("ap50_all")],
             ["Box AP at IoU 0.5:0.95, false boxes on normal images counted", loc.get("ap50_95_all")],
         ],

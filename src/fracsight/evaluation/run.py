@@ -71,9 +71,10 @@ def _localization(samples: list[Sample], preds: list[Any]) -> dict[str, Any] | N
         "ap50_all": average_precision_boxes(all_boxes, all_trues, iou_thr=0.5),
         "ap50_95_all": average_precision_boxes_coco(all_boxes, all_trues),
         "definition": "top box = highest-scoring predicted box; a hit overlaps a true box at IoU >= 0.1 or "
-        "contains its centre; AP over all predicted boxes (all-point interpolation), AP50_95 the mean over "
-        "IoU 0.50:0.05:0.95; *_all: over every image with a fracture label, boxes on normal images counted "
-        "as false positives",
+        "contains its centre; AP over all predicted boxes (COCO's ranking and matching, all-point "
+        "interpolation rather than COCO's 101 recall points), AP50_95 the mean over IoU 0.50:0.05:0.95; "
+        "*_all: over the normal images too, their boxes counted as false positives (fractured images "
+        "without box annotations are left out of both)",
     }
 
 

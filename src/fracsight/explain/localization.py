@@ -164,12 +164,17 @@ def average_precision_boxes(
     All predicted boxes of all images are ranked by falling score (ties keep image
     order, then list order). Going down the ranking, each prediction is matched
     greedily to the still unmatched true box *of its own image* with the highest
-    IoU, if that IoU is ``>= iou_thr`` (a true positive); otherwise it is a false
-    positive (including duplicates of an already found box). AP is the area under
-    the precision-recall curve with all-point interpolation (PASCAL VOC 2010+):
-    precision made non-increasing from the right, summed over every recall step.
-    Unfound true boxes lower recall. Returns NaN when there are no true boxes, and
-    0.0 when there are true boxes but no predictions.
+    IoU (the last of equal ones), if that IoU is ``>= iou_thr`` (a true positive);
+    otherwise it is a false positive (including duplicates of an already found box).
+    Ranking and matching are those of pycocotools, so the precision-recall points are
+    COCO's. AP is the area under the precision-recall curve with all-point
+    interpolation (PASCAL VOC 2010+): precision made non-increasing from the right,
+    summed over every recall step. Unfound true boxes lower recall. Each box is a point
+    of the curve, tied scores included, so with many tied scores (a quantized model's)
+    the value depends on the order of the images (unlike
+    :func:`~fracsight.evaluation.average_precision`, which takes tied scores together).
+    Returns NaN when there are no true boxes, and 0.0 when there are true boxes but
+    no predictions.
     """
     if len(preds) != len(trues):
         raise ValueError(f"{len(preds)} prediction lists for {len(trues)} images")
@@ -187,7 +192,7 @@ def average_precision_boxes(
         best, best_iou = -1, -1.0
         for t, tbox in enumerate(true_xyxy[i]):
             v = iou(box, tbox)
-            if not matched[i][t] and v >= iou_thr and v > best_iou:
+            if not matched[i][t] and v >= iou_thr and v >= best_iou:  # last of equals, as in COCO
                 best, best_iou = t, v
         if best >= 0:
             matched[i][best] = True
@@ -206,7 +211,8 @@ def average_precision_boxes_coco(
     preds: Sequence[Sequence[DetectedBox]], trues: Sequence[Sequence[BoxLike]]
 ) -> float:
     """COCO-style AP at IoU 0.5:0.95: :func:`average_precision_boxes` averaged over the ten
-    thresholds of :data:`COCO_IOU_THRESHOLDS` (each with all-point interpolation, where
-    COCO's own tool samples 101 recall points; the two differ in the third decimal)."""
+    thresholds of :data:`COCO_IOU_THRESHOLDS`. Not pycocotools' figure: each AP here has
+    all-point interpolation where COCO's tool samples 101 recall points (and COCO keeps at
+    most 100 boxes per image); the two usually differ in the third decimal."""
     values = [average_precision_boxes(preds, trues, iou_thr=t) for t in COCO_IOU_THRESHOLDS]
     return float(np.mean(values))
