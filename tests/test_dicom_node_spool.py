@@ -182,6 +182,20 @@ def test_bad_dimse_addresses_are_refused(text: str) -> None:
         parse_dimse_address(text)
 
 
+def test_an_unknown_log_level_is_a_bad_option(tmp_path: Path) -> None:
+    """docs/dicom.md: a bad option exits 2 with a message (it was a ValueError traceback, exit 1)."""
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    args = ["dicom", "listen", "--spool", str(tmp_path / "spool"), "--allow", "ORTHANC"]
+    args += ["--to", "127.0.0.1:4242:ORTHANC", "--processes", "0", "--log-level", "LOUD"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "--log-level" in result.output and "DEBUG, INFO, WARNING or ERROR" in result.output
+    assert not (tmp_path / "spool").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", list(HEAD_KINDS))
 def test_the_worker_handles_every_head_kind(

@@ -550,6 +550,9 @@ def test_cli_writes_objects_never_overwrites_and_refuses_cleanly(case, tmp_path:
     assert bad.exit_code == 2 and "bad_kinds" in bad.output
     missing = runner.invoke(cli_app, ["dicom", "results", str(tmp_path / "nope.dcm"), "--out", str(out)])
     assert missing.exit_code == 2
+    under_a_file = out / f"{path.stem}.sr.dcm" / "more"  # an --out that cannot be made: a bad argument
+    unwritable = runner.invoke(cli_app, ["dicom", "results", str(path), "--out", str(under_a_file)])
+    assert unwritable.exit_code == 2 and "error (unwritable)" in unwritable.output, unwritable.output
 
 
 def test_prediction_without_pixels_gives_the_same_capture(case, predictor: Predictor) -> None:

@@ -246,6 +246,7 @@ def test_bad_arguments_exit_2(archive: Path, tmp_path: Path) -> None:
             "unknown operating point",
         ),
         ([str(archive), "--out", str(tmp_path / "damaged")], "unreadable"),
+        ([str(archive), "--out", str(tmp_path / "a-file" / "out")], "cannot be created"),
     ):
         result = runner.invoke(cli, ["batch", "run", *args])
         assert result.exit_code == 2 and message in result.output, result.output

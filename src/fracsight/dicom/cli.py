@@ -115,6 +115,8 @@ def listen(
     from fracsight.dicom.result_pool import ModelRef
     from fracsight.errors import FracsightError
 
+    if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise typer.BadParameter("DEBUG, INFO, WARNING or ERROR", param_hint="--log-level")
     _check_ae_title(ae_title, "--ae-title")
     for calling in allow:
         _check_ae_title(calling, "--allow")
@@ -314,6 +316,11 @@ def results_command(
     if out.exists() and not out.is_dir():
         typer.echo(f"error (exists): {out} exists and is not a folder", err=True)
         raise typer.Exit(2)
+    try:  # an --out that cannot be made is a bad argument, found before the model loads
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        typer.echo(f"error (unwritable): {out}: {e.strerror or e}", err=True)
+        raise typer.Exit(2) from None
     with user_errors():
         predictor = Predictor(model)
     failed = 0

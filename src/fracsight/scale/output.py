@@ -91,7 +91,12 @@ class BatchOutput:
         if self.folder.exists() and not self.folder.is_dir():
             raise OutputRefused(f"{self.folder} is a file, not a folder: use another --out")
         self._check_job()  # before anything is written into a folder that may be the user's own
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # under a file, on a read-only file system, no permission, ...
+            raise OutputRefused(
+                f"{self.folder} cannot be created ({e.strerror or type(e).__name__}): use another --out"
+            ) from None
         self._take_lock()
         self._check_job()  # again, now that no other job can be writing it
         self.parts.mkdir(parents=True, exist_ok=True)
