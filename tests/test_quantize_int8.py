@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from bundle_checks import assert_fitted_on_predictions
 from fracsight.bundle import BundleSpec, load_bundle_spec, sha256_file
 from fracsight.cli import app
 from fracsight.inference import Predictor
@@ -385,6 +386,7 @@ def test_int8_orientation_certainty_is_refitted_on_its_own_outputs(detector_bund
         in card
     )
     assert "out-of-distribution settings and the orientation certainty were refitted" in card
+    assert_fitted_on_predictions(out, data)
 
 
 def test_the_detector_finds_the_same_feature_maps_in_an_int8_graph(

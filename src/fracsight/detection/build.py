@@ -2,8 +2,10 @@
 
 Everything is chosen on the validation split (the detector's epoch, the boxes' score floor,
 the orientation step's certainty); the test split, when asked for, is only measured. The
-base's calibration, operating points and out-of-distribution statistics are kept: its
-fracture output is unchanged (the grafted graph is checked to give the same values).
+base's out-of-distribution statistics are kept: its fracture output is unchanged (the grafted
+graph is checked to give the same values). Its calibration and operating points are fitted
+again on the reads the new bundle's Predictor keeps, since the orientation step reads some
+images turned upright.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import numpy as np
 from fracsight._output import check_output_folder, staged_folder
 from fracsight.bundle import BundleSpec, load_bundle_spec, sha256_file, write_bundle_spec
 from fracsight.data import load_dataset
+from fracsight.data.splits import train_val_samples
 from fracsight.detection.features import GRID
 from fracsight.errors import ConfigError, DatasetError
+from fracsight.training.refit import refit_to_predictions
 
 if TYPE_CHECKING:
     from fracsight.detection.train import HeadsConfig
@@ -210,6 +214,12 @@ def build_joint_bundle(
         )
 
 
+def _validation_samples(data_dir: Path, base: BundleSpec) -> list:
+    """The validation images of ``base``'s data set, split with its seed as the features were."""
+    dataset = load_dataset(Path(data_dir), base.training.get("layout", "auto"))
+    return train_val_samples(dataset, int(base.training.get("config", {}).get("seed", 0)))[1]
+
+
 def _write_with_heads(
     base_dir: Path,
     out_dir: Path,
@@ -260,6 +270,9 @@ def _write_with_heads(
             metrics={k: v for k, v in base.metrics.items() if k == "validation"},
         )
         write_bundle_spec(spec, work)
+        # the orientation step changes which read of an image is kept, so the probabilities users
+        # get are no longer the base's: calibration and operating points are fitted on them
+        spec = refit_to_predictions(work, _validation_samples(data_dir, base))
         if evaluate_split:
             from fracsight.evaluation.run import evaluate_model
             from fracsight.training.refit import metrics_summary

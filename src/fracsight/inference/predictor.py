@@ -101,6 +101,18 @@ def _source_name(source: Source, name: str | None) -> str:
     return "upload" if isinstance(source, bytes) else Path(source).name
 
 
+@dataclasses.dataclass(frozen=True)
+class _Read:
+    """One image's read through the network: row ``index`` of ``outputs``, made from ``radiograph``
+    (the image turned upright by ``turns`` quarter turns, or as given when 0) with ``geometry``."""
+
+    outputs: dict[str, np.ndarray]
+    index: int
+    radiograph: Radiograph
+    geometry: Letterbox
+    turns: int
+
+
 class Predictor:
     """A model bundle ready to predict. Thread-safe for concurrent ``predict`` calls."""
 
@@ -232,23 +244,44 @@ class Predictor:
         if not radiographs:
             return []
         statistics = [self._side.submit(pixel_statistics, r.pixels) for r in radiographs]
+        predictions = []
+        for kept, radiograph, source, stats in zip(
+            self._kept_reads(radiographs), radiographs, sources, statistics, strict=True
+        ):
+            # only the read that is kept gets its boxes and heatmap
+            prediction = self._postprocess(
+                kept.outputs, kept.index, kept.radiograph, kept.geometry, source, stats, heatmap
+            )
+            if kept.turns:  # read turned upright: the results are turned back onto the image as given
+                turned = turn_prediction(prediction, kept.turns, radiograph.full_size)
+                prediction = dataclasses.replace(turned, metadata=radiograph.metadata)
+            predictions.append(prediction)
+        return predictions
+
+    def network_outputs(self, radiographs: list[Radiograph]) -> dict[str, np.ndarray]:
+        """The network's raw outputs for each of ``radiographs`` (read with :meth:`read`), from the
+        read the Predictor keeps: the image as given, or turned upright by the orientation step.
+        Stacked over the images; what a bundle's calibration and operating points are fitted on
+        (:func:`fracsight.training.refit.refit_to_predictions`)."""
+        kept = self._kept_reads(radiographs)
+        return {name: np.stack([k.outputs[name][k.index] for k in kept]) for name in kept[0].outputs}
+
+    def _kept_reads(self, radiographs: list[Radiograph]) -> list[_Read]:
+        """One network pass over ``radiographs``, and a second pass, turned upright, for each image
+        the orientation step finds turned (:meth:`_quarter_turns`); per image, the read kept."""
         batch, geometries = self.preprocess(radiographs)
         out = self.onnx.run(batch)
-        predictions = []
+        kept = []
         for i, (turns, sure) in enumerate(self._quarter_turns(out)):
-            radiograph, source, stats = radiographs[i], sources[i], statistics[i]
-            if turns:  # read again, turned upright; the results are turned back onto the image as given
-                upright = turn_radiograph(radiograph, -turns)
+            read = _Read(out, i, radiographs[i], geometries[i], 0)
+            if turns:
+                upright = turn_radiograph(radiographs[i], -turns)
                 again, (geometry,) = self.preprocess([upright])
                 out_upright = self.onnx.run(again)
                 if sure or self._looks_more_typical(out_upright["embedding"][0], out["embedding"][i]):
-                    redo = self._postprocess(out_upright, 0, upright, geometry, source, stats, heatmap)
-                    turned = turn_prediction(redo, turns, radiograph.full_size)
-                    predictions.append(dataclasses.replace(turned, metadata=radiograph.metadata))
-                    continue
-            # only the read that is kept gets its boxes and heatmap
-            predictions.append(self._postprocess(out, i, radiograph, geometries[i], source, stats, heatmap))
-        return predictions
+                    read = _Read(out_upright, 0, upright, geometry, turns)
+            kept.append(read)
+        return kept
 
     def _quarter_turns(self, out: dict[str, np.ndarray]) -> list[tuple[int, bool]]:
         """Per image, ``(turns, sure)``: the quarter turns it seems to be from upright (0: read it

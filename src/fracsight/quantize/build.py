@@ -35,6 +35,7 @@ from fracsight.training.refit import (
     orientation_certainty,
     orientation_views,
     raw_outputs,
+    refit_to_predictions,
 )
 
 __all__ = ["CALIBRATION_IMAGES", "calibration_samples", "quantize_bundle"]
@@ -98,8 +99,10 @@ def quantize_bundle(
 
     Calibrated on ``n_calibration`` images of the ``train`` split; calibration, operating points,
     OOD and localization settings and the orientation certainty refitted on the INT8 model's own
-    ``val`` outputs; refused (:class:`QuantizationRefused`, nothing written) when it breaks
-    ``bounds``. ``evaluate_split``: also measure both models on that split for the card.
+    ``val`` outputs (calibration and operating points on the reads the Predictor keeps, with its
+    orientation step: :func:`~fracsight.training.refit.refit_to_predictions`); refused
+    (:class:`QuantizationRefused`, nothing written) when it breaks ``bounds``.
+    ``evaluate_split``: also measure both models on that split for the card.
     """
     say = progress or (lambda _msg: None)
     bounds = bounds or GateBounds()
@@ -147,7 +150,9 @@ def quantize_bundle(
             raise QuantizationRefused(
                 f"refusing to write the INT8 bundle ({len(val)} validation images): " + "; ".join(failures)
             )
-        write_bundle_spec(spec, work)  # the evaluation below must see the refitted calibration
+        write_bundle_spec(spec, work)
+        say(f"fitting calibration and operating points on the {len(val)} validation images as predicted")
+        spec = refit_to_predictions(work, val)  # the evaluation below must see the refitted calibration
         float_metrics: dict[str, Any] = dict(float_spec.metrics)
         metrics: dict[str, Any] = dict(spec.metrics)
         if evaluate_split:

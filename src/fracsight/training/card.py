@@ -503,6 +503,12 @@ def render_card(spec: BundleSpec, run_dir: Path | None = None) -> str:
                 f"{_n(op.specificity)} |"
             )
         lines.append("")
+        if spec.metrics.get("validation", {}).get("fitted_on"):
+            lines += [
+                "Calibration and thresholds were fitted on the reads the predictor keeps: an image its "
+                "orientation step reads turned upright counts with that read, as users get it.",
+                "",
+            ]
     if klass:
         lines += _class_operating_point(spec)
     lines += ["## Measured results", ""]
