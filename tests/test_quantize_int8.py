@@ -387,6 +387,20 @@ def test_int8_orientation_certainty_is_refitted_on_its_own_outputs(detector_bund
     )
     assert "out-of-distribution settings and the orientation certainty were refitted" in card
     assert_fitted_on_predictions(out, data)
+    # the grafted detector stays in float (continuous box scores); the network is quantized
+    import onnx
+
+    from fracsight.detection.taps import detector_nodes
+
+    graph = onnx.load(str(out / "model.onnx"))
+    producer = {o: n for n in graph.graph.node for o in n.output}
+    kept = set(detector_nodes(graph))
+    convs = [n for n in graph.graph.node if n.op_type == "Conv"]
+    assert any(n.name in kept for n in convs) and any(n.name not in kept for n in convs)
+    for conv in convs:  # weights: a float initializer, or the output of a DequantizeLinear
+        assert (producer.get(conv.input[1]) is None) == (conv.name in kept), conv.name
+    assert int8.metrics["quantization"]["kept_in_float"] == "the grafted detector head"
+    assert "the grafted detector head kept in float" in card
 
 
 def test_the_detector_finds_the_same_feature_maps_in_an_int8_graph(

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from fracsight.detection.heads import DetectionHead, DetectorEnsemble, OrientationHead, heads_from_tensors
-from fracsight.detection.taps import TAP_NAMES, find_taps, with_outputs
+from fracsight.detection.taps import HEADS_PREFIX, TAP_NAMES, find_taps, with_outputs
 from fracsight.inference.onnx_model import BATCH_DIM
 
 __all__ = ["HEAD_OUTPUTS", "graft_heads"]
@@ -72,7 +72,7 @@ def graft_heads(
     head_model.ir_version = base.ir_version
     # the heads' own tensors and weights get a prefix so they cannot collide with the base's;
     # the tensors they read and write keep their names
-    head_model = onnx.compose.add_prefix(head_model, "heads/", rename_inputs=False, rename_outputs=False)
+    head_model = onnx.compose.add_prefix(head_model, HEADS_PREFIX, rename_inputs=False, rename_outputs=False)
     merged = onnx.compose.merge_models(
         with_outputs(base, [taps[t] for t in TAP_NAMES]),
         head_model,
@@ -115,7 +115,7 @@ def _check(out: Path, base_onnx: Path, heads: nn.Module, tapped: list[np.ndarray
     # shares equal initializers between members, which would make that fail
     from fracsight.models.unfold import graph_tensors
 
-    detector, _ = heads_from_tensors(graph_tensors(out), "heads/")
+    detector, _ = heads_from_tensors(graph_tensors(out), HEADS_PREFIX)
     with torch.no_grad():
         again = detector(*(torch.from_numpy(t) for t in tapped))
     for name, value, first in zip(HEAD_OUTPUTS[:3], again, want[:3], strict=True):

@@ -36,6 +36,7 @@ from fracsight.data.sample import Dataset, Sample
 from fracsight.data.splits import train_val_samples
 from fracsight.detection.features import model_boxes
 from fracsight.detection.heads import DetectionHead, OrientationHead, heads_from_tensors
+from fracsight.detection.taps import HEADS_PREFIX
 from fracsight.detection.train import HeadsConfig, box_metrics, detection_loss
 from fracsight.errors import ConfigError
 from fracsight.evaluation.metrics import auroc
@@ -130,7 +131,7 @@ def load_joint(base_dir: Path, heads_dir: Path) -> tuple[JointNet, TrainConfig]:
     region = base.head("region")
     heads = HeadConfig(regions=tuple(region.classes) if region else ())
     network = network_from_onnx(Path(base_dir) / "model.onnx", base.architecture, heads)
-    detector, orientation = heads_from_tensors(graph_tensors(Path(heads_dir) / "model.onnx"), "heads/")
+    detector, orientation = heads_from_tensors(graph_tensors(Path(heads_dir) / "model.onnx"), HEADS_PREFIX)
     return JointNet(network, detector, orientation), cfg
 
 

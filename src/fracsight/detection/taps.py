@@ -14,9 +14,16 @@ import numpy as np
 
 from fracsight.errors import ConfigError
 
-__all__ = ["TAP_NAMES", "find_taps", "tapped_session", "with_outputs"]
+__all__ = ["HEADS_PREFIX", "TAP_NAMES", "detector_nodes", "find_taps", "tapped_session", "with_outputs"]
 
 TAP_NAMES = ("stride8", "stride16", "features")
+HEADS_PREFIX = "heads/"  # of the grafted heads' node and tensor names (fracsight.detection.graft)
+
+
+def detector_nodes(model) -> list[str]:  # onnx.ModelProto -> node names
+    """The names of the grafted detector's nodes in ``model`` (none in a graph without one): its
+    module is the heads' ``detector``, so torch's export names them ``/detector/...``."""
+    return [node.name for node in model.graph.node if node.name.startswith(f"{HEADS_PREFIX}/detector/")]
 
 
 def with_outputs(model, names: list[str]):  # onnx.ModelProto -> onnx.ModelProto

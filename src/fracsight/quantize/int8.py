@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -57,9 +58,17 @@ def _quantization_tools():
     return quantization, quant_pre_process
 
 
-def quantize_onnx(source: Path, target: Path, calibration_images: Sequence[np.ndarray]) -> None:
+def quantize_onnx(
+    source: Path,
+    target: Path,
+    calibration_images: Sequence[np.ndarray],
+    *,
+    keep_in_float: Callable[[Any], Sequence[str]] | None = None,
+) -> list[str]:
     """Write the INT8 (QDQ) version of ``source`` to ``target``, calibrated on ``calibration_images``
-    ((S, S) float32 letterboxed images in [0, 1], the model's input without batch and channel)."""
+    ((S, S) float32 letterboxed images in [0, 1], the model's input without batch and channel).
+    ``keep_in_float``: a function of the (loaded) graph naming nodes to leave in float (onnxruntime's
+    ``nodes_to_exclude``). Returns those names."""
     if not calibration_images:
         raise ConfigError("INT8 calibration needs at least one training image")
     quantization, quant_pre_process = _quantization_tools()
@@ -78,7 +87,9 @@ def quantize_onnx(source: Path, target: Path, calibration_images: Sequence[np.nd
                 quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         import onnx
 
-        input_name = onnx.load(str(prepared), load_external_data=False).graph.input[0].name
+        graph = onnx.load(str(prepared), load_external_data=False)
+        input_name = graph.graph.input[0].name
+        keep = list(keep_in_float(graph)) if keep_in_float else []
         quantization.quantize_static(
             str(prepared),
             str(target),
@@ -89,4 +100,6 @@ def quantize_onnx(source: Path, target: Path, calibration_images: Sequence[np.nd
             activation_type=quantization.QuantType.QUInt8,
             weight_type=quantization.QuantType.QInt8,
             calibrate_method=quantization.CalibrationMethod.MinMax,
+            nodes_to_exclude=keep,
         )
+    return keep

@@ -205,7 +205,9 @@ def _quantization_section(spec: BundleSpec) -> list[str]:
         f"Quantized from {source.get('name')} v{source.get('version')} (`model.onnx` sha256 "
         f"`{source.get('onnx_sha256')}`) with {q.get('tool')}: {q.get('format')}, weights "
         f"{q.get('weights')}, activations {q.get('activations')}, over {q.get('calibration_images')} "
-        f"images of the {q.get('calibration_split')} split. Calibration, operating points, localization"
+        f"images of the {q.get('calibration_split')} split"
+        + (f"; {q['kept_in_float']} kept in float" if q.get("kept_in_float") else "")
+        + ". Calibration, operating points, localization"
         + (
             ", out-of-distribution settings and the orientation certainty"
             if "float_orientation" in q
