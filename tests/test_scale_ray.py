@@ -225,11 +225,17 @@ def test_sigterm_keeps_what_is_done_and_says_so(archive: Path, tmp_path: Path) -
 
 @pytest.mark.slow
 def test_actors_the_local_ray_cannot_place_are_refused_at_once(archive: Path, tmp_path: Path) -> None:
+    """A bad argument (exit 2): more CPUs than the machine has is refused before Ray starts, more
+    GPUs than Ray finds once it has; either way no output folder is left behind."""
     for option, unit in (("--cpus-per-actor", "CPUs"), ("--gpus-per-actor", "GPUs")):
         code, err = finish(batch(str(archive), "--out", str(tmp_path / option), option, "64"), timeout=120)
-        assert code == 1 and f"{option} 64 asks for more than the local Ray has" in err and unit in err
-        assert "Traceback" not in err
-        assert json.loads((tmp_path / option / "job.json").read_text())["status"] == "stopped"
+        assert code == 2 and f"{option} 64 asks for more than the local Ray has" in err and unit in err
+        assert "actors_do_not_fit" in err and "Traceback" not in err
+        assert not (tmp_path / option).exists()
+    (tmp_path / "mine").mkdir()  # a folder the job did not create is kept, and says the job stopped
+    mine = batch(str(archive), "--out", str(tmp_path / "mine"), "--gpus-per-actor", "64")
+    code, err = finish(mine, timeout=120)
+    assert code == 2 and json.loads((tmp_path / "mine" / "job.json").read_text())["status"] == "stopped"
 
 
 def test_bad_arguments_exit_2(archive: Path, tmp_path: Path) -> None:

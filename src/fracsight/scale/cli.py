@@ -127,11 +127,11 @@ def run_command(
 
 @contextmanager
 def _exit_codes() -> Iterator[None]:
-    """The job's exit codes besides user_errors' 1: an --out that cannot take the rows, or an
-    unknown model or operating point, exits 2 (a bad argument); an interrupted job says what it
-    kept and exits 130, as Ctrl-C does."""
+    """The job's exit codes besides user_errors' 1: an --out that cannot take the rows, an
+    unknown model or operating point, or actors the Ray cannot place, exits 2 (a bad argument);
+    an interrupted job says what it kept and exits 130, as Ctrl-C does."""
     from fracsight.errors import BundleError, UnknownModelError
-    from fracsight.scale.job import BatchInterrupted
+    from fracsight.scale.job import ActorsDoNotFit, BatchInterrupted
     from fracsight.scale.output import OutputRefused
 
     try:
@@ -139,7 +139,7 @@ def _exit_codes() -> Iterator[None]:
     except BatchInterrupted as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(130) from None
-    except (OutputRefused, UnknownModelError, BundleError) as e:
+    except (OutputRefused, UnknownModelError, BundleError, ActorsDoNotFit) as e:
         typer.echo(f"error ({e.code}): {e}", err=True)
         raise typer.Exit(2) from None
 

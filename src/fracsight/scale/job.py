@@ -19,13 +19,19 @@ from fracsight.inference import list_bundles, resolve_bundle
 from fracsight.scale.local_ray import LocalRay, start_local_ray
 from fracsight.scale.output import NAME_FIELD, PATH_COLUMN, BatchOutput, output_columns
 
-__all__ = ["BatchError", "BatchInterrupted", "BatchSummary", "local_cpus", "run_batch"]
+__all__ = ["ActorsDoNotFit", "BatchError", "BatchInterrupted", "BatchSummary", "local_cpus", "run_batch"]
 
 
 class BatchError(FracsightError):
     """Ray could not be reached or the job stopped; the rows committed so far are kept."""
 
     code = "batch_failed"
+
+
+class ActorsDoNotFit(BatchError):
+    """The Ray the job runs on cannot place one actor as asked (a bad argument)."""
+
+    code = "actors_do_not_fit"
 
 
 class BatchInterrupted(BatchError):
@@ -91,6 +97,8 @@ def run_batch(
     started = time.perf_counter()
     if address:
         _check_reachable(address)
+    else:  # a local Ray gets this machine's cores: refuse actors it cannot place before starting it
+        _check_fits({"CPU": float(local_cpus())}, cpus_per_actor, 0.0)
     bundle = resolve_bundle(model)
     spec = load_bundle_spec(bundle)
     op = None
@@ -127,7 +135,8 @@ def run_batch(
                     progress=progress,
                 )
             except BatchError:  # Ray failed: job.json says the job stopped, not "running"
-                output.write_job({"status": "stopped", "rows": output.rows_done})
+                if not output.discard_if_unused():
+                    output.write_job({"status": "stopped", "rows": output.rows_done})
                 raise
         errors = {code: n for code, n in output.error_counts().items() if code}
         missing = [p for p in inputs if p not in output.done]
@@ -153,7 +162,8 @@ def run_batch(
             steady_rate=run.steady,
         )
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what is committed stays, and job.json says so
-        output.write_job({"status": "interrupted", "rows": output.rows_done})
+        if not output.discard_if_unused():
+            output.write_job({"status": "interrupted", "rows": output.rows_done})
         raise BatchInterrupted(
             f"interrupted: {output.rows_done} rows are committed in {output.folder}; "
             "run the same command again to finish"
@@ -330,7 +340,7 @@ def _check_fits(resources: dict[str, float], cpus_per_actor: float, gpus_per_act
     for kind, asked, option in asks:
         have = resources.get(kind, 0.0)
         if asked > have:
-            raise BatchError(
+            raise ActorsDoNotFit(
                 f"{option} {asked:g} asks for more than the local Ray has ({have:g} {kind}s"
                 + (": is a CUDA GPU visible to onnxruntime-gpu here?" if kind == "GPU" else "")
                 + ")"

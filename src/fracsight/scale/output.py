@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -91,6 +92,7 @@ class BatchOutput:
         if self.folder.exists() and not self.folder.is_dir():
             raise OutputRefused(f"{self.folder} is a file, not a folder: use another --out")
         self._check_job()  # before anything is written into a folder that may be the user's own
+        self.created = not self.folder.exists()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:  # under a file, on a read-only file system, no permission, ...
@@ -136,6 +138,15 @@ class BatchOutput:
                 f"{self.folder} is being written by another batch job: wait for it, or use another --out"
             ) from None
         self._lock = handle
+
+    def discard_if_unused(self) -> bool:
+        """Remove the folder when this job created it and committed nothing (a job that could not
+        start leaves no output behind); True if it did."""
+        if not self.created or self.rows_done:
+            return False
+        self.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+        return True
 
     def close(self) -> None:
         """Let another job open the folder (also when this process ends)."""
