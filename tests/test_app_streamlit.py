@@ -199,3 +199,14 @@ def test_a_port_another_server_holds_is_an_error_not_a_url() -> None:
         result = CliRunner().invoke(app, ["app", "--port", str(port)])
     assert result.exit_code == 2 and "port_unavailable" in result.output
     assert "(Ctrl+C to stop)" not in result.output
+
+
+def test_an_unknown_model_or_operating_point_is_refused_before_the_app_starts() -> None:
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    for args, code in ((["--model", "no-such-model"], "unknown_model"), (["--operating-point", "nope"], "")):
+        result = CliRunner().invoke(app, ["app", *args])
+        assert result.exit_code == 2 and code in result.output and "error (" in result.output
+        assert "(Ctrl+C to stop)" not in result.output and "Traceback" not in result.output

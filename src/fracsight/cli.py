@@ -626,10 +626,16 @@ def web_app(
 ) -> None:
     """Start the web app (Streamlit) for uploading and reviewing radiographs; prints its local URL."""
     from fracsight.app import local_url, port_taken, run_app, streamlit_available, streamlit_command
+    from fracsight.bundle import load_bundle_spec
+    from fracsight.inference import resolve_bundle
 
     if not streamlit_available():
         typer.echo("error: the web app needs Streamlit: pip install 'fracsight[app]'", err=True)
         raise typer.Exit(1)
+    with user_errors(exit_code=2):  # an unknown model or operating point: before the app starts
+        spec = load_bundle_spec(resolve_bundle(model))
+        if operating_point is not None:
+            spec.operating_point(operating_point)
     taken = port_taken(host, port)
     if taken:
         typer.echo(f"error (port_unavailable): cannot listen on {local_url(host, port)}: {taken}", err=True)
