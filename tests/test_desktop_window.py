@@ -385,11 +385,11 @@ def test_the_command_opens_the_window_and_fails_cleanly(
         and "Traceback" not in missing.stderr
     )
     model = subprocess.run([*command, "--model", "no-such-model"], capture_output=True, text=True, timeout=60)
-    assert model.returncode == 1 and "error (unknown_model)" in model.stderr
+    assert model.returncode == 2 and "error (unknown_model)" in model.stderr
     point = subprocess.run(
         [*command, "--operating-point", "nope"], capture_output=True, text=True, timeout=60
     )
-    assert point.returncode == 1 and "unknown operating point 'nope'" in point.stderr
+    assert point.returncode == 2 and "unknown operating point 'nope'" in point.stderr
     env = display_env(display)
     env.pop("DISPLAY")
     headless = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)

@@ -51,7 +51,7 @@ def desktop_command(
     if missing:
         typer.echo(f"error (not_found): no such file or folder: {', '.join(missing)}", err=True)
         raise typer.Exit(2)
-    with user_errors():  # a wrong --model or --operating-point fails here, before any window opens
+    with user_errors(exit_code=2):  # a wrong --model or --operating-point: a bad argument, before any window
         spec = load_bundle_spec(resolve_bundle(model))
         if operating_point is not None:
             spec.operating_point(operating_point)
