@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from fracsight.dicom.results_context import NODE_KINDS
 from fracsight.dicom.spool import instance_key, study_key
 from fracsight.errors import FracsightError, UnsupportedModalityError
-from fracsight.io.dicom_gate import check_dicom_object
+from fracsight.io.dicom_gate import RESULT_MODEL_NAME, check_dicom_object
 
 if TYPE_CHECKING:
     from fracsight.inference import Predictor
@@ -51,6 +51,7 @@ class StudyOutcome:
     study: str
     predicted: list[str] = field(default_factory=list)
     refused: dict[str, str] = field(default_factory=dict)  # instance key -> error code
+    own_results: int = 0  # fracsight's result objects already in the study: not read, not refused
     stored: int = 0
     failed: int = 0
     decision: str | None = None
@@ -61,6 +62,7 @@ class StudyOutcome:
             "study": self.study,
             "predicted": len(self.predicted),
             "refused": dict(self.refused),
+            "own_results_skipped": self.own_results,
             "result_objects_stored": self.stored,
             "result_objects_failed": self.failed,
             "study_decision": self.decision,
@@ -107,8 +109,11 @@ def process_study(
         if not series_uid or not sop_uid:
             continue
         key = instance_key(sop_uid)
+        model_name = _value(item, _MODEL_NAME)
+        if model_name is not None and model_name.strip() == RESULT_MODEL_NAME:  # e.g. from an earlier run
+            outcome.own_results += 1
+            continue
         try:
-            model_name = _value(item, _MODEL_NAME)
             check_dicom_object(_value(item, _MODALITY), _value(item, _SOP_CLASS), model_name=model_name)
         except UnsupportedModalityError as e:
             outcome.refused[key] = e.code
