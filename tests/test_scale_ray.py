@@ -196,6 +196,9 @@ def test_a_killed_job_leaves_no_ray_behind_resumes_and_every_file_appears_exactl
     code, err = finish(batch(*args))  # resume, on a new local Ray, stopped at the end this time
     assert code == 1, err
     assert f"{len(committed)} already in" in err
+    # Ray's notes about settings fracsight chose for the job (its own progress bar, the local
+    # cluster's token authentication) are not repeated to the user
+    assert "Progress bars disabled" not in err and "Token authentication is enabled" not in err
     assert_exactly_once(out, archive, plain_rows)
 
 

@@ -250,6 +250,7 @@ def _run_on_ray(
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the CLI shows its own, counted in committed rows
         logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "bars disabled": ours
         resources = ray.cluster_resources()
         if local is not None:  # a cluster may add nodes as they are asked for; this Ray will not
             _check_fits(resources, cpus_per_actor, gpus_per_actor)

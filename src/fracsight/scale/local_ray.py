@@ -54,6 +54,9 @@ class LocalRay:
 def start_local_ray(cpus: int, *, logging_level: int = logging.WARNING) -> LocalRay:
     """Start a single-node Ray with ``cpus`` CPUs and connect this process to it as the driver."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # nothing leaves the hospital
+    # Ray notes on stderr that token authentication is on by default and how to turn it off: for
+    # the job's own cluster on this machine that is the right setting, and not the user's to change
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     import ray
 
     try:
