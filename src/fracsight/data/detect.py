@@ -16,6 +16,7 @@ Anything else raises :class:`DatasetError` saying what was expected.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def _check_folder(root: Path) -> None:
         raise DatasetError(f"{root} is not a folder; give the data set's top folder")
 
 
-def find_layout(root: Path) -> tuple[str, Path]:
+def find_layout(root: str | os.PathLike[str]) -> tuple[str, Path]:
     """``(layout name, folder that holds it)``; the folder differs from ``root`` only for wrappers."""
     root = Path(root)
     _check_folder(root)
@@ -82,12 +83,12 @@ def find_layout(root: Path) -> tuple[str, Path]:
     raise DatasetError(f"{root} is not a data set layout fracsight knows; expected one of: {_expected()}")
 
 
-def detect_layout(root: Path) -> str:
+def detect_layout(root: str | os.PathLike[str]) -> str:
     """Name of the layout in ``root``: fracatlas, mura, labels-csv or class-folders."""
     return find_layout(root)[0]
 
 
-def load_dataset(root: Path, layout: str = "auto") -> Dataset:
+def load_dataset(root: str | os.PathLike[str], layout: str = "auto") -> Dataset:
     """Read a data set folder into a :class:`Dataset`.
 
     ``layout="auto"`` detects it (see this module's rules); naming one skips detection.

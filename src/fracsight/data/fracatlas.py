@@ -82,7 +82,7 @@ def read_fracatlas(root: Path) -> Dataset:
             len(disagree),
             _names(disagree),
         )
-    class_names = {FRACTURE: ("not fractured", "fractured")}
+    class_names: dict[str, tuple[str, ...]] = {FRACTURE: ("not fractured", "fractured")}
     if any(c in rows[0] for c in REGION_COLUMNS):
         class_names[REGION] = tuple(c for c in REGION_COLUMNS if c in rows[0])
     return Dataset(root=root, layout="fracatlas", samples=tuple(samples), class_names=class_names)
@@ -104,12 +104,12 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 def _flag(row: dict[str, str], column: str, image_id: str) -> int:
     value = row.get(column, "")
     try:
-        flag = int(float(value))
+        flag = float(value)
     except ValueError:
         raise DatasetError(f"{image_id}: column {column!r} should be 0 or 1, got {value!r}") from None
-    if flag not in (0, 1):
+    if flag not in (0.0, 1.0):  # never truncated: 0.5 is not 0
         raise DatasetError(f"{image_id}: column {column!r} should be 0 or 1, got {value!r}")
-    return flag
+    return int(flag)
 
 
 def _index_images(images: Path) -> dict[str, Path]:

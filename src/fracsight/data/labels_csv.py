@@ -4,9 +4,9 @@ This is the layout for data that carries more than one label per image (a fractu
 flag and a fracture type, a type and a body region) or whose images are not sorted
 into folders. One row per image; the columns, in any order:
 
-- ``image`` (required): the image's path relative to the folder;
+- ``image`` (required): the image's path relative to the folder, each image on one row;
 - ``fracture``: ``1``/``0``, ``true``/``false``, ``yes``/``no`` or a class-folder name
-  (``fractured``, ``Non_fractured``, ...);
+  (``fractured``, ``Non_fractured``, ...), on every row (an empty value is refused);
 - ``class``: an N-class label such as the fracture type; may be empty (for example on
   images without a fracture), and such rows do not train or score the class head;
 - ``region``: the body region, several separated by ``;``;
@@ -39,10 +39,10 @@ def is_labels_csv(root: Path) -> bool:
     return (Path(root) / LABELS_FILE).is_file()
 
 
-def _fracture(value: str, where: str) -> int | None:
+def _fracture(value: str, where: str) -> int:
     v = value.strip()
-    if not v:
-        return None
+    if not v:  # a model gets a fracture head only when every image has the label
+        raise DatasetError(f"{where}: fracture is empty; give every image one or leave the column out")
     if v.lower() in _TRUE:
         return 1
     if v.lower() in _FALSE:
@@ -76,6 +76,7 @@ def read_labels_csv(root: Path) -> Dataset:
 
     parsed = []
     missing: list[str] = []
+    seen: dict[Path, int] = {}
     for n, row in enumerate(rows, start=2):  # line 1 is the header
         where = f"{path.name} line {n}"
         image = row["image"].strip()
@@ -83,6 +84,9 @@ def read_labels_csv(root: Path) -> Dataset:
         file = Path(os.path.normpath(root / image))
         if not image or Path(image).is_absolute() or not file.is_relative_to(os.path.normpath(root)):
             raise DatasetError(f"{where}: image must be a path inside {root}, got {image!r}")
+        if file in seen:  # two rows, two labels (or twice the weight) for one image
+            raise DatasetError(f"{where}: image {image!r} is listed already on line {seen[file]}")
+        seen[file] = n
         if not is_image_file(file):
             missing.append(image)
             continue
@@ -112,7 +116,7 @@ def read_labels_csv(root: Path) -> Dataset:
     index = {c: i for i, c in enumerate(classes)}
     samples = []
     for file, fracture, klass, rs, split, group in parsed:
-        labels = {}
+        labels: dict[str, int] = {}
         if fracture is not None:
             labels[FRACTURE] = fracture
         if klass is not None:

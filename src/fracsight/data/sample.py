@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fracsight.data._files import split_name
+
 __all__ = ["CLASS", "FRACTURE", "REGION", "Box", "Dataset", "Sample"]
 
 # Task names used in Sample.labels and model heads.
@@ -65,6 +67,8 @@ class Dataset:
     class_names: dict[str, tuple[str, ...]]
 
     def split(self, name: str) -> tuple[Sample, ...]:
+        """The samples of split ``name``; aliases read as the readers store them (``valid`` -> ``val``)."""
+        name = split_name(name) or name
         return tuple(s for s in self.samples if s.split == name)
 
     @property

@@ -9,6 +9,7 @@ label of ``stratify_task`` and deterministic for a seed.
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -73,7 +74,7 @@ def _assign(
     """The split name for each sample, in order."""
     if len(fractions) != len(names):
         raise ValueError(f"{len(fractions)} fractions for {len(names)} split names {tuple(names)}")
-    if any(f < 0 for f in fractions) or sum(fractions) <= 0:
+    if not all(math.isfinite(f) and f >= 0 for f in fractions) or sum(fractions) <= 0:
         raise ValueError(f"fractions must be non-negative and not all zero, got {tuple(fractions)}")
     weights = [f / sum(fractions) for f in fractions]
 

@@ -282,6 +282,8 @@ def binary_metrics_at(y: ArrayLike, p: ArrayLike, threshold: float) -> dict[str,
     recall, npv, f1, accuracy, cohen_kappa. Undefined ratios are ``None``.
     """
     ya, pa = _binary_inputs(y, p)
+    if not np.isfinite(threshold):
+        raise ValueError(f"threshold must be a finite number, got {threshold}")
     pred = (pa >= threshold).astype(np.int64)
     tp = int(np.sum((pred == 1) & (ya == 1)))
     fp = int(np.sum((pred == 1) & (ya == 0)))

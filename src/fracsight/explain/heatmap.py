@@ -77,7 +77,7 @@ def combine_maps(maps: Sequence[np.ndarray], weights: Sequence[float] | None = N
     if any(a.shape != shape for a in arrays):
         raise ValueError(f"maps differ in shape: {[a.shape for a in arrays]}")
     w = np.ones(len(arrays), dtype=np.float64) if weights is None else np.asarray(weights, dtype=np.float64)
-    if w.shape != (len(arrays),) or np.any(w < 0) or w.sum() <= 0:
+    if w.shape != (len(arrays),) or not np.all(np.isfinite(w) & (w >= 0)) or w.sum() <= 0:
         raise ValueError("weights must be one non-negative number per map, not all zero")
     w = w / w.sum()
     out = np.zeros(shape, dtype=np.float64)

@@ -112,6 +112,8 @@ def render_overlay(
     """
     if not 0.0 <= opacity <= 1.0:
         raise ValueError(f"opacity must be in [0, 1], got {opacity}")
+    if image is None:  # Prediction.pixels without keep_pixels
+        raise ValueError("image is None: pass the radiograph's pixels (predict(..., keep_pixels=True))")
     out = _to_rgb_uint8(image)
     h, w = out.shape[:2]
     if heat is not None:

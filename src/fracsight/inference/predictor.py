@@ -340,8 +340,15 @@ class Predictor:
         """Stream results in input order; a bad file yields a FailedPrediction, never stops the run.
 
         Memory stays bounded: at most ``batch_size`` images are decoded at a time. ``names``: what
-        the results call each source, as given (default: its file name).
+        the results call each source, as given (default: its file name). ``sources`` is a list (or
+        any iterable) of paths or bytes; one path alone is refused with a ``TypeError``, not read
+        character by character.
         """
+        if isinstance(sources, (str, bytes, os.PathLike)):
+            raise TypeError(
+                f"predict_many takes a list of paths or bytes, not one {type(sources).__name__}: "
+                "use predict() for one image, or list the files of a folder"
+            )
 
         def read(named: tuple[Source, str | None]) -> tuple[Radiograph, np.ndarray | None] | FailedPrediction:
             source, name = named
@@ -368,9 +375,19 @@ class Predictor:
                         yield dataclasses.replace(next(preds), pixels=r[1])
 
     def predict_study(self, predictions: list[Prediction], study: str) -> StudyPrediction:
-        """Combine the views of one study (see :class:`StudyPrediction` for the rules)."""
+        """Combine the views of one study (see :class:`StudyPrediction` for the rules).
+
+        ``predictions`` are this predictor's results for the study's images; a
+        :class:`FailedPrediction` or another model's result raises ``ValueError``.
+        """
         if not predictions:
             raise ValueError("a study needs at least one image")
+        for p in predictions:
+            if not isinstance(p, Prediction):
+                what = f"{p.source}: {p.error}" if isinstance(p, FailedPrediction) else type(p).__name__
+                raise ValueError(f"predict_study takes this predictor's Prediction results, got {what}")
+            if p.model != self.name:
+                raise ValueError(f"{p.source} was predicted by {p.model}, not {self.name}: its scale differs")
         op = self.operating_point
         fracture: dict[str, Any] = {}
         if op is not None:

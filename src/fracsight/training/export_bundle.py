@@ -42,6 +42,8 @@ def export_bundle(
     inputs = [("the training run", run_dir if run_dir.is_dir() else checkpoint)]
     check_output_folder(out_dir, force=force, inputs=inputs)
     model, cfg = load_checkpoint(checkpoint)
+    if not (data_dir or cfg.data):  # Path("") would be the working folder: never guess
+        raise DatasetError(f"{checkpoint} does not record its data set: pass data_dir (--data-dir)")
     data_root = Path(data_dir or cfg.data)
     if not data_root.is_dir():
         where = "given" if data_dir else "the run trained on"

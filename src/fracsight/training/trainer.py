@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 import logging
@@ -25,7 +26,7 @@ from fracsight.evaluation.metrics import auroc
 from fracsight.models import FractureNet, HeadConfig, create_model
 from fracsight.training.augment import augment_batch
 from fracsight.training.cache import LetterboxedSet, letterbox_samples
-from fracsight.training.config import TrainConfig
+from fracsight.training.config import TrainConfig, _check_ranges
 from fracsight.training.loss import Targets, multitask_loss
 
 __all__ = ["TrainResult", "Trainer", "WeightAverage", "resolve_device", "train_val_samples"]
@@ -147,6 +148,9 @@ def _labels(samples: list[Sample], dataset: Dataset) -> dict[str, torch.Tensor |
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, dataset: Dataset, show_progress: bool = True) -> None:
+        _check_ranges(cfg)  # a TrainConfig built in Python has not been through load_config
+        if not cfg.data:  # the run records the data it trained on: export and evaluate read it again
+            cfg = dataclasses.replace(cfg, data=str(dataset.root))
         self.cfg = cfg
         self.dataset = dataset
         self.device = resolve_device(cfg.device)
@@ -530,10 +534,21 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
 
 
 def load_checkpoint(path: Path) -> tuple[FractureNet, TrainConfig]:
-    """The model and config of a ``best.pt`` written by :class:`Trainer` (never unpickled)."""
+    """The model and config of a ``best.pt`` written by :class:`Trainer` (never unpickled).
+
+    Raises :class:`~fracsight.errors.ConfigError` when ``path`` is not such a checkpoint.
+    """
     from fracsight.training.config import load_config
 
-    state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"no checkpoint at {path}: train first (fracsight train)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for a file that is not a checkpoint
+        raise ConfigError(f"{path} is not a checkpoint written by fracsight train: {e}") from e
+    if not isinstance(state, dict) or not {"model", "arch", "config"} <= set(state):
+        raise ConfigError(f"{path} is not a best.pt written by fracsight train")
     cfg_dict = json.loads(state["config"])
     augment = cfg_dict.pop("augment")
     cfg = load_config(None, None, **cfg_dict, augment=augment)

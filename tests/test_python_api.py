@@ -1,0 +1,159 @@
+"""The library called from Python: bad input is refused clearly, nothing is silently wrong."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fracsight.data import FRACTURE, Dataset, Sample, group_split, load_dataset
+from fracsight.errors import ConfigError, DatasetError
+from fracsight.evaluation import binary_metrics_at
+from fracsight.explain import combine_maps, render_overlay
+
+
+def _labels_csv(root: Path, header: str, rows: list[str]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for row in rows:
+        Image.new("L", (8, 8)).save(root / row.split(",")[0])
+    (root / "labels.csv").write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    return root
+
+
+# ---- data -------------------------------------------------------------------------------------------
+
+
+def test_labels_csv_refuses_an_empty_fracture_value(tmp_path: Path) -> None:
+    # one empty value used to drop the label from that image, and training then silently
+    # dropped the whole fracture head (it needs the label on every image)
+    root = _labels_csv(tmp_path / "d", "image,fracture,class", ["a.png,1,x", "b.png,,y", "c.png,0,x"])
+    with pytest.raises(DatasetError, match="line 3: fracture is empty"):
+        load_dataset(root)
+
+
+def test_labels_csv_refuses_an_image_listed_twice(tmp_path: Path) -> None:
+    root = _labels_csv(tmp_path / "d", "image,fracture", ["a.png,1", "b.png,0"])
+    (root / "labels.csv").write_text("image,fracture\na.png,1\nb.png,0\na.png,0\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match=r"line 4: image 'a\.png' is listed already on line 2"):
+        load_dataset(root)
+
+
+def test_fracatlas_flags_are_not_truncated(tmp_path: Path) -> None:
+    root = tmp_path / "fa"
+    (root / "images" / "Fractured").mkdir(parents=True)
+    Image.new("L", (8, 8)).save(root / "images" / "Fractured" / "IMG1.jpg")
+    (root / "dataset.csv").write_text("image_id,fractured\nIMG1.jpg,0.5\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match=r"should be 0 or 1, got '0\.5'"):
+        load_dataset(root)
+    (root / "dataset.csv").write_text("image_id,fractured\nIMG1.jpg,inf\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match="should be 0 or 1"):
+        load_dataset(root)
+    (root / "dataset.csv").write_text("image_id,fractured\nIMG1.jpg,1.0\n", encoding="utf-8")
+    assert load_dataset(root).samples[0].labels == {FRACTURE: 1}
+
+
+def test_group_split_refuses_nan_fractions() -> None:
+    samples = [Sample(Path(f"{i}.png"), {FRACTURE: i % 2}) for i in range(20)]
+    with pytest.raises(ValueError, match="fractions"):
+        group_split(samples, (math.nan, 0.1, 0.1))
+
+
+def test_dataset_split_reads_split_aliases() -> None:
+    samples = (Sample(Path("a.png"), {FRACTURE: 1}, split="val"), Sample(Path("b.png"), {FRACTURE: 0}))
+    ds = Dataset(Path("."), "labels-csv", samples, {FRACTURE: ("not fractured", "fractured")})
+    assert ds.split("valid") == ds.split("val") == samples[:1]
+    assert ds.split("Validation") == samples[:1]
+
+
+# ---- evaluation and explain --------------------------------------------------------------------------
+
+
+def test_binary_metrics_refuse_a_nan_threshold() -> None:
+    with pytest.raises(ValueError, match="threshold must be a finite number"):
+        binary_metrics_at([0, 1, 1, 0], [0.1, 0.9, 0.7, 0.3], math.nan)
+
+
+def test_combine_maps_refuses_nan_weights() -> None:
+    maps = [np.zeros((4, 4)), np.ones((4, 4))]
+    with pytest.raises(ValueError, match="weights"):
+        combine_maps(maps, [math.nan, 1.0])
+
+
+def test_overlay_without_pixels_says_how_to_get_them() -> None:
+    with pytest.raises(ValueError, match="keep_pixels=True"):
+        render_overlay(None, np.zeros((4, 4)))  # type: ignore[arg-type]
+
+
+# ---- inference ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def images(fracatlas_dir: Path) -> list[Path]:
+    return sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[:2]
+
+
+def test_predict_many_refuses_one_path(images: list[Path]) -> None:
+    from fracsight.inference import Predictor
+
+    predictor = Predictor()
+    for one in (str(images[0]), images[0]):  # a str used to be read character by character
+        with pytest.raises(TypeError, match="predict_many takes a list"):
+            list(predictor.predict_many(one))  # type: ignore[arg-type]
+
+
+def test_predict_study_refuses_failures_and_other_models(images: list[Path], tmp_path: Path) -> None:
+    from fracsight.inference import FailedPrediction, Predictor
+
+    predictor = Predictor()
+    results = list(predictor.predict_many([*images, tmp_path / "missing.png"]))
+    assert isinstance(results[-1], FailedPrediction)
+    with pytest.raises(ValueError, match=r"missing\.png"):
+        predictor.predict_study(results, "study")  # type: ignore[arg-type]
+    good = results[:-1]
+    assert predictor.predict_study(good, "study").images == tuple(p.source for p in good)  # type: ignore[arg-type]
+    other = Predictor("fracatlas-lite0-384-v4").predict(images[0])
+    with pytest.raises(ValueError, match="was predicted by"):
+        predictor.predict_study([other], "study")
+
+
+# ---- training ----------------------------------------------------------------------------------------
+
+
+def test_trainer_checks_a_config_built_in_python(tiny_dataset: Path, tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from fracsight.training import TrainConfig, Trainer
+
+    with pytest.raises(ConfigError, match="batch_size=0"):
+        Trainer(TrainConfig(batch_size=0, out=str(tmp_path / "run")), load_dataset(tiny_dataset))
+
+
+def test_load_checkpoint_refuses_what_is_not_one(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from fracsight.training import load_checkpoint
+
+    with pytest.raises(ConfigError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "best.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="not a checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_a_run_trained_from_python_exports_with_its_own_data(
+    tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``TrainConfig.data`` is empty when the data come as a Dataset; export used to read the
+    working folder instead (``Path("")``)."""
+    pytest.importorskip("torch")
+    from conftest import TINY_TRAINING
+    from fracsight.training import Trainer, load_config
+    from fracsight.training.export_bundle import export_bundle
+
+    cfg = load_config(None, [*TINY_TRAINING, "name=tiny-python"], out=str(tmp_path / "run"))
+    assert cfg.data == ""
+    Trainer(cfg, load_dataset(tiny_dataset), show_progress=False).fit()
+    monkeypatch.chdir(tmp_path)  # the working folder holds no data set
+    spec = export_bundle(tmp_path / "run", tmp_path / "bundle")
+    assert Path(spec.training["data"]) == tiny_dataset
