@@ -25,6 +25,7 @@ __all__ = [
     "HeadSpec",
     "OperatingPoint",
     "load_bundle_spec",
+    "read_card",
     "sha256_file",
     "write_bundle_spec",
 ]
@@ -32,6 +33,8 @@ __all__ = [
 BUNDLE_FORMAT = 1
 HEAD_KINDS = ("binary", "multilabel", "multiclass")
 PRECISIONS = ("float32", "int8")  # of model.onnx's weights and activations (int8: fracsight.quantize)
+MAX_SPEC_BYTES = 64 << 20  # the largest bundle.json read (the packaged ones: about 260 kB)
+MAX_CARD_BYTES = 1 << 20  # the most of card.md shown
 
 
 @dataclass(frozen=True)
@@ -178,12 +181,35 @@ def load_bundle_spec(folder: Path) -> BundleSpec:
     if not path.is_file():
         raise BundleError(f"{folder} is not a model bundle: bundle.json is missing")
     try:
+        if path.stat().st_size > MAX_SPEC_BYTES:
+            raise BundleError(f"{path} is larger than {MAX_SPEC_BYTES >> 20} MB: not a bundle record")
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        # ValueError: JSONDecodeError, and integers longer than Python converts; RecursionError: nesting
         raise BundleError(f"cannot read {path}: {e}") from e
     if not isinstance(data, dict):
         raise BundleError(f"{path} does not hold a JSON object")
     return BundleSpec.from_dict(data)
+
+
+def read_card(folder: Path) -> str | None:
+    """The bundle's ``card.md`` for display, or None when it has none that may be shown.
+
+    Only a regular file inside the bundle folder is read, and only its first :data:`MAX_CARD_BYTES`:
+    a bundle from elsewhere must not make a server show its own files (``card.md`` linked to
+    ``/proc/self/environ`` would answer the API's tokens to ``GET /v1/model``).
+    """
+    root = Path(folder).resolve()
+    path = Path(folder) / "card.md"
+    try:
+        real = path.resolve(strict=True)
+        if not real.is_relative_to(root) or not real.is_file():
+            return None
+        with open(real, "rb") as f:
+            data = f.read(MAX_CARD_BYTES)
+    except (OSError, RuntimeError):  # missing, unreadable, a link loop
+        return None
+    return data.decode("utf-8", errors="replace")
 
 
 def write_bundle_spec(spec: BundleSpec, folder: Path) -> Path:

@@ -25,6 +25,9 @@ _State = dict[str, Any]  # one process's counters, as JSON (see Metrics._state)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 PREFIX = "fracsight_"
+# the method label takes these values only: a client (even one refused for its token) may send any
+# token as the method, and each new label value would be a series kept and shared for good
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT"})
 
 
 def _escape(value: str) -> str:
@@ -122,6 +125,7 @@ class Metrics:
     # ---- recording ----------------------------------------------------------------------------------
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count an answered request. Called once per request, last: it also shares the counters."""
+        method = method if method in METHODS else "other"
         with self._lock:
             self._requests[(route, method, str(status))] += 1
             hist = self._latency.setdefault(route, _Histogram(self._buckets))

@@ -26,7 +26,7 @@ from fracsight.api.schemas import ErrorResponse, Health, ModelInfo, PredictRespo
 from fracsight.api.service import FileFailure, Outcome, PredictOptions, at_operating_point, predict_uploads
 from fracsight.api.settings import ApiSettings
 from fracsight.api.uploads import UploadLimits, read_uploads
-from fracsight.bundle import OperatingPoint
+from fracsight.bundle import OperatingPoint, read_card
 from fracsight.errors import BundleError
 from fracsight.inference import NOTICE, FailedPrediction, Prediction, Predictor, StudyPrediction
 from fracsight.inference.tabular import csv_text, result_columns
@@ -301,11 +301,7 @@ def _finite(value: Any) -> Any:
 
 @lru_cache(maxsize=8)
 def _model_card(bundle_dir: Path) -> str | None:
-    path = Path(bundle_dir) / "card.md"
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
+    return read_card(bundle_dir)  # never a file outside the bundle (a linked card.md)
 
 
 @router.get("/v1/model", response_model=ModelInfo, responses={500: ERRORS[500]}, tags=["model"])

@@ -41,6 +41,7 @@ from fracsight.app.logic import (
     verdict,
     view_data,
 )
+from fracsight.bundle import read_card
 from fracsight.errors import FracsightError
 from fracsight.inference import NOTICE, FailedPrediction, Prediction, Predictor, StudyPrediction
 from fracsight.io import read_image
@@ -125,10 +126,10 @@ def model_sidebar(config: AppConfig) -> Predictor:
     if class_rule is not None:
         st.sidebar.markdown("**Class operating point**")
         st.sidebar.caption(escape_markdown(class_rule))
-    card = predictor.bundle_dir / "card.md"
-    if card.is_file():
+    card = read_card(predictor.bundle_dir)  # never a file outside the bundle (a linked card.md)
+    if card is not None:
         with st.sidebar.expander("Model card"):
-            st.markdown(card.read_text(encoding="utf-8"))
+            st.markdown(card)
     return predictor
 
 

@@ -30,6 +30,7 @@ from fracsight.app.logic import (
     study_card_for,
     verdict,
 )
+from fracsight.bundle import read_card
 from fracsight.desktop.drop import enable_file_drop, paths_from_drop
 from fracsight.desktop.priority import MODEL_NICENESS
 from fracsight.desktop.render import Rendered
@@ -637,10 +638,8 @@ class DesktopApp:
         text.configure(yscrollcommand=scroll.set)
         scroll.pack(side="right", fill="y")
         text.pack(side="left", fill="both", expand=True)
-        card = predictor.bundle_dir / "card.md"
-        body = (
-            card.read_text(encoding="utf-8") if card.is_file() else "This bundle has no model card (card.md)."
-        )
+        card = read_card(predictor.bundle_dir)  # never a file outside the bundle (a linked card.md)
+        body = card if card is not None else "This bundle has no model card (card.md)."
         text.insert("1.0", f"{NOTICE_BANNER}\n\n{heads_text(predictor.spec)}\n\n{body}")
         text.configure(state="disabled")
         self.card_window, self.card_text = top, text

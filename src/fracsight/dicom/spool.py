@@ -20,6 +20,7 @@ All states survive a crash; :meth:`Spool.recover` resumes them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -153,7 +154,12 @@ class Spool:
         for folder in (self.root, self.instances_dir, self.results_dir, self.tmp_dir):
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.root / "spool.db", check_same_thread=False, isolation_level=None)
+        db = self.root / "spool.db"
+        # private from its first byte whatever the root's mode (it names studies by their UID);
+        # SQLite gives the -wal and -shm files beside it the same mode
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(db, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        self._db = sqlite3.connect(db, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)

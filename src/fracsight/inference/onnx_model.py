@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import hashlib
 import logging
 from pathlib import Path
 
 import numpy as np
 
 from fracsight._malloc import keep_freed_memory
-from fracsight.bundle import BundleSpec, load_bundle_spec, sha256_file
+from fracsight.bundle import BundleSpec, load_bundle_spec
 from fracsight.errors import BundleError, ChecksumMismatchError
 
 __all__ = ["BATCH_DIM", "SPIN_US", "OnnxModel", "execution_providers"]
@@ -70,7 +71,11 @@ class OnnxModel:
         onnx_path = self.folder / "model.onnx"
         if not onnx_path.is_file():
             raise BundleError(f"{self.folder} has no model.onnx")
-        digest = sha256_file(onnx_path)
+        # The session is made from the very bytes that were checked: nothing can swap the file in
+        # between, and weights kept beside it as ONNX external data (which the checksum would not
+        # cover) are refused by onnxruntime for a model given as bytes.
+        model_bytes = onnx_path.read_bytes()
+        digest = hashlib.sha256(model_bytes).hexdigest()
         if digest != self.spec.onnx_sha256:
             raise ChecksumMismatchError(
                 f"model.onnx in {self.folder} does not match bundle.json "
@@ -94,7 +99,7 @@ class OnnxModel:
         # load, while on an idle machine the cap costs about 1% (docs/benchmark.md).
         options.add_session_config_entry("session.intra_op.spin_duration_us", str(SPIN_US))
         try:
-            self.session = ort.InferenceSession(str(onnx_path), options, providers=execution_providers())
+            self.session = ort.InferenceSession(model_bytes, options, providers=execution_providers())
         except Exception as e:  # onnxruntime raises its own exception types
             raise BundleError(f"onnxruntime cannot load {onnx_path}: {e}") from e
         if self.session.get_inputs()[0].shape[0] == 1:

@@ -16,6 +16,7 @@ __all__ = ["DEFAULT_MODEL", "list_bundles", "resolve_bundle"]
 DEFAULT_MODEL = "fracatlas-lite0-384-v4-int8"
 _PACKAGED = Path(__file__).resolve().parent.parent / "weights"
 _MAX_ZIP_BYTES = 512 * 1024 * 1024
+_MAX_ZIP_ENTRIES = 1000
 
 
 def list_bundles() -> list[str]:
@@ -33,6 +34,8 @@ def _extract_zip(path: Path) -> Path:
     try:
         with zipfile.ZipFile(path) as zf:
             total = 0
+            if len(zf.infolist()) > _MAX_ZIP_ENTRIES:  # a bundle is a handful of files, not an inode flood
+                raise BundleError(f"{path.name}: archive holds more than {_MAX_ZIP_ENTRIES} entries")
             for info in zf.infolist():
                 name = Path(info.filename)
                 if name.is_absolute() or ".." in name.parts:
