@@ -7,7 +7,9 @@ orientation step's certainty (:func:`orientation_certainty`, on the validation i
 their four quarter turns), which the detector build and the INT8 path share. The float
 export (:mod:`fracsight.training.export_bundle`) and the INT8 path
 (:mod:`fracsight.quantize`) both call :func:`fit_to_outputs`, each with its own model's
-outputs, so that an INT8 model's probabilities mean what the float model's mean.
+outputs, so that an INT8 model's probabilities mean what the float model's mean. A bundle with
+an orientation step (the detector build, the INT8 path) then has its calibration and operating
+points fitted again on the reads its Predictor keeps (:func:`refit_to_predictions`).
 
 Torch-free: only onnxruntime and numpy.
 """
@@ -40,6 +42,7 @@ from fracsight.explain import softmax
 from fracsight.inference.onnx_model import OnnxModel
 from fracsight.inference.ood import fit_ood
 from fracsight.inference.orientation import turn_radiograph
+from fracsight.inference.predictor import Predictor
 from fracsight.preprocessing import Letterbox, letterbox_radiograph, read_for_model
 
 __all__ = [
@@ -273,8 +276,6 @@ def refit_to_predictions(bundle_dir: Path, val: list[Sample]) -> BundleSpec:
     the single upright read, the default's `triage` point gave 0.881 through the Predictor.)
     The bundle's other settings are its own, already fitted; without an orientation step or a
     fracture head it is returned unchanged. Written back to ``bundle_dir``."""
-    from fracsight.inference.predictor import Predictor
-
     spec = load_bundle_spec(bundle_dir)
     if not spec.orientation or spec.head("fracture") is None:
         return spec
