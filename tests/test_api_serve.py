@@ -36,7 +36,7 @@ def test_serve_refuses_an_unknown_model_before_starting(
 ) -> None:
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("uvicorn must not start"))
     result = CliRunner().invoke(cli, ["serve", "--model", "no-such-model-anywhere"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a bad argument
     assert "unknown_model" in result.output and "Traceback" not in result.output
 
 

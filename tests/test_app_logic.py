@@ -519,10 +519,11 @@ def test_app_command_prints_the_url_and_runs_streamlit(monkeypatch: pytest.Monke
         return 0
 
     monkeypatch.setattr(app_pkg, "run_app", fake_run)
-    result = CliRunner().invoke(app, ["app", "--port", "8124", "--model", "tiny"])
+    model = "fracatlas-lite0-384-v4"  # a packaged bundle: the command checks the name first
+    result = CliRunner().invoke(app, ["app", "--port", "8124", "--model", model])
     assert result.exit_code == 0, result.output
     assert "http://127.0.0.1:8124" in result.output
-    assert seen and seen[0][seen[0].index("--") + 1 :] == ["--model", "tiny"]
+    assert seen and seen[0][seen[0].index("--") + 1 :] == ["--model", model]
 
 
 def test_app_command_without_streamlit(monkeypatch: pytest.MonkeyPatch) -> None:

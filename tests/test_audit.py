@@ -128,8 +128,8 @@ def test_cli_audit_human_and_json(planted: Path) -> None:
 
 def test_cli_audit_bad_folder(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["audit", str(tmp_path / "nope")])
-    assert result.exit_code != 0
-    assert "does not exist" in result.stderr
+    assert result.exit_code == 2  # a missing input is a bad argument
+    assert result.stderr.startswith("error (not_found): no such file or folder")
     (tmp_path / "empty").mkdir()
     result = CliRunner().invoke(app, ["audit", str(tmp_path / "empty")])
     assert result.exit_code == 1 and "is empty" in result.stderr

@@ -99,7 +99,7 @@ def test_command_refuses_bad_inputs(tiny_bundle: Path, tmp_path: Path, few_image
     no_images = runner.invoke(app, ["benchmark", "--model", str(tiny_bundle), "--images", str(empty)])
     assert no_images.exit_code == 1 and "no image files" in no_images.stderr
     unknown = runner.invoke(app, ["benchmark", "--model", "no-such-v0", "--images", str(few_images)])
-    assert unknown.exit_code == 1 and "error (unknown_model)" in unknown.stderr
+    assert unknown.exit_code == 2 and "error (unknown_model)" in unknown.stderr
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "notes.jpg").write_text("not an image")

@@ -159,7 +159,7 @@ def test_quantize_refuses_bad_requests(
         busy.exit_code == 1 and "not empty" in busy.stderr and (occupied / "keep.txt").read_text() == "mine"
     )
     unknown = _quantize(Path("no-such-model-v0"), tmp_path / "x", tiny_dataset)
-    assert unknown.exit_code == 1 and "error (unknown_model)" in unknown.stderr
+    assert unknown.exit_code == 2 and "error (unknown_model)" in unknown.stderr
 
 
 @pytest.mark.slow

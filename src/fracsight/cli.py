@@ -55,27 +55,23 @@ def audit(
 ) -> None:
     """Audit a data set: class balance, unreadable files, duplicates and leakage across splits."""
     from rich.console import Console
-    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from fracsight.data.audit import audit as run_audit
     from fracsight.data.audit import render_audit
-    from fracsight.errors import DatasetError
 
+    refuse_missing([data_dir])
     err = Console(stderr=True)
     columns = (TextColumn("Hashing images"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    try:
-        with Progress(*columns, console=err, transient=True) as bar:
-            task = bar.add_task("hash", total=None)
-            report = run_audit(
-                data_dir,
-                threshold=threshold,
-                workers=workers,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
-            )
-    except DatasetError as e:
-        err.print(f"[red]error[/red] ({e.code}): {escape(str(e))}")
-        raise typer.Exit(1) from None
+    quiet = not err.is_interactive  # no terminal: the bar would only leave an empty line there
+    with user_errors(), Progress(*columns, console=err, transient=True, disable=quiet) as bar:
+        task = bar.add_task("hash", total=None)
+        report = run_audit(
+            data_dir,
+            threshold=threshold,
+            workers=workers,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
     _show_report(report, render_audit, json_output)
 
 
@@ -100,18 +96,26 @@ def invocation() -> str:
 @contextmanager
 def user_errors(exit_code: int = 1) -> Iterator[None]:
     """Turn a FracsightError, or a file the system refused (OSError), into a one-line message and
-    ``exit_code`` (never a traceback)."""
-    from fracsight.errors import FracsightError
+    ``exit_code`` (never a traceback); an unknown model is a bad argument: always exit code 2."""
+    from fracsight.errors import FracsightError, UnknownModelError
 
     try:
         yield
     except FracsightError as e:
         typer.echo(f"error ({e.code}): {e}", err=True)
-        raise typer.Exit(exit_code) from None
+        raise typer.Exit(2 if isinstance(e, UnknownModelError) else exit_code) from None
     except OSError as e:
         where = f": {e.filename}" if e.filename else ""
         typer.echo(f"error (os_error): {e.strerror or e}{where}", err=True)
         raise typer.Exit(exit_code) from None
+
+
+def refuse_missing(paths: Iterable[Path | None]) -> None:
+    """Exit 2 with a one-line message, before any work, when an input path does not exist."""
+    missing = [str(p) for p in paths if p is not None and not p.exists()]
+    if missing:
+        typer.echo(f"error (not_found): no such file or folder: {', '.join(missing)}", err=True)
+        raise typer.Exit(2)
 
 
 def refuse_output(path: Path | None, *, folder: bool, overwrite: bool = True, option: str) -> None:
@@ -152,6 +156,7 @@ def train(
     ] = None,
 ) -> None:
     """Train a model (two-phase fine-tuning, early stopping on validation AUROC)."""
+    refuse_missing([data_dir, config])
     with user_errors():
         from fracsight.data import load_dataset
         from fracsight.training import Trainer, load_config
@@ -202,11 +207,11 @@ def predict(
         bool, typer.Option(help="Add the class head's full distribution to --csv (a p_<class> column each).")
     ] = False,
 ) -> None:
-    """Predict with a model bundle: fracture probability, class (e.g. fracture type), body region and
-    location, for images, folders or MURA study folders. Shows the heads the bundle has.
+    """Predict with a model bundle: fracture probability, class, body region and location of each image.
 
-    Exit code 0 when every image was predicted, 1 when any file could not be read
-    (its row says why), 2 on bad arguments.
+    Takes images, folders or MURA study folders; shows the heads the bundle has (class: e.g. fracture type).
+
+    Exit code 0: every image predicted; 1: a file could not be read (its row says why); 2: bad arguments.
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -214,10 +219,7 @@ def predict(
     from fracsight.inference import NOTICE, FailedPrediction, Predictor
     from fracsight.inference.tabular import csv_text, named_inputs, result_columns, results_payload
 
-    missing = [str(p) for p in paths if not p.exists()]
-    if missing:
-        typer.echo(f"error (not_found): no such file or folder: {', '.join(missing)}", err=True)
-        raise typer.Exit(2)
+    refuse_missing(paths)
     refuse_output(csv_path, folder=False, overwrite=overwrite, option="--csv")
     refuse_output(overlay_dir, folder=True, option="--overlay-dir")
     inputs = named_inputs(paths)
@@ -231,7 +233,8 @@ def predict(
         err = Console(stderr=True)
         results = []
         columns = (TextColumn("Predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-        with Progress(*columns, console=err, transient=True, disable=len(files) < 2) as bar:
+        no_bar = len(files) < 2 or not err.is_interactive  # no terminal: the bar leaves an empty line
+        with Progress(*columns, console=err, transient=True, disable=no_bar) as bar:
             task = bar.add_task("predict", total=len(files))
             stream = predictor.predict_many(
                 files,
@@ -373,12 +376,12 @@ def evaluate(
 
     from fracsight.evaluation.run import evaluate_model
 
+    refuse_missing([data_dir])
     refuse_output(out, folder=True, overwrite=overwrite, option="--out")
     with user_errors():
         err = Console(stderr=True)
-        with Progress(
-            TextColumn("Evaluating"), BarColumn(), MofNCompleteColumn(), console=err, transient=True
-        ) as bar:
+        columns = (TextColumn("Evaluating"), BarColumn(), MofNCompleteColumn())
+        with Progress(*columns, console=err, transient=True, disable=not err.is_interactive) as bar:
             task = bar.add_task("eval", total=None)
             metrics = evaluate_model(
                 None if model == "default" else model,
@@ -489,6 +492,7 @@ def export(
     ] = None,
 ) -> None:
     """Export a trained run as a model bundle (ONNX, bundle.json, card.md), calibrated on validation data."""
+    refuse_missing([run_dir, data_dir])
     with user_errors():
         from fracsight.training.export_bundle import export_bundle
 
@@ -531,6 +535,7 @@ def serve(
     """Serve the REST API (FastAPI on uvicorn): POST /v1/predict, GET /v1/model, /healthz, /metrics, /docs.
 
     Options left out come from FRACSIGHT_* environment variables (see docs/api.md).
+
     Uploads are processed in memory and never stored.
     """
     import os

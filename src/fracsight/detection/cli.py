@@ -62,8 +62,9 @@ def train(
 ) -> None:
     """Train a detection head and an orientation head on the frozen network of MODEL; write a new bundle.
 
-    The base's outputs stay as they are; its boxes then come from the detector (with
-    non-maximum suppression), and radiographs that seem turned are read turned upright.
+    The base's outputs stay; its boxes then come from the detector (with non-maximum suppression).
+
+    Radiographs that seem turned are read turned upright.
     """
     from fracsight.cli import invocation, user_errors
     from fracsight.detection.build import build_detector_bundle
@@ -144,8 +145,9 @@ def joint(
 ) -> None:
     """Fine-tune MODEL's network jointly with the detector and orientation head of HEADS.
 
-    Every image is read in a random quarter turn and mirror; each epoch's weight average is
-    validated and kept, and the epoch is chosen on validation (box AP50, AUROC upright and turned).
+    Every image is read in a random quarter turn and mirror; each epoch's weight average is kept.
+
+    The epoch is chosen on validation (box AP50, AUROC upright and turned).
     """
     from fracsight.cli import invocation, user_errors
     from fracsight.data import load_dataset

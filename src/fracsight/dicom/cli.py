@@ -50,6 +50,10 @@ def _destination(to: str | None, stow: str | None, calling_ae: str):
     return DimseDestination(host, port, aet, calling_ae=calling_ae)
 
 
+ModelOption = Annotated[  # as fracsight.cli.ModelOption (not imported: that module imports this one)
+    str | None,
+    typer.Option("--model", "-m", help="Bundle folder, .zip, or packaged name (default: shipped model)."),
+]
 ResultsOption = Annotated[
     str,
     typer.Option(
@@ -73,7 +77,7 @@ def listen(
     quiet_time: Annotated[
         float, typer.Option(min=0.0, help="Seconds without a new image before a study gets its verdict.")
     ] = 30.0,
-    model: Annotated[str | None, typer.Option(help="Model bundle (name, folder or .zip).")] = None,
+    model: ModelOption = None,
     operating_point: Annotated[str | None, typer.Option(help="Named operating point of the bundle.")] = None,
     results: ResultsOption = "sr,gsps",
     batch_size: Annotated[int, typer.Option(min=1, max=64, help="Images predicted per batch.")] = 8,
@@ -167,8 +171,9 @@ def send(
 ) -> None:
     """Send DICOM files by C-STORE on one association (for scripts and tests).
 
-    Prints one line per file (stored, or the failure status). Exit code 0 when every file was
-    stored, 1 otherwise.
+    Prints one line per file (stored, or the failure status).
+
+    Exit code 0: every file stored; 1: any file not stored; 2: bad arguments.
     """
     from fracsight.dicom.sender import DestinationUnavailable, DimseDestination, parse_dimse_address
 
@@ -198,17 +203,21 @@ def study(
     study_uid: Annotated[str, typer.Argument(help="Study Instance UID of the study to process.")],
     dicomweb: Annotated[str, typer.Option(help="DICOMweb root URL holding the study (QIDO-RS, WADO-RS).")],
     stow: Annotated[str | None, typer.Option(help="STOW-RS URL for results (default: --dicomweb).")] = None,
-    model: Annotated[str | None, typer.Option(help="Model bundle (name, folder or .zip).")] = None,
+    model: ModelOption = None,
     operating_point: Annotated[str | None, typer.Option(help="Named operating point of the bundle.")] = None,
     results: ResultsOption = "sr,gsps",
 ) -> None:
-    """Process one study over DICOMweb: find its images (QIDO-RS), fetch them (WADO-RS), predict,
-    store the result objects and the study verdict (STOW-RS). Prints a JSON summary."""
+    """Process one study over DICOMweb: predict its radiographs and store the results with the service.
+
+    Finds its images (QIDO-RS), fetches them (WADO-RS), stores result objects and study verdict (STOW-RS).
+
+    Prints a JSON summary. A decision aid, not a diagnosis.
+    """
     import requests
 
     from fracsight.dicom.dicomweb import process_study
     from fracsight.errors import FracsightError
-    from fracsight.inference import Predictor
+    from fracsight.inference import NOTICE, Predictor
 
     kinds = _kinds(results)
     for url, hint in ((dicomweb, "--dicomweb"), (stow, "--stow")):
@@ -242,6 +251,7 @@ def study(
         typer.echo(f"error (dicomweb_unavailable): {what} from the DICOMweb service at {dicomweb}", err=True)
         raise typer.Exit(1) from None
     typer.echo(json.dumps(outcome.to_dict(), indent=2))
+    typer.echo(NOTICE, err=True)
     if outcome.failed:
         raise typer.Exit(1)
 
@@ -284,10 +294,7 @@ def results_command(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Folder for the result objects (nothing replaced).")
     ],
-    model: Annotated[
-        str | None,
-        typer.Option("--model", "-m", help="Bundle folder, .zip, or packaged name (default: shipped model)."),
-    ] = None,
+    model: ModelOption = None,
     kinds: Annotated[
         str, typer.Option(help="Objects to write, comma-separated: sr (report), gsps (overlay), capture.")
     ] = "sr,gsps,capture",
@@ -295,12 +302,13 @@ def results_command(
         bool, typer.Option("--study", help="Also write a study-level SR for each study among the inputs.")
     ] = False,
 ) -> None:
-    """Predict DICOM radiographs and write the results as DICOM objects in each source's study:
-    a structured report, a presentation state and a secondary capture (docs/dicom.md).
+    """Predict DICOM radiographs and write the results as DICOM objects in each source's study.
+
+    Writes a structured report, a presentation state and a secondary capture (docs/dicom.md).
+
     A decision aid, not a diagnosis.
 
-    Exit code 0 when every file got its results, 1 when any was refused (its line says why),
-    2 on bad arguments.
+    Exit code 0: every file got its results; 1: any was refused (its line says why); 2: bad arguments.
     """
     import dataclasses
 

@@ -51,8 +51,9 @@ def quantize(
 ) -> None:
     """Quantize a float bundle to INT8 (ONNX Runtime static QDQ), refit it on validation, gate it, write it.
 
-    Refuses, writing nothing, when the INT8 model's validation AUROC, heatmaps or boxes move
-    further from the float model's than the gate allows, and says by how much.
+    Refuses, writing nothing, when the INT8 model strays further from the float one than the gate allows.
+
+    The gate (the options below) compares validation AUROC, heatmaps and boxes; a refusal says by how much.
     """
     from rich.console import Console
 

@@ -51,9 +51,12 @@ def run_command(
         int, typer.Option(min=1, help="Rows per committed Parquet part (what a kill can cost at most).")
     ] = 256,
 ) -> None:
-    """Predict every input not yet in --out: rows with the columns of `fracsight predict --csv` plus
-    `path`, in OUT/parts/*.parquet and OUT/results.csv. Exit 0 when every file was predicted, 1 when
-    some could not be read (their rows say why), 2 on bad arguments."""
+    """Predict every input not yet in --out, to OUT/parts/*.parquet and OUT/results.csv.
+
+    Rows have the columns of `fracsight predict --csv` plus `path`.
+
+    Exit code 0: every file predicted; 1: some could not be read (their rows say why); 2: bad arguments.
+    """
     import gc
     import signal
 
@@ -86,8 +89,10 @@ def run_command(
         typer.echo("error (no_images): no image files found in the given inputs", err=True)
         raise typer.Exit(2)
     columns = (TextColumn("Predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    # the bar moves when rows are committed; a slow redraw leaves the CPU to the actors
-    bar = Progress(*columns, console=err, transient=True, refresh_per_second=2)
+    # the bar moves when rows are committed; a slow redraw leaves the CPU to the actors; off when
+    # stderr is no terminal (the bar would only leave an empty line there)
+    quiet = not err.is_interactive
+    bar = Progress(*columns, console=err, transient=True, refresh_per_second=2, disable=quiet)
     with user_errors(), _exit_codes(), bar:
         task = bar.add_task("batch", total=len(files))
         summary = run_batch(

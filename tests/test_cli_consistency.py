@@ -1,0 +1,148 @@
+"""The command line as a whole: help texts as written, exit codes and one-line errors alike across
+commands, and the decision-aid notice wherever a command prints results."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from fracsight.cli import app
+from fracsight.inference import NOTICE
+
+WIDE = {"COLUMNS": "250"}  # wide enough for every help paragraph on one line
+
+
+def _commands(group: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """Every command and group under ``group`` (Typer's own click types: no isinstance on click's)."""
+    for name, command in group.commands.items():
+        yield (*path, name), command
+        if hasattr(command, "commands"):
+            yield from _commands(command, (*path, name))
+
+
+COMMANDS = list(_commands(typer.main.get_command(app)))
+
+
+def _paragraphs(command: Any) -> list[str]:
+    return [" ".join(p.split()) for p in inspect.cleandoc(command.help or "").split("\n\n")]
+
+
+def _squeeze(text: str) -> str:
+    """Help output with the padding of rich's panels taken out of each line, lines kept."""
+    return "\n".join(" ".join(line.strip(" │").split()) for line in text.splitlines())
+
+
+@pytest.mark.parametrize(("path", "command"), COMMANDS, ids=[" ".join(p) for p, _ in COMMANDS])
+def test_help_shows_each_paragraph_unbroken(path: tuple[str, ...], command: Any) -> None:
+    """Typer keeps a docstring's line breaks (all but the first paragraph's in a command's own help,
+    all of them in its group's list): every paragraph must reach the screen as one line, wrapped
+    only by the terminal."""
+    shown = CliRunner().invoke(app, [*path, "--help"], env=WIDE)
+    assert shown.exit_code == 0, shown.output
+    for paragraph in _paragraphs(command):
+        assert paragraph in _squeeze(shown.output).splitlines(), f"broken in `{' '.join(path)} --help`"
+    listing = CliRunner().invoke(app, [*path[:-1], "--help"], env=WIDE)
+    first = _paragraphs(command)[0]
+    assert any(line.endswith(first) for line in _squeeze(listing.output).splitlines()), (
+        f"`{path[-1]}` broken in the list of `{' '.join(['fracsight', *path[:-1]])} --help`"
+    )
+
+
+def _one_line_error(result, code: str) -> str:
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    assert result.stderr.startswith(f"error ({code}): ") and result.stderr.count("\n") == 1, result.stderr
+    return result.stderr
+
+
+def test_an_unknown_model_is_a_bad_argument_for_every_command(tmp_path: Path, fracatlas_dir: Path) -> None:
+    """Exit code 2 and one line, as `predict -m nosuch` says it, whichever command is given it."""
+    some_file = tmp_path / "some.dcm"
+    some_file.write_bytes(b"not read")
+    data = str(fracatlas_dir)
+    for args in (
+        ["serve", "--model", "nosuch"],
+        ["benchmark", "--model", "nosuch", "--runs", "1"],
+        ["evaluate", "nosuch", data, "--bootstrap", "100"],
+        ["quantize", "nosuch", str(tmp_path / "q")],
+        ["detector", "train", "nosuch", str(tmp_path / "d"), "--data", data],
+        ["batch", "run", "-m", "nosuch", "-o", str(tmp_path / "b"), str(some_file)],
+        ["dicom", "results", "-m", "nosuch", "-o", str(tmp_path / "r"), str(some_file)],
+        ["dicom", "study", "1.2.3", "--dicomweb", "http://127.0.0.1:9/dicom-web", "-m", "nosuch"],
+        ["dicom", "listen", "--spool", str(tmp_path / "s"), "--allow", "PACS", "--to", "h:1:A", "-m", "x"],
+    ):
+        _one_line_error(CliRunner().invoke(app, args), "unknown_model")
+
+
+def test_a_missing_input_is_a_bad_argument(tmp_path: Path) -> None:
+    """A path that is not there: exit code 2 and `error (not_found)`, before any work."""
+    gone = tmp_path / "gone"
+    for args in (
+        ["audit", str(gone)],
+        ["evaluate", "default", str(gone)],
+        ["train", str(gone)],
+        ["train", "--config", str(gone / "config.yaml"), str(tmp_path)],
+        ["export", str(gone), str(tmp_path / "bundle")],
+        ["predict", str(gone)],
+    ):
+        message = _one_line_error(CliRunner().invoke(app, args), "not_found")
+        assert str(gone) in message, args
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_a_folder_that_is_no_data_set_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    """Found while the progress bar runs: no empty line the bar left behind on stderr."""
+    result = CliRunner().invoke(app, ["audit", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("error (dataset_error): ")
+    assert result.stderr.count("\n") == 1, result.stderr
+
+
+class _OneCtStudy(BaseHTTPRequestHandler):
+    """A DICOMweb service whose study holds one CT image (QIDO-RS only: nothing is fetched)."""
+
+    def do_GET(self) -> None:
+        url = urlparse(self.path)
+        first_page = int(parse_qs(url.query).get("offset", ["0"])[0]) == 0
+        instances = [
+            {
+                "0020000E": {"vr": "UI", "Value": ["1.2.3.4"]},
+                "00080018": {"vr": "UI", "Value": ["1.2.3.4.5"]},
+                "00080060": {"vr": "CS", "Value": ["CT"]},
+                "00080016": {"vr": "UI", "Value": ["1.2.840.10008.5.1.4.1.1.2"]},
+            }
+        ]
+        body = json.dumps(instances if first_page and url.path.endswith("/instances") else []).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/dicom+json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_dicom_study_says_the_results_are_a_decision_aid() -> None:
+    """As `predict`, `batch run` and `dicom results` do where they print results."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _OneCtStudy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/dicom-web"
+        result = CliRunner().invoke(app, ["dicom", "study", "1.2.3", "--dicomweb", url])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    assert json.loads(result.stdout)["refused"]
+    assert NOTICE in result.stderr
