@@ -147,16 +147,16 @@ def test_quantize_refuses_bad_requests(
     again = _quantize(int8_bundle, tmp_path / "twice", tiny_dataset)
     assert again.exit_code == 1 and "already int8" in again.stderr
     itself = _quantize(tiny_bundle, tiny_bundle, tiny_dataset)
-    assert itself.exit_code == 1 and "is or holds the float bundle" in itself.stderr
+    assert itself.exit_code == 2 and "is or holds the float bundle" in itself.stderr
     parent = _quantize(tiny_bundle, tiny_bundle.parent, tiny_dataset, "--force")
-    assert parent.exit_code == 1 and "holds the float bundle" in parent.stderr
+    assert parent.exit_code == 2 and "holds the float bundle" in parent.stderr
     assert (tiny_bundle / "model.onnx").is_file()
     occupied = tmp_path / "occupied"
     occupied.mkdir()
     (occupied / "keep.txt").write_text("mine")
     busy = _quantize(tiny_bundle, occupied, tiny_dataset)
     assert (
-        busy.exit_code == 1 and "not empty" in busy.stderr and (occupied / "keep.txt").read_text() == "mine"
+        busy.exit_code == 2 and "not empty" in busy.stderr and (occupied / "keep.txt").read_text() == "mine"
     )
     unknown = _quantize(Path("no-such-model-v0"), tmp_path / "x", tiny_dataset)
     assert unknown.exit_code == 2 and "error (unknown_model)" in unknown.stderr

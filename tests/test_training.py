@@ -277,7 +277,7 @@ def test_cli_train_and_export(tiny_dataset, tmp_path):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "bundle" / "model.onnx").is_file()
     again = runner.invoke(app, ["export", str(tmp_path / "run"), str(tmp_path / "bundle")])
-    assert again.exit_code == 1 and "not empty" in again.output
+    assert again.exit_code == 2 and "not empty" in again.output
     bad = runner.invoke(app, ["train", str(tiny_dataset), "--set", "epochs=lots"])
     assert bad.exit_code == 1 and "config_error" in bad.output
 
@@ -299,20 +299,33 @@ def test_cli_never_loses_a_trained_run_or_a_users_folder(tiny_dataset, tmp_path,
     trained = (run / "best.pt").read_bytes()
 
     again = runner.invoke(app, train)
-    assert again.exit_code == 1 and "holds an earlier run" in again.output
+    assert again.exit_code == 2 and "holds an earlier run" in again.output
     nothing = runner.invoke(app, [*train[:3], str(tmp_path / "fresh"), *train[4:], "--resume"])
     assert nothing.exit_code == 1 and "nothing to resume" in nothing.output
     assert not (tmp_path / "fresh" / "config.yaml").exists()
+    # a folder that holds something else, or the config given itself, is never written over
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "notes.txt").write_text("keep")
+    into_notes = runner.invoke(app, [*train[:3], str(tmp_path / "notes"), *train[4:]])
+    assert into_notes.exit_code == 2 and "is not a run folder (it holds notes.txt)" in into_notes.output
+    assert sorted(p.name for p in (tmp_path / "notes").iterdir()) == ["notes.txt"]
+    (tmp_path / "own").mkdir()
+    (tmp_path / "own" / "config.yaml").write_text("# mine\nepochs: 1\n")
+    given = tmp_path / "own" / "config.yaml"
+    own = ["train", str(tiny_dataset), "-c", str(given), "--out", str(given.parent)]
+    over_config = runner.invoke(app, own)
+    assert over_config.exit_code == 2 and "the config given" in over_config.output
+    assert (tmp_path / "own" / "config.yaml").read_text() == "# mine\nepochs: 1\n"
 
     onto_run = runner.invoke(app, ["export", str(run), str(run), "--force"])
-    assert onto_run.exit_code == 1 and "is or holds the training run" in onto_run.output
+    assert onto_run.exit_code == 2 and "is or holds the training run" in onto_run.output
     onto_parent = runner.invoke(app, ["export", str(run), str(tmp_path), "--force"])
-    assert onto_parent.exit_code == 1 and "is or holds the training run" in onto_parent.output
+    assert onto_parent.exit_code == 2 and "is or holds the training run" in onto_parent.output
     mine = tmp_path / "mine"
     (mine / "sub").mkdir(parents=True)
     (mine / "notes.txt").write_text("keep")
     not_a_bundle = runner.invoke(app, ["export", str(run), str(mine), "--force"])
-    assert not_a_bundle.exit_code == 1 and "not a model bundle" in not_a_bundle.output
+    assert not_a_bundle.exit_code == 2 and "not a model bundle" in not_a_bundle.output
     assert (mine / "notes.txt").read_text() == "keep" and (mine / "sub").is_dir()
     assert (run / "best.pt").read_bytes() == trained
 
@@ -323,7 +336,7 @@ def test_cli_never_loses_a_trained_run_or_a_users_folder(tiny_dataset, tmp_path,
     missing = runner.invoke(
         app, ["export", str(run), str(bundle), "--force", "--data-dir", str(tmp_path / "x")]
     )
-    assert missing.exit_code == 1 and "is not a folder here" in missing.output
+    assert missing.exit_code == 2 and "error (not_found)" in missing.output
     assert {p.name: p.read_bytes() for p in bundle.iterdir()} == before  # the old bundle, untouched
     monkeypatch.chdir(tmp_path / "mine")  # the run recorded its data set by the path it was given
     elsewhere = runner.invoke(app, ["export", str(run), str(tmp_path / "b2")])

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from fracsight.errors import ConfigError
+from fracsight.errors import OutputFolderError
 
 __all__ = ["check_output_folder", "staged_folder"]
 
@@ -30,14 +30,18 @@ def check_output_folder(out_dir: Path, *, force: bool, inputs: Iterable[tuple[st
     for what, path in inputs:
         inside = Path(path).resolve()
         if inside == out or out in inside.parents:
-            raise ConfigError(f"{out_dir} is or holds {what} ({path}): choose another folder for the bundle")
+            raise OutputFolderError(
+                f"{out_dir} is or holds {what} ({path}): choose another folder for the bundle"
+            )
     if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"{out_dir} exists and is not a folder")
+        raise OutputFolderError(f"{out_dir} exists and is not a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()):
         if not force:
-            raise ConfigError(f"{out_dir} exists and is not empty; choose another folder or pass --force")
+            raise OutputFolderError(
+                f"{out_dir} exists and is not empty; choose another folder or pass --force"
+            )
         if not (out_dir / "bundle.json").is_file():
-            raise ConfigError(
+            raise OutputFolderError(
                 f"{out_dir} is not a model bundle (no bundle.json), so --force will not replace it: "
                 "choose another folder"
             )

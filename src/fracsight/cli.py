@@ -96,14 +96,16 @@ def invocation() -> str:
 @contextmanager
 def user_errors(exit_code: int = 1) -> Iterator[None]:
     """Turn a FracsightError, or a file the system refused (OSError), into a one-line message and
-    ``exit_code`` (never a traceback); an unknown model is a bad argument: always exit code 2."""
-    from fracsight.errors import FracsightError, UnknownModelError
+    ``exit_code`` (never a traceback); an unknown model or an output folder the job may not write
+    is a bad argument: always exit code 2."""
+    from fracsight.errors import FracsightError, OutputFolderError, UnknownModelError
 
     try:
         yield
     except FracsightError as e:
         typer.echo(f"error ({e.code}): {e}", err=True)
-        raise typer.Exit(2 if isinstance(e, UnknownModelError) else exit_code) from None
+        bad_argument = isinstance(e, (UnknownModelError, OutputFolderError))
+        raise typer.Exit(2 if bad_argument else exit_code) from None
     except OSError as e:
         where = f": {e.filename}" if e.filename else ""
         typer.echo(f"error (os_error): {e.strerror or e}{where}", err=True)
@@ -159,11 +161,18 @@ def train(
     refuse_missing([data_dir, config])
     with user_errors():
         from fracsight.data import load_dataset
+        from fracsight.errors import OutputFolderError
         from fracsight.training import Trainer, load_config
 
         cfg = load_config(config, set_, data=str(data_dir) if data_dir else None, out=out, device=device)
         if not cfg.data:
             raise typer.BadParameter("give DATA_DIR or set `data:` in the config")
+        run_config = Path(cfg.out) / "config.yaml"  # the run writes what it was given here
+        if config is not None and not (resume or force) and run_config.resolve() == config.resolve():
+            raise OutputFolderError(
+                f"the run would write its config.yaml over {config}, the config given: choose another --out "
+                "(or --resume / --force for the run it belongs to)"
+            )
         dataset = load_dataset(Path(cfg.data), cfg.layout)
         typer.echo(
             f"data: {dataset.layout} layout, {len(dataset.samples)} images; run folder: {cfg.out}", err=True

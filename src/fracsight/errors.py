@@ -146,3 +146,9 @@ class DicomSourceError(FracsightError):
 
 class ConfigError(FracsightError):
     code = "config_error"
+
+
+class OutputFolderError(ConfigError):
+    """An output folder the job may not write (a bad argument: the CLI exits 2)."""
+
+    code = "output_refused"

@@ -21,7 +21,7 @@ import yaml
 
 from fracsight.data.sample import CLASS, FRACTURE, REGION, Dataset, Sample
 from fracsight.data.splits import train_val_samples
-from fracsight.errors import ConfigError, DatasetError
+from fracsight.errors import ConfigError, DatasetError, OutputFolderError
 from fracsight.evaluation.metrics import auroc
 from fracsight.models import FractureNet, HeadConfig, create_model
 from fracsight.training.augment import augment_batch
@@ -32,6 +32,9 @@ from fracsight.training.loss import Targets, multitask_loss
 __all__ = ["TrainResult", "Trainer", "WeightAverage", "resolve_device", "train_val_samples"]
 
 log = logging.getLogger(__name__)
+
+# what a run writes into its folder before its first checkpoint (best.pt, last.pt)
+RUN_FILES = frozenset({"config.yaml", "history.json", "curves.png"})
 
 
 def resolve_device(name: str) -> torch.device:
@@ -326,10 +329,19 @@ class Trainer:
             raise ConfigError(f"nothing to resume: {last} does not exist (leave out --resume to start a run)")
         earlier = [name for name in ("best.pt", "last.pt") if (self.run_dir / name).is_file()]
         if earlier and not resume and not force:
-            raise ConfigError(
+            raise OutputFolderError(
                 f"{self.run_dir} holds an earlier run ({', '.join(earlier)}): pass --resume to continue it, "
                 "--force to replace it, or choose another --out"
             )
+        if not earlier and self.run_dir.is_dir():
+            # a folder without a run: only the files a run writes before its first checkpoint (left
+            # by a run that stopped early) may be written over, never anything else of the user's
+            others = sorted(p.name for p in self.run_dir.iterdir() if p.name not in RUN_FILES)
+            if others:
+                raise OutputFolderError(
+                    f"{self.run_dir} is not a run folder (it holds {', '.join(others[:3])}"
+                    f"{', ...' if len(others) > 3 else ''}): choose another --out"
+                )
 
     def fit(self, resume: bool = False, force: bool = False) -> TrainResult:
         """Train; ``resume``: continue the run in ``cfg.out`` from its ``last.pt``; ``force``:
