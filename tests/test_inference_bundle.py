@@ -151,6 +151,12 @@ def test_unknown_model_name_lists_the_packaged_ones(tmp_path: Path, monkeypatch:
     assert info.value.code == "unknown_model"
 
 
+@pytest.mark.parametrize("given", ["runs/missing-bundle", "models/missing.zip"])
+def test_a_missing_bundle_path_is_named_as_a_path(given: str) -> None:
+    with pytest.raises(UnknownModelError, match=f"no such bundle folder or .zip: {given}; packaged: "):
+        resolve_bundle(given)
+
+
 def test_unknown_model_name_without_packaged_bundles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(store_module, "_PACKAGED", tmp_path / "nothing-here")
     with pytest.raises(UnknownModelError, match="none installed"):
