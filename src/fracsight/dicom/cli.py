@@ -145,12 +145,12 @@ def listen(
     )
     from fracsight.dicom._logging import setup_logging
 
-    setup_logging(log_level)
     try:  # an unknown model or operating point is a bad argument, refused before the node starts
         ModelRef.resolve(model, operating_point, threads)
     except FracsightError as e:
         typer.echo(f"error ({e.code}): {e}", err=True)
         raise typer.Exit(2) from None
+    setup_logging(log_level)
     try:
         Node(config).serve_forever()
     except FracsightError as e:
