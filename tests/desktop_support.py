@@ -34,13 +34,14 @@ def _free_display() -> int:
 
 
 @contextmanager
-def xvfb() -> Iterator[str]:
-    """A real Xvfb (``Xvfb :N -screen 0 1280x900x24``) on a free display, stopped afterwards."""
+def xvfb(screen: tuple[int, int] = SCREEN) -> Iterator[str]:
+    """A real Xvfb (``Xvfb :N -screen 0 1280x900x24``, or ``screen``) on a free display, stopped
+    afterwards."""
     assert XVFB is not None
     for _ in range(5):  # another process may take the number between the check and the start
         n = _free_display()
         proc = subprocess.Popen(
-            [XVFB, f":{n}", "-screen", "0", f"{SCREEN[0]}x{SCREEN[1]}x24", "-nolisten", "tcp"],
+            [XVFB, f":{n}", "-screen", "0", f"{screen[0]}x{screen[1]}x24", "-nolisten", "tcp"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -159,7 +159,7 @@ def test_upload_a_radiograph_and_a_broken_file(
     )
     widths = page.eval_on_selector_all('[data-testid="stImage"] img', "imgs => imgs.map(i => i.naturalWidth)")
     assert max(widths) > 100
-    page.get_by_text("Fracture heatmap: where the model suspects a fracture").first.wait_for()
+    page.get_by_text("Fracture heatmap: where the model ").first.wait_for()  # suspects, or looked most
     page.locator(".fs-bar-threshold").first.wait_for()
     page.get_by_text("Download CSV").wait_for()
     screenshot(page, "app-result.png")

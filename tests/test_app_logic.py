@@ -273,6 +273,18 @@ def test_overlay_caption_says_what_the_map_shows() -> None:
         negative
     )
     assert negative.boxes.startswith("1 area the model weighed most boxed, for review; below the threshold")
+    # nor does the heatmap say "suspects" next to "No fracture detected"
+    assert negative.heatmap == "Fracture heatmap: where the model looked most (no fracture suspected)"
+    assert "suspects" not in overlay_caption(negative) and "suspects" not in overlay_caption(
+        card_for(make_prediction(0.2, boxes=()))
+    )
+    assert overlay_caption(negative) == (
+        "Fracture heatmap: where the model looked most (no fracture suspected); "
+        "boxes around the areas it weighed most"
+    )
+    assert overlay_caption(negative, show_heatmap=False) == (
+        "Heatmap hidden; boxes around the areas it weighed most (no fracture suspected)"
+    )
     classes = card_for(class_only(make_prediction(classes=TYPES)))
     assert overlay_caption(classes) == (
         "Class heatmap: where the model sees greenstick (it does not locate fractures)"

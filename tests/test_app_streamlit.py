@@ -13,7 +13,7 @@ pytest.importorskip("streamlit", reason="the web app needs the app extra (pip in
 from streamlit.testing.v1 import AppTest
 
 from fracsight.app import SCRIPT
-from fracsight.app.logic import display_columns, escape_markdown
+from fracsight.app.logic import STUDY_NAME, display_columns, escape_markdown
 from fracsight.inference import NOTICE, Predictor
 from head_kinds import HEAD_KINDS
 
@@ -96,6 +96,41 @@ def test_two_examples_make_a_study_and_a_bad_file_an_error_card(
 
     at.button(key="clear-examples").click().run()
     assert not at.dataframe
+
+
+def test_another_operating_point_rereads_the_results_without_predicting_again(
+    monkeypatch: pytest.MonkeyPatch, examples_dir: Path
+) -> None:
+    """The default model: switching its operating point re-reads the stored results at the new
+    threshold, as a Predictor made with that point says, and never runs the model again (with 200
+    uploads every switch took seconds of "Reading 200 image(s)"); the study is named as
+    ``fracsight predict --study`` names it, so the exports agree."""
+    at = start(monkeypatch, "--examples", str(examples_dir))
+    for i in range(2):
+        at.button(key=f"example-{i}").click().run()
+    at.checkbox[0].check().run()
+    assert not at.exception, [e.value for e in at.exception]
+    stored = dict(at.session_state["results"])
+    assert len(stored) == 2
+
+    default = Predictor()
+    other = next(op.name for op in default.spec.operating_points if op != default.operating_point)
+    at.sidebar.selectbox[0].select(other).run()
+    assert not at.exception, [e.value for e in at.exception]
+    after = at.session_state["results"]
+    assert after.keys() == stored.keys() and all(after[k] is v for k, v in stored.items())
+
+    reader = Predictor(operating_point=other)
+    images = sorted(examples_dir.glob("*/*.jpg"))
+    expected = [reader.predict(p) for p in images]
+    study = reader.predict_study(expected, STUDY_NAME)
+    rows = at.dataframe[0].value
+    assert list(rows["source"]) == [p.name for p in images] + [STUDY_NAME]
+    assert list(rows["decision"]) == [e.decision for e in expected] + [study.decision]
+    assert set(rows["threshold"]) == {f"{reader.operating_point.threshold:.4f}"}
+    text = markdown_text(at)
+    assert f"operating point {other})" in text
+    assert f"(threshold {default.operating_point.threshold:.3f}," not in text
 
 
 def test_a_bad_model_is_an_error_card_not_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -357,6 +357,50 @@ def test_without_tkdnd_the_window_keeps_its_dialogs(display: str) -> None:
         gc.collect()
 
 
+_FITS_CHILD = """
+import gc, json, sys, tkinter as tk
+from pathlib import Path
+sys.path.insert(0, sys.argv[3])
+from desktop_support import screenshot, settle, wait_until, widget_box
+from fracsight.desktop.window import DesktopApp
+
+root = tk.Tk(screenName=sys.argv[1], className="fracsight")
+desktop = DesktopApp(root, paths=[Path(sys.argv[2])])
+wait_until(root, lambda: desktop.list_current and 0 in desktop.views and desktop.viewer.picture_current,
+           90, "the first image")
+settle(root)
+screenshot(sys.argv[1], "desktop-1280x800.png")
+boxes = {name: (widget.winfo_ismapped(), *widget_box(widget)) for name, widget in (
+    ("notice", desktop.notice), ("model", desktop.model_text), ("caption", desktop.viewer.caption),
+    ("status", desktop.status))}
+print(json.dumps({"width": root.winfo_width(), "height": root.winfo_height(),
+                  "bottom": root.winfo_rooty() + root.winfo_height(), "boxes": boxes,
+                  "model_text": desktop.model_text.cget("text")}))
+desktop.close()
+gc.collect()
+"""
+
+
+def test_the_window_fits_a_1280x800_screen(inputs: list[Path]) -> None:
+    """On a 1280 x 800 laptop screen the whole window is on the screen, with room for a title bar
+    and a taskbar: the notice at the top and the model's operating point at the bottom are seen
+    (a fixed 860-pixel window hid the bottom lines). In a child process: Tk keeps its connection
+    to a display until the process ends, and would end this one when that Xvfb stops."""
+    with xvfb((1280, 800)) as small:
+        child = subprocess.run(
+            [sys.executable, "-c", _FITS_CHILD, small, str(inputs[0]), str(Path(__file__).parent)],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+    assert child.returncode == 0, child.stderr
+    seen = json.loads(child.stdout.strip().splitlines()[-1])
+    assert seen["width"] <= 1280 and seen["height"] <= 800 - 60
+    for name, (mapped, _, top, _, below) in seen["boxes"].items():
+        assert mapped and top >= 0 and below <= min(seen["bottom"], 800), name
+    assert "Operating point balanced" in seen["model_text"]
+
+
 def test_the_command_opens_the_window_and_fails_cleanly(
     display: str, inputs: list[Path], tmp_path: Path
 ) -> None:

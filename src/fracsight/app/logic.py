@@ -34,6 +34,7 @@ from fracsight.inference.tabular import csv_text, folder_images, result_columns,
 
 __all__ = [
     "HIDDEN_ON_SCREEN",
+    "STUDY_NAME",
     "AppConfig",
     "ClassSummary",
     "ResultCard",
@@ -66,6 +67,8 @@ __all__ = [
 
 Result = Prediction | FailedPrediction | StudyPrediction
 
+# The study's name, as ``fracsight predict --study`` names all its inputs, so exports agree with it
+STUDY_NAME = "all inputs"
 # CSV columns left out of the on-screen table (the sidebar, the threshold and the cards show them)
 HIDDEN_ON_SCREEN = frozenset({"operating_point", "region_probability", "top_box_score"})
 COLOURS = {"suspected": "#c62828", "clear": "#2e7d32", "unreliable": "#8d6e63", "class": "#1565c0"}
@@ -241,15 +244,21 @@ _UNRELIABLE = (
 
 
 _UNRELIABLE_STUDY = "Not reliable: at least one view is outside what the model was made for."
+_NONE_SUSPECTED = "(no fracture suspected)"
 
 
 def _probability_text(prefix: str, probability: float, threshold: float, operating_point: str | None) -> str:
     return f"{prefix} {probability:.3f} (threshold {threshold:.3f}, operating point {operating_point})"
 
 
-def heatmap_text(localization: str, predicted_class: str | None = None) -> str:
-    """What a prediction's heatmap shows (see ``Prediction.localization``)."""
+def heatmap_text(
+    localization: str, predicted_class: str | None = None, *, fracture_suspected: bool | None = None
+) -> str:
+    """What a prediction's heatmap shows (see ``Prediction.localization``); on a negative decision
+    the fracture map never says "suspects"."""
     if localization == FRACTURE_MAP:
+        if fracture_suspected is False:
+            return f"Fracture heatmap: where the model looked most {_NONE_SUSPECTED}"
         return "Fracture heatmap: where the model suspects a fracture"
     if localization == CLASS_ACTIVATION:
         seen = predicted_class or "the most likely class"
@@ -312,7 +321,7 @@ def card_for(pred: Prediction) -> ResultCard:
         boxes=boxes,
         box_count=len(pred.boxes),
         boxes_suspected=bool(pred.fracture_suspected),
-        heatmap=heatmap_text(pred.localization, predicted),
+        heatmap=heatmap_text(pred.localization, predicted, fracture_suspected=pred.fracture_suspected),
         localization=pred.localization,
         warnings=tuple(pred.warnings),
         unreliable=None if pred.reliable else _UNRELIABLE,
@@ -326,10 +335,10 @@ def overlay_caption(card: ResultCard, *, show_heatmap: bool = True, show_boxes: 
     text = "Heatmap hidden" if has_map and not show_heatmap else card.heatmap
     if not boxed:
         return text
-    around = (
-        "the suspected areas" if card.boxes_suspected else "the areas it weighed most (no fracture suspected)"
-    )
-    return f"{text}; boxes around {around}"
+    if card.boxes_suspected:
+        return f"{text}; boxes around the suspected areas"
+    said = text.endswith(_NONE_SUSPECTED)  # the heatmap's words already say it
+    return f"{text}; boxes around the areas it weighed most{'' if said else ' ' + _NONE_SUSPECTED}"
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,11 @@ import streamlit as st
 from PIL import Image
 
 from fracsight.app.logic import (
+    STUDY_NAME,
     AppConfig,
     ClassSummary,
     ViewData,
+    at_operating_point,
     card_for,
     class_bars_html,
     class_operating_point_text,
@@ -189,10 +191,10 @@ def inputs(config: AppConfig) -> list[Input]:
 
 
 def predictions(predictor: Predictor, items: list[Input]) -> list[Stored]:
-    """Predict each input once per operating point; results live in this session's memory only."""
+    """Predict each input once; results live in this session's memory only. Another operating point
+    re-reads them at its threshold (:func:`at_operating_point`) without running the model again."""
     store: dict[str, Stored] = st.session_state.setdefault("results", {})
-    op = predictor.operating_point.name if predictor.operating_point else "-"
-    keys = [f"{op}|{item.key}" for item in items]
+    keys = [item.key for item in items]
     for stale in set(store) - set(keys):
         del store[stale]
     todo = [(k, item) for k, item in zip(keys, items, strict=True) if k not in store]
@@ -200,7 +202,8 @@ def predictions(predictor: Predictor, items: list[Input]) -> list[Stored]:
         with st.spinner(f"Reading {len(todo)} image(s) ..."):
             for k, item in todo:
                 store[k] = predict(predictor, item.load(), item.name)
-    return [store[k] for k in keys]
+    op = predictor.operating_point
+    return [Stored(at_operating_point(store[k].result, op), store[k].view) for k in keys]
 
 
 def error_card(failure: FailedPrediction) -> None:
@@ -319,7 +322,7 @@ def main() -> None:
     studies: list[StudyPrediction] = []
     can_combine = len(good) >= 2  # every kind of bundle: fracture and class are both combined
     if can_combine and st.checkbox("These images are one study (several views of one examination)"):
-        studies = [predictor.predict_study(good, "uploaded study")]
+        studies = [predictor.predict_study(good, STUDY_NAME)]
         study_card(studies[0])
     for result, view in stored:
         if isinstance(result, FailedPrediction):

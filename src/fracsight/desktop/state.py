@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fracsight.app.logic import (
+    STUDY_NAME,
     at_operating_point,
     csv_download,
     display_columns,
@@ -29,8 +30,6 @@ Result = Prediction | FailedPrediction
 # Columns of the web app's table left out of the list: the side panel shows the threshold, the viewer
 # the boxes, and the decision already says "uncertain" or "not reliable".
 LIST_HIDDEN = frozenset({"kind", "threshold", "class_confident", "top_box", "reliable"})
-# The same name as ``fracsight predict --study`` gives all its inputs, so the CSV rows agree.
-STUDY_NAME = "all inputs"
 
 
 def expand_inputs(paths: Iterable[Path]) -> list[Path]:

@@ -58,6 +58,8 @@ log = logging.getLogger("fracsight.desktop")
 POLL_MS = 30  # how often the window drains the worker's events
 POLL_BUDGET_S = 0.02  # the most one drain may take, so the loop stays free for input and drawing
 LIST_TICK_S = 0.15  # new rows, progress and study verdict are updated together, at most this often
+WINDOW = (1260, 860)  # the window's size where the screen has room for it
+SCREEN_MARGIN = (20, 80)  # left on the screen for the window manager's frame, title bar and panels
 VIEW_CACHE = 6  # full-resolution views kept in memory (a long folder would not fit)
 NOTICE_BANNER = f"⚠  {NOTICE} Check every result against the images."
 BANNER_BG, UNRELIABLE_BG, WARNING_FG = "#fff3cd", "#c62828", "#8a4b00"
@@ -132,8 +134,12 @@ class DesktopApp:
     def _build(self) -> None:
         root = self.root
         root.title("fracsight")
-        root.geometry("1260x860")
-        root.minsize(900, 600)
+        # never taller or wider than the screen (less room for the title bar and a taskbar): on a
+        # 1280 x 800 laptop a fixed 860 pixels hid the model's operating point at the bottom
+        width = max(640, min(WINDOW[0], root.winfo_screenwidth() - SCREEN_MARGIN[0]))
+        height = max(480, min(WINDOW[1], root.winfo_screenheight() - SCREEN_MARGIN[1]))
+        root.geometry(f"{width}x{height}")
+        root.minsize(min(900, width), min(600, height))
         style = ttk.Style(root)
         if style.theme_use() == "default" and "clam" in style.theme_names():
             style.theme_use("clam")  # X11's default theme looks dated; Windows and macOS keep theirs
