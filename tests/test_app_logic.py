@@ -348,7 +348,9 @@ def test_probability_bar_fills_to_probability_and_marks_threshold() -> None:
     assert _style_value(html, "fs-bar-fill", "width") == "73.4%"
     assert _style_value(html, "fs-bar-fill", "background") == "#c62828"
     assert _style_value(html, "fs-bar-threshold", "left") == "25.0%"
-    assert "fracture probability <b>0.734</b>" in html and "threshold 0.25" in html
+    assert "fracture probability <b>0.734</b>" in html and "threshold 0.250<" in html
+    # the bar's label is the card's threshold to the digit (0.197 was shown as 0.20 beside 0.197)
+    assert ">threshold 0.197<" in probability_bar_html(0.5, 0.19717)
     assert 'aria-label="fracture probability 0.734, threshold 0.250"' in html
 
 

@@ -461,7 +461,7 @@ def probability_bar_html(
         'style="margin:0.25rem 0 0.75rem 0;">'
         '<div style="position:relative;height:1.1rem;font-size:0.75rem;color:#424242;">'
         f'<span style="position:absolute;left:{t * 100:.1f}%;transform:translateX(-50%);'
-        f'white-space:nowrap;">threshold {t:.2f}</span></div>'
+        f'white-space:nowrap;">threshold {t:.3f}</span></div>'
         '<div style="position:relative;height:16px;background:#e0e0e0;border-radius:8px;">'
         f'<div class="fs-bar-fill" style="width:{p * 100:.1f}%;height:100%;background:{colour};'
         'border-radius:8px;"></div>'
