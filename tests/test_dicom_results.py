@@ -553,6 +553,12 @@ def test_cli_writes_objects_never_overwrites_and_refuses_cleanly(case, tmp_path:
     under_a_file = out / f"{path.stem}.sr.dcm" / "more"  # an --out that cannot be made: a bad argument
     unwritable = runner.invoke(cli_app, ["dicom", "results", str(path), "--out", str(under_a_file)])
     assert unwritable.exit_code == 2 and "error (unwritable)" in unwritable.output, unwritable.output
+    fresh = tmp_path / "fresh"  # an unknown model is refused before --out is made
+    unknown = runner.invoke(cli_app, ["dicom", "results", str(path), "--out", str(fresh), "-m", "nope"])
+    assert unknown.exit_code == 2 and "error (unknown_model)" in unknown.output and not fresh.exists()
+    args = ["dicom", "results", str(path), "--out", str(fresh), "--results", "sr"]  # as listen names it
+    same_name = runner.invoke(cli_app, args)
+    assert same_name.exit_code == 0 and [p.name for p in fresh.iterdir()] == [f"{path.stem}.sr.dcm"]
 
 
 def test_prediction_without_pixels_gives_the_same_capture(case, predictor: Predictor) -> None:

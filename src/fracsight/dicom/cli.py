@@ -296,7 +296,12 @@ def results_command(
     ],
     model: ModelOption = None,
     kinds: Annotated[
-        str, typer.Option(help="Objects to write, comma-separated: sr (report), gsps (overlay), capture.")
+        str,
+        typer.Option(
+            "--results",
+            "--kinds",
+            help="Objects to write, comma-separated: sr (report), gsps (overlay), capture (as `listen`).",
+        ),
     ] = "sr,gsps,capture",
     study: Annotated[
         bool, typer.Option("--study", help="Also write a study-level SR for each study among the inputs.")
@@ -315,15 +320,17 @@ def results_command(
     from fracsight.cli import user_errors
     from fracsight.dicom.results import KINDS, read_source, result_datasets, study_result_datasets, write_new
     from fracsight.errors import FracsightError
-    from fracsight.inference import NOTICE, Predictor
+    from fracsight.inference import NOTICE, Predictor, resolve_bundle
 
     wanted = [k.strip() for k in kinds.split(",") if k.strip()]
     if not wanted or any(k not in KINDS for k in wanted):
-        typer.echo(f"error (bad_kinds): --kinds takes some of {', '.join(KINDS)}, got {kinds!r}", err=True)
+        typer.echo(f"error (bad_kinds): --results takes some of {', '.join(KINDS)}, got {kinds!r}", err=True)
         raise typer.Exit(2)
     if out.exists() and not out.is_dir():
         typer.echo(f"error (exists): {out} exists and is not a folder", err=True)
         raise typer.Exit(2)
+    with user_errors(exit_code=2):  # an unknown model: before any folder is made
+        model = str(resolve_bundle(model))
     try:  # an --out that cannot be made is a bad argument, found before the model loads
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
