@@ -160,3 +160,65 @@ def test_card_describes_the_class_head(head_bundle, kind: str) -> None:
     n = metrics["multiclass"]["n"]
     assert f"(on the {n} images with a class label)" in measured
     assert "At the class operating point (minimum probability" in measured
+
+
+def _as_mura(images: list, root):
+    """A MURA-layout set (two views a study) linked from ``images`` (label from the folder)."""
+    for k, path in enumerate(images):
+        suffix = "positive" if path.parent.name == "fractured" else "negative"
+        study = root / "XR_HAND" / f"patient{k // 2:05d}" / f"study1_{suffix}"
+        study.mkdir(parents=True, exist_ok=True)
+        (study / f"image{k % 2 + 1}.jpg").symlink_to(path.resolve())
+    return root
+
+
+def test_mura_report_counts_studies_and_says_the_label_is_abnormality(tiny_bundle, tiny_dataset, tmp_path):
+    from PIL import Image
+
+    val = tiny_dataset / "val"
+    images = sorted((val / "fractured").iterdir())[:6] + sorted((val / "not fractured").iterdir())[:6]
+    data = _as_mura(images, tmp_path / "mura")
+    out = tmp_path / "eval"
+    args = ["evaluate", str(tiny_bundle), str(data), "--split", "all", "--bootstrap", "100"]
+    args += ["--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert any("'abnormal'" in note and "not fracture" in note for note in m["notes"])
+    report = (out / "report.html").read_text(encoding="utf-8")
+    assert "<td>Studies (fractured / not fractured)</td><td>6 (3 / 3)</td>" in report
+    assert "where these results say fractured, read &#x27;abnormal&#x27;" in report
+    title = Image.open(out / "roc.png").text["Title"]
+    assert "tiny-test v1 on mura [all], n=12 (6 fractured)" in title
+    grid = Image.open(out / "samples.png").text["Title"]
+    assert "tiny-test v1 on mura [all]" in grid
+
+
+@pytest.mark.slow
+@pytest.mark.fracatlas
+def test_sample_grid_names_the_true_class_of_data_lacking_a_model_class(head_bundle, tmp_path) -> None:
+    """Data without the model's middle class ('hip'): its class labels index ('hand', 'leg'), the
+    model's ('hand', 'hip', 'leg'); the grid must compare the same classes and name the true one."""
+    from fracsight.data import load_dataset
+    from fracsight.evaluation.run import _grid_content
+    from fracsight.inference import Predictor
+
+    data, bundle = head_bundle("class")
+    for name in ("hand", "leg"):
+        (tmp_path / "test" / name).mkdir(parents=True)
+        for path in sorted((data / "test" / name).iterdir()):
+            (tmp_path / "test" / name / path.name).symlink_to(path.resolve())
+    dataset = load_dataset(tmp_path)
+    assert dataset.class_names[CLASS] == ("hand", "leg")
+    samples = list(dataset.samples)
+    predictor = Predictor(bundle)
+    preds = [predictor.predict(s.path) for s in samples]
+    order, titles, labels, predicted = _grid_content(
+        samples, preds, predictor, fracture=False, klass=True, class_names=dataset.class_names[CLASS]
+    )
+    assert labels is not None and predicted is not None
+    for i, title, label, guess in zip(order, titles, labels, predicted, strict=True):
+        truth = dataset.class_names[CLASS][samples[i].labels[CLASS]]
+        assert title.endswith(f", true: {truth}")
+        assert predictor.classes[label] == truth  # the border compares model indices on both sides
+        assert predictor.classes[guess] == preds[i].classification.predicted

@@ -91,3 +91,22 @@ def test_no_pyplot_import() -> None:
         "assert 'matplotlib.pyplot' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_ci_level_in_legend_and_title_in_png(tmp_path: Path) -> None:
+    from fracsight.evaluation.plots import _ci_text
+
+    assert _ci_text((0.7, 0.9), 0.9) == " (90% CI 0.700-0.900)"
+    assert _ci_text((0.7, 0.9)) == " (95% CI 0.700-0.900)"
+    y, p = _case()
+    path = plot_roc(y, p, tmp_path / "roc.png", ci=(0.7, 0.9), ci_level=0.9, title="ROC curve\nm v1 [test]")
+    assert Image.open(path).text["Title"] == "ROC curve - m v1 [test]"
+    images = [np.full((32, 40), 0.5, dtype=np.float32)] * 3
+    grid = plot_sample_grid(
+        images, ["x", "y", "z"], tmp_path / "g.png", labels=[1, 0, 1], predictions=[1, 0, 0]
+    )
+    assert Image.open(grid).text["Title"].startswith("Sample predictions - border: green = prediction agrees")
+    titled = plot_sample_grid(
+        images, ["x", "y", "z"], tmp_path / "t.png", title="Sample predictions\nm [val]"
+    )
+    assert Image.open(titled).text["Title"] == "Sample predictions - m [val]"  # not a thumbnail's title

@@ -218,3 +218,58 @@ def test_class_only_plots_and_report(tmp_path: Path, case: dict) -> None:
 def test_fracture_and_class_report_has_both_sections(tmp_path: Path, metrics: dict) -> None:
     text = write_report(metrics, tmp_path).read_text(encoding="utf-8")
     assert "Image-level fracture detection" in text and "<h2>Class head</h2>" in text
+
+
+# ---- what the report and its plots say they show ---------------------------------------------------
+def test_plot_titles_name_model_split_and_counts(tmp_path: Path, case: dict, metrics: dict) -> None:
+    from PIL import Image
+
+    plots = render_all_plots(
+        case["y"],
+        case["p"],
+        tmp_path,
+        metrics={**metrics, "ci_level": 0.9},
+        threshold_points={"balanced": 0.5, "triage": 0.3},
+        confusion_threshold=0.5,
+        class_labels=case["class_labels"],
+        class_probs=case["class_probs"],
+        class_names=CLASS_NAMES,
+        class_min_probability=0.4,
+        subtitle="mymodel v3 on mydata [val]",
+    )
+    titles = {name: Image.open(path).text["Title"] for name, path in plots.items()}
+    n_pos = int(case["y"].sum())
+    for name in ("roc", "pr", "calibration", "confusion"):
+        assert f"mymodel v3 on mydata [val], n=240 ({n_pos} fractured)" in titles[name]
+    assert "balanced, threshold 0.500" in titles["confusion"]
+    assert titles["calibration"].startswith("Reliability diagram (ECE ")
+    for name in ("confusion_multiclass", "class_coverage"):
+        assert f"mymodel v3 on mydata [val], n={n_pos} images with a class label" in titles[name]
+
+
+def test_study_section_counts_studies_and_says_how(tmp_path: Path, metrics: dict) -> None:
+    text = write_report(metrics, tmp_path).read_text(encoding="utf-8")
+    study = text.split("Study-level fracture detection", 1)[1]
+    assert f"<td>Studies (fractured / not fractured)</td><td>{metrics['study']['n']} (" in study
+    assert "<td>Images (fractured / not fractured)</td>" in text
+    assert "mean of its image probabilities" in study and "stratified by label, over studies" in study
+
+
+def test_one_class_split_and_undefined_values_are_explained(tmp_path: Path) -> None:
+    m = evaluate_predictions([0, 0, 0, 0], [0.1, 0.2, 0.7, 0.3], threshold_points={"t": 0.5}, n_bootstrap=20)
+    m["notes"] = ["the data set has no 'test' split of its own: measured on the one fracsight carves out"]
+    plots = render_all_plots([0, 0, 0, 0], [0.1, 0.2, 0.7, 0.3], tmp_path / "p", metrics=m)
+    assert "roc" not in plots and "pr" not in plots
+    text = write_report(m, tmp_path, plots=plots).read_text(encoding="utf-8")
+    assert "All 4 images here are not fractured" in text and "so they are not given" in text
+    assert "— : not defined here" in text  # sensitivity without fractured images
+    assert "<h2>Notes</h2>" in text and "Not measured" not in text  # the note is about what was measured
+
+
+def test_sample_grid_is_shown_at_full_size(tmp_path: Path, metrics: dict) -> None:
+    from fracsight.evaluation.plots import plot_sample_grid
+
+    grid = plot_sample_grid([np.zeros((20, 20))] * 8, ["a\nb"] * 8, tmp_path / "samples.png")
+    text = write_report(metrics, tmp_path, plots={"samples": grid}).read_text(encoding="utf-8")
+    assert '<figure class="wide"><img alt="Sample predictions"' in text
+    assert "figure.wide img { max-width: 100%; }" in text

@@ -34,21 +34,24 @@ _CORRECT = "#1a9641"
 _WRONG = "#d7191c"
 
 
-def _new_figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=_DPI)
+def _new_figure(width: float, height: float, layout: str | None = None) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=_DPI, layout=layout)
     FigureCanvasAgg(fig)
     return fig
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def _save(fig: Figure, path: str | Path, title: str) -> Path:
+    """Write the PNG, its title also in the file's ``Title`` text chunk (what a figure shows
+    travels with it into a paper's figure folder)."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png", dpi=_DPI, bbox_inches="tight")
+    metadata = {"Title": title.replace("\n", " - "), "Software": "fracsight"}
+    fig.savefig(out, format="png", dpi=_DPI, bbox_inches="tight", metadata=metadata)
     return out
 
 
-def _ci_text(ci: tuple[float, float] | None) -> str:
-    return "" if ci is None else f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})"
+def _ci_text(ci: tuple[float, float] | None, level: float = 0.95) -> str:
+    return "" if ci is None else f" ({100 * level:.0f}% CI {ci[0]:.3f}-{ci[1]:.3f})"
 
 
 def plot_roc(
@@ -57,14 +60,16 @@ def plot_roc(
     path: str | Path,
     *,
     ci: tuple[float, float] | None = None,
+    ci_level: float = 0.95,
     operating_points: Mapping[str, float] | None = None,
     title: str = "ROC curve",
 ) -> Path:
-    """ROC curve with AUROC (and its CI) in the legend; ``operating_points`` maps names to thresholds."""
+    """ROC curve with AUROC (and its ``ci_level`` CI) in the legend; ``operating_points`` maps
+    names to thresholds."""
     fpr, tpr, _ = roc_curve(y, p)
     fig = _new_figure(5.0, 5.0)
     ax = fig.add_subplot()
-    ax.plot(fpr, tpr, color="#2b83ba", lw=2, label=f"AUROC {auroc(y, p):.3f}{_ci_text(ci)}")
+    ax.plot(fpr, tpr, color="#2b83ba", lw=2, label=f"AUROC {auroc(y, p):.3f}{_ci_text(ci, ci_level)}")
     ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="chance")
     for name, threshold in (operating_points or {}).items():
         m = binary_metrics_at(y, p, threshold)
@@ -73,13 +78,14 @@ def plot_roc(
             m["sensitivity"],
             "o",
             ms=7,
+            clip_on=False,
             label=f"{name} (t={threshold:.3f}): sens {m['sensitivity']:.2f}, spec {m['specificity']:.2f}",
         )
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 - specificity (false positive rate)")
     ax.set(ylabel="sensitivity (true positive rate)", title=title, aspect="equal")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=7)
-    return _save(fig, path)
+    return _save(fig, path, title)
 
 
 def plot_pr(
@@ -88,10 +94,12 @@ def plot_pr(
     path: str | Path,
     *,
     ci: tuple[float, float] | None = None,
+    ci_level: float = 0.95,
     operating_points: Mapping[str, float] | None = None,
     title: str = "Precision-recall curve",
 ) -> Path:
-    """Precision-recall curve (step-wise) with AP in the legend and the prevalence baseline."""
+    """Precision-recall curve (step-wise) with AP (and its ``ci_level`` CI) in the legend and the
+    prevalence baseline."""
     precision, recall, _ = pr_curve(y, p)
     prevalence = float(np.mean(np.asarray(y, dtype=np.float64)))
     fig = _new_figure(5.0, 5.0)
@@ -102,18 +110,20 @@ def plot_pr(
         where="post",
         color="#2b83ba",
         lw=2,
-        label=f"AP {average_precision(y, p):.3f}{_ci_text(ci)}",
+        label=f"AP {average_precision(y, p):.3f}{_ci_text(ci, ci_level)}",
     )
     ax.axhline(prevalence, color="grey", lw=1, ls="--", label=f"prevalence {prevalence:.2f}")
     for name, threshold in (operating_points or {}).items():
         m = binary_metrics_at(y, p, threshold)
         if m["precision"] is not None:
-            ax.plot(m["recall"], m["precision"], "o", ms=7, label=f"{name} (t={threshold:.3f})")
+            ax.plot(
+                m["recall"], m["precision"], "o", ms=7, clip_on=False, label=f"{name} (t={threshold:.3f})"
+            )
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="recall (sensitivity)", ylabel="precision")
     ax.set(title=title, aspect="equal")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=7)
-    return _save(fig, path)
+    return _save(fig, path, title)
 
 
 def plot_confusion(
@@ -145,7 +155,7 @@ def plot_confusion(
     ax.set_xticks(range(k), labels=list(class_names), rotation=30, ha="right")
     ax.set_yticks(range(k), labels=list(class_names))
     ax.set(xlabel="predicted", ylabel="true", title=title)
-    return _save(fig, path)
+    return _save(fig, path, title)
 
 
 def plot_selective_accuracy(
@@ -194,7 +204,7 @@ def plot_selective_accuracy(
     ax.set(ylabel="accuracy of the stated classes", title=title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=7)
-    return _save(fig, path)
+    return _save(fig, path, title)
 
 
 def plot_calibration(
@@ -217,7 +227,10 @@ def plot_calibration(
         label="model",
     )
     ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="observed fraction fractured")
-    ax.set_title(title if ece is None else f"{title} (ECE {ece:.3f})")
+    if ece is not None:  # the ECE on the first line, a subtitle below it
+        head, newline, rest = title.partition("\n")
+        title = f"{head} (ECE {ece:.3f}){newline}{rest}"
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
     lows = [r["bin_lower"] for r in table]
@@ -226,7 +239,7 @@ def plot_calibration(
         lows, [r["count"] for r in table], width=widths, align="edge", color="#abd9e9", edgecolor="#2b83ba"
     )
     ax_hist.set(xlabel="predicted probability", ylabel="images")
-    return _save(fig, path)
+    return _save(fig, path, title)
 
 
 def plot_training_curves(history: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
@@ -252,7 +265,7 @@ def plot_training_curves(history: Sequence[Mapping[str, Any]], path: str | Path)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    return _save(fig, path)
+    return _save(fig, path, "Training curves")
 
 
 def plot_sample_grid(
@@ -263,11 +276,13 @@ def plot_sample_grid(
     *,
     labels: Sequence[int] | None = None,
     predictions: Sequence[int] | None = None,
+    title: str = "Sample predictions",
 ) -> Path:
     """Grayscale thumbnails (HxW floats in [0, 1]) with titles (for example probabilities).
 
     With both ``labels`` and ``predictions`` given, each thumbnail gets a green
-    border when they agree and a red one when they do not.
+    border when they agree and a red one when they do not, and ``title`` (above
+    the grid) says so.
     """
     if len(images) != len(titles):
         raise ValueError("images and titles differ in length")
@@ -278,8 +293,8 @@ def plot_sample_grid(
     n = max(len(images), 1)
     ncols = max(1, min(ncols, n))
     nrows = -(-n // ncols)
-    fig = _new_figure(2.4 * ncols, 2.6 * nrows)
-    for i, (img, title) in enumerate(zip(images, titles, strict=True)):
+    fig = _new_figure(2.4 * ncols, 2.6 * nrows + 0.5, layout="constrained")
+    for i, (img, caption) in enumerate(zip(images, titles, strict=True)):
         ax = fig.add_subplot(nrows, ncols, i + 1)
         arr = np.asarray(img, dtype=np.float64)
         if arr.ndim != 2:
@@ -287,10 +302,13 @@ def plot_sample_grid(
         ax.imshow(arr, cmap="gray", vmin=0.0, vmax=1.0, interpolation="bilinear")
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title(title, fontsize=8)
+        ax.set_title(caption, fontsize=8)
         if labels is not None and predictions is not None:
             color = _CORRECT if int(labels[i]) == int(predictions[i]) else _WRONG
             for spine in ax.spines.values():
                 spine.set_edgecolor(color)
                 spine.set_linewidth(4)
-    return _save(fig, path)
+    if labels is not None:
+        title += "\nborder: green = prediction agrees with the label, red = it does not"
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path, title)

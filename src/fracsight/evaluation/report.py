@@ -332,6 +332,7 @@ def render_all_plots(
     class_min_probability: float | None = None,
     history: Sequence[Mapping[str, Any]] | None = None,
     ece_bins: int = 10,
+    subtitle: str | None = None,
 ) -> dict[str, Path]:
     """Write the standard PNGs into ``out_dir``; returns ``{name: path}`` in display order.
 
@@ -341,15 +342,24 @@ def render_all_plots(
     are given, and ``class_coverage`` (accuracy against coverage of the stated
     classes, ``class_min_probability`` marked) when that is given too. With ``y``
     and ``p`` None (a model without a fracture head) the fracture plots are left
-    out. CIs are read from ``metrics`` (``evaluate_predictions`` output). Class
-    labels below 0 (no class label) are left out of the class plots.
+    out. CIs (and their level) are read from ``metrics`` (``evaluate_predictions``
+    output). Class labels below 0 (no class label) are left out of the class plots.
+    ``subtitle`` (say the model and the data split) goes under every plot's title,
+    with the number of images each plot counts.
     """
     out = Path(out_dir)
     paths: dict[str, Path] = {}
     if y is not None and p is not None:
         paths.update(
             _fracture_plots(
-                y, p, out, metrics or {}, dict(threshold_points or {}), confusion_threshold, ece_bins
+                y,
+                p,
+                out,
+                metrics or {},
+                dict(threshold_points or {}),
+                confusion_threshold,
+                ece_bins,
+                subtitle,
             )
         )
     if class_labels is not None and class_probs is not None and class_names is not None:
@@ -358,16 +368,28 @@ def render_all_plots(
         probs = np.asarray(class_probs, dtype=np.float64)[keep]
         pred = np.argmax(probs, axis=1)
         cm = confusion_matrix(cl[keep], pred, len(class_names))
+        counted = _subtitle(subtitle, f"n={int(keep.sum())} images with a class label")
         paths["confusion_multiclass"] = _plots.plot_confusion(
-            cm, class_names, out / "confusion_multiclass.png", title="Confusion matrix (classes)"
+            cm,
+            class_names,
+            out / "confusion_multiclass.png",
+            title=f"Confusion matrix (top-1 class){counted}",
         )
         if class_min_probability is not None and keep.any():
             paths["class_coverage"] = _plots.plot_selective_accuracy(
-                cl[keep], probs, out / "class_coverage.png", min_probability=class_min_probability
+                cl[keep],
+                probs,
+                out / "class_coverage.png",
+                min_probability=class_min_probability,
+                title=f"Class accuracy against coverage{counted}",
             )
     if history:
         paths["training_curves"] = _plots.plot_training_curves(history, out / "training_curves.png")
     return paths
+
+
+def _subtitle(subtitle: str | None, counted: str) -> str:
+    return "\n" + (f"{subtitle}, {counted}" if subtitle else counted)
 
 
 def _fracture_plots(
@@ -378,6 +400,7 @@ def _fracture_plots(
     points: dict[str, float],
     confusion_threshold: float | None,
     ece_bins: int,
+    subtitle: str | None,
 ) -> dict[str, Path]:
     ya = np.asarray(y).astype(np.int64).ravel()
     pa = np.asarray(p, dtype=np.float64).ravel()
@@ -389,22 +412,42 @@ def _fracture_plots(
 
     paths: dict[str, Path] = {}
     n_pos = int(ya.sum())
+    level = float(metrics.get("ci_level") or 0.95)
+    counted = _subtitle(subtitle, f"n={ya.size} ({n_pos} fractured)")
     if 0 < n_pos < ya.size:
-        paths["roc"] = _plots.plot_roc(ya, pa, out / "roc.png", ci=ci("auroc"), operating_points=points)
+        paths["roc"] = _plots.plot_roc(
+            ya,
+            pa,
+            out / "roc.png",
+            ci=ci("auroc"),
+            ci_level=level,
+            operating_points=points,
+            title=f"ROC curve{counted}",
+        )
         paths["pr"] = _plots.plot_pr(
-            ya, pa, out / "pr.png", ci=ci("average_precision"), operating_points=points
+            ya,
+            pa,
+            out / "pr.png",
+            ci=ci("average_precision"),
+            ci_level=level,
+            operating_points=points,
+            title=f"Precision-recall curve{counted}",
         )
     ece, table = expected_calibration_error(ya, pa, n_bins=ece_bins)
-    paths["calibration"] = _plots.plot_calibration(table, out / "calibration.png", ece=ece)
+    paths["calibration"] = _plots.plot_calibration(
+        table, out / "calibration.png", ece=ece, title=f"Reliability diagram{counted}"
+    )
     if confusion_threshold is None and points:
         confusion_threshold = next(iter(points.values()))
     if confusion_threshold is not None:
+        named = [name for name, t in points.items() if t == confusion_threshold]
+        point = f"{named[0]}, " if named else ""
         cm = confusion_matrix(ya, (pa >= confusion_threshold).astype(np.int64), 2)
         paths["confusion"] = _plots.plot_confusion(
             cm,
             ["not fractured", "fractured"],
             out / "confusion.png",
-            title=f"Confusion matrix (threshold {confusion_threshold:.3f})",
+            title=f"Confusion matrix ({point}threshold {confusion_threshold:.3f}){counted}",
         )
     return paths
 
@@ -453,6 +496,7 @@ th { background: #f3f5f9; } td:first-child, th:first-child { text-align: left; }
 .plots { display: flex; flex-wrap: wrap; gap: 1rem; }
 figure { margin: 0; border: 1px solid #e3e7ee; padding: .5rem; background: #fff; }
 figure img { max-width: 500px; height: auto; display: block; }
+figure.wide { flex-basis: 100%; } figure.wide img { max-width: 100%; }
 figcaption { text-align: center; font-size: .9rem; color: #444; }
 """
 
@@ -468,6 +512,9 @@ _PLOT_CAPTIONS = {
     "training_curves": "Training curves",
     "samples": "Sample predictions",
 }
+
+
+_WIDE_PLOTS = {"samples", "training_curves"}
 
 
 def _num(value: Any, digits: int = 3) -> str:
@@ -510,7 +557,7 @@ def _summary(block: Mapping[str, Any], ci_level: float, unit: str) -> str:
     sas = block.get("sensitivity_at_specificity") or {}
     rows = [
         [
-            "Samples (fractured / not fractured)",
+            f"{unit} (fractured / not fractured)",
             f"{block['n']} ({block['n_positive']} / {block['n_negative']})",
         ],
         [f"AUROC ({level})", _with_ci(block.get("auroc"))],
@@ -530,12 +577,32 @@ def _thresholds(thresholds: Mapping[str, Mapping[str, Any]]) -> str:
     headers = ["Operating point", "Threshold", "Sensitivity", "Specificity", "Precision (PPV)", "NPV", "F1"]
     headers += ["Accuracy", "Cohen's κ", "TP", "FP", "TN", "FN"]
     rows = [[name] + [m.get(k) for k in keys + counts] for name, m in thresholds.items()]
-    return _table(headers, rows)
+    return _table(headers, rows) + (_UNDEFINED if any(c is None for row in rows for c in row) else "")
+
+
+_UNDEFINED = (
+    '<p class="muted">— : not defined here (a ratio with nothing to count, such as sensitivity '
+    "without fractured images or the precision of a class never predicted; AUROC needs both "
+    "classes).</p>"
+)
+
+
+def _one_class_note(block: Mapping[str, Any], unit: str) -> str:
+    n, n_pos = block.get("n", 0), block.get("n_positive", 0)
+    if 0 < n_pos < n:
+        return ""
+    only = "fractured" if n_pos else "not fractured"
+    return (
+        f'<p class="muted"><strong>All {n} {unit.lower()} here are {only}</strong>: AUROC, average '
+        "precision, sensitivity at a specificity and the ROC and precision-recall curves need both "
+        f"fractured and non-fractured {unit.lower()}, so they are not given.</p>"
+    )
 
 
 def _binary_section(block: Mapping[str, Any], ci_level: float, unit: str) -> str:
     return (
         "<h3>Summary</h3>"
+        + _one_class_note(block, unit)
         + _summary(block, ci_level, unit)
         + "<h3>Operating points</h3>"
         + _thresholds(block.get("thresholds") or {})
@@ -552,7 +619,7 @@ def _regions(regions: Mapping[str, Mapping[str, Any]]) -> str:
         for point in point_names:
             row += [r["thresholds"][point]["sensitivity"], r["thresholds"][point]["specificity"]]
         rows.append(row)
-    return _table(headers, rows)
+    return _table(headers, rows) + (_UNDEFINED if any(c is None for row in rows for c in row) else "")
 
 
 def _region_head(rh: Mapping[str, Any]) -> str:
@@ -618,6 +685,8 @@ def _multiclass(mc: Mapping[str, Any], unit: str = "images") -> str:
         for n, c in mc["per_class"].items()
     ]
     parts.append(_table(["Class", "Precision", "Recall", "F1", "AUROC", "Support"], per))
+    if any(c is None for row in per for c in row):
+        parts.append(_UNDEFINED)
     names = mc["class_names"]
     cm_rows = [[f"true {n}", *row] for n, row in zip(names, mc["confusion_matrix"], strict=True)]
     parts.append("<h3>Confusion matrix</h3>" + _table(["", *[f"pred {n}" for n in names]], cm_rows))
@@ -663,8 +732,9 @@ def _figures(plots: Mapping[str, str | Path]) -> str:
             raise ValueError(f"plot {name!r}: unsupported image type {path.suffix!r} (use PNG or JPEG)")
         data = base64.b64encode(path.read_bytes()).decode("ascii")
         caption = _html.escape(_PLOT_CAPTIONS.get(name, name))
+        wide = ' class="wide"' if name in _WIDE_PLOTS else ""  # thumbnails: shown at full size
         figures.append(
-            f'<figure><img alt="{caption}" src="data:{mime};base64,{data}"><figcaption>{caption}'
+            f'<figure{wide}><img alt="{caption}" src="data:{mime};base64,{data}"><figcaption>{caption}'
             "</figcaption></figure>"
         )
     return '<div class="plots">' + "".join(figures) + "</div>"
@@ -700,7 +770,8 @@ def _render_html(
         parts += [
             "<h2>Study-level fracture detection</h2>",
             f'<p class="muted">Study probability: {_html.escape(str(study.get("method")))} of its image '
-            "probabilities; a study is fractured if any of its images is.</p>",
+            "probabilities; a study is fractured if any of its images is. Confidence intervals: "
+            f"{_html.escape(str(study.get('ci_method', 'percentile bootstrap')))}, over studies.</p>",
             _binary_section(study, ci_level, "Studies"),
         ]
     if metrics.get("regions"):
@@ -722,7 +793,7 @@ def _render_html(
             ]
     if metrics.get("notes"):
         items = "".join(f"<li>{_html.escape(str(n))}</li>" for n in metrics["notes"])
-        parts += ["<h2>Not measured</h2>", f"<ul>{items}</ul>"]
+        parts += ["<h2>Notes</h2>", f"<ul>{items}</ul>"]
     if plots:
         parts += ["<h2>Plots</h2>", _figures(plots)]
     reading = []

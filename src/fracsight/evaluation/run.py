@@ -79,17 +79,47 @@ def _localization(samples: list[Sample], preds: list[Any]) -> dict[str, Any] | N
 
 
 def _sample_grid(
-    samples: list[Sample], preds: list[Any], predictor: Any, path: Path, *, fracture: bool, klass: bool
+    samples: list[Sample],
+    preds: list[Any],
+    predictor: Any,
+    path: Path,
+    *,
+    fracture: bool,
+    klass: bool,
+    class_names: tuple[str, ...] = (),
+    title: str = "Sample predictions",
 ) -> Path | None:
     """The 16 most confident predictions, right or wrong, bordered green or red where labelled.
 
     ``fracture``/``klass``: whether the data's fracture/class labels were evaluated. A bundle
     with a fracture head shows fracture probabilities (and the type, for fracture+class),
     unless only its class head could be checked; a class-only bundle shows its top class.
+    ``class_names``: the data's classes, which its class labels index (the model may know more).
     """
     from fracsight.evaluation.plots import plot_sample_grid
     from fracsight.io import read_image
 
+    content = _grid_content(
+        samples, preds, predictor, fracture=fracture, klass=klass, class_names=class_names
+    )
+    if content is None:
+        return None
+    order, titles, labels, predicted = content
+    images = [read_image(samples[i].path).pixels for i in order]
+    return plot_sample_grid(images, titles, path, labels=labels, predictions=predicted, title=title)
+
+
+def _grid_content(
+    samples: list[Sample],
+    preds: list[Any],
+    predictor: Any,
+    *,
+    fracture: bool,
+    klass: bool,
+    class_names: tuple[str, ...] = (),
+) -> tuple[list[int], list[str], list[int] | None, list[int] | None] | None:
+    """``(sample indices, thumbnail titles, labels, predictions)`` of :func:`_sample_grid`; each
+    title names the image, what the model said and, where labelled, the true label."""
     labels: list[int] | None = None
     predicted: list[int] | None = None
     if predictor.has_fracture_head and (fracture or not klass):
@@ -100,7 +130,11 @@ def _sample_grid(
         for i in order:
             pr = preds[i]
             kind = f" {pr.classification.predicted}" if pr.classification and pr.fracture_suspected else ""
-            titles.append(f"{samples[i].image_id}\np={pr.fracture_probability:.2f}{kind}")
+            said = "fracture" if pr.fracture_suspected else "no fracture"
+            truth = ""
+            if fracture:
+                truth = ", true: " + ("fracture" if samples[i].labels[FRACTURE] else "no fracture")
+            titles.append(f"{samples[i].image_id}\np={pr.fracture_probability:.2f} {said}{kind}{truth}")
         if fracture:
             labels = [int(samples[i].labels[FRACTURE]) for i in order]
             predicted = [int(bool(preds[i].fracture_suspected)) for i in order]
@@ -112,14 +146,14 @@ def _sample_grid(
         for i in order:
             c = preds[i].classification
             shown = c.predicted if c.confident else f"uncertain ({c.predicted})"
-            titles.append(f"{samples[i].image_id}\n{shown} {c.probability:.2f}")
+            truth = f", true: {class_names[samples[i].labels[CLASS]]}" if klass else ""
+            titles.append(f"{samples[i].image_id}\n{shown} {c.probability:.2f}{truth}")
         if klass:
-            labels = [samples[i].labels[CLASS] for i in order]
+            labels = [predictor.classes.index(class_names[samples[i].labels[CLASS]]) for i in order]
             predicted = [predictor.classes.index(preds[i].classification.predicted) for i in order]
     else:
         return None
-    images = [read_image(samples[i].path).pixels for i in order]
-    return plot_sample_grid(images, titles, path, labels=labels, predictions=predicted)
+    return order, titles, labels, predicted
 
 
 def _class_index(dataset: Dataset, predictor: Any) -> dict[int, int] | None:
@@ -228,6 +262,13 @@ def evaluate_model(
             f"the data set has no {split!r} split of its own: measured on the one fracsight carves out "
             f"of it (group-aware, seed {seed}), as training did; on another data set use --split all"
         )
+    label_names = tuple(dataset.class_names.get(FRACTURE, ()))
+    if predictor.has_fracture_head and label_names and label_names != ("not fractured", "fractured"):
+        notes.append(
+            f"the data's binary label is {label_names[1]!r} (against {label_names[0]!r}), not fracture: "
+            f"where these results say fractured, read {label_names[1]!r} (how well the fracture model "
+            f"finds {label_names[1]!r} images)"
+        )
     data: dict[str, Any] = {
         "root": str(data_dir),
         "layout": dataset.layout,
@@ -332,10 +373,12 @@ def evaluate_model(
                 class_names=predictor.classes,
                 class_min_probability=predictor.class_min_probability,
             )
+        subtitle = f"{spec.name} v{spec.version} on {Path(data_dir).name} [{split or 'all'}]"
         plots = render_all_plots(
             y,
             p,
             out_dir,
+            subtitle=subtitle,
             metrics=metrics,
             threshold_points=points,
             confusion_threshold=predictor.operating_point.threshold if predictor.operating_point else None,
@@ -348,6 +391,8 @@ def evaluate_model(
             out_dir / "samples.png",
             fracture=bool(fracture_idx),
             klass=class_labels is not None,
+            class_names=tuple(dataset.class_names.get(CLASS, ())),
+            title=f"Sample predictions\n{subtitle}",
         )
         if grid is not None:
             plots["samples"] = grid
