@@ -9,11 +9,14 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from fracsight import __version__
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 app = typer.Typer(
     name="fracsight",
@@ -54,17 +57,14 @@ def audit(
     workers: Annotated[int, typer.Option(min=1, help="Processes decoding images.")] = 2,
 ) -> None:
     """Audit a data set: class balance, unreadable files, duplicates and leakage across splits."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
     from fracsight.data.audit import audit as run_audit
     from fracsight.data.audit import render_audit
 
     refuse_missing([data_dir])
-    err = Console(stderr=True)
     columns = (TextColumn("Hashing images"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    quiet = not err.is_interactive  # no terminal: the bar would only leave an empty line there
-    with user_errors(), Progress(*columns, console=err, transient=True, disable=quiet) as bar:
+    with user_errors(), progress_bar(*columns) as bar:
         task = bar.add_task("hash", total=None)
         report = run_audit(
             data_dir,
@@ -98,14 +98,13 @@ def user_errors(exit_code: int = 1) -> Iterator[None]:
     """Turn a FracsightError, or a file the system refused (OSError), into a one-line message and
     ``exit_code`` (never a traceback); an unknown model or an output folder the job may not write
     is a bad argument: always exit code 2."""
-    from fracsight.errors import FracsightError, OutputFolderError, UnknownModelError
+    from fracsight.errors import FracsightError
 
     try:
         yield
     except FracsightError as e:
         typer.echo(f"error ({e.code}): {e}", err=True)
-        bad_argument = isinstance(e, (UnknownModelError, OutputFolderError))
-        raise typer.Exit(2 if bad_argument else exit_code) from None
+        raise typer.Exit(2 if e.bad_argument else exit_code) from None
     except OSError as e:
         where = f": {e.filename}" if e.filename else ""
         typer.echo(f"error (os_error): {e.strerror or e}{where}", err=True)
@@ -118,6 +117,28 @@ def refuse_missing(paths: Iterable[Path | None]) -> None:
     if missing:
         typer.echo(f"error (not_found): no such file or folder: {', '.join(missing)}", err=True)
         raise typer.Exit(2)
+
+
+def progress_bar(*columns: Any, hide: bool = False, **options: Any) -> Progress:
+    """A transient progress bar on stderr, shown only on a terminal: elsewhere (scripts, CI, a log
+    file) it would only leave an empty line. ``hide``: not shown at all."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    err = Console(stderr=True)
+    return Progress(*columns, console=err, transient=True, disable=hide or not err.is_interactive, **options)
+
+
+def refuse_unknown_model(model: str | None, operating_point: str | None) -> None:
+    """Exit 2 with a one-line message, before anything starts, when the model or its operating point
+    is unknown (for commands that hand the model on to another process or window)."""
+    from fracsight.bundle import load_bundle_spec
+    from fracsight.inference import resolve_bundle
+
+    with user_errors(exit_code=2):
+        spec = load_bundle_spec(resolve_bundle(model))
+        if operating_point is not None:
+            spec.operating_point(operating_point)
 
 
 def refuse_output(path: Path | None, *, folder: bool, overwrite: bool = True, option: str) -> None:
@@ -222,8 +243,7 @@ def predict(
 
     Exit code 0: every image predicted; 1: a file could not be read (its row says why); 2: bad arguments.
     """
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
     from fracsight.inference import NOTICE, FailedPrediction, Predictor
     from fracsight.inference.tabular import csv_text, named_inputs, result_columns, results_payload
@@ -239,11 +259,9 @@ def predict(
     with user_errors(exit_code=2):  # an unknown model or operating point is a bad argument
         predictor = Predictor(model, operating_point=operating_point)
     with user_errors():
-        err = Console(stderr=True)
         results = []
         columns = (TextColumn("Predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-        no_bar = len(files) < 2 or not err.is_interactive  # no terminal: the bar leaves an empty line
-        with Progress(*columns, console=err, transient=True, disable=no_bar) as bar:
+        with progress_bar(*columns, hide=len(files) < 2) as bar:
             task = bar.add_task("predict", total=len(files))
             stream = predictor.predict_many(
                 files,
@@ -380,27 +398,23 @@ def evaluate(
     overwrite: Annotated[bool, typer.Option(help="Allow writing into a non-empty --out folder.")] = False,
 ) -> None:
     """Evaluate a model: AUROC with 95% CI, sensitivity/specificity, calibration, per-region, report.html."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
 
     from fracsight.evaluation.run import evaluate_model
 
     refuse_missing([data_dir])
     refuse_output(out, folder=True, overwrite=overwrite, option="--out")
-    with user_errors():
-        err = Console(stderr=True)
-        columns = (TextColumn("Evaluating"), BarColumn(), MofNCompleteColumn())
-        with Progress(*columns, console=err, transient=True, disable=not err.is_interactive) as bar:
-            task = bar.add_task("eval", total=None)
-            metrics = evaluate_model(
-                None if model == "default" else model,
-                data_dir,
-                out,
-                split=split,
-                threshold=threshold,
-                n_bootstrap=bootstrap,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
-            )
+    with user_errors(), progress_bar(TextColumn("Evaluating"), BarColumn(), MofNCompleteColumn()) as bar:
+        task = bar.add_task("eval", total=None)
+        metrics = evaluate_model(
+            None if model == "default" else model,
+            data_dir,
+            out,
+            split=split,
+            threshold=threshold,
+            n_bootstrap=bootstrap,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
     if json_output:
         typer.echo(json.dumps(metrics, indent=2))
         return
@@ -640,16 +654,11 @@ def web_app(
 ) -> None:
     """Start the web app (Streamlit) for uploading and reviewing radiographs; prints its local URL."""
     from fracsight.app import local_url, port_taken, run_app, streamlit_available, streamlit_command
-    from fracsight.bundle import load_bundle_spec
-    from fracsight.inference import resolve_bundle
 
     if not streamlit_available():
         typer.echo("error: the web app needs Streamlit: pip install 'fracsight[app]'", err=True)
         raise typer.Exit(1)
-    with user_errors(exit_code=2):  # an unknown model or operating point: before the app starts
-        spec = load_bundle_spec(resolve_bundle(model))
-        if operating_point is not None:
-            spec.operating_point(operating_point)
+    refuse_unknown_model(model, operating_point)
     taken = port_taken(host, port)
     if taken:
         typer.echo(f"error (port_unavailable): cannot listen on {local_url(host, port)}: {taken}", err=True)

@@ -20,6 +20,7 @@ __all__ = [
     "ImageTooSmallError",
     "MultiFrameError",
     "NoPixelDataError",
+    "OutputFolderError",
     "TruncatedImageError",
     "UnknownModelError",
     "UnsupportedFormatError",
@@ -29,10 +30,13 @@ __all__ = [
 
 
 class FracsightError(Exception):
-    """Base class; ``code`` is stable across releases, the message is for people."""
+    """Base class; ``code`` is stable across releases, the message is for people. ``bad_argument``:
+    the refusal is of what the user asked for (an unknown model, an output the job may not write),
+    so a command line exits 2 for it (``fracsight.cli.user_errors``)."""
 
     code = "fracsight_error"
     http_status = 400
+    bad_argument = False
 
 
 class ImageReadError(FracsightError):
@@ -133,6 +137,7 @@ class ChecksumMismatchError(BundleError):
 
 class UnknownModelError(FracsightError):
     code = "unknown_model"
+    bad_argument = True
 
 
 class DicomSourceError(FracsightError):
@@ -152,3 +157,4 @@ class OutputFolderError(ConfigError):
     """An output folder the job may not write (a bad argument: the CLI exits 2)."""
 
     code = "output_refused"
+    bad_argument = True

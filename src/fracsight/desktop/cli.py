@@ -43,18 +43,10 @@ def desktop_command(
     Results list, viewer (heatmap, zoom, window/level), study verdict; writes only what you export.
     """
     started = time.time()
-    from fracsight.bundle import load_bundle_spec
-    from fracsight.cli import user_errors
-    from fracsight.inference import resolve_bundle
+    from fracsight.cli import refuse_missing, refuse_unknown_model
 
-    missing = [str(p) for p in paths or [] if not p.exists()]
-    if missing:
-        typer.echo(f"error (not_found): no such file or folder: {', '.join(missing)}", err=True)
-        raise typer.Exit(2)
-    with user_errors(exit_code=2):  # a wrong --model or --operating-point: a bad argument, before any window
-        spec = load_bundle_spec(resolve_bundle(model))
-        if operating_point is not None:
-            spec.operating_point(operating_point)
+    refuse_missing(paths or [])
+    refuse_unknown_model(model, operating_point)  # before any window opens
     try:
         import tkinter as tk
     except ImportError:

@@ -18,7 +18,7 @@ import numpy as np
 
 from fracsight._output import check_output_folder, staged_folder
 from fracsight.bundle import BundleSpec, load_bundle_spec, sha256_file, write_bundle_spec
-from fracsight.data import load_dataset
+from fracsight.data import Sample, load_dataset
 from fracsight.data.splits import train_val_samples
 from fracsight.detection.features import GRID
 from fracsight.errors import ConfigError, DatasetError
@@ -142,6 +142,7 @@ def build_detector_bundle(
         log,
         force=force,
         inputs=inputs,
+        val_samples=train_val_samples(dataset, seed)[1],
     )
 
 
@@ -211,13 +212,8 @@ def build_joint_bundle(
             log,
             force=force,
             inputs=inputs,
+            val_samples=train_val_samples(dataset, int(base.training.get("config", {}).get("seed", 0)))[1],
         )
-
-
-def _validation_samples(data_dir: Path, base: BundleSpec) -> list:
-    """The validation images of ``base``'s data set, split with its seed as the features were."""
-    dataset = load_dataset(Path(data_dir), base.training.get("layout", "auto"))
-    return train_val_samples(dataset, int(base.training.get("config", {}).get("seed", 0)))[1]
 
 
 def _write_with_heads(
@@ -234,10 +230,12 @@ def _write_with_heads(
     *,
     force: bool,
     inputs: list[tuple[str, Path]],
+    val_samples: list[Sample],
 ) -> BundleSpec:
     """``base_dir``'s bundle with the heads grafted on, their settings chosen on ``val``, written to
     ``out_dir`` (and measured on ``evaluate_split`` when given). ``force``, ``inputs``: as
-    :func:`~fracsight._output.staged_folder` takes them."""
+    :func:`~fracsight._output.staged_folder` takes them; ``val_samples``: the validation images
+    ``val`` was read from, which calibration and operating points are fitted again on."""
     from fracsight.detection.graft import graft_heads
     from fracsight.detection.heads import STRIDE
 
@@ -272,7 +270,7 @@ def _write_with_heads(
         write_bundle_spec(spec, work)
         # the orientation step changes which read of an image is kept, so the probabilities users
         # get are no longer the base's: calibration and operating points are fitted on them
-        spec = refit_to_predictions(work, _validation_samples(data_dir, base))
+        spec = refit_to_predictions(work, val_samples)
         if evaluate_split:
             from fracsight.evaluation.run import evaluate_model
             from fracsight.training.refit import metrics_summary

@@ -115,6 +115,7 @@ def listen(
 
     Runs until SIGTERM or SIGINT; whatever is in the spool then is resumed at the next start.
     """
+    from fracsight.cli import user_errors
     from fracsight.dicom.node import Node, NodeConfig
     from fracsight.dicom.result_pool import ModelRef
     from fracsight.errors import FracsightError
@@ -145,11 +146,8 @@ def listen(
     )
     from fracsight.dicom._logging import setup_logging
 
-    try:  # an unknown model or operating point is a bad argument, refused before the node starts
+    with user_errors(exit_code=2):  # an unknown model or operating point: before the node starts
         ModelRef.resolve(model, operating_point, threads)
-    except FracsightError as e:
-        typer.echo(f"error ({e.code}): {e}", err=True)
-        raise typer.Exit(2) from None
     setup_logging(log_level)
     try:
         Node(config).serve_forever()
@@ -215,6 +213,7 @@ def study(
     """
     import requests
 
+    from fracsight.cli import user_errors
     from fracsight.dicom.dicomweb import process_study
     from fracsight.errors import FracsightError
     from fracsight.inference import NOTICE, Predictor
@@ -225,11 +224,8 @@ def study(
             raise typer.BadParameter("an http(s) URL", param_hint=hint)
     if len(study_uid) > 64 or not re.fullmatch(r"[0-9]+(\.[0-9]+)*", study_uid):
         raise typer.BadParameter("not a DICOM UID (digits and dots, at most 64 characters)")
-    try:
+    with user_errors(exit_code=2):  # an unknown model or operating point is a bad argument
         predictor = Predictor(model, operating_point=operating_point)
-    except FracsightError as e:  # an unknown model or operating point is a bad argument
-        typer.echo(f"error ({e.code}): {e}", err=True)
-        raise typer.Exit(2) from None
     try:
         outcome = process_study(
             study_uid,

@@ -44,20 +44,6 @@ _TWELVE_BIT_MAX = 4095
 _U8_MAX = np.float32(255)
 
 
-def _luma_lut() -> np.ndarray:
-    """The float32 value :func:`_luminance` gives a grey RGB pixel (v, v, v), for every v. Not
-    v / 255: its sum of three float32 products differs from that in the last bit, enough to move
-    an INT8 model's answers (the packaged bundles were fitted and measured on these values)."""
-    v = np.arange(256, dtype=np.uint8)
-    out = v * np.float32(_LUMA[0] / 255.0)
-    for channel in (1, 2):
-        out += v * np.float32(_LUMA[channel] / 255.0)
-    return np.clip(out, 0.0, 1.0)
-
-
-_GREY_LUMA = _luma_lut()
-
-
 def read_raster(
     data: bytes,
     fmt: str,
@@ -231,6 +217,12 @@ def _luminance(rgb: np.ndarray, notes: list[str]) -> np.ndarray:
     if spread > _COLOUR_TOLERANCE:
         notes.append(f"{COLOUR_WARNING} (luminance)")
     return out
+
+
+# The value _luminance gives a grey RGB pixel (v, v, v), for every v: not v / 255, from which its
+# sum of three float32 products differs in the last bit, enough to move an INT8 model's answers
+# (the packaged bundles were fitted and measured on these values).
+_GREY_LUMA = _luminance(np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], 3, axis=2), [])[0]
 
 
 def _ycbcr_luma(im: Image.Image, notes: list[str]) -> np.ndarray:

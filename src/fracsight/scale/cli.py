@@ -61,17 +61,14 @@ def run_command(
     import signal
 
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
-    from fracsight.cli import user_errors
+    from fracsight.cli import progress_bar, refuse_missing, user_errors
     from fracsight.inference import NOTICE
     from fracsight.scale.inputs import collect_batch_inputs
     from fracsight.scale.job import run_batch
 
-    missing = [str(p) for p in inputs if not p.exists()]
-    if missing:
-        typer.echo(f"error (not_found): no such file or folder: {', '.join(missing)}", err=True)
-        raise typer.Exit(2)
+    refuse_missing(inputs)
     try:
         import ray  # noqa: F401
     except ImportError:
@@ -89,11 +86,8 @@ def run_command(
         typer.echo("error (no_images): no image files found in the given inputs", err=True)
         raise typer.Exit(2)
     columns = (TextColumn("Predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    # the bar moves when rows are committed; a slow redraw leaves the CPU to the actors; off when
-    # stderr is no terminal (the bar would only leave an empty line there)
-    quiet = not err.is_interactive
-    bar = Progress(*columns, console=err, transient=True, refresh_per_second=2, disable=quiet)
-    with user_errors(), _exit_codes(), bar:
+    # the bar moves when rows are committed; a slow redraw leaves the CPU to the actors
+    with user_errors(), _exit_codes(), progress_bar(*columns, refresh_per_second=2) as bar:
         task = bar.add_task("batch", total=len(files))
         summary = run_batch(
             files,
@@ -132,19 +126,18 @@ def run_command(
 
 @contextmanager
 def _exit_codes() -> Iterator[None]:
-    """The job's exit codes besides user_errors' 1: an --out that cannot take the rows, an
-    unknown model or operating point, or actors the Ray cannot place, exits 2 (a bad argument);
-    an interrupted job says what it kept and exits 130, as Ctrl-C does."""
-    from fracsight.errors import BundleError, UnknownModelError
-    from fracsight.scale.job import ActorsDoNotFit, BatchInterrupted
-    from fracsight.scale.output import OutputRefused
+    """The job's exit codes besides user_errors' (1, or 2 for a bad argument): a bundle the job
+    cannot use or an unknown operating point exits 2 too; an interrupted job says what it kept and
+    exits 130, as Ctrl-C does."""
+    from fracsight.errors import BundleError
+    from fracsight.scale.job import BatchInterrupted
 
     try:
         yield
     except BatchInterrupted as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(130) from None
-    except (OutputRefused, UnknownModelError, BundleError, ActorsDoNotFit) as e:
+    except BundleError as e:
         typer.echo(f"error ({e.code}): {e}", err=True)
         raise typer.Exit(2) from None
 

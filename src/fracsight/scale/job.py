@@ -32,6 +32,7 @@ class ActorsDoNotFit(BatchError):
     """The Ray the job runs on cannot place one actor as asked (a bad argument)."""
 
     code = "actors_do_not_fit"
+    bad_argument = True
 
 
 class BatchInterrupted(BatchError):
@@ -135,8 +136,7 @@ def run_batch(
                     progress=progress,
                 )
             except BatchError:  # Ray failed: job.json says the job stopped, not "running"
-                if not output.discard_if_unused():
-                    output.write_job({"status": "stopped", "rows": output.rows_done})
+                output.end_early("stopped")
                 raise
         errors = {code: n for code, n in output.error_counts().items() if code}
         missing = [p for p in inputs if p not in output.done]
@@ -162,8 +162,7 @@ def run_batch(
             steady_rate=run.steady,
         )
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what is committed stays, and job.json says so
-        if not output.discard_if_unused():
-            output.write_job({"status": "interrupted", "rows": output.rows_done})
+        output.end_early("interrupted")
         raise BatchInterrupted(
             f"interrupted: {output.rows_done} rows are committed in {output.folder}; "
             "run the same command again to finish"

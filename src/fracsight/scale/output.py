@@ -42,6 +42,7 @@ class OutputRefused(DatasetError):
     point, a file, or a folder another job is writing."""
 
     code = "output_refused"
+    bad_argument = True
 
 
 def output_columns(spec: BundleSpec, *, all_classes: bool = False) -> tuple[str, ...]:
@@ -139,14 +140,15 @@ class BatchOutput:
             ) from None
         self._lock = handle
 
-    def discard_if_unused(self) -> bool:
-        """Remove the folder when this job created it and committed nothing (a job that could not
-        start leaves no output behind); True if it did."""
-        if not self.created or self.rows_done:
-            return False
-        self.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
-        return True
+    def end_early(self, status: str) -> None:
+        """The job stops before it is done (``status``: ``stopped`` or ``interrupted``): job.json says
+        so, or, when this job created the folder and committed nothing, the folder is removed (a
+        job that could not start leaves no output behind)."""
+        if self.created and not self.rows_done:
+            self.close()
+            shutil.rmtree(self.folder, ignore_errors=True)
+        else:
+            self.write_job({"status": status, "rows": self.rows_done})
 
     def close(self) -> None:
         """Let another job open the folder (also when this process ends)."""
