@@ -3,10 +3,10 @@
     python scripts/orientation_reads.py [--model NAME ...] [--splits val test]
 
 Per bundle and split: the images the orientation head turns with certainty (read once more,
-turned upright) and those it is unsure are upright (read twice, the more typical reading kept;
-``Predictor._quarter_turns``). Each costs a second letterbox and network run. FracAtlas stores
-nearly all radiographs upright, so the first count is close to the head's false turns. Used in
-docs/training.md (INT8 v3) and docs/benchmark.md.
+turned upright) and those it is unsure are upright (read twice, the turn undone only when both
+reads agree on it; ``Predictor._quarter_turns``). Each costs a second letterbox and network run.
+FracAtlas stores nearly all radiographs upright, so the first count is close to the head's false
+turns. Used in docs/training.md (INT8 v3) and docs/benchmark.md.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from PIL import Image
 from fracsight.explain.boxes import iou, turn_boxes_in
 from fracsight.inference import Predictor
 from fracsight.inference.orientation import turn_prediction, turn_radiograph
+from fracsight.inference.predictor import reads_agree_on_turn
 from fracsight.io import read_image
 
 TURNS = {1: Image.Transpose.ROTATE_90, 2: Image.Transpose.ROTATE_180, 3: Image.Transpose.ROTATE_270}
@@ -92,3 +93,34 @@ def test_unsure_orientations_are_candidates_and_sure_ones_turns(predictor: Predi
     turns = predictor._quarter_turns({"orientation": logits, "fracture": np.zeros(3)})
     assert sure < 0.985  # the second row is over the bundle's certainty
     assert turns == [(0, False), (3, True), (3, False)]
+
+
+def test_an_unsure_turn_is_kept_only_when_both_reads_agree() -> None:
+    def logits(*probs: float) -> np.ndarray:
+        return np.log(np.array(probs))
+
+    unsure = logits(0.47, 0.09, 0.22, 0.22)  # upright likeliest, 180 degrees the likeliest turn
+    # turned back by 180 degrees, the read looks turned by 180: the image as given was upright
+    assert not reads_agree_on_turn(unsure, logits(0.08, 0.28, 0.50, 0.14), 2)
+    # turned back, the read looks upright: the image was turned
+    assert reads_agree_on_turn(unsure, logits(0.90, 0.04, 0.03, 0.03), 2)
+    # a quarter turn is weighed against its own inverse: undoing 1 turn is checked as -1 (= 3)
+    given = logits(0.40, 0.45, 0.05, 0.10)
+    assert reads_agree_on_turn(given, logits(0.60, 0.05, 0.05, 0.30), 1)
+    assert not reads_agree_on_turn(given, logits(0.20, 0.05, 0.05, 0.70), 1)
+
+
+def test_the_same_radiograph_as_dicom_is_read_as_the_jpeg_is(
+    predictor: Predictor, fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """IMG0000025 as a 12-bit DICOM file leaves the orientation head unsure (upright 0.47 against
+    0.68 for the JPEG); the feature-distance rule used to keep its read turned by 180 degrees
+    (fracture probability 0.35 against 0.94)."""
+    from dicom_support import make_radiograph_dicom
+
+    jpeg = fracatlas_dir / "images" / "Fractured" / "IMG0000025.jpg"
+    from_jpeg = predictor.predict(jpeg)
+    from_dicom = predictor.predict(make_radiograph_dicom(jpeg, tmp_path / "IMG0000025.dcm"))
+    assert not any("seemed turned" in w for w in from_dicom.warnings)
+    assert from_dicom.fracture_suspected == from_jpeg.fracture_suspected is True
+    assert abs(from_dicom.fracture_probability - from_jpeg.fracture_probability) < 0.05

@@ -35,8 +35,9 @@ __all__ = [
 ]
 
 FLOORS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
-# Below this upright probability the predictor also reads the likeliest turn and keeps the read
-# whose features the input check finds more typical (a second pass for those images only).
+# Below this upright probability the predictor also reads the image turned back by the likeliest
+# turn and weighs both reads' orientation answers (``reads_agree_on_turn``; a second pass for
+# those images only).
 CHECK_BELOW = 0.9
 
 

@@ -294,8 +294,8 @@ def _grafted_heads_section(spec: BundleSpec) -> list[str]:
         "put back onto the image as given, with a warning."
         + (
             f" When it is not even sure the image is upright (upright probability below "
-            f"{_n(orient.get('check_below'), 2)}), both reads are made and the one whose features the "
-            "input check finds more typical is kept."
+            f"{_n(orient.get('check_below'), 2)}), both reads are made and the turn is undone only "
+            "when the head's answers on both reads agree that the image was turned."
             if orient.get("check_below")
             else ""
         ),
@@ -377,7 +377,7 @@ def _joint_section(spec: BundleSpec) -> list[str]:
         "back onto the image as given, with a warning"
         + (
             f"; below an upright probability of {_n(orient.get('check_below'), 2)} both reads are made and "
-            "the one the input check finds more typical is kept."
+            "the turn is undone only when the head's answers on both reads agree that it was turned."
             if orient.get("check_below")
             else "."
         ),
