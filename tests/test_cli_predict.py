@@ -55,8 +55,25 @@ def test_table_on_a_narrow_terminal_wraps_instead_of_cutting(tiny_bundle: Path, 
     )
     assert result.exit_code == 0, result.output
     assert "…" not in result.stdout and "..." not in result.stdout
-    cells = "".join(line.split("│")[1] for line in result.stdout.splitlines() if line.startswith("│"))
+    cells = "".join(line.split("│")[0] for line in result.stdout.splitlines() if "│" in line)
     assert images[0].name in cells.replace(" ", "")  # the file name is all there, folded over lines
+
+
+def test_table_on_an_80_column_terminal_keeps_every_column_whole(
+    tiny_bundle: Path, images: list[Path]
+) -> None:
+    result = runner.invoke(
+        app, ["predict", "--model", str(tiny_bundle), str(images[0])], env={"COLUMNS": "80"}
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    header = [line for line in lines if "┃" in line]
+    assert any("probability" in line.split("┃")[2] for line in header)  # not broken inside the word
+    # every column is there, the last one included: nothing pushed off the right edge
+    separators = {line.count("┃") for line in header} | {line.count("│") for line in lines if "│" in line}
+    assert len(separators) == 1
+    assert "error" in " ".join(line.split("┃")[-1] for line in header)
 
 
 def test_json_output_parses(tiny_bundle: Path, images: list[Path]) -> None:

@@ -340,10 +340,16 @@ def _print_table(results, studies, predictor, notice: str) -> None:
     columns = ["image", "decision"]
     columns += ["fracture probability"] * has["fracture"] + ["class (probability)"] * has["class"]
     columns += ["region"] * has["region"] + ["top box (score)"] * has["fracture"] + ["warnings / error"]
-    table = Table(title=f"fracsight ({escape(predictor.name)})", caption=notice)
+    console = Console()
+    # no outer edge: the two characters let "probability" keep its line on an 80-column terminal;
+    # narrower, the columns share what there is (a fixed width there would push the last one off)
+    table = Table(title=f"fracsight ({escape(predictor.name)})", caption=notice, show_edge=False)
+    probability_width = 11 if console.width >= 80 else None
     for col in columns:
         # fold, never cut: on a narrow terminal a value wraps onto more lines instead of ending in "..."
-        table.add_column(col, overflow="fold", min_width=7 if col == "fracture probability" else None)
+        table.add_column(
+            col, overflow="fold", min_width=probability_width if col == "fracture probability" else None
+        )
 
     def cells(r, note: str) -> list[str]:
         if not r.reliable:
@@ -376,7 +382,7 @@ def _print_table(results, studies, predictor, notice: str) -> None:
         views = f"{len(s.images)} view{'s' if len(s.images) != 1 else ''}"
         title = f"[bold]study {escape(s.study)}[/bold] ({views})"
         table.add_row(title, *cells(s, escape(f"combined: {s.aggregation} of the {views} read")))
-    Console().print(table)
+    console.print(table)
 
 
 @app.command()
