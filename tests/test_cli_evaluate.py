@@ -213,11 +213,11 @@ def test_sample_grid_names_the_true_class_of_data_lacking_a_model_class(head_bun
     samples = list(dataset.samples)
     predictor = Predictor(bundle)
     preds = [predictor.predict(s.path) for s in samples]
-    order, titles, labels, predicted = _grid_content(
+    grid = _grid_content(
         samples, preds, predictor, fracture=False, klass=True, class_names=dataset.class_names[CLASS]
     )
-    assert labels is not None and predicted is not None
-    for i, title, label, guess in zip(order, titles, labels, predicted, strict=True):
+    assert grid is not None and grid.labels is not None and grid.predicted is not None
+    for i, title, label, guess in zip(grid.order, grid.titles, grid.labels, grid.predicted, strict=True):
         truth = dataset.class_names[CLASS][samples[i].labels[CLASS]]
         assert title.endswith(f", true: {truth}")
         assert predictor.classes[label] == truth  # the border compares model indices on both sides

@@ -85,6 +85,19 @@ def test_sample_grid_borders(tmp_path: Path) -> None:
     _check_png(plot_sample_grid(images, ["a", "b", "c"], tmp_path / "plain.png"))
 
 
+def test_sample_grid_sections_have_headings_and_keep_borders(tmp_path: Path) -> None:
+    images = [np.full((32, 40), v, dtype=np.float32) for v in (0.2, 0.5, 0.8)]
+    kw = dict(labels=[1, 0, 0], predictions=[0, 0, 0])
+    sections = [("Missed fractures: all 1", 1), ("False alarms: none at this threshold", 0), ("Cleared", 2)]
+    path = plot_sample_grid(images, ["a", "b", "c"], tmp_path / "grid.png", sections=sections, **kw)
+    rgb = np.asarray(_check_png(path).convert("RGB")).astype(int)
+    green = np.all(np.abs(rgb - (0x1A, 0x96, 0x41)) < 30, axis=-1).sum()
+    red = np.all(np.abs(rgb - (0xD7, 0x19, 0x1C)) < 30, axis=-1).sum()
+    assert red > 100 and 1.5 * red < green < 2.5 * red  # one wrong thumbnail, two right ones
+    with pytest.raises(ValueError, match="count every image"):
+        plot_sample_grid(images, ["a", "b", "c"], tmp_path / "bad.png", sections=[("x", 2)])
+
+
 def test_no_pyplot_import() -> None:
     code = (
         "import sys; import fracsight.evaluation.plots, fracsight.evaluation.report; "

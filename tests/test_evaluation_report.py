@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -271,5 +273,145 @@ def test_sample_grid_is_shown_at_full_size(tmp_path: Path, metrics: dict) -> Non
 
     grid = plot_sample_grid([np.zeros((20, 20))] * 8, ["a\nb"] * 8, tmp_path / "samples.png")
     text = write_report(metrics, tmp_path, plots={"samples": grid}).read_text(encoding="utf-8")
-    assert '<figure class="wide"><img alt="Sample predictions"' in text
+    assert '<figure class="wide"><img alt="Sample predictions: where the data is labelled, the model' in text
+    assert "most confident errors first" in text
     assert "figure.wide img { max-width: 100%; }" in text
+
+
+# the sample grid's choice (fracsight.evaluation.run._grid_content) on made-up predictions
+_OP = SimpleNamespace(name="balanced", threshold=0.5)
+_FRACTURE_MODEL = SimpleNamespace(has_fracture_head=True, operating_point=_OP, classes=())
+
+
+def _fracture_case(cases: list[tuple[int, float]]) -> tuple[list, list]:
+    """Samples ``img<i>.png`` with fracture label y and predictions of probability p, at t=0.5."""
+    from fracsight.data import FRACTURE, Sample
+
+    samples = [Sample(Path(f"img{i}.png"), labels={FRACTURE: y}) for i, (y, _) in enumerate(cases)]
+    preds = [
+        SimpleNamespace(fracture_probability=p, fracture_suspected=p >= _OP.threshold, classification=None)
+        for _, p in cases
+    ]
+    return samples, preds
+
+
+def _ids(samples: list, order: list[int]) -> list[str]:
+    return [samples[i].image_id.removesuffix(".png") for i in order]
+
+
+def test_sample_grid_shows_the_most_confident_errors_first() -> None:
+    from fracsight.evaluation.run import _grid_content
+
+    cases = [
+        (1, 0.30), (1, 0.10), (1, 0.20), (1, 0.45), (1, 0.05), (1, 0.10),  # img0-5: 6 missed fractures
+        (0, 0.60), (0, 0.95),  # img6-7: 2 false alarms
+        (1, 0.90), (1, 0.70),  # img8-9: found
+        (0, 0.01), (0, 0.40), (0, 0.20), (0, 0.02), (0, 0.30),  # img10-14: cleared
+    ]  # fmt: skip
+    samples, preds = _fracture_case(cases)
+    grid = _grid_content(samples, preds, _FRACTURE_MODEL, fracture=True, klass=False)
+    assert grid is not None
+    # lowest probability first among the misses (img1 and img5 tie: sample order), highest among false alarms
+    assert _ids(samples, grid.order) == [
+        *("img4", "img1", "img5", "img2"),
+        *("img7", "img6"),
+        *("img8", "img9"),
+        *("img10", "img13", "img12", "img14"),
+    ]
+    assert grid.sections == [
+        ("Missed fractures (fractured images not suspected, lowest probability first): 4 of 6", 4),
+        ("False alarms (normal images suspected, highest probability first): all 2", 2),
+        ("Fractures found (highest probability first): all 2", 2),
+        ("Normal images cleared (lowest probability first): 4 of 5", 4),
+    ]
+    assert grid.labels == [1] * 4 + [0] * 2 + [1] * 2 + [0] * 4
+    assert grid.predicted == [0] * 4 + [1] * 2 + [1] * 2 + [0] * 4  # red borders first
+    assert grid.titles[0] == "img4.png\np=0.05 no fracture, true: fracture"
+    assert grid.titles[4] == "img7.png\np=0.95 fracture, true: no fracture"
+    assert grid.shows == "the most confident errors first, then correct ones, at the balanced threshold 0.500"
+    assert grid.counted == "n=15 (8 fractured)"
+    again = _grid_content(samples, preds, _FRACTURE_MODEL, fracture=True, klass=False)
+    assert again == grid  # deterministic
+
+
+def test_sample_grid_says_when_a_group_is_empty(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from fracsight.evaluation.run import _grid_content, _sample_grid
+
+    cases = [(1, 0.2), (1, 0.8), (0, 0.1), (0, 0.3), (1, 0.9)]  # no false alarm
+    samples, preds = _fracture_case(cases)
+    grid = _grid_content(samples, preds, _FRACTURE_MODEL, fracture=True, klass=False)
+    assert grid is not None
+    assert _ids(samples, grid.order) == ["img0", "img4", "img1", "img2", "img3"]
+    assert [heading for heading, _ in grid.sections] == [
+        "Missed fractures (fractured images not suspected, lowest probability first): all 1",
+        "False alarms: none at the balanced threshold 0.500",
+        "Fractures found (highest probability first): all 2",
+        "Normal images cleared (lowest probability first): all 2",
+    ]
+    assert [n for _, n in grid.sections] == [1, 0, 2, 2]
+    for i, _ in enumerate(cases):  # real images for the drawing
+        Image.fromarray(np.full((40, 32), 40 * i, dtype=np.uint8)).save(tmp_path / f"img{i}.png")
+    samples = [dataclasses.replace(s, path=tmp_path / s.path) for s in samples]
+    path = _sample_grid(
+        samples,
+        preds,
+        _FRACTURE_MODEL,
+        tmp_path / "samples.png",
+        fracture=True,
+        klass=False,
+        title="Sample predictions\nm v1 on data [test]",
+    )
+    assert path is not None
+    assert Image.open(path).text["Title"] == (
+        "Sample predictions: the most confident errors first, then correct ones, at the balanced threshold "
+        "0.500 - m v1 on data [test], n=5 (3 fractured) - border: green = prediction agrees with the "
+        "label, red = it does not"
+    )
+
+
+def test_sample_grid_without_labels_is_the_most_confident_and_says_so() -> None:
+    from fracsight.evaluation.run import _grid_content
+
+    cases = [(1, 0.55), (0, 0.02), (1, 0.97), (0, 0.5), (1, 0.02)]
+    samples, preds = _fracture_case(cases)
+    grid = _grid_content(samples, preds, _FRACTURE_MODEL, fracture=False, klass=False)
+    assert grid is not None
+    assert _ids(samples, grid.order) == ["img1", "img4", "img2", "img0", "img3"]  # ties: sample order
+    assert grid.sections == [] and grid.labels is None and grid.predicted is None
+    assert grid.shows == (
+        "the 5 most confident (farthest from the balanced threshold 0.500; no fracture labels to find "
+        "errors with)"
+    )
+    assert grid.titles[2] == "img2.png\np=0.97 fracture"
+
+
+def test_sample_grid_of_a_class_model_shows_wrong_classes_first() -> None:
+    from fracsight.data import CLASS, Sample
+    from fracsight.evaluation.run import _grid_content
+
+    model = SimpleNamespace(has_fracture_head=False, operating_point=None, classes=("hand", "hip", "leg"))
+    data_classes = ("hand", "leg")  # the data lacks 'hip'
+    cases = [(0, "hand", 0.9), (1, "hand", 0.8), (1, "leg", 0.6), (0, "hip", 0.95), (1, "leg", 0.99)]
+    samples = [Sample(Path(f"img{i}.png"), labels={CLASS: c}) for i, (c, _, _) in enumerate(cases)]
+    preds = [
+        SimpleNamespace(classification=SimpleNamespace(predicted=k, probability=q, confident=q >= 0.7))
+        for _, k, q in cases
+    ]
+    grid = _grid_content(samples, preds, model, fracture=False, klass=True, class_names=data_classes)
+    assert grid is not None
+    assert _ids(samples, grid.order) == ["img3", "img1", "img4", "img0", "img2"]
+    assert grid.sections == [
+        ("Wrong classes (highest probability first): all 2", 2),
+        ("Right classes (highest probability first): all 3", 3),
+    ]
+    assert grid.labels == [0, 2, 2, 0, 2] and grid.predicted == [1, 0, 2, 0, 2]  # the model's numbering
+    assert grid.titles[0] == "img3.png\nhip 0.95, true: hand"
+    assert grid.titles[4] == "img2.png\nuncertain (leg) 0.60, true: leg"
+    right = [s for s, (_, k, _) in zip(samples, cases, strict=True) if data_classes[s.labels[CLASS]] == k]
+    only_right = _grid_content(
+        right, [preds[0], preds[2], preds[4]], model, fracture=False, klass=True, class_names=data_classes
+    )
+    assert only_right is not None
+    assert only_right.sections[0] == ("Wrong classes: none among the 3 images with a class label", 0)

@@ -276,13 +276,16 @@ def plot_sample_grid(
     *,
     labels: Sequence[int] | None = None,
     predictions: Sequence[int] | None = None,
+    sections: Sequence[tuple[str, int]] | None = None,
     title: str = "Sample predictions",
 ) -> Path:
     """Grayscale thumbnails (HxW floats in [0, 1]) with titles (for example probabilities).
 
     With both ``labels`` and ``predictions`` given, each thumbnail gets a green
     border when they agree and a red one when they do not, and ``title`` (above
-    the grid) says so.
+    the grid) says so. ``sections``: ``(heading, number of images)`` groups of the
+    images in order, each starting a row under its heading; a group of none is its
+    heading alone (say there why it is empty).
     """
     if len(images) != len(titles):
         raise ValueError("images and titles differ in length")
@@ -290,24 +293,34 @@ def plot_sample_grid(
         raise ValueError("give both labels and predictions, or neither")
     if labels is not None and not len(labels) == len(predictions) == len(images):  # type: ignore[arg-type]
         raise ValueError("labels and predictions must have one entry per image")
-    n = max(len(images), 1)
-    ncols = max(1, min(ncols, n))
-    nrows = -(-n // ncols)
-    fig = _new_figure(2.4 * ncols, 2.6 * nrows + 0.5, layout="constrained")
-    for i, (img, caption) in enumerate(zip(images, titles, strict=True)):
-        ax = fig.add_subplot(nrows, ncols, i + 1)
-        arr = np.asarray(img, dtype=np.float64)
-        if arr.ndim != 2:
-            raise ValueError(f"image {i} must be HxW, got shape {arr.shape}")
-        ax.imshow(arr, cmap="gray", vmin=0.0, vmax=1.0, interpolation="bilinear")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_title(caption, fontsize=8)
-        if labels is not None and predictions is not None:
-            color = _CORRECT if int(labels[i]) == int(predictions[i]) else _WRONG
-            for spine in ax.spines.values():
-                spine.set_edgecolor(color)
-                spine.set_linewidth(4)
+    groups = list(sections) if sections else [("", len(images))]
+    if sum(n for _, n in groups) != len(images) or any(n < 0 for _, n in groups):
+        raise ValueError("sections must count every image once")
+    ncols = max(1, min(ncols, max(n for _, n in groups)))
+    rows = [-(-n // ncols) for _, n in groups]
+    heights = [2.6 * r + (0.35 if sections else 0) if r else 0.35 for r in rows]
+    fig = _new_figure(2.4 * ncols, sum(heights) + 0.5, layout="constrained")
+    panels = fig.subfigures(len(groups), 1, height_ratios=heights, squeeze=False)[:, 0] if sections else [fig]
+    first = 0
+    for panel, (heading, n), nrows in zip(panels, groups, rows, strict=True):
+        if sections:
+            panel.suptitle(heading, fontsize=9, fontweight="bold", x=0.01, ha="left")
+        for k in range(n):
+            i = first + k
+            ax = panel.add_subplot(nrows, ncols, k + 1)
+            arr = np.asarray(images[i], dtype=np.float64)
+            if arr.ndim != 2:
+                raise ValueError(f"image {i} must be HxW, got shape {arr.shape}")
+            ax.imshow(arr, cmap="gray", vmin=0.0, vmax=1.0, interpolation="bilinear")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(titles[i], fontsize=8)
+            if labels is not None and predictions is not None:
+                color = _CORRECT if int(labels[i]) == int(predictions[i]) else _WRONG
+                for spine in ax.spines.values():
+                    spine.set_edgecolor(color)
+                    spine.set_linewidth(4)
+        first += n
     if labels is not None:
         title += "\nborder: green = prediction agrees with the label, red = it does not"
     fig.suptitle(title, fontsize=10)

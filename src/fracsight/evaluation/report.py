@@ -510,7 +510,9 @@ _PLOT_CAPTIONS = {
     "confusion_multiclass": "Confusion matrix (classes)",
     "class_coverage": "Class accuracy against coverage",
     "training_curves": "Training curves",
-    "samples": "Sample predictions",
+    "samples": "Sample predictions: where the data is labelled, the model's most confident errors first "
+    "(missed fractures, then false alarms; for a class model, wrong classes), then its most confident "
+    "correct answers for reference; without labels, its most confident predictions",
 }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -78,6 +78,23 @@ def _localization(samples: list[Sample], preds: list[Any]) -> dict[str, Any] | N
     }
 
 
+_GRID_SLOTS = 16  # thumbnails in the sample grid: 4 rows of 4
+
+
+class GridContent(NamedTuple):
+    """What :func:`_sample_grid` draws: the samples (indices) with one title each, the labels and
+    predictions its borders compare (None without labels), the labelled groups as ``(heading,
+    number of thumbnails)`` in order (empty: one plain grid), what it shows and what it counted."""
+
+    order: list[int]
+    titles: list[str]
+    labels: list[int] | None
+    predicted: list[int] | None
+    sections: list[tuple[str, int]]
+    shows: str
+    counted: str
+
+
 def _sample_grid(
     samples: list[Sample],
     preds: list[Any],
@@ -89,12 +106,15 @@ def _sample_grid(
     class_names: tuple[str, ...] = (),
     title: str = "Sample predictions",
 ) -> Path | None:
-    """The 16 most confident predictions, right or wrong, bordered green or red where labelled.
+    """Where labelled, the model's most confident errors first, then its most confident correct
+    answers for reference, in headed groups bordered red and green; without labels, its 16 most
+    confident predictions (:func:`_grid_content`).
 
     ``fracture``/``klass``: whether the data's fracture/class labels were evaluated. A bundle
     with a fracture head shows fracture probabilities (and the type, for fracture+class),
     unless only its class head could be checked; a class-only bundle shows its top class.
     ``class_names``: the data's classes, which its class labels index (the model may know more).
+    ``title``: what the grid shows is added to its first line, the images counted to its last.
     """
     from fracsight.evaluation.plots import plot_sample_grid
     from fracsight.io import read_image
@@ -104,9 +124,38 @@ def _sample_grid(
     )
     if content is None:
         return None
-    order, titles, labels, predicted = content
-    images = [read_image(samples[i].path).pixels for i in order]
-    return plot_sample_grid(images, titles, path, labels=labels, predictions=predicted, title=title)
+    head, _, rest = title.partition("\n")
+    full = f"{head}: {content.shows}\n" + (f"{rest}, " if rest else "") + content.counted
+    images = [read_image(samples[i].path).pixels for i in content.order]
+    return plot_sample_grid(
+        images,
+        content.titles,
+        path,
+        labels=content.labels,
+        predictions=content.predicted,
+        sections=content.sections or None,
+        title=full,
+    )
+
+
+def _groups(
+    confidence: dict[int, float], groups: list[tuple[str, str, list[int]]], slots: int, none: str
+) -> tuple[list[int], list[tuple[str, int]]]:
+    """``(sample indices, sections)`` of labelled groups ``(name, order shown, members)``: in each,
+    the ``slots`` members the model is most confident about (ties in sample order), under a
+    heading that says how many of how many it shows, or ``none`` (why there are none)."""
+    order: list[int] = []
+    sections: list[tuple[str, int]] = []
+    for name, what, members in groups:
+        picked = sorted(members, key=lambda i: -confidence[i])[:slots]
+        if not members:
+            heading = f"{name}: {none}"
+        else:
+            shown = f"all {len(members)}" if len(members) <= slots else f"{slots} of {len(members)}"
+            heading = f"{name} ({what}): {shown}"
+        order += picked
+        sections.append((heading, len(picked)))
+    return order, sections
 
 
 def _grid_content(
@@ -117,43 +166,81 @@ def _grid_content(
     fracture: bool,
     klass: bool,
     class_names: tuple[str, ...] = (),
-) -> tuple[list[int], list[str], list[int] | None, list[int] | None] | None:
-    """``(sample indices, thumbnail titles, labels, predictions)`` of :func:`_sample_grid`; each
-    title names the image, what the model said and, where labelled, the true label."""
-    labels: list[int] | None = None
-    predicted: list[int] | None = None
+) -> GridContent | None:
+    """What :func:`_sample_grid` shows; each title names the image, what the model said and,
+    where labelled, the true label.
+
+    With fracture labels, 4 groups of up to 4: missed fractures (lowest probability first), false
+    alarms (highest first), fractures found (highest first), normal images cleared (lowest first).
+    With class labels: wrong, then right top classes, up to 8 each, highest probability first.
+    A group with fewer images shows what there is and says so; the others keep their size.
+    Without labels: the 16 most confident predictions (farthest from the threshold; highest
+    top-class probability). Sorts are stable: the same predictions give the same grid.
+    """
+    truth: dict[int, int] | None = None  # true and predicted labels, in the model's numbering
     if predictor.has_fracture_head and (fracture or not klass):
         chosen = [i for i, s in enumerate(samples) if not fracture or FRACTURE in s.labels]
-        p = np.array([preds[i].fracture_probability for i in chosen])
-        order = [chosen[j] for j in np.argsort(-np.abs(p - predictor.operating_point.threshold))[:16]]
-        titles = []
-        for i in order:
+        op = predictor.operating_point
+        at = f"the {op.name} threshold {op.threshold:.3f}"
+        # how sure the model is of what it said: the distance from the threshold
+        confidence = {i: abs(preds[i].fracture_probability - op.threshold) for i in chosen}
+        said = {i: int(bool(preds[i].fracture_suspected)) for i in chosen}
+        named = ("no fracture", "fracture")
+
+        def title(i: int) -> str:
             pr = preds[i]
             kind = f" {pr.classification.predicted}" if pr.classification and pr.fracture_suspected else ""
-            said = "fracture" if pr.fracture_suspected else "no fracture"
-            truth = ""
-            if fracture:
-                truth = ", true: " + ("fracture" if samples[i].labels[FRACTURE] else "no fracture")
-            titles.append(f"{samples[i].image_id}\np={pr.fracture_probability:.2f} {said}{kind}{truth}")
+            return f"{samples[i].image_id}\np={pr.fracture_probability:.2f} {named[said[i]]}{kind}"
+
         if fracture:
-            labels = [int(samples[i].labels[FRACTURE]) for i in order]
-            predicted = [int(bool(preds[i].fracture_suspected)) for i in order]
+            truth = {i: int(samples[i].labels[FRACTURE]) for i in chosen}
+            low, high = "lowest probability first", "highest probability first"
+            cells = [  # (name, order shown, true label, predicted label)
+                ("Missed fractures", f"fractured images not suspected, {low}", 1, 0),
+                ("False alarms", f"normal images suspected, {high}", 0, 1),
+                ("Fractures found", high, 1, 1),
+                ("Normal images cleared", low, 0, 0),
+            ]
+            groups = [(n, w, [i for i in chosen if (truth[i], said[i]) == (t, p)]) for n, w, t, p in cells]
+            slots, none = _GRID_SLOTS // 4, f"none at {at}"
+            shows = f"the most confident errors first, then correct ones, at {at}"
+            counted = f"n={len(chosen)} ({sum(truth.values())} fractured)"
+        else:
+            basis, counted = f"farthest from {at}; no fracture labels", f"n={len(chosen)} images"
     elif predictor.classes:
         chosen = [i for i, s in enumerate(samples) if not klass or CLASS in s.labels]
-        confidence = np.array([preds[i].classification.probability for i in chosen])
-        order = [chosen[j] for j in np.argsort(-confidence, kind="stable")[:16]]
-        titles = []
-        for i in order:
+        confidence = {i: preds[i].classification.probability for i in chosen}
+        said = {i: predictor.classes.index(preds[i].classification.predicted) for i in chosen}
+        named = tuple(predictor.classes)
+
+        def title(i: int) -> str:
             c = preds[i].classification
             shown = c.predicted if c.confident else f"uncertain ({c.predicted})"
-            truth = f", true: {class_names[samples[i].labels[CLASS]]}" if klass else ""
-            titles.append(f"{samples[i].image_id}\n{shown} {c.probability:.2f}{truth}")
+            return f"{samples[i].image_id}\n{shown} {c.probability:.2f}"
+
         if klass:
-            labels = [predictor.classes.index(class_names[samples[i].labels[CLASS]]) for i in order]
-            predicted = [predictor.classes.index(preds[i].classification.predicted) for i in order]
+            # the model's numbering on both sides (the data may lack some of its classes)
+            truth = {i: predictor.classes.index(class_names[samples[i].labels[CLASS]]) for i in chosen}
+            groups = [
+                (name, "highest probability first", [i for i in chosen if (truth[i] == said[i]) == right])
+                for name, right in (("Wrong classes", False), ("Right classes", True))
+            ]
+            slots, none = _GRID_SLOTS // 2, f"none among the {len(chosen)} images with a class label"
+            shows = "the most confident wrong classes first, then right ones"
+            counted = f"n={len(chosen)} images with a class label"
+        else:
+            basis, counted = "highest top-class probability; no class labels", f"n={len(chosen)} images"
     else:
         return None
-    return order, titles, labels, predicted
+    if truth is None:
+        order = sorted(chosen, key=lambda i: -confidence[i])[:_GRID_SLOTS]
+        shows = f"the {len(order)} most confident ({basis} to find errors with)"
+        return GridContent(order, [title(i) for i in order], None, None, [], shows, counted)
+    order, sections = _groups(confidence, groups, slots, none)
+    titles = [f"{title(i)}, true: {named[truth[i]]}" for i in order]
+    labels = [truth[i] for i in order]
+    predicted = [said[i] for i in order]
+    return GridContent(order, titles, labels, predicted, sections, shows, counted)
 
 
 def _class_index(dataset: Dataset, predictor: Any) -> dict[int, int] | None:
