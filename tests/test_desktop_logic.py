@@ -335,3 +335,41 @@ def test_dropped_paths_as_tkdnd_delivers_them(tmp_path: Path) -> None:
     assert found == [spaced, accented]
     assert other == ["https://example.org/x.png", str(tmp_path / "gone.png")]
     assert paths_from_drop(["", str(spaced)]) == ([spaced], [])
+
+
+# ---- keyboard shortcuts: one table for the bindings, the list and the tooltips ---------------------------
+def test_shortcut_table_binds_each_key_once_to_an_action_that_exists() -> None:
+    pytest.importorskip("tkinter")
+    from fracsight.desktop.shortcuts import SHORTCUTS, help_rows, hint, tk_sequences
+    from fracsight.desktop.viewer import Viewer
+    from fracsight.desktop.window import DesktopApp
+
+    sequences = [seq for s in SHORTCUTS for chord in s.chords for seq in tk_sequences(chord)]
+    assert len(sequences) == len(set(sequences))  # no key means two things
+    for s in SHORTCUTS:
+        owner, _, name = s.action.rpartition(".")
+        assert callable(getattr(Viewer if owner == "viewer" else DesktopApp, name)), s.action
+    assert ("Ctrl+Shift+O", "Open a folder") in help_rows()
+    assert hint("viewer.toggle_heatmap") == "Heatmap on or off (H)"
+    # both cases of a letter (Caps Lock), the keypad's keys, and "=" for "+" without Shift
+    assert tk_sequences("Ctrl+Shift+O") == ("<Control-Shift-Key-o>", "<Control-Shift-Key-O>")
+    assert tk_sequences("H") == ("<Key-h>", "<Key-H>")
+    assert tk_sequences("Ctrl+Plus") == ("<Control-Key-plus>", "<Control-Key-equal>", "<Control-Key-KP_Add>")
+    assert tk_sequences("+") == ("<Key-plus>", "<Key-equal>", "<Key-KP_Add>")
+    assert tk_sequences("-") == ("<Key-minus>", "<Key-KP_Subtract>")
+    assert tk_sequences("Down") == ("<Key-Down>",) and tk_sequences("F1") == ("<Key-F1>",)
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "desktop.md").read_text(encoding="utf-8")
+    assert all(f"\n| {s.keys} | " in docs for s in SHORTCUTS)  # its table of keys is this one
+
+
+def test_plain_keys_are_left_to_text_fields_and_to_the_lists_own_arrows() -> None:
+    from fracsight.desktop.shortcuts import applies
+
+    for field in ("TEntry", "Entry", "TCombobox", "Text", "TSpinbox"):
+        assert not applies("H", field, 0) and not applies("+", field, 0) and not applies("Down", field, 0)
+        assert applies("Ctrl+O", field, 4) and applies("Escape", field, 0) and applies("F1", field, 0)
+    assert not applies("Down", "Treeview", 0) and applies("J", "Treeview", 0)  # the list moves itself
+    assert not applies("Up", "TScale", 0)
+    assert applies("Down", "Canvas", 0) and applies("H", "Canvas", 0x2)  # Caps Lock
+    assert applies("+", "Canvas", 0x1) and applies("H", "Canvas", 0x10)  # Shift, Num Lock
+    assert not applies("H", "Canvas", 0x4) and not applies("H", "Canvas", 0x8)  # Ctrl+H, Alt+H

@@ -261,6 +261,140 @@ def test_unreadable_and_out_of_distribution_files_are_rows_with_their_message(
     assert not desktop.closed and root.winfo_exists()
 
 
+def test_keyboard_shortcuts_act_on_the_window_and_not_while_typing(
+    open_window, display: str, inputs: list[Path], fracatlas_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """Real key events, as X11 delivers them to the widget with the focus (Caps Lock: the Lock
+    bit of the event's state, which turns ``h`` into ``H``), on the window's own bindings."""
+    from tkinter import filedialog, ttk
+
+    from fracsight.desktop.shortcuts import SHORTCUTS
+
+    asked: list[str] = []
+    saved = tmp_path / "keys.csv"
+    monkeypatch.setattr(filedialog, "askdirectory", lambda **_k: asked.append("folder") or "")
+    monkeypatch.setattr(filedialog, "askopenfilenames", lambda **_k: asked.append("files") or ())
+    monkeypatch.setattr(filedialog, "asksaveasfilename", lambda **_k: asked.append("save") or str(saved))
+    desktop = open_window([inputs[0], fracatlas_dir / "images" / HAND, inputs[1]])
+    root, viewer = desktop.root, desktop.viewer
+    wait_until(
+        root,
+        lambda: len(desktop.session.results) == 3 and desktop.list_current and viewer.picture_current,
+        90,
+        "three results and the first image",
+    )
+    wait_until(root, lambda: 0 in desktop.views and viewer.picture_current, 60, "the first image")
+
+    def press(widget, key: str, **state: int) -> None:
+        widget.focus_force()
+        root.update()
+        assert root.focus_get() is widget
+        widget.event_generate(key, **state)
+        root.update()  # the list's <<TreeviewSelect>> and the redraws
+
+    canvas, caps_lock = viewer.canvas, {"state": 0x2}
+    # the viewer, with the image's canvas focused (as a click on it does)
+    press(canvas, "<Key-h>")
+    wait_until(root, lambda: viewer.picture_current, 30, "the picture without the heatmap")
+    assert not viewer.heat_var.get() and viewer.caption.cget("text").startswith("Heatmap hidden")
+    press(canvas, "<Key-h>", **caps_lock)
+    assert viewer.heat_var.get()
+    press(canvas, "<Key-b>")
+    assert not viewer.show_boxes
+    press(canvas, "<Key-B>")
+    assert viewer.show_boxes
+    fitted = fit_zoom(viewer.view.pixels.shape, viewer.canvas_size()).zoom
+    press(canvas, "<Key-plus>")
+    assert viewer.camera.zoom == pytest.approx(1.25 * fitted)
+    wait_until(root, lambda: viewer.picture_current, 30, "the zoomed picture")
+    assert f"zoom {125 * fitted:.0f}%" in viewer.caption.cget("text")
+    press(canvas, "<Control-Key-plus>")
+    press(canvas, "<Key-minus>")
+    assert viewer.camera.zoom == pytest.approx(1.25 * fitted)
+    press(canvas, "<Control-Key-minus>")
+    assert viewer.camera.zoom == pytest.approx(fitted)
+    press(canvas, "<Key-1>")
+    assert viewer.camera.zoom == pytest.approx(1.0)
+    press(canvas, "<Key-f>")
+    assert viewer.camera is None
+    press(canvas, "<Key-KP_Add>")
+    press(canvas, "<Key-0>")
+    assert viewer.camera is None
+    viewer.set_window(0.2, 0.3)
+    press(canvas, "<Key-r>", **caps_lock)
+    assert (viewer.level_var.get(), viewer.width_var.get()) == (0.5, 1.0)
+
+    # next and previous image, from the canvas, then from the list, whose own arrows move once
+    for key, state, want in [
+        ("<Key-Down>", {}, 1),
+        ("<Key-j>", {}, 2),
+        ("<Key-Down>", {}, 2),  # the last row stays
+        ("<Key-Up>", {}, 1),
+        ("<Key-k>", caps_lock, 0),
+        ("<Key-Up>", {}, 0),
+    ]:
+        press(canvas, key, **state)
+        assert desktop.selected == want and desktop.tree.selection() == (str(want),), key
+    steps: list[str] = []  # the window's own moves (the list's arrows are not theirs)
+    for name in ("next_result", "previous_result"):
+        step = getattr(desktop, name)
+        monkeypatch.setattr(desktop, name, lambda step=step, name=name: (steps.append(name), step()))
+    press(desktop.tree, "<Key-Down>")
+    assert desktop.selected == 1 and desktop.tree.selection() == ("1",) and steps == []
+    press(desktop.tree, "<Key-j>")
+    assert desktop.selected == 2 and desktop.tree.selection() == ("2",) and steps == ["next_result"]
+    press(desktop.tree, "<Key-Up>")
+    assert desktop.selected == 1 and steps == ["next_result"]
+
+    # typing in a text field (and in the operating point's combobox) is typing
+    entry = ttk.Entry(desktop.toolbars[0])
+    entry.pack(side="left")
+    camera = viewer.camera
+    for key in ("<Key-h>", "<Key-j>", "<Key-plus>", "<Key-0>", "<Key-b>"):
+        press(entry, key)
+        press(desktop.op_box, key)
+    assert entry.get() == "hj+0b" and desktop.op_var.get() == "balanced"
+    assert viewer.heat_var.get() and viewer.show_boxes and viewer.camera == camera and desktop.selected == 1
+
+    # the dialogs: Ctrl+Shift+O a folder, Ctrl+O files (with Caps Lock too), Ctrl+S the CSV
+    press(canvas, "<Control-Shift-Key-O>")
+    assert asked == ["folder"]
+    press(canvas, "<Control-Key-o>")
+    press(canvas, "<Control-Key-o>", state=0x4 | 0x2)  # Ctrl with Caps Lock: keysym O, no Shift
+    press(entry, "<Control-Shift-Key-o>", state=0x4 | 0x1 | 0x2)  # Ctrl+Shift with Caps Lock
+    assert asked == ["folder", "files", "files", "folder"]
+    press(canvas, "<Control-Key-s>")
+    assert asked[-1] == "save" and saved.read_bytes() == desktop.session.csv_text().encode()
+
+    # discoverable: the F1 list (every chord of the table) and the buttons' tooltips
+    press(canvas, "<Key-F1>")
+    shown = desktop.shortcuts_window
+    assert shown is not None and shown.winfo_ismapped()
+    texts = all_texts(shown)
+    assert all(s.keys in texts and s.what in texts for s in SHORTCUTS)
+    settle(root)
+    screenshot(display, "desktop-shortcuts.png")
+    press(shown, "<Key-Escape>")
+    assert not shown.winfo_exists()
+    (folder_button,) = (
+        w
+        for w in desktop.toolbars[0].winfo_children()
+        if w.winfo_class() == "TButton" and w.cget("text") == "Open folder…"
+    )
+    folder_button.event_generate("<Enter>", x=5, y=5)
+    settle(root, 0.8)
+    assert "Open a folder (Ctrl+Shift+O)" in all_texts(folder_button)
+    folder_button.event_generate("<Leave>")
+    root.update()
+    assert all_texts(folder_button) == []
+
+    # Ctrl+Q closes the window as its close button does
+    canvas.focus_force()
+    root.update()
+    canvas.event_generate("<Control-Key-q>")
+    assert desktop.closed
+
+
 @pytest.mark.slow
 def test_cancel_a_folder_halfway_keeps_the_results_and_the_loop_responsive(
     open_window, display: str, fracatlas_dir: Path, tmp_path: Path
@@ -373,8 +507,10 @@ screenshot(sys.argv[1], "desktop-1280x800.png")
 boxes = {name: (widget.winfo_ismapped(), *widget_box(widget)) for name, widget in (
     ("notice", desktop.notice), ("model", desktop.model_text), ("caption", desktop.viewer.caption),
     ("status", desktop.status))}
+rows = {str(row): (row.winfo_reqwidth(), row.winfo_width())
+        for row in (*desktop.toolbars, *desktop.viewer.rows)}
 print(json.dumps({"width": root.winfo_width(), "height": root.winfo_height(),
-                  "bottom": root.winfo_rooty() + root.winfo_height(), "boxes": boxes,
+                  "bottom": root.winfo_rooty() + root.winfo_height(), "boxes": boxes, "rows": rows,
                   "model_text": desktop.model_text.cget("text")}))
 desktop.close()
 gc.collect()
@@ -384,7 +520,8 @@ gc.collect()
 def test_the_window_fits_a_1280x800_screen(inputs: list[Path]) -> None:
     """On a 1280 x 800 laptop screen the whole window is on the screen, with room for a title bar
     and a taskbar: the notice at the top and the model's operating point at the bottom are seen
-    (a fixed 860-pixel window hid the bottom lines). In a child process: Tk keeps its connection
+    (a fixed 860-pixel window hid the bottom lines), and no toolbar is clipped (at 1260 pixels
+    the viewer's *Zoom* was). In a child process: Tk keeps its connection
     to a display until the process ends, and would end this one when that Xvfb stops."""
     with xvfb((1280, 800)) as small:
         child = subprocess.run(
@@ -399,6 +536,9 @@ def test_the_window_fits_a_1280x800_screen(inputs: list[Path]) -> None:
     for name, (mapped, _, top, _, below) in seen["boxes"].items():
         assert mapped and top >= 0 and below <= min(seen["bottom"], 800), name
     assert "Operating point balanced" in seen["model_text"]
+    # every toolbar, the viewer's included, has the room its controls ask for (none is clipped)
+    for name, (wanted, got) in seen["rows"].items():
+        assert wanted <= got, (name, wanted, got)
 
 
 def test_the_command_opens_the_window_and_fails_cleanly(

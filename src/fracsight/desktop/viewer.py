@@ -2,7 +2,7 @@
 
 It shows one :class:`~fracsight.app.logic.ViewData` (the radiograph, heatmap and boxes at full
 resolution): heatmap toggle and opacity, boxes toggle, window/level (sliders or a right-drag),
-zoom (wheel about the pointer, buttons, fit) and pan (drag). Pictures are drawn by a
+zoom (wheel about the pointer, buttons, keys, fit) and pan (drag). Pictures are drawn by a
 :class:`~fracsight.desktop.render.BackgroundRenderer`; its :class:`~fracsight.desktop.render.Rendered`
 events come back through the window's queue to :meth:`Viewer.rendered`.
 """
@@ -24,16 +24,19 @@ from fracsight.desktop.render import (
     fit_zoom,
     full_overlay,
 )
+from fracsight.desktop.shortcuts import Tooltip, hint
 from fracsight.inference import Prediction
 
 __all__ = ["Viewer"]
 
+ZOOM_STEP = 1.25  # the zoom buttons' and keys' step
 HINT = "(drag: pan; right-drag: window/level; wheel: zoom; double-click: fit)"
 
 
 class Viewer:
     """Controls, canvas and caption, packed into ``parent``. Methods a test may call on the Tk
-    thread: :meth:`set_heatmap`, :meth:`set_window`, :meth:`zoom_by`, :meth:`fit`."""
+    thread: :meth:`set_heatmap`, :meth:`set_window`, :meth:`zoom_by`, :meth:`fit`, and the
+    keyboard's (:mod:`fracsight.desktop.shortcuts`): :meth:`toggle_heatmap`, :meth:`zoom_in`, ..."""
 
     def __init__(self, parent: ttk.Frame, events: queue.Queue) -> None:
         self.root = parent.winfo_toplevel()
@@ -61,9 +64,8 @@ class Viewer:
 
         controls = ttk.Frame(parent, padding=(8, 2))
         controls.pack(side="top", fill="x")
-        ttk.Checkbutton(controls, text="Heatmap", variable=self.heat_var, command=self.redraw).pack(
-            side="left"
-        )
+        heat = ttk.Checkbutton(controls, text="Heatmap", variable=self.heat_var, command=self.redraw)
+        heat.pack(side="left")
         ttk.Label(controls, text="opacity").pack(side="left", padx=(6, 0))
         scale(controls, self.opacity_var, 0.0, 90)
         self.boxes_check = ttk.Checkbutton(
@@ -71,23 +73,42 @@ class Viewer:
         )
         self.boxes_check.pack(side="left", padx=(8, 0))
 
-        levels = ttk.Frame(parent, padding=(8, 0, 8, 2))  # a second row: window/level and zoom
+        # a second row: zoom, packed first so that it keeps its room, then window/level (fits a
+        # 1260-pixel window, the 1280 x 800 screen's, with room to spare)
+        levels = ttk.Frame(parent, padding=(8, 0, 8, 2))
         levels.pack(side="top", fill="x")
+        self.rows = (controls, levels)
+        fit = ttk.Button(levels, text="Fit", width=4, command=self.fit)
+        fit.pack(side="right")
+        actual = ttk.Button(levels, text="1:1", width=4, command=self.actual_size)
+        actual.pack(side="right")
+        zoom_in = ttk.Button(levels, text="+", width=2, command=self.zoom_in)
+        zoom_in.pack(side="right")
+        zoom_out = ttk.Button(levels, text="−", width=2, command=self.zoom_out)
+        zoom_out.pack(side="right")
+        ttk.Label(levels, text="Zoom").pack(side="right", padx=(8, 4))
         ttk.Label(levels, text="Window: level").pack(side="left")
-        scale(levels, self.level_var, 0.0, 120)
+        scale(levels, self.level_var, 0.0, 90)
         ttk.Label(levels, text="width").pack(side="left", padx=(4, 0))
-        scale(levels, self.width_var, 0.02, 120)
-        ttk.Button(levels, text="Reset W/L", command=self.reset_window).pack(side="left", padx=(4, 0))
-        ttk.Button(levels, text="Fit", width=4, command=self.fit).pack(side="right")
-        ttk.Button(levels, text="1:1", width=4, command=lambda: self.zoom_to(1.0)).pack(side="right")
-        ttk.Button(levels, text="+", width=2, command=lambda: self.zoom_by(1.25)).pack(side="right")
-        ttk.Button(levels, text="−", width=2, command=lambda: self.zoom_by(0.8)).pack(side="right")
-        ttk.Label(levels, text="Zoom").pack(side="right", padx=(0, 4))
+        scale(levels, self.width_var, 0.02, 90)
+        reset = ttk.Button(levels, text="Reset W/L", width=9, command=self.reset_window)
+        reset.pack(side="left", padx=(4, 0))
+        for widget, action in (
+            (heat, "toggle_heatmap"),
+            (self.boxes_check, "toggle_boxes"),
+            (fit, "fit"),
+            (actual, "actual_size"),
+            (zoom_in, "zoom_in"),
+            (zoom_out, "zoom_out"),
+            (reset, "reset_window"),
+        ):
+            Tooltip(widget, hint(f"viewer.{action}"))
 
         self.caption = ttk.Label(parent, text="", justify="left", wraplength=700, padding=(8, 2))
         self.caption.pack(side="bottom", fill="x")
         self.canvas = c = tk.Canvas(parent, bg="black", highlightthickness=0, cursor="fleur")
         c.pack(side="top", fill="both", expand=True, padx=8, pady=4)
+        c.configure(takefocus=1)  # a click gives it the keyboard: the window's shortcuts act on it
         c.bind("<Configure>", lambda _e: self.redraw())
         c.bind("<ButtonPress-1>", lambda e: self._drag_start("pan", e))
         c.bind("<B1-Motion>", self._drag_move)
@@ -206,6 +227,15 @@ class Viewer:
             self.opacity_var.set(opacity)
         self.redraw()
 
+    def toggle_heatmap(self) -> None:
+        self.set_heatmap(not self.heat_var.get())
+
+    def toggle_boxes(self) -> None:
+        """Boxes on or off (nothing where the bundle draws none: the toggle is hidden)."""
+        if self.boxes_apply:
+            self.boxes_var.set(not self.boxes_var.get())
+            self.redraw()
+
     def set_window(self, level: float, width: float) -> None:
         """Window/level on the displayed intensities (0.5, 1.0: as the file is read)."""
         self.level_var.set(min(max(level, 0.0), 1.0))
@@ -230,6 +260,15 @@ class Viewer:
             self.camera = camera.zoomed(zoom / camera.zoom)
             self.redraw()
 
+    def actual_size(self) -> None:
+        self.zoom_to(1.0)
+
+    def zoom_in(self) -> None:
+        self.zoom_by(ZOOM_STEP)
+
+    def zoom_out(self) -> None:
+        self.zoom_by(1 / ZOOM_STEP)
+
     def zoom_by(self, factor: float, at: tuple[int, int] | None = None) -> None:
         camera = self._current_camera()
         if camera is None:
@@ -239,6 +278,7 @@ class Viewer:
         self.redraw()
 
     def _drag_start(self, kind: str, e: tk.Event) -> None:
+        self.canvas.focus_set()
         self._drag = (kind, e.x, e.y, self.level_var.get(), self.width_var.get())
 
     def _drag_move(self, e: tk.Event) -> None:

@@ -34,6 +34,7 @@ from fracsight.bundle import read_card
 from fracsight.desktop.drop import enable_file_drop, paths_from_drop
 from fracsight.desktop.priority import MODEL_NICENESS
 from fracsight.desktop.render import Rendered
+from fracsight.desktop.shortcuts import NOTE, Tooltip, bind_shortcuts, help_rows, hint
 from fracsight.desktop.state import ReadingSession, expand_inputs, heading
 from fracsight.desktop.timing import LatencyProbe, TimingLog
 from fracsight.desktop.viewer import Viewer
@@ -82,7 +83,9 @@ class _Run:
 class DesktopApp:
     """The window. Methods a test may call on the Tk thread, as the buttons do: :meth:`open_paths`,
     :meth:`select`, :meth:`cancel`, :meth:`set_operating_point`, :meth:`set_one_study`,
-    :meth:`export_csv`, :meth:`export_json`, :meth:`export_overlay`, and the :attr:`viewer`'s."""
+    :meth:`export_csv`, :meth:`export_json`, :meth:`export_overlay`, :meth:`next_result`,
+    :meth:`previous_result`, :meth:`show_shortcuts`, and the :attr:`viewer`'s. The keyboard's
+    shortcuts (:mod:`fracsight.desktop.shortcuts`) call these."""
 
     def __init__(
         self,
@@ -106,6 +109,7 @@ class DesktopApp:
         self.quit_when_done = quit_when_done
         self.model_error: str | None = None
         self.closed = False
+        self.shortcuts_window: tk.Toplevel | None = None
         self.selected: int | None = None
         self.views: OrderedDict[int, ViewData] = OrderedDict()
         self.running = 0  # batches submitted and not finished
@@ -165,8 +169,10 @@ class DesktopApp:
 
         bar = ttk.Frame(root, padding=(6, 4))
         bar.pack(side="top", fill="x")
-        ttk.Button(bar, text="Open files…", command=self.ask_files).pack(side="left")
-        ttk.Button(bar, text="Open folder…", command=self.ask_folder).pack(side="left", padx=(4, 0))
+        open_files = ttk.Button(bar, text="Open files…", command=self.ask_files)
+        open_files.pack(side="left")
+        open_folder = ttk.Button(bar, text="Open folder…", command=self.ask_folder)
+        open_folder.pack(side="left", padx=(4, 0))
         self.cancel_button = ttk.Button(bar, text="Cancel", command=self.cancel, state="disabled")
         self.cancel_button.pack(side="left", padx=(4, 12))
         op_frame = ttk.Frame(bar)  # filled once the model is loaded, if it has operating points
@@ -183,6 +189,7 @@ class DesktopApp:
             command=lambda: self.set_one_study(self.study_var.get()),
         ).pack(side="left", padx=(0, 12))
         ttk.Button(bar, text="Model card…", command=self.show_model_card).pack(side="right")
+        ttk.Button(bar, text="Shortcuts (F1)", command=self.show_shortcuts).pack(side="right", padx=(0, 4))
 
         prog = ttk.Frame(root, padding=(6, 0, 6, 4))
         prog.pack(side="top", fill="x")
@@ -192,7 +199,16 @@ class DesktopApp:
         self.status.pack(side="left", padx=8)
         ttk.Button(prog, text="Export overlay…", command=self.export_overlay).pack(side="right")
         ttk.Button(prog, text="Export JSON…", command=self.export_json).pack(side="right", padx=(0, 4))
-        ttk.Button(prog, text="Export CSV…", command=self.export_csv).pack(side="right", padx=(0, 4))
+        export_csv = ttk.Button(prog, text="Export CSV…", command=self.export_csv)
+        export_csv.pack(side="right", padx=(0, 4))
+        self.toolbars = (bar, prog)
+        for widget, action in (
+            (open_files, "ask_files"),
+            (open_folder, "ask_folder"),
+            (self.cancel_button, "cancel"),
+            (export_csv, "export_csv"),
+        ):
+            Tooltip(widget, hint(action))
         self.error_label = tk.Label(root, text="", fg="white", bg=UNRELIABLE_BG, anchor="w", padx=8, pady=4)
 
         # the model, its heads and operating points: at the bottom, always visible
@@ -212,8 +228,7 @@ class DesktopApp:
         self._build_list(left)
         self._build_card(right)
         self.viewer = Viewer(right, self.events)
-        root.bind("<Control-o>", lambda _e: self.ask_files())
-        root.bind("<Escape>", lambda _e: self.cancel())
+        bind_shortcuts(root, self)
 
     def _build_list(self, parent: ttk.Frame) -> None:
         self.tree = ttk.Treeview(parent, show="headings", selectmode="browse")
@@ -472,8 +487,28 @@ class DesktopApp:
         if self._unlisted:
             self._list_results()
         self.tree.selection_set(str(index))
+        self.tree.focus(str(index))  # where the list's own arrow keys go on from
         self.tree.see(str(index))
         self._show(index)
+
+    def next_result(self) -> None:
+        self._step(1)
+
+    def previous_result(self) -> None:
+        self._step(-1)
+
+    def _step(self, by: int) -> None:
+        """Select the image ``by`` rows down the list from the one shown (not the study's row)."""
+        if self._unlisted:
+            self._list_results()
+        rows = [iid for iid in self.tree.get_children() if iid != STUDY_IID]
+        if not rows:
+            return
+        shown = str(self.selected)
+        at = rows.index(shown) + by if shown in rows else 0
+        chosen = rows[min(max(at, 0), len(rows) - 1)]
+        if chosen != shown:
+            self.select(int(chosen))
 
     def _show(self, index: int) -> None:
         self.selected = index
@@ -649,6 +684,32 @@ class DesktopApp:
         text.insert("1.0", f"{NOTICE_BANNER}\n\n{heads_text(predictor.spec)}\n\n{body}")
         text.configure(state="disabled")
         self.card_window, self.card_text = top, text
+
+    def show_shortcuts(self) -> None:
+        """The *Keyboard shortcuts* list (F1), made from the same table as the bindings."""
+        if self.shortcuts_window is not None and self.shortcuts_window.winfo_exists():
+            self.shortcuts_window.lift()
+            return
+        top = self.shortcuts_window = tk.Toplevel(self.root)
+        top.title("Keyboard shortcuts")
+        top.transient(self.root)
+        frame = ttk.Frame(top, padding=12)
+        frame.pack(fill="both", expand=True)
+        rows = help_rows()
+        for row, (keys, what) in enumerate(rows):
+            ttk.Label(frame, text=keys, font=self.font_bold).grid(row=row, column=0, sticky="w", padx=(0, 16))
+            ttk.Label(frame, text=what).grid(row=row, column=1, sticky="w")
+        note = ttk.Label(frame, text=NOTE, wraplength=440, justify="left")
+        note.grid(row=len(rows), column=0, columnspan=2, sticky="w", pady=(10, 6))
+
+        def done(_event: object = None) -> None:
+            top.destroy()
+            self.root.focus_set()  # the keys act on the main window again
+
+        ttk.Button(frame, text="Close", command=done).grid(row=len(rows) + 1, column=1, sticky="e")
+        top.bind("<Key-Escape>", done)
+        top.bind("<Key-F1>", done)
+        top.focus_set()
 
     # ---- misc ----------------------------------------------------------------------------------------
     def _callback_failed(self, kind: type[BaseException], error: BaseException, tb: object) -> None:
