@@ -317,6 +317,43 @@ def test_output_folder_refuses_foreign_folders_and_other_models(tmp_path: Path) 
         BatchOutput(tmp_path / "file", ("path", "error_code"), model)
 
 
+@pytest.mark.parametrize("interrupt", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_as_a_part_lands_does_not_commit_its_rows_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interrupt: signal.Signals
+) -> None:
+    """The driver commits what it holds when interrupted; an interrupt right after a part's rename
+    used to make that commit write the same rows again (the SIGTERM test once found two rows)."""
+    from fracsight.scale import output as output_module
+
+    def stop(*_: object) -> None:  # a SIGTERM handler that ends the job, as the CLI's does
+        raise SystemExit(143)
+
+    stopped = KeyboardInterrupt if interrupt == signal.SIGINT else SystemExit
+    previous = signal.signal(signal.SIGTERM, stop) if interrupt == signal.SIGTERM else None
+    write = output_module._write_atomic
+
+    def write_then_interrupt(target: Path, content: object) -> None:
+        write(target, content)
+        signal.raise_signal(interrupt)  # the part is in place; its rows are not yet recorded
+
+    model = {"name": "m", "version": "1", "onnx_sha256": "0" * 64}
+    out = BatchOutput(tmp_path / "out", ("path", "error_code"), model)
+    rows = [{"path": "/a", "error_code": ""}, {"path": "/b", "error_code": ""}]
+    monkeypatch.setattr(output_module, "_write_atomic", write_then_interrupt)
+    try:
+        with pytest.raises(stopped):
+            out.commit(rows)
+        monkeypatch.setattr(output_module, "_write_atomic", write)
+        out.commit(rows)  # what the driver's `finally` does with the rows it holds
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    assert out.rows_done == 2
+    assert sorted(r["path"] for r in parquet_rows(tmp_path / "out")) == ["/a", "/b"]
+    assert [r["path"] for r in read_csv(tmp_path / "out" / "results.csv")] == ["/a", "/b"]
+    out.close()
+
+
 def test_missing_inputs_are_refused_before_ray_starts(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["batch", "run", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "not_found" in result.output and not (tmp_path / "o").exists()

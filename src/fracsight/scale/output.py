@@ -14,12 +14,15 @@ row: a result, or an ``error_code``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import shutil
+import signal
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +59,38 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block ends, then act on the first as its handler would.
+
+    The driver commits what it holds when it is interrupted; an interrupt that landed between a
+    part's rename and ``done`` recording its rows would have that commit write them a second
+    time (seen: SIGTERM sent as the first part appeared). Only the main thread can hold them.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    # a handler installed outside Python (getsignal gives None) could not be put back: left alone
+    previous = {s: h for s in _INTERRUPTS if (h := signal.getsignal(s)) is not None}
+    for sig in previous:
+        signal.signal(sig, lambda signum, _frame: held.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if held:
+            handler = previous[held[0]]
+            if callable(handler):
+                handler(held[0], None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(held[0])
+
+
+_INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _write_atomic(target: Path, write: Any) -> None:
@@ -205,13 +240,14 @@ class BatchOutput:
         table = pa.table({c: pa.array([r[c] for r in rows], type=pa.string()) for c in self.columns})
         self._seq += 1
         part = self.parts / f"part-{self._run}-{self._seq:06d}.parquet"
-        _write_atomic(part, lambda p: pq.write_table(table, p))
-        self.done.update(r[PATH_COLUMN] for r in rows)
-        self.rows_done += len(rows)
-        with self.csv_path.open("a", newline="", encoding="utf-8") as f:
-            csv.writer(f).writerows([[spreadsheet_safe(r[c]) for c in self.columns] for r in rows])
-            f.flush()
-            os.fsync(f.fileno())
+        with _interrupts_held():
+            _write_atomic(part, lambda p: pq.write_table(table, p))
+            self.done.update(r[PATH_COLUMN] for r in rows)
+            self.rows_done += len(rows)
+            with self.csv_path.open("a", newline="", encoding="utf-8") as f:
+                csv.writer(f).writerows([[spreadsheet_safe(r[c]) for c in self.columns] for r in rows])
+                f.flush()
+                os.fsync(f.fileno())
 
     def error_counts(self) -> dict[str, int]:
         """Rows per error code over everything committed (``""``: predicted)."""
