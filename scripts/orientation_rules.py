@@ -35,8 +35,7 @@ from fracsight.evaluation.metrics import auroc
 from fracsight.explain import softmax
 from fracsight.inference import Predictor
 from fracsight.inference.ood import feature_distance
-from fracsight.inference.orientation import turn_radiograph
-from fracsight.inference.predictor import reads_agree_on_turn
+from fracsight.inference.orientation import reads_agree_on_turn, turn_radiograph
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,8 +12,7 @@ from PIL import Image
 
 from fracsight.explain.boxes import iou, turn_boxes_in
 from fracsight.inference import Predictor
-from fracsight.inference.orientation import turn_prediction, turn_radiograph
-from fracsight.inference.predictor import reads_agree_on_turn
+from fracsight.inference.orientation import reads_agree_on_turn, turn_prediction, turn_radiograph
 from fracsight.io import read_image
 
 TURNS = {1: Image.Transpose.ROTATE_90, 2: Image.Transpose.ROTATE_180, 3: Image.Transpose.ROTATE_270}

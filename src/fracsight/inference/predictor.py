@@ -34,7 +34,7 @@ from fracsight.explain import (
 from fracsight.explain.detections import boxes_from_detector
 from fracsight.inference.onnx_model import OnnxModel
 from fracsight.inference.ood import ImageStatistics, assess_input, pixel_statistics
-from fracsight.inference.orientation import turn_prediction, turn_radiograph
+from fracsight.inference.orientation import reads_agree_on_turn, turn_prediction, turn_radiograph
 from fracsight.inference.results import (
     CLASS_ACTIVATION,
     FRACTURE_MAP,
@@ -91,22 +91,6 @@ def fracture_boxes(
         relative=localization.get("relative", 0.5),
         min_score=localization.get("min_box_score", 0.25),
     )
-
-
-def reads_agree_on_turn(given_logits: np.ndarray, turned_logits: np.ndarray, turns: int) -> bool:
-    """Whether an image the orientation head is unsure about is turned by ``turns`` quarter turns,
-    judged from both reads: the image as given (``given_logits``) and turned back by ``turns``
-    (``turned_logits``), each the head's four logits.
-
-    The two hypotheses are weighed with the head's probabilities of both reads: turned (the given
-    read looks turned by ``turns`` and the turned-back one upright) against upright (the given read
-    looks upright and the turned-back one turned by ``-turns``). Chosen on FracAtlas `val` over the
-    input check's feature distance, which decided until 2026-12-02: the upright read was kept for
-    223 of 286 unsure validation views against 185 (docs/training.md, "Which read is kept when the
-    orientation head is unsure").
-    """
-    given, turned = softmax(given_logits.astype(np.float64)), softmax(turned_logits.astype(np.float64))
-    return bool(given[turns] * turned[0] > given[0] * turned[-turns % 4])
 
 
 def _source_name(source: Source, name: str | None) -> str:
