@@ -115,8 +115,8 @@ def test_node_killed_mid_study_resumes_and_loses_nothing(images: list[Path], tmp
     them); after a restart the last two arrive. Results go by STOW-RS this time."""
     orthanc = Orthanc(tmp_path / "orthanc").start()
     # the study must stay open until the last two images arrive: its quiet time starts again when
-    # the restarted node recovers its spool, and the rest of the start-up (worker warm-up) took
-    # over 3 s on a loaded 2-core machine, so the study got a verdict of two images too
+    # the restarted node listens (it started at recovery, before the worker warm-up, which took
+    # over 3 s on a loaded 2-core machine, so the study got a verdict of two images too)
     node = NodeProcess(tmp_path / "node", destination=["--stow", orthanc.dicomweb_url], quiet_time=10)
     try:
         node.start()

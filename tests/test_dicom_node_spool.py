@@ -118,7 +118,7 @@ def test_an_image_arriving_while_the_verdict_is_made_keeps_the_study_open(spool:
     assert spool.backlog()["open_studies"] == 1
 
 
-def test_recovery_registers_fsynced_files_without_a_row_and_restarts_the_quiet_time(tmp_path: Path) -> None:
+def test_recovery_registers_fsynced_files_without_a_row_and_empties_tmp(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
     spool.add_instance(instance_key(UID_A), STUDY, b"x", now=1000.0)
     orphan = instance_key(UID_B)
@@ -130,8 +130,56 @@ def test_recovery_registers_fsynced_files_without_a_row_and_restarts_the_quiet_t
     assert spool.recover(lambda path: STUDY) == 1
     assert {r.key for r in spool.received(10)} == {instance_key(UID_A), orphan}
     assert list(spool.tmp_dir.iterdir()) == []
+    spool.restart_quiet_time()  # the node does it once it listens again
     deadline = spool.next_study_deadline(30)
     assert deadline is not None and deadline > time.time() + 25
+
+
+def test_an_open_studys_quiet_time_starts_again_when_the_node_listens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a restart the modality can send a study's other images only once the node listens
+    again: its quiet time starts then. It started when the spool was recovered, before the model
+    was loaded (seconds with worker processes on a busy machine), so a study got a verdict over
+    its first images as soon as the node was up, and a second one when the rest arrived."""
+    from dicom_support import free_port
+    from fracsight.dicom.node import Node, NodeConfig
+    from fracsight.dicom.scp import StoreSCP
+    from fracsight.dicom.sender import DimseDestination
+    from fracsight.dicom.worker import Worker
+
+    spool = Spool(tmp_path / "spool")
+    key = instance_key(UID_A)
+    spool.add_instance(key, STUDY, b"x", now=time.time() - 60)  # the study's first image; then a crash
+    spool.queue_many([(key, [])])  # predicted (nothing to send): the study waits for its quiet time
+    spool.close()
+    monkeypatch.setattr(Worker, "start_processes", lambda self: time.sleep(1.0))  # a slow model load
+    listening: list[float] = []
+    start = StoreSCP.start
+
+    def start_and_note(self: StoreSCP) -> None:
+        start(self)
+        listening.append(time.time())
+
+    monkeypatch.setattr(StoreSCP, "start", start_and_note)
+    config = NodeConfig(
+        spool=tmp_path / "spool",
+        allowed=("MODALITY",),
+        destination=DimseDestination("127.0.0.1", free_port(), "PACS"),  # nothing is sent
+        host="127.0.0.1",
+        port=0,
+        quiet_time=30,
+        processes=0,
+    )
+    node = Node(config)
+    try:
+        node.start()
+        assert node.spool is not None
+        deadline = node.spool.next_study_deadline(30)
+        assert deadline is not None and deadline >= listening[0] + 30
+        assert node.spool.backlog()["open_studies"] == 1
+    finally:
+        node.stop()
 
 
 def test_pruning_deletes_a_finished_studys_files_but_remembers_its_instances(spool: Spool) -> None:

@@ -129,8 +129,13 @@ class Node:
         import pynetdicom  # noqa: F401
 
         self.sender.start()
-        self.worker.start()
         self.scp.start()
+        # an open study's quiet time starts again now, not at recovery: the modality could not send
+        # its other images while the node was down, nor while it loaded the model (seconds, with
+        # worker processes on a busy machine); the worker starts after, so that no study whose
+        # images are about to come again gets a verdict over part of them
+        spool.restart_quiet_time()
+        self.worker.start()
         if cfg.metrics_port is not None:  # last: /healthz answering means DICOM is accepted too
             self.metrics = MetricsServer(spool, cfg.metrics_host, cfg.metrics_port)
             self.metrics.start()

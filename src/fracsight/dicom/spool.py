@@ -400,17 +400,12 @@ class Spool:
 
     # ---- recovery and housekeeping ---------------------------------------------------------------
     def recover(self, study_uid_of) -> int:
-        """Resume after a crash or stop: empty ``tmp/``; give each open study a fresh quiet time
-        (its images could not arrive while the node was down); register instance files that were
-        fsynced but whose row was not committed (their C-STORE was never acknowledged, so
-        registering them is safe; the sender's retry is then a duplicate). Returns how many."""
+        """Resume after a crash or stop: empty ``tmp/``; register instance files that were fsynced
+        but whose row was not committed (their C-STORE was never acknowledged, so registering them
+        is safe; the sender's retry is then a duplicate). Returns how many. The open studies' quiet
+        time starts again with :meth:`restart_quiet_time`, once the node listens."""
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
         self.tmp_dir.mkdir(mode=0o700, exist_ok=True)
-        # while the node was down the modality could not send: an open study's quiet time starts again
-        with self._lock, self._db:
-            self._db.execute(
-                "UPDATE studies SET last_received=MAX(last_received, ?) WHERE verdict=?", (time.time(), OPEN)
-            )
         registered = 0
         for path in sorted(self.instances_dir.glob("*.dcm")):
             key = path.stem
@@ -422,6 +417,15 @@ class Spool:
                 continue
             registered += self._register(key, study_uid, path.stat().st_mtime)
         return registered
+
+    def restart_quiet_time(self, *, now: float | None = None) -> None:
+        """Give each open study a fresh quiet time from ``now``: while the node was down, and until
+        it listens again, the modality could not send the study's other images."""
+        with self._lock, self._db:
+            self._db.execute(
+                "UPDATE studies SET last_received=MAX(last_received, ?) WHERE verdict=?",
+                (time.time() if now is None else now, OPEN),
+            )
 
     def prune(self, older_than: float) -> int:
         """Delete the files (instances and results) of studies whose verdict is done, whose every
