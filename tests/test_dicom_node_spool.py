@@ -79,6 +79,28 @@ def test_retries_wait_their_delay_and_give_up_after_the_limit(spool: Spool) -> N
     assert spool.counters()["send_retries"] == {"": 2}
 
 
+def test_an_instance_whose_result_is_given_up_is_undelivered_and_keeps_its_files(spool: Spool) -> None:
+    """It used to stay ``results_pending`` for good: a gauge that never went down, and files that a
+    person cannot tell from work still in progress."""
+    key = instance_key(UID_A)
+    spool.add_instance(key, STUDY, b"x", now=1000.0)
+    queue(spool, key, 2)
+    report, refused = spool.due(10)
+    spool.finish_study(STUDY, 0, f"study:{study_key(STUDY)}:0", [])
+    assert spool.retry_later([refused], 0, "status_0xA900", give_up_after=1) == 1
+    assert spool.states() == {"results_pending": 1}  # the other result still to send
+    spool.mark_sent([report])
+    assert spool.states() == {"undelivered": 1} and spool.backlog()["to_send"] == 0
+    assert spool.prune(0) == 0 and spool.instance_path(key).exists()  # kept for a person to look at
+    assert (spool.results_folder(key) / "1.dcm").exists()
+    # given up last, the same: settled when nothing of it is left to send
+    other = instance_key(UID_B)
+    spool.add_instance(other, STUDY, b"y")
+    queue(spool, other, 1)
+    spool.retry_later(spool.due(10), 0, "http_400", give_up_after=1)
+    assert spool.states() == {"undelivered": 2}
+
+
 def test_refused_and_failed_instances_are_counted_by_code(spool: Spool) -> None:
     a, b = instance_key(UID_A), instance_key(UID_B)
     spool.add_instance(a, STUDY, b"x")

@@ -13,9 +13,10 @@ metrics never carry a UID, let alone a patient identifier.
 Every write that a peer or a later stage relies on is on disk before it is acknowledged: a file
 is written to ``tmp/``, fsynced, renamed into place and its folder fsynced; then its row is
 committed. An instance goes ``received -> results_pending -> sent`` (or ``refused`` / ``failed``
-with a code); its result objects sit in the outbox as ``pending`` until the destination confirms
-them. A study's verdict is ``open`` while images arrive, ``done`` once its results are queued.
-All states survive a crash; :meth:`Spool.recover` resumes them.
+with a code; ``undelivered`` once the destination has refused one of its results for good); its
+result objects sit in the outbox as ``pending`` until the destination confirms them. A study's
+verdict is ``open`` while images arrive, ``done`` once its results are queued. All states survive
+a crash; :meth:`Spool.recover` resumes them.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ __all__ = [
 RECEIVED = "received"
 RESULTS_PENDING = "results_pending"
 SENT = "sent"
+UNDELIVERED = "undelivered"  # every result settled, at least one given up: kept for a person to look at
 REFUSED = "refused"
 FAILED = "failed"
 OPEN = "open"
@@ -326,20 +328,27 @@ class Spool:
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany("UPDATE outbox SET state=? WHERE id=?", [(SENT, r.id) for r in rows])
-            for owner in {r.owner for r in rows}:
-                left = self._db.execute(
-                    "SELECT 1 FROM outbox WHERE owner=? AND state=? LIMIT 1", (owner, PENDING)
-                ).fetchone()
-                if left is None:
-                    self._db.execute(
-                        "UPDATE instances SET state=?, updated_at=? WHERE key=? AND state=?",
-                        (SENT, now, owner, RESULTS_PENDING),
-                    )
+            self._settle({r.owner for r in rows}, now)
             self._count("results_sent", n=len(rows))
+
+    def _settle(self, owners: Iterable[str], now: float) -> None:
+        """Within a transaction: each instance among ``owners`` with no result left to send is
+        ``sent``, or ``undelivered`` when one of its results was given up."""
+        for owner in owners:
+            states = {
+                state
+                for (state,) in self._db.execute("SELECT DISTINCT state FROM outbox WHERE owner=?", (owner,))
+            }
+            if PENDING not in states:
+                self._db.execute(
+                    "UPDATE instances SET state=?, updated_at=? WHERE key=? AND state=?",
+                    (UNDELIVERED if FAILED in states else SENT, now, owner, RESULTS_PENDING),
+                )
 
     def retry_later(self, rows: Iterable[OutboxRow], delay: float, code: str, *, give_up_after: int) -> int:
         """Push result objects back by ``delay`` seconds after a failed attempt; after
         ``give_up_after`` attempts (0: never) an object is ``failed``. Returns how many failed."""
+        rows = list(rows)
         now = time.time()
         failed = 0
         with self._lock, self._db:
@@ -358,6 +367,8 @@ class Spool:
                         "UPDATE outbox SET attempts=?, next_try=?, code=? WHERE id=?",
                         (attempts, now + delay, code, r.id),
                     )
+            if failed:
+                self._settle({r.owner for r in rows}, now)
             self._count("send_retries")
         return failed
 
@@ -430,15 +441,16 @@ class Spool:
     def prune(self, older_than: float) -> int:
         """Delete the files (instances and results) of studies whose verdict is done, whose every
         result was delivered ``older_than`` seconds ago or more, and which saw no image for as long
-        (an instance's ``updated_at`` is when its last result was delivered). Rows stay (they
-        remember what was received, so a re-sent instance is not processed twice)."""
+        (an instance's ``updated_at`` is when its last result was delivered). A result given up
+        keeps its files, and an ``undelivered`` instance its study's, for a person to look at. Rows
+        stay (they remember what was received, so a re-sent instance is not processed twice)."""
         cutoff = time.time() - older_than
         with self._lock:
             studies = self._db.execute(
                 "SELECT study_uid FROM studies WHERE verdict=? AND last_received<=? AND NOT EXISTS ("
                 "SELECT 1 FROM instances WHERE study_uid=studies.study_uid "
-                "AND (state IN (?, ?) OR updated_at>?))",
-                (DONE, cutoff, RECEIVED, RESULTS_PENDING, cutoff),
+                "AND (state IN (?, ?, ?) OR updated_at>?))",
+                (DONE, cutoff, RECEIVED, RESULTS_PENDING, UNDELIVERED, cutoff),
             ).fetchall()
         pruned = 0
         for (study_uid,) in studies:
@@ -451,8 +463,8 @@ class Spool:
             for folder in self.results_dir.glob(f"study-{study_key(study_uid)}-*"):
                 with self._lock:
                     waiting = self._db.execute(
-                        "SELECT 1 FROM outbox WHERE path LIKE ? AND state=? LIMIT 1",
-                        (f"results/{folder.name}/%", PENDING),
+                        "SELECT 1 FROM outbox WHERE path LIKE ? AND state IN (?, ?) LIMIT 1",
+                        (f"results/{folder.name}/%", PENDING, FAILED),
                     ).fetchone()
                 if waiting is None:
                     shutil.rmtree(folder, ignore_errors=True)
