@@ -330,7 +330,7 @@ def test_an_interrupt_as_a_part_lands_does_not_commit_its_rows_twice(
 
     stopped = KeyboardInterrupt if interrupt == signal.SIGINT else SystemExit
     previous = signal.signal(signal.SIGTERM, stop) if interrupt == signal.SIGTERM else None
-    write = output_module._write_atomic
+    write = output_module.replace_atomically
 
     def write_then_interrupt(target: Path, content: object) -> None:
         write(target, content)
@@ -339,11 +339,11 @@ def test_an_interrupt_as_a_part_lands_does_not_commit_its_rows_twice(
     model = {"name": "m", "version": "1", "onnx_sha256": "0" * 64}
     out = BatchOutput(tmp_path / "out", ("path", "error_code"), model)
     rows = [{"path": "/a", "error_code": ""}, {"path": "/b", "error_code": ""}]
-    monkeypatch.setattr(output_module, "_write_atomic", write_then_interrupt)
+    monkeypatch.setattr(output_module, "replace_atomically", write_then_interrupt)
     try:
         with pytest.raises(stopped):
             out.commit(rows)
-        monkeypatch.setattr(output_module, "_write_atomic", write)
+        monkeypatch.setattr(output_module, "replace_atomically", write)
         out.commit(rows)  # what the driver's `finally` does with the rows it holds
     finally:
         if previous is not None:

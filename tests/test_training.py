@@ -344,6 +344,40 @@ def test_cli_never_loses_a_trained_run_or_a_users_folder(tiny_dataset, tmp_path,
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name or ".old-" in p.name]  # none left
 
 
+def test_a_checkpoint_save_cut_short_keeps_the_previous_one(tiny_dataset, tmp_path, monkeypatch):
+    """Ctrl-C or a crash while `best.pt` was written used to leave it torn: the run's best model
+    lost and `--resume` impossible. What a process killed outright leaves behind (a hidden
+    temporary file) does not make its run folder look like someone else's."""
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    best = tmp_path / "best.pt"
+    trainer_module.save_checkpoint({"epoch": 1, "weights": torch.ones(3)}, best)
+
+    def torn(_state, path):
+        Path(path).write_bytes(b"PK\x03\x04 half a checkpoint")
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(torch, "save", torn)
+        with pytest.raises(KeyboardInterrupt):
+            trainer_module.save_checkpoint({"epoch": 2}, best)
+    assert torch.load(best)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]  # the half-written file is gone
+
+    run = tmp_path / "killed"
+    run.mkdir()
+    (run / "config.yaml").write_text("epochs: 1\n")
+    (run / ".best.pt.4242.140001.tmp").write_bytes(b"left by kill -9")
+    train = ["train", str(tiny_dataset), "--out", str(run)]
+    for item in [*TINY, "arch=small_cnn", "pretrained=none"]:
+        train += ["--set", item]
+    result = CliRunner().invoke(app, train)
+    assert result.exit_code == 0, result.output
+    assert "model" in torch.load(run / "best.pt", weights_only=False)
+
+
 @pytest.mark.parametrize(
     ("setting", "message"),
     [

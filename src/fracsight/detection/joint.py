@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fracsight._files import replace_atomically
 from fracsight.bundle import load_bundle_spec
 from fracsight.data.sample import Dataset, Sample
 from fracsight.data.splits import train_val_samples
@@ -47,7 +48,7 @@ from fracsight.training.augment import augment_batch
 from fracsight.training.cache import letterbox_samples
 from fracsight.training.config import AugmentConfig, TrainConfig, load_config
 from fracsight.training.loss import Targets, multitask_loss
-from fracsight.training.trainer import WeightAverage, _labels
+from fracsight.training.trainer import WeightAverage, _labels, save_checkpoint
 
 __all__ = ["JointConfig", "JointNet", "choose_epoch", "load_joint", "train_joint"]
 
@@ -301,7 +302,7 @@ def train_joint(
 
     history = [{"epoch": 0, **_validate(model, val)}]
     log("epoch 0 (start): " + _line(history[0]))
-    torch.save(_checkpoint(model, train_cfg), run_dir / "epoch-0.pt")
+    save_checkpoint(_checkpoint(model, train_cfg), run_dir / "epoch-0.pt")
     for epoch in range(1, cfg.epochs + 1):
         t0, running, part_sums = time.time(), 0.0, {}
         order = gen.permutation(n)
@@ -345,8 +346,8 @@ def train_joint(
         record["seconds"] = round(time.time() - t0, 1)
         history.append(record)
         log(f"epoch {epoch}: " + _line(record))
-        torch.save(_checkpoint(average.model, train_cfg), run_dir / f"epoch-{epoch}.pt")
-        (run_dir / "history.json").write_text(json.dumps(history, indent=1))
+        save_checkpoint(_checkpoint(average.model, train_cfg), run_dir / f"epoch-{epoch}.pt")
+        replace_atomically(run_dir / "history.json", lambda p: p.write_text(json.dumps(history, indent=1)))
     chosen = choose_epoch(history)
     log(f"chosen on validation: epoch {chosen}")
     (run_dir / "best.pt").write_bytes((run_dir / f"epoch-{chosen}.pt").read_bytes())
@@ -363,7 +364,7 @@ def train_joint(
         "n_val": len(val_samples),
         "epochs": history,
     }
-    (run_dir / "history.json").write_text(json.dumps(record, indent=1))
+    replace_atomically(run_dir / "history.json", lambda p: p.write_text(json.dumps(record, indent=1)))
     return history
 
 

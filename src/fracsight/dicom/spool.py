@@ -32,6 +32,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from fracsight._files import replace_atomically
+
 __all__ = [
     "InstanceRow",
     "OutboxRow",
@@ -124,25 +126,11 @@ class OutboxRow:
     attempts: int
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_durably(target: Path, data: bytes, tmp_dir: Path) -> None:
     """Write ``data`` to ``target``: a temp file in ``tmp_dir`` (same file system), fsync, rename,
     fsync of the folder. Safe from several threads and processes at once."""
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = tmp_dir / f"{target.name}.{os.getpid()}.{threading.get_ident()}.part"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, target)
-    _fsync_dir(target.parent)
+    replace_atomically(target, lambda tmp: tmp.write_bytes(data), tmp_dir=tmp_dir)
 
 
 class Spool:

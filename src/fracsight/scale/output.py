@@ -26,6 +26,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from fracsight._files import replace_atomically
 from fracsight.bundle import BundleSpec
 from fracsight.errors import DatasetError
 from fracsight.inference.tabular import result_columns, spreadsheet_safe
@@ -51,14 +52,6 @@ class OutputRefused(DatasetError):
 def output_columns(spec: BundleSpec, *, all_classes: bool = False) -> tuple[str, ...]:
     """``path`` then exactly the columns of ``fracsight predict --csv`` for this bundle."""
     return (PATH_COLUMN, *result_columns(spec, all_classes=all_classes))
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -91,16 +84,6 @@ def _interrupts_held() -> Iterator[None]:
 
 
 _INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
-
-
-def _write_atomic(target: Path, write: Any) -> None:
-    """``write(tmp_path)``, fsync, then rename over ``target``: a reader sees all of it or none."""
-    tmp = target.with_name(f".{target.name}.tmp")
-    write(tmp)
-    with tmp.open("rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, target)
-    _fsync_dir(target.parent)
 
 
 class BatchOutput:
@@ -193,7 +176,7 @@ class BatchOutput:
 
     def write_job(self, extra: dict[str, Any]) -> None:
         record = {"model": self.model, "columns": list(self.columns), **extra}
-        _write_atomic(
+        replace_atomically(
             self.folder / JOB_FILE, lambda p: p.write_text(json.dumps(record, indent=2) + "\n", "utf-8")
         )
 
@@ -218,7 +201,7 @@ class BatchOutput:
                     cells = zip(*(table[c] for c in self.columns), strict=True)
                     writer.writerows([spreadsheet_safe(v) for v in row] for row in cells)
 
-        _write_atomic(self.csv_path, write)
+        replace_atomically(self.csv_path, write)
 
     # ---- committing --------------------------------------------------------------------------------
     def pending(self, inputs: Iterable[str]) -> list[str]:
@@ -241,7 +224,7 @@ class BatchOutput:
         self._seq += 1
         part = self.parts / f"part-{self._run}-{self._seq:06d}.parquet"
         with _interrupts_held():
-            _write_atomic(part, lambda p: pq.write_table(table, p))
+            replace_atomically(part, lambda p: pq.write_table(table, p))
             self.done.update(r[PATH_COLUMN] for r in rows)
             self.rows_done += len(rows)
             with self.csv_path.open("a", newline="", encoding="utf-8") as f:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from fracsight._files import replace_atomically, replaced_by
 from fracsight.data.sample import CLASS, FRACTURE, REGION, Dataset, Sample
 from fracsight.data.splits import train_val_samples
 from fracsight.errors import ConfigError, DatasetError, OutputFolderError
@@ -74,6 +75,12 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """``torch.save`` that replaces ``path`` at once: Ctrl-C or a crash while a checkpoint is written
+    leaves the previous one whole (a torn ``best.pt`` would lose the run's best model)."""
+    replace_atomically(path, lambda tmp: torch.save(state, tmp))
 
 
 @dataclass
@@ -336,7 +343,13 @@ class Trainer:
         if not earlier and self.run_dir.is_dir():
             # a folder without a run: only the files a run writes before its first checkpoint (left
             # by a run that stopped early) may be written over, never anything else of the user's
-            others = sorted(p.name for p in self.run_dir.iterdir() if p.name not in RUN_FILES)
+            # (and what a run killed while saving left half-written)
+            mine = RUN_FILES | {"best.pt", "last.pt"}
+            others = sorted(
+                p.name
+                for p in self.run_dir.iterdir()
+                if p.name not in RUN_FILES and replaced_by(p.name) not in mine
+            )
             if others:
                 raise OutputFolderError(
                     f"{self.run_dir} is not a run folder (it holds {', '.join(others[:3])}"
@@ -399,7 +412,7 @@ class Trainer:
             # The starting weights are a candidate like any epoch: if no epoch beats them on
             # validation, best.pt stays the model training started from (best epoch 0).
             best_score = self._score(self._validate(model, val, split, pos_weight))
-            torch.save(self._checkpoint(model), self.run_dir / "best.pt")
+            save_checkpoint(self._checkpoint(model), self.run_dir / "best.pt")
             console.print(f"epoch 0 (initial weights from {cfg.init}): validation score {best_score:.4f}")
         average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         if average is not None and resume and last_path.is_file() and "average" in state:
@@ -473,7 +486,7 @@ class Trainer:
                 )
                 if score > best_score:
                     best_score, best_epoch, since_best = score, epoch, 0
-                    torch.save(self._checkpoint(scored), self.run_dir / "best.pt")
+                    save_checkpoint(self._checkpoint(scored), self.run_dir / "best.pt")
                 else:
                     since_best += 1
                 last = {
@@ -488,8 +501,10 @@ class Trainer:
                 }
                 if average is not None:
                     last.update(average=average.model.state_dict(), average_updates=average.updates)
-                torch.save(last, last_path)
-                (self.run_dir / "history.json").write_text(json.dumps(history, indent=2))
+                save_checkpoint(last, last_path)
+                replace_atomically(
+                    self.run_dir / "history.json", lambda p: p.write_text(json.dumps(history, indent=2))
+                )
                 if phase == 2 and since_best >= cfg.patience:
                     log.info("early stopping at epoch %d (best %d)", epoch, best_epoch)
                     break

@@ -1,0 +1,53 @@
+"""Files replaced all at once: a reader, or a run resumed after a crash or Ctrl-C, finds the old
+content or the new, never half of one (checkpoints, bundle metadata, batch parts, DICOM spool)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["fsync_dir", "replace_atomically", "replaced_by"]
+
+_TMP = ".tmp"
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_atomically(target: Path, write: Callable[[Path], object], *, tmp_dir: Path | None = None) -> None:
+    """``write(tmp)`` into a temporary file, fsync it, rename it over ``target``, fsync the folder.
+
+    The temporary file sits in ``tmp_dir`` (which must be on ``target``'s file system) or next to
+    ``target`` under a hidden name; its name is unique to the process and thread, so several may
+    write at once. If ``write`` fails or is interrupted, ``target`` is untouched and the
+    temporary file removed.
+    """
+    target = Path(target)
+    folder = tmp_dir if tmp_dir is not None else target.parent
+    tmp = folder / f".{target.name}.{os.getpid()}.{threading.get_ident()}{_TMP}"
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(target.parent)
+
+
+def replaced_by(name: str) -> str | None:
+    """The file a temporary file named ``name`` of :func:`replace_atomically` was to replace (a
+    process killed outright leaves it behind), or None for any other name."""
+    if not (name.startswith(".") and name.endswith(_TMP)):
+        return None
+    parts = name[1 : -len(_TMP)].rsplit(".", 2)
+    return parts[0] if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit() else None
