@@ -198,7 +198,17 @@ def train(
         typer.echo(
             f"data: {dataset.layout} layout, {len(dataset.samples)} images; run folder: {cfg.out}", err=True
         )
-        result = Trainer(cfg, dataset).fit(resume=resume, force=force)
+        trainer = Trainer(cfg, dataset)
+        try:
+            result = trainer.fit(resume=resume, force=force)
+        except KeyboardInterrupt:  # Ctrl-C: what the run saved stays (checkpoints are replaced whole)
+            if trainer.saved_epoch:
+                kept = f"{cfg.out} keeps epoch {trainer.saved_epoch} (last.pt); add --resume to the same "
+                kept += "command to continue"
+            else:
+                kept = f"no epoch was finished yet: nothing of this run to resume in {cfg.out}"
+            typer.echo(f"interrupted: {kept}", err=True)
+            raise typer.Exit(130) from None
         typer.echo(
             f"best epoch {result.best_epoch}: validation score {result.best_score:.4f}; "
             f"checkpoint {result.run_dir / 'best.pt'}"

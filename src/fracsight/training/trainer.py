@@ -10,6 +10,7 @@ import logging
 import math
 import random
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,7 @@ class Trainer:
         self._backbone_trains = False  # phase 2: the unfrozen stages learn
         self.run_dir = Path(cfg.out)
         self.show_progress = show_progress
+        self.saved_epoch = 0  # the epoch last.pt holds (what --resume continues from); 0: none yet
         self.has_fracture = all(FRACTURE in s.labels for s in dataset.samples)
         self.heads = HeadConfig(
             regions=tuple(dataset.class_names.get(REGION, ())),
@@ -407,6 +409,7 @@ class Trainer:
             history = json.loads(state["history"])
             best_score, best_epoch = state["best_score"], state["best_epoch"]
             start_epoch, since_best = state["epoch"] + 1, state["since_best"]
+            self.saved_epoch = state["epoch"]
             log.info("resuming from epoch %d", start_epoch)
         elif cfg.init:
             # The starting weights are a candidate like any epoch: if no epoch beats them on
@@ -419,9 +422,17 @@ class Trainer:
             average.model.load_state_dict(state["average"])
             average.updates = state["average_updates"]
         total_epochs = cfg.epochs_frozen + cfg.epochs
+        # One generator draws the order of every epoch and every augmentation (and feature-cache
+        # variant); last.pt keeps its state, so that a resumed run draws what the run would have
+        # drawn had it not stopped, and ends where it would have ended (tests/test_training.py,
+        # test_a_killed_run_resumes_to_where_an_uninterrupted_run_ends).
         gen = torch.Generator().manual_seed(cfg.seed)
-        for _ in range(start_epoch - 1):  # keep the shuffling sequence identical on resume
-            torch.randperm(len(train.fracture), generator=gen)
+        if resume and last_path.is_file():
+            if "generator" in state:
+                gen.set_state(state["generator"])
+            else:  # a last.pt from before the state was kept: the order draws only (augmentations differ)
+                for _ in range(start_epoch - 1):
+                    torch.randperm(len(train.fracture), generator=gen)
         optimizer, scheduler, phase = None, None, 0
         n = len(train.fracture)
         steps = math.ceil(n / cfg.batch_size)
@@ -444,8 +455,10 @@ class Trainer:
                         optimizer, max_lr=lr, total_steps=max(1, phase_epochs * steps), pct_start=0.15
                     )
                     done = (epoch - 1 - (0 if phase == 1 else cfg.epochs_frozen)) * steps
-                    for _ in range(done):  # fast-forward the schedule on resume
-                        scheduler.step()
+                    with warnings.catch_warnings():  # skipping the steps done is the point here
+                        warnings.filterwarnings("ignore", "Detected call of `lr_scheduler")
+                        for _ in range(done):  # fast-forward the schedule on resume
+                            scheduler.step()
                     if resume and last_path.is_file() and epoch == start_epoch:
                         state = torch.load(last_path, map_location=self.device, weights_only=True)
                         if state.get("phase") == phase:
@@ -498,10 +511,12 @@ class Trainer:
                     "best_epoch": best_epoch,
                     "since_best": since_best,
                     "history": json.dumps(history),
+                    "generator": gen.get_state(),
                 }
                 if average is not None:
                     last.update(average=average.model.state_dict(), average_updates=average.updates)
                 save_checkpoint(last, last_path)
+                self.saved_epoch = epoch
                 replace_atomically(
                     self.run_dir / "history.json", lambda p: p.write_text(json.dumps(history, indent=2))
                 )
