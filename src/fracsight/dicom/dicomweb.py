@@ -4,13 +4,17 @@ images, STOW-RS to store the results (dicomweb-client).
 Each image is read with the model's reader and predicted exactly as the node and ``fracsight
 predict`` do; non-radiographs (by the QIDO Modality and SOP Class, before anything is fetched,
 then by the reader) get no results. The study gets its verdict over the predicted images, and
-all result objects go to the STOW-RS service in one request.
+all result objects go to the STOW-RS service in one request. Their SOP Instance UIDs are derived
+from the sources', the bundle and the operating point, so running the command again on a study
+re-sends the same objects, which the PACS stores once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -77,6 +81,13 @@ def _value(item: dict[str, Any], tag: str) -> str | None:
     return str(values[0]) if values else None
 
 
+def _made_by(predictor: Predictor) -> str:
+    """A digest of the bundle's metadata (calibration, thresholds, ...) and the operating point."""
+    spec = json.dumps(predictor.spec.to_dict(), sort_keys=True, default=str)
+    point = predictor.operating_point.name if predictor.operating_point else ""
+    return hashlib.sha256(f"{spec}|{point}".encode()).hexdigest()
+
+
 def process_study(
     study_uid: str,
     *,
@@ -104,6 +115,9 @@ def process_study(
     if not found:
         raise LookupError(f"the DICOMweb service holds no instance of study {outcome.study} (hashed UID)")
     sources, predictions, results = [], [], []
+    # what the results depend on besides their source: the whole bundle (a rebuilt calibration keeps
+    # model.onnx) and the operating point; a change of either files new results, not stale ones
+    made_by = _made_by(predictor)
     for item in found:
         series_uid, sop_uid = _value(item, _SERIES_UID), _value(item, _SOP_UID)
         if not series_uid or not sop_uid:
@@ -128,8 +142,14 @@ def process_study(
             log.warning("instance %s refused by the reader (%s)", key, e.code)
             continue
         (prediction,) = predictor.predict_radiographs([radiograph], [f"{key}.dcm"], heatmap=False)
+        # UIDs derived from the source's: a second run (or one after an interrupted one) stores the
+        # same objects again, which the PACS keeps once, instead of filing a second set of results
         results += result_datasets(
-            ds, dataclasses.replace(prediction, pixels=radiograph.pixels), predictor, kinds=kinds
+            ds,
+            dataclasses.replace(prediction, pixels=radiograph.pixels),
+            predictor,
+            kinds=kinds,
+            uid_seed=f"{sop_uid}|{made_by}",
         )
         sources.append(pydicom.dcmread(io.BytesIO(buffer.getvalue()), stop_before_pixels=True))
         predictions.append(prediction)
@@ -138,7 +158,8 @@ def process_study(
         verdict = predictor.predict_study(predictions, study=outcome.study)
         outcome.decision = verdict.decision
         outcome.fracture_probability = verdict.fracture_probability
-        results += study_result_datasets(sources, verdict, predictions, predictor)
+        seed = "\\".join([*sorted(str(s.SOPInstanceUID) for s in sources), made_by])  # new image: new verdict
+        results += study_result_datasets(sources, verdict, predictions, predictor, uid_seed=seed)
     if results:
         target = web_client(stow_url or dicomweb_url, timeout)
         response = target.store_instances(results)  # STOW-RS, one request

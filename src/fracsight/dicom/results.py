@@ -215,6 +215,16 @@ def _build(kind: str, build, *args, **kwargs) -> Dataset:
         ) from None
 
 
+def _result_uid(kind: str, seed: str | None, context: ResultContext) -> str:
+    """A new UID, or with ``seed`` one derived from it, ``kind`` and the model (a one-way hash)."""
+    import highdicom as hd
+    from pydicom.uid import generate_uid
+
+    if seed is None:
+        return str(hd.UID())
+    return str(generate_uid(entropy_srcs=["fracsight result", kind, seed, context.model_sha256]))
+
+
 def result_datasets(
     source: Dataset,
     prediction: Prediction,
@@ -222,6 +232,7 @@ def result_datasets(
     *,
     kinds: Sequence[str] = KINDS,
     frame: int | None = None,
+    uid_seed: str | None = None,
 ) -> list[Dataset]:
     """The result objects of one image, in the order of ``kinds``.
 
@@ -231,7 +242,9 @@ def result_datasets(
     (Grayscale Softcopy Presentation State; a Color one for a grey image stored in colour),
     ``"capture"`` (Secondary Capture with the overlay burned in). ``frame``: for a multi-frame
     source, the frame (0-based) the prediction was made on. Each object is a new instance (new
-    SOP Instance UID) in the source study.
+    SOP Instance UID) in the source study; with ``uid_seed`` (e.g. the source's SOP Instance UID)
+    its UID is derived from the seed, the kind and the model instead, so that making the results
+    again and storing them stores nothing new.
 
     Raises :class:`~fracsight.errors.DicomSourceError` (or ``MultiFrameError``) for a source
     results cannot be placed against; ``ValueError`` for an unknown kind.
@@ -244,8 +257,6 @@ def result_datasets(
     _check_fits(header, prediction)
     frame_numbers = _frames(source, frame)
     context = ResultContext.of(predictor)
-    import highdicom as hd
-
     builders = {
         "sr": lambda uid: sr.image_report(
             header, prediction, context, frame_numbers=frame_numbers, sop_instance_uid=uid
@@ -263,7 +274,7 @@ def result_datasets(
             sop_instance_uid=uid,
         ),
     }
-    out = [_build(kind, builders[kind], str(hd.UID())) for kind in wanted]
+    out = [_build(kind, builders[kind], _result_uid(kind, uid_seed, context)) for kind in wanted]
     logger.debug("made %d result objects (%s)", len(out), ", ".join(wanted))
     return out
 
@@ -275,9 +286,11 @@ def study_result_datasets(
     predictor: Predictor,
     *,
     frames: Sequence[int | None] | None = None,
+    uid_seed: str | None = None,
 ) -> list[Dataset]:
     """The study-level SR: ``study`` (from ``predictor.predict_study(predictions, ...)``) over
     all ``sources``, the study's images in the order of ``predictions``. All must be in one study.
+    ``uid_seed``: as for :func:`result_datasets` (e.g. the sources' SOP Instance UIDs).
     """
     from fracsight.dicom import sr
 
@@ -295,8 +308,6 @@ def study_result_datasets(
         raise DicomSourceError("a study result needs images of one study; these belong to several")
     frame_numbers = [_frames(s, f) for s, f in zip(sources, frames, strict=True)]
     context = ResultContext.of(predictor)
-    import highdicom as hd
-
     ds = _build(
         "study sr",
         sr.study_report,
@@ -304,7 +315,7 @@ def study_result_datasets(
         study,
         context,
         frame_numbers=frame_numbers,
-        sop_instance_uid=str(hd.UID()),
+        sop_instance_uid=_result_uid("study sr", uid_seed, context),
     )
     logger.debug("made the study result object over %d images", len(headers))
     return [ds]
