@@ -616,3 +616,201 @@ def test_a_class_only_bundle_shows_its_class_and_no_fracture_columns(
     assert predict_cli(str(image), "--model", str(bundle), "--all-classes", "--csv", str(cli_csv))[0] == 0
     exported = desktop.export_csv(tmp_path / "desktop.csv")
     assert exported is not None and exported.read_text() == cli_csv.read_text()
+
+
+STRESS_ACTIONS = ("cancel", "open folder", "open files", "operating point", "export", "select")
+
+
+def _pump(root, seconds: float, gaps: list[float]) -> None:
+    """Run the loop for ``seconds`` with a 20 ms ticker; the longest wait between ticks goes to ``gaps``."""
+    last = [time.perf_counter()]
+    worst = [0.0]
+    alive = [True]
+
+    def tick() -> None:
+        now = time.perf_counter()
+        worst[0] = max(worst[0], now - last[0])
+        last[0] = now
+        if alive[0]:
+            root.after(20, tick)
+
+    root.after(20, tick)
+    settle(root, seconds)
+    alive[0] = False
+    gaps.append(worst[0])
+
+
+@pytest.mark.slow
+def test_stress_opening_cancelling_and_exporting_while_a_folder_runs(
+    open_window, fracatlas_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """Random interleavings of open, cancel, open again, operating point, export and select on the live
+    window, with the list, progress, Cancel button and exports checked after every step."""
+    import logging
+    import random
+    from tkinter import filedialog
+
+    seed = int(os.environ.get("FRACSIGHT_STRESS_SEED", time.time_ns() % 100_000))
+    rng = random.Random(seed)
+    images = sorted((fracatlas_dir / "images").rglob("*.jpg"))[:48]
+    folder, other = tmp_path / "folder", tmp_path / "other"
+    folder.mkdir()
+    other.mkdir()
+    for i, image in enumerate(images):
+        (folder / f"{i:02d}-{image.name}").symlink_to(image)
+    for i, image in enumerate(images[:6]):
+        (other / f"o{i}-{image.name}").symlink_to(image)
+    saves: list[Path] = []
+
+    def save_as(**_options: object) -> str:
+        saves.append(tmp_path / f"export-{len(saves)}.csv")
+        return str(saves[-1])
+
+    monkeypatch.setattr(filedialog, "asksaveasfilename", save_as)
+    errors: list[str] = []
+
+    class Record(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            errors.append(record.getMessage())
+
+    handler = Record(logging.ERROR)
+    logging.getLogger("fracsight.desktop").addHandler(handler)
+    try:
+        desktop = open_window([])
+        root = desktop.root
+        failed_callback = desktop._callback_failed
+
+        def hooked(kind, error, tb) -> None:
+            errors.append(f"report_callback_exception: {kind.__name__}: {error}")
+            failed_callback(kind, error, tb)
+
+        root.report_callback_exception = hooked
+        wait_until(root, lambda: desktop.session.predictor is not None, 90, "the model")
+        points = desktop.session.operating_point_names
+        batches: list[range] = []  # the indices of every batch opened, in order
+        gaps: list[float] = []
+        log_lines: list[str] = []
+
+        def where() -> str:
+            return f"seed {seed} (FRACSIGHT_STRESS_SEED={seed} reproduces the choices); steps {log_lines}"
+
+        def open_batch(paths: list[Path]) -> None:
+            start = len(desktop.session.paths)
+            n = desktop.open_paths(paths)
+            batches.append(range(start, start + n))
+
+        def shown() -> list[int]:
+            return [int(i) for i in desktop.tree.get_children() if i != "study"]
+
+        def check(idle: bool) -> None:
+            assert not errors, (errors, where())
+            assert gaps and max(gaps) < 1.5, (f"the loop stalled {max(gaps):.2f} s", where())
+            rows = shown()
+            results = desktop.session.results
+            assert len(rows) == len(set(rows)), ("a row twice", rows, where())
+            assert rows == sorted(rows), ("rows out of order", rows, where())
+            assert set(rows) == set(results) - set(desktop._unlisted), (rows, sorted(results), where())
+            for batch in batches:  # a cancelled batch keeps a prefix: in order, none lost
+                got = [i for i in batch if i in results]
+                assert got == list(batch[: len(got)]), (batch, got, where())
+            for i in rows:  # every row at the operating point shown
+                want = desktop.session.list_row(desktop.session.result(i))
+                assert tuple(desktop.tree.item(str(i), "values")) == want, (i, where())
+            running = desktop.running > 0
+            assert str(desktop.cancel_button.cget("state")) == ("normal" if running else "disabled"), where()
+            assert float(desktop.progress.cget("maximum")) == max(1, desktop.total), where()
+            if idle:
+                assert not running and desktop.worker._jobs.empty(), where()
+                assert desktop.list_current and desktop.done == desktop.total == len(results), where()
+                assert float(desktop.progress.cget("value")) == desktop.done, where()
+                status = desktop.status.cget("text")
+                # the run's last word, or an export's made after the run had ended
+                assert status.startswith(("Done:", "Cancelled:", "Saved ")), (status, where())
+
+        def export() -> None:
+            before = len(saves)
+            exported = desktop.export_csv()
+            assert exported is not None and len(saves) == before + 1, where()
+            exported_rows = list(csv.DictReader(io.StringIO(exported.read_text())))
+            listed = [desktop.session.result(i).source for i in shown()]
+            assert [r["source"] for r in exported_rows] == listed, ("CSV against list", where())
+
+        for step in range(int(os.environ.get("FRACSIGHT_STRESS_STEPS", 10))):
+            open_batch([folder])
+            _pump(root, rng.uniform(0.0, 1.2), gaps)
+            action = rng.choice(STRESS_ACTIONS)
+            log_lines.append(f"{step}:{action}")
+            if action == "cancel":
+                desktop.cancel()
+            elif action == "open folder":
+                open_batch([other])
+            elif action == "open files":
+                open_batch(sorted(other.iterdir())[: rng.randint(1, 6)])
+            elif action == "operating point" and points:
+                desktop.set_operating_point(rng.choice(points))
+            elif action == "export" and desktop.session.results:
+                export()
+            elif action == "select" and shown():
+                desktop.select(rng.choice(shown()))
+            check(idle=False)
+            _pump(root, rng.uniform(0.0, 0.5), gaps)
+            check(idle=False)
+            if rng.random() < 0.5 or desktop.running > 1:
+                desktop.cancel()  # keeps the test short: most folders do not finish
+            wait_until(root, lambda: desktop.running == 0, 240, f"idle after step {step} ({where()})")
+            _pump(root, 0.2, gaps)
+            check(idle=True)
+            if desktop.session.results:
+                export()
+        # the last folder runs to its end: every row of it exactly once
+        open_batch([folder])
+        wait_until(root, lambda: desktop.running == 0, 300, f"the last folder ({where()})")
+        _pump(root, 0.2, gaps)
+        check(idle=True)
+        assert all(i in shown() for i in batches[-1]), where()
+        assert desktop.status.cget("text").startswith(f"Done: {len(batches[-1])} of {len(batches[-1])}")
+        export()
+    finally:
+        logging.getLogger("fracsight.desktop").removeHandler(handler)
+
+
+def test_an_export_while_a_folder_runs_holds_the_rows_the_list_shows(
+    open_window, fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """Results go into the list at most every LIST_TICK_S; an export between two ticks once wrote the
+    results received meanwhile too, rows the reader had not seen in the list."""
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for i, image in enumerate(sorted((fracatlas_dir / "images").rglob("*.jpg"))[:30]):
+        (folder / f"{i:02d}-{image.name}").symlink_to(image)
+    desktop = open_window([folder])
+    root = desktop.root
+    # the loop stops right when a result has arrived and is not yet listed (nothing runs in between)
+    wait_until(root, lambda: len(desktop.session.results) > 1 and not desktop.list_current, 120, "a result")
+    exported = desktop.export_csv(tmp_path / "running.csv")
+    listed = [desktop.tree.item(i, "values")[0] for i in desktop.tree.get_children()]
+    assert exported is not None
+    assert [r["source"] for r in csv.DictReader(io.StringIO(exported.read_text()))] == listed
+    assert desktop.list_current
+    wait_until(root, lambda: not desktop.list_current, 120, "another result")
+    exported = desktop.export_json(tmp_path / "running.json")
+    listed = [desktop.tree.item(i, "values")[0] for i in desktop.tree.get_children()]
+    assert (
+        exported is not None and [r["source"] for r in json.loads(exported.read_text())["images"]] == listed
+    )
+    desktop.cancel()
+    wait_until(root, lambda: desktop.running == 0, 60, "the cancel")
+
+
+def test_opening_files_after_the_model_failed_leaves_nothing_running(open_window, inputs: list[Path]) -> None:
+    """The worker stops when the model cannot be loaded: a file opened afterwards once showed
+    *Predicting 1 of 1 …* with Cancel enabled for ever (and Cancel then *Cancelling after 0 of 1 …*)."""
+    desktop = open_window([], model="no-such-model")
+    root = desktop.root
+    wait_until(root, lambda: desktop.model_error is not None, 60, "the model to fail")
+    assert desktop.open_paths(inputs[:1]) == 0
+    settle(root, 0.2)
+    assert desktop.running == 0 and not desktop.session.paths and desktop.total == 0
+    assert str(desktop.cancel_button.cget("state")) == "disabled"
+    assert desktop.status.cget("text") == "No model: nothing can be predicted."
+    assert desktop.error_label.winfo_ismapped() and "unknown_model" in desktop.error_label.cget("text")

@@ -292,6 +292,9 @@ class DesktopApp:
 
     def open_paths(self, paths: Sequence[Path]) -> int:
         """Queue files and folders (expanded as ``fracsight predict`` does); returns how many files."""
+        if self.model_error is not None:  # the worker has stopped: nothing queued would ever finish
+            self._set_status("No model: nothing can be predicted.")
+            return 0
         files = expand_inputs(paths)
         if not files:
             self._set_status("No image files found there.")
@@ -637,7 +640,10 @@ class DesktopApp:
             self._set_status("Nothing to export yet.")
             return None
         path = path or self._ask_save("Export results as CSV", "fracsight-results.csv", ".csv", "CSV")
-        return path if path is not None and self._write(path, self.session.csv_text()) else None
+        if path is None:
+            return None
+        self._list_results()  # the file holds the rows the list shows: none received and not yet listed
+        return path if self._write(path, self.session.csv_text()) else None
 
     def export_json(self, path: Path | None = None) -> Path | None:
         """The results as ``fracsight predict --json`` prints them."""
@@ -645,7 +651,10 @@ class DesktopApp:
             self._set_status("Nothing to export yet.")
             return None
         path = path or self._ask_save("Export results as JSON", "fracsight-results.json", ".json", "JSON")
-        return path if path is not None and self._write(path, self.session.json_text()) else None
+        if path is None:
+            return None
+        self._list_results()
+        return path if self._write(path, self.session.json_text()) else None
 
     def export_overlay(self, path: Path | None = None) -> Path | None:
         """The selected radiograph with the heatmap and boxes as shown, at full resolution (PNG)."""
