@@ -10,6 +10,8 @@ Public functions (the DICOM node and the DICOM results tests both use them):
   folder (never the system service), DICOMweb plugin loaded, stop/start keeping its storage.
 - :class:`NodeProcess`: ``fracsight dicom listen`` as a child process on loopback (SIGTERM, SIGKILL,
   its ``status`` and log).
+- :class:`FailingProxy`: an HTTP proxy on loopback in front of Orthanc that answers 500 to any
+  request whose body holds one of the given byte strings (a service that chokes on one object).
 - :func:`storescu`: dcmtk's ``storescu`` (by absolute path: pynetdicom installs an app of the same
   name in the virtual environment).
 - :func:`dcmtk_available`, :func:`orthanc_available`: for skip conditions.
@@ -19,12 +21,15 @@ Every identifier in these files is made up (:data:`PATIENT`).
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -327,6 +332,71 @@ class Orthanc:
                 return found
             time.sleep(0.25)
         raise TimeoutError(f"Orthanc holds {len(found)} matching instances, {count} expected")
+
+
+class FailingProxy:
+    """Forwards HTTP on 127.0.0.1 to ``target`` (a base URL), except that a request whose body
+    contains one of ``poison`` is answered 500 without reaching it: a DICOMweb service that fails a
+    whole STOW-RS request on one object. ``answered`` counts those 500s."""
+
+    def __init__(self, target: str, poison: Sequence[bytes]) -> None:
+        host, port = target.removeprefix("http://").split("/")[0].split(":")
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as a real service: clients reuse the connection
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _forward(self) -> None:
+                body = self._body()
+                if any(marker in body for marker in proxy.poison):
+                    proxy.answered += 1
+                    self.send_response(500)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                upstream = http.client.HTTPConnection(host, int(port), timeout=60)
+                dropped = ("host", "connection", "transfer-encoding", "content-length")
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
+                upstream.request(self.command, self.path, body=body or None, headers=headers)
+                response = upstream.getresponse()
+                data = response.read()
+                self.send_response(response.status)
+                for k, v in response.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                upstream.close()
+
+            def _body(self) -> bytes:
+                if "chunked" not in self.headers.get("Transfer-Encoding", "").lower():
+                    return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                chunks = []  # dicomweb-client streams STOW-RS bodies in chunks
+                while size := int(self.rfile.readline().split(b";")[0], 16):
+                    chunks.append(self.rfile.read(size))
+                    self.rfile.readline()
+                self.rfile.readline()  # the empty line after the last chunk
+                return b"".join(chunks)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _forward
+
+        self.poison = list(poison)
+        self.answered = 0
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FailingProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 class NodeProcess:

@@ -1,6 +1,7 @@
 """The DICOMweb paths against Orthanc's DICOMweb plugin: ``fracsight dicom study`` run again on a
-study files no second set of results, and a STOW-RS re-send of objects Orthanc already holds
-counts as delivered and is stored once.
+study files no second set of results, a STOW-RS re-send of objects Orthanc already holds counts as
+delivered and is stored once, and one object that fails a whole STOW-RS request (HTTP 500, through
+a proxy in front of Orthanc) holds no other object back.
 """
 
 from __future__ import annotations
@@ -8,13 +9,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pydicom
 import pytest
 from pydicom.uid import generate_uid
 from typer.testing import CliRunner
 
-from dicom_support import Orthanc, make_ct_dicom, make_radiograph_dicom, orthanc_available
+from dicom_support import FailingProxy, Orthanc, make_ct_dicom, make_radiograph_dicom, orthanc_available
 from fracsight.cli import app
-from fracsight.dicom.sender import DELIVERED, StowDestination
+from fracsight.dicom.sender import DELIVERED, DestinationUnavailable, Sender, StowDestination
+from fracsight.dicom.spool import SENT, UNDELIVERED, Spool, instance_key
 from test_dicom_node import DEFAULT_KINDS, results_in
 
 pytestmark = [
@@ -67,3 +70,47 @@ def test_stow_resend_of_stored_objects_is_delivered_once(images: list[Path], tmp
         # one already stored, one new: Orthanc answers both in ReferencedSOPSequence
         assert destination.deliver(files) == [DELIVERED, DELIVERED]
         assert len(orthanc.instances()) == 2
+
+
+def test_one_object_failing_a_whole_stow_request_holds_no_other_back(
+    images: list[Path], tmp_path: Path
+) -> None:
+    """A 5xx for a request of several objects was taken as the service being down, so one object a
+    service chokes on kept its whole batch waiting for ever; now each is sent alone to tell them apart."""
+    files = [make_radiograph_dicom(images[i % 2], tmp_path / f"{i}.dcm") for i in range(3)]
+    poison = str(pydicom.dcmread(files[1], stop_before_pixels=True).SOPInstanceUID).encode()
+    with Orthanc(tmp_path / "orthanc") as orthanc, FailingProxy(orthanc.url, [poison]) as proxy:
+        destination = StowDestination(f"{proxy.url}/dicom-web", timeout=30)
+        assert destination.deliver(files) == [DELIVERED, "http_500", DELIVERED]
+        assert len(orthanc.instances()) == 2
+        # alone, its 500 cannot be told from a service that is down: it waits, never given up on that
+        with pytest.raises(DestinationUnavailable, match="HTTP 500"):
+            destination.deliver(files[1:2])
+        proxy.poison.append(b"--")  # every STOW request (multipart) fails: the service is down
+        with pytest.raises(DestinationUnavailable, match="HTTP 500"):
+            destination.deliver(files)
+        assert len(orthanc.instances()) == 2
+
+
+def test_the_sender_delivers_the_rest_and_gives_the_failing_object_up(
+    images: list[Path], tmp_path: Path
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    keys = []
+    for i in range(3):
+        source = make_radiograph_dicom(images[i % 2], tmp_path / f"{i}.dcm")
+        key = instance_key(str(pydicom.dcmread(source, stop_before_pixels=True).SOPInstanceUID))
+        spool.add_instance(key, "1.2.826.0.1.3680043.8.498.1", b"source")
+        result = spool.results_folder(key) / "sr.dcm"
+        spool.write_file(result, source.read_bytes())
+        spool.queue_many([(key, [result])])
+        keys.append(key)
+    poison = str(pydicom.dcmread(spool.results_folder(keys[1]) / "sr.dcm").SOPInstanceUID).encode()
+    with Orthanc(tmp_path / "orthanc") as orthanc, FailingProxy(orthanc.url, [poison]) as proxy:
+        destination = StowDestination(f"{proxy.url}/dicom-web", timeout=30)
+        sender = Sender(spool, destination, base_delay=0, give_up_after=1)
+        assert sender.send_once()  # the batch fails, then each alone: two stored, the third refused
+        assert not sender.send_once()  # given up at its first refusal (give_up_after=1): nothing left
+        assert len(orthanc.instances()) == 2 and proxy.answered == 2
+    assert spool.states() == {SENT: 2, UNDELIVERED: 1}
+    assert spool.counters()["send_failed"] == {"http_500": 1}

@@ -6,7 +6,9 @@ and records the outcome in the spool: delivered objects are ``sent``; while the 
 cannot be reached the batch waits with exponential back-off (``base_delay`` doubling up to
 ``max_delay``) and is retried for as long as it takes; an object the destination refuses is
 retried with back-off too, and after ``give_up_after`` refusals it is ``failed`` (counted,
-logged by spool key, left in the spool for a person to look at).
+logged by spool key, left in the spool for a person to look at). Over STOW-RS, a 5xx for a whole
+request is first split into one request per object, so that one object the service fails on
+cannot hold back the rest.
 
 An object is marked ``sent`` only after the destination confirmed it; if the node dies in
 between, the object is sent again after restart with the same SOP Instance UID, which a PACS
@@ -166,7 +168,6 @@ class StowDestination:
 
     def deliver(self, paths: Sequence[Path]) -> list[str | None]:
         import pydicom
-        import requests
 
         from fracsight.dicom.dicomweb import web_client
 
@@ -183,18 +184,51 @@ class StowDestination:
             return outcomes
         client = web_client(self.url, self.timeout)
         try:
+            self._store(client, datasets, outcomes)
+        except _ServerError as e:
+            if len(datasets) == 1:
+                raise DestinationUnavailable(f"{self.describe()}: HTTP {e.status}") from None
+            # a 5xx for a whole request may come from one object the service chokes on: one request
+            # per object tells them apart, so that one bad object cannot hold the others back for good
+            self._store_one_by_one(client, datasets, outcomes)
+        return outcomes
+
+    def _store_one_by_one(
+        self, client: Any, datasets: list[tuple[int, Any]], outcomes: list[str | None]
+    ) -> None:
+        errors: dict[int, int] = {}
+        for item in datasets:
+            try:
+                self._store(client, [item], outcomes)
+            except _ServerError as e:
+                errors[item[0]] = e.status
+            except DestinationUnavailable:
+                break  # the rest stay UNAVAILABLE and wait with the back-off
+        if not any(outcomes[i] is DELIVERED for i, _ in datasets):
+            raise DestinationUnavailable(f"{self.describe()}: HTTP {max(errors.values(), default=500)}")
+        # the service stored other objects in the same attempt, so it is up: these are refused
+        for i, status in errors.items():
+            outcomes[i] = f"http_{status}"
+
+    def _store(self, client: Any, datasets: list[tuple[int, Any]], outcomes: list[str | None]) -> None:
+        """One STOW-RS request; sets the outcome of each object it answers for."""
+        import requests
+
+        try:
             response = client.store_instances([ds for _, ds in datasets])
         except (requests.ConnectionError, requests.Timeout) as e:
             raise DestinationUnavailable(f"{self.describe()}: {type(e).__name__}") from e
         except requests.HTTPError as e:
             status = e.response.status_code if e.response is not None else 0
-            # the service is down, busy, missing at that URL (a PACS without its DICOMweb plugin
-            # answers 404) or refuses us (401, 403): wait for it, never give the results up
-            if status >= 500 or status in (401, 403, 404, 405, 408, 429):
+            if status >= 500:
+                raise _ServerError(status) from e
+            # the service is missing at that URL (a PACS without its DICOMweb plugin answers 404),
+            # busy, or refuses us (401, 403): wait for it, never give the results up
+            if status in (401, 403, 404, 405, 408, 429):
                 raise DestinationUnavailable(f"{self.describe()}: HTTP {status}") from e
             for i, _ in datasets:
                 outcomes[i] = f"http_{status}"
-            return outcomes
+            return
         failed = {
             str(item.get("ReferencedSOPInstanceUID", "")): int(item.get("FailureReason", 0) or 0)
             for item in (response.get("FailedSOPSequence") or [])
@@ -202,7 +236,14 @@ class StowDestination:
         for i, ds in datasets:
             reason = failed.get(str(ds.SOPInstanceUID))
             outcomes[i] = DELIVERED if reason is None else f"stow_failure_0x{reason:04X}"
-        return outcomes
+
+
+class _ServerError(Exception):
+    """A STOW-RS request answered with HTTP 5xx: the service is down, or it failed on an object."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
 
 
 class Sender(threading.Thread):
