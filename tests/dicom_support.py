@@ -337,9 +337,10 @@ class Orthanc:
 class FailingProxy:
     """Forwards HTTP on 127.0.0.1 to ``target`` (a base URL), except that a request whose body
     contains one of ``poison`` is answered 500 without reaching it: a DICOMweb service that fails a
-    whole STOW-RS request on one object. ``answered`` counts those 500s."""
+    whole STOW-RS request on one object. ``answered`` counts those 500s; ``seen`` lists every
+    request as ``(method, path)`` when it arrives."""
 
-    def __init__(self, target: str, poison: Sequence[bytes]) -> None:
+    def __init__(self, target: str, poison: Sequence[bytes] = ()) -> None:
         host, port = target.removeprefix("http://").split("/")[0].split(":")
         proxy = self
 
@@ -350,6 +351,7 @@ class FailingProxy:
                 pass
 
             def _forward(self) -> None:
+                proxy.seen.append((self.command, self.path))
                 body = self._body()
                 if any(marker in body for marker in proxy.poison):
                     proxy.answered += 1
@@ -386,6 +388,7 @@ class FailingProxy:
 
         self.poison = list(poison)
         self.answered = 0
+        self.seen: list[tuple[str, str]] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)

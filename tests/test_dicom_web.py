@@ -7,6 +7,10 @@ a proxy in front of Orthanc) holds no other object back.
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pydicom
@@ -114,3 +118,40 @@ def test_the_sender_delivers_the_rest_and_gives_the_failing_object_up(
         assert len(orthanc.instances()) == 2 and proxy.answered == 2
     assert spool.states() == {SENT: 2, UNDELIVERED: 1}
     assert spool.counters()["send_failed"] == {"http_500": 1}
+
+
+def test_ctrl_c_during_dicom_study_files_nothing_twice_and_the_rerun_completes(
+    images: list[Path], tmp_path: Path
+) -> None:
+    """Ctrl-C (SIGINT) while ``fracsight dicom study`` fetches the images: one line that says what
+    to do, exit code 130, no traceback; the same command again files the whole set once."""
+    study_uid = generate_uid()
+    sources = [
+        make_radiograph_dicom(
+            images[i % 2], tmp_path / f"{i}.dcm", study_uid=study_uid, instance_number=i + 1
+        )
+        for i in range(4)
+    ]
+    with Orthanc(tmp_path / "orthanc") as orthanc, FailingProxy(orthanc.url) as proxy:
+        for path in sources:
+            orthanc.upload(path)
+        command = [sys.executable, "-c", "from fracsight.cli import main; main()", "dicom", "study"]
+        command += [study_uid, "--dicomweb", f"{proxy.url}/dicom-web"]
+        log = tmp_path / "study.log"
+        with open(log, "wb") as out:
+            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while not any("/instances/" in path for _, path in proxy.seen):  # the first image is fetched
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.01)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 130, log.read_text()
+        said = log.read_text()
+        assert "Traceback" not in said and "Aborted" not in said
+        assert said.rstrip().splitlines()[-1].startswith("interrupted: the results go to the service in one")
+        assert not any(method == "POST" for method, _ in proxy.seen), "interrupted too late to test anything"
+        assert len(orthanc.instances()) == len(sources)
+        again = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+        assert again.returncode == 0, again.stderr
+        assert json.loads(again.stdout)["result_objects_stored"] == len(sources) * len(DEFAULT_KINDS) + 1
+        assert len(results_in(orthanc, study_uid)) == len(sources) * len(DEFAULT_KINDS) + 1

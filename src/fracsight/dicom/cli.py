@@ -240,6 +240,13 @@ def study(
     except LookupError as e:
         typer.echo(f"error (study_not_found): {e}", err=True)
         raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        typer.echo(
+            "interrupted: the results go to the service in one request at the end, under UIDs fixed by "
+            "their sources; run the same command again to store them (objects already stored are kept once)",
+            err=True,
+        )
+        raise typer.Exit(130) from None
     except requests.RequestException as e:
         # requests' own message quotes the URL, which holds the Study Instance UID: not shown
         status = getattr(e.response, "status_code", None)
