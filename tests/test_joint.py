@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -125,3 +129,47 @@ def test_joint_run_and_its_bundle_through_the_cli(detector_bundle, tmp_path: Pat
     # the run folder is never overwritten
     again = runner.invoke(app, args)
     assert again.exit_code != 0 and "not empty" in again.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_asking_for_cuda_without_a_gpu_is_a_clear_error_and_writes_nothing(detector_bundle, tmp_path) -> None:
+    data, base, grafted = detector_bundle
+    run = tmp_path / "run"
+    args = ["detector", "joint", str(base), str(grafted), str(run), "--data", str(data), "--device", "cuda"]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code != 0 and "no CUDA GPU is available" in done.output
+    assert "Traceback" not in done.output and not run.exists()
+
+
+@pytest.mark.slow
+def test_the_gpu_joint_script_runs_its_variants_and_packs_what_comes_back(detector_bundle, tmp_path) -> None:
+    """``scripts/gpu_joint.sh`` as a lent GPU session would run it, here with DEVICE=cpu: each variant's
+    chosen checkpoint and one archive of logs and histories, from which a bundle is made here."""
+    data, base, grafted = detector_bundle
+    out = tmp_path / "out"
+    env = {
+        **os.environ,
+        **{"DATA": str(data), "BASE": str(base), "HEADS": str(grafted), "DEVICE": "cpu"},
+        **{"OUT": str(out), "RUNS": str(tmp_path / "runs"), "PY": sys.executable},
+    }
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_joint.sh"
+    variants = ["a --epochs 1", "b --epochs 1 --frozen-stages 0 --lr 1e-4"]
+    done = subprocess.run(
+        ["bash", str(script), *variants], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[a] epoch 1:" in done.stdout and "[b] chosen on validation" in done.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["a.pt", "b.pt", "logs.tgz"]
+    with tarfile.open(out / "logs.tgz") as logs:
+        assert sorted(logs.getnames()) == ["./a.history.json", "./a.log", "./b.history.json", "./b.log"]
+        history = json.load(logs.extractfile("./b.history.json"))
+    assert history["config"]["frozen_stages"] == 0 and history["config"]["device"] == "cpu"
+    run = tmp_path / "back"
+    run.mkdir()
+    (run / "best.pt").write_bytes((out / "b.pt").read_bytes())
+    (run / "history.json").write_text(json.dumps(history))
+    made = CliRunner().invoke(
+        app, ["detector", "bundle", str(run), str(tmp_path / "bundle"), "--data", str(data)]
+    )
+    assert made.exit_code == 0, made.output
+    assert load_bundle_spec(tmp_path / "bundle").localization["boxes"] == "detector"

@@ -142,6 +142,7 @@ def joint(
         str | None, typer.Option("--evaluate", help="With --out: also measure the bundle on this split.")
     ] = None,
     force: Annotated[bool, typer.Option(help="Replace a non-empty --out folder.")] = False,
+    device: Annotated[str, typer.Option(help="auto (a CUDA GPU if there is one), cpu or cuda.")] = "auto",
 ) -> None:
     """Fine-tune MODEL's network jointly with the detector and orientation head of HEADS.
 
@@ -165,7 +166,9 @@ def joint(
             resolve_bundle(heads),
             load_dataset(data, "auto"),
             run,
-            JointConfig(epochs=epochs, lr=lr, frozen_stages=frozen_stages, distill_weight=distill),
+            JointConfig(
+                epochs=epochs, lr=lr, frozen_stages=frozen_stages, distill_weight=distill, device=device
+            ),
             name=name,
             version=version,
             command=command,

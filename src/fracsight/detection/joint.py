@@ -48,7 +48,7 @@ from fracsight.training.augment import augment_batch
 from fracsight.training.cache import letterbox_samples
 from fracsight.training.config import AugmentConfig, TrainConfig, load_config
 from fracsight.training.loss import Targets, multitask_loss
-from fracsight.training.trainer import WeightAverage, _labels, save_checkpoint
+from fracsight.training.trainer import WeightAverage, _labels, resolve_device, save_checkpoint
 
 __all__ = ["JointConfig", "JointNet", "choose_epoch", "load_joint", "train_joint"]
 
@@ -72,6 +72,7 @@ class JointConfig:
     distill_weight: float = 0.0
     seed: int = 0
     max_samples: int = 0  # >0: only this many training images (smoke tests)
+    device: str = "auto"  # auto, cpu or cuda; the data stays on the CPU and goes over batch by batch
 
 
 class JointNet(nn.Module):
@@ -172,13 +173,14 @@ def _views(data: _Data, idx: np.ndarray, turns: np.ndarray, mirrors: np.ndarray)
 
 
 def _targets(data: _Data, idx: np.ndarray, masks: torch.Tensor, grid: int) -> Targets:
+    """The batch's targets, on the device of ``masks``."""
     lab = data.labels
-    pick = lambda t: None if t is None else t[idx]  # noqa: E731
+    pick = lambda t: None if t is None else t[idx].to(masks.device)  # noqa: E731
     return Targets(
-        fracture=lab["fracture"][idx],
-        fracture_valid=lab["fracture_valid"][idx],
+        fracture=pick(lab["fracture"]),
+        fracture_valid=pick(lab["fracture_valid"]),
         mask=(F.adaptive_max_pool2d(masks, grid) > 0.5).squeeze(1).float(),
-        mask_valid=lab["mask_valid"][idx],
+        mask_valid=pick(lab["mask_valid"]),
         region=pick(lab["region"]),
         region_valid=pick(lab["region_valid"]),
     )
@@ -187,6 +189,7 @@ def _targets(data: _Data, idx: np.ndarray, masks: torch.Tensor, grid: int) -> Ta
 @torch.no_grad()
 def _validate(model: JointNet, data: _Data, batch: int = 32) -> dict[str, float]:
     model.eval()
+    device = next(model.parameters()).device
     n = len(data.images)
     y = data.labels["fracture"].numpy()
     metrics: dict[str, float] = {}
@@ -195,9 +198,10 @@ def _validate(model: JointNet, data: _Data, batch: int = 32) -> dict[str, float]
         for start in range(0, n, batch):
             idx = np.arange(start, min(start + batch, n))
             x, _, boxes = _views(data, idx, np.full(len(idx), k), np.zeros(len(idx), bool))
-            out, (centre, size, offset), orientation = model(x)
-            probs.append(torch.sigmoid(out["fracture"]).numpy())
-            orient.append(orientation.argmax(1).numpy())
+            out, det, orientation = model(x.to(device))
+            centre, size, offset = (t.cpu() for t in det)
+            probs.append(torch.sigmoid(out["fracture"]).cpu().numpy())
+            orient.append(orientation.argmax(1).cpu().numpy())
             if k:
                 continue
             for j, i in enumerate(idx):
@@ -219,7 +223,7 @@ def _distillation(
     views and the teacher's on the same images upright (same mirror, no exposure change)."""
     upright, _, _ = _views(data, idx, np.zeros(len(idx), int), mirrors)
     with torch.no_grad():
-        want = teacher(upright.contiguous(memory_format=torch.channels_last))
+        want = teacher(upright.to(out["fracture"].device).contiguous(memory_format=torch.channels_last))
     loss = F.mse_loss(out["fracture"], want["fracture"])
     if "region" in want:
         loss = loss + F.mse_loss(out["region"], want["region"])
@@ -238,14 +242,15 @@ def choose_epoch(history: list[dict[str, Any]], auroc_margin: float = 0.005) -> 
 def _checkpoint(model: JointNet, train_cfg: TrainConfig) -> dict[str, Any]:
     """A ``best.pt`` that :func:`fracsight.training.trainer.load_checkpoint` reads, plus the heads."""
     heads = model.network.heads_config
+    on_cpu = lambda module: {k: v.cpu() for k, v in module.state_dict().items()}  # noqa: E731
     return {
-        "model": model.network.state_dict(),
+        "model": on_cpu(model.network),
         "arch": train_cfg.arch,
         "regions": list(heads.regions),
         "classes": list(heads.classes),
         "config": json.dumps(train_cfg.to_dict()),
-        "detector": model.detector.state_dict(),
-        "orientation": model.orientation.state_dict(),
+        "detector": on_cpu(model.detector),
+        "orientation": on_cpu(model.orientation),
     }
 
 
@@ -264,7 +269,9 @@ def train_joint(
     """Fine-tune jointly; write ``run_dir/epoch-N.pt`` for every epoch, ``best.pt`` (the chosen
     one) and ``history.json``. Returns the history (epoch 0: the starting weights)."""
     torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
     model, base_cfg = load_joint(base_dir, heads_dir)
+    model.to(device)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     train_cfg = dataclasses.replace(
@@ -311,21 +318,22 @@ def train_joint(
             turns = gen.integers(0, 4, len(idx))
             mirrors = gen.random(len(idx)) < 0.5
             x, masks, boxes = _views(train, idx, turns, mirrors)
-            x, _ = augment_batch(x, masks, _EXPOSURE, torch_gen)
+            x, _ = augment_batch(x, masks, _EXPOSURE, torch_gen)  # on the CPU: its generator is there
+            x, masks = x.to(device, non_blocking=True), masks.to(device, non_blocking=True)
             model.eval()  # identities stay identities; the heads' dropout is the only difference
             model.orientation.train()
             out, det, orientation = model(x.contiguous(memory_format=torch.channels_last), cfg.frozen_stages)
             parts = {"base": multitask_loss(out, _targets(train, idx, masks, grid), train_cfg, pos_weight)}
             valid = np.flatnonzero(train.detect_valid[idx])
             if len(valid):
-                det_valid = tuple(t[torch.from_numpy(valid)] for t in det)
+                det_valid = tuple(t[torch.from_numpy(valid).to(device)] for t in det)
                 parts["detect"] = cfg.detect_weight * detection_loss(
                     det_valid, [boxes[j] for j in valid], heads_cfg
                 )
             if teacher is not None:
                 parts["distill"] = cfg.distill_weight * _distillation(teacher, out, train, idx, mirrors)
             parts["orientation"] = cfg.orientation_weight * F.cross_entropy(
-                orientation, torch.from_numpy(turns)
+                orientation, torch.from_numpy(turns).to(device)
             )
             loss = sum(parts.values())
             for key, value in parts.items():

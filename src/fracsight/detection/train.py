@@ -92,7 +92,9 @@ def _decoded(size: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
     """(B, 4, g, g): the box each cell reads, x0, y0, x1, y1 in model pixels, as
     :func:`~fracsight.explain.detections.decode_detections` reads it."""
     g = size.shape[-1]
-    rows, cols = torch.meshgrid(torch.arange(g), torch.arange(g), indexing="ij")
+    rows, cols = torch.meshgrid(
+        torch.arange(g, device=size.device), torch.arange(g, device=size.device), indexing="ij"
+    )
     cx, cy = (cols + offset[:, 0]) * STRIDE, (rows + offset[:, 1]) * STRIDE
     half = torch.exp(size.clamp(-4.0, 4.0)) * (STRIDE / 2)
     return torch.stack([cx - half[:, 0], cy - half[:, 1], cx + half[:, 0], cy + half[:, 1]], 1)
@@ -126,7 +128,7 @@ def detection_loss(
     at the cells around each centre (:func:`_targets`), so that a peak one cell off still reads
     the box."""
     centre, size, offset = out
-    t = _targets(boxes, centre.shape[-1], cfg.size_spread)
+    t = {k: v.to(centre.device) for k, v in _targets(boxes, centre.shape[-1], cfg.size_spread).items()}
     loss = _focal(centre, t["heat"])
     at = t["cells"]
     if at.any():

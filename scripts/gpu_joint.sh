@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Issue 14 on a lent GPU: `fracsight detector joint` (the network fine-tuned with its detector and
+# orientation head) with what a 2-core CPU cannot afford: every stage trainable, longer schedules,
+# several variants side by side on the one GPU. The device machine has torch, timm, onnx and
+# onnxruntime but not fracsight, so it runs from src/ (like scripts/gpu_train.sh).
+#
+#   python scripts/pack_fracatlas.py ../shared/data/fracatlas .gpu/fracatlas     # here, once (25 MB)
+#   bash scripts/gpu_joint.sh "f0e30 --frozen-stages 0 --epochs 30" "f2e30 --epochs 30"   # there,
+#        through the device tool, carrying .gpu; OUT is where files come back (default runs/gpu-out)
+#
+# Per variant NAME, $OUT/NAME.pt is the chosen epoch's checkpoint (best.pt) and logs.tgz holds every
+# log and history.json. Back here, each becomes a bundle measured on the original images:
+#   mkdir -p runs/gpu-NAME && cp OUT/NAME.pt runs/gpu-NAME/best.pt
+#   tar -xzOf OUT/logs.tgz ./NAME.history.json > runs/gpu-NAME/history.json
+#   fracsight detector bundle runs/gpu-NAME runs/gpu-NAME-bundle --data ../shared/data/fracatlas
+# BASE and HEADS name the bundles to start from (default: the v2 network with v4's heads), DATA the
+# packed data set, RUNS the folder of the run folders (default runs), RUN_LIMIT the seconds each
+# variant may run (SIGINT then; a run that did not end leaves its epoch-N.pt files there but no
+# best.pt, and the summary says so). DEVICE=cpu runs the same on a CPU (tests/test_joint.py).
+set -uo pipefail
+DATA=${DATA:-.gpu/fracatlas}
+if [ ! -f "$DATA/dataset.csv" ]; then
+  echo "needs $DATA (python scripts/pack_fracatlas.py ../shared/data/fracatlas .gpu/fracatlas)" >&2
+  exit 2
+fi
+if [ $# -eq 0 ]; then
+  echo "usage: bash scripts/gpu_joint.sh \"NAME [detector joint options]\" [\"NAME2 ...\" ...]" >&2
+  exit 2
+fi
+OUT=${OUT:-runs/gpu-out}
+RUNS=${RUNS:-runs}
+BASE=${BASE:-fracatlas-lite0-384-v2}
+HEADS=${HEADS:-fracatlas-lite0-384-v4}
+DEVICE=${DEVICE:-cuda}
+mkdir -p "$OUT"
+export PYTHONPATH="$(cd "$(dirname "$0")/.." && pwd)/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 OMP_NUM_THREADS=4
+PY=${PY:-python3}
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || true
+pids=()
+for spec in "$@"; do
+  read -r name options <<<"$spec"
+  # shellcheck disable=SC2086  # the variant's options are words on purpose
+  timeout --signal=INT "${RUN_LIMIT:-480}" $PY -c "from fracsight.cli import main; main()" detector joint \
+      "$BASE" "$HEADS" "$RUNS/gpu-$name" --data "$DATA" --device "$DEVICE" $options >"$OUT/$name.log" 2>&1 &
+  pids+=($!)
+done
+status=0
+for p in "${pids[@]}"; do wait "$p" || status=1; done
+for spec in "$@"; do
+  read -r name _ <<<"$spec"
+  grep -E "^epoch [0-9]+:|^epoch 0|chosen|Error|error" "$OUT/$name.log" | tail -40 | sed "s/^/[$name] /"
+  if [ -f "$RUNS/gpu-$name/best.pt" ]; then
+    cp "$RUNS/gpu-$name/best.pt" "$OUT/$name.pt"
+  else
+    echo "[$name] no best.pt: the run did not end (see $name.log)"
+  fi
+  [ -f "$RUNS/gpu-$name/history.json" ] && cp "$RUNS/gpu-$name/history.json" "$OUT/$name.history.json"
+done
+# at most 8 files come back from the device machine: logs and histories travel as one archive
+(cd "$OUT" && tar czf logs.tgz ./*.log ./*.json 2>/dev/null && rm -f ./*.log ./*.json)
+exit $status
