@@ -155,3 +155,30 @@ def test_ctrl_c_during_dicom_study_files_nothing_twice_and_the_rerun_completes(
         assert again.returncode == 0, again.stderr
         assert json.loads(again.stdout)["result_objects_stored"] == len(sources) * len(DEFAULT_KINDS) + 1
         assert len(results_in(orthanc, study_uid)) == len(sources) * len(DEFAULT_KINDS) + 1
+
+
+def test_dicom_study_stores_what_it_can_when_the_service_fails_its_request(
+    images: list[Path], tmp_path: Path
+) -> None:
+    """The study's results go in one STOW-RS request; a 500 for it (here for every object that refers
+    to the second image: its report, its presentation state and the study's verdict) once stored
+    none. Now the others are stored and the summary counts the rest as failed (exit 1)."""
+    study_uid = generate_uid()
+    sources = [
+        make_radiograph_dicom(image, tmp_path / f"{i}.dcm", study_uid=study_uid, instance_number=i + 1)
+        for i, image in enumerate(images)
+    ]
+    poison = str(pydicom.dcmread(sources[1], stop_before_pixels=True).SOPInstanceUID).encode()
+    with Orthanc(tmp_path / "orthanc") as orthanc, FailingProxy(orthanc.url, [poison]) as proxy:
+        for path in sources:
+            orthanc.upload(path)
+        done = CliRunner().invoke(app, ["dicom", "study", study_uid, "--dicomweb", f"{proxy.url}/dicom-web"])
+        assert done.exit_code == 1, done.output
+        summary = json.loads(done.stdout)
+        assert summary["result_objects_stored"] == len(DEFAULT_KINDS)  # the first image's
+        assert summary["result_objects_failed"] == len(DEFAULT_KINDS) + 1
+        assert len(results_in(orthanc, study_uid)) == len(DEFAULT_KINDS)
+        proxy.poison.append(b"--")  # every STOW-RS request fails: the service is down, said in one line
+        down = CliRunner().invoke(app, ["dicom", "study", study_uid, "--dicomweb", f"{proxy.url}/dicom-web"])
+        assert down.exit_code == 1 and "error (dicomweb_unavailable): STOW-RS" in down.output
+        assert "HTTP 500" in down.output and study_uid not in down.output

@@ -215,6 +215,7 @@ def study(
 
     from fracsight.cli import user_errors
     from fracsight.dicom.dicomweb import process_study
+    from fracsight.dicom.sender import DestinationUnavailable
     from fracsight.errors import FracsightError
     from fracsight.inference import NOTICE, Predictor
 
@@ -247,6 +248,9 @@ def study(
             err=True,
         )
         raise typer.Exit(130) from None
+    except DestinationUnavailable as e:  # names the STOW-RS root URL and the HTTP status only
+        typer.echo(f"error (dicomweb_unavailable): {e}", err=True)
+        raise typer.Exit(1) from None
     except requests.RequestException as e:
         # requests' own message quotes the URL, which holds the Study Instance UID: not shown
         status = getattr(e.response, "status_code", None)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from fracsight.dicom.results_context import NODE_KINDS
+from fracsight.dicom.sender import DELIVERED, StowDestination
 from fracsight.dicom.spool import instance_key, study_key
 from fracsight.errors import FracsightError, UnsupportedModalityError
 from fracsight.io.dicom_gate import RESULT_MODEL_NAME, check_dicom_object
@@ -102,6 +103,8 @@ def process_study(
     Raises:
         LookupError: the service knows no instance of that study.
         requests.RequestException: the service could not be reached or answered with an error.
+        fracsight.dicom.sender.DestinationUnavailable: the STOW-RS service stored nothing (down,
+            missing at that URL, or refusing us).
     """
     import pydicom
 
@@ -160,9 +163,8 @@ def process_study(
         outcome.fracture_probability = verdict.fracture_probability
         seed = "\\".join([*sorted(str(s.SOPInstanceUID) for s in sources), made_by])  # new image: new verdict
         results += study_result_datasets(sources, verdict, predictions, predictor, uid_seed=seed)
-    if results:
-        target = web_client(stow_url or dicomweb_url, timeout)
-        response = target.store_instances(results)  # STOW-RS, one request
-        outcome.failed = len(response.get("FailedSOPSequence") or [])
-        outcome.stored = len(results) - outcome.failed
+    if results:  # STOW-RS, one request (one per object if the service fails the whole request)
+        outcomes = StowDestination(stow_url or dicomweb_url, timeout).store(results)
+        outcome.stored = sum(o is DELIVERED for o in outcomes)
+        outcome.failed = len(results) - outcome.stored
     return outcome

@@ -169,8 +169,6 @@ class StowDestination:
     def deliver(self, paths: Sequence[Path]) -> list[str | None]:
         import pydicom
 
-        from fracsight.dicom.dicomweb import web_client
-
         outcomes: list[str | None] = [UNAVAILABLE] * len(paths)
         datasets: list[tuple[int, Any]] = []
         for i, path in enumerate(paths):
@@ -180,8 +178,20 @@ class StowDestination:
                 outcomes[i] = "file_missing"
             except Exception:
                 outcomes[i] = "file_unreadable"
-        if not datasets:
-            return outcomes
+        if datasets:
+            self._store_all(datasets, outcomes)
+        return outcomes
+
+    def store(self, datasets: Sequence[Any]) -> list[str | None]:
+        """:meth:`deliver` for pydicom datasets in memory."""
+        outcomes: list[str | None] = [UNAVAILABLE] * len(datasets)
+        if datasets:
+            self._store_all(list(enumerate(datasets)), outcomes)
+        return outcomes
+
+    def _store_all(self, datasets: list[tuple[int, Any]], outcomes: list[str | None]) -> None:
+        from fracsight.dicom.dicomweb import web_client
+
         client = web_client(self.url, self.timeout)
         try:
             self._store(client, datasets, outcomes)
@@ -191,7 +201,6 @@ class StowDestination:
             # a 5xx for a whole request may come from one object the service chokes on: one request
             # per object tells them apart, so that one bad object cannot hold the others back for good
             self._store_one_by_one(client, datasets, outcomes)
-        return outcomes
 
     def _store_one_by_one(
         self, client: Any, datasets: list[tuple[int, Any]], outcomes: list[str | None]
