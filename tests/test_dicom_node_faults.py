@@ -69,11 +69,20 @@ def assert_each_source_has_its_results_once(results: list, sources: list[Path]) 
         assert sorted(modalities) == sorted(KINDS)
 
 
-def test_results_wait_while_the_pacs_is_down_then_arrive(images: list[Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("protocol", ["dimse", "stow"])
+def test_results_wait_while_the_pacs_is_down_then_arrive(
+    images: list[Path], tmp_path: Path, protocol: str
+) -> None:
+    """By C-STORE and by STOW-RS: the node restarted three times while the PACS is away, then the
+    PACS back with its storage: every object arrives once."""
     orthanc = Orthanc(tmp_path / "orthanc").start()
+    to = {
+        "dimse": ["--to", f"127.0.0.1:{orthanc.dicom_port}:ORTHANC"],
+        "stow": ["--stow", orthanc.dicomweb_url],
+    }
     node = NodeProcess(
         tmp_path / "node",
-        destination=["--to", f"127.0.0.1:{orthanc.dicom_port}:ORTHANC"],
+        destination=to[protocol],
         quiet_time=1,
         extra=["--result-processes", "1"],  # one worker process (and the option's older name)
     )
