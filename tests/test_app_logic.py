@@ -209,6 +209,17 @@ def test_card_for_an_unreliable_input_is_prominent() -> None:
     assert card.unreliable is not None and "Not reliable" in card.unreliable
     assert "probability" not in card.unreliable  # the same words for every kind of model
     assert verdict(replace(make_study(), reliable=False)).severity == "unreliable"
+    # above the threshold, but nothing on the card or the overlay calls its areas "suspected": they
+    # once did, under the banner that says not to act on it
+    assert card.box_count == 1 and not card.boxes_suspected
+    assert card.boxes.startswith("1 area the model weighed most boxed (not reliable: for reference only)")
+    assert card.heatmap == "Fracture heatmap: where the model looked most (not reliable: for reference only)"
+    caption = overlay_caption(card)
+    assert "suspect" not in f"{card.boxes} {card.heatmap} {caption}"
+    assert caption.endswith("; boxes around the areas it weighed most")
+    assert overlay_caption(card, show_heatmap=False) == (
+        "Heatmap hidden; boxes around the areas it weighed most (not reliable: for reference only)"
+    )
 
 
 def test_card_for_a_class_only_model_names_the_class_and_nothing_it_lacks() -> None:

@@ -245,6 +245,7 @@ _UNRELIABLE = (
 
 _UNRELIABLE_STUDY = "Not reliable: at least one view is outside what the model was made for."
 _NONE_SUSPECTED = "(no fracture suspected)"
+_NOT_RELIABLE = "(not reliable: for reference only)"
 
 
 def _probability_text(prefix: str, probability: float, threshold: float, operating_point: str | None) -> str:
@@ -252,11 +253,17 @@ def _probability_text(prefix: str, probability: float, threshold: float, operati
 
 
 def heatmap_text(
-    localization: str, predicted_class: str | None = None, *, fracture_suspected: bool | None = None
+    localization: str,
+    predicted_class: str | None = None,
+    *,
+    fracture_suspected: bool | None = None,
+    reliable: bool = True,
 ) -> str:
     """What a prediction's heatmap shows (see ``Prediction.localization``); on a negative decision
-    the fracture map never says "suspects"."""
+    or an input the model cannot be relied on the fracture map never says "suspects"."""
     if localization == FRACTURE_MAP:
+        if not reliable:
+            return f"Fracture heatmap: where the model looked most {_NOT_RELIABLE}"
         if fracture_suspected is False:
             return f"Fracture heatmap: where the model looked most {_NONE_SUSPECTED}"
         return "Fracture heatmap: where the model suspects a fracture"
@@ -296,6 +303,9 @@ def card_for(pred: Prediction) -> ResultCard:
         areas = f"area{'s' if n != 1 else ''}"
         if not n:
             boxes = "No area boxed"
+        elif not pred.reliable:  # the banner says why; the boxes suggest nothing either way
+            top = pred.boxes[0].score
+            boxes = f"{n} {areas} the model weighed most boxed {_NOT_RELIABLE} (top score {top:.2f})"
         elif pred.fracture_suspected:
             boxes = f"{n} suspected {areas} boxed (top score {pred.boxes[0].score:.2f})"
         else:
@@ -320,8 +330,10 @@ def card_for(pred: Prediction) -> ResultCard:
         region=region,
         boxes=boxes,
         box_count=len(pred.boxes),
-        boxes_suspected=bool(pred.fracture_suspected),
-        heatmap=heatmap_text(pred.localization, predicted, fracture_suspected=pred.fracture_suspected),
+        boxes_suspected=bool(pred.fracture_suspected) and pred.reliable,
+        heatmap=heatmap_text(
+            pred.localization, predicted, fracture_suspected=pred.fracture_suspected, reliable=pred.reliable
+        ),
         localization=pred.localization,
         warnings=tuple(pred.warnings),
         unreliable=None if pred.reliable else _UNRELIABLE,
@@ -337,8 +349,9 @@ def overlay_caption(card: ResultCard, *, show_heatmap: bool = True, show_boxes: 
         return text
     if card.boxes_suspected:
         return f"{text}; boxes around the suspected areas"
-    said = text.endswith(_NONE_SUSPECTED)  # the heatmap's words already say it
-    return f"{text}; boxes around the areas it weighed most{'' if said else ' ' + _NONE_SUSPECTED}"
+    note = _NOT_RELIABLE if card.unreliable else _NONE_SUSPECTED
+    said = text.endswith(note)  # the heatmap's words already say it
+    return f"{text}; boxes around the areas it weighed most{'' if said else ' ' + note}"
 
 
 @dataclass(frozen=True)
