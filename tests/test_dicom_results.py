@@ -213,6 +213,29 @@ def test_presentation_state_draws_over_the_source(case, predictor: Predictor, tm
     assert any(f"fracture probability {prediction.fracture_probability:.2f}" in t for t in texts)
 
 
+def test_an_unreliable_inputs_boxes_are_never_called_suspected(
+    case, predictor: Predictor, tmp_path: Path
+) -> None:
+    """A fracture probability above the threshold on an input flagged not reliable: the report's box
+    groups and the presentation state's text say so, where they once named suspected fractures."""
+    path, source, prediction = case
+    unreliable = dataclasses.replace(prediction, reliable=False, fracture_suspected=True)
+    assert unreliable.boxes
+    objects = _objects((path, source, unreliable), predictor, tmp_path)
+    names = [
+        str(i.TextValue)
+        for i in _items(objects["sr"])
+        if i.ValueType == "TEXT" and "fracsight area" in i.TextValue
+    ]
+    assert names and all(n.startswith("fracsight area weighed most, not reliable") for n in names)
+    assert not any("suspected fracture" in t for t in _texts(objects["sr"]))
+    texts = [
+        str(t.UnformattedTextValue) for t in objects["gsps"].GraphicAnnotationSequence[0].TextObjectSequence
+    ]
+    assert any("boxes: the areas weighed most, not reliable, for reference only" in t for t in texts)
+    assert f"fracsight: {unreliable.decision}" in texts and unreliable.decision.startswith("not reliable")
+
+
 def test_capture_burns_in_the_overlay_and_notice(case, predictor: Predictor, tmp_path: Path) -> None:
     _, source, prediction = case
     sc = _objects(case, predictor, tmp_path)["capture"]

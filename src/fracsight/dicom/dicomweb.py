@@ -83,10 +83,13 @@ def _value(item: dict[str, Any], tag: str) -> str | None:
 
 
 def _made_by(predictor: Predictor) -> str:
-    """A digest of the bundle's metadata (calibration, thresholds, ...) and the operating point."""
+    """A digest of the bundle's metadata (calibration, thresholds, ...), the operating point and
+    fracsight's version (a release may word or encode the results differently)."""
+    from fracsight import __version__
+
     spec = json.dumps(predictor.spec.to_dict(), sort_keys=True, default=str)
     point = predictor.operating_point.name if predictor.operating_point else ""
-    return hashlib.sha256(f"{spec}|{point}".encode()).hexdigest()
+    return hashlib.sha256(f"{spec}|{point}|{__version__}".encode()).hexdigest()
 
 
 def process_study(

@@ -133,7 +133,9 @@ def summary_lines(result: Prediction | StudyPrediction) -> list[str]:
         details.append(f"class {c.predicted} ({c.probability:.2f}{state})")
     if isinstance(result, Prediction) and result.region is not None:
         details.append(f"region {result.region}")
-    if isinstance(result, Prediction) and result.boxes and result.fracture_suspected is False:
+    if isinstance(result, Prediction) and result.boxes and not result.reliable:
+        details.append("boxes: the areas weighed most, not reliable, for reference only")
+    elif isinstance(result, Prediction) and result.boxes and result.fracture_suspected is False:
         details.append("boxes: the areas weighed most, below the threshold, not suspected")
     lines = [head]
     if details:

@@ -241,8 +241,12 @@ def image_report(
             source_images=[_source(hd.sr.SourceImageForMeasurementGroup, header, frame_numbers)],
         )
     ]
-    # on a negative decision the boxes are where the model looked most, not suspected fractures
-    boxed = "suspected fracture" if prediction.fracture_suspected else "area weighed most, not suspected"
+    # on a negative decision, or an input the model cannot be relied on, the boxes are where the
+    # model looked most, not suspected fractures
+    if not prediction.reliable:
+        boxed = "area weighed most, not reliable"
+    else:
+        boxed = "suspected fracture" if prediction.fracture_suspected else "area weighed most, not suspected"
     for k, box in enumerate(prediction.boxes, start=1):
         outline = np.array(
             [[box.x0, box.y0], [box.x1, box.y0], [box.x1, box.y1], [box.x0, box.y1], [box.x0, box.y0]],
