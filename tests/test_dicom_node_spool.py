@@ -240,6 +240,7 @@ def test_metrics_render_every_counter_and_the_backlog(spool: Spool) -> None:
     [
         ("pacs.local:104:PACS", ("pacs.local", 104, "PACS")),
         ("127.0.0.1:11112", ("127.0.0.1", 11112, "ANY-SCP")),
+        ("[::1]:104:PACS", ("::1", 104, "PACS")),  # as URLs write an IPv6 address (was host "[::1]")
     ],
 )
 def test_dimse_addresses(text: str, expected: tuple[str, int, str]) -> None:
@@ -264,6 +265,57 @@ def test_an_unknown_log_level_is_a_bad_option(tmp_path: Path) -> None:
     assert result.exit_code == 2, result.output
     assert "--log-level" in result.output and "DEBUG, INFO, WARNING or ERROR" in result.output
     assert not (tmp_path / "spool").exists()
+
+
+def test_a_spool_that_is_a_file_or_holds_other_files_is_refused_and_nothing_deleted(tmp_path: Path) -> None:
+    """The node empties ``tmp/`` and deletes unreadable ``instances/*.dcm`` when it starts: pointed at
+    a folder that was not its spool (a home, /var), it deleted the user's files there; a file for a
+    spool failed late with "File exists". Both are now refused as bad options before anything starts."""
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    (tmp_path / "file").write_text("mine")
+    other = tmp_path / "other"
+    (other / "tmp").mkdir(parents=True)
+    (other / "instances").mkdir()
+    (other / "tmp" / "notes.txt").write_text("mine")
+    (other / "instances" / "scan.dcm").write_text("mine")
+    # --model names no bundle: a spool that is accepted ends at the model (exit 2), nothing started
+    tail = ["--allow", "ORTHANC", "--to", "127.0.0.1:4242:ORTHANC", "--model", str(tmp_path / "none")]
+    for spool, message in (
+        (tmp_path / "file", "is not a folder"),
+        (other, "holds other files and no spool.db"),
+    ):
+        result = CliRunner().invoke(app, ["dicom", "listen", "--spool", str(spool), *tail])
+        shown = " ".join(result.output.replace("│", " ").split())  # as one line, out of rich's box
+        assert result.exit_code == 2 and message in shown, result.output
+    assert (tmp_path / "file").read_text() == "mine"
+    assert (other / "tmp" / "notes.txt").read_text() == "mine"
+    assert (other / "instances" / "scan.dcm").read_text() == "mine"
+    # a new folder, an empty one, one left by a start that failed before its database: accepted
+    (tmp_path / "left" / "tmp").mkdir(parents=True)
+    for spool in (tmp_path / "new", tmp_path / "left"):
+        result = CliRunner().invoke(app, ["dicom", "listen", "--spool", str(spool), *tail])
+        assert result.exit_code == 2 and "unknown_model" in result.output, result.output
+
+
+def test_a_spool_db_that_is_not_a_database_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from dicom_support import free_port
+    from fracsight.cli import app
+
+    (tmp_path / "spool.db").write_bytes(b"not a database")
+    result = CliRunner().invoke(app, ["dicom", "status", "--spool", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert "error (not_a_spool)" in result.output and "file is not a database" in result.output
+    args = ["dicom", "listen", "--spool", str(tmp_path), "--allow", "ORTHANC", "--processes", "0"]
+    args += ["--host", "127.0.0.1", "--port", str(free_port()), "--to", "127.0.0.1:4242:ORTHANC"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert "error (node_start)" in result.output and "file is not a database" in result.output
+    assert (tmp_path / "spool.db").read_bytes() == b"not a database"
 
 
 @pytest.mark.slow

@@ -79,6 +79,24 @@ def test_a_rejected_association_is_told_apart_from_no_answer(tmp_path: Path, fra
         destination.deliver([source])
 
 
+def test_a_host_name_that_does_not_resolve_is_a_destination_down_not_a_crash(tmp_path: Path) -> None:
+    """socket.gaierror escaped from the association: `fracsight dicom send` ended in a traceback and
+    the node's sender retried every second as an 'unexpected error' instead of waiting with back-off."""
+    from typer.testing import CliRunner
+
+    from dicom_support import make_ct_dicom
+    from fracsight.cli import app
+    from fracsight.dicom.sender import DestinationUnavailable, DimseDestination
+
+    source = make_ct_dicom(tmp_path / "a.dcm")  # any file with file meta: never sent
+    with pytest.raises(DestinationUnavailable, match="host name not resolved"):
+        DimseDestination("no-such-host.invalid", 104, "PACS", timeout=10).deliver([source])
+    result = CliRunner().invoke(app, ["dicom", "send", str(source), "--to", "no-such-host.invalid:104:PACS"])
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "error (destination_unavailable)" in result.output and "host name not resolved" in result.output
+
+
 def test_a_dicomweb_service_missing_or_down_is_waited_for_not_given_up(
     tmp_path: Path, fracatlas_dir: Path
 ) -> None:

@@ -658,3 +658,24 @@ def test_an_invalid_ae_title_is_a_bad_argument(title: str, tmp_path: Path) -> No
         assert result.exit_code == 2 and "is not an AE title" in result.output, result.output
         assert result.exception is None or isinstance(result.exception, SystemExit)
     assert not (tmp_path / "s").exists()  # nothing started
+
+
+@pytest.mark.parametrize(
+    "url", ["http://", "https:///dicom-web", "http://[::1", "http://127.0.0.1:99999/dicom-web"]
+)
+def test_a_malformed_dicomweb_url_is_a_bad_argument(url: str, tmp_path: Path) -> None:
+    """A URL without a host or with a bad port was taken for an http(s) URL: `study` ended in a
+    ValueError traceback (or 'dicomweb_unavailable', exit 1) and `listen --stow` started a node
+    whose every send failed. --model names no bundle: an accepted URL ends there, nothing started."""
+    model = ["--model", str(tmp_path / "none")]
+    uid = "1.2.826.0.1.3680043.8.498.1234567890"
+    for args in (
+        ["dicom", "study", uid, "--dicomweb", url, *model],
+        ["dicom", "study", uid, "--dicomweb", "http://127.0.0.1:9/dicom-web", "--stow", url, *model],
+        ["dicom", "listen", "--spool", str(tmp_path / "s"), "--allow", "PACS", "--stow", url, *model],
+    ):
+        result = runner.invoke(cli_app, args)
+        shown = " ".join(result.output.replace("│", " ").split())  # as one line, out of rich's box
+        assert result.exit_code == 2 and "is not an http(s) URL" in shown, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert not (tmp_path / "s").exists()  # nothing started

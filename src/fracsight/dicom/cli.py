@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from pathlib import Path
 from typing import Annotated
 
@@ -34,15 +35,47 @@ def _check_ae_title(value: str, option: str) -> None:
         raise typer.BadParameter(str(e), param_hint=option) from None
 
 
+def _check_url(url: str, option: str) -> str:
+    """``url`` without its trailing slash if it is an http(s) URL with a host (and a valid port)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # ValueError when out of range or not a number
+    except ValueError:
+        parts, port = None, None
+    if not url.startswith(("http://", "https://")) or parts is None or not parts.hostname or port == 0:
+        why = f"{url!r} is not an http(s) URL of a DICOMweb service (http://HOST[:PORT]/PATH)"
+        raise typer.BadParameter(why, param_hint=option)
+    return url.rstrip("/")
+
+
+_SPOOL_OWN = frozenset({"instances", "results", "tmp", "lost+found"})  # lost+found: a disk of its own
+
+
+def _check_spool(spool: Path) -> None:
+    """A new or empty folder, or a node's spool: the node empties ``tmp/`` and deletes unreadable
+    ``instances/*.dcm`` at start, so any other folder could lose files that are not its own."""
+    if spool.exists() and not spool.is_dir():
+        raise typer.BadParameter(f"{spool} exists and is not a folder", param_hint="--spool")
+    if not spool.is_dir() or (spool / "spool.db").is_file():
+        return
+    try:
+        others = any(p.name not in _SPOOL_OWN or (p.is_dir() and any(p.iterdir())) for p in spool.iterdir())
+    except OSError as e:
+        raise typer.BadParameter(f"{spool}: {e.strerror or e}", param_hint="--spool") from None
+    if others:
+        why = f"{spool} holds other files and no spool.db: give a new or empty folder, or a node's spool"
+        raise typer.BadParameter(why, param_hint="--spool")
+
+
 def _destination(to: str | None, stow: str | None, calling_ae: str):
     from fracsight.dicom.sender import DimseDestination, StowDestination, parse_dimse_address
 
     if (to is None) == (stow is None):
         raise typer.BadParameter("give exactly one destination: --to HOST:PORT:AET or --stow URL")
     if stow is not None:
-        if not stow.startswith(("http://", "https://")):
-            raise typer.BadParameter("an http(s) URL of a DICOMweb service", param_hint="--stow")
-        return StowDestination(stow.rstrip("/"))
+        return StowDestination(_check_url(stow, "--stow"))
     try:
         host, port, aet = parse_dimse_address(to)
     except ValueError as e:
@@ -125,6 +158,7 @@ def listen(
     _check_ae_title(ae_title, "--ae-title")
     for calling in allow:
         _check_ae_title(calling, "--allow")
+    _check_spool(spool)
     config = NodeConfig(
         spool=spool,
         allowed=tuple(allow),
@@ -153,6 +187,9 @@ def listen(
         Node(config).serve_forever()
     except FracsightError as e:
         typer.echo(f"error ({e.code}): {e}", err=True)
+        raise typer.Exit(1) from None
+    except sqlite3.Error as e:  # a spool.db that is not a database, or one locked by another program
+        typer.echo(f"error (node_start): {spool / 'spool.db'}: {e}", err=True)
         raise typer.Exit(1) from None
     except OSError as e:  # the port is taken, the spool cannot be written, ...
         metrics = f" or metrics {metrics_host}:{metrics_port}" if metrics_port is not None else ""
@@ -220,9 +257,8 @@ def study(
     from fracsight.inference import NOTICE, Predictor
 
     kinds = _kinds(results)
-    for url, hint in ((dicomweb, "--dicomweb"), (stow, "--stow")):
-        if url is not None and not url.startswith(("http://", "https://")):
-            raise typer.BadParameter("an http(s) URL", param_hint=hint)
+    dicomweb_url = _check_url(dicomweb, "--dicomweb")
+    stow_url = stow and _check_url(stow, "--stow")
     if len(study_uid) > 64 or not re.fullmatch(r"[0-9]+(\.[0-9]+)*", study_uid):
         raise typer.BadParameter("not a DICOM UID (digits and dots, at most 64 characters)")
     with user_errors(exit_code=2):  # an unknown model or operating point is a bad argument
@@ -230,8 +266,8 @@ def study(
     try:
         outcome = process_study(
             study_uid,
-            dicomweb_url=dicomweb.rstrip("/"),
-            stow_url=stow and stow.rstrip("/"),
+            dicomweb_url=dicomweb_url,
+            stow_url=stow_url,
             predictor=predictor,
             kinds=kinds,
         )
@@ -275,11 +311,16 @@ def status(
     if not (spool / "spool.db").is_file():
         typer.echo(f"error (not_a_spool): {spool} holds no spool.db", err=True)
         raise typer.Exit(2)
-    store = Spool(spool)
     try:
-        info = read_status(store)
-    finally:
-        store.close()
+        store = Spool(spool)
+        try:
+            info = read_status(store)
+        finally:
+            store.close()
+    except sqlite3.Error as e:  # a spool.db that is not a node's database, or one locked for long
+        code, exit_code = ("spool_busy", 1) if isinstance(e, sqlite3.OperationalError) else ("not_a_spool", 2)
+        typer.echo(f"error ({code}): {spool / 'spool.db'}: {e}", err=True)
+        raise typer.Exit(exit_code) from None
     if json_output:
         typer.echo(json.dumps(info, indent=2))
         return

@@ -19,6 +19,7 @@ gets two different results for the same image.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -74,6 +75,8 @@ def parse_dimse_address(text: str, default_ae: str = "ANY-SCP") -> tuple[str, in
     parts = text.rsplit(":", 2) if text.count(":") >= 2 else text.split(":")
     if len(parts) == 3 and not parts[1].isdigit() and parts[2].isdigit():  # an IPv6 host without AET
         parts = [f"{parts[0]}:{parts[1]}", parts[2]]
+    if parts[0].startswith("[") and parts[0].endswith("]"):  # an IPv6 address as URLs write it: [::1]
+        parts[0] = parts[0][1:-1]
     if len(parts) not in (2, 3) or not parts[0] or not parts[1].isdigit():
         raise ValueError(f"{text!r} is not HOST:PORT or HOST:PORT:AET")
     port = int(parts[1])
@@ -124,7 +127,11 @@ class DimseDestination:
             contexts.setdefault(sop_class, set()).add(syntax)
         for sop_class, syntaxes in contexts.items():
             ae.add_requested_context(sop_class, sorted(syntaxes))
-        assoc = ae.associate(self.host, self.port, ae_title=self.ae_title, evt_handlers=tcp_handlers())
+        try:
+            assoc = ae.associate(self.host, self.port, ae_title=self.ae_title, evt_handlers=tcp_handlers())
+        except OSError as e:  # the host name does not resolve (socket.gaierror), or no address at all
+            why = "host name not resolved" if isinstance(e, socket.gaierror) else "no association"
+            raise DestinationUnavailable(f"{self.describe()}: {why} ({e.strerror or e})") from None
         if not assoc.is_established:
             if assoc.is_rejected:  # the peer answered and said no: not a network fault
                 why = "association rejected (check the calling and called AE titles it accepts)"
