@@ -247,9 +247,11 @@ def test_dimse_addresses(text: str, expected: tuple[str, int, str]) -> None:
     assert parse_dimse_address(text) == expected
 
 
-@pytest.mark.parametrize("text", ["pacs", "pacs:port:AE", "pacs:0:AE", "pacs:104:" + "A" * 17])
+@pytest.mark.parametrize(
+    "text", ["pacs", "pacs:port:AE", "pacs:0:AE", "pacs:104:" + "A" * 17, "a" * 64 + ":104", "a..b:104"]
+)
 def test_bad_dimse_addresses_are_refused(text: str) -> None:
-    with pytest.raises(ValueError, match=r"HOST:PORT|port|AE title"):
+    with pytest.raises(ValueError, match=r"HOST:PORT|port|AE title|host name"):
         parse_dimse_address(text)
 
 
@@ -298,6 +300,32 @@ def test_a_spool_that_is_a_file_or_holds_other_files_is_refused_and_nothing_dele
     for spool in (tmp_path / "new", tmp_path / "left"):
         result = CliRunner().invoke(app, ["dicom", "listen", "--spool", str(spool), *tail])
         assert result.exit_code == 2 and "unknown_model" in result.output, result.output
+
+
+def test_a_host_the_resolver_cannot_take_or_a_folder_to_send_is_a_bad_option(tmp_path: Path) -> None:
+    """A host name with a label over 63 characters (or an empty one) ended in a UnicodeError traceback
+    from `send` and `listen`; an empty --metrics-host listened on every interface; `send` of a
+    folder said "no such file"."""
+    from typer.testing import CliRunner
+
+    from dicom_support import make_ct_dicom
+    from fracsight.cli import app
+
+    long = "a" * 64
+    source = make_ct_dicom(tmp_path / "a.dcm")
+    listen = ["dicom", "listen", "--spool", str(tmp_path / "s"), "--allow", "PACS"]
+    for args in (
+        ["dicom", "send", str(source), "--to", f"{long}:104:PACS"],
+        [*listen, "--to", "a..b:104:PACS"],
+        [*listen, "--to", "127.0.0.1:1:PACS", "--host", long],
+        [*listen, "--to", "127.0.0.1:1:PACS", "--metrics-host", ""],
+    ):
+        result = CliRunner().invoke(app, args)
+        shown = " ".join(result.output.replace("│", " ").split())  # as one line, out of rich's box
+        assert result.exit_code == 2 and "not a host name or address" in shown, result.output
+    assert not (tmp_path / "s").exists()  # nothing started
+    result = CliRunner().invoke(app, ["dicom", "send", str(tmp_path), "--to", "127.0.0.1:1:PACS"])
+    assert result.exit_code == 2 and "error (not_a_file): a folder" in result.output, result.output
 
 
 def test_a_spool_db_that_is_not_a_database_is_one_line_not_a_traceback(tmp_path: Path) -> None:

@@ -35,6 +35,16 @@ def _check_ae_title(value: str, option: str) -> None:
         raise typer.BadParameter(str(e), param_hint=option) from None
 
 
+def _check_host(value: str, option: str) -> None:
+    """:func:`~fracsight.dicom.sender.check_host`, refused as a bad argument before anything starts."""
+    from fracsight.dicom.sender import check_host
+
+    try:
+        check_host(value)
+    except ValueError as e:
+        raise typer.BadParameter(f"{value!r}: {e}", param_hint=option) from None
+
+
 def _check_url(url: str, option: str) -> str:
     """``url`` without its trailing slash if it is an http(s) URL with a host (and a valid port)."""
     from urllib.parse import urlsplit
@@ -158,6 +168,8 @@ def listen(
     _check_ae_title(ae_title, "--ae-title")
     for calling in allow:
         _check_ae_title(calling, "--allow")
+    _check_host(host, "--host")
+    _check_host(metrics_host, "--metrics-host")
     _check_spool(spool)
     config = NodeConfig(
         spool=spool,
@@ -213,6 +225,10 @@ def send(
     from fracsight.dicom.sender import DestinationUnavailable, DimseDestination, parse_dimse_address
 
     _check_ae_title(ae_title, "--ae-title")
+    folders = [str(f) for f in files if f.is_dir()]
+    if folders:
+        typer.echo(f"error (not_a_file): a folder, not a DICOM file: {', '.join(folders)}", err=True)
+        raise typer.Exit(2)
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         typer.echo(f"error (not_found): no such file: {', '.join(missing)}", err=True)

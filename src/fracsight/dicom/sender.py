@@ -38,6 +38,7 @@ __all__ = [
     "DimseDestination",
     "Sender",
     "StowDestination",
+    "check_host",
     "parse_dimse_address",
 ]
 
@@ -70,6 +71,18 @@ def check_ae_title(value: str) -> str:
     return value
 
 
+def check_host(value: str) -> str:
+    """``value`` if the resolver can take it as a host name or address (not empty, no empty label,
+    none over 63 characters); ValueError otherwise (socket calls raise UnicodeError for these)."""
+    try:
+        value.encode("idna")
+    except UnicodeError:
+        value = ""
+    if not value.strip():
+        raise ValueError("not a host name or address")
+    return value
+
+
 def parse_dimse_address(text: str, default_ae: str = "ANY-SCP") -> tuple[str, int, str]:
     """``HOST:PORT[:AET]`` -> ``(host, port, ae_title)``; ValueError with a clear message."""
     parts = text.rsplit(":", 2) if text.count(":") >= 2 else text.split(":")
@@ -83,10 +96,11 @@ def parse_dimse_address(text: str, default_ae: str = "ANY-SCP") -> tuple[str, in
     if not 0 < port < 65536:
         raise ValueError(f"{text!r}: port {port} is not in 1..65535")
     try:
+        host = check_host(parts[0])
         ae = check_ae_title(parts[2] if len(parts) == 3 else default_ae)
     except ValueError as e:
         raise ValueError(f"{text!r}: {e}") from None
-    return parts[0], port, ae
+    return host, port, ae
 
 
 @dataclass
