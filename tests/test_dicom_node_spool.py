@@ -328,6 +328,33 @@ def test_a_host_the_resolver_cannot_take_or_a_folder_to_send_is_a_bad_option(tmp
     assert result.exit_code == 2 and "error (not_a_file): a folder" in result.output, result.output
 
 
+def test_a_spool_a_running_node_holds_is_refused_and_its_files_are_left_alone(tmp_path: Path) -> None:
+    """A second node on the same spool (a unit file and a manual start) started as well: its
+    recovery emptied the first node's ``tmp/`` (files being received) and both predicted and sent
+    the same images. The node now holds ``node.lock`` while it runs; a second one exits 1."""
+    import fcntl
+    import os
+    import subprocess
+    import sys
+
+    from dicom_support import free_port
+
+    Spool(tmp_path / "spool").close()
+    (tmp_path / "spool" / "tmp" / "receiving").write_bytes(b"part of an image")
+    fd = os.open(tmp_path / "spool" / "node.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the running node holds it
+    try:
+        entry = [sys.executable, "-c", "from fracsight.cli import main; main()"]
+        args = ["dicom", "listen", "--spool", str(tmp_path / "spool"), "--allow", "PACS", "--processes", "0"]
+        args += ["--host", "127.0.0.1", "--port", str(free_port()), "--to", "127.0.0.1:1:PACS"]
+        result = subprocess.run([*entry, *args], capture_output=True, text=True, timeout=60)
+    finally:
+        os.close(fd)
+    assert result.returncode == 1, result.stderr
+    assert "error (spool_in_use)" in result.stderr and "Traceback" not in result.stderr
+    assert (tmp_path / "spool" / "tmp" / "receiving").read_bytes() == b"part of an image"
+
+
 def test_a_spool_db_that_is_not_a_database_is_one_line_not_a_traceback(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

@@ -159,7 +159,7 @@ def listen(
     Runs until SIGTERM or SIGINT; whatever is in the spool then is resumed at the next start.
     """
     from fracsight.cli import user_errors
-    from fracsight.dicom.node import Node, NodeConfig
+    from fracsight.dicom.node import Node, NodeConfig, SpoolInUseError
     from fracsight.dicom.result_pool import ModelRef
     from fracsight.errors import FracsightError
 
@@ -199,6 +199,9 @@ def listen(
         Node(config).serve_forever()
     except FracsightError as e:
         typer.echo(f"error ({e.code}): {e}", err=True)
+        raise typer.Exit(1) from None
+    except SpoolInUseError as e:
+        typer.echo(f"error (spool_in_use): {e}", err=True)
         raise typer.Exit(1) from None
     except sqlite3.Error as e:  # a spool.db that is not a database, or one locked by another program
         typer.echo(f"error (node_start): {spool / 'spool.db'}: {e}", err=True)

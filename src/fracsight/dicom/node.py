@@ -10,6 +10,7 @@ docs/dicom.md ("The node") has the flow, the durability guarantees and the metri
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from fracsight.dicom.worker import Worker
 if TYPE_CHECKING:
     from fracsight.inference import Predictor
 
-__all__ = ["Node", "NodeConfig"]
+__all__ = ["Node", "NodeConfig", "SpoolInUseError"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,26 @@ class NodeConfig:
     threads: int = 1  # ONNX Runtime threads: 1 leaves the other core to receiving, results, sending
 
 
+class SpoolInUseError(RuntimeError):
+    """Another node that is running holds the spool: a second one would empty its ``tmp/`` under
+    it (files being received) and predict and send its images a second time."""
+
+
+def _lock_spool(root: Path) -> int | None:
+    """Hold ``root/node.lock`` for as long as the node runs (released by the system if it dies)."""
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX: no lock
+        return None
+    fd = os.open(root / "node.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise SpoolInUseError(f"{root} is in use by another running node") from None
+    return fd
+
+
 def _study_uid_of(path: Path) -> str | None:
     """The Study Instance UID of a spooled file, or None when it cannot be read (recovery)."""
     import pydicom
@@ -79,12 +100,19 @@ class Node:
         self.worker: Worker | None = None
         self.sender: Sender | None = None
         self.metrics: MetricsServer | None = None
+        self._lock: int | None = None
         self._stopped = threading.Event()
 
     def start(self) -> None:
         cfg = self.config
         model = self._predictor or ModelRef.resolve(cfg.model, cfg.operating_point, cfg.threads)
-        self.spool = spool = Spool(cfg.spool)
+        spool = Spool(cfg.spool)
+        try:
+            self._lock = _lock_spool(spool.root)
+        except SpoolInUseError:
+            spool.close()
+            raise
+        self.spool = spool
         recovered = spool.recover(_study_uid_of)
         backlog = spool.backlog()
         log.info(
@@ -173,6 +201,9 @@ class Node:
                 backlog["to_predict"],
                 backlog["to_send"],
             )
+        if self._lock is not None:
+            os.close(self._lock)  # releases the spool for the next node
+            self._lock = None
 
     def serve_forever(self) -> None:
         """Start, run until SIGTERM or SIGINT, stop cleanly."""
