@@ -354,6 +354,36 @@ def test_an_interrupt_as_a_part_lands_does_not_commit_its_rows_twice(
     out.close()
 
 
+def test_a_damaged_part_or_job_json_is_one_clear_line(tmp_path: Path) -> None:
+    """A part that is not Parquet (a copy cut short, a file put there by hand) or lacks the columns,
+    and a job.json of the wrong shape, were pyarrow and AttributeError tracebacks."""
+    model = {"name": "m", "version": "1", "onnx_sha256": "0" * 64}
+    out = BatchOutput(tmp_path / "out", ("path", "error_code"), model)
+    out.commit([{"path": "/a", "error_code": ""}])
+    out.close()
+    runner = CliRunner()
+    for content in (b"junk", None):
+        damaged = tmp_path / "out" / "parts" / "part-zzz.parquet"
+        if content is None:
+            import pyarrow as pa
+
+            pq.write_table(pa.table({"other": ["x"]}), damaged)  # Parquet, without the columns
+        else:
+            damaged.write_bytes(content)
+        with pytest.raises(DatasetError, match=r"part-zzz\.parquet: not a readable part of a batch output"):
+            BatchOutput(tmp_path / "out", ("path", "error_code"), model)
+        assert json.loads((tmp_path / "out" / "job.json").read_text())["status"] == "stopped"
+        assert [r["path"] for r in read_csv(tmp_path / "out" / "results.csv")] == ["/a"]  # kept
+        if content is not None:
+            status = runner.invoke(cli, ["batch", "status", str(tmp_path / "out")])
+            assert status.exit_code == 1 and "not a readable part" in status.output
+            assert "Traceback" not in status.output
+    for record in ({"model": 5}, {"model": {"name": "m"}, "errors": [1]}):
+        (tmp_path / "out" / "job.json").write_text(json.dumps(record))
+        status = runner.invoke(cli, ["batch", "status", str(tmp_path / "out")])
+        assert status.exit_code == 1 and "unreadable" in status.output, status.output
+
+
 def test_missing_inputs_are_refused_before_ray_starts(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["batch", "run", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "not_found" in result.output and not (tmp_path / "o").exists()
@@ -374,6 +404,35 @@ def test_an_unreachable_cluster_is_a_clear_error(archive: Path, tmp_path: Path) 
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1 and "error (batch_failed): no Ray cluster answers" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "o").exists()
+    result = CliRunner().invoke(cli, [*args[:-1], "127.0.0.1:99999"])  # was taken as port 34463
+    assert result.exit_code == 1 and "99999 is not a port number" in result.output
+
+
+def test_an_address_where_something_else_answers_is_a_clear_error(archive: Path, tmp_path: Path) -> None:
+    """A port that is not Ray's (the dashboard's, a web server's): Ray retried for many minutes."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def answer_http() -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:  # closed: the test is over
+                return
+            with client:
+                client.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+    threading.Thread(target=answer_http, daemon=True).start()
+    try:
+        job = batch(str(archive), "--out", str(tmp_path / "o"), "--address", f"127.0.0.1:{port}")
+        code, err = finish(job, timeout=60)
+    finally:
+        server.close()
+    assert code == 1 and f"what answers at 127.0.0.1:{port} is not Ray" in err and "HTTP/1.1" in err
+    assert "Traceback" not in err and not (tmp_path / "o").exists()
 
 
 @pytest.mark.slow

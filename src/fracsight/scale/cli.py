@@ -156,12 +156,18 @@ def status_command(
         record = json.loads(job.read_text(encoding="utf-8"))
         if not isinstance(record, dict):
             raise ValueError("not a JSON object")
+        if not all(isinstance(record.get(key, {}), dict) for key in ("model", "errors")):
+            raise ValueError("its model or errors is not a JSON object")
     except (OSError, ValueError) as e:
         typer.echo(f"error (output_refused): {job} is unreadable ({type(e).__name__})", err=True)
         raise typer.Exit(1) from None
-    import pyarrow.parquet as pq
+    from fracsight.scale.output import OutputRefused, part_rows
 
-    record["rows"] = sum(pq.ParquetFile(p).metadata.num_rows for p in (out / "parts").glob("part-*.parquet"))
+    try:
+        record["rows"] = sum(part_rows(p) for p in (out / "parts").glob("part-*.parquet"))
+    except OutputRefused as e:  # a damaged part: one line, as `batch run` says it
+        typer.echo(f"error ({e.code}): {e}", err=True)
+        raise typer.Exit(1) from None
     if json_output:
         typer.echo(json.dumps(record, indent=2))
         return

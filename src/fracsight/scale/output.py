@@ -31,7 +31,7 @@ from fracsight.bundle import BundleSpec
 from fracsight.errors import DatasetError
 from fracsight.inference.tabular import result_columns, spreadsheet_safe
 
-__all__ = ["NAME_FIELD", "PATH_COLUMN", "BatchOutput", "OutputRefused", "output_columns"]
+__all__ = ["NAME_FIELD", "PATH_COLUMN", "BatchOutput", "OutputRefused", "output_columns", "part_rows"]
 
 PATH_COLUMN = "path"  # the input as given (absolute): the key that makes resume exact
 NAME_FIELD = "name"  # what the row calls the input (its `source`), handed to the actors beside the path
@@ -99,12 +99,17 @@ class BatchOutput:
         self._check_or_create()
         self.done: set[str] = set()
         self.rows_done = 0
-        for part in self._part_files():
-            self.done.update(self._read_part(part, [PATH_COLUMN])[PATH_COLUMN])
-        self.rows_done = len(self.done)
         self._seq = 0
         self._run = time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
-        self._rebuild_csv()
+        try:
+            for part in self._part_files():
+                self.done.update(self._read_part(part, [PATH_COLUMN])[PATH_COLUMN])
+            self.rows_done = len(self.done)
+            self._rebuild_csv()
+        except OutputRefused:  # a damaged part: the job does not start, and job.json says so
+            self.write_job({"status": "stopped"})
+            self.close()
+            raise
 
     # ---- opening -----------------------------------------------------------------------------------
     def _check_or_create(self) -> None:
@@ -184,10 +189,15 @@ class BatchOutput:
         return sorted(self.parts.glob("part-*.parquet"))
 
     @staticmethod
-    def _read_part(part: Path, columns: list[str] | None = None) -> dict[str, list[str]]:
+    def _read_part(part: Path, columns: list[str]) -> dict[str, list[str]]:
+        """Raises :class:`OutputRefused` for a part that is damaged or lacks ``columns`` (a copy
+        cut short, a file put there by hand), never pyarrow's own error."""
         import pyarrow.parquet as pq
 
-        return pq.read_table(part, columns=columns).to_pydict()
+        try:
+            return pq.read_table(part, columns=columns).to_pydict()
+        except Exception as e:  # pyarrow's own error types (ArrowInvalid, ...), OSError
+            raise _damaged(part, e) from None
 
     def _rebuild_csv(self) -> None:
         """The CSV from the committed parts only (after a kill it may hold rows never committed)."""
@@ -197,7 +207,7 @@ class BatchOutput:
                 writer = csv.writer(f)
                 writer.writerow(self.columns)
                 for part in self._part_files():
-                    table = self._read_part(part)
+                    table = self._read_part(part, list(self.columns))
                     cells = zip(*(table[c] for c in self.columns), strict=True)
                     writer.writerows([spreadsheet_safe(v) for v in row] for row in cells)
 
@@ -239,6 +249,23 @@ class BatchOutput:
             for code in self._read_part(part, ["error_code"])["error_code"]:
                 counts[code] = counts.get(code, 0) + 1
         return counts
+
+
+def part_rows(part: Path) -> int:
+    """The rows of a committed part, from its footer (:class:`OutputRefused` if it is damaged)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(part).metadata.num_rows
+    except Exception as e:  # pyarrow's own error types (ArrowInvalid, ...), OSError
+        raise _damaged(part, e) from None
+
+
+def _damaged(part: Path, error: Exception) -> OutputRefused:
+    return OutputRefused(
+        f"{part}: not a readable part of a batch output ({type(error).__name__}); move it out of "
+        f"{part.parent} (its rows are then predicted again) or use another --out"
+    )
 
 
 def _describe(model: dict[str, str]) -> str:
