@@ -78,6 +78,26 @@ def test_serve_refuses_a_tampered_bundle_before_starting(
     assert "bundle_checksum_mismatch" in result.output and "Traceback" not in result.output
 
 
+def test_serve_refuses_bad_listening_options_before_starting(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path
+) -> None:
+    """A taken port: uvicorn failed after loading the model (exit 3); an unknown log level: a
+    KeyError traceback; an empty host: every interface."""
+    import socket
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("uvicorn must not start"))
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = str(taken.getsockname()[1])
+        for args, message in (
+            (["--port", port], f"error (port_unavailable): cannot listen on http://127.0.0.1:{port}"),
+            (["--log-level", "bogus"], "'bogus': one of critical"),
+            (["--host", ""], "empty; give an address"),
+        ):
+            result = CliRunner().invoke(cli, ["serve", "--model", str(tiny_bundle), *args])
+            assert result.exit_code == 2 and message in result.output, result.output
+            assert "Traceback" not in result.output
+
+
 def _png() -> bytes:
     import numpy as np
     from PIL import Image

@@ -218,6 +218,24 @@ def test_outputs_that_cannot_be_written_are_refused_before_predicting(
     assert a_file.read_text() == "mine"
 
 
+def test_a_csv_the_system_refuses_at_the_end_is_one_line_not_a_traceback(
+    tiny_bundle: Path, images: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Written after predicting: a folder without permission or a read-only disk refuses it only then."""
+    target = tmp_path / "out.csv"
+    write_text = Path.write_text
+
+    def refuse(self: Path, *args: object, **kwargs: object) -> int:
+        if self == target:
+            raise PermissionError(13, "Permission denied", str(self))
+        return write_text(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "write_text", refuse)
+    result = _predict(tiny_bundle, images[0], "--csv", target)
+    assert result.exit_code == 1 and f"error (os_error): Permission denied: {target}" in result.stderr
+    assert isinstance(result.exception, SystemExit)  # not the PermissionError
+
+
 def test_folders_are_searched_as_a_pacs_export_needs(
     tiny_bundle: Path, images: list[Path], tmp_path: Path
 ) -> None:

@@ -290,7 +290,8 @@ def predict(
     flat = [r for _, r in results]
     if csv_path is not None:
         columns = result_columns(predictor.spec, all_classes=all_classes)
-        csv_path.write_text(csv_text([*flat, *studies], columns), encoding="utf-8")
+        with user_errors():  # refused by the system only now (no permission, a read-only disk, full)
+            csv_path.write_text(csv_text([*flat, *studies], columns), encoding="utf-8")
     if json_output:
         typer.echo(json.dumps(results_payload(flat, studies, predictor.name), indent=2))
     else:
@@ -581,14 +582,31 @@ def serve(
     import shutil
     import tempfile
 
+    from fracsight.app import local_url, port_taken
+
+    if not host.strip():  # uvicorn would listen on every interface
+        raise typer.BadParameter(
+            "empty; give an address (127.0.0.1: this computer only)", param_hint="--host"
+        )
     with user_errors():
         try:
             import uvicorn
+            from uvicorn.config import LOG_LEVELS
 
             from fracsight.api.settings import ApiSettings
         except ImportError as e:
             typer.echo(f"error (missing_dependency): {e.name}: pip install 'fracsight[serve]'", err=True)
             raise typer.Exit(1) from None
+        if log_level.lower() not in LOG_LEVELS:  # uvicorn: a KeyError traceback
+            raise typer.BadParameter(
+                f"{log_level!r}: one of {', '.join(LOG_LEVELS)}", param_hint="--log-level"
+            )
+        taken = port_taken(host, port)  # before the model loads; uvicorn would fail after it, exit 3
+        if taken:
+            typer.echo(
+                f"error (port_unavailable): cannot listen on {local_url(host, port)}: {taken}", err=True
+            )
+            raise typer.Exit(2)
         from fracsight.inference import resolve_bundle
 
         settings = ApiSettings.from_env(
