@@ -92,6 +92,9 @@ def test_operating_point_option(tiny_bundle: Path, images: list[Path]) -> None:
     assert json.loads(result.stdout)["images"][0]["operating_point"]["name"] == "triage"
     bad = _predict(tiny_bundle, images[0], "--operating-point", "nowhere")
     assert bad.exit_code == 2 and "unknown operating point" in bad.stderr  # a bad argument
+    # an empty name (an unset variable in a script) is refused too; it once meant the default
+    empty = _predict(tiny_bundle, images[0], "--operating-point", "")
+    assert empty.exit_code == 2 and "unknown operating point ''" in empty.stderr
 
 
 def test_csv_is_written_and_not_overwritten_by_default(

@@ -133,7 +133,8 @@ class BundleSpec:
         return next((h for h in self.heads if h.name == name), None)
 
     def operating_point(self, name: str | None = None) -> OperatingPoint:
-        name = name or self.default_operating_point
+        # "" is a name asked for (an unset variable in a script, say), not the default
+        name = self.default_operating_point if name is None else name
         for op in self.operating_points:
             if op.name == name:
                 return op
