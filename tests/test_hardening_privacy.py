@@ -92,7 +92,10 @@ def test_the_test_files_really_hold_the_identifiers() -> None:
 def test_library_results_errors_and_logs(tiny_bundle: Path, caplog: pytest.LogCaptureFixture) -> None:
     predictor = Predictor(tiny_bundle)
     caplog.set_level(logging.DEBUG)
-    caplog.set_level(logging.DEBUG, logger="fracsight")  # whatever an earlier test in this process set
+    # whatever an earlier test in this process set: `dicom listen` run in-process (its bad-input
+    # tests) sets fracsight's level and pydicom's to CRITICAL, as the node does
+    caplog.set_level(logging.DEBUG, logger="fracsight")
+    caplog.set_level(logging.DEBUG, logger="pydicom")
     for name, data in DICOMS.items():
         try:
             result = predictor.predict(data, name=name, heatmap=True)
