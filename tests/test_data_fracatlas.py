@@ -128,6 +128,41 @@ def test_bad_flag_and_missing_column_raise(tmp_path: Path) -> None:
         load_dataset(root)
 
 
+def _csv_lines(root: Path) -> list[str]:
+    return (root / "dataset.csv").read_text().splitlines()
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        # a row listed twice was counted twice, with two labels if they differ
+        (lambda lines: [*lines, lines[2]], r"line 12: IMG0000001\.jpg is listed already on line 3"),
+        # a column twice (two exports pasted side by side): csv kept the last one silently
+        (lambda lines: [f"{line},{line.split(',')[8]}" for line in lines], "fractured more than once"),
+        # more values than columns (a shifted row) was an AttributeError traceback
+        (lambda lines: [*lines[:2], lines[2] + ",1", *lines[3:]], "line 3 has 16 values for 15 columns"),
+        # a row of separators only (a spreadsheet's empty row): was 'missing: ' naming nothing
+        (lambda lines: [*lines[:3], "," * 14, *lines[3:]], "line 4: image_id is empty"),
+    ],
+)
+def test_damaged_dataset_csv_is_refused_with_the_line(mini: Path, damage, message: str) -> None:
+    (mini / "dataset.csv").write_text("\n".join(damage(_csv_lines(mini))) + "\n")
+    with pytest.raises(DatasetError, match=message):
+        load_dataset(mini)
+
+
+def test_undecodable_dataset_csv_or_yolo_file_is_a_dataset_error(mini: Path) -> None:
+    """Both were a UnicodeDecodeError traceback (a latin-1 export, a file damaged on copy)."""
+    csv_bytes = (mini / "dataset.csv").read_bytes()
+    (mini / "dataset.csv").write_bytes(csv_bytes.replace(b"IMG0000001", b"IMG\xe900001"))
+    with pytest.raises(DatasetError, match=r"cannot read .*dataset\.csv"):
+        load_dataset(mini)
+    (mini / "dataset.csv").write_bytes(csv_bytes)
+    (mini / "annotations" / "yolo" / "IMG0000001.txt").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    with pytest.raises(DatasetError, match=r"IMG0000001\.txt is not a YOLO label file"):
+        load_dataset(mini)
+
+
 @pytest.mark.fracatlas
 def test_real_fracatlas(fracatlas_dir: Path) -> None:
     ds = load_dataset(fracatlas_dir)

@@ -89,13 +89,33 @@ def read_fracatlas(root: Path) -> Dataset:
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        columns = [c.strip() for c in reader.fieldnames or []]
-        absent = [c for c in _REQUIRED_COLUMNS if c not in columns]
-        if absent:
-            raise DatasetError(f"{path} lacks column(s) {', '.join(absent)}; found: {', '.join(columns)}")
-        rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            columns = [c.strip() for c in reader.fieldnames or []]
+            absent = [c for c in _REQUIRED_COLUMNS if c not in columns]
+            if absent:
+                raise DatasetError(f"{path} lacks column(s) {', '.join(absent)}; found: {', '.join(columns)}")
+            twice = sorted({c for c in columns if columns.count(c) > 1})
+            if twice:  # csv would keep the last one silently
+                raise DatasetError(f"{path} has column(s) {', '.join(twice)} more than once")
+            rows: list[dict[str, str]] = []
+            seen: dict[str, int] = {}
+            for row in reader:
+                where = f"{path.name} line {reader.line_num}"
+                if None in row:  # more values than columns: a shifted row
+                    raise DatasetError(
+                        f"{where} has {len(columns) + len(row[None])} values for {len(columns)} columns"
+                    )
+                rows.append({k.strip(): (v or "").strip() for k, v in row.items()})
+                image_id = rows[-1]["image_id"]
+                if not image_id:
+                    raise DatasetError(f"{where}: image_id is empty")
+                if image_id in seen:  # two rows, two labels (or twice the weight) for one image
+                    raise DatasetError(f"{where}: {image_id} is listed already on line {seen[image_id]}")
+                seen[image_id] = reader.line_num
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DatasetError(f"cannot read {path}: {e}") from None
     if not rows:
         raise DatasetError(f"{path} has no rows")
     return rows
@@ -153,7 +173,11 @@ def _box(x0: float, y0: float, x1: float, y1: float) -> Box | None:
 
 def _read_yolo(txt: Path) -> tuple[Box, ...]:
     boxes: list[Box] = []
-    for n, line in enumerate(txt.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = txt.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{txt} is not a YOLO label file (not text): {e}") from None
+    for n, line in enumerate(text.splitlines(), start=1):
         parts = line.split()
         if not parts:
             continue
