@@ -82,3 +82,30 @@ def test_missing_images_are_named(tmp_path: Path) -> None:
     root = _write(tmp_path / "d", "image,fracture", ["a.png,1", "gone.png,0"], images=["a.png"])
     with pytest.raises(DatasetError, match=r"1 image\(s\) not found.*gone.png"):
         load_dataset(root)
+
+
+def test_line_numbers_count_blank_lines(tmp_path: Path) -> None:
+    """csv skips blank lines; the line named was the row's number, here 3 where the file says 5."""
+    root = _write(tmp_path / "d", "image,fracture", ["a.png,1", "b.png,2"])
+    (root / "labels.csv").write_text("image,fracture\na.png,1\n\n\nb.png,2\n")
+    with pytest.raises(DatasetError, match="line 5: fracture must be"):
+        load_dataset(root)
+
+
+@pytest.mark.parametrize(
+    ("header", "rows", "message"),
+    [
+        # a column twice (two sheets pasted side by side): the last copy was used silently, here
+        # every image in train and none in test
+        ("image,fracture,split,split", ["a.png,1,test,train", "b.png,0,val,train"], "split more than once"),
+        ("image,Fracture,fracture ", ["a.png,1,0", "b.png,0,1"], "fracture more than once"),
+        # more values than columns (an unquoted comma: 'hand,leg'): the extra ones were dropped
+        ("image,fracture,split,region", ["a.png,1,test,hand,leg", "b.png,0,test,hip"], "line 2 has 5 values"),
+    ],
+)
+def test_shifted_rows_and_repeated_columns_are_refused(
+    tmp_path: Path, header: str, rows: list[str], message: str
+) -> None:
+    root = _write(tmp_path / "d", header, rows)
+    with pytest.raises(DatasetError, match=message):
+        load_dataset(root)

@@ -63,7 +63,17 @@ def read_labels_csv(root: Path) -> Dataset:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             header = [h.strip().lower() for h in reader.fieldnames or []]
-            rows = [{(k or "").strip().lower(): (v or "") for k, v in row.items()} for row in reader]
+            twice = sorted({h for h in header if header.count(h) > 1})
+            if twice:  # csv would keep the last one silently
+                raise DatasetError(f"{path} has column(s) {', '.join(twice)} more than once")
+            rows: list[tuple[int, dict[str, str]]] = []  # (line in the file, row)
+            for row in reader:
+                if None in row:  # more values than columns: a shifted row
+                    raise DatasetError(
+                        f"{path.name} line {reader.line_num} has {len(header) + len(row[None])} values "
+                        f"for {len(header)} columns"
+                    )
+                rows.append((reader.line_num, {k.strip().lower(): (v or "") for k, v in row.items()}))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DatasetError(f"cannot read {path}: {e}") from e
     if "image" not in header:
@@ -77,7 +87,7 @@ def read_labels_csv(root: Path) -> Dataset:
     parsed = []
     missing: list[str] = []
     seen: dict[Path, int] = {}
-    for n, row in enumerate(rows, start=2):  # line 1 is the header
+    for n, row in rows:
         where = f"{path.name} line {n}"
         image = row["image"].strip()
         # lexically inside the folder (an image may be a link to elsewhere; a "../" path may not)
