@@ -63,6 +63,29 @@ def test_a_split_the_data_set_lacks_is_the_one_training_held_out(tiny_bundle, ti
     assert bogus.exit_code == 1 and "no 'bogus' split" in bogus.output and "Traceback" not in bogus.output
 
 
+def test_a_split_on_some_images_only_is_refused_not_trimmed(fracatlas_dir, tmp_path):
+    """docs/data.md: a set with splits on some images only is refused. evaluate --split test on a set
+    the model was not trained on measured the test rows and silently dropped the row whose split
+    was left empty; --split all still measures every image."""
+    root = tmp_path / "data"
+    (root / "img").mkdir(parents=True)
+    rows = ["image,fracture,split"]
+    for folder, label, splits in (("Fractured", 1, ("test", "test")), ("Non_fractured", 0, ("test", ""))):
+        images = sorted((fracatlas_dir / "images" / folder).glob("*.jpg"))[: len(splits)]
+        for image, split in zip(images, splits, strict=True):
+            (root / "img" / image.name).symlink_to(image)
+            rows.append(f"img/{image.name},{label},{split}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    runner = CliRunner()
+    refused = runner.invoke(app, ["evaluate", "default", str(root), "--bootstrap", "100"])
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert "some samples have a split and some do not (1 without one" in refused.output
+    args = ["evaluate", "default", str(root), "--split", "all", "--bootstrap", "100"]
+    everything = runner.invoke(app, args)
+    assert everything.exit_code == 0, everything.output
+    assert "4/4 images" in everything.output
+
+
 # ---- every head combination (tiny real bundles of tests/head_kinds.py) ---------------------------------
 KINDS = list(HEAD_KINDS)
 

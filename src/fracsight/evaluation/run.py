@@ -26,6 +26,12 @@ def select_samples(dataset: Dataset, split: str | None, trained_seed: int | None
     saw; any other data set must have the split."""
     if split in (None, "all"):
         return list(dataset.samples)
+    unsplit = [s.image_id for s in dataset.samples if s.split is None]
+    if unsplit and len(unsplit) < len(dataset.samples):  # they would silently be in no split
+        raise DatasetError(
+            f"{dataset.root}: some samples have a split and some do not ({len(unsplit)} without one, "
+            f"e.g. {', '.join(unsplit[:3])}); give each a split, or measure all of it with --split all"
+        )
     made = dataset if trained_seed is None else ensure_splits(dataset, seed=trained_seed)
     chosen = list(made.split(split))
     if not chosen:
