@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from fracsight.data import FRACTURE, REGION, group_split, load_dataset, straddling_groups
+from fracsight.errors import DatasetError
 
 STUDIES = [
     ("train", "XR_ELBOW", "patient00011", "study1_negative", 2),
@@ -79,3 +80,28 @@ def test_mura_csv_is_the_label_source(tmp_path: Path, caplog: pytest.LogCaptureF
     assert by_study["XR_HAND/patient11190/study1"] == 1
     assert "disagree" in caplog.text
     assert "hand" in ds.class_names[REGION]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        # not UTF-8 (a latin-1 export, a file damaged on copy): was a UnicodeDecodeError traceback
+        (b"MURA-v1.1/valid/XR_ELBOW/patient11185/study1_positive/,1\n\xe9\xff\n", "cannot read"),
+        # one study twice with both labels (two csvs concatenated): the first one won silently
+        (
+            b"MURA-v1.1/valid/XR_ELBOW/patient11185/study1_positive/,1\n"
+            b"MURA-v1.1/valid/XR_ELBOW/patient11185/study1_positive/,0\n",
+            r"valid_labeled_studies\.csv:2: .*study1_positive/ is labelled 0 and 1",
+        ),
+        # a bad label on line 1 was skipped as if it were a header (the folder suffix used instead)
+        (
+            b"MURA-v1.1/valid/XR_ELBOW/patient11185/study1_positive/,2\n",
+            r"valid_labeled_studies\.csv:1: expected",
+        ),
+    ],
+)
+def test_damaged_labeled_studies_csv_is_refused(tmp_path: Path, content: bytes, message: str) -> None:
+    root = make_mura(tmp_path / "MURA-v1.1")
+    (root / "valid_labeled_studies.csv").write_bytes(content)
+    with pytest.raises(DatasetError, match=message):
+        load_dataset(root)

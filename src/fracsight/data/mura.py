@@ -118,21 +118,28 @@ def _read_labeled_studies(root: Path) -> dict[str, list[tuple[str | None, int]]]
     """``XR_PART/patient/studyN_x`` -> [(split, label)] from every ``*_labeled_studies.csv`` in ``root``."""
     labels: dict[str, list[tuple[str | None, int]]] = {}
     for path in sorted(root.glob("*_labeled_studies.csv")):
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            for n, row in enumerate(csv.reader(f), start=1):
-                if not row or not row[0].strip():
+        try:
+            with path.open(newline="", encoding="utf-8-sig") as f:
+                rows = list(csv.reader(f))
+        except (UnicodeDecodeError, csv.Error) as e:
+            raise DatasetError(f"cannot read {path}: {e}") from None
+        for n, row in enumerate(rows, start=1):
+            if not row or not row[0].strip():
+                continue
+            parts = PurePosixPath(row[0].strip().replace("\\", "/")).parts
+            at = next((i for i, p in enumerate(parts) if p.upper().startswith("XR_")), None)
+            value = row[1].strip() if len(row) > 1 else ""
+            if at is None or len(parts) < at + 3 or value not in ("0", "1"):
+                if n == 1 and at is None:  # tolerate a header line (a study path is a row)
                     continue
-                parts = PurePosixPath(row[0].strip().replace("\\", "/")).parts
-                at = next((i for i, p in enumerate(parts) if p.upper().startswith("XR_")), None)
-                value = row[1].strip() if len(row) > 1 else ""
-                if at is None or len(parts) < at + 3 or value not in ("0", "1"):
-                    if n == 1:  # tolerate a header line
-                        continue
-                    raise DatasetError(
-                        f"{path}:{n}: expected '<...>/XR_<PART>/<patient>/<study>/,<0|1>', got {row}"
-                    )
-                split = split_name(parts[at - 1]) if at > 0 else None
-                labels.setdefault("/".join(parts[at : at + 3]), []).append((split, int(value)))
+                raise DatasetError(
+                    f"{path}:{n}: expected '<...>/XR_<PART>/<patient>/<study>/,<0|1>', got {row}"
+                )
+            split = split_name(parts[at - 1]) if at > 0 else None
+            entries = labels.setdefault("/".join(parts[at : at + 3]), [])
+            if any(s == split and label != int(value) for s, label in entries):  # which one is true?
+                raise DatasetError(f"{path}:{n}: {row[0].strip()} is labelled 0 and 1")
+            entries.append((split, int(value)))
     return labels
 
 
