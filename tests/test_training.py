@@ -43,6 +43,22 @@ def test_config_yaml_then_overrides(tmp_path):
         ("", ["epochs=many"], "cannot read 'many'"),
         ("", ["augment.colour=1"], "unknown augment option"),
         ("- a\n- b\n", [], "must hold a mapping"),
+        # YAML of the wrong shape or type: named, never a TypeError later in training
+        ("epochs: five\n", [], "epochs: cannot read 'five' as int"),
+        ("epochs: 2.5\n", [], "epochs: cannot read 2.5 as int"),
+        ("lr: [1]\n", [], "lr: expected a number"),
+        ("amp: maybe\n", [], "amp: expected a boolean"),
+        ("init:\n", [], "init: no value given"),
+        ("version: 1.10\n", [], "version: expected text"),
+        ("augment: [1, 2]\n", [], "augment: expected a mapping"),
+        ("augment:\n  scale: 0.9\n", [], r"augment.scale: expected 2 numbers"),
+        ("1: 2\n", [], "unknown training option"),
+        ("", ["augment.scale=0.9"], r"augment.scale: expected 2 numbers"),
+        ("", ["augment.scale=a,b"], "augment.scale: cannot read 'a'"),
+        ("", ["lr=inf"], "lr: cannot read 'inf'"),
+        ("", ["augment.hflip=2"], r"augment.hflip=2.0 \(a probability"),
+        ("", ["augment.scale=1.2,0.8"], r"augment.scale=\(1.2, 0.8\)"),
+        ("", ["augment.gamma=0,1"], "augment.gamma"),
     ],
 )
 def test_config_errors_are_specific(tmp_path, yaml_text, overrides, message):
@@ -50,6 +66,14 @@ def test_config_errors_are_specific(tmp_path, yaml_text, overrides, message):
     path.write_text(yaml_text)
     with pytest.raises(ConfigError, match=message):
         load_config(path, overrides)
+
+
+def test_yaml_values_are_read_as_the_option_types(tmp_path):
+    path = tmp_path / "c.yaml"  # YAML 1.1 reads 1e-3 (no dot) as a string; version: 2 as a number
+    path.write_text("lr: 1e-3\nversion: 2\ninput_size: 96.0\nseed: 12345678901234567\n")
+    cfg = load_config(path, ["augment.gamma=(0.9, 1.1)"])
+    assert (cfg.lr, cfg.version, cfg.input_size, cfg.seed) == (0.001, "2", 96, 12345678901234567)
+    assert cfg.augment.gamma == (0.9, 1.1) and isinstance(cfg.input_size, int)
 
 
 @pytest.mark.parametrize(
@@ -469,3 +493,39 @@ def test_training_settings_out_of_range_are_refused_by_name(setting, message):
         load_config(None, [setting])
     with pytest.raises(ConfigError, match="nothing to train"):
         load_config(None, ["epochs=0", "epochs_frozen=0"])
+
+
+def test_damaged_checkpoints_and_run_folders_are_refused_in_one_line(tiny_dataset, tmp_path):
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_text("not a checkpoint")
+    settings = [a for s in [*TINY, "arch=small_cnn", "pretrained=none"] for a in ("--set", s)]
+    runner = CliRunner()
+
+    def train(out: Path, *extra: str):
+        return runner.invoke(app, ["train", str(tiny_dataset), "--out", str(out), *settings, *extra])
+
+    init = train(tmp_path / "a", "--set", f"init={damaged}")
+    assert init.exit_code == 1 and "init: " in init.stderr and "torch cannot read it" in init.stderr
+    assert not (tmp_path / "a").exists()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.pt").write_text("cut short")
+    resumed = train(run, "--resume")
+    assert resumed.exit_code == 1 and "run/last.pt is not a checkpoint" in resumed.stderr
+    assert sorted(p.name for p in run.iterdir()) == ["last.pt"]  # nothing written before the refusal
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    into_file = train(a_file)
+    assert into_file.exit_code == 2 and "exists and is not a folder" in into_file.stderr
+    (tmp_path / "norun").mkdir()
+    (tmp_path / "norun" / "best.pt").write_text("not a checkpoint")
+    exported = runner.invoke(app, ["export", str(tmp_path / "norun"), str(tmp_path / "bundle")])
+    assert exported.exit_code == 1 and "norun/best.pt is not a checkpoint" in exported.stderr
+    assert len(exported.stderr.strip().splitlines()) == 1 and not (tmp_path / "bundle").exists()
+    for result in (init, resumed, into_file, exported):
+        assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+    assert a_file.read_text() == "mine"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,35 +72,65 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _coerce(value: str, current: Any) -> Any:
-    if isinstance(current, bool):
-        if value.lower() in ("1", "true", "yes", "on"):
-            return True
-        if value.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"expected a boolean, got {value!r}")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _typed(option: str, value: Any, current: Any) -> Any:
+    """``value`` of ``option``, from YAML or a ``key=value`` override (a string), as the type of
+    its default ``current``; a value of another type is refused, naming the option (YAML reads
+    ``1e-3`` as a string, which is read as the number it means)."""
+    if value is None:  # `init:` with nothing after it
+        raise ConfigError(f"{option}: no value given (give one, or leave the option out)")
     if isinstance(current, tuple):
-        parts = [p for p in value.strip("()[] ").split(",") if p]
-        return tuple(type(c)(p) for c, p in zip(current, parts, strict=True))
+        if isinstance(value, str):
+            value = [p.strip() for p in value.strip("()[] ").split(",") if p.strip()]
+        if not isinstance(value, (list, tuple)) or len(value) != len(current):
+            raise ConfigError(f"{option}: expected {len(current)} numbers (low,high), got {value!r}")
+        return tuple(_typed(option, v, c) for v, c in zip(value, current, strict=True))
+    if isinstance(current, bool):
+        if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
+            return value.lower() in _TRUE
+        if not isinstance(value, bool):
+            raise ConfigError(f"{option}: expected a boolean, got {value!r}")
+        return value
+    if isinstance(current, str):
+        if isinstance(value, int) and not isinstance(value, bool):  # version: 2
+            return str(value)
+        if not isinstance(value, str):
+            raise ConfigError(f"{option}: expected text, got {value!r} (quote it in YAML)")
+        return value
+    kind = type(current)
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(f"{option}: expected {'an integer' if kind is int else 'a number'}, got {value!r}")
     try:
-        return type(current)(value)
-    except ValueError as e:
-        raise ConfigError(f"cannot read {value!r} as {type(current).__name__}") from e
+        if kind is int and not isinstance(value, float):
+            return int(value)  # exactly, not through a float (a large seed)
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{option}: cannot read {value!r} as {kind.__name__}") from None
+    if not math.isfinite(number) or (kind is int and not number.is_integer()):
+        raise ConfigError(f"{option}: cannot read {value!r} as {kind.__name__}")
+    return kind(number)
 
 
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(known))
+    unknown = sorted(str(k) for k in set(values) - set(known))
     if unknown:
         raise ConfigError(
             f"unknown {where} option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
         )
+    defaults = cls()
     kw = {}
     for key, value in values.items():
-        if key == "augment" and isinstance(value, dict):
-            value = _build(AugmentConfig, value, "augment")
-        elif isinstance(value, list):
-            value = tuple(value)
+        option = key if cls is TrainConfig else f"augment.{key}"
+        if key == "augment" and cls is TrainConfig:
+            if isinstance(value, dict):
+                value = _build(AugmentConfig, value, "augment")
+            elif not isinstance(value, AugmentConfig):
+                raise ConfigError(f"augment: expected a mapping of augment options, got {value!r}")
+        else:
+            value = _typed(option, value, getattr(defaults, key))
         kw[key] = value
     return cls(**kw)
 
@@ -129,10 +160,10 @@ def load_config(path: Path | None = None, overrides: list[str] | None = None, **
             aug = base.augment
             if sub not in {f.name for f in dataclasses.fields(aug)}:
                 raise ConfigError(f"unknown augment option {sub!r}")
-            aug = dataclasses.replace(aug, **{sub: _coerce(value, getattr(aug, sub))})
+            aug = dataclasses.replace(aug, **{sub: _typed(key, value, getattr(aug, sub))})
             base = dataclasses.replace(base, augment=aug)
         elif key in {f.name for f in dataclasses.fields(base)} and key != "augment":
-            base = dataclasses.replace(base, **{key: _coerce(value, getattr(base, key))})
+            base = dataclasses.replace(base, **{key: _typed(key, value, getattr(base, key))})
         else:
             raise ConfigError(f"unknown option {key!r} in override {item!r}")
     _check_ranges(base)
@@ -164,6 +195,17 @@ def _check_ranges(cfg: TrainConfig) -> None:
     for option in ("weight_decay", "mask_weight", "region_weight", "class_weight"):
         need(getattr(cfg, option) >= 0, option, "0 or more")
     need(0 <= cfg.ema_decay < 1, "ema_decay", "0 (off) up to, not including, 1")
+    aug = cfg.augment
+    for option, ok, rule in (
+        ("hflip", 0 <= aug.hflip <= 1, "a probability, 0 to 1"),
+        ("rotate_deg", 0 <= aug.rotate_deg <= 180, "degrees, 0 to 180"),
+        ("translate", 0 <= aug.translate <= 1, "a fraction of the side, 0 to 1"),
+        ("scale", 0 < aug.scale[0] <= aug.scale[1], "low,high with 0 < low <= high"),
+        ("gamma", 0 < aug.gamma[0] <= aug.gamma[1], "low,high with 0 < low <= high"),
+        ("contrast", 0 <= aug.contrast[0] <= aug.contrast[1], "low,high with 0 <= low <= high"),
+    ):
+        if not ok:
+            problems.append(f"augment.{option}={getattr(aug, option)!r} ({rule})")
     if cfg.epochs + cfg.epochs_frozen == 0 and not cfg.init:
         problems.append(
             "epochs=0 and epochs_frozen=0 (nothing to train; with init= it keeps the starting weights)"

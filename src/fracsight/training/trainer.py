@@ -78,6 +78,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def read_checkpoint(path: Path, needs: tuple[str, ...] = ("model", "arch", "config")) -> dict[str, Any]:
+    """The dict of tensors and plain values a checkpoint of fracsight holds (never unpickled code);
+    a :class:`ConfigError` in one line for a file that is not one (damaged, cut short, not PyTorch),
+    or that lacks ``needs``."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types, with pages of advice, for such a file
+        raise ConfigError(
+            f"{path} is not a checkpoint written by fracsight: torch cannot read it ({type(e).__name__})"
+        ) from None
+    if not isinstance(state, dict) or not set(needs) <= set(state):
+        raise ConfigError(f"{path} is not a checkpoint written by fracsight (it lacks {', '.join(needs)})")
+    return state
+
+
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """``torch.save`` that replaces ``path`` at once: Ctrl-C or a crash while a checkpoint is written
     leaves the previous one whole (a torn ``best.pt`` would lose the run's best model)."""
@@ -334,8 +349,12 @@ class Trainer:
 
     def _check_run_folder(self, resume: bool, force: bool) -> None:
         last = self.run_dir / "last.pt"
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise OutputFolderError(f"{self.run_dir} exists and is not a folder: choose another --out")
         if resume and not last.is_file():
             raise ConfigError(f"nothing to resume: {last} does not exist (leave out --resume to start a run)")
+        if resume:  # before the data are prepared: a damaged last.pt is refused at once
+            read_checkpoint(last, ("model", "history", "epoch", "best_score", "best_epoch", "since_best"))
         earlier = [name for name in ("best.pt", "last.pt") if (self.run_dir / name).is_file()]
         if earlier and not resume and not force:
             raise OutputFolderError(
@@ -534,9 +553,10 @@ class Trainer:
             raise ConfigError(
                 f"init: {path} is this run's own best.pt, which training overwrites; use another --out"
             )
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict) or "model" not in state or "arch" not in state:
-            raise ConfigError(f"init: {path} is not a best.pt written by `fracsight train`")
+        try:
+            state = read_checkpoint(path, ("model", "arch"))
+        except ConfigError as e:
+            raise ConfigError(f"init: {e}") from None
         found = (state["arch"], tuple(state.get("regions", ())), tuple(state.get("classes", ())))
         wanted = (self.cfg.arch, self.heads.regions, self.heads.classes)
         if found != wanted:
@@ -585,12 +605,7 @@ def load_checkpoint(path: Path) -> tuple[FractureNet, TrainConfig]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"no checkpoint at {path}: train first (fracsight train)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for a file that is not a checkpoint
-        raise ConfigError(f"{path} is not a checkpoint written by fracsight train: {e}") from e
-    if not isinstance(state, dict) or not {"model", "arch", "config"} <= set(state):
-        raise ConfigError(f"{path} is not a best.pt written by fracsight train")
+    state = read_checkpoint(path)
     cfg_dict = json.loads(state["config"])
     augment = cfg_dict.pop("augment")
     cfg = load_config(None, None, **cfg_dict, augment=augment)
