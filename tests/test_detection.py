@@ -303,6 +303,26 @@ def test_bases_and_data_the_heads_cannot_use_are_refused_before_any_work(
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+def test_an_unknown_evaluate_split_is_refused_before_the_heads_train(
+    detector_bundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    import fracsight.detection.prepare as prepare
+    from fracsight.cli import app
+
+    def prepared(*_args, **_kwargs):
+        raise AssertionError("features prepared before the split was checked")
+
+    monkeypatch.setattr(prepare, "prepare_features", prepared)
+    data, base, _ = detector_bundle
+    out = tmp_path / "new"
+    args = ["detector", "train", str(base), str(out), "--data", str(data), "--evaluate", "tset"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and "no 'tset' split" in result.stderr, result.output
+    assert not out.exists()
+
+
 def test_detector_train_help_states_the_recipe_defaults() -> None:
     pytest.importorskip("torch")
     from typer.testing import CliRunner

@@ -131,6 +131,48 @@ def test_joint_run_and_its_bundle_through_the_cli(detector_bundle, tmp_path: Pat
     assert again.exit_code != 0 and "not empty" in again.output
 
 
+def test_joint_outputs_it_cannot_write_are_refused_before_training(detector_bundle, tmp_path) -> None:
+    data, base, grafted = detector_bundle
+    run, mine = tmp_path / "run", tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    joint = ["detector", "joint", str(base), str(grafted), str(run), "--data", str(data), "--epochs", "1"]
+    runner = CliRunner()
+    busy = runner.invoke(app, [*joint, "--out", str(mine)])
+    assert busy.exit_code == 2 and "not empty" in busy.stderr and not run.exists(), busy.output
+    split = runner.invoke(app, [*joint, "--out", str(tmp_path / "b"), "--evaluate", "tset"])
+    assert split.exit_code == 1 and "no 'tset' split" in split.stderr and not run.exists(), split.output
+    a_file = tmp_path / "run.txt"
+    a_file.write_text("mine")
+    into_file = runner.invoke(
+        app, ["detector", "joint", str(base), str(grafted), str(a_file), "--data", str(data)]
+    )
+    assert into_file.exit_code == 2 and "is not a folder" in into_file.output
+    assert (mine / "notes.txt").read_text() == "mine" and a_file.read_text() == "mine"
+
+
+def test_a_damaged_joint_run_is_refused_in_one_line(detector_bundle, tmp_path) -> None:
+    data, _, _ = detector_bundle
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.pt").write_text("cut short")
+    bundle = ["detector", "bundle", str(run), str(tmp_path / "b"), "--data", str(data)]
+    runner = CliRunner()
+    damaged = runner.invoke(app, bundle)
+    assert damaged.exit_code == 1 and "best.pt is not a checkpoint" in damaged.stderr, damaged.output
+    checkpoint = {"model": {}, "arch": "x", "config": "{}", "detector": {}, "orientation": {}}
+    torch.save(checkpoint, run / "best.pt")
+    (run / "history.json").write_text("{not json")
+    history = runner.invoke(app, bundle)
+    assert history.exit_code == 1 and "cannot read" in history.stderr and "history.json" in history.stderr
+    (run / "history.json").write_text("[]")
+    unfinished = runner.invoke(app, bundle)
+    assert unfinished.exit_code == 1 and "no chosen epoch" in unfinished.stderr
+    for result in (damaged, history, unfinished):
+        assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+    assert not (tmp_path / "b").exists()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
 def test_asking_for_cuda_without_a_gpu_is_a_clear_error_and_writes_nothing(detector_bundle, tmp_path) -> None:
     data, base, grafted = detector_bundle

@@ -417,3 +417,17 @@ def test_the_detector_finds_the_same_feature_maps_in_an_int8_graph(
     for name, a, b in zip(TAP_NAMES, maps[tiny_bundle], maps[int8_bundle], strict=True):
         assert a.shape == b.shape and a.ndim == 4, name
         assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.8, name
+
+
+def test_an_unknown_evaluate_split_is_refused_before_quantizing(
+    tiny_bundle: Path, tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fracsight.quantize.build as build
+
+    def quantized(*_args, **_kwargs):
+        raise AssertionError("quantized before the split was checked")
+
+    monkeypatch.setattr(build, "quantize_onnx", quantized)
+    result = _quantize(tiny_bundle, tmp_path / "q", tiny_dataset, "--evaluate", "tset")
+    assert result.exit_code == 1 and "no 'tset' split" in result.stderr, result.output
+    assert not (tmp_path / "q").exists()

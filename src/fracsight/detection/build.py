@@ -111,6 +111,10 @@ def build_detector_bundle(
     inputs = [("the base bundle", base_dir), ("the data set", Path(data_dir))]
     check_output_folder(out_dir, force=force, inputs=inputs)
     seed = int(base.training.get("config", {}).get("seed", 0))
+    if evaluate_split:  # an unknown split: refused before the heads train, not after
+        from fracsight.evaluation.run import select_samples
+
+        select_samples(dataset, evaluate_split, seed)
     train, val = prepare_features(
         base_dir, dataset, cache_dir or out_dir.parent / ".cache", normals=normals, seed=seed
     )
@@ -166,11 +170,10 @@ def build_joint_bundle(
     import json
     import tempfile
 
-    import torch
-
     from fracsight.detection.heads import heads_from_tensors
     from fracsight.detection.prepare import validation_features
     from fracsight.training.export_bundle import export_bundle
+    from fracsight.training.trainer import read_checkpoint
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     checkpoint = run_dir / ("best.pt" if epoch is None else f"epoch-{epoch}.pt")
@@ -178,13 +181,20 @@ def build_joint_bundle(
         raise ConfigError(f"no joint checkpoint at {checkpoint}: run `fracsight detector joint` first")
     inputs = [("the joint run", run_dir), ("the data set", Path(data_dir))]
     check_output_folder(out_dir, force=force, inputs=inputs)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    if "detector" not in state:
+    state = read_checkpoint(checkpoint)
+    if "detector" not in state or "orientation" not in state:
         raise ConfigError(f"{checkpoint} was not written by a joint run (no detector weights)")
+    try:
+        history = json.loads((run_dir / "history.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read {run_dir / 'history.json'}, the joint run's record: {e}") from None
+    if not isinstance(history, dict) or "chosen" not in history:
+        raise ConfigError(
+            f"{run_dir / 'history.json'} is not the record of a finished joint run (no chosen epoch)"
+        )
     detector, orientation = heads_from_tensors(
         {f"{head}.{k}": v.numpy() for head in ("detector", "orientation") for k, v in state[head].items()}
     )
-    history = json.loads((run_dir / "history.json").read_text())
     history["exported_epoch"] = history["chosen"] if epoch is None else epoch
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir.parent) as tmp:

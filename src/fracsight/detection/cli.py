@@ -150,21 +150,30 @@ def joint(
 
     The epoch is chosen on validation (box AP50, AUROC upright and turned).
     """
+    from fracsight._output import check_output_folder
     from fracsight.cli import invocation, user_errors
     from fracsight.data import load_dataset
     from fracsight.detection.joint import JointConfig, train_joint
+    from fracsight.evaluation.run import select_samples
     from fracsight.inference.store import resolve_bundle
 
     command = invocation()
     with user_errors():
+        if run.exists() and not run.is_dir():
+            raise typer.BadParameter(f"{run} exists and is not a folder", param_hint="RUN")
         if run.exists() and any(run.iterdir()):
             raise typer.BadParameter(
                 f"{run} exists and is not empty; choose another run folder", param_hint="RUN"
             )
+        dataset = load_dataset(data, "auto")
+        if out is not None:  # refused now, not after the epochs of training
+            check_output_folder(out, force=force, inputs=[("the joint run", run), ("the data set", data)])
+            if evaluate_split:
+                select_samples(dataset, evaluate_split, 0)  # whether it has or can carve the split
         train_joint(
             resolve_bundle(model),
             resolve_bundle(heads),
-            load_dataset(data, "auto"),
+            dataset,
             run,
             JointConfig(
                 epochs=epochs, lr=lr, frozen_stages=frozen_stages, distill_weight=distill, device=device
