@@ -153,7 +153,21 @@ def test_online_augmentation_path_and_resume(tiny_dataset, tmp_path):
     first = Trainer(cfg, dataset, show_progress=False).fit()
     assert len(first.history) == 2
     longer = load_config(None, [*overrides, "epochs=2"], data=str(tiny_dataset), out=str(tmp_path / "run"))
-    resumed = Trainer(longer, dataset, show_progress=False).fit(resume=True)
+    # another recipe is refused before anything is read or written: it would mix two in one run
+    # and write its settings over the run's config.yaml (both happened)
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    other = load_config(
+        None,
+        [*overrides, "epochs=2", "input_size=96", "lr=0.01"],
+        data=str(tiny_dataset),
+        out=str(tmp_path / "run"),
+    )
+    with pytest.raises(
+        ConfigError, match=r"these differ: input_size 64 -> 96; lr .* -> 0\.01\. Give the same"
+    ):
+        Trainer(other, dataset, show_progress=False).fit(resume=True)
+    assert (tmp_path / "run" / "config.yaml").read_text() == saved
+    resumed = Trainer(longer, dataset, show_progress=False).fit(resume=True)  # more epochs: allowed
     assert len(resumed.history) == 3
     assert resumed.history[:2] == first.history
 

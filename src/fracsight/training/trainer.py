@@ -37,6 +37,12 @@ log = logging.getLogger(__name__)
 
 # what a run writes into its folder before its first checkpoint (best.pt, last.pt)
 RUN_FILES = frozenset({"config.yaml", "history.json", "curves.png"})
+# what --resume may change: where the data and the run are, how long it trains (a run is often
+# resumed to train longer), on what it runs, and the model's name; anything else would mix two
+# recipes in one run and write the second over the first's config.yaml
+RESUMABLE_SETTINGS = frozenset(
+    {"data", "out", "epochs", "patience", "device", "amp", "workers", "name", "version"}
+)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -355,6 +361,7 @@ class Trainer:
             raise ConfigError(f"nothing to resume: {last} does not exist (leave out --resume to start a run)")
         if resume:  # before the data are prepared: a damaged last.pt is refused at once
             read_checkpoint(last, ("model", "history", "epoch", "best_score", "best_epoch", "since_best"))
+            self._check_same_recipe()
         earlier = [name for name in ("best.pt", "last.pt") if (self.run_dir / name).is_file()]
         if earlier and not resume and not force:
             raise OutputFolderError(
@@ -376,6 +383,30 @@ class Trainer:
                     f"{self.run_dir} is not a run folder (it holds {', '.join(others[:3])}"
                     f"{', ...' if len(others) > 3 else ''}): choose another --out"
                 )
+
+    def _check_same_recipe(self) -> None:
+        """A resumed run keeps the settings it was started with (its config.yaml), but for
+        :data:`RESUMABLE_SETTINGS`."""
+        saved_path = self.run_dir / "config.yaml"
+        try:
+            saved = yaml.safe_load(saved_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            saved = None
+        if not isinstance(saved, dict):
+            return  # nothing to compare with (a run folder from before config.yaml, or damaged)
+        asked = yaml.safe_load(yaml.safe_dump(self.cfg.to_dict()))  # the same round trip as the saved one
+        changed = [
+            f"{key} {saved.get(key)!r} -> {asked.get(key)!r}"
+            for key in sorted(set(saved) | set(asked))
+            if key not in RESUMABLE_SETTINGS and saved.get(key) != asked.get(key)
+        ]
+        if changed:
+            raise ConfigError(
+                f"--resume continues {self.run_dir} with the settings it was started with; these differ: "
+                f"{'; '.join(changed[:5])}{'; ...' if len(changed) > 5 else ''}. Give the same settings "
+                f"(only {', '.join(sorted(RESUMABLE_SETTINGS - {'out'}))} may change), or start a new run "
+                "in another --out"
+            )
 
     def fit(self, resume: bool = False, force: bool = False) -> TrainResult:
         """Train; ``resume``: continue the run in ``cfg.out`` from its ``last.pt``; ``force``:
