@@ -119,6 +119,80 @@ def test_predict_study_refuses_failures_and_other_models(images: list[Path], tmp
         predictor.predict_study([other], "study")
 
 
+def test_predict_study_takes_a_stream_and_refuses_an_empty_one(images: list[Path]) -> None:
+    from fracsight.inference import Predictor
+
+    predictor = Predictor()
+    # a generator is truthy even when empty: it made a study of no image, NaN, "no fracture detected"
+    with pytest.raises(ValueError, match="at least one image"):
+        predictor.predict_study((p for p in []), "study")
+    study = predictor.predict_study(predictor.predict_many(images), "study")  # type: ignore[arg-type]
+    assert study.images == tuple(p.name for p in images)
+    assert study.fracture_probability is not None and not math.isnan(study.fracture_probability)
+
+
+def test_predictor_refuses_bad_model_and_threads_by_name() -> None:
+    from fracsight.errors import UnknownModelError
+    from fracsight.inference import Predictor
+
+    with pytest.raises(TypeError, match="model must be"):  # was pathlib's "expected str, bytes or ..."
+        Predictor(5)  # type: ignore[arg-type]
+    with pytest.raises(UnknownModelError, match="model is empty"):  # was the current folder
+        Predictor("")
+    # -1 was passed on silently, 10**6 made ONNX Runtime start a million threads, "2" a pybind error
+    for threads, error in ((-1, ValueError), (10**6, ValueError), ("2", TypeError), (True, TypeError)):
+        with pytest.raises(error, match="threads must be"):
+            Predictor(threads=threads)  # type: ignore[arg-type]
+
+
+def test_predict_takes_any_bytes_like(images: list[Path]) -> None:
+    from fracsight.inference import Predictor
+
+    predictor = Predictor()
+    data = images[0].read_bytes()
+    expected = predictor.predict(data).fracture_probability
+    for source in (bytearray(data), memoryview(data)):  # read_image reads them; naming them failed
+        result = predictor.predict(source)  # type: ignore[arg-type]
+        assert (result.source, result.fracture_probability) == ("upload", expected)
+    (streamed,) = predictor.predict_many([bytearray(data)])
+    assert streamed.source == "upload"
+
+
+def test_predict_many_fails_only_the_bad_items(images: list[Path], tmp_path: Path) -> None:
+    import json
+
+    from fracsight.inference import FailedPrediction, Predictor
+
+    predictor = Predictor()
+    mixed = [images[0], None, tmp_path / "missing.png", b"", np.zeros((64, 64)), b"junk", images[1], 7]
+    results = list(predictor.predict_many(mixed, batch_size=3))  # type: ignore[arg-type]
+    failed = {i: r.error_code for i, r in enumerate(results) if isinstance(r, FailedPrediction)}
+    assert failed == {
+        1: "unreadable_image",  # None, an array, a number: a TypeError used to stop the whole run
+        2: "unreadable_image",
+        3: "empty_file",
+        4: "unreadable_image",
+        5: "unsupported_format",
+        7: "unreadable_image",
+    }
+    assert [results[0].source, results[6].source] == [images[0].name, images[1].name]
+    assert results[1].source == "<NoneType>" and "not a path or bytes" in results[1].error
+    for r in results:
+        json.dumps(r.to_dict())
+
+
+@pytest.mark.parametrize("argument", ["batch_size", "workers"])
+@pytest.mark.parametrize(("value", "error"), [(0, ValueError), (-2, ValueError), (2.5, TypeError)])
+def test_predict_many_refuses_bad_batch_size_and_workers(
+    images: list[Path], argument: str, value: object, error: type[Exception]
+) -> None:
+    from fracsight.inference import Predictor
+
+    # 0 and negatives were quietly taken as 1, 2.5 an islice ValueError, "4" a comparison TypeError
+    with pytest.raises(error, match=f"{argument} must be"):
+        list(Predictor().predict_many(images, **{argument: value}))
+
+
 # ---- training ----------------------------------------------------------------------------------------
 
 

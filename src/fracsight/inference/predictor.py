@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from fracsight.bundle import BundleSpec
-from fracsight.errors import FracsightError
+from fracsight.errors import FracsightError, ImageReadError
 from fracsight.evaluation.calibration import apply_temperature
 from fracsight.explain import (
     DetectedBox,
@@ -52,6 +53,8 @@ __all__ = ["Predictor"]
 
 Source = str | os.PathLike | bytes
 BOX_GRID = 96  # boxes are traced on the localization map upsampled to this many cells
+MAX_THREADS = 256  # the most ONNX Runtime threads a Predictor takes (as the API's inference_threads)
+_READABLE = (str, os.PathLike, bytes, bytearray, memoryview)  # what read_image reads
 
 
 def localization_map(mask_logits: np.ndarray, cam: np.ndarray, source: str) -> np.ndarray:
@@ -98,7 +101,16 @@ def _source_name(source: Source, name: str | None) -> str:
     (``name`` may be a client's path)."""
     if name:
         return Path(name).name
-    return "upload" if isinstance(source, bytes) else Path(source).name
+    return "upload" if isinstance(source, (bytes, bytearray, memoryview)) else Path(source).name
+
+
+def _count(value: Any, argument: str, *, least: int, most: int) -> int:
+    """``value`` as the int ``argument`` must be, between ``least`` and ``most``; else a refusal naming it."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{argument} must be an int, not {type(value).__name__} ({value!r})")
+    if not least <= value <= most:
+        raise ValueError(f"{argument} must be between {least} and {most}, got {value}")
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +131,9 @@ class Predictor:
     def __init__(
         self, model: str | Path | None = None, *, threads: int = 0, operating_point: str | None = None
     ):
+        # checked before anything is loaded: a negative count used to be passed on silently, and a huge
+        # one made ONNX Runtime start that many threads (minutes, then out of memory)
+        threads = _count(threads, "threads", least=0, most=MAX_THREADS)
         self.bundle_dir = resolve_bundle(model)
         self.onnx = OnnxModel(self.bundle_dir, threads=threads)
         self.spec: BundleSpec = self.onnx.spec
@@ -336,7 +351,8 @@ class Predictor:
         Memory stays bounded: at most ``batch_size`` images are decoded at a time. ``names``: what
         the results call each source, as given (default: its file name). ``sources`` is a list (or
         any iterable) of paths or bytes; one path alone is refused with a ``TypeError``, not read
-        character by character.
+        character by character, and an item that is neither (None, an array) yields a
+        FailedPrediction. ``batch_size`` and ``workers`` are ints of at least 1.
         """
         if isinstance(sources, (str, bytes, os.PathLike)):
             raise TypeError(
@@ -344,17 +360,23 @@ class Predictor:
                 "use predict() for one image, or list the files of a folder"
             )
 
+        batch_size = _count(batch_size, "batch_size", least=1, most=sys.maxsize)
+        workers = _count(workers, "workers", least=1, most=sys.maxsize)
+
         def read(named: tuple[Source, str | None]) -> tuple[Radiograph, np.ndarray | None] | FailedPrediction:
             source, name = named
+            if not isinstance(source, _READABLE):  # None, a number, an array: this one fails, not the run
+                what = type(source).__name__
+                error = f"not a path or bytes: a {what}"
+                return FailedPrediction(name or f"<{what}>", ImageReadError.code, error)
             try:
                 radiograph = self.read(source, name=name)
                 return radiograph, self.full_pixels(source, radiograph) if keep_pixels else None
             except FracsightError as e:
                 return FailedPrediction(name or _source_name(source, None), e.code, str(e))
 
-        batch_size = max(1, batch_size)
         pending = zip(sources, names, strict=True) if names is not None else ((s, None) for s in sources)
-        with ThreadPoolExecutor(max(1, workers)) as pool:
+        with ThreadPoolExecutor(workers) as pool:
             while chunk := list(islice(pending, batch_size)):  # take only what the next batch needs
                 decoded = list(pool.map(read, chunk))
                 good = [(s, r[0]) for s, r in zip(chunk, decoded, strict=True) if isinstance(r, tuple)]
@@ -368,12 +390,16 @@ class Predictor:
                     else:
                         yield dataclasses.replace(next(preds), pixels=r[1])
 
-    def predict_study(self, predictions: list[Prediction], study: str) -> StudyPrediction:
+    def predict_study(self, predictions: Iterable[Prediction], study: str) -> StudyPrediction:
         """Combine the views of one study (see :class:`StudyPrediction` for the rules).
 
-        ``predictions`` are this predictor's results for the study's images; a
-        :class:`FailedPrediction` or another model's result raises ``ValueError``.
+        ``predictions`` are this predictor's results for the study's images (a list, or any
+        iterable such as :meth:`predict_many`'s stream); a :class:`FailedPrediction` or another
+        model's result raises ``ValueError``.
         """
+        # a generator is always truthy: taken as it was, an empty one made a study of no image
+        # (probability NaN, "no fracture detected")
+        predictions = list(predictions)
         if not predictions:
             raise ValueError("a study needs at least one image")
         for p in predictions:

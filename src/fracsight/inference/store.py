@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import shutil
 import tempfile
 import zipfile
@@ -56,6 +57,12 @@ def resolve_bundle(model: str | Path | None = None) -> Path:
     """The bundle folder for a packaged name, a folder path or a .zip path (default: the shipped model)."""
     if model is None:
         model = DEFAULT_MODEL
+    if not isinstance(model, (str, os.PathLike)):
+        raise TypeError(
+            f"model must be a bundle name, folder or .zip path (str or Path), not {type(model).__name__}"
+        )
+    if not str(model):  # Path("") is the current folder: an empty name is not a request for it
+        raise UnknownModelError("model is empty: give a bundle name, folder or .zip path, or None")
     path = Path(model)
     if path.is_dir():
         return path
