@@ -353,14 +353,18 @@ class Trainer:
                 p.requires_grad = True
         return [p for p in model.parameters() if p.requires_grad]
 
-    def _check_run_folder(self, resume: bool, force: bool) -> None:
+    def _check_run_folder(self, resume: bool, force: bool) -> dict[str, Any] | None:
+        """Refuse a folder the run must not write into; with ``resume``, the checked ``last.pt``."""
         last = self.run_dir / "last.pt"
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise OutputFolderError(f"{self.run_dir} exists and is not a folder: choose another --out")
         if resume and not last.is_file():
             raise ConfigError(f"nothing to resume: {last} does not exist (leave out --resume to start a run)")
+        resumed = None
         if resume:  # before the data are prepared: a damaged last.pt is refused at once
-            read_checkpoint(last, ("model", "history", "epoch", "best_score", "best_epoch", "since_best"))
+            resumed = read_checkpoint(
+                last, ("model", "history", "epoch", "best_score", "best_epoch", "since_best")
+            )
             self._check_same_recipe()
         earlier = [name for name in ("best.pt", "last.pt") if (self.run_dir / name).is_file()]
         if earlier and not resume and not force:
@@ -383,6 +387,7 @@ class Trainer:
                     f"{self.run_dir} is not a run folder (it holds {', '.join(others[:3])}"
                     f"{', ...' if len(others) > 3 else ''}): choose another --out"
                 )
+        return resumed
 
     def _check_same_recipe(self) -> None:
         """A resumed run keeps the settings it was started with (its config.yaml), but for
@@ -415,7 +420,7 @@ class Trainer:
 
         cfg = self.cfg
         initial = self._initial_model(Path(cfg.init)) if cfg.init else None  # checked before writing
-        self._check_run_folder(resume, force)
+        state = self._check_run_folder(resume, force)  # last.pt, read once, to resume from
         seed_everything(cfg.seed)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -453,8 +458,7 @@ class Trainer:
         history: list[dict[str, Any]] = []
         best_score, best_epoch, start_epoch, since_best = -math.inf, 0, 1, 0
         last_path = self.run_dir / "last.pt"
-        if resume and last_path.is_file():
-            state = torch.load(last_path, map_location=self.device, weights_only=True)
+        if state is not None:
             model.load_state_dict(state["model"])
             history = json.loads(state["history"])
             best_score, best_epoch = state["best_score"], state["best_epoch"]
@@ -468,7 +472,7 @@ class Trainer:
             save_checkpoint(self._checkpoint(model), self.run_dir / "best.pt")
             console.print(f"epoch 0 (initial weights from {cfg.init}): validation score {best_score:.4f}")
         average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-        if average is not None and resume and last_path.is_file() and "average" in state:
+        if average is not None and state is not None and "average" in state:
             average.model.load_state_dict(state["average"])
             average.updates = state["average_updates"]
         total_epochs = cfg.epochs_frozen + cfg.epochs
@@ -477,7 +481,7 @@ class Trainer:
         # drawn had it not stopped, and ends where it would have ended (tests/test_training.py,
         # test_a_killed_run_resumes_to_where_an_uninterrupted_run_ends).
         gen = torch.Generator().manual_seed(cfg.seed)
-        if resume and last_path.is_file():
+        if state is not None:
             if "generator" in state:
                 gen.set_state(state["generator"])
             else:  # a last.pt from before the state was kept: the order draws only (augmentations differ)
@@ -509,10 +513,8 @@ class Trainer:
                         warnings.filterwarnings("ignore", "Detected call of `lr_scheduler")
                         for _ in range(done):  # fast-forward the schedule on resume
                             scheduler.step()
-                    if resume and last_path.is_file() and epoch == start_epoch:
-                        state = torch.load(last_path, map_location=self.device, weights_only=True)
-                        if state.get("phase") == phase:
-                            optimizer.load_state_dict(state["optimizer"])
+                    if state is not None and epoch == start_epoch and state.get("phase") == phase:
+                        optimizer.load_state_dict(state["optimizer"])  # moved onto the parameters' device
                 self._train_mode(model, phase, split)
                 self._backbone_trains = phase == 2
                 order = torch.randperm(n, generator=gen)
