@@ -35,6 +35,8 @@ DEVICE=${DEVICE:-cuda}
 mkdir -p "$OUT"
 export PYTHONPATH="$(cd "$(dirname "$0")/.." && pwd)/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 OMP_NUM_THREADS=4
 PY=${PY:-python3}
+# shellcheck source=scripts/_gpu_runs.sh
+. "$(dirname "$0")/_gpu_runs.sh"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || true
 pids=()
 for spec in "$@"; do
@@ -44,18 +46,4 @@ for spec in "$@"; do
       "$BASE" "$HEADS" "$RUNS/gpu-$name" --data "$DATA" --device "$DEVICE" $options >"$OUT/$name.log" 2>&1 &
   pids+=($!)
 done
-status=0
-for p in "${pids[@]}"; do wait "$p" || status=1; done
-for spec in "$@"; do
-  read -r name _ <<<"$spec"
-  grep -E "^epoch [0-9]+:|^epoch 0|chosen|Error|error" "$OUT/$name.log" | tail -40 | sed "s/^/[$name] /"
-  if [ -f "$RUNS/gpu-$name/best.pt" ]; then
-    cp "$RUNS/gpu-$name/best.pt" "$OUT/$name.pt"
-  else
-    echo "[$name] no best.pt: the run did not end (see $name.log)"
-  fi
-  [ -f "$RUNS/gpu-$name/history.json" ] && cp "$RUNS/gpu-$name/history.json" "$OUT/$name.history.json"
-done
-# at most 8 files come back from the device machine: logs and histories travel as one archive
-(cd "$OUT" && tar czf logs.tgz ./*.log ./*.json 2>/dev/null && rm -f ./*.log ./*.json)
-exit $status
+finish_runs "$RUNS" "^epoch [0-9]+:|^epoch 0|chosen|Error|error" "$@"

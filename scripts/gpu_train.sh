@@ -20,6 +20,8 @@ OUT=${OUT:-runs/gpu-out}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD/src:$PWD/.gpu/site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 OMP_NUM_THREADS=4
 PY=${PY:-python3}
+# shellcheck source=scripts/_gpu_runs.sh
+. "$(dirname "$0")/_gpu_runs.sh"
 CFG=configs/fracatlas-lite0-384-gpu.yaml
 EXTRA=${EXTRA:-}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
@@ -48,14 +50,4 @@ for spec in "$@"; do
       --out "runs/gpu-$name" "${args[@]}" >"$OUT/$name.log" 2>&1 &
   pids+=($!)
 done
-status=0
-for p in "${pids[@]}"; do wait "$p" || status=1; done
-for spec in "$@"; do
-  read -r name _ <<<"$spec"
-  grep -E "^epoch|best epoch|Error|error" "$OUT/$name.log" | tail -40 | sed "s/^/[$name] /"
-  [ -f "runs/gpu-$name/best.pt" ] && cp "runs/gpu-$name/best.pt" "$OUT/$name.pt"
-  [ -f "runs/gpu-$name/history.json" ] && cp "runs/gpu-$name/history.json" "$OUT/$name.history.json"
-done
-# Few files come back from a remote machine: logs and histories travel as one archive.
-(cd "$OUT" && tar czf logs.tgz ./*.log ./*.json && rm -f ./*.log ./*.json)
-exit $status
+finish_runs runs "^epoch|best epoch|Error|error" "$@"
