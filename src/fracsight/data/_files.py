@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+from fracsight.errors import DatasetError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -13,6 +16,7 @@ __all__ = [
     "is_hidden",
     "is_image_file",
     "iter_images",
+    "read_csv_rows",
     "split_name",
     "visible_dirs",
 ]
@@ -87,3 +91,35 @@ def fracture_polarity(name: str) -> int | None:
     if any(t in _POSITIVE_WORDS for t in tokens):
         return 1
     return None
+
+
+def read_csv_rows(
+    path: Path, *, lower: bool = False, required: Sequence[str] = ()
+) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """The header of a CSV file (names stripped, lower-cased with ``lower``) and its rows, each with
+    the line of the file it ends on (blank lines are skipped, so counting rows would be wrong) and
+    its values as written. Refused: a ``required`` column missing, a column named twice (csv would
+    keep the last one silently), a row with more values than columns (a shifted row), and a file
+    that is not UTF-8 CSV text."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            header = [(h.strip().lower() if lower else h.strip()) for h in reader.fieldnames or []]
+            absent = [c for c in required if c not in header]
+            if absent:
+                raise DatasetError(f"{path} lacks column(s) {', '.join(absent)}; found: {', '.join(header)}")
+            twice = sorted({h for h in header if header.count(h) > 1})
+            if twice:
+                raise DatasetError(f"{path} has column(s) {', '.join(twice)} more than once")
+            rows = []
+            for row in reader:
+                if None in row:
+                    raise DatasetError(
+                        f"{path.name} line {reader.line_num} has {len(header) + len(row[None])} values "
+                        f"for {len(header)} columns"
+                    )
+                values = (v or "" for v in row.values())  # in the header's order; None: a short row
+                rows.append((reader.line_num, dict(zip(header, values, strict=True))))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DatasetError(f"cannot read {path}: {e}") from None
+    return header, rows

@@ -8,12 +8,11 @@ partial copy would silently change every count and metric.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from pathlib import Path
 
-from fracsight.data._files import fracture_polarity, iter_images, split_name
+from fracsight.data._files import fracture_polarity, iter_images, read_csv_rows, split_name
 from fracsight.data.sample import FRACTURE, REGION, Box, Dataset, Sample
 from fracsight.errors import DatasetError
 
@@ -89,33 +88,18 @@ def read_fracatlas(root: Path) -> Dataset:
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            columns = [c.strip() for c in reader.fieldnames or []]
-            absent = [c for c in _REQUIRED_COLUMNS if c not in columns]
-            if absent:
-                raise DatasetError(f"{path} lacks column(s) {', '.join(absent)}; found: {', '.join(columns)}")
-            twice = sorted({c for c in columns if columns.count(c) > 1})
-            if twice:  # csv would keep the last one silently
-                raise DatasetError(f"{path} has column(s) {', '.join(twice)} more than once")
-            rows: list[dict[str, str]] = []
-            seen: dict[str, int] = {}
-            for row in reader:
-                where = f"{path.name} line {reader.line_num}"
-                if None in row:  # more values than columns: a shifted row
-                    raise DatasetError(
-                        f"{where} has {len(columns) + len(row[None])} values for {len(columns)} columns"
-                    )
-                rows.append({k.strip(): (v or "").strip() for k, v in row.items()})
-                image_id = rows[-1]["image_id"]
-                if not image_id:
-                    raise DatasetError(f"{where}: image_id is empty")
-                if image_id in seen:  # two rows, two labels (or twice the weight) for one image
-                    raise DatasetError(f"{where}: {image_id} is listed already on line {seen[image_id]}")
-                seen[image_id] = reader.line_num
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise DatasetError(f"cannot read {path}: {e}") from None
+    _, lines = read_csv_rows(path, required=_REQUIRED_COLUMNS)
+    rows: list[dict[str, str]] = []
+    seen: dict[str, int] = {}
+    for line, row in lines:
+        rows.append({k: v.strip() for k, v in row.items()})
+        image_id = rows[-1]["image_id"]
+        where = f"{path.name} line {line}"
+        if not image_id:
+            raise DatasetError(f"{where}: image_id is empty")
+        if image_id in seen:  # two rows, two labels (or twice the weight) for one image
+            raise DatasetError(f"{where}: {image_id} is listed already on line {seen[image_id]}")
+        seen[image_id] = line
     if not rows:
         raise DatasetError(f"{path} has no rows")
     return rows

@@ -19,11 +19,10 @@ gets exactly the heads of the columns present.
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 
-from fracsight.data._files import fracture_polarity, is_image_file, split_name
+from fracsight.data._files import fracture_polarity, is_image_file, read_csv_rows, split_name
 from fracsight.data.sample import CLASS, FRACTURE, REGION, Dataset, Sample
 from fracsight.errors import DatasetError
 
@@ -60,21 +59,8 @@ def read_labels_csv(root: Path) -> Dataset:
     root = Path(root)
     path = root / LABELS_FILE
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            header = [h.strip().lower() for h in reader.fieldnames or []]
-            twice = sorted({h for h in header if header.count(h) > 1})
-            if twice:  # csv would keep the last one silently
-                raise DatasetError(f"{path} has column(s) {', '.join(twice)} more than once")
-            rows: list[tuple[int, dict[str, str]]] = []  # (line in the file, row)
-            for row in reader:
-                if None in row:  # more values than columns: a shifted row
-                    raise DatasetError(
-                        f"{path.name} line {reader.line_num} has {len(header) + len(row[None])} values "
-                        f"for {len(header)} columns"
-                    )
-                rows.append((reader.line_num, {k.strip().lower(): (v or "") for k, v in row.items()}))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        header, rows = read_csv_rows(path, lower=True)
+    except OSError as e:
         raise DatasetError(f"cannot read {path}: {e}") from e
     if "image" not in header:
         raise DatasetError(f"{path} needs an 'image' column (found: {', '.join(header) or 'none'})")
