@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -371,6 +372,36 @@ def test_a_spool_db_that_is_not_a_database_is_one_line_not_a_traceback(tmp_path:
     assert result.exit_code == 1, result.output
     assert "error (node_start)" in result.output and "file is not a database" in result.output
     assert (tmp_path / "spool.db").read_bytes() == b"not a database"
+
+
+def test_status_only_reads_the_spool(tmp_path: Path) -> None:
+    """`dicom status` is a reading command: it creates no folder of the spool and no table in a
+    database that is not a node's (which it names instead)."""
+    import sqlite3
+
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    store = Spool(tmp_path / "spool")
+    store.count("received", n=3)
+    store.close()
+    for name in ("instances", "tmp"):
+        (tmp_path / "spool" / name).rmdir()
+    result = CliRunner().invoke(app, ["dicom", "status", "--spool", str(tmp_path / "spool"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["counters"]["received"] == 3
+    assert not (tmp_path / "spool" / "instances").exists() and not (tmp_path / "spool" / "tmp").exists()
+
+    other = tmp_path / "other"
+    other.mkdir()
+    with sqlite3.connect(other / "spool.db") as db:
+        db.execute("CREATE TABLE notes (text TEXT)")
+    result = CliRunner().invoke(app, ["dicom", "status", "--spool", str(other)])
+    assert result.exit_code == 2 and "error (not_a_spool)" in result.output, result.output
+    assert "no counters, instances, outbox, studies table" in result.output
+    with sqlite3.connect(other / "spool.db") as db:
+        assert [n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")] == ["notes"]
 
 
 @pytest.mark.slow

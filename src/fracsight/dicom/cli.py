@@ -331,7 +331,7 @@ def status(
         typer.echo(f"error (not_a_spool): {spool} holds no spool.db", err=True)
         raise typer.Exit(2)
     try:
-        store = Spool(spool)
+        store = Spool(spool, read_only=True)
         try:
             info = read_status(store)
         finally:

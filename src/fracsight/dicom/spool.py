@@ -136,15 +136,31 @@ def write_durably(target: Path, data: bytes, tmp_dir: Path) -> None:
 class Spool:
     """The spool folder and its database; thread-safe (one connection behind a lock)."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, read_only: bool = False) -> None:
+        """Open (creating what is missing) the spool at ``root``.
+
+        ``read_only``: open an existing spool's database for reading only (``dicom status``):
+        nothing is created or changed, and a database without the node's tables is an error.
+        """
         self.root = Path(root)
         self.instances_dir = self.root / "instances"
         self.results_dir = self.root / "results"
         self.tmp_dir = self.root / "tmp"
-        for folder in (self.root, self.instances_dir, self.results_dir, self.tmp_dir):
-            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._lock = threading.RLock()
         db = self.root / "spool.db"
+        if read_only:
+            self._db = sqlite3.connect(
+                f"{db.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False, isolation_level=None
+            )
+            missing = {"instances", "outbox", "studies", "counters"} - {
+                name for (name,) in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+            if missing:
+                self._db.close()
+                raise sqlite3.DatabaseError(f"not a node's spool: no {', '.join(sorted(missing))} table")
+            return
+        for folder in (self.root, self.instances_dir, self.results_dir, self.tmp_dir):
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         # private from its first byte whatever the root's mode (it names studies by their UID);
         # SQLite gives the -wal and -shm files beside it the same mode
         with contextlib.suppress(FileExistsError):
