@@ -91,7 +91,7 @@ def test_serve_refuses_bad_listening_options_before_starting(
         for args, message in (
             (["--port", port], f"error (port_unavailable): cannot listen on http://127.0.0.1:{port}"),
             (["--log-level", "bogus"], "'bogus': one of critical"),
-            (["--host", ""], "empty; give an address"),
+            (["--host", ""], "error (empty_argument): argument 5 is empty"),
         ):
             result = CliRunner().invoke(cli, ["serve", "--model", str(tiny_bundle), *args])
             assert result.exit_code == 2 and message in result.output, result.output

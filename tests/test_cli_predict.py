@@ -94,7 +94,23 @@ def test_operating_point_option(tiny_bundle: Path, images: list[Path]) -> None:
     assert bad.exit_code == 2 and "unknown operating point" in bad.stderr  # a bad argument
     # an empty name (an unset variable in a script) is refused too; it once meant the default
     empty = _predict(tiny_bundle, images[0], "--operating-point", "")
-    assert empty.exit_code == 2 and "unknown operating point ''" in empty.stderr
+    assert empty.exit_code == 2 and "error (empty_argument)" in empty.stderr
+
+
+def test_an_empty_argument_is_refused_not_read_as_the_current_folder(
+    tiny_bundle: Path, images: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`fracsight predict "$IMAGE"` with IMAGE unset: Path("") is the current folder, whose images
+    were all read; every empty argument (or `--option=` with nothing after it) is refused."""
+    import shutil
+
+    shutil.copy(images[0], tmp_path / "in-the-current-folder.jpg")
+    monkeypatch.chdir(tmp_path)
+    for args in ([""], [str(images[0]), "--csv="], ["--json", "", str(images[0])]):
+        result = _predict(tiny_bundle, *args)
+        assert result.exit_code == 2 and "error (empty_argument)" in result.stderr, result.output
+        assert "Traceback" not in result.output and "in-the-current-folder" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in-the-current-folder.jpg"]
 
 
 def test_csv_is_written_and_not_overwritten_by_default(

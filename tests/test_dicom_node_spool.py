@@ -319,7 +319,7 @@ def test_a_host_the_resolver_cannot_take_or_a_folder_to_send_is_a_bad_option(tmp
         ["dicom", "send", str(source), "--to", f"{long}:104:PACS"],
         [*listen, "--to", "a..b:104:PACS"],
         [*listen, "--to", "127.0.0.1:1:PACS", "--host", long],
-        [*listen, "--to", "127.0.0.1:1:PACS", "--metrics-host", ""],
+        [*listen, "--to", "127.0.0.1:1:PACS", "--metrics-host", "a..b"],
     ):
         result = CliRunner().invoke(app, args)
         shown = " ".join(result.output.replace("│", " ").split())  # as one line, out of rich's box

@@ -11,14 +11,38 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from fracsight import __version__
 
 if TYPE_CHECKING:
     from rich.progress import Progress
 
+class _Commands(TyperGroup):
+    """The root command group: refuses an empty argument before any command sees it.
+
+    Typer turns an empty path into ``Path("")``, the current folder, so ``fracsight predict
+    "$IMAGE"`` with ``IMAGE`` unset would read every image in the folder it was run from. No
+    option of fracsight means anything by an empty value, so every empty argument is refused.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        for number, arg in enumerate(args, 1):
+            if arg == "" or (arg.startswith("--") and arg.endswith("=")):
+                what = f"{arg[:-1]} is given an empty value" if arg else f"argument {number} is empty"
+                typer.echo(
+                    f"error (empty_argument): {what} (an unset shell variable?); name what is meant "
+                    "or leave it out",
+                    err=True,
+                )
+                raise typer.Exit(2)
+        return super().parse_args(ctx, args)
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="fracsight",
     help="Find bone fractures in X-ray radiographs. A decision aid, not a diagnosis.",
     no_args_is_help=True,
