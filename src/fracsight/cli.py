@@ -20,6 +20,7 @@ from fracsight import __version__
 if TYPE_CHECKING:
     from rich.progress import Progress
 
+
 class _Commands(TyperGroup):
     """The root command group: refuses an empty argument before any command sees it.
 
