@@ -374,6 +374,34 @@ def test_a_spool_db_that_is_not_a_database_is_one_line_not_a_traceback(tmp_path:
     assert (tmp_path / "spool.db").read_bytes() == b"not a database"
 
 
+def test_a_taken_port_is_named_dicom_or_metrics(tiny_bundle: Path, tmp_path: Path) -> None:
+    """The node cannot listen: the message says which of its two ports is taken (it said "listening
+    on HOST:PORT or metrics HOST:PORT"), and what it had started is stopped again."""
+    import socket
+
+    from typer.testing import CliRunner
+
+    from dicom_support import free_port
+    from fracsight.cli import app
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        busy = taken.getsockname()[1]
+        listen = ["dicom", "listen", "--model", str(tiny_bundle), "--allow", "PACS", "--processes", "0"]
+        listen += ["--to", "127.0.0.1:1:PACS", "--host", "127.0.0.1"]
+        for spool, ports, named in (
+            ("a", ["--port", str(busy)], f"the DICOM port 127.0.0.1:{busy}"),
+            (
+                "b",
+                ["--port", str(free_port()), "--metrics-port", str(busy)],
+                f"the metrics port 127.0.0.1:{busy}",
+            ),
+        ):
+            result = CliRunner().invoke(app, [*listen, "--spool", str(tmp_path / spool), *ports])
+            assert result.exit_code == 1, result.output
+            assert f"error (node_start): {named}: Address already in use" in result.output, result.output
+            assert "Traceback" not in result.output
+
+
 def test_status_only_reads_the_spool(tmp_path: Path) -> None:
     """`dicom status` is a reading command: it creates no folder of the spool and no table in a
     database that is not a node's (which it names instead)."""

@@ -207,8 +207,7 @@ def listen(
         typer.echo(f"error (node_start): {spool / 'spool.db'}: {e}", err=True)
         raise typer.Exit(1) from None
     except OSError as e:  # the port is taken, the spool cannot be written, ...
-        metrics = f" or metrics {metrics_host}:{metrics_port}" if metrics_port is not None else ""
-        where = e.filename or f"listening on {host}:{port}{metrics}"  # no file name: a socket
+        where = e.filename or f"listening on {host}:{port}"  # the listeners name their port
         typer.echo(f"error (node_start): {where}: {e.strerror or e}", err=True)
         raise typer.Exit(1) from None
 

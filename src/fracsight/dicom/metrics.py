@@ -129,7 +129,10 @@ class MetricsServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # scrapes every few seconds would drown the node's log
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        try:
+            self._server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as e:  # named, so that a taken port is not confused with the DICOM one
+            raise OSError(e.errno, e.strerror, f"the metrics port {host}:{port}") from e
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="fracsight-metrics", daemon=True
         )

@@ -142,7 +142,10 @@ class StoreSCP:
         ae.require_called_aet = True
         ae.maximum_associations = 16
         handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_REJECTED, self._on_rejected), *tcp_handlers()]
-        self._server = ae.start_server(self.address, block=False, evt_handlers=handlers)
+        try:
+            self._server = ae.start_server(self.address, block=False, evt_handlers=handlers)
+        except OSError as e:  # named, so that a taken port is not confused with the metrics one
+            raise OSError(e.errno, e.strerror, f"the DICOM port {self.address[0]}:{self.address[1]}") from e
         self.address = self._server.server_address[:2]
         log.info("listening as %s on %s:%d; callers allowed: %s", self.ae_title, *self.address, self.allowed)
 
