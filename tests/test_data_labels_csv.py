@@ -55,6 +55,21 @@ def test_only_the_columns_present_become_labels(tmp_path: Path) -> None:
     assert all(FRACTURE not in s.labels for s in ds.samples)
 
 
+def test_a_column_fracsight_does_not_read_is_named_in_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A misspelt label column ("clas") would otherwise train a model without that head, silently."""
+    root = _write(tmp_path / "d", "image,fracture,clas,Notes", ["a.png,1,Spiral,x", "b.png,0,,y"])
+    with caplog.at_level("WARNING", logger="fracsight.data"):
+        ds = load_dataset(root)
+    assert set(ds.class_names) == {FRACTURE}
+    assert "labels.csv: column(s) 'clas', 'notes' ignored; fracsight reads image, fracture" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="fracsight.data"):
+        load_dataset(_write(tmp_path / "e", "image,fracture,split", ["a.png,1,train", "b.png,0,test"]))
+    assert "ignored" not in caplog.text
+
+
 @pytest.mark.parametrize(
     ("header", "rows", "message"),
     [

@@ -14,11 +14,13 @@ into folders. One row per image; the columns, in any order:
 - ``group``: images that must stay in one split (same patient or study).
 
 A column that is absent means the data has no such label; a model trained on it
-gets exactly the heads of the columns present.
+gets exactly the heads of the columns present. Other columns (notes, a patient number)
+are ignored with a warning that names them, so that a misspelt ``clas`` is not silent.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -28,10 +30,13 @@ from fracsight.errors import DatasetError
 
 __all__ = ["LABELS_FILE", "is_labels_csv", "read_labels_csv"]
 
+log = logging.getLogger(__name__)
+
 LABELS_FILE = "labels.csv"
 _TRUE = {"1", "true", "yes", "y"}
 _FALSE = {"0", "false", "no", "n"}
 _LABEL_COLUMNS = ("fracture", "class", "region")
+_KNOWN_COLUMNS = ("image", *_LABEL_COLUMNS, "split", "group")
 
 
 def is_labels_csv(root: Path) -> bool:
@@ -69,6 +74,14 @@ def read_labels_csv(root: Path) -> Dataset:
         raise DatasetError(f"{path} has no label column; give at least one of {', '.join(_LABEL_COLUMNS)}")
     if not rows:
         raise DatasetError(f"{path} lists no images")
+    unknown = [c for c in header if c not in _KNOWN_COLUMNS]
+    if unknown:  # notes and patient columns are common; a misspelt label column is not silent
+        log.warning(
+            "%s: column(s) %s ignored; fracsight reads %s",
+            path.name,
+            ", ".join(repr(c) for c in unknown),
+            ", ".join(_KNOWN_COLUMNS),
+        )
 
     parsed = []
     missing: list[str] = []
