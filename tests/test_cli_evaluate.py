@@ -245,3 +245,24 @@ def test_sample_grid_names_the_true_class_of_data_lacking_a_model_class(head_bun
         assert title.endswith(f", true: {truth}")
         assert predictor.classes[label] == truth  # the border compares model indices on both sides
         assert predictor.classes[guess] == preds[i].classification.predicted
+
+
+def test_an_output_folder_inside_class_folders_is_refused(tiny_bundle, tiny_dataset, tmp_path):
+    """Class folders are read by folder name: a report (or a training run) written inside them
+    would be read back as a class, its plots as images, by the next `train` or `evaluate`."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data, symlinks=True)
+    before = sorted(p.relative_to(data) for p in data.rglob("*"))
+    evaluate = ["evaluate", str(tiny_bundle), str(data), "--split", "val", "--bootstrap", "100"]
+    train = ["train", str(data), "--set", "epochs=1"]
+    for args in ([*evaluate, "--out", str(data / "report")], [*train, "--out", str(data / "val" / "run")]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert "error (output_refused)" in result.output and "inside the class-folder data set" in result.output
+        assert "Traceback" not in result.output
+    assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
+    # beside the data set is fine
+    result = CliRunner().invoke(app, [*evaluate, "--out", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output

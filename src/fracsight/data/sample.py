@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fracsight.data._files import split_name
+from fracsight.errors import OutputFolderError
 
 __all__ = ["CLASS", "FRACTURE", "REGION", "Box", "Dataset", "Sample"]
 
@@ -70,6 +71,19 @@ class Dataset:
         """The samples of split ``name``; aliases read as the readers store them (``valid`` -> ``val``)."""
         name = split_name(name) or name
         return tuple(s for s in self.samples if s.split == name)
+
+    def refuse_output_inside(self, out: Path, option: str = "--out") -> None:
+        """Refuse an output folder inside class folders, which are read by folder name: the
+        next read would take it for a class (and a run's or report's plots for its images)."""
+        if self.layout != "class-folders":
+            return  # the other layouts read their images from a list or a fixed pattern
+        root, target = self.root.resolve(), Path(out).resolve()
+        if target == root or root in target.parents:
+            raise OutputFolderError(
+                f"{option} {out} is inside the class-folder data set {self.root}: the next time it is "
+                "read, the folder would be taken for a class, its plots for images; choose a folder "
+                "outside the data set"
+            )
 
     @property
     def splits(self) -> tuple[str, ...]:

@@ -319,6 +319,8 @@ def evaluate_model(
             f"a threshold applies to the fracture probability, but {spec.name} has no fracture head"
         )
     dataset = load_dataset(Path(data_dir), layout)
+    if out_dir is not None:
+        dataset.refuse_output_inside(Path(out_dir))
     seed = int(spec.training.get("config", {}).get("seed", 0))  # the split its training made
     trained_on = spec.training.get("data")
     own = bool(trained_on) and Path(trained_on).resolve() == Path(data_dir).resolve()

@@ -421,6 +421,7 @@ class Trainer:
         cfg = self.cfg
         initial = self._initial_model(Path(cfg.init)) if cfg.init else None  # checked before writing
         state = self._check_run_folder(resume, force)  # last.pt, read once, to resume from
+        self.dataset.refuse_output_inside(self.run_dir)
         seed_everything(cfg.seed)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
