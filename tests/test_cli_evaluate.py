@@ -260,7 +260,8 @@ def test_an_output_folder_inside_class_folders_is_refused(tiny_bundle, tiny_data
     for args in ([*evaluate, "--out", str(data / "report")], [*train, "--out", str(data / "val" / "run")]):
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 2, result.output
-        assert "error (output_refused)" in result.output and "inside the class-folder data set" in result.output
+        assert "error (output_refused)" in result.output, result.output
+        assert "inside the class-folder data set" in result.output
         assert "Traceback" not in result.output
     assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
     # beside the data set is fine
