@@ -146,3 +146,21 @@ def test_dicom_study_says_the_results_are_a_decision_aid() -> None:
     assert result.exit_code == 0, (result.stdout, result.stderr)
     assert json.loads(result.stdout)["refused"]
     assert NOTICE in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["predict"], "Missing argument 'paths' (see 'fracsight predict --help')"),
+        (["predict", "--bogus", "a.png"], "No such option: --bogus (see 'fracsight predict --help')"),
+        (["serve", "--port", "99999"], "Invalid value for '--port': Input should be less than or equal"),
+        (["dicom", "status"], "Missing option '--spool' (see 'fracsight dicom status --help')"),
+        (["nosuch"], "No such command 'nosuch' (see 'fracsight --help')"),
+    ],
+)
+def test_a_usage_error_is_one_line_as_every_other_error(args: list[str], message: str) -> None:
+    """Not Typer's box, whose borders wrap a long message over several lines of a log."""
+    result = CliRunner().invoke(app, args, env=WIDE)
+    assert result.exit_code == 2, result.output
+    assert len(result.output.splitlines()) == 1, result.output
+    assert result.output.startswith(f"error (usage): {message}"), result.output

@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -22,14 +21,40 @@ if TYPE_CHECKING:
 
 
 class _Commands(TyperGroup):
-    """The root command group: refuses an empty argument before any command sees it.
+    """The root command group: every error on one line, and no empty argument.
+
+    A usage error (an unknown option, a value out of range) is printed as every other error
+    of fracsight, ``error (usage): ...`` on one line of stderr, not in a box whose lines wrap
+    the message for a log or a ``grep`` to piece together; the exit code stays click's 2.
 
     Typer turns an empty path into ``Path("")``, the current folder, so ``fracsight predict
     "$IMAGE"`` with ``IMAGE`` unset would read every image in the folder it was run from. No
     option of fracsight means anything by an empty value, so every empty argument is refused.
     """
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except Exception as e:
+            # by class name, as Typer does: newer Typers raise their own copy of click's classes
+            kinds = {kind.__name__ for kind in type(e).__mro__}
+            if "NoArgsIsHelpError" in kinds:
+                sys.exit(2)  # the help is printed already
+            if "ClickException" in kinds:
+                ctx = getattr(e, "ctx", None)
+                where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+                message = e.format_message().rstrip(".")  # type: ignore[attr-defined]
+                typer.echo(f"error (usage): {message}{where}", err=True)
+                sys.exit(e.exit_code)  # type: ignore[attr-defined]
+            if "Abort" in kinds:
+                typer.echo("aborted", err=True)
+                sys.exit(1)
+            raise
+        sys.exit(code if isinstance(code, int) else 0)
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         for number, arg in enumerate(args, 1):
             if arg == "" or (arg.startswith("--") and arg.endswith("=")):
                 what = f"{arg[:-1]} is given an empty value" if arg else f"argument {number} is empty"
