@@ -102,6 +102,44 @@ def test_an_instance_whose_result_is_given_up_is_undelivered_and_keeps_its_files
     assert spool.states() == {"undelivered": 2}
 
 
+def test_given_up_results_can_be_queued_again_by_code_from_the_command_line(spool: Spool) -> None:
+    """`dicom resend`: after the destination is fixed, what it refused is sent again (it used to be
+    kept in the spool with no way back but editing its database)."""
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    refused_keys = []
+    for uid, code in ((UID_A, "status_0xA900"), (UID_B, "http_400")):
+        key = instance_key(uid)
+        spool.add_instance(key, STUDY, b"x")
+        queue(spool, key, 1)
+        spool.retry_later(spool.due(10), 0, code, give_up_after=1)
+        refused_keys.append(key)
+    assert spool.states() == {"undelivered": 2} and spool.due(10) == []
+    shown = CliRunner().invoke(app, ["dicom", "status", "--spool", str(spool.root)])
+    assert "2 instance(s) have results the destination refused" in shown.output, shown.output
+    assert f"`fracsight dicom resend --spool {spool.root}`" in shown.output
+    command = ["dicom", "resend", "--spool", str(spool.root)]
+    result = CliRunner().invoke(app, [*command, "--code", "http_400"])
+    assert result.exit_code == 0, result.output
+    assert "1 result objects queued to be sent again (1 http_400)" in result.output
+    again = spool.due(10)
+    assert [r.owner for r in again] == [refused_keys[1]] and again[0].attempts == 0
+    assert spool.states() == {"undelivered": 1, "results_pending": 1}
+    spool.mark_sent(again)
+    assert spool.states() == {"undelivered": 1, SENT: 1}
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 0 and "(1 status_0xA900)" in result.output, result.output
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 0 and "nothing to send again" in result.output, result.output
+    spool.mark_sent(spool.due(10))
+    assert spool.states() == {SENT: 2}
+    # the command writes to no folder that is not a node's spool
+    result = CliRunner().invoke(app, ["dicom", "resend", "--spool", str(spool.root / "instances")])
+    assert result.exit_code == 2 and "error (not_a_spool)" in result.output, result.output
+
+
 def test_refused_and_failed_instances_are_counted_by_code(spool: Spool) -> None:
     a, b = instance_key(UID_A), instance_key(UID_B)
     spool.add_instance(a, STUDY, b"x")

@@ -116,8 +116,15 @@ def test_the_sender_delivers_the_rest_and_gives_the_failing_object_up(
         assert sender.send_once()  # the batch fails, then each alone: two stored, the third refused
         assert not sender.send_once()  # given up at its first refusal (give_up_after=1): nothing left
         assert len(orthanc.instances()) == 2 and proxy.answered == 2
-    assert spool.states() == {SENT: 2, UNDELIVERED: 1}
-    assert spool.counters()["send_failed"] == {"http_500": 1}
+        assert spool.states() == {SENT: 2, UNDELIVERED: 1}
+        assert spool.counters()["send_failed"] == {"http_500": 1}
+        # the service is fixed; a person sends what it refused again
+        proxy.poison.clear()
+        resent = CliRunner().invoke(app, ["dicom", "resend", "--spool", str(spool.root)])
+        assert resent.exit_code == 0 and "(1 http_500)" in resent.output, resent.output
+        assert sender.send_once() and not sender.send_once()
+        assert len(orthanc.instances()) == 3
+    assert spool.states() == {SENT: 3}
 
 
 def test_ctrl_c_during_dicom_study_files_nothing_twice_and_the_rerun_completes(

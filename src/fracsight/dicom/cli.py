@@ -5,10 +5,15 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from fracsight.dicom.spool import Spool
 
 dicom_app = typer.Typer(
     help="DICOM node: receive radiographs from a PACS, send results back as DICOM (docs/dicom.md).",
@@ -317,6 +322,27 @@ def study(
         raise typer.Exit(1)
 
 
+@contextmanager
+def _existing_spool(spool: Path, *, read_only: bool) -> Iterator[Spool]:
+    """A node's spool that exists already (never a new one), its errors as one line each."""
+    from fracsight.dicom.spool import Spool
+
+    if not (spool / "spool.db").is_file():
+        typer.echo(f"error (not_a_spool): {spool} holds no spool.db", err=True)
+        raise typer.Exit(2)
+    try:
+        Spool(spool, read_only=True).close()  # a node's tables, before anything is written
+        store = Spool(spool, read_only=read_only)
+        try:
+            yield store
+        finally:
+            store.close()
+    except sqlite3.Error as e:  # a spool.db that is not a node's database, or one locked for long
+        code, exit_code = ("spool_busy", 1) if isinstance(e, sqlite3.OperationalError) else ("not_a_spool", 2)
+        typer.echo(f"error ({code}): {spool / 'spool.db'}: {e}", err=True)
+        raise typer.Exit(exit_code) from None
+
+
 @dicom_app.command()
 def status(
     spool: Annotated[Path, typer.Option(help="The node's spool folder.")],
@@ -324,21 +350,9 @@ def status(
 ) -> None:
     """Counters and backlog of a node's spool (works with the node running or stopped)."""
     from fracsight.dicom.metrics import status as read_status
-    from fracsight.dicom.spool import Spool
 
-    if not (spool / "spool.db").is_file():
-        typer.echo(f"error (not_a_spool): {spool} holds no spool.db", err=True)
-        raise typer.Exit(2)
-    try:
-        store = Spool(spool, read_only=True)
-        try:
-            info = read_status(store)
-        finally:
-            store.close()
-    except sqlite3.Error as e:  # a spool.db that is not a node's database, or one locked for long
-        code, exit_code = ("spool_busy", 1) if isinstance(e, sqlite3.OperationalError) else ("not_a_spool", 2)
-        typer.echo(f"error ({code}): {spool / 'spool.db'}: {e}", err=True)
-        raise typer.Exit(exit_code) from None
+    with _existing_spool(spool, read_only=True) as store:
+        info = read_status(store)
     if json_output:
         typer.echo(json.dumps(info, indent=2))
         return
@@ -350,6 +364,35 @@ def status(
                 typer.echo(f"  {name}: {shown}")
             else:
                 typer.echo(f"  {name}: {value}")
+    undelivered = info["instances"].get("undelivered", 0)
+    if undelivered:
+        typer.echo(
+            f"{undelivered} instance(s) have results the destination refused until they were given up; "
+            f"once it is fixed, `fracsight dicom resend --spool {spool}` sends them again"
+        )
+
+
+@dicom_app.command()
+def resend(
+    spool: Annotated[Path, typer.Option(help="The node's spool folder.")],
+    code: Annotated[
+        str | None,
+        typer.Option(help="Only those given up with this code (as `status` names them: http_500, ...)."),
+    ] = None,
+) -> None:
+    """Send again the result objects the destination refused until they were given up.
+
+    For after the cause is fixed at the destination; works with the node running (it sends them
+    within a second) or stopped (at its next start).
+    """
+    with _existing_spool(spool, read_only=False) as store:
+        queued = store.resend_failed(code)
+    if not queued:
+        which = f" with code {code}" if code else ""
+        typer.echo(f"no result object was given up{which}: nothing to send again")
+        return
+    by_code = ", ".join(f"{n} {c or 'without a code'}" for c, n in sorted(queued.items()))
+    typer.echo(f"{sum(queued.values())} result objects queued to be sent again ({by_code})")
 
 
 @dicom_app.command("results")

@@ -376,6 +376,28 @@ class Spool:
             self._count("send_retries")
         return failed
 
+    def resend_failed(self, code: str | None = None) -> dict[str, int]:
+        """Queue the result objects that were given up (``code``: only those refused with it) to be
+        sent again at once, with their attempts counted from zero; their instances are
+        ``results_pending`` again. For a person who fixed what the destination refused them for;
+        safe while the node runs (its sender picks them up). Returns how many, by code."""
+        where, args = ("state=? AND code=?", (FAILED, code)) if code else ("state=?", (FAILED,))
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            rows = self._db.execute(f"SELECT id, owner, code FROM outbox WHERE {where}", args).fetchall()
+            self._db.executemany(
+                "UPDATE outbox SET state=?, attempts=0, next_try=0 WHERE id=?",
+                [(PENDING, i) for i, _, _ in rows],
+            )
+            self._db.executemany(
+                "UPDATE instances SET state=?, updated_at=? WHERE key=? AND state=?",
+                [(RESULTS_PENDING, time.time(), owner, UNDELIVERED) for owner in {o for _, o, _ in rows}],
+            )
+        by_code: dict[str, int] = {}
+        for _, _, failed_code in rows:
+            by_code[failed_code or ""] = by_code.get(failed_code or "", 0) + 1
+        return by_code
+
     # ---- counters and status ----------------------------------------------------------------------
     def _count(self, name: str, label: str = "", n: int = 1) -> None:
         self._db.execute(
