@@ -810,6 +810,9 @@ def _add_subcommands() -> None:
     from fracsight.scale.cli import batch_app
 
     app.add_typer(batch_app, name="batch")
+    from fracsight.evaluation.compare_cli import compare
+
+    app.command()(compare)
     from fracsight.quantize.cli import quantize
 
     app.command()(quantize)

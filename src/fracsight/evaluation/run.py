@@ -42,6 +42,18 @@ def select_samples(dataset: Dataset, split: str | None, trained_seed: int | None
     return chosen
 
 
+def held_out_samples(
+    dataset: Dataset, split: str | None, spec: Any, data_dir: Path
+) -> tuple[list[Sample], int]:
+    """:func:`select_samples` for the model of ``spec`` (a :class:`~fracsight.bundle.BundleSpec`):
+    on the data set it was trained on, a missing split is the one its training run's seed carved
+    out. Returns the samples and that seed."""
+    seed = int(spec.training.get("config", {}).get("seed", 0))
+    trained_on = spec.training.get("data")
+    own = bool(trained_on) and Path(trained_on).resolve() == data_dir.resolve()
+    return select_samples(dataset, split, seed if own else None), seed
+
+
 def _localization(samples: list[Sample], preds: list[Any]) -> dict[str, Any] | None:
     """Box metrics: over the fractured images with true boxes (the detector's view), and over
     every image with a known fracture label (a box on a normal image is a false positive)."""
@@ -321,10 +333,7 @@ def evaluate_model(
     dataset = load_dataset(Path(data_dir), layout)
     if out_dir is not None:
         dataset.refuse_output_inside(Path(out_dir))
-    seed = int(spec.training.get("config", {}).get("seed", 0))  # the split its training made
-    trained_on = spec.training.get("data")
-    own = bool(trained_on) and Path(trained_on).resolve() == Path(data_dir).resolve()
-    samples = select_samples(dataset, split, seed if own else None)
+    samples, seed = held_out_samples(dataset, split, spec, Path(data_dir))
     class_index = _class_index(dataset, predictor)
     measurable = (
         (predictor.has_fracture_head and any(FRACTURE in s.labels for s in samples))

@@ -37,6 +37,7 @@ from fracsight.explain.localization import (
     hit_rate,
     pointing_game,
     top_box,
+    top_box_hits,
 )
 from fracsight.explain.overlay import COLORMAPS, colormap_lut, render_overlay, save_overlay, side_by_side
 
@@ -67,5 +68,6 @@ __all__ = [
     "sigmoid",
     "softmax",
     "top_box",
+    "top_box_hits",
     "upsample_to_input",
 ]

@@ -31,6 +31,7 @@ __all__ = [
     "hit_rate",
     "pointing_game",
     "top_box",
+    "top_box_hits",
 ]
 
 PredictionLike = BoxLike | Sequence[DetectedBox] | None
@@ -85,6 +86,18 @@ class HitRate:
         return asdict(self)
 
 
+def top_box_hits(pred: PredictionLike, trues: Sequence[BoxLike], iou_thr: float = 0.1) -> tuple[bool, bool]:
+    """Whether one image's top predicted box hits a true box: ``(by IoU >= iou_thr, by containing
+    a true box's centre)``; both False without a predicted box (see :func:`hit_rate`)."""
+    box = top_box(pred)
+    if box is None:
+        return False, False
+    true_xyxy = [as_xyxy(t) for t in trues]
+    by_iou = any(iou(box, t) >= iou_thr for t in true_xyxy)
+    by_centre = any(_contains(box, (t[0] + t[2]) / 2, (t[1] + t[3]) / 2) for t in true_xyxy)
+    return by_iou, by_centre
+
+
 def hit_rate(
     pred_top_boxes: Sequence[PredictionLike],
     true_boxes_per_image: Sequence[Sequence[BoxLike]],
@@ -102,15 +115,10 @@ def hit_rate(
         raise ValueError(f"{len(pred_top_boxes)} predictions for {len(true_boxes_per_image)} images")
     n = hits_iou = hits_centre = hits_any = 0
     for pred, trues in zip(pred_top_boxes, true_boxes_per_image, strict=True):
-        true_xyxy = [as_xyxy(t) for t in trues]
-        if not true_xyxy:
+        if not trues:
             continue
         n += 1
-        box = top_box(pred)
-        if box is None:
-            continue
-        by_iou = any(iou(box, t) >= iou_thr for t in true_xyxy)
-        by_centre = any(_contains(box, (t[0] + t[2]) / 2, (t[1] + t[3]) / 2) for t in true_xyxy)
+        by_iou, by_centre = top_box_hits(pred, trues, iou_thr)
         hits_iou += by_iou
         hits_centre += by_centre
         hits_any += by_iou or by_centre

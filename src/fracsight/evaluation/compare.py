@@ -1,0 +1,209 @@
+"""Two fracture models on the same images: paired differences and their tests.
+
+Evaluating two models apart gives each an AUROC with a confidence interval, and the two
+intervals overlap almost always on a few hundred images, even when one model ranks better
+on nearly every image. The paired view is sharper because both models read the same images:
+
+- AUROC: DeLong, DeLong and Clarke-Pearson's test (1988), with the fast midrank computation
+  of Sun and Xu (2014): the difference B - A, its standard error, 95% interval and p-value;
+- the decisions at each model's own operating point: sensitivity on the fractured images and
+  specificity on the others, each with an exact McNemar test over the images the two models
+  decide differently;
+- the top box: whether it hits a true box (as ``fracsight evaluate`` counts it), with McNemar
+  too, and box AP50 for each.
+
+Models without a fracture head are refused: their heads are compared by ``evaluate``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from fracsight.data import FRACTURE, load_dataset
+from fracsight.errors import ConfigError, DatasetError
+from fracsight.evaluation.metrics import _average_ranks
+
+__all__ = ["compare_models", "delong_test", "mcnemar_test"]
+
+
+def delong_test(y: ArrayLike, p_a: ArrayLike, p_b: ArrayLike) -> dict[str, float]:
+    """DeLong's test of two correlated AUROCs on the same images (labels ``y``, 1 = positive).
+
+    Returns ``a``, ``b``, ``difference`` (b - a), its ``se``, a 95% normal interval
+    (``ci_low``, ``ci_high``), ``z`` and the two-sided ``p_value``.
+    """
+    y = np.asarray(y).astype(bool)
+    scores = np.stack([np.asarray(p_a, dtype=np.float64), np.asarray(p_b, dtype=np.float64)])
+    if scores.shape[1] != y.size:
+        raise ValueError(f"{scores.shape[1]} scores for {y.size} labels")
+    m, n = int(y.sum()), int((~y).sum())
+    if m == 0 or n == 0:
+        raise ValueError(f"DeLong's test needs positive and negative images (got {m} and {n})")
+    # Sun & Xu: each positive's (negative's) structural component from three sets of midranks
+    v10 = np.empty((2, m))
+    v01 = np.empty((2, n))
+    auc = np.empty(2)
+    for k in range(2):
+        pos, neg = scores[k, y], scores[k, ~y]
+        r_all = _average_ranks(np.concatenate([pos, neg]))
+        r_pos, r_neg = _average_ranks(pos), _average_ranks(neg)
+        auc[k] = (r_all[:m].sum() - m * (m + 1) / 2) / (m * n)
+        v10[k] = (r_all[:m] - r_pos) / n
+        v01[k] = 1.0 - (r_all[m:] - r_neg) / m
+    s = np.cov(v10) / m + np.cov(v01) / n
+    variance = float(s[0, 0] + s[1, 1] - 2 * s[0, 1])
+    difference = float(auc[1] - auc[0])
+    se = math.sqrt(max(variance, 0.0))
+    if se == 0.0:  # identical rankings: no difference, nothing to test
+        z, p_value = 0.0, 1.0
+    else:
+        z = difference / se
+        p_value = math.erfc(abs(z) / math.sqrt(2))
+    return {
+        "a": float(auc[0]),
+        "b": float(auc[1]),
+        "difference": difference,
+        "se": se,
+        "ci_low": difference - 1.959964 * se,
+        "ci_high": difference + 1.959964 * se,
+        "z": z,
+        "p_value": p_value,
+    }
+
+
+def mcnemar_test(right_a: ArrayLike, right_b: ArrayLike) -> dict[str, Any]:
+    """Exact McNemar test of two paired yes/no outcomes (e.g. each model right on each image).
+
+    Returns the share of yes for each (``a``, ``b``, over ``n``), the images where only one of
+    them is yes (``a_only``, ``b_only``) and the two-sided exact binomial ``p_value``.
+    """
+    a = np.asarray(right_a, dtype=bool)
+    b = np.asarray(right_b, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError(f"{a.size} outcomes for A against {b.size} for B")
+    a_only, b_only = int((a & ~b).sum()), int((~a & b).sum())
+    discordant = a_only + b_only
+    tail = sum(math.comb(discordant, k) for k in range(min(a_only, b_only) + 1))
+    p_value = 1.0 if discordant == 0 else min(1.0, float(Fraction(2 * tail, 2**discordant)))
+    n = int(a.size)
+    return {
+        "a": float(a.mean()) if n else None,
+        "b": float(b.mean()) if n else None,
+        "n": n,
+        "a_only": a_only,
+        "b_only": b_only,
+        "p_value": p_value,
+    }
+
+
+def compare_models(
+    model_a: str | Path | None,
+    model_b: str | Path | None,
+    data_dir: Path,
+    *,
+    split: str | None = "test",
+    layout: str = "auto",
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Predict the fracture-labelled images of ``split`` with both models and compare them, paired.
+
+    Only the images both models could read are compared (the others are counted). Each model
+    decides at its default operating point. On a data set without the split, each model is
+    measured on the split its own training carved out: the two must have held out the same
+    images, or the comparison is refused.
+    """
+    from fracsight.evaluation.calibration import expected_calibration_error
+    from fracsight.evaluation.run import held_out_samples
+    from fracsight.evaluation.thresholds import sensitivity_at_specificity
+    from fracsight.explain import average_precision_boxes, denormalize_box, top_box_hits
+    from fracsight.inference import FailedPrediction, Predictor
+
+    predictors = [Predictor(model_a), Predictor(model_b)]
+    for predictor in predictors:
+        if not predictor.has_fracture_head:
+            raise ConfigError(
+                f"{predictor.name} has no fracture head: `compare` measures fracture models "
+                "(`fracsight evaluate` measures each of its heads)"
+            )
+    dataset = load_dataset(Path(data_dir), layout)
+    chosen = [held_out_samples(dataset, split, p.spec, Path(data_dir))[0] for p in predictors]
+    if [s.path for s in chosen[0]] != [s.path for s in chosen[1]]:
+        raise DatasetError(
+            f"{data_dir} has no {split!r} split of its own, and the two models' training runs held out "
+            "different images as theirs: compare them on a data set with its own splits, or on all of "
+            "it with --split all"
+        )
+    samples = [s for s in chosen[0] if FRACTURE in s.labels]
+    if not samples:
+        raise DatasetError(f"{data_dir} [{split or 'all'}] has no image with a fracture label")
+
+    total = 2 * len(samples)
+    outputs: list[list[Any]] = []
+    for k, predictor in enumerate(predictors):
+        preds = []
+        for i, pred in enumerate(predictor.predict_many([s.path for s in samples], batch_size=16)):
+            preds.append(pred)
+            if progress:
+                progress(k * len(samples) + i + 1, total)
+        outputs.append(preds)
+    both = [
+        i for i in range(len(samples)) if not any(isinstance(preds[i], FailedPrediction) for preds in outputs)
+    ]
+    if not both:
+        raise DatasetError(f"no image of {data_dir} could be read by both models")
+    kept = [samples[i] for i in both]
+    pa, pb = ([preds[i] for i in both] for preds in outputs)
+    y = np.array([s.labels[FRACTURE] for s in kept])
+    if y.min() == y.max():
+        raise DatasetError(f"{data_dir} [{split or 'all'}]: the images compared are all of one label")
+    prob = [np.array([p.fracture_probability for p in preds]) for preds in (pa, pb)]
+    said = [np.array([bool(p.fracture_suspected) for p in preds]) for preds in (pa, pb)]
+
+    result: dict[str, Any] = {
+        "models": {
+            key: {
+                "name": predictor.name,
+                "operating_point": predictor.operating_point.name,
+                "threshold": predictor.operating_point.threshold,
+            }
+            for key, predictor in zip("ab", predictors, strict=True)
+        },
+        "data": {
+            "root": str(data_dir),
+            "split": split or "all",
+            "n_images": len(samples),
+            "n_compared": len(kept),
+            "n_unreadable": len(samples) - len(kept),
+            "n_positive": int(y.sum()),
+        },
+        "auroc": delong_test(y, prob[0], prob[1]),
+        "sensitivity_at_specificity_0.90": {
+            key: sensitivity_at_specificity(y, p, 0.9) for key, p in zip("ab", prob, strict=True)
+        },
+        "sensitivity": mcnemar_test(said[0][y == 1], said[1][y == 1]),
+        "specificity": mcnemar_test(~said[0][y == 0], ~said[1][y == 0]),
+        "ece": {key: expected_calibration_error(y, p)[0] for key, p in zip("ab", prob, strict=True)},
+    }
+    boxed = [i for i, s in enumerate(kept) if s.boxes and s.labels[FRACTURE] == 1]
+    if boxed:
+
+        def truth(i: int, pred: Any) -> list[tuple[float, float, float, float]]:
+            h, w = pred.metadata.original_size
+            return [denormalize_box((b.x0, b.y0, b.x1, b.y1), (h, w)) for b in kept[i].boxes]
+
+        hits, ap50 = [], {}
+        for key, preds in zip("ab", (pa, pb), strict=True):
+            trues = [truth(i, preds[i]) for i in boxed]
+            boxes = [list(preds[i].boxes) for i in boxed]
+            hits.append([any(top_box_hits(b, t)) for b, t in zip(boxes, trues, strict=True)])
+            ap50[key] = average_precision_boxes(boxes, trues, iou_thr=0.5)
+        result["top_box_hits"] = mcnemar_test(*hits)
+        result["box_ap50"] = ap50
+    return result

@@ -1,0 +1,79 @@
+"""``fracsight compare``: two fracture models on the same images, paired. Thin: parse, call
+:func:`~fracsight.evaluation.compare.compare_models`, print."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+__all__ = ["compare"]
+
+
+def compare(
+    model_a: Annotated[str, typer.Argument(help="Model A: bundle folder, .zip or packaged name.")],
+    model_b: Annotated[str, typer.Argument(help="Model B, compared with A (differences are B - A).")],
+    data_dir: Annotated[Path, typer.Argument(help="Data set with fracture labels (any layout).")],
+    split: Annotated[str, typer.Option(help="Split to compare on: test, val, train or all.")] = "test",
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")] = False,
+) -> None:
+    """Compare two fracture models on the same images: AUROC (DeLong), decisions and boxes (McNemar)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
+
+    from fracsight.cli import progress_bar, refuse_missing, user_errors
+    from fracsight.evaluation.compare import compare_models
+    from fracsight.inference import NOTICE
+
+    refuse_missing([data_dir])
+    with user_errors(), progress_bar(TextColumn("Comparing"), BarColumn(), MofNCompleteColumn()) as bar:
+        task = bar.add_task("compare", total=None)
+        result = compare_models(
+            None if model_a == "default" else model_a,
+            None if model_b == "default" else model_b,
+            data_dir,
+            split=split,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    if json_output:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        for line in summary_lines(result):
+            typer.echo(line)
+    typer.echo(NOTICE, err=True)
+
+
+def _p(value: float) -> str:
+    return "p < 0.001" if value < 0.001 else f"p = {value:.3f}"
+
+
+def _paired(what: str, block: dict[str, Any]) -> str:
+    return (
+        f"{what}: A {block['a']:.3f}, B {block['b']:.3f} over {block['n']} images; they differ on "
+        f"{block['a_only'] + block['b_only']} (A only {block['a_only']}, B only {block['b_only']}), "
+        f"McNemar {_p(block['p_value'])}"
+    )
+
+
+def summary_lines(result: dict[str, Any]) -> list[str]:
+    """The comparison as a few lines of text (what ``fracsight compare`` prints)."""
+    a, b, d = result["models"]["a"], result["models"]["b"], result["data"]
+    auc = result["auroc"]
+    lines = [
+        f"A: {a['name']} at its {a['operating_point']!r} point ({a['threshold']:.3f}); "
+        f"B: {b['name']} at its {b['operating_point']!r} point ({b['threshold']:.3f})",
+        f"on {d['root']} [{d['split']}]: {d['n_compared']} images read by both, {d['n_positive']} fractured"
+        + (f" ({d['n_unreadable']} unreadable by one of them, left out)" if d["n_unreadable"] else ""),
+        f"AUROC: A {auc['a']:.3f}, B {auc['b']:.3f}; B - A {auc['difference']:+.3f} "
+        f"(95% CI {auc['ci_low']:+.3f} to {auc['ci_high']:+.3f}), DeLong {_p(auc['p_value'])}",
+        "sensitivity at specificity 0.90: "
+        + ", ".join(f"{k.upper()} {v:.3f}" for k, v in result["sensitivity_at_specificity_0.90"].items()),
+        _paired("sensitivity at each model's point", result["sensitivity"]),
+        _paired("specificity at each model's point", result["specificity"]),
+        "expected calibration error: " + ", ".join(f"{k.upper()} {v:.3f}" for k, v in result["ece"].items()),
+    ]
+    if "top_box_hits" in result:
+        lines.append(_paired("top box hits a true box", result["top_box_hits"]))
+        lines.append("box AP50: " + ", ".join(f"{k.upper()} {v:.3f}" for k, v in result["box_ap50"].items()))
+    return lines

@@ -1,0 +1,124 @@
+"""`fracsight compare`: DeLong's and McNemar's tests against independent computations, and the
+paired figures through the CLI equal what `fracsight evaluate` gives each model alone."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import _mini_fracatlas
+from fracsight.cli import app
+from fracsight.evaluation.compare import delong_test, mcnemar_test
+from fracsight.evaluation.metrics import auroc
+
+
+def _delong_by_pairs(y: np.ndarray, pa: np.ndarray, pb: np.ndarray) -> tuple[float, float]:
+    """DeLong et al. (1988) as written: every positive against every negative (O(mn))."""
+    pos, neg = y == 1, y == 0
+    v10, v01 = [], []
+    for p in (pa, pb):
+        x, z = p[pos][:, None], p[neg][None, :]
+        psi = (x > z) + 0.5 * (x == z)
+        v10.append(psi.mean(axis=1))
+        v01.append(psi.mean(axis=0))
+    s10, s01 = np.cov(np.array(v10)), np.cov(np.array(v01))
+    s = s10 / pos.sum() + s01 / neg.sum()
+    difference = float(np.mean(v10[1]) - np.mean(v10[0]))
+    return difference, math.sqrt(s[0, 0] + s[1, 1] - 2 * s[0, 1])
+
+
+def _correlated_scores(seed: int, n: int = 300) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.3).astype(int)
+    shared = rng.normal(size=n) + 1.2 * y
+    pa = shared + rng.normal(scale=0.8, size=n)
+    pb = shared + rng.normal(scale=0.5, size=n) + 0.3 * y
+    return y, np.round(pa, 1), np.round(pb, 1)  # rounded: ties, which midranks must handle
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_delong_equals_the_pairwise_definition(seed: int) -> None:
+    y, pa, pb = _correlated_scores(seed)
+    result = delong_test(y, pa, pb)
+    difference, se = _delong_by_pairs(y, pa, pb)
+    assert result["a"] == pytest.approx(auroc(y, pa), abs=1e-12)
+    assert result["b"] == pytest.approx(auroc(y, pb), abs=1e-12)
+    assert result["difference"] == pytest.approx(difference, abs=1e-12)
+    assert result["se"] == pytest.approx(se, rel=1e-9)
+    assert result["p_value"] == pytest.approx(math.erfc(abs(difference / se) / math.sqrt(2)), rel=1e-9)
+
+
+def test_delong_standard_error_agrees_with_a_paired_bootstrap() -> None:
+    y, pa, pb = _correlated_scores(3, n=600)
+    rng = np.random.default_rng(0)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    differences = []
+    for _ in range(1000):
+        i = np.r_[rng.choice(pos, pos.size), rng.choice(neg, neg.size)]
+        differences.append(auroc(y[i], pb[i]) - auroc(y[i], pa[i]))
+    assert delong_test(y, pa, pb)["se"] == pytest.approx(float(np.std(differences)), rel=0.15)
+
+
+def test_one_model_against_itself_differs_by_nothing() -> None:
+    y, pa, _ = _correlated_scores(4)
+    result = delong_test(y, pa, pa)
+    assert result["difference"] == 0 and result["se"] == 0 and result["p_value"] == 1
+    with pytest.raises(ValueError, match="positive and negative"):
+        delong_test(np.ones(5), np.arange(5), np.arange(5))
+
+
+@pytest.mark.parametrize(("a_only", "b_only"), [(0, 5), (1, 9), (7, 2), (0, 0), (30, 12)])
+def test_mcnemar_exact_p_value_equals_the_binomial_test(a_only: int, b_only: int) -> None:
+    stats = pytest.importorskip("scipy.stats")
+    both, neither = 40, 11
+    a = np.array([1] * both + [1] * a_only + [0] * b_only + [0] * neither, dtype=bool)
+    b = np.array([1] * both + [0] * a_only + [1] * b_only + [0] * neither, dtype=bool)
+    result = mcnemar_test(a, b)
+    assert (result["a_only"], result["b_only"], result["n"]) == (a_only, b_only, a.size)
+    expected = 1.0 if a_only + b_only == 0 else stats.binomtest(a_only, a_only + b_only, 0.5).pvalue
+    assert result["p_value"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_the_cli_pairs_what_evaluate_gives_each_model(fracatlas_dir: Path, tmp_path: Path) -> None:
+    data = _mini_fracatlas(fracatlas_dir, tmp_path / "mini")
+    runner = CliRunner()
+    models = ("default", "fracatlas-lite0-384-v4")
+    result = runner.invoke(app, ["compare", *models, str(data), "--json"])
+    assert result.exit_code == 0, result.output
+    paired = json.loads(result.stdout)
+    assert paired["data"]["n_compared"] == 12 and paired["data"]["n_positive"] == 6
+    for key, model in zip("ab", models, strict=True):
+        alone = runner.invoke(app, ["evaluate", model, str(data), "--json", "--bootstrap", "100"])
+        assert alone.exit_code == 0, alone.output
+        metrics = json.loads(alone.stdout)
+        point = paired["models"][key]["operating_point"]
+        assert paired["auroc"][key] == pytest.approx(metrics["auroc"]["value"], abs=1e-12)
+        assert paired["sensitivity"][key] == pytest.approx(metrics["thresholds"][point]["sensitivity"])
+        assert paired["specificity"][key] == pytest.approx(metrics["thresholds"][point]["specificity"])
+        assert paired["ece"][key] == pytest.approx(metrics["calibration"]["ece"])
+        assert paired["top_box_hits"][key] == pytest.approx(metrics["localization"]["hit_rate_any"])
+        assert paired["box_ap50"][key] == pytest.approx(metrics["localization"]["ap50"])
+    text = runner.invoke(app, ["compare", *models, str(data)])
+    assert text.exit_code == 0, text.output
+    assert "DeLong p = " in text.stdout and "McNemar p = " in text.stdout
+    assert "decision aid" in text.stderr
+
+
+def test_what_cannot_be_compared_is_one_line(fracatlas_dir: Path, head_bundle, tmp_path: Path) -> None:
+    data = _mini_fracatlas(fracatlas_dir, tmp_path / "mini")
+    _, class_only = head_bundle("class")
+    runner = CliRunner()
+    for args, code, message in (
+        (["default", str(class_only), str(data)], 1, "has no fracture head"),
+        (["default", "default", str(data), "--split", "holdout"], 1, "has no 'holdout' split"),
+        (["default", "nosuch-model", str(data)], 2, "nosuch-model"),
+        (["default", "default", str(tmp_path / "none")], 2, "error (not_found)"),
+    ):
+        result = runner.invoke(app, ["compare", *args])
+        assert result.exit_code == code, result.output
+        assert message in result.output and "Traceback" not in result.output
