@@ -382,8 +382,7 @@ def resend(
 ) -> None:
     """Send again the result objects the destination refused until they were given up.
 
-    For after the cause is fixed at the destination; works with the node running (it sends them
-    within a second) or stopped (at its next start).
+    Once the destination is fixed; with the node running, or stopped (then sent at its next start).
     """
     with _existing_spool(spool, read_only=False) as store:
         queued = store.resend_failed(code)
