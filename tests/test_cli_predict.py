@@ -111,6 +111,10 @@ def test_an_empty_argument_is_refused_not_read_as_the_current_folder(
         assert result.exit_code == 2 and "error (empty_argument)" in result.stderr, result.output
         assert "Traceback" not in result.output and "in-the-current-folder" not in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in-the-current-folder.jpg"]
+    # a value that merely ends with "=" (base64 padding) is a value
+    padded = _predict(tiny_bundle, images[0], "--csv=out==")
+    assert padded.exit_code == 0, padded.output
+    assert (tmp_path / "out==").is_file()
 
 
 def test_csv_is_written_and_not_overwritten_by_default(

@@ -56,8 +56,9 @@ class _Commands(TyperGroup):
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         for number, arg in enumerate(args, 1):
-            if arg == "" or (arg.startswith("--") and arg.endswith("=")):
-                what = f"{arg[:-1]} is given an empty value" if arg else f"argument {number} is empty"
+            option, equals, value = arg.partition("=")
+            if arg == "" or (option.startswith("--") and equals and not value):  # "--csv=", not "--k=a=="
+                what = f"{option} is given an empty value" if arg else f"argument {number} is empty"
                 typer.echo(
                     f"error (empty_argument): {what} (an unset shell variable?); name what is meant "
                     "or leave it out",
