@@ -120,9 +120,9 @@ def compare_models(
     images, or the comparison is refused.
     """
     from fracsight.evaluation.calibration import expected_calibration_error
-    from fracsight.evaluation.run import held_out_samples
+    from fracsight.evaluation.run import held_out_samples, true_boxes
     from fracsight.evaluation.thresholds import sensitivity_at_specificity
-    from fracsight.explain import average_precision_boxes, denormalize_box, top_box_hits
+    from fracsight.explain import average_precision_boxes, top_box_hits
     from fracsight.inference import FailedPrediction, Predictor
 
     predictors = [Predictor(model_a), Predictor(model_b)]
@@ -164,7 +164,8 @@ def compare_models(
     if y.min() == y.max():
         raise DatasetError(f"{data_dir} [{split or 'all'}]: the images compared are all of one label")
     prob = [np.array([p.fracture_probability for p in preds]) for preds in (pa, pb)]
-    said = [np.array([bool(p.fracture_suspected) for p in preds]) for preds in (pa, pb)]
+    # the decision as `evaluate` counts it: the probability at the point's threshold
+    said = [p >= predictor.operating_point.threshold for p, predictor in zip(prob, predictors, strict=True)]
 
     result: dict[str, Any] = {
         "models": {
@@ -193,14 +194,9 @@ def compare_models(
     }
     boxed = [i for i, s in enumerate(kept) if s.boxes and s.labels[FRACTURE] == 1]
     if boxed:
-
-        def truth(i: int, pred: Any) -> list[tuple[float, float, float, float]]:
-            h, w = pred.metadata.original_size
-            return [denormalize_box((b.x0, b.y0, b.x1, b.y1), (h, w)) for b in kept[i].boxes]
-
         hits, ap50 = [], {}
         for key, preds in zip("ab", (pa, pb), strict=True):
-            trues = [truth(i, preds[i]) for i in boxed]
+            trues = [true_boxes(kept[i], preds[i]) for i in boxed]
             boxes = [list(preds[i].boxes) for i in boxed]
             hits.append([any(top_box_hits(b, t)) for b, t in zip(boxes, trues, strict=True)])
             ap50[key] = average_precision_boxes(boxes, trues, iou_thr=0.5)

@@ -54,30 +54,29 @@ def held_out_samples(
     return select_samples(dataset, split, seed if own else None), seed
 
 
+def true_boxes(sample: Sample, prediction: Any) -> list[tuple[float, float, float, float]]:
+    """A sample's annotated boxes in pixels of the image its prediction was made on."""
+    from fracsight.explain import denormalize_box
+
+    h, w = prediction.metadata.original_size
+    return [denormalize_box((b.x0, b.y0, b.x1, b.y1), (h, w)) for b in sample.boxes]
+
+
 def _localization(samples: list[Sample], preds: list[Any]) -> dict[str, Any] | None:
     """Box metrics: over the fractured images with true boxes (the detector's view), and over
     every image with a known fracture label (a box on a normal image is a false positive)."""
-    from fracsight.explain import (
-        average_precision_boxes,
-        average_precision_boxes_coco,
-        denormalize_box,
-        hit_rate,
-    )
-
-    def truth(s: Sample, p: Any) -> list[tuple[float, float, float, float]]:
-        h, w = p.metadata.original_size
-        return [denormalize_box((b.x0, b.y0, b.x1, b.y1), (h, w)) for b in s.boxes]
+    from fracsight.explain import average_precision_boxes, average_precision_boxes_coco, hit_rate
 
     pairs = list(zip(samples, preds, strict=True))
     boxed = [bool(s.boxes) and s.labels.get(FRACTURE) == 1 for s in samples]
     fractured = [pair for pair, b in zip(pairs, boxed, strict=True) if b]
     if not fractured:
         return None
-    trues = [truth(s, p) for s, p in fractured]
+    trues = [true_boxes(s, p) for s, p in fractured]
     boxes = [list(p.boxes) for _, p in fractured]
     # fractured images without box annotations cannot be scored either way: left out
     scored = [(s, p) for (s, p), b in zip(pairs, boxed, strict=True) if b or s.labels.get(FRACTURE) == 0]
-    all_trues = [truth(s, p) for s, p in scored]
+    all_trues = [true_boxes(s, p) for s, p in scored]
     all_boxes = [list(p.boxes) for _, p in scored]
     return {
         "n_images": len(fractured),
