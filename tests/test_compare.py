@@ -68,8 +68,9 @@ def test_one_model_against_itself_differs_by_nothing() -> None:
     y, pa, _ = _correlated_scores(4)
     result = delong_test(y, pa, pa)
     assert result["difference"] == 0 and result["se"] == 0 and result["p_value"] == 1
-    with pytest.raises(ValueError, match="positive and negative"):
-        delong_test(np.ones(5), np.arange(5), np.arange(5))
+    for labels in (np.ones(5), np.array([1, 0, 0, 0])):  # one positive: no variance to estimate
+        with pytest.raises(ValueError, match="two positive and two negative images"):
+            delong_test(labels, np.arange(labels.size), np.arange(labels.size))
 
 
 @pytest.mark.parametrize(("a_only", "b_only"), [(0, 5), (1, 9), (7, 2), (0, 0), (30, 12)])
@@ -112,8 +113,16 @@ def test_the_cli_pairs_what_evaluate_gives_each_model(fracatlas_dir: Path, tmp_p
 def test_what_cannot_be_compared_is_one_line(fracatlas_dir: Path, head_bundle, tmp_path: Path) -> None:
     data = _mini_fracatlas(fracatlas_dir, tmp_path / "mini")
     _, class_only = head_bundle("class")
+    one_fracture = tmp_path / "one"
+    one_fracture.mkdir()
+    rows = ["image,fracture"]
+    for i, image in enumerate(sorted((data / "images").rglob("*.jpg"))[:4]):
+        (one_fracture / image.name).symlink_to(image.resolve())
+        rows.append(f"{image.name},{int(i == 0)}")
+    (one_fracture / "labels.csv").write_text("\n".join(rows) + "\n")
     runner = CliRunner()
     for args, code, message in (
+        (["default", "default", str(one_fracture), "--split", "all"], 1, "needs two of each at least"),
         (["default", str(class_only), str(data)], 1, "has no fracture head"),
         (["default", "default", str(data), "--split", "holdout"], 1, "has no 'holdout' split"),
         (["default", "nosuch-model", str(data)], 2, "nosuch-model"),

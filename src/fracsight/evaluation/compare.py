@@ -44,8 +44,8 @@ def delong_test(y: ArrayLike, p_a: ArrayLike, p_b: ArrayLike) -> dict[str, float
     if scores.shape[1] != y.size:
         raise ValueError(f"{scores.shape[1]} scores for {y.size} labels")
     m, n = int(y.sum()), int((~y).sum())
-    if m == 0 or n == 0:
-        raise ValueError(f"DeLong's test needs positive and negative images (got {m} and {n})")
+    if m < 2 or n < 2:  # the variance of each side's components needs two of them
+        raise ValueError(f"DeLong's test needs two positive and two negative images (got {m} and {n})")
     # Sun & Xu: each positive's (negative's) structural component from three sets of midranks
     v10 = np.empty((2, m))
     v01 = np.empty((2, n))
@@ -161,8 +161,11 @@ def compare_models(
     kept = [samples[i] for i in both]
     pa, pb = ([preds[i] for i in both] for preds in outputs)
     y = np.array([s.labels[FRACTURE] for s in kept])
-    if y.min() == y.max():
-        raise DatasetError(f"{data_dir} [{split or 'all'}]: the images compared are all of one label")
+    if min(int(y.sum()), int((1 - y).sum())) < 2:
+        raise DatasetError(
+            f"{data_dir} [{split or 'all'}]: {int(y.sum())} fractured and {int((1 - y).sum())} other images "
+            "read by both models; a comparison needs two of each at least"
+        )
     prob = [np.array([p.fracture_probability for p in preds]) for preds in (pa, pb)]
     # the decision as `evaluate` counts it: the probability at the point's threshold
     said = [p >= predictor.operating_point.threshold for p, predictor in zip(prob, predictors, strict=True)]
