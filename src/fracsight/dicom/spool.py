@@ -28,6 +28,7 @@ import shutil
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -393,10 +394,7 @@ class Spool:
                 "UPDATE instances SET state=?, updated_at=? WHERE key=? AND state=?",
                 [(RESULTS_PENDING, time.time(), owner, UNDELIVERED) for owner in {o for _, o, _ in rows}],
             )
-        by_code: dict[str, int] = {}
-        for _, _, failed_code in rows:
-            by_code[failed_code or ""] = by_code.get(failed_code or "", 0) + 1
-        return by_code
+        return dict(Counter(failed_code or "" for _, _, failed_code in rows))
 
     # ---- counters and status ----------------------------------------------------------------------
     def _count(self, name: str, label: str = "", n: int = 1) -> None:
