@@ -92,7 +92,7 @@ def test_the_cli_pairs_what_evaluate_gives_each_model(fracatlas_dir: Path, tmp_p
     result = runner.invoke(app, ["compare", *models, str(data), "--json"])
     assert result.exit_code == 0, result.output
     paired = json.loads(result.stdout)
-    assert paired["data"]["n_compared"] == 12 and paired["data"]["n_positive"] == 6
+    assert paired["data"]["n_compared"] == 12 and paired["n_positive"] == 6
     for key, model in zip("ab", models, strict=True):
         alone = runner.invoke(app, ["evaluate", model, str(data), "--json", "--bootstrap", "100"])
         assert alone.exit_code == 0, alone.output
@@ -110,6 +110,28 @@ def test_the_cli_pairs_what_evaluate_gives_each_model(fracatlas_dir: Path, tmp_p
     assert "decision aid" in text.stderr
 
 
+def test_class_heads_are_compared_by_their_top_class(head_bundle) -> None:
+    """Fracture-type models: the top class right or not, paired (McNemar), equal to what `evaluate`
+    gives each alone; two models with both heads are compared on both."""
+    data, class_only = head_bundle("class")
+    both_data, both = head_bundle("fracture+class")
+    runner = CliRunner()
+    result = runner.invoke(app, ["compare", str(class_only), str(both), str(data), "--json"])
+    assert result.exit_code == 0, result.output
+    paired = json.loads(result.stdout)
+    assert "auroc" not in paired and paired["class_top1"]["n"] == paired["data"]["n_compared"] > 0
+    for key, bundle in (("a", class_only), ("b", both)):
+        alone = runner.invoke(app, ["evaluate", str(bundle), str(data), "--json", "--bootstrap", "100"])
+        assert alone.exit_code == 0, alone.output
+        assert paired["class_top1"][key] == pytest.approx(json.loads(alone.stdout)["multiclass"]["accuracy"])
+    text = runner.invoke(app, ["compare", str(class_only), str(both), str(data)])
+    assert text.exit_code == 0 and "top class right: A " in text.stdout, text.output
+    result = runner.invoke(app, ["compare", str(both), str(both), str(both_data), "--split", "all", "--json"])
+    assert result.exit_code == 0, result.output
+    paired = json.loads(result.stdout)
+    assert paired["auroc"]["difference"] == 0 and paired["class_top1"]["p_value"] == 1
+
+
 def test_what_cannot_be_compared_is_one_line(fracatlas_dir: Path, head_bundle, tmp_path: Path) -> None:
     data = _mini_fracatlas(fracatlas_dir, tmp_path / "mini")
     _, class_only = head_bundle("class")
@@ -123,7 +145,7 @@ def test_what_cannot_be_compared_is_one_line(fracatlas_dir: Path, head_bundle, t
     runner = CliRunner()
     for args, code, message in (
         (["default", "default", str(one_fracture), "--split", "all"], 1, "needs two of each at least"),
-        (["default", str(class_only), str(data)], 1, "has no fracture head"),
+        (["default", str(class_only), str(data)], 1, "share no head `compare` measures"),
         (["default", "default", str(data), "--split", "holdout"], 1, "has no 'holdout' split"),
         (["default", "nosuch-model", str(data)], 2, "nosuch-model"),
         (["default", "default", str(tmp_path / "none")], 2, "error (not_found)"),

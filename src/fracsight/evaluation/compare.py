@@ -1,4 +1,4 @@
-"""Two fracture models on the same images: paired differences and their tests.
+"""Two models on the same images: paired differences and their tests.
 
 Evaluating two models apart gives each an AUROC with a confidence interval, and the two
 intervals overlap almost always on a few hundred images, even when one model ranks better
@@ -10,9 +10,11 @@ on nearly every image. The paired view is sharper because both models read the s
   specificity on the others, each with an exact McNemar test over the images the two models
   decide differently;
 - the top box: whether it hits a true box (as ``fracsight evaluate`` counts it), with McNemar
-  too, and box AP50 for each.
+  too, and box AP50 for each;
+- two models with a class head (fracture types): whether the top class is right, with McNemar,
+  over the images with a class label.
 
-Models without a fracture head are refused: their heads are compared by ``evaluate``.
+Two models that share neither head are refused: ``evaluate`` measures each model's own heads.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from fracsight.data import FRACTURE, load_dataset
+from fracsight.data import CLASS, FRACTURE, load_dataset
 from fracsight.errors import ConfigError, DatasetError
 from fracsight.evaluation.metrics import _average_ranks
 
@@ -112,27 +114,30 @@ def compare_models(
     layout: str = "auto",
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Predict the fracture-labelled images of ``split`` with both models and compare them, paired.
+    """Predict the labelled images of ``split`` with both models and compare them, paired.
 
-    Only the images both models could read are compared (the others are counted). Each model
-    decides at its default operating point. On a data set without the split, each model is
-    measured on the split its own training carved out: the two must have held out the same
-    images, or the comparison is refused.
+    The heads both models have are compared: fracture (where the images have fracture labels)
+    and N-class (class labels; top-1 right or not). Only the images both models could read are
+    compared (the others are counted); each model decides at its own default operating point.
+    On a data set without the split, each model is measured on the split its own training
+    carved out: the two must have held out the same images, or the comparison is refused.
     """
-    from fracsight.evaluation.calibration import expected_calibration_error
-    from fracsight.evaluation.run import held_out_samples, true_boxes
-    from fracsight.evaluation.thresholds import sensitivity_at_specificity
-    from fracsight.explain import average_precision_boxes, top_box_hits
+    from fracsight.evaluation.run import _class_index, held_out_samples
     from fracsight.inference import FailedPrediction, Predictor
 
     predictors = [Predictor(model_a), Predictor(model_b)]
-    for predictor in predictors:
-        if not predictor.has_fracture_head:
-            raise ConfigError(
-                f"{predictor.name} has no fracture head: `compare` measures fracture models "
-                "(`fracsight evaluate` measures each of its heads)"
-            )
+    fracture = all(p.has_fracture_head for p in predictors)
+    classes = all(p.classes for p in predictors)
+    if not (fracture or classes):
+        raise ConfigError(
+            f"{predictors[0].name} and {predictors[1].name} share no head `compare` measures: it needs "
+            "two models with a fracture head, or two with a class head (`fracsight evaluate` measures "
+            "each model's own heads)"
+        )
     dataset = load_dataset(Path(data_dir), layout)
+    if classes:
+        for predictor in predictors:  # a data class the model does not know is refused, naming it
+            _class_index(dataset, predictor)
     chosen = [held_out_samples(dataset, split, p.spec, Path(data_dir))[0] for p in predictors]
     if [s.path for s in chosen[0]] != [s.path for s in chosen[1]]:
         raise DatasetError(
@@ -140,9 +145,11 @@ def compare_models(
             "different images as theirs: compare them on a data set with its own splits, or on all of "
             "it with --split all"
         )
-    samples = [s for s in chosen[0] if FRACTURE in s.labels]
+    wanted = ([FRACTURE] if fracture else []) + ([CLASS] if classes else [])
+    samples = [s for s in chosen[0] if any(task in s.labels for task in wanted)]
     if not samples:
-        raise DatasetError(f"{data_dir} [{split or 'all'}] has no image with a fracture label")
+        labels = " or ".join(f"{task} label" for task in wanted)
+        raise DatasetError(f"{data_dir} [{split or 'all'}] has no image with a {labels}")
 
     total = 2 * len(samples)
     outputs: list[list[Any]] = []
@@ -159,34 +166,70 @@ def compare_models(
     if not both:
         raise DatasetError(f"no image of {data_dir} could be read by both models")
     kept = [samples[i] for i in both]
-    pa, pb = ([preds[i] for i in both] for preds in outputs)
-    y = np.array([s.labels[FRACTURE] for s in kept])
-    if min(int(y.sum()), int((1 - y).sum())) < 2:
-        raise DatasetError(
-            f"{data_dir} [{split or 'all'}]: {int(y.sum())} fractured and {int((1 - y).sum())} other images "
-            "read by both models; a comparison needs two of each at least"
-        )
-    prob = [np.array([p.fracture_probability for p in preds]) for preds in (pa, pb)]
-    # the decision as `evaluate` counts it: the probability at the point's threshold
-    said = [p >= predictor.operating_point.threshold for p, predictor in zip(prob, predictors, strict=True)]
-
+    pairs = [[preds[i] for i in both] for preds in outputs]
     result: dict[str, Any] = {
-        "models": {
-            key: {
-                "name": predictor.name,
-                "operating_point": predictor.operating_point.name,
-                "threshold": predictor.operating_point.threshold,
-            }
-            for key, predictor in zip("ab", predictors, strict=True)
-        },
+        "models": {key: _model_block(predictor) for key, predictor in zip("ab", predictors, strict=True)},
         "data": {
             "root": str(data_dir),
             "split": split or "all",
             "n_images": len(samples),
             "n_compared": len(kept),
             "n_unreadable": len(samples) - len(kept),
-            "n_positive": int(y.sum()),
         },
+    }
+    where = f"{data_dir} [{split or 'all'}]"
+    if fracture:
+        index = [i for i, s in enumerate(kept) if FRACTURE in s.labels]
+        if index:
+            chosen_preds = [[preds[i] for i in index] for preds in pairs]
+            result.update(_fracture_comparison([kept[i] for i in index], chosen_preds, predictors, where))
+    if classes:
+        names = dataset.class_names.get(CLASS, ())
+        labelled = [i for i, s in enumerate(kept) if CLASS in s.labels]
+        if labelled:
+            right = [
+                [pr[i].classification.predicted == names[kept[i].labels[CLASS]] for i in labelled]
+                for pr in pairs
+            ]
+            result["class_top1"] = mcnemar_test(*right)
+    if not {"auroc", "class_top1"} & set(result):
+        raise DatasetError(f"{where}: no image both models read has a label they can be compared on")
+    return result
+
+
+def _model_block(predictor: Any) -> dict[str, Any]:
+    block: dict[str, Any] = {"name": predictor.name}
+    point = predictor.operating_point
+    if point is not None:
+        block.update(operating_point=point.name, threshold=point.threshold)
+    if predictor.classes:
+        block["classes"] = list(predictor.classes)
+    return block
+
+
+def _fracture_comparison(
+    kept: list[Any], pairs: list[list[Any]], predictors: list[Any], where: str
+) -> dict[str, Any]:
+    """The fracture head's paired figures over the fracture-labelled images ``kept``, read by the
+    two models as ``pairs`` (one list of predictions per model, in the order of ``kept``)."""
+    from fracsight.evaluation.calibration import expected_calibration_error
+    from fracsight.evaluation.run import true_boxes
+    from fracsight.evaluation.thresholds import sensitivity_at_specificity
+    from fracsight.explain import average_precision_boxes, top_box_hits
+
+    pa, pb = pairs
+    y = np.array([s.labels[FRACTURE] for s in kept])
+    if min(int(y.sum()), int((1 - y).sum())) < 2:
+        raise DatasetError(
+            f"{where}: {int(y.sum())} fractured and {int((1 - y).sum())} other images read by both "
+            "models; a comparison needs two of each at least"
+        )
+    prob = [np.array([p.fracture_probability for p in preds]) for preds in (pa, pb)]
+    # the decision as `evaluate` counts it: the probability at the point's threshold
+    said = [p >= predictor.operating_point.threshold for p, predictor in zip(prob, predictors, strict=True)]
+    result: dict[str, Any] = {
+        "n_fracture_labelled": len(kept),
+        "n_positive": int(y.sum()),
         "auroc": delong_test(y, prob[0], prob[1]),
         "sensitivity_at_specificity_0.90": {
             key: sensitivity_at_specificity(y, p, 0.9) for key, p in zip("ab", prob, strict=True)

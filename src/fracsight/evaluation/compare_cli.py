@@ -19,7 +19,7 @@ def compare(
     split: Annotated[str, typer.Option(help="Split to compare on: test, val, train or all.")] = "test",
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")] = False,
 ) -> None:
-    """Compare two fracture models on the same images: AUROC (DeLong), decisions and boxes (McNemar)."""
+    """Compare two models on the same images: AUROC (DeLong); decisions, boxes and classes (McNemar)."""
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
 
     from fracsight.cli import progress_bar, refuse_missing, user_errors
@@ -56,24 +56,40 @@ def _paired(what: str, block: dict[str, Any]) -> str:
     )
 
 
+def _model_line(key: str, model: dict[str, Any]) -> str:
+    point = (
+        f" at its {model['operating_point']!r} point ({model['threshold']:.3f})"
+        if "threshold" in model
+        else ""
+    )
+    return f"{key}: {model['name']}{point}"
+
+
 def summary_lines(result: dict[str, Any]) -> list[str]:
     """The comparison as a few lines of text (what ``fracsight compare`` prints)."""
-    a, b, d = result["models"]["a"], result["models"]["b"], result["data"]
-    auc = result["auroc"]
+    d = result["data"]
     lines = [
-        f"A: {a['name']} at its {a['operating_point']!r} point ({a['threshold']:.3f}); "
-        f"B: {b['name']} at its {b['operating_point']!r} point ({b['threshold']:.3f})",
-        f"on {d['root']} [{d['split']}]: {d['n_compared']} images read by both, {d['n_positive']} fractured"
+        "; ".join(_model_line(key.upper(), model) for key, model in result["models"].items()),
+        f"on {d['root']} [{d['split']}]: {d['n_compared']} images read by both"
         + (f" ({d['n_unreadable']} unreadable by one of them, left out)" if d["n_unreadable"] else ""),
-        f"AUROC: A {auc['a']:.3f}, B {auc['b']:.3f}; B - A {auc['difference']:+.3f} "
-        f"(95% CI {auc['ci_low']:+.3f} to {auc['ci_high']:+.3f}), DeLong {_p(auc['p_value'])}",
-        "sensitivity at specificity 0.90: "
-        + ", ".join(f"{k.upper()} {v:.3f}" for k, v in result["sensitivity_at_specificity_0.90"].items()),
-        _paired("sensitivity at each model's point", result["sensitivity"]),
-        _paired("specificity at each model's point", result["specificity"]),
-        "expected calibration error: " + ", ".join(f"{k.upper()} {v:.3f}" for k, v in result["ece"].items()),
     ]
+    if "auroc" in result:
+        auc = result["auroc"]
+        lines += [
+            f"fracture: {result['n_fracture_labelled']} images with a fracture label, "
+            f"{result['n_positive']} fractured",
+            f"AUROC: A {auc['a']:.3f}, B {auc['b']:.3f}; B - A {auc['difference']:+.3f} "
+            f"(95% CI {auc['ci_low']:+.3f} to {auc['ci_high']:+.3f}), DeLong {_p(auc['p_value'])}",
+            "sensitivity at specificity 0.90: "
+            + ", ".join(f"{k.upper()} {v:.3f}" for k, v in result["sensitivity_at_specificity_0.90"].items()),
+            _paired("sensitivity at each model's point", result["sensitivity"]),
+            _paired("specificity at each model's point", result["specificity"]),
+            "expected calibration error: "
+            + ", ".join(f"{k.upper()} {v:.3f}" for k, v in result["ece"].items()),
+        ]
     if "top_box_hits" in result:
         lines.append(_paired("top box hits a true box", result["top_box_hits"]))
         lines.append("box AP50: " + ", ".join(f"{k.upper()} {v:.3f}" for k, v in result["box_ap50"].items()))
+    if "class_top1" in result:
+        lines.append(_paired("top class right", result["class_top1"]))
     return lines
