@@ -1,4 +1,4 @@
-"""``fracsight compare``: two fracture models on the same images, paired. Thin: parse, call
+"""``fracsight compare``: two models on the same images, paired. Thin: parse, call
 :func:`~fracsight.evaluation.compare.compare_models`, print."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ __all__ = ["compare"]
 def compare(
     model_a: Annotated[str, typer.Argument(help="Model A: bundle folder, .zip or packaged name.")],
     model_b: Annotated[str, typer.Argument(help="Model B, compared with A (differences are B - A).")],
-    data_dir: Annotated[Path, typer.Argument(help="Data set with fracture labels (any layout).")],
+    data_dir: Annotated[Path, typer.Argument(help="Data set with fracture or class labels (any layout).")],
     split: Annotated[str, typer.Option(help="Split to compare on: test, val, train or all.")] = "test",
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")] = False,
 ) -> None:
