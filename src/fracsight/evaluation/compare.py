@@ -122,7 +122,7 @@ def compare_models(
     On a data set without the split, each model is measured on the split its own training
     carved out: the two must have held out the same images, or the comparison is refused.
     """
-    from fracsight.evaluation.run import _class_index, held_out_samples
+    from fracsight.evaluation.run import held_out_samples, model_class_index
     from fracsight.inference import FailedPrediction, Predictor
 
     predictors = [Predictor(model_a), Predictor(model_b)]
@@ -137,7 +137,7 @@ def compare_models(
     dataset = load_dataset(Path(data_dir), layout)
     if classes:
         for predictor in predictors:  # a data class the model does not know is refused, naming it
-            _class_index(dataset, predictor)
+            model_class_index(dataset, predictor)
     chosen = [held_out_samples(dataset, split, p.spec, Path(data_dir))[0] for p in predictors]
     if [s.path for s in chosen[0]] != [s.path for s in chosen[1]]:
         raise DatasetError(

@@ -260,7 +260,7 @@ def _grid_content(
     return GridContent(order, titles, labels, predicted, sections, shows, counted)
 
 
-def _class_index(dataset: Dataset, predictor: Any) -> dict[int, int] | None:
+def model_class_index(dataset: Dataset, predictor: Any) -> dict[int, int] | None:
     """Data class index -> model class index, None when there is nothing to map; raises on unknown classes.
 
     A data set may lack some of the model's classes (a small test set), never add its own.
@@ -333,7 +333,7 @@ def evaluate_model(
     if out_dir is not None:
         dataset.refuse_output_inside(Path(out_dir))
     samples, seed = held_out_samples(dataset, split, spec, Path(data_dir))
-    class_index = _class_index(dataset, predictor)
+    class_index = model_class_index(dataset, predictor)
     measurable = (
         (predictor.has_fracture_head and any(FRACTURE in s.labels for s in samples))
         or (class_index is not None and any(CLASS in s.labels for s in samples))
