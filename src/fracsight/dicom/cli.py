@@ -331,8 +331,9 @@ def _existing_spool(spool: Path, *, read_only: bool) -> Iterator[Spool]:
         typer.echo(f"error (not_a_spool): {spool} holds no spool.db", err=True)
         raise typer.Exit(2)
     try:
-        Spool(spool, read_only=True).close()  # a node's tables, before anything is written
-        store = Spool(spool, read_only=read_only)
+        if not read_only:
+            Spool(spool, read_only=True).close()  # a node's tables, before anything is written
+        store = Spool(spool, read_only=read_only)  # read-only, it checks the tables itself
         try:
             yield store
         finally:

@@ -115,7 +115,7 @@ def hit_rate(
         raise ValueError(f"{len(pred_top_boxes)} predictions for {len(true_boxes_per_image)} images")
     n = hits_iou = hits_centre = hits_any = 0
     for pred, trues in zip(pred_top_boxes, true_boxes_per_image, strict=True):
-        if not trues:
+        if len(trues) == 0:  # len, not truth: an array of boxes has no truth value
             continue
         n += 1
         by_iou, by_centre = top_box_hits(pred, trues, iou_thr)
