@@ -158,6 +158,12 @@ def test_metrics_of_several_workers_add_up(tiny_bundle: Path) -> None:
     predict = 'fracsight_http_requests_total{route="/v1/predict",method="POST",status="200"} '
     with loopback_server("--model", str(tiny_bundle), "--workers", "2") as url:
         close = {"Connection": "close"}  # a new connection each time, so the requests spread over workers
+        # The server answers once one worker is up; on a busy machine the second may still be
+        # loading the model (it is not running yet, and /metrics rightly says 1): wait for it first.
+        deadline = time.monotonic() + 60
+        while "fracsight_worker_processes 2" not in httpx.get(f"{url}/metrics", headers=close, timeout=30).text:
+            assert time.monotonic() < deadline, "the second worker did not start"
+            time.sleep(0.2)
         for i in range(6):
             r = httpx.post(
                 f"{url}/v1/predict", files={"files": (f"{i}.png", _png())}, headers=close, timeout=30
