@@ -161,7 +161,8 @@ def test_metrics_of_several_workers_add_up(tiny_bundle: Path) -> None:
         # The server answers once one worker is up; on a busy machine the second may still be
         # loading the model (it is not running yet, and /metrics rightly says 1): wait for it first.
         deadline = time.monotonic() + 60
-        while "fracsight_worker_processes 2" not in httpx.get(f"{url}/metrics", headers=close, timeout=30).text:
+        workers = "fracsight_worker_processes 2"
+        while workers not in httpx.get(f"{url}/metrics", headers=close, timeout=30).text:
             assert time.monotonic() < deadline, "the second worker did not start"
             time.sleep(0.2)
         for i in range(6):

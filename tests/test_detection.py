@@ -340,3 +340,39 @@ def test_detector_train_help_states_the_recipe_defaults() -> None:
     ):
         line = next(row for row in shown.splitlines() if option in row)
         assert f"(default {value})" in line, line
+
+
+def test_a_split_only_an_own_data_set_can_carve_is_refused_before_the_heads_train(
+    detector_bundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another copy of the data without splits: the heads could carve their own validation images
+    out of it, but its `test` split is not the base's held-out one, so the evaluation at the end
+    would refuse it; the command says so before the features are read."""
+    import csv
+
+    from typer.testing import CliRunner
+
+    import fracsight.detection.prepare as prepare
+    from fracsight.cli import app
+
+    def prepared(*_args, **_kwargs):
+        raise AssertionError("features prepared before the split was checked")
+
+    monkeypatch.setattr(prepare, "prepare_features", prepared)
+    data, base, _ = detector_bundle
+    copy = tmp_path / "copy"
+    for path in data.rglob("*"):
+        if path.is_file() and path.name != "dataset.csv":
+            (copy / path.relative_to(data)).parent.mkdir(parents=True, exist_ok=True)
+            (copy / path.relative_to(data)).symlink_to(path.resolve())
+    with open(data / "dataset.csv", newline="", encoding="utf-8") as f:
+        rows = [{k: v for k, v in row.items() if k != "split"} for row in csv.DictReader(f)]
+    with open(copy / "dataset.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    out = tmp_path / "new"
+    args = ["detector", "train", str(base), str(out), "--data", str(copy), "--evaluate", "test"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and "no 'test' split" in result.stderr, result.output
+    assert not out.exists()

@@ -431,3 +431,24 @@ def test_an_unknown_evaluate_split_is_refused_before_quantizing(
     result = _quantize(tiny_bundle, tmp_path / "q", tiny_dataset, "--evaluate", "tset")
     assert result.exit_code == 1 and "no 'tset' split" in result.stderr, result.output
     assert not (tmp_path / "q").exists()
+
+
+def test_a_split_only_an_own_data_set_can_carve_is_refused_before_quantizing(
+    tiny_bundle: Path, tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another data set without splits: quantizing may carve its own calibration images out of it,
+    but its `test` split is not the model's held-out one, so the evaluation at the end would refuse
+    it; the command says so before the work, as `fracsight evaluate` would."""
+    import fracsight.quantize.build as build
+
+    def quantized(*_args, **_kwargs):
+        raise AssertionError("quantized before the split was checked")
+
+    monkeypatch.setattr(build, "quantize_onnx", quantized)
+    unsplit = tmp_path / "unsplit"
+    for image in tiny_dataset.glob("*/*/*.jpg"):
+        (unsplit / image.parent.name).mkdir(parents=True, exist_ok=True)
+        (unsplit / image.parent.name / f"{image.parent.parent.name}-{image.name}").symlink_to(image)
+    result = _quantize(tiny_bundle, tmp_path / "q", unsplit, "--evaluate", "test")
+    assert result.exit_code == 1 and "no 'test' split" in result.stderr, result.output
+    assert not (tmp_path / "q").exists()

@@ -112,9 +112,9 @@ def build_detector_bundle(
     check_output_folder(out_dir, force=force, inputs=inputs)
     seed = int(base.training.get("config", {}).get("seed", 0))
     if evaluate_split:  # an unknown split: refused before the heads train, not after
-        from fracsight.evaluation.run import select_samples
+        from fracsight.evaluation.run import held_out_samples
 
-        select_samples(dataset, evaluate_split, seed)
+        held_out_samples(dataset, evaluate_split, base, Path(data_dir))  # as the evaluation will choose
     train, val = prepare_features(
         base_dir, dataset, cache_dir or out_dir.parent / ".cache", normals=normals, seed=seed
     )

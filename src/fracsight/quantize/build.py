@@ -116,9 +116,9 @@ def quantize_bundle(
     check_output_folder(out_dir, force=force, inputs=inputs)
     data_root, dataset, train, val = _data(float_spec, Path(data_dir) if data_dir else None)
     if evaluate_split:  # an unknown split: refused before the work, not after it
-        from fracsight.evaluation.run import select_samples
+        from fracsight.evaluation.run import held_out_samples
 
-        select_samples(dataset, evaluate_split, int(float_spec.training.get("config", {}).get("seed", 0)))
+        held_out_samples(dataset, evaluate_split, float_spec, data_root)  # as the evaluation will choose
     size = float_spec.input_size
     with staged_folder(out_dir, force=force, inputs=[*inputs, ("the data set", data_root)]) as work:
         chosen = calibration_samples(dataset, train, n_calibration)
