@@ -773,3 +773,36 @@ def test_jpeg_lossless_frame_cut_short_is_read_with_the_truncation_warning(
         return  # a decoder that refuses is as good
     assert cut.metadata.truncated
     assert any("end-of-image marker" in w for w in cut.metadata.warnings)
+
+
+def test_pydicom_warnings_never_reach_the_terminal(tmp_path: Path) -> None:
+    """A file whose header says explicit VR and whose elements are implicit: pydicom reads it and
+    warns. That warning (one line of pydicom's source under it) must not reach a user's terminal;
+    fracsight's answer is all that is printed."""
+    import subprocess
+    import sys
+
+    import pydicom
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+
+    ds = pydicom.dcmread(io.BytesIO(make_dicom(RAMP12, **IDENTIFIERS)))
+    header, body = DicomBytesIO(), DicomBytesIO()
+    header.is_little_endian, header.is_implicit_VR = True, False
+    write_file_meta_info(header, ds.file_meta)  # says explicit VR little endian ...
+    body.is_little_endian, body.is_implicit_VR = True, True
+    write_dataset(body, ds)  # ... for elements written with implicit VR
+    path = tmp_path / "mismatch.dcm"
+    path.write_bytes(b"\0" * 128 + b"DICM" + header.getvalue() + body.getvalue())
+    with warnings.catch_warnings(record=True) as caught:  # what pydicom does on its own
+        warnings.simplefilter("always")
+        pydicom.dcmread(path)
+    assert any("Expected explicit VR" in str(w.message) for w in caught)
+    entry = "from fracsight.cli import main; main()"
+    done = subprocess.run(
+        [sys.executable, "-c", entry, "predict", str(path), "--json"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert '"fracture_probability"' in done.stdout  # read and predicted
+    assert "pydicom" not in done.stderr and "Warning" not in done.stderr, done.stderr
+    assert_no_identifiers(done.stdout + done.stderr)

@@ -9,6 +9,12 @@ Colour-stored images (RGB, YBR_*, PALETTE COLOR) are read when their channels ag
 (a grey image stored in colour, as secondary captures often are) and refused when
 they are really in colour. A file with several frames is read only when the caller
 names the frame.
+
+pydicom's own Python warnings are silenced in the process that imports this module: they
+describe how a file departs from the standard (an encoding other than its header says, an
+unknown element), which fracsight either reads past or refuses with its own error, and they
+can quote an element's value, which may be an identifier. They came out on a user's terminal
+as a line of pydicom's source code.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -37,6 +44,7 @@ from fracsight.io.radiograph import ImageMetadata, Radiograph
 __all__ = ["COLOUR_STORED", "GREY_TOLERANCE", "MAX_COLOURED_SHARE", "read_dicom"]
 
 logger = logging.getLogger(__name__)
+warnings.filterwarnings("ignore", module=r"pydicom(\..*)?$")
 
 _MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 #: Three-sample photometric interpretations; pydicom converts the YBR ones to RGB when decoding.
