@@ -142,6 +142,33 @@ def test_csv_is_written_and_not_overwritten_by_default(
     assert len(list(csv.DictReader(target.open(encoding="utf-8")))) == 1
 
 
+def test_outputs_onto_or_into_the_inputs_are_refused_before_any_work(
+    tiny_bundle: Path, images: list[Path], tmp_path: Path
+) -> None:
+    """--csv naming an image being read would replace it, with --overwrite too; overlays written
+    into a folder being read would be read as radiographs the next time: both refused, nothing
+    written, the images as they were."""
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    copies = [shutil.copyfile(p, folder / p.name) for p in images]
+    before = {p: Path(p).read_bytes() for p in copies}
+    onto = _predict(tiny_bundle, copies[0], "--csv", copies[0], "--overwrite")
+    assert onto.exit_code == 2 and "error (output_refused)" in onto.stderr, onto.output
+    assert "one of the images to predict" in onto.stderr
+    in_folder = _predict(
+        tiny_bundle, folder, "--csv", Path(copies[1]).parent / ".." / "scans" / images[1].name, "--overwrite"
+    )
+    assert in_folder.exit_code == 2 and "one of the images to predict" in in_folder.stderr
+    for overlays in (folder, folder / "overlays"):
+        refused = _predict(tiny_bundle, folder, "--overlay-dir", overlays)
+        assert refused.exit_code == 2 and "error (output_refused)" in refused.stderr, refused.output
+        assert "inside" in refused.stderr and "Traceback" not in refused.output
+    assert {p: Path(p).read_bytes() for p in copies} == before
+    assert sorted(folder.iterdir()) == sorted(map(Path, copies))
+    beside = _predict(tiny_bundle, folder, "--csv", folder / "results.csv", "--overlay-dir", tmp_path / "o")
+    assert beside.exit_code == 0, beside.output  # a CSV in the folder is not an image: allowed
+
+
 def test_overlays_have_the_original_size(tiny_bundle: Path, images: list[Path], tmp_path: Path) -> None:
     overlays = tmp_path / "overlays"
     result = _predict(tiny_bundle, *images, "--overlay-dir", overlays)

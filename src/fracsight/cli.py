@@ -215,6 +215,29 @@ def refuse_output(path: Path | None, *, folder: bool, overwrite: bool = True, op
         raise typer.Exit(2)
 
 
+def refuse_output_among_inputs(
+    csv_path: Path | None, overlay_dir: Path | None, paths: Sequence[Path], files: Sequence[Path]
+) -> None:
+    """Exit 2, before any work, when ``--csv`` is one of the images read (even with --overwrite:
+    the image would be lost) or ``--overlay-dir`` is a folder read, or inside one (the next run over
+    that folder would read the overlays as radiographs)."""
+    problem = None
+    if csv_path is not None and csv_path.resolve() in {f.resolve() for f in files}:
+        problem = f"--csv {csv_path} is one of the images to predict; choose another file"
+    elif overlay_dir is not None:
+        target = overlay_dir.resolve()
+        for folder in (p.resolve() for p in paths if p.is_dir()):
+            if target == folder or folder in target.parents:
+                problem = (
+                    f"--overlay-dir {overlay_dir} is inside {folder}, which is read for images: the "
+                    "next run would take the overlays for radiographs; choose a folder outside it"
+                )
+                break
+    if problem:
+        typer.echo(f"error (output_refused): {problem}", err=True)
+        raise typer.Exit(2)
+
+
 @app.command()
 def train(
     data_dir: Annotated[
@@ -317,6 +340,7 @@ def predict(
     if not files:
         typer.echo("error (no_images): no image files found in the given folders", err=True)
         raise typer.Exit(2)
+    refuse_output_among_inputs(csv_path, overlay_dir, paths, files)
     with user_errors(exit_code=2):  # an unknown model or operating point is a bad argument
         predictor = Predictor(model, operating_point=operating_point)
     with user_errors():
