@@ -184,6 +184,17 @@ def test_session_rows_exports_and_study(predictor: Predictor, fracatlas_dir: Pat
     assert session.operating_point_names == tuple(op.name for op in predictor.spec.operating_points)
 
 
+def test_an_opened_image_is_known_by_any_path_to_it(tmp_path: Path) -> None:
+    """An export may not land on an opened radiograph, however the save dialog spells its path."""
+    image = tmp_path / "scans" / "hand.jpg"
+    image.parent.mkdir()
+    image.write_bytes(b"")
+    session = ReadingSession()
+    session.add([image])
+    assert session.is_opened(tmp_path / "scans" / ".." / "scans" / "hand.jpg")
+    assert not session.is_opened(tmp_path / "scans" / "hand.csv")
+
+
 def test_expand_inputs_follows_predict(tmp_path: Path) -> None:
     (tmp_path / "b").mkdir()
     for name in ("b/2.png", "b/1.dcm", "b/.hidden.png", "b/notes.txt", "a.jpg"):

@@ -187,6 +187,11 @@ def test_image_and_dicom_show_what_predict_says(
     exported_json = desktop.export_json(tmp_path / "desktop.json")
     assert exported_json is not None and json.loads(exported_json.read_text()) == json.loads(expected)
     overlay = desktop.export_overlay(tmp_path / "hand.overlay.png")
+    opened = inputs[1]  # the DICOM made for this test (a failure must not reach the shared data)
+    for export in (desktop.export_csv, desktop.export_json, desktop.export_overlay):  # never onto an image
+        before = opened.read_bytes()
+        assert export(opened) is None and opened.read_bytes() == before
+        assert "is one of the opened images" in desktop.status.cget("text")
     from PIL import Image
 
     assert overlay is not None and Image.open(overlay).size == (

@@ -66,6 +66,11 @@ class ReadingSession:
         self.paths.extend(new)
         return list(enumerate(new, start))
 
+    def is_opened(self, path: Path) -> bool:
+        """Whether ``path`` is one of the files opened: an export there would replace the image."""
+        target = Path(path).resolve()
+        return any(Path(p).resolve() == target for p in self.paths)
+
     def choose_operating_point(self, name: str) -> None:
         if self.predictor is None:
             raise RuntimeError("no model loaded")

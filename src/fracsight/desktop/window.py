@@ -625,6 +625,15 @@ class DesktopApp:
         )
         return Path(chosen) if chosen else None
 
+    def _save_target(self, path: Path | None, title: str, name: str, suffix: str, kind: str) -> Path | None:
+        """``path``, or the file the save dialog gives; None when none is given or it is one of the
+        opened images (the dialog's "replace?" would let an export overwrite a radiograph)."""
+        path = path or self._ask_save(title, name, suffix, kind)
+        if path is not None and self.session.is_opened(path):
+            self._set_status(f"Not saved: {path.name} is one of the opened images; choose another file.")
+            return None
+        return path
+
     def _write(self, path: Path, text: str) -> bool:
         try:
             path.write_text(text, encoding="utf-8")
@@ -639,7 +648,7 @@ class DesktopApp:
         if not self.session.results or self.session.predictor is None:
             self._set_status("Nothing to export yet.")
             return None
-        path = path or self._ask_save("Export results as CSV", "fracsight-results.csv", ".csv", "CSV")
+        path = self._save_target(path, "Export results as CSV", "fracsight-results.csv", ".csv", "CSV")
         if path is None:
             return None
         self._list_results()  # the file holds the rows the list shows: none received and not yet listed
@@ -650,7 +659,7 @@ class DesktopApp:
         if not self.session.results or self.session.predictor is None:
             self._set_status("Nothing to export yet.")
             return None
-        path = path or self._ask_save("Export results as JSON", "fracsight-results.json", ".json", "JSON")
+        path = self._save_target(path, "Export results as JSON", "fracsight-results.json", ".json", "JSON")
         if path is None:
             return None
         self._list_results()
@@ -662,7 +671,7 @@ class DesktopApp:
             self._set_status("Select a predicted image first.")
             return None
         stem = Path(self.session.paths[self.selected]).stem
-        path = path or self._ask_save("Export the overlay", f"{stem}.overlay.png", ".png", "PNG image")
+        path = self._save_target(path, "Export the overlay", f"{stem}.overlay.png", ".png", "PNG image")
         if path is None:
             return None
         picture = self.viewer.overlay()
