@@ -27,10 +27,12 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fracatl
 Rule = Callable[[object, list], list]
 RULES: dict[str, Rule] = {
     "as shipped (above the floor only)": lambda pred, shown: shown,
-    "+ best candidate when fracture suspected": lambda pred, shown: shown
-    or (pred.boxes[:1] if pred.fracture_suspected else []),
-    "+ best candidate when suspected at triage": lambda pred, shown: shown
-    or (pred.boxes[:1] if pred.decisions.get("triage") else []),
+    "+ best candidate when fracture suspected": lambda pred, shown: (
+        shown or (pred.boxes[:1] if pred.fracture_suspected else [])
+    ),
+    "+ best candidate when suspected at triage": lambda pred, shown: (
+        shown or (pred.boxes[:1] if pred.decisions.get("triage") else [])
+    ),
     "+ best candidate always": lambda pred, shown: shown or pred.boxes[:1],
 }
 
