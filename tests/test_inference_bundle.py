@@ -151,6 +151,12 @@ def test_unknown_model_name_lists_the_packaged_ones(tmp_path: Path, monkeypatch:
     assert info.value.code == "unknown_model"
 
 
+def test_the_name_default_is_the_shipped_model_everywhere() -> None:
+    """`fracsight evaluate default ...` says it; Predictor, serve, desktop and scripts take it too."""
+    assert resolve_bundle("default") == resolve_bundle(None) == resolve_bundle(store_module.DEFAULT_MODEL)
+    assert Predictor("default").name == Predictor().name
+
+
 @pytest.mark.parametrize("given", ["runs/missing-bundle", "models/missing.zip"])
 def test_a_missing_bundle_path_is_named_as_a_path(given: str) -> None:
     with pytest.raises(UnknownModelError, match=f"no such bundle folder or .zip: {given}; packaged: "):

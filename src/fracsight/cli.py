@@ -499,7 +499,7 @@ def evaluate(
     with user_errors(), progress_bar(TextColumn("Evaluating"), BarColumn(), MofNCompleteColumn()) as bar:
         task = bar.add_task("eval", total=None)
         metrics = evaluate_model(
-            None if model == "default" else model,
+            model,
             data_dir,
             out,
             split=split,

@@ -30,8 +30,8 @@ def compare(
     with user_errors(), progress_bar(TextColumn("Comparing"), BarColumn(), MofNCompleteColumn()) as bar:
         task = bar.add_task("compare", total=None)
         result = compare_models(
-            None if model_a == "default" else model_a,
-            None if model_b == "default" else model_b,
+            model_a,
+            model_b,
             data_dir,
             split=split,
             progress=lambda done, total: bar.update(task, completed=done, total=total),

@@ -54,8 +54,9 @@ def _extract_zip(path: Path) -> Path:
 
 
 def resolve_bundle(model: str | Path | None = None) -> Path:
-    """The bundle folder for a packaged name, a folder path or a .zip path (default: the shipped model)."""
-    if model is None:
+    """The bundle folder for a packaged name, a folder path or a .zip path (None or the name
+    ``"default"``: the shipped model, as the CLI's ``fracsight evaluate default ...`` says it)."""
+    if model is None or (isinstance(model, str) and model == "default"):
         model = DEFAULT_MODEL
     if not isinstance(model, (str, os.PathLike)):
         raise TypeError(
