@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -141,14 +142,11 @@ def test_shifted_views_move_maps_and_boxes_together_by_whole_cells() -> None:
     assert gone.shape == (0, 4)
 
 
-def test_a_weight_average_is_what_is_validated_and_kept() -> None:
-    pytest.importorskip("torch")
+def _synthetic_views(n: int = 6):
     from fracsight.detection.features import FeatureSet
-    from fracsight.detection.train import HeadsConfig, train_detector
 
     rng = np.random.default_rng(0)
-    n = 6
-    views = FeatureSet(
+    return FeatureSet(
         orientation=np.zeros(n, int),
         fracture=np.ones(n, int),
         grid_features=np.zeros((n, 4, 3, 3), np.float16),
@@ -158,6 +156,13 @@ def test_a_weight_average_is_what_is_validated_and_kept() -> None:
         features=rng.normal(size=(n, 4, 2, 2)).astype(np.float16),
         boxes=[np.array([[8.0, 8.0, 30.0, 40.0]])] * n,
     )
+
+
+def test_a_weight_average_is_what_is_validated_and_kept() -> None:
+    pytest.importorskip("torch")
+    from fracsight.detection.train import HeadsConfig, train_detector
+
+    views = _synthetic_views()
     kept = {}
     for decay in (0.0, 0.9):
         cfg = HeadsConfig(epochs=2, batch_size=2, width=8, shift_cells=0, ema_decay=decay)
@@ -321,6 +326,37 @@ def test_an_unknown_evaluate_split_is_refused_before_the_heads_train(
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1 and "no 'tset' split" in result.stderr, result.output
     assert not out.exists()
+
+
+def test_distillation_matches_a_teacher_and_leaves_one_detector() -> None:
+    torch = pytest.importorskip("torch")
+    from fracsight.detection.heads import DetectionHead, DetectorEnsemble
+    from fracsight.detection.train import HeadsConfig, distillation_loss, train_heads
+
+    views = _synthetic_views()
+    x = tuple(torch.from_numpy(m.astype(np.float32)) for m in (views.stride8, views.stride16, views.features))
+    a, b = DetectionHead(4, 4, 4, 8).eval(), DetectionHead(4, 4, 4, 8).eval()
+    with torch.no_grad():
+        assert float(distillation_loss(a(*x), a(*x))) == pytest.approx(0.0, abs=1e-5)
+        assert float(distillation_loss(a(*x), b(*x))) > 0.01
+    cfg = HeadsConfig(epochs=2, batch_size=2, width=8, shift_cells=0, orientation_epochs=1, members=2)
+    averaged = train_heads(views, views, cfg, log=lambda line: None)
+    distilled = train_heads(views, views, dataclasses.replace(cfg, distill=1.0), log=lambda line: None)
+    assert isinstance(averaged.detector, DetectorEnsemble)
+    assert isinstance(distilled.detector, DetectionHead)  # one detector's cost at inference
+    assert [h["epoch"] for h in distilled.history if h.get("member") == "distilled"] == [1, 2]
+
+
+def test_distilling_needs_members_to_learn_from(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    args = ["detector", "train", "fracatlas-lite0-384-v2", str(tmp_path / "new"), "--data", str(tmp_path)]
+    refused = CliRunner().invoke(app, [*args, "--distill", "1"])
+    assert refused.exit_code == 2 and "--members 2 or more" in refused.output, refused.output
+    assert not (tmp_path / "new").exists()
 
 
 def test_detector_train_help_states_the_recipe_defaults() -> None:

@@ -49,6 +49,14 @@ def train(
             min=1, max=8, help="Detectors trained with consecutive seeds, outputs averaged (default 1)."
         ),
     ] = None,
+    distill: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="With --members N: one more detector learns the members' averaged outputs (this "
+            "weight) and is kept alone, at one detector's cost (default 0: the average is kept).",
+        ),
+    ] = None,
     normals: Annotated[
         int, typer.Option(min=0, help="Images without a fracture that teach the detector where none is.")
     ] = 400,
@@ -72,8 +80,18 @@ def train(
     from fracsight.inference.store import resolve_bundle
 
     command = invocation()
-    chosen = {"giou_weight": giou, "size_spread": size_spread, "shift_cells": shift, "members": members}
+    chosen = {
+        "giou_weight": giou,
+        "size_spread": size_spread,
+        "shift_cells": shift,
+        "members": members,
+        "distill": distill,
+    }
     given = {k: v for k, v in chosen.items() if v is not None}  # the rest: HeadsConfig's defaults
+    if given.get("distill") and given.get("members", 1) < 2:
+        raise typer.BadParameter(
+            "needs --members 2 or more: the detectors to learn from", param_hint="--distill"
+        )
     with user_errors():
         spec = build_detector_bundle(
             resolve_bundle(model),

@@ -43,6 +43,9 @@ class HeadsConfig:
     ema_decay: float = 0.0
     # detectors trained with seeds seed, seed + 1, ...; their outputs are averaged (one if 1)
     members: int = 1
+    # with members > 1: one more detector learns to give the members' averaged outputs (this
+    # weight on matching them, beside the boxes) and is kept alone, at one detector's cost
+    distill: float = 0.0
     seed: int = 0
 
 
@@ -141,6 +144,24 @@ def detection_loss(
     return loss
 
 
+def distillation_loss(
+    out: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    teacher: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+) -> torch.Tensor:
+    """How far a detector's outputs are from a teacher's on the same views: the binary KL
+    divergence of the centre probabilities, summed over cells (per view), and L1 on size and
+    offset weighted by the teacher's centre probability (where it reads boxes)."""
+    centre, size, offset = out
+    t_centre, t_size, t_offset = teacher
+    q = torch.sigmoid(t_centre)
+    kl = F.binary_cross_entropy_with_logits(centre, q, reduction="none") - F.binary_cross_entropy_with_logits(
+        t_centre, q, reduction="none"
+    )
+    weight = q[:, None]
+    boxes = (weight * ((size - t_size).abs() + (offset - t_offset).abs())).sum() / weight.sum().clamp_min(1.0)
+    return kl.sum() / len(centre) + boxes
+
+
 def _shifted(
     maps: tuple[np.ndarray, np.ndarray, np.ndarray], boxes: list[np.ndarray], cells: int, rng
 ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], list[np.ndarray]]:
@@ -227,10 +248,15 @@ def box_metrics(
 
 
 def train_detector(
-    train: FeatureSet, val: FeatureSet, cfg: HeadsConfig, log=print
+    train: FeatureSet,
+    val: FeatureSet,
+    cfg: HeadsConfig,
+    log=print,
+    teacher: DetectionHead | DetectorEnsemble | None = None,
 ) -> tuple[DetectionHead, list[dict[str, Any]]]:
     """The detection head trained on ``train``'s views with maps; the epoch with the best AP50 on
-    ``val``'s is kept. Returns it and each epoch's training loss and validation figures."""
+    ``val``'s is kept. Returns it and each epoch's training loss and validation figures.
+    ``teacher``: its outputs on each (shifted) view are matched too, with weight ``cfg.distill``."""
     torch.manual_seed(cfg.seed)
     c8, c16, c32 = train.stride8.shape[1], train.stride16.shape[1], train.features.shape[1]
     detector = DetectionHead(c8, c16, c32, cfg.width)
@@ -254,7 +280,13 @@ def train_detector(
             boxes = [train.boxes[i] for i in idx]
             if cfg.shift_cells:
                 maps, boxes = _shifted(maps, boxes, cfg.shift_cells, gen)
-            loss = detection_loss(detector(*(_as_float(m) for m in maps)), boxes, cfg)
+            inputs = tuple(_as_float(m) for m in maps)
+            out = detector(*inputs)
+            loss = detection_loss(out, boxes, cfg)
+            if teacher is not None:
+                with torch.no_grad():
+                    taught = teacher(*inputs)
+                loss = loss + cfg.distill * distillation_loss(out, taught)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -325,5 +357,9 @@ def train_heads(train: FeatureSet, val: FeatureSet, cfg: HeadsConfig, log=print)
         metrics = detection_metrics(detector, val_views)
         log("detectors averaged: " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         det_history.append({"ensemble": cfg.members, **metrics})
+        if cfg.distill > 0:
+            student_cfg = dataclasses.replace(cfg, seed=cfg.seed + cfg.members)
+            detector, history = train_detector(train_views, val_views, student_cfg, log, teacher=detector)
+            det_history += [{**h, "member": "distilled"} for h in history]
     orientation, orient_history = _train_orientation(train, val, cfg, log)
     return TrainedHeads(detector, orientation, det_history + orient_history)

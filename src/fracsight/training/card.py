@@ -322,7 +322,12 @@ def _detector_recipe(cfg: dict) -> str:
         parts.append(f"GIoU loss (weight {giou}) on the box each of them reads")
     if shift:
         parts.append(f"training views shifted by up to {shift} cells of 32 px each way")
-    if cfg.get("members", 1) > 1:
+    if cfg.get("members", 1) > 1 and cfg.get("distill"):
+        parts.append(
+            f"{cfg['members']} detectors trained with consecutive seeds, their averaged outputs taught "
+            f"to the one detector kept (weight {cfg['distill']})"
+        )
+    elif cfg.get("members", 1) > 1:
         parts.append(f"{cfg['members']} detectors trained with consecutive seeds, their outputs averaged")
     return f" Beyond CenterNet's losses: {'; '.join(parts)}." if parts else ""
 
