@@ -56,7 +56,7 @@ def _extract_zip(path: Path) -> Path:
 def resolve_bundle(model: str | Path | None = None) -> Path:
     """The bundle folder for a packaged name, a folder path or a .zip path (None or the name
     ``"default"``: the shipped model, as the CLI's ``fracsight evaluate default ...`` says it)."""
-    if model is None or (isinstance(model, str) and model == "default"):
+    if model is None or model == "default":  # a Path("default") is a folder of that name
         model = DEFAULT_MODEL
     if not isinstance(model, (str, os.PathLike)):
         raise TypeError(
