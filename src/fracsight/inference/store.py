@@ -14,7 +14,7 @@ from fracsight.errors import BundleError, UnknownModelError
 
 __all__ = ["DEFAULT_MODEL", "list_bundles", "resolve_bundle"]
 
-DEFAULT_MODEL = "fracatlas-lite0-384-v4-int8"
+DEFAULT_MODEL = "fracatlas-lite0-384-v5-int8"
 _PACKAGED = Path(__file__).resolve().parent.parent / "weights"
 _MAX_ZIP_BYTES = 512 * 1024 * 1024
 _MAX_ZIP_ENTRIES = 1000
