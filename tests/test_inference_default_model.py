@@ -56,7 +56,7 @@ def test_a_default_prediction_is_complete(predictor: Predictor, fracatlas_dir: P
     assert result.region in predictor.regions and result.heatmap is not None
     assert result.heatmap.shape == result.metadata.original_size
     payload = json.loads(json.dumps(result.to_dict()))
-    assert payload["notice"] == NOTICE and payload["model"] == "fracatlas-lite0-384-int8 v4"
+    assert payload["notice"] == NOTICE and payload["model"] == "fracatlas-lite0-384-int8 v5"
 
 
 def test_the_default_model_repeats_itself_exactly(fracatlas_dir: Path) -> None:
