@@ -49,14 +49,14 @@ def main() -> None:
     predictor.spec.localization["min_box_score"] = 0.01  # every candidate; the floor is applied below
     samples, _ = held_out_samples(load_dataset(args.data), args.split, predictor.spec, args.data)
     read = [(s, predictor.predict(s.path)) for s in samples]
-    fractured = [(s, p) for s, p in read if s.labels.get(FRACTURE) == 1 and s.boxes]
-    no_box = sum(not any(b.score >= floor for b in p.boxes) for _, p in fractured)
-    print(f"{predictor.spec.name} v{predictor.spec.version}, {args.split}: {len(fractured)} fractured images")
-    print(f"with boxes; {no_box} of them get no box at the floor {floor}")
+    truth = [true_boxes(s, p) if s.labels.get(FRACTURE) == 1 else [] for s, p in read]
+    on_fractured = [i for i, (s, _) in enumerate(read) if s.labels.get(FRACTURE) == 1 and s.boxes]
+    no_box = sum(not any(b.score >= floor for b in read[i][1].boxes) for i in on_fractured)
+    name = f"{predictor.spec.name} v{predictor.spec.version}"
+    print(f"{name}, {args.split}: {len(on_fractured)} fractured images with boxes;")
+    print(f"{no_box} of them get no box at the floor {floor}")
     for name, rule in RULES.items():
         shown = [rule(p, [b for b in p.boxes if b.score >= floor]) for _, p in read]
-        truth = [true_boxes(s, p) if s.labels.get(FRACTURE) == 1 else [] for s, p in read]
-        on_fractured = [i for i, (s, _) in enumerate(read) if s.labels.get(FRACTURE) == 1 and s.boxes]
         ap50 = average_precision_boxes([shown[i] for i in on_fractured], [truth[i] for i in on_fractured])
         ap50_all = average_precision_boxes(shown, truth)
         hits = hit_rate([shown[i] for i in on_fractured], [truth[i] for i in on_fractured]).hit_rate_any
