@@ -300,6 +300,39 @@ def test_unknown_calling_ae_title_is_rejected_at_association(
     assert node.alive()
 
 
+def test_dicom_send_sends_one_sop_class_in_several_transfer_syntaxes(
+    fractured: list[Path], tmp_path: Path
+) -> None:
+    """A folder of CR images in four transfer syntaxes goes in one `fracsight dicom send`, each file
+    as it is: an acceptor takes one syntax per presentation context, so each needs its own."""
+    from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
+
+    study_uid = generate_uid()
+    files = [make_radiograph_dicom(fractured[5], tmp_path / "jpeg.dcm", study_uid=study_uid, jpeg_lossless=True)]
+    for name, syntax in [
+        ("implicit", ImplicitVRLittleEndian),
+        ("deflated", DeflatedExplicitVRLittleEndian),
+        ("rle", RLELossless),
+    ]:
+        ds = pydicom.dcmread(make_radiograph_dicom(fractured[5], tmp_path / "explicit.dcm", study_uid=study_uid))
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        if syntax == RLELossless:
+            ds.compress(RLELossless, encoding_plugin="pydicom")
+        else:
+            ds.file_meta.TransferSyntaxUID = syntax
+        ds.save_as(tmp_path / f"{name}.dcm", enforce_file_format=True)
+        files.append(tmp_path / f"{name}.dcm")
+    files.append(tmp_path / "explicit.dcm")
+    with Orthanc(tmp_path / "orthanc") as orthanc:
+        to = f"127.0.0.1:{orthanc.dicom_port}:{orthanc.ae_title}"
+        result = CliRunner().invoke(app, ["dicom", "send", *map(str, files), "--to", to])
+        assert result.exit_code == 0, result.output
+        stored = orthanc.find_instances(StudyInstanceUID=study_uid)
+        assert len(stored) == len(files) == 5
+        syntaxes = {orthanc.get(f"/instances/{i['ID']}/metadata/TransferSyntax") for i in stored}
+        assert len(syntaxes) == 5  # stored as sent, not converted
+
+
 def test_orthanc_routing_rule_forwards_radiographs_to_the_node(
     pacs_and_node: tuple[Orthanc, NodeProcess], fractured: list[Path], tmp_path: Path
 ) -> None:

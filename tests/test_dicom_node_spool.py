@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fracsight.dicom.metrics import render, status
-from fracsight.dicom.sender import parse_dimse_address
+from fracsight.dicom.sender import _association_groups, parse_dimse_address
 from fracsight.dicom.spool import FAILED, REFUSED, SENT, Spool, instance_key, study_key
 from head_kinds import HEAD_KINDS
 
@@ -292,6 +292,14 @@ def test_dimse_addresses(text: str, expected: tuple[str, int, str]) -> None:
 def test_bad_dimse_addresses_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match=r"HOST:PORT|port|AE title|host name"):
         parse_dimse_address(text)
+
+
+def test_files_needing_more_than_128_presentation_contexts_go_over_several_associations() -> None:
+    pairs = {i: ("1.2.840.10008.5.1.4.1.1.1", f"1.2.3.{i % 130}") for i in range(260)}
+    groups = _association_groups(pairs)
+    assert [i for g in groups for i in g] == list(range(260))  # every file once, in order
+    assert all(len({pairs[i] for i in g}) <= 128 for g in groups)
+    assert _association_groups({0: ("a", "b"), 1: ("a", "b")}) == [[0, 1]]
 
 
 def test_an_unknown_log_level_is_a_bad_option(tmp_path: Path) -> None:

@@ -48,6 +48,7 @@ DELIVERED = None  # the outcome of an object the destination confirmed
 UNAVAILABLE = "destination_unavailable"
 # C-STORE statuses that mean stored: success and the warnings (coercion, elements discarded, ...)
 _STORED = {0x0000, 0xB000, 0xB006, 0xB007}
+_MAX_CONTEXTS = 128  # presentation contexts one association may propose (PS3.8 9.3.2.2)
 
 
 class DestinationUnavailable(Exception):
@@ -118,7 +119,7 @@ class DimseDestination:
 
     def deliver(self, paths: Sequence[Path]) -> list[str | None]:
         from pydicom.filereader import read_file_meta_info
-        from pynetdicom import AE, _config
+        from pynetdicom import _config
 
         # files go as they are on disk (no decode and re-encode): the exact bytes that were written
         _config.STORE_SEND_CHUNKED_DATASET = True
@@ -132,15 +133,30 @@ class DimseDestination:
                 outcomes[i] = "file_missing"
             except Exception:  # not a DICOM file with file meta: it cannot be sent as it is
                 outcomes[i] = "file_unreadable"
-        if not metas:
-            return outcomes
+        for n, group in enumerate(_association_groups(metas)):
+            try:
+                self._deliver_group(paths, group, metas, outcomes)
+            except DestinationUnavailable:
+                if n == 0:
+                    raise
+                break  # what the first associations sent stays sent; the rest wait for a retry
+        return outcomes
+
+    def _deliver_group(
+        self,
+        paths: Sequence[Path],
+        group: list[int],
+        metas: dict[int, tuple[str, str]],
+        outcomes: list[str | None],
+    ) -> None:
+        from pynetdicom import AE
+
         ae = AE(ae_title=self.calling_ae)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout
-        contexts: dict[str, set[str]] = {}
-        for sop_class, syntax in metas.values():
-            contexts.setdefault(sop_class, set()).add(syntax)
-        for sop_class, syntaxes in contexts.items():
-            ae.add_requested_context(sop_class, sorted(syntaxes))
+        # One context per SOP class and transfer syntax: the acceptor picks one syntax per context,
+        # so a context offering several would leave every file in the others unsendable.
+        for sop_class, syntax in sorted({metas[i] for i in group}):
+            ae.add_requested_context(sop_class, syntax)
         try:
             assoc = ae.associate(self.host, self.port, ae_title=self.ae_title, evt_handlers=tcp_handlers())
         except OSError as e:  # the host name does not resolve (socket.gaierror), or no address at all
@@ -153,15 +169,17 @@ class DimseDestination:
                 why = "no association (refused, aborted or no answer: check host, port and firewall)"
             raise DestinationUnavailable(f"{self.describe()}: {why}")
         try:
-            for i, path in enumerate(paths):
-                if i not in metas:
-                    continue
+            for i in group:
                 if not assoc.is_established:
                     break  # the peer went away: the rest stay UNAVAILABLE
                 try:
-                    status = assoc.send_c_store(path)
-                except (RuntimeError, ValueError) as e:  # no accepted presentation context for it
-                    log.warning("result object not sent: %s", type(e).__name__)
+                    status = assoc.send_c_store(paths[i])
+                except (RuntimeError, ValueError):  # the peer accepted no context for this file
+                    log.warning(
+                        "object not sent: %s does not accept SOP class %s in transfer syntax %s",
+                        self.describe(),
+                        *metas[i],
+                    )
                     outcomes[i] = "no_presentation_context"
                     continue
                 code = getattr(status, "Status", None)
@@ -174,7 +192,20 @@ class DimseDestination:
         finally:
             if assoc.is_established:
                 assoc.release()
-        return outcomes
+
+
+def _association_groups(metas: dict[int, tuple[str, str]]) -> list[list[int]]:
+    """The files in order, cut into runs that need at most 128 presentation contexts each (the
+    most one association may propose)."""
+    groups: list[list[int]] = []
+    contexts: set[tuple[str, str]] = set()
+    for i, pair in metas.items():
+        if not groups or (pair not in contexts and len(contexts) == _MAX_CONTEXTS):
+            groups.append([])
+            contexts = set()
+        contexts.add(pair)
+        groups[-1].append(i)
+    return groups
 
 
 @dataclass
