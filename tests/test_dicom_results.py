@@ -534,9 +534,67 @@ def test_identifiers_never_reach_logs_or_warnings(
     assert "1971-03-04" not in caplog.text and "2pm" not in caplog.text
     for uid in (source.SOPInstanceUID, source.StudyInstanceUID, source.SeriesInstanceUID):
         assert uid not in caplog.text
-    assert "malformed PatientBirthDate in the source left empty" in caplog.text
+    assert "PatientBirthDate in the source malformed: left empty" in caplog.text
     # ... while the objects themselves carry them, as they must
     assert any("Testperson" in str(pydicom.dcmread(p).PatientName) for p in tmp_path.glob("out.*.dcm"))
+
+
+def _raw(ds: Dataset, keyword: str, value: str) -> None:
+    """Put ``value`` in ``ds`` as the bytes a file would hold, past pydicom's checks."""
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    tag = Tag(tag_for_keyword(keyword))
+    data = value.encode() + b" " * (len(value.encode()) % 2)
+    ds._dict[tag] = RawDataElement(tag, dictionary_VR(tag), len(data), data, 0, False, True)
+
+
+# Values real archives hold that the result objects cannot carry as they are (found by a new-user
+# audit): each used to cost the image all of its results.
+MENDED = {
+    "PatientSex U": ("PatientSex", "U", "PatientSex", None),
+    "PatientSex lower case": ("PatientSex", "m", "PatientSex", "M"),
+    "misspelt character set": ("SpecificCharacterSet", "ISO 8859-1", "SpecificCharacterSet", "ISO_IR 100"),
+    "unknown character set": ("SpecificCharacterSet", "ISO_IR 999", "SpecificCharacterSet", "ISO_IR 100"),
+    "InstanceNumber not a number": ("InstanceNumber", "abc", None, None),  # not copied: just no failure
+    "two patient names": ("PatientName", "CANARY^ONE\\CANARY^TWO", "PatientName", "CANARY^ONE"),
+    "one-word patient name": ("PatientName", "CANARYSINGLE", "PatientName", "CANARYSINGLE"),
+    "one-word referring physician": (
+        "ReferringPhysicianName",
+        "CANARYDOC",
+        "ReferringPhysicianName",
+        "CANARYDOC",
+    ),
+}
+
+
+@needs_dciodvfy
+@pytest.mark.parametrize("name", MENDED)
+def test_odd_header_values_are_mended_not_fatal_and_never_quoted(
+    name: str, case, predictor: Predictor, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    keyword, value, copied, expected = MENDED[name]
+    _, _, prediction = case
+    source = pydicom.dcmread(case[0])
+    _raw(source, keyword, value)
+    before = source[keyword].value
+    caplog.set_level(logging.DEBUG)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        made = result_datasets(source, prediction, predictor)
+    assert source[keyword].value == before  # the caller's data set is not changed
+    for ds in made:
+        if copied is not None:
+            got = ds.get(copied)
+            assert (str(got) if got not in (None, "") else None) == expected, (ds.Modality, got)
+        path = tmp_path / f"{ds.Modality}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        kept = tuple(p for p in _dciodvfy(path) if p.endswith("Retired Person Name form"))  # the source's
+        _assert_valid(ds, path, accepted=kept)
+    said = caplog.text + " ".join(str(w.message) for w in caught)
+    assert "CANARY" not in said
+    assert len(value) < 4 or value not in said  # a letter or two would be found in any text
 
 
 # ---- the command ------------------------------------------------------------------------------------------

@@ -66,6 +66,26 @@ def test_study_processed_again_files_no_second_set_of_results(images: list[Path]
         assert len({str(ds.SOPInstanceUID) for ds in results_in(orthanc, study_uid)} - uids) == expected
 
 
+def test_an_image_results_cannot_be_made_for_costs_only_itself(images: list[Path], tmp_path: Path) -> None:
+    """A CR under a private SOP class passes the reader, but no result object can reference it:
+    it is listed as refused, and the other image's results and the study verdict are stored."""
+    study_uid = generate_uid()
+    good = make_radiograph_dicom(images[0], tmp_path / "good.dcm", study_uid=study_uid)
+    odd = pydicom.dcmread(make_radiograph_dicom(images[1], tmp_path / "odd.dcm", study_uid=study_uid))
+    odd.SOPClassUID = odd.file_meta.MediaStorageSOPClassUID = "1.2.826.0.1.3680043.8.498.999"
+    odd.save_as(tmp_path / "odd.dcm", enforce_file_format=True)
+    with Orthanc(tmp_path / "orthanc") as orthanc:
+        for path in (good, tmp_path / "odd.dcm"):
+            orthanc.upload(path)
+        done = CliRunner().invoke(app, ["dicom", "study", study_uid, "--dicomweb", orthanc.dicomweb_url])
+        assert done.exit_code == 0, done.output
+        summary = json.loads(done.stdout)
+        assert summary["refused"] == {instance_key(str(odd.SOPInstanceUID)): "unusable_dicom_source"}
+        assert summary["predicted"] == 1 and summary["study_decision"] is not None
+        assert summary["result_objects_stored"] == len(DEFAULT_KINDS) + 1
+        assert len(results_in(orthanc, study_uid)) == len(DEFAULT_KINDS) + 1
+
+
 def test_stow_resend_of_stored_objects_is_delivered_once(images: list[Path], tmp_path: Path) -> None:
     files = [make_radiograph_dicom(image, tmp_path / f"{i}.dcm") for i, image in enumerate(images)]
     with Orthanc(tmp_path / "orthanc") as orthanc:

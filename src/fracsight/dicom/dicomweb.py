@@ -148,15 +148,20 @@ def process_study(
             log.warning("instance %s refused by the reader (%s)", key, e.code)
             continue
         (prediction,) = predictor.predict_radiographs([radiograph], [f"{key}.dcm"], heatmap=False)
-        # UIDs derived from the source's: a second run (or one after an interrupted one) stores the
-        # same objects again, which the PACS keeps once, instead of filing a second set of results
-        results += result_datasets(
-            ds,
-            dataclasses.replace(prediction, pixels=radiograph.pixels),
-            predictor,
-            kinds=kinds,
-            uid_seed=f"{sop_uid}|{made_by}",
-        )
+        try:
+            # UIDs derived from the source's: a second run (or one after an interrupted one) stores the
+            # same objects again, which the PACS keeps once, instead of filing a second set of results
+            results += result_datasets(
+                ds,
+                dataclasses.replace(prediction, pixels=radiograph.pixels),
+                predictor,
+                kinds=kinds,
+                uid_seed=f"{sop_uid}|{made_by}",
+            )
+        except FracsightError as e:  # no results can be placed against it: the others still go
+            outcome.refused[key] = e.code
+            log.warning("instance %s: no result objects (%s)", key, e.code)
+            continue
         sources.append(pydicom.dcmread(io.BytesIO(buffer.getvalue()), stop_before_pixels=True))
         predictions.append(prediction)
         outcome.predicted.append(key)

@@ -19,6 +19,7 @@ the header.
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 from collections.abc import Iterator, Sequence
@@ -66,6 +67,7 @@ _TYPE2 = (
     "ReferringPhysicianName",
 )
 _PIXEL_GROUP = 0x7FE0
+_TEXT_VRS = {"SH", "LO", "ST", "LT", "UT", "PN", "UC"}  # those a Specific Character Set applies to
 _UID_CHARS = re.compile(r"[0-9]+(\.[0-9]+)+")
 
 
@@ -134,34 +136,79 @@ def source_header(source: Dataset, *, frame: int | None = None) -> Dataset:
             ) from None
     _frames(source, frame)
     header = Dataset()
-    for element in source:  # shallow: the values are shared, the pixels left behind
+    for element in source:  # the pixels left behind; each element a copy, mended below, not the source's
         if element.tag.group != _PIXEL_GROUP:
-            header.add(element)
+            header.add(copy.copy(element))
     for keyword in _TYPE2:
         if keyword not in header:
             setattr(header, keyword, None)
-    _blank_malformed_dates(header)
+    _mend_values(header)
     return header
 
 
-def _blank_malformed_dates(header: Dataset) -> None:
-    """Empty the dates and times that cannot be parsed ("1971-03-04" for a DA), so that a
-    malformed birth or study date does not cost the image its results: the PACS files them by
-    the UIDs and the Patient ID. The log names the attribute, never the value."""
-    from pydicom import valuerep
+def _mend_values(header: Dataset) -> None:
+    """Mend the copied values that the result objects cannot carry, so that one malformed
+    attribute does not cost the image its results (the PACS files them by the UIDs and the
+    Patient ID): dates, times and numbers that do not parse and a Patient's Sex other than M, F
+    or O are left empty; of a patient or study attribute holding several values (``A\\B``) the
+    first is kept; a Specific Character Set pydicom does not know is replaced by one that can
+    carry the text as pydicom read it. The log names the attribute, never the value."""
+    from pydicom import charset, valuerep
+    from pydicom.multival import MultiValue
 
-    parsers = {"DA": valuerep.DA, "TM": valuerep.TM, "DT": valuerep.DT}
-    for element in list(header):
+    parsers = {"DA": valuerep.DA, "TM": valuerep.TM, "DT": valuerep.DT, "IS": valuerep.IS, "DS": valuerep.DS}
+    for tag in list(header.keys()):
+        try:
+            element = header[tag]
+        except Exception:  # a raw value that does not even convert
+            logger.warning("unreadable %s in the source: left out of the results", _name(tag))
+            del header[tag]
+            continue
         parse = parsers.get(element.VR)
         if parse is None or element.value in (None, ""):
             continue
-        values = element.value if isinstance(element.value, (list, tuple)) else [element.value]
+        values = element.value if isinstance(element.value, MultiValue) else [element.value]
         try:
             for value in values:
                 parse(value)
-        except (TypeError, ValueError):
-            logger.warning("malformed %s in the source left empty in the results", element.keyword or "date")
-            element.value = None
+        except (TypeError, ValueError, OverflowError):
+            _mend(header, element.keyword or _name(tag), None, "malformed: left empty")
+    for keyword in _TYPE2:
+        value = header.get(keyword)
+        if isinstance(value, MultiValue):
+            _mend(header, keyword, value[0] if value else None, "several values: the first kept")
+    sex = str(header.get("PatientSex") or "")
+    if sex.strip().upper() in ("M", "F", "O"):
+        header.PatientSex = sex.strip().upper()
+    elif sex:
+        _mend(header, "PatientSex", None, "not M, F or O: left empty")
+    terms = header.get("SpecificCharacterSet")
+    terms = [terms] if isinstance(terms, str) else list(terms or [])
+    if any(str(t) not in charset.python_encoding for t in terms):
+        _mend(header, "SpecificCharacterSet", _character_set_for(header), "unknown: replaced")
+
+
+def _character_set_for(header: Dataset) -> str:
+    """Latin-1 (``ISO_IR 100``, what pydicom falls back to for a set it does not know) when every
+    text value fits it, else UTF-8 (``ISO_IR 192``)."""
+    texts = (str(e.value) for e in header if e.VR in _TEXT_VRS and e.value is not None)
+    try:
+        for text in texts:
+            text.encode("latin-1")
+    except UnicodeEncodeError:
+        return "ISO_IR 192"
+    return "ISO_IR 100"
+
+
+def _mend(header: Dataset, keyword: str, value: object, what: str) -> None:
+    logger.warning("%s in the source %s", keyword, what)
+    setattr(header, keyword, value)
+
+
+def _name(tag: object) -> str:
+    from pydicom.datadict import keyword_for_tag
+
+    return keyword_for_tag(tag) or str(tag)
 
 
 def _check_fits(header: Dataset, prediction: Prediction) -> None:
@@ -188,15 +235,20 @@ def quiet_values() -> Iterator[None]:
     """Keep header values out of warnings and logs while result objects are built.
 
     pydicom checks each value it reads or assigns and, for a malformed one, warns and logs
-    the value itself: a patient name could reach the log. The copies into the result objects
+    the value itself, and highdicom warns about unusual values quoting them: a patient name
+    could reach the log. The copies into the result objects
     go unchecked instead (the values are the source's own); both switches are the shared ones
     of :mod:`fracsight.io._dicom`.
     """
+    import warnings
+
     import pydicom
 
     from fracsight.io._dicom import _values_not_checked_on_writing, _values_not_validated
 
-    with _values_not_checked_on_writing(pydicom), _values_not_validated(pydicom):
+    with _values_not_checked_on_writing(pydicom), _values_not_validated(pydicom), warnings.catch_warnings():
+        # highdicom warns about odd values quoting them ('The string "SMITH" is unlikely to ...')
+        warnings.filterwarnings("ignore", module=r"highdicom(\..*)?$")
         yield
 
 
