@@ -302,6 +302,39 @@ def test_files_needing_more_than_128_presentation_contexts_go_over_several_assoc
     assert _association_groups({0: ("a", "b"), 1: ("a", "b")}) == [[0, 1]]
 
 
+@pytest.mark.parametrize(
+    ("photometric", "length", "refused"),
+    [
+        (
+            "YBR_FULL_422",
+            4 * 4 * 2,
+            False,
+        ),  # two samples per pixel (PS3.3 C.7.6.3.1.2), as the reader reads it
+        ("RGB", 4 * 4 * 2, True),
+        ("RGB", 4 * 4 * 3, False),
+    ],
+)
+def test_received_native_pixel_data_length_follows_the_photometric_interpretation(
+    photometric: str, length: int, refused: bool
+) -> None:
+    from pydicom import Dataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    from fracsight.dicom.scp import Refusal, check_received
+
+    ds = Dataset()
+    ds.SOPClassUID, ds.Modality = "1.2.840.10008.5.1.4.1.1.1", "CR"
+    ds.SOPInstanceUID, ds.StudyInstanceUID = UID_A, STUDY
+    ds.Rows = ds.Columns = 4
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.BitsAllocated = 3, photometric, 8
+    ds.PixelData = bytes(length)
+    if refused:
+        with pytest.raises(Refusal):
+            check_received(ds, ExplicitVRLittleEndian)
+    else:
+        assert check_received(ds, ExplicitVRLittleEndian) == (UID_A, STUDY)
+
+
 def test_an_unknown_log_level_is_a_bad_option(tmp_path: Path) -> None:
     """docs/dicom.md: a bad option exits 2 with a message (it was a ValueError traceback, exit 1)."""
     from typer.testing import CliRunner

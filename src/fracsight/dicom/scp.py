@@ -95,10 +95,13 @@ def check_received(ds: Any, transfer_syntax: Any) -> tuple[str, str]:
 
 
 def _check_native_length(ds: Any) -> None:
+    from fracsight.io._dicom import native_pixel_bits
+
     rows, columns = int(ds.Rows), int(ds.Columns)
     bits, samples = int(ds.BitsAllocated), int(ds.get("SamplesPerPixel", 1) or 1)
     frames = int(ds.get("NumberOfFrames", 1) or 1)
-    expected = (rows * columns * samples * frames * bits + 7) // 8
+    photometric = str(ds.get("PhotometricInterpretation") or "")
+    expected = (native_pixel_bits(rows, columns, frames, bits, samples, photometric) + 7) // 8
     if rows < 1 or columns < 1 or len(ds.PixelData) < expected:
         raise Refusal(
             STATUS["does_not_match_sop_class"],

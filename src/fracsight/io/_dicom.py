@@ -182,8 +182,9 @@ def _read(
     transfer_syntax = _transfer_syntax(pydicom, ds)
     _require_decoder(pydicom, transfer_syntax, label)
     if not transfer_syntax.is_encapsulated:
-        per_pixel = bits_allocated * (2 if photometric == "YBR_FULL_422" else samples)  # 422: 2 per pixel
-        _check_native_length(ds, rows * cols * frames * per_pixel, label, notes)
+        _check_native_length(
+            ds, native_pixel_bits(rows, cols, frames, bits_allocated, samples, photometric), label, notes
+        )
 
     truncated = transfer_syntax.is_encapsulated and _ends_early(pydicom, ds, transfer_syntax, index, frames)
     if truncated:  # the JPEG decoders return what they got, filled with one value: say so
@@ -359,6 +360,15 @@ def _require_decoder(pydicom: Any, uid: Any, label: str) -> None:
             f"{label}DICOM transfer syntax {described} cannot be decoded here: no decoder "
             "installed (pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg and pylibjpeg-rle cover most)"
         )
+
+
+def native_pixel_bits(
+    rows: int, cols: int, frames: int, bits_allocated: int, samples: int, photometric: str
+) -> int:
+    """Bits of uncompressed Pixel Data: YBR_FULL_422 holds two samples per pixel, not three
+    (PS3.3 C.7.6.3.1.2)."""
+    per_pixel = bits_allocated * (2 if photometric.strip().upper() == "YBR_FULL_422" else samples)
+    return rows * cols * frames * per_pixel
 
 
 def _check_native_length(ds: Any, expected_bits: int, label: str, notes: list[str]) -> None:
