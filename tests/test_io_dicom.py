@@ -453,6 +453,28 @@ def test_garbage_after_dicom_magic_is_a_clean_error() -> None:
         read_image(b"\0" * 128 + b"DICM" + noise, name="junk.dcm")
 
 
+def test_pixel_data_that_is_not_what_its_transfer_syntax_says_is_one_plain_sentence(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """RLE data labelled JPEG 2000: every decoder plugin fails; the error is one line naming the
+    transfer syntax, without the plugins' messages and object addresses, and nothing is logged."""
+    import pydicom
+
+    ds = pydicom.dcmread(io.BytesIO(make_dicom(RAMP12, compress=RLELossless)))
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(ImageReadError) as refused:
+        read_image(buf.getvalue(), name="j2k.dcm")
+    message = str(refused.value)
+    assert message == (
+        "j2k.dcm: the pixel data could not be decoded as JPEG 2000 Image Compression (Lossless Only): "
+        "damaged, or not what its transfer syntax says"
+    )
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 # --- dual-personality files: DICM at offset 128 wins ----------------------------------------------
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -45,6 +46,9 @@ __all__ = ["COLOUR_STORED", "GREY_TOLERANCE", "MAX_COLOURED_SHARE", "read_dicom"
 
 logger = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", module=r"pydicom(\..*)?$")
+# pydicom logs each decoder plugin's failure with its traceback at ERROR before raising; the reader
+# turns the failure into one ImageReadError, so the tracebacks would only fill a server's log
+logging.getLogger("pydicom.pixels.decoders.base").setLevel(logging.CRITICAL)
 
 _MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 #: Three-sample photometric interpretations; pydicom converts the YBR ones to RGB when decoding.
@@ -86,7 +90,7 @@ def read_dicom(
     except (ImageReadError, MemoryError):
         raise
     except Exception as e:  # any other parser or decoder failure: a clean, typed refusal
-        detail = str(e)[:_MAX_ERROR_DETAIL]
+        detail = re.sub(r" at 0x[0-9a-f]+", "", (str(e).strip().splitlines() or [""])[0])[:_MAX_ERROR_DETAIL]
         raise ImageReadError(f"{label}cannot decode this DICOM file: {type(e).__name__}: {detail}") from e
 
 
@@ -189,7 +193,15 @@ def _read(
     truncated = transfer_syntax.is_encapsulated and _ends_early(pydicom, ds, transfer_syntax, index, frames)
     if truncated:  # the JPEG decoders return what they got, filled with one value: say so
         notes.append(f"compressed pixel data without its end-of-image marker: {TRUNCATED_WARNING}")
-    arr = pydicom.pixels.pixel_array(ds, index=index)  # YBR_* comes out as RGB
+    try:
+        arr = pydicom.pixels.pixel_array(ds, index=index)  # YBR_* comes out as RGB
+    except MemoryError:
+        raise
+    except Exception as e:  # the decoders' own messages list every plugin tried, with object addresses
+        raise ImageReadError(
+            f"{label}the pixel data could not be decoded as {transfer_syntax.name}: damaged, or not what "
+            "its transfer syntax says"
+        ) from e
     if photometric in _MONOCHROME:
         if arr.shape != (rows, cols):
             raise CorruptImageError(
