@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from pathlib import Path
@@ -333,6 +334,37 @@ def test_received_native_pixel_data_length_follows_the_photometric_interpretatio
             check_received(ds, ExplicitVRLittleEndian)
     else:
         assert check_received(ds, ExplicitVRLittleEndian) == (UID_A, STUDY)
+
+
+def test_results_queued_while_the_destination_is_down_wait_for_the_back_off(spool: Spool) -> None:
+    """Nothing listens on the port: the first batch fails and backs off; results queued during the
+    back-off are not tried at once (each try would double the back-off: a minute after seconds)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    from dicom_support import free_port
+    from fracsight.dicom.sender import DimseDestination, Sender
+
+    def queue_dicom(uid: str) -> None:
+        ds = Dataset()
+        ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.88.33", uid
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, uid
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        path = spool.results_folder(instance_key(uid)) / "sr.dcm"
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        spool.write_file(path, buffer.getvalue())
+        spool.queue_many([(instance_key(uid), [path])])
+
+    sender = Sender(spool, DimseDestination("127.0.0.1", free_port(), "PACS", timeout=5), base_delay=30)
+    queue_dicom(UID_A)
+    assert sender.send_once()  # tried: connection refused, 30 s back-off
+    queue_dicom(UID_B)
+    assert not sender.send_once()  # due, but the destination is known down: not tried
+    assert sender._failures == 1
+    sender._retry_at = 0  # as if the back-off were over: the new results are tried, and back off longer
+    assert sender.send_once() and sender._failures == 2
 
 
 def test_an_unknown_log_level_is_a_bad_option(tmp_path: Path) -> None:

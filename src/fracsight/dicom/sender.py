@@ -4,7 +4,7 @@ A :class:`Sender` thread takes due objects from the outbox in batches, hands eac
 destination call (one association per batch: the association is reused for the whole batch),
 and records the outcome in the spool: delivered objects are ``sent``; while the destination
 cannot be reached the batch waits with exponential back-off (``base_delay`` doubling up to
-``max_delay``) and is retried for as long as it takes; an object the destination refuses is
+``max_delay``; no batch is tried before the back-off ends) and is retried for as long as it takes; an object the destination refuses is
 retried with back-off too, and after ``give_up_after`` refusals it is ``failed`` (counted,
 logged by spool key, left in the spool for a person to look at). Over STOW-RS, a 5xx for a whole
 request is first split into one request per object, so that one object the service fails on
@@ -330,6 +330,9 @@ class Sender(threading.Thread):
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self._failures = 0  # consecutive attempts that could not reach the destination
+        # While it cannot be reached, no batch is tried before this time: results queued during an
+        # outage wait for the back-off instead of each trying at once (and doubling it)
+        self._retry_at = 0.0
 
     def stop(self) -> None:
         self.stopping.set()
@@ -348,6 +351,14 @@ class Sender(threading.Thread):
                 log_failure(log, e, "sender: unexpected error; retrying shortly")
                 self.stopping.wait(self.base_delay)
 
+    def _unreachable(self, rows: list[OutboxRow]) -> float:
+        """Back off after the destination could not be reached; returns the delay."""
+        self._failures += 1
+        delay = self._delay(self._failures)
+        self._retry_at = time.time() + delay
+        self.spool.retry_later(rows, delay, UNAVAILABLE, give_up_after=0)
+        return delay
+
     def _sleep(self) -> None:
         due = self.spool.next_due()
         timeout = 1.0 if due is None else min(1.0, max(0.02, due - time.time()))
@@ -355,23 +366,22 @@ class Sender(threading.Thread):
 
     def send_once(self) -> bool:
         """Send one batch of due objects; False when nothing was due."""
+        if time.time() < self._retry_at:
+            return False
         rows = self.spool.due(self.batch_size)
         if not rows:
             return False
         try:
             outcomes = self.destination.deliver([r.path for r in rows])
         except DestinationUnavailable as e:
-            self._failures += 1
-            delay = self._delay(self._failures)
-            self.spool.retry_later(rows, delay, UNAVAILABLE, give_up_after=0)
+            delay = self._unreachable(rows)
             log.warning("%s; %d result objects wait, next try in %.1f s", e, len(rows), delay)
             return True
         delivered = [r for r, o in zip(rows, outcomes, strict=True) if o is DELIVERED]
         self.spool.mark_sent(delivered)
         unreachable = [r for r, o in zip(rows, outcomes, strict=True) if o == UNAVAILABLE]
         if unreachable:
-            self._failures += 1
-            self.spool.retry_later(unreachable, self._delay(self._failures), UNAVAILABLE, give_up_after=0)
+            self._unreachable(unreachable)
         elif delivered:
             self._failures = 0
         by_code: dict[str, list[OutboxRow]] = {}
