@@ -308,13 +308,17 @@ def test_dicom_send_sends_one_sop_class_in_several_transfer_syntaxes(
     from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 
     study_uid = generate_uid()
-    files = [make_radiograph_dicom(fractured[5], tmp_path / "jpeg.dcm", study_uid=study_uid, jpeg_lossless=True)]
+    files = [
+        make_radiograph_dicom(fractured[5], tmp_path / "jpeg.dcm", study_uid=study_uid, jpeg_lossless=True)
+    ]
     for name, syntax in [
         ("implicit", ImplicitVRLittleEndian),
         ("deflated", DeflatedExplicitVRLittleEndian),
         ("rle", RLELossless),
     ]:
-        ds = pydicom.dcmread(make_radiograph_dicom(fractured[5], tmp_path / "explicit.dcm", study_uid=study_uid))
+        ds = pydicom.dcmread(
+            make_radiograph_dicom(fractured[5], tmp_path / "explicit.dcm", study_uid=study_uid)
+        )
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
         if syntax == RLELossless:
             ds.compress(RLELossless, encoding_plugin="pydicom")

@@ -4,11 +4,11 @@ A :class:`Sender` thread takes due objects from the outbox in batches, hands eac
 destination call (one association per batch: the association is reused for the whole batch),
 and records the outcome in the spool: delivered objects are ``sent``; while the destination
 cannot be reached the batch waits with exponential back-off (``base_delay`` doubling up to
-``max_delay``; no batch is tried before the back-off ends) and is retried for as long as it takes; an object the destination refuses is
-retried with back-off too, and after ``give_up_after`` refusals it is ``failed`` (counted,
-logged by spool key, left in the spool for a person to look at). Over STOW-RS, a 5xx for a whole
-request is first split into one request per object, so that one object the service fails on
-cannot hold back the rest.
+``max_delay``; no batch is tried before the back-off ends) and is retried for as long as it
+takes; an object the destination refuses is retried with back-off too, and after
+``give_up_after`` refusals it is ``failed`` (counted, logged by spool key, left in the spool for
+a person to look at). Over STOW-RS, a 5xx for a whole request is first split into one request
+per object, so that one object the service fails on cannot hold back the rest.
 
 An object is marked ``sent`` only after the destination confirmed it; if the node dies in
 between, the object is sent again after restart with the same SOP Instance UID, which a PACS
