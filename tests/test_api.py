@@ -159,6 +159,15 @@ def test_study_combines_the_views(client: TestClient) -> None:
     assert study["images"] == ["v1.png", "v2.png"]
     mean = np.mean([i["fracture_probability"] for i in body["images"]])
     assert study["fracture_probability"] == pytest.approx(mean, abs=1e-5)
+    assert study["unread_images"] == [] and study["warnings"] == []
+    # a view that cannot be read: the study says so and is not reliable (it was silently left out)
+    r = client.post("/v1/predict?study=true", files=files(("v1.png", png_bytes(seed=1)), ("v2.png", b"")))
+    (study,) = r.json()["studies"]
+    assert study["images"] == ["v1.png"] and study["unread_images"] == ["v2.png"]
+    assert study["reliable"] is False and study["decision"] == "not reliable: some views could not be read"
+    assert study["warnings"] == [
+        "1 of 2 views could not be read (v2.png); the study result is from the other 1 only"
+    ]
 
 
 def test_operating_point_query(client: TestClient) -> None:
@@ -182,6 +191,7 @@ def test_csv_format(client: TestClient, tiny_bundle: Path) -> None:
     r = client.post("/v1/predict?format=csv&study=true", files=files(("a.png", png_bytes()), ("e.png", b"")))
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "text/csv; charset=utf-8"
+    assert r.headers["x-fracsight-notice"] == NOTICE  # every answer carries it; a CSV as a header
     rows = list(csv.DictReader(io.StringIO(r.text)))
     assert tuple(rows[0]) == result_columns(load_bundle_spec(tiny_bundle))
     assert [(row["kind"], row["source"], row["error_code"]) for row in rows] == [
@@ -189,6 +199,7 @@ def test_csv_format(client: TestClient, tiny_bundle: Path) -> None:
         ("image", "e.png", "empty_file"),
         ("study", "study", ""),
     ]
+    assert rows[2]["reliable"] == "False" and rows[2]["warnings"].startswith("1 of 2 views could not be read")
     json_image = client.post("/v1/predict", files=files(("a.png", png_bytes()))).json()["images"][0]
     assert float(rows[0]["fracture_probability"]) == pytest.approx(
         json_image["fracture_probability"], abs=1e-4

@@ -72,6 +72,9 @@ def test_openapi_lists_the_routes_and_error_shapes(app) -> None:
         "notice",
     }
     assert image["properties"]["localization"]["enum"] == ["fracture", "class_activation", "none"]
+    assert "as shown" in components["ImageInfo"]["properties"]["height"]["description"]  # as the boxes
+    answer = schema["paths"]["/v1/predict"]["post"]["responses"]["200"]
+    assert "decision aid" in answer["headers"]["X-Fracsight-Notice"]["description"]  # format=csv
     for name in ("fracture_probability", "region", "classification", "boxes"):
         assert "default" not in image["properties"][name] and "anyOf" not in image["properties"][name]
     assert set(components["StudyResult"]["required"]) == {
@@ -79,7 +82,9 @@ def test_openapi_lists_the_routes_and_error_shapes(app) -> None:
         "decision",
         "aggregation",
         "images",
+        "unread_images",
         "reliable",
+        "warnings",
         "notice",
     }
     assert {"default_operating_point", "class_operating_point"} <= set(components["ModelInfo"]["required"])

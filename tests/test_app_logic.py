@@ -328,6 +328,12 @@ def test_study_cards_for_every_kind() -> None:
     assert classes.how == "Class: the mean of the views' class probabilities."
     assert classes.unreliable is not None and classes.unreliable.startswith("Not reliable")
 
+    unread = study_card_for(replace(make_study(0.7), reliable=False, unread=("c.png",)))
+    assert unread.verdict.severity == "unreliable"
+    assert unread.unreliable == (
+        "Not reliable: 1 of 3 views could not be read (c.png); the study result is from the other 2 only."
+    )
+
 
 def test_class_summary_ranks_every_class() -> None:
     c = class_summary(ClassResult.from_probabilities({"b": 0.3, "a": 0.3, "c": 0.4}, 0.0))

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from fracsight.bundle import load_bundle_spec
 from fracsight.cli import app
 from fracsight.data import CLASS, load_dataset
+from fracsight.inference import NOTICE
 from head_kinds import HEAD_KINDS
 
 
@@ -24,7 +25,8 @@ def test_evaluate_prints_metrics_with_ci_and_writes_the_report(tiny_bundle, tiny
     assert "custom (threshold 0.500)" in result.output
     report = (out / "report.html").read_text()
     assert "decision aid" in report and "data:image/png;base64" in report
-    assert json.loads((out / "metrics.json").read_text())["data"]["n_evaluated"] == 12
+    written = json.loads((out / "metrics.json").read_text())
+    assert written["data"]["n_evaluated"] == 12 and written["notice"] == NOTICE
 
 
 def test_evaluate_json_is_machine_readable(tiny_bundle, tiny_dataset):
@@ -35,6 +37,7 @@ def test_evaluate_json_is_machine_readable(tiny_bundle, tiny_dataset):
     assert 0.0 <= metrics["auroc"]["value"] <= 1.0
     assert metrics["auroc"]["ci_low"] <= metrics["auroc"]["value"] <= metrics["auroc"]["ci_high"]
     assert set(metrics["thresholds"]) == {"balanced", "triage"}
+    assert metrics["notice"] == NOTICE  # as predict --json says it
 
 
 def test_a_split_the_data_set_lacks_is_the_one_training_held_out(tiny_bundle, tiny_dataset, tmp_path):
@@ -257,13 +260,28 @@ def test_an_output_folder_inside_class_folders_is_refused(tiny_bundle, tiny_data
     before = sorted(p.relative_to(data) for p in data.rglob("*"))
     evaluate = ["evaluate", str(tiny_bundle), str(data), "--split", "val", "--bootstrap", "100"]
     train = ["train", str(data), "--set", "epochs=1"]
-    for args in ([*evaluate, "--out", str(data / "report")], [*train, "--out", str(data / "val" / "run")]):
+    for args, why in (
+        ([*evaluate, "--out", str(data / "report")], f"is inside {data.resolve()}, which is read for images"),
+        ([*train, "--out", str(data / "val" / "run")], "inside the class-folder data set"),
+    ):
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 2, result.output
         assert "error (output_refused)" in result.output, result.output
-        assert "inside the class-folder data set" in result.output
+        assert why in " ".join(result.output.split())
         assert "Traceback" not in result.output
     assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
     # beside the data set is fine
     result = CliRunner().invoke(app, [*evaluate, "--out", str(tmp_path / "report")])
     assert result.exit_code == 0, result.output
+
+
+def test_an_output_folder_inside_any_data_set_is_refused(tiny_bundle, fracatlas_dir, tmp_path):
+    """As `predict --overlay-dir` inside a folder it reads: a FracAtlas-layout set was written into."""
+    from conftest import _mini_fracatlas
+
+    data = _mini_fracatlas(fracatlas_dir, tmp_path / "mini")
+    for out in (data, data / "eval", data / "images" / "eval"):
+        args = ["evaluate", str(tiny_bundle), str(data), "--out", str(out), "--overwrite"]
+        result = CliRunner().invoke(app, args)  # even with --overwrite
+        assert result.exit_code == 2 and "error (output_refused)" in result.output, result.output
+        assert not (data / "eval").exists() and not (data / "images" / "eval").exists()

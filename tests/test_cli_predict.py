@@ -207,6 +207,76 @@ def test_study_flag_combines_all_inputs(tiny_bundle: Path, images: list[Path]) -
     assert row["study"] == "all inputs" and len(row["images"]) == len(images)
 
 
+def test_two_body_parts_of_one_patient_are_two_studies(
+    tiny_bundle: Path, images: list[Path], tmp_path: Path
+) -> None:
+    """MURA numbers patients per body part: XR_WRIST/patient1/study1 and XR_ELBOW/patient1/study1
+    are two examinations (once merged into one study, the mean of both)."""
+    for part, src in (("XR_WRIST", images[0]), ("XR_ELBOW", images[2])):
+        study = tmp_path / "valid" / part / "patient11185" / "study1_positive"
+        study.mkdir(parents=True)
+        Image.open(src).save(study / "image1.png")
+    result = _predict(tiny_bundle, tmp_path, "--json")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    image = {r["source"]: r["fracture_probability"] for r in payload["images"]}
+    studies = {s["study"]: s for s in payload["studies"]}
+    assert sorted(studies) == [
+        "XR_ELBOW/patient11185/study1_positive",
+        "XR_WRIST/patient11185/study1_positive",
+    ]
+    for name, s in studies.items():
+        (view,) = s["images"]
+        assert view == f"valid/{name}/image1.png"
+        assert s["fracture_probability"] == pytest.approx(image[view], abs=1e-5)
+
+
+def test_a_file_given_twice_counts_once(
+    tiny_bundle: Path, images: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One row and one view per file (by resolved path), as `batch run` keys its rows."""
+    a, b = (shutil.copyfile(src, tmp_path / f"{n}.jpg") for n, src in (("a", images[0]), ("b", images[2])))
+    monkeypatch.chdir(tmp_path)
+    for args in (["a.jpg", "a.jpg", "./a.jpg", "b.jpg"], [".", "a.jpg", str(b)]):
+        result = _predict(tiny_bundle, *args, "--study", "--json")
+        assert result.exit_code == 0, result.output
+        payload = json.loads(result.stdout)
+        assert [r["source"] for r in payload["images"]] == ["a.jpg", "b.jpg"]
+        (study,) = payload["studies"]
+        assert study["images"] == ["a.jpg", "b.jpg"]
+        mean = sum(r["fracture_probability"] for r in payload["images"]) / 2
+        assert study["fracture_probability"] == pytest.approx(mean, abs=1e-5)
+    assert Path(a).exists()
+
+
+def test_a_study_with_an_unreadable_view_says_so(
+    tiny_bundle: Path, images: list[Path], tmp_path: Path
+) -> None:
+    study = tmp_path / "patient1" / "study1_negative"
+    study.mkdir(parents=True)
+    Image.open(images[2]).save(study / "image1.png")
+    (study / "image2.png").write_bytes(b"")
+    unread = tmp_path / "patient2" / "study1_negative"
+    unread.mkdir(parents=True)
+    (unread / "image1.png").write_bytes(b"")
+    result = _predict(tiny_bundle, tmp_path, "--json", "--csv", tmp_path.parent / "views.csv", "--overwrite")
+    assert result.exit_code == 1, result.output
+    (row,) = json.loads(result.stdout)["studies"]  # patient2: no view read, no study row
+    assert row["study"] == "patient1/study1_negative"
+    assert row["images"] == ["patient1/study1_negative/image1.png"]
+    assert row["unread_images"] == ["patient1/study1_negative/image2.png"]
+    assert row["reliable"] is False and row["decision"] == "not reliable: some views could not be read"
+    assert row["warnings"] == [
+        "1 of 2 views could not be read (patient1/study1_negative/image2.png); "
+        "the study result is from the other 1 only"
+    ]
+    with (tmp_path.parent / "views.csv").open(newline="") as f:
+        (study_row,) = [r for r in csv.DictReader(f) if r["kind"] == "study"]
+    assert study_row["reliable"] == "False" and study_row["warnings"] == row["warnings"][0]
+    table = _predict(tiny_bundle, tmp_path)
+    assert "1 of 2 views could not be read" in " ".join(table.stdout.split())
+
+
 def test_missing_path_exits_2_with_a_message(tiny_bundle: Path, images: list[Path], tmp_path: Path) -> None:
     result = _predict(tiny_bundle, images[0], tmp_path / "nowhere.png")
     assert result.exit_code == 2

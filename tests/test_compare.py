@@ -15,6 +15,7 @@ from conftest import _mini_fracatlas
 from fracsight.cli import app
 from fracsight.evaluation.compare import delong_test, mcnemar_test
 from fracsight.evaluation.metrics import auroc
+from fracsight.inference import NOTICE
 
 
 def _delong_by_pairs(y: np.ndarray, pa: np.ndarray, pb: np.ndarray) -> tuple[float, float]:
@@ -120,6 +121,7 @@ def test_class_heads_are_compared_by_their_top_class(head_bundle) -> None:
     assert result.exit_code == 0, result.output
     paired = json.loads(result.stdout)
     assert "auroc" not in paired and paired["class_top1"]["n"] == paired["data"]["n_compared"] > 0
+    assert paired["notice"] == NOTICE  # as predict --json says it
     for key, bundle in (("a", class_only), ("b", both)):
         alone = runner.invoke(app, ["evaluate", str(bundle), str(data), "--json", "--bootstrap", "100"])
         assert alone.exit_code == 0, alone.output

@@ -198,6 +198,26 @@ def test_heatmap_has_the_original_size_and_boxes_lie_inside(
     assert predictor.predict(path, heatmap=False).heatmap is None
 
 
+@pytest.mark.parametrize("suffix", ["jpg", "png"])
+def test_an_exif_rotated_image_reports_the_size_its_boxes_are_on(
+    predictor: Predictor, tmp_path: Path, suffix: str
+) -> None:
+    """Orientation 6 (turn 90 degrees to display): stored 300 high x 700 wide, shown 700 x 300.
+    The reported image size is the shown one, the frame of boxes, heatmap and overlay."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / f"turned.{suffix}"
+    Image.open(_synthetic(tmp_path / "x.png", 300, 700)).save(path, exif=exif)
+    result = predictor.predict(path, keep_pixels=True)
+    assert result.metadata.original_size == (300, 700)  # as stored (docs/reading.md, "Metadata")
+    assert result.heatmap is not None and result.heatmap.shape == (700, 300)
+    assert result.pixels is not None and result.pixels.shape == (700, 300)
+    assert result.image_size == (700, 300)
+    assert (result.to_dict()["image"]["height"], result.to_dict()["image"]["width"]) == (700, 300)
+    for box in result.boxes:
+        assert 0 <= box.x0 < box.x1 <= 300 and 0 <= box.y0 < box.y1 <= 700
+
+
 def test_boxes_on_real_images_lie_inside(predictor: Predictor, fracatlas_dir: Path) -> None:
     results = [predictor.predict(p) for p in _images(fracatlas_dir, 6)]
     assert any(r.boxes for r in results), "the tiny model should find something somewhere"
@@ -273,3 +293,18 @@ def test_study_probability_is_the_mean_of_its_views(predictor: Predictor, fracat
     assert not predictor.predict_study(unreliable, "s").reliable
     with pytest.raises(ValueError):
         predictor.predict_study([], "empty")
+
+
+def test_a_study_with_views_that_could_not_be_read_warns_and_is_not_reliable(
+    predictor: Predictor, fracatlas_dir: Path
+) -> None:
+    view = predictor.predict(_images(fracatlas_dir, 2)[1])
+    assert predictor.predict_study([view], "s").reliable
+    study = predictor.predict_study([view], "s", unread=["image2.png", "image3.png"])
+    assert study.fracture_probability == view.fracture_probability  # from the view that was read
+    assert not study.reliable and study.decision == "not reliable: some views could not be read"
+    assert study.warnings == (
+        "2 of 3 views could not be read (image2.png, image3.png); the study result is from the other 1 only",
+    )
+    assert study.to_dict()["unread_images"] == ["image2.png", "image3.png"]
+    assert study.to_dict()["warnings"] == list(study.warnings)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -37,13 +38,14 @@ N_IMAGES = 40
 def archive(tmp_path_factory: pytest.TempPathFactory, fracatlas_dir: Path) -> Path:
     """FracAtlas images (linked), a nested folder repeating a file name, and files that fail."""
     root = tmp_path_factory.mktemp("archive")
-    images = sorted((fracatlas_dir / "images").rglob("*.jpg"), key=lambda p: p.name)[:N_IMAGES]
-    for image in images[:-4]:
+    images = sorted((fracatlas_dir / "images").rglob("*.jpg"), key=lambda p: p.name)[: N_IMAGES + 1]
+    for image in images[:-5]:
         (root / image.name).symlink_to(image)
     (root / "nested").mkdir()
-    for image in images[-4:]:
+    for image in images[-5:-1]:
         (root / "nested" / image.name).symlink_to(image)
-    (root / "nested" / images[0].name).symlink_to(images[1])  # same name as a top-level file
+    # same name as a top-level file, another file (a link to the same file would be that file)
+    (root / "nested" / images[0].name).symlink_to(images[-1])
     (root / "empty.png").write_bytes(b"")
     (root / "notes.jpg").write_text("not an image\n")
     (root / "cut.jpg").write_bytes(images[2].read_bytes()[:2000])
@@ -280,13 +282,34 @@ def test_inputs_from_folders_lists_and_manifests(archive: Path, tmp_path: Path) 
     import pyarrow as pa
 
     pq.write_table(pa.table({"file": [str(archive / names[0])]}), tmp_path / "m.parquet")
-    got = collect_batch_inputs([tmp_path / "list.txt", tmp_path / "m.csv"])
-    assert list(got) == [*(str(archive / n) for n in names), str(tmp_path / "missing.jpg")]  # each once
+    (tmp_path / "again.lst").write_text(f"{archive}/./{names[0]}\n{tmp_path / 'link.jpg'}\n")
+    (tmp_path / "link.jpg").symlink_to(archive / names[2])
+    got = collect_batch_inputs([tmp_path / "list.txt", tmp_path / "m.csv", tmp_path / "again.lst"])
+    # each once: listed twice, by another spelling of its path, or by a link to it
+    assert list(got) == [*(str(archive / n) for n in names), str(tmp_path / "missing.jpg")]
     assert all(name == Path(path).name for path, name in got.items())  # named as files given themselves
     from_parquet = collect_batch_inputs([tmp_path / "m.parquet"], path_column="file")
     assert list(from_parquet) == [str(archive / names[0])]
     with pytest.raises(DatasetError, match="no 'path' column"):
         collect_batch_inputs([tmp_path / "m.parquet"])
+
+
+def test_a_manifest_row_without_a_path_refuses_the_manifest(archive: Path, tmp_path: Path) -> None:
+    """Such rows were dropped in silence: every manifest row must become an output row."""
+    import pyarrow as pa
+
+    image = next(archive.glob("*.jpg"))
+    (tmp_path / "m.csv").write_text(f"label,path\nx,{image}\ny,\nz, \nshort\n")
+    pq.write_table(pa.table({"path": [str(image), None, ""]}), tmp_path / "m.parquet")
+    for name, rows in (
+        ("m.csv", "3 of 4 rows have no 'path' (line 3, line 4, line 5)"),
+        ("m.parquet", "2 of 3 rows have no 'path' (row 2, row 3)"),
+    ):
+        with pytest.raises(DatasetError, match=re.escape(rows)):
+            collect_batch_inputs([tmp_path / name])
+        result = CliRunner().invoke(cli, ["batch", "run", str(tmp_path / name), "--out", str(tmp_path / "o")])
+        assert result.exit_code == 2 and rows in " ".join(result.output.split()), result.output
+        assert not (tmp_path / "o").exists()
 
 
 def test_output_folder_refuses_foreign_folders_and_other_models(tmp_path: Path) -> None:
@@ -382,6 +405,46 @@ def test_a_damaged_part_or_job_json_is_one_clear_line(tmp_path: Path) -> None:
         (tmp_path / "out" / "job.json").write_text(json.dumps(record))
         status = runner.invoke(cli, ["batch", "status", str(tmp_path / "out")])
         assert status.exit_code == 1 and "unreadable" in status.output, status.output
+
+
+def test_status_of_a_killed_job_says_stopped_not_running(tmp_path: Path) -> None:
+    """job.json says `running` while a job runs, and still after `kill -9`: status asks the lock."""
+    code = (
+        "import sys, time; from pathlib import Path; from fracsight.scale.output import BatchOutput; "
+        "o = BatchOutput(Path(sys.argv[1]), ('path', 'error_code'), {'name': 'm', 'version': '1'}); "
+        "o.commit([{'path': '/a', 'error_code': ''}]); print('ready', flush=True); time.sleep(120)"
+    )
+    job = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path / "out")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert job.stdout is not None and job.stdout.readline() == "ready\n"
+        running = CliRunner().invoke(cli, ["batch", "status", str(tmp_path / "out")])
+        assert running.exit_code == 0 and ": running, 1 rows" in running.output, running.output
+    finally:
+        job.kill()
+        job.wait()
+    assert json.loads((tmp_path / "out" / "job.json").read_text())["status"] == "running"
+    stopped = CliRunner().invoke(cli, ["batch", "status", str(tmp_path / "out")])
+    assert ": stopped (not running: resume with the same command), 1 rows" in stopped.output, stopped.output
+    as_json = CliRunner().invoke(cli, ["batch", "status", str(tmp_path / "out"), "--json"])
+    assert json.loads(as_json.stdout)["status"] == "stopped"
+
+
+def test_the_output_says_it_is_a_decision_aid(tmp_path: Path) -> None:
+    """The CSV has no room for the notice (a line would break CSV readers): a file beside it says
+    it, and job.json and every Parquet part carry it."""
+    from fracsight.inference import NOTICE
+
+    out = BatchOutput(tmp_path / "out", ("path", "error_code"), {"name": "m", "version": "1"})
+    out.commit([{"path": "/a", "error_code": ""}])
+    out.close()
+    assert (tmp_path / "out" / "NOTICE.txt").read_text().startswith(NOTICE)
+    assert json.loads((tmp_path / "out" / "job.json").read_text())["notice"] == NOTICE
+    (part,) = (tmp_path / "out" / "parts").glob("part-*.parquet")
+    assert pq.read_schema(part).metadata[b"fracsight.notice"] == NOTICE.encode()
+    assert pq.read_table(tmp_path / "out" / "parts").schema.metadata[b"fracsight.notice"] == NOTICE.encode()
+    assert read_csv(tmp_path / "out" / "results.csv") == [{"path": "/a", "error_code": ""}]  # plain CSV
 
 
 def test_missing_inputs_are_refused_before_ray_starts(tmp_path: Path) -> None:

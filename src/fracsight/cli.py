@@ -221,21 +221,31 @@ def refuse_output_among_inputs(
     """Exit 2, before any work, when ``--csv`` is one of the images read (even with --overwrite:
     the image would be lost) or ``--overlay-dir`` is a folder read, or inside one (the next run over
     that folder would read the overlays as radiographs)."""
-    problem = None
     if csv_path is not None and csv_path.resolve() in {f.resolve() for f in files}:
-        problem = f"--csv {csv_path} is one of the images to predict; choose another file"
-    elif overlay_dir is not None:
-        target = overlay_dir.resolve()
-        for folder in (p.resolve() for p in paths if p.is_dir()):
-            if target == folder or folder in target.parents:
-                problem = (
-                    f"--overlay-dir {overlay_dir} is inside {folder}, which is read for images: the "
-                    "next run would take the overlays for radiographs; choose a folder outside it"
-                )
-                break
-    if problem:
-        typer.echo(f"error (output_refused): {problem}", err=True)
+        typer.echo(
+            f"error (output_refused): --csv {csv_path} is one of the images to predict; choose another file",
+            err=True,
+        )
         raise typer.Exit(2)
+    refuse_output_inside(
+        overlay_dir, paths, "--overlay-dir", "the next run would take the overlays for radiographs"
+    )
+
+
+def refuse_output_inside(output: Path | None, read: Sequence[Path], option: str, why: str) -> None:
+    """Exit 2, before any work, when the folder ``output`` is one of the folders ``read`` or inside
+    one (``why``: what would go wrong)."""
+    if output is None:
+        return
+    target = output.resolve()
+    for folder in (p.resolve() for p in read if p.is_dir()):
+        if target == folder or folder in target.parents:
+            typer.echo(
+                f"error (output_refused): {option} {output} is inside {folder}, which is read for "
+                f"images: {why}; choose a folder outside it",
+                err=True,
+            )
+            raise typer.Exit(2)
 
 
 @app.command()
@@ -376,16 +386,23 @@ def predict(
 
 
 def _studies(predictor, results, one_study: bool) -> list:
-    """Study results for MURA-style study folders (or for all inputs with --study)."""
-    from fracsight.inference import Prediction
-    from fracsight.inference.tabular import study_key
+    """Study results for MURA-style study folders (or for all inputs with --study).
 
-    groups: dict[str, list] = {}
-    for path, result in results:
-        key = "all inputs" if one_study else study_key(path)
-        if key is not None and isinstance(result, Prediction):
-            groups.setdefault(key, []).append(result)
-    return [predictor.predict_study(preds, key) for key, preds in groups.items()]
+    A study with views that could not be read says so (and is not reliable); one none of whose
+    views could be read has no study row (its image rows carry the errors)."""
+    from fracsight.inference import FailedPrediction
+    from fracsight.inference.tabular import study_groups
+
+    # the inputs are distinct files already (named_inputs), so --study counts each once
+    groups = {"all inputs": range(len(results))} if one_study else study_groups([p for p, _ in results])
+    studies = []
+    for name, indices in groups.items():
+        views = [results[i][1] for i in indices]
+        read = [r for r in views if not isinstance(r, FailedPrediction)]
+        unread = [r.source for r in views if isinstance(r, FailedPrediction)]
+        if read:
+            studies.append(predictor.predict_study(read, name, unread=unread))
+    return studies
 
 
 def _write_overlay(result, overlay_dir: Path, opacity: float) -> Path:
@@ -467,7 +484,8 @@ def _print_table(results, studies, predictor, notice: str) -> None:
     for s in studies:
         views = f"{len(s.images)} view{'s' if len(s.images) != 1 else ''}"
         title = f"[bold]study {escape(s.study)}[/bold] ({views})"
-        table.add_row(title, *cells(s, escape(f"combined: {s.aggregation} of the {views} read")))
+        note = "; ".join([f"combined: {s.aggregation} of the {views} read", *s.warnings])
+        table.add_row(title, *cells(s, escape(note)))
     console.print(table)
 
 
@@ -496,6 +514,9 @@ def evaluate(
 
     refuse_missing([data_dir])
     refuse_output(out, folder=True, overwrite=overwrite, option="--out")
+    # the data set is the user's record of what was measured (often read-only, shared): its plots
+    # and report do not belong in it, and a class-folder layout would read them as a class
+    refuse_output_inside(out, [data_dir], "--out", "an evaluation's output does not belong in its data set")
     with user_errors(), progress_bar(TextColumn("Evaluating"), BarColumn(), MofNCompleteColumn()) as bar:
         task = bar.add_task("eval", total=None)
         metrics = evaluate_model(

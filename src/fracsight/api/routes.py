@@ -48,11 +48,18 @@ ERRORS = {
     500: {"model": ErrorResponse, "description": "Internal error (logged, never detailed here)"},
 }
 CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
+NOTICE_HEADER = "X-Fracsight-Notice"  # a CSV has no room for the notice the JSON answers carry
 PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The predictions: JSON (default) or, with format=csv, one CSV row per file "
         "and one for the study, with the columns of the model's heads.",
         "content": {"text/csv": {"schema": {"type": "string"}}},
+        "headers": {
+            NOTICE_HEADER: {
+                "description": f"With format=csv: {NOTICE!r} (the JSON answer has it as `notice`).",
+                "schema": {"type": "string"},
+            }
+        },
     },
     **ERRORS,
 }
@@ -180,7 +187,7 @@ def _csv_response(
         rows.append(FailedPrediction(r.source, r.code, r.message) if isinstance(r, FileFailure) else r)
     rows += studies
     text = csv_text(rows, result_columns(predictor.spec, all_classes=all_classes))
-    headers = {"Content-Disposition": 'inline; filename="predictions.csv"'}
+    headers = {"Content-Disposition": 'inline; filename="predictions.csv"', NOTICE_HEADER: NOTICE}
     return Response(text, media_type=CSV_MEDIA_TYPE, headers=headers)
 
 
@@ -276,7 +283,10 @@ async def predict(
     metrics.count_images("failed", len(failures))
     if not predictions:
         raise _refusal(failures)
-    studies = [at_operating_point(predictor.predict_study(predictions, "study"), op)] if study else []
+    studies = []
+    if study:  # the files that could not be read are views the study has not seen: it says so
+        combined = predictor.predict_study(predictions, "study", unread=[f.source for f in failures])
+        studies.append(at_operating_point(combined, op))
     if output_format == "csv":
         return _csv_response(predictor, outcomes, studies, all_classes)
     return {

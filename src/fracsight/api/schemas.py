@@ -67,8 +67,8 @@ class OperatingPointRef(BaseModel):
 
 class ImageInfo(BaseModel):
     format: str
-    height: int
-    width: int
+    height: int = Field(description="Of the image as shown (EXIF orientation applied): the frame of `boxes`.")
+    width: int = Field(description="Of the image as shown (EXIF orientation applied): the frame of `boxes`.")
     photometric: str
 
 
@@ -161,8 +161,12 @@ class StudyResult(BaseModel):
         "model also has a fracture head).",
     )
     aggregation: str
-    images: list[str]
+    images: list[str] = Field(description="The views the study result is from.")
+    unread_images: list[str] = Field(
+        description="Views of the study that could not be read: the study is then not reliable."
+    )
     reliable: bool
+    warnings: list[str] = Field(description="E.g. that N of M views could not be read.")
     notice: str
 
 

@@ -396,8 +396,14 @@ def study_card_for(study: StudyPrediction) -> StudyCard:
         probability=probability,
         classification=classification,
         how=" ".join(how),
-        unreliable=None if study.reliable else _UNRELIABLE_STUDY,
+        unreliable=None if study.reliable else _unreliable_study(study),
     )
+
+
+def _unreliable_study(study: StudyPrediction) -> str:
+    if study.unread:
+        return f"Not reliable: {study.warnings[0]}."
+    return _UNRELIABLE_STUDY
 
 
 # ---- the model (sidebar) -------------------------------------------------------------------------------

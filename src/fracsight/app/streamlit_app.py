@@ -322,7 +322,8 @@ def main() -> None:
     studies: list[StudyPrediction] = []
     can_combine = len(good) >= 2  # every kind of bundle: fracture and class are both combined
     if can_combine and st.checkbox("These images are one study (several views of one examination)"):
-        studies = [predictor.predict_study(good, STUDY_NAME)]
+        unread = [r.source for r in results if isinstance(r, FailedPrediction)]
+        studies = [predictor.predict_study(good, STUDY_NAME, unread=unread)]
         study_card(studies[0])
     for result, view in stored:
         if isinstance(result, FailedPrediction):

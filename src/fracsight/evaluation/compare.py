@@ -123,7 +123,7 @@ def compare_models(
     carved out: the two must have held out the same images, or the comparison is refused.
     """
     from fracsight.evaluation.run import held_out_samples, model_class_index
-    from fracsight.inference import FailedPrediction, Predictor
+    from fracsight.inference import NOTICE, FailedPrediction, Predictor
 
     predictors = [Predictor(model_a), Predictor(model_b)]
     fracture = all(p.has_fracture_head for p in predictors)
@@ -194,6 +194,7 @@ def compare_models(
             result["class_top1"] = mcnemar_test(*right)
     if not {"auroc", "class_top1"} & set(result):
         raise DatasetError(f"{where}: no image both models read has a label they can be compared on")
+    result["notice"] = NOTICE  # as the predictions' JSON (fracsight compare --json)
     return result
 
 

@@ -55,10 +55,11 @@ def held_out_samples(
 
 
 def true_boxes(sample: Sample, prediction: Any) -> list[tuple[float, float, float, float]]:
-    """A sample's annotated boxes in pixels of the image its prediction was made on."""
+    """A sample's annotated boxes in pixels of the image its prediction was made on, as shown
+    (EXIF orientation applied: FracAtlas's COCO sizes are those of the turned image)."""
     from fracsight.explain import denormalize_box
 
-    h, w = prediction.metadata.original_size
+    h, w = prediction.image_size
     return [denormalize_box((b.x0, b.y0, b.x1, b.y1), (h, w)) for b in sample.boxes]
 
 
@@ -321,7 +322,7 @@ def evaluate_model(
         to_jsonable,
         write_report,
     )
-    from fracsight.inference import FailedPrediction, Predictor
+    from fracsight.inference import NOTICE, FailedPrediction, Predictor
 
     predictor = Predictor(model)
     spec = predictor.spec
@@ -459,6 +460,7 @@ def evaluate_model(
         heads=[h.name for h in spec.heads],
         data=data,
         failed=failed,
+        notice=NOTICE,  # as the predictions' JSON: metrics.json and --json carry it too
     )
     if predictor.has_fracture_head:
         metrics["operating_points"] = points

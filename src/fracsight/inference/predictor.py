@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
@@ -244,6 +244,7 @@ class Predictor:
             model=self.name,
             metadata=radiograph.metadata,
             localization=kind,
+            shown_size=radiograph.full_size,
             heatmap=heatmap_to_original(heat_small, geometry) if show_heat else None,
         )
 
@@ -269,7 +270,9 @@ class Predictor:
             )
             if kept.turns:  # read turned upright: the results are turned back onto the image as given
                 turned = turn_prediction(prediction, kept.turns, radiograph.full_size)
-                prediction = dataclasses.replace(turned, metadata=radiograph.metadata)
+                prediction = dataclasses.replace(
+                    turned, metadata=radiograph.metadata, shown_size=radiograph.full_size
+                )
             predictions.append(prediction)
         return predictions
 
@@ -390,12 +393,16 @@ class Predictor:
                     else:
                         yield dataclasses.replace(next(preds), pixels=r[1])
 
-    def predict_study(self, predictions: Iterable[Prediction], study: str) -> StudyPrediction:
+    def predict_study(
+        self, predictions: Iterable[Prediction], study: str, *, unread: Sequence[str] = ()
+    ) -> StudyPrediction:
         """Combine the views of one study (see :class:`StudyPrediction` for the rules).
 
         ``predictions`` are this predictor's results for the study's images (a list, or any
         iterable such as :meth:`predict_many`'s stream); a :class:`FailedPrediction` or another
-        model's result raises ``ValueError``.
+        model's result raises ``ValueError``. ``unread`` names the study's views that could not
+        be read: the study then warns that N of M views could not be read and is not reliable
+        (its verdict has not seen every view).
         """
         # a generator is always truthy: taken as it was, an empty one made a study of no image
         # (probability NaN, "no fracture detected")
@@ -433,8 +440,9 @@ class Predictor:
         return StudyPrediction(
             study=study,
             images=tuple(p.source for p in predictions),
-            reliable=all(p.reliable for p in predictions),
+            reliable=all(p.reliable for p in predictions) and not unread,
             classification=classification,
             aggregation=aggregation,
+            unread=tuple(unread),
             **fracture,
         )

@@ -109,12 +109,20 @@ class Prediction:
     model: str
     metadata: ImageMetadata
     localization: str = FRACTURE_MAP  # what ``heatmap`` shows: FRACTURE_MAP, CLASS_ACTIVATION or none
+    # (height, width) of the image as shown (EXIF orientation applied, full resolution): the frame
+    # of ``boxes`` and ``heatmap``; None: ``metadata.original_size`` (a result made without it)
+    shown_size: tuple[int, int] | None = None
     heatmap: np.ndarray | None = field(default=None, repr=False, compare=False)  # (H, W) in [0, 1]
     pixels: np.ndarray | None = field(default=None, repr=False, compare=False)  # the radiograph, for overlays
 
     @property
     def has_fracture_head(self) -> bool:
         return self.fracture_probability is not None
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) of the image the boxes and heatmap are on (``image`` in :meth:`to_dict`)."""
+        return self.shown_size or self.metadata.original_size
 
     @property
     def class_probabilities(self) -> dict[str, float]:
@@ -152,8 +160,8 @@ class Prediction:
             model=self.model,
             image={
                 "format": self.metadata.source_format,
-                "height": self.metadata.original_size[0],
-                "width": self.metadata.original_size[1],
+                "height": self.image_size[0],
+                "width": self.image_size[1],
                 "photometric": self.metadata.photometric,
             },
             notice=NOTICE,
@@ -191,6 +199,7 @@ class StudyPrediction:
     threshold: float | None = None
     classification: ClassResult | None = None
     aggregation: str = "mean"
+    unread: tuple[str, ...] = ()  # views of the study that could not be read (not in ``images``)
 
     @property
     def decision(self) -> str:
@@ -198,7 +207,19 @@ class StudyPrediction:
             self.reliable,
             self.fracture_suspected,
             self.classification,
-            "not reliable: some views are outside what the model was made for",
+            "not reliable: some views could not be read"
+            if self.unread
+            else "not reliable: some views are outside what the model was made for",
+        )
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        if not self.unread:
+            return ()
+        views = len(self.images) + len(self.unread)
+        return (
+            f"{len(self.unread)} of {views} views could not be read ({', '.join(self.unread)}); "
+            f"the study result is from the other {len(self.images)} only",
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -211,6 +232,11 @@ class StudyPrediction:
         if self.classification is not None:
             out["classification"] = self.classification.to_dict()
         out.update(
-            aggregation=self.aggregation, images=list(self.images), reliable=self.reliable, notice=NOTICE
+            aggregation=self.aggregation,
+            images=list(self.images),
+            unread_images=list(self.unread),
+            reliable=self.reliable,
+            warnings=list(self.warnings),
+            notice=NOTICE,
         )
         return out

@@ -6,6 +6,7 @@ import csv
 import io
 import os
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ __all__ = [
     "result_row",
     "results_payload",
     "spreadsheet_safe",
-    "study_key",
+    "study_folder",
+    "study_groups",
 ]
 
 _STUDY_DIR = re.compile(r"^study\d+", re.IGNORECASE)
@@ -60,7 +62,7 @@ def result_row(
     if isinstance(result, FailedPrediction):
         row.update(kind="image", source=result.source, error_code=result.error_code, error=result.error)
         return _only(row, columns)
-    row.update(decision=result.decision, reliable=str(result.reliable))
+    row.update(decision=result.decision, reliable=str(result.reliable), warnings="; ".join(result.warnings))
     if result.fracture_probability is not None and result.threshold is not None:
         row.update(
             fracture_probability=f"{result.fracture_probability:.4f}",
@@ -75,7 +77,7 @@ def result_row(
     if isinstance(result, StudyPrediction):
         row.update(kind="study", source=result.study)
         return _only(row, columns)
-    row.update(kind="image", source=result.source, warnings="; ".join(result.warnings))
+    row.update(kind="image", source=result.source)
     if result.region:
         row.update(
             region=result.region, region_probability=f"{result.region_probabilities[result.region]:.4f}"
@@ -129,14 +131,21 @@ def collect_inputs(paths: Sequence[Path]) -> list[Path]:
 def named_inputs(paths: Sequence[Path]) -> list[tuple[Path, str]]:
     """:func:`collect_inputs` with the name results give each file: its path under the folder it
     was found in (``patient1/study1/image1.png``: several images may be named ``image1.png``),
-    or its file name when it was given itself (never more of a path than the user typed)."""
-    found: list[tuple[Path, str]] = []
+    or its file name when it was given itself (never more of a path than the user typed).
+
+    Each file is taken once, at its first place, however often it is given or found (``a.jpg
+    ./a.jpg``, a file and its folder, a link to it): the key is its resolved path, as in
+    ``fracsight batch run``.
+    """
+    found: dict[str, tuple[Path, str]] = {}
     for path in paths:
         if path.is_dir():
-            found += [(f, _relative_name(f, path)) for f in folder_images(path)]
+            named = [(f, _relative_name(f, path)) for f in folder_images(path)]
         else:
-            found.append((path, path.name))
-    return found
+            named = [(path, path.name)]
+        for file, name in named:
+            found.setdefault(os.path.realpath(file), (file, name))
+    return list(found.values())
 
 
 def _relative_name(path: Path, root: Path) -> str:
@@ -180,9 +189,43 @@ def _image_bytes(path: Path) -> bool:
         return False
 
 
-def study_key(path: Path) -> str | None:
-    """MURA-style study folders (``.../patient00011/study1_negative/image1.png``) name a study."""
+def study_folder(path: Path) -> Path | None:
+    """The MURA-style study folder that holds ``path`` (``.../patient00011/study1_negative/image1.png``),
+    resolved: the identity of its study. None when ``path`` is not in a ``studyN`` folder."""
     parent = path.parent
-    if _STUDY_DIR.match(parent.name):
-        return f"{parent.parent.name}/{parent.name}" if parent.parent.name else parent.name
-    return None
+    return Path(os.path.realpath(parent)) if _STUDY_DIR.match(parent.name) else None
+
+
+def study_groups(paths: Sequence[Path]) -> dict[str, list[int]]:
+    """The MURA-style studies among ``paths``: name -> the indices of its views in ``paths``.
+
+    A study is the folder that holds its views (:func:`study_folder`): two studies never merge
+    because their last folder names agree (``XR_WRIST/patient1/study1`` and
+    ``XR_ELBOW/patient1/study1``). A study is named by the shortest end of its folder's path,
+    at least ``patient/studyN``, that no other study of ``paths`` shares. A file given twice
+    (by its resolved path) is one view.
+    """
+    views: dict[Path, dict[str, int]] = {}
+    for i, path in enumerate(paths):
+        folder = study_folder(path)
+        if folder is not None:
+            views.setdefault(folder, {}).setdefault(os.path.realpath(path), i)
+    names = _shortest_names(list(views))
+    return {names[folder]: list(indices.values()) for folder, indices in views.items()}
+
+
+def _shortest_names(folders: Sequence[Path]) -> dict[Path, str]:
+    """Each (distinct, absolute) folder named by the fewest of its last parts, at least two, that
+    tell it from the others."""
+    names: dict[Path, str] = {}
+    pending = list(folders)
+    depth = 2
+    while pending:
+        tails = {f: "/".join(f.parts[1:][-depth:]) for f in pending}
+        counts = Counter(tails.values())
+        for f in pending:
+            if counts[tails[f]] == 1 or depth >= len(f.parts) - 1:
+                names[f] = tails[f]
+        pending = [f for f in pending if f not in names]
+        depth += 1
+    return names

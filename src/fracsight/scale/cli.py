@@ -161,20 +161,24 @@ def status_command(
     except (OSError, ValueError) as e:
         typer.echo(f"error (output_refused): {job} is unreadable ({type(e).__name__})", err=True)
         raise typer.Exit(1) from None
-    from fracsight.scale.output import OutputRefused, part_rows
+    from fracsight.scale.output import OutputRefused, job_running, part_rows
 
     try:
         record["rows"] = sum(part_rows(p) for p in (out / "parts").glob("part-*.parquet"))
     except OutputRefused as e:  # a damaged part: one line, as `batch run` says it
         typer.echo(f"error ({e.code}): {e}", err=True)
         raise typer.Exit(1) from None
+    status = record.get("status")
+    if status == "running" and job_running(out) is False:  # killed (kill -9, a lost machine)
+        record["status"] = status = "stopped"
+        record["note"] = "not running: resume with the same command"
     if json_output:
         typer.echo(json.dumps(record, indent=2))
         return
     model = record.get("model", {})
+    said = f"{status} ({record['note']})" if "note" in record else status
     typer.echo(
-        f"{out}: {record.get('status')}, {record.get('rows', 0)} rows, model {model.get('name')} "
-        f"v{model.get('version')}"
+        f"{out}: {said}, {record.get('rows', 0)} rows, model {model.get('name')} v{model.get('version')}"
     )
     for code, n in sorted(record.get("errors", {}).items()):
         typer.echo(f"  {code}: {n}")

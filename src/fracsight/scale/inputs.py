@@ -22,7 +22,8 @@ MANIFEST_SUFFIXES = {".csv", ".parquet"}  # a table with a path column
 
 
 def collect_batch_inputs(args: Sequence[Path], *, path_column: str = "path") -> dict[str, str]:
-    """Absolute paths of every input, each once, in the order given, each with the name its row
+    """Absolute paths of every input, each file once (by its resolved path: a file listed twice,
+    or reached through a link, is the first of them), in the order given, each with the name its row
     gives it (as ``fracsight predict`` names it: the path under a folder given, else the file name).
 
     A folder gives its image files (recursively, as ``fracsight predict``); a ``.txt``/``.lst``
@@ -32,6 +33,7 @@ def collect_batch_inputs(args: Sequence[Path], *, path_column: str = "path") -> 
     manifest that cannot be read or lacks the column.
     """
     seen: dict[str, str] = {}
+    real: set[str] = set()  # each file once, however it is reached (``a.jpg``, ``./a.jpg``, a link)
     for arg in args:
         suffix = arg.suffix.lower()
         if arg.is_file() and suffix in LIST_SUFFIXES:
@@ -41,7 +43,9 @@ def collect_batch_inputs(args: Sequence[Path], *, path_column: str = "path") -> 
         else:
             found = ((str(p), name) for p, name in named_inputs([arg]))
         for path, name in found:
-            seen.setdefault(os.path.abspath(path), name)
+            if (key := os.path.realpath(path)) not in real:
+                real.add(key)
+                seen[os.path.abspath(path)] = name
     return seen
 
 
@@ -59,6 +63,9 @@ def _list_file(path: Path) -> list[str]:
 
 
 def _manifest(path: Path, column: str) -> list[str]:
+    """The paths of a manifest's ``column``; a row without one (an empty cell, null, a short CSV
+    row) refuses the manifest, naming its rows: every row of a manifest must become a row of the
+    output, and a row without a path has no file to become."""
     if path.suffix.lower() == ".parquet":
         import pyarrow.parquet as pq
 
@@ -71,6 +78,7 @@ def _manifest(path: Path, column: str) -> list[str]:
             raise
         except Exception as e:  # pyarrow's own error types
             raise DatasetError(f"{path}: not a readable Parquet file ({type(e).__name__})") from None
+        rows = [(f"row {i}", v) for i, v in enumerate(values, start=1)]
     else:
         try:
             with path.open(newline="", encoding="utf-8-sig") as f:
@@ -78,7 +86,14 @@ def _manifest(path: Path, column: str) -> list[str]:
                 names = reader.fieldnames or []
                 if column not in names:
                     raise DatasetError(f"{path}: no {column!r} column (columns: {', '.join(names)})")
-                values = [row[column] for row in reader]
+                rows = [(f"line {reader.line_num}", row[column]) for row in reader]
         except (OSError, UnicodeDecodeError, csv.Error) as e:
             raise DatasetError(f"{path}: not a readable CSV file ({type(e).__name__})") from None
-    return [str(v).strip() for v in values if v is not None and str(v).strip()]
+    paths = [(where, "" if v is None else str(v).strip()) for where, v in rows]
+    if blank := [where for where, p in paths if not p]:
+        shown = ", ".join(blank[:10]) + (f" and {len(blank) - 10} more" if len(blank) > 10 else "")
+        raise DatasetError(
+            f"{path}: {len(blank)} of {len(paths)} rows have no {column!r} ({shown}): "
+            "give each row a path or remove it"
+        )
+    return [p for _, p in paths]

@@ -6,6 +6,7 @@
     OUT/.lock                  held by the job writing the folder (a second job at once is refused)
     OUT/parts/part-*.parquet   the rows, committed atomically a part at a time (read OUT/parts as one table)
     OUT/results.csv            the same rows as CSV (rebuilt from the parts when a job resumes)
+    OUT/NOTICE.txt             "a decision aid, not a diagnosis" (also in job.json and each part's metadata)
 
 A row is done once its part is renamed into place; a job killed before that loses only the rows
 not yet committed, and the next run predicts exactly those again. Every input is in exactly one
@@ -29,9 +30,18 @@ from typing import Any
 from fracsight._files import replace_atomically
 from fracsight.bundle import BundleSpec
 from fracsight.errors import DatasetError
+from fracsight.inference.results import NOTICE
 from fracsight.inference.tabular import result_columns, spreadsheet_safe
 
-__all__ = ["NAME_FIELD", "PATH_COLUMN", "BatchOutput", "OutputRefused", "output_columns", "part_rows"]
+__all__ = [
+    "NAME_FIELD",
+    "PATH_COLUMN",
+    "BatchOutput",
+    "OutputRefused",
+    "job_running",
+    "output_columns",
+    "part_rows",
+]
 
 PATH_COLUMN = "path"  # the input as given (absolute): the key that makes resume exact
 NAME_FIELD = "name"  # what the row calls the input (its `source`), handed to the actors beside the path
@@ -39,6 +49,8 @@ JOB_FILE = "job.json"
 CSV_FILE = "results.csv"
 PARTS = "parts"
 LOCK_FILE = ".lock"
+NOTICE_FILE = "NOTICE.txt"  # beside the CSV, which has no room for it (a line would break CSV readers)
+NOTICE_KEY = b"fracsight.notice"  # the same in every part's Parquet key-value metadata
 
 
 class OutputRefused(DatasetError):
@@ -129,6 +141,11 @@ class BatchOutput:
         for stray in self.parts.glob(".*.tmp"):  # a part being written when a job was killed
             stray.unlink()
         self.write_job({"status": "running"})
+        (self.folder / NOTICE_FILE).write_text(
+            f"{NOTICE}\nThe rows of {CSV_FILE} and {PARTS}/ are a model's outputs: every result that "
+            "reaches a patient's care must be checked by a clinician against the images.\n",
+            encoding="utf-8",
+        )
 
     def _check_job(self) -> None:
         job = self.folder / JOB_FILE
@@ -180,7 +197,7 @@ class BatchOutput:
             self._lock = None
 
     def write_job(self, extra: dict[str, Any]) -> None:
-        record = {"model": self.model, "columns": list(self.columns), **extra}
+        record = {"model": self.model, "columns": list(self.columns), **extra, "notice": NOTICE}
         replace_atomically(
             self.folder / JOB_FILE, lambda p: p.write_text(json.dumps(record, indent=2) + "\n", "utf-8")
         )
@@ -230,7 +247,10 @@ class BatchOutput:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pa.table({c: pa.array([r[c] for r in rows], type=pa.string()) for c in self.columns})
+        table = pa.table(
+            {c: pa.array([r[c] for r in rows], type=pa.string()) for c in self.columns},
+            metadata={NOTICE_KEY: NOTICE.encode()},
+        )
         self._seq += 1
         part = self.parts / f"part-{self._run}-{self._seq:06d}.parquet"
         with _interrupts_held():
@@ -249,6 +269,28 @@ class BatchOutput:
             for code in self._read_part(part, ["error_code"])["error_code"]:
                 counts[code] = counts.get(code, 0) + 1
         return counts
+
+
+def job_running(folder: Path) -> bool | None:
+    """Whether a job holds ``folder``'s lock now (one non-blocking try; None where flock does not
+    exist). A job killed with ``kill -9`` leaves job.json at ``running``; its lock went with it."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    try:
+        fd = os.open(folder / LOCK_FILE, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True  # a job holds it (exclusively)
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
 
 
 def part_rows(part: Path) -> int:

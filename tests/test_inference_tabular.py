@@ -1,0 +1,53 @@
+"""Which inputs a run takes and how it groups them into studies (no model needed)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from fracsight.inference.tabular import named_inputs, study_groups
+
+
+def _touch(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n")
+    return path
+
+
+def test_studies_with_the_same_last_folders_stay_apart(tmp_path: Path) -> None:
+    wrist = _touch(tmp_path / "valid/XR_WRIST/patient11185/study1_positive/image1.png")
+    elbow = _touch(tmp_path / "valid/XR_ELBOW/patient11185/study1_positive/image1.png")
+    other = _touch(tmp_path / "valid/XR_ELBOW/patient2/study1_negative/image1.png")
+    assert study_groups([wrist, elbow, other, tmp_path / "loose.png"]) == {
+        "XR_WRIST/patient11185/study1_positive": [0],
+        "XR_ELBOW/patient11185/study1_positive": [1],
+        "patient2/study1_negative": [2],  # unique already: named as before
+    }
+
+
+def test_a_study_is_its_folder_however_it_is_reached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    one = _touch(tmp_path / "patient1/study1/image1.png")
+    two = _touch(tmp_path / "patient1/study1/image2.png")
+    monkeypatch.chdir(tmp_path / "patient1")
+    # the same folder by an absolute and a relative path, the same file twice: one study, two views
+    groups = study_groups([one, Path("study1/image2.png"), two, Path("./study1/image1.png")])
+    assert groups == {"patient1/study1": [0, 1]}
+
+
+def test_names_are_as_long_as_needed_to_tell_studies_apart(tmp_path: Path) -> None:
+    a = _touch(tmp_path / "a/XR_HAND/patient1/study1/image1.png")
+    b = _touch(tmp_path / "b/XR_HAND/patient1/study1/image1.png")
+    assert list(study_groups([a, b])) == ["a/XR_HAND/patient1/study1", "b/XR_HAND/patient1/study1"]
+
+
+def test_each_file_is_taken_once_by_its_resolved_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = _touch(tmp_path / "st/a.png")
+    _touch(tmp_path / "st/b.png")
+    os.symlink(a, tmp_path / "link.png")
+    monkeypatch.chdir(tmp_path)
+    given = [Path("st"), Path("st/a.png"), a, Path("./st/b.png"), Path("link.png")]
+    assert named_inputs(given) == [(Path("st/a.png"), "a.png"), (Path("st/b.png"), "b.png")]
