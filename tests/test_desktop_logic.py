@@ -19,6 +19,7 @@ from fracsight.desktop.priority import MODEL_NICENESS, RENDER_NICENESS, lower_th
 from fracsight.desktop.render import (
     BackgroundRenderer,
     Camera,
+    Look,
     apply_window,
     fit_zoom,
     full_overlay,
@@ -31,10 +32,14 @@ from fracsight.desktop.worker import (
     BatchStarted,
     ModelFailed,
     ModelLoaded,
+    OverlaySaved,
     PredictionWorker,
     ResultReady,
+    ViewFailed,
     ViewReady,
+    file_stamp,
     inference_threads,
+    predict_one,
 )
 from fracsight.explain import DetectedBox
 from fracsight.inference import FailedPrediction, Prediction, Predictor
@@ -95,14 +100,14 @@ def test_worker_predicts_in_order_with_failures_as_rows(fracatlas_dir: Path, tmp
     events: queue.Queue = queue.Queue()
     worker = PredictionWorker(None, None, events)
     worker.start()
-    worker.submit([(0, image), (1, broken)])  # before the model is loaded: queued
+    worker.submit([(0, image, "fractured.jpg"), (1, broken, "sub/broken.jpg")])  # before the model: queued
     got = drain(events, BatchFinished)
-    worker.request_view(0, image)
+    worker.request_view(0, image, "fractured.jpg")
     (view,) = [e for e in drain(events, ViewReady) if isinstance(e, ViewReady)]
     if sys.platform.startswith("linux"):  # the model's threads yield the cores to the window's
         lowered = min(19, os.getpriority(os.PRIO_PROCESS, 0) + MODEL_NICENESS)
         nice = {t.name: os.getpriority(os.PRIO_PROCESS, t.native_id) for t in threading.enumerate()}
-        assert nice["fracsight-predict"] == nice["fracsight-view_0"] == lowered
+        assert nice["fracsight-predict"] == nice["fracsight-view"] == lowered
         # the image statistics' thread, started by the prediction thread, inherits it (other
         # predictors' statistics threads, made on this thread, may be alive too)
         stats = [t for t in threading.enumerate() if t.name.startswith("fracsight-statistics")]
@@ -113,11 +118,90 @@ def test_worker_predicts_in_order_with_failures_as_rows(fracatlas_dir: Path, tmp
     assert [r.index for r in results] == [0, 1]
     first, second = results[0].result, results[1].result
     assert isinstance(first, Prediction) and first.heatmap is None and first.pixels is None
-    assert first.to_dict() == Predictor().predict(image).to_dict()
+    # under the names given (a folder's relative path), as `fracsight predict` names them
+    assert first.to_dict() == Predictor().predict(image, name="fractured.jpg").to_dict()
     assert isinstance(second, FailedPrediction) and second.error_code and "Traceback" not in second.error
+    assert second.source == "sub/broken.jpg"
+    assert results[0].stamp == file_stamp(image) and results[0].stamp is not None
     finished = got[-1]
     assert finished.done == finished.total == 2 and not finished.cancelled
-    assert view.index == 0 and view.view.pixels.shape == (1024, 819) and view.view.heatmap is not None
+    assert view.index == 0 and view.view.pixels.shape == view.full_size == (1024, 819)
+    assert view.view.heatmap is not None and not view.reduced
+    assert view.stamp == results[0].stamp and view.result.to_dict() == first.to_dict()
+
+
+@pytest.mark.fracatlas
+def test_worker_computes_only_the_latest_view_asked_for(fracatlas_dir: Path) -> None:
+    """Stepping quickly through images: a view asked for and not begun is replaced by the next one
+    (once, eight full-resolution predictions queued and the last image came 6 s late)."""
+    images = sorted((fracatlas_dir / "images" / "Non_fractured").glob("*.jpg"))[:8]
+    events: queue.Queue = queue.Queue()
+    worker = PredictionWorker(None, None, events)
+    worker.start()
+    drain(events, ModelLoaded)
+    for i, image in enumerate(images):
+        worker.request_view(i, image, image.name)
+    got: list[int] = []
+    while not got or got[-1] != 7:
+        got += [e.index for e in drain(events, ViewReady) if isinstance(e, ViewReady)]
+    time.sleep(0.5)  # and nothing after it
+    while not events.empty():
+        event = events.get_nowait()
+        got += [event.index] if isinstance(event, ViewReady) else []
+    worker.close()
+    assert got[-1] == 7 and len(got) <= 2 and set(got) <= {0, 7}, got  # the one begun, then the last
+
+
+@pytest.mark.fracatlas
+def test_a_view_tells_a_file_changed_since_it_was_predicted(fracatlas_dir: Path, tmp_path: Path) -> None:
+    image = tmp_path / "x.jpg"
+    image.write_bytes((fracatlas_dir / "images" / FRACTURED).read_bytes())
+    events: queue.Queue = queue.Queue()
+    worker = PredictionWorker(None, None, events)
+    worker.start()
+    worker.submit([(0, image, "x.jpg")])
+    (predicted,) = [e for e in drain(events, BatchFinished) if isinstance(e, ResultReady)]
+    image.write_bytes((fracatlas_dir / "images" / HAND).read_bytes())  # overwritten in place
+    worker.request_view(0, image, "x.jpg")
+    (view,) = [e for e in drain(events, ViewReady) if isinstance(e, ViewReady)]
+    assert view.stamp != predicted.stamp and view.stamp == file_stamp(image)
+    assert view.result.to_dict() == Predictor().predict(image, name="x.jpg").to_dict()
+    assert view.result.to_dict() != predicted.result.to_dict()
+    # an overlay export of the old result is refused, not made from the new file
+    target = tmp_path / "x.overlay.png"
+    worker.export_overlay(image, "x.jpg", predicted.stamp, target, Look())
+    (saved,) = [e for e in drain(events, OverlaySaved) if isinstance(e, OverlaySaved)]
+    assert saved.error is not None and "changed on disk" in saved.error and not target.exists()
+    image.unlink()
+    worker.request_view(0, image, "x.jpg")
+    (failed,) = [e for e in drain(events, ViewFailed) if isinstance(e, ViewFailed)]
+    worker.close()
+    assert failed.stamp is None and failed.failure.source == "x.jpg"
+
+
+@pytest.mark.fracatlas
+def test_a_large_image_is_viewed_reduced_and_its_overlay_exported_at_full_size(
+    fracatlas_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from PIL import Image
+
+    from fracsight.desktop import worker as worker_module
+
+    monkeypatch.setattr(worker_module, "DISPLAY_MAX_SIDE", 512)  # 819 x 1024 is "large" here
+    image = fracatlas_dir / "images" / FRACTURED
+    events: queue.Queue = queue.Queue()
+    worker = PredictionWorker(None, None, events)
+    worker.start()
+    worker.request_view(0, image, image.name)
+    (view,) = [e for e in drain(events, ViewReady) if isinstance(e, ViewReady)]
+    assert view.reduced and view.full_size == (1024, 819) and view.view.pixels.shape == (512, 410)
+    target = tmp_path / "big.overlay.png"
+    worker.export_overlay(image, image.name, file_stamp(image), target, Look(show_heatmap=False))
+    (saved,) = [e for e in drain(events, OverlaySaved) if isinstance(e, OverlaySaved)]
+    worker.close()
+    assert saved.error is None and saved.target == target
+    with Image.open(target) as written:
+        assert written.size == (819, 1024)
 
 
 @pytest.mark.fracatlas
@@ -126,7 +210,7 @@ def test_worker_cancel_stops_after_the_image_in_progress(fracatlas_dir: Path) ->
     events: queue.Queue = queue.Queue()
     worker = PredictionWorker(None, None, events)
     worker.start()
-    worker.submit(list(enumerate(images)))
+    worker.submit([(i, image, image.name) for i, image in enumerate(images)])
     seen = 0
     while seen < 5:
         if isinstance(events.get(timeout=60), ResultReady):
@@ -136,7 +220,7 @@ def test_worker_cancel_stops_after_the_image_in_progress(fracatlas_dir: Path) ->
     finished = got[-1]
     assert finished.cancelled and 5 <= finished.done < 40 and finished.total == 40
     assert seen + sum(isinstance(e, ResultReady) for e in got) == finished.done
-    batch = worker.submit([(40, images[0])])  # a new batch after a cancel runs
+    batch = worker.submit([(40, images[0], images[0].name)])  # a new batch after a cancel runs
     got = drain(events, BatchFinished)
     worker.close()
     assert got[-1].batch == batch and got[-1].done == 1 and not got[-1].cancelled
@@ -157,10 +241,10 @@ def test_session_rows_exports_and_study(predictor: Predictor, fracatlas_dir: Pat
     images = [fracatlas_dir / "images" / p for p in (FRACTURED, HAND)]
     session = ReadingSession()
     session.set_predictor(predictor)
-    items = session.add(images)
-    assert items == [(0, images[0]), (1, images[1])]
-    for index, path in items:
-        session.results[index] = predictor.predict(path)
+    items = session.add(expand_inputs(images))
+    assert items == [(0, images[0], images[0].name), (1, images[1], images[1].name)]
+    for index, path, name in items:
+        session.record(index, predictor.predict(path, name=name), file_stamp(path))
     session.results[2] = FailedPrediction("bad.png", "unsupported_format", "not an image")
     columns = session.list_columns()
     assert set(columns) <= set(display_columns(predictor.spec)) and not set(columns) & LIST_HIDDEN
@@ -190,7 +274,7 @@ def test_an_opened_image_is_known_by_any_path_to_it(tmp_path: Path) -> None:
     image.parent.mkdir()
     image.write_bytes(b"")
     session = ReadingSession()
-    session.add([image])
+    session.add([(image, image.name)])
     assert session.is_opened(tmp_path / "scans" / ".." / "scans" / "hand.jpg")
     assert not session.is_opened(tmp_path / "scans" / "hand.csv")
 
@@ -200,10 +284,40 @@ def test_expand_inputs_follows_predict(tmp_path: Path) -> None:
     for name in ("b/2.png", "b/1.dcm", "b/.hidden.png", "b/notes.txt", "a.jpg"):
         (tmp_path / name).write_bytes(b"x")
     assert expand_inputs([tmp_path / "a.jpg", tmp_path / "b"]) == [
-        tmp_path / "a.jpg",
-        tmp_path / "b" / "1.dcm",
-        tmp_path / "b" / "2.png",
+        (tmp_path / "a.jpg", "a.jpg"),
+        (tmp_path / "b" / "1.dcm", "1.dcm"),
+        (tmp_path / "b" / "2.png", "2.png"),
     ]
+
+
+@pytest.mark.fracatlas
+def test_files_of_the_same_name_in_subfolders_keep_predicts_names(
+    predictor: Predictor, fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """A PACS export: ``IM000001.jpg`` in every study folder. Rows, study and exports name each by
+    its path under the folder opened, as ``fracsight predict`` does; a file given itself by its name."""
+    from fracsight.inference.tabular import named_inputs
+
+    pacs = tmp_path / "pacs"
+    for patient, source in (("patientA", FRACTURED), ("patientB", HAND)):
+        (pacs / patient / "study1").mkdir(parents=True)
+        (pacs / patient / "study1" / "IM000001.jpg").write_bytes(
+            (fracatlas_dir / "images" / source).read_bytes()
+        )
+    alone = fracatlas_dir / "images" / HAND
+    files = expand_inputs([pacs, alone])
+    assert files == named_inputs([pacs, alone])
+    names = ["patientA/study1/IM000001.jpg", "patientB/study1/IM000001.jpg", "IMG0000050.jpg"]
+    assert [name for _, name in files] == names
+    session = ReadingSession(one_study=True)
+    session.set_predictor(predictor)
+    for index, path, name in session.add(files):
+        session.record(index, predict_one(predictor, path, name), file_stamp(path))
+    assert session.names == names and [r.source for _, r in session.shown()] == names
+    assert [session.list_row(r)[0] for _, r in session.shown()] == names
+    assert session.study().images == tuple(names)
+    assert [line.split(",")[1] for line in session.csv_text().splitlines()[1:4]] == names
+    assert predict_one(predictor, pacs / "patientA", "patientA/x.jpg").source == "patientA/x.jpg"
 
 
 @pytest.mark.slow
@@ -217,7 +331,7 @@ def test_session_shows_the_heads_of_each_kind(head_bundle, kind: str) -> None:
     image = sorted(p for p in data.rglob("*.jpg") if "test" in p.parts or p.parent.name == "images")[0]
     session = ReadingSession()
     session.set_predictor(predictor)
-    session.add([image])
+    session.add(expand_inputs([image]))
     session.results[0] = predictor.predict(image)
     columns = session.list_columns()
     assert ("fracture_probability" in columns) == ("fracture" in heads)
@@ -285,7 +399,7 @@ def test_render_visible_draws_the_heatmap_and_boxes_where_they_are() -> None:
     assert (0, 230, 255) in {tuple(a[y, 60]) for y in range(38, 44)}  # the box's top edge, at y 40
     off, _ = render_visible(view, (200, 400), fit_zoom((200, 100), (200, 400)), show_heatmap=False)
     assert abs(np.asarray(off, dtype=np.int16)[350, 100] - 128).max() < 3
-    whole = full_overlay(view, show_boxes=False)
+    whole = full_overlay(view, Look(show_boxes=False))
     assert whole.size == (100, 200)
 
 
@@ -379,6 +493,10 @@ def test_plain_keys_are_left_to_text_fields_and_to_the_lists_own_arrows() -> Non
     for field in ("TEntry", "Entry", "TCombobox", "Text", "TSpinbox"):
         assert not applies("H", field, 0) and not applies("+", field, 0) and not applies("Down", field, 0)
         assert applies("Ctrl+O", field, 4) and applies("Escape", field, 0) and applies("F1", field, 0)
+    # a read-only combobox (the operating point's) takes nothing typed: letters are shortcuts there,
+    # and its arrows its own (they open its list)
+    assert applies("J", "TCombobox", 0, editable=False) and applies("H", "TCombobox", 0, editable=False)
+    assert not applies("Down", "TCombobox", 0, editable=False)
     assert not applies("Down", "Treeview", 0) and applies("J", "Treeview", 0)  # the list moves itself
     assert not applies("Up", "TScale", 0)
     assert applies("Down", "Canvas", 0) and applies("H", "Canvas", 0x2)  # Caps Lock

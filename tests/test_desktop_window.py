@@ -156,7 +156,7 @@ def test_image_and_dicom_show_what_predict_says(
     wait_until(root, lambda: 1 in desktop.views and desktop.viewer.picture_current, 60, "the DICOM view")
     settle(root)
     assert desktop.card_headline.cget("text") == "No fracture detected"
-    assert desktop.views[1].pixels.shape == (images[1]["image"]["height"], images[1]["image"]["width"])
+    assert desktop.views[1].view.pixels.shape == (images[1]["image"]["height"], images[1]["image"]["width"])
     # window/level and zoom act on the picture on screen
     plain = np.asarray(
         screenshot(display, "desktop-dicom.png").crop(widget_box(desktop.viewer.canvas)).convert("L")
@@ -351,15 +351,36 @@ def test_keyboard_shortcuts_act_on_the_window_and_not_while_typing(
     press(desktop.tree, "<Key-Up>")
     assert desktop.selected == 1 and steps == ["next_result"]
 
-    # typing in a text field (and in the operating point's combobox) is typing
+    # typing in a text field is typing
     entry = ttk.Entry(desktop.toolbars[0])
     entry.pack(side="left")
     camera = viewer.camera
     for key in ("<Key-h>", "<Key-j>", "<Key-plus>", "<Key-0>", "<Key-b>"):
         press(entry, key)
-        press(desktop.op_box, key)
     assert entry.get() == "hj+0b" and desktop.op_var.get() == "balanced"
     assert viewer.heat_var.get() and viewer.show_boxes and viewer.camera == camera and desktop.selected == 1
+
+    # an operating point chosen in the combobox's own drop-down (Tk's code for a click on an entry
+    # of its list): the keys go back to the results list, where J, K and the arrows move as before
+    box = desktop.op_box
+    box.focus_force()
+    root.tk.call("ttk::combobox::Post", box)
+    listbox = f"{root.tk.call('ttk::combobox::PopdownWindow', box)}.f.l"
+    root.tk.call(listbox, "selection", "clear", 0, "end")
+    root.tk.call(listbox, "selection", "set", list(box.cget("values")).index("triage"))
+    root.tk.call("ttk::combobox::LBSelected", listbox)
+    settle(root, 0.2)
+    assert desktop.op_var.get() == "triage" and desktop.session.operating_point.name == "triage"
+    assert root.focus_get() is desktop.tree
+    desktop.tree.event_generate("<Key-j>")
+    root.update()
+    assert desktop.selected == 2
+    # and with the (read-only) combobox focused, letters are shortcuts: nothing can be typed there
+    press(box, "<Key-k>")
+    press(box, "<Key-h>")
+    assert desktop.selected == 1 and not viewer.heat_var.get() and desktop.op_var.get() == "triage"
+    press(box, "<Key-h>")
+    assert viewer.heat_var.get()
 
     # the dialogs: Ctrl+Shift+O a folder, Ctrl+O files (with Caps Lock too), Ctrl+S the CSV
     press(canvas, "<Control-Shift-Key-O>")
@@ -437,6 +458,8 @@ def test_cancel_a_folder_halfway_keeps_the_results_and_the_loop_responsive(
     assert desktop.status.cget("text").startswith(f"Cancelled: {len(kept)} of 210"), desktop.status.cget(
         "text"
     )
+    progress = float(desktop.progress.cget("value")), float(desktop.progress.cget("maximum"))
+    assert progress == (len(kept), 210)  # what was done of what was asked, not a full bar
     summary = probe.summary()
     assert summary["n"] > 20, summary
     # the target, whatever the load (docs/desktop.md has the figures and what other jobs do to them)
@@ -485,7 +508,7 @@ def test_without_tkdnd_the_window_keeps_its_dialogs(display: str) -> None:
 
     root = tk.Tk(screenName=display, className="fracsight")
     root.tk.eval("set auto_path {}")  # Tk finds no extension: as on a Tk without tkdnd
-    desktop = DesktopApp(root, model="no-such-model")
+    desktop = DesktopApp(root)  # a model that loads: one that fails says so on the card instead
     try:
         settle(root)
         assert not desktop.drop_enabled
@@ -723,11 +746,12 @@ def test_stress_opening_cancelling_and_exporting_while_a_folder_runs(
                 assert tuple(desktop.tree.item(str(i), "values")) == want, (i, where())
             running = desktop.running > 0
             assert str(desktop.cancel_button.cget("state")) == ("normal" if running else "disabled"), where()
-            assert float(desktop.progress.cget("maximum")) == max(1, desktop.total), where()
+            run = desktop._run  # the bar: what this run (idle to idle) predicted, out of what it was asked
+            assert float(desktop.progress.cget("maximum")) == max(1, run.asked), where()
             if idle:
                 assert not running and desktop.worker._jobs.empty(), where()
-                assert desktop.list_current and desktop.done == desktop.total == len(results), where()
-                assert float(desktop.progress.cget("value")) == desktop.done, where()
+                assert desktop.list_current and desktop.done == len(results), where()
+                assert float(desktop.progress.cget("value")) == desktop.done - run.done, where()
                 status = desktop.status.cget("text")
                 # the run's last word, or an export's made after the run had ended
                 assert status.startswith(("Done:", "Cancelled:", "Saved ")), (status, where())
@@ -815,7 +839,150 @@ def test_opening_files_after_the_model_failed_leaves_nothing_running(open_window
     wait_until(root, lambda: desktop.model_error is not None, 60, "the model to fail")
     assert desktop.open_paths(inputs[:1]) == 0
     settle(root, 0.2)
-    assert desktop.running == 0 and not desktop.session.paths and desktop.total == 0
+    assert desktop.running == 0 and not desktop.session.paths and desktop.done == 0
     assert str(desktop.cancel_button.cget("state")) == "disabled"
     assert desktop.status.cget("text") == "No model: nothing can be predicted."
     assert desktop.error_label.winfo_ismapped() and "unknown_model" in desktop.error_label.cget("text")
+
+
+def copy_of(fracatlas_dir: Path, image: str, target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes((fracatlas_dir / "images" / image).read_bytes())
+    return target
+
+
+def test_files_of_the_same_name_in_subfolders_are_told_apart(
+    open_window, fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """A PACS export names every study's first image IM000001.jpg: the rows, the card and the exports
+    name each by its path under the folder opened, as `fracsight predict` does (they once said
+    IM000001.jpg twice)."""
+    pacs = tmp_path / "pacs"
+    # series, not MURA's studyN folders: `predict` would add a study row for each (see docs/desktop.md)
+    copy_of(fracatlas_dir, FRACTURED, pacs / "patientA" / "series1" / "IM000001.jpg")
+    copy_of(fracatlas_dir, HAND, pacs / "patientB" / "series1" / "IM000001.jpg")
+    desktop = open_window([pacs])
+    root = desktop.root
+    wait_until(root, lambda: len(desktop.session.results) == 2 and desktop.list_current, 90, "two results")
+    names = ["patientA/series1/IM000001.jpg", "patientB/series1/IM000001.jpg"]
+    assert [r["source"] for r in tree_rows(desktop)] == names
+    desktop.select(1)
+    assert desktop.card_title.cget("text") == names[1]
+    cli_csv = tmp_path / "cli.csv"
+    assert predict_cli(str(pacs), "--csv", str(cli_csv))[0] == 0
+    exported = desktop.export_csv(tmp_path / "desktop.csv")
+    assert exported is not None and exported.read_text() == cli_csv.read_text()
+    code, expected = predict_cli(str(pacs), "--json")
+    exported_json = desktop.export_json(tmp_path / "desktop.json")
+    assert code == 0 and exported_json is not None
+    assert json.loads(exported_json.read_text()) == json.loads(expected)
+
+
+def test_a_file_changed_on_disk_is_never_shown_beside_its_old_result(
+    open_window, fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """x.jpg predicted (a fracture), then overwritten with another radiograph and its view dropped
+    from the cache: selecting it once showed the new image under the old card. Now the row, card and
+    exports become the new file's, and the status line says why."""
+    x = copy_of(fracatlas_dir, FRACTURED, tmp_path / "x.jpg")
+    y = copy_of(fracatlas_dir, HAND, tmp_path / "y.jpg")
+    desktop = open_window([x, y])
+    root = desktop.root
+    wait_until(root, lambda: len(desktop.session.results) == 2 and 0 in desktop.views, 90, "two results")
+    assert desktop.card_headline.cget("text") == "Fracture suspected"
+    desktop.select(1)
+    wait_until(root, lambda: 1 in desktop.views and desktop.viewer.picture_current, 60, "y's view")
+    copy_of(fracatlas_dir, HAND, x)  # overwritten in place, as a re-export with the same name does
+    desktop.views.clear()  # as after six other images were viewed
+    desktop.select(0)
+    wait_until(root, lambda: 0 in desktop.views and desktop.viewer.picture_current, 60, "x's new view")
+    settle(root)
+    code, expected = predict_cli(str(x), str(y), "--json")
+    now = json.loads(expected)["images"][0]
+    assert code == 0 and now["decision"] == "no fracture detected"
+    assert desktop.card_headline.cget("text") == "No fracture detected"
+    assert tree_rows(desktop)[0]["decision"] == now["decision"]
+    assert desktop.viewer.view.pixels.shape == (now["image"]["height"], now["image"]["width"])
+    assert desktop.viewer.result.to_dict() == desktop.session.result(0).to_dict()
+    assert "x.jpg changed on disk since it was predicted" in desktop.status.cget("text")
+    exported = desktop.export_json(tmp_path / "desktop.json")
+    assert exported is not None and json.loads(exported.read_text()) == json.loads(expected)
+
+
+def test_an_image_larger_than_the_view_says_so_and_exports_at_full_size(
+    open_window, fracatlas_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """Images over DISPLAY_MAX_SIDE are viewed reduced (here the limit is lowered to 512 so that an
+    819 x 1024 image is one): the caption gives the image's size and says it is reduced, 1:1 is one
+    image pixel per screen pixel, and the overlay export is at the image's full size."""
+    from PIL import Image
+
+    from fracsight.desktop import worker
+
+    monkeypatch.setattr(worker, "DISPLAY_MAX_SIDE", 512)
+    desktop = open_window([fracatlas_dir / "images" / FRACTURED])
+    root, viewer = desktop.root, desktop.viewer
+    wait_until(root, lambda: 0 in desktop.views and viewer.picture_current, 90, "the view")
+    assert viewer.view.pixels.shape == (512, 410)
+    assert "819 x 1024 pixels (shown reduced to 410 x 512)" in viewer.caption.cget("text")
+    viewer.actual_size()
+    wait_until(root, lambda: viewer.picture_current, 30, "the 1:1 picture")
+    assert viewer.camera.zoom == pytest.approx(819 / 410) and "zoom 100%" in viewer.caption.cget("text")
+    target = tmp_path / "big.overlay.png"
+    assert desktop.export_overlay(target) == target
+    assert "at full resolution (819 x 1024)" in desktop.status.cget("text")
+    wait_until(root, lambda: desktop.status.cget("text") == f"Saved {target}", 60, "the overlay")
+    with Image.open(target) as written:
+        assert written.size == (819, 1024)
+
+
+def test_a_cancelled_run_shows_what_was_done_of_what_was_asked(
+    open_window, fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for i, image in enumerate(sorted((fracatlas_dir / "images").rglob("*.jpg"))[:80]):
+        (folder / f"{i:02d}-{image.name}").symlink_to(image)
+    desktop = open_window([folder])
+    root = desktop.root
+    wait_until(root, lambda: desktop.done >= 1, 120, "a result")
+    desktop.cancel()
+    wait_until(root, lambda: desktop.running == 0, 60, "the cancel")
+    done = len(desktop.session.results)
+    assert 1 <= done < 80
+    assert desktop.status.cget("text").startswith(f"Cancelled: {done} of 80 images predicted")
+    assert (float(desktop.progress.cget("value")), float(desktop.progress.cget("maximum"))) == (done, 80)
+    desktop.open_paths([fracatlas_dir / "images" / HAND])  # a new run: its own bar
+    wait_until(root, lambda: desktop.running == 0, 60, "the next run")
+    assert float(desktop.progress.cget("value")) == float(desktop.progress.cget("maximum")) == 1
+    assert desktop.status.cget("text").startswith("Done: 1 of 1")
+
+
+def test_a_model_that_fails_to_load_says_so_for_the_files_given(
+    open_window, inputs: list[Path], tmp_path: Path
+) -> None:
+    """A bundle whose spec reads but whose network is cut short passes the command's checks and
+    fails in the window: the files given get rows saying they were not predicted, the card and
+    *Model card…* say the model could not be loaded and why (once: no rows, *Open … to begin*,
+    and *The model is not loaded yet*)."""
+    import shutil
+
+    from fracsight.inference import resolve_bundle
+
+    bundle = tmp_path / "broken-bundle"
+    shutil.copytree(resolve_bundle(None), bundle)
+    network = bundle / "model.onnx"
+    network.write_bytes(network.read_bytes()[:5000])
+    desktop = open_window([inputs[0]], model=str(bundle))
+    root = desktop.root
+    wait_until(root, lambda: desktop.model_error is not None, 60, "the model to fail")
+    settle(root, 0.2)
+    assert tree_rows(desktop) == [
+        {"source": "IMG0000019.jpg", "decision": "not predicted: the model could not be loaded"}
+    ]
+    assert desktop.card_title.cget("text") == "The model could not be loaded"
+    assert desktop.model_error in desktop.card_lines.cget("text")
+    assert desktop.status.cget("text") == "No model: 1 file not predicted."
+    assert desktop.error_label.winfo_ismapped() and desktop.running == 0
+    desktop.show_model_card()
+    assert desktop.status.cget("text") == desktop.model_error

@@ -26,6 +26,7 @@ __all__ = [
     "BackgroundRenderer",
     "Camera",
     "Crop",
+    "Look",
     "RenderRequest",
     "Rendered",
     "apply_window",
@@ -38,6 +39,17 @@ __all__ = [
 log = logging.getLogger("fracsight.desktop")
 
 MIN_ZOOM, MAX_ZOOM = 0.02, 16.0
+
+
+@dataclass(frozen=True)
+class Look:
+    """How the picture is drawn, as the viewer's controls set it."""
+
+    level: float = 0.5
+    width: float = 1.0
+    show_heatmap: bool = True
+    show_boxes: bool = True
+    opacity: float = 0.4
 
 
 @dataclass(frozen=True)
@@ -153,19 +165,12 @@ def render_visible(
     return render_overlay(pixels, heat, boxes, opacity=opacity), crop
 
 
-def full_overlay(
-    view: ViewData,
-    *,
-    level: float = 0.5,
-    width: float = 1.0,
-    show_heatmap: bool = True,
-    show_boxes: bool = True,
-    opacity: float = 0.4,
-) -> Image.Image:
-    """The whole overlay at the view's resolution, as shown (for the overlay export)."""
-    heat = view.heatmap if show_heatmap else None
-    boxes = view.boxes if show_boxes else ()
-    return render_overlay(apply_window(view.pixels, level, width), heat, boxes, opacity=opacity)
+def full_overlay(view: ViewData, look: Look = Look()) -> Image.Image:
+    """The whole overlay at the view's resolution, drawn as ``look`` says (for the overlay export)."""
+    heat = view.heatmap if look.show_heatmap else None
+    boxes = view.boxes if look.show_boxes else ()
+    pixels = apply_window(view.pixels, look.level, look.width)
+    return render_overlay(pixels, heat, boxes, opacity=look.opacity)
 
 
 @dataclass(frozen=True)

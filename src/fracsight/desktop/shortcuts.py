@@ -4,9 +4,10 @@ shortcuts* list (F1) and the buttons' tooltips are all made, so that they cannot
 A chord is written as the list shows it (``Ctrl+Shift+O``, ``Down``, ``+``); :func:`tk_sequences`
 turns it into Tk event patterns, both cases of a letter (Caps Lock on X11 gives ``H`` for ``h``)
 and the keypad's keys. Plain keys (letters, digits, ``+``, ``-``, arrows) do nothing while a text
-field has the focus, and the arrows nothing in a widget that moves with them itself (the results
-list: its own arrows move the selection once, not twice); see :func:`applies`. No tkinter here:
-it is imported only when a tooltip is shown.
+field has the focus (a read-only combobox, such as the operating point's, is not one: nothing can
+be typed there), and the arrows nothing in a widget that moves with them itself (the results list:
+its own arrows move the selection once, not twice; a combobox's open its list); see
+:func:`applies`. No tkinter here: it is imported only when a tooltip is shown.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ SHORTCUTS: tuple[Shortcut, ...] = (
 
 NOTE = (
     "Letters, digits, +, - and the arrows do nothing while a text field has the focus; "
-    "in the results list the arrows move the selection as usual."
+    "in the results list the arrows move the selection as usual, "
+    "in the operating point's selector they open its list."
 )
 
 _MODIFIERS = {"Ctrl": "Control", "Shift": "Shift"}
@@ -74,7 +76,8 @@ _KEYSYMS = {  # the keys a chord names that Tk calls otherwise, or that have mor
 _KEYSYMS |= {"Plus": _KEYSYMS["+"], "Minus": _KEYSYMS["-"]}
 ALWAYS_KEYS = {"Escape", *(f"F{n}" for n in range(1, 13))}  # keys that never type anything
 TEXT_CLASSES = {"Entry", "TEntry", "TCombobox", "Spinbox", "TSpinbox", "Text"}
-ARROW_CLASSES = {"Treeview", "Listbox", "TScale", "Scale"}  # they move with the arrows themselves
+# they move with the arrows themselves (a combobox opens its list)
+ARROW_CLASSES = {"Treeview", "Listbox", "TScale", "Scale", "TCombobox"}
 ARROWS = {"Up", "Down", "Left", "Right"}
 CONTROL, ALT = 0x4, 0x8  # X11 modifier bits of an event's state (Mod1 is Alt)
 
@@ -97,14 +100,16 @@ def tk_sequences(chord: str) -> tuple[str, ...]:
     return tuple(f"<{prefix}Key-{k}>" for k in keysyms)
 
 
-def applies(chord: str, widget_class: str, state: int | str) -> bool:
+def applies(chord: str, widget_class: str, state: int | str, *, editable: bool = True) -> bool:
     """Whether a key event matching ``chord`` is the shortcut, with the focus in a widget of
-    ``widget_class``: a plain key is the text field's, or the list's own arrow, and a plain
-    key pressed with Ctrl or Alt is another chord (Ctrl+H is not H)."""
+    ``widget_class`` (``editable``: text can be typed in it; a read-only combobox cannot): a plain
+    key is the text field's, or the list's own arrow, and a plain key pressed with Ctrl or Alt is
+    another chord (Ctrl+H is not H)."""
     mods, key = _split(chord)
     if mods or key in ALWAYS_KEYS:
         return True
-    if widget_class in TEXT_CLASSES or (key in ARROWS and widget_class in ARROW_CLASSES):
+    typing = widget_class in TEXT_CLASSES and editable
+    if typing or (key in ARROWS and widget_class in ARROW_CLASSES):
         return False
     return not (isinstance(state, int) and state & (CONTROL | ALT))
 
@@ -115,8 +120,10 @@ def bind_shortcuts(root: tk.Misc, target: object) -> None:
 
     def handler(shortcut: Shortcut, chord: str) -> Callable[[tk.Event], str | None]:
         def fire(event: tk.Event) -> str | None:
-            widget_class = root.tk.call("winfo", "class", str(event.widget))
-            if not applies(chord, str(widget_class), event.state):
+            widget = str(event.widget)
+            widget_class = str(root.tk.call("winfo", "class", widget))
+            editable = widget_class not in TEXT_CLASSES or not _read_only(root, widget)
+            if not applies(chord, widget_class, event.state, editable=editable):
                 return None
             _action(target, shortcut.action)()
             return "break"
@@ -127,6 +134,16 @@ def bind_shortcuts(root: tk.Misc, target: object) -> None:
         for chord in shortcut.chords:
             for sequence in tk_sequences(chord):
                 root.bind(sequence, handler(shortcut, chord))
+
+
+def _read_only(root: tk.Misc, widget: str) -> bool:
+    """Whether nothing can be typed in this text widget (a ttk one in the readonly state)."""
+    from tkinter import TclError
+
+    try:
+        return bool(root.tk.call(widget, "instate", "readonly"))
+    except TclError:  # a classic Tk entry or text: no ttk states
+        return False
 
 
 def _action(target: object, name: str) -> Callable[[], object]:

@@ -20,8 +20,9 @@ from fracsight.app.logic import (
     table_rows,
 )
 from fracsight.bundle import OperatingPoint
+from fracsight.desktop.worker import FileStamp, Item
 from fracsight.inference import FailedPrediction, Prediction, Predictor, StudyPrediction
-from fracsight.inference.tabular import collect_inputs
+from fracsight.inference.tabular import named_inputs
 
 __all__ = ["LIST_HIDDEN", "STUDY_NAME", "ReadingSession", "expand_inputs", "heading"]
 
@@ -32,9 +33,10 @@ Result = Prediction | FailedPrediction
 LIST_HIDDEN = frozenset({"kind", "threshold", "class_confident", "top_box", "reliable"})
 
 
-def expand_inputs(paths: Iterable[Path]) -> list[Path]:
-    """Files as given, folders expanded to their image files, in ``fracsight predict``'s order."""
-    return collect_inputs(list(paths))
+def expand_inputs(paths: Iterable[Path]) -> list[tuple[Path, str]]:
+    """Files as given, folders expanded to their image files, in ``fracsight predict``'s order, each
+    with the name ``fracsight predict`` gives it (``patientA/study1/IM000001.jpg`` under a folder)."""
+    return named_inputs(list(paths))
 
 
 def heading(column: str) -> str:
@@ -51,7 +53,9 @@ class ReadingSession:
 
     predictor: Predictor | None = None
     paths: list[Path] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)  # what rows, cards and exports call each file
     results: dict[int, Result] = field(default_factory=dict)
+    stamps: dict[int, FileStamp | None] = field(default_factory=dict)  # each file as read for its result
     operating_point: OperatingPoint | None = None
     one_study: bool = False
 
@@ -59,12 +63,19 @@ class ReadingSession:
         self.predictor = predictor
         self.operating_point = predictor.operating_point
 
-    def add(self, paths: Iterable[Path]) -> list[tuple[int, Path]]:
-        """Add files; returns the ``(index, path)`` pairs to predict."""
+    def add(self, files: Iterable[tuple[Path, str]]) -> list[Item]:
+        """Add ``(path, name)`` pairs (:func:`expand_inputs`); returns the items to predict."""
         start = len(self.paths)
-        new = list(paths)
-        self.paths.extend(new)
-        return list(enumerate(new, start))
+        items = [(index, path, name) for index, (path, name) in enumerate(files, start)]
+        for _, path, name in items:
+            self.paths.append(path)
+            self.names.append(name)
+        return items
+
+    def record(self, index: int, result: Result, stamp: FileStamp | None) -> None:
+        """The result of a file, and its stamp when it was read for it."""
+        self.results[index] = result
+        self.stamps[index] = stamp
 
     def is_opened(self, path: Path) -> bool:
         """Whether ``path`` is one of the files opened: an export there would replace the image."""

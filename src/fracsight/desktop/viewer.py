@@ -19,6 +19,7 @@ from fracsight.app.logic import ViewData, card_for, overlay_caption
 from fracsight.desktop.render import (
     BackgroundRenderer,
     Camera,
+    Look,
     Rendered,
     RenderRequest,
     fit_zoom,
@@ -42,6 +43,9 @@ class Viewer:
         self.root = parent.winfo_toplevel()
         self.view: ViewData | None = None
         self.result: Prediction | None = None
+        self.full_size: tuple[int, int] | None = (
+            None  # (height, width) of the image, when the view is reduced
+        )
         self.boxes_apply = True  # only a fracture head draws boxes
         self.camera: Camera | None = None  # None: fit the image to the canvas, whatever its size
         self.renderer = BackgroundRenderer(events)
@@ -126,10 +130,18 @@ class Viewer:
         if not apply:
             self.boxes_check.pack_forget()
 
-    def show(self, view: ViewData, result: Prediction) -> None:
-        """A new image, fitted to the canvas."""
+    def show(self, view: ViewData, result: Prediction, full_size: tuple[int, int] | None = None) -> None:
+        """A new image, fitted to the canvas; ``full_size`` (height, width) when ``view`` is reduced."""
         self.view, self.result, self.camera = view, result, None
+        self.full_size = full_size if full_size != view.pixels.shape else None
         self._draw()
+
+    @property
+    def scale(self) -> float:
+        """View pixels per image pixel: below 1 when the view is reduced (a large image)."""
+        if self.view is None or self.full_size is None:
+            return 1.0
+        return self.view.pixels.shape[1] / self.full_size[1]
 
     def update_result(self, result: Prediction) -> None:
         """The same image read at another operating point: only the caption can change."""
@@ -138,7 +150,7 @@ class Viewer:
 
     def clear(self, text: str = "") -> None:
         """An empty canvas (with ``text``); a picture still being drawn is dropped."""
-        self.view = self.result = self.camera = None
+        self.view = self.result = self.camera = self.full_size = None
         self._requested += 1
         self._drawn = self._requested
         self.canvas.delete("all")
@@ -156,18 +168,21 @@ class Viewer:
         """Whether the canvas shows the latest picture asked for (tests wait on this)."""
         return self._redraw_job is None and self._drawn == self._requested
 
-    def overlay(self) -> Image.Image | None:
-        """The whole overlay as shown (toggles, opacity, window) at the view's resolution."""
-        if self.view is None:
-            return None
-        return full_overlay(
-            self.view,
+    def look(self) -> Look:
+        """How the picture is drawn now: window, heatmap, boxes, opacity."""
+        return Look(
             level=self.level_var.get(),
             width=self.width_var.get(),
             show_heatmap=self.heat_var.get(),
             show_boxes=self.show_boxes,
             opacity=self.opacity_var.get(),
         )
+
+    def overlay(self) -> Image.Image | None:
+        """The whole overlay as shown (toggles, opacity, window) at the view's resolution."""
+        if self.view is None:
+            return None
+        return full_overlay(self.view, self.look())
 
     # ---- drawing -------------------------------------------------------------------------------------
     def canvas_size(self) -> tuple[int, int]:
@@ -203,9 +218,12 @@ class Viewer:
         )
         caption = overlay_caption(card_for(result), show_heatmap=heat, show_boxes=self.show_boxes)
         h, w = view.pixels.shape
+        size = f"{w} x {h} pixels"
+        if self.full_size is not None:
+            size = f"{self.full_size[1]} x {self.full_size[0]} pixels (shown reduced to {w} x {h})"
         of_file = " of the file's own window" if result.metadata.source_format == "dicom" else ""
-        self.caption.configure(
-            text=f"{caption}. {w} x {h} pixels, zoom {camera.zoom * 100:.0f}%, "
+        self.caption.configure(  # the zoom in image pixels: 100% is one image pixel per screen pixel
+            text=f"{caption}. {size}, zoom {camera.zoom * self.scale * 100:.0f}%, "
             f"window level {level:.2f} width {width:.2f}{of_file} {HINT}"
         )
 
@@ -261,7 +279,8 @@ class Viewer:
             self.redraw()
 
     def actual_size(self) -> None:
-        self.zoom_to(1.0)
+        """One image pixel per screen pixel (a reduced view magnified back to the image's size)."""
+        self.zoom_to(1.0 / self.scale)
 
     def zoom_in(self) -> None:
         self.zoom_by(ZOOM_STEP)

@@ -22,7 +22,6 @@ from tkinter import filedialog, font, ttk
 
 from fracsight.app.logic import (
     COLOURS,
-    ViewData,
     card_for,
     class_operating_point_text,
     heads_text,
@@ -42,8 +41,10 @@ from fracsight.desktop.worker import (
     BatchFinished,
     BatchStarted,
     Event,
+    FileStamp,
     ModelFailed,
     ModelLoaded,
+    OverlaySaved,
     PredictionWorker,
     ResultReady,
     ViewFailed,
@@ -62,6 +63,7 @@ LIST_TICK_S = 0.15  # new rows, progress and study verdict are updated together,
 WINDOW = (1260, 860)  # the window's size where the screen has room for it
 SCREEN_MARGIN = (20, 80)  # left on the screen for the window manager's frame, title bar and panels
 VIEW_CACHE = 6  # full-resolution views kept in memory (a long folder would not fit)
+NOT_PREDICTED = "not predicted: the model could not be loaded"
 NOTICE_BANNER = f"⚠  {NOTICE} Check every result against the images."
 BANNER_BG, UNRELIABLE_BG, WARNING_FG = "#fff3cd", "#c62828", "#8a4b00"
 STUDY_IID = "study"
@@ -111,9 +113,9 @@ class DesktopApp:
         self.closed = False
         self.shortcuts_window: tk.Toplevel | None = None
         self.selected: int | None = None
-        self.views: OrderedDict[int, ViewData] = OrderedDict()
+        self.views: OrderedDict[int, ViewReady] = OrderedDict()
         self.running = 0  # batches submitted and not finished
-        self.total = self.done = 0
+        self.done = 0  # results received
         self._run = _Run(done=0)  # from idle to idle, over every batch opened meanwhile
         self._first_result = self._first_view = False
         self._unlisted: list[int] = []  # results received and not yet in the list
@@ -180,7 +182,7 @@ class DesktopApp:
         self.op_label = ttk.Label(op_frame, text="Operating point")
         self.op_var = tk.StringVar()
         self.op_box = ttk.Combobox(op_frame, textvariable=self.op_var, state="readonly", width=14)
-        self.op_box.bind("<<ComboboxSelected>>", lambda _e: self.set_operating_point(self.op_var.get()))
+        self.op_box.bind("<<ComboboxSelected>>", lambda _e: self._operating_point_chosen())
         self.study_var = tk.BooleanVar(value=False)
         ttk.Checkbutton(
             bar,
@@ -305,7 +307,6 @@ class DesktopApp:
             self._run = _Run(done=self.done)
         self._run.asked += len(items)
         self.running += 1
-        self.total += len(items)
         self._update_progress()
         self.cancel_button.configure(state="normal")
         return len(items)
@@ -324,7 +325,7 @@ class DesktopApp:
         """Stop after the image in progress; the results so far stay in the list."""
         if self.running:
             self.worker.cancel()
-            self._set_status(f"Cancelling after {self.done} of {self.total} …")
+            self._set_status(f"Cancelling after {self.done - self._run.done} of {self._run.asked} …")
 
     # ---- events from the worker ----------------------------------------------------------------------
     def _poll(self) -> None:
@@ -347,15 +348,10 @@ class DesktopApp:
         if isinstance(event, ModelLoaded):
             self._model_loaded(event)
         elif isinstance(event, ModelFailed):
-            self.model_error = f"The model could not be loaded ({event.code}): {event.message}"
-            self.error_label.configure(text=self.model_error)
-            self.error_label.pack(side="top", fill="x", after=self.notice)
-            self._set_status("No model: nothing can be predicted.")
-            self.running = 0
-            self.cancel_button.configure(state="disabled")
+            self._model_failed(event)
         elif isinstance(event, BatchStarted):
             self._probe_from = len(self.probe.samples) if self.probe is not None else 0
-            self._set_status(f"Predicting {self.done + 1} of {self.total} …")
+            self._update_progress()
         elif isinstance(event, ResultReady):
             self._result_ready(event)
         elif isinstance(event, BatchFinished):
@@ -364,6 +360,13 @@ class DesktopApp:
             self._view_ready(event)
         elif isinstance(event, ViewFailed):
             self._view_failed(event)
+        elif isinstance(event, OverlaySaved):
+            what = (
+                f"Saved {event.target}"
+                if event.error is None
+                else f"Could not save the overlay: {event.error}"
+            )
+            self._set_status(what)
         elif isinstance(event, Rendered) and self.viewer.rendered(event) and not self._first_view:
             self._first_view = True
             if self.timing is not None:
@@ -372,7 +375,9 @@ class DesktopApp:
             self._maybe_quit()
 
     def _view_ready(self, event: ViewReady) -> None:
-        self.views[event.index] = event.view
+        if event.stamp != self.session.stamps.get(event.index):  # the file is not the one predicted
+            self._replace_result(event.index, event.result, event.stamp)
+        self.views[event.index] = event
         self.views.move_to_end(event.index)
         while len(self.views) > VIEW_CACHE:
             self.views.popitem(last=False)
@@ -380,12 +385,32 @@ class DesktopApp:
             return
         result = self.session.result(event.index)
         if isinstance(result, Prediction):
-            self.viewer.show(event.view, result)
+            self.viewer.show(event.view, result, event.full_size)
 
     def _view_failed(self, event: ViewFailed) -> None:
+        if event.stamp != self.session.stamps.get(event.index):  # changed on disk, and now unreadable
+            self._replace_result(event.index, event.failure, event.stamp)
         if event.index == self.selected:
             f = event.failure
             self.viewer.clear(f"The image could not be shown ({f.error_code}): {f.error}")
+
+    def _replace_result(
+        self, index: int, result: Prediction | FailedPrediction, stamp: FileStamp | None
+    ) -> None:
+        """The file changed on disk since its row was made: the row, card and study become the new
+        file's (what the viewer then shows), never the old result next to the new image."""
+        self.session.record(index, result, stamp)
+        self.views.pop(index, None)
+        shown = self.session.result(index)
+        assert shown is not None
+        if self.tree.exists(str(index)):
+            self.tree.item(str(index), values=self.session.list_row(shown), tags=_tags(shown))
+        if self.session.one_study:
+            self._refresh_study()
+        if index == self.selected:
+            self._fill_card()
+        name = self.session.names[index]
+        self._set_status(f"{name} changed on disk since it was predicted: its row is the file as it is now.")
 
     def _model_loaded(self, event: ModelLoaded) -> None:
         predictor = event.predictor
@@ -412,8 +437,34 @@ class DesktopApp:
             verb = "Open or drop" if self.drop_enabled else "Open"
             self._set_status(f"Model loaded in {event.seconds:.1f} s. {verb} radiographs to begin.")
 
+    def _model_failed(self, event: ModelFailed) -> None:
+        """Said everywhere the reader looks: the red line, the card, the files' rows, the status."""
+        self.model_error = f"The model could not be loaded ({event.code}): {event.message}"
+        self.error_label.configure(text=self.model_error)
+        self.error_label.pack(side="top", fill="x", after=self.notice)
+        self.running = 0
+        self.cancel_button.configure(state="disabled")
+        self.card_title.configure(text="The model could not be loaded")
+        self.card_headline.configure(text="Nothing can be predicted", fg=COLOURS["suspected"])
+        self.card_lines.configure(
+            text=f"{self.model_error}\nStart fracsight desktop again with a bundle that loads "
+            "(--model: a bundle folder, .zip or packaged name)."
+        )
+        waiting = [i for i in range(len(self.session.paths)) if i not in self.session.results]
+        self.tree.configure(columns=("source", "decision"))
+        for column in ("source", "decision"):
+            self.tree.heading(column, text=heading(column), anchor="w")
+            self.tree.column(column, width=COLUMN_WIDTHS[column] + 150, anchor="w")
+        for i in waiting:  # the files opened with the window: a row each, saying why it has no result
+            self.tree.insert(
+                "", "end", iid=str(i), values=(self.session.names[i], NOT_PREDICTED), tags=("failed",)
+            )
+        n = len(waiting)
+        what = f"{n} file{'s' if n > 1 else ''} not predicted" if n else "nothing can be predicted"
+        self._set_status(f"No model: {what}.")
+
     def _result_ready(self, event: ResultReady) -> None:
-        self.session.results[event.index] = event.result
+        self.session.record(event.index, event.result, event.stamp)
         self.done += 1
         self._unlisted.append(event.index)
         if not self._first_result:  # the first one at once; the others with the next tick's
@@ -451,7 +502,6 @@ class DesktopApp:
         self._list_results()
         self.running = max(0, self.running - 1)
         if event.cancelled:
-            self.total -= event.total - event.done
             self._run.cancelled = True
         self._update_progress()
         if not self.running:  # the run is over: what all its batches did (cancel stops them all)
@@ -520,10 +570,11 @@ class DesktopApp:
         if isinstance(result, Prediction):
             if index in self.views:
                 self.views.move_to_end(index)
-                self.viewer.show(self.views[index], result)
+                shown = self.views[index]
+                self.viewer.show(shown.view, result, shown.full_size)
             else:
                 self.viewer.clear("Loading the image …")
-                self.worker.request_view(index, self.session.paths[index])
+                self.worker.request_view(index, self.session.paths[index], self.session.names[index])
         else:
             self.viewer.clear()
 
@@ -604,6 +655,13 @@ class DesktopApp:
         self.model_text.configure(text="\n".join(lines))
 
     # ---- controls a test may call --------------------------------------------------------------------
+    def _operating_point_chosen(self) -> None:
+        """A choice in the combobox: the keys go back to the list (the combobox's own would open it
+        again), once Tk has given the focus back to the combobox after its drop-down."""
+        self.set_operating_point(self.op_var.get())
+        self.op_box.selection_clear()
+        self.root.after_idle(self.tree.focus_set)
+
     def set_operating_point(self, name: str) -> None:
         self.session.choose_operating_point(name)
         self.op_var.set(name)
@@ -666,14 +724,24 @@ class DesktopApp:
         return path if self._write(path, self.session.json_text()) else None
 
     def export_overlay(self, path: Path | None = None) -> Path | None:
-        """The selected radiograph with the heatmap and boxes as shown, at full resolution (PNG)."""
-        if self.viewer.view is None or self.selected is None:
+        """The selected radiograph with the heatmap and boxes as shown, at full resolution (PNG).
+
+        A view reduced for the screen (an image over DISPLAY_MAX_SIDE) is not what is saved: the
+        worker reads the file again and writes it at full resolution; the status line says when."""
+        index = self.selected
+        if self.viewer.view is None or index is None:
             self._set_status("Select a predicted image first.")
             return None
-        stem = Path(self.session.paths[self.selected]).stem
+        stem = Path(self.session.paths[index]).stem
         path = self._save_target(path, "Export the overlay", f"{stem}.overlay.png", ".png", "PNG image")
         if path is None:
             return None
+        if self.viewer.full_size is not None:
+            name, (h, w) = self.session.names[index], self.viewer.full_size
+            stamp = self.session.stamps.get(index)
+            self.worker.export_overlay(self.session.paths[index], name, stamp, path, self.viewer.look())
+            self._set_status(f"Saving the overlay of {name} at full resolution ({w} x {h}) to {path} …")
+            return path
         picture = self.viewer.overlay()
         assert picture is not None
         try:
@@ -687,7 +755,7 @@ class DesktopApp:
     def show_model_card(self) -> None:
         predictor = self.session.predictor
         if predictor is None:
-            self._set_status("The model is not loaded yet.")
+            self._set_status(self.model_error or "The model is not loaded yet.")
             return
         top = tk.Toplevel(self.root)
         top.title(f"Model card: {predictor.name}")
@@ -739,9 +807,13 @@ class DesktopApp:
         self.status.configure(text=text)
 
     def _update_progress(self) -> None:
-        self.progress.configure(maximum=max(1, self.total), value=self.done)
+        """The bar and the line are about the run (from idle to idle): after a cancel the bar stays
+        at what was predicted out of what was asked, and the line says *Cancelled*."""
+        run = self._run
+        done = self.done - run.done
+        self.progress.configure(maximum=max(1, run.asked), value=done)
         if self.running:
-            self._set_status(f"Predicting {min(self.done + 1, self.total)} of {self.total} …")
+            self._set_status(f"Predicting {min(done + 1, run.asked)} of {run.asked} …")
 
     def close(self) -> None:
         if self.closed:

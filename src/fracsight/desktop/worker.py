@@ -1,4 +1,5 @@
-"""The model off the window's thread: predictions and full-resolution views, reported on a queue.
+"""The model off the window's thread: predictions, full-resolution views and overlay exports,
+reported on a queue.
 
 Tk may only be touched from the thread that created it, so the worker never calls into the window.
 It puts :data:`Event` objects on a :class:`queue.Queue`, and the window drains that queue with
@@ -8,18 +9,21 @@ without a display.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from fracsight.app.logic import ViewData, failure_from_exception, view_data
 from fracsight.desktop.priority import MODEL_NICENESS, lower_this_thread
+from fracsight.desktop.render import Look, full_overlay
 from fracsight.errors import FracsightError
 from fracsight.inference import FailedPrediction, Prediction, Predictor
 
@@ -28,12 +32,16 @@ __all__ = [
     "BatchFinished",
     "BatchStarted",
     "Event",
+    "FileStamp",
+    "Item",
     "ModelFailed",
     "ModelLoaded",
+    "OverlaySaved",
     "PredictionWorker",
     "ResultReady",
     "ViewFailed",
     "ViewReady",
+    "file_stamp",
     "inference_threads",
 ]
 
@@ -42,6 +50,25 @@ log = logging.getLogger("fracsight.desktop")
 # The viewer keeps the radiograph at its full resolution up to this side (larger ones are shrunk so
 # that one view stays below about 130 MB of float32 pixels and heatmap).
 DISPLAY_MAX_SIDE = 4096
+
+Item = tuple[int, Path, str]  # a file to predict: its place in the window's list, its path, its name
+
+
+class FileStamp(NamedTuple):
+    """What tells a file's contents from those it is replaced with later."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+
+
+def file_stamp(path: Path) -> FileStamp | None:
+    """The file's stamp, taken before it is read (a later change then shows); None when it cannot be."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return FileStamp(st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 @dataclass(frozen=True)
@@ -68,6 +95,7 @@ class ResultReady:
     index: int  # position in the window's list of files
     path: Path
     result: Prediction | FailedPrediction  # without pixels or heatmap
+    stamp: FileStamp | None  # the file as it was read for this result
 
 
 @dataclass(frozen=True)
@@ -83,15 +111,49 @@ class BatchFinished:
 class ViewReady:
     index: int
     view: ViewData  # the radiograph, heatmap and boxes at full resolution (up to DISPLAY_MAX_SIDE)
+    full_size: tuple[int, int]  # (height, width) of the image; larger than the view's when it was reduced
+    result: Prediction  # what the model says about the file as read for this view (without pixels)
+    stamp: FileStamp | None
+
+    @property
+    def reduced(self) -> bool:
+        return self.view.pixels.shape != self.full_size
 
 
 @dataclass(frozen=True)
 class ViewFailed:
     index: int
     failure: FailedPrediction
+    stamp: FileStamp | None
 
 
-Event = ModelLoaded | ModelFailed | BatchStarted | ResultReady | BatchFinished | ViewReady | ViewFailed
+@dataclass(frozen=True)
+class OverlaySaved:
+    target: Path
+    error: str | None  # None: saved
+
+
+Event = (
+    ModelLoaded
+    | ModelFailed
+    | BatchStarted
+    | ResultReady
+    | BatchFinished
+    | ViewReady
+    | ViewFailed
+    | OverlaySaved
+)
+
+
+@dataclass(frozen=True)
+class _Overlay:
+    """An overlay to write from the file itself, at full resolution."""
+
+    path: Path
+    name: str
+    stamp: FileStamp | None  # of the result the overlay must show: a changed file is refused
+    target: Path
+    look: Look
 
 
 def inference_threads(requested: int = 0) -> int:
@@ -104,23 +166,34 @@ def inference_threads(requested: int = 0) -> int:
     return requested if requested > 0 else max(1, (os.cpu_count() or 2) - 1)
 
 
-def predict_one(predictor: Predictor, path: Path) -> Prediction | FailedPrediction:
-    """One file's result (without pixels), or its failure with a stable code: never an exception."""
+def _failure(name: str, error: Exception, doing: str) -> FailedPrediction:
+    """A failure with a stable code: a row or a message, never a closed window; the log has the rest."""
+    if not isinstance(error, FracsightError):
+        log.error("%s failed for %s", doing, name, exc_info=error)
+    return failure_from_exception(name, error)
+
+
+def predict_one(
+    predictor: Predictor, path: Path, name: str, *, full: bool = False
+) -> Prediction | FailedPrediction:
+    """One file's result under ``name`` (as ``fracsight predict`` names it: a folder's file by its
+    relative path, which :meth:`~fracsight.inference.Predictor.predict` alone would cut to the file
+    name), or its failure: never an exception. ``full``: with the heatmap and full-size pixels."""
     try:
-        return predictor.predict(path, heatmap=False)
-    except FracsightError as e:
-        return failure_from_exception(path.name, e)
-    except Exception as e:  # a row with a code in the list, never a closed window; the log has the rest
-        log.exception("prediction failed for %s", path.name)
-        return failure_from_exception(path.name, e)
+        result = predictor.predict(path, name=name, heatmap=full, keep_pixels=full)
+    except Exception as e:
+        return _failure(name, e, "the view" if full else "prediction")
+    return dataclasses.replace(result, source=name)
 
 
 class PredictionWorker:
     """Loads the model, then predicts the files it is given, one at a time, in the order given.
 
-    ``submit`` queues a batch of ``(index, path)`` pairs; ``cancel`` stops every queued batch after
-    the image in progress (its result still arrives). ``request_view`` computes one image's
-    full-resolution view on a second thread, so the selected image appears while a long folder runs.
+    ``submit`` queues a batch of :data:`Item`; ``cancel`` stops every queued batch after the image
+    in progress (its result still arrives). ``request_view`` computes one image's full-resolution
+    view on a second thread, so the selected image appears while a long folder runs; only the latest
+    request waits there (one for an image the user has already moved past is dropped).
+    ``export_overlay`` writes an overlay from the file itself on that thread, after the view.
     """
 
     def __init__(
@@ -136,22 +209,25 @@ class PredictionWorker:
         self._operating_point = operating_point
         self._threads = inference_threads(threads)
         self._niceness = niceness  # how much lower than the window's its threads run (Linux)
-        self._jobs: queue.Queue[tuple[int, list[tuple[int, Path]]] | None] = queue.Queue()
+        self._jobs: queue.Queue[tuple[int, list[Item]] | None] = queue.Queue()
         self._cancelled_upto = 0  # batches up to this number are cancelled
         self._ready = threading.Event()
         self._predictor: Predictor | None = None
         self._batches = 0
         self._lock = threading.Lock()
-        self._views = ThreadPoolExecutor(
-            1, thread_name_prefix="fracsight-view", initializer=lower_this_thread, initargs=(niceness,)
-        )
+        self._wake = threading.Condition()  # the view thread's: a view asked for, an export, or close
+        self._view: Item | None = None  # the latest view asked for and not yet begun
+        self._overlays: deque[_Overlay] = deque()
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name="fracsight-predict", daemon=True)
+        self._view_thread = threading.Thread(target=self._run_views, name="fracsight-view", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
+        self._view_thread.start()
 
     # ---- called from the window's thread --------------------------------------------------------------
-    def submit(self, items: Sequence[tuple[int, Path]]) -> int:
+    def submit(self, items: Sequence[Item]) -> int:
         """Queue a batch; returns its number (events carry it)."""
         with self._lock:
             self._batches += 1
@@ -168,13 +244,29 @@ class PredictionWorker:
         with self._lock:
             return batch <= self._cancelled_upto
 
-    def request_view(self, index: int, path: Path) -> None:
-        self._views.submit(self._view, index, path)
+    def request_view(self, index: int, path: Path, name: str) -> None:
+        """Compute this image's view; it replaces a request not yet begun (the one in progress ends)."""
+        with self._wake:
+            self._view = (index, path, name)
+            self._wake.notify()
+
+    def export_overlay(
+        self, path: Path, name: str, stamp: FileStamp | None, target: Path, look: Look
+    ) -> None:
+        """Write the overlay of the file at ``path`` (read again, at full resolution) to ``target``:
+        :class:`OverlaySaved` says when it is done, or why not (the file changed since ``stamp``)."""
+        with self._wake:
+            self._overlays.append(_Overlay(path, name, stamp, target, look))
+            self._wake.notify()
 
     def close(self) -> None:
         self.cancel()
         self._jobs.put(None)
-        self._views.shutdown(wait=False, cancel_futures=True)
+        with self._wake:
+            self._closed = True
+            self._view = None
+            self._overlays.clear()
+            self._wake.notify()
 
     # ---- the worker threads ---------------------------------------------------------------------------
     def _run(self) -> None:
@@ -198,28 +290,65 @@ class PredictionWorker:
         while (job := self._jobs.get()) is not None:
             self._predict_batch(*job)
 
-    def _predict_batch(self, batch: int, items: list[tuple[int, Path]]) -> None:
+    def _predict_batch(self, batch: int, items: list[Item]) -> None:
         assert self._predictor is not None
         start = time.perf_counter()
         self.events.put(BatchStarted(batch, len(items)))
         done = 0
-        for index, path in items:
+        for index, path, name in items:
             if self._is_cancelled(batch):
                 break
-            self.events.put(ResultReady(batch, index, path, predict_one(self._predictor, path)))
+            stamp = file_stamp(path)
+            result = predict_one(self._predictor, path, name)
+            self.events.put(ResultReady(batch, index, path, result, stamp))
             done += 1
         cancelled = done < len(items)
         self.events.put(BatchFinished(batch, done, len(items), cancelled, time.perf_counter() - start))
 
-    def _view(self, index: int, path: Path) -> None:
+    def _run_views(self) -> None:
+        """The view thread: the latest view asked for first (the user waits for it), then exports."""
+        lower_this_thread(self._niceness)
         self._ready.wait()
-        if self._predictor is None:
+        while self._predictor is not None:
+            with self._wake:
+                while self._view is None and not self._overlays and not self._closed:
+                    self._wake.wait()
+                if self._closed:
+                    return
+                view, self._view = self._view, None
+                overlay = self._overlays.popleft() if view is None else None
+            if view is not None:
+                self._make_view(*view)
+            elif overlay is not None:
+                self._save_overlay(overlay)
+
+    def _make_view(self, index: int, path: Path, name: str) -> None:
+        assert self._predictor is not None
+        stamp = file_stamp(path)
+        pred = predict_one(self._predictor, path, name, full=True)
+        if isinstance(pred, FailedPrediction):
+            self.events.put(ViewFailed(index, pred, stamp))
             return
+        assert pred.pixels is not None
+        result = dataclasses.replace(pred, heatmap=None, pixels=None)
+        self.events.put(ViewReady(index, view_data(pred, DISPLAY_MAX_SIDE), pred.pixels.shape, result, stamp))
+
+    def _save_overlay(self, job: _Overlay) -> None:
+        self.events.put(OverlaySaved(job.target, self._overlay_error(job)))
+
+    def _overlay_error(self, job: _Overlay) -> str | None:
+        """Write the overlay; None when it is written, or why it is not."""
+        assert self._predictor is not None
+        if file_stamp(job.path) != job.stamp:
+            return f"{job.name} changed on disk since it was predicted; select it again"
+        pred = predict_one(self._predictor, job.path, job.name, full=True)
+        if isinstance(pred, FailedPrediction):
+            return f"{pred.error_code}: {pred.error}"
+        assert pred.pixels is not None
         try:
-            pred = self._predictor.predict(path, heatmap=True, keep_pixels=True)
-            self.events.put(ViewReady(index, view_data(pred, DISPLAY_MAX_SIDE)))
-        except FracsightError as e:
-            self.events.put(ViewFailed(index, failure_from_exception(path.name, e)))
-        except Exception as e:
-            log.exception("the view of %s failed", path.name)
-            self.events.put(ViewFailed(index, failure_from_exception(path.name, e)))
+            picture = full_overlay(ViewData(pred.pixels, pred.heatmap, pred.boxes), job.look)
+            del pred  # the full-resolution pixels and heatmap: only the picture is needed now
+            picture.save(job.target, format="PNG")
+        except (OSError, ValueError, MemoryError) as e:
+            return str(e)
+        return None
