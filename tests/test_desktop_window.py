@@ -350,6 +350,15 @@ def test_keyboard_shortcuts_act_on_the_window_and_not_while_typing(
     assert desktop.selected == 2 and desktop.tree.selection() == ("2",) and steps == ["next_result"]
     press(desktop.tree, "<Key-Up>")
     assert desktop.selected == 1 and steps == ["next_result"]
+    # each image starts in its own window: a narrow one chosen on the last is not carried over
+    wait_until(root, lambda: viewer.picture_current, 60, "the picture of the selected image")
+    viewer.set_window(0.2, 0.3)
+    shown = viewer.view
+    press(desktop.tree, "<Key-j>")
+    wait_until(root, lambda: viewer.view is not shown and viewer.picture_current, 60, "the next picture")
+    assert (viewer.level_var.get(), viewer.width_var.get()) == (0.5, 1.0)
+    press(desktop.tree, "<Key-k>")
+    assert desktop.selected == 1
 
     # typing in a text field is typing
     entry = ttk.Entry(desktop.toolbars[0])

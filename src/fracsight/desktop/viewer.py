@@ -131,9 +131,11 @@ class Viewer:
             self.boxes_check.pack_forget()
 
     def show(self, view: ViewData, result: Prediction, full_size: tuple[int, int] | None = None) -> None:
-        """A new image, fitted to the canvas; ``full_size`` (height, width) when ``view`` is reduced."""
+        """A new image, fitted to the canvas, in its own window (a window narrowed on one DICOM
+        would blow out the next image); ``full_size`` (height, width) when ``view`` is reduced."""
         self.view, self.result, self.camera = view, result, None
         self.full_size = full_size if full_size != view.pixels.shape else None
+        self.set_window(0.5, 1.0)
         self._draw()
 
     @property
