@@ -14,7 +14,7 @@ from fracsight.explain import DetectedBox
 
 def _pred(*boxes: DetectedBox) -> SimpleNamespace:
     # the two attributes _localization reads from a Prediction
-    return SimpleNamespace(boxes=boxes, metadata=SimpleNamespace(original_size=(100, 200)))
+    return SimpleNamespace(boxes=boxes, image_size=(100, 200))
 
 
 def test_box_metrics_count_false_boxes_on_normal_images_only_in_the_all_images_figures() -> None:
