@@ -218,14 +218,28 @@ def test_study_combines_the_heads_it_has(head_bundle, server, kind: str) -> None
     body = r.json()
     predicted = [i for i in body["images"] if "error" not in i]
     (study,) = body["studies"]
-    expected = {"study", "decision", "aggregation", "images", "reliable", "notice"}
+    expected = {
+        "study",
+        "decision",
+        "aggregation",
+        "images",
+        "unread_images",
+        "reliable",
+        "warnings",
+        "notice",
+    }
     expected |= (
         {"fracture_probability", "fracture_suspected", "operating_point"} if "fracture" in heads else set()
     )
     expected |= {"classification"} if "class" in heads else set()
     assert set(study) == expected
     assert study["images"] == [p.name for p in images]
-    assert study["reliable"] == all(i["reliable"] for i in predicted)
+    # the empty file is a view the study has not seen: it says so and is not reliable
+    assert study["unread_images"] == ["empty.png"] and not study["reliable"]
+    assert study["warnings"] == [
+        f"1 of {len(images) + 1} views could not be read (empty.png); the study result is from the "
+        f"other {len(images)} only"
+    ]
     if "fracture" in heads:
         mean = np.mean([i["fracture_probability"] for i in predicted])
         assert study["fracture_probability"] == pytest.approx(mean, abs=1e-5)
