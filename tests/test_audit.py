@@ -158,3 +158,31 @@ def test_hash_file_handles_16_bit_png_and_dicom(tmp_path: Path) -> None:
     ds.save_as(tmp_path / "image.dcm", enforce_file_format=True)
     dicom = hash_file(tmp_path / "image.dcm")
     assert dicom.error is None and hamming(dicom.phash, reference) <= 4
+
+
+def test_audit_reads_truncated_files_as_train_and_predict_do(tmp_path: Path) -> None:
+    """A truncated JPEG is read (filled) and listed as truncated; a truncated PNG or TIFF is refused
+    by :func:`read_image`, so the audit lists it as unreadable, with the reader's reason."""
+    from fracsight.errors import TruncatedImageError
+    from fracsight.io import read_image
+
+    root = tmp_path / "cut"
+    for k, fmt in enumerate(("PNG", "JPEG", "TIFF")):
+        whole = io.BytesIO()
+        _smooth(20 + k, 256).save(whole, format=fmt)
+        (root / "fractured").mkdir(parents=True, exist_ok=True)
+        (root / "fractured" / f"cut.{fmt.lower()}").write_bytes(
+            whole.getvalue()[: len(whole.getvalue()) * 2 // 3]
+        )
+        _save(_smooth(30 + k), root / "normal" / f"whole.{fmt.lower()}", format=fmt)
+    for name in ("cut.png", "cut.tiff"):
+        with pytest.raises(TruncatedImageError):
+            read_image(root / "fractured" / name)
+    assert read_image(root / "fractured" / "cut.jpeg").metadata.truncated
+
+    report = audit(root)
+    assert report.truncated == ["fractured/cut.jpeg"]
+    assert {u["path"]: u["error"] for u in report.unreadable} == {
+        "fractured/cut.png": "TruncatedImageError: cut.png: truncated PNG file cannot be read",
+        "fractured/cut.tiff": "TruncatedImageError: cut.tiff: truncated TIFF file cannot be read",
+    }

@@ -172,3 +172,47 @@ def test_fracture_type_gaps_and_stray_images_are_warned(
         ds = load_dataset(root)
     assert CLASS not in ds.class_names
     assert "beside its type folders" in caplog.text and "without types" in caplog.text
+
+
+def test_class_folders_differing_in_case_across_splits_are_one_class(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "case_mix"
+    for split, spelling in (("train", str.lower), ("val", str.title), ("test", str.title)):
+        for cls in ("fractured", "normal"):
+            _png(root / split / spelling(cls) / "a")
+            _png(root / split / spelling(cls) / "b")
+    with caplog.at_level(logging.WARNING, logger="fracsight.data"):
+        ds = load_dataset(root)
+    assert ds.class_names == {FRACTURE: ("not fractured", "fractured")}
+    assert {n: len(ds.split(n)) for n in ds.splits} == {"train": 4, "val": 4, "test": 4}
+    for s in ds.samples:
+        assert s.labels == {FRACTURE: int(s.path.parent.name.lower() == "fractured")}
+    assert "Fractured, fractured differ only in case" in caplog.text
+
+
+def test_n_class_and_type_folders_match_ignoring_case(tmp_path: Path) -> None:
+    n_class = tmp_path / "n_class"
+    _png(n_class / "train" / "Avulsion" / "a")
+    _png(n_class / "train" / "avulsion" / "b")  # two spellings in one split: still one class
+    _png(n_class / "train" / "Spiral" / "a")
+    _png(n_class / "val" / "avulsion" / "a")
+    _png(n_class / "val" / "SPIRAL" / "a")
+    ds = load_dataset(n_class)
+    assert ds.class_names == {CLASS: ("Avulsion", "SPIRAL")}
+    for s in ds.samples:
+        assert s.labels == {CLASS: int(s.path.parent.name.lower() == "spiral")}
+
+    typed = tmp_path / "typed"
+    for split, spelling in (("train", str.title), ("val", str.lower)):
+        for kind in ("avulsion", "spiral"):
+            _png(typed / split / spelling("fractured") / spelling(kind) / "a")
+        _png(typed / split / spelling("normal") / "n")
+    ds = load_dataset(typed)
+    assert ds.class_names == {FRACTURE: ("not fractured", "fractured"), CLASS: ("Avulsion", "Spiral")}
+    for s in ds.samples:
+        kind = s.path.parent.name.lower()
+        expected = (
+            {FRACTURE: 0} if kind == "normal" else {FRACTURE: 1, CLASS: ("avulsion", "spiral").index(kind)}
+        )
+        assert s.labels == expected

@@ -120,3 +120,49 @@ def test_training_sees_the_splits_ensure_splits_makes() -> None:
     )
     with pytest.raises(DatasetError, match="some samples have a split and some do not"):
         train_val_samples(mixed, seed=0)
+
+
+def test_automatic_split_keeps_exact_duplicates_together(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from fracsight.data import load_dataset
+
+    root = tmp_path / "dups"
+    for k in range(40):
+        cls = "fractured" if k % 4 == 0 else "normal"
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        Image.new("L", (8, 8), color=k).save(root / cls / f"{k}.png")  # same size, different bytes
+    for k in range(0, 40, 4):  # a copy beside each fractured image, and one filed under both classes
+        (root / "fractured" / f"copy_{k}.png").write_bytes((root / "fractured" / f"{k}.png").read_bytes())
+    (root / "normal" / "also_0.png").write_bytes((root / "fractured" / "0.png").read_bytes())
+
+    by_bytes: dict[bytes, set[str | None]] = {}
+    for s in ensure_splits(load_dataset(root), seed=0).samples:
+        by_bytes.setdefault(s.path.read_bytes(), set()).add(s.split)
+    assert sum(len(splits) > 1 for splits in by_bytes.values()) == 0
+    assert len(by_bytes) == 40
+
+
+def test_exact_duplicates_join_their_groups_and_only_same_sized_files_are_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fracsight.data import _files
+    from fracsight.data.splits import split_keys
+
+    for name, data in (("a", b"same"), ("b", b"same"), ("c", b"diff"), ("d", b"unique size")):
+        (tmp_path / name).write_bytes(data)
+    samples = [
+        Sample(tmp_path / "a", {FRACTURE: 1}, group="g1"),
+        Sample(tmp_path / "x_missing", {FRACTURE: 1}, group="g1"),
+        Sample(tmp_path / "b", {FRACTURE: 0}, group="g2"),
+        Sample(tmp_path / "y_missing", {FRACTURE: 0}, group="g2"),
+        Sample(tmp_path / "c", {FRACTURE: 0}),
+        Sample(tmp_path / "d", {FRACTURE: 0}),
+    ]
+    hashed: list[bytes] = []
+    original = _files.content_hash
+    monkeypatch.setattr(_files, "content_hash", lambda data: hashed.append(data) or original(data))
+    keys = split_keys(samples)
+    assert keys[:4] == ["g1"] * 4  # a and b hold the same bytes: their groups g1 and g2 become one
+    assert keys[4:] == [str(tmp_path / "c"), str(tmp_path / "d")]
+    assert sorted(hashed) == [b"diff", b"same", b"same"]  # "unique size" is never read

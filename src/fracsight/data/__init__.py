@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from fracsight.data.detect import LAYOUTS, detect_layout, load_dataset
 from fracsight.data.sample import CLASS, FRACTURE, REGION, Box, Dataset, Sample
-from fracsight.data.splits import ensure_splits, group_key, group_split, straddling_groups
+from fracsight.data.splits import ensure_splits, group_key, group_split, split_keys, straddling_groups
 
 __all__ = [
     "CLASS",
@@ -24,5 +24,6 @@ __all__ = [
     "group_key",
     "group_split",
     "load_dataset",
+    "split_keys",
     "straddling_groups",
 ]

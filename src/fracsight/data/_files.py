@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import re
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -12,11 +14,14 @@ from fracsight.errors import DatasetError
 __all__ = [
     "IMAGE_EXTENSIONS",
     "SPLIT_ALIASES",
+    "content_hash",
+    "exact_duplicates",
     "fracture_polarity",
     "is_hidden",
     "is_image_file",
     "iter_images",
     "read_csv_rows",
+    "relative_name",
     "split_name",
     "visible_dirs",
 ]
@@ -69,6 +74,42 @@ def iter_images(folder: Path) -> Iterator[Path]:
             elif is_image_file(entry):
                 found.append(entry)
     yield from sorted(found)
+
+
+def content_hash(data: bytes) -> str:
+    """sha256 of a file's bytes, in hex: the key exact duplicates share."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def exact_duplicates(paths: Sequence[Path]) -> list[list[int]]:
+    """Indices of the ``paths`` whose files hold the same bytes, in groups of two or more.
+
+    Only files whose size another file shares are read, so a set without duplicates costs one
+    ``stat`` per file; files that cannot be read are left out.
+    """
+    by_size: dict[int, list[int]] = defaultdict(list)
+    for i, path in enumerate(paths):
+        try:
+            by_size[path.stat().st_size].append(i)
+        except OSError:
+            continue
+    by_hash: dict[str, list[int]] = defaultdict(list)
+    for same_size in by_size.values():
+        for i in same_size if len(same_size) > 1 else ():
+            try:
+                by_hash[content_hash(paths[i].read_bytes())].append(i)
+            except OSError:
+                continue
+    return [group for group in by_hash.values() if len(group) > 1]
+
+
+def relative_name(path: Path, root: Path) -> str:
+    """How messages and reports name a file of a data set: its path under ``root`` (in MURA every
+    file is ``image1.png``), or the whole path when it lies elsewhere."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def split_name(name: str) -> str | None:

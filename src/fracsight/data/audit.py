@@ -4,7 +4,8 @@
 every image (sha256 of the bytes, 64-bit pHash of the pixels) and reports
 
 * counts per split and class, and per body region;
-* unreadable files, and truncated ones (decoded only by filling the missing part);
+* unreadable files (as train and predict would refuse them: a truncated PNG or TIFF among them),
+  and truncated JPEGs (read, there as here, by filling the missing part);
 * exact duplicates (same bytes) and near-duplicate groups (pHash Hamming distance
   <= ``threshold``, linked transitively);
 * near-duplicate pairs that straddle splits (leakage) or carry different labels
@@ -32,10 +33,11 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from fracsight.data._files import relative_name
 from fracsight.data.detect import load_dataset
 from fracsight.data.phash import FileHash, hash_file, near_pairs
 from fracsight.data.sample import CLASS, FRACTURE, Dataset
-from fracsight.data.splits import group_key, straddling_groups
+from fracsight.data.splits import connected_components, group_key, straddling_groups
 
 __all__ = ["AuditReport", "NearPair", "audit", "render_audit"]
 
@@ -158,7 +160,7 @@ def _analyse(dataset: Dataset, results: list[FileHash], threshold: int) -> Audit
     samples = dataset.samples
     task = FRACTURE if FRACTURE in dataset.class_names else CLASS
     names = dataset.class_names.get(task, ())
-    rel = [_relative(s.path, dataset.root) for s in samples]
+    rel = [relative_name(s.path, dataset.root) for s in samples]
     label = [
         names[s.labels[task]] if task in s.labels and s.labels[task] < len(names) else None for s in samples
     ]
@@ -177,7 +179,7 @@ def _analyse(dataset: Dataset, results: list[FileHash], threshold: int) -> Audit
     hashed = [i for i, r in enumerate(results) if r.phash is not None]
     hashes = np.array([results[i].phash for i in hashed], dtype=np.uint64)
     pairs = [(hashed[a], hashed[b], d) for a, b, d in near_pairs(hashes, threshold)]
-    groups = _components(len(samples), pairs)
+    groups = connected_components(len(samples), pairs)
 
     def pair(i: int, j: int, d: int) -> NearPair:
         return NearPair(rel[i], rel[j], d, samples[i].split, samples[j].split, label[i], label[j])
@@ -212,36 +214,9 @@ def _analyse(dataset: Dataset, results: list[FileHash], threshold: int) -> Audit
     )
 
 
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return str(path)
-
-
 def _split_order(name: str) -> tuple[int, str]:
     order = {"train": 0, "val": 1, "test": 2, _NO_SPLIT: 4}
     return order.get(name, 3), name
-
-
-def _components(n: int, pairs: list[tuple[int, int, int]]) -> list[list[int]]:
-    """Connected components (size >= 2) of the near-duplicate graph, by union-find."""
-    parent = list(range(n))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i, j, _ in pairs:
-        ri, rj = find(i), find(j)
-        if ri != rj:
-            parent[max(ri, rj)] = min(ri, rj)
-    members: dict[int, list[int]] = defaultdict(list)
-    for i in range(n):
-        members[find(i)].append(i)
-    return sorted((m for m in members.values() if len(m) > 1), key=lambda m: (-len(m), m[0]))
 
 
 # -- presentation --------------------------------------------------------------------
@@ -266,7 +241,7 @@ def render_audit(report: AuditReport, limit: int = 10) -> list[RenderableType]:
     findings.add_column("Meaning")
     rows = [
         ("Unreadable files", len(report.unreadable), "cannot be decoded; fix or drop them"),
-        ("Truncated files", len(report.truncated), "decoded only by filling the missing part"),
+        ("Truncated files", len(report.truncated), "JPEGs read by filling the missing part"),
         ("Exact duplicate groups", len(report.exact_duplicates), "identical bytes"),
         (
             f"Near-duplicate groups (pHash <= {t})",

@@ -6,6 +6,9 @@ fractured / not fractured (``fractured`` and ``not fractured``, ``Fractured`` an
 ``Non_fractured``, ``positive`` and ``negative``, ...) give a binary ``"fracture"`` label
 (1 = fractured). Any other set of classes (fracture types, body regions) gives a
 ``"class"`` label indexing the class names sorted alphabetically (case-insensitive).
+Class and type folder names are matched ignoring case, across splits and within one:
+``train/fractured`` and ``val/Fractured`` are one class, named by the spelling that sorts
+first (``Fractured``), with a warning.
 Images may sit in sub-folders of a class folder; hidden files and folders are ignored.
 
 Fracture types under the fractured folder (``[<split>/]Fractured/<type>/*.png`` next to
@@ -58,15 +61,16 @@ def read_class_folders(root: Path) -> Dataset:
     """Read class folders into a :class:`Dataset` (layout ``"class-folders"``)."""
     per_split = class_folders(root)
     _warn_loose_files(root)
+    folders = [(split, d, list(iter_images(d))) for split, dirs in per_split.items() for d in dirs]
+    for _, d, images in folders:
+        if not images:
+            log.warning("%s holds no images and is ignored", d)
+    name_of = _case_merged({d.name for _, d, images in folders if images}, "class folders")
     found: dict[str | None, dict[str, list[Path]]] = {}
-    for split, dirs in per_split.items():
-        for d in dirs:
-            images = list(iter_images(d))
-            if images:
-                found.setdefault(split, {}).setdefault(d.name, []).extend(images)
-            else:
-                log.warning("%s holds no images and is ignored", d)
-    names = {name for classes in found.values() for name in classes}
+    for split, d, images in folders:
+        if images:
+            found.setdefault(split, {}).setdefault(name_of[d.name], []).extend(images)
+    names = set(name_of.values())
     if len(names) < 2:
         raise DatasetError(
             f"{root}: class folders need at least two classes with images, found {sorted(names) or 'none'} "
@@ -76,7 +80,7 @@ def read_class_folders(root: Path) -> Dataset:
         if split is not None and set(classes) != names:
             log.warning("split %r lacks class(es) %s", split, ", ".join(sorted(names - set(classes))))
 
-    polarity = {name: fracture_polarity(name) for name in names}
+    polarity = {folder: fracture_polarity(folder) for folder in name_of}  # ignores case like name_of
     if len(names) == 2 and set(polarity.values()) == {0, 1}:
         index = {n: int(p) for n, p in polarity.items() if p is not None}
         fractured = [d for dirs in per_split.values() for d in dirs if polarity.get(d.name) == 1]
@@ -109,6 +113,20 @@ def _sorted_names(names: set[str]) -> tuple[str, ...]:
     return tuple(sorted(names, key=lambda n: (n.casefold(), n)))
 
 
+def _case_merged(names: set[str], what: str) -> dict[str, str]:
+    """Each folder name mapped to its class name: names equal ignoring case (``train/fractured``,
+    ``val/Fractured``) are one class, spelled as the first of them in sorted order (``Fractured``)."""
+    spellings: dict[str, list[str]] = {}
+    for name in sorted(names):
+        spellings.setdefault(name.casefold(), []).append(name)
+    merged: dict[str, str] = {}
+    for same in spellings.values():
+        if len(same) > 1:
+            log.warning("%s %s differ only in case: read as one, %r", what, ", ".join(same), same[0])
+        merged.update(dict.fromkeys(same, same[0]))
+    return merged
+
+
 def _typed(class_dir: Path) -> bool:
     """True if all images of ``class_dir`` sit in at least two of its sub-folders (the types)."""
     if any(is_image_file(p) for p in class_dir.iterdir()):
@@ -117,20 +135,22 @@ def _typed(class_dir: Path) -> bool:
 
 
 def _type_folders(class_dir: Path) -> int:
-    """How many sub-folders of ``class_dir`` hold images."""
-    return sum(next(iter_images(d), None) is not None for d in visible_dirs(class_dir))
+    """How many sub-folders of ``class_dir`` hold images (names that differ only in case count once)."""
+    return len({d.name.casefold() for d in visible_dirs(class_dir) if next(iter_images(d), None) is not None})
 
 
 def _fracture_types(root: Path, per_split: dict[str | None, list[Path]], index: dict[str, int]) -> Dataset:
     """Fractured images labelled with their type folder too; the others with the fracture label only."""
-    typed = [
+    found = [
         (split, path, path.relative_to(d).parts[0] if index[d.name] == 1 else None, index[d.name])
         for split, dirs in per_split.items()
         for d in dirs
         if d.name in index
         for path in iter_images(d)
     ]
-    types = _sorted_names({t for _, _, t, _ in typed if t is not None})
+    type_of = _case_merged({t for _, _, t, _ in found if t is not None}, "fracture type folders")
+    typed = [(split, path, None if t is None else type_of[t], label) for split, path, t, label in found]
+    types = _sorted_names(set(type_of.values()))
     type_index = {t: i for i, t in enumerate(types)}
     for split in sorted({s for s, _, _, _ in typed if s is not None}):
         lacking = set(types) - {t for s, _, t, _ in typed if s == split and t is not None}

@@ -8,15 +8,15 @@ cropped or brightened) land within a few bits of each other.
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import suppress
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageOps
+
+from fracsight.data._files import content_hash
 
 __all__ = ["HASH_SIZE", "FileHash", "hamming", "hash_file", "near_pairs", "phash", "popcount"]
 
@@ -97,7 +97,7 @@ def hash_file(path: Path) -> FileHash:
         data = path.read_bytes()
     except OSError as e:
         return FileHash(None, None, False, f"cannot read file: {e.strerror or e}")
-    sha = hashlib.sha256(data).hexdigest()
+    sha = content_hash(data)
     try:
         pixels, truncated = _thumbnail(data, path.name)
     except Exception as e:  # any decoder failure is a finding about this file, not a crash
@@ -105,30 +105,17 @@ def hash_file(path: Path) -> FileHash:
     return FileHash(sha, phash(pixels), truncated, None)
 
 
-@contextmanager
-def _tolerate_truncation() -> Iterator[None]:
-    previous = ImageFile.LOAD_TRUNCATED_IMAGES
-    ImageFile.LOAD_TRUNCATED_IMAGES = True
-    try:
-        yield
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = previous
-
-
 def _thumbnail(data: bytes, name: str) -> tuple[np.ndarray, bool]:
     """32x32 grayscale pixels and whether the file was truncated.
 
-    Pillow decodes PNG/JPEG/BMP/TIFF fast; DICOM, and anything Pillow refuses, goes
-    through :func:`fracsight.io.read_image`, whose error message is then the finding.
+    Pillow decodes whole PNG/JPEG/BMP/TIFF files fast; DICOM, truncated files and anything
+    Pillow refuses go through :func:`fracsight.io.read_image`, as train and predict read them:
+    a truncated JPEG is read (the missing part filled) and reported truncated, a truncated PNG or
+    TIFF is refused and, like any refusal, its message becomes the finding.
     """
     if not name.lower().endswith(".dcm"):
-        try:
+        with suppress(Exception):  # the full reader tries, and its message becomes the finding
             return _pillow_thumbnail(data), False
-        except Exception as e:
-            if isinstance(e, OSError) and "truncated" in str(e):
-                with _tolerate_truncation():
-                    return _pillow_thumbnail(data), True
-            # anything else: the full reader tries, and its message becomes the finding
     return _reader_thumbnail(data, name)
 
 
@@ -157,7 +144,11 @@ def _pillow_thumbnail(data: bytes) -> np.ndarray:
 def _reader_thumbnail(data: bytes, name: str) -> tuple[np.ndarray, bool]:
     from fracsight.io import read_image  # lazy: pulls in pydicom
 
-    radiograph = read_image(data, name=name)
-    im = Image.fromarray(np.asarray(radiograph.pixels, dtype=np.float32))
+    radiograph = read_image(data, name=name, reduce_to=_DRAFT_SIZE)  # a JPEG as big as Pillow's draft
+    pixels = np.asarray(radiograph.pixels, dtype=np.float32)
+    if radiograph.metadata.bit_depth <= 8:  # resized as 8-bit, as by Pillow: the same hash either way
+        im = Image.fromarray(np.round(pixels * 255).astype(np.uint8))
+    else:
+        im = Image.fromarray(pixels)
     im = im.resize((32, 32), Image.Resampling.LANCZOS)
     return np.asarray(im, dtype=np.float32), bool(radiograph.metadata.truncated)

@@ -1,9 +1,10 @@
 """Group-aware, stratified train/val/test splits.
 
 Samples that share a group (``Sample.group``, else ``Sample.study_id``; near-duplicates,
-one patient, one study) always land in the same split, so no image leaks from training
-into evaluation through its twin. Within that constraint the split is stratified by the
-label of ``stratify_task`` and deterministic for a seed.
+one patient, one study) always land in the same split, and so do exact duplicates (files
+with the same bytes, e.g. ``copy_X.png`` beside ``X.png``) with their groups, so no image
+leaks from training into evaluation through its twin. Within that constraint the split is
+stratified by the label of ``stratify_task`` and deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -14,15 +15,18 @@ import random
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 
+from fracsight.data._files import exact_duplicates
 from fracsight.data.sample import CLASS, FRACTURE, Dataset, Sample
 from fracsight.errors import DatasetError
 
 __all__ = [
     "DEFAULT_FRACTIONS",
     "SPLIT_NAMES",
+    "connected_components",
     "ensure_splits",
     "group_key",
     "group_split",
+    "split_keys",
     "straddling_groups",
     "train_val_samples",
 ]
@@ -36,6 +40,41 @@ def group_key(sample: Sample) -> str:
     return sample.group or sample.study_id or str(sample.path)
 
 
+def split_keys(samples: Sequence[Sample]) -> list[str]:
+    """The group each sample is split with: its :func:`group_key`, except that groups holding
+    exact duplicates of one another (same file bytes) are one, under the first of their keys."""
+    keys = [group_key(s) for s in samples]
+    first: dict[str, int] = {}
+    links = [(first.setdefault(key, i), i) for i, key in enumerate(keys)]
+    links += [(same[0], i) for same in exact_duplicates([s.path for s in samples]) for i in same[1:]]
+    for members in connected_components(len(samples), links):
+        merged = min(keys[i] for i in members)
+        for i in members:
+            keys[i] = merged
+    return keys
+
+
+def connected_components(n: int, links: Iterable[tuple[int, ...]]) -> list[list[int]]:
+    """Components (size >= 2) of the graph on ``0..n-1`` whose edges are the first two items of each
+    link, by union-find; largest first."""
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j, *_ in links:
+        ri, rj = find(i), find(j)
+        if ri != rj:
+            parent[max(ri, rj)] = min(ri, rj)
+    members: dict[int, list[int]] = defaultdict(list)
+    for i in range(n):
+        members[find(i)].append(i)
+    return sorted((m for m in members.values() if len(m) > 1), key=lambda m: (-len(m), m[0]))
+
+
 def group_split(
     samples: Iterable[Sample],
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
@@ -43,7 +82,7 @@ def group_split(
     stratify_task: str | None = FRACTURE,
     names: Sequence[str] = SPLIT_NAMES,
 ) -> dict[str, list[Sample]]:
-    """Split samples into ``names`` by ``fractions``, never dividing a group.
+    """Split samples into ``names`` by ``fractions``, never dividing a group (see :func:`split_keys`).
 
     Returns ``{name: [sample with split=name, ...]}`` for every name (lists may be empty),
     samples in their input order. Groups are stratified by their most common label for
@@ -78,9 +117,10 @@ def _assign(
         raise ValueError(f"fractions must be non-negative and not all zero, got {tuple(fractions)}")
     weights = [f / sum(fractions) for f in fractions]
 
+    sample_keys = split_keys(samples)
     groups: dict[str, list[int]] = defaultdict(list)
-    for i, s in enumerate(samples):
-        groups[group_key(s)].append(i)
+    for i, key in enumerate(sample_keys):
+        groups[key].append(i)
     strata: dict[str, list[str]] = defaultdict(list)
     for key, members in groups.items():
         labels = Counter(samples[i].labels.get(stratify_task) for i in members if stratify_task)
@@ -102,7 +142,7 @@ def _assign(
             counts[best] += len(groups[key])
         carry = [c + weights[j] * total - counts[j] for j, c in enumerate(carry)]
 
-    return [names[assigned[group_key(s)]] for s in samples]
+    return [names[assigned[key]] for key in sample_keys]
 
 
 def straddling_groups(samples: Iterable[Sample]) -> dict[str, set[str]]:

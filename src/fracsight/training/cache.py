@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
+from fracsight.data._files import relative_name
 from fracsight.data.sample import Sample
+from fracsight.errors import ImageReadError
 from fracsight.preprocessing import letterbox_radiograph, read_for_model
 
 __all__ = ["LetterboxedSet", "letterbox_samples"]
@@ -32,11 +36,19 @@ class LetterboxedSet:
         return len(self.images)
 
 
-def _one(
-    args: tuple[str, tuple[tuple[float, float, float, float], ...], int],
-) -> tuple[np.ndarray, np.ndarray]:
-    path, boxes, size = args
-    square, geometry = letterbox_radiograph(read_for_model(path, size), size)
+_Job = tuple[str, str, tuple[tuple[float, float, float, float], ...], int]  # path, name, boxes, size
+_LISTED = 10  # unreadable files named in the error; the rest are counted
+
+
+def _one(job: _Job) -> tuple[np.ndarray, np.ndarray] | ImageReadError:
+    """The letterboxed image and its box mask, or why the file cannot be read (returned, not raised,
+    so that every unreadable file is found and named)."""
+    path, name, boxes, size = job
+    try:
+        radiograph = read_for_model(path, size, name=name)
+    except ImageReadError as e:
+        return e
+    square, geometry = letterbox_radiograph(radiograph, size)
     mask = np.zeros((size, size), dtype=np.uint8)
     h, w = geometry.original_size
     for x0, y0, x1, y1 in boxes:
@@ -57,9 +69,19 @@ def _key(samples: list[Sample], size: int) -> str:
 
 
 def letterbox_samples(
-    samples: list[Sample], size: int, cache_dir: Path | None = None, workers: int = 2, progress=None
+    samples: list[Sample],
+    size: int,
+    cache_dir: Path | None = None,
+    workers: int = 2,
+    progress: Callable[[int], object] | None = None,
+    root: Path | None = None,
 ) -> LetterboxedSet:
-    """Letterboxed uint8 images and box masks for ``samples``, read from the cache when present."""
+    """Letterboxed uint8 images and box masks for ``samples``, read from the cache when present.
+
+    Files that cannot be read raise one :class:`~fracsight.errors.ImageReadError` naming them all
+    (the first 10, and a count) by their path under ``root``, the data set's folder (default: the
+    folder the samples share).
+    """
     if cache_dir is not None:
         cache_dir = Path(cache_dir)
         key = _key(samples, size)
@@ -67,23 +89,56 @@ def letterbox_samples(
         if img_path.is_file() and mask_path.is_file():
             log.info("letterbox cache hit: %s", img_path)
             return LetterboxedSet(np.load(img_path), np.load(mask_path))
-    jobs = [(str(s.path), tuple((b.x0, b.y0, b.x1, b.y1) for b in s.boxes), size) for s in samples]
+    if root is None:
+        root = Path(os.path.commonpath([s.path.parent for s in samples])) if samples else Path()
+    jobs: list[_Job] = [
+        (str(s.path), relative_name(s.path, root), tuple((b.x0, b.y0, b.x1, b.y1) for b in s.boxes), size)
+        for s in samples
+    ]
     images = np.zeros((len(samples), size, size), dtype=np.uint8)
     masks = np.zeros((len(samples), size, size), dtype=np.uint8)
     if workers > 1 and len(jobs) > 32:
         with ProcessPoolExecutor(workers) as pool:
-            results = pool.map(_one, jobs, chunksize=16)
-            for i, (img, mask) in enumerate(results):
-                images[i], masks[i] = img, mask
-                if progress:
-                    progress(1)
+            unreadable = _fill(pool.map(_one, jobs, chunksize=16), images, masks, progress)
     else:
-        for i, job in enumerate(jobs):
-            images[i], masks[i] = _one(job)
-            if progress:
-                progress(1)
+        unreadable = _fill(map(_one, jobs), images, masks, progress)
+    if unreadable:
+        raise _refusal(unreadable)
     if cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)
         np.save(img_path, images)
         np.save(mask_path, masks)
     return LetterboxedSet(images, masks)
+
+
+def _fill(
+    results: Iterable[tuple[np.ndarray, np.ndarray] | ImageReadError],
+    images: np.ndarray,
+    masks: np.ndarray,
+    progress: Callable[[int], object] | None,
+) -> list[ImageReadError]:
+    """Store each result in ``images`` / ``masks``; returns the errors of the files that could not be read."""
+    unreadable: list[ImageReadError] = []
+    for i, result in enumerate(results):
+        if isinstance(result, ImageReadError):
+            unreadable.append(result)
+        else:
+            images[i], masks[i] = result
+        if progress:
+            progress(1)
+    return unreadable
+
+
+def _refusal(unreadable: list[ImageReadError]) -> ImageReadError:
+    """One error for all the unreadable files: the file's own when there is one, else one of the
+    same kind (or :class:`ImageReadError` for mixed kinds) listing them."""
+    if len(unreadable) == 1:
+        return unreadable[0]
+    kinds = {type(e) for e in unreadable}
+    kind = kinds.pop() if len(kinds) == 1 else ImageReadError
+    more = f"; and {len(unreadable) - _LISTED} more" if len(unreadable) > _LISTED else ""
+    listed = "; ".join(str(e) for e in unreadable[:_LISTED])
+    return kind(
+        f"{len(unreadable)} images cannot be read (fix or remove them; `fracsight audit` lists every "
+        f"unreadable file): {listed}{more}"
+    )

@@ -1,0 +1,45 @@
+"""The letterbox cache names every unreadable file by its path in the data set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from fracsight.data import FRACTURE, Sample
+from fracsight.errors import ImageReadError, UnsupportedFormatError
+from fracsight.training.cache import letterbox_samples
+
+
+def _mura_like(root: Path, garbage: set[int], n: int) -> list[Sample]:
+    """``n`` studies, each of one ``image1.png`` as in MURA; those in ``garbage`` are not images."""
+    samples = []
+    for k in range(n):
+        path = root / "train" / "XR_HAND" / f"patient{k:05d}" / "study1_positive" / "image1.png"
+        path.parent.mkdir(parents=True)
+        if k in garbage:
+            path.write_bytes(b"not an image at all")
+        else:
+            Image.new("L", (40, 48), color=k).save(path)
+        samples.append(Sample(path=path, labels={FRACTURE: 1}))
+    return samples
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_all_unreadable_files_are_named_under_the_data_set(tmp_path: Path, workers: int) -> None:
+    samples = _mura_like(tmp_path / "mura", garbage={3, 7}, n=40)  # 40 > 32: a process pool with 2 workers
+    with pytest.raises(UnsupportedFormatError) as caught:
+        letterbox_samples(samples, 32, tmp_path / "cache", workers=workers, root=tmp_path / "mura")
+    message = str(caught.value)
+    assert message.startswith("2 images cannot be read")
+    for k in (3, 7):
+        assert f"train/XR_HAND/patient{k:05d}/study1_positive/image1.png: " in message
+    assert not (tmp_path / "cache").exists()  # nothing cached from a failed read
+
+
+def test_one_unreadable_file_keeps_its_error_and_is_named_by_the_shared_folder(tmp_path: Path) -> None:
+    samples = _mura_like(tmp_path / "mura", garbage={1}, n=3)
+    with pytest.raises(ImageReadError, match=r"^patient00001/study1_positive/image1\.png: "):
+        letterbox_samples(samples, 32, workers=1)  # no root: named under the folder the samples share
+    assert letterbox_samples(samples[:1], 32, workers=1).images.shape == (1, 32, 32)
