@@ -338,6 +338,20 @@ def test_outputs_that_cannot_be_written_are_refused_before_predicting(
     assert a_file.read_text() == "mine"
 
 
+def test_csv_dash_writes_the_rows_to_stdout_for_a_pipe(
+    tiny_bundle: Path, images: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    piped = _predict(tiny_bundle, *images, "--csv", "-")
+    assert piped.exit_code == 0, piped.output
+    written = _predict(tiny_bundle, *images, "--csv", tmp_path / "file.csv")
+    assert piped.stdout == (tmp_path / "file.csv").read_text(encoding="utf-8")  # the rows only
+    assert NOTICE in piped.stderr and not (tmp_path / "-").exists()
+    assert written.exit_code == 0
+    both = _predict(tiny_bundle, images[0], "--csv", "-", "--json")
+    assert both.exit_code == 2 and "both write to stdout" in both.stderr
+
+
 def test_a_csv_the_system_refuses_at_the_end_is_one_line_not_a_traceback(
     tiny_bundle: Path, images: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -316,7 +316,10 @@ def predict(
         bool, typer.Option("--json", help="Print JSON to stdout instead of a table.")
     ] = False,
     csv_path: Annotated[
-        Path | None, typer.Option("--csv", help="Also write results to this CSV file.")
+        Path | None,
+        typer.Option(
+            "--csv", help="Also write results to this CSV file ('-': to stdout, instead of the table)."
+        ),
     ] = None,
     overlay_dir: Annotated[
         Path | None, typer.Option(help="Write heatmap/box overlay PNGs (original resolution) here.")
@@ -343,6 +346,13 @@ def predict(
     from fracsight.inference.tabular import csv_text, named_inputs, result_columns, results_payload
 
     refuse_missing(paths)
+    csv_to_stdout = csv_path == Path("-")
+    if csv_to_stdout:
+        if json_output:
+            raise typer.BadParameter(
+                "--csv - and --json both write to stdout: choose one", param_hint="--csv"
+            )
+        csv_path = None
     refuse_output(csv_path, folder=False, overwrite=overwrite, option="--csv")
     refuse_output(overlay_dir, folder=True, option="--overlay-dir")
     inputs = named_inputs(paths)
@@ -373,11 +383,14 @@ def predict(
                 bar.advance(task)
     studies = _studies(predictor, results, study)
     flat = [r for _, r in results]
+    columns = result_columns(predictor.spec, all_classes=all_classes)
     if csv_path is not None:
-        columns = result_columns(predictor.spec, all_classes=all_classes)
         with user_errors():  # refused by the system only now (no permission, a read-only disk, full)
             csv_path.write_text(csv_text([*flat, *studies], columns), encoding="utf-8")
-    if json_output:
+    if csv_to_stdout:  # for a pipe: the rows only; the notice on stderr
+        typer.echo(csv_text([*flat, *studies], columns), nl=False)
+        typer.echo(NOTICE, err=True)
+    elif json_output:
         typer.echo(json.dumps(results_payload(flat, studies, predictor.name), indent=2))
     else:
         _print_table(flat, studies, predictor, NOTICE)
