@@ -137,7 +137,7 @@ def compare_models(
     dataset = load_dataset(Path(data_dir), layout)
     if classes:
         for predictor in predictors:  # a data class the model does not know is refused, naming it
-            model_class_index(dataset, predictor)
+            model_class_index(dataset.class_names, predictor.classes)
     chosen = [held_out_samples(dataset, split, p.spec, Path(data_dir))[0] for p in predictors]
     if [s.path for s in chosen[0]] != [s.path for s in chosen[1]]:
         raise DatasetError(

@@ -7,7 +7,7 @@ describe the shipped ONNX model, not a training-time copy of it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -42,15 +42,42 @@ def select_samples(dataset: Dataset, split: str | None, trained_seed: int | None
     return chosen
 
 
+def is_training_data(spec: Any, data_dir: Path) -> bool:
+    """Whether ``data_dir`` is the data set the model of ``spec`` (a
+    :class:`~fracsight.bundle.BundleSpec`) was trained on, as its ``training.data`` records it.
+    Bundles of older fracsight versions recorded the path as typed, relative to a working folder
+    they did not record: such a path is taken to name ``data_dir`` when it ends ``data_dir``
+    (:func:`relative_data_note` says so)."""
+    recorded = spec.training.get("data")
+    if not recorded:
+        return False
+    path, here = Path(recorded), data_dir.resolve()
+    if path.is_absolute():
+        return path.resolve() == here
+    return bool(path.parts) and here.parts[-len(path.parts) :] == path.parts
+
+
+def relative_data_note(spec: Any, data_dir: Path) -> str | None:
+    """What :func:`is_training_data` assumed of a bundle that records its data set by a relative
+    path; None for a bundle that records it in full, or when nothing was assumed."""
+    recorded = spec.training.get("data")
+    if not recorded or Path(recorded).is_absolute() or not is_training_data(spec, data_dir):
+        return None
+    return (
+        f"the bundle records its training data as the relative path {recorded!r} (as typed, by an older "
+        f"fracsight): taken to be {data_dir.resolve()}, which ends in it; re-export the run to record it "
+        "in full"
+    )
+
+
 def held_out_samples(
     dataset: Dataset, split: str | None, spec: Any, data_dir: Path
 ) -> tuple[list[Sample], int]:
     """:func:`select_samples` for the model of ``spec`` (a :class:`~fracsight.bundle.BundleSpec`):
-    on the data set it was trained on, a missing split is the one its training run's seed carved
-    out. Returns the samples and that seed."""
+    on the data set it was trained on (:func:`is_training_data`), a missing split is the one its
+    training run's seed carved out. Returns the samples and that seed."""
     seed = int(spec.training.get("config", {}).get("seed", 0))
-    trained_on = spec.training.get("data")
-    own = bool(trained_on) and Path(trained_on).resolve() == data_dir.resolve()
+    own = is_training_data(spec, data_dir)
     return select_samples(dataset, split, seed if own else None), seed
 
 
@@ -261,21 +288,25 @@ def _grid_content(
     return GridContent(order, titles, labels, predicted, sections, shows, counted)
 
 
-def model_class_index(dataset: Dataset, predictor: Any) -> dict[int, int] | None:
+def model_class_index(
+    class_names: Mapping[str, Sequence[str]], model_classes: Sequence[str]
+) -> dict[int, int] | None:
     """Data class index -> model class index, None when there is nothing to map; raises on unknown classes.
 
-    A data set may lack some of the model's classes (a small test set), never add its own.
+    ``class_names``: the data set's (:attr:`Dataset.class_names`); ``model_classes``: the model's
+    class head's, in its order. A data set may lack some of the model's classes (a small test
+    set), never add its own.
     """
-    if not predictor.classes or CLASS not in dataset.class_names:
+    if not model_classes or CLASS not in class_names:
         return None
-    data_classes = tuple(dataset.class_names[CLASS])
-    unknown = [c for c in data_classes if c not in predictor.classes]
+    data_classes = tuple(class_names[CLASS])
+    unknown = [c for c in data_classes if c not in model_classes]
     if unknown:
         raise DatasetError(
-            f"the data's classes {list(data_classes)} differ from the model's {list(predictor.classes)}: "
+            f"the data's classes {list(data_classes)} differ from the model's {list(model_classes)}: "
             f"the model does not know {unknown}"
         )
-    return {i: predictor.classes.index(c) for i, c in enumerate(data_classes)}
+    return {i: list(model_classes).index(c) for i, c in enumerate(data_classes)}
 
 
 def _nothing_to_measure(data_dir: Path, predictor: Any, dataset: Dataset) -> str:
@@ -334,7 +365,7 @@ def evaluate_model(
     if out_dir is not None:
         dataset.refuse_output_inside(Path(out_dir))
     samples, seed = held_out_samples(dataset, split, spec, Path(data_dir))
-    class_index = model_class_index(dataset, predictor)
+    class_index = model_class_index(dataset.class_names, predictor.classes)
     measurable = (
         (predictor.has_fracture_head and any(FRACTURE in s.labels for s in samples))
         or (class_index is not None and any(CLASS in s.labels for s in samples))
@@ -361,6 +392,14 @@ def evaluate_model(
         points["custom"] = threshold
     metrics: dict[str, Any] = {}
     notes: list[str] = []
+    relative = relative_data_note(spec, Path(data_dir))
+    if relative:
+        notes.append(relative)
+    if split in (None, "all") and is_training_data(spec, Path(data_dir)):
+        notes.append(
+            "measured on all of the data set the model was trained on, its training and validation "
+            "images included: these numbers flatter it; measure the held-out images with --split test"
+        )
     if split not in (None, "all") and split not in dataset.splits:
         notes.append(
             f"the data set has no {split!r} split of its own: measured on the one fracsight carves out "

@@ -24,6 +24,7 @@ from fracsight.data import FRACTURE, Dataset, load_dataset
 from fracsight.data.splits import train_val_samples
 from fracsight.detection.taps import detector_nodes
 from fracsight.errors import ConfigError
+from fracsight.evaluation.run import model_class_index
 from fracsight.inference.onnx_model import OnnxModel
 from fracsight.inference.store import resolve_bundle
 from fracsight.quantize.gate import GateBounds, QuantizationRefused, check_gate, measure_gate
@@ -59,7 +60,10 @@ def _data(spec: BundleSpec, data_dir: Path | None) -> tuple[Path, Dataset, list,
     recorded = spec.training.get("data")
     root = Path(data_dir) if data_dir else Path(recorded) if recorded else None
     if root is None or not root.is_dir():
-        where = f"{root} (recorded in bundle.json) is not a folder here" if root else "none is recorded"
+        where = "none is recorded"
+        if root is not None:
+            older = "" if root.is_absolute() else ", by an older fracsight, relative to where training ran"
+            where = f"{root} (recorded in bundle.json{older}) is not a folder here"
         raise ConfigError(f"no data to calibrate on: {where}; pass --data DATA_DIR")
     layout = spec.training.get("layout", "auto") if not data_dir else "auto"
     dataset = load_dataset(root, layout)
@@ -68,6 +72,8 @@ def _data(spec: BundleSpec, data_dir: Path | None) -> tuple[Path, Dataset, list,
         raise ConfigError(
             f"{root}: the bundle has a fracture head, but not every validation image has its label"
         )
+    class_head = spec.head("class")  # a class the model does not know: refused before the work
+    model_class_index(dataset.class_names, class_head.classes if class_head else ())
     return root, dataset, train, val
 
 

@@ -22,10 +22,16 @@ def _ci(block: dict[str, Any] | None) -> str:
     return f"{_n(block.get('value'))} (95% CI {_n(block['ci_low'])}-{_n(block['ci_high'])})"
 
 
-def _split_section(name: str, m: dict[str, Any]) -> list[str]:
+def _positive(spec: BundleSpec) -> str:
+    """What the fracture head's positive class is called (MURA's: "abnormal")."""
+    head = spec.head("fracture")
+    return head.classes[-1] if head is not None else "fractured"
+
+
+def _split_section(name: str, m: dict[str, Any], positive: str = "fractured") -> list[str]:
     mc = m.get("multiclass") or {}
     if "n_positive" in m or not mc:
-        lines = [f"### {name} split (n = {m.get('n')}, {m.get('n_positive')} fractured)", ""]
+        lines = [f"### {name} split (n = {m.get('n')}, {m.get('n_positive')} {positive})", ""]
     else:
         lines = [f"### {name} split ({mc.get('n')} images with a class label)", ""]
     if "auroc" in m:
@@ -47,7 +53,8 @@ def _split_section(name: str, m: dict[str, Any]) -> list[str]:
             )
         lines.append("")
     if m.get("regions"):
-        lines += ["| body region | n | fractured | fracture AUROC |", "|---|---|---|---|"]
+        auroc = "fracture AUROC" if positive == "fractured" else "AUROC"
+        lines += [f"| body region | n | {positive} | {auroc} |", "|---|---|---|---|"]
         for region, r in m["regions"].items():
             lines.append(f"| {region} | {r.get('n')} | {r.get('n_positive')} | {_ci(r.get('auroc'))} |")
         lines.append("")
@@ -113,6 +120,13 @@ def _head_lines(spec: BundleSpec) -> list[str]:
             "activation map give the heatmap and boxes",
             f"- Probability calibration on validation data: {_calibration(spec)}",
         ]
+        negative, positive = spec.head("fracture").classes
+        if (negative, positive) != ("not fractured", "fractured"):
+            lines.append(
+                f"- **This head detects {positive!r}, not fractures**: it learned the data's labels "
+                f"{negative!r} / {positive!r} (MURA: any abnormality, a fracture or not). Where fracsight "
+                f'says "fracture suspected" or gives a fracture probability, read {positive!r}.'
+            )
         if klass is not None:
             lines.append(
                 f"- Class head: the fracture type given a fracture ({', '.join(klass.classes)}). It was "
@@ -533,7 +547,7 @@ def render_card(spec: BundleSpec, run_dir: Path | None = None) -> str:
     lines.append("")
     for split, m in spec.metrics.items():
         if split not in ("validation", "quantization"):
-            lines += _split_section(split, m)
+            lines += _split_section(split, m, _positive(spec))
     lines += _quantization_section(spec)
     lines += _grafted_heads_section(spec)
     lines += _joint_section(spec)

@@ -8,21 +8,29 @@ measured, through the exported ONNX model, and reported in the card.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fracsight._output import check_output_folder, staged_folder
 from fracsight.bundle import BundleSpec, HeadSpec, sha256_file, write_bundle_spec
-from fracsight.data import FRACTURE, Dataset, load_dataset
+from fracsight.data import CLASS, FRACTURE, Dataset, Sample, load_dataset
 from fracsight.data.splits import train_val_samples
 from fracsight.errors import ConfigError, DatasetError
-from fracsight.evaluation.run import evaluate_model, select_samples
+from fracsight.evaluation.run import evaluate_model, model_class_index, select_samples
 from fracsight.inference.onnx_model import OnnxModel
 from fracsight.training.card import write_card
+from fracsight.training.config import TrainConfig
 from fracsight.training.refit import choose_localization, fit_to_outputs, raw_outputs
 from fracsight.training.refit import metrics_summary as _summary
-from fracsight.training.trainer import load_checkpoint
+from fracsight.training.trainer import FRACTURE_CLASSES, load_trained
+
+if TYPE_CHECKING:
+    from fracsight.models import FractureNet
 
 __all__ = ["choose_localization", "export_bundle"]
+
+log = logging.getLogger(__name__)
 
 
 def export_bundle(
@@ -41,16 +49,21 @@ def export_bundle(
         raise ConfigError(f"no checkpoint at {checkpoint}: train first (fracsight train)")
     inputs = [("the training run", run_dir if run_dir.is_dir() else checkpoint)]
     check_output_folder(out_dir, force=force, inputs=inputs)
-    model, cfg = load_checkpoint(checkpoint)
+    model, cfg, fracture = load_trained(checkpoint)
+    cfg = dataclasses.replace(cfg, data=_trained_data(cfg, checkpoint.parent))
     if not (data_dir or cfg.data):  # Path("") would be the working folder: never guess
         raise DatasetError(f"{checkpoint} does not record its data set: pass data_dir (--data-dir)")
     data_root = Path(data_dir or cfg.data)
     if not data_root.is_dir():
         where = "given" if data_dir else "the run trained on"
+        relative = "" if data_dir or data_root.is_absolute() else " (relative to where training ran)"
         raise DatasetError(
-            f"the data set {where}, {data_root}, is not a folder here: pass --data-dir DATA_DIR"
+            f"the data set {where}, {data_root}{relative}, is not a folder here: pass --data-dir DATA_DIR"
         )
     dataset = load_dataset(data_root, cfg.layout)
+    if fracture is None:
+        fracture = _older_run_fracture(cfg, dataset)
+    _check_labels(dataset, train_val_samples(dataset, cfg.seed)[1], fracture, model.heads_config.classes)
     if evaluate_split:
         select_samples(dataset, evaluate_split, cfg.seed)  # an unknown split: refused before writing
     inputs.append(("the data set", data_root))
@@ -62,21 +75,82 @@ def export_bundle(
         + (f" --data-dir {data_dir}" if data_dir else ""),
     ]
     with staged_folder(out_dir, force=force, inputs=inputs) as work:
-        spec = _write_bundle(model, cfg, dataset, work, run_dir, commands, evaluate_split)
+        spec = _write_bundle(model, cfg, fracture, dataset, work, run_dir, commands, evaluate_split)
     return spec
 
 
+def _trained_data(cfg: TrainConfig, run_dir: Path) -> str:
+    """The data set a run trained on, in full. Runs of older fracsight versions recorded it as typed,
+    relative to the working folder training ran in; when the run folder still ends in the
+    (relative) ``out`` it recorded, that folder is the run folder less those parts. Otherwise the
+    path is returned as recorded."""
+    data, out = Path(cfg.data), Path(cfg.out)
+    if not cfg.data or data.is_absolute():
+        return cfg.data
+    here = run_dir.resolve()
+    if out.is_absolute() or not out.parts or here.parts[-len(out.parts) :] != out.parts:
+        return cfg.data
+    return str((Path(*here.parts[: -len(out.parts)]) / data).resolve())
+
+
+def _older_run_fracture(cfg: TrainConfig, dataset: Dataset) -> tuple[str, ...]:
+    """The fracture head's class names of a checkpoint from before fracsight recorded them: training
+    trained the head when every image of its data set had a fracture label. Judged on that data
+    set (``cfg.data``) when it is here, else on ``dataset``, with a warning."""
+    trained = Path(cfg.data) if cfg.data else None
+    if trained is None or not trained.is_dir():
+        log.warning(
+            "%s: the run does not record whether it trained a fracture head (older fracsight), and its "
+            "data set %s is not here: judged on the data given, %s",
+            cfg.name,
+            cfg.data or "(none recorded)",
+            dataset.root,
+        )
+    elif trained.resolve() != Path(dataset.root).resolve():
+        dataset = load_dataset(trained, cfg.layout)
+    if not all(FRACTURE in s.labels for s in dataset.samples):
+        return ()
+    return tuple(dataset.class_names.get(FRACTURE, FRACTURE_CLASSES))
+
+
+def _check_labels(
+    dataset: Dataset, val: list[Sample], fracture: tuple[str, ...], classes: tuple[str, ...]
+) -> None:
+    """Refuse a data set that lacks the validation labels the model's heads are calibrated on
+    (``fracture``: its fracture head's class names, ``classes``: its class head's), or has a class
+    the model does not know; labels for heads it does not have are left alone."""
+    missing = []
+    if fracture and not all(FRACTURE in s.labels for s in val):
+        n = sum(FRACTURE not in s.labels for s in val)
+        missing.append(f"fracture labels ({'/'.join(fracture)}; {n} of {len(val)} validation images lack it)")
+    if classes:
+        model_class_index(dataset.class_names, classes)  # a class the model does not know: refused
+        if not any(CLASS in s.labels for s in val):
+            missing.append(f"class labels ({', '.join(classes)}) on its validation images")
+    if missing:
+        raise DatasetError(
+            f"{dataset.root} lacks the {' and '.join(missing)}, which the model's heads are calibrated on: "
+            "export with the data set the run trained on (--data-dir)"
+        )
+
+
 def _write_bundle(
-    model, cfg, dataset: Dataset, work: Path, run_dir: Path, commands: list[str], evaluate_split: str | None
+    model: FractureNet,
+    cfg: TrainConfig,
+    fracture: tuple[str, ...],
+    dataset: Dataset,
+    work: Path,
+    run_dir: Path,
+    commands: list[str],
+    evaluate_split: str | None,
 ) -> BundleSpec:
-    """The bundle of ``model`` (trained in ``run_dir``) made in ``work``; ``commands``: the ones
-    that made it."""
+    """The bundle of ``model`` (trained in ``run_dir``) made in ``work``; ``fracture``: the class
+    names of the fracture head it trained (empty: none); ``commands``: the ones that made it."""
     from fracsight.models.export import export_onnx
 
     output_names = export_onnx(model, work / "model.onnx", cfg.input_size)
     train, val = train_val_samples(dataset, cfg.seed)
-    has_fracture = all(FRACTURE in s.labels for s in dataset.samples)
-    heads = [HeadSpec("fracture", "binary", ("not fractured", "fractured"))] if has_fracture else []
+    heads = [HeadSpec("fracture", "binary", fracture)] if fracture else []
     if "region" in output_names:
         heads.append(HeadSpec("region", "multilabel", model.heads_config.regions))
     if "class" in output_names:
@@ -93,7 +167,7 @@ def _write_bundle(
         feature_channels=model.num_features,
         localization={"box_threshold": 0.5, "min_box_score": 0.25},
         training={
-            "data": str(dataset.root),
+            "data": str(Path(dataset.root).resolve()),
             "layout": dataset.layout,
             "n_train": len(train),
             "n_val": len(val),

@@ -13,7 +13,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -31,9 +31,19 @@ from fracsight.training.cache import LetterboxedSet, letterbox_samples
 from fracsight.training.config import TrainConfig, _check_ranges
 from fracsight.training.loss import Targets, multitask_loss
 
-__all__ = ["TrainResult", "Trainer", "WeightAverage", "resolve_device", "train_val_samples"]
+__all__ = [
+    "TrainResult",
+    "TrainedModel",
+    "Trainer",
+    "WeightAverage",
+    "load_trained",
+    "resolve_device",
+    "train_val_samples",
+]
 
 log = logging.getLogger(__name__)
+
+FRACTURE_CLASSES = ("not fractured", "fractured")  # the binary label's names when the data give none
 
 # what a run writes into its folder before its first checkpoint (best.pt, last.pt)
 RUN_FILES = frozenset({"config.yaml", "history.json", "curves.png"})
@@ -181,8 +191,9 @@ def _labels(samples: list[Sample], dataset: Dataset) -> dict[str, torch.Tensor |
 class Trainer:
     def __init__(self, cfg: TrainConfig, dataset: Dataset, show_progress: bool = True) -> None:
         _check_ranges(cfg)  # a TrainConfig built in Python has not been through load_config
-        if not cfg.data:  # the run records the data it trained on: export and evaluate read it again
-            cfg = dataclasses.replace(cfg, data=str(dataset.root))
+        # the run records the data it trained on, resolved: export and evaluate read it again, from
+        # any working folder
+        cfg = dataclasses.replace(cfg, data=str(Path(cfg.data or dataset.root).resolve()))
         self.cfg = cfg
         self.dataset = dataset
         self.device = resolve_device(cfg.device)
@@ -192,6 +203,10 @@ class Trainer:
         self.show_progress = show_progress
         self.saved_epoch = 0  # the epoch last.pt holds (what --resume continues from); 0: none yet
         self.has_fracture = all(FRACTURE in s.labels for s in dataset.samples)
+        # what the binary label means (MURA: normal/abnormal); the checkpoint records it for export
+        self.fracture_classes = (
+            tuple(dataset.class_names.get(FRACTURE, FRACTURE_CLASSES)) if self.has_fracture else ()
+        )
         self.heads = HeadConfig(
             regions=tuple(dataset.class_names.get(REGION, ())),
             classes=tuple(dataset.class_names.get(CLASS, ())),
@@ -218,6 +233,7 @@ class Trainer:
                 self.run_dir.parent / ".cache",
                 self.cfg.workers,
                 progress=lambda n: bar.advance(task, n),
+                root=Path(self.dataset.root),
             )
 
     @torch.no_grad()
@@ -613,6 +629,7 @@ class Trainer:
             "arch": self.cfg.arch,
             "regions": list(self.heads.regions),
             "classes": list(self.heads.classes),
+            "fracture": list(self.fracture_classes),
             "config": json.dumps(self.cfg.to_dict()),
         }
 
@@ -629,8 +646,19 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def load_checkpoint(path: Path) -> tuple[FractureNet, TrainConfig]:
-    """The model and config of a ``best.pt`` written by :class:`Trainer` (never unpickled).
+class TrainedModel(NamedTuple):
+    """What a ``best.pt`` holds. ``fracture``: the class names of the fracture head it trained
+    (``()``: trained without fracture labels, its fracture output untrained); None for a
+    checkpoint of an older fracsight, which did not record it."""
+
+    model: FractureNet
+    config: TrainConfig
+    fracture: tuple[str, ...] | None
+
+
+def load_trained(path: Path) -> TrainedModel:
+    """The model, config and trained fracture head of a ``best.pt`` written by :class:`Trainer`
+    (never unpickled).
 
     Raises :class:`~fracsight.errors.ConfigError` when ``path`` is not such a checkpoint.
     """
@@ -643,7 +671,14 @@ def load_checkpoint(path: Path) -> tuple[FractureNet, TrainConfig]:
     cfg_dict = json.loads(state["config"])
     augment = cfg_dict.pop("augment")
     cfg = load_config(None, None, **cfg_dict, augment=augment)
-    return _model_from_checkpoint(state).eval(), cfg
+    fracture = tuple(state["fracture"]) if "fracture" in state else None
+    return TrainedModel(_model_from_checkpoint(state).eval(), cfg, fracture)
+
+
+def load_checkpoint(path: Path) -> tuple[FractureNet, TrainConfig]:
+    """The model and config of a ``best.pt`` written by :class:`Trainer` (:func:`load_trained`)."""
+    model, cfg, _ = load_trained(path)
+    return model, cfg
 
 
 def _model_from_checkpoint(state: dict[str, Any]) -> FractureNet:

@@ -1,0 +1,160 @@
+"""What `export` and `quantize` put in a bundle comes from the model, never from the data it is
+calibrated on: its heads, the names of its binary head's classes, the numbering of its classes.
+Runs and bundles record their data set in full, so that they work from any working folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+torch = pytest.importorskip("torch")
+
+from conftest import TINY_TRAINING  # noqa: E402
+from fracsight.bundle import load_bundle_spec  # noqa: E402
+from fracsight.cli import app  # noqa: E402
+from fracsight.data import CLASS, Sample  # noqa: E402
+from fracsight.errors import DatasetError  # noqa: E402
+from fracsight.training.export_bundle import export_bundle  # noqa: E402
+from fracsight.training.refit import fit_to_outputs  # noqa: E402
+from head_kinds import make_dataset  # noqa: E402
+
+
+def _run(bundle: Path) -> Path:
+    return bundle.parent / "run"  # where the head_bundle fixture trained it
+
+
+def test_the_fracture_head_comes_from_the_model_not_the_data(head_bundle, fracatlas_dir, tmp_path):
+    _, fracture_bundle = head_bundle("fracture")
+    class_data, class_bundle = head_bundle("class")
+    # a fracture model with data that lack fracture labels: refused, not a bundle with no head
+    result = CliRunner().invoke(
+        app, ["export", str(_run(fracture_bundle)), str(tmp_path / "a"), "--data-dir", str(class_data)]
+    )
+    assert result.exit_code == 1, result.output
+    assert "lacks the fracture labels (not fractured/fractured" in result.output
+    assert not (tmp_path / "a").exists()
+    # a class model with fracture-labelled data: no fracture head made of its untrained output
+    both = make_dataset("fracture+class", fracatlas_dir, tmp_path / "both")
+    spec = export_bundle(_run(class_bundle), tmp_path / "b", data_dir=both)
+    assert [h.name for h in spec.heads] == ["class"] and not spec.operating_points
+    assert spec.class_operating_point is not None
+
+
+def _with_class(data: Path, out: Path, name: str) -> Path:
+    """``data`` (class folders) with one test image more, of a class of its own."""
+    shutil.copytree(data, out, symlinks=True)
+    image = next((data / "test" / "hip").iterdir())
+    (out / "test" / name).mkdir()
+    (out / "test" / name / "z.jpg").symlink_to(image.resolve())
+    return out
+
+
+def test_a_class_the_model_does_not_know_is_refused_by_export_and_quantize(head_bundle, tmp_path):
+    from fracsight.quantize import quantize_bundle
+
+    data, bundle = head_bundle("class")
+    odd = _with_class(data, tmp_path / "odd", "Aaa")  # sorts first: every data index shifts by one
+    with pytest.raises(DatasetError, match=r"the model does not know \['Aaa'\]"):
+        export_bundle(_run(bundle), tmp_path / "a", data_dir=odd)
+    with pytest.raises(DatasetError, match=r"the model does not know \['Aaa'\]"):
+        quantize_bundle(bundle, tmp_path / "q", data_dir=odd)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "q").exists()
+
+
+def test_the_class_operating_point_maps_the_datas_classes_by_name(head_bundle):
+    spec = load_bundle_spec(head_bundle("class")[1])
+    assert spec.head("class").classes == ("hand", "hip", "leg")
+    # data with two of the model's classes: its "hip" is 0, the model's is 1
+    val = [Sample(Path(f"{i}.png"), labels={CLASS: i % 2}) for i in range(8)]
+    logits = np.full((8, 3), -5.0, dtype=np.float32)
+    logits[np.arange(8), 1 + np.arange(8) % 2] = 5.0  # the model is right on every image
+    rng = np.random.default_rng(0)
+    outputs = {"class": logits, "embedding": rng.normal(size=(8, 16)).astype(np.float32)}
+    train = rng.normal(size=(32, 16)).astype(np.float32)
+    fitted = fit_to_outputs(spec, val, outputs, [], train, class_names={CLASS: ("hip", "leg")})
+    assert fitted.metrics["validation"]["class_accuracy"] == 1.0
+    with pytest.raises(DatasetError, match=r"does not know \['Aaa'\]"):
+        fit_to_outputs(spec, val, outputs, [], train, class_names={CLASS: ("Aaa", "hip")})
+
+
+def _mura(fracatlas: Path, root: Path) -> Path:
+    """A tiny MURA-layout set (one patient, study and image each) linked from FracAtlas."""
+    fractured = sorted((fracatlas / "images" / "Fractured").glob("*.jpg"))
+    normal = sorted((fracatlas / "images" / "Non_fractured").glob("*.jpg"))
+    for i in range(18):
+        split, positive = ("train" if i < 12 else "valid"), i % 2 == 0
+        suffix = "positive" if positive else "negative"
+        study = root / split / "XR_HAND" / f"patient{i:05d}" / f"study1_{suffix}"
+        study.mkdir(parents=True)
+        (study / "image1.jpg").symlink_to((fractured if positive else normal)[i])
+    return root
+
+
+@pytest.fixture(scope="module")
+def mura_run(tmp_path_factory, fracatlas_dir) -> Path:
+    """A tiny MURA run, trained as `fracsight train mura --out runs/mura` typed in its folder."""
+    work = tmp_path_factory.mktemp("mura-work")
+    _mura(fracatlas_dir, work / "mura")
+    settings = [a for s in [*TINY_TRAINING, "arch=small_cnn", "pretrained=none"] for a in ("--set", s)]
+    here = Path.cwd()
+    os.chdir(work)
+    try:
+        result = CliRunner().invoke(app, ["train", "mura", "--out", "runs/mura", *settings])
+    finally:
+        os.chdir(here)
+    assert result.exit_code == 0, result.output
+    return work
+
+
+def test_a_mura_model_says_abnormal_not_fractured(mura_run, tmp_path):
+    spec = export_bundle(mura_run / "runs" / "mura", tmp_path / "bundle", data_dir=mura_run / "mura")
+    assert spec.head("fracture").classes == ("normal", "abnormal")
+    card = (tmp_path / "bundle" / "card.md").read_text(encoding="utf-8")
+    assert "fracture (binary: normal, abnormal)" in card
+    assert "This head detects 'abnormal', not fractures" in card
+
+
+def test_runs_and_bundles_record_their_data_in_full(mura_run, tmp_path, monkeypatch):
+    data = (mura_run / "mura").resolve()
+    config = (mura_run / "runs" / "mura" / "config.yaml").read_text(encoding="utf-8")
+    assert f"data: {data}\n" in config
+    monkeypatch.chdir(tmp_path)  # anywhere but where training ran
+    runner = CliRunner()
+    exported = runner.invoke(app, ["export", str(mura_run / "runs" / "mura"), "bundle"])
+    assert exported.exit_code == 0, exported.output
+    assert json.loads(Path("bundle/bundle.json").read_text())["training"]["data"] == str(data)
+    held_out = runner.invoke(app, ["evaluate", "bundle", str(mura_run / "mura"), "--split", "test"])
+    assert held_out.exit_code == 0, held_out.output
+    assert "measured on the one fracsight carves out" in held_out.output
+    everything = runner.invoke(app, ["evaluate", "bundle", str(mura_run / "mura"), "--split", "all"])
+    assert everything.exit_code == 0, everything.output
+    assert "its training and validation images included" in " ".join(everything.output.split())
+
+
+def test_an_older_run_and_bundle_with_relative_data_paths(mura_run, tmp_path, monkeypatch):
+    """Older fracsight recorded the data as typed (`mura`, relative to where training ran) and not
+    which fracture head it trained: the run is read from where it is now."""
+    run = tmp_path / "work" / "runs" / "mura"
+    shutil.copytree(mura_run / "runs" / "mura", run)
+    (tmp_path / "work" / "mura").symlink_to(mura_run / "mura")
+    state = torch.load(run / "best.pt", weights_only=True)
+    del state["fracture"]
+    state["config"] = json.dumps({**json.loads(state["config"]), "data": "mura", "out": "runs/mura"})
+    torch.save(state, run / "best.pt")
+    monkeypatch.chdir(tmp_path)
+    spec = export_bundle(run, tmp_path / "bundle")
+    assert spec.training["data"] == str((tmp_path / "work" / "mura").resolve())
+    assert spec.head("fracture").classes == ("normal", "abnormal")  # judged on its own data set
+    # a bundle recording the relative path: its own data set is still known, and said so
+    recorded = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
+    recorded["training"]["data"] = "mura"
+    (tmp_path / "bundle" / "bundle.json").write_text(json.dumps(recorded))
+    result = CliRunner().invoke(app, ["evaluate", "bundle", str(tmp_path / "work" / "mura")])
+    assert result.exit_code == 0, result.output
+    assert "relative path 'mura'" in " ".join(result.output.split())
