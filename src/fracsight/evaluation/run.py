@@ -52,16 +52,16 @@ def is_training_data(spec: Any, data_dir: Path) -> bool:
     if not recorded:
         return False
     path, here = Path(recorded), data_dir.resolve()
-    if path.is_absolute():
-        return path.resolve() == here
-    return bool(path.parts) and here.parts[-len(path.parts) :] == path.parts
+    if path.resolve() == here:  # absolute, or relative to this working folder (the shipped bundles')
+        return True
+    return not path.is_absolute() and bool(path.parts) and here.parts[-len(path.parts) :] == path.parts
 
 
 def relative_data_note(spec: Any, data_dir: Path) -> str | None:
     """What :func:`is_training_data` assumed of a bundle that records its data set by a relative
     path; None for a bundle that records it in full, or when nothing was assumed."""
     recorded = spec.training.get("data")
-    if not recorded or Path(recorded).is_absolute() or not is_training_data(spec, data_dir):
+    if not recorded or Path(recorded).resolve() == data_dir.resolve() or not is_training_data(spec, data_dir):
         return None
     return (
         f"the bundle records its training data as the relative path {recorded!r} (as typed, by an older "
