@@ -34,6 +34,23 @@ def test_config_yaml_then_overrides(tmp_path):
     assert cfg.augment.hflip == 0.0 and cfg.augment.rotate_deg == 3.0 and cfg.augment.scale == (0.8, 1.2)
 
 
+def test_a_recipe_used_on_other_data_is_named_after_that_data(tmp_path):
+    """The shipped recipe on a researcher's own data: the bundle must not be called fracatlas-...,
+    nor the run land in runs/fracatlas-...; a name or --out given is kept."""
+    path = tmp_path / "recipe.yaml"
+    path.write_text(f"data: {tmp_path / 'fracatlas'}\nname: fracatlas-small\nout: runs/fracatlas-small\n")
+    own = tmp_path / "my wrists"
+    cfg = load_config(path, ["input_size=128"], data=str(own))
+    assert (cfg.name, cfg.out) == (
+        "my-wrists-efficientnet_lite0-128",
+        "runs/my-wrists-efficientnet_lite0-128",
+    )
+    assert load_config(path, ["name=wrists"], data=str(own)).out == "runs/wrists"
+    assert load_config(path, [], data=str(own), out="elsewhere").out == "elsewhere"
+    same = load_config(path, [], data=str(tmp_path / "fracatlas"))
+    assert (same.name, same.out) == ("fracatlas-small", "runs/fracatlas-small")
+
+
 @pytest.mark.parametrize(
     ("yaml_text", "overrides", "message"),
     [

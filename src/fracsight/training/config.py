@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,7 +139,10 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
 def load_config(path: Path | None = None, overrides: list[str] | None = None, **values: Any) -> TrainConfig:
     """Config from YAML ``path``, then keyword ``values``, then ``key=value`` overrides.
 
-    Overrides reach nested options with a dot: ``augment.hflip=0``.
+    Overrides reach nested options with a dot: ``augment.hflip=0``. A config made for one data
+    set (``data:`` in the file) used on another (``values["data"]``) gets a name of its own,
+    ``<data folder>-<arch>-<input_size>``, and the run folder ``runs/<name>``, unless they are
+    given: the recipe's name (``fracatlas-lite0-384``) would say it was trained on FracAtlas.
     """
     data: dict[str, Any] = {}
     if path is not None:
@@ -166,8 +170,21 @@ def load_config(path: Path | None = None, overrides: list[str] | None = None, **
             base = dataclasses.replace(base, **{key: _typed(key, value, getattr(base, key))})
         else:
             raise ConfigError(f"unknown option {key!r} in override {item!r}")
+    given = {"name", "out"} & {k for k, v in values.items() if v is not None}
+    given |= {item.partition("=")[0] for item in overrides or []}
+    recipe_data = (loaded or {}).get("data") if path is not None else None
+    if recipe_data and values.get("data") and Path(recipe_data).resolve() != Path(values["data"]).resolve():
+        name = f"{_slug(Path(values['data']).resolve().name)}-{base.arch}-{base.input_size}"
+        if "name" not in given:
+            base = dataclasses.replace(base, name=name)
+        if "out" not in given:
+            base = dataclasses.replace(base, out=f"runs/{base.name}")
     _check_ranges(base)
     return base
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "data"
 
 
 def _check_ranges(cfg: TrainConfig) -> None:
