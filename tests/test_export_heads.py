@@ -4,6 +4,7 @@ Runs and bundles record their data set in full, so that they work from any worki
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -118,6 +119,17 @@ def test_a_mura_model_says_abnormal_not_fractured(mura_run, tmp_path):
     card = (tmp_path / "bundle" / "card.md").read_text(encoding="utf-8")
     assert "fracture (binary: normal, abnormal)" in card
     assert "This head detects 'abnormal', not fractures" in card
+    # and the decisions say so: abnormality, never fracture
+    from fracsight.inference import Predictor
+
+    predictor = Predictor(tmp_path / "bundle")
+    images = sorted((mura_run / "mura").rglob("*.jpg"))[:6]
+    predictions = list(predictor.predict_many(images))
+    # a model this small finds the images unusual (not reliable): the words of a reliable read
+    decisions = {dataclasses.replace(p, reliable=True).decision for p in predictions}
+    assert decisions and decisions <= {"abnormality suspected", "no abnormality detected"}
+    study = dataclasses.replace(predictor.predict_study(predictions[:2], "s"), reliable=True)
+    assert study.decision in {"abnormality suspected", "no abnormality detected"}
 
 
 def test_runs_and_bundles_record_their_data_in_full(mura_run, tmp_path, monkeypatch):

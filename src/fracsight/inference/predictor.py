@@ -38,12 +38,14 @@ from fracsight.inference.ood import ImageStatistics, assess_input, pixel_statist
 from fracsight.inference.orientation import reads_agree_on_turn, turn_prediction, turn_radiograph
 from fracsight.inference.results import (
     CLASS_ACTIVATION,
+    FRACTURE,
     FRACTURE_MAP,
     NO_LOCALIZATION,
     ClassResult,
     FailedPrediction,
     Prediction,
     StudyPrediction,
+    finding_of,
 )
 from fracsight.inference.store import resolve_bundle
 from fracsight.io import Radiograph, read_image
@@ -137,7 +139,9 @@ class Predictor:
         self.bundle_dir = resolve_bundle(model)
         self.onnx = OnnxModel(self.bundle_dir, threads=threads)
         self.spec: BundleSpec = self.onnx.spec
-        self.has_fracture_head = self.spec.head("fracture") is not None
+        fracture_head = self.spec.head("fracture")
+        self.has_fracture_head = fracture_head is not None
+        self.finding = finding_of(fracture_head.classes[-1]) if fracture_head else FRACTURE
         # asking a bundle without a fracture head for an operating point is an error, not ignored
         wanted = self.has_fracture_head or operating_point is not None
         self.operating_point = self.spec.operating_point(operating_point) if wanted else None
@@ -245,6 +249,7 @@ class Predictor:
             metadata=radiograph.metadata,
             localization=kind,
             shown_size=radiograph.full_size,
+            finding=self.finding,
             heatmap=heatmap_to_original(heat_small, geometry) if show_heat else None,
         )
 
@@ -444,5 +449,6 @@ class Predictor:
             classification=classification,
             aggregation=aggregation,
             unread=tuple(unread),
+            finding=self.finding,
             **fracture,
         )

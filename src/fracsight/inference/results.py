@@ -62,8 +62,23 @@ class ClassResult:
         }
 
 
+FRACTURE = "fracture"  # what a fracture head finds, in the decision's words (see finding_of)
+
+
+def finding_of(positive_class: str) -> str:
+    """What a binary head whose positive class is ``positive_class`` finds, as the noun of the
+    decision ("fracture suspected"): a head trained on MURA (``normal`` / ``abnormal``) finds an
+    abnormality, not a fracture, and must not say otherwise."""
+    nouns = {"fractured": FRACTURE, "fracture": FRACTURE, "abnormal": "abnormality"}
+    return nouns.get(positive_class.strip().lower(), positive_class.strip() or FRACTURE)
+
+
 def _decision(
-    reliable: bool, suspected: bool | None, classification: ClassResult | None, unreliable: str
+    reliable: bool,
+    suspected: bool | None,
+    classification: ClassResult | None,
+    unreliable: str,
+    finding: str = FRACTURE,
 ) -> str:
     """The headline of an image or study, from the heads the bundle has."""
     if not reliable:
@@ -71,11 +86,11 @@ def _decision(
     if suspected is None:  # no fracture head: the class is the answer
         return classification.words if classification is not None else "no result"
     if not suspected:
-        return "no fracture detected"
+        return f"no {finding} detected"
     if classification is None:
-        return "fracture suspected"
+        return f"{finding} suspected"
     kind = f"most likely {classification.predicted}" if classification.confident else "type uncertain"
-    return f"fracture suspected, {kind}"
+    return f"{finding} suspected, {kind}"
 
 
 def _fracture_fields(
@@ -112,6 +127,7 @@ class Prediction:
     # (height, width) of the image as shown (EXIF orientation applied, full resolution): the frame
     # of ``boxes`` and ``heatmap``; None: ``metadata.original_size`` (a result made without it)
     shown_size: tuple[int, int] | None = None
+    finding: str = FRACTURE  # what the fracture head finds (a MURA-trained one: "abnormality")
     heatmap: np.ndarray | None = field(default=None, repr=False, compare=False)  # (H, W) in [0, 1]
     pixels: np.ndarray | None = field(default=None, repr=False, compare=False)  # the radiograph, for overlays
 
@@ -135,6 +151,7 @@ class Prediction:
             self.fracture_suspected,
             self.classification,
             "not reliable: input outside what the model was made for",
+            self.finding,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -200,6 +217,7 @@ class StudyPrediction:
     classification: ClassResult | None = None
     aggregation: str = "mean"
     unread: tuple[str, ...] = ()  # views of the study that could not be read (not in ``images``)
+    finding: str = FRACTURE  # as for Prediction
 
     @property
     def decision(self) -> str:
@@ -210,6 +228,7 @@ class StudyPrediction:
             "not reliable: some views could not be read"
             if self.unread
             else "not reliable: some views are outside what the model was made for",
+            self.finding,
         )
 
     @property

@@ -124,8 +124,9 @@ def _head_lines(spec: BundleSpec) -> list[str]:
         if (negative, positive) != ("not fractured", "fractured"):
             lines.append(
                 f"- **This head detects {positive!r}, not fractures**: it learned the data's labels "
-                f"{negative!r} / {positive!r} (MURA: any abnormality, a fracture or not). Where fracsight "
-                f'says "fracture suspected" or gives a fracture probability, read {positive!r}.'
+                f"{negative!r} / {positive!r} (MURA: any abnormality, a fracture or not). Its decisions "
+                f'say so ("abnormality suspected"); where a field says fracture (`fracture_probability`), '
+                f"read {positive!r}. Its DICOM results still code a fracture: not for a PACS."
             )
         if klass is not None:
             lines.append(
