@@ -352,6 +352,14 @@ def test_csv_dash_writes_the_rows_to_stdout_for_a_pipe(
     assert both.exit_code == 2 and "both write to stdout" in both.stderr
 
 
+def test_all_classes_without_a_class_head_says_so(
+    tiny_bundle: Path, images: list[Path], tmp_path: Path
+) -> None:
+    result = _predict(tiny_bundle, images[0], "--csv", tmp_path / "r.csv", "--all-classes")
+    assert result.exit_code == 0, result.output
+    assert "--all-classes" in result.stderr and "has no class head" in result.stderr
+
+
 def test_a_csv_the_system_refuses_at_the_end_is_one_line_not_a_traceback(
     tiny_bundle: Path, images: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

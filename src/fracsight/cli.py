@@ -363,6 +363,8 @@ def predict(
     refuse_output_among_inputs(csv_path, overlay_dir, paths, files)
     with user_errors(exit_code=2):  # an unknown model or operating point is a bad argument
         predictor = Predictor(model, operating_point=operating_point)
+    if all_classes and not predictor.classes:
+        typer.echo(f"note: --all-classes: {predictor.name} has no class head; no p_<class> columns", err=True)
     with user_errors():
         results = []
         columns = (TextColumn("Predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
