@@ -216,3 +216,16 @@ def test_n_class_and_type_folders_match_ignoring_case(tmp_path: Path) -> None:
             {FRACTURE: 0} if kind == "normal" else {FRACTURE: 1, CLASS: ("avulsion", "spiral").index(kind)}
         )
         assert s.labels == expected
+
+
+def test_a_link_to_a_missing_image_is_warned_not_silently_dropped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name in ("fractured", "normal"):
+        for i in range(2):
+            _png(tmp_path / name / f"{i}.png", 40 * i)
+    (tmp_path / "fractured" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    with caplog.at_level(logging.WARNING, logger="fracsight.data"):
+        dataset = load_dataset(tmp_path)
+    assert len(dataset.samples) == 4
+    assert "gone.png links to a file that is not there" in caplog.text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import logging
 import re
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -45,6 +46,9 @@ _POSITIVE_WORDS = {"fractured", "fracture", "fractures", "positive", "abnormal",
 _NEGATIVE_COMPACT = re.compile(r"(non|not|no|un)(fractured?|fractures|broken)")
 
 
+log = logging.getLogger(__name__)
+
+
 def is_hidden(path: Path) -> bool:
     """True for dot-files and dot-folders (``.DS_Store``, ``._image1.png``, ``.ipynb_checkpoints``)."""
     return path.name.startswith(".")
@@ -73,6 +77,8 @@ def iter_images(folder: Path) -> Iterator[Path]:
                 stack.append(entry)
             elif is_image_file(entry):
                 found.append(entry)
+            elif entry.is_symlink() and entry.suffix.lower() in IMAGE_EXTENSIONS:
+                log.warning("%s links to a file that is not there: skipped", entry)
     yield from sorted(found)
 
 
