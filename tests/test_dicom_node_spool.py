@@ -336,35 +336,60 @@ def test_received_native_pixel_data_length_follows_the_photometric_interpretatio
         assert check_received(ds, ExplicitVRLittleEndian) == (UID_A, STUDY)
 
 
-def test_results_queued_while_the_destination_is_down_wait_for_the_back_off(spool: Spool) -> None:
-    """Nothing listens on the port: the first batch fails and backs off; results queued during the
-    back-off are not tried at once (each try would double the back-off: a minute after seconds)."""
+def _queue_sr(spool: Spool, uid: str) -> None:
+    """A (bare) Comprehensive SR result object for ``uid``, queued in the outbox."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian
 
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.88.33", uid
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, uid
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    path = spool.results_folder(instance_key(uid)) / "sr.dcm"
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    spool.write_file(path, buffer.getvalue())
+    spool.queue_many([(instance_key(uid), [path])])
+
+
+def test_results_queued_while_the_destination_is_down_wait_for_the_back_off(spool: Spool) -> None:
+    """Nothing listens on the port: the first batch fails and backs off; results queued during the
+    back-off are not tried at once (each try would double the back-off: a minute after seconds)."""
     from dicom_support import free_port
     from fracsight.dicom.sender import DimseDestination, Sender
 
-    def queue_dicom(uid: str) -> None:
-        ds = Dataset()
-        ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.88.33", uid
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, uid
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        path = spool.results_folder(instance_key(uid)) / "sr.dcm"
-        buffer = io.BytesIO()
-        ds.save_as(buffer, enforce_file_format=True)
-        spool.write_file(path, buffer.getvalue())
-        spool.queue_many([(instance_key(uid), [path])])
-
     sender = Sender(spool, DimseDestination("127.0.0.1", free_port(), "PACS", timeout=5), base_delay=30)
-    queue_dicom(UID_A)
+    _queue_sr(spool, UID_A)
     assert sender.send_once()  # tried: connection refused, 30 s back-off
-    queue_dicom(UID_B)
+    _queue_sr(spool, UID_B)
     assert not sender.send_once()  # due, but the destination is known down: not tried
     assert sender._failures == 1
     sender._retry_at = 0  # as if the back-off were over: the new results are tried, and back off longer
     assert sender.send_once() and sender._failures == 2
+
+
+def test_a_peer_that_takes_none_of_the_objects_refuses_them_and_is_not_down(spool: Spool) -> None:
+    """A C-STORE SCP (pynetdicom, on loopback) that stores CT only: an SR batch is refused object by
+    object (retried, then given up), and the destination is not backed off as if it were down."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import CTImageStorage
+
+    from dicom_support import free_port
+    from fracsight.dicom.sender import DimseDestination, Sender
+
+    port = free_port()
+    scp = AE(ae_title="CTONLY")
+    scp.add_supported_context(CTImageStorage)
+    server = scp.start_server(("127.0.0.1", port), block=False)
+    try:
+        sender = Sender(spool, DimseDestination("127.0.0.1", port, "CTONLY", timeout=5), give_up_after=1)
+        _queue_sr(spool, UID_A)
+        assert sender.send_once()
+        assert sender._failures == 0 and sender._retry_at == 0
+        assert spool.counters()["send_failed"] == {"no_presentation_context": 1}  # given up
+    finally:
+        server.shutdown()
 
 
 def test_an_unknown_log_level_is_a_bad_option(tmp_path: Path) -> None:

@@ -163,6 +163,15 @@ class DimseDestination:
             why = "host name not resolved" if isinstance(e, socket.gaierror) else "no association"
             raise DestinationUnavailable(f"{self.describe()}: {why} ({e.strerror or e})") from None
         if not assoc.is_established:
+            if assoc.rejected_contexts and not assoc.accepted_contexts:
+                # the peer answered but takes none of these files' SOP classes and syntaxes: they are
+                # refused (given up after the retries), not waiting for a destination that is down
+                log.warning(
+                    "%s accepts none of the %d objects' presentation contexts", self.describe(), len(group)
+                )
+                for i in group:
+                    outcomes[i] = "no_presentation_context"
+                return
             if assoc.is_rejected:  # the peer answered and said no: not a network fault
                 why = "association rejected (check the calling and called AE titles it accepts)"
             else:  # pynetdicom reports a refused connection as an abort too
@@ -361,6 +370,8 @@ class Sender(threading.Thread):
 
     def _sleep(self) -> None:
         due = self.spool.next_due()
+        if due is not None:
+            due = max(due, self._retry_at)  # nothing is tried before the back-off ends: no busy polling
         timeout = 1.0 if due is None else min(1.0, max(0.02, due - time.time()))
         self.wake.wait(timeout)
 
