@@ -597,6 +597,26 @@ def test_odd_header_values_are_mended_not_fatal_and_never_quoted(
     assert len(value) < 4 or value not in said  # a letter or two would be found in any text
 
 
+def test_private_and_unconvertible_elements_cost_the_image_nothing(
+    case, predictor: Predictor, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    _, _, prediction = case
+    source = pydicom.dcmread(case[0])
+    source.private_block(0x0009, "CANARY CREATOR", create=True).add_new(0x01, "DA", "notadate")
+    odd = Tag(0x0019, 0x1010)  # a US value of three bytes: pydicom cannot convert it
+    source.private_block(0x0019, "ODD", create=True)
+    source._dict[odd] = RawDataElement(odd, "US", 3, b"\x01\x02\x03", 0, False, True)
+    caplog.set_level(logging.WARNING)
+    made = result_datasets(source, prediction, predictor)
+    assert len(made) == 3
+    assert str(source[0x0009, 0x1001].value) == "notadate"  # the caller's data set as it was
+    assert "malformed: left empty" in caplog.text  # the private date, in the copy only
+    assert "left out of the results" in caplog.text
+
+
 # ---- the command ------------------------------------------------------------------------------------------
 def test_cli_writes_objects_never_overwrites_and_refuses_cleanly(case, tmp_path: Path) -> None:
     path = case[0]

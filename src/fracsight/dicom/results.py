@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydicom import Dataset
+from pydicom.tag import BaseTag
 
 from fracsight.dicom.results_context import KINDS, ResultContext
 from fracsight.errors import DicomSourceError, FracsightError, MultiFrameError, UnsupportedFormatError
@@ -136,9 +137,15 @@ def source_header(source: Dataset, *, frame: int | None = None) -> Dataset:
             ) from None
     _frames(source, frame)
     header = Dataset()
-    for element in source:  # the pixels left behind; each element a copy, mended below, not the source's
-        if element.tag.group != _PIXEL_GROUP:
-            header.add(copy.copy(element))
+    for tag in list(source.keys()):  # no pixels; each element a copy (mended below, never the source)
+        if tag.group == _PIXEL_GROUP:
+            continue
+        try:
+            element = source[tag]  # converts a raw element: a malformed one raises here
+        except Exception:
+            logger.warning("unreadable %s in the source: left out of the results", _name(tag))
+            continue
+        header.add(copy.copy(element))
     for keyword in _TYPE2:
         if keyword not in header:
             setattr(header, keyword, None)
@@ -157,13 +164,7 @@ def _mend_values(header: Dataset) -> None:
     from pydicom.multival import MultiValue
 
     parsers = {"DA": valuerep.DA, "TM": valuerep.TM, "DT": valuerep.DT, "IS": valuerep.IS, "DS": valuerep.DS}
-    for tag in list(header.keys()):
-        try:
-            element = header[tag]
-        except Exception:  # a raw value that does not even convert
-            logger.warning("unreadable %s in the source: left out of the results", _name(tag))
-            del header[tag]
-            continue
+    for element in header:
         parse = parsers.get(element.VR)
         if parse is None or element.value in (None, ""):
             continue
@@ -172,20 +173,20 @@ def _mend_values(header: Dataset) -> None:
             for value in values:
                 parse(value)
         except (TypeError, ValueError, OverflowError):
-            _mend(header, element.keyword or _name(tag), None, "malformed: left empty")
+            _mend(header, element.tag, None, "malformed: left empty")
     for keyword in _TYPE2:
         value = header.get(keyword)
         if isinstance(value, MultiValue):
-            _mend(header, keyword, value[0] if value else None, "several values: the first kept")
+            _mend(header, header[keyword].tag, value[0] if value else None, "several values: the first kept")
     sex = str(header.get("PatientSex") or "")
     if sex.strip().upper() in ("M", "F", "O"):
         header.PatientSex = sex.strip().upper()
     elif sex:
-        _mend(header, "PatientSex", None, "not M, F or O: left empty")
+        _mend(header, header["PatientSex"].tag, None, "not M, F or O: left empty")
     terms = header.get("SpecificCharacterSet")
     terms = [terms] if isinstance(terms, str) else list(terms or [])
     if any(str(t) not in charset.python_encoding for t in terms):
-        _mend(header, "SpecificCharacterSet", _character_set_for(header), "unknown: replaced")
+        _mend(header, header["SpecificCharacterSet"].tag, _character_set_for(header), "unknown: replaced")
 
 
 def _character_set_for(header: Dataset) -> str:
@@ -200,9 +201,10 @@ def _character_set_for(header: Dataset) -> str:
     return "ISO_IR 100"
 
 
-def _mend(header: Dataset, keyword: str, value: object, what: str) -> None:
-    logger.warning("%s in the source %s", keyword, what)
-    setattr(header, keyword, value)
+def _mend(header: Dataset, tag: BaseTag, value: object, what: str) -> None:
+    """Set the element ``tag`` of ``header`` (private ones too) to ``value``; the log names it."""
+    logger.warning("%s in the source %s", _name(tag), what)
+    header[tag].value = value
 
 
 def _name(tag: object) -> str:
