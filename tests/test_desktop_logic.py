@@ -152,6 +152,38 @@ def test_worker_computes_only_the_latest_view_asked_for(fracatlas_dir: Path) -> 
     assert got[-1] == 7 and len(got) <= 2 and set(got) <= {0, 7}, got  # the one begun, then the last
 
 
+def test_an_unexpected_failure_of_one_view_leaves_the_view_thread_serving(
+    fracatlas_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A view that fails outside the model (here: making the display copy runs out of memory) is
+    reported as failed, and the next view is still made (the thread once died and every later
+    selection stayed on "Loading the image")."""
+    import fracsight.desktop.worker as worker_module
+
+    images = sorted((fracatlas_dir / "images" / "Non_fractured").glob("*.jpg"))[:2]
+    real = worker_module.view_data
+    calls = iter([MemoryError("out of memory"), None])
+
+    def once_failing(pred, side):
+        failure = next(calls)
+        if failure is not None:
+            raise failure
+        return real(pred, side)
+
+    monkeypatch.setattr(worker_module, "view_data", once_failing)
+    events: queue.Queue = queue.Queue()
+    worker = PredictionWorker(None, None, events)
+    worker.start()
+    drain(events, ModelLoaded)
+    worker.request_view(0, images[0], images[0].name)
+    (failed,) = [e for e in drain(events, ViewFailed) if isinstance(e, ViewFailed)]
+    assert failed.index == 0
+    worker.request_view(1, images[1], images[1].name)
+    (ready,) = [e for e in drain(events, ViewReady) if isinstance(e, ViewReady)]
+    worker.close()
+    assert ready.index == 1
+
+
 @pytest.mark.fracatlas
 def test_a_view_tells_a_file_changed_since_it_was_predicted(fracatlas_dir: Path, tmp_path: Path) -> None:
     image = tmp_path / "x.jpg"
@@ -261,6 +293,8 @@ def test_session_rows_exports_and_study(predictor: Predictor, fracatlas_dir: Pat
         and study.study == STUDY_NAME
         and study.images == ("IMG0000019.jpg", "IMG0000050.jpg")
     )
+    # the file that could not be read is a view the verdict has not seen, as in predict --study
+    assert study.unread == ("bad.png",) and not study.reliable and "1 of 3 views" in study.warnings[0]
     assert session.csv_text().splitlines()[-1].startswith(f"study,{STUDY_NAME},")
     session.choose_operating_point("triage")
     assert {r.operating_point for _, r in session.shown() if isinstance(r, Prediction)} == {"triage"}

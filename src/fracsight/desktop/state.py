@@ -106,10 +106,12 @@ class ReadingSession:
         """The study verdict when the images are marked as one study (two or more predicted views)."""
         if not self.one_study or self.predictor is None:
             return None
-        views = [r for i, r in sorted(self.results.items()) if isinstance(r, Prediction)]
+        results = [r for _, r in sorted(self.results.items())]
+        views = [r for r in results if isinstance(r, Prediction)]
         if len(views) < 2:
             return None
-        study = self.predictor.predict_study(views, STUDY_NAME)
+        unread = [r.source for r in results if not isinstance(r, Prediction)]  # as predict --study
+        study = self.predictor.predict_study(views, STUDY_NAME, unread=unread)
         return at_operating_point(study, self.operating_point)
 
     def list_columns(self) -> tuple[str, ...]:

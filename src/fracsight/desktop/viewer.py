@@ -135,7 +135,8 @@ class Viewer:
         would blow out the next image); ``full_size`` (height, width) when ``view`` is reduced."""
         self.view, self.result, self.camera = view, result, None
         self.full_size = full_size if full_size != view.pixels.shape else None
-        self.set_window(0.5, 1.0)
+        self.level_var.set(0.5)  # the file's own window (set_window would draw a second time)
+        self.width_var.set(1.0)
         self._draw()
 
     @property

@@ -317,10 +317,20 @@ class PredictionWorker:
                     return
                 view, self._view = self._view, None
                 overlay = self._overlays.popleft() if view is None else None
-            if view is not None:
-                self._make_view(*view)
-            elif overlay is not None:
-                self._save_overlay(overlay)
+            # one failure must not end the thread: every later view and export would wait forever
+            try:
+                if view is not None:
+                    self._make_view(*view)
+                elif overlay is not None:
+                    self._save_overlay(overlay)
+            except Exception as e:
+                if view is not None:
+                    index, path, name = view
+                    self.events.put(ViewFailed(index, _failure(name, e, "the view"), file_stamp(path)))
+                elif overlay is not None:
+                    self.events.put(
+                        OverlaySaved(overlay.target, str(_failure(overlay.name, e, "the export").error))
+                    )
 
     def _make_view(self, index: int, path: Path, name: str) -> None:
         assert self._predictor is not None
