@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fracsight.inference.results import ClassResult, StudyPrediction
+from fracsight.inference.results import ClassResult, StudyPrediction, finding_of
 
 
 @pytest.mark.parametrize(
@@ -47,3 +47,12 @@ def test_softmax_is_stable() -> None:
 
     out = softmax(np.array([[1000.0, 1000.0], [0.0, -1000.0]]), axis=1)
     assert np.allclose(out, [[0.5, 0.5], [1.0, 0.0]])
+
+
+def test_what_a_binary_head_finds_is_named_by_its_positive_class() -> None:
+    assert finding_of("fractured") == "fracture" and finding_of("positive") == "fracture"
+    assert finding_of("abnormal") == finding_of("Abnormal ") == "abnormality"  # MURA's
+    words = {
+        StudyPrediction("s", ("a",), True, 0.9, s, finding="abnormality").decision for s in (True, False)
+    }
+    assert words == {"abnormality suspected", "no abnormality detected"}

@@ -49,6 +49,9 @@ def test_a_recipe_used_on_other_data_is_named_after_that_data(tmp_path):
     assert load_config(path, [], data=str(own), out="elsewhere").out == "elsewhere"
     same = load_config(path, [], data=str(tmp_path / "fracatlas"))
     assert (same.name, same.out) == ("fracatlas-small", "runs/fracatlas-small")
+    assert load_config(path, [f"data={own}"]).name == "my-wrists-efficientnet_lite0-384"  # --set data=
+    resumed = load_config(path, [], resume=True, data=str(own))  # a run keeps its name and folder
+    assert (resumed.name, resumed.out) == ("fracatlas-small", "runs/fracatlas-small")
 
 
 @pytest.mark.parametrize(

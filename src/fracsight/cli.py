@@ -269,7 +269,9 @@ def train(
         from fracsight.errors import OutputFolderError
         from fracsight.training import Trainer, load_config
 
-        cfg = load_config(config, set_, data=str(data_dir) if data_dir else None, out=out, device=device)
+        cfg = load_config(
+            config, set_, resume=resume, data=str(data_dir) if data_dir else None, out=out, device=device
+        )
         if not cfg.data:
             raise typer.BadParameter("give DATA_DIR or set `data:` in the config")
         run_config = Path(cfg.out) / "config.yaml"  # the run writes what it was given here

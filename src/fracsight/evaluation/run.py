@@ -42,26 +42,36 @@ def select_samples(dataset: Dataset, split: str | None, trained_seed: int | None
     return chosen
 
 
-def is_training_data(spec: Any, data_dir: Path) -> bool:
-    """Whether ``data_dir`` is the data set the model of ``spec`` (a
+def is_training_data(spec: Any, data_dir: Path, dataset: Dataset) -> bool:
+    """Whether ``data_dir`` (read as ``dataset``) is the data set the model of ``spec`` (a
     :class:`~fracsight.bundle.BundleSpec`) was trained on, as its ``training.data`` records it.
     Bundles of older fracsight versions recorded the path as typed, relative to a working folder
-    they did not record: such a path is taken to name ``data_dir`` when it ends ``data_dir``
-    (:func:`relative_data_note` says so)."""
+    they did not record: such a path is taken to name ``data_dir`` when it ends ``data_dir`` and
+    the training run's split of ``dataset`` has as many train and validation images as the bundle
+    records (:func:`relative_data_note` says so): a folder merely called ``data`` is not enough."""
     recorded = spec.training.get("data")
     if not recorded:
         return False
     path, here = Path(recorded), data_dir.resolve()
     if path.resolve() == here:  # absolute, or relative to this working folder (the shipped bundles')
         return True
-    return not path.is_absolute() and bool(path.parts) and here.parts[-len(path.parts) :] == path.parts
+    if path.is_absolute() or not path.parts or here.parts[-len(path.parts) :] != path.parts:
+        return False
+    seed = int(spec.training.get("config", {}).get("seed", 0))
+    made = ensure_splits(dataset, seed=seed)
+    counts = [sum(s.split == name for s in made.samples) for name in ("train", "val")]
+    return counts == [spec.training.get("n_train"), spec.training.get("n_val")]
 
 
-def relative_data_note(spec: Any, data_dir: Path) -> str | None:
+def relative_data_note(spec: Any, data_dir: Path, dataset: Dataset) -> str | None:
     """What :func:`is_training_data` assumed of a bundle that records its data set by a relative
     path; None for a bundle that records it in full, or when nothing was assumed."""
     recorded = spec.training.get("data")
-    if not recorded or Path(recorded).resolve() == data_dir.resolve() or not is_training_data(spec, data_dir):
+    if (
+        not recorded
+        or Path(recorded).resolve() == data_dir.resolve()
+        or not is_training_data(spec, data_dir, dataset)
+    ):
         return None
     return (
         f"the bundle records its training data as the relative path {recorded!r} (as typed, by an older "
@@ -77,7 +87,7 @@ def held_out_samples(
     on the data set it was trained on (:func:`is_training_data`), a missing split is the one its
     training run's seed carved out. Returns the samples and that seed."""
     seed = int(spec.training.get("config", {}).get("seed", 0))
-    own = is_training_data(spec, data_dir)
+    own = is_training_data(spec, data_dir, dataset)
     return select_samples(dataset, split, seed if own else None), seed
 
 
@@ -392,10 +402,10 @@ def evaluate_model(
         points["custom"] = threshold
     metrics: dict[str, Any] = {}
     notes: list[str] = []
-    relative = relative_data_note(spec, Path(data_dir))
+    relative = relative_data_note(spec, Path(data_dir), dataset)
     if relative:
         notes.append(relative)
-    if split in (None, "all") and is_training_data(spec, Path(data_dir)):
+    if split in (None, "all") and is_training_data(spec, Path(data_dir), dataset):
         notes.append(
             "measured on all of the data set the model was trained on, its training and validation "
             "images included: these numbers flatter it; measure the held-out images with --split test"

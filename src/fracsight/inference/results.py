@@ -69,8 +69,8 @@ def finding_of(positive_class: str) -> str:
     """What a binary head whose positive class is ``positive_class`` finds, as the noun of the
     decision ("fracture suspected"): a head trained on MURA (``normal`` / ``abnormal``) finds an
     abnormality, not a fracture, and must not say otherwise."""
-    nouns = {"fractured": FRACTURE, "fracture": FRACTURE, "abnormal": "abnormality"}
-    return nouns.get(positive_class.strip().lower(), positive_class.strip() or FRACTURE)
+    nouns = {"abnormal": "abnormality", "abnormality": "abnormality"}
+    return nouns.get(positive_class.strip().lower(), FRACTURE)  # "positive", "yes", ...: a fracture head
 
 
 def _decision(

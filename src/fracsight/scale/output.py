@@ -282,6 +282,8 @@ def job_running(folder: Path) -> bool | None:
         fd = os.open(folder / LOCK_FILE, os.O_RDONLY)
     except FileNotFoundError:
         return False
+    except OSError:  # not ours to read (another user's job): cannot tell
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError:

@@ -136,15 +136,19 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     return cls(**kw)
 
 
-def load_config(path: Path | None = None, overrides: list[str] | None = None, **values: Any) -> TrainConfig:
+def load_config(
+    path: Path | None = None, overrides: list[str] | None = None, *, resume: bool = False, **values: Any
+) -> TrainConfig:
     """Config from YAML ``path``, then keyword ``values``, then ``key=value`` overrides.
 
     Overrides reach nested options with a dot: ``augment.hflip=0``. A config made for one data
-    set (``data:`` in the file) used on another (``values["data"]``) gets a name of its own,
-    ``<data folder>-<arch>-<input_size>``, and the run folder ``runs/<name>``, unless they are
-    given: the recipe's name (``fracatlas-lite0-384``) would say it was trained on FracAtlas.
+    set (``data:`` in the file) used on another (``data`` given as a value or override) gets a
+    name of its own, ``<data folder>-<arch>-<input_size>``, and the run folder ``runs/<name>``,
+    unless they are given: the recipe's name (``fracatlas-lite0-384``) would say it was trained
+    on FracAtlas. Not when ``resume``-ing: the run keeps the name and folder it has.
     """
     data: dict[str, Any] = {}
+    loaded: dict[str, Any] = {}
     if path is not None:
         try:
             loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
@@ -170,17 +174,24 @@ def load_config(path: Path | None = None, overrides: list[str] | None = None, **
             base = dataclasses.replace(base, **{key: _typed(key, value, getattr(base, key))})
         else:
             raise ConfigError(f"unknown option {key!r} in override {item!r}")
-    given = {"name", "out"} & {k for k, v in values.items() if v is not None}
-    given |= {item.partition("=")[0] for item in overrides or []}
-    recipe_data = (loaded or {}).get("data") if path is not None else None
-    if recipe_data and values.get("data") and Path(recipe_data).resolve() != Path(values["data"]).resolve():
-        name = f"{_slug(Path(values['data']).resolve().name)}-{base.arch}-{base.input_size}"
+    given = {k for k, v in values.items() if v is not None} | {i.partition("=")[0] for i in overrides or []}
+    recipe_data = loaded.get("data")
+    if not resume and recipe_data and "data" in given and _other_data(str(recipe_data), base.data):
+        name = f"{_slug(Path(base.data).resolve().name)}-{base.arch}-{base.input_size}"
         if "name" not in given:
             base = dataclasses.replace(base, name=name)
         if "out" not in given:
             base = dataclasses.replace(base, out=f"runs/{base.name}")
     _check_ranges(base)
     return base
+
+
+def _other_data(recipe: str, data: str) -> bool:
+    """Whether ``data`` is another data set than the recipe's. The recipe's path is relative to
+    where it is meant to run; from elsewhere it names nothing here, and the folder names decide."""
+    if Path(recipe).exists():
+        return Path(recipe).resolve() != Path(data).resolve()
+    return Path(recipe).name != Path(data).resolve().name
 
 
 def _slug(text: str) -> str:
