@@ -147,6 +147,14 @@ def test_runs_and_bundles_record_their_data_in_full(mura_run, tmp_path, monkeypa
     everything = runner.invoke(app, ["evaluate", "bundle", str(mura_run / "mura"), "--split", "all"])
     assert everything.exit_code == 0, everything.output
     assert "its training and validation images included" in " ".join(everything.output.split())
+    assert "differs from the training run's" not in " ".join(held_out.output.split())
+    # a split carved differently from the run's (the data changed since): said, not hidden
+    recorded = json.loads(Path("bundle/bundle.json").read_text())
+    recorded["training"]["n_train"] += 1
+    Path("bundle/bundle.json").write_text(json.dumps(recorded))
+    changed = runner.invoke(app, ["evaluate", "bundle", str(mura_run / "mura"), "--split", "test"])
+    assert changed.exit_code == 0, changed.output
+    assert "differs from the training run's" in " ".join(changed.output.split())
 
 
 def test_an_older_run_and_bundle_with_relative_data_paths(mura_run, tmp_path, monkeypatch):

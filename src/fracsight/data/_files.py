@@ -90,8 +90,9 @@ def content_hash(data: bytes) -> str:
 def exact_duplicates(paths: Sequence[Path]) -> list[list[int]]:
     """Indices of the ``paths`` whose files hold the same bytes, in groups of two or more.
 
-    Only files whose size another file shares are read, so a set without duplicates costs one
-    ``stat`` per file; files that cannot be read are left out.
+    Files are compared by size, then by their first 64 KiB, and only files still alike are read
+    whole: a set without duplicates costs a ``stat`` per file and, where sizes repeat (uncompressed
+    DICOM), one small read (their headers differ). Files that cannot be read are left out.
     """
     by_size: dict[int, list[int]] = defaultdict(list)
     for i, path in enumerate(paths):
@@ -99,14 +100,26 @@ def exact_duplicates(paths: Sequence[Path]) -> list[list[int]]:
             by_size[path.stat().st_size].append(i)
         except OSError:
             continue
-    by_hash: dict[str, list[int]] = defaultdict(list)
-    for same_size in by_size.values():
-        for i in same_size if len(same_size) > 1 else ():
-            try:
-                by_hash[content_hash(paths[i].read_bytes())].append(i)
-            except OSError:
-                continue
-    return [group for group in by_hash.values() if len(group) > 1]
+    alike = [group for group in by_size.values() if len(group) > 1]
+    for read in (_head, _whole):
+        keyed: dict[tuple[int, str], list[int]] = defaultdict(list)
+        for n, group in enumerate(alike):
+            for i in group:
+                try:
+                    keyed[(n, content_hash(read(paths[i])))].append(i)
+                except OSError:
+                    continue
+        alike = [group for group in keyed.values() if len(group) > 1]
+    return alike
+
+
+def _head(path: Path, size: int = 1 << 16) -> bytes:
+    with path.open("rb") as f:
+        return f.read(size)
+
+
+def _whole(path: Path) -> bytes:
+    return path.read_bytes()
 
 
 def relative_name(path: Path, root: Path) -> str:

@@ -57,6 +57,12 @@ def is_training_data(spec: Any, data_dir: Path, dataset: Dataset) -> bool:
         return True
     if path.is_absolute() or not path.parts or here.parts[-len(path.parts) :] != path.parts:
         return False
+    return _split_as_recorded(spec, dataset)
+
+
+def _split_as_recorded(spec: Any, dataset: Dataset) -> bool:
+    """Whether the train and validation splits made of ``dataset`` with the run's seed have as many
+    images as the bundle records (``training.n_train`` / ``n_val``)."""
     seed = int(spec.training.get("config", {}).get("seed", 0))
     made = ensure_splits(dataset, seed=seed)
     counts = [sum(s.split == name for s in made.samples) for name in ("train", "val")]
@@ -415,6 +421,12 @@ def evaluate_model(
             f"the data set has no {split!r} split of its own: measured on the one fracsight carves out "
             f"of it (group-aware, seed {seed}), as training did; on another data set use --split all"
         )
+        if "n_train" in spec.training and not _split_as_recorded(spec, dataset):
+            notes.append(
+                "the split carved now differs from the training run's (its train/validation counts do "
+                "not match the bundle's: the data changed, or an older fracsight split exact duplicates "
+                "apart): some of these images may have been training images; re-train to measure cleanly"
+            )
     label_names = tuple(dataset.class_names.get(FRACTURE, ()))
     if predictor.has_fracture_head and label_names and label_names != ("not fractured", "fractured"):
         notes.append(
