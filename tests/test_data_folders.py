@@ -229,3 +229,13 @@ def test_a_link_to_a_missing_image_is_warned_not_silently_dropped(
         dataset = load_dataset(tmp_path)
     assert len(dataset.samples) == 4
     assert "gone.png links to a file that is not there" in caplog.text
+
+
+def test_normal_and_abnormal_folders_are_an_abnormality_label(tmp_path: Path) -> None:
+    for name in ("Normal", "Abnormal"):
+        for i in range(2):
+            _png(tmp_path / name / f"{i}.png", 40 * i)
+    dataset = load_dataset(tmp_path)
+    assert dataset.class_names[FRACTURE] == ("normal", "abnormal")
+    assert sorted(s.labels[FRACTURE] for s in dataset.samples) == [0, 0, 1, 1]
+    assert {s.labels[FRACTURE] for s in dataset.samples if s.path.parent.name == "Abnormal"} == {1}

@@ -97,6 +97,8 @@ def read_class_folders(root: Path) -> Dataset:
                     len(loose),
                 )
         task, class_names = FRACTURE, ("not fractured", "fractured")
+        if any("abnormal" in d.name.lower() for d in fractured):  # Normal / Abnormal: as MURA's
+            class_names = ("normal", "abnormal")
     else:
         task, class_names = CLASS, _sorted_names(names)
         index = {n: i for i, n in enumerate(class_names)}
