@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from tkinter import filedialog, font, ttk
 
+from fracsight._files import replace_atomically
 from fracsight.app.logic import (
     COLOURS,
     card_for,
@@ -694,7 +695,7 @@ class DesktopApp:
 
     def _write(self, path: Path, text: str) -> bool:
         try:
-            path.write_text(text, encoding="utf-8")
+            replace_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
         except OSError as e:
             self._set_status(f"Could not save {path.name}: {e.strerror or e}")
             return False
@@ -745,7 +746,7 @@ class DesktopApp:
         picture = self.viewer.overlay()
         assert picture is not None
         try:
-            picture.save(path)
+            replace_atomically(path, lambda tmp: picture.save(tmp, format="PNG"))
         except (OSError, ValueError) as e:
             self._set_status(f"Could not save {path.name}: {e}")
             return None

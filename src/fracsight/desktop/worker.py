@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from fracsight._files import replace_atomically
 from fracsight.app.logic import ViewData, failure_from_exception, view_data
 from fracsight.desktop.priority import MODEL_NICENESS, lower_this_thread
 from fracsight.desktop.render import Look, full_overlay
@@ -358,7 +359,7 @@ class PredictionWorker:
         try:
             picture = full_overlay(ViewData(pred.pixels, pred.heatmap, pred.boxes), job.look)
             del pred  # the full-resolution pixels and heatmap: only the picture is needed now
-            picture.save(job.target, format="PNG")
+            replace_atomically(job.target, lambda tmp: picture.save(tmp, format="PNG"))
         except (OSError, ValueError, MemoryError) as e:
             return str(e)
         return None
