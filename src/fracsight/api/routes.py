@@ -23,12 +23,13 @@ from fracsight.api.errors import (
 )
 from fracsight.api.metrics import CONTENT_TYPE, Metrics
 from fracsight.api.schemas import ErrorResponse, Health, ModelInfo, PredictResponse
-from fracsight.api.service import FileFailure, Outcome, PredictOptions, at_operating_point, predict_uploads
+from fracsight.api.service import FileFailure, Outcome, PredictOptions, predict_uploads
 from fracsight.api.settings import ApiSettings
 from fracsight.api.uploads import UploadLimits, read_uploads
 from fracsight.bundle import OperatingPoint, read_card
 from fracsight.errors import BundleError
 from fracsight.inference import NOTICE, FailedPrediction, Prediction, Predictor, StudyPrediction
+from fracsight.inference.results import at_operating_point
 from fracsight.inference.tabular import csv_text, result_columns
 
 __all__ = ["get_metrics", "get_predictor", "get_settings", "load_predictor", "router"]

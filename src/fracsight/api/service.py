@@ -11,7 +11,6 @@ import dataclasses
 import io
 import logging
 from dataclasses import dataclass
-from typing import TypeVar
 
 import numpy as np
 
@@ -20,9 +19,10 @@ from fracsight.api.uploads import Upload
 from fracsight.bundle import OperatingPoint
 from fracsight.errors import FracsightError
 from fracsight.explain import render_overlay
-from fracsight.inference import Prediction, Predictor, StudyPrediction
+from fracsight.inference import Prediction, Predictor
+from fracsight.inference.results import at_operating_point
 
-__all__ = ["FileFailure", "Outcome", "PredictOptions", "at_operating_point", "predict_uploads"]
+__all__ = ["FileFailure", "Outcome", "PredictOptions", "predict_uploads"]
 
 logger = logging.getLogger("fracsight.api")
 
@@ -49,24 +49,6 @@ class FileFailure:
 class Outcome:
     result: Prediction | FileFailure
     overlay_png_base64: str | None = None
-
-
-Decided = TypeVar("Decided", Prediction, StudyPrediction)
-
-
-def at_operating_point(result: Decided, op: OperatingPoint | None) -> Decided:
-    """An image's or a study's headline decision at another of the bundle's operating points.
-
-    Unchanged without a fracture head (no probability to threshold) or without ``op``.
-    """
-    if op is None or result.fracture_probability is None or result.operating_point == op.name:
-        return result
-    return dataclasses.replace(
-        result,
-        operating_point=op.name,
-        threshold=op.threshold,
-        fracture_suspected=result.fracture_probability >= op.threshold,
-    )
 
 
 def overlay_png_base64(prediction: Prediction, pixels: np.ndarray, opacity: float) -> str:

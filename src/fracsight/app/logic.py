@@ -29,6 +29,7 @@ from fracsight.inference.results import (
     FailedPrediction,
     Prediction,
     StudyPrediction,
+    at_operating_point,
 )
 from fracsight.inference.tabular import csv_text, folder_images, result_columns, result_row, results_payload
 
@@ -271,24 +272,6 @@ def heatmap_text(
         seen = predicted_class or "the most likely class"
         return f"Class heatmap: where the model sees {seen} (it does not locate fractures)"
     return "No map for this model: the radiograph only"
-
-
-def at_operating_point(result: Result, op: OperatingPoint | None) -> Result:
-    """``result`` as it reads at another operating point of its bundle: the same probability against
-    that point's threshold (what a :class:`~fracsight.inference.Predictor` made with that operating
-    point says), so switching points needs no second pass of the model. A failed file, a result
-    without a fracture head, or ``op`` None comes back unchanged.
-    """
-    if op is None or isinstance(result, FailedPrediction) or result.fracture_probability is None:
-        return result
-    if result.operating_point == op.name and result.threshold == op.threshold:
-        return result
-    return replace(
-        result,
-        fracture_suspected=result.fracture_probability >= op.threshold,
-        operating_point=op.name,
-        threshold=op.threshold,
-    )
 
 
 def card_for(pred: Prediction) -> ResultCard:

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from fracsight.explain import DetectedBox
 from fracsight.io import ImageMetadata
 
-__all__ = ["NOTICE", "ClassResult", "FailedPrediction", "Prediction", "StudyPrediction"]
+if TYPE_CHECKING:
+    from fracsight.bundle import OperatingPoint
+
+__all__ = [
+    "NOTICE",
+    "ClassResult",
+    "FailedPrediction",
+    "Prediction",
+    "StudyPrediction",
+    "at_operating_point",
+    "finding_of",
+]
 
 NOTICE = "fracsight is a decision aid for trained readers, not a diagnosis."
 
@@ -259,3 +270,25 @@ class StudyPrediction:
             notice=NOTICE,
         )
         return out
+
+
+Result = TypeVar("Result", Prediction, StudyPrediction, FailedPrediction)
+
+
+def at_operating_point(result: Result, op: OperatingPoint | None) -> Result:
+    """``result`` as it reads at another operating point of its bundle: the same probability against
+    that point's threshold (what a :class:`~fracsight.inference.Predictor` made with that operating
+    point says), so switching points needs no second pass of the model. A failed file, a result
+    without a fracture head, or ``op`` None comes back unchanged. The API, the web app and the
+    desktop app all switch points with this one function.
+    """
+    if op is None or isinstance(result, FailedPrediction) or result.fracture_probability is None:
+        return result
+    if result.operating_point == op.name and result.threshold == op.threshold:
+        return result
+    return replace(
+        result,
+        fracture_suspected=result.fracture_probability >= op.threshold,
+        operating_point=op.name,
+        threshold=op.threshold,
+    )
