@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -119,6 +119,15 @@ def all_texts(widget: tk.Misc) -> list[str]:
                 out.extend(str(v) for v in tree.item(iid, "values"))  # type: ignore[attr-defined]
         out.extend(all_texts(child))
     return out
+
+
+def linked_folder(folder: Path, images: Sequence[Path], prefix: str = "") -> Path:
+    """``folder`` made and filled with links to ``images``, named ``<prefix><index>-<name>`` so that
+    a folder lists them in the order given."""
+    folder.mkdir()
+    for i, image in enumerate(images):
+        (folder / f"{prefix}{i:03d}-{image.name}").symlink_to(image)
+    return folder
 
 
 def dicom_from_image(jpeg: Path, target: Path) -> Path:

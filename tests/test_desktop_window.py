@@ -31,6 +31,7 @@ from desktop_support import (
     dicom_from_image,
     display_env,
     finish_drag,
+    linked_folder,
     screenshot,
     settle,
     start_drag,
@@ -436,11 +437,8 @@ def test_cancel_a_folder_halfway_keeps_the_results_and_the_loop_responsive(
 ) -> None:
     from fracsight.desktop.timing import LatencyProbe
 
-    folder = tmp_path / "folder"
-    folder.mkdir()
     images = sorted((fracatlas_dir / "images").rglob("*.jpg"))[:200]
-    for i, image in enumerate(images):
-        (folder / f"{i:03d}-{image.name}").symlink_to(image)
+    folder = linked_folder(tmp_path / "folder", images)
     desktop = open_window([folder])
     root = desktop.root
     wait_until(root, lambda: desktop.session.predictor is not None, 60, "the model")
@@ -450,10 +448,7 @@ def test_cancel_a_folder_halfway_keeps_the_results_and_the_loop_responsive(
     wait_until(root, lambda: len(desktop.session.results) >= 100, 240, "100 results")
     probe.stop()
     load = max(load_before, os.getloadavg()[0]) / (os.cpu_count() or 1)
-    queued = tmp_path / "queued"  # a second folder opened meanwhile: the cancel stops it too
-    queued.mkdir()
-    for i, image in enumerate(images[:10]):
-        (queued / f"q{i:02d}-{image.name}").symlink_to(image)
+    queued = linked_folder(tmp_path / "queued", images[:10], "q")  # opened meanwhile: the cancel stops it too
     desktop.open_paths([queued])
     desktop.cancel()
     wait_until(root, lambda: desktop.running == 0, 30, "the cancel")
@@ -690,13 +685,8 @@ def test_stress_opening_cancelling_and_exporting_while_a_folder_runs(
     seed = int(os.environ.get("FRACSIGHT_STRESS_SEED", time.time_ns() % 100_000))
     rng = random.Random(seed)
     images = sorted((fracatlas_dir / "images").rglob("*.jpg"))[:48]
-    folder, other = tmp_path / "folder", tmp_path / "other"
-    folder.mkdir()
-    other.mkdir()
-    for i, image in enumerate(images):
-        (folder / f"{i:02d}-{image.name}").symlink_to(image)
-    for i, image in enumerate(images[:6]):
-        (other / f"o{i}-{image.name}").symlink_to(image)
+    folder = linked_folder(tmp_path / "folder", images)
+    other = linked_folder(tmp_path / "other", images[:6], "o")
     saves: list[Path] = []
 
     def save_as(**_options: object) -> str:
@@ -817,10 +807,7 @@ def test_an_export_while_a_folder_runs_holds_the_rows_the_list_shows(
 ) -> None:
     """Results go into the list at most every LIST_TICK_S; an export between two ticks once wrote the
     results received meanwhile too, rows the reader had not seen in the list."""
-    folder = tmp_path / "folder"
-    folder.mkdir()
-    for i, image in enumerate(sorted((fracatlas_dir / "images").rglob("*.jpg"))[:30]):
-        (folder / f"{i:02d}-{image.name}").symlink_to(image)
+    folder = linked_folder(tmp_path / "folder", sorted((fracatlas_dir / "images").rglob("*.jpg"))[:30])
     desktop = open_window([folder])
     root = desktop.root
     # the loop stops right when a result has arrived and is not yet listed (nothing runs in between)
@@ -948,10 +935,7 @@ def test_an_image_larger_than_the_view_says_so_and_exports_at_full_size(
 def test_a_cancelled_run_shows_what_was_done_of_what_was_asked(
     open_window, fracatlas_dir: Path, tmp_path: Path
 ) -> None:
-    folder = tmp_path / "folder"
-    folder.mkdir()
-    for i, image in enumerate(sorted((fracatlas_dir / "images").rglob("*.jpg"))[:80]):
-        (folder / f"{i:02d}-{image.name}").symlink_to(image)
+    folder = linked_folder(tmp_path / "folder", sorted((fracatlas_dir / "images").rglob("*.jpg"))[:80])
     desktop = open_window([folder])
     root = desktop.root
     wait_until(root, lambda: desktop.done >= 1, 120, "a result")
