@@ -63,7 +63,8 @@ def export_bundle(
     dataset = load_dataset(data_root, cfg.layout)
     if fracture is None:
         fracture = _older_run_fracture(cfg, dataset)
-    _check_labels(dataset, train_val_samples(dataset, cfg.seed)[1], fracture, model.heads_config.classes)
+    train, val = train_val_samples(dataset, cfg.seed)  # once: the split reads duplicate candidates
+    _check_labels(dataset, val, fracture, model.heads_config.classes)
     if evaluate_split:
         select_samples(dataset, evaluate_split, cfg.seed)  # an unknown split: refused before writing
     inputs.append(("the data set", data_root))
@@ -75,7 +76,9 @@ def export_bundle(
         + (f" --data-dir {data_dir}" if data_dir else ""),
     ]
     with staged_folder(out_dir, force=force, inputs=inputs) as work:
-        spec = _write_bundle(model, cfg, fracture, dataset, work, run_dir, commands, evaluate_split)
+        spec = _write_bundle(
+            model, cfg, fracture, dataset, (train, val), work, run_dir, commands, evaluate_split
+        )
     return spec
 
 
@@ -139,17 +142,19 @@ def _write_bundle(
     cfg: TrainConfig,
     fracture: tuple[str, ...],
     dataset: Dataset,
+    train_val: tuple[list[Sample], list[Sample]],
     work: Path,
     run_dir: Path,
     commands: list[str],
     evaluate_split: str | None,
 ) -> BundleSpec:
     """The bundle of ``model`` (trained in ``run_dir``) made in ``work``; ``fracture``: the class
-    names of the fracture head it trained (empty: none); ``commands``: the ones that made it."""
+    names of the fracture head it trained (empty: none); ``train_val``: the run's split of
+    ``dataset``; ``commands``: the ones that made it."""
     from fracsight.models.export import export_onnx
 
     output_names = export_onnx(model, work / "model.onnx", cfg.input_size)
-    train, val = train_val_samples(dataset, cfg.seed)
+    train, val = train_val
     heads = [HeadSpec("fracture", "binary", fracture)] if fracture else []
     if "region" in output_names:
         heads.append(HeadSpec("region", "multilabel", model.heads_config.regions))
