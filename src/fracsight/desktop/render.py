@@ -13,7 +13,7 @@ import logging
 import math
 import queue
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from PIL import Image
@@ -181,11 +181,7 @@ class RenderRequest:
     view: ViewData
     canvas: tuple[int, int]
     camera: Camera
-    level: float = 0.5
-    width: float = 1.0
-    show_heatmap: bool = True
-    show_boxes: bool = True
-    opacity: float = 0.4
+    look: Look = Look()
 
 
 @dataclass(frozen=True)
@@ -230,16 +226,7 @@ class BackgroundRenderer:
                     return
                 r, self._pending = self._pending, None
             try:
-                drawn = render_visible(
-                    r.view,
-                    r.canvas,
-                    r.camera,
-                    level=r.level,
-                    width=r.width,
-                    show_heatmap=r.show_heatmap,
-                    show_boxes=r.show_boxes,
-                    opacity=r.opacity,
-                )
+                drawn = render_visible(r.view, r.canvas, r.camera, **asdict(r.look))
             except Exception:  # a blank canvas and a log line, never a dead viewer
                 log.exception("drawing the viewer failed")
                 drawn = None

@@ -204,22 +204,12 @@ class Viewer:
             return
         canvas = self.canvas_size()
         camera = self.camera or fit_zoom(view.pixels.shape, canvas)
-        level, width, heat = self.level_var.get(), self.width_var.get(), self.heat_var.get()
+        look = self.look()
         self._requested += 1
-        self.renderer.request(
-            RenderRequest(
-                self._requested,
-                view,
-                canvas,
-                camera,
-                level=level,
-                width=width,
-                show_heatmap=heat,
-                show_boxes=self.show_boxes,
-                opacity=self.opacity_var.get(),
-            )
+        self.renderer.request(RenderRequest(self._requested, view, canvas, camera, look))
+        caption = overlay_caption(
+            card_for(result), show_heatmap=look.show_heatmap, show_boxes=look.show_boxes
         )
-        caption = overlay_caption(card_for(result), show_heatmap=heat, show_boxes=self.show_boxes)
         h, w = view.pixels.shape
         size = f"{w} x {h} pixels"
         if self.full_size is not None:
@@ -227,7 +217,7 @@ class Viewer:
         of_file = " of the file's own window" if result.metadata.source_format == "dicom" else ""
         self.caption.configure(  # the zoom in image pixels: 100% is one image pixel per screen pixel
             text=f"{caption}. {size}, zoom {camera.zoom * self.scale * 100:.0f}%, "
-            f"window level {level:.2f} width {width:.2f}{of_file} {HINT}"
+            f"window level {look.level:.2f} width {look.width:.2f}{of_file} {HINT}"
         )
 
     def rendered(self, event: Rendered) -> bool:
