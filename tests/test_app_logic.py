@@ -430,6 +430,55 @@ def test_operating_point_texts() -> None:
     )
 
 
+# ---- a head trained on MURA (normal / abnormal) finds abnormalities --------------------------------------
+def abnormality(result: Prediction | StudyPrediction) -> Prediction | StudyPrediction:
+    """``result`` as a bundle whose binary head's positive class is "abnormal" gives it."""
+    return replace(result, finding="abnormality")
+
+
+def _words(*texts: str | None) -> str:
+    return " ".join(t for t in texts if t).lower()
+
+
+def test_cards_of_an_abnormality_bundle_never_say_fracture() -> None:
+    card = card_for(abnormality(make_prediction(0.83, classes=TYPES)))
+    assert card.verdict.headline == "Abnormality suspected, most likely greenstick"
+    assert card.probability == "Abnormality probability 0.830 (threshold 0.500, operating point balanced)"
+    assert card.classification.text == "Abnormality type: greenstick (0.70)"
+    assert card.heatmap == "Abnormality heatmap: where the model suspects an abnormality"
+    assert overlay_caption(card).startswith(card.heatmap)
+    assert "fractur" not in _words(*card.lines, card.heatmap, overlay_caption(card))
+    negative = card_for(abnormality(make_prediction(0.2, classes=TYPES)))
+    assert negative.verdict.headline == "No abnormality detected"
+    assert negative.classification.note == "No abnormality is suspected, so the type says little here."
+    assert negative.heatmap == "Abnormality heatmap: where the model looked most (no abnormality suspected)"
+    assert overlay_caption(negative, show_heatmap=False) == (
+        "Heatmap hidden; boxes around the areas it weighed most (no abnormality suspected)"
+    )
+    unreliable = card_for(abnormality(make_prediction(0.9, reliable=False)))
+    assert unreliable.heatmap.startswith("Abnormality heatmap: where the model looked most (not reliable")
+    study = study_card_for(abnormality(make_study(0.7, TYPES)))
+    assert study.lines == (
+        "Mean abnormality probability of the views 0.700 (threshold 0.500, operating point balanced)",
+        "Abnormality type: greenstick (0.70)",
+    )
+    assert study.how == (
+        "Abnormality probability: the mean of the views. Abnormality type: the mean of the views' class "
+        "probabilities, each weighted by its abnormality probability."
+    )
+    assert "fractur" not in _words(study.verdict.words, *study.lines, study.how)
+
+
+def test_sidebar_texts_of_an_abnormality_bundle() -> None:
+    spec = make_spec("fracture", "class", "region")
+    mura = replace(spec, heads=(HeadSpec("fracture", "binary", ("normal", "abnormal")), *spec.heads[1:]))
+    assert heads_text(mura) == (
+        "Reports: abnormality probability and suspected areas; abnormality type (avulsion, greenstick, "
+        "other); body region (hand, leg)"
+    )
+    assert class_operating_point_text(mura).startswith("Abnormality type stated at probability 0.60")
+
+
 # ---- images --------------------------------------------------------------------------------------------
 def test_render_views_overlay_and_side_by_side() -> None:
     pred = make_prediction()

@@ -24,12 +24,14 @@ from fracsight.bundle import BundleSpec, OperatingPoint
 from fracsight.explain import DetectedBox, render_overlay, side_by_side
 from fracsight.inference.results import (
     CLASS_ACTIVATION,
+    FRACTURE,
     FRACTURE_MAP,
     ClassResult,
     FailedPrediction,
     Prediction,
     StudyPrediction,
     at_operating_point,
+    finding_of,
 )
 from fracsight.inference.tabular import csv_text, folder_images, result_columns, result_row, results_payload
 
@@ -173,16 +175,26 @@ def verdict(result: Prediction | StudyPrediction) -> Verdict:
     return Verdict(result.decision, "suspected" if result.fracture_suspected else "clear")
 
 
-def _class_label(fracture_head: bool) -> str:
-    """With a fracture head the classes describe the fracture (its type); alone they are the answer."""
-    return "Fracture type" if fracture_head else "Class"
+def _class_label(fracture_head: bool, finding: str = FRACTURE) -> str:
+    """With a fracture head the classes describe its finding (its type); alone they are the answer."""
+    return f"{finding.capitalize()} type" if fracture_head else "Class"
+
+
+def _spec_finding(spec: BundleSpec) -> str:
+    """What the bundle's binary head finds (``Predictor.finding``), for texts made from the bundle."""
+    head = spec.head("fracture")
+    return finding_of(head.classes[-1]) if head is not None else FRACTURE
+
+
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[:1] in tuple("aeiou") else f"a {noun}"
 
 
 @dataclass(frozen=True)
 class ClassSummary:
     """What a card says about an N-class head's answer."""
 
-    label: str  # "Class", or "Fracture type" next to a fracture head
+    label: str  # "Class", or "Fracture type" next to a fracture head ("Abnormality type" next to a MURA one)
     text: str  # the line on the card: the class and its probability, or why it is uncertain
     note: str | None  # e.g. that a fracture type means little when no fracture is suspected
     predicted: str  # the most likely class (stated only when ``confident``)
@@ -192,10 +204,15 @@ class ClassSummary:
 
 
 def class_summary(
-    c: ClassResult, *, fracture_head: bool = False, fracture_suspected: bool | None = None
+    c: ClassResult,
+    *,
+    fracture_head: bool = False,
+    fracture_suspected: bool | None = None,
+    finding: str = FRACTURE,
 ) -> ClassSummary:
-    """The card text of a class result; ``fracture_head``: the bundle also has a fracture head."""
-    label = _class_label(fracture_head)
+    """The card text of a class result; ``fracture_head``: the bundle also has a fracture head,
+    which finds ``finding`` (``Prediction.finding``)."""
+    label = _class_label(fracture_head, finding)
     if c.confident:
         text = f"{label}: {c.predicted} ({c.probability:.2f})"
     else:
@@ -205,7 +222,7 @@ def class_summary(
         )
     note = None
     if fracture_head and fracture_suspected is False:
-        note = "No fracture is suspected, so the type says little here."
+        note = f"No {finding} is suspected, so the type says little here."
     ranked = tuple(sorted(c.probabilities.items(), key=lambda kv: (-kv[1], kv[0])))
     return ClassSummary(label, text, note, c.predicted, c.confident, c.min_probability, ranked)
 
@@ -228,11 +245,12 @@ class ResultCard:
     # the boxes mark suspected fractures (the decision is positive); on a negative decision they
     # are only the areas the model weighed most, and say so, never "suspected"
     boxes_suspected: bool = True
+    finding: str = FRACTURE  # what the fracture head finds (Prediction.finding)
 
     @property
     def lines(self) -> tuple[str, ...]:
-        """The result lines below the decision for the heads the bundle has: fracture probability,
-        boxes, class, region."""
+        """The result lines below the decision for the heads the bundle has: fracture (or
+        abnormality) probability, boxes, class, region."""
         c = self.classification
         found = (self.probability, self.boxes, c.text if c else None, self.region)
         return tuple(line for line in found if line is not None)
@@ -245,8 +263,11 @@ _UNRELIABLE = (
 
 
 _UNRELIABLE_STUDY = "Not reliable: at least one view is outside what the model was made for."
-_NONE_SUSPECTED = "(no fracture suspected)"
 _NOT_RELIABLE = "(not reliable: for reference only)"
+
+
+def _none_suspected(finding: str) -> str:
+    return f"(no {finding} suspected)"
 
 
 def _probability_text(prefix: str, probability: float, threshold: float, operating_point: str | None) -> str:
@@ -259,15 +280,18 @@ def heatmap_text(
     *,
     fracture_suspected: bool | None = None,
     reliable: bool = True,
+    finding: str = FRACTURE,
 ) -> str:
     """What a prediction's heatmap shows (see ``Prediction.localization``); on a negative decision
-    or an input the model cannot be relied on the fracture map never says "suspects"."""
+    or an input the model cannot be relied on the fracture map never says "suspects". The map of
+    an abnormality head (``finding``) is an abnormality heatmap."""
     if localization == FRACTURE_MAP:
+        name = f"{finding.capitalize()} heatmap"
         if not reliable:
-            return f"Fracture heatmap: where the model looked most {_NOT_RELIABLE}"
+            return f"{name}: where the model looked most {_NOT_RELIABLE}"
         if fracture_suspected is False:
-            return f"Fracture heatmap: where the model looked most {_NONE_SUSPECTED}"
-        return "Fracture heatmap: where the model suspects a fracture"
+            return f"{name}: where the model looked most {_none_suspected(finding)}"
+        return f"{name}: where the model suspects {_a(finding)}"
     if localization == CLASS_ACTIVATION:
         seen = predicted_class or "the most likely class"
         return f"Class heatmap: where the model sees {seen} (it does not locate fractures)"
@@ -280,7 +304,10 @@ def card_for(pred: Prediction) -> ResultCard:
     boxes = None
     if fracture_head:
         probability = _probability_text(
-            "Fracture probability", pred.fracture_probability, pred.threshold, pred.operating_point
+            f"{pred.finding.capitalize()} probability",
+            pred.fracture_probability,
+            pred.threshold,
+            pred.operating_point,
         )
         n = len(pred.boxes)
         areas = f"area{'s' if n != 1 else ''}"
@@ -299,7 +326,10 @@ def card_for(pred: Prediction) -> ResultCard:
     classification = None
     if pred.classification is not None:
         classification = class_summary(
-            pred.classification, fracture_head=fracture_head, fracture_suspected=pred.fracture_suspected
+            pred.classification,
+            fracture_head=fracture_head,
+            fracture_suspected=pred.fracture_suspected,
+            finding=pred.finding,
         )
     region = None
     if pred.region and pred.region in pred.region_probabilities:
@@ -315,11 +345,16 @@ def card_for(pred: Prediction) -> ResultCard:
         box_count=len(pred.boxes),
         boxes_suspected=bool(pred.fracture_suspected) and pred.reliable,
         heatmap=heatmap_text(
-            pred.localization, predicted, fracture_suspected=pred.fracture_suspected, reliable=pred.reliable
+            pred.localization,
+            predicted,
+            fracture_suspected=pred.fracture_suspected,
+            reliable=pred.reliable,
+            finding=pred.finding,
         ),
         localization=pred.localization,
         warnings=tuple(pred.warnings),
         unreliable=None if pred.reliable else _UNRELIABLE,
+        finding=pred.finding,
     )
 
 
@@ -332,7 +367,7 @@ def overlay_caption(card: ResultCard, *, show_heatmap: bool = True, show_boxes: 
         return text
     if card.boxes_suspected:
         return f"{text}; boxes around the suspected areas"
-    note = _NOT_RELIABLE if card.unreliable else _NONE_SUSPECTED
+    note = _NOT_RELIABLE if card.unreliable else _none_suspected(card.finding)
     said = text.endswith(note)  # the heatmap's words already say it
     return f"{text}; boxes around the areas it weighed most{'' if said else ' ' + note}"
 
@@ -343,7 +378,7 @@ class StudyCard:
 
     title: str
     verdict: Verdict
-    probability: str | None  # the mean fracture probability, with a fracture head
+    probability: str | None  # the mean fracture (or abnormality) probability, with a fracture head
     classification: ClassSummary | None
     how: str  # how the views were combined, in words
     unreliable: str | None
@@ -360,18 +395,21 @@ def study_card_for(study: StudyPrediction) -> StudyCard:
     how = []
     if fracture_head:
         probability = _probability_text(
-            "Mean fracture probability of the views",
+            f"Mean {study.finding} probability of the views",
             study.fracture_probability,
             study.threshold,
             study.operating_point,
         )
-        how.append("Fracture probability: the mean of the views.")
+        how.append(f"{study.finding.capitalize()} probability: the mean of the views.")
     classification = None
     if study.classification is not None:
         classification = class_summary(
-            study.classification, fracture_head=fracture_head, fracture_suspected=study.fracture_suspected
+            study.classification,
+            fracture_head=fracture_head,
+            fracture_suspected=study.fracture_suspected,
+            finding=study.finding,
         )
-        weighted = ", each weighted by its fracture probability" if fracture_head else ""
+        weighted = f", each weighted by its {study.finding} probability" if fracture_head else ""
         how.append(f"{classification.label}: the mean of the views' class probabilities{weighted}.")
     return StudyCard(
         title=f"Study verdict ({len(study.images)} views)",
@@ -396,12 +434,14 @@ def _names(names: Sequence[str], most: int = 8) -> str:
 
 
 def heads_text(spec: BundleSpec) -> str:
-    """What a bundle reports, from its heads: e.g. "Reports: fracture probability, body region"."""
+    """What a bundle reports, from its heads: e.g. "Reports: fracture probability, body region"
+    ("abnormality probability" for a head trained on MURA)."""
     fracture_head = spec.head("fracture") is not None
-    parts = ["fracture probability and suspected areas"] if fracture_head else []
+    finding = _spec_finding(spec)
+    parts = [f"{finding} probability and suspected areas"] if fracture_head else []
     class_head = spec.head("class")
     if class_head is not None:
-        parts.append(f"{_class_label(fracture_head).lower()} ({_names(class_head.classes)})")
+        parts.append(f"{_class_label(fracture_head, finding).lower()} ({_names(class_head.classes)})")
     region_head = spec.head("region")
     if region_head is not None:
         parts.append(f"body region ({_names(region_head.classes)})")
@@ -409,7 +449,7 @@ def heads_text(spec: BundleSpec) -> str:
 
 
 def operating_point_text(op: OperatingPoint) -> str:
-    """The chosen fracture operating point: its threshold, description and measured rates."""
+    """The chosen operating point of the fracture head: its threshold, description and measured rates."""
     text = f"Threshold {op.threshold:.3f}: {op.description}"
     rates = [
         f"{name} {value:.2f}"
@@ -424,7 +464,7 @@ def class_operating_point_text(spec: BundleSpec) -> str | None:
     class_head = spec.head("class")
     if class_head is None:
         return None
-    label = _class_label(spec.head("fracture") is not None)
+    label = _class_label(spec.head("fracture") is not None, _spec_finding(spec))
     cop = spec.class_operating_point
     if cop is None:
         return f"{label}: the most likely is always stated (this bundle has no minimum probability)."

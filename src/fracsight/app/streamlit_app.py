@@ -112,7 +112,7 @@ def model_sidebar(config: AppConfig) -> Predictor:
                 "Operating point",
                 names,
                 index=names.index(predictor.operating_point.name),
-                help="The probability threshold above which a fracture is reported.",
+                help=f'The probability threshold above which "{predictor.finding} suspected" is reported.',
             )
             if chosen != predictor.operating_point.name:
                 predictor = load_predictor(config.model, chosen)
@@ -220,7 +220,12 @@ def decision_block(result: Prediction | StudyPrediction) -> None:
     st.markdown(f"### :{v.markdown_colour}[{escape_markdown(v.headline)}]")  # it may name a class
     if result.fracture_probability is not None and result.threshold is not None:
         st.markdown(
-            probability_bar_html(result.fracture_probability, result.threshold, severity=v.severity),
+            probability_bar_html(
+                result.fracture_probability,
+                result.threshold,
+                severity=v.severity,
+                label=f"{result.finding} probability",
+            ),
             unsafe_allow_html=True,
         )
 

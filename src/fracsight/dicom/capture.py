@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 from pydicom import Dataset
 from pydicom.uid import JPEGBaseline8Bit
 
-from fracsight.dicom.results_context import SERIES, ResultContext, laterality, summary_lines
+from fracsight.dicom.results_context import ResultContext, laterality, plural, series, summary_lines
 from fracsight.errors import DicomSourceError
 from fracsight.explain import render_overlay
 from fracsight.explain.overlay import _font
@@ -94,7 +94,7 @@ def secondary_capture(
         pixels = _display_pixels(source, frame)  # none kept, or reduced: the boxes need full size
     rgb = burned_in_image(prediction, pixels)
     orientation = _orientation(header)
-    series = SERIES["capture"]
+    info = series("capture", prediction.finding)
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=header,
         pixel_array=rgb,
@@ -102,8 +102,8 @@ def secondary_capture(
         bits_allocated=8,
         coordinate_system=hd.CoordinateSystemNames.PATIENT,
         series_instance_uid=context.series_uid(header.StudyInstanceUID, "capture"),
-        series_number=series.number,
-        series_description=series.description,
+        series_number=info.number,
+        series_description=info.description,
         sop_instance_uid=sop_instance_uid,
         instance_number=int(header.get("InstanceNumber") or 1),
         patient_orientation=orientation or ("L", "F"),  # highdicom insists; replaced below
@@ -126,7 +126,9 @@ def secondary_capture(
     sc.LossyImageCompressionMethod = "ISO_10918_1"
     encoded = len(sc.PixelData) or 1
     sc.LossyImageCompressionRatio = f"{rgb.nbytes / encoded:.2f}"[:16]
-    sc.DerivationDescription = "fracsight overlay of suspected fractures; decision aid, not a diagnosis"
+    sc.DerivationDescription = (
+        f"fracsight overlay of suspected {plural(prediction.finding)}; decision aid, not a diagnosis"
+    )
     reference = Dataset()
     reference.ReferencedSOPClassUID = header.SOPClassUID
     reference.ReferencedSOPInstanceUID = header.SOPInstanceUID

@@ -18,16 +18,21 @@ import numpy as np
 import pydicom.multival
 from pydicom import Dataset
 
-from fracsight.dicom.results_context import SERIES, ResultContext, laterality, summary_lines
+from fracsight.dicom.results_context import ResultContext, laterality, series, summary_lines
 from fracsight.errors import DicomSourceError
 from fracsight.explain.overlay import DEFAULT_BOX_COLOUR
-from fracsight.inference.results import Prediction
+from fracsight.inference.results import ABNORMALITY, FRACTURE, Prediction
 
 __all__ = ["LAYER", "presentation_state"]
 
 LAYER = "FRACSIGHT"
 _SRGB = "_icc_profiles/sRGB_v4_ICC_preference.icc"  # shipped with highdicom
 _LINE_HEIGHT = 0.035  # of the displayed area, per line of the summary text
+# The layer's description by ``Prediction.finding`` (LO: at most 64 characters)
+_LAYER_DESCRIPTIONS = {
+    FRACTURE: "fracsight suspected fractures - decision aid, not a diagnosis",
+    ABNORMALITY: "fracsight suspected abnormalities - not a diagnosis",
+}
 
 
 def _summary_objects(prediction: Prediction) -> list[hd.pr.TextObject]:
@@ -117,7 +122,7 @@ def presentation_state(
     layer = hd.pr.GraphicLayer(
         layer_name=LAYER,
         order=1,
-        description="fracsight suspected fractures - decision aid, not a diagnosis",
+        description=_LAYER_DESCRIPTIONS[prediction.finding],
         display_color=hd.color.CIELabColor.from_rgb(*DEFAULT_BOX_COLOUR),
     )
     graphics, box_texts = _box_objects(prediction, rows, columns)
@@ -128,16 +133,16 @@ def presentation_state(
         graphic_objects=graphics or None,
         text_objects=[*box_texts, *_summary_objects(prediction)],
     )
-    series = SERIES["gsps"]
+    info = series("gsps", prediction.finding)
     common = dict(
         referenced_images=[header],
         series_instance_uid=context.series_uid(header.StudyInstanceUID, "gsps"),
-        series_number=series.number,
-        series_description=series.description,
+        series_number=info.number,
+        series_description=info.description,
         sop_instance_uid=sop_instance_uid,
         instance_number=int(header.get("InstanceNumber") or 1),
         content_label=LAYER,
-        content_description="fracsight fracture aid - decision aid, not a diagnosis",
+        content_description=f"fracsight {prediction.finding} aid - decision aid, not a diagnosis",
         graphic_annotations=[annotation],
         graphic_layers=[layer],
         **context.equipment(),

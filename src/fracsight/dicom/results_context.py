@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fracsight import __version__
-from fracsight.inference.results import NOTICE, Prediction, StudyPrediction
+from fracsight.inference.results import FRACTURE, NOTICE, Prediction, StudyPrediction
 from fracsight.io.dicom_gate import RESULT_MODEL_NAME
 
 if TYPE_CHECKING:
@@ -24,10 +24,11 @@ __all__ = [
     "KINDS",
     "MANUFACTURER",
     "NODE_KINDS",
-    "SERIES",
     "ResultContext",
     "SeriesInfo",
     "laterality",
+    "plural",
+    "series",
     "summary_lines",
 ]
 
@@ -46,11 +47,16 @@ class SeriesInfo:
     description: str  # LO: at most 64 characters
 
 
-SERIES: dict[str, SeriesInfo] = {
-    "sr": SeriesInfo(9901, "fracsight fracture aid report - not a diagnosis"),
-    "gsps": SeriesInfo(9902, "fracsight fracture aid overlay - not a diagnosis"),
-    "capture": SeriesInfo(9903, "fracsight fracture aid capture - not a diagnosis"),
-}
+_SERIES_NUMBERS = {"sr": 9901, "gsps": 9902, "capture": 9903}
+_SERIES_NAMES = {"sr": "report", "gsps": "overlay", "capture": "capture"}
+
+
+def series(kind: str, finding: str = FRACTURE) -> SeriesInfo:
+    """The series of a result kind, named for what the model finds (``Prediction.finding``): a
+    MURA-trained model's results are an "abnormality aid", never a fracture one."""
+    return SeriesInfo(
+        _SERIES_NUMBERS[kind], f"fracsight {finding} aid {_SERIES_NAMES[kind]} - not a diagnosis"
+    )
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,11 @@ class ResultContext:
         return out
 
 
+def plural(finding: str) -> str:
+    """``Prediction.finding`` for several of them: "suspected fractures", "suspected abnormalities"."""
+    return f"{finding[:-1]}ies" if finding.endswith("y") else f"{finding}s"
+
+
 def laterality(header: Dataset) -> str | None:
     """The source's side (L or R) for the General Series Laterality of an image-like result
     (type 2C: a paired body part needs it), or None when unknown."""
@@ -124,7 +135,7 @@ def summary_lines(result: Prediction | StudyPrediction) -> list[str]:
     details: list[str] = []
     if result.fracture_probability is not None:
         details.append(
-            f"fracture probability {result.fracture_probability:.2f} "
+            f"{result.finding} probability {result.fracture_probability:.2f} "
             f"(operating point {result.operating_point}, threshold {result.threshold:.2f})"
         )
     if result.classification is not None:

@@ -2,9 +2,10 @@
 
 Per image, the Imaging Measurements container holds
 
-* one TID 1501 group for the whole image: the source image, the finding (fracture), the
+* one TID 1501 group for the whole image: the source image, the finding (fracture, or for a
+  head trained on MURA an abnormal imaging result: :data:`FINDING_CODES`), the
   algorithm (TID 4019: name, version, the ONNX sha256 and the operating point as parameters),
-  the body region as finding site, the fracture probability (a measurement), the decision at
+  the body region as finding site, the finding's probability (a measurement), the decision at
   the operating point and, for a bundle with a class head, the most likely class and its
   probability;
 * one TID 1410 group per box: the box as a closed POLYLINE SCOORD on the source image, with
@@ -31,10 +32,11 @@ from pydicom import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from fracsight.dicom.results_context import MANUFACTURER, SERIES, ResultContext
-from fracsight.inference.results import NOTICE, ClassResult, Prediction, StudyPrediction
+from fracsight.dicom.results_context import MANUFACTURER, ResultContext, series
+from fracsight.inference.results import ABNORMALITY, NOTICE, ClassResult, Prediction, StudyPrediction
+from fracsight.inference.results import FRACTURE as FRACTURE_FINDING
 
-__all__ = ["PRIVATE_SCHEME", "image_report", "study_report"]
+__all__ = ["FINDING_CODES", "PRIVATE_SCHEME", "image_report", "study_report"]
 
 #: fracsight's own coding scheme, for concepts no standard vocabulary has (a bundle's class
 #: names, a region without a SNOMED CT code); declared in the Coding Scheme Identification
@@ -42,6 +44,11 @@ __all__ = ["PRIVATE_SCHEME", "image_report", "study_report"]
 PRIVATE_SCHEME = "99FRACSIGHT"
 
 FRACTURE = Code("72704001", "SCT", "Fracture")
+ABNORMAL_IMAGING_RESULT = codes.SCT.ImagingResultAbnormal  # 408574004, a finding
+#: The coded finding of each ``Prediction.finding``: what a MURA-trained head (normal /
+#: abnormal) finds is any abnormal radiograph (fractures, hardware, lesions, degeneration), so
+#: its report codes an abnormal imaging result, never a fracture.
+FINDING_CODES = {FRACTURE_FINDING: FRACTURE, ABNORMALITY: ABNORMAL_IMAGING_RESULT}
 PROBABILITY = codes.DCM.Probability
 NO_UNITS = codes.UCUM.NoUnits
 SUSPECTED = codes.SCT.Suspected
@@ -152,7 +159,7 @@ def _verdict(
     if result.fracture_probability is not None:
         measurements.append(_probability(result.fracture_probability))
         decided = SUSPECTED if result.fracture_suspected else NOT_DETECTED
-        evaluations.append(hd.sr.QualitativeEvaluation(FRACTURE, decided))
+        evaluations.append(hd.sr.QualitativeEvaluation(FINDING_CODES[result.finding], decided))
     classification: ClassResult | None = result.classification
     if classification is not None:
         measurements.append(_probability(classification.probability, CLASS_PROBABILITY))
@@ -195,14 +202,14 @@ def _document(
     instance_number: int,
 ) -> Dataset:
     report[0].ContentSequence.append(_text_container(texts))
-    series = SERIES["sr"]
+    info = series("sr", result.finding)
     equipment = context.equipment()
     return hd.sr.ComprehensiveSR(
         evidence=list(evidence),
         content=report[0],
         series_instance_uid=context.series_uid(evidence[0].StudyInstanceUID, "sr"),
-        series_number=series.number,
-        series_description=series.description,
+        series_number=info.number,
+        series_description=info.description,
         sop_instance_uid=sop_instance_uid,
         instance_number=instance_number,
         manufacturer=equipment["manufacturer"],
@@ -229,7 +236,8 @@ def image_report(
     algorithm = _algorithm(context, prediction)
     sites = _finding_sites(header, prediction.region)
     measurements, evaluations = _verdict(prediction)
-    finding = FRACTURE if prediction.has_fracture_head else None
+    code = FINDING_CODES[prediction.finding]
+    finding = code if prediction.has_fracture_head else None
     groups: list = [
         hd.sr.MeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="fracsight image result"),
@@ -242,11 +250,13 @@ def image_report(
         )
     ]
     # on a negative decision, or an input the model cannot be relied on, the boxes are where the
-    # model looked most, not suspected fractures
+    # model looked most, not suspected findings
     if not prediction.reliable:
         boxed = "area weighed most, not reliable"
+    elif prediction.fracture_suspected:
+        boxed = f"suspected {prediction.finding}"
     else:
-        boxed = "suspected fracture" if prediction.fracture_suspected else "area weighed most, not suspected"
+        boxed = "area weighed most, not suspected"
     for k, box in enumerate(prediction.boxes, start=1):
         outline = np.array(
             [[box.x0, box.y0], [box.x1, box.y0], [box.x1, box.y1], [box.x0, box.y1], [box.x0, box.y0]],
@@ -263,7 +273,7 @@ def image_report(
                     uid=hd.UID(), identifier=f"fracsight {boxed} {k}"
                 ),
                 referenced_region=region,
-                finding_type=FRACTURE,
+                finding_type=code,
                 # the algorithm is named once, in the image's group of the same report: each
                 # copy costs highdicom's checks of five more content items per box
                 finding_sites=sites,
@@ -311,7 +321,7 @@ def study_report(
     measurements, evaluations = _verdict(study)
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="fracsight study result"),
-        finding_type=FRACTURE if study.fracture_probability is not None else None,
+        finding_type=FINDING_CODES[study.finding] if study.fracture_probability is not None else None,
         algorithm_id=_algorithm(context, study),
         measurements=measurements,
         qualitative_evaluations=evaluations,

@@ -74,13 +74,14 @@ class ClassResult:
 
 
 FRACTURE = "fracture"  # what a fracture head finds, in the decision's words (see finding_of)
+ABNORMALITY = "abnormality"  # what a head trained on MURA (normal / abnormal) finds
 
 
 def finding_of(positive_class: str) -> str:
     """What a binary head whose positive class is ``positive_class`` finds, as the noun of the
     decision ("fracture suspected"): a head trained on MURA (``normal`` / ``abnormal``) finds an
     abnormality, not a fracture, and must not say otherwise."""
-    nouns = {"abnormal": "abnormality", "abnormality": "abnormality"}
+    nouns = {"abnormal": ABNORMALITY, "abnormality": ABNORMALITY}
     return nouns.get(positive_class.strip().lower(), FRACTURE)  # "positive", "yes", ...: a fracture head
 
 
