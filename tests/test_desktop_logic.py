@@ -283,22 +283,18 @@ def test_session_rows_exports_and_study(predictor: Predictor, fracatlas_dir: Pat
     assert columns[:3] == ("source", "decision", "fracture_probability")
     row = dict(zip(columns, session.list_row(session.result(0)), strict=True))
     assert row["fracture_probability"] == f"{session.results[0].fracture_probability:.4f}"
-    assert session.study() is None  # not marked as one study
+    assert session.studies() == []  # not marked as one study, and in no study folder
     plain = [r for _, r in session.shown()]
     assert session.csv_text() == csv_download(plain, predictor.spec)
     session.one_study = True
-    study = session.study()
-    assert (
-        study is not None
-        and study.study == STUDY_NAME
-        and study.images == ("IMG0000019.jpg", "IMG0000050.jpg")
-    )
+    (study,) = session.studies()
+    assert study.study == STUDY_NAME and study.images == ("IMG0000019.jpg", "IMG0000050.jpg")
     # the file that could not be read is a view the verdict has not seen, as in predict --study
     assert study.unread == ("bad.png",) and not study.reliable and "1 of 3 views" in study.warnings[0]
     assert session.csv_text().splitlines()[-1].startswith(f"study,{STUDY_NAME},")
     session.choose_operating_point("triage")
     assert {r.operating_point for _, r in session.shown() if isinstance(r, Prediction)} == {"triage"}
-    assert session.study().operating_point == "triage" and '"triage"' in session.json_text()
+    assert session.studies()[0].operating_point == "triage" and '"triage"' in session.json_text()
     assert session.operating_point_names == tuple(op.name for op in predictor.spec.operating_points)
 
 
@@ -349,9 +345,57 @@ def test_files_of_the_same_name_in_subfolders_keep_predicts_names(
         session.record(index, predict_one(predictor, path, name), file_stamp(path))
     assert session.names == names and [r.source for _, r in session.shown()] == names
     assert [session.list_row(r)[0] for _, r in session.shown()] == names
-    assert session.study().images == tuple(names)
+    assert [s.images for s in session.studies()] == [tuple(names)]
     assert [line.split(",")[1] for line in session.csv_text().splitlines()[1:4]] == names
     assert predict_one(predictor, pacs / "patientA", "patientA/x.jpg").source == "patientA/x.jpg"
+
+
+@pytest.mark.fracatlas
+def test_session_studies_are_predicts_study_folders(
+    predictor: Predictor, fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """MURA-style study folders are grouped as ``fracsight predict`` groups them
+    (:func:`~fracsight.inference.tabular.study_groups`); a study gets its verdict once every view has
+    a result; a view that could not be read is one it has not seen; a folder opened again after a
+    cancelled run counts each file at its latest place."""
+    patient = tmp_path / "XR_HAND" / "patient1"
+    for study, image in (("study1_positive", FRACTURED), ("study2_negative", HAND)):
+        (patient / study).mkdir(parents=True)
+        (patient / study / "image1.jpg").symlink_to(fracatlas_dir / "images" / image)
+    (patient / "study2_negative" / "image2.png").write_text("not an image", encoding="utf-8")
+    session = ReadingSession()
+    session.set_predictor(predictor)
+    items = session.add(expand_inputs([patient.parent]))
+    assert session.folders == {"patient1/study1_positive": [0], "patient1/study2_negative": [1, 2]}
+    assert [session.study_of(i) for i in range(3)] == [
+        "patient1/study1_positive",
+        *["patient1/study2_negative"] * 2,
+    ]
+    index, path, name = items[1]
+    session.record(index, predict_one(predictor, path, name), file_stamp(path))
+    assert session.studies() == []  # study2's other view, and study1's only one, not yet predicted
+    for index, path, name in (items[0], items[2]):
+        session.record(index, predict_one(predictor, path, name), file_stamp(path))
+    first, second = session.studies()
+    assert (first.study, first.images, first.unread) == (
+        "patient1/study1_positive",
+        ("patient1/study1_positive/image1.jpg",),
+        (),
+    )
+    assert second.images == ("patient1/study2_negative/image1.jpg",)
+    assert second.unread == ("patient1/study2_negative/image2.png",) and not second.reliable
+    expected = predictor.predict_study([session.results[0]], "patient1/study1_positive")
+    assert first.to_dict() == expected.to_dict()
+
+    reopened = ReadingSession()
+    reopened.set_predictor(predictor)
+    reopened.add(expand_inputs([patient.parent]))  # cancelled: nothing predicted
+    for index, path, name in reopened.add(expand_inputs([patient.parent])):
+        reopened.record(index, predict_one(predictor, path, name), file_stamp(path))
+    assert reopened.folders == {"patient1/study1_positive": [3], "patient1/study2_negative": [4, 5]}
+    assert [s.to_dict() for s in reopened.studies()] == [first.to_dict(), second.to_dict()]
+    reopened.one_study = True  # all images as one study instead, as predict --study
+    assert [s.study for s in reopened.studies()] == [STUDY_NAME] and reopened.study_of(3) == STUDY_NAME
 
 
 @pytest.mark.slow

@@ -727,7 +727,7 @@ def test_stress_opening_cancelling_and_exporting_while_a_folder_runs(
             batches.append(range(start, start + n))
 
         def shown() -> list[int]:
-            return [int(i) for i in desktop.tree.get_children() if i != "study"]
+            return [int(i) for i in desktop.tree.get_children() if i.isdigit()]  # not a study's row
 
         def check(idle: bool) -> None:
             assert not errors, (errors, where())
@@ -854,7 +854,7 @@ def test_files_of_the_same_name_in_subfolders_are_told_apart(
     name each by its path under the folder opened, as `fracsight predict` does (they once said
     IM000001.jpg twice)."""
     pacs = tmp_path / "pacs"
-    # series, not MURA's studyN folders: `predict` would add a study row for each (see docs/desktop.md)
+    # series, not MURA's studyN folders: those add a study row each (the test below)
     copy_of(fracatlas_dir, FRACTURED, pacs / "patientA" / "series1" / "IM000001.jpg")
     copy_of(fracatlas_dir, HAND, pacs / "patientB" / "series1" / "IM000001.jpg")
     desktop = open_window([pacs])
@@ -872,6 +872,60 @@ def test_files_of_the_same_name_in_subfolders_are_told_apart(
     exported_json = desktop.export_json(tmp_path / "desktop.json")
     assert code == 0 and exported_json is not None
     assert json.loads(exported_json.read_text()) == json.loads(expected)
+
+
+def test_mura_study_folders_get_a_study_row_each_as_predict_gives(
+    open_window, display: str, fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """A folder of MURA-style study folders (``patient00001/study1_positive/``, ``study2_negative/``):
+    each study is a row above its views, with the verdict ``fracsight predict`` gives it, and its
+    card beside the selected view; the exports hold the study rows ``predict`` writes. The window
+    once gave only the image rows."""
+    patient = tmp_path / "XR_WRIST" / "patient00001"
+    patient.mkdir(parents=True)
+    images = fracatlas_dir / "images"
+    linked_folder(patient / "study1_positive", [images / FRACTURED, images / "Fractured/IMG0000025.jpg"])
+    linked_folder(patient / "study2_negative", [images / HAND, images / "Non_fractured/IMG0000051.jpg"])
+    desktop = open_window([tmp_path / "XR_WRIST"])
+    root = desktop.root
+    wait_until(root, lambda: len(desktop.session.results) == 4 and desktop.list_current, 120, "four results")
+    settle(root)
+    code, expected = predict_cli(str(tmp_path / "XR_WRIST"), "--json")
+    assert code == 0
+    studies = json.loads(expected)["studies"]
+    assert [s["study"] for s in studies] == ["patient00001/study1_positive", "patient00001/study2_negative"]
+    rows = tree_rows(desktop)
+    first, second = (f"patient00001/study{n}" for n in ("1_positive", "2_negative"))
+    assert [r["source"] for r in rows] == [
+        first,
+        f"{first}/000-IMG0000019.jpg",
+        f"{first}/001-IMG0000025.jpg",
+        second,
+        f"{second}/000-IMG0000050.jpg",
+        f"{second}/001-IMG0000051.jpg",
+    ]
+    for row, study in zip((rows[0], rows[3]), studies, strict=True):
+        assert row["decision"] == study["decision"]
+        assert float(row["fracture_probability"]) == pytest.approx(study["fracture_probability"], abs=1e-4)
+    desktop.select(2)  # a view of the second study: its study's card above the image's
+    settle(root)
+    screenshot(display, "desktop-mura-studies.png")
+    assert desktop.study_frame.winfo_ismapped()
+    assert desktop.study_title.cget("text") == f"Study verdict (2 views): {second}"
+    decision = studies[1]["decision"]
+    assert desktop.study_headline.cget("text") == decision[:1].upper() + decision[1:]
+    desktop.tree.selection_set("study:" + first)  # as a click on the first study's row
+    settle(root, 0.1)
+    assert desktop.study_title.cget("text") == f"Study verdict (2 views): {first}"
+    assert desktop.selected == 2
+    desktop.previous_result()  # the keys step over the study rows
+    assert desktop.selected == 1
+    exported = desktop.export_json(tmp_path / "desktop.json")
+    assert exported is not None and json.loads(exported.read_text()) == json.loads(expected)
+    cli_csv = tmp_path / "cli.csv"
+    assert predict_cli(str(tmp_path / "XR_WRIST"), "--csv", str(cli_csv))[0] == 0
+    exported = desktop.export_csv(tmp_path / "desktop.csv")
+    assert exported is not None and exported.read_text() == cli_csv.read_text()
 
 
 def test_a_file_changed_on_disk_is_never_shown_beside_its_old_result(

@@ -1,4 +1,4 @@
-"""What the window shows, without the window: the files, their results, the operating point, the study.
+"""What the window shows, without the window: the files, their results, the operating point, the studies.
 
 Every text, row and file comes from :mod:`fracsight.app.logic` (the web app's logic) and
 :mod:`fracsight.inference.tabular`; this module only keeps the state a desktop session needs
@@ -7,9 +7,11 @@ between events. No tkinter here: it is tested without a display.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from fracsight.app.logic import (
     STUDY_NAME,
@@ -22,7 +24,7 @@ from fracsight.app.logic import (
 from fracsight.bundle import OperatingPoint
 from fracsight.desktop.worker import FileStamp, Item
 from fracsight.inference import FailedPrediction, Prediction, Predictor, StudyPrediction
-from fracsight.inference.tabular import named_inputs
+from fracsight.inference.tabular import named_inputs, study_groups
 
 __all__ = ["LIST_HIDDEN", "STUDY_NAME", "ReadingSession", "expand_inputs", "heading"]
 
@@ -37,6 +39,12 @@ def expand_inputs(paths: Iterable[Path]) -> list[tuple[Path, str]]:
     """Files as given, folders expanded to their image files, in ``fracsight predict``'s order, each
     with the name ``fracsight predict`` gives it (``patientA/study1/IM000001.jpg`` under a folder)."""
     return named_inputs(list(paths))
+
+
+class _Made(NamedTuple):
+    results: tuple[Result, ...]
+    operating_point: OperatingPoint | None
+    study: StudyPrediction | None
 
 
 def heading(column: str) -> str:
@@ -58,10 +66,16 @@ class ReadingSession:
     stamps: dict[int, FileStamp | None] = field(default_factory=dict)  # each file as read for its result
     operating_point: OperatingPoint | None = None
     one_study: bool = False
+    # MURA-style study folders among :attr:`paths` (name -> indices), as ``fracsight predict`` finds them
+    folders: dict[str, list[int]] = field(default_factory=dict, init=False, repr=False)
+    # each study's verdict with the results and operating point it was made from: the window asks
+    # for every study at each redisplay, and a folder of a thousand studies must not cost a tick
+    _made: dict[str, _Made] = field(default_factory=dict, init=False, repr=False)
 
     def set_predictor(self, predictor: Predictor) -> None:
         self.predictor = predictor
         self.operating_point = predictor.operating_point
+        self._made.clear()
 
     def add(self, files: Iterable[tuple[Path, str]]) -> list[Item]:
         """Add ``(path, name)`` pairs (:func:`expand_inputs`); returns the items to predict."""
@@ -70,7 +84,16 @@ class ReadingSession:
         for _, path, name in items:
             self.paths.append(path)
             self.names.append(name)
+        self._find_folders()
         return items
+
+    def _find_folders(self) -> None:
+        """:attr:`folders`, found here rather than on every redisplay (it resolves every path). A file
+        opened again is a view at its latest place: the one predicted last (a cancelled run's copy
+        never gets a result)."""
+        latest = sorted({os.path.realpath(path): i for i, path in enumerate(self.paths)}.values())
+        groups = study_groups([self.paths[i] for i in latest])
+        self.folders = {name: [latest[j] for j in views] for name, views in groups.items()}
 
     def record(self, index: int, result: Result, stamp: FileStamp | None) -> None:
         """The result of a file, and its stamp when it was read for it."""
@@ -102,17 +125,56 @@ class ReadingSession:
         """The results so far, in the order the files were opened, at the chosen operating point."""
         return [(i, at_operating_point(self.results[i], self.operating_point)) for i in sorted(self.results)]
 
-    def study(self) -> StudyPrediction | None:
-        """The study verdict when the images are marked as one study (two or more predicted views)."""
-        if not self.one_study or self.predictor is None:
-            return None
-        results = [r for _, r in sorted(self.results.items())]
+    def studies(self) -> list[StudyPrediction]:
+        """The study verdicts, as ``fracsight predict`` gives them, at the chosen operating point.
+
+        Marked as one study: all images, once two or more were predicted (``predict --study``).
+        Otherwise one per MURA-style study folder (``patient1/study1_positive/``; found by
+        :func:`~fracsight.inference.tabular.study_groups`, as ``predict`` finds them) once every
+        view of it has a result, so that a verdict never stands for views still being predicted.
+        A view that could not be read is one the verdict has not seen, as in ``predict``.
+        """
+        if self.predictor is None:
+            return []
+        out = []
+        for name, indices in self._groups().items():
+            if all(i in self.results for i in indices):
+                study = self._study(name, tuple(self.results[i] for i in indices))
+                if study is not None:
+                    out.append(study)
+        return out
+
+    def _study(self, name: str, results: tuple[Result, ...]) -> StudyPrediction | None:
+        """The verdict of one study from its views' results; made again only when they, or the
+        operating point, are not those it was made from."""
+        made = self._made.get(name)
+        if (
+            made is not None
+            and made.operating_point is self.operating_point
+            and len(made.results) == len(results)
+            and all(a is b for a, b in zip(made.results, results, strict=True))
+        ):
+            return made.study
+        assert self.predictor is not None
         views = [r for r in results if isinstance(r, Prediction)]
-        if len(views) < 2:
-            return None
-        unread = [r.source for r in results if not isinstance(r, Prediction)]  # as predict --study
-        study = self.predictor.predict_study(views, STUDY_NAME, unread=unread)
-        return at_operating_point(study, self.operating_point)
+        study = None
+        if len(views) >= (2 if self.one_study else 1):
+            unread = [r.source for r in results if not isinstance(r, Prediction)]
+            made_now = self.predictor.predict_study(views, name, unread=unread)
+            study = at_operating_point(made_now, self.operating_point)
+        self._made[name] = _Made(results, self.operating_point, study)
+        return study
+
+    def views_of(self, study: str) -> list[int]:
+        """The indices of the files that are views of ``study`` (a name :meth:`studies` gives)."""
+        return self._groups().get(study, [])
+
+    def study_of(self, index: int) -> str | None:
+        """The name of the study the file at ``index`` is a view of, if any."""
+        return next((name for name, indices in self._groups().items() if index in indices), None)
+
+    def _groups(self) -> dict[str, list[int]]:
+        return {STUDY_NAME: sorted(self.results)} if self.one_study else self.folders
 
     def list_columns(self) -> tuple[str, ...]:
         if self.predictor is None:
@@ -129,16 +191,14 @@ class ReadingSession:
 
     # ---- exports (only when the user asks) -------------------------------------------------------------
     def _everything(self) -> list[Result | StudyPrediction]:
-        study = self.study()
-        return [r for _, r in self.shown()] + ([study] if study else [])
+        return [r for _, r in self.shown()] + self.studies()
 
     def csv_text(self) -> str:
-        """The columns of ``fracsight predict --csv --all-classes``: images, then the study."""
+        """The columns of ``fracsight predict --csv --all-classes``: images, then the studies."""
         assert self.predictor is not None
         return csv_download(self._everything(), self.predictor.spec)
 
     def json_text(self) -> str:
         """The document of ``fracsight predict --json``."""
         assert self.predictor is not None
-        study = self.study()
-        return json_text([r for _, r in self.shown()], [study] if study else [], self.predictor.name)
+        return json_text([r for _, r in self.shown()], self.studies(), self.predictor.name)

@@ -1,4 +1,4 @@
-"""The desktop window (plain Tk): results list, card, viewer, operating point, study, exports.
+"""The desktop window (plain Tk): results list, card, viewer, operating point, studies, exports.
 
 Only drawing lives here. The texts, rows and files come from :mod:`fracsight.app.logic` (through
 :class:`~fracsight.desktop.state.ReadingSession`); the model runs in a
@@ -35,7 +35,7 @@ from fracsight.desktop.drop import enable_file_drop, paths_from_drop
 from fracsight.desktop.priority import MODEL_NICENESS
 from fracsight.desktop.render import Rendered
 from fracsight.desktop.shortcuts import NOTE, Tooltip, bind_shortcuts, help_rows, hint
-from fracsight.desktop.state import ReadingSession, expand_inputs, heading
+from fracsight.desktop.state import STUDY_NAME, ReadingSession, expand_inputs, heading
 from fracsight.desktop.timing import LatencyProbe, TimingLog
 from fracsight.desktop.viewer import Viewer
 from fracsight.desktop.worker import (
@@ -67,7 +67,7 @@ VIEW_CACHE = 6  # full-resolution views kept in memory (a long folder would not 
 NOT_PREDICTED = "not predicted: the model could not be loaded"
 NOTICE_BANNER = f"⚠  {NOTICE} Check every result against the images."
 BANNER_BG, UNRELIABLE_BG, WARNING_FG = "#fff3cd", "#c62828", "#8a4b00"
-STUDY_IID = "study"
+STUDY_IID = "study:"  # a study's row is this and its name; an image's, its index in the session
 START_TEXT = "radiographs (PNG, JPEG or DICOM) to begin."
 COLUMN_WIDTHS = {"source": 150, "decision": 190, "fracture_probability": 140, "predicted_class": 120}
 COLUMN_WIDTHS |= {"class_probability": 120, "warnings": 260, "error_code": 130, "error": 300}
@@ -115,6 +115,7 @@ class DesktopApp:
         self.shortcuts_window: tk.Toplevel | None = None
         self.selected: int | None = None
         self.views: OrderedDict[int, ViewReady] = OrderedDict()
+        self.studies: dict[str, StudyPrediction] = {}  # the study rows listed, by name
         self.running = 0  # batches submitted and not finished
         self.done = 0  # results received
         self._run = _Run(done=0)  # from idle to idle, over every batch opened meanwhile
@@ -246,7 +247,7 @@ class DesktopApp:
         for name, colour in COLOURS.items():
             self.tree.tag_configure(name, foreground=colour)
         self.tree.tag_configure("failed", foreground=COLOURS["suspected"], background="#fdecea")
-        self.tree.tag_configure(STUDY_IID, font=self.font_bold)
+        self.tree.tag_configure("study", font=self.font_bold)
         self.tree.bind("<<TreeviewSelect>>", self._on_tree_select)
 
     def _build_card(self, parent: ttk.Frame) -> None:
@@ -406,8 +407,7 @@ class DesktopApp:
         assert shown is not None
         if self.tree.exists(str(index)):
             self.tree.item(str(index), values=self.session.list_row(shown), tags=_tags(shown))
-        if self.session.one_study:
-            self._refresh_study()
+        self._refresh_studies()
         if index == self.selected:
             self._fill_card()
         name = self.session.names[index]
@@ -488,8 +488,7 @@ class DesktopApp:
             self.tree.insert(
                 "", "end", iid=str(index), values=self.session.list_row(result), tags=_tags(result)
             )
-        if self.session.one_study:
-            self._refresh_study()
+        self._refresh_studies()
         self._update_progress()
         if self.selected is None:
             self.select(indices[0])
@@ -531,10 +530,12 @@ class DesktopApp:
     # ---- selection and the card ----------------------------------------------------------------------
     def _on_tree_select(self, _event: object) -> None:
         chosen = self.tree.selection()
-        if chosen and chosen[0] != STUDY_IID:
-            index = int(chosen[0])
-            if index != self.selected:
-                self._show(index)
+        if not chosen:
+            return
+        if _is_study(chosen[0]) or int(chosen[0]) == self.selected:
+            self._show_study_card()
+        else:
+            self._show(int(chosen[0]))
 
     def select(self, index: int) -> None:
         """Select a row of the list (as a click would)."""
@@ -555,7 +556,7 @@ class DesktopApp:
         """Select the image ``by`` rows down the list from the one shown (not the study's row)."""
         if self._unlisted:
             self._list_results()
-        rows = [iid for iid in self.tree.get_children() if iid != STUDY_IID]
+        rows = [iid for iid in self.tree.get_children() if not _is_study(iid)]
         if not rows:
             return
         shown = str(self.selected)
@@ -567,6 +568,7 @@ class DesktopApp:
     def _show(self, index: int) -> None:
         self.selected = index
         self._fill_card()
+        self._show_study_card()
         result = self.session.result(index)
         if isinstance(result, Prediction):
             if index in self.views:
@@ -614,18 +616,37 @@ class DesktopApp:
         else:
             self.card_warnings.pack_forget()
 
-    def _refresh_study(self) -> None:
-        study = self.session.study()
-        if self.tree.exists(STUDY_IID):
-            self.tree.delete(STUDY_IID)
+    def _refresh_studies(self) -> None:
+        """The study rows, each right above its first view, and the study card of the selection."""
+        listed, self.studies = self.studies, {study.study: study for study in self.session.studies()}
+        for iid in self.tree.get_children():
+            if _is_study(iid) and iid[len(STUDY_IID) :] not in self.studies:
+                self.tree.delete(iid)
+        for name, study in self.studies.items():
+            iid = STUDY_IID + name
+            if not self.tree.exists(iid):
+                views = [str(i) for i in self.session.views_of(name) if self.tree.exists(str(i))]
+                place = self.tree.index(views[0]) if views else "end"
+                self.tree.insert("", place, iid=iid)  # it stays there: new rows go at the end
+            elif listed.get(name) is study:  # unchanged (the session made it once)
+                continue
+            self.tree.item(iid, values=self.session.list_row(study), tags=(*_tags(study), "study"))
+        self._show_study_card()
+
+    def _show_study_card(self) -> None:
+        """The verdict of the study whose row is selected, or else of the selected image's study."""
+        chosen = self.tree.selection()
+        if chosen and _is_study(chosen[0]):
+            name: str | None = chosen[0][len(STUDY_IID) :]
+        else:
+            name = None if self.selected is None else self.session.study_of(self.selected)
+        study = self.studies.get(name) if name is not None else None
         if study is None:
             self.study_frame.pack_forget()
             return
-        self.tree.insert(
-            "", 0, iid=STUDY_IID, values=self.session.list_row(study), tags=(*_tags(study), STUDY_IID)
-        )
         card = study_card_for(study)
-        self.study_title.configure(text=card.title)
+        title = card.title if study.study == STUDY_NAME else f"{card.title}: {study.study}"
+        self.study_title.configure(text=title)
         self.study_headline.configure(text=card.verdict.headline, fg=card.verdict.colour)
         extra = [card.unreliable] if card.unreliable else []
         self.study_lines.configure(text="\n".join([*card.lines, card.how, *extra]))
@@ -635,7 +656,7 @@ class DesktopApp:
         self._list_results()
         for index, result in self.session.shown():
             self.tree.item(str(index), values=self.session.list_row(result), tags=_tags(result))
-        self._refresh_study()
+        self._refresh_studies()
         self._fill_card()
         self._show_model_text()
         shown = None if self.selected is None else self.session.result(self.selected)
@@ -671,7 +692,7 @@ class DesktopApp:
     def set_one_study(self, on: bool) -> None:
         self.session.one_study = on
         self.study_var.set(on)
-        self._refresh_study()
+        self._refresh_studies()
 
     # ---- exports (only when asked; the save dialog asks before replacing a file) ---------------------
     def _ask_save(self, title: str, name: str, suffix: str, kind: str) -> Path | None:
@@ -825,6 +846,10 @@ class DesktopApp:
         if self.probe is not None:
             self.probe.stop()
         self.root.destroy()
+
+
+def _is_study(iid: str) -> bool:
+    return iid.startswith(STUDY_IID)
 
 
 def _tags(result: Prediction | FailedPrediction | StudyPrediction) -> tuple[str, ...]:
