@@ -66,6 +66,32 @@ def test_a_split_the_data_set_lacks_is_the_one_training_held_out(tiny_bundle, ti
     assert bogus.exit_code == 1 and "no 'bogus' split" in bogus.output and "Traceback" not in bogus.output
 
 
+@pytest.mark.parametrize("recorded", ["in full", "relative"])
+def test_the_split_training_carved_is_made_once(tiny_bundle, tiny_dataset, tmp_path, monkeypatch, recorded):
+    """Making the run's split of a data set hashes its duplicate candidates, slow on a big one:
+    evaluate makes it once, also for an older bundle whose relative data path it checks by it."""
+    import shutil
+
+    from fracsight.data import splits
+    from fracsight.evaluation.run import evaluate_model
+
+    bundle = tiny_bundle
+    if recorded == "relative":
+        bundle = tmp_path / "bundle"
+        shutil.copytree(tiny_bundle, bundle)
+        spec = json.loads((bundle / "bundle.json").read_text())
+        spec["training"]["data"] = tiny_dataset.name
+        (bundle / "bundle.json").write_text(json.dumps(spec))
+    made = []
+    real = splits.split_keys
+    monkeypatch.setattr(splits, "split_keys", lambda samples: made.append(len(samples)) or real(samples))
+    metrics = evaluate_model(bundle, tiny_dataset, split="test", n_bootstrap=100)
+    assert len(made) == 1
+    assert any("no 'test' split of its own" in note for note in metrics["notes"])
+    assert not any("differs from the training run's" in note for note in metrics["notes"])
+    assert any("relative path" in note for note in metrics["notes"]) == (recorded == "relative")
+
+
 def test_a_split_on_some_images_only_is_refused_not_trimmed(fracatlas_dir, tmp_path):
     """docs/data.md: a set with splits on some images only is refused. evaluate --split test on a set
     the model was not trained on measured the test rows and silently dropped the row whose split
@@ -285,3 +311,33 @@ def test_an_output_folder_inside_any_data_set_is_refused(tiny_bundle, fracatlas_
         result = CliRunner().invoke(app, args)  # even with --overwrite
         assert result.exit_code == 2 and "error (output_refused)" in result.output, result.output
         assert not (data / "eval").exists() and not (data / "images" / "eval").exists()
+
+
+def test_images_that_cannot_be_read_are_named_and_fail_the_run_unless_allowed(
+    tiny_bundle, tiny_dataset, tmp_path
+):
+    """Metrics over fewer images than asked for are no silent success: the report, its JSON and the
+    terminal name the file and why, and the exit code is 1 (as `predict`'s) without --allow-unreadable."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data, symlinks=True)
+    (data / "val" / "fractured" / "broken.jpg").write_bytes(b"\xff\xd8\xff" + bytes(64))
+    args = ["evaluate", str(tiny_bundle), str(data), "--split", "val", "--bootstrap", "100"]
+    result = CliRunner().invoke(app, [*args, "--json", "--out", str(tmp_path / "eval")])
+    assert result.exit_code == 1, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics["data"]["n_images"] == 13 and metrics["data"]["n_evaluated"] == 12
+    assert [(f["source"], f["error_code"]) for f in metrics["failed"]] == [
+        ("val/fractured/broken.jpg", "unreadable_image")
+    ]
+    assert "error (unreadable_images): 1 of 13 images could not be read" in result.stderr
+    assert "val/fractured/broken.jpg (unreadable_image)" in result.stderr
+    assert "--allow-unreadable" in result.stderr and "Traceback" not in result.output
+    report = (tmp_path / "eval" / "report.html").read_text()
+    assert "Images not read" in report and "val/fractured/broken.jpg" in report
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["failed"] == metrics["failed"]
+    allowed = CliRunner().invoke(app, [*args, "--allow-unreadable"])
+    assert allowed.exit_code == 0, allowed.output
+    assert "12/13 images" in allowed.stdout
+    assert "warning: 1 of 13 images could not be read" in allowed.stderr

@@ -37,7 +37,7 @@ def test_the_fracture_head_comes_from_the_model_not_the_data(head_bundle, fracat
     result = CliRunner().invoke(
         app, ["export", str(_run(fracture_bundle)), str(tmp_path / "a"), "--data-dir", str(class_data)]
     )
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output  # data that do not fit the model: a bad argument
     assert "lacks the fracture labels (not fractured/fractured" in result.output
     assert not (tmp_path / "a").exists()
     # a class model with fracture-labelled data: no fracture head made of its untrained output
@@ -130,6 +130,26 @@ def test_a_mura_model_says_abnormal_not_fractured(mura_run, tmp_path):
     assert decisions and decisions <= {"abnormality suspected", "no abnormality detected"}
     study = dataclasses.replace(predictor.predict_study(predictions[:2], "s"), reliable=True)
     assert study.decision in {"abnormality suspected", "no abnormality detected"}
+
+
+def test_data_whose_binary_label_means_something_else_is_refused(
+    mura_run, head_bundle, tiny_dataset, tmp_path
+):
+    """A normal/abnormal (MURA) model calibrated on fractured/not fractured data would get its
+    probability and operating points fitted to finding what it never learned to find, and the other
+    way round: export refuses such data as a bad argument (exit 2) and writes nothing."""
+    fracture_run = _run(head_bundle("fracture")[1])
+    for run, data, named, trained in (
+        (mura_run / "runs" / "mura", tiny_dataset, "not fractured/fractured", "normal/abnormal"),
+        (fracture_run, mura_run / "mura", "normal/abnormal", "not fractured/fractured"),
+    ):
+        out = tmp_path / run.name
+        result = CliRunner().invoke(app, ["export", str(run), str(out), "--data-dir", str(data)])
+        assert result.exit_code == 2, result.output
+        said = " ".join(result.stderr.split())
+        assert said.startswith("error (dataset_error): ") and "Traceback" not in result.output
+        assert f"binary label is {named}, but the model's fracture head was trained on {trained}" in said
+        assert not out.exists()
 
 
 def test_runs_and_bundles_record_their_data_in_full(mura_run, tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -129,6 +130,30 @@ def test_joint_run_and_its_bundle_through_the_cli(detector_bundle, tmp_path: Pat
     # the run folder is never overwritten
     again = runner.invoke(app, args)
     assert again.exit_code != 0 and "not empty" in again.output
+
+
+def test_joint_checkpoints_record_what_the_fracture_head_means(detector_bundle, tmp_path: Path) -> None:
+    """As training's best.pt: every checkpoint of a joint run records its fracture head's classes
+    and its data set in full, so export reads them from the run instead of guessing from the data
+    at hand."""
+    from fracsight.data import load_dataset
+    from fracsight.detection.joint import JointConfig, train_joint
+    from fracsight.training.trainer import load_trained
+
+    data, base, grafted = detector_bundle
+    dataset = load_dataset(data)
+    few = []  # a fast run: a few images, both labels in each split (validation measures AUROC)
+    for split, n in (("train", 4), ("val", 2)):
+        for label in (0, 1):
+            few += [s for s in dataset.samples if s.split == split and s.labels["fracture"] == label][:n]
+    dataset = dataclasses.replace(dataset, samples=tuple(few))
+    run = tmp_path / "run"
+    cfg = JointConfig(epochs=1, batch_size=4, device="cpu")
+    train_joint(base, grafted, dataset, run, cfg, name="j", version="1", log=lambda _: None)
+    for name in ("epoch-0.pt", "epoch-1.pt", "best.pt"):
+        trained = load_trained(run / name)
+        assert trained.fracture == ("not fractured", "fractured"), name
+        assert trained.config.data == str(data.resolve()), name
 
 
 def test_joint_outputs_it_cannot_write_are_refused_before_training(detector_bundle, tmp_path) -> None:

@@ -416,10 +416,26 @@ def test_cli_train_and_export(tiny_dataset, tmp_path):
     assert bad.exit_code == 1 and "config_error" in bad.output
 
 
+def test_resume_with_nothing_to_resume_is_a_bad_argument(tiny_dataset, tmp_path):
+    """docs/training.md: `--resume` of a folder that holds no run is refused like the other run
+    folder refusals, as a bad argument (exit code 2), before anything is written: never taken as a
+    fresh start."""
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    settings = [a for s in [*TINY, "arch=small_cnn", "pretrained=none"] for a in ("--set", s)]
+    args = ["train", str(tiny_dataset), "--out", str(tmp_path / "fresh"), *settings, "--resume"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "error (nothing_to_resume): nothing to resume: " in result.stderr
+    assert "fresh/last.pt does not exist" in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "fresh").exists()
+
+
 def test_cli_never_loses_a_trained_run_or_a_users_folder(tiny_dataset, tmp_path, monkeypatch):
-    """A second `train` into a run, `--resume` with nothing to resume, and `export --force` onto
-    the run itself or onto a folder that is no bundle are refused; a failed export keeps the
-    bundle it would have replaced."""
+    """A second `train` into a run and `export --force` onto the run itself or onto a folder that
+    is no bundle are refused; a failed export keeps the bundle it would have replaced."""
     from typer.testing import CliRunner
 
     from fracsight.cli import app
@@ -434,9 +450,6 @@ def test_cli_never_loses_a_trained_run_or_a_users_folder(tiny_dataset, tmp_path,
 
     again = runner.invoke(app, train)
     assert again.exit_code == 2 and "holds an earlier run" in again.output
-    nothing = runner.invoke(app, [*train[:3], str(tmp_path / "fresh"), *train[4:], "--resume"])
-    assert nothing.exit_code == 1 and "nothing to resume" in nothing.output
-    assert not (tmp_path / "fresh" / "config.yaml").exists()
     # a folder that holds something else, or the config given itself, is never written over
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "notes.txt").write_text("keep")

@@ -523,8 +523,15 @@ def evaluate(
         int, typer.Option(min=100, help="Bootstrap resamples for confidence intervals.")
     ] = 2000,
     overwrite: Annotated[bool, typer.Option(help="Allow writing into a non-empty --out folder.")] = False,
+    allow_unreadable: Annotated[
+        bool,
+        typer.Option(help="Exit 0 although some images could not be read (the metrics leave them out)."),
+    ] = False,
 ) -> None:
-    """Evaluate a model: AUROC with 95% CI, sensitivity/specificity, calibration, per-region, report.html."""
+    """Evaluate a model: AUROC with 95% CI, sensitivity/specificity, calibration, per-region, report.html.
+
+    Exit code 0: every image read; 1: an image unread (see --allow-unreadable), an error; 2: bad arguments.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
 
     from fracsight.evaluation.run import evaluate_model
@@ -547,10 +554,34 @@ def evaluate(
         )
     if json_output:
         typer.echo(json.dumps(metrics, indent=2))
+    else:
+        _print_metrics(metrics)
+        if out is not None:
+            typer.echo(f"report: {out / 'report.html'}")
+    _unread_images(metrics, allowed=allow_unreadable)
+
+
+def _unread_images(metrics: dict, *, allowed: bool) -> None:
+    """Say on stderr which images could not be read, since the metrics silently cover fewer images
+    than asked for otherwise; exit 1 for them, as ``predict`` does, unless ``allowed``."""
+    failed = metrics.get("failed") or []
+    if not failed:
         return
-    _print_metrics(metrics)
-    if out is not None:
-        typer.echo(f"report: {out / 'report.html'}")
+    named = ", ".join(f"{f['source']} ({f['error_code']})" for f in failed[:5])
+    d = metrics["data"]
+    what = (
+        f"{len(failed)} of {d['n_images']} images could not be read and are left out of the metrics: "
+        f'{named}{", ..." if len(failed) > 5 else ""} (all under "failed" in the metrics)'
+    )
+    if allowed:
+        typer.echo(f"warning: {what}", err=True)
+        return
+    typer.echo(
+        f"error (unreadable_images): {what}; --allow-unreadable accepts metrics over the "
+        f"{d['n_evaluated']} read",
+        err=True,
+    )
+    raise typer.Exit(1)
 
 
 def _print_metrics(m: dict) -> None:
@@ -622,8 +653,6 @@ def _print_metrics(m: dict) -> None:
             )
     for note in m.get("notes") or ():
         typer.echo(f"note: {note}")
-    if m.get("failed"):
-        typer.echo(f"{len(m['failed'])} file(s) could not be read (see metrics.json)")
 
 
 @app.command()

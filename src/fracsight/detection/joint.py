@@ -48,7 +48,14 @@ from fracsight.training.augment import augment_batch
 from fracsight.training.cache import letterbox_samples
 from fracsight.training.config import AugmentConfig, TrainConfig, load_config
 from fracsight.training.loss import Targets, multitask_loss
-from fracsight.training.trainer import WeightAverage, _labels, resolve_device, save_checkpoint
+from fracsight.training.trainer import (
+    WeightAverage,
+    _labels,
+    checkpoint_record,
+    resolve_device,
+    save_checkpoint,
+    trained_fracture_classes,
+)
 
 __all__ = ["JointConfig", "JointNet", "choose_epoch", "load_joint", "train_joint"]
 
@@ -239,16 +246,14 @@ def choose_epoch(history: list[dict[str, Any]], auroc_margin: float = 0.005) -> 
     return int(max(fine, key=lambda h: (h["val_ap50"], h["val_auroc"]))["epoch"])
 
 
-def _checkpoint(model: JointNet, train_cfg: TrainConfig) -> dict[str, Any]:
-    """A ``best.pt`` that :func:`fracsight.training.trainer.load_checkpoint` reads, plus the heads."""
-    heads = model.network.heads_config
+def _checkpoint(model: JointNet, train_cfg: TrainConfig, fracture: tuple[str, ...]) -> dict[str, Any]:
+    """A ``best.pt`` as training writes it (:func:`~fracsight.training.trainer.checkpoint_record`:
+    export reads what its heads mean from it), plus the detector and the orientation head;
+    ``fracture``: the class names of the fracture head it trained."""
     on_cpu = lambda module: {k: v.cpu() for k, v in module.state_dict().items()}  # noqa: E731
     return {
         "model": on_cpu(model.network),
-        "arch": train_cfg.arch,
-        "regions": list(heads.regions),
-        "classes": list(heads.classes),
-        "config": json.dumps(train_cfg.to_dict()),
+        **checkpoint_record(model.network.heads_config, train_cfg, fracture),
         "detector": on_cpu(model.detector),
         "orientation": on_cpu(model.orientation),
     }
@@ -275,8 +280,9 @@ def train_joint(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     train_cfg = dataclasses.replace(
-        base_cfg, out=str(run_dir), data=str(dataset.root), name=name, version=version
+        base_cfg, out=str(run_dir), data=str(Path(dataset.root).resolve()), name=name, version=version
     )
+    fracture = trained_fracture_classes(dataset)
     size = train_cfg.input_size
     train_samples, val_samples = train_val_samples(dataset, base_cfg.seed)
     if cfg.max_samples:
@@ -309,7 +315,7 @@ def train_joint(
 
     history = [{"epoch": 0, **_validate(model, val)}]
     log("epoch 0 (start): " + _line(history[0]))
-    save_checkpoint(_checkpoint(model, train_cfg), run_dir / "epoch-0.pt")
+    save_checkpoint(_checkpoint(model, train_cfg, fracture), run_dir / "epoch-0.pt")
     for epoch in range(1, cfg.epochs + 1):
         t0, running, part_sums = time.time(), 0.0, {}
         order = gen.permutation(n)
@@ -354,7 +360,7 @@ def train_joint(
         record["seconds"] = round(time.time() - t0, 1)
         history.append(record)
         log(f"epoch {epoch}: " + _line(record))
-        save_checkpoint(_checkpoint(average.model, train_cfg), run_dir / f"epoch-{epoch}.pt")
+        save_checkpoint(_checkpoint(average.model, train_cfg, fracture), run_dir / f"epoch-{epoch}.pt")
         replace_atomically(run_dir / "history.json", lambda p: p.write_text(json.dumps(history, indent=1)))
     chosen = choose_epoch(history)
     log(f"chosen on validation: epoch {chosen}")

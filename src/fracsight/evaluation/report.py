@@ -742,6 +742,18 @@ def _figures(plots: Mapping[str, str | Path]) -> str:
     return '<div class="plots">' + "".join(figures) + "</div>"
 
 
+def _unread(metrics: Mapping[str, Any]) -> str:
+    """The images that could not be read, each with its error: every figure here leaves them out."""
+    failed, data = metrics["failed"], metrics.get("data") or {}
+    total = f" of {data['n_images']}" if data.get("n_images") is not None else ""
+    rows = [[f["source"], f["error_code"], f["error"]] for f in failed]
+    return (
+        f"<p><strong>{len(failed)}{total} images could not be read</strong>: every figure in this report "
+        "is over the images that were read, without these.</p>"
+        + _table(["Image", "Error code", "Error"], rows)
+    )
+
+
 def _render_html(
     metrics: Mapping[str, Any], *, title: str, model_info: Mapping[str, Any], plots: Mapping[str, str | Path]
 ) -> str:
@@ -761,6 +773,8 @@ def _render_html(
         "<h2>Model and data</h2>",
         _model(model_info),
     ]
+    if metrics.get("failed"):
+        parts += ["<h2>Images not read</h2>", _unread(metrics)]
     if "auroc" in metrics:  # absent for a model with only an N-class head
         parts += [
             "<h2>Image-level fracture detection</h2>",

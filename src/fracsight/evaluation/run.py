@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from fracsight.data import CLASS, FRACTURE, Dataset, Sample, ensure_splits, load_dataset
+from fracsight.data._files import relative_name
 from fracsight.errors import ConfigError, DatasetError
 
 __all__ = ["evaluate_model", "select_samples"]
@@ -24,31 +25,43 @@ def select_samples(dataset: Dataset, split: str | None, trained_seed: int | None
     on (``trained_seed``: its run's seed), a split the data set lacks is the one training carved out
     of it (:func:`~fracsight.data.ensure_splits`), so the model is measured on the images it never
     saw; any other data set must have the split."""
+    return _select(dataset, split, trained_seed)[0]
+
+
+def _select(
+    dataset: Dataset, split: str | None, trained_seed: int | None, carved: Dataset | None = None
+) -> tuple[list[Sample], Dataset | None]:
+    """:func:`select_samples`, and the split the training run made of ``dataset``: ``carved`` when
+    given, else made here where it is needed (None where it was not): making it hashes duplicate
+    candidates, slow on a big data set, so it is made once and handed on."""
     if split in (None, "all"):
-        return list(dataset.samples)
+        return list(dataset.samples), carved
     unsplit = [s.image_id for s in dataset.samples if s.split is None]
     if unsplit and len(unsplit) < len(dataset.samples):  # they would silently be in no split
         raise DatasetError(
             f"{dataset.root}: some samples have a split and some do not ({len(unsplit)} without one, "
             f"e.g. {', '.join(unsplit[:3])}); give each a split, or measure all of it with --split all"
         )
-    made = dataset if trained_seed is None else ensure_splits(dataset, seed=trained_seed)
+    made = dataset
+    if trained_seed is not None:
+        made = carved = carved or ensure_splits(dataset, seed=trained_seed)
     chosen = list(made.split(split))
     if not chosen:
         raise DatasetError(
             f"{dataset.root} has no {split!r} split; it has {list(dataset.splits) or 'none'} "
             "(a data set the model was not trained on: measure all of it with --split all)"
         )
-    return chosen
+    return chosen, carved
 
 
-def is_training_data(spec: Any, data_dir: Path, dataset: Dataset) -> bool:
-    """Whether ``data_dir`` (read as ``dataset``) is the data set the model of ``spec`` (a
-    :class:`~fracsight.bundle.BundleSpec`) was trained on, as its ``training.data`` records it.
-    Bundles of older fracsight versions recorded the path as typed, relative to a working folder
-    they did not record: such a path is taken to name ``data_dir`` when it ends ``data_dir`` and
-    the training run's split of ``dataset`` has as many train and validation images as the bundle
-    records (:func:`relative_data_note` says so): a folder merely called ``data`` is not enough."""
+def _run_seed(spec: Any) -> int:
+    """The seed of the training run of a bundle's model, which its split of the data was made with."""
+    return int(spec.training.get("config", {}).get("seed", 0))
+
+
+def _names_data_dir(spec: Any, data_dir: Path) -> bool | None:
+    """Whether the bundle's ``training.data`` names ``data_dir``: None for a relative path that
+    ``data_dir`` ends in (an older bundle's), which only the split counts can tell."""
     recorded = spec.training.get("data")
     if not recorded:
         return False
@@ -57,33 +70,67 @@ def is_training_data(spec: Any, data_dir: Path, dataset: Dataset) -> bool:
         return True
     if path.is_absolute() or not path.parts or here.parts[-len(path.parts) :] != path.parts:
         return False
-    return _split_as_recorded(spec, dataset)
+    return None
 
 
-def _split_as_recorded(spec: Any, dataset: Dataset) -> bool:
-    """Whether the train and validation splits made of ``dataset`` with the run's seed have as many
+def is_training_data(spec: Any, data_dir: Path, dataset: Dataset, carved: Dataset | None = None) -> bool:
+    """Whether ``data_dir`` (read as ``dataset``) is the data set the model of ``spec`` (a
+    :class:`~fracsight.bundle.BundleSpec`) was trained on, as its ``training.data`` records it.
+    Bundles of older fracsight versions recorded the path as typed, relative to a working folder
+    they did not record: such a path is taken to name ``data_dir`` when it ends ``data_dir`` and
+    the training run's split of ``dataset`` has as many train and validation images as the bundle
+    records (:func:`relative_data_note` says so): a folder merely called ``data`` is not enough.
+    ``carved``: that split, where it was made already (:func:`~fracsight.data.ensure_splits` with the
+    run's seed), so that it is not made again."""
+    named = _names_data_dir(spec, data_dir)
+    if named is not None:
+        return named
+    return _split_as_recorded(spec, carved or ensure_splits(dataset, seed=_run_seed(spec)))
+
+
+def _split_as_recorded(spec: Any, carved: Dataset) -> bool:
+    """Whether the train and validation splits the run's seed made (``carved``) have as many
     images as the bundle records (``training.n_train`` / ``n_val``)."""
-    seed = int(spec.training.get("config", {}).get("seed", 0))
-    made = ensure_splits(dataset, seed=seed)
-    counts = [sum(s.split == name for s in made.samples) for name in ("train", "val")]
+    counts = [len(carved.split(name)) for name in ("train", "val")]
     return counts == [spec.training.get("n_train"), spec.training.get("n_val")]
 
 
-def relative_data_note(spec: Any, data_dir: Path, dataset: Dataset) -> str | None:
+def relative_data_note(
+    spec: Any, data_dir: Path, dataset: Dataset, carved: Dataset | None = None
+) -> str | None:
     """What :func:`is_training_data` assumed of a bundle that records its data set by a relative
     path; None for a bundle that records it in full, or when nothing was assumed."""
-    recorded = spec.training.get("data")
-    if (
-        not recorded
-        or Path(recorded).resolve() == data_dir.resolve()
-        or not is_training_data(spec, data_dir, dataset)
-    ):
+    if _names_data_dir(spec, data_dir) is not None or not is_training_data(spec, data_dir, dataset, carved):
         return None
     return (
-        f"the bundle records its training data as the relative path {recorded!r} (as typed, by an older "
-        f"fracsight): taken to be {data_dir.resolve()}, which ends in it; re-export the run to record it "
-        "in full"
+        f"the bundle records its training data as the relative path {spec.training['data']!r} (as typed, "
+        f"by an older fracsight): taken to be {data_dir.resolve()}, which ends in it; re-export the run to "
+        "record it in full"
     )
+
+
+class HeldOut(NamedTuple):
+    """What :func:`held_out_samples` chose, and what it found on the way: the run's ``seed``,
+    whether the data set is the one the model trained on (``own``) and the split its run made of
+    it (``carved``; None where none was needed)."""
+
+    samples: list[Sample]
+    seed: int
+    own: bool
+    carved: Dataset | None
+
+
+def _held_out(dataset: Dataset, split: str | None, spec: Any, data_dir: Path) -> HeldOut:
+    """:func:`held_out_samples`, making the run's split of ``dataset`` at most once."""
+    seed = _run_seed(spec)
+    named = _names_data_dir(spec, data_dir)
+    if named is None:
+        carved = ensure_splits(dataset, seed=seed)
+        own = _split_as_recorded(spec, carved)
+    else:
+        carved, own = None, named
+    samples, carved = _select(dataset, split, seed if own else None, carved)
+    return HeldOut(samples, seed, own, carved)
 
 
 def held_out_samples(
@@ -92,9 +139,8 @@ def held_out_samples(
     """:func:`select_samples` for the model of ``spec`` (a :class:`~fracsight.bundle.BundleSpec`):
     on the data set it was trained on (:func:`is_training_data`), a missing split is the one its
     training run's seed carved out. Returns the samples and that seed."""
-    seed = int(spec.training.get("config", {}).get("seed", 0))
-    own = is_training_data(spec, data_dir, dataset)
-    return select_samples(dataset, split, seed if own else None), seed
+    held = _held_out(dataset, split, spec, data_dir)
+    return held.samples, held.seed
 
 
 def true_boxes(sample: Sample, prediction: Any) -> list[tuple[float, float, float, float]]:
@@ -359,7 +405,9 @@ def evaluate_model(
     ``regions``: fracture AUROC by body region, ``localization``: boxes), body
     region (``region_head``) and N-class (``multiclass``, counted over the images
     with a class label only, with its class ``operating_point``). ``heads`` names
-    the bundle's heads, ``notes`` says what could not be measured and why.
+    the bundle's heads, ``notes`` says what could not be measured and why, ``failed`` the images
+    that could not be read (``source``: the path under ``data_dir``, ``error_code``, ``error``),
+    which every figure leaves out.
     """
     from fracsight.evaluation.metrics import multilabel_metrics, regions_to_targets
     from fracsight.evaluation.report import (
@@ -380,7 +428,8 @@ def evaluate_model(
     dataset = load_dataset(Path(data_dir), layout)
     if out_dir is not None:
         dataset.refuse_output_inside(Path(out_dir))
-    samples, seed = held_out_samples(dataset, split, spec, Path(data_dir))
+    held = _held_out(dataset, split, spec, Path(data_dir))
+    samples = held.samples
     class_index = model_class_index(dataset.class_names, predictor.classes)
     measurable = (
         (predictor.has_fracture_head and any(FRACTURE in s.labels for s in samples))
@@ -391,7 +440,8 @@ def evaluate_model(
         raise DatasetError(_nothing_to_measure(Path(data_dir), predictor, dataset))
 
     good_samples, preds, failed = [], [], []
-    stream = predictor.predict_many([s.path for s in samples], batch_size=16)
+    names = [relative_name(s.path, dataset.root) for s in samples]  # unambiguous: MURA's are all image1.png
+    stream = predictor.predict_many([s.path for s in samples], batch_size=16, names=names)
     for i, (sample, pred) in enumerate(zip(samples, stream, strict=True)):
         if isinstance(pred, FailedPrediction):
             failed.append(pred.to_dict())
@@ -408,20 +458,20 @@ def evaluate_model(
         points["custom"] = threshold
     metrics: dict[str, Any] = {}
     notes: list[str] = []
-    relative = relative_data_note(spec, Path(data_dir), dataset)
+    relative = relative_data_note(spec, Path(data_dir), dataset, held.carved)
     if relative:
         notes.append(relative)
-    if split in (None, "all") and is_training_data(spec, Path(data_dir), dataset):
+    if split in (None, "all") and held.own:
         notes.append(
             "measured on all of the data set the model was trained on, its training and validation "
             "images included: these numbers flatter it; measure the held-out images with --split test"
         )
-    if split not in (None, "all") and split not in dataset.splits:
+    if held.carved is not None and split not in (None, "all") and split not in dataset.splits:
         notes.append(
             f"the data set has no {split!r} split of its own: measured on the one fracsight carves out "
-            f"of it (group-aware, seed {seed}), as training did; on another data set use --split all"
+            f"of it (group-aware, seed {held.seed}), as training did; on another data set use --split all"
         )
-        if "n_train" in spec.training and not _split_as_recorded(spec, dataset):
+        if "n_train" in spec.training and not _split_as_recorded(spec, held.carved):
             notes.append(
                 "the split carved now differs from the training run's (its train/validation counts do "
                 "not match the bundle's: the data changed, or an older fracsight split exact duplicates "

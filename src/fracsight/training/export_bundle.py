@@ -23,14 +23,22 @@ from fracsight.training.card import write_card
 from fracsight.training.config import TrainConfig
 from fracsight.training.refit import choose_localization, fit_to_outputs, raw_outputs
 from fracsight.training.refit import metrics_summary as _summary
-from fracsight.training.trainer import FRACTURE_CLASSES, load_trained
+from fracsight.training.trainer import load_trained, trained_fracture_classes
 
 if TYPE_CHECKING:
     from fracsight.models import FractureNet
 
-__all__ = ["choose_localization", "export_bundle"]
+__all__ = ["DataMismatchError", "choose_localization", "export_bundle"]
 
 log = logging.getLogger(__name__)
+
+
+class DataMismatchError(DatasetError):
+    """Data that do not fit the model's heads (labels missing, another meaning of the binary label,
+    a class the model does not know): calibrated on them, its probabilities and operating points
+    would mean something else. A bad argument: the CLI exits 2."""
+
+    bad_argument = True
 
 
 def export_bundle(
@@ -111,27 +119,38 @@ def _older_run_fracture(cfg: TrainConfig, dataset: Dataset) -> tuple[str, ...]:
         )
     elif trained.resolve() != Path(dataset.root).resolve():
         dataset = load_dataset(trained, cfg.layout)
-    if not all(FRACTURE in s.labels for s in dataset.samples):
-        return ()
-    return tuple(dataset.class_names.get(FRACTURE, FRACTURE_CLASSES))
+    return trained_fracture_classes(dataset)
 
 
 def _check_labels(
     dataset: Dataset, val: list[Sample], fracture: tuple[str, ...], classes: tuple[str, ...]
 ) -> None:
-    """Refuse a data set that lacks the validation labels the model's heads are calibrated on
-    (``fracture``: its fracture head's class names, ``classes``: its class head's), or has a class
-    the model does not know; labels for heads it does not have are left alone."""
+    """Refuse (:class:`DataMismatchError`) a data set that lacks the validation labels the model's
+    heads are calibrated on (``fracture``: its fracture head's class names, ``classes``: its class
+    head's), whose binary label means something else than the fracture head's (normal/abnormal
+    against not fractured/fractured), or that has a class the model does not know; labels for
+    heads it does not have are left alone."""
     missing = []
     if fracture and not all(FRACTURE in s.labels for s in val):
         n = sum(FRACTURE not in s.labels for s in val)
         missing.append(f"fracture labels ({'/'.join(fracture)}; {n} of {len(val)} validation images lack it)")
+    named = tuple(dataset.class_names.get(FRACTURE, ()))
+    if fracture and named and named != fracture:
+        raise DataMismatchError(
+            f"{dataset.root}'s binary label is {'/'.join(named)}, but the model's fracture head was trained "
+            f"on {'/'.join(fracture)}: calibrated on these labels, its probability and operating points "
+            f"would be fitted to finding {named[1]!r}, which it was not trained to find; export with data "
+            "labelled as the run's (--data-dir)"
+        )
     if classes:
-        model_class_index(dataset.class_names, classes)  # a class the model does not know: refused
+        try:
+            model_class_index(dataset.class_names, classes)
+        except DatasetError as e:  # a class the model does not know
+            raise DataMismatchError(str(e)) from None
         if not any(CLASS in s.labels for s in val):
             missing.append(f"class labels ({', '.join(classes)}) on its validation images")
     if missing:
-        raise DatasetError(
+        raise DataMismatchError(
             f"{dataset.root} lacks the {' and '.join(missing)}, which the model's heads are calibrated on: "
             "export with the data set the run trained on (--data-dir)"
         )

@@ -32,13 +32,16 @@ from fracsight.training.config import TrainConfig, _check_ranges
 from fracsight.training.loss import Targets, multitask_loss
 
 __all__ = [
+    "NothingToResumeError",
     "TrainResult",
     "TrainedModel",
     "Trainer",
     "WeightAverage",
+    "checkpoint_record",
     "load_trained",
     "resolve_device",
     "train_val_samples",
+    "trained_fracture_classes",
 ]
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,37 @@ RUN_FILES = frozenset({"config.yaml", "history.json", "curves.png"})
 RESUMABLE_SETTINGS = frozenset(
     {"data", "out", "epochs", "patience", "device", "amp", "workers", "name", "version"}
 )
+
+
+class NothingToResumeError(ConfigError):
+    """``--resume`` of a run folder that holds no run: a bad argument (the CLI exits 2), never
+    taken as a fresh start."""
+
+    code = "nothing_to_resume"
+    bad_argument = True
+
+
+def trained_fracture_classes(dataset: Dataset) -> tuple[str, ...]:
+    """The class names of the fracture head that training on ``dataset`` trains (MURA:
+    normal/abnormal): the data's, when every image has a fracture label; else none, the head
+    left untrained."""
+    if not all(FRACTURE in s.labels for s in dataset.samples):
+        return ()
+    return tuple(dataset.class_names.get(FRACTURE, FRACTURE_CLASSES))
+
+
+def checkpoint_record(heads: HeadConfig, cfg: TrainConfig, fracture: tuple[str, ...]) -> dict[str, Any]:
+    """What a checkpoint holds beside its weights, as :func:`load_trained` reads it: the network's
+    architecture and heads, the fracture head's classes (``fracture``: none when it was not
+    trained), so that export knows what the heads mean, and the config. Every checkpoint that
+    export reads (training's, a joint run's) records it so."""
+    return {
+        "arch": cfg.arch,
+        "regions": list(heads.regions),
+        "classes": list(heads.classes),
+        "fracture": list(fracture),
+        "config": json.dumps(cfg.to_dict()),
+    }
 
 
 def resolve_device(name: str) -> torch.device:
@@ -202,11 +236,9 @@ class Trainer:
         self.run_dir = Path(cfg.out)
         self.show_progress = show_progress
         self.saved_epoch = 0  # the epoch last.pt holds (what --resume continues from); 0: none yet
-        self.has_fracture = all(FRACTURE in s.labels for s in dataset.samples)
         # what the binary label means (MURA: normal/abnormal); the checkpoint records it for export
-        self.fracture_classes = (
-            tuple(dataset.class_names.get(FRACTURE, FRACTURE_CLASSES)) if self.has_fracture else ()
-        )
+        self.fracture_classes = trained_fracture_classes(dataset)
+        self.has_fracture = bool(self.fracture_classes)
         self.heads = HeadConfig(
             regions=tuple(dataset.class_names.get(REGION, ())),
             classes=tuple(dataset.class_names.get(CLASS, ())),
@@ -375,7 +407,9 @@ class Trainer:
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise OutputFolderError(f"{self.run_dir} exists and is not a folder: choose another --out")
         if resume and not last.is_file():
-            raise ConfigError(f"nothing to resume: {last} does not exist (leave out --resume to start a run)")
+            raise NothingToResumeError(
+                f"nothing to resume: {last} does not exist (leave out --resume to start a run)"
+            )
         resumed = None
         if resume:  # before the data are prepared: a damaged last.pt is refused at once
             resumed = read_checkpoint(
@@ -624,14 +658,7 @@ class Trainer:
             model.backbone.eval()
 
     def _checkpoint(self, model: FractureNet) -> dict[str, Any]:
-        return {
-            "model": model.state_dict(),
-            "arch": self.cfg.arch,
-            "regions": list(self.heads.regions),
-            "classes": list(self.heads.classes),
-            "fracture": list(self.fracture_classes),
-            "config": json.dumps(self.cfg.to_dict()),
-        }
+        return {"model": model.state_dict(), **checkpoint_record(self.heads, self.cfg, self.fracture_classes)}
 
     def _plot(self, history: list[dict[str, Any]]) -> None:
         if not history:
