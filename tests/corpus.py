@@ -753,16 +753,19 @@ def markdown_table(cases: tuple[Case, ...]) -> str:
         "|---|---|---|---|---|",
     ]
     for c in cases:
+        incomplete = False
         try:
-            notes = read_image(c.data, name=c.filename).metadata.warnings
-            got, message = OK, "; ".join(notes)
+            meta = read_image(c.data, name=c.filename).metadata
+            got, message, incomplete = OK, "; ".join(meta.warnings), meta.incomplete
         except ImageReadError as e:
             got, message = e.code, str(e)
         message = message.replace("|", "/")
         message = message if len(message) <= 110 else message[:107] + "..."
         if c.expect == OK:
-            lib = "Prediction" + (f"; warning: {message}" if message else "")
-            cli, api = "0, decision", "200, prediction"
+            lib = "Prediction" + (", **not reliable**" if incomplete else "")
+            lib += f"; warning: {message}" if message else ""
+            cli = '0, decision "not reliable: ..."' if incomplete else "0, decision"
+            api = "200, prediction, `reliable: false`" if incomplete else "200, prediction"
         else:
             lib = f"`{c.expect}`: {message}"
             cli, api = f"1, `{c.expect}: ...`", f"{c.http_status}, `{c.expect}`"

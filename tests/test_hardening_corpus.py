@@ -178,6 +178,8 @@ def test_all_real_truncated_jpegs_are_predicted_with_the_warning(
     assert not [r for r in results if isinstance(r, FailedPrediction)]
     for r in results:
         assert r.metadata.truncated and TRUNCATED_WARNING in " ".join(r.warnings)
+        assert r.reliable is False or not r.metadata.incomplete  # rows missing: never reliable
+    assert sum(r.metadata.incomplete for r in results) == 39  # the other 10 lack only their end marker
 
 
 def test_real_truncated_jpeg_warning_reaches_cli_and_api(

@@ -285,7 +285,8 @@ def test_truncated_jpeg_is_read_tolerantly_and_flagged() -> None:
     data = noisy_jpeg()
     rg = read_image(data[: len(data) // 2], name="cut.jpg")
     assert rg.pixels.shape == (128, 128) and rg.metadata.truncated is True
-    assert "truncated file: the bottom of the image may be missing" in rg.metadata.warnings
+    assert rg.metadata.incomplete
+    assert rg.metadata.warnings == ("truncated file: the bottom 50% of the image is missing (filled grey)",)
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False  # the global switch is never touched
 
 

@@ -5,7 +5,8 @@ every image (sha256 of the bytes, 64-bit pHash of the pixels) and reports
 
 * counts per split and class, and per body region;
 * unreadable files (as train and predict would refuse them: a truncated PNG or TIFF among them),
-  and truncated JPEGs (read, there as here, by filling the missing part);
+  and truncated JPEGs (read, there as here, by filling the missing part; train learns from them
+  so, and predict marks its result on them not reliable);
 * exact duplicates (same bytes) and near-duplicate groups (pHash Hamming distance
   <= ``threshold``, linked transitively);
 * near-duplicate pairs that straddle splits (leakage) or carry different labels
@@ -241,7 +242,7 @@ def render_audit(report: AuditReport, limit: int = 10) -> list[RenderableType]:
     findings.add_column("Meaning")
     rows = [
         ("Unreadable files", len(report.unreadable), "cannot be decoded; fix or drop them"),
-        ("Truncated files", len(report.truncated), "JPEGs read by filling the missing part"),
+        ("Truncated files", len(report.truncated), "JPEGs read filled; predict marks them not reliable"),
         ("Exact duplicate groups", len(report.exact_duplicates), "identical bytes"),
         (
             f"Near-duplicate groups (pHash <= {t})",

@@ -1,7 +1,11 @@
 """Is this input the kind of image the model was made for? (out-of-distribution guard)
 
-Five signals, each cheap; any one marks the result not reliable, with a warning:
+Six signals, each cheap; any one marks the result not reliable, with a warning:
 
+- truncated: the file is cut short (an interrupted copy) and part of the image is missing from
+  it, filled in by the decoder, so the model did not see all of it (``metadata.incomplete``: rows
+  of a JPEG decoded as grey; any DICOM compressed frame without its end, where the extent cannot
+  be told). A JPEG that lacks only its end marker is read whole and stays reliable;
 - colour: radiographs are grayscale; the reader notes a visibly coloured image
   (``metadata.warnings``), which a photo or a screenshot usually is;
 - blank: a nearly uniform image carries no anatomy;
@@ -210,7 +214,7 @@ class InputAssessment:
     warnings: tuple[str, ...]
     signals: tuple[
         str, ...
-    ] = ()  # which signals fired: colour, blank, image_statistics, feature_distance, region
+    ] = ()  # which signals fired: truncated, colour, blank, image_statistics, feature_distance, region
     statistics: ImageStatistics | None = None
 
 
@@ -392,6 +396,9 @@ def assess_input(
     h, w = radiograph.full_size
     if min(h, w) < LOW_RESOLUTION_SIDE:
         warnings.append(f"low resolution: {w}x{h} pixels; small fractures may not be visible")
+    if radiograph.metadata.incomplete:
+        warnings.append(f"the file is cut short and part of the image is missing from it; {NOT_RELIABLE}")
+        signals.append("truncated")
     if any(note.startswith(COLOUR_WARNING) for note in radiograph.metadata.warnings):
         warnings.append(
             f"a colour image: radiographs are grayscale, so this is probably not one; {NOT_RELIABLE}"

@@ -244,6 +244,7 @@ def _read(
         name=name,
         warnings=tuple(notes),
         truncated=truncated,
+        incomplete=truncated,  # how much the decoder filled in cannot be told here: assume some
     )
     return Radiograph(pixels=pixels.astype(np.float32), metadata=meta)
 

@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 TRUNCATED_WARNING = "truncated file: the bottom of the image may be missing"
+_JPEG_FILL = 128  # what libjpeg decodes the blocks a cut file lacks to (a zero DC coefficient)
 COLOUR_WARNING = "colour image converted to grayscale"  # the OOD guard reads it (fracsight.inference.ood)
 
 # Pillow plugins allowed for each sniffed format; no other plugin ever sees the bytes. (MPO files are
@@ -96,7 +97,7 @@ def _read(
     frames = int(getattr(im, "n_frames", 1))
     if frames > 1:
         notes.append(f"{frames} frames in the file; only the first was read")
-    truncated = False
+    truncated, missing = False, 0.0
     mode = im.mode
     if fmt == "jpeg":
         _draft_jpeg(im, reduce_to)
@@ -111,7 +112,12 @@ def _read(
             raise TruncatedImageError(f"{label}truncated JPEG file (refused because strict=True)") from e
         im = _load_truncated_jpeg(data, reduce_to)
         truncated = True
-        notes.append(TRUNCATED_WARNING)
+        missing = _filled_rows(im) / im.size[1]
+        notes.append(
+            f"truncated file: the bottom {max(missing, 0.01):.0%} of the image is missing (filled grey)"
+            if missing
+            else "truncated file: it ends without its end marker, but every row was decoded"
+        )
     decoded = im.size
     try:
         ImageOps.exif_transpose(im, in_place=True)
@@ -131,6 +137,7 @@ def _read(
         bit_depth=bit_depth,
         photometric=mode,
         truncated=truncated,
+        incomplete=truncated and bool(missing),
         frames=frames,
         name=name,
         warnings=tuple(notes),
@@ -166,6 +173,14 @@ def _load_truncated_jpeg(data: bytes, reduce_to: int | None) -> Image.Image:
     _draft_jpeg(im, reduce_to)
     im.load()
     return im
+
+
+def _filled_rows(im: Image.Image) -> int:
+    """How many rows at the bottom of a decoded cut JPEG are the decoder's grey fill (before any
+    EXIF turn, so they are still at the bottom)."""
+    luma = np.asarray(im.getchannel(0) if im.mode in ("YCbCr", "RGB", "CMYK") else im.convert("L"))
+    uniform = np.all(luma == _JPEG_FILL, axis=1)
+    return int(np.argmin(uniform[::-1])) if not uniform.all() else len(uniform)
 
 
 def _to_gray(im: Image.Image, png_bytes: bytes, notes: list[str]) -> tuple[np.ndarray, int]:

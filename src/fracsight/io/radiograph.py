@@ -25,7 +25,10 @@ class ImageMetadata:
     pixel_spacing_mm: tuple[float, float] | None = None
     body_part: str | None = None
     view: str | None = None
-    truncated: bool = False
+    truncated: bool = False  # the file ends early (a JPEG or compressed DICOM frame without its end)
+    # part of the image is missing from the file and the decoder filled it in: the model did not
+    # see all of it (a truncated JPEG whose every row was decoded is ``truncated`` but complete)
+    incomplete: bool = False
     frames: int = 1
     name: str | None = None  # file name (not path) when read from disk
     warnings: tuple[str, ...] = field(default_factory=tuple)
