@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fracsight.data._files import split_name
-from fracsight.errors import OutputFolderError
+from fracsight.errors import DatasetError, OutputFolderError
 
-__all__ = ["CLASS", "FRACTURE", "REGION", "Box", "Dataset", "Sample"]
+__all__ = ["CLASS", "FRACTURE", "REGION", "Box", "DataMismatchError", "Dataset", "Sample"]
 
 # Task names used in Sample.labels and model heads.
 FRACTURE = "fracture"  # binary: 1 fractured, 0 not
 REGION = "region"  # multi-label body region; stored in Sample.regions
 CLASS = "class"  # N-class label (e.g. fracture type) from class folders
+
+
+class DataMismatchError(DatasetError):
+    """Data that do not fit a model's heads (labels missing, another meaning of the binary label,
+    a class the model does not know): calibrated or trained on them, its probabilities and
+    operating points would mean something else. A bad argument: the CLI exits 2."""
+
+    bad_argument = True
 
 
 @dataclass(frozen=True)
@@ -84,6 +93,22 @@ class Dataset:
                 "read, the folder would be taken for a class, its plots for images; choose a folder "
                 "outside the data set"
             )
+
+    def refuse_other_binary_label(self, fracture: Sequence[str], instead: str) -> None:
+        """Refuse (:class:`DataMismatchError`) data whose binary label is named otherwise than
+        ``fracture``, the classes a model's fracture head was trained on (normal/abnormal against
+        not fractured/fractured): fitted to them, the head would be made to find what it was not
+        trained to find, under its own name. ``instead``: what to do instead, which ends the
+        message. A model without a fracture head (``fracture`` empty), or data that do not name
+        their binary label, are not refused."""
+        named = tuple(self.class_names.get(FRACTURE, ()))
+        if not fracture or not named or named == tuple(fracture):
+            return
+        raise DataMismatchError(
+            f"{self.root}'s binary label is {'/'.join(named)}, but the model's fracture head was trained "
+            f"on {'/'.join(fracture)}: fitted to these labels, its probability and operating points would "
+            f"be about finding {named[1]!r}, which it was not trained to find; {instead}"
+        )
 
     @property
     def splits(self) -> tuple[str, ...]:

@@ -87,6 +87,8 @@ def build_detector_bundle(
 
     The frozen features are cached in ``cache_dir`` (default: ``.cache`` next to ``out_dir``),
     keyed by the base's checksum, so a second run with other head settings starts at once.
+    Data whose binary label means something else than the base's fracture head are refused: the
+    detector would learn to box it, and the refit calibrate it, under the base's name.
     """
     from fracsight.detection.prepare import prepare_features
     from fracsight.detection.train import HeadsConfig, train_heads
@@ -94,7 +96,8 @@ def build_detector_bundle(
     cfg = cfg or HeadsConfig()
     base_dir, out_dir = Path(base_dir), Path(out_dir)
     base = load_bundle_spec(base_dir)
-    if base.head("fracture") is None:
+    fracture = base.head("fracture")
+    if fracture is None:
         raise ConfigError(f"{base.name} has no fracture head: the detector finds fractures")
     # the orientation head averages the network's last map (stride 32) over a GRID x GRID grid
     if base.input_size % (32 * GRID):
@@ -103,6 +106,9 @@ def build_detector_bundle(
             f"size that is a multiple of {32 * GRID} (e.g. 288 or 384): train the base at such a size"
         )
     dataset = load_dataset(Path(data_dir), base.training.get("layout", "auto"))
+    dataset.refuse_other_binary_label(
+        fracture.classes, "train the detector on data labelled as the base's (--data)"
+    )
     if not any(s.boxes for s in dataset.samples):
         raise DatasetError(
             f"{data_dir} has no fracture boxes: the detector learns from them "

@@ -272,7 +272,13 @@ def train_joint(
     log=print,
 ) -> list[dict[str, Any]]:
     """Fine-tune jointly; write ``run_dir/epoch-N.pt`` for every epoch, ``best.pt`` (the chosen
-    one) and ``history.json``. Returns the history (epoch 0: the starting weights)."""
+    one) and ``history.json``. Returns the history (epoch 0: the starting weights). Refused, before
+    anything is written, for data whose binary label means something else than the base's fracture
+    head: the fine-tuned head would be made to find it under the base's name."""
+    head = load_bundle_spec(base_dir).head("fracture")
+    dataset.refuse_other_binary_label(
+        head.classes if head else (), "fine-tune on data labelled as the base's (--data)"
+    )
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     model, base_cfg = load_joint(base_dir, heads_dir)

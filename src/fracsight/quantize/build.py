@@ -67,8 +67,12 @@ def _data(spec: BundleSpec, data_dir: Path | None) -> tuple[Path, Dataset, list,
         raise ConfigError(f"no data to calibrate on: {where}; pass --data DATA_DIR")
     layout = spec.training.get("layout", "auto") if not data_dir else "auto"
     dataset = load_dataset(root, layout)
+    fracture = spec.head("fracture")
+    dataset.refuse_other_binary_label(
+        fracture.classes if fracture else (), "quantize with data labelled as the bundle's (--data)"
+    )
     train, val = train_val_samples(dataset, int(spec.training.get("config", {}).get("seed", 0)))
-    if spec.head("fracture") is not None and not all(FRACTURE in s.labels for s in val):
+    if fracture is not None and not all(FRACTURE in s.labels for s in val):
         raise ConfigError(
             f"{root}: the bundle has a fracture head, but not every validation image has its label"
         )

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from fracsight.bundle import BundleSpec
 
-__all__ = ["render_card", "write_card"]
+__all__ = ["render_card", "unread_names", "write_card"]
 
 
 def _n(value: Any, digits: int = 3) -> str:
@@ -28,12 +29,27 @@ def _positive(spec: BundleSpec) -> str:
     return head.classes[-1] if head is not None else "fractured"
 
 
+def unread_names(failed: Sequence[Mapping[str, Any]], listed_in: str, shown: int = 5) -> str:
+    """The images of an evaluation that could not be read (its ``failed``), the first ``shown`` by
+    name and error code, the rest counted as ``listed_in`` names them: said wherever its figures
+    are, which leave them out."""
+    named = ", ".join(f"{f['source']} ({f['error_code']})" for f in failed[:shown])
+    return named + (f" and {len(failed) - shown} more ({listed_in})" if len(failed) > shown else "")
+
+
 def _split_section(name: str, m: dict[str, Any], positive: str = "fractured") -> list[str]:
     mc = m.get("multiclass") or {}
     if "n_positive" in m or not mc:
         lines = [f"### {name} split (n = {m.get('n')}, {m.get('n_positive')} {positive})", ""]
     else:
         lines = [f"### {name} split ({mc.get('n')} images with a class label)", ""]
+    failed = m.get("failed") or []
+    if failed:
+        n, are = (f"{len(failed)} images", "are") if len(failed) > 1 else ("1 image", "is")
+        lines.append(
+            f"- **{n} of the split could not be read and {are} not in these figures**: "
+            + unread_names(failed, "bundle.json names them all")
+        )
     if "auroc" in m:
         sens = (m.get("sensitivity_at_specificity") or {}).get("sensitivity")
         lines += [

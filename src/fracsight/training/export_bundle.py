@@ -10,16 +10,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fracsight._output import check_output_folder, staged_folder
 from fracsight.bundle import BundleSpec, HeadSpec, sha256_file, write_bundle_spec
-from fracsight.data import CLASS, FRACTURE, Dataset, Sample, load_dataset
+from fracsight.data import CLASS, FRACTURE, DataMismatchError, Dataset, Sample, load_dataset
 from fracsight.data.splits import train_val_samples
 from fracsight.errors import ConfigError, DatasetError
 from fracsight.evaluation.run import evaluate_model, model_class_index, select_samples
 from fracsight.inference.onnx_model import OnnxModel
-from fracsight.training.card import write_card
+from fracsight.training.card import unread_names, write_card
 from fracsight.training.config import TrainConfig
 from fracsight.training.refit import choose_localization, fit_to_outputs, raw_outputs
 from fracsight.training.refit import metrics_summary as _summary
@@ -31,14 +31,6 @@ if TYPE_CHECKING:
 __all__ = ["DataMismatchError", "choose_localization", "export_bundle"]
 
 log = logging.getLogger(__name__)
-
-
-class DataMismatchError(DatasetError):
-    """Data that do not fit the model's heads (labels missing, another meaning of the binary label,
-    a class the model does not know): calibrated on them, its probabilities and operating points
-    would mean something else. A bad argument: the CLI exits 2."""
-
-    bad_argument = True
 
 
 def export_bundle(
@@ -134,14 +126,7 @@ def _check_labels(
     if fracture and not all(FRACTURE in s.labels for s in val):
         n = sum(FRACTURE not in s.labels for s in val)
         missing.append(f"fracture labels ({'/'.join(fracture)}; {n} of {len(val)} validation images lack it)")
-    named = tuple(dataset.class_names.get(FRACTURE, ()))
-    if fracture and named and named != fracture:
-        raise DataMismatchError(
-            f"{dataset.root}'s binary label is {'/'.join(named)}, but the model's fracture head was trained "
-            f"on {'/'.join(fracture)}: calibrated on these labels, its probability and operating points "
-            f"would be fitted to finding {named[1]!r}, which it was not trained to find; export with data "
-            "labelled as the run's (--data-dir)"
-        )
+    dataset.refuse_other_binary_label(fracture, "export with data labelled as the run's (--data-dir)")
     if classes:
         try:
             model_class_index(dataset.class_names, classes)
@@ -211,7 +196,26 @@ def _write_bundle(
         # the report stays with the run, not inside the (shipped) bundle
         report_dir = (run_dir if run_dir.is_dir() else run_dir.parent) / f"evaluation-{evaluate_split}"
         metrics = evaluate_model(work, dataset.root, report_dir, split=evaluate_split)
-        spec = dataclasses.replace(spec, metrics={**spec.metrics, evaluate_split: _summary(metrics)})
+        summary = _card_summary(metrics, report_dir / "report.html")
+        spec = dataclasses.replace(spec, metrics={**spec.metrics, evaluate_split: summary})
         write_bundle_spec(spec, work)
     write_card(spec, work, run_dir)
     return spec
+
+
+def _card_summary(metrics: dict[str, Any], report: Path) -> dict[str, Any]:
+    """What the bundle keeps of its evaluation (``metrics``, whose ``report`` is written), with the
+    images of the split that could not be read (``failed``): every figure leaves them out, so the
+    card says which, and a warning says so, as ``evaluate`` does; the bundle is valid all the same."""
+    summary = _summary(metrics)
+    failed = metrics.get("failed") or []
+    if failed:
+        summary["failed"] = failed
+        log.warning(
+            "%d of %d images of the %s split could not be read and are left out of the card's figures: %s",
+            len(failed),
+            metrics["data"]["n_images"],
+            metrics["data"]["split"],
+            unread_names(failed, f"all in {report}"),
+        )
+    return summary
