@@ -43,7 +43,7 @@ def test_the_card_names_the_test_images_that_could_not_be_read(
 
 
 def test_a_long_list_of_unread_images_is_cut_short() -> None:
-    from fracsight.training.card import unread_names
+    from fracsight.evaluation.run import unread_names
 
     failed = [{"source": f"test/{i}.jpg", "error_code": "empty_file"} for i in range(7)]
     named = unread_names(failed, "bundle.json names them all")

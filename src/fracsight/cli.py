@@ -567,11 +567,12 @@ def _unread_images(metrics: dict, *, allowed: bool) -> None:
     failed = metrics.get("failed") or []
     if not failed:
         return
-    named = ", ".join(f"{f['source']} ({f['error_code']})" for f in failed[:5])
+    from fracsight.evaluation.run import unread_names
+
     d = metrics["data"]
     what = (
         f"{len(failed)} of {d['n_images']} images could not be read and are left out of the metrics: "
-        f'{named}{", ..." if len(failed) > 5 else ""} (all under "failed" in the metrics)'
+        + unread_names(failed, 'all under "failed" in the metrics')
     )
     if allowed:
         typer.echo(f"warning: {what}", err=True)

@@ -17,7 +17,15 @@ from fracsight.data import CLASS, FRACTURE, Dataset, Sample, ensure_splits, load
 from fracsight.data._files import relative_name
 from fracsight.errors import ConfigError, DatasetError
 
-__all__ = ["evaluate_model", "select_samples"]
+__all__ = ["evaluate_model", "select_samples", "unread_names"]
+
+
+def unread_names(failed: Sequence[Mapping[str, Any]], listed_in: str, shown: int = 5) -> str:
+    """The images of an evaluation that could not be read (its ``failed``), the first ``shown`` by
+    name and error code, the rest counted as ``listed_in`` names them: said wherever its figures
+    are, which leave them out."""
+    named = ", ".join(f"{f['source']} ({f['error_code']})" for f in failed[:shown])
+    return named + (f" and {len(failed) - shown} more ({listed_in})" if len(failed) > shown else "")
 
 
 def select_samples(dataset: Dataset, split: str | None, trained_seed: int | None = None) -> list[Sample]:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from fracsight.bundle import BundleSpec
+from fracsight.evaluation.run import unread_names
 
-__all__ = ["render_card", "unread_names", "write_card"]
+__all__ = ["render_card", "write_card"]
 
 
 def _n(value: Any, digits: int = 3) -> str:
@@ -27,14 +27,6 @@ def _positive(spec: BundleSpec) -> str:
     """What the fracture head's positive class is called (MURA's: "abnormal")."""
     head = spec.head("fracture")
     return head.classes[-1] if head is not None else "fractured"
-
-
-def unread_names(failed: Sequence[Mapping[str, Any]], listed_in: str, shown: int = 5) -> str:
-    """The images of an evaluation that could not be read (its ``failed``), the first ``shown`` by
-    name and error code, the rest counted as ``listed_in`` names them: said wherever its figures
-    are, which leave them out."""
-    named = ", ".join(f"{f['source']} ({f['error_code']})" for f in failed[:shown])
-    return named + (f" and {len(failed) - shown} more ({listed_in})" if len(failed) > shown else "")
 
 
 def _split_section(name: str, m: dict[str, Any], positive: str = "fractured") -> list[str]:

@@ -17,9 +17,9 @@ from fracsight.bundle import BundleSpec, HeadSpec, sha256_file, write_bundle_spe
 from fracsight.data import CLASS, FRACTURE, DataMismatchError, Dataset, Sample, load_dataset
 from fracsight.data.splits import train_val_samples
 from fracsight.errors import ConfigError, DatasetError
-from fracsight.evaluation.run import evaluate_model, model_class_index, select_samples
+from fracsight.evaluation.run import evaluate_model, model_class_index, select_samples, unread_names
 from fracsight.inference.onnx_model import OnnxModel
-from fracsight.training.card import unread_names, write_card
+from fracsight.training.card import write_card
 from fracsight.training.config import TrainConfig
 from fracsight.training.refit import choose_localization, fit_to_outputs, raw_outputs
 from fracsight.training.refit import metrics_summary as _summary
