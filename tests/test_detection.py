@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import shutil
@@ -384,7 +385,6 @@ def test_a_split_only_an_own_data_set_can_carve_is_refused_before_the_heads_trai
     """Another copy of the data without splits: the heads could carve their own validation images
     out of it, but its `test` split is not the base's held-out one, so the evaluation at the end
     would refuse it; the command says so before the features are read."""
-    import csv
 
     from typer.testing import CliRunner
 
@@ -412,3 +412,31 @@ def test_a_split_only_an_own_data_set_can_carve_is_refused_before_the_heads_trai
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1 and "no 'test' split" in result.stderr, result.output
     assert not out.exists()
+
+
+def test_the_card_names_test_images_that_could_not_be_read(detector_bundle, tmp_path: Path) -> None:
+    """`detector train --evaluate test` with a test image that cannot be read: the bundle is made,
+    its card and bundle.json name the image, and a warning says so, as export does."""
+    from typer.testing import CliRunner
+
+    from fracsight.bundle import load_bundle_spec
+    from fracsight.cli import app
+
+    data, base, _ = detector_bundle
+    copy = shutil.copytree(data, tmp_path / "data", symlinks=True)
+    with open(copy / "dataset.csv", newline="", encoding="utf-8") as f:
+        damaged = next(r for r in csv.DictReader(f) if r["split"] == "test" and r["fractured"] == "1")
+    image = copy / "images" / "Fractured" / damaged["image_id"]
+    image.unlink()
+    image.write_bytes(b"")
+    out = tmp_path / "new"
+    args = ["detector", "train", str(base), str(out), "--data", str(copy), "--epochs", "1"]
+    result = CliRunner().invoke(app, [*args, "--evaluate", "test"])
+    assert result.exit_code == 0, result.output
+    source = f"images/Fractured/{damaged['image_id']}"
+    failed = load_bundle_spec(out).metrics["test"]["failed"]
+    assert [(f["source"], f["error_code"]) for f in failed] == [(source, "empty_file")]
+    card = (out / "card.md").read_text(encoding="utf-8")
+    assert f"- **1 image of the split could not be read and is not in these figures**: {source}" in card
+    warning = " ".join(result.stderr.split())
+    assert "warning: 1 of 12 images of the test split could not be read and are left out" in warning

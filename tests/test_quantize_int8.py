@@ -452,3 +452,25 @@ def test_a_split_only_an_own_data_set_can_carve_is_refused_before_quantizing(
     result = _quantize(tiny_bundle, tmp_path / "q", unsplit, "--evaluate", "test")
     assert result.exit_code == 1 and "no 'test' split" in result.stderr, result.output
     assert not (tmp_path / "q").exists()
+
+
+def test_data_that_do_not_fit_the_heads_are_refused_before_quantizing(
+    tiny_bundle: Path, head_bundle, tmp_path: Path
+) -> None:
+    """Labels the bundle's heads are refitted on, missing, or a class its class head does not know:
+    a bad argument (exit 2, as export says it), nothing written."""
+    class_data, class_bundle = head_bundle("class")
+    with_new_class = shutil.copytree(class_data, tmp_path / "more", symlinks=True)
+    for split in ("train", "val"):
+        shutil.copytree(with_new_class / split / "hand", with_new_class / split / "skull", symlinks=True)
+    for bundle, data, said in (
+        (tiny_bundle, class_data, "lacks the fracture labels (not fractured/fractured; "),
+        (class_bundle, with_new_class, "the model does not know ['skull']"),
+    ):
+        out = tmp_path / f"{bundle.name}-int8"
+        result = _quantize(bundle, out, data)
+        assert result.exit_code == 2, result.output
+        message = " ".join(result.stderr.split())
+        assert message.startswith("error (dataset_error): ") and said in message, message
+        assert message.endswith("quantize with data labelled as the bundle's (--data)")
+        assert not out.exists()

@@ -19,6 +19,8 @@ from fracsight import __version__
 if TYPE_CHECKING:
     from rich.progress import Progress
 
+    from fracsight.bundle import BundleSpec
+
 
 class _Commands(TyperGroup):
     """The root command group: every error on one line, and no empty argument.
@@ -142,6 +144,22 @@ def invocation() -> str:
     """The command line as the user typed it (``fracsight ...``), for a bundle to record how it
     was made; empty when fracsight was not started as ``fracsight`` (tests, ``python -m``)."""
     return "fracsight " + shlex.join(sys.argv[1:]) if Path(sys.argv[0]).name == "fracsight" else ""
+
+
+def warn_unread_in_card(spec: BundleSpec, split: str | None) -> None:
+    """Say on stderr which images of the ``split`` a new bundle was measured on could not be read:
+    its card's figures leave them out (the card names them too); the bundle is valid all the same."""
+    failed = (spec.metrics.get(split) or {}).get("failed") if split else None
+    if not failed:
+        return
+    from fracsight.evaluation.run import unread_names
+
+    n_images = len(failed) + (spec.metrics[split].get("n") or 0)
+    typer.echo(
+        f"warning: {len(failed)} of {n_images} images of the {split} split could not be read and are "
+        f"left out of the card's figures: {unread_names(failed, 'bundle.json names them all')}",
+        err=True,
+    )
 
 
 @contextmanager
@@ -688,6 +706,7 @@ def export(
             train_command=train_command,
         )
     typer.echo(f"bundle {spec.name} v{spec.version} written to {out}")
+    warn_unread_in_card(spec, evaluate_split)
 
 
 @app.command()

@@ -109,6 +109,8 @@ def train(
 
 
 def _report(spec, out: Path, evaluate_split: str | None) -> None:
+    from fracsight.cli import warn_unread_in_card
+
     loc, orient = spec.localization, spec.orientation
     typer.echo(f"bundle {spec.name} v{spec.version} written to {out}")
     typer.echo(
@@ -118,6 +120,7 @@ def _report(spec, out: Path, evaluate_split: str | None) -> None:
     )
     if evaluate_split:
         typer.echo(f"{evaluate_split}: AUROC {spec.metrics[evaluate_split]['auroc']['value']:.3f}")
+        warn_unread_in_card(spec, evaluate_split)
 
 
 @detector_app.command("joint")

@@ -20,11 +20,10 @@ import numpy as np
 
 from fracsight._output import check_output_folder, staged_folder
 from fracsight.bundle import BundleSpec, sha256_file, write_bundle_spec
-from fracsight.data import FRACTURE, Dataset, load_dataset
+from fracsight.data import Dataset, load_dataset
 from fracsight.data.splits import train_val_samples
 from fracsight.detection.taps import detector_nodes
 from fracsight.errors import ConfigError
-from fracsight.evaluation.run import model_class_index
 from fracsight.inference.onnx_model import OnnxModel
 from fracsight.inference.store import resolve_bundle
 from fracsight.quantize.gate import GateBounds, QuantizationRefused, check_gate, measure_gate
@@ -38,6 +37,7 @@ from fracsight.training.refit import (
     orientation_views,
     raw_outputs,
     refit_to_predictions,
+    refuse_unfit_data,
 )
 
 __all__ = ["CALIBRATION_IMAGES", "calibration_samples", "quantize_bundle"]
@@ -67,17 +67,15 @@ def _data(spec: BundleSpec, data_dir: Path | None) -> tuple[Path, Dataset, list,
         raise ConfigError(f"no data to calibrate on: {where}; pass --data DATA_DIR")
     layout = spec.training.get("layout", "auto") if not data_dir else "auto"
     dataset = load_dataset(root, layout)
-    fracture = spec.head("fracture")
-    dataset.refuse_other_binary_label(
-        fracture.classes if fracture else (), "quantize with data labelled as the bundle's (--data)"
-    )
+    fracture, class_head = spec.head("fracture"), spec.head("class")
     train, val = train_val_samples(dataset, int(spec.training.get("config", {}).get("seed", 0)))
-    if fracture is not None and not all(FRACTURE in s.labels for s in val):
-        raise ConfigError(
-            f"{root}: the bundle has a fracture head, but not every validation image has its label"
-        )
-    class_head = spec.head("class")  # a class the model does not know: refused before the work
-    model_class_index(dataset.class_names, class_head.classes if class_head else ())
+    refuse_unfit_data(  # before the work
+        dataset,
+        val,
+        fracture.classes if fracture else (),
+        class_head.classes if class_head else (),
+        "quantize with data labelled as the bundle's (--data)",
+    )
     return root, dataset, train, val
 
 

@@ -57,7 +57,7 @@ def quantize(
     """
     from rich.console import Console
 
-    from fracsight.cli import invocation, user_errors
+    from fracsight.cli import invocation, user_errors, warn_unread_in_card
     from fracsight.quantize.build import quantize_bundle
     from fracsight.quantize.gate import GateBounds
 
@@ -94,3 +94,4 @@ def quantize(
             f"{found['min_probability']:.2f} (float {before.get('min_probability', float('nan')):.2f}), "
             f"upright views turned {found['validation']['upright_turned']:.4f}"
         )
+    warn_unread_in_card(spec, evaluate_split)

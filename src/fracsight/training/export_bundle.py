@@ -10,19 +10,24 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fracsight._output import check_output_folder, staged_folder
 from fracsight.bundle import BundleSpec, HeadSpec, sha256_file, write_bundle_spec
-from fracsight.data import CLASS, FRACTURE, DataMismatchError, Dataset, Sample, load_dataset
+from fracsight.data import DataMismatchError, Dataset, Sample, load_dataset
 from fracsight.data.splits import train_val_samples
 from fracsight.errors import ConfigError, DatasetError
-from fracsight.evaluation.run import evaluate_model, model_class_index, select_samples, unread_names
+from fracsight.evaluation.run import evaluate_model, select_samples
 from fracsight.inference.onnx_model import OnnxModel
 from fracsight.training.card import write_card
 from fracsight.training.config import TrainConfig
-from fracsight.training.refit import choose_localization, fit_to_outputs, raw_outputs
-from fracsight.training.refit import metrics_summary as _summary
+from fracsight.training.refit import (
+    choose_localization,
+    fit_to_outputs,
+    metrics_summary,
+    raw_outputs,
+    refuse_unfit_data,
+)
 from fracsight.training.trainer import load_trained, trained_fracture_classes
 
 if TYPE_CHECKING:
@@ -64,7 +69,13 @@ def export_bundle(
     if fracture is None:
         fracture = _older_run_fracture(cfg, dataset)
     train, val = train_val_samples(dataset, cfg.seed)  # once: the split reads duplicate candidates
-    _check_labels(dataset, val, fracture, model.heads_config.classes)
+    refuse_unfit_data(
+        dataset,
+        val,
+        fracture,
+        model.heads_config.classes,
+        "export with the data set the run trained on (--data-dir)",
+    )
     if evaluate_split:
         select_samples(dataset, evaluate_split, cfg.seed)  # an unknown split: refused before writing
     inputs.append(("the data set", data_root))
@@ -112,33 +123,6 @@ def _older_run_fracture(cfg: TrainConfig, dataset: Dataset) -> tuple[str, ...]:
     elif trained.resolve() != Path(dataset.root).resolve():
         dataset = load_dataset(trained, cfg.layout)
     return trained_fracture_classes(dataset)
-
-
-def _check_labels(
-    dataset: Dataset, val: list[Sample], fracture: tuple[str, ...], classes: tuple[str, ...]
-) -> None:
-    """Refuse (:class:`DataMismatchError`) a data set that lacks the validation labels the model's
-    heads are calibrated on (``fracture``: its fracture head's class names, ``classes``: its class
-    head's), whose binary label means something else than the fracture head's (normal/abnormal
-    against not fractured/fractured), or that has a class the model does not know; labels for
-    heads it does not have are left alone."""
-    missing = []
-    if fracture and not all(FRACTURE in s.labels for s in val):
-        n = sum(FRACTURE not in s.labels for s in val)
-        missing.append(f"fracture labels ({'/'.join(fracture)}; {n} of {len(val)} validation images lack it)")
-    dataset.refuse_other_binary_label(fracture, "export with data labelled as the run's (--data-dir)")
-    if classes:
-        try:
-            model_class_index(dataset.class_names, classes)
-        except DatasetError as e:  # a class the model does not know
-            raise DataMismatchError(str(e)) from None
-        if not any(CLASS in s.labels for s in val):
-            missing.append(f"class labels ({', '.join(classes)}) on its validation images")
-    if missing:
-        raise DataMismatchError(
-            f"{dataset.root} lacks the {' and '.join(missing)}, which the model's heads are calibrated on: "
-            "export with the data set the run trained on (--data-dir)"
-        )
 
 
 def _write_bundle(
@@ -196,26 +180,7 @@ def _write_bundle(
         # the report stays with the run, not inside the (shipped) bundle
         report_dir = (run_dir if run_dir.is_dir() else run_dir.parent) / f"evaluation-{evaluate_split}"
         metrics = evaluate_model(work, dataset.root, report_dir, split=evaluate_split)
-        summary = _card_summary(metrics, report_dir / "report.html")
-        spec = dataclasses.replace(spec, metrics={**spec.metrics, evaluate_split: summary})
+        spec = dataclasses.replace(spec, metrics={**spec.metrics, evaluate_split: metrics_summary(metrics)})
         write_bundle_spec(spec, work)
     write_card(spec, work, run_dir)
     return spec
-
-
-def _card_summary(metrics: dict[str, Any], report: Path) -> dict[str, Any]:
-    """What the bundle keeps of its evaluation (``metrics``, whose ``report`` is written), with the
-    images of the split that could not be read (``failed``): every figure leaves them out, so the
-    card says which, and a warning says so, as ``evaluate`` does; the bundle is valid all the same."""
-    summary = _summary(metrics)
-    failed = metrics.get("failed") or []
-    if failed:
-        summary["failed"] = failed
-        log.warning(
-            "%d of %d images of the %s split could not be read and are left out of the card's figures: %s",
-            len(failed),
-            metrics["data"]["n_images"],
-            metrics["data"]["split"],
-            unread_names(failed, f"all in {report}"),
-        )
-    return summary

@@ -17,6 +17,7 @@ Torch-free: only onnxruntime and numpy.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,8 @@ from fracsight.bundle import (
     load_bundle_spec,
     write_bundle_spec,
 )
-from fracsight.data import CLASS, FRACTURE, Sample
+from fracsight.data import CLASS, FRACTURE, DataMismatchError, Dataset, Sample
+from fracsight.errors import DatasetError
 from fracsight.evaluation.calibration import apply_temperature, expected_calibration_error, fit_calibration
 from fracsight.evaluation.metrics import auroc
 from fracsight.evaluation.thresholds import (
@@ -55,6 +57,7 @@ __all__ = [
     "orientation_views",
     "raw_outputs",
     "refit_to_predictions",
+    "refuse_unfit_data",
 ]
 
 MAX_UPRIGHT_TURNED = 0.005  # at most this share of upright validation images may be turned
@@ -298,8 +301,38 @@ def refit_to_predictions(bundle_dir: Path, val: list[Sample]) -> BundleSpec:
     return spec
 
 
+def refuse_unfit_data(
+    dataset: Dataset, val: list[Sample], fracture: Sequence[str], classes: Sequence[str], fix: str
+) -> None:
+    """Refuse (:class:`DataMismatchError`, with ``fix`` saying what to do instead) a data set that
+    lacks the validation labels the model's heads are calibrated on (``fracture``: its fracture
+    head's class names, ``classes``: its class head's), whose binary label means something else
+    than the fracture head's (normal/abnormal against not fractured/fractured), or that has a class
+    the model does not know; labels for heads it does not have are left alone."""
+    from fracsight.evaluation.run import model_class_index
+
+    missing = []
+    if fracture and not all(FRACTURE in s.labels for s in val):
+        n = sum(FRACTURE not in s.labels for s in val)
+        missing.append(f"fracture labels ({'/'.join(fracture)}; {n} of {len(val)} validation images lack it)")
+    dataset.refuse_other_binary_label(fracture, fix)
+    if classes:
+        try:
+            model_class_index(dataset.class_names, classes)
+        except DatasetError as e:  # a class the model does not know
+            raise DataMismatchError(f"{e}: {fix}") from None
+        if not any(CLASS in s.labels for s in val):
+            missing.append(f"class labels ({', '.join(classes)}) on its validation images")
+    if missing:
+        raise DataMismatchError(
+            f"{dataset.root} lacks the {' and '.join(missing)}, which the model's heads are calibrated "
+            f"on: {fix}"
+        )
+
+
 def metrics_summary(metrics: dict[str, Any]) -> dict[str, Any]:
-    """What a bundle keeps of an evaluation (``evaluate_model``) in its ``metrics``."""
+    """What a bundle keeps of an evaluation (``evaluate_model``) in its ``metrics``, with the images
+    that could not be read (``failed``), which every figure leaves out, so the card can say which."""
     keys = (
         "n",
         "n_positive",
@@ -317,4 +350,6 @@ def metrics_summary(metrics: dict[str, Any]) -> dict[str, Any]:
     out = {k: metrics[k] for k in keys if k in metrics}
     if "calibration" in metrics:
         out["ece"] = metrics["calibration"]["ece"]
+    if metrics.get("failed"):
+        out["failed"] = metrics["failed"]
     return out
