@@ -77,6 +77,99 @@ def test_guard_compares_against_every_digest() -> None:
     assert not guard.allows("token-number-0005") and not TokenGuard([]).allows("token-number-0000")
 
 
+def test_tokens_file_from_a_windows_editor_bom_and_crlf_included(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_bytes(("\ufeff# pilot\r\n\r\n" + TOKEN + "\r\n  \r\n").encode())
+    assert token_guard("required", None, str(tokens)).allows(TOKEN)
+    tokens.write_bytes(("\ufeff" + TOKEN + "\r\n").encode())  # the BOM must not become part of it
+    assert token_guard("required", None, str(tokens)).allows(TOKEN)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [f"{TOKEN}   # radiology PACS", f"{TOKEN} second-half-of-it", "tök-" + "a1b2c3d4" * 4],
+    ids=["inline-comment", "space-inside", "non-ascii"],
+)
+def test_a_token_no_client_could_send_is_refused_at_start(tmp_path: Path, line: str) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text(line + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="printable ASCII") as caught:
+        token_guard("optional", None, str(tokens))
+    assert TOKEN not in str(caught.value) and "PACS" not in str(caught.value)
+
+
+@pytest.mark.parametrize("value", [",", " , ,", f"# {TOKEN}"])
+def test_tokens_variable_set_without_a_token_is_refused_not_open(value: str) -> None:
+    with pytest.raises(ConfigError, match="holds no token"):
+        ApiSettings.from_env({"FRACSIGHT_API_TOKENS": value})
+    assert ApiSettings.from_env({"FRACSIGHT_API_TOKENS": "  "}).api_tokens is None  # blank: unset
+
+
+def test_a_misspelt_setting_is_named_in_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    env = {"FRACSIGHT_API_TOKEN": TOKEN, "FRACSIGHT_MAX_UPLOAD_MB": "5", "FRACSIGHT_AET": "FRACSIGHT"}
+    with caplog.at_level("WARNING", logger="fracsight.api"):
+        assert ApiSettings.from_env(env).api_tokens is None
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 2, warned  # FRACSIGHT_AET belongs to the DICOM node: not close to any
+    assert "did you mean FRACSIGHT_API_TOKENS?" in warned[0] and "FRACSIGHT_MAX_UPLOAD_BYTES" in warned[1]
+    assert TOKEN not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "code"),
+    [
+        ([("Authorization", f"Bearer {TOKEN}")], 200, None),
+        ([("Authorization", f"bearer {TOKEN}")], 200, None),
+        ([("Authorization", f"Bearer\t{TOKEN}  ")], 200, None),
+        ([("Authorization", f"Bearer   {TOKEN}")], 200, None),
+        ([], 401, "missing_token"),
+        ([("Authorization", TOKEN)], 401, "missing_token"),
+        ([("Authorization", "Bearer")], 401, "missing_token"),
+        ([("Authorization", "Basic Zm9vOmJhcg==")], 401, "missing_token"),
+        ([("Authorization", "Bearer " + "x" * 20_000)], 401, "invalid_token"),
+        ([("Authorization", "Bearer tök-a1b2c3d4a1b2c3d4".encode())], 401, "invalid_token"),
+        (
+            [("Authorization", f"Bearer {TOKEN}"), ("Authorization", "Bearer wrong-token-1234567")],
+            401,
+            "invalid_token",
+        ),
+        (
+            [("Authorization", "Bearer wrong-token-1234567"), ("Authorization", f"Bearer {TOKEN}")],
+            401,
+            "invalid_token",
+        ),
+        ([("Authorization", f"Bearer {TOKEN}"), ("Authorization", f"Bearer {TOKEN}")], 401, "invalid_token"),
+    ],
+    ids=[
+        "bearer",
+        "lowercase-scheme",
+        "tab-and-trailing-space",
+        "extra-spaces",
+        "no-header",
+        "no-scheme",
+        "scheme-only",
+        "basic",
+        "very-long",
+        "non-ascii",
+        "two-headers-valid-first",
+        "two-headers-valid-last",
+        "two-identical-headers",
+    ],
+)
+def test_authorization_header_forms(
+    clean_env: None, headers: list[tuple[str, Any]], status: int, code: str | None
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from fracsight.api import create_app
+
+    client = TestClient(create_app(ApiSettings(api_tokens=TOKEN)))  # no lifespan: /metrics needs no model
+    r = client.get("/metrics", headers=headers)
+    assert r.status_code == status
+    if code is not None:
+        assert r.json()["error"]["code"] == code and r.headers["www-authenticate"].startswith("Bearer")
+
+
 # ---- `fracsight serve` refuses to start, or starts, as configured -------------------------------------
 def _serve(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> tuple[Any, list[Any]]:
     calls: list[Any] = []

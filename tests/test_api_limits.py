@@ -36,8 +36,13 @@ PART_HEAD = (
 ).encode()
 
 
-def call_asgi(app: Any, chunks: Iterator[bytes], headers: dict[str, str]) -> tuple[int, dict[str, Any], int]:
-    """POST /v1/predict with a streamed body; returns (status, JSON body, body bytes the app pulled)."""
+def call_asgi(
+    app: Any, chunks: Iterator[bytes], headers: dict[str, str], stall_s: float = 0.0
+) -> tuple[int, dict[str, Any], int]:
+    """POST /v1/predict with a streamed body; returns (status, JSON body, body bytes the app pulled).
+
+    ``stall_s``: the client goes quiet for that long after its last chunk, before ending the body.
+    """
     pulled = 0
     sent: list[dict[str, Any]] = []
 
@@ -45,6 +50,7 @@ def call_asgi(app: Any, chunks: Iterator[bytes], headers: dict[str, str]) -> tup
         nonlocal pulled
         chunk = next(chunks, None)
         if chunk is None:
+            await anyio.sleep(stall_s)
             return {"type": "http.request", "body": b"", "more_body": False}
         pulled += len(chunk)
         return {"type": "http.request", "body": chunk, "more_body": True}
@@ -115,10 +121,24 @@ def test_boundary_longer_than_the_parser_takes_is_400_not_500(small_limit_app: A
     assert "boundary" in body["error"]["message"].lower()
 
 
+def test_a_body_that_stops_arriving_is_408(small_limit_app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fracsight.api import uploads
+
+    monkeypatch.setattr(uploads, "BODY_IDLE_TIMEOUT_S", 0.2)
+    headers = {"content-type": f"multipart/form-data; boundary={BOUNDARY}", "content-length": "5000"}
+    started = time.monotonic()
+    status, body, _ = call_asgi(small_limit_app, iter([PART_HEAD, b"abc"]), headers, stall_s=5.0)
+    assert (status, body["error"]["code"]) == (408, "request_timeout")
+    assert time.monotonic() - started < 4
+
+
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
         ("wrist.png", "wrist.png"),
+        ("x\u202egnp.exe", "xgnp.exe"),  # a right-to-left override would show it as "xexe.png"
+        ("a\u200bb\x85c\u2028.png", "abc.png"),  # zero-width space, C1 control, line separator
+        ("日本語 ñ.png", "日本語 ñ.png"),
         ("/home/doe/scans/wrist.png", "wrist.png"),
         ("C:\\Users\\doe\\hand.dcm", "hand.dcm"),
         ("a\x00b\nc.png", "abc.png"),
@@ -140,7 +160,18 @@ def test_settings_from_env_and_back() -> None:
     assert ApiSettings().max_upload_bytes == 50 * 1024 * 1024
 
 
-@pytest.mark.parametrize("env", [{"FRACSIGHT_MAX_FILES": "many"}, {"FRACSIGHT_MAX_UPLOAD_BYTES": "0"}])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"FRACSIGHT_MAX_FILES": "many"},
+        {"FRACSIGHT_MAX_FILES": "-1"},
+        {"FRACSIGHT_MAX_FILES": "1" * 30},
+        {"FRACSIGHT_MAX_UPLOAD_BYTES": "0"},
+        {"FRACSIGHT_MAX_UPLOAD_BYTES": "1e9"},
+        {"FRACSIGHT_MAX_CONCURRENT_INFERENCES": "1000"},
+        {"FRACSIGHT_MAX_PIXELS": " -5 "},
+    ],
+)
 def test_invalid_settings_raise_config_error(env: dict[str, str]) -> None:
     with pytest.raises(ConfigError, match="FRACSIGHT_MAX"):
         ApiSettings.from_env(env)

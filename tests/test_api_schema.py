@@ -115,6 +115,15 @@ def fuzz_app(app, max_examples: int = 15) -> None:
             check()
 
 
+def test_operation_ids_are_unique(app) -> None:
+    """OpenAPI requires it; client generators name their methods after them."""
+    with TestClient(app) as c:
+        schema = c.get("/openapi.json").json()
+    ids = [op["operationId"] for ops in schema["paths"].values() for op in ops.values()]
+    assert len(ids) == len(set(ids)), ids
+    assert "head" in schema["paths"]["/healthz"]
+
+
 def test_app_conforms_to_its_schema(app) -> None:
     """Fuzz every operation of the fracture-only tiny bundle (test_head_kinds_api.py: the other kinds)."""
     fuzz_app(app)

@@ -61,6 +61,35 @@ def test_serve_passes_settings_to_the_worker_factory(
     )
 
 
+def test_workers_get_the_token_digests_read_at_start_not_the_file(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """A worker that uvicorn restarts must accept the tokens its siblings accept: the file may have
+    been edited, emptied or made unreadable since `serve` started."""
+    from fracsight.api.auth import token_guard
+
+    token = "a-token-read-once-at-start-0123456789"
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"# pilot\n{token}\n", encoding="utf-8")
+    monkeypatch.setenv(ENV_PREFIX + "API_TOKENS_FILE", str(tokens))
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    result = CliRunner().invoke(cli, ["serve", "--model", str(tiny_bundle), "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    tokens.write_text("", encoding="utf-8")  # edited after the start
+    settings = ApiSettings.from_env()  # what each worker's create_app() will read
+    assert settings.api_tokens_file is None and token not in (settings.api_tokens or "")
+    guard = token_guard(settings.auth, settings.api_tokens, settings.api_tokens_file)
+    assert guard.allows(token) and not guard.allows("another-token-0123456789")
+
+
+def test_serve_refuses_an_endless_upload_limit(clean_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("uvicorn must not start"))
+    for value in ("inf", "1e400", "2000000"):
+        result = CliRunner().invoke(cli, ["serve", "--max-upload-mb", value])
+        assert result.exit_code == 2 and "--max-upload-mb" in result.output, result.output
+        assert "Traceback" not in result.output
+
+
 def test_serve_refuses_a_tampered_bundle_before_starting(
     clean_env: None, monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path, tmp_path: Path
 ) -> None:

@@ -453,3 +453,22 @@ def test_table_says_not_reliable_once(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     flat = " ".join(result.stdout.replace("│", " ").split())
     assert flat.count("the result is not reliable") == 1 and "colour image" in flat
+
+
+def test_a_file_name_that_is_not_utf8_gets_its_csv_row(
+    tiny_bundle: Path, images: list[Path], tmp_path: Path
+) -> None:
+    """A folder written under Latin-1 (``café.jpg`` as the byte 0xE9): the CSV writer crashed with
+        a traceback and left a cut-off file, and so did the table on a terminal that writes strict UTF-8;
+    the name is written (and shown) with that byte as ``\\xe9``."""
+    import os
+
+    folder = tmp_path / "latin1"
+    folder.mkdir()
+    shutil.copyfile(images[0], os.fsdecode(bytes(folder) + b"/caf\xe9.jpg"))
+    out = tmp_path / "out.csv"
+    result = _predict(tiny_bundle, folder, "--csv", out)
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open(encoding="utf-8", newline="")))
+    assert [r["source"] for r in rows] == ["caf\\xe9.jpg"] and rows[0]["fracture_probability"]
+    assert "caf\\xe9.jpg" in result.stdout  # the table too, even on a strict UTF-8 terminal

@@ -517,3 +517,98 @@ def test_actor_rows_equal_predict_csv_for_every_head_combination(
     rows = [dict(zip(out, values, strict=True)) for values in zip(*out.values(), strict=True)]
     assert [r["path"] for r in rows] == files
     assert without_path(rows) == without_path(read_csv(plain))
+
+
+# ---- found by a user's audit: each failed before its fix -----------------------------------------
+def fake_ray(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Replace the Ray part of run_batch: every pending path gets an error row (no Ray needed);
+    returns the paths each run was given."""
+    from fracsight.scale import job
+
+    runs: list[list[str]] = []
+
+    def run_on_ray(pending: dict[str, str], output: BatchOutput, *_: object, **__: object) -> None:
+        runs.append(list(pending))
+        rows = [{c: "" for c in output.columns} | {"path": p, "error_code": "x"} for p in pending]
+        output.commit(rows)
+
+    monkeypatch.setattr(job, "_run_on_ray", run_on_ray)
+    return runs
+
+
+def test_a_file_already_committed_under_another_spelling_is_not_predicted_again(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The archive given as a folder, then through a link to it (a mount seen under two names):
+    every file got a second row, though the key is documented to be the resolved path."""
+    from fracsight.scale.job import run_batch
+
+    runs = fake_ray(monkeypatch)
+    (tmp_path / "link").symlink_to(archive)
+    first = collect_batch_inputs([archive])
+    run_batch(first, tmp_path / "out")
+    summary = run_batch(collect_batch_inputs([tmp_path / "link"]), tmp_path / "out")
+    assert summary.skipped == len(first) and summary.predicted == 0 and len(runs) == 1
+    assert [r["path"] for r in read_csv(tmp_path / "out" / "results.csv")] == list(first)
+
+
+def test_a_bundle_refitted_in_place_does_not_add_rows_at_its_new_threshold(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refit (training/refit.py) rewrites bundle.json's thresholds and calibration and keeps the
+    name, version and model.onnx: a resumed job mixed rows at two thresholds in one output."""
+    import shutil
+
+    from fracsight.inference import resolve_bundle
+    from fracsight.scale.job import run_batch
+
+    fake_ray(monkeypatch)
+    bundle = tmp_path / "bundle"
+    shutil.copytree(resolve_bundle(None), bundle)
+    files = list(collect_batch_inputs([archive]))
+    run_batch(files[:2], tmp_path / "out", model=str(bundle))
+    spec = json.loads((bundle / "bundle.json").read_text())
+    spec["operating_points"][0]["threshold"] = 0.9
+    (bundle / "bundle.json").write_text(json.dumps(spec))
+    with pytest.raises(DatasetError, match=r"other settings in its bundle\.json"):
+        run_batch(files[:3], tmp_path / "out", model=str(bundle))
+    assert len(read_csv(tmp_path / "out" / "results.csv")) == 2
+
+
+def test_a_file_name_that_is_not_utf8_gets_its_row(tmp_path: Path, fracatlas_dir: Path) -> None:
+    """A Latin-1 file name (os gives its bytes as surrogates) raised UnicodeEncodeError at the
+    commit of its part: the job stopped there on every run, losing the rows around it too."""
+    from fracsight.scale.predict import BatchPredictor
+
+    image = next((fracatlas_dir / "images").rglob("*.jpg"))
+    path = os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9.jpg")
+    Path(path).write_bytes(image.read_bytes())
+    udf = BatchPredictor()
+    out = udf({"path": [os.fsencode(path)], "name": ["caf\\xe9.jpg"]})  # as the driver hands them on
+    assert out["path"] == [str(tmp_path / "caf\\xe9.jpg")] and out["error_code"] == [""]
+    model = {"name": "m", "version": "1"}
+    output = BatchOutput(tmp_path / "out", ("path", "error_code"), model)
+    output.commit([{"path": path, "error_code": ""}])
+    assert output.pending([path]) == []
+    output.close()
+    assert read_csv(tmp_path / "out" / "results.csv") == [{"path": out["path"][0], "error_code": ""}]
+
+
+def test_manifests_of_the_wrong_shape_are_refused_or_read_as_meant(archive: Path, tmp_path: Path) -> None:
+    """A Parquet path column of numbers, bytes or lists became rows for files named `1` or
+    `b'/x.jpg'`; an empty CSV was "no 'path' column (columns: )"; a path list saved with a BOM
+    (Windows Notepad) lost its first path; a list split file names at U+2028."""
+    import pyarrow as pa
+
+    image = next(archive.glob("*.jpg"))
+    for values in ([1, 2], [str(image).encode()], [[str(image)]]):
+        pq.write_table(pa.table({"path": values}), tmp_path / "m.parquet")
+        with pytest.raises(DatasetError, match=r"column 'path' holds .*, not text paths"):
+            collect_batch_inputs([tmp_path / "m.parquet"])
+    pq.write_table(pa.table({"path": pa.array([str(image)]).dictionary_encode()}), tmp_path / "d.parquet")
+    assert list(collect_batch_inputs([tmp_path / "d.parquet"])) == [str(image)]
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(DatasetError, match="the manifest is empty"):
+        collect_batch_inputs([tmp_path / "empty.csv"])
+    (tmp_path / "l.txt").write_bytes(f"\ufeff{image}\r\n{tmp_path}/a\u2028b.jpg\r\n".encode())
+    assert list(collect_batch_inputs([tmp_path / "l.txt"])) == [str(image), f"{tmp_path}/a\u2028b.jpg"]

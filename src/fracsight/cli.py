@@ -468,10 +468,14 @@ def _warnings_cell(warnings: Sequence[str]) -> str:
 def _print_table(results, studies, predictor, notice: str) -> None:
     """A table with the columns of the heads the bundle has (nothing empty pretending to be a result)."""
     from rich.console import Console
-    from rich.markup import escape
+    from rich.markup import escape as rich_escape
     from rich.table import Table
 
     from fracsight.inference import FailedPrediction
+    from fracsight.inference.tabular import text_cell
+
+    def escape(text: str) -> str:  # a file name that is not UTF-8 is shown as the CSV writes it
+        return rich_escape(text_cell(text))
 
     spec = predictor.spec
     has = {name: spec.head(name) is not None for name in ("fracture", "class", "region")}
@@ -720,7 +724,8 @@ def serve(
     ] = 1,
     model: ModelOption = None,
     max_upload_mb: Annotated[
-        float | None, typer.Option(min=0.001, help="Largest accepted file in MiB (default 50).")
+        float | None,
+        typer.Option(min=0.001, max=1024 * 1024, help="Largest accepted file in MiB (default 50)."),
     ] = None,
     max_files: Annotated[
         int | None, typer.Option(min=1, max=1000, help="Most files per request (default 16).")
@@ -755,7 +760,7 @@ def serve(
             import uvicorn
             from uvicorn.config import LOG_LEVELS
 
-            from fracsight.api.settings import ApiSettings
+            from fracsight.api.settings import ENV_PREFIX, ApiSettings
         except ImportError as e:
             typer.echo(f"error (missing_dependency): {e.name}: pip install 'fracsight[serve]'", err=True)
             raise typer.Exit(1) from None
@@ -786,6 +791,12 @@ def serve(
         from fracsight.api.auth import token_guard
 
         guard = token_guard(settings.auth, settings.api_tokens, settings.api_tokens_file)  # docs/deploy.md
+        # the workers get the digests read here, never the file: a worker uvicorn restarts after
+        # the file was edited (or emptied) would otherwise accept other tokens than its siblings
+        settings = settings.model_copy(
+            update={"api_tokens": guard.as_setting() or None, "api_tokens_file": None}
+        )
+        os.environ.pop(ENV_PREFIX + "API_TOKENS_FILE", None)
     if host not in ("127.0.0.1", "localhost", "::1"):
         authenticated = guard or settings.auth == "proxy"
         needs = "TLS" if authenticated else "TLS and authentication (FRACSIGHT_API_TOKENS)"

@@ -15,8 +15,8 @@ token is hashed and compared with every digest in constant time (:func:`hmac.com
 
 ``/healthz`` is always open (load balancers and container health checks call it).
 
->>> digest = token_digest("correct-horse-battery-staple")
->>> TokenGuard({digest}).allows("correct-horse-battery-staple"), TokenGuard({digest}).allows("guess")
+>>> guard = TokenGuard(parse_tokens([token_digest("correct-horse-battery-staple")], "example"))
+>>> guard.allows("correct-horse-battery-staple"), guard.allows("guess")
 (True, False)
 """
 
@@ -50,6 +50,8 @@ INVALID_TOKEN = "invalid_token"  # 401: a token that matches none of the server'
 OPEN_PATHS = frozenset({"/healthz"})
 MIN_TOKEN_LENGTH = 16
 _DIGEST = re.compile(r"^sha256:([0-9a-fA-F]{64})$")
+# what a client can send after `Bearer ` (HTTP header values are bytes; non-ASCII never arrives intact)
+_TOKEN_CHARS = re.compile(r"^[\x21-\x7e]+$")
 
 
 def token_digest(token: str) -> str:
@@ -64,27 +66,34 @@ def _digest_bytes(token: str) -> bytes:
 def parse_tokens(entries: Iterable[str], where: str) -> set[bytes]:
     """Digests of the given tokens or ``sha256:`` digests; blank entries and ``#`` comments skipped.
 
-    Raises :class:`~fracsight.errors.ConfigError` on a token shorter than
-    :data:`MIN_TOKEN_LENGTH` (never quoting it).
+    Raises :class:`~fracsight.errors.ConfigError` on a malformed digest, or a token shorter than
+    :data:`MIN_TOKEN_LENGTH` or holding characters no client can send (never quoting it).
     """
     digests: set[bytes] = set()
     for n, raw in enumerate(entries, start=1):
         entry = raw.strip()
-        if not entry or entry.startswith("#"):
-            continue
-        match = _DIGEST.match(entry)
-        if match:
-            digests.add(bytes.fromhex(match.group(1)))
-        elif entry.lower().startswith("sha256:"):
-            raise ConfigError(f"{where}, entry {n}: a sha256: digest needs exactly 64 hex digits")
-        elif len(entry) < MIN_TOKEN_LENGTH:
-            raise ConfigError(
-                f"{where}, entry {n}: tokens must have at least {MIN_TOKEN_LENGTH} characters "
-                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
-            )
-        else:
-            digests.add(_digest_bytes(entry))
+        if entry and not entry.startswith("#"):
+            digests.add(_entry_digest(entry, f"{where}, entry {n}"))
     return digests
+
+
+def _entry_digest(entry: str, where: str) -> bytes:
+    match = _DIGEST.match(entry)
+    if match:
+        return bytes.fromhex(match.group(1))
+    if entry.lower().startswith("sha256:"):
+        raise ConfigError(f"{where}: a sha256: digest needs exactly 64 hex digits")
+    if not _TOKEN_CHARS.match(entry):  # e.g. a comment after the token: it would never match
+        raise ConfigError(
+            f"{where}: a token may hold only printable ASCII characters and no spaces "
+            "(a `#` comment takes a line of its own)"
+        )
+    if len(entry) < MIN_TOKEN_LENGTH:
+        raise ConfigError(
+            f"{where}: tokens must have at least {MIN_TOKEN_LENGTH} characters "
+            "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
+    return _digest_bytes(entry)
 
 
 class TokenGuard:
@@ -98,6 +107,10 @@ class TokenGuard:
 
     def __len__(self) -> int:
         return len(self._digests)
+
+    def as_setting(self) -> str:
+        """The digests as ``FRACSIGHT_API_TOKENS`` holds them (``sha256:<hex>,...``)."""
+        return ",".join(sorted("sha256:" + d.hex() for d in self._digests))
 
     def allows(self, token: str) -> bool:
         presented = _digest_bytes(token)
@@ -119,7 +132,7 @@ def token_guard(auth: str, tokens: str | None, tokens_file: str | None) -> Token
     if tokens_file:
         path = Path(tokens_file)
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: a BOM from Windows editors
         except (OSError, UnicodeDecodeError) as e:
             reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
             raise ConfigError(f"FRACSIGHT_API_TOKENS_FILE {path}: cannot read it ({reason})") from None
@@ -136,14 +149,27 @@ def token_guard(auth: str, tokens: str | None, tokens_file: str | None) -> Token
     return TokenGuard(digests)
 
 
-def _bearer(scope: Scope) -> str | None:
-    """The token of an ``Authorization: Bearer <token>`` header; None when there is none."""
-    for name, value in scope.get("headers", ()):
-        if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").strip().partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                return token.strip()
-            return None
+def _authorization_headers(scope: Scope) -> list[str]:
+    return [value.decode("latin-1") for name, value in scope.get("headers", ()) if name == b"authorization"]
+
+
+def _bearer(value: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` value; None for another scheme or none."""
+    parts = value.split(None, 1)  # any whitespace after the scheme, as lenient clients send it
+    if len(parts) == 2 and parts[0].lower() == "bearer":
+        return parts[1].strip()
+    return None
+
+
+def _refusal(headers: list[str], guard: TokenGuard) -> tuple[str, str] | None:
+    """(code, message) of the 401 to answer; None when the request carries an accepted token."""
+    if len(headers) > 1:  # proxies and servers disagree on which one counts: accept neither
+        return INVALID_TOKEN, "send one Authorization header, not several"
+    token = _bearer(headers[0]) if headers else None
+    if token is None:
+        return MISSING_TOKEN, "this API needs a bearer token (Authorization: Bearer <token>)"
+    if not guard.allows(token):
+        return INVALID_TOKEN, "the bearer token is not valid"
     return None
 
 
@@ -160,16 +186,14 @@ class BearerAuthMiddleware:
         if scope["type"] != "http" or scope.get("path") in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
-        token = _bearer(scope)
-        if token is not None and self.guard.allows(token):
+        refusal = _refusal(_authorization_headers(scope), self.guard)
+        if refusal is None:
             await self.app(scope, receive, send)
             return
-        if token is None:
-            code, message = MISSING_TOKEN, "this API needs a bearer token"
-            challenge = 'Bearer realm="fracsight"'
-        else:
-            code, message = INVALID_TOKEN, "the bearer token is not valid"
-            challenge = 'Bearer realm="fracsight", error="invalid_token"'
+        code, message = refusal
+        challenge = 'Bearer realm="fracsight"'
+        if code == INVALID_TOKEN:
+            challenge += ', error="invalid_token"'
         if self.on_refusal is not None:
             self.on_refusal(code)
         response = error_response(401, code, message, headers={"WWW-Authenticate": challenge})

@@ -16,6 +16,7 @@ __all__ = [
     "INTERNAL_ERROR",
     "MALFORMED_MULTIPART",
     "NO_READABLE_IMAGES",
+    "REQUEST_TIMEOUT",
     "TOO_MANY_FILES",
     "UNKNOWN_OPERATING_POINT",
     "UPLOAD_TOO_LARGE",
@@ -31,11 +32,13 @@ UNKNOWN_OPERATING_POINT = "unknown_operating_point"  # 422
 MALFORMED_MULTIPART = "malformed_multipart"  # 400
 NO_READABLE_IMAGES = "no_readable_images"  # 400: every file failed, not all for the same reason
 UPLOAD_TOO_LARGE = "upload_too_large"  # 413
+REQUEST_TIMEOUT = "request_timeout"  # 408: the client stopped sending its body
 INTERNAL_ERROR = "internal_error"  # 500
 
 HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
+    408: REQUEST_TIMEOUT,
     413: UPLOAD_TOO_LARGE,
     415: "unsupported_media_type",
 }

@@ -39,6 +39,7 @@ _load_lock = threading.Lock()
 
 ERRORS = {
     400: {"model": ErrorResponse, "description": "Unreadable image or malformed request"},
+    408: {"model": ErrorResponse, "description": "The request body stopped arriving"},
     413: {"model": ErrorResponse, "description": "File, request or image too large"},
     415: {"model": ErrorResponse, "description": "Not a supported image format"},
     422: {
@@ -341,9 +342,10 @@ def model_info(predictor: PredictorDep, settings: SettingsDep) -> dict[str, Any]
     }
 
 
-@router.api_route(
-    "/healthz", methods=["GET", "HEAD"], response_model=Health, responses={500: ERRORS[500]}, tags=["ops"]
-)  # HEAD too: some load balancers probe with it
+# HEAD too (some load balancers probe with it), as a route of its own: one route for both methods
+# gives them one operationId, which OpenAPI requires to be unique (and client generators trip on)
+@router.get("/healthz", response_model=Health, responses={500: ERRORS[500]}, tags=["ops"])
+@router.head("/healthz", response_model=Health, responses={500: ERRORS[500]}, tags=["ops"])
 def healthz(predictor: PredictorDep) -> dict[str, Any]:
     """200 once the model is loaded and the server answers."""
     return {

@@ -12,6 +12,8 @@ to store them.
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 from collections.abc import Mapping
 from typing import Literal
@@ -26,6 +28,7 @@ __all__ = ["ENV_PREFIX", "ApiSettings"]
 
 ENV_PREFIX = "FRACSIGHT_"
 MB = 1024 * 1024
+logger = logging.getLogger("fracsight.api")
 
 
 class ApiSettings(BaseModel):
@@ -72,10 +75,12 @@ class ApiSettings(BaseModel):
     @field_validator("api_tokens")
     @classmethod
     def _keep_digests_only(cls, value: str | None) -> str | None:
-        if value is None:
+        if value is None or not value.strip():
             return None
         digests = parse_tokens(value.split(","), "FRACSIGHT_API_TOKENS")
-        return ",".join(sorted("sha256:" + d.hex() for d in digests)) or None
+        if not digests:  # set, but to separators or comments only: never an open API by mistake
+            raise ConfigError("FRACSIGHT_API_TOKENS is set but holds no token")
+        return ",".join(sorted("sha256:" + d.hex() for d in digests))
 
     @property
     def max_request_bytes(self) -> int:
@@ -89,6 +94,7 @@ class ApiSettings(BaseModel):
         Raises :class:`~fracsight.errors.ConfigError` on a value that is not valid.
         """
         environ = os.environ if environ is None else environ
+        _warn_near_misses(environ, list(cls.model_fields))
         values: dict[str, object] = {}
         for name in cls.model_fields:
             raw = environ.get(ENV_PREFIX + name.upper())
@@ -112,3 +118,19 @@ class ApiSettings(BaseModel):
             for name, value in self.model_dump().items()
             if value is not None
         }
+
+
+def _warn_near_misses(environ: Mapping[str, str], fields: list[str]) -> None:
+    """Warn about a ``FRACSIGHT_*`` name that is no setting but close to one: a typo such as
+    ``FRACSIGHT_API_TOKEN`` would otherwise leave the API open without a word."""
+    for key, value in environ.items():
+        name = key.removeprefix(ENV_PREFIX).lower()
+        if name == key.lower() or name in fields or not value.strip():
+            continue
+        close = difflib.get_close_matches(name, fields, n=1, cutoff=0.75)
+        if close:
+            logger.warning(
+                "%s is not a setting of the REST API and is ignored; did you mean %s?",
+                key,
+                ENV_PREFIX + close[0].upper(),
+            )

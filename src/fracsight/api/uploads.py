@@ -10,14 +10,18 @@ actually received, the size of each file and the number of files.
 from __future__ import annotations
 
 import re
+import unicodedata
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+import anyio
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from fracsight.api.errors import (
     MALFORMED_MULTIPART,
+    REQUEST_TIMEOUT,
     TOO_MANY_FILES,
     UPLOAD_TOO_LARGE,
     VALIDATION_ERROR,
@@ -28,7 +32,12 @@ __all__ = ["Upload", "UploadLimits", "clean_filename", "read_uploads"]
 
 MAX_HEADER_BYTES = 16 * 1024  # per part header line
 MAX_EXTRA_PARTS = 32  # parts other than the file field that are tolerated (and ignored)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# longest wait for the next piece of a body (nginx's client_body_timeout): a client that stops
+# sending would otherwise hold its connection, and the parts it sent, for as long as it likes
+BODY_IDLE_TIMEOUT_S = 60.0
+# control (C0, C1), format (bidi overrides, zero-width), surrogate and line/paragraph separator
+# characters: a name echoed in `source` must show what it is (no "x\u202egnp.exe" shown as "xexe.png")
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 
 @dataclass(frozen=True)
@@ -45,9 +54,10 @@ class UploadLimits:
 
 
 def clean_filename(raw: str, index: int) -> str:
-    """The last path component of a client's file name, without control characters, at most 200 chars."""
+    """The last path component of a client's file name, without control or invisible formatting
+    characters, at most 200 chars."""
     name = re.split(r"[\\/]", raw)[-1]
-    name = _CONTROL.sub("", name).strip()[:200]
+    name = "".join(c for c in name if unicodedata.category(c) not in _HIDDEN_CATEGORIES).strip()[:200]
     return name or f"upload-{index + 1}"
 
 
@@ -170,6 +180,21 @@ def _check_declared_length(request: Request, limit: int) -> None:
         raise too_large("the request body", limit)
 
 
+async def _chunks(request: Request, idle_timeout: float) -> AsyncIterator[bytes]:
+    """The body's chunks; raises :class:`ApiError` 408 when none arrives for ``idle_timeout`` seconds."""
+    stream = request.stream().__aiter__()
+    while True:
+        try:
+            with anyio.fail_after(idle_timeout):
+                chunk = await stream.__anext__()
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            message = f"the request body stopped arriving (nothing for {idle_timeout:g} s)"
+            raise ApiError(408, REQUEST_TIMEOUT, message) from None
+        yield chunk
+
+
 async def read_uploads(request: Request, limits: UploadLimits, field_name: str = "files") -> list[Upload]:
     """The file parts named ``field_name``, in the order sent; raises :class:`ApiError` on any limit."""
     boundary = _boundary(request, field_name)
@@ -178,7 +203,7 @@ async def read_uploads(request: Request, limits: UploadLimits, field_name: str =
     received = 0
     try:
         parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
-        async for chunk in request.stream():
+        async for chunk in _chunks(request, BODY_IDLE_TIMEOUT_S):
             received += len(chunk)
             if received > limits.max_request_bytes:
                 raise too_large("the request body", limits.max_request_bytes)

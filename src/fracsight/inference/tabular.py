@@ -27,6 +27,7 @@ __all__ = [
     "spreadsheet_safe",
     "study_folder",
     "study_groups",
+    "text_cell",
 ]
 
 _STUDY_DIR = re.compile(r"^study\d+", re.IGNORECASE)
@@ -89,7 +90,22 @@ def result_row(
 
 
 def _only(row: dict[str, str], columns: Sequence[str]) -> dict[str, str]:
-    return {k: row.get(k, "") for k in columns}
+    return {k: text_cell(row.get(k, "")) for k in columns}
+
+
+def text_cell(value: str) -> str:
+    """``value`` as text that a UTF-8 CSV, JSON and Parquet can hold. A file name whose bytes are
+    not UTF-8 (an archive written under Latin-1: Python keeps such bytes as lone surrogates)
+    crashed the CSV writer; it gets those bytes as ``\\xe9``."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        pass
+    try:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def results_payload(

@@ -56,7 +56,11 @@ def _relative_to(manifest: Path, paths: Iterable[str]) -> Iterable[str]:
 
 def _list_file(path: Path) -> list[str]:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # utf-8-sig: Windows Notepad starts a list with a BOM, which made its first path missing.
+        # Lines end at \n, \r\n or \r only: splitlines() also splits at U+2028, U+0085, ...,
+        # which a file name may hold.
+        with path.open(encoding="utf-8-sig") as f:
+            lines = f.read().split("\n")
     except (OSError, UnicodeDecodeError) as e:
         raise DatasetError(f"{path}: cannot read the path list ({type(e).__name__})") from None
     return [s for line in lines if (s := line.strip()) and not s.startswith("#")]
@@ -70,9 +74,10 @@ def _manifest(path: Path, column: str) -> list[str]:
         import pyarrow.parquet as pq
 
         try:
-            names = pq.read_schema(path).names
-            if column not in names:
-                raise DatasetError(f"{path}: no {column!r} column (columns: {', '.join(names)})")
+            schema = pq.read_schema(path)
+            if column not in schema.names:
+                raise DatasetError(f"{path}: no {column!r} column (columns: {', '.join(schema.names)})")
+            _refuse_non_text(path, column, schema.field(column).type)
             values = pq.read_table(path, columns=[column]).column(column).to_pylist()
         except DatasetError:
             raise
@@ -84,6 +89,10 @@ def _manifest(path: Path, column: str) -> list[str]:
             with path.open(newline="", encoding="utf-8-sig") as f:
                 reader = csv.DictReader(f)
                 names = reader.fieldnames or []
+                if not names:
+                    raise DatasetError(
+                        f"{path}: the manifest is empty (no header row with a {column!r} column)"
+                    )
                 if column not in names:
                     raise DatasetError(f"{path}: no {column!r} column (columns: {', '.join(names)})")
                 rows = [(f"line {reader.line_num}", row[column]) for row in reader]
@@ -97,3 +106,15 @@ def _manifest(path: Path, column: str) -> list[str]:
             "give each row a path or remove it"
         )
     return [p for _, p in paths]
+
+
+def _refuse_non_text(path: Path, column: str, kind: object) -> None:
+    """A Parquet path column must hold text: numbers, bytes or lists became rows for files named
+    ``1`` or ``b'/data/x.dcm'`` (an id column given as ``--path-column``, a column of another type)."""
+    import pyarrow as pa
+
+    text = pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)
+    if pa.types.is_dictionary(kind):
+        text = pa.types.is_string(kind.value_type) or pa.types.is_large_string(kind.value_type)
+    if not text:
+        raise DatasetError(f"{path}: column {column!r} holds {kind}, not text paths")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import importlib
+import json
 import logging
 import os
 import signal
@@ -14,13 +16,22 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from fracsight.bundle import load_bundle_spec
+from fracsight.bundle import BundleSpec, load_bundle_spec
 from fracsight.errors import FracsightError
 from fracsight.inference import list_bundles, resolve_bundle
+from fracsight.inference.tabular import text_cell
 from fracsight.scale.local_ray import LocalRay, start_local_ray
-from fracsight.scale.output import NAME_FIELD, PATH_COLUMN, BatchOutput, output_columns
+from fracsight.scale.output import NAME_FIELD, PATH_COLUMN, SETTINGS_KEY, BatchOutput, output_columns
 
-__all__ = ["ActorsDoNotFit", "BatchError", "BatchInterrupted", "BatchSummary", "local_cpus", "run_batch"]
+__all__ = [
+    "ActorsDoNotFit",
+    "BatchError",
+    "BatchInterrupted",
+    "BatchSummary",
+    "local_cpus",
+    "run_batch",
+    "settings_sha256",
+]
 
 
 class BatchError(FracsightError):
@@ -59,6 +70,14 @@ def local_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def settings_sha256(spec: BundleSpec) -> str:
+    """The sha256 of what in bundle.json shapes the rows besides model.onnx (thresholds,
+    calibration, localization, ...; not its training record or metrics): a bundle refitted in
+    place keeps its name, version and model.onnx, and its new rows must not join the old ones."""
+    settings = {k: v for k, v in spec.to_dict().items() if k not in ("training", "metrics")}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _model_for_actors(model: str | None) -> str | None:
@@ -110,6 +129,7 @@ def run_batch(
     identity = {"name": spec.name, "version": str(spec.version), "onnx_sha256": spec.onnx_sha256}
     if op is not None:  # rows at two thresholds must not mix in one output
         identity["operating_point"] = op.name
+    identity[SETTINGS_KEY] = settings_sha256(spec)
     output = BatchOutput(out, columns, identity)
     try:
         pending = output.pending(inputs)
@@ -140,7 +160,7 @@ def run_batch(
                 output.end_early("stopped")
                 raise
         errors = {code: n for code, n in output.error_counts().items() if code}
-        missing = [p for p in inputs if p not in output.done]
+        missing = output.pending(inputs)
         status = "complete" if not missing else "incomplete"
         seconds = time.perf_counter() - started
         last_run = {
@@ -264,7 +284,8 @@ def _run_on_ray(
         # work lost (and redone) when a job is killed. from_items builds the blocks here in the
         # driver; from_arrow would run a Ray task per block just to read its metadata, and those
         # tasks would take the worker processes Ray starts in advance, which the actors then wait for.
-        items = [{PATH_COLUMN: path, NAME_FIELD: name} for path, name in pending.items()]
+        # a path as its bytes: a file name that is not UTF-8 cannot be Arrow text (the name is a label)
+        items = [{PATH_COLUMN: os.fsencode(p), NAME_FIELD: text_cell(name)} for p, name in pending.items()]
         threads = max(1, int(cpus_per_actor))
         ds = ray.data.from_items(items, override_num_blocks=n_blocks).map_batches(
             BatchPredictor,

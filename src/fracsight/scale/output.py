@@ -31,11 +31,12 @@ from fracsight._files import replace_atomically
 from fracsight.bundle import BundleSpec
 from fracsight.errors import DatasetError
 from fracsight.inference.results import NOTICE
-from fracsight.inference.tabular import result_columns, spreadsheet_safe
+from fracsight.inference.tabular import result_columns, spreadsheet_safe, text_cell
 
 __all__ = [
     "NAME_FIELD",
     "PATH_COLUMN",
+    "SETTINGS_KEY",
     "BatchOutput",
     "OutputRefused",
     "job_running",
@@ -50,6 +51,7 @@ CSV_FILE = "results.csv"
 PARTS = "parts"
 LOCK_FILE = ".lock"
 NOTICE_FILE = "NOTICE.txt"  # beside the CSV, which has no room for it (a line would break CSV readers)
+SETTINGS_KEY = "settings_sha256"  # in job.json's model: what in bundle.json shapes the rows
 NOTICE_KEY = b"fracsight.notice"  # the same in every part's Parquet key-value metadata
 
 
@@ -155,10 +157,12 @@ class BatchOutput:
                 was = dict(recorded.get("model", {}))
             except (OSError, ValueError, AttributeError, TypeError) as e:
                 raise OutputRefused(f"{job}: unreadable ({type(e).__name__}); use another --out") from None
-            if was != self.model or tuple(recorded.get("columns", ())) != self.columns:
+            same_columns = tuple(recorded.get("columns", ())) == self.columns
+            if was != self.model or not same_columns:
                 raise OutputRefused(
-                    f"{self.folder} holds results of {_describe(was)} with other columns, model or "
-                    f"operating point ({_describe(self.model)} now): use another --out"
+                    f"{self.folder} holds results of {_describe(was)}, and this job "
+                    f"({_describe(self.model)}) has {_mismatch(was, self.model, same_columns)}: "
+                    "use another --out"
                 )
         elif self.folder.is_dir() and any(p.name != LOCK_FILE for p in self.folder.iterdir()):
             raise OutputRefused(
@@ -232,13 +236,28 @@ class BatchOutput:
 
     # ---- committing --------------------------------------------------------------------------------
     def pending(self, inputs: Iterable[str]) -> list[str]:
-        """The inputs without a committed row, in order."""
-        return [p for p in inputs if p not in self.done]
+        """The inputs without a committed row, in order. A file is matched by its path, else by its
+        resolved path: one committed under another spelling of its path or through a link (the
+        archive given as ``/data/xr``, then as a link to it) must not get a second row."""
+        inputs = list(inputs)
+        texts = [text_cell(p) for p in inputs]
+        elsewhere = self._resolved_unlisted(set(texts))
+        return [
+            p
+            for p, text in zip(inputs, texts, strict=True)
+            if text not in self.done and not (elsewhere and text_cell(os.path.realpath(p)) in elsewhere)
+        ]
+
+    def _resolved_unlisted(self, listed: set[str]) -> set[str]:
+        """The resolved paths of the rows committed under a path not in ``listed`` (on a re-run of
+        the same command there are none, and nothing is resolved)."""
+        return {text_cell(os.path.realpath(done)) for done in self.done if done not in listed}
 
     def commit(self, rows: Sequence[dict[str, str]]) -> None:
         """Make ``rows`` durable: one Parquet part (atomic), then the same rows appended to the CSV."""
         fresh: dict[str, dict[str, str]] = {}  # never twice, even if Ray ran a block again
         for row in rows:
+            row = {c: text_cell(row[c]) for c in self.columns}
             if row[PATH_COLUMN] not in self.done:
                 fresh.setdefault(row[PATH_COLUMN], row)
         rows = list(fresh.values())
@@ -310,6 +329,17 @@ def _damaged(part: Path, error: Exception) -> OutputRefused:
         f"{part}: not a readable part of a batch output ({type(error).__name__}); move it out of "
         f"{part.parent} (its rows are then predicted again) or use another --out"
     )
+
+
+def _mismatch(was: dict[str, str], now: dict[str, str], same_columns: bool) -> str:
+    def identity(model: dict[str, str]) -> dict[str, str]:
+        return {k: v for k, v in model.items() if k != SETTINGS_KEY}
+
+    if not same_columns:
+        return "other columns (--all-classes?)"
+    if identity(was) == identity(now):
+        return "the same model with other settings in its bundle.json (thresholds or calibration refitted?)"
+    return "another model or operating point"
 
 
 def _describe(model: dict[str, str]) -> str:

@@ -6,13 +6,14 @@ It is a plain callable class (no Ray import), so it also runs, and is tested, wi
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from fracsight.errors import FracsightError
 from fracsight.inference import FailedPrediction, Prediction, Predictor
-from fracsight.inference.tabular import result_row
+from fracsight.inference.tabular import result_row, text_cell
 from fracsight.scale.output import NAME_FIELD, PATH_COLUMN, output_columns
 
 __all__ = ["INTERNAL_ERROR", "BatchPredictor"]
@@ -42,7 +43,7 @@ class BatchPredictor:
         self.decode_workers = decode_workers
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
-        paths = [str(p) for p in batch[PATH_COLUMN]]
+        paths = [os.fsdecode(p) if isinstance(p, bytes) else str(p) for p in batch[PATH_COLUMN]]
         names = [str(n) for n in batch[NAME_FIELD]] if NAME_FIELD in batch else [Path(p).name for p in paths]
         results = self._predict(paths, names)
         rows = [self._row(path, result) for path, result in zip(paths, results, strict=True)]
@@ -67,4 +68,5 @@ class BatchPredictor:
             return FailedPrediction(name, INTERNAL_ERROR, f"unexpected {type(e).__name__}")
 
     def _row(self, path: str, result: Prediction | FailedPrediction) -> dict[str, str]:
-        return {PATH_COLUMN: path, **result_row(result, self.columns[1:])}
+        # Arrow text, also for a file name that is not UTF-8 (result_row makes its cells so)
+        return {PATH_COLUMN: text_cell(path), **result_row(result, self.columns[1:])}
