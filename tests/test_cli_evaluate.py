@@ -194,7 +194,7 @@ def test_evaluate_refuses_data_without_the_labels_of_the_heads(head_bundle) -> N
 def test_card_describes_the_class_head(head_bundle, kind: str) -> None:
     from fracsight.evaluation.run import evaluate_model
     from fracsight.training.card import render_card
-    from fracsight.training.export_bundle import _summary
+    from fracsight.training.refit import metrics_summary as _summary
 
     data, bundle = head_bundle(kind)
     spec = load_bundle_spec(bundle)
