@@ -472,3 +472,5 @@ def test_a_file_name_that_is_not_utf8_gets_its_csv_row(
     rows = list(csv.DictReader(out.open(encoding="utf-8", newline="")))
     assert [r["source"] for r in rows] == ["caf\\xe9.jpg"] and rows[0]["fracture_probability"]
     assert "caf\\xe9.jpg" in result.stdout  # the table too, even on a strict UTF-8 terminal
+    as_json = json.loads(_predict(tiny_bundle, folder, "--json").stdout)
+    assert [image["source"] for image in as_json["images"]] == ["caf\\xe9.jpg"]  # the same name

@@ -151,7 +151,8 @@ def named_inputs(paths: Sequence[Path]) -> list[tuple[Path, str]]:
 
     Each file is taken once, at its first place, however often it is given or found (``a.jpg
     ./a.jpg``, a file and its folder, a link to it): the key is its resolved path, as in
-    ``fracsight batch run``.
+    ``fracsight batch run``. A name that is not UTF-8 is given as :func:`text_cell` writes it, so
+    JSON, CSV and the table show the same name.
     """
     found: dict[str, tuple[Path, str]] = {}
     for path in paths:
@@ -160,7 +161,7 @@ def named_inputs(paths: Sequence[Path]) -> list[tuple[Path, str]]:
         else:
             named = [(path, path.name)]
         for file, name in named:
-            found.setdefault(os.path.realpath(file), (file, name))
+            found.setdefault(os.path.realpath(file), (file, text_cell(name)))
     return list(found.values())
 
 
