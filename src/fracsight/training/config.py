@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 from dataclasses import dataclass, field
@@ -118,8 +119,9 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(str(k) for k in set(values) - set(known))
     if unknown:
+        hints = "".join(_did_you_mean(k, known) for k in unknown)
         raise ConfigError(
-            f"unknown {where} option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            f"unknown {where} option(s): {', '.join(unknown)}{hints}; known: {', '.join(sorted(known))}"
         )
     defaults = cls()
     kw = {}
@@ -150,31 +152,13 @@ def load_config(
     data: dict[str, Any] = {}
     loaded: dict[str, Any] = {}
     if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"cannot read config {path}: {e}") from e
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path} must hold a mapping of options")
+        loaded = _read_yaml(Path(path))
         data.update(loaded)
     data.update({k: v for k, v in values.items() if v is not None})
     base = _build(TrainConfig, data, "training")
     for item in overrides or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"override {item!r} must look like key=value")
-        if key.startswith("augment."):
-            sub = key.split(".", 1)[1]
-            aug = base.augment
-            if sub not in {f.name for f in dataclasses.fields(aug)}:
-                raise ConfigError(f"unknown augment option {sub!r}")
-            aug = dataclasses.replace(aug, **{sub: _typed(key, value, getattr(aug, sub))})
-            base = dataclasses.replace(base, augment=aug)
-        elif key in {f.name for f in dataclasses.fields(base)} and key != "augment":
-            base = dataclasses.replace(base, **{key: _typed(key, value, getattr(base, key))})
-        else:
-            raise ConfigError(f"unknown option {key!r} in override {item!r}")
-    given = {k for k, v in values.items() if v is not None} | {i.partition("=")[0] for i in overrides or []}
+        base = _override(base, item)
+    given = {k for k, v in values.items() if v is not None} | {_split(i)[0] for i in overrides or []}
     recipe_data = loaded.get("data")
     if not resume and recipe_data and "data" in given and _other_data(str(recipe_data), base.data):
         name = f"{_slug(Path(base.data).resolve().name)}-{base.arch}-{base.input_size}"
@@ -184,6 +168,83 @@ def load_config(
             base = dataclasses.replace(base, out=f"runs/{base.name}")
     _check_ranges(base)
     return base
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Refuses a key given twice in one mapping (PyYAML keeps the last one without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                raise ConfigError(f"option {key!r} is given twice (again on line {line})")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """The options in the YAML file ``path``; any problem with it is one line naming the file."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark is not an option
+        loaded = yaml.load(text, Loader=_UniqueKeyLoader) or {}  # a SafeLoader
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"cannot read config {path}: not UTF-8 text (byte {e.start})") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"cannot read config {path}: {_yaml_problem(e)}") from e
+    except ConfigError as e:
+        raise ConfigError(f"config {path}: {e}") from e
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path} must hold a mapping of options")
+    return loaded
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """PyYAML's several-line message as one line: the problem and where it is."""
+    if not isinstance(error, yaml.MarkedYAMLError) or error.problem is None:
+        return " ".join(str(error).split())
+    problem = error.problem
+    if error.problem_mark is not None:
+        problem += f" at line {error.problem_mark.line + 1}, column {error.problem_mark.column + 1}"
+    if "\\t" in error.problem:
+        problem += " (indent YAML with spaces, not tabs)"
+    return problem
+
+
+def _split(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} must look like key=value")
+    return key.strip(), value
+
+
+def _override(base: TrainConfig, item: str) -> TrainConfig:
+    """``base`` with the ``key=value`` override ``item`` applied."""
+    key, value = _split(item)
+    options = {f.name for f in dataclasses.fields(base)} - {"augment"}
+    if key.startswith("augment."):
+        sub = key.split(".", 1)[1]
+        aug = base.augment
+        known = {f.name for f in dataclasses.fields(aug)}
+        if sub not in known:
+            raise ConfigError(f"unknown augment option {sub!r}{_did_you_mean(sub, known, 'augment.')}")
+        aug = dataclasses.replace(aug, **{sub: _typed(key, value, getattr(aug, sub))})
+        return dataclasses.replace(base, augment=aug)
+    if key in options:
+        return dataclasses.replace(base, **{key: _typed(key, value, getattr(base, key))})
+    augment_options = {f.name for f in dataclasses.fields(AugmentConfig)}
+    hint = _did_you_mean(key, options) or _did_you_mean(key, augment_options, "augment.")
+    if key == "augment":
+        hint = " (set one augment option at a time: augment.hflip=0)"
+    raise ConfigError(f"unknown option {key!r} in override {item!r}{hint}")
+
+
+def _did_you_mean(key: str, known: set[str], prefix: str = "") -> str:
+    close = difflib.get_close_matches(key.lower(), sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""
 
 
 def _other_data(recipe: str, data: str) -> bool:
@@ -218,6 +279,9 @@ def _check_ranges(cfg: TrainConfig) -> None:
     ):
         need(getattr(cfg, option) >= 0, option, "0 or more")
     need(cfg.patience >= 1, "patience", "at least 1")
+    need(0 <= cfg.seed < 2**63, "seed", "0 or more and below 2**63 (torch's limit)")
+    for option in ("out", "name", "version"):
+        need(bool(getattr(cfg, option).strip()), option, "not empty")
     for option in ("lr", "lr_finetune", "mask_pos_weight"):
         need(getattr(cfg, option) > 0, option, "above 0")
     for option in ("weight_decay", "mask_weight", "region_weight", "class_weight"):

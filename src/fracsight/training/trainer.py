@@ -124,7 +124,7 @@ def _cpu_flags() -> frozenset[str]:
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed % 2**32)  # numpy's legacy seed is 32 bits; a larger one raised in training
     torch.manual_seed(seed)
 
 

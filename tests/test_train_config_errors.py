@@ -1,0 +1,111 @@
+"""`fracsight train`'s configuration errors: one line naming the problem, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fracsight.errors import ConfigError
+from fracsight.training import load_config
+
+
+def _train(tmp_path: Path, *args: str):
+    """`fracsight train` on an empty data folder: a config error comes before the data is read."""
+    from fracsight.cli import app
+
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    return CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "run"), *args])
+
+
+@pytest.mark.parametrize(
+    ("yaml_bytes", "message"),
+    [
+        (b"epochs: [3\n", "cannot read config .*: expected ',' or ']'.* at line 2, column 1$"),
+        (b"epochs:\t3\n", r"at line 1, column 8 \(indent YAML with spaces, not tabs\)$"),
+        (b"augment:\n\thflip: 0\n", r"line 2, column 1 \(indent YAML with spaces, not tabs\)$"),
+        (b"\xff\xfeepochs: 3\n", "cannot read config .*: not UTF-8 text"),
+        (b"epochs: 3\nepochs: 4\n", "option 'epochs' is given twice"),
+        (b"augment:\n  hflip: 0\n  hflip: 1\n", "option 'hflip' is given twice"),
+    ],
+)
+def test_unreadable_yaml_is_one_line_naming_the_place(tmp_path, yaml_bytes, message):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(yaml_bytes)
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_config(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_cli_prints_a_yaml_syntax_error_in_one_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("augment:\n  hflip: 0\n\trotate_deg: 3\n")
+    result = _train(tmp_path, "-c", str(path))
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error (config_error)")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_config_with_a_byte_order_mark_is_read(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"\xef\xbb\xbfepochs: 3\n")
+    assert load_config(path).epochs == 3
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "overrides", "message"),
+    [
+        ("epoch: 3\n", [], r"epoch \(did you mean epochs\?\)"),
+        ("augment:\n  hflp: 0\n", [], r"hflp \(did you mean hflip\?\)"),
+        ("", ["epoch=3"], r"'epoch' in override 'epoch=3' \(did you mean epochs\?\)"),
+        ("", ["lr_fintune=1e-4"], r"did you mean lr_finetune\?"),
+        ("", ["EPOCHS=3"], r"did you mean epochs\?"),
+        ("", ["augment.hflp=0"], r"did you mean augment.hflip\?"),
+        ("", ["hflip=0"], r"did you mean augment.hflip\?"),
+        ("", ["augment=0"], "one augment option at a time"),
+        ("", ["=3"], "must look like key=value"),
+    ],
+)
+def test_a_misspelt_option_names_the_option_meant(tmp_path, yaml_text, overrides, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, overrides)
+
+
+def test_spaces_around_an_override_key_are_ignored():
+    assert load_config(None, [" epochs = 3"]).epochs == 3
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("seed=-1", r"seed=-1 \(0 or more and below 2\*\*63"),  # numpy refused it in training, a traceback
+        (f"seed={2**63}", r"seed=9223372036854775808 \(0 or more and below 2\*\*63"),  # torch's limit
+        ("name=", r"name='' \(not empty\)"),
+        ("version= ", r"version=' ' \(not empty\)"),
+        ("out=", r"out='' \(not empty\)"),  # the current folder
+    ],
+)
+def test_settings_training_cannot_use_are_refused_before_it_starts(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+    result = _train(tmp_path, "--set", override)
+    assert result.exit_code == 1 and "error (config_error)" in result.stderr
+    assert not isinstance(result.exception, ValueError) and not (tmp_path / "run").exists()
+
+
+def test_a_seed_beyond_32_bits_seeds_every_generator() -> None:
+    """numpy's legacy seed takes 32 bits: a larger seed passed the config and then raised
+    ``ValueError`` in training, with a traceback."""
+    pytest.importorskip("torch")
+    import numpy as np
+
+    from fracsight.training.trainer import seed_everything
+
+    seed_everything(2**40 + 5)
+    first = np.random.random()
+    seed_everything(2**40 + 5)
+    assert np.random.random() == first
