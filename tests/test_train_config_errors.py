@@ -54,27 +54,6 @@ def test_a_config_with_a_byte_order_mark_is_read(tmp_path):
     assert load_config(path).epochs == 3
 
 
-@pytest.mark.parametrize(
-    ("yaml_text", "overrides", "message"),
-    [
-        ("epoch: 3\n", [], r"epoch \(did you mean epochs\?\)"),
-        ("augment:\n  hflp: 0\n", [], r"hflp \(did you mean hflip\?\)"),
-        ("", ["epoch=3"], r"'epoch' in override 'epoch=3' \(did you mean epochs\?\)"),
-        ("", ["lr_fintune=1e-4"], r"did you mean lr_finetune\?"),
-        ("", ["EPOCHS=3"], r"did you mean epochs\?"),
-        ("", ["augment.hflp=0"], r"did you mean augment.hflip\?"),
-        ("", ["hflip=0"], r"did you mean augment.hflip\?"),
-        ("", ["augment=0"], "one augment option at a time"),
-        ("", ["=3"], "must look like key=value"),
-    ],
-)
-def test_a_misspelt_option_names_the_option_meant(tmp_path, yaml_text, overrides, message):
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml_text)
-    with pytest.raises(ConfigError, match=message):
-        load_config(path, overrides)
-
-
 def test_spaces_around_an_override_key_are_ignored():
     assert load_config(None, [" epochs = 3"]).epochs == 3
 

@@ -79,6 +79,16 @@ def test_a_recipe_used_on_other_data_is_named_after_that_data(tmp_path):
         ("", ["augment.hflip=2"], r"augment.hflip=2.0 \(a probability"),
         ("", ["augment.scale=1.2,0.8"], r"augment.scale=\(1.2, 0.8\)"),
         ("", ["augment.gamma=0,1"], "augment.gamma"),
+        # a misspelt option names the one meant
+        ("epoch: 3\n", [], r"epoch \(did you mean epochs\?\)"),
+        ("augment:\n  hflp: 0\n", [], r"hflp \(did you mean hflip\?\)"),
+        ("", ["epoch=3"], r"'epoch' in override 'epoch=3' \(did you mean epochs\?\)"),
+        ("", ["lr_fintune=1e-4"], r"did you mean lr_finetune\?"),
+        ("", ["EPOCHS=3"], r"did you mean epochs\?"),
+        ("", ["augment.hflp=0"], r"did you mean augment.hflip\?"),
+        ("", ["hflip=0"], r"did you mean augment.hflip\?"),
+        ("", ["augment=0"], "one augment option at a time"),
+        ("", ["=3"], "must look like key=value"),
     ],
 )
 def test_config_errors_are_specific(tmp_path, yaml_text, overrides, message):

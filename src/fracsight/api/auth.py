@@ -40,6 +40,7 @@ __all__ = [
     "OPEN_PATHS",
     "BearerAuthMiddleware",
     "TokenGuard",
+    "digests_setting",
     "parse_tokens",
     "token_digest",
     "token_guard",
@@ -57,6 +58,11 @@ _TOKEN_CHARS = re.compile(r"^[\x21-\x7e]+$")
 def token_digest(token: str) -> str:
     """The ``sha256:<hex>`` form of a token, as a tokens file may hold it."""
     return "sha256:" + hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def digests_setting(digests: Iterable[bytes]) -> str:
+    """Digests as ``FRACSIGHT_API_TOKENS`` holds them once read (``sha256:<hex>,...``, sorted)."""
+    return ",".join(sorted("sha256:" + d.hex() for d in digests))
 
 
 def _digest_bytes(token: str) -> bytes:
@@ -109,8 +115,8 @@ class TokenGuard:
         return len(self._digests)
 
     def as_setting(self) -> str:
-        """The digests as ``FRACSIGHT_API_TOKENS`` holds them (``sha256:<hex>,...``)."""
-        return ",".join(sorted("sha256:" + d.hex() for d in self._digests))
+        """The digests as ``FRACSIGHT_API_TOKENS`` holds them (:func:`digests_setting`)."""
+        return digests_setting(self._digests)
 
     def allows(self, token: str) -> bool:
         presented = _digest_bytes(token)

@@ -20,7 +20,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from fracsight.api.auth import parse_tokens
+from fracsight.api.auth import digests_setting, parse_tokens
 from fracsight.errors import ConfigError
 from fracsight.io import DEFAULT_MAX_PIXELS
 
@@ -80,7 +80,7 @@ class ApiSettings(BaseModel):
         digests = parse_tokens(value.split(","), "FRACSIGHT_API_TOKENS")
         if not digests:  # set, but to separators or comments only: never an open API by mistake
             raise ConfigError("FRACSIGHT_API_TOKENS is set but holds no token")
-        return ",".join(sorted("sha256:" + d.hex() for d in digests))
+        return digests_setting(digests)
 
     @property
     def max_request_bytes(self) -> int:
