@@ -25,8 +25,11 @@ from fracsight.app.logic import (
     class_summary,
     csv_download,
     display_columns,
+    duplicates_text,
+    eight_bit,
     escape_markdown,
     failure_from_exception,
+    first_of_each,
     heads_text,
     json_text,
     operating_point_text,
@@ -347,6 +350,18 @@ def test_failure_from_exception_keeps_code_and_hides_internals() -> None:
     assert other.error_code == "internal_error" and "secret" not in other.error
 
 
+def test_first_of_each_takes_an_image_uploaded_twice_once() -> None:
+    uploads = [("a.jpg", "d1"), ("b.jpg", "d2"), ("a.jpg", "d1"), ("copy of b.jpg", "d2"), ("c.jpg", "d3")]
+    keep, repeats = first_of_each(uploads)
+    assert keep == [0, 1, 4]
+    assert repeats == [("a.jpg", "a.jpg"), ("copy of b.jpg", "b.jpg")]
+    text = duplicates_text(repeats)
+    assert text is not None and "counted once" in text
+    assert "a.jpg, copy of b.jpg (the same image as b.jpg)" in text
+    assert first_of_each([("a.jpg", "d1"), ("a.jpg", "d2")]) == ([0, 1], [])  # same name, other image
+    assert duplicates_text([]) is None
+
+
 def test_escape_markdown() -> None:
     assert escape_markdown("a_b*[c](d).png") == r"a\_b\*\[c\](d).png"
     assert escape_markdown("# x: <b>$y$") == r"\# x\: \<b\>\$y\$"
@@ -491,6 +506,19 @@ def test_render_views_overlay_and_side_by_side() -> None:
     grey = np.round(pred.pixels * 255).astype(np.uint8)
     np.testing.assert_array_equal(np.asarray(plain)[..., 0], grey)
     assert not np.array_equal(np.asarray(overlay), np.asarray(plain))
+
+
+def test_eight_bit_views_take_a_quarter_of_the_memory_and_look_the_same() -> None:
+    """The web app keeps one view per upload in the session: 8-bit, as shown, not float32."""
+    view = view_data(make_prediction())
+    small = eight_bit(view)
+    assert small.pixels.dtype == small.heatmap.dtype == np.uint8
+    assert small.pixels.nbytes == small.heatmap.nbytes == W * H
+    assert small.boxes == view.boxes
+    for options in ({"opacity": 0.6}, {"show_heatmap": False, "show_boxes": False}):
+        shown, pair = (np.asarray(im, dtype=int) for im in render_views(small, **options))
+        full, full_pair = (np.asarray(im, dtype=int) for im in render_views(view, **options))
+        assert np.abs(shown - full).max() <= 2 and np.abs(pair - full_pair).max() <= 2
 
 
 def test_view_data_shrinks_large_images_with_their_boxes() -> None:

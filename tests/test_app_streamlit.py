@@ -7,6 +7,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("streamlit", reason="the web app needs the app extra (pip install 'fracsight[app]')")
@@ -131,6 +132,29 @@ def test_another_operating_point_rereads_the_results_without_predicting_again(
     text = markdown_text(at)
     assert f"operating point {other})" in text
     assert f"(threshold {default.operating_point.threshold:.3f}," not in text
+
+
+def test_an_image_uploaded_twice_is_one_view(monkeypatch: pytest.MonkeyPatch, fracatlas_dir: Path) -> None:
+    """The same radiograph uploaded twice (again, or as a copy) is one card, one row and one view of
+    the study, as ``fracsight predict`` takes a file given twice once; a note names the repeats."""
+    first, second = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[:2]
+    at = start(monkeypatch)
+    at.file_uploader[0].set_value(
+        [
+            (first.name, first.read_bytes(), "image/jpeg"),
+            (second.name, second.read_bytes(), "image/jpeg"),
+            (first.name, first.read_bytes(), "image/jpeg"),
+            ("copy.jpg", second.read_bytes(), "image/jpeg"),
+        ]
+    ).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert list(at.dataframe[0].value["source"]) == [first.name, second.name]
+    notes = [w.value for w in at.warning if "counted once" in w.value]
+    assert notes and escape_markdown(f"the same image as {second.name}") in notes[0]
+    at.checkbox[0].check().run()
+    assert "Study verdict (2 views)" in markdown_text(at)
+    views = [stored.view for stored in at.session_state["results"].values()]
+    assert len(views) == 2 and all(v.pixels.dtype == np.uint8 for v in views)  # 8-bit in the session
 
 
 def test_a_bad_model_is_an_error_card_not_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:

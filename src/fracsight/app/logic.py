@@ -51,8 +51,11 @@ __all__ = [
     "class_summary",
     "csv_download",
     "display_columns",
+    "duplicates_text",
+    "eight_bit",
     "escape_markdown",
     "failure_from_exception",
+    "first_of_each",
     "heads_text",
     "heatmap_text",
     "json_text",
@@ -130,6 +133,28 @@ def pick_examples(folder: Path, n: int = 6, *, seed: int = 0) -> list[Path]:
             if pool and len(picked) < n:
                 picked.append(pool.pop())
     return picked
+
+
+def first_of_each(uploads: Sequence[tuple[str, str]]) -> tuple[list[int], list[tuple[str, str]]]:
+    """The uploads to predict, given each as (name, digest of its content): the indices of the first
+    of each content, and (name, name of the first) for every repeat. As ``fracsight predict`` takes
+    a file given twice once, the same image uploaded twice is one view, never two in a study."""
+    first: dict[str, int] = {}
+    repeats: list[tuple[str, str]] = []
+    for i, (name, digest) in enumerate(uploads):
+        if digest in first:
+            repeats.append((name, uploads[first[digest]][0]))
+        else:
+            first[digest] = i
+    return list(first.values()), repeats
+
+
+def duplicates_text(repeats: Sequence[tuple[str, str]]) -> str | None:
+    """The note on uploads left out as repeats (:func:`first_of_each`), or None when there are none."""
+    if not repeats:
+        return None
+    named = [name if name == kept else f"{name} (the same image as {kept})" for name, kept in repeats]
+    return f"Uploaded more than once, so shown and counted once (in a study too): {', '.join(named)}"
 
 
 def escape_markdown(text: str) -> str:
@@ -571,8 +596,8 @@ def _resize(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 class ViewData:
     """What the image views need, shrunk to display size: far smaller than the full radiograph."""
 
-    pixels: np.ndarray  # (h, w) float32 in [0, 1]
-    heatmap: np.ndarray | None  # (h, w) in [0, 1]
+    pixels: np.ndarray  # (h, w) float32 in [0, 1], or uint8 (:func:`eight_bit`)
+    heatmap: np.ndarray | None  # (h, w) in [0, 1], or uint8 with 255 for 1.0
     boxes: tuple[DetectedBox, ...]  # in display pixels
 
 
@@ -593,11 +618,25 @@ def view_data(pred: Prediction, max_side: int = 1024) -> ViewData:
     return ViewData(pixels, heat, tuple(boxes))
 
 
+def _as_uint8(a: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(a, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def eight_bit(view: ViewData) -> ViewData:
+    """``view`` in 8 bits a pixel, as the web page shows it. The web app keeps one view per upload
+    in the session: float32 would hold four times the memory (about 2 GB for 300 uploads). The
+    desktop viewer keeps float32, for its window and level."""
+    heat = None if view.heatmap is None else _as_uint8(view.heatmap)
+    return ViewData(_as_uint8(view.pixels), heat, view.boxes)
+
+
 def render_views(
     view: ViewData, *, show_heatmap: bool = True, show_boxes: bool = True, opacity: float = 0.4
 ) -> tuple[Image.Image, Image.Image]:
     """The overlay (heatmap and boxes on the radiograph) and original|overlay side by side."""
     heat = view.heatmap if show_heatmap else None
+    if heat is not None and heat.dtype == np.uint8:
+        heat = heat.astype(np.float32) / 255.0
     overlay = render_overlay(view.pixels, heat, view.boxes if show_boxes else (), opacity=opacity)
     return overlay, side_by_side(view.pixels, overlay)
 

@@ -7,6 +7,7 @@ patient identifier can reach the page.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from typing import NamedTuple
 import numpy as np
 import streamlit as st
 from PIL import Image
+from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from fracsight.app.logic import (
     STUDY_NAME,
@@ -28,8 +30,11 @@ from fracsight.app.logic import (
     class_bars_html,
     class_operating_point_text,
     csv_download,
+    duplicates_text,
+    eight_bit,
     escape_markdown,
     failure_from_exception,
+    first_of_each,
     heads_text,
     json_text,
     operating_point_text,
@@ -60,7 +65,7 @@ class Input(NamedTuple):
 
 class Stored(NamedTuple):
     result: Result  # without pixels and heatmap
-    view: ViewData | None  # shrunk images for the views; None for a failed file
+    view: ViewData | None  # shrunk 8-bit images for the views; None for a failed file
 
 
 @st.cache_resource(show_spinner="Loading the model ...")
@@ -96,7 +101,7 @@ def predict(predictor: Predictor, source: str | bytes, name: str) -> Stored:
     except Exception as e:  # an error card, never a traceback on the page; the log keeps the details
         log.exception("prediction failed for %s", name)
         return Stored(failure_from_exception(name, e), None)
-    return Stored(replace(pred, pixels=None, heatmap=None), view_data(pred))
+    return Stored(replace(pred, pixels=None, heatmap=None), eight_bit(view_data(pred)))
 
 
 # ---- page parts ----------------------------------------------------------------------------------------
@@ -183,11 +188,28 @@ def inputs(config: AppConfig) -> list[Input]:
         accept_multiple_files=True,
         key="uploads",
     )
+    uploads = unique_uploads(uploads or [])
     example_gallery(config)
     chosen = [
         Input(f"example:{p}", Path(p).name, lambda p=p: p) for p in st.session_state.get("examples", [])
     ]
-    return chosen + [Input(f"upload:{u.file_id}", Path(u.name).name, u.getvalue) for u in uploads or []]
+    return chosen + [Input(f"upload:{u.file_id}", Path(u.name).name, u.getvalue) for u in uploads]
+
+
+def unique_uploads(uploads: list[UploadedFile]) -> list[UploadedFile]:
+    """The uploads less repeats of an image already uploaded (:func:`first_of_each`), with a note
+    naming the repeats. Each upload's digest is kept with its id, so it is hashed once."""
+    digests: dict[str, str] = st.session_state.setdefault("digests", {})
+    for stale in set(digests) - {u.file_id for u in uploads}:
+        del digests[stale]
+    for u in uploads:
+        if u.file_id not in digests:
+            digests[u.file_id] = hashlib.sha256(u.getvalue()).hexdigest()
+    keep, repeats = first_of_each([(Path(u.name).name, digests[u.file_id]) for u in uploads])
+    note = duplicates_text(repeats)
+    if note:
+        st.warning(escape_markdown(note))
+    return [uploads[i] for i in keep]
 
 
 def predictions(predictor: Predictor, items: list[Input]) -> list[Stored]:
