@@ -404,10 +404,21 @@ def test_a_value_swallowing_the_identifiers_is_never_logged(
 # --- refusals --------------------------------------------------------------------------------
 
 
-def test_dicom_without_pixel_data() -> None:
-    data = make_dicom(RAMP12)
-    with pytest.raises(NoPixelDataError, match=r"report\.dcm: DICOM file has no \(7FE0,0010\) Pixel Data"):
-        read_image(data[: data.index(b"\xe0\x7f\x10\x00")], name="report.dcm")
+@pytest.mark.parametrize(
+    ("sop_class", "why"),
+    [
+        # an image's SOP class: pixel data comes last, so the file was cut short
+        (
+            DigitalXRayImageStorageForPresentation,
+            r"the file of a Digital X-Ray .* image ends before its pixels",
+        ),
+        ("1.2.826.0.1.3680043.9.9999.1", r"not an image \(perhaps a report"),  # a private SOP class
+    ],
+)
+def test_dicom_without_pixel_data(sop_class: str, why: str) -> None:
+    data = make_dicom(RAMP12, sop_class=sop_class)
+    with pytest.raises(NoPixelDataError, match=r"x\.dcm: DICOM file has no \(7FE0,0010\) Pixel Data: " + why):
+        read_image(data[: data.index(b"\xe0\x7f\x10\x00")], name="x.dcm")
 
 
 @pytest.mark.parametrize(

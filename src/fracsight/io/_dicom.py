@@ -39,7 +39,7 @@ from fracsight.errors import (
     UnsupportedPhotometricError,
 )
 from fracsight.io._raster import TRUNCATED_WARNING
-from fracsight.io.dicom_gate import check_dicom_object, clean_code_string
+from fracsight.io.dicom_gate import READ_SOP_CLASSES, check_dicom_object, clean_code_string
 from fracsight.io.radiograph import ImageMetadata, Radiograph
 
 __all__ = ["COLOUR_STORED", "GREY_TOLERANCE", "MAX_COLOURED_SHARE", "read_dicom"]
@@ -156,10 +156,7 @@ def _read(
     model_name = ds.get("ManufacturerModelName")
     notes.extend(check_dicom_object(ds.get("Modality"), _sop_class(ds), label=label, model_name=model_name))
     if "PixelData" not in ds:
-        raise NoPixelDataError(
-            f"{label}DICOM file has no (7FE0,0010) Pixel Data: not an image "
-            "(perhaps a report, a structured document or a DICOMDIR)"
-        )
+        raise NoPixelDataError(f"{label}DICOM file has no (7FE0,0010) Pixel Data: {_why_no_pixels(ds)}")
     photometric = str(ds.get("PhotometricInterpretation") or "").strip().upper()
     samples = int(ds.get("SamplesPerPixel") or 1)
     if not photometric:
@@ -264,6 +261,15 @@ def _ends_early(pydicom: Any, ds: Any, transfer_syntax: Any, index: int, frames:
     except Exception:  # a broken offset table: the decoder says what is wrong
         return False
     return not frame.rstrip(b"\0").endswith(b"\xff\xd9")
+
+
+def _why_no_pixels(ds: Any) -> str:
+    """An image's SOP class without pixel data is a file cut short (pixel data comes last), not a
+    report: say so, so that the user copies it again instead of looking for another kind of file."""
+    uid = str(_sop_class(ds) or "").strip().rstrip("\0")
+    if uid in READ_SOP_CLASSES:
+        return f"the file of a {READ_SOP_CLASSES[uid]} image ends before its pixels (cut short in a copy?)"
+    return "not an image (perhaps a report, a structured document or a DICOMDIR)"
 
 
 def _sop_class(ds: Any) -> Any:
