@@ -269,3 +269,22 @@ def test_an_unknown_model_or_operating_point_is_refused_before_the_app_starts() 
         result = CliRunner().invoke(app, ["app", *args])
         assert result.exit_code == 2 and code in result.output and "error (" in result.output
         assert "(Ctrl+C to stop)" not in result.output and "Traceback" not in result.output
+
+
+def test_a_bundle_whose_model_file_was_changed_is_refused_before_the_app_starts(
+    tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """The app runs the model in another process: a tampered model.onnx must stop the command, not
+    only show an error card once the page is open."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(tiny_bundle, tampered)
+    (tampered / "model.onnx").write_bytes(b"not the model")
+    result = CliRunner().invoke(app, ["app", "--model", str(tampered)])
+    assert result.exit_code == 2 and "bundle_checksum_mismatch" in result.output
+    assert "(Ctrl+C to stop)" not in result.output and "Traceback" not in result.output

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fracsight.errors import BundleError
+from fracsight.errors import BundleError, ChecksumMismatchError
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -26,6 +26,7 @@ __all__ = [
     "OperatingPoint",
     "load_bundle_spec",
     "read_card",
+    "read_checked_onnx",
     "sha256_file",
     "write_bundle_spec",
 ]
@@ -191,6 +192,21 @@ def load_bundle_spec(folder: Path) -> BundleSpec:
     if not isinstance(data, dict):
         raise BundleError(f"{path} does not hold a JSON object")
     return BundleSpec.from_dict(data)
+
+
+def read_checked_onnx(folder: Path, spec: BundleSpec) -> bytes:
+    """The bytes of the bundle's ``model.onnx``, checked against the sha256 in ``bundle.json``."""
+    onnx_path = Path(folder) / "model.onnx"
+    if not onnx_path.is_file():
+        raise BundleError(f"{folder} has no model.onnx")
+    model_bytes = onnx_path.read_bytes()
+    digest = hashlib.sha256(model_bytes).hexdigest()
+    if digest != spec.onnx_sha256:
+        raise ChecksumMismatchError(
+            f"model.onnx in {folder} does not match bundle.json "
+            f"(sha256 {digest[:12]}... != {spec.onnx_sha256[:12]}...): refusing to load it"
+        )
+    return model_bytes
 
 
 def read_card(folder: Path) -> str | None:

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import logging
 from pathlib import Path
 
 import numpy as np
 
 from fracsight._malloc import keep_freed_memory
-from fracsight.bundle import BundleSpec, load_bundle_spec
-from fracsight.errors import BundleError, ChecksumMismatchError
+from fracsight.bundle import BundleSpec, load_bundle_spec, read_checked_onnx
+from fracsight.errors import BundleError
 
 __all__ = ["BATCH_DIM", "SPIN_US", "OnnxModel", "execution_providers"]
 
@@ -68,19 +67,10 @@ class OnnxModel:
         keep_freed_memory()  # reuse each image's large arrays instead of page-faulting them back in
         self.folder = Path(folder)
         self.spec: BundleSpec = load_bundle_spec(self.folder)
-        onnx_path = self.folder / "model.onnx"
-        if not onnx_path.is_file():
-            raise BundleError(f"{self.folder} has no model.onnx")
         # The session is made from the very bytes that were checked: nothing can swap the file in
         # between, and weights kept beside it as ONNX external data (which the checksum would not
         # cover) are refused by onnxruntime for a model given as bytes.
-        model_bytes = onnx_path.read_bytes()
-        digest = hashlib.sha256(model_bytes).hexdigest()
-        if digest != self.spec.onnx_sha256:
-            raise ChecksumMismatchError(
-                f"model.onnx in {self.folder} does not match bundle.json "
-                f"(sha256 {digest[:12]}... != {self.spec.onnx_sha256[:12]}...): refusing to load it"
-            )
+        model_bytes = read_checked_onnx(self.folder, self.spec)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -101,7 +91,7 @@ class OnnxModel:
         try:
             self.session = ort.InferenceSession(model_bytes, options, providers=execution_providers())
         except Exception as e:  # onnxruntime raises its own exception types
-            raise BundleError(f"onnxruntime cannot load {onnx_path}: {e}") from e
+            raise BundleError(f"onnxruntime cannot load {self.folder / 'model.onnx'}: {e}") from e
         if self.session.get_inputs()[0].shape[0] == 1:
             self.max_batch = 1
         self.output_names = [o.name for o in self.session.get_outputs()]
