@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -137,7 +138,8 @@ def test_evaluate_measures_exactly_the_heads_of_the_bundle(head_bundle, kind: st
     assert ("region_head" in m) == ("region" in heads)
     assert ("multiclass" in m) == ("class" in heads)
     assert "localization" not in m or "fracture" in heads
-    assert "notes" not in m  # every head of these bundles has its labels in its own data
+    # every head of these bundles has its labels in its own data; a few images per label, said so
+    assert all(note.startswith("fewer than 10 fractured or other cases") for note in m.get("notes", []))
 
     test = load_dataset(data).split("test")
     assert m["data"]["n_evaluated"] == len(test)
@@ -341,3 +343,100 @@ def test_images_that_cannot_be_read_are_named_and_fail_the_run_unless_allowed(
     assert allowed.exit_code == 0, allowed.output
     assert "12/13 images" in allowed.stdout
     assert "warning: 1 of 13 images could not be read" in allowed.stderr
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc, where no folder can be made")
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_image_is_read(
+    tiny_bundle, tiny_dataset
+):
+    """Found only when the report was written, such a folder lost the whole evaluation (exit 1,
+    after every image was predicted). /proc takes no new folder, even from root."""
+    out = Path("/proc/fracsight-evaluate-report")
+    args = ["evaluate", str(tiny_bundle), str(tiny_dataset), "--split", "val", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert f"error (output_refused): cannot write the report to {out}" in result.output
+    assert "AUROC" not in result.output and "Traceback" not in result.output
+
+
+def test_figures_on_a_few_images_say_their_intervals_are_rough(fracatlas_dir, tmp_path):
+    """Two fractured images and one other: the AUROC read "1.000 (95% CI 1.000-1.000)" with no word
+    that a bootstrap over three images cannot measure the uncertainty."""
+    data = tmp_path / "three"
+    for folder, n in (("Fractured", 2), ("Non_fractured", 1)):
+        (data / folder).mkdir(parents=True)
+        for image in sorted((fracatlas_dir / "images" / folder).glob("*.jpg"))[:n]:
+            (data / folder / image.name).symlink_to(image)
+    args = ["evaluate", "default", str(data), "--split", "all", "--bootstrap", "100"]
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    notes = json.loads(result.stdout)["notes"]
+    assert any(
+        "fewer than 10 fractured or other cases in: images (2 fractured, 1 other):" in n for n in notes
+    )
+    text = CliRunner().invoke(app, args)
+    assert "note: fewer than 10 fractured or other cases" in text.stdout
+
+
+def test_overwriting_an_earlier_report_leaves_none_of_its_plots_behind(fracatlas_dir, tmp_path):
+    """--overwrite into the folder of an earlier evaluation: its ROC, PR, calibration and confusion
+    plots stayed beside the new metrics.json and report.html, passing for the new evaluation's
+    (here one without fracture labels, which draws none of them). A user's own file stays."""
+    images = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[:3]
+    images += sorted((fracatlas_dir / "images" / "Non_fractured").glob("*.jpg"))[:3]
+    labelled, regions = tmp_path / "labelled", tmp_path / "regions only"
+    for data in (labelled, regions):
+        data.mkdir()
+        for image in images:
+            (data / image.name).symlink_to(image)
+    rows = [f"{image.name},{int(image.parent.name == 'Fractured')}" for image in images]
+    (labelled / "labels.csv").write_text("image,fracture\n" + "\n".join(rows) + "\n")
+    (regions / "labels.csv").write_text("image,region\n" + "\n".join(f"{i.name},hand" for i in images) + "\n")
+    out = tmp_path / "eval"
+    args = ["evaluate", "default", "--split", "all", "--bootstrap", "100", "--out", str(out)]
+    first = CliRunner().invoke(app, [*args[:2], str(labelled), *args[2:]])
+    assert first.exit_code == 0, first.output
+    assert (out / "roc.png").is_file() and (out / "confusion.png").is_file()
+    (out / "mine.txt").write_text("mine")
+    second = CliRunner().invoke(app, [*args[:2], str(regions), *args[2:], "--overwrite"])
+    assert second.exit_code == 0, second.output
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "mine.txt", "report.html", "samples.png"]
+
+
+def test_sample_grid_tells_apart_images_whose_file_names_repeat(fracatlas_dir, tmp_path):
+    """In MURA every file is image1.png, image2.png...: the thumbnails were titled by file name
+    alone, so a missed fracture in the grid could not be found in the data set."""
+    from fracsight.data import load_dataset
+    from fracsight.evaluation.run import _grid_content
+    from fracsight.inference import Predictor
+
+    for label, folder in (("positive", "Fractured"), ("negative", "Non_fractured")):
+        for k, image in enumerate(sorted((fracatlas_dir / "images" / folder).glob("*.jpg"))[:2]):
+            study = tmp_path / "valid" / "XR_HAND" / f"patient{k}{label[0]}" / f"study1_{label}"
+            study.mkdir(parents=True)
+            (study / "image1.jpg").symlink_to(image)
+    dataset = load_dataset(tmp_path)
+    samples = list(dataset.samples)
+    predictor = Predictor("default")
+    preds = [predictor.predict(s.path) for s in samples]
+    grid = _grid_content(samples, preds, predictor, fracture=True, klass=False, root=dataset.root)
+    assert grid is not None and len(grid.order) == 4
+    names = [title.split("\np=")[0] for title in grid.titles]
+    assert len(set(names)) == 4 and all(name.endswith("/\nimage1.jpg") for name in names)
+    assert "…/patient0p/study1_positive/\nimage1.jpg" in names  # shortened from the left
+
+
+def test_a_data_set_given_as_dot_is_named_in_the_report(tiny_bundle, tiny_dataset, tmp_path, monkeypatch):
+    """`fracsight evaluate MODEL .` from inside the data set: the report's title read "... on " and
+    each plot "on  [val]", naming no data set; the report's data row said only "."."""
+    from PIL import Image
+
+    monkeypatch.chdir(tiny_dataset)
+    out = tmp_path / "eval"
+    args = ["evaluate", str(tiny_bundle), ".", "--split", "val", "--bootstrap", "100", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = (out / "report.html").read_text(encoding="utf-8")
+    assert f"<title>fracsight evaluation: tiny-test on {tiny_dataset.name}</title>" in report
+    assert f"<td>{tiny_dataset.resolve()} (val)</td>" in report
+    assert f"on {tiny_dataset.name} [val]" in Image.open(out / "roc.png").info["Title"]

@@ -155,3 +155,25 @@ def test_what_cannot_be_compared_is_one_line(fracatlas_dir: Path, head_bundle, t
         result = runner.invoke(app, ["compare", *args])
         assert result.exit_code == code, result.output
         assert message in result.output and "Traceback" not in result.output
+
+
+def test_images_a_model_cannot_read_are_named(fracatlas_dir: Path, tmp_path: Path) -> None:
+    """Left out of the comparison, they were only counted: which file, and why, was nowhere."""
+    data = tmp_path / "with broken"
+    for folder in ("Fractured", "Non_fractured"):
+        (data / folder).mkdir(parents=True)
+        for image in sorted((fracatlas_dir / "images" / folder).glob("*.jpg"))[:3]:
+            (data / folder / image.name).symlink_to(image)
+    (data / "Fractured" / "broken.jpg").write_text("not an image")
+    args = ["compare", "default", "default", str(data), "--split", "all"]
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    paired = json.loads(result.stdout)
+    assert paired["data"]["n_unreadable"] == 1
+    assert [(f["source"], f["error_code"], f["models"]) for f in paired["failed"]] == [
+        ("Fractured/broken.jpg", "unsupported_format", ["a", "b"])
+    ]
+    warning = "1 of 7 images could not be read by one model or both and are left out of the comparison"
+    assert f"{warning}: Fractured/broken.jpg (unsupported_format)" in result.stderr
+    text = CliRunner().invoke(app, args)
+    assert text.exit_code == 0 and "Fractured/broken.jpg (unsupported_format)" in text.stderr, text.output

@@ -415,3 +415,13 @@ def test_sample_grid_of_a_class_model_shows_wrong_classes_first() -> None:
     )
     assert only_right is not None
     assert only_right.sections[0] == ("Wrong classes: none among the 3 images with a class label", 0)
+
+
+def test_a_confusion_row_without_images_shows_no_share():
+    """One-class test data (no fractured image), or a class the data lacks: its row read "0%" in
+    every cell, as if the model had found none of its images."""
+    from fracsight.evaluation.plots import confusion_cell_text
+
+    assert confusion_cell_text(3, 4) == "3\n75%"
+    assert confusion_cell_text(0, 4) == "0\n0%"
+    assert confusion_cell_text(0, 0) == "0"

@@ -29,6 +29,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from fracsight.data import CLASS, FRACTURE, load_dataset
+from fracsight.data._files import relative_name
 from fracsight.errors import ConfigError, DatasetError
 from fracsight.evaluation.metrics import _average_ranks
 
@@ -152,10 +153,12 @@ def compare_models(
         raise DatasetError(f"{data_dir} [{split or 'all'}] has no image with a {labels}")
 
     total = 2 * len(samples)
+    sources = [relative_name(s.path, dataset.root) for s in samples]  # as `evaluate` names them
     outputs: list[list[Any]] = []
     for k, predictor in enumerate(predictors):
         preds = []
-        for i, pred in enumerate(predictor.predict_many([s.path for s in samples], batch_size=16)):
+        stream = predictor.predict_many([s.path for s in samples], batch_size=16, names=sources)
+        for i, pred in enumerate(stream):
             preds.append(pred)
             if progress:
                 progress(k * len(samples) + i + 1, total)
@@ -176,6 +179,7 @@ def compare_models(
             "n_compared": len(kept),
             "n_unreadable": len(samples) - len(kept),
         },
+        "failed": _unread(outputs),
     }
     where = f"{data_dir} [{split or 'all'}]"
     if fracture:
@@ -196,6 +200,21 @@ def compare_models(
         raise DatasetError(f"{where}: no image both models read has a label they can be compared on")
     result["notice"] = NOTICE  # as the predictions' JSON (fracsight compare --json)
     return result
+
+
+def _unread(outputs: list[list[Any]]) -> list[dict[str, Any]]:
+    """The images left out because a model could not read them, as ``evaluate`` lists its
+    ``failed`` (``source``, ``error_code``, ``error``), each once, with the ``models`` that failed."""
+    from fracsight.inference import FailedPrediction
+
+    failed = []
+    for preds in zip(*outputs, strict=True):
+        unread = {
+            key: pred for key, pred in zip("ab", preds, strict=True) if isinstance(pred, FailedPrediction)
+        }
+        if unread:
+            failed.append({**next(iter(unread.values())).to_dict(), "models": list(unread)})
+    return failed
 
 
 def _model_block(predictor: Any) -> dict[str, Any]:

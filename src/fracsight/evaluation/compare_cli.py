@@ -41,7 +41,21 @@ def compare(
     else:
         for line in summary_lines(result):
             typer.echo(line)
+    if result["failed"]:
+        typer.echo(f"warning: {unread_warning(result)}", err=True)
     typer.echo(NOTICE, err=True)
+
+
+def unread_warning(result: dict[str, Any]) -> str:
+    """Which images a model could not read, so were left out of the comparison."""
+    from fracsight.evaluation.run import unread_names
+
+    failed, d = result["failed"], result["data"]
+    named = unread_names(failed, 'all under "failed" in --json')
+    return (
+        f"{len(failed)} of {d['n_images']} images could not be read by one model or both and are left "
+        f"out of the comparison: {named}"
+    )
 
 
 def _p(value: float) -> str:

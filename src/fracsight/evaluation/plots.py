@@ -126,6 +126,12 @@ def plot_pr(
     return _save(fig, path, title)
 
 
+def confusion_cell_text(count: int, row_total: int) -> str:
+    """A confusion matrix cell: its count and its share of the true class's images; a class with
+    no images has no share ("0%" would read as none of them found)."""
+    return f"{count}\n{100 * count / row_total:.0f}%" if row_total else str(count)
+
+
 def plot_confusion(
     cm: ArrayLike, class_names: Sequence[str], path: str | Path, *, title: str = "Confusion matrix"
 ) -> Path:
@@ -146,14 +152,18 @@ def plot_confusion(
             ax.text(
                 j,
                 i,
-                f"{counts[i, j]}\n{100 * share[i, j]:.0f}%",
+                confusion_cell_text(int(counts[i, j]), int(row_sums[i, 0])),
                 ha="center",
                 va="center",
                 color=color,
                 fontsize=9,
             )
     ax.set_xticks(range(k), labels=list(class_names), rotation=30, ha="right")
-    ax.set_yticks(range(k), labels=list(class_names))
+    totals = row_sums[:, 0]
+    rows = [
+        name if total else f"{name}\n(no images)" for name, total in zip(class_names, totals, strict=True)
+    ]
+    ax.set_yticks(range(k), labels=rows)
     ax.set(xlabel="predicted", ylabel="true", title=title)
     return _save(fig, path, title)
 

@@ -7,7 +7,8 @@ describe the shipped ONNX model, not a training-time copy of it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from fracsight.data import CLASS, FRACTURE, Dataset, Sample, ensure_splits, load_dataset
 from fracsight.data._files import relative_name
-from fracsight.errors import ConfigError, DatasetError
+from fracsight.errors import ConfigError, DatasetError, OutputFolderError
 
 __all__ = ["evaluate_model", "select_samples", "unread_names"]
 
@@ -220,6 +221,7 @@ def _sample_grid(
     klass: bool,
     class_names: tuple[str, ...] = (),
     title: str = "Sample predictions",
+    root: Path | None = None,
 ) -> Path | None:
     """Where labelled, the model's most confident errors first, then its most confident correct
     answers for reference, in headed groups bordered red and green; without labels, its 16 most
@@ -230,12 +232,13 @@ def _sample_grid(
     unless only its class head could be checked; a class-only bundle shows its top class.
     ``class_names``: the data's classes, which its class labels index (the model may know more).
     ``title``: what the grid shows is added to its first line, the images counted to its last.
+    ``root``: the data set's folder, which names images whose file names repeat.
     """
     from fracsight.evaluation.plots import plot_sample_grid
     from fracsight.io import read_image
 
     content = _grid_content(
-        samples, preds, predictor, fracture=fracture, klass=klass, class_names=class_names
+        samples, preds, predictor, fracture=fracture, klass=klass, class_names=class_names, root=root
     )
     if content is None:
         return None
@@ -273,6 +276,28 @@ def _groups(
     return order, sections
 
 
+_NAME_WIDTH = 31  # characters of a thumbnail's title line that fit its width
+
+
+def _thumbnail_names(samples: Sequence[Sample], root: Path | None) -> list[str]:
+    """What the sample grid calls each image: its file name; where file names repeat (MURA's are
+    all image1.png) and ``root`` is given, its folder under ``root`` too, on a line above the name
+    (a thumbnail is narrow), shortened from the left where it is long."""
+    ids = [s.image_id for s in samples]
+    if root is None or len(set(ids)) == len(ids):
+        return ids
+    return [f"{_shortened(Path(relative_name(s.path, root)).parent.parts)}/\n{s.image_id}" for s in samples]
+
+
+def _shortened(parts: Sequence[str]) -> str:
+    """A folder path of ``parts`` in at most :data:`_NAME_WIDTH` characters where it can be: its
+    last folders (those that tell images apart), ``…`` for the ones left out."""
+    kept = list(parts)
+    while len(kept) > 1 and len("/".join(["…", *kept])) > _NAME_WIDTH:
+        kept.pop(0)
+    return "/".join(kept if kept == list(parts) else ["…", *kept])
+
+
 def _grid_content(
     samples: list[Sample],
     preds: list[Any],
@@ -281,6 +306,7 @@ def _grid_content(
     fracture: bool,
     klass: bool,
     class_names: tuple[str, ...] = (),
+    root: Path | None = None,
 ) -> GridContent | None:
     """What :func:`_sample_grid` shows; each title names the image, what the model said and,
     where labelled, the true label.
@@ -293,6 +319,7 @@ def _grid_content(
     top-class probability). Sorts are stable: the same predictions give the same grid.
     """
     truth: dict[int, int] | None = None  # true and predicted labels, in the model's numbering
+    names = _thumbnail_names(samples, root)
     if predictor.has_fracture_head and (fracture or not klass):
         chosen = [i for i, s in enumerate(samples) if not fracture or FRACTURE in s.labels]
         op = predictor.operating_point
@@ -305,7 +332,7 @@ def _grid_content(
         def title(i: int) -> str:
             pr = preds[i]
             kind = f" {pr.classification.predicted}" if pr.classification and pr.fracture_suspected else ""
-            return f"{samples[i].image_id}\np={pr.fracture_probability:.2f} {named[said[i]]}{kind}"
+            return f"{names[i]}\np={pr.fracture_probability:.2f} {named[said[i]]}{kind}"
 
         if fracture:
             truth = {i: int(samples[i].labels[FRACTURE]) for i in chosen}
@@ -331,7 +358,7 @@ def _grid_content(
         def title(i: int) -> str:
             c = preds[i].classification
             shown = c.predicted if c.confident else f"uncertain ({c.predicted})"
-            return f"{samples[i].image_id}\n{shown} {c.probability:.2f}"
+            return f"{names[i]}\n{shown} {c.probability:.2f}"
 
         if klass:
             # the model's numbering on both sides (the data may lack some of its classes)
@@ -395,6 +422,43 @@ def _nothing_to_measure(data_dir: Path, predictor: Any, dataset: Dataset) -> str
     )
 
 
+_FEW = 10  # fewer fractured or other images than this: a bootstrap interval is no measure
+
+
+def _few_images(metrics: Mapping[str, Any]) -> str | None:
+    """A warning where the fracture figures (of the images, the studies or a body region) rest on
+    fewer than :data:`_FEW` fractured or other cases: resampling so few understates the
+    uncertainty, to an interval of 1.000-1.000 on a perfect score (only those cases can be drawn)."""
+    blocks = {"images": metrics, "studies": metrics.get("study")}
+    blocks |= {f"region {name}": block for name, block in (metrics.get("regions") or {}).items()}
+    few = [
+        f"{where} ({b['n_positive']} fractured, {b['n'] - b['n_positive']} other)"
+        for where, b in blocks.items()
+        if b and 0 < min(b["n_positive"], b["n"] - b["n_positive"]) < _FEW  # none: no interval at all
+    ]
+    if not few:
+        return None
+    return (
+        f"fewer than {_FEW} fractured or other cases in: {'; '.join(few)}: their confidence intervals "
+        "understate the uncertainty (a perfect score gets 1.000-1.000) and their figures may not hold "
+        "on other images; measure on more"
+    )
+
+
+def _refuse_unwritable(out_dir: Path) -> None:
+    """Make ``out_dir`` and write a scratch file in it before any image is read: found only at the
+    end, a folder that cannot be written would lose the whole evaluation. A folder made here is
+    removed again (it is made for the report), so a run stopped before it leaves nothing behind."""
+    made = not out_dir.exists()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out_dir).close()
+        if made:
+            out_dir.rmdir()
+    except OSError as e:
+        raise OutputFolderError(f"cannot write the report to {out_dir}: {e.strerror or e}") from None
+
+
 def evaluate_model(
     model: str | Path | None,
     data_dir: Path,
@@ -446,6 +510,8 @@ def evaluate_model(
     )
     if not measurable:
         raise DatasetError(_nothing_to_measure(Path(data_dir), predictor, dataset))
+    if out_dir is not None:
+        _refuse_unwritable(Path(out_dir))
 
     good_samples, preds, failed = [], [], []
     names = [relative_name(s.path, dataset.root) for s in samples]  # unambiguous: MURA's are all image1.png
@@ -515,6 +581,9 @@ def evaluate_model(
         if any(s.study_id for s in labelled):
             kw["study_ids"] = [s.study_id or s.image_id for s in labelled]
         metrics.update(evaluate_predictions(y, p, threshold_points=points, n_bootstrap=n_bootstrap, **kw))
+        few = _few_images(metrics)
+        if few:
+            notes.append(few)
         localization = _localization(labelled, [preds[i] for i in fracture_idx])
         if localization:
             metrics["localization"] = localization
@@ -589,6 +658,7 @@ def evaluate_model(
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
+        earlier = (out_dir / "metrics.json").is_file()  # --overwrite into an earlier evaluation's folder
         class_kw: dict[str, Any] = {}
         if class_labels is not None:
             class_kw = dict(
@@ -597,7 +667,8 @@ def evaluate_model(
                 class_names=predictor.classes,
                 class_min_probability=predictor.class_min_probability,
             )
-        subtitle = f"{spec.name} v{spec.version} on {Path(data_dir).name} [{split or 'all'}]"
+        where = Path(data_dir).resolve()  # "." would name no data set in the report and plots
+        subtitle = f"{spec.name} v{spec.version} on {where.name} [{split or 'all'}]"
         plots = render_all_plots(
             y,
             p,
@@ -617,19 +688,44 @@ def evaluate_model(
             klass=class_labels is not None,
             class_names=tuple(dataset.class_names.get(CLASS, ())),
             title=f"Sample predictions\n{subtitle}",
+            root=dataset.root,
         )
         if grid is not None:
             plots["samples"] = grid
         write_report(
             metrics,
             out_dir,
-            title=f"fracsight evaluation: {spec.name} on {Path(data_dir).name}",
+            title=f"fracsight evaluation: {spec.name} on {where.name}",
             model_info={
                 "name": spec.name,
                 "version": spec.version,
-                "dataset": f"{data_dir} ({split or 'all'})",
+                "dataset": f"{where} ({split or 'all'})",
                 "heads": "; ".join(f"{h.name} ({', '.join(h.classes)})" for h in spec.heads),
             },
             plots=plots,
         )
+        if earlier:
+            _remove_stale_plots(out_dir, plots.values())
     return metrics
+
+
+# every plot evaluate_model may draw (render_all_plots, _sample_grid)
+_PLOT_FILES = (
+    "roc.png",
+    "pr.png",
+    "calibration.png",
+    "confusion.png",
+    "confusion_multiclass.png",
+    "class_coverage.png",
+    "samples.png",
+)
+
+
+def _remove_stale_plots(out_dir: Path, drawn: Iterable[Path]) -> None:
+    """Remove the plots of an earlier evaluation in ``out_dir`` that this one did not draw (another
+    model's heads, other labels): left beside the new metrics.json and report.html, they would pass
+    for this evaluation's."""
+    kept = {Path(path).name for path in drawn}
+    for name in _PLOT_FILES:
+        if name not in kept:
+            (out_dir / name).unlink(missing_ok=True)
