@@ -118,12 +118,19 @@ def test_cli_audit_human_and_json(planted: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "class-folders" in result.stdout and "Near-duplicate pairs across splits" in result.stdout
     assert "twin_resized.jpg" in result.stdout
+    # the files behind each count are named, not only in --json
+    assert "Truncated: val/fractured/cut.jpg" in result.stdout
+    assert (
+        "Exact duplicates: train/not fractured/copy_of_u0.png = train/not fractured/u0.png" in result.stdout
+    )
 
     result = runner.invoke(app, ["audit", str(planted), "--json", "--threshold", "4"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["threshold"] == 4 and data["images"] == 11
     assert len(data["exact_duplicates"]) == 1 and len(data["unreadable"]) == 1
+    # the exact duplicates stay together in any re-split (split_keys): only the twins could leak
+    assert data["near_pairs"] == 2 and data["ungrouped_pairs"] == 1
 
 
 def test_cli_audit_bad_folder(tmp_path: Path) -> None:
@@ -186,3 +193,82 @@ def test_audit_reads_truncated_files_as_train_and_predict_do(tmp_path: Path) -> 
         "fractured/cut.png": "TruncatedImageError: cut.png: truncated PNG file cannot be read",
         "fractured/cut.tiff": "TruncatedImageError: cut.tiff: truncated TIFF file cannot be read",
     }
+
+
+def _two_classes(root: Path) -> None:
+    for k in range(4):
+        _save(_smooth(200 + k), root / ("fractured" if k % 2 else "normal") / f"u{k}.png")
+
+
+def test_cli_audit_links_back_to_an_outer_folder_are_skipped(tmp_path: Path) -> None:
+    """A link to a folder above (``ln -s .. up``) read every image again until the path grew too
+    long (40 times each, no warning); one in each class folder never ended."""
+    root = tmp_path / "linked"
+    _two_classes(root)
+    (root / "normal" / "up").symlink_to("..")
+    result = CliRunner().invoke(app, ["audit", str(root), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["images"] == 4 and data["exact_duplicates"] == []
+    assert data["loader_warnings"] == [f"{root / 'normal' / 'up'} links back to a folder it lies in: skipped"]
+
+
+def test_cli_audit_one_class_folder_says_so(tmp_path: Path) -> None:
+    """One class folder alone was taken for an archive's wrapper: 'not a data set layout'."""
+    _save(_smooth(1), tmp_path / "one" / "Fractured" / "a.png")
+    result = CliRunner().invoke(app, ["audit", str(tmp_path / "one")])
+    assert result.exit_code == 1
+    assert "need at least two classes with images, found ['Fractured']" in result.stderr
+
+
+def test_cli_audit_names_non_utf8_files_readably(tmp_path: Path) -> None:
+    """A file name in Latin-1 bytes was written to --json as a lone surrogate (``\\udce9``, which
+    strict JSON readers refuse) and printed as a replacement character."""
+    root = tmp_path / "latin"
+    _two_classes(root)
+    (root / "normal" / "u0.png").rename(root / "normal" / b"caf\xe9.png".decode(errors="surrogateescape"))
+    (root / "normal" / b"bad\xff.jpg".decode(errors="surrogateescape")).write_bytes(b"no image")
+    result = CliRunner().invoke(app, ["audit", str(root), "--json"])
+    assert result.exit_code == 0, result.output
+    assert "\\udc" not in result.stdout
+    data = json.loads(result.stdout)
+    assert [u["path"] for u in data["unreadable"]] == ["normal/bad\\xff.jpg"]
+    assert "bad\\xff.jpg" in data["unreadable"][0]["error"]
+    result = CliRunner().invoke(app, ["audit", str(root)], env={"COLUMNS": "200"})
+    assert "normal/bad\\xff.jpg" in result.stdout and "\ufffd" not in result.stdout
+
+
+def test_cli_audit_says_when_it_shows_only_some_loader_warnings(tmp_path: Path) -> None:
+    root = tmp_path / "many"
+    _two_classes(root)
+    for k in range(11):
+        (root / f"empty{k:02d}").mkdir()  # each: "holds no images and is ignored"
+    result = CliRunner().invoke(app, ["audit", str(root)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("Loader warning:") == 10
+    assert "... and 1 more loader warning(s); --json lists all" in result.stdout
+
+
+def test_cli_audit_counts_fracture_types_even_where_a_split_holds_one_type(tmp_path: Path) -> None:
+    """Fracture types under Fractured/ were dropped for the whole set, unsaid, when one split's
+    Fractured/ held a single type (a small test split); and the audit never showed the type balance."""
+    root = tmp_path / "typed"
+    for k, (split, kind) in enumerate([("train", "Spiral"), ("train", "Spiral"), ("train", "Avulsion")]):
+        _save(_smooth(300 + k), root / split / "Fractured" / kind / f"f{k}.png")
+    _save(_smooth(310), root / "test" / "Fractured" / "Spiral" / "t.png")
+    for k, split in enumerate(("train", "train", "test")):
+        _save(_smooth(320 + k), root / split / "Normal" / f"n{k}.png")
+    result = CliRunner().invoke(app, ["audit", str(root), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["counts"] == {
+        "train": {"not fractured": 2, "fractured": 3},
+        "test": {"not fractured": 1, "fractured": 1},
+    }
+    assert data["class_counts"] == {
+        "train": {"Avulsion": 1, "Spiral": 2},
+        "test": {"Avulsion": 0, "Spiral": 1},
+    }
+    assert "split 'test' lacks fracture type(s) Avulsion" in data["loader_warnings"]
+    table = CliRunner().invoke(app, ["audit", str(root)], env={"COLUMNS": "200"}).stdout
+    assert "Images with a class label (fracture type) per split" in " ".join(table.split())

@@ -87,6 +87,11 @@ def test_command_json_and_table(tiny_bundle: Path, few_images: Path) -> None:
     assert table.exit_code == 0, table.output
     assert "fracsight benchmark" in table.stdout and "targets" in table.stdout
     assert "peak RSS" in table.stdout
+    # what the figures are taken over: a median and p95 of 2 runs is no median of 50
+    assert (
+        "3 given images; 2 timed single-image runs per row, 4 images per throughput pass in batches of 2;"
+        in (table.stdout)
+    )
 
 
 def test_command_refuses_bad_inputs(tiny_bundle: Path, tmp_path: Path, few_images: Path) -> None:
@@ -114,6 +119,40 @@ def test_unreadable_images_are_left_out_and_named(tiny_bundle: Path, few_images:
         tiny_bundle, [few_images, tmp_path / "notes.jpg"], runs=1, batch=1, compare=False, progress=print
     )
     assert report.n_images == 3 and report.images == "3 given images (1 unreadable left out: notes.jpg)"
+
+
+def test_a_large_image_set_is_not_predicted_in_full_in_every_round(tiny_bundle: Path, tmp_path: Path) -> None:
+    """A throughput pass predicted every given image: --images pointed at a whole data set took an
+    hour. It takes the first 64 (more only where two batches need more), and says so."""
+    synthetic_images(tmp_path, n=70, size=(120, 90))
+    args = [
+        "benchmark",
+        "--model",
+        str(tiny_bundle),
+        "--images",
+        str(tmp_path),
+        "--runs",
+        "1",
+        "--no-compare",
+    ]
+    result = runner.invoke(app, [*args, "--batch", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["n_images"] == 70 and payload["throughput_images"] == 64
+    assert (
+        json.loads(runner.invoke(app, [*args, "--batch", "40", "--json"]).stdout)["throughput_images"] == 80
+    )
+
+
+def test_command_names_a_non_utf8_unreadable_file_readably(
+    tiny_bundle: Path, few_images: Path, tmp_path: Path
+):
+    """A Latin-1 file name went into --json as a lone surrogate (``\\udcff``)."""
+    (tmp_path / b"bad\xff.jpg".decode(errors="surrogateescape")).write_text("not an image")
+    args = ["benchmark", "--model", str(tiny_bundle), "--images", str(few_images), "--images", str(tmp_path)]
+    result = runner.invoke(app, [*args, "--runs", "1", "--batch", "1", "--no-compare", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["images"] == "3 given images (1 unreadable left out: bad\\xff.jpg)"
 
 
 def test_rounds_alternate_between_pipelines_and_cover_every_run(monkeypatch: pytest.MonkeyPatch) -> None:

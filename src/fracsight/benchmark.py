@@ -43,7 +43,7 @@ from PIL import Image
 
 from fracsight.errors import ConfigError, FracsightError
 from fracsight.inference import Predictor
-from fracsight.inference.tabular import collect_inputs
+from fracsight.inference.tabular import collect_inputs, text_cell
 from fracsight.io import read_image
 
 __all__ = ["BenchmarkReport", "Row", "find_fracatlas", "render_report", "run_benchmark"]
@@ -89,6 +89,7 @@ class BenchmarkReport:
     n_images: int
     runs: int
     batch: int
+    throughput_images: int  # images predicted in each throughput pass (throughput_pass)
     machine: dict[str, Any]
     rows: list[Row]
     targets: list[Target] = field(default_factory=list)
@@ -167,7 +168,9 @@ def _resolve_images(images: Sequence[Path] | None, scratch: Path) -> tuple[list[
             )
         described = f"{len(readable)} given images"
         if unreadable:
-            names = ", ".join(p.name for p in unreadable[:5]) + (", ..." if len(unreadable) > 5 else "")
+            names = ", ".join(text_cell(p.name) for p in unreadable[:5]) + (
+                ", ..." if len(unreadable) > 5 else ""
+            )
             described += f" ({len(unreadable)} unreadable left out: {names})"
         return readable, described
     folder = find_fracatlas()
@@ -306,9 +309,17 @@ def _timed_rows(
     return rows
 
 
+def throughput_pass(images: Sequence[Path], batch: int) -> list[Path]:
+    """The images of one throughput pass: every image given, cycled over to make at least two
+    batches, but no more than the default set (64) unless two batches need more. A whole data set given
+    to ``--images`` was predicted in full in every round of every row: an hour for FracAtlas."""
+    n = max(2 * batch, min(len(images), DEFAULT_IMAGES))
+    return [images[i % len(images)] for i in range(n)]
+
+
 def _throughput(predict_all: Callable[[Sequence[Path]], object], images: Sequence[Path], batch: int) -> float:
-    """Images per second over one pass (at least two batches' worth), after one warm-up batch."""
-    work = list(images) * -(-2 * batch // len(images))
+    """Images per second over one pass (:func:`throughput_pass`), after one warm-up batch."""
+    work = throughput_pass(images, batch)
     predict_all(work[:batch])
     start = time.perf_counter()
     predict_all(work)
@@ -342,7 +353,7 @@ def _rss_child() -> None:
     predictor = Predictor(args["model"])
     for path in args["images"][: args["runs"]]:
         predictor.predict(path)
-    for _ in predictor.predict_many(args["images"], batch_size=args["batch"]):
+    for _ in predictor.predict_many(throughput_pass(args["images"], args["batch"]), batch_size=args["batch"]):
         pass
     print(json.dumps({"peak_rss_mb": _own_peak_rss_mb(), "torch_loaded": "torch" in sys.modules}))
 
@@ -556,7 +567,17 @@ def run_benchmark(
     for i, p in enumerate(extra, start=1):
         targets += _targets(rows, i, f"{p.name}: ")
     return BenchmarkReport(
-        predictor.name, bundle, described, len(files), runs, batch, machine, rows, targets, per_stage
+        predictor.name,
+        bundle,
+        described,
+        len(files),
+        runs,
+        batch,
+        len(throughput_pass(files, batch)),
+        machine,
+        rows,
+        targets,
+        per_stage,
     )
 
 
@@ -677,7 +698,9 @@ def render_report(report: BenchmarkReport) -> list[Any]:
 
     m = report.machine
     caption = (
-        f"{escape(report.images)}; {m['cpus']} CPUs, load average {m['load_before']} -> {m['load_after']}"
+        f"{escape(report.images)}; {report.runs} timed single-image runs per row, "
+        f"{report.throughput_images} images per throughput pass in batches of {report.batch}; "
+        f"{m['cpus']} CPUs, load average {m['load_before']} -> {m['load_after']}"
     )
     if m.get("cpu_busy_before") is not None:
         caption += f", CPU busy before the run {m['cpu_busy_before']:.0%}"

@@ -65,21 +65,41 @@ def visible_dirs(path: Path) -> list[Path]:
 
 
 def iter_images(folder: Path) -> Iterator[Path]:
-    """Image files anywhere below ``folder``, sorted, skipping hidden files and hidden folders."""
-    stack = [folder]
+    """Image files anywhere below ``folder``, sorted, skipping hidden files and hidden folders.
+
+    Linked folders are followed, except a link back to a folder it lies in (``ln -s .. up``):
+    followed, it read the same images again and again (a wrong count) or, with two such links,
+    never ended.
+    """
+    outer = frozenset(_folder_key(f) for f in (*folder.absolute().parents, *folder.resolve().parents))
+    start = _folder_key(folder)
+    if start in outer:
+        log.warning("%s links back to a folder it lies in: skipped", folder)
+        return
+    stack: list[tuple[Path, frozenset[tuple[int, int]]]] = [(folder, outer | {start})]
     found: list[Path] = []
     while stack:
-        current = stack.pop()
+        current, above = stack.pop()
         for entry in current.iterdir():
             if is_hidden(entry):
                 continue
             if entry.is_dir():
-                stack.append(entry)
+                key = _folder_key(entry)
+                if key in above:
+                    log.warning("%s links back to a folder it lies in: skipped", entry)
+                else:
+                    stack.append((entry, above | {key}))
             elif is_image_file(entry):
                 found.append(entry)
             elif entry.is_symlink() and entry.suffix.lower() in IMAGE_EXTENSIONS:
                 log.warning("%s links to a file that is not there: skipped", entry)
     yield from sorted(found)
+
+
+def _folder_key(folder: Path) -> tuple[int, int]:
+    """What identifies a folder however it is reached (through links or not)."""
+    st = folder.stat()
+    return st.st_dev, st.st_ino
 
 
 def content_hash(data: bytes) -> str:

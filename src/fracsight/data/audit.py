@@ -38,7 +38,7 @@ from fracsight.data._files import relative_name
 from fracsight.data.detect import load_dataset
 from fracsight.data.phash import FileHash, hash_file, near_pairs
 from fracsight.data.sample import CLASS, FRACTURE, Dataset
-from fracsight.data.splits import connected_components, group_key, straddling_groups
+from fracsight.data.splits import connected_components, split_keys, straddling_groups
 
 __all__ = ["AuditReport", "NearPair", "audit", "render_audit"]
 
@@ -79,9 +79,11 @@ class AuditReport:
     cross_split_pairs: list[NearPair]
     cross_split_groups: list[list[str]]
     cross_label_pairs: list[NearPair]
-    ungrouped_pairs: int  # near pairs not tied by the data set's group / study
+    ungrouped_pairs: int  # near pairs a re-split could divide: not tied by group / study or same bytes
     declared_groups_straddling: dict[str, list[str]]
     loader_warnings: list[str] = field(default_factory=list)
+    # split -> class name -> images of the "class" head (fracture types) beside a fracture head
+    class_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,7 +109,8 @@ def audit(
         dataset = load_dataset(Path(root), layout)
     results = _inspect_all([s.path for s in dataset.samples], workers, progress)
     report = _analyse(dataset, results, threshold)
-    report.loader_warnings = notes
+    unique = dict.fromkeys(notes)  # a folder is walked more than once: each warning once
+    report.loader_warnings = [_text(note) for note in unique]
     report.seconds = round(time.perf_counter() - start, 2)
     return report
 
@@ -157,20 +160,22 @@ def _captured_warnings() -> Iterator[list[str]]:
 # -- analysis ------------------------------------------------------------------------
 
 
+def _text(value: str) -> str:
+    """``value`` as UTF-8 text: a file or folder name whose bytes are not UTF-8 (``caf\\xe9.jpg``)
+    was a lone surrogate, printed as a replacement character and written to ``--json`` as ``\\udce9``."""
+    from fracsight.inference.tabular import text_cell  # lazy: most of the inference package
+
+    return text_cell(value)
+
+
 def _analyse(dataset: Dataset, results: list[FileHash], threshold: int) -> AuditReport:
     samples = dataset.samples
     task = FRACTURE if FRACTURE in dataset.class_names else CLASS
-    names = dataset.class_names.get(task, ())
-    rel = [relative_name(s.path, dataset.root) for s in samples]
-    label = [
-        names[s.labels[task]] if task in s.labels and s.labels[task] < len(names) else None for s in samples
-    ]
-
-    counts: dict[str, dict[str, int]] = {}
-    for s, lab in zip(samples, label, strict=True):
-        split = counts.setdefault(s.split or _NO_SPLIT, dict.fromkeys(names, 0))
-        split[lab or "?"] = split.get(lab or "?", 0) + 1
-    regions = Counter(r for s in samples for r in s.regions)
+    rel = [_text(relative_name(s.path, dataset.root)) for s in samples]
+    label = _labels(dataset, task)
+    counts = _split_counts(dataset, task, label, unlabelled=True)
+    types = _labels(dataset, CLASS) if task == FRACTURE and CLASS in dataset.class_names else []
+    regions = Counter(_text(r) for s in samples for r in s.regions)
 
     by_sha: dict[str, list[str]] = defaultdict(list)
     for path, r in zip(rel, results, strict=True):
@@ -185,18 +190,20 @@ def _analyse(dataset: Dataset, results: list[FileHash], threshold: int) -> Audit
     def pair(i: int, j: int, d: int) -> NearPair:
         return NearPair(rel[i], rel[j], d, samples[i].split, samples[j].split, label[i], label[j])
 
-    keys = [group_key(s) for s in samples]
+    keys = split_keys(samples)  # as a re-split groups them: exact duplicates stay together
     declared = {s.group or s.study_id for s in samples} - {None}
-    straddle = {k: sorted(v) for k, v in straddling_groups(samples).items() if k in declared}
+    straddle = {_text(k): sorted(v) for k, v in straddling_groups(samples).items() if k in declared}
     return AuditReport(
-        root=str(dataset.root),
+        root=_text(str(dataset.root)),
         layout=dataset.layout,
         images=len(samples),
         task=task,
         threshold=threshold,
-        counts=dict(sorted(counts.items(), key=lambda kv: _split_order(kv[0]))),
+        counts=counts,
         regions=dict(sorted(regions.items())),
-        unreadable=[{"path": p, "error": r.error} for p, r in zip(rel, results, strict=True) if r.error],
+        unreadable=[
+            {"path": p, "error": _text(r.error)} for p, r in zip(rel, results, strict=True) if r.error
+        ],
         truncated=[p for p, r in zip(rel, results, strict=True) if r.truncated],
         exact_duplicates=sorted(sorted(g) for g in by_sha.values() if len(g) > 1),
         near_duplicate_groups=[sorted(rel[i] for i in g) for g in groups],
@@ -212,7 +219,31 @@ def _analyse(dataset: Dataset, results: list[FileHash], threshold: int) -> Audit
         cross_label_pairs=[pair(i, j, d) for i, j, d in pairs if label[i] != label[j]],
         ungrouped_pairs=sum(keys[i] != keys[j] for i, j, _ in pairs),
         declared_groups_straddling=straddle,
+        class_counts=_split_counts(dataset, CLASS, types, unlabelled=False) if types else {},
     )
+
+
+def _labels(dataset: Dataset, task: str) -> list[str | None]:
+    """Each sample's class name for ``task`` (None where it has no such label)."""
+    names = tuple(_text(n) for n in dataset.class_names.get(task, ()))
+    return [
+        names[s.labels[task]] if task in s.labels and s.labels[task] < len(names) else None
+        for s in dataset.samples
+    ]
+
+
+def _split_counts(
+    dataset: Dataset, task: str, label: list[str | None], unlabelled: bool
+) -> dict[str, dict[str, int]]:
+    """split -> class name -> images; samples without a label count as "?" if ``unlabelled``."""
+    names = tuple(_text(n) for n in dataset.class_names.get(task, ()))
+    counts: dict[str, dict[str, int]] = {}
+    for s, lab in zip(dataset.samples, label, strict=True):
+        if lab is None and not unlabelled:
+            continue
+        split = counts.setdefault(s.split or _NO_SPLIT, dict.fromkeys(names, 0))
+        split[lab or "?"] = split.get(lab or "?", 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: _split_order(kv[0])))
 
 
 def _split_order(name: str) -> tuple[int, str]:
@@ -231,8 +262,11 @@ def render_audit(report: AuditReport, limit: int = 10) -> list[RenderableType]:
             (report.root, "bold cyan"),
             f"  layout {report.layout}, {report.images} images, {report.seconds:.1f} s",
         ),
-        _balance_table(report),
+        _balance_table(report.counts, report.task, f"Images per split and {report.task} class"),
     ]
+    if report.class_counts:
+        title = "Images with a class label (fracture type) per split"
+        out.append(_balance_table(report.class_counts, CLASS, title))
     if report.regions:
         out.append(Text("Regions: " + ", ".join(f"{k} {v}" for k, v in report.regions.items())))
     t = report.threshold
@@ -271,19 +305,33 @@ def render_audit(report: AuditReport, limit: int = 10) -> list[RenderableType]:
     out.append(findings)
     out += _pair_table("Near-duplicates across splits", report.cross_split_pairs, limit)
     out += _pair_table("Near-duplicates with different labels", report.cross_label_pairs, limit)
-    if report.unreadable:
-        out.append(
-            Text("Unreadable: " + "; ".join(f"{u['path']} ({u['error']})" for u in report.unreadable[:limit]))
-        )
+    out += _listing("Unreadable", [f"{u['path']} ({u['error']})" for u in report.unreadable], limit)
+    out += _listing("Truncated", report.truncated, limit)
+    out += _listing("Exact duplicates", [" = ".join(g) for g in report.exact_duplicates], limit)
+    straddling = report.declared_groups_straddling
+    out += _listing(
+        "Groups straddling splits", [f"{g} ({', '.join(s)})" for g, s in straddling.items()], limit
+    )
     for note in report.loader_warnings[:limit]:
         out.append(Text("Loader warning: " + note, style="yellow"))
+    if len(report.loader_warnings) > limit:
+        more = len(report.loader_warnings) - limit
+        out.append(Text(f"... and {more} more loader warning(s); --json lists all", style="yellow"))
     return out
 
 
-def _balance_table(report: AuditReport) -> Table:
-    classes = list(dict.fromkeys(c for counts in report.counts.values() for c in counts))
-    binary = report.task == FRACTURE and len(classes) == 2
-    table = Table(title=f"Images per split and {report.task} class", title_justify="left")
+def _listing(title: str, items: list[str], limit: int) -> list[RenderableType]:
+    """One line naming the first ``limit`` of ``items`` (--json has them all)."""
+    if not items:
+        return []
+    more = f" (first {limit} of {len(items)}; --json lists all)" if len(items) > limit else ""
+    return [Text(f"{title}{more}: " + "; ".join(items[:limit]))]
+
+
+def _balance_table(per_split: dict[str, dict[str, int]], task: str, title: str) -> Table:
+    classes = list(dict.fromkeys(c for counts in per_split.values() for c in counts))
+    binary = task == FRACTURE and len(classes) == 2
+    table = Table(title=title, title_justify="left")
     table.add_column("Split")
     for c in classes:
         table.add_column(c, justify="right")
@@ -291,7 +339,7 @@ def _balance_table(report: AuditReport) -> Table:
     if binary:
         table.add_column(f"% {classes[1]}", justify="right")
     totals: Counter[str] = Counter()
-    for split, counts in [*report.counts.items(), ("all", None)]:
+    for split, counts in [*per_split.items(), ("all", None)]:
         row = counts if counts is not None else totals
         if counts is not None:
             totals.update(counts)

@@ -76,8 +76,9 @@ def find_layout(root: str | os.PathLike[str]) -> tuple[str, Path]:
         if len(subdirs) != 1 or has_files or split_name(subdirs[0].name):
             break
         current = subdirs[0]
-    if is_class_folders(current):
-        return "class-folders", current
+    for folder in (current, root):  # root: one class folder alone, which reads as a wrapper
+        if is_class_folders(folder):
+            return "class-folders", folder
     if not any(True for _ in root.iterdir()):
         raise DatasetError(f"{root} is empty; expected one of: {_expected()}")
     raise DatasetError(f"{root} is not a data set layout fracsight knows; expected one of: {_expected()}")

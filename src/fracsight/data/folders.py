@@ -14,7 +14,8 @@ Images may sit in sub-folders of a class folder; hidden files and folders are ig
 Fracture types under the fractured folder (``[<split>/]Fractured/<type>/*.png`` next to
 ``[<split>/]Non_fractured/*.png``) give both labels: ``"fracture"`` for every image and
 ``"class"`` (the type, sorted as above) for the fractured ones. The sub-folders are read
-as types when every fractured image sits in one of at least two sub-folders and the
+as types when every fractured image sits in one of at least two sub-folders (over all
+splits: one split's fractured folder may hold a single type) and the
 not-fractured folder is not organised the same way (sub-folders on both sides are taken
 for grouping, by patient for example, and ignored as before).
 """
@@ -85,7 +86,7 @@ def read_class_folders(root: Path) -> Dataset:
         index = {n: int(p) for n, p in polarity.items() if p is not None}
         fractured = [d for dirs in per_split.values() for d in dirs if polarity.get(d.name) == 1]
         normal = [d for dirs in per_split.values() for d in dirs if polarity.get(d.name) == 0]
-        if all(_typed(d) for d in fractured) and not any(_typed(d) for d in normal):
+        if _typed_together(fractured) and not any(_typed(d) for d in normal):
             return _fracture_types(root, per_split, index)
         for d in fractured:  # type folders that a few loose images turned off: say so
             loose = [p.name for p in d.iterdir() if is_image_file(p)]
@@ -136,9 +137,23 @@ def _typed(class_dir: Path) -> bool:
     return _type_folders(class_dir) >= 2
 
 
+def _typed_together(class_dirs: list[Path]) -> bool:
+    """True if every image of the fractured ``class_dirs`` (one per split) sits in a sub-folder and
+    there are at least two such sub-folders between them, so that a split whose fractured folder
+    holds one type only (a small test split) does not turn the types off for the whole set."""
+    if any(is_image_file(p) for d in class_dirs for p in d.iterdir()):
+        return False
+    return len(set().union(*(_type_names(d) for d in class_dirs))) >= 2
+
+
 def _type_folders(class_dir: Path) -> int:
     """How many sub-folders of ``class_dir`` hold images (names that differ only in case count once)."""
-    return len({d.name.casefold() for d in visible_dirs(class_dir) if next(iter_images(d), None) is not None})
+    return len(_type_names(class_dir))
+
+
+def _type_names(class_dir: Path) -> set[str]:
+    """The sub-folders of ``class_dir`` that hold images, by name ignoring case."""
+    return {d.name.casefold() for d in visible_dirs(class_dir) if next(iter_images(d), None) is not None}
 
 
 def _fracture_types(root: Path, per_split: dict[str | None, list[Path]], index: dict[str, int]) -> Dataset:
