@@ -171,7 +171,18 @@ def test_fracture_type_gaps_and_stray_images_are_warned(
     with caplog.at_level(logging.WARNING, logger="fracsight.data"):
         ds = load_dataset(root)
     assert CLASS not in ds.class_names
-    assert "beside its type folders" in caplog.text and "without types" in caplog.text
+    assert "outside the type folders (greenstick, oblique, spiral)" in caplog.text
+    assert "without types" in caplog.text
+
+    caplog.clear()  # a split's fractured images all loose, beside another split's type folders
+    (root / "train" / "Fractured" / "stray.png").unlink()
+    for kind in ("Spiral", "Oblique"):
+        for png in (root / "val" / "Fractured" / kind).iterdir():
+            png.rename(root / "val" / "Fractured" / f"{kind}-{png.name}")
+    with caplog.at_level(logging.WARNING, logger="fracsight.data"):
+        ds = load_dataset(root)
+    assert CLASS not in ds.class_names
+    assert f"{root / 'val' / 'Fractured'} holds 2 image(s) outside the type folders" in caplog.text
 
 
 def test_class_folders_differing_in_case_across_splits_are_one_class(

@@ -88,14 +88,16 @@ def read_class_folders(root: Path) -> Dataset:
         normal = [d for dirs in per_split.values() for d in dirs if polarity.get(d.name) == 0]
         if _typed_together(fractured) and not any(_typed(d) for d in normal):
             return _fracture_types(root, per_split, index)
-        for d in fractured:  # type folders that a few loose images turned off: say so
+        types = set().union(*(_type_names(d) for d in fractured))
+        for d in fractured:  # type folders (in this split or another) that loose images turned off
             loose = [p.name for p in d.iterdir() if is_image_file(p)]
-            if loose and _type_folders(d) >= 2:
+            if loose and len(types) >= 2:
                 log.warning(
-                    "%s holds %d image(s) beside its type folders, so the set is read as fractured / not "
-                    "fractured only, without types: move them into a type folder to train a type head",
+                    "%s holds %d image(s) outside the type folders (%s), so the set is read as fractured / "
+                    "not fractured only, without types: move them into a type folder to train a type head",
                     d,
                     len(loose),
+                    ", ".join(sorted(types)),
                 )
         task, class_names = FRACTURE, ("not fractured", "fractured")
         if any("abnormal" in d.name.lower() for d in fractured):  # Normal / Abnormal: as MURA's
@@ -134,7 +136,7 @@ def _typed(class_dir: Path) -> bool:
     """True if all images of ``class_dir`` sit in at least two of its sub-folders (the types)."""
     if any(is_image_file(p) for p in class_dir.iterdir()):
         return False
-    return _type_folders(class_dir) >= 2
+    return len(_type_names(class_dir)) >= 2
 
 
 def _typed_together(class_dirs: list[Path]) -> bool:
@@ -146,13 +148,9 @@ def _typed_together(class_dirs: list[Path]) -> bool:
     return len(set().union(*(_type_names(d) for d in class_dirs))) >= 2
 
 
-def _type_folders(class_dir: Path) -> int:
-    """How many sub-folders of ``class_dir`` hold images (names that differ only in case count once)."""
-    return len(_type_names(class_dir))
-
-
 def _type_names(class_dir: Path) -> set[str]:
-    """The sub-folders of ``class_dir`` that hold images, by name ignoring case."""
+    """The sub-folders of ``class_dir`` that hold images, by name ignoring case (names that differ
+    only in case count once)."""
     return {d.name.casefold() for d in visible_dirs(class_dir) if next(iter_images(d), None) is not None}
 
 
