@@ -133,6 +133,17 @@ def test_cli_audit_human_and_json(planted: Path) -> None:
     assert data["near_pairs"] == 2 and data["ungrouped_pairs"] == 1
 
 
+def test_a_threshold_that_pairs_unrelated_images_is_refused(planted: Path) -> None:
+    """At 24 bits FracAtlas's unrelated radiographs made 650,419 "near-duplicate" pairs (64: all 5.2
+    million, gigabytes): the CLI and the library stop at the same MAX_THRESHOLD."""
+    limit = audit_module.MAX_THRESHOLD
+    assert audit(planted, threshold=limit).threshold == limit
+    with pytest.raises(ValueError, match=f"0..{limit} bits"):
+        audit(planted, threshold=limit + 1)
+    result = CliRunner().invoke(app, ["audit", str(planted), "--threshold", str(limit + 1)])
+    assert result.exit_code == 2 and f"less than or equal to {limit}" in result.output
+
+
 def test_cli_audit_bad_folder(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["audit", str(tmp_path / "nope")])
     assert result.exit_code == 2  # a missing input is a bad argument

@@ -104,7 +104,9 @@ def audit(
     threshold: Annotated[
         int,
         typer.Option(
-            min=0, max=64, help="pHash Hamming distance at or below which images are near-duplicates."
+            min=0,
+            max=16,  # fracsight.data.audit.MAX_THRESHOLD, not imported at start-up
+            help="pHash Hamming distance at or below which images are near-duplicates (of 64 bits).",
         ),
     ] = 6,
     workers: Annotated[int, typer.Option(min=1, help="Processes decoding images.")] = 2,
