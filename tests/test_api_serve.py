@@ -103,7 +103,7 @@ def test_serve_refuses_a_tampered_bundle_before_starting(
     data[len(data) // 2] ^= 0xFF
     (bundle / "model.onnx").write_bytes(bytes(data))
     result = CliRunner().invoke(cli, ["serve", "--model", str(bundle)])
-    assert result.exit_code == 1 and not calls
+    assert result.exit_code == 2 and not calls
     assert "bundle_checksum_mismatch" in result.output and "Traceback" not in result.output
 
 

@@ -83,6 +83,20 @@ def test_an_unknown_model_is_a_bad_argument_for_every_command(tmp_path: Path, fr
         _one_line_error(CliRunner().invoke(app, args), "unknown_model")
 
 
+def test_a_folder_that_is_no_bundle_is_a_bad_argument(tmp_path: Path, fracatlas_dir: Path) -> None:
+    """A model argument naming a folder without bundle.json (arguments given in the wrong order, say)
+    exits 2 as an unknown model does; it exited 1 in predict, evaluate and benchmark."""
+    image = str(next((fracatlas_dir / "images" / "Fractured").glob("*.jpg")))
+    data = str(fracatlas_dir)
+    for args in (
+        ["predict", "--model", data, image],
+        ["evaluate", data, data, "--bootstrap", "100"],
+        ["benchmark", "--model", data, "--runs", "1"],
+        ["serve", "--model", data],
+    ):
+        assert "not a model bundle" in _one_line_error(CliRunner().invoke(app, args), "bundle_error"), args
+
+
 def test_a_missing_input_is_a_bad_argument(tmp_path: Path) -> None:
     """A path that is not there: exit code 2 and `error (not_found)`, before any work."""
     gone = tmp_path / "gone"

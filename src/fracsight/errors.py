@@ -125,10 +125,12 @@ class DatasetError(FracsightError):
 
 
 class BundleError(FracsightError):
-    """A model bundle is missing, malformed or incompatible."""
+    """A model bundle is missing, malformed or incompatible. The bundle is the model the user named,
+    so a command line exits 2 for it, as for an unknown model; a server answers 500 (its own model)."""
 
     code = "bundle_error"
     http_status = 500
+    bad_argument = True
 
 
 class ChecksumMismatchError(BundleError):
