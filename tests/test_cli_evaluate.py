@@ -62,9 +62,9 @@ def test_a_split_the_data_set_lacks_is_the_one_training_held_out(tiny_bundle, ti
     for split in ("train", "val"):
         (other / split).symlink_to(tiny_dataset / split, target_is_directory=True)
     external = CliRunner().invoke(app, ["evaluate", str(tiny_bundle), str(other), "--split", "test"])
-    assert external.exit_code == 1 and "--split all" in external.output
+    assert external.exit_code == 2 and "--split all" in external.output  # a bad --split: exit 2
     bogus = CliRunner().invoke(app, ["evaluate", str(tiny_bundle), str(tiny_dataset), "--split", "bogus"])
-    assert bogus.exit_code == 1 and "no 'bogus' split" in bogus.output and "Traceback" not in bogus.output
+    assert bogus.exit_code == 2 and "no 'bogus' split" in bogus.output and "Traceback" not in bogus.output
 
 
 @pytest.mark.parametrize("recorded", ["in full", "relative"])

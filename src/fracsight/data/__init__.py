@@ -8,7 +8,16 @@
 from __future__ import annotations
 
 from fracsight.data.detect import LAYOUTS, detect_layout, load_dataset
-from fracsight.data.sample import CLASS, FRACTURE, REGION, Box, DataMismatchError, Dataset, Sample
+from fracsight.data.sample import (
+    CLASS,
+    FRACTURE,
+    REGION,
+    Box,
+    DataMismatchError,
+    Dataset,
+    MissingSplitError,
+    Sample,
+)
 from fracsight.data.splits import ensure_splits, group_key, group_split, split_keys, straddling_groups
 
 __all__ = [
@@ -19,6 +28,7 @@ __all__ = [
     "Box",
     "DataMismatchError",
     "Dataset",
+    "MissingSplitError",
     "Sample",
     "detect_layout",
     "ensure_splits",

@@ -25,6 +25,12 @@ class DataMismatchError(DatasetError):
     bad_argument = True
 
 
+class MissingSplitError(DatasetError):
+    """A split asked for (``--split``) that the data set does not have: a bad argument, exit 2."""
+
+    bad_argument = True
+
+
 @dataclass(frozen=True)
 class Box:
     """Axis-aligned box in normalized image coordinates (0..1), x0 < x1, y0 < y1."""

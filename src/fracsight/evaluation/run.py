@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from fracsight.data import CLASS, FRACTURE, Dataset, Sample, ensure_splits, load_dataset
+from fracsight.data import CLASS, FRACTURE, Dataset, MissingSplitError, Sample, ensure_splits, load_dataset
 from fracsight.data._files import relative_name
 from fracsight.errors import ConfigError, DatasetError, OutputFolderError
 
@@ -56,7 +56,7 @@ def _select(
         made = carved = carved or ensure_splits(dataset, seed=trained_seed)
     chosen = list(made.split(split))
     if not chosen:
-        raise DatasetError(
+        raise MissingSplitError(
             f"{dataset.root} has no {split!r} split; it has {list(dataset.splits) or 'none'} "
             "(a data set the model was not trained on: measure all of it with --split all)"
         )
