@@ -325,7 +325,7 @@ def test_an_unknown_evaluate_split_is_refused_before_the_heads_train(
     out = tmp_path / "new"
     args = ["detector", "train", str(base), str(out), "--data", str(data), "--evaluate", "tset"]
     result = CliRunner().invoke(app, args)
-    assert result.exit_code == 1 and "no 'tset' split" in result.stderr, result.output
+    assert result.exit_code == 2 and "no 'tset' split" in result.stderr, result.output
     assert not out.exists()
 
 
@@ -410,7 +410,7 @@ def test_a_split_only_an_own_data_set_can_carve_is_refused_before_the_heads_trai
     out = tmp_path / "new"
     args = ["detector", "train", str(base), str(out), "--data", str(copy), "--evaluate", "test"]
     result = CliRunner().invoke(app, args)
-    assert result.exit_code == 1 and "no 'test' split" in result.stderr, result.output
+    assert result.exit_code == 2 and "no 'test' split" in result.stderr, result.output
     assert not out.exists()
 
 
@@ -440,3 +440,138 @@ def test_the_card_names_test_images_that_could_not_be_read(detector_bundle, tmp_
     assert f"- **1 image of the split could not be read and is not in these figures**: {source}" in card
     warning = " ".join(result.stderr.split())
     assert "warning: 1 of 12 images of the test split could not be read and are left out" in warning
+
+
+def fewer_fracatlas(data: Path, root: Path, per_label: dict[str, int]) -> Path:
+    """Another FracAtlas-layout data set at ``root``: ``per_label[split]`` images of each fracture
+    label of those splits of ``data`` (its files linked, with their boxes)."""
+    with open(data / "dataset.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    kept = [
+        row
+        for split, n in per_label.items()
+        for label in ("1", "0")
+        for row in [r for r in rows if r["split"] == split and r["fractured"] == label][:n]
+    ]
+    for row in kept:
+        folder = "Fractured" if row["fractured"] == "1" else "Non_fractured"
+        for path in (
+            Path("images") / folder / row["image_id"],
+            Path("annotations") / "yolo" / f"{Path(row['image_id']).stem}.txt",
+        ):
+            if (data / path).exists():
+                (root / path).parent.mkdir(parents=True, exist_ok=True)
+                (root / path).symlink_to((data / path).resolve())
+    with open(root / "dataset.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(kept)
+    return root
+
+
+def test_a_base_with_heads_already_or_in_int8_is_refused_before_any_work(
+    detector_bundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bundle with a detector grafted (a second could not be grafted beside it: the run ended in a
+    traceback after training) or an INT8 one (heads learn on the float network) is no base."""
+    from typer.testing import CliRunner
+
+    import fracsight.detection.prepare as prepare
+    from fracsight.cli import app
+
+    def prepared(*_args, **_kwargs):
+        raise AssertionError("features prepared for a base that cannot take the heads")
+
+    monkeypatch.setattr(prepare, "prepare_features", prepared)
+    data, base, grafted = detector_bundle
+    int8 = shutil.copytree(base, tmp_path / "int8")
+    spec = json.loads((base / "bundle.json").read_text(encoding="utf-8"))
+    (int8 / "bundle.json").write_text(json.dumps({**spec, "precision": "int8"}), encoding="utf-8")
+    runner = CliRunner()
+    for given, said in (
+        (grafted, "has a detector and an orientation step already (grafted onto tiny-base v1"),
+        (int8, "is int8: train the detector on its float bundle, then quantize"),
+    ):
+        out = tmp_path / f"from-{given.name}"
+        result = runner.invoke(app, ["detector", "train", str(given), str(out), "--data", str(data)])
+        assert result.exit_code == 1 and said in " ".join(result.stderr.split()), result.output
+        assert "Traceback" not in result.output and not out.exists()
+
+
+def test_heads_trained_on_other_data_count_the_validation_images_they_were_fitted_on(
+    detector_bundle, tmp_path: Path
+) -> None:
+    """Calibration and operating points are refitted on the validation images of --data; the
+    bundle and its card say how many those were, not how many the base was fitted on."""
+    from typer.testing import CliRunner
+
+    from fracsight.bundle import load_bundle_spec
+    from fracsight.cli import app
+
+    data, base, _ = detector_bundle
+    other = fewer_fracatlas(data, tmp_path / "other", {"train": 10, "val": 5})
+    out = tmp_path / "new"
+    args = ["detector", "train", str(base), str(out), "--data", str(other), "--epochs", "1"]
+    result = CliRunner().invoke(app, [*args, "--normals", "4"])
+    assert result.exit_code == 0, result.output
+    validation = load_bundle_spec(out).metrics["validation"]
+    assert validation["n"] == 10 != load_bundle_spec(base).metrics["validation"]["n"]
+    assert "(n = 10)" in (out / "card.md").read_text(encoding="utf-8")
+
+
+def test_measuring_the_new_bundle_writes_nothing_beside_it(detector_bundle, tmp_path: Path) -> None:
+    """--evaluate measures for the card; it wrote a report into `<out>-evaluation-<split>/` as well,
+    over the metrics.json and report.html of a folder of the user's by that name."""
+    from typer.testing import CliRunner
+
+    from fracsight.bundle import load_bundle_spec
+    from fracsight.cli import app
+
+    data, base, _ = detector_bundle
+    mine = tmp_path / "new-evaluation-test"
+    mine.mkdir()
+    (mine / "metrics.json").write_text("mine", encoding="utf-8")
+    out = tmp_path / "new"
+    args = ["detector", "train", str(base), str(out), "--data", str(data), "--epochs", "1"]
+    result = CliRunner().invoke(app, [*args, "--evaluate", "test"])
+    assert result.exit_code == 0, result.output
+    assert "test" in load_bundle_spec(out).metrics
+    assert {p.name for p in tmp_path.iterdir()} == {"new", "new-evaluation-test", ".cache"}
+    assert [p.name for p in mine.iterdir()] == ["metrics.json"]
+    assert (mine / "metrics.json").read_text(encoding="utf-8") == "mine"
+
+
+def test_a_detector_that_diverges_is_not_written(detector_bundle, tmp_path: Path) -> None:
+    """A loss weight so large that the loss overflows made NaN weights, written as a bundle that
+    drew no boxes; the run stops and says which options to lower."""
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    data, base, _ = detector_bundle
+    out = tmp_path / "new"
+    args = ["detector", "train", str(base), str(out), "--data", str(data), "--epochs", "1"]
+    result = CliRunner().invoke(app, [*args, "--giou", "1e300"])
+    message = " ".join(result.stderr.split())
+    assert result.exit_code == 1 and "the detector diverged in epoch 1" in message, result.output
+    assert "lower --giou or --distill" in message and not out.exists()
+
+
+def test_features_cached_in_part_by_a_stopped_run_are_made_again(detector_bundle, tmp_path: Path) -> None:
+    """A run stopped while it wrote the frozen features (Ctrl-C, a full disk) left a folder the next
+    run read as the cache, and failed on (KeyError: 'box_counts')."""
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    data, base, _ = detector_bundle
+    runner = CliRunner()
+    train = ["detector", "train", str(base), "--data", str(data), "--epochs", "1"]
+    first = runner.invoke(app, [*train, str(tmp_path / "first")])
+    assert first.exit_code == 0, first.output
+    (cached,) = (tmp_path / ".cache").glob("heads-*-train")
+    for name in ("features.npy", "box_counts.npy", "boxes.npy"):  # what had not been written yet
+        (cached / name).unlink()
+    again = runner.invoke(app, [*train, str(tmp_path / "again")])
+    assert again.exit_code == 0, again.output
+    assert (cached / "boxes.npy").is_file() and not list((tmp_path / ".cache").glob("*.partial"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tarfile
@@ -22,6 +23,7 @@ from fracsight.cli import app  # noqa: E402
 from fracsight.detection.joint import choose_epoch, load_joint  # noqa: E402
 from fracsight.models.network import HeadConfig  # noqa: E402
 from fracsight.models.unfold import check_parity, network_from_onnx  # noqa: E402
+from test_detection import fewer_fracatlas  # noqa: E402
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "fracsight" / "weights"
 
@@ -166,7 +168,7 @@ def test_joint_outputs_it_cannot_write_are_refused_before_training(detector_bund
     busy = runner.invoke(app, [*joint, "--out", str(mine)])
     assert busy.exit_code == 2 and "not empty" in busy.stderr and not run.exists(), busy.output
     split = runner.invoke(app, [*joint, "--out", str(tmp_path / "b"), "--evaluate", "tset"])
-    assert split.exit_code == 1 and "no 'tset' split" in split.stderr and not run.exists(), split.output
+    assert split.exit_code == 2 and "no 'tset' split" in split.stderr and not run.exists(), split.output
     a_file = tmp_path / "run.txt"
     a_file.write_text("mine")
     into_file = runner.invoke(
@@ -240,3 +242,87 @@ def test_the_gpu_joint_script_runs_its_variants_and_packs_what_comes_back(detect
     )
     assert made.exit_code == 0, made.output
     assert load_bundle_spec(tmp_path / "bundle").localization["boxes"] == "detector"
+
+
+def test_joint_refuses_data_without_boxes_before_writing(detector_bundle, tmp_path: Path) -> None:
+    """As `detector train`: without boxes the detector would only learn that there are none."""
+    data, base, grafted = detector_bundle
+    unboxed = tmp_path / "unboxed"  # the same images and labels without annotations/
+    unboxed.mkdir()
+    for name in ("images", "dataset.csv"):
+        (unboxed / name).symlink_to(data / name)
+    run = tmp_path / "run"
+    args = ["detector", "joint", str(base), str(grafted), str(run), "--data", str(unboxed), "--epochs", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and "has no fracture boxes" in result.stderr, result.output
+    assert "Traceback" not in result.output and not run.exists()
+
+
+def test_a_joint_run_on_fewer_images_than_a_batch_writes_its_bundle(
+    detector_bundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fewer training images than a batch (16) are one batch (it was a traceback); with --out the
+    bundle records the run's command once, is named after MODEL and versioned after HEADS; its
+    bundle is not made with another data set."""
+    data, base, grafted = detector_bundle
+    few = fewer_fracatlas(data, tmp_path / "few", {"train": 4, "val": 2})
+    run, out = tmp_path / "run", tmp_path / "bundle"
+    args = ["detector", "joint", str(base), str(grafted), str(run), "--data", str(few), "--epochs", "1"]
+    args += ["--out", str(out)]
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/fracsight", *args])  # the command line recorded
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    spec = load_bundle_spec(out)
+    command = "fracsight " + shlex.join(args)
+    assert spec.training["commands"].count(command) == 1
+    assert (out / "card.md").read_text(encoding="utf-8").count(command) == 1
+    assert (spec.name, spec.version) == ("tiny-base", str(int(load_bundle_spec(grafted).version) + 1))
+    # the bundle of the run on another data set: it would be named as the network's training data
+    other = CliRunner().invoke(
+        app, ["detector", "bundle", str(run), str(tmp_path / "b"), "--data", str(data)]
+    )
+    message = " ".join(other.stderr.split())
+    assert other.exit_code == 2 and "the joint run trained on 7 training and 4 validation" in message
+    assert "give the data set the run trained on (--data)" in message and not (tmp_path / "b").exists()
+
+
+def test_a_joint_run_that_diverges_says_so_in_one_line(detector_bundle, tmp_path: Path) -> None:
+    """A learning rate so large that the outputs overflow ended in a traceback from the AUROC."""
+    data, base, grafted = detector_bundle
+    few = fewer_fracatlas(data, tmp_path / "few", {"train": 4, "val": 2})
+    run = tmp_path / "run"
+    args = ["detector", "joint", str(base), str(grafted), str(run), "--data", str(few), "--epochs", "1"]
+    result = CliRunner().invoke(app, [*args, "--lr", "1e30"])
+    message = " ".join(result.stderr.split())
+    assert result.exit_code == 1 and "the joint run diverged in epoch 1" in message, result.output
+    assert "lower --lr or --distill" in message and "Traceback" not in result.output
+
+
+def test_heads_grafted_onto_another_network_are_refused(detector_bundle, tmp_path: Path) -> None:
+    """HEADS must be grafted onto MODEL('s network): others read another network's maps (the run
+    went ahead, from heads that knew nothing of this one)."""
+    import shutil
+
+    data, base, grafted = detector_bundle
+    elsewhere = shutil.copytree(grafted, tmp_path / "elsewhere")
+    spec = json.loads((grafted / "bundle.json").read_text(encoding="utf-8"))
+    spec["training"]["heads"]["base"] = "other-net v3 (sha256 0123456789ab)"
+    (elsewhere / "bundle.json").write_text(json.dumps(spec), encoding="utf-8")
+    run = tmp_path / "run"
+    args = ["detector", "joint", str(base), str(elsewhere), str(run), "--data", str(data), "--epochs", "1"]
+    result = CliRunner().invoke(app, args)
+    message = " ".join(result.stderr.split())
+    assert result.exit_code == 1 and "learned on the network of other-net v3" in message, result.output
+    assert "give as HEADS a bundle grafted onto MODEL" in message and not run.exists()
+
+
+def test_stages_frozen_past_the_detectors_maps_still_train(detector_bundle, tmp_path: Path) -> None:
+    """--frozen-stages 3 to 7 (allowed by --help) freeze the stages whose maps the detector reads:
+    those maps were not kept (KeyError: 8)."""
+    data, base, grafted = detector_bundle
+    few = fewer_fracatlas(data, tmp_path / "few", {"train": 4, "val": 2})
+    run = tmp_path / "run"
+    args = ["detector", "joint", str(base), str(grafted), str(run), "--data", str(few), "--epochs", "1"]
+    result = CliRunner().invoke(app, [*args, "--frozen-stages", "7"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "history.json").read_text())["config"]["frozen_stages"] == 7

@@ -429,7 +429,7 @@ def test_an_unknown_evaluate_split_is_refused_before_quantizing(
 
     monkeypatch.setattr(build, "quantize_onnx", quantized)
     result = _quantize(tiny_bundle, tmp_path / "q", tiny_dataset, "--evaluate", "tset")
-    assert result.exit_code == 1 and "no 'tset' split" in result.stderr, result.output
+    assert result.exit_code == 2 and "no 'tset' split" in result.stderr, result.output
     assert not (tmp_path / "q").exists()
 
 
@@ -450,7 +450,7 @@ def test_a_split_only_an_own_data_set_can_carve_is_refused_before_quantizing(
         (unsplit / image.parent.name).mkdir(parents=True, exist_ok=True)
         (unsplit / image.parent.name / f"{image.parent.parent.name}-{image.name}").symlink_to(image)
     result = _quantize(tiny_bundle, tmp_path / "q", unsplit, "--evaluate", "test")
-    assert result.exit_code == 1 and "no 'test' split" in result.stderr, result.output
+    assert result.exit_code == 2 and "no 'test' split" in result.stderr, result.output
     assert not (tmp_path / "q").exists()
 
 
@@ -474,3 +474,25 @@ def test_data_that_do_not_fit_the_heads_are_refused_before_quantizing(
         assert message.startswith("error (dataset_error): ") and said in message, message
         assert message.endswith("quantize with data labelled as the bundle's (--data)")
         assert not out.exists()
+
+
+@pytest.mark.slow
+def test_float_figures_stand_beside_int8_ones_only_on_the_same_images(
+    tiny_bundle: Path, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    """Quantized on other data (--data), the card's float column held the float bundle's recorded
+    figures, on its own validation images, beside the INT8 model's on these: the float ones are
+    left out, and a split asked for is measured for both models on the same images."""
+    other = tmp_path / "other"
+    for image in tiny_dataset.glob("*/*/*.jpg"):
+        if image.name in sorted(p.name for p in image.parent.glob("*.jpg"))[:4]:
+            (other / image.parent.relative_to(tiny_dataset)).mkdir(parents=True, exist_ok=True)
+            (other / image.relative_to(tiny_dataset)).symlink_to(image)
+    out = tmp_path / "int8"
+    result = _quantize(tiny_bundle, out, other, "--evaluate", "val")
+    assert result.exit_code == 0, result.output
+    spec = load_bundle_spec(out)
+    recorded = spec.metrics["quantization"]["float_metrics"]
+    assert "validation" not in recorded and recorded["val"]["n"] == spec.metrics["val"]["n"] == 8
+    card = (out / "card.md").read_text(encoding="utf-8")
+    assert "| validation | AUROC |" not in card and "| val | AUROC |" in card

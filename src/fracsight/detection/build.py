@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fracsight._output import check_output_folder, staged_folder
 from fracsight.bundle import BundleSpec, load_bundle_spec, sha256_file, write_bundle_spec
-from fracsight.data import Sample, load_dataset
+from fracsight.data import Dataset, Sample, load_dataset
+from fracsight.data.sample import DataMismatchError
 from fracsight.data.splits import train_val_samples
 from fracsight.detection.features import GRID
 from fracsight.errors import ConfigError, DatasetError
@@ -32,6 +33,7 @@ __all__ = [
     "build_joint_bundle",
     "choose_orientation_certainty",
     "choose_score_floor",
+    "next_version",
 ]
 
 FLOORS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
@@ -66,6 +68,52 @@ def choose_orientation_certainty(orientation, val, log) -> tuple[float, dict[str
     certainty, stats = orientation_certainty(torch.softmax(logits, 1).numpy(), np.asarray(val.orientation))
     log("orientation: " + ", ".join(f"{k} {v:.3f}" for k, v in stats.items()))
     return certainty, stats
+
+
+def next_version(version: str, made_by: str) -> str:
+    """The version after ``version``: a number plus one, else ``version+made_by``."""
+    return str(int(version) + 1) if version.isdigit() else f"{version}+{made_by}"
+
+
+def refuse_unboxed(dataset: Dataset, data_dir: Path) -> None:
+    """Refuse (:class:`DatasetError`) a data set without fracture boxes: the detector learns from them."""
+    if not any(s.boxes for s in dataset.samples):
+        raise DatasetError(
+            f"{data_dir} has no fracture boxes: the detector learns from them "
+            "(FracAtlas layout with annotations/, docs/data.md)"
+        )
+
+
+def refuse_grafted_base(base: BundleSpec) -> None:
+    """Refuse a base that has heads grafted already or is INT8: a second detector cannot be grafted
+    beside the first (the graph names clash), and heads are trained on the float network."""
+    if base.localization.get("boxes") == "detector" or base.orientation:
+        heads, joint = base.training.get("heads") or {}, base.training.get("joint") or {}
+        origin = (
+            f" (grafted onto {heads['base']})"
+            if heads.get("base")
+            else f" (fine-tuned with them from {joint['base']})"
+            if joint.get("base")
+            else ""
+        )
+        raise ConfigError(
+            f"{base.provenance} has a detector and an orientation step already{origin}: give the bundle "
+            "without them as the base"
+        )
+    if base.precision != "float32":
+        raise ConfigError(
+            f"{base.provenance} is {base.precision}: train the detector on its float bundle, then quantize"
+        )
+
+
+def _base_validation(base: BundleSpec, data_dir: Path, dataset: Dataset, n_val: int) -> dict[str, Any]:
+    """The base's validation figures that hold for the ``n_val`` validation images of ``dataset``:
+    all of them on the data set the base was fitted on; on other data only their count."""
+    from fracsight.evaluation.run import is_training_data
+
+    if is_training_data(base, data_dir, dataset):
+        return base.metrics.get("validation", {})
+    return {"n": n_val}
 
 
 def build_detector_bundle(
@@ -105,15 +153,12 @@ def build_detector_bundle(
             f"{base.name} reads {base.input_size} px; the detector and orientation heads need an input "
             f"size that is a multiple of {32 * GRID} (e.g. 288 or 384): train the base at such a size"
         )
+    refuse_grafted_base(base)
     dataset = load_dataset(Path(data_dir), base.training.get("layout", "auto"))
     dataset.refuse_other_binary_label(
         fracture.classes, "train the detector on data labelled as the base's (--data)"
     )
-    if not any(s.boxes for s in dataset.samples):
-        raise DatasetError(
-            f"{data_dir} has no fracture boxes: the detector learns from them "
-            "(FracAtlas layout with annotations/, docs/data.md)"
-        )
+    refuse_unboxed(dataset, Path(data_dir))
     inputs = [("the base bundle", base_dir), ("the data set", Path(data_dir))]
     check_output_folder(out_dir, force=force, inputs=inputs)
     seed = int(base.training.get("config", {}).get("seed", 0))
@@ -138,8 +183,8 @@ def build_detector_bundle(
             "command": command,
         },
     }
-    if version is None:
-        version = str(int(base.version) + 1) if base.version.isdigit() else f"{base.version}+detector"
+    version = version or next_version(base.version, "detector")
+    val_samples = train_val_samples(dataset, seed)[1]
     return _write_with_heads(
         base_dir,
         out_dir,
@@ -153,7 +198,8 @@ def build_detector_bundle(
         log,
         force=force,
         inputs=inputs,
-        val_samples=train_val_samples(dataset, seed)[1],
+        val_samples=val_samples,
+        validation=_base_validation(base, Path(data_dir), dataset, len(val_samples)),
     )
 
 
@@ -198,6 +244,9 @@ def build_joint_bundle(
         raise ConfigError(
             f"{run_dir / 'history.json'} is not the record of a finished joint run (no chosen epoch)"
         )
+    trained = json.loads(state["config"]) if isinstance(state["config"], str) else {}
+    dataset = load_dataset(Path(data_dir), trained.get("layout", "auto"))
+    _refuse_other_data(history, trained, dataset)
     detector, orientation = heads_from_tensors(
         {f"{head}.{k}": v.numpy() for head in ("detector", "orientation") for k, v in state[head].items()}
     )
@@ -206,13 +255,13 @@ def build_joint_bundle(
     with tempfile.TemporaryDirectory(dir=out_dir.parent) as tmp:
         network_dir = Path(tmp) / "network"
         base = export_bundle(checkpoint, network_dir, data_dir=data_dir, train_command=command or None)
-        dataset = load_dataset(Path(data_dir), base.training.get("layout", "auto"))
         val = validation_features(network_dir, dataset, out_dir.parent / ".cache")
         training = {
             **base.training,
             "commands": [
                 *history.get("start_commands", []),
-                *[c for c in (history.get("command"), command) if c],
+                # once: `detector joint --out` writes this bundle with the run's own command
+                *dict.fromkeys(c for c in (history.get("command"), command) if c),
             ],
             "joint": history,
         }
@@ -230,7 +279,23 @@ def build_joint_bundle(
             force=force,
             inputs=inputs,
             val_samples=train_val_samples(dataset, int(base.training.get("config", {}).get("seed", 0)))[1],
+            validation=base.metrics.get("validation", {}),  # the export measured it on this data
         )
+
+
+def _refuse_other_data(history: dict[str, Any], trained: dict[str, Any], dataset: Dataset) -> None:
+    """Refuse (:class:`DataMismatchError`, exit 2) a data set whose split (``trained``: the run's training
+    config) has other counts than the joint run recorded: the bundle would name it as the data
+    the network trained on, and fit its calibration there."""
+    recorded = (history.get("n_train"), history.get("n_val"))
+    train, val = train_val_samples(dataset, int(trained.get("seed", 0)))
+    if None in recorded or recorded == (len(train), len(val)):
+        return
+    raise DataMismatchError(
+        f"the joint run trained on {recorded[0]} training and {recorded[1]} validation images (of "
+        f"{trained.get('data') or 'its data set'}); {dataset.root} has {len(train)} and {len(val)}: "
+        "give the data set the run trained on (--data)"
+    )
 
 
 def _write_with_heads(
@@ -248,11 +313,13 @@ def _write_with_heads(
     force: bool,
     inputs: list[tuple[str, Path]],
     val_samples: list[Sample],
+    validation: dict[str, Any],
 ) -> BundleSpec:
     """``base_dir``'s bundle with the heads grafted on, their settings chosen on ``val``, written to
     ``out_dir`` (and measured on ``evaluate_split`` when given). ``force``, ``inputs``: as
     :func:`~fracsight._output.staged_folder` takes them; ``val_samples``: the validation images
-    ``val`` was read from, which calibration and operating points are fitted again on."""
+    ``val`` was read from, which calibration and operating points are fitted again on;
+    ``validation``: the base's figures on them that the new bundle keeps (the refit adds its own)."""
     from fracsight.detection.graft import graft_heads
     from fracsight.detection.heads import STRIDE
 
@@ -282,7 +349,7 @@ def _write_with_heads(
                 "validation": orientation_stats,
             },
             training=training,
-            metrics={k: v for k, v in base.metrics.items() if k == "validation"},
+            metrics={"validation": validation},
         )
         write_bundle_spec(spec, work)
         # the orientation step changes which read of an image is kept, so the probabilities users
@@ -292,8 +359,9 @@ def _write_with_heads(
             from fracsight.evaluation.run import evaluate_model
             from fracsight.training.refit import metrics_summary
 
-            report = out_dir.parent / f"{out_dir.name}-evaluation-{evaluate_split}"
-            metrics = evaluate_model(work, Path(data_dir), report, split=evaluate_split)
+            # measured for the card alone, as quantize does: a report folder beside the bundle
+            # overwrote a folder of that name (`fracsight evaluate OUT DATA --out` writes one)
+            metrics = evaluate_model(work, Path(data_dir), split=evaluate_split)
             spec = dataclasses.replace(
                 spec, metrics={**spec.metrics, evaluate_split: metrics_summary(metrics)}
             )

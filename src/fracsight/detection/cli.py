@@ -157,8 +157,10 @@ def joint(
             min=0.0, help="Weight of the starting network's upright logits as a teacher of the turned views."
         ),
     ] = 0.0,
-    name: Annotated[str, typer.Option(help="Name of the new model.")] = "fracatlas-lite0-384",
-    version: Annotated[str, typer.Option(help="Version of the new model.")] = "4",
+    name: Annotated[str | None, typer.Option(help="Name of the new model (default: MODEL's).")] = None,
+    version: Annotated[
+        str | None, typer.Option(help="Version of the new model (default: HEADS' plus one).")
+    ] = None,
     evaluate_split: Annotated[
         str | None, typer.Option("--evaluate", help="With --out: also measure the bundle on this split.")
     ] = None,
@@ -172,8 +174,10 @@ def joint(
     The epoch is chosen on validation (box AP50, AUROC upright and turned).
     """
     from fracsight._output import check_output_folder
+    from fracsight.bundle import load_bundle_spec
     from fracsight.cli import invocation, user_errors
     from fracsight.data import load_dataset
+    from fracsight.detection.build import next_version
     from fracsight.detection.joint import JointConfig, train_joint
     from fracsight.evaluation.run import select_samples
     from fracsight.inference.store import resolve_bundle
@@ -191,16 +195,17 @@ def joint(
             check_output_folder(out, force=force, inputs=[("the joint run", run), ("the data set", data)])
             if evaluate_split:
                 select_samples(dataset, evaluate_split, 0)  # whether it has or can carve the split
+        base_dir, heads_dir = resolve_bundle(model), resolve_bundle(heads)
         train_joint(
-            resolve_bundle(model),
-            resolve_bundle(heads),
+            base_dir,
+            heads_dir,
             dataset,
             run,
             JointConfig(
                 epochs=epochs, lr=lr, frozen_stages=frozen_stages, distill_weight=distill, device=device
             ),
-            name=name,
-            version=version,
+            name=name or load_bundle_spec(base_dir).name,
+            version=version or next_version(load_bundle_spec(heads_dir).version, "joint"),
             command=command,
             log=lambda line: typer.echo(line, err=True),
         )

@@ -9,6 +9,7 @@ step leaves turned still gets boxes.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,13 +56,20 @@ class FeatureSet:
         )
 
     def save(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
+        """Written whole or not at all (a folder is a cache only when complete): into a sibling
+        folder, renamed into place at the end. A run stopped while writing left a folder that the
+        next run took for a cache, and failed on."""
+        partial = folder.with_name(f"{folder.name}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
         for name in ("orientation", "fracture", "grid_features", "detect", "stride8", "stride16", "features"):
-            np.save(folder / f"{name}.npy", getattr(self, name))
+            np.save(partial / f"{name}.npy", getattr(self, name))
         counts = np.array([len(b) for b in self.boxes])
         flat = np.concatenate(self.boxes) if self.boxes else np.zeros((0, 4))
-        np.save(folder / "box_counts.npy", counts)
-        np.save(folder / "boxes.npy", flat)
+        np.save(partial / "box_counts.npy", counts)
+        np.save(partial / "boxes.npy", flat)
+        shutil.rmtree(folder, ignore_errors=True)  # what an earlier run left incomplete
+        partial.rename(folder)
 
     @classmethod
     def load(cls, folder: Path) -> FeatureSet:

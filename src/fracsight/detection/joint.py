@@ -32,13 +32,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from fracsight._files import replace_atomically
-from fracsight.bundle import load_bundle_spec
+from fracsight.bundle import BundleSpec, load_bundle_spec
 from fracsight.data.sample import Dataset, Sample
 from fracsight.data.splits import train_val_samples
+from fracsight.detection.build import refuse_unboxed
 from fracsight.detection.features import model_boxes
 from fracsight.detection.heads import DetectionHead, OrientationHead, heads_from_tensors
 from fracsight.detection.taps import HEADS_PREFIX
-from fracsight.detection.train import HeadsConfig, box_metrics, detection_loss
+from fracsight.detection.train import HeadsConfig, box_metrics, detection_loss, refuse_diverged
 from fracsight.errors import ConfigError
 from fracsight.evaluation.metrics import auroc
 from fracsight.explain.boxes import flip_boxes, turn_boxes
@@ -93,14 +94,15 @@ class JointNet(nn.Module):
         self.taps = _tap_stages(network)
 
     def forward(self, x: torch.Tensor, frozen: int = 0):
-        net = self.network
-        with torch.no_grad():
-            y = net.forward_prefix(x, frozen)
-        if frozen == 0:  # forward_prefix stops before the stem then
-            y = net.backbone.bn1(net.backbone.conv_stem(y))
+        net, backbone = self.network, self.network.backbone
+        y = net.forward_prefix(x, 0)  # the input normalized
+        with torch.set_grad_enabled(torch.is_grad_enabled() and frozen == 0):
+            y = backbone.bn1(backbone.conv_stem(y))
         kept = {}
-        for i, stage in enumerate(net.backbone.blocks[frozen:], start=frozen):
-            y = stage(y)
+        # the maps the detector reads are kept from frozen stages too (--frozen-stages 3 and more)
+        for i, stage in enumerate(backbone.blocks):
+            with torch.set_grad_enabled(torch.is_grad_enabled() and i >= frozen):
+                y = stage(y)
             if i in self.taps:
                 kept[self.taps[i]] = y
         features = net.backbone.bn2(net.backbone.conv_head(y))
@@ -132,6 +134,7 @@ def load_joint(base_dir: Path, heads_dir: Path) -> tuple[JointNet, TrainConfig]:
     heads_spec = load_bundle_spec(heads_dir)
     if heads_spec.localization.get("boxes") != "detector" or not heads_spec.orientation:
         raise ConfigError(f"{heads_spec.name} v{heads_spec.version} has no grafted detector to start from")
+    _refuse_other_network(base, heads_spec)
     cfg_dict = dict(base.training.get("config", {}))
     if not cfg_dict:
         raise ConfigError(f"{base.name} records no training config to continue from")
@@ -142,6 +145,18 @@ def load_joint(base_dir: Path, heads_dir: Path) -> tuple[JointNet, TrainConfig]:
     network = network_from_onnx(Path(base_dir) / "model.onnx", base.architecture, heads)
     detector, orientation = heads_from_tensors(graph_tensors(Path(heads_dir) / "model.onnx"), HEADS_PREFIX)
     return JointNet(network, detector, orientation), cfg
+
+
+def _refuse_other_network(base: BundleSpec, heads_spec: BundleSpec) -> None:
+    """Refuse heads that learned on another network than ``base``'s (its own, or the one ``base`` is
+    grafted onto): they read that network's maps, and would start from nothing here."""
+    learned_on = (heads_spec.training.get("heads") or heads_spec.training.get("joint") or {}).get("base")
+    network = {base.provenance, (base.training.get("heads") or {}).get("base")}
+    if learned_on and learned_on not in network:
+        raise ConfigError(
+            f"the heads of {heads_spec.provenance} learned on the network of {learned_on}, not on "
+            f"{base.provenance}'s: give as HEADS a bundle grafted onto MODEL (`fracsight detector train`)"
+        )
 
 
 @dataclass
@@ -194,7 +209,7 @@ def _targets(data: _Data, idx: np.ndarray, masks: torch.Tensor, grid: int) -> Ta
 
 
 @torch.no_grad()
-def _validate(model: JointNet, data: _Data, batch: int = 32) -> dict[str, float]:
+def _validate(model: JointNet, data: _Data, epoch: int, batch: int = 32) -> dict[str, float]:
     model.eval()
     device = next(model.parameters()).device
     n = len(data.images)
@@ -216,7 +231,9 @@ def _validate(model: JointNet, data: _Data, batch: int = 32) -> dict[str, float]
                     outputs.append((centre[j].numpy(), size[j].numpy(), offset[j].numpy()))
                     truths.append(boxes[j])
         tag = "" if k == 0 else "_rot90"
-        metrics[f"val_auroc{tag}"] = auroc(y, np.concatenate(probs))
+        p = np.concatenate(probs)
+        refuse_diverged(bool(np.isfinite(p).all()), "joint run", epoch, "lower --lr or --distill")
+        metrics[f"val_auroc{tag}"] = auroc(y, p)
         metrics[f"val_orientation{tag}"] = float((np.concatenate(orient) == k).mean())
         if k == 0:
             metrics.update(box_metrics(outputs, truths))
@@ -274,11 +291,13 @@ def train_joint(
     """Fine-tune jointly; write ``run_dir/epoch-N.pt`` for every epoch, ``best.pt`` (the chosen
     one) and ``history.json``. Returns the history (epoch 0: the starting weights). Refused, before
     anything is written, for data whose binary label means something else than the base's fracture
-    head: the fine-tuned head would be made to find it under the base's name."""
+    head (the fine-tuned head would be made to find it under the base's name) and for data without
+    fracture boxes (the detector would learn that there are none)."""
     head = load_bundle_spec(base_dir).head("fracture")
     dataset.refuse_other_binary_label(
         head.classes if head else (), "fine-tune on data labelled as the base's (--data)"
     )
+    refuse_unboxed(dataset, Path(dataset.root))
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     model, base_cfg = load_joint(base_dir, heads_dir)
@@ -309,7 +328,7 @@ def train_joint(
         weight_decay=cfg.weight_decay,
     )
     n = len(train.images)
-    steps = n // cfg.batch_size
+    steps = max(n // cfg.batch_size, 1)  # fewer images than a batch: one batch of them all
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=[cfg.lr, cfg.head_lr], total_steps=cfg.epochs * steps, pct_start=0.15
     )
@@ -319,7 +338,7 @@ def train_joint(
     torch_gen = torch.Generator().manual_seed(cfg.seed)
     grid = size // 32
 
-    history = [{"epoch": 0, **_validate(model, val)}]
+    history = [{"epoch": 0, **_validate(model, val, 0)}]
     log("epoch 0 (start): " + _line(history[0]))
     save_checkpoint(_checkpoint(model, train_cfg, fracture), run_dir / "epoch-0.pt")
     for epoch in range(1, cfg.epochs + 1):
@@ -362,7 +381,7 @@ def train_joint(
                     f"epoch {epoch} step {step}/{steps} loss {running / (step + 1):.4f} ({mean_parts}; "
                     f"{time.time() - t0:.0f} s)"
                 )
-        record = {"epoch": epoch, "train_loss": running / steps, **_validate(average.model, val)}
+        record = {"epoch": epoch, "train_loss": running / steps, **_validate(average.model, val, epoch)}
         record["seconds"] = round(time.time() - t0, 1)
         history.append(record)
         log(f"epoch {epoch}: " + _line(record))

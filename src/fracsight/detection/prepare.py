@@ -76,7 +76,7 @@ def _features(
     for name, samples, is_train in (*splits, ("val", val, False)):
         folder = Path(cache_dir) / f"heads-{key}-{name}"
         log.info("frozen features of the %s views: %s", name, folder)
-        if (folder / "orientation.npy").is_file():
+        if (folder / "boxes.npy").is_file():  # written last (FeatureSet.save: whole or not at all)
             out[name] = FeatureSet.load(folder)
             continue
         rng = np.random.default_rng(seed)

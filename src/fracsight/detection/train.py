@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from fracsight.detection.features import FeatureSet
 from fracsight.detection.heads import STRIDE, DetectionHead, DetectorEnsemble, OrientationHead
+from fracsight.errors import ConfigError
 from fracsight.explain.boxes import DetectedBox, nms
 from fracsight.explain.detections import decode_detections
 from fracsight.explain.localization import average_precision_boxes, hit_rate
@@ -247,6 +248,20 @@ def box_metrics(
     }
 
 
+def finite_weights(model: torch.nn.Module) -> bool:
+    """Whether every floating-point weight and buffer of ``model`` is finite."""
+    return all(bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point())
+
+
+def refuse_diverged(finite: bool, what: str, epoch: int, fix: str) -> None:
+    """Stop (:class:`ConfigError`) when training has diverged (``finite`` False: weights or outputs
+    became NaN or infinite): a bundle made of it would draw no boxes or give no probabilities."""
+    if not finite:
+        raise ConfigError(
+            f"the {what} diverged in epoch {epoch} (its weights or outputs became NaN or infinite): {fix}"
+        )
+
+
 def train_detector(
     train: FeatureSet,
     val: FeatureSet,
@@ -294,6 +309,7 @@ def train_detector(
             if average:
                 average.update(detector)
             running += loss.item()
+        refuse_diverged(finite_weights(kept), "detector", epoch, "lower --giou or --distill")
         metrics = detection_metrics(kept, val)
         record = {
             "epoch": epoch,

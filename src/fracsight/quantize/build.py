@@ -92,6 +92,17 @@ def _refit_orientation(spec: BundleSpec, model: OnnxModel, val: list, say: Progr
     )
 
 
+def _float_figures(spec: BundleSpec, data_root: Path, dataset: Dataset) -> tuple[dict[str, Any], dict]:
+    """The float bundle's recorded metrics and orientation step, to stand beside the INT8 model's:
+    as recorded on the data set they were measured on. On other data its metrics are left out (a
+    split asked for is measured again) and so are its orientation step's validation figures."""
+    from fracsight.evaluation.run import is_training_data
+
+    if is_training_data(spec, data_root, dataset):
+        return dict(spec.metrics), dict(spec.orientation or {})
+    return {}, {k: v for k, v in (spec.orientation or {}).items() if k != "validation"}
+
+
 def quantize_bundle(
     model: str | Path,
     out_dir: str | Path,
@@ -171,7 +182,7 @@ def quantize_bundle(
         write_bundle_spec(spec, work)
         say(f"fitting calibration and operating points on the {len(val)} validation images as predicted")
         spec = refit_to_predictions(work, val)  # the evaluation below must see the refitted calibration
-        float_metrics: dict[str, Any] = dict(float_spec.metrics)
+        float_metrics, float_orientation = _float_figures(float_spec, data_root, dataset)
         metrics: dict[str, Any] = dict(spec.metrics)
         if evaluate_split:
             from fracsight.evaluation.run import evaluate_model
@@ -194,7 +205,7 @@ def quantize_bundle(
             "calibration_split": "train",
             "gate": {"bounds": bounds.to_dict(), "measured": measured},
             "float_metrics": float_metrics,
-            **({"float_orientation": float_spec.orientation} if float_spec.orientation else {}),
+            **({"float_orientation": float_orientation} if float_orientation else {}),
         }
         spec = dataclasses.replace(spec, metrics=metrics)
         write_bundle_spec(spec, work)
