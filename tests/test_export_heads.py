@@ -203,5 +203,5 @@ def test_an_older_run_and_bundle_with_relative_data_paths(mura_run, tmp_path, mo
     shutil.copytree(mura_run / "mura", other, symlinks=True)
     shutil.rmtree(other / "train" / "XR_HAND" / "patient00000")
     unrelated = CliRunner().invoke(app, ["evaluate", "bundle", str(other)])
-    assert unrelated.exit_code == 1  # no test split of its own, and not one the run carved out
+    assert unrelated.exit_code == 2  # no test split of its own, and not one the run carved out
     assert "a data set the model was not trained on" in " ".join(unrelated.output.split())

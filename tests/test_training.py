@@ -489,7 +489,7 @@ def test_cli_never_loses_a_trained_run_or_a_users_folder(tiny_dataset, tmp_path,
     assert runner.invoke(app, ["export", str(run), str(bundle)]).exit_code == 0
     before = {p.name: p.read_bytes() for p in bundle.iterdir()}
     bad_split = runner.invoke(app, ["export", str(run), str(bundle), "--force", "--evaluate", "bogus"])
-    assert bad_split.exit_code == 1 and "no 'bogus' split" in bad_split.output
+    assert bad_split.exit_code == 2 and "no 'bogus' split" in bad_split.output
     missing = runner.invoke(
         app, ["export", str(run), str(bundle), "--force", "--data-dir", str(tmp_path / "x")]
     )
