@@ -65,6 +65,7 @@ def test_a_split_the_data_set_lacks_is_the_one_training_held_out(tiny_bundle, ti
     assert external.exit_code == 2 and "--split all" in external.output  # a bad --split: exit 2
     bogus = CliRunner().invoke(app, ["evaluate", str(tiny_bundle), str(tiny_dataset), "--split", "bogus"])
     assert bogus.exit_code == 2 and "no 'bogus' split" in bogus.output and "Traceback" not in bogus.output
+    assert "not trained on" not in bogus.output  # it is the model's own data set, with the split it carved
 
 
 @pytest.mark.parametrize("recorded", ["in full", "relative"])

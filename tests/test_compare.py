@@ -177,3 +177,19 @@ def test_images_a_model_cannot_read_are_named(fracatlas_dir: Path, tmp_path: Pat
     assert f"{warning}: Fractured/broken.jpg (unsupported_format)" in result.stderr
     text = CliRunner().invoke(app, args)
     assert text.exit_code == 0 and "Fractured/broken.jpg (unsupported_format)" in text.stderr, text.output
+
+
+def test_mura_data_are_compared_on_abnormality(tiny_bundle: Path, tiny_dataset: Path, tmp_path: Path) -> None:
+    """On normal/abnormal data (MURA) `compare` said "fracture" and "fractured" where `evaluate` notes
+    that the label is abnormality; it words the finding as the data do."""
+    from test_cli_evaluate import _as_mura
+
+    val = tiny_dataset / "val"
+    images = sorted((val / "fractured").iterdir())[:3] + sorted((val / "not fractured").iterdir())[:3]
+    args = ["compare", str(tiny_bundle), str(tiny_bundle), str(_as_mura(images, tmp_path / "mura"))]
+    result = CliRunner().invoke(app, [*args, "--split", "all"])
+    assert result.exit_code == 0, result.output
+    assert "abnormality: 6 images with an abnormality label, 3 abnormal" in result.stdout
+    assert "fractur" not in result.stdout
+    paired = json.loads(CliRunner().invoke(app, [*args, "--split", "all", "--json"]).stdout)
+    assert (paired["finding"], paired["positive"]) == ("abnormality", "abnormal")

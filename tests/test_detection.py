@@ -514,9 +514,38 @@ def test_heads_trained_on_other_data_count_the_validation_images_they_were_fitte
     args = ["detector", "train", str(base), str(out), "--data", str(other), "--epochs", "1"]
     result = CliRunner().invoke(app, [*args, "--normals", "4"])
     assert result.exit_code == 0, result.output
-    validation = load_bundle_spec(out).metrics["validation"]
+    spec = load_bundle_spec(out)
+    validation = spec.metrics["validation"]
     assert validation["n"] == 10 != load_bundle_spec(base).metrics["validation"]["n"]
-    assert "(n = 10)" in (out / "card.md").read_text(encoding="utf-8")
+    card = (out / "card.md").read_text(encoding="utf-8")
+    assert "(n = 10)" in card
+    # where the network was trained stays the base's record; the heads' data have their own
+    assert spec.training["data"] == load_bundle_spec(base).training["data"] == str(data.resolve())
+    assert spec.training["heads"]["data"] == str(other.resolve()) and spec.training["heads"]["other_data"]
+    grafted = load_bundle_spec(detector_bundle[2])  # on the base's own data: nothing more to say
+    assert grafted.training["heads"]["other_data"] is False
+    assert "on other data" not in (detector_bundle[2] / "card.md").read_text(encoding="utf-8")
+    assert f"the calibration and the operating points chosen, on other data: `{other.resolve()}`" in " ".join(
+        card.split()
+    )
+
+
+def test_a_split_another_data_set_lacks_is_refused_naming_evaluate(detector_bundle, tmp_path: Path) -> None:
+    """`detector train --evaluate val` on other data without a val split: the hint named `--split`,
+    an option `detector train` does not have; it names `--evaluate` now, before any work."""
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    data, base, _ = detector_bundle
+    noval = fewer_fracatlas(data, tmp_path / "noval", {"train": 10, "test": 5})
+    out = tmp_path / "new"
+    args = ["detector", "train", str(base), str(out), "--data", str(noval), "--evaluate", "val"]
+    result = CliRunner().invoke(app, args)
+    message = " ".join(result.stderr.split())
+    assert result.exit_code == 2 and "has no 'val' split; it has ['test', 'train']" in message, result.output
+    assert "--evaluate a split it has, or leave --evaluate out" in message and "--split" not in message
+    assert not out.exists()
 
 
 def test_measuring_the_new_bundle_writes_nothing_beside_it(detector_bundle, tmp_path: Path) -> None:

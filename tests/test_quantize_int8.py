@@ -496,3 +496,50 @@ def test_float_figures_stand_beside_int8_ones_only_on_the_same_images(
     assert "validation" not in recorded and recorded["val"]["n"] == spec.metrics["val"]["n"] == 8
     card = (out / "card.md").read_text(encoding="utf-8")
     assert "| validation | AUROC |" not in card and "| val | AUROC |" in card
+
+
+def _without_boxes(data: Path, root: Path, per_label: dict[str, int]) -> Path:
+    """A small FracAtlas-layout subset of ``data`` (:func:`fewer_fracatlas`) with no boxes."""
+    from test_detection import fewer_fracatlas
+
+    fewer_fracatlas(data, root, per_label)
+    shutil.rmtree(root / "annotations")
+    return root
+
+
+def test_data_without_boxes_keep_the_float_localization_settings(detector_bundle, tmp_path: Path) -> None:
+    """Quantized on other data without boxes, a heatmap-box bundle kept no settings of its own: they
+    were reset to the defaults. They are the float bundle's now, and the card says they were not
+    refitted, and on which data the rest was."""
+    data, base, _ = detector_bundle
+    float_spec = load_bundle_spec(base)
+    assert float_spec.localization.get("source") and "boxes" not in float_spec.localization
+    other = _without_boxes(data, tmp_path / "nobox", {"train": 8, "val": 4})
+    out = tmp_path / "int8"
+    result = _quantize(base, out, other)
+    assert result.exit_code == 0, result.output
+    assert "localization settings kept from the float bundle: no fractured" in result.stdout
+    spec = load_bundle_spec(out)
+    kept = {k: v for k, v in float_spec.localization.items() if k != "validation_hit_rate_iou"}
+    assert {k: v for k, v in spec.localization.items() if k != "not_refitted"} == kept
+    assert spec.training["data"] == float_spec.training["data"]
+    assert spec.metrics["quantization"]["data"] == str(other.resolve())
+    assert spec.metrics["quantization"]["other_data"] is True
+    card = " ".join((out / "card.md").read_text(encoding="utf-8").split())
+    assert "Calibration, operating points and out-of-distribution settings were refitted" in card
+    assert "the localization settings are the float bundle's, not refitted: no fractured" in card
+    assert "Quantized on other data: the INT8 activation ranges, the calibration, the operating " in card
+    assert f"were fitted on `{other.resolve()}`" in card
+
+
+def test_a_split_another_data_set_lacks_is_refused_naming_evaluate(detector_bundle, tmp_path: Path) -> None:
+    """`quantize --evaluate val` on other data without a val split: the hint named `--split`, an
+    option `quantize` does not have; it names `--evaluate` now, before any work."""
+    data, base, _ = detector_bundle
+    noval = _without_boxes(data, tmp_path / "noval", {"train": 8, "test": 4})
+    out = tmp_path / "int8"
+    result = _quantize(base, out, noval, "--evaluate", "val")
+    message = " ".join(result.stderr.split())
+    assert result.exit_code == 2 and "has no 'val' split; it has ['test', 'train']" in message, result.output
+    assert "--evaluate a split it has, or leave --evaluate out" in message and "--split" not in message
+    assert not out.exists()

@@ -106,14 +106,10 @@ def refuse_grafted_base(base: BundleSpec) -> None:
         )
 
 
-def _base_validation(base: BundleSpec, data_dir: Path, dataset: Dataset, n_val: int) -> dict[str, Any]:
-    """The base's validation figures that hold for the ``n_val`` validation images of ``dataset``:
-    all of them on the data set the base was fitted on; on other data only their count."""
-    from fracsight.evaluation.run import is_training_data
-
-    if is_training_data(base, data_dir, dataset):
-        return base.metrics.get("validation", {})
-    return {"n": n_val}
+def _base_validation(base: BundleSpec, own_data: bool, n_val: int) -> dict[str, Any]:
+    """The base's validation figures that hold for the ``n_val`` validation images of the data:
+    all of them on the data set the base was fitted on (``own_data``); on other data only their count."""
+    return base.metrics.get("validation", {}) if own_data else {"n": n_val}
 
 
 def build_detector_bundle(
@@ -140,6 +136,7 @@ def build_detector_bundle(
     """
     from fracsight.detection.prepare import prepare_features
     from fracsight.detection.train import HeadsConfig, train_heads
+    from fracsight.evaluation.run import is_training_data
 
     cfg = cfg or HeadsConfig()
     base_dir, out_dir = Path(base_dir), Path(out_dir)
@@ -165,16 +162,21 @@ def build_detector_bundle(
     if evaluate_split:  # an unknown split: refused before the heads train, not after
         from fracsight.evaluation.run import held_out_samples
 
-        held_out_samples(dataset, evaluate_split, base, Path(data_dir))  # as the evaluation will choose
+        held_out_samples(dataset, evaluate_split, base, Path(data_dir), "--evaluate")  # as evaluated below
     train, val = prepare_features(
         base_dir, dataset, cache_dir or out_dir.parent / ".cache", normals=normals, seed=seed
     )
     heads = train_heads(train, val, cfg, log)
+    own_data = is_training_data(base, Path(data_dir), dataset)
     training = {
         **base.training,
         "commands": [*base.training.get("commands", []), *([command] if command else [])],
         "heads": {
             "base": base.provenance,
+            # what the heads, calibration and operating points were fitted on; training.data stays
+            # the base's record of where the network was trained
+            "data": str(Path(data_dir).resolve()),
+            "other_data": not own_data,
             "config": dataclasses.asdict(cfg),
             "normals": normals,
             "n_train_views": len(train.orientation),
@@ -199,7 +201,7 @@ def build_detector_bundle(
         force=force,
         inputs=inputs,
         val_samples=val_samples,
-        validation=_base_validation(base, Path(data_dir), dataset, len(val_samples)),
+        validation=_base_validation(base, own_data, len(val_samples)),
     )
 
 

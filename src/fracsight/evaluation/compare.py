@@ -186,7 +186,9 @@ def compare_models(
         index = [i for i, s in enumerate(kept) if FRACTURE in s.labels]
         if index:
             chosen_preds = [[preds[i] for i in index] for preds in pairs]
-            result.update(_fracture_comparison([kept[i] for i in index], chosen_preds, predictors, where))
+            positive = _positive_label(dataset.class_names.get(FRACTURE, ()), predictors)
+            kept_labelled = [kept[i] for i in index]
+            result.update(_fracture_comparison(kept_labelled, chosen_preds, predictors, where, positive))
     if classes:
         names = dataset.class_names.get(CLASS, ())
         labelled = [i for i, s in enumerate(kept) if CLASS in s.labels]
@@ -227,27 +229,37 @@ def _model_block(predictor: Any) -> dict[str, Any]:
     return block
 
 
+def _positive_label(label_names: Any, predictors: list[Any]) -> str:
+    """What the data call a positive image (MURA's "abnormal"), else what the models' head does."""
+    names = tuple(label_names) or predictors[0].spec.head("fracture").classes
+    return str(names[-1])
+
+
 def _fracture_comparison(
-    kept: list[Any], pairs: list[list[Any]], predictors: list[Any], where: str
+    kept: list[Any], pairs: list[list[Any]], predictors: list[Any], where: str, positive: str
 ) -> dict[str, Any]:
     """The fracture head's paired figures over the fracture-labelled images ``kept``, read by the
-    two models as ``pairs`` (one list of predictions per model, in the order of ``kept``)."""
+    two models as ``pairs`` (one list of predictions per model, in the order of ``kept``);
+    ``positive``: what the data call a positive image, whose finding the figures are worded by."""
     from fracsight.evaluation.calibration import expected_calibration_error
     from fracsight.evaluation.run import true_boxes
     from fracsight.evaluation.thresholds import sensitivity_at_specificity
     from fracsight.explain import average_precision_boxes, top_box_hits
+    from fracsight.inference.results import finding_of
 
     pa, pb = pairs
     y = np.array([s.labels[FRACTURE] for s in kept])
     if min(int(y.sum()), int((1 - y).sum())) < 2:
         raise DatasetError(
-            f"{where}: {int(y.sum())} fractured and {int((1 - y).sum())} other images read by both "
+            f"{where}: {int(y.sum())} {positive} and {int((1 - y).sum())} other images read by both "
             "models; a comparison needs two of each at least"
         )
     prob = [np.array([p.fracture_probability for p in preds]) for preds in (pa, pb)]
     # the decision as `evaluate` counts it: the probability at the point's threshold
     said = [p >= predictor.operating_point.threshold for p, predictor in zip(prob, predictors, strict=True)]
     result: dict[str, Any] = {
+        "finding": finding_of(positive),  # "abnormality" on MURA: the binary label is not fracture
+        "positive": positive,
         "n_fracture_labelled": len(kept),
         "n_positive": int(y.sum()),
         "auroc": delong_test(y, prob[0], prob[1]),

@@ -89,9 +89,11 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     ]
     if "auroc" in result:
         auc = result["auroc"]
+        finding = result["finding"]  # "abnormality" on MURA, as `evaluate` notes
+        article = "an" if finding[0] in "aeiou" else "a"
         lines += [
-            f"fracture: {result['n_fracture_labelled']} images with a fracture label, "
-            f"{result['n_positive']} fractured",
+            f"{finding}: {result['n_fracture_labelled']} images with {article} {finding} label, "
+            f"{result['n_positive']} {result['positive']}",
             f"AUROC: A {auc['a']:.3f}, B {auc['b']:.3f}; B - A {auc['difference']:+.3f} "
             f"(95% CI {auc['ci_low']:+.3f} to {auc['ci_high']:+.3f}), DeLong {_p(auc['p_value'])}",
             "sensitivity at specificity 0.90: "

@@ -37,12 +37,24 @@ def select_samples(dataset: Dataset, split: str | None, trained_seed: int | None
     return _select(dataset, split, trained_seed)[0]
 
 
+# what to do about a split another data set lacks, by the option that asked for it
+MISSING_SPLIT_FIX = {
+    "--split": "measure all of it with --split all",
+    "--evaluate": "--evaluate a split it has, or leave --evaluate out",
+}
+
+
 def _select(
-    dataset: Dataset, split: str | None, trained_seed: int | None, carved: Dataset | None = None
+    dataset: Dataset,
+    split: str | None,
+    trained_seed: int | None,
+    carved: Dataset | None = None,
+    option: str = "--split",
 ) -> tuple[list[Sample], Dataset | None]:
     """:func:`select_samples`, and the split the training run made of ``dataset``: ``carved`` when
     given, else made here where it is needed (None where it was not): making it hashes duplicate
-    candidates, slow on a big data set, so it is made once and handed on."""
+    candidates, slow on a big data set, so it is made once and handed on. ``option``: the command's
+    option that named ``split`` (a key of ``MISSING_SPLIT_FIX``), which the error's hint names."""
     if split in (None, "all"):
         return list(dataset.samples), carved
     unsplit = [s.image_id for s in dataset.samples if s.split is None]
@@ -56,9 +68,10 @@ def _select(
         made = carved = carved or ensure_splits(dataset, seed=trained_seed)
     chosen = list(made.split(split))
     if not chosen:
+        hint = f" (a data set the model was not trained on: {MISSING_SPLIT_FIX[option]})"
         raise MissingSplitError(
-            f"{dataset.root} has no {split!r} split; it has {list(dataset.splits) or 'none'} "
-            "(a data set the model was not trained on: measure all of it with --split all)"
+            f"{dataset.root} has no {split!r} split; it has {list(made.splits) or 'none'}"
+            + (hint if trained_seed is None else "")
         )
     return chosen, carved
 
@@ -129,7 +142,9 @@ class HeldOut(NamedTuple):
     carved: Dataset | None
 
 
-def _held_out(dataset: Dataset, split: str | None, spec: Any, data_dir: Path) -> HeldOut:
+def _held_out(
+    dataset: Dataset, split: str | None, spec: Any, data_dir: Path, option: str = "--split"
+) -> HeldOut:
     """:func:`held_out_samples`, making the run's split of ``dataset`` at most once."""
     seed = _run_seed(spec)
     named = _names_data_dir(spec, data_dir)
@@ -138,17 +153,18 @@ def _held_out(dataset: Dataset, split: str | None, spec: Any, data_dir: Path) ->
         own = _split_as_recorded(spec, carved)
     else:
         carved, own = None, named
-    samples, carved = _select(dataset, split, seed if own else None, carved)
+    samples, carved = _select(dataset, split, seed if own else None, carved, option)
     return HeldOut(samples, seed, own, carved)
 
 
 def held_out_samples(
-    dataset: Dataset, split: str | None, spec: Any, data_dir: Path
+    dataset: Dataset, split: str | None, spec: Any, data_dir: Path, option: str = "--split"
 ) -> tuple[list[Sample], int]:
     """:func:`select_samples` for the model of ``spec`` (a :class:`~fracsight.bundle.BundleSpec`):
     on the data set it was trained on (:func:`is_training_data`), a missing split is the one its
-    training run's seed carved out. Returns the samples and that seed."""
-    held = _held_out(dataset, split, spec, data_dir)
+    training run's seed carved out. Returns the samples and that seed. ``option``: the command's
+    option that named ``split``, which a missing split's error names (``MISSING_SPLIT_FIX``)."""
+    held = _held_out(dataset, split, spec, data_dir, option)
     return held.samples, held.seed
 
 

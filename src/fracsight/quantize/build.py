@@ -92,13 +92,12 @@ def _refit_orientation(spec: BundleSpec, model: OnnxModel, val: list, say: Progr
     )
 
 
-def _float_figures(spec: BundleSpec, data_root: Path, dataset: Dataset) -> tuple[dict[str, Any], dict]:
+def _float_figures(spec: BundleSpec, own_data: bool) -> tuple[dict[str, Any], dict]:
     """The float bundle's recorded metrics and orientation step, to stand beside the INT8 model's:
-    as recorded on the data set they were measured on. On other data its metrics are left out (a
-    split asked for is measured again) and so are its orientation step's validation figures."""
-    from fracsight.evaluation.run import is_training_data
-
-    if is_training_data(spec, data_root, dataset):
+    as recorded on the data set they were measured on (``own_data``: the data are those). On other
+    data its metrics are left out (a split asked for is measured again) and so are its orientation
+    step's validation figures."""
+    if own_data:
         return dict(spec.metrics), dict(spec.orientation or {})
     return {}, {k: v for k, v in (spec.orientation or {}).items() if k != "validation"}
 
@@ -120,7 +119,8 @@ def quantize_bundle(
     Calibrated on ``n_calibration`` images of the ``train`` split; calibration, operating points,
     OOD and localization settings and the orientation certainty refitted on the INT8 model's own
     ``val`` outputs (calibration and operating points on the reads the Predictor keeps, with its
-    orientation step: :func:`~fracsight.training.refit.refit_to_predictions`); refused
+    orientation step: :func:`~fracsight.training.refit.refit_to_predictions`; heatmap-box
+    settings only where ``val`` has boxes, a detector's never); refused
     (:class:`QuantizationRefused`, nothing written) when it breaks ``bounds``.
     ``evaluate_split``: also measure both models on that split for the card.
     """
@@ -137,7 +137,7 @@ def quantize_bundle(
     if evaluate_split:  # an unknown split: refused before the work, not after it
         from fracsight.evaluation.run import held_out_samples
 
-        held_out_samples(dataset, evaluate_split, float_spec, data_root)  # as the evaluation will choose
+        held_out_samples(dataset, evaluate_split, float_spec, data_root, "--evaluate")  # as evaluated below
     size = float_spec.input_size
     with staged_folder(out_dir, force=force, inputs=[*inputs, ("the data set", data_root)]) as work:
         chosen = calibration_samples(dataset, train, n_calibration)
@@ -182,7 +182,10 @@ def quantize_bundle(
         write_bundle_spec(spec, work)
         say(f"fitting calibration and operating points on the {len(val)} validation images as predicted")
         spec = refit_to_predictions(work, val)  # the evaluation below must see the refitted calibration
-        float_metrics, float_orientation = _float_figures(float_spec, data_root, dataset)
+        from fracsight.evaluation.run import is_training_data
+
+        own_data = is_training_data(float_spec, data_root, dataset)
+        float_metrics, float_orientation = _float_figures(float_spec, own_data)
         metrics: dict[str, Any] = dict(spec.metrics)
         if evaluate_split:
             from fracsight.evaluation.run import evaluate_model
@@ -203,6 +206,8 @@ def quantize_bundle(
             },
             "calibration_images": len(chosen),
             "calibration_split": "train",
+            "data": str(data_root.resolve()),  # what calibration and the refit were fitted on
+            "other_data": not own_data,  # than the network was trained on (training.data)
             "gate": {"bounds": bounds.to_dict(), "measured": measured},
             "float_metrics": float_metrics,
             **({"float_orientation": float_orientation} if float_orientation else {}),

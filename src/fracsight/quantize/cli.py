@@ -87,6 +87,8 @@ def quantize(
     size = (out / "model.onnx").stat().st_size / 1e6
     typer.echo(f"INT8 bundle {spec.name} v{spec.version} written to {out} (model.onnx {size:.1f} MB)")
     typer.echo(f"gate (validation): {shown}")
+    if "not_refitted" in spec.localization:
+        typer.echo(f"localization settings kept from the float bundle: {spec.localization['not_refitted']}")
     if spec.orientation:
         found, before = spec.orientation, spec.metrics["quantization"].get("float_orientation", {})
         typer.echo(

@@ -230,13 +230,7 @@ def _quantization_section(spec: BundleSpec) -> list[str]:
         f"{q.get('weights')}, activations {q.get('activations')}, over {q.get('calibration_images')} "
         f"images of the {q.get('calibration_split')} split"
         + (f"; {q['kept_in_float']} kept in float" if q.get("kept_in_float") else "")
-        + ". Calibration, operating points, localization"
-        + (
-            ", out-of-distribution settings and the orientation certainty"
-            if "float_orientation" in q
-            else " and out-of-distribution settings"
-        )
-        + " were refitted on this model's own validation outputs.",
+        + f". {_int8_refit(spec, q)}",
         "",
         "| split | metric | float | INT8 |",
         "|---|---|---|---|",
@@ -289,6 +283,44 @@ def _quantization_section(spec: BundleSpec) -> list[str]:
         + ".",
         "",
     ]
+    return lines
+
+
+def _int8_refit(spec: BundleSpec, q: dict[str, Any]) -> str:
+    """What the INT8 path refitted on the model's own validation outputs, and what it kept."""
+    loc = spec.localization
+    heatmap_boxes = spec.head("fracture") is not None and loc.get("boxes") != "detector"
+    refitted = [
+        "Calibration",
+        "operating points",
+        *(["localization"] if heatmap_boxes and "not_refitted" not in loc else []),
+        "out-of-distribution settings",
+        *(["the orientation certainty"] if "float_orientation" in q else []),
+    ]
+    kept = ""
+    if loc.get("boxes") == "detector":
+        kept = "; the detector's box settings are the float bundle's, chosen when the detector was trained"
+    elif heatmap_boxes and "not_refitted" in loc:
+        kept = f"; the localization settings are the float bundle's, not refitted: {loc['not_refitted']}"
+    return f"{_and(refitted)} were refitted on this model's own validation outputs{kept}."
+
+
+def _refitted_data_lines(spec: BundleSpec) -> list[str]:
+    """Where the detector's heads or the INT8 model were fitted on other data than the network's."""
+    lines = []
+    heads = spec.training.get("heads") or {}
+    if heads.get("other_data"):
+        lines.append(
+            f"- The detector and orientation heads were trained, and their settings, the calibration and "
+            f"the operating points chosen, on other data: `{heads['data']}` (its own train/validation split)."
+        )
+    int8 = spec.metrics.get("quantization") or {}
+    if int8.get("other_data"):
+        lines.append(
+            f"- Quantized on other data: the INT8 activation ranges, the calibration, the operating points "
+            f"and the settings refitted with them (INT8 quantization, below) were fitted on `{int8['data']}` "
+            "(its own train/validation split)."
+        )
     return lines
 
 
@@ -496,6 +528,7 @@ def render_card(spec: BundleSpec, run_dir: Path | None = None) -> str:
             if fracatlas
             else "the split is the data set's own where it has one, else a group-aware split by fracsight."
         ),
+        *_refitted_data_lines(spec),
         *(
             [
                 "- FracAtlas: Abedeen et al., Scientific Data 10, 521 (2023), "

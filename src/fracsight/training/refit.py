@@ -149,7 +149,7 @@ def choose_localization(
     from fracsight.explain import boxes_from_heatmap, denormalize_box, hit_rate, upsample_to_input
     from fracsight.inference.predictor import BOX_GRID, localization_map
 
-    chosen = [i for i, s in enumerate(samples) if s.labels.get(FRACTURE) == 1 and s.boxes]
+    chosen = _boxed_fractures(samples)
     best: dict[str, Any] = {
         "source": "combined",
         "box_threshold": 0.5,
@@ -227,10 +227,29 @@ def fit_to_outputs(
     # a bundle whose boxes come from a grafted detector keeps its settings (chosen on validation
     # when the detector was trained); only heatmap-traced boxes are refitted here
     if has_fracture and spec.localization.get("boxes") != "detector":
-        spec = dataclasses.replace(spec, localization=choose_localization(val, val_outputs, val_geometries))
+        spec = dataclasses.replace(
+            spec, localization=_refit_localization(spec.localization, val, val_outputs, val_geometries)
+        )
     return dataclasses.replace(
         spec, ood=fit_ood(train_embeddings, val_outputs["embedding"]), metrics={"validation": validation}
     )
+
+
+def _refit_localization(
+    current: dict[str, Any], val: list[Sample], outputs: dict[str, np.ndarray], geometries: list[Letterbox]
+) -> dict[str, Any]:
+    """:func:`choose_localization` on ``val``; without a fractured validation image with boxes, the
+    settings ``current`` holds where they were chosen before (a bundle refitted on data without
+    boxes, such as an INT8 one, keeps its own rather than the defaults), marked ``not_refitted``."""
+    if _boxed_fractures(val) or "source" not in current:
+        return choose_localization(val, outputs, geometries)
+    kept = {k: v for k, v in current.items() if k not in ("validation_hit_rate_iou", "not_refitted")}
+    return {**kept, "not_refitted": "no fractured validation image has a box to refit them on"}
+
+
+def _boxed_fractures(samples: list[Sample]) -> list[int]:
+    """The indices of the fractured samples with boxes, which localization settings are chosen on."""
+    return [i for i, s in enumerate(samples) if s.labels.get(FRACTURE) == 1 and s.boxes]
 
 
 def _fit_fracture(
