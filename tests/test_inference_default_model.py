@@ -71,3 +71,15 @@ def test_the_default_model_repeats_itself_exactly(fracatlas_dir: Path) -> None:
     for a, b in zip(one, first.predict_many(paths, batch_size=4, heatmap=True), strict=True):
         assert a.to_dict() == b.to_dict()
         np.testing.assert_array_equal(a.heatmap, b.heatmap)
+
+
+@pytest.mark.parametrize("name", list_bundles())
+def test_each_packaged_card_is_what_its_bundle_json_renders(name: str) -> None:
+    """A card is written once, from bundle.json: when the renderer learns to say something more
+    truly (the INT8 card said a detector's box settings were refitted), the packaged cards follow."""
+    from fracsight.bundle import load_bundle_spec
+    from fracsight.inference import resolve_bundle
+    from fracsight.training.card import render_card
+
+    folder = resolve_bundle(name)
+    assert (folder / "card.md").read_text(encoding="utf-8") == render_card(load_bundle_spec(folder))

@@ -73,12 +73,18 @@ def _split_section(name: str, m: dict[str, Any], positive: str = "fractured") ->
         )
     if m.get("localization"):
         loc = m["localization"]
+        # records from before AP50:95 and the all-images AP (v2's) state what they measured only
+        all_images = (
+            f"; over all {loc['n_images_all']} labelled images, false boxes on normal ones counted: "
+            f"AP50 {_n(loc.get('ap50_all'))}"
+            if loc.get("n_images_all") is not None
+            else ""
+        )
+        ap50_95 = f", AP50:95 {_n(loc['ap50_95'])}" if "ap50_95" in loc else ""
         lines.append(
             f"- Localization on {loc.get('n_images')} fractured images with boxes: top box hits a "
             f"true box {_n(loc.get('hit_rate_any'))} (IoU >= 0.1 {_n(loc.get('hit_rate_iou'))}, "
-            f"centre {_n(loc.get('hit_rate_centre'))}); box AP50 {_n(loc.get('ap50'))}, "
-            f"AP50:95 {_n(loc.get('ap50_95'))}; over all {loc.get('n_images_all')} labelled images, "
-            f"false boxes on normal ones counted: AP50 {_n(loc.get('ap50_all'))}"
+            f"centre {_n(loc.get('hit_rate_centre'))}); box AP50 {_n(loc.get('ap50'))}{ap50_95}{all_images}"
         )
     if mc:
         lines.append(
