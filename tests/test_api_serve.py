@@ -137,21 +137,23 @@ def _png() -> bytes:
 
 
 @contextlib.contextmanager
-def loopback_server(*args: str, env: dict[str, str] | None = None) -> Iterator[str]:
+def loopback_server(*args: str, env: dict[str, str] | None = None, log: Path | None = None) -> Iterator[str]:
     """`fracsight serve ARGS` on a free loopback port, ready; yields its URL and stops it afterwards.
 
-    ``env``: FRACSIGHT_* variables for the server (the caller's own are left out).
+    ``env``: FRACSIGHT_* variables for the server (the caller's own are left out). ``log``: a file
+    that takes the server's stderr.
     """
     port = free_port()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}, **(env or {})}
     entry = "from fracsight.cli import main; main()"
     command = [sys.executable, "-c", entry, "serve", *args, "--port", str(port), "--log-level", "warning"]
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr = open(log, "wb") if log else subprocess.PIPE  # noqa: SIM115 (closed with the server)
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
-            assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
+            assert server.poll() is None, log.read_text() if log else server.stderr.read().decode()
             try:
                 if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
                     break
@@ -167,6 +169,8 @@ def loopback_server(*args: str, env: dict[str, str] | None = None) -> Iterator[s
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait(timeout=5)
+        if log:
+            stderr.close()
 
 
 @pytest.mark.slow
@@ -179,6 +183,17 @@ def test_real_server_on_loopback(tiny_bundle: Path) -> None:
         assert r.text.splitlines()[1].startswith("image,a.png,")
         r = httpx.post(f"{url}/v1/predict", files={"files": ("e.png", b"")}, timeout=30)
         assert r.status_code == 400 and r.json()["error"]["code"] == "empty_file"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_misspelt_setting_is_warned_once(tiny_bundle: Path, tmp_path: Path, workers: str) -> None:
+    """The command warned, and then the app of each worker again."""
+    log = tmp_path / "serve.log"
+    env = {"FRACSIGHT_API_TOKEN": "not-read"}
+    with loopback_server("--model", str(tiny_bundle), "--workers", workers, env=env, log=log):
+        pass
+    assert log.read_text().count("did you mean FRACSIGHT_API_TOKENS?") == 1, log.read_text()
 
 
 @pytest.mark.slow

@@ -97,6 +97,30 @@ def test_a_folder_that_is_no_bundle_is_a_bad_argument(tmp_path: Path, fracatlas_
         assert "not a model bundle" in _one_line_error(CliRunner().invoke(app, args), "bundle_error"), args
 
 
+def test_a_changed_model_file_is_refused_before_any_work(tmp_path: Path, fracatlas_dir: Path) -> None:
+    """A model.onnx that is not the one bundle.json names: one line and exit 2 before a node, a Ray
+    job or an output folder starts, not a traceback from a worker process or a job failed late
+    with advice to run it again."""
+    import shutil
+
+    from fracsight.inference import resolve_bundle
+
+    bundle = tmp_path / "changed"
+    shutil.copytree(resolve_bundle("default"), bundle)
+    with open(bundle / "model.onnx", "ab") as f:
+        f.write(b"\0")
+    image = str(next((fracatlas_dir / "images" / "Fractured").glob("*.jpg")))
+    spool, results, batch = tmp_path / "spool", tmp_path / "results", tmp_path / "batch"
+    for args in (
+        ["dicom", "listen", "--spool", str(spool), "--allow", "PACS", "--to", "h:1:A", "-m", str(bundle)],
+        ["dicom", "results", "-m", str(bundle), "-o", str(results), image],
+        ["batch", "run", "-m", str(bundle), "-o", str(batch), image],
+        ["predict", "-m", str(bundle), image],
+    ):
+        _one_line_error(CliRunner().invoke(app, args), "bundle_checksum_mismatch")
+    assert not spool.exists() and not results.exists() and not batch.exists()
+
+
 def test_a_missing_input_is_a_bad_argument(tmp_path: Path) -> None:
     """A path that is not there: exit code 2 and `error (not_found)`, before any work."""
     gone = tmp_path / "gone"

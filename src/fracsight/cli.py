@@ -765,7 +765,7 @@ def serve(
             import uvicorn
             from uvicorn.config import LOG_LEVELS
 
-            from fracsight.api.settings import ENV_PREFIX, ApiSettings
+            from fracsight.api.settings import ENV_PREFIX, ApiSettings, near_misses
         except ImportError as e:
             typer.echo(f"error (missing_dependency): {e.name}: pip install 'fracsight[serve]'", err=True)
             raise typer.Exit(1) from None
@@ -788,6 +788,8 @@ def serve(
             max_concurrent_inferences=max_concurrent_inferences,
             inference_threads=threads,
         )
+        for key in near_misses(os.environ):  # warned once, above, not again by the app each worker makes
+            os.environ.pop(key)
         # fail here, with one clear line, rather than in every worker; a .zip is unpacked only once
         settings = settings.model_copy(update={"model": str(resolve_bundle(settings.model))})
         from fracsight.inference.onnx_model import OnnxModel

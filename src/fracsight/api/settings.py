@@ -94,7 +94,7 @@ class ApiSettings(BaseModel):
         Raises :class:`~fracsight.errors.ConfigError` on a value that is not valid.
         """
         environ = os.environ if environ is None else environ
-        _warn_near_misses(environ, list(cls.model_fields))
+        _warn_near_misses(environ)
         values: dict[str, object] = {}
         for name in cls.model_fields:
             raw = environ.get(ENV_PREFIX + name.upper())
@@ -120,17 +120,21 @@ class ApiSettings(BaseModel):
         }
 
 
-def _warn_near_misses(environ: Mapping[str, str], fields: list[str]) -> None:
-    """Warn about a ``FRACSIGHT_*`` name that is no setting but close to one: a typo such as
-    ``FRACSIGHT_API_TOKEN`` would otherwise leave the API open without a word."""
+def near_misses(environ: Mapping[str, str]) -> dict[str, str]:
+    """``FRACSIGHT_*`` names that are no setting but close to one, each with the setting meant: a
+    typo such as ``FRACSIGHT_API_TOKEN`` would otherwise leave the API open without a word."""
+    fields = list(ApiSettings.model_fields)
+    found = {}
     for key, value in environ.items():
         name = key.removeprefix(ENV_PREFIX).lower()
         if name == key.lower() or name in fields or not value.strip():
             continue
         close = difflib.get_close_matches(name, fields, n=1, cutoff=0.75)
         if close:
-            logger.warning(
-                "%s is not a setting of the REST API and is ignored; did you mean %s?",
-                key,
-                ENV_PREFIX + close[0].upper(),
-            )
+            found[key] = ENV_PREFIX + close[0].upper()
+    return found
+
+
+def _warn_near_misses(environ: Mapping[str, str]) -> None:
+    for key, meant in near_misses(environ).items():
+        logger.warning("%s is not a setting of the REST API and is ignored; did you mean %s?", key, meant)

@@ -429,7 +429,7 @@ def results_command(
     from fracsight.cli import user_errors
     from fracsight.dicom.results import KINDS, read_source, result_datasets, study_result_datasets, write_new
     from fracsight.errors import FracsightError
-    from fracsight.inference import NOTICE, Predictor, resolve_bundle
+    from fracsight.inference import NOTICE, Predictor
 
     wanted = [k.strip() for k in kinds.split(",") if k.strip()]
     if not wanted or any(k not in KINDS for k in wanted):
@@ -438,15 +438,13 @@ def results_command(
     if out.exists() and not out.is_dir():
         typer.echo(f"error (exists): {out} exists and is not a folder", err=True)
         raise typer.Exit(2)
-    with user_errors(exit_code=2):  # an unknown model: before any folder is made
-        model = str(resolve_bundle(model))
-    try:  # an --out that cannot be made is a bad argument, found before the model loads
+    with user_errors(exit_code=2):  # an unknown or broken model: before any folder is made
+        predictor = Predictor(model)
+    try:  # an --out that cannot be made is a bad argument
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         typer.echo(f"error (unwritable): {out}: {e.strerror or e}", err=True)
         raise typer.Exit(2) from None
-    with user_errors():
-        predictor = Predictor(model)
     failed = 0
     studies: dict[str, list] = {}
     for path in files:

@@ -287,13 +287,16 @@ class ModelRef:
     @classmethod
     def resolve(cls, model: str | Path | None, operating_point: str | None, threads: int = 1) -> ModelRef:
         """A packaged name, folder or .zip (None: the default model), checked as far as can be
-        without loading it: the bundle exists and has the operating point asked for."""
-        from fracsight.bundle import load_bundle_spec
+        without loading it: the bundle exists, its model.onnx is the one bundle.json names, and it
+        has the operating point asked for (a worker process would fail on each, out of sight)."""
+        from fracsight.bundle import load_bundle_spec, read_checked_onnx
         from fracsight.inference.store import resolve_bundle
 
         ref = cls(resolve_bundle(model), operating_point, threads)
+        spec = load_bundle_spec(ref.bundle_dir)
+        read_checked_onnx(ref.bundle_dir, spec)
         if operating_point is not None:
-            load_bundle_spec(ref.bundle_dir).operating_point(operating_point)  # BundleError if unknown
+            spec.operating_point(operating_point)  # BundleError if unknown
         return ref
 
     @classmethod
