@@ -494,7 +494,7 @@ def test_a_base_with_heads_already_or_in_int8_is_refused_before_any_work(
     ):
         out = tmp_path / f"from-{given.name}"
         result = runner.invoke(app, ["detector", "train", str(given), str(out), "--data", str(data)])
-        assert result.exit_code == 1 and said in " ".join(result.stderr.split()), result.output
+        assert result.exit_code == 2 and said in " ".join(result.stderr.split()), result.output
         assert "Traceback" not in result.output and not out.exists()
 
 

@@ -145,7 +145,7 @@ def test_quantize_refuses_bad_requests(
     int8_bundle: Path, tiny_bundle: Path, tiny_dataset: Path, tmp_path: Path
 ):
     again = _quantize(int8_bundle, tmp_path / "twice", tiny_dataset)
-    assert again.exit_code == 1 and "already int8" in again.stderr
+    assert again.exit_code == 2 and "already int8" in again.stderr
     itself = _quantize(tiny_bundle, tiny_bundle, tiny_dataset)
     assert itself.exit_code == 2 and "is or holds the float bundle" in itself.stderr
     parent = _quantize(tiny_bundle, tiny_bundle.parent, tiny_dataset, "--force")

@@ -22,7 +22,7 @@ from fracsight.data import Dataset, Sample, load_dataset
 from fracsight.data.sample import DataMismatchError
 from fracsight.data.splits import train_val_samples
 from fracsight.detection.features import GRID
-from fracsight.errors import ConfigError, DatasetError
+from fracsight.errors import BundleError, ConfigError, DatasetError
 from fracsight.training.refit import refit_to_predictions
 
 if TYPE_CHECKING:
@@ -96,12 +96,12 @@ def refuse_grafted_base(base: BundleSpec) -> None:
             if joint.get("base")
             else ""
         )
-        raise ConfigError(
+        raise BundleError(
             f"{base.provenance} has a detector and an orientation step already{origin}: give the bundle "
             "without them as the base"
         )
     if base.precision != "float32":
-        raise ConfigError(
+        raise BundleError(
             f"{base.provenance} is {base.precision}: train the detector on its float bundle, then quantize"
         )
 

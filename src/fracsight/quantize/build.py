@@ -23,7 +23,7 @@ from fracsight.bundle import BundleSpec, sha256_file, write_bundle_spec
 from fracsight.data import Dataset, load_dataset
 from fracsight.data.splits import train_val_samples
 from fracsight.detection.taps import detector_nodes
-from fracsight.errors import ConfigError
+from fracsight.errors import BundleError, ConfigError
 from fracsight.inference.onnx_model import OnnxModel
 from fracsight.inference.store import resolve_bundle
 from fracsight.quantize.gate import GateBounds, QuantizationRefused, check_gate, measure_gate
@@ -130,7 +130,7 @@ def quantize_bundle(
     float_model = OnnxModel(source)  # checks model.onnx against its recorded sha256
     float_spec = float_model.spec
     if float_spec.precision != "float32":
-        raise ConfigError(f"{source} is already {float_spec.precision}: quantize its float bundle instead")
+        raise BundleError(f"{source} is already {float_spec.precision}: quantize its float bundle instead")
     inputs = [("the float bundle", source)]
     check_output_folder(out_dir, force=force, inputs=inputs)
     data_root, dataset, train, val = _data(float_spec, Path(data_dir) if data_dir else None)
