@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import os
@@ -111,6 +112,16 @@ def test_truncated_multipart_is_400(small_limit_app: Any) -> None:
 def test_missing_boundary_is_400(small_limit_app: Any) -> None:
     status, body, _ = call_asgi(small_limit_app, iter([b"x"]), {"content-type": "multipart/form-data"})
     assert (status, body["error"]["code"]) == (400, "malformed_multipart")
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate, gzip", "br"])
+def test_a_compressed_body_is_415_before_reading(small_limit_app: Any, encoding: str) -> None:
+    """Not parsed as the multipart text it is not (a 400 quoting the parser), nor taken as such."""
+    headers = {"content-type": f"multipart/form-data; boundary={BOUNDARY}", "content-encoding": encoding}
+    body = gzip.compress(PART_HEAD + b"x" * 100 + f"\r\n--{BOUNDARY}--\r\n".encode())
+    status, answer, pulled = call_asgi(small_limit_app, iter([body]), headers)
+    assert (status, answer["error"]["code"], pulled) == (415, "unsupported_media_type", 0)
+    assert "Content-Encoding" in answer["error"]["message"]
 
 
 def test_boundary_longer_than_the_parser_takes_is_400_not_500(small_limit_app: Any) -> None:

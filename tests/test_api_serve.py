@@ -137,7 +137,9 @@ def _png() -> bytes:
 
 
 @contextlib.contextmanager
-def loopback_server(*args: str, env: dict[str, str] | None = None, log: Path | None = None) -> Iterator[str]:
+def loopback_server(
+    *args: str, env: dict[str, str] | None = None, log: Path | None = None, log_level: str = "warning"
+) -> Iterator[str]:
     """`fracsight serve ARGS` on a free loopback port, ready; yields its URL and stops it afterwards.
 
     ``env``: FRACSIGHT_* variables for the server (the caller's own are left out). ``log``: a file
@@ -146,7 +148,7 @@ def loopback_server(*args: str, env: dict[str, str] | None = None, log: Path | N
     port = free_port()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}, **(env or {})}
     entry = "from fracsight.cli import main; main()"
-    command = [sys.executable, "-c", entry, "serve", *args, "--port", str(port), "--log-level", "warning"]
+    command = [sys.executable, "-c", entry, "serve", *args, "--port", str(port), "--log-level", log_level]
     stderr = open(log, "wb") if log else subprocess.PIPE  # noqa: SIM115 (closed with the server)
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
     url = f"http://127.0.0.1:{port}"
@@ -183,6 +185,21 @@ def test_real_server_on_loopback(tiny_bundle: Path) -> None:
         assert r.text.splitlines()[1].startswith("image,a.png,")
         r = httpx.post(f"{url}/v1/predict", files={"files": ("e.png", b"")}, timeout=30)
         assert r.status_code == 400 and r.json()["error"]["code"] == "empty_file"
+
+
+@pytest.mark.slow
+def test_the_log_says_which_model_is_served_and_nothing_of_the_uploads(
+    tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """fracsight's own log lines reach the server's log (stderr), with their level; a request adds
+    none that names its files (uvicorn's access lines, method, path and status, go to stdout)."""
+    log = tmp_path / "serve.log"
+    with loopback_server("--model", str(tiny_bundle), log=log, log_level="info") as url:
+        r = httpx.post(f"{url}/v1/predict", files={"files": ("SENTINEL-NAME.png", _png())}, timeout=30)
+        assert r.status_code == 200
+    text = log.read_text()
+    assert "INFO:     fracsight API serving tiny-test" in text, text
+    assert "SENTINEL" not in text
 
 
 @pytest.mark.slow

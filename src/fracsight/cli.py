@@ -765,6 +765,7 @@ def serve(
             import uvicorn
             from uvicorn.config import LOG_LEVELS
 
+            from fracsight.api.app import uvicorn_log_config
             from fracsight.api.settings import ENV_PREFIX, ApiSettings, near_misses
         except ImportError as e:
             typer.echo(f"error (missing_dependency): {e.name}: pip install 'fracsight[serve]'", err=True)
@@ -821,6 +822,7 @@ def serve(
             port=port,
             workers=workers,
             log_level=log_level,
+            log_config=uvicorn_log_config(LOG_LEVELS[log_level.lower()]),
         )
     finally:
         if shared_metrics is not None:

@@ -9,6 +9,7 @@ Run it with ``fracsight serve`` or ``uvicorn --factory fracsight.api.app:create_
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -32,7 +33,7 @@ from fracsight.api.settings import ApiSettings
 from fracsight.errors import FracsightError
 from fracsight.inference import NOTICE
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "uvicorn_log_config"]
 
 logger = logging.getLogger("fracsight.api")
 
@@ -155,6 +156,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         lifespan=lifespan,
         license_info={"name": "Apache-2.0", "identifier": "Apache-2.0"},
         redoc_url=None,  # one set of interactive docs (/docs); /openapi.json is the contract
+        # no 307 from /v1/predict/ to /v1/predict: it would send the images on to a Location built
+        # from the Host header and the scheme uvicorn saw (http behind a TLS proxy); a 404 instead
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -166,6 +170,18 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.add_middleware(ObserveMiddleware, metrics=metrics)
     _document_limits(app, settings, bearer=bool(guard))
     return app
+
+
+def uvicorn_log_config(level: int | str) -> dict[str, Any]:
+    """uvicorn's logging configuration with the ``fracsight`` loggers on its console handler at
+    ``level``: without it they have none, so their info lines (the model served) are lost and their
+    errors come out bare, without a level."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    level = level.upper() if isinstance(level, str) else level
+    config["loggers"]["fracsight"] = {"handlers": ["default"], "level": level, "propagate": False}
+    return config
 
 
 def _document_limits(app: FastAPI, settings: ApiSettings, *, bearer: bool = False) -> None:

@@ -19,6 +19,7 @@ __all__ = [
     "REQUEST_TIMEOUT",
     "TOO_MANY_FILES",
     "UNKNOWN_OPERATING_POINT",
+    "UNSUPPORTED_MEDIA_TYPE",
     "UPLOAD_TOO_LARGE",
     "VALIDATION_ERROR",
     "ApiError",
@@ -33,6 +34,7 @@ MALFORMED_MULTIPART = "malformed_multipart"  # 400
 NO_READABLE_IMAGES = "no_readable_images"  # 400: every file failed, not all for the same reason
 UPLOAD_TOO_LARGE = "upload_too_large"  # 413
 REQUEST_TIMEOUT = "request_timeout"  # 408: the client stopped sending its body
+UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"  # 415: e.g. a compressed (Content-Encoding) body
 INTERNAL_ERROR = "internal_error"  # 500
 
 HTTP_CODES = {
@@ -40,7 +42,7 @@ HTTP_CODES = {
     405: "method_not_allowed",
     408: REQUEST_TIMEOUT,
     413: UPLOAD_TOO_LARGE,
-    415: "unsupported_media_type",
+    415: UNSUPPORTED_MEDIA_TYPE,
 }
 
 

@@ -41,7 +41,10 @@ ERRORS = {
     400: {"model": ErrorResponse, "description": "Unreadable image or malformed request"},
     408: {"model": ErrorResponse, "description": "The request body stopped arriving"},
     413: {"model": ErrorResponse, "description": "File, request or image too large"},
-    415: {"model": ErrorResponse, "description": "Not a supported image format"},
+    415: {
+        "model": ErrorResponse,
+        "description": "Not a supported image format, or a compressed (Content-Encoding) body",
+    },
     422: {
         "model": ErrorResponse,
         "description": "Missing or invalid field or parameter, or a file the model cannot assess "
@@ -152,8 +155,10 @@ def _operating_point(predictor: Predictor, name: str | None) -> OperatingPoint |
             "operating points; leave operating_point out (GET /v1/model shows the model's heads)",
             [{**loc, "msg": "this model has no operating points", "type": "enum"}],
         )
-    try:
-        return spec.operating_point(name or (predictor.operating_point or spec.operating_point()).name)
+    if name is None:
+        return predictor.operating_point or spec.operating_point()
+    try:  # "" is a name asked for (an unset variable in a client's URL), not the default
+        return spec.operating_point(name)
     except BundleError:
         known = [op.name for op in spec.operating_points]
         raise ApiError(
@@ -231,8 +236,9 @@ async def predict(
         str | None,
         Query(
             max_length=100,
-            description="Named operating point (default: the model's). Only for a model with a "
-            "fracture head: any value is a 422 for one without.",
+            description="Named operating point (default: the model's; leave the parameter out for "
+            "it: an empty value is an unknown name, 422). Only for a model with a fracture head: "
+            "any value is a 422 for one without.",
         ),
     ] = None,
     output_format: Annotated[

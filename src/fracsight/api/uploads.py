@@ -23,6 +23,7 @@ from fracsight.api.errors import (
     MALFORMED_MULTIPART,
     REQUEST_TIMEOUT,
     TOO_MANY_FILES,
+    UNSUPPORTED_MEDIA_TYPE,
     UPLOAD_TOO_LARGE,
     VALIDATION_ERROR,
     ApiError,
@@ -168,6 +169,16 @@ def _boundary(request: Request, field_name: str) -> bytes:
     return boundary
 
 
+def _check_not_encoded(request: Request) -> None:
+    """Refuse a compressed body: it would be parsed as the multipart text it is not."""
+    if request.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity"):
+        raise ApiError(
+            415,
+            UNSUPPORTED_MEDIA_TYPE,
+            "a compressed request body (Content-Encoding) is not supported: send it uncompressed",
+        )
+
+
 def _check_declared_length(request: Request, limit: int) -> None:
     declared = request.headers.get("content-length")
     if declared is None:
@@ -198,6 +209,7 @@ async def _chunks(request: Request, idle_timeout: float) -> AsyncIterator[bytes]
 async def read_uploads(request: Request, limits: UploadLimits, field_name: str = "files") -> list[Upload]:
     """The file parts named ``field_name``, in the order sent; raises :class:`ApiError` on any limit."""
     boundary = _boundary(request, field_name)
+    _check_not_encoded(request)
     _check_declared_length(request, limits.max_request_bytes)
     collector = _Collector(field_name, limits)
     received = 0
