@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -179,6 +181,45 @@ def test_overlays_have_the_original_size(tiny_bundle: Path, images: list[Path], 
         with Image.open(written) as overlay, Image.open(path) as original:
             assert overlay.format == "PNG"
             assert overlay.size == original.size
+
+
+def test_two_files_of_one_name_get_rows_and_overlays_told_apart(
+    tiny_bundle: Path, images: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    given = tmp_path / "in"
+    for folder, image in zip(("a", "b", "c/a"), images, strict=True):
+        (given / folder).mkdir(parents=True)
+        shutil.copyfile(image, given / folder / "x.jpg")
+    overlays = tmp_path / "overlays"
+
+    def sources(*args: str) -> list[str]:
+        result = _predict(tiny_bundle, *args, "--json", "--overlay-dir", overlays)
+        assert result.exit_code == 0, result.output
+        return [r["source"] for r in json.loads(result.stdout)["images"]]
+
+    monkeypatch.chdir(given)  # c/a/x.jpg is named a/x.jpg under c: the paths as typed, all of them
+    assert sources("c", "a", "b") == ["c/a/x.jpg", "a/x.jpg", "b/x.jpg"]
+    monkeypatch.chdir(given / "a")
+    assert sources("../a/x.jpg", "../b/x.jpg") == ["../a/x.jpg", "../b/x.jpg"]
+    # the overlays stay under --overlay-dir ("..": not a way out of it), one per file, none replaced
+    written = sorted(p.relative_to(overlays).as_posix() for p in overlays.rglob("*.png"))
+    twice = ["a/x.overlay-1.png", "a/x.overlay.png", "b/x.overlay-1.png", "b/x.overlay.png"]
+    assert written == [*twice, "c/a/x.overlay.png"]
+    assert sorted(p.name for p in given.rglob("*.*")) == ["x.jpg"] * 3
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_named_pipe_in_a_folder_is_not_waited_on(
+    tiny_bundle: Path, images: list[Path], tmp_path: Path
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copyfile(images[0], folder / images[0].name)
+    os.mkfifo(folder / "pipe")  # no image extension: its first bytes were read, which waits for a writer
+    command = [sys.executable, "-c", "from fracsight.cli import main; main()", "predict", str(folder)]
+    done = subprocess.run([*command, "--model", str(tiny_bundle), "--json"], capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert [r["source"] for r in json.loads(done.stdout)["images"]] == [images[0].name]
 
 
 def test_mura_style_folder_gives_a_study_row(tiny_bundle: Path, images: list[Path], tmp_path: Path) -> None:

@@ -131,6 +131,22 @@ def test_predict_study_takes_a_stream_and_refuses_an_empty_one(images: list[Path
     assert study.fracture_probability is not None and not math.isnan(study.fracture_probability)
 
 
+def test_predict_study_counts_each_view_once(images: list[Path]) -> None:
+    from fracsight.inference import Predictor
+
+    predictor = Predictor()
+    first, second = (predictor.predict(path) for path in images)
+    again = predictor.predict(images[0].read_bytes(), name=images[0].name)  # the same image, read again
+    once = predictor.predict_study([first, second], "study")
+    for views in ([first, first, second], [first, second, again]):  # first weighed double in the mean
+        study = predictor.predict_study(views, "study")
+        assert study.images == once.images == (images[0].name, images[1].name)
+        assert study.fracture_probability == once.fracture_probability
+    # two images sent as bytes without names are both "upload": two views all the same
+    uploads = [predictor.predict(path.read_bytes()) for path in images]
+    assert predictor.predict_study(uploads, "study").images == ("upload", "upload")
+
+
 def test_predictor_refuses_bad_model_and_threads_by_name() -> None:
     from fracsight.errors import UnknownModelError
     from fracsight.inference import Predictor

@@ -451,7 +451,8 @@ def _write_overlay(result, overlay_dir: Path, opacity: float) -> Path:
     from fracsight.explain import save_overlay
 
     name = Path(result.source)
-    folder = overlay_dir / name.parent
+    # a name that is a path as typed (two files of one name) may be absolute or climb with ".."
+    folder = overlay_dir.joinpath(*(part for part in name.parent.parts if part not in (name.anchor, "..")))
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{name.stem}.overlay.png"
     n = 1

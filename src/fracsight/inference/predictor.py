@@ -115,6 +115,19 @@ def _count(value: Any, argument: str, *, least: int, most: int) -> int:
     return value
 
 
+def _distinct_views(predictions: list[Prediction]) -> list[Prediction]:
+    """Each view once, at its first place, as ``fracsight predict --study`` counts them: a result
+    given twice (the same image, or one read twice) weighed that view double in the mean."""
+    distinct: list[Prediction] = []
+    by_source: dict[str, list[Prediction]] = {}
+    for p in predictions:
+        same_name = by_source.setdefault(p.source, [])
+        if p not in same_name:  # equal in every output and in the image's facts: one image
+            same_name.append(p)
+            distinct.append(p)
+    return distinct
+
+
 @dataclasses.dataclass(frozen=True)
 class _Read:
     """One image's read through the network: row ``index`` of ``outputs``, made from ``radiograph``
@@ -405,9 +418,9 @@ class Predictor:
 
         ``predictions`` are this predictor's results for the study's images (a list, or any
         iterable such as :meth:`predict_many`'s stream); a :class:`FailedPrediction` or another
-        model's result raises ``ValueError``. ``unread`` names the study's views that could not
-        be read: the study then warns that N of M views could not be read and is not reliable
-        (its verdict has not seen every view).
+        model's result raises ``ValueError``; a view given twice (equal results of one name) counts
+        once. ``unread`` names the study's views that could not be read: the study then warns that
+        N of M views could not be read and is not reliable (its verdict has not seen every view).
         """
         # a generator is always truthy: taken as it was, an empty one made a study of no image
         # (probability NaN, "no fracture detected")
@@ -420,6 +433,7 @@ class Predictor:
                 raise ValueError(f"predict_study takes this predictor's Prediction results, got {what}")
             if p.model != self.name:
                 raise ValueError(f"{p.source} was predicted by {p.model}, not {self.name}: its scale differs")
+        predictions = _distinct_views(predictions)
         op = self.operating_point
         fracture: dict[str, Any] = {}
         if op is not None:

@@ -162,7 +162,18 @@ def named_inputs(paths: Sequence[Path]) -> list[tuple[Path, str]]:
             named = [(path, path.name)]
         for file, name in named:
             found.setdefault(os.path.realpath(file), (file, text_cell(name)))
-    return list(found.values())
+    return _distinct_names(list(found.values()))
+
+
+def _distinct_names(named: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
+    """Two files of one name (``a/x.jpg`` and ``b/x.jpg``, given as folders or as files) are
+    named by their paths as typed instead: rows of the same name could not be told apart."""
+    while True:  # twice at most: a path as typed may be another file's name (c/a/x.jpg found in c)
+        counts = Counter(name for _, name in named)
+        renamed = [(file, text_cell(file.as_posix()) if counts[name] > 1 else name) for file, name in named]
+        if renamed == named:
+            return named
+        named = renamed
 
 
 def _relative_name(path: Path, root: Path) -> str:
@@ -199,6 +210,8 @@ def folder_images(root: Path) -> list[Path]:
 
 
 def _image_bytes(path: Path) -> bool:
+    if not path.is_file():  # opening a named pipe waits for a writer: the scan hung on one
+        return False
     try:
         with open(path, "rb") as f:
             return sniff_format(f.read(HEAD_BYTES)) is not None
