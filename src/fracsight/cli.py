@@ -204,13 +204,10 @@ def refuse_unknown_model(model: str | None, operating_point: str | None) -> None
     """Exit 2 with a one-line message, before anything starts, when the model or its operating point
     is unknown or its model.onnx is not the one its bundle.json names (for commands that hand the
     model on to another process or window, where the error would come late or not be seen)."""
-    from fracsight.bundle import load_bundle_spec, read_checked_onnx
-    from fracsight.inference import resolve_bundle
+    from fracsight.inference.store import checked_bundle
 
     with user_errors(exit_code=2):
-        folder = resolve_bundle(model)
-        spec = load_bundle_spec(folder)
-        read_checked_onnx(folder, spec)
+        spec = checked_bundle(model)[1]
         if operating_point is not None:
             spec.operating_point(operating_point)
 

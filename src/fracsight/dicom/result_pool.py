@@ -289,12 +289,10 @@ class ModelRef:
         """A packaged name, folder or .zip (None: the default model), checked as far as can be
         without loading it: the bundle exists, its model.onnx is the one bundle.json names, and it
         has the operating point asked for (a worker process would fail on each, out of sight)."""
-        from fracsight.bundle import load_bundle_spec, read_checked_onnx
-        from fracsight.inference.store import resolve_bundle
+        from fracsight.inference.store import checked_bundle
 
-        ref = cls(resolve_bundle(model), operating_point, threads)
-        spec = load_bundle_spec(ref.bundle_dir)
-        read_checked_onnx(ref.bundle_dir, spec)
+        folder, spec = checked_bundle(model)
+        ref = cls(folder, operating_point, threads)
         if operating_point is not None:
             spec.operating_point(operating_point)  # BundleError if unknown
         return ref

@@ -10,9 +10,10 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from fracsight.bundle import BundleSpec, load_bundle_spec, read_checked_onnx
 from fracsight.errors import BundleError, UnknownModelError
 
-__all__ = ["DEFAULT_MODEL", "list_bundles", "resolve_bundle"]
+__all__ = ["DEFAULT_MODEL", "checked_bundle", "list_bundles", "resolve_bundle"]
 
 DEFAULT_MODEL = "fracatlas-lite0-384-v5-int8"
 _PACKAGED = Path(__file__).resolve().parent.parent / "weights"
@@ -74,6 +75,16 @@ def resolve_bundle(model: str | Path | None = None) -> Path:
     if (_PACKAGED / str(model) / "bundle.json").is_file():
         return _PACKAGED / str(model)
     return _by_model_name(str(model))
+
+
+def checked_bundle(model: str | Path | None) -> tuple[Path, BundleSpec]:
+    """:func:`resolve_bundle`, its ``bundle.json``, and its ``model.onnx`` checked against the sha256
+    there: all but loading the model, for commands that hand it on to other processes or a window,
+    where a bundle they cannot load would fail late or out of sight."""
+    folder = resolve_bundle(model)
+    spec = load_bundle_spec(folder)
+    read_checked_onnx(folder, spec)
+    return folder, spec
 
 
 def _by_model_name(model: str) -> Path:

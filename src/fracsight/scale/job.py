@@ -16,9 +16,10 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from fracsight.bundle import BundleSpec, load_bundle_spec, read_checked_onnx
+from fracsight.bundle import BundleSpec
 from fracsight.errors import FracsightError
 from fracsight.inference import list_bundles, resolve_bundle
+from fracsight.inference.store import checked_bundle
 from fracsight.inference.tabular import text_cell
 from fracsight.scale.local_ray import LocalRay, start_local_ray
 from fracsight.scale.output import NAME_FIELD, PATH_COLUMN, SETTINGS_KEY, BatchOutput, output_columns
@@ -120,9 +121,7 @@ def run_batch(
         _check_reachable(address)
     else:  # a local Ray gets this machine's cores: refuse actors it cannot place before starting it
         _check_fits({"CPU": float(local_cpus())}, cpus_per_actor, 0.0)
-    bundle = resolve_bundle(model)
-    spec = load_bundle_spec(bundle)
-    read_checked_onnx(bundle, spec)  # a changed model.onnx: refused here, not by every actor after Ray starts
+    spec = checked_bundle(model)[1]  # a changed model.onnx: refused here, not by every actor after Ray starts
     op = None
     if spec.head("fracture") is not None or operating_point is not None:
         op = spec.operating_point(operating_point)  # an unknown name fails here, not in every actor
