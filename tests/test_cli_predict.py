@@ -208,6 +208,27 @@ def test_two_files_of_one_name_get_rows_and_overlays_told_apart(
     assert sorted(p.name for p in given.rglob("*.*")) == ["x.jpg"] * 3
 
 
+def test_two_files_of_one_stem_in_one_folder_get_overlays_named_by_their_suffix(
+    tiny_bundle: Path, images: list[Path], tmp_path: Path
+) -> None:
+    given = tmp_path / "in"
+    given.mkdir()
+    shutil.copyfile(images[0], given / "x.jpg")
+    Image.open(images[1]).save(given / "x.png")
+    shutil.copyfile(images[2], given / "y.jpg")
+    overlays = tmp_path / "overlays"
+    result = _predict(tiny_bundle, given, "--overlay-dir", overlays, "--batch-size", "3")
+    assert result.exit_code == 0, result.output
+    # whose overlay is which must not depend on the order the files were read in
+    assert sorted(p.name for p in overlays.iterdir()) == [
+        "x.jpg.overlay.png",
+        "x.png.overlay.png",
+        "y.overlay.png",
+    ]
+    with Image.open(overlays / "x.png.overlay.png") as overlay, Image.open(images[1]) as original:
+        assert overlay.size == original.size
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
 def test_a_named_pipe_in_a_folder_is_not_waited_on(
     tiny_bundle: Path, images: list[Path], tmp_path: Path

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import shlex
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -350,7 +351,12 @@ def predict(
     study: Annotated[
         bool, typer.Option("--study", help="Treat all inputs as views of one study and add a study result.")
     ] = False,
-    batch_size: Annotated[int, typer.Option(min=1, max=256, help="Images per inference batch.")] = 16,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            min=1, max=256, help="Images per inference batch (1 with --overlay-dir: maps are full-size)."
+        ),
+    ] = 16,
     overwrite: Annotated[bool, typer.Option(help="Allow replacing an existing --csv file.")] = False,
     all_classes: Annotated[
         bool, typer.Option(help="Add the class head's full distribution to --csv (a p_<class> column each).")
@@ -392,16 +398,19 @@ def predict(
         columns = (TextColumn("Predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with progress_bar(*columns, hide=len(files) < 2) as bar:
             task = bar.add_task("predict", total=len(files))
+            # overlays need each image and its heatmap at full size (60 MB each for a 15-megapixel
+            # film), so they are predicted one at a time; drawing them takes far longer anyway
             stream = predictor.predict_many(
                 files,
-                batch_size=batch_size,
+                batch_size=1 if overlay_dir is not None else batch_size,
                 heatmap=overlay_dir is not None,
                 keep_pixels=overlay_dir is not None,
                 names=[name for _, name in inputs],
             )
+            shared_stems = _shared_stems([name for _, name in inputs])
             for path, result in zip(files, stream, strict=True):
                 if overlay_dir is not None and not isinstance(result, FailedPrediction):
-                    _write_overlay(result, overlay_dir, opacity)
+                    _write_overlay(result, overlay_dir, opacity, keep_suffix=result.source in shared_stems)
                     result = dataclasses.replace(result, heatmap=None, pixels=None)
                 results.append((path, result))
                 bar.advance(task)
@@ -442,19 +451,27 @@ def _studies(predictor, results, one_study: bool) -> list:
     return studies
 
 
-def _write_overlay(result, overlay_dir: Path, opacity: float) -> Path:
+def _shared_stems(names: Sequence[str]) -> set[str]:
+    """The names whose folder holds another input of the same stem (``x.jpg`` and ``x.png``)."""
+    stems = Counter((str(Path(n).parent), Path(n).stem) for n in names)
+    return {n for n in names if stems[str(Path(n).parent), Path(n).stem] > 1}
+
+
+def _write_overlay(result, overlay_dir: Path, opacity: float, *, keep_suffix: bool = False) -> Path:
     """The overlay of ``result`` at the place of its name (``study1/image1.png`` ->
-    ``OVERLAY_DIR/study1/image1.overlay.png``), so that rows and overlays match."""
+    ``OVERLAY_DIR/study1/image1.overlay.png``; ``image1.png.overlay.png`` with ``keep_suffix``,
+    when ``image1.jpg`` is predicted too), so that rows and overlays match."""
     from fracsight.explain import save_overlay
 
     name = Path(result.source)
     # a name that is a path as typed (two files of one name) may be absolute or climb with ".."
     folder = overlay_dir.joinpath(*(part for part in name.parent.parts if part not in (name.anchor, "..")))
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{name.stem}.overlay.png"
+    stem = name.name if keep_suffix else name.stem
+    target = folder / f"{stem}.overlay.png"
     n = 1
     while target.exists():  # never overwrite: a re-run's overlays get a counter
-        target = folder / f"{name.stem}.overlay-{n}.png"
+        target = folder / f"{stem}.overlay-{n}.png"
         n += 1
     return save_overlay(target, result.pixels, result.heatmap, result.boxes, opacity=opacity)
 
