@@ -6,8 +6,10 @@ import csv
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -227,6 +229,47 @@ def test_two_files_of_one_stem_in_one_folder_get_overlays_named_by_their_suffix(
     ]
     with Image.open(overlays / "x.png.overlay.png") as overlay, Image.open(images[1]) as original:
         assert overlay.size == original.size
+
+
+def test_ctrl_c_says_what_was_done_and_leaves_no_half_written_overlay(
+    tiny_bundle: Path, images: list[Path], tmp_path: Path
+) -> None:
+    given, overlays = tmp_path / "in", tmp_path / "overlays"
+    given.mkdir()
+    with Image.open(images[0]) as image:  # large enough that each overlay takes a while to write
+        big = image.convert("L").resize((3000, 3600))
+    for i in range(12):
+        big.save(given / f"film{i:02d}.png")
+    command = [sys.executable, "-c", "from fracsight.cli import main; main()", "predict", str(given)]
+    run = subprocess.Popen(
+        [
+            *command,
+            "--model",
+            str(tiny_bundle),
+            "--overlay-dir",
+            str(overlays),
+            "--csv",
+            str(tmp_path / "r.csv"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    for _ in range(1200):  # Ctrl-C as soon as the first overlay has been written
+        if overlays.is_dir() and any(p.suffix == ".png" for p in overlays.iterdir()):
+            break
+        if run.poll() is not None:
+            break
+        time.sleep(0.1)
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 130, err.decode()
+    assert "interrupted: " in err.decode() and "of 12 images predicted" in err.decode()
+    assert "Traceback" not in err.decode() and not (tmp_path / "r.csv").exists()
+    written = sorted(overlays.iterdir())
+    assert written and all(p.name.endswith(".overlay.png") for p in written), written  # no temporary files
+    for path in written:
+        with Image.open(path) as overlay:
+            overlay.load()  # a truncated PNG raises here
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")

@@ -393,8 +393,13 @@ def predict(
         predictor = Predictor(model, operating_point=operating_point)
     if all_classes and not predictor.classes:
         typer.echo(f"note: --all-classes: {predictor.name} has no class head; no p_<class> columns", err=True)
-    with user_errors():
-        results = []
+    results = []
+
+    def done() -> str:
+        kept = f"; their overlays are in {overlay_dir}" if overlay_dir is not None and results else ""
+        return f"{len(results)} of {len(files)} images predicted, no results written{kept}"
+
+    with user_errors(), _interrupted(done):
         columns = (TextColumn("Predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with progress_bar(*columns, hide=len(files) < 2) as bar:
             task = bar.add_task("predict", total=len(files))
@@ -429,6 +434,16 @@ def predict(
         _print_table(flat, studies, predictor, NOTICE)
     if any(isinstance(r, FailedPrediction) for r in flat):
         raise typer.Exit(1)
+
+
+@contextmanager
+def _interrupted(what: Callable[[], str]) -> Iterator[None]:
+    """Ctrl-C: exit 130, as Typer does, but saying what was done (``what()``) instead of nothing."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: {what()}", err=True)
+        raise typer.Exit(130) from None
 
 
 def _studies(predictor, results, one_study: bool) -> list:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from fracsight._files import replace_atomically
 from fracsight.explain.boxes import DetectedBox
 
 __all__ = ["COLORMAPS", "colormap_lut", "render_overlay", "save_overlay", "side_by_side"]
@@ -171,14 +172,18 @@ def save_overlay(
     boxes: Sequence[DetectedBox] = (),
     **render_kwargs: Any,
 ) -> Path:
-    """Render with :func:`render_overlay` and save; the format follows the suffix (PNG, JPEG, ...)."""
+    """Render with :func:`render_overlay` and save; the format follows the suffix (PNG, JPEG, ...).
+
+    The file appears whole or not at all: a run stopped while writing (Ctrl-C) leaves no
+    truncated picture behind."""
     path = Path(path)
+    image_format = Image.registered_extensions().get(path.suffix.lower())
+    if image_format is None:
+        raise ValueError(f"cannot tell an image format from the suffix of {path.name!r}: use .png or .jpg")
     path.parent.mkdir(parents=True, exist_ok=True)
     overlay = render_overlay(image, heat, boxes, **render_kwargs)
-    if path.suffix.lower() in (".jpg", ".jpeg"):
-        overlay.save(path, quality=92)
-    else:
-        overlay.save(path)
+    options = {"quality": 92} if image_format == "JPEG" else {}
+    replace_atomically(path, lambda tmp: overlay.save(tmp, format=image_format, **options))
     return path
 
 
