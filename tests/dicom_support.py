@@ -205,8 +205,10 @@ class Orthanc:
     """Orthanc on 127.0.0.1 with its own configuration and storage (``root``), DICOMweb enabled.
 
     ``modalities``: ``{name: (ae_title, host, port)}`` Orthanc may send to (DicomModalities);
-    ``lua``: Lua scripts to load (LuaScripts). :meth:`stop` and :meth:`start` keep the storage, so
-    a test can take the PACS away and bring it back with what it had stored.
+    ``lua``: Lua scripts to load (LuaScripts); ``users``: ``{name: password}`` for HTTP basic
+    authentication (AuthenticationEnabled, RegisteredUsers; off without). :meth:`stop` and
+    :meth:`start` keep the storage, so a test can take the PACS away and bring it back with what
+    it had stored.
     """
 
     def __init__(
@@ -216,8 +218,12 @@ class Orthanc:
         ae_title: str = "ORTHANC",
         modalities: Mapping[str, tuple[str, str, int]] | None = None,
         lua: Sequence[str | os.PathLike[str]] = (),
+        users: Mapping[str, str] | None = None,
     ) -> None:
         self.root = Path(root)
+        self.users = dict(users or {})
+        # the REST helpers below log in as the first user when Orthanc asks for one
+        self.auth = next(iter(self.users.items()), None)
         self.ae_title = ae_title
         self.http_port = free_port()
         self.dicom_port = free_port()
@@ -243,7 +249,8 @@ class Orthanc:
             "DicomAet": self.ae_title,
             "DicomPort": self.dicom_port,
             "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False,
+            "AuthenticationEnabled": bool(self.users),
+            "RegisteredUsers": self.users,
             "DicomCheckCalledAet": False,
             "DicomAlwaysAllowStore": True,
             "DicomModalities": {name: list(spec) for name, spec in self.modalities.items()},
@@ -269,7 +276,7 @@ class Orthanc:
             if self.process.poll() is not None:
                 raise RuntimeError(f"Orthanc exited at start; see {self.root / 'orthanc.log'}")
             try:
-                if requests.get(f"{self.url}/system", timeout=2).ok:
+                if requests.get(f"{self.url}/system", timeout=2, auth=self.auth).ok:
                     return self
             except requests.RequestException:
                 pass
@@ -295,13 +302,14 @@ class Orthanc:
 
     # ---- REST -------------------------------------------------------------------------------------
     def get(self, path: str, **kwargs: Any) -> Any:
-        response = requests.get(f"{self.url}{path}", timeout=30, **kwargs)
+        response = requests.get(f"{self.url}{path}", timeout=30, auth=self.auth, **kwargs)
         response.raise_for_status()
         return response.json() if "json" in response.headers.get("content-type", "") else response.content
 
     def upload(self, path: str | os.PathLike[str]) -> dict[str, Any]:
         """Store a DICOM file through the REST API (POST /instances)."""
-        response = requests.post(f"{self.url}/instances", data=Path(path).read_bytes(), timeout=60)
+        data = Path(path).read_bytes()
+        response = requests.post(f"{self.url}/instances", data=data, timeout=60, auth=self.auth)
         response.raise_for_status()
         return response.json()
 
@@ -311,7 +319,7 @@ class Orthanc:
     def find_instances(self, **tags: str) -> list[dict[str, Any]]:
         """Instances whose main tags match ``tags`` (``/tools/find``, level Instance, expanded)."""
         body = {"Level": "Instance", "Query": tags, "Expand": True}
-        response = requests.post(f"{self.url}/tools/find", json=body, timeout=30)
+        response = requests.post(f"{self.url}/tools/find", json=body, timeout=30, auth=self.auth)
         response.raise_for_status()
         return response.json()
 

@@ -54,13 +54,16 @@ def _check_url(url: str, option: str) -> str:
     """``url`` without its trailing slash if it is an http(s) URL with a host (and a valid port)."""
     from urllib.parse import urlsplit
 
+    from fracsight.dicom.sender import redacted_url
+
     try:
         parts = urlsplit(url)
         port = parts.port  # ValueError when out of range or not a number
     except ValueError:
         parts, port = None, None
     if not url.startswith(("http://", "https://")) or parts is None or not parts.hostname or port == 0:
-        why = f"{url!r} is not an http(s) URL of a DICOMweb service (http://HOST[:PORT]/PATH)"
+        shown = repr(redacted_url(url)) if parts is not None else "the URL given"
+        why = f"{shown} is not an http(s) URL of a DICOMweb service (http://HOST[:PORT]/PATH)"
         raise typer.BadParameter(why, param_hint=option)
     return url.rstrip("/")
 
@@ -275,7 +278,7 @@ def study(
 
     from fracsight.cli import user_errors
     from fracsight.dicom.dicomweb import process_study
-    from fracsight.dicom.sender import DestinationUnavailable
+    from fracsight.dicom.sender import DestinationUnavailable, connection_error, redacted_url
     from fracsight.errors import FracsightError
     from fracsight.inference import NOTICE, Predictor
 
@@ -313,8 +316,9 @@ def study(
     except requests.RequestException as e:
         # requests' own message quotes the URL, which holds the Study Instance UID: not shown
         status = getattr(e.response, "status_code", None)
-        what = f"HTTP {status}" if status else type(e).__name__
-        typer.echo(f"error (dicomweb_unavailable): {what} from the DICOMweb service at {dicomweb}", err=True)
+        what = f"HTTP {status}" if status else connection_error(e)
+        where = redacted_url(dicomweb_url)
+        typer.echo(f"error (dicomweb_unavailable): the DICOMweb service at {where}: {what}", err=True)
         raise typer.Exit(1) from None
     typer.echo(json.dumps(outcome.to_dict(), indent=2))
     typer.echo(NOTICE, err=True)

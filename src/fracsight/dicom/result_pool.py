@@ -43,6 +43,7 @@ __all__ = [
     "encode_dataset",
     "make_image_results",
     "make_study_results",
+    "spool_write_error",
 ]
 
 log = logging.getLogger(__name__)
@@ -103,8 +104,10 @@ class ImageJob:
 @dataclass(frozen=True)
 class ImageOutcome:
     """What became of an :class:`ImageJob`. ``state`` is ``"done"`` (``files`` written,
-    ``prediction`` without pixels), ``"refused"`` (the reader's error ``code``) or ``"failed"``
-    (``code`` for the counter, ``error`` the exception's type for the log)."""
+    ``prediction`` without pixels), ``"refused"`` (the reader's error ``code``), ``"failed"``
+    (``code`` for the counter, ``error`` the exception's type for the log) or ``"deferred"``
+    (the result files could not be written to the spool, a full disk: ``error`` says how; the
+    instance is tried again later, since the image itself is fine)."""
 
     key: str
     state: str
@@ -122,6 +125,15 @@ class StudyOutcome:
     files: tuple[Path, ...]
     images: int
     error: str | None = None
+    deferred: bool = False  # not written to the spool (a full disk): the study stays open
+
+
+def spool_write_error(error: OSError) -> str:
+    """How writing to the spool failed, for the log: the exception's type and errno name
+    (``OSError ENOSPC``); like every failure in the node's log, never the exception's message."""
+    import errno
+
+    return f"{type(error).__name__} {errno.errorcode.get(error.errno or 0, error.errno)}"
 
 
 def _results_error(job: ImageJob, error: Exception) -> ImageOutcome:
@@ -164,6 +176,8 @@ def make_image_results(
         for job, prediction, written in writes:
             try:
                 outcomes[job.key] = ImageOutcome(job.key, "done", tuple(written.result()), prediction)
+            except OSError as e:  # the spool's disk (full, a quota), not the image: tried again later
+                outcomes[job.key] = ImageOutcome(job.key, "deferred", error=spool_write_error(e))
             except Exception as e:
                 outcomes[job.key] = _results_error(job, e)
     return [outcomes[job.key] for job in jobs]
@@ -205,6 +219,8 @@ def make_study_results(
         made = study_result_datasets(sources, verdict, predictions, predictor)
         encoded = [encode_dataset(ds) for ds in made]
         return StudyOutcome(tuple(_write_all(encoded, folder, tmp_dir)), len(predictions))
+    except OSError as e:  # the spool's disk, as for an image's results: made again later
+        return StudyOutcome((), len(predictions), error=spool_write_error(e), deferred=True)
     except Exception as e:
         return StudyOutcome((), len(predictions), error=type(e).__name__)
 

@@ -25,6 +25,7 @@ and never carry a header value other than codes (Modality) and AE titles.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -180,7 +181,7 @@ class StoreSCP:
         key = instance_key(sop_uid)
         try:
             added = self.spool.add_instance(key, study_uid, event.encoded_dataset(include_meta=True))
-        except OSError as e:
+        except (OSError, sqlite3.Error) as e:  # a full disk: the file or the database's journal
             log_failure(log, e, "instance %s not stored: spool write failed", key)
             return self._refuse(
                 Refusal(STATUS["out_of_resources"], "spool_write_failed", "spool write failed")
@@ -195,7 +196,10 @@ class StoreSCP:
     def _refuse(self, refusal: Refusal) -> Any:
         from pydicom.dataset import Dataset
 
-        self.spool.count("refused", refusal.code)
+        try:
+            self.spool.count("refused", refusal.code)
+        except sqlite3.Error as e:  # the spool's disk is full: the answer matters more than the count
+            log_failure(log, e, "refusal not counted")
         log.warning("C-STORE refused with 0x%04X (%s)", refusal.status, refusal.code)
         status = Dataset()
         status.Status = refusal.status

@@ -39,7 +39,9 @@ __all__ = [
     "Sender",
     "StowDestination",
     "check_host",
+    "connection_error",
     "parse_dimse_address",
+    "redacted_url",
 ]
 
 log = logging.getLogger(__name__)
@@ -217,6 +219,32 @@ def _association_groups(metas: dict[int, tuple[str, str]]) -> list[list[int]]:
     return groups
 
 
+TLS_HINT = (
+    "its TLS certificate is not trusted here (SSLError): for a hospital's own certificate authority, "
+    "set REQUESTS_CA_BUNDLE to its certificate file (PEM)"
+)
+
+
+def connection_error(error: Exception) -> str:
+    """A failed HTTP connection in words, without its message (it quotes the URL): the exception's
+    type, and what to do when it is the service's certificate."""
+    import requests
+
+    return TLS_HINT if isinstance(error, requests.exceptions.SSLError) else type(error).__name__
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with the password of ``http://user:password@host/...`` shown as ``***``: requests
+    logs in with it (HTTP basic authentication), and log lines and messages must not carry it."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
 @dataclass
 class StowDestination:
     """A DICOMweb STOW-RS service (the base URL of its DICOMweb root, e.g. ``.../dicom-web``)."""
@@ -225,7 +253,7 @@ class StowDestination:
     timeout: float = 60
 
     def describe(self) -> str:
-        return f"STOW-RS {self.url}"
+        return f"STOW-RS {redacted_url(self.url)}"
 
     def deliver(self, paths: Sequence[Path]) -> list[str | None]:
         import pydicom
@@ -287,7 +315,7 @@ class StowDestination:
         try:
             response = client.store_instances([ds for _, ds in datasets])
         except (requests.ConnectionError, requests.Timeout) as e:
-            raise DestinationUnavailable(f"{self.describe()}: {type(e).__name__}") from e
+            raise DestinationUnavailable(f"{self.describe()}: {connection_error(e)}") from e
         except requests.HTTPError as e:
             status = e.response.status_code if e.response is not None else 0
             if status >= 500:

@@ -6,6 +6,8 @@ One thread, in a loop:
 1. the jobs that finished are committed: a job's result files (written durably by the job) go
    to the outbox in one spool transaction, and an instance the job could not give results is
    ``refused`` with the reader's error code (a non-radiograph, an unreadable image) or ``failed``;
+   one whose result files the spool could not take (its disk full) stays ``received`` and is
+   tried again after a back-off, as is a study verdict that could not be written;
 2. each open study that has seen no image for ``quiet_time`` seconds and has no image left to
    predict gets its study-level verdict (:meth:`Predictor.predict_study` over its predicted
    images, :func:`fracsight.dicom.results.study_result_datasets`);
@@ -53,6 +55,11 @@ __all__ = ["Worker"]
 
 log = logging.getLogger(__name__)
 
+# an image or a verdict whose files the spool could not take (a full disk) is made again after
+# this back-off: acknowledged images must get their results once there is room, without the
+# worker spinning on them meanwhile
+_RETRY_FIRST, _RETRY_MAX = 2.0, 60.0
+
 
 @dataclass(frozen=True)
 class _StudyJob:
@@ -95,6 +102,7 @@ class Worker(threading.Thread):
         self._suspects: set[str] = set()  # in a job whose worker process died: run alone next time
         self._generation: dict[Future, int] = {}  # the pool each job ran in
         self._last_prune = 0.0
+        self._retry: dict[str, tuple[float, int]] = {}  # key or study UID -> (not before, attempts)
 
     def start_processes(self) -> None:
         """Load the model (in the worker processes, if any) before the first image arrives."""
@@ -132,7 +140,11 @@ class Worker(threading.Thread):
         are not left until the backlog is gone: a study's cached predictions are released with
         its verdict, so memory stays flat however long the queue.)"""
         busy = self._collect()
-        studies = [s for s in self.spool.quiet_studies(self.quiet_time) if not self._study_in_flight(s[0])]
+        studies = [
+            s
+            for s in self.spool.quiet_studies(self.quiet_time)
+            if not self._study_in_flight(s[0]) and not self._waiting(s[0])
+        ]
         for study_uid, generation in studies:
             if self.stopping.is_set():
                 return True
@@ -143,6 +155,16 @@ class Worker(threading.Thread):
             self._last_prune = time.time()
             self.spool.prune(self.keep_files_for)
         return busy
+
+    def _defer(self, name: str) -> float:
+        """Try ``name`` (an instance key or a study UID) again only after a back-off; the delay."""
+        attempts = self._retry.get(name, (0.0, 0))[1] + 1
+        delay = min(_RETRY_MAX, _RETRY_FIRST * 2 ** (attempts - 1))
+        self._retry[name] = (time.time() + delay, attempts)
+        return delay
+
+    def _waiting(self, name: str) -> bool:
+        return name in self._retry and time.time() < self._retry[name][0]
 
     def _submit(self, jobs: dict, job: object, function: Callable, *args: object) -> None:
         future = self.processing.submit(function, *args)
@@ -159,7 +181,7 @@ class Worker(threading.Thread):
         rows = [
             r
             for r in self.spool.received(self.batch_size * self.max_jobs + len(in_flight))
-            if r.key not in in_flight
+            if r.key not in in_flight and not self._waiting(r.key)
         ]
         if not rows:
             return False
@@ -230,6 +252,13 @@ class Worker(threading.Thread):
             if outcome.state == "refused":
                 self.spool.mark_instance(outcome.key, REFUSED, outcome.code)
                 log.warning("instance %s refused by the reader (%s)", outcome.key, outcome.code)
+            elif outcome.state == "deferred":  # left received: made again once the spool has room
+                log.warning(
+                    "instance %s: result objects not written to the spool (%s); tried again in %.0f s",
+                    outcome.key,
+                    outcome.error,
+                    self._defer(outcome.key),
+                )
             elif outcome.state == "failed":
                 self.spool.mark_instance(outcome.key, FAILED, outcome.code)
                 if outcome.code == "spool_file_missing":
@@ -239,6 +268,8 @@ class Worker(threading.Thread):
             else:
                 assert outcome.prediction is not None
                 done.append(outcome)
+            if outcome.state != "deferred":
+                self._retry.pop(outcome.key, None)
         self.spool.queue_many([(outcome.key, outcome.files) for outcome in done])
         for outcome in done:
             self._cache[outcome.key] = outcome.prediction
@@ -274,6 +305,16 @@ class Worker(threading.Thread):
             return  # the study is still open and quiet: it comes back in the next turn
         except Exception as e:
             outcome = StudyOutcome((), 0, error=type(e).__name__)
+        if outcome.deferred:  # the study stays open: its verdict is made again once the spool has room
+            delay = self._defer(job.study_uid)
+            log.warning(
+                "study %s: verdict objects not written to the spool (%s); made again in %.0f s",
+                name,
+                outcome.error,
+                delay,
+            )
+            return
+        self._retry.pop(job.study_uid, None)
         if outcome.error is not None:
             log.error("study %s: verdict objects could not be made: %s", name, outcome.error)
             self.spool.count("failed", "study_results_error")
