@@ -1033,3 +1033,210 @@ def test_a_model_that_fails_to_load_says_so_for_the_files_given(
     assert desktop.error_label.winfo_ismapped() and desktop.running == 0
     desktop.show_model_card()
     assert desktop.status.cget("text") == desktop.model_error
+
+
+def test_a_folder_given_at_start_without_images_is_said_after_the_model_loads(
+    open_window, tmp_path: Path
+) -> None:
+    """``fracsight desktop empty/`` (a folder with no image, or only hidden ones): the status line
+    said *No image files found there.* for as long as the model took to load, then *Model loaded in
+    0.1 s. Open radiographs to begin.*, so the reader never learnt why the folder showed nothing.
+    Now the line names the folder, and the model's load does not replace it."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not an image")
+    (empty / ".hidden.jpg").write_bytes(b"")
+    desktop = open_window([empty])
+    root = desktop.root
+    wait_until(root, lambda: desktop.session.predictor is not None, 60, "the model")
+    settle(root)
+    status = desktop.status.cget("text")
+    assert status.startswith("Model loaded in ") and status.endswith(f"No image files found in {empty}.")
+    assert not desktop.tree.get_children()
+
+
+# ---- the command driven from another X client, as a user runs it ------------------------------------
+STATUS_LINE = ".!frame2.!label"  # the status line (the second toolbar's label), for Tk's send
+
+
+def _send(sender, script: str) -> str:
+    """Tcl run in the ``fracsight desktop`` process's Tk (``send fracsight ...``)."""
+    return str(sender.tk.call("send", "fracsight", script))
+
+
+def _wait_for_other(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except tk.TclError:  # the window is not up yet
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def test_quitting_while_a_folder_is_predicted_ends_the_process_cleanly(
+    display: str, fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """Ctrl+Q (or the close button) while a folder runs: the process ends with code 0. Before, it
+    ended while ONNX Runtime was running an image: ``terminate called without an active
+    exception`` and exit code 134 (SIGABRT, a core dump on many machines). The command runs in its
+    own process; this test's Tk reads its status line and presses its keys with Tk's ``send``."""
+    images = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[:200]
+    folder = linked_folder(tmp_path / "folder", images)
+    command = [sys.executable, "-c", "from fracsight.cli import main; main()", "desktop", str(folder)]
+    proc = subprocess.Popen(
+        command, env=display_env(display), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    sender = tk.Tk(screenName=display)
+    sender.withdraw()
+    status = f"{STATUS_LINE} cget -text"
+    try:
+        _wait_for_other(lambda: _send(sender, status).startswith("Predicting "), 120, "the folder")
+        _wait_for_other(lambda: int(_send(sender, status).split()[1]) > 5, 60, "a few results")
+        assert _send(sender, status).startswith("Predicting "), "the folder finished before the quit"
+        _send(sender, "event generate . <Control-q>")
+        _, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        sender.destroy()
+        gc.collect()
+    assert "terminate called" not in err and "Traceback" not in err, err
+    assert proc.returncode == 0, err
+
+
+def test_too_many_threads_is_a_usage_error_before_any_window() -> None:
+    """``--threads 100000``: the command accepted it, opened the window, and the model then failed
+    to load there (*threads must be between 0 and 256*, a traceback on the console); now a usage
+    error, code 2, before any window, as for the other bad arguments."""
+    result = CliRunner().invoke(cli, ["desktop", "--threads", "100000"], env={"DISPLAY": ""})
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--threads'" in result.output and "256" in result.output
+    assert "Traceback" not in result.output
+
+
+# ---- layout: no control pushed off the window, no text cut off at a pane's edge ----------------------
+@pytest.fixture()
+def noise_and_fracture(open_window, fracatlas_dir: Path, tmp_path: Path):
+    """The window with a FracAtlas image and a 40 x 40 noise image (a long *not reliable* warning)."""
+    from PIL import Image
+
+    noise = (np.random.default_rng(0).random((40, 40)) * 255).astype("uint8")
+    Image.fromarray(noise).save(tmp_path / "tiny.png")
+    desktop = open_window([fracatlas_dir / "images" / FRACTURED, tmp_path / "tiny.png"])
+    wait_until(
+        desktop.root,
+        lambda: len(desktop.session.results) == 2 and desktop.list_current and desktop.viewer.picture_current,
+        90,
+        "two results and the first picture",
+    )
+    return desktop
+
+
+def _clipped(widget) -> list[str]:
+    """Mapped labels and buttons under ``widget`` narrower than their text asks (cut off at the
+    right), and buttons not shown at all (pushed off their row)."""
+    out = []
+    for child in widget.winfo_children():
+        kind = child.winfo_class()
+        if kind in ("TLabel", "Label", "TButton") and child.winfo_ismapped():
+            if child.winfo_reqwidth() > child.winfo_width() + 1:
+                got, wanted = child.winfo_width(), child.winfo_reqwidth()
+                out.append(f"{kind} {child.cget('text')!r}: {got} of {wanted}")
+        elif kind == "TButton" and child.winfo_manager() == "pack":
+            out.append(f"button {child.cget('text')!r} not shown")
+        out.extend(_clipped(child))
+    return out
+
+
+def test_a_long_status_line_leaves_the_export_buttons_on_the_window(
+    noise_and_fracture, display: str, tmp_path: Path
+) -> None:
+    """Export CSV… to a file in a folder with a long path: the status line *Saved /…/x.csv* took
+    the row's room and pushed Export CSV… and Export JSON… off the window (at its default 1260
+    pixels); now the line wraps in the room the buttons leave."""
+    desktop = noise_and_fracture
+    folder = tmp_path / ("a-rather-long-folder-name-for-the-exports-of-the-emergency-department" * 2)
+    folder.mkdir()
+    assert desktop.export_csv(folder / "fracsight-results.csv") is not None
+    settle(desktop.root, 0.5)
+    screenshot(display, "desktop-long-status.png")
+    prog = desktop.toolbars[1]
+    buttons = {w.cget("text"): w for w in prog.winfo_children() if w.winfo_class() == "TButton"}
+    assert set(buttons) == {"Export CSV…", "Export JSON…", "Export overlay…"}
+    for text, button in buttons.items():
+        assert button.winfo_ismapped(), f"{text} is not on the window"
+        assert button.winfo_width() >= button.winfo_reqwidth(), f"{text} is cut"
+        assert button.winfo_x() + button.winfo_width() <= prog.winfo_width(), f"{text} is cut"
+    assert desktop.status.cget("text") == f"Saved {folder / 'fracsight-results.csv'}"
+    assert not _clipped(prog)
+
+
+def test_texts_wrap_at_the_panes_width_in_a_narrow_window(noise_and_fracture, display: str) -> None:
+    """In a 1004-pixel window (a 1024 x 768 screen) the lines had fixed wrap widths wider than
+    their panes: the model's line was cut to *... (sensitivity 0.88, specificity 0.8*, the viewer's
+    caption lost its zoom, a card's warnings their end; and the viewer's Reset W/L was cut off.
+    Now each text wraps at its pane's width, and the viewer's two rows fit."""
+    desktop = noise_and_fracture
+    root = desktop.root
+    root.geometry("1004x688")
+    settle(root, 0.5)
+    desktop.select(1)  # the noise image: a long warning and the *Not reliable* banner
+    settle(root, 0.5)
+    screenshot(display, "desktop-narrow.png")
+    assert desktop.card_warnings.winfo_ismapped() and desktop.card_banner.winfo_ismapped()
+    for label in (
+        desktop.model_text,
+        desktop.viewer.caption,
+        desktop.card_lines,
+        desktop.card_warnings,
+        desktop.card_banner,
+    ):
+        assert label.winfo_reqwidth() <= label.winfo_width() + 1, label.cget("text")
+        assert label.winfo_rootx() + label.winfo_width() <= root.winfo_rootx() + root.winfo_width()
+    assert "specificity" in desktop.model_text.cget("text")
+    for row in desktop.viewer.rows:  # zoom and window/level: Reset W/L was cut off at this width
+        assert row.winfo_reqwidth() <= row.winfo_width(), (str(row), row.winfo_reqwidth(), row.winfo_width())
+    for pane in (desktop.card_frame, desktop.model_text.master, desktop.viewer.caption.master):
+        assert not [c for c in _clipped(pane) if "Label" in c], _clipped(pane)
+
+
+@pytest.mark.parametrize(
+    ("key", "dialog"),
+    [
+        ("Control-o", ".__tk_filedialog"),  # Open files…
+        ("Control-O", ".__tk_choosedir"),  # Open folder…
+        ("Control-s", ".__tk_filedialog"),  # Export CSV…'s save dialog
+    ],
+)
+def test_closing_the_window_while_a_file_dialog_is_open_ends_cleanly(
+    display: str, inputs: list[Path], key: str, dialog: str
+) -> None:
+    """The window's close button while Open files…, Open folder… or a save dialog is open (Tk's
+    dialogs on X11 leave it working): the dialog then failed on its return (*can't invoke "grab"
+    command: application has been destroyed*), the error handler wrote to the destroyed status
+    line, and the command ended with two tracebacks and code 1. Now it ends with code 0."""
+    command = [sys.executable, "-c", "from fracsight.cli import main; main()", "desktop", str(inputs[0])]
+    proc = subprocess.Popen(
+        command, env=display_env(display), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    sender = tk.Tk(screenName=display)
+    sender.withdraw()
+    try:
+        status = f"{STATUS_LINE} cget -text"
+        _wait_for_other(lambda: _send(sender, status).startswith("Done: 1 of 1"), 120, "the result")
+        _send(sender, f"after 50 {{event generate . <{key}>}}")  # the dialog waits in its own loop
+        _wait_for_other(lambda: _send(sender, f"winfo exists {dialog}") == "1", 30, "the dialog")
+        _send(sender, "after 50 [wm protocol . WM_DELETE_WINDOW]")  # what the close button runs
+        _, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        sender.destroy()
+        gc.collect()
+    assert "Traceback" not in err and "TclError" not in err, err
+    assert proc.returncode == 0, err

@@ -44,7 +44,10 @@ def desktop_command(
     """
     started = time.time()
     from fracsight.cli import refuse_missing, refuse_unknown_model
+    from fracsight.inference.predictor import MAX_THREADS  # here, so that fracsight --help stays fast
 
+    if threads > MAX_THREADS:  # the Predictor would refuse it in the window, as a model that failed
+        raise typer.BadParameter(f"Input should be at most {MAX_THREADS}", param_hint="'--threads'")
     refuse_missing(paths or [])
     refuse_unknown_model(model, operating_point)  # before any window opens
     try:

@@ -77,20 +77,20 @@ class Viewer:
         )
         self.boxes_check.pack(side="left", padx=(8, 0))
 
-        # a second row: zoom, packed first so that it keeps its room, then window/level (fits a
-        # 1260-pixel window, the 1280 x 800 screen's, with room to spare)
+        # zoom on the first row, window/level on a second: each fits the right pane of a 1004-pixel
+        # window (a 1024 x 768 screen); with both on one row Reset W/L was cut off there
+        fit = ttk.Button(controls, text="Fit", width=4, command=self.fit)
+        fit.pack(side="right")
+        actual = ttk.Button(controls, text="1:1", width=4, command=self.actual_size)
+        actual.pack(side="right")
+        zoom_in = ttk.Button(controls, text="+", width=2, command=self.zoom_in)
+        zoom_in.pack(side="right")
+        zoom_out = ttk.Button(controls, text="−", width=2, command=self.zoom_out)
+        zoom_out.pack(side="right")
+        ttk.Label(controls, text="Zoom").pack(side="right", padx=(8, 4))
         levels = ttk.Frame(parent, padding=(8, 0, 8, 2))
         levels.pack(side="top", fill="x")
         self.rows = (controls, levels)
-        fit = ttk.Button(levels, text="Fit", width=4, command=self.fit)
-        fit.pack(side="right")
-        actual = ttk.Button(levels, text="1:1", width=4, command=self.actual_size)
-        actual.pack(side="right")
-        zoom_in = ttk.Button(levels, text="+", width=2, command=self.zoom_in)
-        zoom_in.pack(side="right")
-        zoom_out = ttk.Button(levels, text="−", width=2, command=self.zoom_out)
-        zoom_out.pack(side="right")
-        ttk.Label(levels, text="Zoom").pack(side="right", padx=(8, 4))
         ttk.Label(levels, text="Window: level").pack(side="left")
         scale(levels, self.level_var, 0.0, 90)
         ttk.Label(levels, text="width").pack(side="left", padx=(4, 0))
@@ -108,8 +108,11 @@ class Viewer:
         ):
             Tooltip(widget, hint(f"viewer.{action}"))
 
-        self.caption = ttk.Label(parent, text="", justify="left", wraplength=700, padding=(8, 2))
+        self.caption = ttk.Label(parent, text="", justify="left", padding=(8, 2))
         self.caption.pack(side="bottom", fill="x")
+        self.caption.bind(  # wrapped at its width: a fixed one wider than the pane cut the zoom off
+            "<Configure>", lambda e: self.caption.configure(wraplength=max(80, e.width - 16)), add="+"
+        )
         self.canvas = c = tk.Canvas(parent, bg="black", highlightthickness=0, cursor="fleur")
         c.pack(side="top", fill="both", expand=True, padx=8, pady=4)
         c.configure(takefocus=1)  # a click gives it the keyboard: the window's shortcuts act on it

@@ -15,10 +15,11 @@ import queue
 import time
 import tkinter as tk
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from tkinter import filedialog, font, ttk
+from typing import Any
 
 from fracsight._files import replace_atomically
 from fracsight.app.logic import (
@@ -63,6 +64,7 @@ POLL_BUDGET_S = 0.02  # the most one drain may take, so the loop stays free for 
 LIST_TICK_S = 0.15  # new rows, progress and study verdict are updated together, at most this often
 WINDOW = (1260, 860)  # the window's size where the screen has room for it
 SCREEN_MARGIN = (20, 80)  # left on the screen for the window manager's frame, title bar and panels
+CLOSE_WAIT_S = 60.0  # the most closing waits for the image in progress (a 50-megapixel overlay: seconds)
 VIEW_CACHE = 6  # full-resolution views kept in memory (a long folder would not fit)
 NOT_PREDICTED = "not predicted: the model could not be loaded"
 NOTICE_BANNER = f"⚠  {NOTICE} Check every result against the images."
@@ -123,6 +125,7 @@ class DesktopApp:
         self._unlisted: list[int] = []  # results received and not yet in the list
         self._listed_at = 0.0  # when rows last went into the list (perf_counter)
         self._probe_from = 0  # the latency probe's first sample of the batch in progress
+        self._found_nothing: str | None = None  # why folders opened gave no file (kept past the load)
         self.probe = LatencyProbe(root) if timing is not None else None
         self._build()
         # drag and drop where Tk can load tkdnd; the file dialogs otherwise (and always)
@@ -199,12 +202,15 @@ class DesktopApp:
         prog.pack(side="top", fill="x")
         self.progress = ttk.Progressbar(prog, mode="determinate", length=260)
         self.progress.pack(side="left")
-        self.status = ttk.Label(prog, text="Loading the model …")
-        self.status.pack(side="left", padx=8)
         ttk.Button(prog, text="Export overlay…", command=self.export_overlay).pack(side="right")
         ttk.Button(prog, text="Export JSON…", command=self.export_json).pack(side="right", padx=(0, 4))
         export_csv = ttk.Button(prog, text="Export CSV…", command=self.export_csv)
         export_csv.pack(side="right", padx=(0, 4))
+        # packed after the buttons, so that a long line (a saved file's path) wraps in the room left
+        # instead of pushing Export CSV… and Export JSON… off the window
+        self.status = ttk.Label(prog, text="Loading the model …", justify="left")
+        self.status.pack(side="left", fill="x", expand=True, padx=8)
+        wrap_at_width(self.status, self.status)
         self.toolbars = (bar, prog)
         for widget, action in (
             (open_files, "ask_files"),
@@ -213,13 +219,17 @@ class DesktopApp:
             (export_csv, "export_csv"),
         ):
             Tooltip(widget, hint(action))
-        self.error_label = tk.Label(root, text="", fg="white", bg=UNRELIABLE_BG, anchor="w", padx=8, pady=4)
+        self.error_label = tk.Label(
+            root, text="", fg="white", bg=UNRELIABLE_BG, anchor="w", justify="left", padx=8, pady=4
+        )
+        wrap_at_width(self.error_label, self.error_label, margin=16)
 
         # the model, its heads and operating points: at the bottom, always visible
         model = ttk.Frame(root, padding=(8, 4))
         model.pack(side="bottom", fill="x")
-        self.model_text = ttk.Label(model, text="", justify="left", wraplength=1200)
+        self.model_text = ttk.Label(model, text="", justify="left")
         self.model_text.pack(side="left", fill="x")
+        wrap_at_width(model, self.model_text, margin=16)
 
         panes = ttk.PanedWindow(root, orient="horizontal")
         panes.pack(side="top", fill="both", expand=True, padx=6, pady=(0, 4))
@@ -253,10 +263,9 @@ class DesktopApp:
     def _build_card(self, parent: ttk.Frame) -> None:
         self.study_frame = ttk.Frame(parent, padding=(8, 4), relief="groove")
         self.study_title = ttk.Label(self.study_frame, font=self.font_bold)
-        self.study_headline = tk.Label(
-            self.study_frame, font=self.font_headline, anchor="w", justify="left", wraplength=700
-        )
-        self.study_lines = ttk.Label(self.study_frame, justify="left", wraplength=640)
+        self.study_headline = tk.Label(self.study_frame, font=self.font_headline, anchor="w", justify="left")
+        self.study_lines = ttk.Label(self.study_frame, justify="left")
+        wrap_at_width(self.study_frame, self.study_title, self.study_headline, self.study_lines, margin=20)
         for w in (self.study_title, self.study_headline, self.study_lines):
             w.pack(side="top", anchor="w")
 
@@ -266,21 +275,33 @@ class DesktopApp:
         self.card_title = ttk.Label(card, text=f"Open {START_TEXT}", font=self.font_bold)
         self.card_title.pack(side="top", anchor="w")
         self.card_banner = tk.Label(
-            card, fg="white", bg=UNRELIABLE_BG, justify="left", anchor="w", wraplength=640, padx=6, pady=2
+            card, fg="white", bg=UNRELIABLE_BG, justify="left", anchor="w", padx=6, pady=2
         )
-        self.card_headline = tk.Label(
-            card, font=self.font_headline, anchor="w", justify="left", wraplength=700
-        )
+        self.card_headline = tk.Label(card, font=self.font_headline, anchor="w", justify="left")
         self.card_headline.pack(side="top", anchor="w")
-        self.card_lines = ttk.Label(card, justify="left", wraplength=640)
+        self.card_lines = ttk.Label(card, justify="left")
         self.card_lines.pack(side="top", anchor="w")
-        self.card_warnings = tk.Label(card, fg=WARNING_FG, justify="left", wraplength=640, anchor="w")
+        self.card_warnings = tk.Label(card, fg=WARNING_FG, justify="left", anchor="w")
+        wrap_at_width(
+            card, self.card_title, self.card_headline, self.card_lines, self.card_warnings, margin=16
+        )
+        wrap_at_width(card, self.card_banner, margin=28)
 
     # ---- opening files -------------------------------------------------------------------------------
+    def _dialog(self, ask: Callable[..., Any], **options: object) -> Any:
+        """A file dialog's answer; None when the window was closed while it was open (Tk's own
+        dialogs, X11's, leave the window's close button working, and then fail on their return)."""
+        try:
+            return ask(parent=self.root, **options)
+        except tk.TclError:
+            if self.closed:
+                return None
+            raise
+
     def ask_files(self) -> None:
         patterns = " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES))
-        chosen = filedialog.askopenfilenames(
-            parent=self.root,
+        chosen = self._dialog(
+            filedialog.askopenfilenames,
             title="Open radiographs",
             filetypes=[("Radiographs", patterns), ("All files (DICOM without an extension)", "*")],
         )
@@ -288,9 +309,7 @@ class DesktopApp:
             self.open_paths([Path(p) for p in chosen])
 
     def ask_folder(self) -> None:
-        chosen = filedialog.askdirectory(
-            parent=self.root, title="Open a folder of radiographs", mustexist=True
-        )
+        chosen = self._dialog(filedialog.askdirectory, title="Open a folder of radiographs", mustexist=True)
         if chosen:
             self.open_paths([Path(chosen)])
 
@@ -301,7 +320,8 @@ class DesktopApp:
             return 0
         files = expand_inputs(paths)
         if not files:
-            self._set_status("No image files found there.")
+            self._found_nothing = f"No image files found in {_some(map(str, paths))}."
+            self._set_status(self._found_nothing)
             return 0
         items = self.session.add(files)
         self.worker.submit(items)
@@ -318,9 +338,8 @@ class DesktopApp:
         found, other = paths_from_drop(items)
         opened = self.open_paths(found) if found else 0
         if other:
-            shown = ", ".join(other[:3]) + (f" and {len(other) - 3} more" if len(other) > 3 else "")
             what = "Skipped" if opened else "Nothing to open"
-            self._set_status(f"{what} (not a file or folder here): {shown}")
+            self._set_status(f"{what} (not a file or folder here): {_some(other)}")
         return opened
 
     def cancel(self) -> None:
@@ -436,7 +455,9 @@ class DesktopApp:
             self._set_status(f"Model loaded in {event.seconds:.1f} s; predicting …")
         else:
             verb = "Open or drop" if self.drop_enabled else "Open"
-            self._set_status(f"Model loaded in {event.seconds:.1f} s. {verb} radiographs to begin.")
+            # a folder given at start with no image in it: that is what the reader must see
+            then = self._found_nothing or f"{verb} radiographs to begin."
+            self._set_status(f"Model loaded in {event.seconds:.1f} s. {then}")
 
     def _model_failed(self, event: ModelFailed) -> None:
         """Said everywhere the reader looks: the red line, the card, the files' rows, the status."""
@@ -696,8 +717,8 @@ class DesktopApp:
 
     # ---- exports (only when asked; the save dialog asks before replacing a file) ---------------------
     def _ask_save(self, title: str, name: str, suffix: str, kind: str) -> Path | None:
-        chosen = filedialog.asksaveasfilename(
-            parent=self.root,
+        chosen = self._dialog(
+            filedialog.asksaveasfilename,
             title=title,
             initialfile=name,
             defaultextension=suffix,
@@ -823,7 +844,8 @@ class DesktopApp:
     def _callback_failed(self, kind: type[BaseException], error: BaseException, tb: object) -> None:
         """A bug in a button's handler: logged with its traceback, one line in the window, which stays."""
         log.error("a window action failed", exc_info=(kind, error, tb))  # type: ignore[arg-type]
-        self._set_status(f"That did not work ({type(error).__name__}); the log has the details.")
+        if not self.closed:  # no status line to write to once the window is gone
+            self._set_status(f"That did not work ({type(error).__name__}); the log has the details.")
 
     def _set_status(self, text: str) -> None:
         self.status.configure(text=text)
@@ -846,6 +868,29 @@ class DesktopApp:
         if self.probe is not None:
             self.probe.stop()
         self.root.destroy()
+        # the window is gone; the process must not end while the model is running (an abort)
+        if not self.worker.join(CLOSE_WAIT_S):
+            log.warning("the model's threads did not stop within %.0f s of closing", CLOSE_WAIT_S)
+
+
+def wrap_at_width(container: tk.Misc, *labels: tk.Misc, margin: int = 0) -> None:
+    """Wrap the labels' text at ``container``'s width less ``margin``, whenever that changes: a fixed
+    wraplength wider than the pane cut lines off at its edge (a sensitivity's last digits, a warning)."""
+
+    def rewrap(event: tk.Event) -> None:
+        width = max(80, event.width - margin)
+        for label in labels:
+            if str(label.cget("wraplength")) != str(width):
+                label.configure(wraplength=width)
+
+    container.bind("<Configure>", rewrap, add="+")
+
+
+def _some(names: Iterable[str]) -> str:
+    """The first three names, and how many more."""
+    listed = list(names)
+    more = f" and {len(listed) - 3} more" if len(listed) > 3 else ""
+    return ", ".join(listed[:3]) + more
 
 
 def _is_study(iid: str) -> bool:

@@ -269,6 +269,16 @@ class PredictionWorker:
             self._overlays.clear()
             self._wake.notify()
 
+    def join(self, timeout: float) -> bool:
+        """Wait, after :meth:`close`, for the threads to end (the image in progress finishes); whether
+        they did within ``timeout`` seconds. A process that exits while ONNX Runtime runs is aborted
+        (``terminate called without an active exception``, exit code 134)."""
+        deadline = time.monotonic() + timeout
+        for thread in (self._thread, self._view_thread):
+            if thread.is_alive():
+                thread.join(max(0.0, deadline - time.monotonic()))
+        return not (self._thread.is_alive() or self._view_thread.is_alive())
+
     # ---- the worker threads ---------------------------------------------------------------------------
     def _run(self) -> None:
         start = time.perf_counter()
