@@ -178,15 +178,15 @@ def test_evaluate_refuses_data_without_the_labels_of_the_heads(head_bundle) -> N
     _, fracture_class_bundle = head_bundle("fracture+class")
     runner = CliRunner()
     missing = runner.invoke(app, ["evaluate", str(class_bundle), str(fracture_data), "--split", "test"])
-    assert missing.exit_code == 1 and "no class labels (hand, hip, leg)" in missing.output
+    assert missing.exit_code == 2 and "no class labels (hand, hip, leg)" in missing.output
     other = runner.invoke(
         app, ["evaluate", str(fracture_class_bundle), str(class_region_data), "--split", "test"]
     )
-    assert other.exit_code == 1 and "differ from the model's" in other.output
+    assert other.exit_code == 2 and "differ from the model's" in other.output
     threshold = runner.invoke(
         app, ["evaluate", str(class_bundle), str(fracture_data), "--split", "test", "--threshold", "0.5"]
     )
-    assert threshold.exit_code == 1 and "no fracture head" in threshold.output
+    assert threshold.exit_code == 2 and "no fracture head" in threshold.output
     for result in (missing, other, threshold):
         assert "Traceback" not in result.output
 

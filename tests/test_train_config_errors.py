@@ -43,7 +43,7 @@ def test_cli_prints_a_yaml_syntax_error_in_one_line(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("augment:\n  hflip: 0\n\trotate_deg: 3\n")
     result = _train(tmp_path, "-c", str(path))
-    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
     assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error (config_error)")
     assert not (tmp_path / "run").exists()
 
@@ -72,7 +72,7 @@ def test_settings_training_cannot_use_are_refused_before_it_starts(tmp_path, ove
     with pytest.raises(ConfigError, match=message):
         load_config(None, [override])
     result = _train(tmp_path, "--set", override)
-    assert result.exit_code == 1 and "error (config_error)" in result.stderr
+    assert result.exit_code == 2 and "error (config_error)" in result.stderr
     assert not isinstance(result.exception, ValueError) and not (tmp_path / "run").exists()
 
 

@@ -423,7 +423,7 @@ def test_cli_train_and_export(tiny_dataset, tmp_path):
     again = runner.invoke(app, ["export", str(tmp_path / "run"), str(tmp_path / "bundle")])
     assert again.exit_code == 2 and "not empty" in again.output
     bad = runner.invoke(app, ["train", str(tiny_dataset), "--set", "epochs=lots"])
-    assert bad.exit_code == 1 and "config_error" in bad.output
+    assert bad.exit_code == 2 and "config_error" in bad.output
 
 
 def test_resume_with_nothing_to_resume_is_a_bad_argument(tiny_dataset, tmp_path):

@@ -16,6 +16,7 @@ from fracsight.data.sample import (
     DataMismatchError,
     Dataset,
     MissingSplitError,
+    NotADataFolderError,
     Sample,
 )
 from fracsight.data.splits import ensure_splits, group_key, group_split, split_keys, straddling_groups
@@ -29,6 +30,7 @@ __all__ = [
     "DataMismatchError",
     "Dataset",
     "MissingSplitError",
+    "NotADataFolderError",
     "Sample",
     "detect_layout",
     "ensure_splits",

@@ -25,7 +25,7 @@ from fracsight.data.folders import is_class_folders, read_class_folders
 from fracsight.data.fracatlas import is_fracatlas, read_fracatlas
 from fracsight.data.labels_csv import is_labels_csv, read_labels_csv
 from fracsight.data.mura import is_mura, read_mura
-from fracsight.data.sample import Dataset
+from fracsight.data.sample import Dataset, NotADataFolderError
 from fracsight.errors import DatasetError
 
 __all__ = ["LAYOUTS", "detect_layout", "find_layout", "load_dataset"]
@@ -57,9 +57,9 @@ def _expected() -> str:
 
 def _check_folder(root: Path) -> None:
     if not root.exists():
-        raise DatasetError(f"{root} does not exist")
+        raise NotADataFolderError(f"{root} does not exist")
     if not root.is_dir():
-        raise DatasetError(f"{root} is not a folder; give the data set's top folder")
+        raise NotADataFolderError(f"{root} is not a folder; give the data set's top folder")
 
 
 def find_layout(root: str | os.PathLike[str]) -> tuple[str, Path]:
@@ -105,7 +105,7 @@ def load_dataset(root: str | os.PathLike[str], layout: str = "auto") -> Dataset:
     if layout == "auto":
         layout, root = find_layout(root)
     elif layout not in LAYOUTS:
-        raise DatasetError(f"unknown layout {layout!r}; known: auto, {', '.join(LAYOUTS)}")
+        raise NotADataFolderError(f"unknown layout {layout!r}; known: auto, {', '.join(LAYOUTS)}")
     else:
         _check_folder(root)
         check, _, hint = LAYOUTS[layout]

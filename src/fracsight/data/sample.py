@@ -31,6 +31,13 @@ class MissingSplitError(DatasetError):
     bad_argument = True
 
 
+class NotADataFolderError(DatasetError):
+    """A data set path that names no folder (nothing there, or a file) or a layout fracsight does
+    not know: the user's to correct, so a bad argument, exit 2."""
+
+    bad_argument = True
+
+
 @dataclass(frozen=True)
 class Box:
     """Axis-aligned box in normalized image coordinates (0..1), x0 < x1, y0 < y1."""

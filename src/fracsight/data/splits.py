@@ -29,6 +29,7 @@ __all__ = [
     "split_keys",
     "straddling_groups",
     "train_val_samples",
+    "training_subset",
 ]
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -202,3 +203,22 @@ def train_val_samples(dataset: Dataset, seed: int) -> tuple[list[Sample], list[S
             "(a val or test split needs a train split to be carved from)"
         )
     return train, val
+
+
+def training_subset(samples: Sequence[Sample], n: int, seed: int) -> list[Sample]:
+    """``n`` of ``samples`` (all when ``n`` is 0 or more than there are), drawn with ``seed`` from each
+    label (fracture and class) in proportion to its size, in their input order. The first ``n`` in
+    file order would be one class-folder's images only (every "fractured" one, no normal image)."""
+    if not n or n >= len(samples):
+        return list(samples)
+    strata: dict[tuple, list[int]] = defaultdict(list)
+    for i, s in enumerate(samples):
+        strata[(s.labels.get(FRACTURE), s.labels.get(CLASS))].append(i)
+    rng = random.Random(seed)
+    rank = {}
+    for members in strata.values():
+        rng.shuffle(members)
+        # the j-th drawn of k comes at (j + 0.5) / k: taking the lowest n keeps the proportions
+        rank.update({i: ((j + 0.5) / len(members), rng.random()) for j, i in enumerate(members)})
+    chosen = sorted(sorted(rank, key=rank.__getitem__)[:n])
+    return [samples[i] for i in chosen]

@@ -34,7 +34,7 @@ from torch import nn
 from fracsight._files import replace_atomically
 from fracsight.bundle import BundleSpec, load_bundle_spec
 from fracsight.data.sample import Dataset, Sample
-from fracsight.data.splits import train_val_samples
+from fracsight.data.splits import train_val_samples, training_subset
 from fracsight.detection.build import refuse_unboxed
 from fracsight.detection.features import model_boxes
 from fracsight.detection.heads import DetectionHead, OrientationHead, heads_from_tensors
@@ -310,8 +310,9 @@ def train_joint(
     fracture = trained_fracture_classes(dataset)
     size = train_cfg.input_size
     train_samples, val_samples = train_val_samples(dataset, base_cfg.seed)
-    if cfg.max_samples:
-        train_samples, val_samples = train_samples[: cfg.max_samples], val_samples[: cfg.max_samples]
+    # drawn from every label in proportion: the first N in file order may all be of one label
+    train_samples = training_subset(train_samples, cfg.max_samples, base_cfg.seed)
+    val_samples = training_subset(val_samples, cfg.max_samples, base_cfg.seed)
     cache = run_dir.parent / ".cache"
     train, val = _data(train_samples, dataset, size, cache), _data(val_samples, dataset, size, cache)
     y = train.labels["fracture"][train.labels["fracture_valid"]]

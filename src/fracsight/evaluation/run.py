@@ -14,11 +14,27 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from fracsight.data import CLASS, FRACTURE, Dataset, MissingSplitError, Sample, ensure_splits, load_dataset
+from fracsight.data import (
+    CLASS,
+    FRACTURE,
+    DataMismatchError,
+    Dataset,
+    MissingSplitError,
+    Sample,
+    ensure_splits,
+    load_dataset,
+)
 from fracsight.data._files import relative_name
 from fracsight.errors import ConfigError, DatasetError, OutputFolderError
 
-__all__ = ["evaluate_model", "select_samples", "unread_names"]
+__all__ = ["EvaluationArgumentError", "evaluate_model", "select_samples", "unread_names"]
+
+
+class EvaluationArgumentError(ConfigError):
+    """An option the model cannot be evaluated with (``--threshold`` for a model without a
+    fracture head): a bad argument, exit 2."""
+
+    bad_argument = True
 
 
 def unread_names(failed: Sequence[Mapping[str, Any]], listed_in: str, shown: int = 5) -> str:
@@ -415,7 +431,7 @@ def model_class_index(
     data_classes = tuple(class_names[CLASS])
     unknown = [c for c in data_classes if c not in model_classes]
     if unknown:
-        raise DatasetError(
+        raise DataMismatchError(
             f"the data's classes {list(data_classes)} differ from the model's {list(model_classes)}: "
             f"the model does not know {unknown}"
         )
@@ -510,7 +526,7 @@ def evaluate_model(
     predictor = Predictor(model)
     spec = predictor.spec
     if threshold is not None and not predictor.has_fracture_head:
-        raise ConfigError(
+        raise EvaluationArgumentError(
             f"a threshold applies to the fracture probability, but {spec.name} has no fracture head"
         )
     dataset = load_dataset(Path(data_dir), layout)
@@ -525,7 +541,7 @@ def evaluate_model(
         or (bool(predictor.regions) and any(s.regions for s in samples))
     )
     if not measurable:
-        raise DatasetError(_nothing_to_measure(Path(data_dir), predictor, dataset))
+        raise DataMismatchError(_nothing_to_measure(Path(data_dir), predictor, dataset))
     if out_dir is not None:
         _refuse_unwritable(Path(out_dir))
 

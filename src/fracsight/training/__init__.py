@@ -11,6 +11,7 @@ from fracsight._lazy import lazy_attributes
 __all__ = [
     "AugmentConfig",
     "TrainConfig",
+    "TrainConfigError",
     "TrainResult",
     "Trainer",
     "load_checkpoint",
@@ -21,6 +22,7 @@ __all__ = [
 _HOME = {
     "AugmentConfig": "fracsight.training.config",
     "TrainConfig": "fracsight.training.config",
+    "TrainConfigError": "fracsight.training.config",
     "load_config": "fracsight.training.config",
     "TrainResult": "fracsight.training.trainer",
     "Trainer": "fracsight.training.trainer",

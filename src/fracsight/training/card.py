@@ -124,6 +124,36 @@ def _and(items: list[str]) -> str:
     return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
+def _boxes_trained(spec: BundleSpec) -> bool:
+    """Whether the localization map learned from fracture boxes (a bundle of an older fracsight, which
+    did not record how many it had, is taken to have)."""
+    cfg = spec.training.get("config", {})
+    return spec.training.get("n_train_with_boxes", 1) > 0 and cfg.get("mask_weight", 1.0) > 0
+
+
+def _unsupervised_boxes(spec: BundleSpec) -> str:
+    """What the card must say of a heatmap and boxes that no drawn box taught or checked."""
+    if _boxes_trained(spec) or spec.localization.get("boxes") == "detector":
+        return ""
+    return (
+        ". **No fracture box taught the localization map** (the training data have none, or its loss was "
+        "off): it learned only through the fracture label, so its heatmap and boxes are a rough hint "
+        "of where the network looked, not checked against any drawn box"
+    )
+
+
+def _localization_loss(spec: BundleSpec) -> str:
+    cfg = spec.training.get("config", {})
+    if not cfg.get("mask_weight", 1.0) > 0:
+        return "no localization loss (mask_weight 0)"
+    if not _boxes_trained(spec):
+        return (
+            "localization map without boxes (no fractured training image has one): trained to stay empty "
+            "on normal images, on fractured ones only through the fracture logit"
+        )
+    return f"box-supervised localization map (positive cells x{cfg.get('mask_pos_weight')})"
+
+
 def _head_lines(spec: BundleSpec) -> list[str]:
     """What the heads are, what the heatmap shows and how the class is stated."""
     heads = ", ".join(f"{h.name} ({h.kind}: {', '.join(h.classes)})" for h in spec.heads)
@@ -131,7 +161,7 @@ def _head_lines(spec: BundleSpec) -> list[str]:
     if spec.head("fracture") is not None:
         lines = [
             f"- Heads: {heads}; a fracture localization map (1x1 conv on the last feature map) and a class "
-            "activation map give the heatmap and boxes",
+            "activation map give the heatmap and boxes" + _unsupervised_boxes(spec),
             f"- Probability calibration on validation data: {_calibration(spec)}",
         ]
         negative, positive = spec.head("fracture").classes
@@ -478,10 +508,7 @@ def render_card(spec: BundleSpec, run_dir: Path | None = None) -> str:
     fracatlas = spec.training.get("layout") == "fracatlas"
     losses = []
     if fracture:
-        losses.append(
-            f"pos-weighted BCE for fracture, box-supervised localization map (positive cells x"
-            f"{cfg.get('mask_pos_weight')})"
-        )
+        losses.append(f"pos-weighted BCE for fracture, {_localization_loss(spec)}")
     if spec.head("region") is not None:
         losses.append("multi-label BCE for body region")
     if klass:

@@ -14,7 +14,15 @@ import yaml
 
 from fracsight.errors import ConfigError
 
-__all__ = ["AugmentConfig", "TrainConfig", "load_config"]
+__all__ = ["AugmentConfig", "TrainConfig", "TrainConfigError", "load_config"]
+
+
+class TrainConfigError(ConfigError):
+    """A training setting that cannot be used (a config file, a ``--set``, a device, a run to
+    resume or start from): the user's to correct, so the CLI exits 2 for it, as for any bad
+    argument. A checkpoint that cannot be read stays a plain :class:`ConfigError`."""
+
+    bad_argument = True
 
 
 @dataclass(frozen=True)
@@ -82,36 +90,38 @@ def _typed(option: str, value: Any, current: Any) -> Any:
     its default ``current``; a value of another type is refused, naming the option (YAML reads
     ``1e-3`` as a string, which is read as the number it means)."""
     if value is None:  # `init:` with nothing after it
-        raise ConfigError(f"{option}: no value given (give one, or leave the option out)")
+        raise TrainConfigError(f"{option}: no value given (give one, or leave the option out)")
     if isinstance(current, tuple):
         if isinstance(value, str):
             value = [p.strip() for p in value.strip("()[] ").split(",") if p.strip()]
         if not isinstance(value, (list, tuple)) or len(value) != len(current):
-            raise ConfigError(f"{option}: expected {len(current)} numbers (low,high), got {value!r}")
+            raise TrainConfigError(f"{option}: expected {len(current)} numbers (low,high), got {value!r}")
         return tuple(_typed(option, v, c) for v, c in zip(value, current, strict=True))
     if isinstance(current, bool):
         if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
             return value.lower() in _TRUE
         if not isinstance(value, bool):
-            raise ConfigError(f"{option}: expected a boolean, got {value!r}")
+            raise TrainConfigError(f"{option}: expected a boolean, got {value!r}")
         return value
     if isinstance(current, str):
         if isinstance(value, int) and not isinstance(value, bool):  # version: 2
             return str(value)
         if not isinstance(value, str):
-            raise ConfigError(f"{option}: expected text, got {value!r} (quote it in YAML)")
+            raise TrainConfigError(f"{option}: expected text, got {value!r} (quote it in YAML)")
         return value
     kind = type(current)
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ConfigError(f"{option}: expected {'an integer' if kind is int else 'a number'}, got {value!r}")
+        raise TrainConfigError(
+            f"{option}: expected {'an integer' if kind is int else 'a number'}, got {value!r}"
+        )
     try:
         if kind is int and not isinstance(value, float):
             return int(value)  # exactly, not through a float (a large seed)
         number = float(value)
     except ValueError:
-        raise ConfigError(f"{option}: cannot read {value!r} as {kind.__name__}") from None
+        raise TrainConfigError(f"{option}: cannot read {value!r} as {kind.__name__}") from None
     if not math.isfinite(number) or (kind is int and not number.is_integer()):
-        raise ConfigError(f"{option}: cannot read {value!r} as {kind.__name__}")
+        raise TrainConfigError(f"{option}: cannot read {value!r} as {kind.__name__}")
     return kind(number)
 
 
@@ -120,7 +130,7 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     unknown = sorted(str(k) for k in set(values) - set(known))
     if unknown:
         hints = "".join(_did_you_mean(k, known) for k in unknown)
-        raise ConfigError(
+        raise TrainConfigError(
             f"unknown {where} option(s): {', '.join(unknown)}{hints}; known: {', '.join(sorted(known))}"
         )
     defaults = cls()
@@ -131,7 +141,7 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
             if isinstance(value, dict):
                 value = _build(AugmentConfig, value, "augment")
             elif not isinstance(value, AugmentConfig):
-                raise ConfigError(f"augment: expected a mapping of augment options, got {value!r}")
+                raise TrainConfigError(f"augment: expected a mapping of augment options, got {value!r}")
         else:
             value = _typed(option, value, getattr(defaults, key))
         kw[key] = value
@@ -179,7 +189,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 line = key_node.start_mark.line + 1
-                raise ConfigError(f"option {key!r} is given twice (again on line {line})")
+                raise TrainConfigError(f"option {key!r} is given twice (again on line {line})")
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
@@ -190,15 +200,15 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark is not an option
         loaded = yaml.load(text, Loader=_UniqueKeyLoader) or {}  # a SafeLoader
     except OSError as e:
-        raise ConfigError(f"cannot read config {path}: {e.strerror or e}") from e
+        raise TrainConfigError(f"cannot read config {path}: {e.strerror or e}") from e
     except UnicodeDecodeError as e:
-        raise ConfigError(f"cannot read config {path}: not UTF-8 text (byte {e.start})") from e
+        raise TrainConfigError(f"cannot read config {path}: not UTF-8 text (byte {e.start})") from e
     except yaml.YAMLError as e:
-        raise ConfigError(f"cannot read config {path}: {_yaml_problem(e)}") from e
+        raise TrainConfigError(f"cannot read config {path}: {_yaml_problem(e)}") from e
     except ConfigError as e:
-        raise ConfigError(f"config {path}: {e}") from e
+        raise TrainConfigError(f"config {path}: {e}") from e
     if not isinstance(loaded, dict):
-        raise ConfigError(f"{path} must hold a mapping of options")
+        raise TrainConfigError(f"{path} must hold a mapping of options")
     return loaded
 
 
@@ -217,7 +227,7 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
 def _split(item: str) -> tuple[str, str]:
     key, sep, value = item.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"override {item!r} must look like key=value")
+        raise TrainConfigError(f"override {item!r} must look like key=value")
     return key.strip(), value
 
 
@@ -230,7 +240,7 @@ def _override(base: TrainConfig, item: str) -> TrainConfig:
         aug = base.augment
         known = {f.name for f in dataclasses.fields(aug)}
         if sub not in known:
-            raise ConfigError(f"unknown augment option {sub!r}{_did_you_mean(sub, known, 'augment.')}")
+            raise TrainConfigError(f"unknown augment option {sub!r}{_did_you_mean(sub, known, 'augment.')}")
         aug = dataclasses.replace(aug, **{sub: _typed(key, value, getattr(aug, sub))})
         return dataclasses.replace(base, augment=aug)
     if key in options:
@@ -239,7 +249,7 @@ def _override(base: TrainConfig, item: str) -> TrainConfig:
     hint = _did_you_mean(key, options) or _did_you_mean(key, augment_options, "augment.")
     if key == "augment":
         hint = " (set one augment option at a time: augment.hflip=0)"
-    raise ConfigError(f"unknown option {key!r} in override {item!r}{hint}")
+    raise TrainConfigError(f"unknown option {key!r} in override {item!r}{hint}")
 
 
 def _did_you_mean(key: str, known: set[str], prefix: str = "") -> str:
@@ -280,6 +290,7 @@ def _check_ranges(cfg: TrainConfig) -> None:
         need(getattr(cfg, option) >= 0, option, "0 or more")
     need(cfg.patience >= 1, "patience", "at least 1")
     need(0 <= cfg.seed < 2**63, "seed", "0 or more and below 2**63 (torch's limit)")
+    need(cfg.device in ("auto", "cpu", "cuda"), "device", "auto, cpu or cuda")
     for option in ("out", "name", "version"):
         need(bool(getattr(cfg, option).strip()), option, "not empty")
     for option in ("lr", "lr_finetune", "mask_pos_weight"):
@@ -303,4 +314,4 @@ def _check_ranges(cfg: TrainConfig) -> None:
             "epochs=0 and epochs_frozen=0 (nothing to train; with init= it keeps the starting weights)"
         )
     if problems:
-        raise ConfigError("invalid training settings: " + "; ".join(problems))
+        raise TrainConfigError("invalid training settings: " + "; ".join(problems))

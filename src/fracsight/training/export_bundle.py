@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING
 
 from fracsight._output import check_output_folder, staged_folder
 from fracsight.bundle import BundleSpec, HeadSpec, sha256_file, write_bundle_spec
-from fracsight.data import DataMismatchError, Dataset, Sample, load_dataset
-from fracsight.data.splits import train_val_samples
-from fracsight.errors import ConfigError, DatasetError
+from fracsight.data import FRACTURE, DataMismatchError, Dataset, NotADataFolderError, Sample, load_dataset
+from fracsight.data.splits import train_val_samples, training_subset
+from fracsight.errors import DatasetError
 from fracsight.evaluation.run import evaluate_model, select_samples
 from fracsight.inference.onnx_model import OnnxModel
 from fracsight.training.card import write_card
-from fracsight.training.config import TrainConfig
+from fracsight.training.config import TrainConfig, TrainConfigError
 from fracsight.training.refit import (
     choose_localization,
     fit_to_outputs,
@@ -51,7 +51,7 @@ def export_bundle(
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     checkpoint = run_dir / "best.pt" if run_dir.is_dir() else run_dir
     if not checkpoint.is_file():
-        raise ConfigError(f"no checkpoint at {checkpoint}: train first (fracsight train)")
+        raise TrainConfigError(f"no checkpoint at {checkpoint}: train first (fracsight train)")
     inputs = [("the training run", run_dir if run_dir.is_dir() else checkpoint)]
     check_output_folder(out_dir, force=force, inputs=inputs)
     model, cfg, fracture = load_trained(checkpoint)
@@ -59,11 +59,13 @@ def export_bundle(
     if not (data_dir or cfg.data):  # Path("") would be the working folder: never guess
         raise DatasetError(f"{checkpoint} does not record its data set: pass data_dir (--data-dir)")
     data_root = Path(data_dir or cfg.data)
+    if data_dir and not data_root.is_dir():
+        raise NotADataFolderError(f"--data-dir {data_dir} is not a folder; give the data set's top folder")
     if not data_root.is_dir():
-        where = "given" if data_dir else "the run trained on"
-        relative = "" if data_dir or data_root.is_absolute() else " (relative to where training ran)"
-        raise DatasetError(
-            f"the data set {where}, {data_root}{relative}, is not a folder here: pass --data-dir DATA_DIR"
+        relative = "" if data_root.is_absolute() else " (relative to where training ran)"
+        raise NotADataFolderError(
+            f"the data set the run trained on, {data_root}{relative}, is not a folder here: "
+            "pass --data-dir DATA_DIR"
         )
     dataset = load_dataset(data_root, cfg.layout)
     if fracture is None:
@@ -125,6 +127,10 @@ def _older_run_fracture(cfg: TrainConfig, dataset: Dataset) -> tuple[str, ...]:
     return trained_fracture_classes(dataset)
 
 
+def _boxed(sample: Sample) -> bool:
+    return sample.labels.get(FRACTURE) == 1 and bool(sample.boxes)
+
+
 def _write_bundle(
     model: FractureNet,
     cfg: TrainConfig,
@@ -143,6 +149,7 @@ def _write_bundle(
 
     output_names = export_onnx(model, work / "model.onnx", cfg.input_size)
     train, val = train_val
+    trained = training_subset(train, cfg.max_samples, cfg.seed)  # the images it trained on
     heads = [HeadSpec("fracture", "binary", fracture)] if fracture else []
     if "region" in output_names:
         heads.append(HeadSpec("region", "multilabel", model.heads_config.regions))
@@ -162,10 +169,12 @@ def _write_bundle(
         training={
             "data": str(Path(dataset.root).resolve()),
             "layout": dataset.layout,
-            "n_train": len(train),
+            "n_train": len(trained),
             "n_val": len(val),
             "config": cfg.to_dict(),
             "commands": commands,
+            # the card says whether any drawn box taught the localization map
+            **({"n_train_with_boxes": sum(_boxed(s) for s in trained)} if fracture else {}),
         },
     )
     write_bundle_spec(spec, work)

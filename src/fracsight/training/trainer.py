@@ -22,13 +22,13 @@ import yaml
 
 from fracsight._files import replace_atomically, replaced_by
 from fracsight.data.sample import CLASS, FRACTURE, REGION, Dataset, Sample
-from fracsight.data.splits import train_val_samples
+from fracsight.data.splits import train_val_samples, training_subset
 from fracsight.errors import ConfigError, DatasetError, OutputFolderError
 from fracsight.evaluation.metrics import auroc
 from fracsight.models import FractureNet, HeadConfig, create_model
 from fracsight.training.augment import augment_batch
 from fracsight.training.cache import LetterboxedSet, letterbox_samples
-from fracsight.training.config import TrainConfig, _check_ranges
+from fracsight.training.config import TrainConfig, TrainConfigError, _check_ranges
 from fracsight.training.loss import Targets, multitask_loss
 
 __all__ = [
@@ -93,9 +93,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for, but no CUDA GPU is available")
+        raise TrainConfigError("--device cuda was asked for, but no CUDA GPU is available")
     if name not in ("cpu", "cuda"):
-        raise ConfigError(f"device must be auto, cpu or cuda, got {name!r}")
+        raise TrainConfigError(f"device must be auto, cpu or cuda, got {name!r}")
     return torch.device(name)
 
 
@@ -138,8 +138,17 @@ def read_checkpoint(path: Path, needs: tuple[str, ...] = ("model", "arch", "conf
         raise ConfigError(
             f"{path} is not a checkpoint written by fracsight: torch cannot read it ({type(e).__name__})"
         ) from None
-    if not isinstance(state, dict) or not set(needs) <= set(state):
-        raise ConfigError(f"{path} is not a checkpoint written by fracsight (it lacks {', '.join(needs)})")
+    if not isinstance(state, dict):
+        raise ConfigError(f"{path} is not a checkpoint written by fracsight (it holds no dict)")
+    missing = [key for key in needs if key not in state]
+    if missing and {"optimizer", "epoch", "generator"} <= set(state):
+        # a user's slip, not a damaged file: last.pt resumes a run, best.pt is its model
+        raise TrainConfigError(
+            f"{path} is a run's resume checkpoint (last.pt), not a trained model: use the run's "
+            f"best.pt{', beside it' if (path.parent / 'best.pt').is_file() else ''}"
+        )
+    if missing:
+        raise ConfigError(f"{path} is not a checkpoint written by fracsight (it lacks {', '.join(missing)})")
     return state
 
 
@@ -416,6 +425,7 @@ class Trainer:
                 last, ("model", "history", "epoch", "best_score", "best_epoch", "since_best")
             )
             self._check_same_recipe()
+            self._check_same_heads(resumed)
         earlier = [name for name in ("best.pt", "last.pt") if (self.run_dir / name).is_file()]
         if earlier and not resume and not force:
             raise OutputFolderError(
@@ -456,12 +466,37 @@ class Trainer:
             if key not in RESUMABLE_SETTINGS and saved.get(key) != asked.get(key)
         ]
         if changed:
-            raise ConfigError(
+            raise TrainConfigError(
                 f"--resume continues {self.run_dir} with the settings it was started with; these differ: "
                 f"{'; '.join(changed[:5])}{'; ...' if len(changed) > 5 else ''}. Give the same settings "
                 f"(only {', '.join(sorted(RESUMABLE_SETTINGS - {'out'}))} may change), or start a new run "
                 "in another --out"
             )
+
+    def _check_same_heads(self, resumed: dict[str, Any]) -> None:
+        """A resumed run keeps the heads it was started with: data with other classes, regions or
+        another binary label do not fit its network (loading it failed with a traceback), and data
+        that did fit but meant other things would train one head on two meanings."""
+        record = resumed
+        if "classes" not in record and (self.run_dir / "best.pt").is_file():  # a last.pt of an older run
+            record = read_checkpoint(self.run_dir / "best.pt", ("model",))
+        wanted = self._heads_record()
+        differ = [
+            f"{key} {list(record[key])} -> {wanted[key]}"
+            for key in wanted
+            if key in record and list(record[key]) != wanted[key]
+        ]
+        if differ:
+            raise TrainConfigError(
+                f"--resume continues {self.run_dir}, whose heads the data set {self.dataset.root} does "
+                f"not fit: {'; '.join(differ)}. Resume with the data the run started on, or start a new "
+                "run in another --out"
+            )
+
+    def _heads_record(self) -> dict[str, list[str]]:
+        """The heads a checkpoint records (:func:`checkpoint_record`), for this run's data."""
+        record = checkpoint_record(self.heads, self.cfg, self.fracture_classes)
+        return {key: record[key] for key in ("regions", "classes", "fracture")}
 
     def fit(self, resume: bool = False, force: bool = False) -> TrainResult:
         """Train; ``resume``: continue the run in ``cfg.out`` from its ``last.pt``; ``force``:
@@ -476,8 +511,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         train_samples, val_samples = train_val_samples(self.dataset, cfg.seed)
-        if cfg.max_samples:
-            train_samples = train_samples[: cfg.max_samples]
+        train_samples = training_subset(train_samples, cfg.max_samples, cfg.seed)
         if initial is not None:
             model = initial
         else:
@@ -487,7 +521,9 @@ class Trainer:
         split = 0
         if cfg.feature_cache_variants > 0 and model.split_points() > 0:
             if not 1 <= cfg.unfreeze_from <= model.split_points():
-                raise ConfigError(f"unfreeze_from must be in 1..{model.split_points()} with a feature cache")
+                raise TrainConfigError(
+                    f"unfreeze_from must be in 1..{model.split_points()} with a feature cache"
+                )
             split = cfg.unfreeze_from
         for m in model.prefix_modules(split):
             m.eval()
@@ -615,6 +651,7 @@ class Trainer:
                     "since_best": since_best,
                     "history": json.dumps(history),
                     "generator": gen.get_state(),
+                    **self._heads_record(),  # checked when the run is resumed
                 }
                 if average is not None:
                     last.update(average=average.model.state_dict(), average_updates=average.updates)
@@ -632,19 +669,19 @@ class Trainer:
     def _initial_model(self, path: Path) -> FractureNet:
         """The model of an earlier run's checkpoint, which must match this run's architecture and heads."""
         if not path.is_file():
-            raise ConfigError(f"init: no checkpoint at {path}")
+            raise TrainConfigError(f"init: no checkpoint at {path}")
         if path.resolve() == (self.run_dir / "best.pt").resolve():
-            raise ConfigError(
+            raise TrainConfigError(
                 f"init: {path} is this run's own best.pt, which training overwrites; use another --out"
             )
         try:
             state = read_checkpoint(path, ("model", "arch"))
-        except ConfigError as e:
-            raise ConfigError(f"init: {e}") from None
+        except ConfigError as e:  # the same kind: a user's slip stays a bad argument
+            raise type(e)(f"init: {e}") from None
         found = (state["arch"], tuple(state.get("regions", ())), tuple(state.get("classes", ())))
         wanted = (self.cfg.arch, self.heads.regions, self.heads.classes)
         if found != wanted:
-            raise ConfigError(
+            raise TrainConfigError(
                 f"init: {path} holds {found[0]} with regions {list(found[1])} and classes {list(found[2])}; "
                 f"this run needs {wanted[0]} with regions {list(wanted[1])} and classes {list(wanted[2])}"
             )

@@ -1,0 +1,160 @@
+"""The researcher's commands (`train`, `export`, `evaluate`) exit 2 with one line for what the user
+got wrong (a data path that is a file, a config that cannot be used, a run folder without a run),
+never 1 as for a failure of the work itself, and never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fracsight.cli import app
+
+
+def _refused(result, message: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit) and "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+
+
+def _class_folders(images_from: Path, root: Path, classes: str = "abc") -> Path:
+    """A class-folder set (train/val) of the images in ``images_from``, linked, dealt into ``classes``."""
+    for i, image in enumerate(sorted(images_from.rglob("*.jpg"))):
+        folder = root / ("val" if i % 4 == 0 else "train") / classes[i % len(classes)]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / image.name).symlink_to(image.resolve())
+    return root
+
+
+@pytest.fixture
+def a_file(tmp_path: Path) -> Path:
+    path = tmp_path / "labels.txt"
+    path.write_text("not a data set")
+    return path
+
+
+def test_train_on_a_file_is_a_bad_argument(tmp_path, a_file):
+    result = CliRunner().invoke(app, ["train", str(a_file), "--out", str(tmp_path / "run")])
+    _refused(result, f"error (dataset_error): {a_file} is not a folder; give the data set's top folder")
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_with_an_unknown_layout_is_a_bad_argument(tmp_path):
+    result = CliRunner().invoke(
+        app, ["train", str(tmp_path), "--out", str(tmp_path.parent / "r"), "--set", "layout=voc"]
+    )
+    _refused(result, "unknown layout 'voc'")
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("epochs: [3\n", "cannot read config"),
+        ("epoch: 3\n", "epoch (did you mean epochs?)"),
+        ("input_size: 100\n", "input_size=100 (a multiple of 32"),
+        ("device: tpu\n", "device='tpu' (auto, cpu or cuda)"),
+    ],
+    ids=["yaml", "unknown", "range", "device"],
+)
+def test_train_config_errors_are_bad_arguments(tmp_path, yaml_text, message):
+    pytest.importorskip("torch")
+    data = tmp_path / "data"
+    for label in ("fractured", "not fractured"):
+        (data / label).mkdir(parents=True)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml_text)
+    result = CliRunner().invoke(app, ["train", str(data), "-c", str(config), "--out", str(tmp_path / "run")])
+    _refused(result, "error (config_error): ")
+    assert message in result.stderr and not (tmp_path / "run").exists()
+
+
+def test_export_with_a_data_dir_that_is_a_file_names_the_option(tiny_bundle, tmp_path, a_file):
+    run = tiny_bundle.parent / "run"
+    result = CliRunner().invoke(app, ["export", str(run), str(tmp_path / "b"), "--data-dir", str(a_file)])
+    _refused(result, f"--data-dir {a_file} is not a folder")
+    assert not (tmp_path / "b").exists()
+
+
+def test_export_of_a_folder_without_a_run_is_a_bad_argument(tmp_path):
+    (tmp_path / "norun").mkdir()
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "norun"), str(tmp_path / "b")])
+    _refused(result, "no checkpoint at")
+
+
+def test_evaluate_on_a_file_is_a_bad_argument(tiny_bundle, a_file):
+    result = CliRunner().invoke(app, ["evaluate", str(tiny_bundle), str(a_file), "--bootstrap", "100"])
+    _refused(result, f"{a_file} is not a folder")
+
+
+def test_resume_with_data_whose_labels_do_not_fit_the_run_is_refused(tiny_dataset, tmp_path):
+    """It loaded last.pt into a network built for the new data: a RuntimeError traceback (exit 1)."""
+    pytest.importorskip("torch")
+    from conftest import TINY_TRAINING
+
+    types = _class_folders(tiny_dataset, tmp_path / "types")
+    settings = [arg for item in TINY_TRAINING for arg in ("--set", item)]
+    run = tmp_path / "run"
+    first = CliRunner().invoke(app, ["train", str(tiny_dataset), "--out", str(run), *settings])
+    assert first.exit_code == 0, first.output
+    last = (run / "last.pt").read_bytes()
+    resumed = CliRunner().invoke(
+        app, ["train", str(types), "--out", str(run), *settings, "--set", "epochs=2", "--resume"]
+    )
+    _refused(resumed, f"error (config_error): --resume continues {run}, whose heads the data set {types}")
+    assert "classes [] -> ['a', 'b', 'c']" in resumed.stderr
+    assert "fracture ['not fractured', 'fractured'] -> []" in resumed.stderr
+    assert (run / "last.pt").read_bytes() == last
+
+
+@pytest.fixture(scope="module")
+def class_bundle(tiny_dataset, tmp_path_factory) -> Path:
+    """A tiny class-only bundle (classes a, b, c), trained and exported through the CLI."""
+    pytest.importorskip("torch")
+    from conftest import TINY_TRAINING
+
+    work = tmp_path_factory.mktemp("class_bundle")
+    data = _class_folders(tiny_dataset, work / "abc")
+    settings = [arg for item in TINY_TRAINING for arg in ("--set", item)]
+    trained = CliRunner().invoke(app, ["train", str(data), "--out", str(work / "run"), *settings])
+    assert trained.exit_code == 0, trained.output
+    exported = CliRunner().invoke(app, ["export", str(work / "run"), str(work / "bundle")])
+    assert exported.exit_code == 0, exported.output
+    return work / "bundle"
+
+
+def test_evaluate_with_data_or_options_the_model_does_not_fit_is_a_bad_argument(
+    class_bundle, tiny_bundle, tiny_dataset, tmp_path
+):
+    """export refused such data with exit 2; evaluate refused the same with exit 1, as a failure."""
+    runner = CliRunner()
+    fracture_only = runner.invoke(app, ["evaluate", str(class_bundle), str(tiny_dataset), "--split", "val"])
+    _refused(fracture_only, "has no class labels (a, b, c) to evaluate against")
+    class_only = runner.invoke(
+        app, ["evaluate", str(tiny_bundle), str(class_bundle.parent / "abc"), "--split", "val"]
+    )
+    _refused(class_only, "has no fracture labels to evaluate against")
+    other = _class_folders(tiny_dataset, tmp_path / "abd", "abd")
+    unknown = runner.invoke(app, ["evaluate", str(class_bundle), str(other), "--split", "val"])
+    _refused(unknown, "the model does not know ['d']")
+    threshold = runner.invoke(
+        app, ["evaluate", str(class_bundle), str(class_bundle.parent / "abc"), "--threshold", "0.5"]
+    )
+    _refused(threshold, "has no fracture head")
+
+
+def test_a_runs_last_pt_named_as_the_model_says_what_it_is(tiny_bundle, tiny_dataset, tmp_path):
+    """It said last.pt "is not a checkpoint written by fracsight (it lacks model, arch, config)":
+    untrue (fracsight wrote it, and it holds the model's weights), with exit 1."""
+    pytest.importorskip("torch")
+    from conftest import TINY_TRAINING
+
+    last = tiny_bundle.parent / "run" / "last.pt"
+    message = f"{last} is a run's resume checkpoint (last.pt), not a trained model: use the run's best.pt"
+    exported = CliRunner().invoke(app, ["export", str(last), str(tmp_path / "b")])
+    _refused(exported, message)
+    settings = [arg for item in [*TINY_TRAINING, f"init={last}"] for arg in ("--set", item)]
+    started = CliRunner().invoke(app, ["train", str(tiny_dataset), "--out", str(tmp_path / "r"), *settings])
+    _refused(started, f"init: {message}")
+    assert not (tmp_path / "b").exists() and not (tmp_path / "r").exists()
