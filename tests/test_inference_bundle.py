@@ -169,6 +169,21 @@ def test_unknown_model_name_without_packaged_bundles(tmp_path: Path, monkeypatch
         resolve_bundle("gamma-v1")
 
 
+def test_a_zipped_bundle_whose_model_was_changed_is_named_by_the_archive(
+    bundle_copy: Path, tmp_path: Path
+) -> None:
+    (bundle_copy / "model.onnx").write_bytes((bundle_copy / "model.onnx").read_bytes() + b"x")
+    changed = tmp_path / "changed.zip"
+    with zipfile.ZipFile(changed, "w") as zf:
+        for f in bundle_copy.iterdir():
+            zf.write(f, f"tiny/{f.name}")
+    with pytest.raises(ChecksumMismatchError) as refused:
+        Predictor(changed)
+    # the user gave changed.zip: a temporary folder it was unpacked to means nothing to them
+    assert "model.onnx in changed.zip/tiny does not match" in str(refused.value)
+    assert "fracsight-bundle-" not in str(refused.value)
+
+
 def test_a_zipped_bundle_loads_and_an_unsafe_zip_is_refused(tiny_bundle: Path, tmp_path: Path) -> None:
     good = tmp_path / "good.zip"
     with zipfile.ZipFile(good, "w") as zf:

@@ -51,6 +51,10 @@ def _extract_zip(path: Path) -> Path:
     inner = [p.parent for p in target.rglob("bundle.json")]
     if len(inner) != 1:
         raise BundleError(f"{path.name} must hold exactly one bundle.json, found {len(inner)}")
+    try:  # checked here, so that a message names the archive the user gave, not the unpacked copy
+        read_checked_onnx(inner[0], load_bundle_spec(inner[0]))
+    except BundleError as e:
+        raise type(e)(str(e).replace(str(target), path.name)) from None
     return inner[0]
 
 
