@@ -19,6 +19,8 @@ from PIL import Image
 if TYPE_CHECKING:  # tkinter may be missing: the tests that need it skip
     import tkinter as tk
 
+    from fracsight.desktop.window import DesktopApp
+
 XVFB = shutil.which("Xvfb")
 SCREEN = (1280, 900)
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
@@ -82,6 +84,17 @@ def wait_until(root: tk.Tk, condition: Callable[[], bool], timeout: float = 60.0
     root.after(0, check)
     root.mainloop()
     assert state["ok"], f"timed out after {timeout} s waiting for {what or condition}"
+
+
+def open_and_wait(desktop: DesktopApp, paths: Sequence[Path], timeout: float = 60.0) -> int:
+    """``desktop.open_paths(paths)``, then the loop run until the files are looked for (on a
+    thread) and queued; how many were."""
+    listing = desktop.open_paths(paths)
+    if listing is None:
+        return 0
+    wait_until(desktop.root, lambda: listing.queued is not None, timeout, f"the files of {paths}")
+    assert listing.queued is not None
+    return listing.queued
 
 
 def settle(root: tk.Tk, seconds: float = 0.3) -> None:

@@ -320,6 +320,38 @@ def test_expand_inputs_follows_predict(tmp_path: Path) -> None:
     ]
 
 
+def test_a_listing_on_its_thread_gives_predicts_files_and_their_real_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The window's listing thread: the files ``expand_inputs`` gives, each file once, their real
+    paths for the session; a failure is an event that says why (the window never waits for ever)."""
+    from fracsight.desktop import listing
+
+    (tmp_path / "b").mkdir()
+    for name in ("b/1.dcm", "b/2.png", "b/notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "link.png").symlink_to(tmp_path / "b" / "2.png")
+    events: queue.Queue = queue.Queue()
+    paths = [tmp_path / "b", tmp_path / "b" / "1.dcm", tmp_path / "link.png"]
+    thread = listing.list_in_background(7, paths, events)
+    assert thread.daemon
+    thread.join(30)
+    listed = events.get_nowait()
+    assert listed == listing.Listed(
+        7, expand_inputs(paths), [os.path.realpath(tmp_path / "b" / n) for n in ("1.dcm", "2.png")]
+    )
+    session = ReadingSession()
+    session.add(listed.files, listed.resolved)
+    assert session.resolved == listed.resolved and session.names == ["1.dcm", "2.png"]
+
+    def fails(_paths: object) -> list[tuple[Path, str]]:
+        raise RuntimeError("the share went away")
+
+    monkeypatch.setattr(listing, "expand_inputs", fails)
+    listing.list_in_background(8, paths, events).join(30)
+    assert events.get_nowait() == listing.Listed(8, [], [], "RuntimeError: the share went away")
+
+
 @pytest.mark.fracatlas
 def test_files_of_the_same_name_in_subfolders_keep_predicts_names(
     predictor: Predictor, fracatlas_dir: Path, tmp_path: Path

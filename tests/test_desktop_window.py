@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,6 +33,7 @@ from desktop_support import (
     display_env,
     finish_drag,
     linked_folder,
+    open_and_wait,
     screenshot,
     settle,
     start_drag,
@@ -449,7 +451,7 @@ def test_cancel_a_folder_halfway_keeps_the_results_and_the_loop_responsive(
     probe.stop()
     load = max(load_before, os.getloadavg()[0]) / (os.cpu_count() or 1)
     queued = linked_folder(tmp_path / "queued", images[:10], "q")  # opened meanwhile: the cancel stops it too
-    desktop.open_paths([queued])
+    open_and_wait(desktop, [queued])
     desktop.cancel()
     wait_until(root, lambda: desktop.running == 0, 30, "the cancel")
     settle(root)
@@ -502,7 +504,7 @@ def test_files_dropped_from_another_program_are_opened(
     screenshot(display, "desktop-dropped.png")
 
     # what cannot be opened (a web link, a vanished file) is said, not opened
-    assert desktop.dropped(["https://example.org/x.png", str(tmp_path / "gone.png")]) == 0
+    assert desktop.dropped(["https://example.org/x.png", str(tmp_path / "gone.png")]) is None
     assert desktop.status.cget("text").startswith("Nothing to open (not a file or folder here): https://")
     assert len(desktop.session.paths) == 2
 
@@ -723,7 +725,7 @@ def test_stress_opening_cancelling_and_exporting_while_a_folder_runs(
 
         def open_batch(paths: list[Path]) -> None:
             start = len(desktop.session.paths)
-            n = desktop.open_paths(paths)
+            n = open_and_wait(desktop, paths)
             batches.append(range(start, start + n))
 
         def shown() -> list[int]:
@@ -833,7 +835,7 @@ def test_opening_files_after_the_model_failed_leaves_nothing_running(open_window
     desktop = open_window([], model="no-such-model")
     root = desktop.root
     wait_until(root, lambda: desktop.model_error is not None, 60, "the model to fail")
-    assert desktop.open_paths(inputs[:1]) == 0
+    assert desktop.open_paths(inputs[:1]) is None
     settle(root, 0.2)
     assert desktop.running == 0 and not desktop.session.paths and desktop.done == 0
     assert str(desktop.cancel_button.cget("state")) == "disabled"
@@ -1055,6 +1057,156 @@ def test_a_folder_given_at_start_without_images_is_said_after_the_model_loads(
     assert not desktop.tree.get_children()
 
 
+@pytest.fixture()
+def slow_listing(monkeypatch):
+    """``slow_listing(folder) -> gate``: looking through ``folder`` (any opening that holds it) waits
+    until ``gate.set()``, as a network share that has not answered yet; other openings are listed at
+    once. The walk itself is the real one (``fracsight predict``'s)."""
+    import threading
+
+    from fracsight.desktop import listing
+
+    real = listing.expand_inputs
+    gates: dict[Path, threading.Event] = {}
+
+    def expand(paths):
+        for path in paths:
+            if path in gates:
+                assert gates[path].wait(120), "the gate was never opened"
+        return real(paths)
+
+    monkeypatch.setattr(listing, "expand_inputs", expand)
+    yield lambda folder: gates.setdefault(folder, threading.Event())
+    for gate in gates.values():
+        gate.set()  # no thread left waiting after the test
+
+
+def dicom_folder(fracatlas_dir: Path, target: Path, n: int) -> Path:
+    """``n`` small DICOM files without an extension (``IM000001``...), as a PACS export names them."""
+    from PIL import Image
+
+    small = target.parent / f"{target.name}-small.jpg"
+    Image.open(fracatlas_dir / "images" / HAND).convert("L").resize((64, 64)).save(small)
+    made = dicom_from_image(small, target.parent / f"{target.name}-one.dcm").read_bytes()
+    target.mkdir()
+    for i in range(1, n + 1):
+        (target / f"IM{i:06d}").write_bytes(made)
+    return target
+
+
+def test_a_big_folder_is_looked_through_while_the_window_answers(
+    open_window, display: str, fracatlas_dir: Path, tmp_path: Path, slow_listing
+) -> None:
+    """3,000 extensionless DICOMs (each opened to see that it is one): listing them on the window's
+    thread froze it (5,000 about 1.3 s on a local disk; minutes on a network share). Now the window
+    runs its loop and says it is looking until the files are found, then queues them with the rows,
+    order, names and dedupe ``fracsight predict`` gives (a file given twice is one row)."""
+    from fracsight.inference.tabular import named_inputs
+
+    folder = dicom_folder(fracatlas_dir, tmp_path / "pacs", 3000)
+    gate = slow_listing(folder)  # the walk waits until the loop has run: it must not run on the loop
+    desktop = open_window([])
+    root = desktop.root
+    wait_until(root, lambda: desktop.session.predictor is not None, 60, "the model")
+    twice = folder / "IM000002"
+    listing = desktop.open_paths([folder, twice])
+    assert listing is not None and listing.queued is None and not desktop.session.paths
+    ticks: list[str] = []
+
+    def tick() -> None:
+        ticks.append(desktop.status.cget("text"))
+        if len(ticks) >= 5:
+            gate.set()
+        if listing.queued is None:
+            root.after(20, tick)
+
+    root.after(20, tick)
+    wait_until(root, lambda: listing.queued is not None, 120, "the listing")
+    assert len(ticks) >= 5  # the loop ran callbacks while the folder was looked through
+    assert ticks[0].startswith(f"Looking for images in {folder}, {twice} … ")
+    assert str(desktop.cancel_button.cget("state")) == "normal"
+    expected = named_inputs([folder, twice])
+    assert len(expected) == 3000 and listing.queued == 3000
+    assert list(zip(desktop.session.paths, desktop.session.names, strict=True)) == expected
+    wait_until(root, lambda: len(desktop.session.results) >= 2 and desktop.list_current, 120, "two rows")
+    settle(root, 0.1)
+    rows = [r["source"] for r in tree_rows(desktop)]
+    assert rows == [name for _, name in expected[: len(rows)]] and rows[:2] == ["IM000001", "IM000002"]
+    assert desktop.status.cget("text").startswith("Predicting ")
+    desktop.cancel()
+    wait_until(root, lambda: desktop.running == 0, 60, "the cancel")
+
+
+def test_cancel_close_and_another_folder_while_a_folder_is_looked_through(
+    open_window, fracatlas_dir: Path, tmp_path: Path, slow_listing
+) -> None:
+    """A folder that takes long to list (a network share): Escape stops the listing (the window is
+    idle again at once, and what the walk finds later is never queued), a folder opened meanwhile is
+    queued after it, and closing the window then ends cleanly, with no error, the listing's thread a
+    daemon that cannot keep the process alive."""
+    import logging
+
+    errors: list[str] = []
+
+    class Record(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            errors.append(record.getMessage())
+
+    handler = Record(logging.ERROR)
+    logging.getLogger("fracsight.desktop").addHandler(handler)
+    try:
+        share = dicom_folder(fracatlas_dir, tmp_path / "share", 50)
+        gate = slow_listing(share)
+        small = linked_folder(tmp_path / "small", [fracatlas_dir / "images" / FRACTURED])
+        desktop = open_window([share])
+        root = desktop.root
+        wait_until(root, lambda: desktop.session.predictor is not None, 60, "the model")
+        wait_until(root, lambda: "Looking for images in" in desktop.status.cget("text"), 10, "the status")
+        assert desktop.running == 1 and str(desktop.cancel_button.cget("state")) == "normal"
+        desktop.tree.focus_force()
+        settle(root, 0.1)
+        desktop.tree.event_generate("<Key-Escape>")  # the key, on the focused list
+        settle(root, 0.1)
+        assert desktop.running == 0 and not desktop.listings
+        assert desktop.status.cget("text") == f"Cancelled: stopped looking for images in {share}."
+        assert str(desktop.cancel_button.cget("state")) == "disabled"
+        listers = [t for t in threading.enumerate() if t.name.startswith("fracsight-list-")]
+        assert listers and all(t.daemon for t in listers)
+        gate.set()  # the share answers after the cancel: nothing of it is queued
+        for thread in listers:
+            thread.join(30)
+        settle(root, 0.2)
+        assert not desktop.session.paths and desktop.running == 0
+
+        # another folder opened while one is looked through is queued after it, in the order opened
+        gate.clear()
+        first = desktop.open_paths([share])
+        second = desktop.open_paths([small])
+        wait_until(root, lambda: second.listed is not None, 30, "the small folder's listing")
+        settle(root, 0.1)
+        assert second.queued is None and not desktop.session.paths  # waits for the share's
+        gate.set()
+        wait_until(root, lambda: second.queued is not None, 30, "both folders queued")
+        assert (first.queued, second.queued) == (50, 1)
+        assert desktop.session.names[-1] == f"000-{Path(FRACTURED).name}"
+        desktop.cancel()
+        wait_until(root, lambda: desktop.running == 0, 60, "the cancel")
+
+        # closing the window while a folder is looked through
+        gate.clear()
+        desktop.open_paths([share])
+        settle(root, 0.1)
+        desktop.close()
+        assert desktop.closed
+        gate.set()
+        for thread in [t for t in threading.enumerate() if t.name.startswith("fracsight-list-")]:
+            thread.join(30)
+            assert not thread.is_alive()
+        assert not errors, errors
+    finally:
+        logging.getLogger("fracsight.desktop").removeHandler(handler)
+
+
 # ---- the command driven from another X client, as a user runs it ------------------------------------
 STATUS_LINE = ".!frame2.!label"  # the status line (the second toolbar's label), for Tk's send
 
@@ -1239,4 +1391,43 @@ def test_closing_the_window_while_a_file_dialog_is_open_ends_cleanly(
         sender.destroy()
         gc.collect()
     assert "Traceback" not in err and "TclError" not in err, err
+    assert proc.returncode == 0, err
+
+
+# a network share that never answers: the walk of every opening waits for ever
+NEVER_LISTED = """
+import threading
+from fracsight.desktop import listing
+listing.expand_inputs = lambda paths: threading.Event().wait()
+from fracsight.cli import main
+main()
+"""
+
+
+def test_closing_the_window_while_a_folder_never_finishes_listing_ends_the_process(
+    display: str, tmp_path: Path
+) -> None:
+    """``fracsight desktop share/`` where the share never answers: the window says it is looking,
+    and its close button ends the command (code 0, no traceback); the listing's thread, still
+    waiting, does not keep the process alive."""
+    share = tmp_path / "share"
+    share.mkdir()
+    command = [sys.executable, "-c", NEVER_LISTED, "desktop", str(share)]
+    proc = subprocess.Popen(
+        command, env=display_env(display), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    sender = tk.Tk(screenName=display)
+    sender.withdraw()
+    status = f"{STATUS_LINE} cget -text"
+    try:
+        _wait_for_other(lambda: "Looking for images in" in _send(sender, status), 120, "the listing")
+        _send(sender, "after 50 [wm protocol . WM_DELETE_WINDOW]")  # what the close button runs
+        _, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        sender.destroy()
+        gc.collect()
+    assert "Traceback" not in err, err
     assert proc.returncode == 0, err

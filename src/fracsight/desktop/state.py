@@ -8,7 +8,7 @@ between events. No tkinter here: it is tested without a display.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -62,6 +62,7 @@ class ReadingSession:
     predictor: Predictor | None = None
     paths: list[Path] = field(default_factory=list)
     names: list[str] = field(default_factory=list)  # what rows, cards and exports call each file
+    resolved: list[str] = field(default_factory=list, repr=False)  # each file's real path
     results: dict[int, Result] = field(default_factory=dict)
     stamps: dict[int, FileStamp | None] = field(default_factory=dict)  # each file as read for its result
     operating_point: OperatingPoint | None = None
@@ -77,13 +78,16 @@ class ReadingSession:
         self.operating_point = predictor.operating_point
         self._made.clear()
 
-    def add(self, files: Iterable[tuple[Path, str]]) -> list[Item]:
-        """Add ``(path, name)`` pairs (:func:`expand_inputs`); returns the items to predict."""
+    def add(self, files: Iterable[tuple[Path, str]], resolved: Sequence[str] | None = None) -> list[Item]:
+        """Add ``(path, name)`` pairs (:func:`expand_inputs`); returns the items to predict.
+        ``resolved``: each file's real path, where already known (found off the window's thread:
+        on a network share it is a round trip per file)."""
         start = len(self.paths)
         items = [(index, path, name) for index, (path, name) in enumerate(files, start)]
         for _, path, name in items:
             self.paths.append(path)
             self.names.append(name)
+        self.resolved.extend(resolved if resolved is not None else (os.path.realpath(p) for _, p, _ in items))
         self._find_folders()
         return items
 
@@ -91,7 +95,7 @@ class ReadingSession:
         """:attr:`folders`, found here rather than on every redisplay (it resolves every path). A file
         opened again is a view at its latest place: the one predicted last (a cancelled run's copy
         never gets a result)."""
-        latest = sorted({os.path.realpath(path): i for i, path in enumerate(self.paths)}.values())
+        latest = sorted({real: i for i, real in enumerate(self.resolved)}.values())
         groups = study_groups([self.paths[i] for i in latest])
         self.folders = {name: [latest[j] for j in views] for name, views in groups.items()}
 

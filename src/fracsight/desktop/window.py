@@ -14,7 +14,7 @@ import logging
 import queue
 import time
 import tkinter as tk
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,10 +33,11 @@ from fracsight.app.logic import (
 )
 from fracsight.bundle import read_card
 from fracsight.desktop.drop import enable_file_drop, paths_from_drop
+from fracsight.desktop.listing import Listed, Listing, list_in_background
 from fracsight.desktop.priority import MODEL_NICENESS
 from fracsight.desktop.render import Rendered
 from fracsight.desktop.shortcuts import NOTE, Tooltip, bind_shortcuts, help_rows, hint
-from fracsight.desktop.state import STUDY_NAME, ReadingSession, expand_inputs, heading
+from fracsight.desktop.state import STUDY_NAME, ReadingSession, heading
 from fracsight.desktop.timing import LatencyProbe, TimingLog
 from fracsight.desktop.viewer import Viewer
 from fracsight.desktop.worker import (
@@ -83,6 +84,7 @@ class _Run:
     asked: int = 0
     started: float = field(default_factory=time.perf_counter)
     cancelled: bool = False
+    looked_in: list[Path] = field(default_factory=list)  # what was opened (named when nothing was found)
 
 
 class DesktopApp:
@@ -105,20 +107,24 @@ class DesktopApp:
         quit_when_done: bool = False,
     ) -> None:
         self.root = root
-        self.events: queue.Queue[Event | Rendered] = queue.Queue()
+        self.events: queue.Queue[Event | Rendered | Listed] = queue.Queue()
         self.session = ReadingSession()
         self.worker = PredictionWorker(
             model, operating_point, self.events, threads=threads, niceness=niceness
         )
         self.timing = timing
         self.quit_when_done = quit_when_done
+        self.niceness = niceness
         self.model_error: str | None = None
         self.closed = False
         self.shortcuts_window: tk.Toplevel | None = None
         self.selected: int | None = None
         self.views: OrderedDict[int, ViewReady] = OrderedDict()
         self.studies: dict[str, StudyPrediction] = {}  # the study rows listed, by name
-        self.running = 0  # batches submitted and not finished
+        self.running = 0  # openings not finished: being looked through, or their batch being predicted
+        self.listings: deque[Listing] = deque()  # openings being looked through, in the order opened
+        self._listed = 0  # openings so far (each listing's number)
+        self._status_text = ""
         self.done = 0  # results received
         self._run = _Run(done=0)  # from idle to idle, over every batch opened meanwhile
         self._first_result = self._first_view = False
@@ -313,40 +319,81 @@ class DesktopApp:
         if chosen:
             self.open_paths([Path(chosen)])
 
-    def open_paths(self, paths: Sequence[Path]) -> int:
-        """Queue files and folders (expanded as ``fracsight predict`` does); returns how many files."""
+    def open_paths(self, paths: Sequence[Path]) -> Listing | None:
+        """Look for the files of ``paths`` (folders expanded as ``fracsight predict`` does) on a
+        thread, and queue them, after those opened before, once all are found: a file's name and
+        place depend on the whole listing (sorted, each file once, same names told apart). Returns
+        the listing (:attr:`Listing.queued` says how many files, once looked through); None when
+        nothing can be predicted."""
         if self.model_error is not None:  # the worker has stopped: nothing queued would ever finish
             self._set_status("No model: nothing can be predicted.")
-            return 0
-        files = expand_inputs(paths)
-        if not files:
-            self._found_nothing = f"No image files found in {_some(map(str, paths))}."
-            self._set_status(self._found_nothing)
-            return 0
-        items = self.session.add(files)
-        self.worker.submit(items)
-        if not self.running:  # a new run: its end reports what it did, over all its batches
+            return None
+        if not self.running:  # a new run: its end reports what it did, over all its openings
             self._run = _Run(done=self.done)
-        self._run.asked += len(items)
+        self._run.looked_in.extend(paths)
         self.running += 1
-        self._update_progress()
+        self._listed += 1
+        listing = Listing(self._listed, tuple(paths))
+        self.listings.append(listing)
+        list_in_background(listing.number, listing.paths, self.events, self.niceness)
         self.cancel_button.configure(state="normal")
-        return len(items)
+        self._update_progress()
+        return listing
 
-    def dropped(self, items: Sequence[str]) -> int:
+    def dropped(self, items: Sequence[str]) -> Listing | None:
         """Files and folders dropped on the window (tkdnd's list of paths): opened as if chosen."""
         found, other = paths_from_drop(items)
-        opened = self.open_paths(found) if found else 0
+        listing = self.open_paths(found) if found else None
         if other:
-            what = "Skipped" if opened else "Nothing to open"
+            what = "Skipped" if listing is not None else "Nothing to open"
             self._set_status(f"{what} (not a file or folder here): {_some(other)}")
-        return opened
+        return listing
 
     def cancel(self) -> None:
-        """Stop after the image in progress; the results so far stay in the list."""
+        """Stop looking for files and stop after the image in progress; the results so far stay."""
+        if not self.running:
+            return
+        self.worker.cancel()
+        self._run.cancelled = True
+        while self.listings:  # their threads end with their walk; what they find is not queued
+            listing = self.listings.popleft()
+            listing.cancelled, listing.queued = True, 0
+            self.running -= 1
         if self.running:
-            self.worker.cancel()
             self._set_status(f"Cancelling after {self.done - self._run.done} of {self._run.asked} …")
+        else:
+            self._end_run()
+
+    def _files_listed(self, event: Listed) -> None:
+        """Queue the files of every opening looked through, in the order they were opened."""
+        for listing in self.listings:
+            if listing.number == event.number:
+                listing.listed = event
+        while self.listings and self.listings[0].listed is not None:
+            self._queue_files(self.listings.popleft())
+
+    def _queue_files(self, listing: Listing) -> None:
+        listed = listing.listed
+        assert listed is not None
+        items = self.session.add(listed.files, listed.resolved)
+        listing.queued = len(items)
+        if self.model_error is not None:  # the model failed while the files were looked for
+            self._not_predicted([index for index, _, _ in items])
+            return
+        if not items:
+            self.running -= 1
+            where = _some(map(str, listing.paths))
+            if listed.error is not None:
+                self._found_nothing = f"Could not look for images in {where}: {listed.error}"
+            else:
+                self._found_nothing = f"No image files found in {where}."
+            self._set_status(self._found_nothing)
+            if not self.running:
+                self._end_run()
+            return
+        self.worker.submit(items)
+        self._run.asked += len(items)
+        self._update_progress()
 
     # ---- events from the worker ----------------------------------------------------------------------
     def _poll(self) -> None:
@@ -360,6 +407,8 @@ class DesktopApp:
                 self._handle(event)
             if self._unlisted and time.perf_counter() - self._listed_at >= LIST_TICK_S:
                 self._list_results()
+            if self.listings:  # the seconds spent looking, so that a long listing is not a hung window
+                self._show_running()
         except Exception:  # a drawing bug must not stop the loop: log it and carry on
             log.exception("while handling a worker event")
         if not self.closed:
@@ -370,6 +419,8 @@ class DesktopApp:
             self._model_loaded(event)
         elif isinstance(event, ModelFailed):
             self._model_failed(event)
+        elif isinstance(event, Listed):
+            self._files_listed(event)
         elif isinstance(event, BatchStarted):
             self._probe_from = len(self.probe.samples) if self.probe is not None else 0
             self._update_progress()
@@ -451,7 +502,9 @@ class DesktopApp:
         self._show_model_text()
         if self.timing is not None:
             self.timing.write("model_loaded", seconds=round(event.seconds, 3))
-        if self.running:
+        if self.running and not self._run.asked:
+            self._set_status(f"Model loaded in {event.seconds:.1f} s. {self._looking_text()}")
+        elif self.running:
             self._set_status(f"Model loaded in {event.seconds:.1f} s; predicting …")
         else:
             verb = "Open or drop" if self.drop_enabled else "Open"
@@ -472,16 +525,19 @@ class DesktopApp:
             text=f"{self.model_error}\nStart fracsight desktop again with a bundle that loads "
             "(--model: a bundle folder, .zip or packaged name)."
         )
-        waiting = [i for i in range(len(self.session.paths)) if i not in self.session.results]
         self.tree.configure(columns=("source", "decision"))
         for column in ("source", "decision"):
             self.tree.heading(column, text=heading(column), anchor="w")
             self.tree.column(column, width=COLUMN_WIDTHS[column] + 150, anchor="w")
-        for i in waiting:  # the files opened with the window: a row each, saying why it has no result
+        self._not_predicted([i for i in range(len(self.session.paths)) if i not in self.session.results])
+
+    def _not_predicted(self, indices: Sequence[int]) -> None:
+        """A row for each of these files, saying why it has no result (the model failed to load)."""
+        for i in indices:
             self.tree.insert(
                 "", "end", iid=str(i), values=(self.session.names[i], NOT_PREDICTED), tags=("failed",)
             )
-        n = len(waiting)
+        n = len(self.tree.get_children())
         what = f"{n} file{'s' if n > 1 else ''} not predicted" if n else "nothing can be predicted"
         self._set_status(f"No model: {what}.")
 
@@ -526,12 +582,7 @@ class DesktopApp:
             self._run.cancelled = True
         self._update_progress()
         if not self.running:  # the run is over: what all its batches did (cancel stops them all)
-            run = self._run
-            what = "Cancelled" if run.cancelled else "Done"
-            seconds = time.perf_counter() - run.started
-            predicted = self.done - run.done
-            self._set_status(f"{what}: {predicted} of {run.asked} images predicted in {seconds:.1f} s.")
-            self.cancel_button.configure(state="disabled")
+            self._end_run()
         if self.timing is not None:
             latency = self.probe.summary(self._probe_from) if self.probe is not None else {}
             self.timing.write(
@@ -848,21 +899,50 @@ class DesktopApp:
             self._set_status(f"That did not work ({type(error).__name__}); the log has the details.")
 
     def _set_status(self, text: str) -> None:
-        self.status.configure(text=text)
+        if text != self._status_text:  # the line is rewritten every poll while files are looked for
+            self._status_text = text
+            self.status.configure(text=text)
+
+    def _looking_text(self) -> str:
+        """What the line says while files are looked for: where, and for how long (it may take
+        minutes on a network share; the seconds show that the window has not hung)."""
+        if not self.listings:
+            return ""
+        listing = self.listings[0]
+        seconds = time.perf_counter() - listing.started
+        return f"Looking for images in {_some(map(str, listing.paths))} … {seconds:.0f} s"
 
     def _update_progress(self) -> None:
         """The bar and the line are about the run (from idle to idle): after a cancel the bar stays
         at what was predicted out of what was asked, and the line says *Cancelled*."""
         run = self._run
-        done = self.done - run.done
-        self.progress.configure(maximum=max(1, run.asked), value=done)
+        self.progress.configure(maximum=max(1, run.asked), value=self.done - run.done)
+        self._show_running()
+
+    def _show_running(self) -> None:
+        run = self._run
         if self.running:
-            self._set_status(f"Predicting {min(done + 1, run.asked)} of {run.asked} …")
+            done = self.done - run.done
+            predicting = f"Predicting {min(done + 1, run.asked)} of {run.asked} …" if run.asked else ""
+            self._set_status(" ".join(t for t in (predicting, self._looking_text()) if t))
+
+    def _end_run(self) -> None:
+        """The run's last word: what all its openings did."""
+        run = self._run
+        seconds = time.perf_counter() - run.started
+        if run.asked:
+            what = "Cancelled" if run.cancelled else "Done"
+            predicted = self.done - run.done
+            self._set_status(f"{what}: {predicted} of {run.asked} images predicted in {seconds:.1f} s.")
+        elif run.cancelled:
+            self._set_status(f"Cancelled: stopped looking for images in {_some(map(str, run.looked_in))}.")
+        self.cancel_button.configure(state="disabled")
 
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
+        self.listings.clear()  # their daemon threads end with their walk, never waited for
         self.worker.close()
         self.viewer.close()
         if self.probe is not None:
