@@ -333,7 +333,7 @@ def test_a_listing_on_its_thread_gives_predicts_files_and_their_real_paths(
     (tmp_path / "link.png").symlink_to(tmp_path / "b" / "2.png")
     events: queue.Queue = queue.Queue()
     paths = [tmp_path / "b", tmp_path / "b" / "1.dcm", tmp_path / "link.png"]
-    thread = listing.list_in_background(7, paths, events)
+    thread = listing.list_in_background(listing.Listing(7, tuple(paths)), events)
     assert thread.daemon
     thread.join(30)
     listed = events.get_nowait()
@@ -344,12 +344,29 @@ def test_a_listing_on_its_thread_gives_predicts_files_and_their_real_paths(
     session.add(listed.files, listed.resolved)
     assert session.resolved == listed.resolved and session.names == ["1.dcm", "2.png"]
 
-    def fails(_paths: object) -> list[tuple[Path, str]]:
+    def fails(_paths: object, _on_found: object = None) -> list[tuple[Path, str]]:
         raise RuntimeError("the share went away")
 
     monkeypatch.setattr(listing, "expand_inputs", fails)
-    listing.list_in_background(8, paths, events).join(30)
+    listing.list_in_background(listing.Listing(8, tuple(paths)), events).join(30)
     assert events.get_nowait() == listing.Listed(8, [], [], "RuntimeError: the share went away")
+
+
+def test_a_cancelled_listing_counts_what_it_found_and_stops_its_walk(tmp_path: Path) -> None:
+    """The status line's count comes from the walk as it goes; a cancelled listing stops the walk at
+    the next file found (a share of thousands of files is not read to the end) and reports nothing."""
+    from fracsight.desktop import listing
+
+    for i in range(300):
+        (tmp_path / f"IM{i:06d}").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 64)  # found by its bytes
+    events: queue.Queue = queue.Queue()
+    whole = listing.Listing(1, (tmp_path,))
+    listing.list_in_background(whole, events).join(60)
+    assert whole.found == 300 and len(events.get_nowait().files) == 300
+    stopped = listing.Listing(2, (tmp_path,), cancelled=True)
+    thread = listing.list_in_background(stopped, events)
+    thread.join(60)
+    assert not thread.is_alive() and stopped.found == 0 and events.empty()
 
 
 @pytest.mark.fracatlas

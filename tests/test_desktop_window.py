@@ -1069,11 +1069,11 @@ def slow_listing(monkeypatch):
     real = listing.expand_inputs
     gates: dict[Path, threading.Event] = {}
 
-    def expand(paths):
+    def expand(paths, on_found=None):
         for path in paths:
             if path in gates:
                 assert gates[path].wait(120), "the gate was never opened"
-        return real(paths)
+        return real(paths, on_found)
 
     monkeypatch.setattr(listing, "expand_inputs", expand)
     yield lambda folder: gates.setdefault(folder, threading.Event())
@@ -1398,7 +1398,7 @@ def test_closing_the_window_while_a_file_dialog_is_open_ends_cleanly(
 NEVER_LISTED = """
 import threading
 from fracsight.desktop import listing
-listing.expand_inputs = lambda paths: threading.Event().wait()
+listing.expand_inputs = lambda paths, on_found=None: threading.Event().wait()
 from fracsight.cli import main
 main()
 """

@@ -8,9 +8,10 @@ listed on its own thread by the code ``fracsight predict`` uses
 window's queue, as the :class:`~fracsight.desktop.worker.PredictionWorker` does. Nothing here
 imports tkinter.
 
-A listing cannot be stopped midway (the walk has no hook to stop it): a cancelled one's event is
-ignored by the window, and its thread, a daemon that holds nothing of the window, ends with its
-walk and never keeps the process alive.
+The thread counts the files as the walk finds them (:attr:`Listing.found`, for the status line)
+and stops the walk at the next file found once the listing is cancelled. A walk that finds
+nothing for a long time (a share that does not answer) cannot be stopped sooner: its thread, a
+daemon that holds nothing of the window, ends with it and never keeps the process alive.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,30 +52,42 @@ class Listing:
     started: float = field(default_factory=time.perf_counter)
     listed: Listed | None = None  # once the thread has reported
     queued: int | None = None  # how many files were queued: None while looking, 0 when none or cancelled
-    cancelled: bool = False
+    cancelled: bool = False  # set by the window; the thread stops its walk at the next file
+    found: int = 0  # files found so far (written by the listing thread only)
 
 
-def list_in_background(
-    number: int, paths: Sequence[Path], events: queue.Queue[Listed], niceness: int = 0
-) -> threading.Thread:
-    """List ``paths`` on a daemon thread; a :class:`Listed` with ``number`` goes on ``events``."""
+class _Stopped(Exception):
+    """Raised into the walk of a cancelled listing."""
+
+
+def list_in_background(listing: Listing, events: queue.Queue[Listed], niceness: int = 0) -> threading.Thread:
+    """List ``listing.paths`` on a daemon thread; a :class:`Listed` with its number goes on
+    ``events``, unless the listing is cancelled first."""
     thread = threading.Thread(
         target=_list,
-        args=(number, tuple(paths), events, niceness),
-        name=f"fracsight-list-{number}",
+        args=(listing, events, niceness),
+        name=f"fracsight-list-{listing.number}",
         daemon=True,  # a walk of a hung network share must not keep a closed window's process alive
     )
     thread.start()
     return thread
 
 
-def _list(number: int, paths: tuple[Path, ...], events: queue.Queue[Listed], niceness: int) -> None:
+def _list(listing: Listing, events: queue.Queue[Listed], niceness: int) -> None:
     lower_this_thread(niceness)
+
+    def found(_path: Path) -> None:
+        if listing.cancelled:
+            raise _Stopped
+        listing.found += 1
+
     try:
-        files = expand_inputs(paths)
+        files = expand_inputs(listing.paths, found)
         resolved = [os.path.realpath(path) for path, _ in files]
+    except _Stopped:
+        return  # the window has forgotten this listing
     except Exception as e:  # the window must not wait for ever: it says why instead
-        log.exception("listing %s failed", ", ".join(map(str, paths)))
-        events.put(Listed(number, [], [], f"{type(e).__name__}: {e}"))
+        log.exception("listing %s failed", ", ".join(map(str, listing.paths)))
+        events.put(Listed(listing.number, [], [], f"{type(e).__name__}: {e}"))
         return
-    events.put(Listed(number, files, resolved))
+    events.put(Listed(listing.number, files, resolved))

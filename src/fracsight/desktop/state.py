@@ -8,7 +8,7 @@ between events. No tkinter here: it is tested without a display.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -35,10 +35,13 @@ Result = Prediction | FailedPrediction
 LIST_HIDDEN = frozenset({"kind", "threshold", "class_confident", "top_box", "reliable"})
 
 
-def expand_inputs(paths: Iterable[Path]) -> list[tuple[Path, str]]:
+def expand_inputs(
+    paths: Iterable[Path], on_found: Callable[[Path], object] | None = None
+) -> list[tuple[Path, str]]:
     """Files as given, folders expanded to their image files, in ``fracsight predict``'s order, each
-    with the name ``fracsight predict`` gives it (``patientA/study1/IM000001.jpg`` under a folder)."""
-    return named_inputs(list(paths))
+    with the name ``fracsight predict`` gives it (``patientA/study1/IM000001.jpg`` under a folder);
+    ``on_found`` is called with each file as it is found."""
+    return named_inputs(list(paths), on_found)
 
 
 class _Made(NamedTuple):

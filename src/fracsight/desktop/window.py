@@ -335,7 +335,7 @@ class DesktopApp:
         self._listed += 1
         listing = Listing(self._listed, tuple(paths))
         self.listings.append(listing)
-        list_in_background(listing.number, listing.paths, self.events, self.niceness)
+        list_in_background(listing, self.events, self.niceness)
         self.cancel_button.configure(state="normal")
         self._update_progress()
         return listing
@@ -904,13 +904,14 @@ class DesktopApp:
             self.status.configure(text=text)
 
     def _looking_text(self) -> str:
-        """What the line says while files are looked for: where, and for how long (it may take
-        minutes on a network share; the seconds show that the window has not hung)."""
+        """What the line says while files are looked for: where, how many so far and for how long (it
+        may take minutes on a network share; the seconds show that the window has not hung)."""
         if not self.listings:
             return ""
         listing = self.listings[0]
         seconds = time.perf_counter() - listing.started
-        return f"Looking for images in {_some(map(str, listing.paths))} … {seconds:.0f} s"
+        found = f"{listing.found} found, " if listing.found else ""
+        return f"Looking for images in {_some(map(str, listing.paths))} … {found}{seconds:.0f} s"
 
     def _update_progress(self) -> None:
         """The bar and the line are about the run (from idle to idle): after a cancel the bar stays

@@ -7,7 +7,7 @@ import io
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +144,9 @@ def collect_inputs(paths: Sequence[Path]) -> list[Path]:
     return [path for path, _ in named_inputs(paths)]
 
 
-def named_inputs(paths: Sequence[Path]) -> list[tuple[Path, str]]:
+def named_inputs(
+    paths: Sequence[Path], on_found: Callable[[Path], object] | None = None
+) -> list[tuple[Path, str]]:
     """:func:`collect_inputs` with the name results give each file: its path under the folder it
     was found in (``patient1/study1/image1.png``: several images may be named ``image1.png``),
     or its file name when it was given itself (never more of a path than the user typed).
@@ -152,13 +154,16 @@ def named_inputs(paths: Sequence[Path]) -> list[tuple[Path, str]]:
     Each file is taken once, at its first place, however often it is given or found (``a.jpg
     ./a.jpg``, a file and its folder, a link to it): the key is its resolved path, as in
     ``fracsight batch run``. A name that is not UTF-8 is given as :func:`text_cell` writes it, so
-    JSON, CSV and the table show the same name.
+    JSON, CSV and the table show the same name. ``on_found`` is called with each image file as
+    the walk finds it (to count them, or to stop a long walk by raising).
     """
     found: dict[str, tuple[Path, str]] = {}
     for path in paths:
         if path.is_dir():
-            named = [(f, _relative_name(f, path)) for f in folder_images(path)]
+            named = [(f, _relative_name(f, path)) for f in folder_images(path, on_found)]
         else:
+            if on_found is not None:
+                on_found(path)
             named = [(path, path.name)]
         for file, name in named:
             found.setdefault(os.path.realpath(file), (file, text_cell(name)))
@@ -181,13 +186,13 @@ def _relative_name(path: Path, root: Path) -> str:
     return path.name if relative == "." else relative  # "." : the folder given, unreadable itself
 
 
-def folder_images(root: Path) -> list[Path]:
+def folder_images(root: Path, on_found: Callable[[Path], object] | None = None) -> list[Path]:
     """The image files under ``root``, sorted; hidden files and folders are skipped.
 
     Linked folders are followed (once each). A file is an image by its extension or, without
     one of ours, by its first bytes: PACS exports name DICOM files ``IM000001`` or by their UID.
     A sub-folder that cannot be listed is returned as it is, so that its row says so instead
-    of it vanishing.
+    of it vanishing. ``on_found`` is called with each image file as it is found.
     """
     found: list[Path] = []
     seen: set[str] = set()
@@ -206,6 +211,8 @@ def folder_images(root: Path) -> list[Path]:
             path = Path(folder, name)
             if not name.startswith(".") and (path.suffix.lower() in IMAGE_SUFFIXES or _image_bytes(path)):
                 found.append(path)
+                if on_found is not None:
+                    on_found(path)
     return sorted(found)
 
 
