@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -1228,6 +1229,25 @@ def _wait_for_other(condition: Callable[[], bool], timeout: float, what: str) ->
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+@contextmanager
+def _desktop_process(display: str, command: list[str]) -> Iterator[tuple[subprocess.Popen, tk.Tk]]:
+    """``command`` (a ``fracsight desktop``) in its own process, and a Tk of this test's on the same
+    display to drive it with :func:`_send`; the process is killed if the test leaves it running."""
+    proc = subprocess.Popen(
+        command, env=display_env(display), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    sender = tk.Tk(screenName=display)
+    sender.withdraw()
+    try:
+        yield proc, sender
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        sender.destroy()
+        gc.collect()
+
+
 def test_quitting_while_a_folder_is_predicted_ends_the_process_cleanly(
     display: str, fracatlas_dir: Path, tmp_path: Path
 ) -> None:
@@ -1238,24 +1258,13 @@ def test_quitting_while_a_folder_is_predicted_ends_the_process_cleanly(
     images = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[:200]
     folder = linked_folder(tmp_path / "folder", images)
     command = [sys.executable, "-c", "from fracsight.cli import main; main()", "desktop", str(folder)]
-    proc = subprocess.Popen(
-        command, env=display_env(display), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    sender = tk.Tk(screenName=display)
-    sender.withdraw()
     status = f"{STATUS_LINE} cget -text"
-    try:
+    with _desktop_process(display, command) as (proc, sender):
         _wait_for_other(lambda: _send(sender, status).startswith("Predicting "), 120, "the folder")
         _wait_for_other(lambda: int(_send(sender, status).split()[1]) > 5, 60, "a few results")
         assert _send(sender, status).startswith("Predicting "), "the folder finished before the quit"
         _send(sender, "event generate . <Control-q>")
         _, err = proc.communicate(timeout=90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        sender.destroy()
-        gc.collect()
     assert "terminate called" not in err and "Traceback" not in err, err
     assert proc.returncode == 0, err
 
@@ -1372,24 +1381,13 @@ def test_closing_the_window_while_a_file_dialog_is_open_ends_cleanly(
     command: application has been destroyed*), the error handler wrote to the destroyed status
     line, and the command ended with two tracebacks and code 1. Now it ends with code 0."""
     command = [sys.executable, "-c", "from fracsight.cli import main; main()", "desktop", str(inputs[0])]
-    proc = subprocess.Popen(
-        command, env=display_env(display), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    sender = tk.Tk(screenName=display)
-    sender.withdraw()
-    try:
-        status = f"{STATUS_LINE} cget -text"
+    status = f"{STATUS_LINE} cget -text"
+    with _desktop_process(display, command) as (proc, sender):
         _wait_for_other(lambda: _send(sender, status).startswith("Done: 1 of 1"), 120, "the result")
         _send(sender, f"after 50 {{event generate . <{key}>}}")  # the dialog waits in its own loop
         _wait_for_other(lambda: _send(sender, f"winfo exists {dialog}") == "1", 30, "the dialog")
         _send(sender, "after 50 [wm protocol . WM_DELETE_WINDOW]")  # what the close button runs
         _, err = proc.communicate(timeout=90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        sender.destroy()
-        gc.collect()
     assert "Traceback" not in err and "TclError" not in err, err
     assert proc.returncode == 0, err
 
@@ -1413,21 +1411,10 @@ def test_closing_the_window_while_a_folder_never_finishes_listing_ends_the_proce
     share = tmp_path / "share"
     share.mkdir()
     command = [sys.executable, "-c", NEVER_LISTED, "desktop", str(share)]
-    proc = subprocess.Popen(
-        command, env=display_env(display), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    sender = tk.Tk(screenName=display)
-    sender.withdraw()
     status = f"{STATUS_LINE} cget -text"
-    try:
+    with _desktop_process(display, command) as (proc, sender):
         _wait_for_other(lambda: "Looking for images in" in _send(sender, status), 120, "the listing")
         _send(sender, "after 50 [wm protocol . WM_DELETE_WINDOW]")  # what the close button runs
         _, err = proc.communicate(timeout=90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        sender.destroy()
-        gc.collect()
     assert "Traceback" not in err, err
     assert proc.returncode == 0, err
