@@ -677,11 +677,10 @@ def _pump(root, seconds: float, gaps: list[float]) -> None:
 
 @pytest.mark.slow
 def test_stress_opening_cancelling_and_exporting_while_a_folder_runs(
-    open_window, fracatlas_dir: Path, tmp_path: Path, monkeypatch
+    open_window, fracatlas_dir: Path, tmp_path: Path, monkeypatch, desktop_errors: list[str]
 ) -> None:
     """Random interleavings of open, cancel, open again, operating point, export and select on the live
     window, with the list, progress, Cancel button and exports checked after every step."""
-    import logging
     import random
     from tkinter import filedialog
 
@@ -697,112 +696,102 @@ def test_stress_opening_cancelling_and_exporting_while_a_folder_runs(
         return str(saves[-1])
 
     monkeypatch.setattr(filedialog, "asksaveasfilename", save_as)
-    errors: list[str] = []
+    errors = desktop_errors
+    desktop = open_window([])
+    root = desktop.root
+    failed_callback = desktop._callback_failed
 
-    class Record(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            errors.append(record.getMessage())
+    def hooked(kind, error, tb) -> None:
+        errors.append(f"report_callback_exception: {kind.__name__}: {error}")
+        failed_callback(kind, error, tb)
 
-    handler = Record(logging.ERROR)
-    logging.getLogger("fracsight.desktop").addHandler(handler)
-    try:
-        desktop = open_window([])
-        root = desktop.root
-        failed_callback = desktop._callback_failed
+    root.report_callback_exception = hooked
+    wait_until(root, lambda: desktop.session.predictor is not None, 90, "the model")
+    points = desktop.session.operating_point_names
+    batches: list[range] = []  # the indices of every batch opened, in order
+    gaps: list[float] = []
+    log_lines: list[str] = []
 
-        def hooked(kind, error, tb) -> None:
-            errors.append(f"report_callback_exception: {kind.__name__}: {error}")
-            failed_callback(kind, error, tb)
+    def where() -> str:
+        return f"seed {seed} (FRACSIGHT_STRESS_SEED={seed} reproduces the choices); steps {log_lines}"
 
-        root.report_callback_exception = hooked
-        wait_until(root, lambda: desktop.session.predictor is not None, 90, "the model")
-        points = desktop.session.operating_point_names
-        batches: list[range] = []  # the indices of every batch opened, in order
-        gaps: list[float] = []
-        log_lines: list[str] = []
+    def open_batch(paths: list[Path]) -> None:
+        start = len(desktop.session.paths)
+        n = open_and_wait(desktop, paths)
+        batches.append(range(start, start + n))
 
-        def where() -> str:
-            return f"seed {seed} (FRACSIGHT_STRESS_SEED={seed} reproduces the choices); steps {log_lines}"
+    def shown() -> list[int]:
+        return [int(i) for i in desktop.tree.get_children() if i.isdigit()]  # not a study's row
 
-        def open_batch(paths: list[Path]) -> None:
-            start = len(desktop.session.paths)
-            n = open_and_wait(desktop, paths)
-            batches.append(range(start, start + n))
+    def check(idle: bool) -> None:
+        assert not errors, (errors, where())
+        assert gaps and max(gaps) < 1.5, (f"the loop stalled {max(gaps):.2f} s", where())
+        rows = shown()
+        results = desktop.session.results
+        assert len(rows) == len(set(rows)), ("a row twice", rows, where())
+        assert rows == sorted(rows), ("rows out of order", rows, where())
+        assert set(rows) == set(results) - set(desktop._unlisted), (rows, sorted(results), where())
+        for batch in batches:  # a cancelled batch keeps a prefix: in order, none lost
+            got = [i for i in batch if i in results]
+            assert got == list(batch[: len(got)]), (batch, got, where())
+        for i in rows:  # every row at the operating point shown
+            want = desktop.session.list_row(desktop.session.result(i))
+            assert tuple(desktop.tree.item(str(i), "values")) == want, (i, where())
+        running = desktop.running > 0
+        assert str(desktop.cancel_button.cget("state")) == ("normal" if running else "disabled"), where()
+        run = desktop._run  # the bar: what this run (idle to idle) predicted, out of what it was asked
+        assert float(desktop.progress.cget("maximum")) == max(1, run.asked), where()
+        if idle:
+            assert not running and desktop.worker._jobs.empty(), where()
+            assert desktop.list_current and desktop.done == len(results), where()
+            assert float(desktop.progress.cget("value")) == desktop.done - run.done, where()
+            status = desktop.status.cget("text")
+            # the run's last word, or an export's made after the run had ended
+            assert status.startswith(("Done:", "Cancelled:", "Saved ")), (status, where())
 
-        def shown() -> list[int]:
-            return [int(i) for i in desktop.tree.get_children() if i.isdigit()]  # not a study's row
+    def export() -> None:
+        before = len(saves)
+        exported = desktop.export_csv()
+        assert exported is not None and len(saves) == before + 1, where()
+        exported_rows = list(csv.DictReader(io.StringIO(exported.read_text())))
+        listed = [desktop.session.result(i).source for i in shown()]
+        assert [r["source"] for r in exported_rows] == listed, ("CSV against list", where())
 
-        def check(idle: bool) -> None:
-            assert not errors, (errors, where())
-            assert gaps and max(gaps) < 1.5, (f"the loop stalled {max(gaps):.2f} s", where())
-            rows = shown()
-            results = desktop.session.results
-            assert len(rows) == len(set(rows)), ("a row twice", rows, where())
-            assert rows == sorted(rows), ("rows out of order", rows, where())
-            assert set(rows) == set(results) - set(desktop._unlisted), (rows, sorted(results), where())
-            for batch in batches:  # a cancelled batch keeps a prefix: in order, none lost
-                got = [i for i in batch if i in results]
-                assert got == list(batch[: len(got)]), (batch, got, where())
-            for i in rows:  # every row at the operating point shown
-                want = desktop.session.list_row(desktop.session.result(i))
-                assert tuple(desktop.tree.item(str(i), "values")) == want, (i, where())
-            running = desktop.running > 0
-            assert str(desktop.cancel_button.cget("state")) == ("normal" if running else "disabled"), where()
-            run = desktop._run  # the bar: what this run (idle to idle) predicted, out of what it was asked
-            assert float(desktop.progress.cget("maximum")) == max(1, run.asked), where()
-            if idle:
-                assert not running and desktop.worker._jobs.empty(), where()
-                assert desktop.list_current and desktop.done == len(results), where()
-                assert float(desktop.progress.cget("value")) == desktop.done - run.done, where()
-                status = desktop.status.cget("text")
-                # the run's last word, or an export's made after the run had ended
-                assert status.startswith(("Done:", "Cancelled:", "Saved ")), (status, where())
-
-        def export() -> None:
-            before = len(saves)
-            exported = desktop.export_csv()
-            assert exported is not None and len(saves) == before + 1, where()
-            exported_rows = list(csv.DictReader(io.StringIO(exported.read_text())))
-            listed = [desktop.session.result(i).source for i in shown()]
-            assert [r["source"] for r in exported_rows] == listed, ("CSV against list", where())
-
-        for step in range(int(os.environ.get("FRACSIGHT_STRESS_STEPS", 10))):
-            open_batch([folder])
-            _pump(root, rng.uniform(0.0, 1.2), gaps)
-            action = rng.choice(STRESS_ACTIONS)
-            log_lines.append(f"{step}:{action}")
-            if action == "cancel":
-                desktop.cancel()
-            elif action == "open folder":
-                open_batch([other])
-            elif action == "open files":
-                open_batch(sorted(other.iterdir())[: rng.randint(1, 6)])
-            elif action == "operating point" and points:
-                desktop.set_operating_point(rng.choice(points))
-            elif action == "export" and desktop.session.results:
-                export()
-            elif action == "select" and shown():
-                desktop.select(rng.choice(shown()))
-            check(idle=False)
-            _pump(root, rng.uniform(0.0, 0.5), gaps)
-            check(idle=False)
-            if rng.random() < 0.5 or desktop.running > 1:
-                desktop.cancel()  # keeps the test short: most folders do not finish
-            wait_until(root, lambda: desktop.running == 0, 240, f"idle after step {step} ({where()})")
-            _pump(root, 0.2, gaps)
-            check(idle=True)
-            if desktop.session.results:
-                export()
-        # the last folder runs to its end: every row of it exactly once
+    for step in range(int(os.environ.get("FRACSIGHT_STRESS_STEPS", 10))):
         open_batch([folder])
-        wait_until(root, lambda: desktop.running == 0, 300, f"the last folder ({where()})")
+        _pump(root, rng.uniform(0.0, 1.2), gaps)
+        action = rng.choice(STRESS_ACTIONS)
+        log_lines.append(f"{step}:{action}")
+        if action == "cancel":
+            desktop.cancel()
+        elif action == "open folder":
+            open_batch([other])
+        elif action == "open files":
+            open_batch(sorted(other.iterdir())[: rng.randint(1, 6)])
+        elif action == "operating point" and points:
+            desktop.set_operating_point(rng.choice(points))
+        elif action == "export" and desktop.session.results:
+            export()
+        elif action == "select" and shown():
+            desktop.select(rng.choice(shown()))
+        check(idle=False)
+        _pump(root, rng.uniform(0.0, 0.5), gaps)
+        check(idle=False)
+        if rng.random() < 0.5 or desktop.running > 1:
+            desktop.cancel()  # keeps the test short: most folders do not finish
+        wait_until(root, lambda: desktop.running == 0, 240, f"idle after step {step} ({where()})")
         _pump(root, 0.2, gaps)
         check(idle=True)
-        assert all(i in shown() for i in batches[-1]), where()
-        assert desktop.status.cget("text").startswith(f"Done: {len(batches[-1])} of {len(batches[-1])}")
-        export()
-    finally:
-        logging.getLogger("fracsight.desktop").removeHandler(handler)
+        if desktop.session.results:
+            export()
+    # the last folder runs to its end: every row of it exactly once
+    open_batch([folder])
+    wait_until(root, lambda: desktop.running == 0, 300, f"the last folder ({where()})")
+    _pump(root, 0.2, gaps)
+    check(idle=True)
+    assert all(i in shown() for i in batches[-1]), where()
+    assert desktop.status.cget("text").startswith(f"Done: {len(batches[-1])} of {len(batches[-1])}")
+    export()
 
 
 def test_an_export_while_a_folder_runs_holds_the_rows_the_list_shows(
@@ -1059,6 +1048,23 @@ def test_a_folder_given_at_start_without_images_is_said_after_the_model_loads(
 
 
 @pytest.fixture()
+def desktop_errors() -> Iterator[list[str]]:
+    """The messages the desktop logs at ERROR level while the test runs."""
+    import logging
+
+    errors: list[str] = []
+
+    class Record(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            errors.append(record.getMessage())
+
+    handler = Record(logging.ERROR)
+    logging.getLogger("fracsight.desktop").addHandler(handler)
+    yield errors
+    logging.getLogger("fracsight.desktop").removeHandler(handler)
+
+
+@pytest.fixture()
 def slow_listing(monkeypatch):
     """``slow_listing(folder) -> gate``: looking through ``folder`` (any opening that holds it) waits
     until ``gate.set()``, as a network share that has not answered yet; other openings are listed at
@@ -1139,73 +1145,62 @@ def test_a_big_folder_is_looked_through_while_the_window_answers(
 
 
 def test_cancel_close_and_another_folder_while_a_folder_is_looked_through(
-    open_window, fracatlas_dir: Path, tmp_path: Path, slow_listing
+    open_window, fracatlas_dir: Path, tmp_path: Path, slow_listing, desktop_errors: list[str]
 ) -> None:
     """A folder that takes long to list (a network share): Escape stops the listing (the window is
     idle again at once, and what the walk finds later is never queued), a folder opened meanwhile is
     queued after it, and closing the window then ends cleanly, with no error, the listing's thread a
     daemon that cannot keep the process alive."""
-    import logging
 
-    errors: list[str] = []
+    errors = desktop_errors
+    share = dicom_folder(fracatlas_dir, tmp_path / "share", 50)
+    gate = slow_listing(share)
+    small = linked_folder(tmp_path / "small", [fracatlas_dir / "images" / FRACTURED])
+    desktop = open_window([share])
+    root = desktop.root
+    wait_until(root, lambda: desktop.session.predictor is not None, 60, "the model")
+    wait_until(root, lambda: "Looking for images in" in desktop.status.cget("text"), 10, "the status")
+    assert desktop.running == 1 and str(desktop.cancel_button.cget("state")) == "normal"
+    desktop.tree.focus_force()
+    settle(root, 0.1)
+    desktop.tree.event_generate("<Key-Escape>")  # the key, on the focused list
+    settle(root, 0.1)
+    assert desktop.running == 0 and not desktop.listings
+    assert desktop.status.cget("text") == f"Cancelled: stopped looking for images in {share}."
+    assert str(desktop.cancel_button.cget("state")) == "disabled"
+    listers = [t for t in threading.enumerate() if t.name.startswith("fracsight-list-")]
+    assert listers and all(t.daemon for t in listers)
+    gate.set()  # the share answers after the cancel: nothing of it is queued
+    for thread in listers:
+        thread.join(30)
+    settle(root, 0.2)
+    assert not desktop.session.paths and desktop.running == 0
 
-    class Record(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            errors.append(record.getMessage())
+    # another folder opened while one is looked through is queued after it, in the order opened
+    gate.clear()
+    first = desktop.open_paths([share])
+    second = desktop.open_paths([small])
+    wait_until(root, lambda: second.listed is not None, 30, "the small folder's listing")
+    settle(root, 0.1)
+    assert second.queued is None and not desktop.session.paths  # waits for the share's
+    gate.set()
+    wait_until(root, lambda: second.queued is not None, 30, "both folders queued")
+    assert (first.queued, second.queued) == (50, 1)
+    assert desktop.session.names[-1] == f"000-{Path(FRACTURED).name}"
+    desktop.cancel()
+    wait_until(root, lambda: desktop.running == 0, 60, "the cancel")
 
-    handler = Record(logging.ERROR)
-    logging.getLogger("fracsight.desktop").addHandler(handler)
-    try:
-        share = dicom_folder(fracatlas_dir, tmp_path / "share", 50)
-        gate = slow_listing(share)
-        small = linked_folder(tmp_path / "small", [fracatlas_dir / "images" / FRACTURED])
-        desktop = open_window([share])
-        root = desktop.root
-        wait_until(root, lambda: desktop.session.predictor is not None, 60, "the model")
-        wait_until(root, lambda: "Looking for images in" in desktop.status.cget("text"), 10, "the status")
-        assert desktop.running == 1 and str(desktop.cancel_button.cget("state")) == "normal"
-        desktop.tree.focus_force()
-        settle(root, 0.1)
-        desktop.tree.event_generate("<Key-Escape>")  # the key, on the focused list
-        settle(root, 0.1)
-        assert desktop.running == 0 and not desktop.listings
-        assert desktop.status.cget("text") == f"Cancelled: stopped looking for images in {share}."
-        assert str(desktop.cancel_button.cget("state")) == "disabled"
-        listers = [t for t in threading.enumerate() if t.name.startswith("fracsight-list-")]
-        assert listers and all(t.daemon for t in listers)
-        gate.set()  # the share answers after the cancel: nothing of it is queued
-        for thread in listers:
-            thread.join(30)
-        settle(root, 0.2)
-        assert not desktop.session.paths and desktop.running == 0
-
-        # another folder opened while one is looked through is queued after it, in the order opened
-        gate.clear()
-        first = desktop.open_paths([share])
-        second = desktop.open_paths([small])
-        wait_until(root, lambda: second.listed is not None, 30, "the small folder's listing")
-        settle(root, 0.1)
-        assert second.queued is None and not desktop.session.paths  # waits for the share's
-        gate.set()
-        wait_until(root, lambda: second.queued is not None, 30, "both folders queued")
-        assert (first.queued, second.queued) == (50, 1)
-        assert desktop.session.names[-1] == f"000-{Path(FRACTURED).name}"
-        desktop.cancel()
-        wait_until(root, lambda: desktop.running == 0, 60, "the cancel")
-
-        # closing the window while a folder is looked through
-        gate.clear()
-        desktop.open_paths([share])
-        settle(root, 0.1)
-        desktop.close()
-        assert desktop.closed
-        gate.set()
-        for thread in [t for t in threading.enumerate() if t.name.startswith("fracsight-list-")]:
-            thread.join(30)
-            assert not thread.is_alive()
-        assert not errors, errors
-    finally:
-        logging.getLogger("fracsight.desktop").removeHandler(handler)
+    # closing the window while a folder is looked through
+    gate.clear()
+    desktop.open_paths([share])
+    settle(root, 0.1)
+    desktop.close()
+    assert desktop.closed
+    gate.set()
+    for thread in [t for t in threading.enumerate() if t.name.startswith("fracsight-list-")]:
+        thread.join(30)
+        assert not thread.is_alive()
+    assert not errors, errors
 
 
 # ---- the command driven from another X client, as a user runs it ------------------------------------
