@@ -1,6 +1,8 @@
 """A DICOMweb service behind HTTP basic authentication (Orthanc with ``RegisteredUsers``): the
-credentials written in the URL (``http://user:password@host/dicom-web``) log in, and the password
-is in no log line or message of the node or of ``fracsight dicom study``. Behind HTTPS with a
+password from ``FRACSIGHT_DICOMWEB_PASSWORD`` or a file (kept off the command line, which ``ps``
+shows every local user), or written in the URL (``http://user:password@host/dicom-web``), logs
+in; it is in no log line or message of the node or of ``fracsight dicom study``, and a password
+given two ways is refused. Behind HTTPS with a
 certificate of the hospital's own authority: trusted through ``REQUESTS_CA_BUNDLE``, and said so
 when it is not.
 """
@@ -66,6 +68,82 @@ def test_study_command_names_the_service_without_its_password(tmp_path: Path) ->
     )
     assert done.output.rstrip().endswith(": HTTP 401")
     assert wrong not in done.output
+
+
+def test_node_logs_in_with_the_password_from_the_environment_off_its_command_line(
+    fracatlas_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FRACSIGHT_DICOMWEB_PASSWORD and --dicomweb-user: what ``ps`` shows of the node and of its
+    worker process holds no password (it did with the URL form, the only one there was)."""
+    image = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[0]
+    source = make_radiograph_dicom(image, tmp_path / "a.dcm", study_uid=generate_uid())
+    monkeypatch.setenv("FRACSIGHT_DICOMWEB_PASSWORD", PASSWORD)
+    with Orthanc(tmp_path / "orthanc", users={"fracsight": PASSWORD}) as orthanc:
+        stow = ["--stow", orthanc.dicomweb_url, "--dicomweb-user", "fracsight"]
+        node = NodeProcess(tmp_path / "node", destination=stow, extra=["--processes", "1"])
+        with node:
+            assert node.process is not None
+            pids = [node.process.pid, *node.worker_pids()]
+            command_lines = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in pids]
+            assert storescu("127.0.0.1", node.port, [source]).returncode == 0
+            orthanc.wait_for_instances(len(DEFAULT_KINDS) + 1, timeout=90)  # the image's and the verdict
+        log = node.log()
+    assert len(command_lines) >= 2 and all(PASSWORD.encode() not in line for line in command_lines)
+    assert "fracsight:***@127.0.0.1" in log
+    assert PASSWORD not in log
+
+
+def test_study_command_logs_in_with_a_password_file(
+    fracatlas_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--dicomweb-password-file and FRACSIGHT_DICOMWEB_USER, for QIDO-RS, WADO-RS and STOW-RS; a
+    wrong password in the file is HTTP 401, said without the password."""
+    image = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[0]
+    study_uid = generate_uid()
+    source = make_radiograph_dicom(image, tmp_path / "a.dcm", study_uid=study_uid)
+    secret = tmp_path / "dicomweb_password"
+    monkeypatch.setenv("FRACSIGHT_DICOMWEB_USER", "fracsight")
+    with Orthanc(tmp_path / "orthanc", users={"fracsight": PASSWORD}) as orthanc:
+        orthanc.upload(source)
+        command = ["dicom", "study", study_uid, "--dicomweb", orthanc.dicomweb_url]
+        command += ["--dicomweb-password-file", str(secret)]
+        secret.write_text("wrong-" + PASSWORD + "\n")
+        refused = CliRunner().invoke(app, command)
+        secret.write_text(PASSWORD + "\n")  # as `echo` writes it: the line end is not the password's
+        done = CliRunner().invoke(app, command)
+        assert done.exit_code == 0, done.output
+        assert len(orthanc.find_instances(StudyInstanceUID=study_uid)) == 1 + len(DEFAULT_KINDS) + 1
+    assert refused.exit_code == 1
+    assert "the DICOMweb service at http://fracsight:***@127.0.0.1" in refused.output
+    assert refused.output.rstrip().endswith(": HTTP 401")
+    assert PASSWORD not in refused.output + done.output
+
+
+@pytest.mark.parametrize("command", ["listen", "study"])
+def test_a_password_given_two_ways_is_refused(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In the environment and in a file (or in the URL): exit 2 before anything starts, naming
+    the ways, never the password; not one of them picked silently."""
+    secret = tmp_path / "dicomweb_password"
+    secret.write_text(PASSWORD + "\n")
+    monkeypatch.setenv("FRACSIGHT_DICOMWEB_PASSWORD", PASSWORD)
+    url = "http://127.0.0.1:9/dicom-web"
+    if command == "listen":
+        args = ["dicom", "listen", "--spool", str(tmp_path / "spool"), "--allow", "PACS", "--stow", url]
+    else:
+        args = ["dicom", "study", generate_uid(), "--dicomweb", url]
+    done = CliRunner().invoke(
+        app, [*args, "--dicomweb-user", "fracsight", "--dicomweb-password-file", str(secret)]
+    )
+    assert done.exit_code == 2, done.output
+    assert "error (dicomweb_login): the DICOMweb password is given 2 ways" in done.output
+    assert "FRACSIGHT_DICOMWEB_PASSWORD, a password file" in done.output
+    in_url = CliRunner().invoke(app, [*args[:-1], _with_login(url, "other-" + PASSWORD)])
+    assert in_url.exit_code == 2, in_url.output
+    assert "given 2 ways (the URL, FRACSIGHT_DICOMWEB_PASSWORD)" in in_url.output
+    assert PASSWORD not in done.output + in_url.output
+    assert not (tmp_path / "spool").exists()
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -12,7 +13,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from fracsight.dicom.login import PASSWORD_ENV, PASSWORD_FILE_ENV, USER_ENV
+
 if TYPE_CHECKING:
+    from fracsight.dicom.login import BasicLogin
     from fracsight.dicom.spool import Spool
 
 dicom_app = typer.Typer(
@@ -54,7 +58,7 @@ def _check_url(url: str, option: str) -> str:
     """``url`` without its trailing slash if it is an http(s) URL with a host (and a valid port)."""
     from urllib.parse import urlsplit
 
-    from fracsight.dicom.sender import redacted_url
+    from fracsight.dicom.login import redacted_url
 
     try:
         parts = urlsplit(url)
@@ -66,6 +70,22 @@ def _check_url(url: str, option: str) -> str:
         why = f"{shown} is not an http(s) URL of a DICOMweb service (http://HOST[:PORT]/PATH)"
         raise typer.BadParameter(why, param_hint=option)
     return url.rstrip("/")
+
+
+def _login_url(
+    url: str, option: str, user: str | None, password_file: Path | None
+) -> tuple[str, BasicLogin | None]:
+    """:func:`_check_url`, then the URL without credentials and its login
+    (:func:`~fracsight.dicom.login.resolve_login`); credentials given wrongly exit 2."""
+    from fracsight.dicom.login import LoginError, password_from, resolve_login
+
+    url = _check_url(url, option)
+    try:
+        password, ways = password_from(os.environ, password_file)
+        return resolve_login(url, user=user, password=password, ways=ways)
+    except LoginError as e:
+        typer.echo(f"error (dicomweb_login): {e}", err=True)
+        raise typer.Exit(2) from None
 
 
 _SPOOL_OWN = frozenset({"instances", "results", "tmp", "lost+found"})  # lost+found: a disk of its own
@@ -87,13 +107,14 @@ def _check_spool(spool: Path) -> None:
         raise typer.BadParameter(why, param_hint="--spool")
 
 
-def _destination(to: str | None, stow: str | None, calling_ae: str):
+def _destination(to: str | None, stow: str | None, calling_ae: str, login: LoginOptions):
     from fracsight.dicom.sender import DimseDestination, StowDestination, parse_dimse_address
 
     if (to is None) == (stow is None):
         raise typer.BadParameter("give exactly one destination: --to HOST:PORT:AET or --stow URL")
     if stow is not None:
-        return StowDestination(_check_url(stow, "--stow"))
+        url, basic_login = _login_url(stow, "--stow", *login)
+        return StowDestination(url, login=basic_login)
     try:
         host, port, aet = parse_dimse_address(to)
     except ValueError as e:
@@ -105,6 +126,22 @@ ModelOption = Annotated[  # as fracsight.cli.ModelOption (not imported: that mod
     str | None,
     typer.Option("--model", "-m", help="Bundle folder, .zip, or packaged name (default: shipped model)."),
 ]
+DicomwebUserOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar=USER_ENV,
+        help=f"User name for a DICOMweb service behind HTTP basic authentication; the password from "
+        f"{PASSWORD_ENV} or --dicomweb-password-file, never on the command line.",
+    ),
+]
+DicomwebPasswordFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        envvar=PASSWORD_FILE_ENV,
+        help="File holding the DICOMweb password (one line), e.g. a container secret.",
+    ),
+]
+LoginOptions = tuple[str | None, Path | None]  # --dicomweb-user, --dicomweb-password-file
 ResultsOption = Annotated[
     str,
     typer.Option(
@@ -122,6 +159,8 @@ def listen(
     ],
     to: Annotated[str | None, typer.Option(help="Send results by C-STORE to HOST:PORT:AET.")] = None,
     stow: Annotated[str | None, typer.Option(help="Send results by STOW-RS to this DICOMweb URL.")] = None,
+    dicomweb_user: DicomwebUserOption = None,
+    dicomweb_password_file: DicomwebPasswordFileOption = None,
     ae_title: Annotated[str, typer.Option(help="The node's own AE title.")] = "FRACSIGHT",
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
     port: Annotated[int, typer.Option(min=1, max=65535, help="DICOM port to listen on.")] = 11112,
@@ -182,7 +221,7 @@ def listen(
     config = NodeConfig(
         spool=spool,
         allowed=tuple(allow),
-        destination=_destination(to, stow, ae_title),
+        destination=_destination(to, stow, ae_title, (dicomweb_user, dicomweb_password_file)),
         ae_title=ae_title,
         host=host,
         port=port,
@@ -264,6 +303,8 @@ def study(
     study_uid: Annotated[str, typer.Argument(help="Study Instance UID of the study to process.")],
     dicomweb: Annotated[str, typer.Option(help="DICOMweb root URL holding the study (QIDO-RS, WADO-RS).")],
     stow: Annotated[str | None, typer.Option(help="STOW-RS URL for results (default: --dicomweb).")] = None,
+    dicomweb_user: DicomwebUserOption = None,
+    dicomweb_password_file: DicomwebPasswordFileOption = None,
     model: ModelOption = None,
     operating_point: Annotated[str | None, typer.Option(help="Named operating point of the bundle.")] = None,
     results: ResultsOption = "sr,gsps",
@@ -278,13 +319,16 @@ def study(
 
     from fracsight.cli import user_errors
     from fracsight.dicom.dicomweb import process_study
-    from fracsight.dicom.sender import DestinationUnavailable, connection_error, redacted_url
+    from fracsight.dicom.login import shown_url
+    from fracsight.dicom.sender import DestinationUnavailable, connection_error
     from fracsight.errors import FracsightError
     from fracsight.inference import NOTICE, Predictor
 
     kinds = _kinds(results)
-    dicomweb_url = _check_url(dicomweb, "--dicomweb")
-    stow_url = stow and _check_url(stow, "--stow")
+    dicomweb_url, login = _login_url(dicomweb, "--dicomweb", dicomweb_user, dicomweb_password_file)
+    stow_url, stow_login = None, login
+    if stow is not None:
+        stow_url, stow_login = _login_url(stow, "--stow", dicomweb_user, dicomweb_password_file)
     if len(study_uid) > 64 or not re.fullmatch(r"[0-9]+(\.[0-9]+)*", study_uid):
         raise typer.BadParameter("not a DICOM UID (digits and dots, at most 64 characters)")
     with user_errors(exit_code=2):  # an unknown model or operating point is a bad argument
@@ -296,6 +340,8 @@ def study(
             stow_url=stow_url,
             predictor=predictor,
             kinds=kinds,
+            login=login,
+            stow_login=stow_login,
         )
     except FracsightError as e:
         typer.echo(f"error ({e.code}): {e}", err=True)
@@ -317,7 +363,7 @@ def study(
         # requests' own message quotes the URL, which holds the Study Instance UID: not shown
         status = getattr(e.response, "status_code", None)
         what = f"HTTP {status}" if status else connection_error(e)
-        where = redacted_url(dicomweb_url)
+        where = shown_url(dicomweb_url, login)
         typer.echo(f"error (dicomweb_unavailable): the DICOMweb service at {where}: {what}", err=True)
         raise typer.Exit(1) from None
     typer.echo(json.dumps(outcome.to_dict(), indent=2))

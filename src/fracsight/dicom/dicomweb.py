@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from fracsight.dicom.login import BasicLogin
 from fracsight.dicom.results_context import NODE_KINDS
 from fracsight.dicom.sender import DELIVERED, StowDestination
 from fracsight.dicom.spool import instance_key, study_key
@@ -32,13 +33,18 @@ if TYPE_CHECKING:
 __all__ = ["StudyOutcome", "process_study", "web_client"]
 
 
-def web_client(url: str, timeout: float) -> Any:
-    """A dicomweb-client for ``url`` that tries each request once: its default retries (five,
-    with exponential waits) held a failed request for about 30 s, longer than the node's own
-    back-off and than a user waits for ``fracsight dicom study`` to say the service is down."""
+def web_client(url: str, timeout: float, login: BasicLogin | None = None) -> Any:
+    """A dicomweb-client for ``url`` (with ``login``: HTTP basic authentication) that tries each
+    request once: its default retries (five, with exponential waits) held a failed request for
+    about 30 s, longer than the node's own back-off and than a user waits for ``fracsight dicom
+    study`` to say the service is down."""
+    import requests
     from dicomweb_client import DICOMwebClient
 
-    client = DICOMwebClient(url, timeout=timeout)
+    session = requests.Session()
+    if login is not None:
+        session.auth = login.auth()
+    client = DICOMwebClient(url, session=session, timeout=timeout)
     client.set_http_retry_params(retry=False)
     return client
 
@@ -100,8 +106,13 @@ def process_study(
     stow_url: str | None = None,
     kinds: Sequence[str] = NODE_KINDS,
     timeout: float = 60,
+    login: BasicLogin | None = None,
+    stow_login: BasicLogin | None = None,
 ) -> StudyOutcome:
     """Predict every radiograph of a study held by a DICOMweb service and store the results.
+
+    ``login`` is for ``dicomweb_url`` (QIDO-RS, WADO-RS, and STOW-RS when ``stow_url`` is None),
+    ``stow_login`` for ``stow_url``; None: no authentication.
 
     Raises:
         LookupError: the service knows no instance of that study.
@@ -113,7 +124,7 @@ def process_study(
 
     from fracsight.dicom.results import result_datasets, study_result_datasets
 
-    source_client = web_client(dicomweb_url, timeout)
+    source_client = web_client(dicomweb_url, timeout, login)
     outcome = StudyOutcome(study=study_key(study_uid))
     found = source_client.search_for_instances(
         study_instance_uid=study_uid, fields=[_MODALITY, _SOP_CLASS, _MODEL_NAME], get_remaining=True
@@ -172,7 +183,8 @@ def process_study(
         seed = "\\".join([*sorted(str(s.SOPInstanceUID) for s in sources), made_by])  # new image: new verdict
         results += study_result_datasets(sources, verdict, predictions, predictor, uid_seed=seed)
     if results:  # STOW-RS, one request (one per object if the service fails the whole request)
-        outcomes = StowDestination(stow_url or dicomweb_url, timeout).store(results)
+        stow = StowDestination(stow_url or dicomweb_url, timeout, stow_login if stow_url else login)
+        outcomes = stow.store(results)
         outcome.stored = sum(o is DELIVERED for o in outcomes)
         outcome.failed = len(results) - outcome.stored
     return outcome

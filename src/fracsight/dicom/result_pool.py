@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
+import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -128,11 +129,20 @@ class StudyOutcome:
     deferred: bool = False  # not written to the spool (a full disk): the study stays open
 
 
-def spool_write_error(error: OSError) -> str:
+# SQLite's own words for the errors a spool write meets (its message is not logged: see below)
+_SQLITE_WORDS = {"FULL": "database or disk is full", "BUSY": "database is locked", "IOERR": "disk I/O error"}
+
+
+def spool_write_error(error: OSError | sqlite3.Error) -> str:
     """How writing to the spool failed, for the log: the exception's type and errno name
-    (``OSError ENOSPC``); like every failure in the node's log, never the exception's message."""
+    (``OSError ENOSPC``), or SQLite's name for the error (``OperationalError SQLITE_FULL``);
+    like every failure in the node's log, never the exception's message."""
     import errno
 
+    if isinstance(error, sqlite3.Error):
+        name = getattr(error, "sqlite_errorname", "SQLITE_ERROR")
+        words = _SQLITE_WORDS.get(name.split("_")[1] if name.count("_") else name, "")
+        return f"{type(error).__name__} {name}{words and f': {words}'}"
     return f"{type(error).__name__} {errno.errorcode.get(error.errno or 0, error.errno)}"
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ from typing import Any, Protocol
 
 from fracsight.dicom._logging import log_failure
 from fracsight.dicom._tcp import tcp_handlers
+from fracsight.dicom.login import BasicLogin, redacted_url, shown_url
 from fracsight.dicom.spool import OutboxRow, Spool
 
 __all__ = [
@@ -41,7 +43,6 @@ __all__ = [
     "check_host",
     "connection_error",
     "parse_dimse_address",
-    "redacted_url",
 ]
 
 log = logging.getLogger(__name__)
@@ -233,27 +234,17 @@ def connection_error(error: Exception) -> str:
     return TLS_HINT if isinstance(error, requests.exceptions.SSLError) else type(error).__name__
 
 
-def redacted_url(url: str) -> str:
-    """``url`` with the password of ``http://user:password@host/...`` shown as ``***``: requests
-    logs in with it (HTTP basic authentication), and log lines and messages must not carry it."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
-
-
 @dataclass
 class StowDestination:
-    """A DICOMweb STOW-RS service (the base URL of its DICOMweb root, e.g. ``.../dicom-web``)."""
+    """A DICOMweb STOW-RS service (the base URL of its DICOMweb root, e.g. ``.../dicom-web``),
+    reached with ``login`` when it needs HTTP basic authentication."""
 
     url: str
     timeout: float = 60
+    login: BasicLogin | None = None
 
     def describe(self) -> str:
-        return f"STOW-RS {redacted_url(self.url)}"
+        return f"STOW-RS {shown_url(redacted_url(self.url), self.login)}"
 
     def deliver(self, paths: Sequence[Path]) -> list[str | None]:
         import pydicom
@@ -281,7 +272,7 @@ class StowDestination:
     def _store_all(self, datasets: list[tuple[int, Any]], outcomes: list[str | None]) -> None:
         from fracsight.dicom.dicomweb import web_client
 
-        client = web_client(self.url, self.timeout)
+        client = web_client(self.url, self.timeout, self.login)
         try:
             self._store(client, datasets, outcomes)
         except _ServerError as e:
@@ -370,6 +361,7 @@ class Sender(threading.Thread):
         # While it cannot be reached, no batch is tried before this time: results queued during an
         # outage wait for the back-off instead of each trying at once (and doubling it)
         self._retry_at = 0.0
+        self._unrecorded = 0  # consecutive batches whose outcome spool.db could not take
 
     def stop(self) -> None:
         self.stopping.set()
@@ -384,9 +376,27 @@ class Sender(threading.Thread):
             try:
                 if not self.send_once():
                     self._sleep()
+                self._unrecorded = 0
+            except sqlite3.OperationalError as e:  # only spool.db: the destinations raise their own
+                self._spool_unavailable(e)
             except Exception as e:  # the sender must outlive any one bad batch
                 log_failure(log, e, "sender: unexpected error; retrying shortly")
                 self.stopping.wait(self.base_delay)
+
+    def _spool_unavailable(self, error: sqlite3.Error) -> None:
+        """``spool.db`` could not record a batch's outcome (its disk full, "database or disk is
+        full"): the batch is sent again (same UIDs: the PACS keeps one) only after a back-off, not
+        every second until there is room."""
+        from fracsight.dicom.result_pool import spool_write_error
+
+        self._unrecorded += 1
+        delay = self._delay(self._unrecorded)
+        log.warning(
+            "sender: the outcome of a batch not recorded in spool.db (%s); sent again in %.0f s",
+            spool_write_error(error),
+            delay,
+        )
+        self.stopping.wait(delay)
 
     def _unreachable(self, rows: list[OutboxRow]) -> float:
         """Back off after the destination could not be reached; returns the delay."""

@@ -36,6 +36,7 @@ from pathlib import Path
 from fracsight._files import replace_atomically
 
 __all__ = [
+    "WRITE_ERRORS",
     "InstanceRow",
     "OutboxRow",
     "Spool",
@@ -53,6 +54,11 @@ FAILED = "failed"
 OPEN = "open"
 DONE = "done"
 PENDING = "pending"
+
+# what a spool write raises when the spool's disk, not the data, is the trouble: a full disk or a
+# quota (OSError for a file; sqlite3.OperationalError "database or disk is full" for spool.db, as
+# for "disk I/O error" and a database locked for long): the write is worth trying again later
+WRITE_ERRORS = (OSError, sqlite3.OperationalError)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (

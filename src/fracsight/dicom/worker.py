@@ -7,7 +7,9 @@ One thread, in a loop:
    to the outbox in one spool transaction, and an instance the job could not give results is
    ``refused`` with the reader's error code (a non-radiograph, an unreadable image) or ``failed``;
    one whose result files the spool could not take (its disk full) stays ``received`` and is
-   tried again after a back-off, as is a study verdict that could not be written;
+   tried again after a back-off, as is one whose outcome ``spool.db`` could not record (its
+   disk full: "database or disk is full"), and a study verdict that could not be written or
+   recorded;
 2. each open study that has seen no image for ``quiet_time`` seconds and has no image left to
    predict gets its study-level verdict (:meth:`Predictor.predict_study` over its predicted
    images, :func:`fracsight.dicom.results.study_result_datasets`);
@@ -26,7 +28,9 @@ from the spool (same model, same numbers).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -44,9 +48,10 @@ from fracsight.dicom.result_pool import (
     StudyOutcome,
     make_image_results,
     make_study_results,
+    spool_write_error,
 )
 from fracsight.dicom.results_context import NODE_KINDS
-from fracsight.dicom.spool import FAILED, REFUSED, RESULTS_PENDING, SENT, Spool, study_key
+from fracsight.dicom.spool import FAILED, REFUSED, RESULTS_PENDING, SENT, WRITE_ERRORS, Spool, study_key
 
 if TYPE_CHECKING:
     from fracsight.inference import Prediction, Predictor
@@ -59,6 +64,13 @@ log = logging.getLogger(__name__)
 # this back-off: acknowledged images must get their results once there is room, without the
 # worker spinning on them meanwhile
 _RETRY_FIRST, _RETRY_MAX = 2.0, 60.0
+
+
+def _log_failed(outcome: ImageOutcome) -> None:
+    if outcome.code == "spool_file_missing":
+        log.error("instance %s: its spool file is gone", outcome.key)
+    else:
+        log.error("instance %s: result objects could not be made: %s", outcome.key, outcome.error)
 
 
 @dataclass(frozen=True)
@@ -166,6 +178,28 @@ class Worker(threading.Thread):
     def _waiting(self, name: str) -> bool:
         return name in self._retry and time.time() < self._retry[name][0]
 
+    def _not_recorded(self, names: Sequence[str], what: str, error: OSError | sqlite3.Error) -> None:
+        """``spool.db`` could not record the outcome of ``names`` (instance keys, or a study UID):
+        they stay as they were (``received``, an open study) and are made again after the back-off,
+        with one warning naming the cause; without it the worker made them again every turn."""
+        delay = max(self._defer(name) for name in names)
+        log.warning(
+            "%s: outcome not recorded in spool.db (%s); made again in %.0f s",
+            what,
+            spool_write_error(error),
+            delay,
+        )
+
+    def _mark(self, key: str, state: str, code: str | None) -> bool:
+        """:meth:`Spool.mark_instance`; False (and tried again later) when the spool could not take it."""
+        try:
+            self.spool.mark_instance(key, state, code)
+        except WRITE_ERRORS as e:
+            self._not_recorded([key], f"instance {key}", e)
+            return False
+        self._retry.pop(key, None)
+        return True
+
     def _submit(self, jobs: dict, job: object, function: Callable, *args: object) -> None:
         future = self.processing.submit(function, *args)
         jobs[future] = job
@@ -234,24 +268,24 @@ class Worker(threading.Thread):
             self.processing.reset(generation)
             for job in jobs:
                 if job.key in self._suspects:  # it ran alone: this image killed the process twice
-                    self._suspects.discard(job.key)
-                    self.spool.mark_instance(job.key, FAILED, "results_error")
-                    log.error("instance %s: a worker process died on it; given up", job.key)
+                    if self._mark(job.key, FAILED, "results_error"):
+                        self._suspects.discard(job.key)
+                        log.error("instance %s: a worker process died on it; given up", job.key)
                 else:  # left received: tried again, alone
                     self._suspects.add(job.key)
             log.error("a worker process died; starting new ones")
             return
         except Exception as e:  # the job as a whole failed (the model): each instance fails
             for job in jobs:
-                self.spool.mark_instance(job.key, FAILED, "results_error")
+                self._mark(job.key, FAILED, "results_error")
             log_failure(log, e, "%d instances could not be predicted", len(jobs))
             return
         done = []
         for outcome in outcomes:
             self._suspects.discard(outcome.key)
             if outcome.state == "refused":
-                self.spool.mark_instance(outcome.key, REFUSED, outcome.code)
-                log.warning("instance %s refused by the reader (%s)", outcome.key, outcome.code)
+                if self._mark(outcome.key, REFUSED, outcome.code):
+                    log.warning("instance %s refused by the reader (%s)", outcome.key, outcome.code)
             elif outcome.state == "deferred":  # left received: made again once the spool has room
                 log.warning(
                     "instance %s: result objects not written to the spool (%s); tried again in %.0f s",
@@ -260,18 +294,25 @@ class Worker(threading.Thread):
                     self._defer(outcome.key),
                 )
             elif outcome.state == "failed":
-                self.spool.mark_instance(outcome.key, FAILED, outcome.code)
-                if outcome.code == "spool_file_missing":
-                    log.error("instance %s: its spool file is gone", outcome.key)
-                else:
-                    log.error("instance %s: result objects could not be made: %s", outcome.key, outcome.error)
+                if self._mark(outcome.key, FAILED, outcome.code):
+                    _log_failed(outcome)
             else:
                 assert outcome.prediction is not None
                 done.append(outcome)
-            if outcome.state != "deferred":
-                self._retry.pop(outcome.key, None)
-        self.spool.queue_many([(outcome.key, outcome.files) for outcome in done])
+        if done:
+            self._queue(done)
+
+    def _queue(self, done: Sequence[ImageOutcome]) -> None:
+        """Queue the result files of ``done`` in one transaction; while ``spool.db`` cannot take it,
+        they stay ``received`` (their files are made again, in place, after the back-off)."""
+        keys = [outcome.key for outcome in done]
+        try:
+            self.spool.queue_many([(outcome.key, outcome.files) for outcome in done])
+        except WRITE_ERRORS as e:
+            self._not_recorded(keys, f"instance{'s' if len(keys) > 1 else ''} {', '.join(keys)}", e)
+            return
         for outcome in done:
+            self._retry.pop(outcome.key, None)
             self._cache[outcome.key] = outcome.prediction
             log.info("instance %s predicted: %d result objects queued", outcome.key, len(outcome.files))
 
@@ -314,11 +355,17 @@ class Worker(threading.Thread):
                 delay,
             )
             return
+        try:
+            closed = self.spool.finish_study(job.study_uid, job.generation, job.owner, outcome.files)
+        except WRITE_ERRORS as e:  # the study stays open: its verdict is made again after the back-off
+            self._not_recorded([job.study_uid], f"study {name}", e)
+            return
         self._retry.pop(job.study_uid, None)
         if outcome.error is not None:
             log.error("study %s: verdict objects could not be made: %s", name, outcome.error)
-            self.spool.count("failed", "study_results_error")
-        if self.spool.finish_study(job.study_uid, job.generation, job.owner, outcome.files):
+            with contextlib.suppress(*WRITE_ERRORS):  # the count matters less than closing the study
+                self.spool.count("failed", "study_results_error")
+        if closed:
             for key in job.keys:
                 self._cache.pop(key, None)
             log.info(
