@@ -7,6 +7,7 @@ then resumed on another).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -65,7 +66,9 @@ def plain_rows(archive: Path, tmp_path_factory: pytest.TempPathFactory) -> list[
 def ray_address() -> str:
     """A local two-CPU Ray for the module (its processes end with it)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    # "local": a new Ray even where another runs on the machine (a `ray start --head`, a stale
+    # /tmp/ray/ray_current_cluster), which ray.init() would join and refuse num_cpus for
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
@@ -612,3 +615,182 @@ def test_manifests_of_the_wrong_shape_are_refused_or_read_as_meant(archive: Path
         collect_batch_inputs([tmp_path / "empty.csv"])
     (tmp_path / "l.txt").write_bytes(f"\ufeff{image}\r\n{tmp_path}/a\u2028b.jpg\r\n".encode())
     assert list(collect_batch_inputs([tmp_path / "l.txt"])) == [str(image), f"{tmp_path}/a\u2028b.jpg"]
+
+
+# ---- an output folder that cannot take the rows: read-only, or a disk that fills up mid-job --------
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Path:
+    """A 256 KiB tmpfs (root only: this machine's tests run as root, a laptop's skip)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], check=True)
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """Write a file on ``disk`` until no byte is left; returns it."""
+    filler = disk / "filler"
+    with filler.open("wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    return filler
+
+
+def test_a_read_only_output_folder_is_a_bad_argument(archive: Path, small_tmpfs: Path) -> None:
+    """An existing folder on a read-only file system: one line naming why, exit 2 (was exit 1,
+    `error (os_error): Read-only file system: OUT/.lock`)."""
+    subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
+    result = CliRunner().invoke(cli, ["batch", "run", str(archive), "--out", str(small_tmpfs)])
+    assert result.exit_code == 2, result.output
+    assert "output_refused" in result.output and "cannot be written (Read-only file system)" in result.output
+
+
+@pytest.mark.slow
+def test_a_disk_full_mid_job_keeps_what_is_committed_and_resumes(
+    archive: Path, small_tmpfs: Path, plain_rows: list[dict[str, str]], ray_address: str
+) -> None:
+    """The output's disk fills after the first part: one line saying so and how many rows are kept
+    (was pyarrow's "Error writing bytes to file. Detail: [errno 28] ..."), exit 1, and once there
+    is room the same command adds exactly the missing rows."""
+    out = small_tmpfs / "out"
+    args = [str(archive), "--out", str(out), "--address", ray_address]
+    job = batch(*args, "--batch-size", "1", "--commit-every", "1", "--actors", "1")
+    deadline = time.monotonic() + 180
+    while not list((out / "parts").glob("part-*.parquet")):
+        assert job.poll() is None, job.communicate()[1]
+        assert time.monotonic() < deadline, "no rows committed within 180 s"
+        time.sleep(0.02)
+    filler = fill(small_tmpfs)
+    code, err = finish(job)
+    assert code == 1, err
+    assert "error (output_write_failed): cannot write to" in err and "(No space left on device)" in err
+    kept = len(parquet_rows(out))
+    assert f": {kept} rows are committed; make room and run the same command again" in err
+    assert "Traceback" not in err and "Error writing bytes" not in err
+    filler.unlink()
+    code, err = finish(batch(*args))
+    assert code == 1, err  # some files of the archive have error codes
+    assert_exactly_once(out, archive, plain_rows)
+
+
+def child_names(pid: int) -> set[str]:
+    """The names of the processes whose parent is ``pid`` (from /proc)."""
+    names = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            text = stat.read_text()  # "pid (name) state ppid ...": a name may hold spaces
+            name, fields = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+            if int(fields[1]) == pid:
+                names.add(name)
+    return names
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_the_local_ray_starts_stops_it_and_exits_130(archive: Path, tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT to the terminal's process group) as the job's own Ray starts: the job says it
+    was interrupted and exits 130 (was, in 4 of 5 tries: the driver's core worker crashed at exit,
+    SIGSEGV, Ray never stopped)."""
+    for attempt in range(3):
+        job = subprocess.Popen(
+            [*CLI, "batch", "run", str(archive), "--out", str(tmp_path / f"out{attempt}")],
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+        deadline = time.monotonic() + 120
+        while "raylet" not in child_names(job.pid):  # the GCS is up, the driver about to connect
+            assert job.poll() is None and time.monotonic() < deadline, job.communicate()[1]
+            time.sleep(0.01)
+        os.killpg(job.pid, signal.SIGINT)
+        code, err = finish(job, timeout=120)
+        assert code == 130, err
+        assert "interrupted" in err and "Traceback" not in err
+        assert not (tmp_path / f"out{attempt}").exists()  # nothing committed: no folder left
+
+
+@pytest.mark.slow
+def test_a_cluster_with_token_authentication_says_how_to_connect(archive: Path, tmp_path: Path) -> None:
+    """`ray start --head` turns token authentication on; a driver given its HOST:PORT sends no token
+    unless RAY_AUTH_MODE=token. The error says so (was only "Failed to connect to Ray cluster")."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    start = ["start", "--head", "--port", str(port), "--num-cpus", "1", "--include-dashboard", "false"]
+    head = subprocess.Popen(
+        [ray_cli, *start, "--disable-usage-stats", "--block"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while "raylet" not in child_names(head.pid):
+            assert head.poll() is None and time.monotonic() < deadline, "ray start --head failed"
+            time.sleep(0.1)
+        out = tmp_path / "out"
+        job = subprocess.run(
+            [*CLI, "batch", "run", str(archive), "--out", str(out), "--address", f"127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=180,
+        )
+        assert job.returncode == 1, job.stderr
+        line = job.stderr.strip().splitlines()[-1]
+        assert line.startswith(
+            f"error (batch_failed): cannot start or reach the Ray cluster at 127.0.0.1:{port}"
+        )
+        assert "set RAY_AUTH_MODE=token" in line and "--address auto" in line
+        assert not out.exists()
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` stops its processes
+        head.wait(timeout=60)
+        # but leaves its address as the machine's current cluster, where a later `ray.init()`
+        # would look for it (and refuse num_cpus, "connecting to an existing cluster")
+        current = Path("/tmp/ray/ray_current_cluster")
+        with contextlib.suppress(OSError):
+            if current.read_text().strip().endswith(f":{port}"):
+                current.unlink()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_a_path_list_made_by_find_over_latin1_names_is_predicted(
+    tmp_path: Path, fracatlas_dir: Path, ray_address: str
+) -> None:
+    """`find /archive > list.txt` writes a Latin-1 name's bytes as they are: the whole list was
+    refused (`cannot read the path list (UnicodeDecodeError)`, exit 2); now that file gets its
+    row, predicted. A UTF-16 list (NUL bytes) is still refused, saying why."""
+    images = sorted((fracatlas_dir / "images").rglob("*.jpg"))[:2]
+    latin = os.fsencode(tmp_path) + b"/caf\xe9.jpg"
+    Path(os.fsdecode(latin)).symlink_to(images[0])
+    (tmp_path / "paths.txt").write_bytes(latin + b"\r\n" + os.fsencode(images[1]) + b"\n")
+    out = tmp_path / "out"
+    code, err = finish(batch(str(tmp_path / "paths.txt"), "--out", str(out), "--address", ray_address))
+    assert code == 0, err
+    rows = {r["source"]: r for r in read_csv(out / "results.csv")}
+    assert sorted(rows) == sorted(["caf\\xe9.jpg", images[1].name])
+    assert rows["caf\\xe9.jpg"]["error_code"] == "" and rows["caf\\xe9.jpg"]["decision"]
+    (tmp_path / "u16.txt").write_text(f"{images[1]}\n", encoding="utf-16")
+    result = CliRunner().invoke(
+        cli, ["batch", "run", str(tmp_path / "u16.txt"), "--out", str(tmp_path / "o2")]
+    )
+    assert result.exit_code == 2 and "not a text list of paths (it holds NUL bytes" in result.output

@@ -7,8 +7,10 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -55,14 +57,18 @@ def _relative_to(manifest: Path, paths: Iterable[str]) -> Iterable[str]:
 
 
 def _list_file(path: Path) -> list[str]:
+    """One path a line. A line is bytes decoded as the file system decodes a name (UTF-8, other
+    bytes kept as they are), so ``find /archive > list.txt`` over names written under Latin-1
+    lists those files (it refused the whole list with UnicodeDecodeError)."""
     try:
-        # utf-8-sig: Windows Notepad starts a list with a BOM, which made its first path missing.
-        # Lines end at \n, \r\n or \r only: splitlines() also splits at U+2028, U+0085, ...,
-        # which a file name may hold.
-        with path.open(encoding="utf-8-sig") as f:
-            lines = f.read().split("\n")
-    except (OSError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{path}: cannot read the path list ({type(e).__name__})") from None
+        data = path.read_bytes()
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read the path list ({e.strerror or type(e).__name__})") from None
+    if b"\0" in data:  # no path holds NUL: a UTF-16 list (Windows "Unicode"), or not a list at all
+        raise DatasetError(f"{path}: not a text list of paths (it holds NUL bytes; UTF-16? save it as UTF-8)")
+    # a BOM: Windows Notepad starts a list with one, which made its first path missing. Lines end at
+    # \n, \r\n or \r only: splitlines() also splits at U+2028, U+0085, ..., which a name may hold.
+    lines = [os.fsdecode(line) for line in re.split(rb"\r\n|\r|\n", data.removeprefix(codecs.BOM_UTF8))]
     return [s for line in lines if (s := line.strip()) and not s.startswith("#")]
 
 

@@ -22,7 +22,15 @@ from fracsight.inference import list_bundles, resolve_bundle
 from fracsight.inference.store import checked_bundle
 from fracsight.inference.tabular import text_cell
 from fracsight.scale.local_ray import LocalRay, start_local_ray
-from fracsight.scale.output import NAME_FIELD, PATH_COLUMN, SETTINGS_KEY, BatchOutput, output_columns
+from fracsight.scale.output import (
+    NAME_FIELD,
+    PATH_COLUMN,
+    SETTINGS_KEY,
+    BatchOutput,
+    OutputWriteFailed,
+    interrupts_held,
+    output_columns,
+)
 
 __all__ = [
     "ActorsDoNotFit",
@@ -156,7 +164,7 @@ def run_batch(
                     commit_seconds=commit_seconds,
                     progress=progress,
                 )
-            except BatchError:  # Ray failed: job.json says the job stopped, not "running"
+            except (BatchError, OutputWriteFailed):  # job.json says the job stopped, not "running"
                 output.end_early("stopped")
                 raise
         errors = {code: n for code, n in output.error_counts().items() if code}
@@ -184,6 +192,8 @@ def run_batch(
         )
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what is committed stays, and job.json says so
         output.end_early("interrupted")
+        if not output.rows_done:
+            raise BatchInterrupted("interrupted before any row was committed") from None
         raise BatchInterrupted(
             f"interrupted: {output.rows_done} rows are committed in {output.folder}; "
             "run the same command again to finish"
@@ -232,9 +242,25 @@ def _start_ray(address: str | None) -> LocalRay | None:
         return start_local_ray(local_cpus())
     except Exception as e:  # Ray raises ConnectionError, RuntimeError, ... with long messages
         where = f"the Ray cluster at {address}" if address else "a local Ray"
-        raise BatchError(f"cannot start or reach {where}: {_first_line(e)}") from None
+        raise BatchError(f"cannot start or reach {where}: {_first_line(e)}{_auth_hint(address, e)}") from None
     finally:
         importer.join()
+
+
+def _auth_hint(address: str | None, error: Exception) -> str:
+    """What to try when a cluster refused the connection and this driver sent no token: Ray sends
+    one to an explicit address only under RAY_AUTH_MODE=token, while `ray start --head` turns token
+    authentication on by default, so the plain `--address HOST:6379` failed after Ray's retries
+    with only "Failed to connect" (its "InvalidAuthToken" lines scrolled by above)."""
+    if not isinstance(error, ConnectionError) or not address or address == "auto":
+        return ""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
+        return ""
+    return (
+        "; if the cluster uses token authentication (the default of `ray start`), set "
+        "RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN, or ~/.ray/auth_token as on the head), "
+        "or run on the head node with --address auto"
+    )
 
 
 def _run_on_ray(
@@ -262,11 +288,16 @@ def _run_on_ray(
     from fracsight.scale.predict import BatchPredictor
 
     clock = time.perf_counter()
-    with _own_sigterm():
-        local = _start_ray(address)
-    run.phases["ray_start_s"] = time.perf_counter() - clock
-    clock = time.perf_counter()
+    local: LocalRay | None = None
     try:
+        # Ctrl-C waits until the local Ray is up (seconds) and `local` holds it: one landing in
+        # its start was swallowed by a Ray thread, or crashed the driver's core worker at exit
+        # (SIGSEGV). Connecting to a cluster may retry for long: Ctrl-C stays immediate there.
+        held = contextlib.nullcontext() if address else interrupts_held()
+        with _own_sigterm(), held:
+            local = _start_ray(address)
+        run.phases["ray_start_s"] = time.perf_counter() - clock
+        clock = time.perf_counter()
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the CLI shows its own, counted in committed rows
         logging.getLogger("ray.data").setLevel(logging.WARNING)

@@ -29,7 +29,7 @@ from typing import Any
 
 from fracsight._files import replace_atomically
 from fracsight.bundle import BundleSpec
-from fracsight.errors import DatasetError
+from fracsight.errors import DatasetError, FracsightError
 from fracsight.inference.results import NOTICE
 from fracsight.inference.tabular import result_columns, spreadsheet_safe, text_cell
 
@@ -39,6 +39,8 @@ __all__ = [
     "SETTINGS_KEY",
     "BatchOutput",
     "OutputRefused",
+    "OutputWriteFailed",
+    "interrupts_held",
     "job_running",
     "output_columns",
     "part_rows",
@@ -63,13 +65,20 @@ class OutputRefused(DatasetError):
     bad_argument = True
 
 
+class OutputWriteFailed(FracsightError):
+    """``--out`` stopped taking rows mid-job (a full disk, a quota, a file system gone read-only):
+    what was committed before stays, and the same command continues once it can write again."""
+
+    code = "output_write_failed"
+
+
 def output_columns(spec: BundleSpec, *, all_classes: bool = False) -> tuple[str, ...]:
     """``path`` then exactly the columns of ``fracsight predict --csv`` for this bundle."""
     return (PATH_COLUMN, *result_columns(spec, all_classes=all_classes))
 
 
 @contextlib.contextmanager
-def _interrupts_held() -> Iterator[None]:
+def interrupts_held() -> Iterator[None]:
     """Hold Ctrl-C and SIGTERM until the block ends, then act on the first as its handler would.
 
     The driver commits what it holds when it is interrupted; an interrupt that landed between a
@@ -174,7 +183,12 @@ class BatchOutput:
             import fcntl
         except ImportError:  # not POSIX: one job at a time is then the user's to keep
             return
-        handle = open(self.folder / LOCK_FILE, "a")  # noqa: SIM115 (held while the job runs)
+        try:
+            handle = open(self.folder / LOCK_FILE, "a")  # noqa: SIM115 (held while the job runs)
+        except OSError as e:  # a read-only file system or folder: it cannot take the rows either
+            raise OutputRefused(
+                f"{self.folder} cannot be written ({e.strerror or type(e).__name__}): use another --out"
+            ) from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -191,7 +205,8 @@ class BatchOutput:
         if self.created and not self.rows_done:
             self.close()
             shutil.rmtree(self.folder, ignore_errors=True)
-        else:
+            return
+        with contextlib.suppress(OSError):  # a full disk: `batch status` tells by the free lock
             self.write_job({"status": status, "rows": self.rows_done})
 
     def close(self) -> None:
@@ -272,7 +287,7 @@ class BatchOutput:
         )
         self._seq += 1
         part = self.parts / f"part-{self._run}-{self._seq:06d}.parquet"
-        with _interrupts_held():
+        with interrupts_held(), self._write_failures():
             replace_atomically(part, lambda p: pq.write_table(table, p))
             self.done.update(r[PATH_COLUMN] for r in rows)
             self.rows_done += len(rows)
@@ -280,6 +295,21 @@ class BatchOutput:
                 csv.writer(f).writerows([[spreadsheet_safe(r[c]) for c in self.columns] for r in rows])
                 f.flush()
                 os.fsync(f.fileno())
+
+    @contextlib.contextmanager
+    def _write_failures(self) -> Iterator[None]:
+        """An OSError while committing (pyarrow's says only "Error writing bytes to file") becomes
+        :class:`OutputWriteFailed`, saying what is kept. A part that failed is not in ``parts/``
+        (its rows are predicted again); a CSV append that failed after its part was renamed is
+        made whole when the next run rebuilds the CSV from the parts."""
+        try:
+            yield
+        except OSError as e:
+            reason = os.strerror(e.errno) if e.errno else (e.strerror or type(e).__name__)
+            raise OutputWriteFailed(
+                f"cannot write to {self.folder} ({reason}): {self.rows_done} rows are committed; "
+                "make room and run the same command again to continue"
+            ) from None
 
     def error_counts(self) -> dict[str, int]:
         """Rows per error code over everything committed (``""``: predicted)."""
