@@ -374,8 +374,10 @@ def test_source_is_the_file_name_without_folders(client: TestClient) -> None:
 def test_healthz_and_model(client: TestClient, tiny_bundle: Path) -> None:
     health = client.get("/healthz").json()
     assert health["status"] == "ok" and health["model"]["name"]
-    probe = client.head("/healthz")  # load balancers that probe with HEAD
-    assert probe.status_code == 200 and probe.content == b""
+    for path in ("/healthz", "/v1/model", "/metrics"):  # load balancers and monitors probe with HEAD
+        probe = client.head(path)
+        assert probe.status_code == 200 and probe.content == b"", path
+        assert probe.headers["content-type"] == client.get(path).headers["content-type"], path
     assert client.get("/redoc").status_code == 404  # one set of interactive docs: /docs
     info = client.get("/v1/model").json()
     assert info["input_size"] == 64

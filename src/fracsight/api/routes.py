@@ -323,6 +323,7 @@ def _model_card(bundle_dir: Path) -> str | None:
 
 
 @router.get("/v1/model", response_model=ModelInfo, responses={500: ERRORS[500]}, tags=["model"])
+@router.head("/v1/model", include_in_schema=False)  # HTTP asks HEAD of every GET (monitors use it)
 def model_info(predictor: PredictorDep, settings: SettingsDep) -> dict[str, Any]:
     """The loaded model bundle: heads, operating points, input size, measured metrics and model card."""
     spec = predictor.spec
@@ -367,6 +368,7 @@ def healthz(predictor: PredictorDep) -> dict[str, Any]:
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
     tags=["ops"],
 )
+@router.head("/metrics", include_in_schema=False)
 def metrics_text(metrics: MetricsDep) -> PlainTextResponse:
     """Prometheus text format: requests by route and status, latency histogram, errors by code."""
     return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE)
