@@ -21,13 +21,14 @@ def test_evaluate_prints_metrics_with_ci_and_writes_the_report(tiny_bundle, tiny
     args = ["evaluate", str(tiny_bundle), str(tiny_dataset), "--split", "val", "--bootstrap", "100"]
     result = CliRunner().invoke(app, [*args, "--out", str(out), "--threshold", "0.5"])
     assert result.exit_code == 0, result.output
-    assert "12/12 images, 6 fractured" in result.output
+    assert "12/12 images, 6 fractured" in result.output  # what the data call a positive image
     assert "AUROC" in result.output and "95% CI" in result.output
     assert "custom (threshold 0.500)" in result.output
     report = (out / "report.html").read_text()
     assert "decision aid" in report and "data:image/png;base64" in report
     written = json.loads((out / "metrics.json").read_text())
     assert written["data"]["n_evaluated"] == 12 and written["notice"] == NOTICE
+    assert written["data"]["leakage"] == [] and "leakage" not in result.stderr  # checked: none
 
 
 def test_evaluate_json_is_machine_readable(tiny_bundle, tiny_dataset):
@@ -238,7 +239,10 @@ def test_mura_report_counts_studies_and_says_the_label_is_abnormality(tiny_bundl
     args += ["--out", str(out)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
+    assert "[all]: 12/12 images, 6 abnormal\n" in result.stdout  # as the data word it (said: 6 fractured)
+    assert "note: fewer than 10 abnormal or other cases in: images (6 abnormal, 6 other)" in result.stdout
     m = json.loads((out / "metrics.json").read_text())
+    assert m["data"]["positive"] == "abnormal"
     assert any("'abnormal'" in note and "not fracture" in note for note in m["notes"])
     report = (out / "report.html").read_text(encoding="utf-8")
     assert "<td>Studies (fractured / not fractured)</td><td>6 (3 / 3)</td>" in report

@@ -287,6 +287,7 @@ def train(
     refuse_missing([data_dir, config])
     with user_errors():
         from fracsight.data import load_dataset
+        from fracsight.data.leakage import split_leakage
         from fracsight.errors import OutputFolderError
         from fracsight.training import Trainer, load_config
 
@@ -305,6 +306,9 @@ def train(
         typer.echo(
             f"data: {dataset.layout} layout, {len(dataset.samples)} images; run folder: {cfg.out}", err=True
         )
+        leakage = split_leakage(dataset.samples)  # its own splits: fracsight's keep duplicates together
+        if leakage:
+            typer.echo(f"warning: {leakage.warning(cfg.data)}", err=True)
         trainer = Trainer(cfg, dataset)
         try:
             result = trainer.fit(resume=resume, force=force)
@@ -608,6 +612,7 @@ def evaluate(
             threshold=threshold,
             n_bootstrap=bootstrap,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
+            warn=lambda text: typer.echo(f"warning: {text}", err=True),
         )
     if json_output:
         typer.echo(json.dumps(metrics, indent=2))
@@ -659,9 +664,10 @@ def _print_metrics(m: dict) -> None:
         )
 
     d = m["data"]
+    positive = d.get("positive", "fractured")  # what the data call a positive image (MURA: abnormal)
     counts = [f"{d['n_evaluated']}/{d['n_images']} images"]
     if d.get("n_positive") is not None:
-        counts.append(f"{d['n_positive']} fractured")
+        counts.append(f"{d['n_positive']} {positive}")
     if d.get("n_class_labelled") is not None:
         counts.append(f"{d['n_class_labelled']} with a class label")
     typer.echo(
@@ -687,7 +693,7 @@ def _print_metrics(m: dict) -> None:
         loc = m["localization"]
         typer.echo(
             f"localization: top box hits a true box in {num(loc.get('hit_rate_any'))} of "
-            f"{loc['n_images']} fractured images; box AP50 {num(loc.get('ap50'))}, "
+            f"{loc['n_images']} {positive} images; box AP50 {num(loc.get('ap50'))}, "
             f"AP50:95 {num(loc.get('ap50_95'))}; over all {loc.get('n_images_all')} images "
             f"AP50 {num(loc.get('ap50_all'))}"
         )

@@ -38,7 +38,7 @@ from fracsight.data._files import relative_name
 from fracsight.data.detect import load_dataset
 from fracsight.data.phash import FileHash, hash_file, near_pairs
 from fracsight.data.sample import CLASS, FRACTURE, Dataset
-from fracsight.data.splits import connected_components, split_keys, straddling_groups
+from fracsight.data.splits import connected_components, declared_straddling, split_keys
 
 __all__ = ["MAX_THRESHOLD", "AuditReport", "NearPair", "audit", "render_audit"]
 
@@ -195,8 +195,7 @@ def _analyse(dataset: Dataset, results: list[FileHash], threshold: int) -> Audit
         return NearPair(rel[i], rel[j], d, samples[i].split, samples[j].split, label[i], label[j])
 
     keys = split_keys(samples)  # as a re-split groups them: exact duplicates stay together
-    declared = {s.group or s.study_id for s in samples} - {None}
-    straddle = {_text(k): sorted(v) for k, v in straddling_groups(samples).items() if k in declared}
+    straddle = {_text(k): sorted(v) for k, v in declared_straddling(samples).items()}
     return AuditReport(
         root=_text(str(dataset.root)),
         layout=dataset.layout,

@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_FRACTIONS",
     "SPLIT_NAMES",
     "connected_components",
+    "declared_straddling",
     "ensure_splits",
     "group_key",
     "group_split",
@@ -153,6 +154,13 @@ def straddling_groups(samples: Iterable[Sample]) -> dict[str, set[str]]:
         if s.split is not None:
             seen[group_key(s)].add(s.split)
     return {k: v for k, v in seen.items() if len(v) > 1}
+
+
+def declared_straddling(samples: Sequence[Sample]) -> dict[str, set[str]]:
+    """The data set's own groups (``group`` or ``study_id``: a patient, a study) whose samples sit in
+    more than one split; an image alone is no group of its own here."""
+    declared = {s.group or s.study_id for s in samples} - {None}
+    return {k: v for k, v in straddling_groups(samples).items() if k in declared}
 
 
 def ensure_splits(dataset: Dataset, fractions: Sequence[float] = DEFAULT_FRACTIONS, seed: int = 0) -> Dataset:

@@ -32,6 +32,7 @@ from fracsight.data import CLASS, FRACTURE, load_dataset
 from fracsight.data._files import relative_name
 from fracsight.errors import ConfigError, DatasetError
 from fracsight.evaluation.metrics import _average_ranks
+from fracsight.evaluation.run import positive_label
 
 __all__ = ["compare_models", "delong_test", "mcnemar_test"]
 
@@ -186,7 +187,7 @@ def compare_models(
         index = [i for i, s in enumerate(kept) if FRACTURE in s.labels]
         if index:
             chosen_preds = [[preds[i] for i in index] for preds in pairs]
-            positive = _positive_label(dataset.class_names.get(FRACTURE, ()), predictors)
+            positive = positive_label(dataset, predictors[0])
             kept_labelled = [kept[i] for i in index]
             result.update(_fracture_comparison(kept_labelled, chosen_preds, predictors, where, positive))
     if classes:
@@ -227,12 +228,6 @@ def _model_block(predictor: Any) -> dict[str, Any]:
     if predictor.classes:
         block["classes"] = list(predictor.classes)
     return block
-
-
-def _positive_label(label_names: Any, predictors: list[Any]) -> str:
-    """What the data call a positive image (MURA's "abnormal"), else what the models' head does."""
-    names = tuple(label_names) or predictors[0].spec.head("fracture").classes
-    return str(names[-1])
 
 
 def _fracture_comparison(

@@ -7,6 +7,7 @@ describe the shipped ONNX model, not a training-time copy of it.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -25,9 +26,12 @@ from fracsight.data import (
     load_dataset,
 )
 from fracsight.data._files import relative_name
+from fracsight.data.leakage import SplitLeakage, split_leakage
 from fracsight.errors import ConfigError, DatasetError, OutputFolderError
 
-__all__ = ["EvaluationArgumentError", "evaluate_model", "select_samples", "unread_names"]
+__all__ = ["EvaluationArgumentError", "evaluate_model", "positive_label", "select_samples", "unread_names"]
+
+log = logging.getLogger(__name__)
 
 
 class EvaluationArgumentError(ConfigError):
@@ -90,6 +94,13 @@ def _select(
             + (hint if trained_seed is None else "")
         )
     return chosen, carved
+
+
+def positive_label(dataset: Dataset, predictor: Any) -> str:
+    """What the data call a positive image (MURA's "abnormal"), else what the model's fracture head
+    does: the word every count of positive images is said in."""
+    names = dataset.class_names.get(FRACTURE) or predictor.spec.head("fracture").classes
+    return str(names[-1])
 
 
 def _run_seed(spec: Any) -> int:
@@ -457,24 +468,32 @@ def _nothing_to_measure(data_dir: Path, predictor: Any, dataset: Dataset) -> str
 _FEW = 10  # fewer fractured or other images than this: a bootstrap interval is no measure
 
 
-def _few_images(metrics: Mapping[str, Any]) -> str | None:
+def _few_images(metrics: Mapping[str, Any], positive: str) -> str | None:
     """A warning where the fracture figures (of the images, the studies or a body region) rest on
-    fewer than :data:`_FEW` fractured or other cases: resampling so few understates the
+    fewer than :data:`_FEW` ``positive`` (fractured) or other cases: resampling so few understates the
     uncertainty, to an interval of 1.000-1.000 on a perfect score (only those cases can be drawn)."""
     blocks = {"images": metrics, "studies": metrics.get("study")}
     blocks |= {f"region {name}": block for name, block in (metrics.get("regions") or {}).items()}
     few = [
-        f"{where} ({b['n_positive']} fractured, {b['n'] - b['n_positive']} other)"
+        f"{where} ({b['n_positive']} {positive}, {b['n'] - b['n_positive']} other)"
         for where, b in blocks.items()
         if b and 0 < min(b["n_positive"], b["n"] - b["n_positive"]) < _FEW  # none: no interval at all
     ]
     if not few:
         return None
     return (
-        f"fewer than {_FEW} fractured or other cases in: {'; '.join(few)}: their confidence intervals "
+        f"fewer than {_FEW} {positive} or other cases in: {'; '.join(few)}: their confidence intervals "
         "understate the uncertainty (a perfect score gets 1.000-1.000) and their figures may not hold "
         "on other images; measure on more"
     )
+
+
+def _leakage(held: HeldOut, dataset: Dataset, split: str | None) -> SplitLeakage | None:
+    """Images of ``split`` that train or val hold too, in the split the model's run made (``held``)
+    where it made one, else the data set's own; None for ``all``, which has no split to leak into."""
+    if split in (None, "all"):
+        return None
+    return split_leakage((held.carved or dataset).samples, split)
 
 
 def _refuse_unwritable(out_dir: Path) -> None:
@@ -501,6 +520,7 @@ def evaluate_model(
     threshold: float | None = None,
     n_bootstrap: int = 2000,
     progress: Callable[[int, int], None] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Metrics for ``model`` on ``data_dir``; with ``out_dir`` also plots, metrics.json and report.html.
 
@@ -511,7 +531,9 @@ def evaluate_model(
     with a class label only, with its class ``operating_point``). ``heads`` names
     the bundle's heads, ``notes`` says what could not be measured and why, ``failed`` the images
     that could not be read (``source``: the path under ``data_dir``, ``error_code``, ``error``),
-    which every figure leaves out.
+    which every figure leaves out. Images of the split that train or val hold too (the same bytes, the
+    same patient) are counted in ``data.leakage`` and a note, and said to ``warn`` (default: the log)
+    before any image is read.
     """
     from fracsight.evaluation.metrics import multilabel_metrics, regions_to_targets
     from fracsight.evaluation.report import (
@@ -534,6 +556,9 @@ def evaluate_model(
         dataset.refuse_output_inside(Path(out_dir))
     held = _held_out(dataset, split, spec, Path(data_dir))
     samples = held.samples
+    leakage = _leakage(held, dataset, split)
+    if leakage:
+        (warn or log.warning)(leakage.warning(data_dir))
     class_index = model_class_index(dataset.class_names, predictor.classes)
     measurable = (
         (predictor.has_fracture_head and any(FRACTURE in s.labels for s in samples))
@@ -590,6 +615,8 @@ def evaluate_model(
             f"where these results say fractured, read {label_names[1]!r} (how well the fracture model "
             f"finds {label_names[1]!r} images)"
         )
+    if leakage:
+        notes.append(f"{leakage}: these figures may be inflated (`fracsight audit {data_dir}` lists them)")
     data: dict[str, Any] = {
         "root": str(data_dir),
         "layout": dataset.layout,
@@ -597,6 +624,8 @@ def evaluate_model(
         "n_images": len(samples),
         "n_evaluated": len(preds),
     }
+    if leakage is not None:
+        data["leakage"] = leakage.to_dict()
 
     # fracture head: the images with a fracture label
     y = p = None
@@ -613,7 +642,8 @@ def evaluate_model(
         if any(s.study_id for s in labelled):
             kw["study_ids"] = [s.study_id or s.image_id for s in labelled]
         metrics.update(evaluate_predictions(y, p, threshold_points=points, n_bootstrap=n_bootstrap, **kw))
-        few = _few_images(metrics)
+        data["positive"] = positive = positive_label(dataset, predictor)
+        few = _few_images(metrics, positive)
         if few:
             notes.append(few)
         localization = _localization(labelled, [preds[i] for i in fracture_idx])

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from fracsight.bundle import BundleSpec
+from fracsight.data.leakage import SplitLeakage
 from fracsight.evaluation.run import unread_names
 
 __all__ = ["render_card", "write_card"]
@@ -105,6 +106,18 @@ def _split_section(name: str, m: dict[str, Any], positive: str = "fractured") ->
                 f"{_n(op.get('validation_coverage'))})"
             )
     return [*lines, ""]
+
+
+def _leakage_lines(spec: BundleSpec) -> list[str]:
+    """A warning where the data set's own splits share images or patients (``training.leakage``)."""
+    leakage = SplitLeakage.from_dict(spec.training.get("leakage") or ())
+    if not leakage:
+        return []
+    return [
+        f"- **Leakage between the data set's splits**: {leakage}. Figures measured on those splits (the "
+        "validation and test figures below among them) may be inflated; `fracsight audit` on the data "
+        "set lists the images."
+    ]
 
 
 def _epochs(n: object) -> str:
@@ -561,6 +574,7 @@ def render_card(spec: BundleSpec, run_dir: Path | None = None) -> str:
             if fracatlas
             else "the split is the data set's own where it has one, else a group-aware split by fracsight."
         ),
+        *_leakage_lines(spec),
         *_refitted_data_lines(spec),
         *(
             [

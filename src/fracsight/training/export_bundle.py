@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from fracsight._output import check_output_folder, staged_folder
 from fracsight.bundle import BundleSpec, HeadSpec, sha256_file, write_bundle_spec
 from fracsight.data import FRACTURE, DataMismatchError, Dataset, NotADataFolderError, Sample, load_dataset
+from fracsight.data.leakage import split_leakage
 from fracsight.data.splits import train_val_samples, training_subset
 from fracsight.errors import DatasetError
 from fracsight.evaluation.run import evaluate_model, select_samples
@@ -171,6 +172,8 @@ def _write_bundle(
             "layout": dataset.layout,
             "n_train": len(trained),
             "n_val": len(val),
+            # the data set's own splits sharing images or patients: the card warns its figures off
+            "leakage": split_leakage(dataset.samples).to_dict(),
             "config": cfg.to_dict(),
             "commands": commands,
             # the card says whether any drawn box taught the localization map

@@ -1,0 +1,112 @@
+"""Leakage between a data set's own splits, cheap enough to check before every train and evaluate.
+
+An image of a later split (val, test) whose bytes an earlier split holds too (a copy, the same file
+under two names or linked twice), or a patient's or study's images in two splits, lets figures
+measured on the later split count images the model trained on (or was chosen on). The check is the
+audit's exact-duplicate finder (:func:`~fracsight.data._files.exact_duplicates`: sizes first, only
+files of equal size read) and its straddling groups; near-duplicates (same picture, other bytes)
+need every image decoded and stay the audit's (``fracsight audit DATA`` lists them all).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from fracsight.data._files import exact_duplicates
+from fracsight.data.sample import Sample
+from fracsight.data.splits import SPLIT_NAMES, declared_straddling
+
+__all__ = ["DUPLICATES", "GROUPS", "Leak", "SplitLeakage", "split_leakage"]
+
+DUPLICATES = "duplicates"  # images with the same bytes as an image of an earlier split
+GROUPS = "groups"  # the data set's own groups (patient, study) also in an earlier split
+_TRAINED_ON = ("train", "val")  # what a model has seen: fitted on train, chosen on val
+
+
+@dataclass(frozen=True)
+class Leak:
+    """``count`` images (``kind`` DUPLICATES) or groups (GROUPS) of ``split`` that the ``earlier``
+    splits share."""
+
+    split: str
+    kind: str
+    count: int
+    earlier: tuple[str, ...]
+
+    def __str__(self) -> str:
+        where = " or ".join(self.earlier)
+        if self.kind == DUPLICATES:
+            are = "image is" if self.count == 1 else "images are"
+            return f"{self.count} {self.split} {are} byte-identical to (or the same file as) {where} images"
+        groups = "group (patient, study) lies" if self.count == 1 else "groups (patient, study) lie"
+        return f"{self.count} {self.split} {groups} in {where} too"
+
+
+@dataclass(frozen=True)
+class SplitLeakage:
+    """What :func:`split_leakage` found; false when nothing."""
+
+    leaks: tuple[Leak, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.leaks)
+
+    def __str__(self) -> str:
+        return "; ".join(map(str, self.leaks))
+
+    def to_dict(self) -> list[dict[str, Any]]:
+        """The leaks as JSON (``bundle.json``'s ``training.leakage``, ``metrics.json``'s ``data.leakage``)."""
+        return [asdict(leak) | {"earlier": list(leak.earlier)} for leak in self.leaks]
+
+    @classmethod
+    def from_dict(cls, leaks: Sequence[Mapping[str, Any]]) -> SplitLeakage:
+        """The leakage :meth:`to_dict` wrote."""
+        return cls(tuple(Leak(**{**leak, "earlier": tuple(leak["earlier"])}) for leak in leaks))
+
+    def warning(self, data_dir: object) -> str:
+        """The warning ``train`` and ``evaluate`` print: what leaks, what it does, where the list is."""
+        return (
+            f"leakage between the splits of {data_dir}: {self}: figures measured on them are inflated; "
+            f"`fracsight audit {data_dir}` lists them"
+        )
+
+
+def split_leakage(samples: Sequence[Sample], split: str | None = None) -> SplitLeakage:
+    """Images and groups of each split that an earlier one (train, then val, then test, then any
+    other name) shares: byte-identical files and the data set's own groups (see the module doc).
+    ``split``: only that split's, against train and val (what ``evaluate --split`` measures).
+    Samples without a split are left out."""
+    earlier = _earlier_splits([s.split for s in samples if s.split is not None], split)
+    kept = [s for s in samples if s.split in set(earlier).union(*earlier.values())]
+    found: dict[tuple[str, str], list[set[str]]] = defaultdict(list)  # (split, kind) -> splits shared
+
+    def note(name: str, kind: str, splits: set[str]) -> None:
+        shared = splits & set(earlier.get(name, ()))
+        if shared:
+            found[(name, kind)].append(shared)
+
+    for same in exact_duplicates([s.path for s in kept]):
+        splits = {kept[i].split for i in same}
+        for i in same:
+            note(kept[i].split, DUPLICATES, splits)
+    for splits in declared_straddling(kept).values():
+        for name in splits:
+            note(name, GROUPS, splits)
+    order = list(earlier)
+    leaks = [
+        Leak(name, kind, len(shared), tuple(e for e in earlier[name] if any(e in f for f in shared)))
+        for (name, kind), shared in found.items()
+    ]
+    return SplitLeakage(tuple(sorted(leaks, key=lambda leak: (order.index(leak.split), leak.kind))))
+
+
+def _earlier_splits(present: Sequence[str], split: str | None) -> dict[str, tuple[str, ...]]:
+    """Each split to check, with the splits it is checked against (none: not checked)."""
+    names = sorted(set(present), key=lambda n: (SPLIT_NAMES.index(n) if n in SPLIT_NAMES else 3, n))
+    if split is not None:
+        against = tuple(n for n in _TRAINED_ON if n != split and n in names)
+        return {split: against} if split in names and against else {}
+    return {name: tuple(names[:i]) for i, name in enumerate(names) if i}

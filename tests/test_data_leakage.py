@@ -1,0 +1,93 @@
+"""Leakage between a data set's own splits (fracsight.data.leakage): the same bytes or the same patient
+in two splits, found as cheaply as `train` and `evaluate` need, and as the audit lists them."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fracsight.data import load_dataset
+from fracsight.data.audit import audit
+from fracsight.data.leakage import DUPLICATES, GROUPS, Leak, SplitLeakage, split_leakage
+
+
+def leaky_class_folders(fracatlas_dir: Path, root: Path, per_class: int = 4) -> Path:
+    """train/val/test x fractured/not fractured linked from FracAtlas, leaking on purpose: test holds
+    a copy of a train image under another name and a link to another, val a link to a train image."""
+    images = {
+        "fractured": sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg")),
+        # from the 11th on: the first ones hold FracAtlas's own exact duplicates (IMG0000003 = IMG0000005)
+        "not fractured": sorted((fracatlas_dir / "images" / "Non_fractured").glob("*.jpg"))[10:],
+    }
+    for name, files in images.items():
+        for k, split in enumerate(("train", "val", "test")):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for path in files[k * per_class : (k + 1) * per_class]:
+                (folder / path.name).symlink_to(path)
+    train = sorted((root / "train" / "fractured").iterdir())
+    shutil.copyfile(train[0], root / "test" / "fractured" / "copy_of_a_train_image.jpg")
+    (root / "test" / "fractured" / "linked.jpg").symlink_to(train[1].resolve())
+    (root / "val" / "fractured" / "linked.jpg").symlink_to(train[2].resolve())
+    return root
+
+
+def test_images_of_a_later_split_held_by_an_earlier_one_are_counted(
+    fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    samples = load_dataset(leaky_class_folders(fracatlas_dir, tmp_path / "leaky")).samples
+    leakage = split_leakage(samples)
+    assert leakage.leaks == (
+        Leak("val", DUPLICATES, 1, ("train",)),
+        Leak("test", DUPLICATES, 2, ("train",)),
+    )
+    assert str(leakage) == (
+        "1 val image is byte-identical to (or the same file as) train images; "
+        "2 test images are byte-identical to (or the same file as) train images"
+    )
+    assert SplitLeakage.from_dict(leakage.to_dict()) == leakage
+    # what `evaluate --split test` measures: the test images, against train and val
+    assert split_leakage(samples, "test").leaks == (Leak("test", DUPLICATES, 2, ("train",)),)
+    assert split_leakage(samples, "val").leaks == (Leak("val", DUPLICATES, 1, ("train",)),)
+    assert split_leakage(samples, "train").leaks == (Leak("train", DUPLICATES, 1, ("val",)),)
+    assert not split_leakage([s for s in samples if s.split == "test"], "test")  # nothing to leak from
+    assert not split_leakage(
+        [s for s in samples if s.path.name not in ("linked.jpg", "copy_of_a_train_image.jpg")]
+    )
+
+
+def _png(path: Path, value: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((16, 16), value, dtype=np.uint8)).save(path)
+
+
+def test_a_patient_in_two_splits_is_a_leaking_group(tmp_path: Path) -> None:
+    """MURA: one patient's studies in train and in valid (other images, other bytes)."""
+    root = tmp_path / "mura"
+    for k, (split, patient, study) in enumerate(
+        [
+            ("train", "patient00001", "study1_positive"),
+            ("train", "patient00002", "study1_negative"),
+            ("valid", "patient00001", "study2_negative"),
+            ("valid", "patient00003", "study1_positive"),
+        ]
+    ):
+        _png(root / split / "XR_WRIST" / patient / study / "image1.png", 40 * k)
+    samples = load_dataset(root).samples
+    assert split_leakage(samples).leaks == (Leak("val", GROUPS, 1, ("train",)),)
+    assert "1 val group (patient, study) lies in train too" in str(split_leakage(samples, "val"))
+    assert audit(root).declared_groups_straddling == {"patient00001": ["train", "val"]}  # the audit's list
+
+
+@pytest.mark.fracatlas
+def test_fracatlas_splits_do_not_leak_and_the_check_is_cheap(fracatlas_dir: Path) -> None:
+    """Its 9 groups of exact duplicates lie within one split each (docs/data.md's audit)."""
+    samples = load_dataset(fracatlas_dir).samples
+    start = time.perf_counter()
+    assert not split_leakage(samples)
+    assert time.perf_counter() - start < 5  # measured 0.03-0.15 s on the 2-core machine
