@@ -228,9 +228,18 @@ def _as_mura(images: list, root):
     return root
 
 
-def test_mura_report_counts_studies_and_says_the_label_is_abnormality(tiny_bundle, tiny_dataset, tmp_path):
+def test_mura_report_counts_studies_and_says_the_label_is_abnormality(
+    tiny_bundle, tiny_dataset, tmp_path, monkeypatch
+):
+    """The summary said "6 abnormal", but the report's tables, the plots' titles and axes and the
+    sample grid's headings said "fractured": every text the evaluation writes or draws words the
+    positive images as the data do (metrics.json data.positive)."""
+    import matplotlib.text
     from PIL import Image
 
+    drawn: list[str] = []
+    set_text = matplotlib.text.Text.set_text
+    monkeypatch.setattr(matplotlib.text.Text, "set_text", lambda t, s: set_text(t, drawn.append(str(s)) or s))
     val = tiny_dataset / "val"
     images = sorted((val / "fractured").iterdir())[:6] + sorted((val / "not fractured").iterdir())[:6]
     data = _as_mura(images, tmp_path / "mura")
@@ -245,12 +254,19 @@ def test_mura_report_counts_studies_and_says_the_label_is_abnormality(tiny_bundl
     assert m["data"]["positive"] == "abnormal"
     assert any("'abnormal'" in note and "not fracture" in note for note in m["notes"])
     report = (out / "report.html").read_text(encoding="utf-8")
-    assert "<td>Studies (fractured / not fractured)</td><td>6 (3 / 3)</td>" in report
-    assert "where these results say fractured, read &#x27;abnormal&#x27;" in report
+    assert "<td>Studies (abnormal / not abnormal)</td><td>6 (3 / 3)</td>" in report
+    assert "<h2>Image-level abnormality detection</h2>" in report
+    assert "how well the model finds &#x27;abnormal&#x27; images" in report
+    # only the model's own head and the note that the label is not fracture name one
+    said = report.replace("fracture (not fractured, fractured)", "").replace("not fracture:", "")
+    assert "fractur" not in said.lower()
     title = Image.open(out / "roc.png").text["Title"]
-    assert "tiny-test v1 on mura [all], n=12 (6 fractured)" in title
+    assert "tiny-test v1 on mura [all], n=12 (6 abnormal)" in title
     grid = Image.open(out / "samples.png").text["Title"]
-    assert "tiny-test v1 on mura [all]" in grid
+    assert "tiny-test v1 on mura [all], n=12 (6 abnormal)" in grid
+    assert "observed fraction abnormal" in drawn and "not abnormal" in drawn
+    assert any(t.startswith("Missed abnormalities (abnormal images not suspected") for t in drawn)
+    assert not [t for t in drawn if "fractur" in t.lower()]
 
 
 @pytest.mark.slow
@@ -445,3 +461,23 @@ def test_a_data_set_given_as_dot_is_named_in_the_report(tiny_bundle, tiny_datase
     assert f"<title>fracsight evaluation: tiny-test on {tiny_dataset.name}</title>" in report
     assert f"<td>{tiny_dataset.resolve()} (val)</td>" in report
     assert f"on {tiny_dataset.name} [val]" in Image.open(out / "roc.png").info["Title"]
+
+
+def test_export_evaluating_a_leaky_split_warns_as_evaluate_does(tiny_bundle, fracatlas_dir, tmp_path):
+    """`fracsight export --evaluate SPLIT` said the leakage through the log, without the "warning: " that
+    `train` and `evaluate` print it with on stderr."""
+    from test_data_leakage import leaky_class_folders
+
+    data = leaky_class_folders(fracatlas_dir, tmp_path / "leaky")
+    run = tmp_path / "run"  # the report is written beside the run, not in the shared tiny one
+    run.mkdir()
+    (run / "best.pt").symlink_to(tiny_bundle.parent / "run" / "best.pt")
+    args = ["export", str(run), str(tmp_path / "bundle"), "--evaluate", "test", "--data-dir", str(data)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    said = [line for line in result.stderr.splitlines() if "leakage" in line]
+    assert len(said) == 1, result.stderr
+    assert said[0].startswith(
+        f"warning: leakage between the splits of {data}: 2 test images are byte-identical"
+    )
+    assert (run / "evaluation-test" / "report.html").is_file()

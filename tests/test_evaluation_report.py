@@ -13,6 +13,7 @@ import pytest
 
 from fracsight.evaluation.metrics import auroc
 from fracsight.evaluation.report import (
+    PositiveWords,
     evaluate_classes,
     evaluate_predictions,
     render_all_plots,
@@ -268,6 +269,56 @@ def test_one_class_split_and_undefined_values_are_explained(tmp_path: Path) -> N
     assert "<h2>Notes</h2>" in text and "Not measured" not in text  # the note is about what was measured
 
 
+def test_report_and_plots_word_positives_as_the_data_do(
+    tmp_path: Path, case: dict, metrics: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On MURA (normal / abnormal) the summary said "abnormal", but the report's tables and headings,
+    the plots' titles, axes and labels said "fractured": all now read the metrics' ``data.positive``."""
+    import matplotlib.text
+
+    drawn: list[str] = []
+    set_text = matplotlib.text.Text.set_text
+    monkeypatch.setattr(matplotlib.text.Text, "set_text", lambda t, s: set_text(t, drawn.append(str(s)) or s))
+    mura = {**metrics, "data": {"positive": "abnormal"}}
+    plots = render_all_plots(case["y"], case["p"], tmp_path, metrics=mura, threshold_points={"balanced": 0.5})
+    shown = {**plots, "samples": plots["roc"]}  # any image: its caption is the report's
+    text = write_report(mura, tmp_path, plots=shown).read_text(encoding="utf-8")
+    for said in (
+        "<h2>Image-level abnormality detection</h2>",
+        "<td>Images (abnormal / not abnormal)</td>",
+        "<h2>Study-level abnormality detection</h2>",
+        "a study is abnormal if any of its images is",
+        "<td>Studies (abnormal / not abnormal)</td>",
+        "<h2>Abnormality detection by body region</h2>",
+        "<th>Abnormal</th>",
+        "<th>Observed abnormal</th>",
+        "<figcaption>Confusion matrix (abnormality)</figcaption>",
+        "(missed abnormalities, then false alarms;",
+    ):
+        assert said in text
+    assert "fractur" not in text.lower()
+    n_pos = int(case["y"].sum())
+    assert f"ROC curve\nn=240 ({n_pos} abnormal)" in drawn and "observed fraction abnormal" in drawn
+    assert {"not abnormal", "abnormal"} <= set(drawn)  # the confusion matrix's classes
+    assert not [t for t in drawn if "fractur" in t.lower()]
+    one_class = evaluate_predictions([0, 0, 0], [0.1, 0.7, 0.3], threshold_points={"t": 0.5}, n_bootstrap=20)
+    text = write_report({**one_class, "data": {"positive": "abnormal"}}, tmp_path).read_text(encoding="utf-8")
+    assert "All 3 images here are not abnormal" in text and "need both abnormal and non-abnormal" in text
+    assert "sensitivity without abnormal images" in text and "fractur" not in text.lower()
+
+
+def test_positive_words_fall_back_to_fractured_for_metrics_without_them() -> None:
+    words = PositiveWords.of({"data": {"n_images": 3}})
+    assert (words.positive, words.negative, words.finding, words.findings) == (
+        "fractured",
+        "not fractured",
+        "fracture",
+        "fractures",
+    )
+    mura = PositiveWords.of({"data": {"positive": "abnormal"}})
+    assert (mura.negative, mura.finding, mura.findings) == ("not abnormal", "abnormality", "abnormalities")
+
+
 def test_sample_grid_is_shown_at_full_size(tmp_path: Path, metrics: dict) -> None:
     from fracsight.evaluation.plots import plot_sample_grid
 
@@ -332,6 +383,23 @@ def test_sample_grid_shows_the_most_confident_errors_first() -> None:
     assert grid.counted == "n=15 (8 fractured)"
     again = _grid_content(samples, preds, _FRACTURE_MODEL, fracture=True, klass=False)
     assert again == grid  # deterministic
+
+
+def test_sample_grid_words_positives_as_the_data_do() -> None:
+    from fracsight.evaluation.run import _grid_content
+
+    samples, preds = _fracture_case([(1, 0.2), (0, 0.8), (1, 0.9), (0, 0.1)])
+    words = PositiveWords("abnormal")
+    grid = _grid_content(samples, preds, _FRACTURE_MODEL, fracture=True, klass=False, words=words)
+    assert grid is not None
+    assert [heading.split(":")[0] for heading, _ in grid.sections] == [
+        "Missed abnormalities (abnormal images not suspected, lowest probability first)",
+        "False alarms (normal images suspected, highest probability first)",
+        "Abnormalities found (highest probability first)",
+        "Normal images cleared (lowest probability first)",
+    ]
+    assert grid.titles[0] == "img0.png\np=0.20 no abnormality, true: abnormality"
+    assert grid.counted == "n=4 (2 abnormal)"
 
 
 def test_sample_grid_says_when_a_group_is_empty(tmp_path: Path) -> None:

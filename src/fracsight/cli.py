@@ -749,6 +749,7 @@ def export(
             force=force,
             data_dir=data_dir,
             train_command=train_command,
+            warn=lambda text: typer.echo(f"warning: {text}", err=True),
         )
     typer.echo(f"bundle {spec.name} v{spec.version} written to {out}")
     warn_unread_in_card(spec, evaluate_split)

@@ -223,8 +223,10 @@ def plot_calibration(
     *,
     ece: float | None = None,
     title: str = "Reliability diagram",
+    positive: str = "fractured",
 ) -> Path:
-    """Reliability diagram from :func:`expected_calibration_error`'s table, with bin counts below."""
+    """Reliability diagram from :func:`expected_calibration_error`'s table, with bin counts below;
+    ``positive``: what the data call a positive image (MURA's "abnormal"), on the y axis."""
     rows = [r for r in table if r["count"]]
     fig = _new_figure(5.0, 6.0)
     ax, ax_hist = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
@@ -236,7 +238,7 @@ def plot_calibration(
         color="#2b83ba",
         label="model",
     )
-    ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="observed fraction fractured")
+    ax.set(xlim=(0, 1), ylim=(0, 1), ylabel=f"observed fraction {positive}")
     if ece is not None:  # the ECE on the first line, a subtitle below it
         head, newline, rest = title.partition("\n")
         title = f"{head} (ECE {ece:.3f}){newline}{rest}"

@@ -37,7 +37,44 @@ from fracsight.evaluation.metrics import (
 )
 from fracsight.evaluation.thresholds import selective_accuracy, threshold_for_specificity
 
-__all__ = ["evaluate_classes", "evaluate_predictions", "render_all_plots", "to_jsonable", "write_report"]
+__all__ = [
+    "PositiveWords",
+    "evaluate_classes",
+    "evaluate_predictions",
+    "render_all_plots",
+    "to_jsonable",
+    "write_report",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class PositiveWords:
+    """How the report and plots word the binary label: as the data call a positive image
+    (``data.positive`` of the metrics, from :func:`~fracsight.evaluation.run.positive_label`; MURA's
+    "abnormal"), "fractured" for metrics without it."""
+
+    positive: str = "fractured"
+
+    @classmethod
+    def of(cls, metrics: Mapping[str, Any]) -> PositiveWords:
+        return cls(str((metrics.get("data") or {}).get("positive") or cls.positive))
+
+    @property
+    def negative(self) -> str:
+        return f"not {self.positive}"
+
+    @property
+    def finding(self) -> str:
+        """What a positive image has, as the model's decisions say it: "fracture", "abnormality"."""
+        from fracsight.inference.results import finding_of
+
+        return finding_of(self.positive)
+
+    @property
+    def findings(self) -> str:
+        from fracsight.dicom.results_context import plural
+
+        return plural(self.finding)
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -343,7 +380,8 @@ def render_all_plots(
     classes, ``class_min_probability`` marked) when that is given too. With ``y``
     and ``p`` None (a model without a fracture head) the fracture plots are left
     out. CIs (and their level) are read from ``metrics`` (``evaluate_predictions``
-    output). Class labels below 0 (no class label) are left out of the class plots.
+    output), and the positive images are worded by its ``data.positive`` (:class:`PositiveWords`).
+    Class labels below 0 (no class label) are left out of the class plots.
     ``subtitle`` (say the model and the data split) goes under every plot's title,
     with the number of images each plot counts.
     """
@@ -413,7 +451,8 @@ def _fracture_plots(
     paths: dict[str, Path] = {}
     n_pos = int(ya.sum())
     level = float(metrics.get("ci_level") or 0.95)
-    counted = _subtitle(subtitle, f"n={ya.size} ({n_pos} fractured)")
+    words = PositiveWords.of(metrics)
+    counted = _subtitle(subtitle, f"n={ya.size} ({n_pos} {words.positive})")
     if 0 < n_pos < ya.size:
         paths["roc"] = _plots.plot_roc(
             ya,
@@ -435,7 +474,11 @@ def _fracture_plots(
         )
     ece, table = expected_calibration_error(ya, pa, n_bins=ece_bins)
     paths["calibration"] = _plots.plot_calibration(
-        table, out / "calibration.png", ece=ece, title=f"Reliability diagram{counted}"
+        table,
+        out / "calibration.png",
+        ece=ece,
+        title=f"Reliability diagram{counted}",
+        positive=words.positive,
     )
     if confusion_threshold is None and points:
         confusion_threshold = next(iter(points.values()))
@@ -445,7 +488,7 @@ def _fracture_plots(
         cm = confusion_matrix(ya, (pa >= confusion_threshold).astype(np.int64), 2)
         paths["confusion"] = _plots.plot_confusion(
             cm,
-            ["not fractured", "fractured"],
+            [words.negative, words.positive],
             out / "confusion.png",
             title=f"Confusion matrix ({point}threshold {confusion_threshold:.3f}){counted}",
         )
@@ -502,18 +545,20 @@ figcaption { text-align: center; font-size: .9rem; color: #444; }
 
 _MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif"}
 
-_PLOT_CAPTIONS = {
-    "roc": "ROC curve",
-    "pr": "Precision-recall curve",
-    "calibration": "Calibration (reliability diagram)",
-    "confusion": "Confusion matrix (fracture)",
-    "confusion_multiclass": "Confusion matrix (classes)",
-    "class_coverage": "Class accuracy against coverage",
-    "training_curves": "Training curves",
-    "samples": "Sample predictions: where the data is labelled, the model's most confident errors first "
-    "(missed fractures, then false alarms; for a class model, wrong classes), then its most confident "
-    "correct answers for reference; without labels, its most confident predictions",
-}
+
+def _plot_captions(words: PositiveWords) -> dict[str, str]:
+    return {
+        "roc": "ROC curve",
+        "pr": "Precision-recall curve",
+        "calibration": "Calibration (reliability diagram)",
+        "confusion": f"Confusion matrix ({words.finding})",
+        "confusion_multiclass": "Confusion matrix (classes)",
+        "class_coverage": "Class accuracy against coverage",
+        "training_curves": "Training curves",
+        "samples": "Sample predictions: where the data is labelled, the model's most confident errors first "
+        f"(missed {words.findings}, then false alarms; for a class model, wrong classes), then its most "
+        "confident correct answers for reference; without labels, its most confident predictions",
+    }
 
 
 _WIDE_PLOTS = {"samples", "training_curves"}
@@ -554,12 +599,12 @@ def _at_specificity(sas: Mapping[str, Any]) -> str:
     return text
 
 
-def _summary(block: Mapping[str, Any], ci_level: float, unit: str) -> str:
+def _summary(block: Mapping[str, Any], ci_level: float, unit: str, words: PositiveWords) -> str:
     level = f"{100 * ci_level:.0f}% CI"
     sas = block.get("sensitivity_at_specificity") or {}
     rows = [
         [
-            f"{unit} (fractured / not fractured)",
+            f"{unit} ({words.positive} / {words.negative})",
             f"{block['n']} ({block['n_positive']} / {block['n_negative']})",
         ],
         [f"AUROC ({level})", _with_ci(block.get("auroc"))],
@@ -571,7 +616,7 @@ def _summary(block: Mapping[str, Any], ci_level: float, unit: str) -> str:
     return _table(["Metric", "Value"], rows)
 
 
-def _thresholds(thresholds: Mapping[str, Mapping[str, Any]]) -> str:
+def _thresholds(thresholds: Mapping[str, Mapping[str, Any]], words: PositiveWords) -> str:
     if not thresholds:
         return '<p class="muted">No operating thresholds were given.</p>'
     keys = ["threshold", "sensitivity", "specificity", "precision", "npv", "f1", "accuracy", "cohen_kappa"]
@@ -579,41 +624,45 @@ def _thresholds(thresholds: Mapping[str, Mapping[str, Any]]) -> str:
     headers = ["Operating point", "Threshold", "Sensitivity", "Specificity", "Precision (PPV)", "NPV", "F1"]
     headers += ["Accuracy", "Cohen's κ", "TP", "FP", "TN", "FN"]
     rows = [[name] + [m.get(k) for k in keys + counts] for name, m in thresholds.items()]
-    return _table(headers, rows) + (_UNDEFINED if any(c is None for row in rows for c in row) else "")
+    return _table(headers, rows) + _undefined(rows, words)
 
 
-_UNDEFINED = (
-    '<p class="muted">— : not defined here (a ratio with nothing to count, such as sensitivity '
-    "without fractured images or the precision of a class never predicted; AUROC needs both "
-    "classes).</p>"
-)
+def _undefined(rows: Sequence[Sequence[Any]], words: PositiveWords) -> str:
+    """What an empty cell of ``rows`` means, where there is one."""
+    if all(c is not None for row in rows for c in row):
+        return ""
+    return (
+        '<p class="muted">— : not defined here (a ratio with nothing to count, such as sensitivity '
+        f"without {words.positive} images or the precision of a class never predicted; AUROC needs both "
+        "classes).</p>"
+    )
 
 
-def _one_class_note(block: Mapping[str, Any], unit: str) -> str:
+def _one_class_note(block: Mapping[str, Any], unit: str, words: PositiveWords) -> str:
     n, n_pos = block.get("n", 0), block.get("n_positive", 0)
     if 0 < n_pos < n:
         return ""
-    only = "fractured" if n_pos else "not fractured"
+    only = words.positive if n_pos else words.negative
     return (
         f'<p class="muted"><strong>All {n} {unit.lower()} here are {only}</strong>: AUROC, average '
         "precision, sensitivity at a specificity and the ROC and precision-recall curves need both "
-        f"fractured and non-fractured {unit.lower()}, so they are not given.</p>"
+        f"{words.positive} and non-{words.positive} {unit.lower()}, so they are not given.</p>"
     )
 
 
-def _binary_section(block: Mapping[str, Any], ci_level: float, unit: str) -> str:
+def _binary_section(block: Mapping[str, Any], ci_level: float, unit: str, words: PositiveWords) -> str:
     return (
         "<h3>Summary</h3>"
-        + _one_class_note(block, unit)
-        + _summary(block, ci_level, unit)
+        + _one_class_note(block, unit, words)
+        + _summary(block, ci_level, unit, words)
         + "<h3>Operating points</h3>"
-        + _thresholds(block.get("thresholds") or {})
+        + _thresholds(block.get("thresholds") or {}, words)
     )
 
 
-def _regions(regions: Mapping[str, Mapping[str, Any]]) -> str:
+def _regions(regions: Mapping[str, Mapping[str, Any]], words: PositiveWords) -> str:
     point_names = list(next(iter(regions.values()), {}).get("thresholds", {}))
-    headers = ["Body region", "n", "Fractured", "AUROC (CI)"]
+    headers = ["Body region", "n", words.positive.capitalize(), "AUROC (CI)"]
     headers += [f"{name}: {what}" for name in point_names for what in ("sens.", "spec.")]
     rows = []
     for name, r in regions.items():
@@ -621,7 +670,7 @@ def _regions(regions: Mapping[str, Mapping[str, Any]]) -> str:
         for point in point_names:
             row += [r["thresholds"][point]["sensitivity"], r["thresholds"][point]["specificity"]]
         rows.append(row)
-    return _table(headers, rows) + (_UNDEFINED if any(c is None for row in rows for c in row) else "")
+    return _table(headers, rows) + _undefined(rows, words)
 
 
 def _region_head(rh: Mapping[str, Any]) -> str:
@@ -637,15 +686,19 @@ def _region_head(rh: Mapping[str, Any]) -> str:
     return top + _table(["Region", "AUROC", "Positive", "Negative"], rows)
 
 
-def _localization(loc: Mapping[str, Any]) -> str:
+def _localization(loc: Mapping[str, Any], words: PositiveWords) -> str:
+    positive = words.positive
     table = _table(
         ["Box metric", "Value"],
         [
-            ["Fractured images with true boxes", loc.get("n_images")],
+            [f"{positive.capitalize()} images with true boxes", loc.get("n_images")],
             ["Top box hits a true box (IoU >= 0.1 or contains its centre)", loc.get("hit_rate_any")],
             ["Box AP at IoU 0.5", loc.get("ap50")],
             ["Box AP at IoU 0.5:0.95", loc.get("ap50_95")],
-            ["Images scored, normal ones included (fractured ones need true boxes)", loc.get("n_images_all")],
+            [
+                f"Images scored, normal ones included ({positive} ones need true boxes)",
+                loc.get("n_images_all"),
+            ],
             ["Box AP at IoU 0.5, false boxes on normal images counted", loc.get("ap50_all")],
             ["Box AP at IoU 0.5:0.95, false boxes on normal images counted", loc.get("ap50_95_all")],
         ],
@@ -666,7 +719,7 @@ def _class_operating_point_table(op: Mapping[str, Any], unit: str) -> str:
     return table + f'<p class="muted">{_html.escape(note)}</p>'
 
 
-def _multiclass(mc: Mapping[str, Any], unit: str = "images") -> str:
+def _multiclass(mc: Mapping[str, Any], words: PositiveWords, unit: str = "images") -> str:
     counted = mc.get("counted")
     parts = [f'<p class="muted">{_html.escape(str(counted))}</p>'] if counted else []
     top = _table(
@@ -687,15 +740,14 @@ def _multiclass(mc: Mapping[str, Any], unit: str = "images") -> str:
         for n, c in mc["per_class"].items()
     ]
     parts.append(_table(["Class", "Precision", "Recall", "F1", "AUROC", "Support"], per))
-    if any(c is None for row in per for c in row):
-        parts.append(_UNDEFINED)
+    parts.append(_undefined(per, words))
     names = mc["class_names"]
     cm_rows = [[f"true {n}", *row] for n, row in zip(names, mc["confusion_matrix"], strict=True)]
     parts.append("<h3>Confusion matrix</h3>" + _table(["", *[f"pred {n}" for n in names]], cm_rows))
     return "".join(parts)
 
 
-def _calibration_details(cal: Mapping[str, Any]) -> str:
+def _calibration_details(cal: Mapping[str, Any], words: PositiveWords) -> str:
     rows = [
         [
             f"{r['bin_lower']:.2f}–{r['bin_upper']:.2f}",
@@ -705,7 +757,7 @@ def _calibration_details(cal: Mapping[str, Any]) -> str:
         ]
         for r in cal.get("table", [])
     ]
-    table = _table(["Probability bin", "Images", "Mean predicted", "Observed fractured"], rows)
+    table = _table(["Probability bin", "Images", "Mean predicted", f"Observed {words.positive}"], rows)
     return f"<details><summary>Reliability table</summary>{table}</details>"
 
 
@@ -725,15 +777,15 @@ def _model(model_info: Mapping[str, Any]) -> str:
     return _table(["Item", "Value"], rows)
 
 
-def _figures(plots: Mapping[str, str | Path]) -> str:
-    figures = []
+def _figures(plots: Mapping[str, str | Path], words: PositiveWords) -> str:
+    captions, figures = _plot_captions(words), []
     for name, file in plots.items():
         path = Path(file)
         mime = _MIME.get(path.suffix.lower())
         if mime is None:
             raise ValueError(f"plot {name!r}: unsupported image type {path.suffix!r} (use PNG or JPEG)")
         data = base64.b64encode(path.read_bytes()).decode("ascii")
-        caption = _html.escape(_PLOT_CAPTIONS.get(name, name))
+        caption = _html.escape(captions.get(name, name))
         wide = ' class="wide"' if name in _WIDE_PLOTS else ""  # thumbnails: shown at full size
         figures.append(
             f'<figure{wide}><img alt="{caption}" src="data:{mime};base64,{data}"><figcaption>{caption}'
@@ -760,6 +812,8 @@ def _render_html(
     from fracsight import __version__
 
     ci_level = float(metrics.get("ci_level") or 0.95)
+    words = PositiveWords.of(metrics)
+    finding, positive = words.finding, words.positive
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
         "<!DOCTYPE html>",
@@ -777,41 +831,45 @@ def _render_html(
         parts += ["<h2>Images not read</h2>", _unread(metrics)]
     if "auroc" in metrics:  # absent for a model with only an N-class head
         parts += [
-            "<h2>Image-level fracture detection</h2>",
-            _binary_section(metrics, ci_level, "Images"),
-            _calibration_details(metrics.get("calibration") or {}),
+            f"<h2>Image-level {finding} detection</h2>",
+            _binary_section(metrics, ci_level, "Images", words),
+            _calibration_details(metrics.get("calibration") or {}, words),
         ]
     if metrics.get("study"):
         study = metrics["study"]
         parts += [
-            "<h2>Study-level fracture detection</h2>",
+            f"<h2>Study-level {finding} detection</h2>",
             f'<p class="muted">Study probability: {_html.escape(str(study.get("method")))} of its image '
-            "probabilities; a study is fractured if any of its images is. Confidence intervals: "
+            f"probabilities; a study is {positive} if any of its images is. Confidence intervals: "
             f"{_html.escape(str(study.get('ci_method', 'percentile bootstrap')))}, over studies.</p>",
-            _binary_section(study, ci_level, "Studies"),
+            _binary_section(study, ci_level, "Studies", words),
         ]
     if metrics.get("regions"):
-        parts += ["<h2>Fracture detection by body region</h2>", _regions(metrics["regions"])]
+        parts += [
+            f"<h2>{finding.capitalize()} detection by body region</h2>",
+            _regions(metrics["regions"], words),
+        ]
     if metrics.get("localization"):
-        parts += ["<h2>Boxes against the true fracture boxes</h2>", _localization(metrics["localization"])]
+        loc = _localization(metrics["localization"], words)
+        parts += [f"<h2>Boxes against the true {finding} boxes</h2>", loc]
     if metrics.get("region_head"):
         parts += ["<h2>Body-region head</h2>", _region_head(metrics["region_head"])]
     if metrics.get("multiclass"):
         mc = metrics["multiclass"]
-        parts += ["<h2>Class head</h2>", _multiclass(mc)]
+        parts += ["<h2>Class head</h2>", _multiclass(mc, words)]
         if mc.get("study"):
             study = mc["study"]
             parts += [
                 "<h3>Study level</h3>",
                 f'<p class="muted">Study class: {_html.escape(str(study.get("method")))} of its images\' '
                 "class probabilities, against the most common class label of its images.</p>",
-                _multiclass(study, "studies"),
+                _multiclass(study, words, "studies"),
             ]
     if metrics.get("notes"):
         items = "".join(f"<li>{_html.escape(str(n))}</li>" for n in metrics["notes"])
         parts += ["<h2>Notes</h2>", f"<ul>{items}</ul>"]
     if plots:
-        parts += ["<h2>Plots</h2>", _figures(plots)]
+        parts += ["<h2>Plots</h2>", _figures(plots, words)]
     reading = []
     if "auroc" in metrics:
         reading.append(

@@ -11,7 +11,7 @@ import logging
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from fracsight.data import (
 from fracsight.data._files import relative_name
 from fracsight.data.leakage import SplitLeakage, split_leakage
 from fracsight.errors import ConfigError, DatasetError, OutputFolderError
+
+if TYPE_CHECKING:
+    from fracsight.evaluation.report import PositiveWords
 
 __all__ = ["EvaluationArgumentError", "evaluate_model", "positive_label", "select_samples", "unread_names"]
 
@@ -265,6 +268,7 @@ def _sample_grid(
     class_names: tuple[str, ...] = (),
     title: str = "Sample predictions",
     root: Path | None = None,
+    words: PositiveWords | None = None,
 ) -> Path | None:
     """Where labelled, the model's most confident errors first, then its most confident correct
     answers for reference, in headed groups bordered red and green; without labels, its 16 most
@@ -276,12 +280,20 @@ def _sample_grid(
     ``class_names``: the data's classes, which its class labels index (the model may know more).
     ``title``: what the grid shows is added to its first line, the images counted to its last.
     ``root``: the data set's folder, which names images whose file names repeat.
+    ``words``: how positive images are worded (as the data word them: :class:`.report.PositiveWords`).
     """
     from fracsight.evaluation.plots import plot_sample_grid
     from fracsight.io import read_image
 
     content = _grid_content(
-        samples, preds, predictor, fracture=fracture, klass=klass, class_names=class_names, root=root
+        samples,
+        preds,
+        predictor,
+        fracture=fracture,
+        klass=klass,
+        class_names=class_names,
+        root=root,
+        words=words,
     )
     if content is None:
         return None
@@ -350,17 +362,22 @@ def _grid_content(
     klass: bool,
     class_names: tuple[str, ...] = (),
     root: Path | None = None,
+    words: PositiveWords | None = None,
 ) -> GridContent | None:
     """What :func:`_sample_grid` shows; each title names the image, what the model said and,
     where labelled, the true label.
 
     With fracture labels, 4 groups of up to 4: missed fractures (lowest probability first), false
-    alarms (highest first), fractures found (highest first), normal images cleared (lowest first).
+    alarms (highest first), fractures found (highest first), normal images cleared (lowest first),
+    worded as ``words`` (default: fractures; MURA's: abnormalities).
     With class labels: wrong, then right top classes, up to 8 each, highest probability first.
     A group with fewer images shows what there is and says so; the others keep their size.
     Without labels: the 16 most confident predictions (farthest from the threshold; highest
     top-class probability). Sorts are stable: the same predictions give the same grid.
     """
+    from fracsight.evaluation.report import PositiveWords
+
+    words = words or PositiveWords()
     truth: dict[int, int] | None = None  # true and predicted labels, in the model's numbering
     names = _thumbnail_names(samples, root)
     if predictor.has_fracture_head and (fracture or not klass):
@@ -370,7 +387,7 @@ def _grid_content(
         # how sure the model is of what it said: the distance from the threshold
         confidence = {i: abs(preds[i].fracture_probability - op.threshold) for i in chosen}
         said = {i: int(bool(preds[i].fracture_suspected)) for i in chosen}
-        named = ("no fracture", "fracture")
+        named = (f"no {words.finding}", words.finding)
 
         def title(i: int) -> str:
             pr = preds[i]
@@ -381,15 +398,15 @@ def _grid_content(
             truth = {i: int(samples[i].labels[FRACTURE]) for i in chosen}
             low, high = "lowest probability first", "highest probability first"
             cells = [  # (name, order shown, true label, predicted label)
-                ("Missed fractures", f"fractured images not suspected, {low}", 1, 0),
+                (f"Missed {words.findings}", f"{words.positive} images not suspected, {low}", 1, 0),
                 ("False alarms", f"normal images suspected, {high}", 0, 1),
-                ("Fractures found", high, 1, 1),
+                (f"{words.findings.capitalize()} found", high, 1, 1),
                 ("Normal images cleared", low, 0, 0),
             ]
             groups = [(n, w, [i for i in chosen if (truth[i], said[i]) == (t, p)]) for n, w, t, p in cells]
             slots, none = _GRID_SLOTS // 4, f"none at {at}"
             shows = f"the most confident errors first, then correct ones, at {at}"
-            counted = f"n={len(chosen)} ({sum(truth.values())} fractured)"
+            counted = f"n={len(chosen)} ({sum(truth.values())} {words.positive})"
         else:
             basis, counted = f"farthest from {at}; no fracture labels", f"n={len(chosen)} images"
     elif predictor.classes:
@@ -537,6 +554,7 @@ def evaluate_model(
     """
     from fracsight.evaluation.metrics import multilabel_metrics, regions_to_targets
     from fracsight.evaluation.report import (
+        PositiveWords,
         evaluate_classes,
         evaluate_predictions,
         render_all_plots,
@@ -612,8 +630,7 @@ def evaluate_model(
     if predictor.has_fracture_head and label_names and label_names != ("not fractured", "fractured"):
         notes.append(
             f"the data's binary label is {label_names[1]!r} (against {label_names[0]!r}), not fracture: "
-            f"where these results say fractured, read {label_names[1]!r} (how well the fracture model "
-            f"finds {label_names[1]!r} images)"
+            f"these results measure how well the model finds {label_names[1]!r} images"
         )
     if leakage:
         notes.append(f"{leakage}: these figures may be inflated (`fracsight audit {data_dir}` lists them)")
@@ -751,6 +768,7 @@ def evaluate_model(
             class_names=tuple(dataset.class_names.get(CLASS, ())),
             title=f"Sample predictions\n{subtitle}",
             root=dataset.root,
+            words=PositiveWords.of(metrics),
         )
         if grid is not None:
             plots["samples"] = grid

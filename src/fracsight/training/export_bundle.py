@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,8 +48,10 @@ def export_bundle(
     force: bool = False,
     data_dir: Path | None = None,
     train_command: str | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> BundleSpec:
-    """Export ``run_dir/best.pt`` as a bundle in ``out_dir``; optionally evaluate it on ``evaluate_split``."""
+    """Export ``run_dir/best.pt`` as a bundle in ``out_dir``; optionally evaluate it on ``evaluate_split``,
+    saying to ``warn`` (default: the log) what the evaluation warns of (its splits' leakage)."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     checkpoint = run_dir / "best.pt" if run_dir.is_dir() else run_dir
     if not checkpoint.is_file():
@@ -91,7 +94,7 @@ def export_bundle(
     ]
     with staged_folder(out_dir, force=force, inputs=inputs) as work:
         spec = _write_bundle(
-            model, cfg, fracture, dataset, (train, val), work, run_dir, commands, evaluate_split
+            model, cfg, fracture, dataset, (train, val), work, run_dir, commands, evaluate_split, warn
         )
     return spec
 
@@ -142,6 +145,7 @@ def _write_bundle(
     run_dir: Path,
     commands: list[str],
     evaluate_split: str | None,
+    warn: Callable[[str], None] | None = None,
 ) -> BundleSpec:
     """The bundle of ``model`` (trained in ``run_dir``) made in ``work``; ``fracture``: the class
     names of the fracture head it trained (empty: none); ``train_val``: the run's split of
@@ -191,7 +195,7 @@ def _write_bundle(
     if evaluate_split:
         # the report stays with the run, not inside the (shipped) bundle
         report_dir = (run_dir if run_dir.is_dir() else run_dir.parent) / f"evaluation-{evaluate_split}"
-        metrics = evaluate_model(work, dataset.root, report_dir, split=evaluate_split)
+        metrics = evaluate_model(work, dataset.root, report_dir, split=evaluate_split, warn=warn)
         spec = dataclasses.replace(spec, metrics={**spec.metrics, evaluate_split: metrics_summary(metrics)})
         write_bundle_spec(spec, work)
     write_card(spec, work, run_dir)
