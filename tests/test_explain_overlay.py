@@ -96,3 +96,35 @@ def test_save_and_side_by_side(tmp_path: Path, image: np.ndarray) -> None:
     np.testing.assert_array_equal(np.asarray(pair)[:, :W], _base(image))
     small = side_by_side(image, Image.new("RGB", (W // 2, H // 2)), gap=0)
     assert small.size == (2 * W, H)
+
+
+def test_an_image_on_another_scale_is_refused_not_drawn_white(image: np.ndarray) -> None:
+    # a 12-bit image as uint16, the same as floats 0..255, or a Pillow I;16 image used to be clipped to
+    # [0, 1] and drawn almost all white, with no error
+    twelve_bit = np.round(image * 4095).astype(np.uint16)
+    for wrong in (twelve_bit, twelve_bit.astype(np.int64), Image.fromarray(twelve_bit)):
+        with pytest.raises(ValueError, match=r"uint16|int64"):
+            render_overlay(wrong)
+    with pytest.raises(ValueError, match=r"to 25[0-9.]*: a float image must be in \[0, 1\]"):
+        render_overlay(image * 255)
+    with pytest.raises(ValueError, match="uint16"):
+        side_by_side(twelve_bit, render_overlay(image))
+    # floats in [0, 1] with a little resampling overshoot, uint8, bool and 8-bit Pillow images still draw
+    overshoot = image.copy()
+    overshoot[0, 0], overshoot[0, 1] = 1.08, -0.05
+    assert np.asarray(render_overlay(overshoot))[0, :2, 0].tolist() == [255, 0]
+    np.testing.assert_array_equal(np.asarray(render_overlay(_base(image))), _base(image))
+    np.testing.assert_array_equal(
+        np.asarray(render_overlay(Image.fromarray(_base(image)[..., 0]))), _base(image)
+    )
+    assert np.asarray(render_overlay(image > 0.5)).max() == 255
+
+
+def test_boxes_may_be_plain_coordinates_or_an_array(image: np.ndarray) -> None:
+    # an (N, 4) array raised "truth value of an array ... is ambiguous", a tuple "'tuple' object has
+    # no attribute 'x0'"; BoxLike is what the rest of fracsight.explain takes
+    scored = np.asarray(render_overlay(image, None, [DetectedBox(20, 30, 80, 90, 0.7)], show_scores=False))
+    for boxes in ([(20, 30, 80, 90)], np.array([[20.0, 30.0, 80.0, 90.0]])):
+        np.testing.assert_array_equal(np.asarray(render_overlay(image, None, boxes)), scored)
+    plain = np.asarray(render_overlay(image, None, np.zeros((0, 4))))
+    np.testing.assert_array_equal(plain, _base(image))

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fracsight.inference.results import ClassResult, StudyPrediction, finding_of
+from fracsight.bundle import OperatingPoint
+from fracsight.inference.results import (
+    ClassResult,
+    FailedPrediction,
+    StudyPrediction,
+    at_operating_point,
+    finding_of,
+)
 
 
 @pytest.mark.parametrize(
@@ -56,3 +63,19 @@ def test_what_a_binary_head_finds_is_named_by_its_positive_class() -> None:
         StudyPrediction("s", ("a",), True, 0.9, s, finding="abnormality").decision for s in (True, False)
     }
     assert words == {"abnormality suspected", "no abnormality detected"}
+
+
+def test_at_operating_point_refuses_a_bare_name() -> None:
+    # at_operating_point(result, "triage") raised AttributeError: 'str' object has no attribute 'name'
+    study = StudyPrediction("s", ("a.png",), True, 0.3, True, "balanced", 0.2)
+    with pytest.raises(TypeError, match=r"not the name 'triage': use predictor\.spec\.operating_point"):
+        at_operating_point(study, "triage")  # type: ignore[arg-type]
+    triage = at_operating_point(study, OperatingPoint("triage", 0.4, "test"))
+    assert (triage.operating_point, triage.fracture_suspected) == ("triage", False)
+
+
+def test_a_failed_file_reads_as_an_error_in_a_loop_over_results() -> None:
+    # [r.decision for r in predictor.predict_many(files)] stopped with AttributeError at a bad file
+    failed = FailedPrediction("a.png", "empty_file", "a.png: the file is empty (0 bytes)")
+    assert (failed.decision, failed.reliable) == ("error", False)
+    assert failed.to_dict() == {"source": "a.png", "error_code": "empty_file", "error": failed.error}

@@ -399,3 +399,12 @@ def test_real_fracatlas_images(fracatlas_dir: Path, relative: str, mode: str, tr
     assert (meta.source_format, meta.photometric, meta.truncated) == ("jpeg", mode, truncated)
     assert meta.name == path.name and meta.original_size == (height, width)
     assert not any("colour" in w for w in meta.warnings)  # RGB-stored radiographs are gray
+
+
+@pytest.mark.parametrize("reduce_to", [True, 0, -5, 100.5, "384"])
+def test_reduce_to_refuses_what_is_not_a_side(reduce_to: object) -> None:
+    # True decoded a JPEG at 1/8 scale without a word; 0 and -5 read it whole, 100.5 as 100
+    data = encode(smooth(1200, 1000), "JPEG")
+    with pytest.raises(ValueError, match="reduce_to must be None or a side in pixels"):
+        read_image(data, reduce_to=reduce_to)  # type: ignore[arg-type]
+    assert read_image(data, reduce_to=1).pixels.shape == (150, 125)  # 1/8, the smallest scale

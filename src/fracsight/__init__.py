@@ -1,7 +1,67 @@
-"""fracsight: bone fracture detection in X-ray radiographs (a decision aid, not a diagnosis)."""
+"""fracsight: bone fracture detection in X-ray radiographs (a decision aid, not a diagnosis).
+
+>>> import fracsight
+>>> predictor = fracsight.Predictor()                 # doctest: +SKIP
+>>> predictor.predict("wrist.png").decision           # doctest: +SKIP
+'no fracture detected'
+
+The names below, and the subpackages ``explain``, ``evaluation``, ``inference`` and ``io``,
+load on first use: ``import fracsight`` stays light (no numpy, no ONNX Runtime).
+"""
 
 from __future__ import annotations
 
+import importlib
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "NOTICE",
+    "FailedPrediction",
+    "Prediction",
+    "Predictor",
+    "Radiograph",
+    "StudyPrediction",
+    "__version__",
+    "list_bundles",
+    "read_image",
+    "render_overlay",
+    "resolve_bundle",
+    "save_overlay",
+]
+
+_HOME = {
+    **dict.fromkeys(
+        (
+            "DEFAULT_MODEL",
+            "NOTICE",
+            "FailedPrediction",
+            "Prediction",
+            "Predictor",
+            "StudyPrediction",
+            "list_bundles",
+            "resolve_bundle",
+        ),
+        "fracsight.inference",
+    ),
+    "Radiograph": "fracsight.io",
+    "read_image": "fracsight.io",
+    "render_overlay": "fracsight.explain",
+    "save_overlay": "fracsight.explain",
+}
+#: subpackages reachable as ``fracsight.<name>`` without importing them first
+_SUBPACKAGES = frozenset({"evaluation", "explain", "inference", "io"})
+
+
+def __getattr__(name: str) -> object:
+    # written out rather than fracsight._lazy, whose typing import alone costs 7 ms here
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"{__name__}.{name}")
+    if name in _HOME:
+        return getattr(importlib.import_module(_HOME[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__, *_SUBPACKAGES})

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from fracsight._files import replace_atomically
-from fracsight.explain.boxes import DetectedBox
+from fracsight.explain.boxes import BoxLike, DetectedBox, as_xyxy
 
 __all__ = ["COLORMAPS", "colormap_lut", "render_overlay", "save_overlay", "side_by_side"]
 
@@ -63,11 +63,42 @@ def colormap_lut(name: str = "inferno") -> np.ndarray:
     return lut
 
 
+# Pillow modes whose values are not 0..255: Pillow's own convert("RGB") clips them to white
+_WIDE_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+# a float image is taken as [0, 1]: resampling may overshoot a little (clipped); beyond this it is
+# on another scale (0..255, 0..4095) that clipping would turn white
+_UNIT_SLACK = 1.0
+
+
+def _eight_bit_or_unit(a: np.ndarray) -> np.ndarray:
+    """``a`` if it is uint8 or float (bool as 0/1 float); any other integer image is refused: its
+    scale (8, 12 or 16 bits, or none) cannot be told, and it used to come out nearly all white."""
+    if a.dtype == np.bool_:
+        return a.astype(np.float32)
+    if a.dtype == np.uint8 or np.issubdtype(a.dtype, np.floating):
+        return a
+    raise ValueError(
+        f"image is {a.dtype}: pass the radiograph as floats in [0, 1] (read_image(...).pixels, or "
+        "predict(..., keep_pixels=True).pixels) or as uint8 0..255"
+    )
+
+
+def _check_unit_band(band: np.ndarray) -> None:
+    if band.size == 0 or (band.min() >= -_UNIT_SLACK and band.max() <= 1.0 + _UNIT_SLACK):
+        return  # the usual case, without the copy below (a NaN fails both comparisons)
+    finite = band[np.isfinite(band)]
+    if finite.size and (finite.min() < -_UNIT_SLACK or finite.max() > 1.0 + _UNIT_SLACK):
+        raise ValueError(
+            f"image values run from {finite.min():g} to {finite.max():g}: a float image must be in "
+            "[0, 1] (read_image(...).pixels); divide by its full scale first (for 0..255, by 255)"
+        )
+
+
 def _to_rgb_uint8(image: np.ndarray | Image.Image) -> np.ndarray:
     """(H, W) or (H, W, 3|4) float in [0, 1] / uint8, or a PIL image -> a new (H, W, 3) uint8 array."""
-    if isinstance(image, Image.Image):
+    if isinstance(image, Image.Image) and image.mode not in _WIDE_MODES:
         return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
-    a = np.asarray(image)
+    a = _eight_bit_or_unit(np.asarray(image))
     if a.ndim == 3 and a.shape[2] in (3, 4):
         a = a[..., :3]
     elif a.ndim != 2:
@@ -76,6 +107,7 @@ def _to_rgb_uint8(image: np.ndarray | Image.Image) -> np.ndarray:
     for top in range(0, a.shape[0], _BLEND_ROWS):  # in bands, as the blend below
         band = a[top : top + _BLEND_ROWS]
         if band.dtype != np.uint8:
+            _check_unit_band(band)
             band = np.clip(np.nan_to_num(band.astype(np.float32)), 0.0, 1.0)
             band = np.round(band * 255.0).astype(np.uint8)
         out[top : top + _BLEND_ROWS] = band[..., None] if band.ndim == 2 else band
@@ -92,7 +124,7 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 def render_overlay(
     image: np.ndarray | Image.Image,
     heat: np.ndarray | None = None,
-    boxes: Sequence[DetectedBox] = (),
+    boxes: Sequence[BoxLike] = (),
     *,
     opacity: float = 0.4,
     colormap: str = "inferno",
@@ -103,11 +135,15 @@ def render_overlay(
     """The radiograph with the heatmap blended in and boxes drawn, as an RGB image.
 
     ``image`` is the original radiograph, (H, W) float in [0, 1] (or RGB / uint8 / PIL).
+    An image on another scale is refused (``ValueError``), not drawn white: a 16-bit or other
+    integer array (or Pillow ``I;16`` / ``I`` image), or floats well outside [0, 1] (such as
+    0..255); values just outside (resampling overshoot) are clipped.
     ``heat`` is an (H, W) map in [0, 1] at the same resolution (see
     :func:`~fracsight.explain.heatmap_to_original`); each pixel is blended with its
     colormap colour at ``alpha = opacity * heat``; pixels with heat below ``min_heat``
     (the uninformative background of a probability map) and where the heat is 0 are
-    left exactly as they were. ``boxes`` are in original pixels; lines
+    left exactly as they were. ``boxes`` are in original pixels: :class:`DetectedBox` es, or
+    plain ``(x0, y0, x1, y1)`` sequences or an ``(N, 4)`` array (drawn without a score); lines
     are about 0.4% of the shorter side thick, with the score above each box when
     ``show_scores``.
     """
@@ -135,13 +171,14 @@ def render_overlay(
             out[rows] = np.where(alpha > 0, blended, out[rows])
 
     pil = Image.fromarray(out)
+    boxes = list(boxes)  # an (N, 4) array too, whose truth value is ambiguous
     if boxes:
         _draw_boxes(pil, boxes, show_scores=show_scores, colour=box_colour)
     return pil
 
 
 def _draw_boxes(
-    pil: Image.Image, boxes: Sequence[DetectedBox], *, show_scores: bool, colour: tuple[int, int, int]
+    pil: Image.Image, boxes: Sequence[BoxLike], *, show_scores: bool, colour: tuple[int, int, int]
 ) -> None:
     w, h = pil.size
     short = min(h, w)
@@ -149,12 +186,13 @@ def _draw_boxes(
     font = _font(max(12, round(short / 40)))
     draw = ImageDraw.Draw(pil)
     for box in boxes:
-        x0 = int(np.clip(round(box.x0), 0, w - 1))
-        y0 = int(np.clip(round(box.y0), 0, h - 1))
-        x1 = int(np.clip(round(box.x1) - 1, x0, w - 1))  # edges -> last pixel inside
-        y1 = int(np.clip(round(box.y1) - 1, y0, h - 1))
+        bx0, by0, bx1, by1 = as_xyxy(box)
+        x0 = int(np.clip(round(bx0), 0, w - 1))
+        y0 = int(np.clip(round(by0), 0, h - 1))
+        x1 = int(np.clip(round(bx1) - 1, x0, w - 1))  # edges -> last pixel inside
+        y1 = int(np.clip(round(by1) - 1, y0, h - 1))
         draw.rectangle((x0, y0, x1, y1), outline=colour, width=line)
-        if not show_scores:
+        if not show_scores or not isinstance(box, DetectedBox):  # a plain (x0, y0, x1, y1) has no score
             continue
         text = f"{box.score:.2f}"
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
@@ -169,7 +207,7 @@ def save_overlay(
     path: str | Path,
     image: np.ndarray | Image.Image,
     heat: np.ndarray | None = None,
-    boxes: Sequence[DetectedBox] = (),
+    boxes: Sequence[BoxLike] = (),
     **render_kwargs: Any,
 ) -> Path:
     """Render with :func:`render_overlay` and save; the format follows the suffix (PNG, JPEG, ...).

@@ -115,6 +115,50 @@ def _count(value: Any, argument: str, *, least: int, most: int) -> int:
     return value
 
 
+def _as_name(name: Any, argument: str) -> str | None:
+    """A name for a result as a ``str`` (a ``Path`` as written), or None: a ``Path`` kept as it was
+    made a result whose ``to_dict()`` ``json.dumps`` could not write."""
+    if name is None or isinstance(name, str):
+        return name
+    if isinstance(name, os.PathLike):
+        return os.fspath(name)
+    raise TypeError(f"{argument}: a name is a str (or a path), not {type(name).__name__} ({name!r})")
+
+
+def _named(sources: Iterable[Any], names: Iterable[str] | None) -> Iterator[tuple[Any, str | None]]:
+    """``(source, name)`` pairs for :meth:`Predictor.predict_many`; ``names`` and ``sources`` of
+    different lengths are refused by name (``zip``'s own error named neither argument)."""
+    if names is None:
+        yield from ((s, None) for s in sources)
+        return
+    if isinstance(names, (str, bytes)):  # one name, which zip would have spread over the characters
+        raise TypeError(f"names must be a list of names, one per source, not one {type(names).__name__}")
+    try:
+        for source, name in zip(sources, names, strict=True):
+            yield source, _as_name(name, "names")
+    except ValueError as e:
+        if not str(e).startswith("zip()"):  # raised by the caller's own iterable: theirs to see
+            raise
+        longer = "sources" if "argument 2 is shorter" in str(e) else "names"
+        raise ValueError(f"predict_many: names and sources differ in length (more {longer})") from None
+
+
+def _study_names(study: Any, unread: Any) -> tuple[str | None, tuple[str, ...]]:
+    """``predict_study``'s ``study`` and ``unread`` as the result holds them: a ``Path`` as a str
+    (kept, it made ``to_dict()`` unwritable as JSON), ``unread`` None as none; one name given as
+    ``unread`` is refused: as a sequence of characters it became "8 of 9 views could not be read
+    (i, m, g, ...)"."""
+    if isinstance(unread, (str, bytes, os.PathLike)):
+        raise TypeError(f"unread must be a list of the views' names, not one {type(unread).__name__}")
+    names = []
+    for view in unread or ():
+        name = _as_name(view, "unread")
+        if name is None:
+            raise TypeError("unread: a name is a str (or a path), not None")
+        names.append(name)
+    return _as_name(study, "study"), tuple(names)
+
+
 def _distinct_views(predictions: list[Prediction]) -> list[Prediction]:
     """Each view once, at its first place, as ``fracsight predict --study`` counts them: a result
     given twice (the same image, or one read twice) weighed that view double in the mean."""
@@ -126,6 +170,13 @@ def _distinct_views(predictions: list[Prediction]) -> list[Prediction]:
             same_name.append(p)
             distinct.append(p)
     return distinct
+
+
+def _load_predictor(
+    cls: type[Predictor], bundle_dir: str, threads: int, operating_point: str | None
+) -> Predictor:
+    """A pickled :class:`Predictor` (or subclass) loaded again (see :meth:`Predictor.__reduce__`)."""
+    return cls(bundle_dir, threads=threads, operating_point=operating_point)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,7 +192,17 @@ class _Read:
 
 
 class Predictor:
-    """A model bundle ready to predict. Thread-safe for concurrent ``predict`` calls."""
+    """A model bundle ready to predict. Thread-safe for concurrent ``predict`` calls; pickles (as
+    how to load it again) for worker processes.
+
+    Args:
+        model: a packaged bundle's name (:func:`~fracsight.inference.list_bundles`), a bundle
+            folder or a .zip of one; None: the shipped default model.
+        threads: ONNX Runtime threads, 0 (its default) to 256.
+        operating_point: the bundle's operating point whose threshold decides
+            ``fracture_suspected`` (e.g. ``"triage"``); None: the bundle's default. An unknown
+            name raises :class:`~fracsight.errors.BundleError` listing the known ones.
+    """
 
     def __init__(
         self, model: str | Path | None = None, *, threads: int = 0, operating_point: str | None = None
@@ -149,6 +210,7 @@ class Predictor:
         # checked before anything is loaded: a negative count used to be passed on silently, and a huge
         # one made ONNX Runtime start that many threads (minutes, then out of memory)
         threads = _count(threads, "threads", least=0, most=MAX_THREADS)
+        self.threads = threads
         self.bundle_dir = resolve_bundle(model)
         self.onnx = OnnxModel(self.bundle_dir, threads=threads)
         self.spec: BundleSpec = self.onnx.spec
@@ -170,6 +232,13 @@ class Predictor:
         # both cores before the network too. (The full-size heatmap was tried there as well: the
         # hand-over cost as much as it saved.)
         self._side = ThreadPoolExecutor(1, thread_name_prefix="fracsight-statistics")
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickled as how to load it again (its bundle folder, threads and operating point), so
+        that a Predictor can be handed to ``multiprocessing`` or ``concurrent.futures`` workers:
+        its ONNX Runtime session and thread pool cannot be pickled, and each process loads its own."""
+        op = None if self.operating_point is None else self.operating_point.name
+        return _load_predictor, (type(self), str(self.bundle_dir.resolve()), self.threads, op)
 
     @property
     def name(self) -> str:
@@ -370,7 +439,8 @@ class Predictor:
         """Stream results in input order; a bad file yields a FailedPrediction, never stops the run.
 
         Memory stays bounded: at most ``batch_size`` images are decoded at a time. ``names``: what
-        the results call each source, as given (default: its file name). ``sources`` is a list (or
+        the results call each source, as given (default: its file name), one per source; when
+        their counts differ, a ``ValueError`` says so where the shorter one ends. ``sources`` is a list (or
         any iterable) of paths or bytes; one path alone is refused with a ``TypeError``, not read
         character by character, and an item that is neither (None, an array) yields a
         FailedPrediction. ``batch_size`` and ``workers`` are ints of at least 1.
@@ -396,7 +466,7 @@ class Predictor:
             except FracsightError as e:
                 return FailedPrediction(name or _source_name(source, None), e.code, str(e))
 
-        pending = zip(sources, names, strict=True) if names is not None else ((s, None) for s in sources)
+        pending = _named(sources, names)
         with ThreadPoolExecutor(workers) as pool:
             while chunk := list(islice(pending, batch_size)):  # take only what the next batch needs
                 decoded = list(pool.map(read, chunk))
@@ -412,18 +482,24 @@ class Predictor:
                         yield dataclasses.replace(next(preds), pixels=r[1])
 
     def predict_study(
-        self, predictions: Iterable[Prediction], study: str, *, unread: Sequence[str] = ()
+        self,
+        predictions: Iterable[Prediction],
+        study: str | os.PathLike[str],
+        *,
+        unread: Sequence[str | os.PathLike[str]] | None = (),
     ) -> StudyPrediction:
         """Combine the views of one study (see :class:`StudyPrediction` for the rules).
 
         ``predictions`` are this predictor's results for the study's images (a list, or any
         iterable such as :meth:`predict_many`'s stream); a :class:`FailedPrediction` or another
         model's result raises ``ValueError``; a view given twice (equal results of one name) counts
-        once. ``unread`` names the study's views that could not be read: the study then warns that
+        once. ``study`` names the result (a ``Path`` becomes its str). ``unread`` lists the names of
+        the study's views that could not be read (a list, not one str): the study then warns that
         N of M views could not be read and is not reliable (its verdict has not seen every view).
         """
         # a generator is always truthy: taken as it was, an empty one made a study of no image
         # (probability NaN, "no fracture detected")
+        study, unread = _study_names(study, unread)  # before a stream of predictions is run through
         predictions = list(predictions)
         if not predictions:
             raise ValueError("a study needs at least one image")

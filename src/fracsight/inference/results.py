@@ -206,6 +206,17 @@ class FailedPrediction:
     error_code: str
     error: str
 
+    # ``decision`` and ``reliable`` as a Prediction has them, so that a loop over predict_many's
+    # stream (``[r.decision for r in ...]``) does not stop with AttributeError at the first bad file
+    @property
+    def decision(self) -> str:
+        """``"error"``, as the CLI's decision column says; ``error_code`` and ``error`` say why."""
+        return "error"
+
+    @property
+    def reliable(self) -> bool:
+        return False
+
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "error_code": self.error_code, "error": self.error}
 
@@ -283,6 +294,11 @@ def at_operating_point(result: Result, op: OperatingPoint | None) -> Result:
     without a fracture head, or ``op`` None comes back unchanged. The API, the web app and the
     desktop app all switch points with this one function.
     """
+    if isinstance(op, str):  # the name alone has no threshold: it used to fail on ``op.name``
+        raise TypeError(
+            f"at_operating_point takes an OperatingPoint, not the name {op!r}: "
+            f"use predictor.spec.operating_point({op!r})"
+        )
     if op is None or isinstance(result, FailedPrediction) or result.fracture_probability is None:
         return result
     if result.operating_point == op.name and result.threshold == op.threshold:

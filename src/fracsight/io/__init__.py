@@ -118,6 +118,8 @@ def _load(source: str | os.PathLike[str] | bytes, name: str | None) -> tuple[byt
         raise TypeError(f"read_image takes a path or bytes, not {type(source).__name__}")
     path = Path(source)
     name = name or path.name
+    if "\0" in os.fsdecode(path):  # a damaged list or manifest: os raises a bare ValueError for it
+        raise ImageReadError(f"{name!r}: not a valid path (it holds a NUL character)")
     try:
         if path.exists() and not (path.is_file() or path.is_dir()):  # /dev/zero never ends; a FIFO blocks
             raise ImageReadError(f"{name}: not a regular file (a device, pipe or socket is not read)")

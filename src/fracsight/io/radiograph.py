@@ -47,12 +47,22 @@ class ImageMetadata:
         return d
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Radiograph:
-    """float32 H x W array in [0, 1], bone bright, plus :class:`ImageMetadata`."""
+    """float32 H x W array in [0, 1], bone bright, plus :class:`ImageMetadata`.
+
+    Two radiographs are equal when their metadata and every pixel are (``==`` on the generated
+    dataclass compared the arrays element-wise and raised "truth value ... is ambiguous")."""
 
     pixels: np.ndarray
     metadata: ImageMetadata
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Radiograph):
+            return NotImplemented
+        return self.metadata == other.metadata and np.array_equal(self.pixels, other.pixels)
+
+    __hash__ = None  # type: ignore[assignment]  # pixels are a mutable array
 
     def __post_init__(self) -> None:
         p = self.pixels

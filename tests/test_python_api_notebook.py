@@ -1,0 +1,126 @@
+"""The Python API as a notebook uses it: ``import fracsight``, pickling for worker processes, names."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import pickle
+import subprocess
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pytest
+
+import fracsight
+from fracsight.inference import Predictor
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    return Predictor(operating_point="triage", threads=1)
+
+
+@pytest.fixture(scope="module")
+def image(fracatlas_dir: Path) -> Path:
+    return sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[0]
+
+
+def test_package_root_gives_the_api_without_importing_it() -> None:
+    # `import fracsight; fracsight.Predictor()` was an AttributeError: the root exported __version__ only
+    code = (
+        "import sys, fracsight\n"
+        "heavy = [m for m in ('numpy', 'onnxruntime', 'PIL', 'fracsight.inference') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "assert fracsight.Predictor is __import__('fracsight.inference').inference.Predictor\n"
+        "assert 'fracatlas-lite0-384-v5-int8' in fracsight.list_bundles()\n"
+        "assert callable(fracsight.explain.render_overlay) and callable(fracsight.io.read_image)\n"
+        "assert callable(fracsight.evaluation.binary_metrics_at)\n"
+        "assert {'Predictor', 'explain', 'io'} <= set(dir(fracsight))\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    for name in fracsight.__all__:
+        assert getattr(fracsight, name) is not None
+    with pytest.raises(AttributeError, match="no attribute 'Predicter'"):
+        fracsight.Predicter  # noqa: B018
+
+
+def test_a_predictor_pickles_for_worker_processes(predictor: Predictor, image: Path) -> None:
+    # pickle.dumps(Predictor()) raised "cannot pickle 'InferenceSession' object", so a Predictor could
+    # not be handed to multiprocessing / ProcessPoolExecutor workers
+    again = pickle.loads(pickle.dumps(predictor))
+    assert again is not predictor
+    assert (again.bundle_dir.resolve(), again.threads) == (predictor.bundle_dir.resolve(), 1)
+    assert again.operating_point == predictor.operating_point  # the point chosen, not the default
+    assert again.predict(image) == predictor.predict(image)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        assert pool.submit(predictor.predict, image).result(timeout=120) == predictor.predict(image)
+
+
+def test_predict_many_says_when_names_and_sources_differ(predictor: Predictor, image: Path) -> None:
+    # used to be zip()'s "zip() argument 2 is shorter than argument 1", naming neither argument
+    with pytest.raises(ValueError, match=r"names and sources differ in length \(more sources\)"):
+        list(predictor.predict_many([image, image], names=["a"]))
+    with pytest.raises(ValueError, match=r"names and sources differ in length \(more names\)"):
+        list(predictor.predict_many([image], names=["a", "b"]))
+    with pytest.raises(TypeError, match="names must be a list of names"):
+        list(predictor.predict_many([image, image], names="ab"))
+    assert [r.source for r in predictor.predict_many([image], names=["x"])] == ["x"]
+
+
+def test_predict_many_passes_on_a_value_error_of_the_callers_iterable(predictor: Predictor) -> None:
+    def sources():
+        yield from ()
+        raise ValueError("the caller's own")
+
+    with pytest.raises(ValueError, match="the caller's own"):
+        list(predictor.predict_many(sources(), names=["a"]))
+
+
+def test_radiographs_compare_by_metadata_and_pixels(image: Path) -> None:
+    # read_image(a) == read_image(a) raised "The truth value of an array ... is ambiguous"
+    from fracsight.io import read_image
+
+    first, again = read_image(image), read_image(image)
+    assert first == again
+    assert (first != again) is False
+    assert first != read_image(image, reduce_to=384)  # other pixels and metadata
+    assert (first == "IMG.jpg") is False
+    with pytest.raises(TypeError, match="unhashable"):
+        hash(first)
+
+
+def test_study_names_are_strings_and_unread_is_a_list(predictor: Predictor, image: Path) -> None:
+    result = predictor.predict(image)
+    # unread="img2.png" was taken letter by letter: "8 of 9 views could not be read (i, m, g, 2, ...)"
+    with pytest.raises(TypeError, match="unread must be a list"):
+        predictor.predict_study([result], "s", unread="img2.png")
+    study = predictor.predict_study([result], Path("XR_WRIST/patient1/study1"), unread=[Path("b/c.png")])
+    # a Path study name was kept as a Path, and json.dumps(study.to_dict()) raised
+    assert json.loads(json.dumps(study.to_dict()))["study"] == "XR_WRIST/patient1/study1"
+    assert study.unread == ("b/c.png",) and not study.reliable
+    assert predictor.predict_study([result], "s", unread=None).unread == ()
+    with pytest.raises(TypeError, match="study: a name is a str"):
+        predictor.predict_study([result], 3)  # type: ignore[arg-type]
+
+
+def test_predict_many_names_may_be_paths_and_results_stay_json(predictor: Predictor, image: Path) -> None:
+    # names=[Path(...)] gave results whose source was a Path: to_dict() could not be written as JSON
+    (result,) = predictor.predict_many([image], names=[Path("wrist/a.jpg")])
+    assert json.loads(json.dumps(result.to_dict()))["source"] == "wrist/a.jpg"
+    (failed,) = predictor.predict_many([b""], names=[Path("wrist/empty.jpg")])
+    assert json.loads(json.dumps(failed.to_dict()))["source"] == "wrist/empty.jpg"
+    with pytest.raises(TypeError, match="names: a name is a str"):
+        list(predictor.predict_many([image], names=[3]))  # type: ignore[list-item]
+
+
+def test_a_path_holding_a_nul_character_fails_alone_in_predict_many(fracatlas_dir: Path) -> None:
+    """A path from a damaged manifest (``a\\x00b.jpg``): os.stat raises a bare ValueError for it, which
+    stopped the whole stream; now that one file is a FailedPrediction and the others are predicted."""
+    from fracsight.inference import FailedPrediction, Predictor
+
+    good = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[0]
+    results = list(Predictor().predict_many([good, "a\x00b.jpg", good.parent / "missing.jpg"]))
+    assert not isinstance(results[0], FailedPrediction)
+    assert isinstance(results[1], FailedPrediction) and "NUL character" in results[1].error
+    assert isinstance(results[2], FailedPrediction) and "no such file" in results[2].error
