@@ -13,7 +13,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pydicom
@@ -67,12 +67,19 @@ def fill(disk: Path) -> Path:
     return filler
 
 
-def wait_for_line(node: NodeProcess, text: str, timeout: float = 60) -> None:
+def wait_until(condition: Callable[[], bool], timeout: float, what: Callable[[], str]) -> None:
     deadline = time.monotonic() + timeout
-    while text not in node.log():
+    while not condition():
         if time.monotonic() > deadline:
-            raise TimeoutError(f"no {text!r} in the node's log:\n{node.log()[-3000:]}")
-        time.sleep(0.2)
+            raise TimeoutError(what())
+        time.sleep(0.1)
+
+
+def wait_for_line(node: NodeProcess, text: str, timeout: float = 60) -> None:
+    def missing() -> str:
+        return f"no {text!r} in the node's log:\n{node.log()[-3000:]}"
+
+    wait_until(lambda: text in node.log(), timeout, missing)
 
 
 def test_results_are_written_once_the_full_spool_has_room_again(
@@ -103,11 +110,10 @@ def test_results_are_written_once_the_full_spool_has_room_again(
 
 
 def wait_for_files(folder: Path, count: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while len(list(folder.glob("*.dcm"))) < count:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{folder} never held {count} result files")
-        time.sleep(0.1)
+    def held() -> bool:
+        return len(list(folder.glob("*.dcm"))) >= count
+
+    wait_until(held, timeout, lambda: f"{folder} never held {count} result files")
 
 
 def test_results_whose_commit_finds_spool_db_full_wait_with_back_off(

@@ -644,6 +644,23 @@ def fill(disk: Path) -> Path:
     return filler
 
 
+def test_a_disk_that_fills_as_the_job_ends_is_said_as_for_a_part(small_tmpfs: Path) -> None:
+    """Every row committed, then no room for the final job.json (a race the disk-full test can
+    lose on a fast machine): the same output_write_failed line, never a bare os_error."""
+    from fracsight.scale.output import OutputWriteFailed
+
+    out = BatchOutput(
+        small_tmpfs / "out", ("path", "error_code"), {"name": "m", "version": "1", "onnx_sha256": "0" * 64}
+    )
+    out.commit([{"path": "a.png", "error_code": ""}])
+    filler = fill(small_tmpfs)
+    with pytest.raises(OutputWriteFailed, match=r"\(No space left on device\): 1 rows are committed"):
+        out.write_job({"status": "complete", "rows": 1})
+    out.end_early("stopped")  # job.json cannot say so either: no error, the free lock tells
+    filler.unlink()
+    out.close()
+
+
 def test_a_read_only_output_folder_is_a_bad_argument(archive: Path, small_tmpfs: Path) -> None:
     """An existing folder on a read-only file system: one line naming why, exit 2 (was exit 1,
     `error (os_error): Read-only file system: OUT/.lock`)."""

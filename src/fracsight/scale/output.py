@@ -206,7 +206,7 @@ class BatchOutput:
             self.close()
             shutil.rmtree(self.folder, ignore_errors=True)
             return
-        with contextlib.suppress(OSError):  # a full disk: `batch status` tells by the free lock
+        with contextlib.suppress(OutputWriteFailed):  # a full disk: `batch status` tells by the free lock
             self.write_job({"status": status, "rows": self.rows_done})
 
     def close(self) -> None:
@@ -216,10 +216,12 @@ class BatchOutput:
             self._lock = None
 
     def write_job(self, extra: dict[str, Any]) -> None:
+        """``job.json``; a disk that fills as the job ends (every row committed) is said as for a part."""
         record = {"model": self.model, "columns": list(self.columns), **extra, "notice": NOTICE}
-        replace_atomically(
-            self.folder / JOB_FILE, lambda p: p.write_text(json.dumps(record, indent=2) + "\n", "utf-8")
-        )
+        with self._write_failures():
+            replace_atomically(
+                self.folder / JOB_FILE, lambda p: p.write_text(json.dumps(record, indent=2) + "\n", "utf-8")
+            )
 
     def _part_files(self) -> list[Path]:
         return sorted(self.parts.glob("part-*.parquet"))
