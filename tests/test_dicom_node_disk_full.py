@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pydicom
@@ -28,6 +28,7 @@ from dicom_support import (
     orthanc_available,
     storescu,
 )
+from disk_support import fill, mounted_tmpfs
 from fracsight.dicom.spool import instance_key
 from test_dicom_node import DEFAULT_KINDS
 
@@ -40,31 +41,20 @@ pytestmark = [
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """An empty 16 MB tmpfs at ``tmp_path / "node" / "spool"`` (the node's spool)."""
-    mount_point = tmp_path / "node" / "spool"
-    mount_point.mkdir(parents=True)
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(mount_point)],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+    with mounted_tmpfs(tmp_path / "node" / "spool", "16m", mode="0700") as disk:
+        yield disk
 
 
-def fill(disk: Path) -> Path:
-    """Take every free byte of ``disk`` with one file; returns it (delete it to free the space)."""
-    filler = disk / "filler"
-    stat = os.statvfs(disk)
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+@contextmanager
+def stopped(pids: list[int]) -> Iterator[None]:
+    """The processes ``pids`` held (SIGSTOP) while the block runs."""
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
     try:
-        os.posix_fallocate(fd, 0, stat.f_bavail * stat.f_frsize)
+        yield
     finally:
-        os.close(fd)
-    return filler
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: Callable[[], str]) -> None:
@@ -91,16 +81,10 @@ def test_results_are_written_once_the_full_spool_has_room_again(
         destination = ["--to", f"127.0.0.1:{orthanc.dicom_port}:{orthanc.ae_title}"]
         with NodeProcess(tmp_path / "node", destination=destination, extra=["--processes", "1"]) as node:
             assert node.spool == small_disk
-            workers = node.worker_pids()
-            for pid in workers:
-                os.kill(pid, signal.SIGSTOP)
-            try:
+            with stopped(node.worker_pids()):
                 sent = storescu("127.0.0.1", node.port, [source])
                 assert sent.returncode == 0 and "Success" in sent.stderr, sent.stderr  # acknowledged
                 filler = fill(small_disk)
-            finally:
-                for pid in workers:
-                    os.kill(pid, signal.SIGCONT)
             wait_for_line(node, "not written to the spool (OSError ENOSPC)")
             assert node.status()["instances"] == {"received": 1}  # waiting for room, not given up
             filler.unlink()
@@ -131,17 +115,11 @@ def test_results_whose_commit_finds_spool_db_full_wait_with_back_off(
         destination = ["--to", f"127.0.0.1:{orthanc.dicom_port}:{orthanc.ae_title}"]
         with NodeProcess(tmp_path / "node", destination=destination, extra=["--processes", "1"]) as node:
             assert node.process is not None
-            workers = node.worker_pids()
-            for pid in workers:
-                os.kill(pid, signal.SIGSTOP)
-            try:
+            with stopped(node.worker_pids()):
                 sent = storescu("127.0.0.1", node.port, [source])
                 assert sent.returncode == 0 and "Success" in sent.stderr, sent.stderr  # acknowledged
                 time.sleep(1.5)  # the node hands the job to its (held) worker process
                 os.kill(node.process.pid, signal.SIGSTOP)
-            finally:
-                for pid in workers:
-                    os.kill(pid, signal.SIGCONT)
             try:
                 wait_for_files(small_disk / "results" / key, len(DEFAULT_KINDS))
                 time.sleep(0.5)  # the job's last fsync

@@ -17,11 +17,13 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from disk_support import fill, mounted_tmpfs
 from fracsight.cli import app as cli
 from fracsight.errors import DatasetError
 from fracsight.scale.inputs import collect_batch_inputs
@@ -619,29 +621,10 @@ def test_manifests_of_the_wrong_shape_are_refused_or_read_as_meant(archive: Path
 
 # ---- an output folder that cannot take the rows: read-only, or a disk that fills up mid-job --------
 @pytest.fixture
-def small_tmpfs(tmp_path: Path) -> Path:
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 256 KiB tmpfs (root only: this machine's tests run as root, a laptop's skip)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], check=True)
-    try:
+    with mounted_tmpfs(tmp_path / "disk", "256k") as disk:
         yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
-
-
-def fill(disk: Path) -> Path:
-    """Write a file on ``disk`` until no byte is left; returns it."""
-    filler = disk / "filler"
-    with filler.open("wb", buffering=0) as f:
-        try:
-            while True:
-                f.write(b"\0" * 4096)
-        except OSError:
-            pass
-    return filler
 
 
 def test_a_disk_that_fills_as_the_job_ends_is_said_as_for_a_part(small_tmpfs: Path) -> None:
