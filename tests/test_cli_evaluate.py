@@ -481,3 +481,12 @@ def test_export_evaluating_a_leaky_split_warns_as_evaluate_does(tiny_bundle, fra
         f"warning: leakage between the splits of {data}: 2 test images are byte-identical"
     )
     assert (run / "evaluation-test" / "report.html").is_file()
+    assert f"evaluation report on test written to {run / 'evaluation-test'}" in result.stdout
+
+    # exported again (other data, a fix): the first report was replaced without a word
+    (run / "evaluation-test" / "metrics.json").write_text("the first export's", encoding="utf-8")
+    again = CliRunner().invoke(app, [*args[:2], str(tmp_path / "bundle2"), *args[3:]])
+    assert again.exit_code == 0, again.output
+    assert (run / "evaluation-test" / "metrics.json").read_text(encoding="utf-8") == "the first export's"
+    assert (run / "evaluation-test-2" / "report.html").is_file()
+    assert f"evaluation report on test written to {run / 'evaluation-test-2'}" in again.stdout

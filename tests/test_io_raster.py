@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
+from corpus import dicom_bytes
 from fracsight.errors import (
     DecompressionBombError,
     EmptyFileError,
@@ -408,3 +409,8 @@ def test_reduce_to_refuses_what_is_not_a_side(reduce_to: object) -> None:
     with pytest.raises(ValueError, match="reduce_to must be None or a side in pixels"):
         read_image(data, reduce_to=reduce_to)  # type: ignore[arg-type]
     assert read_image(data, reduce_to=1).pixels.shape == (150, 125)  # 1/8, the smallest scale
+    # the same call with a PNG or a DICOM was read whole without a word: a caller's bug hidden
+    # until the first JPEG came along
+    for other in (encode(smooth(120, 100), "PNG"), dicom_bytes()):
+        with pytest.raises(ValueError, match="reduce_to must be None or a side in pixels"):
+            read_image(other, reduce_to=reduce_to)  # type: ignore[arg-type]

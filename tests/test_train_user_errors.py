@@ -4,6 +4,8 @@ never 1 as for a failure of the work itself, and never a traceback."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -106,6 +108,38 @@ def test_resume_with_data_whose_labels_do_not_fit_the_run_is_refused(tiny_datase
     assert "classes [] -> ['a', 'b', 'c']" in resumed.stderr
     assert "fracture ['not fractured', 'fractured'] -> []" in resumed.stderr
     assert (run / "last.pt").read_bytes() == last
+
+
+def test_resume_with_other_images_of_the_same_heads_is_refused_and_a_moved_folder_resumes(
+    tiny_dataset, tmp_path
+):
+    """Other data whose heads fit the run (here: the same set less two images) was trained on in
+    the same run without a word; the same images in another folder are the same data."""
+    pytest.importorskip("torch")
+    from conftest import TINY_TRAINING
+
+    settings = [arg for item in TINY_TRAINING for arg in ("--set", item)]
+    run = tmp_path / "run"
+    first = CliRunner().invoke(app, ["train", str(tiny_dataset), "--out", str(run), *settings])
+    assert first.exit_code == 0, first.output
+    last, config = (run / "last.pt").read_bytes(), (run / "config.yaml").read_text(encoding="utf-8")
+    moved, fewer = tmp_path / "moved", tmp_path / "fewer"
+    for copy in (moved, fewer):
+        shutil.copytree(tiny_dataset, copy, symlinks=True)
+    for gone in sorted((fewer / "train" / "fractured").iterdir())[:2]:
+        gone.unlink()
+
+    resume = ["--out", str(run), *settings, "--set", "epochs=2", "--resume"]
+    refused = CliRunner().invoke(app, ["train", str(fewer), *resume])
+    _refused(refused, f"error (config_error): --resume continues {run}, which trained on other images")
+    said = " ".join(refused.stderr.split())  # the set loads as 34 images ("data: ... 34 images")
+    assert f"than the 32 training and validation images of {fewer} (it had 34," in said
+    assert (run / "last.pt").read_bytes() == last  # and config.yaml still names the run's data
+    assert (run / "config.yaml").read_text(encoding="utf-8") == config
+
+    resumed = CliRunner().invoke(app, ["train", str(moved), *resume])
+    assert resumed.exit_code == 0, resumed.output
+    assert len(json.loads((run / "history.json").read_text(encoding="utf-8"))) == 3
 
 
 @pytest.fixture(scope="module")

@@ -740,8 +740,9 @@ def export(
     """Export a trained run as a model bundle (ONNX, bundle.json, card.md), calibrated on validation data."""
     refuse_missing([run_dir, data_dir])
     with user_errors():
-        from fracsight.training.export_bundle import export_bundle
+        from fracsight.training.export_bundle import evaluation_report_dir, export_bundle
 
+        report_dir = evaluation_report_dir(run_dir, evaluate_split) if evaluate_split else None
         spec = export_bundle(
             run_dir,
             out,
@@ -750,8 +751,11 @@ def export(
             data_dir=data_dir,
             train_command=train_command,
             warn=lambda text: typer.echo(f"warning: {text}", err=True),
+            report_dir=report_dir,
         )
     typer.echo(f"bundle {spec.name} v{spec.version} written to {out}")
+    if report_dir:
+        typer.echo(f"evaluation report on {evaluate_split} written to {report_dir}")
     warn_unread_in_card(spec, evaluate_split)
 
 

@@ -89,6 +89,7 @@ def read_image(
     """
     if frame is not None and (isinstance(frame, bool) or not isinstance(frame, int) or frame < 0):
         raise ValueError(f"frame must be a frame index (an int >= 0) or None, not {frame!r}")
+    _check_reduce_to(reduce_to)
     data, name = _load(source, name)
     label = f"{name}: " if name else ""
     if not data:
@@ -109,6 +110,16 @@ def read_image(
             "file is read at its first frame"
         )
     return read_raster(data, fmt, name=name, check_size=check_size, strict=strict, reduce_to=reduce_to)
+
+
+def _check_reduce_to(reduce_to: object) -> None:
+    """``reduce_to`` is None or a side of at least 1 pixel, checked for every format (a DICOM
+    or PNG does not use it, but the same call with a JPEG would): ``True`` was taken as 1 (a
+    JPEG decoded at 1/8 scale, silently), 0 or a negative side as "no reduction", 100.5 as 100."""
+    if reduce_to is None:
+        return
+    if isinstance(reduce_to, bool) or not isinstance(reduce_to, int) or reduce_to < 1:
+        raise ValueError(f"reduce_to must be None or a side in pixels (an int >= 1), not {reduce_to!r}")
 
 
 def _load(source: str | os.PathLike[str] | bytes, name: str | None) -> tuple[bytes, str | None]:

@@ -45,15 +45,6 @@ _TWELVE_BIT_MAX = 4095
 _U8_MAX = np.float32(255)
 
 
-def _check_reduce_to(reduce_to: object) -> None:
-    """``reduce_to`` is None or a side of at least 1 pixel: ``True`` was taken as 1 (a JPEG decoded
-    at 1/8 scale, silently), 0 or a negative side as "no reduction", and 100.5 as 100."""
-    if reduce_to is None:
-        return
-    if isinstance(reduce_to, bool) or not isinstance(reduce_to, int) or reduce_to < 1:
-        raise ValueError(f"reduce_to must be None or a side in pixels (an int >= 1), not {reduce_to!r}")
-
-
 def read_raster(
     data: bytes,
     fmt: str,
@@ -68,7 +59,6 @@ def read_raster(
     ``check_size(height, width)`` is called with the header's size before any
     pixel is decoded and raises to refuse it. ``reduce_to``: see :func:`fracsight.io.read_image`.
     """
-    _check_reduce_to(reduce_to)
     label = f"{name}: " if name else ""
     try:
         return _read(

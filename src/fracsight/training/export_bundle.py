@@ -49,9 +49,11 @@ def export_bundle(
     data_dir: Path | None = None,
     train_command: str | None = None,
     warn: Callable[[str], None] | None = None,
+    report_dir: Path | None = None,
 ) -> BundleSpec:
     """Export ``run_dir/best.pt`` as a bundle in ``out_dir``; optionally evaluate it on ``evaluate_split``,
-    saying to ``warn`` (default: the log) what the evaluation warns of (its splits' leakage)."""
+    saying to ``warn`` (default: the log) what the evaluation warns of (its splits' leakage), with
+    the report in ``report_dir`` (default: :func:`evaluation_report_dir`)."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     checkpoint = run_dir / "best.pt" if run_dir.is_dir() else run_dir
     if not checkpoint.is_file():
@@ -92,11 +94,28 @@ def export_bundle(
         + (f" --evaluate {evaluate_split}" if evaluate_split else "")
         + (f" --data-dir {data_dir}" if data_dir else ""),
     ]
+    evaluation = (
+        (evaluate_split, report_dir or evaluation_report_dir(run_dir, evaluate_split))
+        if evaluate_split
+        else None
+    )
     with staged_folder(out_dir, force=force, inputs=inputs) as work:
         spec = _write_bundle(
-            model, cfg, fracture, dataset, (train, val), work, run_dir, commands, evaluate_split, warn
+            model, cfg, fracture, dataset, (train, val), work, run_dir, commands, evaluation, warn
         )
     return spec
+
+
+def evaluation_report_dir(run_dir: Path, split: str) -> Path:
+    """Where ``export --evaluate SPLIT`` puts its report: with the run, not inside the (shipped)
+    bundle, in ``evaluation-SPLIT``, or ``evaluation-SPLIT-2``, ``-3``, ... when an earlier export
+    left a report there (a re-export with other data replaced it without a word)."""
+    run_folder = run_dir if run_dir.is_dir() else run_dir.parent
+    candidate, n = run_folder / f"evaluation-{split}", 1
+    while candidate.exists() and not (candidate.is_dir() and not any(candidate.iterdir())):
+        n += 1
+        candidate = run_folder / f"evaluation-{split}-{n}"
+    return candidate
 
 
 def _trained_data(cfg: TrainConfig, run_dir: Path) -> str:
@@ -144,12 +163,13 @@ def _write_bundle(
     work: Path,
     run_dir: Path,
     commands: list[str],
-    evaluate_split: str | None,
+    evaluation: tuple[str, Path] | None,
     warn: Callable[[str], None] | None = None,
 ) -> BundleSpec:
     """The bundle of ``model`` (trained in ``run_dir``) made in ``work``; ``fracture``: the class
     names of the fracture head it trained (empty: none); ``train_val``: the run's split of
-    ``dataset``; ``commands``: the ones that made it."""
+    ``dataset``; ``commands``: the ones that made it; ``evaluation``: the split to measure it on
+    for the card and the folder for that report."""
     from fracsight.models.export import export_onnx
 
     output_names = export_onnx(model, work / "model.onnx", cfg.input_size)
@@ -192,9 +212,8 @@ def _write_bundle(
         spec, val, val_out, val_geometries, train_out["embedding"], class_names=dataset.class_names
     )
     write_bundle_spec(spec, work)
-    if evaluate_split:
-        # the report stays with the run, not inside the (shipped) bundle
-        report_dir = (run_dir if run_dir.is_dir() else run_dir.parent) / f"evaluation-{evaluate_split}"
+    if evaluation:
+        evaluate_split, report_dir = evaluation
         metrics = evaluate_model(work, dataset.root, report_dir, split=evaluate_split, warn=warn)
         spec = dataclasses.replace(spec, metrics={**spec.metrics, evaluate_split: metrics_summary(metrics)})
         write_bundle_spec(spec, work)

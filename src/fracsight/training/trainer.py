@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -87,6 +88,23 @@ def checkpoint_record(heads: HeadConfig, cfg: TrainConfig, fracture: tuple[str, 
         "fracture": list(fracture),
         "config": json.dumps(cfg.to_dict()),
     }
+
+
+def images_record(root: Path, samples: list[Sample]) -> dict[str, Any]:
+    """Which images, with which labels, a run trains and validates on, as ``last.pt`` records it:
+    their number and a digest of their paths (relative to the data folder ``root``, so that a
+    moved folder is the same images) and labels."""
+    digest = hashlib.sha256()
+    for line in sorted(f"{_relative(s.path, root)}\t{sorted(s.labels.items())}" for s in samples):
+        digest.update(line.encode("utf-8", "surrogateescape") + b"\n")
+    return {"images": len(samples), "images_sha256": digest.hexdigest()}
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:  # a labels.csv may name images outside the folder it lies in
+        return path.as_posix()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -493,6 +511,20 @@ class Trainer:
                 "run in another --out"
             )
 
+    def _check_same_images(self, resumed: dict[str, Any], images: dict[str, Any]) -> None:
+        """A resumed run keeps the images it was started with: another data set whose heads fit
+        (other class folders with the same names, another FracAtlas-like set) was trained on in
+        the same run without a word. A moved data folder is the same images (``data`` may change)."""
+        if "images_sha256" not in resumed:  # a last.pt from before the record was kept
+            return
+        if resumed["images_sha256"] != images["images_sha256"]:
+            raise TrainConfigError(
+                f"--resume continues {self.run_dir}, which trained on other images than the "
+                f"{images['images']} training and validation images of {self.dataset.root} (it had "
+                f"{resumed['images']}, or the same number with other files or labels). Resume with the "
+                "data the run started on, or start a new run in another --out"
+            )
+
     def _heads_record(self) -> dict[str, list[str]]:
         """The heads a checkpoint records (:func:`checkpoint_record`), for this run's data."""
         record = checkpoint_record(self.heads, self.cfg, self.fracture_classes)
@@ -507,11 +539,14 @@ class Trainer:
         initial = self._initial_model(Path(cfg.init)) if cfg.init else None  # checked before writing
         state = self._check_run_folder(resume, force)  # last.pt, read once, to resume from
         self.dataset.refuse_output_inside(self.run_dir)
+        train_samples, val_samples = train_val_samples(self.dataset, cfg.seed)
+        train_samples = training_subset(train_samples, cfg.max_samples, cfg.seed)
+        images = images_record(self.dataset.root, train_samples + val_samples)
+        if state is not None:
+            self._check_same_images(state, images)
         seed_everything(cfg.seed)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        train_samples, val_samples = train_val_samples(self.dataset, cfg.seed)
-        train_samples = training_subset(train_samples, cfg.max_samples, cfg.seed)
         if initial is not None:
             model = initial
         else:
@@ -652,6 +687,7 @@ class Trainer:
                     "history": json.dumps(history),
                     "generator": gen.get_state(),
                     **self._heads_record(),  # checked when the run is resumed
+                    **images,  # so are these
                 }
                 if average is not None:
                     last.update(average=average.model.state_dict(), average_updates=average.updates)
