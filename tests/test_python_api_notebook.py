@@ -57,6 +57,21 @@ def test_a_predictor_pickles_for_worker_processes(predictor: Predictor, image: P
         assert pool.submit(predictor.predict, image).result(timeout=120) == predictor.predict(image)
 
 
+def test_a_predictor_of_a_zipped_bundle_pickles_as_the_archive(image: Path, tmp_path: Path) -> None:
+    # it pickled the folder the archive was unpacked to, removed when the process that unpacked it
+    # ends: a copy loaded later (a longer-lived worker, another machine) found no bundle there
+    import shutil
+
+    archive = Path(shutil.make_archive(str(tmp_path / "bundle"), "zip", Predictor().bundle_dir))
+    zipped = Predictor(archive, threads=1)
+    data = pickle.dumps(zipped)
+    assert str(zipped.bundle_dir).encode() not in data and str(archive).encode() in data
+    expected = zipped.predict(image)
+    shutil.rmtree(zipped.bundle_dir)  # as at the end of the process that unpacked it
+    again = pickle.loads(data)
+    assert again.bundle_dir != zipped.bundle_dir and again.predict(image) == expected
+
+
 def test_predict_many_says_when_names_and_sources_differ(predictor: Predictor, image: Path) -> None:
     # used to be zip()'s "zip() argument 2 is shorter than argument 1", naming neither argument
     with pytest.raises(ValueError, match=r"names and sources differ in length \(more sources\)"):

@@ -212,6 +212,10 @@ class Predictor:
         threads = _count(threads, "threads", least=0, most=MAX_THREADS)
         self.threads = threads
         self.bundle_dir = resolve_bundle(model)
+        # what a pickled copy loads: a .zip's unpacked folder is removed when this process ends
+        # (and is not on another machine), so a copy unpacks the archive again
+        zipped = isinstance(model, (str, Path)) and Path(model).suffix == ".zip" and Path(model).is_file()
+        self._origin = (Path(model) if zipped else self.bundle_dir).resolve()  # type: ignore[arg-type]
         self.onnx = OnnxModel(self.bundle_dir, threads=threads)
         self.spec: BundleSpec = self.onnx.spec
         fracture_head = self.spec.head("fracture")
@@ -234,11 +238,11 @@ class Predictor:
         self._side = ThreadPoolExecutor(1, thread_name_prefix="fracsight-statistics")
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        """Pickled as how to load it again (its bundle folder, threads and operating point), so
+        """Pickled as how to load it again (its bundle folder or .zip, threads and operating point), so
         that a Predictor can be handed to ``multiprocessing`` or ``concurrent.futures`` workers:
         its ONNX Runtime session and thread pool cannot be pickled, and each process loads its own."""
         op = None if self.operating_point is None else self.operating_point.name
-        return _load_predictor, (type(self), str(self.bundle_dir.resolve()), self.threads, op)
+        return _load_predictor, (type(self), str(self._origin), self.threads, op)
 
     @property
     def name(self) -> str:
