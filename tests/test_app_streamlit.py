@@ -157,6 +157,31 @@ def test_an_image_uploaded_twice_is_one_view(monkeypatch: pytest.MonkeyPatch, fr
     assert len(views) == 2 and all(v.pixels.dtype == np.uint8 for v in views)  # 8-bit in the session
 
 
+def test_an_example_uploaded_too_is_one_view(
+    monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path, examples_dir: Path
+) -> None:
+    """An example picked with a click and then uploaded (as a copy under another name) was two
+    cards, two rows and two views of the study: it is one, and the note names the upload."""
+    at = start(monkeypatch, "--model", str(tiny_bundle), "--examples", str(examples_dir))
+    fractured, normal = (
+        next(examples_dir.glob("Fractured/*.jpg")),
+        next(examples_dir.glob("Non_fractured/*.jpg")),
+    )
+    at.button(key="example-0").click().run()
+    at.file_uploader[0].set_value(
+        [("copy.jpg", fractured.read_bytes(), "image/jpeg"), (normal.name, normal.read_bytes(), "image/jpeg")]
+    ).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert list(at.dataframe[0].value["source"]) == [fractured.name, normal.name]
+    notes = [w.value for w in at.warning if "counted once" in w.value]
+    assert notes and escape_markdown(f"copy.jpg (the same image as {fractured.name})") in notes[0]
+    at.checkbox[0].check().run()
+    assert "Study verdict (2 views)" in markdown_text(at)
+    at.button(key="clear-examples").click().run()  # the upload alone is then shown, without a note
+    assert list(at.dataframe[0].value["source"]) == ["copy.jpg", normal.name, STUDY_NAME]
+    assert not [w for w in at.warning if "counted once" in w.value]
+
+
 def test_a_bad_model_is_an_error_card_not_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
     at = start(monkeypatch, "--model", "no-such-model")
     assert any("could not be loaded" in e.value and "unknown_model" in e.value for e in at.error)

@@ -21,6 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fracsight import __version__
@@ -36,6 +37,7 @@ from fracsight.inference import NOTICE
 __all__ = ["create_app", "uvicorn_log_config"]
 
 logger = logging.getLogger("fracsight.api")
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")  # for a 405's Allow header
 
 DESCRIPTION = f"""Finds bone fractures in X-ray radiographs (PNG, JPEG, DICOM, ...).
 
@@ -126,7 +128,22 @@ def _register_error_handlers(app: FastAPI, metrics: Metrics) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = HTTP_CODES.get(exc.status_code, "http_error")
-        return answer(exc.status_code, code, str(exc.detail), None, getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        message = str(exc.detail)
+        allowed = _allowed_methods(request.app, request.scope) if exc.status_code == 405 else ""
+        if allowed:
+            headers["Allow"] = allowed
+            message = f"{request.method} is not allowed on {request.url.path}; it takes {allowed}"
+        return answer(exc.status_code, code, message, None, headers or None)
+
+
+def _allowed_methods(app: ASGIApp, scope: Scope) -> str:
+    """The ``Allow`` header of a 405: every method some route takes at this path. Starlette names
+    only the first route that matched the path, so GET and HEAD, routes of their own here, gave
+    ``Allow: HEAD`` for ``/healthz`` although GET is the method a client wants."""
+    routes = getattr(app, "routes", ())
+    methods = [m for m in _METHODS if any(r.matches({**scope, "method": m})[0] == Match.FULL for r in routes)]
+    return ", ".join(methods)
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+import urllib.parse
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -33,12 +34,15 @@ __all__ = ["Upload", "UploadLimits", "clean_filename", "read_uploads"]
 
 MAX_HEADER_BYTES = 16 * 1024  # per part header line
 MAX_EXTRA_PARTS = 32  # parts other than the file field that are tolerated (and ignored)
+MAX_NAMES_QUOTED = 5  # names of such parts quoted in the 422 of a body without the file field
 # longest wait for the next piece of a body (nginx's client_body_timeout): a client that stops
 # sending would otherwise hold its connection, and the parts it sent, for as long as it likes
 BODY_IDLE_TIMEOUT_S = 60.0
 # control (C0, C1), format (bidi overrides, zero-width), surrogate and line/paragraph separator
 # characters: a name echoed in `source` must show what it is (no "x\u202egnp.exe" shown as "xexe.png")
 _HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+# filename*=charset'language'percent-encoded (RFC 8187), the parameter's name in any case
+_EXTENDED_FILENAME = re.compile(rb"(?i)(?:^|;)\s*filename\*\s*=\s*([A-Za-z0-9_-]+)'[^']*'([^;\s]*)")
 
 
 @dataclass(frozen=True)
@@ -62,11 +66,30 @@ def clean_filename(raw: str, index: int) -> str:
     return name or f"upload-{index + 1}"
 
 
-def missing_files(field_name: str) -> ApiError:
+def extended_filename(disposition: bytes) -> str | None:
+    """The ``filename*`` of a Content-Disposition (RFC 8187: ``UTF-8''%E2%9C%93.jpg``), or None.
+
+    python-multipart drops it, yet .NET's HttpClient names every non-ASCII file so (its ``filename``
+    then holds a MIME encoded word, ``=?utf-8?B?...?=``), and some clients send only ``filename*``:
+    without it, those uploads came back as ``=?utf-8?B?4pyTLmpwZw==?=`` or ``upload-1``."""
+    match = _EXTENDED_FILENAME.search(disposition)
+    if match is None:
+        return None
+    charset, value = match.group(1).decode("ascii").lower(), match.group(2).decode("ascii")
+    if charset not in ("utf-8", "iso-8859-1"):
+        return None
+    return urllib.parse.unquote(value, encoding=charset, errors="replace")
+
+
+def missing_files(field_name: str, other_names: list[str] | None = None) -> ApiError:
+    """422 for a body without a ``field_name`` part; ``other_names``: the parts it had instead."""
+    message = f"send the images as multipart/form-data with one or more `{field_name}` file parts"
+    if other_names:  # e.g. `files[]` or `file`: say what arrived, so that the client's fix is plain
+        message += f" (this body's parts are named {', '.join(f'`{n}`' for n in other_names)})"
     return ApiError(
         422,
         VALIDATION_ERROR,
-        f"send the images as multipart/form-data with one or more `{field_name}` file parts",
+        message,
         [{"loc": ["body", field_name], "msg": "Field required", "type": "missing"}],
     )
 
@@ -83,6 +106,7 @@ class _Collector:
     limits: UploadLimits
     uploads: list[Upload] = field(default_factory=list)
     ended: bool = False
+    other_names: list[str] = field(default_factory=list)  # of parts not named field_name (a few)
     _header_name: bytearray = field(default_factory=bytearray)
     _header_value: bytearray = field(default_factory=bytearray)
     _disposition: bytes = b""
@@ -130,6 +154,9 @@ class _Collector:
         _, options = parse_options_header(self._disposition)
         name = options.get(b"name", b"").decode("utf-8", "replace")
         if name != self.field_name:
+            shown = clean_filename(name, 0)[:40] if name else "(no name)"
+            if len(self.other_names) < MAX_NAMES_QUOTED and shown not in self.other_names:
+                self.other_names.append(shown)
             self._other_parts += 1
             if self._other_parts > MAX_EXTRA_PARTS:
                 raise ApiError(422, VALIDATION_ERROR, f"too many form fields other than `{self.field_name}`")
@@ -139,7 +166,7 @@ class _Collector:
                 422, TOO_MANY_FILES, f"at most {self.limits.max_files} files may be sent in one request"
             )
         self._keep = True
-        raw = options.get(b"filename", b"").decode("utf-8", "replace")
+        raw = extended_filename(self._disposition) or options.get(b"filename", b"").decode("utf-8", "replace")
         self._filename = clean_filename(raw, len(self.uploads))
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
@@ -228,5 +255,5 @@ async def read_uploads(request: Request, limits: UploadLimits, field_name: str =
     if not collector.ended:
         raise ApiError(400, MALFORMED_MULTIPART, "the multipart body ended before its closing boundary")
     if not collector.uploads:
-        raise missing_files(field_name)
+        raise missing_files(field_name, collector.other_names)
     return collector.uploads

@@ -18,7 +18,6 @@ from typing import NamedTuple
 import numpy as np
 import streamlit as st
 from PIL import Image
-from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from fracsight.app.logic import (
     STUDY_NAME,
@@ -182,34 +181,45 @@ def example_gallery(config: AppConfig) -> None:
 
 
 def inputs(config: AppConfig) -> list[Input]:
-    """The chosen examples and the uploads, in that order."""
+    """The chosen examples and the uploads, in that order, each image once (:func:`unique_inputs`)."""
     uploads = st.file_uploader(
         "Radiographs: PNG, JPEG or DICOM (one or several; they stay in memory, never on disk)",
         accept_multiple_files=True,
         key="uploads",
     )
-    uploads = unique_uploads(uploads or [])
     example_gallery(config)
     chosen = [
         Input(f"example:{p}", Path(p).name, lambda p=p: p) for p in st.session_state.get("examples", [])
     ]
-    return chosen + [Input(f"upload:{u.file_id}", Path(u.name).name, u.getvalue) for u in uploads]
+    uploaded = [Input(f"upload:{u.file_id}", Path(u.name).name, u.getvalue) for u in uploads or []]
+    return unique_inputs(chosen + uploaded)
 
 
-def unique_uploads(uploads: list[UploadedFile]) -> list[UploadedFile]:
-    """The uploads less repeats of an image already uploaded (:func:`first_of_each`), with a note
-    naming the repeats. Each upload's digest is kept with its id, so it is hashed once."""
+def _content_digest(item: Input) -> str:
+    """sha256 of an input's bytes; an example that cannot be read is its own (its card says why)."""
+    source = item.load()
+    try:
+        data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    except OSError:
+        return item.key
+    return hashlib.sha256(data).hexdigest()
+
+
+def unique_inputs(items: list[Input]) -> list[Input]:
+    """The inputs less repeats of an image already given (:func:`first_of_each`), uploaded twice or
+    picked as an example and uploaded too, with a note naming the repeats. Each input's digest is
+    kept with its key, so it is hashed once."""
     digests: dict[str, str] = st.session_state.setdefault("digests", {})
-    for stale in set(digests) - {u.file_id for u in uploads}:
+    for stale in set(digests) - {item.key for item in items}:
         del digests[stale]
-    for u in uploads:
-        if u.file_id not in digests:
-            digests[u.file_id] = hashlib.sha256(u.getvalue()).hexdigest()
-    keep, repeats = first_of_each([(Path(u.name).name, digests[u.file_id]) for u in uploads])
+    for item in items:
+        if item.key not in digests:
+            digests[item.key] = _content_digest(item)
+    keep, repeats = first_of_each([(item.name, digests[item.key]) for item in items])
     note = duplicates_text(repeats)
     if note:
         st.warning(escape_markdown(note))
-    return [uploads[i] for i in keep]
+    return [items[i] for i in keep]
 
 
 def predictions(predictor: Predictor, items: list[Input]) -> list[Stored]:

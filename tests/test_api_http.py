@@ -1,0 +1,135 @@
+"""REST API as HTTP clients other than curl see it: 405 answers, RFC 8187 file names, a study
+holding the same image twice."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from fracsight.api import ApiSettings, create_app
+from fracsight.api.uploads import extended_filename
+from test_api import files, png_bytes
+
+
+@pytest.fixture(scope="module")
+def client(tiny_bundle: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(ApiSettings(model=str(tiny_bundle), max_files=6))) as c:
+        yield c
+
+
+# ---- 405: the Allow header names every method of the path ----------------------------------------------
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("DELETE", "/healthz", "GET, HEAD"),
+        ("POST", "/v1/model", "GET, HEAD"),
+        ("PUT", "/metrics", "GET, HEAD"),
+        ("GET", "/v1/predict", "POST"),
+        ("OPTIONS", "/v1/predict", "POST"),
+    ],
+)
+def test_405_allow_header_names_every_method(
+    client: TestClient, method: str, path: str, allowed: str
+) -> None:
+    r = client.request(method, path)
+    assert r.status_code == 405
+    assert r.headers["allow"] == allowed  # was "HEAD" for /healthz, /v1/model and /metrics
+    error = r.json()["error"]
+    assert error["code"] == "method_not_allowed"
+    assert error["message"] == f"{method} is not allowed on {path}; it takes {allowed}"
+    for m in allowed.split(", "):  # and the methods named do answer there
+        if m != "POST":
+            assert client.request(m, path).status_code == 200
+
+
+# ---- file names sent as filename* (RFC 8187) -------------------------------------------------------------
+def _post_disposition(client: TestClient, disposition: str, data: bytes) -> dict:
+    boundary = "fracsight-test-boundary"
+    body = (
+        f"--{boundary}\r\nContent-Disposition: {disposition}\r\nContent-Type: image/png\r\n\r\n".encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    r = client.post(
+        "/v1/predict", content=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    )
+    assert r.status_code == 200, r.text
+    return r.json()["images"][0]
+
+
+@pytest.mark.parametrize(
+    ("disposition", "source"),
+    [
+        # only filename*: was "upload-1"
+        ("form-data; name=\"files\"; filename*=UTF-8''%E2%9C%93%20wrist.png", "✓ wrist.png"),
+        # .NET HttpClient's form for a non-ASCII name: was "=?utf-8?B?4pyTIHdyaXN0LnBuZw==?="
+        (
+            'form-data; name=files; filename="=?utf-8?B?4pyTIHdyaXN0LnBuZw==?="; '
+            "filename*=utf-8''%E2%9C%93%20wrist.png",
+            "✓ wrist.png",
+        ),
+        ("form-data; name=\"files\"; filename*=iso-8859-1'fr'caf%E9.png", "café.png"),
+        # the folder part and hidden characters go, as for filename
+        ("form-data; name=\"files\"; filename*=UTF-8''C%3A%5Cscans%5Cx%E2%80%AEgnp.png", "xgnp.png"),
+        ('form-data; name="files"; filename="plain.png"', "plain.png"),
+        # a charset fracsight does not decode: filename is used
+        ('form-data; name="files"; filename="koi.png"; filename*=koi8-r\'\'%E9.png', "koi.png"),
+    ],
+)
+def test_extended_filename_is_the_source(client: TestClient, disposition: str, source: str) -> None:
+    assert _post_disposition(client, disposition, png_bytes())["source"] == source
+
+
+def test_extended_filename_parsing() -> None:
+    assert extended_filename(b"form-data; name=files; FILENAME*=UTF-8'en'a%2Fb.png") == "a/b.png"
+    assert extended_filename(b'form-data; name="files"; filename="a.png"') is None
+    assert extended_filename(b"form-data; name=files; filename*=UTF-8''%FF.png") == "\ufffd.png"
+
+
+# ---- a study with the same image twice ---------------------------------------------------------------------
+def test_study_counts_an_image_sent_twice_once(client: TestClient) -> None:
+    a, b = png_bytes(seed=1), png_bytes(seed=2)
+    sent = files(("a.png", a), ("copy.png", a), ("b.png", b), ("a.png", a))
+    r = client.post("/v1/predict?study=true", files=sent)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [i["source"] for i in body["images"]] == ["a.png", "copy.png", "b.png", "a.png"]  # every file
+    probability = {i["source"]: i["fracture_probability"] for i in body["images"]}
+    (study,) = body["studies"]
+    assert study["images"] == ["a.png", "b.png"]
+    # before: the copy counted twice, (2 p(a) + p(b)) / 3
+    assert study["fracture_probability"] == pytest.approx(
+        (probability["a.png"] + probability["b.png"]) / 2, abs=1e-5
+    )
+    assert study["warnings"] == [
+        "uploaded more than once, so counted once: copy.png (the same image as a.png), a.png"
+    ]
+    r = client.post("/v1/predict?study=true&format=csv", files=sent)
+    (row,) = [row for row in csv.DictReader(io.StringIO(r.text)) if row["kind"] == "study"]
+    assert float(row["fracture_probability"]) == pytest.approx(study["fracture_probability"], abs=1e-4)
+    # distinct images: no note
+    r = client.post("/v1/predict?study=true", files=files(("a.png", a), ("b.png", b)))
+    assert r.json()["studies"][0]["warnings"] == []
+
+
+# ---- a body without a `files` part: the 422 names the parts it had ------------------------------------
+def test_missing_files_names_the_parts_sent(client: TestClient) -> None:
+    sent = [
+        ("files[]", ("a.png", png_bytes(), "image/png")),
+        ("files[]", ("b.png", png_bytes(), "image/png")),
+    ]
+    r = client.post("/v1/predict", files=sent, data={"Files": "x", "": "y"})
+    assert r.status_code == 422
+    error = r.json()["error"]
+    assert error["code"] == "validation_error" and error["details"][0]["loc"] == ["body", "files"]
+    # before: only "send the images as multipart/form-data with one or more `files` file parts"
+    assert error["message"].endswith("(this body's parts are named `Files`, `(no name)`, `files[]`)")
+    r = client.post("/v1/predict", content=b"", headers={"Content-Type": "multipart/form-data; boundary=x"})
+    assert r.status_code == 400  # no parts at all: not even the closing boundary
+    r = client.post("/v1/predict", files=[(f"f{i}", ("a.png", b"x", "image/png")) for i in range(9)])
+    assert "`f0`, `f1`, `f2`, `f3`, `f4`)" in r.json()["error"]["message"]  # five names at most
