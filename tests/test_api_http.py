@@ -106,12 +106,12 @@ def test_study_counts_an_image_sent_twice_once(client: TestClient) -> None:
     assert study["fracture_probability"] == pytest.approx(
         (probability["a.png"] + probability["b.png"]) / 2, abs=1e-5
     )
-    assert study["warnings"] == [
-        "uploaded more than once, so counted once: copy.png (the same image as a.png), a.png"
-    ]
+    note = "given more than once, so counted once: copy.png (the same image as a.png), a.png"
+    assert study["warnings"] == [note]
     r = client.post("/v1/predict?study=true&format=csv", files=sent)
     (row,) = [row for row in csv.DictReader(io.StringIO(r.text)) if row["kind"] == "study"]
     assert float(row["fracture_probability"]) == pytest.approx(study["fracture_probability"], abs=1e-4)
+    assert row["warnings"] == note
     # distinct images: no note
     r = client.post("/v1/predict?study=true", files=files(("a.png", a), ("b.png", b)))
     assert r.json()["studies"][0]["warnings"] == []

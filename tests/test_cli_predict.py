@@ -354,6 +354,28 @@ def test_a_file_given_twice_counts_once(
     assert Path(a).exists()
 
 
+def test_a_copy_under_another_name_is_one_view_of_the_study(
+    tiny_bundle: Path, images: list[Path], tmp_path: Path
+) -> None:
+    """Each file keeps its row, but a copy of a view (another name, the same bytes) weighed that view
+    double in the study's mean; the REST API and the web app count it once too."""
+    a = shutil.copyfile(images[0], tmp_path / "a.jpg")
+    copy = shutil.copyfile(images[0], tmp_path / "copy.jpg")
+    b = shutil.copyfile(images[2], tmp_path / "b.jpg")
+    result = _predict(tiny_bundle, a, copy, b, "--study", "--json")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    p = {Path(r["source"]).name: r["fracture_probability"] for r in payload["images"]}
+    assert sorted(p) == ["a.jpg", "b.jpg", "copy.jpg"]
+    (study,) = payload["studies"]
+    assert [Path(name).name for name in study["images"]] == ["a.jpg", "b.jpg"]
+    assert study["fracture_probability"] == pytest.approx((p["a.jpg"] + p["b.jpg"]) / 2, abs=1e-5)
+    (warning,) = study["warnings"]
+    assert warning.startswith("given more than once, so counted once: ") and "copy.jpg (the same" in warning
+    table = _predict(tiny_bundle, a, copy, b, "--study")
+    assert "given more than once, so counted once" in " ".join(table.stdout.split())
+
+
 def test_a_study_with_an_unreadable_view_says_so(
     tiny_bundle: Path, images: list[Path], tmp_path: Path
 ) -> None:

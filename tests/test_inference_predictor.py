@@ -279,8 +279,13 @@ def test_a_blank_image_is_not_reliable(predictor: Predictor, tmp_path: Path) -> 
 
 def test_study_probability_is_the_mean_of_its_views(predictor: Predictor, fracatlas_dir: Path) -> None:
     base = predictor.predict(_images(fracatlas_dir, 2)[0])
-    views = [
-        dataclasses.replace(base, source=f"image{i}.png", fracture_probability=p)
+    views = [  # three images (their own file contents) made from one result
+        dataclasses.replace(
+            base,
+            source=f"image{i}.png",
+            fracture_probability=p,
+            metadata=dataclasses.replace(base.metadata, content_sha256=str(i)),
+        )
         for i, p in enumerate((0.1, 0.2, 0.9), start=1)
     ]
     study = predictor.predict_study(views, "patient1/study1")
@@ -293,6 +298,24 @@ def test_study_probability_is_the_mean_of_its_views(predictor: Predictor, fracat
     assert not predictor.predict_study(unreliable, "s").reliable
     with pytest.raises(ValueError):
         predictor.predict_study([], "empty")
+
+
+def test_a_view_given_twice_counts_once_and_the_study_says_so(
+    predictor: Predictor, fracatlas_dir: Path
+) -> None:
+    # by file content: a copy under another name weighed its view double in the mean
+    first, second = (path.read_bytes() for path in _images(fracatlas_dir, 2))
+    a, copy, b = (
+        predictor.predict(data, name=name)
+        for data, name in ((first, "a.jpg"), (first, "copy.jpg"), (second, "b.jpg"))
+    )
+    study = predictor.predict_study([a, copy, b, a], "s")
+    assert study.images == ("a.jpg", "b.jpg")
+    assert study.fracture_probability == pytest.approx((a.fracture_probability + b.fracture_probability) / 2)
+    assert study.warnings == (
+        "given more than once, so counted once: copy.jpg (the same image as a.jpg), a.jpg",
+    )
+    assert study.reliable and predictor.predict_study([a, b], "s").warnings == ()
 
 
 def test_a_study_with_views_that_could_not_be_read_warns_and_is_not_reliable(

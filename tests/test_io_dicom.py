@@ -228,6 +228,13 @@ def test_multi_frame_reads_the_frame_asked_for(frame: int) -> None:
     )
 
 
+def test_frames_of_one_file_are_not_one_image_to_a_study() -> None:
+    # the content digest by which a study counts a copy once covers the frame read too
+    data = make_dicom(STACK)
+    digests = {read_image(data, frame=frame).metadata.content_sha256 for frame in (0, 1, 2)}
+    assert len(digests) == 3 and read_image(data, frame=0).metadata.content_sha256 in digests
+
+
 def test_a_frame_the_file_does_not_hold_is_refused() -> None:
     with pytest.raises(
         MultiFrameError, match=r"^x\.dcm: frame 3 asked for, but the DICOM file holds 3 frame"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import threading
@@ -26,7 +25,7 @@ from fracsight.api.metrics import CONTENT_TYPE, Metrics
 from fracsight.api.schemas import ErrorResponse, Health, ModelInfo, PredictResponse
 from fracsight.api.service import FileFailure, Outcome, PredictOptions, predict_uploads
 from fracsight.api.settings import ApiSettings
-from fracsight.api.uploads import Upload, UploadLimits, read_uploads
+from fracsight.api.uploads import UploadLimits, read_uploads
 from fracsight.bundle import OperatingPoint, read_card
 from fracsight.errors import BundleError
 from fracsight.inference import NOTICE, FailedPrediction, Prediction, Predictor, StudyPrediction
@@ -199,36 +198,6 @@ def _csv_response(
     return Response(text, media_type=CSV_MEDIA_TYPE, headers=headers)
 
 
-def _distinct_uploads(uploads: list[Upload], outcomes: list[Outcome]) -> tuple[list[Prediction], list[str]]:
-    """The predictions a study is made of: one per image content, as the web app counts an image
-    uploaded twice once (a copy under another name would count twice in the mean); and a note per
-    repeat left out."""
-    first: dict[bytes, str] = {}
-    views: list[Prediction] = []
-    repeats: list[str] = []
-    for upload, outcome in zip(uploads, outcomes, strict=True):
-        if not isinstance(outcome.result, Prediction):
-            continue
-        digest = hashlib.sha256(upload.data).digest()
-        if digest in first:
-            name, kept = outcome.result.source, first[digest]
-            repeats.append(name if name == kept else f"{name} (the same image as {kept})")
-        else:
-            first[digest] = outcome.result.source
-            views.append(outcome.result)
-    return views, repeats
-
-
-def _study_entry(study: StudyPrediction, repeats: list[str]) -> dict[str, Any]:
-    entry = study.to_dict()
-    if repeats:
-        entry["warnings"] = [
-            *entry["warnings"],
-            f"uploaded more than once, so counted once: {', '.join(repeats)}",
-        ]
-    return entry
-
-
 def _image_entry(outcome: Outcome) -> dict[str, Any]:
     result = outcome.result
     if isinstance(result, FileFailure):
@@ -324,16 +293,15 @@ async def predict(
         raise _refusal(failures)
     studies = []
     if study:  # the files that could not be read are views the study has not seen: it says so
-        views, repeats = _distinct_uploads(uploads, outcomes)
-        combined = predictor.predict_study(views, "study", unread=[f.source for f in failures])
-        studies.append((at_operating_point(combined, op), repeats))
+        combined = predictor.predict_study(predictions, "study", unread=[f.source for f in failures])
+        studies.append(at_operating_point(combined, op))
     if output_format == "csv":
-        return _csv_response(predictor, outcomes, [s for s, _ in studies], all_classes)
+        return _csv_response(predictor, outcomes, studies, all_classes)
     return {
         "model": {"name": predictor.spec.name, "version": predictor.spec.version},
         "notice": NOTICE,
         "images": [_image_entry(o) for o in outcomes],
-        "studies": [_study_entry(s, repeats) for s, repeats in studies],
+        "studies": [s.to_dict() for s in studies],
     }
 
 

@@ -159,17 +159,27 @@ def _study_names(study: Any, unread: Any) -> tuple[str | None, tuple[str, ...]]:
     return _as_name(study, "study"), tuple(names)
 
 
-def _distinct_views(predictions: list[Prediction]) -> list[Prediction]:
-    """Each view once, at its first place, as ``fracsight predict --study`` counts them: a result
-    given twice (the same image, or one read twice) weighed that view double in the mean."""
+def _distinct_views(predictions: list[Prediction]) -> tuple[list[Prediction], list[str]]:
+    """Each view once, at its first place, and a note per repeat left out: a view given twice (the
+    same image, read twice, or a copy of its file under another name) weighed double in the mean.
+    Views of one file content (``metadata.content_sha256``) are one view; a result without it (of
+    pixels given as an array) is a repeat only when equal to an earlier one of its name."""
     distinct: list[Prediction] = []
+    repeats: list[str] = []
+    by_content: dict[str, str] = {}
     by_source: dict[str, list[Prediction]] = {}
     for p in predictions:
+        digest = p.metadata.content_sha256
         same_name = by_source.setdefault(p.source, [])
-        if p not in same_name:  # equal in every output and in the image's facts: one image
-            same_name.append(p)
-            distinct.append(p)
-    return distinct
+        kept = by_content.get(digest) if digest else (p.source if p in same_name else None)
+        if kept is not None:
+            repeats.append(p.source if kept == p.source else f"{p.source} (the same image as {kept})")
+            continue
+        if digest:
+            by_content[digest] = p.source
+        same_name.append(p)
+        distinct.append(p)
+    return distinct, repeats
 
 
 def _load_predictor(
@@ -496,10 +506,11 @@ class Predictor:
 
         ``predictions`` are this predictor's results for the study's images (a list, or any
         iterable such as :meth:`predict_many`'s stream); a :class:`FailedPrediction` or another
-        model's result raises ``ValueError``; a view given twice (equal results of one name) counts
-        once. ``study`` names the result (a ``Path`` becomes its str). ``unread`` lists the names of
-        the study's views that could not be read (a list, not one str): the study then warns that
-        N of M views could not be read and is not reliable (its verdict has not seen every view).
+        model's result raises ``ValueError``; a view given twice (the same file content, also under
+        another name) counts once, and the study's warnings name the repeat. ``study`` names the
+        result (a ``Path`` becomes its str). ``unread`` lists the names of the study's views that
+        could not be read (a list, not one str): the study then warns that N of M views could not
+        be read and is not reliable (its verdict has not seen every view).
         """
         # a generator is always truthy: taken as it was, an empty one made a study of no image
         # (probability NaN, "no fracture detected")
@@ -513,7 +524,7 @@ class Predictor:
                 raise ValueError(f"predict_study takes this predictor's Prediction results, got {what}")
             if p.model != self.name:
                 raise ValueError(f"{p.source} was predicted by {p.model}, not {self.name}: its scale differs")
-        predictions = _distinct_views(predictions)
+        predictions, repeats = _distinct_views(predictions)
         op = self.operating_point
         fracture: dict[str, Any] = {}
         if op is not None:
@@ -543,6 +554,7 @@ class Predictor:
             classification=classification,
             aggregation=aggregation,
             unread=tuple(unread),
+            repeats=tuple(repeats),
             finding=self.finding,
             **fracture,
         )

@@ -240,6 +240,8 @@ class StudyPrediction:
     classification: ClassResult | None = None
     aggregation: str = "mean"
     unread: tuple[str, ...] = ()  # views of the study that could not be read (not in ``images``)
+    # views given more than once, left out (``copy.jpg (the same image as a.jpg)``)
+    repeats: tuple[str, ...] = ()
     finding: str = FRACTURE  # as for Prediction
 
     @property
@@ -256,13 +258,16 @@ class StudyPrediction:
 
     @property
     def warnings(self) -> tuple[str, ...]:
-        if not self.unread:
-            return ()
-        views = len(self.images) + len(self.unread)
-        return (
-            f"{len(self.unread)} of {views} views could not be read ({', '.join(self.unread)}); "
-            f"the study result is from the other {len(self.images)} only",
-        )
+        said = []
+        if self.unread:
+            views = len(self.images) + len(self.unread)
+            said.append(
+                f"{len(self.unread)} of {views} views could not be read ({', '.join(self.unread)}); "
+                f"the study result is from the other {len(self.images)} only"
+            )
+        if self.repeats:
+            said.append(f"given more than once, so counted once: {', '.join(self.repeats)}")
+        return tuple(said)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"study": self.study, "decision": self.decision}

@@ -10,6 +10,8 @@ The behaviour for every kind of input (and every refusal) is in docs/reading.md.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
 from functools import partial
 from pathlib import Path
@@ -103,13 +105,22 @@ def read_image(
         )
     check_size = partial(_check_size, label=label, max_pixels=max_pixels, min_side=min_side)
     if fmt == "dicom":
-        return read_dicom(data, name=name, check_size=check_size, frame=frame)
-    if frame:
+        radiograph = read_dicom(data, name=name, check_size=check_size, frame=frame)
+    elif frame:
         raise MultiFrameError(
             f"{label}frame {frame} asked for: choosing a frame is for DICOM files; a {fmt.upper()} "
             "file is read at its first frame"
         )
-    return read_raster(data, fmt, name=name, check_size=check_size, strict=strict, reduce_to=reduce_to)
+    else:
+        radiograph = read_raster(
+            data, fmt, name=name, check_size=check_size, strict=strict, reduce_to=reduce_to
+        )
+    digest = hashlib.sha256(data)
+    if frame:
+        digest.update(f"frame {frame}".encode())
+    return dataclasses.replace(
+        radiograph, metadata=dataclasses.replace(radiograph.metadata, content_sha256=digest.hexdigest())
+    )
 
 
 def _check_reduce_to(reduce_to: object) -> None:

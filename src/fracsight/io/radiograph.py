@@ -35,6 +35,9 @@ class ImageMetadata:
     # (height, width) of the full-resolution image, as displayed, when the reader was asked to
     # decode a JPEG at reduced scale (``read_image(reduce_to=...)``); None: the pixels are full size
     reduced_from: tuple[int, int] | None = None
+    # sha256 of the file's bytes (and the frame read, for a DICOM frame), set by ``read_image``: a
+    # study counts a copy under another name once; None for pixels given as an array
+    content_sha256: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
