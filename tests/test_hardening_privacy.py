@@ -201,3 +201,37 @@ def test_app_startup_refuses_a_tampered_bundle(tiny_bundle: Path, tmp_path: Path
         pass
     message = str(info.value)
     assert "does not match bundle.json" in message and "refusing to load it" in message
+
+
+class _FailingPredictor:
+    """A predictor that fails unexpectedly, quoting a patient's name (a library's error may quote a
+    DICOM value): what the web app and the desktop window log of it."""
+
+    quoted = f"cannot handle PatientName {SENTINELS['PatientName']}"
+
+    def predict(self, *args: object, **kwargs: object) -> None:
+        raise RuntimeError(self.quoted)  # the stack logged quotes this line, not the message
+
+
+def test_app_and_desktop_log_an_unexpected_error_without_its_message(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Both logged the exception with its message (``log.exception``), as the API never did."""
+    pytest.importorskip("streamlit")
+    from fracsight.app.streamlit_app import predict as app_predict
+    from fracsight.desktop.worker import predict_one
+
+    caplog.set_level(logging.DEBUG)
+    image = tmp_path / "scan.dcm"
+    image.write_bytes(DICOMS["scan.dcm"])
+    shown = [
+        app_predict(_FailingPredictor(), DICOMS["scan.dcm"], "scan.dcm").result,  # type: ignore[arg-type]
+        predict_one(_FailingPredictor(), image, "scan.dcm"),  # type: ignore[arg-type]
+    ]
+    for failure in shown:
+        assert (failure.error_code, failure.error) == (
+            "internal_error",
+            "unexpected RuntimeError while processing this file",
+        )
+    assert caplog.text.count("unexpected RuntimeError") == 2 and "Traceback" not in caplog.text
+    assert_clean(caplog.text, "the app's and the window's log")

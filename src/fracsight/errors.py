@@ -6,6 +6,9 @@ REST API) and a human message. Catch :class:`FracsightError` to handle them all.
 
 from __future__ import annotations
 
+import logging
+import traceback
+
 __all__ = [
     "BundleError",
     "ChecksumMismatchError",
@@ -26,6 +29,7 @@ __all__ = [
     "UnsupportedFormatError",
     "UnsupportedModalityError",
     "UnsupportedPhotometricError",
+    "log_unexpected",
 ]
 
 
@@ -160,3 +164,9 @@ class OutputFolderError(ConfigError):
 
     code = "output_refused"
     bad_argument = True
+
+
+def log_unexpected(logger: logging.Logger, where: str, exc: BaseException) -> None:
+    """Log an unexpected exception's type and stack, never its message (it may quote patient data)."""
+    frames = "".join(traceback.format_list(traceback.extract_tb(exc.__traceback__)))
+    logger.error("unexpected %s in %s; stack:\n%s", type(exc).__name__, where, frames.rstrip())

@@ -27,11 +27,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from fracsight import __version__
 from fracsight.api.auth import OPEN_PATHS, BearerAuthMiddleware, token_guard
 from fracsight.api.errors import HTTP_CODES, INTERNAL_ERROR, VALIDATION_ERROR, ApiError, error_response
-from fracsight.api.errors import log_unexpected as _log_unexpected
 from fracsight.api.metrics import Metrics
 from fracsight.api.routes import get_predictor, load_predictor, router
 from fracsight.api.settings import ApiSettings
 from fracsight.errors import FracsightError
+from fracsight.errors import log_unexpected as _log_unexpected
 from fracsight.inference import NOTICE
 
 __all__ = ["create_app", "uvicorn_log_config"]

@@ -6,8 +6,6 @@ Codes of refusals made by the library come from :mod:`fracsight.errors`
 
 from __future__ import annotations
 
-import logging
-import traceback
 from typing import Any
 
 from starlette.responses import JSONResponse
@@ -24,7 +22,6 @@ __all__ = [
     "VALIDATION_ERROR",
     "ApiError",
     "error_response",
-    "log_unexpected",
 ]
 
 VALIDATION_ERROR = "validation_error"  # 422: a missing or invalid parameter or field
@@ -74,9 +71,3 @@ def error_response(
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     return JSONResponse(error_body(code, message, details), status_code=status, headers=headers)
-
-
-def log_unexpected(logger: logging.Logger, where: str, exc: BaseException) -> None:
-    """Log an unexpected exception's type and stack, never its message (it may quote patient data)."""
-    frames = "".join(traceback.format_list(traceback.extract_tb(exc.__traceback__)))
-    logger.error("unexpected %s in %s; stack:\n%s", type(exc).__name__, where, frames.rstrip())

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fracsight.api.errors import INTERNAL_ERROR, log_unexpected
+from fracsight.api.errors import INTERNAL_ERROR
 from fracsight.api.uploads import Upload
 from fracsight.bundle import OperatingPoint
-from fracsight.errors import FracsightError
+from fracsight.errors import FracsightError, log_unexpected
 from fracsight.explain import render_overlay
 from fracsight.inference import Prediction, Predictor
 from fracsight.inference.results import at_operating_point

@@ -48,7 +48,7 @@ from fracsight.app.logic import (
     view_data,
 )
 from fracsight.bundle import read_card
-from fracsight.errors import FracsightError
+from fracsight.errors import FracsightError, log_unexpected
 from fracsight.inference import NOTICE, FailedPrediction, Prediction, Predictor, StudyPrediction
 from fracsight.io import read_image
 
@@ -97,8 +97,8 @@ def predict(predictor: Predictor, source: str | bytes, name: str) -> Stored:
         pred = predictor.predict(source, name=name, heatmap=True, keep_pixels=True)
     except FracsightError as e:
         return Stored(failure_from_exception(name, e), None)
-    except Exception as e:  # an error card, never a traceback on the page; the log keeps the details
-        log.exception("prediction failed for %s", name)
+    except Exception as e:  # an error card, never a traceback on the page; the log keeps the stack
+        log_unexpected(log, "predicting an upload", e)  # not the message: it may quote patient data
         return Stored(failure_from_exception(name, e), None)
     return Stored(replace(pred, pixels=None, heatmap=None), eight_bit(view_data(pred)))
 

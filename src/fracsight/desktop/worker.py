@@ -25,7 +25,7 @@ from fracsight._files import replace_atomically
 from fracsight.app.logic import ViewData, failure_from_exception, view_data
 from fracsight.desktop.priority import MODEL_NICENESS, lower_this_thread
 from fracsight.desktop.render import Look, full_overlay
-from fracsight.errors import FracsightError
+from fracsight.errors import FracsightError, log_unexpected
 from fracsight.inference import FailedPrediction, Prediction, Predictor
 
 __all__ = [
@@ -169,8 +169,8 @@ def inference_threads(requested: int = 0) -> int:
 
 def _failure(name: str, error: Exception, doing: str) -> FailedPrediction:
     """A failure with a stable code: a row or a message, never a closed window; the log has the rest."""
-    if not isinstance(error, FracsightError):
-        log.error("%s failed for %s", doing, name, exc_info=error)
+    if not isinstance(error, FracsightError):  # the stack, not the message: it may quote patient data
+        log_unexpected(log, doing, error)
     return failure_from_exception(name, error)
 
 
