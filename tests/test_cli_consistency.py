@@ -202,3 +202,27 @@ def test_a_usage_error_is_one_line_as_every_other_error(args: list[str], message
     assert result.exit_code == 2, result.output
     assert len(result.output.splitlines()) == 1, result.output
     assert result.output.startswith(f"error (usage): {message}"), result.output
+
+
+@pytest.mark.fracatlas
+def test_ctrl_c_says_so_where_the_command_does_not(fracatlas_dir: Path) -> None:
+    """Typer exits 130 on Ctrl-C without a word: `compare`, `quantize`, `benchmark` and `detector
+    joint` stopped silently (the commands that say what they kept, such as `predict`, still do)."""
+    import signal
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-c", "from fracsight.cli import main; main()", "compare", "default"]
+    run = subprocess.Popen(
+        [*command, "fracatlas-lite0-384-v5", str(fracatlas_dir), "--split", "test"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert run.stderr is not None
+    first = run.stderr.readline()  # the data set's loader warning: the command is at work
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 130, first + err
+    assert err.strip().splitlines()[-1] == "interrupted: the command stopped before it finished"
+    assert "Traceback" not in err

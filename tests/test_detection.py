@@ -283,6 +283,64 @@ def test_an_existing_output_folder_is_never_replaced_without_force(detector_bund
     assert (keep / "notes.txt").read_text() == "mine"
 
 
+def test_detector_bundles_are_never_written_over_or_into_the_bundles_they_start_from(
+    detector_bundle, tmp_path: Path
+) -> None:
+    """`detector joint BASE HEADS RUN --out HEADS --force` (or `--out BASE`) was taken: after the
+    epochs of training the new bundle replaced the one the run started from. `detector train BASE
+    BASE/new` trained, then wrote the bundle and the feature cache (`BASE/.cache`) into the base's
+    folder."""
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    data, base_fixture, heads_fixture = detector_bundle
+    base = shutil.copytree(base_fixture, tmp_path / "base")  # copies: a regression must not spoil the fixture
+    heads = shutil.copytree(heads_fixture, tmp_path / "heads")
+    runner = CliRunner()
+    for out, said in (
+        (base, "is or holds the base bundle"),
+        (heads, "is or holds the heads bundle"),
+        (heads / "joint", "is inside the heads bundle"),
+    ):
+        run = tmp_path / f"run-{out.name}"
+        args = ["detector", "joint", str(base), str(heads), str(run), "--data", str(data)]
+        result = runner.invoke(app, [*args, "--out", str(out), "--force", "--epochs", "1"])
+        assert result.exit_code == 2, result.output
+        assert said in " ".join(result.stderr.split()) and not run.exists()
+    inside = runner.invoke(app, ["detector", "train", str(base), str(base / "new"), "--data", str(data)])
+    assert inside.exit_code == 2, inside.output
+    assert "is inside the base bundle" in " ".join(inside.stderr.split())
+    for bundle, fixture in ((base, base_fixture), (heads, heads_fixture)):
+        assert sorted(p.name for p in bundle.iterdir()) == sorted(p.name for p in fixture.iterdir())
+        assert (bundle / "bundle.json").read_bytes() == (fixture / "bundle.json").read_bytes()
+
+
+def test_detector_bundle_of_an_epoch_the_run_lacks_names_the_epochs_it_has(
+    detector_bundle, tmp_path: Path
+) -> None:
+    """`detector bundle RUN OUT --epoch 7` of a two-epoch run said "no joint checkpoint at
+    RUN/epoch-7.pt: run `fracsight detector joint` first" (exit 1): the run had been made; it says
+    which epochs it has, a bad argument (exit 2)."""
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    data, base, heads = detector_bundle
+    run, runner = tmp_path / "run", CliRunner()
+    made = runner.invoke(
+        app, ["detector", "joint", str(base), str(heads), str(run), "--data", str(data), "--epochs", "2"]
+    )
+    assert made.exit_code == 0, made.output
+    result = runner.invoke(
+        app, ["detector", "bundle", str(run), str(tmp_path / "b"), "--data", str(data), "--epoch", "7"]
+    )
+    assert result.exit_code == 2, result.output
+    said = f"error (unknown_epoch): no joint checkpoint at {run / 'epoch-7.pt'}: the run's epochs are 0 to 2"
+    assert said in " ".join(result.stderr.split())
+    assert not (tmp_path / "b").exists()
+
+
 @pytest.mark.slow
 def test_bases_and_data_the_heads_cannot_use_are_refused_before_any_work(
     detector_bundle, tiny_bundle: Path, tmp_path: Path

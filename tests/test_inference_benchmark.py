@@ -121,6 +121,55 @@ def test_unreadable_images_are_left_out_and_named(tiny_bundle: Path, few_images:
     assert report.n_images == 3 and report.images == "3 given images (1 unreadable left out: notes.jpg)"
 
 
+def test_the_resnet_recipe_reads_what_the_bundle_reads(few_images: Path, tmp_path: Path) -> None:
+    """The recipe decoded every image with Pillow: a DICOM radiograph or a JPEG cut short (49 in
+    FracAtlas), which the bundle rows read, failed the whole run after the bundle was timed
+    (``benchmark of resnet50 failed: PIL.UnidentifiedImageError`` / ``OSError: image file is
+    truncated``)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("pydicom")
+    from dicom_support import make_radiograph_dicom
+    from fracsight.benchmark import _recipe_rgb, _resnet_recipe
+
+    jpeg = few_images / "synthetic000.jpg"
+    dicom = make_radiograph_dicom(jpeg, tmp_path / "xr.dcm")
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(jpeg.read_bytes()[: len(jpeg.read_bytes()) * 6 // 10])
+    grey = np.asarray(_recipe_rgb(jpeg))[..., 0].astype(int)
+    for path in (dicom, cut):
+        read_image(path)  # the bundle reads it
+        rgb = np.asarray(_recipe_rgb(path))
+        assert rgb.shape == (120, 90, 3) and (rgb[..., 0] == rgb[..., 2]).all()
+        top = slice(0, 40)  # the part of the picture the cut file still holds
+        same = np.corrcoef(rgb[top, :, 0].ravel(), grey[top].ravel())[0, 1]
+        assert same > 0.95  # the same picture, bone bright
+    recipe = _resnet_recipe(batch=2)
+    recipe.predict_one(dicom)
+    recipe.predict_all([dicom, jpeg, cut])
+
+
+def test_a_bundle_named_again_in_also_is_timed_once(tiny_bundle: Path, few_images: Path) -> None:
+    """`--also` naming the model (or one bundle twice) timed it again: two rows of the same name and
+    the targets twice, at twice the time."""
+    image = [few_images / "synthetic000.jpg"]
+    also = [tiny_bundle, tiny_bundle / ".." / tiny_bundle.name]
+    report = run_benchmark(tiny_bundle, image, runs=1, batch=1, compare=False, also=also)
+    assert [r.name for r in report.rows] == ["tiny-test v1", "GPU throughput"]
+    assert [t.name for t in report.targets] == ["single-image median", "batch throughput", "peak RSS"]
+
+
+def test_a_timing_process_that_runs_too_long_is_an_error_not_a_traceback(
+    tiny_bundle: Path, few_images: Path
+) -> None:
+    """``subprocess.TimeoutExpired`` escaped as a traceback after every row before it was timed."""
+    from fracsight.benchmark import _child
+
+    args = {"kind": "bundle", "model": str(tiny_bundle), "images": [str(few_images / "synthetic000.jpg")]}
+    found = _child("_timing_child", {**args, "start": 0, "runs": 5, "batch": 1}, timeout=0.2)
+    assert found == {"error": "stopped after 0.2 s (5 runs): ask for fewer --runs or a smaller --batch"}
+    assert "times" in _child("_timing_child", {**args, "start": 0, "runs": 2, "batch": 1})
+
+
 def test_a_large_image_set_is_not_predicted_in_full_in_every_round(tiny_bundle: Path, tmp_path: Path) -> None:
     """A throughput pass predicted every given image: --images pointed at a whole data set took an
     hour. It takes the first 64 (more only where two batches need more), and says so."""

@@ -476,6 +476,41 @@ def test_data_that_do_not_fit_the_heads_are_refused_before_quantizing(
         assert not out.exists()
 
 
+def test_an_output_folder_inside_the_float_bundle_or_class_folders_is_refused(
+    tiny_bundle: Path, tiny_dataset: Path
+) -> None:
+    """Both were written: an INT8 bundle inside the float bundle's folder (gone with it when that is
+    exported again with --force), or inside class folders (read as a class, with a warning, ever after)."""
+    for out, said in (
+        (tiny_bundle / "int8", "is inside the float bundle"),
+        (tiny_dataset / "train" / "int8", "is inside the class-folder data set"),
+    ):
+        result = _quantize(tiny_bundle, out, tiny_dataset)
+        assert result.exit_code == 2, result.output
+        assert "error (output_refused): " in result.stderr and said in " ".join(result.stderr.split())
+        assert not out.exists()
+    assert sorted(p.name for p in tiny_bundle.iterdir()) == ["bundle.json", "card.md", "model.onnx"]
+
+
+def test_a_validation_split_of_one_label_is_refused_before_quantizing(
+    tiny_bundle: Path, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    """Validation images all fractured (a small or sorted data set): quantized and calibrated, then
+    a ``ValueError: roc_curve needs both positive and negative samples`` traceback (exit 1)."""
+    one_sided = shutil.copytree(tiny_dataset, tmp_path / "one-sided", symlinks=True)
+    shutil.rmtree(one_sided / "val" / "not fractured")
+    out = tmp_path / "q"
+    exported = runner.invoke(  # export fitted on it too: the same traceback, after the ONNX export
+        app, ["export", str(tiny_bundle.parent / "run"), str(out), "--data-dir", str(one_sided)]
+    )
+    for result in (_quantize(tiny_bundle, out, one_sided), exported):
+        assert result.exit_code == 2, result.output
+        message = " ".join(result.stderr.split())
+        assert "error (dataset_error): " in message and "Traceback" not in result.output
+        assert "validation split has 6 fractured and 0 not fractured images" in message
+        assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["one-sided"]
+
+
 @pytest.mark.slow
 def test_float_figures_stand_beside_int8_ones_only_on_the_same_images(
     tiny_bundle: Path, tiny_dataset: Path, tmp_path: Path

@@ -56,6 +56,7 @@ TARGET_RSS_MB = 400.0
 DEFAULT_IMAGES = 64
 RESNET_SIZE = 224
 ROUNDS = 5  # latency is taken in this many alternating rounds per pipeline
+CHILD_TIMEOUT_S = 900.0  # the longest one timing process may run
 
 Progress = Callable[[str], None]
 
@@ -233,16 +234,22 @@ def _timing_child() -> None:
     print(json.dumps({**row, "times": times, "throughput_ips": ips}))
 
 
-def _child(entry: str, args: dict[str, Any]) -> dict[str, Any]:
-    """Call ``fracsight.benchmark.<entry>`` in a fresh interpreter; its last stdout line is JSON."""
-    proc = subprocess.run(  # arguments on stdin: a long image list would overflow the command line
-        [sys.executable, "-c", f"from fracsight.benchmark import {entry}; {entry}()"],
-        input=json.dumps(args),
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
+def _child(entry: str, args: dict[str, Any], timeout: float = CHILD_TIMEOUT_S) -> dict[str, Any]:
+    """Call ``fracsight.benchmark.<entry>`` in a fresh interpreter; its last stdout line is JSON.
+    A child that runs longer than ``timeout`` seconds is stopped and reported as an error (it was
+    a ``TimeoutExpired`` traceback, after all the rows before it: ``--runs 50000``)."""
+    try:
+        proc = subprocess.run(  # arguments on stdin: a long image list would overflow the command line
+            [sys.executable, "-c", f"from fracsight.benchmark import {entry}; {entry}()"],
+            input=json.dumps(args),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        runs = f" ({args['runs']} runs)" if "runs" in args else ""
+        return {"error": f"stopped after {timeout:g} s{runs}: ask for fewer --runs or a smaller --batch"}
     if proc.returncode != 0:
         # a traceback's last line names the exception and its message; the frames above it help no user
         lines = proc.stderr.strip().splitlines()
@@ -409,6 +416,19 @@ def _torch_twin(predictor: Predictor, device: str) -> Predictor:
     return twin
 
 
+def _recipe_rgb(path: Path) -> Image.Image:
+    """An image as the ResNet recipe reads it: decoded by Pillow to RGB. A file Pillow cannot
+    open or decode (a DICOM radiograph, a JPEG cut short: 49 in FracAtlas), which the bundle reads,
+    is read by fracsight's reader and its grey copied to the three channels: one such file failed
+    the whole benchmark after the bundle rows were timed."""
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except OSError:  # UnidentifiedImageError, "image file is truncated"
+        grey = np.round(read_image(path).pixels * 255).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+
+
 def _resnet_recipe(batch: int) -> _Contender:
     import torch
 
@@ -425,8 +445,7 @@ def _resnet_recipe(batch: int) -> _Contender:
     std = np.array([0.229, 0.224, 0.225], dtype=np.float32)[:, None, None]
 
     def prepare(path: Path) -> np.ndarray:
-        with Image.open(path) as im:
-            rgb = im.convert("RGB")
+        rgb = _recipe_rgb(path)
         scale = 256 / min(rgb.size)
         rgb = rgb.resize((round(rgb.width * scale), round(rgb.height * scale)), Image.Resampling.BILINEAR)
         left, top = (rgb.width - RESNET_SIZE) // 2, (rgb.height - RESNET_SIZE) // 2
@@ -498,6 +517,17 @@ def sibling_bundles(model: str | Path | None) -> list[Path]:
     return [resolve_bundle(other)]
 
 
+def _once(main: Predictor, others: Sequence[Predictor]) -> list[Predictor]:
+    """``others`` without ``main``'s bundle and without repeats: `--also` naming the model (the
+    default one, say) or one bundle twice timed it twice, in two rows with the same name."""
+    seen, kept = {main.bundle_dir.resolve()}, []
+    for other in others:
+        if other.bundle_dir.resolve() not in seen:
+            seen.add(other.bundle_dir.resolve())
+            kept.append(other)
+    return kept
+
+
 def run_benchmark(
     model: str | Path | None = None,
     images: Sequence[Path] | None = None,
@@ -519,6 +549,7 @@ def run_benchmark(
     extra = (
         [Predictor(m) for m in also] if also is not None else [Predictor(p) for p in sibling_bundles(model)]
     )
+    extra = _once(predictor, extra)
     with tempfile.TemporaryDirectory(prefix="fracsight-bench-") as scratch:
         files, described = _resolve_images(images, Path(scratch))
         kinds = list(CONTENDERS[:1]) + [f"bundle:{p.bundle_dir}" for p in extra]

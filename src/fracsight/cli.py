@@ -33,7 +33,17 @@ class _Commands(TyperGroup):
     Typer turns an empty path into ``Path("")``, the current folder, so ``fracsight predict
     "$IMAGE"`` with ``IMAGE`` unset would read every image in the folder it was run from. No
     option of fracsight means anything by an empty value, so every empty argument is refused.
+
+    Ctrl-C exits 130, as Typer does, with a line on stderr (Typer's says nothing) where the
+    command does not say itself what it kept.
     """
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:  # a command that says what it kept catches Ctrl-C itself first
+            typer.echo("interrupted: the command stopped before it finished", err=True)
+            raise typer.Exit(130) from None
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         if not standalone_mode:

@@ -22,7 +22,7 @@ from fracsight.data import Dataset, Sample, load_dataset
 from fracsight.data.sample import DataMismatchError
 from fracsight.data.splits import train_val_samples
 from fracsight.detection.features import GRID
-from fracsight.errors import BundleError, ConfigError, DatasetError
+from fracsight.errors import BundleError, ConfigError, DatasetError, OutputFolderError
 from fracsight.training.refit import refit_to_predictions
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ __all__ = [
     "choose_orientation_certainty",
     "choose_score_floor",
     "next_version",
+    "refuse_output_in_bundle",
 ]
 
 FLOORS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
@@ -158,6 +159,7 @@ def build_detector_bundle(
     refuse_unboxed(dataset, Path(data_dir))
     inputs = [("the base bundle", base_dir), ("the data set", Path(data_dir))]
     check_output_folder(out_dir, force=force, inputs=inputs)
+    refuse_output_in_bundle(out_dir, base_dir, "the base bundle")
     seed = int(base.training.get("config", {}).get("seed", 0))
     if evaluate_split:  # an unknown split: refused before the heads train, not after
         from fracsight.evaluation.run import held_out_samples
@@ -205,6 +207,21 @@ def build_detector_bundle(
     )
 
 
+def refuse_output_in_bundle(out_dir: Path, bundle_dir: Path, what: str) -> None:
+    """Refuse (:class:`OutputFolderError`, before any work) an output folder inside the folder of
+    ``bundle_dir``, an input bundle (``what``): a bundle written there (and the feature cache beside
+    it) went with that bundle when it was replaced, and made it no longer a bundle alone."""
+    if Path(bundle_dir).resolve() in Path(out_dir).resolve().parents:
+        raise OutputFolderError(f"{out_dir} is inside {what} {bundle_dir}: choose a folder outside it")
+
+
+class UnknownEpochError(ConfigError):
+    """``detector bundle --epoch N`` naming an epoch the joint run does not have (a bad argument)."""
+
+    code = "unknown_epoch"
+    bad_argument = True
+
+
 def build_joint_bundle(
     run_dir: Path,
     out_dir: Path,
@@ -231,6 +248,13 @@ def build_joint_bundle(
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     checkpoint = run_dir / ("best.pt" if epoch is None else f"epoch-{epoch}.pt")
+    kept = sorted(
+        int(n) for f in run_dir.glob("epoch-*.pt") if (n := f.stem.removeprefix("epoch-")).isdigit()
+    )
+    if epoch is not None and kept and not checkpoint.is_file():  # the run is there, not that epoch
+        raise UnknownEpochError(
+            f"no joint checkpoint at {checkpoint}: the run's epochs are {kept[0]} to {kept[-1]}"
+        )
     if not checkpoint.is_file():
         raise ConfigError(f"no joint checkpoint at {checkpoint}: run `fracsight detector joint` first")
     inputs = [("the joint run", run_dir), ("the data set", Path(data_dir))]

@@ -177,7 +177,7 @@ def joint(
     from fracsight.bundle import load_bundle_spec
     from fracsight.cli import invocation, user_errors
     from fracsight.data import load_dataset
-    from fracsight.detection.build import next_version
+    from fracsight.detection.build import next_version, refuse_output_in_bundle
     from fracsight.detection.joint import JointConfig, train_joint
     from fracsight.evaluation.run import select_samples
     from fracsight.inference.store import resolve_bundle
@@ -191,11 +191,16 @@ def joint(
                 f"{run} exists and is not empty; choose another run folder", param_hint="RUN"
             )
         dataset = load_dataset(data, "auto")
+        base_dir, heads_dir = resolve_bundle(model), resolve_bundle(heads)
         if out is not None:  # refused now, not after the epochs of training
-            check_output_folder(out, force=force, inputs=[("the joint run", run), ("the data set", data)])
+            # the two bundles too: `--out HEADS --force` replaced the heads bundle the run started from
+            inputs = [("the joint run", run), ("the data set", data)]
+            inputs += [("the base bundle", base_dir), ("the heads bundle", heads_dir)]
+            check_output_folder(out, force=force, inputs=inputs)
+            for what, bundle_dir in inputs[2:]:
+                refuse_output_in_bundle(out, bundle_dir, what)
             if evaluate_split:
                 select_samples(dataset, evaluate_split, 0)  # whether it has or can carve the split
-        base_dir, heads_dir = resolve_bundle(model), resolve_bundle(heads)
         train_joint(
             base_dir,
             heads_dir,

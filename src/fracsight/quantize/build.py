@@ -22,6 +22,7 @@ from fracsight._output import check_output_folder, staged_folder
 from fracsight.bundle import BundleSpec, sha256_file, write_bundle_spec
 from fracsight.data import Dataset, load_dataset
 from fracsight.data.splits import train_val_samples
+from fracsight.detection.build import refuse_output_in_bundle
 from fracsight.detection.taps import detector_nodes
 from fracsight.errors import BundleError, ConfigError
 from fracsight.inference.onnx_model import OnnxModel
@@ -133,7 +134,9 @@ def quantize_bundle(
         raise BundleError(f"{source} is already {float_spec.precision}: quantize its float bundle instead")
     inputs = [("the float bundle", source)]
     check_output_folder(out_dir, force=force, inputs=inputs)
+    refuse_output_in_bundle(out_dir, source, "the float bundle")
     data_root, dataset, train, val = _data(float_spec, Path(data_dir) if data_dir else None)
+    dataset.refuse_output_inside(out_dir, "OUT")  # class folders: the next read takes it for a class
     if evaluate_split:  # an unknown split: refused before the work, not after it
         from fracsight.evaluation.run import held_out_samples
 

@@ -347,6 +347,12 @@ def refuse_unfit_data(
             f"{dataset.root} lacks the {' and '.join(missing)}, which the model's heads are calibrated "
             f"on: {fix}"
         )
+    positive = sum(s.labels[FRACTURE] for s in val) if fracture else 1
+    if fracture and not 0 < positive < len(val):  # the fit ended in roc_curve's ValueError traceback
+        raise DataMismatchError(
+            f"{dataset.root}'s validation split has {positive} {fracture[-1]} and {len(val) - positive} "
+            f"{fracture[0]} images: the calibration and operating points are fitted on both: {fix}"
+        )
 
 
 def metrics_summary(metrics: dict[str, Any]) -> dict[str, Any]:
