@@ -662,3 +662,27 @@ def test_features_cached_in_part_by_a_stopped_run_are_made_again(detector_bundle
     again = runner.invoke(app, [*train, str(tmp_path / "again")])
     assert again.exit_code == 0, again.output
     assert (cached / "boxes.npy").is_file() and not list((tmp_path / ".cache").glob("*.partial"))
+
+
+def test_features_of_a_replaced_image_are_made_again(detector_bundle, tmp_path: Path) -> None:
+    """The frozen features were cached by the images' paths and boxes only: a file replaced by
+    another image (or relabelled) under the same name was trained on with the old one's features."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    shared, base, _ = detector_bundle
+    data = shutil.copytree(shared, tmp_path / "data", symlinks=True)
+    train = ["detector", "train", str(base), "--data", str(data), "--epochs", "1"]
+    first = CliRunner().invoke(app, [*train, str(tmp_path / "first")])
+    assert first.exit_code == 0, first.output
+    assert len(list((tmp_path / ".cache").glob("heads-*-train"))) == 1
+    images = sorted((data / "images" / "Non_fractured").iterdir())
+    replaced = images[0]
+    replaced.unlink()
+    shutil.copyfile(images[1], replaced)  # another image under the first one's name
+    again = CliRunner().invoke(app, [*train, str(tmp_path / "again")])
+    assert again.exit_code == 0, again.output
+    assert len(list((tmp_path / ".cache").glob("heads-*-train"))) == 2

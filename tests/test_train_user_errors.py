@@ -142,6 +142,23 @@ def test_resume_with_other_images_of_the_same_heads_is_refused_and_a_moved_folde
     assert len(json.loads((run / "history.json").read_text(encoding="utf-8"))) == 3
 
 
+def test_export_names_why_it_read_an_image_that_cannot_be_read(tiny_bundle, tiny_dataset, tmp_path):
+    """The fit stopped with the reader's message alone ("broken.jpg: not a supported image ..."),
+    not saying that export reads every training and validation image, nor how to find such files."""
+    data = shutil.copytree(tiny_dataset, tmp_path / "data", symlinks=True)
+    (data / "val" / "fractured" / "broken.jpg").write_bytes(b"not an image at all")
+    out = tmp_path / "bundle"
+    result = CliRunner().invoke(
+        app, ["export", str(tiny_bundle.parent / "run"), str(out), "--data-dir", str(data)]
+    )
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    message = " ".join(result.stderr.split())
+    assert message.startswith("error (unsupported_format): broken.jpg: not a supported image"), message
+    assert "(an image of the val split, whose outputs the calibration is fitted on" in message
+    assert "`fracsight audit DATA` lists the files that cannot be read)" in message
+    assert not out.exists()
+
+
 @pytest.fixture(scope="module")
 def class_bundle(tiny_dataset, tmp_path_factory) -> Path:
     """A tiny class-only bundle (classes a, b, c), trained and exported through the CLI."""

@@ -68,8 +68,10 @@ def _features(
     onnx_path = Path(bundle_dir) / "model.onnx"
     train, val = train_val_samples(dataset, seed)
     digest = hashlib.sha1(f"{spec.onnx_sha256}|{normals}|{seed}".encode())
-    for sample in (*train, *val):
-        digest.update(f"|{sample.path}|{sample.boxes}".encode())
+    for sample in (*train, *val):  # a file replaced or relabelled is other features (and views)
+        stat = sample.path.stat()
+        labels = sorted(sample.labels.items())
+        digest.update(f"|{sample.path}|{stat.st_size}|{stat.st_mtime_ns}|{sample.boxes}|{labels}".encode())
     key = digest.hexdigest()[:12]
     out = {}
     splits = [("train", train, True)] if with_train else []

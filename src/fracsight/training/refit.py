@@ -32,7 +32,7 @@ from fracsight.bundle import (
     write_bundle_spec,
 )
 from fracsight.data import CLASS, FRACTURE, DataMismatchError, Dataset, Sample
-from fracsight.errors import DatasetError
+from fracsight.errors import DatasetError, ImageReadError
 from fracsight.evaluation.calibration import apply_temperature, expected_calibration_error, fit_calibration
 from fracsight.evaluation.metrics import auroc
 from fracsight.evaluation.thresholds import (
@@ -76,8 +76,17 @@ KEPT_OUTPUTS = (
 
 
 def model_input(sample: Sample, size: int) -> tuple[np.ndarray, Letterbox]:
-    """The letterboxed (size, size) model input of ``sample``, read exactly as the Predictor reads it."""
-    return letterbox_radiograph(read_for_model(sample.path, size), size)
+    """The letterboxed (size, size) model input of ``sample``, read exactly as the Predictor reads it.
+    An image that cannot be read stops the fit, with a message that says why it was needed."""
+    try:
+        radiograph = read_for_model(sample.path, size)
+    except ImageReadError as e:  # the reader's message alone named the file, not why it was read
+        split = f"the {sample.split} split" if sample.split else "the data set"
+        raise type(e)(
+            f"{e} (an image of {split}, whose outputs the calibration is fitted on: fix or remove it; "
+            "`fracsight audit DATA` lists the files that cannot be read)"
+        ) from None
+    return letterbox_radiograph(radiograph, size)
 
 
 def raw_outputs(
