@@ -147,7 +147,7 @@ def test_what_cannot_be_compared_is_one_line(fracatlas_dir: Path, head_bundle, t
     runner = CliRunner()
     for args, code, message in (
         (["default", "default", str(one_fracture), "--split", "all"], 1, "needs two of each at least"),
-        (["default", str(class_only), str(data)], 1, "share no head `compare` measures"),
+        (["default", str(class_only), str(data)], 2, "share no head `compare` measures"),
         (["default", "default", str(data), "--split", "holdout"], 2, "has no 'holdout' split"),
         (["default", "nosuch-model", str(data)], 2, "nosuch-model"),
         (["default", "default", str(tmp_path / "none")], 2, "error (not_found)"),

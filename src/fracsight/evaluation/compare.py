@@ -37,6 +37,13 @@ from fracsight.evaluation.run import positive_label
 __all__ = ["compare_models", "delong_test", "mcnemar_test"]
 
 
+class NoSharedHeadError(ConfigError):
+    """Two models without a head in common to compare: a bad pair of arguments (the CLI exits 2, as
+    for a split the data lacks), not a failure of the comparison."""
+
+    bad_argument = True
+
+
 def delong_test(y: ArrayLike, p_a: ArrayLike, p_b: ArrayLike) -> dict[str, float]:
     """DeLong's test of two correlated AUROCs on the same images (labels ``y``, 1 = positive).
 
@@ -131,7 +138,7 @@ def compare_models(
     fracture = all(p.has_fracture_head for p in predictors)
     classes = all(p.classes for p in predictors)
     if not (fracture or classes):
-        raise ConfigError(
+        raise NoSharedHeadError(
             f"{predictors[0].name} and {predictors[1].name} share no head `compare` measures: it needs "
             "two models with a fracture head, or two with a class head (`fracsight evaluate` measures "
             "each model's own heads)"
