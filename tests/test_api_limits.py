@@ -304,3 +304,71 @@ def test_inferences_are_limited_by_the_semaphore(tiny_bundle: Path) -> None:
     anyio.run(burst)
     assert statuses == [200] * 6
     assert running["max"] == 2
+
+
+def test_uploads_held_past_the_process_limit_get_503_and_are_released(tiny_bundle: Path) -> None:
+    """Each request was bounded, their sum was not: enough clients uploading at once took all the
+    memory the server had. Past ``max_upload_memory_bytes`` a request gets 503 ``server_busy`` with
+    ``Retry-After``; the bytes of a finished request are given back, whatever its answer."""
+    settings = ApiSettings(model=str(tiny_bundle), max_upload_bytes=100_000, max_files=2)
+    settings = ApiSettings(**{**settings.model_dump(), "max_upload_memory_bytes": settings.max_request_bytes})
+    app = create_app(settings)
+    headers = [(b"content-type", f"multipart/form-data; boundary={BOUNDARY}".encode())]
+    answers: dict[str, tuple[int, dict[str, str], dict[str, Any]]] = {}
+
+    async def post(name: str, chunks: list[bytes], hold_open: anyio.Event | None = None) -> None:
+        sent: list[dict[str, Any]] = []
+        pending = list(chunks)
+
+        async def receive() -> dict[str, Any]:
+            if pending:
+                return {"type": "http.request", "body": pending.pop(0), "more_body": True}
+            if hold_open is not None:
+                await hold_open.wait()  # a slow client: its body held, not finished
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+            "scheme": "http", "path": "/v1/predict", "raw_path": b"/v1/predict", "query_string": b"",
+            "root_path": "", "headers": headers, "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 8000),
+        }  # fmt: skip
+        await app(scope, receive, send)
+        start = next(m for m in sent if m["type"] == "http.response.start")
+        body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+        answers[name] = (
+            start["status"],
+            {k.decode(): v.decode() for k, v in start["headers"]},
+            json.loads(body),
+        )
+
+    # two files of 95 kB: within each limit, and most of the memory of one request
+    big = [PART_HEAD, b"\x00" * 95_000, b"\r\n" + PART_HEAD, b"\x00" * 95_000]
+
+    async def scenario() -> None:
+        async with app.router.lifespan_context(app):
+            finish = anyio.Event()
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(post, "slow", big, finish)
+                await anyio.sleep(0.2)  # the slow client's bytes are held
+                await post("refused", big)
+                assert app.state.upload_memory.held > 190_000, answers
+                finish.set()
+            assert app.state.upload_memory.held == 0  # given back, though it was a bad body (400)
+            await post("later", big)
+
+    anyio.run(scenario)
+    status, head, body = answers["refused"]
+    assert (status, body["error"]["code"], head["retry-after"]) == (503, "server_busy", "2")
+    assert "retry in a moment" in body["error"]["message"]
+    assert answers["slow"][0] == 400 and answers["later"][0] == 400  # malformed bodies, but not refused
+
+
+def test_upload_memory_smaller_than_one_request_is_refused_at_start() -> None:
+    with pytest.raises(ConfigError, match="is less than one largest request"):
+        ApiSettings.from_env({"FRACSIGHT_MAX_UPLOAD_MEMORY_BYTES": "1000"})
+    assert ApiSettings().upload_memory_limit == 1024 * 1024 * 1024
+    assert ApiSettings(max_files=1000).upload_memory_limit == ApiSettings(max_files=1000).max_request_bytes

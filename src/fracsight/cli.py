@@ -786,6 +786,15 @@ def serve(
     max_files: Annotated[
         int | None, typer.Option(min=1, max=1000, help="Most files per request (default 16).")
     ] = None,
+    max_upload_memory_mb: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            max=1024 * 1024,
+            help="Uploads held in memory at once per worker, in MiB; more get 503 (default 0: the "
+            "larger of 1 GiB and one largest request).",
+        ),
+    ] = None,
     max_concurrent_inferences: Annotated[
         int | None, typer.Option(min=1, help="Requests inferring at once per worker (default 2).")
     ] = None,
@@ -837,6 +846,9 @@ def serve(
             model=model,
             max_upload_bytes=None if max_upload_mb is None else round(max_upload_mb * 1024 * 1024),
             max_files=max_files,
+            max_upload_memory_bytes=None
+            if max_upload_memory_mb is None
+            else round(max_upload_memory_mb * 1024 * 1024),
             max_concurrent_inferences=max_concurrent_inferences,
             inference_threads=threads,
         )

@@ -30,6 +30,7 @@ from fracsight.api.errors import HTTP_CODES, INTERNAL_ERROR, VALIDATION_ERROR, A
 from fracsight.api.metrics import Metrics
 from fracsight.api.routes import get_predictor, load_predictor, router
 from fracsight.api.settings import ApiSettings
+from fracsight.api.upload_memory import UploadMemory
 from fracsight.errors import FracsightError
 from fracsight.errors import log_unexpected as _log_unexpected
 from fracsight.inference import NOTICE
@@ -107,7 +108,7 @@ def _register_error_handlers(app: FastAPI, metrics: Metrics) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return answer(exc.status, exc.code, exc.message, exc.details)
+        return answer(exc.status, exc.code, exc.message, exc.details, exc.headers)
 
     @app.exception_handler(FracsightError)
     async def _fracsight_error(request: Request, exc: FracsightError) -> JSONResponse:
@@ -180,6 +181,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.limiter = None
+    app.state.upload_memory = UploadMemory(settings.upload_memory_limit)
     app.include_router(router)
     _register_error_handlers(app, metrics)
     if guard:  # inside ObserveMiddleware (added last, so outermost): refusals are counted too

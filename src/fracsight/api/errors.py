@@ -15,6 +15,7 @@ __all__ = [
     "MALFORMED_MULTIPART",
     "NO_READABLE_IMAGES",
     "REQUEST_TIMEOUT",
+    "SERVER_BUSY",
     "TOO_MANY_FILES",
     "UNKNOWN_OPERATING_POINT",
     "UNSUPPORTED_MEDIA_TYPE",
@@ -33,6 +34,7 @@ UPLOAD_TOO_LARGE = "upload_too_large"  # 413
 REQUEST_TIMEOUT = "request_timeout"  # 408: the client stopped sending its body
 UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"  # 415: e.g. a compressed (Content-Encoding) body
 INTERNAL_ERROR = "internal_error"  # 500
+SERVER_BUSY = "server_busy"  # 503: the uploads this process holds are at their limit; retry
 
 HTTP_CODES = {
     404: "not_found",
@@ -47,13 +49,19 @@ class ApiError(Exception):
     """A refusal made by the API layer itself, with its HTTP status and stable code."""
 
     def __init__(
-        self, status: int, code: str, message: str, details: list[dict[str, Any]] | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.details = details
+        self.headers = headers
 
 
 def error_body(code: str, message: str, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:

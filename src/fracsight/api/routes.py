@@ -272,37 +272,39 @@ async def predict(
             [{"loc": ["query", "overlay"], "msg": "not with format=csv", "type": "value_error"}],
         )
     limits = UploadLimits(settings.max_upload_bytes, settings.max_files, settings.max_request_bytes)
-    uploads = await read_uploads(request, limits)
-    options = PredictOptions(operating_point=op, overlay=overlay, max_pixels=settings.max_pixels)
+    # the bodies count against the process's upload memory until the answer is made
+    with request.app.state.upload_memory.account() as hold:
+        uploads = await read_uploads(request, limits, hold=hold)
+        options = PredictOptions(operating_point=op, overlay=overlay, max_pixels=settings.max_pixels)
 
-    def work() -> list[Outcome]:
-        metrics.inference_started()
-        try:
-            return predict_uploads(predictor, uploads, options)
-        finally:
-            metrics.inference_finished()
+        def work() -> list[Outcome]:
+            metrics.inference_started()
+            try:
+                return predict_uploads(predictor, uploads, options)
+            finally:
+                metrics.inference_finished()
 
-    outcomes = await anyio.to_thread.run_sync(work, limiter=_limiter(request, settings))
-    failures = [o.result for o in outcomes if isinstance(o.result, FileFailure)]
-    predictions = [o.result for o in outcomes if isinstance(o.result, Prediction)]
-    for failure in failures:
-        metrics.count_error(failure.code, scope="file")
-    metrics.count_images("predicted", len(predictions))
-    metrics.count_images("failed", len(failures))
-    if not predictions:
-        raise _refusal(failures)
-    studies = []
-    if study:  # the files that could not be read are views the study has not seen: it says so
-        combined = predictor.predict_study(predictions, "study", unread=[f.source for f in failures])
-        studies.append(at_operating_point(combined, op))
-    if output_format == "csv":
-        return _csv_response(predictor, outcomes, studies, all_classes)
-    return {
-        "model": {"name": predictor.spec.name, "version": predictor.spec.version},
-        "notice": NOTICE,
-        "images": [_image_entry(o) for o in outcomes],
-        "studies": [s.to_dict() for s in studies],
-    }
+        outcomes = await anyio.to_thread.run_sync(work, limiter=_limiter(request, settings))
+        failures = [o.result for o in outcomes if isinstance(o.result, FileFailure)]
+        predictions = [o.result for o in outcomes if isinstance(o.result, Prediction)]
+        for failure in failures:
+            metrics.count_error(failure.code, scope="file")
+        metrics.count_images("predicted", len(predictions))
+        metrics.count_images("failed", len(failures))
+        if not predictions:
+            raise _refusal(failures)
+        studies = []
+        if study:  # the files that could not be read are views the study has not seen: it says so
+            combined = predictor.predict_study(predictions, "study", unread=[f.source for f in failures])
+            studies.append(at_operating_point(combined, op))
+        if output_format == "csv":
+            return _csv_response(predictor, outcomes, studies, all_classes)
+        return {
+            "model": {"name": predictor.spec.name, "version": predictor.spec.version},
+            "notice": NOTICE,
+            "images": [_image_entry(o) for o in outcomes],
+            "studies": [s.to_dict() for s in studies],
+        }
 
 
 # ---- /v1/model, /healthz, /metrics -----------------------------------------------------------------

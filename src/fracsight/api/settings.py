@@ -18,7 +18,7 @@ import os
 from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from fracsight.api.auth import digests_setting, parse_tokens
 from fracsight.errors import ConfigError
@@ -53,6 +53,13 @@ class ApiSettings(BaseModel):
         le=256,
         description="ONNX Runtime threads per inference (0: the cores divided by max_concurrent_inferences).",
     )
+    max_upload_memory_bytes: int = Field(
+        default=0,
+        ge=0,
+        description="Request bodies one server process holds in memory at once (read, waiting or "
+        "predicted); past it a request gets 503 `server_busy`. 0: the larger of 1 GiB and one "
+        "largest request (max_files x max_upload_bytes); at least one largest request.",
+    )
     metrics_dir: str | None = Field(
         default=None,
         description="Folder where the worker processes of one server share their metrics "
@@ -82,10 +89,27 @@ class ApiSettings(BaseModel):
             raise ConfigError("FRACSIGHT_API_TOKENS is set but holds no token")
         return digests_setting(digests)
 
+    @field_validator("max_upload_memory_bytes")
+    @classmethod
+    def _one_largest_request_fits(cls, value: int, info: ValidationInfo) -> int:
+        files, each = info.data.get("max_files"), info.data.get("max_upload_bytes")
+        if value and files and each and value < _request_bytes(files, each):  # refused on an idle server
+            raise ValueError(
+                f"{value:,} is less than one largest request ({_request_bytes(files, each):,} bytes: "
+                "max_files x max_upload_bytes and the multipart framing): raise it, lower those, or "
+                "leave it 0 (automatic)"
+            )
+        return value
+
     @property
     def max_request_bytes(self) -> int:
         """The most body bytes read for one request: every file at its limit plus multipart framing."""
-        return self.max_files * (self.max_upload_bytes + 16 * 1024) + 64 * 1024
+        return _request_bytes(self.max_files, self.max_upload_bytes)
+
+    @property
+    def upload_memory_limit(self) -> int:
+        """``max_upload_memory_bytes``, or (0) the larger of 1 GiB and one largest request."""
+        return self.max_upload_memory_bytes or max(1024 * MB, self.max_request_bytes)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> ApiSettings:
@@ -118,6 +142,10 @@ class ApiSettings(BaseModel):
             for name, value in self.model_dump().items()
             if value is not None
         }
+
+
+def _request_bytes(max_files: int, max_upload_bytes: int) -> int:
+    return max_files * (max_upload_bytes + 16 * 1024) + 64 * 1024
 
 
 def near_misses(environ: Mapping[str, str]) -> dict[str, str]:

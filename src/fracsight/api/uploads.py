@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import unicodedata
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import anyio
@@ -233,8 +233,14 @@ async def _chunks(request: Request, idle_timeout: float) -> AsyncIterator[bytes]
         yield chunk
 
 
-async def read_uploads(request: Request, limits: UploadLimits, field_name: str = "files") -> list[Upload]:
-    """The file parts named ``field_name``, in the order sent; raises :class:`ApiError` on any limit."""
+async def read_uploads(
+    request: Request,
+    limits: UploadLimits,
+    field_name: str = "files",
+    hold: Callable[[int], None] | None = None,
+) -> list[Upload]:
+    """The file parts named ``field_name``, in the order sent; raises :class:`ApiError` on any limit.
+    ``hold(n)`` is told of each ``n`` bytes received, and may refuse them (``UploadMemory``)."""
     boundary = _boundary(request, field_name)
     _check_not_encoded(request)
     _check_declared_length(request, limits.max_request_bytes)
@@ -246,6 +252,8 @@ async def read_uploads(request: Request, limits: UploadLimits, field_name: str =
             received += len(chunk)
             if received > limits.max_request_bytes:
                 raise too_large("the request body", limits.max_request_bytes)
+            if hold is not None:
+                hold(len(chunk))
             parser.write(chunk)
         parser.finalize()
     except FormParserError as e:  # the parser's errors, its refusal of the boundary included
