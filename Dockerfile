@@ -34,7 +34,7 @@ ARG ONNXRUNTIME=onnxruntime
 # was built for (it would silently run on the CPU); `warn` only says so (a CPU-only test build).
 ARG CUDA_CHECK=required
 COPY wheelhouse/ /tmp/wheelhouse/
-COPY pyproject.toml README.md /tmp/src/
+COPY pyproject.toml README.md LICENSE /tmp/src/
 COPY src/ /tmp/src/src/
 RUN set -eux; \
     python3 -m venv /opt/fracsight; \

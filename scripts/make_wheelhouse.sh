@@ -23,7 +23,7 @@ trap 'rm -rf "$log" "$src"' EXIT
 rm -f "$OUT"/fracsight-*.whl
 # from a clean copy of the sources: built in place, setuptools' build/lib would carry files since
 # deleted from src/ (a removed model bundle, a renamed module) into the wheel, and so the image
-tar -c --exclude=__pycache__ --exclude='*.egg-info' pyproject.toml README.md src | tar -x -C "$src"
+tar -c --exclude=__pycache__ --exclude='*.egg-info' pyproject.toml README.md LICENSE src | tar -x -C "$src"
 "$PY" -m pip wheel --quiet --no-deps --wheel-dir "$OUT" "$src" > "$log" 2>&1 || { cat "$log" >&2; exit 1; }
 wheel=$(ls "$OUT"/fracsight-*.whl)
 # Binary wheels for the image's interpreter and a glibc as old as Debian bookworm's (2.36).
