@@ -226,3 +226,45 @@ def test_ctrl_c_says_so_where_the_command_does_not(fracatlas_dir: Path) -> None:
     assert run.returncode == 130, first + err
     assert err.strip().splitlines()[-1] == "interrupted: the command stopped before it finished"
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("blocked", "args", "extra"),
+    [
+        ("pynetdicom", ["dicom", "send", "x.dcm", "--to", "127.0.0.1:11999"], "dicom"),
+        (
+            "pynetdicom",
+            ["dicom", "listen", "--spool", "spool", "--allow", "PACS", "--to", "127.0.0.1:1:PACS"],
+            "dicom",
+        ),
+        ("highdicom", ["dicom", "results", "x.dcm", "--out", "res"], "dicom"),
+        ("torch", ["train", "data"], "train"),
+        ("uvicorn", ["serve", "--port", "1"], "serve"),
+        ("ray", ["batch", "run", "data", "--out", "out"], "scale"),
+        ("torch", ["detector", "joint", "default", "default", "run", "--data", "data"], "train"),
+    ],
+)
+def test_a_command_whose_extra_is_not_installed_names_it(
+    blocked: str, args: list[str], extra: str, tmp_path: Path, fracatlas_dir: Path
+) -> None:
+    """From a base install (`pip install fracsight`) these ended in a ModuleNotFoundError traceback,
+    `dicom listen` after loading the model and making its spool; `serve`, `app` and `batch` said
+    which extra to install."""
+    import subprocess
+    import sys
+
+    from corpus import dicom_bytes
+
+    (tmp_path / "x.dcm").write_bytes(dicom_bytes())
+    (tmp_path / "data").symlink_to(fracatlas_dir)
+    # a module set to None in sys.modules is one Python cannot import: as if it were not installed
+    code = f"import sys; sys.modules[{blocked!r}] = None; from fracsight.cli import main; main()"
+    run = subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 1, run.stderr
+    assert run.stderr.strip().splitlines()[-1] == (
+        f"error (missing_dependency): {blocked}: pip install 'fracsight[{extra}]'"
+    )
+    assert "Traceback" not in run.stderr
+    assert not (tmp_path / "spool").exists() and not (tmp_path / "res").exists()

