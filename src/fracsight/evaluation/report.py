@@ -128,6 +128,18 @@ def _estimate(
     return out
 
 
+_ECE_DEFINITION = (
+    "equal-width bins [k/n, (k+1)/n) of the predicted probability (the last bin holds 1.0); ECE = sum over "
+    "bins of (images in the bin / all images) * |observed positive fraction - mean predicted probability|"
+)
+_AT_SPECIFICITY_DEFINITION = (
+    "the highest sensitivity at an attainable threshold (positive when p >= threshold) whose specificity "
+    "here is at least the target, with that threshold and the specificity it reaches; not interpolated "
+    "between ROC points"
+)
+_AP_DEFINITION = "the step-wise area under the precision-recall curve, not interpolated"
+
+
 def _binary_block(
     y: np.ndarray,
     p: np.ndarray,
@@ -156,8 +168,12 @@ def _binary_block(
         "auroc": _estimate(auroc, y, p, boot, groups),
         "average_precision": _estimate(average_precision, y, p, boot, groups),
         "brier": brier_score(y, p),
-        "calibration": {"ece": ece, "n_bins": ece_bins, "table": table},
-        "sensitivity_at_specificity": {"specificity_target": specificity_target, **at_spec},
+        "calibration": {"ece": ece, "n_bins": ece_bins, "definition": _ECE_DEFINITION, "table": table},
+        "sensitivity_at_specificity": {
+            "specificity_target": specificity_target,
+            **at_spec,
+            "definition": _AT_SPECIFICITY_DEFINITION,
+        },
         "thresholds": {name: binary_metrics_at(y, p, t) for name, t in threshold_points.items()},
     }
 
@@ -201,6 +217,7 @@ def evaluate_predictions(
     region_names: Sequence[str] | None = None,
     study_ids: Sequence[Hashable] | None = None,
     study_method: AggregationMethod = "mean",
+    groups: Sequence[Hashable] | None = None,
     class_labels: ArrayLike | None = None,
     class_probs: ArrayLike | None = None,
     class_names: Sequence[str] | None = None,
@@ -219,7 +236,9 @@ def evaluate_predictions(
     (``(N, K)``, columns in ``region_names`` order) also the ``"region_head"``
     multi-label metrics. ``study_ids`` adds ``"study"`` metrics after
     aggregating with ``study_method`` (mean of image probabilities by default;
-    a study is positive if any image is). ``class_labels``/``class_probs``/
+    a study is positive if any image is). ``groups`` (one key per image: a patient, or images too
+    alike to be independent) makes the image-level and per-region CIs resample whole groups instead
+    of whole studies. ``class_labels``/``class_probs``/
     ``class_names`` add ``"multiclass"`` metrics; samples whose class label is
     negative (unknown) are left out of those. CIs are percentile bootstrap
     (``n_bootstrap`` resamples, ``1 - alpha`` level): stratified by label, or,
@@ -232,14 +251,25 @@ def evaluate_predictions(
     pa = np.asarray(p, dtype=np.float64).ravel()
     thresholds = dict(threshold_points or {})
     boot = _Bootstrap(n=n_bootstrap, seed=seed, alpha=alpha)
-    groups = None if study_ids is None else list(study_ids)
+    if groups is not None:
+        groups = list(groups)
+        resampled = (
+            "resampling whole groups of related images (a patient or study, near-duplicates, identical "
+            f"files: {len(set(groups))} groups)"
+        )
+    elif study_ids is not None:
+        groups, resampled = list(study_ids), "resampling whole studies"
+    else:
+        resampled = "stratified by label"
+    if groups is not None and len(groups) != ya.size:
+        raise ValueError(f"groups has {len(groups)} entries for {ya.size} samples")
     opts = {"ece_bins": ece_bins, "specificity_target": specificity_target}
     result = _binary_block(ya, pa, thresholds, boot, groups, **opts)
+    result["average_precision"]["definition"] = _AP_DEFINITION
     result["ci_level"] = 1.0 - alpha
     result["n_bootstrap"] = n_bootstrap
-    result["ci_method"] = "percentile bootstrap, " + (
-        "resampling whole studies" if groups is not None else "stratified by label"
-    )
+    result["bootstrap_seed"] = seed
+    result["ci_method"] = f"percentile bootstrap, {resampled}"
     if regions is not None:
         if len(regions) != ya.size:
             raise ValueError(f"regions has {len(regions)} entries for {ya.size} samples")
@@ -599,6 +629,11 @@ def _at_specificity(sas: Mapping[str, Any]) -> str:
     return text
 
 
+def _ece_label(cal: Mapping[str, Any]) -> str:
+    bins = cal.get("n_bins")
+    return "Expected calibration error" + (f" ({bins} equal-width bins)" if bins else "")
+
+
 def _summary(block: Mapping[str, Any], ci_level: float, unit: str, words: PositiveWords) -> str:
     level = f"{100 * ci_level:.0f}% CI"
     sas = block.get("sensitivity_at_specificity") or {}
@@ -609,8 +644,12 @@ def _summary(block: Mapping[str, Any], ci_level: float, unit: str, words: Positi
         ],
         [f"AUROC ({level})", _with_ci(block.get("auroc"))],
         [f"Average precision ({level})", _with_ci(block.get("average_precision"))],
-        [f"Sensitivity at specificity ≥ {_num(sas.get('specificity_target'), 2)}", _at_specificity(sas)],
-        ["Expected calibration error", (block.get("calibration") or {}).get("ece")],
+        [
+            f"Sensitivity at specificity ≥ {_num(sas.get('specificity_target'), 2)} "
+            "(best attainable threshold)",
+            _at_specificity(sas),
+        ],
+        [_ece_label(block.get("calibration") or {}), (block.get("calibration") or {}).get("ece")],
         ["Brier score", block.get("brier")],
     ]
     return _table(["Metric", "Value"], rows)
@@ -872,9 +911,22 @@ def _render_html(
         parts += ["<h2>Plots</h2>", _figures(plots, words)]
     reading = []
     if "auroc" in metrics:
+        boot = ""
+        if metrics.get("n_bootstrap"):
+            boot = f"; {metrics['n_bootstrap']} resamples" + (
+                f", seed {metrics['bootstrap_seed']}" if metrics.get("bootstrap_seed") is not None else ""
+            )
         reading.append(
-            f"Confidence intervals: {_html.escape(str(metrics.get('ci_method', 'percentile bootstrap')))}."
+            f"Confidence intervals: {_html.escape(str(metrics.get('ci_method', 'percentile bootstrap')))}"
+            f"{boot}."
         )
+        definitions = [
+            (metrics.get("sensitivity_at_specificity") or {}).get("definition"),
+            (metrics.get("calibration") or {}).get("definition"),
+            (metrics.get("average_precision") or {}).get("definition"),
+        ]
+        names = ["Sensitivity at specificity", "Expected calibration error", "Average precision"]
+        reading += [f"{n}: {_html.escape(str(d))}." for n, d in zip(names, definitions, strict=True) if d]
     if metrics.get("multiclass"):
         reading.append("Class metrics are point estimates without confidence intervals.")
     reading.append(
