@@ -29,6 +29,13 @@ def test_evaluate_prints_metrics_with_ci_and_writes_the_report(tiny_bundle, tiny
     written = json.loads((out / "metrics.json").read_text())
     assert written["data"]["n_evaluated"] == 12 and written["notice"] == NOTICE
     assert written["data"]["leakage"] == [] and "leakage" not in result.stderr  # checked: none
+    # the summary names the Brier score the README quotes, and where sensitivity at 0.90 was read
+    sas = written["sensitivity_at_specificity"]
+    assert f"Brier score {written['brier']:.3f}" in result.output
+    assert (
+        f"sensitivity at specificity 0.90: {sas['sensitivity']:.3f} (threshold {sas['threshold']:.3f}, "
+        f"specificity {sas['specificity']:.3f})"
+    ) in result.output
 
 
 def test_evaluate_json_is_machine_readable(tiny_bundle, tiny_dataset):

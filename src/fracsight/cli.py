@@ -703,10 +703,17 @@ def _print_metrics(m: dict) -> None:
     )
     if "auroc" in m:
         typer.echo(f"AUROC {ci(m['auroc'])}; average precision {ci(m['average_precision'])}")
-        sens = (m.get("sensitivity_at_specificity") or {}).get("sensitivity")
-        if sens is not None:
-            typer.echo(f"sensitivity at specificity 0.90: {num(sens)}")
-        typer.echo(f"expected calibration error {num((m.get('calibration') or {}).get('ece'))}")
+        sas = m.get("sensitivity_at_specificity") or {}
+        if sas.get("sensitivity") is not None:  # with where it was read off: the threshold, its specificity
+            target = num(sas.get("specificity_target"), 2)
+            typer.echo(
+                f"sensitivity at specificity {target}: {num(sas['sensitivity'])} "
+                f"(threshold {num(sas.get('threshold'))}, specificity {num(sas.get('specificity'))})"
+            )
+        typer.echo(
+            f"expected calibration error {num((m.get('calibration') or {}).get('ece'))}; "
+            f"Brier score {num(m.get('brier'))}"
+        )
         for name, t in (m.get("thresholds") or {}).items():
             typer.echo(
                 f"  {name} (threshold {num(t['threshold'])}): sensitivity {num(t['sensitivity'])}, "
