@@ -47,6 +47,31 @@ def test_repeated_images_in_groups_do_not_narrow_the_interval() -> None:
         evaluate_predictions(y, p, groups=[0, 1, 2], n_bootstrap=100)
 
 
+def test_a_patients_studies_are_resampled_together_at_the_study_level() -> None:
+    """MURA: a patient has several studies; the study-level interval resampled studies as independent
+    even when the groups given (patients) join them."""
+    y, p = _scores()
+    studies = [f"s{i}" for i in range(y.size)]  # one image per study, five studies per patient
+    views = evaluate_predictions(
+        np.repeat(y, 5), np.repeat(p, 5), study_ids=np.repeat(studies, 5).tolist(), n_bootstrap=300
+    )
+    assert views["study"]["ci_method"] == "percentile bootstrap, stratified by label"
+    patients = [f"patient{i // 5}" for i in range(y.size)]
+    y5, p5 = np.repeat(y, 5), np.repeat(p, 5)  # each study of five patients' images, alike
+    grouped = evaluate_predictions(
+        y5,
+        p5,
+        study_ids=np.repeat(studies, 5).tolist(),
+        groups=np.repeat(patients, 5).tolist(),
+        n_bootstrap=300,
+    )
+    assert grouped["study"]["ci_method"] == "percentile bootstrap, resampling whole groups of related studies"
+    expected = bootstrap_ci(auroc, y, p, n=300, seed=0, groups=patients)
+    assert (grouped["study"]["auroc"]["ci_low"], grouped["study"]["auroc"]["ci_high"]) == pytest.approx(
+        expected
+    )
+
+
 def test_definitions_are_in_metrics_json_and_the_report(tmp_path: Path) -> None:
     """ECE's bins, how sensitivity at a specificity is read off the ROC curve and the bootstrap's seed
     were nowhere in metrics.json or report.html: a reader could not tell an interpolated figure from

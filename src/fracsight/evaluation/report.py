@@ -251,6 +251,7 @@ def evaluate_predictions(
     pa = np.asarray(p, dtype=np.float64).ravel()
     thresholds = dict(threshold_points or {})
     boot = _Bootstrap(n=n_bootstrap, seed=seed, alpha=alpha)
+    related = None if groups is None else list(groups)  # the groups given, before studies stand in
     if groups is not None:
         groups = list(groups)
         resampled = (
@@ -280,11 +281,17 @@ def evaluate_predictions(
         targets = regions_to_targets(regions, region_names)
         result["region_head"] = multilabel_metrics(targets, region_probs, region_names)
     if study_ids is not None:
-        _, ys, ps = aggregate_study_predictions(study_ids, ya, pa, study_method)
-        block = _binary_block(ys, ps, thresholds, boot, None, **opts)
+        ids, ys, ps = aggregate_study_predictions(study_ids, ya, pa, study_method)
+        # a patient's studies are not independent either: resampled together where groups join them
+        of_study = dict(zip(study_ids, related, strict=True)) if related is not None else {}
+        study_groups = [of_study[i] for i in ids] if of_study else None
+        if study_groups is not None and len(set(study_groups)) == len(study_groups):
+            study_groups = None
+        block = _binary_block(ys, ps, thresholds, boot, study_groups, **opts)
         result["study"] = {
             "method": study_method,
-            "ci_method": "percentile bootstrap, stratified by label",
+            "ci_method": "percentile bootstrap, "
+            + ("resampling whole groups of related studies" if study_groups else "stratified by label"),
             **block,
         }
     if class_labels is not None or class_probs is not None:
