@@ -15,6 +15,7 @@ from fracsight.errors import DatasetError
 __all__ = [
     "IMAGE_EXTENSIONS",
     "SPLIT_ALIASES",
+    "case_merged",
     "content_hash",
     "exact_duplicates",
     "fracture_polarity",
@@ -25,6 +26,7 @@ __all__ = [
     "relative_name",
     "split_name",
     "visible_dirs",
+    "warn_skipped",
 ]
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm"})
@@ -49,14 +51,39 @@ _NEGATIVE_COMPACT = re.compile(r"(non|not|no|un)(fractured?|fractures|broken)")
 log = logging.getLogger(__name__)
 
 
+# What archivers and file managers leave beside the images: macOS zips carry ``__MACOSX/`` (a
+# copy of the tree holding ``._x.jpg`` resource forks), Windows ``Thumbs.db`` and ``desktop.ini``,
+# removable drives ``$RECYCLE.BIN`` and ``System Volume Information``. Read as hidden: a zip of
+# ``data/`` made on a Mac unpacked to ``data/`` + ``__MACOSX/``, and ``__MACOSX`` became a class.
+_SYSTEM_NAMES = frozenset(
+    {"__macosx", "thumbs.db", "ehthumbs.db", "desktop.ini", "$recycle.bin", "system volume information"}
+)
+
+
 def is_hidden(path: Path) -> bool:
-    """True for dot-files and dot-folders (``.DS_Store``, ``._image1.png``, ``.ipynb_checkpoints``)."""
-    return path.name.startswith(".")
+    """True for dot-files and dot-folders (``.DS_Store``, ``._image1.png``, ``.ipynb_checkpoints``)
+    and what archivers and file managers leave beside the images (``__MACOSX``, ``Thumbs.db``,
+    ``desktop.ini``)."""
+    return path.name.startswith(".") or path.name.lower() in _SYSTEM_NAMES
 
 
 def is_image_file(path: Path) -> bool:
-    """True for a visible file whose extension (any case) is one fracsight reads."""
-    return not is_hidden(path) and path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
+    """True for a visible file whose extension (any case) is one fracsight reads, or, without one of
+    those, whose first bytes are an image's (PACS exports name DICOM files ``IM000001`` or by their
+    UID), as ``fracsight predict`` lists a folder."""
+    if is_hidden(path) or not path.is_file():  # is_file: opening a named pipe would wait for a writer
+        return False
+    return path.suffix.lower() in IMAGE_EXTENSIONS or _image_bytes(path)
+
+
+def _image_bytes(path: Path) -> bool:
+    from fracsight.io._sniff import HEAD_BYTES, sniff_format
+
+    try:
+        with path.open("rb") as f:
+            return sniff_format(f.read(HEAD_BYTES)) is not None
+    except OSError:
+        return False
 
 
 def visible_dirs(path: Path) -> list[Path]:
@@ -64,8 +91,11 @@ def visible_dirs(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_dir() and not is_hidden(p))
 
 
-def iter_images(folder: Path) -> Iterator[Path]:
+def iter_images(folder: Path, skipped: list[Path] | None = None) -> Iterator[Path]:
     """Image files anywhere below ``folder``, sorted, skipping hidden files and hidden folders.
+
+    Visible files that are not images (``notes.txt``, ``x.webp``) are appended to ``skipped`` when
+    given, for the reader to say that they were left out (see :func:`warn_skipped`).
 
     Linked folders are followed, except a link back to a folder it lies in (``ln -s .. up``):
     followed, it read the same images again and again (a wrong count) or, with two such links,
@@ -93,13 +123,46 @@ def iter_images(folder: Path) -> Iterator[Path]:
                 found.append(entry)
             elif entry.is_symlink() and entry.suffix.lower() in IMAGE_EXTENSIONS:
                 log.warning("%s links to a file that is not there: skipped", entry)
+            elif skipped is not None:
+                skipped.append(entry)
     yield from sorted(found)
+
+
+def warn_skipped(skipped: Sequence[Path], root: Path) -> None:
+    """One warning naming the files a reader left out as not images (the first 10 and a count), so
+    that images in a format fracsight does not read (``.webp``, ``.heic``) are not dropped silently."""
+    if not skipped:
+        return
+    names = sorted(relative_name(p, root) for p in skipped)
+    shown = ", ".join(names[:10]) + (f", ... ({len(names) - 10} more)" if len(names) > 10 else "")
+    log.warning(
+        "%d file(s) in %s are not images fracsight reads (%s, or DICOM without an extension) and are "
+        "ignored: %s",
+        len(names),
+        root,
+        ", ".join(sorted(e[1:] for e in IMAGE_EXTENSIONS)),
+        shown,
+    )
 
 
 def _folder_key(folder: Path) -> tuple[int, int]:
     """What identifies a folder however it is reached (through links or not)."""
     st = folder.stat()
     return st.st_dev, st.st_ino
+
+
+def case_merged(names: set[str], what: str) -> dict[str, str]:
+    """Each folder name mapped to its class name: names equal ignoring case (``train/fractured``,
+    ``val/Fractured``) are one class, spelled as the first of them in sorted order (``Fractured``)."""
+    spellings: dict[str, list[str]] = {}
+    for name in sorted(names):
+        spellings.setdefault(name.casefold(), []).append(name)
+    merged: dict[str, str] = {}
+    for same in spellings.values():
+        if len(same) > 1:
+            log.warning("%s %s differ only in case: read as one, %r", what, ", ".join(same), same[0])
+        merged.update(dict.fromkeys(same, same[0]))
+    return merged
 
 
 def content_hash(data: bytes) -> str:
@@ -174,32 +237,92 @@ def fracture_polarity(name: str) -> int | None:
 
 
 def read_csv_rows(
-    path: Path, *, lower: bool = False, required: Sequence[str] = ()
+    path: Path, *, lower: bool = False, required: Sequence[str] = (), spreadsheet: bool = False
 ) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     """The header of a CSV file (names stripped, lower-cased with ``lower``) and its rows, each with
     the line of the file it ends on (blank lines are skipped, so counting rows would be wrong) and
     its values as written. Refused: a ``required`` column missing, a column named twice (csv would
     keep the last one silently), a row with more values than columns (a shifted row), and a file
-    that is not UTF-8 CSV text."""
+    that is not UTF-8 CSV text.
+
+    The separator is the one of ``,``, ``;`` (spreadsheets in European locales) and tab that the
+    header line holds most of. Columns without a name that hold nothing (what a spreadsheet saves
+    beside a table: ``image,fracture,,``) are dropped. With ``spreadsheet`` (a file a person saved:
+    labels.csv), rows that hold nothing (``,,,``) are skipped, a UTF-16 file (Excel's "Unicode
+    text") is read too, and a file that is not UTF-8 is read as Windows-1252 (Excel's "CSV" on
+    Windows) with a warning.
+    """
+    text = _csv_text(path, spreadsheet)
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    delimiter = max(",;\t", key=lambda d: (first.count(d), d == ","))
     try:
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            header = [(h.strip().lower() if lower else h.strip()) for h in reader.fieldnames or []]
-            absent = [c for c in required if c not in header]
-            if absent:
-                raise DatasetError(f"{path} lacks column(s) {', '.join(absent)}; found: {', '.join(header)}")
-            twice = sorted({h for h in header if header.count(h) > 1})
-            if twice:
-                raise DatasetError(f"{path} has column(s) {', '.join(twice)} more than once")
-            rows = []
-            for row in reader:
-                if None in row:
-                    raise DatasetError(
-                        f"{path.name} line {reader.line_num} has {len(header) + len(row[None])} values "
-                        f"for {len(header)} columns"
-                    )
-                values = (v or "" for v in row.values())  # in the header's order; None: a short row
-                rows.append((reader.line_num, dict(zip(header, values, strict=True))))
-    except (UnicodeDecodeError, csv.Error) as e:
+        table = [(n, row) for n, row in _csv_lines(text, delimiter)]
+    except csv.Error as e:
         raise DatasetError(f"cannot read {path}: {e}") from None
+    if not table:
+        return [], []
+    _, names = table[0]
+    header = [(h.strip().lower() if lower else h.strip()) for h in names]
+    body = table[1:]
+    unnamed = [i for i, h in enumerate(header) if not h]
+    for i in unnamed:
+        holding = next((n for n, row in body if i < len(row) and row[i].strip()), None)
+        if holding is not None:
+            raise DatasetError(
+                f"{path.name} line {holding} has a value in column {i + 1}, which has no name in the header"
+            )
+    keep = [i for i, h in enumerate(header) if h]
+    header = [header[i] for i in keep]
+    absent = [c for c in required if c not in header]
+    if absent:
+        raise DatasetError(f"{path} lacks column(s) {', '.join(absent)}; found: {', '.join(header)}")
+    twice = sorted({h for h in header if header.count(h) > 1})
+    if twice:
+        raise DatasetError(f"{path} has column(s) {', '.join(twice)} more than once")
+    width = len(names)
+    rows = []
+    for n, row in body:
+        if len(row) > width and any(v.strip() for v in row[width:]):
+            raise DatasetError(f"{path.name} line {n} has {len(row)} values for {len(header)} columns")
+        if spreadsheet and not any(v.strip() for v in row):  # ",,," : a row a spreadsheet kept
+            continue
+        row = row + [""] * (width - len(row))  # a short row: the missing values are empty
+        rows.append((n, {header[k]: row[i] for k, i in enumerate(keep)}))
     return header, rows
+
+
+def _csv_lines(text: str, delimiter: str) -> Iterator[tuple[int, list[str]]]:
+    """Non-blank rows of ``text`` with the line each ends on."""
+    import io
+
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    for row in reader:
+        if row:
+            yield reader.line_num, row
+
+
+def _csv_text(path: Path, spreadsheet: bool) -> str:
+    data = path.read_bytes()
+    if spreadsheet and data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError as e:
+            raise DatasetError(f"cannot read {path}: {e}") from None
+    if b"\x00" in data:
+        raise DatasetError(f"cannot read {path}: it holds NUL bytes: not CSV text (UTF-16 without a BOM?)")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        if not spreadsheet:
+            raise DatasetError(f"cannot read {path}: {e}") from None
+        try:
+            text = data.decode("cp1252")
+        except UnicodeDecodeError:
+            raise DatasetError(f"cannot read {path}: neither UTF-8 nor Windows-1252 text ({e})") from None
+        log.warning(
+            "%s is not UTF-8 (byte %d is not): read as Windows-1252, as Excel saves CSV on Windows; "
+            "save it as 'CSV UTF-8' to be sure of non-ASCII names",
+            path,
+            e.start,
+        )
+        return text

@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from fracsight.data._files import is_image_file, split_name, visible_dirs
+from fracsight.data._files import is_hidden, is_image_file, split_name, visible_dirs
 from fracsight.data.folders import is_class_folders, read_class_folders
 from fracsight.data.fracatlas import is_fracatlas, read_fracatlas
 from fracsight.data.labels_csv import is_labels_csv, read_labels_csv
@@ -81,7 +81,29 @@ def find_layout(root: str | os.PathLike[str]) -> tuple[str, Path]:
             return "class-folders", folder
     if not any(True for _ in root.iterdir()):
         raise DatasetError(f"{root} is empty; expected one of: {_expected()}")
-    raise DatasetError(f"{root} is not a data set layout fracsight knows; expected one of: {_expected()}")
+    raise DatasetError(
+        f"{root} is not a data set layout fracsight knows; expected one of: {_expected()}{_hint(current)}"
+    )
+
+
+def _hint(folder: Path) -> str:
+    """What the folder holds instead, where it says what went wrong: names with backslashes (an
+    archive made on Windows, unpacked by a tool that kept them as names), images without labels."""
+    files = [p for p in folder.iterdir() if not is_hidden(p) and p.is_file()]
+    flat = sorted(p.name for p in files if "\\" in p.name)
+    if flat:
+        return (
+            f". {len(flat)} file name(s) there hold backslashes ({flat[0]!r}): an archive made on Windows "
+            "unpacked with its folders as part of the names; unpack it with `unzip` or 7-Zip, which make "
+            "the folders"
+        )
+    images = [p for p in files if is_image_file(p)]
+    if images:
+        return (
+            f". It holds {len(images)} image(s) directly but no labels: sort them into class folders "
+            "(<class>/<image>) or name them in a labels.csv"
+        )
+    return ""
 
 
 def detect_layout(root: str | os.PathLike[str]) -> str:

@@ -25,7 +25,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from fracsight.data._files import fracture_polarity, is_image_file, iter_images, split_name, visible_dirs
+from fracsight.data._files import (
+    case_merged,
+    fracture_polarity,
+    is_image_file,
+    iter_images,
+    split_name,
+    visible_dirs,
+    warn_skipped,
+)
 from fracsight.data.sample import CLASS, FRACTURE, Dataset, Sample
 from fracsight.errors import DatasetError
 
@@ -62,11 +70,13 @@ def read_class_folders(root: Path) -> Dataset:
     """Read class folders into a :class:`Dataset` (layout ``"class-folders"``)."""
     per_split = class_folders(root)
     _warn_loose_files(root)
-    folders = [(split, d, list(iter_images(d))) for split, dirs in per_split.items() for d in dirs]
+    skipped: list[Path] = []
+    folders = [(split, d, list(iter_images(d, skipped))) for split, dirs in per_split.items() for d in dirs]
+    warn_skipped(skipped, root)
     for _, d, images in folders:
         if not images:
             log.warning("%s holds no images and is ignored", d)
-    name_of = _case_merged({d.name for _, d, images in folders if images}, "class folders")
+    name_of = case_merged({d.name for _, d, images in folders if images}, "class folders")
     found: dict[str | None, dict[str, list[Path]]] = {}
     for split, d, images in folders:
         if images:
@@ -118,20 +128,6 @@ def _sorted_names(names: set[str]) -> tuple[str, ...]:
     return tuple(sorted(names, key=lambda n: (n.casefold(), n)))
 
 
-def _case_merged(names: set[str], what: str) -> dict[str, str]:
-    """Each folder name mapped to its class name: names equal ignoring case (``train/fractured``,
-    ``val/Fractured``) are one class, spelled as the first of them in sorted order (``Fractured``)."""
-    spellings: dict[str, list[str]] = {}
-    for name in sorted(names):
-        spellings.setdefault(name.casefold(), []).append(name)
-    merged: dict[str, str] = {}
-    for same in spellings.values():
-        if len(same) > 1:
-            log.warning("%s %s differ only in case: read as one, %r", what, ", ".join(same), same[0])
-        merged.update(dict.fromkeys(same, same[0]))
-    return merged
-
-
 def _typed(class_dir: Path) -> bool:
     """True if all images of ``class_dir`` sit in at least two of its sub-folders (the types)."""
     if any(is_image_file(p) for p in class_dir.iterdir()):
@@ -163,7 +159,7 @@ def _fracture_types(root: Path, per_split: dict[str | None, list[Path]], index: 
         if d.name in index
         for path in iter_images(d)
     ]
-    type_of = _case_merged({t for _, _, t, _ in found if t is not None}, "fracture type folders")
+    type_of = case_merged({t for _, _, t, _ in found if t is not None}, "fracture type folders")
     typed = [(split, path, None if t is None else type_of[t], label) for split, path, t, label in found]
     types = _sorted_names(set(type_of.values()))
     type_index = {t: i for i, t in enumerate(types)}

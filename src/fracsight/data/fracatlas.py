@@ -12,7 +12,7 @@ import json
 import logging
 from pathlib import Path
 
-from fracsight.data._files import fracture_polarity, iter_images, read_csv_rows, split_name
+from fracsight.data._files import fracture_polarity, iter_images, read_csv_rows, split_name, warn_skipped
 from fracsight.data.sample import FRACTURE, REGION, Box, Dataset, Sample
 from fracsight.errors import DatasetError
 
@@ -119,10 +119,12 @@ def _flag(row: dict[str, str], column: str, image_id: str) -> int:
 def _index_images(images: Path) -> dict[str, Path]:
     """Map file name -> path for every image below ``images/`` (class sub-folders or flat)."""
     index: dict[str, Path] = {}
-    for path in iter_images(images):
+    skipped: list[Path] = []
+    for path in iter_images(images, skipped):
         if path.name in index:
             raise DatasetError(f"{path.name} occurs twice under {images}: {index[path.name]} and {path}")
         index[path.name] = path
+    warn_skipped(skipped, images.parent)
     return index
 
 

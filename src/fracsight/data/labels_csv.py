@@ -20,11 +20,12 @@ are ignored with a warning that names them, so that a misspelt ``clas`` is not s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
 
-from fracsight.data._files import fracture_polarity, is_image_file, read_csv_rows, split_name
+from fracsight.data._files import case_merged, fracture_polarity, is_image_file, read_csv_rows, split_name
 from fracsight.data.sample import CLASS, FRACTURE, REGION, Dataset, Sample
 from fracsight.errors import DatasetError
 
@@ -51,6 +52,9 @@ def _fracture(value: str, where: str) -> int:
         return 1
     if v.lower() in _FALSE:
         return 0
+    number = _number(v)
+    if number in (0.0, 1.0):  # 1.0 / 0.0 (a spreadsheet's or pandas' float column), 1,0 (decimal comma)
+        return int(number)
     polarity = fracture_polarity(v)
     if polarity is None:
         raise DatasetError(
@@ -59,12 +63,47 @@ def _fracture(value: str, where: str) -> int:
     return polarity
 
 
+def _number(value: str) -> float | None:
+    try:
+        return float(value.replace(",", "."))
+    except ValueError:
+        return None
+
+
+def _image_file(root: Path, value: str, where: str) -> Path:
+    """The file a row's ``image`` names: a path relative to ``root`` as written (``a b.jpg``,
+    `` lead.jpg``), or stripped of surrounding spaces, with Windows separators (``sub\\a.jpg``), or
+    absolute inside ``root``; lexically inside ``root`` (an image may be a link to elsewhere, a
+    ``../`` path may not)."""
+    base = Path(os.path.normpath(root))
+    stripped = value.strip()
+    candidates = [value, stripped]
+    if "\\" in stripped:  # written on Windows
+        candidates.append(stripped.replace("\\", "/"))
+    if not stripped.isascii():  # a name the disk holds in Latin-1 / Windows-1252 bytes (caf\xe9.jpg)
+        with contextlib.suppress(UnicodeEncodeError):
+            candidates += [os.fsdecode(c.encode("cp1252")) for c in candidates[1:]]
+    files = []
+    outside = False
+    for name in dict.fromkeys(c for c in candidates if c):
+        file = Path(os.path.normpath(root / name))  # an absolute name stays absolute
+        if file == base or not file.is_relative_to(base):
+            outside = True
+            continue
+        if file.exists():
+            return file
+        files.append(file)
+    if outside or not files:
+        raise DatasetError(f"{where}: image must be a path inside {root}, got {value!r}")
+    return files[-1]
+
+
 def read_labels_csv(root: Path) -> Dataset:
     """Read ``root/labels.csv`` into a :class:`Dataset` (layout ``"labels-csv"``)."""
     root = Path(root)
     path = root / LABELS_FILE
     try:
-        header, rows = read_csv_rows(path, lower=True)
+        header, rows = read_csv_rows(path, lower=True, spreadsheet=True)
     except OSError as e:
         raise DatasetError(f"cannot read {path}: {e}") from e
     if "image" not in header:
@@ -89,10 +128,7 @@ def read_labels_csv(root: Path) -> Dataset:
     for n, row in rows:
         where = f"{path.name} line {n}"
         image = row["image"].strip()
-        # lexically inside the folder (an image may be a link to elsewhere; a "../" path may not)
-        file = Path(os.path.normpath(root / image))
-        if not image or Path(image).is_absolute() or not file.is_relative_to(os.path.normpath(root)):
-            raise DatasetError(f"{where}: image must be a path inside {root}, got {image!r}")
+        file = _image_file(root, row["image"], where)
         if file in seen:  # two rows, two labels (or twice the weight) for one image
             raise DatasetError(f"{where}: image {image!r} is listed already on line {seen[file]}")
         seen[file] = n
@@ -111,15 +147,18 @@ def read_labels_csv(root: Path) -> Dataset:
         raise DatasetError(
             f"{path}: {len(missing)} image(s) not found or not an image file, e.g. {', '.join(missing[:3])}"
         )
+    # values that differ only in case (Avulsion, avulsion; Hand, hand) are one class, as class folders
+    class_of = case_merged({k for _, _, k, _, _, _ in parsed if k}, f"{path.name}: class values")
+    region_of = case_merged({r for _, _, _, rs, _, _ in parsed for r in rs}, f"{path.name}: region values")
     class_names: dict[str, tuple[str, ...]] = {}
     if "fracture" in present:
         class_names[FRACTURE] = ("not fractured", "fractured")
-    classes = tuple(sorted({k for _, _, k, _, _, _ in parsed if k}, key=lambda c: (c.casefold(), c)))
+    classes = tuple(sorted(set(class_of.values()), key=lambda c: (c.casefold(), c)))
     if "class" in present:
         if len(classes) < 2:
             raise DatasetError(f"{path}: the class column needs at least two classes, found {list(classes)}")
         class_names[CLASS] = classes
-    regions = tuple(sorted({r for _, _, _, rs, _, _ in parsed for r in rs}))
+    regions = tuple(sorted(set(region_of.values())))
     if "region" in present and regions:
         class_names[REGION] = regions
     index = {c: i for i, c in enumerate(classes)}
@@ -129,6 +168,7 @@ def read_labels_csv(root: Path) -> Dataset:
         if fracture is not None:
             labels[FRACTURE] = fracture
         if klass is not None:
-            labels[CLASS] = index[klass]
+            labels[CLASS] = index[class_of[klass]]
+        rs = tuple(sorted({region_of[r] for r in rs}))
         samples.append(Sample(path=file, labels=labels, regions=rs, split=split, group=group))
     return Dataset(root=root, layout="labels-csv", samples=tuple(samples), class_names=class_names)

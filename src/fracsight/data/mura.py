@@ -20,7 +20,7 @@ import logging
 import re
 from pathlib import Path, PurePosixPath
 
-from fracsight.data._files import iter_images, split_name, visible_dirs
+from fracsight.data._files import iter_images, split_name, visible_dirs, warn_skipped
 from fracsight.data.sample import FRACTURE, REGION, Dataset, Sample
 from fracsight.errors import DatasetError
 
@@ -59,6 +59,7 @@ def read_mura(root: Path) -> Dataset:
     samples: list[Sample] = []
     unlabeled: list[str] = []
     disagree: list[str] = []
+    skipped: list[Path] = []
     for split, part_dir in mura_part_folders(root):
         region = part_dir.name[3:].lower()
         for patient in visible_dirs(part_dir):
@@ -89,8 +90,9 @@ def read_mura(root: Path) -> Dataset:
                         group=patient.name,
                         split=split,
                     )
-                    for p in iter_images(study)
+                    for p in iter_images(study, skipped)
                 )
+    warn_skipped(skipped, root)
     if unlabeled:
         log.warning(
             "%d study folder(s) have neither a _positive/_negative suffix nor a csv label and are "

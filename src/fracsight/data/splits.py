@@ -15,7 +15,7 @@ import random
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 
-from fracsight.data._files import exact_duplicates
+from fracsight.data._files import exact_duplicates, relative_name
 from fracsight.data.sample import CLASS, FRACTURE, Dataset, Sample
 from fracsight.errors import DatasetError
 
@@ -179,7 +179,11 @@ def ensure_splits(dataset: Dataset, fractions: Sequence[float] = DEFAULT_FRACTIO
         chosen = _assign(samples, fractions, seed, task, SPLIT_NAMES)
         return _with_splits(dataset, dict(zip(range(len(samples)), chosen, strict=True)))
     if None in present:
-        raise DatasetError(f"{dataset.root}: some samples have a split and some do not")
+        unsplit = sorted(relative_name(s.path, dataset.root) for s in samples if s.split is None)
+        raise DatasetError(
+            f"{dataset.root}: some samples have a split and some do not ({len(unsplit)} without one, "
+            f"e.g. {', '.join(unsplit[:3])}); give each a split, or none (fracsight then makes one)"
+        )
     missing = [n for n, f in zip(SPLIT_NAMES, fractions, strict=False) if n not in present and f > 0]
     if not missing or "train" not in present:
         return dataset
