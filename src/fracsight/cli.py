@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
+import re
 import shlex
 import sys
 from collections import Counter
@@ -389,9 +391,14 @@ def predict(
             min=1, max=256, help="Images per inference batch (1 with --overlay-dir: maps are full-size)."
         ),
     ] = 16,
-    overwrite: Annotated[bool, typer.Option(help="Allow replacing an existing --csv file.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Allow replacing an existing --csv file.")
+    ] = False,
     all_classes: Annotated[
-        bool, typer.Option(help="Add the class head's full distribution to --csv (a p_<class> column each).")
+        bool,
+        typer.Option(
+            "--all-classes", help="Add the class head's full distribution to --csv (a p_<class> column each)."
+        ),
     ] = False,
 ) -> None:
     """Predict with a model bundle: fracture probability, class, body region and location of each image.
@@ -399,12 +406,14 @@ def predict(
     Takes images, folders or MURA study folders; shows the heads the bundle has (class: e.g. fracture type).
 
     Exit code 0: every image predicted; 1: a file could not be read (its row says why); 2: bad arguments.
+    A file name that starts with '-' goes after '--' (fracsight predict -- -scan.jpg).
     """
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
     from fracsight.inference import NOTICE, FailedPrediction, Predictor
     from fracsight.inference.tabular import csv_text, named_inputs, result_columns, results_payload
 
+    _refuse_stdin_and_broken_links(paths)
     refuse_missing(paths)
     csv_to_stdout = csv_path == Path("-")
     if csv_to_stdout:
@@ -456,16 +465,59 @@ def predict(
     columns = result_columns(predictor.spec, all_classes=all_classes)
     if csv_path is not None:
         with user_errors():  # refused by the system only now (no permission, a read-only disk, full)
-            csv_path.write_text(csv_text([*flat, *studies], columns), encoding="utf-8")
-    if csv_to_stdout:  # for a pipe: the rows only; the notice on stderr
-        typer.echo(csv_text([*flat, *studies], columns), nl=False)
-        typer.echo(NOTICE, err=True)
-    elif json_output:
-        typer.echo(json.dumps(results_payload(flat, studies, predictor.name), indent=2))
-    else:
-        _print_table(flat, studies, predictor, NOTICE)
+            # newline="": the rows end in CRLF (RFC 4180) as written, never CR CR LF (Windows)
+            csv_path.write_text(csv_text([*flat, *studies], columns), encoding="utf-8", newline="")
+    try:
+        if csv_to_stdout:  # for a pipe: the rows only; the notice on stderr
+            # as UTF-8 bytes, whatever the locale, and as they are: click's echo drops what looks like
+            # an escape sequence when stdout is not a terminal, and a file name is data here
+            text = csv_text([*flat, *studies], columns)
+            out = getattr(sys.stdout, "buffer", None)
+            if out is not None:
+                sys.stdout.flush()
+                out.write(text.encode("utf-8"))
+                out.flush()
+            else:
+                sys.stdout.write(text)
+            typer.echo(NOTICE, err=True)
+        elif json_output:
+            typer.echo(json.dumps(results_payload(flat, studies, predictor.name), indent=2))
+        else:
+            _print_table(flat, studies, predictor, NOTICE)
+    except BrokenPipeError:  # `| head`: the reader has what it wanted; exit 1 would say a file was unreadable
+        _stdout_to_devnull()
+        raise typer.Exit(141) from None  # 128 + SIGPIPE, as a shell tool killed by the signal
     if any(isinstance(r, FailedPrediction) for r in flat):
         raise typer.Exit(1)
+
+
+def _stdout_to_devnull() -> None:
+    """After a closed pipe: stdout to /dev/null, so that flushing it at exit raises nothing more."""
+    import os
+    from contextlib import suppress
+
+    with suppress(OSError, ValueError, io.UnsupportedOperation):  # not a real file (a test's buffer)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _refuse_stdin_and_broken_links(paths: Sequence[Path]) -> None:
+    """Exit 2 with a message that says what is wrong, before any work, for ``-`` (standard input,
+    which ``predict`` does not read: it said "no such file or folder: -") and for a link whose
+    target is gone (it said "no such file" of a name ``ls`` shows)."""
+    import os
+
+    if any(str(p) == "-" and not p.exists() for p in paths):
+        typer.echo(
+            "error (usage): '-' (standard input) is not read by fracsight predict: save the image "
+            "to a file and give its path",
+            err=True,
+        )
+        raise typer.Exit(2)
+    broken = [p for p in paths if p.is_symlink() and not p.exists()]
+    if broken:
+        links = ", ".join(f"{p} -> {os.readlink(p)}" for p in broken)
+        typer.echo(f"error (not_found): a link whose target does not exist: {links}", err=True)
+        raise typer.Exit(2)
 
 
 @contextmanager
@@ -514,13 +566,32 @@ def _write_overlay(result, overlay_dir: Path, opacity: float, *, keep_suffix: bo
     # a name that is a path as typed (two files of one name) may be absolute or climb with ".."
     folder = overlay_dir.joinpath(*(part for part in name.parent.parts if part not in (name.anchor, "..")))
     folder.mkdir(parents=True, exist_ok=True)
-    stem = name.name if keep_suffix else name.stem
+    stem = _short_stem(name.name if keep_suffix else name.stem)
     target = folder / f"{stem}.overlay.png"
     n = 1
     while target.exists():  # never overwrite: a re-run's overlays get a counter
         target = folder / f"{stem}.overlay-{n}.png"
         n += 1
     return save_overlay(target, result.pixels, result.heatmap, result.boxes, opacity=opacity)
+
+
+#: the longest file name most file systems take (bytes), less room for ".overlay-9999.png" and for
+#: the temporary name the overlay is written under first (".NAME.<pid>.<id>.tmp")
+_OVERLAY_STEM_BYTES = 255 - 64
+
+
+def _short_stem(stem: str) -> str:
+    """``stem``, or, when an overlay named after it would be longer than a file name may be (a
+    250-character image name: "File name too long" stopped the run after every image was predicted,
+    with no results), its start and a hash of the whole, so that two long names stay apart."""
+    import hashlib
+
+    raw = stem.encode("utf-8", "surrogateescape")
+    if len(raw) <= _OVERLAY_STEM_BYTES:
+        return stem
+    digest = hashlib.sha256(raw).hexdigest()[:10]
+    start = raw[: _OVERLAY_STEM_BYTES - len(digest) - 1].decode("utf-8", "ignore")
+    return f"{start}~{digest}"
 
 
 def _warnings_cell(warnings: Sequence[str]) -> str:
@@ -532,33 +603,50 @@ def _warnings_cell(warnings: Sequence[str]) -> str:
     return "; ".join(plain) + (suffix if any(w.endswith(suffix) for w in warnings) else "")
 
 
+#: characters of a file name the table shows escaped (``\\x1b``, ``\\n``, ``\\u202e``): control
+#: characters (an escape sequence in a name reached the terminal, a newline split its row over
+#: two lines) and the bidirectional controls that show a name in another order than it has
+_INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _visible(text: str) -> str:
+    """``text`` with :data:`_INVISIBLE` characters written as Python escapes."""
+    return _INVISIBLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+#: narrower than this, the table's columns would fold numbers over lines ("0.00" / "8" for 0.008):
+#: each image is shown as a list of "column: value" lines instead
+_TABLE_MIN_WIDTH = 80
+
+
 def _print_table(results, studies, predictor, notice: str) -> None:
-    """A table with the columns of the heads the bundle has (nothing empty pretending to be a result)."""
-    from rich.console import Console
+    """A table with the columns of the heads the bundle has (nothing empty pretending to be a result).
+
+    On a terminal narrower than :data:`_TABLE_MIN_WIDTH` each image is a block of ``column: value``
+    lines instead: a table column that narrow folds a probability over two lines. Written to a file
+    or a pipe (and ``COLUMNS`` not set), the table is as wide as its rows, one line each, so that
+    ``grep`` finds an image's whole row; a character the output's encoding lacks is escaped."""
+    import os
+
+    from rich.console import Console as RichConsole
     from rich.markup import escape as rich_escape
     from rich.table import Table
 
     from fracsight.inference import FailedPrediction
     from fracsight.inference.tabular import text_cell
 
+    class Console(RichConsole):
+        def on_broken_pipe(self) -> None:  # rich's own: exit 1, which says a file was unreadable
+            raise BrokenPipeError
+
     def escape(text: str) -> str:  # a file name that is not UTF-8 is shown as the CSV writes it
-        return rich_escape(text_cell(text))
+        return rich_escape(_visible(text_cell(text)))
 
     spec = predictor.spec
     has = {name: spec.head(name) is not None for name in ("fracture", "class", "region")}
     columns = ["image", "decision"]
     columns += ["fracture probability"] * has["fracture"] + ["class (probability)"] * has["class"]
     columns += ["region"] * has["region"] + ["top box (score)"] * has["fracture"] + ["warnings / error"]
-    console = Console()
-    # no outer edge: the two characters let "probability" keep its line on an 80-column terminal;
-    # narrower, the columns share what there is (a fixed width there would push the last one off)
-    table = Table(title=f"fracsight ({escape(predictor.name)})", caption=notice, show_edge=False)
-    probability_width = 11 if console.width >= 80 else None
-    for col in columns:
-        # fold, never cut: on a narrow terminal a value wraps onto more lines instead of ending in "..."
-        table.add_column(
-            col, overflow="fold", min_width=probability_width if col == "fracture probability" else None
-        )
 
     def cells(r, note: str) -> list[str]:
         if not r.reliable:
@@ -581,17 +669,59 @@ def _print_table(results, studies, predictor, notice: str) -> None:
             row.append(f"{b.x0:.0f},{b.y0:.0f},{b.x1:.0f},{b.y1:.0f} ({b.score:.2f})" if b else "")
         return [*row, note]
 
+    rows = []
     for r in results:
         if isinstance(r, FailedPrediction):
             blanks = [""] * (len(columns) - 3)
-            table.add_row(escape(r.source), "[red]error[/red]", *blanks, escape(f"{r.error_code}: {r.error}"))
+            rows.append([escape(r.source), "[red]error[/red]", *blanks, escape(f"{r.error_code}: {r.error}")])
         else:
-            table.add_row(escape(r.source), *cells(r, escape(_warnings_cell(r.warnings))))
+            rows.append([escape(r.source), *cells(r, escape(_warnings_cell(r.warnings)))])
     for s in studies:
         views = f"{len(s.images)} view{'s' if len(s.images) != 1 else ''}"
         title = f"[bold]study {escape(s.study)}[/bold] ({views})"
         note = "; ".join([f"combined: {s.aggregation} of the {views} read", *s.warnings])
-        table.add_row(title, *cells(s, escape(note)))
+        rows.append([title, *cells(s, escape(note))])
+
+    stdout = sys.stdout
+    if hasattr(stdout, "reconfigure") and (stdout.encoding or "").lower().replace("-", "") != "utf8":
+        # a name the output's encoding cannot hold (an emoji, on a Windows code page, into a file)
+        # was a UnicodeEncodeError traceback after every image had been predicted
+        stdout.reconfigure(errors="backslashreplace")
+    console = Console(highlight=False)
+    title = f"fracsight ({escape(predictor.name)})"
+    to_a_file = not console.is_terminal and not os.environ.get("COLUMNS")  # or a pipe
+    if not to_a_file and console.width < _TABLE_MIN_WIDTH:
+        console.print(title, style="italic")
+        for row in rows:
+            console.print()
+            console.print(row[0], overflow="fold")
+            for column, value in zip(columns[1:], row[1:], strict=True):
+                if value:
+                    console.print(f"  {column}: {value}", overflow="fold")
+        console.print()
+        console.print(notice, style="dim italic")
+        return
+    # no outer edge: the two characters let "probability" keep its line on an 80-column terminal
+    table = Table(title=title, caption=notice, show_edge=False)
+    for col in columns:
+        # fold, never cut: on a narrow terminal a value wraps onto more lines instead of ending in "..."
+        table.add_column(
+            col,
+            overflow="fold",
+            min_width=11 if col == "fracture probability" and console.width >= _TABLE_MIN_WIDTH else None,
+        )
+    for row in rows:
+        table.add_row(*row)
+    if to_a_file:  # one line a row
+        table.title = table.caption = None  # on lines of their own, not padded to the table's width
+        wide = console.options.update_width(1_000_000)
+        console = Console(
+            highlight=False, width=max(_TABLE_MIN_WIDTH, console.measure(table, options=wide).maximum)
+        )
+        console.print(title, soft_wrap=True)
+        console.print(table)
+        console.print(notice, soft_wrap=True)
+        return
     console.print(table)
 
 

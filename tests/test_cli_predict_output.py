@@ -1,0 +1,178 @@
+"""`fracsight predict` as users run it: narrow terminals, files and pipes, odd file names, stdin."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fracsight.cli import app
+from fracsight.inference import NOTICE
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def radiograph(fracatlas_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    source = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[5]
+    return Path(shutil.copyfile(source, tmp_path_factory.mktemp("one") / "scan.jpg"))
+
+
+def _predict(bundle: Path, *args: str | Path, env: dict[str, str | None] | None = None):
+    return runner.invoke(app, ["predict", "--model", str(bundle), *map(str, args)], env=env)
+
+
+def _probability(bundle: Path, image: Path) -> str:
+    result = _predict(bundle, image, "--json")
+    assert result.exit_code == 0, result.output
+    return f"{json.loads(result.stdout)['images'][0]['fracture_probability']:.3f}"
+
+
+@pytest.mark.parametrize("columns", ["40", "64"])
+def test_a_narrow_terminal_never_folds_a_probability(
+    tiny_bundle: Path, radiograph: Path, tmp_path: Path, columns: str
+) -> None:
+    """At 40 columns the table folded 0.008 into "0.00" and "8" on the next line."""
+    name = "a-rather-long-file-name-of-a-wrist-radiograph-taken-at-night.jpg"
+    image = Path(shutil.copyfile(radiograph, tmp_path / name))
+    result = _predict(tiny_bundle, image, env={"COLUMNS": columns})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= int(columns)
+    assert f"  fracture probability: {_probability(tiny_bundle, image)}" in lines  # whole, on one line
+    assert name in "".join(lines)  # folded over lines, never cut
+    assert "…" not in result.stdout
+    assert NOTICE in " ".join(result.stdout.split())
+
+
+def test_a_file_or_pipe_gets_one_line_a_row(tiny_bundle: Path, radiograph: Path, tmp_path: Path) -> None:
+    """Without a terminal (and no COLUMNS) rich wrapped at 80: "fracture" and "suspected" on two lines,
+    a long name over many, so `grep NAME` found a piece of a row."""
+    name = "x" * 150 + ".jpg"
+    image = Path(shutil.copyfile(radiograph, tmp_path / name))
+    result = _predict(tiny_bundle, image, env={"COLUMNS": None})
+    assert result.exit_code == 0, result.output
+    (row,) = [line for line in result.stdout.splitlines() if name in line]
+    assert _probability(tiny_bundle, image) in row
+    assert "fracture suspected" in row or "no fracture detected" in row or "not reliable" in row
+    assert NOTICE in result.stdout.splitlines()  # a line of its own
+    title = result.stdout.splitlines()[0]
+    assert title == title.rstrip()  # not padded to the table's width
+
+
+def test_control_characters_in_a_name_are_shown_escaped_and_kept_in_data(
+    tiny_bundle: Path, radiograph: Path, tmp_path: Path
+) -> None:
+    """A name holding an escape sequence reached the terminal raw (its colours, or worse); a newline
+    split the row; `--csv -` lost the escape sequence (click's echo strips it off a terminal)."""
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    names = ["esc\x1b[31mRED\x1b[0m.jpg", "new\nline.jpg", "x\u202egpj.exe.jpg"]
+    for name in names:
+        shutil.copyfile(radiograph, folder / name)
+    table = _predict(tiny_bundle, folder, env={"COLUMNS": None})
+    assert table.exit_code == 0, table.output
+    assert "\x1b" not in table.stdout and "\u202e" not in table.stdout
+    for shown in ["esc\\x1b[31mRED\\x1b[0m.jpg", "new\\nline.jpg", "x\\u202egpj.exe.jpg"]:
+        assert len([line for line in table.stdout.splitlines() if shown in line]) == 1
+    piped = _predict(tiny_bundle, folder, "--csv", "-")
+    assert piped.exit_code == 0, piped.output
+    assert sorted(row["source"] for row in csv.DictReader(io.StringIO(piped.stdout))) == sorted(names)
+    data = _predict(tiny_bundle, folder, "--json")
+    assert sorted(i["source"] for i in json.loads(data.stdout)["images"]) == sorted(names)
+
+
+def test_stdin_and_a_broken_link_are_refused_saying_what_they_are(
+    tiny_bundle: Path, radiograph: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    stdin = runner.invoke(
+        app, ["predict", "--model", str(tiny_bundle), "-"], input=radiograph.read_bytes().decode("latin-1")
+    )
+    assert stdin.exit_code == 2 and "standard input" in stdin.stderr, stdin.output
+    link = tmp_path / "gone.jpg"
+    link.symlink_to(tmp_path / "moved-away.jpg")
+    broken = _predict(tiny_bundle, radiograph, link)
+    assert broken.exit_code == 2, broken.output
+    assert "link" in broken.stderr and "moved-away.jpg" in broken.stderr
+    (tmp_path / "-").write_bytes(radiograph.read_bytes())  # a file named "-" is read
+    named_dash = _predict(tiny_bundle, "-", "--json")
+    assert named_dash.exit_code == 0 and json.loads(named_dash.stdout)["images"][0]["source"] == "-"
+
+
+def test_overlays_of_names_near_the_file_system_limit(
+    tiny_bundle: Path, radiograph: Path, tmp_path: Path
+) -> None:
+    """A 250-character name: "File name too long" for its overlay stopped the run after every image
+    was predicted, exit 1, no results at all."""
+    folder = tmp_path / "long"
+    folder.mkdir()
+    long_names = ["y" * 246 + "a.jpg", "y" * 246 + "b.jpg"]  # 251 bytes each: allowed
+    for name in [*long_names, "short.jpg"]:
+        shutil.copyfile(radiograph, folder / name)
+    out = tmp_path / "overlays"
+    result = _predict(tiny_bundle, folder, "--overlay-dir", out, "--json")
+    assert result.exit_code == 0, result.output
+    assert {i["source"] for i in json.loads(result.stdout)["images"]} == {*long_names, "short.jpg"}
+    written = sorted(p.name for p in out.iterdir())
+    assert len(written) == 3 and "short.overlay.png" in written
+    assert all(
+        len(n.encode()) <= 255 and n.startswith("y" * 150) for n in written if n != "short.overlay.png"
+    )
+
+
+def test_a_table_into_a_file_of_another_encoding_is_written_not_a_traceback(
+    tiny_bundle: Path, radiograph: Path, tmp_path: Path
+) -> None:
+    """stdout in an encoding without the name's characters (a Windows code page when redirected):
+    UnicodeEncodeError after every image had been predicted."""
+    image = Path(shutil.copyfile(radiograph, tmp_path / "émoji 🦴.jpg"))
+    env = {**os.environ, "PYTHONIOENCODING": "ascii", "COLUMNS": "200"}
+    code = "from fracsight.cli import main; main()"
+    run = subprocess.run(
+        [sys.executable, "-c", code, "predict", "--model", str(tiny_bundle), str(image)],
+        capture_output=True,
+        env=env,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr.decode(errors="replace")
+    assert b"Traceback" not in run.stderr
+    assert b"\\xe9moji \\U0001f9b4.jpg" in run.stdout
+
+
+def test_help_is_whole_and_names_the_way_to_give_a_dash_name() -> None:
+    result = runner.invoke(app, ["predict", "--help"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0
+    assert "…" not in result.stdout  # "--no-all-class…" was cut
+    assert "--all-classes" in result.stdout and "--overwrite" in result.stdout
+    assert "'--'" in result.stdout
+
+
+def test_a_table_piped_into_head_exits_141_not_1(tiny_bundle: Path, radiograph: Path, tmp_path: Path) -> None:
+    """`fracsight predict DIR | head`: rich's own handling of the closed pipe exited 1, the code that
+    says a file could not be read (a `set -o pipefail` script stopped on it)."""
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(300):  # rows of more than the pipe's 64 KiB buffer
+        os.link(radiograph, folder / f"{i:03d}-{'z' * 200}.jpg")
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}  # a pipe: one line a row
+    code = "from fracsight.cli import main; main()"
+    run = subprocess.Popen(
+        [sys.executable, "-c", code, "predict", "--model", str(tiny_bundle), str(folder)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert run.stdout is not None and run.stderr is not None
+    assert run.stdout.readline().startswith(b"fracsight (")
+    run.stdout.close()  # as `head -1` does
+    assert run.wait(timeout=300) == 141
+    assert b"Traceback" not in run.stderr.read()
