@@ -406,6 +406,7 @@ def predict(
     Takes images, folders or MURA study folders; shows the heads the bundle has (class: e.g. fracture type).
 
     Exit code 0: every image predicted; 1: a file could not be read (its row says why); 2: bad arguments.
+
     A file name that starts with '-' goes after '--' (fracsight predict -- -scan.jpg).
     """
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
