@@ -568,7 +568,7 @@ def test_table_rows_cover_images_failures_and_studies() -> None:
     assert [tuple(r) for r in rows] == [display_columns(spec)] * 3
     assert rows[0]["decision"] == "fracture suspected" and rows[0]["fracture_probability"] == "0.8000"
     assert rows[0]["region"] == "hand" and rows[0]["top_box"] == "10,5,30,25"
-    assert rows[1]["error_code"] == "empty_file" and rows[1]["decision"] == ""
+    assert rows[1]["error_code"] == "empty_file" and rows[1]["decision"] == "error"
     assert rows[2]["kind"] == "study" and rows[2]["source"] == "uploaded study"
 
 

@@ -176,7 +176,7 @@ def test_csv_has_the_columns_of_the_heads_and_equals_the_cli(
     assert ("predicted_class" in header) == ("class" in heads)
     rows = _rows(r.text)
     assert [(row["kind"], row["source"]) for row in rows] == [("image", p.name) for p in [*images, empty]]
-    assert rows[-1]["error_code"] == "empty_file" and rows[-1]["decision"] == ""
+    assert rows[-1]["error_code"] == "empty_file" and rows[-1]["decision"] == "error"
     json_images = _post(url, "", images).json()["images"]
     assert [row["decision"] for row in rows[:-1]] == [i["decision"] for i in json_images]
 

@@ -60,8 +60,11 @@ def result_row(
 ) -> dict[str, str]:
     """One flat row with exactly ``columns`` (see :func:`result_columns`); blank where not applicable."""
     row: dict[str, str] = {}
-    if isinstance(result, FailedPrediction):
-        row.update(kind="image", source=result.source, error_code=result.error_code, error=result.error)
+    if isinstance(result, FailedPrediction):  # decision "error", as the table and the Python API say it
+        row.update(
+            kind="image", source=result.source, decision=result.decision, reliable=str(result.reliable)
+        )
+        row.update(error_code=result.error_code, error=result.error)
         return _only(row, columns)
     row.update(decision=result.decision, reliable=str(result.reliable), warnings="; ".join(result.warnings))
     if result.fracture_probability is not None and result.threshold is not None:
