@@ -214,10 +214,18 @@ def user_errors(exit_code: int = 1) -> Iterator[None]:
 
 
 def refuse_missing(paths: Iterable[Path | None]) -> None:
-    """Exit 2 with a one-line message, before any work, when an input path does not exist."""
-    missing = [str(p) for p in paths if p is not None and not p.exists()]
+    """Exit 2 with a one-line message, before any work, when an input path does not exist; a link
+    whose target is gone is named as one (it was "no such file" of a name ``ls`` shows)."""
+    import os
+
+    missing = [p for p in paths if p is not None and not p.exists()]
+    broken = [p for p in missing if p.is_symlink()]
+    if broken:
+        links = ", ".join(f"{p} -> {os.readlink(p)}" for p in broken)
+        typer.echo(f"error (not_found): a link whose target does not exist: {links}", err=True)
+        raise typer.Exit(2)
     if missing:
-        typer.echo(f"error (not_found): no such file or folder: {', '.join(missing)}", err=True)
+        typer.echo(f"error (not_found): no such file or folder: {', '.join(map(str, missing))}", err=True)
         raise typer.Exit(2)
 
 
@@ -414,7 +422,7 @@ def predict(
     from fracsight.inference import NOTICE, FailedPrediction, Predictor
     from fracsight.inference.tabular import csv_text, named_inputs, result_columns, results_payload
 
-    _refuse_stdin_and_broken_links(paths)
+    _refuse_stdin(paths)
     refuse_missing(paths)
     csv_to_stdout = csv_path == Path("-")
     if csv_to_stdout:
@@ -501,23 +509,15 @@ def _stdout_to_devnull() -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
-def _refuse_stdin_and_broken_links(paths: Sequence[Path]) -> None:
-    """Exit 2 with a message that says what is wrong, before any work, for ``-`` (standard input,
-    which ``predict`` does not read: it said "no such file or folder: -") and for a link whose
-    target is gone (it said "no such file" of a name ``ls`` shows)."""
-    import os
-
+def _refuse_stdin(paths: Sequence[Path]) -> None:
+    """Exit 2, before any work, for ``-`` (standard input, which ``predict`` does not read: it said
+    "no such file or folder: -"); a real file named ``-`` is read."""
     if any(str(p) == "-" and not p.exists() for p in paths):
         typer.echo(
             "error (usage): '-' (standard input) is not read by fracsight predict: save the image "
             "to a file and give its path",
             err=True,
         )
-        raise typer.Exit(2)
-    broken = [p for p in paths if p.is_symlink() and not p.exists()]
-    if broken:
-        links = ", ".join(f"{p} -> {os.readlink(p)}" for p in broken)
-        typer.echo(f"error (not_found): a link whose target does not exist: {links}", err=True)
         raise typer.Exit(2)
 
 

@@ -73,17 +73,9 @@ def is_image_file(path: Path) -> bool:
     UID), as ``fracsight predict`` lists a folder."""
     if is_hidden(path) or not path.is_file():  # is_file: opening a named pipe would wait for a writer
         return False
-    return path.suffix.lower() in IMAGE_EXTENSIONS or _image_bytes(path)
+    from fracsight.io._sniff import holds_image
 
-
-def _image_bytes(path: Path) -> bool:
-    from fracsight.io._sniff import HEAD_BYTES, sniff_format
-
-    try:
-        with path.open("rb") as f:
-            return sniff_format(f.read(HEAD_BYTES)) is not None
-    except OSError:
-        return False
+    return path.suffix.lower() in IMAGE_EXTENSIONS or holds_image(path)
 
 
 def visible_dirs(path: Path) -> list[Path]:

@@ -14,7 +14,7 @@ from typing import Any
 from fracsight.bundle import BundleSpec
 from fracsight.inference.results import NOTICE, FailedPrediction, Prediction, StudyPrediction
 from fracsight.io import IMAGE_SUFFIXES
-from fracsight.io._sniff import HEAD_BYTES, sniff_format
+from fracsight.io._sniff import holds_image
 
 __all__ = [
     "collect_inputs",
@@ -212,21 +212,11 @@ def folder_images(root: Path, on_found: Callable[[Path], object] | None = None) 
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in names:
             path = Path(folder, name)
-            if not name.startswith(".") and (path.suffix.lower() in IMAGE_SUFFIXES or _image_bytes(path)):
+            if not name.startswith(".") and (path.suffix.lower() in IMAGE_SUFFIXES or holds_image(path)):
                 found.append(path)
                 if on_found is not None:
                     on_found(path)
     return sorted(found)
-
-
-def _image_bytes(path: Path) -> bool:
-    if not path.is_file():  # opening a named pipe waits for a writer: the scan hung on one
-        return False
-    try:
-        with open(path, "rb") as f:
-            return sniff_format(f.read(HEAD_BYTES)) is not None
-    except OSError:
-        return False
 
 
 def study_folder(path: Path) -> Path | None:

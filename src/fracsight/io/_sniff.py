@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
-__all__ = ["HEAD_BYTES", "SUPPORTED_FORMATS", "describe_unsupported", "sniff_format"]
+__all__ = ["HEAD_BYTES", "SUPPORTED_FORMATS", "describe_unsupported", "holds_image", "sniff_format"]
 
 #: How many leading bytes :func:`sniff_format` needs to see.
 HEAD_BYTES = 512
@@ -101,3 +102,15 @@ def describe_unsupported(head: bytes) -> str:
             return "a text file"
         break
     return "unrecognised binary data"
+
+
+def holds_image(path: Path) -> bool:
+    """True when ``path`` is a regular file whose first bytes are a supported image's (a DICOM
+    named ``IM000001`` or by its UID): how a folder's files without an image extension are judged."""
+    if not path.is_file():  # opening a named pipe waits for a writer: a folder scan hung on one
+        return False
+    try:
+        with open(path, "rb") as f:
+            return sniff_format(f.read(HEAD_BYTES)) is not None
+    except OSError:
+        return False
