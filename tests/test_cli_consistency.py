@@ -268,3 +268,48 @@ def test_a_command_whose_extra_is_not_installed_names_it(
     )
     assert "Traceback" not in run.stderr
     assert not (tmp_path / "spool").exists() and not (tmp_path / "res").exists()
+
+
+@pytest.mark.parametrize("args", [["models"], ["audit", "DATA", "--json"]])
+def test_output_into_a_closed_pipe_exits_141_for_every_command(args: list[str], tiny_dataset: Path) -> None:
+    """Only `predict` turned a closed pipe into 141: `models | head` exited 1 (rich's handling,
+    which says something failed) and a JSON report into a closed pipe ended in a traceback."""
+    import subprocess
+    import sys
+
+    args = [str(tiny_dataset) if a == "DATA" else a for a in args]
+    run = subprocess.Popen(
+        [sys.executable, "-c", "from fracsight.cli import main; main()", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert run.stdout is not None and run.stderr is not None
+    run.stdout.close()  # before the command writes a byte: as `| true` does
+    assert run.wait(timeout=300) == 141
+    assert b"Traceback" not in run.stderr.read()
+
+
+@pytest.mark.fracatlas
+def test_a_loaders_warning_is_printed_once_and_says_it_is_a_warning(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    """Python's handler of last resort printed a bare message (read as output, not as a warning),
+    and a folder looked at twice (to recognize its layout, then to read it) said it twice."""
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    (data / "extras").mkdir(parents=True)
+    for split in ("train", "val"):
+        (data / split).symlink_to(tiny_dataset / split)
+    image = next((tiny_dataset / "val" / "fractured").iterdir())
+    (data / "extras" / image.name).symlink_to(image)
+    command = [sys.executable, "-c", "from fracsight.cli import main; main()", "evaluate", "default"]
+    run = subprocess.run(  # not CliRunner: pytest's own log handler would take the records
+        [*command, str(data), "--split", "val", "--out", str(tmp_path / "e")], capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    warned = [line for line in run.stderr.splitlines() if "are not split folders" in line]
+    assert warned == [
+        f"warning: {data}: folder(s) extras are not split folders (train/val/test) and are ignored"
+    ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import re
 import shlex
@@ -18,6 +17,7 @@ import typer
 from typer.core import TyperGroup
 
 from fracsight import __version__
+from fracsight._terminal import install_warning_printer, stdout_console, stdout_to_devnull
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -49,12 +49,17 @@ class _Commands(TyperGroup):
 
     Ctrl-C exits 130, as Typer does, with a line on stderr (Typer's says nothing) where the
     command does not say itself what it kept. A command that needs an extra not installed says
-    which (:data:`EXTRA_OF`), exit 1.
+    which (:data:`EXTRA_OF`), exit 1. Output into a pipe closed early (``| head``) exits 141, as
+    a shell tool killed by SIGPIPE does, for every command. Warnings are printed as ``warning: ...``,
+    each once (:func:`fracsight._terminal.install_warning_printer`).
     """
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:  # `| head` has what it wanted; exit 1 would say a file was unreadable
+            stdout_to_devnull()
+            raise typer.Exit(141) from None  # 128 + SIGPIPE, as a shell tool killed by the signal
         except KeyboardInterrupt:  # a command that says what it kept catches Ctrl-C itself first
             typer.echo("interrupted: the command stopped before it finished", err=True)
             raise typer.Exit(130) from None
@@ -66,6 +71,7 @@ class _Commands(TyperGroup):
             raise typer.Exit(1) from None
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        install_warning_printer()
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
         try:
@@ -163,12 +169,10 @@ def audit(
 
 def _show_report(report: Any, render: Callable[[Any], Iterable[Any]], json_output: bool) -> None:
     """A report as one JSON object on stdout (``report.to_dict()``), or as the tables ``render`` yields."""
-    from rich.console import Console
-
     if json_output:
         typer.echo(json.dumps(report.to_dict(), indent=2))
         return
-    out = Console()
+    out = stdout_console()
     for renderable in render(report):
         out.print(renderable)
 
@@ -476,37 +480,24 @@ def predict(
         with user_errors():  # refused by the system only now (no permission, a read-only disk, full)
             # newline="": the rows end in CRLF (RFC 4180) as written, never CR CR LF (Windows)
             csv_path.write_text(csv_text([*flat, *studies], columns), encoding="utf-8", newline="")
-    try:
-        if csv_to_stdout:  # for a pipe: the rows only; the notice on stderr
-            # as UTF-8 bytes, whatever the locale, and as they are: click's echo drops what looks like
-            # an escape sequence when stdout is not a terminal, and a file name is data here
-            text = csv_text([*flat, *studies], columns)
-            out = getattr(sys.stdout, "buffer", None)
-            if out is not None:
-                sys.stdout.flush()
-                out.write(text.encode("utf-8"))
-                out.flush()
-            else:
-                sys.stdout.write(text)
-            typer.echo(NOTICE, err=True)
-        elif json_output:
-            typer.echo(json.dumps(results_payload(flat, studies, predictor.name), indent=2))
+    if csv_to_stdout:  # for a pipe: the rows only; the notice on stderr
+        # as UTF-8 bytes, whatever the locale, and as they are: click's echo drops what looks like
+        # an escape sequence when stdout is not a terminal, and a file name is data here
+        text = csv_text([*flat, *studies], columns)
+        out = getattr(sys.stdout, "buffer", None)
+        if out is not None:
+            sys.stdout.flush()
+            out.write(text.encode("utf-8"))
+            out.flush()
         else:
-            _print_table(flat, studies, predictor, NOTICE)
-    except BrokenPipeError:  # `| head`: the reader has what it wanted; exit 1 would say a file was unreadable
-        _stdout_to_devnull()
-        raise typer.Exit(141) from None  # 128 + SIGPIPE, as a shell tool killed by the signal
+            sys.stdout.write(text)
+        typer.echo(NOTICE, err=True)
+    elif json_output:
+        typer.echo(json.dumps(results_payload(flat, studies, predictor.name), indent=2))
+    else:
+        _print_table(flat, studies, predictor, NOTICE)
     if any(isinstance(r, FailedPrediction) for r in flat):
         raise typer.Exit(1)
-
-
-def _stdout_to_devnull() -> None:
-    """After a closed pipe: stdout to /dev/null, so that flushing it at exit raises nothing more."""
-    import os
-    from contextlib import suppress
-
-    with suppress(OSError, ValueError, io.UnsupportedOperation):  # not a real file (a test's buffer)
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _refuse_stdin(paths: Sequence[Path]) -> None:
@@ -629,16 +620,11 @@ def _print_table(results, studies, predictor, notice: str) -> None:
     ``grep`` finds an image's whole row; a character the output's encoding lacks is escaped."""
     import os
 
-    from rich.console import Console as RichConsole
     from rich.markup import escape as rich_escape
     from rich.table import Table
 
     from fracsight.inference import FailedPrediction
     from fracsight.inference.tabular import text_cell
-
-    class Console(RichConsole):
-        def on_broken_pipe(self) -> None:  # rich's own: exit 1, which says a file was unreadable
-            raise BrokenPipeError
 
     def escape(text: str) -> str:  # a file name that is not UTF-8 is shown as the CSV writes it
         return rich_escape(_visible(text_cell(text)))
@@ -688,7 +674,7 @@ def _print_table(results, studies, predictor, notice: str) -> None:
         # a name the output's encoding cannot hold (an emoji, on a Windows code page, into a file)
         # was a UnicodeEncodeError traceback after every image had been predicted
         stdout.reconfigure(errors="backslashreplace")
-    console = Console(highlight=False)
+    console = stdout_console(highlight=False)
     title = f"fracsight ({escape(predictor.name)})"
     to_a_file = not console.is_terminal and not os.environ.get("COLUMNS")  # or a pipe
     if not to_a_file and console.width < _TABLE_MIN_WIDTH:
@@ -716,7 +702,7 @@ def _print_table(results, studies, predictor, notice: str) -> None:
     if to_a_file:  # one line a row
         table.title = table.caption = None  # on lines of their own, not padded to the table's width
         wide = console.options.update_width(1_000_000)
-        console = Console(
+        console = stdout_console(
             highlight=False, width=max(_TABLE_MIN_WIDTH, console.measure(table, options=wide).maximum)
         )
         console.print(title, soft_wrap=True)

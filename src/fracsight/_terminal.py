@@ -1,0 +1,75 @@
+"""What the ``fracsight`` command does with its terminal: warnings on stderr, and a closed pipe.
+
+Only the command line uses this; the library never configures logging or the terminal.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import sys
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = ["install_warning_printer", "stdout_console", "stdout_to_devnull"]
+
+#: distinct warnings remembered to print each once (a cap, so a long-running command cannot grow it)
+_REMEMBERED = 10_000
+
+
+class _WarningPrinter(logging.Handler):
+    """``warning: MESSAGE`` on stderr, each distinct message once.
+
+    Python's handler of last resort prints a bare message, which reads as output rather than as
+    a warning, and data loaders that look at a folder twice (once to recognize its layout, once
+    to read it) said the same thing twice. A record with a traceback is always printed.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self._printed: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = f"{record.levelname.lower()}: {record.getMessage()}"
+            if record.exc_info:
+                line += "\n" + logging.Formatter().formatException(record.exc_info)
+            elif line in self._printed:
+                return
+            elif len(self._printed) < _REMEMBERED:
+                self._printed.add(line)
+            sys.stderr.write(line + "\n")  # the stream of the moment: a test runner may swap it
+        except Exception:
+            self.handleError(record)
+
+
+def install_warning_printer() -> None:
+    """Print fracsight's warnings as ``warning: ...``, once each, when nothing else handles them.
+
+    It takes the place of logging's handler of last resort, so a command that sets up its own
+    logging (``serve``, ``dicom listen``) or a program that configured logging is not affected.
+    """
+    if not isinstance(logging.lastResort, _WarningPrinter):
+        logging.lastResort = _WarningPrinter()
+
+
+def stdout_to_devnull() -> None:
+    """After a closed pipe: stdout to /dev/null, so that flushing it at exit raises nothing more."""
+    with suppress(OSError, ValueError, io.UnsupportedOperation):  # not a real file (a test's buffer)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def stdout_console(**options: Any) -> Console:
+    """A rich console on stdout whose closed pipe raises :class:`BrokenPipeError`, which the root
+    command turns into exit 141; rich's own handling exits 1, which says a file was unreadable."""
+    from rich.console import Console
+
+    class _PipeConsole(Console):
+        def on_broken_pipe(self) -> None:
+            raise BrokenPipeError
+
+    return _PipeConsole(**options)
