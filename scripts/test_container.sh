@@ -168,13 +168,14 @@ if out=$(inside "$C" fracsight serve --port "$(free_port)" 2>&1); then fail "ser
 echo "$out" | grep -q "FRACSIGHT_API_TOKENS" || fail "unexpected message: $out"
 echo "refused: $(echo "$out" | grep -m1 FRACSIGHT_API_TOKENS)"
 
-step "fracsight serve inside: /healthz open, /v1/predict 401 without a token, 200 with it"
-# check_api CONTAINER NAME: `fracsight serve` inside CONTAINER with a token; log in $BUILD/NAME.log
+step "fracsight serve inside: /healthz open, /v1/predict 401 without a token, 200 with it, under a root path too"
+# check_api CONTAINER NAME: `fracsight serve` inside CONTAINER with a token and FRACSIGHT_ROOT_PATH
+# (a reverse proxy at /fracsight, docs/deploy.md); log in $BUILD/NAME.log
 check_api() {
     local port
     port=$(free_port)
     # the server records its PID, then becomes `timeout` (a bound on its life if this script dies)
-    start_inside "$2" --env FRACSIGHT_API_TOKENS="$TOKEN" "$1" \
+    start_inside "$2" --env FRACSIGHT_API_TOKENS="$TOKEN" --env FRACSIGHT_ROOT_PATH=/fracsight "$1" \
         sh -c "echo \$\$ > /run/fracsight-test/$2.pid; exec timeout -k 10 600 \"\$@\"" sh \
         fracsight serve --host 127.0.0.1 --port "$port" --log-level warning
     "$PY" - "http://127.0.0.1:$port" "$TOKEN" "$IMG" "$BUILD/host.json" <<'EOF'
@@ -204,6 +205,11 @@ got = r.json()["images"][0]
 want = json.load(open(host_json))["images"][0]
 assert got["fracture_probability"] == want["fracture_probability"] and got["region"] == want["region"], (got, want)
 print(f"/v1/predict with the token: 200, p={got['fracture_probability']} (as here), {got['decision']}")
+r = httpx.get(f"{url}/fracsight/healthz", timeout=10)
+assert r.status_code == 200, r.text
+r = httpx.post(f"{url}/fracsight/v1/predict", files=files, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+assert r.status_code == 200 and r.json()["images"][0]["fracture_probability"] == want["fracture_probability"], r.text
+print("FRACSIGHT_ROOT_PATH=/fracsight: /fracsight/healthz 200 without a token, /fracsight/v1/predict 200 with it")
 EOF
     inside "$1" python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/healthz', timeout=4)" \
         || fail "the health check command fails inside"

@@ -1,5 +1,5 @@
 """REST API as HTTP clients other than curl see it: 405 answers, RFC 8187 file names, a study
-holding the same image twice."""
+holding the same image twice, a reverse proxy serving it under a sub-path."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from fracsight.api import ApiSettings, create_app
 from fracsight.api.uploads import extended_filename
+from fracsight.errors import ConfigError
 from test_api import files, png_bytes
 
 
@@ -133,3 +134,58 @@ def test_missing_files_names_the_parts_sent(client: TestClient) -> None:
     assert r.status_code == 400  # no parts at all: not even the closing boundary
     r = client.post("/v1/predict", files=[(f"f{i}", ("a.png", b"x", "image/png")) for i in range(9)])
     assert "`f0`, `f1`, `f2`, `f3`, `f4`)" in r.json()["error"]["message"]  # five names at most
+
+
+# ---- behind a reverse proxy at a sub-path (root_path) --------------------------------------------------
+TOKEN = "tok-" + "e5f6a7b8" * 4
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def test_healthz_stays_open_under_uvicorns_root_path(tiny_bundle: Path) -> None:
+    """uvicorn's --root-path puts the prefix into the path as well: the token check compared that
+    path with /healthz, so health checks and load balancers got 401 behind a sub-path."""
+    app = create_app(ApiSettings(model=str(tiny_bundle), api_tokens=TOKEN))
+    with TestClient(app, root_path="/fracsight") as c:  # the scope uvicorn --root-path makes
+        assert c.get("/fracsight/healthz").status_code == 200  # was 401 missing_token
+        assert c.get("/fracsight/v1/model").status_code == 401  # everything else still needs a token
+        assert c.get("/fracsight/docs", headers=BEARER).status_code == 200
+        metrics = c.get("/fracsight/metrics", headers=BEARER).text
+    assert 'route="/docs",method="GET",status="200"' in metrics  # was route="/fracsight/docs"
+
+
+@pytest.mark.parametrize("prefix", ["", "/fracsight"])  # the proxy strips the prefix, or passes it on
+def test_root_path_setting_serves_the_api_under_a_prefix(tiny_bundle: Path, prefix: str) -> None:
+    """FRACSIGHT_ROOT_PATH: what uvicorn's --root-path does, for `fracsight serve`, which has none."""
+    settings = ApiSettings.from_env(
+        {"FRACSIGHT_ROOT_PATH": "/fracsight/", "FRACSIGHT_API_TOKENS": TOKEN}, model=str(tiny_bundle)
+    )
+    assert settings.root_path == "/fracsight"
+    with TestClient(create_app(settings)) as c:
+        assert c.get(f"{prefix}/healthz").status_code == 200
+        assert c.get(f"{prefix}/v1/model").status_code == 401
+        docs = c.get(f"{prefix}/docs", headers=BEARER)
+        assert docs.status_code == 200 and "'/fracsight/openapi.json'" in docs.text
+        schema = c.get(f"{prefix}/openapi.json", headers=BEARER).json()
+        assert schema["servers"] == [{"url": "/fracsight"}]
+        r = c.post(f"{prefix}/v1/predict", files=files(("a.png", png_bytes())), headers=BEARER)
+        assert r.status_code == 200 and r.json()["images"][0]["source"] == "a.png"
+        r = c.delete(f"{prefix}/healthz")
+        message = r.json()["error"]["message"]
+        assert message == "DELETE is not allowed on /fracsight/healthz; it takes GET, HEAD"
+
+
+@pytest.mark.parametrize("value", ["fracsight", "//proxy.example/x", "/frac sight", "/fracsight?x=1"])
+def test_a_root_path_that_is_no_url_prefix_is_refused(value: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        ApiSettings.from_env({"FRACSIGHT_ROOT_PATH": value})
+    message = str(raised.value)
+    assert "root_path (FRACSIGHT_ROOT_PATH): " in message and "is not a URL path prefix" in message
+    assert "option" not in message and "Value error" not in message  # it has no `fracsight serve` option
+
+
+def test_a_bad_setting_names_its_option_only_where_serve_has_one() -> None:
+    named = r"max_files \(FRACSIGHT_MAX_FILES or `fracsight serve --max-files`\)"
+    with pytest.raises(ConfigError, match=named):
+        ApiSettings.from_env({"FRACSIGHT_MAX_FILES": "abc"})
+    with pytest.raises(ConfigError, match=r"auth \(FRACSIGHT_AUTH\): Input should be"):
+        ApiSettings.from_env({"FRACSIGHT_AUTH": "bogus"})

@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import free_port
-from fracsight.api.settings import ENV_PREFIX, ApiSettings
+from fracsight.api.settings import ENV_PREFIX, SERVE_OPTIONS, ApiSettings
 from fracsight.cli import app as cli
 
 uvicorn = pytest.importorskip("uvicorn")
@@ -138,12 +138,17 @@ def _png() -> bytes:
 
 @contextlib.contextmanager
 def loopback_server(
-    *args: str, env: dict[str, str] | None = None, log: Path | None = None, log_level: str = "warning"
+    *args: str,
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+    log_level: str = "warning",
+    exit_codes: list[int] | None = None,
 ) -> Iterator[str]:
-    """`fracsight serve ARGS` on a free loopback port, ready; yields its URL and stops it afterwards.
+    """`fracsight serve ARGS` on a free loopback port, ready; yields its URL and stops it afterwards
+    (SIGTERM, as an orchestrator does).
 
     ``env``: FRACSIGHT_* variables for the server (the caller's own are left out). ``log``: a file
-    that takes the server's stderr.
+    that takes the server's stderr. ``exit_codes``: gets the server's exit code once it stopped.
     """
     port = free_port()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}, **(env or {})}
@@ -173,6 +178,8 @@ def loopback_server(
             server.wait(timeout=5)
         if log:
             stderr.close()
+        if exit_codes is not None:
+            exit_codes.append(server.returncode)
 
 
 @pytest.mark.slow
@@ -200,6 +207,18 @@ def test_the_log_says_which_model_is_served_and_nothing_of_the_uploads(
     text = log.read_text()
     assert "INFO:     fracsight API serving tiny-test" in text, text
     assert "SENTINEL" not in text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_stops_the_server_with_exit_0(tiny_bundle: Path, workers: str) -> None:
+    """With one worker uvicorn sends SIGTERM to its process again after its graceful shutdown, and
+    the server died of it (-15, 143 from a shell): an orchestrator read a clean stop as a failure."""
+    codes: list[int] = []
+    with loopback_server("--model", str(tiny_bundle), "--workers", workers, exit_codes=codes) as url:
+        r = httpx.post(f"{url}/v1/predict", files={"files": ("a.png", _png())}, timeout=30)
+        assert r.status_code == 200
+    assert codes == [0]
 
 
 @pytest.mark.slow
@@ -242,3 +261,32 @@ def test_metrics_of_several_workers_add_up(tiny_bundle: Path) -> None:
             assert predict + "6" in text, text
             assert "fracsight_worker_processes 2" in text
     assert set(Path(tempfile.gettempdir()).glob("fracsight-metrics-*")) == shared  # the folder is removed
+
+
+def test_settings_name_the_options_serve_really_has() -> None:
+    """An invalid setting's message names its `fracsight serve` option (SERVE_OPTIONS), and only
+    where there is one: FRACSIGHT_AUTH=bogus used to point at an option that does not exist."""
+    import typer.main
+
+    serve = typer.main.get_command(cli).commands["serve"]  # type: ignore[attr-defined]
+    options = {opt for param in serve.params for opt in param.opts}
+    assert set(SERVE_OPTIONS.values()) <= options
+    assert set(SERVE_OPTIONS) <= set(ApiSettings.model_fields)
+
+
+@pytest.mark.slow
+def test_serve_under_a_root_path_behind_a_proxy(tiny_bundle: Path) -> None:
+    """FRACSIGHT_ROOT_PATH reaches the workers of `fracsight serve` (which has no --root-path):
+    the API answers under the prefix, /healthz stays open (the loop that waits for the server asks
+    it without a token), /docs and the schema point at the prefix."""
+    token = "tok-" + "c9d0e1f2" * 4
+    bearer = {"Authorization": f"Bearer {token}"}
+    env = {"FRACSIGHT_ROOT_PATH": "/fracsight", "FRACSIGHT_API_TOKENS": token}
+    with loopback_server("--model", str(tiny_bundle), "--workers", "2", env=env) as url:
+        assert httpx.get(f"{url}/fracsight/healthz", timeout=10).status_code == 200
+        r = httpx.post(
+            f"{url}/fracsight/v1/predict", files={"files": ("a.png", _png())}, headers=bearer, timeout=30
+        )
+        assert r.status_code == 200 and r.json()["images"][0]["source"] == "a.png"  # was 404
+        schema = httpx.get(f"{url}/fracsight/openapi.json", headers=bearer, timeout=10).json()
+        assert schema["servers"] == [{"url": "/fracsight"}]

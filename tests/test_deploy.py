@@ -96,6 +96,25 @@ def test_compose_api_settings_are_real_settings_and_auth_stays_on() -> None:
     assert "USER fracsight" in dockerfile and dockerfile.count("HEALTHCHECK") == 2
 
 
+def test_docs_list_every_api_setting_and_only_real_ones() -> None:
+    """docs/deploy.md's configuration list and docs/api.md's table name every setting of the API
+    (FRACSIGHT_ROOT_PATH was missing: a proxy at a sub-path had nothing to set), and the API
+    variables they name are settings."""
+    names = {ENV_PREFIX + name.upper() for name in ApiSettings.model_fields}
+    deploy = (ROOT / "docs" / "deploy.md").read_text()
+    configuration = deploy.split("### Configuration", 1)[1].split("\n#", 1)[0]
+    rows = (ROOT / "docs" / "api.md").read_text().splitlines()
+    table = {
+        n for row in rows if row.startswith("| ") for n in re.findall(r"FRACSIGHT_[A-Z_]+", row.split("|")[2])
+    }
+    assert names <= set(re.findall(r"FRACSIGHT_[A-Z_]+", configuration)), configuration
+    assert names <= table
+    documented = set(re.findall(r"FRACSIGHT_[A-Z_]+", deploy)) - {
+        "FRACSIGHT_API_TOKEN"
+    }  # a misspelling, named
+    assert {n for n in documented if "DICOMWEB" not in n} <= names  # the DICOM node's are docs/dicom.md's
+
+
 def test_each_image_command_uses_only_options_of_fracsight() -> None:
     commands = {stage: cmd for stage, cmd in _dockerfile_stages().items() if cmd}
     assert set(commands) == {"inference", "webapp"}, commands

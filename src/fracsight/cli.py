@@ -954,6 +954,7 @@ def serve(
     """
     import os
     import shutil
+    import signal
     import tempfile
 
     from fracsight.app import local_url, port_taken
@@ -1016,6 +1017,9 @@ def serve(
         shared_metrics = tempfile.mkdtemp(prefix="fracsight-metrics-")
         settings = settings.model_copy(update={"metrics_dir": shared_metrics})
     os.environ.update(settings.to_env())  # worker processes build their app from these
+    # uvicorn handles SIGTERM (a graceful shutdown), then restores the handler it found and sends
+    # the signal again: with the default one a single-worker server died of it (exit 143, not 0)
+    signal.signal(signal.SIGTERM, lambda *_: None)
     try:
         uvicorn.run(
             "fracsight.api.app:create_app",

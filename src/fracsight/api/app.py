@@ -25,7 +25,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fracsight import __version__
-from fracsight.api.auth import OPEN_PATHS, BearerAuthMiddleware, token_guard
+from fracsight.api.auth import OPEN_PATHS, BearerAuthMiddleware, route_path, token_guard
 from fracsight.api.errors import HTTP_CODES, INTERNAL_ERROR, VALIDATION_ERROR, ApiError, error_response
 from fracsight.api.metrics import Metrics
 from fracsight.api.routes import get_predictor, load_predictor, router
@@ -90,13 +90,32 @@ class ObserveMiddleware:
             )
 
 
+class RootPathMiddleware:
+    """Serves the API under ``root_path`` (``FRACSIGHT_ROOT_PATH``) as uvicorn's ``--root-path``
+    does, which ``fracsight serve`` cannot pass: the prefix goes into ``root_path`` (for the links of
+    /docs and the OpenAPI ``servers``) and in front of ``path``, whether or not the proxy stripped it."""
+
+    def __init__(self, app: ASGIApp, root_path: str) -> None:
+        self.app = app
+        self.root_path = root_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and not scope.get("root_path"):
+            scope = {**scope, "root_path": self.root_path}
+            if route_path(scope) == scope["path"]:  # the proxy stripped the prefix: put it back
+                scope["path"] = self.root_path + scope["path"]
+                if scope.get("raw_path") is not None:
+                    scope["raw_path"] = self.root_path.encode() + scope["raw_path"]
+        await self.app(scope, receive, send)
+
+
 def _route(scope: Scope, status: int) -> str:
     """The matched route's template (bounded label values); unknown paths all count as 'unmatched'."""
     route = scope.get("route")
     path = getattr(route, "path", None)
     if isinstance(path, str):
         return path
-    return "unmatched" if status == 404 or "endpoint" not in scope else str(scope.get("path", "unmatched"))
+    return "unmatched" if status == 404 or "endpoint" not in scope else route_path(scope)
 
 
 def _register_error_handlers(app: FastAPI, metrics: Metrics) -> None:
@@ -184,9 +203,11 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.upload_memory = UploadMemory(settings.upload_memory_limit)
     app.include_router(router)
     _register_error_handlers(app, metrics)
-    if guard:  # inside ObserveMiddleware (added last, so outermost): refusals are counted too
+    if guard:  # inside ObserveMiddleware (added after it, so around it): refusals are counted too
         app.add_middleware(BearerAuthMiddleware, guard=guard, on_refusal=metrics.count_error)
     app.add_middleware(ObserveMiddleware, metrics=metrics)
+    if settings.root_path:  # outermost: every other layer sees the prefix as uvicorn's --root-path puts it
+        app.add_middleware(RootPathMiddleware, root_path=settings.root_path)
     _document_limits(app, settings, bearer=bool(guard))
     return app
 

@@ -42,6 +42,7 @@ __all__ = [
     "TokenGuard",
     "digests_setting",
     "parse_tokens",
+    "route_path",
     "token_digest",
     "token_guard",
 ]
@@ -155,6 +156,15 @@ def token_guard(auth: str, tokens: str | None, tokens_file: str | None) -> Token
     return TokenGuard(digests)
 
 
+def route_path(scope: Scope) -> str:
+    """The request's path inside the API, without the ``root_path`` a reverse proxy mounts it at:
+    uvicorn's ``--root-path`` and ``FRACSIGHT_ROOT_PATH`` put that prefix into ``path`` as well."""
+    path, root = str(scope.get("path", "")), str(scope.get("root_path", "")).rstrip("/")
+    if root and (path == root or path.startswith(root + "/")):
+        return path[len(root) :] or "/"
+    return path
+
+
 def _authorization_headers(scope: Scope) -> list[str]:
     return [value.decode("latin-1") for name, value in scope.get("headers", ()) if name == b"authorization"]
 
@@ -189,7 +199,7 @@ class BearerAuthMiddleware:
         self.on_refusal = on_refusal  # called with the error code (metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") in OPEN_PATHS:
+        if scope["type"] != "http" or route_path(scope) in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
         refusal = _refusal(_authorization_headers(scope), self.guard)

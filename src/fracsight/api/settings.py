@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+import re
 from collections.abc import Mapping
 from typing import Literal
 
@@ -24,10 +25,20 @@ from fracsight.api.auth import digests_setting, parse_tokens
 from fracsight.errors import ConfigError
 from fracsight.io import DEFAULT_MAX_PIXELS
 
-__all__ = ["ENV_PREFIX", "ApiSettings"]
+__all__ = ["ENV_PREFIX", "SERVE_OPTIONS", "ApiSettings"]
 
 ENV_PREFIX = "FRACSIGHT_"
 MB = 1024 * 1024
+# the settings `fracsight serve` also takes as options (the others are environment variables only)
+SERVE_OPTIONS = {
+    "model": "--model",
+    "max_upload_bytes": "--max-upload-mb",
+    "max_files": "--max-files",
+    "max_upload_memory_bytes": "--max-upload-memory-mb",
+    "max_concurrent_inferences": "--max-concurrent-inferences",
+    "inference_threads": "--threads",
+}
+_ROOT_PATH = re.compile(r"^/(?!/)[^\s?#]*$")  # not //host: a browser would read that as another host
 logger = logging.getLogger("fracsight.api")
 
 
@@ -78,6 +89,23 @@ class ApiSettings(BaseModel):
     api_tokens_file: str | None = Field(
         default=None, description="File with one bearer token or `sha256:<hex>` digest per line."
     )
+    root_path: str | None = Field(
+        default=None,
+        description="URL prefix a reverse proxy serves the API under (e.g. `/fracsight`), for links "
+        "in /docs and the OpenAPI `servers`; requests with or without it are answered.",
+    )
+
+    @field_validator("root_path")
+    @classmethod
+    def _url_prefix(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not _ROOT_PATH.match(value):
+            raise ValueError(
+                f"{value!r} is not a URL path prefix: give one such as /fracsight (a leading /, "
+                "no //, spaces, ? or #)"
+            )
+        return value.rstrip("/") or None
 
     @field_validator("api_tokens")
     @classmethod
@@ -128,11 +156,7 @@ class ApiSettings(BaseModel):
         try:
             return cls.model_validate(values)
         except ValidationError as e:
-            names = [".".join(map(str, err["loc"])) for err in e.errors()]
-            problems = "; ".join(
-                f"{name} ({ENV_PREFIX}{name.upper()} or its `fracsight serve` option): {err['msg']}"
-                for name, err in zip(names, e.errors(), strict=True)
-            )
+            problems = "; ".join(_problem(".".join(map(str, err["loc"])), err["msg"]) for err in e.errors())
             raise ConfigError(f"invalid API settings: {problems}") from None
 
     def to_env(self) -> dict[str, str]:
@@ -142,6 +166,13 @@ class ApiSettings(BaseModel):
             for name, value in self.model_dump().items()
             if value is not None
         }
+
+
+def _problem(name: str, message: str) -> str:
+    """One invalid setting, named as the user gave it: its variable, and its option where it has one."""
+    option = SERVE_OPTIONS.get(name)
+    where = ENV_PREFIX + name.upper() + (f" or `fracsight serve {option}`" if option else "")
+    return f"{name} ({where}): {message.removeprefix('Value error, ')}"
 
 
 def _request_bytes(max_files: int, max_upload_bytes: int) -> int:
