@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -268,6 +269,56 @@ def test_unreadable_and_out_of_distribution_files_are_rows_with_their_message(
     settle(root, 0.2)
     assert desktop.status.cget("text").startswith("That did not work (ZeroDivisionError)")
     assert not desktop.closed and root.winfo_exists()
+
+
+def _most_common_colour(image) -> tuple[int, int, int]:
+    colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
+    return max(colours)[1]
+
+
+def test_the_keyboard_focus_is_seen_and_tab_follows_the_buttons_as_seen(
+    open_window, display: str, inputs: list[Path]
+) -> None:
+    """Using only the keyboard, the reader sees where the keys act: a frame in the focus colour
+    round the image while it has the focus (there was none), the list's selection brighter while
+    the list has it (it looked the same either way); and Tab goes through the buttons at the right
+    of a toolbar and the viewer's zoom buttons from left to right, as they are seen (it went
+    *Export overlay…* first, and *Fit* before *−*)."""
+    desktop = open_window([inputs[0]])
+    root, tree, viewer = desktop.root, desktop.tree, desktop.viewer
+    wait_until(root, lambda: 0 in desktop.views and viewer.picture_current, 90, "the first image")
+    row = tree.get_children()[0]
+
+    def seen(widget, name: str) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+        widget.focus_force()
+        settle(root)
+        assert root.focus_get() is widget
+        shot = screenshot(display, f"desktop-focus-{name}.png").convert("RGB")
+        x, y = viewer.canvas.winfo_rootx() - 1, viewer.canvas.winfo_rooty() - 1  # just outside the image
+        left, top, _, height = tree.bbox(row)  # the row's width is the columns', past the list's edge
+        tx, ty = tree.winfo_rootx(), tree.winfo_rooty()
+        selected = _most_common_colour(
+            shot.crop((tx + left, ty + top, tx + tree.winfo_width(), ty + top + height))
+        )
+        return shot.getpixel((x, y)), selected
+
+    ring_on_image, selected_on_image = seen(viewer.canvas, "image")
+    ring_on_list, selected_on_list = seen(tree, "list")
+    assert ring_on_image != ring_on_list  # the frame round the image says which has the keys
+    assert selected_on_image != selected_on_list  # and so does the list's selection
+
+    labels = {}
+    for bar in (*desktop.toolbars, *viewer.rows):
+        for button in bar.winfo_children():
+            if button.winfo_class() == "TButton":
+                labels[str(button.cget("text"))] = button
+    for row in (
+        ("Shortcuts (F1)", "Model card…"),
+        ("Export CSV…", "Export JSON…", "Export overlay…"),
+        ("−", "+", "1:1", "Fit"),
+    ):
+        for first, then in pairwise(row):
+            assert labels[first].tk_focusNext() is labels[then], (first, then)
 
 
 def test_keyboard_shortcuts_act_on_the_window_and_not_while_typing(
@@ -529,16 +580,21 @@ def test_without_tkdnd_the_window_keeps_its_dialogs(display: str) -> None:
 _FITS_CHILD = """
 import gc, json, sys, tkinter as tk
 from pathlib import Path
+from tkinter import font
 sys.path.insert(0, sys.argv[3])
 from desktop_support import screenshot, settle, wait_until, widget_box
 from fracsight.desktop.window import DesktopApp
 
 root = tk.Tk(screenName=sys.argv[1], className="fracsight")
+root.tk.call("tk", "scaling", float(sys.argv[4]))  # pixels per point: 2.0 and more on a HiDPI laptop
 desktop = DesktopApp(root, paths=[Path(sys.argv[2])])
 wait_until(root, lambda: desktop.list_current and 0 in desktop.views and desktop.viewer.picture_current,
            90, "the first image")
 settle(root)
-screenshot(sys.argv[1], "desktop-1280x800.png")
+screenshot(sys.argv[1], f"desktop-{sys.argv[5]}.png")
+desktop.show_model_card()
+settle(root)
+card_columns = desktop.card_text.winfo_width() / font.Font(font=desktop.card_text["font"]).measure("0")
 boxes = {name: (widget.winfo_ismapped(), *widget_box(widget)) for name, widget in (
     ("notice", desktop.notice), ("model", desktop.model_text), ("caption", desktop.viewer.caption),
     ("status", desktop.status))}
@@ -546,30 +602,53 @@ rows = {str(row): (row.winfo_reqwidth(), row.winfo_width())
         for row in (*desktop.toolbars, *desktop.viewer.rows)}
 print(json.dumps({"width": root.winfo_width(), "height": root.winfo_height(),
                   "bottom": root.winfo_rooty() + root.winfo_height(), "boxes": boxes, "rows": rows,
-                  "model_text": desktop.model_text.cget("text")}))
+                  "model_text": desktop.model_text.cget("text"),
+                  "row_height": desktop.tree.bbox(desktop.tree.get_children()[0])[3],
+                  "line_height": font.nametofont("TkDefaultFont").metrics("linespace"),
+                  "canvas_height": desktop.viewer.canvas.winfo_height(), "card_columns": card_columns}))
 desktop.close()
 gc.collect()
 """
 
 
-def test_the_window_fits_a_1280x800_screen(inputs: list[Path]) -> None:
+@pytest.mark.parametrize(
+    ("screen", "scaling", "name"),
+    [((1280, 800), 96 / 72, "1280x800"), ((2560, 1600), 2.0, "hidpi-2560x1600")],
+)
+def test_the_window_fits_a_laptop_screen(
+    inputs: list[Path], screen: tuple[int, int], scaling: float, name: str
+) -> None:
     """On a 1280 x 800 laptop screen the whole window is on the screen, with room for a title bar
     and a taskbar: the notice at the top and the model's operating point at the bottom are seen
     (a fixed 860-pixel window hid the bottom lines), and no toolbar is clipped (at 1260 pixels
-    the viewer's *Zoom* was). In a child process: Tk keeps its connection
-    to a display until the process ends, and would end this one when that Xvfb stops."""
-    with xvfb((1280, 800)) as small:
+    the viewer's *Zoom* was). So too on a HiDPI laptop (Tk scaling 2.0), where the window grows
+    with its fonts: at 1260 pixels *Model card…* was cut off and the list's rows overlapped. In a
+    child process: Tk keeps its connection to a display until the process ends, and would end this
+    one when that Xvfb stops."""
+    with xvfb(screen) as small:
         child = subprocess.run(
-            [sys.executable, "-c", _FITS_CHILD, small, str(inputs[0]), str(Path(__file__).parent)],
+            [
+                sys.executable,
+                "-c",
+                _FITS_CHILD,
+                small,
+                str(inputs[0]),
+                str(Path(__file__).parent),
+                str(scaling),
+                name,
+            ],
             capture_output=True,
             text=True,
             timeout=180,
         )
     assert child.returncode == 0, child.stderr
     seen = json.loads(child.stdout.strip().splitlines()[-1])
-    assert seen["width"] <= 1280 and seen["height"] <= 800 - 60
-    for name, (mapped, _, top, _, below) in seen["boxes"].items():
-        assert mapped and top >= 0 and below <= min(seen["bottom"], 800), name
+    assert seen["width"] <= screen[0] and seen["height"] <= screen[1] - 60
+    for what, (mapped, _, top, _, below) in seen["boxes"].items():
+        assert mapped and top >= 0 and below <= min(seen["bottom"], screen[1]), what
+    assert seen["row_height"] > seen["line_height"]  # the list's lines do not overlap
+    assert seen["canvas_height"] >= 200  # room for the image under the card
+    assert seen["card_columns"] >= 80  # the model card's window as wide as its lines
     assert "Operating point balanced" in seen["model_text"]
     # every toolbar, the viewer's included, has the room its controls ask for (none is clipped)
     for name, (wanted, got) in seen["rows"].items():
@@ -1358,6 +1437,54 @@ def test_texts_wrap_at_the_panes_width_in_a_narrow_window(noise_and_fracture, di
         assert row.winfo_reqwidth() <= row.winfo_width(), (str(row), row.winfo_reqwidth(), row.winfo_width())
     for pane in (desktop.card_frame, desktop.model_text.master, desktop.viewer.caption.master):
         assert not [c for c in _clipped(pane) if "Label" in c], _clipped(pane)
+
+
+def test_long_cards_leave_room_for_the_image_and_scroll(noise_and_fracture, display: str) -> None:
+    """A study card and a *not reliable* card with its warnings, in a 1004-pixel window (a 1024 x
+    768 screen): they took the whole pane and left the image a few pixels or none. Now the image
+    keeps its room and the cards scroll; the wheel over them and the scrollbar reach their end."""
+    desktop = noise_and_fracture
+    root = desktop.root
+    root.geometry("1004x688")
+    desktop.set_one_study(True)
+    desktop.select(1)  # the noise image: the *Not reliable* banner and its warnings
+    wait_until(root, lambda: desktop.viewer.picture_current, 60, "the noise image")
+    settle(root, 0.5)
+    screenshot(display, "desktop-long-cards.png")
+    assert desktop.study_frame.winfo_ismapped() and desktop.card_warnings.winfo_ismapped()
+    assert desktop.viewer.canvas.winfo_height() >= 200
+    area, warnings = desktop.card_area, desktop.card_warnings
+    assert desktop.card_scroll.winfo_ismapped()
+    bottom = area.winfo_rooty() + area.winfo_height()
+    assert warnings.winfo_rooty() + warnings.winfo_height() > bottom  # below the fold, at first
+    for _ in range(40):
+        desktop.card_title.event_generate("<Button-5>")  # the wheel, down, over the card
+    settle(root)
+    assert warnings.winfo_rooty() + warnings.winfo_height() <= bottom  # its end reached
+
+
+def test_the_notice_is_whole_in_a_narrow_window_with_large_fonts(display: str) -> None:
+    """The decision-aid notice at Tk scaling 2.0 in a 1004-pixel window (a 1024 x 768 screen, or
+    large fonts on a small laptop): it was one line 1218 pixels long, its end (*Check every result
+    against the images.*) cut off at the window's edge. Now it wraps, and all of it is seen."""
+    from fracsight.desktop.window import DesktopApp
+
+    root = tk.Tk(screenName=display, className="fracsight")
+    root.tk.call("tk", "scaling", 2.0)
+    desktop = DesktopApp(root)
+    try:
+        root.minsize(1004, 688)  # what the window allows on a 1024 x 768 screen (the screen's width)
+        root.geometry("1004x688")
+        wait_until(root, lambda: desktop.session.predictor is not None, 60, "the model")
+        settle(root, 0.5)
+        assert root.winfo_width() == 1004
+        notice = desktop.notice
+        assert notice.winfo_ismapped() and notice.winfo_y() == 0
+        assert notice.winfo_reqwidth() <= notice.winfo_width() <= root.winfo_width()
+        assert notice.winfo_reqheight() <= notice.winfo_height()  # its second line too
+    finally:
+        desktop.close()
+        gc.collect()
 
 
 @pytest.mark.parametrize(

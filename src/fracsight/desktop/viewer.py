@@ -28,8 +28,10 @@ from fracsight.desktop.render import (
 from fracsight.desktop.shortcuts import Tooltip, hint
 from fracsight.inference import Prediction
 
-__all__ = ["Viewer"]
+__all__ = ["FOCUS_COLOUR", "Viewer", "pack_right"]
 
+FOCUS_COLOUR = "#1565c0"  # the window's: where the keyboard acts
+RING = 2  # pixels of the focus frame round the image, and of space above and below it
 ZOOM_STEP = 1.25  # the zoom buttons' and keys' step
 HINT = "(drag: pan; right-drag: window/level; wheel: zoom; double-click: fit)"
 
@@ -79,14 +81,11 @@ class Viewer:
 
         # zoom on the first row, window/level on a second: each fits the right pane of a 1004-pixel
         # window (a 1024 x 768 screen); with both on one row Reset W/L was cut off there
-        fit = ttk.Button(controls, text="Fit", width=4, command=self.fit)
-        fit.pack(side="right")
-        actual = ttk.Button(controls, text="1:1", width=4, command=self.actual_size)
-        actual.pack(side="right")
-        zoom_in = ttk.Button(controls, text="+", width=2, command=self.zoom_in)
-        zoom_in.pack(side="right")
         zoom_out = ttk.Button(controls, text="−", width=2, command=self.zoom_out)
-        zoom_out.pack(side="right")
+        zoom_in = ttk.Button(controls, text="+", width=2, command=self.zoom_in)
+        actual = ttk.Button(controls, text="1:1", width=4, command=self.actual_size)
+        fit = ttk.Button(controls, text="Fit", width=4, command=self.fit)
+        pack_right(zoom_out, zoom_in, actual, fit, gap=0)
         ttk.Label(controls, text="Zoom").pack(side="right", padx=(8, 4))
         levels = ttk.Frame(parent, padding=(8, 0, 8, 2))
         levels.pack(side="top", fill="x")
@@ -113,8 +112,14 @@ class Viewer:
         self.caption.bind(  # wrapped at its width: a fixed one wider than the pane cut the zoom off
             "<Configure>", lambda e: self.caption.configure(wraplength=max(80, e.width - 16)), add="+"
         )
-        self.canvas = c = tk.Canvas(parent, bg="black", highlightthickness=0, cursor="fleur")
-        c.pack(side="top", fill="both", expand=True, padx=8, pady=4)
+        # a frame in the focus colour while the image has the keyboard (its shortcuts act there)
+        background = ttk.Style(parent).lookup("TFrame", "background") or "black"
+        self.focus_frame = ring = tk.Frame(parent, bg=background, padx=RING, pady=RING)
+        ring.pack(side="top", fill="both", expand=True, padx=8 - RING, pady=RING)
+        self.canvas = c = tk.Canvas(ring, bg="black", highlightthickness=0, cursor="fleur")
+        c.pack(fill="both", expand=True)
+        c.bind("<FocusIn>", lambda _e: ring.configure(bg=FOCUS_COLOUR))
+        c.bind("<FocusOut>", lambda _e: ring.configure(bg=background))
         c.configure(takefocus=1)  # a click gives it the keyboard: the window's shortcuts act on it
         c.bind("<Configure>", lambda _e: self.redraw())
         c.bind("<ButtonPress-1>", lambda e: self._drag_start("pan", e))
@@ -125,6 +130,11 @@ class Viewer:
         c.bind("<Button-4>", lambda e: self.zoom_by(1.2, (e.x, e.y)))  # X11 wheel
         c.bind("<Button-5>", lambda e: self.zoom_by(1 / 1.2, (e.x, e.y)))
         c.bind("<MouseWheel>", lambda e: self.zoom_by(1.2 if e.delta > 0 else 1 / 1.2, (e.x, e.y)))
+
+    def needs(self, image: int) -> int:
+        """The height the pane needs for its controls and caption and ``image`` pixels of image."""
+        rows = sum(row.winfo_reqheight() for row in (*self.rows, self.caption))
+        return rows + image + 4 * RING  # the focus frame, and its space above and below
 
     # ---- what is shown -------------------------------------------------------------------------------
     def set_boxes_apply(self, apply: bool) -> None:
@@ -312,3 +322,10 @@ class Viewer:
 
     def close(self) -> None:
         self.renderer.close()
+
+
+def pack_right(*widgets: tk.Widget, gap: int = 4) -> None:
+    """Pack ``widgets``, made in the order they are seen (Tab goes through them in that order), at
+    the right of their row, the last one rightmost, ``gap`` pixels apart."""
+    for i, widget in enumerate(reversed(widgets)):
+        widget.pack(side="right", padx=(0, gap if i else 0))

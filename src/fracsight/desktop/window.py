@@ -39,7 +39,7 @@ from fracsight.desktop.render import Rendered
 from fracsight.desktop.shortcuts import NOTE, Tooltip, bind_shortcuts, help_rows, hint
 from fracsight.desktop.state import STUDY_NAME, ReadingSession, heading
 from fracsight.desktop.timing import LatencyProbe, TimingLog
-from fracsight.desktop.viewer import Viewer
+from fracsight.desktop.viewer import FOCUS_COLOUR, Viewer, pack_right
 from fracsight.desktop.worker import (
     BatchFinished,
     BatchStarted,
@@ -65,7 +65,9 @@ POLL_BUDGET_S = 0.02  # the most one drain may take, so the loop stays free for 
 LIST_TICK_S = 0.15  # new rows, progress and study verdict are updated together, at most this often
 WINDOW = (1260, 860)  # the window's size where the screen has room for it
 SCREEN_MARGIN = (20, 80)  # left on the screen for the window manager's frame, title bar and panels
+BASE_SCALING = 96 / 72  # Tk's scaling (pixels per point) on a 96-dpi screen, where WINDOW was measured
 CLOSE_WAIT_S = 60.0  # the most closing waits for the image in progress (a 50-megapixel overlay: seconds)
+MIN_IMAGE = 200  # pixels of the image kept on screen however long the cards above it (HiDPI: more)
 VIEW_CACHE = 6  # full-resolution views kept in memory (a long folder would not fit)
 NOT_PREDICTED = "not predicted: the model could not be loaded"
 NOTICE_BANNER = f"⚠  {NOTICE} Check every result against the images."
@@ -153,19 +155,31 @@ class DesktopApp:
         root.title("fracsight")
         # never taller or wider than the screen (less room for the title bar and a taskbar): on a
         # 1280 x 800 laptop a fixed 860 pixels hid the model's operating point at the bottom
-        width = max(640, min(WINDOW[0], root.winfo_screenwidth() - SCREEN_MARGIN[0]))
-        height = max(480, min(WINDOW[1], root.winfo_screenheight() - SCREEN_MARGIN[1]))
+        # on a HiDPI screen (Tk scaling 2.0 and more) the fonts and controls grow: so does the window,
+        # or the toolbar cut *Model card…* off and the image had no room left under the card
+        grow = self.grow = max(1.0, float(root.tk.call("tk", "scaling")) / BASE_SCALING)
+        width = max(640, min(round(WINDOW[0] * grow), root.winfo_screenwidth() - SCREEN_MARGIN[0]))
+        height = max(480, min(round(WINDOW[1] * grow), root.winfo_screenheight() - SCREEN_MARGIN[1]))
         root.geometry(f"{width}x{height}")
-        root.minsize(min(900, width), min(600, height))
+        root.minsize(min(round(900 * grow), width), min(round(600 * grow), height))
         style = ttk.Style(root)
         if style.theme_use() == "default" and "clam" in style.theme_names():
             style.theme_use("clam")  # X11's default theme looks dated; Windows and macOS keep theirs
-            style.configure("Horizontal.TProgressbar", background="#1565c0")  # clam's is near its trough
+            style.configure("Horizontal.TProgressbar", background=FOCUS_COLOUR)  # clam's is near its trough
+            # the list's selection brighter while the list has the keyboard: clam's looks the same
+            # either way, and a reader using only the keys could not tell where they act
+            style.map("Treeview", background=[("selected", "focus", FOCUS_COLOUR), ("selected", "#4a6984")])
         base = font.nametofont("TkDefaultFont")
         self.font_bold = base.copy()
         self.font_bold.configure(weight="bold")
         self.font_headline = base.copy()
         self.font_headline.configure(size=max(14, int(base.cget("size")) + 6), weight="bold")
+        # the list's rows as tall as a line of its font: a fixed row height let the lines of a
+        # larger font (Tk scaling 2.0) overlap and hide each other
+        row = max(
+            int(style.lookup("Treeview", "rowheight") or 0), base.metrics("linespace") + round(4 * grow)
+        )
+        style.configure("Treeview", rowheight=row)
 
         # the notice: first, outside every pane and scroll area, so it is never hidden
         self.notice = tk.Label(
@@ -175,10 +189,12 @@ class DesktopApp:
             fg="#3d2c00",
             font=self.font_bold,
             anchor="w",
+            justify="left",
             padx=8,
             pady=6,
         )
         self.notice.pack(side="top", fill="x")
+        wrap_at_width(self.notice, self.notice, margin=16)  # whole, however narrow: it is the notice
 
         bar = ttk.Frame(root, padding=(6, 4))
         bar.pack(side="top", fill="x")
@@ -201,17 +217,21 @@ class DesktopApp:
             variable=self.study_var,
             command=lambda: self.set_one_study(self.study_var.get()),
         ).pack(side="left", padx=(0, 12))
-        ttk.Button(bar, text="Model card…", command=self.show_model_card).pack(side="right")
-        ttk.Button(bar, text="Shortcuts (F1)", command=self.show_shortcuts).pack(side="right", padx=(0, 4))
+        pack_right(
+            ttk.Button(bar, text="Shortcuts (F1)", command=self.show_shortcuts),
+            ttk.Button(bar, text="Model card…", command=self.show_model_card),
+        )
 
         prog = ttk.Frame(root, padding=(6, 0, 6, 4))
         prog.pack(side="top", fill="x")
         self.progress = ttk.Progressbar(prog, mode="determinate", length=260)
         self.progress.pack(side="left")
-        ttk.Button(prog, text="Export overlay…", command=self.export_overlay).pack(side="right")
-        ttk.Button(prog, text="Export JSON…", command=self.export_json).pack(side="right", padx=(0, 4))
         export_csv = ttk.Button(prog, text="Export CSV…", command=self.export_csv)
-        export_csv.pack(side="right", padx=(0, 4))
+        pack_right(
+            export_csv,
+            ttk.Button(prog, text="Export JSON…", command=self.export_json),
+            ttk.Button(prog, text="Export overlay…", command=self.export_overlay),
+        )
         # packed after the buttons, so that a long line (a saved file's path) wraps in the room left
         # instead of pushing Export CSV… and Export JSON… off the window
         self.status = ttk.Label(prog, text="Loading the model …", justify="left")
@@ -246,7 +266,8 @@ class DesktopApp:
         # the list gets about 40% of the width once the window is on screen
         panes.bind("<Map>", lambda _e: panes.sashpos(0, max(320, int(panes.winfo_width() * 0.4))), add="+")
         self._build_list(left)
-        self._build_card(right)
+        cards = self._build_card_area(right)
+        self._build_card(cards)
         self.viewer = Viewer(right, self.events)
         bind_shortcuts(root, self)
 
@@ -265,6 +286,53 @@ class DesktopApp:
         self.tree.tag_configure("failed", foreground=COLOURS["suspected"], background="#fdecea")
         self.tree.tag_configure("study", font=self.font_bold)
         self.tree.bind("<<TreeviewSelect>>", self._on_tree_select)
+
+    def _build_card_area(self, parent: ttk.Frame) -> ttk.Frame:
+        """The frame the study card and the card go in: above the viewer, as tall as they are while
+        that leaves the image :data:`MIN_IMAGE` pixels, and scrolled beyond (a study card and a
+        card with five warnings left a 1280 x 800 laptop no image at all, a smaller window not even
+        the viewer's controls)."""
+        area = ttk.Frame(parent)
+        area.pack(side="top", fill="x")
+        background = ttk.Style(parent).lookup("TFrame", "background") or None
+        canvas = tk.Canvas(area, height=1, highlightthickness=0, borderwidth=0, background=background)
+        scroll = ttk.Scrollbar(area, orient="vertical", command=canvas.yview)
+        canvas.configure(yscrollcommand=scroll.set)
+        canvas.pack(side="left", fill="x", expand=True)
+        inner = ttk.Frame(canvas)
+        item = canvas.create_window(0, 0, window=inner, anchor="nw")
+        self.card_area, self.card_scroll = canvas, scroll
+        pending: list[str] = []
+
+        def fit() -> None:
+            pending.clear()
+            canvas.itemconfigure(item, width=canvas.winfo_width())
+            wanted = inner.winfo_reqheight()
+            room = parent.winfo_height() - self.viewer.needs(round(MIN_IMAGE * self.grow))
+            height = max(1, min(wanted, room))
+            if int(canvas.cget("height")) != height:
+                canvas.configure(height=height)
+            canvas.configure(scrollregion=(0, 0, 0, wanted))
+            if wanted > height and not scroll.winfo_ismapped():
+                scroll.pack(side="right", fill="y", before=canvas)
+            elif wanted <= height and scroll.winfo_ismapped():
+                scroll.pack_forget()
+                canvas.yview_moveto(0)
+
+        def later(_event: object = None) -> None:  # once, after the texts have wrapped
+            if not pending:
+                pending.append(self.root.after_idle(fit))
+
+        def wheel(event: tk.Event) -> None:  # over the cards (the image's wheel zooms it)
+            over = str(event.widget)
+            if (over == str(canvas) or over.startswith(f"{canvas}.")) and scroll.winfo_ismapped():
+                canvas.yview_scroll(-1 if event.num == 4 or event.delta > 0 else 1, "units")
+
+        for widget in (inner, canvas, parent):
+            widget.bind("<Configure>", later, add="+")
+        for sequence in ("<Button-4>", "<Button-5>", "<MouseWheel>"):
+            self.root.bind_all(sequence, wheel, add="+")
+        return inner
 
     def _build_card(self, parent: ttk.Frame) -> None:
         self.study_frame = ttk.Frame(parent, padding=(8, 4), relief="groove")
@@ -490,7 +558,8 @@ class DesktopApp:
         self.tree.configure(columns=columns)
         for c in columns:
             self.tree.heading(c, text=heading(c), anchor="w")
-            self.tree.column(c, width=COLUMN_WIDTHS.get(c, 90), minwidth=50, stretch=False, anchor="w")
+            width = round(COLUMN_WIDTHS.get(c, 90) * self.grow)
+            self.tree.column(c, width=width, minwidth=50, stretch=False, anchor="w")
         names = self.session.operating_point_names
         if names:
             self.op_box.configure(values=names)
@@ -528,7 +597,7 @@ class DesktopApp:
         self.tree.configure(columns=("source", "decision"))
         for column in ("source", "decision"):
             self.tree.heading(column, text=heading(column), anchor="w")
-            self.tree.column(column, width=COLUMN_WIDTHS[column] + 150, anchor="w")
+            self.tree.column(column, width=round((COLUMN_WIDTHS[column] + 150) * self.grow), anchor="w")
         self._not_predicted([i for i in range(len(self.session.paths)) if i not in self.session.results])
 
     def _not_predicted(self, indices: Sequence[int]) -> None:
@@ -639,6 +708,7 @@ class DesktopApp:
 
     def _show(self, index: int) -> None:
         self.selected = index
+        self.card_area.yview_moveto(0)  # a new card is read from its top
         self._fill_card()
         self._show_study_card()
         result = self.session.result(index)
@@ -853,7 +923,7 @@ class DesktopApp:
             return
         top = tk.Toplevel(self.root)
         top.title(f"Model card: {predictor.name}")
-        top.geometry("760x640")
+        top.geometry(f"{round(760 * self.grow)}x{round(640 * self.grow)}")  # larger with its fonts
         text = tk.Text(top, wrap="word", padx=10, pady=10)
         scroll = ttk.Scrollbar(top, orient="vertical", command=text.yview)
         text.configure(yscrollcommand=scroll.set)
