@@ -76,6 +76,43 @@ def test_a_split_the_data_set_lacks_is_the_one_training_held_out(tiny_bundle, ti
     assert "not trained on" not in bogus.output  # it is the model's own data set, with the split it carved
 
 
+def test_the_validation_split_of_the_training_data_is_said_to_flatter(tiny_bundle, tiny_dataset):
+    """MURA's test split is hidden, so its `valid/` is what researchers report on; trained on MURA, a
+    model chose its checkpoint, calibration and thresholds on those very images, and `--split valid`
+    said nothing of it (`--split all` did), but noted "no 'valid' split of its own: measured on the
+    one fracsight carves", which was wrong: it has one, `valid/` read as `val`."""
+    args = ["evaluate", str(tiny_bundle), str(tiny_dataset), "--bootstrap", "100", "--json"]
+    valid = json.loads(CliRunner().invoke(app, [*args, "--split", "valid"]).stdout)
+    val = json.loads(CliRunner().invoke(app, [*args, "--split", "val"]).stdout)
+    assert valid["n"] == val["n"] == 12
+    for notes in (valid["notes"], val["notes"]):
+        assert any("'val' split of the data set the model was trained on" in n for n in notes)
+        assert not any("split of its own" in n for n in notes)
+    test = json.loads(CliRunner().invoke(app, [*args, "--split", "test"]).stdout)
+    assert not any("trained on, the images" in n for n in test["notes"])  # held out: nothing to say
+
+
+def test_the_wrapper_folder_an_archive_unpacks_into_names_the_data_set_trained_on(
+    tiny_bundle, tiny_dataset, tmp_path
+):
+    """`fracsight train mura` on the folder MURA-v1.1-small.zip unpacks into reads `mura/MURA-v1.1`
+    (docs/data.md: one sub-folder is looked inside) and the bundle records that inner folder; given the
+    same `mura` folder, evaluate took it for a data set the model was not trained on and refused
+    `--split test` (the split training carved out of it), as compare did."""
+    wrapper = tmp_path / "unpacked"
+    wrapper.mkdir()
+    (wrapper / "tiny-set").symlink_to(tiny_dataset, target_is_directory=True)
+    args = [str(tiny_bundle), str(wrapper), "--split", "test"]
+    own = CliRunner().invoke(app, ["evaluate", *args, "--bootstrap", "100", "--json"])
+    assert own.exit_code == 0, own.output
+    direct = CliRunner().invoke(
+        app, ["evaluate", str(tiny_bundle), str(tiny_dataset), "--split", "test", "--json"]
+    )
+    assert json.loads(own.stdout)["n"] == json.loads(direct.stdout)["n"]  # the same held-out images
+    compared = CliRunner().invoke(app, ["compare", str(tiny_bundle), *args, "--json"])
+    assert "no 'test' split" not in compared.output  # (its 2 fractured test images are too few to compare)
+
+
 @pytest.mark.parametrize("recorded", ["in full", "relative"])
 def test_the_split_training_carved_is_made_once(tiny_bundle, tiny_dataset, tmp_path, monkeypatch, recorded):
     """Making the run's split of a data set hashes its duplicate candidates, slow on a big one:
@@ -148,7 +185,9 @@ def test_evaluate_measures_exactly_the_heads_of_the_bundle(head_bundle, kind: st
     assert ("multiclass" in m) == ("class" in heads)
     assert "localization" not in m or "fracture" in heads
     # every head of these bundles has its labels in its own data; a few images per label, said so
-    assert all(note.startswith("fewer than 10 fractured or other cases") for note in m.get("notes", []))
+    few = ("fewer than 10 fractured or other cases", "classes with fewer than 10 images")
+    assert all(note.startswith(few) for note in m.get("notes", []))
+    assert any(note.startswith(few[1]) for note in m.get("notes", [])) == ("class" in heads)
 
     test = load_dataset(data).split("test")
     assert m["data"]["n_evaluated"] == len(test)
@@ -175,6 +214,25 @@ def test_evaluate_measures_exactly_the_heads_of_the_bundle(head_bundle, kind: st
         assert op["validation_coverage"] == pytest.approx(spec.class_operating_point.coverage)
         assert op["n_confident"] == round(op["coverage"] * mc["n"])
         assert (out / "class_coverage.png").is_file() and (out / "confusion_multiclass.png").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.fracatlas
+def test_a_class_with_few_images_is_noted(head_bundle, tmp_path) -> None:
+    """A fracture-type set with one rare type (3 images) got per-class figures (a recall of 0.33 or
+    0.67, nothing between) without a word, where the fracture figures of so few images get a note."""
+    data, bundle = head_bundle("class")
+    for name, n in (("hand", None), ("hip", 3), ("leg", None)):
+        (tmp_path / name).mkdir()
+        for path in sorted((data / "train" / name).iterdir())[:n]:
+            (tmp_path / name / path.name).symlink_to(path.resolve())
+    result = CliRunner().invoke(app, ["evaluate", str(bundle), str(tmp_path), "--split", "all", "--json"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert [c["support"] for c in metrics["multiclass"]["per_class"].values()] == [16, 3, 16]
+    assert "classes with fewer than 10 images: hip (3 images): their per-class figures" in " ".join(
+        metrics["notes"]
+    )
 
 
 @pytest.mark.slow
@@ -301,7 +359,7 @@ def test_sample_grid_names_the_true_class_of_data_lacking_a_model_class(head_bun
     assert grid is not None and grid.labels is not None and grid.predicted is not None
     for i, title, label, guess in zip(grid.order, grid.titles, grid.labels, grid.predicted, strict=True):
         truth = dataset.class_names[CLASS][samples[i].labels[CLASS]]
-        assert title.endswith(f", true: {truth}")
+        assert title.endswith(f"true: {truth}")  # after ", " or on a line of its own
         assert predictor.classes[label] == truth  # the border compares model indices on both sides
         assert predictor.classes[guess] == preds[i].classification.predicted
 

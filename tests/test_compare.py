@@ -193,3 +193,37 @@ def test_mura_data_are_compared_on_abnormality(tiny_bundle: Path, tiny_dataset: 
     assert "fractur" not in result.stdout
     paired = json.loads(CliRunner().invoke(app, [*args, "--split", "all", "--json"]).stdout)
     assert (paired["finding"], paired["positive"]) == ("abnormality", "abnormal")
+
+
+def test_mura_studies_are_compared_per_study_as_evaluate_measures_them(
+    tiny_bundle: Path, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    """MURA is scored per study (several views of one examination); `evaluate` gives a study-level
+    AUROC, `compare` tested the images only, as if each view were independent evidence."""
+    from sklearn.metrics import roc_auc_score
+
+    from fracsight.data import load_dataset
+    from fracsight.inference import Predictor
+    from test_cli_evaluate import _as_mura
+
+    val = tiny_dataset / "val"
+    images = sorted((val / "fractured").iterdir())[:6] + sorted((val / "not fractured").iterdir())[:6]
+    data = _as_mura(images, tmp_path / "mura")  # 6 studies of two views each, 3 abnormal
+    args = ["compare", str(tiny_bundle), str(tiny_bundle), str(data), "--split", "all"]
+    paired = json.loads(CliRunner().invoke(app, [*args, "--json"]).stdout)
+    study = paired["study"]
+    assert (study["n"], study["n_positive"], study["method"]) == (6, 3, "mean")
+    evaluated = CliRunner().invoke(app, ["evaluate", str(tiny_bundle), str(data), "--split", "all", "--json"])
+    assert study["auroc"]["a"] == pytest.approx(json.loads(evaluated.stdout)["study"]["auroc"]["value"])
+    predictor, views = Predictor(tiny_bundle), {}
+    for s in load_dataset(data).samples:  # independently: the mean of each study's views
+        views.setdefault(s.study_id, (s.labels["fracture"], []))[1].append(
+            predictor.predict(s.path).fracture_probability
+        )
+    y, p = zip(*((label, np.mean(probs)) for label, probs in views.values()), strict=True)
+    assert study["auroc"]["b"] == pytest.approx(roc_auc_score(y, p))
+    printed = CliRunner().invoke(app, args).stdout
+    assert (
+        f"study level (6 studies, 3 abnormal; mean of the views): AUROC A {study['auroc']['a']:.3f}"
+        in printed
+    )

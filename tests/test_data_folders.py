@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -227,6 +228,32 @@ def test_n_class_and_type_folders_match_ignoring_case(tmp_path: Path) -> None:
             {FRACTURE: 0} if kind == "normal" else {FRACTURE: 1, CLASS: ("avulsion", "spiral").index(kind)}
         )
         assert s.labels == expected
+
+
+def test_class_and_type_names_with_accents_match_as_written_on_a_mac_and_sort_alphabetically(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Mac writes `É` in a folder name as `E` + a combining accent (NFD), Linux and Windows as one
+    character (NFC): `train/` copied from a Mac and `val/` made here gave two `Épiphysaire` classes
+    that looked the same, a 3-class head, and "split 'train' lacks class(es) Épiphysaire". And `É`
+    sorted after `z` by code point: the classes were Avulsion, spiral, Épiphysaire."""
+    nfd, nfc = unicodedata.normalize("NFD", "Épiphysaire"), unicodedata.normalize("NFC", "Épiphysaire")
+    root = tmp_path / "types"
+    for split, name in (("train", nfd), ("val", nfc)):
+        for cls in (name, "Avulsion", "spiral"):
+            _png(root / split / cls / "a")
+    with caplog.at_level(logging.WARNING, logger="fracsight.data"):
+        ds = load_dataset(root)
+    assert ds.class_names == {CLASS: ("Avulsion", nfc, "spiral")}  # one class, spelt NFC
+    assert "lacks" not in caplog.text and "encoded in two ways" in caplog.text
+    assert {s.labels[CLASS] for s in ds.samples if s.path.parent.name in (nfd, nfc)} == {1}
+
+    typed = tmp_path / "typed"  # fracture types under the fractured folder, likewise
+    for split, name in (("train", nfd), ("val", nfc)):
+        for kind in (name, "Avulsion"):
+            _png(typed / split / "Fractured" / kind / "a")
+        _png(typed / split / "Normal" / "n")
+    assert load_dataset(typed).class_names[CLASS] == ("Avulsion", nfc)
 
 
 def test_a_link_to_a_missing_image_is_warned_not_silently_dropped(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,15 @@ def test_shifted_rows_and_repeated_columns_are_refused(
     root = _write(tmp_path / "d", header, rows)
     with pytest.raises(DatasetError, match=message):
         load_dataset(root)
+
+
+def test_class_values_with_accents_encoded_two_ways_are_one_class_sorted_with_their_letter(
+    tmp_path: Path,
+) -> None:
+    """A csv pasted together from a Mac's file names (NFD) and typed values (NFC) gave two classes
+    that look the same; and `Épiphysaire` sorted after `spiral`."""
+    nfd, nfc = unicodedata.normalize("NFD", "Épiphysaire"), unicodedata.normalize("NFC", "Épiphysaire")
+    rows = [f"a.png,{nfd}", f"b.png,{nfc}", "c.png,spiral", "d.png,Avulsion"]
+    ds = load_dataset(_write(tmp_path / "d", "image,class", rows))
+    assert ds.class_names == {CLASS: ("Avulsion", nfc, "spiral")}
+    assert [s.labels[CLASS] for s in sorted(ds.samples, key=lambda s: s.image_id)] == [1, 1, 2, 0]

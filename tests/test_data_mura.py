@@ -105,3 +105,25 @@ def test_damaged_labeled_studies_csv_is_refused(tmp_path: Path, content: bytes, 
     (root / "valid_labeled_studies.csv").write_bytes(content)
     with pytest.raises(DatasetError, match=message):
         load_dataset(root)
+
+
+def test_one_patients_study1_positive_and_study1_negative_are_two_studies(tmp_path: Path) -> None:
+    """Both folders had study id XR_WRIST/patient00001/study1: one study of two labels, which the
+    study-level figures counted as one abnormal study (a study is abnormal when any image is)."""
+    from fracsight.evaluation.aggregate import aggregate_labels
+
+    root = tmp_path / "MURA-v1.1"
+    for study, n in (("study1_positive", 2), ("study1_negative", 1), ("study2_negative", 1)):
+        folder = root / "train" / "XR_WRIST" / "patient00001" / study
+        folder.mkdir(parents=True)
+        for k in range(1, n + 1):
+            Image.new("L", (8, 8)).save(folder / f"image{k}.png")
+    ds = load_dataset(root)
+    by_study = {s.study_id: s.labels[FRACTURE] for s in ds.samples}
+    assert by_study == {
+        "XR_WRIST/patient00001/study1_positive": 1,
+        "XR_WRIST/patient00001/study1_negative": 0,
+        "XR_WRIST/patient00001/study2": 0,  # alone: named as before
+    }
+    _, labels = aggregate_labels([s.study_id for s in ds.samples], [s.labels[FRACTURE] for s in ds.samples])
+    assert sorted(labels.tolist()) == [0, 0, 1]

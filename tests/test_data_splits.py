@@ -168,3 +168,27 @@ def test_exact_duplicates_join_their_groups_and_only_same_sized_files_are_read(
     # "unique size" is never read; the heads of the same-sized three are, and only a and b (alike
     # at their heads) are read whole
     assert sorted(hashed) == [b"diff", b"same", b"same", b"same", b"same"]
+
+
+def test_a_class_too_small_for_every_split_fracsight_makes_is_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Type folders without splits, one rare type of 3 images: the 80/10/10 split gave it no val and
+    no test image, so the model was neither chosen nor measured on it, and nothing said so."""
+    counts = {"Avulsion": 15, "Greenstick": 15, "spiral": 3}
+    names = tuple(counts)
+    samples = [
+        Sample(Path(f"{name}{k}.png"), {CLASS: names.index(name)})
+        for name, n in counts.items()
+        for k in range(n)
+    ]
+    dataset = Dataset(Path("."), "class-folders", tuple(samples), {CLASS: names})
+    with caplog.at_level("WARNING", logger="fracsight.data"):
+        made = ensure_splits(dataset)
+    assert not any(s.labels[CLASS] == 2 for s in [*made.split("val"), *made.split("test")])
+    assert "leave out spiral (3 images; none in val, test)" in caplog.text
+    assert "Avulsion" not in caplog.text and "Greenstick" not in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="fracsight.data"):
+        ensure_splits(_dataset(_samples(100)))  # every label in every split: nothing to say
+    assert "leave out" not in caplog.text

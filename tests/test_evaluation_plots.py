@@ -123,3 +123,23 @@ def test_ci_level_in_legend_and_title_in_png(tmp_path: Path) -> None:
         images, ["x", "y", "z"], tmp_path / "t.png", title="Sample predictions\nm [val]"
     )
     assert Image.open(titled).text["Title"] == "Sample predictions - m [val]"  # not a thumbnail's title
+
+
+def test_the_class_coverage_legend_hides_no_point_of_a_weak_models_curve() -> None:
+    """A barely trained fracture-type model (13 test images, accuracy 0.31): its curve dips to 0.12
+    at coverage 0.6, under the legend fixed in the lower left, which hid those points."""
+    from fracsight.evaluation.plots import selective_accuracy_figure
+
+    right = np.array([1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 1], dtype=bool)  # most confident first
+    top = np.linspace(0.27, 0.251, right.size)
+    probs = np.full((right.size, 4), 0.0)
+    probs[:, 0] = top
+    probs[:, 1:] = ((1 - top) / 3)[:, None]
+    y = np.where(right, 0, 1)
+    fig = selective_accuracy_figure(y, probs, min_probability=0.26)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent()
+    points = ax.transData.transform(np.vstack([line.get_xydata() for line in ax.lines[:1]]))
+    assert len(points) == right.size
+    assert not [tuple(p) for p in points if legend.contains(*p)]

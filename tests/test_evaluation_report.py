@@ -398,7 +398,7 @@ def test_sample_grid_words_positives_as_the_data_do() -> None:
         "Abnormalities found (highest probability first)",
         "Normal images cleared (lowest probability first)",
     ]
-    assert grid.titles[0] == "img0.png\np=0.20 no abnormality, true: abnormality"
+    assert grid.titles[0] == "img0.png\np=0.20 no abnormality\ntrue: abnormality"  # 40 wide: two lines
     assert grid.counted == "n=4 (2 abnormal)"
 
 
@@ -493,3 +493,42 @@ def test_a_confusion_row_without_images_shows_no_share():
     assert confusion_cell_text(3, 4) == "3\n75%"
     assert confusion_cell_text(0, 4) == "0\n0%"
     assert confusion_cell_text(0, 0) == "0"
+
+
+def test_sample_grid_titles_with_long_class_names_break_rather_than_run_into_their_neighbours() -> None:
+    """A fracture + type model's false alarm was titled "p=0.91 fracture Greenstick fracture, true: no
+    fracture" on one line, a class model's "uncertain (Avulsion) 0.25, true: Greenstick fx": wider than
+    the thumbnail, each ran into the titles beside it (samples.png of `fracsight evaluate`)."""
+    from fracsight.data import CLASS, FRACTURE, Sample
+    from fracsight.evaluation.run import _SAID_WIDTH, _grid_content
+
+    typed = SimpleNamespace(
+        has_fracture_head=True, operating_point=_OP, classes=("Avulsion", "Greenstick fracture")
+    )
+    samples = [Sample(Path("n0.png"), labels={FRACTURE: 0}), Sample(Path("f0.png"), labels={FRACTURE: 1})]
+    preds = [
+        SimpleNamespace(
+            fracture_probability=p,
+            fracture_suspected=p >= _OP.threshold,
+            classification=SimpleNamespace(predicted=kind, probability=0.9, confident=True),
+        )
+        for p, kind in ((0.91, "Greenstick fracture"), (0.2, "Avulsion"))
+    ]
+    grid = _grid_content(samples, preds, typed, fracture=True, klass=False)
+    assert grid is not None
+    assert grid.titles == [
+        "f0.png\np=0.20 no fracture, true: fracture",  # fits: one line, as before
+        "n0.png\np=0.91 fracture Greenstick fracture\ntrue: no fracture",
+    ]
+    classes = SimpleNamespace(
+        has_fracture_head=False, operating_point=None, classes=("Avulsion", "Greenstick fx")
+    )
+    samples = [Sample(Path("g0.png"), labels={CLASS: 1})]
+    preds = [
+        SimpleNamespace(
+            classification=SimpleNamespace(predicted="Avulsion", probability=0.25, confident=False)
+        )
+    ]
+    grid = _grid_content(samples, preds, classes, fracture=False, klass=True, class_names=classes.classes)
+    assert grid is not None and grid.titles == ["g0.png\nuncertain (Avulsion) 0.25\ntrue: Greenstick fx"]
+    assert all(len(line) <= _SAID_WIDTH for title in grid.titles for line in title.split("\n"))

@@ -734,7 +734,7 @@ def evaluate(
         typer.Option(help="Exit 0 although some images could not be read (the metrics leave them out)."),
     ] = False,
 ) -> None:
-    """Evaluate a model: AUROC with 95% CI, sensitivity/specificity, calibration, per-region, report.html.
+    """Evaluate a model: AUROC with CI, sensitivity/specificity, calibration, boxes, studies, types, report.
 
     Exit code 0: every image read; 1: an image unread (see --allow-unreadable), an error; 2: bad arguments.
     """

@@ -6,6 +6,7 @@ import csv
 import hashlib
 import logging
 import re
+import unicodedata
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -22,6 +23,8 @@ __all__ = [
     "is_hidden",
     "is_image_file",
     "iter_images",
+    "name_key",
+    "name_order",
     "read_csv_rows",
     "relative_name",
     "split_name",
@@ -143,17 +146,40 @@ def _folder_key(folder: Path) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
+def name_key(name: str) -> str:
+    """A class or type name as names are matched: ignoring case and how its accents are encoded
+    (a Mac writes ``É`` in file names as ``E`` and a combining accent, NFD; Linux and Windows
+    programs as one character, NFC: a folder copied from a Mac and one made here look the same)."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+def name_order(name: str) -> tuple[str, str, str]:
+    """Sort key of class names: alphabetically ignoring case and accents (``Épiphysaire`` with the
+    E's, not after ``spiral`` as by code point), then by :func:`name_key`, then as spelt."""
+    letters = unicodedata.normalize("NFKD", name.casefold())
+    return "".join(c for c in letters if not unicodedata.combining(c)), name_key(name), name
+
+
 def case_merged(names: set[str], what: str) -> dict[str, str]:
     """Each folder name mapped to its class name: names equal ignoring case (``train/fractured``,
-    ``val/Fractured``) are one class, spelled as the first of them in sorted order (``Fractured``)."""
+    ``val/Fractured``) and accent encoding (:func:`name_key`) are one class, spelled as the first of
+    them in sorted order (``Fractured``), its accents as one character each (NFC)."""
     spellings: dict[str, list[str]] = {}
     for name in sorted(names):
-        spellings.setdefault(name.casefold(), []).append(name)
+        spellings.setdefault(name_key(name), []).append(name)
     merged: dict[str, str] = {}
     for same in spellings.values():
-        if len(same) > 1:
-            log.warning("%s %s differ only in case: read as one, %r", what, ", ".join(same), same[0])
-        merged.update(dict.fromkeys(same, same[0]))
+        chosen = unicodedata.normalize("NFC", same[0])
+        if len({unicodedata.normalize("NFC", n) for n in same}) > 1:
+            log.warning("%s %s differ only in case: read as one, %r", what, ", ".join(same), chosen)
+        elif len(same) > 1:  # alike on screen: say what tells them apart
+            log.warning(
+                "%s %r is spelt with accents encoded in two ways (NFC and NFD, as a Mac writes file "
+                "names): read as one",
+                what,
+                chosen,
+            )
+        merged.update(dict.fromkeys(same, chosen))
     return merged
 
 

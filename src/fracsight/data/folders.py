@@ -30,6 +30,8 @@ from fracsight.data._files import (
     fracture_polarity,
     is_image_file,
     iter_images,
+    name_key,
+    name_order,
     split_name,
     visible_dirs,
     warn_skipped,
@@ -125,7 +127,7 @@ def read_class_folders(root: Path) -> Dataset:
 
 
 def _sorted_names(names: set[str]) -> tuple[str, ...]:
-    return tuple(sorted(names, key=lambda n: (n.casefold(), n)))
+    return tuple(sorted(names, key=name_order))
 
 
 def _typed(class_dir: Path) -> bool:
@@ -147,7 +149,7 @@ def _typed_together(class_dirs: list[Path]) -> bool:
 def _type_names(class_dir: Path) -> set[str]:
     """The sub-folders of ``class_dir`` that hold images, by name ignoring case (names that differ
     only in case count once)."""
-    return {d.name.casefold() for d in visible_dirs(class_dir) if next(iter_images(d), None) is not None}
+    return {name_key(d.name) for d in visible_dirs(class_dir) if next(iter_images(d), None) is not None}
 
 
 def _fracture_types(root: Path, per_split: dict[str | None, list[Path]], index: dict[str, int]) -> Dataset:

@@ -25,7 +25,14 @@ import logging
 import os
 from pathlib import Path
 
-from fracsight.data._files import case_merged, fracture_polarity, is_image_file, read_csv_rows, split_name
+from fracsight.data._files import (
+    case_merged,
+    fracture_polarity,
+    is_image_file,
+    name_order,
+    read_csv_rows,
+    split_name,
+)
 from fracsight.data.sample import CLASS, FRACTURE, REGION, Dataset, Sample
 from fracsight.errors import DatasetError
 
@@ -153,7 +160,7 @@ def read_labels_csv(root: Path) -> Dataset:
     class_names: dict[str, tuple[str, ...]] = {}
     if "fracture" in present:
         class_names[FRACTURE] = ("not fractured", "fractured")
-    classes = tuple(sorted(set(class_of.values()), key=lambda c: (c.casefold(), c)))
+    classes = tuple(sorted(set(class_of.values()), key=name_order))
     if "class" in present:
         if len(classes) < 2:
             raise DatasetError(f"{path}: the class column needs at least two classes, found {list(classes)}")

@@ -16,6 +16,7 @@ Every image is grouped by patient, so a patient never straddles splits.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import re
 from pathlib import Path, PurePosixPath
@@ -56,10 +57,11 @@ def read_mura(root: Path) -> Dataset:
     """Read a MURA folder into a :class:`Dataset` (layout ``"mura"``)."""
     csv_labels = _read_labeled_studies(root)
     used: set[str] = set()
-    samples: list[Sample] = []
+    keyed: list[tuple[str, Sample]] = []  # each image with its study folder
     unlabeled: list[str] = []
     disagree: list[str] = []
     skipped: list[Path] = []
+    folders: dict[str, set[str]] = {}  # study id -> its study folders (XR_X/patientN/studyM_suffix)
     for split, part_dir in mura_part_folders(root):
         region = part_dir.name[3:].lower()
         for patient in visible_dirs(part_dir):
@@ -81,14 +83,18 @@ def read_mura(root: Path) -> Dataset:
                     unlabeled.append(key)
                     continue
                 study_id = f"{part_dir.name}/{patient.name}/{match.group(1)}"
-                samples.extend(
-                    Sample(
-                        path=p,
-                        labels={FRACTURE: label},
-                        regions=(region,),
-                        study_id=study_id,
-                        group=patient.name,
-                        split=split,
+                folders.setdefault(study_id, set()).add(key)
+                keyed.extend(
+                    (
+                        key,
+                        Sample(
+                            path=p,
+                            labels={FRACTURE: label},
+                            regions=(region,),
+                            study_id=study_id,
+                            group=patient.name,
+                            split=split,
+                        ),
                     )
                     for p in iter_images(study, skipped)
                 )
@@ -109,8 +115,12 @@ def read_mura(root: Path) -> Dataset:
     absent = sorted(set(csv_labels) - used)
     if absent:
         log.warning("%d study(ies) in the labeled-studies csv are not on disk", len(absent))
-    if not samples:
+    if not keyed:
         raise DatasetError(f"{root}: MURA layout found (XR_<PART> folders) but no labeled study images in it")
+    # study1_positive and study1_negative of one patient and part are two studies, not one of two
+    # labels (which study-level figures would count as one abnormal study)
+    twice = {study for study, found in folders.items() if len(found) > 1}
+    samples = [dataclasses.replace(s, study_id=key) if s.study_id in twice else s for key, s in keyed]
     regions = tuple(sorted({s.regions[0] for s in samples}))
     class_names = {FRACTURE: ("normal", "abnormal"), REGION: regions}
     return Dataset(root=root, layout="mura", samples=tuple(samples), class_names=class_names)

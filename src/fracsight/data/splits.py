@@ -10,6 +10,7 @@ stratified by the label of ``stratify_task`` and deterministic for a seed.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import random
 from collections import Counter, defaultdict
@@ -32,6 +33,8 @@ __all__ = [
     "train_val_samples",
     "training_subset",
 ]
+
+log = logging.getLogger(__name__)
 
 SPLIT_NAMES = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
@@ -177,7 +180,7 @@ def ensure_splits(dataset: Dataset, fractions: Sequence[float] = DEFAULT_FRACTIO
     present = {s.split for s in samples}
     if present == {None}:
         chosen = _assign(samples, fractions, seed, task, SPLIT_NAMES)
-        return _with_splits(dataset, dict(zip(range(len(samples)), chosen, strict=True)))
+        return _carved(dataset, dict(zip(range(len(samples)), chosen, strict=True)))
     if None in present:
         unsplit = sorted(relative_name(s.path, dataset.root) for s in samples if s.split is None)
         raise DatasetError(
@@ -191,7 +194,31 @@ def ensure_splits(dataset: Dataset, fractions: Sequence[float] = DEFAULT_FRACTIO
     share = [fractions[SPLIT_NAMES.index(n)] for n in wanted]
     train = [i for i, s in enumerate(samples) if s.split == "train"]
     chosen = _assign([samples[i] for i in train], share, seed, task, wanted)
-    return _with_splits(dataset, dict(zip(train, chosen, strict=True)))
+    return _carved(dataset, dict(zip(train, chosen, strict=True)))
+
+
+def _carved(dataset: Dataset, new_split: dict[int, str]) -> Dataset:
+    """:func:`_with_splits`, warning of each class (fracture label or type) of the samples split that a
+    split made here lacks: a class of 3 images gets none of a 10% val or test split, and the model
+    was then neither chosen nor measured on it, without a word."""
+    result = _with_splits(dataset, new_split)
+    made = [name for name in SPLIT_NAMES if name in new_split.values()]
+    lacking = []
+    for task in (FRACTURE, CLASS):
+        names = dataset.class_names.get(task, ())
+        split_here = [dataset.samples[i] for i in new_split]
+        have = Counter(s.labels[task] for s in split_here if task in s.labels)
+        for k in sorted(have):
+            without = [n for n in made if not any(s.labels.get(task) == k for s in result.split(n))]
+            if without and k < len(names):
+                lacking.append(f"{names[k]} ({have[k]} images; none in {', '.join(without)})")
+    if lacking:
+        log.warning(
+            "the splits fracsight made leave out %s: too few images to give each split some, so the "
+            "model is not chosen (val) or measured (test) on them; give the data set its own splits",
+            "; ".join(lacking),
+        )
+    return result
 
 
 def _with_splits(dataset: Dataset, new_split: dict[int, str]) -> Dataset:

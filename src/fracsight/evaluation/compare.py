@@ -272,6 +272,9 @@ def _fracture_comparison(
         "specificity": mcnemar_test(~said[0][y == 0], ~said[1][y == 0]),
         "ece": {key: expected_calibration_error(y, p)[0] for key, p in zip("ab", prob, strict=True)},
     }
+    study = _study_comparison(kept, y, prob)
+    if study:
+        result["study"] = study
     boxed = [i for i, s in enumerate(kept) if s.boxes and s.labels[FRACTURE] == 1]
     if boxed:
         hits, ap50 = [], {}
@@ -283,3 +286,21 @@ def _fracture_comparison(
         result["top_box_hits"] = mcnemar_test(*hits)
         result["box_ap50"] = ap50
     return result
+
+
+def _study_comparison(kept: list[Any], y: np.ndarray, prob: list[np.ndarray]) -> dict[str, Any] | None:
+    """DeLong's test over the studies (MURA's several views of one examination), each study's
+    probability the mean of its images' as ``evaluate``'s study level takes it: over the images, the
+    views of one study count as independent evidence and the p-value comes out too small. None where
+    the data have no studies of more than one image, or fewer than two studies of either label."""
+    from fracsight.evaluation.aggregate import aggregate_study_predictions
+
+    ids = [s.study_id or s.image_id for s in kept]
+    if not any(s.study_id for s in kept) or len(set(ids)) == len(ids):
+        return None
+    _, labels, study_a = aggregate_study_predictions(ids, y, prob[0])
+    study_b = aggregate_study_predictions(ids, y, prob[1])[2]
+    if min(int(labels.sum()), int((1 - labels).sum())) < 2:
+        return None
+    auc = delong_test(labels, study_a, study_b)
+    return {"n": len(labels), "n_positive": int(labels.sum()), "method": "mean", "auroc": auc}

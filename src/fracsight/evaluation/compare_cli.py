@@ -62,6 +62,14 @@ def _p(value: float) -> str:
     return "p < 0.001" if value < 0.001 else f"p = {value:.3f}"
 
 
+def _delong(auc: dict[str, float]) -> str:
+    """Two AUROCs and DeLong's test of their difference, as one phrase."""
+    return (
+        f"A {auc['a']:.3f}, B {auc['b']:.3f}; B - A {auc['difference']:+.3f} "
+        f"(95% CI {auc['ci_low']:+.3f} to {auc['ci_high']:+.3f}), DeLong {_p(auc['p_value'])}"
+    )
+
+
 def _paired(what: str, block: dict[str, Any]) -> str:
     return (
         f"{what}: A {block['a']:.3f}, B {block['b']:.3f} over {block['n']} images; they differ on "
@@ -94,8 +102,7 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         lines += [
             f"{finding}: {result['n_fracture_labelled']} images with {article} {finding} label, "
             f"{result['n_positive']} {result['positive']}",
-            f"AUROC: A {auc['a']:.3f}, B {auc['b']:.3f}; B - A {auc['difference']:+.3f} "
-            f"(95% CI {auc['ci_low']:+.3f} to {auc['ci_high']:+.3f}), DeLong {_p(auc['p_value'])}",
+            f"AUROC: {_delong(auc)}",
             "sensitivity at specificity 0.90: "
             + ", ".join(f"{k.upper()} {v:.3f}" for k, v in result["sensitivity_at_specificity_0.90"].items()),
             _paired("sensitivity at each model's point", result["sensitivity"]),
@@ -103,6 +110,12 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
             "expected calibration error: "
             + ", ".join(f"{k.upper()} {v:.3f}" for k, v in result["ece"].items()),
         ]
+    if "study" in result:
+        study = result["study"]
+        lines.append(
+            f"study level ({study['n']} studies, {study['n_positive']} {result['positive']}; mean of the "
+            f"views): AUROC {_delong(study['auroc'])}"
+        )
     if "top_box_hits" in result:
         lines.append(_paired("top box hits a true box", result["top_box_hits"]))
         lines.append("box AP50: " + ", ".join(f"{k.upper()} {v:.3f}" for k, v in result["box_ap50"].items()))

@@ -26,7 +26,7 @@ from fracsight.data import (
     load_dataset,
     split_keys,
 )
-from fracsight.data._files import relative_name
+from fracsight.data._files import relative_name, split_name
 from fracsight.data.leakage import SplitLeakage, split_leakage
 from fracsight.errors import ConfigError, DatasetError, OutputFolderError
 
@@ -112,16 +112,18 @@ def _run_seed(spec: Any) -> int:
     return int(spec.training.get("config", {}).get("seed", 0))
 
 
-def _names_data_dir(spec: Any, data_dir: Path) -> bool | None:
-    """Whether the bundle's ``training.data`` names ``data_dir``: None for a relative path that
-    ``data_dir`` ends in (an older bundle's), which only the split counts can tell."""
+def _names_data_dir(spec: Any, data_dir: Path, root: Path) -> bool | None:
+    """Whether the bundle's ``training.data`` names ``data_dir`` or ``root``, the folder the data set
+    was read from (:attr:`Dataset.root`: the inner folder where ``data_dir`` is the wrapper an
+    archive unpacks into, ``mura`` holding ``MURA-v1.1/``; training records that one): None for a
+    relative path that either ends in (an older bundle's), which only the split counts can tell."""
     recorded = spec.training.get("data")
     if not recorded:
         return False
-    path, here = Path(recorded), data_dir.resolve()
-    if path.resolve() == here:  # absolute, or relative to this working folder (the shipped bundles')
+    path, here = Path(recorded), {data_dir.resolve(), Path(root).resolve()}
+    if path.resolve() in here:  # absolute, or relative to this working folder (the shipped bundles')
         return True
-    if path.is_absolute() or not path.parts or here.parts[-len(path.parts) :] != path.parts:
+    if path.is_absolute() or not path.parts or all(h.parts[-len(path.parts) :] != path.parts for h in here):
         return False
     return None
 
@@ -135,7 +137,7 @@ def is_training_data(spec: Any, data_dir: Path, dataset: Dataset, carved: Datase
     records (:func:`relative_data_note` says so): a folder merely called ``data`` is not enough.
     ``carved``: that split, where it was made already (:func:`~fracsight.data.ensure_splits` with the
     run's seed), so that it is not made again."""
-    named = _names_data_dir(spec, data_dir)
+    named = _names_data_dir(spec, data_dir, dataset.root)
     if named is not None:
         return named
     return _split_as_recorded(spec, carved or ensure_splits(dataset, seed=_run_seed(spec)))
@@ -153,7 +155,9 @@ def relative_data_note(
 ) -> str | None:
     """What :func:`is_training_data` assumed of a bundle that records its data set by a relative
     path; None for a bundle that records it in full, or when nothing was assumed."""
-    if _names_data_dir(spec, data_dir) is not None or not is_training_data(spec, data_dir, dataset, carved):
+    if _names_data_dir(spec, data_dir, dataset.root) is not None:
+        return None
+    if not is_training_data(spec, data_dir, dataset, carved):
         return None
     return (
         f"the bundle records its training data as the relative path {spec.training['data']!r} (as typed, "
@@ -178,7 +182,7 @@ def _held_out(
 ) -> HeldOut:
     """:func:`held_out_samples`, making the run's split of ``dataset`` at most once."""
     seed = _run_seed(spec)
-    named = _names_data_dir(spec, data_dir)
+    named = _names_data_dir(spec, data_dir, dataset.root)
     if named is None:
         carved = ensure_splits(dataset, seed=seed)
         own = _split_as_recorded(spec, carved)
@@ -338,6 +342,15 @@ def _groups(
 
 
 _NAME_WIDTH = 31  # characters of a thumbnail's title line that fit its width
+_SAID_WIDTH = 36  # characters of a line of plain words that fit a thumbnail with room to spare
+
+
+def _appended(title: str, part: str, sep: str = " ") -> str:
+    """``title`` with ``part`` after its last line, or on a line of its own where the last line would
+    be longer than :data:`_SAID_WIDTH`: overlong titles ran into their neighbours' (fracture + type
+    models', "p=0.91 fracture Greenstick fracture, true: no fracture")."""
+    last = title.rpartition("\n")[2]
+    return title + (sep if len(last) + len(sep) + len(part) <= _SAID_WIDTH else "\n") + part
 
 
 def _thumbnail_names(samples: Sequence[Sample], root: Path | None) -> list[str]:
@@ -397,8 +410,10 @@ def _grid_content(
 
         def title(i: int) -> str:
             pr = preds[i]
-            kind = f" {pr.classification.predicted}" if pr.classification and pr.fracture_suspected else ""
-            return f"{names[i]}\np={pr.fracture_probability:.2f} {named[said[i]]}{kind}"
+            said_here = f"{names[i]}\np={pr.fracture_probability:.2f} {named[said[i]]}"
+            if pr.classification and pr.fracture_suspected:
+                return _appended(said_here, pr.classification.predicted)
+            return said_here
 
         if fracture:
             truth = {i: int(samples[i].labels[FRACTURE]) for i in chosen}
@@ -445,7 +460,7 @@ def _grid_content(
         shows = f"the {len(order)} most confident ({basis} to find errors with)"
         return GridContent(order, [title(i) for i in order], None, None, [], shows, counted)
     order, sections = _groups(confidence, groups, slots, none)
-    titles = [f"{title(i)}, true: {named[truth[i]]}" for i in order]
+    titles = [_appended(title(i), f"true: {named[truth[i]]}", ", ") for i in order]
     labels = [truth[i] for i in order]
     predicted = [said[i] for i in order]
     return GridContent(order, titles, labels, predicted, sections, shows, counted)
@@ -508,6 +523,22 @@ def _few_images(metrics: Mapping[str, Any], positive: str) -> str | None:
         f"fewer than {_FEW} {positive} or other cases in: {'; '.join(few)}: their confidence intervals "
         "understate the uncertainty (a perfect score gets 1.000-1.000) and their figures may not hold "
         "on other images; measure on more"
+    )
+
+
+def _few_class_images(block: Mapping[str, Any]) -> str | None:
+    """A note where a class's figures (of the class head's ``block``) rest on fewer than :data:`_FEW`
+    images: a class of 3 images gets a recall of 0, 0.33, 0.67 or 1 and nothing between."""
+    few = [
+        f"{name} ({n} image{'s' * (n > 1)})"
+        for name, n in ((name, c["support"]) for name, c in block["per_class"].items())
+        if 0 < n < _FEW
+    ]
+    if not few:
+        return None
+    return (
+        f"classes with fewer than {_FEW} images: {', '.join(few)}: their per-class figures may not hold on "
+        "other images; measure on more"
     )
 
 
@@ -621,7 +652,17 @@ def evaluate_model(
             "measured on all of the data set the model was trained on, its training and validation "
             "images included: these numbers flatter it; measure the held-out images with --split test"
         )
-    if held.carved is not None and split not in (None, "all") and split not in dataset.splits:
+    named = split_name(split or "")  # valid: val
+    seen = {
+        "train": "the images it was trained on",
+        "val": "the images its checkpoint, calibration and thresholds were chosen on",
+    }
+    if held.own and named in seen:
+        notes.append(
+            f"measured on the {named!r} split of the data set the model was trained on, {seen[named]}: "
+            "these numbers flatter it; measure the held-out images with --split test"
+        )
+    if held.carved is not None and split not in (None, "all") and named not in dataset.splits:
         notes.append(
             f"the data set has no {split!r} split of its own: measured on the one fracsight carves out "
             f"of it (group-aware, seed {held.seed}), as training did; on another data set use --split all"
@@ -730,6 +771,9 @@ def evaluate_model(
             )
         block["counted"] = counted + f"; {block['n_unlabelled']} image(s) without one are left out."
         metrics["multiclass"] = block
+        few_classes = _few_class_images(block)
+        if few_classes:
+            notes.append(few_classes)
         data["n_class_labelled"] = block["n"]
     elif predictor.classes:
         notes.append("class head not measured: the data has no class labels")
