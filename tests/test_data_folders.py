@@ -27,6 +27,7 @@ def _png(path: Path, value: int = 0, suffix: str = ".png") -> Path:
         ("fractured", 1), ("Fractured", 1), ("fracture", 1), ("positive", 1), ("ABNORMAL", 1),
         ("not fractured", 0), ("Non_fractured", 0), ("non-fractured", 0), ("nonfractured", 0),
         ("no_fracture", 0), ("normal", 0), ("Negative", 0), ("not_fractured", 0),
+        ("Broken", 1), ("Intact", 0), ("unbroken", 0), ("healthy", 0),  # Broken/Intact: was 2 classes
         ("Avulsion", None), ("hand", None), ("", None),
     ],
 )  # fmt: skip

@@ -46,7 +46,7 @@ SPLIT_ALIASES = {
     "testing": "test",
 }
 
-_NEGATIVE_WORDS = {"non", "not", "no", "un", "normal", "negative", "healthy"}
+_NEGATIVE_WORDS = {"non", "not", "no", "un", "normal", "negative", "healthy", "intact"}
 _POSITIVE_WORDS = {"fractured", "fracture", "fractures", "positive", "abnormal", "broken"}
 _NEGATIVE_COMPACT = re.compile(r"(non|not|no|un)(fractured?|fractures|broken)")
 
@@ -241,8 +241,8 @@ def fracture_polarity(name: str) -> int | None:
     """1 if a class name means "fractured", 0 if it means "not fractured", None otherwise.
 
     Case, spaces, hyphens and underscores are ignored: ``Non_fractured``, ``not fractured``,
-    ``normal`` and ``negative`` are 0; ``Fractured``, ``fracture``, ``positive`` and
-    ``abnormal`` are 1.
+    ``normal``, ``negative``, ``healthy`` and ``intact`` are 0; ``Fractured``, ``fracture``,
+    ``positive``, ``abnormal`` and ``broken`` are 1.
     """
     tokens = [t for t in re.split(r"[\s_\-.]+", name.strip().lower()) if t]
     if not tokens:
