@@ -298,6 +298,43 @@ def test_unknown_calling_ae_title_is_rejected_at_association(
     assert status["counters"]["associations_rejected"] == {"called_ae_title": 1, "calling_ae_title": 1}
     assert status["counters"]["received"] == before
     assert node.alive()
+    # one association more than the node serves at once (16): rejected as such, which the node's
+    # log and counter called "called AE title not recognised" (an administrator would chase the title)
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    caller = AE(ae_title="MODALITY")
+    caller.add_requested_context(Verification)
+    held = [caller.associate("127.0.0.1", node.port, ae_title=node.ae_title) for _ in range(17)]
+    try:  # the associations just rejected may still count for a moment: at least the 17th is refused
+        assert held[-1].is_rejected and all(a.is_established or a.is_rejected for a in held)
+        rejected = sum(a.is_rejected for a in held)
+    finally:
+        for assoc in held:
+            if assoc.is_established:
+                assoc.release()
+    assert node.status()["counters"]["associations_rejected"] == {
+        "called_ae_title": 1,
+        "calling_ae_title": 1,
+        "too_many_associations": rejected,
+    }
+    assert "rejected (too many associations at once (the node takes 16)" in node.log()
+    assert "rejected (called AE title not recognised: not the node's --ae-title)" in node.log()
+    # a caller offering nothing the node takes (a query here) was aborted without a word in the log
+    query = [
+        which_dcmtk("findscu"),
+        "-aet",
+        "MODALITY",
+        "-aec",
+        node.ae_title,
+        "-S",
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+    ]
+    done = subprocess.run([*query, "127.0.0.1", str(node.port)], capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert node.status()["counters"]["associations_rejected"]["no_presentation_context"] == 1
+    assert "takes none of the SOP classes it offers (1.2.840.10008.5.1.4.1.2.2.1)" in node.log()
 
 
 def test_dicom_send_sends_one_sop_class_in_several_transfer_syntaxes(

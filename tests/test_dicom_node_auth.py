@@ -58,16 +58,33 @@ def test_node_stores_results_with_basic_auth_and_never_logs_the_password(
 
 
 def test_study_command_names_the_service_without_its_password(tmp_path: Path) -> None:
+    """And says what to check: a refused login, a login not given, a URL that is not the
+    service's DICOMweb root (each said ``HTTP 401`` or ``HTTP 404`` only)."""
     with Orthanc(tmp_path / "orthanc", users={"fracsight": PASSWORD}) as orthanc:
         wrong = "wrong-" + PASSWORD
         command = ["dicom", "study", generate_uid(), "--dicomweb", _with_login(orthanc.dicomweb_url, wrong)]
         done = CliRunner().invoke(app, command)
+        anonymous = CliRunner().invoke(
+            app, ["dicom", "study", generate_uid(), "--dicomweb", orthanc.dicomweb_url]
+        )
+        root = _with_login(orthanc.url, PASSWORD)  # Orthanc's REST root, not its DICOMweb one
+        misplaced = CliRunner().invoke(app, ["dicom", "study", generate_uid(), "--dicomweb", root])
     assert done.exit_code == 1
     assert (
         "error (dicomweb_unavailable): the DICOMweb service at http://fracsight:***@127.0.0.1" in done.output
     )
-    assert done.output.rstrip().endswith(": HTTP 401")
+    assert done.output.rstrip().endswith(
+        ": HTTP 401: the user name or password was refused: check FRACSIGHT_DICOMWEB_USER and the password"
+    )
     assert wrong not in done.output
+    assert (
+        anonymous.exit_code == 1
+        and "HTTP 401: the service asks for a login: set FRACSIGHT_DICOMWEB_USER" in (anonymous.output)
+    )
+    assert misplaced.exit_code == 1 and "HTTP 404: no DICOMweb service at this URL: check its path" in (
+        misplaced.output
+    ), misplaced.output
+    assert PASSWORD not in misplaced.output
 
 
 def test_node_logs_in_with_the_password_from_the_environment_off_its_command_line(
@@ -115,7 +132,7 @@ def test_study_command_logs_in_with_a_password_file(
         assert len(orthanc.find_instances(StudyInstanceUID=study_uid)) == 1 + len(DEFAULT_KINDS) + 1
     assert refused.exit_code == 1
     assert "the DICOMweb service at http://fracsight:***@127.0.0.1" in refused.output
-    assert refused.output.rstrip().endswith(": HTTP 401")
+    assert ": HTTP 401: the user name or password was refused" in refused.output
     assert PASSWORD not in refused.output + done.output
 
 

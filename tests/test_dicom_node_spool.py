@@ -463,6 +463,19 @@ def test_a_host_the_resolver_cannot_take_or_a_folder_to_send_is_a_bad_option(tmp
     assert result.exit_code == 2 and "error (not_a_file): a folder" in result.output, result.output
 
 
+def test_a_destination_without_its_ae_title_is_a_bad_option(tmp_path: Path) -> None:
+    """``--to HOST:PORT`` started a node that called the PACS "ANY-SCP", which a PACS that checks
+    the called AE title (dcm4chee, most) rejects for ever: every result waited, the node "ready"."""
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    listen = ["dicom", "listen", "--spool", str(tmp_path / "s"), "--allow", "PACS", "--to", "127.0.0.1:104"]
+    result = CliRunner().invoke(app, [*listen, "--model", str(tmp_path / "none")])  # never a node that runs
+    assert result.exit_code == 2 and "names no AE title: HOST:PORT:AET" in result.output, result.output
+    assert not (tmp_path / "s").exists()  # nothing started
+
+
 def test_a_spool_a_running_node_holds_is_refused_and_its_files_are_left_alone(tmp_path: Path) -> None:
     """A second node on the same spool (a unit file and a manual start) started as well: its
     recovery emptied the first node's ``tmp/`` (files being received) and both predicted and sent

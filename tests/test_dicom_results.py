@@ -288,6 +288,34 @@ def test_study_report_references_every_image(case, predictor: Predictor, fracatl
         study_result_datasets([first, other], study, [first_prediction, second_prediction], predictor)
 
 
+def test_no_study_verdict_over_two_patients_under_one_study_uid(
+    case, predictor: Predictor, fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """A study UID reused for another patient (a PACS merge gone wrong) gave one verdict over both
+    patients' images, filed with the first one's name and ID; each image's own results are kept."""
+    path, first, first_prediction = case
+    jpeg = sorted((fracatlas_dir / "images" / "Non_fractured").glob("*.jpg"))[0]
+    second = support.cr_from_jpeg(jpeg, study_uid=first.StudyInstanceUID, instance_number=2)
+    second.PatientID, second.PatientName = "OTHER-PATIENT-ID", "Other^Patient"
+    second_prediction = predictor.predict(_bytes(second), keep_pixels=True)
+    predictions = [first_prediction, second_prediction]
+    study = predictor.predict_study(predictions, "study")
+    with pytest.raises(DicomSourceError, match="one patient") as refused:
+        study_result_datasets([first, second], study, predictions, predictor)
+    assert "OTHER-PATIENT-ID" not in str(refused.value) and str(first.PatientID) not in str(refused.value)
+
+    other_file = tmp_path / "second.dcm"
+    other_file.write_bytes(_bytes(second))
+    out = tmp_path / "out"
+    made = runner.invoke(
+        cli_app,
+        ["dicom", "results", str(path), str(other_file), "--out", str(out), "--kinds", "sr", "--study"],
+    )
+    assert made.exit_code == 1, made.output
+    assert "one patient" in made.output and "OTHER-PATIENT-ID" not in made.output
+    assert sorted(p.name for p in out.iterdir()) == sorted([f"{path.stem}.sr.dcm", "second.sr.dcm"])
+
+
 def _bytes(ds: Dataset) -> bytes:
     from io import BytesIO
 
@@ -597,6 +625,61 @@ def test_odd_header_values_are_mended_not_fatal_and_never_quoted(
     assert len(value) < 4 or value not in said  # a letter or two would be found in any text
 
 
+def _voi_lut(ds: Dataset, bits: int = 12) -> None:
+    """A VOI LUT Sequence as CR readers write it beside their window: 4096 entries, US numbers."""
+    lut = Dataset()
+    lut.LUTDescriptor = [4096, 0, bits]
+    lut.add_new("LUTData", "US", [min(v, 2**bits - 1) for v in range(4096)])
+    lut.LUTExplanation = "CANARYLUT"
+    ds.VOILUTSequence = [lut]
+
+
+# Windows (and a VOI LUT) real archives hold that highdicom cannot copy into the presentation
+# state; each used to cost the image all of its results (found by a new-user audit).
+ODD_VOI = {
+    "window width 0": {"WindowWidth": "0"},
+    "window width negative": {"WindowWidth": "-5"},
+    "centre without width": {"WindowWidth": None},
+    "two centres, one width": {"WindowCenter": ["2048", "1000"]},
+    "unknown VOI LUT function": {"VOILUTFunction": "LINEAR_ISH"},
+    "VOI LUT beside the window": {"VOILUTSequence": 12},
+    "12-bit VOI LUT alone": {"WindowCenter": None, "WindowWidth": None, "VOILUTSequence": 12},
+}
+
+
+@needs_dciodvfy
+@pytest.mark.parametrize("name", ODD_VOI)
+def test_odd_windows_and_voi_luts_cost_the_image_nothing(
+    name: str, case, predictor: Predictor, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, _, prediction = case
+    source, before = pydicom.dcmread(case[0]), pydicom.dcmread(case[0])  # before: what the caller holds
+    for ds in (source, before):
+        for keyword, value in ODD_VOI[name].items():
+            if keyword == "VOILUTSequence":
+                _voi_lut(ds, value)
+            elif value is None:
+                del ds[keyword]
+            else:
+                setattr(ds, keyword, value)
+    caplog.set_level(logging.DEBUG)
+    made = result_datasets(source, prediction, predictor)
+    assert [ds.Modality for ds in made] == ["SR", "PR", "OT"]
+    assert source == before  # the caller's data set is not changed
+    for ds in made:
+        _assert_valid(ds, tmp_path / f"{ds.Modality}.dcm")
+    (voi,) = made[1].SoftcopyVOILUTSequence if "VOILUTSequence" in source else [None]
+    if voi is not None:  # the source's LUT, in the 16 bits a presentation state's must have
+        (lut,) = voi.VOILUTSequence
+        assert list(lut.LUTDescriptor) == [4096, 0, 16] and "WindowWidth" not in voi
+        assert np.array_equal(np.frombuffer(lut.LUTData, "<u2"), np.arange(4096) * 16)
+    else:
+        assert "SoftcopyVOILUTSequence" not in made[1]  # the viewer's own window, as the reader's
+    has_window = "WindowCenter" in source or "WindowWidth" in source
+    assert ("presentation state can carry: left out" in caplog.text) == has_window
+    assert "CANARY" not in caplog.text
+
+
 def test_private_and_unconvertible_elements_cost_the_image_nothing(
     case, predictor: Predictor, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -724,6 +807,10 @@ def test_study_command_refuses_a_bad_uid_and_never_shows_the_uid(tmp_path: Path)
     down = runner.invoke(cli_app, ["dicom", "study", uid, "--dicomweb", "http://127.0.0.1:9/dicom-web"])
     assert down.exit_code == 1 and "dicomweb_unavailable" in down.output
     assert uid not in down.output  # a Study Instance UID identifies a patient's visit
+    # why, in the words a C-STORE destination gets (it said "ConnectionError" for both)
+    assert "connection refused: check host, port and firewall" in down.output, down.output
+    unknown = runner.invoke(cli_app, ["dicom", "study", uid, "--dicomweb", "http://no-such-pacs.invalid/dw"])
+    assert unknown.exit_code == 1 and "host name not resolved" in unknown.output, unknown.output
 
 
 @pytest.mark.parametrize("title", ["THISISAVERYLONGAETITLE", "", "   ", "A\\B"])

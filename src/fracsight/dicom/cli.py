@@ -115,8 +115,8 @@ def _destination(to: str | None, stow: str | None, calling_ae: str, login: Login
     if stow is not None:
         url, basic_login = _login_url(stow, "--stow", *login)
         return StowDestination(url, login=basic_login)
-    try:
-        host, port, aet = parse_dimse_address(to)
+    try:  # no default AE title: a PACS calls itself something, and ANY-SCP it would refuse for ever
+        host, port, aet = parse_dimse_address(to, default_ae=None)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--to") from None
     return DimseDestination(host, port, aet, calling_ae=calling_ae)
@@ -324,7 +324,7 @@ def study(
     from fracsight.cli import user_errors
     from fracsight.dicom.dicomweb import process_study
     from fracsight.dicom.login import shown_url
-    from fracsight.dicom.sender import DestinationUnavailable, connection_error
+    from fracsight.dicom.sender import DestinationUnavailable, request_error
     from fracsight.errors import FracsightError
     from fracsight.inference import NOTICE, Predictor
 
@@ -365,8 +365,7 @@ def study(
         raise typer.Exit(1) from None
     except requests.RequestException as e:
         # requests' own message quotes the URL, which holds the Study Instance UID: not shown
-        status = getattr(e.response, "status_code", None)
-        what = f"HTTP {status}" if status else connection_error(e)
+        what = request_error(e, login)
         where = shown_url(dicomweb_url, login)
         typer.echo(f"error (dicomweb_unavailable): the DICOMweb service at {where}: {what}", err=True)
         raise typer.Exit(1) from None
@@ -531,8 +530,12 @@ def results_command(
     for n, members in enumerate(studies.values(), start=1):
         predictions = [p for _, p in members]
         verdict = predictor.predict_study(predictions, f"study {n}")
-        with user_errors():
+        try:
             (ds,) = study_result_datasets([s for s, _ in members], verdict, predictions, predictor)
+        except FracsightError as e:  # e.g. two patients under one Study Instance UID: the others go on
+            typer.echo(f"error ({e.code}): study {n} ({len(members)} images): {e}", err=True)
+            failed += 1
+            continue
         try:
             path = write_new(ds, out, f"study-{n}")
         except OSError as e:

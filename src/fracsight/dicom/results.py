@@ -150,6 +150,7 @@ def source_header(source: Dataset, *, frame: int | None = None) -> Dataset:
         if keyword not in header:
             setattr(header, keyword, None)
     _mend_values(header)
+    _mend_voi(header)
     return header
 
 
@@ -187,6 +188,70 @@ def _mend_values(header: Dataset) -> None:
     terms = [terms] if isinstance(terms, str) else list(terms or [])
     if any(str(t) not in charset.python_encoding for t in terms):
         _mend(header, header["SpecificCharacterSet"].tag, _character_set_for(header), "unknown: replaced")
+
+
+_WINDOW = ("WindowCenter", "WindowWidth", "WindowCenterWidthExplanation", "VOILUTFunction")
+
+
+def _mend_voi(header: Dataset) -> None:
+    """Make the source's VOI one the presentation state can carry (highdicom copies it and refuses
+    what it cannot take, which cost the image all its results): a window is left out, as the
+    reader leaves it, beside a VOI LUT Sequence (the LUT is what the reader applies), without a
+    width, with unequal counts of centers and widths, a width below 1 (LINEAR) or 0, or an unknown
+    VOI LUT Function. A VOI LUT goes as :func:`_lut_in_16_bits` makes it. The log names the
+    attributes, never a value."""
+    if "VOILUTSequence" in header:
+        header.VOILUTSequence = copy.deepcopy(header.VOILUTSequence)  # the copy is shallow: not the source's
+        for item in header.VOILUTSequence:
+            try:
+                _lut_in_16_bits(item)
+            except (AttributeError, IndexError, TypeError, ValueError):  # a broken LUT: highdicom says so
+                continue
+    present = [keyword for keyword in _WINDOW if keyword in header]
+    if not present:
+        return
+    centers, widths = _values(header.get("WindowCenter")), _values(header.get("WindowWidth"))
+    function = str(header.get("VOILUTFunction") or "LINEAR").strip()
+    usable = (
+        "VOILUTSequence" not in header
+        and function in ("LINEAR", "LINEAR_EXACT", "SIGMOID")
+        and len(centers) == len(widths) > 0
+        and len(_values(header.get("WindowCenterWidthExplanation"))) in (0, len(centers))
+        and all(float(w) >= (1.0 if function == "LINEAR" else 0.0) and float(w) > 0 for w in widths)
+    )
+    if not usable:
+        logger.warning(
+            "%s in the source not a window a presentation state can carry: left out", "/".join(present)
+        )
+        for keyword in present:
+            del header[keyword]
+
+
+def _lut_in_16_bits(item: Dataset) -> None:
+    """A VOI LUT item with 8 or 16 bits per entry, as a presentation state's must have, in the OW
+    bytes highdicom reads: a 12-bit one is scaled to 16 bits, the same curve (highdicom calls a
+    LUT 16-bit whatever its values, so a viewer showed a 12-bit LUT's output, at most 4095, in the
+    bottom sixteenth of the grey scale: an almost black image); one read as US numbers is packed."""
+    import numpy as np
+
+    bits, data = int(item.LUTDescriptor[2]), item.LUTData
+    if bits == 8 and isinstance(data, bytes):
+        return
+    values = np.frombuffer(data, "<u2") if isinstance(data, bytes) else np.asarray(_values(data), np.uint32)
+    if bits != 8:
+        values = values.astype(np.uint32) << max(0, 16 - bits)
+        item.LUTDescriptor = [*list(item.LUTDescriptor)[:2], 16]
+    item["LUTData"].VR = "OW"
+    item.LUTData = values.astype(np.uint8 if bits == 8 else np.uint16).tobytes()
+
+
+def _values(value: object) -> list:
+    """An element's value as a list (one value, several, or none)."""
+    from pydicom.multival import MultiValue
+
+    if value is None or value == "":
+        return []
+    return list(value) if isinstance(value, (MultiValue, list, tuple)) else [value]
 
 
 def _character_set_for(header: Dataset) -> str:
@@ -360,6 +425,11 @@ def study_result_datasets(
         _check_fits(header, prediction)
     if len({str(h.StudyInstanceUID) for h in headers}) != 1:
         raise DicomSourceError("a study result needs images of one study; these belong to several")
+    if len({str(h.get("PatientID", "")) for h in headers}) != 1:  # the verdict would name one of them
+        raise DicomSourceError(
+            "a study result needs images of one patient; these images of one study name different "
+            "Patient IDs, so no study verdict is made over them"
+        )
     frame_numbers = [_frames(s, f) for s, f in zip(sources, frames, strict=True)]
     context = ResultContext.of(predictor)
     ds = _build(

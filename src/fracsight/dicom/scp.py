@@ -49,6 +49,19 @@ STATUS = {
 }
 
 
+_MAX_ASSOCIATIONS = 16  # served at once; one more is rejected (transient: local limit exceeded)
+# (A-ASSOCIATE-RJ result source, diagnostic) -> the counter's reason and the log's words
+_REJECTIONS = {
+    (0x01, 0x03): ("calling_ae_title", "calling AE title not recognised: not in --allow"),
+    (0x01, 0x07): ("called_ae_title", "called AE title not recognised: not the node's --ae-title"),
+    (0x02, 0x01): ("user_identity", "user identity not accepted"),
+    (0x03, 0x02): (
+        "too_many_associations",
+        f"too many associations at once (the node takes {_MAX_ASSOCIATIONS}): the caller should try later",
+    ),
+}
+
+
 class Refusal(Exception):
     """An instance the node does not keep: the DIMSE status, a counter code and an error comment."""
 
@@ -144,8 +157,13 @@ class StoreSCP:
         ae.add_supported_context(Verification)
         ae.require_calling_aet = self.allowed
         ae.require_called_aet = True
-        ae.maximum_associations = 16
-        handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_REJECTED, self._on_rejected), *tcp_handlers()]
+        ae.maximum_associations = _MAX_ASSOCIATIONS
+        handlers = [
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_REJECTED, self._on_rejected),
+            (evt.EVT_ABORTED, self._on_aborted),
+            *tcp_handlers(),
+        ]
         try:
             self._server = ae.start_server(self.address, block=False, evt_handlers=handlers)
         except OSError as e:  # named, so that a taken port is not confused with the metrics one
@@ -165,9 +183,26 @@ class StoreSCP:
     # ---- handlers (run in the association's thread) ----------------------------------------------
     def _on_rejected(self, event: Any) -> None:
         calling = event.assoc.requestor.ae_title
-        reason = "calling_ae_title" if calling not in self.allowed else "called_ae_title"
+        answer = event.assoc.acceptor.primitive  # the A-ASSOCIATE-RJ sent: its source and diagnostic
+        source, diagnostic = getattr(answer, "result_source", None), getattr(answer, "diagnostic", None)
+        reason, why = _REJECTIONS.get(
+            (source, diagnostic), ("other", f"A-ASSOCIATE-RJ source {source}, diagnostic {diagnostic}")
+        )
         self.spool.count("associations_rejected", reason)
-        log.warning("association from %r rejected (%s not recognised)", calling, reason.replace("_", " "))
+        log.warning("association from %r rejected (%s)", calling, why)
+
+    def _on_aborted(self, event: Any) -> None:
+        """pynetdicom aborts an association none of whose presentation contexts it accepts (a
+        private SOP class, a query): said here, else the caller's failure left no trace."""
+        assoc = event.assoc
+        if assoc.is_acceptor and not assoc.accepted_contexts and assoc.rejected_contexts:
+            offered = sorted({str(c.abstract_syntax) for c in assoc.rejected_contexts})
+            self.spool.count("associations_rejected", "no_presentation_context")
+            log.warning(
+                "association from %r aborted: the node takes none of the SOP classes it offers (%s)",
+                assoc.requestor.ae_title,
+                ", ".join(offered[:5]) + (", ..." if len(offered) > 5 else ""),
+            )
 
     def _on_store(self, event: Any) -> Any:
         try:

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from fracsight.dicom._logging import log_failure
 from fracsight.dicom._tcp import tcp_handlers
-from fracsight.dicom.login import BasicLogin, redacted_url, shown_url
+from fracsight.dicom.login import PASSWORD_ENV, USER_ENV, BasicLogin, redacted_url, shown_url
 from fracsight.dicom.spool import OutboxRow, Spool
 
 __all__ = [
@@ -42,7 +42,9 @@ __all__ = [
     "StowDestination",
     "check_host",
     "connection_error",
+    "http_status",
     "parse_dimse_address",
+    "request_error",
 ]
 
 log = logging.getLogger(__name__)
@@ -87,8 +89,9 @@ def check_host(value: str) -> str:
     return value
 
 
-def parse_dimse_address(text: str, default_ae: str = "ANY-SCP") -> tuple[str, int, str]:
-    """``HOST:PORT[:AET]`` -> ``(host, port, ae_title)``; ValueError with a clear message."""
+def parse_dimse_address(text: str, default_ae: str | None = "ANY-SCP") -> tuple[str, int, str]:
+    """``HOST:PORT[:AET]`` -> ``(host, port, ae_title)``; ValueError with a clear message (also for
+    a missing AET when there is no ``default_ae``)."""
     parts = text.rsplit(":", 2) if text.count(":") >= 2 else text.split(":")
     if len(parts) == 3 and not parts[1].isdigit() and parts[2].isdigit():  # an IPv6 host without AET
         parts = [f"{parts[0]}:{parts[1]}", parts[2]]
@@ -96,12 +99,14 @@ def parse_dimse_address(text: str, default_ae: str = "ANY-SCP") -> tuple[str, in
         parts[0] = parts[0][1:-1]
     if len(parts) not in (2, 3) or not parts[0] or not parts[1].isdigit():
         raise ValueError(f"{text!r} is not HOST:PORT or HOST:PORT:AET")
+    if len(parts) == 2 and default_ae is None:
+        raise ValueError(f"{text!r} names no AE title: HOST:PORT:AET, the destination's own AE title")
     port = int(parts[1])
     if not 0 < port < 65536:
         raise ValueError(f"{text!r}: port {port} is not in 1..65535")
     try:
         host = check_host(parts[0])
-        ae = check_ae_title(parts[2] if len(parts) == 3 else default_ae)
+        ae = check_ae_title(parts[2] if len(parts) == 3 else str(default_ae))
     except ValueError as e:
         raise ValueError(f"{text!r}: {e}") from None
     return host, port, ae
@@ -227,11 +232,57 @@ TLS_HINT = (
 
 
 def connection_error(error: Exception) -> str:
-    """A failed HTTP connection in words, without its message (it quotes the URL): the exception's
-    type, and what to do when it is the service's certificate."""
+    """A failed HTTP connection in words, without its message (it quotes the URL): what went wrong
+    when the causes tell (a host name that does not resolve, a refused connection, no answer in
+    time, as for a C-STORE destination), the exception's type, and what to do when it is the
+    service's certificate."""
     import requests
 
-    return TLS_HINT if isinstance(error, requests.exceptions.SSLError) else type(error).__name__
+    if isinstance(error, requests.exceptions.SSLError):
+        return TLS_HINT
+    causes: list[BaseException] = []
+    pending: list[BaseException | None] = [error]
+    while pending and len(causes) < 16:  # requests -> urllib3 (.reason) -> the socket's error
+        cause = pending.pop()
+        if cause is not None and all(cause is not seen for seen in causes):
+            causes.append(cause)
+            pending += [cause.__cause__, cause.__context__, getattr(cause, "reason", None)]
+    meanings: tuple[tuple[type[BaseException], str], ...] = (  # the first that matches
+        (socket.gaierror, "host name not resolved"),
+        (ConnectionRefusedError, "connection refused: check host, port and firewall"),
+        (TimeoutError, "no answer in time"),
+        (requests.Timeout, "no answer in time"),
+    )
+    why = next((words for kind, words in meanings if any(isinstance(c, kind) for c in causes)), None)
+    return f"{why} ({type(error).__name__})" if why else type(error).__name__
+
+
+def http_status(status: int, login: BasicLogin | None) -> str:
+    """A DICOMweb service's HTTP error status, with what to check where a status tells."""
+    hints = {
+        401: f"the user name or password was refused: check {USER_ENV} and the password"
+        if login is not None
+        else f"the service asks for a login: set {USER_ENV} and {PASSWORD_ENV} (docs/dicom.md)",
+        403: "the user may not do this on the service",
+        404: "no DICOMweb service at this URL: check its path, e.g. http://HOST:8042/dicom-web for Orthanc",
+    }
+    hints[405] = hints[404]
+    hint = hints.get(status)
+    return f"HTTP {status}: {hint}" if hint else f"HTTP {status}"
+
+
+def request_error(error: Exception, login: BasicLogin | None) -> str:
+    """A failed DICOMweb request in words, without its message (it quotes the URL, which may hold a
+    Study Instance UID): :func:`http_status`, an answer that is not DICOMweb JSON (a web page at
+    that URL), or :func:`connection_error`."""
+    import requests
+
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    if isinstance(error, requests.HTTPError) and status:
+        return http_status(status, login)
+    if isinstance(error, requests.exceptions.InvalidJSONError):
+        return "its answer is not DICOMweb JSON: check that the URL is the service's DICOMweb root"
+    return connection_error(error)
 
 
 @dataclass
@@ -314,7 +365,7 @@ class StowDestination:
             # the service is missing at that URL (a PACS without its DICOMweb plugin answers 404),
             # busy, or refuses us (401, 403): wait for it, never give the results up
             if status in (401, 403, 404, 405, 408, 429):
-                raise DestinationUnavailable(f"{self.describe()}: HTTP {status}") from e
+                raise DestinationUnavailable(f"{self.describe()}: {http_status(status, self.login)}") from e
             for i, _ in datasets:
                 outcomes[i] = f"http_{status}"
             return
