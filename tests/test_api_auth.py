@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,30 @@ def test_a_misspelt_setting_is_named_in_a_warning(caplog: pytest.LogCaptureFixtu
     warned = [r.getMessage() for r in caplog.records]
     assert len(warned) == 2, warned  # FRACSIGHT_AET belongs to the DICOM node: not close to any
     assert "did you mean FRACSIGHT_API_TOKENS?" in warned[0] and "FRACSIGHT_MAX_UPLOAD_BYTES" in warned[1]
+    assert TOKEN not in caplog.text
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes")
+@pytest.mark.parametrize(
+    ("content", "mode", "warned"),
+    [
+        (TOKEN, 0o644, True),
+        (TOKEN, 0o640, True),
+        (TOKEN, 0o600, False),
+        (f"# readable on purpose\n{token_digest(TOKEN)}", 0o644, False),  # digests only: no secret
+    ],
+    ids=["tokens-644", "tokens-640", "tokens-600", "digests-644"],
+)
+def test_a_tokens_file_others_can_read_is_warned_of(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, content: str, mode: int, warned: bool
+) -> None:
+    """A tokens file holding tokens, readable by every user of the server, was used without a word."""
+    path = tmp_path / "tokens"
+    path.write_text(content + "\n", encoding="utf-8")
+    path.chmod(mode)
+    with caplog.at_level("WARNING", logger="fracsight.api"):
+        assert token_guard("required", None, str(path)).allows(TOKEN)
+    assert ("readable by other users" in caplog.text) is warned
     assert TOKEN not in caplog.text
 
 

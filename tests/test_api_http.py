@@ -189,3 +189,30 @@ def test_a_bad_setting_names_its_option_only_where_serve_has_one() -> None:
         ApiSettings.from_env({"FRACSIGHT_MAX_FILES": "abc"})
     with pytest.raises(ConfigError, match=r"auth \(FRACSIGHT_AUTH\): Input should be"):
         ApiSettings.from_env({"FRACSIGHT_AUTH": "bogus"})
+
+
+# ---- every answer: not stored by caches, its type not guessed ----------------------------------------
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        ("GET", "/v1/model", None, 200),
+        ("POST", "/v1/predict", ("a.png", png_bytes()), 200),
+        ("POST", "/v1/predict?format=csv", ("a.png", png_bytes()), 200),
+        ("POST", "/v1/predict", ("<script>.png", b"<html><script>alert(1)</script>"), 415),
+        ("GET", "/nowhere", None, 404),
+        ("GET", "/v1/model", "no token", 401),
+    ],
+    ids=["model", "predict", "predict-csv", "refused-upload", "not-found", "no-token"],
+)
+def test_every_answer_is_no_store_and_nosniff(
+    tiny_bundle: Path, method: str, path: str, body: tuple[str, bytes] | str | None, status: int
+) -> None:
+    """Predictions (and refusals quoting a patient's file name) were sent with no Cache-Control and no
+    X-Content-Type-Options: a browser or proxy could keep them, and guess their type."""
+    tokens = "tok-" + "5" * 32 if body == "no token" else None
+    with TestClient(create_app(ApiSettings(model=str(tiny_bundle), api_tokens=tokens))) as c:
+        sent = files(body) if isinstance(body, tuple) else None
+        r = c.request(method, path, files=sent)
+    assert r.status_code == status
+    assert r.headers["cache-control"] == "no-store"
+    assert r.headers["x-content-type-options"] == "nosniff"

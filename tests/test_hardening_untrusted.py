@@ -3,15 +3,20 @@ bundle records and archives, metrics labels from arbitrary methods, the spool da
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import math
 import os
 import shutil
 import stat
+import struct
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from fracsight.bundle import load_bundle_spec, read_card
@@ -130,6 +135,148 @@ def test_a_zip_of_many_entries_is_refused(tmp_path: Path) -> None:
             zf.writestr(f"b/{n}", b"")
     with pytest.raises(BundleError, match="more than"):
         resolve_bundle(flood)
+
+
+def _edited(bundle: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
+    record = json.loads((bundle / "bundle.json").read_text(encoding="utf-8"))
+    edit(record)
+    (bundle / "bundle.json").write_text(json.dumps(record), encoding="utf-8")  # NaN as JSON's NaN
+    return bundle
+
+
+def _each_threshold(value: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda r: [op.update(threshold=value) for op in r["operating_points"]]
+
+
+def _set(section: str | None, key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda r: (r[section] if section else r).update({key: value})
+
+
+def _components(edit: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+    return lambda r: edit(r["ood"]["subspace_components"])
+
+
+def _nan_components(record: dict[str, Any]) -> None:
+    k, d = record["shape"]
+    record["data"] = base64.b64encode(np.full((k, d), np.nan, dtype="<f2").tobytes()).decode()
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        # each was loaded; a prediction then compared with it
+        (_each_threshold(float("nan")), "threshold must be a finite number in 0..1, got nan"),
+        (_each_threshold(5), "threshold must be a finite number in 0..1, got 5"),
+        (_each_threshold("0.5"), "threshold must be a finite number"),
+        (_set(None, "temperature", float("inf")), "temperature must be a finite number"),
+        (_set(None, "input_size", 384.5), "input_size must be a whole number"),
+        (_set(None, "name", ["x"]), "name must be a string"),
+        (lambda r: r["heads"][0].update(classes="ab"), "classes must be a list"),
+        (_set("ood", "subspace_threshold", float("nan")), "ood.subspace_threshold must be a finite"),
+        (_components(lambda c: c.update(shape=[10**9, 10**9])), "ood record cannot be used: ValueError"),
+        (_components(_nan_components), "ood record gives no finite distance"),
+        (_set(None, "ood", [1]), "ood must be a JSON object"),
+        (lambda r: r["ood"].update(image_limits={"contrast": [1]}), r"image_limits.contrast must be \[low"),
+        (_set("localization", "min_box_score", "a"), "localization.min_box_score must be a finite"),
+        (lambda r: r["localization"].pop("stride"), "detector need its stride"),
+        (_set("orientation", "min_probability", float("nan")), "orientation.min_probability must be"),
+    ],
+    ids=[
+        "threshold-nan",
+        "threshold-5",
+        "threshold-text",
+        "temperature-inf",
+        "input-size-float",
+        "name-list",
+        "classes-text",
+        "ood-threshold-nan",
+        "ood-shape-huge",
+        "ood-components-nan",
+        "ood-list",
+        "image-limits-short",
+        "box-score-text",
+        "detector-without-stride",
+        "orientation-nan",
+    ],
+)
+def test_settings_a_prediction_reads_are_checked_when_the_bundle_loads(
+    bundle: Path, edit: Callable[[dict[str, Any]], None], match: str
+) -> None:
+    """bundle.json is not covered by the checksum. A NaN threshold made every comparison false: a
+    FracAtlas fracture at probability 0.99 came out "no fracture detected", reliable; a threshold of 5
+    the same; a NaN OOD threshold or NaN in the subspace switched the guard off without a word; a text
+    threshold, a fractional input size or a broken OOD record raised a traceback on every image."""
+    from fracsight.inference import Predictor
+
+    with pytest.raises(BundleError, match=match):
+        Predictor(_edited(bundle, edit))
+
+
+def test_a_threshold_one_step_above_one_still_loads(bundle: Path) -> None:
+    """Control: what evaluation.thresholds chooses when only "nothing positive" meets a target."""
+    from fracsight.inference import Predictor
+
+    edge = math.nextafter(1.0, 2.0)
+    assert Predictor(_edited(bundle, _each_threshold(edge))).operating_point.threshold == edge
+
+
+def test_an_oversized_model_is_refused_unread(bundle: Path) -> None:
+    from fracsight.bundle import MAX_ONNX_BYTES
+
+    with open(bundle / "model.onnx", "r+b") as f:
+        f.truncate(MAX_ONNX_BYTES + 1)  # sparse: no disk used
+    with pytest.raises(BundleError, match="larger than 2 GB"):
+        OnnxModel(bundle)
+
+
+def _first_entry_header_offsets(data: bytearray) -> tuple[int, int]:
+    """Where the first entry's local header and its central directory record start."""
+    return data.find(b"PK\x03\x04"), data.find(b"PK\x01\x02")
+
+
+def _unknown_method(data: bytearray) -> None:
+    local, central = _first_entry_header_offsets(data)
+    data[local + 8 : local + 10] = struct.pack("<H", 97)
+    data[central + 10 : central + 12] = struct.pack("<H", 97)
+
+
+def _damaged_deflate(data: bytearray) -> None:
+    local, _ = _first_entry_header_offsets(data)
+    name_length, extra_length = struct.unpack("<HH", data[local + 26 : local + 30])
+    start = local + 30 + name_length + extra_length
+    data[start : start + 50] = bytes(b ^ 0x55 for b in data[start : start + 50])
+
+
+def _encrypted(data: bytearray) -> None:
+    local, central = _first_entry_header_offsets(data)
+    data[local + 6] |= 1
+    data[central + 8] |= 1
+
+
+@pytest.mark.parametrize(
+    ("damage", "match"),
+    [
+        (_unknown_method, "compressed in a way Python's zipfile cannot unpack"),
+        (_damaged_deflate, "not a valid zip archive: Error -3"),
+        (_encrypted, "archive is encrypted"),
+    ],
+    ids=["unknown-method", "damaged-deflate", "encrypted"],
+)
+def test_a_damaged_or_encrypted_zip_is_a_bundle_error(
+    tmp_path: Path, damage: Callable[[bytearray], None], match: str
+) -> None:
+    """Each was a traceback from `fracsight predict --model x.zip` and `serve`: NotImplementedError,
+    zlib.error, RuntimeError quoting a ZipInfo repr."""
+    archive = tmp_path / "model.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in PACKAGED.iterdir():
+            zf.write(f, f"b/{f.name}")
+    data = bytearray(archive.read_bytes())
+    damage(data)
+    archive.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=match) as refused:
+        resolve_bundle(archive)
+    assert "ZipInfo" not in str(refused.value)
 
 
 # ---- the API's metrics ------------------------------------------------------------------------------

@@ -7,19 +7,22 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import struct
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.pixels import convert_color_space, get_encoder
 from pydicom.sequence import Sequence
 from pydicom.uid import (
     CTImageStorage,
+    DeflatedExplicitVRLittleEndian,
     DigitalXRayImageStorageForPresentation,
     DigitalXRayImageStorageForProcessing,
     ExplicitVRLittleEndian,
@@ -846,3 +849,67 @@ def test_pydicom_warnings_never_reach_the_terminal(tmp_path: Path) -> None:
     assert '"fracture_probability"' in done.stdout  # read and predicted
     assert "pydicom" not in done.stderr and "Warning" not in done.stderr, done.stderr
     assert_no_identifiers(done.stdout + done.stderr)
+
+
+# --- decompression bombs the DICOM header does not show ------------------------------------------
+def _with_codestream_size(dicom: bytes, rows: int, cols: int) -> bytes:
+    """``dicom`` (one JPEG or JPEG 2000 frame) with its codestream's own header claiming rows x cols,
+    and the DICOM header unchanged."""
+    ds = pydicom.dcmread(io.BytesIO(dicom))
+    (frame,) = generate_frames(ds.PixelData, number_of_frames=1)
+    frame = bytearray(frame)
+    sof = frame.find(b"\xff\xc0")
+    if sof >= 0:  # JPEG SOF0: length, precision, height, width
+        frame[sof + 5 : sof + 9] = struct.pack(">HH", rows, cols)
+    else:  # JPEG 2000 SIZ: length, capabilities, width, height (offsets 0)
+        siz = frame.find(b"\xff\x51")
+        frame[siz + 6 : siz + 14] = struct.pack(">II", cols, rows)
+    ds.PixelData = encapsulate([bytes(frame)])
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["jpeg-baseline", "jpeg-2000"])
+def test_a_compressed_frame_larger_than_its_header_says_is_refused_undecoded(kind: str) -> None:
+    """The decoder allocated the codestream's size, past the pixel limit the header passed: a 1.5 kB
+    file saying 64 x 64 and holding a 30000 x 30000 JPEG took 4.3 GB, then read as 'damaged'."""
+    if kind == "jpeg-baseline":
+        dicom, _ = jpeg_secondary_capture(GREY_RGB)
+    else:
+        dicom = make_dicom(RAMP12, compress=JPEG2000Lossless)
+    rows, cols = pydicom.dcmread(io.BytesIO(dicom)).pixel_array.shape[:2]
+    assert read_image(_with_codestream_size(dicom, rows, cols), name="x.dcm")  # control: sizes agree
+    with pytest.raises(CorruptImageError, match=r"compressed frame is 8000 x 9000 pixels, but Rows x Col"):
+        read_image(_with_codestream_size(dicom, 8000, 9000), name="x.dcm")
+
+
+def _deflated(padding: int, meta_padding: int = 0) -> bytes:
+    """A readable Deflated Explicit VR Little Endian radiograph with ``padding`` zero bytes in a
+    private element (deflate makes them about a thousandth of that), and ``meta_padding`` bytes in
+    a private element of the file meta, before the transfer syntax."""
+    ds = pydicom.dcmread(io.BytesIO(make_dicom(RAMP12)))
+    ds.add_new(0x00091010, "OB", bytes(padding))
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    if meta_padding:
+        ds.file_meta.add_new(0x00020009, "OB", bytes(meta_padding))
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("meta_padding", [0, 8192], ids=["plain", "long-file-meta"])
+def test_a_deflated_data_set_is_inflated_within_a_limit(
+    monkeypatch: pytest.MonkeyPatch, meta_padding: int
+) -> None:
+    """pydicom inflates a deflated data set whole: 1.5 MB of file took 2.9 GB of memory (50 GB for
+    an upload within the API's limit). The limit is lowered here so that the test stays small."""
+    from fracsight.io import _dicom
+
+    monkeypatch.setattr(_dicom, "MAX_INFLATED_BYTES", 4 << 20, raising=False)  # no limit before
+    readable = read_image(_deflated(3 << 20, meta_padding), name="d.dcm")  # control
+    assert readable.pixels.shape == RAMP12.shape
+    bomb = _deflated(5 << 20, meta_padding)
+    assert len(bomb) < 20_000 + meta_padding
+    with pytest.raises(DecompressionBombError, match="deflated data set expands to more than 4 MB"):
+        read_image(bomb, name="d.dcm")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,69 @@ HEAD_KINDS = ("binary", "multilabel", "multiclass")
 PRECISIONS = ("float32", "int8")  # of model.onnx's weights and activations (int8: fracsight.quantize)
 MAX_SPEC_BYTES = 64 << 20  # the largest bundle.json read (the packaged ones: about 260 kB)
 MAX_CARD_BYTES = 1 << 20  # the most of card.md shown
+MAX_ONNX_BYTES = 2 << 30  # protobuf's own limit: onnxruntime cannot load a larger model.onnx
+# a threshold chosen just above the highest validation probability (evaluation.thresholds) may
+# exceed 1 by one step: "never suspected" on that data
+_MAX_THRESHOLD = math.nextafter(1.0, 2.0)
+# the numbers of bundle.json's settings that each prediction reads; a NaN there made every comparison
+# false (a NaN threshold: "no fracture detected" at probability 0.99; a NaN OOD threshold: the guard
+# off), a string one raised a TypeError on every image
+_LOCALIZATION_NUMBERS = {"box_threshold": 1.0, "relative": 1.0, "min_box_score": 1.0, "nms_iou": 1.0}
+_LOCALIZATION_COUNTS = ("stride", "max_boxes")
+_ORIENTATION_NUMBERS = ("min_probability", "check_below")
+_OOD_THRESHOLDS = ("threshold", "prototype_threshold", "subspace_threshold")
+
+
+def _number(value: Any, what: str, low: float = -math.inf, high: float = math.inf) -> float:
+    """``value`` if it is a real number (not a bool) in ``low``..``high``; else a BundleError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not low <= value <= high:
+        bounds = f" in {low:g}..{high:g}" if math.isfinite(high) else f" >= {low:g}"
+        raise BundleError(f"{what} must be a finite number{bounds}, got {_shown(value)}")
+    if not math.isfinite(value):
+        raise BundleError(f"{what} must be a finite number, got {_shown(value)}")
+    return float(value)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _settings(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BundleError(f"{what} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _check_settings(spec: BundleSpec) -> None:
+    """The per-prediction settings of ``spec`` (localization, orientation, OOD): each number there
+    that a prediction compares with is a real, finite number in its range."""
+    loc = _settings(spec.localization, "localization")
+    for key, high in _LOCALIZATION_NUMBERS.items():
+        if key in loc:
+            _number(loc[key], f"localization.{key}", 0.0, high)
+    for key in _LOCALIZATION_COUNTS:
+        if key in loc:
+            _number(loc[key], f"localization.{key}", 1 if key == "stride" else 0, 4096)
+    if loc.get("boxes") == "detector" and not {"stride", "min_box_score"} <= loc.keys():
+        raise BundleError("localization: boxes from the detector need its stride and min_box_score")
+    orientation = _settings(spec.orientation, "orientation")
+    for key in _ORIENTATION_NUMBERS:
+        if key in orientation:
+            _number(orientation[key], f"orientation.{key}", 0.0, 1.0)
+    ood = _settings(spec.ood, "ood")
+    for key in _OOD_THRESHOLDS:
+        if key in ood:
+            _number(ood[key], f"ood.{key}", 0.0)
+    limits = ood.get("image_limits")
+    for name, pair in _settings(limits or {}, "ood.image_limits").items():
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise BundleError(f"ood.image_limits.{name} must be [low, high] (null for no limit)")
+        for bound in pair:
+            if bound is not None:
+                _number(bound, f"ood.image_limits.{name}")
+    _settings(spec.training, "training")
+    _settings(spec.metrics, "metrics")
 
 
 @dataclass(frozen=True)
@@ -51,6 +115,8 @@ class HeadSpec:
             raise BundleError(f"head {self.name!r}: kind must be one of {HEAD_KINDS}, got {self.kind!r}")
         if not self.classes:
             raise BundleError(f"head {self.name!r} has no classes")
+        if not all(isinstance(c, str) for c in self.classes):
+            raise BundleError(f"head {self.name!r}: classes must be names (strings)")
 
     @property
     def num_outputs(self) -> int:
@@ -66,6 +132,11 @@ class OperatingPoint:
     description: str
     sensitivity: float | None = None  # measured on the data the threshold was chosen on
     specificity: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str):
+            raise BundleError(f"operating point names must be strings, got {_shown(self.name)}")
+        _number(self.threshold, f"operating point {self.name!r}: threshold", 0.0, _MAX_THRESHOLD)
 
 
 @dataclass(frozen=True)
@@ -83,8 +154,7 @@ class ClassOperatingPoint:
     coverage: float | None = None
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.min_probability <= 1.0:
-            raise BundleError(f"class min_probability {self.min_probability} is outside 0..1")
+        _number(self.min_probability, "class min_probability", 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -110,19 +180,23 @@ class BundleSpec:
     format: int = BUNDLE_FORMAT
 
     def __post_init__(self) -> None:
-        if not 32 <= self.input_size <= 2048:
-            raise BundleError(f"input_size {self.input_size} is outside 32..2048")
+        for what in ("name", "version", "architecture"):
+            if not isinstance(getattr(self, what), str):
+                raise BundleError(f"{what} must be a string, got {_shown(getattr(self, what))}")
+        size = self.input_size
+        if isinstance(size, bool) or not isinstance(size, numbers.Integral) or not 32 <= size <= 2048:
+            raise BundleError(f"input_size must be a whole number of pixels in 32..2048, got {_shown(size)}")
         names = [op.name for op in self.operating_points]
         if self.operating_points and self.default_operating_point not in names:
             raise BundleError(
                 f"default operating point {self.default_operating_point!r} is not one of {names}"
             )
-        if not self.temperature > 0:
+        if not _number(self.temperature, "temperature") > 0:
             raise BundleError("temperature must be positive")
-        if not math.isfinite(self.calibration_bias):
-            raise BundleError("calibration_bias must be a finite number")
+        _number(self.calibration_bias, "calibration_bias")
         if self.precision not in PRECISIONS:
             raise BundleError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        _check_settings(self)
 
     @property
     def provenance(self) -> str:
@@ -159,6 +233,8 @@ class BundleSpec:
                     f"bundle format {d.get('format')!r} is not supported (expected {BUNDLE_FORMAT})"
                 )
             kw = dict(d)
+            if not all(isinstance(h.get("classes"), list) for h in d["heads"]):  # "ab" is not ("a", "b")
+                raise BundleError("bundle.json is malformed: each head's classes must be a list")
             kw["heads"] = tuple(HeadSpec(h["name"], h["kind"], tuple(h["classes"])) for h in d["heads"])
             kw["operating_points"] = tuple(OperatingPoint(**op) for op in d["operating_points"])
             if d.get("class_operating_point") is not None:
@@ -166,7 +242,7 @@ class BundleSpec:
             return cls(**kw)
         except BundleError:
             raise
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise BundleError(f"bundle.json is malformed: {e}") from e
 
 
@@ -199,6 +275,8 @@ def read_checked_onnx(folder: Path, spec: BundleSpec) -> bytes:
     onnx_path = Path(folder) / "model.onnx"
     if not onnx_path.is_file():
         raise BundleError(f"{folder} has no model.onnx")
+    if onnx_path.stat().st_size > MAX_ONNX_BYTES:  # not read into memory only to be refused
+        raise BundleError(f"model.onnx in {folder} is larger than {MAX_ONNX_BYTES >> 30} GB: not a model")
     model_bytes = onnx_path.read_bytes()
     digest = hashlib.sha256(model_bytes).hexdigest()
     if digest != spec.onnx_sha256:

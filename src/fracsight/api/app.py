@@ -52,9 +52,23 @@ Uploads are processed in memory and never stored. See docs/api.md.
 """
 
 
+# On every answer, refusals and errors included: predictions are patient data, so no browser, proxy
+# or shared cache keeps a copy (no-store); and no browser guesses a type other than the one sent
+# (nosniff: a JSON or CSV answer quoting an uploaded file name is never run as HTML).
+SECURITY_HEADERS = ((b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"))
+
+
+def _with_security_headers(message: Message) -> Message:
+    headers = list(message.get("headers", ()))
+    present = {name.lower() for name, _ in headers}
+    headers.extend(h for h in SECURITY_HEADERS if h[0] not in present)
+    return {**message, "headers": headers}
+
+
 class ObserveMiddleware:
-    """Counts every request (route template, method, status, latency) and turns any exception that
-    escaped the handlers into a 500 ``internal_error`` JSON answer without a traceback."""
+    """Counts every request (route template, method, status, latency), adds
+    :data:`SECURITY_HEADERS` to every answer, and turns any exception that escaped the handlers
+    into a 500 ``internal_error`` JSON answer without a traceback."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -73,6 +87,7 @@ class ObserveMiddleware:
             if message["type"] == "http.response.start":
                 status = int(message["status"])
                 started = True
+                message = _with_security_headers(message)
             await send(message)
 
         try:
@@ -83,7 +98,7 @@ class ObserveMiddleware:
             status = 500
             if not started:
                 response = error_response(500, INTERNAL_ERROR, "internal error; the server logged it")
-                await response(scope, receive, send)
+                await response(scope, receive, send_and_watch)
         finally:
             self.metrics.observe_request(
                 _route(scope, status), str(scope.get("method", "")), status, time.perf_counter() - start

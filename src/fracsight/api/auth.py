@@ -24,7 +24,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import os
 import re
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -54,6 +57,7 @@ MIN_TOKEN_LENGTH = 16
 _DIGEST = re.compile(r"^sha256:([0-9a-fA-F]{64})$")
 # what a client can send after `Bearer ` (HTTP header values are bytes; non-ASCII never arrives intact)
 _TOKEN_CHARS = re.compile(r"^[\x21-\x7e]+$")
+logger = logging.getLogger("fracsight.api")
 
 
 def token_digest(token: str) -> str:
@@ -146,6 +150,7 @@ def token_guard(auth: str, tokens: str | None, tokens_file: str | None) -> Token
         found = parse_tokens(lines, f"FRACSIGHT_API_TOKENS_FILE {path}")
         if not found:
             raise ConfigError(f"FRACSIGHT_API_TOKENS_FILE {path} holds no token")
+        _warn_if_others_read(path, lines)
         digests |= found
     if auth == "required" and not digests:
         raise ConfigError(
@@ -154,6 +159,23 @@ def token_guard(auth: str, tokens: str | None, tokens_file: str | None) -> Token
             "proxy is in front of the API (docs/deploy.md)"
         )
     return TokenGuard(digests)
+
+
+def _warn_if_others_read(path: Path, lines: list[str]) -> None:
+    """Warn (as ssh does of a private key) when a tokens file holding tokens themselves, not only
+    their ``sha256:`` digests, may be read by other users of the machine."""
+    plain = any((e := line.strip()) and not e.startswith("#") and not _DIGEST.match(e) for line in lines)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return
+    if plain and os.name == "posix" and mode & 0o077:
+        logger.warning(
+            "FRACSIGHT_API_TOKENS_FILE %s holds tokens and is readable by other users (mode %03o): "
+            "chmod 600 it, or keep only their sha256: digests in it",
+            path,
+            mode,
+        )
 
 
 def route_path(scope: Scope) -> str:

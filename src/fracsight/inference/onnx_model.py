@@ -98,6 +98,9 @@ class OnnxModel:
         missing = {"fracture", "mask", "cam", "embedding"} - set(self.output_names)
         if missing:
             raise BundleError(f"model.onnx lacks the outputs {sorted(missing)}")
+        # the length of an image's embedding (the OOD record is checked against it when loaded)
+        size = self.session.get_outputs()[self.output_names.index("embedding")].shape[-1]
+        self.embedding_size = size if isinstance(size, int) and size > 0 else self.spec.feature_channels
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """``batch``: (B, S, S) float32 letterboxed images in [0, 1].

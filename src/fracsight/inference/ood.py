@@ -35,6 +35,7 @@ of photos, screenshots, synthetic and non-musculoskeletal medical images.
 
 from __future__ import annotations
 
+import math
 from base64 import b64decode, b64encode
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -45,6 +46,7 @@ import numpy as np
 from PIL import Image
 
 from fracsight.bundle import BundleSpec
+from fracsight.errors import BundleError
 from fracsight.io import Radiograph
 from fracsight.io._raster import COLOUR_WARNING
 
@@ -363,6 +365,22 @@ def feature_distance(embedding: np.ndarray, ood: Mapping[str, Any]) -> tuple[flo
     if "prototypes" in ood and "prototype_threshold" in ood:
         return prototype_distance(embedding, ood), float(ood["prototype_threshold"])
     return embedding_distance(embedding, dict(ood)), float(ood["threshold"])
+
+
+def check_feature_record(ood: Mapping[str, Any], dimension: int) -> None:
+    """Refuse, when a bundle is loaded, an ``ood`` record its feature-space score cannot use on an
+    embedding of ``dimension`` values: arrays that do not decode or fit it, or NaN in them (which
+    made every distance NaN and so the guard silently never fire). Scored once on a probe embedding;
+    the decoded arrays stay cached for the predictions."""
+    if not ood:
+        return
+    try:
+        distance, threshold = feature_distance(np.ones(dimension, dtype=np.float32), ood)
+    except Exception as e:  # KeyError, ValueError, TypeError, binascii.Error: all mean the same here
+        text = f"{type(e).__name__}: {e}"
+        raise BundleError(f"bundle.json's ood record cannot be used: {text[:200]}") from None
+    if not (math.isfinite(distance) and math.isfinite(threshold)):
+        raise BundleError("bundle.json's ood record gives no finite distance: NaN or infinite values in it")
 
 
 NOT_RELIABLE = "the result is not reliable"

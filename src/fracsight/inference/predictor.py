@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from fracsight.bundle import BundleSpec
-from fracsight.errors import FracsightError, ImageReadError
+from fracsight.errors import BundleError, FracsightError, ImageReadError
 from fracsight.evaluation.calibration import apply_temperature
 from fracsight.explain import (
     DetectedBox,
@@ -34,7 +34,7 @@ from fracsight.explain import (
 )
 from fracsight.explain.detections import boxes_from_detector
 from fracsight.inference.onnx_model import OnnxModel
-from fracsight.inference.ood import ImageStatistics, assess_input, pixel_statistics
+from fracsight.inference.ood import ImageStatistics, assess_input, check_feature_record, pixel_statistics
 from fracsight.inference.orientation import reads_agree_on_turn, turn_prediction, turn_radiograph
 from fracsight.inference.results import (
     CLASS_ACTIVATION,
@@ -54,6 +54,7 @@ from fracsight.preprocessing import Letterbox, letterbox_radiograph, read_for_mo
 __all__ = ["Predictor"]
 
 Source = str | os.PathLike | bytes
+DETECTOR_OUTPUTS = frozenset({"detect_centre", "detect_size", "detect_offset"})  # boxes "detector" reads
 BOX_GRID = 96  # boxes are traced on the localization map upsampled to this many cells
 MAX_THREADS = 256  # the most ONNX Runtime threads a Predictor takes (as the API's inference_threads)
 _READABLE = (str, os.PathLike, bytes, bytearray, memoryview)  # what read_image reads
@@ -80,7 +81,7 @@ def fracture_boxes(
     ``heat_small`` (from :func:`localization_map`)."""
     if localization.get("boxes") == "detector":
         return boxes_from_detector(
-            outputs["detect_centre"][i],
+            outputs["detect_centre"][i],  # the three of DETECTOR_OUTPUTS
             outputs["detect_size"][i],
             outputs["detect_offset"][i],
             geometry,
@@ -228,6 +229,12 @@ class Predictor:
         self._origin = (Path(model) if zipped else self.bundle_dir).resolve()  # type: ignore[arg-type]
         self.onnx = OnnxModel(self.bundle_dir, threads=threads)
         self.spec: BundleSpec = self.onnx.spec
+        check_feature_record(self.spec.ood, self.onnx.embedding_size)
+        detector = self.spec.localization.get("boxes") == "detector"
+        if detector and DETECTOR_OUTPUTS - set(self.onnx.output_names):
+            raise BundleError(
+                "bundle.json asks for the detector's boxes, but model.onnx has no detection head"
+            )
         fracture_head = self.spec.head("fracture")
         self.has_fracture_head = fracture_head is not None
         self.finding = finding_of(fracture_head.classes[-1]) if fracture_head else FRACTURE

@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 from fracsight.bundle import BundleSpec, load_bundle_spec, read_checked_onnx
@@ -41,13 +42,20 @@ def _extract_zip(path: Path) -> Path:
             for info in zf.infolist():
                 name = Path(info.filename)
                 if name.is_absolute() or ".." in name.parts:
-                    raise BundleError(f"{path.name}: unsafe path in archive: {info.filename}")
+                    raise BundleError(f"{path.name}: unsafe path in archive: {info.filename!r}")
                 total += info.file_size
                 if total > _MAX_ZIP_BYTES:
                     raise BundleError(f"{path.name}: archive expands to more than {_MAX_ZIP_BYTES >> 20} MB")
+            if any(info.flag_bits & 0x1 for info in zf.infolist()):
+                raise BundleError(f"{path.name}: archive is encrypted (password-protected): not a bundle")
             zf.extractall(target)
-    except zipfile.BadZipFile as e:
-        raise BundleError(f"{path.name} is not a valid zip archive: {e}") from e
+    except (zipfile.BadZipFile, zlib.error, EOFError) as e:  # zlib, EOF: a damaged entry
+        raise BundleError(f"{path.name} is not a valid zip archive: {e}") from None
+    except NotImplementedError:  # zipfile's word for an unknown compression method
+        raise BundleError(
+            f"{path.name}: an entry is compressed in a way Python's zipfile cannot unpack "
+            "(stored, deflate, bzip2 and lzma can be)"
+        ) from None
     inner = [p.parent for p in target.rglob("bundle.json")]
     if len(inner) != 1:
         raise BundleError(f"{path.name} must hold exactly one bundle.json, found {len(inner)}")

@@ -22,8 +22,10 @@ from __future__ import annotations
 import io
 import logging
 import re
+import struct
 import threading
 import warnings
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -32,6 +34,7 @@ import numpy as np
 
 from fracsight.errors import (
     CorruptImageError,
+    DecompressionBombError,
     ImageReadError,
     MultiFrameError,
     NoPixelDataError,
@@ -71,6 +74,16 @@ MAX_COLOURED_SHARE = 0.001
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as for colour PNG/JPEG (fracsight.io._raster)
 _BITS_ALLOCATED = (1, 8, 16, 32)
 _MAX_ERROR_DETAIL = 200  # characters of a decoder's own message kept in ours
+#: The most a Deflated Explicit VR Little Endian data set may inflate to: above any radiograph within
+#: the reader's pixel limit (50 Mpx x 32 bits, or x 3 samples of 8), far below what a zip bomb claims
+#: (pydicom inflates the whole data set at once: 1.5 MB of file took 2.9 GB before this check).
+MAX_INFLATED_BYTES = 512 << 20
+_DEFLATED_UID = b"1.2.840.10008.1.2.1.99"
+_LONG_LENGTH_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
+# JPEG and JPEG-LS frame headers (SOFn, SOF55): their height and width are what a decoder allocates
+_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7})
 
 
 def read_dicom(
@@ -152,6 +165,9 @@ def _read(
     frame: int | None,
 ) -> Radiograph:
     notes: list[str] = []
+    deflated = _deflated_data_set(pydicom, data)
+    if deflated is not None:
+        _check_inflated_size(data[deflated:], label)
     ds = pydicom.dcmread(io.BytesIO(data), force=True)
     model_name = ds.get("ManufacturerModelName")
     notes.extend(check_dicom_object(ds.get("Modality"), _sop_class(ds), label=label, model_name=model_name))
@@ -187,7 +203,12 @@ def _read(
             ds, native_pixel_bits(rows, cols, frames, bits_allocated, samples, photometric), label, notes
         )
 
-    truncated = transfer_syntax.is_encapsulated and _ends_early(pydicom, ds, transfer_syntax, index, frames)
+    codestream = _codestream(pydicom, ds, transfer_syntax, index, frames)
+    if codestream is not None:
+        _check_codestream_size(codestream, rows, cols, label, transfer_syntax)
+    # a JPEG, JPEG-LS or JPEG 2000 frame without the marker every complete one ends with (EOI / EOC,
+    # FF D9, before the even-length padding): a frame cut short in transit
+    truncated = codestream is not None and not codestream.rstrip(b"\0").endswith(b"\xff\xd9")
     if truncated:  # the JPEG decoders return what they got, filled with one value: say so
         notes.append(f"compressed pixel data without its end-of-image marker: {TRUNCATED_WARNING}")
     try:
@@ -195,10 +216,7 @@ def _read(
     except MemoryError:
         raise
     except Exception as e:  # the decoders' own messages list every plugin tried, with object addresses
-        raise ImageReadError(
-            f"{label}the pixel data could not be decoded as {transfer_syntax.name}: damaged, or not what "
-            "its transfer syntax says"
-        ) from e
+        raise _undecodable(label, transfer_syntax) from e
     if photometric in _MONOCHROME:
         if arr.shape != (rows, cols):
             raise CorruptImageError(
@@ -246,21 +264,121 @@ def _read(
     return Radiograph(pixels=pixels.astype(np.float32), metadata=meta)
 
 
-def _ends_early(pydicom: Any, ds: Any, transfer_syntax: Any, index: int, frames: int) -> bool:
-    """Whether a JPEG, JPEG-LS or JPEG 2000 frame lacks the marker every complete one ends with
-    (EOI / EOC, FF D9, before the even-length padding): a frame cut short in transit."""
+def _codestream(pydicom: Any, ds: Any, transfer_syntax: Any, index: int, frames: int) -> bytes | None:
+    """Frame ``index``'s JPEG, JPEG-LS or JPEG 2000 codestream; None for other syntaxes, or when the
+    frame cannot be found (a broken offset table: the decoder then says what is wrong)."""
     uid = pydicom.uid
     if transfer_syntax not in (
         *uid.JPEGTransferSyntaxes,
         *uid.JPEGLSTransferSyntaxes,
         *uid.JPEG2000TransferSyntaxes,
     ):
-        return False
+        return None
     try:
-        frame = pydicom.encaps.get_frame(ds.PixelData, index, number_of_frames=frames)
-    except Exception:  # a broken offset table: the decoder says what is wrong
-        return False
-    return not frame.rstrip(b"\0").endswith(b"\xff\xd9")
+        return bytes(pydicom.encaps.get_frame(ds.PixelData, index, number_of_frames=frames))
+    except Exception:
+        return None
+
+
+def _undecodable(label: str, transfer_syntax: Any) -> ImageReadError:
+    return ImageReadError(
+        f"{label}the pixel data could not be decoded as {transfer_syntax.name}: damaged, or not what "
+        "its transfer syntax says"
+    )
+
+
+def _check_codestream_size(codestream: bytes, rows: int, cols: int, label: str, transfer_syntax: Any) -> None:
+    """Refuse a frame whose own header gives another size than Rows x Columns, before it is decoded.
+
+    The decoders allocate what the codestream says, not what the DICOM header says: a 1.5 kB file
+    whose header says 64 x 64, holding a JPEG that says 30000 x 30000, took 4.3 GB to refuse.
+    """
+    size = _jpeg_size(codestream) if codestream[:2] == b"\xff\xd8" else _j2k_size(codestream)
+    if size is None:  # what the decoder would say
+        raise _undecodable(label, transfer_syntax)
+    if size != (rows, cols) and size != (0, cols):  # height 0: given after the scan (a DNL marker)
+        raise CorruptImageError(
+            f"{label}DICOM compressed frame is {size[0]} x {size[1]} pixels, but Rows x Columns say "
+            f"{rows} x {cols}; not decoded"
+        )
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) from the frame header (SOFn) of a JPEG or JPEG-LS codestream."""
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0xDA:  # start of scan: every frame header comes before it
+            return None
+        (length,) = struct.unpack_from(">H", data, i + 2)
+        if marker in _SOF_MARKERS and i + 9 <= len(data):
+            return struct.unpack_from(">HH", data, i + 5)
+        i += 2 + length
+    return None
+
+
+def _j2k_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) from the SIZ segment of a JPEG 2000 codestream (bare or in a JP2 file)."""
+    siz = data.find(b"\xff\x4f\xff\x51")  # SOC, then SIZ: Lsiz Rsiz Xsiz Ysiz XOsiz YOsiz
+    if siz < 0 or siz + 24 > len(data):
+        return None
+    x, y, x0, y0 = struct.unpack_from(">IIII", data, siz + 8)
+    return y - y0, x - x0
+
+
+def _deflated_data_set(pydicom: Any, data: bytes) -> int | None:
+    """Where the data set starts when the file meta names the Deflated Explicit VR Little Endian
+    transfer syntax; None when it names another.
+
+    The meta group's few elements are walked here (microseconds); a group this walk cannot follow
+    (not explicit VR, an undefined length) is read by pydicom, as dcmread reads it (about 0.2 ms).
+    """
+    i, deflated = (132 if data[128:132] == b"DICM" else 0), False
+    while i + 8 <= len(data) and struct.unpack_from("<H", data, i)[0] == 2:
+        vr = data[i + 4 : i + 6]
+        long = vr in _LONG_LENGTH_VRS
+        if not (vr.isalpha() and vr.isupper()) or (long and i + 12 > len(data)):
+            return _deflated_data_set_by_pydicom(pydicom, data)
+        (length,) = struct.unpack_from("<I" if long else "<H", data, i + (8 if long else 6))
+        if length == 0xFFFFFFFF:
+            return _deflated_data_set_by_pydicom(pydicom, data)
+        start = i + (12 if long else 8)
+        if struct.unpack_from("<H", data, i + 2)[0] == 0x0010:  # (0002,0010) Transfer Syntax UID
+            deflated = data[start : start + length].rstrip(b"\0 ") == _DEFLATED_UID
+        i = start + length
+    return i if deflated else None
+
+
+def _deflated_data_set_by_pydicom(pydicom: Any, data: bytes) -> int | None:
+    stream = io.BytesIO(data)
+    pydicom.filereader.read_preamble(stream, True)
+    meta = pydicom.filereader._read_file_meta_info(stream)
+    return (
+        stream.tell() if meta.get("TransferSyntaxUID") == pydicom.uid.DeflatedExplicitVRLittleEndian else None
+    )
+
+
+def _check_inflated_size(deflated: bytes, label: str) -> None:
+    """Refuse a deflated data set that inflates past :data:`MAX_INFLATED_BYTES`, inflating it piece
+    by piece (pydicom inflates it whole)."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    size, rest = 0, deflated
+    while rest and not inflater.eof:
+        try:
+            size += len(inflater.decompress(rest, 1 << 24))
+        except zlib.error:
+            return  # not deflate data: pydicom says so
+        rest = inflater.unconsumed_tail
+        if size > MAX_INFLATED_BYTES:
+            raise DecompressionBombError(
+                f"{label}DICOM deflated data set expands to more than {MAX_INFLATED_BYTES >> 20} MB; "
+                "refused unread"
+            )
 
 
 def _why_no_pixels(ds: Any) -> str:
