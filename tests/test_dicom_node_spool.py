@@ -406,6 +406,27 @@ def test_an_unknown_log_level_is_a_bad_option(tmp_path: Path) -> None:
     assert not (tmp_path / "spool").exists()
 
 
+@pytest.mark.parametrize(
+    ("option", "value"), [("--quiet-time", "inf"), ("--max-backoff", "inf"), ("--metrics-port", "0")]
+)
+def test_an_endless_wait_or_a_random_metrics_port_is_a_bad_option(
+    option: str, value: str, tmp_path: Path
+) -> None:
+    """`--quiet-time inf` started a node whose studies never got a verdict, `--max-backoff inf` one
+    that could stop trying a destination for good, `--metrics-port 0` a scrape target on a port
+    nobody knows: each is now refused before anything starts."""
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    args = ["dicom", "listen", "--spool", str(tmp_path / "spool"), "--allow", "ORTHANC"]
+    args += ["--to", "127.0.0.1:4242:ORTHANC", "--processes", "0", option, value]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert option in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "spool").exists()
+
+
 def test_a_spool_that_is_a_file_or_holds_other_files_is_refused_and_nothing_deleted(tmp_path: Path) -> None:
     """The node empties ``tmp/`` and deletes unreadable ``instances/*.dcm`` when it starts: pointed at
     a folder that was not its spool (a home, /var), it deleted the user's files there; a file for a

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 import dicom_results_support as support
 from fracsight.cli import app as cli_app
+from fracsight.dicom.result_pool import make_study_results
 from fracsight.dicom.results import result_datasets, study_result_datasets, write_new
 from fracsight.errors import DicomSourceError, MultiFrameError
 from fracsight.inference import NOTICE, Predictor
@@ -306,6 +307,10 @@ def test_no_study_verdict_over_two_patients_under_one_study_uid(
 
     other_file = tmp_path / "second.dcm"
     other_file.write_bytes(_bytes(second))
+    images = [("first", path, first_prediction), ("second", other_file, second_prediction)]
+    outcome = make_study_results(predictor, images, "study", tmp_path / "node", tmp_path)
+    assert outcome.files == () and "one patient" in str(outcome.error)  # the node's log says why
+
     out = tmp_path / "out"
     made = runner.invoke(
         cli_app,

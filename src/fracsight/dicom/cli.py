@@ -165,20 +165,26 @@ def listen(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
     port: Annotated[int, typer.Option(min=1, max=65535, help="DICOM port to listen on.")] = 11112,
     quiet_time: Annotated[
-        float, typer.Option(min=0.0, help="Seconds without a new image before a study gets its verdict.")
+        float,
+        typer.Option(
+            min=0.0, max=86400.0, help="Seconds without a new image before a study gets its verdict."
+        ),
     ] = 30.0,
     model: ModelOption = None,
     operating_point: Annotated[str | None, typer.Option(help="Named operating point of the bundle.")] = None,
     results: ResultsOption = "sr,gsps",
     batch_size: Annotated[int, typer.Option(min=1, max=64, help="Images predicted per batch.")] = 8,
     metrics_port: Annotated[
-        int | None, typer.Option(min=0, max=65535, help="Serve /metrics and /healthz on this port.")
+        int | None, typer.Option(min=1, max=65535, help="Serve /metrics and /healthz on this port.")
     ] = None,
     metrics_host: Annotated[
         str, typer.Option(help="Address for /metrics (0.0.0.0 for a scraper on another host).")
     ] = "127.0.0.1",
     max_backoff: Annotated[
-        float, typer.Option(min=0.1, help="Longest wait (s) between tries while the destination is down.")
+        float,
+        typer.Option(
+            min=0.1, max=86400.0, help="Longest wait (s) between tries while the destination is down."
+        ),
     ] = 60.0,
     keep_files: Annotated[
         float, typer.Option(min=0.0, help="Seconds to keep a finished study's files in the spool.")

@@ -231,6 +231,8 @@ def make_study_results(
         return StudyOutcome(tuple(_write_all(encoded, folder, tmp_dir)), len(predictions))
     except OSError as e:  # the spool's disk, as for an image's results: made again later
         return StudyOutcome((), len(predictions), error=spool_write_error(e), deferred=True)
+    except FracsightError as e:  # its words for the log: they never quote the headers (two patients, ...)
+        return StudyOutcome((), len(predictions), error=f"{e.code}: {e}")
     except Exception as e:
         return StudyOutcome((), len(predictions), error=type(e).__name__)
 
