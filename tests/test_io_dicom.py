@@ -150,6 +150,36 @@ def test_monochrome1_is_inverted_brightest_stored_becomes_zero() -> None:
     assert rg.metadata.photometric == "MONOCHROME1 (inverted)"
 
 
+@pytest.mark.parametrize(
+    ("change", "note"),
+    [
+        ({"photometric": "monochrome1"}, "PhotometricInterpretation 'monochrome1'; read as MONOCHROME1"),
+        ({"drop": "SamplesPerPixel"}, "SamplesPerPixel missing; read as 1"),
+        ({"BitsStored": 0}, "BitsStored 0; read as 16"),
+    ],
+)
+def test_header_values_the_reader_assumes_are_the_ones_decoded(change: dict[str, Any], note: str) -> None:
+    """A lower-case photometric interpretation, a missing SamplesPerPixel and a BitsStored of 0 (seen in
+    files from the field) were read here as they say, but pydicom's decoder read the header as written:
+    `unreadable_image: ... damaged`. Now decoded as read, with a note."""
+    ramp = np.linspace(0, 65535, 48 * 64).round().reshape(48, 64)
+    photometric = change.get("photometric", "MONOCHROME1")
+    data = make_dicom(ramp, photometric=photometric.upper(), bits_stored=16)
+    ds = pydicom.dcmread(io.BytesIO(data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.PhotometricInterpretation = photometric
+        if "drop" in change:
+            del ds[change["drop"]]
+        if "BitsStored" in change:
+            ds.BitsStored = change["BitsStored"]
+        buffer = io.BytesIO()
+        ds.save_as(buffer)
+    rg = read_image(buffer.getvalue(), name="odd.dcm")
+    np.testing.assert_allclose(rg.pixels, 1.0 - ramp / 65535, atol=1e-6)
+    assert note in rg.metadata.warnings
+
+
 @pytest.mark.parametrize(("bits_stored", "bits_allocated"), [(8, 8), (10, 16), (12, 16), (16, 16)])
 def test_bits_stored_ramps(bits_stored: int, bits_allocated: int) -> None:
     top = 2**bits_stored - 1

@@ -194,6 +194,9 @@ def _read(
         raise CorruptImageError(
             f"{label}DICOM BitsStored {bits_stored} does not fit BitsAllocated {bits_allocated}"
         )
+    _settle_header(
+        ds, notes, PhotometricInterpretation=photometric, SamplesPerPixel=samples, BitsStored=bits_stored
+    )
     frames = int(ds.get("NumberOfFrames") or 1)
     index = _frame_index(frames, frame, label, notes)
     transfer_syntax = _transfer_syntax(pydicom, ds)
@@ -262,6 +265,23 @@ def _read(
         incomplete=truncated,  # how much the decoder filled in cannot be told here: assume some
     )
     return Radiograph(pixels=pixels.astype(np.float32), metadata=meta)
+
+
+def _settle_header(ds: Any, notes: list[str], **assumed: Any) -> None:
+    """Put into the parsed header (this reader's own copy) the values the reader went on, so that
+    pydicom's decoders, which take the header as written, read the image as they say: a lower-case
+    ``monochrome1``, a missing SamplesPerPixel or a BitsStored of 0 made every image of such a file
+    "damaged". A value that was there but differs is noted."""
+    for keyword, value in assumed.items():
+        given = ds.get(keyword)
+        if given == value:
+            continue
+        if keyword != "PhotometricInterpretation" or given:  # a missing one is noted already
+            shown = (
+                "missing" if given in (None, "") else repr(given[:16]) if isinstance(given, str) else given
+            )
+            notes.append(f"{keyword} {shown}; read as {value}")
+        setattr(ds, keyword, value)
 
 
 def _codestream(pydicom: Any, ds: Any, transfer_syntax: Any, index: int, frames: int) -> bytes | None:
