@@ -70,6 +70,17 @@ def _delong(auc: dict[str, float]) -> str:
     )
 
 
+def _grouped(auc: dict[str, Any]) -> str:
+    """DeLong's images-as-independent interval's companion, where images come in related groups."""
+    if "grouped" not in auc:
+        return ""
+    g = auc["grouped"]
+    return (
+        f"; resampling the {g['n_groups']} groups of related images: 95% CI {g['ci_low']:+.3f} to "
+        f"{g['ci_high']:+.3f}"
+    )
+
+
 def _paired(what: str, block: dict[str, Any]) -> str:
     return (
         f"{what}: A {block['a']:.3f}, B {block['b']:.3f} over {block['n']} images; they differ on "
@@ -102,7 +113,7 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         lines += [
             f"{finding}: {result['n_fracture_labelled']} images with {article} {finding} label, "
             f"{result['n_positive']} {result['positive']}",
-            f"AUROC: {_delong(auc)}",
+            f"AUROC: {_delong(auc)}" + _grouped(auc),
             "sensitivity at specificity 0.90: "
             + ", ".join(f"{k.upper()} {v:.3f}" for k, v in result["sensitivity_at_specificity_0.90"].items()),
             _paired("sensitivity at each model's point", result["sensitivity"]),
