@@ -230,6 +230,7 @@ def test_new_bundle_keeps_the_base_outputs_and_adds_the_heads(detector_bundle) -
     assert (recipe["giou_weight"], recipe["size_spread"], recipe["shift_cells"]) == (2.0, 1, 2)
     card = (new / "card.md").read_text()
     assert "the cells within 1 of a box's centre also learn to read its box" in card
+    assert "give the heatmap (the detector below gives the boxes)" in card  # not "heatmap and boxes"
     assert "GIoU loss (weight 2.0)" in card and "shifted by up to 2 cells of 32 px" in card
 
 

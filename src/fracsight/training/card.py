@@ -146,7 +146,7 @@ def _boxes_trained(spec: BundleSpec) -> bool:
 
 def _unsupervised_boxes(spec: BundleSpec) -> str:
     """What the card must say of a heatmap and boxes that no drawn box taught or checked."""
-    if _boxes_trained(spec) or spec.localization.get("boxes") == "detector":
+    if _boxes_trained(spec) or _detector_boxes(spec):
         return ""
     return (
         ". **No fracture box taught the localization map** (the training data have none, or its loss was "
@@ -167,14 +167,23 @@ def _localization_loss(spec: BundleSpec) -> str:
     return f"box-supervised localization map (positive cells x{cfg.get('mask_pos_weight')})"
 
 
+def _detector_boxes(spec: BundleSpec) -> bool:
+    return spec.localization.get("boxes") == "detector"
+
+
 def _head_lines(spec: BundleSpec) -> list[str]:
     """What the heads are, what the heatmap shows and how the class is stated."""
     heads = ", ".join(f"{h.name} ({h.kind}: {', '.join(h.classes)})" for h in spec.heads)
     klass = spec.head("class")
     if spec.head("fracture") is not None:
+        boxes = (
+            "the heatmap (the detector below gives the boxes)"
+            if _detector_boxes(spec)
+            else "the heatmap and boxes"
+        )
         lines = [
             f"- Heads: {heads}; a fracture localization map (1x1 conv on the last feature map) and a class "
-            "activation map give the heatmap and boxes" + _unsupervised_boxes(spec),
+            f"activation map give {boxes}" + _unsupervised_boxes(spec),
             f"- Probability calibration on validation data: {_calibration(spec)}",
         ]
         negative, positive = spec.head("fracture").classes
@@ -338,7 +347,7 @@ def _quantization_section(spec: BundleSpec) -> list[str]:
 def _int8_refit(spec: BundleSpec, q: dict[str, Any]) -> str:
     """What the INT8 path refitted on the model's own validation outputs, and what it kept."""
     loc = spec.localization
-    heatmap_boxes = spec.head("fracture") is not None and loc.get("boxes") != "detector"
+    heatmap_boxes = spec.head("fracture") is not None and not _detector_boxes(spec)
     refitted = [
         "Calibration",
         "operating points",
@@ -347,7 +356,7 @@ def _int8_refit(spec: BundleSpec, q: dict[str, Any]) -> str:
         *(["the orientation certainty"] if "float_orientation" in q else []),
     ]
     kept = ""
-    if loc.get("boxes") == "detector":
+    if _detector_boxes(spec):
         kept = "; the detector's box settings are the float bundle's, chosen when the detector was trained"
     elif heatmap_boxes and "not_refitted" in loc:
         kept = f"; the localization settings are the float bundle's, not refitted: {loc['not_refitted']}"
