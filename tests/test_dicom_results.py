@@ -682,6 +682,8 @@ def test_odd_windows_and_voi_luts_cost_the_image_nothing(
         assert "SoftcopyVOILUTSequence" not in made[1]  # the viewer's own window, as the reader's
     has_window = "WindowCenter" in source or "WindowWidth" in source
     assert ("presentation state can carry: left out" in caplog.text) == has_window
+    if has_window:  # which image it is about: with several files that was not said
+        assert f"{prediction.source}: Window" in caplog.text, caplog.text
     assert "CANARY" not in caplog.text
 
 

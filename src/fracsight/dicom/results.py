@@ -24,6 +24,7 @@ import logging
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,6 +50,22 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+_SOURCE_NAME: ContextVar[str] = ContextVar("fracsight_dicom_source_name", default="")
+
+
+class _NamedSource(logging.Filter):
+    """Starts each record logged while one image's results are made with that image's name (the
+    file name it was predicted under, never a header value): with several files, a warning such as
+    "WindowWidth ... left out" did not say which file it was about."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = _SOURCE_NAME.get()
+        if name and isinstance(record.msg, str):
+            record.msg, record.args = f"%s: {record.msg}", (name, *(record.args or ()))
+        return True
+
+
+logger.addFilter(_NamedSource())
 # highdicom logs, at INFO, the SOP Instance UID of each data set it copies patient and study data
 # from: a UID that leads to the patient. Its warnings still come through.
 logging.getLogger("highdicom").setLevel(logging.WARNING)
@@ -368,9 +385,24 @@ def result_datasets(
     Raises :class:`~fracsight.errors.DicomSourceError` (or ``MultiFrameError``) for a source
     results cannot be placed against; ``ValueError`` for an unknown kind.
     """
+    wanted = _check_kinds(kinds)
+    named = _SOURCE_NAME.set(prediction.source or "")
+    try:
+        return _result_datasets(source, prediction, predictor, wanted, frame, uid_seed)
+    finally:
+        _SOURCE_NAME.reset(named)
+
+
+def _result_datasets(
+    source: Dataset,
+    prediction: Prediction,
+    predictor: Predictor,
+    wanted: tuple[str, ...],
+    frame: int | None,
+    uid_seed: str | None,
+) -> list[Dataset]:
     from fracsight.dicom import capture, gsps, sr
 
-    wanted = _check_kinds(kinds)
     with quiet_values():
         header = source_header(source, frame=frame)
     _check_fits(header, prediction)
