@@ -130,7 +130,7 @@ def test_ray_gives_exactly_the_rows_of_fracsight_predict(
     assert codes["empty_file"] == 1 and codes["unsupported_format"] == 1
     # a second run finds nothing left to do and adds nothing
     code, err = finish(batch(str(archive), "--out", str(out), "--address", ray_address))
-    assert code == 1 and f"{N_IMAGES + 4} already in" in err
+    assert code == 1 and f"{N_IMAGES + 4} inputs: all already in" in err
     assert_exactly_once(out, archive, plain_rows)
     status = CliRunner().invoke(cli, ["batch", "status", str(out)])
     assert status.exit_code == 0 and f"complete, {N_IMAGES + 4} rows" in status.output
@@ -794,3 +794,130 @@ def test_a_path_list_made_by_find_over_latin1_names_is_predicted(
         cli, ["batch", "run", str(tmp_path / "u16.txt"), "--out", str(tmp_path / "o2")]
     )
     assert result.exit_code == 2 and "not a text list of paths (it holds NUL bytes" in result.output
+
+
+# ---- found by a hospital quality team's audit: each failed before its fix -----------------------
+def test_files_of_one_name_in_two_inputs_are_named_as_predict_names_them(
+    archive: Path, tmp_path: Path
+) -> None:
+    """`batch run a b` named a/x.jpg and b/x.jpg both `x.jpg` (predict: `a/x.jpg`, `b/x.jpg`): the
+    `source` column differed from predict's, and the two rows could not be told apart by it."""
+    first, second = sorted(archive.glob("*.jpg"))[:2]
+    for folder, image in (("a", first), ("b", second)):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "x.jpg").symlink_to(image)
+    plain = tmp_path / "plain.csv"
+    folders = [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert CliRunner().invoke(cli, ["predict", *folders, "--csv", str(plain)]).exit_code == 0
+    sources = [r["source"] for r in read_csv(plain)]
+    assert sources == [f"{tmp_path}/a/x.jpg", f"{tmp_path}/b/x.jpg"]
+    assert list(collect_batch_inputs([Path(f) for f in folders]).values()) == sources
+    assert list(collect_batch_inputs([Path(f) / "x.jpg" for f in folders]).values()) == sources
+    (tmp_path / "m.csv").write_text("path\na/x.jpg\nb/x.jpg\n")  # named by the paths as listed
+    assert list(collect_batch_inputs([tmp_path / "m.csv"]).values()) == ["a/x.jpg", "b/x.jpg"]
+
+
+def test_manifests_as_excel_and_users_make_them(archive: Path, tmp_path: Path) -> None:
+    """Excel's ';' CSV (a comma decimal mark: most of Europe) was refused as `no 'path' column
+    (columns: path;label)`; its Windows code page CSV as `(UnicodeDecodeError)` (now read, as a
+    labels.csv is); a `Path` header
+    did not name the option; s3:// and https:// rows became `<folder>/s3:/bucket/...` rows."""
+    image = next(archive.glob("*.jpg"))
+    (tmp_path / "semi.csv").write_bytes(f"\ufeffid;path;label\r\n1;{image};x\r\n".encode())
+    assert list(collect_batch_inputs([tmp_path / "semi.csv"])) == [str(image)]
+    (tmp_path / "tab.csv").write_text(f"path\tlabel\n{image}\tx\n")
+    assert list(collect_batch_inputs([tmp_path / "tab.csv"])) == [str(image)]
+    (tmp_path / "mac.csv").write_bytes(f"label,path\r1,{image}\r".encode())  # lines end at \r alone
+    assert list(collect_batch_inputs([tmp_path / "mac.csv"])) == [str(image)]
+    # Excel's plain "CSV" on Windows: read as Windows-1252 (with a warning), as a labels.csv is
+    (tmp_path / "cp1252.csv").write_bytes(f"path\r\n{image}\r\n{archive}/caf\xe9.jpg\r\n".encode("cp1252"))
+    assert list(collect_batch_inputs([tmp_path / "cp1252.csv"])) == [str(image), f"{archive}/caf\xe9.jpg"]
+    (tmp_path / "cap.csv").write_text(f"Path,label\n{image},x\n")
+    (tmp_path / "urls.csv").write_text(f"path\n{image}\ns3://bucket/a.dcm\nhttps://pacs/b.dcm\n")
+    (tmp_path / "urls.txt").write_text(f"# archive\n{image}\nfile:///data/c.dcm\n")
+    for name, said in (
+        ("cap.csv", "no 'path' column (columns: Path, label): --path-column 'Path'?"),
+        ("urls.csv", "2 of 3 rows are URLs, not file paths (line 3, line 4): fracsight reads files"),
+        ("urls.txt", "1 of 2 rows are URLs, not file paths (line 3)"),
+    ):
+        with pytest.raises(DatasetError, match=re.escape(said)):
+            collect_batch_inputs([tmp_path / name])
+        result = CliRunner().invoke(cli, ["batch", "run", str(tmp_path / name), "--out", str(tmp_path / "o")])
+        assert result.exit_code == 2 and said in " ".join(result.output.split()), result.output
+        assert "Traceback" not in result.output and not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_an_output_holding_another_commands_files_does_not_fail_this_one(
+    archive: Path, ray_address: str, tmp_path: Path
+) -> None:
+    """One --out for each month's archive: the second month (every file read) exited 1 and counted
+    the first month's error rows as its own; a re-run with nothing left said `0 predicted by 0
+    actors in 0.3 s (0.0 images/s, Ray start-up included)`, though Ray was never started."""
+    images = sorted(archive.glob("*.jpg"))[:3]
+    november, december = tmp_path / "2026-11", tmp_path / "2026-12"
+    for month, files in ((november, [*images[:2], archive / "empty.png"]), (december, images[2:])):
+        month.mkdir()
+        for file in files:
+            (month / file.name).symlink_to(file)
+    out = str(tmp_path / "out")
+    code, err = finish(batch(str(november), "--out", out, "--address", ray_address))
+    assert code == 1 and "1 rows with an error code (empty_file: 1)" in " ".join(err.split()), err
+    code, err = finish(batch(str(december), "--out", out, "--address", ray_address))
+    said = " ".join(err.split())
+    assert code == 0 and "1 predicted by 1 actors" in said and "0 rows with an error code" in said, err
+    code, err = finish(batch(str(december), "--out", out, "--address", ray_address))
+    said = " ".join(err.split())
+    assert code == 0 and "1 inputs: all already in" in said and "nothing to predict" in said, err
+    assert "actors" not in said and json.loads((tmp_path / "out" / "job.json").read_text())["errors"] == {
+        "empty_file": 1
+    }  # job.json counts the whole output
+
+
+def test_a_folder_in_a_list_or_manifest_gives_its_images(archive: Path, tmp_path: Path) -> None:
+    """A manifest of study folders (one row per study, as a RIS export lists them) or a list made by
+    `find -type d` gave one `is a folder, not an image file` row per folder and no image of it."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "m.csv").write_text(f"path\n{archive / 'nested'}\nempty\n")
+    (tmp_path / "l.txt").write_text(f"{archive / 'nested'}\n")
+    nested = collect_batch_inputs([archive / "nested"])  # the folder given on the command line
+    assert len(nested) == 5
+    assert collect_batch_inputs([tmp_path / "l.txt"]) == nested  # paths and names as predict's
+    # a folder without images stays a row of its own (its error code says what it is)
+    assert collect_batch_inputs([tmp_path / "m.csv"]) == {**nested, str(tmp_path / "empty"): "empty"}
+
+
+def test_a_parquet_dataset_folder_is_a_manifest(archive: Path, tmp_path: Path) -> None:
+    """Spark, Ray Data (`write_parquet`) and pandas (`partition_cols`) write a Parquet manifest as a
+    folder of parts: `batch run manifest.parquet` said `no image files found` (exit 2), and beside
+    another input the folder was left out without a word."""
+    import pyarrow as pa
+
+    images = [str(p) for p in sorted(archive.glob("*.jpg"))[:3]]
+    (tmp_path / "m.parquet").mkdir()
+    pq.write_table(pa.table({"file": images[:2]}), tmp_path / "m.parquet" / "part-0.parquet")
+    pq.write_table(pa.table({"file": images[2:]}), tmp_path / "m.parquet" / "part-1.parquet")
+    (tmp_path / "m.parquet" / "_SUCCESS").write_text("")  # Spark's marker: not a part
+    assert list(collect_batch_inputs([tmp_path / "m.parquet"], path_column="file")) == images
+    with pytest.raises(DatasetError, match=re.escape("no 'path' column (columns: file)")):
+        collect_batch_inputs([tmp_path / "m.parquet"])
+
+
+def test_an_out_named_like_a_file_is_refused(archive: Path, tmp_path: Path) -> None:
+    """`--out results.csv` (as `predict --csv results.csv`) made a folder `results.csv` holding a
+    `results.csv`; a folder of that name that is already a batch output stays usable."""
+    result = CliRunner().invoke(cli, ["batch", "run", str(archive), "--out", str(tmp_path / "results.csv")])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "--out is a folder" in said and f"use --out {tmp_path}/results" in said
+    assert not (tmp_path / "results.csv").exists() and "Traceback" not in result.output
+    (tmp_path / "old.csv").mkdir()  # a folder that exists is the user's choice
+    for _ in range(2):
+        BatchOutput(tmp_path / "old.csv", ("path", "error_code"), {"name": "m"}).close()
+
+
+def test_status_of_a_mistyped_folder_says_it_does_not_exist(tmp_path: Path) -> None:
+    """`batch status resluts` said `resluts is not a fracsight batch output (no job.json)`."""
+    result = CliRunner().invoke(cli, ["batch", "status", str(tmp_path / "resluts")])
+    assert result.exit_code == 2 and f"{tmp_path}/resluts does not exist" in " ".join(result.output.split())
+    result = CliRunner().invoke(cli, ["batch", "status", str(tmp_path)])
+    assert result.exit_code == 2 and "is not a fracsight batch output (no job.json)" in result.output

@@ -19,6 +19,7 @@ from fracsight.io._sniff import holds_image
 __all__ = [
     "collect_inputs",
     "csv_text",
+    "distinct_names",
     "folder_images",
     "named_inputs",
     "result_columns",
@@ -170,10 +171,10 @@ def named_inputs(
             named = [(path, path.name)]
         for file, name in named:
             found.setdefault(os.path.realpath(file), (file, text_cell(name)))
-    return _distinct_names(list(found.values()))
+    return distinct_names(list(found.values()))
 
 
-def _distinct_names(named: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
+def distinct_names(named: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
     """Two files of one name (``a/x.jpg`` and ``b/x.jpg``, given as folders or as files) are
     named by their paths as typed instead: rows of the same name could not be told apart."""
     while True:  # twice at most: a path as typed may be another file's name (c/a/x.jpg found in c)

@@ -23,7 +23,7 @@ batch_app = typer.Typer(
 def run_command(
     inputs: Annotated[
         list[Path],
-        typer.Argument(help="Folders, image files, path lists (.txt) and/or manifests (.csv, .parquet)."),
+        typer.Argument(help="Folders, image files, path lists (.txt, .lst), manifests (.csv, .parquet)."),
     ],
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Output folder (re-run the same command to resume).")
@@ -55,7 +55,10 @@ def run_command(
 
     Rows have the columns of `fracsight predict --csv` plus `path`.
 
-    Exit code 0: every file predicted; 1: some could not be read (their rows say why); 2: bad arguments.
+    Relative paths in a list or manifest are relative to its folder.
+
+    Exit code 0: every file predicted; 1: some could not be read (their rows say why) or Ray
+    failed; 2: bad arguments; 130: interrupted (what is committed is kept: run it again to resume).
     """
     import gc
     import signal
@@ -103,18 +106,18 @@ def run_command(
     # pandas, ...) from garbage collection, whose last pass over all of it at exit took 0.4-0.9 s.
     gc.freeze()
     failed = sum(summary.errors.values())
-    rate = summary.predicted / summary.seconds if summary.seconds else 0.0
-    err.print(
-        f"{summary.inputs} inputs: {summary.skipped} already in {out}, {summary.predicted} predicted by "
-        f"{summary.actors} actors in {summary.seconds:.1f} s ({rate:.1f} images/s, Ray start-up included)"
-        + (
-            f"; {summary.steady_rate:.1f} images/s once the actors were warm; "
-            if summary.steady_rate
-            else "; "
+    if summary.predicted:
+        rate = summary.predicted / summary.seconds if summary.seconds else 0.0
+        steady = summary.steady_rate
+        warm = f"{steady:.1f} images/s once the actors were warm; " if steady else ""
+        done = (
+            f"{summary.skipped} already in {out}, {summary.predicted} predicted by {summary.actors} "
+            f"actors in {summary.seconds:.1f} s ({rate:.1f} images/s, Ray start-up included); {warm}"
         )
-        + f"{failed} rows with an error code"
-        + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(summary.errors.items()))})" if failed else "")
-    )
+    else:  # a re-run of a finished job: Ray was not started
+        done = f"all already in {out}, nothing to predict; "
+    codes = f" ({', '.join(f'{k}: {v}' for k, v in sorted(summary.errors.items()))})" if failed else ""
+    err.print(f"{summary.inputs} inputs: {done}{failed} rows with an error code{codes}")
     err.print(f"results: {out / 'parts'} (Parquet), {out / 'results.csv'}. {NOTICE}")
     if failed:
         raise typer.Exit(1)
@@ -146,7 +149,8 @@ def status_command(
     """How far a batch output has got: rows committed, errors by code, the model."""
     job = out / "job.json"
     if not job.is_file():
-        typer.echo(f"error (not_found): {out} is not a fracsight batch output (no job.json)", err=True)
+        what = "is not a fracsight batch output (no job.json)" if out.exists() else "does not exist"
+        typer.echo(f"error (not_found): {out} {what}", err=True)
         raise typer.Exit(2)
     try:
         record = json.loads(job.read_text(encoding="utf-8"))

@@ -8,14 +8,13 @@
 from __future__ import annotations
 
 import codecs
-import csv
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from fracsight.errors import DatasetError
-from fracsight.inference.tabular import named_inputs
+from fracsight.inference.tabular import distinct_names, named_inputs, text_cell
 
 __all__ = ["LIST_SUFFIXES", "MANIFEST_SUFFIXES", "collect_batch_inputs"]
 
@@ -34,26 +33,46 @@ def collect_batch_inputs(args: Sequence[Path], *, path_column: str = "path") -> 
     in: their rows say ``unreadable_image``. Raises :class:`~fracsight.errors.DatasetError` for a
     manifest that cannot be read or lacks the column.
     """
-    seen: dict[str, str] = {}
+    entries: list[tuple[str, Path, str]] = []  # absolute path, path as typed, name
     real: set[str] = set()  # each file once, however it is reached (``a.jpg``, ``./a.jpg``, a link)
     for arg in args:
-        suffix = arg.suffix.lower()
-        if arg.is_file() and suffix in LIST_SUFFIXES:
-            found = ((p, Path(p).name) for p in _relative_to(arg, _list_file(arg)))
-        elif arg.is_file() and suffix in MANIFEST_SUFFIXES:
-            found = ((p, Path(p).name) for p in _relative_to(arg, _manifest(arg, path_column)))
+        listed = _listed_paths(arg, path_column)
+        # relative paths in a list or manifest: relative to its folder
+        if listed is None:
+            found = [(path, path, name) for path, name in named_inputs([arg])]
         else:
-            found = ((str(p), name) for p, name in named_inputs([arg]))
-        for path, name in found:
+            found = [f for p in listed for f in _listed(arg.parent, Path(p))]
+        for path, typed, name in found:
             if (key := os.path.realpath(path)) not in real:
                 real.add(key)
-                seen[os.path.abspath(path)] = name
-    return seen
+                entries.append((os.path.abspath(path), typed, name))
+    # two files of one name (a/x.jpg, b/x.jpg) are named by their paths as typed, as predict names them
+    named = distinct_names([(typed, name) for _, typed, name in entries])
+    return {path: name for (path, _, _), (_, name) in zip(entries, named, strict=True)}
 
 
-def _relative_to(manifest: Path, paths: Iterable[str]) -> Iterable[str]:
-    base = manifest.parent
-    return (p if os.path.isabs(p) else str(base / p) for p in paths)
+def _listed(base: Path, typed: Path) -> list[tuple[Path, Path, str]]:
+    """``(path, path as typed, name)`` of the files a row of a list or manifest (``typed``, relative
+    to ``base``) gives: a folder its images, named as ``fracsight predict`` names them (a study
+    folder in a manifest was one ``is a folder, not an image file`` row); a folder without any, or
+    a file, itself (every row gives a row of the output: its error code says what it is)."""
+    path = base / typed
+    found = (
+        [(f, typed / f.relative_to(path), name) for f, name in named_inputs([path])] if path.is_dir() else []
+    )
+    return found or [(path, typed, text_cell(typed.name))]
+
+
+def _listed_paths(arg: Path, path_column: str) -> list[str] | None:
+    """The paths of a path list or manifest as written in it; None for a folder or an image file."""
+    suffix = arg.suffix.lower()
+    if arg.is_file() and suffix in LIST_SUFFIXES:
+        return _list_file(arg)
+    # a folder named *.parquet is a Parquet dataset (as Spark, Ray Data or pandas with
+    # partition_cols write one); it was a folder without images, "no image files found"
+    if (arg.is_file() and suffix in MANIFEST_SUFFIXES) or (arg.is_dir() and suffix == ".parquet"):
+        return _manifest(arg, path_column)
+    return None
 
 
 def _list_file(path: Path) -> list[str]:
@@ -69,7 +88,8 @@ def _list_file(path: Path) -> list[str]:
     # a BOM: Windows Notepad starts a list with one, which made its first path missing. Lines end at
     # \n, \r\n or \r only: splitlines() also splits at U+2028, U+0085, ..., which a name may hold.
     lines = [os.fsdecode(line) for line in re.split(rb"\r\n|\r|\n", data.removeprefix(codecs.BOM_UTF8))]
-    return [s for line in lines if (s := line.strip()) and not s.startswith("#")]
+    rows = [(f"line {i}", s) for i, line in enumerate(lines, start=1) if (s := line.strip())]
+    return _checked(path, [(where, s) for where, s in rows if not s.startswith("#")], "path")
 
 
 def _manifest(path: Path, column: str) -> list[str]:
@@ -77,41 +97,66 @@ def _manifest(path: Path, column: str) -> list[str]:
     row) refuses the manifest, naming its rows: every row of a manifest must become a row of the
     output, and a row without a path has no file to become."""
     if path.suffix.lower() == ".parquet":
-        import pyarrow.parquet as pq
+        import pyarrow.dataset as pads
 
         try:
-            schema = pq.read_schema(path)
-            if column not in schema.names:
-                raise DatasetError(f"{path}: no {column!r} column (columns: {', '.join(schema.names)})")
-            _refuse_non_text(path, column, schema.field(column).type)
-            values = pq.read_table(path, columns=[column]).column(column).to_pylist()
+            dataset = pads.dataset(path, format="parquet")  # a file, or a folder of parts
+            _refuse_missing_column(path, column, dataset.schema.names)
+            _refuse_non_text(path, column, dataset.schema.field(column).type)
+            values = dataset.to_table(columns=[column]).column(column).to_pylist()
         except DatasetError:
             raise
         except Exception as e:  # pyarrow's own error types
             raise DatasetError(f"{path}: not a readable Parquet file ({type(e).__name__})") from None
         rows = [(f"row {i}", v) for i, v in enumerate(values, start=1)]
     else:
-        try:
-            with path.open(newline="", encoding="utf-8-sig") as f:
-                reader = csv.DictReader(f)
-                names = reader.fieldnames or []
-                if not names:
-                    raise DatasetError(
-                        f"{path}: the manifest is empty (no header row with a {column!r} column)"
-                    )
-                if column not in names:
-                    raise DatasetError(f"{path}: no {column!r} column (columns: {', '.join(names)})")
-                rows = [(f"line {reader.line_num}", row[column]) for row in reader]
-        except (OSError, UnicodeDecodeError, csv.Error) as e:
-            raise DatasetError(f"{path}: not a readable CSV file ({type(e).__name__})") from None
-    paths = [(where, "" if v is None else str(v).strip()) for where, v in rows]
-    if blank := [where for where, p in paths if not p]:
-        shown = ", ".join(blank[:10]) + (f" and {len(blank) - 10} more" if len(blank) > 10 else "")
-        raise DatasetError(
-            f"{path}: {len(blank)} of {len(paths)} rows have no {column!r} ({shown}): "
-            "give each row a path or remove it"
-        )
-    return [p for _, p in paths]
+        rows = _csv_rows(path, column)
+    return _checked(path, [(where, "" if v is None else str(v).strip()) for where, v in rows], column)
+
+
+def _csv_rows(path: Path, column: str) -> list[tuple[str, str | None]]:
+    """``(line, cell)`` of a CSV manifest's ``column``, read as the data loaders read a labels.csv a
+    person saved (:func:`~fracsight.data._files.read_csv_rows`): ``;`` or tab separators (Excel's
+    "CSV" where the decimal mark is a comma was refused as ``no 'path' column (columns:
+    path;label)``), UTF-16, or the Windows code page with a warning."""
+    from fracsight.data._files import read_csv_rows
+
+    try:
+        names, rows = read_csv_rows(path, spreadsheet=True)
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read the manifest ({e.strerror or type(e).__name__})") from None
+    if not names:
+        raise DatasetError(f"{path}: the manifest is empty (no header row with a {column!r} column)")
+    _refuse_missing_column(path, column, names)
+    return [(f"line {n}", row[column]) for n, row in rows]
+
+
+def _refuse_missing_column(path: Path, column: str, names: Sequence[str]) -> None:
+    if column in names:
+        return
+    near = [n for n in names if n.strip().casefold() == column.strip().casefold()]
+    hint = f"--path-column {near[0]!r}?" if near else "name the column of paths with --path-column"
+    raise DatasetError(f"{path}: no {column!r} column (columns: {', '.join(names)}): {hint}")
+
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")  # s3://, https://, file://, ...
+
+
+def _checked(path: Path, rows: list[tuple[str, str]], column: str) -> list[str]:
+    """The paths of ``rows`` (``(where, path)``): rows without a path, or with a URL (which became
+    ``<folder>/s3:/bucket/x.dcm``, "no such file"), refuse the list or manifest, naming them."""
+    for bad, problem, fix in (
+        ([w for w, p in rows if not p], f"have no {column!r}", "give each row a path or remove it"),
+        (
+            [w for w, p in rows if _URL.match(p)],
+            "are URLs, not file paths",
+            "fracsight reads files: mount the storage (NFS, s3fs, gcsfuse, ...) and list the paths there",
+        ),
+    ):
+        if bad:
+            shown = ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+            raise DatasetError(f"{path}: {len(bad)} of {len(rows)} rows {problem} ({shown}): {fix}")
+    return [p for _, p in rows]
 
 
 def _refuse_non_text(path: Path, column: str, kind: object) -> None:

@@ -67,7 +67,7 @@ class BatchSummary:
     inputs: int  # distinct input files
     skipped: int  # already in the output when the job started
     predicted: int  # rows committed by this run (results and errors)
-    errors: dict[str, int]  # error code -> rows, over the whole output
+    errors: dict[str, int]  # error code -> rows of these inputs (job.json: of the whole output)
     seconds: float  # this run, Ray start-up included
     actors: int
     steady_rate: float | None  # images/s once the first rows came back (warm actors); None: too few
@@ -169,6 +169,11 @@ def run_batch(
                 raise
         errors = {code: n for code, n in output.error_counts().items() if code}
         missing = output.pending(inputs)
+        # this command's rows decide its exit code: an output that also holds another command's
+        # files (last month's archive) failed this month's with their errors
+        mine = errors
+        if output.rows_done != len(inputs) - len(missing):  # it holds rows of other inputs
+            mine = {code: n for code, n in output.error_counts(inputs).items() if code}
         status = "complete" if not missing else "incomplete"
         seconds = time.perf_counter() - started
         last_run = {
@@ -185,7 +190,7 @@ def run_batch(
             inputs=len(inputs),
             skipped=skipped,
             predicted=len(pending),
-            errors=errors,
+            errors=mine,
             seconds=seconds,
             actors=run.actors,
             steady_rate=run.steady,

@@ -54,6 +54,7 @@ PARTS = "parts"
 LOCK_FILE = ".lock"
 NOTICE_FILE = "NOTICE.txt"  # beside the CSV, which has no room for it (a line would break CSV readers)
 SETTINGS_KEY = "settings_sha256"  # in job.json's model: what in bundle.json shapes the rows
+FILE_SUFFIXES = {".csv", ".parquet", ".json", ".txt", ".xlsx"}  # a name that says "file", not "folder"
 NOTICE_KEY = b"fracsight.notice"  # the same in every part's Parquet key-value metadata
 
 
@@ -138,6 +139,12 @@ class BatchOutput:
     def _check_or_create(self) -> None:
         if self.folder.exists() and not self.folder.is_dir():
             raise OutputRefused(f"{self.folder} is a file, not a folder: use another --out")
+        if not self.folder.exists() and self.folder.suffix.lower() in FILE_SUFFIXES:
+            # `--out results.csv`, as `predict --csv results.csv`, made a folder of that name
+            raise OutputRefused(
+                f"{self.folder} names a file, but --out is a folder (it will hold {CSV_FILE} and "
+                f"{PARTS}/): use --out {self.folder.with_suffix('')}"
+            )
         self._check_job()  # before anything is written into a folder that may be the user's own
         self.created = not self.folder.exists()
         try:
@@ -313,11 +320,21 @@ class BatchOutput:
                 "make room and run the same command again to continue"
             ) from None
 
-    def error_counts(self) -> dict[str, int]:
-        """Rows per error code over everything committed (``""``: predicted)."""
+    def error_counts(self, inputs: Iterable[str] | None = None) -> dict[str, int]:
+        """Rows per error code (``""``: predicted) over everything committed, or over the rows of
+        ``inputs`` only (matched as :meth:`pending` matches them: by path, else by resolved path)."""
+        inputs = None if inputs is None else list(inputs)
+        texts = None if inputs is None else {text_cell(p) for p in inputs}
+        resolved: set[str] | None = None  # the inputs' resolved paths, made once if needed
         counts: dict[str, int] = {}
         for part in self._part_files():
-            for code in self._read_part(part, ["error_code"])["error_code"]:
+            table = self._read_part(part, [PATH_COLUMN, "error_code"])
+            for path, code in zip(table[PATH_COLUMN], table["error_code"], strict=True):
+                if texts is not None and path not in texts:
+                    if resolved is None:
+                        resolved = {text_cell(os.path.realpath(p)) for p in inputs or ()}
+                    if text_cell(os.path.realpath(path)) not in resolved:
+                        continue  # another command's row in the same output
                 counts[code] = counts.get(code, 0) + 1
         return counts
 
