@@ -22,7 +22,7 @@ export PYTHONPATH="$PWD/src:$PWD/.gpu/site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNB
 PY=${PY:-python3}
 # shellcheck source=scripts/_gpu_runs.sh
 . "$(dirname "$0")/_gpu_runs.sh"
-CFG=configs/fracatlas-lite0-384-gpu.yaml
+CFG=src/fracsight/training/recipes/fracatlas-lite0-384-gpu.yaml  # the packaged recipe
 EXTRA=${EXTRA:-}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 $PY - <<'PYEOF' 2>&1 | tee "$OUT/prepare.log"
@@ -33,7 +33,7 @@ from fracsight.data import load_dataset
 from fracsight.training import load_config
 from fracsight.training.cache import letterbox_samples
 from fracsight.training.trainer import train_val_samples
-cfg = load_config(Path("configs/fracatlas-lite0-384-gpu.yaml"), ["data=.gpu/fracatlas"])
+cfg = load_config("fracatlas-lite0-384-gpu", ["data=.gpu/fracatlas"])  # the packaged recipe
 ds = load_dataset(Path(cfg.data))
 t0 = time.time()
 for part in train_val_samples(ds, cfg.seed):

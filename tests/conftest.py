@@ -154,3 +154,12 @@ def detector_bundle(tmp_path_factory: pytest.TempPathFactory, fracatlas_dir: Pat
     assert made.exit_code == 0, made.output
     assert "validation: box AP50" in made.output
     return data, work / "base", work / "new"
+
+
+def is_overlay_of(size: tuple[int, int], width: int, height: int) -> bool:
+    """Whether an overlay of ``size`` (PIL's width, height) shows an image of ``width`` x ``height``:
+    the image at full size at its top left, the caption band below it (at least as wide as
+    ``fracsight.explain.overlay``'s narrowest band)."""
+    from fracsight.explain.overlay import _MIN_BAND_WIDTH
+
+    return size[0] == max(width, _MIN_BAND_WIDTH) and size[1] > height

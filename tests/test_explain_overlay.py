@@ -7,6 +7,9 @@ import pytest
 from PIL import Image
 
 from fracsight.explain import DetectedBox, colormap_lut, render_overlay, save_overlay, side_by_side
+from fracsight.explain.overlay import overlay_words
+from fracsight.inference.results import NOTICE, Prediction
+from fracsight.io import ImageMetadata
 
 H, W = 120, 200
 
@@ -128,3 +131,128 @@ def test_boxes_may_be_plain_coordinates_or_an_array(image: np.ndarray) -> None:
         np.testing.assert_array_equal(np.asarray(render_overlay(image, None, boxes)), scored)
     plain = np.asarray(render_overlay(image, None, np.zeros((0, 4))))
     np.testing.assert_array_equal(plain, _base(image))
+
+
+CAPTION = (
+    "fracsight: fracture suspected",
+    "fracture probability 0.85 (operating point balanced, threshold 0.18); region hand",
+    "fracsight is a decision aid for trained readers, not a diagnosis.",
+)
+
+
+def _band(out: Image.Image, image_height: int) -> np.ndarray:
+    return np.asarray(out)[image_height:]
+
+
+def test_caption_is_written_below_the_image_which_keeps_its_place(image: np.ndarray) -> None:
+    # an overlay used to carry no word: no decision, no probability, no notice, nothing saying what
+    # the colours mean; a PNG passed on from --overlay-dir or the API looked like a finding
+    boxes = [DetectedBox(40, 50, 100, 90, 0.87)]
+    plain = np.asarray(render_overlay(image, None, boxes))
+    out = render_overlay(image, None, boxes, caption=CAPTION)
+    a = np.asarray(out)
+    assert out.width == 480 and out.height > H + 3 * 12  # three lines at least 12 px high
+    np.testing.assert_array_equal(a[:H, :W], plain)  # boxes still address the image's pixels
+    assert not a[:H, W:].any()  # a narrow image's band is wider: black beside the image
+    band = _band(out, H)
+    white = np.all(band > 200, axis=2)
+    assert white.any()
+    assert white[:, :4].sum() == 0 and white[:, -4:].sum() == 0  # a margin either side
+    rows = np.nonzero(white.any(axis=1))[0]
+    assert len(np.split(rows, np.nonzero(np.diff(rows) > 1)[0] + 1)) == 3  # one text line each
+
+
+def test_long_caption_lines_wrap_inside_the_band(image: np.ndarray) -> None:
+    words = " ".join(["not reliable: input outside what the model was made for"] * 6)
+    out = render_overlay(image, caption=[words])
+    white = np.all(_band(out, H) > 200, axis=2)
+    assert out.width == 480 and white.any()
+    assert not white[:, -4:].any()  # cut at the edge before
+    rows = np.nonzero(white.any(axis=1))[0]
+    assert len(np.split(rows, np.nonzero(np.diff(rows) > 1)[0] + 1)) >= 4
+    wide = np.zeros((50, 3000), dtype=np.float32)
+    assert render_overlay(wide, caption=[words]).width == 3000  # a wide image keeps its width
+
+
+def test_legend_shows_the_colour_scale_of_the_heatmap(image: np.ndarray) -> None:
+    heat = np.zeros((H, W), dtype=np.float32)
+    heat[30:60, 50:90] = 1.0
+    out = render_overlay(image, heat, legend="Fracture heatmap: where the model suspects a fracture")
+    band = _band(out, H).astype(int)
+    lut = colormap_lut("inferno").astype(int)
+    # rows of the band run from the colour of min_heat (0.1) at the left margin (6 px) to that of 1.0
+    low, high = lut[round(0.1 * 255)], lut[255]
+    bar_rows = [r for r in band if np.array_equal(r[6], low) and np.array_equal(r[-7], high)]
+    assert len(bar_rows) >= 12
+    assert np.abs(np.diff(bar_rows[0][6:-6], axis=0)).max() <= 8  # a smooth ramp
+    # the same overlay above, and no legend without a heatmap to explain
+    np.testing.assert_array_equal(np.asarray(out)[:H, :W], np.asarray(render_overlay(image, heat)))
+    assert render_overlay(image, None, legend="Fracture heatmap").size == (W, H)
+
+
+def test_box_lines_stay_visible_on_white_film() -> None:
+    # cyan (0, 230, 255) alone on white film or bright bone was barely visible
+    white = np.ones((300, 400), dtype=np.float32)
+    a = np.asarray(render_overlay(white, None, [(100, 80, 300, 220)])).astype(int)
+    column = a[78:100, 200]  # across the top edge (y 80); lines 2 px thick on a 300 px side
+    assert column[:2].min() == 255  # nothing drawn outside the box's edges
+    assert [tuple(p) for p in column[2:4]] == [(0, 230, 255)] * 2  # the cyan line at the edge
+    assert column[4].max() < 40  # a dark line inside it
+    assert column[5:].min() == 255  # then the film, untouched
+    assert a[150, 102].max() < 40 and a[150, 297].max() < 40 and a[217, 200].max() < 40  # every side
+
+
+def test_a_label_does_not_cover_another_box() -> None:
+    # two overlapping boxes (IMG0000025 of FracAtlas): the second one's score was written above it,
+    # across the first box's edge and over the bone inside it
+    grey = np.full((819, 1024), 0.5, dtype=np.float32)
+    first, second = DetectedBox(565, 145, 645, 226, 0.27), DetectedBox(556, 186, 624, 265, 0.27)
+
+    def drawn(scores: bool) -> np.ndarray:
+        return np.any(
+            np.asarray(render_overlay(grey, None, [first, second], show_scores=scores)) != 128, axis=2
+        )
+
+    labels = drawn(True) & ~drawn(False)
+    assert labels[:145].any()  # the first box's score above it
+    assert not labels[145:226, 565:645].any()  # none inside the first box
+    assert labels[265:].any()  # the second's below its box
+
+
+def _prediction(probability: float, *, reliable: bool = True, localization: str = "fracture") -> Prediction:
+    return Prediction(
+        source="wrist.png",
+        fracture_probability=probability,
+        fracture_suspected=probability >= 0.18,
+        operating_point="balanced",
+        threshold=0.18,
+        decisions={"balanced": probability >= 0.18},
+        region=None,
+        region_probabilities={},
+        boxes=(DetectedBox(40, 50, 100, 90, 0.41),),
+        classification=None,
+        reliable=reliable,
+        warnings=(),
+        model="tiny v1",
+        metadata=ImageMetadata("png", (H, W), 8, "L"),
+        localization=localization,
+    )
+
+
+def test_overlay_words_say_the_decision_its_numbers_the_notice_and_the_colours() -> None:
+    caption, legend = overlay_words(_prediction(0.853))
+    assert caption == [
+        "fracsight: fracture suspected",
+        "fracture probability 0.85 (operating point balanced, threshold 0.18)",
+        NOTICE,
+    ]
+    assert legend is not None and legend.startswith("Heatmap: the fracture probability")
+    caption, _ = overlay_words(_prediction(0.9, reliable=False))
+    assert (
+        caption[0].startswith("fracsight: not reliable") and "not reliable, for reference only" in caption[1]
+    )
+    caption, _ = overlay_words(_prediction(0.05))
+    assert (
+        caption[0] == "fracsight: no fracture detected" and "below the threshold, not suspected" in caption[1]
+    )
+    assert overlay_words(_prediction(0.5, localization="none"))[1] is None

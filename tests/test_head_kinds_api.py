@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from conftest import is_overlay_of
 from corpus import OK, build_corpus, garbage_requests
 from fracsight.bundle import BundleSpec, load_bundle_spec
 from fracsight.cli import app as cli_app
@@ -273,7 +274,7 @@ def test_overlay_of_each_kind(head_bundle, server, kind: str) -> None:
         _check_image(image, spec, heads)
         overlay = Image.open(io.BytesIO(base64.b64decode(image["overlay_png_base64"])))
         assert overlay.format == "PNG"
-        assert overlay.size == (image["image"]["width"], image["image"]["height"])
+        assert is_overlay_of(overlay.size, image["image"]["width"], image["image"]["height"])
     refused = _post(url, "?overlay=true&format=csv", images[:1])
     assert refused.status_code == 422 and refused.json()["error"]["code"] == "validation_error"
 

@@ -88,3 +88,56 @@ def test_a_seed_beyond_32_bits_seeds_every_generator() -> None:
     first = np.random.random()
     seed_everything(2**40 + 5)
     assert np.random.random() == first
+
+
+def test_a_packaged_recipe_is_found_by_name_from_any_folder(tmp_path, monkeypatch):
+    """`-c fracatlas-lite0-384` works where there is no checkout's `configs/` (a pip install)."""
+    from fracsight.training.config import recipe_names
+
+    monkeypatch.chdir(tmp_path)
+    names = recipe_names()
+    assert {"fracatlas-lite0-384", "fracatlas-lite0-384-gpu", "fracatlas-lite0-384-continue"} <= set(names)
+    for name in names:
+        assert load_config(name) == load_config(f"{name}.yaml")
+    assert load_config("fracatlas-lite0-384-gpu").ema_decay == 0.998
+
+
+def test_a_file_of_a_recipe_s_name_wins_over_the_recipe(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("fracatlas-lite0-384.yaml").write_text("epochs: 1\n")
+    assert load_config("fracatlas-lite0-384.yaml").epochs == 1
+    assert load_config("fracatlas-lite0-384").epochs == 12  # no file of that exact name: the recipe
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("configs/fracatlas-lite0-384.yaml", r"no such file \(the packaged recipe: -c fracatlas-lite0-384\)"),
+        ("mine.yaml", r"no such file \(packaged recipes: fracatlas-lite0-384, .*fracatlas-lite0-384-gpu\)$"),
+    ],
+)
+def test_a_missing_config_points_to_the_packaged_recipes(tmp_path, monkeypatch, given, message):
+    from fracsight.training import TrainConfigError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TrainConfigError, match=message) as caught:
+        load_config(given)
+    assert caught.value.code == "not_found" and caught.value.bad_argument  # as any missing input path
+
+
+def test_train_takes_a_packaged_recipe_s_name_and_models_lists_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`fracsight train DATA -c fracatlas-lite0-384` from a folder with no configs/ (a pip install):
+    the recipe is read (a bad --set then names the option, not a missing file)."""
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", "data", "-c", "fracatlas-lite0-384", "--set", "epochs=-1"])
+    assert result.exit_code == 2 and "epochs=-1 (0 or more)" in result.stderr, result.stderr
+    listed = runner.invoke(app, ["models"])
+    assert "training recipes (fracsight train DATA_DIR -c NAME): fracatlas-lite0-384," in listed.stdout

@@ -316,7 +316,10 @@ def train(
     data_dir: Annotated[
         Path | None, typer.Argument(help="Data set folder (any layout `audit` knows).")
     ] = None,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML training config.")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="YAML training config, or a packaged recipe's name (`models`)."),
+    ] = None,
     out: Annotated[str | None, typer.Option(help="Run folder for checkpoints, history and curves.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last epoch.")] = False,
@@ -326,13 +329,12 @@ def train(
     ] = None,
 ) -> None:
     """Train a model (two-phase fine-tuning, early stopping on validation AUROC)."""
-    refuse_missing([data_dir, config])
+    refuse_missing([data_dir])
     with user_errors():
         from fracsight.data import load_dataset
         from fracsight.data.leakage import split_leakage
         from fracsight.errors import OutputFolderError
         from fracsight.training import Trainer, load_config
-
         cfg = load_config(
             config, set_, resume=resume, data=str(data_dir) if data_dir else None, out=out, device=device
         )
@@ -552,7 +554,7 @@ def _write_overlay(result, overlay_dir: Path, opacity: float, *, keep_suffix: bo
     """The overlay of ``result`` at the place of its name (``study1/image1.png`` ->
     ``OVERLAY_DIR/study1/image1.overlay.png``; ``image1.png.overlay.png`` with ``keep_suffix``,
     when ``image1.jpg`` is predicted too), so that rows and overlays match."""
-    from fracsight.explain import save_overlay
+    from fracsight.explain import overlay_words, save_overlay
 
     name = Path(result.source)
     # a name that is a path as typed (two files of one name) may be absolute or climb with ".."
@@ -564,7 +566,10 @@ def _write_overlay(result, overlay_dir: Path, opacity: float, *, keep_suffix: bo
     while target.exists():  # never overwrite: a re-run's overlays get a counter
         target = folder / f"{stem}.overlay-{n}.png"
         n += 1
-    return save_overlay(target, result.pixels, result.heatmap, result.boxes, opacity=opacity)
+    caption, legend = overlay_words(result)  # a picture passed on alone still says what it is
+    return save_overlay(
+        target, result.pixels, result.heatmap, result.boxes, opacity=opacity, caption=caption, legend=legend
+    )
 
 
 #: the longest file name most file systems take (bytes), less room for ".overlay-9999.png" and for
@@ -1037,7 +1042,7 @@ def serve(
 
 @app.command("models")
 def list_models_command() -> None:
-    """List the packaged model bundles and the trainable architectures."""
+    """List the packaged model bundles, training recipes and trainable architectures."""
     from fracsight.bundle import load_bundle_spec
     from fracsight.errors import BundleError
     from fracsight.inference import DEFAULT_MODEL, list_bundles, resolve_bundle
@@ -1049,6 +1054,9 @@ def list_models_command() -> None:
         except BundleError as e:
             precision = f"unreadable: {e}"
         typer.echo(f"  {name} ({precision}){' (default)' if name == DEFAULT_MODEL else ''}")
+    from fracsight.training.config import recipe_names
+
+    typer.echo("training recipes (fracsight train DATA_DIR -c NAME): " + ", ".join(recipe_names()))
     try:
         from fracsight.models import list_models
     except ImportError:

@@ -18,7 +18,7 @@ from fracsight.api.errors import INTERNAL_ERROR
 from fracsight.api.uploads import Upload
 from fracsight.bundle import OperatingPoint
 from fracsight.errors import FracsightError, log_unexpected
-from fracsight.explain import render_overlay
+from fracsight.explain import overlay_words, render_overlay
 from fracsight.inference import Prediction, Predictor
 from fracsight.inference.results import at_operating_point
 
@@ -52,7 +52,10 @@ class Outcome:
 
 
 def overlay_png_base64(prediction: Prediction, pixels: np.ndarray, opacity: float) -> str:
-    image = render_overlay(pixels, prediction.heatmap, prediction.boxes, opacity=opacity)
+    caption, legend = overlay_words(prediction)  # below the image, which keeps its size and place
+    image = render_overlay(
+        pixels, prediction.heatmap, prediction.boxes, opacity=opacity, caption=caption, legend=legend
+    )
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=4)
     return base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -13,6 +13,7 @@ import logging
 import math
 import queue
 import threading
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -165,12 +166,16 @@ def render_visible(
     return render_overlay(pixels, heat, boxes, opacity=opacity), crop
 
 
-def full_overlay(view: ViewData, look: Look = Look()) -> Image.Image:
-    """The whole overlay at the view's resolution, drawn as ``look`` says (for the overlay export)."""
+def full_overlay(
+    view: ViewData, look: Look = Look(), caption: Sequence[str] = (), legend: str | None = None
+) -> Image.Image:
+    """The whole overlay at the view's resolution, drawn as ``look`` says (for the overlay export),
+    with ``caption`` and ``legend`` (:func:`~fracsight.explain.overlay_words`) in a band below it."""
     heat = view.heatmap if look.show_heatmap else None
     boxes = view.boxes if look.show_boxes else ()
     pixels = apply_window(view.pixels, look.level, look.width)
-    return render_overlay(pixels, heat, boxes, opacity=look.opacity)
+    legend = legend if heat is not None else None
+    return render_overlay(pixels, heat, boxes, opacity=look.opacity, caption=caption, legend=legend)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from fracsight.app.logic import ViewData, failure_from_exception, view_data
 from fracsight.desktop.priority import MODEL_NICENESS, lower_this_thread
 from fracsight.desktop.render import Look, full_overlay
 from fracsight.errors import FracsightError, log_unexpected
+from fracsight.explain import overlay_words
 from fracsight.inference import FailedPrediction, Prediction, Predictor
 
 __all__ = [
@@ -367,7 +368,8 @@ class PredictionWorker:
             return f"{pred.error_code}: {pred.error}"
         assert pred.pixels is not None
         try:
-            picture = full_overlay(ViewData(pred.pixels, pred.heatmap, pred.boxes), job.look)
+            caption, legend = overlay_words(pred)
+            picture = full_overlay(ViewData(pred.pixels, pred.heatmap, pred.boxes), job.look, caption, legend)
             del pred  # the full-resolution pixels and heatmap: only the picture is needed now
             replace_atomically(job.target, lambda tmp: picture.save(tmp, format="PNG"))
         except (OSError, ValueError, MemoryError) as e:

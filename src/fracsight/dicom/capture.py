@@ -14,14 +14,12 @@ from collections.abc import Sequence
 
 import highdicom as hd
 import numpy as np
-from PIL import Image, ImageDraw
 from pydicom import Dataset
 from pydicom.uid import JPEGBaseline8Bit
 
-from fracsight.dicom.results_context import ResultContext, laterality, plural, series, summary_lines
+from fracsight.dicom.results_context import ResultContext, laterality, plural, series
 from fracsight.errors import DicomSourceError
-from fracsight.explain import render_overlay
-from fracsight.explain.overlay import _font
+from fracsight.explain import overlay_words, render_overlay, summary_lines
 from fracsight.inference.results import Prediction
 
 __all__ = ["burned_in_image", "secondary_capture"]
@@ -46,29 +44,15 @@ def _display_pixels(source: Dataset, frame: int | None) -> np.ndarray:
     return read_image(buffer.getvalue(), name="source", frame=frame).pixels
 
 
-def _banner(width: int, lines: Sequence[str]) -> Image.Image:
-    size = max(12, round(width / 60))
-    font = _font(size)
-    pad = max(4, size // 2)
-    height = pad * 2 + len(lines) * (size + pad)
-    band = Image.new("RGB", (width, height), (0, 0, 0))
-    draw = ImageDraw.Draw(band)
-    for i, line in enumerate(lines):
-        draw.text((pad, pad + i * (size + pad)), line, fill=(255, 255, 255), font=font)
-    return band
-
-
 def burned_in_image(prediction: Prediction, pixels: np.ndarray) -> np.ndarray:
-    """(H + band, W, 3) uint8: the overlay above a band with the summary and the notice."""
+    """(H + band, W, 3) uint8: the overlay above a band with the summary, the notice and the heatmap's
+    colour scale (:func:`~fracsight.explain.render_overlay`'s caption)."""
     heat = prediction.heatmap
     if heat is not None and heat.shape != pixels.shape:
         heat = None
-    overlay = render_overlay(pixels, heat, prediction.boxes)
-    band = _banner(overlay.width, summary_lines(prediction))
-    canvas = Image.new("RGB", (overlay.width, overlay.height + band.height))
-    canvas.paste(overlay, (0, 0))
-    canvas.paste(band, (0, overlay.height))
-    return np.asarray(canvas, dtype=np.uint8)
+    caption, legend = overlay_words(prediction)
+    overlay = render_overlay(pixels, heat, prediction.boxes, caption=caption, legend=legend)
+    return np.asarray(overlay, dtype=np.uint8)
 
 
 def _orientation(header: Dataset) -> tuple[str, str] | None:

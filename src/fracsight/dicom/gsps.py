@@ -18,8 +18,9 @@ import numpy as np
 import pydicom.multival
 from pydicom import Dataset
 
-from fracsight.dicom.results_context import ResultContext, laterality, series, summary_lines
+from fracsight.dicom.results_context import ResultContext, laterality, series
 from fracsight.errors import DicomSourceError
+from fracsight.explain import summary_lines
 from fracsight.explain.overlay import DEFAULT_BOX_COLOUR
 from fracsight.inference.results import ABNORMALITY, FRACTURE, Prediction
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fracsight import __version__
-from fracsight.inference.results import FRACTURE, NOTICE, Prediction, StudyPrediction
+from fracsight.inference.results import FRACTURE
 from fracsight.io.dicom_gate import RESULT_MODEL_NAME
 
 if TYPE_CHECKING:
@@ -29,7 +29,6 @@ __all__ = [
     "laterality",
     "plural",
     "series",
-    "summary_lines",
 ]
 
 MANUFACTURER = "fracsight"
@@ -127,29 +126,3 @@ def model_checksum(predictor: Predictor) -> str:
 
     onnx = predictor.bundle_dir / "model.onnx"
     return sha256_file(onnx) if onnx.is_file() else ""
-
-
-def summary_lines(result: Prediction | StudyPrediction) -> list[str]:
-    """What a reader sees on screen: the decision and its numbers, then the notice."""
-    head = f"fracsight: {result.decision}"
-    details: list[str] = []
-    if result.fracture_probability is not None:
-        details.append(
-            f"{result.finding} probability {result.fracture_probability:.2f} "
-            f"(operating point {result.operating_point}, threshold {result.threshold:.2f})"
-        )
-    if result.classification is not None:
-        c = result.classification
-        state = "" if c.confident else ", uncertain"
-        details.append(f"class {c.predicted} ({c.probability:.2f}{state})")
-    if isinstance(result, Prediction) and result.region is not None:
-        details.append(f"region {result.region}")
-    if isinstance(result, Prediction) and result.boxes and not result.reliable:
-        details.append("boxes: the areas weighed most, not reliable, for reference only")
-    elif isinstance(result, Prediction) and result.boxes and result.fracture_suspected is False:
-        details.append("boxes: the areas weighed most, below the threshold, not suspected")
-    lines = [head]
-    if details:
-        lines.append("; ".join(details))
-    lines.append(NOTICE)
-    return lines

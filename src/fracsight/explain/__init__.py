@@ -39,7 +39,15 @@ from fracsight.explain.localization import (
     top_box,
     top_box_hits,
 )
-from fracsight.explain.overlay import COLORMAPS, colormap_lut, render_overlay, save_overlay, side_by_side
+from fracsight.explain.overlay import (
+    COLORMAPS,
+    colormap_lut,
+    overlay_words,
+    render_overlay,
+    save_overlay,
+    side_by_side,
+    summary_lines,
+)
 
 __all__ = [
     "COLORMAPS",
@@ -61,12 +69,14 @@ __all__ = [
     "label_components",
     "nms",
     "normalize_map",
+    "overlay_words",
     "pointing_game",
     "render_overlay",
     "save_overlay",
     "side_by_side",
     "sigmoid",
     "softmax",
+    "summary_lines",
     "top_box",
     "top_box_hits",
     "upsample_to_input",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -17,7 +17,18 @@ from PIL import Image, ImageDraw, ImageFont
 from fracsight._files import replace_atomically
 from fracsight.explain.boxes import BoxLike, DetectedBox, as_xyxy
 
-__all__ = ["COLORMAPS", "colormap_lut", "render_overlay", "save_overlay", "side_by_side"]
+if TYPE_CHECKING:
+    from fracsight.inference.results import Prediction, StudyPrediction
+
+__all__ = [
+    "COLORMAPS",
+    "colormap_lut",
+    "overlay_words",
+    "render_overlay",
+    "save_overlay",
+    "side_by_side",
+    "summary_lines",
+]
 
 # (position in [0, 1], (r, g, b)) anchors; "inferno" approximates matplotlib's inferno.
 COLORMAPS: dict[str, tuple[tuple[float, tuple[int, int, int]], ...]] = {
@@ -114,6 +125,7 @@ def _to_rgb_uint8(image: np.ndarray | Image.Image) -> np.ndarray:
     return out
 
 
+@cache
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
         return ImageFont.load_default(size=size)
@@ -131,6 +143,8 @@ def render_overlay(
     show_scores: bool = True,
     min_heat: float = 0.1,
     box_colour: tuple[int, int, int] = DEFAULT_BOX_COLOUR,
+    caption: Sequence[str] = (),
+    legend: str | None = None,
 ) -> Image.Image:
     """The radiograph with the heatmap blended in and boxes drawn, as an RGB image.
 
@@ -144,8 +158,15 @@ def render_overlay(
     (the uninformative background of a probability map) and where the heat is 0 are
     left exactly as they were. ``boxes`` are in original pixels: :class:`DetectedBox` es, or
     plain ``(x0, y0, x1, y1)`` sequences or an ``(N, 4)`` array (drawn without a score); lines
-    are about 0.4% of the shorter side thick, with the score above each box when
-    ``show_scores``.
+    are about 0.4% of the shorter side thick, with a dark line inside them that keeps them visible
+    on bright bone and film (nothing is drawn outside the box's edges), with the score above each box when
+    ``show_scores`` (below it, or inside, where that place is taken by another box or label).
+
+    ``caption`` lines (the decision, its numbers, the decision-aid notice) and, with ``heat``, a
+    ``legend`` (the title of a colour bar: what the heatmap shows) are written, white on black,
+    in a band below the image, wrapped to its width; a narrow image gets a band wider than
+    itself. The image keeps its place and size at the top left, so box coordinates still
+    address the overlay's pixels. Without either the overlay is the image's size.
     """
     if not 0.0 <= opacity <= 1.0:
         raise ValueError(f"opacity must be in [0, 1], got {opacity}")
@@ -174,7 +195,91 @@ def render_overlay(
     boxes = list(boxes)  # an (N, 4) array too, whose truth value is ambiguous
     if boxes:
         _draw_boxes(pil, boxes, show_scores=show_scores, colour=box_colour)
+    if heat is None:
+        legend = None
+    if caption or legend:
+        pil = _with_band(pil, list(caption), legend, colormap=colormap, min_heat=min_heat)
     return pil
+
+
+_MIN_BAND_WIDTH = 480  # a caption below a thumbnail gets this much room, not one word a line
+_TEXT = (255, 255, 255)
+
+
+def _wrap(draw: ImageDraw.ImageDraw, text: str, font: Any, width: float) -> list[str]:
+    """``text`` in lines no wider than ``width`` (a word longer than that keeps a line alone)."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and draw.textlength(f"{lines[-1]} {word}", font=font) <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines
+
+
+def _legend_bar(length: int, colormap: str, min_heat: float) -> tuple[float, np.ndarray]:
+    """The bar's lowest value (``min_heat``, at most 0.4) and its ``(length, 3)`` colours, from
+    there to 1 (full strength: the overlay blends them at ``opacity`` times the value)."""
+    low = min(max(min_heat, 0.0), 0.4)
+    values = np.linspace(low, 1.0, max(length, 2))[:length]
+    return low, colormap_lut(colormap)[np.round(values * 255.0).astype(np.intp)]
+
+
+def _with_band(
+    pil: Image.Image, caption: list[str], legend: str | None, *, colormap: str, min_heat: float
+) -> Image.Image:
+    """``pil`` above a black band with the ``caption`` lines and the heatmap's colour bar."""
+    width = max(pil.width, _MIN_BAND_WIDTH)
+    size = max(12, round(width / 60))
+    font, pad, step = _font(size), max(4, size // 2), size + max(4, size // 2)
+    scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    lines = [
+        part
+        for line in [*caption, *([legend] if legend else [])]
+        for part in _wrap(scratch, line, font, width - 2 * pad)
+    ]
+    bar_top = pil.height + pad + len(lines) * step
+    canvas = Image.new("RGB", (width, bar_top + (2 * step if legend else 0)), (0, 0, 0))
+    canvas.paste(pil, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for i, line in enumerate(lines):
+        draw.text((pad, pil.height + pad + i * step), line, fill=_TEXT, font=font)
+    if legend:
+        length = width - 2 * pad
+        low, bar = _legend_bar(length, colormap, min_heat)
+        canvas.paste(Image.fromarray(np.repeat(bar[None], size, axis=0)), (pad, bar_top))
+        for t in (low, 0.5, 1.0):
+            label = f"{t:.1f}"
+            half = draw.textlength(label, font=font) / 2
+            x = pad + (t - low) / (1.0 - low) * (length - 1)
+            draw.text(
+                (min(max(pad, x - half), width - pad - 2 * half), bar_top + size),
+                label,
+                fill=_TEXT,
+                font=font,
+            )
+    return canvas
+
+
+_Rect = tuple[int, int, int, int]  # x0, y0, x1, y1, inclusive pixels
+
+
+def _overlaps(a: _Rect, b: _Rect) -> bool:
+    return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
+
+
+def _label_place(tw: int, th: int, box: _Rect, size: tuple[int, int], taken: list[_Rect]) -> _Rect:
+    """Where a ``tw`` x ``th`` label of ``box`` goes: above it, else below it, else inside its top,
+    the first of these that stays in the image and covers no other box or label (else the first
+    that stays in the image: above, or inside when the box touches the top)."""
+    w, h = size
+    x0, y0, _, y1 = box
+    tx = min(x0, max(0, w - tw))
+    tops = [y0 - th] if y0 - th >= 0 else []
+    tops += [t for t in (y1 + 1, y0) if t + th <= h] or [max(0, h - th)]
+    places = [(tx, t, tx + tw - 1, t + th - 1) for t in tops]
+    free = [r for r in places if not any(_overlaps(r, other) for other in taken)]
+    return (free or places)[0]
 
 
 def _draw_boxes(
@@ -183,24 +288,81 @@ def _draw_boxes(
     w, h = pil.size
     short = min(h, w)
     line = max(2, round(short / 250))
+    edge = max(1, round(line / 3))  # a dark line inside: cyan alone vanishes on white film
     font = _font(max(12, round(short / 40)))
     draw = ImageDraw.Draw(pil)
+    rects: list[_Rect] = []
     for box in boxes:
         bx0, by0, bx1, by1 = as_xyxy(box)
         x0 = int(np.clip(round(bx0), 0, w - 1))
         y0 = int(np.clip(round(by0), 0, h - 1))
         x1 = int(np.clip(round(bx1) - 1, x0, w - 1))  # edges -> last pixel inside
         y1 = int(np.clip(round(by1) - 1, y0, h - 1))
+        rects.append((x0, y0, x1, y1))
+        draw.rectangle((x0, y0, x1, y1), outline=(0, 0, 0), width=line + edge)
         draw.rectangle((x0, y0, x1, y1), outline=colour, width=line)
+    labels: list[_Rect] = []
+    for k, box in enumerate(boxes):
         if not show_scores or not isinstance(box, DetectedBox):  # a plain (x0, y0, x1, y1) has no score
             continue
         text = f"{box.score:.2f}"
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         tw, th = right - left + 2 * line, bottom - top + 2 * line
-        ty = y0 - th if y0 - th >= 0 else min(y0 + line, max(0, h - th))  # above the box, else inside
-        tx = min(x0, max(0, w - tw))
-        draw.rectangle((tx, ty, tx + tw - 1, ty + th - 1), fill=colour)
-        draw.text((tx + line - left, ty + line - top), text, fill=(0, 0, 0), font=font)
+        others = [r for j, r in enumerate(rects) if j != k]
+        place = _label_place(tw, th, rects[k], (w, h), others + labels)
+        labels.append(place)
+        draw.rectangle(place, fill=colour)
+        draw.text((place[0] + line - left, place[1] + line - top), text, fill=(0, 0, 0), font=font)
+
+
+def summary_lines(result: Prediction | StudyPrediction) -> list[str]:
+    """What a reader sees with the picture (an overlay's caption, a DICOM result's text): the decision
+    and its numbers, then the decision-aid notice."""
+    from fracsight.inference.results import NOTICE, Prediction
+
+    head = f"fracsight: {result.decision}"
+    details: list[str] = []
+    if result.fracture_probability is not None:
+        details.append(
+            f"{result.finding} probability {result.fracture_probability:.2f} "
+            f"(operating point {result.operating_point}, threshold {result.threshold:.2f})"
+        )
+    if result.classification is not None:
+        c = result.classification
+        state = "" if c.confident else ", uncertain"
+        details.append(f"class {c.predicted} ({c.probability:.2f}{state})")
+    if isinstance(result, Prediction) and result.region is not None:
+        details.append(f"region {result.region}")
+    if isinstance(result, Prediction) and result.boxes and not result.reliable:
+        details.append("boxes: the areas weighed most, not reliable, for reference only")
+    elif isinstance(result, Prediction) and result.boxes and result.fracture_suspected is False:
+        details.append("boxes: the areas weighed most, below the threshold, not suspected")
+    lines = [head]
+    if details:
+        lines.append("; ".join(details))
+    lines.append(NOTICE)
+    return lines
+
+
+def overlay_words(prediction: Prediction) -> tuple[list[str], str | None]:
+    """``(caption, legend)`` for :func:`render_overlay` of ``prediction``: the decision, its numbers
+    and the decision-aid notice (the lines of the DICOM secondary capture), and what the heatmap's
+    colours measure (None for a prediction without a map)."""
+    from fracsight.inference.results import CLASS_ACTIVATION, FRACTURE_MAP
+
+    legend = None
+    if prediction.localization == FRACTURE_MAP:
+        legend = (
+            f"Heatmap: the {prediction.finding} probability the model gives each area; "
+            "a box's label is the highest value inside it"
+        )
+    elif prediction.localization == CLASS_ACTIVATION:
+        c = prediction.classification
+        seen = c.predicted if c is not None else "the most likely class"
+        legend = (
+            f"Class heatmap: where the model sees {seen}, from chance (0) to certain (1); not fracture sites"
+        )
+    return summary_lines(prediction), legend
 
 
 def save_overlay(

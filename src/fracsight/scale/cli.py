@@ -57,8 +57,9 @@ def run_command(
 
     Relative paths in a list or manifest are relative to its folder.
 
-    Exit code 0: every file predicted; 1: some could not be read (their rows say why) or Ray
-    failed; 2: bad arguments; 130: interrupted (what is committed is kept: run it again to resume).
+    Exit code 0: every file predicted; 1: a file unread (its row says why) or Ray failed; 2: bad arguments.
+
+    Ctrl-C exits 130 and keeps what is committed: run the same command again to resume.
     """
     import gc
     import signal

@@ -7,6 +7,7 @@ import difflib
 import math
 import re
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import yaml
 
 from fracsight.errors import ConfigError
 
-__all__ = ["AugmentConfig", "TrainConfig", "TrainConfigError", "load_config"]
+__all__ = ["AugmentConfig", "TrainConfig", "TrainConfigError", "find_config", "load_config", "recipe_names"]
 
 
 class TrainConfigError(ConfigError):
@@ -23,6 +24,12 @@ class TrainConfigError(ConfigError):
     argument. A checkpoint that cannot be read stays a plain :class:`ConfigError`."""
 
     bad_argument = True
+
+
+class ConfigNotFoundError(TrainConfigError):
+    """A config that is neither a file nor a packaged recipe: as any input path that is not there."""
+
+    code = "not_found"
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
+_RECIPES = resources.files("fracsight.training").joinpath("recipes")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
@@ -149,9 +157,14 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
 
 
 def load_config(
-    path: Path | None = None, overrides: list[str] | None = None, *, resume: bool = False, **values: Any
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    *,
+    resume: bool = False,
+    **values: Any,
 ) -> TrainConfig:
-    """Config from YAML ``path``, then keyword ``values``, then ``key=value`` overrides.
+    """Config from YAML ``path`` (a file, or a packaged recipe's name: :func:`find_config`), then
+    keyword ``values``, then ``key=value`` overrides.
 
     Overrides reach nested options with a dot: ``augment.hflip=0``. A config made for one data
     set (``data:`` in the file) used on another (``data`` given as a value or override) gets a
@@ -162,7 +175,7 @@ def load_config(
     data: dict[str, Any] = {}
     loaded: dict[str, Any] = {}
     if path is not None:
-        loaded = _read_yaml(Path(path))
+        loaded = _read_yaml(find_config(path))
         data.update(loaded)
     data.update({k: v for k, v in values.items() if v is not None})
     base = _build(TrainConfig, data, "training")
@@ -178,6 +191,25 @@ def load_config(
             base = dataclasses.replace(base, out=f"runs/{base.name}")
     _check_ranges(base)
     return base
+
+
+def recipe_names() -> list[str]:
+    """The training recipes packaged with fracsight, in ``fracsight/training/recipes``."""
+    return sorted(p.name.removesuffix(".yaml") for p in _RECIPES.iterdir() if p.name.endswith(".yaml"))
+
+
+def find_config(path: str | Path) -> Path:
+    """``path`` when it exists, else the packaged recipe it names (``fracatlas-lite0-384``, with or
+    without ``.yaml``), so that ``-c NAME`` works from a pip install as from a checkout, in any
+    folder. Anything else is refused, naming the recipes."""
+    path = Path(path)
+    if path.exists():
+        return path
+    names, name = recipe_names(), path.name.removesuffix(".yaml")
+    if name in names and path.parent == Path("."):
+        return Path(str(_RECIPES.joinpath(f"{name}.yaml")))
+    hint = f"the packaged recipe: -c {name}" if name in names else f"packaged recipes: {', '.join(names)}"
+    raise ConfigNotFoundError(f"cannot read config {path}: no such file ({hint})")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
