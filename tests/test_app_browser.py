@@ -19,7 +19,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import free_port
 from fracsight.inference import NOTICE, Predictor
@@ -61,13 +63,15 @@ def wait_until_healthy(proc: subprocess.Popen, url: str, log: Path) -> None:
 
 
 @contextmanager
-def running_app(model: Path, examples: Path, work: Path) -> Iterator[str]:
-    """``fracsight app --port P --model MODEL --examples EXAMPLES`` running, its output in
-    ``work/app.log``; yields its URL and stops it (with its children) on leaving."""
+def running_app(model: Path | None, examples: Path, work: Path) -> Iterator[str]:
+    """``fracsight app --port P --model MODEL --examples EXAMPLES`` running (the shipped model when
+    ``model`` is None), its output in ``work/app.log``; yields its URL and stops it (with its
+    children) on leaving."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = work / "app.log"
-    command = [*fracsight_command(), "app", "--port", str(port), "--model", str(model)]
+    command = [*fracsight_command(), "app", "--port", str(port)]
+    command += [] if model is None else ["--model", str(model)]
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [*command, "--examples", str(examples)],
@@ -117,13 +121,19 @@ def app_url(
 
 
 @pytest.fixture(scope="module")
-def page(app_url: str) -> Iterator[object]:
+def browser() -> Iterator[object]:
+    """One Chromium for the module (Playwright's sync API runs one at a time)."""
     with sync_api.sync_playwright() as pw:
-        browser = launch_chromium(pw)
+        chromium = launch_chromium(pw)
         try:
-            yield new_tab(browser)
+            yield chromium
         finally:
-            browser.close()
+            chromium.close()
+
+
+@pytest.fixture(scope="module")
+def page(app_url: str, browser) -> object:
+    return new_tab(browser)
 
 
 def screenshot(page, name: str) -> None:
@@ -183,3 +193,84 @@ def test_upload_a_radiograph_and_a_broken_file(
     assert by_source["broken.png"]["error_code"] == "unsupported_format"
     elsewhere = [u for u in requested if not u.startswith((app_url, "data:", "blob:"))]
     assert requested and not elsewhere, f"the page must work offline, but it asked for {elsewhere}"
+
+
+# ---- the shipped model: a study, operating points, the overlay download, a phone ----------------------
+WRIST = ("IMG0000015.jpg", "IMG0000006.jpg")  # FracAtlas Non_fractured: 0.16 and 0.02 with the shipped model
+
+
+@pytest.fixture(scope="module")
+def shipped_app_url(fracatlas_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The app on the shipped model, with a gallery of six FracAtlas examples."""
+    work = tmp_path_factory.mktemp("shipped-app")
+    with running_app(None, fracatlas_dir / "images", work) as url:
+        yield url
+
+
+def test_a_study_whose_mean_hides_a_view_says_so_at_every_operating_point(
+    browser, shipped_app_url: str, fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """Two views of one arm: the mean is below both thresholds, but at *triage* one view alone is
+    above it. The study card counts the views suspected on their own and warns, and follows the
+    operating point; the overlay download is ``predict --overlay-dir``'s picture, band included;
+    *Clear all images* empties the page for the next patient."""
+    paths = [fracatlas_dir / "images" / "Non_fractured" / name for name in WRIST]
+    predictor = Predictor()
+    balanced, triage = (predictor.spec.operating_point(name) for name in ("balanced", "triage"))
+    first, second = (predictor.predict(p).fracture_probability for p in paths)
+    assert triage.threshold <= first < balanced.threshold and (first + second) / 2 < triage.threshold
+
+    tab = new_tab(browser)
+    tab.goto(shipped_app_url)
+    tab.locator('input[type="file"]').set_input_files([str(p) for p in paths])
+    tab.get_by_text("These images are one study").click()
+    tab.get_by_text("Views suspected on their own: 0 of 2").wait_for()
+    tab.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').click()
+    tab.get_by_role("option", name="triage").click()
+    tab.get_by_text(f"Views suspected on their own: 1 of 2 ({WRIST[0]})").wait_for()
+    caution = tab.locator('[data-testid="stAlert"]', has_text="The mean of the views is below")
+    assert f"{WRIST[0]} is above it on its own: review it" in caution.inner_text()
+    # the study and the second view, once Streamlit has finished redrawing the page (under load the
+    # elements of the previous run were still there when the caution first showed)
+    clear = tab.get_by_text("No fracture detected")
+    for _ in range(50):
+        if clear.count() == 2:
+            break
+        tab.wait_for_timeout(200)
+    assert clear.count() == 2
+    screenshot(tab, "app-study-caution.png")
+
+    with tab.expect_download() as download:
+        tab.get_by_role("button", name="Download IMG0000015.overlay.png").click()
+    assert download.value.suggested_filename == "IMG0000015.overlay.png"
+    shown = np.asarray(Image.open(download.value.path()).convert("RGB"), dtype=int)
+    predict = [*fracsight_command(), "predict", "--operating-point", "triage", "--overlay-dir", str(tmp_path)]
+    subprocess.run([*predict, str(paths[0])], capture_output=True, check=True)
+    written = np.asarray(Image.open(tmp_path / "IMG0000015.overlay.png").convert("RGB"), dtype=int)
+    assert shown.shape == written.shape and np.abs(shown - written).max() <= 2
+
+    tab.get_by_role("button", name="Clear all images").click()
+    tab.get_by_text("Upload radiographs or pick an example").wait_for()
+    assert tab.get_by_text(WRIST[0]).count() == 0
+    tab.close()
+
+
+def test_on_a_phone_the_result_comes_before_the_example_gallery(
+    browser, shipped_app_url: str, fracatlas_dir: Path
+) -> None:
+    """At 390 px the six gallery thumbnails stand one a row: open, they put the first result some
+    3000 px down. Once an image is given the gallery folds away."""
+    radiograph = fracatlas_dir / "images" / "Non_fractured" / WRIST[1]
+    phone = browser.new_page(viewport={"width": 390, "height": 4000}, is_mobile=True, has_touch=True)
+    phone.set_default_timeout(WAIT_MS)
+    phone.goto(shipped_app_url)
+    phone.get_by_role("button", name="Try").first.wait_for()  # open before anything is given
+    phone.locator('input[type="file"]').set_input_files(str(radiograph))
+    decision = phone.get_by_text("Fracture probability 0.0").first
+    decision.wait_for()
+    assert not phone.get_by_role("button", name="Try").first.is_visible()
+    box = decision.bounding_box()
+    assert box is not None and box["y"] < 1200, box
+    assert phone.evaluate("() => document.documentElement.scrollWidth") <= 390
+    screenshot(phone, "app-phone.png")
+    phone.close()

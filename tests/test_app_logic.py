@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 import fracsight.app as app_pkg
@@ -34,6 +35,8 @@ from fracsight.app.logic import (
     json_text,
     operating_point_text,
     overlay_caption,
+    overlay_file_name,
+    overlay_png,
     parse_app_args,
     pick_examples,
     probability_bar_html,
@@ -492,6 +495,47 @@ def test_sidebar_texts_of_an_abnormality_bundle() -> None:
         "other); body region (hand, leg)"
     )
     assert class_operating_point_text(mura).startswith("Abnormality type stated at probability 0.60")
+
+
+def test_a_study_card_counts_the_views_and_says_when_the_mean_hides_one() -> None:
+    """MURA's mean can leave a study clear while one view alone is above the threshold: the card
+    counts the views suspected on their own and says so, prominently; and it asks whether views of
+    different body regions are one examination."""
+    wrist = make_prediction(0.6, source="pa.png")
+    clear = [make_prediction(0.1, source=f"view{i}.png") for i in (1, 2)]
+    study = replace(make_study(0.27), images=("pa.png", "view1.png", "view2.png"))
+    card = study_card_for(study, [wrist, *clear])
+    assert card.verdict.severity == "clear"
+    assert card.views == "Views suspected on their own: 1 of 3 (pa.png)"
+    assert card.views in card.lines
+    assert card.cautions == (
+        "The mean of the views is below the threshold, but pa.png is above it on its own: review it.",
+    )
+    two = study_card_for(make_study(0.3), [wrist, replace(wrist, source="lat.png"), *clear])
+    assert two.cautions[0].endswith("but pa.png, lat.png are above it on their own: review them.")
+    agreed = study_card_for(make_study(0.6), [wrist, replace(wrist, source="lat.png")])
+    assert agreed.views == "Views suspected on their own: 2 of 2 (pa.png, lat.png)" and not agreed.cautions
+    shoulder = replace(make_prediction(0.1, source="y.png"), region="shoulder")
+    mixed = study_card_for(make_study(0.6), [wrist, shoulder])
+    assert mixed.cautions == (
+        "The views show different body regions (hand: pa.png; shoulder: y.png): are they one examination?",
+    )
+    assert study_card_for(make_study(0.27)).cautions == () and study_card_for(make_study(0.27)).views is None
+
+
+def test_the_overlay_download_carries_the_band_of_predict_overlay_dir() -> None:
+    """The card's PNG download says what it is below the image, as ``predict --overlay-dir`` does;
+    the image keeps its size and place at the top left."""
+    pred = make_prediction(0.8, source="scans/wrist.dcm")
+    view = eight_bit(view_data(pred))
+    png = Image.open(io.BytesIO(overlay_png(pred, view, opacity=0.6)))
+    assert png.format == "PNG" and png.width >= W and png.height > H
+    shown, _ = render_views(view, opacity=0.6)
+    np.testing.assert_array_equal(np.asarray(png.convert("RGB"))[:H, :W], np.asarray(shown))
+    assert np.asarray(png.convert("L"))[H:].mean() < 100  # white words on a black band
+    plain = Image.open(io.BytesIO(overlay_png(pred, view, show_heatmap=False, show_boxes=False)))
+    assert plain.height > H  # the decision and the notice stay when the map is hidden
+    assert overlay_file_name(pred.source) == "wrist.overlay.png"
 
 
 # ---- images --------------------------------------------------------------------------------------------

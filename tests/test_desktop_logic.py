@@ -229,12 +229,13 @@ def test_a_large_image_is_viewed_reduced_and_its_overlay_exported_at_full_size(
     (view,) = [e for e in drain(events, ViewReady) if isinstance(e, ViewReady)]
     assert view.reduced and view.full_size == (1024, 819) and view.view.pixels.shape == (512, 410)
     target = tmp_path / "big.overlay.png"
-    worker.export_overlay(image, image.name, file_stamp(image), target, Look(show_heatmap=False))
+    words = (["fracsight: fracture suspected", "a decision aid"], None)  # the window's overlay_words
+    worker.export_overlay(image, image.name, file_stamp(image), target, Look(show_heatmap=False), words)
     (saved,) = [e for e in drain(events, OverlaySaved) if isinstance(e, OverlaySaved)]
     worker.close()
     assert saved.error is None and saved.target == target
     with Image.open(target) as written:
-        assert is_overlay_of(written.size, 819, 1024)  # the caption band below
+        assert is_overlay_of(written.size, 819, 1024)  # the caption band below, at full resolution
 
 
 @pytest.mark.fracatlas

@@ -143,3 +143,26 @@ def test_the_class_coverage_legend_hides_no_point_of_a_weak_models_curve() -> No
     points = ax.transData.transform(np.vstack([line.get_xydata() for line in ax.lines[:1]]))
     assert len(points) == right.size
     assert not [tuple(p) for p in points if legend.contains(*p)]
+
+
+@pytest.mark.parametrize("plot", [plot_roc, plot_pr])
+def test_the_legend_hides_no_operating_point_of_a_weak_model(plot, tmp_path: Path, monkeypatch) -> None:
+    """A barely trained model (15 test images, AUROC 0.15): its ROC curve and its balanced point
+    (sensitivity 0.17, specificity 0.44) lie in the lower right, under the legend fixed there, as its
+    precision-recall curve lies under the one fixed in the lower left."""
+    import fracsight.evaluation.plots as plots
+
+    drawn = []
+    save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path, title: drawn.append(fig) or save(fig, path, title))
+    y = np.array([1] * 6 + [0] * 9)
+    p = np.array([0.5, 0.2, 0.15, 0.1, 0.05, 0.01, 0.9, 0.8, 0.7, 0.6, 0.45, 0.42, 0.3, 0.25, 0.21])
+    plot(y, p, tmp_path / "plot.png", ci=(0.0, 0.43), operating_points={"balanced": 0.4, "triage": 0.19})
+    fig = drawn[0]
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent()
+    markers = [line for line in ax.lines if line.get_marker() == "o"]
+    assert len(markers) == 2
+    points = ax.transData.transform(np.vstack([line.get_xydata() for line in markers]))
+    assert not [tuple(xy) for xy in points if legend.contains(*xy)]

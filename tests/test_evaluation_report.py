@@ -532,3 +532,138 @@ def test_sample_grid_titles_with_long_class_names_break_rather_than_run_into_the
     grid = _grid_content(samples, preds, classes, fracture=False, klass=True, class_names=classes.classes)
     assert grid is not None and grid.titles == ["g0.png\nuncertain (Avulsion) 0.25\ntrue: Greenstick fx"]
     assert all(len(line) <= _SAID_WIDTH for title in grid.titles for line in title.split("\n"))
+
+
+# ---- what the report's tables say, read as a researcher reads them ------------------------------------
+def _section(html: str, heading: str) -> str:
+    """The report's text from ``heading`` to the next h2."""
+    return html.split(heading, 1)[1].split("<h2>", 1)[0]
+
+
+def test_each_table_of_intervals_says_what_they_resample(tmp_path: Path) -> None:
+    """The intervals resample whole groups of related images, but the tables said only "(95% CI)" (the
+    region table "AUROC (CI)", with no level): what was resampled stood at the report's end alone."""
+    y = [0, 1] * 12
+    p = [0.2, 0.7, 0.4, 0.6] * 6
+    regions = [("hand",) if i % 4 < 2 else ("leg",) for i in range(24)]
+    groups = [f"patient{i // 3}" for i in range(24)]
+    m = evaluate_predictions(
+        y, p, threshold_points={"t": 0.5}, regions=regions, groups=groups, n_bootstrap=50
+    )
+    html = write_report(m, tmp_path).read_text(encoding="utf-8")
+    said = "95% confidence intervals: percentile bootstrap, resampling whole groups of related images"
+    image_level = _section(html, "<h2>Image-level fracture detection</h2>")
+    assert (
+        said in image_level.split("<h3>Operating points</h3>")[0] and "8 groups), over images" in image_level
+    )
+    by_region = _section(html, "detection by body region</h2>")
+    assert "<th>AUROC (95% CI)</th>" in by_region and said in by_region
+    # without resamples there is no interval: no "(95% CI)" and nothing said of one
+    bare = evaluate_predictions(y, p, threshold_points={"t": 0.5}, regions=regions, n_bootstrap=0)
+    text = write_report(bare, tmp_path / "bare").read_text(encoding="utf-8")
+    assert "CI)" not in text and "percentile bootstrap" not in text
+    assert "No confidence intervals: no bootstrap resamples were drawn." in text
+
+
+def test_study_intervals_are_said_to_resample_studies_next_to_their_table(
+    tmp_path: Path, metrics: dict
+) -> None:
+    study = _section(write_report(metrics, tmp_path).read_text(encoding="utf-8"), "Study-level fracture")
+    summary = study.split("<h3>Operating points</h3>")[0]
+    assert (
+        "95% confidence intervals: percentile bootstrap, stratified by label, over studies; 200 resamples"
+        in summary
+    )
+
+
+def test_sensitivity_and_specificity_show_the_images_they_count(tmp_path: Path) -> None:
+    """Sensitivity 0.877 is 100 of 114 fractured images; the tables gave the rate alone, and by body
+    region (6 fractured hips) a 1.000 without saying of how many."""
+    y = [1] * 8 + [0] * 12
+    p = [0.9] * 7 + [0.1] + [0.8] * 3 + [0.2] * 9
+    regions = [("hip",)] * 4 + [("hand",)] * 4 + [("hip",)] * 12
+    m = evaluate_predictions(y, p, threshold_points={"balanced": 0.5}, regions=regions, n_bootstrap=0)
+    assert m["regions"]["hand"]["thresholds"]["balanced"] == {
+        "sensitivity": 0.75,
+        "specificity": None,
+        "tp": 3,
+        "fn": 1,
+        "tn": 0,
+        "fp": 0,
+    }
+    html = write_report(m, tmp_path).read_text(encoding="utf-8")
+    points = _section(html, "<h3>Operating points</h3>")
+    assert "<td>balanced</td><td>0.500</td><td>0.875\xa0(7/8)</td><td>0.750\xa0(9/12)</td>" in points
+    by_region = _section(html, "detection by body region</h2>")
+    hip = "<td>hip</td><td>16</td><td>4</td><td>1.000</td><td>1.000\xa0(4/4)</td><td>0.750\xa0(9/12)</td>"
+    assert hip in by_region
+    assert "<td>hand</td><td>4</td><td>4</td><td>—</td><td>0.750\xa0(3/4)</td><td>—</td>" in by_region
+    assert "— : not defined here" in by_region
+
+
+def test_a_region_head_auroc_that_cannot_be_had_is_explained(tmp_path: Path) -> None:
+    """MURA's XR_HAND: every image is of the hand, so no region has an AUROC; the table showed a column
+    of dashes and a macro AUROC of "—" with no word why."""
+    m = {
+        "region_head": {
+            "region_names": ["hand", "leg"],
+            "per_region": {
+                "hand": {"auroc": None, "n_positive": 12, "n_negative": 0},
+                "leg": {"auroc": None, "n_positive": 0, "n_negative": 12},
+            },
+            "macro_auroc": None,
+            "region_accuracy": 0.75,
+            "n_evaluated": 12,
+        }
+    }
+    region_head = _section(write_report(m, tmp_path).read_text(encoding="utf-8"), "<h2>Body-region head</h2>")
+    assert "AUROC needs images of the region and images of other regions" in region_head
+    defined = {**m["region_head"], "macro_auroc": 0.9}
+    defined["per_region"] = {k: {**v, "auroc": 0.9} for k, v in m["region_head"]["per_region"].items()}
+    text = write_report({"region_head": defined}, tmp_path / "defined").read_text(encoding="utf-8")
+    assert "AUROC needs" not in text
+
+
+def test_the_hit_rate_is_labelled_with_the_overlap_it_was_measured_at(tmp_path: Path) -> None:
+    loc = {"n_images": 4, "hit_rate_any": 0.5, "iou_thr": 0.3, "ap50": 0.2, "ap50_95": 0.1, "definition": "d"}
+    boxes = _section(
+        write_report({"localization": loc}, tmp_path).read_text(encoding="utf-8"), "true fracture boxes"
+    )
+    assert "<td>Top box hits a true box (IoU ≥ 0.30 or contains its centre)</td><td>0.500</td>" in boxes
+
+
+def test_the_report_reads_on_a_narrow_screen(tmp_path: Path, metrics: dict) -> None:
+    """On a phone the 13 columns of the operating points widened the whole page, and every plot was
+    500 px wide whatever the screen: each table scrolls in a box of its own, plots shrink to fit, and
+    every column has a heading (the confusion matrix's first had none)."""
+    html = write_report(metrics, tmp_path).read_text(encoding="utf-8")
+    assert html.count("<table>") == html.count('<div class="scroll"><table>') > 0
+    assert re.search(r"\.scroll \{ overflow-x: auto;", html)
+    assert re.search(r"@media \(max-width: \d+px\) \{ figure img \{ max-width: 100%; \} \}", html)
+    assert "<th></th>" not in html
+
+
+def test_a_command_in_a_note_is_shown_as_code(tmp_path: Path) -> None:
+    """The leakage note names `fracsight audit DATA`: the report showed its backticks."""
+    m = {"notes": ["3 images of 'test' are in 'train' too: inflated (`fracsight audit <data>` lists them)"]}
+    notes = _section(write_report(m, tmp_path).read_text(encoding="utf-8"), "<h2>Notes</h2>")
+    assert "(<code>fracsight audit &lt;data&gt;</code> lists them)" in notes and "`" not in notes
+
+
+def test_the_study_class_operating_point_has_no_column_of_dashes(tmp_path: Path) -> None:
+    """The bundle records its class operating point's validation figures for images, not studies:
+    the study level's table had a "Validation (recorded in the bundle)" column of dashes."""
+    from fracsight.bundle import ClassOperatingPoint
+
+    labels, probs = (
+        [0, 0, 2, 1],
+        np.array([[0.7, 0.2, 0.1], [0.6, 0.3, 0.1], [0.1, 0.1, 0.8], [0.2, 0.7, 0.1]]),
+    )
+    validation = ClassOperatingPoint(0.5, "chosen on validation", accuracy=0.93, coverage=0.6)
+    m = evaluate_classes(
+        labels, probs, CLASS_NAMES, min_probability=0.5, validation=validation, study_ids=["a", "a", "b", "c"]
+    )
+    html = write_report({"multiclass": m}, tmp_path).read_text(encoding="utf-8")
+    images, study = html.split("<h3>Study level</h3>")
+    assert "<th>Validation (recorded in the bundle)</th>" in images and "<td>0.930</td>" in images
+    assert "Validation" not in study and "<th>Class operating point</th><th>Here</th></tr>" in study

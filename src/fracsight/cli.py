@@ -335,6 +335,7 @@ def train(
         from fracsight.data.leakage import split_leakage
         from fracsight.errors import OutputFolderError
         from fracsight.training import Trainer, load_config
+
         cfg = load_config(
             config, set_, resume=resume, data=str(data_dir) if data_dir else None, out=out, device=device
         )

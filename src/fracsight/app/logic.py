@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import io
 import json
 import random
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from fracsight.bundle import BundleSpec, OperatingPoint
-from fracsight.explain import DetectedBox, render_overlay, side_by_side
+from fracsight.explain import DetectedBox, overlay_words, render_overlay, side_by_side
 from fracsight.inference.results import (
     CLASS_ACTIVATION,
     FRACTURE,
@@ -61,6 +62,8 @@ __all__ = [
     "json_text",
     "operating_point_text",
     "overlay_caption",
+    "overlay_file_name",
+    "overlay_png",
     "parse_app_args",
     "pick_examples",
     "probability_bar_html",
@@ -407,14 +410,53 @@ class StudyCard:
     classification: ClassSummary | None
     how: str  # how the views were combined, in words
     unreliable: str | None
+    views: str | None = None  # how many views are suspected on their own (given the views)
+    # what a reader must look at: a view suspected on its own under a study with none suspected,
+    # or views of different body regions (perhaps not one examination)
+    cautions: tuple[str, ...] = ()
 
     @property
     def lines(self) -> tuple[str, ...]:
         c = self.classification
-        return tuple(line for line in (self.probability, c.text if c else None) if line is not None)
+        found = (self.probability, self.views, c.text if c else None)
+        return tuple(line for line in found if line is not None)
 
 
-def study_card_for(study: StudyPrediction) -> StudyCard:
+def _views_suspected(study: StudyPrediction, views: Sequence[Prediction]) -> tuple[str | None, list[str]]:
+    """The line counting the views suspected on their own at the study's threshold, and the caution
+    when the mean leaves the study clear although some view alone is above it (MURA's mean hides
+    a fracture seen on one view of several)."""
+    if study.threshold is None or not views:
+        return None, []
+    threshold = study.threshold
+    above = [v.source for v in views if (v.fracture_probability or 0.0) >= threshold]
+    named = ", ".join(above)
+    line = f"Views suspected on their own: {len(above)} of {len(views)}" + (f" ({named})" if above else "")
+    if not above or study.fracture_suspected is not False:
+        return line, []
+    one = len(above) == 1
+    caution = (
+        f"The mean of the views is below the threshold, but {named} {'is' if one else 'are'} above it "
+        f"on {'its' if one else 'their'} own: review {'it' if one else 'them'}."
+    )
+    return line, [caution]
+
+
+def _regions_differ(views: Sequence[Prediction]) -> list[str]:
+    """A caution when the views' body regions differ (perhaps not views of one examination)."""
+    regions: dict[str, list[str]] = {}
+    for v in views:
+        if v.region:
+            regions.setdefault(v.region, []).append(v.source)
+    if len(regions) < 2:
+        return []
+    named = "; ".join(f"{region}: {', '.join(names)}" for region, names in regions.items())
+    return [f"The views show different body regions ({named}): are they one examination?"]
+
+
+def study_card_for(study: StudyPrediction, views: Sequence[Prediction] = ()) -> StudyCard:
+    """The study card; with ``views`` (the study's image predictions, at its operating point) it also
+    counts the views suspected on their own and cautions where they disagree with the study."""
     fracture_head = study.fracture_probability is not None and study.threshold is not None
     probability = None
     how = []
@@ -436,6 +478,7 @@ def study_card_for(study: StudyPrediction) -> StudyCard:
         )
         weighted = f", each weighted by its {study.finding} probability" if fracture_head else ""
         how.append(f"{classification.label}: the mean of the views' class probabilities{weighted}.")
+    views_line, cautions = _views_suspected(study, views)
     return StudyCard(
         title=f"Study verdict ({len(study.images)} views)",
         verdict=verdict(study),
@@ -443,6 +486,8 @@ def study_card_for(study: StudyPrediction) -> StudyCard:
         classification=classification,
         how=" ".join(how),
         unreliable=None if study.reliable else _unreliable_study(study),
+        views=views_line,
+        cautions=(*cautions, *_regions_differ(views)),
     )
 
 
@@ -630,15 +675,46 @@ def eight_bit(view: ViewData) -> ViewData:
     return ViewData(_as_uint8(view.pixels), heat, view.boxes)
 
 
+def _unit_heat(view: ViewData, show_heatmap: bool) -> np.ndarray | None:
+    heat = view.heatmap if show_heatmap else None
+    if heat is not None and heat.dtype == np.uint8:
+        heat = heat.astype(np.float32) / 255.0
+    return heat
+
+
 def render_views(
     view: ViewData, *, show_heatmap: bool = True, show_boxes: bool = True, opacity: float = 0.4
 ) -> tuple[Image.Image, Image.Image]:
     """The overlay (heatmap and boxes on the radiograph) and original|overlay side by side."""
-    heat = view.heatmap if show_heatmap else None
-    if heat is not None and heat.dtype == np.uint8:
-        heat = heat.astype(np.float32) / 255.0
+    heat = _unit_heat(view, show_heatmap)
     overlay = render_overlay(view.pixels, heat, view.boxes if show_boxes else (), opacity=opacity)
     return overlay, side_by_side(view.pixels, overlay)
+
+
+def overlay_png(
+    pred: Prediction,
+    view: ViewData,
+    *,
+    show_heatmap: bool = True,
+    show_boxes: bool = True,
+    opacity: float = 0.4,
+) -> bytes:
+    """The overlay as shown, as a PNG with the band of ``fracsight predict --overlay-dir`` below it
+    (:func:`~fracsight.explain.overlay_words`: the decision at ``pred``'s operating point, its numbers,
+    the decision-aid notice, the colour scale), so a picture passed on alone still says what it is.
+    At the view's size (at most 1024 px a side), not the original's."""
+    caption, legend = overlay_words(pred)
+    heat = _unit_heat(view, show_heatmap)
+    boxes = view.boxes if show_boxes else ()
+    image = render_overlay(view.pixels, heat, boxes, opacity=opacity, caption=caption, legend=legend)
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def overlay_file_name(source: str) -> str:
+    """The download's name, as ``fracsight predict --overlay-dir`` names it (``wrist.overlay.png``)."""
+    return f"{Path(source).stem}.overlay.png"
 
 
 # ---- table and downloads -------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -38,6 +39,8 @@ from fracsight.app.logic import (
     json_text,
     operating_point_text,
     overlay_caption,
+    overlay_file_name,
+    overlay_png,
     parse_app_args,
     pick_examples,
     probability_bar_html,
@@ -161,11 +164,19 @@ def _clear_examples() -> None:
     st.session_state.pop("examples", None)
 
 
-def example_gallery(config: AppConfig) -> None:
+def _clear_all() -> None:
+    """Every upload and example gone (the next patient): a new key empties the uploader."""
+    _clear_examples()
+    st.session_state["uploader"] = st.session_state.get("uploader", 0) + 1
+
+
+def example_gallery(config: AppConfig, expanded: bool) -> None:
+    """The gallery; ``expanded`` only before any image is given, so that the results come next
+    (on a phone its thumbnails, one a row, were 3000 px above the first result)."""
     if config.examples is None:
         return
     paths = example_paths(str(config.examples), config.n_examples)
-    with st.expander("Examples: try one with a click", expanded=True):
+    with st.expander("Examples: try one with a click", expanded=expanded):
         if not paths:
             st.caption(f"No images found in {config.examples}.")
             return
@@ -185,9 +196,12 @@ def inputs(config: AppConfig) -> list[Input]:
     uploads = st.file_uploader(
         "Radiographs: PNG, JPEG or DICOM (one or several; they stay in memory, never on disk)",
         accept_multiple_files=True,
-        key="uploads",
+        key=f"uploads-{st.session_state.get('uploader', 0)}",
     )
-    example_gallery(config)
+    given = bool(uploads or st.session_state.get("examples"))
+    if given:
+        st.button("Clear all images", key="clear-all", on_click=_clear_all, help="Before the next patient")
+    example_gallery(config, expanded=not given)
     chosen = [
         Input(f"example:{p}", Path(p).name, lambda p=p: p) for p in st.session_state.get("examples", [])
     ]
@@ -263,7 +277,7 @@ def decision_block(result: Prediction | StudyPrediction) -> None:
 
 
 def result_card(
-    pred: Prediction, view: ViewData, show_heatmap: bool, show_boxes: bool, opacity: float
+    key: str, pred: Prediction, view: ViewData, show_heatmap: bool, show_boxes: bool, opacity: float
 ) -> None:
     card = card_for(pred)
     with st.container(border=True):
@@ -295,6 +309,18 @@ def result_card(
                 caption=escape_markdown(f"Original (left) and overlay (right). {caption}"),
                 width="stretch",
             )
+            file_name = overlay_file_name(pred.source)
+            st.download_button(  # named by its file: each card's button says which image it saves
+                f"Download {escape_markdown(file_name)}",
+                partial(
+                    overlay_png, pred, view, show_heatmap=show_heatmap, show_boxes=show_boxes, opacity=opacity
+                ),
+                file_name=file_name,
+                mime="image/png",
+                key=f"overlay-{key}",
+                on_click="ignore",
+                help="The overlay as shown, with the decision and the decision-aid notice below it",
+            )
 
 
 def class_block(summary: ClassSummary) -> None:
@@ -307,13 +333,17 @@ def class_block(summary: ClassSummary) -> None:
         st.markdown(class_bars_html(summary), unsafe_allow_html=True)
 
 
-def study_card(study: StudyPrediction) -> None:
-    card = study_card_for(study)
+def study_card(study: StudyPrediction, views: list[Prediction]) -> None:
+    card = study_card_for(study, views)
     with st.container(border=True):
         st.markdown(f"#### {escape_markdown(card.title)}")
         decision_block(study)
         if card.probability:
             st.markdown(escape_markdown(card.probability))
+        if card.views:
+            st.markdown(escape_markdown(card.views))
+        for caution in card.cautions:
+            st.warning(escape_markdown(caution), icon="⚠️")
         if card.classification:
             class_block(card.classification)
         st.caption(escape_markdown(card.how))
@@ -361,12 +391,12 @@ def main() -> None:
     if can_combine and st.checkbox("These images are one study (several views of one examination)"):
         unread = [r.source for r in results if isinstance(r, FailedPrediction)]
         studies = [predictor.predict_study(good, STUDY_NAME, unread=unread)]
-        study_card(studies[0])
-    for result, view in stored:
+        study_card(studies[0], good)
+    for item, (result, view) in zip(items, stored, strict=True):
         if isinstance(result, FailedPrediction):
             error_card(result)
         elif view is not None:
-            result_card(result, view, show_heatmap, show_boxes, opacity)
+            result_card(item.key, result, view, show_heatmap, show_boxes, opacity)
     results_table(predictor, results, studies)
     st.caption(NOTICE)
 

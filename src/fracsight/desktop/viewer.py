@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import queue
 import tkinter as tk
+from collections.abc import Sequence
 from tkinter import ttk
 
 from PIL import Image, ImageTk
@@ -194,11 +195,12 @@ class Viewer:
             opacity=self.opacity_var.get(),
         )
 
-    def overlay(self) -> Image.Image | None:
-        """The whole overlay as shown (toggles, opacity, window) at the view's resolution."""
+    def overlay(self, caption: Sequence[str] = (), legend: str | None = None) -> Image.Image | None:
+        """The whole overlay as shown (toggles, opacity, window) at the view's resolution, with
+        ``caption`` and ``legend`` in a band below it."""
         if self.view is None:
             return None
-        return full_overlay(self.view, self.look())
+        return full_overlay(self.view, self.look(), caption, legend)
 
     # ---- drawing -------------------------------------------------------------------------------------
     def canvas_size(self) -> tuple[int, int]:

@@ -53,6 +53,7 @@ from fracsight.desktop.worker import (
     ViewFailed,
     ViewReady,
 )
+from fracsight.explain import overlay_words
 from fracsight.inference import NOTICE, FailedPrediction, Prediction, StudyPrediction
 from fracsight.io import IMAGE_SUFFIXES
 
@@ -786,12 +787,13 @@ class DesktopApp:
         if study is None:
             self.study_frame.pack_forget()
             return
-        card = study_card_for(study)
+        views = [self.session.result(i) for i in self.session.views_of(name)]  # at the operating point
+        card = study_card_for(study, [v for v in views if isinstance(v, Prediction)])
         title = card.title if study.study == STUDY_NAME else f"{card.title}: {study.study}"
         self.study_title.configure(text=title)
         self.study_headline.configure(text=card.verdict.headline, fg=card.verdict.colour)
         extra = [card.unreliable] if card.unreliable else []
-        self.study_lines.configure(text="\n".join([*card.lines, card.how, *extra]))
+        self.study_lines.configure(text="\n".join([*card.lines, card.how, *card.cautions, *extra]))
         self.study_frame.pack(side="top", fill="x", padx=8, pady=(4, 0), before=self.card_frame)
 
     def _refresh_rows(self) -> None:
@@ -900,13 +902,16 @@ class DesktopApp:
         path = self._save_target(path, "Export the overlay", f"{stem}.overlay.png", ".png", "PNG image")
         if path is None:
             return None
+        shown = self.session.result(index)  # at the chosen operating point, as the card says
+        words = overlay_words(shown) if isinstance(shown, Prediction) else ((), None)
         if self.viewer.full_size is not None:
             name, (h, w) = self.session.names[index], self.viewer.full_size
             stamp = self.session.stamps.get(index)
-            self.worker.export_overlay(self.session.paths[index], name, stamp, path, self.viewer.look())
+            look = self.viewer.look()
+            self.worker.export_overlay(self.session.paths[index], name, stamp, path, look, words)
             self._set_status(f"Saving the overlay of {name} at full resolution ({w} x {h}) to {path} …")
             return path
-        picture = self.viewer.overlay()
+        picture = self.viewer.overlay(*words)
         assert picture is not None
         try:
             replace_atomically(path, lambda tmp: picture.save(tmp, format="PNG"))

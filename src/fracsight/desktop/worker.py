@@ -26,7 +26,6 @@ from fracsight.app.logic import ViewData, failure_from_exception, view_data
 from fracsight.desktop.priority import MODEL_NICENESS, lower_this_thread
 from fracsight.desktop.render import Look, full_overlay
 from fracsight.errors import FracsightError, log_unexpected
-from fracsight.explain import overlay_words
 from fracsight.inference import FailedPrediction, Prediction, Predictor
 
 __all__ = [
@@ -156,6 +155,8 @@ class _Overlay:
     stamp: FileStamp | None  # of the result the overlay must show: a changed file is refused
     target: Path
     look: Look
+    caption: tuple[str, ...] = ()  # the band below (explain.overlay_words of the result as shown)
+    legend: str | None = None
 
 
 def inference_threads(requested: int = 0) -> int:
@@ -253,12 +254,20 @@ class PredictionWorker:
             self._wake.notify()
 
     def export_overlay(
-        self, path: Path, name: str, stamp: FileStamp | None, target: Path, look: Look
+        self,
+        path: Path,
+        name: str,
+        stamp: FileStamp | None,
+        target: Path,
+        look: Look,
+        words: tuple[Sequence[str], str | None] = ((), None),
     ) -> None:
-        """Write the overlay of the file at ``path`` (read again, at full resolution) to ``target``:
-        :class:`OverlaySaved` says when it is done, or why not (the file changed since ``stamp``)."""
+        """Write the overlay of the file at ``path`` (read again, at full resolution) to ``target``,
+        with ``words`` (caption, legend) below it: :class:`OverlaySaved` says when it is done, or
+        why not (the file changed since ``stamp``)."""
+        caption, legend = words
         with self._wake:
-            self._overlays.append(_Overlay(path, name, stamp, target, look))
+            self._overlays.append(_Overlay(path, name, stamp, target, look, tuple(caption), legend))
             self._wake.notify()
 
     def close(self) -> None:
@@ -368,8 +377,8 @@ class PredictionWorker:
             return f"{pred.error_code}: {pred.error}"
         assert pred.pixels is not None
         try:
-            caption, legend = overlay_words(pred)
-            picture = full_overlay(ViewData(pred.pixels, pred.heatmap, pred.boxes), job.look, caption, legend)
+            view = ViewData(pred.pixels, pred.heatmap, pred.boxes)
+            picture = full_overlay(view, job.look, job.caption, job.legend)
             del pred  # the full-resolution pixels and heatmap: only the picture is needed now
             replace_atomically(job.target, lambda tmp: picture.save(tmp, format="PNG"))
         except (OSError, ValueError, MemoryError) as e:

@@ -85,7 +85,7 @@ def plot_roc(
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 - specificity (false positive rate)")
     ax.set(ylabel="sensitivity (true positive rate)", title=title, aspect="equal")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=7)
+    ax.legend(loc="best", fontsize=7)  # a weak model's curve and points lie in the lower right
     return _save(fig, path, title)
 
 
@@ -123,7 +123,7 @@ def plot_pr(
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="recall (sensitivity)", ylabel="precision")
     ax.set(title=title, aspect="equal")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower left", fontsize=7)
+    ax.legend(loc="best", fontsize=7)  # a weak model's curve lies low, in the lower left
     return _save(fig, path, title)
 
 

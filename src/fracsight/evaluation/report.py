@@ -14,6 +14,7 @@ import dataclasses
 import html as _html
 import json
 import math
+import re
 from collections.abc import Hashable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -197,7 +198,7 @@ def _region_breakdown(
         thresholds = {}
         for tname, t in threshold_points.items():
             m = binary_metrics_at(yr, pr, t)
-            thresholds[tname] = {"sensitivity": m["sensitivity"], "specificity": m["specificity"]}
+            thresholds[tname] = {k: m[k] for k in ("sensitivity", "specificity", "tp", "fn", "tn", "fp")}
         out[name] = {
             "n": int(yr.size),
             "n_positive": int(yr.sum()),
@@ -570,15 +571,28 @@ h1 { margin-bottom: .2rem; } h2 { border-bottom: 2px solid #e3e7ee; padding-bott
 .notice { background: #fff4e5; border-left: 6px solid #f08c00; padding: .8rem 1rem; font-weight: 600;
           margin: 1rem 0; }
 .muted { color: #667085; font-size: .9rem; }
+.scroll { overflow-x: auto; max-width: 100%; }
 table { border-collapse: collapse; margin: .6rem 0 1rem; font-size: .92rem; }
 th, td { border: 1px solid #d9dee7; padding: .3rem .6rem; text-align: right; }
 th { background: #f3f5f9; } td:first-child, th:first-child { text-align: left; }
 .plots { display: flex; flex-wrap: wrap; gap: 1rem; }
-figure { margin: 0; border: 1px solid #e3e7ee; padding: .5rem; background: #fff; }
+figure { margin: 0; border: 1px solid #e3e7ee; padding: .5rem; background: #fff; max-width: 100%;
+         box-sizing: border-box; }
 figure img { max-width: 500px; height: auto; display: block; }
+@media (max-width: 600px) { figure img { max-width: 100%; } }
 figure.wide { flex-basis: 100%; } figure.wide img { max-width: 100%; }
 figcaption { text-align: center; font-size: .9rem; color: #444; }
 """
+
+
+@dataclasses.dataclass(frozen=True)
+class _CiSource:
+    """How the report's intervals were drawn: their level, what they resample, how many times."""
+
+    level: float
+    method: str | None
+    n_bootstrap: int | None
+
 
 _MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif"}
 
@@ -626,7 +640,8 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     body = "".join(
         "<tr>" + "".join(f"<td>{_html.escape(_num(c))}</td>" for c in row) + "</tr>" for row in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    # in a box of its own that scrolls sideways: a wide table widened the whole page on a phone
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def _at_specificity(sas: Mapping[str, Any]) -> str:
@@ -641,16 +656,39 @@ def _ece_label(cal: Mapping[str, Any]) -> str:
     return "Expected calibration error" + (f" ({bins} equal-width bins)" if bins else "")
 
 
+def _has_ci(block: Mapping[str, Any] | None) -> bool:
+    return block is not None and block.get("ci_low") is not None and block.get("ci_high") is not None
+
+
+def _ci_label(name: str, block: Mapping[str, Any] | None, ci_level: float) -> str:
+    """``name`` with the level of its interval, where it has one (none with --bootstrap 0)."""
+    return f"{name} ({100 * ci_level:.0f}% CI)" if _has_ci(block) else name
+
+
+def _ci_note(ci: _CiSource, unit: str) -> str:
+    """What the intervals of a table resample, under it: a reader of the table should not have to
+    find it at the end of the report (groups of related images, not images, since 2026-12-03)."""
+    if not ci.method:
+        return ""
+    resamples = f"; {ci.n_bootstrap} resamples" if ci.n_bootstrap else ""
+    return (
+        f'<p class="muted">{100 * ci.level:.0f}% confidence intervals: {_html.escape(ci.method)}, over '
+        f"{unit.lower()}{resamples}.</p>"
+    )
+
+
 def _summary(block: Mapping[str, Any], ci_level: float, unit: str, words: PositiveWords) -> str:
-    level = f"{100 * ci_level:.0f}% CI"
     sas = block.get("sensitivity_at_specificity") or {}
     rows = [
         [
             f"{unit} ({words.positive} / {words.negative})",
             f"{block['n']} ({block['n_positive']} / {block['n_negative']})",
         ],
-        [f"AUROC ({level})", _with_ci(block.get("auroc"))],
-        [f"Average precision ({level})", _with_ci(block.get("average_precision"))],
+        [_ci_label("AUROC", block.get("auroc"), ci_level), _with_ci(block.get("auroc"))],
+        [
+            _ci_label("Average precision", block.get("average_precision"), ci_level),
+            _with_ci(block.get("average_precision")),
+        ],
         [
             f"Sensitivity at specificity ≥ {_num(sas.get('specificity_target'), 2)} "
             "(best attainable threshold)",
@@ -662,14 +700,29 @@ def _summary(block: Mapping[str, Any], ci_level: float, unit: str, words: Positi
     return _table(["Metric", "Value"], rows)
 
 
+def _rate(m: Mapping[str, Any], key: str, hits: str, misses: str) -> str | None:
+    """A sensitivity or specificity with the images it counts, "0.877 (100/114)"; None where it is
+    not defined (shown as — and explained)."""
+    value, a, b = m.get(key), m.get(hits), m.get(misses)
+    if value is None or a is None or b is None:
+        return None if value is None else _num(value)
+    return f"{_num(value)}\N{NO-BREAK SPACE}({a}/{a + b})"  # one line: the counts belong to the rate
+
+
+def _sens_spec(m: Mapping[str, Any]) -> list[str | None]:
+    return [_rate(m, "sensitivity", "tp", "fn"), _rate(m, "specificity", "tn", "fp")]
+
+
 def _thresholds(thresholds: Mapping[str, Mapping[str, Any]], words: PositiveWords) -> str:
     if not thresholds:
         return '<p class="muted">No operating thresholds were given.</p>'
-    keys = ["threshold", "sensitivity", "specificity", "precision", "npv", "f1", "accuracy", "cohen_kappa"]
-    counts = ["tp", "fp", "tn", "fn"]
+    keys = ["precision", "npv", "f1", "accuracy", "cohen_kappa", "tp", "fp", "tn", "fn"]
     headers = ["Operating point", "Threshold", "Sensitivity", "Specificity", "Precision (PPV)", "NPV", "F1"]
     headers += ["Accuracy", "Cohen's κ", "TP", "FP", "TN", "FN"]
-    rows = [[name] + [m.get(k) for k in keys + counts] for name, m in thresholds.items()]
+    rows = [
+        [name, m.get("threshold"), *_sens_spec(m), *[m.get(k) for k in keys]]
+        for name, m in thresholds.items()
+    ]
     return _table(headers, rows) + _undefined(rows, words)
 
 
@@ -696,27 +749,38 @@ def _one_class_note(block: Mapping[str, Any], unit: str, words: PositiveWords) -
     )
 
 
-def _binary_section(block: Mapping[str, Any], ci_level: float, unit: str, words: PositiveWords) -> str:
+def _binary_section(
+    block: Mapping[str, Any], ci: _CiSource, unit: str, words: PositiveWords, method: str | None
+) -> str:
+    """``method``: what the intervals of ``block`` resample (its ``ci_method``)."""
+    shown = _has_ci(block.get("auroc")) or _has_ci(block.get("average_precision"))
     return (
         "<h3>Summary</h3>"
         + _one_class_note(block, unit, words)
-        + _summary(block, ci_level, unit, words)
+        + _summary(block, ci.level, unit, words)
+        + (_ci_note(dataclasses.replace(ci, method=method), unit) if shown else "")
         + "<h3>Operating points</h3>"
         + _thresholds(block.get("thresholds") or {}, words)
     )
 
 
-def _regions(regions: Mapping[str, Mapping[str, Any]], words: PositiveWords) -> str:
+def _regions(regions: Mapping[str, Mapping[str, Any]], words: PositiveWords, ci: _CiSource) -> str:
     point_names = list(next(iter(regions.values()), {}).get("thresholds", {}))
-    headers = ["Body region", "n", words.positive.capitalize(), "AUROC (CI)"]
+    shown = any(_has_ci(r.get("auroc")) for r in regions.values())
+    headers = [
+        "Body region",
+        "n",
+        words.positive.capitalize(),
+        f"AUROC ({100 * ci.level:.0f}% CI)" if shown else "AUROC",
+    ]
     headers += [f"{name}: {what}" for name in point_names for what in ("sens.", "spec.")]
     rows = []
     for name, r in regions.items():
         row = [name, r["n"], r["n_positive"], _with_ci(r.get("auroc"))]
         for point in point_names:
-            row += [r["thresholds"][point]["sensitivity"], r["thresholds"][point]["specificity"]]
+            row += _sens_spec(r["thresholds"][point])
         rows.append(row)
-    return _table(headers, rows) + _undefined(rows, words)
+    return _table(headers, rows) + (_ci_note(ci, "images") if shown else "") + _undefined(rows, words)
 
 
 def _region_head(rh: Mapping[str, Any]) -> str:
@@ -729,7 +793,15 @@ def _region_head(rh: Mapping[str, Any]) -> str:
         ],
     )
     rows = [[n, r["auroc"], r["n_positive"], r["n_negative"]] for n, r in rh["per_region"].items()]
-    return top + _table(["Region", "AUROC", "Positive", "Negative"], rows)
+    table = _table(["Region", "AUROC", "Images of the region", "Other images"], rows)
+    if rh.get("macro_auroc") is not None and all(r[1] is not None for r in rows):
+        return top + table
+    return (
+        top
+        + table
+        + '<p class="muted">— : AUROC needs images of the region and images of other regions; a region '
+        "without either is left out of the macro AUROC, which needs one such region at least.</p>"
+    )
 
 
 def _localization(loc: Mapping[str, Any], words: PositiveWords) -> str:
@@ -738,7 +810,10 @@ def _localization(loc: Mapping[str, Any], words: PositiveWords) -> str:
         ["Box metric", "Value"],
         [
             [f"{positive.capitalize()} images with true boxes", loc.get("n_images")],
-            ["Top box hits a true box (IoU >= 0.1 or contains its centre)", loc.get("hit_rate_any")],
+            [
+                f"Top box hits a true box (IoU ≥ {_num(loc.get('iou_thr', 0.1), 2)} or contains its centre)",
+                loc.get("hit_rate_any"),
+            ],
             ["Box AP at IoU 0.5", loc.get("ap50")],
             ["Box AP at IoU 0.5:0.95", loc.get("ap50_95")],
             [
@@ -758,7 +833,11 @@ def _class_operating_point_table(op: Mapping[str, Any], unit: str) -> str:
         ["Accuracy of the stated classes", op.get("accuracy"), op.get("validation_accuracy")],
         [f"Coverage (share of {unit} given a class)", op.get("coverage"), op.get("validation_coverage")],
     ]
-    table = _table(["Class operating point", "Here", "Validation (recorded in the bundle)"], rows)
+    headers = ["Class operating point", "Here", "Validation (recorded in the bundle)"]
+    if op.get("validation_accuracy") is None and op.get("validation_coverage") is None:
+        # none recorded (the study level's, a bundle without them): no column of dashes
+        headers, rows = headers[:2], [row[:2] for row in rows]
+    table = _table(headers, rows)
     how = op.get("description")
     rule = "Below the minimum probability the class is reported as uncertain."
     note = f"{rule} Chosen as: {how}." if how else rule
@@ -789,7 +868,9 @@ def _multiclass(mc: Mapping[str, Any], words: PositiveWords, unit: str = "images
     parts.append(_undefined(per, words))
     names = mc["class_names"]
     cm_rows = [[f"true {n}", *row] for n, row in zip(names, mc["confusion_matrix"], strict=True)]
-    parts.append("<h3>Confusion matrix</h3>" + _table(["", *[f"pred {n}" for n in names]], cm_rows))
+    parts.append(
+        "<h3>Confusion matrix</h3>" + _table(["True \\ predicted", *[f"pred {n}" for n in names]], cm_rows)
+    )
     return "".join(parts)
 
 
@@ -840,6 +921,12 @@ def _figures(plots: Mapping[str, str | Path], words: PositiveWords) -> str:
     return '<div class="plots">' + "".join(figures) + "</div>"
 
 
+def _prose(text: str) -> str:
+    """A note, escaped, its `commands` set as code (the notes are written for the terminal too, where
+    the report showed their backticks)."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", _html.escape(text))
+
+
 def _unread(metrics: Mapping[str, Any]) -> str:
     """The images that could not be read, each with its error: every figure here leaves them out."""
     failed, data = metrics["failed"], metrics.get("data") or {}
@@ -858,6 +945,7 @@ def _render_html(
     from fracsight import __version__
 
     ci_level = float(metrics.get("ci_level") or 0.95)
+    ci = _CiSource(ci_level, metrics.get("ci_method"), metrics.get("n_bootstrap"))
     words = PositiveWords.of(metrics)
     finding, positive = words.finding, words.positive
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -878,7 +966,7 @@ def _render_html(
     if "auroc" in metrics:  # absent for a model with only an N-class head
         parts += [
             f"<h2>Image-level {finding} detection</h2>",
-            _binary_section(metrics, ci_level, "Images", words),
+            _binary_section(metrics, ci, "Images", words, ci.method),
             _calibration_details(metrics.get("calibration") or {}, words),
         ]
     if metrics.get("study"):
@@ -886,14 +974,13 @@ def _render_html(
         parts += [
             f"<h2>Study-level {finding} detection</h2>",
             f'<p class="muted">Study probability: {_html.escape(str(study.get("method")))} of its image '
-            f"probabilities; a study is {positive} if any of its images is. Confidence intervals: "
-            f"{_html.escape(str(study.get('ci_method', 'percentile bootstrap')))}, over studies.</p>",
-            _binary_section(study, ci_level, "Studies", words),
+            f"probabilities; a study is {positive} if any of its images is.</p>",
+            _binary_section(study, ci, "Studies", words, study.get("ci_method")),
         ]
     if metrics.get("regions"):
         parts += [
             f"<h2>{finding.capitalize()} detection by body region</h2>",
-            _regions(metrics["regions"], words),
+            _regions(metrics["regions"], words, ci),
         ]
     if metrics.get("localization"):
         loc = _localization(metrics["localization"], words)
@@ -912,21 +999,24 @@ def _render_html(
                 _multiclass(study, words, "studies"),
             ]
     if metrics.get("notes"):
-        items = "".join(f"<li>{_html.escape(str(n))}</li>" for n in metrics["notes"])
+        items = "".join(f"<li>{_prose(str(n))}</li>" for n in metrics["notes"])
         parts += ["<h2>Notes</h2>", f"<ul>{items}</ul>"]
     if plots:
         parts += ["<h2>Plots</h2>", _figures(plots, words)]
     reading = []
     if "auroc" in metrics:
-        boot = ""
-        if metrics.get("n_bootstrap"):
-            boot = f"; {metrics['n_bootstrap']} resamples" + (
-                f", seed {metrics['bootstrap_seed']}" if metrics.get("bootstrap_seed") is not None else ""
+        if metrics.get("n_bootstrap") == 0:  # none drawn: the method would describe intervals not there
+            reading.append("No confidence intervals: no bootstrap resamples were drawn.")
+        else:
+            boot = ""
+            if metrics.get("n_bootstrap"):
+                boot = f"; {metrics['n_bootstrap']} resamples" + (
+                    f", seed {metrics['bootstrap_seed']}" if metrics.get("bootstrap_seed") is not None else ""
+                )
+            reading.append(
+                f"Confidence intervals: {_html.escape(str(metrics.get('ci_method', 'percentile bootstrap')))}"
+                f"{boot}."
             )
-        reading.append(
-            f"Confidence intervals: {_html.escape(str(metrics.get('ci_method', 'percentile bootstrap')))}"
-            f"{boot}."
-        )
         definitions = [
             (metrics.get("sensitivity_at_specificity") or {}).get("definition"),
             (metrics.get("calibration") or {}).get("definition"),
