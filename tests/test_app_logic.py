@@ -499,24 +499,27 @@ def test_sidebar_texts_of_an_abnormality_bundle() -> None:
 
 def test_a_study_card_counts_the_views_and_says_when_the_mean_hides_one() -> None:
     """MURA's mean can leave a study clear while one view alone is above the threshold: the card
-    counts the views suspected on their own and says so, prominently; and it asks whether views of
-    different body regions are one examination."""
-    wrist = make_prediction(0.6, source="pa.png")
-    clear = [make_prediction(0.1, source=f"view{i}.png") for i in (1, 2)]
-    study = replace(make_study(0.27), images=("pa.png", "view1.png", "view2.png"))
-    card = study_card_for(study, [wrist, *clear])
+    counts the views suspected on their own and says so, prominently (the study's own
+    ``hidden_views``, which predict and the API give too); and it asks whether views of different
+    body regions are one examination."""
+
+    def study_of(mean: float, views: dict[str, float]):
+        return replace(make_study(mean), images=tuple(views), view_probabilities=tuple(views.values()))
+
+    card = study_card_for(study_of(0.27, {"pa.png": 0.6, "view1.png": 0.1, "view2.png": 0.1}))
     assert card.verdict.severity == "clear"
     assert card.views == "Views suspected on their own: 1 of 3 (pa.png)"
     assert card.views in card.lines
     assert card.cautions == (
         "The mean of the views is below the threshold, but pa.png is above it on its own: review it.",
     )
-    two = study_card_for(make_study(0.3), [wrist, replace(wrist, source="lat.png"), *clear])
+    two = study_card_for(study_of(0.3, {"pa.png": 0.6, "lat.png": 0.6, "a.png": 0.1, "b.png": 0.1}))
     assert two.cautions[0].endswith("but pa.png, lat.png are above it on their own: review them.")
-    agreed = study_card_for(make_study(0.6), [wrist, replace(wrist, source="lat.png")])
+    agreed = study_card_for(study_of(0.6, {"pa.png": 0.6, "lat.png": 0.6}))
     assert agreed.views == "Views suspected on their own: 2 of 2 (pa.png, lat.png)" and not agreed.cautions
+    wrist = make_prediction(0.6, source="pa.png")
     shoulder = replace(make_prediction(0.1, source="y.png"), region="shoulder")
-    mixed = study_card_for(make_study(0.6), [wrist, shoulder])
+    mixed = study_card_for(study_of(0.6, {"pa.png": 0.6, "y.png": 0.1}), [wrist, shoulder])
     assert mixed.cautions == (
         "The views show different body regions (hand: pa.png; shoulder: y.png): are they one examination?",
     )

@@ -604,3 +604,23 @@ def test_a_file_name_that_is_not_utf8_gets_its_csv_row(
     assert "caf\\xe9.jpg" in result.stdout  # the table too, even on a strict UTF-8 terminal
     as_json = json.loads(_predict(tiny_bundle, folder, "--json").stdout)
     assert [image["source"] for image in as_json["images"]] == ["caf\\xe9.jpg"]  # the same name
+
+
+@pytest.mark.fracatlas
+def test_a_study_whose_mean_hides_a_view_says_to_review_it(fracatlas_dir: Path) -> None:
+    """Two views, at `triage`: the mean (0.09) is below the threshold (0.12), one view (0.16) alone
+    above it. The study row said "no fracture detected" and nothing else; the web app's card
+    warned. Now the study itself says it, wherever it is shown (table, CSV, JSON, API, app)."""
+    views = [fracatlas_dir / "images" / "Non_fractured" / n for n in ("IMG0000015.jpg", "IMG0000006.jpg")]
+    result = runner.invoke(
+        app, ["predict", *map(str, views), "--study", "--operating-point", "triage", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    study = json.loads(result.stdout)["studies"][0]
+    first = json.loads(result.stdout)["images"][0]
+    assert first["fracture_suspected"] and not study["fracture_suspected"]  # the case, still as described
+    assert study["warnings"] == [
+        "the mean of the views is below the threshold, but IMG0000015.jpg is above it on its own: review it"
+    ]
+    balanced = runner.invoke(app, ["predict", *map(str, views), "--study", "--json"])
+    assert json.loads(balanced.stdout)["studies"][0]["warnings"] == []  # no view alone above 'balanced'

@@ -422,24 +422,17 @@ class StudyCard:
         return tuple(line for line in found if line is not None)
 
 
-def _views_suspected(study: StudyPrediction, views: Sequence[Prediction]) -> tuple[str | None, list[str]]:
+def _views_suspected(study: StudyPrediction) -> tuple[str | None, list[str]]:
     """The line counting the views suspected on their own at the study's threshold, and the caution
-    when the mean leaves the study clear although some view alone is above it (MURA's mean hides
-    a fracture seen on one view of several)."""
-    if study.threshold is None or not views:
+    when the mean leaves the study clear although some view alone is above it
+    (:attr:`~fracsight.inference.StudyPrediction.hidden_views`, which ``predict`` and the API give too)."""
+    if study.threshold is None or not study.view_probabilities:
         return None, []
-    threshold = study.threshold
-    above = [v.source for v in views if (v.fracture_probability or 0.0) >= threshold]
-    named = ", ".join(above)
-    line = f"Views suspected on their own: {len(above)} of {len(views)}" + (f" ({named})" if above else "")
-    if not above or study.fracture_suspected is not False:
-        return line, []
-    one = len(above) == 1
-    caution = (
-        f"The mean of the views is below the threshold, but {named} {'is' if one else 'are'} above it "
-        f"on {'its' if one else 'their'} own: review {'it' if one else 'them'}."
-    )
-    return line, [caution]
+    above = study.views_suspected
+    line = f"Views suspected on their own: {len(above)} of {len(study.images)}"
+    line += f" ({', '.join(above)})" if above else ""
+    hidden = study.hidden_views
+    return line, [f"{hidden[0].upper()}{hidden[1:]}."] if hidden else []
 
 
 def _regions_differ(views: Sequence[Prediction]) -> list[str]:
@@ -455,8 +448,8 @@ def _regions_differ(views: Sequence[Prediction]) -> list[str]:
 
 
 def study_card_for(study: StudyPrediction, views: Sequence[Prediction] = ()) -> StudyCard:
-    """The study card; with ``views`` (the study's image predictions, at its operating point) it also
-    counts the views suspected on their own and cautions where they disagree with the study."""
+    """The study card: the verdict, the views suspected on their own and what to review; with
+    ``views`` (the study's image predictions) a caution where their body regions differ."""
     fracture_head = study.fracture_probability is not None and study.threshold is not None
     probability = None
     how = []
@@ -478,7 +471,7 @@ def study_card_for(study: StudyPrediction, views: Sequence[Prediction] = ()) -> 
         )
         weighted = f", each weighted by its {study.finding} probability" if fracture_head else ""
         how.append(f"{classification.label}: the mean of the views' class probabilities{weighted}.")
-    views_line, cautions = _views_suspected(study, views)
+    views_line, cautions = _views_suspected(study)
     return StudyCard(
         title=f"Study verdict ({len(study.images)} views)",
         verdict=verdict(study),

@@ -563,5 +563,6 @@ class Predictor:
             unread=tuple(unread),
             repeats=tuple(repeats),
             finding=self.finding,
+            view_probabilities=tuple(p.fracture_probability for p in predictions) if op is not None else (),
             **fracture,
         )

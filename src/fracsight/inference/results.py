@@ -243,6 +243,15 @@ class StudyPrediction:
     # views given more than once, left out (``copy.jpg (the same image as a.jpg)``)
     repeats: tuple[str, ...] = ()
     finding: str = FRACTURE  # as for Prediction
+    view_probabilities: tuple[float, ...] = ()  # each of ``images``' own fracture probability
+
+    @property
+    def views_suspected(self) -> tuple[str, ...]:
+        """The views whose own probability reaches the study's threshold (at its operating point)."""
+        if self.threshold is None:
+            return ()
+        pairs = zip(self.images, self.view_probabilities, strict=False)
+        return tuple(name for name, p in pairs if p >= self.threshold)
 
     @property
     def decision(self) -> str:
@@ -267,7 +276,23 @@ class StudyPrediction:
             )
         if self.repeats:
             said.append(f"given more than once, so counted once: {', '.join(self.repeats)}")
+        if self.hidden_views:
+            said.append(self.hidden_views)
         return tuple(said)
+
+    @property
+    def hidden_views(self) -> str | None:
+        """What to review when the mean of the views stays below the threshold while some view alone
+        reaches it (a fracture seen on one view of several); None otherwise."""
+        above = self.views_suspected
+        if not above or self.fracture_suspected is not False:
+            return None
+        one = len(above) == 1
+        return (
+            f"the mean of the views is below the threshold, but {', '.join(above)} "
+            f"{'is' if one else 'are'} above it on {'its' if one else 'their'} own: review "
+            f"{'it' if one else 'them'}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"study": self.study, "decision": self.decision}
