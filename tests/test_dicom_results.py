@@ -284,6 +284,15 @@ def test_study_report_references_every_image(case, predictor: Predictor, fracatl
     assert _numbers(group, PROBABILITY) == [pytest.approx(study.fracture_probability, abs=1e-6)]
     assert NOTICE in _texts(sr)
     assert any(study.decision in t for t in _texts(sr))
+    hiding = dataclasses.replace(
+        study, fracture_suspected=False, threshold=1.0, view_probabilities=(1.0, 0.0)
+    )
+    (said,) = study_result_datasets([first, second], hiding, predictions, predictor)
+    assert (
+        "1 of 2 images above the threshold on their own, while the mean of the images is below it"
+        in " ".join(_texts(said))
+    )
+    assert not any("on their own" in t for t in _texts(sr))  # only where the mean hides a view
     other = support.cr_from_jpeg(jpeg)  # another study
     with pytest.raises(DicomSourceError, match="one study"):
         study_result_datasets([first, other], study, [first_prediction, second_prediction], predictor)

@@ -340,6 +340,16 @@ def study_report(
         (codes.DCM.Comment, f"aggregation over the images: {study.aggregation}"),
         (codes.DCM.Comment, NOTICE),
     ]
+    if study.hidden_views:  # counted, not named: the names a node sees are its spool's keys
+        above, views = len(study.views_suspected), len(study.images)
+        texts.insert(
+            1,
+            (
+                codes.DCM.Finding,
+                f"{above} of {views} images above the threshold on their own, "
+                "while the mean of the images is below it: review them",
+            ),
+        )
     return _document(
         headers,
         report,
