@@ -373,7 +373,7 @@ def test_a_copy_under_another_name_is_one_view_of_the_study(
     (study,) = payload["studies"]
     assert [Path(name).name for name in study["images"]] == ["a.jpg", "b.jpg"]
     assert study["fracture_probability"] == pytest.approx((p["a.jpg"] + p["b.jpg"]) / 2, abs=1e-5)
-    (warning,) = study["warnings"]
+    warning = study["warnings"][0]  # (a view above the threshold under the mean may add a second)
     assert warning.startswith("given more than once, so counted once: ") and "copy.jpg (the same" in warning
     table = _predict(tiny_bundle, a, copy, b, "--study")
     assert "given more than once, so counted once" in " ".join(table.stdout.split())

@@ -237,10 +237,10 @@ def test_study_combines_the_heads_it_has(head_bundle, server, kind: str) -> None
     assert study["images"] == [p.name for p in images]
     # the empty file is a view the study has not seen: it says so and is not reliable
     assert study["unread_images"] == ["empty.png"] and not study["reliable"]
-    assert study["warnings"] == [
+    assert study["warnings"][0] == (  # a view above the threshold under the mean may add a second
         f"1 of {len(images) + 1} views could not be read (empty.png); the study result is from the "
         f"other {len(images)} only"
-    ]
+    )
     if "fracture" in heads:
         mean = np.mean([i["fracture_probability"] for i in predicted])
         assert study["fracture_probability"] == pytest.approx(mean, abs=1e-5)
