@@ -125,18 +125,33 @@ def test_ci_level_in_legend_and_title_in_png(tmp_path: Path) -> None:
     assert Image.open(titled).text["Title"] == "Sample predictions - m [val]"  # not a thumbnail's title
 
 
-def test_the_class_coverage_legend_hides_no_point_of_a_weak_models_curve() -> None:
+@pytest.fixture
+def drawn(monkeypatch) -> list:
+    """The figures the plot functions save, in order (to look at where their legends went)."""
+    import fracsight.evaluation.plots as plots
+
+    figures: list = []
+    save = plots._save
+
+    def keep(fig, path, title):
+        figures.append(fig)
+        return save(fig, path, title)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return figures
+
+
+def test_the_class_coverage_legend_hides_no_point_of_a_weak_models_curve(drawn: list, tmp_path: Path) -> None:
     """A barely trained fracture-type model (13 test images, accuracy 0.31): its curve dips to 0.12
     at coverage 0.6, under the legend fixed in the lower left, which hid those points."""
-    from fracsight.evaluation.plots import selective_accuracy_figure
-
     right = np.array([1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 1], dtype=bool)  # most confident first
     top = np.linspace(0.27, 0.251, right.size)
     probs = np.full((right.size, 4), 0.0)
     probs[:, 0] = top
     probs[:, 1:] = ((1 - top) / 3)[:, None]
     y = np.where(right, 0, 1)
-    fig = selective_accuracy_figure(y, probs, min_probability=0.26)
+    plot_selective_accuracy(y, probs, tmp_path / "coverage.png", min_probability=0.26)
+    fig = drawn[0]
     fig.canvas.draw()
     ax = fig.axes[0]
     legend = ax.get_legend().get_window_extent()
@@ -146,15 +161,10 @@ def test_the_class_coverage_legend_hides_no_point_of_a_weak_models_curve() -> No
 
 
 @pytest.mark.parametrize("plot", [plot_roc, plot_pr])
-def test_the_legend_hides_no_operating_point_of_a_weak_model(plot, tmp_path: Path, monkeypatch) -> None:
+def test_the_legend_hides_no_operating_point_of_a_weak_model(plot, drawn: list, tmp_path: Path) -> None:
     """A barely trained model (15 test images, AUROC 0.15): its ROC curve and its balanced point
     (sensitivity 0.17, specificity 0.44) lie in the lower right, under the legend fixed there, as its
     precision-recall curve lies under the one fixed in the lower left."""
-    import fracsight.evaluation.plots as plots
-
-    drawn = []
-    save = plots._save
-    monkeypatch.setattr(plots, "_save", lambda fig, path, title: drawn.append(fig) or save(fig, path, title))
     y = np.array([1] * 6 + [0] * 9)
     p = np.array([0.5, 0.2, 0.15, 0.1, 0.05, 0.01, 0.9, 0.8, 0.7, 0.6, 0.45, 0.42, 0.3, 0.25, 0.21])
     plot(y, p, tmp_path / "plot.png", ci=(0.0, 0.43), operating_points={"balanced": 0.4, "triage": 0.19})

@@ -204,12 +204,13 @@ def _carved(dataset: Dataset, new_split: dict[int, str]) -> Dataset:
     result = _with_splits(dataset, new_split)
     made = [name for name in SPLIT_NAMES if name in new_split.values()]
     lacking = []
+    split_here = [(dataset.samples[i], name) for i, name in new_split.items()]
     for task in (FRACTURE, CLASS):
         names = dataset.class_names.get(task, ())
-        split_here = [dataset.samples[i] for i in new_split]
-        have = Counter(s.labels[task] for s in split_here if task in s.labels)
+        have = Counter(s.labels[task] for s, _ in split_here if task in s.labels)
+        found = {(s.labels[task], name) for s, name in split_here if task in s.labels}
         for k in sorted(have):
-            without = [n for n in made if not any(s.labels.get(task) == k for s in result.split(n))]
+            without = [n for n in made if (k, n) not in found]
             if without and k < len(names):
                 lacking.append(f"{names[k]} ({have[k]} images; none in {', '.join(without)})")
     if lacking:

@@ -27,7 +27,6 @@ __all__ = [
     "plot_sample_grid",
     "plot_selective_accuracy",
     "plot_training_curves",
-    "selective_accuracy_figure",
 ]
 
 _DPI = 110
@@ -183,15 +182,6 @@ def plot_selective_accuracy(
     it get that class, the others are "uncertain". ``min_probability`` (the bundle's
     class operating point) is marked on the curve.
     """
-    fig = selective_accuracy_figure(y, probs, min_probability=min_probability, title=title)
-    return _save(fig, path, title)
-
-
-def selective_accuracy_figure(
-    y: ArrayLike, probs: ArrayLike, *, min_probability: float | None = None, title: str = ""
-) -> Figure:
-    """The figure :func:`plot_selective_accuracy` saves; its legend where it hides the fewest points
-    (a weak model's curve dips to the lower left, where a fixed legend hid it)."""
     ya = np.asarray(y).astype(np.int64).ravel()
     pa = np.asarray(probs, dtype=np.float64)
     if pa.ndim != 2 or pa.shape[0] != ya.size or ya.size == 0:
@@ -223,8 +213,8 @@ def selective_accuracy_figure(
     ax.set(xlim=(0, 1.02), ylim=(0, 1.02), xlabel="coverage (share of images given a class)")
     ax.set(ylabel="accuracy of the stated classes", title=title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=7)
-    return fig
+    ax.legend(loc="best", fontsize=7)  # a weak model's curve dips to the lower left
+    return _save(fig, path, title)
 
 
 def plot_calibration(
