@@ -270,10 +270,11 @@ def test_a_command_whose_extra_is_not_installed_names_it(
     assert not (tmp_path / "spool").exists() and not (tmp_path / "res").exists()
 
 
-@pytest.mark.parametrize("args", [["models"], ["audit", "DATA", "--json"]])
+@pytest.mark.parametrize("args", [["models"], ["audit", "DATA", "--json"], ["--help"], ["predict", "--help"]])
 def test_output_into_a_closed_pipe_exits_141_for_every_command(args: list[str], tiny_dataset: Path) -> None:
     """Only `predict` turned a closed pipe into 141: `models | head` exited 1 (rich's handling,
-    which says something failed) and a JSON report into a closed pipe ended in a traceback."""
+    which says something failed) and a JSON report into a closed pipe ended in a traceback.
+    ``--help | head`` exited 1 even after that: click prints help before any command runs."""
     import subprocess
     import sys
 

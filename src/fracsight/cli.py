@@ -50,8 +50,8 @@ class _Commands(TyperGroup):
     Ctrl-C exits 130, as Typer does, with a line on stderr (Typer's says nothing) where the
     command does not say itself what it kept. A command that needs an extra not installed says
     which (:data:`EXTRA_OF`), exit 1. Output into a pipe closed early (``| head``) exits 141, as
-    a shell tool killed by SIGPIPE does, for every command. Warnings are printed as ``warning: ...``,
-    each once (:func:`fracsight._terminal.install_warning_printer`).
+    a shell tool killed by SIGPIPE does, for every command and for ``--help``. Warnings are
+    printed as ``warning: ...``, each once (:func:`fracsight._terminal.install_warning_printer`).
     """
 
     def invoke(self, ctx: typer.Context) -> Any:
@@ -76,6 +76,10 @@ class _Commands(TyperGroup):
             return super().main(*args, standalone_mode=False, **kwargs)
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)
+        except SystemExit as e:  # rich, printing --help into a closed pipe, exits 1 by itself
+            if isinstance(e.__context__, BrokenPipeError):
+                sys.exit(141)
+            raise
         except Exception as e:
             # by class name, as Typer does: newer Typers raise their own copy of click's classes
             kinds = {kind.__name__ for kind in type(e).__mro__}
