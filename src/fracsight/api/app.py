@@ -55,7 +55,13 @@ Uploads are processed in memory and never stored. See docs/api.md.
 # On every answer, refusals and errors included: predictions are patient data, so no browser, proxy
 # or shared cache keeps a copy (no-store); and no browser guesses a type other than the one sent
 # (nosniff: a JSON or CSV answer quoting an uploaded file name is never run as HTML).
-SECURITY_HEADERS = ((b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"))
+# And the decision-aid notice, which the JSON predictions carry as `notice`, on every answer (errors,
+# /healthz, /metrics, /docs too): a client that logs headers keeps it whatever the body.
+SECURITY_HEADERS = (
+    (b"cache-control", b"no-store"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-fracsight-notice", NOTICE.encode("ascii")),
+)
 
 
 def _with_security_headers(message: Message) -> Message:
@@ -165,11 +171,24 @@ def _register_error_handlers(app: FastAPI, metrics: Metrics) -> None:
         code = HTTP_CODES.get(exc.status_code, "http_error")
         headers = dict(getattr(exc, "headers", None) or {})
         message = str(exc.detail)
+        if exc.status_code == 404:
+            message = _not_found_message(request.app, request.scope)
         allowed = _allowed_methods(request.app, request.scope) if exc.status_code == 405 else ""
         if allowed:
             headers["Allow"] = allowed
             message = f"{request.method} is not allowed on {request.url.path}; it takes {allowed}"
         return answer(exc.status_code, code, message, None, headers or None)
+
+
+def _not_found_message(app: ASGIApp, scope: Scope) -> str:
+    """A 404 that says what to send instead: Starlette's bare "Not Found" left a client that added a
+    trailing slash (or misspelt the path) guessing."""
+    path = scope.get("path", "")[:200]
+    routes = getattr(app, "routes", ())
+    stripped = path.rstrip("/")
+    if stripped != path and any(r.matches({**scope, "path": stripped})[0] != Match.NONE for r in routes):
+        return f"no path {path}: send it to {stripped}, without the trailing slash"
+    return f"no path {path}; the API has POST /v1/predict, GET /v1/model, /healthz, /metrics, /docs"
 
 
 def _allowed_methods(app: ASGIApp, scope: Scope) -> str:

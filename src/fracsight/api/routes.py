@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import threading
@@ -52,6 +53,13 @@ ERRORS = {
     },
     500: {"model": ErrorResponse, "description": "Internal error (logged, never detailed here)"},
 }
+BUSY = {
+    503: {
+        "model": ErrorResponse,
+        "description": "server_busy: the worker holds as many uploads as it may; retry after the delay",
+        "headers": {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}},
+    }
+}
 CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
 NOTICE_HEADER = "X-Fracsight-Notice"  # a CSV has no room for the notice the JSON answers carry
 PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -67,7 +75,9 @@ PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
         },
     },
     **ERRORS,
+    **BUSY,
 }
+PREDICT_PARAMETERS = ("overlay", "study", "operating_point", "format", "all_classes")
 MULTIPART_BODY = {
     "required": True,
     "content": {
@@ -169,6 +179,25 @@ def _operating_point(predictor: Predictor, name: str | None) -> OperatingPoint |
         ) from None
 
 
+def _check_parameters(request: Request) -> None:
+    """Refuse a query parameter /v1/predict does not take: a misspelt one (``studdy=true``,
+    ``operating-point=triage``) was ignored, so the answer silently left out what was asked for."""
+    unknown = [name for name in dict.fromkeys(request.query_params.keys()) if name not in PREDICT_PARAMETERS]
+    if not unknown:
+        return
+    unknown = unknown[:5]
+    said = []
+    for name in unknown:
+        close = difflib.get_close_matches(name.lower().replace("-", "_"), PREDICT_PARAMETERS, n=1)
+        said.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise ApiError(
+        422,
+        VALIDATION_ERROR,
+        f"unknown query parameter {', '.join(said)}; /v1/predict takes {', '.join(PREDICT_PARAMETERS)}",
+        [{"loc": ["query", name], "msg": "unknown parameter", "type": "extra_forbidden"} for name in unknown],
+    )
+
+
 def _refusal(failures: list[FileFailure]) -> ApiError:
     """The error answered when no file could be predicted."""
     details = [{"source": f.source, "code": f.code, "msg": f.message} for f in failures]
@@ -261,8 +290,10 @@ async def predict(
     whole request fails: with that error's status and code when every file failed
     the same way, otherwise 400 `no_readable_images` with per-file `details`.
     Uploads are processed in memory and never stored. Each prediction has the fields of
-    the heads the model has (fracture, region, class) and none of the others.
+    the heads the model has (fracture, region, class) and none of the others. A query
+    parameter not listed here (a misspelt `studdy=true`) is a 422 `validation_error`.
     """
+    _check_parameters(request)
     op = _operating_point(predictor, operating_point)
     if overlay and output_format == "csv":
         raise ApiError(

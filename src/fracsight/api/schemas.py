@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from fracsight.inference import NOTICE
+
 __all__ = [
     "ClassOperatingPointInfo",
     "Classification",
@@ -30,48 +32,55 @@ __all__ = [
 
 
 class ErrorDetail(BaseModel):
-    loc: list[str | int] | None = Field(default=None, description="Where a validation error is.")
+    loc: list[str | int] | None = Field(
+        default=None, description='Where a validation error is, e.g. `["query", "overlay"]`.'
+    )
     source: str | None = Field(default=None, description="The uploaded file name, for per-file errors.")
-    code: str | None = None
-    msg: str = ""
-    type: str | None = None
+    code: str | None = Field(default=None, description="The file's error code, for per-file errors.")
+    msg: str = Field(default="", description="What is wrong there, for people.")
+    type: str | None = Field(default=None, description="The kind of validation error, e.g. `missing`.")
 
 
 class ErrorBody(BaseModel):
     code: str = Field(description="Stable machine-readable code, e.g. empty_file, unsupported_format.")
     message: str = Field(description="What went wrong, for people.")
-    details: list[ErrorDetail] | None = None
+    details: list[ErrorDetail] | None = Field(
+        default=None,
+        description="Present only when there is more to say: one entry per failed file, or per invalid "
+        "parameter.",
+    )
 
 
 class ErrorResponse(BaseModel):
-    error: ErrorBody
+    error: ErrorBody = Field(description="Every error of the API, whatever the route, has this shape.")
 
 
 class ModelRef(BaseModel):
-    name: str
-    version: str
+    name: str = Field(description="The bundle's name, e.g. `fracatlas-lite0-384-int8`.")
+    version: str = Field(description="The bundle's version.")
 
 
 class Box(BaseModel):
-    x0: float
-    y0: float
-    x1: float
-    y1: float
-    score: float
+    x0: float = Field(description="Left edge, in pixels of the image as shown (`image.width`).")
+    y0: float = Field(description="Top edge, in pixels of the image as shown (`image.height`).")
+    x1: float = Field(description="Right edge, in pixels.")
+    y1: float = Field(description="Bottom edge, in pixels.")
+    score: float = Field(description="The heatmap's peak inside the box (higher: more suspicious).")
 
 
 class OperatingPointRef(BaseModel):
-    name: str
-    threshold: float
+    name: str = Field(description="The operating point's name (GET /v1/model lists them).")
+    threshold: float = Field(description="`fracture_suspected` is `fracture_probability >= threshold`.")
 
 
 class ImageInfo(BaseModel):
-    format: str
+    format: str = Field(description="The file's format, read from its content: png, jpeg, dicom, ...")
     height: int = Field(description="Of the image as shown (EXIF orientation applied): the frame of `boxes`.")
     width: int = Field(description="Of the image as shown (EXIF orientation applied): the frame of `boxes`.")
-    photometric: str
+    photometric: str = Field(description="Its photometric interpretation, e.g. `L`, `RGB`, `MONOCHROME1`.")
 
 
+NOTICE_DESCRIPTION = f"Always {NOTICE!r}."
 LOCALIZATION = Literal["fracture", "class_activation", "none"]
 
 
@@ -128,10 +137,10 @@ class ImagePrediction(BaseModel):
     )
     boxes: list[Box] = head_field("fracture", "Suspected fracture regions in original-image pixels.")
     reliable: bool = Field(description="False when the input looks unlike what the model was made for.")
-    warnings: list[str]
-    model: str
-    image: ImageInfo
-    notice: str
+    warnings: list[str] = Field(description="What was noticed about the input (`[]` when nothing).")
+    model: str = Field(description="The model that made the prediction, `name vVERSION`.")
+    image: ImageInfo = Field(description="The uploaded image as read.")
+    notice: str = Field(description=NOTICE_DESCRIPTION)
     overlay_png_base64: str = Field(
         default=None,
         description="With overlay=true: the image with the heatmap blended in (and the boxes drawn), "
@@ -141,15 +150,20 @@ class ImagePrediction(BaseModel):
 
 
 class ImageError(BaseModel):
-    source: str
-    error: ErrorBody
+    """An uploaded file that could not be predicted (the others of the request were)."""
+
+    source: str = Field(description="The uploaded file name (never a path).")
+    error: ErrorBody = Field(description="Why it could not be read; `details` is absent.")
 
 
 class StudyResult(BaseModel):
     """The views of one study combined, with the fields of the heads the model has."""
 
-    study: str
-    decision: str
+    study: str = Field(description="The study's name: always `study` (one study per request).")
+    decision: str = Field(
+        description="The headline, in words; `not reliable: ...` when a view is not reliable or could "
+        "not be read."
+    )
     fracture_probability: float = head_field(
         "fracture", "Mean of the views' fracture probabilities.", ge=0.0, le=1.0
     )
@@ -160,57 +174,65 @@ class StudyResult(BaseModel):
         "Mean of the views' class distributions (weighted by their fracture probability when the "
         "model also has a fracture head).",
     )
-    aggregation: str
-    images: list[str] = Field(description="The views the study result is from.")
+    aggregation: str = Field(description="How the views were combined, e.g. `mean`.")
+    images: list[str] = Field(
+        description="The views the study result is from (a file given twice, under any name, once)."
+    )
     unread_images: list[str] = Field(
         description="Views of the study that could not be read: the study is then not reliable."
     )
-    reliable: bool
-    warnings: list[str] = Field(description="E.g. that N of M views could not be read.")
-    notice: str
+    reliable: bool = Field(description="False when a view is not reliable or could not be read.")
+    warnings: list[str] = Field(
+        description="E.g. that N of M views could not be read, that a file was given twice, or that "
+        "the mean is below the threshold while a view alone is above it (review that view)."
+    )
+    notice: str = Field(description=NOTICE_DESCRIPTION)
 
 
 class PredictResponse(BaseModel):
-    model: ModelRef
-    notice: str
-    images: list[ImagePrediction | ImageError] = Field(description="One entry per uploaded file, in order.")
-    studies: list[StudyResult]
+    model: ModelRef = Field(description="The model that answered.")
+    notice: str = Field(description=NOTICE_DESCRIPTION)
+    images: list[ImagePrediction | ImageError] = Field(
+        description="One entry per uploaded file, in the order sent (names are echoed as sent, so two "
+        "files may have the same `source`: match entries by position)."
+    )
+    studies: list[StudyResult] = Field(description="With study=true, one study of all files; else `[]`.")
 
 
 class HeadInfo(BaseModel):
-    name: str
-    kind: str
-    classes: list[str]
+    name: str = Field(description="`fracture`, `region` or `class`.")
+    kind: str = Field(description="`binary`, `multiclass` or `multilabel`.")
+    classes: list[str] = Field(description="The head's classes, in the model's order.")
 
 
 class OperatingPointInfo(BaseModel):
-    name: str
-    threshold: float
-    description: str
-    sensitivity: float | None = None
-    specificity: float | None = None
+    name: str = Field(description="The name to pass as operating_point.")
+    threshold: float = Field(description="On the fracture probability.")
+    description: str = Field(description="How it was chosen.")
+    sensitivity: float | None = Field(default=None, description="On validation data, where measured.")
+    specificity: float | None = Field(default=None, description="On validation data, where measured.")
 
 
 class ClassOperatingPointInfo(BaseModel):
     min_probability: float = Field(
         ge=0.0, le=1.0, description="The class is stated as the answer at or above this probability."
     )
-    description: str
+    description: str = Field(description="How it was chosen.")
     accuracy: float | None = Field(default=None, description="Of the stated classes, where measured.")
     coverage: float | None = Field(default=None, description="Share of images that got a stated class.")
 
 
 class Limits(BaseModel):
-    max_upload_bytes: int
-    max_files: int
-    max_pixels: int
+    max_upload_bytes: int = Field(description="Largest accepted file, in bytes.")
+    max_files: int = Field(description="Most files in one request.")
+    max_pixels: int = Field(description="Largest image decoded (height x width, from its header).")
 
 
 class ModelInfo(BaseModel):
-    name: str
-    version: str
-    architecture: str
-    input_size: int
+    name: str = Field(description="The bundle's name.")
+    version: str = Field(description="The bundle's version.")
+    architecture: str = Field(description="The network, e.g. `efficientnet_lite0`.")
+    input_size: int = Field(description="The side, in pixels, images are resized to for the network.")
     heads: list[HeadInfo] = Field(
         description="The model's heads: `fracture`, `region` and/or `class`; predictions carry the "
         "fields of these and no others."
@@ -225,12 +247,14 @@ class ModelInfo(BaseModel):
         description="When the class head states its class; null without a class head."
     )
     metrics: dict[str, Any] = Field(description="Measured performance recorded in the bundle.")
-    card: str | None = Field(description="The model card (Markdown).")
-    notice: str
-    limits: Limits
+    card: str | None = Field(
+        description="The model card (Markdown, at most 1 MB); null when the bundle has none."
+    )
+    notice: str = Field(description=NOTICE_DESCRIPTION)
+    limits: Limits = Field(description="This server's upload limits.")
 
 
 class Health(BaseModel):
-    status: str
-    model: ModelRef
-    fracsight_version: str
+    status: str = Field(description="`ok` once the model is loaded.")
+    model: ModelRef = Field(description="The model served.")
+    fracsight_version: str = Field(description="The fracsight package's version.")

@@ -17,7 +17,7 @@ import numpy as np
 from fracsight.api.errors import INTERNAL_ERROR
 from fracsight.api.uploads import Upload
 from fracsight.bundle import OperatingPoint
-from fracsight.errors import FracsightError, log_unexpected
+from fracsight.errors import FracsightError, UnsupportedFormatError, log_unexpected
 from fracsight.explain import overlay_words, render_overlay
 from fracsight.inference import Prediction, Predictor
 from fracsight.inference.results import at_operating_point
@@ -25,6 +25,12 @@ from fracsight.inference.results import at_operating_point
 __all__ = ["FileFailure", "Outcome", "PredictOptions", "predict_uploads"]
 
 logger = logging.getLogger("fracsight.api")
+# a `files` part without a file name that is no image is most often curl's `-F files=path`, which
+# sends the path as text: "upload-1: ... looks like a text file" alone did not say so
+NAMELESS_HINT = (
+    "this part has no file name, so it is a form field, not a file: send the file itself; "
+    "with curl, -F files=@path, with the @"
+)
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,10 @@ def _predict_one(predictor: Predictor, upload: Upload, options: PredictOptions) 
             else None
         )
     except FracsightError as e:
-        return Outcome(FileFailure(upload.filename, e.code, str(e), e.http_status))
+        message = str(e)
+        if isinstance(e, UnsupportedFormatError) and not upload.named:
+            message += f" ({NAMELESS_HINT})"
+        return Outcome(FileFailure(upload.filename, e.code, message, e.http_status))
     except Exception as e:  # a reader bug or an input no check foresaw: refuse this file, keep serving
         log_unexpected(logger, "reading an upload", e)
         message = f"{upload.filename}: the file could not be processed (internal error)"

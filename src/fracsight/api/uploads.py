@@ -49,6 +49,7 @@ _EXTENDED_FILENAME = re.compile(rb"(?i)(?:^|;)\s*filename\*\s*=\s*([A-Za-z0-9_-]
 class Upload:
     filename: str  # the client's file name, without any folder part
     data: bytes
+    named: bool = True  # False: the part had no file name (a text field, as curl's `-F files=path`)
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ class _Collector:
     _disposition: bytes = b""
     _keep: bool = False
     _filename: str = ""
+    _named: bool = True
     _buffer: bytearray = field(default_factory=bytearray)
     _other_parts: int = 0
 
@@ -168,6 +170,7 @@ class _Collector:
         self._keep = True
         raw = extended_filename(self._disposition) or options.get(b"filename", b"").decode("utf-8", "replace")
         self._filename = clean_filename(raw, len(self.uploads))
+        self._named = bool(raw)
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         if not self._keep:
@@ -178,7 +181,7 @@ class _Collector:
 
     def on_part_end(self) -> None:
         if self._keep:
-            self.uploads.append(Upload(self._filename, bytes(self._buffer)))
+            self.uploads.append(Upload(self._filename, bytes(self._buffer), self._named))
         self._keep = False
         self._buffer = bytearray()
 
