@@ -180,19 +180,19 @@ def test_predict_many_fails_only_the_bad_items(images: list[Path], tmp_path: Pat
     from fracsight.inference import FailedPrediction, Predictor
 
     predictor = Predictor()
-    mixed = [images[0], None, tmp_path / "missing.png", b"", np.zeros((64, 64)), b"junk", images[1], 7]
+    mixed = [images[0], None, tmp_path / "missing.png", b"", np.full((64, 64), np.nan), b"junk", images[1], 7]
     results = list(predictor.predict_many(mixed, batch_size=3))  # type: ignore[arg-type]
     failed = {i: r.error_code for i, r in enumerate(results) if isinstance(r, FailedPrediction)}
     assert failed == {
         1: "unreadable_image",  # None, an array, a number: a TypeError used to stop the whole run
         2: "unreadable_image",
         3: "empty_file",
-        4: "unreadable_image",
+        4: "invalid_pixels",  # an array is read (Radiograph.from_array); one of NaN is refused
         5: "unsupported_format",
         7: "unreadable_image",
     }
     assert [results[0].source, results[6].source] == [images[0].name, images[1].name]
-    assert results[1].source == "<NoneType>" and "not a path or bytes" in results[1].error
+    assert results[1].source == "<NoneType>" and "takes a path, bytes" in results[1].error
     for r in results:
         json.dumps(r.to_dict())
 
@@ -247,3 +247,185 @@ def test_a_run_trained_from_python_exports_with_its_own_data(
     monkeypatch.chdir(tmp_path)  # the working folder holds no data set
     spec = export_bundle(tmp_path / "run", tmp_path / "bundle")
     assert Path(spec.training["data"]) == tiny_dataset
+
+
+# ---- the library as a notebook uses it: arrays, files, types -------------------------------------------
+
+
+def test_the_package_root_is_typed_for_type_checkers() -> None:
+    # the root's names come from a module __getattr__: to mypy and pyright each was an ``object``
+    # (``fracsight.Predictor()``: "object" not callable) until the TYPE_CHECKING imports named them
+    import ast
+
+    import fracsight
+
+    tree = ast.parse(Path(fracsight.__file__).read_text(encoding="utf-8"))
+    (block,) = [
+        n for n in tree.body if isinstance(n, ast.If) and getattr(n.test, "id", "") == "TYPE_CHECKING"
+    ]
+    typed = {
+        alias.asname or alias.name for n in block.body if isinstance(n, ast.ImportFrom) for alias in n.names
+    }
+    assert set(fracsight.__all__) - {"__version__"} | fracsight._SUBPACKAGES <= typed
+    assert fracsight.TYPE_CHECKING is False  # and nothing of them is imported when the package is
+
+
+def test_mypy_sees_the_real_types_of_the_package_root(tmp_path: Path) -> None:
+    api = pytest.importorskip("mypy.api")
+    script = tmp_path / "notebook.py"
+    script.write_text(
+        "import fracsight\n"
+        "predictor = fracsight.Predictor()\n"
+        "result = predictor.predict('wrist.png')\n"
+        "wrong: int = result.fracture_probability\n"
+        "pixels = fracsight.read_image('wrist.png').pixels\n",
+        encoding="utf-8",
+    )
+    out, _, _ = api.run([str(script), "--no-incremental", "--cache-dir", str(tmp_path / "cache")])
+    assert "not callable" not in out and "has no attribute" not in out, out
+    assert out.count("error:") == 1 and 'expression has type "float | None"' in out, out
+
+
+def test_predict_takes_arrays_pil_images_and_binary_files(images: list[Path]) -> None:
+    import io
+
+    from PIL import Image
+
+    from fracsight.inference import Predictor
+    from fracsight.io import Radiograph, read_image
+
+    predictor = Predictor()
+    expected = predictor.predict(images[0]).fracture_probability
+    with Image.open(images[0]) as pil:
+        gray = np.asarray(pil.convert("L"))
+        pil.load()
+        inputs = {
+            "uint8": gray,  # each used to be "read_image takes a path or bytes, not ndarray"
+            "uint16": gray.astype(np.uint16) * 257,
+            "float": gray / np.float32(255),
+            "rgb": np.stack([gray] * 3, axis=-1),
+            "pil": pil,
+            "radiograph": read_image(images[0]),
+            "bytesio": io.BytesIO(images[0].read_bytes()),
+        }
+        for kind, source in inputs.items():
+            result = predictor.predict(source, keep_pixels=True)
+            assert result.fracture_probability == pytest.approx(expected, abs=1e-3), kind
+            assert result.pixels is not None and result.pixels.shape == gray.shape
+    with images[0].open("rb") as f:
+        assert predictor.predict(f).fracture_probability == pytest.approx(expected, abs=1e-3)
+    named = predictor.predict(gray, name="wrist.png")
+    assert (named.source, predictor.predict(gray).source, named.metadata.source_format) == (
+        "wrist.png",
+        "array",
+        "array",
+    )
+    assert Radiograph.from_array(gray).metadata.name is None
+
+
+@pytest.mark.parametrize(
+    ("pixels", "says"),
+    [
+        (np.full((64, 64), np.nan), "NaN"),
+        (np.full((64, 64), 200.0), r"must be in \[0, 1\], got 200 to 200"),  # 0..255 as floats
+        (np.full((64, 64), 200, dtype=np.int64), "cast to uint8"),  # 8-bit or a dark 16-bit image?
+        (np.full((64, 64), -5, dtype=np.int16), "Hounsfield"),
+        (np.ones((64, 64), dtype=bool), "bool"),
+        (np.zeros((3, 64, 64)), r"shape \(3, 64, 64\)"),
+        (np.zeros((0, 64)), "empty"),
+    ],
+)
+def test_arrays_the_reader_cannot_scale_are_refused(pixels: np.ndarray, says: str) -> None:
+    from fracsight.errors import ImageReadError, InvalidPixelsError
+    from fracsight.io import Radiograph
+
+    with pytest.raises(InvalidPixelsError, match=says) as caught:
+        Radiograph.from_array(pixels)
+    assert isinstance(caught.value, ImageReadError) and caught.value.code == "invalid_pixels"
+
+
+def test_a_hand_built_radiograph_must_hold_what_the_model_reads(images: list[Path]) -> None:
+    from fracsight.errors import ImageTooSmallError, InvalidPixelsError
+    from fracsight.inference import Predictor
+    from fracsight.io import ImageMetadata, Radiograph, read_image
+
+    predictor = Predictor()
+    good = read_image(images[0])
+    pixels = np.where(good.pixels > 0.5, np.nan, good.pixels).astype(np.float32)
+    meta = ImageMetadata("array", good.metadata.original_size, 32, "L")
+    # NaN pixels came out "fracture suspected" (0.99), reliable, with no warning
+    with pytest.raises(InvalidPixelsError, match="finite and in"):
+        predictor.predict_radiographs([Radiograph(pixels, meta)], ["nan"])
+    with pytest.raises(InvalidPixelsError):
+        predictor.predict(Radiograph(good.pixels * 255, meta))
+    tiny = Radiograph(np.zeros((4, 4), np.float32), ImageMetadata("array", (4, 4), 32, "L"))
+    with pytest.raises(ImageTooSmallError):  # predicted, with numpy's RuntimeWarnings
+        predictor.predict(tiny)
+    with pytest.raises(ValueError, match="one name in sources per radiograph"):
+        predictor.predict_radiographs([good, good], ["a"])
+    assert predictor.predict_radiographs([good], ["a"])[0].reliable
+
+
+def test_predict_refuses_what_it_cannot_read_by_what_it_takes(images: list[Path]) -> None:
+    from fracsight.inference import Predictor
+
+    predictor = Predictor()
+    for wrong in (None, [str(images[0])], 7):  # were "read_image takes a path or bytes", a call not made
+        with pytest.raises(TypeError, match=r"predict takes a path, bytes, .* a numpy array"):
+            predictor.predict(wrong)
+    readme = Path(__file__).parents[1] / "README.md"
+    # a text file's str was taken as a path: "File name too long"
+    with readme.open(encoding="utf-8") as text, pytest.raises(TypeError, match="binary mode"):
+        predictor.predict(text)
+
+
+def test_predict_many_reads_arrays_and_fails_bad_ones_alone(images: list[Path]) -> None:
+    from fracsight.inference import FailedPrediction, Predictor
+
+    predictor = Predictor()
+    gray = predictor.read(images[0]).pixels
+    results = list(predictor.predict_many([gray, np.full((64, 64), np.inf), images[0]], keep_pixels=True))
+    assert [type(r).__name__ for r in results] == ["Prediction", "FailedPrediction", "Prediction"]
+    assert isinstance(results[1], FailedPrediction) and results[1].error_code == "invalid_pixels"
+    assert results[0].source == "array" and results[0].pixels is not None
+    with pytest.raises(TypeError, match="not one ndarray"):  # its rows used to fail one by one
+        list(predictor.predict_many(gray))
+    assert len(list(predictor.predict_many(np.stack([gray, gray])))) == 2  # a stack: one image each
+
+
+def test_render_overlay_of_a_prediction_says_what_to_pass(images: list[Path]) -> None:
+    from fracsight.inference import Predictor
+
+    result = Predictor().predict(images[0], keep_pixels=True)
+    with pytest.raises(TypeError, match=r"render_overlay\(p.pixels, p.heatmap, p.boxes\)"):
+        render_overlay(result)  # type: ignore[arg-type]  # was "image is object"
+    assert result.pixels is not None and result.heatmap is not None
+    overlay = render_overlay(result.pixels, result.heatmap, result.boxes)
+    assert overlay.size == (result.image_size[1], result.image_size[0])
+
+
+def test_predictor_and_results_say_what_they_are(images: list[Path]) -> None:
+    import json
+
+    from fracsight.inference import NOTICE, Predictor
+
+    predictor = Predictor(operating_point="triage")
+    # was "<fracsight.inference.predictor.Predictor object at 0x...>"
+    assert repr(predictor) == f"Predictor({predictor.name!r}, operating_point='triage')"
+    result = predictor.predict(images[0])
+    study = predictor.predict_study([result], "study")
+    assert result.notice == study.notice == NOTICE == result.to_dict()["notice"]
+    assert "array" not in repr(result) and len(repr(result)) < 3000  # heatmap and pixels left out
+    json.dumps([result.to_dict(), study.to_dict()])
+
+
+def test_the_readme_python_example_runs(images: list[Path]) -> None:
+    from PIL import Image
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    code = readme.split("Python API:\n\n```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, object] = {"paths": images}
+    exec(code.replace('"wrist.dcm"', repr(str(images[0]))), namespace)  # as written, but a file we have
+    assert isinstance(namespace["study"].images, tuple)  # type: ignore[attr-defined]
+    assert len(namespace["results"]) == len(images)  # type: ignore[arg-type]
+    assert isinstance(eval(code.splitlines()[-1], namespace), Image.Image)

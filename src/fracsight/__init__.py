@@ -13,6 +13,28 @@ from __future__ import annotations
 
 import importlib
 
+# typing.TYPE_CHECKING without importing typing (7 ms): type checkers take this name as True, so
+# they see the real names below; without it every name of ``__getattr__`` was an ``object`` to
+# them (``fracsight.Predictor()``: "object" not callable)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from fracsight import evaluation as evaluation  # "as": re-exported, as in __all__
+    from fracsight import explain as explain
+    from fracsight import inference as inference
+    from fracsight import io as io
+    from fracsight.explain import render_overlay, save_overlay
+    from fracsight.inference import (
+        DEFAULT_MODEL,
+        NOTICE,
+        FailedPrediction,
+        Prediction,
+        Predictor,
+        StudyPrediction,
+        list_bundles,
+        resolve_bundle,
+    )
+    from fracsight.io import Radiograph, read_image
+
 __version__ = "0.1.0"
 
 __all__ = [

@@ -21,6 +21,7 @@ __all__ = [
     "FracsightError",
     "ImageReadError",
     "ImageTooSmallError",
+    "InvalidPixelsError",
     "MultiFrameError",
     "NoPixelDataError",
     "OutputFolderError",
@@ -101,6 +102,14 @@ class MultiFrameError(ImageReadError):
 
 class ImageTooSmallError(ImageReadError):
     code = "image_too_small"
+
+
+class InvalidPixelsError(ImageReadError):
+    """Pixels given in memory (an array, a :class:`~fracsight.io.Radiograph` built in Python) that
+    are not an image the model can read: NaN or infinite values, a float image outside [0, 1], a
+    dtype or shape with no grayscale meaning."""
+
+    code = "invalid_pixels"
 
 
 class DecompressionBombError(ImageReadError):

@@ -170,6 +170,11 @@ def render_overlay(
     """
     if not 0.0 <= opacity <= 1.0:
         raise ValueError(f"opacity must be in [0, 1], got {opacity}")
+    if hasattr(image, "heatmap") and hasattr(image, "boxes"):  # a Prediction: "image is object" said nothing
+        raise TypeError(
+            f"render_overlay takes the radiograph's pixels, not a {type(image).__name__}: "
+            "render_overlay(p.pixels, p.heatmap, p.boxes) with p = predictor.predict(..., keep_pixels=True)"
+        )
     if image is None:  # Prediction.pixels without keep_pixels
         raise ValueError("image is None: pass the radiograph's pixels (predict(..., keep_pixels=True))")
     out = _to_rgb_uint8(image)

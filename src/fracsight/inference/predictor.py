@@ -21,7 +21,13 @@ from typing import Any
 import numpy as np
 
 from fracsight.bundle import BundleSpec
-from fracsight.errors import BundleError, FracsightError, ImageReadError
+from fracsight.errors import (
+    BundleError,
+    FracsightError,
+    ImageReadError,
+    ImageTooSmallError,
+    InvalidPixelsError,
+)
 from fracsight.evaluation.calibration import apply_temperature
 from fracsight.explain import (
     DetectedBox,
@@ -48,7 +54,7 @@ from fracsight.inference.results import (
     finding_of,
 )
 from fracsight.inference.store import resolve_bundle
-from fracsight.io import Radiograph, read_image
+from fracsight.io import MIN_SIDE, Radiograph, read_image
 from fracsight.preprocessing import Letterbox, letterbox_radiograph, read_for_model
 
 __all__ = ["Predictor"]
@@ -58,6 +64,7 @@ DETECTOR_OUTPUTS = frozenset({"detect_centre", "detect_size", "detect_offset"}) 
 BOX_GRID = 96  # boxes are traced on the localization map upsampled to this many cells
 MAX_THREADS = 256  # the most ONNX Runtime threads a Predictor takes (as the API's inference_threads)
 _READABLE = (str, os.PathLike, bytes, bytearray, memoryview)  # what read_image reads
+_ACCEPTED = "a path, bytes, a binary file, a numpy array, a PIL image or a Radiograph"
 
 
 def localization_map(mask_logits: np.ndarray, cam: np.ndarray, source: str) -> np.ndarray:
@@ -105,6 +112,35 @@ def _source_name(source: Source, name: str | None) -> str:
     if name:
         return Path(name).name
     return "upload" if isinstance(source, (bytes, bytearray, memoryview)) else Path(source).name
+
+
+def _in_memory(source: Any) -> bool:
+    """Whether ``source`` is an image in memory (a numpy array or a PIL image), which
+    :meth:`Radiograph.from_array` reads, rather than a file."""
+    if isinstance(source, np.ndarray):
+        return True
+    image = sys.modules.get("PIL.Image")  # a PIL image exists only once PIL.Image is imported
+    return image is not None and isinstance(source, image.Image)
+
+
+def _check_pixels(radiograph: Radiograph) -> None:
+    """Refuse a :class:`Radiograph` built in Python whose pixels the model cannot read (NaN came out
+    "fracture suspected", reliable, without a warning; an empty one was predicted too). Those of
+    ``read_image`` (which sets ``content_sha256``) are checked when read."""
+    if radiograph.metadata.content_sha256 is not None:
+        return
+    name = radiograph.metadata.name or "radiograph"
+    if min(radiograph.pixels.shape) < MIN_SIDE:
+        raise ImageTooSmallError(
+            f"{name}: image of {radiograph.width} x {radiograph.height} pixels is too small: each side "
+            f"must be at least {MIN_SIDE} pixels"
+        )
+    lo, hi = float(radiograph.pixels.min()), float(radiograph.pixels.max())
+    if not (lo >= 0.0 and hi <= 1.0):  # NaN fails both
+        raise InvalidPixelsError(
+            f"{name}: pixels must be finite and in [0, 1], got {lo:g} to {hi:g} "
+            "(Radiograph.from_array scales 8- and 16-bit arrays)"
+        )
 
 
 def _count(value: Any, argument: str, *, least: int, most: int) -> int:
@@ -261,8 +297,13 @@ class Predictor:
         op = None if self.operating_point is None else self.operating_point.name
         return _load_predictor, (type(self), str(self._origin), self.threads, op)
 
+    def __repr__(self) -> str:
+        op = "" if self.operating_point is None else f", operating_point={self.operating_point.name!r}"
+        return f"{type(self).__name__}({self.name!r}{op})"
+
     @property
     def name(self) -> str:
+        """The model's name and version, as results name it (``Prediction.model``)."""
         return f"{self.spec.name} v{self.spec.version}"
 
     # ---- stages ------------------------------------------------------------------------------------
@@ -272,6 +313,24 @@ class Predictor:
         export). ``options`` go to :func:`~fracsight.io.read_image`.
         """
         return read_for_model(source, self.spec.input_size, name=name, **options)
+
+    def _read_any(self, source: Any, name: str | None) -> tuple[Radiograph, Source | None]:
+        """The radiograph of any input :meth:`predict` takes, and the file source to read it again
+        at full size from (None: its pixels are full size)."""
+        if isinstance(source, Radiograph):
+            return source, None
+        if _in_memory(source):
+            return Radiograph.from_array(source, name=name), None
+        if not isinstance(source, _READABLE) and callable(getattr(source, "read", None)):
+            source = source.read()  # a binary file (open(..., "rb"), io.BytesIO): its bytes
+            if not isinstance(source, (bytes, bytearray, memoryview)):  # a text file's str is no path
+                raise TypeError(
+                    "a file given to predict must be opened in binary mode ('rb'); "
+                    f"it read a {type(source).__name__}"
+                )
+        if not isinstance(source, _READABLE):
+            raise TypeError(f"predict takes {_ACCEPTED}, not {type(source).__name__}")
+        return self.read(source, name=name), source
 
     @staticmethod
     def full_pixels(source: Source, radiograph: Radiograph, **options: Any) -> np.ndarray:
@@ -364,9 +423,15 @@ class Predictor:
         *,
         heatmap: bool = True,
     ) -> list[Prediction]:
-        """Predict radiographs read with :meth:`read`, in one batch."""
+        """Predict radiographs read with :meth:`read` (or built with ``Radiograph.from_array``), in one
+        batch; ``sources`` names each. A Radiograph built by hand must hold finite pixels in [0, 1]
+        (:class:`~fracsight.errors.InvalidPixelsError`)."""
         if not radiographs:
             return []
+        if isinstance(sources, (str, bytes)) or len(sources) != len(radiographs):
+            raise ValueError(f"give one name in sources per radiograph ({len(radiographs)}), in a list")
+        for radiograph in radiographs:
+            _check_pixels(radiograph)
         statistics = [self._side.submit(pixel_statistics, r.pixels) for r in radiographs]
         predictions = []
         for kept, radiograph, source, stats in zip(
@@ -435,21 +500,33 @@ class Predictor:
         return found
 
     def predict(
-        self, source: Source, *, name: str | None = None, heatmap: bool = True, keep_pixels: bool = False
+        self,
+        source: Source | np.ndarray | Radiograph | Any,
+        *,
+        name: str | None = None,
+        heatmap: bool = True,
+        keep_pixels: bool = False,
     ) -> Prediction:
-        """One image (path or bytes). Raises a :class:`~fracsight.errors.ImageReadError` on bad input.
+        """One image: a path, bytes, a binary file object, a numpy array or PIL image (read by
+        :meth:`Radiograph.from_array <fracsight.io.Radiograph.from_array>`'s rules) or a
+        :class:`~fracsight.io.Radiograph`. Raises an :class:`~fracsight.errors.ImageReadError` on
+        a bad image and ``TypeError`` on anything else (a list: use :meth:`predict_many`).
 
+        ``name``: what the result calls it (default: the file name; ``"upload"`` for bytes,
+        ``"array"`` for pixels). ``heatmap``: compute ``result.heatmap`` (H, W) in [0, 1].
         ``keep_pixels``: attach the full-resolution pixels (for overlays); the result is the same.
         """
-        radiograph = self.read(source, name=name)
-        (prediction,) = self.predict_radiographs([radiograph], [_source_name(source, name)], heatmap=heatmap)
+        radiograph, file = self._read_any(source, name)
+        label = _source_name(file, name) if file is not None else name or radiograph.metadata.name or "array"
+        (prediction,) = self.predict_radiographs([radiograph], [label], heatmap=heatmap)
         if keep_pixels:
-            return dataclasses.replace(prediction, pixels=self.full_pixels(source, radiograph))
+            pixels = radiograph.pixels if file is None else self.full_pixels(file, radiograph)
+            return dataclasses.replace(prediction, pixels=pixels)
         return prediction
 
     def predict_many(
         self,
-        sources: Iterable[Source],
+        sources: Iterable[Source | np.ndarray | Radiograph | Any],
         *,
         batch_size: int = 16,
         workers: int = 2,
@@ -462,11 +539,12 @@ class Predictor:
         Memory stays bounded: at most ``batch_size`` images are decoded at a time. ``names``: what
         the results call each source, as given (default: its file name), one per source; when
         their counts differ, a ``ValueError`` says so where the shorter one ends. ``sources`` is a list (or
-        any iterable) of paths or bytes; one path alone is refused with a ``TypeError``, not read
-        character by character, and an item that is neither (None, an array) yields a
-        FailedPrediction. ``batch_size`` and ``workers`` are ints of at least 1.
+        any iterable) of what :meth:`predict` takes (paths, bytes, arrays, ...); one path alone is
+        refused with a ``TypeError``, not read character by character, and an item that is none of
+        those (None, a number) yields a FailedPrediction. ``batch_size`` and ``workers`` are ints of
+        at least 1.
         """
-        if isinstance(sources, (str, bytes, os.PathLike)):
+        if isinstance(sources, (str, bytes, os.PathLike)) or (_in_memory(sources) and np.ndim(sources) < 3):
             raise TypeError(
                 f"predict_many takes a list of paths or bytes, not one {type(sources).__name__}: "
                 "use predict() for one image, or list the files of a folder"
@@ -475,32 +553,43 @@ class Predictor:
         batch_size = _count(batch_size, "batch_size", least=1, most=sys.maxsize)
         workers = _count(workers, "workers", least=1, most=sys.maxsize)
 
-        def read(named: tuple[Source, str | None]) -> tuple[Radiograph, np.ndarray | None] | FailedPrediction:
+        def read(
+            named: tuple[Any, str | None],
+        ) -> tuple[Radiograph, str, np.ndarray | None] | FailedPrediction:
             source, name = named
-            if not isinstance(source, _READABLE):  # None, a number, an array: this one fails, not the run
-                what = type(source).__name__
-                error = f"not a path or bytes: a {what}"
-                return FailedPrediction(name or f"<{what}>", ImageReadError.code, error)
             try:
-                radiograph = self.read(source, name=name)
-                return radiograph, self.full_pixels(source, radiograph) if keep_pixels else None
+                radiograph, file = self._read_any(source, name)
+                _check_pixels(radiograph)  # a bad Radiograph fails alone, not its batch
+            except TypeError as e:  # None, a number, a text file: this one fails, not the run
+                return FailedPrediction(name or f"<{type(source).__name__}>", ImageReadError.code, str(e))
             except FracsightError as e:
-                return FailedPrediction(name or _source_name(source, None), e.code, str(e))
+                label = name or (_source_name(source, None) if isinstance(source, _READABLE) else "array")
+                return FailedPrediction(label, e.code, str(e))
+            # a name as given (predict_many's docs); else the file's name, or "array"
+            label = name or (_source_name(file, None) if file is not None else "array")
+            if not keep_pixels:
+                return radiograph, label, None
+            return (
+                radiograph,
+                label,
+                radiograph.pixels if file is None else self.full_pixels(file, radiograph),
+            )
 
         pending = _named(sources, names)
         with ThreadPoolExecutor(workers) as pool:
             while chunk := list(islice(pending, batch_size)):  # take only what the next batch needs
                 decoded = list(pool.map(read, chunk))
-                good = [(s, r[0]) for s, r in zip(chunk, decoded, strict=True) if isinstance(r, tuple)]
-                labels = [name or _source_name(source, None) for (source, name), _ in good]
-                preds = iter(self.predict_radiographs([r for _, r in good], labels, heatmap=heatmap))
+                good = [r for r in decoded if isinstance(r, tuple)]
+                preds = iter(
+                    self.predict_radiographs([r[0] for r in good], [r[1] for r in good], heatmap=heatmap)
+                )
                 for r in decoded:
                     if isinstance(r, FailedPrediction):
                         yield r
-                    elif r[1] is None:
+                    elif r[2] is None:
                         yield next(preds)
                     else:
-                        yield dataclasses.replace(next(preds), pixels=r[1])
+                        yield dataclasses.replace(next(preds), pixels=r[2])
 
     def predict_study(
         self,

@@ -148,6 +148,11 @@ class Prediction:
         return self.fracture_probability is not None
 
     @property
+    def notice(self) -> str:
+        """:data:`NOTICE`: a decision aid for trained readers, not a diagnosis (``to_dict()["notice"]``)."""
+        return NOTICE
+
+    @property
     def image_size(self) -> tuple[int, int]:
         """(height, width) of the image the boxes and heatmap are on (``image`` in :meth:`to_dict`)."""
         return self.shown_size or self.metadata.original_size
@@ -244,6 +249,11 @@ class StudyPrediction:
     repeats: tuple[str, ...] = ()
     finding: str = FRACTURE  # as for Prediction
     view_probabilities: tuple[float, ...] = ()  # each of ``images``' own fracture probability
+
+    @property
+    def notice(self) -> str:
+        """:data:`NOTICE`, as for :class:`Prediction`."""
+        return NOTICE
 
     @property
     def views_suspected(self) -> tuple[str, ...]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import io
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -72,6 +73,37 @@ class Radiograph:
         if p.ndim != 2 or p.dtype != np.float32:
             raise ValueError(f"Radiograph pixels must be a 2-D float32 array, got {p.dtype} {p.shape}")
 
+    @classmethod
+    def from_array(cls, image: Any, *, name: str | None = None) -> Radiograph:
+        """A radiograph from an image already in memory, read by the rules of
+        :func:`~fracsight.io.read_image` (a colour image becomes its luminance, with a warning; an
+        image under 32 pixels a side or over 50 megapixels is refused as a file would be).
+
+        ``image``: a PIL image, or a numpy array (or anything ``np.asarray`` takes), bone bright:
+        (H, W) grayscale as uint8 (0..255), uint16 (16-bit, or 12-bit when no value passes 4095) or
+        floats in [0, 1]; or (H, W, 3|4) uint8 RGB(A). Anything else raises
+        :class:`~fracsight.errors.InvalidPixelsError` saying what to change: NaN or infinite values,
+        floats outside [0, 1] and other integer types (their scale is not guessed at), bool.
+        ``name`` names it in messages and results. ``metadata.source_format`` is ``"array"``.
+
+        >>> Radiograph.from_array(np.zeros((64, 48), np.uint8)).pixels.shape
+        (64, 48)
+        """
+        from PIL import Image
+
+        from fracsight.io import read_image
+
+        pil = image if isinstance(image, Image.Image) else Image.fromarray(_as_image_array(image))
+        buffer = io.BytesIO()
+        try:  # TIFF holds every mode below (8/16-bit, float, RGB(A), palette) without loss
+            pil.save(buffer, format="TIFF")
+        except (OSError, ValueError, KeyError):  # a Pillow mode TIFF has no place for (e.g. "PA")
+            buffer = io.BytesIO()
+            pil.convert("RGBA").save(buffer, format="TIFF")
+        radiograph = read_image(buffer.getvalue(), name=name or "array")
+        metadata = replace(radiograph.metadata, source_format="array", name=name)
+        return cls(radiograph.pixels, metadata)
+
     @property
     def height(self) -> int:
         return int(self.pixels.shape[0])
@@ -84,3 +116,45 @@ class Radiograph:
     def full_size(self) -> tuple[int, int]:
         """(height, width) at full resolution: the pixels' own size unless the reader reduced them."""
         return self.metadata.reduced_from or (self.height, self.width)
+
+
+def _as_image_array(image: Any) -> np.ndarray:
+    """``image`` as an array Pillow stores without changing a value (uint8, uint16, float32,
+    (H, W, 3|4) uint8), or :class:`~fracsight.errors.InvalidPixelsError` saying why it cannot be."""
+    from fracsight.errors import InvalidPixelsError
+
+    a = np.asarray(image)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    kind = a.dtype.kind
+    if kind not in "uif":
+        what = "bool" if kind == "b" else f"{type(image).__name__} of {a.dtype}"
+        raise InvalidPixelsError(
+            f"pixels of {what}: give a grayscale image as uint8, uint16 or floats in [0, 1]"
+        )
+    if a.ndim == 3 and a.shape[2] in (3, 4):
+        if a.dtype != np.uint8:
+            raise InvalidPixelsError(f"a colour image must be uint8 (H, W, 3|4), got {a.dtype}")
+        return np.ascontiguousarray(a)
+    if a.ndim != 2:
+        raise InvalidPixelsError(
+            f"expected (H, W) grayscale or (H, W, 3|4) colour pixels, got shape {a.shape}"
+        )
+    if a.size == 0:
+        raise InvalidPixelsError(f"the image is empty (shape {a.shape})")
+    if kind == "f":
+        if not np.isfinite(a).all():
+            raise InvalidPixelsError("float pixels hold NaN or infinite values: give finite values in [0, 1]")
+        lo, hi = float(a.min()), float(a.max())
+        if lo < 0.0 or hi > 1.0:
+            raise InvalidPixelsError(
+                f"float pixels must be in [0, 1], got {lo:g} to {hi:g}: divide by the image's full "
+                "scale first (255 for 8-bit, 4095 for 12-bit, 65535 for 16-bit)"
+            )
+        return np.ascontiguousarray(a, dtype=np.float32)
+    if a.dtype not in (np.uint8, np.uint16):  # 0..255 in an int64 array: 8-bit, or a dark 16-bit image?
+        raise InvalidPixelsError(
+            f"integer pixels of {a.dtype}: their scale cannot be told; cast to uint8 (8-bit) or uint16 "
+            "(12- or 16-bit), or window signed data (e.g. Hounsfield units) to floats in [0, 1]"
+        )
+    return np.ascontiguousarray(a)
