@@ -331,3 +331,21 @@ def test_a_study_with_views_that_could_not_be_read_warns_and_is_not_reliable(
     )
     assert study.to_dict()["unread_images"] == ["image2.png", "image3.png"]
     assert study.to_dict()["warnings"] == list(study.warnings)
+
+
+def test_a_study_names_the_views_that_are_not_reliable_on_their_own(
+    predictor: Predictor, fracatlas_dir: Path
+) -> None:
+    # it said "not reliable: some views are outside what the model was made for" with no warning
+    # naming them, and their probabilities in its mean
+    view = predictor.predict(_images(fracatlas_dir, 1)[0])
+    noise = predictor.predict(np.random.default_rng(0).random((256, 256)), name="noise.png")
+    assert view.reliable and not noise.reliable
+    study = predictor.predict_study([view, noise], "s")
+    assert not study.reliable
+    assert study.decision == "not reliable: some views are outside what the model was made for"
+    assert study.warnings == (
+        "not reliable on its own: noise.png (see each view's warnings); the study's result still includes them",
+    )
+    assert study.to_dict()["warnings"] == list(study.warnings)
+    assert predictor.predict_study([view], "s").warnings == ()

@@ -183,8 +183,9 @@ class StudyResult(BaseModel):
     )
     reliable: bool = Field(description="False when a view is not reliable or could not be read.")
     warnings: list[str] = Field(
-        description="E.g. that N of M views could not be read, that a file was given twice, or that "
-        "the mean is below the threshold while a view alone is above it (review that view)."
+        description="E.g. that N of M views could not be read, that a file was given twice, which "
+        "views are not reliable on their own, or that the mean is below the threshold while a view "
+        "alone is above it (review that view)."
     )
     notice: str = Field(description=NOTICE_DESCRIPTION)
 

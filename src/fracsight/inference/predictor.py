@@ -653,5 +653,6 @@ class Predictor:
             repeats=tuple(repeats),
             finding=self.finding,
             view_probabilities=tuple(p.fracture_probability for p in predictions) if op is not None else (),
+            unreliable=tuple(p.source for p in predictions if not p.reliable),
             **fracture,
         )

@@ -249,6 +249,7 @@ class StudyPrediction:
     repeats: tuple[str, ...] = ()
     finding: str = FRACTURE  # as for Prediction
     view_probabilities: tuple[float, ...] = ()  # each of ``images``' own fracture probability
+    unreliable: tuple[str, ...] = ()  # views read but not reliable on their own (in ``images``)
 
     @property
     def notice(self) -> str:
@@ -286,6 +287,12 @@ class StudyPrediction:
             )
         if self.repeats:
             said.append(f"given more than once, so counted once: {', '.join(self.repeats)}")
+        if self.unreliable:
+            said.append(
+                f"not reliable on {'its' if len(self.unreliable) == 1 else 'their'} own: "
+                f"{', '.join(self.unreliable)} (see each view's warnings); the study's result still "
+                "includes them"
+            )
         if self.hidden_views:
             said.append(self.hidden_views)
         return tuple(said)
