@@ -283,3 +283,18 @@ def test_cli_audit_counts_fracture_types_even_where_a_split_holds_one_type(tmp_p
     assert "split 'test' lacks fracture type(s) Avulsion" in data["loader_warnings"]
     table = CliRunner().invoke(app, ["audit", str(root)], env={"COLUMNS": "200"}).stdout
     assert "Images with a class label (fracture type) per split" in " ".join(table.split())
+
+
+def test_cli_audit_titles_the_balance_of_n_class_folders_plainly(tmp_path: Path) -> None:
+    """Generic class folders (fracture types) were counted under "Images per split and class class"."""
+    root = tmp_path / "types"
+    for k, kind in enumerate(["Avulsion", "Avulsion", "Greenstick", "Greenstick", "Spiral", "Spiral"]):
+        _save(_smooth(400 + k), root / kind / f"t{k}.png")
+    result = CliRunner().invoke(app, ["audit", str(root)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    titles = [line.strip() for line in result.stdout.splitlines() if line.startswith("Images per split")]
+    assert titles == ["Images per split and class"], result.stdout
+    _two_classes(binary := tmp_path / "binary")
+    result = CliRunner().invoke(app, ["audit", str(binary)], env={"COLUMNS": "200"})
+    titles = [line.strip() for line in result.stdout.splitlines() if line.startswith("Images per split")]
+    assert titles == ["Images per split and fracture class"], result.stdout

@@ -47,7 +47,7 @@ def int8_bundle(tiny_bundle: Path, tiny_dataset: Path, tmp_path_factory: pytest.
     out = tmp_path_factory.mktemp("int8") / "tiny-int8"
     result = _quantize(tiny_bundle, out, tiny_dataset, "--evaluate", "val")
     assert result.exit_code == 0, result.output
-    assert "INT8 bundle tiny-test-int8 v1 written" in result.stdout and "gate (validation)" in result.stdout
+    assert "INT8 bundle tiny-test-int8 v1 written" in result.stdout and "gate (validation, " in result.stdout
     return out
 
 

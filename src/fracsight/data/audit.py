@@ -265,7 +265,7 @@ def render_audit(report: AuditReport, limit: int = 10) -> list[RenderableType]:
             (report.root, "bold cyan"),
             f"  layout {report.layout}, {report.images} images, {report.seconds:.1f} s",
         ),
-        _balance_table(report.counts, report.task, f"Images per split and {report.task} class"),
+        _balance_table(report.counts, report.task, f"Images per split and {_task_title(report.task)}"),
     ]
     if report.class_counts:
         title = "Images with a class label (fracture type) per split"
@@ -321,6 +321,11 @@ def render_audit(report: AuditReport, limit: int = 10) -> list[RenderableType]:
         more = len(report.loader_warnings) - limit
         out.append(Text(f"... and {more} more loader warning(s); --json lists all", style="yellow"))
     return out
+
+
+def _task_title(task: str) -> str:
+    """The head a balance table counts: "fracture class", and "class" (not "class class")."""
+    return "class" if task == CLASS else f"{task} class"
 
 
 def _listing(title: str, items: list[str], limit: int) -> list[RenderableType]:

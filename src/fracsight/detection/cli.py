@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -28,6 +30,14 @@ def train(
     epochs: Annotated[
         int, typer.Option(min=1, max=500, help="Detector epochs over the cached features.")
     ] = 8,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            file_okay=False,
+            help="Folder for the frozen features, kept for the next run (default: .cache beside OUT; "
+            "FracAtlas: gigabytes).",
+        ),
+    ] = None,
     width: Annotated[int, typer.Option(min=8, max=256, help="Channels of the detector's layers.")] = 32,
     giou: Annotated[
         float | None,
@@ -73,6 +83,8 @@ def train(
     The base's outputs stay; its boxes then come from the detector (with non-maximum suppression).
 
     Radiographs that seem turned are read turned upright.
+
+    The frozen features are cached (--cache-dir), so a second run with other settings starts at once.
     """
     from fracsight.cli import invocation, user_errors
     from fracsight.detection.build import build_detector_bundle
@@ -92,9 +104,17 @@ def train(
         raise typer.BadParameter(
             "needs --members 2 or more: the detectors to learn from", param_hint="--distill"
         )
+    cache = cache_dir or out.parent / ".cache"
     with user_errors():
+        base_dir = resolve_bundle(model)
+    for what, folder in (("OUT", out), ("the base bundle", base_dir)):  # it would travel with the bundle
+        if cache_dir is not None and folder.resolve() in (cache_dir.resolve(), *cache_dir.resolve().parents):
+            raise typer.BadParameter(
+                f"{cache_dir} is inside {what} {folder}: choose a folder outside it", param_hint="--cache-dir"
+            )
+    with user_errors(), _interrupted(out, cache):
         spec = build_detector_bundle(
-            resolve_bundle(model),
+            base_dir,
             out,
             data,
             cfg=HeadsConfig(epochs=epochs, width=width, **given),
@@ -102,10 +122,60 @@ def train(
             version=version,
             evaluate_split=evaluate_split,
             force=force,
+            cache_dir=cache_dir,
             command=command,
             log=lambda line: typer.echo(line, err=True),
         )
     _report(spec, out, evaluate_split)
+    _say_cache(cache)
+
+
+def _cache_size(folder: Path) -> str:
+    return f"{sum(f.stat().st_size for f in folder.rglob('*') if f.is_file()) / 1e6:.0f} MB"
+
+
+def _say_cache(folder: Path) -> None:
+    """Say on stderr where the cache the run left is and how large: it was written beside the output
+    folder without a word (for FracAtlas, gigabytes), into whatever folder that was."""
+    if folder.is_dir():
+        typer.echo(
+            f"cache: {folder} ({_cache_size(folder)}) holds the letterboxed images and frozen features "
+            "for the next run; delete it to free the space",
+            err=True,
+        )
+
+
+@contextmanager
+def _joint_interrupted(run: Path) -> Iterator[None]:
+    """Ctrl-C in a joint run: exit 130 saying what RUN holds; "the command stopped" left the user to
+    find that the epochs kept cannot be bundled (no epoch chosen) nor the run continued."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        numbers = (p.stem.removeprefix("epoch-") for p in run.glob("epoch-*.pt"))
+        epochs = sorted(int(n) for n in numbers if n.isdigit())
+        held = f"epochs {epochs[0]} to {epochs[-1]} of " if len(epochs) > 1 else ""
+        held = f"epoch {epochs[0]} of " if len(epochs) == 1 else held
+        typer.echo(
+            f"interrupted: {run} holds {held}an unfinished run, which `detector bundle` cannot use (no "
+            "epoch was chosen) and which cannot be continued: start again in another folder",
+            err=True,
+        )
+        raise typer.Exit(130) from None
+
+
+@contextmanager
+def _interrupted(out: Path, cache: Path) -> Iterator[None]:
+    """Ctrl-C: exit 130 saying that OUT was not written and what the cache keeps (it said nothing
+    of the hundreds of megabytes left in a folder it had not named)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        kept = (
+            f"; {cache} ({_cache_size(cache)}) keeps what was made for the next run" if cache.is_dir() else ""
+        )
+        typer.echo(f"interrupted: nothing written to {out}{kept}", err=True)
+        raise typer.Exit(130) from None
 
 
 def _report(spec, out: Path, evaluate_split: str | None) -> None:
@@ -119,7 +189,12 @@ def _report(spec, out: Path, evaluate_split: str | None) -> None:
         f"turned upright when sure >= {orient['min_probability']:.2f}"
     )
     if evaluate_split:
-        typer.echo(f"{evaluate_split}: AUROC {spec.metrics[evaluate_split]['auroc']['value']:.3f}")
+        found = spec.metrics[evaluate_split]
+        auroc = found.get("auroc") or {}
+        shown = "n/a" if auroc.get("value") is None else f"{auroc['value']:.3f}"
+        if auroc.get("value") is not None and auroc.get("ci_low") is not None:
+            shown += f" (95% CI {auroc['ci_low']:.3f}-{auroc['ci_high']:.3f})"
+        typer.echo(f"{evaluate_split} ({found.get('n', '?')} images): AUROC {shown}")
         warn_unread_in_card(spec, evaluate_split)
 
 
@@ -183,6 +258,8 @@ def joint(
     from fracsight.inference.store import resolve_bundle
 
     command = invocation()
+    if evaluate_split and out is None:  # it measures the bundle --out writes: without it, nothing
+        raise typer.BadParameter("needs --out: the bundle to measure", param_hint="--evaluate")
     with user_errors():
         if run.exists() and not run.is_dir():
             raise typer.BadParameter(f"{run} exists and is not a folder", param_hint="RUN")
@@ -201,21 +278,24 @@ def joint(
                 refuse_output_in_bundle(out, bundle_dir, what)
             if evaluate_split:
                 select_samples(dataset, evaluate_split, 0)  # whether it has or can carve the split
-        train_joint(
-            base_dir,
-            heads_dir,
-            dataset,
-            run,
-            JointConfig(
-                epochs=epochs, lr=lr, frozen_stages=frozen_stages, distill_weight=distill, device=device
-            ),
-            name=name or load_bundle_spec(base_dir).name,
-            version=version or next_version(load_bundle_spec(heads_dir).version, "joint"),
-            command=command,
-            log=lambda line: typer.echo(line, err=True),
-        )
+        with _joint_interrupted(run):
+            train_joint(
+                base_dir,
+                heads_dir,
+                dataset,
+                run,
+                JointConfig(
+                    epochs=epochs, lr=lr, frozen_stages=frozen_stages, distill_weight=distill, device=device
+                ),
+                name=name or load_bundle_spec(base_dir).name,
+                version=version or next_version(load_bundle_spec(heads_dir).version, "joint"),
+                command=command,
+                log=lambda line: typer.echo(line, err=True),
+            )
         if out is not None:
             _bundle_from_run(run, out, data, evaluate_split, force, command)
+    if out is None or out.parent.resolve() != run.parent.resolve():
+        _say_cache(run.parent / ".cache")
 
 
 @detector_app.command("bundle")
@@ -262,3 +342,4 @@ def _bundle_from_run(
         log=lambda line: typer.echo(line, err=True),
     )
     _report(spec, out, evaluate_split)
+    _say_cache(out.parent / ".cache")

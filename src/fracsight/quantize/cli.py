@@ -21,7 +21,8 @@ def quantize(
             "--data",
             exists=True,
             file_okay=False,
-            help="Data set with the train/val split the bundle was made on (default: the one it records).",
+            help="Data set whose train images calibrate and whose val images refit and gate (default: the "
+            "bundle's).",
         ),
     ] = None,
     calibration_images: Annotated[
@@ -82,11 +83,18 @@ def quantize(
             command=command,
             progress=lambda msg: status.update(msg),
         )
-    measured = spec.metrics["quantization"]["gate"]["measured"]
+    found = spec.metrics["quantization"]
+    measured = found["gate"]["measured"]
     shown = ", ".join(f"{key} {measured[key]:.4f}" for key in GATE_KEYS if key in measured)
     size = (out / "model.onnx").stat().st_size / 1e6
     typer.echo(f"INT8 bundle {spec.name} v{spec.version} written to {out} (model.onnx {size:.1f} MB)")
-    typer.echo(f"gate (validation): {shown}")
+    typer.echo(f"gate (validation, {measured['n']} images): {shown}")
+    if found["calibration_images"] < calibration_images:  # the training split had fewer
+        typer.echo(
+            f"warning: calibrated on {found['calibration_images']} training images, all there are "
+            f"(--calibration-images {calibration_images})",
+            err=True,
+        )
     if "not_refitted" in spec.localization:
         typer.echo(f"localization settings kept from the float bundle: {spec.localization['not_refitted']}")
     if spec.orientation:

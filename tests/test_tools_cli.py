@@ -1,0 +1,151 @@
+"""The research tool commands as a researcher meets them: what `quantize` and `detector` say
+about what they did, where they leave their cache, and options that would do nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fracsight.cli import app
+
+runner = CliRunner()
+
+
+def test_joint_evaluate_without_out_is_refused_before_any_work(tmp_path: Path) -> None:
+    """`detector joint --evaluate test` without --out measured nothing, silently, after the whole run."""
+    run = tmp_path / "run"
+    args = ["detector", "joint", "base", "heads", str(run), "--data", str(tmp_path), "--evaluate", "test"]
+    result = runner.invoke(app, args)
+    message = " ".join(result.stderr.split())
+    assert result.exit_code == 2 and "--evaluate" in message and "needs --out" in message, result.output
+    assert not run.exists()
+
+
+@pytest.mark.slow
+def test_detector_train_puts_its_cache_where_asked_and_says_so(detector_bundle, tmp_path: Path) -> None:
+    """The frozen features (gigabytes for FracAtlas) went to `.cache` beside OUT without a word; now
+    --cache-dir chooses the folder and the run names it, with its size, on stderr."""
+    from fracsight.bundle import load_bundle_spec
+
+    data, base, _ = detector_bundle
+    out, cache = tmp_path / "bundles" / "new", tmp_path / "features"
+    out.parent.mkdir()
+    args = ["detector", "train", str(base), str(out), "--data", str(data), "--epochs", "1"]
+    result = runner.invoke(app, [*args, "--cache-dir", str(cache), "--evaluate", "test"])
+    assert result.exit_code == 0, result.output
+    # the measure said how many images it rests on and how sure it is (it was "test: AUROC 1.000")
+    test = load_bundle_spec(out).metrics["test"]
+    assert f"test ({test['n']} images): AUROC {test['auroc']['value']:.3f} (95% CI " in result.stdout
+    assert list(cache.glob("heads-*-train")) and not (out.parent / ".cache").exists()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["new"]
+    message = " ".join(result.stderr.split())
+    assert f"cache: {cache} (" in message and "MB)" in message and "delete it" in message
+    assert "cache:" not in result.stdout
+
+
+@pytest.mark.slow
+def test_quantize_says_how_many_images_it_calibrated_and_gated_on(
+    tiny_bundle: Path, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    """--calibration-images 500 on a set of two dozen training images calibrated on those without a
+    word, and the gate line did not say it was measured on 12 validation images."""
+    pytest.importorskip("onnx")
+    from fracsight.bundle import load_bundle_spec
+    from test_quantize_int8 import OPEN_GATE
+
+    out = tmp_path / "int8"
+    args = ["quantize", str(tiny_bundle), str(out), "--data", str(tiny_dataset)]
+    result = runner.invoke(app, [*args, "--calibration-images", "500", *OPEN_GATE])
+    assert result.exit_code == 0, result.output
+    assert "gate (validation, 12 images): auroc_drop" in result.stdout
+    message = " ".join(result.stderr.split())
+    used = load_bundle_spec(out).metrics["quantization"]["calibration_images"]
+    assert 8 < used < 500  # the training images the split gives (24 files, duplicates set aside)
+    assert (
+        f"warning: calibrated on {used} training images, all there are (--calibration-images 500)" in message
+    )
+    args = ["quantize", str(tiny_bundle), str(tmp_path / "again"), "--data", str(tiny_dataset)]
+    fewer = runner.invoke(app, [*args, "--calibration-images", "8", *OPEN_GATE])
+    assert fewer.exit_code == 0, fewer.output
+    assert "calibrated on" not in fewer.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_detector_train_says_what_it_kept(detector_bundle, tmp_path: Path) -> None:
+    """Ctrl-C said only "the command stopped before it finished", leaving the letterboxed images
+    (600 MB for FracAtlas) in a folder it never named."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data, base, _ = detector_bundle
+    out, cache = tmp_path / "new", tmp_path / "features"
+    args = ["detector", "train", str(base), str(out), "--data", str(data), "--cache-dir", str(cache)]
+    run = subprocess.Popen(
+        [sys.executable, "-m", "fracsight", *args, "--epochs", "500"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # Ctrl-C reaches the whole foreground group, as in a terminal
+    )
+    deadline = time.monotonic() + 120
+    while not list(cache.glob("heads-*-val")) and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(run.pid, signal.SIGINT)
+    _, err = run.communicate(timeout=60)
+    message = " ".join(err.split())
+    assert run.returncode == 130, err
+    assert f"interrupted: nothing written to {out}; {cache} (" in message and "for the next run" in message
+    assert "Traceback" not in err and not out.exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_joint_run_says_the_run_cannot_be_used(detector_bundle, tmp_path: Path) -> None:
+    """Ctrl-C in `detector joint` said "the command stopped before it finished"; the run folder it
+    left could then be neither bundled (no epoch chosen) nor continued, which nothing said."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data, base, heads = detector_bundle
+    run = tmp_path / "run"
+    args = ["detector", "joint", str(base), str(heads), str(run), "--data", str(data), "--epochs", "200"]
+    job = subprocess.Popen(
+        [sys.executable, "-m", "fracsight", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (run / "epoch-0.pt").is_file() and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(job.pid, signal.SIGINT)
+    _, err = job.communicate(timeout=60)
+    message = " ".join(err.split())
+    assert job.returncode == 130, err
+    assert f"interrupted: {run} holds epoch" in message and "`detector bundle` cannot use" in message
+    assert "start again in another folder" in message and "Traceback" not in err
+
+
+def test_a_cache_inside_the_new_or_the_base_bundle_is_refused(tmp_path: Path) -> None:
+    """--cache-dir inside OUT or inside the base bundle (a packaged one: in the installed package)
+    would put hundreds of megabytes into a bundle folder; refused before any work."""
+    from fracsight.inference.store import resolve_bundle
+
+    base = resolve_bundle("fracatlas-lite0-384-v2")
+    before = sorted(p.name for p in base.iterdir())
+    out = tmp_path / "new"
+    for cache, where in ((out / "cache", f"inside OUT {out}"), (base / "cache", "inside the base bundle")):
+        args = ["detector", "train", "fracatlas-lite0-384-v2", str(out), "--data", str(tmp_path)]
+        result = runner.invoke(app, [*args, "--cache-dir", str(cache)])
+        message = " ".join(result.stderr.split())
+        assert result.exit_code == 2 and "--cache-dir" in message and where in message, result.output
+        assert not out.exists() and not cache.exists()
+    assert sorted(p.name for p in base.iterdir()) == before
