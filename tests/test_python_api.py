@@ -195,6 +195,9 @@ def test_predict_many_fails_only_the_bad_items(images: list[Path], tmp_path: Pat
     assert results[1].source == "<NoneType>" and "takes a path, bytes" in results[1].error
     for r in results:
         json.dumps(r.to_dict())
+    # a loop over the stream reads every result alike: it stopped at the first failure with AttributeError
+    assert [r.fracture_probability is None for r in results] == [i in failed for i in range(len(results))]
+    assert {r.notice for r in results} == {results[0].notice} and "not a diagnosis" in results[0].notice
 
 
 @pytest.mark.parametrize("argument", ["batch_size", "workers"])

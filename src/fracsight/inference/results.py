@@ -222,6 +222,16 @@ class FailedPrediction:
     def reliable(self) -> bool:
         return False
 
+    @property
+    def fracture_probability(self) -> None:
+        """None, as for a model without a fracture head: nothing was read (``error`` says why)."""
+        return None
+
+    @property
+    def notice(self) -> str:
+        """:data:`NOTICE`, as for :class:`Prediction`."""
+        return NOTICE
+
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "error_code": self.error_code, "error": self.error}
 
