@@ -921,3 +921,37 @@ def test_status_of_a_mistyped_folder_says_it_does_not_exist(tmp_path: Path) -> N
     assert result.exit_code == 2 and f"{tmp_path}/resluts does not exist" in " ".join(result.output.split())
     result = CliRunner().invoke(cli, ["batch", "status", str(tmp_path)])
     assert result.exit_code == 2 and "is not a fracsight batch output (no job.json)" in result.output
+
+
+def test_retry_errors_predicts_the_failed_files_again_in_their_rows_place(
+    archive: Path, ray_address: str, tmp_path: Path
+) -> None:
+    """A file that could not be read (storage gone, a copy cut short) kept its error row for good:
+    a re-run skipped it and exited 1 again, with no way to try it once it was fixed."""
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    images = sorted(archive.glob("*.jpg"))[:2]
+    for image in images:
+        (folder / image.name).symlink_to(image)
+    (folder / "late.jpg").write_bytes(b"")  # still being copied when the job ran
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "empty.png").write_bytes(b"")  # another command's error row in the same output
+    out = tmp_path / "out"
+    assert finish(batch(str(other), "--out", str(out), "--address", ray_address))[0] == 1
+    assert finish(batch(str(folder), "--out", str(out), "--address", ray_address))[0] == 1
+    (folder / "late.jpg").write_bytes(images[0].resolve().read_bytes())  # the copy has arrived
+    code, err = finish(batch(str(folder), "--out", str(out), "--address", ray_address))
+    assert code == 1 and "all already in" in " ".join(err.split()), err  # a committed row is final
+    code, err = finish(batch(str(folder), "--out", str(out), "--address", ray_address, "--retry-errors"))
+    said = " ".join(err.split())
+    assert code == 0 and "3 inputs: 1 error rows retried; 2 already in" in said, err
+    assert "0 rows with an error code" in said
+    for rows in (read_csv(out / "results.csv"), parquet_rows(out)):
+        by_path = {r["path"]: r for r in rows}
+        assert len(by_path) == len(rows) == 4  # each input once: the error row replaced, not added
+        assert by_path[str(folder / "late.jpg")]["error_code"] == ""
+        assert by_path[str(folder / "late.jpg")]["fracture_probability"]
+        assert by_path[str(other / "empty.png")]["error_code"] == "empty_file"  # not this command's
+    for part in (out / "parts").glob("*.parquet"):
+        assert b"fracsight.notice" in pq.read_schema(part).metadata

@@ -50,6 +50,13 @@ def run_command(
     commit_every: Annotated[
         int, typer.Option(min=1, help="Rows per committed Parquet part (what a kill can cost at most).")
     ] = 256,
+    retry_errors: Annotated[
+        bool,
+        typer.Option(
+            help="Predict again the inputs whose row has an error code (a file replaced, storage back); "
+            "their new rows replace the old."
+        ),
+    ] = False,
 ) -> None:
     """Predict every input not yet in --out, to OUT/parts/*.parquet and OUT/results.csv.
 
@@ -60,6 +67,8 @@ def run_command(
     Exit code 0: every file predicted; 1: a file unread (its row says why) or Ray failed; 2: bad arguments.
 
     Ctrl-C exits 130 and keeps what is committed: run the same command again to resume.
+
+    A committed row is final: a file that could not be read keeps its error row, unless --retry-errors.
     """
     import gc
     import signal
@@ -101,6 +110,7 @@ def run_command(
             gpus_per_actor=gpus_per_actor,
             batch_size=batch_size,
             commit_every=commit_every,
+            retry_errors=retry_errors,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     # The job is done and the process about to end: exempt what it holds (Ray Data, pyarrow,
@@ -118,6 +128,8 @@ def run_command(
     else:  # a re-run of a finished job: Ray was not started
         done = f"all already in {out}, nothing to predict; "
     codes = f" ({', '.join(f'{k}: {v}' for k, v in sorted(summary.errors.items()))})" if failed else ""
+    if summary.retried:
+        done = f"{summary.retried} error rows retried; {done}"
     err.print(f"{summary.inputs} inputs: {done}{failed} rows with an error code{codes}")
     err.print(f"results: {out / 'parts'} (Parquet), {out / 'results.csv'}. {NOTICE}")
     if failed:

@@ -71,6 +71,7 @@ class BatchSummary:
     seconds: float  # this run, Ray start-up included
     actors: int
     steady_rate: float | None  # images/s once the first rows came back (warm actors); None: too few
+    retried: int = 0  # inputs whose error row was taken out to be predicted again (retry_errors)
 
 
 def local_cpus() -> int:
@@ -110,6 +111,7 @@ def run_batch(
     batch_size: int = 16,
     commit_every: int = 256,
     commit_seconds: float = 30.0,
+    retry_errors: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> BatchSummary:
     """Predict every input not yet in ``out`` and commit the rows there.
@@ -120,7 +122,8 @@ def run_batch(
     ``commit_every`` rows or ``commit_seconds``, whichever comes first: a killed job loses at most
     those. ``progress(done, total)`` is called after each commit. ``inputs``: paths, or paths with
     the name each one's row gives it (:func:`~fracsight.scale.inputs.collect_batch_inputs`; else the
-    file name).
+    file name). ``retry_errors``: the inputs whose committed row has an error code are predicted
+    again, their new rows taking the old ones' place (otherwise a row, once committed, is final).
     """
     if not isinstance(inputs, Mapping):
         inputs = {path: Path(path).name for path in inputs}
@@ -140,6 +143,7 @@ def run_batch(
     identity[SETTINGS_KEY] = settings_sha256(spec)
     output = BatchOutput(out, columns, identity)
     try:
+        retried = output.forget_errors(inputs) if retry_errors else 0
         pending = output.pending(inputs)
         skipped = len(inputs) - len(pending)
         if progress:
@@ -191,6 +195,7 @@ def run_batch(
             skipped=skipped,
             predicted=len(pending),
             errors=mine,
+            retried=retried,
             seconds=seconds,
             actors=run.actors,
             steady_rate=run.steady,

@@ -272,6 +272,40 @@ class BatchOutput:
             if text not in self.done and not (elsewhere and text_cell(os.path.realpath(p)) in elsewhere)
         ]
 
+    def forget_errors(self, inputs: Iterable[str]) -> int:
+        """Take the committed rows of ``inputs`` that have an error code out of their parts, so that
+        :meth:`pending` gives those inputs again (a file fixed, storage mounted again); the number
+        taken. Each part is rewritten atomically, so a kill leaves it whole, old or new; a part left
+        with no row is removed. Rows of other inputs, and every result, stay as they are."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        texts = {text_cell(p) for p in inputs}
+        resolved = {text_cell(os.path.realpath(p)) for p in texts}
+        forgotten: set[str] = set()
+        for part in self._part_files():
+            found = self._read_part(part, [PATH_COLUMN, "error_code"])
+            drop = [
+                code != "" and (path in texts or text_cell(os.path.realpath(path)) in resolved)
+                for path, code in zip(found[PATH_COLUMN], found["error_code"], strict=True)
+            ]
+            if not any(drop):
+                continue
+            forgotten.update(p for p, d in zip(found[PATH_COLUMN], drop, strict=True) if d)
+            with interrupts_held(), self._write_failures():
+                if all(drop):
+                    part.unlink()
+                    continue
+                table = pq.read_table(part)  # every column, and the notice in its metadata
+                kept = table.filter(pc.invert(pa.array(drop)))
+                replace_atomically(part, lambda p, kept=kept: pq.write_table(kept, p))
+        if forgotten:
+            self.done -= forgotten
+            self.rows_done = len(self.done)
+            self._rebuild_csv()
+        return len(forgotten)
+
     def _resolved_unlisted(self, listed: set[str]) -> set[str]:
         """The resolved paths of the rows committed under a path not in ``listed`` (on a re-run of
         the same command there are none, and nothing is resolved)."""
