@@ -201,8 +201,8 @@ def test_audit_reads_truncated_files_as_train_and_predict_do(tmp_path: Path) -> 
     report = audit(root)
     assert report.truncated == ["fractured/cut.jpeg"]
     assert {u["path"]: u["error"] for u in report.unreadable} == {
-        "fractured/cut.png": "TruncatedImageError: cut.png: truncated PNG file cannot be read",
-        "fractured/cut.tiff": "TruncatedImageError: cut.tiff: truncated TIFF file cannot be read",
+        "fractured/cut.png": "truncated_image: cut.png: truncated PNG file cannot be read",
+        "fractured/cut.tiff": "truncated_image: cut.tiff: truncated TIFF file cannot be read",
     }
 
 

@@ -422,13 +422,16 @@ def test_predictor_and_results_say_what_they_are(images: list[Path]) -> None:
     json.dumps([result.to_dict(), study.to_dict()])
 
 
-def test_the_readme_python_example_runs(images: list[Path]) -> None:
+def test_the_readme_python_example_runs(images: list[Path], tmp_path: Path) -> None:
     from PIL import Image
 
     readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
     code = readme.split("Python API:\n\n```python\n", 1)[1].split("```", 1)[0]
-    namespace: dict[str, object] = {"paths": images}
+    # with a file that cannot be read: the study of the example raised ValueError on it
+    namespace: dict[str, object] = {"paths": [*images, tmp_path / "missing.png"]}
     exec(code.replace('"wrist.dcm"', repr(str(images[0]))), namespace)  # as written, but a file we have
-    assert isinstance(namespace["study"].images, tuple)  # type: ignore[attr-defined]
-    assert len(namespace["results"]) == len(images)  # type: ignore[arg-type]
+    study = namespace["study"]
+    assert study.images == tuple(p.name for p in images)  # type: ignore[attr-defined]
+    assert study.unread == ("missing.png",) and not study.reliable  # type: ignore[attr-defined]
+    assert len(namespace["results"]) == len(images) + 1  # type: ignore[arg-type]
     assert isinstance(eval(code.splitlines()[-1], namespace), Image.Image)

@@ -26,6 +26,15 @@ def check_output_folder(out_dir: Path, *, force: bool, inputs: Iterable[tuple[st
     ``inputs``: ``(what, path)`` of the job's inputs; the folder may not be or hold any of them.
     """
     out_dir = Path(out_dir)
+    if out_dir.suffix.lower() == ".zip":
+        # Refused, not written as a zip: a folder named OUT.zip is what it made, and every command
+        # that writes a bundle comes through here, while a zip written in place would need rules
+        # of its own (--force on a file, replacing it whole or not at all, the reader's limits).
+        folder = out_dir.with_suffix("")
+        raise OutputFolderError(
+            f"{out_dir}: a bundle is written as a folder; write it to {folder} and zip the folder "
+            f"afterwards: python -m zipfile -c {out_dir} {folder}/ (a .zip of it loads as the folder does)"
+        )
     out = out_dir.resolve()
     for what, path in inputs:
         inside = Path(path).resolve()

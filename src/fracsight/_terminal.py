@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.progress import Progress
 
-__all__ = ["install_warning_printer", "stdout_console", "stdout_to_devnull"]
+__all__ = ["install_warning_printer", "progress_bar", "stdout_console", "stdout_to_devnull"]
 
 #: distinct warnings remembered to print each once (a cap, so a long-running command cannot grow it)
 _REMEMBERED = 10_000
@@ -73,3 +74,14 @@ def stdout_console(**options: Any) -> Console:
             raise BrokenPipeError
 
     return _PipeConsole(**options)
+
+
+def progress_bar(*columns: Any, hide: bool = False, **options: Any) -> Progress:
+    """A transient progress bar on stderr, shown only on a terminal: elsewhere (scripts, CI, a log
+    file) it would only leave an empty line, and stdout is kept for what a command reports.
+    ``hide``: not shown at all."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    err = Console(stderr=True)
+    return Progress(*columns, console=err, transient=True, disable=hide or not err.is_interactive, **options)

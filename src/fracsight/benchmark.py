@@ -148,6 +148,11 @@ def synthetic_images(folder: Path, n: int = DEFAULT_IMAGES, size: tuple[int, int
     return paths
 
 
+def _count(n: int, thing: str) -> str:
+    """``1 timed run``, ``2 timed runs`` (it printed "1 timed single-image runs")."""
+    return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
+
+
 def _resolve_images(images: Sequence[Path] | None, scratch: Path) -> tuple[list[Path], str]:
     if images:
         missing = [str(p) for p in images if not Path(p).exists()]
@@ -167,7 +172,7 @@ def _resolve_images(images: Sequence[Path] | None, scratch: Path) -> tuple[list[
             raise ConfigError(
                 f"none of the {len(files)} given images can be read (`fracsight predict` says why for each)"
             )
-        described = f"{len(readable)} given images"
+        described = _count(len(readable), "given image")
         if unreadable:
             names = ", ".join(text_cell(p.name) for p in unreadable[:5]) + (
                 ", ..." if len(unreadable) > 5 else ""
@@ -248,7 +253,7 @@ def _child(entry: str, args: dict[str, Any], timeout: float = CHILD_TIMEOUT_S) -
             check=False,
         )
     except subprocess.TimeoutExpired:
-        runs = f" ({args['runs']} runs)" if "runs" in args else ""
+        runs = f" ({_count(args['runs'], 'run')})" if "runs" in args else ""
         return {"error": f"stopped after {timeout:g} s{runs}: ask for fewer --runs or a smaller --batch"}
     if proc.returncode != 0:
         # a traceback's last line names the exception and its message; the frames above it help no user
@@ -277,7 +282,8 @@ def _timed_rows(
     throughputs: dict[str, list[float]] = {k: [] for k in kinds}
     last: dict[str, dict[str, Any]] = {}
     paths = [str(p) for p in images]
-    say(f"latency over {runs} runs in {rounds} alternating rounds of fresh processes: {', '.join(kinds)}")
+    spread = f"{_count(rounds, 'alternating round')} of fresh processes"
+    say(f"latency over {_count(runs, 'run')} in {spread}: {', '.join(kinds)}")
     for r, block in enumerate(blocks):
         for kind in kinds:
             say(f"round {r + 1}/{rounds}: {kind}")
@@ -729,8 +735,8 @@ def render_report(report: BenchmarkReport) -> list[Any]:
 
     m = report.machine
     caption = (
-        f"{escape(report.images)}; {report.runs} timed single-image runs per row, "
-        f"{report.throughput_images} images per throughput pass in batches of {report.batch}; "
+        f"{escape(report.images)}; {_count(report.runs, 'timed single-image run')} per row, "
+        f"{_count(report.throughput_images, 'image')} per throughput pass in batches of {report.batch}; "
         f"{m['cpus']} CPUs, load average {m['load_before']} -> {m['load_after']}"
     )
     if m.get("cpu_busy_before") is not None:

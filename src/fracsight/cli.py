@@ -17,11 +17,9 @@ import typer
 from typer.core import TyperGroup
 
 from fracsight import __version__
-from fracsight._terminal import install_warning_printer, stdout_console, stdout_to_devnull
+from fracsight._terminal import install_warning_printer, progress_bar, stdout_console, stdout_to_devnull
 
 if TYPE_CHECKING:
-    from rich.progress import Progress
-
     from fracsight.bundle import BundleSpec
 
 
@@ -235,16 +233,6 @@ def refuse_missing(paths: Iterable[Path | None]) -> None:
     if missing:
         typer.echo(f"error (not_found): no such file or folder: {', '.join(map(str, missing))}", err=True)
         raise typer.Exit(2)
-
-
-def progress_bar(*columns: Any, hide: bool = False, **options: Any) -> Progress:
-    """A transient progress bar on stderr, shown only on a terminal: elsewhere (scripts, CI, a log
-    file) it would only leave an empty line. ``hide``: not shown at all."""
-    from rich.console import Console
-    from rich.progress import Progress
-
-    err = Console(stderr=True)
-    return Progress(*columns, console=err, transient=True, disable=hide or not err.is_interactive, **options)
 
 
 def refuse_unknown_model(model: str | None, operating_point: str | None) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from fracsight.data._files import content_hash
+from fracsight.errors import FracsightError, ImageReadError
 
 __all__ = ["HASH_SIZE", "FileHash", "hamming", "hash_file", "near_pairs", "phash", "popcount"]
 
@@ -95,14 +96,23 @@ def hash_file(path: Path) -> FileHash:
     """Hash one file; never raises for a bad image (the error is recorded instead)."""
     try:
         data = path.read_bytes()
-    except OSError as e:
-        return FileHash(None, None, False, f"cannot read file: {e.strerror or e}")
+    except OSError as e:  # as `predict` says it (io.read_image)
+        return FileHash(None, None, False, f"{ImageReadError.code}: cannot read the file ({e.strerror or e})")
     sha = content_hash(data)
     try:
         pixels, truncated = _thumbnail(data, path.name)
     except Exception as e:  # any decoder failure is a finding about this file, not a crash
-        return FileHash(sha, None, False, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+        return FileHash(sha, None, False, _finding(e))
     return FileHash(sha, phash(pixels), truncated, None)
+
+
+def _finding(error: Exception) -> str:
+    """``code: message`` of a refusal, with the stable code every command shows for it
+    (``unsupported_format: ...``); it listed Python's class name (``UnsupportedFormatError: ...``).
+    Anything else the decoder raised is an unreadable image, its class name kept as the reason."""
+    if isinstance(error, FracsightError):
+        return f"{error.code}: {error}" if str(error) else error.code
+    return f"{ImageReadError.code}: {type(error).__name__}" + (f": {error}" if str(error) else "")
 
 
 def _thumbnail(data: bytes, name: str) -> tuple[np.ndarray, bool]:

@@ -53,7 +53,8 @@ def choose_score_floor(detector, val, log) -> tuple[float, dict[str, dict[str, f
     table = {str(f): detection_metrics(detector, val, min_score=f, outputs=outputs) for f in FLOORS}
     best = max(m["val_ap50"] for m in table.values())
     floor = max(f for f in FLOORS if table[str(f)]["val_ap50"] >= 0.97 * best) if best > 0 else FLOORS[0]
-    log(f"box score floor {floor}: " + ", ".join(f"{f}: AP50 {m['val_ap50']:.3f}" for f, m in table.items()))
+    tried = ", ".join(f"{f} {m['val_ap50']:.3f}" for f, m in table.items())
+    log(f"box score floor {floor} (validation AP50 by floor: {tried})")
     return floor, table
 
 
@@ -62,12 +63,13 @@ def choose_orientation_certainty(orientation, val, log) -> tuple[float, dict[str
     validation views of the cached features, through the torch head ``orientation``."""
     import torch
 
+    from fracsight.detection.train import as_tensor, format_values
     from fracsight.training.refit import orientation_certainty
 
     with torch.no_grad():
-        logits = orientation.forward_grid(torch.from_numpy(np.asarray(val.grid_features, dtype=np.float32)))
+        logits = orientation.forward_grid(as_tensor(val.grid_features))
     certainty, stats = orientation_certainty(torch.softmax(logits, 1).numpy(), np.asarray(val.orientation))
-    log("orientation: " + ", ".join(f"{k} {v:.3f}" for k, v in stats.items()))
+    log("orientation: " + format_values(stats, digits=3))
     return certainty, stats
 
 

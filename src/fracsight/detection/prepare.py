@@ -62,7 +62,7 @@ def _features(
     with_train: bool = False,
     workers: int = 2,
 ) -> dict[str, FeatureSet]:
-    from rich.progress import Progress
+    from fracsight._terminal import progress_bar
 
     spec = load_bundle_spec(bundle_dir)
     onnx_path = Path(bundle_dir) / "model.onnx"
@@ -86,7 +86,7 @@ def _features(
         images = letterbox_samples(samples, spec.input_size, Path(cache_dir), workers).images
         fractured = np.array([s.labels.get(FRACTURE) == 1 for s in samples], bool)
         views = 4 * len(samples) + (int((detect & fractured).sum()) if is_train else 0)
-        with Progress(disable=not show_progress, transient=True) as bar:
+        with progress_bar(hide=not show_progress) as bar:
             task = bar.add_task(f"frozen features of the {name} views", total=views)
             features = extract_features(
                 onnx_path,

@@ -121,8 +121,26 @@ def _focal(logits: torch.Tensor, heat: torch.Tensor) -> torch.Tensor:
     return (pos_loss + neg_loss) / pos.sum().clamp(min=1)
 
 
-def _as_float(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+def as_tensor(a: np.ndarray, dtype: type = np.float32) -> torch.Tensor:
+    """``a`` as a tensor of ``dtype``, sharing its memory where it can. The cached features are
+    memory-mapped read-only, which torch wraps with a warning (its tensors are writable): only
+    such an array is copied (the batches, fancy-indexed, are fresh arrays already)."""
+    a = np.ascontiguousarray(a, dtype=dtype)
+    return torch.from_numpy(a if a.flags.writeable else a.copy())
+
+
+def format_values(values: dict, digits: int = 4) -> str:
+    """``name value`` pairs for a log line: counts as integers, ``seconds`` to a tenth, other
+    numbers to ``digits`` decimals (it printed ``n_views 64.000`` and ``seconds 3.4000``)."""
+
+    def shown(key: str, value) -> str:
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            return str(value)
+        if isinstance(value, (int, np.integer)):
+            return str(int(value))
+        return f"{value:.1f}" if key == "seconds" else f"{value:.{digits}f}"
+
+    return " ".join(f"{k} {shown(k, v)}" for k, v in values.items())
 
 
 def detection_loss(
@@ -205,7 +223,7 @@ def detector_outputs(
     for start in range(0, len(index), batch):
         idx = index[start : start + batch]
         c, s, o = detector(
-            _as_float(data.stride8[idx]), _as_float(data.stride16[idx]), _as_float(data.features[idx])
+            as_tensor(data.stride8[idx]), as_tensor(data.stride16[idx]), as_tensor(data.features[idx])
         )
         outs += list(zip(c.numpy(), s.numpy(), o.numpy(), strict=True))
     return outs
@@ -295,7 +313,7 @@ def train_detector(
             boxes = [train.boxes[i] for i in idx]
             if cfg.shift_cells:
                 maps, boxes = _shifted(maps, boxes, cfg.shift_cells, gen)
-            inputs = tuple(_as_float(m) for m in maps)
+            inputs = tuple(as_tensor(m) for m in maps)
             out = detector(*inputs)
             loss = detection_loss(out, boxes, cfg)
             if teacher is not None:
@@ -318,7 +336,7 @@ def train_detector(
             "seconds": round(time.time() - t0, 1),
         }
         history.append(record)
-        log(f"detector epoch {epoch}: " + " ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "epoch"))
+        log(f"detector epoch {epoch}: " + format_values({k: v for k, v in record.items() if k != "epoch"}))
         if metrics["val_ap50"] > best:
             best = metrics["val_ap50"]
             best_state = {k: v.clone() for k, v in kept.state_dict().items()}
@@ -331,8 +349,8 @@ def _train_orientation(
 ) -> tuple[OrientationHead, list]:
     torch.manual_seed(cfg.seed)
     head = OrientationHead(train.grid_features.shape[1], train.grid_features.shape[-1])
-    x, y = _as_float(train.grid_features), torch.from_numpy(np.asarray(train.orientation, dtype=np.int64))
-    vx, vy = _as_float(val.grid_features), torch.from_numpy(np.asarray(val.orientation, dtype=np.int64))
+    x, y = as_tensor(train.grid_features), as_tensor(train.orientation, np.int64)
+    vx, vy = as_tensor(val.grid_features), as_tensor(val.orientation, np.int64)
     optimizer = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=1e-3)
     steps = math.ceil(len(y) / 64)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.orientation_epochs * steps)
@@ -371,7 +389,7 @@ def train_heads(train: FeatureSet, val: FeatureSet, cfg: HeadsConfig, log=print)
     detector = DetectorEnsemble(detectors).eval() if cfg.members > 1 else detectors[0]
     if cfg.members > 1:
         metrics = detection_metrics(detector, val_views)
-        log("detectors averaged: " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        log("detectors averaged: " + format_values(metrics))
         det_history.append({"ensemble": cfg.members, **metrics})
         if cfg.distill > 0:
             student_cfg = dataclasses.replace(cfg, seed=cfg.seed + cfg.members)

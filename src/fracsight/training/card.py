@@ -290,9 +290,37 @@ def _quantization_section(spec: BundleSpec) -> list[str]:
         + (f"; {q['kept_in_float']} kept in float" if q.get("kept_in_float") else "")
         + f". {_int8_refit(spec, q)}",
         "",
-        "| split | metric | float | INT8 |",
-        "|---|---|---|---|",
     ]
+    table = _int8_table_rows(spec, q)
+    if table:
+        lines += ["| split | metric | float | INT8 |", "|---|---|---|---|", *table]
+    else:  # an empty table's header said nothing of why it was empty
+        lines.append(f"No split was measured in both models: {_how_to_measure_int8(spec)}")
+    lines += [
+        "",
+        f"Gate on the validation split (n = {measured.get('n')}), passed: AUROC drop "
+        f"{_n(measured.get('auroc_drop'), 4)} (at most {_n(bounds.get('max_auroc_drop'), 4)}), median "
+        f"per-image correlation of the localization map with the float model's "
+        f"{_n(measured.get('heatmap_correlation'))} (at least {_n(bounds.get('min_heatmap_correlation'))}), "
+        f"mean IoU of the two top boxes {_n(measured.get('top_box_iou'))} (at least "
+        f"{_n(bounds.get('min_top_box_iou'))}), localization hit-rate drop "
+        f"{_n(measured.get('hit_rate_drop'))} (at most {_n(bounds.get('max_hit_rate_drop'))})"
+        + (
+            f", class accuracy drop {_n(measured.get('class_accuracy_drop'))} (at most "
+            f"{_n(bounds.get('max_class_accuracy_drop'))})"
+            if "class_accuracy_drop" in measured
+            else ""
+        )
+        + ".",
+        "",
+    ]
+    return lines
+
+
+def _int8_table_rows(spec: BundleSpec, q: dict[str, Any]) -> list[str]:
+    """The rows of the float-against-INT8 table: each split both models were measured on, and the
+    orientation step on validation (a bundle with one); none when quantize measured no split."""
+    lines: list[str] = []
     float_metrics = q.get("float_metrics", {})
     for split, mine in spec.metrics.items():
         theirs = float_metrics.get(split)
@@ -322,26 +350,19 @@ def _quantization_section(spec: BundleSpec) -> list[str]:
         for name, a, b in rows:
             if a is not None or b is not None:
                 lines.append(f"| {split} | {name} | {_value(a)} | {_value(b)} |")
-    lines += _orientation_rows(q.get("float_orientation"), spec.orientation)
-    lines += [
-        "",
-        f"Gate on the validation split (n = {measured.get('n')}), passed: AUROC drop "
-        f"{_n(measured.get('auroc_drop'), 4)} (at most {_n(bounds.get('max_auroc_drop'), 4)}), median "
-        f"per-image correlation of the localization map with the float model's "
-        f"{_n(measured.get('heatmap_correlation'))} (at least {_n(bounds.get('min_heatmap_correlation'))}), "
-        f"mean IoU of the two top boxes {_n(measured.get('top_box_iou'))} (at least "
-        f"{_n(bounds.get('min_top_box_iou'))}), localization hit-rate drop "
-        f"{_n(measured.get('hit_rate_drop'))} (at most {_n(bounds.get('max_hit_rate_drop'))})"
-        + (
-            f", class accuracy drop {_n(measured.get('class_accuracy_drop'))} (at most "
-            f"{_n(bounds.get('max_class_accuracy_drop'))})"
-            if "class_accuracy_drop" in measured
-            else ""
-        )
-        + ".",
-        "",
-    ]
-    return lines
+    return lines + _orientation_rows(q.get("float_orientation"), spec.orientation)
+
+
+def _how_to_measure_int8(spec: BundleSpec) -> str:
+    """The command that measures the float and the INT8 model on a split for the card: the
+    quantize command this bundle recorded, with ``--evaluate test``."""
+    commands = [c for c in spec.training.get("commands", []) if c.startswith("fracsight quantize ")]
+    command = commands[-1] if commands else "fracsight quantize FLOAT_BUNDLE OUT --data DATA"
+    command += "" if " --force" in command else " --force"
+    return (
+        f"quantize ran without `--evaluate`; `{command} --evaluate test` measures both on the test "
+        "split (or name another) and puts them side by side here."
+    )
 
 
 def _int8_refit(spec: BundleSpec, q: dict[str, Any]) -> str:

@@ -99,6 +99,8 @@ def _typed(option: str, value: Any, current: Any) -> Any:
     ``1e-3`` as a string, which is read as the number it means)."""
     if value is None:  # `init:` with nothing after it
         raise TrainConfigError(f"{option}: no value given (give one, or leave the option out)")
+    if option == "pretrained":
+        value = _pretrained_words(value)
     if isinstance(current, tuple):
         if isinstance(value, str):
             value = [p.strip() for p in value.strip("()[] ").split(",") if p.strip()]
@@ -131,6 +133,23 @@ def _typed(option: str, value: Any, current: Any) -> Any:
     if not math.isfinite(number) or (kind is int and not number.is_integer()):
         raise TrainConfigError(f"{option}: cannot read {value!r} as {kind.__name__}")
     return kind(number)
+
+
+def _pretrained_words(value: Any) -> Any:
+    """``pretrained`` given as yes or no (``--set pretrained=false``, YAML ``pretrained: no``, which
+    YAML reads as a boolean) as the word it means: no -> ``none``, yes -> ``imagenet``.
+
+    Accepted rather than refused: the setting reads as a yes/no question, timm's own
+    ``pretrained=True`` means its ImageNet weights, and the boolean options here take these same
+    words; "false" was taken for a weights file of that name, and ``pretrained: false`` in YAML
+    was refused as not text. A weights file so named is still given as a path: ``./false``."""
+    if isinstance(value, bool):
+        return "imagenet" if value else "none"
+    if isinstance(value, int) and value in (0, 1):
+        return "imagenet" if value else "none"
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return "imagenet" if value.strip().lower() in _TRUE else "none"
+    return value
 
 
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:

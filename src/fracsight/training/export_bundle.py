@@ -74,6 +74,8 @@ def export_bundle(
             "pass --data-dir DATA_DIR"
         )
     dataset = load_dataset(data_root, cfg.layout)
+    # class folders: the next read of the data would take the bundle folder for a class
+    dataset.refuse_output_inside(out_dir, "OUT")
     if fracture is None:
         fracture = _older_run_fracture(cfg, dataset)
     train, val = train_val_samples(dataset, cfg.seed)  # once: the split reads duplicate candidates

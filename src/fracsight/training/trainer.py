@@ -282,9 +282,9 @@ class Trainer:
 
     # ---- data -------------------------------------------------------------------------------------
     def _letterbox(self, samples: list[Sample], what: str) -> LetterboxedSet:
-        from rich.progress import Progress
+        from fracsight._terminal import progress_bar
 
-        with Progress(disable=not self.show_progress, transient=True) as bar:
+        with progress_bar(hide=not self.show_progress) as bar:
             task = bar.add_task(f"decoding {what} images", total=len(samples))
             return letterbox_samples(
                 samples,
@@ -300,14 +300,14 @@ class Trainer:
         self, model: FractureNet, data: LetterboxedSet, split: int, variants: int, seed: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the frozen stages on ``variants`` augmented copies (copy 0 is never augmented)."""
-        from rich.progress import Progress
+        from fracsight._terminal import progress_bar
 
         gen = torch.Generator().manual_seed(seed)
         grid = self.cfg.input_size // 32
         feats: list[torch.Tensor] = []
         masks: list[torch.Tensor] = []
         bs = 64
-        with Progress(disable=not self.show_progress, transient=True) as bar:
+        with progress_bar(hide=not self.show_progress) as bar:
             task = bar.add_task("caching frozen features", total=len(data) * variants)
             for v in range(variants):
                 vf, vm = [], []
