@@ -122,7 +122,21 @@ size=$(podman image inspect "$IMAGE" --format '{{.Size}}')
 
 C=$(buildah from "$IMAGE")
 CONTAINERS+=("$C")
-inside() { buildah run --isolation chroot "$@"; }
+# inside [buildah run options] CONTAINER COMMAND...: retried once on the chroot set-up failure bud()
+# retries (seen on `buildah run` too: the command never started, so nothing of it was printed)
+inside() {
+    local err="$BUILD/inside.stderr" attempt rc
+    for attempt in 1 2; do
+        buildah run --isolation chroot "$@" 2> "$err" && { cat "$err" >&2; return 0; }
+        rc=$?
+        if [ "$attempt" = 1 ] && grep -q "sealing memfd copy" "$err"; then
+            echo "(buildah: $(grep -m1 "sealing memfd copy" "$err"); running again)" >&2
+            continue
+        fi
+        cat "$err" >&2
+        return "$rc"
+    done
+}
 
 step "the image: user, no torch, health check, model, DICOM node"
 uid=$(inside "$C" id -u)
