@@ -3,6 +3,12 @@ about what they did, where they leave their cache, and options that would do not
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,6 +17,24 @@ from typer.testing import CliRunner
 from fracsight.cli import app
 
 runner = CliRunner()
+
+
+def _ctrl_c_once(args: list[str], ready: Callable[[], bool]) -> tuple[int, str]:
+    """Run `fracsight ARGS`, press Ctrl-C once ``ready()`` (or after 120 s), and return its exit
+    code and stderr."""
+    run = subprocess.Popen(
+        [sys.executable, "-m", "fracsight", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # Ctrl-C reaches the whole foreground group, as in a terminal
+    )
+    deadline = time.monotonic() + 120
+    while not ready() and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(run.pid, signal.SIGINT)
+    _, err = run.communicate(timeout=60)
+    return run.returncode, err
 
 
 def test_joint_evaluate_without_out_is_refused_before_any_work(tmp_path: Path) -> None:
@@ -76,29 +100,12 @@ def test_quantize_says_how_many_images_it_calibrated_and_gated_on(
 def test_ctrl_c_in_detector_train_says_what_it_kept(detector_bundle, tmp_path: Path) -> None:
     """Ctrl-C said only "the command stopped before it finished", leaving the letterboxed images
     (600 MB for FracAtlas) in a folder it never named."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     data, base, _ = detector_bundle
     out, cache = tmp_path / "new", tmp_path / "features"
     args = ["detector", "train", str(base), str(out), "--data", str(data), "--cache-dir", str(cache)]
-    run = subprocess.Popen(
-        [sys.executable, "-m", "fracsight", *args, "--epochs", "500"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # Ctrl-C reaches the whole foreground group, as in a terminal
-    )
-    deadline = time.monotonic() + 120
-    while not list(cache.glob("heads-*-val")) and run.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    os.killpg(run.pid, signal.SIGINT)
-    _, err = run.communicate(timeout=60)
+    code, err = _ctrl_c_once([*args, "--epochs", "500"], lambda: bool(list(cache.glob("heads-*-val"))))
     message = " ".join(err.split())
-    assert run.returncode == 130, err
+    assert code == 130, err
     assert f"interrupted: nothing written to {out}; {cache} (" in message and "for the next run" in message
     assert "Traceback" not in err and not out.exists()
 
@@ -107,29 +114,12 @@ def test_ctrl_c_in_detector_train_says_what_it_kept(detector_bundle, tmp_path: P
 def test_ctrl_c_in_a_joint_run_says_the_run_cannot_be_used(detector_bundle, tmp_path: Path) -> None:
     """Ctrl-C in `detector joint` said "the command stopped before it finished"; the run folder it
     left could then be neither bundled (no epoch chosen) nor continued, which nothing said."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     data, base, heads = detector_bundle
     run = tmp_path / "run"
     args = ["detector", "joint", str(base), str(heads), str(run), "--data", str(data), "--epochs", "200"]
-    job = subprocess.Popen(
-        [sys.executable, "-m", "fracsight", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 120
-    while not (run / "epoch-0.pt").is_file() and job.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    os.killpg(job.pid, signal.SIGINT)
-    _, err = job.communicate(timeout=60)
+    code, err = _ctrl_c_once(args, (run / "epoch-0.pt").is_file)
     message = " ".join(err.split())
-    assert job.returncode == 130, err
+    assert code == 130, err
     assert f"interrupted: {run} holds epoch" in message and "`detector bundle` cannot use" in message
     assert "start again in another folder" in message and "Traceback" not in err
 

@@ -23,7 +23,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -281,13 +281,12 @@ class BatchOutput:
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
-        texts = {text_cell(p) for p in inputs}
-        resolved = {text_cell(os.path.realpath(p)) for p in texts}
+        of_inputs = _rows_of(inputs)
         forgotten: set[str] = set()
         for part in self._part_files():
             found = self._read_part(part, [PATH_COLUMN, "error_code"])
             drop = [
-                code != "" and (path in texts or text_cell(os.path.realpath(path)) in resolved)
+                code != "" and of_inputs(path)
                 for path, code in zip(found[PATH_COLUMN], found["error_code"], strict=True)
             ]
             if not any(drop):
@@ -357,20 +356,33 @@ class BatchOutput:
     def error_counts(self, inputs: Iterable[str] | None = None) -> dict[str, int]:
         """Rows per error code (``""``: predicted) over everything committed, or over the rows of
         ``inputs`` only (matched as :meth:`pending` matches them: by path, else by resolved path)."""
-        inputs = None if inputs is None else list(inputs)
-        texts = None if inputs is None else {text_cell(p) for p in inputs}
-        resolved: set[str] | None = None  # the inputs' resolved paths, made once if needed
+        of_inputs = None if inputs is None else _rows_of(inputs)
         counts: dict[str, int] = {}
         for part in self._part_files():
             table = self._read_part(part, [PATH_COLUMN, "error_code"])
             for path, code in zip(table[PATH_COLUMN], table["error_code"], strict=True):
-                if texts is not None and path not in texts:
-                    if resolved is None:
-                        resolved = {text_cell(os.path.realpath(p)) for p in inputs or ()}
-                    if text_cell(os.path.realpath(path)) not in resolved:
-                        continue  # another command's row in the same output
+                if of_inputs is not None and not of_inputs(path):
+                    continue  # another command's row in the same output
                 counts[code] = counts.get(code, 0) + 1
         return counts
+
+
+def _rows_of(inputs: Iterable[str]) -> Callable[[str], bool]:
+    """Whether a committed row's path is one of ``inputs``, matched as :meth:`BatchOutput.pending`
+    matches them: by path, else by resolved path (resolved once, and only when a path is not listed)."""
+    inputs = list(inputs)
+    texts = {text_cell(p) for p in inputs}
+    resolved: set[str] | None = None
+
+    def matches(path: str) -> bool:
+        nonlocal resolved
+        if path in texts:
+            return True
+        if resolved is None:
+            resolved = {text_cell(os.path.realpath(p)) for p in inputs}
+        return text_cell(os.path.realpath(path)) in resolved
+
+    return matches
 
 
 def job_running(folder: Path) -> bool | None:
