@@ -396,6 +396,20 @@ def test_predict_many_reads_arrays_and_fails_bad_ones_alone(images: list[Path]) 
     assert len(list(predictor.predict_many(np.stack([gray, gray])))) == 2  # a stack: one image each
 
 
+def test_predict_and_predict_many_call_a_named_radiograph_alike(images: list[Path]) -> None:
+    from fracsight.inference import Predictor
+    from fracsight.io import ImageMetadata, Radiograph
+
+    predictor = Predictor()
+    gray = predictor.read(images[0]).pixels
+    named = Radiograph.from_array(gray, name="left wrist")
+    nan = np.full((64, 64), np.nan, np.float32)
+    bad = Radiograph(nan, ImageMetadata("array", (64, 64), 32, "L", name="nan"))
+    many = list(predictor.predict_many([named, bad]))
+    # predict_many called a named Radiograph "array", predict called it by its name
+    assert [r.source for r in many] == [predictor.predict(named).source, "nan"] == ["left wrist", "nan"]
+
+
 def test_render_overlay_of_a_prediction_says_what_to_pass(images: list[Path]) -> None:
     from fracsight.inference import Predictor
 

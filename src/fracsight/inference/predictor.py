@@ -114,6 +114,14 @@ def _source_name(source: Source, name: str | None) -> str:
     return "upload" if isinstance(source, (bytes, bytearray, memoryview)) else Path(source).name
 
 
+def _default_name(file: Source | None, radiograph: Radiograph) -> str:
+    """What a result calls an input given no name: its file's name, else the Radiograph's own name
+    (``Radiograph.from_array(..., name=...)``), else ``"array"``."""
+    if file is not None:
+        return _source_name(file, None)
+    return radiograph.metadata.name or "array"
+
+
 def _in_memory(source: Any) -> bool:
     """Whether ``source`` is an image in memory (a numpy array or a PIL image), which
     :meth:`Radiograph.from_array` reads, rather than a file."""
@@ -426,12 +434,18 @@ class Predictor:
         """Predict radiographs read with :meth:`read` (or built with ``Radiograph.from_array``), in one
         batch; ``sources`` names each. A Radiograph built by hand must hold finite pixels in [0, 1]
         (:class:`~fracsight.errors.InvalidPixelsError`)."""
-        if not radiographs:
-            return []
         if isinstance(sources, (str, bytes)) or len(sources) != len(radiographs):
             raise ValueError(f"give one name in sources per radiograph ({len(radiographs)}), in a list")
         for radiograph in radiographs:
             _check_pixels(radiograph)
+        return self._predict_checked(radiographs, sources, heatmap)
+
+    def _predict_checked(
+        self, radiographs: list[Radiograph], sources: list[str], heatmap: bool
+    ) -> list[Prediction]:
+        """:meth:`predict_radiographs` of radiographs whose pixels were checked."""
+        if not radiographs:
+            return []
         statistics = [self._side.submit(pixel_statistics, r.pixels) for r in radiographs]
         predictions = []
         for kept, radiograph, source, stats in zip(
@@ -517,7 +531,7 @@ class Predictor:
         ``keep_pixels``: attach the full-resolution pixels (for overlays); the result is the same.
         """
         radiograph, file = self._read_any(source, name)
-        label = _source_name(file, name) if file is not None else name or radiograph.metadata.name or "array"
+        label = _source_name(file, name) if file is not None else name or _default_name(None, radiograph)
         (prediction,) = self.predict_radiographs([radiograph], [label], heatmap=heatmap)
         if keep_pixels:
             pixels = radiograph.pixels if file is None else self.full_pixels(file, radiograph)
@@ -563,10 +577,13 @@ class Predictor:
             except TypeError as e:  # None, a number, a text file: this one fails, not the run
                 return FailedPrediction(name or f"<{type(source).__name__}>", ImageReadError.code, str(e))
             except FracsightError as e:
-                label = name or (_source_name(source, None) if isinstance(source, _READABLE) else "array")
+                if isinstance(source, _READABLE):
+                    label = name or _source_name(source, None)
+                else:
+                    own = source.metadata.name if isinstance(source, Radiograph) else None
+                    label = name or own or "array"
                 return FailedPrediction(label, e.code, str(e))
-            # a name as given (predict_many's docs); else the file's name, or "array"
-            label = name or (_source_name(file, None) if file is not None else "array")
+            label = name or _default_name(file, radiograph)  # a name as given (predict_many's docs)
             if not keep_pixels:
                 return radiograph, label, None
             return (
@@ -580,9 +597,7 @@ class Predictor:
             while chunk := list(islice(pending, batch_size)):  # take only what the next batch needs
                 decoded = list(pool.map(read, chunk))
                 good = [r for r in decoded if isinstance(r, tuple)]
-                preds = iter(
-                    self.predict_radiographs([r[0] for r in good], [r[1] for r in good], heatmap=heatmap)
-                )
+                preds = iter(self._predict_checked([r[0] for r in good], [r[1] for r in good], heatmap))
                 for r in decoded:
                     if isinstance(r, FailedPrediction):
                         yield r
