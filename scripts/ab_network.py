@@ -43,7 +43,7 @@ def _onnx_path(model: str) -> Path:
 
 
 def main() -> None:
-    from fracsight.benchmark import _fracatlas_test_images, find_fracatlas
+    from fracsight.benchmark.inputs import find_fracatlas, fracatlas_test_images
     from fracsight.inference import Predictor
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -54,7 +54,7 @@ def main() -> None:
     if folder is None:
         raise SystemExit("needs ../shared/data/fracatlas")
     predictor = Predictor()
-    images = _fracatlas_test_images(folder, 16)
+    images = fracatlas_test_images(folder, 16)
     inputs = [predictor.preprocess([predictor.read(p)])[0][:, None] for p in images]
     paths = [_onnx_path(m) for m in args.models]
     sessions = [_session(p) for p in paths]

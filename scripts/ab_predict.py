@@ -26,11 +26,11 @@ _CHILD = """
 import json, resource, sys, time
 import numpy as np
 import fracsight
-from fracsight.benchmark import _fracatlas_test_images, find_fracatlas
+from fracsight.benchmark.inputs import fracatlas_test_images, find_fracatlas
 from fracsight.inference import Predictor
 
 predictor = Predictor(sys.argv[1] or None)
-images = _fracatlas_test_images(find_fracatlas(), 64)
+images = fracatlas_test_images(find_fracatlas(), 64)
 for path in images[:3]:
     predictor.predict(path)
 wall, faults, cpu, kernel = [], [], [], []

@@ -45,7 +45,7 @@ def _variant(model: str, entries: list[tuple[str, str]]) -> Predictor:
 
 
 def main() -> None:
-    from fracsight.benchmark import _fracatlas_test_images, find_fracatlas
+    from fracsight.benchmark.inputs import find_fracatlas, fracatlas_test_images
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=DEFAULT_MODEL)
@@ -55,7 +55,7 @@ def main() -> None:
     folder = find_fracatlas()
     if folder is None:
         raise SystemExit("needs ../shared/data/fracatlas")
-    images = _fracatlas_test_images(folder, 64)
+    images = fracatlas_test_images(folder, 64)
     variants: dict[str, list[tuple[str, str]]] = {
         "spin": [],
         "nospin": [("session.intra_op.allow_spinning", "0")],

@@ -129,21 +129,21 @@ def test_the_resnet_recipe_reads_what_the_bundle_reads(few_images: Path, tmp_pat
     pytest.importorskip("torch")
     pytest.importorskip("pydicom")
     from dicom_support import make_radiograph_dicom
-    from fracsight.benchmark import _recipe_rgb, _resnet_recipe
+    from fracsight.benchmark.baselines import recipe_rgb, resnet_recipe
 
     jpeg = few_images / "synthetic000.jpg"
     dicom = make_radiograph_dicom(jpeg, tmp_path / "xr.dcm")
     cut = tmp_path / "cut.jpg"
     cut.write_bytes(jpeg.read_bytes()[: len(jpeg.read_bytes()) * 6 // 10])
-    grey = np.asarray(_recipe_rgb(jpeg))[..., 0].astype(int)
+    grey = np.asarray(recipe_rgb(jpeg))[..., 0].astype(int)
     for path in (dicom, cut):
         read_image(path)  # the bundle reads it
-        rgb = np.asarray(_recipe_rgb(path))
+        rgb = np.asarray(recipe_rgb(path))
         assert rgb.shape == (120, 90, 3) and (rgb[..., 0] == rgb[..., 2]).all()
         top = slice(0, 40)  # the part of the picture the cut file still holds
         same = np.corrcoef(rgb[top, :, 0].ravel(), grey[top].ravel())[0, 1]
         assert same > 0.95  # the same picture, bone bright
-    recipe = _resnet_recipe(batch=2)
+    recipe = resnet_recipe(batch=2)
     recipe.predict_one(dicom)
     recipe.predict_all([dicom, jpeg, cut])
 
@@ -162,7 +162,7 @@ def test_a_timing_process_that_runs_too_long_is_an_error_not_a_traceback(
     tiny_bundle: Path, few_images: Path
 ) -> None:
     """``subprocess.TimeoutExpired`` escaped as a traceback after every row before it was timed."""
-    from fracsight.benchmark import _child
+    from fracsight.benchmark.timing import _child
 
     args = {"kind": "bundle", "model": str(tiny_bundle), "images": [str(few_images / "synthetic000.jpg")]}
     found = _child("_timing_child", {**args, "start": 0, "runs": 5, "batch": 1}, timeout=0.2)
@@ -205,7 +205,7 @@ def test_command_names_a_non_utf8_unreadable_file_readably(
 
 
 def test_rounds_alternate_between_pipelines_and_cover_every_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    import fracsight.benchmark as bench
+    import fracsight.benchmark.timing as bench
 
     calls: list[dict] = []
 
@@ -215,7 +215,7 @@ def test_rounds_alternate_between_pipelines_and_cover_every_run(monkeypatch: pyt
         return {**row, "times": [0.001 * len(calls)] * args["runs"], "throughput_ips": float(len(calls))}
 
     monkeypatch.setattr(bench, "_child", fake_child)
-    rows = bench._timed_rows(
+    rows = bench.timed_rows(
         ["bundle", "resnet50"], None, [Path("a.jpg")], runs=7, batch=2, say=lambda m: None
     )
     assert [c["kind"] for c in calls] == ["bundle", "resnet50"] * 5  # alternating rounds
@@ -230,7 +230,7 @@ def test_rounds_alternate_between_pipelines_and_cover_every_run(monkeypatch: pyt
 
 
 def test_busy_means_work_running_now_and_falls_back_to_the_load_average():
-    from fracsight.benchmark import machine_busy
+    from fracsight.benchmark.machine import machine_busy
 
     assert machine_busy(0.6, 0.0, 2) and not machine_busy(0.05, 1.9, 2)  # the sample decides
     assert machine_busy(None, 1.5, 2) and not machine_busy(None, 0.7, 2) and not machine_busy(None, None, 2)
@@ -240,7 +240,7 @@ def test_busy_means_work_running_now_and_falls_back_to_the_load_average():
 def test_cpu_busy_share_sees_a_busy_thread():
     import threading
 
-    from fracsight.benchmark import cpu_busy_share
+    from fracsight.benchmark.machine import cpu_busy_share
 
     stop = threading.Event()
 

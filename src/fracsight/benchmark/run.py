@@ -1,0 +1,128 @@
+"""``fracsight benchmark``'s run: which bundles and baselines are timed, on which images, and the report."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import platform
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from fracsight.benchmark.baselines import gpu_row
+from fracsight.benchmark.contenders import throughput_pass
+from fracsight.benchmark.inputs import resolve_images
+from fracsight.benchmark.machine import cpu_busy_share, load_average, machine_busy, package_version
+from fracsight.benchmark.report import BenchmarkReport, Row, targets_of
+from fracsight.benchmark.timing import CONTENDERS, Progress, peak_rss_mb, stage_times, timed_rows
+from fracsight.errors import FracsightError
+from fracsight.inference import Predictor
+
+
+def sibling_bundles(model: str | Path | None) -> list[Path]:
+    """The other precision of a packaged model (the default one when ``model`` is None), if packaged:
+    ``<name>-int8`` for a float bundle, ``<name>`` for ``<name>-int8``; so the float and INT8 rows
+    stand side by side whichever of the two is the default."""
+    from fracsight.inference import DEFAULT_MODEL, list_bundles, resolve_bundle
+
+    name = DEFAULT_MODEL if model is None else str(model)
+    other = name.removesuffix("-int8") if name.endswith("-int8") else f"{name}-int8"
+    if name not in list_bundles() or other not in list_bundles():
+        return []
+    return [resolve_bundle(other)]
+
+
+def _once(main: Predictor, others: Sequence[Predictor]) -> list[Predictor]:
+    """``others`` without ``main``'s bundle and without repeats: `--also` naming the model (the
+    default one, say) or one bundle twice timed it twice, in two rows with the same name."""
+    seen, kept = {main.bundle_dir.resolve()}, []
+    for other in others:
+        if other.bundle_dir.resolve() not in seen:
+            seen.add(other.bundle_dir.resolve())
+            kept.append(other)
+    return kept
+
+
+def run_benchmark(
+    model: str | Path | None = None,
+    images: Sequence[Path] | None = None,
+    *,
+    runs: int = 50,
+    batch: int = 16,
+    compare: bool = True,
+    progress: Progress | None = None,
+    also: Sequence[str | Path] | None = None,
+    stages: bool = False,
+) -> BenchmarkReport:
+    """Measure the bundle (default: the shipped model), each bundle of ``also`` (default: its packaged
+    version of the other precision, if any: :func:`sibling_bundles`) and, with ``compare``, the
+    eager-torch baselines, in the same alternating rounds."""
+    say = progress or (lambda _msg: None)
+    load_before = load_average()
+    cpu_busy_before = cpu_busy_share()
+    predictor = Predictor(model)
+    extra = (
+        [Predictor(m) for m in also] if also is not None else [Predictor(p) for p in sibling_bundles(model)]
+    )
+    extra = _once(predictor, extra)
+    with tempfile.TemporaryDirectory(prefix="fracsight-bench-") as scratch:
+        files, described = resolve_images(images, Path(scratch))
+        kinds = list(CONTENDERS[:1]) + [f"bundle:{p.bundle_dir}" for p in extra]
+        skipped: list[Row] = []
+        if compare:
+            if importlib.util.find_spec("torch") is None:
+                note = "skipped: torch is not installed (pip install 'fracsight[train]')"
+                skipped.append(Row("torch comparison", "-", 0, note=note))
+            else:
+                kinds += CONTENDERS[1:]
+        bundle_arg = str(predictor.bundle_dir)
+        rows = timed_rows(kinds, bundle_arg, files, runs, batch, say)
+        for i, p in enumerate([predictor, *extra]):
+            say(f"peak memory in a fresh process: {p.name}")
+            rss = peak_rss_mb(p.bundle_dir, files, runs, batch)
+            if rss.get("error"):
+                note = f"peak RSS not measured: {rss['error']}"
+            elif rss.get("torch_loaded"):
+                note = "the inference process imported torch: it should not"
+            else:
+                note = "inference process never loaded torch"
+            rows[i] = Row(**{**asdict(rows[i]), "peak_rss_mb": rss.get("peak_rss_mb"), "note": note})
+        rows += skipped
+        say("GPU")
+        rows.append(gpu_row(predictor, files, batch, allow_torch=compare))
+        per_stage = []
+        for p in [predictor, *extra] if stages else []:
+            say(f"time per stage: {p.name}")
+            found = stage_times(p.bundle_dir, files, runs)
+            if "error" in found:
+                raise FracsightError(f"stage timing of {p.name} failed: {found['error']}")
+            per_stage.append(found)
+    machine = {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "onnxruntime": package_version("onnxruntime"),
+        "torch": package_version("torch") if compare else None,
+        "load_before": load_before,
+        "load_after": load_average(),
+        "cpu_busy_before": cpu_busy_before,
+    }
+    machine["busy"] = machine_busy(cpu_busy_before, load_before, os.cpu_count() or 1)
+    bundle = str(predictor.bundle_dir)
+    targets = targets_of(rows, 0, "")
+    for i, p in enumerate(extra, start=1):
+        targets += targets_of(rows, i, f"{p.name}: ")
+    return BenchmarkReport(
+        predictor.name,
+        bundle,
+        described,
+        len(files),
+        runs,
+        batch,
+        len(throughput_pass(files, batch)),
+        machine,
+        rows,
+        targets,
+        per_stage,
+    )
