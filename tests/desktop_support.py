@@ -118,6 +118,11 @@ def widget_box(widget: tk.Misc) -> tuple[int, int, int, int]:
     return x, y, x + widget.winfo_width(), y + widget.winfo_height()
 
 
+def descendants(widget: tk.Misc) -> list[tk.Misc]:
+    """Every widget under ``widget``, in the order made (a toolbar's buttons sit in its groups)."""
+    return [w for child in widget.winfo_children() for w in (child, *descendants(child))]
+
+
 def all_texts(widget: tk.Misc) -> list[str]:
     """Every text a widget tree shows: labels, buttons, tree rows and headings."""
     from tkinter import TclError

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -266,3 +267,63 @@ def test_on_a_phone_the_result_comes_before_the_example_gallery(
     assert phone.evaluate("() => document.documentElement.scrollWidth") <= 390
     screenshot(phone, "app-phone.png")
     phone.close()
+
+
+def test_each_example_button_says_which_image_it_tries(browser, shipped_app_url: str) -> None:
+    """The gallery's buttons were all called *Try*: a screen reader listed six buttons of the same
+    name and could not tell which image each would add. Now each is named by its image, and the
+    button found by that name adds that image."""
+    tab = new_tab(browser)
+    tab.goto(shipped_app_url)
+    tab.get_by_role("button", name="Try").first.wait_for()
+    buttons = tab.get_by_role("button", name="Try")
+    names = [" ".join(buttons.nth(i).inner_text().split()) for i in range(buttons.count())]
+    assert len(names) == 6 and len(set(names)) == 6, names
+    captions = tab.eval_on_selector_all('[data-testid="stImageCaption"]', "cs => cs.map(c => c.innerText)")
+    for name in names:
+        assert name.startswith("Try ") and name[4:] in captions, (name, captions)
+    chosen = names[2][4:]
+    tab.get_by_role("button", name=names[2], exact=True).click()
+    tab.get_by_role("heading", name=chosen).wait_for()
+    tab.close()
+
+
+FRACTURED_TWO_BOXES = "IMG0000019.jpg"  # FracAtlas Fractured: two boxes with the shipped model, 0.39 and 0.22
+
+
+def test_the_card_gives_the_score_of_every_box_the_overlay_labels(
+    browser, shipped_app_url: str, fracatlas_dir: Path
+) -> None:
+    """The overlay labels each box with its score (0.39 and 0.22); the card said only *top score
+    0.39*, so the second label had no counterpart on the card, and neither said what the number is
+    (next to a fracture probability of 0.85, a box's 0.39 read as a contradiction). Now the card
+    lists every box's score as the image labels it, and says it is not the fracture probability."""
+    path = fracatlas_dir / "images" / "Fractured" / FRACTURED_TWO_BOXES
+    expected = Predictor().predict(path)
+    labels = [f"{b.score:.2f}" for b in expected.boxes]
+    assert len(labels) >= 2
+    tab = new_tab(browser)
+    tab.goto(shipped_app_url)
+    tab.locator('input[type="file"]').set_input_files(str(path))
+    line = tab.get_by_text(f"{len(labels)} suspected areas boxed")
+    line.wait_for()
+    text = " ".join(line.inner_text().split())
+    assert f"box scores {', '.join(labels)}, as labelled on the image" in text, text
+    assert "not the fracture probability" in text
+    tab.close()
+
+
+def test_many_images_show_how_far_the_reading_is(browser, shipped_app_url: str, fracatlas_dir: Path) -> None:
+    """Thirty radiographs at once: the page showed *Reading 30 image(s) ...* and a spinner until
+    all were done, which on a slow computer (or a slow model) was minutes with no sign of progress.
+    Now a bar counts them, naming the image being read, and goes once all are shown."""
+    paths = sorted((fracatlas_dir / "images" / "Non_fractured").glob("*.jpg"))[40:70]
+    tab = new_tab(browser)
+    tab.goto(shipped_app_url)
+    tab.get_by_text("Decision aid, not a diagnosis.").wait_for()
+    tab.locator('input[type="file"]').set_input_files([str(p) for p in paths])
+    tab.get_by_text(re.compile(r"Reading image \d+ of 30: IMG\d+\.jpg")).wait_for()
+    tab.get_by_text("Download CSV").wait_for()
+    assert tab.locator('[data-testid="stProgress"]').count() == 0
+    assert tab.get_by_role("button", name=re.compile(r"^Download IMG\d+\.overlay\.png$")).count() == 30
+    tab.close()

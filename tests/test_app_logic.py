@@ -193,7 +193,8 @@ def test_card_for_a_suspected_fracture() -> None:
     assert card.verdict.headline == "Fracture suspected" and card.verdict.markdown_colour == "red"
     assert card.probability == "Fracture probability 0.830 (threshold 0.500, operating point balanced)"
     assert card.region == "Body region: hand (0.91)"
-    assert card.boxes == "1 suspected area boxed (top score 0.90)" and card.box_count == 1
+    scores = "box score 0.90, as labelled on the image; not the fracture probability"
+    assert card.boxes == f"1 suspected area boxed ({scores})" and card.box_count == 1
     assert card.warnings == ("low contrast",) and card.unreliable is None and card.classification is None
     assert card.lines == (card.probability, card.boxes, card.region)
     assert card.heatmap == "Fracture heatmap: where the model suspects a fracture"

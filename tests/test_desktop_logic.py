@@ -636,3 +636,17 @@ def test_plain_keys_are_left_to_text_fields_and_to_the_lists_own_arrows() -> Non
     assert applies("Down", "Canvas", 0) and applies("H", "Canvas", 0x2)  # Caps Lock
     assert applies("+", "Canvas", 0x1) and applies("H", "Canvas", 0x10)  # Shift, Num Lock
     assert not applies("H", "Canvas", 0x4) and not applies("H", "Canvas", 0x8)  # Ctrl+H, Alt+H
+
+
+def test_the_threads_help_gives_its_maximum() -> None:
+    """``fracsight desktop --help`` said *ONNX Runtime threads (0: one fewer than the cores)*, not that
+    more than 256 is refused: a reader learned the limit only from the error. Now the help says it."""
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app as cli
+    from fracsight.inference.predictor import MAX_THREADS
+
+    result = CliRunner().invoke(cli, ["desktop", "--help"], env={"COLUMNS": "200", "TERM": "dumb"})
+    assert result.exit_code == 0, result.output
+    line = " ".join(next(row for row in result.output.splitlines() if "--threads" in row).split())
+    assert f"at most {MAX_THREADS}" in line, line

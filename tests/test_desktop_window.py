@@ -32,6 +32,7 @@ from desktop_support import (
     PATIENT_NAME,
     XVFB,
     all_texts,
+    descendants,
     dicom_from_image,
     display_env,
     finish_drag,
@@ -46,6 +47,7 @@ from desktop_support import (
 )
 from fracsight.cli import app as cli
 from fracsight.desktop.render import fit_zoom
+from fracsight.desktop.shortcuts import help_rows
 
 tk = pytest.importorskip("tkinter")
 
@@ -312,7 +314,7 @@ def test_the_keyboard_focus_is_seen_and_tab_follows_the_buttons_as_seen(
 
     labels = {}
     for bar in (*desktop.toolbars, *viewer.rows):
-        for button in bar.winfo_children():
+        for button in descendants(bar):
             if button.winfo_class() == "TButton":
                 labels[str(button.cget("text"))] = button
     for row in (
@@ -471,7 +473,7 @@ def test_keyboard_shortcuts_act_on_the_window_and_not_while_typing(
     assert not shown.winfo_exists()
     (folder_button,) = (
         w
-        for w in desktop.toolbars[0].winfo_children()
+        for w in descendants(desktop.toolbars[0])
         if w.winfo_class() == "TButton" and w.cget("text") == "Open folder…"
     )
     folder_button.event_generate("<Enter>", x=5, y=5)
@@ -603,9 +605,19 @@ boxes = {name: (widget.winfo_ismapped(), *widget_box(widget)) for name, widget i
     ("status", desktop.status))}
 rows = {str(row): (row.winfo_reqwidth(), row.winfo_width())
         for row in (*desktop.toolbars, *desktop.viewer.rows)}
+def controls(widget):
+    for child in widget.winfo_children():
+        if child.winfo_class() in ("TButton", "TCheckbutton", "TCombobox", "TLabel"):
+            yield child
+        yield from controls(child)
+right = root.winfo_rootx() + root.winfo_width()
+cut = [f"{c.winfo_class()} {c.cget('text')!r}" for bar in desktop.toolbars for c in controls(bar)
+       if c.winfo_class() != "TLabel" or c.cget("text") == "Operating point"
+       if not c.winfo_ismapped() or c.winfo_width() < c.winfo_reqwidth()
+       or c.winfo_rootx() + c.winfo_width() > right]
 print(json.dumps({"width": root.winfo_width(), "height": root.winfo_height(),
                   "bottom": root.winfo_rooty() + root.winfo_height(), "boxes": boxes, "rows": rows,
-                  "model_text": desktop.model_text.cget("text"),
+                  "model_text": desktop.model_text.cget("text"), "cut": cut,
                   "row_height": desktop.tree.bbox(desktop.tree.get_children()[0])[3],
                   "line_height": font.nametofont("TkDefaultFont").metrics("linespace"),
                   "canvas_height": desktop.viewer.canvas.winfo_height(), "card_columns": card_columns}))
@@ -616,7 +628,11 @@ gc.collect()
 
 @pytest.mark.parametrize(
     ("screen", "scaling", "name"),
-    [((1280, 800), 96 / 72, "1280x800"), ((2560, 1600), 2.0, "hidpi-2560x1600")],
+    [
+        ((1280, 800), 96 / 72, "1280x800"),
+        ((2560, 1600), 2.0, "hidpi-2560x1600"),
+        ((1280, 800), 2.0, "hidpi-1280x800"),
+    ],
 )
 def test_the_window_fits_a_laptop_screen(
     inputs: list[Path], screen: tuple[int, int], scaling: float, name: str
@@ -653,7 +669,10 @@ def test_the_window_fits_a_laptop_screen(
     assert seen["canvas_height"] >= 200  # room for the image under the card
     assert seen["card_columns"] >= 80  # the model card's window as wide as its lines
     assert "Operating point balanced" in seen["model_text"]
-    # every toolbar, the viewer's included, has the room its controls ask for (none is clipped)
+    # every toolbar, the viewer's included, has the room its controls ask for (none is clipped); on a
+    # small HiDPI screen (1280 x 800 at Tk scaling 2.0) the top one asked 1526 pixels of 1260, and
+    # *Model card…* was cut off: its groups now wrap onto a second row
+    assert seen["cut"] == [], seen["cut"]
     for name, (wanted, got) in seen["rows"].items():
         assert wanted <= got, (name, wanted, got)
 
@@ -1464,6 +1483,38 @@ def test_long_cards_leave_room_for_the_image_and_scroll(noise_and_fracture, disp
         desktop.card_title.event_generate("<Button-5>")  # the wheel, down, over the card
     settle(root)
     assert warnings.winfo_rooty() + warnings.winfo_height() <= bottom  # its end reached
+
+
+def test_the_keys_scroll_long_cards_from_the_list(noise_and_fracture, display: str) -> None:
+    """The same long cards, read with the keyboard only: only the mouse wheel and the scrollbar
+    scrolled them, so a reader at the keys never saw the warnings below the fold. Now Shift+Page Down
+    and Shift+Page Up scroll them, with the focus in the results list (where the keys are), and the
+    list keeps its selection."""
+    desktop = noise_and_fracture
+    root = desktop.root
+    root.geometry("1004x688")
+    desktop.set_one_study(True)
+    desktop.select(1)
+    wait_until(root, lambda: desktop.viewer.picture_current, 60, "the noise image")
+    settle(root, 0.5)
+    area, warnings, tree = desktop.card_area, desktop.card_warnings, desktop.tree
+    assert desktop.card_scroll.winfo_ismapped()
+    bottom = area.winfo_rooty() + area.winfo_height()
+    assert warnings.winfo_rooty() + warnings.winfo_height() > bottom  # below the fold, at first
+    tree.focus_force()
+    root.update()
+    assert root.focus_get() is tree
+    selected = tree.selection()
+    for _ in range(6):
+        tree.event_generate("<Shift-Key-Next>", state=0x1)
+    settle(root)
+    assert warnings.winfo_rooty() + warnings.winfo_height() <= bottom  # its end reached
+    assert tree.selection() == selected and tree.yview()[0] == 0.0  # the list did not page too
+    for _ in range(6):
+        tree.event_generate("<Shift-Key-Prior>", state=0x1)
+    settle(root)
+    assert area.yview()[0] == 0.0
+    assert ("Shift+Page Down", "Scroll the cards above the image down") in help_rows()
 
 
 def test_the_notice_is_whole_in_a_narrow_window_with_large_fonts(display: str) -> None:

@@ -46,6 +46,7 @@ __all__ = [
     "Verdict",
     "ViewData",
     "at_operating_point",
+    "box_scores_text",
     "card_for",
     "class_bars_html",
     "class_operating_point_text",
@@ -67,6 +68,7 @@ __all__ = [
     "parse_app_args",
     "pick_examples",
     "probability_bar_html",
+    "reading_text",
     "render_views",
     "study_card_for",
     "table_rows",
@@ -150,6 +152,11 @@ def first_of_each(uploads: Sequence[tuple[str, str]]) -> tuple[list[int], list[t
         else:
             first[digest] = i
     return list(first.values()), repeats
+
+
+def reading_text(done: int, total: int, name: str) -> str:
+    """The progress line while images are predicted: which one of how many, by name."""
+    return f"Reading image {done + 1} of {total}: {name}"
 
 
 def duplicates_text(repeats: Sequence[tuple[str, str]]) -> str | None:
@@ -326,6 +333,15 @@ def heatmap_text(
     return "No map for this model: the radiograph only"
 
 
+def box_scores_text(boxes: Sequence[DetectedBox], finding: str = FRACTURE) -> str:
+    """Every box's score as the overlay labels it (two decimals, in the boxes' order), and what it is:
+    the card gave only the top one, so the other labels on the image had no counterpart, and a box's
+    0.39 next to a fracture probability of 0.85 read as a contradiction."""
+    labels = ", ".join(f"{b.score:.2f}" for b in boxes)
+    word = "score" if len(boxes) == 1 else "scores"
+    return f"box {word} {labels}, as labelled on the image; not the {finding} probability"
+
+
 def card_for(pred: Prediction) -> ResultCard:
     fracture_head = pred.fracture_probability is not None and pred.threshold is not None
     probability = None
@@ -339,17 +355,17 @@ def card_for(pred: Prediction) -> ResultCard:
         )
         n = len(pred.boxes)
         areas = f"area{'s' if n != 1 else ''}"
+        scores = box_scores_text(pred.boxes, pred.finding)
         if not n:
             boxes = "No area boxed"
         elif not pred.reliable:  # the banner says why; the boxes suggest nothing either way
-            top = pred.boxes[0].score
-            boxes = f"{n} {areas} the model weighed most boxed {_NOT_RELIABLE} (top score {top:.2f})"
+            boxes = f"{n} {areas} the model weighed most boxed {_NOT_RELIABLE} ({scores})"
         elif pred.fracture_suspected:
-            boxes = f"{n} suspected {areas} boxed (top score {pred.boxes[0].score:.2f})"
+            boxes = f"{n} suspected {areas} boxed ({scores})"
         else:
             boxes = (
                 f"{n} {areas} the model weighed most boxed, for review; below the threshold, not "
-                f"suspected (top score {pred.boxes[0].score:.2f})"
+                f"suspected ({scores})"
             )
     classification = None
     if pred.classification is not None:

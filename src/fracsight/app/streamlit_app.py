@@ -44,6 +44,7 @@ from fracsight.app.logic import (
     parse_app_args,
     pick_examples,
     probability_bar_html,
+    reading_text,
     render_views,
     study_card_for,
     table_rows,
@@ -186,7 +187,13 @@ def example_gallery(config: AppConfig, expanded: bool) -> None:
                 thumb = thumbnail(path)
                 if thumb is not None:
                     st.image(thumb, caption=escape_markdown(Path(path).name), width="stretch")
-                st.button("Try", key=f"example-{i}", on_click=_add_example, args=(path,))
+                # named by its file: six buttons all called "Try" could not be told apart by a screen reader
+                st.button(
+                    f"Try {escape_markdown(Path(path).name)}",
+                    key=f"example-{i}",
+                    on_click=_add_example,
+                    args=(path,),
+                )
         if st.session_state.get("examples"):
             st.button("Clear examples", key="clear-examples", on_click=_clear_examples)
 
@@ -245,9 +252,12 @@ def predictions(predictor: Predictor, items: list[Input]) -> list[Stored]:
         del store[stale]
     todo = [(k, item) for k, item in zip(keys, items, strict=True) if k not in store]
     if todo:
-        with st.spinner(f"Reading {len(todo)} image(s) ..."):
-            for k, item in todo:
-                store[k] = predict(predictor, item.load(), item.name)
+        # a count, not a spinner alone: on a slow computer 30 images took minutes with no sign of how far
+        bar = st.progress(0.0)
+        for done, (k, item) in enumerate(todo):
+            bar.progress(done / len(todo), text=escape_markdown(reading_text(done, len(todo), item.name)))
+            store[k] = predict(predictor, item.load(), item.name)
+        bar.empty()
     op = predictor.operating_point
     return [Stored(at_operating_point(store[k].result, op), store[k].view) for k in keys]
 

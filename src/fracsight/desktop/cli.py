@@ -26,7 +26,7 @@ def desktop_command(
         str | None, typer.Option(help="Operating point to start with (default: the bundle's).")
     ] = None,
     threads: Annotated[
-        int, typer.Option(min=0, help="ONNX Runtime threads (0: one fewer than the cores).")
+        int, typer.Option(min=0, help="ONNX Runtime threads (0: one fewer than the cores; at most 256).")
     ] = 0,
     niceness: Annotated[
         int, typer.Option(min=0, max=19, hidden=True, help="How much lower the model's threads run (Linux).")

@@ -23,6 +23,7 @@ __all__ = [
     "SHORTCUTS",
     "Shortcut",
     "Tooltip",
+    "action_sequences",
     "applies",
     "bind_shortcuts",
     "help_rows",
@@ -57,6 +58,9 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("viewer.toggle_heatmap", "Heatmap on or off", ("H",)),
     Shortcut("viewer.toggle_boxes", "Boxes on or off", ("B",)),
     Shortcut("viewer.reset_window", "Reset window/level", ("R",)),
+    # with Shift: Page Down alone pages the results list, where the keys usually are
+    Shortcut("scroll_cards_down", "Scroll the cards above the image down", ("Shift+Page Down",)),
+    Shortcut("scroll_cards_up", "Scroll the cards above the image up", ("Shift+Page Up",)),
     Shortcut("show_shortcuts", "Keyboard shortcuts (this list)", ("F1",)),
 )
 
@@ -72,6 +76,8 @@ _KEYSYMS = {  # the keys a chord names that Tk calls otherwise, or that have mor
     "-": ("minus", "KP_Subtract"),
     "0": ("0", "KP_0"),
     "1": ("1", "KP_1"),
+    "Page Down": ("Next",),
+    "Page Up": ("Prior",),
 }
 _KEYSYMS |= {"Plus": _KEYSYMS["+"], "Minus": _KEYSYMS["-"]}
 ALWAYS_KEYS = {"Escape", *(f"F{n}" for n in range(1, 13))}  # keys that never type anything
@@ -98,6 +104,12 @@ def tk_sequences(chord: str) -> tuple[str, ...]:
     else:
         keysyms = _KEYSYMS.get(key, (key,))
     return tuple(f"<{prefix}Key-{k}>" for k in keysyms)
+
+
+def action_sequences(action: str) -> tuple[str, ...]:
+    """The Tk event patterns of every chord of ``action``'s shortcut."""
+    (shortcut,) = (s for s in SHORTCUTS if s.action == action)
+    return tuple(seq for chord in shortcut.chords for seq in tk_sequences(chord))
 
 
 def applies(chord: str, widget_class: str, state: int | str, *, editable: bool = True) -> bool:

@@ -33,10 +33,11 @@ from fracsight.app.logic import (
 )
 from fracsight.bundle import read_card
 from fracsight.desktop.drop import enable_file_drop, paths_from_drop
+from fracsight.desktop.flow import flow
 from fracsight.desktop.listing import Listed, Listing, list_in_background
 from fracsight.desktop.priority import MODEL_NICENESS
 from fracsight.desktop.render import Rendered
-from fracsight.desktop.shortcuts import NOTE, Tooltip, bind_shortcuts, help_rows, hint
+from fracsight.desktop.shortcuts import NOTE, Tooltip, action_sequences, bind_shortcuts, help_rows, hint
 from fracsight.desktop.state import STUDY_NAME, ReadingSession, heading
 from fracsight.desktop.timing import LatencyProbe, TimingLog
 from fracsight.desktop.viewer import FOCUS_COLOUR, Viewer, pack_right
@@ -94,8 +95,8 @@ class DesktopApp:
     """The window. Methods a test may call on the Tk thread, as the buttons do: :meth:`open_paths`,
     :meth:`select`, :meth:`cancel`, :meth:`set_operating_point`, :meth:`set_one_study`,
     :meth:`export_csv`, :meth:`export_json`, :meth:`export_overlay`, :meth:`next_result`,
-    :meth:`previous_result`, :meth:`show_shortcuts`, and the :attr:`viewer`'s. The keyboard's
-    shortcuts (:mod:`fracsight.desktop.shortcuts`) call these."""
+    :meth:`previous_result`, :meth:`scroll_cards_down`, :meth:`scroll_cards_up`, :meth:`show_shortcuts`,
+    and the :attr:`viewer`'s. The keyboard's shortcuts (:mod:`fracsight.desktop.shortcuts`) call these."""
 
     def __init__(
         self,
@@ -197,31 +198,34 @@ class DesktopApp:
         self.notice.pack(side="top", fill="x")
         wrap_at_width(self.notice, self.notice, margin=16)  # whole, however narrow: it is the notice
 
-        bar = ttk.Frame(root, padding=(6, 4))
+        # in groups that wrap onto a second row where one is too narrow (large fonts on a small screen)
+        bar = ttk.Frame(root)
         bar.pack(side="top", fill="x")
-        open_files = ttk.Button(bar, text="Open files…", command=self.ask_files)
+        files = ttk.Frame(bar)
+        open_files = ttk.Button(files, text="Open files…", command=self.ask_files)
         open_files.pack(side="left")
-        open_folder = ttk.Button(bar, text="Open folder…", command=self.ask_folder)
+        open_folder = ttk.Button(files, text="Open folder…", command=self.ask_folder)
         open_folder.pack(side="left", padx=(4, 0))
-        self.cancel_button = ttk.Button(bar, text="Cancel", command=self.cancel, state="disabled")
-        self.cancel_button.pack(side="left", padx=(4, 12))
+        self.cancel_button = ttk.Button(files, text="Cancel", command=self.cancel, state="disabled")
+        self.cancel_button.pack(side="left", padx=(4, 0))
         op_frame = ttk.Frame(bar)  # filled once the model is loaded, if it has operating points
-        op_frame.pack(side="left")
         self.op_label = ttk.Label(op_frame, text="Operating point")
         self.op_var = tk.StringVar()
         self.op_box = ttk.Combobox(op_frame, textvariable=self.op_var, state="readonly", width=14)
         self.op_box.bind("<<ComboboxSelected>>", lambda _e: self._operating_point_chosen())
         self.study_var = tk.BooleanVar(value=False)
-        ttk.Checkbutton(
+        study = ttk.Checkbutton(
             bar,
             text="These images are one study",
             variable=self.study_var,
             command=lambda: self.set_one_study(self.study_var.get()),
-        ).pack(side="left", padx=(0, 12))
-        pack_right(
-            ttk.Button(bar, text="Shortcuts (F1)", command=self.show_shortcuts),
-            ttk.Button(bar, text="Model card…", command=self.show_model_card),
         )
+        help_buttons = ttk.Frame(bar)
+        pack_right(
+            ttk.Button(help_buttons, text="Shortcuts (F1)", command=self.show_shortcuts),
+            ttk.Button(help_buttons, text="Model card…", command=self.show_model_card),
+        )
+        flow(bar, (files, op_frame, study, help_buttons))
 
         prog = ttk.Frame(root, padding=(6, 0, 6, 4))
         prog.pack(side="top", fill="x")
@@ -271,6 +275,10 @@ class DesktopApp:
         self._build_card(cards)
         self.viewer = Viewer(right, self.events)
         bind_shortcuts(root, self)
+        # the list's own Page Up and Page Down (its class binding) would page it as well
+        for action in ("scroll_cards_down", "scroll_cards_up"):
+            for sequence in action_sequences(action):
+                self.tree.bind(sequence, lambda _e, a=action: getattr(self, a)() or "break")
 
     def _build_list(self, parent: ttk.Frame) -> None:
         self.tree = ttk.Treeview(parent, show="headings", selectmode="browse")
@@ -566,7 +574,7 @@ class DesktopApp:
             self.op_box.configure(values=names)
             self.op_var.set(self.session.operating_point.name)
             self.op_label.pack(side="left")
-            self.op_box.pack(side="left", padx=(4, 12))
+            self.op_box.pack(side="left", padx=(4, 0))
         if not predictor.has_fracture_head:
             self.viewer.set_boxes_apply(False)
         self._show_model_text()
@@ -832,6 +840,16 @@ class DesktopApp:
         self.session.choose_operating_point(name)
         self.op_var.set(name)
         self._refresh_rows()
+
+    def scroll_cards_down(self) -> None:
+        """A page down the cards above the image, when they are taller than their room (the wheel
+        over them did it; the keys did not)."""
+        if self.card_scroll.winfo_ismapped():
+            self.card_area.yview_scroll(1, "pages")
+
+    def scroll_cards_up(self) -> None:
+        if self.card_scroll.winfo_ismapped():
+            self.card_area.yview_scroll(-1, "pages")
 
     def set_one_study(self, on: bool) -> None:
         self.session.one_study = on
