@@ -214,11 +214,11 @@ class Spool:
                 (key, study_uid, RECEIVED, now, now),
             ).rowcount
             if inserted:
-                # a late image re-opens a study whose verdict was already given: a new verdict follows
+                # a study whose verdict was given stays done until a late image is predicted
+                # (queue_many): one the reader refuses would get a second verdict over the same images
                 self._db.execute(
                     "INSERT INTO studies(study_uid, last_received, verdict) VALUES (?, ?, ?) "
-                    "ON CONFLICT(study_uid) DO UPDATE SET last_received=excluded.last_received, "
-                    "verdict=excluded.verdict",
+                    "ON CONFLICT(study_uid) DO UPDATE SET last_received=excluded.last_received",
                     (study_uid, now, OPEN),
                 )
                 self._count("received")
@@ -282,6 +282,12 @@ class Spool:
             self._db.executemany(
                 "UPDATE instances SET state=?, updated_at=? WHERE key=?",
                 [(RESULTS_PENDING if files else SENT, now, owner) for owner, files in results],
+            )
+            # a late image, now predicted, re-opens its study: a new verdict covers it
+            self._db.executemany(
+                "UPDATE studies SET verdict=? WHERE verdict=? "
+                "AND study_uid=(SELECT study_uid FROM instances WHERE key=?)",
+                [(OPEN, DONE, owner) for owner, _ in results],
             )
             self._count("predicted", n=len(results))
 
@@ -463,9 +469,10 @@ class Spool:
         """Give each open study a fresh quiet time from ``now``: while the node was down, and until
         it listens again, the modality could not send the study's other images."""
         with self._lock, self._db:
-            self._db.execute(
-                "UPDATE studies SET last_received=MAX(last_received, ?) WHERE verdict=?",
-                (time.time() if now is None else now, OPEN),
+            self._db.execute(  # and a done study with a late image still to predict (it re-opens)
+                "UPDATE studies SET last_received=MAX(last_received, ?) WHERE verdict=? OR EXISTS "
+                "(SELECT 1 FROM instances i WHERE i.study_uid=studies.study_uid AND i.state=?)",
+                (time.time() if now is None else now, OPEN, RECEIVED),
             )
 
     def prune(self, older_than: float) -> int:

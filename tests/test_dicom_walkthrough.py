@@ -1,0 +1,76 @@
+"""What a PACS administrator trying the node for the first time ran into (docs/dicom.md followed
+literally against Orthanc and dcmtk on loopback), each case kept as a test against the real software.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+
+from dicom_support import (
+    PATIENT,
+    NodeProcess,
+    Orthanc,
+    dcmtk_available,
+    make_radiograph_dicom,
+    orthanc_available,
+    storescu,
+)
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.fracatlas,
+    pytest.mark.skipif(not (dcmtk_available() and orthanc_available()), reason="needs dcmtk and Orthanc"),
+]
+
+FRACATLAS = Path(__file__).resolve().parents[2] / "shared" / "data" / "fracatlas" / "images" / "Fractured"
+
+
+def _colour_copy(source: Path, out: Path) -> Path:
+    """``source`` as an RGB image whose channels differ (a grey one the reader takes as grey): a
+    colour image, which the node acknowledges and its reader then refuses."""
+    ds = pydicom.dcmread(source)
+    grey = (ds.pixel_array >> 4).astype(np.uint8)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.PixelData = np.stack([255 - grey, grey, grey], axis=-1).tobytes()
+    ds.save_as(out, enforce_file_format=True)
+    return out
+
+
+def test_a_late_image_the_reader_refuses_gives_its_study_no_second_verdict(tmp_path: Path) -> None:
+    """A colour image sent into a study that has its verdict re-opened the study, and the PACS got a
+    second study SR over the same images, one more for each such image (until 2026-12-03)."""
+    images = sorted(FRACATLAS.glob("*.jpg"))[:2]
+    if len(images) < 2:
+        pytest.skip("FracAtlas images not found")
+    study = generate_uid()
+    files = [
+        make_radiograph_dicom(image, tmp_path / f"cr{i}.dcm", study_uid=study, instance_number=i + 1)
+        for i, image in enumerate(images)
+    ]
+    colour = _colour_copy(files[0], tmp_path / "colour.dcm")
+    with Orthanc(tmp_path / "orthanc") as orthanc:
+        destination = ["--to", f"127.0.0.1:{orthanc.dicom_port}:{orthanc.ae_title}"]
+        with NodeProcess(tmp_path / "node", destination=destination, quiet_time=1.0) as node:
+            assert storescu("127.0.0.1", node.port, files).returncode == 0
+            node.wait_status(lambda s: s["counters"]["study_verdicts"] == 1 and s["backlog"]["to_send"] == 0)
+            orthanc.wait_for_instances(3, StudyInstanceUID=study, Modality="SR")  # two images, one verdict
+
+            assert storescu("127.0.0.1", node.port, [colour]).returncode == 0
+            node.wait_status(lambda s: s["counters"]["refused"].get("unsupported_photometric") == 1)
+            time.sleep(4)  # the quiet time, four times over: time for a verdict that should not come
+            status = node.status()
+            log = node.log()
+        assert status["counters"]["study_verdicts"] == 1
+        assert status["backlog"] == {"to_predict": 0, "to_send": 0, "open_studies": 0}
+        assert len(orthanc.find_instances(StudyInstanceUID=study, Modality="SR")) == 3
+    assert "refused by the reader (unsupported_photometric)" in log
+    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber"):
+        assert PATIENT[keyword] not in log
