@@ -11,6 +11,7 @@ import contextlib
 import csv
 import json
 import os
+import platform
 import re
 import signal
 import subprocess
@@ -752,6 +753,32 @@ def test_a_cluster_with_token_authentication_says_how_to_connect(archive: Path, 
             f"error (batch_failed): cannot start or reach the Ray cluster at 127.0.0.1:{port}"
         )
         assert "set RAY_AUTH_MODE=token" in line and "--address auto" in line
+        assert not out.exists()
+        # a driver of another Ray version (one Ray is installed: the driver's process reports another)
+        site = tmp_path / "site"
+        site.mkdir()
+        (site / "sitecustomize.py").write_text(
+            "import ray._private.utils as u\n"
+            "real = u.compute_version_info\n"
+            "u.compute_version_info = lambda: ('2.0.1', real()[1])\n"
+        )
+        path = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))
+        other = {**env, "RAY_AUTH_MODE": "token", "PYTHONPATH": path}
+        job = subprocess.run(
+            [*CLI, "batch", "run", str(archive), "--out", str(out), "--address", f"127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            env=other,
+            timeout=180,
+        )
+        assert job.returncode == 1 and "Traceback" not in job.stderr, job.stderr
+        python = platform.python_version()
+        said = (  # it was "... RuntimeError: Version mismatch: The cluster was started with:"
+            f"error (batch_failed): cannot start or reach the Ray cluster at 127.0.0.1:{port}: "
+            f"version mismatch: the cluster runs Ray {ray.__version__} on Python {python}, "
+            f"this driver Ray 2.0.1 on Python {python}; run the driver with the cluster's versions"
+        )
+        assert job.stderr.strip().splitlines()[-1] == said
         assert not out.exists()
     finally:
         os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` stops its processes

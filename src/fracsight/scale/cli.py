@@ -81,6 +81,13 @@ def run_command(
     from fracsight.scale.inputs import collect_batch_inputs
     from fracsight.scale.job import run_batch
 
+    if Path("-") in inputs and not Path("-").exists():  # `find ... | batch run -` was "no such file"
+        typer.echo(
+            "error (usage): batch run reads no paths from standard input ('-'): save them to a list "
+            "(find /archive -type f > paths.txt) and give it, so that a re-run can read them again to resume",
+            err=True,
+        )
+        raise typer.Exit(2)
     refuse_missing(inputs)
     import ray  # noqa: F401  # without the scale extra: named by the command group (fracsight.cli.EXTRA_OF)
 

@@ -41,6 +41,7 @@ def collect_batch_inputs(args: Sequence[Path], *, path_column: str = "path") -> 
         if listed is None:
             found = [(path, path, name) for path, name in named_inputs([arg])]
         else:
+            _refuse_relative_to_here(arg, listed)
             found = [f for p in listed for f in _listed(arg.parent, Path(p))]
         for path, typed, name in found:
             if (key := os.path.realpath(path)) not in real:
@@ -56,11 +57,46 @@ def _listed(base: Path, typed: Path) -> list[tuple[Path, Path, str]]:
     to ``base``) gives: a folder its images, named as ``fracsight predict`` names them (a study
     folder in a manifest was one ``is a folder, not an image file`` row); a folder without any, or
     a file, itself (every row gives a row of the output: its error code says what it is)."""
+    typed = _as_meant(base, typed)
     path = base / typed
     found = (
         [(f, typed / f.relative_to(path), name) for f, name in named_inputs([path])] if path.is_dir() else []
     )
     return found or [(path, typed, text_cell(typed.name))]
+
+
+def _refuse_relative_to_here(arg: Path, listed: Sequence[str], sample: int = 20) -> None:
+    """Refuse a list whose relative paths are relative to the folder the command runs in, not to
+    the list's own: all its rows became ``unreadable_image`` rows, committed, after Ray started.
+    Looks at the first ``sample`` relative rows only (a manifest may list millions, on NFS)."""
+    base = arg.parent
+    relative = [p for p in listed if not os.path.isabs(p) and not p.startswith("~")][:sample]
+    if not relative or os.path.realpath(base) == os.path.realpath(os.curdir):
+        return
+    if any(os.path.lexists(base / p) for p in relative):
+        return
+    here = sum(os.path.lexists(p) for p in relative)
+    if here:
+        raise DatasetError(
+            f"{arg}: its relative paths are read relative to its folder ({base}), where none of the first "
+            f"{len(relative)} exists, and {here} of them exist relative to the current folder: write them "
+            "relative to the list's folder, or absolute"
+        )
+
+
+def _as_meant(base: Path, typed: Path) -> Path:
+    """A row's path as this machine spells it: ``~/x.jpg`` (no shell expanded it) in the home
+    folder; ``sub\\x.jpg``, written on Windows, as ``sub/x.jpg``. Both were rows for
+    ``<list folder>/~/x.jpg`` or a file named ``sub\\x.jpg``, ``no such file``. A file of the
+    literal name, where there is one, wins."""
+    text = str(typed)
+    if not (text.startswith("~") or "\\" in text) or os.path.lexists(base / typed):
+        return typed  # one stat more only for such rows (a manifest may list millions, on NFS)
+    if text.startswith("~") and (home := Path(os.path.expanduser(text))) != typed:
+        return home
+    if os.sep == "/" and "\\" in text and os.path.lexists(base / (posix := Path(text.replace("\\", "/")))):
+        return posix
+    return typed
 
 
 def _listed_paths(arg: Path, path_column: str) -> list[str] | None:
@@ -100,7 +136,7 @@ def _manifest(path: Path, column: str) -> list[str]:
         import pyarrow.dataset as pads
 
         try:
-            dataset = pads.dataset(path, format="parquet")  # a file, or a folder of parts
+            dataset = pads.dataset(_dataset_files(path), format="parquet")  # a file, or a folder of parts
             _refuse_missing_column(path, column, dataset.schema.names)
             _refuse_non_text(path, column, dataset.schema.field(column).type)
             values = dataset.to_table(columns=[column]).column(column).to_pylist()
@@ -112,6 +148,24 @@ def _manifest(path: Path, column: str) -> list[str]:
     else:
         rows = _csv_rows(path, column)
     return _checked(path, [(where, "" if v is None else str(v).strip()) for where, v in rows], column)
+
+
+def _dataset_files(path: Path) -> Path | list[str]:
+    """A Parquet manifest's files: ``path``, or, for a dataset folder holding a batch output
+    (``--out ds.parquet/results``), its files less that output's, whose parts and results.csv the
+    next run read as the manifest's (it was ``not a readable Parquet file (ArrowInvalid)``)."""
+    if not path.is_dir():
+        return path
+    outputs = {job.parent for job in path.rglob("job.json") if (job.parent / "parts").is_dir()}
+    if not outputs:
+        return path
+    return [
+        str(f)
+        for f in sorted(path.rglob("*"))
+        if f.is_file()
+        and not outputs.intersection(f.parents)
+        and not any(part.startswith((".", "_")) for part in f.relative_to(path).parts)  # as pyarrow
+    ]
 
 
 def _csv_rows(path: Path, column: str) -> list[tuple[str, str | None]]:
@@ -140,6 +194,8 @@ def _refuse_missing_column(path: Path, column: str, names: Sequence[str]) -> Non
 
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")  # s3://, https://, file://, ...
+# C:\x.dcm, C:/x.dcm, \\server\share\x.dcm: where fracsight runs on POSIX, no file has such a path
+_WINDOWS = re.compile(r"^(?:[A-Za-z]:[\\/]|\\\\)") if os.sep == "/" else re.compile(r"(?!)")
 
 
 def _checked(path: Path, rows: list[tuple[str, str]], column: str) -> list[str]:
@@ -151,6 +207,11 @@ def _checked(path: Path, rows: list[tuple[str, str]], column: str) -> list[str]:
             [w for w, p in rows if _URL.match(p)],
             "are URLs, not file paths",
             "fracsight reads files: mount the storage (NFS, s3fs, gcsfuse, ...) and list the paths there",
+        ),
+        (
+            [w for w, p in rows if _WINDOWS.match(p)],
+            "are Windows paths (a drive letter or \\\\server\\share)",
+            "list the files as this machine mounts them (relative paths with \\ are read as /)",
         ),
     ):
         if bad:

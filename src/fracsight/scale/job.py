@@ -9,6 +9,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import threading
@@ -410,8 +411,20 @@ def _check_fits(resources: dict[str, float], cpus_per_actor: float, gpus_per_act
             )
 
 
+_VERSIONS = re.compile(r"Ray: (\S+)\s+Python: (\S+)")
+
+
 def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = str(error)
+    versions = _VERSIONS.findall(text)
+    if text.startswith("Version mismatch") and len(versions) == 2:
+        # Ray spreads the versions over six lines; its first said only "The cluster was started with:"
+        (ray_there, python_there), (ray_here, python_here) = versions
+        return (
+            f"version mismatch: the cluster runs Ray {ray_there} on Python {python_there}, this driver "
+            f"Ray {ray_here} on Python {python_here}; run the driver with the cluster's versions"
+        )
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     return f"{type(error).__name__}: {lines[0][:300]}" if lines else type(error).__name__
 
 

@@ -1,0 +1,138 @@
+"""`fracsight batch` as a new user first runs it: paths written by hand or on Windows, `-` for
+standard input, a cluster of another Ray version. Fast: nothing here starts Ray (the job with a
+cluster of another version is in tests/test_scale_ray.py, beside the token test's cluster)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fracsight.cli import app as cli
+from fracsight.errors import DatasetError
+from fracsight.scale.inputs import collect_batch_inputs
+
+pytest.importorskip("ray")
+
+
+def one_line(output: str) -> str:
+    return " ".join(output.split())
+
+
+def test_a_home_path_in_a_list_is_the_home_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`~/xr/a.jpg` in a list (no shell expands it there) was a row for `<list folder>/~/xr/a.jpg`."""
+    home = tmp_path / "home"
+    (home / "xr").mkdir(parents=True)
+    (home / "xr" / "a.jpg").write_bytes(b"x")
+    monkeypatch.setenv("HOME", str(home))
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "l.txt").write_text("~/xr/a.jpg\n~/xr/gone.jpg\n")
+    (lists / "m.csv").write_text("path\n~/xr/a.jpg\n")
+    expected = [str(home / "xr/a.jpg"), str(home / "xr/gone.jpg")]
+    assert list(collect_batch_inputs([lists / "l.txt"])) == expected
+    assert collect_batch_inputs([lists / "m.csv"]) == {str(home / "xr/a.jpg"): "a.jpg"}
+    (lists / "~").mkdir()  # a folder literally named ~ beside the list: the file there wins
+    (lists / "~" / "xr").mkdir()
+    (lists / "~" / "xr" / "a.jpg").write_bytes(b"x")
+    assert next(iter(collect_batch_inputs([lists / "l.txt"]))) == str(lists / "~/xr/a.jpg")
+
+
+@pytest.mark.skipif(os.sep != "/", reason="a POSIX file system")
+def test_windows_paths_in_a_manifest(tmp_path: Path) -> None:
+    """`sub\\a.jpg` was a row for a file named `sub\\a.jpg` (no such file); `C:\\xr\\a.jpg` and
+    `\\\\pacs\\share\\a.jpg` rows for `<manifest folder>/C:\\xr\\a.jpg`, all `unreadable_image`."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.jpg").write_bytes(b"x")
+    (tmp_path / "rel.csv").write_text("path\nsub\\a.jpg\nsub\\b.jpg\n")
+    assert collect_batch_inputs([tmp_path / "rel.csv"]) == {
+        str(tmp_path / "sub/a.jpg"): "a.jpg",
+        str(tmp_path / "sub\\b.jpg"): "sub\\b.jpg",  # found under neither spelling: its row says so
+    }
+    (tmp_path / "win.csv").write_text(
+        "path\nC:\\xr\\a.jpg\nsub\\a.jpg\n\\\\pacs\\share\\a.jpg\nD:/xr/b.jpg\n"
+    )
+    said = "3 of 4 rows are Windows paths (a drive letter or \\\\server\\share) (line 2, line 4, line 5)"
+    with pytest.raises(DatasetError) as e:
+        collect_batch_inputs([tmp_path / "win.csv"])
+    assert said in str(e.value)
+    args = ["batch", "run", str(tmp_path / "win.csv"), "--out", str(tmp_path / "o")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and said in one_line(result.output), result.output
+    assert "Traceback" not in result.output and not (tmp_path / "o").exists()
+
+
+def test_standard_input_is_refused_with_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`find ... | fracsight batch run - --out o` said `no such file or folder: -`."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["batch", "run", "-", "--out", "o"], input="/x/a.jpg\n")
+    assert result.exit_code == 2, result.output
+    assert "reads no paths from standard input ('-'): save them to a list" in one_line(result.output)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_cluster_of_another_ray_version_names_both_versions() -> None:
+    """Ray's version check spreads the versions over six lines; the one line kept was
+    `RuntimeError: Version mismatch: The cluster was started with:`."""
+    from ray._private.utils import check_version_info
+
+    from fracsight.scale.job import _first_line
+
+    with pytest.raises(RuntimeError) as e:  # the message of the check a driver runs as it connects
+        check_version_info({"ray_version": "2.0.1", "python_version": "3.9.1"}, "node 10.0.0.5")
+    said = _first_line(e.value)
+    assert "\n" not in said
+    assert said.startswith("version mismatch: the cluster runs Ray 2.0.1 on Python 3.9.1, this driver Ray ")
+    assert "run the driver with the cluster's versions" in said
+
+
+def test_an_output_inside_a_parquet_dataset_folder_is_not_read_as_the_manifest(tmp_path: Path) -> None:
+    """`batch run ds.parquet --out ds.parquet/results`: the re-run that resumes it read the output's
+    parts and results.csv as the manifest's, `not a readable Parquet file (ArrowInvalid)`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from fracsight.scale.output import BatchOutput
+
+    dataset = tmp_path / "ds.parquet"
+    dataset.mkdir()
+    paths = [str(tmp_path / f"{i}.jpg") for i in range(3)]
+    pq.write_table(pa.table({"path": paths[:2]}), dataset / "part-0.parquet")
+    pq.write_table(pa.table({"path": paths[2:]}), dataset / "part-1.parquet")
+    assert list(collect_batch_inputs([dataset])) == paths
+    output = BatchOutput(dataset / "results", ("path", "error_code"), {"name": "m"})
+    output.commit([{"path": p, "error_code": "unreadable_image"} for p in paths])
+    output.close()
+    assert (dataset / "results" / "results.csv").is_file()
+    assert list(collect_batch_inputs([dataset])) == paths
+
+
+def test_a_list_relative_to_the_current_folder_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`batch run lists/m.csv` with rows `xr/a.jpg` meant from where the command runs: every row
+    became an `unreadable_image` row, committed after Ray started (exit 1)."""
+    (tmp_path / "xr").mkdir()
+    (tmp_path / "xr" / "a.jpg").write_bytes(b"x")
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "m.csv").write_text("path\nxr/a.jpg\nxr/b.jpg\n")
+    monkeypatch.chdir(tmp_path)
+    said = (
+        "lists/m.csv: its relative paths are read relative to its folder (lists), where none of the "
+        "first 2 exists, and 1 of them exist relative to the current folder"
+    )
+    with pytest.raises(DatasetError, match=re.escape(said)):
+        collect_batch_inputs([Path("lists/m.csv")])
+    result = CliRunner().invoke(cli, ["batch", "run", "lists/m.csv", "--out", "o"])
+    assert result.exit_code == 2 and said in one_line(result.output) and not Path("o").exists()
+    (tmp_path / "lists" / "xr").mkdir()  # one row there: the list means its folder, as documented
+    (tmp_path / "lists" / "xr" / "b.jpg").write_bytes(b"x")
+    assert list(collect_batch_inputs([Path("lists/m.csv")])) == [
+        str(tmp_path / "lists/xr/a.jpg"),
+        str(tmp_path / "lists/xr/b.jpg"),
+    ]
+    monkeypatch.chdir(tmp_path / "lists")  # run from the list's folder: its paths are read as they are
+    assert len(collect_batch_inputs([Path("m.csv")])) == 2
