@@ -710,6 +710,14 @@ def _print_table(results, studies, predictor, notice: str) -> None:
     console.print(table)
 
 
+def _bootstrap_resamples(value: int) -> int:
+    """``--bootstrap``: 0 draws no intervals (quick figures); fewer than 100 resamples would give
+    percentile intervals too rough to state."""
+    if 0 < value < 100:
+        raise typer.BadParameter(f"{value} resamples are too few for intervals: give 0 (none) or 100 or more")
+    return value
+
+
 @app.command()
 def evaluate(
     model: Annotated[
@@ -724,7 +732,12 @@ def evaluate(
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON to stdout.")] = False,
     bootstrap: Annotated[
-        int, typer.Option(min=100, help="Bootstrap resamples for confidence intervals.")
+        int,
+        typer.Option(
+            min=0,
+            callback=_bootstrap_resamples,
+            help="Bootstrap resamples for confidence intervals: 0 (no intervals) or at least 100.",
+        ),
     ] = 2000,
     overwrite: Annotated[bool, typer.Option(help="Allow writing into a non-empty --out folder.")] = False,
     allow_unreadable: Annotated[

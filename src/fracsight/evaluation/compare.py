@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from fracsight.data import CLASS, FRACTURE, load_dataset, split_keys
+from fracsight.data import CLASS, FRACTURE, MissingSplitError, load_dataset, split_keys
 from fracsight.data._files import relative_name
 from fracsight.errors import ConfigError, DatasetError
 from fracsight.evaluation.metrics import _average_ranks, auroc, bootstrap_ci
@@ -150,7 +150,12 @@ def compare_models(
     if classes:
         for predictor in predictors:  # a data class the model does not know is refused, naming it
             model_class_index(dataset.class_names, predictor.classes)
-    chosen = [held_out_samples(dataset, split, p.spec, Path(data_dir))[0] for p in predictors]
+    chosen = []
+    for key, predictor, given in zip("AB", predictors, (model_a, model_b), strict=True):
+        try:
+            chosen.append(held_out_samples(dataset, split, predictor.spec, Path(data_dir))[0])
+        except MissingSplitError as e:  # "the model was not trained on" it: say which of the two
+            raise MissingSplitError(f"model {key} ({given or 'default'}): {e}") from None
     if [s.path for s in chosen[0]] != [s.path for s in chosen[1]]:
         raise DatasetError(
             f"{data_dir} has no {split!r} split of its own, and the two models' training runs held out "
@@ -182,7 +187,10 @@ def compare_models(
     kept = [samples[i] for i in both]
     pairs = [[preds[i] for i in both] for preds in outputs]
     result: dict[str, Any] = {
-        "models": {key: _model_block(predictor) for key, predictor in zip("ab", predictors, strict=True)},
+        "models": {
+            key: _model_block(predictor, given)
+            for key, predictor, given in zip("ab", predictors, (model_a, model_b), strict=True)
+        },
         "data": {
             "root": str(data_dir),
             "split": split or "all",
@@ -230,8 +238,10 @@ def _unread(outputs: list[list[Any]]) -> list[dict[str, Any]]:
     return failed
 
 
-def _model_block(predictor: Any) -> dict[str, Any]:
-    block: dict[str, Any] = {"name": predictor.name}
+def _model_block(predictor: Any, given: str | Path | None) -> dict[str, Any]:
+    """The model as the figures name it, and as the command line gave it (``model``): two runs of
+    one recipe have the same name and version."""
+    block: dict[str, Any] = {"name": predictor.name, "model": "default" if given is None else str(given)}
     point = predictor.operating_point
     if point is not None:
         block.update(operating_point=point.name, threshold=point.threshold)
@@ -297,7 +307,7 @@ def _grouped_difference(kept: list[Any], y: np.ndarray, prob: list[np.ndarray]) 
     as ``evaluate``'s intervals do); empty where every image is a group of its own. FracAtlas
     test: 687 images in 535 groups, one of 77."""
     keys = split_keys(kept)
-    if len(set(keys)) == len(keys):
+    if len(set(keys)) in (1, len(keys)):  # one group is drawn the same every time: no interval
         return {}
 
     def difference(labels: np.ndarray, rows: np.ndarray) -> float:

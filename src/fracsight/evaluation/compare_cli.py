@@ -89,20 +89,23 @@ def _paired(what: str, block: dict[str, Any]) -> str:
     )
 
 
-def _model_line(key: str, model: dict[str, Any]) -> str:
+def _model_line(key: str, model: dict[str, Any], same_name: bool) -> str:
     point = (
         f" at its {model['operating_point']!r} point ({model['threshold']:.3f})"
         if "threshold" in model
         else ""
     )
-    return f"{key}: {model['name']}{point}"
+    # two bundles of one name (every run of a recipe's): which is A and which B, by what was typed
+    given = f" ({model['model']})" if same_name and "model" in model else ""
+    return f"{key}: {model['name']}{given}{point}"
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:
     """The comparison as a few lines of text (what ``fracsight compare`` prints)."""
     d = result["data"]
+    same_name = len({model["name"] for model in result["models"].values()}) == 1
     lines = [
-        "; ".join(_model_line(key.upper(), model) for key, model in result["models"].items()),
+        "; ".join(_model_line(key.upper(), model, same_name) for key, model in result["models"].items()),
         f"on {d['root']} [{d['split']}]: {d['n_compared']} images read by both"
         + (f" ({d['n_unreadable']} unreadable by one of them, left out)" if d["n_unreadable"] else ""),
     ]

@@ -109,6 +109,15 @@ class _Bootstrap:
     alpha: float
 
 
+def _resamples_vary(y: np.ndarray, groups: Sequence[Hashable] | None) -> bool:
+    """Whether a bootstrap of ``y`` can draw more than one data set: one group of related images
+    (one patient's), or one fractured and one other image (stratified), is drawn the same every time,
+    and its "interval" was the value itself (0.500-0.500) as though it were certain."""
+    if groups is not None:
+        return len(set(groups)) > 1
+    return max(int(y.sum()), int(y.size - y.sum())) > 1
+
+
 def _estimate(
     fn: Any,
     y: np.ndarray,
@@ -122,7 +131,7 @@ def _estimate(
     if not 0 < n_pos < y.size:
         return out
     out["value"] = fn(y, p)
-    if boot.n > 0:
+    if boot.n > 0 and _resamples_vary(y, groups):
         out["ci_low"], out["ci_high"] = bootstrap_ci(
             fn, y, p, n=boot.n, seed=boot.seed, alpha=boot.alpha, groups=groups
         )

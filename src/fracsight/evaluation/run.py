@@ -145,8 +145,13 @@ def is_training_data(spec: Any, data_dir: Path, dataset: Dataset, carved: Datase
 
 def _split_as_recorded(spec: Any, carved: Dataset) -> bool:
     """Whether the train and validation splits the run's seed made (``carved``) have as many
-    images as the bundle records (``training.n_train`` / ``n_val``)."""
+    images as the bundle records (``training.n_train`` / ``n_val``). ``n_train`` counts the images
+    trained on: with ``max_samples`` N, at most N of the train split (every such run was said to
+    have a split that "differs from the training run's")."""
     counts = [len(carved.split(name)) for name in ("train", "val")]
+    max_samples = int(spec.training.get("config", {}).get("max_samples") or 0)
+    if max_samples:
+        counts[0] = min(counts[0], max_samples)
     return counts == [spec.training.get("n_train"), spec.training.get("n_val")]
 
 
@@ -519,10 +524,14 @@ def _few_images(metrics: Mapping[str, Any], positive: str) -> str | None:
     ]
     if not few:
         return None
+    intervals = (  # with --bootstrap 0 there are none to speak of
+        "their confidence intervals understate the uncertainty (a perfect score gets 1.000-1.000) and "
+        if metrics.get("n_bootstrap") != 0
+        else ""
+    )
     return (
-        f"fewer than {_FEW} {positive} or other cases in: {'; '.join(few)}: their confidence intervals "
-        "understate the uncertainty (a perfect score gets 1.000-1.000) and their figures may not hold "
-        "on other images; measure on more"
+        f"fewer than {_FEW} {positive} or other cases in: {'; '.join(few)}: {intervals}their figures may "
+        "not hold on other images; measure on more"
     )
 
 
@@ -716,6 +725,13 @@ def evaluate_model(
         few = _few_images(metrics, positive)
         if few:
             notes.append(few)
+        if 0 in (int(y.sum()), int(y.size - y.sum())):  # "AUROC n/a" said nothing of why
+            negative = str((dataset.class_names.get(FRACTURE) or predictor.spec.head("fracture").classes)[0])
+            notes.append(
+                f"all {y.size} images are {positive if y.sum() else negative}: AUROC, average precision and "
+                f"sensitivity at specificity need {positive} and {negative} images both; only the rate of "
+                "the label present is measured"
+            )
         localization = _localization(labelled, [preds[i] for i in fracture_idx])
         if localization:
             metrics["localization"] = localization

@@ -34,6 +34,7 @@ from fracsight.training.loss import Targets, multitask_loss
 
 __all__ = [
     "NothingToResumeError",
+    "SplitLabelsError",
     "TrainResult",
     "TrainedModel",
     "Trainer",
@@ -65,6 +66,39 @@ class NothingToResumeError(ConfigError):
 
     code = "nothing_to_resume"
     bad_argument = True
+
+
+class SplitLabelsError(DatasetError):
+    """A train or val split without images of one fracture label: the head cannot learn it, or no
+    checkpoint can be chosen on validation AUROC. The data are the user's to fix: exit 2."""
+
+    bad_argument = True
+
+
+def refuse_one_label_splits(
+    dataset: Dataset, train: list[Sample], val: list[Sample], fracture: tuple[str, ...]
+) -> None:
+    """Refuse, before anything is written, a train or val split that lacks one of the fracture
+    labels ``fracture`` (the head's class names; empty: no fracture head). Trained on, such a run
+    kept no best.pt (every epoch scored -inf) while saying where its checkpoint was."""
+    if not fracture:
+        return
+    for name, samples, why in (
+        ("train", train, "the fracture head would learn one answer; give it images of both"),
+        (
+            "val",
+            val,
+            "validation AUROC, which picks the checkpoint, and export's thresholds need both; give it "
+            "images of both, or leave the val split out and fracsight carves one out of train",
+        ),
+    ):
+        labels = [s.labels[FRACTURE] for s in samples if FRACTURE in s.labels]
+        missing = [fracture[k] for k in (1, 0) if k not in labels]
+        if missing:
+            raise SplitLabelsError(
+                f"{dataset.root}: the {name} split has no {' and no '.join(repr(m) for m in missing)} "
+                f"images ({len(labels)} images): {why}"
+            )
 
 
 def trained_fracture_classes(dataset: Dataset) -> tuple[str, ...]:
@@ -541,6 +575,7 @@ class Trainer:
         self.dataset.refuse_output_inside(self.run_dir)
         train_samples, val_samples = train_val_samples(self.dataset, cfg.seed)
         train_samples = training_subset(train_samples, cfg.max_samples, cfg.seed)
+        refuse_one_label_splits(self.dataset, train_samples, val_samples, self.fracture_classes)
         images = images_record(self.dataset.root, train_samples + val_samples)
         if state is not None:
             self._check_same_images(state, images)
