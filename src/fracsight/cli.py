@@ -17,6 +17,7 @@ import typer
 from typer.core import TyperGroup
 
 from fracsight import __version__
+from fracsight._options import ModelOption
 from fracsight._terminal import install_warning_printer, progress_bar, stdout_console, stdout_to_devnull
 
 if TYPE_CHECKING:
@@ -166,10 +167,10 @@ def audit(
             workers=workers,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
-    _show_report(report, render_audit, json_output)
+    show_report(report, render_audit, json_output)
 
 
-def _show_report(report: Any, render: Callable[[Any], Iterable[Any]], json_output: bool) -> None:
+def show_report(report: Any, render: Callable[[Any], Iterable[Any]], json_output: bool) -> None:
     """A report as one JSON object on stdout (``report.to_dict()``), or as the tables ``render`` yields."""
     if json_output:
         typer.echo(json.dumps(report.to_dict(), indent=2))
@@ -361,12 +362,6 @@ def train(
             f"best epoch {result.best_epoch}: validation score {result.best_score:.4f}; "
             f"checkpoint {result.run_dir / 'best.pt'}"
         )
-
-
-ModelOption = Annotated[
-    str | None,
-    typer.Option("--model", "-m", help="Bundle folder, .zip, or packaged name (default: shipped model)."),
-]
 
 
 @app.command()
@@ -1107,55 +1102,11 @@ def web_app(
     raise typer.Exit(code)
 
 
-@app.command()
-def benchmark(
-    model: ModelOption = None,
-    images: Annotated[
-        list[Path] | None,
-        typer.Option(
-            exists=True,
-            help="Image files or folders (repeatable). Default: 64 FracAtlas test images, else synthetic.",
-        ),
-    ] = None,
-    runs: Annotated[int, typer.Option(min=1, help="Timed single-image runs (after warm-up).")] = 50,
-    batch: Annotated[int, typer.Option(min=1, max=256, help="Batch size for the throughput runs.")] = 16,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object to stdout.")] = False,
-    compare: Annotated[
-        bool, typer.Option(help="Also time eager-torch baselines (needs the train extra).")
-    ] = True,
-    also: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Another bundle to time in the same run, e.g. an INT8 one (repeatable; default: "
-            "the model's packaged other precision, <model>-int8 or <model> without -int8, if any)."
-        ),
-    ] = None,
-    stages: Annotated[
-        bool, typer.Option("--stages", help="Also time each stage of one prediction (read ... boxes).")
-    ] = False,
-) -> None:
-    """Measure latency, throughput and peak memory of prediction here, against eager-torch baselines."""
-    from rich.console import Console
-
-    from fracsight.benchmark import render_report, run_benchmark
-
-    err = Console(stderr=True)
-    with user_errors(), err.status("benchmarking") as status:
-        report = run_benchmark(
-            model,
-            images,
-            runs=runs,
-            batch=batch,
-            compare=compare,
-            progress=lambda msg: status.update(msg),
-            also=also,
-            stages=stages,
-        )
-    _show_report(report, render_report, json_output)
-
-
 def _add_subcommands() -> None:
     """Command groups that live in their own subpackage (each imports its libraries lazily)."""
+    from fracsight.benchmark.cli import benchmark
+
+    app.command()(benchmark)
     from fracsight.dicom.cli import dicom_app
 
     app.add_typer(dicom_app, name="dicom")

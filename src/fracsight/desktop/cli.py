@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from fracsight._options import ModelOption
 from fracsight.desktop.priority import MODEL_NICENESS
 
 __all__ = ["desktop_command"]
@@ -18,10 +19,7 @@ def desktop_command(
         list[Path] | None,
         typer.Argument(help="Radiographs (PNG, JPEG, DICOM) and/or folders to open at start."),
     ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option("--model", "-m", help="Bundle folder, .zip, or packaged name (default: shipped model)."),
-    ] = None,
+    model: ModelOption = None,
     operating_point: Annotated[
         str | None, typer.Option(help="Operating point to start with (default: the bundle's).")
     ] = None,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from fracsight._options import ModelOption
 from fracsight.dicom.login import PASSWORD_ENV, PASSWORD_FILE_ENV, USER_ENV
 
 if TYPE_CHECKING:
@@ -122,10 +123,6 @@ def _destination(to: str | None, stow: str | None, calling_ae: str, login: Login
     return DimseDestination(host, port, aet, calling_ae=calling_ae)
 
 
-ModelOption = Annotated[  # as fracsight.cli.ModelOption (not imported: that module imports this one)
-    str | None,
-    typer.Option("--model", "-m", help="Bundle folder, .zip, or packaged name (default: shipped model)."),
-]
 DicomwebUserOption = Annotated[
     str | None,
     typer.Option(

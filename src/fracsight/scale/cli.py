@@ -10,6 +10,8 @@ from typing import Annotated
 
 import typer
 
+from fracsight._options import ModelOption
+
 __all__ = ["batch_app"]
 
 batch_app = typer.Typer(
@@ -28,10 +30,7 @@ def run_command(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Output folder (re-run the same command to resume).")
     ],
-    model: Annotated[
-        str | None,
-        typer.Option("--model", "-m", help="Bundle folder, .zip, or packaged name (default: shipped)."),
-    ] = None,
+    model: ModelOption = None,
     operating_point: Annotated[str | None, typer.Option(help="Named operating point of the bundle.")] = None,
     all_classes: Annotated[bool, typer.Option(help="Add p_<class> columns (as predict --csv).")] = False,
     path_column: Annotated[
