@@ -247,6 +247,9 @@ def test_overlay_words_say_the_decision_its_numbers_the_notice_and_the_colours()
         NOTICE,
     ]
     assert legend is not None and legend.startswith("Heatmap: the fracture probability")
+    # it said a box's label was "the highest value inside it": the default's detector labels its boxes
+    # with its own score (0.39 on a map that peaks at 0.93 inside that box)
+    assert "its own score" in legend and "highest value" not in legend
     caption, _ = overlay_words(_prediction(0.9, reliable=False))
     assert (
         caption[0].startswith("fracsight: not reliable") and "not reliable, for reference only" in caption[1]

@@ -65,7 +65,10 @@ class Box(BaseModel):
     y0: float = Field(description="Top edge, in pixels of the image as shown (`image.height`).")
     x1: float = Field(description="Right edge, in pixels.")
     y1: float = Field(description="Bottom edge, in pixels.")
-    score: float = Field(description="The heatmap's peak inside the box (higher: more suspicious).")
+    score: float = Field(
+        description="Ranks the boxes (higher: more suspicious): the detector's score for a model with a "
+        "detection head, else the heatmap's peak inside the box. Not the fracture probability."
+    )
 
 
 class OperatingPointRef(BaseModel):
@@ -132,7 +135,7 @@ class ImagePrediction(BaseModel):
     classification: Classification = head_field("class", "The class head's answer.")
     localization: LOCALIZATION = Field(
         description="What the overlay's heatmap shows: `fracture` (where a fracture is suspected; "
-        "boxes come from it), `class_activation` (where the predicted class is seen; never boxes) "
+        "boxes are drawn where it is), `class_activation` (where the predicted class is seen; never boxes) "
         "or `none`."
     )
     boxes: list[Box] = head_field("fracture", "Suspected fracture regions in original-image pixels.")

@@ -277,7 +277,7 @@ def image_report(
                 # the algorithm is named once, in the image's group of the same report: each
                 # copy costs highdicom's checks of five more content items per box
                 finding_sites=sites,
-                measurements=[_probability(box.score)],  # the highest probability inside
+                measurements=[_probability(box.score)],  # DetectedBox.score
             )
         )
     report = hd.sr.MeasurementReport(

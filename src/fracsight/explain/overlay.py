@@ -359,7 +359,7 @@ def overlay_words(prediction: Prediction) -> tuple[list[str], str | None]:
     if prediction.localization == FRACTURE_MAP:
         legend = (
             f"Heatmap: the {prediction.finding} probability the model gives each area; "
-            "a box's label is the highest value inside it"
+            f"a box's label is its own score, which ranks the boxes, not the {prediction.finding} probability"
         )
     elif prediction.localization == CLASS_ACTIVATION:
         c = prediction.classification

@@ -26,7 +26,7 @@ __all__ = [
 NOTICE = "fracsight is a decision aid for trained readers, not a diagnosis."
 
 # What a prediction's heatmap shows (``Prediction.localization``).
-FRACTURE_MAP = "fracture"  # where a fracture is suspected; boxes come from it
+FRACTURE_MAP = "fracture"  # where a fracture is suspected; boxes mark it (detector's, or traced on the map)
 CLASS_ACTIVATION = "class_activation"  # where the predicted class is seen; never boxes
 NO_LOCALIZATION = "none"
 
