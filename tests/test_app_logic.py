@@ -30,6 +30,7 @@ from fracsight.app.logic import (
     eight_bit,
     escape_markdown,
     failure_from_exception,
+    failure_message,
     first_of_each,
     heads_text,
     json_text,
@@ -352,6 +353,16 @@ def test_failure_from_exception_keeps_code_and_hides_internals() -> None:
     assert failure == FailedPrediction("broken.png", "unsupported_format", "not an image")
     other = failure_from_exception("x.png", RuntimeError("secret internal detail"))
     assert other.error_code == "internal_error" and "secret" not in other.error
+
+
+def test_an_error_card_does_not_repeat_the_name_its_title_gives() -> None:
+    # the card said "huge.png" above "huge.png: image of 9000 x 9000 pixels ..."
+    said = "huge.png: image of 9000 x 9000 pixels is too large"
+    assert failure_message(FailedPrediction("huge.png", "image_too_large", said)) == (
+        "image of 9000 x 9000 pixels is too large"
+    )
+    assert failure_message(FailedPrediction("study/huge.png", "image_too_large", said)).startswith("image of")
+    assert failure_message(FailedPrediction("a.png", "not_found", "not an image")) == "not an image"
 
 
 def test_first_of_each_takes_an_image_uploaded_twice_once() -> None:

@@ -57,6 +57,7 @@ __all__ = [
     "eight_bit",
     "escape_markdown",
     "failure_from_exception",
+    "failure_message",
     "first_of_each",
     "heads_text",
     "heatmap_text",
@@ -567,6 +568,15 @@ def failure_from_exception(source: str, error: Exception) -> FailedPrediction:
     return FailedPrediction(
         source, "internal_error", f"unexpected {type(error).__name__} while processing this file"
     )
+
+
+def failure_message(failure: FailedPrediction) -> str:
+    """An error card's message without the file's name in front (``huge.png: image of ...``):
+    the card's title is that name already."""
+    for name in (failure.source, Path(failure.source).name):
+        if name and failure.error.startswith(f"{name}: "):
+            return failure.error[len(name) + 2 :]
+    return failure.error
 
 
 def probability_bar_html(

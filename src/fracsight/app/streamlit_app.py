@@ -34,6 +34,7 @@ from fracsight.app.logic import (
     eight_bit,
     escape_markdown,
     failure_from_exception,
+    failure_message,
     first_of_each,
     heads_text,
     json_text,
@@ -267,7 +268,7 @@ def error_card(failure: FailedPrediction) -> None:
         st.markdown(f"#### {escape_markdown(failure.source)}")
         st.error(
             f"**This file could not be read** (error code `{failure.error_code}`): "
-            f"{escape_markdown(failure.error)}"
+            f"{escape_markdown(failure_message(failure))}"
         )
 
 

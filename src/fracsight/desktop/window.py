@@ -26,6 +26,7 @@ from fracsight.app.logic import (
     COLOURS,
     card_for,
     class_operating_point_text,
+    failure_message,
     heads_text,
     operating_point_text,
     study_card_for,
@@ -740,7 +741,7 @@ class DesktopApp:
         if isinstance(result, FailedPrediction):
             self.card_title.configure(text=result.source)
             self.card_headline.configure(text="This file could not be read", fg=COLOURS["suspected"])
-            self.card_lines.configure(text=f"Error code {result.error_code}: {result.error}")
+            self.card_lines.configure(text=f"Error code {result.error_code}: {failure_message(result)}")
             self._show_warnings(())
             return
         card = card_for(result)
