@@ -529,12 +529,20 @@ def test_a_study_card_counts_the_views_and_says_when_the_mean_hides_one() -> Non
     assert two.cautions[0].endswith("but pa.png, lat.png are above it on their own: review them.")
     agreed = study_card_for(study_of(0.6, {"pa.png": 0.6, "lat.png": 0.6}))
     assert agreed.views == "Views suspected on their own: 2 of 2 (pa.png, lat.png)" and not agreed.cautions
-    wrist = make_prediction(0.6, source="pa.png")
-    shoulder = replace(make_prediction(0.1, source="y.png"), region="shoulder")
-    mixed = study_card_for(study_of(0.6, {"pa.png": 0.6, "y.png": 0.1}), [wrist, shoulder])
-    assert mixed.cautions == (
-        "The views show different body regions (hand: pa.png; shoulder: y.png): are they one examination?",
+    regions = {"hand": 0.55, "shoulder": 0.45}
+    mixed = study_card_for(
+        replace(
+            study_of(0.6, {"pa.png": 0.6, "y.png": 0.1}),
+            region="hand",
+            region_probabilities=regions,
+            view_regions=("hand", "shoulder"),
+        )
     )
+    assert mixed.cautions == (
+        "The views read as different body regions (hand: pa.png; shoulder: y.png): are they one "
+        "examination? The study's region is the likeliest over all of them, hand.",
+    )
+    assert mixed.region == "Body region: hand (0.55)" and mixed.region in mixed.lines  # a study had none
     assert study_card_for(make_study(0.27)).cautions == () and study_card_for(make_study(0.27)).views is None
 
 

@@ -22,6 +22,7 @@ import dicom_results_support as support
 from fracsight.cli import app as cli_app
 from fracsight.dicom.result_pool import make_study_results
 from fracsight.dicom.results import result_datasets, study_result_datasets, write_new
+from fracsight.dicom.sr import region_code
 from fracsight.errors import DicomSourceError, MultiFrameError
 from fracsight.inference import NOTICE, Predictor
 from head_kinds import HEAD_KINDS
@@ -284,6 +285,8 @@ def test_study_report_references_every_image(case, predictor: Predictor, fracatl
     assert _numbers(group, PROBABILITY) == [pytest.approx(study.fracture_probability, abs=1e-6)]
     assert NOTICE in _texts(sr)
     assert any(study.decision in t for t in _texts(sr))
+    (site,) = _named(group, ("363698007", "SCT"), "CODE")  # the study's region: it had no finding site
+    assert study.region and site.ConceptCodeSequence[0].CodeValue == region_code(study.region).value
     hiding = dataclasses.replace(
         study, fracture_suspected=False, threshold=1.0, view_probabilities=(1.0, 0.0)
     )

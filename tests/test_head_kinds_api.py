@@ -233,6 +233,7 @@ def test_study_combines_the_heads_it_has(head_bundle, server, kind: str) -> None
         {"fracture_probability", "fracture_suspected", "operating_point"} if "fracture" in heads else set()
     )
     expected |= {"classification"} if "class" in heads else set()
+    expected |= {"region", "region_probabilities"} if "region" in heads else set()  # it had none
     assert set(study) == expected
     assert study["images"] == [p.name for p in images]
     # the empty file is a view the study has not seen: it says so and is not reliable
@@ -247,6 +248,12 @@ def test_study_combines_the_heads_it_has(head_bundle, server, kind: str) -> None
         assert study["fracture_suspected"] == (
             study["fracture_probability"] >= study["operating_point"]["threshold"]
         )
+    if "region" in heads:
+        for name in spec.head("region").classes:
+            mean = np.mean([i["region_probabilities"][name] for i in predicted])
+            assert study["region_probabilities"][name] == pytest.approx(mean, abs=1e-5)
+        probabilities = study["region_probabilities"]
+        assert study["region"] == max(probabilities, key=probabilities.get)
     if "class" in heads:
         _check_classification(study["classification"], spec)
         weights = [i["fracture_probability"] for i in predicted] if "fracture" in heads else None

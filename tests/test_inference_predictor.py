@@ -7,6 +7,7 @@ import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -298,6 +299,32 @@ def test_study_probability_is_the_mean_of_its_views(predictor: Predictor, fracat
     assert not predictor.predict_study(unreliable, "s").reliable
     with pytest.raises(ValueError):
         predictor.predict_study([], "empty")
+
+
+def test_a_study_has_the_region_of_its_views_and_warns_when_they_differ(fracatlas_dir: Path) -> None:
+    predictor = Predictor()  # the default model has a region head (the tiny bundle has none)
+    base = predictor.predict(_images(fracatlas_dir, 2)[0])
+
+    def view(i: int, hand: float) -> Any:
+        regions = {"hand": hand, "leg": 1 - hand, "hip": 0.0, "shoulder": 0.0}
+        return dataclasses.replace(
+            base,
+            source=f"view{i}.png",
+            region=max(regions, key=regions.get),
+            region_probabilities=regions,
+            metadata=dataclasses.replace(base.metadata, content_sha256=str(i)),
+        )
+
+    # a study had no region: the table's region cell of a study row was blank
+    same = predictor.predict_study([view(1, 0.9), view(2, 0.7)], "wrist")
+    assert same.region == "hand" and same.region_probabilities["hand"] == pytest.approx(0.8)
+    assert same.to_dict()["region"] == "hand" and not same.warnings
+    mixed = predictor.predict_study([view(1, 0.9), view(2, 0.2), view(3, 0.2)], "hand and leg")
+    assert mixed.region == "leg" and mixed.region_probabilities["leg"] == pytest.approx(1.7 / 3)
+    assert mixed.warnings == (
+        "the views read as different body regions (hand: view1.png; leg: view2.png, view3.png): are "
+        "they one examination? The study's region is the likeliest over all of them, leg",
+    )
 
 
 def test_a_view_given_twice_counts_once_and_the_study_says_so(

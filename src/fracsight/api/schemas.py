@@ -172,6 +172,10 @@ class StudyResult(BaseModel):
     )
     fracture_suspected: bool = head_field("fracture", "At `operating_point`.")
     operating_point: OperatingPointRef = head_field("fracture", "The threshold the decision was taken at.")
+    region: str = head_field("region", "The most likely body region of the views' mean region distribution.")
+    region_probabilities: dict[str, float] = head_field(
+        "region", "Mean of the views' region probabilities (views of different regions: a warning)."
+    )
     classification: Classification = head_field(
         "class",
         "Mean of the views' class distributions (weighted by their fracture probability when the "

@@ -14,7 +14,7 @@ import html
 import io
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -343,6 +343,12 @@ def box_scores_text(boxes: Sequence[DetectedBox], finding: str = FRACTURE) -> st
     return f"box {word} {labels}, as labelled on the image; not the {finding} probability"
 
 
+def _region_text(region: str | None, probabilities: Mapping[str, float]) -> str | None:
+    if region and region in probabilities:
+        return f"Body region: {region} ({probabilities[region]:.2f})"
+    return None
+
+
 def card_for(pred: Prediction) -> ResultCard:
     fracture_head = pred.fracture_probability is not None and pred.threshold is not None
     probability = None
@@ -376,9 +382,7 @@ def card_for(pred: Prediction) -> ResultCard:
             fracture_suspected=pred.fracture_suspected,
             finding=pred.finding,
         )
-    region = None
-    if pred.region and pred.region in pred.region_probabilities:
-        region = f"Body region: {pred.region} ({pred.region_probabilities[pred.region]:.2f})"
+    region = _region_text(pred.region, pred.region_probabilities)
     predicted = pred.classification.predicted if pred.classification else None
     return ResultCard(
         title=pred.source,
@@ -428,6 +432,7 @@ class StudyCard:
     how: str  # how the views were combined, in words
     unreliable: str | None
     views: str | None = None  # how many views are suspected on their own (given the views)
+    region: str | None = None  # the study's body region, with a region head
     # what a reader must look at: a view suspected on its own under a study with none suspected,
     # or views of different body regions (perhaps not one examination)
     cautions: tuple[str, ...] = ()
@@ -435,7 +440,7 @@ class StudyCard:
     @property
     def lines(self) -> tuple[str, ...]:
         c = self.classification
-        found = (self.probability, self.views, c.text if c else None)
+        found = (self.probability, self.views, c.text if c else None, self.region)
         return tuple(line for line in found if line is not None)
 
 
@@ -448,25 +453,17 @@ def _views_suspected(study: StudyPrediction) -> tuple[str | None, list[str]]:
     above = study.views_suspected
     line = f"Views suspected on their own: {len(above)} of {len(study.images)}"
     line += f" ({', '.join(above)})" if above else ""
-    hidden = study.hidden_views
-    return line, [f"{hidden[0].upper()}{hidden[1:]}."] if hidden else []
+    return line, _sentence(study.hidden_views)
 
 
-def _regions_differ(views: Sequence[Prediction]) -> list[str]:
-    """A caution when the views' body regions differ (perhaps not views of one examination)."""
-    regions: dict[str, list[str]] = {}
-    for v in views:
-        if v.region:
-            regions.setdefault(v.region, []).append(v.source)
-    if len(regions) < 2:
-        return []
-    named = "; ".join(f"{region}: {', '.join(names)}" for region, names in regions.items())
-    return [f"The views show different body regions ({named}): are they one examination?"]
+def _sentence(said: str | None) -> list[str]:
+    """A study's note (:attr:`~fracsight.inference.StudyPrediction.hidden_views`, ...) as a caution."""
+    return [f"{said[0].upper()}{said[1:]}."] if said else []
 
 
-def study_card_for(study: StudyPrediction, views: Sequence[Prediction] = ()) -> StudyCard:
-    """The study card: the verdict, the views suspected on their own and what to review; with
-    ``views`` (the study's image predictions) a caution where their body regions differ."""
+def study_card_for(study: StudyPrediction) -> StudyCard:
+    """The study card: the verdict, the views suspected on their own and what to review, and a
+    caution where the views' body regions differ."""
     fracture_head = study.fracture_probability is not None and study.threshold is not None
     probability = None
     how = []
@@ -497,7 +494,8 @@ def study_card_for(study: StudyPrediction, views: Sequence[Prediction] = ()) -> 
         how=" ".join(how),
         unreliable=None if study.reliable else _unreliable_study(study),
         views=views_line,
-        cautions=(*cautions, *_regions_differ(views)),
+        region=_region_text(study.region, study.region_probabilities),
+        cautions=(*cautions, *_sentence(study.regions_differ)),
     )
 
 

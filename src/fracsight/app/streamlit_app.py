@@ -344,8 +344,8 @@ def class_block(summary: ClassSummary) -> None:
         st.markdown(class_bars_html(summary), unsafe_allow_html=True)
 
 
-def study_card(study: StudyPrediction, views: list[Prediction]) -> None:
-    card = study_card_for(study, views)
+def study_card(study: StudyPrediction) -> None:
+    card = study_card_for(study)
     with st.container(border=True):
         st.markdown(f"#### {escape_markdown(card.title)}")
         decision_block(study)
@@ -353,6 +353,8 @@ def study_card(study: StudyPrediction, views: list[Prediction]) -> None:
             st.markdown(escape_markdown(card.probability))
         if card.views:
             st.markdown(escape_markdown(card.views))
+        if card.region:
+            st.markdown(escape_markdown(card.region))
         for caution in card.cautions:
             st.warning(escape_markdown(caution), icon="⚠️")
         if card.classification:
@@ -402,7 +404,7 @@ def main() -> None:
     if can_combine and st.checkbox("These images are one study (several views of one examination)"):
         unread = [r.source for r in results if isinstance(r, FailedPrediction)]
         studies = [predictor.predict_study(good, STUDY_NAME, unread=unread)]
-        study_card(studies[0], good)
+        study_card(studies[0])
     for item, (result, view) in zip(items, stored, strict=True):
         if isinstance(result, FailedPrediction):
             error_card(result)

@@ -796,8 +796,7 @@ class DesktopApp:
         if study is None:
             self.study_frame.pack_forget()
             return
-        views = [self.session.result(i) for i in self.session.views_of(name)]  # at the operating point
-        card = study_card_for(study, [v for v in views if isinstance(v, Prediction)])
+        card = study_card_for(study)
         title = card.title if study.study == STUDY_NAME else f"{card.title}: {study.study}"
         self.study_title.configure(text=title)
         self.study_headline.configure(text=card.verdict.headline, fg=card.verdict.colour)

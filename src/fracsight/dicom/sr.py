@@ -14,7 +14,8 @@ Per image, the Imaging Measurements container holds
 A root-level "Qualitative Evaluations" container carries the decision in words, the input
 warnings and the decision-aid notice as TEXT. A head the bundle lacks leaves its items out;
 nothing is filled in to look complete. The study report has one TID 1501 group over all the
-study's images with the study verdict of :meth:`fracsight.inference.Predictor.predict_study`.
+study's images with the study verdict of :meth:`fracsight.inference.Predictor.predict_study`
+and the study's body region as finding site.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def region_code(region: str) -> Code:
 
 def _coding_schemes(result: Prediction | StudyPrediction) -> list[CodingSchemeIdentificationItem] | None:
     """The declaration of fracsight's scheme, for a report that uses it."""
-    region = result.region if isinstance(result, Prediction) else None
+    region = result.region
     if result.classification is None and (region is None or region.lower() in _REGION_CODES):
         return None
     return [
@@ -169,10 +170,12 @@ def _verdict(
     return measurements, evaluations
 
 
-def _finding_sites(header: Dataset, region: str | None) -> list[hd.sr.FindingSite] | None:
+def _finding_sites(headers: Sequence[Dataset], region: str | None) -> list[hd.sr.FindingSite] | None:
+    """The body region with the images' laterality, where they all give the same one."""
     if region is None:
         return None
-    side = str(header.get("ImageLaterality") or header.get("Laterality") or "").strip().upper()
+    sides = {str(h.get("ImageLaterality") or h.get("Laterality") or "").strip().upper() for h in headers}
+    side = sides.pop() if len(sides) == 1 else ""
     return [hd.sr.FindingSite(region_code(region), laterality=_LATERALITY.get(side))]
 
 
@@ -234,7 +237,7 @@ def image_report(
 ) -> Dataset:
     """The SR of one image; ``header`` is the source without its pixel data."""
     algorithm = _algorithm(context, prediction)
-    sites = _finding_sites(header, prediction.region)
+    sites = _finding_sites([header], prediction.region)
     measurements, evaluations = _verdict(prediction)
     code = FINDING_CODES[prediction.finding]
     finding = code if prediction.has_fracture_head else None
@@ -323,6 +326,7 @@ def study_report(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="fracsight study result"),
         finding_type=FINDING_CODES[study.finding] if study.fracture_probability is not None else None,
         algorithm_id=_algorithm(context, study),
+        finding_sites=_finding_sites(headers, study.region),
         measurements=measurements,
         qualitative_evaluations=evaluations,
         source_images=[

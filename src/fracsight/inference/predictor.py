@@ -658,6 +658,16 @@ class Predictor:
             classification = ClassResult.from_probabilities(
                 {c: float(v) for c, v in zip(self.classes, mean, strict=True)}, self.class_min_probability
             )
+        regions: dict[str, Any] = {}
+        if self.regions:  # as the class: the mean of the views' distributions
+            mean_regions = np.mean(
+                [[p.region_probabilities[r] for r in self.regions] for p in predictions], axis=0
+            )
+            regions = dict(
+                region=self.regions[int(np.argmax(mean_regions))],
+                region_probabilities={r: float(v) for r, v in zip(self.regions, mean_regions, strict=True)},
+                view_regions=tuple(p.region or "" for p in predictions),
+            )
         return StudyPrediction(
             study=study,
             images=tuple(p.source for p in predictions),
@@ -670,4 +680,5 @@ class Predictor:
             view_probabilities=tuple(p.fracture_probability for p in predictions) if op is not None else (),
             unreliable=tuple(p.source for p in predictions if not p.reliable),
             **fracture,
+            **regions,
         )

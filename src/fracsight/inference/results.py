@@ -242,7 +242,9 @@ class StudyPrediction:
 
     Fracture: the mean of the image probabilities (the MURA convention). Class: the mean
     of the image class distributions, each weighted by its fracture probability when the
-    bundle has a fracture head (a type is seen on the views that show the fracture).
+    bundle has a fracture head (a type is seen on the views that show the fracture). Region:
+    the likeliest of the mean of the image region distributions; views that read as different
+    regions are a warning (a hand and a hip given as one study).
     """
 
     study: str
@@ -260,6 +262,10 @@ class StudyPrediction:
     finding: str = FRACTURE  # as for Prediction
     view_probabilities: tuple[float, ...] = ()  # each of ``images``' own fracture probability
     unreliable: tuple[str, ...] = ()  # views read but not reliable on their own (in ``images``)
+    # the region of the views' mean region distribution, as for Prediction; None without a region head
+    region: str | None = None
+    region_probabilities: dict[str, float] = field(default_factory=dict)
+    view_regions: tuple[str, ...] = ()  # each of ``images``' own most likely region
 
     @property
     def notice(self) -> str:
@@ -297,6 +303,8 @@ class StudyPrediction:
             )
         if self.repeats:
             said.append(f"given more than once, so counted once: {', '.join(self.repeats)}")
+        if self.regions_differ:
+            said.append(self.regions_differ)
         if self.unreliable:
             said.append(
                 f"not reliable on {'its' if len(self.unreliable) == 1 else 'their'} own: "
@@ -306,6 +314,21 @@ class StudyPrediction:
         if self.hidden_views:
             said.append(self.hidden_views)
         return tuple(said)
+
+    @property
+    def regions_differ(self) -> str | None:
+        """What to check when the views read as different body regions (a hand and a hip given as
+        one study); None otherwise."""
+        regions: dict[str, list[str]] = {}
+        for name, region in zip(self.images, self.view_regions, strict=False):
+            regions.setdefault(region, []).append(name)
+        if len(regions) < 2:
+            return None
+        named = "; ".join(f"{region}: {', '.join(names)}" for region, names in regions.items())
+        return (
+            f"the views read as different body regions ({named}): are they one examination? "
+            f"The study's region is the likeliest over all of them, {self.region}"
+        )
 
     @property
     def hidden_views(self) -> str | None:
@@ -328,6 +351,9 @@ class StudyPrediction:
                 self.fracture_probability, self.fracture_suspected, self.operating_point, self.threshold
             )
         )
+        if self.region_probabilities:
+            out["region"] = self.region
+            out["region_probabilities"] = {k: round(v, 6) for k, v in self.region_probabilities.items()}
         if self.classification is not None:
             out["classification"] = self.classification.to_dict()
         out.update(

@@ -79,14 +79,14 @@ def result_row(
         row.update(predicted_class=c.predicted, class_probability=f"{c.probability:.4f}")
         row["class_confident"] = str(c.confident)
         row.update({_CLASS_PREFIX + name: f"{p:.4f}" for name, p in c.probabilities.items()})
-    if isinstance(result, StudyPrediction):
-        row.update(kind="study", source=result.study)
-        return _only(row, columns)
-    row.update(kind="image", source=result.source)
     if result.region:
         row.update(
             region=result.region, region_probability=f"{result.region_probabilities[result.region]:.4f}"
         )
+    if isinstance(result, StudyPrediction):
+        row.update(kind="study", source=result.study)
+        return _only(row, columns)
+    row.update(kind="image", source=result.source)
     if result.boxes:
         b = result.boxes[0]
         row.update(top_box=f"{b.x0:.0f},{b.y0:.0f},{b.x1:.0f},{b.y1:.0f}", top_box_score=f"{b.score:.4f}")
