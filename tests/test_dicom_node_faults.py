@@ -102,6 +102,11 @@ def test_results_wait_while_the_pacs_is_down_then_arrive(
             timeout=90,
         )
         assert waiting["counters"]["results_sent"] == 0
+        log = node.log_path.read_text(errors="replace")
+        # the outage is a WARNING (the node retries): it was two pynetdicom ERROR lines per try
+        assert " ERROR pynetdicom" not in log
+        if protocol == "dimse":
+            assert "WARNING pynetdicom.transport: TCP Initialisation Error" in log and "refused" in log
         for _ in range(3):  # restarts with results waiting for the PACS: each must come up
             assert node.stop() == 0
             node.start()

@@ -23,6 +23,24 @@ _LIBRARY_LEVELS = {
 }
 
 
+class _OutageAsWarning(logging.Filter):
+    """pynetdicom's ERROR lines for a destination that cannot be reached, which the sender retries
+    with back-off and reports itself: the reason (``Connection refused``) kept as a WARNING, its
+    second line dropped. An expected outage of the PACS logged ERROR on every try, which a
+    monitoring system watching for ERROR takes for a fault of the node."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("Association request failed: unable to connect to remote"):
+            return False
+        if message.startswith("TCP Initialisation Error"):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+_OUTAGE_FILTER = _OutageAsWarning()
+
+
 def setup_logging(level: str | int) -> None:
     """fracsight's own loggers at ``level``, in one format; the DICOM libraries only at ERROR (or
     above) and their Python warnings ignored: at INFO highdicom names the source's SOP Instance UID,
@@ -33,6 +51,9 @@ def setup_logging(level: str | int) -> None:
     for library, library_level in _LIBRARY_LEVELS.items():
         logging.getLogger(library).setLevel(library_level)
         warnings.filterwarnings("ignore", module=rf"{library}(\..*)?$")
+    transport = logging.getLogger("pynetdicom.transport")
+    if _OUTAGE_FILTER not in transport.filters:
+        transport.addFilter(_OUTAGE_FILTER)
 
 
 def log_failure(logger: logging.Logger, error: BaseException, message: str, *args: object) -> None:
