@@ -740,13 +740,17 @@ def test_a_cluster_with_token_authentication_says_how_to_connect(archive: Path, 
             assert head.poll() is None and time.monotonic() < deadline, "ray start --head failed"
             time.sleep(0.1)
         out = tmp_path / "out"
-        job = subprocess.run(
-            [*CLI, "batch", "run", str(archive), "--out", str(out), "--address", f"127.0.0.1:{port}"],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=180,
-        )
+
+        def batch_run(driver_env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [*CLI, "batch", "run", str(archive), "--out", str(out), "--address", f"127.0.0.1:{port}"],
+                capture_output=True,
+                text=True,
+                env=driver_env,
+                timeout=180,
+            )
+
+        job = batch_run(env)
         assert job.returncode == 1, job.stderr
         line = job.stderr.strip().splitlines()[-1]
         assert line.startswith(
@@ -764,13 +768,7 @@ def test_a_cluster_with_token_authentication_says_how_to_connect(archive: Path, 
         )
         path = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))
         other = {**env, "RAY_AUTH_MODE": "token", "PYTHONPATH": path}
-        job = subprocess.run(
-            [*CLI, "batch", "run", str(archive), "--out", str(out), "--address", f"127.0.0.1:{port}"],
-            capture_output=True,
-            text=True,
-            env=other,
-            timeout=180,
-        )
+        job = batch_run(other)
         assert job.returncode == 1 and "Traceback" not in job.stderr, job.stderr
         python = platform.python_version()
         said = (  # it was "... RuntimeError: Version mismatch: The cluster was started with:"
