@@ -69,7 +69,8 @@ PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
         "content": {"text/csv": {"schema": {"type": "string"}}},
         "headers": {
             NOTICE_HEADER: {
-                "description": f"With format=csv: {NOTICE!r} (the JSON answer has it as `notice`).",
+                "description": f"On every answer, JSON or CSV: {NOTICE!r} (a CSV has no room "
+                "for the `notice` field the JSON answer carries).",
                 "schema": {"type": "string"},
             }
         },
@@ -305,7 +306,7 @@ async def predict(
     limits = UploadLimits(settings.max_upload_bytes, settings.max_files, settings.max_request_bytes)
     # the bodies count against the process's upload memory until the answer is made
     with request.app.state.upload_memory.account() as hold:
-        uploads = await read_uploads(request, limits, hold=hold)
+        uploads = await read_uploads(request, limits, hold=hold, query_only=PREDICT_PARAMETERS)
         options = PredictOptions(operating_point=op, overlay=overlay, max_pixels=settings.max_pixels)
 
         def work() -> list[Outcome]:

@@ -131,7 +131,11 @@ class ImagePrediction(BaseModel):
         "fracture", "Suspected or not at every operating point of the model."
     )
     region: str = head_field("region", "The most likely body region.")
-    region_probabilities: dict[str, float] = head_field("region", "Probability of each body region.")
+    region_probabilities: dict[str, float] = head_field(
+        "region",
+        "Probability of each body region; with a `multilabel` region head (GET /v1/model) each is its "
+        "own, so they need not sum to 1.",
+    )
     classification: Classification = head_field("class", "The class head's answer.")
     localization: LOCALIZATION = Field(
         description="What the overlay's heatmap shows: `fracture` (where a fracture is suspected; "

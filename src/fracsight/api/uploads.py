@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import unicodedata
 import urllib.parse
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field
 
 import anyio
@@ -108,6 +108,9 @@ class _Collector:
     uploads: list[Upload] = field(default_factory=list)
     ended: bool = False
     other_names: list[str] = field(default_factory=list)  # of parts not named field_name (a few)
+    # names of query parameters that arrived as form fields instead (ignored, they changed nothing)
+    query_only: Collection[str] = ()
+    misplaced: list[str] = field(default_factory=list)
     _header_name: bytearray = field(default_factory=bytearray)
     _header_value: bytearray = field(default_factory=bytearray)
     _disposition: bytes = b""
@@ -159,6 +162,8 @@ class _Collector:
             shown = clean_filename(name, 0)[:40] if name else "(no name)"
             if len(self.other_names) < MAX_NAMES_QUOTED and shown not in self.other_names:
                 self.other_names.append(shown)
+            if _parameter_name(name) in self.query_only and shown not in self.misplaced:
+                self.misplaced.append(shown)
             self._other_parts += 1
             if self._other_parts > MAX_EXTRA_PARTS:
                 raise ApiError(422, VALIDATION_ERROR, f"too many form fields other than `{self.field_name}`")
@@ -187,6 +192,34 @@ class _Collector:
 
     def on_end(self) -> None:
         self.ended = True
+
+
+def _parameter_name(name: str) -> str:
+    """A form field's name as the query parameter it may stand for (``Study``, ``operating-point``,
+    ``study[]``)."""
+    return name.strip().lower().replace("-", "_").removesuffix("[]")
+
+
+def misplaced_parameters(names: list[str]) -> ApiError:
+    """422 for query parameters sent as form fields of the body: read nowhere, they were ignored, so
+    ``-F study=true`` made an answer without the study that looked like the one asked for."""
+    quoted = ", ".join(f"`{n}`" for n in names)
+    example = "&".join(dict.fromkeys(f"{_parameter_name(n)}=..." for n in names))
+    said = (
+        "a form field of the body; it is a query parameter"
+        if len(names) == 1
+        else "form fields of the body; they are query parameters"
+    )
+    return ApiError(
+        422,
+        VALIDATION_ERROR,
+        f"{quoted} came as {said}: put {'it' if len(names) == 1 else 'them'} in the URL "
+        f"(/v1/predict?{example}) and only the images in the body (as a form field it would be ignored)",
+        [
+            {"loc": ["body", n], "msg": "a query parameter, not a form field", "type": "extra_forbidden"}
+            for n in names
+        ],
+    )
 
 
 def _boundary(request: Request, field_name: str) -> bytes:
@@ -241,13 +274,15 @@ async def read_uploads(
     limits: UploadLimits,
     field_name: str = "files",
     hold: Callable[[int], None] | None = None,
+    query_only: Collection[str] = (),
 ) -> list[Upload]:
     """The file parts named ``field_name``, in the order sent; raises :class:`ApiError` on any limit.
-    ``hold(n)`` is told of each ``n`` bytes received, and may refuse them (``UploadMemory``)."""
+    ``hold(n)`` is told of each ``n`` bytes received, and may refuse them (``UploadMemory``).
+    ``query_only``: names of the route's query parameters, refused as form fields (422)."""
     boundary = _boundary(request, field_name)
     _check_not_encoded(request)
     _check_declared_length(request, limits.max_request_bytes)
-    collector = _Collector(field_name, limits)
+    collector = _Collector(field_name, limits, query_only=frozenset(query_only))
     received = 0
     try:
         parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
@@ -265,6 +300,8 @@ async def read_uploads(
         raise ApiError(400, MALFORMED_MULTIPART, "the client disconnected during the upload") from None
     if not collector.ended:
         raise ApiError(400, MALFORMED_MULTIPART, "the multipart body ended before its closing boundary")
+    if collector.misplaced:
+        raise misplaced_parameters(collector.misplaced)
     if not collector.uploads:
         raise missing_files(field_name, collector.other_names)
     return collector.uploads
