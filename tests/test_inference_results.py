@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -79,3 +81,23 @@ def test_a_failed_file_reads_as_an_error_in_a_loop_over_results() -> None:
     failed = FailedPrediction("a.png", "empty_file", "a.png: the file is empty (0 bytes)")
     assert (failed.decision, failed.reliable) == ("error", False)
     assert failed.to_dict() == {"source": "a.png", "error_code": "empty_file", "error": failed.error}
+
+
+def test_a_view_outside_the_model_does_not_make_the_regions_differ() -> None:
+    """A photo among two hand views read as "leg": its region means nothing, so it is no sign that
+    the views are not one examination (its own warning says what is wrong with it)."""
+    study = StudyPrediction(
+        "s",
+        ("pa.png", "lat.png", "photo.jpg"),
+        False,
+        region="hand",
+        region_probabilities={"hand": 0.7, "leg": 0.3},
+        view_regions=("hand", "hand", "leg"),
+        unreliable=("photo.jpg",),
+    )
+    assert study.regions_differ is None
+    assert study.warnings == (
+        "not reliable on its own: photo.jpg (see each view's warnings); the study's result still includes it",
+    )
+    hip = replace(study, view_regions=("hand", "hip", "leg"))
+    assert hip.regions_differ is not None and "(hand: pa.png; hip: lat.png)" in hip.regions_differ

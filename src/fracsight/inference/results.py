@@ -309,7 +309,7 @@ class StudyPrediction:
             said.append(
                 f"not reliable on {'its' if len(self.unreliable) == 1 else 'their'} own: "
                 f"{', '.join(self.unreliable)} (see each view's warnings); the study's result still "
-                "includes them"
+                f"includes {'it' if len(self.unreliable) == 1 else 'them'}"
             )
         if self.hidden_views:
             said.append(self.hidden_views)
@@ -318,10 +318,12 @@ class StudyPrediction:
     @property
     def regions_differ(self) -> str | None:
         """What to check when the views read as different body regions (a hand and a hip given as
-        one study); None otherwise."""
+        one study); None otherwise. A view outside what the model was made for (a photo) has no
+        region worth comparing."""
         regions: dict[str, list[str]] = {}
         for name, region in zip(self.images, self.view_regions, strict=False):
-            regions.setdefault(region, []).append(name)
+            if name not in self.unreliable:
+                regions.setdefault(region, []).append(name)
         if len(regions) < 2:
             return None
         named = "; ".join(f"{region}: {', '.join(names)}" for region, names in regions.items())
