@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import re
 import shutil
@@ -31,6 +32,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
 START_TIMEOUT = 90.0
 WAIT_MS = 90_000
+FILES = 'input[type="file"]:not([webkitdirectory])'  # the uploader of files
+FOLDER = "input[webkitdirectory]"  # the uploader of a folder
 
 pytestmark = [
     pytest.mark.slow,
@@ -157,7 +160,7 @@ def test_upload_a_radiograph_and_a_broken_file(
     assert page.get_by_role("button", name="Try").count() == 2  # the example gallery
     screenshot(page, "app-start.png")
 
-    page.locator('input[type="file"]').set_input_files(str(radiograph))
+    page.locator(FILES).set_input_files(str(radiograph))
     page.get_by_text(f"Fracture probability {expected.fracture_probability:.3f} (").wait_for()
     body = page.inner_text("body")
     assert radiograph.name in body
@@ -175,7 +178,7 @@ def test_upload_a_radiograph_and_a_broken_file(
     page.get_by_text("Download CSV").wait_for()
     screenshot(page, "app-result.png")
 
-    page.locator('input[type="file"]').set_input_files(
+    page.locator(FILES).set_input_files(
         {"name": "broken.png", "mimeType": "image/png", "buffer": b"these bytes are not a PNG"}
     )
     error = page.locator('[data-testid="stAlert"]', has_text="could not be read")
@@ -223,7 +226,7 @@ def test_a_study_whose_mean_hides_a_view_says_so_at_every_operating_point(
 
     tab = new_tab(browser)
     tab.goto(shipped_app_url)
-    tab.locator('input[type="file"]').set_input_files([str(p) for p in paths])
+    tab.locator(FILES).set_input_files([str(p) for p in paths])
     tab.get_by_text("These images are one study").click()
     tab.get_by_text("Views suspected on their own: 0 of 2").wait_for()
     tab.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').click()
@@ -258,7 +261,7 @@ def test_on_a_phone_the_result_comes_before_the_example_gallery(
     phone.set_default_timeout(WAIT_MS)
     phone.goto(shipped_app_url)
     phone.get_by_role("button", name="Try").first.wait_for()  # open before anything is given
-    phone.locator('input[type="file"]').set_input_files(str(radiograph))
+    phone.locator(FILES).set_input_files(str(radiograph))
     decision = phone.get_by_text("Fracture probability 0.0").first
     decision.wait_for()
     assert not phone.get_by_role("button", name="Try").first.is_visible()
@@ -304,7 +307,7 @@ def test_the_card_gives_the_score_of_every_box_the_overlay_labels(
     assert len(labels) >= 2
     tab = new_tab(browser)
     tab.goto(shipped_app_url)
-    tab.locator('input[type="file"]').set_input_files(str(path))
+    tab.locator(FILES).set_input_files(str(path))
     line = tab.get_by_text(f"{len(labels)} suspected areas boxed")
     line.wait_for()
     text = " ".join(line.inner_text().split())
@@ -321,9 +324,55 @@ def test_many_images_show_how_far_the_reading_is(browser, shipped_app_url: str, 
     tab = new_tab(browser)
     tab.goto(shipped_app_url)
     tab.get_by_text("Decision aid, not a diagnosis.").wait_for()
-    tab.locator('input[type="file"]').set_input_files([str(p) for p in paths])
+    tab.locator(FILES).set_input_files([str(p) for p in paths])
     tab.get_by_text(re.compile(r"Reading image \d+ of 30: IMG\d+\.jpg")).wait_for()
     tab.get_by_text("Download CSV").wait_for()
     assert tab.locator('[data-testid="stProgress"]').count() == 0
     assert tab.get_by_role("button", name=re.compile(r"^Download IMG\d+\.overlay\.png$")).count() == 30
+    tab.close()
+
+
+def test_a_folder_upload_is_read_as_predict_reads_the_folder(
+    browser, shipped_app_url: str, fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """A PACS export or a MURA study chosen as a folder: each image named by its path in it, a
+    DICOM-style file without extension read by its bytes, hidden files and notes left out with a
+    note, and the study folder's verdict as ``fracsight predict FOLDER`` gives it."""
+    study = tmp_path / "export" / "patient1" / "study1"
+    study.mkdir(parents=True)
+    for name in WRIST:
+        shutil.copy(fracatlas_dir / "images" / "Non_fractured" / name, study / name)
+    (study / "IM000003").write_bytes((fracatlas_dir / "images" / "Fractured" / "IMG0000019.jpg").read_bytes())
+    (study / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (study / "notes.txt").write_text("left wrist, two views\n")
+    run = subprocess.run(
+        [*fracsight_command(), "predict", str(tmp_path / "export"), "--json"], capture_output=True, check=True
+    )
+    expected = json.loads(run.stdout)
+    cli_study = next(s for s in expected["studies"])
+    assert cli_study["study"] == "patient1/study1" and len(cli_study["images"]) == 3
+
+    tab = new_tab(browser)
+    tab.goto(shipped_app_url)
+    tab.get_by_text("Decision aid, not a diagnosis.").wait_for()
+    tab.locator(FOLDER).set_input_files(str(tmp_path / "export"))
+    tab.get_by_text("Study verdict (3 views): patient1/study1").wait_for()
+    tab.get_by_text("Download CSV").wait_for()
+    note = tab.get_by_text("Left out of the folder (not images, or hidden):").inner_text()
+    assert "export/patient1/study1/notes.txt" in note and "export/patient1/study1/.DS_Store" in note
+    assert (
+        f"{cli_study['fracture_probability']:.3f}"
+        in tab.get_by_text("Mean fracture probability").inner_text()
+    )
+    buttons = tab.get_by_role("button", name=re.compile(r"^Download .*overlay\.png$"))
+    assert sorted(buttons.all_inner_texts()) == sorted(
+        f"Download {name}.overlay.png" for name in ("IMG0000015", "IMG0000006", "IM000003")
+    )
+    with tab.expect_download() as download:
+        tab.get_by_role("button", name="Download CSV").click()
+    rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+    assert sorted(r["source"] for r in rows) == sorted(
+        [*(f"export/patient1/study1/{name}" for name in (*WRIST, "IM000003")), "patient1/study1"]
+    )
+    screenshot(tab, "app-folder-upload.png")
     tab.close()

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 import fracsight.app as app_pkg
 from fracsight.app.logic import (
     HIDDEN_ON_SCREEN,
+    STUDY_NAME,
     AppConfig,
     card_for,
     class_bars_html,
@@ -34,6 +35,7 @@ from fracsight.app.logic import (
     first_of_each,
     heads_text,
     json_text,
+    left_out_text,
     operating_point_text,
     overlay_caption,
     overlay_file_name,
@@ -316,11 +318,16 @@ def test_overlay_caption_says_what_the_map_shows() -> None:
 
 def test_study_cards_for_every_kind() -> None:
     fracture = study_card_for(make_study(0.7))
-    assert fracture.title == "Study verdict (2 views)" and fracture.verdict.severity == "suspected"
+    assert (
+        fracture.title == "Study verdict (2 views): uploaded study"
+        and fracture.verdict.severity == "suspected"
+    )
     assert fracture.lines == (
         "Mean fracture probability of the views 0.700 (threshold 0.500, operating point balanced)",
     )
     assert fracture.how == "Fracture probability: the mean of the views." and fracture.unreliable is None
+    # the one study of all images is not named; a study folder's is (a folder may hold several)
+    assert study_card_for(replace(make_study(0.7), study=STUDY_NAME)).title == "Study verdict (2 views)"
 
     both = study_card_for(make_study(0.7, TYPES))
     assert both.verdict.words == "fracture suspected, most likely greenstick"
@@ -331,7 +338,10 @@ def test_study_cards_for_every_kind() -> None:
         "uploaded study", ("a", "b", "c"), False, classification=ClassResult.from_probabilities(TYPES, 0.6)
     )
     classes = study_card_for(study)
-    assert classes.title == "Study verdict (3 views)" and classes.verdict.severity == "unreliable"
+    assert (
+        classes.title == "Study verdict (3 views): uploaded study"
+        and classes.verdict.severity == "unreliable"
+    )
     assert classes.probability is None and classes.lines == ("Class: greenstick (0.70)",)
     assert classes.how == "Class: the mean of the views' class probabilities."
     assert classes.unreliable is not None and classes.unreliable.startswith("Not reliable")
@@ -730,3 +740,9 @@ def test_run_app_kills_a_child_that_ignores_sigterm() -> None:
     on_start = lambda: threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGTERM)).start()  # noqa: E731
     code = app_pkg.run_app([sys.executable, "-c", ignores], on_start=on_start, stop_timeout=0.5)
     assert code == -signal.SIGKILL and time.monotonic() - started < 30
+
+
+def test_the_files_left_out_of_a_folder_are_named() -> None:
+    assert left_out_text(["x/notes.txt"]) == "Left out of the folder (not images, or hidden): x/notes.txt"
+    many = left_out_text([f"x/{i}.txt" for i in range(7)])
+    assert many.endswith(": x/0.txt, x/1.txt, x/2.txt, x/3.txt, x/4.txt and 2 more")

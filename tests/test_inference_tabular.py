@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fracsight.inference.tabular import named_inputs, study_groups
+from fracsight.inference.tabular import is_folder_image, named_inputs, study_groups
 
 
 def _touch(path: Path) -> Path:
@@ -51,3 +51,20 @@ def test_each_file_is_taken_once_by_its_resolved_path(
     monkeypatch.chdir(tmp_path)
     given = [Path("st"), Path("st/a.png"), a, Path("./st/b.png"), Path("link.png")]
     assert named_inputs(given) == [(Path("st/a.png"), "a.png"), (Path("st/b.png"), "b.png")]
+
+
+def test_an_uploaded_folder_is_judged_as_a_folder_on_disk(tmp_path: Path) -> None:
+    """The web app's folder upload: names are paths in the folder (no files here), its images are
+    those ``folder_images`` would find there, and its study folders are grouped by name alone."""
+    jpeg = b"\xff\xd8\xff\xe0" + bytes(100)
+    assert is_folder_image("export/study1/IM000001", lambda: jpeg)  # by its bytes
+    assert is_folder_image("export/study1/a.PNG", lambda: b"")  # by its extension, bytes unread
+    assert not is_folder_image("export/study1/notes.txt", lambda: b"left wrist")
+    assert not is_folder_image("export/study1/.DS_Store", lambda: jpeg)
+    assert not is_folder_image("export/.git/objects/IM000001", lambda: jpeg)
+    names = ["bin/XR_HAND/patient1/study1/a.png", "XR_HAND/patient1/study1/b.png", "bin/loose.png"]
+    # "/bin" is a link on this system: a name is never resolved against the server's files
+    assert study_groups([Path("/", n) for n in names], resolve=False) == {
+        "bin/XR_HAND/patient1/study1": [0],
+        "XR_HAND/patient1/study1": [1],
+    }

@@ -414,7 +414,13 @@ def predict(
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
     from fracsight.inference import NOTICE, FailedPrediction, Predictor
-    from fracsight.inference.tabular import csv_text, named_inputs, result_columns, results_payload
+    from fracsight.inference.tabular import (
+        csv_text,
+        named_inputs,
+        result_columns,
+        results_payload,
+        study_results,
+    )
 
     _refuse_stdin(paths)
     refuse_missing(paths)
@@ -463,7 +469,8 @@ def predict(
                     result = dataclasses.replace(result, heatmap=None, pixels=None)
                 results.append((path, result))
                 bar.advance(task)
-    studies = _studies(predictor, results, study)
+    # the inputs are distinct files already (named_inputs), so --study counts each once
+    studies = study_results(predictor, results, one_study=study)
     flat = [r for _, r in results]
     columns = result_columns(predictor.spec, all_classes=all_classes)
     if csv_path is not None:
@@ -510,26 +517,6 @@ def _interrupted(what: Callable[[], str]) -> Iterator[None]:
     except KeyboardInterrupt:
         typer.echo(f"interrupted: {what()}", err=True)
         raise typer.Exit(130) from None
-
-
-def _studies(predictor, results, one_study: bool) -> list:
-    """Study results for MURA-style study folders (or for all inputs with --study).
-
-    A study with views that could not be read says so (and is not reliable); one none of whose
-    views could be read has no study row (its image rows carry the errors)."""
-    from fracsight.inference import FailedPrediction
-    from fracsight.inference.tabular import study_groups
-
-    # the inputs are distinct files already (named_inputs), so --study counts each once
-    groups = {"all inputs": range(len(results))} if one_study else study_groups([p for p, _ in results])
-    studies = []
-    for name, indices in groups.items():
-        views = [results[i][1] for i in indices]
-        read = [r for r in views if not isinstance(r, FailedPrediction)]
-        unread = [r.source for r in views if isinstance(r, FailedPrediction)]
-        if read:
-            studies.append(predictor.predict_study(read, name, unread=unread))
-    return studies
 
 
 def _shared_stems(names: Sequence[str]) -> set[str]:

@@ -34,7 +34,14 @@ from fracsight.inference.results import (
     at_operating_point,
     finding_of,
 )
-from fracsight.inference.tabular import csv_text, folder_images, result_columns, result_row, results_payload
+from fracsight.inference.tabular import (
+    ALL_INPUTS,
+    csv_text,
+    folder_images,
+    result_columns,
+    result_row,
+    results_payload,
+)
 
 __all__ = [
     "HIDDEN_ON_SCREEN",
@@ -62,6 +69,7 @@ __all__ = [
     "heads_text",
     "heatmap_text",
     "json_text",
+    "left_out_text",
     "operating_point_text",
     "overlay_caption",
     "overlay_file_name",
@@ -80,7 +88,7 @@ __all__ = [
 Result = Prediction | FailedPrediction | StudyPrediction
 
 # The study's name, as ``fracsight predict --study`` names all its inputs, so exports agree with it
-STUDY_NAME = "all inputs"
+STUDY_NAME = ALL_INPUTS
 # CSV columns left out of the on-screen table (the sidebar, the threshold and the cards show them)
 HIDDEN_ON_SCREEN = frozenset({"operating_point", "region_probability", "top_box_score"})
 COLOURS = {"suspected": "#c62828", "clear": "#2e7d32", "unreliable": "#8d6e63", "class": "#1565c0"}
@@ -166,6 +174,12 @@ def duplicates_text(repeats: Sequence[tuple[str, str]]) -> str | None:
         return None
     named = [name if name == kept else f"{name} (the same image as {kept})" for name, kept in repeats]
     return f"Uploaded more than once, so shown and counted once (in a study too): {', '.join(named)}"
+
+
+def left_out_text(names: Sequence[str], most: int = 5) -> str:
+    """The note on an uploaded folder's files that are not images (``.DS_Store``, ``notes.txt``)."""
+    shown = ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+    return f"Left out of the folder (not images, or hidden): {shown}"
 
 
 def escape_markdown(text: str) -> str:
@@ -487,7 +501,7 @@ def study_card_for(study: StudyPrediction) -> StudyCard:
         how.append(f"{classification.label}: the mean of the views' class probabilities{weighted}.")
     views_line, cautions = _views_suspected(study)
     return StudyCard(
-        title=f"Study verdict ({len(study.images)} views)",
+        title=f"Study verdict ({len(study.images)} views){_study_named(study.study)}",
         verdict=verdict(study),
         probability=probability,
         classification=classification,
@@ -497,6 +511,11 @@ def study_card_for(study: StudyPrediction) -> StudyCard:
         region=_region_text(study.region, study.region_probabilities),
         cautions=(*cautions, *_sentence(study.regions_differ)),
     )
+
+
+def _study_named(name: str) -> str:
+    """A study folder's name after the title; none for the one study of every input."""
+    return "" if name == ALL_INPUTS else f": {name}"
 
 
 def _unreliable_study(study: StudyPrediction) -> str:

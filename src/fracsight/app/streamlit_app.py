@@ -13,15 +13,15 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
 import numpy as np
 import streamlit as st
 from PIL import Image
+from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from fracsight.app.logic import (
-    STUDY_NAME,
     AppConfig,
     ClassSummary,
     ViewData,
@@ -38,6 +38,7 @@ from fracsight.app.logic import (
     first_of_each,
     heads_text,
     json_text,
+    left_out_text,
     operating_point_text,
     overlay_caption,
     overlay_file_name,
@@ -55,6 +56,7 @@ from fracsight.app.logic import (
 from fracsight.bundle import read_card
 from fracsight.errors import FracsightError, log_unexpected
 from fracsight.inference import NOTICE, FailedPrediction, Prediction, Predictor, StudyPrediction
+from fracsight.inference.tabular import is_folder_image, study_results
 from fracsight.io import read_image
 
 log = logging.getLogger("fracsight.app")
@@ -105,7 +107,8 @@ def predict(predictor: Predictor, source: str | bytes, name: str) -> Stored:
     except Exception as e:  # an error card, never a traceback on the page; the log keeps the stack
         log_unexpected(log, "predicting an upload", e)  # not the message: it may quote patient data
         return Stored(failure_from_exception(name, e), None)
-    return Stored(replace(pred, pixels=None, heatmap=None), eight_bit(view_data(pred)))
+    # named as given (a folder's file by its path in it), where predict keeps a file name only
+    return Stored(replace(pred, source=name, pixels=None, heatmap=None), eight_bit(view_data(pred)))
 
 
 # ---- page parts ----------------------------------------------------------------------------------------
@@ -201,12 +204,19 @@ def example_gallery(config: AppConfig, expanded: bool) -> None:
 
 def inputs(config: AppConfig) -> list[Input]:
     """The chosen examples and the uploads, in that order, each image once (:func:`unique_inputs`)."""
+    generation = st.session_state.get("uploader", 0)
     uploads = st.file_uploader(
         "Radiographs: PNG, JPEG or DICOM (one or several; they stay in memory, never on disk)",
         accept_multiple_files=True,
-        key=f"uploads-{st.session_state.get('uploader', 0)}",
+        key=f"uploads-{generation}",
     )
-    given = bool(uploads or st.session_state.get("examples"))
+    folder = st.file_uploader(
+        "Or a folder: the radiographs in it and in its subfolders (a MURA-style study folder such as "
+        "patient1/study1 gets its study verdict)",
+        accept_multiple_files="directory",
+        key=f"folder-{generation}",
+    )
+    given = bool(uploads or folder or st.session_state.get("examples"))
     if given:
         st.button("Clear all images", key="clear-all", on_click=_clear_all, help="Before the next patient")
     example_gallery(config, expanded=not given)
@@ -214,7 +224,19 @@ def inputs(config: AppConfig) -> list[Input]:
         Input(f"example:{p}", Path(p).name, lambda p=p: p) for p in st.session_state.get("examples", [])
     ]
     uploaded = [Input(f"upload:{u.file_id}", Path(u.name).name, u.getvalue) for u in uploads or []]
-    return unique_inputs(chosen + uploaded)
+    return unique_inputs(chosen + uploaded + folder_inputs(folder or []))
+
+
+def folder_inputs(files: list[UploadedFile]) -> list[Input]:
+    """The images of an uploaded folder, each named by its path in it (``patient1/study1/image1.png``:
+    several may be named ``image1.png``), with a note on the files left out as ``fracsight predict
+    FOLDER`` leaves them out (:func:`~fracsight.inference.tabular.is_folder_image`)."""
+    taken, left = [], []
+    for u in files:
+        (taken if is_folder_image(u.name, u.getvalue) else left).append(u)
+    if left:
+        st.caption(escape_markdown(left_out_text([u.name for u in left])))
+    return [Input(f"folder:{u.file_id}", u.name, u.getvalue) for u in taken]
 
 
 def _content_digest(item: Input) -> str:
@@ -399,12 +421,13 @@ def main() -> None:
     stored = predictions(predictor, items)
     results = [s.result for s in stored]
     good = [r for r in results if isinstance(r, Prediction)]
-    studies: list[StudyPrediction] = []
     can_combine = len(good) >= 2  # every kind of bundle: fracture and class are both combined
-    if can_combine and st.checkbox("These images are one study (several views of one examination)"):
-        unread = [r.source for r in results if isinstance(r, FailedPrediction)]
-        studies = [predictor.predict_study(good, STUDY_NAME, unread=unread)]
-        study_card(studies[0])
+    one = can_combine and st.checkbox("These images are one study (several views of one examination)")
+    # an uploaded folder's names are paths in it, no files here: its study folders by name alone
+    named = [(PurePosixPath("/", item.name), result) for item, result in zip(items, results, strict=True)]
+    studies = study_results(predictor, named, one_study=one, resolve=False)
+    for study in studies:
+        study_card(study)
     for item, (result, view) in zip(items, stored, strict=True):
         if isinstance(result, FailedPrediction):
             error_card(result)

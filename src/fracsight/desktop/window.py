@@ -39,7 +39,7 @@ from fracsight.desktop.listing import Listed, Listing, list_in_background
 from fracsight.desktop.priority import MODEL_NICENESS
 from fracsight.desktop.render import Rendered
 from fracsight.desktop.shortcuts import NOTE, Tooltip, action_sequences, bind_shortcuts, help_rows, hint
-from fracsight.desktop.state import STUDY_NAME, ReadingSession, heading
+from fracsight.desktop.state import ReadingSession, heading
 from fracsight.desktop.timing import LatencyProbe, TimingLog
 from fracsight.desktop.viewer import FOCUS_COLOUR, Viewer, pack_right
 from fracsight.desktop.worker import (
@@ -797,8 +797,7 @@ class DesktopApp:
             self.study_frame.pack_forget()
             return
         card = study_card_for(study)
-        title = card.title if study.study == STUDY_NAME else f"{card.title}: {study.study}"
-        self.study_title.configure(text=title)
+        self.study_title.configure(text=card.title)
         self.study_headline.configure(text=card.verdict.headline, fg=card.verdict.colour)
         extra = [card.unreliable] if card.unreliable else []
         self.study_lines.configure(text="\n".join([*card.lines, card.how, *card.cautions, *extra]))

@@ -7,20 +7,25 @@ import io
 import os
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
 
 from fracsight.bundle import BundleSpec
 from fracsight.inference.results import NOTICE, FailedPrediction, Prediction, StudyPrediction
 from fracsight.io import IMAGE_SUFFIXES
-from fracsight.io._sniff import holds_image
+from fracsight.io._sniff import HEAD_BYTES, holds_image, sniff_format
+
+if TYPE_CHECKING:
+    from fracsight.inference.predictor import Predictor
 
 __all__ = [
+    "ALL_INPUTS",
     "collect_inputs",
     "csv_text",
     "distinct_names",
     "folder_images",
+    "is_folder_image",
     "named_inputs",
     "result_columns",
     "result_row",
@@ -28,9 +33,12 @@ __all__ = [
     "spreadsheet_safe",
     "study_folder",
     "study_groups",
+    "study_results",
     "text_cell",
 ]
 
+#: The name of the one study made of every input (``predict --study``, the apps' "one study" box).
+ALL_INPUTS = "all inputs"
 _STUDY_DIR = re.compile(r"^study\d+", re.IGNORECASE)
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 _CLASS_PREFIX = "p_"  # p_<class>: one column per class with the full distribution
@@ -213,22 +221,42 @@ def folder_images(root: Path, on_found: Callable[[Path], object] | None = None) 
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in names:
             path = Path(folder, name)
-            if not name.startswith(".") and (path.suffix.lower() in IMAGE_SUFFIXES or holds_image(path)):
+            if _image_by_name(name, lambda path=path: holds_image(path)):
                 found.append(path)
                 if on_found is not None:
                     on_found(path)
     return sorted(found)
 
 
-def study_folder(path: Path) -> Path | None:
+def _image_by_name(name: str, holds: Callable[[], bool]) -> bool:
+    """A file in a folder is an image when it is not hidden and has one of our extensions or,
+    without one, a supported image's first bytes (``holds()``, asked only then)."""
+    return not name.startswith(".") and (Path(name).suffix.lower() in IMAGE_SUFFIXES or holds())
+
+
+def is_folder_image(relative: str, head: Callable[[], bytes]) -> bool:
+    """Whether a file of an uploaded folder, named by its path in it (``study1/IM000001``), is an
+    image as :func:`folder_images` judges one: nothing hidden on its way (``.DS_Store``, ``.git/``),
+    and an image by its extension or by its first bytes (``head()``, read only then)."""
+    parts = PurePosixPath(relative).parts
+    if not parts or any(part.startswith(".") for part in parts[:-1]):
+        return False
+    return _image_by_name(parts[-1], lambda: sniff_format(head()[:HEAD_BYTES]) is not None)
+
+
+def study_folder(path: Path, *, resolve: bool = True) -> Path | None:
     """The MURA-style study folder that holds ``path`` (``.../patient00011/study1_negative/image1.png``),
-    resolved: the identity of its study. None when ``path`` is not in a ``studyN`` folder."""
+    resolved (unless ``resolve`` is False: an uploaded folder's names are no files here): the
+    identity of its study. None when ``path`` is not in a ``studyN`` folder."""
     parent = path.parent
-    return Path(os.path.realpath(parent)) if _STUDY_DIR.match(parent.name) else None
+    if not _STUDY_DIR.match(parent.name):
+        return None
+    return Path(os.path.realpath(parent)) if resolve else parent
 
 
-def study_groups(paths: Sequence[Path]) -> dict[str, list[int]]:
-    """The MURA-style studies among ``paths``: name -> the indices of its views in ``paths``.
+def study_groups(paths: Sequence[Path], *, resolve: bool = True) -> dict[str, list[int]]:
+    """The MURA-style studies among ``paths`` (absolute, or resolved here unless ``resolve`` is
+    False): name -> the indices of its views in ``paths``.
 
     A study is the folder that holds its views (:func:`study_folder`): two studies never merge
     because their last folder names agree (``XR_WRIST/patient1/study1`` and
@@ -238,11 +266,37 @@ def study_groups(paths: Sequence[Path]) -> dict[str, list[int]]:
     """
     views: dict[Path, dict[str, int]] = {}
     for i, path in enumerate(paths):
-        folder = study_folder(path)
+        folder = study_folder(path, resolve=resolve)
         if folder is not None:
-            views.setdefault(folder, {}).setdefault(os.path.realpath(path), i)
+            views.setdefault(folder, {}).setdefault(os.path.realpath(path) if resolve else str(path), i)
     names = _shortest_names(list(views))
     return {names[folder]: list(indices.values()) for folder, indices in views.items()}
+
+
+def study_results(
+    predictor: Predictor,
+    results: Sequence[tuple[Path, Prediction | FailedPrediction]],
+    *,
+    one_study: bool = False,
+    resolve: bool = True,
+) -> list[StudyPrediction]:
+    """The study verdicts of ``results`` (each with its file's path): one per MURA-style study
+    folder (:func:`study_groups`; ``resolve`` as there), or, with ``one_study``, one over them all.
+
+    A study with views that could not be read says so (and is not reliable); one none of whose
+    views could be read has no verdict (its files' results carry the errors)."""
+    if one_study:
+        groups: Mapping[str, Sequence[int]] = {ALL_INPUTS: range(len(results))}
+    else:
+        groups = study_groups([path for path, _ in results], resolve=resolve)
+    studies = []
+    for name, indices in groups.items():
+        views = [results[i][1] for i in indices]
+        read = [r for r in views if isinstance(r, Prediction)]
+        unread = [r.source for r in views if isinstance(r, FailedPrediction)]
+        if read:
+            studies.append(predictor.predict_study(read, name, unread=unread))
+    return studies
 
 
 def _shortest_names(folders: Sequence[Path]) -> dict[Path, str]:
