@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -20,6 +21,7 @@ from fracsight.errors import (
     TruncatedImageError,
     UnsupportedFormatError,
 )
+from fracsight.inference import Predictor
 from fracsight.io import DEFAULT_MAX_PIXELS, MIN_SIDE, read_image
 
 RAMP8 = np.tile(np.arange(256, dtype=np.uint8)[None, :], (40, 1))  # 40 x 256, every 8-bit value
@@ -414,3 +416,13 @@ def test_reduce_to_refuses_what_is_not_a_side(reduce_to: object) -> None:
     for other in (encode(smooth(120, 100), "PNG"), dicom_bytes()):
         with pytest.raises(ValueError, match="reduce_to must be None or a side in pixels"):
             read_image(other, reduce_to=reduce_to)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("folder", [".", "/", ".."])
+def test_a_folder_without_a_name_of_its_own_is_named_as_given(folder: str, tiny_bundle: Path) -> None:
+    """``read_image(".")`` said ``: is a folder, not an image file``, and ``predict_many(["."])``
+    gave a result with an empty ``source``."""
+    with pytest.raises(ImageReadError, match=rf"^{re.escape(folder)}: is a folder, not an image file$"):
+        read_image(folder)
+    (failed,) = Predictor(tiny_bundle).predict_many([folder])
+    assert failed.source == folder and failed.error_code == "unreadable_image"

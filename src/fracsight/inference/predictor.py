@@ -111,7 +111,9 @@ def _source_name(source: Source, name: str | None) -> str:
     (``name`` may be a client's path)."""
     if name:
         return Path(name).name
-    return "upload" if isinstance(source, (bytes, bytearray, memoryview)) else Path(source).name
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return "upload"
+    return Path(source).name or os.fspath(source)  # "." and "/" have no name of their own
 
 
 def _default_name(file: Source | None, radiograph: Radiograph) -> str:

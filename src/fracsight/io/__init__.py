@@ -139,7 +139,7 @@ def _load(source: str | os.PathLike[str] | bytes, name: str | None) -> tuple[byt
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"read_image takes a path or bytes, not {type(source).__name__}")
     path = Path(source)
-    name = name or path.name
+    name = name or path.name or os.fsdecode(source)  # "." and "/" have no name of their own
     if "\0" in os.fsdecode(path):  # a damaged list or manifest: os raises a bare ValueError for it
         raise ImageReadError(f"{name!r}: not a valid path (it holds a NUL character)")
     try:
