@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -68,3 +69,25 @@ def test_an_uploaded_folder_is_judged_as_a_folder_on_disk(tmp_path: Path) -> Non
         "bin/XR_HAND/patient1/study1": [0],
         "XR_HAND/patient1/study1": [1],
     }
+
+
+def test_the_dicomdir_of_an_export_is_no_input(tmp_path: Path) -> None:
+    """A CD or PACS export (pydicom's FileSet writes one as they do) holds a DICOMDIR, its index:
+    `predict EXPORT` gave it an error row (`no_pixel_data`) and exit 1 on every export."""
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.fileset import FileSet
+
+    from corpus import dicom_bytes
+
+    image = pydicom.dcmread(io.BytesIO(dicom_bytes()))
+    # what a FileSet files an image by: patient, study, series
+    image.PatientID, image.PatientName, image.StudyDate, image.StudyTime = "P1", "Test^P", "20261204", "1200"
+    image.StudyID, image.AccessionNumber, image.SeriesNumber, image.InstanceNumber = "1", "1", 1, 1
+    image.StudyInstanceUID, image.SeriesInstanceUID = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+    fileset = FileSet()
+    fileset.add(image)
+    fileset.write(tmp_path / "export")
+    found = [name for _, name in named_inputs([tmp_path / "export"])]
+    assert (tmp_path / "export" / "DICOMDIR").is_file() and len(found) == 1
+    assert found[0].endswith("/IM000000") and not found[0].startswith("DICOMDIR")
+    assert not is_folder_image("export/DICOMDIR", lambda: (tmp_path / "export" / "DICOMDIR").read_bytes())

@@ -199,7 +199,7 @@ def _relative_name(path: Path, root: Path) -> str:
 
 
 def folder_images(root: Path, on_found: Callable[[Path], object] | None = None) -> list[Path]:
-    """The image files under ``root``, sorted; hidden files and folders are skipped.
+    """The image files under ``root``, sorted; hidden files and folders, and a DICOMDIR, are skipped.
 
     Linked folders are followed (once each). A file is an image by its extension or, without
     one of ours, by its first bytes: PACS exports name DICOM files ``IM000001`` or by their UID.
@@ -229,9 +229,13 @@ def folder_images(root: Path, on_found: Callable[[Path], object] | None = None) 
 
 
 def _image_by_name(name: str, holds: Callable[[], bool]) -> bool:
-    """A file in a folder is an image when it is not hidden and has one of our extensions or,
-    without one, a supported image's first bytes (``holds()``, asked only then)."""
-    return not name.startswith(".") and (Path(name).suffix.lower() in IMAGE_SUFFIXES or holds())
+    """A file in a folder is an image when it is not hidden, not a DICOMDIR (the index of a CD or
+    PACS export, which every such export holds, PS3.10 8.6: a DICOM file without pixels), and has
+    one of our extensions or, without one, a supported image's first bytes (``holds()``, asked
+    only then)."""
+    if name.startswith(".") or name.upper() == "DICOMDIR":
+        return False
+    return Path(name).suffix.lower() in IMAGE_SUFFIXES or holds()
 
 
 def is_folder_image(relative: str, head: Callable[[], bytes]) -> bool:
