@@ -216,6 +216,7 @@ def inputs(config: AppConfig) -> list[Input]:
         accept_multiple_files="directory",
         key=f"folder-{generation}",
     )
+    in_folder = folder_inputs(folder or [])  # its note on what was left out goes below it
     given = bool(uploads or folder or st.session_state.get("examples"))
     if given:
         st.button("Clear all images", key="clear-all", on_click=_clear_all, help="Before the next patient")
@@ -224,14 +225,15 @@ def inputs(config: AppConfig) -> list[Input]:
         Input(f"example:{p}", Path(p).name, lambda p=p: p) for p in st.session_state.get("examples", [])
     ]
     uploaded = [Input(f"upload:{u.file_id}", Path(u.name).name, u.getvalue) for u in uploads or []]
-    return unique_inputs(chosen + uploaded + folder_inputs(folder or []))
+    return unique_inputs(chosen + uploaded + in_folder)
 
 
 def folder_inputs(files: list[UploadedFile]) -> list[Input]:
     """The images of an uploaded folder, each named by its path in it (``patient1/study1/image1.png``:
     several may be named ``image1.png``), with a note on the files left out as ``fracsight predict
     FOLDER`` leaves them out (:func:`~fracsight.inference.tabular.is_folder_image`)."""
-    taken, left = [], []
+    taken: list[UploadedFile] = []
+    left: list[UploadedFile] = []
     for u in files:
         (taken if is_folder_image(u.name, u.getvalue) else left).append(u)
     if left:

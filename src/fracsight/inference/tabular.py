@@ -8,7 +8,8 @@ import os
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path, PurePosixPath
+from functools import partial
+from pathlib import Path, PurePath, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from fracsight.bundle import BundleSpec
@@ -221,7 +222,7 @@ def folder_images(root: Path, on_found: Callable[[Path], object] | None = None) 
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in names:
             path = Path(folder, name)
-            if _image_by_name(name, lambda path=path: holds_image(path)):
+            if _image_by_name(name, partial(holds_image, path)):
                 found.append(path)
                 if on_found is not None:
                     on_found(path)
@@ -248,7 +249,7 @@ def is_folder_image(relative: str, head: Callable[[], bytes]) -> bool:
     return _image_by_name(parts[-1], lambda: sniff_format(head()[:HEAD_BYTES]) is not None)
 
 
-def study_folder(path: Path, *, resolve: bool = True) -> Path | None:
+def study_folder(path: PurePath, *, resolve: bool = True) -> PurePath | None:
     """The MURA-style study folder that holds ``path`` (``.../patient00011/study1_negative/image1.png``),
     resolved (unless ``resolve`` is False: an uploaded folder's names are no files here): the
     identity of its study. None when ``path`` is not in a ``studyN`` folder."""
@@ -258,7 +259,7 @@ def study_folder(path: Path, *, resolve: bool = True) -> Path | None:
     return Path(os.path.realpath(parent)) if resolve else parent
 
 
-def study_groups(paths: Sequence[Path], *, resolve: bool = True) -> dict[str, list[int]]:
+def study_groups(paths: Sequence[PurePath], *, resolve: bool = True) -> dict[str, list[int]]:
     """The MURA-style studies among ``paths`` (absolute, or resolved here unless ``resolve`` is
     False): name -> the indices of its views in ``paths``.
 
@@ -268,7 +269,7 @@ def study_groups(paths: Sequence[Path], *, resolve: bool = True) -> dict[str, li
     at least ``patient/studyN``, that no other study of ``paths`` shares. A file given twice
     (by its resolved path) is one view.
     """
-    views: dict[Path, dict[str, int]] = {}
+    views: dict[PurePath, dict[str, int]] = {}
     for i, path in enumerate(paths):
         folder = study_folder(path, resolve=resolve)
         if folder is not None:
@@ -279,7 +280,7 @@ def study_groups(paths: Sequence[Path], *, resolve: bool = True) -> dict[str, li
 
 def study_results(
     predictor: Predictor,
-    results: Sequence[tuple[Path, Prediction | FailedPrediction]],
+    results: Sequence[tuple[PurePath, Prediction | FailedPrediction]],
     *,
     one_study: bool = False,
     resolve: bool = True,
@@ -303,10 +304,10 @@ def study_results(
     return studies
 
 
-def _shortest_names(folders: Sequence[Path]) -> dict[Path, str]:
+def _shortest_names(folders: Sequence[PurePath]) -> dict[PurePath, str]:
     """Each (distinct, absolute) folder named by the fewest of its last parts, at least two, that
     tell it from the others."""
-    names: dict[Path, str] = {}
+    names: dict[PurePath, str] = {}
     pending = list(folders)
     depth = 2
     while pending:
