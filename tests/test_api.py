@@ -196,7 +196,7 @@ def test_csv_format(client: TestClient, tiny_bundle: Path) -> None:
     assert [(row["kind"], row["source"], row["error_code"]) for row in rows] == [
         ("image", "a.png", ""),
         ("image", "e.png", "empty_file"),
-        ("study", "study", ""),
+        ("study", "all inputs", ""),  # named as predict --study names it
     ]
     assert rows[2]["reliable"] == "False" and rows[2]["warnings"].startswith("1 of 2 views could not be read")
     json_image = client.post("/v1/predict", files=files(("a.png", png_bytes()))).json()["images"][0]

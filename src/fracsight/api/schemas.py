@@ -166,7 +166,10 @@ class ImageError(BaseModel):
 class StudyResult(BaseModel):
     """The views of one study combined, with the fields of the heads the model has."""
 
-    study: str = Field(description="The study's name: always `study` (one study per request).")
+    study: str = Field(
+        description="The study's name: always `all inputs` (one study of every file, as "
+        "`fracsight predict --study` names it)."
+    )
     decision: str = Field(
         description="The headline, in words; `not reliable: ...` when a view is not reliable or could "
         "not be read."
