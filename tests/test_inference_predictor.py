@@ -372,8 +372,7 @@ def test_a_study_names_the_views_that_are_not_reliable_on_their_own(
     assert not study.reliable
     assert study.decision == "not reliable: some views are outside what the model was made for"
     assert study.warnings == (
-        "not reliable on its own: noise.png (see each view's warnings); "
-        "the study's result still includes it",
+        "not reliable on its own: noise.png (see each view's warnings); the study's result still includes it",
     )
     assert study.to_dict()["warnings"] == list(study.warnings)
     assert predictor.predict_study([view], "s").warnings == ()
