@@ -34,8 +34,9 @@ def test_the_fracture_head_comes_from_the_model_not_the_data(head_bundle, fracat
     _, fracture_bundle = head_bundle("fracture")
     class_data, class_bundle = head_bundle("class")
     # a fracture model with data that lack fracture labels: refused, not a bundle with no head
+    # (--data, as quantize, detector and compare name it, is --data-dir's other name)
     result = CliRunner().invoke(
-        app, ["export", str(_run(fracture_bundle)), str(tmp_path / "a"), "--data-dir", str(class_data)]
+        app, ["export", str(_run(fracture_bundle)), str(tmp_path / "a"), "--data", str(class_data)]
     )
     assert result.exit_code == 2, result.output  # data that do not fit the model: a bad argument
     assert "lacks the fracture labels (not fractured/fractured" in result.output

@@ -181,9 +181,13 @@ def show_report(report: Any, render: Callable[[Any], Iterable[Any]], json_output
 
 
 def invocation() -> str:
-    """The command line as the user typed it (``fracsight ...``), for a bundle to record how it
-    was made; empty when fracsight was not started as ``fracsight`` (tests, ``python -m``)."""
-    return "fracsight " + shlex.join(sys.argv[1:]) if Path(sys.argv[0]).name == "fracsight" else ""
+    """The command line as the user typed it (``fracsight ...``, or ``python -m fracsight ...``,
+    recorded as the former), for a bundle to record how it was made; empty when fracsight was
+    not started from its command line (tests, a script calling the library)."""
+    started = Path(sys.argv[0])
+    if started.name == "fracsight" or started.parts[-2:] == ("fracsight", "__main__.py"):
+        return "fracsight " + shlex.join(sys.argv[1:])
+    return ""
 
 
 def warn_unread_in_card(spec: BundleSpec, split: str | None) -> None:
@@ -707,7 +711,10 @@ def evaluate(
     ],
     data_dir: Annotated[Path, typer.Argument(help="Labelled data set folder (any layout `audit` knows).")],
     split: Annotated[str, typer.Option(help="Split to evaluate: test, val, train or all.")] = "test",
-    out: Annotated[Path | None, typer.Option(help="Folder for metrics.json, plots and report.html.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Folder for metrics.json, report.html, plots, predictions.csv and boxes.csv."),
+    ] = None,
     threshold: Annotated[
         float | None,
         typer.Option(min=0.0, max=1.0, help="Also report metrics at this probability threshold."),
@@ -825,9 +832,13 @@ def _print_metrics(m: dict) -> None:
             f"Brier score {num(m.get('brier'))}"
         )
         for name, t in (m.get("thresholds") or {}).items():
+            sens, spec = (
+                ci({"value": t[k], "ci_low": t.get(f"{k}_ci_low"), "ci_high": t.get(f"{k}_ci_high")})
+                for k in ("sensitivity", "specificity")
+            )
             typer.echo(
-                f"  {name} (threshold {num(t['threshold'])}): sensitivity {num(t['sensitivity'])}, "
-                f"specificity {num(t['specificity'])}, F1 {num(t['f1'])}, kappa {num(t['cohen_kappa'])}"
+                f"  {name} (threshold {num(t['threshold'])}): sensitivity {sens}, "
+                f"specificity {spec}, F1 {num(t['f1'])}, kappa {num(t['cohen_kappa'])}"
             )
     if "study" in m:
         typer.echo(f"study level ({m['study'].get('n')} studies): AUROC {ci(m['study'].get('auroc'))}")
@@ -875,7 +886,9 @@ def export(
         typer.Option("--evaluate", help="Measure the bundle on this split and put it in the card."),
     ] = None,
     data_dir: Annotated[
-        Path | None, typer.Option(help="Data folder (default: the one the run trained on).")
+        Path | None,
+        # --data as quantize, detector and compare name it (typing it here was an error)
+        typer.Option("--data-dir", "--data", help="Data folder (default: the one the run trained on)."),
     ] = None,
     force: Annotated[bool, typer.Option(help="Replace a non-empty output folder.")] = False,
     train_command: Annotated[

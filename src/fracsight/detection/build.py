@@ -18,7 +18,7 @@ import numpy as np
 
 from fracsight._output import check_output_folder, staged_folder
 from fracsight.bundle import BundleSpec, load_bundle_spec, sha256_file, write_bundle_spec
-from fracsight.data import Dataset, Sample, load_dataset
+from fracsight.data import FRACTURE, Dataset, Sample, load_dataset
 from fracsight.data.sample import DataMismatchError
 from fracsight.data.splits import train_val_samples
 from fracsight.detection.features import GRID
@@ -167,14 +167,20 @@ def build_detector_bundle(
         from fracsight.evaluation.run import held_out_samples
 
         held_out_samples(dataset, evaluate_split, base, Path(data_dir), "--evaluate")  # as evaluated below
-    train, val = prepare_features(
-        base_dir, dataset, cache_dir or out_dir.parent / ".cache", normals=normals, seed=seed
-    )
+    cache = cache_dir or out_dir.parent / ".cache"
+    # the progress bar shows only on a terminal: in a log the minutes of a first run said nothing
+    log(f"frozen features of the training and validation views through {base.provenance} (cache: {cache})")
+    train, val = prepare_features(base_dir, dataset, cache, normals=normals, seed=seed)
     heads = train_heads(train, val, cfg, log)
     own_data = is_training_data(base, Path(data_dir), dataset)
+    train_samples, val_samples = train_val_samples(dataset, seed)  # as prepare_features split them
+    n_normal = sum(s.labels.get(FRACTURE) == 0 for s in train_samples)
     training = {
         **base.training,
-        "commands": [*base.training.get("commands", []), *([command] if command else [])],
+        "commands": [
+            *base.training.get("commands", []),
+            command or _FROM_PYTHON.format(step="build_detector_bundle", settings="training.heads.config"),
+        ],
         "heads": {
             "base": base.provenance,
             # what the heads, calibration and operating points were fitted on; training.data stays
@@ -182,7 +188,10 @@ def build_detector_bundle(
             "data": str(Path(data_dir).resolve()),
             "other_data": not own_data,
             "config": dataclasses.asdict(cfg),
-            "normals": normals,
+            # the images without a fracture the detector learnt from: all there are when the
+            # training split has fewer than --normals (the card said "400" of 16)
+            "normals": min(normals, n_normal),
+            **({"normals_asked": normals} if n_normal < normals else {}),
             "n_train_views": len(train.orientation),
             "n_detector_views": int(train.detect.sum()),
             "history": heads.history,
@@ -190,7 +199,6 @@ def build_detector_bundle(
         },
     }
     version = version or next_version(base.version, "detector")
-    val_samples = train_val_samples(dataset, seed)[1]
     return _write_with_heads(
         base_dir,
         out_dir,
@@ -207,6 +215,11 @@ def build_detector_bundle(
         val_samples=val_samples,
         validation=_base_validation(base, own_data, len(val_samples)),
     )
+
+
+# what a card's commands say of a step run from Python (a script, a notebook), not as a typed command:
+# without it they read as if the step before had made the bundle
+_FROM_PYTHON = "# then fracsight.detection.{step}(...) from Python; its settings: bundle.json {settings}"
 
 
 def refuse_output_in_bundle(out_dir: Path, bundle_dir: Path, what: str) -> None:
@@ -275,6 +288,10 @@ def build_joint_bundle(
     trained = json.loads(state["config"]) if isinstance(state["config"], str) else {}
     dataset = load_dataset(Path(data_dir), trained.get("layout", "auto"))
     _refuse_other_data(history, trained, dataset)
+    if evaluate_split:  # an unknown split: refused now, not after the export and the heads' settings
+        from fracsight.evaluation.run import select_samples
+
+        select_samples(dataset, evaluate_split, int(trained.get("seed", 0)))
     detector, orientation = heads_from_tensors(
         {f"{head}.{k}": v.numpy() for head in ("detector", "orientation") for k, v in state[head].items()}
     )
@@ -282,14 +299,23 @@ def build_joint_bundle(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir.parent) as tmp:
         network_dir = Path(tmp) / "network"
+        log(f"exporting epoch {history['exported_epoch']} of {run_dir} and refitting it on validation")
         base = export_bundle(checkpoint, network_dir, data_dir=data_dir, train_command=command or None)
+        log(f"frozen features of the validation views (cache: {out_dir.parent / '.cache'})")
         val = validation_features(network_dir, dataset, out_dir.parent / ".cache")
         training = {
             **base.training,
             "commands": [
                 *history.get("start_commands", []),
                 # once: `detector joint --out` writes this bundle with the run's own command
-                *dict.fromkeys(c for c in (history.get("command"), command) if c),
+                *dict.fromkeys(
+                    c
+                    for c in (
+                        history.get("command"),
+                        command or _FROM_PYTHON.format(step="build_joint_bundle", settings="training.joint"),
+                    )
+                    if c
+                ),
             ],
             "joint": history,
         }
@@ -382,6 +408,10 @@ def _write_with_heads(
         write_bundle_spec(spec, work)
         # the orientation step changes which read of an image is kept, so the probabilities users
         # get are no longer the base's: calibration and operating points are fitted on them
+        log(
+            f"fitting calibration and operating points on the {len(val_samples)} validation images "
+            "as predicted"
+        )
         spec = refit_to_predictions(work, val_samples)
         if evaluate_split:
             from fracsight.evaluation.run import evaluate_model
@@ -389,6 +419,7 @@ def _write_with_heads(
 
             # measured for the card alone, as quantize does: a report folder beside the bundle
             # overwrote a folder of that name (`fracsight evaluate OUT DATA --out` writes one)
+            log(f"measuring the new bundle on {evaluate_split}")
             metrics = evaluate_model(work, Path(data_dir), split=evaluate_split)
             spec = dataclasses.replace(
                 spec, metrics={**spec.metrics, evaluate_split: metrics_summary(metrics)}

@@ -162,6 +162,7 @@ def compare_models(
             "different images as theirs: compare them on a data set with its own splits, or on all of "
             "it with --split all"
         )
+    notes = _seen_notes(dataset, split, predictors, (model_a, model_b), Path(data_dir))
     wanted = ([FRACTURE] if fracture else []) + ([CLASS] if classes else [])
     samples = [s for s in chosen[0] if any(task in s.labels for task in wanted)]
     if not samples:
@@ -200,6 +201,8 @@ def compare_models(
         },
         "failed": _unread(outputs),
     }
+    if notes:
+        result["notes"] = notes
     where = f"{data_dir} [{split or 'all'}]"
     if fracture:
         index = [i for i, s in enumerate(kept) if FRACTURE in s.labels]
@@ -221,6 +224,37 @@ def compare_models(
         raise DatasetError(f"{where}: no image both models read has a label they can be compared on")
     result["notice"] = NOTICE  # as the predictions' JSON (fracsight compare --json)
     return result
+
+
+# what a model's own training saw of its data set, by split (as `evaluate` notes it)
+_SEEN = {
+    "train": "its 'train' split holds the images it was trained on",
+    "val": "its 'val' split holds the images its checkpoint, calibration and thresholds were chosen on",
+    "all": "all of it holds its training and validation images",
+}
+
+
+def _seen_notes(
+    dataset: Any, split: str | None, predictors: list[Any], given: tuple[Any, Any], data_dir: Path
+) -> list[str]:
+    """A note for each model compared on images its own training saw (``--split train``, ``val``
+    or ``all`` of the data set it was trained on): its figures flatter it, and the paired
+    difference leans its way; ``evaluate`` says so, ``compare`` said nothing."""
+    from fracsight.data._files import split_name
+    from fracsight.evaluation.run import is_training_data
+
+    named = "all" if split in (None, "all") else split_name(split)
+    if named not in _SEEN:
+        return []
+    notes = []
+    for key, predictor, typed in zip("AB", predictors, given, strict=True):
+        if is_training_data(predictor.spec, data_dir, dataset):
+            notes.append(
+                f"model {key} ({typed or 'default'}) was trained on this data set: {_SEEN[named]}, so "
+                "its figures flatter it and the difference may lean its way; compare on held-out images "
+                "with --split test"
+            )
+    return notes
 
 
 def _unread(outputs: list[list[Any]]) -> list[dict[str, Any]]:

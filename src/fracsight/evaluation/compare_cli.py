@@ -41,6 +41,8 @@ def compare(
     else:
         for line in summary_lines(result):
             typer.echo(line)
+        for note in result.get("notes") or ():  # as `evaluate` prints its notes
+            typer.echo(f"note: {note}")
     if result["failed"]:
         typer.echo(f"warning: {unread_warning(result)}", err=True)
     typer.echo(NOTICE, err=True)

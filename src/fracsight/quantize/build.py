@@ -103,6 +103,31 @@ def _float_figures(spec: BundleSpec, own_data: bool) -> tuple[dict[str, Any], di
     return {}, {k: v for k, v in (spec.orientation or {}).items() if k != "validation"}
 
 
+def _command(
+    model: str | Path,
+    out_dir: Path,
+    data_root: Path,
+    n_calibration: int,
+    bounds: GateBounds,
+    evaluate_split: str | None,
+) -> str:
+    """The `fracsight quantize` command that writes this bundle, for its card when none was typed
+    (python -m fracsight, a script): it named MODEL, OUT and --data alone, so that a bundle
+    calibrated on 16 images or through a widened gate was said to be made with 64 and the default."""
+    import shlex
+
+    args = ["quantize", str(model), str(out_dir), "--data", str(data_root)]
+    if n_calibration != CALIBRATION_IMAGES:
+        args += ["--calibration-images", str(n_calibration)]
+    if evaluate_split:
+        args += ["--evaluate", evaluate_split]
+    default = GateBounds().to_dict()
+    for key, value in bounds.to_dict().items():
+        if value != default[key]:
+            args += ["--" + key.replace("_", "-"), str(value)]
+    return "fracsight " + shlex.join(args)
+
+
 def quantize_bundle(
     model: str | Path,
     out_dir: str | Path,
@@ -160,7 +185,7 @@ def quantize_bundle(
                 **float_spec.training,
                 "commands": [
                     *float_spec.training.get("commands", []),
-                    command or f"fracsight quantize {model} {out_dir} --data {data_root}",
+                    command or _command(model, out_dir, data_root, n_calibration, bounds, evaluate_split),
                 ],
             },
             metrics={},

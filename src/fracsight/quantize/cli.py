@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -71,7 +72,10 @@ def quantize(
     )
     command = invocation()
     err = Console(stderr=True)
-    with user_errors(), err.status("quantizing") as status:
+    # the spinner shows only on a terminal: in a log (nohup, CI) the minutes of work said nothing
+    # until the end, so each step is a line there, as `detector train` logs its epochs
+    steps = err.status("quantizing") if err.is_interactive else nullcontext()
+    with user_errors(), steps as status:
         spec = quantize_bundle(
             model,
             out,
@@ -81,7 +85,7 @@ def quantize(
             evaluate_split=evaluate_split,
             force=force,
             command=command,
-            progress=lambda msg: status.update(msg),
+            progress=status.update if status is not None else lambda msg: typer.echo(msg, err=True),
         )
     found = spec.metrics["quantization"]
     measured = found["gate"]["measured"]

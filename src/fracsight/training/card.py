@@ -120,8 +120,8 @@ def _leakage_lines(spec: BundleSpec) -> list[str]:
     ]
 
 
-def _epochs(n: object) -> str:
-    return f"{n} epoch" if n == 1 else f"{n} epochs"
+def _epochs(n: object, noun: str = "epoch") -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _calibration(spec: BundleSpec) -> str:
@@ -436,8 +436,8 @@ def _grafted_heads_section(spec: BundleSpec) -> list[str]:
         f"- Trained on cached features of {heads.get('n_train_views')} training views (each image in its "
         f"four quarter turns, randomly mirrored; the detector on {heads.get('n_detector_views')} of them: "
         f"the fractured images with boxes and {heads.get('normals')} without a fracture), "
-        f"{cfg.get('epochs')} detector epochs (AdamW, lr {cfg.get('lr')}, cosine schedule), the epoch with "
-        f"the best validation box AP50 kept.{_detector_recipe(cfg)}",
+        f"{_epochs(cfg.get('epochs'), 'detector epoch')} (AdamW, lr {cfg.get('lr')}, cosine schedule), the "
+        f"epoch with the best validation box AP50 kept.{_detector_recipe(cfg)}",
         f"- Chosen on validation: the score floor (box AP50 {_n(loc.get('validation_ap50'))}, top box hits "
         f"{_n(loc.get('validation_hit_rate'))}) and the orientation certainty (of {val.get('n_views')} "
         f"views: upright ones turned {_n(val.get('upright_turned'))}, turned ones made upright "
@@ -494,7 +494,7 @@ def _joint_section(spec: BundleSpec) -> list[str]:
         "random quarter turn, mirrored or not, with random gamma and contrast; the losses are the base "
         "recipe's (fracture, localization map, body region) plus the detector's (centre focal loss, size "
         "and offset L1) and the orientation's (cross-entropy).",
-        f"- {cfg.get('epochs')} epochs, batch {cfg.get('batch_size')}, AdamW (network lr {cfg.get('lr')}, "
+        f"- {_epochs(cfg.get('epochs'))}, batch {cfg.get('batch_size')}, AdamW (network lr {cfg.get('lr')}, "
         f"heads lr {cfg.get('head_lr')}, one-cycle), the stem and the first "
         f"{cfg.get('frozen_stages')} stages frozen, batch normalizations kept as the identity with a "
         "learnable shift and scale; an exponential "
