@@ -107,11 +107,17 @@ def head_bundle(tmp_path_factory: pytest.TempPathFactory, fracatlas_dir: Path):
 
 def _mini_fracatlas(fracatlas: Path, root: Path) -> Path:
     """A FracAtlas-layout set of 60 images (with their boxes) linked from the real one."""
+    return fracatlas_subset(fracatlas, root, {"train": (16, 16), "val": (8, 8), "test": (6, 6)})
+
+
+def fracatlas_subset(fracatlas: Path, root: Path, counts: dict[str, tuple[int, int]]) -> Path:
+    """A FracAtlas-layout data set at ``root`` linked from the real one: the first (fractured, other)
+    images of each split ``counts`` names, with their box annotations."""
     with open(fracatlas / "dataset.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     chosen = []
-    for split, n in (("train", 16), ("val", 8), ("test", 6)):
-        for fractured in ("1", "0"):
+    for split, (n_fractured, n_other) in counts.items():
+        for fractured, n in (("1", n_fractured), ("0", n_other)):
             chosen += [r for r in rows if r["split"] == split and r["fractured"] == fractured][:n]
     (root / "annotations" / "yolo").mkdir(parents=True)
     for row in chosen:

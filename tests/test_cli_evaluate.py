@@ -486,7 +486,13 @@ def test_overwriting_an_earlier_report_leaves_none_of_its_plots_behind(fracatlas
     (out / "mine.txt").write_text("mine")
     second = CliRunner().invoke(app, [*args[:2], str(regions), *args[2:], "--overwrite"])
     assert second.exit_code == 0, second.output
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "mine.txt", "report.html", "samples.png"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "metrics.json",
+        "mine.txt",
+        "predictions.csv",
+        "report.html",
+        "samples.png",
+    ]
 
 
 def test_sample_grid_tells_apart_images_whose_file_names_repeat(fracatlas_dir, tmp_path):

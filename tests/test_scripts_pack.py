@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import subprocess
 import sys
 from pathlib import Path
@@ -10,35 +9,15 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from conftest import fracatlas_subset
 from fracsight.data import load_dataset
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "pack_fracatlas.py"
 
 
-def _mini_fracatlas(fracatlas_dir: Path, root: Path, per_split: int = 4) -> Path:
-    """A few rows of each split (fractured ones first, so boxes travel), images and boxes linked."""
-    with open(fracatlas_dir / "dataset.csv", newline="") as f:
-        reader = csv.DictReader(f)
-        rows, columns = list(reader), reader.fieldnames or []
-    chosen: list[dict[str, str]] = []
-    root.mkdir(parents=True)
-    for split in ("train", "val", "test"):
-        in_split = sorted((r for r in rows if r["split"] == split), key=lambda r: r["fractured"] != "1")
-        chosen += in_split[:per_split]
-    with open(root / "dataset.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, columns)
-        writer.writeheader()
-        writer.writerows(chosen)
-    (root / "annotations" / "yolo").mkdir(parents=True)
-    for r in chosen:
-        folder = "Fractured" if r["fractured"] == "1" else "Non_fractured"
-        (root / "images" / folder).mkdir(parents=True, exist_ok=True)
-        original = fracatlas_dir / "images" / folder / r["image_id"]
-        (root / "images" / folder / r["image_id"]).symlink_to(original)
-        label = fracatlas_dir / "annotations" / "yolo" / (Path(r["image_id"]).stem + ".txt")
-        if label.is_file():
-            (root / "annotations" / "yolo" / label.name).symlink_to(label)
-    return root
+def _mini_fracatlas(fracatlas_dir: Path, root: Path) -> Path:
+    """Four fractured images of each split (so that boxes travel), images and boxes linked."""
+    return fracatlas_subset(fracatlas_dir, root, {split: (4, 0) for split in ("train", "val", "test")})
 
 
 @pytest.mark.fracatlas

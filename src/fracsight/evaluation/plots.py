@@ -7,6 +7,7 @@ created) and returns it as a :class:`~pathlib.Path`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ __all__ = [
     "plot_sample_grid",
     "plot_selective_accuracy",
     "plot_training_curves",
+    "wilson_interval",
 ]
 
 _DPI = 110
@@ -217,6 +219,20 @@ def plot_selective_accuracy(
     return _save(fig, path, title)
 
 
+def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The Wilson score interval (95% by default) of a proportion ``successes / n``; (0, 1) for n = 0."""
+    if n <= 0:
+        return 0.0, 1.0
+    if not 0 <= successes <= n:
+        raise ValueError(f"{successes} successes of {n}")
+    phat = successes / n
+    denominator = 1.0 + z * z / n
+    centre = (phat + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(phat * (1.0 - phat) / n + z * z / (4 * n * n)) / denominator
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    return low, 1.0 if successes == n else min(1.0, centre + half)
+
+
 def plot_calibration(
     table: Sequence[Mapping[str, Any]],
     path: str | Path,
@@ -231,12 +247,24 @@ def plot_calibration(
     fig = _new_figure(5.0, 6.0)
     ax, ax_hist = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="perfect calibration")
-    ax.plot(
-        [r["mean_predicted"] for r in rows],
-        [r["fraction_positive"] for r in rows],
-        "o-",
+    # each bin's observed fraction with its 95% Wilson interval: a bin of a dozen images swings
+    # by 0.3 by chance, and without its interval such a swing read as miscalibration
+    xs = [r["mean_predicted"] for r in rows]
+    ys = [r["fraction_positive"] for r in rows]
+    bounds = [wilson_interval(round(r["fraction_positive"] * r["count"]), r["count"]) for r in rows]
+    # clamped: at an observed 0 or 1 the interval's end is that value up to rounding (-1e-17 is refused)
+    below = [max(0.0, y - lo) for y, (lo, _) in zip(ys, bounds, strict=True)]
+    above = [max(0.0, hi - y) for y, (_, hi) in zip(ys, bounds, strict=True)]
+    ax.errorbar(
+        xs,
+        ys,
+        yerr=[below, above],
+        fmt="o-",
         color="#2b83ba",
-        label="model",
+        ecolor="#2b83ba",
+        elinewidth=1,
+        capsize=3,
+        label="model (95% Wilson interval per bin)",
     )
     ax.set(xlim=(0, 1), ylim=(0, 1), ylabel=f"observed fraction {positive}")
     if ece is not None:  # the ECE on the first line, a subtitle below it

@@ -184,8 +184,38 @@ def _binary_block(
             **at_spec,
             "definition": _AT_SPECIFICITY_DEFINITION,
         },
-        "thresholds": {name: binary_metrics_at(y, p, t) for name, t in threshold_points.items()},
+        "thresholds": {
+            name: _with_rate_intervals(binary_metrics_at(y, p, t), y, p, t, boot, groups if both else None)
+            for name, t in threshold_points.items()
+        },
     }
+
+
+def _with_rate_intervals(
+    block: dict[str, Any],
+    y: np.ndarray,
+    p: np.ndarray,
+    threshold: float,
+    boot: _Bootstrap,
+    groups: Sequence[Hashable] | None,
+) -> dict[str, Any]:
+    """``block`` (:func:`binary_metrics_at` at ``threshold``) with the bootstrap intervals of its
+    sensitivity and specificity (``sensitivity_ci_low`` ...), drawn as AUROC's are (the same
+    resamples, groups and level): a paper states "0.877 (95% CI ...)", and the counts alone left the
+    reader to compute an interval that takes the images as independent. None where none is drawn."""
+    out = dict(block)
+    for key, wanted in (("sensitivity", 1), ("specificity", 0)):
+        out[f"{key}_ci_low"] = out[f"{key}_ci_high"] = None
+        if boot.n > 0 and 0 < int(y.sum()) < y.size and _resamples_vary(y, groups):
+
+            def rate(ys: np.ndarray, ps: np.ndarray, wanted: int = wanted) -> float | None:
+                mine = ys == wanted
+                return float(np.mean((ps[mine] >= threshold) == bool(wanted))) if mine.any() else None
+
+            out[f"{key}_ci_low"], out[f"{key}_ci_high"] = bootstrap_ci(
+                rate, y, p, n=boot.n, seed=boot.seed, alpha=boot.alpha, groups=groups
+            )
+    return out
 
 
 def _region_breakdown(
@@ -715,7 +745,11 @@ def _rate(m: Mapping[str, Any], key: str, hits: str, misses: str) -> str | None:
     value, a, b = m.get(key), m.get(hits), m.get(misses)
     if value is None or a is None or b is None:
         return None if value is None else _num(value)
-    return f"{_num(value)}\N{NO-BREAK SPACE}({a}/{a + b})"  # one line: the counts belong to the rate
+    low, high = m.get(f"{key}_ci_low"), m.get(f"{key}_ci_high")
+    interval = f"; {_num(low)}–{_num(high)}" if low is not None and high is not None else ""
+    return (
+        f"{_num(value)}\N{NO-BREAK SPACE}({a}/{a + b}{interval})"  # one line: the counts belong to the rate
+    )
 
 
 def _sens_spec(m: Mapping[str, Any]) -> list[str | None]:
@@ -726,7 +760,11 @@ def _thresholds(thresholds: Mapping[str, Mapping[str, Any]], words: PositiveWord
     if not thresholds:
         return '<p class="muted">No operating thresholds were given.</p>'
     keys = ["precision", "npv", "f1", "accuracy", "cohen_kappa", "tp", "fp", "tn", "fn"]
-    headers = ["Operating point", "Threshold", "Sensitivity", "Specificity", "Precision (PPV)", "NPV", "F1"]
+    shown = any(m.get("sensitivity_ci_low") is not None for m in thresholds.values())
+    rates = (
+        ["Sensitivity (n; 95% CI)", "Specificity (n; 95% CI)"] if shown else ["Sensitivity", "Specificity"]
+    )
+    headers = ["Operating point", "Threshold", *rates, "Precision (PPV)", "NPV", "F1"]
     headers += ["Accuracy", "Cohen's κ", "TP", "FP", "TN", "FN"]
     rows = [
         [name, m.get("threshold"), *_sens_spec(m), *[m.get(k) for k in keys]]

@@ -7,9 +7,15 @@ describe the shipped ONNX model, not a training-time copy of it.
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import logging
+import os
+import shlex
+import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -585,7 +591,10 @@ def evaluate_model(
     progress: Callable[[int, int], None] | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Metrics for ``model`` on ``data_dir``; with ``out_dir`` also plots, metrics.json and report.html.
+    """Metrics for ``model`` on ``data_dir``; with ``out_dir`` also plots, metrics.json, report.html and
+    the per-image tables every figure is computed from (predictions.csv, boxes.csv; ``run.files`` in
+    the metrics says what each holds). ``run`` records the equivalent command, fracsight's version and
+    the time; ``model`` the checksum of its ``model.onnx``.
 
     Every head the bundle has is measured where the data has its labels: fracture
     (``auroc``, ``thresholds``, ... at the top level; ``study`` with study ids;
@@ -600,12 +609,9 @@ def evaluate_model(
     """
     from fracsight.evaluation.metrics import multilabel_metrics, regions_to_targets
     from fracsight.evaluation.report import (
-        PositiveWords,
         evaluate_classes,
         evaluate_predictions,
-        render_all_plots,
         to_jsonable,
-        write_report,
     )
     from fracsight.inference import NOTICE, FailedPrediction, Predictor
 
@@ -634,10 +640,11 @@ def evaluate_model(
     if out_dir is not None:
         _refuse_unwritable(Path(out_dir))
 
-    good_samples, preds, failed = [], [], []
+    good_samples, preds, failed, every = [], [], [], []
     names = [relative_name(s.path, dataset.root) for s in samples]  # unambiguous: MURA's are all image1.png
     stream = predictor.predict_many([s.path for s in samples], batch_size=16, names=names)
     for i, (sample, pred) in enumerate(zip(samples, stream, strict=True)):
+        every.append(pred)  # in the split's order, unread ones included: predictions.csv
         if isinstance(pred, FailedPrediction):
             failed.append(pred.to_dict())
         else:
@@ -702,6 +709,7 @@ def evaluate_model(
 
     # fracture head: the images with a fracture label
     y = p = None
+    boot_groups: dict[int, str] = {}  # id(sample) -> the group its bootstrap resampled whole
     fracture_idx = (
         [i for i, s in enumerate(good_samples) if FRACTURE in s.labels] if predictor.has_fracture_head else []
     )
@@ -720,6 +728,9 @@ def evaluate_model(
             # are split together) are not independent: the CIs resample whole groups, else they come
             # out too narrow (FracAtlas test AUROC 0.915-0.965 as if independent, 0.903-0.972)
             kw["groups"] = keys
+        resampled = kw.get("groups") or kw.get("study_ids")  # what the bootstrap drew whole, if anything
+        if resampled is not None:
+            boot_groups = {id(s): str(g) for s, g in zip(labelled, resampled, strict=True)}
         metrics.update(evaluate_predictions(y, p, threshold_points=points, n_bootstrap=n_bootstrap, **kw))
         data["positive"] = positive = positive_label(dataset, predictor)
         few = _few_images(metrics, positive)
@@ -795,7 +806,13 @@ def evaluate_model(
         notes.append("class head not measured: the data has no class labels")
 
     metrics.update(
-        model={"name": spec.name, "version": spec.version},
+        model={
+            "name": spec.name,
+            "version": spec.version,
+            "onnx_sha256": spec.onnx_sha256,
+            "precision": spec.precision,
+            "source": "default" if model is None else str(model),
+        },
         heads=[h.name for h in spec.heads],
         data=data,
         failed=failed,
@@ -805,79 +822,310 @@ def evaluate_model(
         metrics["operating_points"] = points
     if notes:
         metrics["notes"] = notes
+    metrics["run"] = _run_record(model, data_dir, out_dir, split, threshold, n_bootstrap)
     metrics = to_jsonable(metrics)
     if out_dir is not None:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        earlier = (out_dir / "metrics.json").is_file()  # --overwrite into an earlier evaluation's folder
-        class_kw: dict[str, Any] = {}
-        if class_labels is not None:
-            class_kw = dict(
+        _write_outputs(
+            Path(out_dir),
+            metrics,
+            lambda scratch: _draw_outputs(
+                scratch,
+                metrics,
+                spec=spec,
+                predictor=predictor,
+                data_dir=Path(data_dir),
+                dataset=dataset,
+                split=split,
+                points=points,
+                y=y,
+                p=p,
                 class_labels=class_labels,
                 class_probs=class_probs,
-                class_names=predictor.classes,
-                class_min_probability=predictor.class_min_probability,
-            )
-        where = Path(data_dir).resolve()  # "." would name no data set in the report and plots
-        subtitle = f"{spec.name} v{spec.version} on {where.name} [{split or 'all'}]"
-        plots = render_all_plots(
-            y,
-            p,
-            out_dir,
-            subtitle=subtitle,
-            metrics=metrics,
-            threshold_points=points,
-            confusion_threshold=predictor.operating_point.threshold if predictor.operating_point else None,
-            **class_kw,
+                good_samples=good_samples,
+                preds=preds,
+                fracture=bool(fracture_idx),
+                tables=lambda folder: _write_tables(
+                    folder, samples, names, every, predictor, points, boot_groups, dataset, bool(fracture_idx)
+                ),
+            ),
         )
-        grid = _sample_grid(
-            good_samples,
-            preds,
-            predictor,
-            out_dir / "samples.png",
-            fracture=bool(fracture_idx),
-            klass=class_labels is not None,
-            class_names=tuple(dataset.class_names.get(CLASS, ())),
-            title=f"Sample predictions\n{subtitle}",
-            root=dataset.root,
-            words=PositiveWords.of(metrics),
-        )
-        if grid is not None:
-            plots["samples"] = grid
-        write_report(
-            metrics,
-            out_dir,
-            title=f"fracsight evaluation: {spec.name} on {where.name}",
-            model_info={
-                "name": spec.name,
-                "version": spec.version,
-                "dataset": f"{where} ({split or 'all'})",
-                "heads": "; ".join(f"{h.name} ({', '.join(h.classes)})" for h in spec.heads),
-            },
-            plots=plots,
-        )
-        if earlier:
-            _remove_stale_plots(out_dir, plots.values())
     return metrics
 
 
-# every plot evaluate_model may draw (render_all_plots, _sample_grid)
-_PLOT_FILES = (
-    "roc.png",
-    "pr.png",
-    "calibration.png",
-    "confusion.png",
-    "confusion_multiclass.png",
-    "class_coverage.png",
-    "samples.png",
-)
+def _draw_outputs(
+    out_dir: Path,
+    metrics: dict[str, Any],
+    *,
+    spec: Any,
+    predictor: Any,
+    data_dir: Path,
+    dataset: Dataset,
+    split: str | None,
+    points: Mapping[str, float],
+    y: np.ndarray | None,
+    p: np.ndarray | None,
+    class_labels: np.ndarray | None,
+    class_probs: np.ndarray | None,
+    good_samples: list[Sample],
+    preds: list[Any],
+    fracture: bool,
+    tables: Callable[[Path], dict[str, str]],
+) -> None:
+    """Every file of the report into ``out_dir`` (a scratch folder :func:`_write_outputs` moves into
+    place): the per-image tables, the plots, metrics.json and report.html."""
+    from fracsight.evaluation.report import PositiveWords, render_all_plots, write_report
+
+    class_kw: dict[str, Any] = {}
+    if class_labels is not None:
+        class_kw = dict(
+            class_labels=class_labels,
+            class_probs=class_probs,
+            class_names=predictor.classes,
+            class_min_probability=predictor.class_min_probability,
+        )
+    where = Path(data_dir).resolve()  # "." would name no data set in the report and plots
+    subtitle = f"{spec.name} v{spec.version} on {where.name} [{split or 'all'}]"
+    plots = render_all_plots(
+        y,
+        p,
+        out_dir,
+        subtitle=subtitle,
+        metrics=metrics,
+        threshold_points=points,
+        confusion_threshold=predictor.operating_point.threshold if predictor.operating_point else None,
+        **class_kw,
+    )
+    grid = _sample_grid(
+        good_samples,
+        preds,
+        predictor,
+        out_dir / "samples.png",
+        fracture=fracture,
+        klass=class_labels is not None,
+        class_names=tuple(dataset.class_names.get(CLASS, ())),
+        title=f"Sample predictions\n{subtitle}",
+        root=dataset.root,
+        words=PositiveWords.of(metrics),
+    )
+    if grid is not None:
+        plots["samples"] = grid
+    metrics["run"]["files"] = {
+        **tables(out_dir),
+        **{f"{name}.png": _PLOT_FILES[f"{name}.png"] for name in plots},
+        "metrics.json": "every figure of this report, with its counts, intervals and definitions",
+        "report.html": "the report, self-contained (plots embedded)",
+    }
+    run = metrics["run"]
+    write_report(
+        metrics,
+        out_dir,
+        title=f"fracsight evaluation: {spec.name} on {where.name}",
+        model_info={
+            "name": spec.name,
+            "version": spec.version,
+            "dataset": f"{where} ({split or 'all'})",
+            "heads": "; ".join(f"{h.name} ({', '.join(h.classes)})" for h in spec.heads),
+            "model.onnx sha256": spec.onnx_sha256 or "not recorded",
+            "precision": spec.precision,
+            "images": _counted(metrics),
+            "command": run["command"],
+            "evaluated": f"{run['created_utc']}, fracsight {run['fracsight_version']}",
+            "files": ", ".join(run["files"]),
+        },
+        plots=plots,
+    )
 
 
-def _remove_stale_plots(out_dir: Path, drawn: Iterable[Path]) -> None:
-    """Remove the plots of an earlier evaluation in ``out_dir`` that this one did not draw (another
-    model's heads, other labels): left beside the new metrics.json and report.html, they would pass
-    for this evaluation's."""
-    kept = {Path(path).name for path in drawn}
-    for name in _PLOT_FILES:
-        if name not in kept:
+# every plot evaluate_model may draw (render_all_plots, _sample_grid), with what it shows
+_PLOT_FILES = {
+    "roc.png": "ROC curve with the AUROC's interval and the operating points",
+    "pr.png": "precision-recall curve with the average precision's interval and the operating points",
+    "calibration.png": "reliability diagram (95% Wilson interval per bin) with the images per bin",
+    "confusion.png": "binary confusion matrix at the bundle's default operating point",
+    "confusion_multiclass.png": "confusion matrix of the class head (top-1 class)",
+    "class_coverage.png": "class accuracy against coverage",
+    "samples.png": "sample grid: the most confident errors, then correct answers",
+}
+_TABLE_FILES = ("predictions.csv", "boxes.csv")
+_RECORD_FILES = ("report.html", "metrics.json")  # moved into place last, metrics.json the very last
+
+
+def _run_record(
+    model: str | Path | None,
+    data_dir: Path,
+    out_dir: Path | None,
+    split: str | None,
+    threshold: float | None,
+    n_bootstrap: int,
+) -> dict[str, Any]:
+    """How the figures were made: the command that makes them again, fracsight's version, when."""
+    from fracsight import __version__
+
+    args = ["fracsight", "evaluate", "default" if model is None else str(model), str(data_dir)]
+    args += ["--split", split or "all", "--bootstrap", str(n_bootstrap)]
+    if threshold is not None:
+        args += ["--threshold", repr(float(threshold))]
+    if out_dir is not None:
+        args += ["--out", str(out_dir)]
+    return {
+        "command": shlex.join(args),
+        "working_folder": str(Path.cwd()),  # the command's relative paths are relative to it
+        "fracsight_version": __version__,
+        "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def _counted(metrics: Mapping[str, Any]) -> str:
+    d = metrics["data"]
+    text = f"{d['n_evaluated']} of {d['n_images']} read"
+    if d.get("n_positive") is not None:
+        text += f"; {d['n_positive']} {d.get('positive', 'fractured')} among those with a label"
+    return text
+
+
+def _number(value: float | None) -> str:
+    """A probability or coordinate as Python writes it back exactly (``repr``); empty for None."""
+    return "" if value is None else repr(float(value))
+
+
+def _write_tables(
+    out_dir: Path,
+    samples: Sequence[Sample],
+    names: Sequence[str],
+    every: Sequence[Any],
+    predictor: Any,
+    points: Mapping[str, float],
+    boot_groups: Mapping[int, str],
+    dataset: Dataset,
+    labelled: bool,
+) -> dict[str, str]:
+    """``predictions.csv`` (one row per image of the split, in its order, unread ones with their
+    ``error_code``) and, for a model with a fracture head, ``boxes.csv`` (every predicted box and the
+    true boxes of the images labelled positive, in pixels of the image as shown; where the data have
+    fracture labels, as ``labelled`` says): what every figure is computed from, so that each can be
+    recomputed. Returns ``{file: what it holds}``."""
+    from fracsight.inference import FailedPrediction
+
+    fracture = predictor.has_fracture_head
+    regions, classes = list(predictor.regions or ()), list(predictor.classes or ())
+    data_classes = tuple(dataset.class_names.get(CLASS, ()))
+    header = ["source", "split", "study_id", "error_code"]
+    if fracture:
+        header += ["label", "probability", *(f"suspected_{n}" for n in points), "bootstrap_group"]
+        header += ["n_boxes", "top_box_score"]
+    if regions:
+        header += ["regions", "region_predicted", *(f"p_region_{r}" for r in regions)]
+    if classes:
+        header += ["class_label", "class_predicted", "class_probability", *(f"p_class_{c}" for c in classes)]
+    header += ["reliable"]
+    rows, boxes = [], []
+    for sample, name, pred in zip(samples, names, every, strict=True):
+        failed = isinstance(pred, FailedPrediction)
+        row: dict[str, Any] = {
+            "source": name,
+            "split": sample.split or "",
+            "study_id": sample.study_id or "",
+            "error_code": pred.error_code if failed else "",
+            "reliable": "" if failed else int(bool(pred.reliable)),
+        }
+        if fracture:
+            label = sample.labels.get(FRACTURE)
+            prob = None if failed else pred.fracture_probability
+            row |= {
+                "label": "" if label is None else int(label),
+                "probability": _number(prob),
+                "bootstrap_group": boot_groups.get(id(sample), "") if label is not None else "",
+                "n_boxes": "" if failed else len(pred.boxes),
+                "top_box_score": ""
+                if failed or not pred.boxes
+                else _number(max(b.score for b in pred.boxes)),
+            }
+            for point, t in points.items():
+                row[f"suspected_{point}"] = "" if prob is None else int(prob >= t)
+            if not failed and label is not None:
+                for b in pred.boxes:
+                    boxes.append(
+                        [name, "predicted", _number(b.score), *map(_number, (b.x0, b.y0, b.x1, b.y1))]
+                    )
+                if label == 1:
+                    for t_box in true_boxes(sample, pred):
+                        boxes.append([name, "true", "", *map(_number, t_box)])
+        if regions:
+            row["regions"] = ";".join(sample.regions)
+            row["region_predicted"] = "" if failed else (pred.region or "")
+            for r in regions:
+                row[f"p_region_{r}"] = "" if failed else _number(pred.region_probabilities.get(r))
+        if classes:
+            label = sample.labels.get(CLASS)
+            row["class_label"] = "" if label is None else data_classes[label]
+            c = None if failed else pred.classification
+            row["class_predicted"] = "" if c is None else c.predicted
+            row["class_probability"] = "" if c is None else _number(c.probability)
+            for k in classes:
+                row[f"p_class_{k}"] = "" if c is None else _number(c.probabilities.get(k))
+        rows.append(row)
+    with open(out_dir / "predictions.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+    files = {
+        "predictions.csv": "one row per image of the split: source (its path under the data folder), "
+        "split, study_id, error_code (unread: left out of every figure)"
+        + (
+            ", label (1 = the data's positive label, empty: none), probability (the calibrated one every "
+            "figure uses), suspected_<operating point> (probability >= its threshold), bootstrap_group "
+            "(the group the intervals resample whole; empty: stratified by label), n_boxes, top_box_score"
+            if fracture
+            else ""
+        )
+        + (", regions (true, ';'-separated), region_predicted, p_region_<region>" if regions else "")
+        + (", class_label, class_predicted, class_probability, p_class_<class>" if classes else "")
+        + ", reliable (0: the input looked unlike what the model was made for)"
+    }
+    if fracture and labelled:  # the localization figures' input: images with a fracture label
+        with open(out_dir / "boxes.csv", "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["source", "kind", "score", "x0", "y0", "x1", "y1"])
+            writer.writerows(boxes)
+        files["boxes.csv"] = (
+            "the boxes of the images read with a label: kind 'predicted' (every box, with its score) or "
+            "'true' (the annotated boxes of the positive images), in pixels of the image as shown (EXIF "
+            "orientation applied); the localization figures' input"
+        )
+    return files
+
+
+def _write_outputs(out_dir: Path, metrics: Mapping[str, Any], draw: Callable[[Path], None]) -> None:
+    """Have ``draw`` write every file into a scratch folder in ``out_dir``, then move them into place,
+    metrics.json last: stopped (Ctrl-C) or failing before, the folder is as it was; an earlier
+    evaluation's metrics.json and report.html are removed before the new files move in, so that a
+    folder stopped between the two holds no record that would pass for the new files'. With
+    --overwrite into an earlier evaluation's folder (one with a metrics.json), the plots and tables
+    of it that the new evaluation does not write are removed (another model's heads, other labels):
+    left beside the new metrics.json and report.html, they would pass for this evaluation's. Other
+    files stay."""
+    made = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    earlier = (out_dir / "metrics.json").is_file()
+    scratch = Path(tempfile.mkdtemp(prefix=".fracsight-evaluate-", dir=out_dir))
+    try:
+        try:
+            draw(scratch)
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            if made:  # made for the report, which was not written: nothing left behind (if empty)
+                with contextlib.suppress(OSError):
+                    out_dir.rmdir()
+            raise
+        written = sorted(path.name for path in scratch.iterdir())
+        for name in _RECORD_FILES:
             (out_dir / name).unlink(missing_ok=True)
+        if earlier:
+            for name in (*_PLOT_FILES, *_TABLE_FILES):
+                if name not in written:
+                    (out_dir / name).unlink(missing_ok=True)
+        last = {name: i for i, name in enumerate(_RECORD_FILES)}
+        for name in sorted(written, key=lambda n: last.get(n, -1)):
+            os.replace(scratch / name, out_dir / name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
