@@ -226,35 +226,23 @@ def compare_models(
     return result
 
 
-# what a model's own training saw of its data set, by split (as `evaluate` notes it)
-_SEEN = {
-    "train": "its 'train' split holds the images it was trained on",
-    "val": "its 'val' split holds the images its checkpoint, calibration and thresholds were chosen on",
-    "all": "all of it holds its training and validation images",
-}
-
-
 def _seen_notes(
     dataset: Any, split: str | None, predictors: list[Any], given: tuple[Any, Any], data_dir: Path
 ) -> list[str]:
     """A note for each model compared on images its own training saw (``--split train``, ``val``
     or ``all`` of the data set it was trained on): its figures flatter it, and the paired
     difference leans its way; ``evaluate`` says so, ``compare`` said nothing."""
-    from fracsight.data._files import split_name
-    from fracsight.evaluation.run import is_training_data
+    from fracsight.evaluation.run import is_training_data, seen_by_model
 
-    named = "all" if split in (None, "all") else split_name(split)
-    if named not in _SEEN:
+    seen = seen_by_model(split)
+    if seen is None:
         return []
-    notes = []
-    for key, predictor, typed in zip("AB", predictors, given, strict=True):
-        if is_training_data(predictor.spec, data_dir, dataset):
-            notes.append(
-                f"model {key} ({typed or 'default'}) was trained on this data set: {_SEEN[named]}, so "
-                "its figures flatter it and the difference may lean its way; compare on held-out images "
-                "with --split test"
-            )
-    return notes
+    return [
+        f"model {key} ({typed or 'default'}) is measured on {seen}: its figures flatter it and the "
+        "difference may lean its way; compare on held-out images with --split test"
+        for key, predictor, typed in zip("AB", predictors, given, strict=True)
+        if is_training_data(predictor.spec, data_dir, dataset)
+    ]
 
 
 def _unread(outputs: list[list[Any]]) -> list[dict[str, Any]]:

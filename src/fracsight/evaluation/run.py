@@ -149,6 +149,21 @@ def is_training_data(spec: Any, data_dir: Path, dataset: Dataset, carved: Datase
     return _split_as_recorded(spec, carved or ensure_splits(dataset, seed=_run_seed(spec)))
 
 
+_SEEN_BY_MODEL = {
+    "all": "all of the data set the model was trained on, its training and validation images included",
+    "train": "the 'train' split of the data set the model was trained on, the images it was trained on",
+    "val": "the 'val' split of the data set the model was trained on, the images its checkpoint, "
+    "calibration and thresholds were chosen on",
+}
+
+
+def seen_by_model(split: str | None) -> str | None:
+    """What a ``split`` of a model's own data set holds of what its training saw (``all``, ``train``,
+    ``val``), for the note that its figures flatter it (``evaluate``, ``compare``); None for a
+    held-out split."""
+    return _SEEN_BY_MODEL.get("all" if split in (None, "all") else split_name(split))
+
+
 def _split_as_recorded(spec: Any, carved: Dataset) -> bool:
     """Whether the train and validation splits the run's seed made (``carved``) have as many
     images as the bundle records (``training.n_train`` / ``n_val``). ``n_train`` counts the images
@@ -663,21 +678,12 @@ def evaluate_model(
     relative = relative_data_note(spec, Path(data_dir), dataset, held.carved)
     if relative:
         notes.append(relative)
-    if split in (None, "all") and held.own:
+    seen = seen_by_model(split) if held.own else None
+    if seen:
         notes.append(
-            "measured on all of the data set the model was trained on, its training and validation "
-            "images included: these numbers flatter it; measure the held-out images with --split test"
+            f"measured on {seen}: these numbers flatter it; measure the held-out images with --split test"
         )
     named = split_name(split or "")  # valid: val
-    seen = {
-        "train": "the images it was trained on",
-        "val": "the images its checkpoint, calibration and thresholds were chosen on",
-    }
-    if held.own and named in seen:
-        notes.append(
-            f"measured on the {named!r} split of the data set the model was trained on, {seen[named]}: "
-            "these numbers flatter it; measure the held-out images with --split test"
-        )
     if held.carved is not None and split not in (None, "all") and named not in dataset.splits:
         notes.append(
             f"the data set has no {split!r} split of its own: measured on the one fracsight carves out "
