@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +155,31 @@ def test_metrics_name_the_model_checksum_the_command_and_the_files(evaluated):
         f"{m['data']['n_evaluated']}/{m['data']['n_images']} images, {m['data']['n_positive']} fractured"
         in (stdout)
     )
+    # the command recorded makes the figures again, into the same folder (which it now must overwrite)
+    again = CliRunner().invoke(app, shlex.split(run["command"])[1:])
+    assert again.exit_code == 0, again.output
+    assert json.loads((out / "metrics.json").read_text())["auroc"] == m["auroc"]
+
+
+def test_a_file_name_that_is_not_utf8_is_written_as_every_csv_of_fracsight_writes_it(fracatlas_dir, tmp_path):
+    """A file name that is not UTF-8 (an archive unpacked under Latin-1) made the predictions.csv
+    writer raise after every image was predicted: the whole evaluation was lost."""
+    images = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[:2]
+    normals = sorted((fracatlas_dir / "images" / "Non_fractured").glob("*.jpg"))[:2]
+    data = tmp_path / "data"
+    (data / "Fractured").mkdir(parents=True)
+    (data / "Non_fractured").mkdir()
+    os.symlink(images[0], os.path.join(os.fsencode(data / "Fractured"), b"caf\xe9.jpg"))
+    (data / "Fractured" / images[1].name).symlink_to(images[1])
+    for image in normals:
+        (data / "Non_fractured" / image.name).symlink_to(image)
+    out = tmp_path / "eval"
+    args = ["evaluate", "default", str(data), "--split", "all", "--bootstrap", "0", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    with open(out / "predictions.csv", newline="", encoding="utf-8") as f:
+        sources = [row["source"] for row in csv.DictReader(f)]
+    assert "Fractured/caf\\xe9.jpg" in sources, sources
 
 
 def test_wilson_interval_and_the_reliability_diagram_draws_it(tmp_path):

@@ -63,6 +63,7 @@ def test_an_uploaded_folder_is_judged_as_a_folder_on_disk(tmp_path: Path) -> Non
     assert not is_folder_image("export/study1/notes.txt", lambda: b"left wrist")
     assert not is_folder_image("export/study1/.DS_Store", lambda: jpeg)
     assert not is_folder_image("export/.git/objects/IM000001", lambda: jpeg)
+    assert is_folder_image(".export/study1/IM000001", lambda: jpeg)  # the folder chosen is not judged
     names = ["bin/XR_HAND/patient1/study1/a.png", "XR_HAND/patient1/study1/b.png", "bin/loose.png"]
     # "/bin" is a link on this system: a name is never resolved against the server's files
     assert study_groups([Path("/", n) for n in names], resolve=False) == {

@@ -73,7 +73,7 @@ def test_detector_card_names_its_normal_images_and_command_and_the_steps_are_log
     assert said.index("frozen features") < said.index("detector epoch 1")
     # run without a typed command line (a script; here CliRunner), the card's commands left this
     # step out and read as if the base's export had made the bundle
-    step = "# then fracsight.detection.build_detector_bundle(...) from Python; its settings: bundle.json "
+    step = "# then fracsight.detection.build.build_detector_bundle(...) from Python; settings: bundle.json "
     assert load_bundle_spec(out).training["commands"][-1] == step + "training.heads.config"
     assert step in (out / "card.md").read_text(encoding="utf-8")
 
@@ -129,7 +129,7 @@ def test_a_joint_bundle_made_without_a_typed_command_names_its_steps(detector_bu
     result = runner.invoke(app, [*args, "--out", str(out)])
     assert result.exit_code == 0, result.output
     commands = load_bundle_spec(out).training["commands"]
-    step = "# then fracsight.detection.build_joint_bundle(...) from Python; its settings: bundle.json "
+    step = "# then fracsight.detection.build.build_joint_bundle(...) from Python; settings: bundle.json "
     assert commands[-1] == step + "training.joint", commands
     assert step in (out / "card.md").read_text(encoding="utf-8")
 

@@ -219,7 +219,7 @@ def build_detector_bundle(
 
 # what a card's commands say of a step run from Python (a script, a notebook), not as a typed command:
 # without it they read as if the step before had made the bundle
-_FROM_PYTHON = "# then fracsight.detection.{step}(...) from Python; its settings: bundle.json {settings}"
+_FROM_PYTHON = "# then fracsight.detection.build.{step}(...) from Python; settings: bundle.json {settings}"
 
 
 def refuse_output_in_bundle(out_dir: Path, bundle_dir: Path, what: str) -> None:
@@ -309,12 +309,10 @@ def build_joint_bundle(
                 *history.get("start_commands", []),
                 # once: `detector joint --out` writes this bundle with the run's own command
                 *dict.fromkeys(
-                    c
-                    for c in (
-                        history.get("command"),
+                    [
+                        *([history["command"]] if history.get("command") else []),
                         command or _FROM_PYTHON.format(step="build_joint_bundle", settings="training.joint"),
-                    )
-                    if c
+                    ]
                 ),
             ],
             "joint": history,

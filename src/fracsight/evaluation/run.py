@@ -161,7 +161,7 @@ def seen_by_model(split: str | None) -> str | None:
     """What a ``split`` of a model's own data set holds of what its training saw (``all``, ``train``,
     ``val``), for the note that its figures flatter it (``evaluate``, ``compare``); None for a
     held-out split."""
-    return _SEEN_BY_MODEL.get("all" if split in (None, "all") else split_name(split))
+    return _SEEN_BY_MODEL.get("all" if split in (None, "all") else split_name(split) or "")
 
 
 def _split_as_recorded(spec: Any, carved: Dataset) -> bool:
@@ -383,10 +383,15 @@ def _thumbnail_names(samples: Sequence[Sample], root: Path | None) -> list[str]:
     """What the sample grid calls each image: its file name; where file names repeat (MURA's are
     all image1.png) and ``root`` is given, its folder under ``root`` too, on a line above the name
     (a thumbnail is narrow), shortened from the left where it is long."""
-    ids = [s.image_id for s in samples]
+    from fracsight.inference.tabular import text_cell
+
+    # as text a font can draw: matplotlib refused a name that is not UTF-8 (caf\xe9.jpg), and the
+    # whole evaluation with it
+    ids = [text_cell(s.image_id) for s in samples]
     if root is None or len(set(ids)) == len(ids):
         return ids
-    return [f"{_shortened(Path(relative_name(s.path, root)).parent.parts)}/\n{s.image_id}" for s in samples]
+    folders = [text_cell(_shortened(Path(relative_name(s.path, root)).parent.parts)) for s in samples]
+    return [f"{folder}/\n{name}" for folder, name in zip(folders, ids, strict=True)]
 
 
 def _shortened(parts: Sequence[str]) -> str:
@@ -828,7 +833,7 @@ def evaluate_model(
         metrics["operating_points"] = points
     if notes:
         metrics["notes"] = notes
-    metrics["run"] = _run_record(model, data_dir, out_dir, split, threshold, n_bootstrap)
+    metrics["run"] = _run_record(model, data_dir, out_dir, split, threshold, n_bootstrap, layout)
     metrics = to_jsonable(metrics)
     if out_dir is not None:
         _write_outputs(
@@ -963,8 +968,10 @@ def _run_record(
     split: str | None,
     threshold: float | None,
     n_bootstrap: int,
+    layout: str,
 ) -> dict[str, Any]:
-    """How the figures were made: the command that makes them again, fracsight's version, when."""
+    """How the figures were made: the command that makes them again (into the same folder, which
+    then holds them: hence ``--overwrite``), fracsight's version, when."""
     from fracsight import __version__
 
     args = ["fracsight", "evaluate", "default" if model is None else str(model), str(data_dir)]
@@ -972,9 +979,11 @@ def _run_record(
     if threshold is not None:
         args += ["--threshold", repr(float(threshold))]
     if out_dir is not None:
-        args += ["--out", str(out_dir)]
+        args += ["--out", str(out_dir), "--overwrite"]
+    # the command reads a data set's layout from its files; a layout forced from Python is said
+    forced = "" if layout == "auto" else f"  # from Python, with layout={layout!r}"
     return {
-        "command": shlex.join(args),
+        "command": shlex.join(args) + forced,
         "working_folder": str(Path.cwd()),  # the command's relative paths are relative to it
         "fracsight_version": __version__,
         "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -987,6 +996,12 @@ def _counted(metrics: Mapping[str, Any]) -> str:
     if d.get("n_positive") is not None:
         text += f"; {d['n_positive']} {d.get('positive', 'fractured')} among those with a label"
     return text
+
+
+def _cell(text: str) -> str:
+    from fracsight.inference.tabular import spreadsheet_safe, text_cell
+
+    return spreadsheet_safe(text_cell(text))
 
 
 def _number(value: float | None) -> str:
@@ -1027,10 +1042,11 @@ def _write_tables(
     rows, boxes = [], []
     for sample, name, pred in zip(samples, names, every, strict=True):
         failed = isinstance(pred, FailedPrediction)
+        name = _cell(name)  # as every CSV of fracsight writes a file name (not UTF-8, "=..." names)
         row: dict[str, Any] = {
             "source": name,
             "split": sample.split or "",
-            "study_id": sample.study_id or "",
+            "study_id": _cell(sample.study_id or ""),
             "error_code": pred.error_code if failed else "",
             "reliable": "" if failed else int(bool(pred.reliable)),
         }
@@ -1090,9 +1106,9 @@ def _write_tables(
     }
     if fracture and labelled:  # the localization figures' input: images with a fracture label
         with open(out_dir / "boxes.csv", "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["source", "kind", "score", "x0", "y0", "x1", "y1"])
-            writer.writerows(boxes)
+            box_writer = csv.writer(f)
+            box_writer.writerow(["source", "kind", "score", "x0", "y0", "x1", "y1"])
+            box_writer.writerows(boxes)
         files["boxes.csv"] = (
             "the boxes of the images read with a label: kind 'predicted' (every box, with its score) or "
             "'true' (the annotated boxes of the positive images), in pixels of the image as shown (EXIF "

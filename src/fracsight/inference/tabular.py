@@ -244,7 +244,8 @@ def is_folder_image(relative: str, head: Callable[[], bytes]) -> bool:
     image as :func:`folder_images` judges one: nothing hidden on its way (``.DS_Store``, ``.git/``),
     and an image by its extension or by its first bytes (``head()``, read only then)."""
     parts = PurePosixPath(relative).parts
-    if not parts or any(part.startswith(".") for part in parts[:-1]):
+    # the folder chosen (the first part) is not judged, as folder_images does not judge its root
+    if not parts or any(part.startswith(".") for part in parts[1:-1]):
         return False
     return _image_by_name(parts[-1], lambda: sniff_format(head()[:HEAD_BYTES]) is not None)
 

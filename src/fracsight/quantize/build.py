@@ -112,7 +112,7 @@ def _command(
     evaluate_split: str | None,
 ) -> str:
     """The `fracsight quantize` command that writes this bundle, for its card when none was typed
-    (python -m fracsight, a script): it named MODEL, OUT and --data alone, so that a bundle
+    (a script calling quantize_bundle): it named MODEL, OUT and --data alone, so that a bundle
     calibrated on 16 images or through a widened gate was said to be made with 64 and the default."""
     import shlex
 
