@@ -185,8 +185,8 @@ def test_a_file_name_that_is_not_utf8_is_written_as_every_csv_of_fracsight_write
 def test_wilson_interval_and_the_reliability_diagram_draws_it(tmp_path):
     """The reliability diagram drew each bin's observed fraction without its uncertainty: a bin of
     a dozen images swinging by 0.3 read as miscalibration. Each bin now has its 95% Wilson interval."""
-    from fracsight.evaluation.calibration import expected_calibration_error
-    from fracsight.evaluation.plots import plot_calibration, wilson_interval
+    from fracsight.evaluation.calibration import expected_calibration_error, wilson_interval
+    from fracsight.evaluation.plots import plot_calibration
 
     assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
     assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)

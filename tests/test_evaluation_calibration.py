@@ -35,6 +35,8 @@ def test_ece_hand_computed_and_table() -> None:
         "count": 2,
         "mean_predicted": pytest.approx(0.15),
         "fraction_positive": 0.5,
+        "fraction_ci_low": pytest.approx(0.0945, abs=1e-4),  # Wilson, 1 of 2
+        "fraction_ci_high": pytest.approx(0.9055, abs=1e-4),
     }
     assert table[5]["count"] == 0 and table[5]["mean_predicted"] is None
     # p == 1 lands in the last bin

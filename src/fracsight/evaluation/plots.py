@@ -7,7 +7,6 @@ created) and returns it as a :class:`~pathlib.Path`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,6 @@ __all__ = [
     "plot_sample_grid",
     "plot_selective_accuracy",
     "plot_training_curves",
-    "wilson_interval",
 ]
 
 _DPI = 110
@@ -219,20 +217,6 @@ def plot_selective_accuracy(
     return _save(fig, path, title)
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """The Wilson score interval (95% by default) of a proportion ``successes / n``; (0, 1) for n = 0."""
-    if n <= 0:
-        return 0.0, 1.0
-    if not 0 <= successes <= n:
-        raise ValueError(f"{successes} successes of {n}")
-    phat = successes / n
-    denominator = 1.0 + z * z / n
-    centre = (phat + z * z / (2 * n)) / denominator
-    half = z * math.sqrt(phat * (1.0 - phat) / n + z * z / (4 * n * n)) / denominator
-    low = 0.0 if successes == 0 else max(0.0, centre - half)
-    return low, 1.0 if successes == n else min(1.0, centre + half)
-
-
 def plot_calibration(
     table: Sequence[Mapping[str, Any]],
     path: str | Path,
@@ -251,10 +235,10 @@ def plot_calibration(
     # by 0.3 by chance, and without its interval such a swing read as miscalibration
     xs = [r["mean_predicted"] for r in rows]
     ys = [r["fraction_positive"] for r in rows]
-    bounds = [wilson_interval(round(r["fraction_positive"] * r["count"]), r["count"]) for r in rows]
     # clamped: at an observed 0 or 1 the interval's end is that value up to rounding (-1e-17 is refused)
-    below = [max(0.0, y - lo) for y, (lo, _) in zip(ys, bounds, strict=True)]
-    above = [max(0.0, hi - y) for y, (_, hi) in zip(ys, bounds, strict=True)]
+    # (a table of an older metrics.json has no interval: drawn without one)
+    below = [max(0.0, y - r.get("fraction_ci_low", y)) for y, r in zip(ys, rows, strict=True)]
+    above = [max(0.0, r.get("fraction_ci_high", y) - y) for y, r in zip(ys, rows, strict=True)]
     ax.errorbar(
         xs,
         ys,
