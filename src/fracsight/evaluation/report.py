@@ -185,7 +185,7 @@ def _binary_block(
             "definition": _AT_SPECIFICITY_DEFINITION,
         },
         "thresholds": {
-            name: _with_rate_intervals(binary_metrics_at(y, p, t), y, p, t, boot, groups if both else None)
+            name: _with_rate_intervals(binary_metrics_at(y, p, t), y, p, t, boot, groups)
             for name, t in threshold_points.items()
         },
     }
@@ -199,22 +199,16 @@ def _with_rate_intervals(
     boot: _Bootstrap,
     groups: Sequence[Hashable] | None,
 ) -> dict[str, Any]:
-    """``block`` (:func:`binary_metrics_at` at ``threshold``) with the bootstrap intervals of its
-    sensitivity and specificity (``sensitivity_ci_low`` ...), drawn as AUROC's are (the same
-    resamples, groups and level): a paper states "0.877 (95% CI ...)", and the counts alone left the
-    reader to compute an interval that takes the images as independent. None where none is drawn."""
+    """``block`` (:func:`binary_metrics_at` at ``threshold``) with the intervals of its sensitivity
+    and specificity (``sensitivity_ci_low`` ...), drawn as AUROC's are (:func:`_estimate`: the same
+    resamples, groups and level): a paper states "0.877 (95% CI ...)", and the counts alone left
+    the reader to compute an interval that takes the images as independent."""
     out = dict(block)
-    for key, wanted in (("sensitivity", 1), ("specificity", 0)):
-        out[f"{key}_ci_low"] = out[f"{key}_ci_high"] = None
-        if boot.n > 0 and 0 < int(y.sum()) < y.size and _resamples_vary(y, groups):
-
-            def rate(ys: np.ndarray, ps: np.ndarray, wanted: int = wanted) -> float | None:
-                mine = ys == wanted
-                return float(np.mean((ps[mine] >= threshold) == bool(wanted))) if mine.any() else None
-
-            out[f"{key}_ci_low"], out[f"{key}_ci_high"] = bootstrap_ci(
-                rate, y, p, n=boot.n, seed=boot.seed, alpha=boot.alpha, groups=groups
-            )
+    for key in ("sensitivity", "specificity"):
+        found = _estimate(
+            lambda ys, ps, key=key: binary_metrics_at(ys, ps, threshold)[key], y, p, boot, groups
+        )
+        out[f"{key}_ci_low"], out[f"{key}_ci_high"] = found["ci_low"], found["ci_high"]
     return out
 
 
@@ -756,13 +750,16 @@ def _sens_spec(m: Mapping[str, Any]) -> list[str | None]:
     return [_rate(m, "sensitivity", "tp", "fn"), _rate(m, "specificity", "tn", "fp")]
 
 
-def _thresholds(thresholds: Mapping[str, Mapping[str, Any]], words: PositiveWords) -> str:
+def _thresholds(thresholds: Mapping[str, Mapping[str, Any]], words: PositiveWords, ci_level: float) -> str:
     if not thresholds:
         return '<p class="muted">No operating thresholds were given.</p>'
     keys = ["precision", "npv", "f1", "accuracy", "cohen_kappa", "tp", "fp", "tn", "fn"]
     shown = any(m.get("sensitivity_ci_low") is not None for m in thresholds.values())
+    level = f"{100 * ci_level:.0f}% CI"
     rates = (
-        ["Sensitivity (n; 95% CI)", "Specificity (n; 95% CI)"] if shown else ["Sensitivity", "Specificity"]
+        [f"Sensitivity (n; {level})", f"Specificity (n; {level})"]
+        if shown
+        else ["Sensitivity", "Specificity"]
     )
     headers = ["Operating point", "Threshold", *rates, "Precision (PPV)", "NPV", "F1"]
     headers += ["Accuracy", "Cohen's κ", "TP", "FP", "TN", "FN"]
@@ -807,7 +804,7 @@ def _binary_section(
         + _summary(block, ci.level, unit, words)
         + (_ci_note(dataclasses.replace(ci, method=method), unit) if shown else "")
         + "<h3>Operating points</h3>"
-        + _thresholds(block.get("thresholds") or {}, words)
+        + _thresholds(block.get("thresholds") or {}, words, ci.level)
     )
 
 
