@@ -23,7 +23,7 @@ Two models that share neither head are refused: ``evaluate`` measures each model
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -134,7 +134,7 @@ def compare_models(
     On a data set without the split, each model is measured on the split its own training
     carved out: the two must have held out the same images, or the comparison is refused.
     """
-    from fracsight.evaluation.run import held_out_samples, model_class_index
+    from fracsight.evaluation.run import held_out, model_class_index
     from fracsight.inference import NOTICE, FailedPrediction, Predictor
 
     predictors = [Predictor(model_a), Predictor(model_b)]
@@ -150,19 +150,20 @@ def compare_models(
     if classes:
         for predictor in predictors:  # a data class the model does not know is refused, naming it
             model_class_index(dataset.class_names, predictor.classes)
-    chosen = []
+    held = []
     for key, predictor, given in zip("AB", predictors, (model_a, model_b), strict=True):
         try:
-            chosen.append(held_out_samples(dataset, split, predictor.spec, Path(data_dir))[0])
+            held.append(held_out(dataset, split, predictor.spec, Path(data_dir)))
         except MissingSplitError as e:  # "the model was not trained on" it: say which of the two
             raise MissingSplitError(f"model {key} ({given or 'default'}): {e}") from None
+    chosen = [h.samples for h in held]
     if [s.path for s in chosen[0]] != [s.path for s in chosen[1]]:
         raise DatasetError(
             f"{data_dir} has no {split!r} split of its own, and the two models' training runs held out "
             "different images as theirs: compare them on a data set with its own splits, or on all of "
             "it with --split all"
         )
-    notes = _seen_notes(dataset, split, predictors, (model_a, model_b), Path(data_dir))
+    notes = _seen_notes(split, [h.own for h in held], (model_a, model_b))
     wanted = ([FRACTURE] if fracture else []) + ([CLASS] if classes else [])
     samples = [s for s in chosen[0] if any(task in s.labels for task in wanted)]
     if not samples:
@@ -226,13 +227,11 @@ def compare_models(
     return result
 
 
-def _seen_notes(
-    dataset: Any, split: str | None, predictors: list[Any], given: tuple[Any, Any], data_dir: Path
-) -> list[str]:
+def _seen_notes(split: str | None, own: Sequence[bool], given: tuple[Any, Any]) -> list[str]:
     """A note for each model compared on images its own training saw (``--split train``, ``val``
-    or ``all`` of the data set it was trained on): its figures flatter it, and the paired
+    or ``all`` of the data set it was trained on: ``own``): its figures flatter it, and the paired
     difference leans its way; ``evaluate`` says so, ``compare`` said nothing."""
-    from fracsight.evaluation.run import is_training_data, seen_by_model
+    from fracsight.evaluation.run import seen_by_model
 
     seen = seen_by_model(split)
     if seen is None:
@@ -240,8 +239,8 @@ def _seen_notes(
     return [
         f"model {key} ({typed or 'default'}) is measured on {seen}: its figures flatter it and the "
         "difference may lean its way; compare on held-out images with --split test"
-        for key, predictor, typed in zip("AB", predictors, given, strict=True)
-        if is_training_data(predictor.spec, data_dir, dataset)
+        for key, trained_here, typed in zip("AB", own, given, strict=True)
+        if trained_here
     ]
 
 

@@ -203,10 +203,11 @@ class HeldOut(NamedTuple):
     carved: Dataset | None
 
 
-def _held_out(
+def held_out(
     dataset: Dataset, split: str | None, spec: Any, data_dir: Path, option: str = "--split"
 ) -> HeldOut:
-    """:func:`held_out_samples`, making the run's split of ``dataset`` at most once."""
+    """:func:`held_out_samples` with what it found on the way (:class:`HeldOut`), making the run's
+    split of ``dataset`` at most once."""
     seed = _run_seed(spec)
     named = _names_data_dir(spec, data_dir, dataset.root)
     if named is None:
@@ -225,7 +226,7 @@ def held_out_samples(
     on the data set it was trained on (:func:`is_training_data`), a missing split is the one its
     training run's seed carved out. Returns the samples and that seed. ``option``: the command's
     option that named ``split``, which a missing split's error names (``MISSING_SPLIT_FIX``)."""
-    held = _held_out(dataset, split, spec, data_dir, option)
+    held = held_out(dataset, split, spec, data_dir, option)
     return held.samples, held.seed
 
 
@@ -644,7 +645,7 @@ def evaluate_model(
     dataset = load_dataset(Path(data_dir), layout)
     if out_dir is not None:
         dataset.refuse_output_inside(Path(out_dir))
-    held = _held_out(dataset, split, spec, Path(data_dir))
+    held = held_out(dataset, split, spec, Path(data_dir))
     samples = held.samples
     leakage = _leakage(held, dataset, split)
     if leakage:
