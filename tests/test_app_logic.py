@@ -19,7 +19,6 @@ from typer.testing import CliRunner
 import fracsight.app as app_pkg
 from fracsight.app.logic import (
     HIDDEN_ON_SCREEN,
-    STUDY_NAME,
     AppConfig,
     card_for,
     class_bars_html,
@@ -54,7 +53,7 @@ from fracsight.errors import UnsupportedFormatError
 from fracsight.explain import DetectedBox
 from fracsight.inference import NOTICE, FailedPrediction, Prediction, StudyPrediction
 from fracsight.inference.results import CLASS_ACTIVATION, NO_LOCALIZATION, ClassResult
-from fracsight.inference.tabular import result_columns
+from fracsight.inference.tabular import ALL_INPUTS, result_columns
 from fracsight.io import ImageMetadata
 
 H, W = 60, 80
@@ -327,7 +326,7 @@ def test_study_cards_for_every_kind() -> None:
     )
     assert fracture.how == "Fracture probability: the mean of the views." and fracture.unreliable is None
     # the one study of all images is not named; a study folder's is (a folder may hold several)
-    assert study_card_for(replace(make_study(0.7), study=STUDY_NAME)).title == "Study verdict (2 views)"
+    assert study_card_for(replace(make_study(0.7), study=ALL_INPUTS)).title == "Study verdict (2 views)"
 
     both = study_card_for(make_study(0.7, TYPES))
     assert both.verdict.words == "fracture suspected, most likely greenstick"

@@ -14,8 +14,9 @@ pytest.importorskip("streamlit", reason="the web app needs the app extra (pip in
 from streamlit.testing.v1 import AppTest
 
 from fracsight.app import SCRIPT
-from fracsight.app.logic import STUDY_NAME, display_columns, escape_markdown
+from fracsight.app.logic import display_columns, escape_markdown
 from fracsight.inference import NOTICE, Predictor
+from fracsight.inference.tabular import ALL_INPUTS
 from head_kinds import HEAD_KINDS
 
 TIMEOUT = 120  # seconds per script run; the CPUs are shared with training jobs
@@ -124,9 +125,9 @@ def test_another_operating_point_rereads_the_results_without_predicting_again(
     reader = Predictor(operating_point=other)
     images = sorted(examples_dir.glob("*/*.jpg"))
     expected = [reader.predict(p) for p in images]
-    study = reader.predict_study(expected, STUDY_NAME)
+    study = reader.predict_study(expected, ALL_INPUTS)
     rows = at.dataframe[0].value
-    assert list(rows["source"]) == [p.name for p in images] + [STUDY_NAME]
+    assert list(rows["source"]) == [p.name for p in images] + [ALL_INPUTS]
     assert list(rows["decision"]) == [e.decision for e in expected] + [study.decision]
     assert set(rows["threshold"]) == {f"{reader.operating_point.threshold:.4f}"}
     text = markdown_text(at)
@@ -178,7 +179,7 @@ def test_an_example_uploaded_too_is_one_view(
     at.checkbox[0].check().run()
     assert "Study verdict (2 views)" in markdown_text(at)
     at.button(key="clear-examples").click().run()  # the upload alone is then shown, without a note
-    assert list(at.dataframe[0].value["source"]) == ["copy.jpg", normal.name, STUDY_NAME]
+    assert list(at.dataframe[0].value["source"]) == ["copy.jpg", normal.name, ALL_INPUTS]
     assert not [w for w in at.warning if "counted once" in w.value]
 
 

@@ -27,7 +27,7 @@ from fracsight.desktop.render import (
     render_visible,
     visible_crop,
 )
-from fracsight.desktop.state import LIST_HIDDEN, STUDY_NAME, ReadingSession, expand_inputs
+from fracsight.desktop.state import LIST_HIDDEN, ReadingSession, expand_inputs
 from fracsight.desktop.worker import (
     BatchFinished,
     BatchStarted,
@@ -44,6 +44,7 @@ from fracsight.desktop.worker import (
 )
 from fracsight.explain import DetectedBox
 from fracsight.inference import FailedPrediction, Prediction, Predictor
+from fracsight.inference.tabular import ALL_INPUTS
 from head_kinds import HEAD_KINDS
 
 FRACTURED = "Fractured/IMG0000019.jpg"
@@ -290,10 +291,10 @@ def test_session_rows_exports_and_study(predictor: Predictor, fracatlas_dir: Pat
     assert session.csv_text() == csv_download(plain, predictor.spec)
     session.one_study = True
     (study,) = session.studies()
-    assert study.study == STUDY_NAME and study.images == ("IMG0000019.jpg", "IMG0000050.jpg")
+    assert study.study == ALL_INPUTS and study.images == ("IMG0000019.jpg", "IMG0000050.jpg")
     # the file that could not be read is a view the verdict has not seen, as in predict --study
     assert study.unread == ("bad.png",) and not study.reliable and "1 of 3 views" in study.warnings[0]
-    assert session.csv_text().splitlines()[-1].startswith(f"study,{STUDY_NAME},")
+    assert session.csv_text().splitlines()[-1].startswith(f"study,{ALL_INPUTS},")
     session.choose_operating_point("triage")
     assert {r.operating_point for _, r in session.shown() if isinstance(r, Prediction)} == {"triage"}
     assert session.studies()[0].operating_point == "triage" and '"triage"' in session.json_text()
@@ -451,7 +452,7 @@ def test_session_studies_are_predicts_study_folders(
     assert reopened.folders == {"patient1/study1_positive": [3], "patient1/study2_negative": [4, 5]}
     assert [s.to_dict() for s in reopened.studies()] == [first.to_dict(), second.to_dict()]
     reopened.one_study = True  # all images as one study instead, as predict --study
-    assert [s.study for s in reopened.studies()] == [STUDY_NAME] and reopened.study_of(3) == STUDY_NAME
+    assert [s.study for s in reopened.studies()] == [ALL_INPUTS] and reopened.study_of(3) == ALL_INPUTS
 
 
 @pytest.mark.slow

@@ -45,7 +45,6 @@ from fracsight.inference.tabular import (
 
 __all__ = [
     "HIDDEN_ON_SCREEN",
-    "STUDY_NAME",
     "AppConfig",
     "ClassSummary",
     "ResultCard",
@@ -87,8 +86,6 @@ __all__ = [
 
 Result = Prediction | FailedPrediction | StudyPrediction
 
-# The study's name, as ``fracsight predict --study`` names all its inputs, so exports agree with it
-STUDY_NAME = ALL_INPUTS
 # CSV columns left out of the on-screen table (the sidebar, the threshold and the cards show them)
 HIDDEN_ON_SCREEN = frozenset({"operating_point", "region_probability", "top_box_score"})
 COLOURS = {"suspected": "#c62828", "clear": "#2e7d32", "unreliable": "#8d6e63", "class": "#1565c0"}

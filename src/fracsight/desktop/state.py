@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 from fracsight.app.logic import (
-    STUDY_NAME,
     at_operating_point,
     csv_download,
     display_columns,
@@ -24,9 +23,9 @@ from fracsight.app.logic import (
 from fracsight.bundle import OperatingPoint
 from fracsight.desktop.worker import FileStamp, Item
 from fracsight.inference import FailedPrediction, Prediction, Predictor, StudyPrediction
-from fracsight.inference.tabular import named_inputs, study_groups
+from fracsight.inference.tabular import ALL_INPUTS, named_inputs, study_groups
 
-__all__ = ["LIST_HIDDEN", "STUDY_NAME", "ReadingSession", "expand_inputs", "heading"]
+__all__ = ["LIST_HIDDEN", "ReadingSession", "expand_inputs", "heading"]
 
 Result = Prediction | FailedPrediction
 
@@ -181,7 +180,7 @@ class ReadingSession:
         return next((name for name, indices in self._groups().items() if index in indices), None)
 
     def _groups(self) -> dict[str, list[int]]:
-        return {STUDY_NAME: sorted(self.results)} if self.one_study else self.folders
+        return {ALL_INPUTS: sorted(self.results)} if self.one_study else self.folders
 
     def list_columns(self) -> tuple[str, ...]:
         if self.predictor is None:
