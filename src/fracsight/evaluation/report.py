@@ -40,6 +40,7 @@ from fracsight.evaluation.thresholds import selective_accuracy, threshold_for_sp
 
 __all__ = [
     "PositiveWords",
+    "bootstrap_units",
     "evaluate_classes",
     "evaluate_predictions",
     "render_all_plots",
@@ -241,6 +242,16 @@ def _region_breakdown(
     return out
 
 
+def bootstrap_units(
+    groups: Sequence[Hashable] | None, study_ids: Sequence[Hashable] | None
+) -> list[Hashable] | None:
+    """What :func:`evaluate_predictions`' intervals resample whole, one per image: the ``groups``
+    given, else the studies, else None (resampled image by image, stratified by label)."""
+    if groups is not None:
+        return list(groups)
+    return None if study_ids is None else list(study_ids)
+
+
 def evaluate_predictions(
     y: ArrayLike,
     p: ArrayLike,
@@ -287,15 +298,13 @@ def evaluate_predictions(
     boot = _Bootstrap(n=n_bootstrap, seed=seed, alpha=alpha)
     related = None if groups is None else list(groups)  # the groups given, before studies stand in
     if groups is not None:
-        groups = list(groups)
         resampled = (
             "resampling whole groups of related images (a patient or study, near-duplicates, identical "
             f"files: {len(set(groups))} groups)"
         )
-    elif study_ids is not None:
-        groups, resampled = list(study_ids), "resampling whole studies"
     else:
-        resampled = "stratified by label"
+        resampled = "resampling whole studies" if study_ids is not None else "stratified by label"
+    groups = bootstrap_units(groups, study_ids)
     if groups is not None and len(groups) != ya.size:
         raise ValueError(f"groups has {len(groups)} entries for {ya.size} samples")
     opts = {"ece_bins": ece_bins, "specificity_target": specificity_target}

@@ -630,6 +630,7 @@ def evaluate_model(
     """
     from fracsight.evaluation.metrics import multilabel_metrics, regions_to_targets
     from fracsight.evaluation.report import (
+        bootstrap_units,
         evaluate_classes,
         evaluate_predictions,
         to_jsonable,
@@ -740,7 +741,7 @@ def evaluate_model(
             # are split together) are not independent: the CIs resample whole groups, else they come
             # out too narrow (FracAtlas test AUROC 0.915-0.965 as if independent, 0.903-0.972)
             kw["groups"] = keys
-        resampled = kw.get("groups") or kw.get("study_ids")  # what the bootstrap drew whole, if anything
+        resampled = bootstrap_units(kw.get("groups"), kw.get("study_ids"))
         if resampled is not None:
             boot_groups = {id(s): str(g) for s, g in zip(labelled, resampled, strict=True)}
         metrics.update(evaluate_predictions(y, p, threshold_points=points, n_bootstrap=n_bootstrap, **kw))
