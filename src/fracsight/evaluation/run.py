@@ -14,7 +14,7 @@ import os
 import shlex
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -838,12 +838,14 @@ def evaluate_model(
     metrics["run"] = _run_record(model, data_dir, out_dir, split, threshold, n_bootstrap, layout)
     metrics = to_jsonable(metrics)
     if out_dir is not None:
-        _write_outputs(
-            Path(out_dir),
-            metrics,
-            lambda scratch: _draw_outputs(
+        with _report_folder(Path(out_dir)) as scratch:
+            tables = _write_tables(
+                scratch, samples, names, every, predictor, points, boot_groups, dataset, bool(fracture_idx)
+            )
+            _draw_outputs(
                 scratch,
                 metrics,
+                tables,
                 spec=spec,
                 predictor=predictor,
                 data_dir=Path(data_dir),
@@ -857,17 +859,14 @@ def evaluate_model(
                 good_samples=good_samples,
                 preds=preds,
                 fracture=bool(fracture_idx),
-                tables=lambda folder: _write_tables(
-                    folder, samples, names, every, predictor, points, boot_groups, dataset, bool(fracture_idx)
-                ),
-            ),
-        )
+            )
     return metrics
 
 
 def _draw_outputs(
     out_dir: Path,
     metrics: dict[str, Any],
+    tables: Mapping[str, str],
     *,
     spec: Any,
     predictor: Any,
@@ -882,10 +881,9 @@ def _draw_outputs(
     good_samples: list[Sample],
     preds: list[Any],
     fracture: bool,
-    tables: Callable[[Path], dict[str, str]],
 ) -> None:
-    """Every file of the report into ``out_dir`` (a scratch folder :func:`_write_outputs` moves into
-    place): the per-image tables, the plots, metrics.json and report.html."""
+    """The plots, metrics.json and report.html into ``out_dir`` (a scratch folder
+    :func:`_report_folder` moves into place), beside the per-image ``tables`` (file -> what it holds)."""
     from fracsight.evaluation.report import PositiveWords, render_all_plots, write_report
 
     class_kw: dict[str, Any] = {}
@@ -923,7 +921,7 @@ def _draw_outputs(
     if grid is not None:
         plots["samples"] = grid
     metrics["run"]["files"] = {
-        **tables(out_dir),
+        **tables,
         **{f"{name}.png": _PLOT_FILES[f"{name}.png"] for name in plots},
         "metrics.json": "every figure of this report, with its counts, intervals and definitions",
         "report.html": "the report, self-contained (plots embedded)",
@@ -1119,22 +1117,24 @@ def _write_tables(
     return files
 
 
-def _write_outputs(out_dir: Path, metrics: Mapping[str, Any], draw: Callable[[Path], None]) -> None:
-    """Have ``draw`` write every file into a scratch folder in ``out_dir``, then move them into place,
-    metrics.json last: stopped (Ctrl-C) or failing before, the folder is as it was; an earlier
-    evaluation's metrics.json and report.html are removed before the new files move in, so that a
-    folder stopped between the two holds no record that would pass for the new files'. With
-    --overwrite into an earlier evaluation's folder (one with a metrics.json), the plots and tables
-    of it that the new evaluation does not write are removed (another model's heads, other labels):
-    left beside the new metrics.json and report.html, they would pass for this evaluation's. Other
-    files stay."""
+@contextlib.contextmanager
+def _report_folder(out_dir: Path) -> Iterator[Path]:
+    """A scratch folder in ``out_dir`` to write every file of the report into; when the block ends
+    without an error they move into place, metrics.json last. Stopped (Ctrl-C) or failing before,
+    the folder is as it was (one made for the report is removed again). An earlier evaluation's
+    metrics.json and report.html are removed before the new files move in, so that a folder
+    stopped between the two holds no record that would pass for the new files'; and with
+    --overwrite into an earlier evaluation's folder (one with a metrics.json), its plots and
+    tables that the new one does not write (another model's heads, other labels) are removed:
+    left beside the new metrics.json and report.html, they would pass for this evaluation's.
+    Other files stay."""
     made = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     earlier = (out_dir / "metrics.json").is_file()
     scratch = Path(tempfile.mkdtemp(prefix=".fracsight-evaluate-", dir=out_dir))
     try:
         try:
-            draw(scratch)
+            yield scratch
         except BaseException:
             shutil.rmtree(scratch, ignore_errors=True)
             if made:  # made for the report, which was not written: nothing left behind (if empty)
