@@ -297,14 +297,14 @@ def evaluate_predictions(
     thresholds = dict(threshold_points or {})
     boot = _Bootstrap(n=n_bootstrap, seed=seed, alpha=alpha)
     related = None if groups is None else list(groups)  # the groups given, before studies stand in
-    if groups is not None:
+    if related is not None:
         resampled = (
             "resampling whole groups of related images (a patient or study, near-duplicates, identical "
-            f"files: {len(set(groups))} groups)"
+            f"files: {len(set(related))} groups)"
         )
     else:
         resampled = "resampling whole studies" if study_ids is not None else "stratified by label"
-    groups = bootstrap_units(groups, study_ids)
+    groups = bootstrap_units(related, study_ids)
     if groups is not None and len(groups) != ya.size:
         raise ValueError(f"groups has {len(groups)} entries for {ya.size} samples")
     opts = {"ece_bins": ece_bins, "specificity_target": specificity_target}
