@@ -413,6 +413,16 @@ def test_missing_path_exits_2_with_a_message(tiny_bundle: Path, images: list[Pat
     assert "no such file or folder" in result.stderr and "nowhere.png" in result.stderr
 
 
+def test_a_url_exits_2_named_as_a_url(tiny_bundle: Path, images: list[Path]) -> None:
+    """It was "no such file or folder: https:/pacs.example/x.jpg": the path as pathlib folds it."""
+    result = _predict(tiny_bundle, images[0], "https://pacs.example/x.jpg")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "error (not_found): https://pacs.example/x.jpg: a URL, not a file: fracsight reads files; "
+        "download it, or mount its storage, first"
+    )
+
+
 def test_empty_folder_exits_2(tiny_bundle: Path, tmp_path: Path) -> None:
     result = _predict(tiny_bundle, tmp_path)
     assert result.exit_code == 2 and "no image files" in result.stderr

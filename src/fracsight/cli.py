@@ -226,18 +226,26 @@ def user_errors(exit_code: int = 1) -> Iterator[None]:
 
 def refuse_missing(paths: Iterable[Path | None]) -> None:
     """Exit 2 with a one-line message, before any work, when an input path does not exist; a link
-    whose target is gone is named as one (it was "no such file" of a name ``ls`` shows)."""
+    whose target is gone is named as one (it was "no such file" of a name ``ls`` shows), and so is
+    a URL (it was "no such file or folder: https:/host/x.jpg")."""
     import os
 
     missing = [p for p in paths if p is not None and not p.exists()]
+    if not missing:
+        return
+    from fracsight.io import URL_REFUSAL, url_text
+
+    urls = [u for u in map(url_text, missing) if u is not None]
+    if urls:
+        typer.echo(f"error (not_found): {', '.join(urls)}: {URL_REFUSAL}", err=True)
+        raise typer.Exit(2)
     broken = [p for p in missing if p.is_symlink()]
     if broken:
         links = ", ".join(f"{p} -> {os.readlink(p)}" for p in broken)
         typer.echo(f"error (not_found): a link whose target does not exist: {links}", err=True)
         raise typer.Exit(2)
-    if missing:
-        typer.echo(f"error (not_found): no such file or folder: {', '.join(map(str, missing))}", err=True)
-        raise typer.Exit(2)
+    typer.echo(f"error (not_found): no such file or folder: {', '.join(map(str, missing))}", err=True)
+    raise typer.Exit(2)
 
 
 def refuse_unknown_model(model: str | None, operating_point: str | None) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
 from functools import partial
 from pathlib import Path
 
@@ -43,8 +44,24 @@ __all__ = [
 DEFAULT_MAX_PIXELS = 50_000_000
 #: File name extensions of the formats read_image reads (the format itself is read from the bytes).
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".dcm", ".dicom"})
+#: What a URL given as a path is told.
+URL_REFUSAL = "a URL, not a file: fracsight reads files; download it, or mount its storage, first"
 #: Smallest accepted side in pixels; anything smaller cannot show a fracture.
 MIN_SIDE = 32
+
+# s3://, https://, file://, ...; also their spelling after pathlib folds "//" into "/" (a URL on
+# the command line), and never a drive letter (C:/)
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
+
+
+def url_text(path: str | os.PathLike[str]) -> str | None:
+    """``path`` as the URL it is (``https://host/x.jpg``, its "//" restored where pathlib folded
+    it), or None where it is not one: fracsight reads files, and a URL given as a path was
+    "no such file" of a name nobody typed (``https:/host/x.jpg``)."""
+    text = os.fsdecode(path)
+    if not _URL.match(text):
+        return None
+    return re.sub(r"^([^:/]+):/(?!/)", r"\1://", text)
 
 
 def read_image(
@@ -138,6 +155,8 @@ def _load(source: str | os.PathLike[str] | bytes, name: str | None) -> tuple[byt
         return bytes(source), name
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"read_image takes a path or bytes, not {type(source).__name__}")
+    if not os.fsdecode(source):  # Path("") is the current folder: an unset variable read as "."
+        raise ImageReadError("an empty path: name an image file")
     path = Path(source)
     name = name or path.name or os.fsdecode(source)  # "." and "/" have no name of their own
     if "\0" in os.fsdecode(path):  # a damaged list or manifest: os raises a bare ValueError for it
@@ -147,6 +166,9 @@ def _load(source: str | os.PathLike[str] | bytes, name: str | None) -> tuple[byt
             raise ImageReadError(f"{name}: not a regular file (a device, pipe or socket is not read)")
         return path.read_bytes(), name
     except FileNotFoundError as e:
+        url = url_text(source)
+        if url is not None:
+            raise ImageReadError(f"{url}: {URL_REFUSAL}") from e
         raise ImageReadError(f"{name}: no such file") from e
     except IsADirectoryError as e:
         listable = os.access(path, os.R_OK | os.X_OK)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from fracsight.errors import DatasetError
 from fracsight.inference.tabular import distinct_names, named_inputs, text_cell
+from fracsight.io import url_text
 
 __all__ = ["LIST_SUFFIXES", "MANIFEST_SUFFIXES", "collect_batch_inputs"]
 
@@ -193,7 +194,6 @@ def _refuse_missing_column(path: Path, column: str, names: Sequence[str]) -> Non
     raise DatasetError(f"{path}: no {column!r} column (columns: {', '.join(names)}): {hint}")
 
 
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")  # s3://, https://, file://, ...
 # C:\x.dcm, C:/x.dcm, \\server\share\x.dcm: where fracsight runs on POSIX, no file has such a path
 _WINDOWS = re.compile(r"^(?:[A-Za-z]:[\\/]|\\\\)") if os.sep == "/" else re.compile(r"(?!)")
 
@@ -204,7 +204,7 @@ def _checked(path: Path, rows: list[tuple[str, str]], column: str) -> list[str]:
     for bad, problem, fix in (
         ([w for w, p in rows if not p], f"have no {column!r}", "give each row a path or remove it"),
         (
-            [w for w, p in rows if _URL.match(p)],
+            [w for w, p in rows if url_text(p) is not None],
             "are URLs, not file paths",
             "fracsight reads files: mount the storage (NFS, s3fs, gcsfuse, ...) and list the paths there",
         ),
