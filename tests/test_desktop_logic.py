@@ -44,7 +44,7 @@ from fracsight.desktop.worker import (
 )
 from fracsight.explain import DetectedBox
 from fracsight.inference import FailedPrediction, Prediction, Predictor
-from fracsight.inference.tabular import ALL_INPUTS
+from fracsight.inference.tabular import ALL_INPUTS, study_results
 from head_kinds import HEAD_KINDS
 
 FRACTURED = "Fractured/IMG0000019.jpg"
@@ -310,6 +310,45 @@ def test_an_opened_image_is_known_by_any_path_to_it(tmp_path: Path) -> None:
     session.add([(image, image.name)])
     assert session.is_opened(tmp_path / "scans" / ".." / "scans" / "hand.jpg")
     assert not session.is_opened(tmp_path / "scans" / "hand.csv")
+
+
+def test_one_study_of_one_image_and_an_unreadable_file_is_predicts(
+    predictor: Predictor, fracatlas_dir: Path
+) -> None:
+    """*These images are one study* with one image read and one file that could not be: no study
+    at all in the window, where ``predict --study`` gives a *not reliable* one (and one of a
+    single image)."""
+    image = fracatlas_dir / "images" / HAND
+    session = ReadingSession(one_study=True)
+    session.set_predictor(predictor)
+    session.add([(image, image.name), (Path("empty.jpg"), "empty.jpg")])
+    read = predictor.predict(image, name=image.name)
+    session.record(0, read, file_stamp(image))
+    assert [s.to_dict() for s in session.studies()] == [
+        s.to_dict() for s in study_results(predictor, [(image, read)], one_study=True)
+    ]
+    unread = FailedPrediction("empty.jpg", "empty_file", "empty.jpg: the file is empty (0 bytes)")
+    session.record(1, unread, None)
+    expected = study_results(predictor, [(image, read), (Path("empty.jpg"), unread)], one_study=True)
+    (study,) = session.studies()
+    assert study.to_dict() == expected[0].to_dict() and not study.reliable and study.unread == ("empty.jpg",)
+
+
+def test_the_session_knows_which_files_changed_since_they_were_read(tmp_path: Path) -> None:
+    """An export of results whose files were overwritten, removed or made since they were read
+    would hold what ``fracsight predict`` no longer says for those files."""
+    kept, rewritten, removed, missing = (tmp_path / n for n in ("a.png", "b.png", "c.png", "d.png"))
+    for path in (kept, rewritten, removed):
+        path.write_bytes(b"one")
+    session = ReadingSession()
+    session.add([(p, p.name) for p in (kept, rewritten, removed, missing)])
+    for index, path in enumerate((kept, rewritten, removed, missing)):
+        session.record(index, FailedPrediction(path.name, "unsupported_format", "x"), file_stamp(path))
+    assert session.changed_on_disk() == []
+    rewritten.write_bytes(b"two, longer")
+    removed.unlink()
+    missing.write_bytes(b"now here")
+    assert session.changed_on_disk() == [1, 2, 3]
 
 
 def test_expand_inputs_follows_predict(tmp_path: Path) -> None:

@@ -1052,6 +1052,122 @@ def test_a_file_changed_on_disk_is_never_shown_beside_its_old_result(
     assert exported is not None and json.loads(exported.read_text()) == json.loads(expected)
 
 
+def test_a_kept_view_of_a_file_changed_on_disk_is_read_again(
+    open_window, fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """x.jpg viewed, y.jpg viewed, x.jpg overwritten, x.jpg selected again: its view was still kept
+    (the six latest are), so the old picture came back under the old card, fracture suspected, for
+    a file that is now a hand without one. Now a kept view of a changed file is read again."""
+    x = copy_of(fracatlas_dir, FRACTURED, tmp_path / "x.jpg")
+    y = copy_of(fracatlas_dir, HAND, tmp_path / "y.jpg")
+    desktop = open_window([x, y])
+    root = desktop.root
+    wait_until(root, lambda: len(desktop.session.results) == 2 and 0 in desktop.views, 90, "two results")
+    desktop.select(1)
+    wait_until(root, lambda: 1 in desktop.views and desktop.viewer.picture_current, 60, "y's view")
+    copy_of(fracatlas_dir, HAND, x)
+    assert 0 in desktop.views  # still kept
+    desktop.select(0)
+    wait_until(root, lambda: 0 in desktop.views and desktop.viewer.picture_current, 60, "x's new view")
+    assert desktop.card_headline.cget("text") == "No fracture detected"
+    assert tree_rows(desktop)[0]["decision"] == "no fracture detected"
+    assert "x.jpg changed on disk since it was predicted" in desktop.status.cget("text")
+
+
+def test_an_export_after_files_changed_on_disk_predicts_them_again_and_saves_nothing(
+    open_window, fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """y.jpg overwritten (not selected) after it was predicted: Export CSV… wrote its old row, which
+    ``fracsight predict`` no longer gives for the file. Now nothing is saved (a file already at the
+    target is left as it was), the changed file is predicted again in its row, and the next export
+    is ``predict``'s CSV. The overlay of a selected file changed on disk is refused the same way."""
+    x = copy_of(fracatlas_dir, FRACTURED, tmp_path / "in" / "x.jpg")
+    y = copy_of(fracatlas_dir, HAND, tmp_path / "in" / "y.jpg")
+    desktop = open_window([x, y])
+    root = desktop.root
+    wait_until(root, lambda: len(desktop.session.results) == 2 and 0 in desktop.views, 90, "two results")
+    target = tmp_path / "results.csv"
+    target.write_text("the reader's own file\n")
+    copy_of(fracatlas_dir, FRACTURED, y)
+    assert desktop.export_csv(target) is None and desktop.export_json(tmp_path / "r.json") is None
+    assert target.read_text() == "the reader's own file\n" and not (tmp_path / "r.json").exists()
+    assert desktop.status.cget("text").startswith("Not saved: y.jpg changed on disk since predicted")
+    wait_until(root, lambda: not desktop.running and desktop.list_current, 60, "y predicted again")
+    assert [r["decision"] for r in tree_rows(desktop)] == ["fracture suspected"] * 2
+    assert desktop.export_csv(target) == target
+    cli_csv = tmp_path / "cli.csv"
+    assert predict_cli(str(x), str(y), "--csv", str(cli_csv))[0] == 0
+    assert target.read_text() == cli_csv.read_text()
+
+    overlay = tmp_path / "x.overlay.png"
+    copy_of(fracatlas_dir, HAND, x)  # the selected image, its picture on the screen
+    assert desktop.export_overlay(overlay) is None and not overlay.exists()
+    assert desktop.status.cget("text").startswith("Not saved: x.jpg changed on disk")
+    wait_until(root, lambda: 0 in desktop.views and desktop.viewer.picture_current, 60, "x read again")
+    assert desktop.card_headline.cget("text") == "No fracture detected"
+    assert desktop.export_overlay(overlay) == overlay and overlay.exists()
+
+
+def test_a_file_that_could_not_be_read_is_read_again_once_it_changed(
+    open_window, fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """A file still being copied (empty when the folder was opened) stayed *could not be read* when
+    selected after the copy had finished; now a selected unreadable file that changed since is read
+    again and its row, card and view become the file as it is now."""
+    copying = tmp_path / "scan.jpg"
+    copying.write_bytes(b"")
+    desktop = open_window([copying])
+    root = desktop.root
+    wait_until(root, lambda: desktop.done == 1 and desktop.list_current, 90, "the empty file's row")
+    assert tree_rows(desktop)[0]["error_code"] == "empty_file"
+    copy_of(fracatlas_dir, FRACTURED, copying)
+    desktop.select(0)
+    wait_until(root, lambda: 0 in desktop.views and desktop.viewer.picture_current, 60, "the copied file")
+    row = tree_rows(desktop)[0]
+    assert row["decision"] == "fracture suspected" and row["error_code"] == ""
+    assert desktop.card_headline.cget("text") == "Fracture suspected"
+
+
+def test_the_open_files_dialog_lists_radiographs_with_upper_case_suffixes(
+    open_window, tmp_path: Path, monkeypatch
+) -> None:
+    """``SCAN.JPG`` and ``IM1.DCM`` (written on Windows) were not listed under *Radiographs* in Tk's
+    X11 dialog, which matches its patterns case-sensitively: the patterns the window gives it are
+    matched here by Tcl's own ``glob``, as the dialog lists a folder."""
+    from tkinter import filedialog
+
+    for name in ("SCAN.JPG", "IM1.DCM", "hand.jpeg", "Notes.TXT"):
+        (tmp_path / name).write_bytes(b"x")
+    asked: list[dict[str, object]] = []
+    monkeypatch.setattr(filedialog, "askopenfilenames", lambda **k: asked.append(k) or ())
+    desktop = open_window([])
+    desktop.ask_files()
+    ((_, patterns), _all) = asked[0]["filetypes"]
+    listed = desktop.root.tk.call("glob", "-nocomplain", "-tails", "-directory", tmp_path, *patterns.split())
+    assert sorted(set(listed)) == ["IM1.DCM", "SCAN.JPG", "hand.jpeg"]
+
+
+def test_a_run_says_how_many_files_could_not_be_read(
+    open_window, fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """A folder whose files were removed while it was predicted, or with empty files, ended with
+    *Done: 40 of 40 images predicted*, read as all done when 36 rows were errors."""
+    folder = tmp_path / "export"
+    copy_of(fracatlas_dir, HAND, folder / "a.jpg")
+    (folder / "b.jpg").write_bytes(b"")
+    (folder / "c.png").write_text("not an image")
+    desktop = open_window([folder])
+    root = desktop.root
+    wait_until(root, lambda: desktop.done == 3 and not desktop.running, 90, "three rows")
+    text = desktop.status.cget("text")
+    assert text.startswith("Done: 3 of 3 images in ") and text.endswith(
+        ": 1 predicted, 2 could not be read (their rows say why)."
+    ), text
+    desktop.open_paths([folder / "a.jpg"])  # a new run: only its own files counted
+    wait_until(root, lambda: desktop.done == 4 and not desktop.running, 60, "the next run")
+    assert desktop.status.cget("text").startswith("Done: 1 of 1 images predicted in ")
+
+
 def test_an_image_larger_than_the_view_says_so_and_exports_at_full_size(
     open_window, fracatlas_dir: Path, tmp_path: Path, monkeypatch
 ) -> None:

@@ -21,7 +21,7 @@ from fracsight.app.logic import (
     table_rows,
 )
 from fracsight.bundle import OperatingPoint
-from fracsight.desktop.worker import FileStamp, Item
+from fracsight.desktop.worker import FileStamp, Item, file_stamp
 from fracsight.inference import FailedPrediction, Prediction, Predictor, StudyPrediction
 from fracsight.inference.tabular import ALL_INPUTS, named_inputs, study_groups
 
@@ -106,6 +106,11 @@ class ReadingSession:
         self.results[index] = result
         self.stamps[index] = stamp
 
+    def changed_on_disk(self) -> list[int]:
+        """The files whose result is not of the file as it is now (overwritten, removed or made since
+        they were read): one stat each, so only when an export asks."""
+        return [i for i in sorted(self.results) if file_stamp(self.paths[i]) != self.stamps.get(i)]
+
     def is_opened(self, path: Path) -> bool:
         """Whether ``path`` is one of the files opened: an export there would replace the image."""
         target = Path(path).resolve()
@@ -134,7 +139,8 @@ class ReadingSession:
     def studies(self) -> list[StudyPrediction]:
         """The study verdicts, as ``fracsight predict`` gives them, at the chosen operating point.
 
-        Marked as one study: all images, once two or more were predicted (``predict --study``).
+        Marked as one study: all images, once one was predicted (``predict --study``, which gives
+        a study of one image, and of one image and a file that could not be read).
         Otherwise one per MURA-style study folder (``patient1/study1_positive/``; found by
         :func:`~fracsight.inference.tabular.study_groups`, as ``predict`` finds them) once every
         view of it has a result, so that a verdict never stands for views still being predicted.
@@ -164,7 +170,7 @@ class ReadingSession:
         assert self.predictor is not None
         views = [r for r in results if isinstance(r, Prediction)]
         study = None
-        if len(views) >= (2 if self.one_study else 1):
+        if views:  # as study_results: a study none of whose views could be read has no verdict
             unread = [r.source for r in results if not isinstance(r, Prediction)]
             made_now = self.predictor.predict_study(views, name, unread=unread)
             study = at_operating_point(made_now, self.operating_point)

@@ -54,6 +54,7 @@ from fracsight.desktop.worker import (
     ResultReady,
     ViewFailed,
     ViewReady,
+    file_stamp,
 )
 from fracsight.explain import overlay_words
 from fracsight.inference import NOTICE, FailedPrediction, Prediction, StudyPrediction
@@ -86,6 +87,7 @@ class _Run:
     """Batches opened from idle to idle: the status line's last word is about all of them."""
 
     done: int  # results received before the run began
+    failed: int = 0  # of those, files that could not be read
     asked: int = 0
     started: float = field(default_factory=time.perf_counter)
     cancelled: bool = False
@@ -131,6 +133,7 @@ class DesktopApp:
         self._listed = 0  # openings so far (each listing's number)
         self._status_text = ""
         self.done = 0  # results received
+        self.failed = 0  # of those, files that could not be read
         self._run = _Run(done=0)  # from idle to idle, over every batch opened meanwhile
         self._first_result = self._first_view = False
         self._unlisted: list[int] = []  # results received and not yet in the list
@@ -383,7 +386,7 @@ class DesktopApp:
             raise
 
     def ask_files(self) -> None:
-        patterns = " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES))
+        patterns = open_patterns(str(self.root.tk.call("tk", "windowingsystem")))
         chosen = self._dialog(
             filedialog.askopenfilenames,
             title="Open radiographs",
@@ -407,7 +410,7 @@ class DesktopApp:
             self._set_status("No model: nothing can be predicted.")
             return None
         if not self.running:  # a new run: its end reports what it did, over all its openings
-            self._run = _Run(done=self.done)
+            self._run = _Run(done=self.done, failed=self.failed)
         self._run.looked_in.extend(paths)
         self.running += 1
         self._listed += 1
@@ -621,8 +624,15 @@ class DesktopApp:
         self._set_status(f"No model: {what}.")
 
     def _result_ready(self, event: ResultReady) -> None:
-        self.session.record(event.index, event.result, event.stamp)
+        again = event.index in self.session.results and self.tree.exists(str(event.index))
         self.done += 1
+        self.failed += isinstance(event.result, FailedPrediction)
+        if again:  # a file predicted again after it changed on disk: its row, card and view
+            self._replace_result(event.index, event.result, event.stamp)
+            if event.index == self.selected:
+                self._show(event.index)
+            return
+        self.session.record(event.index, event.result, event.stamp)
         self._unlisted.append(event.index)
         if not self._first_result:  # the first one at once; the others with the next tick's
             self._list_results()
@@ -723,15 +733,29 @@ class DesktopApp:
         self._show_study_card()
         result = self.session.result(index)
         if isinstance(result, Prediction):
-            if index in self.views:
+            if (shown := self._cached_view(index)) is not None:
                 self.views.move_to_end(index)
-                shown = self.views[index]
                 self.viewer.show(shown.view, result, shown.full_size)
             else:
                 self.viewer.clear("Loading the image …")
                 self.worker.request_view(index, self.session.paths[index], self.session.names[index])
+        elif result is not None and file_stamp(self.session.paths[index]) != self.session.stamps.get(index):
+            # a file that could not be read and has changed since (a copy that had not finished, an
+            # empty file written since): read again, its row becomes the file as it is now
+            self.viewer.clear("Reading the file again …")
+            self.worker.request_view(index, self.session.paths[index], self.session.names[index])
         else:
             self.viewer.clear()
+
+    def _cached_view(self, index: int) -> ViewReady | None:
+        """The kept view of the file, unless the file changed on disk since it was read: a kept view
+        was shown, with its old result, after the file was overwritten (read again, it becomes the
+        new file's row)."""
+        view = self.views.get(index)
+        if view is not None and file_stamp(self.session.paths[index]) != view.stamp:
+            del self.views[index]
+            return None
+        return view
 
     def _fill_card(self) -> None:
         result = None if self.selected is None else self.session.result(self.selected)
@@ -884,10 +908,33 @@ class DesktopApp:
         self._set_status(f"Saved {path}")
         return True
 
+    def _predicting_changed_again(self) -> bool:
+        """Whether files changed on disk since they were predicted (a re-export under the same
+        name): then they are predicted again, in their rows, and nothing is saved now; an export
+        held their old results, which ``fracsight predict`` on the same files no longer gives."""
+        self._list_results()
+        changed = self.session.changed_on_disk()
+        if not changed:
+            return False
+        if not self.running:
+            self._run = _Run(done=self.done, failed=self.failed)
+        self.running += 1
+        self.worker.submit([(i, self.session.paths[i], self.session.names[i]) for i in changed])
+        self._run.asked += len(changed)
+        self.cancel_button.configure(state="normal")
+        self._update_progress()
+        names = _some(self.session.names[i] for i in changed)
+        self._set_status(
+            f"Not saved: {names} changed on disk since predicted; predicting again, then export again."
+        )
+        return True
+
     def export_csv(self, path: Path | None = None) -> Path | None:
         """The results as ``fracsight predict --csv --all-classes`` writes them."""
         if not self.session.results or self.session.predictor is None:
             self._set_status("Nothing to export yet.")
+            return None
+        if self._predicting_changed_again():
             return None
         path = self._save_target(path, "Export results as CSV", "fracsight-results.csv", ".csv", "CSV")
         if path is None:
@@ -899,6 +946,8 @@ class DesktopApp:
         """The results as ``fracsight predict --json`` prints them."""
         if not self.session.results or self.session.predictor is None:
             self._set_status("Nothing to export yet.")
+            return None
+        if self._predicting_changed_again():
             return None
         path = self._save_target(path, "Export results as JSON", "fracsight-results.json", ".json", "JSON")
         if path is None:
@@ -914,6 +963,12 @@ class DesktopApp:
         index = self.selected
         if self.viewer.view is None or index is None:
             self._set_status("Select a predicted image first.")
+            return None
+        if file_stamp(self.session.paths[index]) != self.session.stamps.get(index):
+            # the picture and card shown are of the file as it was: read it again, save nothing
+            name = self.session.names[index]
+            self._set_status(f"Not saved: {name} changed on disk since it was predicted; reading it again …")
+            self._show(index)
             return None
         stem = Path(self.session.paths[index]).stem
         path = self._save_target(path, "Export the overlay", f"{stem}.overlay.png", ".png", "PNG image")
@@ -1025,8 +1080,14 @@ class DesktopApp:
         seconds = time.perf_counter() - run.started
         if run.asked:
             what = "Cancelled" if run.cancelled else "Done"
-            predicted = self.done - run.done
-            self._set_status(f"{what}: {predicted} of {run.asked} images predicted in {seconds:.1f} s.")
+            done, unread = self.done - run.done, self.failed - run.failed
+            if unread:  # "40 of 40 images predicted" read as all done when 36 rows were errors
+                self._set_status(
+                    f"{what}: {done} of {run.asked} images in {seconds:.1f} s: {done - unread} predicted, "
+                    f"{unread} could not be read (their rows say why)."
+                )
+            else:
+                self._set_status(f"{what}: {done} of {run.asked} images predicted in {seconds:.1f} s.")
         elif run.cancelled:
             self._set_status(f"Cancelled: stopped looking for images in {_some(map(str, run.looked_in))}.")
         self.cancel_button.configure(state="disabled")
@@ -1044,6 +1105,17 @@ class DesktopApp:
         # the window is gone; the process must not end while the model is running (an abort)
         if not self.worker.join(CLOSE_WAIT_S):
             log.warning("the model's threads did not stop within %.0f s of closing", CLOSE_WAIT_S)
+
+
+def open_patterns(windowing: str) -> str:
+    """The *Open files…* dialog's patterns for radiographs. Tk's own dialog on X11 matches them
+    case-sensitively, so ``SCAN.JPG`` and ``IM1.DCM`` (exports written on Windows) were not listed
+    under *Radiographs*; there each suffix is given in both cases. The Windows and macOS dialogs
+    ignore case."""
+    suffixes = sorted(IMAGE_SUFFIXES)
+    if windowing == "x11":
+        suffixes = [case for s in suffixes for case in (s, s.upper())]
+    return " ".join(f"*{s}" for s in suffixes)
 
 
 def wrap_at_width(container: tk.Misc, *labels: tk.Misc, margin: int = 0) -> None:
