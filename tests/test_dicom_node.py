@@ -234,6 +234,9 @@ def test_ct_is_refused_counted_and_gets_no_results(
     assert f'fracsight_dicom_refused_total{{code="unsupported_modality"}} {after}' in metrics.text
     assert node.alive()
     assert orthanc.find_instances(StudyInstanceUID=study_uid) == []
+    # which sender sends what: the log said only "C-STORE refused with 0x0122 (unsupported_modality)"
+    said = "C-STORE from 'MODALITY' refused with 0x0122 (unsupported_modality): Modality CT refused"
+    assert said in node.log()
 
 
 def test_broken_datasets_get_failure_statuses_and_the_node_stays_up(

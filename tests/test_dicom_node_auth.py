@@ -22,6 +22,7 @@ from dicom_support import (
     FailingProxy,
     NodeProcess,
     Orthanc,
+    free_port,
     make_radiograph_dicom,
     orthanc_available,
     storescu,
@@ -206,3 +207,51 @@ def test_study_over_https_with_the_hospitals_certificate_authority(
             trusted = CliRunner().invoke(app, command)
         assert trusted.exit_code == 0, trusted.output
         assert len(orthanc.find_instances(StudyInstanceUID=study_uid)) == 1 + len(DEFAULT_KINDS) + 1
+
+
+@pytest.mark.parametrize("command", ["listen", "study"])
+def test_certificate_authorities_that_cannot_be_used_are_refused_at_start(
+    command: str, tmp_path: Path
+) -> None:
+    """A REQUESTS_CA_BUNDLE that is missing or no PEM file: one line and exit 2 before anything
+    starts. `dicom study` ended in requests' traceback; the node started, and its sender logged
+    "unexpected error; retrying shortly: OSError" every second for ever."""
+    import os
+    import sys
+
+    garbage = tmp_path / "hospital-ca.pem"
+    garbage.write_text("not a certificate\n")
+    url = "https://127.0.0.1:9/dicom-web"
+    if command == "listen":
+        args = ["dicom", "listen", "--spool", str(tmp_path / "spool"), "--allow", "PACS", "--stow", url]
+        args += ["--host", "127.0.0.1", "--port", str(free_port()), "--processes", "0"]
+    else:
+        args = ["dicom", "study", generate_uid(), "--dicomweb", url]
+    executable = Path(sys.executable).parent / "fracsight"
+    for bundle, why in (
+        (
+            tmp_path / "missing.pem",
+            "no such file (give the PEM file of the hospital's certificate authority)",
+        ),
+        (garbage, "holds no certificate in PEM form (-----BEGIN CERTIFICATE-----)"),
+    ):
+        env = {**os.environ, "REQUESTS_CA_BUNDLE": str(bundle)}
+        done = subprocess.run(
+            [str(executable), *args], capture_output=True, text=True, env=env, timeout=60, check=False
+        )  # a node that starts anyway runs until the timeout: the test fails instead of hanging
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip() == f"error (tls_ca_bundle): REQUESTS_CA_BUNDLE={bundle}: {why}"
+    assert not (tmp_path / "spool").exists()
+
+
+def test_https_to_a_plain_http_service_says_so(tmp_path: Path) -> None:
+    """`https://` for Orthanc's plain-HTTP port: the handshake fails, which was reported as an
+    untrusted certificate (advice to set REQUESTS_CA_BUNDLE, which cannot help)."""
+    with Orthanc(tmp_path / "orthanc") as orthanc:
+        url = orthanc.dicomweb_url.replace("http://", "https://")
+        done = CliRunner().invoke(app, ["dicom", "study", generate_uid(), "--dicomweb", url])
+    assert done.exit_code == 1, done.output
+    said = f"error (dicomweb_unavailable): the DICOMweb service at {url}: TLS handshake failed (SSLError): "
+    assert said in done.output
+    assert "check that the service speaks https on this port" in done.output
+    assert "REQUESTS_CA_BUNDLE" not in done.output

@@ -556,9 +556,11 @@ def test_a_spool_db_that_is_not_a_database_is_one_line_not_a_traceback(tmp_path:
     assert (tmp_path / "spool.db").read_bytes() == b"not a database"
 
 
-def test_a_taken_port_is_named_dicom_or_metrics(tiny_bundle: Path, tmp_path: Path) -> None:
+def test_a_taken_port_is_named_dicom_or_metrics(tmp_path: Path) -> None:
     """The node cannot listen: the message says which of its two ports is taken (it said "listening
-    on HOST:PORT or metrics HOST:PORT"), and what it had started is stopped again."""
+    on HOST:PORT or metrics HOST:PORT"), before the spool is made or the model loaded (it loaded
+    the model and warmed its worker processes, about 20 s, made the spool, and with the metrics
+    port taken had its DICOM port open meanwhile); the metrics port given as the DICOM one too."""
     import socket
 
     from typer.testing import CliRunner
@@ -568,8 +570,9 @@ def test_a_taken_port_is_named_dicom_or_metrics(tiny_bundle: Path, tmp_path: Pat
 
     with socket.create_server(("127.0.0.1", 0)) as taken:
         busy = taken.getsockname()[1]
-        listen = ["dicom", "listen", "--model", str(tiny_bundle), "--allow", "PACS", "--processes", "0"]
+        listen = ["dicom", "listen", "--allow", "PACS", "--processes", "0"]  # refused before any model
         listen += ["--to", "127.0.0.1:1:PACS", "--host", "127.0.0.1"]
+        same = free_port()
         for spool, ports, named in (
             ("a", ["--port", str(busy)], f"the DICOM port 127.0.0.1:{busy}"),
             (
@@ -577,11 +580,13 @@ def test_a_taken_port_is_named_dicom_or_metrics(tiny_bundle: Path, tmp_path: Pat
                 ["--port", str(free_port()), "--metrics-port", str(busy)],
                 f"the metrics port 127.0.0.1:{busy}",
             ),
+            ("c", ["--port", str(same), "--metrics-port", str(same)], f"the metrics port 127.0.0.1:{same}"),
         ):
             result = CliRunner().invoke(app, [*listen, "--spool", str(tmp_path / spool), *ports])
             assert result.exit_code == 1, result.output
             assert f"error (node_start): {named}: Address already in use" in result.output, result.output
             assert "Traceback" not in result.output
+            assert not (tmp_path / spool).exists()  # nothing made: refused before the node starts
 
 
 def test_status_only_reads_the_spool(tmp_path: Path) -> None:
@@ -715,3 +720,35 @@ def test_a_worker_process_that_died_while_idle_is_replaced(fracatlas_dir: Path, 
         assert status(spool)["counters"]["predicted"] == 1
     finally:
         worker.close()
+
+
+def _ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")
+def test_metrics_serve_on_an_ipv6_address(tmp_path: Path) -> None:
+    """`--metrics-host ::1`: the metrics server was IPv4 only, and the node stopped at start with
+    "Address family for hostname not supported", its DICOM port (which takes IPv6) already open."""
+    import urllib.request
+
+    from fracsight.dicom.metrics import MetricsServer
+
+    store = Spool(tmp_path / "spool")
+    store.count("received", n=2)
+    server = MetricsServer(store, "::1", 0)
+    server.start()
+    try:
+        with urllib.request.urlopen(f"http://[::1]:{server.port}/healthz", timeout=10) as answer:
+            health = json.loads(answer.read())
+    finally:
+        server.stop()
+        store.close()
+    assert health["status"] == "ok" and health["counters"]["received"] == 2

@@ -4,6 +4,7 @@ literally against Orthanc and dcmtk on loopback), each case kept as a test again
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 
@@ -13,10 +14,12 @@ import pytest
 from pydicom.uid import generate_uid
 
 from dicom_support import (
+    DCMTK_BIN,
     PATIENT,
     NodeProcess,
     Orthanc,
     dcmtk_available,
+    free_port,
     make_radiograph_dicom,
     orthanc_available,
     storescu,
@@ -74,3 +77,47 @@ def test_a_late_image_the_reader_refuses_gives_its_study_no_second_verdict(tmp_p
     assert "refused by the reader (unsupported_photometric)" in log
     for keyword in ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber"):
         assert PATIENT[keyword] not in log
+
+
+def test_a_pacs_that_stores_uncompressed_images_only_gets_the_capture_decoded(tmp_path: Path) -> None:
+    """dcmtk's storescp (by default it takes no compressed transfer syntax) as the destination: the
+    JPEG capture was refused ten times and given up (`send_failed{no_presentation_context}`, the
+    instance `undelivered`); now it goes decoded, in Explicit VR Little Endian, under its own UID."""
+    images = sorted(FRACATLAS.glob("*.jpg"))[:1]
+    if not images or not (DCMTK_BIN / "storescp").is_file():
+        pytest.skip("FracAtlas images or dcmtk's storescp not found")
+    source = make_radiograph_dicom(images[0], tmp_path / "cr.dcm")
+    received, port = tmp_path / "pacs", free_port()
+    received.mkdir()
+    pacs = subprocess.Popen(
+        [str(DCMTK_BIN / "storescp"), "-aet", "PACS", "-od", str(received), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        node = NodeProcess(
+            tmp_path / "node",
+            destination=["--to", f"127.0.0.1:{port}:PACS"],
+            quiet_time=0.5,
+            extra=["--processes", "0", "--results", "sr,gsps,capture"],
+        )
+        with node:
+            assert storescu("127.0.0.1", node.port, [source]).returncode == 0
+            status = node.wait_status(
+                lambda s: s["counters"]["study_verdicts"] == 1 and s["backlog"]["to_send"] == 0
+            )
+            spooled = {
+                str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID)
+                for f in (node.spool / "results").rglob("*.dcm")
+            }
+    finally:
+        pacs.terminate()
+        pacs.wait(timeout=30)
+    assert status["counters"]["send_failed"] == {} and status["counters"]["results_sent"] == 4
+    stored = {f: pydicom.dcmread(f) for f in received.iterdir()}
+    assert {str(ds.SOPInstanceUID) for ds in stored.values()} == spooled  # the same objects, none renamed
+    ((path, capture),) = [(f, ds) for f, ds in stored.items() if ds.Modality == "OT"]
+    assert capture.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+    assert capture.PhotometricInterpretation == "RGB" and capture.LossyImageCompression == "01"
+    check = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60, check=False)
+    assert "Error -" not in check.stdout + check.stderr

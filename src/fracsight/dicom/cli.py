@@ -77,10 +77,15 @@ def _login_url(
     url: str, option: str, user: str | None, password_file: Path | None
 ) -> tuple[str, BasicLogin | None]:
     """:func:`_check_url`, then the URL without credentials and its login
-    (:func:`~fracsight.dicom.login.resolve_login`); credentials given wrongly exit 2."""
-    from fracsight.dicom.login import LoginError, password_from, resolve_login
+    (:func:`~fracsight.dicom.login.resolve_login`); credentials given wrongly, or certificate
+    authorities that cannot be used for an https URL, exit 2."""
+    from fracsight.dicom.login import LoginError, ca_bundle_error, password_from, resolve_login
 
     url = _check_url(url, option)
+    tls_problem = ca_bundle_error(os.environ) if url.startswith("https://") else None
+    if tls_problem:  # else the node's sender failed on every try, and `dicom study` with a traceback
+        typer.echo(f"error (tls_ca_bundle): {tls_problem}", err=True)
+        raise typer.Exit(2)
     try:
         password, ways = password_from(os.environ, password_file)
         return resolve_login(url, user=user, password=password, ways=ways)
@@ -108,6 +113,28 @@ def _check_spool(spool: Path) -> None:
         raise typer.BadParameter(why, param_hint="--spool")
 
 
+def _check_ports_free(ports: list[tuple[str, str, int]]) -> None:
+    """Each ``(what, host, port)`` bound and listened on, then released, as the node's servers will:
+    a taken port (or the metrics port given as the DICOM one) exits 1 at once, not after the model
+    and the worker processes have loaded (seconds), nor with the DICOM port already taking images."""
+    import socket
+    from contextlib import ExitStack
+
+    with ExitStack() as held:  # held together: the second one must not share the first one's port
+        for what, host, port in ports:
+            try:
+                family, kind, proto, _, address = socket.getaddrinfo(
+                    host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+                )[0]
+                sock = held.enter_context(socket.socket(family, kind, proto))
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as socketserver's
+                sock.bind(address)
+                sock.listen(1)
+            except OSError as e:
+                typer.echo(f"error (node_start): the {what} port {host}:{port}: {e.strerror or e}", err=True)
+                raise typer.Exit(1) from None
+
+
 def _destination(to: str | None, stow: str | None, calling_ae: str, login: LoginOptions):
     from fracsight.dicom.sender import DimseDestination, StowDestination, parse_dimse_address
 
@@ -120,7 +147,7 @@ def _destination(to: str | None, stow: str | None, calling_ae: str, login: Login
         host, port, aet = parse_dimse_address(to, default_ae=None)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--to") from None
-    return DimseDestination(host, port, aet, calling_ae=calling_ae)
+    return DimseDestination(host, port, aet, calling_ae=calling_ae, decompress_fallback=True)
 
 
 DicomwebUserOption = Annotated[
@@ -248,6 +275,8 @@ def listen(
 
     with user_errors(exit_code=2):  # an unknown model or operating point: before the node starts
         ModelRef.resolve(model, operating_point, threads)
+    ports = [("DICOM", host, port)] + ([("metrics", metrics_host, metrics_port)] if metrics_port else [])
+    _check_ports_free(ports)  # after the bad arguments (exit 2), before the model loads
     setup_logging(log_level)
     try:
         Node(config).serve_forever()

@@ -32,6 +32,7 @@ __all__ = [
     "USER_ENV",
     "BasicLogin",
     "LoginError",
+    "ca_bundle_error",
     "password_from",
     "redacted_url",
     "resolve_login",
@@ -45,6 +46,34 @@ PASSWORD_FILE_ENV = "FRACSIGHT_DICOMWEB_PASSWORD_FILE"
 
 class LoginError(ValueError):
     """The credentials are given wrongly (twice, half, an unreadable file); never quotes a password."""
+
+
+#: The variables requests takes its certificate authorities from, the first one set winning.
+CA_BUNDLE_ENVS = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+
+
+def ca_bundle_error(environ: Mapping[str, str]) -> str | None:
+    """Why the certificate authorities requests would use for an ``https://`` service cannot be
+    used (None: they can): a ``REQUESTS_CA_BUNDLE`` that is missing, unreadable or holds no PEM
+    certificate. requests finds out only when it connects, with an ``OSError`` that the node's
+    sender took for an unexpected failure, retried every second for ever."""
+    import ssl
+
+    name = next((n for n in CA_BUNDLE_ENVS if environ.get(n)), None)
+    if name is None:
+        return None
+    path = Path(environ[name])
+    if path.is_dir():  # a folder of hashed certificates (c_rehash), as requests allows
+        return None
+    if not path.exists():
+        return f"{name}={path}: no such file (give the PEM file of the hospital's certificate authority)"
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except ssl.SSLError:
+        return f"{name}={path}: holds no certificate in PEM form (-----BEGIN CERTIFICATE-----)"
+    except OSError as e:
+        return f"{name}={path}: {e.strerror or type(e).__name__}"
+    return None
 
 
 @dataclass(frozen=True)

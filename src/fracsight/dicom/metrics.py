@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -35,7 +36,7 @@ COUNTERS: dict[str, tuple[str, str, str]] = {
     "associations_rejected": (
         "fracsight_dicom_associations_rejected_total",
         "reason",
-        "Associations rejected (calling or called AE title not recognised).",
+        "Associations rejected or aborted, by reason (AE title, too many at once, no SOP class taken, ...).",
     ),
     "predicted": ("fracsight_dicom_predicted_total", "", "Instances predicted, their results queued."),
     "study_verdicts": ("fracsight_dicom_study_verdicts_total", "", "Study-level verdicts queued."),
@@ -102,6 +103,13 @@ def render(spool: Spool) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _server_for(host: str) -> type[ThreadingHTTPServer]:
+    """ThreadingHTTPServer in the address family of ``host``: it is IPv4 only, and ``--metrics-host
+    ::1`` (or an IPv6-only name) stopped the node at start, its DICOM port already open."""
+    family = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+    return type("MetricsHTTPServer", (ThreadingHTTPServer,), {"address_family": family})
+
+
 class MetricsServer:
     """``GET /metrics`` (Prometheus text) and ``GET /healthz`` (JSON backlog) on a small HTTP server."""
 
@@ -130,7 +138,7 @@ class MetricsServer:
                 pass  # scrapes every few seconds would drown the node's log
 
         try:
-            self._server = ThreadingHTTPServer((host, port), Handler)
+            self._server = _server_for(host)((host, port), Handler)
         except OSError as e:  # named, so that a taken port is not confused with the DICOM one
             raise OSError(e.errno, e.strerror, f"the metrics port {host}:{port}") from e
         self._thread = threading.Thread(
@@ -143,7 +151,8 @@ class MetricsServer:
 
     def start(self) -> None:
         self._thread.start()
-        log.info("metrics on http://%s:%d/metrics", self._server.server_address[0], self.port)
+        host = str(self._server.server_address[0])
+        log.info("metrics on http://%s:%d/metrics", f"[{host}]" if ":" in host else host, self.port)
 
     def stop(self) -> None:
         self._server.shutdown()

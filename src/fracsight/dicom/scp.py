@@ -205,22 +205,23 @@ class StoreSCP:
             )
 
     def _on_store(self, event: Any) -> Any:
+        calling = event.assoc.requestor.ae_title
         try:
             ds = event.dataset
             transfer_syntax = event.context.transfer_syntax
             sop_uid, study_uid = check_received(ds, transfer_syntax)
         except Refusal as refusal:
-            return self._refuse(refusal)
+            return self._refuse(refusal, calling)
         except Exception:  # whatever a peer sends, the node answers and stays up
-            return self._refuse(Refusal(STATUS["cannot_understand"], "undecodable_dataset", "cannot decode"))
+            refusal = Refusal(STATUS["cannot_understand"], "undecodable_dataset", "cannot decode")
+            return self._refuse(refusal, calling)
         key = instance_key(sop_uid)
         try:
             added = self.spool.add_instance(key, study_uid, event.encoded_dataset(include_meta=True))
         except (OSError, sqlite3.Error) as e:  # a full disk: the file or the database's journal
             log_failure(log, e, "instance %s not stored: spool write failed", key)
-            return self._refuse(
-                Refusal(STATUS["out_of_resources"], "spool_write_failed", "spool write failed")
-            )
+            refusal = Refusal(STATUS["out_of_resources"], "spool_write_failed", "spool write failed")
+            return self._refuse(refusal, calling)
         if added:
             log.info("stored instance %s (study %s)", key, study_key(study_uid))
             self.on_stored()
@@ -228,14 +229,22 @@ class StoreSCP:
             log.info("instance %s received again: already in the spool, kept once", key)
         return STATUS["success"]
 
-    def _refuse(self, refusal: Refusal) -> Any:
+    def _refuse(self, refusal: Refusal, calling: str) -> Any:
+        """Count and log ``refusal`` (with the caller, and the Error Comment: fixed words and at
+        most a Modality code, never a header's free text) and answer it."""
         from pydicom.dataset import Dataset
 
         try:
             self.spool.count("refused", refusal.code)
         except sqlite3.Error as e:  # the spool's disk is full: the answer matters more than the count
             log_failure(log, e, "refusal not counted")
-        log.warning("C-STORE refused with 0x%04X (%s)", refusal.status, refusal.code)
+        log.warning(
+            "C-STORE from %r refused with 0x%04X (%s): %s",
+            calling,
+            refusal.status,
+            refusal.code,
+            refusal.comment,
+        )
         status = Dataset()
         status.Status = refusal.status
         status.ErrorComment = refusal.comment

@@ -54,6 +54,7 @@ UNAVAILABLE = "destination_unavailable"
 # C-STORE statuses that mean stored: success and the warnings (coercion, elements discarded, ...)
 _STORED = {0x0000, 0xB000, 0xB006, 0xB007}
 _MAX_CONTEXTS = 128  # presentation contexts one association may propose (PS3.8 9.3.2.2)
+_EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
 
 
 class DestinationUnavailable(Exception):
@@ -121,6 +122,10 @@ class DimseDestination:
     ae_title: str
     calling_ae: str = "FRACSIGHT"
     timeout: float = 30
+    #: a compressed file (the node's JPEG capture) also offered in Explicit VR Little Endian, and sent
+    #: decoded when the peer takes only that: a PACS that stores uncompressed images only (dcmtk's
+    #: storescp by default) refused the capture ten times and it was given up
+    decompress_fallback: bool = False
 
     def describe(self) -> str:
         return f"C-STORE {self.ae_title}@{self.host}:{self.port}"
@@ -163,8 +168,11 @@ class DimseDestination:
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout
         # One context per SOP class and transfer syntax: the acceptor picks one syntax per context,
         # so a context offering several would leave every file in the others unsendable.
-        for sop_class, syntax in sorted({metas[i] for i in group}):
+        pairs = {metas[i] for i in group}
+        for sop_class, syntax in sorted(pairs):
             ae.add_requested_context(sop_class, syntax)
+        for sop_class in sorted(self._fallback_classes(pairs)):
+            ae.add_requested_context(sop_class, _EXPLICIT_VR_LE)
         try:
             assoc = ae.associate(self.host, self.port, ae_title=self.ae_title, evt_handlers=tcp_handlers())
         except OSError as e:  # the host name does not resolve (socket.gaierror), or no address at all
@@ -185,12 +193,13 @@ class DimseDestination:
             else:  # pynetdicom reports a refused connection as an abort too
                 why = "no association (refused, aborted or no answer: check host, port and firewall)"
             raise DestinationUnavailable(f"{self.describe()}: {why}")
+        accepted = {(str(c.abstract_syntax), str(c.transfer_syntax[0])) for c in assoc.accepted_contexts}
         try:
             for i in group:
                 if not assoc.is_established:
                     break  # the peer went away: the rest stay UNAVAILABLE
                 try:
-                    status = assoc.send_c_store(paths[i])
+                    status = assoc.send_c_store(self._as_accepted(paths[i], metas[i], accepted))
                 except (RuntimeError, ValueError):  # the peer accepted no context for this file
                     log.warning(
                         "object not sent: %s does not accept SOP class %s in transfer syntax %s",
@@ -209,6 +218,33 @@ class DimseDestination:
         finally:
             if assoc.is_established:
                 assoc.release()
+
+    def _fallback_classes(self, pairs: set[tuple[str, str]]) -> set[str]:
+        """SOP classes of compressed files to offer in Explicit VR Little Endian too, within the
+        128 presentation contexts of an association."""
+        from pydicom.uid import UID
+
+        if not self.decompress_fallback:
+            return set()
+        wanted = {sop for sop, syntax in pairs if UID(syntax).is_compressed}
+        wanted -= {sop for sop, syntax in pairs if syntax == _EXPLICIT_VR_LE}
+        return set(sorted(wanted)[: max(0, _MAX_CONTEXTS - len(pairs))])
+
+    def _as_accepted(self, path: Path, meta: tuple[str, str], accepted: set[tuple[str, str]]) -> Any:
+        """``path`` as it is when the peer takes its SOP class and syntax; else, with the fallback,
+        the file decoded to Explicit VR Little Endian (its Lossy Image Compression stays "01")."""
+        if meta in accepted or (meta[0], _EXPLICIT_VR_LE) not in accepted:
+            return path  # pynetdicom refuses a file without an accepted context: counted below
+        if not self._fallback_classes({meta}):
+            return path
+        import pydicom
+
+        try:
+            ds = pydicom.dcmread(path)
+            ds.decompress(generate_instance_uid=False)  # the same object: a re-send is stored once
+        except Exception as e:  # no decoder for it: not sendable to this peer, as before
+            raise ValueError(f"cannot decode for {_EXPLICIT_VR_LE}") from e
+        return ds
 
 
 def _association_groups(metas: dict[int, tuple[str, str]]) -> list[list[int]]:
@@ -236,17 +272,23 @@ def connection_error(error: Exception) -> str:
     when the causes tell (a host name that does not resolve, a refused connection, no answer in
     time, as for a C-STORE destination), the exception's type, and what to do when it is the
     service's certificate."""
+    import ssl
+
     import requests
 
-    if isinstance(error, requests.exceptions.SSLError):
-        return TLS_HINT
     causes: list[BaseException] = []
-    pending: list[BaseException | None] = [error]
+    pending: list[object] = [error]
     while pending and len(causes) < 16:  # requests -> urllib3 (.reason) -> the socket's error
-        cause = pending.pop()
-        if cause is not None and all(cause is not seen for seen in causes):
+        cause = pending.pop()  # ssl.SSLError's .reason is a str ("WRONG_VERSION_NUMBER")
+        if isinstance(cause, BaseException) and all(cause is not seen for seen in causes):
             causes.append(cause)
             pending += [cause.__cause__, cause.__context__, getattr(cause, "reason", None)]
+    if isinstance(error, requests.exceptions.SSLError):
+        if any(isinstance(c, ssl.SSLCertVerificationError) for c in causes):
+            return TLS_HINT
+        # a plain-HTTP service called with https:// answers the handshake with no TLS at all
+        why = "check that the service speaks https on this port"
+        return f"TLS handshake failed ({type(error).__name__}): {why}"
     meanings: tuple[tuple[type[BaseException], str], ...] = (  # the first that matches
         (socket.gaierror, "host name not resolved"),
         (ConnectionRefusedError, "connection refused: check host, port and firewall"),
