@@ -13,7 +13,7 @@ from PIL import Image
 
 from fracsight.data import load_dataset
 from fracsight.data.audit import audit
-from fracsight.data.leakage import DUPLICATES, GROUPS, Leak, SplitLeakage, split_leakage
+from fracsight.data.leakage import DUPLICATES, GROUPS, Leak, SplitLeakage, label_conflicts, split_leakage
 
 
 def leaky_class_folders(fracatlas_dir: Path, root: Path, per_class: int = 4) -> Path:
@@ -91,3 +91,36 @@ def test_fracatlas_splits_do_not_leak_and_the_check_is_cheap(fracatlas_dir: Path
     start = time.perf_counter()
     assert not split_leakage(samples)
     assert time.perf_counter() - start < 5  # measured 0.03-0.15 s on the 2-core machine
+
+
+def test_a_picture_filed_under_two_labels_is_warned_about(tmp_path: Path, caplog) -> None:
+    """A copy of a `leg` image under `normal/` (and the same in a labels.csv) trained and was
+    measured without a word: the model was taught two answers for one picture."""
+    for k, name in enumerate(("hand", "leg", "normal")):
+        for i in range(3):
+            _png(tmp_path / "folders" / name / f"{i}.png", 60 * k + 10 * i)
+    shutil.copyfile(tmp_path / "folders" / "leg" / "1.png", tmp_path / "folders" / "normal" / "copy.png")
+    shutil.copyfile(tmp_path / "folders" / "hand" / "2.png", tmp_path / "folders" / "hand" / "same.png")
+    with caplog.at_level("WARNING", logger="fracsight.data"):
+        dataset = load_dataset(tmp_path / "folders")
+    assert label_conflicts(dataset) == [["leg/1.png (leg)", "normal/copy.png (normal)"]]  # not hand's copy
+    assert "1 picture(s) in" in caplog.text
+    assert "leg/1.png (leg) = normal/copy.png (normal)" in caplog.text
+
+    csv_root = tmp_path / "csv"
+    shutil.copytree(tmp_path / "folders", csv_root / "images")
+    rows = [
+        "image,fracture,class",
+        "images/leg/1.png,1,leg",
+        "images/normal/copy.png,0,",
+        "images/hand/0.png,1,hand",
+    ]
+    (csv_root / "labels.csv").write_text("\n".join(rows) + "\n")
+    assert label_conflicts(load_dataset(csv_root)) == [
+        ["images/leg/1.png (fractured, leg)", "images/normal/copy.png (not fractured)"]
+    ]
+    caplog.clear()
+    (tmp_path / "folders" / "normal" / "copy.png").unlink()
+    with caplog.at_level("WARNING", logger="fracsight.data"):
+        assert label_conflicts(load_dataset(tmp_path / "folders")) == []
+    assert "different labels" not in caplog.text

@@ -192,3 +192,23 @@ def test_a_class_too_small_for_every_split_fracsight_makes_is_warned_about(
     with caplog.at_level("WARNING", logger="fracsight.data"):
         ensure_splits(_dataset(_samples(100)))  # every label in every split: nothing to say
     assert "leave out" not in caplog.text
+
+
+def test_a_training_subset_keeps_a_rare_type(caplog) -> None:
+    """`max_samples=10` of 77 class-folder images with a type of 2: in proportion alone the type got
+    no training image, and the model a class it never saw."""
+    from fracsight.data.splits import training_subset
+
+    counts = {0: 40, 1: 20, 2: 15, 3: 2}
+    samples = [
+        Sample(path=Path(f"{c}/{i}.png"), labels={CLASS: c}) for c, n in counts.items() for i in range(n)
+    ]
+    for seed in range(5):
+        subset = training_subset(samples, 10, seed)
+        drawn = Counter(s.labels[CLASS] for s in subset)
+        assert len(subset) == 10 and drawn[3] == 1 and drawn[0] >= drawn[1] >= drawn[2] >= 1
+    assert Counter(s.labels[CLASS] for s in training_subset(samples, 40, 0)) == {0: 21, 1: 10, 2: 8, 3: 1}
+    assert "fewer than" not in caplog.text
+    with caplog.at_level("WARNING", logger="fracsight.data"):
+        assert len(training_subset(samples, 3, 0)) == 3
+    assert "max_samples=3 is fewer than the 4 labels" in caplog.text

@@ -179,3 +179,37 @@ def test_operating_point_of_a_class_only_bundle_is_refused_plainly(head_bundle, 
     result = _run("predict", "--model", str(bundle), _images(data, 1)[0], "--operating-point", "triage")
     assert result.exit_code == 2  # a bad argument
     assert "has no fracture head" in result.stderr
+
+
+def test_a_class_without_images_is_named_not_dropped(head_bundle, tmp_path: Path) -> None:
+    """A rare type absent from the split measured: its row and macro figures were left out without a
+    word ("macro F1 0.205" over 3 of 4 classes), in the terminal, the report and the model card."""
+    import dataclasses
+
+    from fracsight.training.card import render_card
+
+    data, bundle = head_bundle("class")
+    for name in ("hand", "leg"):  # no hip
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for path in sorted((data / "train" / name).iterdir())[:4]:
+            (tmp_path / "data" / name / path.name).symlink_to(path.resolve())
+    out = tmp_path / "report"
+    result = _run(
+        "evaluate", str(bundle), str(tmp_path / "data"), "--split", "all", "--out", str(out), "--json"
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    block = metrics["multiclass"]
+    assert block["per_class"]["hip"]["support"] == 0
+    defined = [c["f1"] for c in block["per_class"].values() if c["f1"] is not None]
+    assert block["macro_f1"] == pytest.approx(sum(defined) / len(defined))
+    few = [n for n in metrics["notes"] if n.startswith("classes with fewer than 10 images")]
+    assert len(few) == 1 and "hip (no images)" in few[0], metrics["notes"]
+    assert "; hip has none: its recall and AUROC are not measured" in few[0]
+    assert "the macro AUROC averages the other 2 classes" in few[0]
+    assert ("counts hip at 0" in few[0]) == (block["per_class"]["hip"]["f1"] is not None)
+    assert "true hip (no images)" in (out / "report.html").read_text()
+
+    spec = load_bundle_spec(bundle)
+    card = render_card(dataclasses.replace(spec, metrics={**spec.metrics, "test": {"multiclass": block}}))
+    assert "No image of this split is labelled hip: the class head was not measured on that class" in card

@@ -16,6 +16,7 @@ Anything else raises :class:`DatasetError` saying what was expected.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -24,11 +25,16 @@ from fracsight.data._files import is_hidden, is_image_file, split_name, visible_
 from fracsight.data.folders import is_class_folders, read_class_folders
 from fracsight.data.fracatlas import is_fracatlas, read_fracatlas
 from fracsight.data.labels_csv import is_labels_csv, read_labels_csv
+from fracsight.data.leakage import label_conflicts
 from fracsight.data.mura import is_mura, read_mura
 from fracsight.data.sample import Dataset, NotADataFolderError
 from fracsight.errors import DatasetError
 
 __all__ = ["LAYOUTS", "detect_layout", "find_layout", "load_dataset"]
+
+log = logging.getLogger(__name__)
+
+_SHOWN = 10  # conflicting duplicates named in the warning; the audit lists them all
 
 _Reader = Callable[[Path], Dataset]
 _Check = Callable[[Path], bool]
@@ -133,4 +139,26 @@ def load_dataset(root: str | os.PathLike[str], layout: str = "auto") -> Dataset:
         check, _, hint = LAYOUTS[layout]
         if not check(root):
             raise DatasetError(f"{root} is not a {layout} folder; expected {hint}")
-    return LAYOUTS[layout][1](root)
+    dataset = LAYOUTS[layout][1](root)
+    _warn_label_conflicts(dataset)
+    return dataset
+
+
+def _warn_label_conflicts(dataset: Dataset) -> None:
+    """Warn (as the readers warn, so ``train``, ``evaluate`` and ``audit`` show it) about one picture
+    filed under two labels: a copy in two class folders, or two labels.csv rows for its copies."""
+    conflicts = label_conflicts(dataset)
+    if not conflicts:
+        return
+    shown = "; ".join(" = ".join(group) for group in conflicts[:_SHOWN])
+    more = f" and {len(conflicts) - _SHOWN} more" if len(conflicts) > _SHOWN else ""
+    log.warning(
+        "%d picture(s) in %s are filed more than once (the same bytes) with different labels: %s%s: a model "
+        "trained on them learns both labels for one picture, and its figures count one of them wrong; "
+        "keep the copy with the right label (`fracsight audit %s` lists every duplicate)",
+        len(conflicts),
+        dataset.root,
+        shown,
+        more,
+        dataset.root,
+    )

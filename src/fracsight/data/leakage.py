@@ -15,11 +15,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from fracsight.data._files import exact_duplicates
-from fracsight.data.sample import Sample
+from fracsight.data._files import exact_duplicates, relative_name
+from fracsight.data.sample import Dataset, Sample
 from fracsight.data.splits import SPLIT_NAMES, declared_straddling
 
-__all__ = ["DUPLICATES", "GROUPS", "Leak", "SplitLeakage", "split_leakage"]
+__all__ = ["DUPLICATES", "GROUPS", "Leak", "SplitLeakage", "label_conflicts", "split_leakage"]
 
 DUPLICATES = "duplicates"  # images with the same bytes as an image of an earlier split
 GROUPS = "groups"  # the data set's own groups (patient, study) also in an earlier split
@@ -110,3 +110,27 @@ def _earlier_splits(present: Sequence[str], split: str | None) -> dict[str, tupl
         against = tuple(n for n in _TRAINED_ON if n != split and n in names)
         return {split: against} if split in names and against else {}
     return {name: tuple(names[:i]) for i, name in enumerate(names) if i}
+
+
+def label_conflicts(dataset: Dataset) -> list[list[str]]:
+    """Groups of byte-identical images (one picture filed twice) whose labels differ, each image
+    named by its path under the data set with its labels, ``leg/x.jpg (leg)``: a model would be
+    taught both answers for one picture, and the figures would count one of them wrong whatever it
+    says. Found with the exact-duplicate finder, so it costs what the leakage check does."""
+    samples = dataset.samples
+    conflicts = []
+    for same in exact_duplicates([s.path for s in samples]):
+        if len({_labels(samples[i], dataset) for i in same}) > 1:
+            conflicts.append(
+                [
+                    f"{relative_name(samples[i].path, dataset.root)} ({_labels(samples[i], dataset)})"
+                    for i in same
+                ]
+            )
+    return conflicts
+
+
+def _labels(sample: Sample, dataset: Dataset) -> str:
+    """A sample's labels by name, ``fractured, leg``; ``no label`` for an image without any."""
+    names = [dataset.class_names[task][value] for task, value in sample.labels.items()]
+    return ", ".join([*names, *sample.regions]) or "no label"

@@ -247,8 +247,10 @@ def train_val_samples(dataset: Dataset, seed: int) -> tuple[list[Sample], list[S
 
 def training_subset(samples: Sequence[Sample], n: int, seed: int) -> list[Sample]:
     """``n`` of ``samples`` (all when ``n`` is 0 or more than there are), drawn with ``seed`` from each
-    label (fracture and class) in proportion to its size, in their input order. The first ``n`` in
-    file order would be one class-folder's images only (every "fractured" one, no normal image)."""
+    label (fracture and class) in proportion to its size, in their input order, with at least one of
+    each label where ``n`` allows: in proportion alone, a type of 2 training images among 77 got none
+    of 10, and the model a class it never saw. The first ``n`` in file order would be one
+    class-folder's images only (every "fractured" one, no normal image)."""
     if not n or n >= len(samples):
         return list(samples)
     strata: dict[tuple, list[int]] = defaultdict(list)
@@ -258,7 +260,16 @@ def training_subset(samples: Sequence[Sample], n: int, seed: int) -> list[Sample
     rank = {}
     for members in strata.values():
         rng.shuffle(members)
-        # the j-th drawn of k comes at (j + 0.5) / k: taking the lowest n keeps the proportions
-        rank.update({i: ((j + 0.5) / len(members), rng.random()) for j, i in enumerate(members)})
+        # the j-th drawn of k comes at (j + 0.5) / k: taking the lowest n keeps the proportions;
+        # the first of each label comes before all others
+        rank.update({i: (j > 0, (j + 0.5) / len(members), rng.random()) for j, i in enumerate(members)})
     chosen = sorted(sorted(rank, key=rank.__getitem__)[:n])
+    if n < len(strata):
+        log.warning(
+            "max_samples=%d is fewer than the %d labels (fracture and class combinations) of the training "
+            "images: %d label(s) get no training image",
+            n,
+            len(strata),
+            len(strata) - n,
+        )
     return [samples[i] for i in chosen]

@@ -920,7 +920,10 @@ def _multiclass(mc: Mapping[str, Any], words: PositiveWords, unit: str = "images
     parts.append(_table(["Class", "Precision", "Recall", "F1", "AUROC", "Support"], per))
     parts.append(_undefined(per, words))
     names = mc["class_names"]
-    cm_rows = [[f"true {n}", *row] for n, row in zip(names, mc["confusion_matrix"], strict=True)]
+    cm_rows = [
+        [f"true {n}" + (" (no images)" if not sum(row) else ""), *row]
+        for n, row in zip(names, mc["confusion_matrix"], strict=True)
+    ]
     parts.append(
         "<h3>Confusion matrix</h3>" + _table(["True \\ predicted", *[f"pred {n}" for n in names]], cm_rows)
     )

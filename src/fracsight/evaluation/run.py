@@ -564,17 +564,41 @@ def _few_images(metrics: Mapping[str, Any], positive: str) -> str | None:
 
 def _few_class_images(block: Mapping[str, Any]) -> str | None:
     """A note where a class's figures (of the class head's ``block``) rest on fewer than :data:`_FEW`
-    images: a class of 3 images gets a recall of 0, 0.33, 0.67 or 1 and nothing between."""
+    images: a class of 3 images gets a recall of 0, 0.33, 0.67 or 1 and nothing between. A class
+    with none is named too (a rare type absent from a small test split would otherwise pass unseen
+    behind "macro F1"), with what its absence does to the macro averages."""
+    per_class = block["per_class"]
     few = [
-        f"{name} ({n} image{'s' * (n > 1)})"
-        for name, n in ((name, c["support"]) for name, c in block["per_class"].items())
-        if 0 < n < _FEW
+        f"{name} ({n} image{'s' * (n > 1)})" if n else f"{name} (no images)"
+        for name, n in ((name, c["support"]) for name, c in per_class.items())
+        if n < _FEW
     ]
     if not few:
         return None
     return (
         f"classes with fewer than {_FEW} images: {', '.join(few)}: their per-class figures may not hold on "
-        "other images; measure on more"
+        f"other images; measure on more{_classes_without_images(per_class)}"
+    )
+
+
+def _classes_without_images(per_class: Mapping[str, Mapping[str, Any]]) -> str:
+    """What a class without images does to the figures: its recall and AUROC cannot be measured and
+    the macro averages leave it out, except that a class predicted all the same counts in the macro
+    F1 with its F1 of 0. Empty when every class has images."""
+    absent = [name for name, c in per_class.items() if c["support"] == 0]
+    if not absent:
+        return ""
+    others = len(per_class) - len(absent)
+    predicted = [name for name in absent if per_class[name]["f1"] is not None]
+    f1 = (
+        f"the macro F1 counts {', '.join(predicted)} at 0 (predicted, never right)"
+        if predicted
+        else "so does the macro F1"
+    )
+    return (
+        f"; {', '.join(absent)} {'has' if len(absent) == 1 else 'have'} none: "
+        f"{'its' if len(absent) == 1 else 'their'} recall and AUROC are not measured, "
+        f"the macro AUROC averages the other {others} class{'es' * (others != 1)} and {f1}"
     )
 
 

@@ -92,6 +92,12 @@ def _split_section(name: str, m: dict[str, Any], positive: str = "fractured") ->
             f"- Class accuracy {_n(mc.get('accuracy'))}, macro F1 {_n(mc.get('macro_f1'))}, "
             f"Cohen's kappa {_n(mc.get('cohen_kappa'))} (on the {mc.get('n')} images with a class label)"
         )
+        absent = [name for name, c in (mc.get("per_class") or {}).items() if c.get("support") == 0]
+        if absent:
+            lines.append(
+                f"- No image of this split is labelled {', '.join(absent)}: the class head was not "
+                "measured on " + ("that class" if len(absent) == 1 else "those classes")
+            )
         op = mc.get("operating_point")
         if op:
             measured = (
