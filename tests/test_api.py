@@ -28,7 +28,7 @@ PATIENT_ID = "PID-55501234"
 
 
 # ---- synthetic inputs ------------------------------------------------------------------------------
-def png_bytes(height: int = 96, width: int = 80, seed: int = 0) -> bytes:
+def png_bytes(height: int = 96, width: int = 96, seed: int = 0) -> bytes:
     """A grey 8-bit PNG with a bright 'bone' band and some noise."""
     rng = np.random.default_rng(seed)
     image = np.full((height, width), 40, dtype=np.float64)

@@ -244,3 +244,31 @@ def test_a_bundle_can_widen_the_image_limits(tiny_bundle: Path, tmp_path: Path) 
     (folder / "bundle.json").write_text(json.dumps(spec))
     result = Predictor(folder).predict(_png(SYNTHETIC["checkerboard"]), name="board.png")
     assert not any("image statistics outside" in w for w in result.warnings)
+
+
+@pytest.mark.fracatlas
+def test_a_thumbnail_is_not_reliable(fracatlas_dir: Path) -> None:
+    """A radiograph scaled down to a thumbnail (a preview, a crop of a screenshot) passed every other
+    signal and got a confident answer, though on FracAtlas val the fracture AUROC falls from 0.92 to
+    0.81 at a shorter side of 64 px (scripts/resolution_eval.py). Under 96 px: not reliable; under
+    128 px: a warning only."""
+    from fracsight.inference.ood import LOW_RESOLUTION_SIDE, UNRELIABLE_SIDE
+
+    assert UNRELIABLE_SIDE < LOW_RESOLUTION_SIDE
+    predictor = Predictor()  # the shipped model: the tiny test bundle's feature check fires on its own
+    with Image.open(fracatlas_dir / "images" / "Fractured" / "IMG0000019.jpg") as im:
+        full = im.convert("L")
+    for side, reliable in ((UNRELIABLE_SIDE - 1, False), (UNRELIABLE_SIDE, True)):
+        small = full.resize((side, round(side * full.height / full.width)))
+        result = predictor.predict(np.asarray(small), name="thumb.png")
+        assert result.reliable is reliable, result.warnings
+        low = [w for w in result.warnings if "resolution" in w]
+        if reliable:
+            expected = f"low resolution: {side}x{small.height} pixels; small fractures may not be visible"
+            assert low == [expected]
+        else:
+            assert low == [
+                f"very low resolution: {side}x{small.height} pixels (a thumbnail?): the model reads images "
+                "this small much worse; the result is not reliable"
+            ]
+            assert result.decision.startswith("not reliable")

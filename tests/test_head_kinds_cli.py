@@ -118,6 +118,12 @@ def test_predict_table_csv_json_and_overlays(head_bundle, kind: str, tmp_path: P
     assert ("fracture_probability" in study) == ("fracture" in heads)
     assert ("classification" in study) == ("class" in heads)
     assert len(list(overlays.glob("*.png"))) == len(images)
+    if {"fracture", "class"} <= set(heads):  # the type of a fracture not suspected, said so (as the app)
+        wide = runner.invoke(
+            app, ["predict", "--model", str(bundle), *images, "--study"], env={"COLUMNS": None}
+        )
+        unsuspected = [r for r in [*payload["images"], study] if r["fracture_suspected"] is False]
+        assert wide.output.count(", no fracture suspected") == len(unsuspected), wide.output
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -385,7 +385,9 @@ def test_an_empty_path_or_a_url_is_named_as_what_it_is() -> None:
     with pytest.raises(ImageReadError, match=r"^an empty path: name an image file$"):
         read_image("")
     for url in ("https://pacs.example/wado/x.jpg", "s3://bucket/a.dcm", "file:///nowhere/a.png"):
-        with pytest.raises(ImageReadError, match=rf"^{re.escape(url)}: a URL, not a file: fracsight reads files"):
+        with pytest.raises(
+            ImageReadError, match=rf"^{re.escape(url)}: a URL, not a file: fracsight reads files"
+        ):
             read_image(url)
     with pytest.raises(ImageReadError, match=r"^x\.png: no such file$"):
         read_image("C:/x.png")  # a drive letter is not a URL scheme

@@ -333,7 +333,8 @@ def train(
         list[str] | None, typer.Option("--set", help="Override a config option: --set epochs=5 (repeatable).")
     ] = None,
 ) -> None:
-    """Train a model (two-phase fine-tuning, early stopping on validation AUROC)."""
+    """Train a model (two-phase fine-tuning, early stopping on validation AUROC, or class accuracy for
+    a model without a fracture head)."""
     refuse_missing([data_dir])
     with user_errors():
         from fracsight.data import load_dataset
@@ -639,7 +640,10 @@ def _print_table(results, studies, predictor, notice: str) -> None:
             row.append(f"{r.fracture_probability:.3f}")
         if has["class"]:
             c = r.classification
-            row.append(f"{escape(c.predicted)} ({c.probability:.2f}){'' if c.confident else ' uncertain'}")
+            cell = f"{escape(c.predicted)} ({c.probability:.2f}){'' if c.confident else ' uncertain'}"
+            if r.fracture_suspected is False:  # as the app's card notes: the type of what is not there
+                cell = f"[dim]{cell}, no {escape(r.finding)} suspected[/dim]"
+            row.append(cell)
         if has["region"]:
             region = getattr(r, "region", None)
             row.append(f"{escape(region)} ({r.region_probabilities[region]:.2f})" if region else "")

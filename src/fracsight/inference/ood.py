@@ -1,6 +1,6 @@
 """Is this input the kind of image the model was made for? (out-of-distribution guard)
 
-Six signals, each cheap; any one marks the result not reliable, with a warning:
+Seven signals, each cheap; any one marks the result not reliable, with a warning:
 
 - truncated: the file is cut short (an interrupted copy) and part of the image is missing from
   it, filled in by the decoder, so the model did not see all of it (``metadata.incomplete``: rows
@@ -9,6 +9,10 @@ Six signals, each cheap; any one marks the result not reliable, with a warning:
 - colour: radiographs are grayscale; the reader notes a visibly coloured image
   (``metadata.warnings``), which a photo or a screenshot usually is;
 - blank: a nearly uniform image carries no anatomy;
+- thumbnail: a shorter side under :data:`UNRELIABLE_SIDE` pixels (a thumbnail, a preview, an
+  image cut from a screenshot): FracAtlas `val` images scaled down so read far worse
+  (``scripts/resolution_eval.py``), and the other signals do not see it; under
+  :data:`LOW_RESOLUTION_SIDE` a warning only;
 - image statistics: four numbers that describe how the pixels vary
   (:class:`ImageStatistics`) must lie in the range seen on radiographs
   (:data:`IMAGE_LIMITS`, measured on FracAtlas; a bundle may carry its own);
@@ -68,7 +72,10 @@ __all__ = [
 
 MIN_PIXEL_STD = 0.02
 MIN_REGION_PROBABILITY = 0.2
-LOW_RESOLUTION_SIDE = 128
+LOW_RESOLUTION_SIDE = 128  # a shorter side under this: a warning
+# ... under this: not reliable. Fracture AUROC on FracAtlas val (scripts/resolution_eval.py): 0.923 as
+# given, 0.903 at a shorter side of 128 px, 0.877 at 96, 0.846 at 80, 0.807 at 64, 0.661 at 32
+UNRELIABLE_SIDE = 96
 FALSE_ALARM_TARGET = 0.02  # of real radiographs marked not reliable (scripts/ood_eval.py measures it)
 SUBSPACE_VARIANCE = 0.95  # the principal subspace of the training embeddings keeps this share of variance
 MAX_SUBSPACE = 256  # ... with at most this many directions (bundle.json holds them as float16)
@@ -412,7 +419,13 @@ def assess_input(
     warnings: list[str] = []
     signals: list[str] = []
     h, w = radiograph.full_size
-    if min(h, w) < LOW_RESOLUTION_SIDE:
+    if min(h, w) < UNRELIABLE_SIDE:
+        warnings.append(
+            f"very low resolution: {w}x{h} pixels (a thumbnail?): the model reads images this small "
+            f"much worse; {NOT_RELIABLE}"
+        )
+        signals.append("thumbnail")
+    elif min(h, w) < LOW_RESOLUTION_SIDE:
         warnings.append(f"low resolution: {w}x{h} pixels; small fractures may not be visible")
     if radiograph.metadata.incomplete:
         warnings.append(f"the file is cut short and part of the image is missing from it; {NOT_RELIABLE}")
