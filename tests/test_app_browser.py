@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -337,7 +337,7 @@ def test_a_folder_upload_is_read_as_predict_reads_the_folder(
 ) -> None:
     """A PACS export or a MURA study chosen as a folder: each image named by its path in it, a
     DICOM-style file without extension read by its bytes, hidden files and notes left out with a
-    note, and the study folder's verdict as ``fracsight predict FOLDER`` gives it."""
+    note, and the study folder's verdict: the CSV is that of ``fracsight predict FOLDER``."""
     study = tmp_path / "export" / "patient1" / "study1"
     study.mkdir(parents=True)
     for name in WRIST:
@@ -368,11 +368,55 @@ def test_a_folder_upload_is_read_as_predict_reads_the_folder(
     assert sorted(buttons.all_inner_texts()) == sorted(
         f"Download {name}.overlay.png" for name in ("IMG0000015", "IMG0000006", "IM000003")
     )
+    # the CSV is predict's, named as predict names the folder's files (the app said export/patient1/...)
     with tab.expect_download() as download:
         tab.get_by_role("button", name="Download CSV").click()
-    rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+    shown = Path(download.value.path()).read_text(encoding="utf-8")
+    rows = list(csv.DictReader(io.StringIO(shown)))
     assert sorted(r["source"] for r in rows) == sorted(
-        [*(f"export/patient1/study1/{name}" for name in (*WRIST, "IM000003")), "patient1/study1"]
+        [*(f"patient1/study1/{name}" for name in (*WRIST, "IM000003")), "patient1/study1"]
     )
+    predicted = subprocess.run(
+        [*fracsight_command(), "predict", str(tmp_path / "export"), "--csv", "-", "--all-classes"],
+        capture_output=True,
+        check=True,
+        text=True,
+    )
+    assert shown.splitlines() == predicted.stdout.splitlines()
     screenshot(tab, "app-folder-upload.png")
+    tab.close()
+
+
+def uploads_in_memory(url: str, until: Callable[[int], bool], timeout: float = 30.0) -> int:
+    """The bytes of uploads the server holds for all its tabs (Streamlit's metrics, which it
+    refreshes every 5 s), once ``until`` holds for them or ``timeout`` is over."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with urllib.request.urlopen(f"{url}/_stcore/metrics", timeout=10) as response:
+            text = response.read().decode()
+        found = re.search(r'^cache_memory_bytes\{cache_type="UploadedFileManager"[^}]*\} (\d+)', text, re.M)
+        held = int(found.group(1)) if found else 0
+        if until(held) or time.monotonic() > deadline:
+            return held
+        time.sleep(1)
+
+
+def test_clear_all_images_frees_the_uploads_on_the_server(browser, shipped_app_url: str) -> None:
+    """*Clear all images* emptied the uploader on the page, but the server kept its files until the
+    tab closed: on a ward PC left open all day, each patient's uploads stayed in memory (40 MB more
+    at each clear). Now each clear gives them back."""
+    size = 20_000_000  # not an image: an error card, quickly; far more than any other tab holds
+    junk = {"name": "junk.png", "mimeType": "image/png", "buffer": os.urandom(size)}
+    tab = new_tab(browser)
+    tab.goto(shipped_app_url)
+    tab.get_by_text("Decision aid, not a diagnosis.").wait_for()
+    for _ in range(3):
+        tab.locator(FILES).set_input_files(junk)
+        tab.locator('[data-testid="stAlert"]', has_text="could not be read").wait_for()
+        held = uploads_in_memory(shipped_app_url, lambda n: n >= size)
+        assert held >= size
+        tab.get_by_role("button", name="Clear all images").click()
+        tab.get_by_text("Upload radiographs or pick an example").wait_for()
+        freed = held - size
+        assert uploads_in_memory(shipped_app_url, freed.__ge__) <= freed
     tab.close()

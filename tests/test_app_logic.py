@@ -32,6 +32,7 @@ from fracsight.app.logic import (
     failure_from_exception,
     failure_message,
     first_of_each,
+    folder_names,
     heads_text,
     json_text,
     left_out_text,
@@ -384,6 +385,30 @@ def test_first_of_each_takes_an_image_uploaded_twice_once() -> None:
     assert "a.jpg, copy of b.jpg (the same image as b.jpg)" in text
     assert first_of_each([("a.jpg", "d1"), ("a.jpg", "d2")]) == ([0, 1], [])  # same name, other image
     assert duplicates_text([]) is None
+
+
+def test_folder_names_are_those_of_predict_folder(tmp_path: Path) -> None:
+    """The browser sends a chosen folder's files as ``mura/patient1/study1/a.jpg``; ``fracsight
+    predict mura`` names them by their path in the folder, and so does the app. Two folders chosen
+    that hold files of one path keep the folder's name, as predict names them by the path typed."""
+    from fracsight.inference.tabular import named_inputs
+
+    study = tmp_path / "mura" / "patient1" / "study1"
+    study.mkdir(parents=True)
+    for name in ("a.jpg", "b.jpg"):
+        (study / name).write_bytes(b"")
+    (tmp_path / "mura" / "top.jpg").write_bytes(b"")
+    given = ["mura/patient1/study1/a.jpg", "mura/patient1/study1/b.jpg", "mura/top.jpg"]
+    expected = sorted(name for _, name in named_inputs([tmp_path / "mura"]))
+    assert (
+        sorted(folder_names(given))
+        == expected
+        == ["patient1/study1/a.jpg", "patient1/study1/b.jpg", "top.jpg"]
+    )
+
+    two = ["left/study1/a.jpg", "right/study1/a.jpg", "right/study1/b.jpg"]
+    assert folder_names(two) == ["left/study1/a.jpg", "right/study1/a.jpg", "study1/b.jpg"]
+    assert folder_names(["lone.jpg"]) == ["lone.jpg"] and folder_names([]) == []
 
 
 def test_escape_markdown() -> None:

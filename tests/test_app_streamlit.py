@@ -183,6 +183,47 @@ def test_an_example_uploaded_too_is_one_view(
     assert not [w for w in at.warning if "counted once" in w.value]
 
 
+def test_a_folder_upload_is_named_as_predict_names_the_folder(
+    monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path, fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """A MURA-style folder chosen in the browser arrives as ``mura/patient1/study1/a.jpg``: its rows
+    were named so, where ``fracsight predict mura`` names them ``patient1/study1/a.jpg``, so the two
+    CSVs of the same folder disagreed on every name. Now the rows, the study and the JSON are those
+    of ``predict``; *Clear all images* then leaves no result of the last patient in the session."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    study = tmp_path / "mura" / "patient1" / "study1"
+    study.mkdir(parents=True)
+    for sub, name in (("Fractured", "a.jpg"), ("Non_fractured", "b.jpg")):
+        src = sorted((fracatlas_dir / "images" / sub).glob("*.jpg"))[0]
+        (study / name).write_bytes(src.read_bytes())
+    run = CliRunner().invoke(app, ["predict", "--model", str(tiny_bundle), "--json", str(tmp_path / "mura")])
+    assert run.exit_code == 0, run.output
+    expected = json.loads(run.stdout)
+    assert [i["source"] for i in expected["images"]] == ["patient1/study1/a.jpg", "patient1/study1/b.jpg"]
+
+    at = start(monkeypatch, "--model", str(tiny_bundle))
+    files = [
+        (f"mura/patient1/study1/{n}", (study / n).read_bytes(), "image/jpeg") for n in ("a.jpg", "b.jpg")
+    ]
+    at.file_uploader[1].set_value(files).run()
+    assert not at.exception, [e.value for e in at.exception]
+    rows = at.dataframe[0].value
+    want = [*expected["images"], *expected["studies"]]
+    assert list(rows["source"]) == [r.get("source", r.get("study")) for r in want]
+    assert list(rows["decision"]) == [r["decision"] for r in want]
+    assert "Study verdict (2 views)\\: patient1/study1" in markdown_text(at)
+    assert at.session_state["results"]
+
+    at.button(key="clear-all").click().run()
+    assert not at.dataframe
+    assert "results" not in at.session_state
+
+
 def test_a_bad_model_is_an_error_card_not_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
     at = start(monkeypatch, "--model", "no-such-model")
     assert any("could not be loaded" in e.value and "unknown_model" in e.value for e in at.error)

@@ -14,6 +14,7 @@ import html
 import io
 import json
 import random
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -65,6 +66,7 @@ __all__ = [
     "failure_from_exception",
     "failure_message",
     "first_of_each",
+    "folder_names",
     "heads_text",
     "heatmap_text",
     "json_text",
@@ -158,6 +160,16 @@ def first_of_each(uploads: Sequence[tuple[str, str]]) -> tuple[list[int], list[t
         else:
             first[digest] = i
     return list(first.values()), repeats
+
+
+def folder_names(paths: Sequence[str]) -> list[str]:
+    """The names of an uploaded folder's files, as ``fracsight predict FOLDER`` names them: each by
+    its path in the folder chosen (the browser sends ``export/patient1/study1/IM000001``; predict
+    says ``patient1/study1/IM000001``), and by its whole path where two folders chosen would give
+    two files one name (as predict names files of one name by their paths as typed)."""
+    inside = [p.split("/", 1)[1] if "/" in p else p for p in paths]
+    counts = Counter(inside)
+    return [name if counts[name] == 1 else whole for name, whole in zip(inside, paths, strict=True)]
 
 
 def reading_text(done: int, total: int, name: str) -> str:

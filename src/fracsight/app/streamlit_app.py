@@ -19,6 +19,7 @@ from typing import NamedTuple
 import numpy as np
 import streamlit as st
 from PIL import Image
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from fracsight.app.logic import (
@@ -36,6 +37,7 @@ from fracsight.app.logic import (
     failure_from_exception,
     failure_message,
     first_of_each,
+    folder_names,
     heads_text,
     json_text,
     left_out_text,
@@ -67,6 +69,7 @@ class Input(NamedTuple):
     key: str  # stable across reruns: the upload's id or the example's path
     name: str  # file name shown on the card
     load: Callable[[], str | bytes]  # a path, or the upload's bytes (read only when predicting)
+    path: str = ""  # a folder's file: its path in the upload, whose folders tell its study
 
 
 class Stored(NamedTuple):
@@ -169,10 +172,29 @@ def _clear_examples() -> None:
     st.session_state.pop("examples", None)
 
 
+def _uploader_keys(generation: int) -> tuple[str, str]:
+    """The keys of the files' and the folder's uploaders; a new generation empties both."""
+    return f"uploads-{generation}", f"folder-{generation}"
+
+
 def _clear_all() -> None:
     """Every upload and example gone (the next patient): a new key empties the uploader."""
     _clear_examples()
-    st.session_state["uploader"] = st.session_state.get("uploader", 0) + 1
+    generation = st.session_state.get("uploader", 0)
+    _forget_uploads(_uploader_keys(generation))
+    st.session_state["uploader"] = generation + 1
+
+
+def _forget_uploads(keys: tuple[str, ...]) -> None:
+    """Drop the files of these uploaders from the server's memory. A new key empties the uploader on
+    the page, but Streamlit keeps its files until the tab is closed: each *Clear all images* on a
+    ward PC left open all day kept one more patient's uploads in memory."""
+    ctx = get_script_run_ctx()
+    if ctx is None:
+        return
+    for key in keys:
+        for upload in st.session_state.get(key) or []:
+            ctx.uploaded_file_mgr.remove_file(ctx.session_id, upload.file_id)
 
 
 def example_gallery(config: AppConfig, expanded: bool) -> None:
@@ -204,17 +226,17 @@ def example_gallery(config: AppConfig, expanded: bool) -> None:
 
 def inputs(config: AppConfig) -> list[Input]:
     """The chosen examples and the uploads, in that order, each image once (:func:`unique_inputs`)."""
-    generation = st.session_state.get("uploader", 0)
+    files_key, folder_key = _uploader_keys(st.session_state.get("uploader", 0))
     uploads = st.file_uploader(
         "Radiographs: PNG, JPEG or DICOM (one or several; they stay in memory, never on disk)",
         accept_multiple_files=True,
-        key=f"uploads-{generation}",
+        key=files_key,
     )
     folder = st.file_uploader(
         "Or a folder: the radiographs in it and in its subfolders (a MURA-style study folder such as "
         "patient1/study1 gets its study verdict)",
         accept_multiple_files="directory",
-        key=f"folder-{generation}",
+        key=folder_key,
     )
     in_folder = folder_inputs(folder or [])  # its note on what was left out goes below it
     given = bool(uploads or folder or st.session_state.get("examples"))
@@ -229,16 +251,19 @@ def inputs(config: AppConfig) -> list[Input]:
 
 
 def folder_inputs(files: list[UploadedFile]) -> list[Input]:
-    """The images of an uploaded folder, each named by its path in it (``patient1/study1/image1.png``:
-    several may be named ``image1.png``), with a note on the files left out as ``fracsight predict
-    FOLDER`` leaves them out (:func:`~fracsight.inference.tabular.is_folder_image`)."""
+    """The images of an uploaded folder, each named by its path in it as ``fracsight predict FOLDER``
+    names it (:func:`folder_names`: ``patient1/study1/image1.png``; several may be named
+    ``image1.png``), with a note on the files left out as predict leaves them out
+    (:func:`~fracsight.inference.tabular.is_folder_image`)."""
     taken: list[UploadedFile] = []
     left: list[UploadedFile] = []
     for u in files:
         (taken if is_folder_image(u.name, u.getvalue) else left).append(u)
     if left:
         st.caption(escape_markdown(left_out_text([u.name for u in left])))
-    return [Input(f"folder:{u.file_id}", u.name, u.getvalue) for u in taken]
+    taken.sort(key=lambda u: PurePosixPath(u.name))  # predict's order, not the browser's
+    names = folder_names([u.name for u in taken])
+    return [Input(f"folder:{u.file_id}", n, u.getvalue, u.name) for u, n in zip(taken, names, strict=True)]
 
 
 def _content_digest(item: Input) -> str:
@@ -418,6 +443,7 @@ def main() -> None:
     show_heatmap, show_boxes, opacity = display_controls(predictor)
     items = inputs(config)
     if not items:
+        st.session_state.pop("results", None)  # not the last patient's results, kept unseen in memory
         st.caption("Upload radiographs or pick an example to see results.")
         return
     stored = predictions(predictor, items)
@@ -425,8 +451,11 @@ def main() -> None:
     good = [r for r in results if isinstance(r, Prediction)]
     can_combine = len(good) >= 2  # every kind of bundle: fracture and class are both combined
     one = can_combine and st.checkbox("These images are one study (several views of one examination)")
-    # an uploaded folder's names are paths in it, no files here: its study folders by name alone
-    named = [(PurePosixPath("/", item.name), result) for item, result in zip(items, results, strict=True)]
+    # an uploaded folder's files are paths in it, no files here: its study folders by path alone
+    named = [
+        (PurePosixPath("/", item.path or item.name), result)
+        for item, result in zip(items, results, strict=True)
+    ]
     studies = study_results(predictor, named, one_study=one, resolve=False)
     for study in studies:
         study_card(study)
