@@ -425,7 +425,23 @@ def test_a_url_exits_2_named_as_a_url(tiny_bundle: Path, images: list[Path]) -> 
 
 def test_empty_folder_exits_2(tiny_bundle: Path, tmp_path: Path) -> None:
     result = _predict(tiny_bundle, tmp_path)
-    assert result.exit_code == 2 and "no image files" in result.stderr
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error (no_images): no image files found in the given folders"
+
+
+def test_a_folder_of_other_formats_says_what_is_there(tiny_bundle: Path, tmp_path: Path) -> None:
+    """A folder of phone pictures (HEIC, WebP) said "no image files found" and nothing of why."""
+    (tmp_path / "ward").mkdir()
+    (tmp_path / "ward" / "wrist.heic").write_bytes(b"\0\0\0\x18ftypheic")
+    (tmp_path / "ward" / "views").mkdir()
+    (tmp_path / "ward" / "views" / "lat.webp").write_bytes(b"RIFF\0\0\0\0WEBP")
+    (tmp_path / "ward" / ".DS_Store").write_bytes(b"\0")
+    result = _predict(tiny_bundle, tmp_path / "ward")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "error (no_images): no image files found in the given folders: what is there (wrist.heic, "
+        "views/lat.webp) is in no format fracsight reads (PNG, JPEG, BMP, TIFF, GIF, DICOM)"
+    )
 
 
 def test_unknown_model_exits_2_without_a_traceback(images: list[Path]) -> None:

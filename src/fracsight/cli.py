@@ -430,6 +430,7 @@ def predict(
     from fracsight.inference.tabular import (
         csv_text,
         named_inputs,
+        no_images_message,
         result_columns,
         results_payload,
         study_results,
@@ -449,7 +450,7 @@ def predict(
     inputs = named_inputs(paths)
     files = [path for path, _ in inputs]
     if not files:
-        typer.echo("error (no_images): no image files found in the given folders", err=True)
+        typer.echo(f"error (no_images): {no_images_message(paths)}", err=True)
         raise typer.Exit(2)
     refuse_output_among_inputs(csv_path, overlay_dir, paths, files)
     with user_errors(exit_code=2):  # an unknown model or operating point is a bad argument

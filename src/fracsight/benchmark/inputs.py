@@ -11,7 +11,7 @@ from PIL import Image
 
 from fracsight.benchmark.report import count
 from fracsight.errors import ConfigError, FracsightError
-from fracsight.inference.tabular import collect_inputs, text_cell
+from fracsight.inference.tabular import collect_inputs, no_images_message, text_cell
 from fracsight.io import read_image
 
 DEFAULT_IMAGES = 64
@@ -69,7 +69,7 @@ def resolve_images(images: Sequence[Path] | None, scratch: Path) -> tuple[list[P
             raise ConfigError(f"no such file or folder: {', '.join(missing)}")
         files = collect_inputs([Path(p) for p in images])
         if not files:
-            raise ConfigError("no image files found in the given folders")
+            raise ConfigError(no_images_message([Path(p) for p in images]))
         readable, unreadable = [], []
         for path in files:
             try:

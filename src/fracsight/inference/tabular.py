@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from fracsight.bundle import BundleSpec
 from fracsight.inference.results import NOTICE, FailedPrediction, Prediction, StudyPrediction
-from fracsight.io import IMAGE_SUFFIXES
+from fracsight.io import IMAGE_SUFFIXES, SUPPORTED_FORMATS
 from fracsight.io._sniff import HEAD_BYTES, holds_image, sniff_format
 
 if TYPE_CHECKING:
@@ -227,6 +227,30 @@ def folder_images(root: Path, on_found: Callable[[Path], object] | None = None) 
                 if on_found is not None:
                     on_found(path)
     return sorted(found)
+
+
+def no_images_message(paths: Sequence[Path], most: int = 5) -> str:
+    """Why ``paths`` gave no image file: the files in its folders that are not images (``scan.heic``,
+    ``report.pdf``; hidden files and a DICOMDIR left out), by their paths under the folder given. It
+    was "no image files found" alone, over a folder of HEIC or WebP pictures."""
+    folders = [p for p in paths if p.is_dir()]
+    others: list[str] = []
+    for root in folders:
+        for folder, dirs, names in os.walk(root):  # only on this error: not the walk of every run
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            others += [
+                Path(folder, n).relative_to(root).as_posix()
+                for n in sorted(names)
+                if not n.startswith(".") and n.upper() != "DICOMDIR"
+            ]
+            if len(others) > most:
+                break
+    found = f"no image files found in the given {'folders' if folders else 'inputs'}"
+    if not others:
+        return found
+    shown = ", ".join(others[:most]) + (" and more" if len(others) > most else "")
+    formats = ", ".join(SUPPORTED_FORMATS)
+    return f"{found}: what is there ({shown}) is in no format fracsight reads ({formats})"
 
 
 def _image_by_name(name: str, holds: Callable[[], bool]) -> bool:

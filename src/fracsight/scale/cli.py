@@ -98,7 +98,9 @@ def run_command(
     with user_errors(exit_code=2):  # a manifest that cannot be read is a bad argument
         files = collect_batch_inputs(inputs, path_column=path_column)
     if not files:
-        typer.echo("error (no_images): no image files found in the given inputs", err=True)
+        from fracsight.inference.tabular import no_images_message
+
+        typer.echo(f"error (no_images): {no_images_message(inputs)}", err=True)
         raise typer.Exit(2)
     columns = (TextColumn("Predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     # the bar moves when rows are committed; a slow redraw leaves the CPU to the actors
