@@ -127,3 +127,54 @@ def test_one_patients_study1_positive_and_study1_negative_are_two_studies(tmp_pa
     }
     _, labels = aggregate_labels([s.study_id for s in ds.samples], [s.labels[FRACTURE] for s in ds.samples])
     assert sorted(labels.tolist()) == [0, 0, 1]
+
+
+def test_images_listed_in_image_paths_csv_but_missing_and_empty_studies_are_warned(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """MURA ships `*_image_paths.csv`; a partial copy lost images and emptied study folders without a word."""
+    root = make_mura(tmp_path / "MURA-v1.1")
+    listed = [
+        "MURA-v1.1/valid/XR_ELBOW/patient11185/study1_positive/image1.png",  # on disk
+        "MURA-v1.1/valid/XR_ELBOW/patient11185/study1_positive/image7.png",  # lost
+    ]
+    (root / "valid_image_paths.csv").write_text("\n".join(listed) + "\n")
+    (root / "train" / "XR_HAND" / "patient00014" / "study1_negative").mkdir(parents=True)
+    absent = "MURA-v1.1/valid/XR_ELBOW/patient99999/study1_positive/,1\n"
+    (root / "valid_labeled_studies.csv").write_text(absent)
+    with caplog.at_level(logging.WARNING, logger="fracsight.data"):
+        ds = load_dataset(root)
+    assert len(ds.samples) == 12
+    assert "1 image(s) listed in the *_image_paths.csv are not on disk" in caplog.text
+    assert "study1_positive/image7.png" in caplog.text and "image1.png," not in caplog.text
+    assert "1 labelled study folder(s) hold no images" in caplog.text
+    assert "train/XR_HAND/patient00014/study1_negative" in caplog.text
+    assert "not on disk: XR_ELBOW/patient99999/study1_positive" in caplog.text  # named, not only counted
+
+
+def test_leakage_check_takes_muras_valid_split_name(tmp_path: Path) -> None:
+    """`split_leakage(samples, "valid")` (evaluate --split valid) compared `valid` with the samples'
+    `val` and found nothing."""
+    from fracsight.data.leakage import split_leakage
+
+    root = make_mura(tmp_path / "MURA-v1.1")
+    moved = root / "valid" / "XR_WRIST" / "patient00012" / "study2_negative"  # patient00012 is in train
+    moved.mkdir(parents=True)
+    Image.new("L", (8, 8), 3).save(moved / "image1.png")
+    samples = load_dataset(root).samples
+    assert split_leakage(samples, "valid") == split_leakage(samples, "val")
+    assert "1 val group (patient, study) lies in train too" in str(split_leakage(samples, "valid"))
+    warning = split_leakage(samples, "valid").warning(root, trained_here=False)
+    assert "not inflated by them" in warning and "figures measured on them are inflated" not in warning
+
+
+def test_audit_counts_muras_label_as_abnormality(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from fracsight.data.audit import audit, render_audit
+
+    console = Console(width=200, record=True)
+    for part in render_audit(audit(make_mura(tmp_path / "MURA-v1.1"), workers=1)):
+        console.print(part)
+    text = console.export_text()
+    assert "Images per split and abnormality class" in text and "fracture class" not in text

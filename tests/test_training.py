@@ -586,3 +586,18 @@ def test_damaged_checkpoints_and_run_folders_are_refused_in_one_line(tiny_datase
     for result in (init, resumed, into_file, exported):
         assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
     assert a_file.read_text() == "mine"
+
+
+def test_export_names_an_unreadable_calibration_image_by_its_path_under_the_data_set(tmp_path: Path) -> None:
+    """Export's refit named a damaged MURA view `image9.png`, one of thousands of that name."""
+    from fracsight.data import FRACTURE, Sample
+    from fracsight.errors import ImageReadError
+    from fracsight.training.refit import model_input
+
+    study = tmp_path / "valid" / "XR_WRIST" / "patient00038" / "study2_negative"
+    study.mkdir(parents=True)
+    (study / "image9.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    sample = Sample(path=study / "image9.png", labels={FRACTURE: 0}, split="val")
+    named = r"^valid/XR_WRIST/patient00038/study2_negative/image9\.png: .*val split"
+    with pytest.raises(ImageReadError, match=named):
+        model_input(sample, 64, tmp_path)

@@ -265,7 +265,9 @@ def render_audit(report: AuditReport, limit: int = 10) -> list[RenderableType]:
             (report.root, "bold cyan"),
             f"  layout {report.layout}, {report.images} images, {report.seconds:.1f} s",
         ),
-        _balance_table(report.counts, report.task, f"Images per split and {_task_title(report.task)}"),
+        _balance_table(
+            report.counts, report.task, f"Images per split and {_task_title(report.task, report.counts)}"
+        ),
     ]
     if report.class_counts:
         title = "Images with a class label (fracture type) per split"
@@ -323,9 +325,14 @@ def render_audit(report: AuditReport, limit: int = 10) -> list[RenderableType]:
     return out
 
 
-def _task_title(task: str) -> str:
-    """The head a balance table counts: "fracture class", and "class" (not "class class")."""
-    return "class" if task == CLASS else f"{task} class"
+def _task_title(task: str, counts: dict[str, dict[str, int]]) -> str:
+    """The head a balance table counts: "fracture class", "class" (not "class class"), and
+    "abnormality class" where the binary label is normal / abnormal (MURA's is not fracture)."""
+    if task == CLASS:
+        return "class"
+    if task == FRACTURE and any("abnormal" in per_class for per_class in counts.values()):
+        return "abnormality class"
+    return f"{task} class"
 
 
 def _listing(title: str, items: list[str], limit: int) -> list[RenderableType]:

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from fracsight.data._files import exact_duplicates, relative_name
+from fracsight.data._files import exact_duplicates, relative_name, split_name
 from fracsight.data.sample import Dataset, Sample
 from fracsight.data.splits import SPLIT_NAMES, declared_straddling
 
@@ -66,19 +66,31 @@ class SplitLeakage:
         """The leakage :meth:`to_dict` wrote."""
         return cls(tuple(Leak(**{**leak, "earlier": tuple(leak["earlier"])}) for leak in leaks))
 
-    def warning(self, data_dir: object) -> str:
-        """The warning ``train`` and ``evaluate`` print: what leaks, what it does, where the list is."""
-        return (
-            f"leakage between the splits of {data_dir}: {self}: figures measured on them are inflated; "
+    def warning(self, data_dir: object, trained_here: bool = True) -> str:
+        """The warning ``train`` and ``evaluate`` print: what leaks, what it does, where the list is.
+        ``trained_here`` False: the model measured was trained on other data, which these splits
+        cannot flatter (the packaged model on MURA's train/valid)."""
+        return f"leakage between the splits of {data_dir}: {self}: {_effect(trained_here)}; " + (
             f"`fracsight audit {data_dir}` lists them"
         )
+
+
+def _effect(trained_here: bool) -> str:
+    if trained_here:
+        return "figures measured on them are inflated"
+    return (
+        "the model measured was not trained on this data set, so its figures are not inflated by "
+        "them, but a model trained on its train split would be"
+    )
 
 
 def split_leakage(samples: Sequence[Sample], split: str | None = None) -> SplitLeakage:
     """Images and groups of each split that an earlier one (train, then val, then test, then any
     other name) shares: byte-identical files and the data set's own groups (see the module doc).
     ``split``: only that split's, against train and val (what ``evaluate --split`` measures).
-    Samples without a split are left out."""
+    Samples without a split are left out. ``split`` may be an alias (``valid``, as MURA names it)."""
+    if split is not None:  # samples hold the canonical name: `valid` matched none and hid the leak
+        split = split_name(split) or split
     earlier = _earlier_splits([s.split for s in samples if s.split is not None], split)
     kept = [s for s in samples if s.split in set(earlier).union(*earlier.values())]
     found: dict[tuple[str, str], list[set[str]]] = defaultdict(list)  # (split, kind) -> splits shared

@@ -10,7 +10,8 @@ with class names ``("normal", "abnormal")`` saying what it really is.
 When ``*_labeled_studies.csv`` files (MURA's official labels: ``path,label`` without a
 header) sit in the root they are the label source, and studies whose folder suffix
 disagrees are logged; otherwise the ``_positive`` / ``_negative`` folder suffix is.
-Every image is grouped by patient, so a patient never straddles splits.
+Every image is grouped by patient, so a patient never straddles splits. ``*_image_paths.csv``
+(MURA's list of every image) is only read to warn about the images it lists that are not on disk.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import logging
 import re
 from pathlib import Path, PurePosixPath
 
-from fracsight.data._files import iter_images, split_name, visible_dirs, warn_skipped
+from fracsight.data._files import iter_images, relative_name, split_name, visible_dirs, warn_skipped
 from fracsight.data.sample import FRACTURE, REGION, Dataset, Sample
 from fracsight.errors import DatasetError
 
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 _STUDY = re.compile(r"(study\d+)(?:_(positive|negative))?", re.IGNORECASE)
 _SUFFIX_LABEL = {"positive": 1, "negative": 0}
+_LISTED = 10  # files or studies a warning names; the rest are counted
 
 
 def _is_part(path: Path) -> bool:
@@ -61,6 +63,7 @@ def read_mura(root: Path) -> Dataset:
     unlabeled: list[str] = []
     disagree: list[str] = []
     skipped: list[Path] = []
+    empty: list[str] = []  # labelled study folders without an image (a partial copy, say)
     folders: dict[str, set[str]] = {}  # study id -> its study folders (XR_X/patientN/studyM_suffix)
     for split, part_dir in mura_part_folders(root):
         region = part_dir.name[3:].lower()
@@ -84,6 +87,7 @@ def read_mura(root: Path) -> Dataset:
                     continue
                 study_id = f"{part_dir.name}/{patient.name}/{match.group(1)}"
                 folders.setdefault(study_id, set()).add(key)
+                before = len(keyed)
                 keyed.extend(
                     (
                         key,
@@ -98,7 +102,10 @@ def read_mura(root: Path) -> Dataset:
                     )
                     for p in iter_images(study, skipped)
                 )
+                if len(keyed) == before:
+                    empty.append(relative_name(study, root))
     warn_skipped(skipped, root)
+    _warn_listed("labelled study folder(s) hold no images and are left out", empty)
     if unlabeled:
         log.warning(
             "%d study folder(s) have neither a _positive/_negative suffix nor a csv label and are "
@@ -112,9 +119,12 @@ def read_mura(root: Path) -> Dataset:
             len(disagree),
             ", ".join(disagree[:10]),
         )
-    absent = sorted(set(csv_labels) - used)
-    if absent:
-        log.warning("%d study(ies) in the labeled-studies csv are not on disk", len(absent))
+    _warn_listed("study(ies) in the labeled-studies csv are not on disk", sorted(set(csv_labels) - used))
+    _warn_listed(
+        "image(s) listed in the *_image_paths.csv are not on disk (a partial copy or a removed file: "
+        "the counts and figures are of the images present)",
+        _missing_listed_images(root),
+    )
     if not keyed:
         raise DatasetError(f"{root}: MURA layout found (XR_<PART> folders) but no labeled study images in it")
     # study1_positive and study1_negative of one patient and part are two studies, not one of two
@@ -124,6 +134,36 @@ def read_mura(root: Path) -> Dataset:
     regions = tuple(sorted({s.regions[0] for s in samples}))
     class_names = {FRACTURE: ("normal", "abnormal"), REGION: regions}
     return Dataset(root=root, layout="mura", samples=tuple(samples), class_names=class_names)
+
+
+def _warn_listed(what: str, names: list[str]) -> None:
+    """One warning counting ``names`` and naming the first 10 (nothing when there are none)."""
+    if names:
+        more = f" and {len(names) - _LISTED} more" if len(names) > _LISTED else ""
+        log.warning("%d %s: %s%s", len(names), what, ", ".join(names[:_LISTED]), more)
+
+
+def _missing_listed_images(root: Path) -> list[str]:
+    """Images that MURA's ``*_image_paths.csv`` (one ``MURA-v1.1/<split>/XR_<PART>/.../imageK.png``
+    a line, no header) lists but that are not on disk, named as listed. Labels never come from
+    this file; it only tells a complete copy from a partial one."""
+    missing: list[str] = []
+    for path in sorted(root.glob("*_image_paths.csv")):
+        try:
+            lines = path.read_text(encoding="utf-8-sig").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            log.warning("cannot read %s to check the images it lists: %s", path.name, e)
+            continue
+        for line in lines:
+            listed = line.strip().split(",")[0].strip().replace("\\", "/")
+            parts = PurePosixPath(listed).parts
+            at = next((i for i, p in enumerate(parts) if p.upper().startswith("XR_")), None)
+            if at is None:
+                continue  # a header or a blank line: not an image path
+            # with or without the split folder, as the folder given may be the split's parent or not
+            if not any(root.joinpath(*parts[start:]).is_file() for start in {max(at - 1, 0), at}):
+                missing.append(listed)
+    return missing
 
 
 def _read_labeled_studies(root: Path) -> dict[str, list[tuple[str | None, int]]]:

@@ -134,7 +134,7 @@ def compare_models(
     On a data set without the split, each model is measured on the split its own training
     carved out: the two must have held out the same images, or the comparison is refused.
     """
-    from fracsight.evaluation.run import held_out, model_class_index
+    from fracsight.evaluation.run import held_out, leakage_note, leakage_of, model_class_index
     from fracsight.inference import NOTICE, FailedPrediction, Predictor
 
     predictors = [Predictor(model_a), Predictor(model_b)]
@@ -164,6 +164,10 @@ def compare_models(
             "it with --split all"
         )
     notes = _seen_notes(split, [h.own for h in held], (model_a, model_b))
+    notes += _head_notes(predictors, tuple(dataset.class_names.get(FRACTURE, ())), (model_a, model_b))
+    leakage = leakage_of(held[0], dataset, split)  # the two runs held out the same images (checked above)
+    if leakage:
+        notes.append(leakage_note(leakage, data_dir, any(h.own for h in held)))
     wanted = ([FRACTURE] if fracture else []) + ([CLASS] if classes else [])
     samples = [s for s in chosen[0] if any(task in s.labels for task in wanted)]
     if not samples:
@@ -199,6 +203,7 @@ def compare_models(
             "n_images": len(samples),
             "n_compared": len(kept),
             "n_unreadable": len(samples) - len(kept),
+            **({"leakage": leakage.to_dict()} if leakage is not None else {}),
         },
         "failed": _unread(outputs),
     }
@@ -225,6 +230,20 @@ def compare_models(
         raise DatasetError(f"{where}: no image both models read has a label they can be compared on")
     result["notice"] = NOTICE  # as the predictions' JSON (fracsight compare --json)
     return result
+
+
+def _head_notes(predictors: Sequence[Any], label_names: tuple[str, ...], given: tuple[Any, Any]) -> list[str]:
+    """``evaluate``'s note for each model whose binary head finds something else than the data's
+    label (the packaged fracture model against a MURA-trained one on MURA): the comparison is then
+    also one of what each model was taught to find."""
+    from fracsight.evaluation.run import head_label_mismatch
+
+    notes = []
+    for key, predictor, typed in zip("AB", predictors, given, strict=True):
+        note = head_label_mismatch(predictor, label_names)
+        if note:
+            notes.append(f"model {key} ({typed or 'default'}): {note}")
+    return notes
 
 
 def _seen_notes(split: str | None, own: Sequence[bool], given: tuple[Any, Any]) -> list[str]:

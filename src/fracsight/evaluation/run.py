@@ -602,7 +602,35 @@ def _classes_without_images(per_class: Mapping[str, Mapping[str, Any]]) -> str:
     )
 
 
-def _leakage(held: HeldOut, dataset: Dataset, split: str | None) -> SplitLeakage | None:
+def head_label_mismatch(predictor: Any, label_names: tuple[str, ...]) -> str | None:
+    """A note where the model's binary head finds something else than the data's binary label
+    (the fracture model on MURA's normal / abnormal): a hardware or arthritis study is abnormal but
+    has no fracture, so such misses are the data's definition, not the model's errors."""
+    from fracsight.inference.results import finding_of
+
+    head = predictor.spec.head("fracture") if predictor.has_fracture_head else None
+    if head is None or len(label_names) != 2 or finding_of(head.classes[-1]) == finding_of(label_names[1]):
+        return None
+    # the head's classes are in the model's description already; repeated here they would put the
+    # model's word back into a report that words the finding as the data do
+    return (
+        f"the model's binary head was trained on another label than the data's {label_names[1]!r}: "
+        f"{label_names[1]!r} images without what the model was trained to find count as its misses, "
+        "and its operating points were not chosen for this label"
+    )
+
+
+def leakage_note(leakage: SplitLeakage, data_dir: object, trained_here: bool) -> str:
+    """The report's note on ``leakage``: inflated figures, unless the model never trained on the data."""
+    inflated = (
+        "these figures may be inflated"
+        if trained_here
+        else "the model was not trained on this data set, so these figures are not inflated by it"
+    )
+    return f"{leakage}: {inflated} (`fracsight audit {data_dir}` lists them)"
+
+
+def leakage_of(held: HeldOut, dataset: Dataset, split: str | None) -> SplitLeakage | None:
     """Images of ``split`` that train or val hold too, in the split the model's run made (``held``)
     where it made one, else the data set's own; None for ``all``, which has no split to leak into."""
     if split in (None, "all"):
@@ -672,9 +700,9 @@ def evaluate_model(
         dataset.refuse_output_inside(Path(out_dir))
     held = held_out(dataset, split, spec, Path(data_dir))
     samples = held.samples
-    leakage = _leakage(held, dataset, split)
+    leakage = leakage_of(held, dataset, split)
     if leakage:
-        (warn or log.warning)(leakage.warning(data_dir))
+        (warn or log.warning)(leakage.warning(data_dir, trained_here=held.own))
     class_index = model_class_index(dataset.class_names, predictor.classes)
     measurable = (
         (predictor.has_fracture_head and any(FRACTURE in s.labels for s in samples))
@@ -732,8 +760,11 @@ def evaluate_model(
             f"the data's binary label is {label_names[1]!r} (against {label_names[0]!r}), not fracture: "
             f"these results measure how well the model finds {label_names[1]!r} images"
         )
+    head_note = head_label_mismatch(predictor, label_names)
+    if head_note:
+        notes.append(head_note)
     if leakage:
-        notes.append(f"{leakage}: these figures may be inflated (`fracsight audit {data_dir}` lists them)")
+        notes.append(leakage_note(leakage, data_dir, held.own))
     data: dict[str, Any] = {
         "root": str(data_dir),
         "layout": dataset.layout,

@@ -208,8 +208,8 @@ def _write_bundle(
     )
     write_bundle_spec(spec, work)
     onnx = OnnxModel(work)
-    val_out, val_geometries = raw_outputs(onnx, val)
-    train_out, _ = raw_outputs(onnx, train)
+    val_out, val_geometries = raw_outputs(onnx, val, root=dataset.root)
+    train_out, _ = raw_outputs(onnx, train, root=dataset.root)
     spec = fit_to_outputs(
         spec, val, val_out, val_geometries, train_out["embedding"], class_names=dataset.class_names
     )

@@ -32,6 +32,7 @@ from fracsight.bundle import (
     write_bundle_spec,
 )
 from fracsight.data import CLASS, FRACTURE, DataMismatchError, Dataset, Sample
+from fracsight.data._files import relative_name
 from fracsight.errors import DatasetError, ImageReadError
 from fracsight.evaluation.calibration import apply_temperature, expected_calibration_error, fit_calibration
 from fracsight.evaluation.metrics import auroc
@@ -75,11 +76,13 @@ KEPT_OUTPUTS = (
 )
 
 
-def model_input(sample: Sample, size: int) -> tuple[np.ndarray, Letterbox]:
+def model_input(sample: Sample, size: int, root: Path | None = None) -> tuple[np.ndarray, Letterbox]:
     """The letterboxed (size, size) model input of ``sample``, read exactly as the Predictor reads it.
-    An image that cannot be read stops the fit, with a message that says why it was needed."""
+    An image that cannot be read stops the fit, with a message that says why it was needed and
+    names the file by its path under the data set's ``root`` (in MURA every file is ``image1.png``)."""
+    name = relative_name(sample.path, root) if root is not None else None
     try:
-        radiograph = read_for_model(sample.path, size)
+        radiograph = read_for_model(sample.path, size, name=name)
     except ImageReadError as e:  # the reader's message alone named the file, not why it was read
         split = f"the {sample.split} split" if sample.split else "the data set"
         raise type(e)(
@@ -90,15 +93,16 @@ def model_input(sample: Sample, size: int) -> tuple[np.ndarray, Letterbox]:
 
 
 def raw_outputs(
-    model: OnnxModel, samples: list[Sample], batch_size: int = 32
+    model: OnnxModel, samples: list[Sample], batch_size: int = 32, root: Path | None = None
 ) -> tuple[dict[str, np.ndarray], list[Letterbox]]:
-    """Raw ONNX outputs for ``samples`` and the letterbox geometry of each image."""
+    """Raw ONNX outputs for ``samples`` and the letterbox geometry of each image (``root``: the
+    data set's folder, which an unreadable file is named under)."""
     size = model.spec.input_size
     chunks: dict[str, list[np.ndarray]] = {}
     geometries: list[Letterbox] = []
     with ThreadPoolExecutor(2) as pool:
         for i in range(0, len(samples), batch_size):
-            prepared = list(pool.map(lambda s: model_input(s, size), samples[i : i + batch_size]))
+            prepared = list(pool.map(lambda s: model_input(s, size, root), samples[i : i + batch_size]))
             geometries += [g for _, g in prepared]
             for name, value in model.run(np.stack([square for square, _ in prepared])).items():
                 if name in KEPT_OUTPUTS:
