@@ -315,6 +315,31 @@ def test_study_flag_combines_all_inputs(tiny_bundle: Path, images: list[Path]) -
     assert row["study"] == "all inputs" and len(row["images"]) == len(images)
 
 
+def test_one_study_over_several_study_folders_says_so(
+    tiny_bundle: Path, images: list[Path], tmp_path: Path
+) -> None:
+    """``predict patient1 --study`` averaged the patient's two examinations into one verdict
+    without a word, where ``predict patient1`` (and ``evaluate``) keep a verdict per study folder."""
+    for study, src in (("study1_negative", images[0]), ("study2_positive", images[1])):
+        (tmp_path / "patient1" / study).mkdir(parents=True)
+        Image.open(src).save(tmp_path / "patient1" / study / "image1.png")
+    (combined,) = json.loads(_predict(tiny_bundle, tmp_path / "patient1", "--study", "--json").stdout)[
+        "studies"
+    ]
+    assert combined["study"] == "all inputs" and len(combined["images"]) == 2
+    assert (
+        "the views come from 2 study folders (patient1/study1_negative, patient1/study2_positive), "
+        "combined here as one examination: are they one? Read apart, each folder is a study"
+    ) in combined["warnings"]
+    apart = json.loads(_predict(tiny_bundle, tmp_path / "patient1", "--json").stdout)["studies"]
+    assert [s["study"] for s in apart] == ["patient1/study1_negative", "patient1/study2_positive"]
+    assert not any("study folders" in w for s in apart for w in s["warnings"])
+    one_folder = json.loads(
+        _predict(tiny_bundle, tmp_path / "patient1" / "study1_negative", "--study", "--json").stdout
+    )["studies"]
+    assert not any("study folders" in w for w in one_folder[0]["warnings"])
+
+
 def test_two_body_parts_of_one_patient_are_two_studies(
     tiny_bundle: Path, images: list[Path], tmp_path: Path
 ) -> None:

@@ -266,6 +266,8 @@ class StudyPrediction:
     region: str | None = None
     region_probabilities: dict[str, float] = field(default_factory=dict)
     view_regions: tuple[str, ...] = ()  # each of ``images``' own most likely region
+    # the MURA-style study folders the views come from, where several were combined into this one
+    folders: tuple[str, ...] = ()
 
     @property
     def notice(self) -> str:
@@ -313,6 +315,11 @@ class StudyPrediction:
             )
         if self.hidden_views:
             said.append(self.hidden_views)
+        if len(self.folders) > 1:
+            said.append(
+                f"the views come from {len(self.folders)} study folders ({', '.join(self.folders)}), "
+                "combined here as one examination: are they one? Read apart, each folder is a study"
+            )
         return tuple(said)
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import os
 import re
@@ -314,18 +315,20 @@ def study_results(
     folder (:func:`study_groups`; ``resolve`` as there), or, with ``one_study``, one over them all.
 
     A study with views that could not be read says so (and is not reliable); one none of whose
-    views could be read has no verdict (its files' results carry the errors)."""
-    if one_study:
-        groups: Mapping[str, Sequence[int]] = {ALL_INPUTS: range(len(results))}
-    else:
-        groups = study_groups([path for path, _ in results], resolve=resolve)
+    views could be read has no verdict (its files' results carry the errors). One study over the
+    views of several study folders warns that it combines them (``StudyPrediction.folders``)."""
+    folders = study_groups([path for path, _ in results], resolve=resolve)
+    groups: Mapping[str, Sequence[int]] = {ALL_INPUTS: range(len(results))} if one_study else folders
     studies = []
     for name, indices in groups.items():
         views = [results[i][1] for i in indices]
         read = [r for r in views if isinstance(r, Prediction)]
         unread = [r.source for r in views if isinstance(r, FailedPrediction)]
         if read:
-            studies.append(predictor.predict_study(read, name, unread=unread))
+            study = predictor.predict_study(read, name, unread=unread)
+            if one_study and len(folders) > 1:  # a patient's folder, its studies averaged into one
+                study = dataclasses.replace(study, folders=tuple(folders))
+            studies.append(study)
     return studies
 
 
