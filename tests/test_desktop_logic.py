@@ -491,7 +491,11 @@ def test_session_studies_are_predicts_study_folders(
     assert reopened.folders == {"patient1/study1_positive": [3], "patient1/study2_negative": [4, 5]}
     assert [s.to_dict() for s in reopened.studies()] == [first.to_dict(), second.to_dict()]
     reopened.one_study = True  # all images as one study instead, as predict --study
-    assert [s.study for s in reopened.studies()] == [ALL_INPUTS] and reopened.study_of(3) == ALL_INPUTS
+    (together,) = reopened.studies()
+    assert together.study == ALL_INPUTS and reopened.study_of(3) == ALL_INPUTS
+    # it says that it combines two examinations, as predict --study on the patient's folder says
+    assert together.folders == ("patient1/study1_positive", "patient1/study2_negative")
+    assert any(w.startswith("the views come from 2 study folders") for w in together.warnings)
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ between events. No tkinter here: it is tested without a display.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -173,6 +174,8 @@ class ReadingSession:
         if views:  # as study_results: a study none of whose views could be read has no verdict
             unread = [r.source for r in results if not isinstance(r, Prediction)]
             made_now = self.predictor.predict_study(views, name, unread=unread)
+            if self.one_study and len(self.folders) > 1:  # as study_results: it says it combines them
+                made_now = dataclasses.replace(made_now, folders=tuple(self.folders))
             study = at_operating_point(made_now, self.operating_point)
         self._made[name] = _Made(results, self.operating_point, study)
         return study
