@@ -333,8 +333,7 @@ def train(
         list[str] | None, typer.Option("--set", help="Override a config option: --set epochs=5 (repeatable).")
     ] = None,
 ) -> None:
-    """Train a model (two-phase fine-tuning, early stopping on validation AUROC, or class accuracy for
-    a model without a fracture head)."""
+    """Train a model (two-phase fine-tuning, early stopping on validation AUROC or class accuracy)."""
     refuse_missing([data_dir])
     with user_errors():
         from fracsight.data import load_dataset
