@@ -191,3 +191,18 @@ def test_the_web_app_calls_it_an_abnormality(
     captions = " ".join(c.value for c in at.caption)
     page = f"{text}\n{sidebar}\n{captions}".lower()
     assert "fracture probability" not in page and "fracture suspected" not in page
+
+
+@pytest.mark.fracatlas
+def test_the_predict_table_heads_its_column_as_an_abnormality(
+    abnormality_bundle: Path, fracatlas_dir: Path
+) -> None:
+    """The table said "fracture probability" above decisions that said "abnormality suspected"."""
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    image = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[0]
+    result = CliRunner().invoke(app, ["predict", "--model", str(abnormality_bundle), str(image)])
+    assert result.exit_code == 0, result.output
+    assert "abnormality probability" in result.stdout and "fractur" not in result.stdout.lower()

@@ -317,6 +317,13 @@ def test_mura_report_counts_studies_and_says_the_label_is_abnormality(
     assert "note: fewer than 10 abnormal or other cases in: images (6 abnormal, 6 other)" in result.stdout
     m = json.loads((out / "metrics.json").read_text())
     assert m["data"]["positive"] == "abnormal"
+    # the study level as MURA reports it: each operating point's sensitivity, specificity and kappa
+    for name, t in m["study"]["thresholds"].items():
+        assert (
+            f"  {name} (threshold {t['threshold']:.3f}): sensitivity {t['sensitivity']:.3f}"
+            in result.stdout.split("study level (6 studies)")[1]
+        )
+        assert f"kappa {t['cohen_kappa']:.3f}" in result.stdout
     assert any("'abnormal'" in note and "not fracture" in note for note in m["notes"])
     report = (out / "report.html").read_text(encoding="utf-8")
     assert "<td>Studies (abnormal / not abnormal)</td><td>6 (3 / 3)</td>" in report

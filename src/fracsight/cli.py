@@ -617,6 +617,7 @@ def _print_table(results, studies, predictor, notice: str) -> None:
     from rich.table import Table
 
     from fracsight.inference import FailedPrediction
+    from fracsight.inference.results import FRACTURE, finding_of
     from fracsight.inference.tabular import text_cell
 
     def escape(text: str) -> str:  # a file name that is not UTF-8 is shown as the CSV writes it
@@ -625,7 +626,9 @@ def _print_table(results, studies, predictor, notice: str) -> None:
     spec = predictor.spec
     has = {name: spec.head(name) is not None for name in ("fracture", "class", "region")}
     columns = ["image", "decision"]
-    columns += ["fracture probability"] * has["fracture"] + ["class (probability)"] * has["class"]
+    # what the fracture head finds: a MURA-trained head's decisions say "abnormality suspected"
+    finding = finding_of(spec.head("fracture").classes[-1]) if has["fracture"] else FRACTURE
+    columns += [f"{finding} probability"] * has["fracture"] + ["class (probability)"] * has["class"]
     columns += ["region"] * has["region"] + ["top box (score)"] * has["fracture"] + ["warnings / error"]
 
     def cells(r, note: str) -> list[str]:
@@ -820,6 +823,18 @@ def _print_metrics(m: dict) -> None:
             else num(block["value"])
         )
 
+    def points(block: dict) -> None:
+        """A line per operating point of ``block`` (the image or the study level)."""
+        for name, t in (block.get("thresholds") or {}).items():
+            sens, spec = (
+                ci({"value": t[k], "ci_low": t.get(f"{k}_ci_low"), "ci_high": t.get(f"{k}_ci_high")})
+                for k in ("sensitivity", "specificity")
+            )
+            typer.echo(
+                f"  {name} (threshold {num(t['threshold'])}): sensitivity {sens}, "
+                f"specificity {spec}, F1 {num(t.get('f1'))}, kappa {num(t.get('cohen_kappa'))}"
+            )
+
     d = m["data"]
     positive = d.get("positive", "fractured")  # what the data call a positive image (MURA: abnormal)
     counts = [f"{d['n_evaluated']}/{d['n_images']} images"]
@@ -843,17 +858,10 @@ def _print_metrics(m: dict) -> None:
             f"expected calibration error {num((m.get('calibration') or {}).get('ece'))}; "
             f"Brier score {num(m.get('brier'))}"
         )
-        for name, t in (m.get("thresholds") or {}).items():
-            sens, spec = (
-                ci({"value": t[k], "ci_low": t.get(f"{k}_ci_low"), "ci_high": t.get(f"{k}_ci_high")})
-                for k in ("sensitivity", "specificity")
-            )
-            typer.echo(
-                f"  {name} (threshold {num(t['threshold'])}): sensitivity {sens}, "
-                f"specificity {spec}, F1 {num(t['f1'])}, kappa {num(t['cohen_kappa'])}"
-            )
-    if "study" in m:
+        points(m)
+    if "study" in m:  # MURA reports its figures per study, Cohen's kappa first
         typer.echo(f"study level ({m['study'].get('n')} studies): AUROC {ci(m['study'].get('auroc'))}")
+        points(m["study"])
     if "region_head" in m:
         rh = m["region_head"]
         typer.echo(f"body-region accuracy {num(rh.get('region_accuracy'))} ({rh.get('n_evaluated')} images)")
