@@ -193,10 +193,10 @@ def quantize_bundle(
         write_bundle_spec(spec, work)
         int8_model = OnnxModel(work)
         say(f"running both models on {len(val)} validation images")
-        float_val, geometries = raw_outputs(float_model, val)
-        int8_val, _ = raw_outputs(int8_model, val)
+        float_val, geometries = raw_outputs(float_model, val, root=dataset.root)
+        int8_val, _ = raw_outputs(int8_model, val, root=dataset.root)
         say(f"running the INT8 model on {len(train)} training images (out-of-distribution subspace)")
-        int8_train, _ = raw_outputs(int8_model, train)
+        int8_train, _ = raw_outputs(int8_model, train, root=dataset.root)
         spec = fit_to_outputs(
             spec, val, int8_val, geometries, int8_train["embedding"], class_names=dataset.class_names
         )
