@@ -286,6 +286,13 @@ def _document_limits(app: FastAPI, settings: ApiSettings, *, bearer: bool = Fals
                     operation["security"] = [{"bearer": []}]
                     operation.setdefault("responses", {})["401"] = {
                         "description": "Missing or invalid bearer token",
+                        "headers": {
+                            "WWW-Authenticate": {
+                                "description": 'Bearer realm="fracsight" (with error="invalid_token" '
+                                "for a token that is not valid)",
+                                "schema": {"type": "string"},
+                            }
+                        },
                         "content": {
                             "application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}
                         },

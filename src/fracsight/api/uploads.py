@@ -9,6 +9,8 @@ actually received, the size of each file and the number of files.
 
 from __future__ import annotations
 
+import binascii
+import logging
 import re
 import unicodedata
 import urllib.parse
@@ -32,7 +34,27 @@ from fracsight.api.errors import (
 
 __all__ = ["Upload", "UploadLimits", "clean_filename", "read_uploads"]
 
-MAX_HEADER_BYTES = 16 * 1024  # per part header line
+MAX_HEADER_BYTES = 16 * 1024  # per part header line (python-multipart's own default, 4 KiB, refused
+# a long file name: a client's full path, or .NET's `filename*` of a non-ASCII name)
+HEADER_TOO_LONG = f"a multipart part header is longer than {MAX_HEADER_BYTES:,} bytes"
+# python-multipart's messages that a client could not act on, said in the client's terms
+_PARSER_MESSAGES = {
+    "Maximum header size exceeded": HEADER_TOO_LONG,
+    "Maximum header count exceeded": "a multipart part has too many header lines",
+    "Expected boundary character": "the body does not begin with the boundary its Content-Type names",
+    "Did not find CR at end of boundary": "a boundary line does not end in CRLF: the lines of a multipart "
+    "body end in CRLF (\\r\\n), not LF alone, and its boundary is the Content-Type's exactly",
+}
+# a part's Content-Transfer-Encoding (RFC 7578 deprecates it, yet some older clients, mail-library based,
+# still send base64): decoded, so that the file is read, not refused as "a text file"
+_DECODERS: dict[str, Callable[[bytes], bytes]] = {
+    "": bytes,
+    "binary": bytes,
+    "8bit": bytes,
+    "7bit": bytes,
+    "base64": binascii.a2b_base64,
+    "quoted-printable": binascii.a2b_qp,
+}
 MAX_EXTRA_PARTS = 32  # parts other than the file field that are tolerated (and ignored)
 MAX_NAMES_QUOTED = 5  # names of such parts quoted in the 422 of a body without the file field
 # longest wait for the next piece of a body (nginx's client_body_timeout): a client that stops
@@ -43,6 +65,9 @@ BODY_IDLE_TIMEOUT_S = 60.0
 _HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 # filename*=charset'language'percent-encoded (RFC 8187), the parameter's name in any case
 _EXTENDED_FILENAME = re.compile(rb"(?i)(?:^|;)\s*filename\*\s*=\s*([A-Za-z0-9_-]+)'[^']*'([^;\s]*)")
+# python-multipart logs each parse error as a warning before raising it; the client gets it as a
+# 400 already, and on the server's stderr it was a bare line per malformed body, without context
+logging.getLogger("python_multipart").setLevel(logging.ERROR)
 
 
 @dataclass(frozen=True)
@@ -82,6 +107,16 @@ def extended_filename(disposition: bytes) -> str | None:
     return urllib.parse.unquote(value, encoding=charset, errors="replace")
 
 
+def _header_text(raw: bytes) -> str:
+    """A name of a part's header: UTF-8 (browsers, curl, requests, httpx), or else Windows-1252, the
+    charset of the clients that send their platform's bytes (older Java and Windows ones): decoded as
+    UTF-8 regardless, their "Röntgen.png" came back as "R\ufffdntgen.png"."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("cp1252", "replace")
+
+
 def missing_files(field_name: str, other_names: list[str] | None = None) -> ApiError:
     """422 for a body without a ``field_name`` part; ``other_names``: the parts it had instead."""
     message = f"send the images as multipart/form-data with one or more `{field_name}` file parts"
@@ -114,6 +149,7 @@ class _Collector:
     _header_name: bytearray = field(default_factory=bytearray)
     _header_value: bytearray = field(default_factory=bytearray)
     _disposition: bytes = b""
+    _transfer_encoding: str = ""
     _keep: bool = False
     _filename: str = ""
     _named: bool = True
@@ -134,6 +170,7 @@ class _Collector:
 
     def on_part_begin(self) -> None:
         self._disposition = b""
+        self._transfer_encoding = ""
         self._keep = False
         self._buffer = bytearray()
 
@@ -147,17 +184,20 @@ class _Collector:
 
     def _check_header(self) -> None:
         if len(self._header_name) + len(self._header_value) > MAX_HEADER_BYTES:
-            raise ApiError(400, MALFORMED_MULTIPART, "a multipart part header is too long")
+            raise ApiError(400, MALFORMED_MULTIPART, HEADER_TOO_LONG)
 
     def on_header_end(self) -> None:
-        if bytes(self._header_name).strip().lower() == b"content-disposition":
+        header = bytes(self._header_name).strip().lower()
+        if header == b"content-disposition":
             self._disposition = bytes(self._header_value)
+        elif header == b"content-transfer-encoding":
+            self._transfer_encoding = bytes(self._header_value).strip().lower().decode("ascii", "replace")
         self._header_name = bytearray()
         self._header_value = bytearray()
 
     def on_headers_finished(self) -> None:
         _, options = parse_options_header(self._disposition)
-        name = options.get(b"name", b"").decode("utf-8", "replace")
+        name = _header_text(options.get(b"name", b""))
         if name != self.field_name:
             shown = clean_filename(name, 0)[:40] if name else "(no name)"
             if len(self.other_names) < MAX_NAMES_QUOTED and shown not in self.other_names:
@@ -173,9 +213,17 @@ class _Collector:
                 422, TOO_MANY_FILES, f"at most {self.limits.max_files} files may be sent in one request"
             )
         self._keep = True
-        raw = extended_filename(self._disposition) or options.get(b"filename", b"").decode("utf-8", "replace")
+        raw = extended_filename(self._disposition) or _header_text(options.get(b"filename", b""))
         self._filename = clean_filename(raw, len(self.uploads))
         self._named = bool(raw)
+        if self._transfer_encoding not in _DECODERS:
+            shown = self._transfer_encoding[:40]
+            raise ApiError(
+                400,
+                MALFORMED_MULTIPART,
+                f"{self._filename}: Content-Transfer-Encoding {shown!r} is not supported: send the file's "
+                "bytes as they are (binary), with no Content-Transfer-Encoding header",
+            )
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         if not self._keep:
@@ -186,9 +234,16 @@ class _Collector:
 
     def on_part_end(self) -> None:
         if self._keep:
-            self.uploads.append(Upload(self._filename, bytes(self._buffer), self._named))
+            self.uploads.append(Upload(self._filename, self._decoded(), self._named))
         self._keep = False
         self._buffer = bytearray()
+
+    def _decoded(self) -> bytes:
+        try:
+            return _DECODERS[self._transfer_encoding](bytes(self._buffer))
+        except (binascii.Error, ValueError):
+            message = f"{self._filename}: its {self._transfer_encoding} content cannot be decoded"
+            raise ApiError(400, MALFORMED_MULTIPART, message) from None
 
     def on_end(self) -> None:
         self.ended = True
@@ -220,6 +275,20 @@ def misplaced_parameters(names: list[str]) -> ApiError:
             for n in names
         ],
     )
+
+
+def _parser(boundary: bytes, collector: _Collector) -> MultipartParser:
+    callbacks = collector.callbacks()
+    try:
+        return MultipartParser(boundary, callbacks, max_header_size=MAX_HEADER_BYTES)  # type: ignore[arg-type]
+    except TypeError:  # an older python-multipart: no limit of its own, so none to raise
+        return MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
+
+
+def _parse_error_message(error: FormParserError) -> str:
+    said = str(error)
+    plain = next((text for start, text in _PARSER_MESSAGES.items() if said.startswith(start)), said)
+    return f"the multipart body cannot be parsed: {plain}"
 
 
 def _boundary(request: Request, field_name: str) -> bytes:
@@ -285,7 +354,7 @@ async def read_uploads(
     collector = _Collector(field_name, limits, query_only=frozenset(query_only))
     received = 0
     try:
-        parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
+        parser = _parser(boundary, collector)
         async for chunk in _chunks(request, BODY_IDLE_TIMEOUT_S):
             received += len(chunk)
             if received > limits.max_request_bytes:
@@ -295,7 +364,7 @@ async def read_uploads(
             parser.write(chunk)
         parser.finalize()
     except FormParserError as e:  # the parser's errors, its refusal of the boundary included
-        raise ApiError(400, MALFORMED_MULTIPART, f"the multipart body cannot be parsed: {e}") from None
+        raise ApiError(400, MALFORMED_MULTIPART, _parse_error_message(e)) from None
     except ClientDisconnect:
         raise ApiError(400, MALFORMED_MULTIPART, "the client disconnected during the upload") from None
     if not collector.ended:
