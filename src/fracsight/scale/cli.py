@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from fracsight._options import ModelOption
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["batch_app"]
 
@@ -94,7 +98,8 @@ def run_command(
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
-    err = Console(stderr=True)
+    # one line each, as written (a log file got the summary cut at 80 columns; `[x]` in a path is not markup)
+    err = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)
     with user_errors(exit_code=2):  # a manifest that cannot be read is a bad argument
         files = collect_batch_inputs(inputs, path_column=path_column)
     if not files:
@@ -106,6 +111,11 @@ def run_command(
     # the bar moves when rows are committed; a slow redraw leaves the CPU to the actors
     with user_errors(), _exit_codes(), progress_bar(*columns, refresh_per_second=2) as bar:
         task = bar.add_task("batch", total=len(files))
+        shown = (
+            _LogProgress(err)
+            if bar.disable
+            else lambda done, total: bar.update(task, completed=done, total=total)
+        )
         summary = run_batch(
             files,
             out,
@@ -119,7 +129,7 @@ def run_command(
             batch_size=batch_size,
             commit_every=commit_every,
             retry_errors=retry_errors,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            progress=shown,
         )
     # The job is done and the process about to end: exempt what it holds (Ray Data, pyarrow,
     # pandas, ...) from garbage collection, whose last pass over all of it at exit took 0.4-0.9 s.
@@ -129,9 +139,10 @@ def run_command(
         rate = summary.predicted / summary.seconds if summary.seconds else 0.0
         steady = summary.steady_rate
         warm = f"{steady:.1f} images/s once the actors were warm; " if steady else ""
+        actors = f"{summary.actors} actor{'s' if summary.actors != 1 else ''}"
         done = (
-            f"{summary.skipped} already in {out}, {summary.predicted} predicted by {summary.actors} "
-            f"actors in {summary.seconds:.1f} s ({rate:.1f} images/s, Ray start-up included); {warm}"
+            f"{summary.skipped} already in {out}, {summary.predicted} predicted by {actors} in "
+            f"{summary.seconds:.1f} s ({rate:.1f} images/s, Ray start-up included); {warm}"
         )
     else:  # a re-run of a finished job: Ray was not started
         done = f"all already in {out}, nothing to predict; "
@@ -142,6 +153,38 @@ def run_command(
     err.print(f"results: {out / 'parts'} (Parquet), {out / 'results.csv'}. {NOTICE}")
     if failed:
         raise typer.Exit(1)
+
+
+class _LogProgress:
+    """Progress where the bar is not drawn (stderr not a terminal: nohup, a scheduler, a log file):
+    a line at most every ``every`` seconds, so that a night's job says how far it has got (it said
+    nothing until its summary). The rate is this run's, from its first call (Ray's start included)."""
+
+    def __init__(
+        self, console: Console, every: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.console, self.every, self.clock = console, every, clock
+        self.start: tuple[float, int] | None = None  # when, and the rows committed then
+        self.last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = self.clock()
+        if self.start is None:
+            self.start, self.last = (now, done), now
+            return
+        if now - self.last < self.every or done >= total:  # the summary says the end
+            return
+        self.last = now
+        rate = (done - self.start[1]) / (now - self.start[0])
+        left = f", about {_duration((total - done) / rate)} left" if rate > 0 else ""
+        self.console.print(f"{done} of {total} rows committed ({100 * done / total:.1f}%){left}")
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    if minutes < 1:
+        return "under a minute"
+    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
 
 
 @contextmanager
@@ -182,13 +225,15 @@ def status_command(
     except (OSError, ValueError) as e:
         typer.echo(f"error (output_refused): {job} is unreadable ({type(e).__name__})", err=True)
         raise typer.Exit(1) from None
-    from fracsight.scale.output import OutputRefused, job_running, part_rows
+    from fracsight.scale.output import OutputRefused, committed_codes, job_running
 
-    try:
-        record["rows"] = sum(part_rows(p) for p in (out / "parts").glob("part-*.parquet"))
+    try:  # from the parts, the record: job.json has no counts while a job runs or after a kill
+        codes = committed_codes(out)
     except OutputRefused as e:  # a damaged part: one line, as `batch run` says it
         typer.echo(f"error ({e.code}): {e}", err=True)
         raise typer.Exit(1) from None
+    record["rows"] = sum(codes.values())
+    record["errors"] = {code: n for code, n in sorted(codes.items(), key=lambda c: -c[1]) if code}
     status = record.get("status")
     if status == "running" and job_running(out) is False:  # killed (kill -9, a lost machine)
         record["status"] = status = "stopped"

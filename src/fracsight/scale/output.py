@@ -40,10 +40,10 @@ __all__ = [
     "BatchOutput",
     "OutputRefused",
     "OutputWriteFailed",
+    "committed_codes",
     "interrupts_held",
     "job_running",
     "output_columns",
-    "part_rows",
 ]
 
 PATH_COLUMN = "path"  # the input as given (absolute): the key that makes resume exact
@@ -213,8 +213,12 @@ class BatchOutput:
             self.close()
             shutil.rmtree(self.folder, ignore_errors=True)
             return
+        try:  # the errors of the rows kept (job.json lost them: `status` listed none after Ctrl-C)
+            errors = {code: n for code, n in self.error_counts().items() if code}
+        except OutputRefused:
+            errors = {}
         with contextlib.suppress(OutputWriteFailed):  # a full disk: `batch status` tells by the free lock
-            self.write_job({"status": status, "rows": self.rows_done})
+            self.write_job({"status": status, "rows": self.rows_done, "errors": errors})
 
     def close(self) -> None:
         """Let another job open the folder (also when this process ends)."""
@@ -356,15 +360,7 @@ class BatchOutput:
     def error_counts(self, inputs: Iterable[str] | None = None) -> dict[str, int]:
         """Rows per error code (``""``: predicted) over everything committed, or over the rows of
         ``inputs`` only (matched as :meth:`pending` matches them: by path, else by resolved path)."""
-        of_inputs = None if inputs is None else _rows_of(inputs)
-        counts: dict[str, int] = {}
-        for part in self._part_files():
-            table = self._read_part(part, [PATH_COLUMN, "error_code"])
-            for path, code in zip(table[PATH_COLUMN], table["error_code"], strict=True):
-                if of_inputs is not None and not of_inputs(path):
-                    continue  # another command's row in the same output
-                counts[code] = counts.get(code, 0) + 1
-        return counts
+        return committed_codes(self.folder, None if inputs is None else _rows_of(inputs))
 
 
 def _rows_of(inputs: Iterable[str]) -> Callable[[str], bool]:
@@ -409,14 +405,19 @@ def job_running(folder: Path) -> bool | None:
         os.close(fd)
 
 
-def part_rows(part: Path) -> int:
-    """The rows of a committed part, from its footer (:class:`OutputRefused` if it is damaged)."""
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.ParquetFile(part).metadata.num_rows
-    except Exception as e:  # pyarrow's own error types (ArrowInvalid, ...), OSError
-        raise _damaged(part, e) from None
+def committed_codes(folder: Path, keep: Callable[[str], bool] | None = None) -> dict[str, int]:
+    """Committed rows per error code (``""``: predicted) in the batch output ``folder``, read from
+    its parts (the record: job.json has no counts while a job runs, or after one was killed), of
+    the rows whose path ``keep`` accepts, or of all. :class:`OutputRefused` for a damaged part."""
+    counts: dict[str, int] = {}
+    columns = ["error_code"] if keep is None else [PATH_COLUMN, "error_code"]  # paths: the most bytes
+    for part in sorted((folder / PARTS).glob("part-*.parquet")):
+        table = BatchOutput._read_part(part, columns)
+        paths = table.get(PATH_COLUMN) or [""] * len(table["error_code"])
+        for path, code in zip(paths, table["error_code"], strict=True):
+            if keep is None or keep(path):
+                counts[code] = counts.get(code, 0) + 1
+    return counts
 
 
 def _damaged(part: Path, error: Exception) -> OutputRefused:

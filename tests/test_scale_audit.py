@@ -1,0 +1,87 @@
+"""`fracsight batch` as a hospital quality team runs it over a PACS export: `batch status` from
+another terminal while a job runs, after Ctrl-C and after `kill -9`, and a job run under nohup or
+a scheduler, whose stderr is a log file. Fast: nothing here starts Ray (the job's own summary line
+is checked against a real Ray in tests/test_scale_ray.py)."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from fracsight.cli import app as cli
+from fracsight.scale.cli import _LogProgress
+from fracsight.scale.output import BatchOutput
+
+pytest.importorskip("ray")
+
+MODEL = {"name": "m", "version": "1", "onnx_sha256": "0" * 64}
+COLUMNS = ("path", "error_code")
+ROWS = [
+    {"path": "/x/IM000001", "error_code": ""},
+    {"path": "/x/CT0001", "error_code": "unsupported_modality"},
+    {"path": "/x/CT0002", "error_code": "unsupported_modality"},
+    {"path": "/x/IM_EMPTY", "error_code": "empty_file"},
+]
+CODES = {"unsupported_modality": 2, "empty_file": 1}
+
+
+def status(out: Path, *options: str) -> str:
+    result = CliRunner().invoke(cli, ["batch", "status", str(out), *options])
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_status_lists_the_errors_of_a_running_then_killed_job(tmp_path: Path) -> None:
+    """job.json has no error counts while a job runs, nor after `kill -9`: status listed rows
+    only, and `--json` had no `errors`; they are counted from the committed parts now."""
+    code = (
+        "import json, sys, time; from pathlib import Path; from fracsight.scale.output import BatchOutput; "
+        "o = BatchOutput(Path(sys.argv[1]), ('path', 'error_code'), json.loads(sys.argv[2])); "
+        "o.commit(json.loads(sys.argv[3])); print('ready', flush=True); time.sleep(120)"
+    )
+    args = [str(tmp_path / "out"), json.dumps(MODEL), json.dumps(ROWS)]
+    job = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True)
+    try:
+        assert job.stdout is not None and job.stdout.readline() == "ready\n"
+        running = status(tmp_path / "out")
+        assert ": running, 4 rows" in running
+        assert "  unsupported_modality: 2\n" in running and "  empty_file: 1\n" in running
+    finally:
+        job.kill()
+        job.wait()
+    as_json = json.loads(status(tmp_path / "out", "--json"))
+    assert as_json["status"] == "stopped" and as_json["rows"] == 4 and as_json["errors"] == CODES
+
+
+def test_an_interrupted_job_keeps_its_error_counts_in_job_json(tmp_path: Path) -> None:
+    """Ctrl-C rewrote job.json with the rows kept but without their errors."""
+    out = BatchOutput(tmp_path / "out", COLUMNS, MODEL)
+    out.commit(ROWS)
+    out.end_early("interrupted")
+    out.close()
+    record = json.loads((tmp_path / "out" / "job.json").read_text())
+    assert record["status"] == "interrupted" and record["rows"] == 4 and record["errors"] == CODES
+    said = status(tmp_path / "out")
+    assert ": interrupted, 4 rows" in said and "  unsupported_modality: 2\n" in said
+
+
+def test_a_job_logging_to_a_file_says_how_far_it_has_got() -> None:
+    """Under nohup or a scheduler (stderr not a terminal) the bar is not drawn, and a night's
+    job said nothing until its summary; now a line at most every minute, with the time left."""
+    text = io.StringIO()
+    console = Console(file=text, width=40, soft_wrap=True, markup=False, highlight=False)
+    now = [0.0]
+    shown = _LogProgress(console, every=60.0, clock=lambda: now[0])
+    for t, done in ((0.0, 1000), (30.0, 1256), (70.0, 2000), (100.0, 2256), (190.0, 10_000)):
+        now[0] = t
+        shown(done, 10_000)
+    # 1000 rows in 70 s is 14.3 rows/s: 8000 rows left take about 9 min; not one line per commit,
+    # none at the end (the summary says it), and not cut at the console's 40 columns
+    assert text.getvalue() == "2000 of 10000 rows committed (20.0%), about 9 min left\n"
