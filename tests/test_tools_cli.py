@@ -33,7 +33,8 @@ def _ctrl_c_once(args: list[str], ready: Callable[[], bool]) -> tuple[int, str]:
     while not ready() and run.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     os.killpg(run.pid, signal.SIGINT)
-    _, err = run.communicate(timeout=60)
+    # seconds here; a clean-clone run at load 7 (helpers training beside it) once took over 60
+    _, err = run.communicate(timeout=240)
     return run.returncode, err
 
 
