@@ -224,6 +224,20 @@ def test_rescale_without_window_uses_min_max() -> None:
     assert rg.pixels.min() == 0.0 and rg.pixels.max() == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("slope", [b"abc   ", b"nan   ", b"inf   ", b"0     ", b"1\\2   "])
+def test_a_rescale_that_is_not_a_usable_number_is_read_unscaled(slope: bytes) -> None:
+    """Rescale Slope "abc" was "cannot decode this DICOM file: UFuncTypeError: ... dtype('<U3')",
+    NaN a blank image (and a RuntimeWarning), 0 an image of one value; read unscaled, with a note."""
+    planted = make_dicom(RAMP12, RescaleSlope="7.7777", RescaleIntercept="-5")
+    assert planted.count(b"7.7777") == 1
+    rg = read_image(planted.replace(b"7.7777", slope))
+    np.testing.assert_allclose(rg.pixels, read_image(make_dicom(RAMP12)).pixels, atol=1e-6)
+    assert (
+        "DICOM RescaleSlope is not a usable number; the stored values are read unscaled"
+        in rg.metadata.warnings
+    )
+
+
 def test_voi_lut_sequence_is_applied_and_its_output_range_mapped() -> None:
     item = Dataset()
     item.add_new(0x00283002, "US", [4096, 0, 16])  # LUT Descriptor: entries, first value, bits

@@ -551,6 +551,7 @@ def _to_unit_range(pydicom: Any, arr: np.ndarray, ds: Any, notes: list[str]) -> 
     """
     from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing
 
+    _drop_unusable_rescale(ds, notes)
     values = apply_modality_lut(arr, ds)
     lo = hi = None
     if ds.get("VOILUTSequence"):
@@ -574,6 +575,25 @@ def _to_unit_range(pydicom: Any, arr: np.ndarray, ds: Any, notes: list[str]) -> 
         notes.append("all pixels have the same value")
         return np.zeros(values.shape, dtype=np.float32)
     return np.clip((values - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def _drop_unusable_rescale(ds: Any, notes: list[str]) -> None:
+    """Rescale Slope and Intercept left out, with a note, where either is not a finite number or the
+    slope is 0: "abc" failed inside numpy ("UFuncTypeError: ... dtype('<U3')"), NaN made every pixel
+    NaN (a blank image and a RuntimeWarning), 0 every pixel equal."""
+    for keyword in ("RescaleSlope", "RescaleIntercept"):
+        if keyword not in ds:
+            continue
+        try:
+            value = float(ds[keyword].value)
+        except (TypeError, ValueError):  # text, several values, nothing
+            value = float("nan")
+        if not np.isfinite(value) or (keyword == "RescaleSlope" and value == 0):
+            notes.append(f"DICOM {keyword} is not a usable number; the stored values are read unscaled")
+            for name in ("RescaleSlope", "RescaleIntercept", "RescaleType"):
+                if name in ds:
+                    delattr(ds, name)
+            return
 
 
 def _spacing(ds: Any) -> tuple[float, float] | None:
