@@ -441,6 +441,8 @@ def test_files_of_the_same_name_in_subfolders_keep_predicts_names(
     assert study.images == tuple(names[:2])
     assert study.warnings == (
         f"given more than once, so counted once: {names[2]} (the same image as {names[1]})",
+        "the views come from 2 study folders (patientA/study1, patientB/study1), combined here as one "
+        "examination: are they one? Read apart, each folder is a study",  # two patients: as predict --study
     )
     assert [line.split(",")[1] for line in session.csv_text().splitlines()[1:4]] == names
     assert predict_one(predictor, pacs / "patientA", "patientA/x.jpg").source == "patientA/x.jpg"
