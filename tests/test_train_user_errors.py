@@ -144,7 +144,8 @@ def test_resume_with_other_images_of_the_same_heads_is_refused_and_a_moved_folde
 
 def test_export_names_why_it_read_an_image_that_cannot_be_read(tiny_bundle, tiny_dataset, tmp_path):
     """The fit stopped with the reader's message alone ("broken.jpg: not a supported image ..."),
-    not saying that export reads every training and validation image, nor how to find such files."""
+    not saying that export reads every training and validation image, nor how to find such files;
+    the file is named by its path under the data set (in MURA every view is ``image1.png``)."""
     data = shutil.copytree(tiny_dataset, tmp_path / "data", symlinks=True)
     (data / "val" / "fractured" / "broken.jpg").write_bytes(b"not an image at all")
     out = tmp_path / "bundle"
@@ -153,7 +154,8 @@ def test_export_names_why_it_read_an_image_that_cannot_be_read(tiny_bundle, tiny
     )
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     message = " ".join(result.stderr.split())
-    assert message.startswith("error (unsupported_format): broken.jpg: not a supported image"), message
+    refused = "error (unsupported_format): val/fractured/broken.jpg: not a supported image"
+    assert message.startswith(refused), message
     assert "(an image of the val split, whose outputs the calibration is fitted on" in message
     assert "`fracsight audit DATA` lists the files that cannot be read)" in message
     assert not out.exists()
