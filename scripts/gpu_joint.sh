@@ -15,8 +15,9 @@
 #   fracsight detector bundle runs/gpu-NAME runs/gpu-NAME-bundle --data ../shared/data/fracatlas
 # BASE and HEADS name the bundles to start from (default: the v2 network with v4's heads), DATA the
 # packed data set, RUNS the folder of the run folders (default runs), RUN_LIMIT the seconds each
-# variant may run (SIGINT then; a run that did not end leaves its epoch-N.pt files there but no
-# best.pt, and the summary says so). DEVICE=cpu runs the same on a CPU (tests/test_joint.py).
+# variant may run (SIGINT then: a run that did not end returns as NAME.pt the epoch its rule picks
+# among those done, and its history.json is the list of those epochs, not a finished run's record).
+# DEVICE=cpu runs the same on a CPU (tests/test_joint.py).
 set -uo pipefail
 DATA=${DATA:-.gpu/fracatlas}
 if [ ! -f "$DATA/dataset.csv" ]; then
@@ -42,8 +43,22 @@ pids=()
 for spec in "$@"; do
   read -r name options <<<"$spec"
   # shellcheck disable=SC2086  # the variant's options are words on purpose
-  timeout --signal=INT "${RUN_LIMIT:-480}" $PY -c "from fracsight.cli import main; main()" detector joint \
-      "$BASE" "$HEADS" "$RUNS/gpu-$name" --data "$DATA" --device "$DEVICE" $options >"$OUT/$name.log" 2>&1 &
+  (timeout --signal=INT "${RUN_LIMIT:-480}" $PY -c "from fracsight.cli import main; main()" detector joint \
+      "$BASE" "$HEADS" "$RUNS/gpu-$name" --data "$DATA" --device "$DEVICE" $options >"$OUT/$name.log" 2>&1
+   status=$?
+   # stopped at RUN_LIMIT: the epochs done still come back, the one the joint run's rule picks among
+   # them as best.pt (history.json then stays the list of epochs, without "chosen": a partial run)
+   [ "$status" -ne 0 ] && [ -f "$RUNS/gpu-$name/history.json" ] && $PY - "$RUNS/gpu-$name" >>"$OUT/$name.log" 2>&1 <<'PICK'
+import json, shutil, sys
+from pathlib import Path
+from fracsight.detection.joint import choose_epoch
+run = Path(sys.argv[1])
+history = json.loads((run / "history.json").read_text())
+chosen = choose_epoch(history)
+shutil.copyfile(run / f"epoch-{chosen}.pt", run / "best.pt")
+print(f"stopped after epoch {history[-1]['epoch']}: chosen on validation among those: epoch {chosen}")
+PICK
+   exit "$status") &
   pids+=($!)
 done
 finish_runs "$RUNS" "^epoch [0-9]+:|^epoch 0|chosen|Error|error" "$@"

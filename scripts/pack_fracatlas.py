@@ -1,11 +1,14 @@
 """Write a downscaled copy of a FracAtlas folder, small enough to ship to a remote GPU.
 
-Every image keeps its aspect ratio and is resized so that its longer side is
-``--long-side`` pixels (never enlarged), then saved as JPEG. ``dataset.csv`` (rows of the
-kept splits) and the annotations are copied: FracAtlas boxes are normalized to the
-image size, so they stay valid. Letterboxing the copy at ``--long-side`` gives
-the training pipeline the same input as letterboxing the original, up to
-JPEG re-encoding. The copy is for training only; evaluate on the original.
+Every image is read and resized as the model reads it for a letterbox of ``--long-side``
+pixels (a JPEG decoded at reduced scale, then bilinear; never enlarged), and the letterbox's
+content, without its padding, is saved as JPEG. ``dataset.csv`` (rows of the kept splits) and
+the annotations are copied: FracAtlas boxes are normalized to the image size, so they stay
+valid. Letterboxing the copy at ``--long-side`` (the model's input size) then gives training
+the same pixels as letterboxing the original, up to JPEG re-encoding. (An earlier version
+decoded at full size and resized with Lanczos: sharper pixels than the model ever sees;
+docs/training.md, "The joint recipe on a lent GPU", has what that changed.) The
+copy is for training only; evaluate on the original.
 
     python scripts/pack_fracatlas.py ../shared/data/fracatlas .gpu/fracatlas --long-side 384
 """
@@ -21,18 +24,20 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fracsight.io import read_image
+from fracsight.preprocessing import letterbox_radiograph, read_for_model
 
 
 def _shrink(job: tuple[Path, Path, int, int]) -> int:
     src, dst, long_side, quality = job
-    # fracsight's reader: the same decoding as training (EXIF, 16 bit, tolerant of truncation)
-    pixels = read_image(src).pixels
+    # read and resized exactly as the model's input is (training's letterbox cache does the same)
+    radiograph = read_for_model(src, long_side)
+    pixels = radiograph.pixels
+    h, w = radiograph.full_size or pixels.shape
+    if max(h, w) > long_side:
+        square, box = letterbox_radiograph(radiograph, long_side)
+        nh, nw = max(1, round(h * long_side / max(h, w))), max(1, round(w * long_side / max(h, w)))
+        pixels = square[box.pad_y : box.pad_y + nh, box.pad_x : box.pad_x + nw]
     im = Image.fromarray(np.round(pixels * 255).astype(np.uint8))
-    scale = long_side / max(im.size)
-    if scale < 1:
-        size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
-        im = im.resize(size, Image.Resampling.LANCZOS)
     dst.parent.mkdir(parents=True, exist_ok=True)
     im.save(dst, "JPEG", quality=quality)
     return dst.stat().st_size

@@ -213,25 +213,30 @@ def test_asking_for_cuda_without_a_gpu_is_a_clear_error_and_writes_nothing(detec
 @pytest.mark.slow
 def test_the_gpu_joint_script_runs_its_variants_and_packs_what_comes_back(detector_bundle, tmp_path) -> None:
     """``scripts/gpu_joint.sh`` as a lent GPU session would run it, here with DEVICE=cpu: each variant's
-    chosen checkpoint and one archive of logs and histories, from which a bundle is made here."""
+    chosen checkpoint and one archive of logs and histories, from which a bundle is made here. A
+    variant stopped at RUN_LIMIT (c) returns the epoch its rule picks among those it finished."""
     data, base, grafted = detector_bundle
     out = tmp_path / "out"
     env = {
         **os.environ,
         **{"DATA": str(data), "BASE": str(base), "HEADS": str(grafted), "DEVICE": "cpu"},
-        **{"OUT": str(out), "RUNS": str(tmp_path / "runs"), "PY": sys.executable},
+        **{"OUT": str(out), "RUNS": str(tmp_path / "runs"), "PY": sys.executable, "RUN_LIMIT": "150"},
     }
     script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_joint.sh"
-    variants = ["a --epochs 1", "b --epochs 1 --frozen-stages 0 --lr 1e-4"]
+    variants = ["a --epochs 1", "b --epochs 1 --frozen-stages 0 --lr 1e-4", "c --epochs 200"]
     done = subprocess.run(
         ["bash", str(script), *variants], env=env, capture_output=True, text=True, timeout=600
     )
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.returncode == 1, done.stdout + done.stderr  # c did not end
     assert "[a] epoch 1:" in done.stdout and "[b] chosen on validation" in done.stdout
-    assert sorted(p.name for p in out.iterdir()) == ["a.pt", "b.pt", "logs.tgz"]
+    assert "[c] stopped after epoch" in done.stdout, done.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["a.pt", "b.pt", "c.pt", "logs.tgz"]
     with tarfile.open(out / "logs.tgz") as logs:
-        assert sorted(logs.getnames()) == ["./a.history.json", "./a.log", "./b.history.json", "./b.log"]
+        names = ["./a.history.json", "./a.log", "./b.history.json", "./b.log", "./c.history.json", "./c.log"]
+        assert sorted(logs.getnames()) == names
         history = json.load(logs.extractfile("./b.history.json"))
+        stopped = json.load(logs.extractfile("./c.history.json"))
+    assert isinstance(stopped, list) and 1 <= stopped[-1]["epoch"] < 200  # the epochs done, no record
     assert history["config"]["frozen_stages"] == 0 and history["config"]["device"] == "cpu"
     run = tmp_path / "back"
     run.mkdir()
