@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from conftest import _mini_fracatlas
 from fracsight.cli import app
-from fracsight.evaluation.compare import delong_test, mcnemar_test
+from fracsight.evaluation.compare import delong_test, grouped_mcnemar, mcnemar_test
 from fracsight.evaluation.metrics import auroc
 from fracsight.inference import NOTICE
 
@@ -84,6 +84,34 @@ def test_mcnemar_exact_p_value_equals_the_binomial_test(a_only: int, b_only: int
     assert (result["a_only"], result["b_only"], result["n"]) == (a_only, b_only, a.size)
     expected = 1.0 if a_only + b_only == 0 else stats.binomtest(a_only, a_only + b_only, 0.5).pvalue
     assert result["p_value"] == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize(("a_only", "b_only"), [(0, 5), (1, 9), (7, 2), (0, 0), (30, 12), (4, 0)])
+def test_grouped_mcnemar_with_one_image_a_group_is_the_exact_test(a_only: int, b_only: int) -> None:
+    a = np.array([1] * 40 + [1] * a_only + [0] * b_only + [0] * 11, dtype=bool)
+    b = np.array([1] * 40 + [0] * a_only + [1] * b_only + [0] * 11, dtype=bool)
+    alone = [str(i) for i in range(a.size)]
+    grouped = grouped_mcnemar(a, b, alone)
+    assert grouped["n_groups"] == a.size
+    assert grouped["p_value"] == pytest.approx(mcnemar_test(a, b)["p_value"], rel=1e-9)
+    assert "grouped" not in mcnemar_test(a, b, alone)  # nothing related: the exact test says it all
+
+
+def test_grouped_mcnemar_counts_a_group_of_related_images_once() -> None:
+    a = np.array([1] * 9 + [0] * 2 + [1] * 20, dtype=bool)  # A alone right on 9, B alone on 2
+    b = np.array([0] * 9 + [1] * 2 + [1] * 20, dtype=bool)
+    assert mcnemar_test(a, b)["p_value"] < 0.07
+    # the nine images A alone reads right are near-copies of one radiograph: one unit, not nine;
+    # the flips of (9, 1, 1) all reach |9 - 2|
+    copies = ["x"] * 9 + [str(i) for i in range(9, a.size)]
+    assert mcnemar_test(a, b, copies)["grouped"] == {"n_groups": 23, "p_value": 1.0}
+    # two groups of three A alone has right and none for B: the flips of (3, 3) reach 6 in 2 of 4
+    pairs = ["p"] * 3 + ["q"] * 3 + [str(i) for i in range(6, 20)]
+    a, b = np.array([1] * 6 + [1] * 14, dtype=bool), np.array([0] * 6 + [1] * 14, dtype=bool)
+    assert grouped_mcnemar(a, b, pairs) == {"n_groups": 16, "p_value": 0.5}
+    assert grouped_mcnemar(a, a, pairs)["p_value"] == 1.0  # no image where they differ
+    with pytest.raises(ValueError, match="group keys"):
+        grouped_mcnemar(a, b, pairs[:-1])
 
 
 def test_the_cli_pairs_what_evaluate_gives_each_model(fracatlas_dir: Path, tmp_path: Path) -> None:

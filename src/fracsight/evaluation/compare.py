@@ -11,7 +11,8 @@ on nearly every image. The paired view is sharper because both models read the s
   from a paired bootstrap over whole groups is given beside it (``auroc.grouped``);
 - the decisions at each model's own operating point: sensitivity on the fractured images and
   specificity on the others, each with an exact McNemar test over the images the two models
-  decide differently;
+  decide differently, and beside it, where images come in related groups, the same exact test
+  with each group counted as one unit (``grouped``);
 - the top box: whether it hits a true box (as ``fracsight evaluate`` counts it), with McNemar
   too, and box AP50 for each;
 - two models with a class head (fracture types): whether the top class is right, with McNemar,
@@ -37,7 +38,7 @@ from fracsight.errors import ConfigError, DatasetError
 from fracsight.evaluation.metrics import _average_ranks, auroc, bootstrap_ci
 from fracsight.evaluation.run import positive_label
 
-__all__ = ["compare_models", "delong_test", "mcnemar_test"]
+__all__ = ["compare_models", "delong_test", "grouped_mcnemar", "mcnemar_test"]
 
 
 class NoSharedHeadError(ConfigError):
@@ -92,11 +93,17 @@ def delong_test(y: ArrayLike, p_a: ArrayLike, p_b: ArrayLike) -> dict[str, float
     }
 
 
-def mcnemar_test(right_a: ArrayLike, right_b: ArrayLike) -> dict[str, Any]:
+def mcnemar_test(
+    right_a: ArrayLike, right_b: ArrayLike, groups: Sequence[str] | None = None
+) -> dict[str, Any]:
     """Exact McNemar test of two paired yes/no outcomes (e.g. each model right on each image).
 
     Returns the share of yes for each (``a``, ``b``, over ``n``), the images where only one of
-    them is yes (``a_only``, ``b_only``) and the two-sided exact binomial ``p_value``.
+    them is yes (``a_only``, ``b_only``) and the two-sided exact binomial ``p_value``, which
+    takes the images as independent. ``groups``: each image's group of related images (a
+    patient's, near-duplicates: :func:`~fracsight.data.split_keys`); where some group holds
+    several, ``grouped`` adds the test that counts each group as one unit
+    (:func:`grouped_mcnemar`).
     """
     a = np.asarray(right_a, dtype=bool)
     b = np.asarray(right_b, dtype=bool)
@@ -107,7 +114,7 @@ def mcnemar_test(right_a: ArrayLike, right_b: ArrayLike) -> dict[str, Any]:
     tail = sum(math.comb(discordant, k) for k in range(min(a_only, b_only) + 1))
     p_value = 1.0 if discordant == 0 else min(1.0, float(Fraction(2 * tail, 2**discordant)))
     n = int(a.size)
-    return {
+    result = {
         "a": float(a.mean()) if n else None,
         "b": float(b.mean()) if n else None,
         "n": n,
@@ -115,6 +122,39 @@ def mcnemar_test(right_a: ArrayLike, right_b: ArrayLike) -> dict[str, Any]:
         "b_only": b_only,
         "p_value": p_value,
     }
+    if groups is not None and len(set(groups)) < n:
+        result["grouped"] = grouped_mcnemar(a, b, groups)
+    return result
+
+
+def grouped_mcnemar(right_a: ArrayLike, right_b: ArrayLike, groups: Sequence[str]) -> dict[str, Any]:
+    """McNemar's test with related images counted together: ``{n_groups, p_value}``.
+
+    Each group's difference d = (images only A has right) - (images only B has right). When
+    neither model is better, each group's d is as likely to be -d, so the p-value is the share of
+    the 2^groups sign flips whose |sum of d| reaches the observed one (computed exactly, by
+    convolution over the integer sums). A group of near-copies that both models read alike thus
+    counts once, however many copies it holds. With one image a group it is exactly McNemar's
+    exact test (:func:`mcnemar_test`'s ``p_value``).
+    """
+    a = np.asarray(right_a, dtype=bool)
+    b = np.asarray(right_b, dtype=bool)
+    if len(groups) != a.size or a.shape != b.shape:
+        raise ValueError(f"{a.size} and {b.size} outcomes for {len(groups)} group keys")
+    _, index = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)
+    n_groups = int(index.max()) + 1 if index.size else 0
+    per_image = (a & ~b).astype(np.int64) - (~a & b).astype(np.int64)
+    observed = abs(int(per_image.sum()))
+    d = np.abs(np.bincount(index, weights=per_image, minlength=n_groups)).astype(np.int64)
+    d = d[d != 0]
+    reach = int(d.sum())
+    distribution = np.zeros(2 * reach + 1)  # P(sum of the flipped d = s), s from -reach to +reach
+    distribution[reach] = 1.0
+    for value in d:  # the support stays within +-reach: nothing rolls round the ends
+        distribution = 0.5 * (np.roll(distribution, value) + np.roll(distribution, -value))
+    sums = np.abs(np.arange(-reach, reach + 1))
+    p_value = float(distribution[sums >= observed].sum()) if reach else 1.0
+    return {"n_groups": n_groups, "p_value": min(1.0, p_value)}
 
 
 def compare_models(
@@ -225,7 +265,8 @@ def compare_models(
                 [pr[i].classification.predicted == names[kept[i].labels[CLASS]] for i in labelled]
                 for pr in pairs
             ]
-            result["class_top1"] = mcnemar_test(*right)
+            keys = split_keys([kept[i] for i in labelled])
+            result["class_top1"] = mcnemar_test(*right, keys)
     if not {"auroc", "class_top1"} & set(result):
         raise DatasetError(f"{where}: no image both models read has a label they can be compared on")
     result["notice"] = NOTICE  # as the predictions' JSON (fracsight compare --json)
@@ -312,6 +353,7 @@ def _fracture_comparison(
     prob = [np.array([p.fracture_probability for p in preds]) for preds in (pa, pb)]
     # the decision as `evaluate` counts it: the probability at the point's threshold
     said = [p >= predictor.operating_point.threshold for p, predictor in zip(prob, predictors, strict=True)]
+    keys = np.array(split_keys(kept), dtype=object)  # related images: one unit in the grouped tests
     result: dict[str, Any] = {
         "finding": finding_of(positive),  # "abnormality" on MURA: the binary label is not fracture
         "positive": positive,
@@ -321,8 +363,8 @@ def _fracture_comparison(
         "sensitivity_at_specificity_0.90": {
             key: sensitivity_at_specificity(y, p, 0.9) for key, p in zip("ab", prob, strict=True)
         },
-        "sensitivity": mcnemar_test(said[0][y == 1], said[1][y == 1]),
-        "specificity": mcnemar_test(~said[0][y == 0], ~said[1][y == 0]),
+        "sensitivity": mcnemar_test(said[0][y == 1], said[1][y == 1], keys[y == 1]),
+        "specificity": mcnemar_test(~said[0][y == 0], ~said[1][y == 0], keys[y == 0]),
         "ece": {key: expected_calibration_error(y, p)[0] for key, p in zip("ab", prob, strict=True)},
     }
     study = _study_comparison(kept, y, prob)
@@ -336,7 +378,7 @@ def _fracture_comparison(
             boxes = [list(preds[i].boxes) for i in boxed]
             hits.append([any(top_box_hits(b, t)) for b, t in zip(boxes, trues, strict=True)])
             ap50[key] = average_precision_boxes(boxes, trues, iou_thr=0.5)
-        result["top_box_hits"] = mcnemar_test(*hits)
+        result["top_box_hits"] = mcnemar_test(*hits, keys[boxed])
         result["box_ap50"] = ap50
     return result
 

@@ -88,6 +88,12 @@ def _paired(what: str, block: dict[str, Any]) -> str:
         f"{what}: A {block['a']:.3f}, B {block['b']:.3f} over {block['n']} images; they differ on "
         f"{block['a_only'] + block['b_only']} (A only {block['a_only']}, B only {block['b_only']}), "
         f"McNemar {_p(block['p_value'])}"
+        + (
+            f" (counting the {block['grouped']['n_groups']} groups of related images as units: "
+            f"{_p(block['grouped']['p_value'])})"
+            if "grouped" in block
+            else ""
+        )
     )
 
 
