@@ -218,6 +218,46 @@ def test_round_trip_results_match_fracsight_predict(
     assert_no_identifiers(node.log(), *source_uids, study_uid)
 
 
+def test_a_study_the_node_did_then_processed_over_dicomweb_gets_no_second_set(
+    pacs_and_node: tuple[Orthanc, NodeProcess], fractured: list[Path], tmp_path: Path
+) -> None:
+    """The node and `fracsight dicom study` derive the same result UIDs from the same source, bundle
+    and operating point: a study the node did, processed again over DICOMweb, keeps one set of
+    results (it had two: the node's UIDs were new ones each time)."""
+    orthanc, node = pacs_and_node
+    study_uid = generate_uid()
+    sources = [
+        make_radiograph_dicom(
+            fractured[7 + i], tmp_path / f"{i}.dcm", study_uid=study_uid, instance_number=i + 1
+        )
+        for i in range(2)
+    ]
+    for path in sources:  # into the PACS, whose routing rule sends them to the node
+        orthanc.upload(path)
+    expected = 2 * len(KINDS) + 1
+    orthanc.wait_for_instances(2 + expected, timeout=90, StudyInstanceUID=study_uid)
+    node.wait_status(lambda s: s["backlog"]["to_send"] == 0 and s["backlog"]["open_studies"] == 0)
+    by_node = {str(ds.SOPInstanceUID) for ds in results_in(orthanc, study_uid)}
+    # (a verdict over the first image alone too, had the second come after the node's quiet time)
+    assert len(by_node) >= expected
+    command = [
+        "dicom",
+        "study",
+        study_uid,
+        "--dicomweb",
+        orthanc.dicomweb_url,
+        "--results",
+        "sr,gsps,capture",
+    ]
+    done = CliRunner().invoke(app, command)
+    assert done.exit_code == 0, done.output
+    summary = json.loads(done.stdout)
+    assert summary["predicted"] == 2 and summary["own_results_skipped"] == len(by_node)
+    assert summary["result_objects_stored"] == expected  # stored again: the same objects
+    assert {str(ds.SOPInstanceUID) for ds in results_in(orthanc, study_uid)} == by_node
+    assert len(orthanc.find_instances(StudyInstanceUID=study_uid)) == 2 + len(by_node)
+
+
 def test_ct_is_refused_counted_and_gets_no_results(
     pacs_and_node: tuple[Orthanc, NodeProcess], tmp_path: Path
 ) -> None:

@@ -12,9 +12,7 @@ re-sends the same objects, which the PACS stores once.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -88,16 +86,6 @@ def _value(item: dict[str, Any], tag: str) -> str | None:
     return str(values[0]) if values else None
 
 
-def _made_by(predictor: Predictor) -> str:
-    """A digest of the bundle's metadata (calibration, thresholds, ...), the operating point and
-    fracsight's version (a release may word or encode the results differently)."""
-    from fracsight import __version__
-
-    spec = json.dumps(predictor.spec.to_dict(), sort_keys=True, default=str)
-    point = predictor.operating_point.name if predictor.operating_point else ""
-    return hashlib.sha256(f"{spec}|{point}|{__version__}".encode()).hexdigest()
-
-
 def process_study(
     study_uid: str,
     *,
@@ -122,7 +110,7 @@ def process_study(
     """
     import pydicom
 
-    from fracsight.dicom.results import result_datasets, study_result_datasets
+    from fracsight.dicom.results import image_uid_seed, result_datasets, study_result_datasets, study_uid_seed
 
     source_client = web_client(dicomweb_url, timeout, login)
     outcome = StudyOutcome(study=study_key(study_uid))
@@ -132,9 +120,6 @@ def process_study(
     if not found:
         raise LookupError(f"the DICOMweb service holds no instance of study {outcome.study} (hashed UID)")
     sources, predictions, results = [], [], []
-    # what the results depend on besides their source: the whole bundle (a rebuilt calibration keeps
-    # model.onnx) and the operating point; a change of either files new results, not stale ones
-    made_by = _made_by(predictor)
     for item in found:
         series_uid, sop_uid = _value(item, _SERIES_UID), _value(item, _SOP_UID)
         if not series_uid or not sop_uid:
@@ -160,14 +145,14 @@ def process_study(
             continue
         (prediction,) = predictor.predict_radiographs([radiograph], [f"{key}.dcm"], heatmap=False)
         try:
-            # UIDs derived from the source's: a second run (or one after an interrupted one) stores the
-            # same objects again, which the PACS keeps once, instead of filing a second set of results
+            # UIDs derived from the source's: a second run (or one after an interrupted one, or after
+            # the node) stores the same objects again, which the PACS keeps once
             results += result_datasets(
                 ds,
                 dataclasses.replace(prediction, pixels=radiograph.pixels),
                 predictor,
                 kinds=kinds,
-                uid_seed=f"{sop_uid}|{made_by}",
+                uid_seed=image_uid_seed(sop_uid, predictor),
             )
         except FracsightError as e:  # no results can be placed against it: the others still go
             outcome.refused[key] = e.code
@@ -180,7 +165,7 @@ def process_study(
         verdict = predictor.predict_study(predictions, study=outcome.study)
         outcome.decision = verdict.decision
         outcome.fracture_probability = verdict.fracture_probability
-        seed = "\\".join([*sorted(str(s.SOPInstanceUID) for s in sources), made_by])  # new image: new verdict
+        seed = study_uid_seed([str(s.SOPInstanceUID) for s in sources], predictor)
         results += study_result_datasets(sources, verdict, predictions, predictor, uid_seed=seed)
     if results:  # STOW-RS, one request (one per object if the service fails the whole request)
         stow = StowDestination(stow_url or dicomweb_url, timeout, stow_login if stow_url else login)

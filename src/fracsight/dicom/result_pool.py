@@ -82,12 +82,21 @@ def _result_objects(
     """The encoded result objects of one read and predicted image (``data``: its file)."""
     import pydicom
 
-    from fracsight.dicom.results import quiet_values, result_datasets
+    from fracsight.dicom.results import image_uid_seed, quiet_values, result_datasets
 
     with quiet_values():
         source = pydicom.dcmread(io.BytesIO(data))
+    # the UIDs `fracsight dicom study` derives too: the same results made again, here after a crash
+    # or there over DICOMweb, are the same objects, which the PACS keeps once
     made = result_datasets(
-        source, dataclasses.replace(prediction, pixels=radiograph.pixels), predictor, kinds=kinds
+        source,
+        dataclasses.replace(prediction, pixels=radiograph.pixels),
+        predictor,
+        kinds=kinds,
+        # (no UID of its own: nothing to derive from, and the results refuse such a source anyway)
+        uid_seed=image_uid_seed(str(source.SOPInstanceUID), predictor)
+        if "SOPInstanceUID" in source
+        else None,
     )
     return [encode_dataset(ds) for ds in made]
 
@@ -204,7 +213,7 @@ def make_study_results(
     predicted again from the file), written durably to ``folder``."""
     import pydicom
 
-    from fracsight.dicom.results import quiet_values, study_result_datasets
+    from fracsight.dicom.results import quiet_values, study_result_datasets, study_uid_seed
 
     sources, predictions = [], []
     for key, path, prediction in images:
@@ -226,7 +235,8 @@ def make_study_results(
         return StudyOutcome((), 0)
     try:
         verdict = predictor.predict_study(predictions, study=name)
-        made = study_result_datasets(sources, verdict, predictions, predictor)
+        seed = study_uid_seed([str(s.SOPInstanceUID) for s in sources], predictor)
+        made = study_result_datasets(sources, verdict, predictions, predictor, uid_seed=seed)
         encoded = [encode_dataset(ds) for ds in made]
         return StudyOutcome(tuple(_write_all(encoded, folder, tmp_dir)), len(predictions))
     except OSError as e:  # the spool's disk, as for an image's results: made again later

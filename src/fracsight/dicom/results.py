@@ -20,8 +20,11 @@ the header.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import logging
 import re
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -40,12 +43,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "KINDS",
+    "image_uid_seed",
     "kind_of",
     "quiet_values",
     "read_source",
     "result_datasets",
     "source_header",
     "study_result_datasets",
+    "study_uid_seed",
     "write_new",
 ]
 
@@ -349,6 +354,36 @@ def _build(kind: str, build, *args, **kwargs) -> Dataset:
             f"could not build the {kind} object from this DICOM object ({type(e).__name__}); "
             "the header may hold a value the result objects cannot carry"
         ) from None
+
+
+_MADE_BY: weakref.WeakKeyDictionary[Predictor, tuple[str, str]] = weakref.WeakKeyDictionary()
+
+
+def _made_by(predictor: Predictor) -> str:
+    """A digest of what the results depend on besides their source: the whole bundle (a rebuilt
+    calibration keeps model.onnx), the operating point and fracsight's version (a release may word
+    or encode the results differently). Kept per predictor: the bundle's metadata is large."""
+    from fracsight import __version__
+
+    point = predictor.operating_point.name if predictor.operating_point else ""
+    known = _MADE_BY.get(predictor)
+    if known is None or known[0] != point:
+        spec = json.dumps(predictor.spec.to_dict(), sort_keys=True, default=str)
+        known = (point, hashlib.sha256(f"{spec}|{point}|{__version__}".encode()).hexdigest())
+        _MADE_BY[predictor] = known
+    return known[1]
+
+
+def image_uid_seed(sop_instance_uid: str, predictor: Predictor) -> str:
+    """The ``uid_seed`` of an image's results: the node, ``dicom study`` and a re-run of either
+    derive the same UIDs for the same source, bundle and operating point, so a PACS given the
+    results twice keeps one set; another bundle or operating point files new results beside them."""
+    return f"{sop_instance_uid}|{_made_by(predictor)}"
+
+
+def study_uid_seed(sop_instance_uids: Sequence[str], predictor: Predictor) -> str:
+    """The ``uid_seed`` of a study verdict over these images (a new image: a new verdict)."""
+    return "\\".join([*sorted(sop_instance_uids), _made_by(predictor)])
 
 
 def _result_uid(kind: str, seed: str | None, context: ResultContext) -> str:
