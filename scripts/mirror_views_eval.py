@@ -1,9 +1,9 @@
-"""Validation boxes of a detector read upright, mirrored, and as the mean of both (issue 14).
+"""Validation boxes of a detector read in several views, and as means of views (issue 14).
 
 The detector bundles chose their epoch (and v5 its members) on the upright validation images,
 so their upright validation box AP50 is the best of several tries on those very images. The
-mirrored view is the same radiographs read once more, without that choice; the mean of both
-views is test-time augmentation (twice the network's time per image).
+same radiographs mirrored, turned by 180 degrees, or both, are read without that choice; the
+mean of several views' maps is test-time augmentation (the network's time once per view).
 
     python scripts/mirror_views_eval.py fracatlas-lite0-384-v4 fracatlas-lite0-384-v5
 
@@ -27,6 +27,15 @@ from fracsight.detection.train import box_metrics
 from fracsight.inference.store import resolve_bundle
 
 Outputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+SINGLE = ("upright", "mirrored", "turned 180", "mirrored, turned 180")
+# each figure: the mean of these views (one view: that view); the last two leave out the upright
+# view the detector was chosen on
+VIEWS = {
+    **{name: (name,) for name in SINGLE},
+    "upright + mirrored": ("upright", "mirrored"),
+    "mirrored + turned 180": ("mirrored", "turned 180"),
+    "the three not upright": SINGLE[1:],
+}
 
 
 def unmirror(centre: torch.Tensor, size: torch.Tensor, offset: torch.Tensor) -> Outputs:
@@ -37,9 +46,17 @@ def unmirror(centre: torch.Tensor, size: torch.Tensor, offset: torch.Tensor) -> 
     return torch.flip(centre, [-1]), torch.flip(size, [-1]), offset
 
 
-def mean_of(a: Outputs, b: Outputs) -> Outputs:
-    p = (torch.sigmoid(a[0]) + torch.sigmoid(b[0])) / 2
-    return torch.log(p) - torch.log1p(-p), (a[1] + b[1]) / 2, (a[2] + b[2]) / 2
+def unturn(centre: torch.Tensor, size: torch.Tensor, offset: torch.Tensor) -> Outputs:
+    """An image turned by 180 degrees: its maps as the upright image's (rows and columns reversed,
+    both offsets from the other side; width and height unchanged)."""
+    return torch.flip(centre, [-2, -1]), torch.flip(size, [-2, -1]), 1 - torch.flip(offset, [-2, -1])
+
+
+def mean_of(*views: Outputs) -> Outputs:
+    """The views' maps averaged: centre probabilities (returned as a logit), sizes and offsets."""
+    p = torch.stack([torch.sigmoid(v[0]) for v in views]).mean(0)
+    size = torch.stack([v[1] for v in views]).mean(0)
+    return torch.log(p) - torch.log1p(-p), size, torch.stack([v[2] for v in views]).mean(0)
 
 
 def main() -> None:
@@ -56,18 +73,21 @@ def main() -> None:
         _, val = train_val_samples(dataset, cfg.seed)
         data = _data(val, dataset, cfg.input_size, Path("runs/.cache"))
         boxed = [i for i in range(len(val)) if data.labels["fracture"][i] == 1 and len(data.boxes[i])]
-        views: dict[str, list] = {"upright": [], "mirrored": [], "mean of both": []}
+        views: dict[str, list] = {name: [] for name in VIEWS}
         truths = []
         with torch.no_grad():
             for start in range(0, len(boxed), 16):
                 idx = np.array(boxed[start : start + 16])
                 x, _, boxes = _views(data, idx, np.zeros(len(idx), int), np.zeros(len(idx), bool))
-                upright = model(x)[1]
-                mirrored = unmirror(*model(torch.flip(x, [-1]))[1])
-                for name, out in (("upright", upright), ("mirrored", mirrored)):
+                read = {
+                    "upright": model(x)[1],
+                    "mirrored": unmirror(*model(torch.flip(x, [-1]))[1]),
+                    "turned 180": unturn(*model(torch.flip(x, [-2, -1]))[1]),
+                    "mirrored, turned 180": unmirror(*unturn(*model(torch.flip(x, [-2]))[1])),
+                }
+                for name, parts in VIEWS.items():
+                    out = mean_of(*(read[part] for part in parts))
                     views[name] += [tuple(t[j].numpy() for t in out) for j in range(len(idx))]
-                both = mean_of(upright, mirrored)
-                views["mean of both"] += [tuple(t[j].numpy() for t in both) for j in range(len(idx))]
                 truths += boxes
         for name, outputs in views.items():
             m = box_metrics(outputs, truths)

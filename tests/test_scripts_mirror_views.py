@@ -1,4 +1,4 @@
-"""scripts/mirror_views_eval.py: a mirrored image's detector maps read back as the upright image's."""
+"""scripts/mirror_views_eval.py: a mirrored or turned image's detector maps read back as upright."""
 
 from __future__ import annotations
 
@@ -45,8 +45,13 @@ def test_unmirrored_maps_give_the_upright_box() -> None:
     centre, size, offset = module.unmirror(*_maps(mirrored_box))
     boxes, _ = decode_detections(centre[0].numpy(), size[0].numpy(), offset[0].numpy(), STRIDE, 0.5)
     np.testing.assert_allclose(boxes[0], box, atol=1e-3)
+    # turned by 180 degrees: both axes
+    turned_box = (side - box[2], side - box[3], side - box[0], side - box[1])
+    centre, size, offset = module.unturn(*_maps(turned_box))
+    boxes, _ = decode_detections(centre[0].numpy(), size[0].numpy(), offset[0].numpy(), STRIDE, 0.5)
+    np.testing.assert_allclose(boxes[0], box, atol=1e-3)
     # the mean of a view with itself is that view
     maps = _maps(box)
-    mean = module.mean_of(maps, maps)
+    mean = module.mean_of(maps, maps, maps)
     for a, b in zip(mean, maps, strict=True):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
