@@ -119,6 +119,11 @@ def predict_json(files: list[Path]) -> dict[str, dict[str, Any]]:
     return {r["source"]: r for r in json.loads(result.stdout)["images"]}
 
 
+def study_with_captures(study_uid: str, dicomweb_url: str) -> list[str]:
+    """`fracsight dicom study` making all three kinds of result, as the test node does."""
+    return ["dicom", "study", study_uid, "--dicomweb", dicomweb_url, "--results", "sr,gsps,capture"]
+
+
 def assert_no_identifiers(log: str, *uids: str) -> None:
     for value in PATIENT.values():
         if len(value) >= 5:  # the sex "O" and the like are in any text
@@ -240,16 +245,7 @@ def test_a_study_the_node_did_then_processed_over_dicomweb_gets_no_second_set(
     by_node = {str(ds.SOPInstanceUID) for ds in results_in(orthanc, study_uid)}
     # (a verdict over the first image alone too, had the second come after the node's quiet time)
     assert len(by_node) >= expected
-    command = [
-        "dicom",
-        "study",
-        study_uid,
-        "--dicomweb",
-        orthanc.dicomweb_url,
-        "--results",
-        "sr,gsps,capture",
-    ]
-    done = CliRunner().invoke(app, command)
+    done = CliRunner().invoke(app, study_with_captures(study_uid, orthanc.dicomweb_url))
     assert done.exit_code == 0, done.output
     summary = json.loads(done.stdout)
     assert summary["predicted"] == 2 and summary["own_results_skipped"] == len(by_node)
@@ -468,18 +464,7 @@ def test_a_study_named_by_uid_is_processed_over_dicomweb(fractured: list[Path], 
         # run again, twice, with captures: fracsight's own objects (the capture is Modality OT and
         # looks like a radiograph) are never read back as radiographs of the study
         for _ in range(2):
-            again = CliRunner().invoke(
-                app,
-                [
-                    "dicom",
-                    "study",
-                    study_uid,
-                    "--dicomweb",
-                    orthanc.dicomweb_url,
-                    "--results",
-                    "sr,gsps,capture",
-                ],
-            )
+            again = CliRunner().invoke(app, study_with_captures(study_uid, orthanc.dicomweb_url))
             assert again.exit_code == 0, again.output
             rerun = json.loads(again.stdout)
             assert rerun["predicted"] == 2
