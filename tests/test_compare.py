@@ -261,7 +261,7 @@ def test_mura_studies_are_compared_per_study_as_evaluate_measures_them(
 def test_related_images_get_a_grouped_interval_beside_delongs(fracatlas_dir: Path) -> None:
     """DeLong takes the images as independent; FracAtlas test's 687 images are 535 groups of related
     ones (one of 77), which `evaluate` resamples whole: `compare` now does too, beside DeLong."""
-    from fracsight.data import FRACTURE, load_dataset
+    from fracsight.data import FRACTURE, load_dataset, split_keys
     from fracsight.evaluation.compare import _grouped_difference
 
     kept = [s for s in load_dataset(fracatlas_dir).split("test") if FRACTURE in s.labels]
@@ -269,8 +269,8 @@ def test_related_images_get_a_grouped_interval_beside_delongs(fracatlas_dir: Pat
     rng = np.random.default_rng(0)
     pa = np.clip(0.3 * y + rng.normal(0.35, 0.2, y.size), 0, 1)
     pb = np.clip(pa + rng.normal(0, 0.1, y.size), 0, 1)
-    grouped = _grouped_difference(kept, y, [pa, pb])["grouped"]
+    grouped = _grouped_difference(split_keys(kept), y, [pa, pb])["grouped"]
     assert grouped["n_groups"] == 535
     difference = auroc(y, pb) - auroc(y, pa)
     assert grouped["ci_low"] < difference < grouped["ci_high"]
-    assert _grouped_difference(kept[:1] + kept[-1:], y[[0, -1]], [pa[[0, -1]], pb[[0, -1]]]) == {}
+    assert _grouped_difference(split_keys(kept[:1] + kept[-1:]), y[[0, -1]], [pa[[0, -1]], pb[[0, -1]]]) == {}

@@ -85,7 +85,7 @@ def test_no_interval_where_every_resample_is_the_same():
 
 def test_compare_draws_no_grouped_interval_from_one_group(tmp_path):
     """Four views of one patient: the paired group bootstrap drew that one group every time."""
-    from fracsight.data import Sample
+    from fracsight.data import Sample, split_keys
     from fracsight.evaluation.compare import _grouped_difference
 
     kept = []
@@ -95,9 +95,9 @@ def test_compare_draws_no_grouped_interval_from_one_group(tmp_path):
         kept.append(Sample(path, labels={"fracture": i % 2}, group="patient1"))
     y = np.array([0, 1, 0, 1])
     probs = [np.array([0.2, 0.6, 0.7, 0.3]), np.array([0.1, 0.9, 0.4, 0.5])]
-    assert _grouped_difference(kept, y, probs) == {}
+    assert _grouped_difference(split_keys(kept), y, probs) == {}
     two = [*kept[:2], *(Sample(s.path, s.labels, group="patient2") for s in kept[2:])]
-    assert _grouped_difference(two, y, probs)["grouped"]["n_groups"] == 2
+    assert _grouped_difference(split_keys(two), y, probs)["grouped"]["n_groups"] == 2
 
 
 def test_compare_names_two_bundles_of_one_name_by_what_was_typed(tiny_bundle, tiny_dataset, tmp_path):

@@ -353,13 +353,14 @@ def _fracture_comparison(
     prob = [np.array([p.fracture_probability for p in preds]) for preds in (pa, pb)]
     # the decision as `evaluate` counts it: the probability at the point's threshold
     said = [p >= predictor.operating_point.threshold for p, predictor in zip(prob, predictors, strict=True)]
-    keys = np.array(split_keys(kept), dtype=object)  # related images: one unit in the grouped tests
+    # related images (hashing every file for exact copies: once): one unit in the grouped figures
+    keys = np.array(split_keys(kept), dtype=object)
     result: dict[str, Any] = {
         "finding": finding_of(positive),  # "abnormality" on MURA: the binary label is not fracture
         "positive": positive,
         "n_fracture_labelled": len(kept),
         "n_positive": int(y.sum()),
-        "auroc": {**delong_test(y, prob[0], prob[1]), **_grouped_difference(kept, y, prob)},
+        "auroc": {**delong_test(y, prob[0], prob[1]), **_grouped_difference(keys, y, prob)},
         "sensitivity_at_specificity_0.90": {
             key: sensitivity_at_specificity(y, p, 0.9) for key, p in zip("ab", prob, strict=True)
         },
@@ -383,12 +384,12 @@ def _fracture_comparison(
     return result
 
 
-def _grouped_difference(kept: list[Any], y: np.ndarray, prob: list[np.ndarray]) -> dict[str, Any]:
+def _grouped_difference(keys: Sequence[str], y: np.ndarray, prob: list[np.ndarray]) -> dict[str, Any]:
     """``{"grouped": {n_groups, ci_low, ci_high}}``: the 95% interval of AUROC B - A from a paired
-    bootstrap that resamples whole groups of related images (:func:`~fracsight.data.split_keys`,
-    as ``evaluate``'s intervals do); empty where every image is a group of its own. FracAtlas
-    test: 687 images in 535 groups, one of 77."""
-    keys = split_keys(kept)
+    bootstrap that resamples whole groups of related images (``keys``, each image's
+    :func:`~fracsight.data.split_keys`, as ``evaluate``'s intervals do); empty where every image is
+    a group of its own. FracAtlas test: 687 images in 535 groups, one of 77."""
+    keys = list(keys)
     if len(set(keys)) in (1, len(keys)):  # one group is drawn the same every time: no interval
         return {}
 
