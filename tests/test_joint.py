@@ -104,6 +104,11 @@ def test_joint_run_and_its_bundle_through_the_cli(detector_bundle, tmp_path: Pat
         "1",
         "--distill",
         "0.1",
+        "--zoom",
+        "0.8",
+        "1.25",
+        "--shift",
+        "0.05",
     ]
     done = runner.invoke(app, [*args, "--out", str(out), "--version", "9", "--evaluate", "test"])
     assert done.exit_code == 0, done.output
@@ -132,6 +137,41 @@ def test_joint_run_and_its_bundle_through_the_cli(detector_bundle, tmp_path: Pat
     # the run folder is never overwritten
     again = runner.invoke(app, args)
     assert again.exit_code != 0 and "not empty" in again.output
+
+
+def test_zoomed_views_carry_their_boxes_along() -> None:
+    """The warp and the box arithmetic agree: a bright square drawn where a box is lies where the
+    moved box says after any zoom and shift; a box pushed out of the view is dropped."""
+    from fracsight.detection.joint import _zoomed
+
+    size = 96
+    boxes = [np.array([[30.0, 40.0, 50.0, 56.0]]), np.array([[2.0, 2.0, 12.0, 12.0]])]
+    x = torch.zeros(2, 1, size, size)
+    for i, b in enumerate(boxes):
+        x0, y0, x1, y1 = b[0].astype(int)
+        x[i, 0, y0:y1, x0:x1] = 1.0
+    gen = np.random.default_rng(3)
+    for _ in range(5):
+        zoomed, masks, moved = _zoomed(x, x.clone(), boxes, (0.7, 1.6), 0.1, gen)
+        assert torch.equal(zoomed, masks)
+        for view, box in zip(zoomed[:, 0], moved, strict=True):
+            rows, cols = np.nonzero(view.numpy() > 0.5)
+            if len(box) == 0:  # dropped: under a third of the square is left in the view
+                inside = (view.numpy() > 0.5).sum()
+                assert inside < 0.4 * 10 * 10 * 1.6**2
+                continue
+            found = [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]
+            np.testing.assert_allclose(box[0], found, atol=1.6)
+    # the corner square leaves a view magnified about the centre
+    _, _, moved = _zoomed(x[1:], x[1:], boxes[1:], (2.0, 2.0), 0.0, gen)
+    assert len(moved[0]) == 0
+
+
+def test_a_zoom_range_that_means_nothing_is_refused(detector_bundle, tmp_path: Path) -> None:
+    data, base, grafted = detector_bundle
+    args = ["detector", "joint", str(base), str(grafted), str(tmp_path / "run"), "--data", str(data)]
+    done = CliRunner().invoke(app, [*args, "--zoom", "1.5", "0.5"])
+    assert done.exit_code == 2 and "--zoom" in done.output and not (tmp_path / "run").exists()
 
 
 def test_joint_checkpoints_record_what_the_fracture_head_means(detector_bundle, tmp_path: Path) -> None:

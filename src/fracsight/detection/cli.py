@@ -232,6 +232,13 @@ def joint(
             min=0.0, help="Weight of the starting network's upright logits as a teacher of the turned views."
         ),
     ] = 0.0,
+    zoom: Annotated[
+        tuple[float, float],
+        typer.Option(help="Each training view zoomed by a factor drawn between these two (1 1: none)."),
+    ] = (1.0, 1.0),
+    shift: Annotated[
+        float, typer.Option(min=0.0, max=0.5, help="Each training view shifted by up to this part of its side.")
+    ] = 0.0,
     name: Annotated[str | None, typer.Option(help="Name of the new model (default: MODEL's).")] = None,
     version: Annotated[
         str | None, typer.Option(help="Version of the new model (default: HEADS' plus one).")
@@ -260,6 +267,8 @@ def joint(
     command = invocation()
     if evaluate_split and out is None:  # it measures the bundle --out writes: without it, nothing
         raise typer.BadParameter("needs --out: the bundle to measure", param_hint="--evaluate")
+    if not 0 < zoom[0] <= zoom[1] <= 4:
+        raise typer.BadParameter("two factors with 0 < LOW <= HIGH <= 4", param_hint="--zoom")
     with user_errors():
         if run.exists() and not run.is_dir():
             raise typer.BadParameter(f"{run} exists and is not a folder", param_hint="RUN")
@@ -285,7 +294,13 @@ def joint(
                 dataset,
                 run,
                 JointConfig(
-                    epochs=epochs, lr=lr, frozen_stages=frozen_stages, distill_weight=distill, device=device
+                    epochs=epochs,
+                    lr=lr,
+                    frozen_stages=frozen_stages,
+                    distill_weight=distill,
+                    zoom=zoom,
+                    shift=shift,
+                    device=device,
                 ),
                 name=name or load_bundle_spec(base_dir).name,
                 version=version or next_version(load_bundle_spec(heads_dir).version, "joint"),

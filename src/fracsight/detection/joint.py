@@ -78,6 +78,12 @@ class JointConfig:
     # >0: the starting network, reading each image upright, teaches the fracture and region
     # logits of the turned view (keeps the ranking it had while the features learn boxes)
     distill_weight: float = 0.0
+    # each training view also zoomed by a factor drawn from this range (above 1: magnified and
+    # cropped; below 1: shrunk inside the border) and shifted by up to ``shift`` of its side, the
+    # boxes following: what detectors train with, where the turns alone let the detector learn
+    # the views by heart (docs/training.md)
+    zoom: tuple[float, float] = (1.0, 1.0)
+    shift: float = 0.0
     seed: int = 0
     max_samples: int = 0  # >0: only this many training images (smoke tests)
     device: str = "auto"  # auto, cpu or cuda; the data stays on the CPU and goes over batch by batch
@@ -192,6 +198,33 @@ def _views(data: _Data, idx: np.ndarray, turns: np.ndarray, mirrors: np.ndarray)
         boxes.append(turn_boxes(b, int(k), size))
     as_tensor = lambda a: torch.from_numpy(np.stack(a)).unsqueeze(1).float() / 255  # noqa: E731
     return as_tensor(images), as_tensor(masks), boxes
+
+
+def _zoomed(
+    x: torch.Tensor, masks: torch.Tensor, boxes: list[np.ndarray], zoom: tuple[float, float], shift: float,
+    gen: np.random.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, list[np.ndarray]]:
+    """Views zoomed about their centre by a factor in ``zoom`` and shifted by up to ``shift`` of
+    their side (one bilinear warp, zero border as the letterbox's), with the boxes moved alike:
+    clipped to the view, dropped when under a third of a box is left in it."""
+    n, size = len(x), x.shape[-1]
+    scale = gen.uniform(zoom[0], zoom[1], n)
+    move = gen.uniform(-shift, shift, (n, 2)) * 2  # in the warp's units: the side is 2
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = torch.from_numpy(1 / scale).float()
+    theta[:, :, 2] = torch.from_numpy(move).float()
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    masks = F.grid_sample(masks, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    moved = []
+    for b, s, (tx, ty) in zip(boxes, scale, move, strict=True):
+        # the warp reads the view at u / s + t (u, t in [-1, 1] units): a point p goes to s (p - t)
+        centred = b.reshape(-1, 4) * 2 / size - 1 - np.array([tx, ty, tx, ty])
+        out = (s * centred + 1) * size / 2
+        kept = np.clip(out, 0, size)
+        area = lambda a: (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])  # noqa: E731
+        moved.append(kept[area(kept) >= area(out) / 3].astype(b.dtype))
+    return x, masks, moved
 
 
 def _targets(data: _Data, idx: np.ndarray, masks: torch.Tensor, grid: int) -> Targets:
@@ -350,6 +383,8 @@ def train_joint(
             turns = gen.integers(0, 4, len(idx))
             mirrors = gen.random(len(idx)) < 0.5
             x, masks, boxes = _views(train, idx, turns, mirrors)
+            if cfg.zoom != (1.0, 1.0) or cfg.shift:
+                x, masks, boxes = _zoomed(x, masks, boxes, cfg.zoom, cfg.shift, gen)
             x, _ = augment_batch(x, masks, _EXPOSURE, torch_gen)  # on the CPU: its generator is there
             x, masks = x.to(device, non_blocking=True), masks.to(device, non_blocking=True)
             model.eval()  # identities stay identities; the heads' dropout is the only difference
