@@ -10,7 +10,9 @@ finish_runs() {
   for spec in "$@"; do
     read -r name _ <<<"$spec"
     grep -E "$pattern" "$OUT/$name.log" | tail -40 | sed "s/^/[$name] /"
-    if [ -f "$runs/gpu-$name/best.pt" ]; then
+    if compgen -G "$OUT/$name.epoch-*.pt" >/dev/null; then
+      :  # a joint run that kept its start brought back another epoch instead (gpu_joint.sh)
+    elif [ -f "$runs/gpu-$name/best.pt" ]; then
       cp "$runs/gpu-$name/best.pt" "$OUT/$name.pt"
     else
       echo "[$name] no best.pt: the run did not end (see $name.log)"

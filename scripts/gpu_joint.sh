@@ -11,15 +11,17 @@
 # runs do not read (weights/*-v5*/model.onnx, 18 MB) out of the tree for the call and back after.
 # Four variants of 24 epochs took 475 s on an H200 (16-20 s an epoch each, side by side).
 #
-# Per variant NAME, $OUT/NAME.pt is the chosen epoch's checkpoint (best.pt) and logs.tgz holds every
-# log and history.json. Back here, each becomes a bundle measured on the original images:
-#   mkdir -p runs/gpu-NAME && cp OUT/NAME.pt runs/gpu-NAME/best.pt
+# Per variant NAME, $OUT/NAME.pt is the chosen epoch's checkpoint (best.pt), or, when the rule kept
+# the start (epoch 0, here already), NAME.epoch-K.pt, the epoch K with the best validation box AP50;
+# logs.tgz holds every log and history.json. Back here, each becomes a bundle measured on the
+# original images:
+#   mkdir -p runs/gpu-NAME && cp OUT/NAME.pt runs/gpu-NAME/best.pt    # or NAME.epoch-K.pt as epoch-K.pt
 #   tar -xzOf OUT/logs.tgz ./NAME.history.json > runs/gpu-NAME/history.json
-#   fracsight detector bundle runs/gpu-NAME runs/gpu-NAME-bundle --data ../shared/data/fracatlas
+#   fracsight detector bundle runs/gpu-NAME runs/gpu-NAME-bundle --data ../shared/data/fracatlas  # [--epoch K]
 # BASE and HEADS name the bundles to start from (default: the v2 network with v4's heads), DATA the
 # packed data set, RUNS the folder of the run folders (default runs), RUN_LIMIT the seconds each
-# variant may run (SIGINT then: a run that did not end returns as NAME.pt the epoch its rule picks
-# among those done, and its history.json is the list of those epochs, not a finished run's record).
+# variant may run (SIGINT then: a run keeps best.pt and history.json as of the epochs done, with
+# "finished": false, and is bundled like any other).
 # DEVICE=cpu runs the same on a CPU (tests/test_joint.py).
 set -uo pipefail
 DATA=${DATA:-.gpu/fracatlas}
@@ -49,18 +51,18 @@ for spec in "$@"; do
   (timeout --signal=INT "${RUN_LIMIT:-480}" $PY -c "from fracsight.cli import main; main()" detector joint \
       "$BASE" "$HEADS" "$RUNS/gpu-$name" --data "$DATA" --device "$DEVICE" $options >"$OUT/$name.log" 2>&1
    status=$?
-   # stopped at RUN_LIMIT: the epochs done still come back, the one the joint run's rule picks among
-   # them as best.pt (history.json then stays the list of epochs, without "chosen": a partial run)
-   [ "$status" -ne 0 ] && [ -f "$RUNS/gpu-$name/history.json" ] && $PY - "$RUNS/gpu-$name" >>"$OUT/$name.log" 2>&1 <<'PICK'
+   # epoch 0 chosen: the start, which is here already, so the epoch with the best validation box AP50
+   # comes back instead as NAME.epoch-K.pt, to be looked at (`detector bundle RUN OUT --epoch K`)
+   [ -f "$RUNS/gpu-$name/history.json" ] && $PY - "$RUNS/gpu-$name" "$OUT/$name" >>"$OUT/$name.log" 2>&1 <<'BOXES'
 import json, shutil, sys
 from pathlib import Path
-from fracsight.detection.joint import choose_epoch
-run = Path(sys.argv[1])
-history = json.loads((run / "history.json").read_text())
-chosen = choose_epoch(history)
-shutil.copyfile(run / f"epoch-{chosen}.pt", run / "best.pt")
-print(f"stopped after epoch {history[-1]['epoch']}: chosen on validation among those: epoch {chosen}")
-PICK
+run, out = Path(sys.argv[1]), sys.argv[2]
+record = json.loads((run / "history.json").read_text())
+if record["chosen"] == 0 and len(record["epochs"]) > 1:
+    k = max(record["epochs"][1:], key=lambda h: h["val_ap50"])["epoch"]
+    shutil.copyfile(run / f"epoch-{k}.pt", f"{out}.epoch-{k}.pt")
+    print(f"epoch 0 chosen: epoch {k}, the best box AP50 on validation, comes back instead")
+BOXES
    exit "$status") &
   pids+=($!)
 done

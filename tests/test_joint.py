@@ -252,9 +252,10 @@ def test_asking_for_cuda_without_a_gpu_is_a_clear_error_and_writes_nothing(detec
 
 @pytest.mark.slow
 def test_the_gpu_joint_script_runs_its_variants_and_packs_what_comes_back(detector_bundle, tmp_path) -> None:
-    """``scripts/gpu_joint.sh`` as a lent GPU session would run it, here with DEVICE=cpu: each variant's
-    chosen checkpoint and one archive of logs and histories, from which a bundle is made here. A
-    variant stopped at RUN_LIMIT (c) returns the epoch its rule picks among those it finished."""
+    """``scripts/gpu_joint.sh`` as a lent GPU session would run it, here with DEVICE=cpu: per variant
+    one checkpoint (the chosen epoch, or the best-box epoch when the start was chosen) and one
+    archive of logs and histories, from which a bundle is made here. A variant stopped at
+    RUN_LIMIT (c) is a shorter run: its record says so, and it is bundled like the others."""
     data, base, grafted = detector_bundle
     out = tmp_path / "out"
     env = {
@@ -263,30 +264,45 @@ def test_the_gpu_joint_script_runs_its_variants_and_packs_what_comes_back(detect
         **{"OUT": str(out), "RUNS": str(tmp_path / "runs"), "PY": sys.executable, "RUN_LIMIT": "150"},
     }
     script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_joint.sh"
-    variants = ["a --epochs 1", "b --epochs 1 --frozen-stages 0 --lr 1e-4", "c --epochs 200"]
+    variants = ["a --epochs 1", "b --epochs 1 --frozen-stages 0 --lr 1e-4", "c --epochs 200 --zoom 0.8 1.25"]
     done = subprocess.run(
         ["bash", str(script), *variants], env=env, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 1, done.stdout + done.stderr  # c did not end
     assert "[a] epoch 1:" in done.stdout and "[b] chosen on validation" in done.stdout
-    assert "[c] stopped after epoch" in done.stdout, done.stdout
-    assert sorted(p.name for p in out.iterdir()) == ["a.pt", "b.pt", "c.pt", "logs.tgz"]
+    assert "[c] interrupted: " in done.stdout and "best.pt is epoch" in done.stdout, done.stdout
     with tarfile.open(out / "logs.tgz") as logs:
         names = ["./a.history.json", "./a.log", "./b.history.json", "./b.log", "./c.history.json", "./c.log"]
         assert sorted(logs.getnames()) == names
-        history = json.load(logs.extractfile("./b.history.json"))
-        stopped = json.load(logs.extractfile("./c.history.json"))
-    assert isinstance(stopped, list) and 1 <= stopped[-1]["epoch"] < 200  # the epochs done, no record
-    assert history["config"]["frozen_stages"] == 0 and history["config"]["device"] == "cpu"
-    run = tmp_path / "back"
+        records = {v: json.load(logs.extractfile(f"./{v}.history.json")) for v in "abc"}
+    assert records["b"]["config"]["frozen_stages"] == 0 and records["b"]["config"]["device"] == "cpu"
+    assert records["b"]["finished"] and not records["c"]["finished"]
+    assert 1 <= records["c"]["epochs"][-1]["epoch"] < 200 and records["c"]["config"]["zoom"] == [0.8, 1.25]
+    back = {}
+    for v, record in records.items():
+        came = sorted(p.name for p in out.glob(f"{v}.*pt"))
+        if record["chosen"] == 0:  # the start is here already: the best-box epoch came back
+            k = max(record["epochs"][1:], key=lambda h: h["val_ap50"])["epoch"]
+            assert came == [f"{v}.epoch-{k}.pt"] and f"[{v}] epoch 0 chosen" in done.stdout
+            back[v] = (f"epoch-{k}.pt", ["--epoch", str(k)])
+        else:
+            assert came == [f"{v}.pt"]
+            back[v] = ("best.pt", [])
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["logs.tgz", *(f"{v}.pt" if name == "best.pt" else f"{v}.{name}" for v, (name, _) in back.items())]
+    )
+    run = tmp_path / "back"  # the stopped run, made into a bundle here
     run.mkdir()
-    (run / "best.pt").write_bytes((out / "b.pt").read_bytes())
-    (run / "history.json").write_text(json.dumps(history))
+    name, epoch = back["c"]
+    (run / name).write_bytes((out / ("c.pt" if name == "best.pt" else f"c.{name}")).read_bytes())
+    (run / "history.json").write_text(json.dumps(records["c"]))
     made = CliRunner().invoke(
-        app, ["detector", "bundle", str(run), str(tmp_path / "bundle"), "--data", str(data)]
+        app, ["detector", "bundle", str(run), str(tmp_path / "bundle"), "--data", str(data), *epoch]
     )
     assert made.exit_code == 0, made.output
     assert load_bundle_spec(tmp_path / "bundle").localization["boxes"] == "detector"
+    card = (tmp_path / "bundle" / "card.md").read_text()
+    assert "200 epochs planned, stopped after epoch" in card and "zoomed by 0.8-1.25" in card
 
 
 def test_joint_refuses_data_without_boxes_before_writing(detector_bundle, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -147,18 +148,21 @@ def _say_cache(folder: Path) -> None:
 
 @contextmanager
 def _joint_interrupted(run: Path) -> Iterator[None]:
-    """Ctrl-C in a joint run: exit 130 saying what RUN holds; "the command stopped" left the user to
-    find that the epochs kept cannot be bundled (no epoch chosen) nor the run continued."""
+    """Ctrl-C in a joint run: exit 130 saying what RUN holds (the epochs done, best.pt chosen among
+    them, which `detector bundle` makes a bundle of) and that the run cannot be continued."""
     try:
         yield
     except KeyboardInterrupt:
-        numbers = (p.stem.removeprefix("epoch-") for p in run.glob("epoch-*.pt"))
-        epochs = sorted(int(n) for n in numbers if n.isdigit())
-        held = f"epochs {epochs[0]} to {epochs[-1]} of " if len(epochs) > 1 else ""
-        held = f"epoch {epochs[0]} of " if len(epochs) == 1 else held
+        try:
+            record = json.loads((run / "history.json").read_text(encoding="utf-8"))
+            done, chosen = record["epochs"][-1]["epoch"], record["chosen"]
+        except (OSError, ValueError, KeyError, IndexError, TypeError):  # stopped before epoch 0 was kept
+            typer.echo(f"interrupted: {run} holds no epoch of the run yet", err=True)
+            raise typer.Exit(130) from None
         typer.echo(
-            f"interrupted: {run} holds {held}an unfinished run, which `detector bundle` cannot use (no "
-            "epoch was chosen) and which cannot be continued: start again in another folder",
+            f"interrupted: {run} holds epochs 0 to {done}; best.pt is epoch {chosen}, chosen on validation "
+            f"among them (`fracsight detector bundle {run} OUT` makes its bundle); the run cannot be "
+            "continued: start again in another folder",
             err=True,
         )
         raise typer.Exit(130) from None
@@ -237,7 +241,8 @@ def joint(
         typer.Option(help="Each training view zoomed by a factor drawn between these two (1 1: none)."),
     ] = (1.0, 1.0),
     shift: Annotated[
-        float, typer.Option(min=0.0, max=0.5, help="Each training view shifted by up to this part of its side.")
+        float,
+        typer.Option(min=0.0, max=0.5, help="Each training view shifted by up to this part of its side."),
     ] = 0.0,
     name: Annotated[str | None, typer.Option(help="Name of the new model (default: MODEL's).")] = None,
     version: Annotated[

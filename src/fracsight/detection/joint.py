@@ -201,7 +201,11 @@ def _views(data: _Data, idx: np.ndarray, turns: np.ndarray, mirrors: np.ndarray)
 
 
 def _zoomed(
-    x: torch.Tensor, masks: torch.Tensor, boxes: list[np.ndarray], zoom: tuple[float, float], shift: float,
+    x: torch.Tensor,
+    masks: torch.Tensor,
+    boxes: list[np.ndarray],
+    zoom: tuple[float, float],
+    shift: float,
     gen: np.random.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor, list[np.ndarray]]:
     """Views zoomed about their centre by a factor in ``zoom`` and shifted by up to ``shift`` of
@@ -321,11 +325,13 @@ def train_joint(
     command: str = "",
     log=print,
 ) -> list[dict[str, Any]]:
-    """Fine-tune jointly; write ``run_dir/epoch-N.pt`` for every epoch, ``best.pt`` (the chosen
-    one) and ``history.json``. Returns the history (epoch 0: the starting weights). Refused, before
-    anything is written, for data whose binary label means something else than the base's fracture
-    head (the fine-tuned head would be made to find it under the base's name) and for data without
-    fracture boxes (the detector would learn that there are none)."""
+    """Fine-tune jointly; write ``run_dir/epoch-N.pt`` for every epoch, and after each one
+    ``best.pt`` (the epoch chosen among those done) and ``history.json`` (``finished`` once the
+    last epoch is done): a run stopped early can still be bundled. Returns the history (epoch 0:
+    the starting weights). Refused, before anything is written, for data whose binary label means
+    something else than the base's fracture head (the fine-tuned head would be made to find it
+    under the base's name) and for data without fracture boxes (the detector would learn that
+    there are none)."""
     head = load_bundle_spec(base_dir).head("fracture")
     dataset.refuse_other_binary_label(
         head.classes if head else (), "fine-tune on data labelled as the base's (--data)"
@@ -372,9 +378,34 @@ def train_joint(
     torch_gen = torch.Generator().manual_seed(cfg.seed)
     grid = size // 32
 
+    heads_spec = load_bundle_spec(heads_dir)
     history = [{"epoch": 0, **_validate(model, val, 0)}]
+
+    def keep(finished: bool) -> int:
+        """best.pt and history.json as of the epochs done: a run stopped early is a shorter run,
+        which ``detector bundle`` makes a bundle of like any other."""
+        chosen = choose_epoch(history)
+        kept = (run_dir / f"epoch-{chosen}.pt").read_bytes()
+        replace_atomically(run_dir / "best.pt", lambda p: p.write_bytes(kept))
+        record = {
+            "chosen": chosen,
+            "finished": finished,
+            "command": command,
+            # how the starting point was made: the heads' bundle, grafted onto the base
+            "start_commands": heads_spec.training.get("commands", []),
+            "base": load_bundle_spec(base_dir).provenance,
+            "heads": heads_spec.provenance,
+            "config": dataclasses.asdict(cfg),
+            "n_train": len(train_samples),
+            "n_val": len(val_samples),
+            "epochs": history,
+        }
+        replace_atomically(run_dir / "history.json", lambda p: p.write_text(json.dumps(record, indent=1)))
+        return chosen
+
     log("epoch 0 (start): " + _line(history[0]))
     save_checkpoint(_checkpoint(model, train_cfg, fracture), run_dir / "epoch-0.pt")
+    keep(finished=False)
     for epoch in range(1, cfg.epochs + 1):
         t0, running, part_sums = time.time(), 0.0, {}
         order = gen.permutation(n)
@@ -422,24 +453,8 @@ def train_joint(
         history.append(record)
         log(f"epoch {epoch}: " + _line(record))
         save_checkpoint(_checkpoint(average.model, train_cfg, fracture), run_dir / f"epoch-{epoch}.pt")
-        replace_atomically(run_dir / "history.json", lambda p: p.write_text(json.dumps(history, indent=1)))
-    chosen = choose_epoch(history)
+        chosen = keep(finished=epoch == cfg.epochs)
     log(f"chosen on validation: epoch {chosen}")
-    (run_dir / "best.pt").write_bytes((run_dir / f"epoch-{chosen}.pt").read_bytes())
-    heads_spec = load_bundle_spec(heads_dir)
-    record = {
-        "chosen": chosen,
-        "command": command,
-        # how the starting point was made: the heads' bundle, grafted onto the base
-        "start_commands": heads_spec.training.get("commands", []),
-        "base": load_bundle_spec(base_dir).provenance,
-        "heads": heads_spec.provenance,
-        "config": dataclasses.asdict(cfg),
-        "n_train": len(train_samples),
-        "n_val": len(val_samples),
-        "epochs": history,
-    }
-    replace_atomically(run_dir / "history.json", lambda p: p.write_text(json.dumps(record, indent=1)))
     return history
 
 

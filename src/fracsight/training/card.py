@@ -472,6 +472,20 @@ def _detector_recipe(cfg: dict) -> str:
     return f" Beyond CenterNet's losses: {'; '.join(parts)}." if parts else ""
 
 
+def _zoom(cfg: dict) -> str:
+    low, high = cfg.get("zoom") or (1.0, 1.0)
+    if (low, high) == (1.0, 1.0) and not cfg.get("shift"):
+        return ""
+    shift = cfg.get("shift", 0)
+    return f" zoomed by {low:g}-{high:g} and shifted by up to {shift:g} of its side (boxes following),"
+
+
+def _joint_epochs(joint: dict, cfg: dict) -> str:
+    planned = _epochs(cfg.get("epochs"))
+    done = (joint.get("epochs") or [{}])[-1].get("epoch")
+    return planned if joint.get("finished", True) else f"{planned} planned, stopped after epoch {done}"
+
+
 def _joint_section(spec: BundleSpec) -> list[str]:
     joint, loc, orient, val, cfg = _heads_inputs(spec, "joint")
     if not joint:
@@ -497,10 +511,10 @@ def _joint_section(spec: BundleSpec) -> list[str]:
         f"- The network of {joint.get('base')} fine-tuned jointly with a CenterNet-style detector at stride "
         f"{loc.get('stride')} (the block outputs at strides 8 and 16 and the final feature map) and an "
         f"orientation classifier, both started from {joint.get('heads')}. Every training image is read in a "
-        "random quarter turn, mirrored or not, with random gamma and contrast; the losses are the base "
-        "recipe's (fracture, localization map, body region) plus the detector's (centre focal loss, size "
-        "and offset L1) and the orientation's (cross-entropy).",
-        f"- {_epochs(cfg.get('epochs'))}, batch {cfg.get('batch_size')}, AdamW (network lr {cfg.get('lr')}, "
+        f"random quarter turn, mirrored or not,{_zoom(cfg)} with random gamma and contrast; the losses are "
+        "the base recipe's (fracture, localization map, body region) plus the detector's (centre focal "
+        "loss, size and offset L1) and the orientation's (cross-entropy).",
+        f"- {_joint_epochs(joint, cfg)}, batch {cfg.get('batch_size')}, AdamW (network lr {cfg.get('lr')}, "
         f"heads lr {cfg.get('head_lr')}, one-cycle), the stem and the first "
         f"{cfg.get('frozen_stages')} stages frozen, batch normalizations kept as the identity with a "
         "learnable shift and scale; an exponential "
