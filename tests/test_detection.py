@@ -687,3 +687,54 @@ def test_features_of_a_replaced_image_are_made_again(detector_bundle, tmp_path: 
     again = CliRunner().invoke(app, [*train, str(tmp_path / "again")])
     assert again.exit_code == 0, again.output
     assert len(list((tmp_path / ".cache").glob("heads-*-train"))) == 2
+
+
+@pytest.mark.parametrize("scale", [0.6, 1.0, 1.35, 1.6])
+def test_a_zoomed_view_and_its_boxes_agree(scale: float) -> None:
+    """The zoomed views the detector learns from: a bright square drawn where a box is lies where
+    :func:`zoom_boxes` moves the box; a box pushed out of the view is dropped."""
+    from fracsight.detection.features import zoom_image
+    from fracsight.explain.boxes import zoom_boxes
+
+    side = 96
+    image = np.zeros((side, side), np.uint8)
+    image[40:56, 30:50] = 255
+    rows, cols = np.nonzero(zoom_image(image, scale) > 127)
+    (moved,) = zoom_boxes(np.array([[30.0, 40.0, 50.0, 56.0]]), scale, (0.0, 0.0), side)
+    np.testing.assert_allclose(moved, [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1], atol=1.0)
+    corner = zoom_boxes(np.array([[0.0, 0.0, 10.0, 10.0]]), 2.0, (0.0, 0.0), side)
+    assert corner.shape == (0, 4)
+
+
+def test_zoomed_views_are_added_for_the_detector_and_cached_apart(detector_bundle, tmp_path: Path) -> None:
+    """`detector train --zoom-views N`: N more views with maps for every image the detector learns
+    from, their boxes inside the view, in a cache of their own; the bundle records them."""
+    from typer.testing import CliRunner
+
+    from fracsight.bundle import load_bundle_spec
+    from fracsight.cli import app
+    from fracsight.detection.features import FeatureSet
+
+    data, base, _ = detector_bundle
+    runner = CliRunner()
+    train = ["detector", "train", str(base), "--data", str(data), "--epochs", "1"]
+    plain = runner.invoke(app, [*train, str(tmp_path / "plain")])
+    zoom = ["--zoom-views", "2", "--zoom", "0.7", "1.5"]
+    zoomed = runner.invoke(app, [*train, str(tmp_path / "zoomed"), *zoom])
+    assert plain.exit_code == 0 and zoomed.exit_code == 0, plain.output + zoomed.output
+    caches = sorted((tmp_path / ".cache").glob("heads-*-train"), key=lambda p: p.stat().st_mtime)
+    assert len(caches) == 2
+    without, with_zoom = (FeatureSet.load(c) for c in caches)
+    # the detector's views: four turns of each of its images, and an upright mirror of the fractured ones
+    views = int(without.detect.sum())
+    fractured = int(((np.asarray(without.fracture) == 1) & np.asarray(without.detect)).sum()) // 5
+    assert int(with_zoom.detect.sum()) - views == 2 * (views - fractured) // 4
+    side = with_zoom.stride8.shape[-1] * 8
+    for boxes in with_zoom.boxes:
+        assert (boxes >= 0).all() and (boxes <= side).all()
+    recorded = load_bundle_spec(tmp_path / "zoomed").training["heads"]
+    assert recorded["zoom_views"] == {"count": 2, "low": 0.7, "high": 1.5}
+    assert "zoom_views" not in load_bundle_spec(tmp_path / "plain").training["heads"]
+    assert "zoomed by 0.7-1.5" in (tmp_path / "zoomed" / "card.md").read_text()
+    bad = runner.invoke(app, [*train, str(tmp_path / "bad"), "--zoom-views", "1", "--zoom", "2", "1"])
+    assert bad.exit_code == 2 and "--zoom" in bad.output and not (tmp_path / "bad").exists()

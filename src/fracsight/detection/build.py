@@ -21,7 +21,7 @@ from fracsight.bundle import BundleSpec, load_bundle_spec, sha256_file, write_bu
 from fracsight.data import FRACTURE, Dataset, Sample, load_dataset
 from fracsight.data.sample import DataMismatchError
 from fracsight.data.splits import train_val_samples
-from fracsight.detection.features import GRID
+from fracsight.detection.features import GRID, ZoomViews
 from fracsight.errors import BundleError, ConfigError, DatasetError, OutputFolderError
 from fracsight.training.refit import refit_to_predictions
 
@@ -122,6 +122,7 @@ def build_detector_bundle(
     *,
     cfg: HeadsConfig | None = None,
     normals: int = 400,
+    zoom: ZoomViews | None = None,
     evaluate_split: str | None = None,
     force: bool = False,
     cache_dir: Path | None = None,
@@ -170,7 +171,8 @@ def build_detector_bundle(
     cache = cache_dir or out_dir.parent / ".cache"
     # the progress bar shows only on a terminal: in a log the minutes of a first run said nothing
     log(f"frozen features of the training and validation views through {base.provenance} (cache: {cache})")
-    train, val = prepare_features(base_dir, dataset, cache, normals=normals, seed=seed)
+    zoom = zoom or ZoomViews()
+    train, val = prepare_features(base_dir, dataset, cache, normals=normals, seed=seed, zoom=zoom)
     heads = train_heads(train, val, cfg, log)
     own_data = is_training_data(base, Path(data_dir), dataset)
     train_samples, val_samples = train_val_samples(dataset, seed)  # as prepare_features split them
@@ -192,6 +194,7 @@ def build_detector_bundle(
             # training split has fewer than --normals (the card said "400" of 16)
             "normals": min(normals, n_normal),
             **({"normals_asked": normals} if n_normal < normals else {}),
+            **({"zoom_views": dataclasses.asdict(zoom)} if zoom.count else {}),
             "n_train_views": len(train.orientation),
             "n_detector_views": int(train.detect.sum()),
             "history": heads.history,

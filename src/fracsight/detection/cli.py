@@ -71,6 +71,15 @@ def train(
     normals: Annotated[
         int, typer.Option(min=0, help="Images without a fracture that teach the detector where none is.")
     ] = 400,
+    zoom_views: Annotated[
+        int,
+        typer.Option(
+            min=0, max=8, help="More views of each detector image, zoomed by a factor in --zoom (default 0)."
+        ),
+    ] = 0,
+    zoom: Annotated[
+        tuple[float, float], typer.Option(help="With --zoom-views: the range of the zoom factors.")
+    ] = (0.6, 1.6),
     version: Annotated[
         str | None, typer.Option(help="Version of the new bundle (default: the base's plus one).")
     ] = None,
@@ -89,6 +98,7 @@ def train(
     """
     from fracsight.cli import invocation, user_errors
     from fracsight.detection.build import build_detector_bundle
+    from fracsight.detection.features import ZoomViews
     from fracsight.detection.train import HeadsConfig
     from fracsight.inference.store import resolve_bundle
 
@@ -105,6 +115,7 @@ def train(
         raise typer.BadParameter(
             "needs --members 2 or more: the detectors to learn from", param_hint="--distill"
         )
+    _check_zoom(zoom)
     cache = cache_dir or out.parent / ".cache"
     with user_errors():
         base_dir = resolve_bundle(model)
@@ -120,6 +131,7 @@ def train(
             data,
             cfg=HeadsConfig(epochs=epochs, width=width, **given),
             normals=normals,
+            zoom=ZoomViews(zoom_views, *zoom),
             version=version,
             evaluate_split=evaluate_split,
             force=force,
@@ -144,6 +156,11 @@ def _say_cache(folder: Path) -> None:
             "for the next run; delete it to free the space",
             err=True,
         )
+
+
+def _check_zoom(zoom: tuple[float, float]) -> None:
+    if not 0 < zoom[0] <= zoom[1] <= 4:
+        raise typer.BadParameter("two factors with 0 < LOW <= HIGH <= 4", param_hint="--zoom")
 
 
 @contextmanager
@@ -272,8 +289,7 @@ def joint(
     command = invocation()
     if evaluate_split and out is None:  # it measures the bundle --out writes: without it, nothing
         raise typer.BadParameter("needs --out: the bundle to measure", param_hint="--evaluate")
-    if not 0 < zoom[0] <= zoom[1] <= 4:
-        raise typer.BadParameter("two factors with 0 < LOW <= HIGH <= 4", param_hint="--zoom")
+    _check_zoom(zoom)
     with user_errors():
         if run.exists() and not run.is_dir():
             raise typer.BadParameter(f"{run} exists and is not a folder", param_hint="RUN")

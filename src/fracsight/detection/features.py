@@ -4,7 +4,8 @@ Every training image is read in its four right-angle orientations (with a random
 mirror): the orientation head learns from all of them. The detection head learns from
 the fractured images with boxes and a sample of the others, in the same orientations
 (plus the upright mirror of the fractured ones), so that a radiograph the orientation
-step leaves turned still gets boxes.
+step leaves turned still gets boxes; optionally also in views zoomed about their centre
+(``zoom_views``), so that it sees fractures at more than one size.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import numpy as np
 
 from fracsight.data.sample import FRACTURE, Sample
 from fracsight.detection.taps import tapped_session
-from fracsight.explain.boxes import flip_boxes, turn_boxes
+from fracsight.explain.boxes import flip_boxes, turn_boxes, zoom_boxes
 from fracsight.preprocessing import letterbox_geometry, read_for_model
 
-__all__ = ["FeatureSet", "extract_features", "model_boxes"]
+__all__ = ["FeatureSet", "ZoomViews", "extract_features", "model_boxes", "zoom_image"]
 
 GRID = 3  # the orientation head sees the feature map averaged over a 3 x 3 grid
 
@@ -98,16 +99,42 @@ def model_boxes(sample: Sample, size: int) -> np.ndarray:
     return np.array(corners, dtype=np.float64)
 
 
+@dataclass(frozen=True)
+class ZoomViews:
+    """``count`` more views of every training image with full maps, each in a random quarter turn
+    and mirror, zoomed about its centre by a factor drawn between ``low`` and ``high``."""
+
+    count: int = 0
+    low: float = 0.6
+    high: float = 1.6
+
+
 def _views(
-    sample: Sample, train: bool, detect: bool, rng: np.random.Generator
-) -> list[tuple[int, bool, bool]]:
-    """(quarter turns, mirrored, with full maps) for each view of one image."""
+    sample: Sample, train: bool, detect: bool, rng: np.random.Generator, zoom: ZoomViews
+) -> list[tuple[int, bool, bool, float]]:
+    """(quarter turns, mirrored, with full maps, zoom) for each view of one image."""
     if not train:  # validation: the four turns, never mirrored
-        return [(k, False, detect and k == 0) for k in range(4)]
-    views = [(k, bool(rng.random() < 0.5), detect) for k in range(4)]
+        return [(k, False, detect and k == 0, 1.0) for k in range(4)]
+    views = [(k, bool(rng.random() < 0.5), detect, 1.0) for k in range(4)]
     if detect and sample.labels.get(FRACTURE) == 1:
-        views.append((0, not views[0][1], True))
+        views.append((0, not views[0][1], True, 1.0))
+    if detect:
+        for _ in range(zoom.count):
+            scale = float(rng.uniform(zoom.low, zoom.high))
+            views.append((int(rng.integers(4)), bool(rng.random() < 0.5), True, scale))
     return views
+
+
+def zoom_image(image: np.ndarray, scale: float) -> np.ndarray:
+    """A square uint8 view zoomed by ``scale`` about its centre (bilinear, black outside), as
+    :func:`~fracsight.explain.boxes.zoom_boxes` moves its boxes."""
+    from PIL import Image
+
+    side = image.shape[0]
+    c = side / 2 - side / 2 / scale  # the view at u reads the image at u / scale + c
+    im = Image.fromarray(np.ascontiguousarray(image))
+    data = (1 / scale, 0, c, 0, 1 / scale, c)
+    return np.asarray(im.transform((side, side), Image.Transform.AFFINE, data, Image.Resampling.BILINEAR))
 
 
 def extract_features(
@@ -120,32 +147,34 @@ def extract_features(
     seed: int = 0,
     batch: int = 8,
     threads: int = 0,
+    zoom: ZoomViews = ZoomViews(),
     progress=None,
 ) -> FeatureSet:
     """Run the frozen network at ``onnx_path`` on the views of ``samples``.
 
     ``images``: (N, S, S) uint8 centred letterboxes of the samples; ``detect``: (N,) bool,
-    which samples' views keep full maps for the detection head.
+    which samples' views keep full maps for the detection head (and, in training, get the
+    zoomed views of ``zoom``).
     """
     size = images.shape[-1]
     session, names = tapped_session(onnx_path, size, threads)
     rng = np.random.default_rng(seed)
     jobs = []  # (sample index, k, mirrored, keep maps)
     for i, sample in enumerate(samples):
-        jobs += [(i, *view) for view in _views(sample, train, bool(detect[i]), rng)]
+        jobs += [(i, *view) for view in _views(sample, train, bool(detect[i]), rng, zoom)]
     grid, orient, frac, keep = [], [], [], []
     s8, s16, feats, boxes = [], [], [], []
     for start in range(0, len(jobs), batch):
         part = jobs[start : start + batch]
         x = np.empty((len(part), 1, size, size), np.float32)
-        for j, (i, k, mirrored, _) in enumerate(part):
-            img = images[i][:, ::-1] if mirrored else images[i]
-            x[j, 0] = np.rot90(img, k) / np.float32(255)
+        for j, (i, k, mirrored, _, scale) in enumerate(part):
+            img = np.rot90(images[i][:, ::-1] if mirrored else images[i], k)
+            x[j, 0] = (zoom_image(img, scale) if scale != 1.0 else img) / np.float32(255)
         o8, o16, of = session.run(names, {"image": x})
         c = of.shape[1]
         g = of.reshape(len(part), c, GRID, of.shape[2] // GRID, GRID, of.shape[3] // GRID).mean(axis=(3, 5))
         grid.append(g.astype(np.float16))
-        for j, (i, k, mirrored, maps) in enumerate(part):
+        for j, (i, k, mirrored, maps, scale) in enumerate(part):
             orient.append(k)
             frac.append(int(samples[i].labels.get(FRACTURE, -1)))
             keep.append(maps)
@@ -156,7 +185,8 @@ def extract_features(
                 b = model_boxes(samples[i], size)
                 if mirrored:
                     b = flip_boxes(b, size)
-                boxes.append(turn_boxes(b, k, size))
+                b = turn_boxes(b, k, size)
+                boxes.append(zoom_boxes(b, scale, (0.0, 0.0), size) if scale != 1.0 else b)
         if progress:
             progress(len(part))
 

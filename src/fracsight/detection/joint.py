@@ -42,7 +42,7 @@ from fracsight.detection.taps import HEADS_PREFIX
 from fracsight.detection.train import HeadsConfig, box_metrics, detection_loss, refuse_diverged
 from fracsight.errors import ConfigError
 from fracsight.evaluation.metrics import auroc
-from fracsight.explain.boxes import flip_boxes, turn_boxes
+from fracsight.explain.boxes import flip_boxes, turn_boxes, zoom_boxes
 from fracsight.models.network import FractureNet, HeadConfig
 from fracsight.models.unfold import graph_tensors, network_from_onnx
 from fracsight.training.augment import augment_batch
@@ -220,14 +220,11 @@ def _zoomed(
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     masks = F.grid_sample(masks, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    moved = []
-    for b, s, (tx, ty) in zip(boxes, scale, move, strict=True):
-        # the warp reads the view at u / s + t (u, t in [-1, 1] units): a point p goes to s (p - t)
-        centred = b.reshape(-1, 4) * 2 / size - 1 - np.array([tx, ty, tx, ty])
-        out = (s * centred + 1) * size / 2
-        kept = np.clip(out, 0, size)
-        area = lambda a: (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])  # noqa: E731
-        moved.append(kept[area(kept) >= area(out) / 3].astype(b.dtype))
+    half = size / 2  # the warp's units to pixels
+    moved = [
+        zoom_boxes(b, s, (tx * half, ty * half), size).astype(b.dtype)
+        for b, s, (tx, ty) in zip(boxes, scale, move, strict=True)
+    ]
     return x, masks, moved
 
 

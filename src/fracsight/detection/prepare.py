@@ -11,7 +11,7 @@ import numpy as np
 from fracsight.bundle import load_bundle_spec
 from fracsight.data.sample import FRACTURE, Dataset, Sample
 from fracsight.data.splits import train_val_samples
-from fracsight.detection.features import FeatureSet, extract_features
+from fracsight.detection.features import FeatureSet, ZoomViews, extract_features
 from fracsight.training.cache import letterbox_samples
 
 __all__ = ["prepare_features", "validation_features"]
@@ -36,15 +36,18 @@ def prepare_features(
     *,
     normals: int = 400,
     seed: int = 0,
+    zoom: ZoomViews = ZoomViews(),
     show_progress: bool = True,
 ) -> tuple[FeatureSet, FeatureSet]:
-    """Train and val :class:`FeatureSet` for ``dataset`` through the network of ``bundle_dir``."""
+    """Train and val :class:`FeatureSet` for ``dataset`` through the network of ``bundle_dir``
+    (``zoom``: the zoomed training views, :class:`~fracsight.detection.features.ZoomViews`)."""
     out = _features(
         bundle_dir,
         dataset,
         cache_dir,
         normals=normals,
         seed=seed,
+        zoom=zoom,
         show_progress=show_progress,
         with_train=True,
     )
@@ -59,6 +62,7 @@ def _features(
     normals: int,
     seed: int,
     show_progress: bool,
+    zoom: ZoomViews = ZoomViews(),
     with_train: bool = False,
     workers: int = 2,
 ) -> dict[str, FeatureSet]:
@@ -68,6 +72,8 @@ def _features(
     onnx_path = Path(bundle_dir) / "model.onnx"
     train, val = train_val_samples(dataset, seed)
     digest = hashlib.sha1(f"{spec.onnx_sha256}|{normals}|{seed}".encode())
+    if zoom.count:  # without zoomed views the key is what it always was: earlier caches still serve
+        digest.update(f"|zoom {zoom.count} {zoom.low} {zoom.high}".encode())
     for sample in (*train, *val):  # a file replaced or relabelled is other features (and views)
         stat = sample.path.stat()
         labels = sorted(sample.labels.items())
@@ -85,7 +91,8 @@ def _features(
         detect = _detect_mask(samples, normals, rng) if is_train else np.ones(len(samples), bool)
         images = letterbox_samples(samples, spec.input_size, Path(cache_dir), workers).images
         fractured = np.array([s.labels.get(FRACTURE) == 1 for s in samples], bool)
-        views = 4 * len(samples) + (int((detect & fractured).sum()) if is_train else 0)
+        extra = int((detect & fractured).sum()) + zoom.count * int(detect.sum())
+        views = 4 * len(samples) + (extra if is_train else 0)
         with progress_bar(hide=not show_progress) as bar:
             task = bar.add_task(f"frozen features of the {name} views", total=views)
             features = extract_features(
@@ -95,6 +102,7 @@ def _features(
                 train=is_train,
                 detect=detect,
                 seed=seed,
+                zoom=zoom,
                 progress=lambda n, task=task: bar.advance(task, n),
             )
         features.save(folder)

@@ -25,6 +25,7 @@ __all__ = [
     "nms",
     "turn_boxes",
     "turn_boxes_in",
+    "zoom_boxes",
 ]
 
 
@@ -273,6 +274,18 @@ def turn_boxes_in(boxes: np.ndarray, k: int, size: tuple[float, float]) -> np.nd
         out = np.stack([out[:, 1], w - out[:, 2], out[:, 3], w - out[:, 0]], axis=1)
         h, w = w, h
     return out
+
+
+def zoom_boxes(boxes: np.ndarray, scale: float, shift: tuple[float, float], side: float) -> np.ndarray:
+    """Boxes of a square view ``side`` wide after zooming it by ``scale`` about its centre c, the
+    view reading at each point u the image at (u - c) / scale + c + ``shift`` (pixels): clipped
+    to the view, and dropped when under a third of a box is left in it."""
+    out = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    centre = side / 2
+    moved = scale * (out - centre - np.array([*shift, *shift])) + centre
+    kept = np.clip(moved, 0, side)
+    area = lambda a: (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])  # noqa: E731
+    return kept[area(kept) >= area(moved) / 3]
 
 
 def turn_boxes(boxes: np.ndarray, k: int, side: float) -> np.ndarray:

@@ -441,7 +441,8 @@ def _grafted_heads_section(spec: BundleSpec) -> list[str]:
         ),
         f"- Trained on cached features of {heads.get('n_train_views')} training views (each image in its "
         f"four quarter turns, randomly mirrored; the detector on {heads.get('n_detector_views')} of them: "
-        f"the fractured images with boxes and {heads.get('normals')} without a fracture), "
+        f"the fractured images with boxes and {heads.get('normals')} without a fracture"
+        f"{_zoom_views(heads)}), "
         f"{_epochs(cfg.get('epochs'), 'detector epoch')} (AdamW, lr {cfg.get('lr')}, cosine schedule), the "
         f"epoch with the best validation box AP50 kept.{_detector_recipe(cfg)}",
         f"- Chosen on validation: the score floor (box AP50 {_n(loc.get('validation_ap50'))}, top box hits "
@@ -450,6 +451,16 @@ def _grafted_heads_section(spec: BundleSpec) -> list[str]:
         f"{_n(val.get('rotated_made_upright'))}, turned wrongly {_n(val.get('rotated_turned_wrongly'))}).",
         "",
     ]
+
+
+def _zoom_views(heads: dict) -> str:
+    zoom = heads.get("zoom_views") or {}
+    if not zoom.get("count"):
+        return ""
+    return (
+        f"; each of those also in {zoom['count']} views in a random quarter turn and mirror, zoomed by "
+        f"{zoom['low']:g}-{zoom['high']:g} about the centre"
+    )
 
 
 def _detector_recipe(cfg: dict) -> str:
