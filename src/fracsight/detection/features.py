@@ -159,7 +159,7 @@ def extract_features(
     size = images.shape[-1]
     session, names = tapped_session(onnx_path, size, threads)
     rng = np.random.default_rng(seed)
-    jobs = []  # (sample index, k, mirrored, keep maps)
+    jobs = []  # (sample index, k, mirrored, keep maps, zoom)
     for i, sample in enumerate(samples):
         jobs += [(i, *view) for view in _views(sample, train, bool(detect[i]), rng, zoom)]
     grid, orient, frac, keep = [], [], [], []
