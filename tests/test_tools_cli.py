@@ -112,17 +112,21 @@ def test_ctrl_c_in_detector_train_says_what_it_kept(detector_bundle, tmp_path: P
 
 
 @pytest.mark.slow
-def test_ctrl_c_in_a_joint_run_says_the_run_cannot_be_used(detector_bundle, tmp_path: Path) -> None:
-    """Ctrl-C in `detector joint` said "the command stopped before it finished"; the run folder it
-    left could then be neither bundled (no epoch chosen) nor continued, which nothing said."""
+def test_ctrl_c_in_a_joint_run_leaves_a_run_that_can_be_bundled(detector_bundle, tmp_path: Path) -> None:
+    """Ctrl-C in `detector joint` said "the command stopped before it finished", and the run folder
+    it left could be neither bundled (no epoch chosen) nor continued. The run now keeps its choice
+    among the epochs done, says so, and `detector bundle` makes a bundle of it."""
     data, base, heads = detector_bundle
     run = tmp_path / "run"
     args = ["detector", "joint", str(base), str(heads), str(run), "--data", str(data), "--epochs", "200"]
-    code, err = _ctrl_c_once(args, (run / "epoch-0.pt").is_file)
+    code, err = _ctrl_c_once(args, (run / "history.json").is_file)
     message = " ".join(err.split())
     assert code == 130, err
-    assert f"interrupted: {run} holds epoch" in message and "`detector bundle` cannot use" in message
+    assert f"interrupted: {run} holds epochs 0 to " in message and "best.pt is epoch" in message
     assert "start again in another folder" in message and "Traceback" not in err
+    made = runner.invoke(app, ["detector", "bundle", str(run), str(tmp_path / "bundle"), "--data", str(data)])
+    assert made.exit_code == 0, made.output
+    assert "200 epochs planned, stopped after epoch" in (tmp_path / "bundle" / "card.md").read_text()
 
 
 def test_a_cache_inside_the_new_or_the_base_bundle_is_refused(tmp_path: Path) -> None:
