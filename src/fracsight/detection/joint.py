@@ -329,7 +329,8 @@ def train_joint(
     something else than the base's fracture head (the fine-tuned head would be made to find it
     under the base's name) and for data without fracture boxes (the detector would learn that
     there are none)."""
-    head = load_bundle_spec(base_dir).head("fracture")
+    base_spec, heads_spec = load_bundle_spec(base_dir), load_bundle_spec(heads_dir)
+    head = base_spec.head("fracture")
     dataset.refuse_other_binary_label(
         head.classes if head else (), "fine-tune on data labelled as the base's (--data)"
     )
@@ -375,7 +376,6 @@ def train_joint(
     torch_gen = torch.Generator().manual_seed(cfg.seed)
     grid = size // 32
 
-    heads_spec = load_bundle_spec(heads_dir)
     history = [{"epoch": 0, **_validate(model, val, 0)}]
 
     def keep(finished: bool) -> int:
@@ -390,7 +390,7 @@ def train_joint(
             "command": command,
             # how the starting point was made: the heads' bundle, grafted onto the base
             "start_commands": heads_spec.training.get("commands", []),
-            "base": load_bundle_spec(base_dir).provenance,
+            "base": base_spec.provenance,
             "heads": heads_spec.provenance,
             "config": dataclasses.asdict(cfg),
             "n_train": len(train_samples),

@@ -165,7 +165,7 @@ def process_study(
         verdict = predictor.predict_study(predictions, study=outcome.study)
         outcome.decision = verdict.decision
         outcome.fracture_probability = verdict.fracture_probability
-        seed = study_uid_seed([str(s.SOPInstanceUID) for s in sources], predictor)
+        seed = study_uid_seed(sources, predictor)
         results += study_result_datasets(sources, verdict, predictions, predictor, uid_seed=seed)
     if results:  # STOW-RS, one request (one per object if the service fails the whole request)
         stow = StowDestination(stow_url or dicomweb_url, timeout, stow_login if stow_url else login)

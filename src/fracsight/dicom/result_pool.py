@@ -235,7 +235,7 @@ def make_study_results(
         return StudyOutcome((), 0)
     try:
         verdict = predictor.predict_study(predictions, study=name)
-        seed = study_uid_seed([str(s.SOPInstanceUID) for s in sources], predictor)
+        seed = study_uid_seed(sources, predictor)
         made = study_result_datasets(sources, verdict, predictions, predictor, uid_seed=seed)
         encoded = [encode_dataset(ds) for ds in made]
         return StudyOutcome(tuple(_write_all(encoded, folder, tmp_dir)), len(predictions))

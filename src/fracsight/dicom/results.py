@@ -381,9 +381,9 @@ def image_uid_seed(sop_instance_uid: str, predictor: Predictor) -> str:
     return f"{sop_instance_uid}|{_made_by(predictor)}"
 
 
-def study_uid_seed(sop_instance_uids: Sequence[str], predictor: Predictor) -> str:
-    """The ``uid_seed`` of a study verdict over these images (a new image: a new verdict)."""
-    return "\\".join([*sorted(sop_instance_uids), _made_by(predictor)])
+def study_uid_seed(sources: Sequence[Dataset], predictor: Predictor) -> str:
+    """The ``uid_seed`` of a study verdict over these source images (a new image: a new verdict)."""
+    return "\\".join([*sorted(str(s.SOPInstanceUID) for s in sources), _made_by(predictor)])
 
 
 def _result_uid(kind: str, seed: str | None, context: ResultContext) -> str:
