@@ -193,6 +193,12 @@ def test_csv_format(client: TestClient, tiny_bundle: Path) -> None:
     assert r.headers["x-fracsight-notice"] == NOTICE  # every answer carries it; a CSV as a header
     rows = list(csv.DictReader(io.StringIO(r.text)))
     assert tuple(rows[0]) == result_columns(load_bundle_spec(tiny_bundle))
+    assert "x-fracsight-note" not in r.headers
+    no_class_head = client.post(
+        "/v1/predict?format=csv&all_classes=true", files=files(("a.png", png_bytes()))
+    )
+    assert no_class_head.text.splitlines()[0] == r.text.splitlines()[0]  # no p_<class> column
+    assert "has no class head" in no_class_head.headers["x-fracsight-note"]  # as the CLI's note says
     assert [(row["kind"], row["source"], row["error_code"]) for row in rows] == [
         ("image", "a.png", ""),
         ("image", "e.png", "empty_file"),

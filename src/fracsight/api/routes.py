@@ -62,6 +62,7 @@ BUSY = {
 }
 CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
 NOTICE_HEADER = "X-Fracsight-Notice"  # a CSV has no room for the notice the JSON answers carry
+NOTE_HEADER = "X-Fracsight-Note"  # what a request asked for that this model cannot give (the CLI's "note:")
 PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The predictions: JSON (default) or, with format=csv, one CSV row per file "
@@ -72,7 +73,12 @@ PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
                 "description": f"On every answer, JSON or CSV: {NOTICE!r} (a CSV has no room "
                 "for the `notice` field the JSON answer carries).",
                 "schema": {"type": "string"},
-            }
+            },
+            NOTE_HEADER: {
+                "description": "Only when the request asked for something this model cannot give: "
+                "all_classes=true for a model without a class head (its CSV has no p_<class> columns).",
+                "schema": {"type": "string"},
+            },
         },
     },
     **ERRORS,
@@ -225,6 +231,8 @@ def _csv_response(
     rows += studies
     text = csv_text(rows, result_columns(predictor.spec, all_classes=all_classes))
     headers = {"Content-Disposition": 'inline; filename="predictions.csv"', NOTICE_HEADER: NOTICE}
+    if all_classes and not predictor.classes:
+        headers[NOTE_HEADER] = f"all_classes: {predictor.name} has no class head; no p_<class> columns"
     return Response(text, media_type=CSV_MEDIA_TYPE, headers=headers)
 
 
