@@ -372,6 +372,19 @@ def test_patient_identifiers_never_leave_the_server(
         assert "SENTINEL" not in text and PATIENT_ID not in text
 
 
+def test_the_names_of_uploads_stay_out_of_the_server_log(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file name may be a patient's: an image read with a warning was logged by name at `info`."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((96, 96), 2000, np.uint16)).save(buffer, format="PNG")  # 12 bits in 16
+    name = "DOE^JOHN_MRN12345.png"
+    with caplog.at_level(logging.INFO):
+        r = client.post("/v1/predict", files=files((name, buffer.getvalue())))
+    assert r.status_code == 200 and "12 bits" in " ".join(r.json()["images"][0]["warnings"])
+    assert "DOE^JOHN" not in caplog.text
+
+
 def test_source_is_the_file_name_without_folders(client: TestClient) -> None:
     r = client.post("/v1/predict", files=files(("C:\\Users\\doe\\wrist.png", png_bytes())))
     assert r.json()["images"][0]["source"] == "wrist.png"

@@ -52,6 +52,7 @@ def test_serve_passes_settings_to_the_worker_factory(
     ((positional, kwargs),) = calls
     assert positional == ("fracsight.api.app:create_app",)
     assert kwargs["factory"] is True and kwargs["workers"] == 3
+    assert kwargs["http"] == "fracsight.api.protocol:HeaderDeadlineProtocol"  # tests/test_api_protocol.py
     assert (kwargs["host"], kwargs["port"]) == ("127.0.0.1", 8123)
     settings = ApiSettings.from_env()  # what each worker's create_app() will read
     assert (settings.model, settings.max_files, settings.max_upload_bytes) == (

@@ -76,6 +76,17 @@ def test_a_split_the_data_set_lacks_is_the_one_training_held_out(tiny_bundle, ti
     assert "not trained on" not in bogus.output  # it is the model's own data set, with the split it carved
 
 
+def test_a_split_is_reported_by_its_own_name_however_it_was_typed(tiny_bundle, tiny_dataset, tmp_path):
+    args = ["evaluate", str(tiny_bundle), str(tiny_dataset), "--bootstrap", "0", "--out", str(tmp_path / "e")]
+    result = CliRunner().invoke(app, [*args, "--split", " Validation"])
+    assert result.exit_code == 0, result.output
+    assert "[val]" in result.stdout  # not "[ Validation]"
+    run = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert run["data"]["split"] == "val" and "--split val " in run["run"]["command"]
+    every = CliRunner().invoke(app, ["evaluate", str(tiny_bundle), str(tiny_dataset), "--split", "ALL"])
+    assert every.exit_code == 0 and "[all]" in every.stdout
+
+
 def test_the_validation_split_of_the_training_data_is_said_to_flatter(tiny_bundle, tiny_dataset):
     """MURA's test split is hidden, so its `valid/` is what researchers report on; trained on MURA, a
     model chose its checkpoint, calibration and thresholds on those very images, and `--split valid`

@@ -675,3 +675,16 @@ def test_a_study_whose_mean_hides_a_view_says_to_review_it(fracatlas_dir: Path) 
     ]
     balanced = runner.invoke(app, ["predict", *map(str, views), "--study", "--json"])
     assert json.loads(balanced.stdout)["studies"][0]["warnings"] == []  # no view alone above 'balanced'
+
+
+def test_a_broken_link_and_a_loop_of_links_are_each_named_so(tiny_bundle: Path, tmp_path: Path) -> None:
+    (tmp_path / "gone.jpg").symlink_to(tmp_path / "moved-away.jpg")
+    (tmp_path / "a.jpg").symlink_to("b.jpg")
+    (tmp_path / "b.jpg").symlink_to("a.jpg")
+    gone = _predict(tiny_bundle, tmp_path / "gone.jpg")
+    assert gone.exit_code == 2 and "a link whose target does not exist" in gone.stderr
+    loop = _predict(tiny_bundle, tmp_path / "a.jpg")  # b.jpg exists (as a link): "does not exist" misled
+    assert (
+        loop.exit_code == 2
+        and f"a loop of links that never reaches a file: {tmp_path / 'a.jpg'} -> b.jpg" in (loop.stderr)
+    )

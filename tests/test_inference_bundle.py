@@ -141,6 +141,8 @@ def test_unknown_model_name_lists_the_packaged_ones(tmp_path: Path, monkeypatch:
         (packaged / name).mkdir(parents=True)
         (packaged / name / "bundle.json").write_text("{}", encoding="utf-8")
     (packaged / "not-a-bundle").mkdir()
+    (packaged / ".alpha-lite0-384-v2.partial-x1y2").mkdir()  # what an export killed outright leaves
+    (packaged / ".alpha-lite0-384-v2.partial-x1y2" / "bundle.json").write_text("{}", encoding="utf-8")
     monkeypatch.setattr(store_module, "_PACKAGED", packaged)
     assert list_bundles() == ["alpha-lite0-384-v1", "beta-lite2-448-v2"]
     with pytest.raises(UnknownModelError) as info:

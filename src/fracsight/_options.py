@@ -10,9 +10,16 @@ from typing import Annotated
 
 import typer
 
-__all__ = ["ModelOption"]
+__all__ = ["ModelOption", "split_callback"]
 
 ModelOption = Annotated[
     str | None,
     typer.Option("--model", "-m", help="Bundle folder, .zip, or packaged name (default: shipped model)."),
 ]
+
+
+def split_callback(value: str | None) -> str | None:
+    """For every option naming a split: ``--split TEST`` reads, reports and records ``test``."""
+    from fracsight.data._files import canonical_split
+
+    return canonical_split(value)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -66,7 +68,8 @@ def staged_folder(out_dir: Path, *, force: bool, inputs: Iterable[tuple[str, Pat
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
-        yield work
+        with _terminate_as_exit():
+            yield work
         check_output_folder(out_dir, force=force, inputs=inputs)  # nothing appeared there meanwhile
         umask = os.umask(0)
         os.umask(umask)
@@ -80,3 +83,25 @@ def staged_folder(out_dir: Path, *, force: bool, inputs: Iterable[tuple[str, Pat
             work.rename(out_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+@contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """SIGTERM (``kill``, ``timeout``, a job scheduler) ends the process as Ctrl-C would, through the
+    ``finally`` blocks that remove the half-built folder; by default it kills the process outright
+    and the folder stays. Only where SIGTERM still has its default action, and only in the main
+    thread (the only one that may set a handler)."""
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def exit_on_terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, exit_on_terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -17,7 +17,7 @@ import typer
 from typer.core import TyperGroup
 
 from fracsight import __version__
-from fracsight._options import ModelOption
+from fracsight._options import ModelOption, split_callback
 from fracsight._terminal import install_warning_printer, progress_bar, stdout_console, stdout_to_devnull
 
 if TYPE_CHECKING:
@@ -242,10 +242,22 @@ def refuse_missing(paths: Iterable[Path | None]) -> None:
     broken = [p for p in missing if p.is_symlink()]
     if broken:
         links = ", ".join(f"{p} -> {os.readlink(p)}" for p in broken)
-        typer.echo(f"error (not_found): a link whose target does not exist: {links}", err=True)
+        what = "a loop of links that never reaches a file" if _in_link_loop(broken[0]) else None
+        typer.echo(f"error (not_found): {what or 'a link whose target does not exist'}: {links}", err=True)
         raise typer.Exit(2)
     typer.echo(f"error (not_found): no such file or folder: {', '.join(map(str, missing))}", err=True)
     raise typer.Exit(2)
+
+
+def _in_link_loop(path: Path) -> bool:
+    import errno
+    import os
+
+    try:
+        os.stat(path)
+    except OSError as e:
+        return e.errno == errno.ELOOP
+    return False
 
 
 def refuse_unknown_model(model: str | None, operating_point: str | None) -> None:
@@ -725,7 +737,9 @@ def evaluate(
         str, typer.Argument(help="Bundle folder, .zip or packaged name ('default': shipped model).")
     ],
     data_dir: Annotated[Path, typer.Argument(help="Labelled data set folder (any layout `audit` knows).")],
-    split: Annotated[str, typer.Option(help="Split to evaluate: test, val, train or all.")] = "test",
+    split: Annotated[
+        str, typer.Option(help="Split to evaluate: test, val, train or all.", callback=split_callback)
+    ] = "test",
     out: Annotated[
         Path | None,
         typer.Option(help="Folder for metrics.json, report.html, plots, predictions.csv and boxes.csv."),
@@ -903,7 +917,11 @@ def export(
     out: Annotated[Path, typer.Argument(help="Bundle folder to create.")],
     evaluate_split: Annotated[
         str | None,
-        typer.Option("--evaluate", help="Measure the bundle on this split and put it in the card."),
+        typer.Option(
+            "--evaluate",
+            help="Measure the bundle on this split and put it in the card.",
+            callback=split_callback,
+        ),
     ] = None,
     data_dir: Annotated[
         Path | None,
@@ -1055,6 +1073,7 @@ def serve(
             workers=workers,
             log_level=log_level,
             log_config=uvicorn_log_config(LOG_LEVELS[log_level.lower()]),
+            http="fracsight.api.protocol:HeaderDeadlineProtocol",  # a deadline for request headers
         )
     finally:
         if shared_metrics is not None:

@@ -16,6 +16,7 @@ from fracsight.errors import DatasetError
 __all__ = [
     "IMAGE_EXTENSIONS",
     "SPLIT_ALIASES",
+    "canonical_split",
     "case_merged",
     "content_hash",
     "exact_duplicates",
@@ -235,6 +236,15 @@ def relative_name(path: Path, root: Path) -> str:
 def split_name(name: str) -> str | None:
     """Canonical split for a folder or column value (``valid`` -> ``val``), None if not a split name."""
     return SPLIT_ALIASES.get(name.strip().lower())
+
+
+def canonical_split(name: str | None) -> str | None:
+    """A split as a user names it (``TEST``, ``testing``, ``All``) as the readers store it (``test``,
+    ``all``), so that reports and cards name the split that was read; a name that is no split is
+    kept as given (the data set's error names it)."""
+    if name is None or name.strip().lower() == "all":
+        return name and "all"
+    return split_name(name) or name
 
 
 def fracture_polarity(name: str) -> int | None:

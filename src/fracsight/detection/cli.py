@@ -10,6 +10,8 @@ from typing import Annotated
 
 import typer
 
+from fracsight._options import split_callback
+
 __all__ = ["detector_app"]
 
 detector_app = typer.Typer(
@@ -84,7 +86,10 @@ def train(
         str | None, typer.Option(help="Version of the new bundle (default: the base's plus one).")
     ] = None,
     evaluate_split: Annotated[
-        str | None, typer.Option("--evaluate", help="Also measure the new bundle on this split.")
+        str | None,
+        typer.Option(
+            "--evaluate", help="Also measure the new bundle on this split.", callback=split_callback
+        ),
     ] = None,
     force: Annotated[bool, typer.Option(help="Replace a non-empty output folder.")] = False,
 ) -> None:
@@ -266,7 +271,10 @@ def joint(
         str | None, typer.Option(help="Version of the new model (default: HEADS' plus one).")
     ] = None,
     evaluate_split: Annotated[
-        str | None, typer.Option("--evaluate", help="With --out: also measure the bundle on this split.")
+        str | None,
+        typer.Option(
+            "--evaluate", help="With --out: also measure the bundle on this split.", callback=split_callback
+        ),
     ] = None,
     force: Annotated[bool, typer.Option(help="Replace a non-empty --out folder.")] = False,
     device: Annotated[str, typer.Option(help="auto (a CUDA GPU if there is one), cpu or cuda.")] = "auto",
@@ -342,7 +350,10 @@ def bundle(
         Path, typer.Option("--data", exists=True, file_okay=False, help="The data set the run trained on.")
     ],
     evaluate_split: Annotated[
-        str | None, typer.Option("--evaluate", help="Also measure the new bundle on this split.")
+        str | None,
+        typer.Option(
+            "--evaluate", help="Also measure the new bundle on this split.", callback=split_callback
+        ),
     ] = None,
     epoch: Annotated[
         int | None, typer.Option(min=0, help="Another epoch than the one chosen on validation (to look at).")

@@ -33,7 +33,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from fracsight.data import CLASS, FRACTURE, MissingSplitError, load_dataset, split_keys
-from fracsight.data._files import relative_name
+from fracsight.data._files import canonical_split, relative_name
 from fracsight.errors import ConfigError, DatasetError
 from fracsight.evaluation.metrics import _average_ranks, auroc, bootstrap_ci
 from fracsight.evaluation.run import positive_label
@@ -177,6 +177,7 @@ def compare_models(
     from fracsight.evaluation.run import held_out, leakage_note, leakage_of, model_class_index
     from fracsight.inference import NOTICE, FailedPrediction, Predictor
 
+    split = canonical_split(split)
     predictors = [Predictor(model_a), Predictor(model_b)]
     fracture = all(p.has_fracture_head for p in predictors)
     classes = all(p.classes for p in predictors)

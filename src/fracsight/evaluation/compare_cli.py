@@ -9,6 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
+from fracsight._options import split_callback
+
 __all__ = ["compare"]
 
 
@@ -16,7 +18,9 @@ def compare(
     model_a: Annotated[str, typer.Argument(help="Model A: bundle folder, .zip or packaged name.")],
     model_b: Annotated[str, typer.Argument(help="Model B, compared with A (differences are B - A).")],
     data_dir: Annotated[Path, typer.Argument(help="Data set with fracture or class labels (any layout).")],
-    split: Annotated[str, typer.Option(help="Split to compare on: test, val, train or all.")] = "test",
+    split: Annotated[
+        str, typer.Option(help="Split to compare on: test, val, train or all.", callback=split_callback)
+    ] = "test",
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")] = False,
 ) -> None:
     """Compare two models on the same images: AUROC (DeLong); decisions, boxes and classes (McNemar)."""

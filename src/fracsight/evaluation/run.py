@@ -32,7 +32,7 @@ from fracsight.data import (
     load_dataset,
     split_keys,
 )
-from fracsight.data._files import relative_name, split_name
+from fracsight.data._files import canonical_split, relative_name, split_name
 from fracsight.data.leakage import SplitLeakage, split_leakage
 from fracsight.errors import ConfigError, DatasetError, OutputFolderError
 
@@ -689,6 +689,7 @@ def evaluate_model(
     )
     from fracsight.inference import NOTICE, FailedPrediction, Predictor
 
+    split = canonical_split(split)
     predictor = Predictor(model)
     spec = predictor.spec
     if threshold is not None and not predictor.has_fracture_head:

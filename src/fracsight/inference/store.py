@@ -23,10 +23,15 @@ _MAX_ZIP_ENTRIES = 1000
 
 
 def list_bundles() -> list[str]:
-    """Names of the bundles shipped inside the package."""
+    """Names of the bundles shipped inside the package.
+
+    Hidden folders are not bundles: an export killed outright leaves its half-built
+    ``.NAME.partial-*`` folder behind, which holds a ``bundle.json`` already."""
     if not _PACKAGED.is_dir():
         return []
-    return sorted(p.name for p in _PACKAGED.iterdir() if (p / "bundle.json").is_file())
+    return sorted(
+        p.name for p in _PACKAGED.iterdir() if not p.name.startswith(".") and (p / "bundle.json").is_file()
+    )
 
 
 def _extract_zip(path: Path) -> Path:

@@ -249,7 +249,7 @@ def _read(
     body_part = _code_string(ds, "BodyPartExamined", notes)
     view = _code_string(ds, "ViewPosition", notes)
     for note in notes:
-        logger.info("%s%s", label, note)
+        logger.debug("%s%s", label, note)  # with the name a user gave it: a patient's, perhaps
     meta = ImageMetadata(
         source_format="dicom",
         original_size=(rows, cols),

@@ -130,7 +130,7 @@ def _read(
         turned = pixels.shape != (decoded[1], decoded[0])  # EXIF orientation swapped the axes
         reduced_from = (width, height) if turned else (height, width)
     for note in notes:
-        logger.info("%s%s", label, note)
+        logger.debug("%s%s", label, note)  # with the name a user gave it: a patient's, perhaps
     meta = ImageMetadata(
         source_format=fmt,
         original_size=(height, width),

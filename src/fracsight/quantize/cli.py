@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from fracsight._options import split_callback
+
 __all__ = ["quantize"]
 
 GATE_KEYS = ("auroc_drop", "heatmap_correlation", "top_box_iou", "hit_rate_drop", "class_accuracy_drop")
@@ -31,7 +33,11 @@ def quantize(
     ] = 64,
     evaluate_split: Annotated[
         str | None,
-        typer.Option("--evaluate", help="Also measure both models on this split and put it in the card."),
+        typer.Option(
+            "--evaluate",
+            help="Also measure both models on this split and put it in the card.",
+            callback=split_callback,
+        ),
     ] = None,
     max_auroc_drop: Annotated[
         float, typer.Option(min=0.0, help="Gate: largest allowed fall in validation AUROC.")

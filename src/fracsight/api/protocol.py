@@ -1,0 +1,73 @@
+"""The HTTP connection `fracsight serve` runs: uvicorn's h11 protocol with a deadline for headers.
+
+uvicorn closes a connection left idle after an answer (its keep-alive timeout), and the app
+answers 408 when a request body stops arriving (``uploads.BODY_IDLE_TIMEOUT_S``); but a connection
+that never finishes its request line and headers, or sends nothing at all, reaches no app and has
+no timeout in uvicorn: held open forever, a few hundred of them exhaust the server's sockets (the
+"slowloris" attack). Here every request's headers must be complete within
+:attr:`HeaderDeadlineProtocol.header_timeout_s` of the connection opening or of the previous answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from fracsight.api.errors import REQUEST_TIMEOUT, error_body
+
+__all__ = ["HeaderDeadlineProtocol"]
+
+
+class HeaderDeadlineProtocol(H11Protocol):
+    """:class:`H11Protocol` that answers 408 ``request_timeout`` and closes a connection whose
+    request headers are not complete in time."""
+
+    header_timeout_s: float = 60.0  # as the body's; nginx's client_header_timeout is 60 s too
+
+    _header_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_deadline()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:  # a request's headers are in: the app has it
+            self._disarm_header_deadline()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm_header_deadline()  # kept alive: the next request's headers have the same time
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_deadline()
+        super().connection_lost(exc)
+
+    def _arm_header_deadline(self) -> None:
+        self._disarm_header_deadline()
+        if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+            self._header_deadline = self.loop.call_later(self.header_timeout_s, self._headers_too_late)
+
+    def _disarm_header_deadline(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _headers_too_late(self) -> None:
+        self._header_deadline = None
+        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+            return
+        message = (
+            f"the request headers did not arrive in time (not complete after {self.header_timeout_s:g} s)"
+        )
+        body = json.dumps(error_body(REQUEST_TIMEOUT, message)).encode()
+        # written as bytes: h11 answers only a request it has read, and this one never came in whole
+        head = (
+            "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        )
+        self.transport.write(head.encode("ascii") + body)
+        self.transport.close()

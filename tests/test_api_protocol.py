@@ -1,0 +1,95 @@
+"""The connection deadline `fracsight serve` runs uvicorn with: request headers that never finish
+get a 408 and a closed connection; a request whose headers came in is the app's, however slow."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import free_port
+
+uvicorn = pytest.importorskip("uvicorn")
+
+from fracsight.api import ApiSettings, create_app  # noqa: E402
+from fracsight.api.protocol import HeaderDeadlineProtocol  # noqa: E402
+
+
+class QuickDeadline(HeaderDeadlineProtocol):
+    header_timeout_s = 0.5  # the shipped 60 s, shortened so that a test can wait for it
+
+
+@pytest.fixture(scope="module")
+def address(tiny_bundle: Path) -> Iterator[tuple[str, int]]:
+    """A real uvicorn server on loopback, in a thread, with the deadline protocol."""
+    port = free_port()
+    app = create_app(ApiSettings(model=str(tiny_bundle)))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, http=QuickDeadline, log_level="error")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    yield "127.0.0.1", port
+    server.should_exit = True
+    thread.join(timeout=15)
+
+
+def _everything(conn: socket.socket, wait: float = 10.0) -> bytes:
+    """What the server sends until it closes the connection (at most ``wait`` seconds)."""
+    conn.settimeout(wait)
+    received = b""
+    while chunk := conn.recv(65536):
+        received += chunk
+    return received
+
+
+def _request_timeout(answer: bytes) -> dict[str, str]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert b"content-type: application/json" in head.lower()
+    return json.loads(body)["error"]
+
+
+def test_headers_that_never_finish_get_408_and_the_connection_closed(address: tuple[str, int]) -> None:
+    with socket.create_connection(address) as conn:
+        conn.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Ty")
+        started = time.monotonic()
+        error = _request_timeout(_everything(conn))
+    assert error["code"] == "request_timeout" and "headers did not arrive" in error["message"]
+    assert time.monotonic() - started < 5
+
+
+def test_a_connection_that_sends_nothing_is_closed_too(address: tuple[str, int]) -> None:
+    with socket.create_connection(address) as conn:
+        assert _request_timeout(_everything(conn))["code"] == "request_timeout"
+
+
+def test_a_slow_body_is_the_apps_and_a_kept_alive_connection_gets_the_deadline_again(
+    address: tuple[str, int],
+) -> None:
+    with socket.create_connection(address) as conn:
+        body = (
+            b'--B\r\nContent-Disposition: form-data; name="files"; filename="e.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n\r\n--B--\r\n"
+        )
+        conn.sendall(
+            b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=B\r\n"
+        )
+        conn.sendall(b"Content-Length: %d\r\n\r\n" % len(body))
+        time.sleep(1.5)  # three header deadlines: the headers are in, so the app waits for the body
+        conn.sendall(body)
+        conn.settimeout(10)
+        answer = conn.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 400 ") and b"empty_file" in answer  # the app read it all
+        assert b"connection: close" not in answer.lower()  # kept alive
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHo")  # the next request's headers stall
+        assert _request_timeout(_everything(conn))["code"] == "request_timeout"
