@@ -195,6 +195,19 @@ def test_authorization_header_forms(
         assert r.json()["error"]["code"] == code and r.headers["www-authenticate"].startswith("Bearer")
 
 
+def test_refused_requests_are_counted_under_the_route_they_were_sent_to(clean_env: None) -> None:
+    from fastapi.testclient import TestClient
+
+    from fracsight.api import create_app
+
+    client = TestClient(create_app(ApiSettings(api_tokens=TOKEN)))
+    assert client.post("/v1/predict").status_code == 401
+    assert client.get("/no/such/path").status_code == 401  # the token is checked first everywhere
+    metrics = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
+    assert 'route="/v1/predict",method="POST",status="401"' in metrics  # was route="unmatched"
+    assert 'route="unmatched",method="GET",status="401"' in metrics
+
+
 # ---- `fracsight serve` refuses to start, or starts, as configured -------------------------------------
 def _serve(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> tuple[Any, list[Any]]:
     calls: list[Any] = []

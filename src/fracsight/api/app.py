@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -21,7 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
-from starlette.routing import Match
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fracsight import __version__
@@ -76,9 +76,10 @@ class ObserveMiddleware:
     :data:`SECURITY_HEADERS` to every answer, and turns any exception that escaped the handlers
     into a 500 ``internal_error`` JSON answer without a traceback."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, routes: Sequence[BaseRoute] = ()) -> None:
         self.app = app
         self.metrics = metrics
+        self.routes = routes  # for a request refused before routing (no token): its route all the same
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -99,7 +100,7 @@ class ObserveMiddleware:
         try:
             await self.app(scope, receive, send_and_watch)
         except Exception as exc:
-            _log_unexpected(logger, f"{scope.get('method')} {_route(scope, 500)}", exc)
+            _log_unexpected(logger, f"{scope.get('method')} {_route(scope, 500, self.routes)}", exc)
             self.metrics.count_error(INTERNAL_ERROR)
             status = 500
             if not started:
@@ -107,7 +108,10 @@ class ObserveMiddleware:
                 await response(scope, receive, send_and_watch)
         finally:
             self.metrics.observe_request(
-                _route(scope, status), str(scope.get("method", "")), status, time.perf_counter() - start
+                _route(scope, status, self.routes),
+                str(scope.get("method", "")),
+                status,
+                time.perf_counter() - start,
             )
 
 
@@ -130,9 +134,14 @@ class RootPathMiddleware:
         await self.app(scope, receive, send)
 
 
-def _route(scope: Scope, status: int) -> str:
-    """The matched route's template (bounded label values); unknown paths all count as 'unmatched'."""
+def _route(scope: Scope, status: int, routes: Sequence[BaseRoute] = ()) -> str:
+    """The matched route's template (bounded label values); unknown paths all count as 'unmatched'.
+
+    A request refused before the router saw it (a 401 of the token check) has no route in its
+    scope: the route its path and method would have reached is looked up in ``routes``."""
     route = scope.get("route")
+    if route is None and status != 404:
+        route = next((r for r in routes if hasattr(r, "path") and r.matches(scope)[0] == Match.FULL), None)
     path = getattr(route, "path", None)
     if isinstance(path, str):
         return path
@@ -239,7 +248,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     _register_error_handlers(app, metrics)
     if guard:  # inside ObserveMiddleware (added after it, so around it): refusals are counted too
         app.add_middleware(BearerAuthMiddleware, guard=guard, on_refusal=metrics.count_error)
-    app.add_middleware(ObserveMiddleware, metrics=metrics)
+    app.add_middleware(ObserveMiddleware, metrics=metrics, routes=[*router.routes, *app.routes])
     if settings.root_path:  # outermost: every other layer sees the prefix as uvicorn's --root-path puts it
         app.add_middleware(RootPathMiddleware, root_path=settings.root_path)
     _document_limits(app, settings, bearer=bool(guard))
