@@ -78,6 +78,9 @@ def test_jpeg_gray_close_to_source() -> None:
     [
         (65535, None, 65535, 16, "PNG"),
         (4095, None, 4095, 12, "PNG"),  # 12 bits stored in 16: scaled by 4095
+        (1000, None, 1023, 10, "PNG"),  # a 10-bit detector's
+        (16000, None, 16383, 14, "PNG"),  # a 14-bit one's: was divided by 65535, a quarter as bright
+        (4096, None, 16383, 14, "TIFF"),
         (1000, 10, 1023, 10, "PNG"),  # sBIT says 10 significant bits
         (4095, None, 4095, 12, "TIFF"),
         (40000, None, 65535, 16, "TIFF"),
