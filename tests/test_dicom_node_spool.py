@@ -339,7 +339,7 @@ def test_received_native_pixel_data_length_follows_the_photometric_interpretatio
 
     ds = Dataset()
     ds.SOPClassUID, ds.Modality = "1.2.840.10008.5.1.4.1.1.1", "CR"
-    ds.SOPInstanceUID, ds.StudyInstanceUID = UID_A, STUDY
+    ds.SOPInstanceUID, ds.StudyInstanceUID, ds.SeriesInstanceUID = UID_A, STUDY, STUDY + ".1"
     ds.Rows = ds.Columns = 4
     ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.BitsAllocated = 3, photometric, 8
     ds.PixelData = bytes(length)
@@ -348,6 +348,47 @@ def test_received_native_pixel_data_length_follows_the_photometric_interpretatio
             check_received(ds, ExplicitVRLittleEndian)
     else:
         assert check_received(ds, ExplicitVRLittleEndian) == (UID_A, STUDY)
+
+
+@pytest.mark.parametrize(
+    ("changes", "code", "comment"),
+    [
+        ({"Modality": "CT"}, "unsupported_modality", "Modality CT refused: projection radiographs only"),
+        (  # a radiograph's Modality on an RT Image: the SOP Class is what is refused, said so
+            {"SOPClassUID": "1.2.840.10008.5.1.4.1.1.481.1"},
+            "unsupported_modality",
+            "SOP Class RT Image Storage refused: not a radiograph",
+        ),
+        (  # fracsight's own capture, Modality OT as any secondary capture: said to be fracsight's
+            {"SOPClassUID": "1.2.840.10008.5.1.4.1.1.7", "Modality": "OT", "ManufacturerModelName": "own"},
+            "unsupported_modality",
+            "a result object fracsight wrote: not read again",
+        ),
+        ({"SeriesInstanceUID": None}, "missing_uid", "no valid SeriesInstanceUID"),  # was stored, then failed
+    ],
+)
+def test_a_refused_instance_is_told_the_reason_that_applies(changes: dict, code: str, comment: str) -> None:
+    from pydicom import Dataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    from fracsight.dicom.scp import Refusal, check_received
+    from fracsight.io.dicom_gate import RESULT_MODEL_NAME
+
+    ds = Dataset()
+    ds.SOPClassUID, ds.Modality = "1.2.840.10008.5.1.4.1.1.1", "CR"
+    ds.SOPInstanceUID, ds.StudyInstanceUID, ds.SeriesInstanceUID = UID_A, STUDY, STUDY + ".1"
+    ds.Rows = ds.Columns = 4
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.BitsAllocated = 1, "MONOCHROME2", 8
+    ds.PixelData = bytes(16)
+    assert check_received(ds, ExplicitVRLittleEndian) == (UID_A, STUDY)
+    for keyword, value in changes.items():
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, RESULT_MODEL_NAME if value == "own" else value)
+    with pytest.raises(Refusal) as refused:
+        check_received(ds, ExplicitVRLittleEndian)
+    assert (refused.value.code, refused.value.comment) == (code, comment)
 
 
 def _queue_sr(spool: Spool, uid: str) -> None:

@@ -696,6 +696,9 @@ def test_odd_windows_and_voi_luts_cost_the_image_nothing(
     assert ("presentation state can carry: left out" in caplog.text) == has_window
     if has_window:  # which image it is about: with several files that was not said
         assert f"{prediction.source}: Window" in caplog.text, caplog.text
+        caplog.clear()  # and again when the study report reads the same header
+        study_result_datasets([source], predictor.predict_study([prediction], "s"), [prediction], predictor)
+        assert f"{prediction.source}: Window" in caplog.text, caplog.text
     assert "CANARY" not in caplog.text
 
 
@@ -762,6 +765,36 @@ def test_cli_writes_objects_never_overwrites_and_refuses_cleanly(case, tmp_path:
     args = ["dicom", "results", str(path), "--out", str(fresh), "--results", "sr"]  # as listen names it
     same_name = runner.invoke(cli_app, args)
     assert same_name.exit_code == 0 and [p.name for p in fresh.iterdir()] == [f"{path.stem}.sr.dcm"]
+
+
+def test_cli_gives_one_instance_its_results_once_however_often_it_is_named(case, tmp_path: Path) -> None:
+    """A copy, or the file named twice, counted twice in the study verdict and got two result sets."""
+    import shutil
+
+    path = case[0]
+    copy = tmp_path / "copy-of-it.dcm"
+    shutil.copyfile(path, copy)
+    out = tmp_path / "out"
+    args = [
+        "dicom",
+        "results",
+        str(path),
+        str(copy),
+        str(path),
+        "--out",
+        str(out),
+        "--kinds",
+        "sr",
+        "--study",
+    ]
+    result = runner.invoke(cli_app, args)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == sorted([f"{path.stem}.sr.dcm", "study-1.sr.dcm"])
+    assert f"note: copy-of-it.dcm: the same instance as {path.name}" in result.output
+    assert "study 1 (1 images)" in result.output
+    study = pydicom.dcmread(out / "study-1.sr.dcm")
+    (series,) = study.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence
+    assert len(series.ReferencedSOPSequence) == 1
 
 
 def test_prediction_without_pixels_gives_the_same_capture(case, predictor: Predictor) -> None:

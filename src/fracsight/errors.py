@@ -86,10 +86,18 @@ class UnsupportedModalityError(ImageReadError):
     code = "unsupported_modality"
     http_status = 422
 
-    def __init__(self, message: str, *, modality: str | None = None, sop_class: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        modality: str | None = None,
+        sop_class: str | None = None,
+        own_output: bool = False,
+    ) -> None:
         super().__init__(message)
         self.modality = modality
         self.sop_class = sop_class
+        self.own_output = own_output  # a result object fracsight wrote (refused whatever its Modality)
 
 
 class MultiFrameError(ImageReadError):

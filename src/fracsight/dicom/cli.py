@@ -534,10 +534,18 @@ def results_command(
         raise typer.Exit(2) from None
     failed = 0
     studies: dict[str, list] = {}
+    done: dict[str, str] = {}  # SOP Instance UID -> the file that had it first
     for path in files:
         try:
             data = path.read_bytes()
             source = read_source(data, path.name)
+            instance = str(source.get("SOPInstanceUID") or "")
+            if instance and instance in done:  # a copy, or the file given twice: results once, counted once
+                typer.echo(
+                    f"note: {path.name}: the same instance as {done[instance]}; its results once", err=True
+                )
+                continue
+            done[instance] = path.name
             prediction = predictor.predict(data, name=path.name, keep_pixels=True)
             datasets = result_datasets(source, prediction, predictor, kinds=wanted)
         except FracsightError as e:

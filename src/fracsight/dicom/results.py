@@ -486,8 +486,14 @@ def study_result_datasets(
             f"{len(predictions)} predictions)"
         )
     frames = list(frames) if frames is not None else [None] * len(sources)
+    headers = []
     with quiet_values():
-        headers = [source_header(s, frame=f) for s, f in zip(sources, frames, strict=True)]
+        for source, frame, prediction in zip(sources, frames, predictions, strict=True):
+            named = _SOURCE_NAME.set(prediction.source or "")  # its mended values named as its own are
+            try:
+                headers.append(source_header(source, frame=frame))
+            finally:
+                _SOURCE_NAME.reset(named)
     for header, prediction in zip(headers, predictions, strict=True):
         _check_fits(header, prediction)
     if len({str(h.StudyInstanceUID) for h in headers}) != 1:

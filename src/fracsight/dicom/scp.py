@@ -91,12 +91,10 @@ def check_received(ds: Any, transfer_syntax: Any) -> tuple[str, str]:
     try:
         check_dicom_object(modality, sop_class, model_name=model_name)
     except UnsupportedModalityError as e:
-        what = f"Modality {e.modality}" if e.modality else "this SOP Class"
-        raise Refusal(
-            STATUS["sop_class_not_supported"], e.code, f"{what} refused: projection radiographs only"
-        ) from e
+        raise Refusal(STATUS["sop_class_not_supported"], e.code, _refusal_comment(e)) from e
     try:
         sop_uid, study_uid = _uid(ds, "SOPInstanceUID"), _uid(ds, "StudyInstanceUID")
+        _uid(ds, "SeriesInstanceUID")  # the results' new series is filed beside it: none, no results
         if "PixelData" not in ds:
             raise Refusal(STATUS["does_not_match_sop_class"], "no_pixel_data", "no Pixel Data")
         if transfer_syntax is not None and not transfer_syntax.is_compressed:
@@ -106,6 +104,17 @@ def check_received(ds: Any, transfer_syntax: Any) -> tuple[str, str]:
     except Exception as e:
         raise Refusal(STATUS["cannot_understand"], "undecodable_dataset", "cannot decode the data set") from e
     return sop_uid, study_uid
+
+
+def _refusal_comment(e: UnsupportedModalityError) -> str:
+    """The Error Comment (64 characters at most) for what the reader refused, and why."""
+    if e.own_output:
+        return "a result object fracsight wrote: not read again"
+    if e.sop_class:
+        from pydicom.uid import UID
+
+        return f"SOP Class {UID(e.sop_class).name} refused: not a radiograph"
+    return f"Modality {e.modality or '(not a code string)'} refused: projection radiographs only"
 
 
 def _check_native_length(ds: Any) -> None:

@@ -226,6 +226,7 @@ def check_dicom_object(
             f"{label}DICOM object written by fracsight itself (its capture with the findings drawn in, "
             "which looks like a radiograph); fracsight does not read its own output",
             modality=code,
+            own_output=True,
         )
     warnings = []
     if not present:
