@@ -314,3 +314,19 @@ def test_a_loaders_warning_is_printed_once_and_says_it_is_a_warning(
     assert warned == [
         f"warning: {data}: folder(s) extras are not split folders (train/val/test) and are ignored"
     ]
+
+
+def test_ctrl_c_before_a_command_runs_is_one_line_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C half a second after `fracsight batch run ...`, while typer built the command (before
+    click's own handler), printed a 30-line traceback."""
+    import fracsight.cli
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fracsight.cli, "app", interrupted)
+    with pytest.raises(SystemExit) as stopped:
+        fracsight.cli.main()
+    assert stopped.value.code == 130 and capsys.readouterr().err == "interrupted\n"

@@ -477,6 +477,24 @@ def test_an_unreachable_cluster_is_a_clear_error(archive: Path, tmp_path: Path) 
     assert result.exit_code == 1 and "99999 is not a port number" in result.output
 
 
+def test_an_address_that_takes_the_connection_and_says_nothing_is_a_clear_error(
+    archive: Path, tmp_path: Path
+) -> None:
+    """Ray waited on such a server for over 12 minutes, deaf to SIGTERM and Ctrl-C."""
+    import socket
+    import time
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # listens: connections are taken, never answered
+        port = silent.getsockname()[1]
+        args = ["batch", "run", str(archive), "--out", str(tmp_path / "o"), "--address", f"127.0.0.1:{port}"]
+        started = time.monotonic()
+        result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1 and "said nothing in 5 s" in result.output, result.output
+    assert time.monotonic() - started < 30 and not (tmp_path / "o").exists()
+    url = CliRunner().invoke(cli, [*args[:-1], "http://x"])  # Ray's message stopped at "either:"
+    assert url.exit_code == 1 and "give the Ray GCS as HOST:PORT" in url.output
+
+
 def test_an_address_where_something_else_answers_is_a_clear_error(archive: Path, tmp_path: Path) -> None:
     """A port that is not Ray's (the dashboard's, a web server's): Ray retried for many minutes."""
     import socket

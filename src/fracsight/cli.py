@@ -1170,4 +1170,8 @@ _add_subcommands()
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:  # Ctrl-C while typer builds the command, before click's own handler
+        typer.echo("interrupted", err=True)
+        raise SystemExit(130) from None

@@ -431,30 +431,41 @@ def _first_line(error: BaseException) -> str:
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
     """Fail at once on a HOST:PORT nothing answers at, or where what answers is not Ray (Ray itself
     would keep retrying for minutes in both cases)."""
+    scheme, colon_slashes, _ = address.partition("://")
+    if colon_slashes and scheme.lower() != "ray":  # Ray's own message about it was cut to one line
+        raise BatchError(
+            f"--address {address}: give the Ray GCS as HOST:PORT (6379 by default), or a Ray client "
+            "server as ray://HOST:PORT (10001 by default); not a URL of another kind"
+        )
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not port.isdigit():
         return  # "auto" and other forms: Ray resolves them
     if not 0 < int(port) < 65536:
         raise BatchError(f"--address {address}: {port} is not a port number (1-65535)")
+    tls = os.environ.get("RAY_USE_TLS", "0").strip().lower() not in ("", "0", "false")
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as probe:
-            answer = _http2_answer(probe)
+            answer = None if tls else _http2_answer(probe)  # TLS: its handshake comes first, no telling
     except OSError as e:
         raise BatchError(f"no Ray cluster answers at {address} ({e.strerror or type(e).__name__})") from None
-    if answer is not None and answer[3:4] != b"\x04":  # a gRPC server's first frame is SETTINGS
-        what = f"answered {answer[:20].decode('latin-1')!r}" if answer else "closed the connection"
+    if tls or (answer is not None and answer[3:4] == b"\x04"):  # a gRPC server's first frame is SETTINGS
+        return
+    if answer is None:  # Ray waited for minutes on such a server, deaf to Ctrl-C meanwhile
         raise BatchError(
-            f"what answers at {address} is not Ray (it {what}): is it the Ray GCS port "
-            "(6379 by default) or, with ray://, the Ray client port (10001)?"
+            f"no Ray cluster answers at {address}: something took the connection but said nothing in "
+            f"{timeout:g} s (a Ray GCS or client server answers at once)"
         )
+    what = f"answered {answer[:20].decode('latin-1')!r}" if answer else "closed the connection"
+    raise BatchError(
+        f"what answers at {address} is not Ray (it {what}): is it the Ray GCS port "
+        "(6379 by default) or, with ray://, the Ray client port (10001 by default)?"
+    )
 
 
 def _http2_answer(probe: socket.socket) -> bytes | None:
     """The first bytes a server at ``probe`` (a connected socket) sends after an HTTP/2 preface:
-    Ray's GCS and client server speak gRPC, whose first frame is SETTINGS (type 4, the 4th byte).
-    None when this cannot tell (TLS, whose handshake comes first; no answer within the timeout)."""
-    if os.environ.get("RAY_USE_TLS", "0").strip().lower() not in ("", "0", "false"):
-        return None
+    Ray's GCS and client server speak gRPC, whose first frame is SETTINGS (type 4, the 4th byte),
+    sent at once. None when nothing came within the socket's timeout."""
     answer = b""
     try:
         probe.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
