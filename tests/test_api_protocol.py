@@ -52,6 +52,25 @@ def _everything(conn: socket.socket, wait: float = 10.0) -> bytes:
     return received
 
 
+def _one_answer(conn: socket.socket) -> bytes:
+    """One whole answer on a kept-alive connection: its head, then as many bytes as it says."""
+    conn.settimeout(10)
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = conn.recv(65536)
+        assert chunk, f"the connection closed before a whole answer: {received!r}"
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = int(
+        next(line for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:"))[15:]
+    )
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        assert chunk, f"the connection closed within the body: {received!r}"
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
 def _request_timeout(answer: bytes) -> dict[str, str]:
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 408 "), answer[:200]
@@ -87,8 +106,7 @@ def test_a_slow_body_is_the_apps_and_a_kept_alive_connection_gets_the_deadline_a
         conn.sendall(b"Content-Length: %d\r\n\r\n" % len(body))
         time.sleep(1.5)  # three header deadlines: the headers are in, so the app waits for the body
         conn.sendall(body)
-        conn.settimeout(10)
-        answer = conn.recv(65536)
+        answer = _one_answer(conn)
         assert answer.startswith(b"HTTP/1.1 400 ") and b"empty_file" in answer  # the app read it all
         assert b"connection: close" not in answer.lower()  # kept alive
         conn.sendall(b"GET /healthz HTTP/1.1\r\nHo")  # the next request's headers stall
