@@ -160,6 +160,7 @@ def test_class_heads_are_compared_by_their_top_class(head_bundle) -> None:
     assert result.exit_code == 0, result.output
     paired = json.loads(result.stdout)
     assert paired["auroc"]["difference"] == 0 and paired["class_top1"]["p_value"] == 1
+    assert any(n.startswith("A and B are the same bundle") for n in paired["notes"])  # a slip, said so
 
 
 def test_what_cannot_be_compared_is_one_line(fracatlas_dir: Path, head_bundle, tmp_path: Path) -> None:

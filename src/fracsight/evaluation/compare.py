@@ -205,6 +205,11 @@ def compare_models(
             "it with --split all"
         )
     notes = _seen_notes(split, [h.own for h in held], (model_a, model_b))
+    if predictors[0].bundle_dir.resolve() == predictors[1].bundle_dir.resolve():
+        notes.append(
+            f"A and B are the same bundle ({predictors[0].bundle_dir}): every difference below is zero "
+            "by construction"
+        )
     notes += _head_notes(predictors, tuple(dataset.class_names.get(FRACTURE, ())), (model_a, model_b))
     leakage = leakage_of(held[0], dataset, split)  # the two runs held out the same images (checked above)
     if leakage:
