@@ -534,7 +534,7 @@ def results_command(
         raise typer.Exit(2) from None
     failed = 0
     studies: dict[str, list] = {}
-    done: dict[str, str] = {}  # SOP Instance UID -> the file that had it first
+    done: dict[str, str] = {}  # SOP Instance UID -> the file that got its results
     for path in files:
         try:
             data = path.read_bytes()
@@ -545,7 +545,6 @@ def results_command(
                     f"note: {path.name}: the same instance as {done[instance]}; its results once", err=True
                 )
                 continue
-            done[instance] = path.name
             prediction = predictor.predict(data, name=path.name, keep_pixels=True)
             datasets = result_datasets(source, prediction, predictor, kinds=wanted)
         except FracsightError as e:
@@ -563,6 +562,7 @@ def results_command(
             typer.echo(f"error (unwritable): {out}: {e.strerror or e}", err=True)
             raise typer.Exit(1) from None
         typer.echo(f"{path.name}: {prediction.decision} -> {', '.join(str(p) for p in written)}")
+        done[instance] = path.name  # only now: a copy of a file that failed is tried in its own right
         if study:  # the study report needs the headers and numbers only, not the pixels
             del source.PixelData
             kept = dataclasses.replace(prediction, pixels=None, heatmap=None)

@@ -71,6 +71,18 @@ class _NamedSource(logging.Filter):
 
 
 logger.addFilter(_NamedSource())
+
+
+@contextmanager
+def _logged_as(name: str | None) -> Iterator[None]:
+    """Records logged in the block start with ``name`` (see :class:`_NamedSource`)."""
+    token = _SOURCE_NAME.set(name or "")
+    try:
+        yield
+    finally:
+        _SOURCE_NAME.reset(token)
+
+
 # highdicom logs, at INFO, the SOP Instance UID of each data set it copies patient and study data
 # from: a UID that leads to the patient. Its warnings still come through.
 logging.getLogger("highdicom").setLevel(logging.WARNING)
@@ -421,11 +433,8 @@ def result_datasets(
     results cannot be placed against; ``ValueError`` for an unknown kind.
     """
     wanted = _check_kinds(kinds)
-    named = _SOURCE_NAME.set(prediction.source or "")
-    try:
+    with _logged_as(prediction.source):
         return _result_datasets(source, prediction, predictor, wanted, frame, uid_seed)
-    finally:
-        _SOURCE_NAME.reset(named)
 
 
 def _result_datasets(
@@ -489,11 +498,8 @@ def study_result_datasets(
     headers = []
     with quiet_values():
         for source, frame, prediction in zip(sources, frames, predictions, strict=True):
-            named = _SOURCE_NAME.set(prediction.source or "")  # its mended values named as its own are
-            try:
+            with _logged_as(prediction.source):  # its mended values named as its own are
                 headers.append(source_header(source, frame=frame))
-            finally:
-                _SOURCE_NAME.reset(named)
     for header, prediction in zip(headers, predictions, strict=True):
         _check_fits(header, prediction)
     if len({str(h.StudyInstanceUID) for h in headers}) != 1:
