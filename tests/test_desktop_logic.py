@@ -351,6 +351,33 @@ def test_the_session_knows_which_files_changed_since_they_were_read(tmp_path: Pa
     assert session.changed_on_disk() == [1, 2, 3]
 
 
+def test_a_file_opened_again_keeps_its_row(predictor: Predictor, fracatlas_dir: Path, tmp_path: Path) -> None:
+    """A folder opened twice listed (and exported) every file twice. Opened again, a file keeps its
+    row and name, and is predicted again in it only when that can change what the row says: no
+    result yet and not waiting for one (a cancelled run's), unreadable then, or changed on disk."""
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    kept, changed, unread, waiting = (folder / n for n in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"))
+    for path in (kept, changed, waiting):
+        path.write_bytes((fracatlas_dir / "images" / HAND).read_bytes())
+    unread.write_bytes(b"")
+    session = ReadingSession()
+    session.set_predictor(predictor)
+    first = session.add(expand_inputs([folder]))
+    assert [index for index, _, _ in first] == [0, 1, 2, 3]
+    for index, path, name in first[:3]:
+        session.record(index, predict_one(predictor, path, name), file_stamp(path))
+    assert isinstance(session.results[2], FailedPrediction)
+    assert session.add(expand_inputs([folder]), pending={3}) == [(2, unread, "c.jpg")]
+
+    changed.write_bytes((fracatlas_dir / "images" / FRACTURED).read_bytes())
+    extra = folder / "e.jpg"
+    extra.write_bytes(b"x")
+    again = session.add(expand_inputs([folder, tmp_path / "scans" / ".." / "scans" / "a.jpg"]))
+    assert again == [(1, changed, "b.jpg"), (2, unread, "c.jpg"), (3, waiting, "d.jpg"), (4, extra, "e.jpg")]
+    assert session.names == ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"]
+
+
 def test_expand_inputs_follows_predict(tmp_path: Path) -> None:
     (tmp_path / "b").mkdir()
     for name in ("b/2.png", "b/1.dcm", "b/.hidden.png", "b/notes.txt", "a.jpg"):
@@ -490,11 +517,12 @@ def test_session_studies_are_predicts_study_folders(
     reopened.add(expand_inputs([patient.parent]))  # cancelled: nothing predicted
     for index, path, name in reopened.add(expand_inputs([patient.parent])):
         reopened.record(index, predict_one(predictor, path, name), file_stamp(path))
-    assert reopened.folders == {"patient1/study1_positive": [3], "patient1/study2_negative": [4, 5]}
+    assert len(reopened.paths) == 3  # opened again: the same rows, predicted in them
+    assert reopened.folders == {"patient1/study1_positive": [0], "patient1/study2_negative": [1, 2]}
     assert [s.to_dict() for s in reopened.studies()] == [first.to_dict(), second.to_dict()]
     reopened.one_study = True  # all images as one study instead, as predict --study
     (together,) = reopened.studies()
-    assert together.study == ALL_INPUTS and reopened.study_of(3) == ALL_INPUTS
+    assert together.study == ALL_INPUTS and reopened.study_of(0) == ALL_INPUTS
     # it says that it combines two examinations, as predict --study on the patient's folder says
     assert together.folders == ("patient1/study1_positive", "patient1/study2_negative")
     assert any(w.startswith("the views come from 2 study folders") for w in together.warnings)

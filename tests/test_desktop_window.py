@@ -496,8 +496,8 @@ def test_cancel_a_folder_halfway_keeps_the_results_and_the_loop_responsive(
 ) -> None:
     from fracsight.desktop.timing import LatencyProbe
 
-    images = sorted((fracatlas_dir / "images").rglob("*.jpg"))[:200]
-    folder = linked_folder(tmp_path / "folder", images)
+    images = sorted((fracatlas_dir / "images").rglob("*.jpg"))[:210]
+    folder = linked_folder(tmp_path / "folder", images[:200])
     desktop = open_window([folder])
     root = desktop.root
     wait_until(root, lambda: desktop.session.predictor is not None, 60, "the model")
@@ -507,7 +507,9 @@ def test_cancel_a_folder_halfway_keeps_the_results_and_the_loop_responsive(
     wait_until(root, lambda: len(desktop.session.results) >= 100, 240, "100 results")
     probe.stop()
     load = max(load_before, os.getloadavg()[0]) / (os.cpu_count() or 1)
-    queued = linked_folder(tmp_path / "queued", images[:10], "q")  # opened meanwhile: the cancel stops it too
+    queued = linked_folder(
+        tmp_path / "queued", images[200:], "q"
+    )  # opened meanwhile: the cancel stops it too
     open_and_wait(desktop, [queued])
     desktop.cancel()
     wait_until(root, lambda: desktop.running == 0, 30, "the cancel")
@@ -809,7 +811,7 @@ def test_stress_opening_cancelling_and_exporting_while_a_folder_runs(
     root.report_callback_exception = hooked
     wait_until(root, lambda: desktop.session.predictor is not None, 90, "the model")
     points = desktop.session.operating_point_names
-    batches: list[range] = []  # the indices of every batch opened, in order
+    batches: list[tuple[int, ...]] = []  # the rows queued by every opening, in order
     gaps: list[float] = []
     log_lines: list[str] = []
 
@@ -817,9 +819,10 @@ def test_stress_opening_cancelling_and_exporting_while_a_folder_runs(
         return f"seed {seed} (FRACSIGHT_STRESS_SEED={seed} reproduces the choices); steps {log_lines}"
 
     def open_batch(paths: list[Path]) -> None:
-        start = len(desktop.session.paths)
-        n = open_and_wait(desktop, paths)
-        batches.append(range(start, start + n))
+        listing = desktop.open_paths(paths)
+        assert listing is not None, where()
+        wait_until(root, lambda: listing.queued is not None, 60, f"the files of {paths}")
+        batches.append(listing.indices)  # a file opened again is queued in its own row, if at all
 
     def shown() -> list[int]:
         return [int(i) for i in desktop.tree.get_children() if i.isdigit()]  # not a study's row
@@ -832,8 +835,8 @@ def test_stress_opening_cancelling_and_exporting_while_a_folder_runs(
         assert len(rows) == len(set(rows)), ("a row twice", rows, where())
         assert rows == sorted(rows), ("rows out of order", rows, where())
         assert set(rows) == set(results) - set(desktop._unlisted), (rows, sorted(results), where())
-        for batch in batches:  # a cancelled batch keeps a prefix: in order, none lost
-            got = [i for i in batch if i in results]
+        for batch in batches:  # a cancelled batch keeps a prefix: in order, none lost (opened
+            got = [i for i in batch if i in results]  # again, its rest is queued in order)
             assert got == list(batch[: len(got)]), (batch, got, where())
         for i in rows:  # every row at the operating point shown
             want = desktop.session.list_row(desktop.session.result(i))
@@ -847,8 +850,8 @@ def test_stress_opening_cancelling_and_exporting_while_a_folder_runs(
             assert desktop.list_current and desktop.done == len(results), where()
             assert float(desktop.progress.cget("value")) == desktop.done - run.done, where()
             status = desktop.status.cget("text")
-            # the run's last word, or an export's made after the run had ended
-            assert status.startswith(("Done:", "Cancelled:", "Saved ")), (status, where())
+            # the run's last word, an export's made after the run had ended, or nothing to do
+            assert status.startswith(("Done:", "Cancelled:", "Saved ", "Already open")), (status, where())
 
     def export() -> None:
         before = len(saves)
@@ -890,8 +893,11 @@ def test_stress_opening_cancelling_and_exporting_while_a_folder_runs(
     wait_until(root, lambda: desktop.running == 0, 300, f"the last folder ({where()})")
     _pump(root, 0.2, gaps)
     check(idle=True)
-    assert all(i in shown() for i in batches[-1]), where()
-    assert desktop.status.cget("text").startswith(f"Done: {len(batches[-1])} of {len(batches[-1])}")
+    rows = {desktop.session.names[i] for i in shown()}
+    assert {p.name for p in folder.iterdir()} <= rows and len(rows) == len(shown()), where()
+    n = len(batches[-1])
+    done = f"Done: {n} of {n}" if n else "Already open, unchanged since predicted"
+    assert desktop.status.cget("text").startswith(done), where()
     export()
 
 
@@ -1163,7 +1169,9 @@ def test_a_run_says_how_many_files_could_not_be_read(
     assert text.startswith("Done: 3 of 3 images in ") and text.endswith(
         ": 1 predicted, 2 could not be read (their rows say why)."
     ), text
-    desktop.open_paths([folder / "a.jpg"])  # a new run: only its own files counted
+    desktop.open_paths(
+        [copy_of(fracatlas_dir, HAND, tmp_path / "d.jpg")]
+    )  # a new run: only its own files counted
     wait_until(root, lambda: desktop.done == 4 and not desktop.running, 60, "the next run")
     assert desktop.status.cget("text").startswith("Done: 1 of 1 images predicted in ")
 
@@ -1212,6 +1220,35 @@ def test_a_cancelled_run_shows_what_was_done_of_what_was_asked(
     wait_until(root, lambda: desktop.running == 0, 60, "the next run")
     assert float(desktop.progress.cget("value")) == float(desktop.progress.cget("maximum")) == 1
     assert desktop.status.cget("text").startswith("Done: 1 of 1")
+
+
+def test_a_folder_opened_again_keeps_one_row_per_file(
+    open_window, fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """The same folder opened twice listed every file twice (and the CSV held each twice). Opened
+    again while it is predicted, after a cancel, or once done, each file keeps one row: only the
+    files a cancel left without a result, or changed since, are predicted again."""
+    folder = linked_folder(tmp_path / "folder", sorted((fracatlas_dir / "images").rglob("*.jpg"))[:40])
+    desktop = open_window([folder])
+    root = desktop.root
+    wait_until(root, lambda: desktop.done >= 1, 120, "a result")
+    desktop.open_paths([folder])  # again while it runs: nothing more to do
+    desktop.cancel()
+    wait_until(root, lambda: desktop.running == 0, 60, "the cancel")
+    done = len(desktop.session.results)
+    desktop.open_paths([fracatlas_dir / "images" / HAND])
+    wait_until(root, lambda: desktop.running == 0 and desktop.list_current, 60, "another image")
+    desktop.open_paths([folder])  # after the cancel: the rest, in their own rows and places
+    wait_until(root, lambda: desktop.running == 0 and desktop.list_current, 120, "the rest")
+    assert 1 <= done < 40, "the cancel came after the last image: make the folder larger"
+    assert desktop.status.cget("text").startswith(f"Done: {40 - done} of {40 - done}")
+    assert [int(i) for i in desktop.tree.get_children()] == list(range(41))  # as the CSV has them
+    desktop.open_paths([folder])  # once done: nothing to predict, and the status line says why
+    wait_until(root, lambda: desktop.running == 0 and not desktop.listings, 60, "the third opening")
+    assert desktop.status.cget("text") == f"Already open, unchanged since predicted: {folder}."
+    assert sorted(row["source"] for row in tree_rows(desktop)) == sorted(desktop.session.names)
+    assert len(desktop.session.names) == len(set(desktop.session.names)) == 41
+    assert desktop.session.csv_text().count("\n") == 42
 
 
 def test_a_model_that_fails_to_load_says_so_for_the_files_given(

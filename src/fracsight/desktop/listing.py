@@ -52,6 +52,7 @@ class Listing:
     started: float = field(default_factory=time.perf_counter)
     listed: Listed | None = None  # once the thread has reported
     queued: int | None = None  # how many files were queued: None while looking, 0 when none or cancelled
+    indices: tuple[int, ...] = ()  # the rows of the files queued (a file opened before keeps its own)
     cancelled: bool = False  # set by the window; the thread stops its walk at the next file
     found: int = 0  # files found so far (written by the listing thread only)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -81,26 +81,45 @@ class ReadingSession:
         self.operating_point = predictor.operating_point
         self._made.clear()
 
-    def add(self, files: Iterable[tuple[Path, str]], resolved: Sequence[str] | None = None) -> list[Item]:
+    def add(
+        self,
+        files: Iterable[tuple[Path, str]],
+        resolved: Sequence[str] | None = None,
+        pending: Container[int] = (),
+    ) -> list[Item]:
         """Add ``(path, name)`` pairs (:func:`expand_inputs`); returns the items to predict.
         ``resolved``: each file's real path, where already known (found off the window's thread:
-        on a network share it is a round trip per file)."""
-        start = len(self.paths)
-        items = [(index, path, name) for index, (path, name) in enumerate(files, start)]
-        for _, path, name in items:
-            self.paths.append(path)
-            self.names.append(name)
-        self.resolved.extend(resolved if resolved is not None else (os.path.realpath(p) for _, p, _ in items))
+        on a network share it is a round trip per file). A file opened before keeps its row and
+        name: it is predicted again in it when it has no result and is not ``pending`` (a cancelled
+        run's), could not be read, or changed on disk since it was predicted; otherwise it is left
+        as it is (a folder opened twice used to list every file twice, and export it twice)."""
+        files = list(files)
+        reals = list(resolved) if resolved is not None else [os.path.realpath(p) for p, _ in files]
+        opened = {real: i for i, real in enumerate(self.resolved)}
+        items: list[Item] = []
+        for (path, name), real in zip(files, reals, strict=True):
+            index = opened.get(real)
+            if index is None:
+                index = opened[real] = len(self.paths)
+                self.paths.append(path)
+                self.names.append(name)
+                self.resolved.append(real)
+                items.append((index, path, name))
+            elif self._again(index, pending):
+                items.append((index, self.paths[index], self.names[index]))
         self._find_folders()
         return items
 
+    def _again(self, index: int, pending: Container[int]) -> bool:
+        """Whether a file opened again is predicted again (:meth:`add`)."""
+        result = self.results.get(index)
+        if result is None:
+            return index not in pending
+        return isinstance(result, FailedPrediction) or file_stamp(self.paths[index]) != self.stamps.get(index)
+
     def _find_folders(self) -> None:
-        """:attr:`folders`, found here rather than on every redisplay (it resolves every path). A file
-        opened again is a view at its latest place: the one predicted last (a cancelled run's copy
-        never gets a result)."""
-        latest = sorted({real: i for i, real in enumerate(self.resolved)}.values())
-        groups = study_groups([self.paths[i] for i in latest])
-        self.folders = {name: [latest[j] for j in views] for name, views in groups.items()}
+        """:attr:`folders`, found here rather than on every redisplay (it resolves every path)."""
+        self.folders = study_groups(self.paths)
 
     def record(self, index: int, result: Result, stamp: FileStamp | None) -> None:
         """The result of a file, and its stamp when it was read for it."""

@@ -47,6 +47,7 @@ from fracsight.desktop.worker import (
     BatchStarted,
     Event,
     FileStamp,
+    Item,
     ModelFailed,
     ModelLoaded,
     OverlaySaved,
@@ -137,6 +138,8 @@ class DesktopApp:
         self._run = _Run(done=0)  # from idle to idle, over every batch opened meanwhile
         self._first_result = self._first_view = False
         self._unlisted: list[int] = []  # results received and not yet in the list
+        self._queued: set[int] = set()  # files given to the worker and not predicted yet
+        self._last_row = -1  # the latest opened file with a row
         self._listed_at = 0.0  # when rows last went into the list (perf_counter)
         self._probe_from = 0  # the latency probe's first sample of the batch in progress
         self._found_nothing: str | None = None  # why folders opened gave no file (kept past the load)
@@ -456,25 +459,31 @@ class DesktopApp:
     def _queue_files(self, listing: Listing) -> None:
         listed = listing.listed
         assert listed is not None
-        items = self.session.add(listed.files, listed.resolved)
-        listing.queued = len(items)
+        items = self.session.add(listed.files, listed.resolved, pending=self._queued)
+        listing.queued, listing.indices = len(items), tuple(index for index, _, _ in items)
         if self.model_error is not None:  # the model failed while the files were looked for
-            self._not_predicted([index for index, _, _ in items])
+            self._not_predicted([index for index, _, _ in items if not self.tree.exists(str(index))])
             return
         if not items:
             self.running -= 1
             where = _some(map(str, listing.paths))
             if listed.error is not None:
                 self._found_nothing = f"Could not look for images in {where}: {listed.error}"
+            elif listed.files:
+                self._found_nothing = f"Already open, unchanged since predicted: {where}."
             else:
                 self._found_nothing = f"No image files found in {where}."
             self._set_status(self._found_nothing)
             if not self.running:
                 self._end_run()
             return
+        self._submit(items)
+        self._update_progress()
+
+    def _submit(self, items: Sequence[Item]) -> None:
+        self._queued.update(index for index, _, _ in items)
         self.worker.submit(items)
         self._run.asked += len(items)
-        self._update_progress()
 
     # ---- events from the worker ----------------------------------------------------------------------
     def _poll(self) -> None:
@@ -625,15 +634,17 @@ class DesktopApp:
 
     def _result_ready(self, event: ResultReady) -> None:
         again = event.index in self.session.results and self.tree.exists(str(event.index))
+        self._queued.discard(event.index)
         self.done += 1
         self.failed += isinstance(event.result, FailedPrediction)
-        if again:  # a file predicted again after it changed on disk: its row, card and view
+        if again:  # a file predicted again (changed on disk, opened again): its row, card and view
             self._replace_result(event.index, event.result, event.stamp)
             if event.index == self.selected:
                 self._show(event.index)
             return
+        if event.index not in self.session.results:  # else it is waiting for the list already
+            self._unlisted.append(event.index)
         self.session.record(event.index, event.result, event.stamp)
-        self._unlisted.append(event.index)
         if not self._first_result:  # the first one at once; the others with the next tick's
             self._list_results()
 
@@ -652,8 +663,13 @@ class DesktopApp:
             result = self.session.result(index)
             assert result is not None
             self.tree.insert(
-                "", "end", iid=str(index), values=self.session.list_row(result), tags=_tags(result)
+                "",
+                self._row_place(index),
+                iid=str(index),
+                values=self.session.list_row(result),
+                tags=_tags(result),
             )
+            self._last_row = max(self._last_row, index)
         self._refresh_studies()
         self._update_progress()
         if self.selected is None:
@@ -663,6 +679,18 @@ class DesktopApp:
             if self.timing is not None:
                 self.root.update_idletasks()  # on screen, not only in the tree
                 self.timing.write("first_result", source=self.session.results[indices[0]].source)
+
+    def _row_place(self, index: int) -> int | str:
+        """Where a file's row goes: the list is in the order the files were opened, as the exports
+        are; a file a cancel left without a result and opened again goes back to its place, above
+        the first row opened after it (and above that row's study, right above it)."""
+        if index > self._last_row:
+            return "end"
+        rows = self.tree.get_children()
+        for place, iid in enumerate(rows):
+            if not _is_study(iid) and int(iid) > index:
+                return place - 1 if place and _is_study(rows[place - 1]) else place
+        return "end"
 
     def _batch_finished(self, event: BatchFinished) -> None:
         self._list_results()
@@ -919,8 +947,7 @@ class DesktopApp:
         if not self.running:
             self._run = _Run(done=self.done, failed=self.failed)
         self.running += 1
-        self.worker.submit([(i, self.session.paths[i], self.session.names[i]) for i in changed])
-        self._run.asked += len(changed)
+        self._submit([(i, self.session.paths[i], self.session.names[i]) for i in changed])
         self.cancel_button.configure(state="normal")
         self._update_progress()
         names = _some(self.session.names[i] for i in changed)
@@ -1076,6 +1103,7 @@ class DesktopApp:
 
     def _end_run(self) -> None:
         """The run's last word: what all its openings did."""
+        self._queued.clear()  # a cancelled run's files are predicted when opened again
         run = self._run
         seconds = time.perf_counter() - run.started
         if run.asked:
