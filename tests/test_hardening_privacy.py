@@ -235,3 +235,24 @@ def test_app_and_desktop_log_an_unexpected_error_without_its_message(
         )
     assert caplog.text.count("unexpected RuntimeError") == 2 and "Traceback" not in caplog.text
     assert_clean(caplog.text, "the app's and the window's log")
+
+
+def test_predicting_writes_nothing_to_home_or_temp(fracatlas_dir: Path, tmp_path: Path) -> None:
+    """ONNX Runtime 1.32's Linux wheel kept a device id and a database of usage events under
+    ~/.cache/Microsoft (and a file in $TMPDIR), to upload when it can; fracsight turns that off
+    (ORT_DISABLE_TELEMETRY) unless the user set it. Checked in a process of its own, since ONNX
+    Runtime reads the setting once."""
+    import os
+    import subprocess
+    import sys
+
+    home, temp = tmp_path / "home", tmp_path / "tmp"
+    home.mkdir()
+    temp.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    env.update(HOME=str(home), TMPDIR=str(temp), XDG_CACHE_HOME=str(home / ".cache"))
+    image = fracatlas_dir / "images" / "Fractured" / "IMG0000019.jpg"
+    code = f"import fracsight; print(fracsight.Predictor().predict({str(image)!r}).decision)"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert [p for p in (*home.rglob("*"), *temp.rglob("*"))] == []

@@ -449,3 +449,146 @@ def test_the_readme_python_example_runs(images: list[Path], tmp_path: Path) -> N
     assert study.unread == ("missing.png",) and not study.reliable  # type: ignore[attr-defined]
     assert len(namespace["results"]) == len(images) + 1  # type: ignore[arg-type]
     assert isinstance(eval(code.splitlines()[-1], namespace), Image.Image)
+
+
+def test_images_in_memory_that_cannot_be_decoded_fail_alone(images: list[Path], tmp_path: Path) -> None:
+    """A PIL image cut short, closed or empty, or an empty colour array, raised Pillow's own
+    OSError / AssertionError / ValueError: predict_many stopped and lost the batch's good results."""
+    from fracsight.errors import ImageReadError
+    from fracsight.inference import FailedPrediction, Predictor
+
+    predictor = Predictor()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(images[0].read_bytes()[:60_000])
+    with Image.open(images[0]) as closed:
+        pass
+    bad = [Image.open(cut), closed, Image.new("L", (0, 0)), np.zeros((0, 0, 3), np.uint8)]
+    results = list(predictor.predict_many([images[0], *bad, images[1]]))
+    assert [type(r).__name__ for r in results] == ["Prediction", *["FailedPrediction"] * 4, "Prediction"]
+    failed = [r for r in results if isinstance(r, FailedPrediction)]
+    assert [r.error_code for r in failed] == [
+        "unreadable_image",
+        "unreadable_image",
+        "invalid_pixels",
+        "invalid_pixels",
+    ]
+    assert "was it closed" in failed[1].error
+    with pytest.raises(ImageReadError, match="cannot be decoded"):
+        predictor.predict(Image.open(cut))
+
+
+def test_pixels_replaced_in_a_read_radiograph_are_checked(images: list[Path]) -> None:
+    """The check of a radiograph's pixels was skipped for one read from a file (it has a digest),
+    so NaN, 0..255 or 8 x 8 pixels put into it with dataclasses.replace got a probability."""
+    import dataclasses
+
+    from fracsight.errors import ImageTooSmallError, InvalidPixelsError
+    from fracsight.inference import Predictor
+    from fracsight.io import read_image
+
+    predictor = Predictor()
+    read = read_image(images[0])
+    for pixels, error in (
+        (np.full(read.pixels.shape, np.nan, np.float32), InvalidPixelsError),
+        (read.pixels * 255, InvalidPixelsError),
+        (read.pixels[:8, :8], ImageTooSmallError),
+    ):
+        with pytest.raises(error):
+            predictor.predict(dataclasses.replace(read, pixels=pixels))
+    assert Predictor.full_pixels(None, read) is read.pixels
+    reduced = predictor.read(images[0])  # a JPEG read at the model's reduced scale, without its file
+    kept = predictor.predict(reduced, keep_pixels=True)
+    assert kept.pixels is not None and kept.heatmap is not None
+    assert kept.pixels.shape == kept.heatmap.shape == reduced.full_size  # was (512, 410) against the full map
+    render_overlay(kept.pixels, kept.heatmap, kept.boxes)  # refused for its size before
+
+
+def test_predict_many_refuses_one_image_of_any_kind(images: list[Path]) -> None:
+    """One open file was read line by line, one colour array row by row (1024 failures), one PIL
+    image raised "'Image' object is not iterable"; the argument checks waited for the first read."""
+    from fracsight.inference import Predictor
+    from fracsight.io import read_image
+
+    predictor = Predictor()
+    with images[0].open("rb") as f, Image.open(images[0]) as pil:
+        colour = np.asarray(pil.convert("RGB"))
+        for one in (f, colour, pil, read_image(images[0])):
+            with pytest.raises(TypeError, match="predict_many takes a list of images, not one"):
+                predictor.predict_many(one)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="batch_size must be"):
+        predictor.predict_many(images, batch_size=0)  # when called, not when first read
+
+
+def test_inputs_are_named_by_their_file_and_never_by_a_folder(images: list[Path]) -> None:
+    """Open files were all "upload" (and "array" when they failed); a name given with bytes kept
+    its folder in the metadata and messages, with an array in the result; name=5 was pathlib's
+    TypeError."""
+    import io
+
+    from fracsight.errors import ImageReadError
+    from fracsight.inference import FailedPrediction, Predictor
+
+    predictor = Predictor()
+    readme = Path(__file__).parents[1] / "README.md"
+    with images[0].open("rb") as good, readme.open("rb") as text:
+        results = list(predictor.predict_many([good, text, io.BytesIO(images[1].read_bytes())]))
+    assert [r.source for r in results] == [images[0].name, "README.md", "upload"]
+    assert isinstance(results[1], FailedPrediction)
+    with pytest.raises(ImageReadError, match=f"{images[0].name}: the file object cannot be read"):
+        predictor.predict(good)  # closed
+    client_path = "/patients/Doe_Jane/x.jpg"
+    by_bytes = predictor.predict(images[0].read_bytes(), name=client_path)
+    by_array = predictor.predict(predictor.read(images[0]).pixels, name=client_path)
+    assert (by_bytes.source, by_bytes.metadata.name, by_array.source) == ("x.jpg", "x.jpg", "x.jpg")
+    with pytest.raises(TypeError, match="a name is a str"):
+        predictor.predict(images[0], name=5)  # type: ignore[arg-type]
+
+
+def test_a_pil_image_is_turned_by_its_exif_orientation_as_its_file_is(
+    images: list[Path], tmp_path: Path
+) -> None:
+    from fracsight.io import Radiograph, read_image
+
+    tagged = tmp_path / "tagged.jpg"
+    with Image.open(images[0]) as pil:
+        exif = pil.getexif()
+        exif[0x0112] = 6  # stored sideways: turn 90 degrees clockwise to display
+        pil.save(tagged, exif=exif, quality=95)
+    with Image.open(tagged) as pil:
+        from_pil = Radiograph.from_array(pil).pixels
+    assert np.array_equal(from_pil, read_image(tagged).pixels)  # the stored (unturned) pixels before
+
+
+def test_render_overlay_takes_what_results_give_and_refuses_what_it_cannot_draw(images: list[Path]) -> None:
+    """A caption str was drawn one character a line; to_dict() boxes, a NaN box and a Radiograph
+    raised float()/int() errors or "image is object"; a 0..255 heat map was drawn at full strength."""
+    from fracsight.inference import Predictor
+    from fracsight.io import read_image
+
+    result = Predictor().predict(images[0], keep_pixels=True)
+    assert result.pixels is not None and result.heatmap is not None and result.boxes
+    one = render_overlay(result.pixels, caption="fracture suspected")
+    assert one.size == render_overlay(result.pixels, caption=["fracture suspected"]).size
+    as_dicts = render_overlay(result.pixels, result.heatmap, [b.to_dict() for b in result.boxes])
+    as_boxes = render_overlay(result.pixels, result.heatmap, result.boxes)
+    assert as_dicts.size == as_boxes.size
+    with pytest.raises(ValueError, match="finite"):
+        render_overlay(result.pixels, None, [(0, 0, float("nan"), 5)])
+    with pytest.raises(ValueError, match="lacks 'score'"):
+        render_overlay(result.pixels, None, [{"x0": 0, "y0": 0, "x1": 5, "y1": 5}])
+    with pytest.raises(TypeError, match=r"pass its \.pixels"):
+        render_overlay(read_image(images[0]))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"heat must be in \[0, 1\]"):
+        render_overlay(result.pixels, result.heatmap * 255)
+
+
+def test_a_bundle_zip_is_found_whatever_the_case_of_its_suffix(tmp_path: Path) -> None:
+    import shutil
+
+    from fracsight.inference import Predictor
+    from fracsight.inference.store import resolve_bundle
+
+    folder = resolve_bundle(None)
+    archive = Path(shutil.make_archive(str(tmp_path / "bundle"), "zip", folder))
+    upper = archive.rename(tmp_path / "BUNDLE.ZIP")
+    assert Predictor(upper).name == Predictor().name  # "neither a bundle folder nor a .zip of one"

@@ -12,6 +12,13 @@ load on first use: ``import fracsight`` stays light (no numpy, no ONNX Runtime).
 from __future__ import annotations
 
 import importlib
+import os
+
+# ONNX Runtime's recent Linux and macOS wheels (1.32 here) record usage events and a device id under
+# ~/.cache/Microsoft and upload them when they can: a radiology aid that says it runs offline
+# and writes nothing unasked must not. Set before ONNX Runtime starts (it reads this once); a
+# user's own setting, either way, is kept.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 # typing.TYPE_CHECKING without importing typing (7 ms): type checkers take this name as True, so
 # they see the real names below; without it every name of ``__getattr__`` was an ``object`` to

@@ -6,7 +6,7 @@ lookup tables interpolated from a few anchor colours.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -136,14 +136,14 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 def render_overlay(
     image: np.ndarray | Image.Image,
     heat: np.ndarray | None = None,
-    boxes: Sequence[BoxLike] = (),
+    boxes: Sequence[BoxLike | Mapping[str, float]] = (),
     *,
     opacity: float = 0.4,
     colormap: str = "inferno",
     show_scores: bool = True,
     min_heat: float = 0.1,
     box_colour: tuple[int, int, int] = DEFAULT_BOX_COLOUR,
-    caption: Sequence[str] = (),
+    caption: Sequence[str] | str = (),
     legend: str | None = None,
 ) -> Image.Image:
     """The radiograph with the heatmap blended in and boxes drawn, as an RGB image.
@@ -157,7 +157,8 @@ def render_overlay(
     colormap colour at ``alpha = opacity * heat``; pixels with heat below ``min_heat``
     (the uninformative background of a probability map) and where the heat is 0 are
     left exactly as they were. ``boxes`` are in original pixels: :class:`DetectedBox` es, or
-    plain ``(x0, y0, x1, y1)`` sequences or an ``(N, 4)`` array (drawn without a score); lines
+    plain ``(x0, y0, x1, y1)`` sequences or an ``(N, 4)`` array (drawn without a score), or the
+    dicts of a result's ``to_dict()``; lines
     are about 0.4% of the shorter side thick, with a dark line inside them that keeps them visible
     on bright bone and film (nothing is drawn outside the box's edges), with the score above each box when
     ``show_scores`` (below it, or inside, where that place is taken by another box or label).
@@ -177,6 +178,11 @@ def render_overlay(
         )
     if image is None:  # Prediction.pixels without keep_pixels
         raise ValueError("image is None: pass the radiograph's pixels (predict(..., keep_pixels=True))")
+    if hasattr(image, "pixels") and hasattr(image, "metadata"):  # a Radiograph: "image is object"
+        raise TypeError(f"render_overlay takes pixels, not a {type(image).__name__}: pass its .pixels")
+    if isinstance(caption, str):  # one line, not one line per character
+        caption = [caption]
+    boxes = [_drawable(box) for box in boxes]  # an (N, 4) array too, whose truth value is ambiguous
     out = _to_rgb_uint8(image)
     h, w = out.shape[:2]
     if heat is not None:
@@ -185,6 +191,8 @@ def render_overlay(
             raise ValueError(
                 f"heat has shape {hm.shape}, image {(h, w)}; map it with heatmap_to_original first"
             )
+        if hm.size and float(hm.max()) > 1.01:  # 0..255: clipped, it was all drawn at full strength
+            raise ValueError(f"heat must be in [0, 1], got values up to {float(hm.max()):g}")
         lut = colormap_lut(colormap)
         # in bands of rows: the float temporaries of a blend take about 40 bytes a pixel, which
         # for a 50-megapixel radiograph would be 2 GB at once
@@ -197,7 +205,6 @@ def render_overlay(
             out[rows] = np.where(alpha > 0, blended, out[rows])
 
     pil = Image.fromarray(out)
-    boxes = list(boxes)  # an (N, 4) array too, whose truth value is ambiguous
     if boxes:
         _draw_boxes(pil, boxes, show_scores=show_scores, colour=box_colour)
     if heat is None:
@@ -205,6 +212,19 @@ def render_overlay(
     if caption or legend:
         pil = _with_band(pil, list(caption), legend, colormap=colormap, min_heat=min_heat)
     return pil
+
+
+def _drawable(box: BoxLike | Mapping[str, float]) -> BoxLike:
+    """A box to draw: a result's ``to_dict()`` box (``x0``, ``y0``, ``x1``, ``y1``, ``score``) as the
+    :class:`DetectedBox` it was; refused (``ValueError``) when an edge is not a finite number."""
+    if isinstance(box, Mapping):
+        try:
+            box = DetectedBox(*(float(box[k]) for k in ("x0", "y0", "x1", "y1", "score")))
+        except KeyError as e:
+            raise ValueError(f"a box given as a dict needs x0, y0, x1, y1 and score; it lacks {e}") from None
+    if not all(np.isfinite(as_xyxy(box))):
+        raise ValueError(f"a box's edges must be finite numbers, got {as_xyxy(box)}")
+    return box
 
 
 _MIN_BAND_WIDTH = 480  # a caption below a thumbnail gets this much room, not one word a line

@@ -106,22 +106,26 @@ def fracture_boxes(
     )
 
 
-def _source_name(source: Source, name: str | None) -> str:
-    """What a result of :meth:`Predictor.predict` calls its input: a file name, never a folder
-    (``name`` may be a client's path)."""
-    if name:
-        return Path(name).name
+def _is_file_object(source: Any) -> bool:
+    """A binary file (``open(..., "rb")``, ``io.BytesIO``): read for its bytes."""
+    readable = callable(getattr(source, "read", None))
+    return readable and not isinstance(source, _READABLE) and not _in_memory(source)
+
+
+def _input_name(source: Any) -> str:
+    """What a result calls an input given no name: a path's file name, an open file's (results of a
+    list of open files were all "upload"), a Radiograph's own name, else ``"upload"`` (bytes, an
+    unnamed file object) or ``"array"`` (pixels); never a folder."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         return "upload"
-    return Path(source).name or os.fspath(source)  # "." and "/" have no name of their own
-
-
-def _default_name(file: Source | None, radiograph: Radiograph) -> str:
-    """What a result calls an input given no name: its file's name, else the Radiograph's own name
-    (``Radiograph.from_array(..., name=...)``), else ``"array"``."""
-    if file is not None:
-        return _source_name(file, None)
-    return radiograph.metadata.name or "array"
+    if isinstance(source, (str, os.PathLike)):
+        return Path(source).name or os.fspath(source)  # "." and "/" have no name of their own
+    if isinstance(source, Radiograph):
+        return source.metadata.name or "array"
+    if _is_file_object(source):
+        own = getattr(source, "name", None)  # a path for open(path); an int (a descriptor) or none
+        return Path(own).name if isinstance(own, str) and Path(own).name else "upload"
+    return "array" if _in_memory(source) else f"<{type(source).__name__}>"
 
 
 def _in_memory(source: Any) -> bool:
@@ -134,11 +138,10 @@ def _in_memory(source: Any) -> bool:
 
 
 def _check_pixels(radiograph: Radiograph) -> None:
-    """Refuse a :class:`Radiograph` built in Python whose pixels the model cannot read (NaN came out
-    "fracture suspected", reliable, without a warning; an empty one was predicted too). Those of
-    ``read_image`` (which sets ``content_sha256``) are checked when read."""
-    if radiograph.metadata.content_sha256 is not None:
-        return
+    """Refuse a :class:`Radiograph` whose pixels the model cannot read (NaN came out "fracture
+    suspected", reliable, without a warning; an empty one was predicted too): one built in Python,
+    or one read and its pixels replaced (``dataclasses.replace``), which a check of only the
+    radiographs built by hand let through."""
     name = radiograph.metadata.name or "radiograph"
     if min(radiograph.pixels.shape) < MIN_SIDE:
         raise ImageTooSmallError(
@@ -331,8 +334,12 @@ class Predictor:
             return source, None
         if _in_memory(source):
             return Radiograph.from_array(source, name=name), None
-        if not isinstance(source, _READABLE) and callable(getattr(source, "read", None)):
-            source = source.read()  # a binary file (open(..., "rb"), io.BytesIO): its bytes
+        if _is_file_object(source):
+            label = name or _input_name(source)
+            try:
+                source = source.read()  # a binary file (open(..., "rb"), io.BytesIO): its bytes
+            except (OSError, ValueError) as e:  # closed, or not open for reading
+                raise ImageReadError(f"{label}: the file object cannot be read: {e}") from None
             if not isinstance(source, (bytes, bytearray, memoryview)):  # a text file's str is no path
                 raise TypeError(
                     "a file given to predict must be opened in binary mode ('rb'); "
@@ -343,11 +350,19 @@ class Predictor:
         return self.read(source, name=name), source
 
     @staticmethod
-    def full_pixels(source: Source, radiograph: Radiograph, **options: Any) -> np.ndarray:
+    def full_pixels(source: Source | None, radiograph: Radiograph, **options: Any) -> np.ndarray:
         """The pixels of ``radiograph`` (read from ``source``) at full resolution, for overlays:
-        decoded again only when :meth:`read` reduced them."""
+        decoded again only when :meth:`read` reduced them. A reduced radiograph given without its
+        file (``source`` None) is enlarged to the full size, where the heatmap and boxes are: an
+        overlay drawn on it fits, with the reduced read's detail (it used to be refused for its
+        size)."""
         if radiograph.metadata.reduced_from is None:
             return radiograph.pixels
+        if source is None:
+            from PIL import Image
+
+            h, w = radiograph.metadata.reduced_from
+            return np.asarray(Image.fromarray(radiograph.pixels).resize((w, h), Image.Resampling.BILINEAR))
         return read_image(source, name=radiograph.metadata.name, **options).pixels
 
     def preprocess(self, radiographs: list[Radiograph]) -> tuple[np.ndarray, list[Letterbox]]:
@@ -532,12 +547,12 @@ class Predictor:
         ``"array"`` for pixels). ``heatmap``: compute ``result.heatmap`` (H, W) in [0, 1].
         ``keep_pixels``: attach the full-resolution pixels (for overlays); the result is the same.
         """
-        radiograph, file = self._read_any(source, name)
-        label = _source_name(file, name) if file is not None else name or _default_name(None, radiograph)
+        name = _as_name(name, "name")
+        label = Path(name).name if name else _input_name(source)  # a client's path: its file name
+        radiograph, file = self._read_any(source, label if name or _is_file_object(source) else None)
         (prediction,) = self.predict_radiographs([radiograph], [label], heatmap=heatmap)
         if keep_pixels:
-            pixels = radiograph.pixels if file is None else self.full_pixels(file, radiograph)
-            return dataclasses.replace(prediction, pixels=pixels)
+            return dataclasses.replace(prediction, pixels=self.full_pixels(file, radiograph))
         return prediction
 
     def predict_many(
@@ -555,46 +570,53 @@ class Predictor:
         Memory stays bounded: at most ``batch_size`` images are decoded at a time. ``names``: what
         the results call each source, as given (default: its file name), one per source; when
         their counts differ, a ``ValueError`` says so where the shorter one ends. ``sources`` is a list (or
-        any iterable) of what :meth:`predict` takes (paths, bytes, arrays, ...); one path alone is
-        refused with a ``TypeError``, not read character by character, and an item that is none of
-        those (None, a number) yields a FailedPrediction. ``batch_size`` and ``workers`` are ints of
-        at least 1.
+        any iterable) of what :meth:`predict` takes (paths, bytes, arrays, ...); one image alone (a
+        path, bytes, an open file, an (H, W) or (H, W, 3|4) array, a PIL image) is refused with a
+        ``TypeError``, not read character by character, line by line or row by row, and an item that
+        is none of those (None, a number) yields a FailedPrediction. ``batch_size`` and ``workers``
+        are ints of at least 1; the arguments are checked when called, not when the stream is read.
         """
-        if isinstance(sources, (str, bytes, os.PathLike)) or (_in_memory(sources) and np.ndim(sources) < 3):
+        one = (
+            isinstance(sources, (str, bytes, os.PathLike, Radiograph))
+            or _is_file_object(sources)
+            # one array or PIL image, not a list of them: (H, W), or (H, W, 3|4) colour (an (N, H, W)
+            # stack of grayscale images is a list of them; no image is 3 or 4 pixels wide)
+            or (_in_memory(sources) and (np.ndim(sources) < 3 or np.shape(sources)[-1] in (3, 4)))
+        )
+        if one:
             raise TypeError(
-                f"predict_many takes a list of paths or bytes, not one {type(sources).__name__}: "
+                f"predict_many takes a list of images, not one {type(sources).__name__}: "
                 "use predict() for one image, or list the files of a folder"
             )
-
+        # checked here, not when the stream is first read (a generator's body runs only then)
         batch_size = _count(batch_size, "batch_size", least=1, most=sys.maxsize)
         workers = _count(workers, "workers", least=1, most=sys.maxsize)
+        return self._stream(_named(sources, names), batch_size, workers, heatmap, keep_pixels)
+
+    def _stream(
+        self,
+        pending: Iterator[tuple[Any, str | None]],
+        batch_size: int,
+        workers: int,
+        heatmap: bool,
+        keep_pixels: bool,
+    ) -> Iterator[Prediction | FailedPrediction]:
+        """:meth:`predict_many`'s results, its arguments checked."""
 
         def read(
             named: tuple[Any, str | None],
         ) -> tuple[Radiograph, str, np.ndarray | None] | FailedPrediction:
             source, name = named
+            label = name or _input_name(source)  # a name as given (predict_many's docs)
             try:
-                radiograph, file = self._read_any(source, name)
+                radiograph, file = self._read_any(source, label if name or _is_file_object(source) else None)
                 _check_pixels(radiograph)  # a bad Radiograph fails alone, not its batch
             except TypeError as e:  # None, a number, a text file: this one fails, not the run
-                return FailedPrediction(name or f"<{type(source).__name__}>", ImageReadError.code, str(e))
+                return FailedPrediction(label, ImageReadError.code, str(e))
             except FracsightError as e:
-                if isinstance(source, _READABLE):
-                    label = name or _source_name(source, None)
-                else:
-                    own = source.metadata.name if isinstance(source, Radiograph) else None
-                    label = name or own or "array"
                 return FailedPrediction(label, e.code, str(e))
-            label = name or _default_name(file, radiograph)  # a name as given (predict_many's docs)
-            if not keep_pixels:
-                return radiograph, label, None
-            return (
-                radiograph,
-                label,
-                radiograph.pixels if file is None else self.full_pixels(file, radiograph),
-            )
+            return radiograph, label, self.full_pixels(file, radiograph) if keep_pixels else None
 
-        pending = _named(sources, names)
         with ThreadPoolExecutor(workers) as pool:
             while chunk := list(islice(pending, batch_size)):  # take only what the next batch needs
                 decoded = list(pool.map(read, chunk))

@@ -85,7 +85,7 @@ def resolve_bundle(model: str | Path | None = None) -> Path:
     path = Path(model)
     if path.is_dir():
         return path
-    if path.is_file() and path.suffix == ".zip":
+    if path.is_file() and path.suffix.lower() == ".zip":
         return _extract_zip(path)
     if path.exists():
         raise BundleError(f"{path} is neither a bundle folder nor a .zip of one")
@@ -120,6 +120,6 @@ def _by_model_name(model: str) -> Path:
         versions = ", ".join(f"{f} (v{named[f][1]})" for f in found)
         raise UnknownModelError(f"{model!r} names several packaged versions: {versions}; name one of them")
     known = ", ".join(list_bundles()) or "none installed"
-    if "/" in model or "\\" in model or model.endswith(".zip"):  # meant as a path: say it is missing
+    if "/" in model or "\\" in model or model.lower().endswith(".zip"):  # meant as a path: say it is missing
         raise UnknownModelError(f"no such bundle folder or .zip: {model}; packaged: {known}")
     raise UnknownModelError(f"no model bundle named {model!r} (not a path either); packaged: {known}")

@@ -194,8 +194,14 @@ def _read(
         raise CorruptImageError(
             f"{label}DICOM BitsStored {bits_stored} does not fit BitsAllocated {bits_allocated}"
         )
+    signed = ds.get("PixelRepresentation")  # 1: two's complement; missing or invalid: unsigned
     _settle_header(
-        ds, notes, PhotometricInterpretation=photometric, SamplesPerPixel=samples, BitsStored=bits_stored
+        ds,
+        notes,
+        PhotometricInterpretation=photometric,
+        SamplesPerPixel=samples,
+        BitsStored=bits_stored,
+        PixelRepresentation=signed if signed in (0, 1) else 0,
     )
     frames = int(ds.get("NumberOfFrames") or 1)
     index = _frame_index(frames, frame, label, notes)

@@ -79,29 +79,47 @@ class Radiograph:
         :func:`~fracsight.io.read_image` (a colour image becomes its luminance, with a warning; an
         image under 32 pixels a side or over 50 megapixels is refused as a file would be).
 
-        ``image``: a PIL image, or a numpy array (or anything ``np.asarray`` takes), bone bright:
-        (H, W) grayscale as uint8 (0..255), uint16 (16-bit, or 12-bit when no value passes 4095) or
-        floats in [0, 1]; or (H, W, 3|4) uint8 RGB(A). Anything else raises
+        ``image``: a numpy array (or anything ``np.asarray`` takes), bone bright: (H, W) grayscale as
+        uint8 (0..255), uint16 (scaled as a 16-bit PNG without ``sBIT`` is: by the detector depth,
+        10, 12 or 14 bits, that its brightest value fits, else 16; docs/reading.md) or floats in
+        [0, 1]; or (H, W, 3|4) uint8 RGB(A). Anything else raises
         :class:`~fracsight.errors.InvalidPixelsError` saying what to change: NaN or infinite values,
-        floats outside [0, 1] and other integer types (their scale is not guessed at), bool.
+        floats outside [0, 1] and other integer types (their scale is not guessed at), bool, an
+        empty array. A PIL image is read as its file would be (its EXIF orientation applied; a
+        float or 32-bit image stretched from its range, as a TIFF file of it is, with a warning);
+        one that cannot be decoded (cut short, closed) raises an
+        :class:`~fracsight.errors.ImageReadError`.
         ``name`` names it in messages and results. ``metadata.source_format`` is ``"array"``.
 
         >>> Radiograph.from_array(np.zeros((64, 48), np.uint8)).pixels.shape
         (64, 48)
         """
-        from PIL import Image
+        from PIL import Image, ImageOps
 
+        from fracsight.errors import ImageReadError, InvalidPixelsError
         from fracsight.io import read_image
 
-        pil = image if isinstance(image, Image.Image) else Image.fromarray(_as_image_array(image))
+        label = name or "array"
+        if isinstance(image, Image.Image):
+            try:  # decoded here: a file cut short or closed failed below with Pillow's own error
+                image.load()
+                pil = ImageOps.exif_transpose(image)  # as the file's reader turns it
+            except (OSError, ValueError, AssertionError, SyntaxError) as e:
+                why = str(e) or "was it closed, or its file removed?"  # Pillow asserts without a word
+                raise ImageReadError(f"{label}: the PIL image cannot be decoded: {why}") from None
+            if 0 in pil.size:
+                raise InvalidPixelsError(f"{label}: the image is empty ({pil.width} x {pil.height} pixels)")
+        else:
+            pil = Image.fromarray(_as_image_array(image))
         buffer = io.BytesIO()
         try:  # TIFF holds every mode below (8/16-bit, float, RGB(A), palette) without loss
             pil.save(buffer, format="TIFF")
         except (OSError, ValueError, KeyError):  # a Pillow mode TIFF has no place for (e.g. "PA")
             buffer = io.BytesIO()
             pil.convert("RGBA").save(buffer, format="TIFF")
-        radiograph = read_image(buffer.getvalue(), name=name or "array")
-        metadata = replace(radiograph.metadata, source_format="array", name=name)
+        radiograph = read_image(buffer.getvalue(), name=label)
+        # no digest: it would be of this TIFF, not of a file the user has
+        metadata = replace(radiograph.metadata, source_format="array", name=name, content_sha256=None)
         return cls(radiograph.pixels, metadata)
 
     @property
@@ -124,6 +142,8 @@ def _as_image_array(image: Any) -> np.ndarray:
     from fracsight.errors import InvalidPixelsError
 
     a = np.asarray(image)
+    if a.size == 0:
+        raise InvalidPixelsError(f"the image is empty (shape {a.shape})")
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[..., 0]
     kind = a.dtype.kind
@@ -140,8 +160,6 @@ def _as_image_array(image: Any) -> np.ndarray:
         raise InvalidPixelsError(
             f"expected (H, W) grayscale or (H, W, 3|4) colour pixels, got shape {a.shape}"
         )
-    if a.size == 0:
-        raise InvalidPixelsError(f"the image is empty (shape {a.shape})")
     if kind == "f":
         if not np.isfinite(a).all():
             raise InvalidPixelsError("float pixels hold NaN or infinite values: give finite values in [0, 1]")
