@@ -138,10 +138,10 @@ def _in_memory(source: Any) -> bool:
 
 
 def _check_pixels(radiograph: Radiograph) -> None:
-    """Refuse a :class:`Radiograph` whose pixels the model cannot read (NaN came out "fracture
-    suspected", reliable, without a warning; an empty one was predicted too): one built in Python,
-    or one read and its pixels replaced (``dataclasses.replace``), which a check of only the
-    radiographs built by hand let through."""
+    """Refuse a :class:`Radiograph` given to the Predictor whose pixels the model cannot read (NaN
+    came out "fracture suspected", reliable, without a warning; an empty one was predicted too):
+    one built in Python, or one read and its pixels replaced (``dataclasses.replace``), which a
+    check of only the radiographs built by hand let through."""
     name = radiograph.metadata.name or "radiograph"
     if min(radiograph.pixels.shape) < MIN_SIDE:
         raise ImageTooSmallError(
@@ -328,9 +328,10 @@ class Predictor:
         return read_for_model(source, self.spec.input_size, name=name, **options)
 
     def _read_any(self, source: Any, name: str | None) -> tuple[Radiograph, Source | None]:
-        """The radiograph of any input :meth:`predict` takes, and the file source to read it again
-        at full size from (None: its pixels are full size)."""
+        """The radiograph of any input :meth:`predict` takes, its pixels checked, and the file
+        source to read it again at full size from (None: its pixels are full size)."""
         if isinstance(source, Radiograph):
+            _check_pixels(source)  # the reader's own are checked as they are read
             return source, None
         if _in_memory(source):
             return Radiograph.from_array(source, name=name), None
@@ -550,7 +551,7 @@ class Predictor:
         name = _as_name(name, "name")
         label = Path(name).name if name else _input_name(source)  # a client's path: its file name
         radiograph, file = self._read_any(source, label if name or _is_file_object(source) else None)
-        (prediction,) = self.predict_radiographs([radiograph], [label], heatmap=heatmap)
+        (prediction,) = self._predict_checked([radiograph], [label], heatmap)
         if keep_pixels:
             return dataclasses.replace(prediction, pixels=self.full_pixels(file, radiograph))
         return prediction
@@ -610,7 +611,6 @@ class Predictor:
             label = name or _input_name(source)  # a name as given (predict_many's docs)
             try:
                 radiograph, file = self._read_any(source, label if name or _is_file_object(source) else None)
-                _check_pixels(radiograph)  # a bad Radiograph fails alone, not its batch
             except TypeError as e:  # None, a number, a text file: this one fails, not the run
                 return FailedPrediction(label, ImageReadError.code, str(e))
             except FracsightError as e:
