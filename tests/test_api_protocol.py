@@ -17,6 +17,7 @@ from conftest import free_port
 uvicorn = pytest.importorskip("uvicorn")
 
 from fracsight.api import ApiSettings, create_app  # noqa: E402
+from fracsight.api.app import SECURITY_HEADERS  # noqa: E402
 from fracsight.api.protocol import HeaderDeadlineProtocol  # noqa: E402
 
 
@@ -75,6 +76,9 @@ def _request_timeout(answer: bytes) -> dict[str, str]:
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 408 "), answer[:200]
     assert b"content-type: application/json" in head.lower()
+    # the headers every answer carries (docs/api.md): the notice above all; this one lacked them
+    for name, value in SECURITY_HEADERS:
+        assert name + b": " + value in head, name
     return json.loads(body)["error"]
 
 

@@ -53,6 +53,7 @@ from fracsight.bundle import BundleSpec, ClassOperatingPoint, HeadSpec, Operatin
 from fracsight.errors import UnsupportedFormatError
 from fracsight.explain import DetectedBox
 from fracsight.inference import NOTICE, FailedPrediction, Prediction, StudyPrediction
+from fracsight.inference.ood import NOT_RELIABLE
 from fracsight.inference.results import CLASS_ACTIVATION, NO_LOCALIZATION, ClassResult
 from fracsight.inference.tabular import ALL_INPUTS, result_columns
 from fracsight.io import ImageMetadata
@@ -195,7 +196,9 @@ def test_card_for_a_suspected_fracture() -> None:
     assert card.verdict.words == "fracture suspected" and card.verdict.severity == "suspected"
     assert card.verdict.headline == "Fracture suspected" and card.verdict.markdown_colour == "red"
     assert card.probability == "Fracture probability 0.830 (threshold 0.500, operating point balanced)"
-    assert card.region == "Body region: hand (0.91)"
+    assert card.region == "Body region: hand (0.91), of the 2 the model knows: hand, leg"
+    sure = card_for(replace(make_prediction(), region_probabilities={"hand": 0.9998, "leg": 0.0002}))
+    assert sure.region == "Body region: hand (>0.99), of the 2 the model knows: hand, leg"  # was 1.00
     scores = "box score 0.90, as labelled on the image; not the fracture probability"
     assert card.boxes == f"1 suspected area boxed ({scores})" and card.box_count == 1
     assert card.warnings == ("low contrast",) and card.unreliable is None and card.classification is None
@@ -259,7 +262,10 @@ def test_card_for_an_uncertain_class_gives_the_minimum() -> None:
 def test_card_for_class_and_region() -> None:
     card = card_for(class_only(make_prediction(classes=TYPES), region=True))
     assert card.probability is None and card.boxes is None
-    assert card.lines == ("Class: greenstick (0.70)", "Body region: hand (0.91)")
+    assert card.lines == (
+        "Class: greenstick (0.70)",
+        "Body region: hand (0.91), of the 2 the model knows: hand, leg",
+    )
 
 
 def test_card_for_fracture_and_class_calls_it_the_fracture_type() -> None:
@@ -376,15 +382,35 @@ def test_an_error_card_does_not_repeat_the_name_its_title_gives() -> None:
 
 
 def test_first_of_each_takes_an_image_uploaded_twice_once() -> None:
-    uploads = [("a.jpg", "d1"), ("b.jpg", "d2"), ("a.jpg", "d1"), ("copy of b.jpg", "d2"), ("c.jpg", "d3")]
+    uploads = [(name, digest, False) for name, digest in (("a.jpg", "d1"), ("b.jpg", "d2"), ("a.jpg", "d1"))]
+    uploads += [("copy of b.jpg", "d2", False), ("c.jpg", "d3", False)]
     keep, repeats = first_of_each(uploads)
     assert keep == [0, 1, 4]
     assert repeats == [("a.jpg", "a.jpg"), ("copy of b.jpg", "b.jpg")]
     text = duplicates_text(repeats)
     assert text is not None and "counted once" in text
     assert "a.jpg, copy of b.jpg (the same image as b.jpg)" in text
-    assert first_of_each([("a.jpg", "d1"), ("a.jpg", "d2")]) == ([0, 1], [])  # same name, other image
+    assert first_of_each([("a.jpg", "d1", False), ("a.jpg", "d2", False)]) == ([0, 1], [])  # other image
     assert duplicates_text([]) is None
+
+
+def test_a_copy_in_another_folder_keeps_its_row() -> None:
+    """Two patients' folders holding the same bytes as ``IM1.jpg``: the second was left out as a
+    repeat, which took a view out of patient B's study (``predict FOLDER`` keeps both). An upload
+    that is also in the folder, or the folder uploaded twice, is still one view."""
+    uploads = [
+        ("a.jpg", "d1", False),  # uploaded, and also in the folder: the folder's copy is kept
+        ("patientA/study1/IM1.jpg", "d1", True),
+        ("patientB/study1/IM1.jpg", "d1", True),
+        ("patientB/study1/IM2.jpg", "d2", True),
+        ("patientB/study1/IM2.jpg", "d2", True),  # the folder uploaded twice
+    ]
+    keep, repeats = first_of_each(uploads)
+    assert keep == [1, 2, 3]
+    assert repeats == [
+        ("a.jpg", "patientA/study1/IM1.jpg"),
+        ("patientB/study1/IM2.jpg", "patientB/study1/IM2.jpg"),
+    ]
 
 
 def test_folder_names_are_those_of_predict_folder(tmp_path: Path) -> None:
@@ -576,8 +602,55 @@ def test_a_study_card_counts_the_views_and_says_when_the_mean_hides_one() -> Non
         "The views read as different body regions (hand: pa.png; shoulder: y.png): are they one "
         "examination? The study's region is the likeliest over all of them, hand.",
     )
-    assert mixed.region == "Body region: hand (0.55)" and mixed.region in mixed.lines  # a study had none
+    assert mixed.region == "Body region: hand (0.55), of the 2 the model knows: hand, shoulder"
+    assert mixed.region in mixed.lines  # a study had none
     assert study_card_for(make_study(0.27)).cautions == () and study_card_for(make_study(0.27)).views is None
+    assert (
+        study_card_for(replace(make_study(0.3), images=("a",))).title
+        == "Study verdict (1 view): uploaded study"
+    )
+
+
+def test_the_cards_say_why_a_result_is_not_reliable() -> None:
+    """A file cut short read "does not look like what the model was made for" on its banner and
+    headline; a study's banner named only the views that could not be read (or no view at all),
+    not the unreliable one its mean still includes, which its views line called suspected."""
+    cut = replace(
+        make_prediction(
+            0.9,
+            reliable=False,
+            warnings=(f"the file is cut short and part of the image is missing from it; {NOT_RELIABLE}",),
+        ),
+        metadata=ImageMetadata("jpeg", (H, W), 8, "L", truncated=True, incomplete=True),
+    )
+    card = card_for(cut)
+    assert card.unreliable == (
+        "Not reliable: the file is cut short and part of the image is missing from it. "
+        "The result is shown for reference only; do not act on it."
+    )
+    assert cut.decision == card.verdict.words == "not reliable: part of the image is missing from the file"
+    assert card_for(make_prediction(0.9, reliable=False)).unreliable.startswith(
+        "Not reliable: this image does not look like what the model was made for."
+    )
+    study = replace(
+        make_study(0.7),
+        images=("a.jpg", "cut.jpg"),
+        view_probabilities=(0.6, 0.8),
+        reliable=False,
+        unread=("ct.dcm",),
+        unreliable=("cut.jpg",),
+    )
+    study_card = study_card_for(study)
+    assert study_card.unreliable == f"Not reliable: {'; '.join(study.why_not_reliable)}."
+    assert "ct.dcm" in study_card.unreliable and "still includes it" in study_card.unreliable
+    assert study_card.views == "Views suspected on their own: 2 of 2 (a.jpg, cut.jpg (not reliable))"
+
+
+def test_a_card_with_its_boxes_hidden_says_so() -> None:
+    """The card described box labels that Show boxes had taken off the image."""
+    pred = make_prediction(0.9, boxes=(DetectedBox(10, 5, 30, 25, 0.9), DetectedBox(1, 1, 5, 5, 0.4)))
+    assert card_for(pred).boxes.startswith("2 suspected areas boxed (box scores 0.90, 0.40")
+    assert card_for(pred, show_boxes=False).boxes == "2 areas boxed, boxes hidden (Show boxes draws them)"
 
 
 def test_the_overlay_download_carries_the_band_of_predict_overlay_dir() -> None:
@@ -592,7 +665,11 @@ def test_the_overlay_download_carries_the_band_of_predict_overlay_dir() -> None:
     assert np.asarray(png.convert("L"))[H:].mean() < 100  # white words on a black band
     plain = Image.open(io.BytesIO(overlay_png(pred, view, show_heatmap=False, show_boxes=False)))
     assert plain.height > H  # the decision and the notice stay when the map is hidden
-    assert overlay_file_name(pred.source) == "wrist.overlay.png"
+    assert overlay_file_name(pred.source) == "scans_wrist.overlay.png"
+    assert overlay_file_name("wrist.jpg") == "wrist.overlay.png"
+    # two patients' IM000001 had one name; a DICOM named by its UID lost the UID's last part
+    assert overlay_file_name("patient1/study1/IM000001.jpg") == "patient1_study1_IM000001.overlay.png"
+    assert overlay_file_name("1.2.826.0.1.3680043.8.498.101") == "1.2.826.0.1.3680043.8.498.101.overlay.png"
 
 
 # ---- images --------------------------------------------------------------------------------------------

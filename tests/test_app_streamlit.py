@@ -189,34 +189,44 @@ def test_a_folder_upload_is_named_as_predict_names_the_folder(
     """A MURA-style folder chosen in the browser arrives as ``mura/patient1/study1/a.jpg``: its rows
     were named so, where ``fracsight predict mura`` names them ``patient1/study1/a.jpg``, so the two
     CSVs of the same folder disagreed on every name. Now the rows, the study and the JSON are those
-    of ``predict``; *Clear all images* then leaves no result of the last patient in the session."""
+    of ``predict``, also where a second patient's folder holds a copy of the first's image (it was
+    left out as a repeat, and with it a view of the second study); *Clear all images* then leaves
+    no result of the last patient in the session."""
     import json
 
     from typer.testing import CliRunner
 
     from fracsight.cli import app
 
-    study = tmp_path / "mura" / "patient1" / "study1"
-    study.mkdir(parents=True)
-    for sub, name in (("Fractured", "a.jpg"), ("Non_fractured", "b.jpg")):
-        src = sorted((fracatlas_dir / "images" / sub).glob("*.jpg"))[0]
-        (study / name).write_bytes(src.read_bytes())
+    images = {
+        sub: sorted((fracatlas_dir / "images" / sub).glob("*.jpg")) for sub in ("Fractured", "Non_fractured")
+    }
+    contents = {
+        "patient1/study1/a.jpg": images["Fractured"][0],
+        "patient1/study1/b.jpg": images["Non_fractured"][0],
+        "patient2/study1/a.jpg": images["Fractured"][0],  # the same bytes as patient1's
+        "patient2/study1/c.jpg": images["Non_fractured"][1],
+    }
+    for name, src in contents.items():
+        (tmp_path / "mura" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "mura" / name).write_bytes(src.read_bytes())
     run = CliRunner().invoke(app, ["predict", "--model", str(tiny_bundle), "--json", str(tmp_path / "mura")])
     assert run.exit_code == 0, run.output
     expected = json.loads(run.stdout)
-    assert [i["source"] for i in expected["images"]] == ["patient1/study1/a.jpg", "patient1/study1/b.jpg"]
+    assert [i["source"] for i in expected["images"]] == list(contents)
 
     at = start(monkeypatch, "--model", str(tiny_bundle))
-    files = [
-        (f"mura/patient1/study1/{n}", (study / n).read_bytes(), "image/jpeg") for n in ("a.jpg", "b.jpg")
-    ]
+    files = [(f"mura/{n}", (tmp_path / "mura" / n).read_bytes(), "image/jpeg") for n in contents]
     at.file_uploader[1].set_value(files).run()
     assert not at.exception, [e.value for e in at.exception]
     rows = at.dataframe[0].value
     want = [*expected["images"], *expected["studies"]]
     assert list(rows["source"]) == [r.get("source", r.get("study")) for r in want]
     assert list(rows["decision"]) == [r["decision"] for r in want]
+    shown = [float(v) for v in rows["fracture_probability"]]
+    assert shown == pytest.approx([r["fracture_probability"] for r in want], abs=1e-4)
     assert "Study verdict (2 views)\\: patient1/study1" in markdown_text(at)
+    assert "Study verdict (2 views)\\: patient2/study1" in markdown_text(at)
     assert at.session_state["results"]
 
     at.button(key="clear-all").click().run()

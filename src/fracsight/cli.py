@@ -546,8 +546,10 @@ def _interrupted(what: Callable[[], str]) -> Iterator[None]:
 
 def _shared_stems(names: Sequence[str]) -> set[str]:
     """The names whose folder holds another input of the same stem (``x.jpg`` and ``x.png``)."""
-    stems = Counter((str(Path(n).parent), Path(n).stem) for n in names)
-    return {n for n in names if stems[str(Path(n).parent), Path(n).stem] > 1}
+    from fracsight.io import image_stem
+
+    stems = Counter((str(Path(n).parent), image_stem(n)) for n in names)
+    return {n for n in names if stems[str(Path(n).parent), image_stem(n)] > 1}
 
 
 def _write_overlay(result, overlay_dir: Path, opacity: float, *, keep_suffix: bool = False) -> Path:
@@ -555,12 +557,13 @@ def _write_overlay(result, overlay_dir: Path, opacity: float, *, keep_suffix: bo
     ``OVERLAY_DIR/study1/image1.overlay.png``; ``image1.png.overlay.png`` with ``keep_suffix``,
     when ``image1.jpg`` is predicted too), so that rows and overlays match."""
     from fracsight.explain import overlay_words, save_overlay
+    from fracsight.io import image_stem
 
     name = Path(result.source)
     # a name that is a path as typed (two files of one name) may be absolute or climb with ".."
     folder = overlay_dir.joinpath(*(part for part in name.parent.parts if part not in (name.anchor, "..")))
     folder.mkdir(parents=True, exist_ok=True)
-    stem = _short_stem(name.name if keep_suffix else name.stem)
+    stem = _short_stem(name.name if keep_suffix else image_stem(name))
     target = folder / f"{stem}.overlay.png"
     n = 1
     while target.exists():  # never overwrite: a re-run's overlays get a counter

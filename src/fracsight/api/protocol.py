@@ -16,6 +16,7 @@ import json
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from fracsight.api.app import SECURITY_HEADERS
 from fracsight.api.errors import REQUEST_TIMEOUT, error_body
 
 __all__ = ["HeaderDeadlineProtocol"]
@@ -65,9 +66,14 @@ class HeaderDeadlineProtocol(H11Protocol):
         )
         body = json.dumps(error_body(REQUEST_TIMEOUT, message)).encode()
         # written as bytes: h11 answers only a request it has read, and this one never came in whole
-        head = (
-            "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode("ascii")),
+            (b"connection", b"close"),
+            *SECURITY_HEADERS,  # the notice and no-store, as on every other answer
+        ]
+        head = b"HTTP/1.1 408 Request Timeout\r\n" + b"".join(
+            name + b": " + value + b"\r\n" for name, value in headers
         )
-        self.transport.write(head.encode("ascii") + body)
+        self.transport.write(head + b"\r\n" + body)
         self.transport.close()

@@ -17,13 +17,14 @@ import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image
 
 from fracsight.bundle import BundleSpec, OperatingPoint
 from fracsight.explain import DetectedBox, overlay_words, render_overlay, side_by_side
+from fracsight.inference.ood import NOT_RELIABLE
 from fracsight.inference.results import (
     CLASS_ACTIVATION,
     FRACTURE,
@@ -43,6 +44,7 @@ from fracsight.inference.tabular import (
     result_row,
     results_payload,
 )
+from fracsight.io import image_stem
 
 __all__ = [
     "HIDDEN_ON_SCREEN",
@@ -148,18 +150,31 @@ def pick_examples(folder: Path, n: int = 6, *, seed: int = 0) -> list[Path]:
     return picked
 
 
-def first_of_each(uploads: Sequence[tuple[str, str]]) -> tuple[list[int], list[tuple[str, str]]]:
-    """The uploads to predict, given each as (name, digest of its content): the indices of the first
-    of each content, and (name, name of the first) for every repeat. As ``fracsight predict`` takes
-    a file given twice once, the same image uploaded twice is one view, never two in a study."""
-    first: dict[str, int] = {}
+def first_of_each(uploads: Sequence[tuple[str, str, bool]]) -> tuple[list[int], list[tuple[str, str]]]:
+    """The uploads to predict, given each as (name, digest of its content, whether it is a file of
+    an uploaded folder): the indices of those kept, and (name, name of the first) for every repeat.
+    As ``fracsight predict`` takes a file given twice once, the same image uploaded twice (or an
+    upload that is also in an uploaded folder) is one view, never two in a study. A folder's file
+    has a place of its own, as a path does: a copy of it at another place in the folder keeps its
+    row (``predict FOLDER`` gives both, and each study counts its own views; dropping it took a
+    view out of another patient's study), and only the same name with the same content (the
+    folder uploaded twice) is a repeat."""
+    in_folders: dict[str, str] = {}
+    for name, digest, placed in uploads:
+        if placed:
+            in_folders.setdefault(digest, name)
+    first: dict[object, str] = {}
+    kept: list[int] = []
     repeats: list[tuple[str, str]] = []
-    for i, (name, digest) in enumerate(uploads):
-        if digest in first:
-            repeats.append((name, uploads[first[digest]][0]))
-        else:
-            first[digest] = i
-    return list(first.values()), repeats
+    for i, (name, digest, placed) in enumerate(uploads):
+        key = (name, digest) if placed else digest
+        earlier = first.get(key) or (None if placed else in_folders.get(digest))
+        if earlier is not None:
+            repeats.append((name, earlier))
+            continue
+        first[key] = name
+        kept.append(i)
+    return kept, repeats
 
 
 def folder_names(paths: Sequence[str]) -> list[str]:
@@ -315,13 +330,15 @@ class ResultCard:
         return tuple(line for line in found if line is not None)
 
 
-_UNRELIABLE = (
-    "Not reliable: this image does not look like what the model was made for. "
-    "The result is shown for reference only; do not act on it."
-)
+def _unreliable(pred: Prediction) -> str:
+    """The banner of a result that cannot be relied on, with the reasons its warnings give (a file
+    cut short was "does not look like what the model was made for", as every other reason)."""
+    ending = f"; {NOT_RELIABLE}"
+    reasons = [w.removesuffix(ending) for w in pred.warnings if w.endswith(ending)]
+    why = "; ".join(reasons) or "this image does not look like what the model was made for"
+    return f"Not reliable: {why}. The result is shown for reference only; do not act on it."
 
 
-_UNRELIABLE_STUDY = "Not reliable: at least one view is outside what the model was made for."
 _NOT_RELIABLE = "(not reliable: for reference only)"
 
 
@@ -367,12 +384,19 @@ def box_scores_text(boxes: Sequence[DetectedBox], finding: str = FRACTURE) -> st
 
 
 def _region_text(region: str | None, probabilities: Mapping[str, float]) -> str | None:
-    if region and region in probabilities:
-        return f"Body region: {region} ({probabilities[region]:.2f})"
-    return None
+    """The region line, naming the regions the model chooses from: an elbow read "hand (1.00)",
+    as if stated, where the model knows only these (FracAtlas files elbows under hand)."""
+    if not region or region not in probabilities:
+        return None
+    p = probabilities[region]
+    shown = ">0.99" if p >= 0.995 else f"{p:.2f}"  # not 1.00: a region head is never certain
+    known = f"{len(probabilities)} the model knows: {', '.join(probabilities)}"
+    return f"Body region: {region} ({shown}), of the {known}"
 
 
-def card_for(pred: Prediction) -> ResultCard:
+def card_for(pred: Prediction, *, show_boxes: bool = True) -> ResultCard:
+    """The card of a result; ``show_boxes`` False: the boxes are hidden on the image, and the card
+    says so rather than describe labels that are not there."""
     fracture_head = pred.fracture_probability is not None and pred.threshold is not None
     probability = None
     boxes = None
@@ -388,6 +412,8 @@ def card_for(pred: Prediction) -> ResultCard:
         scores = box_scores_text(pred.boxes, pred.finding)
         if not n:
             boxes = "No area boxed"
+        elif not show_boxes:
+            boxes = f"{n} {areas} boxed, boxes hidden (Show boxes draws them)"
         elif not pred.reliable:  # the banner says why; the boxes suggest nothing either way
             boxes = f"{n} {areas} the model weighed most boxed {_NOT_RELIABLE} ({scores})"
         elif pred.fracture_suspected:
@@ -425,7 +451,7 @@ def card_for(pred: Prediction) -> ResultCard:
         ),
         localization=pred.localization,
         warnings=tuple(pred.warnings),
-        unreliable=None if pred.reliable else _UNRELIABLE,
+        unreliable=None if pred.reliable else _unreliable(pred),
         finding=pred.finding,
     )
 
@@ -473,7 +499,7 @@ def _views_suspected(study: StudyPrediction) -> tuple[str | None, list[str]]:
     (:attr:`~fracsight.inference.StudyPrediction.hidden_views`, which ``predict`` and the API give too)."""
     if study.threshold is None or not study.view_probabilities:
         return None, []
-    above = study.views_suspected
+    above = [f"{name} (not reliable)" if name in study.unreliable else name for name in study.views_suspected]
     line = f"Views suspected on their own: {len(above)} of {len(study.images)}"
     line += f" ({', '.join(above)})" if above else ""
     return line, _sentence(study.hidden_views)
@@ -510,7 +536,8 @@ def study_card_for(study: StudyPrediction) -> StudyCard:
         how.append(f"{classification.label}: the mean of the views' class probabilities{weighted}.")
     views_line, cautions = _views_suspected(study)
     return StudyCard(
-        title=f"Study verdict ({len(study.images)} views){_study_named(study.study)}",
+        title=f"Study verdict ({len(study.images)} view{'s' if len(study.images) != 1 else ''})"
+        f"{_study_named(study.study)}",
         verdict=verdict(study),
         probability=probability,
         classification=classification,
@@ -528,9 +555,8 @@ def _study_named(name: str) -> str:
 
 
 def _unreliable_study(study: StudyPrediction) -> str:
-    if study.unread:
-        return f"Not reliable: {study.warnings[0]}."
-    return _UNRELIABLE_STUDY
+    """Which views make the study not reliable, and whether its result still includes them."""
+    return f"Not reliable: {'; '.join(study.why_not_reliable)}."
 
 
 # ---- the model (sidebar) -------------------------------------------------------------------------------
@@ -758,8 +784,12 @@ def overlay_png(
 
 
 def overlay_file_name(source: str) -> str:
-    """The download's name, as ``fracsight predict --overlay-dir`` names it (``wrist.overlay.png``)."""
-    return f"{Path(source).stem}.overlay.png"
+    """The download's name: ``wrist.overlay.png`` as ``fracsight predict --overlay-dir`` names it,
+    with the result's folders in it (``patient1_study1_IM000001.overlay.png``: a download has no
+    folders, and two patients' ``IM000001`` got one name)."""
+    path = PurePosixPath(source.replace("\\", "/"))
+    folders = [part for part in path.parent.parts if part not in ("/", "..", ".")]
+    return "_".join([*folders, image_stem(path)]) + ".overlay.png"
 
 
 # ---- table and downloads -------------------------------------------------------------------------------

@@ -227,16 +227,21 @@ def example_gallery(config: AppConfig, expanded: bool) -> None:
 def inputs(config: AppConfig) -> list[Input]:
     """The chosen examples and the uploads, in that order, each image once (:func:`unique_inputs`)."""
     files_key, folder_key = _uploader_keys(st.session_state.get("uploader", 0))
+    # the page refuses a larger file itself, with only a red mark on it: the app never sees it
+    most = st.get_option("server.maxUploadSize")
+    limit = f"Each file at most {most} MB: a larger one is marked red and not read."
     uploads = st.file_uploader(
         "Radiographs: PNG, JPEG or DICOM (one or several; they stay in memory, never on disk)",
         accept_multiple_files=True,
         key=files_key,
+        help=limit,
     )
     folder = st.file_uploader(
         "Or a folder: the radiographs in it and in its subfolders (a MURA-style study folder such as "
         "patient1/study1 gets its study verdict)",
         accept_multiple_files="directory",
         key=folder_key,
+        help=limit,
     )
     in_folder = folder_inputs(folder or [])  # its note on what was left out goes below it
     given = bool(uploads or folder or st.session_state.get("examples"))
@@ -286,7 +291,7 @@ def unique_inputs(items: list[Input]) -> list[Input]:
     for item in items:
         if item.key not in digests:
             digests[item.key] = _content_digest(item)
-    keep, repeats = first_of_each([(item.name, digests[item.key]) for item in items])
+    keep, repeats = first_of_each([(item.name, digests[item.key], bool(item.path)) for item in items])
     note = duplicates_text(repeats)
     if note:
         st.warning(escape_markdown(note))
@@ -339,7 +344,7 @@ def decision_block(result: Prediction | StudyPrediction) -> None:
 def result_card(
     key: str, pred: Prediction, view: ViewData, show_heatmap: bool, show_boxes: bool, opacity: float
 ) -> None:
-    card = card_for(pred)
+    card = card_for(pred, show_boxes=show_boxes)
     with st.container(border=True):
         st.markdown(f"#### {escape_markdown(card.title)}")
         if card.unreliable:

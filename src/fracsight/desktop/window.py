@@ -59,7 +59,7 @@ from fracsight.desktop.worker import (
 )
 from fracsight.explain import overlay_words
 from fracsight.inference import NOTICE, FailedPrediction, Prediction, StudyPrediction
-from fracsight.io import IMAGE_SUFFIXES
+from fracsight.io import IMAGE_SUFFIXES, image_stem
 
 __all__ = ["NOTICE_BANNER", "POLL_MS", "DesktopApp"]
 
@@ -281,6 +281,8 @@ class DesktopApp:
         cards = self._build_card_area(right)
         self._build_card(cards)
         self.viewer = Viewer(right, self.events)
+        # the card says whether the boxes it describes are drawn
+        self.viewer.boxes_var.trace_add("write", lambda *_: self._fill_card())
         bind_shortcuts(root, self)
         # the list's own Page Up and Page Down (its class binding) would page it as well
         for action in ("scroll_cards_down", "scroll_cards_up"):
@@ -796,7 +798,7 @@ class DesktopApp:
             self.card_lines.configure(text=f"Error code {result.error_code}: {failure_message(result)}")
             self._show_warnings(())
             return
-        card = card_for(result)
+        card = card_for(result, show_boxes=self.viewer.show_boxes)
         self.card_title.configure(text=card.title)
         if card.unreliable:
             self.card_banner.configure(text=card.unreliable)
@@ -997,7 +999,7 @@ class DesktopApp:
             self._set_status(f"Not saved: {name} changed on disk since it was predicted; reading it again …")
             self._show(index)
             return None
-        stem = Path(self.session.paths[index]).stem
+        stem = image_stem(self.session.paths[index])
         path = self._save_target(path, "Export the overlay", f"{stem}.overlay.png", ".png", "PNG image")
         if path is None:
             return None

@@ -167,7 +167,10 @@ class Prediction:
             self.reliable,
             self.fracture_suspected,
             self.classification,
-            "not reliable: input outside what the model was made for",
+            # a file cut short is a radiograph the model knows, with part of it missing
+            "not reliable: part of the image is missing from the file"
+            if self.metadata.incomplete
+            else "not reliable: input outside what the model was made for",
             self.finding,
         )
 
@@ -295,24 +298,40 @@ class StudyPrediction:
         )
 
     @property
+    def _unread_note(self) -> str | None:
+        if not self.unread:
+            return None
+        views = len(self.images) + len(self.unread)
+        return (
+            f"{len(self.unread)} of {views} views could not be read ({', '.join(self.unread)}); "
+            f"the study result is from the other {len(self.images)} only"
+        )
+
+    @property
+    def _unreliable_note(self) -> str | None:
+        if not self.unreliable:
+            return None
+        one = len(self.unreliable) == 1
+        return (
+            f"not reliable on {'its' if one else 'their'} own: {', '.join(self.unreliable)} (see each "
+            f"view's warnings); the study's result still includes {'it' if one else 'them'}"
+        )
+
+    @property
+    def why_not_reliable(self) -> tuple[str, ...]:
+        """The warnings that make the study not reliable: views that could not be read, and views
+        read but not reliable on their own (which its result still includes)."""
+        return tuple(note for note in (self._unread_note, self._unreliable_note) if note)
+
+    @property
     def warnings(self) -> tuple[str, ...]:
-        said = []
-        if self.unread:
-            views = len(self.images) + len(self.unread)
-            said.append(
-                f"{len(self.unread)} of {views} views could not be read ({', '.join(self.unread)}); "
-                f"the study result is from the other {len(self.images)} only"
-            )
+        said = [self._unread_note] if self._unread_note else []
         if self.repeats:
             said.append(f"given more than once, so counted once: {', '.join(self.repeats)}")
         if self.regions_differ:
             said.append(self.regions_differ)
-        if self.unreliable:
-            said.append(
-                f"not reliable on {'its' if len(self.unreliable) == 1 else 'their'} own: "
-                f"{', '.join(self.unreliable)} (see each view's warnings); the study's result still "
-                f"includes {'it' if len(self.unreliable) == 1 else 'them'}"
-            )
+        if self._unreliable_note:
+            said.append(self._unreliable_note)
         if self.hidden_views:
             said.append(self.hidden_views)
         if len(self.folders) > 1:

@@ -15,7 +15,7 @@ import hashlib
 import os
 import re
 from functools import partial
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from fracsight.errors import (
     DecompressionBombError,
@@ -37,6 +37,7 @@ __all__ = [
     "SUPPORTED_FORMATS",
     "ImageMetadata",
     "Radiograph",
+    "image_stem",
     "read_image",
 ]
 
@@ -52,6 +53,14 @@ MIN_SIDE = 32
 # s3://, https://, file://, ...; also their spelling after pathlib folds "//" into "/" (a URL on
 # the command line), and never a drive letter (C:/)
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
+
+
+def image_stem(name: str | os.PathLike[str]) -> str:
+    """A file's name without its image suffix (``wrist.jpg`` -> ``wrist``); whole when its suffix is
+    none of :data:`IMAGE_SUFFIXES`: a DICOM named by its UID (``1.2.826.0.1.3680043.8.498.101``) lost
+    the UID's last part, so that two such files' overlays got one name."""
+    path = PurePath(name)
+    return path.stem if path.suffix.lower() in IMAGE_SUFFIXES else path.name
 
 
 def url_text(path: str | os.PathLike[str]) -> str | None:
