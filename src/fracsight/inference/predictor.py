@@ -336,11 +336,11 @@ class Predictor:
         if _in_memory(source):
             return Radiograph.from_array(source, name=name), None
         if _is_file_object(source):
-            label = name or _input_name(source)
+            name = name or _input_name(source)  # its bytes are read under the file's own name
             try:
                 source = source.read()  # a binary file (open(..., "rb"), io.BytesIO): its bytes
             except (OSError, ValueError) as e:  # closed, or not open for reading
-                raise ImageReadError(f"{label}: the file object cannot be read: {e}") from None
+                raise ImageReadError(f"{name}: the file object cannot be read: {e}") from None
             if not isinstance(source, (bytes, bytearray, memoryview)):  # a text file's str is no path
                 raise TypeError(
                     "a file given to predict must be opened in binary mode ('rb'); "
@@ -549,9 +549,9 @@ class Predictor:
         ``keep_pixels``: attach the full-resolution pixels (for overlays); the result is the same.
         """
         name = _as_name(name, "name")
-        label = Path(name).name if name else _input_name(source)  # a client's path: its file name
-        radiograph, file = self._read_any(source, label if name or _is_file_object(source) else None)
-        (prediction,) = self._predict_checked([radiograph], [label], heatmap)
+        given = Path(name).name if name else None  # a client's path: its file name
+        radiograph, file = self._read_any(source, given)
+        (prediction,) = self._predict_checked([radiograph], [given or _input_name(source)], heatmap)
         if keep_pixels:
             return dataclasses.replace(prediction, pixels=self.full_pixels(file, radiograph))
         return prediction
@@ -610,7 +610,7 @@ class Predictor:
             source, name = named
             label = name or _input_name(source)  # a name as given (predict_many's docs)
             try:
-                radiograph, file = self._read_any(source, label if name or _is_file_object(source) else None)
+                radiograph, file = self._read_any(source, name)
             except TypeError as e:  # None, a number, a text file: this one fails, not the run
                 return FailedPrediction(label, ImageReadError.code, str(e))
             except FracsightError as e:
