@@ -366,8 +366,8 @@ def test_a_folder_upload_is_read_as_predict_reads_the_folder(
     )
     buttons = tab.get_by_role("button", name=re.compile(r"^Download .*overlay\.png$"))
     assert sorted(buttons.all_inner_texts()) == sorted(
-        f"Download {name}.overlay.png" for name in ("IMG0000015", "IMG0000006", "IM000003")
-    )
+        f"Download patient1_study1_{name}.overlay.png" for name in ("IMG0000015", "IMG0000006", "IM000003")
+    )  # named with the folders: another patient's IM000003 would have had the same name
     # the CSV is predict's, named as predict names the folder's files (the app said export/patient1/...)
     with tab.expect_download() as download:
         tab.get_by_role("button", name="Download CSV").click()
