@@ -388,14 +388,16 @@ def _dciodvfy(path: Path) -> list[str]:
     return [line.strip() for line in lines if line.startswith(("Error", "Warning"))]
 
 
-def _assert_valid(ds: Dataset, path: Path, accepted: tuple[str, ...] = ()) -> None:
+def _assert_valid(ds: Dataset, path: Path, accepted: tuple[str, ...] = (), *, sr_tree: bool = True) -> None:
+    """dciodvfy finds no error and no warning but ``accepted``; an SR's content tree reads in
+    dcmtk's dsrdump without a word (``sr_tree`` False: for a character set dcmtk cannot read)."""
     ds.save_as(path, enforce_file_format=True)
     problems = _dciodvfy(path)
     errors = [p for p in problems if p.startswith("Error")]
     assert not errors, f"{ds.Modality}: dciodvfy reports {errors}"
     unexpected = [p for p in problems if p not in (*ACCEPTED_WARNINGS, *accepted)]
     assert not unexpected, f"{ds.Modality}: dciodvfy warns {unexpected}"
-    if ds.Modality == "SR" and shutil.which("dsrdump"):  # dcmtk checks the SR content tree
+    if sr_tree and ds.Modality == "SR" and shutil.which("dsrdump"):  # dcmtk checks the SR content tree
         done = subprocess.run(["dsrdump", str(path)], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0 and not done.stderr.strip(), done.stderr
 
@@ -537,6 +539,106 @@ def test_grey_radiograph_stored_in_colour(case, predictor: Predictor, tmp_path: 
     )
     for k, ds in enumerate((sr, pr, sc)):
         _assert_valid(ds, tmp_path / f"{k}.dcm")
+
+
+def test_a_colour_source_with_its_own_icc_profile_keeps_it(
+    case, predictor: Predictor, tmp_path: Path
+) -> None:
+    """A colour source holding an ICC Profile got no results at all: highdicom 0.28, left to find the
+    profile itself, never does ("could not build the gsps object")."""
+    colour = pydicom.dcmread(case[0])
+    grey = 255 - (colour.pixel_array >> 4).astype(np.uint8)
+    colour.PixelData = np.repeat(grey[..., None], 3, axis=2).tobytes()
+    colour.SOPClassUID = colour.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    colour.Modality, colour.ConversionType = "OT", "DF"
+    colour.update({"SamplesPerPixel": 3, "PhotometricInterpretation": "RGB", "PlanarConfiguration": 0})
+    colour.BitsAllocated, colour.BitsStored, colour.HighBit = 8, 8, 7
+    for keyword in ("WindowCenter", "WindowWidth", "RescaleIntercept", "RescaleSlope", "RescaleType"):
+        delattr(colour, keyword)
+    import pkgutil
+
+    colour.ICCProfile = pkgutil.get_data("highdicom", "_icc_profiles/sRGB_v4_ICC_preference.icc")
+    prediction = predictor.predict(support.write(colour, tmp_path / "film.dcm"))
+    sr, pr, sc = result_datasets(colour, prediction, predictor)
+    assert pr.ICCProfile == colour.ICCProfile
+    for k, ds in enumerate((sr, pr, sc)):
+        _assert_valid(ds, tmp_path / f"{k}.dcm")
+
+
+def test_a_japanese_character_set_costs_the_image_nothing(case, predictor: Predictor, tmp_path: Path) -> None:
+    """``\\ISO 2022 IR 87`` (its first value empty: the default repertoire, as Japanese systems write
+    it) cost every image its results: highdicom knows no empty value."""
+    source = pydicom.dcmread(case[0])
+    source.SpecificCharacterSet = ["", "ISO 2022 IR 87"]
+    made = result_datasets(source, case[2], predictor)
+    assert [ds.Modality for ds in made] == ["SR", "PR", "OT"]
+    for ds in made:
+        assert list(ds.SpecificCharacterSet) == ["ISO 2022 IR 6", "ISO 2022 IR 87"]
+        _assert_valid(ds, tmp_path / f"{ds.Modality}.dcm", sr_tree=False)  # this dcmtk lacks ISO 2022
+
+
+def test_several_windows_give_the_state_the_one_the_reader_used(
+    case, predictor: Predictor, tmp_path: Path
+) -> None:
+    """Two windows (``2048\\1500``) were copied as they were, and dcmtk would not load the state
+    ("windowCenter present but VM != 1"); one window's explanation was written letter by letter
+    (``F\\U\\L\\L``, highdicom's ``list()`` of a str)."""
+    source = pydicom.dcmread(case[0])
+    source.WindowCenter, source.WindowWidth = ["2048", "1500"], ["4096", "2000"]
+    source.WindowCenterWidthExplanation = ["FULL", "NARROW"]
+    pr = result_datasets(source, case[2], predictor, kinds=("gsps",))[0]
+    (voi,) = pr.SoftcopyVOILUTSequence
+    assert (float(voi.WindowCenter), float(voi.WindowWidth), voi.WindowCenterWidthExplanation) == (
+        2048.0,
+        4096.0,
+        "FULL",
+    )
+    path = write_new(pr, tmp_path, "windows")
+    shown = subprocess.run(
+        ["dcmp2pgm", "-p", str(path), str(case[0]), str(tmp_path / "shown.pgm")],
+        capture_output=True,
+        text=True,
+    )
+    assert shown.returncode == 0 and "VM != 1" not in shown.stderr, shown.stderr
+    source.WindowCenter, source.WindowWidth, source.WindowCenterWidthExplanation = "2048", "4096", "FULL"
+    (voi,) = result_datasets(source, case[2], predictor, kinds=("gsps",))[0].SoftcopyVOILUTSequence
+    assert voi.WindowCenterWidthExplanation == "FULL"
+
+
+def test_a_negative_reports_boxes_are_not_coded_as_fractures(
+    case, predictor: Predictor, tmp_path: Path
+) -> None:
+    """The box groups of a negative decision were coded Finding = Fracture (a viewer labelling regions
+    by their finding drew fractures on a negative study), and its capture said "suspected"."""
+    path, source, prediction = case
+    negative = dataclasses.replace(prediction, fracture_suspected=False)
+    objects = _objects((path, source, negative), predictor, tmp_path)
+    findings = [_code(i.ConceptCodeSequence) for i in _named(objects["sr"], ("121071", "DCM"), "CODE")]
+    assert findings.count(("111099", "DCM")) == len(negative.boxes) and FRACTURE in findings  # the image's
+    assert "suspected" not in objects["capture"].DerivationDescription
+    positive = _objects(case, predictor, tmp_path / "positive")
+    findings = [_code(i.ConceptCodeSequence) for i in _named(positive["sr"], ("121071", "DCM"), "CODE")]
+    assert findings.count(FRACTURE) == len(prediction.boxes) + 1 and ("111099", "DCM") not in findings
+
+
+def test_the_state_keeps_the_sources_pixel_aspect_ratio(case, predictor: Predictor) -> None:
+    """highdicom writes Presentation Pixel Aspect Ratio 1\\1 whatever the source: pixels twice as
+    high as wide were shown squeezed."""
+    from fracsight.dicom.gsps import pixel_aspect_ratio
+
+    source = pydicom.dcmread(case[0])
+    for keyword in ("PixelSpacing", "PixelAspectRatio"):
+        if keyword in source:
+            delattr(source, keyword)
+    source.ImagerPixelSpacing = ["0.2", "0.1"]
+    pr = result_datasets(source, case[2], predictor, kinds=("gsps",))[0]
+    assert [int(v) for v in pr.DisplayedAreaSelectionSequence[0].PresentationPixelAspectRatio] == [2, 1]
+    assert pixel_aspect_ratio(Dataset()) == [1, 1]
+    odd = Dataset()
+    odd.PixelAspectRatio, odd.PixelSpacing = ["3", "4"], ["0.1", "0.1"]
+    assert pixel_aspect_ratio(odd) == [3, 4]
+    odd.PixelAspectRatio = ["0", "1"]
+    assert pixel_aspect_ratio(odd) == [1, 1]  # unusable: the spacing says square
 
 
 # ---- privacy --------------------------------------------------------------------------------------------

@@ -110,9 +110,9 @@ def secondary_capture(
     sc.LossyImageCompressionMethod = "ISO_10918_1"
     encoded = len(sc.PixelData) or 1
     sc.LossyImageCompressionRatio = f"{rgb.nbytes / encoded:.2f}"[:16]
-    sc.DerivationDescription = (
-        f"fracsight overlay of suspected {plural(prediction.finding)}; decision aid, not a diagnosis"
-    )
+    suspected = prediction.reliable and prediction.fracture_suspected
+    shown = f"suspected {plural(prediction.finding)}" if suspected else "the areas the model weighed most"
+    sc.DerivationDescription = f"fracsight overlay of {shown}; decision aid, not a diagnosis"
     reference = Dataset()
     reference.ReferencedSOPClassUID = header.SOPClassUID
     reference.ReferencedSOPInstanceUID = header.SOPInstanceUID

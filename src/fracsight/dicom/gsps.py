@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pkgutil
 from collections.abc import Sequence
+from fractions import Fraction
 
 import highdicom as hd
 import numpy as np
@@ -152,7 +153,9 @@ def presentation_state(
     if samples == 3:
         # a grey radiograph stored in colour (a scanned film, a viewer export): the same layer
         # in a colour presentation state, with the source's ICC profile or else sRGB
-        profile = None if "ICCProfile" in header else pkgutil.get_data("highdicom", _SRGB)
+        # (given, not left to highdicom to find: highdicom 0.28 never finds it, and the source's
+        # profile cost the image all its results)
+        profile = bytes(header.ICCProfile) if "ICCProfile" in header else pkgutil.get_data("highdicom", _SRGB)
         state = hd.pr.ColorSoftcopyPresentationState(icc_profile=profile, **common)
     else:
         # MONOCHROME1 stores bone dark; the presentation LUT must invert it as the modality meant
@@ -164,4 +167,32 @@ def presentation_state(
             **common,
         )
     state.Laterality = laterality(header)  # type 2C: empty when the source does not say
+    explanation = header.get("WindowCenterWidthExplanation")
+    if isinstance(explanation, str):  # highdicom 0.28 writes one explanation as its letters (F\\U\\L\\L)
+        for item in state.get("SoftcopyVOILUTSequence", []):
+            if "WindowCenterWidthExplanation" in item:
+                item.WindowCenterWidthExplanation = explanation
+    for area in state.DisplayedAreaSelectionSequence:  # highdicom writes 1\\1 whatever the pixels
+        area.PresentationPixelAspectRatio = pixel_aspect_ratio(header)
     return state
+
+
+def pixel_aspect_ratio(header: Dataset) -> list[int]:
+    """The source's pixels' height to width, as a presentation state gives it (PS3.3 C.10.4): its
+    Pixel Aspect Ratio, else the ratio of its pixel spacing; 1\\1 when it says neither (a viewer
+    showed pixels twice as wide as high squeezed to squares)."""
+    ratio = header.get("PixelAspectRatio")
+    try:
+        if ratio is not None and len(ratio) == 2 and int(ratio[0]) > 0 and int(ratio[1]) > 0:
+            return [int(ratio[0]), int(ratio[1])]
+    except (TypeError, ValueError):
+        pass
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        try:
+            rows, columns = (float(v) for v in header.get(keyword))
+        except (TypeError, ValueError):  # absent, malformed, or not two values
+            continue
+        if rows > 0 and columns > 0:
+            fraction = Fraction(rows / columns).limit_denominator(1000)
+            return [fraction.numerator, fraction.denominator]
+    return [1, 1]

@@ -222,6 +222,10 @@ def _mend_values(header: Dataset) -> None:
     terms = [terms] if isinstance(terms, str) else list(terms or [])
     if any(str(t) not in charset.python_encoding for t in terms):
         _mend(header, header["SpecificCharacterSet"].tag, _character_set_for(header), "unknown: replaced")
+    elif len(terms) > 1 and "" in terms:  # "\\ISO 2022 IR 87": an empty first value, the default
+        # repertoire, which highdicom refused (every Japanese image lost its results); the same set
+        # by its name
+        header.SpecificCharacterSet = ["ISO 2022 IR 6" if t == "" else t for t in terms]
 
 
 _WINDOW = ("WindowCenter", "WindowWidth", "WindowCenterWidthExplanation", "VOILUTFunction")
@@ -259,6 +263,10 @@ def _mend_voi(header: Dataset) -> None:
         )
         for keyword in present:
             del header[keyword]
+    elif len(centers) > 1:  # the first, which the reader (and so the capture) uses: dcmtk refused
+        header.WindowCenter, header.WindowWidth = centers[0], widths[0]  # a state with several
+        if "WindowCenterWidthExplanation" in header:
+            header.WindowCenterWidthExplanation = _values(header.WindowCenterWidthExplanation)[0]
 
 
 def _lut_in_16_bits(item: Dataset) -> None:

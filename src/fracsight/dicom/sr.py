@@ -54,6 +54,7 @@ PROBABILITY = codes.DCM.Probability
 NO_UNITS = codes.UCUM.NoUnits
 SUSPECTED = codes.SCT.Suspected
 NOT_DETECTED = Code("260415000", "SCT", "Not detected")
+SELECTED_REGION = codes.DCM.SelectedRegion  # 111099: a box that is not a suspected finding
 PLAIN_RADIOGRAPHY = codes.SCT.PlainRadiography
 QUALITATIVE_EVALUATIONS = Code("C0034375", "UMLS", "Qualitative Evaluations")
 # Only a class head needs fracsight's own concepts: its class names are the bundle's.
@@ -254,12 +255,14 @@ def image_report(
     ]
     # on a negative decision, or an input the model cannot be relied on, the boxes are where the
     # model looked most, not suspected findings
+    # (coded so too: a viewer that labels regions by their finding drew "Fracture" on a negative study)
+    box_finding = code
     if not prediction.reliable:
-        boxed = "area weighed most, not reliable"
+        boxed, box_finding = "area weighed most, not reliable", SELECTED_REGION
     elif prediction.fracture_suspected:
         boxed = f"suspected {prediction.finding}"
     else:
-        boxed = "area weighed most, not suspected"
+        boxed, box_finding = "area weighed most, not suspected", SELECTED_REGION
     for k, box in enumerate(prediction.boxes, start=1):
         outline = np.array(
             [[box.x0, box.y0], [box.x1, box.y0], [box.x1, box.y1], [box.x0, box.y1], [box.x0, box.y0]],
@@ -276,7 +279,7 @@ def image_report(
                     uid=hd.UID(), identifier=f"fracsight {boxed} {k}"
                 ),
                 referenced_region=region,
-                finding_type=code,
+                finding_type=box_finding,
                 # the algorithm is named once, in the image's group of the same report: each
                 # copy costs highdicom's checks of five more content items per box
                 finding_sites=sites,
