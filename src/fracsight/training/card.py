@@ -50,6 +50,7 @@ def _split_section(name: str, m: dict[str, Any], positive: str = "fractured") ->
             f"- Average precision: {_ci(m.get('average_precision'))}",
             f"- Sensitivity at specificity 0.90: {_n(sens)}",
             f"- Expected calibration error (10 bins): {_n(m.get('ece'))}; Brier score {_n(m.get('brier'))}",
+            f"- 95% confidence intervals: {m.get('ci_method') or 'how they were made was not recorded'}",
             "",
             "| operating point | threshold | sensitivity | specificity | precision | F1 | Cohen's kappa |",
             "|---|---|---|---|---|---|---|",

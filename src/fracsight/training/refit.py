@@ -384,6 +384,7 @@ def metrics_summary(metrics: dict[str, Any]) -> dict[str, Any]:
         "localization",
         "multiclass",
         "study",
+        "ci_method",  # what the intervals resample: the card says it (it could not, once)
     )
     out = {k: metrics[k] for k in keys if k in metrics}
     if "calibration" in metrics:
