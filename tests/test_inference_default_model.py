@@ -83,3 +83,8 @@ def test_each_packaged_card_is_what_its_bundle_json_renders(name: str) -> None:
 
     folder = resolve_bundle(name)
     assert (folder / "card.md").read_text(encoding="utf-8") == render_card(load_bundle_spec(folder))
+    # its test intervals are evaluate's own (they were the older per-image ones, narrower than the
+    # README's figures of the same model), and the card says what they resample
+    method = load_bundle_spec(folder).metrics["test"]["ci_method"]
+    assert method.startswith("percentile bootstrap, resampling whole groups of related images")
+    assert f"- 95% confidence intervals: {method}" in (folder / "card.md").read_text(encoding="utf-8")
