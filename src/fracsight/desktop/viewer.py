@@ -111,7 +111,7 @@ class Viewer:
         self.caption = ttk.Label(parent, text="", justify="left", padding=(8, 2))
         self.caption.pack(side="bottom", fill="x")
         self.caption.bind(  # wrapped at its width: a fixed one wider than the pane cut the zoom off
-            "<Configure>", lambda e: self.caption.configure(wraplength=max(80, e.width - 16)), add="+"
+            "<Configure>", lambda e: self.caption.configure(wraplength=max(80, e.width - 24)), add="+"
         )
         # a frame in the focus colour while the image has the keyboard (its shortcuts act there)
         background = ttk.Style(parent).lookup("TFrame", "background") or "black"

@@ -73,6 +73,7 @@ SCREEN_MARGIN = (20, 80)  # left on the screen for the window manager's frame, t
 BASE_SCALING = 96 / 72  # Tk's scaling (pixels per point) on a 96-dpi screen, where WINDOW was measured
 CLOSE_WAIT_S = 60.0  # the most closing waits for the image in progress (a 50-megapixel overlay: seconds)
 MIN_IMAGE = 200  # pixels of the image kept on screen however long the cards above it (HiDPI: more)
+CARD_LINES = 3  # lines of the cards kept in view however small the window: title, decision, number
 VIEW_CACHE = 6  # full-resolution views kept in memory (a long folder would not fit)
 NOT_PREDICTED = "not predicted: the model could not be loaded"
 NOTICE_BANNER = f"⚠  {NOTICE} Check every result against the images."
@@ -126,6 +127,7 @@ class DesktopApp:
         self.model_error: str | None = None
         self.closed = False
         self.shortcuts_window: tk.Toplevel | None = None
+        self.card_window: tk.Toplevel | None = None  # the Model card window, once opened
         self.selected: int | None = None
         self.views: OrderedDict[int, ViewReady] = OrderedDict()
         self.studies: dict[str, StudyPrediction] = {}  # the study rows listed, by name
@@ -327,7 +329,10 @@ class DesktopApp:
             canvas.itemconfigure(item, width=canvas.winfo_width())
             wanted = inner.winfo_reqheight()
             room = parent.winfo_height() - self.viewer.needs(round(MIN_IMAGE * self.grow))
-            height = max(1, min(wanted, room))
+            # the decision and its probability stay in view, from the image's room if need be: at
+            # Tk scaling 2 on a 1280 x 800 screen the cards were 1 pixel high, nothing but a scrollbar
+            least = min(wanted, CARD_LINES * self.font_bold.metrics("linespace"))
+            height = max(1, least, min(wanted, room))
             if int(canvas.cget("height")) != height:
                 canvas.configure(height=height)
             canvas.configure(scrollregion=(0, 0, 0, wanted))
@@ -723,7 +728,17 @@ class DesktopApp:
         chosen = self.tree.selection()
         if not chosen:
             return
-        if _is_study(chosen[0]) or int(chosen[0]) == self.selected:
+        if _is_study(chosen[0]):
+            # the study's own first view under its verdict: another patient's image and card stayed
+            # below it, and Next image and Export overlay went on from that image
+            views = [
+                i for i in self.session.views_of(chosen[0][len(STUDY_IID) :]) if self.tree.exists(str(i))
+            ]
+            if views and self.selected not in views:
+                self._show(views[0])
+            else:
+                self._show_study_card()
+        elif int(chosen[0]) == self.selected:
             self._show_study_card()
         else:
             self._show(int(chosen[0]))
@@ -1027,9 +1042,15 @@ class DesktopApp:
         if predictor is None:
             self._set_status(self.model_error or "The model is not loaded yet.")
             return
+        if self.card_window is not None and self.card_window.winfo_exists():  # one, raised again
+            self.card_window.lift()
+            return
         top = tk.Toplevel(self.root)
         top.title(f"Model card: {predictor.name}")
-        top.geometry(f"{round(760 * self.grow)}x{round(640 * self.grow)}")  # larger with its fonts
+        # larger with its fonts, never past the screen (959 px on an 800 px screen at scaling 2)
+        width = min(round(760 * self.grow), self.root.winfo_screenwidth() - SCREEN_MARGIN[0])
+        height = min(round(640 * self.grow), self.root.winfo_screenheight() - SCREEN_MARGIN[1])
+        top.geometry(f"{width}x{height}")
         text = tk.Text(top, wrap="word", padx=10, pady=10)
         scroll = ttk.Scrollbar(top, orient="vertical", command=text.yview)
         text.configure(yscrollcommand=scroll.set)
