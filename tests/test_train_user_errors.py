@@ -114,18 +114,19 @@ def test_resume_with_other_images_of_the_same_heads_is_refused_and_a_moved_folde
     tiny_dataset, tmp_path
 ):
     """Other data whose heads fit the run (here: the same set less two images) was trained on in
-    the same run without a word; the same images in another folder are the same data."""
+    the same run without a word, and exported with; the same images in another folder are the
+    same data."""
     pytest.importorskip("torch")
     from conftest import TINY_TRAINING
 
     settings = [arg for item in TINY_TRAINING for arg in ("--set", item)]
-    run = tmp_path / "run"
-    first = CliRunner().invoke(app, ["train", str(tiny_dataset), "--out", str(run), *settings])
+    run, own = tmp_path / "run", shutil.copytree(tiny_dataset, tmp_path / "own", symlinks=True)
+    first = CliRunner().invoke(app, ["train", str(own), "--out", str(run), *settings])
     assert first.exit_code == 0, first.output
     last, config = (run / "last.pt").read_bytes(), (run / "config.yaml").read_text(encoding="utf-8")
     moved, fewer = tmp_path / "moved", tmp_path / "fewer"
     for copy in (moved, fewer):
-        shutil.copytree(tiny_dataset, copy, symlinks=True)
+        shutil.copytree(own, copy, symlinks=True)
     for gone in sorted((fewer / "train" / "fractured").iterdir())[:2]:
         gone.unlink()
 
@@ -137,6 +138,17 @@ def test_resume_with_other_images_of_the_same_heads_is_refused_and_a_moved_folde
     assert (run / "last.pt").read_bytes() == last  # and config.yaml still names the run's data
     assert (run / "config.yaml").read_text(encoding="utf-8") == config
 
+    # export too: the run's data folder changed since (a set without splits that grew is split
+    # anew) had calibration, thresholds and test fitted on images the model trained on
+    (own / "train" / "fractured" / "late.jpg").symlink_to(
+        next((own / "val" / "fractured").iterdir()).resolve()
+    )
+    exported = CliRunner().invoke(app, ["export", str(run), str(tmp_path / "b1")])
+    _refused(exported, f"error (dataset_error): {own} is not the data {run / 'best.pt'} trained on")
+    assert not (tmp_path / "b1").exists()
+    exported = CliRunner().invoke(app, ["export", str(run), str(tmp_path / "b2"), "--data-dir", str(moved)])
+    assert exported.exit_code == 0, exported.output  # the same images in another folder
+
     resumed = CliRunner().invoke(app, ["train", str(moved), *resume])
     assert resumed.exit_code == 0, resumed.output
     assert len(json.loads((run / "history.json").read_text(encoding="utf-8"))) == 3
@@ -147,14 +159,18 @@ def test_export_names_why_it_read_an_image_that_cannot_be_read(tiny_bundle, tiny
     not saying that export reads every training and validation image, nor how to find such files;
     the file is named by its path under the data set (in MURA every view is ``image1.png``)."""
     data = shutil.copytree(tiny_dataset, tmp_path / "data", symlinks=True)
-    (data / "val" / "fractured" / "broken.jpg").write_bytes(b"not an image at all")
+    # a validation image the run trained with, broken since (an image added since is refused first:
+    # the data would not be the run's)
+    broken = sorted((data / "val" / "fractured").iterdir())[0]
+    broken.unlink()
+    broken.write_bytes(b"not an image at all")
     out = tmp_path / "bundle"
     result = CliRunner().invoke(
         app, ["export", str(tiny_bundle.parent / "run"), str(out), "--data-dir", str(data)]
     )
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     message = " ".join(result.stderr.split())
-    refused = "error (unsupported_format): val/fractured/broken.jpg: not a supported image"
+    refused = f"error (unsupported_format): val/fractured/{broken.name}: not a supported image"
     assert message.startswith(refused), message
     assert "(an image of the val split, whose outputs the calibration is fitted on" in message
     assert "`fracsight audit DATA` lists the files that cannot be read)" in message

@@ -500,6 +500,16 @@ def test_cli_never_loses_a_trained_run_or_a_users_folder(tiny_dataset, tmp_path,
     assert elsewhere.exit_code in (0, 1) and "Traceback" not in elsewhere.output
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name or ".old-" in p.name]  # none left
 
+    # --force replaces the run: the report export left in it named the old model beside the new
+    # best.pt; a folder of the user's there is not a report and stays
+    monkeypatch.chdir(tmp_path)
+    assert runner.invoke(app, ["export", str(run), str(tmp_path / "b3"), "--evaluate", "val"]).exit_code == 0
+    assert (run / "evaluation-val" / "metrics.json").is_file()
+    (run / "evaluation-notes").mkdir()
+    replaced = runner.invoke(app, [*train, "--force"])
+    assert replaced.exit_code == 0, replaced.output
+    assert not (run / "evaluation-val").exists() and (run / "evaluation-notes").is_dir()
+
 
 def test_a_checkpoint_save_cut_short_keeps_the_previous_one(tiny_dataset, tmp_path, monkeypatch):
     """Ctrl-C or a crash while `best.pt` was written used to leave it torn: the run's best model

@@ -30,7 +30,7 @@ from fracsight.training.refit import (
     raw_outputs,
     refuse_unfit_data,
 )
-from fracsight.training.trainer import load_trained, trained_fracture_classes
+from fracsight.training.trainer import images_record, load_trained, trained_fracture_classes
 
 if TYPE_CHECKING:
     from fracsight.models import FractureNet
@@ -38,6 +38,31 @@ if TYPE_CHECKING:
 __all__ = ["DataMismatchError", "choose_localization", "export_bundle"]
 
 log = logging.getLogger(__name__)
+
+
+def _refuse_changed_images(
+    trained_on: str | None,
+    dataset: Dataset,
+    train: list[Sample],
+    val: list[Sample],
+    cfg: TrainConfig,
+    checkpoint: Path,
+) -> None:
+    """Refuse the run's own data folder when its training and validation images are not those the
+    run trained on: a data set without splits that grew since training is split anew, and
+    calibration and thresholds were then fitted, and test measured, on images the model had trained
+    on, without a word. Another folder (the same images moved, or other data to calibrate on, as
+    ``--data-dir`` allows) is not refused."""
+    if trained_on is None or dataset.root.resolve() != Path(cfg.data).resolve():
+        return  # a best.pt from before it kept the record, or data of another folder
+    now = images_record(dataset.root, training_subset(train, cfg.max_samples, cfg.seed) + val)
+    if now["images_sha256"] != trained_on:
+        raise DataMismatchError(
+            f"{dataset.root} is not the data {checkpoint} trained on: its training and validation images "
+            f"differ now ({now['images']} of them; files added, removed or relabelled since, and a data "
+            "set without splits is split anew, so calibration, thresholds and test would fall on images "
+            "the model trained on). Export with the data as it was, or train again on this data"
+        )
 
 
 def export_bundle(
@@ -60,7 +85,8 @@ def export_bundle(
         raise TrainConfigError(f"no checkpoint at {checkpoint}: train first (fracsight train)")
     inputs = [("the training run", run_dir if run_dir.is_dir() else checkpoint)]
     check_output_folder(out_dir, force=force, inputs=inputs)
-    model, cfg, fracture = load_trained(checkpoint)
+    trained = load_trained(checkpoint)
+    model, cfg, fracture = trained.model, trained.config, trained.fracture
     cfg = dataclasses.replace(cfg, data=_trained_data(cfg, checkpoint.parent))
     if not (data_dir or cfg.data):  # Path("") would be the working folder: never guess
         raise DatasetError(f"{checkpoint} does not record its data set: pass data_dir (--data-dir)")
@@ -86,6 +112,7 @@ def export_bundle(
         model.heads_config.classes,
         "export with the data set the run trained on (--data-dir)",
     )
+    _refuse_changed_images(trained.images_sha256, dataset, train, val, cfg, checkpoint)
     if evaluate_split:
         select_samples(dataset, evaluate_split, cfg.seed)  # an unknown split: refused before writing
     inputs.append(("the data set", data_root))

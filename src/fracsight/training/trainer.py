@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -297,6 +298,7 @@ class Trainer:
         self.run_dir = Path(cfg.out)
         self.show_progress = show_progress
         self.saved_epoch = 0  # the epoch last.pt holds (what --resume continues from); 0: none yet
+        self._images: dict[str, Any] = {}  # the images trained on (images_record), once fit has them
         # what the binary label means (MURA: normal/abnormal); the checkpoint records it for export
         self.fracture_classes = trained_fracture_classes(dataset)
         self.has_fracture = bool(self.fracture_classes)
@@ -484,6 +486,8 @@ class Trainer:
                 f"{self.run_dir} holds an earlier run ({', '.join(earlier)}): pass --resume to continue it, "
                 "--force to replace it, or choose another --out"
             )
+        if earlier and force:
+            self._remove_replaced_reports()
         if not earlier and self.run_dir.is_dir():
             # a folder without a run: only the files a run writes before its first checkpoint (left
             # by a run that stopped early) may be written over, never anything else of the user's
@@ -500,6 +504,15 @@ class Trainer:
                     f"{', ...' if len(others) > 3 else ''}): choose another --out"
                 )
         return resumed
+
+    def _remove_replaced_reports(self) -> None:
+        """The evaluation reports ``export --evaluate`` left in the run folder are of the run --force
+        replaces: left there, one named the old model beside the new best.pt (as ``evaluate
+        --overwrite`` clears a report, so that none passes for the new one's)."""
+        for report in sorted(self.run_dir.glob("evaluation-*")):
+            if report.is_dir() and (report / "metrics.json").is_file():
+                shutil.rmtree(report)
+                log.warning("%s: the replaced run's evaluation report removed", report)
 
     def _check_same_recipe(self) -> None:
         """A resumed run keeps the settings it was started with (its config.yaml), but for
@@ -576,7 +589,7 @@ class Trainer:
         train_samples, val_samples = train_val_samples(self.dataset, cfg.seed)
         train_samples = training_subset(train_samples, cfg.max_samples, cfg.seed)
         refuse_one_label_splits(self.dataset, train_samples, val_samples, self.fracture_classes)
-        images = images_record(self.dataset.root, train_samples + val_samples)
+        images = self._images = images_record(self.dataset.root, train_samples + val_samples)
         if state is not None:
             self._check_same_images(state, images)
         seed_everything(cfg.seed)
@@ -766,7 +779,9 @@ class Trainer:
             model.backbone.eval()
 
     def _checkpoint(self, model: FractureNet) -> dict[str, Any]:
-        return {"model": model.state_dict(), **checkpoint_record(self.heads, self.cfg, self.fracture_classes)}
+        # with the images it trained on, which export checks against the data it is given
+        record = checkpoint_record(self.heads, self.cfg, self.fracture_classes)
+        return {"model": model.state_dict(), **record, **self._images}
 
     def _plot(self, history: list[dict[str, Any]]) -> None:
         if not history:
@@ -789,6 +804,9 @@ class TrainedModel(NamedTuple):
     model: FractureNet
     config: TrainConfig
     fracture: tuple[str, ...] | None
+    # the digest of the training and validation images (:func:`images_record`); None for a
+    # checkpoint written before best.pt kept it
+    images_sha256: str | None = None
 
 
 def load_trained(path: Path) -> TrainedModel:
@@ -807,12 +825,12 @@ def load_trained(path: Path) -> TrainedModel:
     augment = cfg_dict.pop("augment")
     cfg = load_config(None, None, **cfg_dict, augment=augment)
     fracture = tuple(state["fracture"]) if "fracture" in state else None
-    return TrainedModel(_model_from_checkpoint(state).eval(), cfg, fracture)
+    return TrainedModel(_model_from_checkpoint(state).eval(), cfg, fracture, state.get("images_sha256"))
 
 
 def load_checkpoint(path: Path) -> tuple[FractureNet, TrainConfig]:
     """The model and config of a ``best.pt`` written by :class:`Trainer` (:func:`load_trained`)."""
-    model, cfg, _ = load_trained(path)
+    model, cfg = load_trained(path)[:2]
     return model, cfg
 
 
