@@ -88,3 +88,24 @@ def test_each_packaged_card_is_what_its_bundle_json_renders(name: str) -> None:
     method = load_bundle_spec(folder).metrics["test"]["ci_method"]
     assert method.startswith("percentile bootstrap, resampling whole groups of related images")
     assert f"- 95% confidence intervals: {method}" in (folder / "card.md").read_text(encoding="utf-8")
+
+
+def test_a_card_of_figures_on_training_images_says_they_flatter_the_model() -> None:
+    """`export --evaluate train` (or val) gave a card with the training figures under "Measured
+    results" and the sentence "the test split was only measured", of a test split never measured."""
+    import dataclasses
+
+    from fracsight.bundle import load_bundle_spec
+    from fracsight.inference import resolve_bundle
+    from fracsight.training.card import render_card
+
+    spec = load_bundle_spec(resolve_bundle(None))
+    measured = spec.metrics["test"]
+    for split, said in (("train", "trained on"), ("val", "chosen on")):
+        card = render_card(
+            dataclasses.replace(spec, metrics={"validation": spec.metrics["validation"], split: measured})
+        )
+        assert "the test split was only measured" not in card and f"measured: the {split} split." in card
+        section = card.split(f"### {split} split", 1)[1]
+        assert f"{said}: these figures flatter it**" in section
+    assert "the test split was only measured." in render_card(spec)

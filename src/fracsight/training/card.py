@@ -30,12 +30,35 @@ def _positive(spec: BundleSpec) -> str:
     return head.classes[-1] if head is not None else "fractured"
 
 
+#: what a card says of figures measured on images the model was trained or tuned on
+_FLATTERED = {
+    "train": "**measured on the images the model was trained on: these figures flatter it**",
+    "val": "**measured on the images its thresholds and calibration were chosen on: these figures "
+    "flatter it**",
+    "all": "**measured on all of its data set, the training and validation images included: these figures "
+    "flatter it**",
+}
+
+
+def _measured_splits(spec: BundleSpec) -> str:
+    """How the card's measured splits were used: a card of ``export --evaluate train`` said "the
+    test split was only measured" of a test split never measured."""
+    measured = [s for s in spec.metrics if s not in ("validation", "quantization")]
+    if not measured:
+        return "; no split was measured."
+    if measured == ["test"]:
+        return "; the test split was only measured."
+    return f"; measured: {_and([f'the {s} split' for s in measured])}."
+
+
 def _split_section(name: str, m: dict[str, Any], positive: str = "fractured") -> list[str]:
     mc = m.get("multiclass") or {}
     if "n_positive" in m or not mc:
         lines = [f"### {name} split (n = {m.get('n')}, {m.get('n_positive')} {positive})", ""]
     else:
         lines = [f"### {name} split ({mc.get('n')} images with a class label)", ""]
+    if name in _FLATTERED:
+        lines.append(f"- {_FLATTERED[name]}")
     failed = m.get("failed") or []
     if failed:
         n, are = (f"{len(failed)} images", "are") if len(failed) > 1 else ("1 image", "is")
@@ -657,8 +680,8 @@ def render_card(spec: BundleSpec, run_dir: Path | None = None) -> str:
         f"- {augmentation}",
         *([f"- {averaging}"] if averaging else []),
         f"- Loss: {', '.join(losses)}",
-        f"- {_and(chosen)} were {'all' if len(chosen) > 2 else 'both'} chosen on the validation split; "
-        "the test split was only measured.",
+        f"- {_and(chosen)} were {'all' if len(chosen) > 2 else 'both'} chosen on the validation split"
+        + _measured_splits(spec),
         "",
     ]
     if fracture:
