@@ -137,3 +137,21 @@ def test_class_values_with_accents_encoded_two_ways_are_one_class_sorted_with_th
     ds = load_dataset(_write(tmp_path / "d", "image,class", rows))
     assert ds.class_names == {CLASS: ("Avulsion", nfc, "spiral")}
     assert [s.labels[CLASS] for s in sorted(ds.samples, key=lambda s: s.image_id)] == [1, 1, 2, 0]
+
+
+def test_a_class_a_split_lacks_is_named_as_for_class_folders(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A class only test rows have trained a head that never saw it, without a word (class folders
+    said "split 'train' lacks class(es) ..."); an empty class column said what it found, not what to do."""
+    rows = ["a.png,1,Spiral,train", "b.png,1,Avulsion,train", "c.png,1,Spiral,val", "d.png,1,Avulsion,val"]
+    rows.append("e.png,1,Rare,test")
+    with caplog.at_level("WARNING", logger="fracsight.data"):
+        load_dataset(_write(tmp_path / "d", "image,fracture,class,split", rows))
+    assert (
+        "split 'train' lacks class(es) Rare" in caplog.text
+        and "split 'val' lacks class(es) Rare" in caplog.text
+    )
+    assert "split 'test'" in caplog.text  # it lacks the other two
+    with pytest.raises(DatasetError, match="fill it in, or leave the column out"):
+        load_dataset(_write(tmp_path / "e", "image,fracture,class", ["a.png,1,", "b.png,0,"]))

@@ -163,7 +163,14 @@ def read_labels_csv(root: Path) -> Dataset:
     classes = tuple(sorted(set(class_of.values()), key=name_order))
     if "class" in present:
         if len(classes) < 2:
-            raise DatasetError(f"{path}: the class column needs at least two classes, found {list(classes)}")
+            fix = (
+                "; fill it in, or leave the column out for a model without a class head"
+                if not classes
+                else ""
+            )
+            raise DatasetError(
+                f"{path}: the class column needs at least two classes, found {list(classes)}{fix}"
+            )
         class_names[CLASS] = classes
     regions = tuple(sorted(set(region_of.values())))
     if "region" in present and regions:
@@ -178,4 +185,13 @@ def read_labels_csv(root: Path) -> Dataset:
             labels[CLASS] = index[class_of[klass]]
         rs = tuple(sorted({region_of[r] for r in rs}))
         samples.append(Sample(path=file, labels=labels, regions=rs, split=split, group=group))
+    # as class folders say it: a class no training image has is one the head never learns
+    given: dict[str, set[int]] = {}
+    for sample in samples:
+        if sample.split is not None and CLASS in sample.labels:
+            given.setdefault(sample.split, set()).add(sample.labels[CLASS])
+    for split, present in sorted(given.items()):
+        if len(present) < len(classes):
+            lacking = ", ".join(c for i, c in enumerate(classes) if i not in present)
+            log.warning("split %r lacks class(es) %s", split, lacking)
     return Dataset(root=root, layout="labels-csv", samples=tuple(samples), class_names=class_names)
