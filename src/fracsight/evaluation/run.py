@@ -98,7 +98,13 @@ def _select(
         made = carved = carved or ensure_splits(dataset, seed=trained_seed)
     chosen = list(made.split(split))
     if not chosen:
-        hint = f" (a data set the model was not trained on: {MISSING_SPLIT_FIX[option]})"
+        # fracsight knows the data the model trained on by its folder: a copy elsewhere is taken for
+        # other data, and --split all would then score the training images without a word
+        hint = (
+            f" (a data set the model was not trained on: {MISSING_SPLIT_FIX[option]}; if it is the "
+            "model's own training data in another folder, give the folder it trained on, where the "
+            "split it trained with is carved again)"
+        )
         raise MissingSplitError(
             f"{dataset.root} has no {split!r} split; it has {list(made.splits) or 'none'}"
             + (hint if trained_seed is None else "")
