@@ -429,8 +429,6 @@ def results_table(predictor: Predictor, results: list[Result], studies: list[Stu
         file_name="fracsight-results.csv",
         mime="text/csv",
         on_click="ignore",
-        # a notice line would break every CSV reader, so the file holds only its rows (as predict --csv)
-        help=f"The rows only, as `fracsight predict --csv` writes them. {NOTICE}",
     )
     json_col.download_button(
         "Download JSON",
