@@ -3,6 +3,7 @@ with pydicom and validated with dicom3tools' dciodvfy; the `fracsight dicom resu
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -153,6 +154,22 @@ def test_objects_are_new_series_in_the_source_study(case, predictor: Predictor, 
         objects[k].SeriesInstanceUID for k in ("sr", "gsps", "capture")
     ]
     assert not {d.SOPInstanceUID for d in again} & {d.SOPInstanceUID for d in objects.values()}
+
+
+def test_views_each_their_own_series_get_results_in_their_order_never_one_number_twice(
+    case, predictor: Predictor
+) -> None:
+    """A hand study as CR modalities send it: each view its own series, each numbered image 1.
+    Their results share one series per kind, where every one had Instance Number 1 (a viewer could
+    not order them); now the source's series and instance numbers together."""
+    _, source, prediction = case
+    numbers = []
+    for series_number, number in ((1, 1), (2, 1), (2, 7), (None, 3)):
+        view = copy.deepcopy(source)
+        view.SeriesNumber, view.InstanceNumber = series_number, number
+        numbers.append([ds.InstanceNumber for ds in result_datasets(view, prediction, predictor)])
+    assert [n[0] for n in numbers] == [100001, 200001, 200007, 3]
+    assert all(len(set(n)) == 1 for n in numbers)  # the report, state and capture of one image agree
 
 
 def test_sr_states_the_prediction(case, predictor: Predictor, tmp_path: Path) -> None:

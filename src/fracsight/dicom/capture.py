@@ -17,7 +17,7 @@ import numpy as np
 from pydicom import Dataset
 from pydicom.uid import JPEGBaseline8Bit
 
-from fracsight.dicom.results_context import ResultContext, laterality, plural, series
+from fracsight.dicom.results_context import ResultContext, instance_number, laterality, plural, series
 from fracsight.errors import DicomSourceError
 from fracsight.explain import overlay_words, render_overlay, summary_lines
 from fracsight.inference.results import Prediction
@@ -89,7 +89,7 @@ def secondary_capture(
         series_number=info.number,
         series_description=info.description,
         sop_instance_uid=sop_instance_uid,
-        instance_number=int(header.get("InstanceNumber") or 1),
+        instance_number=instance_number(header),
         patient_orientation=orientation or ("L", "F"),  # highdicom insists; replaced below
         laterality=laterality(header),
         transfer_syntax_uid=JPEGBaseline8Bit,

@@ -19,7 +19,7 @@ import numpy as np
 import pydicom.multival
 from pydicom import Dataset
 
-from fracsight.dicom.results_context import ResultContext, laterality, series
+from fracsight.dicom.results_context import ResultContext, instance_number, laterality, series
 from fracsight.errors import DicomSourceError
 from fracsight.explain import summary_lines
 from fracsight.explain.overlay import DEFAULT_BOX_COLOUR
@@ -142,7 +142,7 @@ def presentation_state(
         series_number=info.number,
         series_description=info.description,
         sop_instance_uid=sop_instance_uid,
-        instance_number=int(header.get("InstanceNumber") or 1),
+        instance_number=instance_number(header),
         content_label=LAYER,
         content_description=f"fracsight {prediction.finding} aid - decision aid, not a diagnosis",
         graphic_annotations=[annotation],

@@ -26,6 +26,7 @@ __all__ = [
     "NODE_KINDS",
     "ResultContext",
     "SeriesInfo",
+    "instance_number",
     "laterality",
     "plural",
     "series",
@@ -106,6 +107,18 @@ class ResultContext:
 def plural(finding: str) -> str:
     """``Prediction.finding`` for several of them: "suspected fractures", "suspected abnormalities"."""
     return f"{finding[:-1]}ies" if finding.endswith("y") else f"{finding}s"
+
+
+def instance_number(header: Dataset) -> int:
+    """A result's Instance Number in its series, from the source's series and instance numbers
+    (series 2, image 3: 200003). The results of every view of a study share one series per kind,
+    and the views are often each their own series numbered from 1: their own Instance Number alone
+    repeated in the result series, and a viewer could not order the results as their images."""
+    instance = int(header.get("InstanceNumber") or 1)
+    series_number = int(header.get("SeriesNumber") or 0)
+    if 0 < series_number < 20_000 and 0 < instance < 100_000:  # the sum fits an IS (below 2**31)
+        return series_number * 100_000 + instance
+    return instance
 
 
 def laterality(header: Dataset) -> str | None:

@@ -33,7 +33,7 @@ from pydicom import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from fracsight.dicom.results_context import MANUFACTURER, ResultContext, series
+from fracsight.dicom.results_context import MANUFACTURER, ResultContext, instance_number, series
 from fracsight.inference.results import ABNORMALITY, NOTICE, ClassResult, Prediction, StudyPrediction
 from fracsight.inference.results import FRACTURE as FRACTURE_FINDING
 
@@ -301,7 +301,7 @@ def image_report(
         context,
         prediction,
         sop_instance_uid=sop_instance_uid,
-        instance_number=int(header.get("InstanceNumber") or 1),
+        instance_number=instance_number(header),
     )
 
 
