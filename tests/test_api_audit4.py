@@ -126,6 +126,10 @@ def test_a_transfer_encoded_part_is_decoded_and_predicted(
     [
         ("x-uuencode", b"begin 644 a.png", "Content-Transfer-Encoding 'x-uuencode' is not supported"),
         ("base64", b"iVBORw0KGgo", "a.png: its base64 content cannot be decoded"),
+        # characters outside the alphabet were dropped: `!!!!` was "the file is empty (0 bytes)",
+        # and a PNG sent raw under a base64 label was read as whatever its letters decoded to
+        ("base64", b"!!!!", "a.png: its base64 content cannot be decoded"),
+        ("base64", png_bytes(), "a.png: its base64 content cannot be decoded"),
     ],
 )
 def test_a_transfer_encoding_that_cannot_be_decoded_is_a_400(

@@ -10,14 +10,15 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from fracsight.api.auth import TokenGuard, parse_tokens, token_digest, token_guard
-from fracsight.api.settings import ENV_PREFIX, ApiSettings
+from fracsight.api.auth import TokenGuard, is_loopback, parse_tokens, token_digest, token_guard
+from fracsight.api.settings import ENV_PREFIX, GRACEFUL_SHUTDOWN_S, ApiSettings
 from fracsight.cli import app as cli
 from fracsight.errors import ConfigError
 
 uvicorn = pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
+from conftest import free_port  # noqa: E402
 from test_api_serve import _png, loopback_server  # noqa: E402  (after the importorskip guards)
 
 TOKEN = "tok-" + "a1b2c3d4" * 4
@@ -242,12 +243,39 @@ def test_serve_with_a_short_token_says_why_and_never_echoes_it(
     assert "at least 16 characters" in result.output and "hunter2" not in result.output
 
 
-def test_open_by_default_on_loopback_warns_when_listening_wider(
+def test_without_a_token_it_listens_beyond_loopback_only_when_told_the_network_is_closed(
     clean_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """``fracsight serve --host 0.0.0.0`` without a token: it warned and served predictions (and
+    /metrics) to anyone on the network; now it refuses, unless FRACSIGHT_AUTH says why not."""
     result, calls = _serve(monkeypatch, {})
-    assert result.exit_code == 0 and len(calls) == 1
-    assert "TLS and authentication (FRACSIGHT_API_TOKENS)" in result.output
+    assert result.exit_code == 1 and not calls, result.output
+    assert "error (config_error): listening on 0.0.0.0 without an API token" in result.output
+    assert "FRACSIGHT_AUTH=open" in result.output and "Traceback" not in result.output
+    result, calls = _serve(monkeypatch, {"FRACSIGHT_AUTH": "open"})
+    assert result.exit_code == 0 and len(calls) == 1, result.output
+    assert "TLS and authentication (FRACSIGHT_AUTH=open: none of its own)" in result.output
+    result, calls = _serve(monkeypatch, {"FRACSIGHT_API_TOKENS": TOKEN})
+    assert result.exit_code == 0 and len(calls) == 1 and "authentication" not in result.output
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "localhost"])
+def test_on_loopback_it_starts_open_and_quiet(
+    host: str, clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[Any] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: calls.append((a, k)))
+    result = CliRunner().invoke(cli, ["serve", "--host", host, "--port", str(free_port())])
+    assert result.exit_code == 0 and len(calls) == 1, result.output
+    assert "warning" not in result.output
+    assert calls[0][1]["timeout_graceful_shutdown"] == GRACEFUL_SHUTDOWN_S < 30  # docs/deploy.md's grace
+
+
+def test_loopback_is_this_computer_only() -> None:
+    assert all(map(is_loopback, ["localhost", "LOCALHOST", "127.0.0.1", "127.9.9.9", "::1", "[::1]"]))
+    assert not any(
+        map(is_loopback, ["0.0.0.0", "::", "10.0.0.5", "fracsight.example.org", "127.0.0.1.nip.io"])
+    )
 
 
 def test_openapi_documents_the_bearer_scheme(clean_env: None) -> None:

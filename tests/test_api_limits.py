@@ -188,6 +188,17 @@ def test_invalid_settings_raise_config_error(env: dict[str, str]) -> None:
         ApiSettings.from_env(env)
 
 
+def test_a_metrics_folder_the_workers_cannot_share_is_a_config_error(tmp_path: Path) -> None:
+    """A FRACSIGHT_METRICS_DIR that did not exist was taken: each worker's writes failed silently,
+    and /metrics then reported whichever worker answered the scrape."""
+    with pytest.raises(ConfigError, match=r"FRACSIGHT_METRICS_DIR.*is not an existing folder"):
+        ApiSettings.from_env({"FRACSIGHT_METRICS_DIR": str(tmp_path / "missing")})
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="is not an existing folder"):
+        ApiSettings.from_env({"FRACSIGHT_METRICS_DIR": str(tmp_path / "file")})
+    assert ApiSettings.from_env({"FRACSIGHT_METRICS_DIR": str(tmp_path)}).metrics_dir == str(tmp_path)
+
+
 # ---- metrics -------------------------------------------------------------------------------------------
 SAMPLE = re.compile(
     r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.)*",?)*\})? -?[0-9.e+Inf-]+$'

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -17,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import free_port
-from fracsight.api.settings import ENV_PREFIX, SERVE_OPTIONS, ApiSettings
+from fracsight.api.settings import ENV_PREFIX, GRACEFUL_SHUTDOWN_S, SERVE_OPTIONS, ApiSettings
 from fracsight.cli import app as cli
 
 uvicorn = pytest.importorskip("uvicorn")
@@ -44,17 +45,17 @@ def test_serve_passes_settings_to_the_worker_factory(
     clean_env: None, monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path
 ) -> None:
     tmp_path = tiny_bundle
-    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
-    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: calls.append((a, k)))
+    calls: list[tuple[tuple[Any, ...], dict[str, Any], ApiSettings]] = []
+    # what each worker's create_app() reads, while the server runs (its metrics folder is gone after)
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: calls.append((a, k, ApiSettings.from_env())))
     args = ["serve", "--model", str(tmp_path), "--workers", "3", "--port", "8123", "--max-files", "5"]
     result = CliRunner().invoke(cli, [*args, "--max-upload-mb", "2"])
     assert result.exit_code == 0, result.output
-    ((positional, kwargs),) = calls
+    ((positional, kwargs, settings),) = calls
     assert positional == ("fracsight.api.app:create_app",)
     assert kwargs["factory"] is True and kwargs["workers"] == 3
     assert kwargs["http"] == "fracsight.api.protocol:HeaderDeadlineProtocol"  # tests/test_api_protocol.py
     assert (kwargs["host"], kwargs["port"]) == ("127.0.0.1", 8123)
-    settings = ApiSettings.from_env()  # what each worker's create_app() will read
     assert (settings.model, settings.max_files, settings.max_upload_bytes) == (
         str(tmp_path),
         5,
@@ -73,11 +74,16 @@ def test_workers_get_the_token_digests_read_at_start_not_the_file(
     tokens = tmp_path / "tokens"
     tokens.write_text(f"# pilot\n{token}\n", encoding="utf-8")
     monkeypatch.setenv(ENV_PREFIX + "API_TOKENS_FILE", str(tokens))
-    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    read: list[ApiSettings] = []
+
+    def run(*_: Any, **__: Any) -> None:
+        tokens.write_text("", encoding="utf-8")  # edited after the start
+        read.append(ApiSettings.from_env())  # what a worker's create_app() reads, while the server runs
+
+    monkeypatch.setattr(uvicorn, "run", run)
     result = CliRunner().invoke(cli, ["serve", "--model", str(tiny_bundle), "--workers", "2"])
     assert result.exit_code == 0, result.output
-    tokens.write_text("", encoding="utf-8")  # edited after the start
-    settings = ApiSettings.from_env()  # what each worker's create_app() will read
+    (settings,) = read
     assert settings.api_tokens_file is None and token not in (settings.api_tokens or "")
     guard = token_guard(settings.auth, settings.api_tokens, settings.api_tokens_file)
     assert guard.allows(token) and not guard.allows("another-token-0123456789")
@@ -173,7 +179,7 @@ def loopback_server(
     finally:
         server.terminate()
         try:
-            server.wait(timeout=15)
+            server.wait(timeout=GRACEFUL_SHUTDOWN_S + 10)
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait(timeout=5)
@@ -220,6 +226,26 @@ def test_sigterm_stops_the_server_with_exit_0(tiny_bundle: Path, workers: str) -
         r = httpx.post(f"{url}/v1/predict", files={"files": ("a.png", _png())}, timeout=30)
         assert r.status_code == 200
     assert codes == [0]
+
+
+@pytest.mark.slow
+def test_a_stalled_upload_holds_the_stop_only_for_the_grace(tiny_bundle: Path) -> None:
+    """SIGTERM while a client's upload has stalled: the server waited for the 60 s body timeout
+    (an orchestrator's 30 s grace then killed it); now it stops after GRACEFUL_SHUTDOWN_S."""
+    codes: list[int] = []
+    with loopback_server("--model", str(tiny_bundle), exit_codes=codes) as url:
+        host, port = url.removeprefix("http://").split(":")
+        stalled = socket.create_connection((host, int(port)))
+        stalled.sendall(
+            b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b'Content-Length: 100000\r\n\r\n--b\r\nContent-Disposition: form-data; name="files"; '
+            b'filename="a.png"\r\n\r\n' + b"x" * 1000
+        )
+        time.sleep(1)  # the request is in the app, waiting for the rest of its body
+        stopping = time.monotonic()
+    took = time.monotonic() - stopping
+    stalled.close()
+    assert codes == [0] and GRACEFUL_SHUTDOWN_S - 2 < took < GRACEFUL_SHUTDOWN_S + 8, (codes, took)
 
 
 @pytest.mark.slow

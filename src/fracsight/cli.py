@@ -1015,7 +1015,9 @@ def serve(
         from uvicorn.config import LOG_LEVELS
 
         from fracsight.api.app import uvicorn_log_config
-        from fracsight.api.settings import ENV_PREFIX, ApiSettings, near_misses
+        from fracsight.api.auth import is_loopback, token_guard
+        from fracsight.api.settings import ENV_PREFIX, GRACEFUL_SHUTDOWN_S, ApiSettings, near_misses
+        from fracsight.errors import ConfigError
 
         if log_level.lower() not in LOG_LEVELS:  # uvicorn: a KeyError traceback
             raise typer.BadParameter(
@@ -1041,13 +1043,6 @@ def serve(
         )
         for key in near_misses(os.environ):  # warned once, above, not again by the app each worker makes
             os.environ.pop(key)
-        # fail here, with one clear line, rather than in every worker; a .zip is unpacked only once
-        settings = settings.model_copy(update={"model": str(resolve_bundle(settings.model))})
-        from fracsight.inference.onnx_model import OnnxModel
-
-        OnnxModel(Path(settings.model))  # refuse a broken or tampered bundle here, not in every worker
-        from fracsight.api.auth import token_guard
-
         guard = token_guard(settings.auth, settings.api_tokens, settings.api_tokens_file)  # docs/deploy.md
         # the workers get the digests read here, never the file: a worker uvicorn restarts after
         # the file was edited (or emptied) would otherwise accept other tokens than its siblings
@@ -1055,9 +1050,21 @@ def serve(
             update={"api_tokens": guard.as_setting() or None, "api_tokens_file": None}
         )
         os.environ.pop(ENV_PREFIX + "API_TOKENS_FILE", None)
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        authenticated = guard or settings.auth == "proxy"
-        needs = "TLS" if authenticated else "TLS and authentication (FRACSIGHT_API_TOKENS)"
+        if not guard and settings.auth == "optional" and not is_loopback(host):
+            raise ConfigError(
+                f"listening on {host} without an API token would serve predictions to anyone who "
+                "reaches this port: give FRACSIGHT_API_TOKENS or FRACSIGHT_API_TOKENS_FILE, or set "
+                "FRACSIGHT_AUTH=proxy behind an authenticating reverse proxy, or FRACSIGHT_AUTH=open "
+                "on a closed network (docs/deploy.md)"
+            )
+        # fail here, with one clear line, rather than in every worker; a .zip is unpacked only once
+        settings = settings.model_copy(update={"model": str(resolve_bundle(settings.model))})
+        from fracsight.inference.onnx_model import OnnxModel
+
+        OnnxModel(Path(settings.model))  # refuse a broken or tampered bundle here, not in every worker
+    if not is_loopback(host):
+        unauthenticated = not guard and settings.auth == "open"
+        needs = "TLS and authentication (FRACSIGHT_AUTH=open: none of its own)" if unauthenticated else "TLS"
         typer.echo(f"warning: listening on {host}: put the API behind {needs}", err=True)
     shared_metrics = None
     if workers > 1 and settings.metrics_dir is None:  # /metrics adds up every worker's counters
@@ -1077,6 +1084,9 @@ def serve(
             log_level=log_level,
             log_config=uvicorn_log_config(LOG_LEVELS[log_level.lower()]),
             http="fracsight.api.protocol:HeaderDeadlineProtocol",  # a deadline for request headers
+            # requests still running then are cut: an upload stalled for up to the 60 s body timeout
+            # held the shutdown past the orchestrator's grace (docs/deploy.md: allow 30 s)
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         )
     finally:
         if shared_metrics is not None:

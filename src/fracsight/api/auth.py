@@ -11,7 +11,9 @@ token is hashed and compared with every digest in constant time (:func:`hmac.com
   are any; with none the API is open, as before;
 - ``required`` (the container image): the server refuses to start without a token;
 - ``proxy``: an authenticating reverse proxy in front of the API does it; with no tokens the API
-  is open behind it (tokens, when given, are still checked).
+  is open behind it (tokens, when given, are still checked);
+- ``open``: no authentication wherever ``fracsight serve`` listens (a closed network); with
+  ``optional`` it refuses to listen beyond loopback without a token (:func:`is_loopback`).
 
 ``/healthz`` is always open (load balancers and container health checks call it).
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 import os
 import re
@@ -44,6 +47,7 @@ __all__ = [
     "BearerAuthMiddleware",
     "TokenGuard",
     "digests_setting",
+    "is_loopback",
     "parse_tokens",
     "route_path",
     "token_digest",
@@ -58,6 +62,17 @@ _DIGEST = re.compile(r"^sha256:([0-9a-fA-F]{64})$")
 # what a client can send after `Bearer ` (HTTP header values are bytes; non-ASCII never arrives intact)
 _TOKEN_CHARS = re.compile(r"^[\x21-\x7e]+$")
 logger = logging.getLogger("fracsight.api")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether only this computer reaches ``host`` (``localhost``, 127.0.0.0/8, ::1); a host name
+    other than ``localhost`` counts as reachable from elsewhere."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def token_digest(token: str) -> str:

@@ -17,6 +17,7 @@ import logging
 import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
@@ -25,9 +26,12 @@ from fracsight.api.auth import digests_setting, parse_tokens
 from fracsight.errors import ConfigError
 from fracsight.io import DEFAULT_MAX_PIXELS
 
-__all__ = ["ENV_PREFIX", "SERVE_OPTIONS", "ApiSettings"]
+__all__ = ["ENV_PREFIX", "GRACEFUL_SHUTDOWN_S", "SERVE_OPTIONS", "ApiSettings"]
 
 ENV_PREFIX = "FRACSIGHT_"
+# seconds `fracsight serve` lets running requests finish after SIGTERM; below the 30 s grace that
+# docs/deploy.md asks of the orchestrator, and below the uploads' 60 s body timeout
+GRACEFUL_SHUTDOWN_S = 20
 MB = 1024 * 1024
 # the settings `fracsight serve` also takes as options (the others are environment variables only)
 SERVE_OPTIONS = {
@@ -76,10 +80,12 @@ class ApiSettings(BaseModel):
         description="Folder where the worker processes of one server share their metrics "
         "(`fracsight serve --workers N` makes a temporary one); None: each process reports its own.",
     )
-    auth: Literal["optional", "required", "proxy"] = Field(
+    auth: Literal["optional", "required", "proxy", "open"] = Field(
         default="optional",
-        description="Bearer tokens: `optional` checks them when any are set; `required` refuses to start "
-        "without one (the container image); `proxy`: an authenticating reverse proxy is in front.",
+        description="Bearer tokens: `optional` checks them when any are set, and `fracsight serve` "
+        "refuses to listen beyond loopback without one; `required` refuses to start without one "
+        "(the container image); `proxy`: an authenticating reverse proxy is in front; `open`: no "
+        "authentication wherever it listens (a closed network; tokens, when given, are checked).",
     )
     api_tokens: str | None = Field(
         default=None,
@@ -106,6 +112,18 @@ class ApiSettings(BaseModel):
                 "no //, spaces, ? or #)"
             )
         return value.rstrip("/") or None
+
+    @field_validator("metrics_dir")
+    @classmethod
+    def _shared_folder_is_writable(cls, value: str | None) -> str | None:
+        """A folder the workers cannot write to left /metrics reporting one worker at a time, silently."""
+        if not value:
+            return None
+        if not Path(value).is_dir():
+            raise ValueError(f"{value!r} is not an existing folder: create it, or leave the setting out")
+        if not os.access(value, os.W_OK | os.X_OK):
+            raise ValueError(f"{value!r}: this user cannot write in it")
+        return value
 
     @field_validator("api_tokens")
     @classmethod

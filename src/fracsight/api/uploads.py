@@ -46,13 +46,14 @@ _PARSER_MESSAGES = {
     "body end in CRLF (\\r\\n), not LF alone, and its boundary is the Content-Type's exactly",
 }
 # a part's Content-Transfer-Encoding (RFC 7578 deprecates it, yet some older clients, mail-library based,
-# still send base64): decoded, so that the file is read, not refused as "a text file"
+# still send base64): decoded, so that the file is read, not refused as "a text file"; strictly, as
+# a character outside the alphabet was dropped and the remains read as an image (or "empty")
 _DECODERS: dict[str, Callable[[bytes], bytes]] = {
     "": bytes,
     "binary": bytes,
     "8bit": bytes,
     "7bit": bytes,
-    "base64": binascii.a2b_base64,
+    "base64": lambda data: binascii.a2b_base64(re.sub(rb"\s+", b"", data), strict_mode=True),
     "quoted-printable": binascii.a2b_qp,
 }
 MAX_EXTRA_PARTS = 32  # parts other than the file field that are tolerated (and ignored)
