@@ -187,7 +187,8 @@ def test_what_cannot_be_compared_is_one_line(fracatlas_dir: Path, head_bundle, t
 
 
 def test_images_a_model_cannot_read_are_named(fracatlas_dir: Path, tmp_path: Path) -> None:
-    """Left out of the comparison, they were only counted: which file, and why, was nowhere."""
+    """Left out of the comparison, they were only counted: which file, and why, was nowhere. And the
+    command exited 0 (evaluate exits 1 on the same data): a script gating on it did not notice."""
     data = tmp_path / "with broken"
     for folder in ("Fractured", "Non_fractured"):
         (data / folder).mkdir(parents=True)
@@ -196,16 +197,18 @@ def test_images_a_model_cannot_read_are_named(fracatlas_dir: Path, tmp_path: Pat
     (data / "Fractured" / "broken.jpg").write_text("not an image")
     args = ["compare", "default", "default", str(data), "--split", "all"]
     result = CliRunner().invoke(app, [*args, "--json"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output
     paired = json.loads(result.stdout)
     assert paired["data"]["n_unreadable"] == 1
     assert [(f["source"], f["error_code"], f["models"]) for f in paired["failed"]] == [
         ("Fractured/broken.jpg", "unsupported_format", ["a", "b"])
     ]
     warning = "1 of 7 images could not be read by one model or both and are left out of the comparison"
-    assert f"{warning}: Fractured/broken.jpg (unsupported_format)" in result.stderr
-    text = CliRunner().invoke(app, args)
-    assert text.exit_code == 0 and "Fractured/broken.jpg (unsupported_format)" in text.stderr, text.output
+    assert f"error (unreadable_images): {warning}: Fractured/broken.jpg (unsupported_format)" in result.stderr
+    assert "--allow-unreadable accepts the comparison over the 6 both read" in result.stderr
+    text = CliRunner().invoke(app, [*args, "--allow-unreadable"])
+    assert text.exit_code == 0, text.output
+    assert f"warning: {warning}: Fractured/broken.jpg (unsupported_format)" in text.stderr
 
 
 def test_mura_data_are_compared_on_abnormality(tiny_bundle: Path, tiny_dataset: Path, tmp_path: Path) -> None:

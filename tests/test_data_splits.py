@@ -170,6 +170,18 @@ def test_exact_duplicates_join_their_groups_and_only_same_sized_files_are_read(
     assert sorted(hashed) == [b"diff", b"same", b"same", b"same", b"same"]
 
 
+def test_empty_files_are_not_duplicates_of_each_other(tmp_path: Path) -> None:
+    """Two empty (unreadable) views under two labels were "the same picture filed twice with
+    different labels", and their groups joined."""
+    from fracsight.data._files import exact_duplicates
+
+    for name in ("a", "b"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "c").write_bytes(b"x")
+    (tmp_path / "d").write_bytes(b"x")
+    assert exact_duplicates([tmp_path / n for n in "abcd"]) == [[2, 3]]
+
+
 def test_a_class_too_small_for_every_split_fracsight_makes_is_warned_about(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -86,7 +86,7 @@ def test_definitions_are_in_metrics_json_and_the_report(tmp_path: Path) -> None:
     assert (m["bootstrap_seed"], m["n_bootstrap"]) == (0, 200)
     html = write_report(m, tmp_path).read_text(encoding="utf-8")
     assert "Expected calibration error (10 equal-width bins)" in html
-    assert "(best attainable threshold)" in html
+    assert "(at a threshold chosen on these images)" in html
     assert "stratified by label; 200 resamples, seed 0." in html
     assert json.loads((tmp_path / "metrics.json").read_text()) == m
 

@@ -102,14 +102,15 @@ def test_command_refuses_bad_inputs(tiny_bundle: Path, tmp_path: Path, few_image
     empty = tmp_path / "empty"
     empty.mkdir()
     no_images = runner.invoke(app, ["benchmark", "--model", str(tiny_bundle), "--images", str(empty)])
-    assert no_images.exit_code == 1 and "no image files" in no_images.stderr
+    # 2, a bad argument, as `predict` and `batch run` exit for the same mistake (it was 1)
+    assert no_images.exit_code == 2 and "error (no_images): no image files" in no_images.stderr
     unknown = runner.invoke(app, ["benchmark", "--model", "no-such-v0", "--images", str(few_images)])
     assert unknown.exit_code == 2 and "error (unknown_model)" in unknown.stderr
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "notes.jpg").write_text("not an image")
     unreadable = runner.invoke(app, ["benchmark", "--model", str(tiny_bundle), "--images", str(broken)])
-    assert unreadable.exit_code == 1 and "none of the 1 given images can be read" in unreadable.stderr
+    assert unreadable.exit_code == 2 and "none of the 1 given images can be read" in unreadable.stderr
     assert "Traceback" not in unreadable.output
 
 

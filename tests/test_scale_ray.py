@@ -28,7 +28,7 @@ from disk_support import fill, mounted_tmpfs
 from fracsight.cli import app as cli
 from fracsight.errors import DatasetError
 from fracsight.scale.inputs import collect_batch_inputs
-from fracsight.scale.output import BatchOutput
+from fracsight.scale.output import FILE_STAT, BatchOutput, file_stat
 
 ray = pytest.importorskip("ray")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -95,7 +95,8 @@ def finish(process: subprocess.Popen, timeout: float = 240) -> tuple[int, str]:
 
 
 def without_path(rows: list[dict[str, str]]) -> list[tuple[tuple[str, str], ...]]:
-    return sorted(tuple(sorted((k, v) for k, v in r.items() if k != "path")) for r in rows)
+    """The rows' cells but the path, and the file_stat only the Parquet parts hold."""
+    return sorted(tuple(sorted((k, v) for k, v in r.items() if k not in ("path", FILE_STAT))) for r in rows)
 
 
 def parquet_rows(out: Path) -> list[dict[str, str]]:
@@ -553,7 +554,10 @@ def fake_ray(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
 
     def run_on_ray(pending: dict[str, str], output: BatchOutput, *_: object, **__: object) -> None:
         runs.append(list(pending))
-        rows = [{c: "" for c in output.columns} | {"path": p, "error_code": "x"} for p in pending]
+        rows = [
+            {c: "" for c in output.columns} | {"path": p, "error_code": "x", FILE_STAT: file_stat(p)}
+            for p in pending
+        ]
         output.commit(rows)
 
     monkeypatch.setattr(job, "_run_on_ray", run_on_ray)
@@ -574,6 +578,68 @@ def test_a_file_already_committed_under_another_spelling_is_not_predicted_again(
     summary = run_batch(collect_batch_inputs([tmp_path / "link"]), tmp_path / "out")
     assert summary.skipped == len(first) and summary.predicted == 0 and len(runs) == 1
     assert [r["path"] for r in read_csv(tmp_path / "out" / "results.csv")] == list(first)
+
+
+def test_a_link_moved_on_or_a_file_replaced_gets_a_new_row_not_the_old_one(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """May's image read through the link `current`; the link moves on to June's folder, whose
+    image (another picture, the same name) is then given by its own path: it was counted as done,
+    its row May's result. A file replaced under its path (a copy that was still being written) kept
+    its old row too; only --retry-errors could redo an error row, and a row with a result never."""
+    from fracsight.scale.job import run_batch
+
+    runs = fake_ray(monkeypatch)
+    images = sorted(archive.glob("*.jpg"))
+    may, june = tmp_path / "2024-05", tmp_path / "2024-06"
+    for folder, image in ((may, images[0]), (june, images[1])):
+        folder.mkdir()
+        (folder / "IM0001.jpg").write_bytes(image.read_bytes())
+    (tmp_path / "current").symlink_to(may)
+    out = tmp_path / "out"
+    run_batch(collect_batch_inputs([tmp_path / "current"]), out)
+    (tmp_path / "current").unlink()
+    (tmp_path / "current").symlink_to(june)
+    summary = run_batch(collect_batch_inputs([june]), out)
+    assert summary.predicted == 1 and runs[-1] == [str(june / "IM0001.jpg")]
+    assert summary.changed == 0  # May's row is May's: kept, and June's file has one of its own
+    paths = [r["path"] for r in read_csv(out / "results.csv")]
+    assert paths == [str(tmp_path / "current" / "IM0001.jpg"), str(june / "IM0001.jpg")]
+
+    (june / "IM0001.jpg").write_bytes(images[2].read_bytes()[:5000])  # replaced, then cut short
+    summary = run_batch(collect_batch_inputs([june]), out)
+    assert (summary.changed, summary.predicted) == (1, 1)
+    summary = run_batch(collect_batch_inputs([june]), out)  # unchanged since: nothing to do
+    assert (summary.changed, summary.predicted, summary.skipped) == (0, 0, 1)
+    rows = parquet_rows(out)
+    assert Counter(r["path"] for r in rows) == Counter(paths)  # the replaced row took the old one's place
+    assert {r["path"]: r[FILE_STAT] for r in rows}[str(june / "IM0001.jpg")].startswith("5000:")
+    assert FILE_STAT not in read_csv(out / "results.csv")[0]  # the CSV keeps predict's columns
+
+
+def test_rows_without_a_file_stat_are_never_taken_for_changed(tmp_path: Path) -> None:
+    """Parts written before file_stat was kept (or rows committed without one) stay final."""
+    image = tmp_path / "a.jpg"
+    image.write_bytes(b"one")
+    model = {"name": "m", "version": "1"}
+    out = BatchOutput(tmp_path / "out", ("path", "error_code"), model)
+    out.commit([{"path": str(image), "error_code": ""}])
+    out.close()
+    image.write_bytes(b"changed")
+    again = BatchOutput(tmp_path / "out", ("path", "error_code"), model)
+    assert again.stats == {str(image): None}
+    assert again.forget_changed([str(image)]) == 0 and again.pending([str(image)]) == []
+
+
+def test_two_jobs_of_one_process_in_one_second_keep_both_their_rows(tmp_path: Path) -> None:
+    """Their parts had one name (the time to the second and the process id): the second job's
+    first part replaced the first job's, and its rows were gone (run_batch called in a loop)."""
+    model = {"name": "m", "version": "1"}
+    for path in ("/a", "/b"):
+        out = BatchOutput(tmp_path / "out", ("path", "error_code"), model)
+        out.commit([{"path": path, "error_code": ""}])
+        out.close()
+    assert BatchOutput(tmp_path / "out", ("path", "error_code"), model).done == {"/a", "/b"}
 
 
 def test_a_bundle_refitted_in_place_does_not_add_rows_at_its_new_threshold(
@@ -860,6 +926,22 @@ def test_files_of_one_name_in_two_inputs_are_named_as_predict_names_them(
     assert list(collect_batch_inputs([tmp_path / "m.csv"]).values()) == ["a/x.jpg", "b/x.jpg"]
 
 
+def test_names_with_spaces_around_them_are_read_as_written(archive: Path, tmp_path: Path) -> None:
+    """`find /archive -type f > paths.txt` over ` lead.jpg` and `trail.jpg `: the list's lines were
+    stripped, and both became "no such file" rows; a manifest's cells too. A path with spaces
+    typed around it (a hand-made list) is still read without them where no such file exists."""
+    image = next(archive.glob("*.jpg"))
+    for name in (" lead.jpg", "trail.jpg "):
+        (tmp_path / name).write_bytes(image.read_bytes())  # copies: links to one file are one input
+    (tmp_path / "l.txt").write_text(" lead.jpg\ntrail.jpg \n  # comment\n")
+    expected = [str(tmp_path / " lead.jpg"), str(tmp_path / "trail.jpg ")]
+    assert list(collect_batch_inputs([tmp_path / "l.txt"])) == expected
+    (tmp_path / "m.csv").write_text('path\n" lead.jpg"\n"trail.jpg "\n')
+    assert list(collect_batch_inputs([tmp_path / "m.csv"])) == expected
+    (tmp_path / "typed.txt").write_text(f"  {image}  \n")
+    assert list(collect_batch_inputs([tmp_path / "typed.txt"])) == [str(image)]
+
+
 def test_manifests_as_excel_and_users_make_them(archive: Path, tmp_path: Path) -> None:
     """Excel's ';' CSV (a comma decimal mark: most of Europe) was refused as `no 'path' column
     (columns: path;label)`; its Windows code page CSV as `(UnicodeDecodeError)` (now read, as a
@@ -985,13 +1067,17 @@ def test_retry_errors_predicts_the_failed_files_again_in_their_rows_place(
     out = tmp_path / "out"
     assert finish(batch(str(other), "--out", str(out), "--address", ray_address))[0] == 1
     assert finish(batch(str(folder), "--out", str(out), "--address", ray_address))[0] == 1
-    (folder / "late.jpg").write_bytes(images[0].resolve().read_bytes())  # the copy has arrived
     code, err = finish(batch(str(folder), "--out", str(out), "--address", ray_address))
     assert code == 1 and "all already in" in " ".join(err.split()), err  # a committed row is final
-    code, err = finish(batch(str(folder), "--out", str(out), "--address", ray_address, "--retry-errors"))
+    # ... unless its file changed since (the copy has arrived): then it is predicted again
+    (folder / "late.jpg").write_bytes(images[0].resolve().read_bytes())
+    code, err = finish(batch(str(folder), "--out", str(out), "--address", ray_address))
     said = " ".join(err.split())
-    assert code == 0 and "3 inputs: 1 error rows retried; 2 already in" in said, err
+    assert code == 0 and "3 inputs: 1 files changed since their rows were made, predicted again" in said
     assert "0 rows with an error code" in said
+    # --retry-errors: an error row tried again though its file is the same (storage back, a fix)
+    code, err = finish(batch(str(other), "--out", str(out), "--address", ray_address, "--retry-errors"))
+    assert code == 1 and "1 inputs: 1 error rows retried" in " ".join(err.split()), err
     for rows in (read_csv(out / "results.csv"), parquet_rows(out)):
         by_path = {r["path"]: r for r in rows}
         assert len(by_path) == len(rows) == 4  # each input once: the error row replaced, not added

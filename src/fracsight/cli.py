@@ -801,8 +801,6 @@ def evaluate(
 
 
 def _unread_images(metrics: dict, *, allowed: bool) -> None:
-    """Say on stderr which images could not be read, since the metrics silently cover fewer images
-    than asked for otherwise; exit 1 for them, as ``predict`` does, unless ``allowed``."""
     failed = metrics.get("failed") or []
     if not failed:
         return
@@ -813,14 +811,17 @@ def _unread_images(metrics: dict, *, allowed: bool) -> None:
         f"{len(failed)} of {d['n_images']} images could not be read and are left out of the metrics: "
         + unread_names(failed, 'all under "failed" in the metrics')
     )
+    refuse_unread(what, f"metrics over the {d['n_evaluated']} read", allowed=allowed)
+
+
+def refuse_unread(what: str, accepted: str, *, allowed: bool) -> None:
+    """Say on stderr which images could not be read (``what``), since the figures silently cover
+    fewer images than asked for otherwise; exit 1 for them, as ``predict`` does, unless ``allowed``
+    (``--allow-unreadable``, which accepts the ``accepted``)."""
     if allowed:
         typer.echo(f"warning: {what}", err=True)
         return
-    typer.echo(
-        f"error (unreadable_images): {what}; --allow-unreadable accepts metrics over the "
-        f"{d['n_evaluated']} read",
-        err=True,
-    )
+    typer.echo(f"error (unreadable_images): {what}; --allow-unreadable accepts {accepted}", err=True)
     raise typer.Exit(1)
 
 

@@ -62,14 +62,21 @@ def synthetic_images(folder: Path, n: int = DEFAULT_IMAGES, size: tuple[int, int
     return paths
 
 
+class NoUsableImages(ConfigError):
+    """``--images`` gives no image that can be read: a bad argument (exit 2), as for ``predict``."""
+
+    code = "no_images"
+    bad_argument = True
+
+
 def resolve_images(images: Sequence[Path] | None, scratch: Path) -> tuple[list[Path], str]:
     if images:
         missing = [str(p) for p in images if not Path(p).exists()]
         if missing:
-            raise ConfigError(f"no such file or folder: {', '.join(missing)}")
+            raise NoUsableImages(f"no such file or folder: {', '.join(missing)}")
         files = collect_inputs([Path(p) for p in images])
         if not files:
-            raise ConfigError(no_images_message([Path(p) for p in images]))
+            raise NoUsableImages(no_images_message([Path(p) for p in images]))
         readable, unreadable = [], []
         for path in files:
             try:
@@ -78,7 +85,7 @@ def resolve_images(images: Sequence[Path] | None, scratch: Path) -> tuple[list[P
             except FracsightError:
                 unreadable.append(path)
         if not readable:
-            raise ConfigError(
+            raise NoUsableImages(
                 f"none of the {len(files)} given images can be read (`fracsight predict` says why for each)"
             )
         described = count(len(readable), "given image")

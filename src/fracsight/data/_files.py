@@ -194,7 +194,8 @@ def exact_duplicates(paths: Sequence[Path]) -> list[list[int]]:
 
     Files are compared by size, then by their first 64 KiB, and only files still alike are read
     whole: a set without duplicates costs a ``stat`` per file and, where sizes repeat (uncompressed
-    DICOM), one small read (their headers differ). Files that cannot be read are left out.
+    DICOM), one small read (their headers differ). Files that cannot be read, and empty files
+    (no picture: two of them were "the same picture filed twice with different labels"), are left out.
     """
     by_size: dict[int, list[int]] = defaultdict(list)
     for i, path in enumerate(paths):
@@ -202,7 +203,7 @@ def exact_duplicates(paths: Sequence[Path]) -> list[list[int]]:
             by_size[path.stat().st_size].append(i)
         except OSError:
             continue
-    alike = [group for group in by_size.values() if len(group) > 1]
+    alike = [group for size, group in by_size.items() if size and len(group) > 1]
     for read in (_head, _whole):
         keyed: dict[tuple[int, str], list[int]] = defaultdict(list)
         for n, group in enumerate(alike):

@@ -22,11 +22,18 @@ def compare(
         str, typer.Option(help="Split to compare on: test, val, train or all.", callback=split_callback)
     ] = "test",
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")] = False,
+    allow_unreadable: Annotated[
+        bool,
+        typer.Option(help="Exit 0 although some images could not be read (the comparison leaves them out)."),
+    ] = False,
 ) -> None:
-    """Compare two models on the same images: AUROC (DeLong); decisions, boxes and classes (McNemar)."""
+    """Compare two models on the same images: AUROC (DeLong); decisions, boxes and classes (McNemar).
+
+    Exit code 0: every image read; 1: an image unread (see --allow-unreadable), an error; 2: bad arguments.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
 
-    from fracsight.cli import progress_bar, refuse_missing, user_errors
+    from fracsight.cli import progress_bar, refuse_missing, refuse_unread, user_errors
     from fracsight.evaluation.compare import compare_models
     from fracsight.inference import NOTICE
 
@@ -47,9 +54,10 @@ def compare(
             typer.echo(line)
         for note in result.get("notes") or ():  # as `evaluate` prints its notes
             typer.echo(f"note: {note}")
-    if result["failed"]:
-        typer.echo(f"warning: {unread_warning(result)}", err=True)
     typer.echo(NOTICE, err=True)
+    if result["failed"]:
+        accepted = f"the comparison over the {result['data']['n_compared']} both read"
+        refuse_unread(unread_warning(result), accepted, allowed=allow_unreadable)
 
 
 def unread_warning(result: dict[str, Any]) -> str:

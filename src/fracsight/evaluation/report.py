@@ -145,8 +145,9 @@ _ECE_DEFINITION = (
 )
 _AT_SPECIFICITY_DEFINITION = (
     "the highest sensitivity at an attainable threshold (positive when p >= threshold) whose specificity "
-    "here is at least the target, with that threshold and the specificity it reaches; not interpolated "
-    "between ROC points"
+    "here is at least the target, with that threshold and the specificity it reaches (where several "
+    "thresholds give that sensitivity, the lowest of them, whose specificity is the least of theirs); "
+    "not interpolated between ROC points"
 )
 _AP_DEFINITION = "the step-wise area under the precision-recall curve, not interpolated"
 
@@ -733,7 +734,7 @@ def _summary(block: Mapping[str, Any], ci_level: float, unit: str, words: Positi
         ],
         [
             f"Sensitivity at specificity ≥ {_num(sas.get('specificity_target'), 2)} "
-            "(best attainable threshold)",
+            "(at a threshold chosen on these images)",
             _at_specificity(sas),
         ],
         [_ece_label(block.get("calibration") or {}), (block.get("calibration") or {}).get("ece")],

@@ -135,7 +135,13 @@ def _names_data_dir(spec: Any, data_dir: Path, root: Path) -> bool | None:
     path, here = Path(recorded), {data_dir.resolve(), Path(root).resolve()}
     if path.resolve() in here:  # absolute, or relative to this working folder (the shipped bundles')
         return True
-    if path.is_absolute() or not path.parts or all(h.parts[-len(path.parts) :] != path.parts for h in here):
+    # what a relative path names wherever it was typed: `../shared/data/fracatlas` ends in
+    # shared/data/fracatlas (its `..` never matched, and the shipped bundles' training data was
+    # not recognised outside the folder they were made in)
+    tail = path.parts
+    while tail and tail[0] in (".", ".."):
+        tail = tail[1:]
+    if path.is_absolute() or not tail or all(h.parts[-len(tail) :] != tail for h in here):
         return False
     return None
 
@@ -192,9 +198,10 @@ def relative_data_note(
     if not is_training_data(spec, data_dir, dataset, carved):
         return None
     return (
-        f"the bundle records its training data as the relative path {spec.training['data']!r} (as typed, "
-        f"by an older fracsight): taken to be {data_dir.resolve()}, which ends in it; re-export the run to "
-        "record it in full"
+        f"the bundle records its training data as the relative path {spec.training['data']!r} (relative "
+        f"to a folder it does not record): taken to be {data_dir.resolve()}, which ends in it and splits "
+        "into as many train and validation images as the bundle records; export the run again to record "
+        "it in full"
     )
 
 

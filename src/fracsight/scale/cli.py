@@ -71,7 +71,8 @@ def run_command(
 
     Ctrl-C exits 130 and keeps what is committed: run the same command again to resume.
 
-    A committed row is final: a file that could not be read keeps its error row, unless --retry-errors.
+    A committed row is final: a file that could not be read keeps its error row, unless --retry-errors;
+    a file that changed since its row was made (size, time or where its path leads) is predicted again.
     """
     import gc
     import signal
@@ -149,6 +150,8 @@ def run_command(
     codes = f" ({', '.join(f'{k}: {v}' for k, v in sorted(summary.errors.items()))})" if failed else ""
     if summary.retried:
         done = f"{summary.retried} error rows retried; {done}"
+    if summary.changed:
+        done = f"{summary.changed} files changed since their rows were made, predicted again; {done}"
     err.print(f"{summary.inputs} inputs: {done}{failed} rows with an error code{codes}")
     err.print(f"results: {out / 'parts'} (Parquet), {out / 'results.csv'}. {NOTICE}")
     if failed:

@@ -125,8 +125,8 @@ def _list_file(path: Path) -> list[str]:
     # a BOM: Windows Notepad starts a list with one, which made its first path missing. Lines end at
     # \n, \r\n or \r only: splitlines() also splits at U+2028, U+0085, ..., which a name may hold.
     lines = [os.fsdecode(line) for line in re.split(rb"\r\n|\r|\n", data.removeprefix(codecs.BOM_UTF8))]
-    rows = [(f"line {i}", s) for i, line in enumerate(lines, start=1) if (s := line.strip())]
-    return _checked(path, [(where, s) for where, s in rows if not s.startswith("#")], "path")
+    rows = [(f"line {i}", line) for i, line in enumerate(lines, start=1) if line.strip()]
+    return _checked(path, [(where, s) for where, s in rows if not s.strip().startswith("#")], "path")
 
 
 def _manifest(path: Path, column: str) -> list[str]:
@@ -148,7 +148,7 @@ def _manifest(path: Path, column: str) -> list[str]:
         rows = [(f"row {i}", v) for i, v in enumerate(values, start=1)]
     else:
         rows = _csv_rows(path, column)
-    return _checked(path, [(where, "" if v is None else str(v).strip()) for where, v in rows], column)
+    return _checked(path, [(where, "" if v is None else str(v)) for where, v in rows], column)
 
 
 def _dataset_files(path: Path) -> Path | list[str]:
@@ -200,7 +200,10 @@ _WINDOWS = re.compile(r"^(?:[A-Za-z]:[\\/]|\\\\)") if os.sep == "/" else re.comp
 
 def _checked(path: Path, rows: list[tuple[str, str]], column: str) -> list[str]:
     """The paths of ``rows`` (``(where, path)``): rows without a path, or with a URL (which became
-    ``<folder>/s3:/bucket/x.dcm``, "no such file"), refuse the list or manifest, naming them."""
+    ``<folder>/s3:/bucket/x.dcm``, "no such file"), refuse the list or manifest, naming them. A
+    path is read as written where that file exists (`` lead.jpg``, ``trail.jpg ``: such files
+    were "no such file" rows), else without the spaces around it, as a labels.csv is read."""
+    rows = [(where, _as_written_or_stripped(path.parent, p)) for where, p in rows]
     for bad, problem, fix in (
         ([w for w, p in rows if not p], f"have no {column!r}", "give each row a path or remove it"),
         (
@@ -218,6 +221,15 @@ def _checked(path: Path, rows: list[tuple[str, str]], column: str) -> list[str]:
             shown = ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
             raise DatasetError(f"{path}: {len(bad)} of {len(rows)} rows {problem} ({shown}): {fix}")
     return [p for _, p in rows]
+
+
+def _as_written_or_stripped(base: Path, value: str) -> str:
+    """``value`` where a file of that name exists (relative to ``base``), else stripped of spaces
+    (one ``lexists`` more only for a value with spaces around it)."""
+    stripped = value.strip()
+    if stripped != value and os.path.lexists(base / value):
+        return value
+    return stripped
 
 
 def _refuse_non_text(path: Path, column: str, kind: object) -> None:

@@ -73,6 +73,7 @@ class BatchSummary:
     actors: int
     steady_rate: float | None  # images/s once the first rows came back (warm actors); None: too few
     retried: int = 0  # inputs whose error row was taken out to be predicted again (retry_errors)
+    changed: int = 0  # inputs whose file changed since its row was made: predicted again
 
 
 def local_cpus() -> int:
@@ -124,7 +125,8 @@ def run_batch(
     those. ``progress(done, total)`` is called after each commit. ``inputs``: paths, or paths with
     the name each one's row gives it (:func:`~fracsight.scale.inputs.collect_batch_inputs`; else the
     file name). ``retry_errors``: the inputs whose committed row has an error code are predicted
-    again, their new rows taking the old ones' place (otherwise a row, once committed, is final).
+    again, their new rows taking the old ones' place (otherwise a row, once committed, is final,
+    unless its file changed since: such inputs are predicted again whatever ``retry_errors``).
     """
     if not isinstance(inputs, Mapping):
         inputs = {path: Path(path).name for path in inputs}
@@ -144,6 +146,7 @@ def run_batch(
     identity[SETTINGS_KEY] = settings_sha256(spec)
     output = BatchOutput(out, columns, identity)
     try:
+        changed = output.forget_changed(inputs)
         retried = output.forget_errors(inputs) if retry_errors else 0
         pending = output.pending(inputs)
         skipped = len(inputs) - len(pending)
@@ -197,6 +200,7 @@ def run_batch(
             predicted=len(pending),
             errors=mine,
             retried=retried,
+            changed=changed,
             seconds=seconds,
             actors=run.actors,
             steady_rate=run.steady,

@@ -11,6 +11,11 @@
 A row is done once its part is renamed into place; a job killed before that loses only the rows
 not yet committed, and the next run predicts exactly those again. Every input is in exactly one
 row: a result, or an ``error_code``.
+
+Each part also holds, in a column of its own (``file_stat``, not in the CSV), the file's size,
+modification time and resolved path as the row was made: a re-run predicts again an input whose
+file changed since (copied in full after a run caught it half-written, replaced, or a link that now
+points elsewhere), its new row taking the old one's place.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import contextlib
 import csv
 import json
 import os
+import secrets
 import shutil
 import signal
 import threading
@@ -34,6 +40,7 @@ from fracsight.inference.results import NOTICE
 from fracsight.inference.tabular import result_columns, spreadsheet_safe, text_cell
 
 __all__ = [
+    "FILE_STAT",
     "NAME_FIELD",
     "PATH_COLUMN",
     "SETTINGS_KEY",
@@ -41,6 +48,7 @@ __all__ = [
     "OutputRefused",
     "OutputWriteFailed",
     "committed_codes",
+    "file_stat",
     "interrupts_held",
     "job_running",
     "output_columns",
@@ -48,6 +56,7 @@ __all__ = [
 
 PATH_COLUMN = "path"  # the input as given (absolute): the key that makes resume exact
 NAME_FIELD = "name"  # what the row calls the input (its `source`), handed to the actors beside the path
+FILE_STAT = "file_stat"  # the file as the row was made (file_stat()); in the parts only, not the CSV
 JOB_FILE = "job.json"
 CSV_FILE = "results.csv"
 PARTS = "parts"
@@ -71,6 +80,21 @@ class OutputWriteFailed(FracsightError):
     what was committed before stays, and the same command continues once it can write again."""
 
     code = "output_write_failed"
+
+
+def file_stat(path: str) -> str:
+    """``size:mtime_ns:resolved path`` of the file at ``path`` now, or ``""`` when there is none.
+    No device or inode: they differ between the nodes of a cluster mounting one share."""
+    try:
+        st = os.stat(path)
+        return f"{st.st_size}:{st.st_mtime_ns}:{text_cell(os.path.realpath(path))}"
+    except (OSError, ValueError):  # ValueError: a NUL in a listed path
+        return ""
+
+
+def _stat_path(stat: str) -> str:
+    """The resolved path of a :func:`file_stat`."""
+    return stat.split(":", 2)[2] if stat else ""
 
 
 def output_columns(spec: BundleSpec, *, all_classes: bool = False) -> tuple[str, ...]:
@@ -122,12 +146,19 @@ class BatchOutput:
         self._lock: Any = None
         self._check_or_create()
         self.done: set[str] = set()
+        # file_stat of each committed row as it was made; None: a part written before it was kept
+        self.stats: dict[str, str | None] = {}
         self.rows_done = 0
         self._seq = 0
-        self._run = time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
+        # the time orders the parts; the random part keeps apart two jobs of one process in one second,
+        # whose parts had one name: the second job's first part replaced the first job's rows
+        self._run = time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}-{secrets.token_hex(4)}"
         try:
             for part in self._part_files():
-                self.done.update(self._read_part(part, [PATH_COLUMN])[PATH_COLUMN])
+                found = self._read_part(part, [PATH_COLUMN], optional=[FILE_STAT])
+                stats = found.get(FILE_STAT) or [None] * len(found[PATH_COLUMN])
+                self.stats.update(zip(found[PATH_COLUMN], stats, strict=True))
+            self.done = set(self.stats)
             self.rows_done = len(self.done)
             self._rebuild_csv()
         except OutputRefused:  # a damaged part: the job does not start, and job.json says so
@@ -238,12 +269,16 @@ class BatchOutput:
         return sorted(self.parts.glob("part-*.parquet"))
 
     @staticmethod
-    def _read_part(part: Path, columns: list[str]) -> dict[str, list[str]]:
-        """Raises :class:`OutputRefused` for a part that is damaged or lacks ``columns`` (a copy
-        cut short, a file put there by hand), never pyarrow's own error."""
+    def _read_part(part: Path, columns: list[str], optional: Sequence[str] = ()) -> dict[str, list[str]]:
+        """``columns``, and those of ``optional`` the part has. Raises :class:`OutputRefused` for a
+        part that is damaged or lacks ``columns`` (a copy cut short, a file put there by hand),
+        never pyarrow's own error."""
         import pyarrow.parquet as pq
 
         try:
+            if optional:
+                names = set(pq.read_schema(part).names)
+                columns = [*columns, *(c for c in optional if c in names)]
             return pq.read_table(part, columns=columns).to_pydict()
         except Exception as e:  # pyarrow's own error types (ArrowInvalid, ...), OSError
             raise _damaged(part, e) from None
@@ -265,8 +300,9 @@ class BatchOutput:
     # ---- committing --------------------------------------------------------------------------------
     def pending(self, inputs: Iterable[str]) -> list[str]:
         """The inputs without a committed row, in order. A file is matched by its path, else by its
-        resolved path: one committed under another spelling of its path or through a link (the
-        archive given as ``/data/xr``, then as a link to it) must not get a second row."""
+        resolved path as its row was made: one committed under another spelling of its path or
+        through a link (the archive given as ``/data/xr``, then as a link to it) must not get a
+        second row; one reached through a link that has since moved on is another file."""
         inputs = list(inputs)
         texts = [text_cell(p) for p in inputs]
         elsewhere = self._resolved_unlisted(set(texts))
@@ -276,23 +312,46 @@ class BatchOutput:
             if text not in self.done and not (elsewhere and text_cell(os.path.realpath(p)) in elsewhere)
         ]
 
+    def forget_changed(self, inputs: Iterable[str]) -> int:
+        """Take out the committed rows of ``inputs`` whose file changed since the row was made (its
+        size, modification time or resolved path differ, or it appeared or went), so that
+        :meth:`pending` gives those inputs again; the number taken (see :meth:`forget_errors`).
+        One ``stat`` per input that has a row; rows from parts without ``file_stat`` are kept."""
+        inputs = list(inputs)
+        texts = [text_cell(p) for p in inputs]
+        listed = set(texts)
+        elsewhere = {  # rows under a path not listed, by their resolved path (none on a plain re-run)
+            resolved: done for done in self.done if done not in listed and (resolved := self._resolved(done))
+        }
+        changed: set[str] = set()
+        for path, text in zip(inputs, texts, strict=True):
+            row: str | None = text
+            if text not in self.done:
+                row = elsewhere.get(text_cell(os.path.realpath(path))) if elsewhere else None
+            was = self.stats.get(row) if row is not None else None
+            if was is not None and was != file_stat(path):
+                changed.add(row)
+        return self._forget(lambda path, _code: path in changed) if changed else 0
+
     def forget_errors(self, inputs: Iterable[str]) -> int:
         """Take the committed rows of ``inputs`` that have an error code out of their parts, so that
         :meth:`pending` gives those inputs again (a file fixed, storage mounted again); the number
         taken. Each part is rewritten atomically, so a kill leaves it whole, old or new; a part left
         with no row is removed. Rows of other inputs, and every result, stay as they are."""
+        of_inputs = self._rows_of(inputs)
+        return self._forget(lambda path, code: code != "" and of_inputs(path))
+
+    def _forget(self, drops: Callable[[str, str], bool]) -> int:
+        """Take the committed rows for which ``drops(path, error_code)`` out of their parts."""
         import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
-        of_inputs = _rows_of(inputs)
         forgotten: set[str] = set()
         for part in self._part_files():
             found = self._read_part(part, [PATH_COLUMN, "error_code"])
-            drop = [
-                code != "" and of_inputs(path)
-                for path, code in zip(found[PATH_COLUMN], found["error_code"], strict=True)
-            ]
+            rows = zip(found[PATH_COLUMN], found["error_code"], strict=True)
+            drop = [drops(path, code) for path, code in rows]
             if not any(drop):
                 continue
             forgotten.update(p for p, d in zip(found[PATH_COLUMN], drop, strict=True) if d)
@@ -305,22 +364,48 @@ class BatchOutput:
                 replace_atomically(part, lambda p, kept=kept: pq.write_table(kept, p))
         if forgotten:
             self.done -= forgotten
+            for path in forgotten:
+                del self.stats[path]
             self.rows_done = len(self.done)
             self._rebuild_csv()
         return len(forgotten)
 
+    def _resolved(self, path: str) -> str:
+        """A committed row's file's resolved path as the row was made (resolved now for a row
+        without ``file_stat``; ``""`` for a row made of no file)."""
+        stat = self.stats.get(path)
+        return text_cell(os.path.realpath(path)) if stat is None else _stat_path(stat)
+
     def _resolved_unlisted(self, listed: set[str]) -> set[str]:
         """The resolved paths of the rows committed under a path not in ``listed`` (on a re-run of
-        the same command there are none, and nothing is resolved)."""
-        return {text_cell(os.path.realpath(done)) for done in self.done if done not in listed}
+        the same command there are none)."""
+        return {resolved for done in self.done if done not in listed and (resolved := self._resolved(done))}
+
+    def _rows_of(self, inputs: Iterable[str]) -> Callable[[str], bool]:
+        """Whether a committed row's path is one of ``inputs``, matched as :meth:`pending` matches
+        them: by path, else by resolved path (resolved once, and only when a path is not listed)."""
+        inputs = list(inputs)
+        texts = {text_cell(p) for p in inputs}
+        resolved: set[str] | None = None
+
+        def matches(path: str) -> bool:
+            nonlocal resolved
+            if path in texts:
+                return True
+            if resolved is None:
+                resolved = {text_cell(os.path.realpath(p)) for p in inputs}
+            return self._resolved(path) in resolved
+
+        return matches
 
     def commit(self, rows: Sequence[dict[str, str]]) -> None:
         """Make ``rows`` durable: one Parquet part (atomic), then the same rows appended to the CSV."""
-        fresh: dict[str, dict[str, str]] = {}  # never twice, even if Ray ran a block again
+        fresh: dict[str, dict[str, str | None]] = {}  # never twice, even if Ray ran a block again
         for row in rows:
-            row = {c: text_cell(row[c]) for c in self.columns}
-            if row[PATH_COLUMN] not in self.done:
-                fresh.setdefault(row[PATH_COLUMN], row)
+            cells = {c: text_cell(row[c]) for c in self.columns}
+            cells[FILE_STAT] = row.get(FILE_STAT)  # None (null): unknown, never counted as changed
+            if cells[PATH_COLUMN] not in self.done:
+                fresh.setdefault(cells[PATH_COLUMN], cells)
         rows = list(fresh.values())
         if not rows:
             return
@@ -328,7 +413,7 @@ class BatchOutput:
         import pyarrow.parquet as pq
 
         table = pa.table(
-            {c: pa.array([r[c] for r in rows], type=pa.string()) for c in self.columns},
+            {c: pa.array([r[c] for r in rows], type=pa.string()) for c in (*self.columns, FILE_STAT)},
             metadata={NOTICE_KEY: NOTICE.encode()},
         )
         self._seq += 1
@@ -336,6 +421,7 @@ class BatchOutput:
         with interrupts_held(), self._write_failures():
             replace_atomically(part, lambda p: pq.write_table(table, p))
             self.done.update(r[PATH_COLUMN] for r in rows)
+            self.stats.update((r[PATH_COLUMN], r[FILE_STAT]) for r in rows)
             self.rows_done += len(rows)
             with self.csv_path.open("a", newline="", encoding="utf-8") as f:
                 csv.writer(f).writerows([[spreadsheet_safe(r[c]) for c in self.columns] for r in rows])
@@ -360,25 +446,7 @@ class BatchOutput:
     def error_counts(self, inputs: Iterable[str] | None = None) -> dict[str, int]:
         """Rows per error code (``""``: predicted) over everything committed, or over the rows of
         ``inputs`` only (matched as :meth:`pending` matches them: by path, else by resolved path)."""
-        return committed_codes(self.folder, None if inputs is None else _rows_of(inputs))
-
-
-def _rows_of(inputs: Iterable[str]) -> Callable[[str], bool]:
-    """Whether a committed row's path is one of ``inputs``, matched as :meth:`BatchOutput.pending`
-    matches them: by path, else by resolved path (resolved once, and only when a path is not listed)."""
-    inputs = list(inputs)
-    texts = {text_cell(p) for p in inputs}
-    resolved: set[str] | None = None
-
-    def matches(path: str) -> bool:
-        nonlocal resolved
-        if path in texts:
-            return True
-        if resolved is None:
-            resolved = {text_cell(os.path.realpath(p)) for p in inputs}
-        return text_cell(os.path.realpath(path)) in resolved
-
-    return matches
+        return committed_codes(self.folder, None if inputs is None else self._rows_of(inputs))
 
 
 def job_running(folder: Path) -> bool | None:

@@ -14,7 +14,7 @@ from typing import Any
 from fracsight.errors import FracsightError
 from fracsight.inference import FailedPrediction, Prediction, Predictor
 from fracsight.inference.tabular import result_row, text_cell
-from fracsight.scale.output import NAME_FIELD, PATH_COLUMN, output_columns
+from fracsight.scale.output import FILE_STAT, NAME_FIELD, PATH_COLUMN, file_stat, output_columns
 
 __all__ = ["INTERNAL_ERROR", "BatchPredictor"]
 
@@ -43,11 +43,13 @@ class BatchPredictor:
         self.decode_workers = decode_workers
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
+        """The rows, and each file's :func:`~fracsight.scale.output.file_stat` as it was read."""
         paths = [os.fsdecode(p) if isinstance(p, bytes) else str(p) for p in batch[PATH_COLUMN]]
         names = [str(n) for n in batch[NAME_FIELD]] if NAME_FIELD in batch else [Path(p).name for p in paths]
+        stats = [file_stat(p) for p in paths]  # before the read: a file changing under it is read again
         results = self._predict(paths, names)
         rows = [self._row(path, result) for path, result in zip(paths, results, strict=True)]
-        return {c: [r[c] for r in rows] for c in self.columns}
+        return {**{c: [r[c] for r in rows] for c in self.columns}, FILE_STAT: stats}
 
     def _predict(self, paths: Sequence[str], names: Sequence[str]) -> list[Prediction | FailedPrediction]:
         try:
