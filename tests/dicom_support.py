@@ -344,9 +344,11 @@ class Orthanc:
 
 class FailingProxy:
     """Forwards HTTP on 127.0.0.1 to ``target`` (a base URL), except that a request whose body
-    contains one of ``poison`` is answered 500 without reaching it: a DICOMweb service that fails a
-    whole STOW-RS request on one object. ``answered`` counts those 500s; ``seen`` lists every
-    request as ``(method, path)`` when it arrives."""
+    contains one of ``poison`` (or whose path one of ``poison_paths``) is answered 500 without
+    reaching it: a DICOMweb service that fails a whole STOW-RS request on one object (or cannot
+    return an instance); and one whose body is larger than ``max_body`` 413, as a reverse proxy
+    with a body limit answers. ``answered`` counts those; ``seen`` lists every request as
+    ``(method, path)`` when it arrives."""
 
     def __init__(self, target: str, poison: Sequence[bytes] = ()) -> None:
         host, port = target.removeprefix("http://").split("/")[0].split(":")
@@ -361,9 +363,11 @@ class FailingProxy:
             def _forward(self) -> None:
                 proxy.seen.append((self.command, self.path))
                 body = self._body()
-                if any(marker in body for marker in proxy.poison):
+                too_large = proxy.max_body is not None and len(body) > proxy.max_body
+                lost = any(marker in self.path for marker in proxy.poison_paths)  # WADO-RS names its instance
+                if too_large or lost or any(marker in body for marker in proxy.poison):
                     proxy.answered += 1
-                    self.send_response(500)
+                    self.send_response(413 if too_large else 500)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
@@ -395,6 +399,8 @@ class FailingProxy:
             do_GET = do_POST = do_PUT = do_DELETE = _forward
 
         self.poison = list(poison)
+        self.max_body: int | None = None  # a larger body is answered 413, as nginx's client_max_body_size
+        self.poison_paths: list[str] = []  # a request whose path holds one is answered 500
         self.answered = 0
         self.seen: list[tuple[str, str]] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -74,11 +74,16 @@ def test_retries_wait_their_delay_and_give_up_after_the_limit(spool: Spool) -> N
     assert spool.retry_later(rows, 60, "destination_unavailable", give_up_after=0) == 0
     assert spool.due(10) == [] and spool.next_due() > time.time() + 50
     rows = spool.due(10, now=time.time() + 61)
+    # waiting for a destination that is down is no refusal: an outage of minutes counted each try,
+    # and the first refusal after it gave up every object that had waited through it
+    assert rows[0].attempts == 0
+    assert spool.retry_later(rows, 0, "status_0xA900", give_up_after=2) == 0
+    rows = spool.due(10)
     assert rows[0].attempts == 1
     assert spool.retry_later(rows, 0, "status_0xA900", give_up_after=2) == 1
     assert spool.backlog()["to_send"] == 0
     assert spool.counters()["send_failed"] == {"status_0xA900": 1}
-    assert spool.counters()["send_retries"] == {"": 2}
+    assert spool.counters()["send_retries"] == {"": 3}
 
 
 def test_an_instance_whose_result_is_given_up_is_undelivered_and_keeps_its_files(spool: Spool) -> None:
@@ -443,6 +448,36 @@ def test_a_peer_that_takes_none_of_the_objects_refuses_them_and_is_not_down(spoo
         assert sender.send_once()
         assert sender._failures == 0 and sender._retry_at == 0
         assert spool.counters()["send_failed"] == {"no_presentation_context": 1}  # given up
+    finally:
+        server.shutdown()
+
+
+def test_a_pacs_out_of_resources_is_waited_for_never_given_up(spool: Spool) -> None:
+    """A C-STORE SCP (pynetdicom, on loopback) that answers 0xA700 (Refused: Out of Resources: its
+    disk full) to its first stores: each was a refusal, and ten of them (about 5 minutes) gave the
+    results up for good. Now they wait with the back-off, as for a PACS that is down, and arrive."""
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import ComprehensiveSRStorage
+
+    from dicom_support import free_port
+    from fracsight.dicom.sender import DimseDestination, Sender
+
+    answers = [0xA700, 0xA7FF]
+    port = free_port()
+    scp = AE(ae_title="PACS")
+    scp.add_supported_context(ComprehensiveSRStorage)
+    handlers = [(evt.EVT_C_STORE, lambda event: answers.pop(0) if answers else 0x0000)]
+    server = scp.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers)
+    try:
+        destination = DimseDestination("127.0.0.1", port, "PACS", timeout=5)
+        sender = Sender(spool, destination, base_delay=0.01, give_up_after=1)
+        _queue_sr(spool, UID_A)
+        for _ in range(2):
+            assert sender.send_once()
+            assert "send_failed" not in spool.counters() and sender._failures > 0
+            time.sleep(0.1)
+        assert sender.send_once()
+        assert spool.counters()["results_sent"] == {"": 1} and sender._failures == 0
     finally:
         server.shutdown()
 

@@ -129,3 +129,32 @@ def test_a_dicomweb_service_missing_or_down_is_waited_for_not_given_up(
             assert time.monotonic() - started < 5
     finally:
         server.shutdown()
+
+
+def test_connections_that_never_ask_for_an_association_free_their_slots(tmp_path: Path) -> None:
+    """Sixteen TCP connections that say nothing (a hung probe, a port scan) held every association
+    slot for pynetdicom's 30 s, and an allowed modality was rejected (local limit exceeded) for as
+    long as they reconnected; now they are dropped after ACSE_TIMEOUT_S."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    from fracsight.dicom.scp import _MAX_ASSOCIATIONS, ACSE_TIMEOUT_S
+
+    scp = StoreSCP(
+        Spool(tmp_path / "spool"), ae_title="FRACSIGHT", host="127.0.0.1", port=0, allowed=["MODALITY"]
+    )
+    scp.start()
+    silent = [socket.create_connection(("127.0.0.1", scp.port)) for _ in range(_MAX_ASSOCIATIONS)]
+    try:
+        ae = AE(ae_title="MODALITY")
+        ae.add_requested_context(Verification)
+        time.sleep(1)
+        assert ae.associate("127.0.0.1", scp.port, ae_title="FRACSIGHT").is_rejected  # every slot held
+        time.sleep(ACSE_TIMEOUT_S + 2)
+        assoc = ae.associate("127.0.0.1", scp.port, ae_title="FRACSIGHT")
+        assert assoc.is_established and assoc.send_c_echo().Status == 0
+        assoc.release()
+    finally:
+        for sock in silent:
+            sock.close()
+        scp.stop()

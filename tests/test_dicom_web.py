@@ -86,6 +86,59 @@ def test_an_image_results_cannot_be_made_for_costs_only_itself(images: list[Path
         assert len(results_in(orthanc, study_uid)) == len(DEFAULT_KINDS) + 1
 
 
+def test_two_patients_under_one_study_uid_still_get_their_images_results(
+    images: list[Path], tmp_path: Path
+) -> None:
+    """No study verdict can be made over two patients; the error of that escaped before anything
+    was sent, and the images' own results were never stored. As the node: those go, the verdict is
+    left out and said why (`study_error`), exit 1."""
+    study_uid = generate_uid()
+    paths = []
+    for i, (image, patient) in enumerate(zip(images, ("FS-TEST-0001", "FS-TEST-0002"), strict=True)):
+        ds = pydicom.dcmread(make_radiograph_dicom(image, tmp_path / f"{i}.dcm", study_uid=study_uid))
+        ds.PatientID = patient
+        ds.save_as(tmp_path / f"{i}.dcm", enforce_file_format=True)
+        paths.append(tmp_path / f"{i}.dcm")
+    with Orthanc(tmp_path / "orthanc") as orthanc:
+        for path in paths:
+            orthanc.upload(path)
+        done = CliRunner().invoke(app, ["dicom", "study", study_uid, "--dicomweb", orthanc.dicomweb_url])
+        assert done.exit_code == 1, done.output
+        summary = json.loads(done.stdout)
+        assert summary["predicted"] == 2 and summary["study_error"] == "unusable_dicom_source"
+        assert summary["result_objects_stored"] == 2 * len(DEFAULT_KINDS)
+        assert len(results_in(orthanc, study_uid)) == 2 * len(DEFAULT_KINDS)
+        assert "FS-TEST" not in done.output
+
+
+def test_an_instance_the_service_cannot_return_costs_only_itself(images: list[Path], tmp_path: Path) -> None:
+    """WADO-RS answered 500 for one instance (its file lost in the archive): the whole command
+    stopped, `dicomweb_unavailable`, and the other images got no results. Now that one is listed
+    under `not_retrieved`, the others and the verdict are stored, exit 1; when none comes back, the
+    service is failing, said as before."""
+    study_uid = generate_uid()
+    paths = [
+        make_radiograph_dicom(image, tmp_path / f"{i}.dcm", study_uid=study_uid, instance_number=i + 1)
+        for i, image in enumerate(images)
+    ]
+    lost = str(pydicom.dcmread(paths[1], stop_before_pixels=True).SOPInstanceUID)
+    with Orthanc(tmp_path / "orthanc") as orthanc, FailingProxy(orthanc.url) as proxy:
+        proxy.poison_paths.append(f"/instances/{lost}")
+        for path in paths:
+            orthanc.upload(path)
+        args = ["dicom", "study", study_uid, "--dicomweb", f"{proxy.url}/dicom-web"]
+        done = CliRunner().invoke(app, args)
+        assert done.exit_code == 1, done.output
+        summary = json.loads(done.stdout)
+        assert summary["not_retrieved"] == {instance_key(lost): "retrieve_http_500"}
+        assert summary["predicted"] == 1 and summary["study_decision"] is not None
+        assert summary["result_objects_stored"] == len(DEFAULT_KINDS) + 1
+        proxy.poison_paths.append("/instances/")  # no instance comes back
+        failing = CliRunner().invoke(app, args)
+        assert failing.exit_code == 1 and "error (dicomweb_unavailable)" in failing.output
+        assert "HTTP 500" in failing.output and study_uid not in failing.output
+
+
 def test_stow_resend_of_stored_objects_is_delivered_once(images: list[Path], tmp_path: Path) -> None:
     files = [make_radiograph_dicom(image, tmp_path / f"{i}.dcm") for i, image in enumerate(images)]
     with Orthanc(tmp_path / "orthanc") as orthanc:
@@ -114,6 +167,24 @@ def test_one_object_failing_a_whole_stow_request_holds_no_other_back(
         with pytest.raises(DestinationUnavailable, match="HTTP 500"):
             destination.deliver(files)
         assert len(orthanc.instances()) == 2
+
+
+def test_a_request_too_large_for_a_proxy_in_front_is_sent_object_by_object(
+    images: list[Path], tmp_path: Path
+) -> None:
+    """A reverse proxy's body limit (nginx: 1 MB) answers 413 to a STOW-RS request of several
+    objects that each fit alone: the whole batch was refused, ten times, then given up. Now each
+    object goes alone; only one too large by itself is refused (and not taken for a service down)."""
+    files = [make_radiograph_dicom(images[i % 2], tmp_path / f"{i}.dcm") for i in range(3)]
+    largest = max(f.stat().st_size for f in files)
+    with Orthanc(tmp_path / "orthanc") as orthanc, FailingProxy(orthanc.url) as proxy:
+        proxy.max_body = largest + 64 * 1024  # one object and its multipart framing, not two
+        destination = StowDestination(f"{proxy.url}/dicom-web", timeout=30)
+        assert destination.deliver(files) == [DELIVERED] * 3
+        assert len(orthanc.instances()) == 3 and proxy.answered == 1
+        proxy.max_body = 1024  # smaller than any object
+        assert destination.deliver(files[:1]) == ["http_413"]
+        assert destination.deliver(files[1:]) == ["http_413", "http_413"]
 
 
 def test_the_sender_delivers_the_rest_and_gives_the_failing_object_up(

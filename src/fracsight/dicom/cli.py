@@ -403,7 +403,7 @@ def study(
         raise typer.Exit(1) from None
     typer.echo(json.dumps(outcome.to_dict(), indent=2))
     typer.echo(NOTICE, err=True)
-    if outcome.failed:
+    if not outcome.complete:
         raise typer.Exit(1)
 
 

@@ -60,17 +60,26 @@ class StudyOutcome:
     study: str
     predicted: list[str] = field(default_factory=list)
     refused: dict[str, str] = field(default_factory=dict)  # instance key -> error code
+    # instance key -> retrieve_http_<status>: the service failed to return it (the others still go)
+    not_retrieved: dict[str, str] = field(default_factory=dict)
     own_results: int = 0  # fracsight's result objects already in the study: not read, not refused
     stored: int = 0
     failed: int = 0
     decision: str | None = None
     fracture_probability: float | None = None
+    study_error: str | None = None  # why there is no study verdict (two patients under one UID, ...)
+
+    @property
+    def complete(self) -> bool:
+        """Every radiograph retrieved, every result stored, and the verdict made where there are images."""
+        return not (self.failed or self.not_retrieved or self.study_error)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "study": self.study,
             "predicted": len(self.predicted),
             "refused": dict(self.refused),
+            "not_retrieved": dict(self.not_retrieved),
             "own_results_skipped": self.own_results,
             "result_objects_stored": self.stored,
             "result_objects_failed": self.failed,
@@ -78,6 +87,8 @@ class StudyOutcome:
         }
         if self.fracture_probability is not None:
             out["study_fracture_probability"] = round(self.fracture_probability, 6)
+        if self.study_error is not None:
+            out["study_error"] = self.study_error
         return out
 
 
@@ -104,11 +115,14 @@ def process_study(
 
     Raises:
         LookupError: the service knows no instance of that study.
-        requests.RequestException: the service could not be reached or answered with an error.
+        requests.RequestException: the service could not be reached, or answered its search with
+            an error, or returned none of the instances asked for (one it fails to return is
+            recorded in ``not_retrieved``, and the others go on).
         fracsight.dicom.sender.DestinationUnavailable: the STOW-RS service stored nothing (down,
             missing at that URL, or refusing us).
     """
     import pydicom
+    import requests
 
     from fracsight.dicom.results import image_uid_seed, result_datasets, study_result_datasets, study_uid_seed
 
@@ -120,6 +134,8 @@ def process_study(
     if not found:
         raise LookupError(f"the DICOMweb service holds no instance of study {outcome.study} (hashed UID)")
     sources, predictions, results = [], [], []
+    unretrieved: requests.HTTPError | None = None
+    retrieved = 0
     for item in found:
         series_uid, sop_uid = _value(item, _SERIES_UID), _value(item, _SOP_UID)
         if not series_uid or not sop_uid:
@@ -134,7 +150,15 @@ def process_study(
         except UnsupportedModalityError as e:
             outcome.refused[key] = e.code
             continue
-        ds = source_client.retrieve_instance(study_uid, series_uid, sop_uid)  # WADO-RS
+        try:
+            ds = source_client.retrieve_instance(study_uid, series_uid, sop_uid)  # WADO-RS
+        except requests.HTTPError as e:  # this instance only (a lost attachment): the others still go
+            status = e.response.status_code if e.response is not None else 0
+            outcome.not_retrieved[key] = f"retrieve_http_{status}"
+            log.warning("instance %s not retrieved (HTTP %d)", key, status)
+            unretrieved = e
+            continue
+        retrieved += 1
         buffer = io.BytesIO()
         pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
         try:
@@ -161,12 +185,18 @@ def process_study(
         sources.append(pydicom.dcmread(io.BytesIO(buffer.getvalue()), stop_before_pixels=True))
         predictions.append(prediction)
         outcome.predicted.append(key)
+    if unretrieved is not None and not retrieved:  # not one instance came back: the service is failing
+        raise unretrieved
     if predictions:
         verdict = predictor.predict_study(predictions, study=outcome.study)
         outcome.decision = verdict.decision
         outcome.fracture_probability = verdict.fracture_probability
         seed = study_uid_seed(sources, predictor)
-        results += study_result_datasets(sources, verdict, predictions, predictor, uid_seed=seed)
+        try:
+            results += study_result_datasets(sources, verdict, predictions, predictor, uid_seed=seed)
+        except FracsightError as e:  # e.g. two patients under one study UID: the images' results still go
+            outcome.study_error = e.code
+            log.warning("study %s: no study result (%s)", outcome.study, e.code)
     if results:  # STOW-RS, one request (one per object if the service fails the whole request)
         stow = StowDestination(stow_url or dicomweb_url, timeout, stow_login if stow_url else login)
         outcomes = stow.store(results)

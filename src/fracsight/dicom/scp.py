@@ -50,6 +50,10 @@ STATUS = {
 
 
 _MAX_ASSOCIATIONS = 16  # served at once; one more is rejected (transient: local limit exceeded)
+# Seconds a connection may take to ask for its association (A-ASSOCIATE-RQ, sent at once by every
+# sender): pynetdicom's 30 s let 16 connections that never asked (a hung probe, a port scan) hold
+# every association slot, and the modalities were rejected, for as long as they reconnected.
+ACSE_TIMEOUT_S = 10
 # (A-ASSOCIATE-RJ result source, diagnostic) -> the counter's reason and the log's words
 _REJECTIONS = {
     (0x01, 0x03): ("calling_ae_title", "calling AE title not recognised: not in --allow"),
@@ -167,6 +171,7 @@ class StoreSCP:
         ae.require_calling_aet = self.allowed
         ae.require_called_aet = True
         ae.maximum_associations = _MAX_ASSOCIATIONS
+        ae.acse_timeout = ACSE_TIMEOUT_S
         handlers = [
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_REJECTED, self._on_rejected),

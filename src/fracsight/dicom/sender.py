@@ -19,6 +19,7 @@ gets two different results for the same image.
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import sqlite3
 import threading
@@ -53,8 +54,18 @@ DELIVERED = None  # the outcome of an object the destination confirmed
 UNAVAILABLE = "destination_unavailable"
 # C-STORE statuses that mean stored: success and the warnings (coercion, elements discarded, ...)
 _STORED = {0x0000, 0xB000, 0xB006, 0xB007}
+# Refused: Out of Resources (C-STORE 0xA7xx, a STOW-RS failure reason 0xA7xx): the PACS is short of
+# disk or memory now, as the node itself says when its spool is full. Such objects wait with the
+# back-off and are never given up; they were refused for good after 10 tries (about 5 minutes).
+_OUT_OF_RESOURCES = re.compile(r"(status|stow_failure)_0xA7[0-9A-F]{2}")
 _MAX_CONTEXTS = 128  # presentation contexts one association may propose (PS3.8 9.3.2.2)
 _EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
+
+
+def waits(outcome: str) -> bool:
+    """Whether an object with this outcome is sent again later and never given up: the destination
+    could not be reached, or was out of resources."""
+    return outcome == UNAVAILABLE or bool(_OUT_OF_RESOURCES.fullmatch(outcome))
 
 
 class DestinationUnavailable(Exception):
@@ -333,7 +344,9 @@ class StowDestination:
     reached with ``login`` when it needs HTTP basic authentication."""
 
     url: str
-    timeout: float = 60
+    # as the C-STORE destination's: a request to a service that never answers ends within the
+    # node's stop grace (compose.yaml: 45 s); 60 s held a SIGTERM for nearly a minute
+    timeout: float = 30
     login: BasicLogin | None = None
 
     def describe(self) -> str:
@@ -370,9 +383,13 @@ class StowDestination:
             self._store(client, datasets, outcomes)
         except _ServerError as e:
             if len(datasets) == 1:
+                if e.status == _TOO_LARGE:  # too large alone: refused, not waiting for a service that is up
+                    outcomes[datasets[0][0]] = f"http_{e.status}"
+                    return
                 raise DestinationUnavailable(f"{self.describe()}: HTTP {e.status}") from None
-            # a 5xx for a whole request may come from one object the service chokes on: one request
-            # per object tells them apart, so that one bad object cannot hold the others back for good
+            # a 5xx for a whole request may come from one object the service chokes on, and a 413
+            # from a front end's limit on a request's size (nginx: 1 MB) that each object alone fits:
+            # one request per object tells them apart, so that none holds the others back for good
             self._store_one_by_one(client, datasets, outcomes)
 
     def _store_one_by_one(
@@ -386,9 +403,11 @@ class StowDestination:
                 errors[item[0]] = e.status
             except DestinationUnavailable:
                 break  # the rest stay UNAVAILABLE and wait with the back-off
-        if not any(outcomes[i] is DELIVERED for i, _ in datasets):
+        answered = any(outcomes[i] is DELIVERED for i, _ in datasets) or _TOO_LARGE in errors.values()
+        if not answered:
             raise DestinationUnavailable(f"{self.describe()}: HTTP {max(errors.values(), default=500)}")
-        # the service stored other objects in the same attempt, so it is up: these are refused
+        # the service stored other objects in the same attempt (or judged their size), so it is up:
+        # these are refused
         for i, status in errors.items():
             outcomes[i] = f"http_{status}"
 
@@ -402,7 +421,7 @@ class StowDestination:
             raise DestinationUnavailable(f"{self.describe()}: {connection_error(e)}") from e
         except requests.HTTPError as e:
             status = e.response.status_code if e.response is not None else 0
-            if status >= 500:
+            if status >= 500 or status == _TOO_LARGE:
                 raise _ServerError(status) from e
             # the service is missing at that URL (a PACS without its DICOMweb plugin answers 404),
             # busy, or refuses us (401, 403): wait for it, never give the results up
@@ -420,8 +439,12 @@ class StowDestination:
             outcomes[i] = DELIVERED if reason is None else f"stow_failure_0x{reason:04X}"
 
 
+_TOO_LARGE = 413  # Content Too Large
+
+
 class _ServerError(Exception):
-    """A STOW-RS request answered with HTTP 5xx: the service is down, or it failed on an object."""
+    """A STOW-RS request answered with HTTP 5xx (the service is down, or it failed on an object) or
+    413 (the request is larger than the service or a proxy in front of it takes)."""
 
     def __init__(self, status: int) -> None:
         super().__init__(f"HTTP {status}")
@@ -491,12 +514,12 @@ class Sender(threading.Thread):
         )
         self.stopping.wait(delay)
 
-    def _unreachable(self, rows: list[OutboxRow]) -> float:
-        """Back off after the destination could not be reached; returns the delay."""
+    def _unreachable(self, rows: list[OutboxRow], code: str = UNAVAILABLE) -> float:
+        """Back off after the destination could not be reached or take them; returns the delay."""
         self._failures += 1
         delay = self._delay(self._failures)
         self._retry_at = time.time() + delay
-        self.spool.retry_later(rows, delay, UNAVAILABLE, give_up_after=0)
+        self.spool.retry_later(rows, delay, code, give_up_after=0)
         return delay
 
     def _sleep(self) -> None:
@@ -521,14 +544,23 @@ class Sender(threading.Thread):
             return True
         delivered = [r for r, o in zip(rows, outcomes, strict=True) if o is DELIVERED]
         self.spool.mark_sent(delivered)
-        unreachable = [r for r, o in zip(rows, outcomes, strict=True) if o == UNAVAILABLE]
-        if unreachable:
-            self._unreachable(unreachable)
+        waiting = [(r, o) for r, o in zip(rows, outcomes, strict=True) if o is not DELIVERED and waits(o)]
+        if waiting:
+            codes = sorted({o for _, o in waiting})
+            delay = self._unreachable([r for r, _ in waiting], codes[0])
+            if codes != [UNAVAILABLE]:
+                log.warning(
+                    "%s is out of resources (%s) for %d result objects; next try in %.1f s",
+                    self.destination.describe(),
+                    ", ".join(codes),
+                    len(waiting),
+                    delay,
+                )
         elif delivered:
             self._failures = 0
         by_code: dict[str, list[OutboxRow]] = {}
         for r, o in zip(rows, outcomes, strict=True):
-            if o is not DELIVERED and o != UNAVAILABLE:
+            if o is not DELIVERED and not waits(o):
                 by_code.setdefault(o, []).append(r)
         for code, refused in by_code.items():
             give_up = 1 if code == "file_missing" else self.give_up_after

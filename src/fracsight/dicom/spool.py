@@ -364,14 +364,18 @@ class Spool:
 
     def retry_later(self, rows: Iterable[OutboxRow], delay: float, code: str, *, give_up_after: int) -> int:
         """Push result objects back by ``delay`` seconds after a failed attempt; after
-        ``give_up_after`` attempts (0: never) an object is ``failed``. Returns how many failed."""
+        ``give_up_after`` refusals an object is ``failed``. Returns how many failed.
+
+        ``give_up_after=0``: an attempt that is no refusal (the destination down or out of
+        resources), never given up and not counted: an outage of minutes used to count each try,
+        and the first refusal after it gave up every object that had waited through it."""
         rows = list(rows)
         now = time.time()
         failed = 0
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
             for r in rows:
-                attempts = r.attempts + 1
+                attempts = r.attempts + 1 if give_up_after else r.attempts
                 if give_up_after and attempts >= give_up_after:
                     failed += 1
                     self._db.execute(
