@@ -734,6 +734,35 @@ MENDED = {
 
 
 @needs_dciodvfy
+def test_a_patient_id_of_several_values_is_kept_as_it_is(
+    case, predictor: Predictor, fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """``FSX-48213977\\OLD-77`` (an archive that merged two IDs): the results carried the first
+    value only, and Orthanc filed them under another patient, in a study of their own with the
+    same Study Instance UID, which a viewer opening the source's never showed."""
+    _, source, prediction = case
+    _raw(source, "PatientID", "FSX-48213977\\OLD-77")
+    jpeg = sorted((fracatlas_dir / "images" / "Non_fractured").glob("*.jpg"))[0]
+    second = support.cr_from_jpeg(jpeg, study_uid=source.StudyInstanceUID, instance_number=2)
+    _raw(second, "PatientID", "FSX-48213977\\OLD-77")
+    second_prediction = predictor.predict(_bytes(second), keep_pixels=True)
+    study = predictor.predict_study([prediction, second_prediction], "study")
+    made = [
+        *result_datasets(source, prediction, predictor),
+        *study_result_datasets([source, second], study, [prediction, second_prediction], predictor),
+    ]
+    for ds in made:
+        assert list(ds.PatientID) == ["FSX-48213977", "OLD-77"], ds.Modality
+        path = tmp_path / f"{ds.Modality}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        assert pydicom.dcmread(path).PatientID == source.PatientID
+        # dciodvfy's errors are the source's own mistake (PatientID's multiplicity), copied with
+        # the value: filed with the source's study weighs more; nothing else
+        problems = [p for p in _dciodvfy(path) if "Element=<PatientID>" not in p]
+        assert [p for p in problems if p not in ACCEPTED_WARNINGS] == [], ds.Modality
+
+
+@needs_dciodvfy
 @pytest.mark.parametrize("name", MENDED)
 def test_odd_header_values_are_mended_not_fatal_and_never_quoted(
     name: str, case, predictor: Predictor, tmp_path: Path, caplog: pytest.LogCaptureFixture

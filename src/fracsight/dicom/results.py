@@ -478,8 +478,22 @@ def _result_datasets(
         ),
     }
     out = [_build(kind, builders[kind], _result_uid(kind, uid_seed, context)) for kind in wanted]
+    _same_patient_id(out, source)
     logger.debug("made %d result objects (%s)", len(out), ", ".join(wanted))
     return out
+
+
+def _same_patient_id(made: Sequence[Dataset], source: Dataset) -> None:
+    """Give the result objects the source's Patient ID as it is, also with several values
+    (``A\\B``, which the writers take only the first of): a PACS files instances by it, and under
+    the first value alone the results became another patient's study, which a viewer opening the
+    source's never showed. The one place a value the source got wrong is copied as it is."""
+    from pydicom.multival import MultiValue
+
+    value = source.get("PatientID")
+    if isinstance(value, MultiValue):
+        for ds in made:
+            ds.PatientID = value
 
 
 def study_result_datasets(
@@ -528,6 +542,7 @@ def study_result_datasets(
         frame_numbers=frame_numbers,
         sop_instance_uid=_result_uid("study sr", uid_seed, context),
     )
+    _same_patient_id([ds], sources[0])
     logger.debug("made the study result object over %d images", len(headers))
     return [ds]
 
