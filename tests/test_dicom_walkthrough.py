@@ -79,10 +79,17 @@ def test_a_late_image_the_reader_refuses_gives_its_study_no_second_verdict(tmp_p
         assert PATIENT[keyword] not in log
 
 
-def test_a_pacs_that_stores_uncompressed_images_only_gets_the_capture_decoded(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("options", "syntax"), [([], "1.2.840.10008.1.2.1"), (["+xi"], "1.2.840.10008.1.2")], ids=["plain", "+xi"]
+)
+def test_a_pacs_that_stores_uncompressed_images_only_gets_the_capture_decoded(
+    tmp_path: Path, options: list[str], syntax: str
+) -> None:
     """dcmtk's storescp (by default it takes no compressed transfer syntax) as the destination: the
     JPEG capture was refused ten times and given up (`send_failed{no_presentation_context}`, the
-    instance `undelivered`); now it goes decoded, in Explicit VR Little Endian, under its own UID."""
+    instance `undelivered`); now it goes decoded, in Explicit VR Little Endian, under its own UID.
+    With `+xi` it takes Implicit VR Little Endian only, as legacy archives are configured: it got
+    no result at all (every object `no_presentation_context`); now each goes in that syntax."""
     images = sorted(FRACATLAS.glob("*.jpg"))[:1]
     if not images or not (DCMTK_BIN / "storescp").is_file():
         pytest.skip("FracAtlas images or dcmtk's storescp not found")
@@ -90,7 +97,7 @@ def test_a_pacs_that_stores_uncompressed_images_only_gets_the_capture_decoded(tm
     received, port = tmp_path / "pacs", free_port()
     received.mkdir()
     pacs = subprocess.Popen(
-        [str(DCMTK_BIN / "storescp"), "-aet", "PACS", "-od", str(received), str(port)],
+        [str(DCMTK_BIN / "storescp"), *options, "-aet", "PACS", "-od", str(received), str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -117,7 +124,8 @@ def test_a_pacs_that_stores_uncompressed_images_only_gets_the_capture_decoded(tm
     stored = {f: pydicom.dcmread(f) for f in received.iterdir()}
     assert {str(ds.SOPInstanceUID) for ds in stored.values()} == spooled  # the same objects, none renamed
     ((path, capture),) = [(f, ds) for f, ds in stored.items() if ds.Modality == "OT"]
-    assert capture.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+    assert {str(ds.file_meta.TransferSyntaxUID) for ds in stored.values()} == {syntax}
+    assert capture.file_meta.TransferSyntaxUID == syntax
     assert capture.PhotometricInterpretation == "RGB" and capture.LossyImageCompression == "01"
     check = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60, check=False)
     assert "Error -" not in check.stdout + check.stderr

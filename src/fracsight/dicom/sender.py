@@ -60,6 +60,7 @@ _STORED = {0x0000, 0xB000, 0xB006, 0xB007}
 _OUT_OF_RESOURCES = re.compile(r"(status|stow_failure)_0xA7[0-9A-F]{2}")
 _MAX_CONTEXTS = 128  # presentation contexts one association may propose (PS3.8 9.3.2.2)
 _EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
+_IMPLICIT_VR_LE = "1.2.840.10008.1.2"  # the syntax every SCP must take (PS3.5 10.1)
 
 
 def waits(outcome: str) -> bool:
@@ -184,6 +185,8 @@ class DimseDestination:
             ae.add_requested_context(sop_class, syntax)
         for sop_class in sorted(self._fallback_classes(pairs)):
             ae.add_requested_context(sop_class, _EXPLICIT_VR_LE)
+        for sop_class in sorted(self._implicit_classes(pairs)):
+            ae.add_requested_context(sop_class, _IMPLICIT_VR_LE)
         try:
             assoc = ae.associate(self.host, self.port, ae_title=self.ae_title, evt_handlers=tcp_handlers())
         except OSError as e:  # the host name does not resolve (socket.gaierror), or no address at all
@@ -241,20 +244,34 @@ class DimseDestination:
         wanted -= {sop for sop, syntax in pairs if syntax == _EXPLICIT_VR_LE}
         return set(sorted(wanted)[: max(0, _MAX_CONTEXTS - len(pairs))])
 
+    def _implicit_classes(self, pairs: set[tuple[str, str]]) -> set[str]:
+        """SOP classes to offer in Implicit VR Little Endian too, within the 128 presentation
+        contexts: a PACS configured to take only that (legacy archives, gateways; dcmtk's
+        ``storescp +xi``) accepted none of the node's contexts, and got no result ever."""
+        wanted = {sop for sop, _ in pairs} - {sop for sop, syntax in pairs if syntax == _IMPLICIT_VR_LE}
+        room = _MAX_CONTEXTS - len(pairs) - len(self._fallback_classes(pairs))
+        return set(sorted(wanted)[: max(0, room)])
+
     def _as_accepted(self, path: Path, meta: tuple[str, str], accepted: set[tuple[str, str]]) -> Any:
-        """``path`` as it is when the peer takes its SOP class and syntax; else, with the fallback,
-        the file decoded to Explicit VR Little Endian (its Lossy Image Compression stays "01")."""
-        if meta in accepted or (meta[0], _EXPLICIT_VR_LE) not in accepted:
+        """``path`` as it is when the peer takes its SOP class and syntax; else the file read (and,
+        with the fallback, a compressed one decoded; its Lossy Image Compression stays "01"), which
+        pynetdicom encodes in the syntax the peer took: Explicit or Implicit VR Little Endian."""
+        from pydicom.uid import UID
+
+        sop, syntax = meta
+        compressed = UID(syntax).is_compressed
+        explicit = (sop, _EXPLICIT_VR_LE) in accepted and compressed
+        implicit = (sop, _IMPLICIT_VR_LE) in accepted
+        if meta in accepted or not (explicit or implicit) or (compressed and not self.decompress_fallback):
             return path  # pynetdicom refuses a file without an accepted context: counted below
-        if not self._fallback_classes({meta}):
-            return path
         import pydicom
 
         try:
             ds = pydicom.dcmread(path)
-            ds.decompress(generate_instance_uid=False)  # the same object: a re-send is stored once
+            if compressed:
+                ds.decompress(generate_instance_uid=False)  # the same object: a re-send is stored once
         except Exception as e:  # no decoder for it: not sendable to this peer, as before
-            raise ValueError(f"cannot decode for {_EXPLICIT_VR_LE}") from e
+            raise ValueError(f"cannot decode {syntax} for this peer") from e
         return ds
 
 
