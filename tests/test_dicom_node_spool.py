@@ -17,6 +17,7 @@ from head_kinds import HEAD_KINDS
 STUDY = "1.2.826.0.1.3680043.8.498.1"
 UID_A = "1.2.826.0.1.3680043.8.498.11"
 UID_B = "1.2.826.0.1.3680043.8.498.12"
+UID_C = "1.2.826.0.1.3680043.8.498.13"
 
 
 @pytest.fixture
@@ -478,6 +479,13 @@ def test_a_pacs_out_of_resources_is_waited_for_never_given_up(spool: Spool) -> N
             time.sleep(0.1)
         assert sender.send_once()
         assert spool.counters()["results_sent"] == {"": 1} and sender._failures == 0
+        # 0xA700 for one object while the PACS stores another in the same attempt (Orthanc answers
+        # so for an object it can never store): a refusal of that one, never a back-off over all
+        answers.extend([0x0000, 0xA700])
+        _queue_sr(spool, UID_B)
+        _queue_sr(spool, UID_C)
+        assert sender.send_once()
+        assert spool.counters()["send_failed"] == {"status_0xA700": 1} and sender._failures == 0
     finally:
         server.shutdown()
 

@@ -164,11 +164,11 @@ def test_views_each_their_own_series_get_results_in_their_order_never_one_number
     not order them); now the source's series and instance numbers together."""
     _, source, prediction = case
     numbers = []
-    for series_number, number in ((1, 1), (2, 1), (2, 7), (None, 3)):
+    for series_number, number in ((1, 1), (2, 1), (2, 7), (None, 3), ([3, 4], 1)):
         view = copy.deepcopy(source)
         view.SeriesNumber, view.InstanceNumber = series_number, number
         numbers.append([ds.InstanceNumber for ds in result_datasets(view, prediction, predictor)])
-    assert [n[0] for n in numbers] == [100001, 200001, 200007, 3]
+    assert [n[0] for n in numbers] == [100001, 200001, 200007, 3, 300001]  # `3\\4`: its first
     assert all(len(set(n)) == 1 for n in numbers)  # the report, state and capture of one image agree
 
 

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from dicom_support import FailingProxy, Orthanc, make_ct_dicom, make_radiograph_dicom, orthanc_available
 from fracsight.cli import app
-from fracsight.dicom.sender import DELIVERED, DestinationUnavailable, Sender, StowDestination
+from fracsight.dicom.sender import DELIVERED, UNAVAILABLE, DestinationUnavailable, Sender, StowDestination
 from fracsight.dicom.spool import SENT, UNDELIVERED, Spool, instance_key
 from test_dicom_node import DEFAULT_KINDS, results_in
 
@@ -106,6 +106,7 @@ def test_two_patients_under_one_study_uid_still_get_their_images_results(
         assert done.exit_code == 1, done.output
         summary = json.loads(done.stdout)
         assert summary["predicted"] == 2 and summary["study_error"] == "unusable_dicom_source"
+        assert summary["study_decision"] is None and "study_fracture_probability" not in summary
         assert summary["result_objects_stored"] == 2 * len(DEFAULT_KINDS)
         assert len(results_in(orthanc, study_uid)) == 2 * len(DEFAULT_KINDS)
         assert "FS-TEST" not in done.output
@@ -133,6 +134,19 @@ def test_an_instance_the_service_cannot_return_costs_only_itself(images: list[Pa
         assert summary["not_retrieved"] == {instance_key(lost): "retrieve_http_500"}
         assert summary["predicted"] == 1 and summary["study_decision"] is not None
         assert summary["result_objects_stored"] == len(DEFAULT_KINDS) + 1
+        # the one radiograph of a study (beside a CT) lost: that file, not the service
+        other_study = generate_uid()
+        alone = make_radiograph_dicom(images[0], tmp_path / "alone.dcm", study_uid=other_study)
+        ct = make_ct_dicom(tmp_path / "ct.dcm", study_uid=other_study)
+        for path in (alone, ct):
+            orthanc.upload(path)
+        alone_uid = str(pydicom.dcmread(alone, stop_before_pixels=True).SOPInstanceUID)
+        proxy.poison_paths.append(f"/instances/{alone_uid}")
+        one = CliRunner().invoke(app, ["dicom", "study", other_study, "--dicomweb", f"{proxy.url}/dicom-web"])
+        assert one.exit_code == 1, one.output
+        said = json.loads(one.stdout)
+        assert said["not_retrieved"] == {instance_key(alone_uid): "retrieve_http_500"}
+        assert list(said["refused"].values()) == ["unsupported_modality"]
         proxy.poison_paths.append("/instances/")  # no instance comes back
         failing = CliRunner().invoke(app, args)
         assert failing.exit_code == 1 and "error (dicomweb_unavailable)" in failing.output
@@ -185,6 +199,14 @@ def test_a_request_too_large_for_a_proxy_in_front_is_sent_object_by_object(
         proxy.max_body = 1024  # smaller than any object
         assert destination.deliver(files[:1]) == ["http_413"]
         assert destination.deliver(files[1:]) == ["http_413", "http_413"]
+        # the service behind the proxy down (500 for all): one object too large for the proxy is
+        # refused, and the others wait as for a service that is down (they were counted refused)
+        big = pydicom.dcmread(files[2])
+        big.private_block(0x0009, "FSTEST", create=True).add_new(0x10, "OB", b"\0" * (2 * largest))
+        big.save_as(files[2], enforce_file_format=True)
+        proxy.max_body = 2 * largest
+        proxy.poison.append(b"--")
+        assert destination.deliver(files) == [UNAVAILABLE, UNAVAILABLE, "http_413"]
 
 
 def test_the_sender_delivers_the_rest_and_gives_the_failing_object_up(

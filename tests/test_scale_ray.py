@@ -617,6 +617,34 @@ def test_a_link_moved_on_or_a_file_replaced_gets_a_new_row_not_the_old_one(
     assert FILE_STAT not in read_csv(out / "results.csv")[0]  # the CSV keeps predict's columns
 
 
+def test_storage_away_for_a_re_run_keeps_the_results_and_an_error_row_finds_its_file_again(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A re-run while the archive's share was not mounted took every file for changed (gone) and
+    replaced each result with an `unreadable_image` row. And an error row made while a file was
+    missing no longer matched it under another spelling of its path (a second row, and
+    --retry-errors found nothing to retry)."""
+    from fracsight.scale.job import run_batch
+
+    runs = fake_ray(monkeypatch)
+    share = tmp_path / "share"
+    share.mkdir()
+    for image in sorted(archive.glob("*.jpg"))[:2]:
+        (share / image.name).write_bytes(image.read_bytes())
+    files = collect_batch_inputs([share])
+    run_batch(files, tmp_path / "out")
+    share.rename(tmp_path / "unmounted")
+    summary = run_batch(files, tmp_path / "out")
+    assert (summary.changed, summary.predicted) == (0, 0) and len(runs) == 1  # the rows stay
+    (tmp_path / "unmounted").rename(share)
+
+    missing = str(tmp_path / "data" / "x.jpg")
+    run_batch([missing], tmp_path / "later")  # an error row: no such file (yet)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "data")
+    assert run_batch([str(tmp_path / "link" / "x.jpg")], tmp_path / "later").predicted == 0  # the same file
+
+
 def test_rows_without_a_file_stat_are_never_taken_for_changed(tmp_path: Path) -> None:
     """Parts written before file_stat was kept (or rows committed without one) stay final."""
     image = tmp_path / "a.jpg"

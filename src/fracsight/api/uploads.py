@@ -45,6 +45,18 @@ _PARSER_MESSAGES = {
     "Did not find CR at end of boundary": "a boundary line does not end in CRLF: the lines of a multipart "
     "body end in CRLF (\\r\\n), not LF alone, and its boundary is the Content-Type's exactly",
 }
+_BASE64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
+
+
+def _strict_base64(data: bytes) -> bytes:
+    """Base64 with line breaks, refusing any other character (``binascii``'s ``strict_mode`` is
+    Python 3.11's; fracsight runs on 3.10 too)."""
+    text = re.sub(rb"\s+", b"", data)
+    if len(text) % 4 or not _BASE64.fullmatch(text):
+        raise binascii.Error("not base64")
+    return binascii.a2b_base64(text)
+
+
 # a part's Content-Transfer-Encoding (RFC 7578 deprecates it, yet some older clients, mail-library based,
 # still send base64): decoded, so that the file is read, not refused as "a text file"; strictly, as
 # a character outside the alphabet was dropped and the remains read as an image (or "empty")
@@ -53,7 +65,7 @@ _DECODERS: dict[str, Callable[[bytes], bytes]] = {
     "binary": bytes,
     "8bit": bytes,
     "7bit": bytes,
-    "base64": lambda data: binascii.a2b_base64(re.sub(rb"\s+", b"", data), strict_mode=True),
+    "base64": _strict_base64,
     "quoted-printable": binascii.a2b_qp,
 }
 MAX_EXTRA_PARTS = 32  # parts other than the file field that are tolerated (and ignored)

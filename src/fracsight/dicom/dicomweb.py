@@ -97,6 +97,13 @@ def _value(item: dict[str, Any], tag: str) -> str | None:
     return str(values[0]) if values else None
 
 
+def _service_failing(not_retrieved: dict[str, str]) -> bool:
+    """Whether retrieving failed as a service that is failing does, not as one lost file: every
+    instance asked for refused (and more than one), or a gateway's or an overloaded service's status."""
+    gateway = {f"retrieve_http_{status}" for status in (502, 503, 504)}
+    return len(not_retrieved) > 1 or bool(gateway & set(not_retrieved.values()))
+
+
 def process_study(
     study_uid: str,
     *,
@@ -185,15 +192,15 @@ def process_study(
         sources.append(pydicom.dcmread(io.BytesIO(buffer.getvalue()), stop_before_pixels=True))
         predictions.append(prediction)
         outcome.predicted.append(key)
-    if unretrieved is not None and not retrieved:  # not one instance came back: the service is failing
+    if unretrieved is not None and not retrieved and _service_failing(outcome.not_retrieved):
         raise unretrieved
     if predictions:
         verdict = predictor.predict_study(predictions, study=outcome.study)
-        outcome.decision = verdict.decision
-        outcome.fracture_probability = verdict.fracture_probability
         seed = study_uid_seed(sources, predictor)
         try:
             results += study_result_datasets(sources, verdict, predictions, predictor, uid_seed=seed)
+            outcome.decision = verdict.decision
+            outcome.fracture_probability = verdict.fracture_probability
         except FracsightError as e:  # e.g. two patients under one study UID: the images' results still go
             outcome.study_error = e.code
             log.warning("study %s: no study result (%s)", outcome.study, e.code)

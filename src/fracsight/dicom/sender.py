@@ -420,13 +420,14 @@ class StowDestination:
                 errors[item[0]] = e.status
             except DestinationUnavailable:
                 break  # the rest stay UNAVAILABLE and wait with the back-off
-        answered = any(outcomes[i] is DELIVERED for i, _ in datasets) or _TOO_LARGE in errors.values()
-        if not answered:
+        stored = any(outcomes[i] is DELIVERED for i, _ in datasets)
+        if not stored and _TOO_LARGE not in errors.values():
             raise DestinationUnavailable(f"{self.describe()}: HTTP {max(errors.values(), default=500)}")
-        # the service stored other objects in the same attempt (or judged their size), so it is up:
-        # these are refused
         for i, status in errors.items():
-            outcomes[i] = f"http_{status}"
+            # too large alone: refused; a 5xx while the service stored others in the same attempt:
+            # refused too; else it stays UNAVAILABLE (a proxy's 413 says nothing of the service behind)
+            if status == _TOO_LARGE or stored:
+                outcomes[i] = f"http_{status}"
 
     def _store(self, client: Any, datasets: list[tuple[int, Any]], outcomes: list[str | None]) -> None:
         """One STOW-RS request; sets the outcome of each object it answers for."""
@@ -561,7 +562,14 @@ class Sender(threading.Thread):
             return True
         delivered = [r for r, o in zip(rows, outcomes, strict=True) if o is DELIVERED]
         self.spool.mark_sent(delivered)
-        waiting = [(r, o) for r, o in zip(rows, outcomes, strict=True) if o is not DELIVERED and waits(o)]
+
+        def waiting_for(outcome: str | None) -> bool:
+            # out of resources for every object of the attempt: the PACS is, and it is waited for; for
+            # some while it stored others: a refusal of those (Orthanc answers 0xA700 for an object it
+            # can never store), which would otherwise hold the back-off over every result for good
+            return outcome == UNAVAILABLE or (not delivered and outcome is not DELIVERED and waits(outcome))
+
+        waiting = [(r, o) for r, o in zip(rows, outcomes, strict=True) if waiting_for(o)]
         if waiting:
             codes = sorted({o for _, o in waiting})
             delay = self._unreachable([r for r, _ in waiting], codes[0])
@@ -577,7 +585,7 @@ class Sender(threading.Thread):
             self._failures = 0
         by_code: dict[str, list[OutboxRow]] = {}
         for r, o in zip(rows, outcomes, strict=True):
-            if o is not DELIVERED and not waits(o):
+            if o is not DELIVERED and not waiting_for(o):
                 by_code.setdefault(o, []).append(r)
         for code, refused in by_code.items():
             give_up = 1 if code == "file_missing" else self.give_up_after
