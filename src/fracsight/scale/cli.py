@@ -71,8 +71,9 @@ def run_command(
 
     Ctrl-C exits 130 and keeps what is committed: run the same command again to resume.
 
-    A committed row is final: a file that could not be read keeps its error row, unless --retry-errors;
-    a file that changed since its row was made (size, time or where its path leads) is predicted again.
+    A file that could not be read keeps its error row, unless --retry-errors.
+
+    A file that changed since its row was made (size, time, where its path leads) is predicted again.
     """
     import gc
     import signal
