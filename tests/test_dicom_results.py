@@ -425,6 +425,39 @@ needs_dciodvfy = pytest.mark.skipif(
 
 
 @needs_dciodvfy
+def test_a_later_study_verdict_names_the_one_it_replaces(
+    case, predictor: Predictor, fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """An image after the study's verdict gives the study a second verdict SR: both said "fracsight
+    study result" with Tracking UIDs of their own and no link, so a reader (or software) saw two
+    verdicts and could not tell which is current. The later one now names the earlier in its
+    Predecessor Documents Sequence, and both carry one Tracking UID."""
+    _, first, first_prediction = case
+    jpeg = sorted((fracatlas_dir / "images" / "Non_fractured").glob("*.jpg"))[0]
+    second = support.cr_from_jpeg(jpeg, study_uid=first.StudyInstanceUID, instance_number=2)
+    second_prediction = predictor.predict(_bytes(second), keep_pixels=True)
+    one = predictor.predict_study([first_prediction], "study")
+    (earlier,) = study_result_datasets([first], one, [first_prediction], predictor, uid_seed="a")
+    both = predictor.predict_study([first_prediction, second_prediction], "study")
+    predictions = [first_prediction, second_prediction]
+    (later,) = study_result_datasets(
+        [first, second], both, predictions, predictor, uid_seed="b", previous=[earlier]
+    )
+    (named,) = later.PredecessorDocumentsSequence
+    referenced = named.ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+    assert referenced.ReferencedSOPInstanceUID == earlier.SOPInstanceUID
+    assert named.StudyInstanceUID == first.StudyInstanceUID
+    trackings = [{str(i.UID) for i in _items(ds) if i.ValueType == "UIDREF"} for ds in (earlier, later)]
+    assert trackings[0] and trackings[0] == trackings[1]
+    _assert_valid(later, tmp_path / "later.dcm")
+    # the same verdict made again (same UID), or an SR of another study, is no predecessor
+    (again,) = study_result_datasets(
+        [first], one, [first_prediction], predictor, uid_seed="a", previous=[earlier]
+    )
+    assert "PredecessorDocumentsSequence" not in again
+
+
+@needs_dciodvfy
 def test_dciodvfy_accepts_every_object_kind(case, predictor: Predictor, tmp_path: Path) -> None:
     path, source, prediction = case
     assert _dciodvfy(path) == [], "the test's own source object should be valid"

@@ -4,6 +4,7 @@ literally against Orthanc and dcmtk on loopback), each case kept as a test again
 
 from __future__ import annotations
 
+import io
 import subprocess
 import time
 from pathlib import Path
@@ -77,6 +78,47 @@ def test_a_late_image_the_reader_refuses_gives_its_study_no_second_verdict(tmp_p
     assert "refused by the reader (unsupported_photometric)" in log
     for keyword in ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber"):
         assert PATIENT[keyword] not in log
+
+
+def _texts(item: pydicom.Dataset) -> list[str]:
+    """Every TextValue of an SR content tree."""
+    found = [str(item.TextValue)] if "TextValue" in item else []
+    for child in item.get("ContentSequence", []):
+        found += _texts(child)
+    return found
+
+
+def test_a_late_image_gives_a_second_verdict_that_names_the_first(tmp_path: Path) -> None:
+    """A late radiograph re-opens its study and the PACS gets a second study SR (needed: the first
+    did not see it); it named neither the first nor the same finding, and a viewer showed two
+    verdicts side by side. Now the second names the first as its predecessor, one Tracking UID."""
+    images = sorted(FRACATLAS.glob("*.jpg"))[:2]
+    if len(images) < 2:
+        pytest.skip("FracAtlas images not found")
+    study = generate_uid()
+    files = [
+        make_radiograph_dicom(image, tmp_path / f"cr{i}.dcm", study_uid=study, instance_number=i + 1)
+        for i, image in enumerate(images)
+    ]
+    with Orthanc(tmp_path / "orthanc") as orthanc:
+        destination = ["--to", f"127.0.0.1:{orthanc.dicom_port}:{orthanc.ae_title}"]
+        with NodeProcess(tmp_path / "node", destination=destination, quiet_time=0.5) as node:
+            for count, path in enumerate(files, start=1):
+                assert storescu("127.0.0.1", node.port, [path]).returncode == 0
+                node.wait_status(
+                    lambda s, n=count: s["counters"]["study_verdicts"] == n and s["backlog"]["to_send"] == 0
+                )
+            reports = [
+                pydicom.dcmread(io.BytesIO(orthanc.file(found["ID"])))
+                for found in orthanc.find_instances(StudyInstanceUID=study, Modality="SR")
+            ]
+    verdicts = [ds for ds in reports if any("study of" in text for text in _texts(ds))]
+    first, second = sorted(verdicts, key=lambda ds: "PredecessorDocumentsSequence" in ds)
+    (named,) = second.PredecessorDocumentsSequence
+    assert named.ReferencedSeriesSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == (
+        first.SOPInstanceUID
+    )
+    assert "PredecessorDocumentsSequence" not in first
 
 
 @pytest.mark.parametrize(

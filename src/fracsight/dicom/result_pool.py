@@ -208,9 +208,11 @@ def make_study_results(
     name: str,
     folder: Path,
     tmp_dir: Path,
+    previous: Path | None = None,
 ) -> StudyOutcome:
     """The study verdict over ``images`` (spool key, file, its prediction if still known: else
-    predicted again from the file), written durably to ``folder``."""
+    predicted again from the file), written durably to ``folder``; ``previous``: the file of the
+    study's earlier verdict, which this one replaces and names (when it can still be read)."""
     import pydicom
 
     from fracsight.dicom.results import quiet_values, study_result_datasets, study_uid_seed
@@ -236,7 +238,10 @@ def make_study_results(
     try:
         verdict = predictor.predict_study(predictions, study=name)
         seed = study_uid_seed(sources, predictor)
-        made = study_result_datasets(sources, verdict, predictions, predictor, uid_seed=seed)
+        earlier = _earlier_verdict(previous)
+        made = study_result_datasets(
+            sources, verdict, predictions, predictor, uid_seed=seed, previous=earlier
+        )
         encoded = [encode_dataset(ds) for ds in made]
         return StudyOutcome(tuple(_write_all(encoded, folder, tmp_dir)), len(predictions))
     except OSError as e:  # the spool's disk, as for an image's results: made again later
@@ -245,6 +250,21 @@ def make_study_results(
         return StudyOutcome((), len(predictions), error=f"{e.code}: {e}")
     except Exception as e:
         return StudyOutcome((), len(predictions), error=type(e).__name__)
+
+
+def _earlier_verdict(path: Path | None) -> list[Any]:
+    """The earlier study SR at ``path``, without its content; none when it is gone (pruned)."""
+    import pydicom
+
+    from fracsight.dicom.results import quiet_values
+
+    if path is None:
+        return []
+    try:
+        with quiet_values():
+            return [pydicom.dcmread(path, stop_before_pixels=True)]
+    except (OSError, pydicom.errors.InvalidDicomError):
+        return []
 
 
 def _exit_with_parent() -> None:

@@ -504,10 +504,13 @@ def study_result_datasets(
     *,
     frames: Sequence[int | None] | None = None,
     uid_seed: str | None = None,
+    previous: Sequence[Dataset] = (),
 ) -> list[Dataset]:
     """The study-level SR: ``study`` (from ``predictor.predict_study(predictions, ...)``) over
     all ``sources``, the study's images in the order of ``predictions``. All must be in one study.
     ``uid_seed``: as for :func:`result_datasets` (e.g. the sources' SOP Instance UIDs).
+    ``previous``: the study's earlier verdict SR this one replaces (those of another study, or
+    this one itself, are left out).
     """
     from fracsight.dicom import sr
 
@@ -533,6 +536,8 @@ def study_result_datasets(
         )
     frame_numbers = [_frames(s, f) for s, f in zip(sources, frames, strict=True)]
     context = ResultContext.of(predictor)
+    uid = _result_uid("study sr", uid_seed, context)
+    study_uid = headers[0].StudyInstanceUID
     ds = _build(
         "study sr",
         sr.study_report,
@@ -540,7 +545,8 @@ def study_result_datasets(
         study,
         context,
         frame_numbers=frame_numbers,
-        sop_instance_uid=_result_uid("study sr", uid_seed, context),
+        sop_instance_uid=uid,
+        previous=[p for p in previous if p.get("StudyInstanceUID") == study_uid and p.SOPInstanceUID != uid],
     )
     _same_patient_id([ds], sources[0])
     logger.debug("made the study result object over %d images", len(headers))

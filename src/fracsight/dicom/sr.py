@@ -204,6 +204,7 @@ def _document(
     *,
     sop_instance_uid: str,
     instance_number: int,
+    previous: Sequence[Dataset] = (),
 ) -> Dataset:
     report[0].ContentSequence.append(_text_container(texts))
     info = series("sr", result.finding)
@@ -224,6 +225,7 @@ def _document(
         is_final=False,  # a machine's preliminary finding for a reader to confirm, never verified
         is_verified=False,
         coding_schemes=_coding_schemes(result),
+        previous_versions=list(previous) or None,
         **context.dates(),
     )
 
@@ -322,11 +324,21 @@ def study_report(
     *,
     frame_numbers: Sequence[Sequence[int] | None],
     sop_instance_uid: str,
+    previous: Sequence[Dataset] = (),
 ) -> Dataset:
-    """The SR of a study verdict over all ``headers`` (the study's images, without pixels)."""
+    """The SR of a study verdict over all ``headers`` (the study's images, without pixels).
+
+    ``previous``: the study's earlier verdict SR this one replaces (an image arrived after it),
+    named in the Predecessor Documents Sequence. Every verdict of a study and model carries one
+    Tracking UID, so that a reader, or software, sees one finding in its versions, not two."""
+    from pydicom.uid import generate_uid
+
     measurements, evaluations = _verdict(study)
+    tracking = generate_uid(
+        entropy_srcs=["fracsight study result", headers[0].StudyInstanceUID, context.model_sha256]
+    )
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="fracsight study result"),
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=tracking, identifier="fracsight study result"),
         finding_type=FINDING_CODES[study.finding] if study.fracture_probability is not None else None,
         algorithm_id=_algorithm(context, study),
         finding_sites=_finding_sites(headers, study.region),
@@ -365,4 +377,5 @@ def study_report(
         study,
         sop_instance_uid=sop_instance_uid,
         instance_number=len(headers) + 1,
+        previous=previous,
     )

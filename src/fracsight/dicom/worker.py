@@ -327,7 +327,13 @@ class Worker(threading.Thread):
         images = [(r.key, self.spool.instance_path(r.key), self._cache.get(r.key)) for r in rows]
         job = _StudyJob(study_uid, generation, owner, tuple(r.key for r in rows))
         folder = self.spool.results_folder(owner)
-        self._submit(self._studies, job, make_study_results, images, name, folder, self.spool.tmp_dir)
+        earlier = (
+            self.spool.results_folder(f"study:{name}:{g}") / "0.dcm" for g in range(generation - 1, -1, -1)
+        )
+        previous = next((path for path in earlier if path.is_file()), None)  # the verdict this one replaces
+        self._submit(
+            self._studies, job, make_study_results, images, name, folder, self.spool.tmp_dir, previous
+        )
 
     def finish_study(self, study_uid: str, generation: int) -> None:
         """Make and queue a study's verdict now (in this thread's turn)."""
