@@ -77,6 +77,28 @@ def test_a_body_without_its_boundary_is_told_so(client: TestClient) -> None:
     assert message.endswith("the body does not begin with the boundary its Content-Type names")
 
 
+@pytest.mark.parametrize("chunk", [1, 7, 100_000])
+def test_a_preamble_before_the_first_boundary_is_ignored(client: TestClient, chunk: int) -> None:
+    """RFC 2046 lets a multipart body begin with a preamble, which a reader ignores (a few mail-library
+    based clients write one); it was refused: "the body does not begin with the boundary ..."."""
+    image = png_bytes()
+    part = (
+        (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + image
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
+    body = b"This is a multi-part message in MIME format.\r\n" + part
+    pieces = [body[i : i + chunk] for i in range(0, len(body), chunk)]  # the boundary cut anywhere
+    headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+    with_preamble = client.post("/v1/predict", content=iter(pieces), headers=headers)
+    plain = client.post("/v1/predict", content=part, headers=headers)
+    assert with_preamble.status_code == plain.status_code == 200, with_preamble.text
+    assert with_preamble.json()["images"] == plain.json()["images"]
+
+
 def test_a_malformed_body_leaves_no_parser_warning_in_the_log(
     client: TestClient, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -304,6 +304,39 @@ def _parse_error_message(error: FormParserError) -> str:
     return f"the multipart body cannot be parsed: {plain}"
 
 
+class _Preamble:
+    """Drops what comes before the first boundary line: RFC 2046 (5.1.1) lets a multipart body
+    begin with a preamble, which its reader ignores; the parser refused such a body. At most
+    ``MAX_PREAMBLE`` bytes are looked through; a body with no boundary line there goes to the
+    parser as it is, which says that it does not begin with its boundary."""
+
+    def __init__(self, boundary: bytes) -> None:
+        self.first = b"--" + boundary
+        self.head: bytearray | None = bytearray()  # None: past the preamble
+
+    def skip(self, chunk: bytes) -> bytes:
+        if self.head is None:
+            return chunk
+        self.head += chunk
+        head = bytes(self.head)
+        if head.startswith(self.first):
+            return self.end()
+        if self.first.startswith(head):  # the boundary line has begun, not ended
+            return b""
+        at = head.find(b"\r\n" + self.first)
+        if at >= 0:
+            self.head = None
+            return head[at + 2 :]
+        return self.end() if len(head) > MAX_PREAMBLE else b""
+
+    def end(self) -> bytes:
+        head, self.head = self.head, None
+        return bytes(head or b"")
+
+
+MAX_PREAMBLE = 64 * 1024
+
+
 def _boundary(request: Request, field_name: str) -> bytes:
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data":
@@ -368,13 +401,15 @@ async def read_uploads(
     received = 0
     try:
         parser = _parser(boundary, collector)
+        preamble = _Preamble(boundary)
         async for chunk in _chunks(request, BODY_IDLE_TIMEOUT_S):
             received += len(chunk)
             if received > limits.max_request_bytes:
                 raise too_large("the request body", limits.max_request_bytes)
             if hold is not None:
                 hold(len(chunk))
-            parser.write(chunk)
+            parser.write(preamble.skip(chunk))
+        parser.write(preamble.end())
         parser.finalize()
     except FormParserError as e:  # the parser's errors, its refusal of the boundary included
         raise ApiError(400, MALFORMED_MULTIPART, _parse_error_message(e)) from None
