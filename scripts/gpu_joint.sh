@@ -20,8 +20,8 @@
 #   fracsight detector bundle runs/gpu-NAME runs/gpu-NAME-bundle --data ../shared/data/fracatlas  # [--epoch K]
 # BASE and HEADS name the bundles to start from (default: the v2 network with v4's heads), DATA the
 # packed data set, RUNS the folder of the run folders (default runs), RUN_LIMIT the seconds each
-# variant may run (SIGINT then: a run keeps best.pt and history.json as of the epochs done, with
-# "finished": false, and is bundled like any other).
+# variant may run, RUN_LIMIT_<NAME> one variant's own (SIGINT then: a run keeps best.pt and
+# history.json as of the epochs done, with "finished": false, and is bundled like any other).
 # DEVICE=cpu runs the same on a CPU (tests/test_joint.py).
 set -uo pipefail
 DATA=${DATA:-.gpu/fracatlas}
@@ -47,8 +47,10 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || tr
 pids=()
 for spec in "$@"; do
   read -r name options <<<"$spec"
+  limit=${RUN_LIMIT:-480}
+  if [[ $name =~ ^[A-Za-z0-9_]+$ ]]; then own="RUN_LIMIT_$name"; limit=${!own:-$limit}; fi
   # shellcheck disable=SC2086  # the variant's options are words on purpose
-  (timeout --signal=INT "${RUN_LIMIT:-480}" $PY -c "from fracsight.cli import main; main()" detector joint \
+  (timeout --signal=INT "$limit" $PY -c "from fracsight.cli import main; main()" detector joint \
       "$BASE" "$HEADS" "$RUNS/gpu-$name" --data "$DATA" --device "$DEVICE" $options >"$OUT/$name.log" 2>&1
    status=$?
    # epoch 0 chosen: the start, which is here already, so the epoch with the best validation box AP50
