@@ -48,17 +48,23 @@ def _colour_copy(source: Path, out: Path) -> Path:
     return out
 
 
-def test_a_late_image_the_reader_refuses_gives_its_study_no_second_verdict(tmp_path: Path) -> None:
-    """A colour image sent into a study that has its verdict re-opened the study, and the PACS got a
-    second study SR over the same images, one more for each such image (until 2026-12-03)."""
+def _two_view_study(folder: Path) -> tuple[str, list[Path]]:
+    """Two FracAtlas radiographs as CR images 1 and 2 of one new study: its UID and their files."""
     images = sorted(FRACATLAS.glob("*.jpg"))[:2]
     if len(images) < 2:
         pytest.skip("FracAtlas images not found")
     study = generate_uid()
     files = [
-        make_radiograph_dicom(image, tmp_path / f"cr{i}.dcm", study_uid=study, instance_number=i + 1)
+        make_radiograph_dicom(image, folder / f"cr{i}.dcm", study_uid=study, instance_number=i + 1)
         for i, image in enumerate(images)
     ]
+    return study, files
+
+
+def test_a_late_image_the_reader_refuses_gives_its_study_no_second_verdict(tmp_path: Path) -> None:
+    """A colour image sent into a study that has its verdict re-opened the study, and the PACS got a
+    second study SR over the same images, one more for each such image (until 2026-12-03)."""
+    study, files = _two_view_study(tmp_path)
     colour = _colour_copy(files[0], tmp_path / "colour.dcm")
     with Orthanc(tmp_path / "orthanc") as orthanc:
         destination = ["--to", f"127.0.0.1:{orthanc.dicom_port}:{orthanc.ae_title}"]
@@ -92,14 +98,7 @@ def test_a_late_image_gives_a_second_verdict_that_names_the_first(tmp_path: Path
     """A late radiograph re-opens its study and the PACS gets a second study SR (needed: the first
     did not see it); it named neither the first nor the same finding, and a viewer showed two
     verdicts side by side. Now the second names the first as its predecessor, one Tracking UID."""
-    images = sorted(FRACATLAS.glob("*.jpg"))[:2]
-    if len(images) < 2:
-        pytest.skip("FracAtlas images not found")
-    study = generate_uid()
-    files = [
-        make_radiograph_dicom(image, tmp_path / f"cr{i}.dcm", study_uid=study, instance_number=i + 1)
-        for i, image in enumerate(images)
-    ]
+    study, files = _two_view_study(tmp_path)
     with Orthanc(tmp_path / "orthanc") as orthanc:
         destination = ["--to", f"127.0.0.1:{orthanc.dicom_port}:{orthanc.ae_title}"]
         with NodeProcess(tmp_path / "node", destination=destination, quiet_time=0.5) as node:
