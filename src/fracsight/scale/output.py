@@ -29,7 +29,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, KeysView, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -157,11 +157,10 @@ class BatchOutput:
         self.parts = self.folder / PARTS
         self.csv_path = self.folder / CSV_FILE
         self._lock: Any = None
-        self._check_or_create()
-        self.done: set[str] = set()
-        # file_stat of each committed row as it was made; None: a part written before it was kept
+        # the committed rows, by path: each one's file_stat as it was made (None: a part written
+        # before it was kept)
         self.stats: dict[str, str | None] = {}
-        self.rows_done = 0
+        self._check_or_create()
         self._seq = 0
         # the time orders the parts; the random part keeps apart two jobs of one process in one second,
         # whose parts had one name: the second job's first part replaced the first job's rows
@@ -171,8 +170,6 @@ class BatchOutput:
                 found = self._read_part(part, [PATH_COLUMN], optional=[FILE_STAT])
                 stats = found.get(FILE_STAT) or [None] * len(found[PATH_COLUMN])
                 self.stats.update(zip(found[PATH_COLUMN], stats, strict=True))
-            self.done = set(self.stats)
-            self.rows_done = len(self.done)
             self._rebuild_csv()
         except OutputRefused:  # a damaged part: the job does not start, and job.json says so
             self.write_job({"status": "stopped"})
@@ -310,20 +307,39 @@ class BatchOutput:
 
         replace_atomically(self.csv_path, write)
 
+    @property
+    def done(self) -> KeysView[str]:
+        """The paths of the committed rows."""
+        return self.stats.keys()
+
+    @property
+    def rows_done(self) -> int:
+        return len(self.stats)
+
     # ---- committing --------------------------------------------------------------------------------
     def pending(self, inputs: Iterable[str]) -> list[str]:
-        """The inputs without a committed row, in order. A file is matched by its path, else by its
+        """The inputs without a committed row, in order (matched as :meth:`_rows_for` matches them)."""
+        inputs = list(inputs)
+        return [p for p, row in zip(inputs, self._rows_for(inputs), strict=True) if row is None]
+
+    def _rows_for(self, inputs: Sequence[str]) -> list[str | None]:
+        """The committed row of each input, or None. A file is matched by its path, else by its
         resolved path as its row was made: one committed under another spelling of its path or
         through a link (the archive given as ``/data/xr``, then as a link to it) must not get a
-        second row; one reached through a link that has since moved on is another file."""
-        inputs = list(inputs)
+        second row; one reached through a link that has since moved on is another file. Resolves
+        the inputs only when rows are committed under paths not listed (none on a plain re-run)."""
         texts = [text_cell(p) for p in inputs]
-        elsewhere = self._resolved_unlisted(set(texts))
-        return [
-            p
-            for p, text in zip(inputs, texts, strict=True)
-            if text not in self.done and not (elsewhere and text_cell(os.path.realpath(p)) in elsewhere)
-        ]
+        listed = set(texts)
+        elsewhere = {
+            resolved: done for done in self.stats if done not in listed and (resolved := self._resolved(done))
+        }
+        found: list[str | None] = []
+        for path, text in zip(inputs, texts, strict=True):
+            if text in self.stats:
+                found.append(text)
+            else:
+                found.append(elsewhere.get(text_cell(os.path.realpath(path))) if elsewhere else None)
+        return found
 
     def forget_changed(self, inputs: Iterable[str]) -> int:
         """Take out the committed rows of ``inputs`` whose file changed since the row was made (its
@@ -333,17 +349,9 @@ class BatchOutput:
         result with an error row. A ``stat`` and an ``lstat`` per input that has a row; rows from
         parts without ``file_stat`` are kept."""
         inputs = list(inputs)
-        texts = [text_cell(p) for p in inputs]
-        listed = set(texts)
-        elsewhere = {  # rows under a path not listed, by their resolved path (none on a plain re-run)
-            resolved: done for done in self.done if done not in listed and (resolved := self._resolved(done))
-        }
         changed: set[str] = set()
         folders: dict[str, str] = {}
-        for path, text in zip(inputs, texts, strict=True):
-            row: str | None = text
-            if text not in self.done:
-                row = elsewhere.get(text_cell(os.path.realpath(path))) if elsewhere else None
+        for path, row in zip(inputs, self._rows_for(inputs), strict=True):
             was = self.stats.get(row) if row is not None else None
             if was is None:
                 continue
@@ -382,10 +390,8 @@ class BatchOutput:
                 kept = table.filter(pc.invert(pa.array(drop)))
                 replace_atomically(part, lambda p, kept=kept: pq.write_table(kept, p))
         if forgotten:
-            self.done -= forgotten
             for path in forgotten:
                 del self.stats[path]
-            self.rows_done = len(self.done)
             self._rebuild_csv()
         return len(forgotten)
 
@@ -394,11 +400,6 @@ class BatchOutput:
         without ``file_stat``, or one made when there was no file: an error row)."""
         stat = self.stats.get(path)
         return _stat_path(stat) if stat else text_cell(os.path.realpath(path))
-
-    def _resolved_unlisted(self, listed: set[str]) -> set[str]:
-        """The resolved paths of the rows committed under a path not in ``listed`` (on a re-run of
-        the same command there are none)."""
-        return {resolved for done in self.done if done not in listed and (resolved := self._resolved(done))}
 
     def _rows_of(self, inputs: Iterable[str]) -> Callable[[str], bool]:
         """Whether a committed row's path is one of ``inputs``, matched as :meth:`pending` matches
@@ -423,7 +424,7 @@ class BatchOutput:
         for row in rows:
             cells = {c: text_cell(row[c]) for c in self.columns}
             cells[FILE_STAT] = row.get(FILE_STAT)  # None (null): unknown, never counted as changed
-            if cells[PATH_COLUMN] not in self.done:
+            if cells[PATH_COLUMN] not in self.stats:
                 fresh.setdefault(cells[PATH_COLUMN], cells)
         rows = list(fresh.values())
         if not rows:
@@ -439,9 +440,7 @@ class BatchOutput:
         part = self.parts / f"part-{self._run}-{self._seq:06d}.parquet"
         with interrupts_held(), self._write_failures():
             replace_atomically(part, lambda p: pq.write_table(table, p))
-            self.done.update(r[PATH_COLUMN] for r in rows)
             self.stats.update((r[PATH_COLUMN], r[FILE_STAT]) for r in rows)
-            self.rows_done += len(rows)
             with self.csv_path.open("a", newline="", encoding="utf-8") as f:
                 csv.writer(f).writerows([[spreadsheet_safe(r[c]) for c in self.columns] for r in rows])
                 f.flush()

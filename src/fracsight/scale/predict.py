@@ -46,10 +46,9 @@ class BatchPredictor:
         """The rows, and each file's :func:`~fracsight.scale.output.file_stat` as it was read."""
         paths = [os.fsdecode(p) if isinstance(p, bytes) else str(p) for p in batch[PATH_COLUMN]]
         names = [str(n) for n in batch[NAME_FIELD]] if NAME_FIELD in batch else [Path(p).name for p in paths]
+        # each file as it is before the read: one that changes under it is read again
         folders: dict[str, str] = {}
-        stats = [
-            file_stat(p, folders) for p in paths
-        ]  # before the read: a file changing under it is read again
+        stats = [file_stat(p, folders) for p in paths]
         results = self._predict(paths, names)
         rows = [self._row(path, result) for path, result in zip(paths, results, strict=True)]
         return {**{c: [r[c] for r in rows] for c in self.columns}, FILE_STAT: stats}
