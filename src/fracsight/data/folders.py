@@ -36,7 +36,7 @@ from fracsight.data._files import (
     visible_dirs,
     warn_skipped,
 )
-from fracsight.data.sample import CLASS, FRACTURE, Dataset, Sample
+from fracsight.data.sample import CLASS, FRACTURE, Dataset, Sample, warn_splits_lacking
 from fracsight.errors import DatasetError
 
 __all__ = ["class_folders", "is_class_folders", "read_class_folders"]
@@ -173,10 +173,6 @@ def _fracture_types(root: Path, per_split: dict[str | None, list[Path]], index: 
     typed = [(split, path, None if t is None else type_of[t], label) for split, path, t, label in found]
     types = _sorted_names(set(type_of.values()))
     type_index = {t: i for i, t in enumerate(types)}
-    for split in sorted({s for s, _, _, _ in typed if s is not None}):
-        lacking = set(types) - {t for s, _, t, _ in typed if s == split and t is not None}
-        if lacking:
-            log.warning("split %r lacks fracture type(s) %s", split, ", ".join(sorted(lacking)))
     samples = [
         Sample(
             path=path,
@@ -185,6 +181,7 @@ def _fracture_types(root: Path, per_split: dict[str | None, list[Path]], index: 
         )
         for split, path, kind, label in typed
     ]
+    warn_splits_lacking(samples, CLASS, types, "fracture type(s)")
     return Dataset(
         root=root,
         layout="class-folders",

@@ -33,7 +33,7 @@ from fracsight.data._files import (
     read_csv_rows,
     split_name,
 )
-from fracsight.data.sample import CLASS, FRACTURE, REGION, Dataset, Sample
+from fracsight.data.sample import CLASS, FRACTURE, REGION, Dataset, Sample, warn_splits_lacking
 from fracsight.errors import DatasetError
 
 __all__ = ["LABELS_FILE", "is_labels_csv", "read_labels_csv"]
@@ -185,13 +185,5 @@ def read_labels_csv(root: Path) -> Dataset:
             labels[CLASS] = index[class_of[klass]]
         rs = tuple(sorted({region_of[r] for r in rs}))
         samples.append(Sample(path=file, labels=labels, regions=rs, split=split, group=group))
-    # as class folders say it: a class no training image has is one the head never learns
-    given: dict[str, set[int]] = {}
-    for sample in samples:
-        if sample.split is not None and CLASS in sample.labels:
-            given.setdefault(sample.split, set()).add(sample.labels[CLASS])
-    for split, present in sorted(given.items()):
-        if len(present) < len(classes):
-            lacking = ", ".join(c for i, c in enumerate(classes) if i not in present)
-            log.warning("split %r lacks class(es) %s", split, lacking)
+    warn_splits_lacking(samples, CLASS, classes, "class(es)")  # as class folders say it
     return Dataset(root=root, layout="labels-csv", samples=tuple(samples), class_names=class_names)

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fracsight.data._files import split_name
 from fracsight.errors import DatasetError, OutputFolderError
 
-__all__ = ["CLASS", "FRACTURE", "REGION", "Box", "DataMismatchError", "Dataset", "Sample"]
+__all__ = [
+    "CLASS",
+    "FRACTURE",
+    "REGION",
+    "Box",
+    "DataMismatchError",
+    "Dataset",
+    "Sample",
+    "warn_splits_lacking",
+]
+
+log = logging.getLogger(__name__)
 
 # Task names used in Sample.labels and model heads.
 FRACTURE = "fracture"  # binary: 1 fractured, 0 not
@@ -126,3 +138,19 @@ class Dataset:
     @property
     def splits(self) -> tuple[str, ...]:
         return tuple(sorted({s.split for s in self.samples if s.split}))
+
+
+def warn_splits_lacking(samples: Iterable[Sample], task: str, names: Sequence[str], what: str) -> None:
+    """Warn of each split (given by the data set) that has no sample of some of ``task``'s classes
+    ``names``: a class no training image has is one the head never learns, one no test image has is
+    never measured. ``what`` names them in the warning ("class(es)", "fracture type(s)")."""
+    given: dict[str, set[int]] = {}  # every split, also one whose samples carry no such label
+    for sample in samples:
+        if sample.split is not None:
+            present = given.setdefault(sample.split, set())
+            if task in sample.labels:
+                present.add(sample.labels[task])
+    for split, present in sorted(given.items()):
+        lacking = [name for i, name in enumerate(names) if i not in present]
+        if lacking:
+            log.warning("split %r lacks %s %s", split, what, ", ".join(lacking))
