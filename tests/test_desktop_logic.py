@@ -214,6 +214,24 @@ def test_a_view_tells_a_file_changed_since_it_was_predicted(fracatlas_dir: Path,
 
 
 @pytest.mark.fracatlas
+def test_an_overlay_asked_for_is_written_though_the_window_closes(
+    fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """Closing right after *Export overlay…* (its line already said *Saving …*) dropped the export."""
+    image = fracatlas_dir / "images" / FRACTURED
+    events: queue.Queue = queue.Queue()
+    worker = PredictionWorker(None, None, events)
+    worker.start()
+    worker.request_view(0, image, image.name)  # a view first, as when the reader moves on
+    target = tmp_path / "x.overlay.png"
+    worker.export_overlay(image, image.name, file_stamp(image), target, Look())
+    worker.close()
+    assert worker.join(120)
+    saved = [e for e in list(events.queue) if isinstance(e, OverlaySaved)]  # the threads have ended
+    assert [(e.target, e.error) for e in saved] == [(target, None)] and target.exists()
+
+
+@pytest.mark.fracatlas
 def test_a_large_image_is_viewed_reduced_and_its_overlay_exported_at_full_size(
     fracatlas_dir: Path, tmp_path: Path, monkeypatch
 ) -> None:

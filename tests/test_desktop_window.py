@@ -196,6 +196,8 @@ def test_image_and_dicom_show_what_predict_says(
     exported_json = desktop.export_json(tmp_path / "desktop.json")
     assert exported_json is not None and json.loads(exported_json.read_text()) == json.loads(expected)
     overlay = desktop.export_overlay(tmp_path / "hand.overlay.png")
+    assert overlay is not None  # written by the worker, off the window's thread
+    wait_until(desktop.root, overlay.exists, 60, "the overlay")
     opened = inputs[1]  # the DICOM made for this test (a failure must not reach the shared data)
     for export in (desktop.export_csv, desktop.export_json, desktop.export_overlay):  # never onto an image
         before = opened.read_bytes()
@@ -533,6 +535,34 @@ def test_cancel_a_folder_halfway_keeps_the_results_and_the_loop_responsive(
     # still usable after the cancel: another row opens with its image
     desktop.select(len(kept) - 1)
     wait_until(root, lambda: len(kept) - 1 in desktop.views, 60, "the last row's view")
+
+
+def test_a_folder_opened_again_just_after_a_cancel_is_predicted_to_the_end(
+    open_window, fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """Cancel while a large image is being read, and open the folder again before its result has
+    come: the cancelled files still counted as queued, so nothing was queued and the line said
+    *Already open, unchanged since predicted* over files that had no row."""
+    from PIL import Image
+
+    folder = tmp_path / "f"
+    folder.mkdir()
+    with Image.open(fracatlas_dir / "images" / FRACTURED) as image:  # seconds to read and predict
+        image.convert("L").resize((6000, 7500)).save(folder / "000-large.png", compress_level=1)
+    for i, image in enumerate(sorted((fracatlas_dir / "images").rglob("*.jpg"))[:5]):
+        (folder / f"{i + 1:03d}-{image.name}").symlink_to(image)
+    desktop = open_window([])
+    root = desktop.root
+    wait_until(root, lambda: desktop.session.predictor is not None, 60, "the model")
+    assert open_and_wait(desktop, [folder]) == 6
+    settle(root, 0.2)  # the large image in progress
+    assert desktop.done == 0
+    desktop.cancel()
+    assert open_and_wait(desktop, [folder]) == 5  # all but the image in progress, whose result comes
+    wait_until(root, lambda: not desktop.running and desktop.list_current, 120, "the folder")
+    assert len(desktop.tree.get_children()) == 6
+    text = desktop.status.cget("text")
+    assert text.startswith("Done: 5 of 5 images predicted in "), text  # this run's, not the cancelled one's
 
 
 def test_files_dropped_from_another_program_are_opened(
@@ -1127,7 +1157,8 @@ def test_an_export_after_files_changed_on_disk_predicts_them_again_and_saves_not
     assert desktop.status.cget("text").startswith("Not saved: x.jpg changed on disk")
     wait_until(root, lambda: 0 in desktop.views and desktop.viewer.picture_current, 60, "x read again")
     assert desktop.card_headline.cget("text") == "No fracture detected"
-    assert desktop.export_overlay(overlay) == overlay and overlay.exists()
+    assert desktop.export_overlay(overlay) == overlay
+    wait_until(root, lambda: desktop.status.cget("text") == f"Saved {overlay}", 60, "the overlay")
 
 
 def test_a_file_that_could_not_be_read_is_read_again_once_it_changed(
@@ -1217,6 +1248,35 @@ def test_an_image_larger_than_the_view_says_so_and_exports_at_full_size(
     wait_until(root, lambda: desktop.status.cget("text") == f"Saved {target}", 60, "the overlay")
     with Image.open(target) as written:
         assert is_overlay_of(written.size, 819, 1024)  # the caption band below
+
+
+def test_a_folder_opened_again_after_its_files_changed_shows_its_progress(
+    open_window, fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """Files touched since they were predicted, opened again: the bar stayed at 0 for the whole run
+    and the line said *changed on disk* of each, also of an unreadable file that had not changed."""
+    folder = tmp_path / "f"
+    folder.mkdir()
+    images = [copy_of(fracatlas_dir, name, folder / f"{i}.jpg") for i, name in enumerate((FRACTURED, HAND))]
+    (folder / "c.png").write_text("not an image")
+    desktop = open_window([folder])
+    root = desktop.root
+    wait_until(root, lambda: desktop.done == 3 and not desktop.running, 90, "three rows")
+    for image in images:
+        os.utime(image, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert open_and_wait(desktop, [folder]) == 3
+    wait_until(root, lambda: desktop.done >= 4, 60, "the first row again")
+    assert float(desktop.progress.cget("value")) == desktop.done - 3 > 0  # not 0 while they run
+    wait_until(root, lambda: not desktop.running, 60, "the rows again")
+    assert len(desktop.tree.get_children()) == 3
+    text = desktop.status.cget("text")
+    assert text.startswith("Done: 3 of 3 images in ") and text.endswith(
+        ": 2 predicted, 1 could not be read (their rows say why). "
+        "3 were listed already: their rows are the files as now."
+    ), text
+    desktop.open_paths([folder / "c.png"])  # unchanged, and read again: it could not be read before
+    wait_until(root, lambda: desktop.done == 7 and not desktop.running, 60, "c.png again")
+    assert desktop.status.cget("text").endswith("1 was listed already: its row is the file as now.")
 
 
 def test_a_cancelled_run_shows_what_was_done_of_what_was_asked(

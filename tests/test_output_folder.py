@@ -29,3 +29,16 @@ def test_sigterm_while_a_bundle_is_written_leaves_no_half_built_folder(tmp_path:
     assert done.returncode == 143, done.stderr  # 128 + SIGTERM, as a shell reports a terminated job
     assert "Traceback" not in done.stderr
     assert list(tmp_path.iterdir()) == []  # neither the bundle nor its hidden .bundle.partial-* folder
+
+
+def test_a_file_whose_name_is_near_the_limit_is_replaced_atomically(tmp_path: Path) -> None:
+    """The temporary file's name is the target's and 30 characters more: a legal name of 240
+    characters could not be written (``File name too long``), from the desktop's exports too."""
+    from fracsight._files import replace_atomically, replaced_by
+
+    for name in ("é" * 120 + ".csv", "L" * 251 + ".csv"):  # 244 and 255 bytes
+        target = tmp_path / name
+        replace_atomically(target, lambda tmp: tmp.write_text("new"))
+        assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == [name]
+        target.unlink()
+    assert replaced_by(f".best.pt.{12}.{34}.tmp") == "best.pt"

@@ -11,6 +11,7 @@ from pathlib import Path
 __all__ = ["fsync_dir", "replace_atomically", "replaced_by"]
 
 _TMP = ".tmp"
+_NAME_MAX = 255  # bytes in a file name: ext4, XFS, btrfs, APFS, NTFS (characters)
 
 
 def fsync_dir(folder: Path) -> None:
@@ -32,7 +33,7 @@ def replace_atomically(target: Path, write: Callable[[Path], object], *, tmp_dir
     """
     target = Path(target)
     folder = tmp_dir if tmp_dir is not None else target.parent
-    tmp = folder / f".{target.name}.{os.getpid()}.{threading.get_ident()}{_TMP}"
+    tmp = folder / _tmp_name(target.name)
     try:
         write(tmp)
         with open(tmp, "rb") as f:
@@ -42,6 +43,15 @@ def replace_atomically(target: Path, write: Callable[[Path], object], *, tmp_dir
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(target.parent)
+
+
+def _tmp_name(name: str) -> str:
+    """The temporary file's name: the target's, shortened where the name would pass the 255 bytes
+    most file systems allow (a legal 240-character target could not be written)."""
+    suffix = f".{os.getpid()}.{threading.get_ident()}{_TMP}"
+    while len(os.fsencode(f".{name}{suffix}")) > _NAME_MAX:
+        name = name[:-1]
+    return f".{name}{suffix}"
 
 
 def replaced_by(name: str) -> str | None:

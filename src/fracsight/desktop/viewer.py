@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import queue
 import tkinter as tk
-from collections.abc import Sequence
 from tkinter import ttk
 
-from PIL import Image, ImageTk
+from PIL import ImageTk
 
 from fracsight.app.logic import ViewData, card_for, overlay_caption
 from fracsight.desktop.render import (
@@ -24,7 +23,6 @@ from fracsight.desktop.render import (
     Rendered,
     RenderRequest,
     fit_zoom,
-    full_overlay,
 )
 from fracsight.desktop.shortcuts import Tooltip, hint
 from fracsight.inference import Prediction
@@ -194,13 +192,6 @@ class Viewer:
             show_boxes=self.show_boxes,
             opacity=self.opacity_var.get(),
         )
-
-    def overlay(self, caption: Sequence[str] = (), legend: str | None = None) -> Image.Image | None:
-        """The whole overlay as shown (toggles, opacity, window) at the view's resolution, with
-        ``caption`` and ``legend`` in a band below it."""
-        if self.view is None:
-            return None
-        return full_overlay(self.view, self.look(), caption, legend)
 
     # ---- drawing -------------------------------------------------------------------------------------
     def canvas_size(self) -> tuple[int, int]:

@@ -94,6 +94,8 @@ class _Run:
     started: float = field(default_factory=time.perf_counter)
     cancelled: bool = False
     looked_in: list[Path] = field(default_factory=list)  # what was opened (named when nothing was found)
+    again: int = 0  # results that replaced a row already listed
+    after: int = 0  # batches numbered up to this are earlier runs' (a cancelled one's image in progress)
 
 
 class DesktopApp:
@@ -141,6 +143,7 @@ class DesktopApp:
         self._first_result = self._first_view = False
         self._unlisted: list[int] = []  # results received and not yet in the list
         self._queued: set[int] = set()  # files given to the worker and not predicted yet
+        self._last_batch = 0  # the number of the batch submitted last
         self._last_row = -1  # the latest opened file with a row
         self._listed_at = 0.0  # when rows last went into the list (perf_counter)
         self._probe_from = 0  # the latency probe's first sample of the batch in progress
@@ -419,8 +422,8 @@ class DesktopApp:
         if self.model_error is not None:  # the worker has stopped: nothing queued would ever finish
             self._set_status("No model: nothing can be predicted.")
             return None
-        if not self.running:  # a new run: its end reports what it did, over all its openings
-            self._run = _Run(done=self.done, failed=self.failed)
+        if not self.running or self._run.cancelled:  # a new run: its end reports what it did
+            self._run = _Run(done=self.done, failed=self.failed, after=self._last_batch)
         self._run.looked_in.extend(paths)
         self.running += 1
         self._listed += 1
@@ -444,7 +447,9 @@ class DesktopApp:
         """Stop looking for files and stop after the image in progress; the results so far stay."""
         if not self.running:
             return
-        self.worker.cancel()
+        in_progress = self.worker.cancel()
+        # the others are not predicted now: opened again, even before the batch ends, they are queued
+        self._queued &= {in_progress}
         self._run.cancelled = True
         while self.listings:  # their threads end with their walk; what they find is not queued
             listing = self.listings.popleft()
@@ -489,7 +494,7 @@ class DesktopApp:
 
     def _submit(self, items: Sequence[Item]) -> None:
         self._queued.update(index for index, _, _ in items)
-        self.worker.submit(items)
+        self._last_batch = self.worker.submit(items)
         self._run.asked += len(items)
 
     # ---- events from the worker ----------------------------------------------------------------------
@@ -566,8 +571,10 @@ class DesktopApp:
     def _replace_result(
         self, index: int, result: Prediction | FailedPrediction, stamp: FileStamp | None
     ) -> None:
-        """The file changed on disk since its row was made: the row, card and study become the new
-        file's (what the viewer then shows), never the old result next to the new image."""
+        """The file changed on disk since its row was made, or could not be read then: the row, card
+        and study become the file's as it is now (what the viewer then shows), never the old result
+        next to the new image."""
+        changed = stamp != self.session.stamps.get(index)
         self.session.record(index, result, stamp)
         self.views.pop(index, None)
         shown = self.session.result(index)
@@ -578,7 +585,8 @@ class DesktopApp:
         if index == self.selected:
             self._fill_card()
         name = self.session.names[index]
-        self._set_status(f"{name} changed on disk since it was predicted: its row is the file as it is now.")
+        why = "changed on disk since it was predicted" if changed else "was read again"
+        self._set_status(f"{name} {why}: its row is the file as it is now.")
 
     def _model_loaded(self, event: ModelLoaded) -> None:
         predictor = event.predictor
@@ -644,10 +652,16 @@ class DesktopApp:
         self._queued.discard(event.index)
         self.done += 1
         self.failed += isinstance(event.result, FailedPrediction)
+        if event.batch <= self._run.after:  # a cancelled run's last image: not this run's
+            self._run.done += 1
+            self._run.failed += isinstance(event.result, FailedPrediction)
         if again:  # a file predicted again (changed on disk, opened again): its row, card and view
             self._replace_result(event.index, event.result, event.stamp)
             if event.index == self.selected:
                 self._show(event.index)
+            if event.batch > self._run.after:
+                self._run.again += 1
+            self._update_progress()  # in a run, the line says how far it is (a folder opened again)
             return
         if event.index not in self.session.results:  # else it is waiting for the list already
             self._unlisted.append(event.index)
@@ -702,7 +716,7 @@ class DesktopApp:
     def _batch_finished(self, event: BatchFinished) -> None:
         self._list_results()
         self.running = max(0, self.running - 1)
-        if event.cancelled:
+        if event.cancelled and event.batch > self._run.after:
             self._run.cancelled = True
         self._update_progress()
         if not self.running:  # the run is over: what all its batches did (cancel stops them all)
@@ -1000,10 +1014,9 @@ class DesktopApp:
         return path if self._write(path, self.session.json_text()) else None
 
     def export_overlay(self, path: Path | None = None) -> Path | None:
-        """The selected radiograph with the heatmap and boxes as shown, at full resolution (PNG).
-
-        A view reduced for the screen (an image over DISPLAY_MAX_SIDE) is not what is saved: the
-        worker reads the file again and writes it at full resolution; the status line says when."""
+        """The selected radiograph with the heatmap and boxes as shown, at full resolution (PNG),
+        written by the worker (the status line says when): from the view on the screen, or, when
+        that is reduced (an image over DISPLAY_MAX_SIDE), from the file read again."""
         index = self.selected
         if self.viewer.view is None or index is None:
             self._set_status("Select a predicted image first.")
@@ -1020,21 +1033,14 @@ class DesktopApp:
             return None
         shown = self.session.result(index)  # at the chosen operating point, as the card says
         words = overlay_words(shown) if isinstance(shown, Prediction) else ((), None)
-        if self.viewer.full_size is not None:
-            name, (h, w) = self.session.names[index], self.viewer.full_size
-            stamp = self.session.stamps.get(index)
-            look = self.viewer.look()
-            self.worker.export_overlay(self.session.paths[index], name, stamp, path, look, words)
-            self._set_status(f"Saving the overlay of {name} at full resolution ({w} x {h}) to {path} …")
-            return path
-        picture = self.viewer.overlay(*words)
-        assert picture is not None
-        try:
-            replace_atomically(path, lambda tmp: picture.save(tmp, format="PNG"))
-        except (OSError, ValueError) as e:
-            self._set_status(f"Could not save {path.name}: {e}")
-            return None
-        self._set_status(f"Saved {path}")
+        viewer, name = self.viewer, self.session.names[index]
+        h, w = viewer.full_size or viewer.view.pixels.shape
+        full_view = viewer.view if viewer.full_size is None else None
+        stamp = self.session.stamps.get(index)
+        self.worker.export_overlay(
+            self.session.paths[index], name, stamp, path, viewer.look(), words, full_view
+        )
+        self._set_status(f"Saving the overlay of {name} at full resolution ({w} x {h}) to {path} …")
         return path
 
     def show_model_card(self) -> None:
@@ -1132,13 +1138,19 @@ class DesktopApp:
         if run.asked:
             what = "Cancelled" if run.cancelled else "Done"
             done, unread = self.done - run.done, self.failed - run.failed
+            again = (
+                f" {run.again} {'was' if run.again == 1 else 'were'} listed already: "
+                f"{'its row is the file' if run.again == 1 else 'their rows are the files'} as now."
+                if run.again
+                else ""
+            )
             if unread:  # "40 of 40 images predicted" read as all done when 36 rows were errors
                 self._set_status(
                     f"{what}: {done} of {run.asked} images in {seconds:.1f} s: {done - unread} predicted, "
-                    f"{unread} could not be read (their rows say why)."
+                    f"{unread} could not be read (their rows say why).{again}"
                 )
             else:
-                self._set_status(f"{what}: {done} of {run.asked} images predicted in {seconds:.1f} s.")
+                self._set_status(f"{what}: {done} of {run.asked} images predicted in {seconds:.1f} s.{again}")
         elif run.cancelled:
             self._set_status(f"Cancelled: stopped looking for images in {_some(map(str, run.looked_in))}.")
         self.cancel_button.configure(state="disabled")

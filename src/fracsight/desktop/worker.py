@@ -148,7 +148,8 @@ Event = (
 
 @dataclass(frozen=True)
 class _Overlay:
-    """An overlay to write from the file itself, at full resolution."""
+    """An overlay to write at full resolution: from ``view`` when the window has the image at its
+    full size, else from the file itself, read again."""
 
     path: Path
     name: str
@@ -157,6 +158,7 @@ class _Overlay:
     look: Look
     caption: tuple[str, ...] = ()  # the band below (explain.overlay_words of the result as shown)
     legend: str | None = None
+    view: ViewData | None = None
 
 
 def inference_threads(requested: int = 0) -> int:
@@ -214,6 +216,7 @@ class PredictionWorker:
         self._niceness = niceness  # how much lower than the window's its threads run (Linux)
         self._jobs: queue.Queue[tuple[int, list[Item]] | None] = queue.Queue()
         self._cancelled_upto = 0  # batches up to this number are cancelled
+        self._in_progress: int | None = None  # the index being predicted (its result will arrive)
         self._ready = threading.Event()
         self._predictor: Predictor | None = None
         self._batches = 0
@@ -238,14 +241,12 @@ class PredictionWorker:
         self._jobs.put((batch, list(items)))
         return batch
 
-    def cancel(self) -> None:
-        """Stop every batch submitted so far (the image in progress still reports)."""
+    def cancel(self) -> int | None:
+        """Stop every batch submitted so far; returns the index of the image in progress, whose
+        result still arrives (None when none is), so that every other file is free to be queued again."""
         with self._lock:
             self._cancelled_upto = self._batches
-
-    def _is_cancelled(self, batch: int) -> bool:
-        with self._lock:
-            return batch <= self._cancelled_upto
+            return self._in_progress
 
     def request_view(self, index: int, path: Path, name: str) -> None:
         """Compute this image's view; it replaces a request not yet begun (the one in progress ends)."""
@@ -261,13 +262,16 @@ class PredictionWorker:
         target: Path,
         look: Look,
         words: tuple[Sequence[str], str | None] = ((), None),
+        view: ViewData | None = None,
     ) -> None:
-        """Write the overlay of the file at ``path`` (read again, at full resolution) to ``target``,
-        with ``words`` (caption, legend) below it: :class:`OverlaySaved` says when it is done, or
-        why not (the file changed since ``stamp``)."""
+        """Write the overlay of the file at ``path`` to ``target``, with ``words`` (caption, legend)
+        below it, from ``view`` (the image at its full size, as shown) or, without it, from the file
+        read again: :class:`OverlaySaved` says when it is done, or why not (the file changed since
+        ``stamp``). Off the window's thread: drawing and compressing a radiograph takes seconds.
+        An export asked for is written even when the window closes meanwhile."""
         caption, legend = words
         with self._wake:
-            self._overlays.append(_Overlay(path, name, stamp, target, look, tuple(caption), legend))
+            self._overlays.append(_Overlay(path, name, stamp, target, look, tuple(caption), legend, view))
             self._wake.notify()
 
     def close(self) -> None:
@@ -276,7 +280,6 @@ class PredictionWorker:
         with self._wake:
             self._closed = True
             self._view = None
-            self._overlays.clear()
             self._wake.notify()
 
     def join(self, timeout: float) -> bool:
@@ -317,11 +320,15 @@ class PredictionWorker:
         self.events.put(BatchStarted(batch, len(items)))
         done = 0
         for index, path, name in items:
-            if self._is_cancelled(batch):
-                break
+            with self._lock:  # with cancel's: a file is either in progress or left for later
+                if batch <= self._cancelled_upto:
+                    break
+                self._in_progress = index
             stamp = file_stamp(path)
             result = predict_one(self._predictor, path, name)
             self.events.put(ResultReady(batch, index, path, result, stamp))
+            with self._lock:
+                self._in_progress = None
             done += 1
         cancelled = done < len(items)
         self.events.put(BatchFinished(batch, done, len(items), cancelled, time.perf_counter() - start))
@@ -334,7 +341,7 @@ class PredictionWorker:
             with self._wake:
                 while self._view is None and not self._overlays and not self._closed:
                     self._wake.wait()
-                if self._closed:
+                if self._closed and not self._overlays:  # the exports asked for are written first
                     return
                 view, self._view = self._view, None
                 overlay = self._overlays.popleft() if view is None else None
@@ -372,14 +379,17 @@ class PredictionWorker:
         assert self._predictor is not None
         if file_stamp(job.path) != job.stamp:
             return f"{job.name} changed on disk since it was predicted; select it again"
-        pred = predict_one(self._predictor, job.path, job.name, full=True)
-        if isinstance(pred, FailedPrediction):
-            return f"{pred.error_code}: {pred.error}"
-        assert pred.pixels is not None
-        try:
+        view = job.view
+        if view is None:
+            pred = predict_one(self._predictor, job.path, job.name, full=True)
+            if isinstance(pred, FailedPrediction):
+                return f"{pred.error_code}: {pred.error}"
+            assert pred.pixels is not None
             view = ViewData(pred.pixels, pred.heatmap, pred.boxes)
+            del pred  # the view holds what the picture needs
+        try:
             picture = full_overlay(view, job.look, job.caption, job.legend)
-            del pred  # the full-resolution pixels and heatmap: only the picture is needed now
+            del view  # the full-resolution pixels and heatmap: only the picture is needed now
             replace_atomically(job.target, lambda tmp: picture.save(tmp, format="PNG"))
         except (OSError, ValueError, MemoryError) as e:
             return str(e)
