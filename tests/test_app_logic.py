@@ -789,7 +789,11 @@ def test_streamlit_command() -> None:
     flags = dict(zip(cmd[5 : cmd.index("--") : 2], cmd[6 : cmd.index("--") : 2], strict=True))
     assert flags["--server.headless"] == "true" and flags["--server.port"] == "8123"
     assert flags["--server.address"] == "127.0.0.1" and flags["--browser.gatherUsageStats"] == "false"
-    assert cmd[cmd.index("--") + 1 :] == ["--model", "/b", "--examples", "/ex"]
+    assert cmd[cmd.index("--") + 1 :] == ["--model=/b", "--examples=/ex"]
+    # a folder named "-x" (Path("./-x") is "-x") was read as an option: the page stayed blank
+    dashed = app_pkg.streamlit_command(port=1, examples=Path("./-x"), operating_point="triage")
+    config = parse_app_args(dashed[dashed.index("--") + 1 :])
+    assert config.examples == Path("-x") and config.operating_point == "triage"
     assert app_pkg.streamlit_command(port=1)[-1] == "--"
     assert app_pkg.local_url("::1", 80) == "http://[::1]:80"
 
@@ -809,7 +813,7 @@ def test_app_command_prints_the_url_and_runs_streamlit(monkeypatch: pytest.Monke
     result = CliRunner().invoke(app, ["app", "--port", "8124", "--model", model])
     assert result.exit_code == 0, result.output
     assert "http://127.0.0.1:8124" in result.output
-    assert seen and seen[0][seen[0].index("--") + 1 :] == ["--model", model]
+    assert seen and seen[0][seen[0].index("--") + 1 :] == [f"--model={model}"]
 
 
 def test_app_command_without_streamlit(monkeypatch: pytest.MonkeyPatch) -> None:

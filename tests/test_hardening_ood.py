@@ -272,3 +272,20 @@ def test_a_thumbnail_is_not_reliable(fracatlas_dir: Path) -> None:
                 "this small much worse; the result is not reliable"
             ]
             assert result.decision.startswith("not reliable")
+
+
+@pytest.mark.fracatlas
+def test_a_radiograph_read_reduced_below_the_input_size_is_not_reliable(fracatlas_dir: Path) -> None:
+    """``read_image(path, reduce_to=64)`` decodes a 1024 x 819 JPEG at 128 x 103: the check looked at
+    the full size and passed it, and 7 of 30 normal radiographs changed decision, all reliable."""
+    from fracsight import read_image
+
+    predictor = Predictor()
+    path = fracatlas_dir / "images" / "Non_fractured" / "IMG0000029.jpg"
+    reduced = predictor.predict(read_image(path, reduce_to=64))
+    assert not reduced.reliable and reduced.warnings == (
+        "read reduced to 103x128 pixels, below the model's input size of 384 (reduce_to): the model "
+        "reads images with this little detail much worse; the result is not reliable",
+    )
+    as_the_predictor_reads = predictor.predict(read_image(path, reduce_to=384))  # 512 x 410
+    assert as_the_predictor_reads.reliable and as_the_predictor_reads.warnings == ()

@@ -96,6 +96,22 @@ def test_16bit_scaled_by_bit_range(top: int, sbit: int | None, divisor: int, bit
     np.testing.assert_allclose(rg.pixels, arr / divisor, atol=1e-6)
 
 
+@pytest.mark.parametrize("mode", ["I;16", "F", "L"])
+def test_a_white_is_zero_tiff_is_read_with_bone_bright(mode: str) -> None:
+    """PhotometricInterpretation 0 (white is zero): Pillow inverts 8-bit grey itself, not 16-bit or
+    float, which were read inverted (a fractured wrist 'no fracture detected', reliable)."""
+    display = np.linspace(0.1, 0.9, 64 * 64).reshape(64, 64)  # what a viewer shows
+    if mode == "I;16":
+        stored = Image.fromarray(((1 - display) * 65535).round().astype(np.uint16))
+    elif mode == "F":
+        stored = Image.fromarray((1 - display).astype(np.float32), mode="F")
+    else:  # Pillow writes 8-bit white-is-zero inverted, and reads it back as shown
+        stored = Image.fromarray((display * 255).round().astype(np.uint8))
+    rg = read_image(encode(stored, "TIFF", tiffinfo={262: 0}))
+    np.testing.assert_allclose(rg.pixels, display, atol=1 / 255)
+    assert rg.metadata.photometric == ("L" if mode == "L" else f"{mode} WhiteIsZero (inverted)")
+
+
 def test_32bit_int_tiff_outside_16bit_range_is_stretched_with_warning() -> None:
     arr = np.linspace(-5000, 100000, 64 * 64).reshape(64, 64).astype(np.int32)
     rg = read_image(encode(Image.fromarray(arr), "TIFF"))

@@ -347,6 +347,19 @@ def test_arrays_the_reader_cannot_scale_are_refused(pixels: np.ndarray, says: st
     assert isinstance(caught.value, ImageReadError) and caught.value.code == "invalid_pixels"
 
 
+@pytest.mark.parametrize("dtype", [">u2", ">f4"])
+def test_big_endian_arrays_are_read_as_their_values(dtype: str) -> None:
+    """``np.fromfile(raw, ">u2")`` (a detector's dump) was refused: "integer pixels of >u2: their
+    scale cannot be told; cast to ... uint16", of an array that is uint16 in another byte order."""
+    from fracsight.io import Radiograph
+
+    values = np.linspace(0, 1, 64 * 64).reshape(64, 64)
+    native = (values * 65535).astype(np.uint16) if dtype == ">u2" else values.astype(np.float32)
+    swapped = native.astype(dtype)
+    assert swapped.dtype.byteorder == ">" and (swapped == native).all()
+    assert np.array_equal(Radiograph.from_array(swapped).pixels, Radiograph.from_array(native).pixels)
+
+
 def test_a_hand_built_radiograph_must_hold_what_the_model_reads(images: list[Path]) -> None:
     from fracsight.errors import ImageTooSmallError, InvalidPixelsError
     from fracsight.inference import Predictor

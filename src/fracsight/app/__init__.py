@@ -62,12 +62,13 @@ def streamlit_command(
         "--client.toolbarMode", "minimal",
         "--",
     ]  # fmt: skip
+    # OPTION=VALUE: a value starting with "-" (a folder named "-x") is not read as an option
     if model:
-        cmd += ["--model", str(model)]
+        cmd.append(f"--model={model}")
     if examples is not None:
-        cmd += ["--examples", str(examples)]
+        cmd.append(f"--examples={examples}")
     if operating_point:
-        cmd += ["--operating-point", operating_point]
+        cmd.append(f"--operating-point={operating_point}")
     return cmd
 
 

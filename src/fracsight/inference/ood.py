@@ -12,7 +12,8 @@ Seven signals, each cheap; any one marks the result not reliable, with a warning
 - thumbnail: a shorter side under :data:`UNRELIABLE_SIDE` pixels (a thumbnail, a preview, an
   image cut from a screenshot): FracAtlas `val` images scaled down so read far worse
   (``scripts/resolution_eval.py``), and the other signals do not see it; under
-  :data:`LOW_RESOLUTION_SIDE` a warning only;
+  :data:`LOW_RESOLUTION_SIDE` a warning only. A radiograph read reduced below the model's input
+  size (``read_image(..., reduce_to=)``) is a thumbnail too, whatever its full size;
 - image statistics: four numbers that describe how the pixels vary
   (:class:`ImageStatistics`) must lie in the range seen on radiographs
   (:data:`IMAGE_LIMITS`, measured on FracAtlas; a bundle may carry its own);
@@ -423,6 +424,14 @@ def assess_input(
         warnings.append(
             f"very low resolution: {w}x{h} pixels (a thumbnail?): the model reads images this small "
             f"much worse; {NOT_RELIABLE}"
+        )
+        signals.append("thumbnail")
+    elif radiograph.metadata.reduced_from is not None and min(radiograph.pixels.shape[:2]) < spec.input_size:
+        # read_image(..., reduce_to=) below the model's input size: a thumbnail of a large file
+        rh, rw = radiograph.pixels.shape[:2]
+        warnings.append(
+            f"read reduced to {rw}x{rh} pixels, below the model's input size of {spec.input_size} "
+            f"(reduce_to): the model reads images with this little detail much worse; {NOT_RELIABLE}"
         )
         signals.append("thumbnail")
     elif min(h, w) < LOW_RESOLUTION_SIDE:

@@ -36,6 +36,7 @@ _PIL_FORMATS = {
     "tiff": ("TIFF",),
     "gif": ("GIF",),
 }
+_TIFF_PHOTOMETRIC = 262  # the TIFF tag PhotometricInterpretation: 0 WhiteIsZero, 1 BlackIsZero
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as Pillow's convert("L")
 _COLOUR_TOLERANCE = 0.02  # mean |R-G|+|G-B| (in [0,1] units) above which a real colour image is reported
 _DETECTOR_BITS = (10, 12, 14)  # the depths of radiography detectors, stored in 16-bit files
@@ -125,6 +126,9 @@ def _read(
         logger.debug("EXIF orientation ignored: %s", e)
         notes.append("EXIF orientation could not be read and was ignored")
     pixels, bit_depth = _to_gray(im, data if fmt == "png" else b"", notes)
+    if fmt == "tiff" and _white_is_zero(im):
+        pixels = 1.0 - pixels  # as a MONOCHROME1 DICOM: bone bright, as every other reader shows it
+        mode = f"{mode} WhiteIsZero (inverted)"
     reduced_from = None
     if decoded != (width, height):  # the decoder scaled the image down; give the full size as displayed
         turned = pixels.shape != (decoded[1], decoded[0])  # EXIF orientation swapped the axes
@@ -144,6 +148,14 @@ def _read(
         reduced_from=reduced_from,
     )
     return Radiograph(pixels=pixels, metadata=meta)
+
+
+def _white_is_zero(im: Image.Image) -> bool:
+    """Whether a TIFF stores white as 0 (PhotometricInterpretation 0) in a mode Pillow leaves as
+    stored: it inverts 1-, 4- and 8-bit grey itself, not 16-bit or float ones."""
+    tags = getattr(im, "tag_v2", None)
+    stored_as_is = im.mode.startswith("I") or im.mode == "F"
+    return tags is not None and tags.get(_TIFF_PHOTOMETRIC) == 0 and stored_as_is
 
 
 def _draft_jpeg(im: Image.Image, reduce_to: int | None) -> None:

@@ -146,6 +146,8 @@ def _as_image_array(image: Any) -> np.ndarray:
         raise InvalidPixelsError(f"the image is empty (shape {a.shape})")
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[..., 0]
+    if not a.dtype.isnative:  # big-endian, as np.fromfile(..., ">u2") reads a detector's raw dump
+        a = a.astype(a.dtype.newbyteorder("="))
     kind = a.dtype.kind
     if kind not in "uif":
         what = "bool" if kind == "b" else f"{type(image).__name__} of {a.dtype}"
