@@ -22,7 +22,7 @@ from fracsight.errors import ConfigError  # noqa: E402
 from fracsight.training import Trainer, load_config  # noqa: E402
 from fracsight.training import trainer as trainer_module  # noqa: E402
 from fracsight.training.augment import augment_batch  # noqa: E402
-from fracsight.training.config import AugmentConfig  # noqa: E402
+from fracsight.training.config import AugmentConfig, TrainConfig  # noqa: E402
 from fracsight.training.trainer import WeightAverage, bf16_pays  # noqa: E402
 
 
@@ -134,6 +134,8 @@ def test_runs_train_with_and_without_bfloat16(tiny_dataset, tmp_path, monkeypatc
             trainer._backbone_trains = backbone_trains
             with trainer._autocast():
                 assert torch.is_autocast_enabled("cpu") is expected
+            with trainer._autocast(train=False):  # validation scores as the exported float model
+                assert not torch.is_autocast_enabled("cpu")
         trainer._backbone_trains = False
         runs[amp] = trainer.fit()
     for amp, result in runs.items():  # both complete and validate; bfloat16 changes the numbers a little
@@ -289,7 +291,8 @@ def test_a_killed_run_resumes_to_where_an_uninterrupted_run_ends(tiny_dataset, t
     said = (tmp_path / "run.log").read_text()
     assert "Traceback" not in said and "Aborted" not in said
     message = f"interrupted: {run} keeps epoch {kept} (last.pt); add --resume to the same command to continue"
-    assert said.rstrip().endswith(message), said
+    assert said.rstrip().splitlines()[-2:] == [message, said.rstrip().splitlines()[-1]], said
+    assert said.rstrip().splitlines()[-1].startswith(f"cache: {tmp_path / '.cache'} ("), said
 
     finished = _train_process(run, tiny_dataset, settings, "--resume")
     assert finished.wait(timeout=120) == 0, (tmp_path / "run.log").read_text()
@@ -509,6 +512,60 @@ def test_cli_never_loses_a_trained_run_or_a_users_folder(tiny_dataset, tmp_path,
     replaced = runner.invoke(app, [*train, "--force"])
     assert replaced.exit_code == 0, replaced.output
     assert not (run / "evaluation-val").exists() and (run / "evaluation-notes").is_dir()
+    assert f"cache: {tmp_path / '.cache'} (" in replaced.stderr  # named: it was written without a word
+
+
+def test_force_replaces_the_earlier_run_before_the_new_one_writes(tiny_dataset, tmp_path, monkeypatch):
+    """`train --force` stopped before its first epoch left the earlier run's checkpoints under its
+    own config.yaml: `--resume` with the new settings then continued the old run, two recipes in
+    one. A run with best.pt and no last.pt (stopped in its first epoch after `init=`) was refused
+    by both `train` (pass --resume) and `train --resume` (leave out --resume)."""
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+    from fracsight.training.trainer import Trainer
+
+    runner = CliRunner()
+    run = tmp_path / "run"
+    train = ["train", str(tiny_dataset), "--out", str(run)]
+    for item in [*TINY, "arch=small_cnn", "pretrained=none"]:
+        train += ["--set", item]
+    assert runner.invoke(app, train).exit_code == 0
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "_prepare", stopped)  # Ctrl-C while the images are decoded
+        other = runner.invoke(app, [*train, "--set", "lr=0.01", "--force"])
+    assert other.exit_code == 130 and "nothing of this run to resume" in other.stderr
+    assert not (run / "best.pt").exists() and not (run / "last.pt").exists()
+    resumed = runner.invoke(app, [*train, "--set", "lr=0.01", "--resume"])
+    assert resumed.exit_code == 2 and "nothing to resume" in resumed.stderr
+
+    assert runner.invoke(app, train).exit_code == 0
+    (run / "last.pt").unlink()  # best.pt alone
+    again = runner.invoke(app, train)
+    assert again.exit_code == 2 and "no last.pt to resume: --force replaces it" in again.stderr
+    assert runner.invoke(app, [*train, "--force"]).exit_code == 0
+
+
+def test_a_recipe_of_the_users_named_config_yaml_is_not_written_over(tiny_dataset, tmp_path):
+    """Only the config given with -c was protected: a recipe of the user's in --out, named as a
+    run's file, was replaced without a word."""
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    folder = tmp_path / "exp1"
+    folder.mkdir()
+    (folder / "config.yaml").write_text("# my tuned recipe\narch: small_cnn\nlr: 0.005\n")
+    train = ["train", str(tiny_dataset), "--out", str(folder)]
+    for item in [*TINY, "arch=small_cnn", "pretrained=none"]:
+        train += ["--set", item]
+    refused = CliRunner().invoke(app, train)
+    assert refused.exit_code == 2 and "is not a run folder (it holds config.yaml)" in refused.stderr
+    assert (folder / "config.yaml").read_text().startswith("# my tuned recipe")
 
 
 def test_a_checkpoint_save_cut_short_keeps_the_previous_one(tiny_dataset, tmp_path, monkeypatch):
@@ -535,7 +592,9 @@ def test_a_checkpoint_save_cut_short_keeps_the_previous_one(tiny_dataset, tmp_pa
 
     run = tmp_path / "killed"
     run.mkdir()
-    (run / "config.yaml").write_text("epochs: 1\n")
+    import yaml
+
+    (run / "config.yaml").write_text(yaml.safe_dump(TrainConfig(epochs=1).to_dict()))  # a run's own
     (run / ".best.pt.4242.140001.tmp").write_bytes(b"left by kill -9")
     train = ["train", str(tiny_dataset), "--out", str(run)]
     for item in [*TINY, "arch=small_cnn", "pretrained=none"]:

@@ -381,11 +381,21 @@ def train(
             else:
                 kept = f"no epoch was finished yet: nothing of this run to resume in {cfg.out}"
             typer.echo(f"interrupted: {kept}", err=True)
+            _say_training_cache(trainer.cache_dir)
             raise typer.Exit(130) from None
         typer.echo(
             f"best epoch {result.best_epoch}: validation score {result.best_score:.4f}; "
             f"checkpoint {result.run_dir / 'best.pt'}"
         )
+        _say_training_cache(trainer.cache_dir)
+
+
+def _say_training_cache(folder: Path) -> None:
+    from fracsight.training.cache import cache_note
+
+    note = cache_note(folder, "the letterboxed images")
+    if note is not None:
+        typer.echo(f"{note} (--set cache_dir=FOLDER puts it elsewhere)", err=True)
 
 
 @app.command()

@@ -148,19 +148,12 @@ def train(
     _say_cache(cache)
 
 
-def _cache_size(folder: Path) -> str:
-    return f"{sum(f.stat().st_size for f in folder.rglob('*') if f.is_file()) / 1e6:.0f} MB"
-
-
 def _say_cache(folder: Path) -> None:
-    """Say on stderr where the cache the run left is and how large: it was written beside the output
-    folder without a word (for FracAtlas, gigabytes), into whatever folder that was."""
-    if folder.is_dir():
-        typer.echo(
-            f"cache: {folder} ({_cache_size(folder)}) holds the letterboxed images and frozen features "
-            "for the next run; delete it to free the space",
-            err=True,
-        )
+    from fracsight.training.cache import cache_note
+
+    note = cache_note(folder, "the letterboxed images and frozen features")
+    if note is not None:
+        typer.echo(note, err=True)
 
 
 def _check_zoom(zoom: tuple[float, float]) -> None:
@@ -197,8 +190,10 @@ def _interrupted(out: Path, cache: Path) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
+        from fracsight.training.cache import cache_size
+
         kept = (
-            f"; {cache} ({_cache_size(cache)}) keeps what was made for the next run" if cache.is_dir() else ""
+            f"; {cache} ({cache_size(cache)}) keeps what was made for the next run" if cache.is_dir() else ""
         )
         typer.echo(f"interrupted: nothing written to {out}{kept}", err=True)
         raise typer.Exit(130) from None

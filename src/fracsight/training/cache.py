@@ -20,7 +20,7 @@ from fracsight.data.sample import Sample
 from fracsight.errors import ImageReadError
 from fracsight.preprocessing import letterbox_radiograph, read_for_model
 
-__all__ = ["LetterboxedSet", "letterbox_samples"]
+__all__ = ["LetterboxedSet", "cache_note", "cache_size", "letterbox_samples"]
 
 log = logging.getLogger(__name__)
 
@@ -142,3 +142,17 @@ def _refusal(unreadable: list[ImageReadError]) -> ImageReadError:
         f"{len(unreadable)} images cannot be read (fix or remove them; `fracsight audit` lists every "
         f"unreadable file): {listed}{more}"
     )
+
+
+def cache_size(folder: Path) -> str:
+    """How much a cache folder holds, for the line that names it (runs write gigabytes there)."""
+    return f"{sum(f.stat().st_size for f in folder.rglob('*') if f.is_file()) / 1e6:.0f} MB"
+
+
+def cache_note(folder: Path, holds: str) -> str | None:
+    """The line a run ends with about the cache it left (None when it left none): where it is and
+    how large, for it was said nowhere, and it goes beside the output folder, whatever that is."""
+    if not folder.is_dir():
+        return None
+    size = cache_size(folder)
+    return f"cache: {folder} ({size}) holds {holds} for the next run; delete it to free the space"

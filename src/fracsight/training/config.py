@@ -71,6 +71,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True  # bfloat16 autocast where it is faster: CUDA, or a CPU with bfloat16 instructions
     workers: int = 2
+    cache_dir: str = ""  # the letterboxed images' cache; empty: .cache beside out
     max_samples: int = 0  # >0: use only this many training images (smoke tests)
     name: str = "fracsight-model"
     version: str = "1"

@@ -53,11 +53,12 @@ FRACTURE_CLASSES = ("not fractured", "fractured")  # the binary label's names wh
 
 # what a run writes into its folder before its first checkpoint (best.pt, last.pt)
 RUN_FILES = frozenset({"config.yaml", "history.json", "curves.png"})
+CHECKPOINTS = ("best.pt", "last.pt")
 # what --resume may change: where the data and the run are, how long it trains (a run is often
 # resumed to train longer), on what it runs, and the model's name; anything else would mix two
 # recipes in one run and write the second over the first's config.yaml
 RESUMABLE_SETTINGS = frozenset(
-    {"data", "out", "epochs", "patience", "device", "amp", "workers", "name", "version"}
+    {"data", "out", "epochs", "patience", "device", "amp", "workers", "name", "version", "cache_dir"}
 )
 
 
@@ -296,6 +297,8 @@ class Trainer:
         self.amp = cfg.amp and bf16_pays(self.device)  # `amp: false` keeps float32 everywhere
         self._backbone_trains = False  # phase 2: the unfrozen stages learn
         self.run_dir = Path(cfg.out)
+        # the letterboxed images, kept for the next run (FracAtlas at 384 px: about a gigabyte)
+        self.cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else self.run_dir.parent / ".cache"
         self.show_progress = show_progress
         self.saved_epoch = 0  # the epoch last.pt holds (what --resume continues from); 0: none yet
         self._images: dict[str, Any] = {}  # the images trained on (images_record), once fit has them
@@ -309,12 +312,15 @@ class Trainer:
         if not self.has_fracture and not self.heads.classes:
             raise DatasetError(f"{dataset.root} has neither fracture labels nor classes to learn")
 
-    def _autocast(self) -> torch.autocast:
+    def _autocast(self, train: bool = True) -> torch.autocast:
         # On a CPU bfloat16 pays while no backbone weights learn: caching the frozen stages ran
         # 1.4-2x and phase 1 about 3x faster than float32, while phase 2 (stages 4-6 learning) was
         # 15% slower (docs/training.md, "The CPU recipe"), so phase 2 stays float32 there.
+        # Validation runs the heads in float32, as the exported model does: bfloat16 logits tie, and
+        # a phase-1 epoch scored AUROC 0.50 where its own weights in float32 score 0.81.
         cpu_phase2 = self.device.type == "cpu" and self._backbone_trains
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp and not cpu_phase2)
+        enabled = self.amp and train and not cpu_phase2
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     # ---- data -------------------------------------------------------------------------------------
     def _letterbox(self, samples: list[Sample], what: str) -> LetterboxedSet:
@@ -325,7 +331,7 @@ class Trainer:
             return letterbox_samples(
                 samples,
                 self.cfg.input_size,
-                self.run_dir.parent / ".cache",
+                self.cache_dir,
                 self.cfg.workers,
                 progress=lambda n: bar.advance(task, n),
                 root=Path(self.dataset.root),
@@ -403,7 +409,7 @@ class Trainer:
                 img, msk = augment_batch(img, msk, self.cfg.augment, gen)
             x = model.forward_prefix(_channels_last(img), 0)
             mask = (F.adaptive_max_pool2d(msk, grid) > 0.5).squeeze(1).float()
-        with self._autocast():
+        with self._autocast(train):
             out = model.forward_heads(model.forward_suffix(x, split))
         t = Targets(
             fracture=data.fracture[idx],
@@ -480,23 +486,28 @@ class Trainer:
             )
             self._check_same_recipe()
             self._check_same_heads(resumed)
-        earlier = [name for name in ("best.pt", "last.pt") if (self.run_dir / name).is_file()]
+        earlier = [name for name in CHECKPOINTS if (self.run_dir / name).is_file()]
         if earlier and not resume and not force:
+            how = (
+                "pass --resume to continue it, --force to replace it"
+                if "last.pt" in earlier
+                else "it stopped before its first epoch ended, with no last.pt to resume: --force replaces it"
+            )
             raise OutputFolderError(
-                f"{self.run_dir} holds an earlier run ({', '.join(earlier)}): pass --resume to continue it, "
-                "--force to replace it, or choose another --out"
+                f"{self.run_dir} holds an earlier run ({', '.join(earlier)}): {how}, or choose another --out"
             )
         if earlier and force:
-            self._remove_replaced_reports()
+            self._remove_replaced_run(earlier)
         if not earlier and self.run_dir.is_dir():
             # a folder without a run: only the files a run writes before its first checkpoint (left
-            # by a run that stopped early) may be written over, never anything else of the user's
-            # (and what a run killed while saving left half-written)
-            mine = RUN_FILES | {"best.pt", "last.pt"}
+            # by a run that stopped early, its config.yaml a whole one) may be written over, never
+            # anything else of the user's (a recipe of theirs named config.yaml; what a run killed
+            # while saving left half-written)
+            ours = RUN_FILES if self._written_by_a_run(self.run_dir / "config.yaml") else frozenset()
             others = sorted(
                 p.name
                 for p in self.run_dir.iterdir()
-                if p.name not in RUN_FILES and replaced_by(p.name) not in mine
+                if p.name not in ours and replaced_by(p.name) not in RUN_FILES | set(CHECKPOINTS)
             )
             if others:
                 raise OutputFolderError(
@@ -505,14 +516,28 @@ class Trainer:
                 )
         return resumed
 
-    def _remove_replaced_reports(self) -> None:
-        """The evaluation reports ``export --evaluate`` left in the run folder are of the run --force
-        replaces: left there, one named the old model beside the new best.pt (as ``evaluate
-        --overwrite`` clears a report, so that none passes for the new one's)."""
+    def _remove_replaced_run(self, checkpoints: list[str]) -> None:
+        """--force: the run replaced goes before the new one writes anything. Its checkpoints left
+        under the new config.yaml (a new run stopped before its first epoch) were resumed by
+        --resume with the new settings, one run in two recipes; the evaluation reports ``export
+        --evaluate`` left named the old model beside the new best.pt (as ``evaluate --overwrite``
+        clears a report, so that none passes for the new one's)."""
+        for name in (*checkpoints, "history.json", "curves.png"):
+            (self.run_dir / name).unlink(missing_ok=True)
+        log.warning("%s: the earlier run's %s removed (--force)", self.run_dir, ", ".join(checkpoints))
         for report in sorted(self.run_dir.glob("evaluation-*")):
             if report.is_dir() and (report / "metrics.json").is_file():
                 shutil.rmtree(report)
                 log.warning("%s: the replaced run's evaluation report removed", report)
+
+    def _written_by_a_run(self, path: Path) -> bool:
+        """Whether ``path`` is a config.yaml a run wrote (every setting there), not a recipe of the
+        user's by that name, which a run must not write over."""
+        try:
+            saved = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            return False
+        return isinstance(saved, dict) and set(self.cfg.to_dict()) <= set(saved)
 
     def _check_same_recipe(self) -> None:
         """A resumed run keeps the settings it was started with (its config.yaml), but for
