@@ -42,3 +42,24 @@ def test_a_file_whose_name_is_near_the_limit_is_replaced_atomically(tmp_path: Pa
         assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == [name]
         target.unlink()
     assert replaced_by(f".best.pt.{12}.{34}.tmp") == "best.pt"
+
+
+def test_force_replaces_a_bundle_but_not_the_files_kept_beside_it(tmp_path: Path) -> None:
+    """`export`, `quantize` and `detector train --force` deleted notes and reports kept in the
+    bundle folder without a word (the folder is replaced whole)."""
+    import pytest
+
+    from fracsight._output import BUNDLE_FILES, check_output_folder
+    from fracsight.errors import OutputFolderError
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    for name in BUNDLE_FILES:
+        (bundle / name).write_text("x")
+    check_output_folder(bundle, force=True)  # a bundle alone: replaced
+    (bundle / "my-notes.md").write_text("important results")
+    (bundle / "eval-test").mkdir()
+    with pytest.raises(
+        OutputFolderError, match=r"holds files that are not the bundle's \(eval-test, my-notes.md\)"
+    ):
+        check_output_folder(bundle, force=True)

@@ -174,7 +174,8 @@ def test_tiny_bundle_training_wrote_its_run(tiny_bundle):
         "balanced",
         "triage",
     }
-    assert "decision aid" in (tiny_bundle / "card.md").read_text()
+    card = (tiny_bundle / "card.md").read_text()
+    assert "decision aid" in card and "Frozen-stage feature cache: 1 copies" in card
 
 
 def test_online_augmentation_path_and_resume(tiny_dataset, tmp_path):
@@ -490,6 +491,9 @@ def test_cli_never_loses_a_trained_run_or_a_users_folder(tiny_dataset, tmp_path,
     assert (run / "best.pt").read_bytes() == trained
 
     assert runner.invoke(app, ["export", str(run), str(bundle)]).exit_code == 0
+    card = (bundle / "card.md").read_text(encoding="utf-8")  # small_cnn: no stages to cache or freeze
+    assert "Augmentation drawn afresh for every batch" in card and "Frozen-stage" not in card, card
+    assert "with the whole backbone unfrozen" in card and "stages >=" not in card, card
     before = {p.name: p.read_bytes() for p in bundle.iterdir()}
     bad_split = runner.invoke(app, ["export", str(run), str(bundle), "--force", "--evaluate", "bogus"])
     assert bad_split.exit_code == 2 and "no 'bogus' split" in bad_split.output

@@ -2,8 +2,8 @@
 
 A bundle is built in a hidden sibling folder and moved into place only once it is complete, so a
 failed or interrupted export leaves the old folder as it was. ``--force`` replaces only a folder
-that holds a bundle (``bundle.json``), and never one that is, or holds, an input of the job (the
-run being exported, the base bundle, the data).
+that holds a bundle (``bundle.json``) and nothing else, and never one that is, or holds, an input
+of the job (the run being exported, the base bundle, the data).
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from pathlib import Path
 
 from fracsight.errors import OutputFolderError
 
-__all__ = ["check_output_folder", "staged_folder"]
+__all__ = ["BUNDLE_FILES", "check_output_folder", "staged_folder"]
+
+BUNDLE_FILES = frozenset({"bundle.json", "card.md", "model.onnx"})  # what every bundle command writes
 
 
 def check_output_folder(out_dir: Path, *, force: bool, inputs: Iterable[tuple[str, Path]] = ()) -> None:
@@ -55,6 +57,13 @@ def check_output_folder(out_dir: Path, *, force: bool, inputs: Iterable[tuple[st
             raise OutputFolderError(
                 f"{out_dir} is not a model bundle (no bundle.json), so --force will not replace it: "
                 "choose another folder"
+            )
+        others = sorted(p.name for p in out_dir.iterdir() if p.name not in BUNDLE_FILES)
+        if others:  # notes, an evaluation report: replacing the folder would delete them unsaid
+            raise OutputFolderError(
+                f"{out_dir} holds files that are not the bundle's ({', '.join(others[:3])}"
+                f"{', ...' if len(others) > 3 else ''}), so --force will not replace it: move them "
+                "out, or choose another folder"
             )
 
 

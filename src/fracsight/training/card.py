@@ -581,14 +581,15 @@ def _joint_section(spec: BundleSpec) -> list[str]:
 
 def render_card(spec: BundleSpec, run_dir: Path | None = None) -> str:
     cfg = spec.training.get("config", {})
-    unfreeze_from = cfg.get("unfreeze_from", 0)
+    staged = spec.training.get("backbone_stages") != 0  # None: a bundle from before it was recorded
+    unfreeze_from = cfg.get("unfreeze_from", 0) if staged else 0
     unfrozen = "the whole backbone" if not unfreeze_from else f"stages >= {unfreeze_from}"
     aug = cfg.get("augment", {})
     kinds = (
         f"flips, rotation up to {aug.get('rotate_deg')} degrees, scale {aug.get('scale')}, "
         f"shift {aug.get('translate')}, gamma {aug.get('gamma')} and contrast {aug.get('contrast')}"
     )
-    if cfg.get("feature_cache_variants", 0) > 0:
+    if staged and cfg.get("feature_cache_variants", 0) > 0:
         augmentation = (
             f"Frozen-stage feature cache: {cfg.get('feature_cache_variants')} copies of each training image "
             f"(the first unaugmented, the others with {kinds})"

@@ -228,6 +228,8 @@ def _write_bundle(
             # the data set's own splits sharing images or patients: the card warns its figures off
             "leakage": split_leakage(dataset.samples).to_dict(),
             "config": cfg.to_dict(),
+            # 0: a backbone without stages (small_cnn, resnet50, ...): no feature cache, all of it trained
+            "backbone_stages": model.split_points(),
             "commands": commands,
             # the card says whether any drawn box taught the localization map
             **({"n_train_with_boxes": sum(_boxed(s) for s in trained)} if fracture else {}),
