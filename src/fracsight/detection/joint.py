@@ -39,7 +39,7 @@ from fracsight.detection.build import refuse_unboxed
 from fracsight.detection.features import model_boxes
 from fracsight.detection.heads import DetectionHead, OrientationHead, heads_from_tensors
 from fracsight.detection.taps import HEADS_PREFIX
-from fracsight.detection.train import HeadsConfig, box_metrics, detection_loss, refuse_diverged
+from fracsight.detection.train import HeadsConfig, box_metrics, detection_loss, format_values, refuse_diverged
 from fracsight.errors import ConfigError
 from fracsight.evaluation.metrics import auroc
 from fracsight.explain.boxes import flip_boxes, turn_boxes, zoom_boxes
@@ -456,4 +456,4 @@ def train_joint(
 
 
 def _line(record: dict[str, Any]) -> str:
-    return " ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "epoch" and isinstance(v, float))
+    return format_values({k: v for k, v in record.items() if k != "epoch" and isinstance(v, float)})
