@@ -89,8 +89,14 @@ def test_tokens_file_from_a_windows_editor_bom_and_crlf_included(tmp_path: Path)
 
 @pytest.mark.parametrize(
     "line",
-    [f"{TOKEN}   # radiology PACS", f"{TOKEN} second-half-of-it", "tök-" + "a1b2c3d4" * 4],
-    ids=["inline-comment", "space-inside", "non-ascii"],
+    [
+        f"{TOKEN}   # radiology PACS",
+        f"{TOKEN} second-half-of-it",
+        "tök-" + "a1b2c3d4" * 4,
+        f"{TOKEN[:20]}\v{TOKEN[20:]}",  # was split in two and called too short
+        f"{TOKEN[:20]}\x85{TOKEN[20:]}",
+    ],
+    ids=["inline-comment", "space-inside", "non-ascii", "vertical-tab", "next-line"],
 )
 def test_a_token_no_client_could_send_is_refused_at_start(tmp_path: Path, line: str) -> None:
     tokens = tmp_path / "tokens"
@@ -98,6 +104,18 @@ def test_a_token_no_client_could_send_is_refused_at_start(tmp_path: Path, line: 
     with pytest.raises(ConfigError, match="printable ASCII") as caught:
         token_guard("optional", None, str(tokens))
     assert TOKEN not in str(caught.value) and "PACS" not in str(caught.value)
+
+
+def test_a_quoted_token_is_refused_and_an_upper_case_digest_read(tmp_path: Path) -> None:
+    """``"TOKEN"`` was taken with its quotes, so the client's real token never matched; a digest
+    written ``SHA256:<HEX>`` was refused as not 64 hex digits."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f'"{TOKEN}"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="a token in quotes") as caught:
+        token_guard("optional", None, str(tokens))
+    assert TOKEN not in str(caught.value)
+    tokens.write_text(token_digest(TOKEN).upper() + "\n", encoding="utf-8")
+    assert token_guard("required", None, str(tokens)).allows(TOKEN)
 
 
 @pytest.mark.parametrize("value", [",", " , ,", f"# {TOKEN}"])
@@ -209,6 +227,41 @@ def test_refused_requests_are_counted_under_the_route_they_were_sent_to(clean_en
     assert 'route="unmatched",method="GET",status="401"' in metrics
 
 
+@pytest.mark.parametrize(
+    ("auth", "reached_at", "status"),
+    [
+        (
+            "optional",
+            "http://10.1.2.3:8000",
+            403,
+        ),  # uvicorn --factory --host 0.0.0.0, reached from the network
+        ("optional", "http://[::ffff:10.1.2.3]:8000", 403),
+        ("optional", "http://127.0.0.1:8000", 200),
+        ("optional", "http://[::1]:8000", 200),
+        ("open", "http://10.1.2.3:8000", 200),
+        ("proxy", "http://10.1.2.3:8000", 200),
+    ],
+)
+def test_without_a_token_the_app_answers_beyond_loopback_only_when_told(
+    clean_env: None, auth: str, reached_at: str, status: int
+) -> None:
+    """The loopback check was the CLI's: the documented ``uvicorn --factory
+    fracsight.api.app:create_app --host 0.0.0.0`` served predictions to anyone reaching the port."""
+    from fastapi.testclient import TestClient
+
+    from fracsight.api import create_app
+
+    app = create_app(ApiSettings(auth=auth))
+    client = TestClient(app, base_url=reached_at)
+    r = client.get("/metrics")
+    assert r.status_code == status, r.text
+    if status == 403:
+        assert r.json()["error"]["code"] == "loopback_only" and "FRACSIGHT_API_TOKENS" in r.text
+        local = TestClient(app, base_url="http://127.0.0.1:8000")
+        assert 'status="403"' in local.get("/metrics").text  # counted
+    assert client.get("/healthz").status_code != 403  # the health check stays open
+
+
 # ---- `fracsight serve` refuses to start, or starts, as configured -------------------------------------
 def _serve(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> tuple[Any, list[Any]]:
     calls: list[Any] = []
@@ -272,7 +325,8 @@ def test_on_loopback_it_starts_open_and_quiet(
 
 
 def test_loopback_is_this_computer_only() -> None:
-    assert all(map(is_loopback, ["localhost", "LOCALHOST", "127.0.0.1", "127.9.9.9", "::1", "[::1]"]))
+    loopback = ["localhost", "LOCALHOST", "127.0.0.1", "127.9.9.9", "::1", "[::1]", "::ffff:127.0.0.1"]
+    assert all(map(is_loopback, loopback))
     assert not any(
         map(is_loopback, ["0.0.0.0", "::", "10.0.0.5", "fracsight.example.org", "127.0.0.1.nip.io"])
     )

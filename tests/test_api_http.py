@@ -90,6 +90,9 @@ def test_extended_filename_parsing() -> None:
     assert extended_filename(b"form-data; name=files; FILENAME*=UTF-8'en'a%2Fb.png") == "a/b.png"
     assert extended_filename(b'form-data; name="files"; filename="a.png"') is None
     assert extended_filename(b"form-data; name=files; filename*=UTF-8''%FF.png") == "\ufffd.png"
+    # raw bytes where percent-encoding belongs: a 500 (UnicodeDecodeError), the request lost
+    assert extended_filename("form-data; name=files; filename*=UTF-8''Röntgen.jpg".encode()) == "Röntgen.jpg"
+    assert extended_filename(b"form-data; name=files; filename*=UTF-8''R\xf6ntgen.jpg") == "Röntgen.jpg"
 
 
 # ---- a study with the same image twice ---------------------------------------------------------------------

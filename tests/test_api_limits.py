@@ -266,6 +266,46 @@ def test_a_started_worker_counts_before_it_answers_anything(tiny_bundle: Path, t
         assert _total(other_worker.render(), "fracsight_worker_processes") == 2
 
 
+@pytest.mark.parametrize(
+    "stray",
+    [
+        {
+            "pid": 999999,
+            "requests": [[1, "GET", "200", 1]],
+            "errors": [],
+            "images": {},
+            "latency": {},
+            "in_progress": 0,
+        },
+        {
+            "pid": 999999,
+            "requests": [],
+            "errors": [],
+            "images": {},
+            "in_progress": 0,
+            "latency": {"/v1/predict": {"buckets": [0.1], "counts": ["a"], "total": 0.0, "n": 1}},
+        },
+        {
+            "pid": 999999,
+            "requests": [],
+            "errors": [["c", "s", True]],
+            "images": {"ok": 1.5},
+            "latency": {},
+            "in_progress": 0,
+        },
+        ["not", "a", "state"],
+    ],
+)
+def test_a_stray_file_in_the_shared_folder_is_skipped(tmp_path: Path, stray: Any) -> None:
+    """A state file of the right shape with a value of the wrong type (a route that is a number, a
+    count that is a string) made every scrape of /metrics a 500."""
+    here = Metrics(share_dir=tmp_path)
+    here.observe_request("/v1/predict", "POST", 200, 0.05)
+    (tmp_path / "999999.json").write_text(json.dumps(stray))
+    text = here.render()
+    assert _total(text, "fracsight_worker_processes") == 1 and here.request_count("/v1/predict") == 1
+
+
 def test_without_a_shared_folder_a_process_reports_itself() -> None:
     text = Metrics().render()
     assert "fracsight_worker_processes" not in text

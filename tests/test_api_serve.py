@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import socket
 import subprocess
@@ -229,11 +230,13 @@ def test_sigterm_stops_the_server_with_exit_0(tiny_bundle: Path, workers: str) -
 
 
 @pytest.mark.slow
-def test_a_stalled_upload_holds_the_stop_only_for_the_grace(tiny_bundle: Path) -> None:
+def test_a_stalled_upload_holds_the_stop_only_for_the_grace(tiny_bundle: Path, tmp_path: Path) -> None:
     """SIGTERM while a client's upload has stalled: the server waited for the 60 s body timeout
-    (an orchestrator's 30 s grace then killed it); now it stops after GRACEFUL_SHUTDOWN_S."""
+    (an orchestrator's 30 s grace then killed it); now it stops after GRACEFUL_SHUTDOWN_S, and the
+    request cut off gets a JSON 503 (uvicorn's plain-text 500 and a traceback in the log before)."""
     codes: list[int] = []
-    with loopback_server("--model", str(tiny_bundle), exit_codes=codes) as url:
+    log = tmp_path / "serve.log"
+    with loopback_server("--model", str(tiny_bundle), exit_codes=codes, log=log) as url:
         host, port = url.removeprefix("http://").split(":")
         stalled = socket.create_connection((host, int(port)))
         stalled.sendall(
@@ -244,8 +247,17 @@ def test_a_stalled_upload_holds_the_stop_only_for_the_grace(tiny_bundle: Path) -
         time.sleep(1)  # the request is in the app, waiting for the rest of its body
         stopping = time.monotonic()
     took = time.monotonic() - stopping
+    stalled.settimeout(5)
+    answer = b""
+    with contextlib.suppress(OSError):
+        while chunk := stalled.recv(65536):
+            answer += chunk
     stalled.close()
     assert codes == [0] and GRACEFUL_SHUTDOWN_S - 2 < took < GRACEFUL_SHUTDOWN_S + 8, (codes, took)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503") and b"application/json" in head, answer
+    assert json.loads(body)["error"]["code"] == "server_stopping"
+    assert "Traceback" not in log.read_text() and "Exception in ASGI" not in log.read_text()
 
 
 @pytest.mark.slow

@@ -61,6 +61,36 @@ def _option(command: list[str], name: str) -> str:
     return value
 
 
+def test_every_model_option_reads_fracsight_model() -> None:
+    """docs/deploy.md upgrades the model with FRACSIGHT_MODEL, which compose gives the API and the
+    node alike: the node read only --model and stayed on the shipped model."""
+
+    def commands(group: Any, path: tuple[str, ...] = ()) -> Any:
+        for name, command in getattr(group, "commands", {}).items():
+            yield from commands(command, (*path, name))
+            yield (*path, name), command
+
+    with_model = {
+        path: param.envvar
+        for path, command in commands(typer.main.get_command(cli))
+        for param in command.params
+        if "--model" in param.opts
+    }
+    assert ("dicom", "listen") in with_model and ("predict",) in with_model
+    assert {path for path, envvar in with_model.items() if envvar != "FRACSIGHT_MODEL"} == set()
+
+
+@pytest.mark.fracatlas
+def test_fracsight_model_chooses_the_model_of_a_command(fracatlas_dir: Path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    image = fracatlas_dir / "images" / "Fractured" / "IMG0000019.jpg"
+    monkeypatch.setenv("FRACSIGHT_MODEL", "fracatlas-lite0-384-v2")
+    result = CliRunner().invoke(cli, ["predict", str(image), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["model"].endswith(" v2")
+
+
 def test_compose_node_command_uses_only_options_of_the_node() -> None:
     command = COMPOSE["services"]["dicom-node"]["command"]
     assert command[:3] == ["fracsight", "dicom", "listen"]

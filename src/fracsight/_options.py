@@ -12,9 +12,16 @@ import typer
 
 __all__ = ["ModelOption", "split_callback"]
 
+# FRACSIGHT_MODEL as the API reads it: a deployment upgrades the API and the DICOM node with one
+# variable (the node stayed on the shipped model while the API answered with the new one)
 ModelOption = Annotated[
     str | None,
-    typer.Option("--model", "-m", help="Bundle folder, .zip, or packaged name (default: shipped model)."),
+    typer.Option(
+        "--model",
+        "-m",
+        envvar="FRACSIGHT_MODEL",
+        help="Bundle folder, .zip, or packaged name (default: shipped model).",
+    ),
 ]
 
 

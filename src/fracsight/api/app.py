@@ -9,6 +9,7 @@ Run it with ``fracsight serve`` or ``uvicorn --factory fracsight.api.app:create_
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import time
@@ -25,8 +26,21 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fracsight import __version__
-from fracsight.api.auth import OPEN_PATHS, BearerAuthMiddleware, route_path, token_guard
-from fracsight.api.errors import HTTP_CODES, INTERNAL_ERROR, VALIDATION_ERROR, ApiError, error_response
+from fracsight.api.auth import (
+    OPEN_PATHS,
+    BearerAuthMiddleware,
+    LoopbackOnlyMiddleware,
+    route_path,
+    token_guard,
+)
+from fracsight.api.errors import (
+    HTTP_CODES,
+    INTERNAL_ERROR,
+    SERVER_STOPPING,
+    VALIDATION_ERROR,
+    ApiError,
+    error_response,
+)
 from fracsight.api.metrics import Metrics
 from fracsight.api.routes import get_predictor, load_predictor, router
 from fracsight.api.settings import ApiSettings
@@ -99,6 +113,15 @@ class ObserveMiddleware:
 
         try:
             await self.app(scope, receive, send_and_watch)
+        except asyncio.CancelledError:
+            # uvicorn cancels what still runs when the graceful stop's time is up (GRACEFUL_SHUTDOWN_S):
+            # re-raised, its fallback answered a plain-text 500 and logged a traceback
+            status = 503
+            self.metrics.count_error(SERVER_STOPPING)
+            if not started:
+                message = "the server is stopping and this request ran past its grace; send it again"
+                response = error_response(503, SERVER_STOPPING, message, headers={"Connection": "close"})
+                await response(scope, receive, send_and_watch)
         except Exception as exc:
             _log_unexpected(logger, f"{scope.get('method')} {_route(scope, 500, self.routes)}", exc)
             self.metrics.count_error(INTERNAL_ERROR)
@@ -248,6 +271,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     _register_error_handlers(app, metrics)
     if guard:  # inside ObserveMiddleware (added after it, so around it): refusals are counted too
         app.add_middleware(BearerAuthMiddleware, guard=guard, on_refusal=metrics.count_error)
+    elif settings.auth == "optional":
+        app.add_middleware(LoopbackOnlyMiddleware, on_refusal=metrics.count_error)
     app.add_middleware(ObserveMiddleware, metrics=metrics, routes=[*router.routes, *app.routes])
     if settings.root_path:  # outermost: every other layer sees the prefix as uvicorn's --root-path puts it
         app.add_middleware(RootPathMiddleware, root_path=settings.root_path)

@@ -41,10 +41,12 @@ from fracsight.errors import ConfigError
 
 __all__ = [
     "INVALID_TOKEN",
+    "LOOPBACK_ONLY",
     "MIN_TOKEN_LENGTH",
     "MISSING_TOKEN",
     "OPEN_PATHS",
     "BearerAuthMiddleware",
+    "LoopbackOnlyMiddleware",
     "TokenGuard",
     "digests_setting",
     "is_loopback",
@@ -56,9 +58,10 @@ __all__ = [
 
 MISSING_TOKEN = "missing_token"  # 401: no Authorization: Bearer header
 INVALID_TOKEN = "invalid_token"  # 401: a token that matches none of the server's
+LOOPBACK_ONLY = "loopback_only"  # 403: no tokens, and the request came in beyond loopback
 OPEN_PATHS = frozenset({"/healthz"})
 MIN_TOKEN_LENGTH = 16
-_DIGEST = re.compile(r"^sha256:([0-9a-fA-F]{64})$")
+_DIGEST = re.compile(r"^sha256:([0-9a-fA-F]{64})$", re.IGNORECASE)  # SHA256:<HEX> too
 # what a client can send after `Bearer ` (HTTP header values are bytes; non-ASCII never arrives intact)
 _TOKEN_CHARS = re.compile(r"^[\x21-\x7e]+$")
 logger = logging.getLogger("fracsight.api")
@@ -70,9 +73,11 @@ def is_loopback(host: str) -> bool:
     if host.strip().lower() == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+        address = ipaddress.ip_address(host.strip().strip("[]"))
     except ValueError:
         return False
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1, a dual-stack socket's
+    return (mapped or address).is_loopback
 
 
 def token_digest(token: str) -> str:
@@ -109,6 +114,8 @@ def _entry_digest(entry: str, where: str) -> bytes:
         return bytes.fromhex(match.group(1))
     if entry.lower().startswith("sha256:"):
         raise ConfigError(f"{where}: a sha256: digest needs exactly 64 hex digits")
+    if len(entry) > 1 and entry[0] == entry[-1] and entry[0] in "'\"":
+        raise ConfigError(f"{where}: a token in quotes: the quotes would be part of it; write it without")
     if not _TOKEN_CHARS.match(entry):  # e.g. a comment after the token: it would never match
         raise ConfigError(
             f"{where}: a token may hold only printable ASCII characters and no spaces "
@@ -158,7 +165,9 @@ def token_guard(auth: str, tokens: str | None, tokens_file: str | None) -> Token
     if tokens_file:
         path = Path(tokens_file)
         try:
-            lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: a BOM from Windows editors
+            # -sig: a BOM from Windows editors; lines end at \n or \r\n only (splitlines also ends
+            # them at \v, \x1c-\x1e, U+0085 ..., which split a token and misreported it as short)
+            lines = re.split(r"\r?\n", path.read_text(encoding="utf-8-sig"))
         except (OSError, UnicodeDecodeError) as e:
             reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
             raise ConfigError(f"FRACSIGHT_API_TOKENS_FILE {path}: cannot read it ({reason})") from None
@@ -251,3 +260,39 @@ class BearerAuthMiddleware:
             self.on_refusal(code)
         response = error_response(401, code, message, headers={"WWW-Authenticate": challenge})
         await response(scope, receive, send)
+
+
+class LoopbackOnlyMiddleware:
+    """Without tokens (``auth: optional``), predictions only for connections to a loopback
+    address. ``fracsight serve`` refuses to listen elsewhere without a token, but the app started
+    by ``uvicorn --factory ... --host 0.0.0.0`` never learns its host: it served anyone who
+    reached the port. The address a connection came in on (``scope["server"]``) tells it here;
+    one that is not an IP address (a Unix socket, a test client) is no network listener."""
+
+    def __init__(self, app: ASGIApp, on_refusal=None) -> None:
+        self.app = app
+        self.on_refusal = on_refusal
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        host = (scope.get("server") or ("",))[0] or ""
+        if scope["type"] != "http" or route_path(scope) in OPEN_PATHS or not _beyond_loopback(host):
+            await self.app(scope, receive, send)
+            return
+        if self.on_refusal is not None:
+            self.on_refusal(LOOPBACK_ONLY)
+        message = (
+            "this server has no API token, so it answers only on this computer (a loopback address): "
+            "give it FRACSIGHT_API_TOKENS or FRACSIGHT_API_TOKENS_FILE, or set FRACSIGHT_AUTH=proxy "
+            "behind an authenticating reverse proxy, or FRACSIGHT_AUTH=open on a closed network "
+            "(docs/deploy.md)"
+        )
+        response = error_response(403, LOOPBACK_ONLY, message)
+        await response(scope, receive, send)
+
+
+def _beyond_loopback(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return not is_loopback(host)

@@ -35,6 +35,7 @@ REQUEST_TIMEOUT = "request_timeout"  # 408: the client stopped sending its body
 UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"  # 415: e.g. a compressed (Content-Encoding) body
 INTERNAL_ERROR = "internal_error"  # 500
 SERVER_BUSY = "server_busy"  # 503: the uploads this process holds are at their limit; retry
+SERVER_STOPPING = "server_stopping"  # 503: still running when the stop's grace ran out; retry elsewhere
 
 HTTP_CODES = {
     404: "not_found",

@@ -71,18 +71,51 @@ class _Histogram:
 
 
 def _well_formed(state: Any) -> bool:
-    """A state file as :meth:`Metrics._state` writes it (anything else is skipped, never fatal)."""
-    try:
-        return (
-            isinstance(state["pid"], int)
-            and all(len(r) == 4 and isinstance(r[3], int) for r in state["requests"])
-            and all(len(e) == 3 and isinstance(e[2], int) for e in state["errors"])
-            and all(isinstance(n, int) for n in state["images"].values())
-            and all(len(h["counts"]) == len(h["buckets"]) for h in state["latency"].values())
-            and isinstance(state["in_progress"], int)
+    """A state file as :meth:`Metrics._state` writes it, every value of its type (anything else is
+    skipped, never fatal: a shared folder may hold another version's files or a stray one; a count
+    of the wrong type made every scrape a 500)."""
+
+    def counts(rows: Any, labels: int) -> bool:
+        return isinstance(rows, list) and all(
+            isinstance(r, list)
+            and len(r) == labels + 1
+            and all(isinstance(x, str) for x in r[:labels])
+            and _count(r[labels])
+            for r in rows
         )
-    except (KeyError, TypeError, AttributeError):
-        return False
+
+    def histogram(h: Any) -> bool:
+        return (
+            isinstance(h, dict)
+            and isinstance(h.get("buckets"), list)
+            and all(_number_like(b) for b in h["buckets"])
+            and isinstance(h.get("counts"), list)
+            and len(h["counts"]) == len(h["buckets"])
+            and all(_count(c) for c in h["counts"])
+            and _number_like(h.get("total"))
+            and _count(h.get("n"))
+        )
+
+    return (
+        isinstance(state, dict)
+        and _count(state.get("pid"))
+        and counts(state.get("requests"), 3)
+        and counts(state.get("errors"), 2)
+        and isinstance(state.get("images"), dict)
+        and all(_count(n) for n in state["images"].values())
+        and isinstance(state.get("latency"), dict)
+        and all(histogram(h) for h in state["latency"].values())
+        and _count(state.get("in_progress"))
+        and (state.get("model") is None or isinstance(state["model"], list))
+    )
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number_like(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _alive(pid: int) -> bool:

@@ -114,7 +114,8 @@ def extended_filename(disposition: bytes) -> str | None:
     match = _EXTENDED_FILENAME.search(disposition)
     if match is None:
         return None
-    charset, value = match.group(1).decode("ascii").lower(), match.group(2).decode("ascii")
+    # the value should be percent-encoded ASCII; raw UTF-8 (or Windows-1252) bytes were a 500
+    charset, value = match.group(1).decode("ascii").lower(), _header_text(match.group(2))
     if charset not in ("utf-8", "iso-8859-1"):
         return None
     return urllib.parse.unquote(value, encoding=charset, errors="replace")
