@@ -155,3 +155,26 @@ def test_a_class_a_split_lacks_is_named_as_for_class_folders(
     assert "split 'test'" in caplog.text  # it lacks the other two
     with pytest.raises(DatasetError, match="fill it in, or leave the column out"):
         load_dataset(_write(tmp_path / "e", "image,fracture,class", ["a.png,1,", "b.png,0,"]))
+
+
+def test_a_normal_abnormal_column_is_an_abnormality_label(tmp_path: Path) -> None:
+    """`abnormal` / `normal` values were read as fractured / not fractured: a model trained on them
+    said "fracture suspected" of MURA-style abnormality, where class folders so named say abnormal."""
+    root = _write(tmp_path / "d", "image,fracture", ["a.png,abnormal", "b.png,Abnormal", "c.png,normal"])
+    ds = load_dataset(root)
+    assert ds.class_names[FRACTURE] == ("normal", "abnormal")
+    assert [s.labels[FRACTURE] for s in sorted(ds.samples, key=lambda s: s.path.name)] == [1, 1, 0]
+    plain = _write(tmp_path / "e", "image,fracture", ["a.png,1", "b.png,fractured", "c.png,0"])
+    assert load_dataset(plain).class_names[FRACTURE] == ("not fractured", "fractured")
+
+
+def test_accented_names_composed_otherwise_than_on_disk_are_found(tmp_path: Path) -> None:
+    """macOS keeps file names decomposed (NFD), Excel writes the CSV composed (NFC): the rows named
+    files that look the same and were "not found"."""
+    root = tmp_path / "d"
+    root.mkdir()
+    for i in range(2):
+        Image.new("L", (8, 8)).save(root / unicodedata.normalize("NFD", f"Éric_{i}.png"))
+    rows = [unicodedata.normalize("NFC", f"Éric_{i}.png,{i}") for i in range(2)]
+    (root / "labels.csv").write_text("\n".join(["image,fracture", *rows]) + "\n", encoding="utf-8")
+    assert len(load_dataset(root).samples) == 2

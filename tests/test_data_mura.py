@@ -152,6 +152,19 @@ def test_images_listed_in_image_paths_csv_but_missing_and_empty_studies_are_warn
     assert "not on disk: XR_ELBOW/patient99999/study1_positive" in caplog.text  # named, not only counted
 
 
+def test_images_outside_a_study_folder_are_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Images beside the patient or study folders were left out without a word (class folders warn)."""
+    root = make_mura(tmp_path / "MURA-v1.1")
+    before = len(load_dataset(root).samples)
+    wrist = root / "train" / "XR_WRIST"
+    Image.new("L", (8, 8)).save(wrist / "patient00012" / "image_loose.png")
+    Image.new("L", (8, 8)).save(wrist / "loose2.png")
+    with caplog.at_level(logging.WARNING, logger="fracsight.data"):
+        assert len(load_dataset(root).samples) == before
+    assert "2 image(s) outside a study folder are left out (no study, so no label)" in caplog.text
+    assert "train/XR_WRIST/patient00012/image_loose.png" in caplog.text
+
+
 def test_leakage_check_takes_muras_valid_split_name(tmp_path: Path) -> None:
     """`split_leakage(samples, "valid")` (evaluate --split valid) compared `valid` with the samples'
     `val` and found nothing."""
@@ -165,7 +178,10 @@ def test_leakage_check_takes_muras_valid_split_name(tmp_path: Path) -> None:
     assert split_leakage(samples, "valid") == split_leakage(samples, "val")
     assert "1 val group (patient, study) lies in train too" in str(split_leakage(samples, "valid"))
     warning = split_leakage(samples, "valid").warning(root, trained_here=False)
-    assert "not inflated by them" in warning and "figures measured on them are inflated" not in warning
+    assert (
+        "inflated by them only if it saw these images elsewhere" in warning
+        and "figures measured on them are inflated" not in warning
+    )
 
 
 def test_audit_counts_muras_label_as_abnormality(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import unicodedata
 from pathlib import Path
 
 from fracsight.data._files import (
@@ -87,9 +88,13 @@ def _image_file(root: Path, value: str, where: str) -> Path:
     candidates = [value, stripped]
     if "\\" in stripped:  # written on Windows
         candidates.append(stripped.replace("\\", "/"))
-    if not stripped.isascii():  # a name the disk holds in Latin-1 / Windows-1252 bytes (caf\xe9.jpg)
+    if not stripped.isascii():
+        # accents composed otherwise than the CSV writes them (macOS file names are NFD, Excel
+        # writes NFC), or a name the disk holds in Latin-1 / Windows-1252 bytes (caf\xe9.jpg)
+        written = candidates[1:]
+        candidates += [unicodedata.normalize(form, c) for form in ("NFC", "NFD") for c in written]
         with contextlib.suppress(UnicodeEncodeError):
-            candidates += [os.fsdecode(c.encode("cp1252")) for c in candidates[1:]]
+            candidates += [os.fsdecode(c.encode("cp1252")) for c in written]
     files = []
     outside = False
     for name in dict.fromkeys(c for c in candidates if c):
@@ -132,6 +137,7 @@ def read_labels_csv(root: Path) -> Dataset:
     parsed = []
     missing: list[str] = []
     seen: dict[Path, int] = {}
+    abnormality = False  # a fracture column of normal / abnormal (MURA's words)
     for n, row in rows:
         where = f"{path.name} line {n}"
         image = row["image"].strip()
@@ -147,6 +153,7 @@ def read_labels_csv(root: Path) -> Dataset:
         if split_value and split is None:
             raise DatasetError(f"{where}: split must be train, val or test, got {split_value!r}")
         fracture = _fracture(row["fracture"], where) if "fracture" in row else None
+        abnormality |= "abnormal" in row.get("fracture", "").lower()
         klass = row.get("class", "").strip() or None
         regions = tuple(sorted({r.strip() for r in row.get("region", "").split(";") if r.strip()}))
         parsed.append((file, fracture, klass, regions, split, row.get("group", "").strip() or None))
@@ -158,8 +165,8 @@ def read_labels_csv(root: Path) -> Dataset:
     class_of = case_merged({k for _, _, k, _, _, _ in parsed if k}, f"{path.name}: class values")
     region_of = case_merged({r for _, _, _, rs, _, _ in parsed for r in rs}, f"{path.name}: region values")
     class_names: dict[str, tuple[str, ...]] = {}
-    if "fracture" in present:
-        class_names[FRACTURE] = ("not fractured", "fractured")
+    if "fracture" in present:  # normal / abnormal values: MURA's label, as class folders so named
+        class_names[FRACTURE] = ("normal", "abnormal") if abnormality else ("not fractured", "fractured")
     classes = tuple(sorted(set(class_of.values()), key=name_order))
     if "class" in present:
         if len(classes) < 2:

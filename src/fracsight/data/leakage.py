@@ -78,9 +78,11 @@ class SplitLeakage:
 def _effect(trained_here: bool) -> str:
     if trained_here:
         return "figures measured on them are inflated"
+    # only the folder is known: a copy of the training data elsewhere is not told from other data
     return (
-        "the model measured was not trained on this data set, so its figures are not inflated by "
-        "them, but a model trained on its train split would be"
+        "the model measured records other training data than this folder, so its figures are "
+        "inflated by them only if it saw these images elsewhere (a copy of the data set); a model "
+        "trained on its train split would be"
     )
 
 

@@ -22,7 +22,14 @@ import logging
 import re
 from pathlib import Path, PurePosixPath
 
-from fracsight.data._files import iter_images, relative_name, split_name, visible_dirs, warn_skipped
+from fracsight.data._files import (
+    is_image_file,
+    iter_images,
+    relative_name,
+    split_name,
+    visible_dirs,
+    warn_skipped,
+)
 from fracsight.data.sample import FRACTURE, REGION, Dataset, Sample
 from fracsight.errors import DatasetError
 
@@ -65,9 +72,12 @@ def read_mura(root: Path) -> Dataset:
     skipped: list[Path] = []
     empty: list[str] = []  # labelled study folders without an image (a partial copy, say)
     folders: dict[str, set[str]] = {}  # study id -> its study folders (XR_X/patientN/studyM_suffix)
+    loose: list[str] = []  # images beside the study folders: no study, so no label
     for split, part_dir in mura_part_folders(root):
         region = part_dir.name[3:].lower()
+        loose += _loose_images(part_dir, root)
         for patient in visible_dirs(part_dir):
+            loose += _loose_images(patient, root)
             for study in visible_dirs(patient):
                 match = _STUDY.fullmatch(study.name)
                 key = f"{part_dir.name}/{patient.name}/{study.name}"
@@ -106,6 +116,7 @@ def read_mura(root: Path) -> Dataset:
                     empty.append(relative_name(study, root))
     warn_skipped(skipped, root)
     _warn_listed("labelled study folder(s) hold no images and are left out", empty)
+    _warn_listed("image(s) outside a study folder are left out (no study, so no label)", loose)
     if unlabeled:
         log.warning(
             "%d study folder(s) have neither a _positive/_negative suffix nor a csv label and are "
@@ -134,6 +145,11 @@ def read_mura(root: Path) -> Dataset:
     regions = tuple(sorted({s.regions[0] for s in samples}))
     class_names = {FRACTURE: ("normal", "abnormal"), REGION: regions}
     return Dataset(root=root, layout="mura", samples=tuple(samples), class_names=class_names)
+
+
+def _loose_images(folder: Path, root: Path) -> list[str]:
+    """The images directly in a body-part or patient folder, where MURA has only folders."""
+    return sorted(relative_name(p, root) for p in folder.iterdir() if is_image_file(p))
 
 
 def _warn_listed(what: str, names: list[str]) -> None:

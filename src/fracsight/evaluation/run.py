@@ -638,7 +638,8 @@ def leakage_note(leakage: SplitLeakage, data_dir: object, trained_here: bool) ->
     inflated = (
         "these figures may be inflated"
         if trained_here
-        else "the model was not trained on this data set, so these figures are not inflated by it"
+        else "the model records other training data than this folder: these figures are inflated "
+        "by it only if the model saw these images elsewhere (a copy of the data set)"
     )
     return f"{leakage}: {inflated} (`fracsight audit {data_dir}` lists them)"
 
