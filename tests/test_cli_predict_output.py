@@ -176,3 +176,29 @@ def test_a_table_piped_into_head_exits_141_not_1(tiny_bundle: Path, radiograph: 
     run.stdout.close()  # as `head -1` does
     assert run.wait(timeout=300) == 141
     assert b"Traceback" not in run.stderr.read()
+
+
+def test_an_overlay_written_beside_the_images_is_refused_when_read_again(
+    tiny_bundle: Path, radiograph: Path, tmp_path: Path
+) -> None:
+    """`predict scans/*.jpg --overlay-dir scans`, then `predict scans`: each overlay was scored as a
+    radiograph ("no fracture detected", reliable) and counted as a view of its study."""
+    from fracsight.explain import overlay_save_options
+    from fracsight.io import read_image
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    shutil.copyfile(radiograph, scans / "scan.jpg")
+    assert _predict(tiny_bundle, scans / "scan.jpg", "--overlay-dir", scans).exit_code == 0
+    again = _predict(tiny_bundle, scans, "--json")
+    assert again.exit_code == 1, again.output  # a file could not be read
+    rows = {i["source"]: i for i in json.loads(again.stdout)["images"]}
+    assert rows["scan.overlay.png"]["error_code"] == "fracsight_overlay" and "decision" in rows["scan.jpg"]
+    from PIL import Image
+
+    for fmt in ("PNG", "JPEG"):  # the web app's, the API's and the desktop's overlays too
+        picture = tmp_path / f"o.{fmt.lower()}"
+        Image.new("RGB", (64, 64)).save(picture, format=fmt, **overlay_save_options(fmt))
+        with pytest.raises(Exception, match="an overlay fracsight made of a result") as caught:
+            read_image(picture)
+        assert caught.value.code == "fracsight_overlay"

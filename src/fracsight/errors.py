@@ -25,6 +25,7 @@ __all__ = [
     "MultiFrameError",
     "NoPixelDataError",
     "OutputFolderError",
+    "OverlayImageError",
     "TruncatedImageError",
     "UnknownModelError",
     "UnsupportedFormatError",
@@ -137,6 +138,15 @@ class CorruptImageError(ImageReadError):
     """The header contradicts itself or the data (e.g. DICOM Rows x Columns vs. pixel data length)."""
 
     code = "corrupt_image"
+
+
+class OverlayImageError(ImageReadError):
+    """A picture fracsight made of a result (heatmap, boxes, the caption band): read as a radiograph,
+    its colours and caption were scored as anatomy, "no fracture detected", reliable (overlays
+    written into the folder of the images, then the folder predicted)."""
+
+    code = "fracsight_overlay"
+    http_status = 422
 
 
 class DatasetError(FracsightError):

@@ -18,7 +18,7 @@ from fracsight.api.errors import INTERNAL_ERROR
 from fracsight.api.uploads import Upload
 from fracsight.bundle import OperatingPoint
 from fracsight.errors import FracsightError, UnsupportedFormatError, log_unexpected
-from fracsight.explain import overlay_words, render_overlay
+from fracsight.explain import overlay_save_options, overlay_words, render_overlay
 from fracsight.inference import Prediction, Predictor
 from fracsight.inference.results import at_operating_point
 
@@ -63,7 +63,7 @@ def overlay_png_base64(prediction: Prediction, pixels: np.ndarray, opacity: floa
         pixels, prediction.heatmap, prediction.boxes, opacity=opacity, caption=caption, legend=legend
     )
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=4)
+    image.save(buffer, format="PNG", compress_level=4, **overlay_save_options("PNG"))
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 

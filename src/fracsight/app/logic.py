@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from fracsight.bundle import BundleSpec, OperatingPoint
-from fracsight.explain import DetectedBox, overlay_words, render_overlay, side_by_side
+from fracsight.explain import DetectedBox, overlay_save_options, overlay_words, render_overlay, side_by_side
 from fracsight.inference.ood import NOT_RELIABLE
 from fracsight.inference.results import (
     CLASS_ACTIVATION,
@@ -779,7 +779,7 @@ def overlay_png(
     boxes = view.boxes if show_boxes else ()
     image = render_overlay(view.pixels, heat, boxes, opacity=opacity, caption=caption, legend=legend)
     out = io.BytesIO()
-    image.save(out, format="PNG")
+    image.save(out, format="PNG", **overlay_save_options("PNG"))
     return out.getvalue()
 
 

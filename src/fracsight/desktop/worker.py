@@ -26,6 +26,7 @@ from fracsight.app.logic import ViewData, failure_from_exception, view_data
 from fracsight.desktop.priority import MODEL_NICENESS, lower_this_thread
 from fracsight.desktop.render import Look, full_overlay
 from fracsight.errors import FracsightError, log_unexpected
+from fracsight.explain import overlay_save_options
 from fracsight.inference import FailedPrediction, Prediction, Predictor
 
 __all__ = [
@@ -390,7 +391,8 @@ class PredictionWorker:
         try:
             picture = full_overlay(view, job.look, job.caption, job.legend)
             del view  # the full-resolution pixels and heatmap: only the picture is needed now
-            replace_atomically(job.target, lambda tmp: picture.save(tmp, format="PNG"))
+            options = overlay_save_options("PNG")
+            replace_atomically(job.target, lambda tmp: picture.save(tmp, format="PNG", **options))
         except (OSError, ValueError, MemoryError) as e:
             return str(e)
         return None

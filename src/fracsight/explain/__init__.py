@@ -42,6 +42,7 @@ from fracsight.explain.localization import (
 from fracsight.explain.overlay import (
     COLORMAPS,
     colormap_lut,
+    overlay_save_options,
     overlay_words,
     render_overlay,
     save_overlay,
@@ -69,6 +70,7 @@ __all__ = [
     "label_components",
     "nms",
     "normalize_map",
+    "overlay_save_options",
     "overlay_words",
     "pointing_game",
     "render_overlay",

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = [
     "COLORMAPS",
     "colormap_lut",
+    "overlay_save_options",
     "overlay_words",
     "render_overlay",
     "save_overlay",
@@ -407,9 +408,25 @@ def save_overlay(
         raise ValueError(f"cannot tell an image format from the suffix of {path.name!r}: use .png or .jpg")
     path.parent.mkdir(parents=True, exist_ok=True)
     overlay = render_overlay(image, heat, boxes, **render_kwargs)
-    options = {"quality": 92} if image_format == "JPEG" else {}
+    options = overlay_save_options(image_format)
     replace_atomically(path, lambda tmp: overlay.save(tmp, format=image_format, **options))
     return path
+
+
+def overlay_save_options(image_format: str) -> dict[str, Any]:
+    """``Image.save`` options of every overlay fracsight writes: the comment that makes the reader
+    refuse it as input (:class:`~fracsight.errors.OverlayImageError`), and JPEG's quality."""
+    from PIL import PngImagePlugin
+
+    from fracsight.io._raster import OVERLAY_COMMENT
+
+    if image_format == "PNG":
+        text = PngImagePlugin.PngInfo()
+        text.add_text("Comment", OVERLAY_COMMENT)
+        return {"pnginfo": text}
+    if image_format == "JPEG":
+        return {"quality": 92, "comment": OVERLAY_COMMENT.encode("ascii")}
+    return {}
 
 
 def side_by_side(
