@@ -202,3 +202,24 @@ def test_an_overlay_written_beside_the_images_is_refused_when_read_again(
         with pytest.raises(Exception, match="an overlay fracsight made of a result") as caught:
             read_image(picture)
         assert caught.value.code == "fracsight_overlay"
+
+
+def test_a_folder_without_images_beside_other_inputs_is_a_row_not_nothing(
+    tiny_bundle: Path, radiograph: Path, tmp_path: Path
+) -> None:
+    """An empty folder (an unmounted share) among other inputs vanished, exit 0; from a list,
+    `batch run` gave it an error row. Alone it stays `no_images`, exit 2."""
+    from fracsight.scale.inputs import collect_batch_inputs
+
+    empty = tmp_path / "share"
+    empty.mkdir()
+    result = _predict(tiny_bundle, empty, radiograph, "--json")
+    assert result.exit_code == 1, result.output
+    rows = {i["source"]: i for i in json.loads(result.stdout)["images"]}
+    assert (
+        rows[str(empty)]["error"].endswith("is a folder, not an image file")
+        and "decision" in rows["scan.jpg"]
+    )
+    alone = _predict(tiny_bundle, empty)
+    assert alone.exit_code == 2 and "error (no_images)" in alone.stderr
+    assert str(empty) in collect_batch_inputs([empty, radiograph])  # `batch run share scan.jpg` too

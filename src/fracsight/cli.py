@@ -468,9 +468,9 @@ def predict(
         csv_path = None
     refuse_output(csv_path, folder=False, overwrite=overwrite, option="--csv")
     refuse_output(overlay_dir, folder=True, option="--overlay-dir")
-    inputs = named_inputs(paths)
+    inputs = named_inputs(paths, empty_folders=True)
     files = [path for path, _ in inputs]
-    if not files:
+    if all(path.is_dir() for path in files):  # nothing but folders without images (or nothing)
         typer.echo(f"error (no_images): {no_images_message(paths)}", err=True)
         raise typer.Exit(2)
     refuse_output_among_inputs(csv_path, overlay_dir, paths, files)

@@ -159,7 +159,7 @@ def collect_inputs(paths: Sequence[Path]) -> list[Path]:
 
 
 def named_inputs(
-    paths: Sequence[Path], on_found: Callable[[Path], object] | None = None
+    paths: Sequence[Path], on_found: Callable[[Path], object] | None = None, *, empty_folders: bool = False
 ) -> list[tuple[Path, str]]:
     """:func:`collect_inputs` with the name results give each file: its path under the folder it
     was found in (``patient1/study1/image1.png``: several images may be named ``image1.png``),
@@ -169,12 +169,17 @@ def named_inputs(
     ./a.jpg``, a file and its folder, a link to it): the key is its resolved path, as in
     ``fracsight batch run``. A name that is not UTF-8 is given as :func:`text_cell` writes it, so
     JSON, CSV and the table show the same name. ``on_found`` is called with each image file as
-    the walk finds it (to count them, or to stop a long walk by raising).
+    the walk finds it (to count them, or to stop a long walk by raising). ``empty_folders``: a
+    folder given that holds no image is an entry itself (its row then says it is a folder), so
+    that it does not vanish from the results among other inputs (an unmounted share, a study
+    folder not yet filled) as a list's row of it does not.
     """
     found: dict[str, tuple[Path, str]] = {}
     for path in paths:
         if path.is_dir():
             named = [(f, _relative_name(f, path)) for f in folder_images(path, on_found)]
+            if not named and empty_folders:
+                named = [(path, str(path))]
         else:
             if on_found is not None:
                 on_found(path)

@@ -40,7 +40,7 @@ def collect_batch_inputs(args: Sequence[Path], *, path_column: str = "path") -> 
         listed = _listed_paths(arg, path_column)
         # relative paths in a list or manifest: relative to its folder
         if listed is None:
-            found = [(path, path, name) for path, name in named_inputs([arg])]
+            found = [(path, path, name) for path, name in named_inputs([arg], empty_folders=True)]
         else:
             _refuse_relative_to_here(arg, listed)
             found = [f for p in listed for f in _listed(arg.parent, Path(p))]
