@@ -206,10 +206,11 @@ def test_two_files_of_one_name_get_rows_and_overlays_told_apart(
     assert sources("c", "a", "b") == ["c/a/x.jpg", "a/x.jpg", "b/x.jpg"]
     monkeypatch.chdir(given / "a")
     assert sources("../a/x.jpg", "../b/x.jpg") == ["../a/x.jpg", "../b/x.jpg"]
-    # the overlays stay under --overlay-dir ("..": not a way out of it), one per file, none replaced
+    # the overlays stay under --overlay-dir ("..": not a way out of it, but a folder of its own, so
+    # that ../a/x.jpg's is not at the place a/x.jpg names), one per file, none replaced
     written = sorted(p.relative_to(overlays).as_posix() for p in overlays.rglob("*.png"))
-    twice = ["a/x.overlay-1.png", "a/x.overlay.png", "b/x.overlay-1.png", "b/x.overlay.png"]
-    assert written == [*twice, "c/a/x.overlay.png"]
+    from_up = ["_up/a/x.overlay.png", "_up/b/x.overlay.png"]
+    assert written == [*from_up, "a/x.overlay.png", "b/x.overlay.png", "c/a/x.overlay.png"]
     assert sorted(p.name for p in given.rglob("*.*")) == ["x.jpg"] * 3
 
 

@@ -570,8 +570,11 @@ def _write_overlay(result, overlay_dir: Path, opacity: float, *, keep_suffix: bo
     from fracsight.io import image_stem
 
     name = Path(result.source)
-    # a name that is a path as typed (two files of one name) may be absolute or climb with ".."
-    folder = overlay_dir.joinpath(*(part for part in name.parent.parts if part not in (name.anchor, "..")))
+    # a name that is a path as typed (two files of one name) may be absolute or climb with "..":
+    # kept apart as folders of their own ("_root", "_up"), for dropped, "../x/a.jpg" took the
+    # place "x/a.jpg" names, and x/a.jpg's overlay was "a.overlay-1.png"
+    kept_apart = {name.anchor: "_root", "..": "_up"} if name.anchor else {"..": "_up"}
+    folder = overlay_dir.joinpath(*(kept_apart.get(part, part) for part in name.parent.parts))
     folder.mkdir(parents=True, exist_ok=True)
     stem = _short_stem(name.name if keep_suffix else image_stem(name))
     target = folder / f"{stem}.overlay.png"
