@@ -545,19 +545,23 @@ def test_all_classes_without_a_class_head_says_so(
 def test_a_csv_the_system_refuses_at_the_end_is_one_line_not_a_traceback(
     tiny_bundle: Path, images: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Written after predicting: a folder without permission or a read-only disk refuses it only then."""
+    """Written after predicting: a disk that fills, or one that refuses it only then. The results
+    are still shown (they were lost with the file), then the one line, exit 1."""
+    import builtins
+
     target = tmp_path / "out.csv"
-    write_text = Path.write_text
+    real_open = builtins.open
 
-    def refuse(self: Path, *args: object, **kwargs: object) -> int:
-        if self == target:
-            raise PermissionError(13, "Permission denied", str(self))
-        return write_text(self, *args, **kwargs)  # type: ignore[arg-type]
+    def refuse(file, *args, **kwargs):
+        if str(file) == str(target):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "write_text", refuse)
-    result = _predict(tiny_bundle, images[0], "--csv", target)
-    assert result.exit_code == 1 and f"error (os_error): Permission denied: {target}" in result.stderr
+    monkeypatch.setattr(builtins, "open", refuse)
+    result = _predict(tiny_bundle, images[0], "--csv", target, "--json")
+    assert result.exit_code == 1 and f"error (os_error): {target}: Permission denied (--csv)" in result.stderr
     assert isinstance(result.exception, SystemExit)  # not the PermissionError
+    assert json.loads(result.stdout)["images"][0]["source"] == images[0].name  # the results, not lost
 
 
 def test_folders_are_searched_as_a_pacs_export_needs(

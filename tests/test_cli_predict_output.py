@@ -223,3 +223,75 @@ def test_a_folder_without_images_beside_other_inputs_is_a_row_not_nothing(
     alone = _predict(tiny_bundle, empty)
     assert alone.exit_code == 2 and "error (no_images)" in alone.stderr
     assert str(empty) in collect_batch_inputs([empty, radiograph])  # `batch run share scan.jpg` too
+
+
+def test_a_csv_that_is_an_image_under_another_name_is_refused(
+    tiny_bundle: Path, radiograph: Path, tmp_path: Path
+) -> None:
+    """`--csv hard.csv --overwrite` where hard.csv is a hard link to an input: the CSV was written
+    into the image (a symbolic link was refused already)."""
+    image = Path(shutil.copyfile(radiograph, tmp_path / "a.jpg"))
+    os.link(image, tmp_path / "hard.csv")
+    before = image.read_bytes()
+    result = _predict(tiny_bundle, image, "--csv", tmp_path / "hard.csv", "--overwrite")
+    assert result.exit_code == 2 and "is one of the images to predict" in result.stderr
+    assert image.read_bytes() == before
+
+
+def test_the_csv_is_never_written_into_a_file_that_appeared_meanwhile(tmp_path: Path) -> None:
+    """The check that --csv does not exist ran at the start only: a file another run wrote in the
+    meantime was replaced; and with --overwrite the CSV was written into the file, not in its place."""
+    from fracsight.cli import _write_csv
+
+    theirs = tmp_path / "race.csv"
+    theirs.write_text("another run's results\n")
+    assert _write_csv(theirs, "mine\n", overwrite=False)[0] == "exists"
+    assert theirs.read_text() == "another run's results\n"
+    os.link(theirs, tmp_path / "elsewhere.csv")
+    assert _write_csv(theirs, "mine\n", overwrite=True) is None
+    assert (
+        theirs.read_text() == "mine\n"
+        and (tmp_path / "elsewhere.csv").read_text() == "another run's results\n"
+    )
+
+
+def test_sigterm_during_overlays_says_what_was_done_and_leaves_no_partial_file(
+    tiny_bundle: Path, radiograph: Path, tmp_path: Path
+) -> None:
+    """`timeout` or a job scheduler stops `predict --overlay-dir` with SIGTERM: the process died at
+    once, without a word, and an overlay being written stayed as a hidden temporary file."""
+    import signal
+    import time
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(40):
+        os.link(radiograph, folder / f"{i:02d}.jpg")
+    out = tmp_path / "overlays"
+    code = "from fracsight.cli import main; main()"
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "predict",
+            "--model",
+            str(tiny_bundle),
+            str(folder),
+            "--overlay-dir",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while not (out.is_dir() and any(out.iterdir())):
+        assert run.poll() is None and time.monotonic() < deadline, "no overlay was written"
+        time.sleep(0.05)
+    run.send_signal(signal.SIGTERM)
+    assert run.wait(timeout=60) == 128 + signal.SIGTERM
+    assert run.stderr is not None
+    said = run.stderr.read().decode()
+    assert "stopped (SIGTERM): " in said and "images predicted, no results written" in said, said
+    assert "Traceback" not in said
+    assert all(p.name.endswith(".overlay.png") for p in out.iterdir())  # no hidden .tmp left

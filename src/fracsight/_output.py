@@ -19,7 +19,7 @@ from pathlib import Path
 
 from fracsight.errors import OutputFolderError
 
-__all__ = ["BUNDLE_FILES", "check_output_folder", "staged_folder"]
+__all__ = ["BUNDLE_FILES", "check_output_folder", "staged_folder", "terminate_as_exit"]
 
 BUNDLE_FILES = frozenset({"bundle.json", "card.md", "model.onnx"})  # what every bundle command writes
 
@@ -77,7 +77,7 @@ def staged_folder(out_dir: Path, *, force: bool, inputs: Iterable[tuple[str, Pat
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
-        with _terminate_as_exit():
+        with terminate_as_exit():
             yield work
         check_output_folder(out_dir, force=force, inputs=inputs)  # nothing appeared there meanwhile
         umask = os.umask(0)
@@ -95,7 +95,7 @@ def staged_folder(out_dir: Path, *, force: bool, inputs: Iterable[tuple[str, Pat
 
 
 @contextmanager
-def _terminate_as_exit() -> Iterator[None]:
+def terminate_as_exit() -> Iterator[None]:
     """SIGTERM (``kill``, ``timeout``, a job scheduler) ends the process as Ctrl-C would, through the
     ``finally`` blocks that remove the half-built folder; by default it kills the process outright
     and the folder stays. Only where SIGTERM still has its default action, and only in the main

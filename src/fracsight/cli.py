@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import re
 import shlex
+import signal
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -17,7 +20,9 @@ import typer
 from typer.core import TyperGroup
 
 from fracsight import __version__
+from fracsight._files import replace_atomically
 from fracsight._options import ModelOption, split_callback
+from fracsight._output import terminate_as_exit
 from fracsight._terminal import install_warning_printer, progress_bar, stdout_console, stdout_to_devnull
 
 if TYPE_CHECKING:
@@ -289,6 +294,10 @@ def refuse_output(path: Path | None, *, folder: bool, overwrite: bool = True, op
         problem = "exists", f"{path} is not empty; pass --overwrite to write into it"
     elif not path.parent.is_dir():
         problem = "bad_output", f"no such folder: {path.parent}"
+    elif not os.access(path if folder and path.is_dir() else path.parent, os.W_OK | os.X_OK):
+        # a read-only disk or a folder of someone else's: found only after every image was predicted
+        where = path if folder and path.is_dir() else path.parent
+        problem = "bad_output", f"cannot write in {where} (read-only, or no permission)"
     if problem:
         code, message = problem
         typer.echo(f"error ({code}): {message} ({option})", err=True)
@@ -301,7 +310,9 @@ def refuse_output_among_inputs(
     """Exit 2, before any work, when ``--csv`` is one of the images read (even with --overwrite:
     the image would be lost) or ``--overlay-dir`` is a folder read, or inside one (the next run over
     that folder would read the overlays as radiographs)."""
-    if csv_path is not None and csv_path.resolve() in {f.resolve() for f in files}:
+    if csv_path is not None and (
+        csv_path.resolve() in {f.resolve() for f in files} or _same_file_as_any(csv_path, files)
+    ):
         typer.echo(
             f"error (output_refused): --csv {csv_path} is one of the images to predict; choose another file",
             err=True,
@@ -310,6 +321,21 @@ def refuse_output_among_inputs(
     refuse_output_inside(
         overlay_dir, paths, "--overlay-dir", "the next run would take the overlays for radiographs"
     )
+
+
+def _same_file_as_any(path: Path, files: Sequence[Path]) -> bool:
+    """Whether ``path`` is one of ``files`` under another name (a hard link: ``resolve`` tells only
+    symbolic ones apart, and the CSV written into it truncated the image)."""
+    try:
+        this = path.stat()
+    except OSError:
+        return False  # not there yet: it cannot be an input
+    for f in files:
+        with contextlib.suppress(OSError):
+            other = f.stat()
+            if (other.st_dev, other.st_ino) == (this.st_dev, this.st_ino):
+                return True
+    return False
 
 
 def refuse_output_inside(output: Path | None, read: Sequence[Path], option: str, why: str) -> None:
@@ -484,7 +510,7 @@ def predict(
         kept = f"; their overlays are in {overlay_dir}" if overlay_dir is not None and results else ""
         return f"{len(results)} of {len(files)} images predicted, no results written{kept}"
 
-    with user_errors(), _interrupted(done):
+    with user_errors(), _interrupted(done), terminate_as_exit():
         columns = (TextColumn("Predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with progress_bar(*columns, hide=len(files) < 2) as bar:
             task = bar.add_task("predict", total=len(files))
@@ -508,10 +534,9 @@ def predict(
     studies = study_results(predictor, results, one_study=study)
     flat = [r for _, r in results]
     columns = result_columns(predictor.spec, all_classes=all_classes)
+    not_written = None
     if csv_path is not None:
-        with user_errors():  # refused by the system only now (no permission, a read-only disk, full)
-            # newline="": the rows end in CRLF (RFC 4180) as written, never CR CR LF (Windows)
-            csv_path.write_text(csv_text([*flat, *studies], columns), encoding="utf-8", newline="")
+        not_written = _write_csv(csv_path, csv_text([*flat, *studies], columns), overwrite)
     if csv_to_stdout:  # for a pipe: the rows only; the notice on stderr
         # as UTF-8 bytes, whatever the locale, and as they are: click's echo drops what looks like
         # an escape sequence when stdout is not a terminal, and a file name is data here
@@ -528,8 +553,28 @@ def predict(
         typer.echo(json.dumps(results_payload(flat, studies, predictor.name), indent=2))
     else:
         _print_table(flat, studies, predictor, NOTICE)
-    if any(isinstance(r, FailedPrediction) for r in flat):
+    if not_written is not None:  # said after the results, which are not lost with the file
+        typer.echo(f"error ({not_written[0]}): {not_written[1]} (--csv)", err=True)
+    if not_written is not None or any(isinstance(r, FailedPrediction) for r in flat):
         raise typer.Exit(1)
+
+
+def _write_csv(path: Path, text: str, overwrite: bool) -> tuple[str, str] | None:
+    """Write the CSV; None when written, else (code, why). Without ``overwrite`` a file that appeared
+    while the images were predicted (another run's) is not replaced; with it the file is replaced
+    whole (a temporary file renamed), never written into, so a hard link elsewhere keeps its bytes."""
+    # newline="": the rows end in CRLF (RFC 4180) as written, never CR CR LF (Windows)
+    try:
+        if overwrite:
+            replace_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8", newline=""))
+        else:
+            with open(path, "x", encoding="utf-8", newline="") as f:
+                f.write(text)
+    except FileExistsError:
+        return "exists", f"{path} appeared while the images were predicted; not replaced: pass --overwrite"
+    except OSError as e:  # refused by the system only now (a full disk)
+        return "os_error", f"{path}: {e.strerror or e}"
+    return None
 
 
 def _refuse_stdin(paths: Sequence[Path]) -> None:
@@ -552,6 +597,10 @@ def _interrupted(what: Callable[[], str]) -> Iterator[None]:
     except KeyboardInterrupt:
         typer.echo(f"interrupted: {what()}", err=True)
         raise typer.Exit(130) from None
+    except SystemExit as e:  # SIGTERM (timeout, a scheduler), through terminate_as_exit: the same word
+        if e.code == 128 + signal.SIGTERM:
+            typer.echo(f"stopped (SIGTERM): {what()}", err=True)
+        raise
 
 
 def _shared_stems(names: Sequence[str]) -> set[str]:
