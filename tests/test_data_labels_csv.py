@@ -178,3 +178,18 @@ def test_accented_names_composed_otherwise_than_on_disk_are_found(tmp_path: Path
     rows = [unicodedata.normalize("NFC", f"Éric_{i}.png,{i}") for i in range(2)]
     (root / "labels.csv").write_text("\n".join(["image,fracture", *rows]) + "\n", encoding="utf-8")
     assert len(load_dataset(root).samples) == 2
+
+
+def test_a_split_lacking_many_classes_names_ten(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A type set of 300 classes whose test split lacked 297 listed every one of them."""
+    import logging
+
+    rows = [f"t{i:02d}.png,type{i:02d},train" for i in range(30)] + ["v.png,type00,val"]
+    root = _write(tmp_path / "d", "image,class,split", rows)
+    with caplog.at_level(logging.WARNING, logger="fracsight.data"):
+        load_dataset(root)
+    (line,) = [r.getMessage() for r in caplog.records if "lacks" in r.getMessage()]
+    assert (
+        line
+        == "split 'val' lacks class(es) " + ", ".join(f"type{i:02d}" for i in range(1, 11)) + " and 19 more"
+    )

@@ -152,5 +152,6 @@ def warn_splits_lacking(samples: Iterable[Sample], task: str, names: Sequence[st
                 present.add(sample.labels[task])
     for split, present in sorted(given.items()):
         lacking = [name for i, name in enumerate(names) if i not in present]
-        if lacking:
-            log.warning("split %r lacks %s %s", split, what, ", ".join(lacking))
+        if lacking:  # the first ten: a type set of 300 classes listed every one of them
+            more = f" and {len(lacking) - 10} more" if len(lacking) > 10 else ""
+            log.warning("split %r lacks %s %s%s", split, what, ", ".join(lacking[:10]), more)
