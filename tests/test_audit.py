@@ -298,3 +298,22 @@ def test_cli_audit_titles_the_balance_of_n_class_folders_plainly(tmp_path: Path)
     result = CliRunner().invoke(app, ["audit", str(binary)], env={"COLUMNS": "200"})
     titles = [line.strip() for line in result.stdout.splitlines() if line.startswith("Images per split")]
     assert titles == ["Images per split and fracture class"], result.stdout
+
+
+def test_cli_audit_many_classes_a_row_each(tmp_path: Path) -> None:
+    """A column per class cut every header to `type…` at 8 classes in 80 columns, and left only
+    borders at 300: the classes are rows once there are more than a few."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for k in range(12):
+            folder = tmp_path / "k" / split / f"type_{k}"
+            folder.mkdir(parents=True)
+            Image.fromarray(rng.integers(0, 255, (40, 40), dtype=np.uint8)).save(folder / f"{split}{k}.png")
+    result = CliRunner().invoke(app, ["audit", str(tmp_path / "k")], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.stdout.splitlines() if line.startswith("│ type_")]
+    assert len(rows) == 12 and all(line.split("│")[2].strip() == "1" for line in rows), result.stdout
+    assert any(line.startswith("│ Total") and "24" in line for line in result.stdout.splitlines())

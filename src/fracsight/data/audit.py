@@ -343,8 +343,14 @@ def _listing(title: str, items: list[str], limit: int) -> list[RenderableType]:
     return [Text(f"{title}{more}: " + "; ".join(items[:limit]))]
 
 
+#: more classes than this: one row per class (a column each cut every name to "type…" at 8 classes)
+_CLASS_COLUMNS = 6
+
+
 def _balance_table(per_split: dict[str, dict[str, int]], task: str, title: str) -> Table:
     classes = list(dict.fromkeys(c for counts in per_split.values() for c in counts))
+    if len(classes) > _CLASS_COLUMNS:
+        return _balance_rows(per_split, classes, title)
     binary = task == FRACTURE and len(classes) == 2
     table = Table(title=title, title_justify="left")
     table.add_column("Split")
@@ -363,6 +369,21 @@ def _balance_table(per_split: dict[str, dict[str, int]], task: str, title: str) 
         if binary:
             cells.append(f"{100 * row.get(classes[1], 0) / n:.1f}" if n else "-")
         table.add_row(split, *cells, style="bold" if counts is None else None)
+    return table
+
+
+def _balance_rows(per_split: dict[str, dict[str, int]], classes: list[str], title: str) -> Table:
+    """The balance with a row per class and a column per split: readable with hundreds of classes."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("Class", overflow="fold")
+    for split in per_split:
+        table.add_column(split, justify="right")
+    table.add_column("all", justify="right", style="bold")
+    for c in classes:
+        counts = [per_split[split].get(c, 0) for split in per_split]
+        table.add_row(c, *map(str, counts), str(sum(counts)))
+    totals = [sum(counts.values()) for counts in per_split.values()]
+    table.add_row("Total", *map(str, totals), str(sum(totals)), style="bold")
     return table
 
 
