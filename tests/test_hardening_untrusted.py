@@ -279,6 +279,68 @@ def test_a_damaged_or_encrypted_zip_is_a_bundle_error(
     assert "ZipInfo" not in str(refused.value)
 
 
+@pytest.mark.parametrize("entry", ["b", "b/" + "x" * 300])
+def test_a_zip_that_cannot_be_unpacked_is_a_bundle_error_naming_the_archive(
+    tmp_path: Path, entry: str
+) -> None:
+    """An entry under a name that is a file already, or a name over 255 bytes: `os_error` naming
+    the hidden temporary folder, exit 1 or 2 by command."""
+    archive = tmp_path / "model.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr(entry, b"in the way")
+        for f in PACKAGED.iterdir():
+            zf.write(f, f"b/{f.name}")
+    with pytest.raises(BundleError, match=r"model.zip cannot be unpacked as a bundle: ") as refused:
+        resolve_bundle(archive)
+    assert "fracsight-bundle-" not in str(refused.value)
+
+
+def test_the_default_is_the_packaged_bundle_whatever_folder_the_command_runs_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder named as the default bundle where a command ran (an `evaluate --out` report named
+    after it) broke every command without --model; a copy of another bundle there replaced it."""
+    from fracsight.inference.store import DEFAULT_MODEL
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / DEFAULT_MODEL).mkdir()
+    (tmp_path / "default").mkdir()
+    assert resolve_bundle(None) == resolve_bundle("default") == PACKAGED.parent / DEFAULT_MODEL
+
+
+@pytest.mark.fracatlas
+def test_sigterm_removes_the_unpacked_zip(tmp_path: Path, fracatlas_dir: Path) -> None:
+    """`timeout` or a scheduler stopping a command given a .zip bundle (benchmark, compare, predict):
+    SIGTERM killed the process outright and the unpacked copy (up to 512 MB) stayed in /tmp."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    archive = tmp_path / "model.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in PACKAGED.iterdir():
+            zf.write(f, f"b/{f.name}")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    images = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[:200]
+    code = "from fracsight.cli import main; main()"
+    run = subprocess.Popen(
+        [sys.executable, "-c", code, "predict", "--model", str(archive), *map(str, images)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "TMPDIR": str(temp)},
+    )
+    deadline = time.monotonic() + 60
+    while not any(temp.glob("fracsight-bundle-*/b/model.onnx")):
+        assert run.poll() is None and time.monotonic() < deadline, "the bundle was not unpacked"
+        time.sleep(0.05)
+    time.sleep(1)  # predicting
+    run.send_signal(signal.SIGTERM)
+    assert run.wait(timeout=60) == 128 + signal.SIGTERM
+    assert not list(temp.glob("fracsight-bundle-*")), list(temp.iterdir())
+
+
 # ---- the API's metrics ------------------------------------------------------------------------------
 @pytest.fixture()
 def server() -> Iterator[str]:

@@ -539,15 +539,31 @@ def test_force_replaces_the_earlier_run_before_the_new_one_writes(tiny_dataset, 
     def stopped(*args, **kwargs):
         raise KeyboardInterrupt
 
+    trained = {name: (run / name).read_bytes() for name in ("best.pt", "last.pt", "config.yaml")}
     with monkeypatch.context() as patch:
         patch.setattr(Trainer, "_prepare", stopped)  # Ctrl-C while the images are decoded
         other = runner.invoke(app, [*train, "--set", "lr=0.01", "--force"])
-    assert other.exit_code == 130 and "nothing of this run to resume" in other.stderr
-    assert not (run / "best.pt").exists() and not (run / "last.pt").exists()
-    resumed = runner.invoke(app, [*train, "--set", "lr=0.01", "--resume"])
-    assert resumed.exit_code == 2 and "nothing to resume" in resumed.stderr
+    assert (
+        other.exit_code == 130
+        and "the earlier run in" in other.stderr
+        and "is kept as it was" in other.stderr
+    )
+    assert {name: (run / name).read_bytes() for name in trained} == trained  # nothing replaced yet
+    resumed = runner.invoke(app, [*train, "--set", "lr=0.01", "--resume"])  # not a mix of two recipes
+    assert resumed.exit_code == 2 and "lr 0.001 -> 0.01" in resumed.stderr
+    # refused a moment after its start (here: a validation split without one of its labels), a
+    # --force run removed the earlier one and left nothing in its place
+    import shutil
 
-    assert runner.invoke(app, train).exit_code == 0
+    one_label = tmp_path / "one-label"
+    shutil.copytree(tiny_dataset, one_label, symlinks=True)
+    shutil.rmtree(one_label / "val" / "not fractured")
+    refused = runner.invoke(app, ["train", str(one_label), *train[2:], "--force"])
+    assert refused.exit_code == 2 and "error (dataset_error)" in refused.stderr
+    assert {name: (run / name).read_bytes() for name in trained} == trained
+    both = runner.invoke(app, [*train, "--resume", "--force"])  # --resume continues; nothing removed
+    assert both.exit_code == 0 and (run / "best.pt").is_file() and (run / "last.pt").is_file()
+
     (run / "last.pt").unlink()  # best.pt alone
     again = runner.invoke(app, train)
     assert again.exit_code == 2 and "no last.pt to resume: --force replaces it" in again.stderr

@@ -404,6 +404,8 @@ def train(
             if trainer.saved_epoch:
                 kept = f"{cfg.out} keeps epoch {trainer.saved_epoch} (last.pt); add --resume to the same "
                 kept += "command to continue"
+            elif trainer.kept_earlier_run:
+                kept = f"no epoch of this run was finished: the earlier run in {cfg.out} is kept as it was"
             else:
                 kept = f"no epoch was finished yet: nothing of this run to resume in {cfg.out}"
             typer.echo(f"interrupted: {kept}", err=True)
@@ -510,7 +512,7 @@ def predict(
         kept = f"; their overlays are in {overlay_dir}" if overlay_dir is not None and results else ""
         return f"{len(results)} of {len(files)} images predicted, no results written{kept}"
 
-    with user_errors(), _interrupted(done), terminate_as_exit():
+    with user_errors(), _interrupted(done):
         columns = (TextColumn("Predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with progress_bar(*columns, hide=len(files) < 2) as bar:
             task = bar.add_task("predict", total=len(files))
@@ -1247,7 +1249,11 @@ _add_subcommands()
 
 def main() -> None:
     try:
-        app()
+        # SIGTERM (timeout, a scheduler, docker stop) ends a command through its finally blocks and
+        # atexit, as Ctrl-C does: by default it killed the process outright, leaving unpacked .zip
+        # bundles and benchmark folders in /tmp and saying nothing. Servers set their own handlers.
+        with terminate_as_exit():
+            app()
     except KeyboardInterrupt:  # Ctrl-C while typer builds the command, before click's own handler
         typer.echo("interrupted", err=True)
         raise SystemExit(130) from None

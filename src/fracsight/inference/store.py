@@ -61,6 +61,9 @@ def _extract_zip(path: Path) -> Path:
             f"{path.name}: an entry is compressed in a way Python's zipfile cannot unpack "
             "(stored, deflate, bzip2 and lzma can be)"
         ) from None
+    except OSError as e:  # an entry under a file's name, a name over 255 bytes: said of the archive
+        where = str(e.filename or "").replace(str(target), path.name)
+        raise BundleError(f"{path.name} cannot be unpacked as a bundle: {e.strerror or e}: {where}") from None
     inner = [p.parent for p in target.rglob("bundle.json")]
     if len(inner) != 1:
         raise BundleError(f"{path.name} must hold exactly one bundle.json, found {len(inner)}")
@@ -75,7 +78,9 @@ def resolve_bundle(model: str | Path | None = None) -> Path:
     """The bundle folder for a packaged name, a folder path or a .zip path (None or the name
     ``"default"``: the shipped model, as the CLI's ``fracsight evaluate default ...`` says it)."""
     if model is None or model == "default":  # a Path("default") is a folder of that name
-        model = DEFAULT_MODEL
+        # the packaged one, never a folder of its name where the command runs (an evaluation report
+        # written there broke every command, a copy of another bundle replaced the default unsaid)
+        return _PACKAGED / DEFAULT_MODEL
     if not isinstance(model, (str, os.PathLike)):
         raise TypeError(
             f"model must be a bundle name, folder or .zip path (str or Path), not {type(model).__name__}"

@@ -54,6 +54,11 @@ FRACTURE_CLASSES = ("not fractured", "fractured")  # the binary label's names wh
 # what a run writes into its folder before its first checkpoint (best.pt, last.pt)
 RUN_FILES = frozenset({"config.yaml", "history.json", "curves.png"})
 CHECKPOINTS = ("best.pt", "last.pt")
+# settings every run's config.yaml has held (a newer setting is missing from an older run's, which
+# must still count as a run's); a recipe written by hand rarely lists them all
+RUN_CONFIG_KEYS = frozenset(
+    {"data", "out", "arch", "input_size", "batch_size", "epochs", "lr", "seed", "augment"}
+)
 # what --resume may change: where the data and the run are, how long it trains (a run is often
 # resumed to train longer), on what it runs, and the model's name; anything else would mix two
 # recipes in one run and write the second over the first's config.yaml
@@ -301,6 +306,8 @@ class Trainer:
         self.cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else self.run_dir.parent / ".cache"
         self.show_progress = show_progress
         self.saved_epoch = 0  # the epoch last.pt holds (what --resume continues from); 0: none yet
+        self._replacing: list[str] = []  # the earlier run's checkpoints that --force replaces
+        self._claimed = False  # whether the run has written into its folder (_claim_run_folder)
         self._images: dict[str, Any] = {}  # the images trained on (images_record), once fit has them
         # what the binary label means (MURA: normal/abnormal); the checkpoint records it for export
         self.fracture_classes = trained_fracture_classes(dataset)
@@ -496,8 +503,9 @@ class Trainer:
             raise OutputFolderError(
                 f"{self.run_dir} holds an earlier run ({', '.join(earlier)}): {how}, or choose another --out"
             )
-        if earlier and force:
-            self._remove_replaced_run(earlier)
+        # --force: replaced once the new run has a checkpoint to write, and only then (a run refused
+        # later, or stopped before its first epoch ended, leaves the earlier one as it was)
+        self._replacing = earlier if force and not resume else []
         if not earlier and self.run_dir.is_dir():
             # a folder without a run: only the files a run writes before its first checkpoint (left
             # by a run that stopped early, its config.yaml a whole one) may be written over, never
@@ -516,12 +524,30 @@ class Trainer:
                 )
         return resumed
 
+    @property
+    def kept_earlier_run(self) -> bool:
+        """Whether the run --force was to replace is still there, untouched (stopped before this
+        run's first checkpoint)."""
+        return bool(self._replacing) and not self._claimed
+
+    def _claim_run_folder(self) -> None:
+        """Before the run's first checkpoint: the run --force replaces goes, and the run's
+        config.yaml is written. Both waited until now: the earlier run's checkpoints left under a
+        new config.yaml (the new run stopped before its first epoch) were resumed by --resume with
+        the new settings, one run in two recipes; removed at the start, they were lost to a run
+        refused a moment later (a split without one of its labels)."""
+        if self._claimed:
+            return
+        self._claimed = True
+        if self._replacing:
+            self._remove_replaced_run(self._replacing)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+
     def _remove_replaced_run(self, checkpoints: list[str]) -> None:
-        """--force: the run replaced goes before the new one writes anything. Its checkpoints left
-        under the new config.yaml (a new run stopped before its first epoch) were resumed by
-        --resume with the new settings, one run in two recipes; the evaluation reports ``export
-        --evaluate`` left named the old model beside the new best.pt (as ``evaluate --overwrite``
-        clears a report, so that none passes for the new one's)."""
+        """The run --force replaces: its checkpoints, history and the evaluation reports ``export
+        --evaluate`` left, which named the old model beside the new best.pt (as ``evaluate
+        --overwrite`` clears a report, so that none passes for the new one's)."""
         for name in (*checkpoints, "history.json", "curves.png"):
             (self.run_dir / name).unlink(missing_ok=True)
         log.warning("%s: the earlier run's %s removed (--force)", self.run_dir, ", ".join(checkpoints))
@@ -531,13 +557,13 @@ class Trainer:
                 log.warning("%s: the replaced run's evaluation report removed", report)
 
     def _written_by_a_run(self, path: Path) -> bool:
-        """Whether ``path`` is a config.yaml a run wrote (every setting there), not a recipe of the
-        user's by that name, which a run must not write over."""
+        """Whether ``path`` is a config.yaml a run wrote (every setting a run has written since the
+        first version), not a recipe of the user's by that name, which a run must not write over."""
         try:
             saved = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
             return False
-        return isinstance(saved, dict) and set(self.cfg.to_dict()) <= set(saved)
+        return isinstance(saved, dict) and set(saved) >= RUN_CONFIG_KEYS
 
     def _check_same_recipe(self) -> None:
         """A resumed run keeps the settings it was started with (its config.yaml), but for
@@ -618,8 +644,6 @@ class Trainer:
         if state is not None:
             self._check_same_images(state, images)
         seed_everything(cfg.seed)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         if initial is not None:
             model = initial
         else:
@@ -664,6 +688,7 @@ class Trainer:
             # The starting weights are a candidate like any epoch: if no epoch beats them on
             # validation, best.pt stays the model training started from (best epoch 0).
             best_score = self._score(self._validate(model, val, split, pos_weight))
+            self._claim_run_folder()
             save_checkpoint(self._checkpoint(model), self.run_dir / "best.pt")
             console.print(f"epoch 0 (initial weights from {cfg.init}): validation score {best_score:.4f}")
         average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
@@ -744,6 +769,7 @@ class Trainer:
                     f"epoch {epoch} (phase {phase}): train_loss {record['train_loss']:.4f} "
                     f"{summary} [{record['seconds']} s]"
                 )
+                self._claim_run_folder()
                 if score > best_score:
                     best_score, best_epoch, since_best = score, epoch, 0
                     save_checkpoint(self._checkpoint(scored), self.run_dir / "best.pt")
