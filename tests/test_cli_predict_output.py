@@ -253,6 +253,30 @@ def test_the_csv_is_never_written_into_a_file_that_appeared_meanwhile(tmp_path: 
         theirs.read_text() == "mine\n"
         and (tmp_path / "elsewhere.csv").read_text() == "another run's results\n"
     )
+    # a link is written through, a pipe written into (renamed over, its reader got nothing)
+    (tmp_path / "latest.csv").symlink_to(theirs)
+    assert _write_csv(tmp_path / "latest.csv", "newer\n", overwrite=True) is None
+    assert (tmp_path / "latest.csv").is_symlink() and theirs.read_text() == "newer\n"
+    pipe = tmp_path / "pipe.csv"
+    os.mkfifo(pipe)
+    got: list[str] = []
+    import threading
+
+    reader = threading.Thread(target=lambda: got.append(pipe.read_text()))
+    reader.start()
+    assert _write_csv(pipe, "piped\n", overwrite=True) is None
+    reader.join(10)
+    assert got == ["piped\n"] and not pipe.is_file()
+
+
+def test_a_dangling_link_as_csv_is_refused_before_predicting(
+    tiny_bundle: Path, radiograph: Path, tmp_path: Path
+) -> None:
+    """It passed the start's check (it does not exist, by its target) and, after every image was
+    predicted, was "appeared while the images were predicted; not replaced"."""
+    (tmp_path / "dl.csv").symlink_to(tmp_path / "results" / "latest.csv")
+    result = _predict(tiny_bundle, radiograph, "--csv", tmp_path / "dl.csv")
+    assert result.exit_code == 2 and "exists; pass --overwrite" in result.stderr
 
 
 def test_sigterm_during_overlays_says_what_was_done_and_leaves_no_partial_file(

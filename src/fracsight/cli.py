@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -288,20 +287,34 @@ def refuse_output(path: Path | None, *, folder: bool, overwrite: bool = True, op
         problem = "bad_output", f"{path} exists and is not a folder"
     elif not folder and path.is_dir():
         problem = "bad_output", f"{path} is a folder; give a file name"
-    elif not folder and path.exists() and not overwrite:
+    elif not folder and os.path.lexists(path) and not overwrite:  # a dangling link is there too
         problem = "exists", f"{path} exists; pass --overwrite to replace it"
     elif folder and not overwrite and path.is_dir() and any(path.iterdir()):
         problem = "exists", f"{path} is not empty; pass --overwrite to write into it"
     elif not path.parent.is_dir():
         problem = "bad_output", f"no such folder: {path.parent}"
-    elif not os.access(path if folder and path.is_dir() else path.parent, os.W_OK | os.X_OK):
+    elif not _writable(path, folder):
         # a read-only disk or a folder of someone else's: found only after every image was predicted
-        where = path if folder and path.is_dir() else path.parent
-        problem = "bad_output", f"cannot write in {where} (read-only, or no permission)"
+        problem = "bad_output", f"cannot write {path} (read-only, or no permission)"
     if problem:
         code, message = problem
         typer.echo(f"error ({code}): {message} ({option})", err=True)
         raise typer.Exit(2)
+
+
+def _writable(path: Path, folder: bool) -> bool:
+    """Whether the output can be written: into the folder, over the file (a pipe, a device, a file in
+    a folder of someone else's is written into), or, where there is none yet, in its folder."""
+    if path.exists() and (folder or not _replaced_whole(path)):
+        return os.access(path, os.W_OK | (os.X_OK if folder else 0))
+    return os.access(path.parent, os.W_OK | os.X_OK)
+
+
+def _replaced_whole(path: Path) -> bool:
+    """Whether an output file is replaced by renaming a new one over it: a regular file (not a
+    link, a pipe or a device, written into as before) in a folder that can take the new one."""
+    regular = not os.path.lexists(path) or (path.is_file() and not path.is_symlink())
+    return regular and os.access(path.parent, os.W_OK | os.X_OK)
 
 
 def refuse_output_among_inputs(
@@ -326,16 +339,16 @@ def refuse_output_among_inputs(
 def _same_file_as_any(path: Path, files: Sequence[Path]) -> bool:
     """Whether ``path`` is one of ``files`` under another name (a hard link: ``resolve`` tells only
     symbolic ones apart, and the CSV written into it truncated the image)."""
-    try:
-        this = path.stat()
-    except OSError:
+    if not path.exists():
         return False  # not there yet: it cannot be an input
-    for f in files:
-        with contextlib.suppress(OSError):
-            other = f.stat()
-            if (other.st_dev, other.st_ino) == (this.st_dev, this.st_ino):
-                return True
-    return False
+    return any(_same_file(path, f) for f in files)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def refuse_output_inside(output: Path | None, read: Sequence[Path], option: str, why: str) -> None:
@@ -563,14 +576,15 @@ def predict(
 
 def _write_csv(path: Path, text: str, overwrite: bool) -> tuple[str, str] | None:
     """Write the CSV; None when written, else (code, why). Without ``overwrite`` a file that appeared
-    while the images were predicted (another run's) is not replaced; with it the file is replaced
-    whole (a temporary file renamed), never written into, so a hard link elsewhere keeps its bytes."""
+    while the images were predicted (another run's) is not replaced; with it a regular file is
+    replaced whole (a temporary file renamed, so a hard link elsewhere keeps its bytes), and a link,
+    a pipe or a device (``/dev/stdout``) written into."""
     # newline="": the rows end in CRLF (RFC 4180) as written, never CR CR LF (Windows)
     try:
-        if overwrite:
+        if overwrite and _replaced_whole(path):
             replace_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8", newline=""))
         else:
-            with open(path, "x", encoding="utf-8", newline="") as f:
+            with open(path, "w" if overwrite else "x", encoding="utf-8", newline="") as f:
                 f.write(text)
     except FileExistsError:
         return "exists", f"{path} appeared while the images were predicted; not replaced: pass --overwrite"
