@@ -85,6 +85,8 @@ def test_tokens_file_from_a_windows_editor_bom_and_crlf_included(tmp_path: Path)
     assert token_guard("required", None, str(tokens)).allows(TOKEN)
     tokens.write_bytes(("\ufeff" + TOKEN + "\r\n").encode())  # the BOM must not become part of it
     assert token_guard("required", None, str(tokens)).allows(TOKEN)
+    tokens.write_bytes(("# old Mac\r" + TOKEN + "\r").encode())  # lines ended by CR alone
+    assert token_guard("required", None, str(tokens)).allows(TOKEN)
 
 
 @pytest.mark.parametrize(
@@ -260,6 +262,21 @@ def test_without_a_token_the_app_answers_beyond_loopback_only_when_told(
         local = TestClient(app, base_url="http://127.0.0.1:8000")
         assert 'status="403"' in local.get("/metrics").text  # counted
     assert client.get("/healthz").status_code != 403  # the health check stays open
+
+
+def test_without_a_token_a_request_forwarded_from_elsewhere_is_refused(clean_env: None) -> None:
+    """A proxy on this computer connects on loopback, and uvicorn puts the forwarded client's
+    address (X-Forwarded-For) in scope["client"]: the check looked at the connection only, so the
+    API was open to anyone the proxy forwarded."""
+    from fastapi.testclient import TestClient
+
+    from fracsight.api import create_app
+
+    app = create_app(ApiSettings())
+    forwarded = TestClient(app, base_url="http://127.0.0.1:8000", client=("203.0.113.7", 50000))
+    assert forwarded.get("/metrics").json()["error"]["code"] == "loopback_only"
+    local = TestClient(app, base_url="http://127.0.0.1:8000", client=("127.0.0.1", 50000))
+    assert local.get("/metrics").status_code == 200
 
 
 # ---- `fracsight serve` refuses to start, or starts, as configured -------------------------------------

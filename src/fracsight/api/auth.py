@@ -8,7 +8,7 @@ token is hashed and compared with every digest in constant time (:func:`hmac.com
 ``FRACSIGHT_AUTH`` says what happens without tokens:
 
 - ``optional`` (default, ``fracsight serve`` on this computer): tokens are checked when there
-  are any; with none the API is open, as before;
+  are any; with none the API answers this computer only (:class:`LoopbackOnlyMiddleware`);
 - ``required`` (the container image): the server refuses to start without a token;
 - ``proxy``: an authenticating reverse proxy in front of the API does it; with no tokens the API
   is open behind it (tokens, when given, are still checked);
@@ -165,9 +165,9 @@ def token_guard(auth: str, tokens: str | None, tokens_file: str | None) -> Token
     if tokens_file:
         path = Path(tokens_file)
         try:
-            # -sig: a BOM from Windows editors; lines end at \n or \r\n only (splitlines also ends
-            # them at \v, \x1c-\x1e, U+0085 ..., which split a token and misreported it as short)
-            lines = re.split(r"\r?\n", path.read_text(encoding="utf-8-sig"))
+            # -sig: a BOM from Windows editors; lines end at \r\n, \n or \r only (splitlines also
+            # ends them at \v, \x1c-\x1e, U+0085 ..., which split a token and misreported it as short)
+            lines = re.split(r"\r\n|\r|\n", path.read_text(encoding="utf-8-sig"))
         except (OSError, UnicodeDecodeError) as e:
             reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
             raise ConfigError(f"FRACSIGHT_API_TOKENS_FILE {path}: cannot read it ({reason})") from None
@@ -263,19 +263,25 @@ class BearerAuthMiddleware:
 
 
 class LoopbackOnlyMiddleware:
-    """Without tokens (``auth: optional``), predictions only for connections to a loopback
-    address. ``fracsight serve`` refuses to listen elsewhere without a token, but the app started
-    by ``uvicorn --factory ... --host 0.0.0.0`` never learns its host: it served anyone who
-    reached the port. The address a connection came in on (``scope["server"]``) tells it here;
-    one that is not an IP address (a Unix socket, a test client) is no network listener."""
+    """Without tokens (``auth: optional``), predictions only for this computer: connections made
+    to a loopback address, from a client that is not elsewhere. ``fracsight serve`` refuses to
+    listen beyond loopback without a token, but the app started by ``uvicorn --factory ...
+    --host 0.0.0.0`` never learns its host: it served anyone who reached the port. The address a
+    connection came in on (``scope["server"]``) tells it here, and the client's (``scope["client"]``,
+    which uvicorn sets from ``X-Forwarded-For`` when a proxy on this computer forwards a request
+    from elsewhere). An address that is not an IP address (a Unix socket, a test client) says
+    nothing either way. A proxy that forwards without ``X-Forwarded-For`` looks local: behind one,
+    set tokens or ``FRACSIGHT_AUTH=proxy``."""
 
     def __init__(self, app: ASGIApp, on_refusal=None) -> None:
         self.app = app
         self.on_refusal = on_refusal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        host = (scope.get("server") or ("",))[0] or ""
-        if scope["type"] != "http" or route_path(scope) in OPEN_PATHS or not _beyond_loopback(host):
+        server = (scope.get("server") or ("",))[0] or ""
+        client = (scope.get("client") or ("",))[0] or ""
+        beyond = _beyond_loopback(server) or _beyond_loopback(client)
+        if scope["type"] != "http" or route_path(scope) in OPEN_PATHS or not beyond:
             await self.app(scope, receive, send)
             return
         if self.on_refusal is not None:
