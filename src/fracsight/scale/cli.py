@@ -76,7 +76,6 @@ def run_command(
     A file that changed since its row was made (size, time, where its path leads) is predicted again.
     """
     import gc
-    import os
     import signal
 
     from rich.console import Console
@@ -105,7 +104,7 @@ def run_command(
     err = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)
     with user_errors(exit_code=2):  # a manifest that cannot be read is a bad argument
         files = collect_batch_inputs(inputs, path_column=path_column)
-    if all(os.path.isdir(path) for path in files):  # nothing but folders without images (or nothing)
+    if not files:
         from fracsight.inference.tabular import no_images_message
 
         typer.echo(f"error (no_images): {no_images_message(inputs)}", err=True)

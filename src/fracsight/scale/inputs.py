@@ -35,12 +35,15 @@ def collect_batch_inputs(args: Sequence[Path], *, path_column: str = "path") -> 
     manifest that cannot be read or lacks the column.
     """
     entries: list[tuple[str, Path, str]] = []  # absolute path, path as typed, name
+    empty: list[Path] = []  # folders given that hold no image
     real: set[str] = set()  # each file once, however it is reached (``a.jpg``, ``./a.jpg``, a link)
     for arg in args:
         listed = _listed_paths(arg, path_column)
         # relative paths in a list or manifest: relative to its folder
         if listed is None:
-            found = [(path, path, name) for path, name in named_inputs([arg], empty_folders=True)]
+            found = [(path, path, name) for path, name in named_inputs([arg])]
+            if not found and arg.is_dir():  # a row of its own, among others (an unmounted share)
+                empty.append(arg)
         else:
             _refuse_relative_to_here(arg, listed)
             found = [f for p in listed for f in _listed(arg.parent, Path(p))]
@@ -48,6 +51,8 @@ def collect_batch_inputs(args: Sequence[Path], *, path_column: str = "path") -> 
             if (key := os.path.realpath(path)) not in real:
                 real.add(key)
                 entries.append((os.path.abspath(path), typed, name))
+    if entries:  # alone they are no input at all (no_images), as for predict
+        entries += [(os.path.abspath(folder), folder, text_cell(str(folder))) for folder in empty]
     # two files of one name (a/x.jpg, b/x.jpg) are named by their paths as typed, as predict names them
     named = distinct_names([(typed, name) for _, typed, name in entries])
     return {path: name for (path, _, _), (_, name) in zip(entries, named, strict=True)}
