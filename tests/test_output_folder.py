@@ -56,7 +56,9 @@ def test_force_replaces_a_bundle_but_not_the_files_kept_beside_it(tmp_path: Path
     bundle.mkdir()
     for name in BUNDLE_FILES:
         (bundle / name).write_text("x")
-    check_output_folder(bundle, force=True)  # a bundle alone: replaced
+    (bundle / ".DS_Store").write_bytes(b"Finder")
+    (bundle / "Thumbs.db").write_bytes(b"Explorer")
+    check_output_folder(bundle, force=True)  # a bundle alone (and a file browser's files): replaced
     (bundle / "my-notes.md").write_text("important results")
     (bundle / "eval-test").mkdir()
     with pytest.raises(

@@ -22,6 +22,7 @@ from fracsight.errors import OutputFolderError
 __all__ = ["BUNDLE_FILES", "check_output_folder", "staged_folder", "terminate_as_exit"]
 
 BUNDLE_FILES = frozenset({"bundle.json", "card.md", "model.onnx"})  # what every bundle command writes
+_OS_FILES = frozenset({"Thumbs.db", "desktop.ini"})  # a file browser's, like the hidden .DS_Store
 
 
 def check_output_folder(out_dir: Path, *, force: bool, inputs: Iterable[tuple[str, Path]] = ()) -> None:
@@ -58,7 +59,11 @@ def check_output_folder(out_dir: Path, *, force: bool, inputs: Iterable[tuple[st
                 f"{out_dir} is not a model bundle (no bundle.json), so --force will not replace it: "
                 "choose another folder"
             )
-        others = sorted(p.name for p in out_dir.iterdir() if p.name not in BUNDLE_FILES)
+        others = sorted(
+            p.name
+            for p in out_dir.iterdir()
+            if p.name not in BUNDLE_FILES and not p.name.startswith(".") and p.name not in _OS_FILES
+        )
         if others:  # notes, an evaluation report: replacing the folder would delete them unsaid
             raise OutputFolderError(
                 f"{out_dir} holds files that are not the bundle's ({', '.join(others[:3])}"
