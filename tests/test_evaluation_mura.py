@@ -79,7 +79,7 @@ def test_valid_split_is_checked_for_a_patient_in_train_too(evaluated) -> None:
         "records other training data than this folder, so its figures are inflated by them only if" in warning
     )
     assert any(
-        "these figures are inflated by it only if the model saw these images elsewhere" in n
+        "so its figures are inflated by them only if it saw these images elsewhere" in n
         for n in metrics["notes"]
     )
 
@@ -102,6 +102,6 @@ def test_compare_notes_a_fracture_model_on_abnormality_labels_and_leakage(mura_r
     # the leakage `evaluate` notes, which compare did not check at all
     assert result["data"]["leakage"] == [{"split": "val", "kind": "groups", "count": 1, "earlier": ["train"]}]
     assert any(
-        "lies in train too: the model records other training data than this folder" in n
+        "lies in train too: the model measured records other training data than this folder" in n
         for n in result["notes"]
     )

@@ -55,4 +55,4 @@ def test_leaking_splits_are_warned_about_recorded_and_measured_as_such(
         {"split": "test", "kind": "duplicates", "count": 2, "earlier": ["train"]}
     ]
     assert any(note.startswith("2 test images are byte-identical") for note in metrics["notes"])
-    assert "these figures may be inflated" in (out / "report.html").read_text()
+    assert "figures measured on them are inflated" in (out / "report.html").read_text()

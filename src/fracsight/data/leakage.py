@@ -19,7 +19,15 @@ from fracsight.data._files import exact_duplicates, relative_name, split_name
 from fracsight.data.sample import Dataset, Sample
 from fracsight.data.splits import SPLIT_NAMES, declared_straddling
 
-__all__ = ["DUPLICATES", "GROUPS", "Leak", "SplitLeakage", "label_conflicts", "split_leakage"]
+__all__ = [
+    "DUPLICATES",
+    "GROUPS",
+    "Leak",
+    "SplitLeakage",
+    "label_conflicts",
+    "leakage_effect",
+    "split_leakage",
+]
 
 DUPLICATES = "duplicates"  # images with the same bytes as an image of an earlier split
 GROUPS = "groups"  # the data set's own groups (patient, study) also in an earlier split
@@ -70,12 +78,13 @@ class SplitLeakage:
         """The warning ``train`` and ``evaluate`` print: what leaks, what it does, where the list is.
         ``trained_here`` False: the model measured was trained on other data, which these splits
         cannot flatter (the packaged model on MURA's train/valid)."""
-        return f"leakage between the splits of {data_dir}: {self}: {_effect(trained_here)}; " + (
+        return f"leakage between the splits of {data_dir}: {self}: {leakage_effect(trained_here)}; " + (
             f"`fracsight audit {data_dir}` lists them"
         )
 
 
-def _effect(trained_here: bool) -> str:
+def leakage_effect(trained_here: bool) -> str:
+    """What a leak does to the figures of the model measured (the warning's words and the report's)."""
     if trained_here:
         return "figures measured on them are inflated"
     # only the folder is known: a copy of the training data elsewhere is not told from other data

@@ -33,7 +33,7 @@ from fracsight.data import (
     split_keys,
 )
 from fracsight.data._files import canonical_split, relative_name, split_name
-from fracsight.data.leakage import SplitLeakage, split_leakage
+from fracsight.data.leakage import SplitLeakage, leakage_effect, split_leakage
 from fracsight.errors import ConfigError, DatasetError, OutputFolderError
 
 if TYPE_CHECKING:
@@ -635,13 +635,7 @@ def head_label_mismatch(predictor: Any, label_names: tuple[str, ...]) -> str | N
 
 def leakage_note(leakage: SplitLeakage, data_dir: object, trained_here: bool) -> str:
     """The report's note on ``leakage``: inflated figures, unless the model never trained on the data."""
-    inflated = (
-        "these figures may be inflated"
-        if trained_here
-        else "the model records other training data than this folder: these figures are inflated "
-        "by it only if the model saw these images elsewhere (a copy of the data set)"
-    )
-    return f"{leakage}: {inflated} (`fracsight audit {data_dir}` lists them)"
+    return f"{leakage}: {leakage_effect(trained_here)} (`fracsight audit {data_dir}` lists them)"
 
 
 def leakage_of(held: HeldOut, dataset: Dataset, split: str | None) -> SplitLeakage | None:
