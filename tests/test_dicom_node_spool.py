@@ -54,6 +54,30 @@ def test_an_instance_is_kept_once_and_on_disk_when_added(spool: Spool) -> None:
     assert [r.key for r in spool.received(10)] == [key]
 
 
+def test_one_instance_sent_twice_at_once_keeps_the_first_file_and_its_row(spool: Spool) -> None:
+    """Two associations sending one SOP Instance UID at the same moment (two modalities, a re-send
+    while the first is stored): the second file replaced the first under the first's row, so the
+    row said one study and the file held the other's, and its results went to the other patient."""
+    import threading
+
+    keys = [instance_key(f"1.2.3.{i}") for i in range(60)]
+    barrier = threading.Barrier(2)
+
+    def send(study: str) -> None:
+        for key in keys:
+            barrier.wait()
+            spool.add_instance(key, study, study.encode() * 1000)
+
+    senders = [threading.Thread(target=send, args=(study,)) for study in ("1.1", "2.2")]
+    for thread in senders:
+        thread.start()
+    for thread in senders:
+        thread.join(60)
+    for key in keys:
+        (row,) = [r for r in spool.study_instances("1.1") + spool.study_instances("2.2") if r.key == key]
+        assert spool.instance_path(key).read_bytes() == row.study_uid.encode() * 1000, key
+
+
 def test_states_move_from_received_to_sent_as_results_are_delivered(spool: Spool) -> None:
     key = instance_key(UID_A)
     spool.add_instance(key, STUDY, b"x")
@@ -836,3 +860,23 @@ def test_metrics_serve_on_an_ipv6_address(tmp_path: Path) -> None:
         server.stop()
         store.close()
     assert health["status"] == "ok" and health["counters"]["received"] == 2
+
+
+def test_the_dicom_libraries_stay_quiet_when_imported_after_logging_is_set_up() -> None:
+    """pydicom's import put its logger back to WARNING after the node had set it to CRITICAL, and
+    its warnings quote values (a leading-zero UID, an unknown character set); a destination that
+    never answers logged ERROR on every try, where a refused one is a WARNING."""
+    import subprocess
+    import sys
+
+    code = """
+import logging
+from fracsight.dicom._logging import setup_logging
+setup_logging("INFO")
+import pydicom  # first here, as in the node and its worker processes
+assert logging.getLogger("pydicom").level == logging.CRITICAL, logging.getLogger("pydicom").level
+logging.getLogger("pynetdicom.association").error("DIMSE timeout reached while waiting for message response")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "WARNING pynetdicom.association: DIMSE timeout reached" in done.stderr, done.stderr

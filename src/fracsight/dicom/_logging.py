@@ -24,18 +24,27 @@ _LIBRARY_LEVELS = {
 
 
 class _OutageAsWarning(logging.Filter):
-    """pynetdicom's ERROR lines for a destination that cannot be reached, which the sender retries
-    with back-off and reports itself: the reason (``Connection refused``) kept as a WARNING, its
-    second line dropped. An expected outage of the PACS logged ERROR on every try, which a
-    monitoring system watching for ERROR takes for a fault of the node."""
+    """pynetdicom's ERROR lines for a destination that cannot be reached, or that takes the
+    connection and never answers, which the sender retries with back-off and reports itself: the
+    reason (``Connection refused``, a timeout) kept as a WARNING, a repeating second line dropped.
+    An expected outage of the PACS logged ERROR on every try, which a monitoring system watching
+    for ERROR takes for a fault of the node."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         if message.startswith("Association request failed: unable to connect to remote"):
             return False
-        if message.startswith("TCP Initialisation Error"):
+        if message.startswith(_OUTAGE_MESSAGES):
             record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
+
+
+_OUTAGE_MESSAGES = (
+    "TCP Initialisation Error",  # pynetdicom.transport: refused, unreachable
+    "DIMSE timeout reached",  # pynetdicom.association: a destination that never answers
+    "Network timeout reached",
+    "ACSE timeout reached",
+)
 
 
 _OUTAGE_FILTER = _OutageAsWarning()
@@ -46,14 +55,17 @@ def setup_logging(level: str | int) -> None:
     above) and their Python warnings ignored: at INFO highdicom names the source's SOP Instance UID,
     pynetdicom logs request parameters, and pydicom's warnings about invalid values quote the
     value. fracsight's messages name instances by spool key only."""
+    import pydicom  # noqa: F401  (its import sets its logger to WARNING: first, so that ours holds)
+
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("fracsight").setLevel(level.upper() if isinstance(level, str) else level)
     for library, library_level in _LIBRARY_LEVELS.items():
         logging.getLogger(library).setLevel(library_level)
         warnings.filterwarnings("ignore", module=rf"{library}(\..*)?$")
-    transport = logging.getLogger("pynetdicom.transport")
-    if _OUTAGE_FILTER not in transport.filters:
-        transport.addFilter(_OUTAGE_FILTER)
+    for name in ("pynetdicom.transport", "pynetdicom.association"):
+        logger = logging.getLogger(name)
+        if _OUTAGE_FILTER not in logger.filters:
+            logger.addFilter(_OUTAGE_FILTER)
 
 
 def log_failure(logger: logging.Logger, error: BaseException, message: str, *args: object) -> None:

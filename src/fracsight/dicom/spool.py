@@ -172,6 +172,9 @@ class Spool:
         # SQLite gives the -wal and -shm files beside it the same mode
         with contextlib.suppress(FileExistsError):
             os.close(os.open(db, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        # one lock per key's stripe: receiving a key is one step, receiving different keys is not
+        # held up by another's fsync
+        self._receiving = [threading.Lock() for _ in range(64)]
         self._db = sqlite3.connect(db, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -198,12 +201,17 @@ class Spool:
             return self._db.execute("SELECT 1 FROM instances WHERE key=?", (key,)).fetchone() is not None
 
     def add_instance(self, key: str, study_uid: str, data: bytes, *, now: float | None = None) -> bool:
-        """Store a received instance (file fsynced, row committed). False if the spool already had it."""
-        if self.has_instance(key):
-            self.count("duplicates")
-            return False
-        self.write_file(self.instance_path(key), data)
-        return self._register(key, study_uid, time.time() if now is None else now)
+        """Store a received instance (file fsynced, row committed). False if the spool already had it.
+
+        The check, the file and the row go together for one key: two associations sending one SOP
+        Instance UID at once both passed the check, the second file replaced the first under the
+        first's row (its study), and the results went into the other patient's study."""
+        with self._receiving[hash(key) % len(self._receiving)]:
+            if self.has_instance(key):
+                self.count("duplicates")
+                return False
+            self.write_file(self.instance_path(key), data)
+            return self._register(key, study_uid, time.time() if now is None else now)
 
     def _register(self, key: str, study_uid: str, now: float) -> bool:
         with self._lock, self._db:
