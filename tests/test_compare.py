@@ -139,7 +139,7 @@ def test_the_cli_pairs_what_evaluate_gives_each_model(fracatlas_dir: Path, tmp_p
     assert "decision aid" in text.stderr
 
 
-def test_class_heads_are_compared_by_their_top_class(head_bundle) -> None:
+def test_class_heads_are_compared_by_their_top_class(head_bundle, tmp_path: Path) -> None:
     """Fracture-type models: the top class right or not, paired (McNemar), equal to what `evaluate`
     gives each alone; two models with both heads are compared on both."""
     data, class_only = head_bundle("class")
@@ -156,7 +156,10 @@ def test_class_heads_are_compared_by_their_top_class(head_bundle) -> None:
         assert paired["class_top1"][key] == pytest.approx(json.loads(alone.stdout)["multiclass"]["accuracy"])
     text = runner.invoke(app, ["compare", str(class_only), str(both), str(data)])
     assert text.exit_code == 0 and "top class right: A " in text.stdout, text.output
-    result = runner.invoke(app, ["compare", str(both), str(both), str(both_data), "--split", "all", "--json"])
+    import shutil
+
+    copy = shutil.copytree(both, tmp_path / "copy")  # one bundle in two folders (or a .zip of it)
+    result = runner.invoke(app, ["compare", str(both), str(copy), str(both_data), "--split", "all", "--json"])
     assert result.exit_code == 0, result.output
     paired = json.loads(result.stdout)
     assert paired["auroc"]["difference"] == 0 and paired["class_top1"]["p_value"] == 1

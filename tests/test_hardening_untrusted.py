@@ -212,6 +212,28 @@ def test_settings_a_prediction_reads_are_checked_when_the_bundle_loads(
         Predictor(_edited(bundle, edit))
 
 
+def _class_head(spec: dict[str, Any]) -> None:
+    spec["heads"].append({"name": "class", "kind": "multiclass", "classes": ["a", "b"]})
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda spec: spec.update(input_size=416), "bundle.json says input_size 416, model.onnx takes 384"),
+        (_class_head, r"model.onnx lacks the outputs \['class'\] that bundle.json names"),
+    ],
+    ids=["input-size", "head-without-output"],
+)
+def test_a_bundle_json_that_disagrees_with_its_graph_is_refused_when_it_loads(
+    bundle: Path, edit: Callable[[dict[str, Any]], None], match: str
+) -> None:
+    """An input size the graph does not take: onnxruntime's traceback on every image (compare,
+    predict), `benchmark` a line without the reason; a head the graph has no output for:
+    `AttributeError: 'NoneType' object has no attribute 'predicted'`."""
+    with pytest.raises(BundleError, match=match):
+        OnnxModel(_edited(bundle, edit))
+
+
 def test_a_threshold_one_step_above_one_still_loads(bundle: Path) -> None:
     """Control: what evaluation.thresholds chooses when only "nothing positive" meets a target."""
     from fracsight.inference import Predictor

@@ -149,11 +149,16 @@ def test_the_resnet_recipe_reads_what_the_bundle_reads(few_images: Path, tmp_pat
     recipe.predict_all([dicom, jpeg, cut])
 
 
-def test_a_bundle_named_again_in_also_is_timed_once(tiny_bundle: Path, few_images: Path) -> None:
-    """`--also` naming the model (or one bundle twice) timed it again: two rows of the same name and
-    the targets twice, at twice the time."""
+def test_a_bundle_named_again_in_also_is_timed_once(
+    tiny_bundle: Path, few_images: Path, tmp_path: Path
+) -> None:
+    """`--also` naming the model (or one bundle twice, or a .zip or copy of it) timed it again: two
+    rows of the same name and the targets twice, at twice the time."""
+    import shutil
+
     image = [few_images / "synthetic000.jpg"]
-    also = [tiny_bundle, tiny_bundle / ".." / tiny_bundle.name]
+    copy = shutil.copytree(tiny_bundle, tmp_path / "copy")  # as a .zip is: unpacked in a folder anew
+    also = [tiny_bundle, tiny_bundle / ".." / tiny_bundle.name, copy]
     report = run_benchmark(tiny_bundle, image, runs=1, batch=1, compare=False, also=also)
     assert [r.name for r in report.rows] == ["tiny-test v1", "GPU throughput"]
     assert [t.name for t in report.targets] == ["single-image median", "batch throughput", "peak RSS"]

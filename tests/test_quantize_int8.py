@@ -278,6 +278,8 @@ def test_models_lists_float_and_int8_bundles(
     from fracsight.benchmark import sibling_bundles
 
     assert sibling_bundles("tiny-v1") == [packaged / "tiny-v1-int8"]
+    # spelled otherwise, the same bundle: `--model default` gave no float row beside the default
+    assert sibling_bundles("default") == sibling_bundles(None) == [packaged / "tiny-v1-int8"]
     assert sibling_bundles("tiny-v1-int8") == [packaged / "tiny-v1"]  # the float row beside an INT8 default
     shutil.rmtree(packaged / "tiny-v1")
     assert sibling_bundles("tiny-v1-int8") == []

@@ -25,6 +25,7 @@ __all__ = [
     "ClassOperatingPoint",
     "HeadSpec",
     "OperatingPoint",
+    "bundle_identity",
     "load_bundle_spec",
     "read_card",
     "read_checked_onnx",
@@ -252,6 +253,12 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def bundle_identity(folder: Path) -> str:
+    """What tells two bundles apart by content, wherever they lie (a copy, an unpacked .zip): the
+    sha256 of ``bundle.json``, which holds ``model.onnx``'s own sha256 and every setting."""
+    return sha256_file(Path(folder) / "bundle.json")
 
 
 def load_bundle_spec(folder: Path) -> BundleSpec:

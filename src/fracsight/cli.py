@@ -1180,12 +1180,15 @@ def list_models_command() -> None:
     from fracsight.inference import DEFAULT_MODEL, list_bundles, resolve_bundle
 
     typer.echo("packaged bundles:")
+    chosen = os.environ.get("FRACSIGHT_MODEL")  # what every --model stands for when left out
     for name in list_bundles():
         try:
             precision = load_bundle_spec(resolve_bundle(name)).precision
         except BundleError as e:
             precision = f"unreadable: {e}"
         typer.echo(f"  {name} ({precision}){' (default)' if name == DEFAULT_MODEL else ''}")
+    if chosen:
+        typer.echo(f"FRACSIGHT_MODEL={chosen}: used instead of the default where --model is left out")
     from fracsight.training.config import recipe_names
 
     typer.echo("training recipes (fracsight train DATA_DIR -c NAME): " + ", ".join(recipe_names()))

@@ -16,6 +16,7 @@ from fracsight.benchmark.inputs import resolve_images
 from fracsight.benchmark.machine import cpu_busy_share, load_average, machine_busy, package_version
 from fracsight.benchmark.report import BenchmarkReport, Row, targets_of
 from fracsight.benchmark.timing import CONTENDERS, Progress, peak_rss_mb, stage_times, timed_rows
+from fracsight.bundle import bundle_identity
 from fracsight.errors import FracsightError
 from fracsight.inference import Predictor
 
@@ -23,23 +24,28 @@ from fracsight.inference import Predictor
 def sibling_bundles(model: str | Path | None) -> list[Path]:
     """The other precision of a packaged model (the default one when ``model`` is None), if packaged:
     ``<name>-int8`` for a float bundle, ``<name>`` for ``<name>-int8``; so the float and INT8 rows
-    stand side by side whichever of the two is the default."""
-    from fracsight.inference import DEFAULT_MODEL, list_bundles, resolve_bundle
+    stand side by side whichever of the two is the default. Found from the bundle ``model`` is, not
+    from how it was spelled (``default``, its name as results give it, a folder here of a packaged
+    name that holds another bundle)."""
+    from fracsight.inference import list_bundles, resolve_bundle
 
-    name = DEFAULT_MODEL if model is None else str(model)
-    other = name.removesuffix("-int8") if name.endswith("-int8") else f"{name}-int8"
-    if name not in list_bundles() or other not in list_bundles():
+    folder = resolve_bundle(model).resolve()
+    packaged = {resolve_bundle(n).resolve(): n for n in list_bundles()}
+    name = packaged.get(folder)
+    if name is None:
         return []
-    return [resolve_bundle(other)]
+    other = name.removesuffix("-int8") if name.endswith("-int8") else f"{name}-int8"
+    return [resolve_bundle(other)] if other in list_bundles() else []
 
 
 def _once(main: Predictor, others: Sequence[Predictor]) -> list[Predictor]:
-    """``others`` without ``main``'s bundle and without repeats: `--also` naming the model (the
-    default one, say) or one bundle twice timed it twice, in two rows with the same name."""
-    seen, kept = {main.bundle_dir.resolve()}, []
+    """``others`` without ``main``'s bundle and without repeats, by content: `--also` naming the model
+    (the default one, say), one bundle twice, or a .zip of it (unpacked anew each time) timed it
+    twice, in two rows with the same name."""
+    seen, kept = {bundle_identity(main.bundle_dir)}, []
     for other in others:
-        if other.bundle_dir.resolve() not in seen:
-            seen.add(other.bundle_dir.resolve())
+        if (identity := bundle_identity(other.bundle_dir)) not in seen:
+            seen.add(identity)
             kept.append(other)
     return kept
 
@@ -63,7 +69,9 @@ def run_benchmark(
     cpu_busy_before = cpu_busy_share()
     predictor = Predictor(model)
     extra = (
-        [Predictor(m) for m in also] if also is not None else [Predictor(p) for p in sibling_bundles(model)]
+        [Predictor(m) for m in also]
+        if also is not None
+        else [Predictor(p) for p in sibling_bundles(predictor.bundle_dir)]
     )
     extra = _once(predictor, extra)
     with tempfile.TemporaryDirectory(prefix="fracsight-bench-") as scratch:
@@ -109,7 +117,8 @@ def run_benchmark(
         "cpu_busy_before": cpu_busy_before,
     }
     machine["busy"] = machine_busy(cpu_busy_before, load_before, os.cpu_count() or 1)
-    bundle = str(predictor.bundle_dir)
+    # a .zip as given: its unpacked folder is gone when the command ends
+    bundle = str(model) if str(model or "").lower().endswith(".zip") else str(predictor.bundle_dir)
     targets = targets_of(rows, 0, "")
     for i, p in enumerate(extra, start=1):
         targets += targets_of(rows, i, f"{p.name}: ")

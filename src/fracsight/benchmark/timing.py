@@ -36,7 +36,12 @@ def contender(kind: str, model: str | None, batch: int) -> Contender:
         kind, model = "bundle", kind.split(":", 1)[1]
     predictor = Predictor(model)
     if kind == "torch-twin":
-        note = "random weights, same pipeline; only the engine differs"
+        grafted = bool(predictor.spec.localization.get("boxes") or predictor.spec.orientation)
+        note = (
+            "float32, random weights, same pipeline without the grafted detector and orientation step"
+            if grafted
+            else "float32, random weights, same pipeline; only the engine differs"
+        )
         return predictor_contender(torch_twin(predictor, "cpu"), "same model", "torch eager", batch, note)
     engine = "onnxruntime CPU" + (
         f" {predictor.spec.precision.upper()}" if predictor.spec.precision != "float32" else ""

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from fracsight.bundle import bundle_identity
 from fracsight.data import CLASS, FRACTURE, MissingSplitError, load_dataset, split_keys
 from fracsight.data._files import canonical_split, relative_name
 from fracsight.errors import ConfigError, DatasetError
@@ -205,10 +206,11 @@ def compare_models(
             "it with --split all"
         )
     notes = _seen_notes(split, [h.own for h in held], (model_a, model_b))
-    if predictors[0].bundle_dir.resolve() == predictors[1].bundle_dir.resolve():
+    if bundle_identity(predictors[0].bundle_dir) == bundle_identity(predictors[1].bundle_dir):
+        # by content: a copy or a .zip of one bundle is the same model (its folder a new one)
         notes.append(
-            f"A and B are the same bundle ({predictors[0].bundle_dir}): every difference below is zero "
-            "by construction"
+            f"A and B are the same bundle ({model_a or 'default'}, {model_b or 'default'}): every "
+            "difference below is zero by construction"
         )
     notes += _head_notes(predictors, tuple(dataset.class_names.get(FRACTURE, ())), (model_a, model_b))
     leakage = leakage_of(held[0], dataset, split)  # the two runs held out the same images (checked above)

@@ -95,9 +95,16 @@ class OnnxModel:
         if self.session.get_inputs()[0].shape[0] == 1:
             self.max_batch = 1
         self.output_names = [o.name for o in self.session.get_outputs()]
-        missing = {"fracture", "mask", "cam", "embedding"} - set(self.output_names)
+        # outputs of the heads bundle.json names (a class head the graph lacks crashed predict)
+        missing = {"fracture", "mask", "cam", "embedding", *(h.name for h in self.spec.heads)}
+        missing -= set(self.output_names)
         if missing:
-            raise BundleError(f"model.onnx lacks the outputs {sorted(missing)}")
+            raise BundleError(f"model.onnx lacks the outputs {sorted(missing)} that bundle.json names")
+        side = self.session.get_inputs()[0].shape[-1]  # an int when fixed, a name when dynamic
+        if isinstance(side, int) and side != self.spec.input_size:  # onnxruntime refused every image
+            raise BundleError(
+                f"bundle.json says input_size {self.spec.input_size}, model.onnx takes {side} x {side} images"
+            )
         # the length of an image's embedding (the OOD record is checked against it when loaded)
         size = self.session.get_outputs()[self.output_names.index("embedding")].shape[-1]
         self.embedding_size = size if isinstance(size, int) and size > 0 else self.spec.feature_channels
