@@ -49,13 +49,17 @@ def assert_clean(text: str | bytes, where: str) -> None:
 
 
 def png_text_chunks(data: bytes) -> list[bytes]:
-    """The chunk types of a PNG that can carry text or metadata (tEXt, zTXt, iTXt, eXIf)."""
+    """The chunks of a PNG that can carry text or metadata (tEXt, zTXt, iTXt, eXIf), but the one
+    fracsight writes into every overlay (a fixed text that makes the reader refuse it as input)."""
+    from fracsight.io._raster import OVERLAY_COMMENT
+
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     found, pos = [], 8
     while pos + 8 <= len(data):
         length, kind = struct.unpack_from(">I4s", data, pos)
-        if kind in (b"tEXt", b"zTXt", b"iTXt", b"eXIf"):
-            found.append(kind)
+        body = data[pos + 8 : pos + 8 + length]
+        if kind in (b"tEXt", b"zTXt", b"iTXt", b"eXIf") and body != b"Comment\0" + OVERLAY_COMMENT.encode():
+            found.append(kind + b": " + body)
         pos += 12 + length
     return found
 
