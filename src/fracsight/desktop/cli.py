@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 from typing import Annotated
@@ -69,7 +70,7 @@ def desktop_command(
     timing = TimingLog(timing_log) if timing_log is not None else None
     if timing is not None:
         timing.write("command_started", at=started)
-    DesktopApp(
+    app = DesktopApp(
         root,
         model=model,
         operating_point=operating_point,
@@ -82,4 +83,7 @@ def desktop_command(
     if timing is not None:
         root.update_idletasks()
         timing.write("window_built")
+    # SIGTERM (a session logging out, `kill`): closed as by the close button, which waits for the
+    # image in progress (exiting while ONNX Runtime runs aborts the process), then exit 0
+    signal.signal(signal.SIGTERM, lambda *_: root.after(0, app.close))
     root.mainloop()
