@@ -216,10 +216,8 @@ def test_a_folder_without_images_beside_other_inputs_is_a_row_not_nothing(
     result = _predict(tiny_bundle, empty, radiograph, "--json")
     assert result.exit_code == 1, result.output
     rows = {i["source"]: i for i in json.loads(result.stdout)["images"]}
-    assert (
-        rows[str(empty)]["error"].endswith("is a folder, not an image file")
-        and "decision" in rows["scan.jpg"]
-    )
+    assert rows[str(empty)]["error_code"] == "no_images" and "decision" in rows["scan.jpg"]
+    assert rows[str(empty)]["error"] == f"{empty}: no image files found in the given folders"
     alone = _predict(tiny_bundle, empty)
     assert alone.exit_code == 2 and "error (no_images)" in alone.stderr
     assert str(empty) in collect_batch_inputs([empty, radiograph])  # `batch run share scan.jpg` too

@@ -543,6 +543,9 @@ def predict(
                 if overlay_dir is not None and not isinstance(result, FailedPrediction):
                     _write_overlay(result, overlay_dir, opacity, keep_suffix=result.source in shared_stems)
                     result = dataclasses.replace(result, heatmap=None, pixels=None)
+                if isinstance(result, FailedPrediction) and path.is_dir():  # a folder without images
+                    why = no_images_message([path])
+                    result = FailedPrediction(result.source, "no_images", f"{result.source}: {why}")
                 results.append((path, result))
                 bar.advance(task)
     # the inputs are distinct files already (named_inputs), so --study counts each once
