@@ -275,6 +275,12 @@ def test_a_dangling_link_as_csv_is_refused_before_predicting(
     (tmp_path / "dl.csv").symlink_to(tmp_path / "results" / "latest.csv")
     result = _predict(tiny_bundle, radiograph, "--csv", tmp_path / "dl.csv")
     assert result.exit_code == 2 and "exists; pass --overwrite" in result.stderr
+    # with --overwrite it is written through, so its target's folder must be there
+    result = _predict(tiny_bundle, radiograph, "--csv", tmp_path / "dl.csv", "--overwrite")
+    assert result.exit_code == 2 and "cannot write" in result.stderr
+    (tmp_path / "results").mkdir()
+    result = _predict(tiny_bundle, radiograph, "--csv", tmp_path / "dl.csv", "--overwrite")
+    assert result.exit_code == 0 and (tmp_path / "results" / "latest.csv").is_file()
 
 
 def test_sigterm_during_overlays_says_what_was_done_and_leaves_no_partial_file(

@@ -65,3 +65,22 @@ def test_force_replaces_a_bundle_but_not_the_files_kept_beside_it(tmp_path: Path
         OutputFolderError, match=r"holds files that are not the bundle's \(eval-test, my-notes.md\)"
     ):
         check_output_folder(bundle, force=True)
+
+
+def test_force_keeps_refusing_a_bundle_folder_with_hidden_files_of_the_users(tmp_path: Path) -> None:
+    """Only a file browser's own files (.DS_Store, Thumbs.db, desktop.ini, ._NAME) are passed over:
+    passing over every hidden name deleted a `.git` folder or `.notes.md` with the old bundle."""
+    import pytest
+
+    from fracsight._output import BUNDLE_FILES, check_output_folder
+    from fracsight.errors import OutputFolderError
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    for name in [*BUNDLE_FILES, ".DS_Store", "._bundle.json"]:
+        (bundle / name).write_text("x")
+    check_output_folder(bundle, force=True)
+    (bundle / ".git").mkdir()
+    (bundle / ".notes.md").write_text("mine")
+    with pytest.raises(OutputFolderError, match=r"\(.git, .notes.md\)"):
+        check_output_folder(bundle, force=True)

@@ -586,6 +586,13 @@ def test_a_recipe_of_the_users_named_config_yaml_is_not_written_over(tiny_datase
     refused = CliRunner().invoke(app, train)
     assert refused.exit_code == 2 and "is not a run folder (it holds config.yaml)" in refused.stderr
     assert (folder / "config.yaml").read_text().startswith("# my tuned recipe")
+    from importlib import resources
+
+    recipes = resources.files("fracsight.training").joinpath("recipes")
+    for recipe in ("fracatlas-lite0-384-gpu.yaml", "fracatlas-lite0-384-continue.yaml"):  # full recipes
+        (folder / "config.yaml").write_text(recipes.joinpath(recipe).read_text())
+        refused = CliRunner().invoke(app, train)
+        assert refused.exit_code == 2 and "is not a run folder" in refused.stderr, recipe
 
 
 def test_a_checkpoint_save_cut_short_keeps_the_previous_one(tiny_dataset, tmp_path, monkeypatch):

@@ -22,7 +22,8 @@ from fracsight.errors import OutputFolderError
 __all__ = ["BUNDLE_FILES", "check_output_folder", "staged_folder", "terminate_as_exit"]
 
 BUNDLE_FILES = frozenset({"bundle.json", "card.md", "model.onnx"})  # what every bundle command writes
-_OS_FILES = frozenset({"Thumbs.db", "desktop.ini"})  # a file browser's, like the hidden .DS_Store
+# a file browser's (and macOS's ._NAME AppleDouble files); any other file, hidden or not, is the user's
+_OS_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 
 
 def check_output_folder(out_dir: Path, *, force: bool, inputs: Iterable[tuple[str, Path]] = ()) -> None:
@@ -62,7 +63,7 @@ def check_output_folder(out_dir: Path, *, force: bool, inputs: Iterable[tuple[st
         others = sorted(
             p.name
             for p in out_dir.iterdir()
-            if p.name not in BUNDLE_FILES and not p.name.startswith(".") and p.name not in _OS_FILES
+            if p.name not in BUNDLE_FILES and p.name not in _OS_FILES and not p.name.startswith("._")
         )
         if others:  # notes, an evaluation report: replacing the folder would delete them unsaid
             raise OutputFolderError(

@@ -305,9 +305,10 @@ def refuse_output(path: Path | None, *, folder: bool, overwrite: bool = True, op
 def _writable(path: Path, folder: bool) -> bool:
     """Whether the output can be written: into the folder, over the file (a pipe, a device, a file in
     a folder of someone else's is written into), or, where there is none yet, in its folder."""
-    if path.exists() and (folder or not _replaced_whole(path)):
-        return os.access(path, os.W_OK | (os.X_OK if folder else 0))
-    return os.access(path.parent, os.W_OK | os.X_OK)
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path  # a link is written through
+    if target.exists() and (folder or not _replaced_whole(path)):
+        return os.access(target, os.W_OK | (os.X_OK if folder else 0))
+    return target.parent.is_dir() and os.access(target.parent, os.W_OK | os.X_OK)
 
 
 def _replaced_whole(path: Path) -> bool:

@@ -27,15 +27,16 @@ def sibling_bundles(model: str | Path | None) -> list[Path]:
     stand side by side whichever of the two is the default. Found from the bundle ``model`` is, not
     from how it was spelled (``default``, its name as results give it, a folder here of a packaged
     name that holds another bundle)."""
-    from fracsight.inference import list_bundles, resolve_bundle
+    from fracsight.inference import resolve_bundle
+    from fracsight.inference.store import packaged_bundles
 
-    folder = resolve_bundle(model).resolve()
-    packaged = {resolve_bundle(n).resolve(): n for n in list_bundles()}
-    name = packaged.get(folder)
+    packaged = packaged_bundles()
+    names = {folder.resolve(): name for name, folder in packaged.items()}
+    name = names.get(resolve_bundle(model).resolve())
     if name is None:
         return []
     other = name.removesuffix("-int8") if name.endswith("-int8") else f"{name}-int8"
-    return [resolve_bundle(other)] if other in list_bundles() else []
+    return [packaged[other]] if other in packaged else []
 
 
 def _once(main: Predictor, others: Sequence[Predictor]) -> list[Predictor]:

@@ -85,5 +85,8 @@ def desktop_command(
         timing.write("window_built")
     # SIGTERM (a session logging out, `kill`): closed as by the close button, which waits for the
     # image in progress (exiting while ONNX Runtime runs aborts the process), then exit 0
-    signal.signal(signal.SIGTERM, lambda *_: root.after(0, app.close))
-    root.mainloop()
+    previous = signal.signal(signal.SIGTERM, lambda *_: root.after(0, app.close))
+    try:
+        root.mainloop()
+    finally:  # the window is gone: a late SIGTERM ends the process as any command's does
+        signal.signal(signal.SIGTERM, previous)

@@ -14,7 +14,7 @@ from pathlib import Path
 from fracsight.bundle import BundleSpec, load_bundle_spec, read_checked_onnx
 from fracsight.errors import BundleError, UnknownModelError
 
-__all__ = ["DEFAULT_MODEL", "checked_bundle", "list_bundles", "resolve_bundle"]
+__all__ = ["DEFAULT_MODEL", "checked_bundle", "list_bundles", "packaged_bundles", "resolve_bundle"]
 
 DEFAULT_MODEL = "fracatlas-lite0-384-v5-int8"
 _PACKAGED = Path(__file__).resolve().parent.parent / "weights"
@@ -32,6 +32,11 @@ def list_bundles() -> list[str]:
     return sorted(
         p.name for p in _PACKAGED.iterdir() if not p.name.startswith(".") and (p / "bundle.json").is_file()
     )
+
+
+def packaged_bundles() -> dict[str, Path]:
+    """The shipped bundles' folders by name (whatever the current folder holds of their names)."""
+    return {name: _PACKAGED / name for name in list_bundles()}
 
 
 def _extract_zip(path: Path) -> Path:

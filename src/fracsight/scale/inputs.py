@@ -25,7 +25,8 @@ MANIFEST_SUFFIXES = {".csv", ".parquet"}  # a table with a path column
 
 def collect_batch_inputs(args: Sequence[Path], *, path_column: str = "path") -> dict[str, str]:
     """Absolute paths of every input, each file once (by its resolved path: a file listed twice,
-    or reached through a link, is the first of them), in the order given, each with the name its row
+    or reached through a link, is the first of them), in the order given (a folder given that holds no
+    image, a row of its own, after them), each with the name its row
     gives it (as ``fracsight predict`` names it: the path under a folder given, else the file name).
 
     A folder gives its image files (recursively, as ``fracsight predict``); a ``.txt``/``.lst``

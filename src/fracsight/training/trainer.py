@@ -54,11 +54,17 @@ FRACTURE_CLASSES = ("not fractured", "fractured")  # the binary label's names wh
 # what a run writes into its folder before its first checkpoint (best.pt, last.pt)
 RUN_FILES = frozenset({"config.yaml", "history.json", "curves.png"})
 CHECKPOINTS = ("best.pt", "last.pt")
-# settings every run's config.yaml has held (a newer setting is missing from an older run's, which
-# must still count as a run's); a recipe written by hand rarely lists them all
+# the settings of the first fracsight (every run's config.yaml holds them, an older run's too, which
+# lacks settings added since); a recipe lists what it changes, never all (the packaged ones leave out
+# layout, class_weight, amp and max_samples): so a run's config.yaml is told from a user's recipe
 RUN_CONFIG_KEYS = frozenset(
-    {"data", "out", "arch", "input_size", "batch_size", "epochs", "lr", "seed", "augment"}
-)
+    {
+        "data", "layout", "out", "arch", "pretrained", "input_size", "batch_size", "epochs_frozen",
+        "epochs", "lr", "lr_finetune", "weight_decay", "unfreeze_from", "feature_cache_variants",
+        "mask_weight", "mask_pos_weight", "region_weight", "class_weight", "patience", "seed", "device",
+        "amp", "workers", "max_samples", "name", "version", "augment",
+    }
+)  # fmt: skip
 # what --resume may change: where the data and the run are, how long it trains (a run is often
 # resumed to train longer), on what it runs, and the model's name; anything else would mix two
 # recipes in one run and write the second over the first's config.yaml
