@@ -24,6 +24,7 @@ def test_evaluate_prints_metrics_with_ci_and_writes_the_report(tiny_bundle, tiny
     assert "12/12 images, 6 fractured" in result.output  # what the data call a positive image
     assert "AUROC" in result.output and "95% CI" in result.output
     assert "custom (threshold 0.500)" in result.output
+    assert NOTICE in result.stderr  # the plain-text answer says it too, as predict's and compare's do
     report = (out / "report.html").read_text()
     assert "decision aid" in report and "data:image/png;base64" in report
     written = json.loads((out / "metrics.json").read_text())

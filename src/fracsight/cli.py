@@ -879,6 +879,9 @@ def evaluate(
         _print_metrics(metrics)
         if out is not None:
             typer.echo(f"report: {out / 'report.html'}")
+        from fracsight.inference import NOTICE
+
+        typer.echo(NOTICE, err=True)  # as predict and compare say it (the JSON carries it as "notice")
     _unread_images(metrics, allowed=allow_unreadable)
 
 
