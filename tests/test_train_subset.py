@@ -60,6 +60,9 @@ def test_the_run_trains_on_both_classes_and_the_bundle_counts_what_it_trained_on
     trained = CliRunner().invoke(app, ["train", str(tiny_dataset), "--out", str(run), *settings])
     assert trained.exit_code == 0, trained.output
     assert "prepared 6 training" in trained.stderr
+    dataset = load_dataset(tiny_dataset)  # train and val only: a test split is carved from them, and said
+    carved = len(dataset.samples) - sum(map(len, train_val_samples(dataset, 0)))
+    assert carved > 0 and f"{carved} images held out as the test split the data set lacks" in trained.stderr
     assert _labels(training_subset(train, 6, 0)) == {(1, None): 3, (0, None): 3}
     exported = CliRunner().invoke(app, ["export", str(run), str(bundle)])
     assert exported.exit_code == 0, exported.output

@@ -644,6 +644,10 @@ class Trainer:
         state = self._check_run_folder(resume, force)  # last.pt, read once, to resume from
         self.dataset.refuse_output_inside(self.run_dir)
         train_samples, val_samples = train_val_samples(self.dataset, cfg.seed)
+        # a data set without a test split keeps one carved out of it (train_val_samples): said, for
+        # "prepared 22 training" of 24 images put in read as images lost
+        has_test = any(s.split == "test" for s in self.dataset.samples)
+        held_out = 0 if has_test else len(self.dataset.samples) - len(train_samples) - len(val_samples)
         train_samples = training_subset(train_samples, cfg.max_samples, cfg.seed)
         refuse_one_label_splits(self.dataset, train_samples, val_samples, self.fracture_classes)
         images = self._images = images_record(self.dataset.root, train_samples + val_samples)
@@ -676,6 +680,12 @@ class Trainer:
             f"prepared {len(train_samples)} training and {len(val_samples)} validation images "
             f"(frozen stages cached: {split > 0}; bfloat16 autocast: {self.amp}) in {time.time() - t0:.0f} s"
         )
+        if held_out > 0:
+            console.print(
+                f"{held_out} images held out as the test split the data set lacks (the same ones every "
+                f"run with seed {cfg.seed}): `fracsight evaluate MODEL {self.dataset.root} --split test` "
+                "measures on them"
+            )
         n_pos = float(train.fracture[train.fracture_valid].sum())
         n_neg = float(train.fracture_valid.sum()) - n_pos
         pos_weight = n_neg / n_pos if n_pos > 0 else 1.0
