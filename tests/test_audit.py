@@ -317,3 +317,21 @@ def test_cli_audit_many_classes_a_row_each(tmp_path: Path) -> None:
     rows = [line for line in result.stdout.splitlines() if line.startswith("│ type_")]
     assert len(rows) == 12 and all(line.split("│")[2].strip() == "1" for line in rows), result.stdout
     assert any(line.startswith("│ Total") and "24" in line for line in result.stdout.splitlines())
+
+
+def test_cli_audit_without_splits_shows_no_split_column(tmp_path: Path) -> None:
+    """A data set without splits showed "None / None" in the Splits column of every pair."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    picture = rng.integers(0, 255, (64, 64), dtype=np.uint8)
+    for label, noise in (("fractured", 0), ("not fractured", 3)):  # near-identical, opposite labels
+        folder = tmp_path / "d" / label
+        folder.mkdir(parents=True)
+        Image.fromarray(np.clip(picture.astype(int) + noise, 0, 255).astype(np.uint8)).save(folder / "x.png")
+        for k in range(3):
+            Image.fromarray(rng.integers(0, 255, (64, 64), dtype=np.uint8)).save(folder / f"o{k}.png")
+    result = CliRunner().invoke(app, ["audit", str(tmp_path / "d")], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "x.png" in result.stdout and "None" not in result.stdout, result.stdout

@@ -393,9 +393,12 @@ def _pair_table(title: str, pairs: list[NearPair], limit: int) -> list[Renderabl
     table = Table(title=f"{title} (first {min(limit, len(pairs))} of {len(pairs)})", title_justify="left")
     for col in ("Image A", "Image B"):
         table.add_column(col, overflow="fold")
-    table.add_column("Splits")
+    with_splits = any(p.split_a is not None or p.split_b is not None for p in pairs)
+    if with_splits:  # a data set without splits showed "None / None" on every row
+        table.add_column("Splits")
     table.add_column("Labels")
     table.add_column("Bits", justify="right")
     for p in sorted(pairs, key=lambda p: (p.distance, p.a, p.b))[:limit]:
-        table.add_row(p.a, p.b, f"{p.split_a} / {p.split_b}", f"{p.label_a} / {p.label_b}", str(p.distance))
+        splits = [f"{p.split_a or '-'} / {p.split_b or '-'}"] if with_splits else []
+        table.add_row(p.a, p.b, *splits, f"{p.label_a} / {p.label_b}", str(p.distance))
     return [table]
