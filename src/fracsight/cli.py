@@ -324,9 +324,7 @@ def refuse_output_among_inputs(
     """Exit 2, before any work, when ``--csv`` is one of the images read (even with --overwrite:
     the image would be lost) or ``--overlay-dir`` is a folder read, or inside one (the next run over
     that folder would read the overlays as radiographs)."""
-    if csv_path is not None and (
-        csv_path.resolve() in {f.resolve() for f in files} or _same_file_as_any(csv_path, files)
-    ):
+    if csv_path is not None and _same_file_as_any(csv_path, files):
         typer.echo(
             f"error (output_refused): --csv {csv_path} is one of the images to predict; choose another file",
             err=True,
@@ -338,8 +336,8 @@ def refuse_output_among_inputs(
 
 
 def _same_file_as_any(path: Path, files: Sequence[Path]) -> bool:
-    """Whether ``path`` is one of ``files`` under another name (a hard link: ``resolve`` tells only
-    symbolic ones apart, and the CSV written into it truncated the image)."""
+    """Whether ``path`` is one of ``files``, under its name, through a link or as a hard link (which
+    comparing resolved paths missed: the CSV written into it truncated the image)."""
     if not path.exists():
         return False  # not there yet: it cannot be an input
     return any(_same_file(path, f) for f in files)
