@@ -184,7 +184,7 @@ def test_an_overlay_written_beside_the_images_is_refused_when_read_again(
     """`predict scans/*.jpg --overlay-dir scans`, then `predict scans`: each overlay was scored as a
     radiograph ("no fracture detected", reliable) and counted as a view of its study."""
     from fracsight.explain import overlay_save_options
-    from fracsight.io import read_image
+    from fracsight.io import Radiograph, read_image
 
     scans = tmp_path / "scans"
     scans.mkdir()
@@ -201,6 +201,9 @@ def test_an_overlay_written_beside_the_images_is_refused_when_read_again(
         Image.new("RGB", (64, 64)).save(picture, format=fmt, **overlay_save_options(fmt))
         with pytest.raises(Exception, match="an overlay fracsight made of a result") as caught:
             read_image(picture)
+        assert caught.value.code == "fracsight_overlay"
+        with Image.open(picture) as opened, pytest.raises(Exception, match="an overlay") as caught:
+            Radiograph.from_array(opened)  # a PIL image of it: re-saved as TIFF, its mark was lost
         assert caught.value.code == "fracsight_overlay"
 
 

@@ -395,6 +395,22 @@ def test_predict_refuses_what_it_cannot_read_by_what_it_takes(images: list[Path]
         predictor.predict(text)
 
 
+def test_results_say_they_are_unhashable_and_bad_pixels_are_value_errors(images: list[Path]) -> None:
+    """hash() of a result failed inside the generated __hash__ ("unhashable type: 'dict'"); bad
+    pixels escaped a notebook's `except ValueError`."""
+    from fracsight.inference import Predictor
+
+    predictor = Predictor()
+    result = predictor.predict(images[0])
+    study = predictor.predict_study([result, predictor.predict(images[1])], "study")
+    for made in (result, study):
+        with pytest.raises(TypeError, match=f"unhashable type: '{type(made).__name__}'"):
+            hash(made)
+    assert result == predictor.predict(images[0])  # equality unchanged
+    with pytest.raises(ValueError, match="NaN"):
+        predictor.predict(np.full((64, 64), np.nan))
+
+
 def test_predict_many_reads_arrays_and_fails_bad_ones_alone(images: list[Path]) -> None:
     from fracsight.inference import FailedPrediction, Predictor
 
@@ -407,6 +423,10 @@ def test_predict_many_reads_arrays_and_fails_bad_ones_alone(images: list[Path]) 
     with pytest.raises(TypeError, match="not one ndarray"):  # its rows used to fail one by one
         list(predictor.predict_many(gray))
     assert len(list(predictor.predict_many(np.stack([gray, gray])))) == 2  # a stack: one image each
+    colour = np.repeat(gray[..., None], 3, axis=2)
+    assert len(list(predictor.predict_many(np.stack([colour, colour])))) == 2  # was "not one ndarray"
+    with pytest.raises(TypeError, match="not one ndarray"):
+        list(predictor.predict_many(colour))
 
 
 def test_predict_and_predict_many_call_a_named_radiograph_alike(images: list[Path]) -> None:
@@ -593,6 +613,8 @@ def test_render_overlay_takes_what_results_give_and_refuses_what_it_cannot_draw(
         render_overlay(read_image(images[0]))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"heat must be in \[0, 1\]"):
         render_overlay(result.pixels, result.heatmap * 255)
+    with pytest.raises(ValueError, match="NaN or infinite"):  # was drawn as no heat, without a word
+        render_overlay(result.pixels, np.full_like(result.heatmap, np.nan))
 
 
 def test_a_bundle_zip_is_found_whatever_the_case_of_its_suffix(tmp_path: Path) -> None:

@@ -113,10 +113,11 @@ class ImageTooSmallError(ImageReadError):
     code = "image_too_small"
 
 
-class InvalidPixelsError(ImageReadError):
+class InvalidPixelsError(ImageReadError, ValueError):
     """Pixels given in memory (an array, a :class:`~fracsight.io.Radiograph` built in Python) that
     are not an image the model can read: NaN or infinite values, a float image outside [0, 1], a
-    dtype or shape with no grayscale meaning."""
+    dtype or shape with no grayscale meaning. A ``ValueError`` too, as a notebook's ``except
+    ValueError`` for a bad argument expects."""
 
     code = "invalid_pixels"
 

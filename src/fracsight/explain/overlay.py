@@ -192,6 +192,8 @@ def render_overlay(
             raise ValueError(
                 f"heat has shape {hm.shape}, image {(h, w)}; map it with heatmap_to_original first"
             )
+        if not np.isfinite(hm).all():  # drawn as 0: an overlay with no heat, said nothing
+            raise ValueError("heat has NaN or infinite values; pass a map in [0, 1]")
         if hm.size and float(hm.max()) > 1.01:  # 0..255: clipped, it was all drawn at full strength
             raise ValueError(f"heat must be in [0, 1], got values up to {float(hm.max()):g}")
         lut = colormap_lut(colormap)

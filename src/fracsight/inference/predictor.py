@@ -581,8 +581,12 @@ class Predictor:
             isinstance(sources, (str, bytes, os.PathLike, Radiograph))
             or _is_file_object(sources)
             # one array or PIL image, not a list of them: (H, W), or (H, W, 3|4) colour (an (N, H, W)
-            # stack of grayscale images is a list of them; no image is 3 or 4 pixels wide)
-            or (_in_memory(sources) and (np.ndim(sources) < 3 or np.shape(sources)[-1] in (3, 4)))
+            # stack of grayscale images, or (N, H, W, 3) of colour ones, is a list of them; no image
+            # is 3 or 4 pixels wide)
+            or (
+                _in_memory(sources)
+                and (np.ndim(sources) < 3 or (np.ndim(sources) == 3 and np.shape(sources)[-1] in (3, 4)))
+            )
         )
         if one:
             raise TypeError(

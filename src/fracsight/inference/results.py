@@ -143,6 +143,9 @@ class Prediction:
     heatmap: np.ndarray | None = field(default=None, repr=False, compare=False)  # (H, W) in [0, 1]
     pixels: np.ndarray | None = field(default=None, repr=False, compare=False)  # the radiograph, for overlays
 
+    # unhashable, said so by name: the hash frozen=True makes failed inside on a dict field
+    __hash__ = None  # type: ignore[assignment]
+
     @property
     def has_fracture_head(self) -> bool:
         return self.fracture_probability is not None
@@ -271,6 +274,8 @@ class StudyPrediction:
     view_regions: tuple[str, ...] = ()  # each of ``images``' own most likely region
     # the MURA-style study folders the views come from, where several were combined into this one
     folders: tuple[str, ...] = ()
+
+    __hash__ = None  # type: ignore[assignment]  # as Prediction's: a dict field
 
     @property
     def notice(self) -> str:

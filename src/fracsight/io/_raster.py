@@ -39,6 +39,10 @@ _PIL_FORMATS = {
 # written into every overlay (explain.overlay.overlay_save_options), so that one read again, from a
 # folder the overlays were written into, is refused rather than scored as a radiograph
 OVERLAY_COMMENT = "fracsight overlay: a picture of a result, with the decision-aid notice; not a radiograph"
+OVERLAY_REFUSAL = (
+    "an overlay fracsight made of a result (heatmap, boxes, caption), not a radiograph: "
+    "predict the image it was made from"
+)
 _TIFF_PHOTOMETRIC = 262  # the TIFF tag PhotometricInterpretation: 0 WhiteIsZero, 1 BlackIsZero
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as Pillow's convert("L")
 _COLOUR_TOLERANCE = 0.02  # mean |R-G|+|G-B| (in [0,1] units) above which a real colour image is reported
@@ -96,11 +100,8 @@ def _read(
 ) -> Radiograph:
     notes: list[str] = []
     im = Image.open(io.BytesIO(data), formats=_PIL_FORMATS[fmt])  # lazy: reads the header only
-    if _marked_as_overlay(im):
-        raise OverlayImageError(
-            f"{label}an overlay fracsight made of a result (heatmap, boxes, caption), not a radiograph: "
-            "predict the image it was made from"
-        )
+    if marked_as_overlay(im):
+        raise OverlayImageError(f"{label}{OVERLAY_REFUSAL}")
     width, height = im.size
     check_size(height, width)
     frames = int(getattr(im, "n_frames", 1))
@@ -158,7 +159,7 @@ def _read(
     return Radiograph(pixels=pixels, metadata=meta)
 
 
-def _marked_as_overlay(im: Image.Image) -> bool:
+def marked_as_overlay(im: Image.Image) -> bool:
     """Whether the file carries :data:`OVERLAY_COMMENT` (a PNG text chunk or a JPEG comment)."""
     comment = im.info.get("Comment") or im.info.get("comment") or ""
     if isinstance(comment, bytes):

@@ -96,11 +96,14 @@ class Radiograph:
         """
         from PIL import Image, ImageOps
 
-        from fracsight.errors import ImageReadError, InvalidPixelsError
+        from fracsight.errors import ImageReadError, InvalidPixelsError, OverlayImageError
         from fracsight.io import read_image
+        from fracsight.io._raster import OVERLAY_REFUSAL, marked_as_overlay
 
         label = name or "array"
         if isinstance(image, Image.Image):
+            if marked_as_overlay(image):  # the TIFF below would drop the mark its file is refused by
+                raise OverlayImageError(f"{label}: {OVERLAY_REFUSAL}")
             try:  # decoded here: a file cut short or closed failed below with Pillow's own error
                 image.load()
                 pil = ImageOps.exif_transpose(image)  # as the file's reader turns it
