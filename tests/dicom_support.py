@@ -206,7 +206,8 @@ class Orthanc:
 
     ``modalities``: ``{name: (ae_title, host, port)}`` Orthanc may send to (DicomModalities);
     ``lua``: Lua scripts to load (LuaScripts); ``users``: ``{name: password}`` for HTTP basic
-    authentication (AuthenticationEnabled, RegisteredUsers; off without). :meth:`stop` and
+    authentication (AuthenticationEnabled, RegisteredUsers; off without); ``config``: more
+    options (``{"LimitFindInstances": 10}``). :meth:`stop` and
     :meth:`start` keep the storage, so a test can take the PACS away and bring it back with what
     it had stored.
     """
@@ -219,8 +220,10 @@ class Orthanc:
         modalities: Mapping[str, tuple[str, str, int]] | None = None,
         lua: Sequence[str | os.PathLike[str]] = (),
         users: Mapping[str, str] | None = None,
+        config: Mapping[str, Any] | None = None,
     ) -> None:
         self.root = Path(root)
+        self.config = dict(config or {})  # more options, over the ones below
         self.users = dict(users or {})
         # the REST helpers below log in as the first user when Orthanc asks for one
         self.auth = next(iter(self.users.items()), None)
@@ -261,7 +264,7 @@ class Orthanc:
             "HttpTimeout": 30,
             "ConcurrentJobs": 2,
             "SaveJobs": False,
-        }
+        } | self.config
 
     def start(self, timeout: float = 60) -> Orthanc:
         self.root.mkdir(parents=True, exist_ok=True)

@@ -131,6 +131,49 @@ def test_a_dicomweb_service_missing_or_down_is_waited_for_not_given_up(
         server.shutdown()
 
 
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("text/html", b"<html><body><form>Sign in</form></body></html>"),  # a login page
+        ("text/html", b"<html><body><p>Sign in<br></body></html>"),  # not XML
+        ("application/dicom+json", b""),
+        ("application/dicom+json", b"{}"),
+    ],
+)
+def test_a_200_without_a_store_response_is_not_counted_as_stored(
+    tmp_path: Path, fracatlas_dir: Path, content_type: str, body: bytes
+) -> None:
+    """A POST redirected to a single sign-on page, or a proxy's empty 200, confirms nothing: each was
+    counted as delivered (the node marked the results sent, never to send them again)."""
+    import http.server
+    import threading
+
+    from dicom_support import make_radiograph_dicom
+    from fracsight.dicom.sender import DestinationUnavailable, StowDestination
+
+    class LoginPage(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    image = fracatlas_dir / "images" / "Fractured" / "IMG0000019.jpg"
+    source = make_radiograph_dicom(image, tmp_path / "a.dcm")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), LoginPage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(DestinationUnavailable, match="without a STOW-RS store response"):
+            StowDestination(f"http://127.0.0.1:{server.server_port}/dicom-web", timeout=10).deliver([source])
+    finally:
+        server.shutdown()
+
+
 def test_connections_that_never_ask_for_an_association_free_their_slots(tmp_path: Path) -> None:
     """Sixteen TCP connections that say nothing (a hung probe, a port scan) held every association
     slot for pynetdicom's 30 s, and an allowed modality was rejected (local limit exceeded) for as

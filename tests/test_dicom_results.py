@@ -163,13 +163,18 @@ def test_views_each_their_own_series_get_results_in_their_order_never_one_number
     Their results share one series per kind, where every one had Instance Number 1 (a viewer could
     not order them); now the source's series and instance numbers together."""
     _, source, prediction = case
-    numbers = []
+    numbers, views = [], []
     for series_number, number in ((1, 1), (2, 1), (2, 7), (None, 3), ([3, 4], 1)):
         view = copy.deepcopy(source)
         view.SeriesNumber, view.InstanceNumber = series_number, number
+        views.append(view)
         numbers.append([ds.InstanceNumber for ds in result_datasets(view, prediction, predictor)])
     assert [n[0] for n in numbers] == [100001, 200001, 200007, 3, 300001]  # `3\\4`: its first
     assert all(len(set(n)) == 1 for n in numbers)  # the report, state and capture of one image agree
+    # the study verdict's SR, in the same series: after them all (it was len(views) + 1, here 6)
+    verdict = predictor.predict_study([prediction] * len(views), study="study")
+    (study_sr,) = study_result_datasets(views, verdict, [prediction] * len(views), predictor)
+    assert study_sr.InstanceNumber == 300002
 
 
 def test_sr_states_the_prediction(case, predictor: Predictor, tmp_path: Path) -> None:

@@ -66,6 +66,65 @@ def test_study_processed_again_files_no_second_set_of_results(images: list[Path]
         assert len({str(ds.SOPInstanceUID) for ds in results_in(orthanc, study_uid)} - uids) == expected
 
 
+def test_a_study_cut_short_by_a_search_limit_gets_no_verdict(images: list[Path], tmp_path: Path) -> None:
+    """Orthanc 1.10 with LimitFindInstances 2 lists 3 of a study's 4 instances in two series, and
+    nothing from offset 3 on: the verdict was made on those 3, exit 0. Now nothing is predicted or
+    stored, and the error says why."""
+    study_uid = generate_uid()
+    with Orthanc(tmp_path / "orthanc", config={"LimitFindInstances": 2, "LimitFindResults": 2}) as orthanc:
+        for series in range(2):
+            series_uid = generate_uid()
+            for i, image in enumerate(images):
+                out = tmp_path / f"{series}-{i}.dcm"
+                orthanc.upload(
+                    make_radiograph_dicom(
+                        image, out, study_uid=study_uid, series_uid=series_uid, instance_number=i + 1
+                    )
+                )
+        result = CliRunner().invoke(app, ["dicom", "study", study_uid, "--dicomweb", orthanc.dicomweb_url])
+        assert result.exit_code == 1, result.output
+        assert "error (study_incomplete): the DICOMweb service listed 3 of the 4 instances" in result.stderr
+        assert study_uid not in result.output
+        assert len(orthanc.instances()) == 4  # nothing stored
+
+
+def test_a_service_that_ignores_offset_ends_the_listing(tmp_path: Path) -> None:
+    """dicomweb-client's own paging asked for the next page for ever when every page was the first."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from fracsight.dicom.dicomweb import _study_instances, web_client
+
+    page = [
+        {"0020000E": {"vr": "UI", "Value": ["1.2.3"]}, "00080018": {"vr": "UI", "Value": [f"1.2.3.{i}"]}}
+        for i in (1, 2)
+    ]
+
+    class SamePage(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps(page if "/instances" in self.path else []).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/dicom+json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SamePage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = web_client(f"http://127.0.0.1:{server.server_address[1]}/dicom-web", timeout=10)
+        assert [item["00080018"]["Value"] for item in _study_instances(client, "1.2.3", "s")] == [
+            ["1.2.3.1"],
+            ["1.2.3.2"],
+        ]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_an_image_results_cannot_be_made_for_costs_only_itself(images: list[Path], tmp_path: Path) -> None:
     """A CR under a private SOP class passes the reader, but no result object can reference it:
     it is listed as refused, and the other image's results and the study verdict are stored."""

@@ -21,6 +21,7 @@ __all__ = [
     "FracsightError",
     "ImageReadError",
     "ImageTooSmallError",
+    "IncompleteStudyError",
     "InvalidPixelsError",
     "MultiFrameError",
     "NoPixelDataError",
@@ -181,6 +182,13 @@ class DicomSourceError(FracsightError):
 
     code = "unusable_dicom_source"
     http_status = 422
+
+
+class IncompleteStudyError(FracsightError):
+    """A DICOMweb service listed fewer of a study's instances than it says the study holds (a
+    QIDO-RS result limit: Orthanc's LimitFindInstances): no verdict is made on part of a study."""
+
+    code = "study_incomplete"
 
 
 class ConfigError(FracsightError):

@@ -22,7 +22,7 @@ from fracsight.dicom.login import BasicLogin
 from fracsight.dicom.results_context import NODE_KINDS
 from fracsight.dicom.sender import DELIVERED, StowDestination
 from fracsight.dicom.spool import instance_key, study_key
-from fracsight.errors import FracsightError, UnsupportedModalityError
+from fracsight.errors import FracsightError, IncompleteStudyError, UnsupportedModalityError
 from fracsight.io.dicom_gate import RESULT_MODEL_NAME, check_dicom_object
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 _SOP_CLASS, _MODALITY, _MODEL_NAME = "00080016", "00080060", "00081090"
 _SERIES_UID, _SOP_UID = "0020000E", "00080018"
+_STUDY_INSTANCES = "00201208"  # NumberOfStudyRelatedInstances
 
 
 @dataclass
@@ -90,6 +91,48 @@ class StudyOutcome:
         if self.study_error is not None:
             out["study_error"] = self.study_error
         return out
+
+
+_MAX_INSTANCES = 100_000  # far above any radiograph study: ends the paging of a service that ignores offset
+
+
+def _study_instances(client: Any, study_uid: str, study: str) -> list[dict[str, Any]]:
+    """Every instance of the study, page by page (QIDO-RS ``offset``), each once.
+
+    dicomweb-client's own paging (``get_remaining``) asked a service that ignores ``offset`` for the
+    same page for ever, and took a service's result limit for the end of the study: a verdict on
+    11 of 25 images, exit 0. Here a page with nothing new ends the listing, and a listing shorter
+    than the study's NumberOfStudyRelatedInstances is an :class:`IncompleteStudyError`."""
+    found: dict[str, dict[str, Any]] = {}
+    received = 0
+    while len(found) <= _MAX_INSTANCES:
+        page = client.search_for_instances(
+            study_instance_uid=study_uid, fields=[_MODALITY, _SOP_CLASS, _MODEL_NAME], offset=received
+        )
+        received += len(page)
+        new = {uid: item for item in page if (uid := _value(item, _SOP_UID)) and uid not in found}
+        if not new:
+            break
+        found.update(new)
+    if not found:
+        raise LookupError(f"the DICOMweb service holds no instance of study {study} (hashed UID)")
+    if len(found) > _MAX_INSTANCES:
+        raise IncompleteStudyError(
+            f"the DICOMweb service listed more than {_MAX_INSTANCES} instances of study {study} "
+            "(hashed UID), page after page: does it ignore QIDO-RS offset?"
+        )
+    studies = client.search_for_studies(
+        search_filters={"StudyInstanceUID": study_uid}, fields=[_STUDY_INSTANCES]
+    )
+    counts = [_value(item, _STUDY_INSTANCES) or "" for item in studies]
+    held = max((int(n) for n in counts if n.isdigit()), default=0)
+    if len(found) < held:
+        raise IncompleteStudyError(
+            f"the DICOMweb service listed {len(found)} of the {held} instances of study {study} "
+            "(hashed UID): a limit on its search results (Orthanc: LimitFindInstances)? No verdict "
+            "is made on part of a study; raise the limit, or send the study to the node"
+        )
+    return list(found.values())
 
 
 def _value(item: dict[str, Any], tag: str) -> str | None:
@@ -135,11 +178,7 @@ def process_study(
 
     source_client = web_client(dicomweb_url, timeout, login)
     outcome = StudyOutcome(study=study_key(study_uid))
-    found = source_client.search_for_instances(
-        study_instance_uid=study_uid, fields=[_MODALITY, _SOP_CLASS, _MODEL_NAME], get_remaining=True
-    )
-    if not found:
-        raise LookupError(f"the DICOMweb service holds no instance of study {outcome.study} (hashed UID)")
+    found = _study_instances(source_client, study_uid, outcome.study)
     sources, predictions, results = [], [], []
     unretrieved: requests.HTTPError | None = None
     retrieved = 0

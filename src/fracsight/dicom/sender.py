@@ -448,13 +448,38 @@ class StowDestination:
             for i, _ in datasets:
                 outcomes[i] = f"http_{status}"
             return
+        except (ValueError, SyntaxError) as e:  # a body dicomweb-client could not parse as JSON or XML
+            raise DestinationUnavailable(f"{self.describe()}: {_NOT_A_STOW_RESPONSE}") from e
+        stored = {_uid(item) for item in _items(response, "ReferencedSOPSequence")}
         failed = {
-            str(item.get("ReferencedSOPInstanceUID", "")): int(item.get("FailureReason", 0) or 0)
-            for item in (response.get("FailedSOPSequence") or [])
+            _uid(item): int(item.get("FailureReason", 0) or 0)
+            for item in _items(response, "FailedSOPSequence")
         }
+        if not stored and not failed:
+            # a 200 with no store response (a single sign-on page the POST was redirected to, an
+            # empty body) confirms nothing: counted as delivered, results were lost for good
+            raise DestinationUnavailable(f"{self.describe()}: {_NOT_A_STOW_RESPONSE}")
         for i, ds in datasets:
-            reason = failed.get(str(ds.SOPInstanceUID))
-            outcomes[i] = DELIVERED if reason is None else f"stow_failure_0x{reason:04X}"
+            uid = str(ds.SOPInstanceUID)
+            if uid in failed:
+                outcomes[i] = f"stow_failure_0x{failed[uid]:04X}"
+            elif uid in stored:
+                outcomes[i] = DELIVERED
+            # neither: unconfirmed, it stays UNAVAILABLE and is sent again
+
+
+def _items(response: Any, keyword: str) -> list[Any]:
+    return list(getattr(response, keyword, None) or [])
+
+
+def _uid(item: Any) -> str:
+    return str(item.get("ReferencedSOPInstanceUID", ""))
+
+
+_NOT_A_STOW_RESPONSE = (
+    "answered without a STOW-RS store response listing the objects (a login page, or a proxy in "
+    "front of the service?): nothing counted as stored"
+)
 
 
 _TOO_LARGE = 413  # Content Too Large

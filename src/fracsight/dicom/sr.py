@@ -376,6 +376,7 @@ def study_report(
         context,
         study,
         sop_instance_uid=sop_instance_uid,
-        instance_number=len(headers) + 1,
+        # after every image's own result (instance_number): len(headers) + 1 was one of theirs
+        instance_number=max(instance_number(h) for h in headers) + 1,
         previous=previous,
     )
