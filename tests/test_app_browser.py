@@ -67,11 +67,11 @@ def wait_until_healthy(proc: subprocess.Popen, url: str, log: Path) -> None:
 
 
 @contextmanager
-def running_app(model: Path | None, examples: Path, work: Path) -> Iterator[str]:
+def running_app(model: Path | None, examples: Path, work: Path, port: int | None = None) -> Iterator[str]:
     """``fracsight app --port P --model MODEL --examples EXAMPLES`` running (the shipped model when
-    ``model`` is None), its output in ``work/app.log``; yields its URL and stops it (with its
-    children) on leaving."""
-    port = free_port()
+    ``model`` is None; on a free port unless given), its output in ``work/app.log``; yields its URL
+    and stops it (with its children) on leaving."""
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     log = work / "app.log"
     command = [*fracsight_command(), "app", "--port", str(port)]
@@ -197,6 +197,36 @@ def test_upload_a_radiograph_and_a_broken_file(
     assert by_source["broken.png"]["error_code"] == "unsupported_format"
     elsewhere = [u for u in requested if not u.startswith((app_url, "data:", "blob:"))]
     assert requested and not elsewhere, f"the page must work offline, but it asked for {elsewhere}"
+
+
+def test_after_a_server_restart_no_listed_upload_is_left_out_unsaid(
+    browser, tiny_bundle: Path, fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """The page reconnects by itself to a restarted server and still lists its uploads, which the
+    new server never had: a file added then got the only card, the 3 listed before none, without a
+    word. Now the new server's uploader is a new one: what it lists is what was read."""
+    port = free_port()
+    broken = [
+        {"name": f"junk{i}.png", "mimeType": "image/png", "buffer": b"not a PNG %d" % i} for i in range(4)
+    ]
+    with running_app(tiny_bundle, fracatlas_dir / "images", tmp_path, port) as url:
+        tab = new_tab(browser)
+        tab.goto(url)
+        tab.get_by_text("Decision aid, not a diagnosis.").wait_for()
+        tab.locator(FILES).set_input_files(broken[:3])
+        read = tab.locator('[data-testid="stAlert"]', has_text="could not be read")
+        sync_api.expect(read).to_have_count(3)
+        assert all(b["name"] in tab.inner_text("body") for b in broken[:3])
+    with running_app(tiny_bundle, fracatlas_dir / "images", tmp_path, port):
+        tab.wait_for_timeout(3000)  # the page reconnects by itself
+        tab.locator(FILES).set_input_files(broken[3:])
+        tab.wait_for_timeout(5000)  # the run that reads the upload, whatever it shows
+        uploader = tab.locator('[data-testid="stFileUploader"]').first.inner_text()
+        listed = [b["name"] for b in broken if b["name"] in uploader]
+        cards = [b["name"] for b in broken if tab.get_by_role("heading", name=b["name"]).count()]
+        screenshot(tab, "app-after-restart.png")
+        assert listed == cards == ["junk3.png"], f"{listed} listed, {cards} read"
+        tab.close()
 
 
 # ---- the shipped model: a study, operating points, the overlay download, a phone ----------------------

@@ -441,6 +441,8 @@ def test_escape_markdown() -> None:
     assert escape_markdown("a_b*[c](d).png") == r"a\_b\*\[c\](d).png"
     assert escape_markdown("# x: <b>$y$") == r"\# x\: \<b\>\$y\$"
     assert escape_markdown("plain-name 1.png") == "plain-name 1.png" and escape_markdown("") == ""
+    # an entity was shown decoded (a&lt;b.jpg as a<b.jpg), a heading's last # dropped ("x #" as x)
+    assert escape_markdown("a&lt;b #") == r"a\&lt;b \#"
 
 
 # ---- probability bar -----------------------------------------------------------------------------------

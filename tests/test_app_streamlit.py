@@ -234,6 +234,45 @@ def test_a_folder_upload_is_named_as_predict_names_the_folder(
     assert "results" not in at.session_state
 
 
+def test_a_folder_added_later_renames_the_first_folders_results(
+    monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path, fracatlas_dir: Path
+) -> None:
+    """Folder left, then folder right, each holding study1/a.jpg: the right one's image became
+    right/study1/a.jpg while the left one's kept the name it was read under, study1/a.jpg, which
+    fits either folder. Both are named by their whole paths now, as predict names them."""
+    from uuid import uuid4
+
+    left, right = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[:2]
+    at = start(monkeypatch, "--model", str(tiny_bundle))
+    folder = at.file_uploader[1].set_value([("left/study1/a.jpg", left.read_bytes(), "image/jpeg")])
+    at.run()
+    assert next(iter(at.dataframe[0].value["source"])) == "study1/a.jpg"
+    # the browser adds a folder to those listed: the first keeps its file id (AppTest's own
+    # upload() would start a new list, with new ids)
+    added = (str(uuid4()), "right/study1/a.jpg", right.read_bytes(), "image/jpeg")
+    at.file_uploader[1]._files = [*folder._files, added]
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.session_state["results"]) == 2  # the first not read again
+    assert list(at.dataframe[0].value["source"])[:2] == ["left/study1/a.jpg", "right/study1/a.jpg"]
+
+
+def test_file_names_in_a_study_banner_are_shown_as_written(
+    monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path, fracatlas_dir: Path
+) -> None:
+    """The study's *not reliable* banner names the views it could not read: a name with Markdown in
+    it was rendered (maths, bold, a link) where every card shows it literally."""
+    images = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[:2]
+    odd = "$x^2$ **bold** [link](x).png"
+    at = start(monkeypatch, "--model", str(tiny_bundle))
+    given = [(i.name, i.read_bytes(), "image/jpeg") for i in images]
+    at.file_uploader[0].set_value([*given, (odd, b"not an image", "image/png")]).run()
+    at.checkbox[0].check().run()
+    assert not at.exception, [e.value for e in at.exception]
+    banners = [e.value for e in at.error if odd.split()[0][:2] in e.value or "x^2" in e.value]
+    assert banners and all(escape_markdown(odd) in b for b in banners), [e.value for e in at.error]
+
+
 def test_a_bad_model_is_an_error_card_not_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
     at = start(monkeypatch, "--model", "no-such-model")
     assert any("could not be loaded" in e.value and "unknown_model" in e.value for e in at.error)

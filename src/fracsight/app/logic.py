@@ -212,7 +212,8 @@ def escape_markdown(text: str) -> str:
     return "\\" + escaped if escaped[:1] in _MARKDOWN_LINE_START else escaped
 
 
-_MARKDOWN_INLINE = frozenset("\\`*_[]<>$~|:")  # emphasis, code, links, HTML, maths, tables, :colour[...]
+# emphasis, code, links, HTML and its entities (a&lt;b), maths, tables, :colour[...], a heading's closing #
+_MARKDOWN_INLINE = frozenset("\\`*_[]<>$~|:&#")
 _MARKDOWN_LINE_START = frozenset("#-+=>!")  # headings, lists, block quotes
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -173,8 +174,18 @@ def _clear_examples() -> None:
 
 
 def _uploader_keys(generation: int) -> tuple[str, str]:
-    """The keys of the files' and the folder's uploaders; a new generation empties both."""
-    return f"uploads-{generation}", f"folder-{generation}"
+    """The keys of the files' and the folder's uploaders; a new generation empties both, and so does
+    a new server: a page that reconnected after a restart still listed its uploads, while the new
+    server, which never had them, read only the files added after it (3 of 4 listed, no word)."""
+    run = _server_run()
+    return f"uploads-{run}-{generation}", f"folder-{run}-{generation}"
+
+
+@st.cache_resource(show_spinner=False)
+def _server_run() -> str:
+    """An id of this server process (the script runs anew at each rerun; a resource lives as long
+    as the server)."""
+    return secrets.token_hex(4)
 
 
 def _clear_all() -> None:
@@ -314,7 +325,11 @@ def predictions(predictor: Predictor, items: list[Input]) -> list[Stored]:
             store[k] = predict(predictor, item.load(), item.name)
         bar.empty()
     op = predictor.operating_point
-    return [Stored(at_operating_point(store[k].result, op), store[k].view) for k in keys]
+    # named as now: a folder added later can rename an earlier one's files (left/a.jpg beside right/a.jpg)
+    return [
+        Stored(at_operating_point(replace(store[k].result, source=item.name), op), store[k].view)
+        for k, item in zip(keys, items, strict=True)
+    ]
 
 
 def error_card(failure: FailedPrediction) -> None:
@@ -348,7 +363,7 @@ def result_card(
     with st.container(border=True):
         st.markdown(f"#### {escape_markdown(card.title)}")
         if card.unreliable:
-            st.error(f"**{card.unreliable}**", icon="⚠️")
+            st.error(f"**{escape_markdown(card.unreliable)}**", icon="⚠️")
         text, images = st.columns([2, 3])
         with text:
             decision_block(pred)
@@ -415,7 +430,7 @@ def study_card(study: StudyPrediction) -> None:
             class_block(card.classification)
         st.caption(escape_markdown(card.how))
         if card.unreliable:
-            st.error(f"**{card.unreliable}**", icon="⚠️")
+            st.error(f"**{escape_markdown(card.unreliable)}**", icon="⚠️")
 
 
 def results_table(predictor: Predictor, results: list[Result], studies: list[StudyPrediction]) -> None:
