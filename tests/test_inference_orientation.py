@@ -123,3 +123,11 @@ def test_the_same_radiograph_as_dicom_is_read_as_the_jpeg_is(
     assert not any("seemed turned" in w for w in from_dicom.warnings)
     assert from_dicom.fracture_suspected == from_jpeg.fracture_suspected is True
     assert abs(from_dicom.fracture_probability - from_jpeg.fracture_probability) < 0.05
+
+
+def test_a_blank_image_is_not_turned(predictor: Predictor) -> None:
+    """A uniform grey image got "the image seemed turned by 90 degrees and was read turned upright"
+    beside "nearly uniform (blank?)": it has no up to turn to."""
+    result = predictor.predict(np.full((512, 512), 0.5))
+    assert any("nearly uniform" in w for w in result.warnings)
+    assert not any("turned" in w for w in result.warnings), result.warnings

@@ -83,9 +83,9 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def batch(*args: str) -> subprocess.Popen:
+def batch(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(
-        [*CLI, "batch", "run", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*CLI, "batch", "run", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
 
 
@@ -233,6 +233,18 @@ def test_sigterm_keeps_what_is_done_and_says_so(archive: Path, tmp_path: Path) -
     assert record["status"] == "interrupted" and record["rows"] == len(parquet_rows(out))
     code, err = finish(batch(*args))
     assert code == 1 and json.loads((out / "job.json").read_text())["status"] == "complete"
+
+
+@pytest.mark.slow
+def test_a_local_job_runs_with_a_home_it_cannot_write(archive: Path, tmp_path: Path) -> None:
+    """The container's home is on its read-only root: Ray's token, written to ~/.ray/auth_token,
+    failed every local job there (cannot start or reach a local Ray: Read-only file system)."""
+    (tmp_path / "file").write_text("")  # a home below a file: no folder can be made in it, root or not
+    env = {**os.environ, "HOME": str(tmp_path / "file" / "home")}
+    env.pop("RAY_AUTH_TOKEN", None)
+    code, err = finish(batch(str(archive), "--out", str(tmp_path / "out"), "--actors", "1", env=env))
+    assert code == 1 and "batch_failed" not in err and "Traceback" not in err, err  # 1: its broken files
+    assert len(read_csv(tmp_path / "out" / "results.csv")) == N_IMAGES + 4
 
 
 @pytest.mark.slow

@@ -400,10 +400,13 @@ def pixel_statistics(pixels: np.ndarray) -> ImageStatistics | None:
     Needs only the pixels, so the Predictor runs it beside letterboxing; its
     result goes to :func:`assess_input`.
     """
+    return None if is_blank(pixels) else image_statistics(pixels)
+
+
+def is_blank(pixels: np.ndarray) -> bool:
+    """Whether an image is nearly uniform: no anatomy, nothing to assess (nor to turn upright)."""
     # every fourth row is plenty to tell a uniform image from one with content
-    if float(pixels[::4].std()) < MIN_PIXEL_STD:
-        return None
-    return image_statistics(pixels)
+    return float(pixels[::4].std()) < MIN_PIXEL_STD
 
 
 def assess_input(

@@ -40,7 +40,13 @@ from fracsight.explain import (
 )
 from fracsight.explain.detections import boxes_from_detector
 from fracsight.inference.onnx_model import OnnxModel
-from fracsight.inference.ood import ImageStatistics, assess_input, check_feature_record, pixel_statistics
+from fracsight.inference.ood import (
+    ImageStatistics,
+    assess_input,
+    check_feature_record,
+    is_blank,
+    pixel_statistics,
+)
 from fracsight.inference.orientation import reads_agree_on_turn, turn_prediction, turn_radiograph
 from fracsight.inference.results import (
     CLASS_ACTIVATION,
@@ -497,7 +503,8 @@ class Predictor:
         kept = []
         for i, (turns, sure) in enumerate(self._quarter_turns(out)):
             read = _Read(out, i, radiographs[i], geometries[i], 0)
-            if turns:
+            # a blank image has no up: its "turned by 90 degrees" note was noise read as a turn
+            if turns and not is_blank(radiographs[i].pixels):
                 upright = turn_radiograph(radiographs[i], -turns)
                 again, (geometry,) = self.preprocess([upright])
                 out_upright = self.onnx.run(again)

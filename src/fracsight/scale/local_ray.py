@@ -78,8 +78,10 @@ def _lean_head(cpus: int) -> Callable[[], Any]:
     """What starts the lean head node; raises ImportError, AttributeError or TypeError, before
     anything is started, where this Ray release does not have the private API it uses."""
     from ray._private.authentication import authentication_token_setup as auth
+    from ray._private.authentication.authentication_token_generator import generate_new_authentication_token
     from ray._private.node import Node
     from ray._private.parameter import RayParams
+    from ray._raylet import AuthenticationTokenLoader
 
     class _Head(Node):  # type: ignore[misc]
         """Ray's head node without the dashboard head (the API server behind the dashboard,
@@ -97,6 +99,13 @@ def _lean_head(cpus: int) -> Callable[[], Any]:
         # what ray.init does for a new local cluster: token authentication on unless
         # RAY_AUTH_MODE says otherwise, with a token generated where there is none
         setup[0]()
+        tokens = AuthenticationTokenLoader.instance()
+        if not tokens.has_token(ignore_auth_mode=True):
+            # this private cluster's token in the environment its processes inherit, never written
+            # to ~/.ray/auth_token: in the container, whose home is on the read-only root, writing
+            # it failed every local job ("Read-only file system: '/var/lib/fracsight/.ray'")
+            os.environ["RAY_AUTH_TOKEN"] = generate_new_authentication_token()
+            tokens.reset_cache()
         setup[1]({}, create_token_if_missing=True)
         return _Head(params, **options)
 
