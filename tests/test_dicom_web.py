@@ -66,6 +66,44 @@ def test_study_processed_again_files_no_second_set_of_results(images: list[Path]
         assert len({str(ds.SOPInstanceUID) for ds in results_in(orthanc, study_uid)} - uids) == expected
 
 
+def test_a_study_run_again_after_an_image_came_names_the_earlier_verdict(
+    images: list[Path], fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """An image added to a study after `dicom study` ran: the next run filed a second verdict beside
+    the first, unlinked (the node names the verdict it replaces). Now the new one names it."""
+    study_uid = generate_uid()
+    third = sorted((fracatlas_dir / "images" / "Non_fractured").glob("*.jpg"))[0]
+    paths = [
+        make_radiograph_dicom(image, tmp_path / f"{i}.dcm", study_uid=study_uid, instance_number=i + 1)
+        for i, image in enumerate([*images, third])
+    ]
+    with Orthanc(tmp_path / "orthanc") as orthanc:
+        command = ["dicom", "study", study_uid, "--dicomweb", orthanc.dicomweb_url, "--results", "sr"]
+        for path in paths[:2]:
+            orthanc.upload(path)
+        assert CliRunner().invoke(app, command).exit_code == 0
+        (first,) = [ds for ds in results_in(orthanc, study_uid) if _evidence(ds) == 2]
+        orthanc.upload(paths[2])
+        again = CliRunner().invoke(app, command)
+        assert again.exit_code == 0, again.output
+        (second,) = [ds for ds in results_in(orthanc, study_uid) if _evidence(ds) == 3]
+    (named,) = second.PredecessorDocumentsSequence
+    assert (
+        named.ReferencedSeriesSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+        == first.SOPInstanceUID
+    )
+    assert "PredecessorDocumentsSequence" not in first
+
+
+def _evidence(ds: pydicom.Dataset) -> int:
+    """How many images an SR names as its evidence (a study verdict: all of the study's)."""
+    return sum(
+        len(series.ReferencedSOPSequence)
+        for study in ds.get("CurrentRequestedProcedureEvidenceSequence", [])
+        for series in study.ReferencedSeriesSequence
+    )
+
+
 def test_a_study_cut_short_by_a_search_limit_gets_no_verdict(images: list[Path], tmp_path: Path) -> None:
     """Orthanc 1.10 with LimitFindInstances 2 lists 3 of a study's 4 instances in two series, and
     nothing from offset 3 on: the verdict was made on those 3, exit 0. Now nothing is predicted or

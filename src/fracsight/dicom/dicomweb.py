@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 _SOP_CLASS, _MODALITY, _MODEL_NAME = "00080016", "00080060", "00081090"
 _SERIES_UID, _SOP_UID = "0020000E", "00080018"
 _STUDY_INSTANCES = "00201208"  # NumberOfStudyRelatedInstances
+_UID_VALUE = "0040A124"  # UID: the value of a UIDREF content item (a Tracking UID among them)
 
 
 @dataclass
@@ -135,6 +136,52 @@ def _study_instances(client: Any, study_uid: str, study: str) -> list[dict[str, 
     return list(found.values())
 
 
+def _earlier_verdicts(
+    client: Any, study_uid: str, own: Sequence[tuple[str, str]], predictor: Predictor
+) -> list[Any]:
+    """The verdicts an earlier run of this model filed in the study (its Tracking UID in their
+    content), which the new verdict names as its predecessors, as the node names its own (until
+    2026-12-05 a run after an image was added filed a second verdict, unlinked to the first).
+    Only this model's report series is looked into; one the service cannot return is left out."""
+    import pydicom
+    import requests
+
+    from fracsight.dicom.results_context import ResultContext
+    from fracsight.dicom.sr import study_tracking_uid
+
+    context = ResultContext.of(predictor)
+    reports = context.series_uid(study_uid, "sr")
+    tracking = study_tracking_uid(study_uid, context)
+    found = []
+    for series_uid, sop_uid in own:
+        if series_uid != reports:
+            continue
+        try:
+            metadata = client.retrieve_instance_metadata(study_uid, series_uid, sop_uid)
+            if tracking in _values_of(metadata, _UID_VALUE):
+                found.append(pydicom.Dataset.from_json(metadata))
+        except (requests.RequestException, ValueError, TypeError, KeyError) as e:
+            log.warning(
+                "an earlier result of the study not read (%s): not named as predecessor", type(e).__name__
+            )
+    return found
+
+
+def _values_of(node: Any, tag: str) -> list[Any]:
+    """Every value of ``tag`` anywhere in DICOM JSON, in sequences too."""
+    if isinstance(node, list):
+        return [v for item in node for v in _values_of(item, tag)]
+    if not isinstance(node, dict):
+        return []
+    found = []
+    for key, element in node.items():
+        if key == tag and isinstance(element, dict):
+            found += element.get("Value") or []
+        else:
+            found += _values_of(element, tag)
+    return found
+
+
 def _value(item: dict[str, Any], tag: str) -> str | None:
     values = (item.get(tag) or {}).get("Value") or []
     return str(values[0]) if values else None
@@ -180,6 +227,7 @@ def process_study(
     outcome = StudyOutcome(study=study_key(study_uid))
     found = _study_instances(source_client, study_uid, outcome.study)
     sources, predictions, results = [], [], []
+    own: list[tuple[str, str]] = []  # (series, instance) of fracsight's results already in the study
     unretrieved: requests.HTTPError | None = None
     retrieved = 0
     for item in found:
@@ -190,6 +238,7 @@ def process_study(
         model_name = _value(item, _MODEL_NAME)
         if model_name is not None and model_name.strip() == RESULT_MODEL_NAME:  # e.g. from an earlier run
             outcome.own_results += 1
+            own.append((series_uid, sop_uid))
             continue
         try:
             check_dicom_object(_value(item, _MODALITY), _value(item, _SOP_CLASS), model_name=model_name)
@@ -237,7 +286,10 @@ def process_study(
         verdict = predictor.predict_study(predictions, study=outcome.study)
         seed = study_uid_seed(sources, predictor)
         try:
-            results += study_result_datasets(sources, verdict, predictions, predictor, uid_seed=seed)
+            earlier = _earlier_verdicts(source_client, study_uid, own, predictor)
+            results += study_result_datasets(
+                sources, verdict, predictions, predictor, uid_seed=seed, previous=earlier
+            )
             outcome.decision = verdict.decision
             outcome.fracture_probability = verdict.fracture_probability
         except FracsightError as e:  # e.g. two patients under one study UID: the images' results still go

@@ -317,6 +317,13 @@ def _source(kind: Any, header: Dataset, frame_numbers: Sequence[int] | None) -> 
     )
 
 
+def study_tracking_uid(study_uid: str, context: ResultContext) -> str:
+    """The Tracking UID every verdict of a study by one model carries (:func:`study_report`)."""
+    from pydicom.uid import generate_uid
+
+    return str(generate_uid(entropy_srcs=["fracsight study result", study_uid, context.model_sha256]))
+
+
 def study_report(
     headers: Sequence[Dataset],
     study: StudyPrediction,
@@ -331,12 +338,8 @@ def study_report(
     ``previous``: the study's earlier verdict SR this one replaces (an image arrived after it),
     named in the Predecessor Documents Sequence. Every verdict of a study and model carries one
     Tracking UID, so that a reader, or software, sees one finding in its versions, not two."""
-    from pydicom.uid import generate_uid
-
     measurements, evaluations = _verdict(study)
-    tracking = generate_uid(
-        entropy_srcs=["fracsight study result", headers[0].StudyInstanceUID, context.model_sha256]
-    )
+    tracking = study_tracking_uid(headers[0].StudyInstanceUID, context)
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=tracking, identifier="fracsight study result"),
         finding_type=FINDING_CODES[study.finding] if study.fracture_probability is not None else None,
