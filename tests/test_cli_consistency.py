@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import inspect
 import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -330,3 +332,18 @@ def test_ctrl_c_before_a_command_runs_is_one_line_not_a_traceback(
     with pytest.raises(SystemExit) as stopped:
         fracsight.cli.main()
     assert stopped.value.code == 130 and capsys.readouterr().err == "interrupted\n"
+
+
+def test_ctrl_c_while_the_cli_is_imported_is_one_line_not_a_traceback() -> None:
+    """Ctrl-C in the first half second (Typer and Rich being imported) printed a traceback."""
+    code = (
+        "import sys, types\n"
+        "class Importing(types.ModuleType):\n"
+        "    def __getattr__(self, name):\n"
+        "        raise KeyboardInterrupt\n"
+        "sys.modules['fracsight.cli'] = Importing('fracsight.cli')\n"
+        "from fracsight._entry import main\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 130 and done.stderr == "interrupted\n", done.stderr
