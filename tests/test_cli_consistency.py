@@ -7,9 +7,7 @@ import inspect
 import json
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -18,6 +16,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from dicom_support import QuietHandler, http_service
 from fracsight.cli import app
 from fracsight.inference import NOTICE
 
@@ -147,7 +146,7 @@ def test_a_folder_that_is_no_data_set_is_one_line_and_exit_1(tmp_path: Path) -> 
     assert result.stderr.count("\n") == 1, result.stderr
 
 
-class _OneCtStudy(BaseHTTPRequestHandler):
+class _OneCtStudy(QuietHandler):
     """A DICOMweb service whose study holds one CT image (QIDO-RS only: nothing is fetched)."""
 
     def do_GET(self) -> None:
@@ -161,28 +160,15 @@ class _OneCtStudy(BaseHTTPRequestHandler):
                 "00080016": {"vr": "UI", "Value": ["1.2.840.10008.5.1.4.1.1.2"]},
             }
         ]
-        body = json.dumps(instances if first_page and url.path.endswith("/instances") else []).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/dicom+json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.reply(
+            200, json.dumps(instances if first_page and url.path.endswith("/instances") else []).encode()
+        )
 
 
 def test_dicom_study_says_the_results_are_a_decision_aid() -> None:
     """As `predict`, `batch run` and `dicom results` do where they print results."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _OneCtStudy)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/dicom-web"
-        result = CliRunner().invoke(app, ["dicom", "study", "1.2.3", "--dicomweb", url])
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_service(_OneCtStudy) as service:
+        result = CliRunner().invoke(app, ["dicom", "study", "1.2.3", "--dicomweb", f"{service}/dicom-web"])
     assert result.exit_code == 0, (result.stdout, result.stderr)
     assert json.loads(result.stdout)["refused"]
     assert NOTICE in result.stderr

@@ -103,32 +103,22 @@ def test_a_dicomweb_service_missing_or_down_is_waited_for_not_given_up(
     """A server without a STOW-RS service at the URL (404: a PACS restarted without its DICOMweb
     plugin) and a port with nothing on it both mean 'destination down' (retried with back-off,
     never given up), and each attempt fails at once (no client-side retries of ~30 s)."""
-    import http.server
-    import threading
-
-    from dicom_support import free_port, make_radiograph_dicom
+    from dicom_support import QuietHandler, free_port, http_service, make_radiograph_dicom
     from fracsight.dicom.sender import DestinationUnavailable, StowDestination
 
-    class NoDicomWeb(http.server.BaseHTTPRequestHandler):
+    class NoDicomWeb(QuietHandler):
         def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("content-length") or 0))
+            self.read_body()
             self.send_error(404)
-
-        def log_message(self, *args: object) -> None:
-            pass
 
     image = fracatlas_dir / "images" / "Fractured" / "IMG0000019.jpg"
     source = make_radiograph_dicom(image, tmp_path / "a.dcm")
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NoDicomWeb)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        for url in (f"http://127.0.0.1:{server.server_port}/dicom-web", f"http://127.0.0.1:{free_port()}/x"):
+    with http_service(NoDicomWeb) as service:
+        for url in (f"{service}/dicom-web", f"http://127.0.0.1:{free_port()}/x"):
             started = time.monotonic()
             with pytest.raises(DestinationUnavailable):
                 StowDestination(url, timeout=10).deliver([source])
             assert time.monotonic() - started < 5
-    finally:
-        server.shutdown()
 
 
 @pytest.mark.parametrize(
@@ -145,33 +135,18 @@ def test_a_200_without_a_store_response_is_not_counted_as_stored(
 ) -> None:
     """A POST redirected to a single sign-on page, or a proxy's empty 200, confirms nothing: each was
     counted as delivered (the node marked the results sent, never to send them again)."""
-    import http.server
-    import threading
-
-    from dicom_support import make_radiograph_dicom
+    from dicom_support import QuietHandler, http_service, make_radiograph_dicom
     from fracsight.dicom.sender import DestinationUnavailable, StowDestination
 
-    class LoginPage(http.server.BaseHTTPRequestHandler):
+    class LoginPage(QuietHandler):
         def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("content-length") or 0))
-            self.send_response(200)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
+            self.read_body()
+            self.reply(200, body, content_type)
 
     image = fracatlas_dir / "images" / "Fractured" / "IMG0000019.jpg"
     source = make_radiograph_dicom(image, tmp_path / "a.dcm")
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), LoginPage)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        with pytest.raises(DestinationUnavailable, match="without a STOW-RS store response"):
-            StowDestination(f"http://127.0.0.1:{server.server_port}/dicom-web", timeout=10).deliver([source])
-    finally:
-        server.shutdown()
+    with http_service(LoginPage) as service, pytest.raises(DestinationUnavailable, match="without a STOW-RS"):
+        StowDestination(f"{service}/dicom-web", timeout=10).deliver([source])
 
 
 def test_connections_that_never_ask_for_an_association_free_their_slots(tmp_path: Path) -> None:

@@ -128,39 +128,22 @@ def test_a_study_cut_short_by_a_search_limit_gets_no_verdict(images: list[Path],
 
 def test_a_service_that_ignores_offset_ends_the_listing(tmp_path: Path) -> None:
     """dicomweb-client's own paging asked for the next page for ever when every page was the first."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
+    from dicom_support import QuietHandler, http_service
     from fracsight.dicom.dicomweb import _study_instances, web_client
 
-    page = [
+    uids = [
         {"0020000E": {"vr": "UI", "Value": ["1.2.3"]}, "00080018": {"vr": "UI", "Value": [f"1.2.3.{i}"]}}
         for i in (1, 2)
     ]
 
-    class SamePage(BaseHTTPRequestHandler):
+    class SamePage(QuietHandler):
         def do_GET(self) -> None:
-            body = json.dumps(page if "/instances" in self.path else []).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/dicom+json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.reply(200, json.dumps(uids if "/instances" in self.path else []).encode())
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), SamePage)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        client = web_client(f"http://127.0.0.1:{server.server_address[1]}/dicom-web", timeout=10)
-        assert [item["00080018"]["Value"] for item in _study_instances(client, "1.2.3", "s")] == [
-            ["1.2.3.1"],
-            ["1.2.3.2"],
-        ]
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_service(SamePage) as service:
+        client = web_client(f"{service}/dicom-web", timeout=10)
+        listed = _study_instances(client, "1.2.3", "s")
+    assert [item["00080018"]["Value"] for item in listed] == [["1.2.3.1"], ["1.2.3.2"]]
 
 
 def test_an_image_results_cannot_be_made_for_costs_only_itself(images: list[Path], tmp_path: Path) -> None:
