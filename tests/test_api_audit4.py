@@ -77,6 +77,13 @@ def test_a_body_without_its_boundary_is_told_so(client: TestClient) -> None:
     assert message.endswith("the body does not begin with the boundary its Content-Type names")
 
 
+def test_a_folded_part_header_is_told_so(client: TestClient) -> None:
+    """An obsolete folded header line: python-multipart's "Found invalid character 32 in header at 57"."""
+    answer = _post_part(client, 'form-data; name="files";\r\n filename="a.png"', png_bytes())
+    assert answer["status"] == 400 and answer["error"]["code"] == "malformed_multipart"
+    assert "give each header on one line" in answer["error"]["message"], answer
+
+
 @pytest.mark.parametrize("chunk", [1, 7, 100_000])
 def test_a_preamble_before_the_first_boundary_is_ignored(client: TestClient, chunk: int) -> None:
     """RFC 2046 lets a multipart body begin with a preamble, which a reader ignores (a few mail-library

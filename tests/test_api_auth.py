@@ -227,6 +227,9 @@ def test_refused_requests_are_counted_under_the_route_they_were_sent_to(clean_en
     metrics = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
     assert 'route="/v1/predict",method="POST",status="401"' in metrics  # was route="unmatched"
     assert 'route="unmatched",method="GET",status="401"' in metrics
+    assert client.options("/v1/predict").status_code == 401  # a method the route does not take
+    metrics = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
+    assert 'route="/v1/predict",method="OPTIONS",status="401"' in metrics  # was route="unmatched"
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -46,17 +47,19 @@ def test_serve_passes_settings_to_the_worker_factory(
     clean_env: None, monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path
 ) -> None:
     tmp_path = tiny_bundle
-    calls: list[tuple[tuple[Any, ...], dict[str, Any], ApiSettings]] = []
+    from fracsight.api import server
+
+    calls: list[tuple[Any, ApiSettings]] = []
     # what each worker's create_app() reads, while the server runs (its metrics folder is gone after)
-    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: calls.append((a, k, ApiSettings.from_env())))
+    monkeypatch.setattr(server, "supervise", lambda config: calls.append((config, ApiSettings.from_env())))
     args = ["serve", "--model", str(tmp_path), "--workers", "3", "--port", "8123", "--max-files", "5"]
     result = CliRunner().invoke(cli, [*args, "--max-upload-mb", "2"])
     assert result.exit_code == 0, result.output
-    ((positional, kwargs, settings),) = calls
-    assert positional == ("fracsight.api.app:create_app",)
-    assert kwargs["factory"] is True and kwargs["workers"] == 3
-    assert kwargs["http"] == "fracsight.api.protocol:HeaderDeadlineProtocol"  # tests/test_api_protocol.py
-    assert (kwargs["host"], kwargs["port"]) == ("127.0.0.1", 8123)
+    ((config, settings),) = calls
+    assert config.app == "fracsight.api.app:create_app"
+    assert config.factory is True and config.workers == 3
+    assert config.http == "fracsight.api.protocol:HeaderDeadlineProtocol"  # tests/test_api_protocol.py
+    assert (config.host, config.port) == ("127.0.0.1", 8123)
     assert (settings.model, settings.max_files, settings.max_upload_bytes) == (
         str(tmp_path),
         5,
@@ -81,7 +84,9 @@ def test_workers_get_the_token_digests_read_at_start_not_the_file(
         tokens.write_text("", encoding="utf-8")  # edited after the start
         read.append(ApiSettings.from_env())  # what a worker's create_app() reads, while the server runs
 
-    monkeypatch.setattr(uvicorn, "run", run)
+    from fracsight.api import server
+
+    monkeypatch.setattr(server, "supervise", run)
     result = CliRunner().invoke(cli, ["serve", "--model", str(tiny_bundle), "--workers", "2"])
     assert result.exit_code == 0, result.output
     (settings,) = read
@@ -151,12 +156,14 @@ def loopback_server(
     log: Path | None = None,
     log_level: str = "warning",
     exit_codes: list[int] | None = None,
+    started: list[subprocess.Popen[bytes]] | None = None,
 ) -> Iterator[str]:
     """`fracsight serve ARGS` on a free loopback port, ready; yields its URL and stops it afterwards
     (SIGTERM, as an orchestrator does).
 
     ``env``: FRACSIGHT_* variables for the server (the caller's own are left out). ``log``: a file
     that takes the server's stderr. ``exit_codes``: gets the server's exit code once it stopped.
+    ``started``: gets the server's process.
     """
     port = free_port()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}, **(env or {})}
@@ -164,6 +171,8 @@ def loopback_server(
     command = [sys.executable, "-c", entry, "serve", *args, "--port", str(port), "--log-level", log_level]
     stderr = open(log, "wb") if log else subprocess.PIPE  # noqa: SIM115 (closed with the server)
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+    if started is not None:
+        started.append(server)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -258,6 +267,32 @@ def test_a_stalled_upload_holds_the_stop_only_for_the_grace(tiny_bundle: Path, t
     assert head.startswith(b"HTTP/1.1 503") and b"application/json" in head, answer
     assert json.loads(body)["error"]["code"] == "server_stopping"
     assert "Traceback" not in log.read_text() and "Exception in ASGI" not in log.read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_stopping_server_refuses_new_connections_at_once(tiny_bundle: Path, workers: str) -> None:
+    """With two workers, a connection made while the server stopped (a stalled upload holding the
+    stop) hung about 20 s, then was reset: uvicorn's supervisor kept listening until its workers
+    were gone. A load balancer's health check needs the refusal at once, as with one worker."""
+    started: list[subprocess.Popen[bytes]] = []
+    with loopback_server("--model", str(tiny_bundle), "--workers", workers, started=started) as url:
+        host, port = url.removeprefix("http://").split(":")
+        stalled = socket.create_connection((host, int(port)))
+        stalled.sendall(
+            b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"Content-Length: 100000\r\n\r\n--b\r\n"
+        )
+        time.sleep(1)
+        started[0].send_signal(signal.SIGTERM)
+        time.sleep(2)  # the stop has begun (the supervisor looks at its signals every 0.5 s)
+        asked = time.monotonic()
+        with pytest.raises(OSError), socket.create_connection((host, int(port)), timeout=5) as late:
+            late.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # refused or reset, not queued
+            if not late.recv(100):
+                raise ConnectionResetError("closed without an answer")
+        assert time.monotonic() - asked < 3
+        stalled.close()
 
 
 @pytest.mark.slow

@@ -202,8 +202,9 @@ def test_evaluate_measures_exactly_the_heads_of_the_bundle(head_bundle, kind: st
     assert "localization" not in m or "fracture" in heads
     # every head of these bundles has its labels in its own data; a few images per label, said so
     few = ("fewer than 10 fractured or other cases", "classes with fewer than 10 images")
-    assert all(note.startswith(few) for note in m.get("notes", []))
-    assert any(note.startswith(few[1]) for note in m.get("notes", [])) == ("class" in heads)
+    notes = [n for n in m.get("notes", []) if "flagged not reliable" not in n]  # a test bundle's OOD guard
+    assert all(note.startswith(few) for note in notes)
+    assert any(note.startswith(few[1]) for note in notes) == ("class" in heads)
 
     test = load_dataset(data).split("test")
     assert m["data"]["n_evaluated"] == len(test)
@@ -452,6 +453,41 @@ def test_images_that_cannot_be_read_are_named_and_fail_the_run_unless_allowed(
     assert allowed.exit_code == 0, allowed.output
     assert "12/13 images" in allowed.stdout
     assert "warning: 1 of 13 images could not be read" in allowed.stderr
+
+
+def test_images_flagged_not_reliable_are_counted_and_said(tiny_dataset, tmp_path):
+    """An image cut short (predict: "not reliable: part of the image is missing") was scored in
+    every figure with only reliable=0 in predictions.csv to show it."""
+    import csv
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data, symlinks=True)
+    whole = sorted((data / "val" / "fractured").glob("*.jpg"))[0].read_bytes()
+    (data / "val" / "fractured" / "cut.jpg").write_bytes(whole[: len(whole) // 2])
+    args = [
+        "evaluate",
+        "default",
+        str(data),
+        "--split",
+        "val",
+        "--bootstrap",
+        "0",
+        "--out",
+        str(tmp_path / "e"),
+    ]
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    with (tmp_path / "e" / "predictions.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    flagged = [r["source"] for r in rows if r["reliable"] in ("0", "False", "false")]
+    assert "val/fractured/cut.jpg" in flagged
+    assert metrics["data"]["n_not_reliable"] == len(flagged)
+    assert any(
+        n.startswith(f"{len(flagged)} of the {len(rows)} images read are flagged not reliable")
+        for n in metrics["notes"]
+    )
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc, where no folder can be made")

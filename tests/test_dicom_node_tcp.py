@@ -7,6 +7,7 @@ Real pynetdicom associations on loopback; no PACS needed.
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from pathlib import Path
@@ -119,6 +120,71 @@ def test_a_dicomweb_service_missing_or_down_is_waited_for_not_given_up(
             with pytest.raises(DestinationUnavailable):
                 StowDestination(url, timeout=10).deliver([source])
             assert time.monotonic() - started < 5
+
+
+def test_an_ae_title_with_a_newline_writes_one_line_into_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Anyone who reaches the port, before the allowed AE titles are checked: a newline in the
+    calling AE title started a log line of the caller's choosing, under 20-line tracebacks."""
+    import subprocess
+
+    from dicom_support import DCMTK_BIN
+    from fracsight.dicom._logging import setup_logging
+
+    if not (DCMTK_BIN / "echoscu").is_file():
+        pytest.skip("dcmtk's echoscu not found")
+    setup_logging("INFO")
+    scp = StoreSCP(
+        Spool(tmp_path / "spool"), ae_title="FRACSIGHT", host="127.0.0.1", port=0, allowed=["MODALITY"]
+    )
+    scp.start()
+    try:
+        with caplog.at_level(logging.INFO):
+            subprocess.run(
+                [
+                    str(DCMTK_BIN / "echoscu"),
+                    "-aet",
+                    "MOD\nFAKE LOG",
+                    "-aec",
+                    "FRACSIGHT",
+                    "127.0.0.1",
+                    str(scp.port),
+                ],
+                capture_output=True,
+                timeout=30,
+            )
+            time.sleep(1)
+    finally:
+        scp.stop()
+    said = [r for r in caplog.records if r.name.startswith("pynetdicom")]
+    assert said, [r.getMessage() for r in caplog.records]  # pynetdicom did log the request
+    assert all("\n" not in r.getMessage() and not r.exc_info for r in said), [r.getMessage() for r in said]
+
+
+def test_a_destination_that_aborts_every_store_is_said_so(tmp_path: Path, fracatlas_dir: Path) -> None:
+    """A PACS that takes the association and aborts the C-STORE (Orthanc with DicomAlwaysAllowStore
+    off and the node not among its modalities): the results were retried for ever, the log silent."""
+    import subprocess
+
+    from dicom_support import DCMTK_BIN, free_port, make_radiograph_dicom
+    from fracsight.dicom.sender import DestinationUnavailable, DimseDestination
+
+    if not (DCMTK_BIN / "storescp").is_file():
+        pytest.skip("dcmtk's storescp not found")
+    source = make_radiograph_dicom(
+        fracatlas_dir / "images" / "Fractured" / "IMG0000019.jpg", tmp_path / "a.dcm"
+    )
+    port = free_port()
+    command = [str(DCMTK_BIN / "storescp"), "--abort-during", "-aet", "PACS", "-od", str(tmp_path), str(port)]
+    pacs = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1)
+        with pytest.raises(DestinationUnavailable, match=r"no C-STORE response.*calling AE title FRACSIGHT"):
+            DimseDestination("127.0.0.1", port, "PACS", timeout=10).deliver([source])
+    finally:
+        pacs.terminate()
+        pacs.wait(timeout=30)
 
 
 @pytest.mark.parametrize(

@@ -632,6 +632,28 @@ def test_a_japanese_character_set_costs_the_image_nothing(case, predictor: Predi
         _assert_valid(ds, tmp_path / f"{ds.Modality}.dcm", sr_tree=False)  # this dcmtk lacks ISO 2022
 
 
+@pytest.mark.parametrize(
+    ("terms", "name", "written"),
+    [
+        (["", "ISO 2022 IR 149"], "Hong^Gildong=\u6d2a^\u5409\u6d1e=\ud64d^\uae38\ub3d9", "ISO_IR 192"),
+        ("ISO_IR 6", "PLAIN^NAME", "ISO_IR 100"),
+    ],
+    ids=["korean", "ISO_IR 6"],
+)
+def test_a_character_set_highdicom_does_not_write_costs_the_image_nothing(
+    case, predictor: Predictor, terms: str | list[str], name: str, written: str
+) -> None:
+    """Korean (``\\ISO 2022 IR 149``) and ``ISO_IR 6``, which pydicom reads and highdicom refuses:
+    the image lost all its results (results_error). Its text now goes in UTF-8 (or Latin-1)."""
+    source = pydicom.dcmread(case[0])
+    source.SpecificCharacterSet = terms
+    source.PatientName = name
+    made = result_datasets(source, case[2], predictor)
+    assert [ds.Modality for ds in made] == ["SR", "PR", "OT"]
+    for ds in made:
+        assert ds.SpecificCharacterSet == written and str(ds.PatientName) == name
+
+
 def test_several_windows_give_the_state_the_one_the_reader_used(
     case, predictor: Predictor, tmp_path: Path
 ) -> None:

@@ -249,3 +249,11 @@ def test_sensitivity_and_specificity_at_the_operating_points_have_intervals(tmp_
     assert "Sensitivity (n; 95% CI)" in html
     bare = evaluate_predictions(y, p, threshold_points={"balanced": 0.5}, n_bootstrap=0)
     assert bare["thresholds"]["balanced"]["sensitivity_ci_low"] is None
+    # a cohort of normal images only (12 negatives): its specificity had no interval, as though
+    # both classes were needed; with groups too, and the rate of the absent class stays undefined
+    for grouping in (None, groups[60:]):
+        normal = evaluate_predictions(
+            y[60:], p[60:], threshold_points={"balanced": 0.5}, groups=grouping, n_bootstrap=300
+        )["thresholds"]["balanced"]
+        assert normal["specificity_ci_low"] < normal["specificity"] < normal["specificity_ci_high"]
+        assert normal["sensitivity"] is None and normal["sensitivity_ci_low"] is None

@@ -735,6 +735,13 @@ def test_grey_palette_is_read_and_colour_palette_refused() -> None:
     hot = np.stack([ramp, np.clip(ramp * 2 - 65535, 0, 65535), np.zeros(256)], axis=-1)  # a heat map
     with pytest.raises(UnsupportedPhotometricError, match="'PALETTE COLOR' image is in colour"):
         read_image(palette_dicom(hot))
+    bare = pydicom.dcmread(io.BytesIO(palette_dicom(np.stack([ramp] * 3, axis=-1))))
+    for colour in ("Red", "Green", "Blue"):
+        del bare[f"{colour}PaletteColorLookupTableData"]
+    buffer = io.BytesIO()
+    bare.save_as(buffer, enforce_file_format=True)
+    with pytest.raises(CorruptImageError, match="without a usable colour lookup table"):  # pydicom's words
+        read_image(buffer.getvalue())
 
 
 def jpeg_secondary_capture(rgb: np.ndarray) -> tuple[bytes, bytes]:

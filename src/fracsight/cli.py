@@ -1095,12 +1095,11 @@ def serve(
             "empty; give an address (127.0.0.1: this computer only)", param_hint="--host"
         )
     with user_errors():
-        import uvicorn  # without the serve extra: named by the command group (EXTRA_OF)
-        from uvicorn.config import LOG_LEVELS
+        from uvicorn.config import LOG_LEVELS  # without the serve extra: named by the group (EXTRA_OF)
 
-        from fracsight.api.app import uvicorn_log_config
+        from fracsight.api import server
         from fracsight.api.auth import is_loopback, token_guard
-        from fracsight.api.settings import ENV_PREFIX, GRACEFUL_SHUTDOWN_S, ApiSettings, near_misses
+        from fracsight.api.settings import ENV_PREFIX, ApiSettings, near_misses
         from fracsight.errors import ConfigError
 
         if log_level.lower() not in LOG_LEVELS:  # uvicorn: a KeyError traceback
@@ -1159,18 +1158,8 @@ def serve(
     # the signal again: with the default one a single-worker server died of it (exit 143, not 0)
     signal.signal(signal.SIGTERM, lambda *_: None)
     try:
-        uvicorn.run(
-            "fracsight.api.app:create_app",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_level=log_level,
-            log_config=uvicorn_log_config(LOG_LEVELS[log_level.lower()]),
-            http="fracsight.api.protocol:HeaderDeadlineProtocol",  # a deadline for request headers
-            # requests still running then are cut: an upload stalled for up to the 60 s body timeout
-            # held the shutdown past the orchestrator's grace (docs/deploy.md: allow 30 s)
-            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        server.run(
+            host=host, port=port, workers=workers, log_level=log_level, level=LOG_LEVELS[log_level.lower()]
         )
     finally:
         if shared_metrics is not None:

@@ -164,7 +164,10 @@ def _route(scope: Scope, status: int, routes: Sequence[BaseRoute] = ()) -> str:
     scope: the route its path and method would have reached is looked up in ``routes``."""
     route = scope.get("route")
     if route is None and status != 404:
-        route = next((r for r in routes if hasattr(r, "path") and r.matches(scope)[0] == Match.FULL), None)
+        # a method the path does not take (OPTIONS, refused 401) matches partly: counted under the
+        # path, as the router counts its 405 (it was "unmatched")
+        found = {r.matches(scope)[0]: r for r in reversed(routes) if hasattr(r, "path")}
+        route = found.get(Match.FULL) or found.get(Match.PARTIAL)
     path = getattr(route, "path", None)
     if isinstance(path, str):
         return path

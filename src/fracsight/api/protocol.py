@@ -64,7 +64,7 @@ class HeaderDeadlineProtocol(H11Protocol):
         message = (
             f"the request headers did not arrive in time (not complete after {self.header_timeout_s:g} s)"
         )
-        body = json.dumps(error_body(REQUEST_TIMEOUT, message)).encode()
+        body = json.dumps(error_body(REQUEST_TIMEOUT, message), separators=(",", ":")).encode()
         # written as bytes: h11 answers only a request it has read, and this one never came in whole
         headers = [
             (b"content-type", b"application/json"),

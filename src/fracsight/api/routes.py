@@ -56,8 +56,15 @@ ERRORS = {
 BUSY = {
     503: {
         "model": ErrorResponse,
-        "description": "server_busy: the worker holds as many uploads as it may; retry after the delay",
-        "headers": {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}},
+        "description": "server_busy: the worker holds as many uploads as it may; retry after the delay. "
+        "server_stopping: the server stopped while this request ran past its grace; send it again "
+        "(to another instance), no Retry-After",
+        "headers": {
+            "Retry-After": {
+                "description": "Seconds to wait (server_busy only).",
+                "schema": {"type": "integer"},
+            }
+        },
     }
 }
 CSV_MEDIA_TYPE = "text/csv; charset=utf-8"

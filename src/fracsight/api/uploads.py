@@ -42,6 +42,9 @@ _PARSER_MESSAGES = {
     "Maximum header size exceeded": HEADER_TOO_LONG,
     "Maximum header count exceeded": "a multipart part has too many header lines",
     "Expected boundary character": "the body does not begin with the boundary its Content-Type names",
+    # a header line folded onto the next (obsolete since RFC 7578): python-multipart's byte offset
+    "Found invalid character": "a multipart part header is malformed (a header line folded onto a "
+    "second line, or a character a header may not hold): give each header on one line",
     "Did not find CR at end of boundary": "a boundary line does not end in CRLF: the lines of a multipart "
     "body end in CRLF (\\r\\n), not LF alone, and its boundary is the Content-Type's exactly",
 }

@@ -50,6 +50,50 @@ _OUTAGE_MESSAGES = (
 _OUTAGE_FILTER = _OutageAsWarning()
 
 
+class _OneLine(logging.Filter):
+    """pynetdicom's records made one line of printable ASCII, without a traceback below DEBUG: an
+    association request with a newline or a raw byte in its AE title (from anyone who reaches the
+    port, before the allowed AE titles are checked) wrote a line of the caller's choosing into the
+    node's log, under 20-line tracebacks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.isascii() or not message.isprintable():
+            message = message.encode("unicode_escape").decode("ascii")
+        record.msg, record.args = message, None
+        if record.exc_info and not logging.getLogger("fracsight").isEnabledFor(logging.DEBUG):
+            record.exc_info = record.exc_text = None
+        return True
+
+
+_ONE_LINE = _OneLine()
+# the modules of pynetdicom 3 that log (each under its own name: getLogger(__name__))
+_PYNETDICOM_LOGGERS = (
+    "_handlers",
+    "_validators",
+    "acse",
+    "ae",
+    "association",
+    "dimse",
+    "dimse_messages",
+    "dimse_primitives",
+    "dsutils",
+    "dul",
+    "events",
+    "fsm",
+    "pdu",
+    "pdu_items",
+    "pdu_primitives",
+    "presentation",
+    "service_class",
+    "service_class_n",
+    "sop_class",
+    "timer",
+    "transport",
+    "utils",
+)
+
+
 def setup_logging(level: str | int) -> None:
     """fracsight's own loggers at ``level``, in one format; the DICOM libraries only at ERROR (or
     above) and their Python warnings ignored: at INFO highdicom names the source's SOP Instance UID,
@@ -62,6 +106,10 @@ def setup_logging(level: str | int) -> None:
     for library, library_level in _LIBRARY_LEVELS.items():
         logging.getLogger(library).setLevel(library_level)
         warnings.filterwarnings("ignore", module=rf"{library}(\..*)?$")
+    for name in ("pynetdicom", *(f"pynetdicom.{module}" for module in _PYNETDICOM_LOGGERS)):
+        logger = logging.getLogger(name)  # a filter acts on its own logger's records only
+        if _ONE_LINE not in logger.filters:
+            logger.addFilter(_ONE_LINE)
     for name in ("pynetdicom.transport", "pynetdicom.association"):
         logger = logging.getLogger(name)
         if _OUTAGE_FILTER not in logger.filters:

@@ -28,6 +28,7 @@ import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -220,7 +221,10 @@ def _mend_values(header: Dataset) -> None:
         _mend(header, header["PatientSex"].tag, None, "not M, F or O: left empty")
     terms = header.get("SpecificCharacterSet")
     terms = [terms] if isinstance(terms, str) else list(terms or [])
-    if any(str(t) not in charset.python_encoding for t in terms):
+    # one pydicom reads but highdicom refuses (Korean, ISO 2022 IR 149; ISO_IR 6) cost the image
+    # all its results: its text, decoded, goes in a set both take
+    known = _writable_character_sets() | {""}
+    if any(str(t) not in charset.python_encoding or str(t) not in known for t in terms):
         _mend(header, header["SpecificCharacterSet"].tag, _character_set_for(header), "unknown: replaced")
     elif len(terms) > 1 and "" in terms:  # "\\ISO 2022 IR 87": an empty first value, the default
         # repertoire, which highdicom refused (every Japanese image lost its results); the same set
@@ -294,6 +298,14 @@ def _values(value: object) -> list:
     if value is None or value == "":
         return []
     return list(value) if isinstance(value, (MultiValue, list, tuple)) else [value]
+
+
+@cache
+def _writable_character_sets() -> frozenset[str]:
+    """The Specific Character Set terms highdicom writes (its list lacks a few pydicom reads)."""
+    from highdicom.enum import SpecificCharacterSetValues
+
+    return frozenset(str(v.value) for v in SpecificCharacterSetValues)
 
 
 def _character_set_for(header: Dataset) -> str:

@@ -223,6 +223,15 @@ class DimseDestination:
                     outcomes[i] = "no_presentation_context"
                     continue
                 code = getattr(status, "Status", None)
+                if code is None and i == group[0]:
+                    # it took the association and then broke off the store, each try alike: a PACS
+                    # that takes no storage from this AE title (Orthanc's DicomAlwaysAllowStore off)
+                    # was retried for ever with nothing in the log
+                    raise DestinationUnavailable(
+                        f"{self.describe()}: no C-STORE response (it aborted the association, or gave "
+                        f"no answer within {self.timeout:g} s: check that it accepts storage from "
+                        f"calling AE title {self.calling_ae})"
+                    )
                 if code is None:
                     outcomes[i] = UNAVAILABLE  # no response: connection lost or timed out
                 elif code in _STORED:

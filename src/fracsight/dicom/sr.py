@@ -379,7 +379,8 @@ def study_report(
         context,
         study,
         sop_instance_uid=sop_instance_uid,
-        # after every image's own result (instance_number): len(headers) + 1 was one of theirs
+        # after the results of the images it is over (len(headers) + 1 was one of theirs); an image
+        # arriving later, numbered higher, can share it: Instance Numbers need not be unique
         instance_number=max(instance_number(h) for h in headers) + 1,
         previous=previous,
     )

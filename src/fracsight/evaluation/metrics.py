@@ -192,6 +192,7 @@ def bootstrap_ci(
     *,
     stratified: bool = True,
     groups: Sequence[Hashable] | None = None,
+    both_classes: bool = True,
 ) -> tuple[float, float]:
     """Percentile bootstrap ``(low, high)`` interval of ``metric_fn(y, p)``.
 
@@ -200,7 +201,8 @@ def bootstrap_ci(
     ``groups`` (for example study or patient ids) whole groups are resampled
     (cluster bootstrap, not stratified), so correlated images of one study do
     not narrow the interval. Unstratified resamples with one class only, and
-    resamples where the metric returns ``None`` or NaN, are skipped.
+    resamples where the metric returns ``None`` or NaN, are skipped. ``both_classes=False`` for a
+    metric of one class (sensitivity, specificity): data and resamples of one class are kept.
     Deterministic for a given ``seed``.
     """
     ya, pa = _binary_inputs(y, p)
@@ -212,7 +214,7 @@ def bootstrap_ci(
     pos = np.flatnonzero(ya == 1)
     neg = np.flatnonzero(ya == 0)
     draw_groups = None if groups is None else _cluster_sampler(groups, ya.size, rng)
-    if draw_groups is None and stratified and (pos.size == 0 or neg.size == 0):
+    if draw_groups is None and stratified and both_classes and (pos.size == 0 or neg.size == 0):
         raise ValueError("stratified bootstrap needs both classes")
     values: list[float] = []
     for _ in range(n):
@@ -222,7 +224,7 @@ def bootstrap_ci(
             idx = np.concatenate([rng.choice(pos, pos.size), rng.choice(neg, neg.size)])
         else:
             idx = rng.integers(0, ya.size, ya.size)
-        if draw_groups is not None or not stratified:
+        if both_classes and (draw_groups is not None or not stratified):
             s = int(ya[idx].sum())
             if s == 0 or s == idx.size:
                 continue

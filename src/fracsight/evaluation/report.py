@@ -125,16 +125,22 @@ def _estimate(
     p: np.ndarray,
     boot: _Bootstrap,
     groups: Sequence[Hashable] | None,
+    *,
+    both_classes: bool = True,
 ) -> dict[str, Any]:
-    """``{"value", "ci_low", "ci_high"}``; all ``None`` where the metric is undefined."""
+    """``{"value", "ci_low", "ci_high"}``; all ``None`` where the metric is undefined.
+    ``both_classes=False``: a metric of one class (a rate), defined where ``fn`` gives a value."""
     out: dict[str, Any] = {"value": None, "ci_low": None, "ci_high": None}
     n_pos = int(y.sum())
-    if not 0 < n_pos < y.size:
+    if both_classes and not 0 < n_pos < y.size:
         return out
-    out["value"] = fn(y, p)
+    value = fn(y, p)
+    if value is None or not np.isfinite(value):
+        return out
+    out["value"] = value
     if boot.n > 0 and _resamples_vary(y, groups):
         out["ci_low"], out["ci_high"] = bootstrap_ci(
-            fn, y, p, n=boot.n, seed=boot.seed, alpha=boot.alpha, groups=groups
+            fn, y, p, n=boot.n, seed=boot.seed, alpha=boot.alpha, groups=groups, both_classes=both_classes
         )
     return out
 
@@ -204,11 +210,17 @@ def _with_rate_intervals(
     """``block`` (:func:`binary_metrics_at` at ``threshold``) with the intervals of its sensitivity
     and specificity (``sensitivity_ci_low`` ...), drawn as AUROC's are (:func:`_estimate`: the same
     resamples, groups and level): a paper states "0.877 (95% CI ...)", and the counts alone left
-    the reader to compute an interval that takes the images as independent."""
+    the reader to compute an interval that takes the images as independent. Each needs only its
+    own class: a cohort of normal images has a specificity interval."""
     out = dict(block)
     for key in ("sensitivity", "specificity"):
         found = _estimate(
-            lambda ys, ps, key=key: binary_metrics_at(ys, ps, threshold)[key], y, p, boot, groups
+            lambda ys, ps, key=key: binary_metrics_at(ys, ps, threshold)[key],
+            y,
+            p,
+            boot,
+            groups,
+            both_classes=False,
         )
         out[f"{key}_ci_low"], out[f"{key}_ci_high"] = found["ci_low"], found["ci_high"]
     return out

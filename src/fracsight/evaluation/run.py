@@ -774,12 +774,20 @@ def evaluate_model(
         notes.append(head_note)
     if leakage:
         notes.append(leakage_note(leakage, data_dir, held.own))
+    doubtful = sum(not pred.reliable for pred in preds)
+    if doubtful:  # predict marks them; here they were scored without a word (reliable=0 in the CSV only)
+        notes.append(
+            f"{doubtful} of the {len(preds)} images read are flagged not reliable (cut short, blank, "
+            "colour, or unlike the training images: reliable=0 in predictions.csv); they are counted "
+            "in every figure, as a reader would be shown them"
+        )
     data: dict[str, Any] = {
         "root": str(data_dir),
         "layout": dataset.layout,
         "split": split or "all",
         "n_images": len(samples),
         "n_evaluated": len(preds),
+        "n_not_reliable": doubtful,
     }
     if leakage is not None:
         data["leakage"] = leakage.to_dict()

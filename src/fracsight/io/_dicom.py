@@ -242,7 +242,13 @@ def _read(
                 raise CorruptImageError(
                     f"{label}decoded pixel data has shape {arr.shape}, expected ({rows}, {cols})"
                 )
-            arr = pydicom.pixels.apply_color_lut(arr, ds)
+            try:
+                arr = pydicom.pixels.apply_color_lut(arr, ds)
+            except (ValueError, KeyError, AttributeError) as e:  # pydicom's own words named no fix
+                raise CorruptImageError(
+                    f"{label}a PALETTE COLOR image without a usable colour lookup table (its Palette "
+                    "Color Lookup Table Module is missing or damaged): its grey values cannot be known"
+                ) from e
             bit_depth = _palette_bits(ds, arr)
         else:
             bit_depth = bits_stored

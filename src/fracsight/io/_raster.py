@@ -76,9 +76,9 @@ def read_raster(
         raise
     except Image.DecompressionBombError as e:  # Pillow's own limit, checked before ours can be
         pillow_limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
-        raise DecompressionBombError(
-            f"{label}image too large: more than {pillow_limit:,} pixels, the most Pillow decodes "
-            "(twice Image.MAX_IMAGE_PIXELS); refused before decoding"
+        raise DecompressionBombError(  # above any limit fracsight reads to, so named as the limit
+            f"{label}image too large: its header claims more than {pillow_limit:,} pixels; refused "
+            "before decoding"
         ) from e
     except UnidentifiedImageError as e:  # Pillow's message quotes an object repr, not the problem
         raise ImageReadError(

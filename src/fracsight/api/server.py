@@ -1,0 +1,62 @@
+"""``fracsight serve``'s uvicorn: one process, or a supervisor of worker processes.
+
+uvicorn's own supervisor keeps the listening socket open until every worker has finished its
+graceful shutdown; meanwhile the kernel queued new connections, which hung (about 20 s, then a
+reset) where a load balancer's health check needs a refusal at once. Ours stops listening first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import uvicorn
+from uvicorn.supervisors import Multiprocess
+
+from fracsight.api.app import uvicorn_log_config
+from fracsight.api.settings import GRACEFUL_SHUTDOWN_S
+
+APP = "fracsight.api.app:create_app"  # a factory, configured through the environment
+
+
+class _Supervisor(Multiprocess):
+    """Worker processes whose shared socket is closed here when a stop is asked for: each worker
+    closes its own copy as its shutdown starts, and with the last copy the port refuses."""
+
+    def _stop_listening(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+
+    def handle_term(self) -> None:
+        self._stop_listening()
+        super().handle_term()
+
+    def handle_int(self) -> None:
+        self._stop_listening()
+        super().handle_int()
+
+
+def run(*, host: str, port: int, workers: int, log_level: str, level: int) -> None:
+    """Serve :data:`APP` until stopped (SIGTERM: a graceful stop of at most GRACEFUL_SHUTDOWN_S)."""
+    options: dict[str, Any] = {
+        "factory": True,
+        "host": host,
+        "port": port,
+        "workers": workers,
+        "log_level": log_level,
+        "log_config": uvicorn_log_config(level),
+        "http": "fracsight.api.protocol:HeaderDeadlineProtocol",  # a deadline for request headers
+        # requests still running then are cut: an upload stalled for up to the 60 s body timeout
+        # held the shutdown past the orchestrator's grace (docs/deploy.md: allow 30 s)
+        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
+    }
+    if workers == 1:
+        uvicorn.run(APP, **options)
+        return
+    supervise(uvicorn.Config(APP, **options))
+
+
+def supervise(config: uvicorn.Config) -> None:
+    """``config.workers`` worker processes on one socket, under :class:`_Supervisor`."""
+    with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C during the stop, as uvicorn.run
+        _Supervisor(config, sockets=[config.bind_socket()]).run()
