@@ -194,6 +194,7 @@ def test_a_destination_that_aborts_every_store_is_said_so(tmp_path: Path, fracat
         ("text/html", b"<html><body><p>Sign in<br></body></html>"),  # not XML
         ("application/dicom+json", b""),
         ("application/dicom+json", b"{}"),
+        ("application/dicom+json", b"<html><body>Sign in</body></html>"),  # said to be JSON, is not
     ],
 )
 def test_a_200_without_a_store_response_is_not_counted_as_stored(
@@ -213,6 +214,36 @@ def test_a_200_without_a_store_response_is_not_counted_as_stored(
     source = make_radiograph_dicom(image, tmp_path / "a.dcm")
     with http_service(LoginPage) as service, pytest.raises(DestinationUnavailable, match="without a STOW-RS"):
         StowDestination(f"{service}/dicom-web", timeout=10).deliver([source])
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/dicom+json; charset=utf-8", "application/dicom+json;charset=UTF-8"]
+)
+def test_a_store_response_with_a_charset_is_read(
+    tmp_path: Path, fracatlas_dir: Path, content_type: str
+) -> None:
+    """PS3.18 lets a service name the charset of its JSON: dicomweb-client read no answer then, and
+    every object a service stored counted as unconfirmed, sent again for ever."""
+    import json
+
+    import pydicom
+
+    from dicom_support import QuietHandler, http_service, make_radiograph_dicom
+    from fracsight.dicom.sender import DELIVERED, StowDestination
+
+    source = make_radiograph_dicom(
+        fracatlas_dir / "images" / "Fractured" / "IMG0000019.jpg", tmp_path / "a.dcm"
+    )
+    uid = str(pydicom.dcmread(source, stop_before_pixels=True).SOPInstanceUID)
+    stored = {"00081199": {"vr": "SQ", "Value": [{"00081155": {"vr": "UI", "Value": [uid]}}]}}
+
+    class Stores(QuietHandler):
+        def do_POST(self) -> None:
+            self.read_body()
+            self.reply(200, json.dumps(stored).encode(), content_type)
+
+    with http_service(Stores) as service:
+        assert StowDestination(f"{service}/dicom-web", timeout=10).deliver([source]) == [DELIVERED]
 
 
 def test_connections_that_never_ask_for_an_association_free_their_slots(tmp_path: Path) -> None:

@@ -257,3 +257,9 @@ def test_sensitivity_and_specificity_at_the_operating_points_have_intervals(tmp_
         )["thresholds"]["balanced"]
         assert normal["specificity_ci_low"] < normal["specificity"] < normal["specificity_ci_high"]
         assert normal["sensitivity"] is None and normal["sensitivity_ci_low"] is None
+    # one fractured image among many normal ones: its sensitivity is drawn the same every time, no
+    # "interval" equal to the value as though certain
+    lone = evaluate_predictions(y[39:], p[39:], threshold_points={"balanced": 0.5}, n_bootstrap=300)[
+        "thresholds"
+    ]["balanced"]
+    assert lone["sensitivity_ci_low"] is None and lone["specificity_ci_low"] is not None

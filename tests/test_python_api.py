@@ -615,6 +615,8 @@ def test_render_overlay_takes_what_results_give_and_refuses_what_it_cannot_draw(
         render_overlay(result.pixels, result.heatmap * 255)
     with pytest.raises(ValueError, match="NaN or infinite"):  # was drawn as no heat, without a word
         render_overlay(result.pixels, np.full_like(result.heatmap, np.nan))
+    with pytest.raises(ValueError, match="down to"):  # negative: clipped to no heat, as NaN was
+        render_overlay(result.pixels, result.heatmap - 5)
 
 
 def test_a_bundle_zip_is_found_whatever_the_case_of_its_suffix(tmp_path: Path) -> None:

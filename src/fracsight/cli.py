@@ -1095,16 +1095,14 @@ def serve(
             "empty; give an address (127.0.0.1: this computer only)", param_hint="--host"
         )
     with user_errors():
-        from uvicorn.config import LOG_LEVELS  # without the serve extra: named by the group (EXTRA_OF)
-
-        from fracsight.api import server
+        from fracsight.api import server  # without the serve extra: named by the group (EXTRA_OF)
         from fracsight.api.auth import is_loopback, token_guard
         from fracsight.api.settings import ENV_PREFIX, ApiSettings, near_misses
         from fracsight.errors import ConfigError
 
-        if log_level.lower() not in LOG_LEVELS:  # uvicorn: a KeyError traceback
+        if log_level.lower() not in server.LOG_LEVELS:  # uvicorn: a KeyError traceback
             raise typer.BadParameter(
-                f"{log_level!r}: one of {', '.join(LOG_LEVELS)}", param_hint="--log-level"
+                f"{log_level!r}: one of {', '.join(server.LOG_LEVELS)}", param_hint="--log-level"
             )
         taken = port_taken(host, port)  # before the model loads; uvicorn would fail after it, exit 3
         if taken:
@@ -1158,9 +1156,7 @@ def serve(
     # the signal again: with the default one a single-worker server died of it (exit 143, not 0)
     signal.signal(signal.SIGTERM, lambda *_: None)
     try:
-        server.run(
-            host=host, port=port, workers=workers, log_level=log_level, level=LOG_LEVELS[log_level.lower()]
-        )
+        server.run(host=host, port=port, workers=workers, log_level=log_level)
     finally:
         if shared_metrics is not None:
             shutil.rmtree(shared_metrics, ignore_errors=True)

@@ -11,17 +11,20 @@ import contextlib
 from typing import Any
 
 import uvicorn
+from uvicorn.config import LOG_LEVELS
 from uvicorn.supervisors import Multiprocess
 
 from fracsight.api.app import uvicorn_log_config
 from fracsight.api.settings import GRACEFUL_SHUTDOWN_S
 
 APP = "fracsight.api.app:create_app"  # a factory, configured through the environment
+__all__ = ["APP", "LOG_LEVELS", "run", "supervise"]
 
 
 class _Supervisor(Multiprocess):
     """Worker processes whose shared socket is closed here when a stop is asked for: each worker
-    closes its own copy as its shutdown starts, and with the last copy the port refuses."""
+    closes its own copy as its shutdown starts (uvicorn looks at its signals every 0.5 s), and with
+    the last copy the port refuses."""
 
     def _stop_listening(self) -> None:
         for sock in self.sockets:
@@ -36,7 +39,7 @@ class _Supervisor(Multiprocess):
         super().handle_int()
 
 
-def run(*, host: str, port: int, workers: int, log_level: str, level: int) -> None:
+def run(*, host: str, port: int, workers: int, log_level: str) -> None:
     """Serve :data:`APP` until stopped (SIGTERM: a graceful stop of at most GRACEFUL_SHUTDOWN_S)."""
     options: dict[str, Any] = {
         "factory": True,
@@ -44,7 +47,7 @@ def run(*, host: str, port: int, workers: int, log_level: str, level: int) -> No
         "port": port,
         "workers": workers,
         "log_level": log_level,
-        "log_config": uvicorn_log_config(level),
+        "log_config": uvicorn_log_config(LOG_LEVELS[log_level.lower()]),
         "http": "fracsight.api.protocol:HeaderDeadlineProtocol",  # a deadline for request headers
         # requests still running then are cut: an upload stalled for up to the 60 s body timeout
         # held the shutdown past the orchestrator's grace (docs/deploy.md: allow 30 s)

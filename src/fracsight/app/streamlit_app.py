@@ -464,7 +464,10 @@ def main() -> None:
     items = inputs(config)
     if not items:
         st.session_state.pop("results", None)  # not the last patient's results, kept unseen in memory
-        st.caption("Upload radiographs or pick an example to see results.")
+        st.caption(
+            "Upload radiographs or pick an example to see results. (Files listed before the app was "
+            "restarted are gone from it, and so is one added just after: add them again.)"
+        )
         return
     stored = predictions(predictor, items)
     results = [s.result for s in stored]

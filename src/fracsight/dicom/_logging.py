@@ -67,7 +67,6 @@ class _OneLine(logging.Filter):
 
 
 _ONE_LINE = _OneLine()
-# the modules of pynetdicom 3 that log (each under its own name: getLogger(__name__))
 _PYNETDICOM_LOGGERS = (
     "_handlers",
     "_validators",
@@ -106,8 +105,12 @@ def setup_logging(level: str | int) -> None:
     for library, library_level in _LIBRARY_LEVELS.items():
         logging.getLogger(library).setLevel(library_level)
         warnings.filterwarnings("ignore", module=rf"{library}(\..*)?$")
-    for name in ("pynetdicom", *(f"pynetdicom.{module}" for module in _PYNETDICOM_LOGGERS)):
-        logger = logging.getLogger(name)  # a filter acts on its own logger's records only
+    import pynetdicom  # noqa: F401  (its modules, imported with it, make their loggers)
+
+    # a filter acts on its own logger's records only: on each of pynetdicom's (getLogger(__name__))
+    names = [n for n in logging.root.manager.loggerDict if n == "pynetdicom" or n.startswith("pynetdicom.")]
+    for name in names:
+        logger = logging.getLogger(name)
         if _ONE_LINE not in logger.filters:
             logger.addFilter(_ONE_LINE)
     for name in ("pynetdicom.transport", "pynetdicom.association"):

@@ -40,6 +40,7 @@ def web_client(url: str, timeout: float, login: BasicLogin | None = None) -> Any
     from dicomweb_client import DICOMwebClient
 
     session = requests.Session()
+    session.hooks["response"].append(_bare_media_type)
     if login is not None:
         session.auth = login.auth()
     client = DICOMwebClient(url, session=session, timeout=timeout)
@@ -48,6 +49,25 @@ def web_client(url: str, timeout: float, login: BasicLogin | None = None) -> Any
 
 
 log = logging.getLogger(__name__)
+
+_DICOM_MEDIA_TYPES = (
+    "application/dicom+json",
+    "application/json",
+    "application/dicom+xml",
+    "application/xml",
+)
+
+
+def _bare_media_type(response: Any, *_: Any, **__: Any) -> Any:
+    """A DICOM JSON or XML answer's Content-Type without its parameters: dicomweb-client reads the
+    answer of a STOW-RS request only when the type is exactly one of these, and took
+    ``application/dicom+json; charset=utf-8`` (as PS3.18 allows) for no answer at all."""
+    kind = response.headers.get("Content-Type", "")
+    bare = kind.split(";", 1)[0].strip().lower()
+    if bare in _DICOM_MEDIA_TYPES and bare != kind:
+        response.headers["Content-Type"] = bare
+    return response
+
 
 _SOP_CLASS, _MODALITY, _MODEL_NAME = "00080016", "00080060", "00081090"
 _SERIES_UID, _SOP_UID = "0020000E", "00080018"
@@ -104,6 +124,12 @@ def _study_instances(client: Any, study_uid: str, study: str) -> list[dict[str, 
     same page for ever, and took a service's result limit for the end of the study: a verdict on
     11 of 25 images, exit 0. Here a page with nothing new ends the listing, and a listing shorter
     than the study's NumberOfStudyRelatedInstances is an :class:`IncompleteStudyError`."""
+    # counted first: an image stored while the study is listed can only make the listing longer
+    studies = client.search_for_studies(
+        search_filters={"StudyInstanceUID": study_uid}, fields=[_STUDY_INSTANCES]
+    )
+    counts = [_value(item, _STUDY_INSTANCES) or "" for item in studies]
+    held = max((int(n) for n in counts if n.isdigit()), default=0)
     found: dict[str, dict[str, Any]] = {}
     received = 0
     while len(found) <= _MAX_INSTANCES:
@@ -122,11 +148,6 @@ def _study_instances(client: Any, study_uid: str, study: str) -> list[dict[str, 
             f"the DICOMweb service listed more than {_MAX_INSTANCES} instances of study {study} "
             "(hashed UID), page after page: does it ignore QIDO-RS offset?"
         )
-    studies = client.search_for_studies(
-        search_filters={"StudyInstanceUID": study_uid}, fields=[_STUDY_INSTANCES]
-    )
-    counts = [_value(item, _STUDY_INSTANCES) or "" for item in studies]
-    held = max((int(n) for n in counts if n.isdigit()), default=0)
     if len(found) < held:
         raise IncompleteStudyError(
             f"the DICOMweb service listed {len(found)} of the {held} instances of study {study} "

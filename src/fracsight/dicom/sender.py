@@ -161,9 +161,10 @@ class DimseDestination:
         for n, group in enumerate(_association_groups(metas)):
             try:
                 self._deliver_group(paths, group, metas, outcomes)
-            except DestinationUnavailable:
+            except DestinationUnavailable as e:
                 if n == 0:
                     raise
+                log.warning("%s; the objects left wait for a retry", e)
                 break  # what the first associations sent stays sent; the rest wait for a retry
         return outcomes
 
@@ -208,6 +209,7 @@ class DimseDestination:
                 why = "no association (refused, aborted or no answer: check host, port and firewall)"
             raise DestinationUnavailable(f"{self.describe()}: {why}")
         accepted = {(str(c.abstract_syntax), str(c.transfer_syntax[0])) for c in assoc.accepted_contexts}
+        answered = False  # any C-STORE response on this association
         try:
             for i in group:
                 if not assoc.is_established:
@@ -223,7 +225,7 @@ class DimseDestination:
                     outcomes[i] = "no_presentation_context"
                     continue
                 code = getattr(status, "Status", None)
-                if code is None and i == group[0]:
+                if code is None and not answered:
                     # it took the association and then broke off the store, each try alike: a PACS
                     # that takes no storage from this AE title (Orthanc's DicomAlwaysAllowStore off)
                     # was retried for ever with nothing in the log
@@ -232,6 +234,7 @@ class DimseDestination:
                         f"no answer within {self.timeout:g} s: check that it accepts storage from "
                         f"calling AE title {self.calling_ae})"
                     )
+                answered = True
                 if code is None:
                     outcomes[i] = UNAVAILABLE  # no response: connection lost or timed out
                 elif code in _STORED:
@@ -440,6 +443,8 @@ class StowDestination:
 
     def _store(self, client: Any, datasets: list[tuple[int, Any]], outcomes: list[str | None]) -> None:
         """One STOW-RS request; sets the outcome of each object it answers for."""
+        from xml.etree.ElementTree import ParseError
+
         import requests
 
         try:
@@ -457,7 +462,7 @@ class StowDestination:
             for i, _ in datasets:
                 outcomes[i] = f"http_{status}"
             return
-        except (ValueError, SyntaxError) as e:  # a body dicomweb-client could not parse as JSON or XML
+        except (requests.exceptions.JSONDecodeError, ParseError) as e:  # an answer that is not DICOM JSON/XML
             raise DestinationUnavailable(f"{self.describe()}: {_NOT_A_STOW_RESPONSE}") from e
         stored = {_uid(item) for item in _items(response, "ReferencedSOPSequence")}
         failed = {

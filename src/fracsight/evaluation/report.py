@@ -110,10 +110,16 @@ class _Bootstrap:
     alpha: float
 
 
-def _resamples_vary(y: np.ndarray, groups: Sequence[Hashable] | None) -> bool:
+def _resamples_vary(y: np.ndarray, groups: Sequence[Hashable] | None, rate_of: int | None = None) -> bool:
     """Whether a bootstrap of ``y`` can draw more than one data set: one group of related images
     (one patient's), or one fractured and one other image (stratified), is drawn the same every time,
-    and its "interval" was the value itself (0.500-0.500) as though it were certain."""
+    and its "interval" was the value itself (0.500-0.500) as though it were certain. ``rate_of``: a
+    rate of that class only (sensitivity: 1), which varies only with its own images."""
+    if rate_of is not None:
+        own = y == rate_of
+        if groups is None:
+            return int(own.sum()) > 1
+        return len({g for g, mine in zip(groups, own, strict=True) if mine}) > 1
     if groups is not None:
         return len(set(groups)) > 1
     return max(int(y.sum()), int(y.size - y.sum())) > 1
@@ -126,21 +132,21 @@ def _estimate(
     boot: _Bootstrap,
     groups: Sequence[Hashable] | None,
     *,
-    both_classes: bool = True,
+    rate_of: int | None = None,
 ) -> dict[str, Any]:
-    """``{"value", "ci_low", "ci_high"}``; all ``None`` where the metric is undefined.
-    ``both_classes=False``: a metric of one class (a rate), defined where ``fn`` gives a value."""
+    """``{"value", "ci_low", "ci_high"}``; all ``None`` where the metric is undefined. ``rate_of``:
+    a metric of that class only (a rate: sensitivity of 1), defined where ``fn`` gives a value."""
     out: dict[str, Any] = {"value": None, "ci_low": None, "ci_high": None}
     n_pos = int(y.sum())
-    if both_classes and not 0 < n_pos < y.size:
+    if rate_of is None and not 0 < n_pos < y.size:
         return out
     value = fn(y, p)
     if value is None or not np.isfinite(value):
         return out
     out["value"] = value
-    if boot.n > 0 and _resamples_vary(y, groups):
+    if boot.n > 0 and _resamples_vary(y, groups, rate_of):
         out["ci_low"], out["ci_high"] = bootstrap_ci(
-            fn, y, p, n=boot.n, seed=boot.seed, alpha=boot.alpha, groups=groups, both_classes=both_classes
+            fn, y, p, n=boot.n, seed=boot.seed, alpha=boot.alpha, groups=groups, both_classes=rate_of is None
         )
     return out
 
@@ -213,14 +219,14 @@ def _with_rate_intervals(
     the reader to compute an interval that takes the images as independent. Each needs only its
     own class: a cohort of normal images has a specificity interval."""
     out = dict(block)
-    for key in ("sensitivity", "specificity"):
+    for key, label in (("sensitivity", 1), ("specificity", 0)):
         found = _estimate(
             lambda ys, ps, key=key: binary_metrics_at(ys, ps, threshold)[key],
             y,
             p,
             boot,
             groups,
-            both_classes=False,
+            rate_of=label,
         )
         out[f"{key}_ci_low"], out[f"{key}_ci_high"] = found["ci_low"], found["ci_high"]
     return out

@@ -196,6 +196,8 @@ def render_overlay(
             raise ValueError("heat has NaN or infinite values; pass a map in [0, 1]")
         if hm.size and float(hm.max()) > 1.01:  # 0..255: clipped, it was all drawn at full strength
             raise ValueError(f"heat must be in [0, 1], got values up to {float(hm.max()):g}")
+        if hm.size and float(hm.min()) < -0.01:  # clipped to 0: drawn as no heat, said nothing
+            raise ValueError(f"heat must be in [0, 1], got values down to {float(hm.min()):g}")
         lut = colormap_lut(colormap)
         # in bands of rows: the float temporaries of a blend take about 40 bytes a pixel, which
         # for a 50-megapixel radiograph would be 2 GB at once

@@ -103,7 +103,9 @@ def _lean_head(cpus: int) -> Callable[[], Any]:
         if not tokens.has_token(ignore_auth_mode=True):
             # this private cluster's token in the environment its processes inherit, never written
             # to ~/.ray/auth_token: in the container, whose home is on the read-only root, writing
-            # it failed every local job ("Read-only file system: '/var/lib/fracsight/.ray'")
+            # it failed every local job ("Read-only file system: '/var/lib/fracsight/.ray'"). It stays
+            # set for the rest of this process (Ray caches it; a later local cluster reuses it): a
+            # random token of a cluster on this machine, which ends with its job
             os.environ["RAY_AUTH_TOKEN"] = generate_new_authentication_token()
             tokens.reset_cache()
         setup[1]({}, create_token_if_missing=True)
