@@ -256,6 +256,9 @@ def test_actors_the_local_ray_cannot_place_are_refused_at_once(archive: Path, tm
         assert code == 2 and f"{option} 64 asks for more than the local Ray has" in err and unit in err
         assert "actors_do_not_fit" in err and "Traceback" not in err
         assert not (tmp_path / option).exists()
+    code, err = finish(batch(str(archive), "--out", str(tmp_path / "many"), "--actors", "64"), timeout=120)
+    assert code == 2 and "--actors 64 with --cpus-per-actor 1 asks for 64 CPUs" in err, err
+    assert not (tmp_path / "many").exists()  # was run on the actors that fit: "predicted by 64 actors"
     (tmp_path / "mine").mkdir()  # a folder the job did not create is kept, and says the job stopped
     mine = batch(str(archive), "--out", str(tmp_path / "mine"), "--gpus-per-actor", "64")
     code, err = finish(mine, timeout=120)

@@ -134,7 +134,7 @@ def run_batch(
     if address:
         _check_reachable(address)
     else:  # a local Ray gets this machine's cores: refuse actors it cannot place before starting it
-        _check_fits({"CPU": float(local_cpus())}, cpus_per_actor, 0.0)
+        _check_fits({"CPU": float(local_cpus())}, cpus_per_actor, 0.0, actors)
     spec = checked_bundle(model)[1]  # a changed model.onnx: refused here, not by every actor after Ray starts
     op = None
     if spec.head("fracture") is not None or operating_point is not None:
@@ -319,7 +319,7 @@ def _run_on_ray(
         logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "bars disabled": ours
         resources = ray.cluster_resources()
         if local is not None:  # a cluster may add nodes as they are asked for; this Ray will not
-            _check_fits(resources, cpus_per_actor, gpus_per_actor)
+            _check_fits(resources, cpus_per_actor, gpus_per_actor, actors)
         if actors <= 0:
             slots = resources.get("GPU", 0) / gpus_per_actor if gpus_per_actor else 0
             slots = slots or resources.get("CPU", 1) / max(cpus_per_actor, 1e-9)
@@ -402,8 +402,12 @@ def _own_sigterm() -> Iterator[None]:
             signal.signal(signal.SIGTERM, previous)
 
 
-def _check_fits(resources: dict[str, float], cpus_per_actor: float, gpus_per_actor: float) -> None:
-    """Refuse actors the local Ray cannot place (Ray would wait for them forever, silently)."""
+def _check_fits(
+    resources: dict[str, float], cpus_per_actor: float, gpus_per_actor: float, actors: int = 0
+) -> None:
+    """Refuse actors the local Ray cannot place (Ray would wait for them forever, silently), one
+    alone or ``actors`` of them together (0: as many as fit; ``--actors 5`` on 2 CPUs ran on the
+    actors that fit and said "predicted by 5 actors")."""
     asks = (("CPU", cpus_per_actor, "--cpus-per-actor"), ("GPU", gpus_per_actor, "--gpus-per-actor"))
     for kind, asked, option in asks:
         have = resources.get(kind, 0.0)
@@ -412,6 +416,11 @@ def _check_fits(resources: dict[str, float], cpus_per_actor: float, gpus_per_act
                 f"{option} {asked:g} asks for more than the local Ray has ({have:g} {kind}s"
                 + (": is a CUDA GPU visible to onnxruntime-gpu here?" if kind == "GPU" else "")
                 + ")"
+            )
+        if asked and actors * asked > have + 1e-9:
+            raise ActorsDoNotFit(
+                f"--actors {actors} with {option} {asked:g} asks for {actors * asked:g} {kind}s, more "
+                f"than the local Ray has ({have:g}): fewer actors, or leave --actors out (as many as fit)"
             )
 
 
