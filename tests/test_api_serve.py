@@ -49,17 +49,17 @@ def test_serve_passes_settings_to_the_worker_factory(
     tmp_path = tiny_bundle
     from fracsight.api import server
 
-    calls: list[tuple[Any, ApiSettings]] = []
+    calls: list[tuple[dict[str, Any], ApiSettings]] = []
     # what each worker's create_app() reads, while the server runs (its metrics folder is gone after)
-    monkeypatch.setattr(server, "supervise", lambda config: calls.append((config, ApiSettings.from_env())))
+    monkeypatch.setattr(server, "supervise", lambda options: calls.append((options, ApiSettings.from_env())))
     args = ["serve", "--model", str(tmp_path), "--workers", "3", "--port", "8123", "--max-files", "5"]
     result = CliRunner().invoke(cli, [*args, "--max-upload-mb", "2"])
     assert result.exit_code == 0, result.output
-    ((config, settings),) = calls
-    assert config.app == "fracsight.api.app:create_app"
-    assert config.factory is True and config.workers == 3
-    assert config.http == "fracsight.api.protocol:HeaderDeadlineProtocol"  # tests/test_api_protocol.py
-    assert (config.host, config.port) == ("127.0.0.1", 8123)
+    ((kwargs, settings),) = calls
+    assert server.APP == "fracsight.api.app:create_app"
+    assert kwargs["factory"] is True and kwargs["workers"] == 3
+    assert kwargs["http"] == "fracsight.api.protocol:HeaderDeadlineProtocol"  # tests/test_api_protocol.py
+    assert (kwargs["host"], kwargs["port"]) == ("127.0.0.1", 8123)
     assert (settings.model, settings.max_files, settings.max_upload_bytes) == (
         str(tmp_path),
         5,

@@ -56,10 +56,12 @@ def run(*, host: str, port: int, workers: int, log_level: str) -> None:
     if workers == 1:
         uvicorn.run(APP, **options)
         return
-    supervise(uvicorn.Config(APP, **options))
+    supervise(options)
 
 
-def supervise(config: uvicorn.Config) -> None:
-    """``config.workers`` worker processes on one socket, under :class:`_Supervisor`."""
+def supervise(options: dict[str, Any]) -> None:
+    """``options["workers"]`` worker processes of :data:`APP` on one socket, under :class:`_Supervisor`
+    (uvicorn.run's options; its Config sets up logging, so it is made here, when serving)."""
+    config = uvicorn.Config(APP, **options)
     with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C during the stop, as uvicorn.run
         _Supervisor(config, sockets=[config.bind_socket()]).run()
