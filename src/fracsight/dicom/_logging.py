@@ -67,30 +67,6 @@ class _OneLine(logging.Filter):
 
 
 _ONE_LINE = _OneLine()
-_PYNETDICOM_LOGGERS = (
-    "_handlers",
-    "_validators",
-    "acse",
-    "ae",
-    "association",
-    "dimse",
-    "dimse_messages",
-    "dimse_primitives",
-    "dsutils",
-    "dul",
-    "events",
-    "fsm",
-    "pdu",
-    "pdu_items",
-    "pdu_primitives",
-    "presentation",
-    "service_class",
-    "service_class_n",
-    "sop_class",
-    "timer",
-    "transport",
-    "utils",
-)
 
 
 def setup_logging(level: str | int) -> None:
