@@ -333,3 +333,18 @@ def test_ctrl_c_while_the_cli_is_imported_is_one_line_not_a_traceback() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 130 and done.stderr == "interrupted\n", done.stderr
+
+
+def test_python_dash_m_fracsight_is_the_same_entry_point_as_the_script() -> None:
+    """`python -m fracsight` called the Typer app itself: Ctrl-C while the CLI was imported ended in a
+    traceback and SIGTERM killed it without its finally blocks, unlike `fracsight`."""
+    code = (
+        "import runpy, sys, types\n"
+        "class Importing(types.ModuleType):\n"
+        "    def __getattr__(self, name):\n"
+        "        raise KeyboardInterrupt\n"
+        "sys.modules['fracsight.cli'] = Importing('fracsight.cli')\n"
+        "runpy.run_module('fracsight', run_name='__main__')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 130 and done.stderr == "interrupted\n", done.stderr

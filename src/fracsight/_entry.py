@@ -9,10 +9,10 @@ from __future__ import annotations
 import sys
 
 
-def main() -> None:
+def main(prog_name: str | None = None) -> None:
     try:
         from fracsight.cli import main as run
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         raise SystemExit(130) from None
-    run()
+    run(prog_name)

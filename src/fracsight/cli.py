@@ -1254,13 +1254,13 @@ def _add_subcommands() -> None:
 _add_subcommands()
 
 
-def main() -> None:
+def main(prog_name: str | None = None) -> None:
     try:
         # SIGTERM (timeout, a scheduler, docker stop) ends a command through its finally blocks and
         # atexit, as Ctrl-C does: by default it killed the process outright, leaving unpacked .zip
         # bundles and benchmark folders in /tmp and saying nothing. Servers set their own handlers.
         with terminate_as_exit():
-            app()
+            app(prog_name=prog_name)
     except KeyboardInterrupt:  # Ctrl-C while typer builds the command, before click's own handler
         typer.echo("interrupted", err=True)
         raise SystemExit(130) from None
