@@ -311,7 +311,7 @@ def test_ctrl_c_before_a_command_runs_is_one_line_not_a_traceback(
     click's own handler), printed a 30-line traceback."""
     import fracsight.cli
 
-    def interrupted() -> None:
+    def interrupted(**kwargs: object) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(fracsight.cli, "app", interrupted)

@@ -326,3 +326,93 @@ def test_sigterm_during_overlays_says_what_was_done_and_leaves_no_partial_file(
     assert "stopped (SIGTERM): " in said and "images predicted, no results written" in said, said
     assert "Traceback" not in said
     assert all(p.name.endswith(".overlay.png") for p in out.iterdir())  # no hidden .tmp left
+
+
+def test_an_overlay_the_system_refuses_costs_the_overlay_not_the_results(
+    tiny_bundle: Path, radiograph: Path, tmp_path: Path
+) -> None:
+    """A file where an overlay's sub-folder goes (or a full disk) stopped the run with one line and
+    no table, JSON or CSV: every prediction was lost for want of a picture."""
+    data = tmp_path / "data"
+    (data / "XR_WRIST").mkdir(parents=True)
+    (data / "XR_ELBOW").mkdir()
+    for folder in ("XR_WRIST", "XR_ELBOW"):
+        shutil.copyfile(radiograph, data / folder / "image1.jpg")
+    overlays = tmp_path / "ov"
+    overlays.mkdir()
+    (overlays / "XR_WRIST").write_text("mine")
+    result = _predict(tiny_bundle, data, "--overlay-dir", overlays, "--json")
+    assert result.exit_code == 1, result.output
+    assert len(json.loads(result.stdout)["images"]) == 2  # both predictions shown
+    assert "error (os_error): 1 overlay not written (" in result.stderr and "(--overlay-dir)" in result.stderr
+    assert "Traceback" not in result.stderr and (overlays / "XR_WRIST").read_text() == "mine"
+    assert (overlays / "XR_ELBOW" / "image1.overlay.png").is_file()
+
+
+def test_a_users_dangling_link_in_the_overlay_folder_is_not_replaced(
+    tiny_bundle: Path, radiograph: Path, tmp_path: Path
+) -> None:
+    """`target.exists()` follows links: a link of the user's to a file not there (yet) was taken for
+    a free name and replaced by the overlay."""
+    overlays = tmp_path / "ov"
+    overlays.mkdir()
+    (overlays / "scan.overlay.png").symlink_to(tmp_path / "elsewhere.png")
+    assert _predict(tiny_bundle, radiograph, "--overlay-dir", overlays).exit_code == 0
+    assert os.readlink(overlays / "scan.overlay.png") == str(tmp_path / "elsewhere.png")
+    assert (overlays / "scan.overlay-1.png").is_file()
+
+
+def test_a_csv_the_disk_fills_under_is_not_left_half_written(
+    tiny_bundle: Path, radiograph: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disk that filled while --csv was written left an empty file, and the next run (space freed)
+    refused it: `exists; pass --overwrite`."""
+    import builtins
+    import errno
+
+    target = tmp_path / "out.csv"
+    real_open = builtins.open
+
+    class Filling:
+        def __init__(self, f) -> None:
+            self.f = f
+
+        def __enter__(self) -> Filling:
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.f.close()
+
+        def write(self, text: str) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def filling(file, *args, **kwargs):
+        opened = real_open(file, *args, **kwargs)
+        return Filling(opened) if str(file) == str(target) else opened
+
+    monkeypatch.setattr(builtins, "open", filling)
+    result = _predict(tiny_bundle, radiograph, "--csv", target)
+    assert result.exit_code == 1 and "No space left on device (--csv)" in result.stderr, result.output
+    assert not target.exists()
+    monkeypatch.setattr(builtins, "open", real_open)
+    assert _predict(tiny_bundle, radiograph, "--csv", target).exit_code == 0
+    assert target.read_text().startswith("kind,source,")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_output_into_a_full_disk_is_one_line_not_a_traceback(radiograph: Path) -> None:
+    """`fracsight predict X --json > results.json` on a full disk: a Python traceback ending in
+    `OSError: [Errno 28]` (only a closed pipe was handled)."""
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "fracsight", "predict", str(radiograph), "--json"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error (os_error): the output could not be written: No space left on device"
+    ), done.stderr
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr

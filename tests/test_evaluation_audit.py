@@ -263,3 +263,28 @@ def test_sensitivity_and_specificity_at_the_operating_points_have_intervals(tmp_
         "thresholds"
     ]["balanced"]
     assert lone["sensitivity_ci_low"] is None and lone["specificity_ci_low"] is not None
+
+
+def test_every_text_cell_of_predictions_csv_is_written_safe_for_a_spreadsheet(fracatlas_dir, tmp_path):
+    """Groups and regions come from the user's labels.csv as file names do, but only source and
+    study_id got the apostrophe: `=HYPERLINK(...)` as a group ran as a formula when opened."""
+    images = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[:2]
+    images += sorted((fracatlas_dir / "images" / "Non_fractured").glob("*.jpg"))[:2]
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = ["image,fracture,region,group"]
+    for k, image in enumerate(images):
+        (data / image.name).symlink_to(image)
+        region = "-hand" if k % 2 else "+leg"
+        rows.append(f'{image.name},{int(k < 2)},{region},"=HYPERLINK(""x"",""p{k % 2}"")"')
+    (data / "labels.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "eval"
+    args = ["evaluate", "default", str(data), "--split", "all", "--bootstrap", "0", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    with open(out / "predictions.csv", newline="", encoding="utf-8") as f:
+        written = list(csv.DictReader(f))
+    cells = [v for row in written for v in row.values() if v]
+    assert {r["regions"] for r in written} == {"'-hand", "'+leg"}, written
+    assert all(r["bootstrap_group"].startswith("'=") for r in written), written
+    assert not [v for v in cells if v[0] in "=+-@"], cells

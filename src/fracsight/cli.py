@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import re
@@ -63,6 +64,10 @@ class _Commands(TyperGroup):
         except BrokenPipeError:  # `| head` has what it wanted; exit 1 would say a file was unreadable
             stdout_to_devnull()
             raise typer.Exit(141) from None  # 128 + SIGPIPE, as a shell tool killed by the signal
+        except OSError as e:  # left to here: the output itself (`> results.json` on a full disk, EIO)
+            typer.echo(f"error (os_error): {_os_error_text(e)}", err=True)
+            stdout_to_devnull()
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:  # a command that says what it kept catches Ctrl-C itself first
             typer.echo("interrupted: the command stopped before it finished", err=True)
             raise typer.Exit(130) from None
@@ -254,9 +259,6 @@ def refuse_missing(paths: Iterable[Path | None]) -> None:
 
 
 def _in_link_loop(path: Path) -> bool:
-    import errno
-    import os
-
     try:
         os.stat(path)
     except OSError as e:
@@ -519,6 +521,7 @@ def predict(
     if all_classes and not predictor.classes:
         typer.echo(f"note: --all-classes: {predictor.name} has no class head; no p_<class> columns", err=True)
     results = []
+    overlay_failures: list[OSError] = []
 
     def done() -> str:
         kept = f"; their overlays are in {overlay_dir}" if overlay_dir is not None and results else ""
@@ -540,7 +543,11 @@ def predict(
             shared_stems = _shared_stems([name for _, name in inputs])
             for path, result in zip(files, stream, strict=True):
                 if overlay_dir is not None and not isinstance(result, FailedPrediction):
-                    _write_overlay(result, overlay_dir, opacity, keep_suffix=result.source in shared_stems)
+                    keep_suffix = result.source in shared_stems
+                    try:  # a full disk or a file in the way costs the overlay, not every result
+                        _write_overlay(result, overlay_dir, opacity, keep_suffix=keep_suffix)
+                    except OSError as e:
+                        overlay_failures.append(e)
                     result = dataclasses.replace(result, heatmap=None, pixels=None)
                 if isinstance(result, FailedPrediction) and path.is_dir():  # a folder without images
                     why = no_images_message([path])
@@ -572,8 +579,33 @@ def predict(
         _print_table(flat, studies, predictor, NOTICE)
     if not_written is not None:  # said after the results, which are not lost with the file
         typer.echo(f"error ({not_written[0]}): {not_written[1]} (--csv)", err=True)
-    if not_written is not None or any(isinstance(r, FailedPrediction) for r in flat):
+    for line in _overlay_failure_lines(overlay_failures):
+        typer.echo(line, err=True)
+    if not_written is not None or overlay_failures or any(isinstance(r, FailedPrediction) for r in flat):
         raise typer.Exit(1)
+
+
+def _os_error_text(e: OSError) -> str:
+    """What the system said, with the file it said it of; a write that names none (standard output
+    into a full disk) said as the output not written."""
+    if e.filename is not None:
+        return f"{e.filename}: {e.strerror or e}"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO):
+        return f"the output could not be written: {e.strerror or e}"
+    return str(e.strerror or e)
+
+
+def _overlay_failure_lines(failures: Sequence[OSError]) -> list[str]:
+    """One line per reason the system gave (a full disk refuses every overlay alike), naming the
+    first file it refused and how many overlays are missing."""
+    by_reason: dict[str, list[OSError]] = {}
+    for e in failures:
+        by_reason.setdefault(str(e.strerror or e), []).append(e)
+    return [
+        f"error (os_error): {len(errors)} overlay{'s' if len(errors) > 1 else ''} not written "
+        f"({_os_error_text(errors[0])}) (--overlay-dir)"
+        for errors in by_reason.values()
+    ]
 
 
 def _write_csv(path: Path, text: str, overwrite: bool) -> tuple[str, str] | None:
@@ -582,15 +614,19 @@ def _write_csv(path: Path, text: str, overwrite: bool) -> tuple[str, str] | None
     replaced whole (a temporary file renamed, so a hard link elsewhere keeps its bytes), and a link,
     a pipe or a device (``/dev/stdout``) written into."""
     # newline="": the rows end in CRLF (RFC 4180) as written, never CR CR LF (Windows)
+    created = False
     try:
         if overwrite and _replaced_whole(path):
             replace_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8", newline=""))
         else:
             with open(path, "w" if overwrite else "x", encoding="utf-8", newline="") as f:
+                created = not overwrite
                 f.write(text)
     except FileExistsError:
         return "exists", f"{path} appeared while the images were predicted; not replaced: pass --overwrite"
     except OSError as e:  # refused by the system only now (a full disk)
+        if created:  # a part of the rows, which the next run would refuse to replace without --overwrite
+            path.unlink(missing_ok=True)
         return "os_error", f"{path}: {e.strerror or e}"
     return None
 
@@ -646,7 +682,7 @@ def _write_overlay(result, overlay_dir: Path, opacity: float, *, keep_suffix: bo
     stem = _short_stem(name.name if keep_suffix else image_stem(name))
     target = folder / f"{stem}.overlay.png"
     n = 1
-    while target.exists():  # never overwrite: a re-run's overlays get a counter
+    while os.path.lexists(target):  # never overwrite (nor a link of the user's): a re-run's get a counter
         target = folder / f"{stem}.overlay-{n}.png"
         n += 1
     caption, legend = overlay_words(result)  # a picture passed on alone still says what it is

@@ -210,7 +210,7 @@ def compare_models(
         # by content: a copy or a .zip of one bundle is the same model (its folder a new one)
         notes.append(
             f"A and B are the same bundle ({model_a or 'default'}, {model_b or 'default'}): every "
-            "difference below is zero by construction"
+            "difference in this comparison is zero by construction"
         )
     notes += _head_notes(predictors, tuple(dataset.class_names.get(FRACTURE, ())), (model_a, model_b))
     leakage = leakage_of(held[0], dataset, split)  # the two runs held out the same images (checked above)

@@ -1118,7 +1118,7 @@ def _write_tables(
         row: dict[str, Any] = {
             "source": name,
             "split": sample.split or "",
-            "study_id": _cell(sample.study_id or ""),
+            "study_id": sample.study_id or "",
             "error_code": pred.error_code if failed else "",
             "reliable": "" if failed else int(bool(pred.reliable)),
         }
@@ -1161,7 +1161,8 @@ def _write_tables(
     with open(out_dir / "predictions.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=header)
         writer.writeheader()
-        writer.writerows(rows)
+        # every text cell (groups, regions and classes come from the user's data as file names do)
+        writer.writerows({k: _cell(v) if isinstance(v, str) else v for k, v in row.items()} for row in rows)
     files = {
         "predictions.csv": "one row per image of the split: source (its path under the data folder), "
         "split, study_id, error_code (unread: left out of every figure)"
