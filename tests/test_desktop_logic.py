@@ -298,6 +298,7 @@ def test_session_rows_exports_and_study(predictor: Predictor, fracatlas_dir: Pat
     assert items == [(0, images[0], images[0].name), (1, images[1], images[1].name)]
     for index, path, name in items:
         session.record(index, predictor.predict(path, name=name), file_stamp(path))
+    session.add([(Path("bad.png"), "bad.png")])
     session.results[2] = FailedPrediction("bad.png", "unsupported_format", "not an image")
     columns = session.list_columns()
     assert set(columns) <= set(display_columns(predictor.spec)) and not set(columns) & LIST_HIDDEN
@@ -335,16 +336,19 @@ def test_one_study_of_one_image_and_an_unreadable_file_is_predicts(
 ) -> None:
     """*These images are one study* with one image read and one file that could not be: no study
     at all in the window, where ``predict --study`` gives a *not reliable* one (and one of a
-    single image)."""
+    single image). None while the file is still to be read: after a cancel, a verdict over the
+    images read so far stood for all of them."""
     image = fracatlas_dir / "images" / HAND
     session = ReadingSession(one_study=True)
     session.set_predictor(predictor)
-    session.add([(image, image.name), (Path("empty.jpg"), "empty.jpg")])
+    session.add([(image, image.name)])
     read = predictor.predict(image, name=image.name)
     session.record(0, read, file_stamp(image))
     assert [s.to_dict() for s in session.studies()] == [
         s.to_dict() for s in study_results(predictor, [(image, read)], one_study=True)
     ]
+    session.add([(Path("empty.jpg"), "empty.jpg")])
+    assert session.studies() == []  # the second file not read yet (or its run cancelled)
     unread = FailedPrediction("empty.jpg", "empty_file", "empty.jpg: the file is empty (0 bytes)")
     session.record(1, unread, None)
     expected = study_results(predictor, [(image, read), (Path("empty.jpg"), unread)], one_study=True)

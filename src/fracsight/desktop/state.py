@@ -159,8 +159,9 @@ class ReadingSession:
     def studies(self) -> list[StudyPrediction]:
         """The study verdicts, as ``fracsight predict`` gives them, at the chosen operating point.
 
-        Marked as one study: all images, once one was predicted (``predict --study``, which gives
-        a study of one image, and of one image and a file that could not be read).
+        Marked as one study: all opened files, once each has a result (``predict --study``, which
+        gives a study of one image, and of one image and a file that could not be read); a run
+        cancelled or still going has none, as its verdict would stand for images never read.
         Otherwise one per MURA-style study folder (``patient1/study1_positive/``; found by
         :func:`~fracsight.inference.tabular.study_groups`, as ``predict`` finds them) once every
         view of it has a result, so that a verdict never stands for views still being predicted.
@@ -208,7 +209,7 @@ class ReadingSession:
         return next((name for name, indices in self._groups().items() if index in indices), None)
 
     def _groups(self) -> dict[str, list[int]]:
-        return {ALL_INPUTS: sorted(self.results)} if self.one_study else self.folders
+        return {ALL_INPUTS: list(range(len(self.paths)))} if self.one_study else self.folders
 
     def list_columns(self) -> tuple[str, ...]:
         if self.predictor is None:
