@@ -395,6 +395,11 @@ def test_received_native_pixel_data_length_follows_the_photometric_interpretatio
             "a result object fracsight wrote: not read again",
         ),
         ({"SeriesInstanceUID": None}, "missing_uid", "no valid SeriesInstanceUID"),  # was stored, then failed
+        (  # spooled, then decoded in full only to be refused by the reader
+            {"Rows": 14000, "Columns": 14000},
+            "image_too_large",
+            "14000 x 14000 pixels: more than the 50,000,000 read",
+        ),
     ],
 )
 def test_a_refused_instance_is_told_the_reason_that_applies(changes: dict, code: str, comment: str) -> None:
@@ -880,3 +885,82 @@ logging.getLogger("pynetdicom.association").error("DIMSE timeout reached while w
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "WARNING pynetdicom.association: DIMSE timeout reached" in done.stderr, done.stderr
+
+
+@pytest.mark.slow
+def test_a_study_verdict_counts_the_images_whose_results_were_given_up(
+    fracatlas_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An image whose result objects the PACS refused for good (one that takes no presentation
+    states) is `undelivered`, but it was predicted: the study's verdict left it out ("verdict over 1
+    images" for a study of 2, over 0 when all were refused)."""
+    import logging
+
+    import pydicom
+
+    from dicom_support import make_radiograph_dicom
+    from fracsight.dicom.spool import UNDELIVERED
+    from fracsight.dicom.worker import Worker
+    from fracsight.inference import Predictor
+
+    spool = Spool(tmp_path / "spool")
+    keys = []
+    for i, image in enumerate(sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[:2]):
+        source = make_radiograph_dicom(image, tmp_path / f"{i}.dcm", study_uid=STUDY)
+        key = instance_key(pydicom.dcmread(source, stop_before_pixels=True).SOPInstanceUID)
+        spool.add_instance(key, STUDY, source.read_bytes())
+        keys.append(key)
+    worker = Worker(spool, Predictor(), kinds=("sr",), quiet_time=3600)
+    while spool.received(10):
+        assert worker.work_once()
+    refused = [row for row in spool.due(10) if row.owner == keys[0]]
+    assert spool.retry_later(refused, 0, "status_0xA900", give_up_after=1) == len(refused)
+    assert spool.states()[UNDELIVERED] == 1
+    with caplog.at_level(logging.INFO, logger="fracsight.dicom.worker"):
+        worker.finish_study(STUDY, 0)
+    said = [r.getMessage() for r in caplog.records if "verdict over" in r.getMessage()]
+    assert said and "verdict over 2 images" in said[0], said
+
+
+def test_pruning_keeps_an_image_received_while_it_runs(spool: Spool) -> None:
+    """A late view of a study, acknowledged (file on disk, row `received`) between pruning's choice
+    of the studies and its deletes, had its file deleted with the study's: lost after 0x0000."""
+    key, late = instance_key(UID_A), instance_key(UID_B)
+    spool.add_instance(key, STUDY, b"x", now=1000.0)
+    queue(spool, key)
+    owner = f"study:{study_key(STUDY)}:0"
+    spool.finish_study(STUDY, 0, owner, [])
+    spool.mark_sent(spool.due(10))
+    db = spool._db
+
+    class Chosen(list):
+        def fetchall(self) -> list:
+            return list(self)
+
+    class LateImage:  # the modality's late view arrives just after the studies were chosen
+        def __getattr__(self, name: str) -> object:
+            return getattr(db, name)
+
+        def __enter__(self) -> object:
+            return db.__enter__()
+
+        def __exit__(self, *exc: object) -> object:
+            return db.__exit__(*exc)
+
+        def execute(self, sql: str, *args: object) -> object:
+            done = db.execute(sql, *args)
+            if sql.startswith("SELECT study_uid FROM studies") and not spool.has_instance(late):
+                rows = done.fetchall()
+                spool._db = db
+                spool.add_instance(late, STUDY, b"late view")
+                spool._db = self
+                return Chosen(rows)
+            return done
+
+    spool._db = LateImage()  # type: ignore[assignment]
+    try:
+        spool.prune(0)
+    finally:
+        spool._db = db
+    assert spool.instance_path(late).read_bytes() == b"late view"
+    assert spool.states()["received"] == 1

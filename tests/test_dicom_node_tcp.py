@@ -284,3 +284,37 @@ def test_connections_that_never_ask_for_an_association_free_their_slots(tmp_path
         for sock in silent:
             sock.close()
         scp.stop()
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"), [(0x0107, None), (0xB000, None), (0x0116, None), (0xA900, "status_0xA900")]
+)
+def test_a_store_answered_with_a_warning_is_stored(
+    tmp_path: Path, fracatlas_dir: Path, status: int, outcome: str | None
+) -> None:
+    """C-STORE warnings (PS3.7: 0x0107 attribute list, 0x0116 value out of range, 0xBxxx) mean
+    stored; only three of them counted, so a PACS answering 0x0107 got each object ten times and
+    the instance was left `undelivered`. A real pynetdicom storage SCP on loopback answers."""
+    from pynetdicom import AE, AllStoragePresentationContexts, evt
+
+    from dicom_support import make_radiograph_dicom
+    from fracsight.dicom.sender import DimseDestination
+
+    source = make_radiograph_dicom(
+        fracatlas_dir / "images" / "Fractured" / "IMG0000019.jpg", tmp_path / "a.dcm"
+    )
+    received: list[str] = []
+
+    def store(event: evt.Event) -> int:
+        received.append(str(event.request.AffectedSOPInstanceUID))
+        return status
+
+    ae = AE(ae_title="PACS")
+    ae.supported_contexts = AllStoragePresentationContexts
+    scp = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, store)])
+    try:
+        port = scp.server_address[1]
+        assert DimseDestination("127.0.0.1", port, "PACS", timeout=10).deliver([source]) == [outcome]
+        assert len(received) == 1
+    finally:
+        scp.shutdown()

@@ -101,6 +101,7 @@ def check_received(ds: Any, transfer_syntax: Any) -> tuple[str, str]:
         _uid(ds, "SeriesInstanceUID")  # the results' new series is filed beside it: none, no results
         if "PixelData" not in ds:
             raise Refusal(STATUS["does_not_match_sop_class"], "no_pixel_data", "no Pixel Data")
+        _check_size(ds)
         if transfer_syntax is not None and not transfer_syntax.is_compressed:
             _check_native_length(ds)
     except Refusal:
@@ -119,6 +120,20 @@ def _refusal_comment(e: UnsupportedModalityError) -> str:
 
         return f"SOP Class {UID(e.sop_class).name} refused: not a radiograph"
     return f"Modality {e.modality or '(not a code string)'} refused: projection radiographs only"
+
+
+def _check_size(ds: Any) -> None:
+    """Refuse at C-STORE an image the reader would refuse for its size: it was acknowledged and
+    spooled (a 392 MB film), then decoded in full only to be refused as ``image_too_large``."""
+    from fracsight.io import DEFAULT_MAX_PIXELS
+
+    rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    if rows * columns > DEFAULT_MAX_PIXELS:
+        raise Refusal(
+            STATUS["cannot_understand"],
+            "image_too_large",
+            f"{rows} x {columns} pixels: more than the {DEFAULT_MAX_PIXELS:,} read",
+        )
 
 
 def _check_native_length(ds: Any) -> None:

@@ -52,8 +52,16 @@ log = logging.getLogger(__name__)
 
 DELIVERED = None  # the outcome of an object the destination confirmed
 UNAVAILABLE = "destination_unavailable"
-# C-STORE statuses that mean stored: success and the warnings (coercion, elements discarded, ...)
-_STORED = {0x0000, 0xB000, 0xB006, 0xB007}
+
+
+def _stored(code: int) -> bool:
+    """Whether a C-STORE status means stored: success and every warning (PS3.7 C.1.3, C.4.2.1.5:
+    0xB000-0xBFFF coercions and discarded elements, 0x0001, 0x0107 attribute list, 0x0116 attribute
+    value out of range). Only 0xB000, 0xB006 and 0xB007 counted: a PACS answering 0x0107 got the
+    same object ten times and the instance was left undelivered."""
+    return code in (0x0000, 0x0001, 0x0107, 0x0116) or 0xB000 <= code <= 0xBFFF
+
+
 # Refused: Out of Resources (C-STORE 0xA7xx, a STOW-RS failure reason 0xA7xx): the PACS is short of
 # disk or memory now, as the node itself says when its spool is full. Such objects wait with the
 # back-off and are never given up; they were refused for good after 10 tries (about 5 minutes).
@@ -237,7 +245,7 @@ class DimseDestination:
                 answered = True
                 if code is None:
                     outcomes[i] = UNAVAILABLE  # no response: connection lost or timed out
-                elif code in _STORED:
+                elif _stored(code):
                     outcomes[i] = DELIVERED
                 else:
                     outcomes[i] = f"status_0x{code:04X}"

@@ -494,16 +494,23 @@ class Spool:
         keeps its files, and an ``undelivered`` instance its study's, for a person to look at. Rows
         stay (they remember what was received, so a re-sent instance is not processed twice)."""
         cutoff = time.time() - older_than
+        prunable = (
+            "SELECT study_uid FROM studies WHERE verdict=? AND last_received<=? AND NOT EXISTS ("
+            "SELECT 1 FROM instances WHERE study_uid=studies.study_uid "
+            "AND (state IN (?, ?, ?) OR updated_at>?))"
+        )
+        args = (DONE, cutoff, RECEIVED, RESULTS_PENDING, UNDELIVERED, cutoff)
         with self._lock:
-            studies = self._db.execute(
-                "SELECT study_uid FROM studies WHERE verdict=? AND last_received<=? AND NOT EXISTS ("
-                "SELECT 1 FROM instances WHERE study_uid=studies.study_uid "
-                "AND (state IN (?, ?, ?) OR updated_at>?))",
-                (DONE, cutoff, RECEIVED, RESULTS_PENDING, UNDELIVERED, cutoff),
-            ).fetchall()
+            studies = self._db.execute(prunable, args).fetchall()
         pruned = 0
         for (study_uid,) in studies:
-            for row in self.study_instances(study_uid):
+            with self._lock:  # asked again with its rows: an image received since (acknowledged, its
+                # file on disk, a row `received`) was deleted with the study's older files
+                still = self._db.execute(f"{prunable} AND study_uid=?", (*args, study_uid)).fetchone()
+                rows = self.study_instances(study_uid) if still else []
+            if not rows:
+                continue
+            for row in rows:
                 path = self.instance_path(row.key)
                 if path.exists():
                     path.unlink()

@@ -51,7 +51,16 @@ from fracsight.dicom.result_pool import (
     spool_write_error,
 )
 from fracsight.dicom.results_context import NODE_KINDS
-from fracsight.dicom.spool import FAILED, REFUSED, RESULTS_PENDING, SENT, WRITE_ERRORS, Spool, study_key
+from fracsight.dicom.spool import (
+    FAILED,
+    REFUSED,
+    RESULTS_PENDING,
+    SENT,
+    UNDELIVERED,
+    WRITE_ERRORS,
+    Spool,
+    study_key,
+)
 
 if TYPE_CHECKING:
     from fracsight.inference import Prediction, Predictor
@@ -322,7 +331,10 @@ class Worker(threading.Thread):
 
     def _start_study(self, study_uid: str, generation: int) -> None:
         name = study_key(study_uid)
-        rows = [r for r in self.spool.study_instances(study_uid) if r.state in (RESULTS_PENDING, SENT)]
+        # every predicted image: one whose result objects were given up (a PACS that takes no
+        # presentation states) was predicted all the same, and was left out of the verdict
+        predicted = (RESULTS_PENDING, SENT, UNDELIVERED)
+        rows = [r for r in self.spool.study_instances(study_uid) if r.state in predicted]
         owner = f"study:{name}:{generation}"
         images = [(r.key, self.spool.instance_path(r.key), self._cache.get(r.key)) for r in rows]
         job = _StudyJob(study_uid, generation, owner, tuple(r.key for r in rows))
