@@ -612,6 +612,12 @@ def test_export_evaluating_a_leaky_split_warns_as_evaluate_does(tiny_bundle, fra
     )
     assert (run / "evaluation-test" / "report.html").is_file()
     assert f"evaluation report on test written to {run / 'evaluation-test'}" in result.stdout
+    # the report names the bundle, not the hidden folder it was written in (gone once in place)
+    recorded = json.loads((run / "evaluation-test" / "metrics.json").read_text(encoding="utf-8"))
+    assert recorded["model"]["source"] == str(tmp_path / "bundle"), recorded["model"]
+    command = recorded["run"]["command"]
+    assert command.startswith(f"fracsight evaluate {tmp_path / 'bundle'} "), command
+    assert ".partial" not in (run / "evaluation-test" / "report.html").read_text(encoding="utf-8")
 
     # exported again (other data, a fix): the first report was replaced without a word
     (run / "evaluation-test" / "metrics.json").write_text("the first export's", encoding="utf-8")

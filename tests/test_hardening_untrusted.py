@@ -212,6 +212,21 @@ def test_settings_a_prediction_reads_are_checked_when_the_bundle_loads(
         Predictor(_edited(bundle, edit))
 
 
+def _region_classes(n: int) -> Callable[[dict[str, Any]], None]:
+    def edit(spec: dict[str, Any]) -> None:
+        (head,) = (h for h in spec["heads"] if h["name"] == "region")
+        head["classes"] = [f"r{i}" for i in range(n)]
+
+    return edit
+
+
+def _fracture_classes(n: int) -> Callable[[dict[str, Any]], None]:
+    def edit(spec: dict[str, Any]) -> None:
+        spec["heads"][0]["classes"] = [f"c{i}" for i in range(n)]
+
+    return edit
+
+
 def _class_head(spec: dict[str, Any]) -> None:
     spec["heads"].append({"name": "class", "kind": "multiclass", "classes": ["a", "b"]})
 
@@ -221,15 +236,20 @@ def _class_head(spec: dict[str, Any]) -> None:
     [
         (lambda spec: spec.update(input_size=416), "bundle.json says input_size 416, model.onnx takes 384"),
         (_class_head, r"model.onnx lacks the outputs \['class'\] that bundle.json names"),
+        (_region_classes(3), "bundle.json names 3 classes for the 'region' head, model.onnx gives 4 outputs"),
+        (_region_classes(5), "bundle.json names 5 classes for the 'region' head, model.onnx gives 4 outputs"),
+        (_fracture_classes(3), "head 'fracture' is binary: its classes name the negative and the positive"),
     ],
-    ids=["input-size", "head-without-output"],
+    ids=["input-size", "head-without-output", "regions-fewer", "regions-more", "binary-three"],
 )
 def test_a_bundle_json_that_disagrees_with_its_graph_is_refused_when_it_loads(
     bundle: Path, edit: Callable[[dict[str, Any]], None], match: str
 ) -> None:
     """An input size the graph does not take: onnxruntime's traceback on every image (compare,
     predict), `benchmark` a line without the reason; a head the graph has no output for:
-    `AttributeError: 'NoneType' object has no attribute 'predicted'`."""
+    `AttributeError: 'NoneType' object has no attribute 'predicted'`; a class list edited to another
+    length than the graph's head: `ValueError: zip() argument 2 is longer than argument 1` at the
+    first prediction; three names for a binary head, accepted without a word."""
     with pytest.raises(BundleError, match=match):
         OnnxModel(_edited(bundle, edit))
 

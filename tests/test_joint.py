@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -134,6 +135,15 @@ def test_joint_run_and_its_bundle_through_the_cli(detector_bundle, tmp_path: Pat
         app, ["detector", "bundle", str(run), str(tmp_path / "none"), "--data", str(data), "--epoch", "7"]
     )
     assert missing.exit_code != 0 and "no joint checkpoint" in missing.output
+    # --force never replaces the bundles the run started from (copies here: known by content)
+    for what, bundle in (("base", base), ("heads", grafted)):
+        copy = shutil.copytree(bundle, tmp_path / f"{what}-copy")
+        before = sorted((p.name, p.stat().st_size) for p in copy.iterdir())
+        forced = runner.invoke(
+            app, ["detector", "bundle", str(run), str(copy), "--data", str(data), "--force"]
+        )
+        assert forced.exit_code == 2 and f"is the {what} bundle the joint run started from" in forced.output
+        assert sorted((p.name, p.stat().st_size) for p in copy.iterdir()) == before
     # the run folder is never overwritten
     again = runner.invoke(app, args)
     assert again.exit_code != 0 and "not empty" in again.output
@@ -364,7 +374,6 @@ def test_a_joint_run_that_diverges_says_so_in_one_line(detector_bundle, tmp_path
 def test_heads_grafted_onto_another_network_are_refused(detector_bundle, tmp_path: Path) -> None:
     """HEADS must be grafted onto MODEL('s network): others read another network's maps (the run
     went ahead, from heads that knew nothing of this one)."""
-    import shutil
 
     data, base, grafted = detector_bundle
     elsewhere = shutil.copytree(grafted, tmp_path / "elsewhere")

@@ -81,6 +81,10 @@ def test_no_interval_where_every_resample_is_the_same():
     assert pair["auroc"]["value"] == 0.0 and pair["auroc"]["ci_low"] is None
     two_groups = evaluate_predictions(y, p, groups=["a", "a", "b", "b"], n_bootstrap=200)
     assert two_groups["auroc"]["ci_low"] is not None  # groups that can be drawn differently keep theirs
+    # one study all fractured and one all other: every draw of both classes is the pair itself (the
+    # draws of one class are not used), and MURA's test split of two studies said "0.500-0.500"
+    pure = evaluate_predictions(np.array([1, 1, 0, 0]), p, groups=["a", "a", "b", "b"], n_bootstrap=200)
+    assert pure["auroc"]["ci_low"] is None and pure["average_precision"]["ci_low"] is None
 
 
 def test_compare_draws_no_grouped_interval_from_one_group(tmp_path):

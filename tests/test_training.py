@@ -639,6 +639,9 @@ def test_a_checkpoint_save_cut_short_keeps_the_previous_one(tiny_dataset, tmp_pa
         ("input_size=100", "a multiple of 32"),
         ("lr=-1", "lr=-1.0"),
         ("ema_decay=1", "ema_decay"),
+        ("input_size=100000", "32 to 2048"),  # a MemoryError traceback allocating 224 GiB
+        ("name=../../escaped", "a name, not a path"),  # the run folder runs/<name> outside runs/
+        ("name=a/b", "a name, not a path"),
     ],
 )
 def test_training_settings_out_of_range_are_refused_by_name(setting, message):

@@ -118,6 +118,11 @@ class HeadSpec:
             raise BundleError(f"head {self.name!r} has no classes")
         if not all(isinstance(c, str) for c in self.classes):
             raise BundleError(f"head {self.name!r}: classes must be names (strings)")
+        if self.kind == "binary" and len(self.classes) > 2:  # the last is the positive label
+            raise BundleError(
+                f"head {self.name!r} is binary: its classes name the negative and the positive "
+                f"label (two names at most), got {len(self.classes)}"
+            )
 
     @property
     def num_outputs(self) -> int:

@@ -233,6 +233,23 @@ def refuse_output_in_bundle(out_dir: Path, bundle_dir: Path, what: str) -> None:
         raise OutputFolderError(f"{out_dir} is inside {what} {bundle_dir}: choose a folder outside it")
 
 
+def _refuse_starting_bundle(out_dir: Path, history: dict[str, Any]) -> None:
+    """Refuse ``--force`` over the base or heads bundle the joint run started from (known by its
+    provenance, as the run records them): it replaced the bundle the run was made from, unsaid."""
+    if not (out_dir / "bundle.json").is_file():
+        return
+    try:
+        there = load_bundle_spec(out_dir).provenance
+    except BundleError:
+        return  # not a bundle that loads: not one the run started from
+    for what in ("base", "heads"):
+        if history.get(what) == there:
+            raise OutputFolderError(
+                f"{out_dir} is the {what} bundle the joint run started from ({there}): choose another "
+                "folder for the bundle"
+            )
+
+
 class UnknownEpochError(ConfigError):
     """``detector bundle --epoch N`` naming an epoch the joint run does not have (a bad argument)."""
 
@@ -288,6 +305,7 @@ def build_joint_bundle(
         raise ConfigError(
             f"{run_dir / 'history.json'} is not the record of a finished joint run (no chosen epoch)"
         )
+    _refuse_starting_bundle(out_dir, history)
     trained = json.loads(state["config"]) if isinstance(state["config"], str) else {}
     dataset = load_dataset(Path(data_dir), trained.get("layout", "auto"))
     _refuse_other_data(history, trained, dataset)

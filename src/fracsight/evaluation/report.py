@@ -121,7 +121,12 @@ def _resamples_vary(y: np.ndarray, groups: Sequence[Hashable] | None, rate_of: i
             return int(own.sum()) > 1
         return len({g for g, mine in zip(groups, own, strict=True) if mine}) > 1
     if groups is not None:
-        return len(set(groups)) > 1
+        # draws of one class are not used: of two groups, one all fractured and one all other,
+        # every draw used is the pair itself (a MURA split of one positive and one negative study)
+        labels: dict[Hashable, set[int]] = {}
+        for g, label in zip(groups, y.tolist(), strict=True):
+            labels.setdefault(g, set()).add(int(label))
+        return len(labels) > 2 or (len(labels) == 2 and any(len(k) > 1 for k in labels.values()))
     return max(int(y.sum()), int(y.size - y.sum())) > 1
 
 

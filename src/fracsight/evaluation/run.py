@@ -671,11 +671,14 @@ def evaluate_model(
     n_bootstrap: int = 2000,
     progress: Callable[[int, int], None] | None = None,
     warn: Callable[[str], None] | None = None,
+    recorded_as: str | Path | None = None,
 ) -> dict[str, Any]:
     """Metrics for ``model`` on ``data_dir``; with ``out_dir`` also plots, metrics.json, report.html and
     the per-image tables every figure is computed from (predictions.csv, boxes.csv; ``run.files`` in
     the metrics says what each holds). ``run`` records the equivalent command, fracsight's version and
-    the time; ``model`` the checksum of its ``model.onnx``.
+    the time; ``model`` the checksum of its ``model.onnx``. ``recorded_as``: the bundle's name in
+    that record where ``model`` is the folder it is being written in (``export --evaluate``: the
+    command recorded named a temporary folder gone once the bundle was in place).
 
     Every head the bundle has is measured where the data has its labels: fracture
     (``auroc``, ``thresholds``, ... at the top level; ``study`` with study ids;
@@ -688,6 +691,7 @@ def evaluate_model(
     same patient) are counted in ``data.leakage`` and a note, and said to ``warn`` (default: the log)
     before any image is read.
     """
+    recorded = model if recorded_as is None else recorded_as
     from fracsight.evaluation.metrics import multilabel_metrics, regions_to_targets
     from fracsight.evaluation.report import (
         bootstrap_units,
@@ -896,7 +900,7 @@ def evaluate_model(
             "version": spec.version,
             "onnx_sha256": spec.onnx_sha256,
             "precision": spec.precision,
-            "source": "default" if model is None else str(model),
+            "source": "default" if recorded is None else str(recorded),
         },
         heads=[h.name for h in spec.heads],
         data=data,
@@ -907,7 +911,7 @@ def evaluate_model(
         metrics["operating_points"] = points
     if notes:
         metrics["notes"] = notes
-    metrics["run"] = _run_record(model, data_dir, out_dir, split, threshold, n_bootstrap, layout)
+    metrics["run"] = _run_record(recorded, data_dir, out_dir, split, threshold, n_bootstrap, layout)
     metrics = to_jsonable(metrics)
     if out_dir is not None:
         with _report_folder(Path(out_dir)) as scratch:

@@ -100,6 +100,13 @@ class OnnxModel:
         missing -= set(self.output_names)
         if missing:
             raise BundleError(f"model.onnx lacks the outputs {sorted(missing)} that bundle.json names")
+        for head in self.spec.heads:  # a class list edited to another length crashed the first predict
+            width = self.session.get_outputs()[self.output_names.index(head.name)].shape[-1]
+            if head.kind != "binary" and isinstance(width, int) and width != head.num_outputs:
+                raise BundleError(
+                    f"bundle.json names {head.num_outputs} classes for the {head.name!r} head, "
+                    f"model.onnx gives {width} outputs"
+                )
         side = self.session.get_inputs()[0].shape[-1]  # an int when fixed, a name when dynamic
         if isinstance(side, int) and side != self.spec.input_size:  # onnxruntime refused every image
             raise BundleError(

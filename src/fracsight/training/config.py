@@ -329,7 +329,16 @@ def _check_ranges(cfg: TrainConfig) -> None:
         if not ok:
             problems.append(f"{option}={getattr(cfg, option, None)!r} ({rule})")
 
-    need(cfg.input_size >= 32 and cfg.input_size % 32 == 0, "input_size", "a multiple of 32, at least 32")
+    # at most 2048: 100000 asked for 224 GiB for the feature cache and ended in a MemoryError traceback
+    size_ok = 32 <= cfg.input_size <= 2048 and cfg.input_size % 32 == 0
+    need(size_ok, "input_size", "a multiple of 32, 32 to 2048")
+    # the bundle's name and, with other data than the recipe's, the run folder runs/<name>: a path
+    # there (../../x) put the run outside runs/
+    need(
+        cfg.name.strip() not in (".", "..") and not set(cfg.name) & set("/\\\0"),
+        "name",
+        "a name, not a path: no / or \\",
+    )
     need(cfg.batch_size >= 2, "batch_size", "at least 2")
     for option in (
         "epochs",

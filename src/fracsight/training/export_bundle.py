@@ -124,7 +124,7 @@ def export_bundle(
         + (f" --data-dir {data_dir}" if data_dir else ""),
     ]
     evaluation = (
-        (evaluate_split, report_dir or evaluation_report_dir(run_dir, evaluate_split))
+        (evaluate_split, report_dir or evaluation_report_dir(run_dir, evaluate_split), out_dir)
         if evaluate_split
         else None
     )
@@ -244,8 +244,10 @@ def _write_bundle(
     )
     write_bundle_spec(spec, work)
     if evaluation:
-        evaluate_split, report_dir = evaluation
-        metrics = evaluate_model(work, dataset.root, report_dir, split=evaluate_split, warn=warn)
+        evaluate_split, report_dir, out_dir = evaluation
+        metrics = evaluate_model(
+            work, dataset.root, report_dir, split=evaluate_split, warn=warn, recorded_as=out_dir
+        )
         spec = dataclasses.replace(spec, metrics={**spec.metrics, evaluate_split: metrics_summary(metrics)})
         write_bundle_spec(spec, work)
     write_card(spec, work, run_dir)
