@@ -258,6 +258,27 @@ def test_a_large_image_is_viewed_reduced_and_its_overlay_exported_at_full_size(
 
 
 @pytest.mark.fracatlas
+def test_an_overlay_exported_under_a_jpeg_name_is_a_jpeg_marked_as_an_overlay(
+    fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """`ov.jpg` was a PNG under a JPEG's name."""
+    from fracsight.errors import OverlayImageError
+    from fracsight.io import read_image
+
+    image = fracatlas_dir / "images" / FRACTURED
+    events: queue.Queue = queue.Queue()
+    worker = PredictionWorker(None, None, events)
+    worker.start()
+    target = tmp_path / "ov.jpg"
+    worker.export_overlay(image, image.name, file_stamp(image), target, Look())
+    (saved,) = [e for e in drain(events, OverlaySaved) if isinstance(e, OverlaySaved)]
+    worker.close()
+    assert saved.error is None and target.read_bytes()[:3] == b"\xff\xd8\xff"
+    with pytest.raises(OverlayImageError):  # read again, it is refused as an overlay, not a radiograph
+        read_image(target)
+
+
+@pytest.mark.fracatlas
 def test_worker_cancel_stops_after_the_image_in_progress(fracatlas_dir: Path) -> None:
     images = sorted((fracatlas_dir / "images" / "Non_fractured").glob("*.jpg"))[:40]
     events: queue.Queue = queue.Queue()

@@ -196,6 +196,17 @@ def test_image_and_dicom_show_what_predict_says(
     assert exported is not None and exported.read_text() == cli_csv.read_text()
     exported_json = desktop.export_json(tmp_path / "desktop.json")
     assert exported_json is not None and json.loads(exported_json.read_text()) == json.loads(expected)
+    # a name of another format: refused (a PNG was written under it); the dialog suggests the name
+    # with its folders, as the web app does (two patients' image1.png got one name)
+    from fracsight.app.logic import overlay_file_name
+
+    assert desktop.export_overlay(tmp_path / "hand.overlay.tiff") is None
+    assert "an overlay is a .png or .jpg" in desktop.status.cget("text")
+    asked: list[str] = []
+    desktop._ask_save = lambda title, name, suffix, kind: asked.append(name)  # the user cancels
+    assert desktop.export_overlay() is None
+    assert asked == [overlay_file_name(desktop.session.names[desktop.selected])]
+    del desktop._ask_save
     overlay = desktop.export_overlay(tmp_path / "hand.overlay.png")
     assert overlay is not None  # written by the worker, off the window's thread
     wait_until(desktop.root, overlay.exists, 60, "the overlay")

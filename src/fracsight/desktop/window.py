@@ -29,6 +29,7 @@ from fracsight.app.logic import (
     failure_message,
     heads_text,
     operating_point_text,
+    overlay_file_name,
     study_card_for,
     verdict,
 )
@@ -43,6 +44,7 @@ from fracsight.desktop.state import ReadingSession, heading
 from fracsight.desktop.timing import LatencyProbe, TimingLog
 from fracsight.desktop.viewer import FOCUS_COLOUR, Viewer, pack_right
 from fracsight.desktop.worker import (
+    OVERLAY_FORMATS,
     BatchFinished,
     BatchStarted,
     Event,
@@ -59,7 +61,7 @@ from fracsight.desktop.worker import (
 )
 from fracsight.explain import overlay_words
 from fracsight.inference import NOTICE, FailedPrediction, Prediction, StudyPrediction
-from fracsight.io import IMAGE_SUFFIXES, image_stem
+from fracsight.io import IMAGE_SUFFIXES
 
 __all__ = ["NOTICE_BANNER", "POLL_MS", "DesktopApp"]
 
@@ -1014,9 +1016,10 @@ class DesktopApp:
         return path if self._write(path, self.session.json_text()) else None
 
     def export_overlay(self, path: Path | None = None) -> Path | None:
-        """The selected radiograph with the heatmap and boxes as shown, at full resolution (PNG),
-        written by the worker (the status line says when): from the view on the screen, or, when
-        that is reduced (an image over DISPLAY_MAX_SIDE), from the file read again."""
+        """The selected radiograph with the heatmap and boxes as shown, at full resolution (PNG, or
+        JPEG for a .jpg name), written by the worker (the status line says when): from the view on
+        the screen, or, when that is reduced (an image over DISPLAY_MAX_SIDE), from the file read
+        again."""
         index = self.selected
         if self.viewer.view is None or index is None:
             self._set_status("Select a predicted image first.")
@@ -1027,9 +1030,13 @@ class DesktopApp:
             self._set_status(f"Not saved: {name} changed on disk since it was predicted; reading it again …")
             self._show(index)
             return None
-        stem = image_stem(self.session.paths[index])
-        path = self._save_target(path, "Export the overlay", f"{stem}.overlay.png", ".png", "PNG image")
+        # named with its folders, as the web app names it: two patients' image1.png got one name
+        suggested = overlay_file_name(self.session.names[index])
+        path = self._save_target(path, "Export the overlay", suggested, ".png", "PNG image")
         if path is None:
+            return None
+        if path.suffix.lower() not in OVERLAY_FORMATS:  # ov.jpg was a PNG under a JPEG's name
+            self._set_status(f"Not saved: {path.name}: an overlay is a .png or .jpg: choose such a name.")
             return None
         shown = self.session.result(index)  # at the chosen operating point, as the card says
         words = overlay_words(shown) if isinstance(shown, Prediction) else ((), None)

@@ -52,6 +52,8 @@ log = logging.getLogger("fracsight.desktop")
 # The viewer keeps the radiograph at its full resolution up to this side (larger ones are shrunk so
 # that one view stays below about 130 MB of float32 pixels and heatmap).
 DISPLAY_MAX_SIDE = 4096
+# an exported overlay's format, by its name's suffix (each with the comment that marks it an overlay)
+OVERLAY_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 
 Item = tuple[int, Path, str]  # a file to predict: its place in the window's list, its path, its name
 
@@ -391,8 +393,9 @@ class PredictionWorker:
         try:
             picture = full_overlay(view, job.look, job.caption, job.legend)
             del view  # the full-resolution pixels and heatmap: only the picture is needed now
-            options = overlay_save_options("PNG")
-            replace_atomically(job.target, lambda tmp: picture.save(tmp, format="PNG", **options))
+            image_format = OVERLAY_FORMATS.get(job.target.suffix.lower(), "PNG")
+            options = overlay_save_options(image_format)
+            replace_atomically(job.target, lambda tmp: picture.save(tmp, format=image_format, **options))
         except (OSError, ValueError, MemoryError) as e:
             return str(e)
         return None
