@@ -1129,3 +1129,80 @@ def test_retry_errors_predicts_the_failed_files_again_in_their_rows_place(
         assert by_path[str(other / "empty.png")]["error_code"] == "empty_file"  # not this command's
     for part in (out / "parts").glob("*.parquet"):
         assert b"fracsight.notice" in pq.read_schema(part).metadata
+
+
+def test_a_disk_full_before_the_first_row_leaves_no_folder_and_says_so(small_tmpfs: Path) -> None:
+    """No room for job.json or NOTICE.txt as the job opened its new output: a bare `error (os_error):
+    No space left on device` naming no folder, and a half-made folder left behind (job.json
+    `running`, an empty NOTICE.txt)."""
+    from fracsight.scale.output import OutputWriteFailed
+
+    filler = fill(small_tmpfs)
+    model = {"name": "m", "version": "1", "onnx_sha256": "0" * 64}
+    said = r"cannot write to .*/out \(No space left on device\): 0 rows"
+    with pytest.raises(OutputWriteFailed, match=said):
+        BatchOutput(small_tmpfs / "out", ("path", "error_code"), model)
+    assert not (small_tmpfs / "out").exists()
+    filler.unlink()
+    out = BatchOutput(small_tmpfs / "out", ("path", "error_code"), model)  # room again: it opens
+    assert (out.folder / "NOTICE.txt").read_text().startswith("fracsight")
+    out.close()
+
+
+def test_ray_address_from_the_environment_is_the_cluster_used(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ray job submit` and KubeRay give the cluster as RAY_ADDRESS: it was ignored, and a second,
+    local Ray ran the job on the head node alone. Here nothing listens there: said at once."""
+    port = free_port()
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    result = CliRunner().invoke(cli, ["batch", "run", str(archive), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1, result.output
+    assert f"error (batch_failed): no Ray cluster answers at 127.0.0.1:{port}" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_ray_client_address_without_ray_client_says_what_to_install(archive: Path, tmp_path: Path) -> None:
+    """`--address ray://HOST:10001`, as --help advertises, ended in Ray's `ValueError: Ray Client
+    requires pip package ray[client]` (the scale extra installs ray[data])."""
+    import importlib.util
+
+    if importlib.util.find_spec("grpc") is not None:
+        pytest.skip("Ray Client is installed here")
+    args = ["batch", "run", str(archive), "--out", str(tmp_path / "o"), "--address", "ray://127.0.0.1:10001"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1 and "pip install 'ray[client]'" in result.output, result.output
+    assert "Traceback" not in result.output and not (tmp_path / "o").exists()
+
+
+def test_the_cpus_of_a_container_are_its_cgroups_quota(tmp_path: Path) -> None:
+    """In a pod limited to 2 CPUs on a 64-core node the local Ray got 64 (the affinity mask), and
+    as many actors, each loading the model."""
+    from fracsight.scale.job import cgroup_cpu_quota, local_cpus
+
+    v2, v1 = tmp_path / "v2", tmp_path / "v1"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("100000 100000\n")
+    assert cgroup_cpu_quota(v2) == 1.0 and local_cpus(v2) == 1
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_quota(v2) is None and local_cpus(v2) == len(os.sched_getaffinity(0))
+    (v2 / "cpu.max").write_text("50000 100000\n")  # half a CPU: one actor, not none
+    assert local_cpus(v2) == 1
+    (v1 / "cpu,cpuacct").mkdir(parents=True)
+    (v1 / "cpu,cpuacct" / "cpu.cfs_quota_us").write_text("150000\n")
+    (v1 / "cpu,cpuacct" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cgroup_cpu_quota(v1) == 1.5 and local_cpus(v1) == 1
+    (v1 / "cpu,cpuacct" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert cgroup_cpu_quota(v1) is None and cgroup_cpu_quota(tmp_path / "none") is None
+
+
+def test_a_parquet_manifest_of_string_views_is_text(archive: Path, tmp_path: Path) -> None:
+    """Arrow's `string_view` (newer writers) was refused as `holds string_view, not text paths`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not hasattr(pa, "string_view"):
+        pytest.skip("this pyarrow has no string_view")
+    image = next(archive.glob("*.jpg"))
+    pq.write_table(pa.table({"path": pa.array([str(image)], type=pa.string_view())}), tmp_path / "m.parquet")
+    assert list(collect_batch_inputs([tmp_path / "m.parquet"])) == [str(image)]

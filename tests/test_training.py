@@ -294,9 +294,26 @@ def test_a_killed_run_resumes_to_where_an_uninterrupted_run_ends(tiny_dataset, t
     message = f"interrupted: {run} keeps epoch {kept} (last.pt); add --resume to the same command to continue"
     assert said.rstrip().splitlines()[-2:] == [message, said.rstrip().splitlines()[-1]], said
     assert said.rstrip().splitlines()[-1].startswith(f"cache: {tmp_path / '.cache'} ("), said
+    # its bundle's card says the run stopped (it read as a finished run's, with commands that make
+    # another model); once finished, the card says which epoch of all is the model
+    from typer.testing import CliRunner
+
+    from fracsight.bundle import load_bundle_spec
+    from fracsight.cli import app
+
+    assert CliRunner().invoke(app, ["export", str(run), str(tmp_path / "stopped")]).exit_code == 0
+    epochs = load_bundle_spec(tmp_path / "stopped").training["epochs"]
+    assert epochs["ended"] == "interrupted" and epochs["run"] == kept and epochs["planned"] == total
+    card = (tmp_path / "stopped" / "card.md").read_text()
+    assert f"the run stopped after epoch {kept} of the {total} planned, interrupted" in card
 
     finished = _train_process(run, tiny_dataset, settings, "--resume")
     assert finished.wait(timeout=120) == 0, (tmp_path / "run.log").read_text()
+    assert CliRunner().invoke(app, ["export", str(run), str(tmp_path / "finished")]).exit_code == 0
+    epochs = load_bundle_spec(tmp_path / "finished").training["epochs"]
+    assert epochs["ended"] == "finished" and epochs["run"] == total
+    card = (tmp_path / "finished" / "card.md").read_text()
+    assert f"- The model is epoch {epochs['kept']} of {total}\n" in card
     assert whole.wait(timeout=120) == 0, (tmp_path / "whole.log").read_text()
     assert "Traceback" not in (tmp_path / "run.log").read_text()
 

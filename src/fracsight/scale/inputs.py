@@ -243,8 +243,12 @@ def _refuse_non_text(path: Path, column: str, kind: object) -> None:
     ``1`` or ``b'/data/x.dcm'`` (an id column given as ``--path-column``, a column of another type)."""
     import pyarrow as pa
 
-    text = pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)
+    def is_text(t: object) -> bool:  # string_view: what Arrow's newer writers may give text
+        view = getattr(pa.types, "is_string_view", lambda _: False)
+        return pa.types.is_string(t) or pa.types.is_large_string(t) or view(t)
+
+    text = is_text(kind) or pa.types.is_null(kind)
     if pa.types.is_dictionary(kind):
-        text = pa.types.is_string(kind.value_type) or pa.types.is_large_string(kind.value_type)
+        text = is_text(kind.value_type)
     if not text:
         raise DatasetError(f"{path}: column {column!r} holds {kind}, not text paths")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -76,12 +76,34 @@ class BatchSummary:
     changed: int = 0  # inputs whose file changed since its row was made: predicted again
 
 
-def local_cpus() -> int:
-    """The cores this process may use (a local Ray is started with this many CPUs)."""
+def local_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """The cores this process may use (a local Ray is started with this many CPUs): its CPU
+    affinity, and in a container its cgroup's CPU quota, whole CPUs, at least one (a pod limited to
+    2 CPUs on a 64-core node started 64 actors, each loading the model)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    quota = cgroup_cpu_quota(cgroup)
+    return cpus if quota is None else max(1, min(cpus, int(quota)))
+
+
+def cgroup_cpu_quota(root: Path) -> float | None:
+    """CPUs the cgroup at ``root`` may use (quota / period), None without a limit: cgroup v2's
+    ``cpu.max`` (``max 100000`` or ``200000 100000``), else v1's ``cpu.cfs_quota_us`` (-1: none)."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    for v1 in (root / "cpu", root / "cpu,cpuacct"):
+        try:
+            quota_us = int((v1 / "cpu.cfs_quota_us").read_text())
+            period_us = int((v1 / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            continue
+        return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
+    return None
 
 
 def settings_sha256(spec: BundleSpec) -> str:
@@ -131,6 +153,8 @@ def run_batch(
     if not isinstance(inputs, Mapping):
         inputs = {path: Path(path).name for path in inputs}
     started = time.perf_counter()
+    # as `ray job submit` and KubeRay set it: a second, local Ray started beside the cluster
+    address = address or os.environ.get("RAY_ADDRESS", "").strip() or None
     if address:
         _check_reachable(address)
     else:  # a local Ray gets this machine's cores: refuse actors it cannot place before starting it
@@ -449,6 +473,12 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
         raise BatchError(
             f"--address {address}: give the Ray GCS as HOST:PORT (6379 by default), or a Ray client "
             "server as ray://HOST:PORT (10001 by default); not a URL of another kind"
+        )
+    if scheme.lower() == "ray" and importlib.util.find_spec("grpc") is None:
+        raise BatchError(
+            f"--address {address}: a ray:// address needs Ray Client, which the scale extra does not "
+            "install: pip install 'ray[client]'; or run the job on the cluster (`ray job submit -- "
+            "fracsight batch run ... --address auto`)"
         )
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not port.isdigit():

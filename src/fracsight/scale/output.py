@@ -160,20 +160,26 @@ class BatchOutput:
         # the committed rows, by path: each one's file_stat as it was made (None: a part written
         # before it was kept)
         self.stats: dict[str, str | None] = {}
-        self._check_or_create()
+        self.created = False
         self._seq = 0
         # the time orders the parts; the random part keeps apart two jobs of one process in one second,
         # whose parts had one name: the second job's first part replaced the first job's rows
         self._run = time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}-{secrets.token_hex(4)}"
         try:
-            for part in self._part_files():
-                found = self._read_part(part, [PATH_COLUMN], optional=[FILE_STAT])
-                stats = found.get(FILE_STAT) or [None] * len(found[PATH_COLUMN])
-                self.stats.update(zip(found[PATH_COLUMN], stats, strict=True))
-            self._rebuild_csv()
-        except OutputRefused:  # a damaged part: the job does not start, and job.json says so
-            self.write_job({"status": "stopped"})
-            self.close()
+            self._check_or_create()
+            try:
+                for part in self._part_files():
+                    found = self._read_part(part, [PATH_COLUMN], optional=[FILE_STAT])
+                    stats = found.get(FILE_STAT) or [None] * len(found[PATH_COLUMN])
+                    self.stats.update(zip(found[PATH_COLUMN], stats, strict=True))
+                with self._write_failures():
+                    self._rebuild_csv()
+            except OutputRefused:  # a damaged part: the job does not start, and job.json says so
+                self.write_job({"status": "stopped"})
+                self.close()
+                raise
+        except OutputWriteFailed:  # a disk full from the start: a folder this job made is removed
+            self.end_early("stopped")
             raise
 
     # ---- opening -----------------------------------------------------------------------------------
@@ -196,15 +202,16 @@ class BatchOutput:
             ) from None
         self._take_lock()
         self._check_job()  # again, now that no other job can be writing it
-        self.parts.mkdir(parents=True, exist_ok=True)
-        for stray in self.parts.glob(".*.tmp"):  # a part being written when a job was killed
-            stray.unlink()
-        self.write_job({"status": "running"})
-        (self.folder / NOTICE_FILE).write_text(
-            f"{NOTICE}\nThe rows of {CSV_FILE} and {PARTS}/ are a model's outputs: every result that "
-            "reaches a patient's care must be checked by a clinician against the images.\n",
-            encoding="utf-8",
-        )
+        with self._write_failures():  # a full disk said as for a part, not as a bare os_error
+            self.parts.mkdir(parents=True, exist_ok=True)
+            for stray in self.parts.glob(".*.tmp"):  # a part being written when a job was killed
+                stray.unlink()
+            self.write_job({"status": "running"})
+            text = (
+                f"{NOTICE}\nThe rows of {CSV_FILE} and {PARTS}/ are a model's outputs: every result "
+                "that reaches a patient's care must be checked by a clinician against the images.\n"
+            )
+            replace_atomically(self.folder / NOTICE_FILE, lambda p: p.write_text(text, encoding="utf-8"))
 
     def _check_job(self) -> None:
         job = self.folder / JOB_FILE
@@ -392,7 +399,8 @@ class BatchOutput:
         if forgotten:
             for path in forgotten:
                 del self.stats[path]
-            self._rebuild_csv()
+            with self._write_failures():
+                self._rebuild_csv()
         return len(forgotten)
 
     def _resolved(self, path: str) -> str:

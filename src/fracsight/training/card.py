@@ -678,6 +678,7 @@ def render_card(spec: BundleSpec, run_dir: Path | None = None) -> str:
         f"batch {cfg.get('batch_size')}, the best epoch by validation "
         f"{'AUROC' if fracture else 'class accuracy'} kept "
         f"(patience {cfg.get('patience')}), seed {cfg.get('seed')}",
+        *_epochs_line(spec.training.get("epochs")),
         f"- {augmentation}",
         *([f"- {averaging}"] if averaging else []),
         f"- Loss: {', '.join(losses)}",
@@ -737,6 +738,22 @@ def render_card(spec: BundleSpec, run_dir: Path | None = None) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _epochs_line(epochs: dict | None) -> list[str]:
+    """How the run's schedule ended (export records it from the run's last.pt), said where it did
+    not run to its end: the Reproduce commands below train every planned epoch."""
+    if not epochs or epochs.get("ended") == "finished":
+        return [f"- The model is epoch {epochs['kept']} of {epochs['run']}"] if epochs else []
+    why = {
+        "early_stopping": "by early stopping, no better validation score for `patience` epochs",
+        "interrupted": "interrupted, by Ctrl-C or a kill; the commands under Reproduce train every "
+        "planned epoch, another model than this one",
+    }.get(str(epochs.get("ended")), str(epochs.get("ended")))
+    return [
+        f"- The model is epoch {epochs['kept']}; the run stopped after epoch {epochs['run']} of the "
+        f"{epochs['planned']} planned, {why}"
+    ]
 
 
 def _pretrained(pretrained: object, arch: object) -> str:

@@ -18,7 +18,7 @@ from fracsight.bundle import BundleSpec, HeadSpec, sha256_file, write_bundle_spe
 from fracsight.data import FRACTURE, DataMismatchError, Dataset, NotADataFolderError, Sample, load_dataset
 from fracsight.data.leakage import split_leakage
 from fracsight.data.splits import train_val_samples, training_subset
-from fracsight.errors import DatasetError
+from fracsight.errors import ConfigError, DatasetError
 from fracsight.evaluation.run import evaluate_model, select_samples
 from fracsight.inference.onnx_model import OnnxModel
 from fracsight.training.card import write_card
@@ -30,7 +30,7 @@ from fracsight.training.refit import (
     raw_outputs,
     refuse_unfit_data,
 )
-from fracsight.training.trainer import images_record, load_trained, trained_fracture_classes
+from fracsight.training.trainer import images_record, load_trained, read_checkpoint, trained_fracture_classes
 
 if TYPE_CHECKING:
     from fracsight.models import FractureNet
@@ -130,9 +130,41 @@ def export_bundle(
     )
     with staged_folder(out_dir, force=force, inputs=inputs) as work:
         spec = _write_bundle(
-            model, cfg, fracture, dataset, (train, val), work, run_dir, commands, evaluation, warn
+            model,
+            cfg,
+            fracture,
+            dataset,
+            (train, val),
+            work,
+            run_dir,
+            commands,
+            evaluation,
+            warn,
+            epochs=_epochs_run(checkpoint, cfg),
         )
     return spec
+
+
+def _epochs_run(checkpoint: Path, cfg: TrainConfig) -> dict[str, object] | None:
+    """How a run's schedule went, from its ``last.pt``: epochs planned and run, the epoch kept, and
+    how it ended (``finished``, ``early_stopping``, ``interrupted``). The card of a run stopped by
+    Ctrl-C read as a finished one, and its Reproduce commands train another model. None where
+    the checkpoint is not a run folder's ``best.pt`` beside its ``last.pt``."""
+    last = checkpoint.parent / "last.pt"
+    if checkpoint.name != "best.pt" or not last.is_file():
+        return None
+    try:
+        state = read_checkpoint(last, ("epoch", "best_epoch", "since_best"))
+    except ConfigError:
+        return None
+    planned, run = cfg.epochs_frozen + cfg.epochs, int(state["epoch"])
+    if run >= planned:
+        ended = "finished"
+    elif state.get("phase") == 2 and int(state["since_best"]) >= cfg.patience:
+        ended = "early_stopping"
+    else:
+        ended = "interrupted"
+    return {"planned": planned, "run": run, "kept": int(state["best_epoch"]), "ended": ended}
 
 
 def evaluation_report_dir(run_dir: Path, split: str) -> Path:
@@ -194,8 +226,11 @@ def _write_bundle(
     commands: list[str],
     evaluation: tuple[str, Path] | None,
     warn: Callable[[str], None] | None = None,
+    *,
+    epochs: dict[str, object] | None = None,
 ) -> BundleSpec:
-    """The bundle of ``model`` (trained in ``run_dir``) made in ``work``; ``fracture``: the class
+    """The bundle of ``model`` (trained in ``run_dir``) made in ``work``; ``epochs``: how its
+    schedule went (:func:`_epochs_run`), for the card; ``fracture``: the class
     names of the fracture head it trained (empty: none); ``train_val``: the run's split of
     ``dataset``; ``commands``: the ones that made it; ``evaluation``: the split to measure it on
     for the card and the folder for that report."""
@@ -231,6 +266,7 @@ def _write_bundle(
             # 0: a backbone without stages (small_cnn, resnet50, ...): no feature cache, all of it trained
             "backbone_stages": model.split_points(),
             "commands": commands,
+            **({"epochs": epochs} if epochs else {}),
             # the card says whether any drawn box taught the localization map
             **({"n_train_with_boxes": sum(_boxed(s) for s in trained)} if fracture else {}),
         },
