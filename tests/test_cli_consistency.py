@@ -320,7 +320,17 @@ def test_ctrl_c_before_a_command_runs_is_one_line_not_a_traceback(
     assert stopped.value.code == 130 and capsys.readouterr().err == "interrupted\n"
 
 
-def test_ctrl_c_while_the_cli_is_imported_is_one_line_not_a_traceback() -> None:
+@pytest.mark.parametrize(
+    "run",
+    [
+        "from fracsight._entry import main\nmain()\n",  # the installed script
+        # `python -m fracsight` called the Typer app itself: a traceback here, and SIGTERM killed it
+        # without its finally blocks, unlike `fracsight`
+        "import runpy\nrunpy.run_module('fracsight', run_name='__main__')\n",
+    ],
+    ids=["script", "python-m"],
+)
+def test_ctrl_c_while_the_cli_is_imported_is_one_line_not_a_traceback(run: str) -> None:
     """Ctrl-C in the first half second (Typer and Rich being imported) printed a traceback."""
     code = (
         "import sys, types\n"
@@ -328,23 +338,6 @@ def test_ctrl_c_while_the_cli_is_imported_is_one_line_not_a_traceback() -> None:
         "    def __getattr__(self, name):\n"
         "        raise KeyboardInterrupt\n"
         "sys.modules['fracsight.cli'] = Importing('fracsight.cli')\n"
-        "from fracsight._entry import main\n"
-        "main()\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 130 and done.stderr == "interrupted\n", done.stderr
-
-
-def test_python_dash_m_fracsight_is_the_same_entry_point_as_the_script() -> None:
-    """`python -m fracsight` called the Typer app itself: Ctrl-C while the CLI was imported ended in a
-    traceback and SIGTERM killed it without its finally blocks, unlike `fracsight`."""
-    code = (
-        "import runpy, sys, types\n"
-        "class Importing(types.ModuleType):\n"
-        "    def __getattr__(self, name):\n"
-        "        raise KeyboardInterrupt\n"
-        "sys.modules['fracsight.cli'] = Importing('fracsight.cli')\n"
-        "runpy.run_module('fracsight', run_name='__main__')\n"
-    )
+    ) + run
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 130 and done.stderr == "interrupted\n", done.stderr

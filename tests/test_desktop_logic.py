@@ -238,6 +238,8 @@ def test_a_large_image_is_viewed_reduced_and_its_overlay_exported_at_full_size(
     from PIL import Image
 
     from fracsight.desktop import worker as worker_module
+    from fracsight.errors import OverlayImageError
+    from fracsight.io import read_image
 
     monkeypatch.setattr(worker_module, "DISPLAY_MAX_SIDE", 512)  # 819 x 1024 is "large" here
     image = fracatlas_dir / "images" / FRACTURED
@@ -251,31 +253,17 @@ def test_a_large_image_is_viewed_reduced_and_its_overlay_exported_at_full_size(
     words = (["fracsight: fracture suspected", "a decision aid"], None)  # the window's overlay_words
     worker.export_overlay(image, image.name, file_stamp(image), target, Look(show_heatmap=False), words)
     (saved,) = [e for e in drain(events, OverlaySaved) if isinstance(e, OverlaySaved)]
-    worker.close()
     assert saved.error is None and saved.target == target
     with Image.open(target) as written:
         assert is_overlay_of(written.size, 819, 1024)  # the caption band below, at full resolution
-
-
-@pytest.mark.fracatlas
-def test_an_overlay_exported_under_a_jpeg_name_is_a_jpeg_marked_as_an_overlay(
-    fracatlas_dir: Path, tmp_path: Path
-) -> None:
-    """`ov.jpg` was a PNG under a JPEG's name."""
-    from fracsight.errors import OverlayImageError
-    from fracsight.io import read_image
-
-    image = fracatlas_dir / "images" / FRACTURED
-    events: queue.Queue = queue.Queue()
-    worker = PredictionWorker(None, None, events)
-    worker.start()
-    target = tmp_path / "ov.jpg"
-    worker.export_overlay(image, image.name, file_stamp(image), target, Look())
+    # under a .jpg name a JPEG (it was a PNG under a JPEG's name), refused when read as a radiograph
+    jpeg = tmp_path / "big.overlay.jpg"
+    worker.export_overlay(image, image.name, file_stamp(image), jpeg, Look(), words)
     (saved,) = [e for e in drain(events, OverlaySaved) if isinstance(e, OverlaySaved)]
     worker.close()
-    assert saved.error is None and target.read_bytes()[:3] == b"\xff\xd8\xff"
-    with pytest.raises(OverlayImageError):  # read again, it is refused as an overlay, not a radiograph
-        read_image(target)
+    assert saved.error is None and jpeg.read_bytes()[:3] == b"\xff\xd8\xff"
+    with pytest.raises(OverlayImageError):
+        read_image(jpeg)
 
 
 @pytest.mark.fracatlas

@@ -767,21 +767,13 @@ def test_a_worker_process_that_dies_is_replaced_and_only_its_image_fails(
 ) -> None:
     """With worker processes: an image whose job kills its process (twice: once in a batch, once
     alone) is failed; the image it shared the first batch with is predicted in a new process."""
-    import pydicom
 
     import dicom_support
-    from dicom_support import make_radiograph_dicom
     from fracsight.dicom import worker as worker_module
     from fracsight.dicom.worker import Worker
     from fracsight.inference import Predictor
 
-    spool = Spool(tmp_path / "spool")
-    keys = []
-    for i, image in enumerate(sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[:2]):
-        source = make_radiograph_dicom(image, tmp_path / f"{i}.dcm", study_uid=STUDY)
-        key = instance_key(pydicom.dcmread(source, stop_before_pixels=True).SOPInstanceUID)
-        spool.add_instance(key, STUDY, source.read_bytes())
-        keys.append(key)
+    spool, keys = _spool_of_two_radiographs(fracatlas_dir, tmp_path)
     monkeypatch.setenv(dicom_support.POISON_ENV, keys[0])
     monkeypatch.setattr(worker_module, "make_image_results", dicom_support.poisoned_image_results)
     worker = Worker(spool, Predictor(), quiet_time=3600, processes=1)
@@ -896,20 +888,11 @@ def test_a_study_verdict_counts_the_images_whose_results_were_given_up(
     images" for a study of 2, over 0 when all were refused)."""
     import logging
 
-    import pydicom
-
-    from dicom_support import make_radiograph_dicom
     from fracsight.dicom.spool import UNDELIVERED
     from fracsight.dicom.worker import Worker
     from fracsight.inference import Predictor
 
-    spool = Spool(tmp_path / "spool")
-    keys = []
-    for i, image in enumerate(sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[:2]):
-        source = make_radiograph_dicom(image, tmp_path / f"{i}.dcm", study_uid=STUDY)
-        key = instance_key(pydicom.dcmread(source, stop_before_pixels=True).SOPInstanceUID)
-        spool.add_instance(key, STUDY, source.read_bytes())
-        keys.append(key)
+    spool, keys = _spool_of_two_radiographs(fracatlas_dir, tmp_path)
     worker = Worker(spool, Predictor(), kinds=("sr",), quiet_time=3600)
     while spool.received(10):
         assert worker.work_once()
@@ -964,3 +947,19 @@ def test_pruning_keeps_an_image_received_while_it_runs(spool: Spool) -> None:
         spool._db = db
     assert spool.instance_path(late).read_bytes() == b"late view"
     assert spool.states()["received"] == 1
+
+
+def _spool_of_two_radiographs(fracatlas_dir: Path, tmp_path: Path) -> tuple[Spool, list[str]]:
+    """A spool that received two fractured FracAtlas radiographs of one study; their keys."""
+    import pydicom
+
+    from dicom_support import make_radiograph_dicom
+
+    spool = Spool(tmp_path / "spool")
+    keys = []
+    for i, image in enumerate(sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[:2]):
+        source = make_radiograph_dicom(image, tmp_path / f"{i}.dcm", study_uid=STUDY)
+        key = instance_key(pydicom.dcmread(source, stop_before_pixels=True).SOPInstanceUID)
+        spool.add_instance(key, STUDY, source.read_bytes())
+        keys.append(key)
+    return spool, keys
