@@ -416,3 +416,19 @@ def test_output_into_a_full_disk_is_one_line_not_a_traceback(radiograph: Path) -
         "error (os_error): the output could not be written: No space left on device"
     ), done.stderr
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
+
+
+def test_overlays_on_a_full_disk_name_the_overlay_they_cost(
+    tiny_bundle: Path, radiograph: Path, tmp_path: Path
+) -> None:
+    """A full disk names no file: the line said only `No space left on device`, not which overlay."""
+    from disk_support import fill, mounted_tmpfs
+
+    with mounted_tmpfs(tmp_path / "disk", "256k") as disk:
+        (disk / "ov").mkdir()
+        filler = fill(disk)
+        result = _predict(tiny_bundle, radiograph, "--overlay-dir", disk / "ov", "--json")
+        filler.unlink()
+    assert result.exit_code == 1 and len(json.loads(result.stdout)["images"]) == 1, result.output
+    target = disk / "ov" / "scan.overlay.png"
+    assert f"1 overlay not written ({target}: No space left on device) (--overlay-dir)" in result.stderr

@@ -281,3 +281,7 @@ def test_related_images_get_a_grouped_interval_beside_delongs(fracatlas_dir: Pat
     difference = auroc(y, pb) - auroc(y, pa)
     assert grouped["ci_low"] < difference < grouped["ci_high"]
     assert _grouped_difference(split_keys(kept[:1] + kept[-1:]), y[[0, -1]], [pa[[0, -1]], pb[[0, -1]]]) == {}
+    # two studies, one all fractured, one all other: every draw of both labels is the pair (it
+    # said 0.000 to 0.000, as evaluate did)
+    two = np.array([1, 1, 0, 0])
+    assert _grouped_difference(["s1", "s1", "s2", "s2"], two, [pa[:4], pb[:4]]) == {}

@@ -398,7 +398,7 @@ def test_received_native_pixel_data_length_follows_the_photometric_interpretatio
         (  # spooled, then decoded in full only to be refused by the reader
             {"Rows": 14000, "Columns": 14000},
             "image_too_large",
-            "14000 x 14000 pixels: more than the 50,000,000 read",
+            "14000 x 14000 pixels: over the reader's 50,000,000-pixel limit",
         ),
     ],
 )
@@ -767,7 +767,6 @@ def test_a_worker_process_that_dies_is_replaced_and_only_its_image_fails(
 ) -> None:
     """With worker processes: an image whose job kills its process (twice: once in a batch, once
     alone) is failed; the image it shared the first batch with is predicted in a new process."""
-
     import dicom_support
     from fracsight.dicom import worker as worker_module
     from fracsight.dicom.worker import Worker

@@ -1143,6 +1143,9 @@ def test_a_disk_full_before_the_first_row_leaves_no_folder_and_says_so(small_tmp
     with pytest.raises(OutputWriteFailed, match=said):
         BatchOutput(small_tmpfs / "out", ("path", "error_code"), model)
     assert not (small_tmpfs / "out").exists()
+    with pytest.raises(OutputWriteFailed):  # the folders it made above it go too
+        BatchOutput(small_tmpfs / "new" / "out", ("path", "error_code"), model)
+    assert not (small_tmpfs / "new").exists()
     filler.unlink()
     out = BatchOutput(small_tmpfs / "out", ("path", "error_code"), model)  # room again: it opens
     assert (out.folder / "NOTICE.txt").read_text().startswith("fracsight")
@@ -1160,6 +1163,15 @@ def test_ray_address_from_the_environment_is_the_cluster_used(
     assert result.exit_code == 1, result.output
     assert f"error (batch_failed): no Ray cluster answers at 127.0.0.1:{port}" in result.output
     assert not (tmp_path / "o").exists()
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:99999")  # said as where it came from
+    result = CliRunner().invoke(cli, ["batch", "run", str(archive), "--out", str(tmp_path / "o")])
+    assert "RAY_ADDRESS=127.0.0.1:99999: 99999 is not a port number" in result.output, result.output
+    # what names no cluster: the Jobs API's address (exported for `ray job submit`), `local`
+    from fracsight.scale.job import cluster_from_environment
+
+    for value, cluster in [("http://127.0.0.1:8265", None), ("local", None), (" ", None), ("auto", "auto")]:
+        monkeypatch.setenv("RAY_ADDRESS", value)
+        assert cluster_from_environment() == cluster, value
 
 
 def test_a_ray_client_address_without_ray_client_says_what_to_install(archive: Path, tmp_path: Path) -> None:

@@ -657,8 +657,6 @@ def test_a_checkpoint_save_cut_short_keeps_the_previous_one(tiny_dataset, tmp_pa
         ("lr=-1", "lr=-1.0"),
         ("ema_decay=1", "ema_decay"),
         ("input_size=100000", "32 to 2048"),  # a MemoryError traceback allocating 224 GiB
-        ("name=../../escaped", "a name, not a path"),  # the run folder runs/<name> outside runs/
-        ("name=a/b", "a name, not a path"),
     ],
 )
 def test_training_settings_out_of_range_are_refused_by_name(setting, message):
@@ -666,6 +664,25 @@ def test_training_settings_out_of_range_are_refused_by_name(setting, message):
         load_config(None, [setting])
     with pytest.raises(ConfigError, match="nothing to train"):
         load_config(None, ["epochs=0", "epochs_frozen=0"])
+
+
+def test_a_new_run_named_as_a_path_is_refused_but_an_old_one_still_loads(tiny_dataset, tmp_path) -> None:
+    """`--set name=../../escaped` put the run folder runs/<name> outside runs/; refused for a new
+    run only: a run accepted under such a name before must still export and resume."""
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+    from fracsight.training.config import check_new_run
+
+    for name in ("../../escaped", "a/b", ".."):
+        args = ["train", str(tiny_dataset), "--out", str(tmp_path / "run"), "--set", f"name={name}"]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2 and "a name, not a path" in result.output, result.output
+        assert not (tmp_path / "run").exists()
+    old = load_config(None, ["name=wrist/v1"])  # as export and resume load a saved run's config
+    assert old.name == "wrist/v1"
+    with pytest.raises(ConfigError, match="a name, not a path"):
+        check_new_run(old)
 
 
 def test_damaged_checkpoints_and_run_folders_are_refused_in_one_line(tiny_dataset, tmp_path):

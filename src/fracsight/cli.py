@@ -64,8 +64,10 @@ class _Commands(TyperGroup):
         except BrokenPipeError:  # `| head` has what it wanted; exit 1 would say a file was unreadable
             stdout_to_devnull()
             raise typer.Exit(141) from None  # 128 + SIGPIPE, as a shell tool killed by the signal
-        except OSError as e:  # left to here: the output itself (`> results.json` on a full disk, EIO)
-            typer.echo(f"error (os_error): {_os_error_text(e)}", err=True)
+        except OSError as e:  # left to here: the output itself (`> results.json` on a full disk)
+            if e.filename is not None or e.errno not in _FULL:
+                raise
+            typer.echo(f"error (os_error): the output could not be written: {e.strerror or e}", err=True)
             stdout_to_devnull()
             raise typer.Exit(1) from None
         except KeyboardInterrupt:  # a command that says what it kept catches Ctrl-C itself first
@@ -392,12 +394,15 @@ def train(
         from fracsight.data.leakage import split_leakage
         from fracsight.errors import OutputFolderError
         from fracsight.training import Trainer, load_config
+        from fracsight.training.config import check_new_run
 
         cfg = load_config(
             config, set_, resume=resume, data=str(data_dir) if data_dir else None, out=out, device=device
         )
         if not cfg.data:
             raise typer.BadParameter("give DATA_DIR or set `data:` in the config")
+        if not resume:
+            check_new_run(cfg)
         run_config = Path(cfg.out) / "config.yaml"  # the run writes what it was given here
         if config is not None and not (resume or force) and run_config.resolve() == config.resolve():
             raise OutputFolderError(
@@ -585,16 +590,6 @@ def predict(
         raise typer.Exit(1)
 
 
-def _os_error_text(e: OSError) -> str:
-    """What the system said, with the file it said it of; a write that names none (standard output
-    into a full disk) said as the output not written."""
-    if e.filename is not None:
-        return f"{e.filename}: {e.strerror or e}"
-    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO):
-        return f"the output could not be written: {e.strerror or e}"
-    return str(e.strerror or e)
-
-
 def _overlay_failure_lines(failures: Sequence[OSError]) -> list[str]:
     """One line per reason the system gave (a full disk refuses every overlay alike), naming the
     first file it refused and how many overlays are missing."""
@@ -603,8 +598,8 @@ def _overlay_failure_lines(failures: Sequence[OSError]) -> list[str]:
         by_reason.setdefault(str(e.strerror or e), []).append(e)
     return [
         f"error (os_error): {len(errors)} overlay{'s' if len(errors) > 1 else ''} not written "
-        f"({_os_error_text(errors[0])}) (--overlay-dir)"
-        for errors in by_reason.values()
+        f"({errors[0].filename}: {reason}) (--overlay-dir)"
+        for reason, errors in by_reason.items()
     ]
 
 
@@ -629,6 +624,10 @@ def _write_csv(path: Path, text: str, overwrite: bool) -> tuple[str, str] | None
             path.unlink(missing_ok=True)
         return "os_error", f"{path}: {e.strerror or e}"
     return None
+
+
+# what a write says when the disk (or a quota, or the file size limit) takes no more
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def _refuse_stdin(paths: Sequence[Path]) -> None:
@@ -686,9 +685,13 @@ def _write_overlay(result, overlay_dir: Path, opacity: float, *, keep_suffix: bo
         target = folder / f"{stem}.overlay-{n}.png"
         n += 1
     caption, legend = overlay_words(result)  # a picture passed on alone still says what it is
-    return save_overlay(
-        target, result.pixels, result.heatmap, result.boxes, opacity=opacity, caption=caption, legend=legend
-    )
+    try:
+        drawn = (result.pixels, result.heatmap, result.boxes)
+        return save_overlay(target, *drawn, opacity=opacity, caption=caption, legend=legend)
+    except OSError as e:  # a full disk names no file: the overlay it cost is named
+        if e.filename is None:
+            e.filename = str(target)
+        raise
 
 
 #: the longest file name most file systems take (bytes), less room for ".overlay-9999.png" and for

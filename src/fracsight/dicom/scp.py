@@ -132,7 +132,7 @@ def _check_size(ds: Any) -> None:
         raise Refusal(
             STATUS["cannot_understand"],
             "image_too_large",
-            f"{rows} x {columns} pixels: more than the {DEFAULT_MAX_PIXELS:,} read",
+            f"{rows} x {columns} pixels: over the reader's {DEFAULT_MAX_PIXELS:,}-pixel limit",
         )
 
 

@@ -110,7 +110,7 @@ class _Bootstrap:
     alpha: float
 
 
-def _resamples_vary(y: np.ndarray, groups: Sequence[Hashable] | None, rate_of: int | None = None) -> bool:
+def resamples_vary(y: np.ndarray, groups: Sequence[Hashable] | None, rate_of: int | None = None) -> bool:
     """Whether a bootstrap of ``y`` can draw more than one data set: one group of related images
     (one patient's), or one fractured and one other image (stratified), is drawn the same every time,
     and its "interval" was the value itself (0.500-0.500) as though it were certain. ``rate_of``: a
@@ -149,7 +149,7 @@ def _estimate(
     if value is None or not np.isfinite(value):
         return out
     out["value"] = value
-    if boot.n > 0 and _resamples_vary(y, groups, rate_of):
+    if boot.n > 0 and resamples_vary(y, groups, rate_of):
         out["ci_low"], out["ci_high"] = bootstrap_ci(
             fn, y, p, n=boot.n, seed=boot.seed, alpha=boot.alpha, groups=groups, both_classes=rate_of is None
         )

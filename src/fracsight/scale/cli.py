@@ -42,7 +42,10 @@ def run_command(
     ] = "path",
     address: Annotated[
         str | None,
-        typer.Option(help="Ray cluster to run on (auto, HOST:6379, ray://HOST:10001); default: a local Ray."),
+        typer.Option(
+            help="Ray cluster to run on (auto, HOST:6379, ray://HOST:10001); default: the one RAY_ADDRESS "
+            "names, else a local Ray."
+        ),
     ] = None,
     actors: Annotated[int, typer.Option(min=0, help="Predictor actors (0: one per CPU slot or GPU).")] = 0,
     cpus_per_actor: Annotated[float, typer.Option(min=0.1, help="CPUs each actor reserves.")] = 1.0,

@@ -153,10 +153,11 @@ def run_batch(
     if not isinstance(inputs, Mapping):
         inputs = {path: Path(path).name for path in inputs}
     started = time.perf_counter()
-    # as `ray job submit` and KubeRay set it: a second, local Ray started beside the cluster
-    address = address or os.environ.get("RAY_ADDRESS", "").strip() or None
+    option = "--address"
+    if not address:  # as `ray job submit` and KubeRay set it: a second, local Ray started beside it
+        address, option = cluster_from_environment(), "RAY_ADDRESS"
     if address:
-        _check_reachable(address)
+        _check_reachable(address, option)
     else:  # a local Ray gets this machine's cores: refuse actors it cannot place before starting it
         _check_fits({"CPU": float(local_cpus())}, cpus_per_actor, 0.0, actors)
     spec = checked_bundle(model)[1]  # a changed model.onnx: refused here, not by every actor after Ray starts
@@ -465,18 +466,30 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0][:300]}" if lines else type(error).__name__
 
 
-def _check_reachable(address: str, timeout: float = 5.0) -> None:
+def cluster_from_environment() -> str | None:
+    """The cluster ``RAY_ADDRESS`` names, as ``ray job submit`` and KubeRay set it for a job; None
+    where it names none: unset, ``local``, or the Jobs API's ``http://HEAD:8265`` (what Ray's docs
+    have users export for ``ray job submit``, not a driver's address)."""
+    value = os.environ.get("RAY_ADDRESS", "").strip()
+    scheme, colon_slashes, _ = value.partition("://")
+    if not value or value == "local" or (colon_slashes and scheme.lower() != "ray"):
+        return None
+    return value
+
+
+def _check_reachable(address: str, option: str = "--address", timeout: float = 5.0) -> None:
     """Fail at once on a HOST:PORT nothing answers at, or where what answers is not Ray (Ray itself
-    would keep retrying for minutes in both cases)."""
+    would keep retrying for minutes in both cases). ``option``: where the address was given."""
+    given = f"{option} {address}" if option.startswith("--") else f"{option}={address}"
     scheme, colon_slashes, _ = address.partition("://")
     if colon_slashes and scheme.lower() != "ray":  # Ray's own message about it was cut to one line
         raise BatchError(
-            f"--address {address}: give the Ray GCS as HOST:PORT (6379 by default), or a Ray client "
+            f"{given}: give the Ray GCS as HOST:PORT (6379 by default), or a Ray client "
             "server as ray://HOST:PORT (10001 by default); not a URL of another kind"
         )
     if scheme.lower() == "ray" and importlib.util.find_spec("grpc") is None:
         raise BatchError(
-            f"--address {address}: a ray:// address needs Ray Client, which the scale extra does not "
+            f"{given}: a ray:// address needs Ray Client, which the scale extra does not "
             "install: pip install 'ray[client]'; or run the job on the cluster (`ray job submit -- "
             "fracsight batch run ... --address auto`)"
         )
@@ -484,7 +497,7 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
     if not sep or not port.isdigit():
         return  # "auto" and other forms: Ray resolves them
     if not 0 < int(port) < 65536:
-        raise BatchError(f"--address {address}: {port} is not a port number (1-65535)")
+        raise BatchError(f"{given}: {port} is not a port number (1-65535)")
     tls = os.environ.get("RAY_USE_TLS", "0").strip().lower() not in ("", "0", "false")
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as probe:

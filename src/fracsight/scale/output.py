@@ -160,7 +160,7 @@ class BatchOutput:
         # the committed rows, by path: each one's file_stat as it was made (None: a part written
         # before it was kept)
         self.stats: dict[str, str | None] = {}
-        self.created = False
+        self.created, self._made = False, self.folder
         self._seq = 0
         # the time orders the parts; the random part keeps apart two jobs of one process in one second,
         # whose parts had one name: the second job's first part replaced the first job's rows
@@ -175,7 +175,8 @@ class BatchOutput:
                 with self._write_failures():
                     self._rebuild_csv()
             except OutputRefused:  # a damaged part: the job does not start, and job.json says so
-                self.write_job({"status": "stopped"})
+                with contextlib.suppress(OutputWriteFailed):  # (a full disk too: the part is the news)
+                    self.write_job({"status": "stopped"})
                 self.close()
                 raise
         except OutputWriteFailed:  # a disk full from the start: a folder this job made is removed
@@ -194,6 +195,10 @@ class BatchOutput:
             )
         self._check_job()  # before anything is written into a folder that may be the user's own
         self.created = not self.folder.exists()
+        made = self.folder  # the topmost folder this job makes (`--out new/results`: new)
+        while not made.parent.exists():
+            made = made.parent
+        self._made = made
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:  # under a file, on a read-only file system, no permission, ...
@@ -259,7 +264,7 @@ class BatchOutput:
         job that could not start leaves no output behind)."""
         if self.created and not self.rows_done:
             self.close()
-            shutil.rmtree(self.folder, ignore_errors=True)
+            shutil.rmtree(self._made, ignore_errors=True)
             return
         try:  # the errors of the rows kept (job.json lost them: `status` listed none after Ctrl-C)
             errors = {code: n for code, n in self.error_counts().items() if code}
@@ -267,6 +272,7 @@ class BatchOutput:
             errors = {}
         with contextlib.suppress(OutputWriteFailed):  # a full disk: `batch status` tells by the free lock
             self.write_job({"status": status, "rows": self.rows_done, "errors": errors})
+        self.close()
 
     def close(self) -> None:
         """Let another job open the folder (also when this process ends)."""

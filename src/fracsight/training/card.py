@@ -743,13 +743,15 @@ def render_card(spec: BundleSpec, run_dir: Path | None = None) -> str:
 def _epochs_line(epochs: dict | None) -> list[str]:
     """How the run's schedule ended (export records it from the run's last.pt), said where it did
     not run to its end: the Reproduce commands below train every planned epoch."""
-    if not epochs or epochs.get("ended") == "finished":
-        return [f"- The model is epoch {epochs['kept']} of {epochs['run']}"] if epochs else []
+    if not isinstance(epochs, dict) or not {"kept", "run", "planned", "ended"} <= epochs.keys():
+        return []  # none recorded (an older bundle), or a record edited by hand
+    if epochs["ended"] == "finished":
+        return [f"- The model is epoch {epochs['kept']} of {epochs['run']}"]
     why = {
         "early_stopping": "by early stopping, no better validation score for `patience` epochs",
-        "interrupted": "interrupted, by Ctrl-C or a kill; the commands under Reproduce train every "
-        "planned epoch, another model than this one",
-    }.get(str(epochs.get("ended")), str(epochs.get("ended")))
+        "interrupted": "interrupted (Ctrl-C or a kill), or still training when exported; the commands "
+        "under Reproduce train every planned epoch, another model than this one",
+    }.get(str(epochs["ended"]), str(epochs["ended"]))
     return [
         f"- The model is epoch {epochs['kept']}; the run stopped after epoch {epochs['run']} of the "
         f"{epochs['planned']} planned, {why}"

@@ -213,6 +213,16 @@ def load_config(
     return base
 
 
+def check_new_run(cfg: TrainConfig) -> None:
+    """Refuse what a new run may not be named (not checked when a saved run is loaded again: its
+    name was accepted then). The name is the bundle's and, with other data than the recipe's, the
+    run folder ``runs/<name>``: a path there (``../../x``) put the run outside ``runs/``."""
+    if cfg.name.strip() in (".", "..") or set(cfg.name) & set("/\\\0"):
+        raise TrainConfigError(
+            f"invalid training settings: name={cfg.name!r} (a name, not a path: no / or \\)"
+        )
+
+
 def recipe_names() -> list[str]:
     """The training recipes packaged with fracsight, in ``fracsight/training/recipes``."""
     return sorted(p.name.removesuffix(".yaml") for p in _RECIPES.iterdir() if p.name.endswith(".yaml"))
@@ -332,13 +342,6 @@ def _check_ranges(cfg: TrainConfig) -> None:
     # at most 2048: 100000 asked for 224 GiB for the feature cache and ended in a MemoryError traceback
     size_ok = 32 <= cfg.input_size <= 2048 and cfg.input_size % 32 == 0
     need(size_ok, "input_size", "a multiple of 32, 32 to 2048")
-    # the bundle's name and, with other data than the recipe's, the run folder runs/<name>: a path
-    # there (../../x) put the run outside runs/
-    need(
-        cfg.name.strip() not in (".", "..") and not set(cfg.name) & set("/\\\0"),
-        "name",
-        "a name, not a path: no / or \\",
-    )
     need(cfg.batch_size >= 2, "batch_size", "at least 2")
     for option in (
         "epochs",

@@ -146,25 +146,27 @@ def export_bundle(
 
 
 def _epochs_run(checkpoint: Path, cfg: TrainConfig) -> dict[str, object] | None:
-    """How a run's schedule went, from its ``last.pt``: epochs planned and run, the epoch kept, and
-    how it ended (``finished``, ``early_stopping``, ``interrupted``). The card of a run stopped by
-    Ctrl-C read as a finished one, and its Reproduce commands train another model. None where
-    the checkpoint is not a run folder's ``best.pt`` beside its ``last.pt``."""
+    """How a run's schedule went, from its ``last.pt`` and ``best.pt``: epochs planned and run, the
+    epoch kept, and how it ended (``finished``, ``early_stopping``, ``interrupted``: also a run
+    exported while it still trains). The card of a run stopped by Ctrl-C read as a finished one,
+    and its Reproduce commands train another model. None where the checkpoint is not a run
+    folder's ``best.pt`` beside its ``last.pt``."""
     last = checkpoint.parent / "last.pt"
     if checkpoint.name != "best.pt" or not last.is_file():
         return None
     try:
         state = read_checkpoint(last, ("epoch", "best_epoch", "since_best"))
+        kept = read_checkpoint(checkpoint, ("model",)).get("epoch", state["best_epoch"])  # older runs: none
     except ConfigError:
         return None
-    planned, run = cfg.epochs_frozen + cfg.epochs, int(state["epoch"])
+    planned, run = cfg.epochs_frozen + cfg.epochs, max(int(state["epoch"]), int(kept))
     if run >= planned:
         ended = "finished"
     elif state.get("phase") == 2 and int(state["since_best"]) >= cfg.patience:
         ended = "early_stopping"
     else:
         ended = "interrupted"
-    return {"planned": planned, "run": run, "kept": int(state["best_epoch"]), "ended": ended}
+    return {"planned": planned, "run": run, "kept": int(kept), "ended": ended}
 
 
 def evaluation_report_dir(run_dir: Path, split: str) -> Path:

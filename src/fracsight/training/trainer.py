@@ -705,7 +705,7 @@ class Trainer:
             # validation, best.pt stays the model training started from (best epoch 0).
             best_score = self._score(self._validate(model, val, split, pos_weight))
             self._claim_run_folder()
-            save_checkpoint(self._checkpoint(model), self.run_dir / "best.pt")
+            save_checkpoint(self._checkpoint(model, epoch=0), self.run_dir / "best.pt")
             console.print(f"epoch 0 (initial weights from {cfg.init}): validation score {best_score:.4f}")
         average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         if average is not None and state is not None and "average" in state:
@@ -788,7 +788,7 @@ class Trainer:
                 self._claim_run_folder()
                 if score > best_score:
                     best_score, best_epoch, since_best = score, epoch, 0
-                    save_checkpoint(self._checkpoint(scored), self.run_dir / "best.pt")
+                    save_checkpoint(self._checkpoint(scored, epoch=epoch), self.run_dir / "best.pt")
                 else:
                     since_best += 1
                 last = {
@@ -845,10 +845,11 @@ class Trainer:
         if phase == 1:  # frozen backbone keeps its batch-norm statistics
             model.backbone.eval()
 
-    def _checkpoint(self, model: FractureNet) -> dict[str, Any]:
-        # with the images it trained on, which export checks against the data it is given
+    def _checkpoint(self, model: FractureNet, *, epoch: int) -> dict[str, Any]:
+        # with the images it trained on, which export checks against the data it is given, and its
+        # epoch (last.pt, written after it, may be the one before when a run is stopped in between)
         record = checkpoint_record(self.heads, self.cfg, self.fracture_classes)
-        return {"model": model.state_dict(), **record, **self._images}
+        return {"model": model.state_dict(), **record, **self._images, "epoch": epoch}
 
     def _plot(self, history: list[dict[str, Any]]) -> None:
         if not history:
