@@ -364,3 +364,48 @@ def test_serve_under_a_root_path_behind_a_proxy(tiny_bundle: Path) -> None:
         assert r.status_code == 200 and r.json()["images"][0]["source"] == "a.png"  # was 404
         schema = httpx.get(f"{url}/fracsight/openapi.json", headers=bearer, timeout=10).json()
         assert schema["servers"] == [{"url": "/fracsight"}]
+
+
+@pytest.mark.slow
+def test_a_client_that_left_gets_no_predictions_made_for_it(tiny_bundle: Path, fracatlas_dir: Path) -> None:
+    """Clients that time out and retry piled up work no one waited for: eight requests of 16 images
+    abandoned after 1 s held the next one for 7 s, each answered 200 to no one and counted as
+    predicted. Now the files not yet predicted when the client left are not predicted at all."""
+    images = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[:32]
+    boundary = b"fracsightboundary"
+    body = (
+        b"".join(
+            b"--"
+            + boundary
+            + b'\r\nContent-Disposition: form-data; name="files"; filename="'
+            + image.name.encode()
+            + b'"\r\nContent-Type: image/jpeg\r\n\r\n'
+            + image.read_bytes()
+            + b"\r\n"
+            for image in images
+        )
+        + b"--"
+        + boundary
+        + b"--\r\n"
+    )
+    with loopback_server("--model", str(tiny_bundle), env={"FRACSIGHT_MAX_FILES": "32"}) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as leaving:  # sends it all, then leaves
+            leaving.sendall(
+                b"POST /v1/predict?overlay=true HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
+                b"boundary="
+                + boundary
+                + b"\r\nContent-Length: "
+                + str(len(body)).encode()
+                + b"\r\n\r\n"
+                + body
+            )
+        deadline = time.monotonic() + 120
+        while 'code="client_closed_request"' not in (metrics := httpx.get(f"{url}/metrics", timeout=10).text):
+            assert time.monotonic() < deadline, metrics
+            time.sleep(0.2)
+    predicted = [
+        line for line in metrics.splitlines() if line.startswith('fracsight_images_total{outcome="predicted"')
+    ]
+    assert not predicted or float(predicted[0].split()[-1]) == 0, predicted  # none counted for no one
+    assert 'status="499"' in metrics

@@ -964,3 +964,16 @@ def test_a_deflated_data_set_is_inflated_within_a_limit(
     assert len(bomb) < 20_000 + meta_padding
     with pytest.raises(DecompressionBombError, match="deflated data set expands to more than 4 MB"):
         read_image(bomb, name="d.dcm")
+
+
+def test_a_header_value_is_never_quoted_in_a_warning_or_an_error() -> None:
+    """An unusable VOI LUT Function holding a patient's name went into the warning (the API's
+    answer, the CSV, the web app): pydicom's message quotes it. So would any decoder message."""
+    from fracsight.io._dicom import _without_values
+
+    planted = make_dicom(RAMP12, WindowCenter=128, WindowWidth=256, VOILUTFunction="DOE^JANE 19700101")
+    rg = read_image(planted)
+    said = " ".join(rg.metadata.warnings)
+    assert "window center/width unusable" in said and "DOE" not in said and "1970" not in said
+    quoted = "Unsupported (0028,1056) VOI LUT Function value 'DOE^JANE' for \"SMITH\" at 0x7f12ab"
+    assert _without_values(quoted) == "Unsupported (0028,1056) VOI LUT Function value '...' for '...'"

@@ -94,8 +94,11 @@ def _digest_bytes(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8")).digest()
 
 
-def parse_tokens(entries: Iterable[str], where: str) -> set[bytes]:
-    """Digests of the given tokens or ``sha256:`` digests; blank entries and ``#`` comments skipped.
+def parse_tokens(entries: Iterable[str], where: str, *, comments: bool = True) -> set[bytes]:
+    """Digests of the given tokens or ``sha256:`` digests; blank entries skipped, and ``#`` comments
+    with ``comments`` (a tokens file's lines). Without (a variable's comma-separated entries), an
+    entry beginning with ``#`` is refused: such a token was dropped as a comment without a word, and
+    its clients got 401. No token may begin with ``#``, so that a file and the variable agree.
 
     Raises :class:`~fracsight.errors.ConfigError` on a malformed digest, or a token shorter than
     :data:`MIN_TOKEN_LENGTH` or holding characters no client can send (never quoting it).
@@ -103,6 +106,11 @@ def parse_tokens(entries: Iterable[str], where: str) -> set[bytes]:
     digests: set[bytes] = set()
     for n, raw in enumerate(entries, start=1):
         entry = raw.strip()
+        if entry.startswith("#") and not comments:
+            raise ConfigError(
+                f"{where}, entry {n}: begins with '#', which no token may (it marks a comment in a "
+                "tokens file; the variable has none): give the token without it"
+            )
         if entry and not entry.startswith("#"):
             digests.add(_entry_digest(entry, f"{where}, entry {n}"))
     return digests
@@ -161,7 +169,7 @@ def token_guard(auth: str, tokens: str | None, tokens_file: str | None) -> Token
     """
     digests: set[bytes] = set()
     if tokens:
-        digests |= parse_tokens(tokens.split(","), "FRACSIGHT_API_TOKENS")
+        digests |= parse_tokens(tokens.split(","), "FRACSIGHT_API_TOKENS", comments=False)
     if tokens_file:
         path = Path(tokens_file)
         try:

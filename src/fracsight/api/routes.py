@@ -24,7 +24,7 @@ from fracsight.api.errors import (
 )
 from fracsight.api.metrics import CONTENT_TYPE, Metrics
 from fracsight.api.schemas import ErrorResponse, Health, ModelInfo, PredictResponse
-from fracsight.api.service import FileFailure, Outcome, PredictOptions, predict_uploads
+from fracsight.api.service import ClientGone, FileFailure, Outcome, PredictOptions, predict_uploads
 from fracsight.api.settings import ApiSettings
 from fracsight.api.uploads import UploadLimits, read_uploads
 from fracsight.bundle import OperatingPoint, read_card
@@ -327,11 +327,15 @@ async def predict(
         def work() -> list[Outcome]:
             metrics.inference_started()
             try:
-                return predict_uploads(predictor, uploads, options)
+                return predict_uploads(predictor, uploads, options, gone=lambda: _client_left(request))
             finally:
                 metrics.inference_finished()
 
-        outcomes = await anyio.to_thread.run_sync(work, limiter=_limiter(request, settings))
+        try:
+            outcomes = await anyio.to_thread.run_sync(work, limiter=_limiter(request, settings))
+        except ClientGone:  # its files were left unpredicted: no one waits behind them, none counted
+            metrics.count_error(CLIENT_GONE)
+            return Response(status_code=CLIENT_GONE_STATUS)
         failures = [o.result for o in outcomes if isinstance(o.result, FileFailure)]
         predictions = [o.result for o in outcomes if isinstance(o.result, Prediction)]
         for failure in failures:
@@ -352,6 +356,21 @@ async def predict(
             "images": [_image_entry(o) for o in outcomes],
             "studies": [s.to_dict() for s in studies],
         }
+
+
+CLIENT_GONE = "client_closed_request"
+CLIENT_GONE_STATUS = 499  # nginx's "client closed request": no one reads it; the log and metrics do
+
+
+def _client_left(request: Request) -> bool:
+    """Whether the client has closed its connection, asked from the worker thread before each file
+    (its body is read: what can come next from it is its disconnect). Clients that time out and
+    retry piled up work no one waited for: eight requests of 16 images abandoned after 1 s held the
+    next one for 7 s, each answered 200 to no one."""
+    try:
+        return anyio.from_thread.run(request.is_disconnected)
+    except RuntimeError:  # no event loop to ask (it is stopping): go on as before
+        return False
 
 
 # ---- /v1/model, /healthz, /metrics -----------------------------------------------------------------

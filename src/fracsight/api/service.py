@@ -10,6 +10,7 @@ import base64
 import dataclasses
 import io
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +23,7 @@ from fracsight.explain import overlay_save_options, overlay_words, render_overla
 from fracsight.inference import Prediction, Predictor
 from fracsight.inference.results import at_operating_point
 
-__all__ = ["FileFailure", "Outcome", "PredictOptions", "predict_uploads"]
+__all__ = ["ClientGone", "FileFailure", "Outcome", "PredictOptions", "predict_uploads"]
 
 logger = logging.getLogger("fracsight.api")
 # a `files` part without a file name that is no image is most often curl's `-F files=path`, which
@@ -92,6 +93,19 @@ def _predict_one(predictor: Predictor, upload: Upload, options: PredictOptions) 
     return Outcome(dataclasses.replace(prediction, heatmap=None), png)
 
 
-def predict_uploads(predictor: Predictor, uploads: list[Upload], options: PredictOptions) -> list[Outcome]:
-    """One outcome per upload, in order. Blocking: call it from a worker thread."""
-    return [_predict_one(predictor, upload, options) for upload in uploads]
+class ClientGone(Exception):
+    """The client closed its connection before its answer was ready: its files are not predicted."""
+
+
+def predict_uploads(
+    predictor: Predictor, uploads: list[Upload], options: PredictOptions, gone: Callable[[], bool] = bool
+) -> list[Outcome]:
+    """One outcome per upload, in order. Blocking: call it from a worker thread. ``gone()``, asked
+    before each file: whether the client has left (:class:`ClientGone`), so that no one's answer
+    waits behind files no one will read."""
+    outcomes = []
+    for upload in uploads:
+        if gone():
+            raise ClientGone
+        outcomes.append(_predict_one(predictor, upload, options))
+    return outcomes

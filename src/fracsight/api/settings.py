@@ -130,8 +130,8 @@ class ApiSettings(BaseModel):
     def _keep_digests_only(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
-        digests = parse_tokens(value.split(","), "FRACSIGHT_API_TOKENS")
-        if not digests:  # set, but to separators or comments only: never an open API by mistake
+        digests = parse_tokens(value.split(","), "FRACSIGHT_API_TOKENS", comments=False)
+        if not digests:  # set, but to separators only: never an open API by mistake
             raise ConfigError("FRACSIGHT_API_TOKENS is set but holds no token")
         return digests_setting(digests)
 

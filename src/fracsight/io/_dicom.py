@@ -103,8 +103,15 @@ def read_dicom(
     except (ImageReadError, MemoryError):
         raise
     except Exception as e:  # any other parser or decoder failure: a clean, typed refusal
-        detail = re.sub(r" at 0x[0-9a-f]+", "", (str(e).strip().splitlines() or [""])[0])[:_MAX_ERROR_DETAIL]
+        detail = _without_values((str(e).strip().splitlines() or [""])[0])[:_MAX_ERROR_DETAIL]
         raise ImageReadError(f"{label}cannot decode this DICOM file: {type(e).__name__}: {detail}") from e
+
+
+def _without_values(message: str) -> str:
+    """A library's message without what it quotes (pydicom quotes the header's values, which may be
+    a patient's name) or object addresses."""
+    message = re.sub(r" at 0x[0-9a-f]+", "", message)
+    return re.sub(r"'[^']*'|\"[^\"]*\"", "'...'", message)
 
 
 class _ValidationOff:
@@ -579,7 +586,9 @@ def _to_unit_range(pydicom: Any, arr: np.ndarray, ds: Any, notes: list[str]) -> 
                 values = apply_windowing(values, ds)
             lo, hi = float(limits[0]), float(limits[1])
         except (ValueError, TypeError, IndexError) as e:
-            notes.append(f"window center/width unusable ({str(e)[:_MAX_ERROR_DETAIL]}); min/max used instead")
+            # the type only: pydicom's message quotes the header's value (a VOI LUT Function that
+            # held a patient's name went into every warning, the CSV and the API's answer)
+            notes.append(f"window center/width unusable ({type(e).__name__}); min/max used instead")
     values = np.asarray(values, dtype=np.float64)
     if lo is None or hi is None or hi <= lo:
         lo, hi = float(values.min()), float(values.max())
