@@ -400,12 +400,15 @@ def test_a_csv_the_disk_fills_under_is_not_left_half_written(
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
-def test_output_into_a_full_disk_is_one_line_not_a_traceback(radiograph: Path) -> None:
+@pytest.mark.parametrize("args", [["predict", "IMAGE", "--json"], ["--version"], ["--help"]])
+def test_output_into_a_full_disk_is_one_line_not_a_traceback(radiograph: Path, args: list[str]) -> None:
     """`fracsight predict X --json > results.json` on a full disk: a Python traceback ending in
-    `OSError: [Errno 28]` (only a closed pipe was handled)."""
+    `OSError: [Errno 28]` (only a closed pipe was handled); so did `--version` and `--help`, which
+    run outside any command."""
+    args = [str(radiograph) if a == "IMAGE" else a for a in args]
     with open("/dev/full", "w") as full:
         done = subprocess.run(
-            [sys.executable, "-m", "fracsight", "predict", str(radiograph), "--json"],
+            [sys.executable, "-m", "fracsight", *args],
             stdout=full,
             stderr=subprocess.PIPE,
             text=True,

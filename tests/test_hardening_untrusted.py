@@ -227,6 +227,11 @@ def _fracture_classes(n: int) -> Callable[[dict[str, Any]], None]:
     return edit
 
 
+def _region_binary(spec: dict[str, Any]) -> None:
+    (head,) = (h for h in spec["heads"] if h["name"] == "region")
+    head.update(kind="binary", classes=["other", "hand"])
+
+
 def _class_head(spec: dict[str, Any]) -> None:
     spec["heads"].append({"name": "class", "kind": "multiclass", "classes": ["a", "b"]})
 
@@ -239,8 +244,9 @@ def _class_head(spec: dict[str, Any]) -> None:
         (_region_classes(3), "bundle.json names 3 classes for the 'region' head, model.onnx gives 4 outputs"),
         (_region_classes(5), "bundle.json names 5 classes for the 'region' head, model.onnx gives 4 outputs"),
         (_fracture_classes(3), "head 'fracture' is binary: its classes name the negative and the positive"),
+        (_region_binary, "bundle.json makes the 'region' head binary \\(one output\\), model.onnx gives 4"),
     ],
-    ids=["input-size", "head-without-output", "regions-fewer", "regions-more", "binary-three"],
+    ids=["input-size", "head-without-output", "regions-fewer", "regions-more", "binary-three", "region-bin"],
 )
 def test_a_bundle_json_that_disagrees_with_its_graph_is_refused_when_it_loads(
     bundle: Path, edit: Callable[[dict[str, Any]], None], match: str

@@ -1146,10 +1146,33 @@ def test_a_disk_full_before_the_first_row_leaves_no_folder_and_says_so(small_tmp
     with pytest.raises(OutputWriteFailed):  # the folders it made above it go too
         BatchOutput(small_tmpfs / "new" / "out", ("path", "error_code"), model)
     assert not (small_tmpfs / "new").exists()
+    (small_tmpfs / "mine").mkdir()  # an empty folder of the user's: left empty, usable again
+    with pytest.raises(OutputWriteFailed):
+        BatchOutput(small_tmpfs / "mine", ("path", "error_code"), model)
+    assert list((small_tmpfs / "mine").iterdir()) == []
     filler.unlink()
     out = BatchOutput(small_tmpfs / "out", ("path", "error_code"), model)  # room again: it opens
     assert (out.folder / "NOTICE.txt").read_text().startswith("fracsight")
     out.close()
+    BatchOutput(small_tmpfs / "mine", ("path", "error_code"), model).close()
+
+
+def test_a_job_stopped_before_its_first_row_removes_only_what_it_made(tmp_path: Path) -> None:
+    """`--out runs/today/a`, stopped before a row: the cleanup removed `runs/` whole, with another
+    job's committed rows and the user's notes put in it meanwhile. Only the job's own folder goes,
+    and the folders above it only while they are empty."""
+    model = {"name": "m", "version": "1", "onnx_sha256": "0" * 64}
+    a = BatchOutput(tmp_path / "runs" / "today" / "a", ("path", "error_code"), model)
+    b = BatchOutput(tmp_path / "runs" / "today" / "b", ("path", "error_code"), model)
+    b.commit([{"path": "x.png", "error_code": ""}])
+    (tmp_path / "runs" / "notes.txt").write_text("mine")
+    a.end_early("interrupted")
+    assert not a.folder.exists() and (tmp_path / "runs" / "notes.txt").read_text() == "mine"
+    assert parquet_rows(b.folder) and b.folder.is_dir()
+    b.close()
+    c = BatchOutput(tmp_path / "new" / "deep" / "c", ("path", "error_code"), model)
+    c.end_early("stopped")  # nothing else there: all it made goes
+    assert not (tmp_path / "new").exists()
 
 
 def test_ray_address_from_the_environment_is_the_cluster_used(
@@ -1161,7 +1184,7 @@ def test_ray_address_from_the_environment_is_the_cluster_used(
     monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
     result = CliRunner().invoke(cli, ["batch", "run", str(archive), "--out", str(tmp_path / "o")])
     assert result.exit_code == 1, result.output
-    assert f"error (batch_failed): no Ray cluster answers at 127.0.0.1:{port}" in result.output
+    assert f"error (batch_failed): no Ray cluster answers at 127.0.0.1:{port} (RAY_ADDRESS)" in result.output
     assert not (tmp_path / "o").exists()
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:99999")  # said as where it came from
     result = CliRunner().invoke(cli, ["batch", "run", str(archive), "--out", str(tmp_path / "o")])
@@ -1189,23 +1212,40 @@ def test_a_ray_client_address_without_ray_client_says_what_to_install(archive: P
 
 def test_the_cpus_of_a_container_are_its_cgroups_quota(tmp_path: Path) -> None:
     """In a pod limited to 2 CPUs on a 64-core node the local Ray got 64 (the affinity mask), and
-    as many actors, each loading the model."""
+    as many actors, each loading the model; a limit on a child cgroup (systemd-run, Slurm) was not
+    seen either. local_cpus takes whole CPUs of it, at least one."""
     from fracsight.scale.job import cgroup_cpu_quota, local_cpus
 
+    at_root = tmp_path / "self-root"  # /proc/self/cgroup in a container's own cgroup namespace
+    at_root.write_text("0::/\n")
     v2, v1 = tmp_path / "v2", tmp_path / "v1"
     v2.mkdir()
     (v2 / "cpu.max").write_text("100000 100000\n")
-    assert cgroup_cpu_quota(v2) == 1.0 and local_cpus(v2) == 1
+    assert cgroup_cpu_quota(v2, at_root) == 1.0
     (v2 / "cpu.max").write_text("max 100000\n")
-    assert cgroup_cpu_quota(v2) is None and local_cpus(v2) == len(os.sched_getaffinity(0))
-    (v2 / "cpu.max").write_text("50000 100000\n")  # half a CPU: one actor, not none
-    assert local_cpus(v2) == 1
+    assert cgroup_cpu_quota(v2, at_root) is None
+    (v2 / "cpu.max").write_text("50000 100000\n")
+    assert cgroup_cpu_quota(v2, at_root) == 0.5
     (v1 / "cpu,cpuacct").mkdir(parents=True)
     (v1 / "cpu,cpuacct" / "cpu.cfs_quota_us").write_text("150000\n")
     (v1 / "cpu,cpuacct" / "cpu.cfs_period_us").write_text("100000\n")
-    assert cgroup_cpu_quota(v1) == 1.5 and local_cpus(v1) == 1
+    v1_root = tmp_path / "self-v1"
+    v1_root.write_text("4:memory:/\n2:cpu,cpuacct:/\n0::/\n")
+    assert cgroup_cpu_quota(v1, v1_root) == 1.5
     (v1 / "cpu,cpuacct" / "cpu.cfs_quota_us").write_text("-1\n")
-    assert cgroup_cpu_quota(v1) is None and cgroup_cpu_quota(tmp_path / "none") is None
+    assert cgroup_cpu_quota(v1, v1_root) is None and cgroup_cpu_quota(tmp_path / "none", at_root) is None
+    # a child cgroup (systemd-run, Slurm, a host's cgroup namespace): its own limit, and its parents'
+    child = v2 / "slurm" / "job42"
+    child.mkdir(parents=True)
+    (v2 / "cpu.max").write_text("max 100000\n")
+    (child / "cpu.max").write_text("25000 100000\n")
+    (v2 / "slurm" / "cpu.max").write_text("200000 100000\n")
+    in_child = tmp_path / "self-child"
+    in_child.write_text("0::/slurm/job42\n")
+    assert cgroup_cpu_quota(v2, in_child) == 0.25
+    (child / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_quota(v2, in_child) == 2.0  # the parent's
+    assert 1 <= local_cpus() <= len(os.sched_getaffinity(0))
 
 
 def test_a_parquet_manifest_of_string_views_is_text(archive: Path, tmp_path: Path) -> None:

@@ -65,10 +65,7 @@ class _Commands(TyperGroup):
             stdout_to_devnull()
             raise typer.Exit(141) from None  # 128 + SIGPIPE, as a shell tool killed by the signal
         except OSError as e:  # left to here: the output itself (`> results.json` on a full disk)
-            if e.filename is not None or e.errno not in _FULL:
-                raise
-            typer.echo(f"error (os_error): the output could not be written: {e.strerror or e}", err=True)
-            stdout_to_devnull()
+            _output_not_written(e)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:  # a command that says what it kept catches Ctrl-C itself first
             typer.echo("interrupted: the command stopped before it finished", err=True)
@@ -103,6 +100,9 @@ class _Commands(TyperGroup):
                 sys.exit(e.exit_code)  # type: ignore[attr-defined]
             if "Abort" in kinds:
                 typer.echo("aborted", err=True)
+                sys.exit(1)
+            if isinstance(e, OSError):  # `fracsight --help > /dev/full`: outside any command
+                _output_not_written(e)
                 sys.exit(1)
             raise
         sys.exit(code if isinstance(code, int) else 0)
@@ -628,6 +628,15 @@ def _write_csv(path: Path, text: str, overwrite: bool) -> tuple[str, str] | None
 
 # what a write says when the disk (or a quota, or the file size limit) takes no more
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _output_not_written(e: OSError) -> None:
+    """One line for standard output into a full disk (a write that names no file); any other
+    OSError goes on as it came."""
+    if e.filename is not None or e.errno not in _FULL:
+        raise e
+    typer.echo(f"error (os_error): the output could not be written: {e.strerror or e}", err=True)
+    stdout_to_devnull()
 
 
 def _refuse_stdin(paths: Sequence[Path]) -> None:

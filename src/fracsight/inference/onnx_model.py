@@ -101,12 +101,15 @@ class OnnxModel:
         if missing:
             raise BundleError(f"model.onnx lacks the outputs {sorted(missing)} that bundle.json names")
         for head in self.spec.heads:  # a class list edited to another length crashed the first predict
-            width = self.session.get_outputs()[self.output_names.index(head.name)].shape[-1]
-            if head.kind != "binary" and isinstance(width, int) and width != head.num_outputs:
-                raise BundleError(
-                    f"bundle.json names {head.num_outputs} classes for the {head.name!r} head, "
-                    f"model.onnx gives {width} outputs"
+            shape = self.session.get_outputs()[self.output_names.index(head.name)].shape
+            width = shape[-1] if len(shape) > 1 else 1  # a binary head: one logit per image
+            if isinstance(width, int) and width != head.num_outputs:
+                said = (
+                    f"makes the {head.name!r} head binary (one output)"
+                    if head.kind == "binary"
+                    else f"names {head.num_outputs} classes for the {head.name!r} head"
                 )
+                raise BundleError(f"bundle.json {said}, model.onnx gives {width} outputs")
         side = self.session.get_inputs()[0].shape[-1]  # an int when fixed, a name when dynamic
         if isinstance(side, int) and side != self.spec.input_size:  # onnxruntime refused every image
             raise BundleError(

@@ -88,22 +88,48 @@ def local_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
     return cpus if quota is None else max(1, min(cpus, int(quota)))
 
 
-def cgroup_cpu_quota(root: Path) -> float | None:
-    """CPUs the cgroup at ``root`` may use (quota / period), None without a limit: cgroup v2's
-    ``cpu.max`` (``max 100000`` or ``200000 100000``), else v1's ``cpu.cfs_quota_us`` (-1: none)."""
+def cgroup_cpu_quota(root: Path, membership: Path = Path("/proc/self/cgroup")) -> float | None:
+    """CPUs this process's cgroups under ``root`` let it use (the smallest quota / period on its
+    way up), None without a limit: cgroup v2's ``cpu.max`` (``max 100000``, ``200000 100000``), v1's
+    ``cpu.cfs_quota_us`` (-1: none). ``membership`` (``/proc/self/cgroup``) names its cgroup below
+    the mount (a child cgroup: systemd-run, Slurm); in a container's own namespace it is the root."""
     try:
-        quota, period = (root / "cpu.max").read_text().split()[:2]
+        lines = membership.read_text().splitlines()
+    except OSError:
+        lines = []
+    own: dict[str, Path] = {}  # the folder of a hierarchy under root -> this process's cgroup in it
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        controllers, path = parts[1], Path(parts[2].strip().strip("/"))
+        if not controllers:  # v2: the one hierarchy, mounted at root
+            own[""] = path
+        elif "cpu" in controllers.split(","):  # v1: mounted as cpu, or cpu,cpuacct
+            own["cpu"] = own["cpu,cpuacct"] = path
+    quotas = []
+    for folder in ("", "cpu", "cpu,cpuacct"):
+        base, cgroup = root / folder, own.get(folder, Path())
+        for up in (base / cgroup, *(base / p for p in cgroup.parents)):
+            quota = _quota_at(up)
+            if quota is not None:
+                quotas.append(quota)
+    return min(quotas, default=None)
+
+
+def _quota_at(folder: Path) -> float | None:
+    """The CPU quota of the one cgroup ``folder`` (v2 or v1 files), None without one."""
+    try:
+        quota, period = (folder / "cpu.max").read_text().split()[:2]
         return None if quota == "max" else int(quota) / int(period)
     except (OSError, ValueError):
         pass
-    for v1 in (root / "cpu", root / "cpu,cpuacct"):
-        try:
-            quota_us = int((v1 / "cpu.cfs_quota_us").read_text())
-            period_us = int((v1 / "cpu.cfs_period_us").read_text())
-        except (OSError, ValueError):
-            continue
-        return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
-    return None
+    try:
+        quota_us = int((folder / "cpu.cfs_quota_us").read_text())
+        period_us = int((folder / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
 
 
 def settings_sha256(spec: BundleSpec) -> str:
@@ -481,6 +507,7 @@ def _check_reachable(address: str, option: str = "--address", timeout: float = 5
     """Fail at once on a HOST:PORT nothing answers at, or where what answers is not Ray (Ray itself
     would keep retrying for minutes in both cases). ``option``: where the address was given."""
     given = f"{option} {address}" if option.startswith("--") else f"{option}={address}"
+    at = address if option.startswith("--") else f"{address} ({option})"  # where it came from
     scheme, colon_slashes, _ = address.partition("://")
     if colon_slashes and scheme.lower() != "ray":  # Ray's own message about it was cut to one line
         raise BatchError(
@@ -503,17 +530,17 @@ def _check_reachable(address: str, option: str = "--address", timeout: float = 5
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as probe:
             answer = None if tls else _http2_answer(probe)  # TLS: its handshake comes first, no telling
     except OSError as e:
-        raise BatchError(f"no Ray cluster answers at {address} ({e.strerror or type(e).__name__})") from None
+        raise BatchError(f"no Ray cluster answers at {at} ({e.strerror or type(e).__name__})") from None
     if tls or (answer is not None and answer[3:4] == b"\x04"):  # a gRPC server's first frame is SETTINGS
         return
     if answer is None:  # Ray waited for minutes on such a server, deaf to Ctrl-C meanwhile
         raise BatchError(
-            f"no Ray cluster answers at {address}: something took the connection but said nothing in "
+            f"no Ray cluster answers at {at}: something took the connection but said nothing in "
             f"{timeout:g} s (a Ray GCS or client server answers at once)"
         )
     what = f"answered {answer[:20].decode('latin-1')!r}" if answer else "closed the connection"
     raise BatchError(
-        f"what answers at {address} is not Ray (it {what}): is it the Ray GCS port "
+        f"what answers at {at} is not Ray (it {what}): is it the Ray GCS port "
         "(6379 by default) or, with ray://, the Ray client port (10001 by default)?"
     )
 

@@ -160,7 +160,7 @@ class BatchOutput:
         # the committed rows, by path: each one's file_stat as it was made (None: a part written
         # before it was kept)
         self.stats: dict[str, str | None] = {}
-        self.created, self._made = False, self.folder
+        self.created, self._was_empty, self._made = False, False, self.folder
         self._seq = 0
         # the time orders the parts; the random part keeps apart two jobs of one process in one second,
         # whose parts had one name: the second job's first part replaced the first job's rows
@@ -195,6 +195,8 @@ class BatchOutput:
             )
         self._check_job()  # before anything is written into a folder that may be the user's own
         self.created = not self.folder.exists()
+        # an empty folder given: what the job puts in it goes again if it stops before any row
+        self._was_empty = not self.created and not any(self.folder.iterdir())
         made = self.folder  # the topmost folder this job makes (`--out new/results`: new)
         while not made.parent.exists():
             made = made.parent
@@ -262,9 +264,22 @@ class BatchOutput:
         """The job stops before it is done (``status``: ``stopped`` or ``interrupted``): job.json says
         so, or, when this job created the folder and committed nothing, the folder is removed (a
         job that could not start leaves no output behind)."""
-        if self.created and not self.rows_done:
+        if (self.created or self._was_empty) and not self.rows_done:
             self.close()
-            shutil.rmtree(self._made, ignore_errors=True)
+            if self.created:
+                shutil.rmtree(self.folder, ignore_errors=True)
+            else:  # the user's empty folder, left empty: on a full disk it held .lock and parts/ only,
+                for made in self.folder.iterdir():  # and the next run refused it as not an output
+                    shutil.rmtree(made) if made.is_dir() else made.unlink()
+            # the folders made above it, while still empty: another job's or the user's files may
+            # be in them by now (they were removed with them)
+            for above in self.folder.parents:
+                if not above.is_relative_to(self._made):
+                    break
+                try:
+                    above.rmdir()
+                except OSError:
+                    break
             return
         try:  # the errors of the rows kept (job.json lost them: `status` listed none after Ctrl-C)
             errors = {code: n for code, n in self.error_counts().items() if code}
