@@ -335,3 +335,15 @@ def test_cli_audit_without_splits_shows_no_split_column(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["audit", str(tmp_path / "d")], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "x.png" in result.stdout and "None" not in result.stdout, result.stdout
+
+
+def test_empty_files_are_unreadable_not_duplicates_of_each_other(tmp_path: Path) -> None:
+    """Two empty files in two classes were listed as an exact duplicate group (`fractured/e1.jpg =
+    normal/e2.jpg`), the same picture filed twice with two labels: there is no picture."""
+    root = tmp_path / "bad"
+    _two_classes(root)
+    (root / "fractured" / "e1.jpg").write_bytes(b"")
+    (root / "normal" / "e2.jpg").write_bytes(b"")
+    result = CliRunner().invoke(app, ["audit", str(root), "--json"])
+    data = json.loads(result.stdout)
+    assert data["exact_duplicates"] == [] and len(data["unreadable"]) == 2, data

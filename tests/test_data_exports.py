@@ -249,3 +249,98 @@ def test_a_split_missing_on_some_rows_names_them(tmp_path: Path) -> None:
     ds = load_dataset(_labels(tmp_path / "d", NAMES, content))
     with pytest.raises(DatasetError, match=r"some do not \(1 without one, e\.g\. b\.png\); give each"):
         ensure_splits(ds)
+
+
+def test_fracatlas_as_figshare_gives_it_keeps_its_boxes(fracatlas_dir: Path, tmp_path: Path) -> None:
+    """FracAtlas as downloaded holds `Annotations/YOLO/` and `Annotations/COCO JSON/
+    COCO_fracture_masks.json`: read as no box source, every box was lost without a word."""
+    import json
+    import shutil
+
+    from conftest import fracatlas_subset
+
+    ours = fracatlas_subset(fracatlas_dir, tmp_path / "ours", {"test": (4, 2)})
+    boxes = {s.path.name: s.boxes for s in load_dataset(ours).samples}
+    assert sum(len(b) for b in boxes.values()) >= 4
+    figshare = fracatlas_subset(fracatlas_dir, tmp_path / "figshare", {"test": (4, 2)})
+    (figshare / "annotations").rename(figshare / "Annotations")
+    (figshare / "Annotations" / "yolo").rename(figshare / "Annotations" / "YOLO")
+    assert {s.path.name: s.boxes for s in load_dataset(figshare).samples} == boxes
+    # COCO only, under its figshare name, with folders in file_name (CVAT, Roboflow): by file name
+    shutil.rmtree(figshare / "Annotations" / "YOLO")
+    coco = json.loads((fracatlas_dir / "annotations" / "coco.json").read_text(encoding="utf-8"))
+    for image in coco["images"]:
+        image["file_name"] = f"images/Fractured/{image['file_name']}"
+    (figshare / "Annotations" / "COCO JSON").mkdir()
+    (figshare / "Annotations" / "COCO JSON" / "COCO_fracture_masks.json").write_text(json.dumps(coco))
+    from_coco = {s.path.name: s.boxes for s in load_dataset(figshare).samples}
+    assert from_coco.keys() == boxes.keys()
+    for name, b in boxes.items():
+        assert len(from_coco[name]) == len(b)
+        corners = [[(x.x0, x.y0, x.x1, x.y1) for x in boxes] for boxes in (from_coco[name], b)]
+        assert np.allclose(*corners, atol=1e-3)
+
+
+def test_yolo_polygons_are_their_bounds_and_lines_of_no_shape_are_refused(tmp_path: Path) -> None:
+    """A segmentation polygon (`0 x1 y1 x2 y2 ...`) was read as `cx cy w h` from its first points:
+    a box that was never there."""
+    from fracsight.data.fracatlas import _read_yolo
+
+    txt = tmp_path / "a.txt"
+    txt.write_text("0 0.1 0.1 0.3 0.1 0.3 0.3 0.1 0.3\n0 0.5 0.5 0.2 0.2 0.93\n")
+    polygon, with_confidence = ((b.x0, b.y0, b.x1, b.y1) for b in _read_yolo(txt))
+    assert np.allclose(polygon, (0.1, 0.1, 0.3, 0.3))
+    assert np.allclose(with_confidence, (0.4, 0.4, 0.6, 0.6))
+    txt.write_text("0 0.1 0.1 0.3 0.1 0.3 0.3 0.1\n")  # seven numbers: no shape
+    with pytest.raises(DatasetError, match=r"a.txt:1: expected 'class cx cy w h' or a polygon"):
+        _read_yolo(txt)
+
+
+def test_a_dicomdir_in_a_class_folder_is_not_an_image(tmp_path: Path) -> None:
+    """Every CD or PACS export holds a DICOMDIR (an index, no pixels): counted as an image, it
+    stopped `train` (`no_pixel_data`) and `evaluate` (`unreadable_images`)."""
+    for label, shade in (("fractured", 0), ("normal", 90)):
+        for k in range(2):
+            _image(tmp_path / label / f"{k}.png", shade + k)
+    (tmp_path / "fractured" / "DICOMDIR").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 64)
+    assert sorted(s.path.name for s in load_dataset(tmp_path).samples) == ["0.png", "0.png", "1.png", "1.png"]
+
+
+def test_the_training_cache_keys_a_file_name_that_is_not_utf8(tmp_path: Path) -> None:
+    """caf\\xe9.jpg (an archive unpacked under Latin-1): `train` stopped with a UnicodeEncodeError."""
+    from fracsight.data import Sample
+    from fracsight.training.cache import _key
+
+    name = os.path.join(os.fsencode(tmp_path), b"caf\xe9.png")
+    with open(name, "wb") as f:
+        f.write(b"x")
+    sample = Sample(path=Path(os.fsdecode(name)))
+    assert len(_key([sample], 64)) == 16
+
+
+def test_labels_csv_absolute_paths_inside_a_folder_given_relative(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`fracsight audit lc` with rows holding absolute paths inside lc: refused as outside it (it
+    read them when the folder was given absolute)."""
+    images = [_image(tmp_path / "lc" / "imgs" / f"{k}.png", 40 * k) for k in range(4)]
+    rows = [f"{p},{k % 2}" for k, p in enumerate(images)]
+    (tmp_path / "lc" / "labels.csv").write_text("image,fracture\n" + "\n".join(rows) + "\n")
+    monkeypatch.chdir(tmp_path)
+    relative = load_dataset(Path("lc"))
+    assert sorted(s.path.name for s in relative.samples) == ["0.png", "1.png", "2.png", "3.png"]
+    (tmp_path / "lc" / "labels.csv").write_text("image,fracture\n ,1\n")
+    with pytest.raises(DatasetError, match="line 2: image is empty"):
+        load_dataset(Path("lc"))
+
+
+def test_a_fracatlas_csv_saved_by_a_spreadsheet_with_an_empty_row(
+    fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """Excel saves a trailing `;;;;` row: `dataset.csv line 20: image_id is empty` refused the set."""
+    from conftest import fracatlas_subset
+
+    root = fracatlas_subset(fracatlas_dir, tmp_path / "fa", {"test": (2, 2)})
+    text = (root / "dataset.csv").read_text(encoding="utf-8")
+    (root / "dataset.csv").write_text(text + "," * text.splitlines()[0].count(",") + "\n", encoding="utf-8")
+    assert len(load_dataset(root).samples) == 4

@@ -194,3 +194,19 @@ def test_audit_counts_muras_label_as_abnormality(tmp_path: Path) -> None:
         console.print(part)
     text = console.export_text()
     assert "Images per split and abnormality class" in text and "fracture class" not in text
+
+
+def test_a_study_missing_from_its_splits_csv_takes_no_label_of_another_split(tmp_path: Path) -> None:
+    """valid/XR_WRIST/patient00001/study1_positive, absent from valid_labeled_studies.csv, took the
+    label of train's study of the same name (0), against its own folder's suffix."""
+    root = tmp_path / "MURA-v1.1"
+    for split in ("train", "valid"):
+        folder = root / split / "XR_WRIST" / "patient00001" / "study1_positive"
+        folder.mkdir(parents=True)
+        Image.new("L", (8, 8)).save(folder / "image1.png")
+    (root / "train_labeled_studies.csv").write_text(
+        "MURA-v1.1/train/XR_WRIST/patient00001/study1_positive/,0\n"
+    )
+    (root / "valid_labeled_studies.csv").write_text("")
+    labels = {s.split: s.labels[FRACTURE] for s in load_dataset(root).samples}
+    assert labels == {"train": 0, "val": 1}  # the csv for train's; its own suffix for valid's

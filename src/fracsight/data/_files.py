@@ -77,6 +77,8 @@ def is_image_file(path: Path) -> bool:
     UID), as ``fracsight predict`` lists a folder."""
     if is_hidden(path) or not path.is_file():  # is_file: opening a named pipe would wait for a writer
         return False
+    if path.name.upper() == "DICOMDIR":  # a CD or PACS export's index (no pixels), as predict skips it
+        return False
     from fracsight.io._sniff import holds_image
 
     return path.suffix.lower() in IMAGE_EXTENSIONS or holds_image(path)

@@ -8,6 +8,7 @@ partial copy would silently change every count and metric.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -50,7 +51,7 @@ def read_fracatlas(root: Path) -> Dataset:
             _names(unlisted),
         )
 
-    boxes = _BoxSource(root / "annotations")
+    boxes = _BoxSource(root)
     samples: list[Sample] = []
     disagree: list[str] = []
     for row in rows:
@@ -88,7 +89,7 @@ def read_fracatlas(root: Path) -> Dataset:
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
-    _, lines = read_csv_rows(path, required=_REQUIRED_COLUMNS)
+    _, lines = read_csv_rows(path, required=_REQUIRED_COLUMNS, spreadsheet=True)  # Excel's ;;;; rows
     rows: list[dict[str, str]] = []
     seen: dict[str, int] = {}
     for line, row in lines:
@@ -134,22 +135,43 @@ def _names(names: list[str]) -> str:
 
 
 class _BoxSource:
-    """Fracture boxes per image: YOLO ``annotations/yolo/<stem>.txt`` first, COCO as fallback."""
+    """Fracture boxes per image: YOLO ``annotations/yolo/<stem>.txt`` first, COCO as fallback.
+    Folder names in any case, and FracAtlas as figshare gives it: ``Annotations/YOLO/`` and
+    ``Annotations/COCO JSON/COCO_fracture_masks.json`` (read as none: every box was lost unsaid)."""
 
-    def __init__(self, annotations: Path) -> None:
-        self.yolo_dir = annotations / "yolo"
-        self.coco_path = annotations / "coco.json"
+    def __init__(self, root: Path) -> None:
+        annotations = _child(root, "annotations")
+        self.yolo_dir = _child(annotations, "yolo") if annotations else None
+        self.coco_path = None
+        if annotations is not None:
+            coco_folder = _child(annotations, "coco json")
+            found = [annotations / "coco.json"] + (sorted(coco_folder.glob("*.json")) if coco_folder else [])
+            self.coco_path = next((p for p in found if p.is_file()), None)
         self._coco: dict[str, tuple[Box, ...]] | None = None
 
+    @property
+    def found(self) -> bool:
+        return self.yolo_dir is not None or self.coco_path is not None
+
     def get(self, image_id: str) -> tuple[Box, ...]:
-        txt = self.yolo_dir / (Path(image_id).stem + ".txt")
-        if txt.is_file():
+        txt = self.yolo_dir / (Path(image_id).stem + ".txt") if self.yolo_dir else None
+        if txt is not None and txt.is_file():
             return _read_yolo(txt)
-        if self.coco_path.is_file():
+        if self.coco_path is not None:
             if self._coco is None:
                 self._coco = _read_coco(self.coco_path)
             return self._coco.get(image_id, ())
         return ()
+
+
+def _child(folder: Path, name: str) -> Path | None:
+    """The sub-folder of ``folder`` called ``name`` in any case (``Annotations``, ``YOLO``)."""
+    exact = folder / name
+    if exact.is_dir():
+        return exact
+    with contextlib.suppress(OSError):
+        return next((p for p in folder.iterdir() if p.name.lower() == name and p.is_dir()), None)
+    return None
 
 
 def _box(x0: float, y0: float, x1: float, y1: float) -> Box | None:
@@ -168,10 +190,19 @@ def _read_yolo(txt: Path) -> tuple[Box, ...]:
         if not parts:
             continue
         try:
-            cx, cy, w, h = (float(p) for p in parts[1:5])
+            values = [float(p) for p in parts[1:]]
         except ValueError:
-            raise DatasetError(f"{txt}:{n}: expected 'class cx cy w h', got {line!r}") from None
-        box = _box(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+            values = []
+        if len(values) in (4, 5):  # a box, or a box and a detector's confidence
+            cx, cy, w, h = values[:4]
+            box = _box(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+        elif len(values) >= 6 and len(values) % 2 == 0:  # a segmentation polygon: x1 y1 x2 y2 ...
+            box = _box(min(values[0::2]), min(values[1::2]), max(values[0::2]), max(values[1::2]))
+        else:  # read as 'cx cy w h' from a polygon's first points, a box that was never there
+            raise DatasetError(
+                f"{txt}:{n}: expected 'class cx cy w h' or a polygon 'class x1 y1 x2 y2 x3 y3 ...', "
+                f"got {line!r}"
+            )
         if box is None:
             log.warning("%s:%d: empty box skipped", txt, n)
         else:
@@ -185,12 +216,21 @@ def _read_coco(path: Path) -> dict[str, tuple[Box, ...]]:
         images = {im["id"]: im for im in coco["images"]}
         result: dict[str, list[Box]] = {}
         for ann in coco.get("annotations", []):
+            if ann["image_id"] not in images:
+                raise DatasetError(
+                    f"{path}: annotation {ann.get('id')!r} is of image_id {ann['image_id']!r}, "
+                    "which no image has"
+                )
             im = images[ann["image_id"]]
             x, y, w, h = (float(v) for v in ann["bbox"])
             width, height = float(im["width"]), float(im["height"])
             box = _box(x / width, y / height, (x + w) / width, (y + h) / height)
-            if box is not None:
-                result.setdefault(im["file_name"], []).append(box)
+            # by file name: CVAT and Roboflow write the folder too (images/Fractured/IMG0000019.jpg)
+            name = Path(str(im["file_name"]).replace("\\", "/")).name
+            if box is None:
+                log.warning("%s: annotation %r of %s: an empty box, skipped", path.name, ann.get("id"), name)
+            else:
+                result.setdefault(name, []).append(box)
     except (ValueError, KeyError, TypeError, ZeroDivisionError) as e:
         raise DatasetError(f"{path} is not a COCO annotation file fracsight understands: {e!r}") from None
     return {name: tuple(b) for name, b in result.items()}

@@ -85,6 +85,8 @@ def _image_file(root: Path, value: str, where: str) -> Path:
     ``../`` path may not)."""
     base = Path(os.path.normpath(root))
     stripped = value.strip()
+    if not stripped:
+        raise DatasetError(f"{where}: image is empty")
     candidates = [value, stripped]
     if "\\" in stripped:  # written on Windows
         candidates.append(stripped.replace("\\", "/"))
@@ -99,6 +101,10 @@ def _image_file(root: Path, value: str, where: str) -> Path:
     outside = False
     for name in dict.fromkeys(c for c in candidates if c):
         file = Path(os.path.normpath(root / name))  # an absolute name stays absolute
+        if file.is_absolute() and not base.is_absolute():  # the folder was given relative
+            absolute = Path(os.path.abspath(base))
+            if file.is_relative_to(absolute) and file != absolute:
+                file = base / file.relative_to(absolute)
         if file == base or not file.is_relative_to(base):
             outside = True
             continue

@@ -216,4 +216,7 @@ def _lookup(labels: dict[str, list[tuple[str | None, int]]], key: str, split: st
     same_split = [label for s, label in entries if s == split]
     if same_split:
         return same_split[0]
-    return entries[0][1] if len(entries) == 1 else None
+    # a row that names no split; never another split's study of the same name (train's
+    # patient00001/study1 is not valid's: its label went to it, against its own folder's suffix)
+    unsplit = [label for s, label in entries if s is None]
+    return unsplit[0] if len(unsplit) == 1 else None

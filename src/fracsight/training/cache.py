@@ -64,7 +64,8 @@ def _key(samples: list[Sample], size: int) -> str:
     h = hashlib.sha1(f"v2-{size}".encode())  # v2: JPEGs decoded at reduced scale
     for s in samples:
         st = s.path.stat()
-        h.update(f"{s.path}|{st.st_size}|{st.st_mtime_ns}|{s.boxes}".encode())
+        # surrogateescape: a file name that is not UTF-8 (caf\xe9.jpg) stopped training with a traceback
+        h.update(f"{s.path}|{st.st_size}|{st.st_mtime_ns}|{s.boxes}".encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:16]
 
 
