@@ -258,6 +258,12 @@ def test_an_unreliable_inputs_boxes_are_never_called_suspected(
     ]
     assert any("boxes: the areas weighed most, not reliable, for reference only" in t for t in texts)
     assert f"fracsight: {unreliable.decision}" in texts and unreliable.decision.startswith("not reliable")
+    # nor the layer the boxes are drawn in (it said "suspected fractures" whatever the decision)
+    for shown in (unreliable, dataclasses.replace(prediction, fracture_suspected=False)):
+        (layer,) = result_datasets(source, shown, predictor, kinds=("gsps",))[0].GraphicLayerSequence
+        assert "suspected" not in layer.GraphicLayerDescription, layer.GraphicLayerDescription
+    (layer,) = result_datasets(source, prediction, predictor, kinds=("gsps",))[0].GraphicLayerSequence
+    assert layer.GraphicLayerDescription.startswith("fracsight suspected fractures")
 
 
 def test_capture_burns_in_the_overlay_and_notice(case, predictor: Predictor, tmp_path: Path) -> None:
@@ -471,6 +477,21 @@ def test_dciodvfy_accepts_every_object_kind(case, predictor: Predictor, tmp_path
     objects += study_result_datasets([source], study, [prediction], predictor)
     assert [ds.Modality for ds in objects] == ["SR", "PR", "OT", "SR"]
     for k, ds in enumerate(objects):
+        _assert_valid(ds, tmp_path / f"{k}.dcm")
+
+
+@needs_dciodvfy
+def test_a_study_attribute_of_several_values_is_its_first(case, predictor: Predictor, tmp_path: Path) -> None:
+    """Study Description `HAND\\WRIST` went out as it was: a multiplicity error in every result
+    (only the patient and study attributes of type 2 were mended)."""
+    _, _, prediction = case
+    several = pydicom.dcmread(case[0])
+    several.StudyDescription = ["HAND", "WRIST"]
+    objects = result_datasets(several, prediction, predictor)
+    study = predictor.predict_study([prediction], "s")
+    objects += study_result_datasets([several], study, [prediction], predictor)
+    for k, ds in enumerate(objects):
+        assert ds.StudyDescription == "HAND"
         _assert_valid(ds, tmp_path / f"{k}.dcm")
 
 
@@ -708,8 +729,12 @@ def test_the_state_keeps_the_sources_pixel_aspect_ratio(case, predictor: Predict
         if keyword in source:
             delattr(source, keyword)
     source.ImagerPixelSpacing = ["0.2", "0.1"]
-    pr = result_datasets(source, case[2], predictor, kinds=("gsps",))[0]
+    pr, sc = result_datasets(source, case[2], predictor, kinds=("gsps", "capture"))
     assert [int(v) for v in pr.DisplayedAreaSelectionSequence[0].PresentationPixelAspectRatio] == [2, 1]
+    # the capture too (type 1C: it has no spacing of its own), which was shown squeezed
+    assert [int(v) for v in sc.PixelAspectRatio] == [2, 1]
+    square = pydicom.dcmread(case[0])
+    assert "PixelAspectRatio" not in result_datasets(square, case[2], predictor, kinds=("capture",))[0]
     assert pixel_aspect_ratio(Dataset()) == [1, 1]
     odd = Dataset()
     odd.PixelAspectRatio, odd.PixelSpacing = ["3", "4"], ["0.1", "0.1"]

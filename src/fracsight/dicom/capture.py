@@ -17,6 +17,7 @@ import numpy as np
 from pydicom import Dataset
 from pydicom.uid import JPEGBaseline8Bit
 
+from fracsight.dicom.gsps import pixel_aspect_ratio
 from fracsight.dicom.results_context import ResultContext, instance_number, laterality, plural, series
 from fracsight.errors import DicomSourceError
 from fracsight.explain import overlay_words, render_overlay, summary_lines
@@ -102,6 +103,9 @@ def secondary_capture(
         sc.Laterality = None  # type 2C: empty when the source does not say
     if header.get("StudyDescription") and "StudyDescription" not in sc:
         sc.StudyDescription = header.StudyDescription  # as the report and the state carry it
+    ratio = pixel_aspect_ratio(header)
+    if ratio != [1, 1]:  # type 1C: pixels twice as high as wide were shown squeezed to squares
+        sc.PixelAspectRatio = ratio
     sc.ConversionType = "WSD"  # made on a workstation from the source image
     sc.BurnedInAnnotation = "YES"
     sc.ImageComments = " ".join(summary_lines(prediction))[:10240]

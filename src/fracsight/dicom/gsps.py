@@ -30,11 +30,13 @@ __all__ = ["LAYER", "presentation_state"]
 LAYER = "FRACSIGHT"
 _SRGB = "_icc_profiles/sRGB_v4_ICC_preference.icc"  # shipped with highdicom
 _LINE_HEIGHT = 0.035  # of the displayed area, per line of the summary text
-# The layer's description by ``Prediction.finding`` (LO: at most 64 characters)
+# The layer's description by ``Prediction.finding`` where one is suspected (LO: at most 64
+# characters); otherwise the boxes are the areas the model weighed most, as the state's text says
 _LAYER_DESCRIPTIONS = {
     FRACTURE: "fracsight suspected fractures - decision aid, not a diagnosis",
     ABNORMALITY: "fracsight suspected abnormalities - not a diagnosis",
 }
+_LAYER_NOT_SUSPECTED = "fracsight: areas the model weighed most - not a diagnosis"
 
 
 def _summary_objects(prediction: Prediction) -> list[hd.pr.TextObject]:
@@ -124,7 +126,9 @@ def presentation_state(
     layer = hd.pr.GraphicLayer(
         layer_name=LAYER,
         order=1,
-        description=_LAYER_DESCRIPTIONS[prediction.finding],
+        description=_LAYER_DESCRIPTIONS[prediction.finding]
+        if prediction.reliable and prediction.fracture_suspected
+        else _LAYER_NOT_SUSPECTED,
         display_color=hd.color.CIELabColor.from_rgb(*DEFAULT_BOX_COLOUR),
     )
     graphics, box_texts = _box_objects(prediction, rows, columns)

@@ -189,6 +189,16 @@ def source_header(source: Dataset, *, frame: int | None = None) -> Dataset:
     return header
 
 
+def _one_value(tag: int) -> bool:
+    """Whether the dictionary gives the attribute one value (VM 1); False for private ones."""
+    from pydicom.datadict import dictionary_VM
+
+    try:
+        return dictionary_VM(tag) == "1"
+    except KeyError:
+        return False
+
+
 def _mend_values(header: Dataset) -> None:
     """Mend the copied values that the result objects cannot carry, so that one malformed
     attribute does not cost the image its results (the PACS files them by the UIDs and the
@@ -210,10 +220,11 @@ def _mend_values(header: Dataset) -> None:
                 parse(value)
         except (TypeError, ValueError, OverflowError):
             _mend(header, element.tag, None, "malformed: left empty")
-    for keyword in _TYPE2:
-        value = header.get(keyword)
-        if isinstance(value, MultiValue):
-            _mend(header, header[keyword].tag, value[0] if value else None, "several values: the first kept")
+    for element in list(header):  # every copied attribute of one value (Study Description too: it
+        # went out as HAND\\WRIST, an error in every result); the Patient ID is put back below
+        value = element.value
+        if isinstance(value, MultiValue) and element.keyword != "PatientID" and _one_value(element.tag):
+            _mend(header, element.tag, value[0] if value else None, "several values: the first kept")
     sex = str(header.get("PatientSex") or "")
     if sex.strip().upper() in ("M", "F", "O"):
         header.PatientSex = sex.strip().upper()
