@@ -435,3 +435,15 @@ def test_overlays_on_a_full_disk_name_the_overlay_they_cost(
     assert result.exit_code == 1 and len(json.loads(result.stdout)["images"]) == 1, result.output
     target = disk / "ov" / "scan.overlay.png"
     assert f"1 overlay not written ({target}: No space left on device) (--overlay-dir)" in result.stderr
+
+
+def test_the_table_states_its_operating_point(tiny_bundle: Path, radiograph: Path) -> None:
+    """The README promises "a decision at a stated operating point": the table gave the decision and
+    the probability, the operating point and its threshold only in --json, --csv and the overlay."""
+    from fracsight.bundle import load_bundle_spec
+
+    for op in load_bundle_spec(tiny_bundle).operating_points:
+        result = _predict(tiny_bundle, radiograph, "--operating-point", op.name)
+        assert result.exit_code == 0, result.output
+        first = result.stdout.splitlines()[0]
+        assert first.endswith(f", operating point {op.name} (threshold {op.threshold:.3f})"), first

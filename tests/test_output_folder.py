@@ -7,6 +7,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 STOPPED_WHILE_WRITING = textwrap.dedent(
     """
     import os, signal, sys, time
@@ -84,3 +86,17 @@ def test_force_keeps_refusing_a_bundle_folder_with_hidden_files_of_the_users(tmp
     (bundle / ".notes.md").write_text("mine")
     with pytest.raises(OutputFolderError, match=r"\(.git, .notes.md\)"):
         check_output_folder(bundle, force=True)
+
+
+def test_force_never_replaces_a_packaged_bundle() -> None:
+    """The README says the commands that made the shipped bundles refuse to replace them: only the
+    not-empty check stood in the way, and --force passed it."""
+    from fracsight._output import check_output_folder
+    from fracsight.errors import OutputFolderError
+    from fracsight.inference.store import packaged_bundles
+
+    for folder in packaged_bundles().values():
+        before = sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir())
+        with pytest.raises(OutputFolderError, match="is a bundle packaged with fracsight"):
+            check_output_folder(folder, force=True)
+        assert sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir()) == before

@@ -60,6 +60,13 @@ def check_output_folder(out_dir: Path, *, force: bool, inputs: Iterable[tuple[st
                 f"{out_dir} is not a model bundle (no bundle.json), so --force will not replace it: "
                 "choose another folder"
             )
+        from fracsight.inference.store import packaged_bundles
+
+        if out in {p.resolve() for p in packaged_bundles().values()}:  # the README promises it
+            raise OutputFolderError(
+                f"{out_dir} is a bundle packaged with fracsight, which --force will not replace: "
+                "choose another folder (to retire a packaged bundle, remove it first)"
+            )
         others = sorted(
             p.name
             for p in out_dir.iterdir()

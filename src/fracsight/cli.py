@@ -818,6 +818,10 @@ def _print_table(results, studies, predictor, notice: str) -> None:
         stdout.reconfigure(errors="backslashreplace")
     console = stdout_console(highlight=False)
     title = f"fracsight ({escape(predictor.name)})"
+    points = {(r.operating_point, r.threshold) for r in [*results, *studies] if getattr(r, "threshold", None)}
+    if len(points) == 1:  # the decisions' operating point, as --json and --csv say it
+        (name, threshold), *_ = points
+        title += f", operating point {escape(str(name))} (threshold {threshold:.3f})"
     to_a_file = not console.is_terminal and not os.environ.get("COLUMNS")  # or a pipe
     if not to_a_file and console.width < _TABLE_MIN_WIDTH:
         console.print(title, style="italic")
