@@ -262,3 +262,25 @@ def test_cpu_busy_share_sees_a_busy_thread():
         stop.set()
         worker.join()
     assert share is not None and share >= 0.9 / (os.cpu_count() or 1)  # one core of ours, at least
+
+
+def test_a_figure_next_to_its_target_is_never_shown_as_the_target() -> None:
+    """59.96 ms printed as "60.0 ms" beside "< 60 ms: met", 40.0 images/s beside ">= 40: missed",
+    400 MB beside "< 400 MB: met": the verdicts contradicted the numbers printed."""
+    from fracsight.benchmark.report import (
+        RESNET_ROW,
+        TARGET_LATENCY_MS,
+        TARGET_RSS_MB,
+        TARGET_SPEEDUP,
+        TARGET_THROUGHPUT,
+        Row,
+        targets_of,
+    )
+
+    near = Row("b", "e", 384, TARGET_LATENCY_MS - 0.04, None, TARGET_THROUGHPUT - 0.04, TARGET_RSS_MB - 0.4)
+    resnet = Row(RESNET_ROW, "torch", 224, near.latency_median_ms * (TARGET_SPEEDUP - 0.002))
+    for target in targets_of([near, resnet]):
+        shown = float(target.measured.split()[0].rstrip("x"))
+        bound = float(target.goal.split()[1].rstrip("x"))
+        assert shown != bound, target  # a reader can tell the figure from the target
+        assert target.met == (shown < bound if target.goal.startswith("<") else shown >= bound), target

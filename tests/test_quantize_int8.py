@@ -145,7 +145,17 @@ def test_quantize_refuses_bad_requests(
     int8_bundle: Path, tiny_bundle: Path, tiny_dataset: Path, tmp_path: Path
 ):
     again = _quantize(int8_bundle, tmp_path / "twice", tiny_dataset)
-    assert again.exit_code == 2 and "already int8" in again.stderr
+    assert again.exit_code == 2 and "already quantized (int8)" in again.stderr
+    # its bundle.json edited to say float32 (as bundles of before INT8 say by default): the graph
+    # tells; onnxruntime's quantizer ran, then its result did not load
+    disguised = shutil.copytree(int8_bundle, tmp_path / "disguised")
+    spec = json.loads((disguised / "bundle.json").read_text())
+    spec["precision"] = "float32"
+    spec.get("metrics", {}).pop("quantization", None)
+    (disguised / "bundle.json").write_text(json.dumps(spec))
+    again = _quantize(disguised, tmp_path / "twice2", tiny_dataset)
+    assert again.exit_code == 2 and "already quantized (int8)" in again.stderr, again.output
+    assert not (tmp_path / "twice2").exists()
     itself = _quantize(tiny_bundle, tiny_bundle, tiny_dataset)
     assert itself.exit_code == 2 and "is or holds the float bundle" in itself.stderr
     parent = _quantize(tiny_bundle, tiny_bundle.parent, tiny_dataset, "--force")
@@ -275,6 +285,28 @@ def test_models_lists_float_and_int8_bundles(
     result = runner.invoke(app, ["models"])
     assert result.exit_code == 0, result.output
     assert "  tiny-v1 (float32) (default)\n" in result.stdout and "  tiny-v1-int8 (int8)\n" in result.stdout
+    # a damaged bundle was listed as healthy (only bundle.json was read), and a FRACSIGHT_MODEL that
+    # names none said "used instead of the default" beside a "(default)" every command would skip
+    onnx = packaged / "tiny-v1-int8" / "model.onnx"
+    kept = onnx.read_bytes()
+    onnx.write_bytes(kept + b"changed")
+    unknown = runner.invoke(app, ["models"], env={"FRACSIGHT_MODEL": "nonexistent"})
+    # nor does `benchmark` of the float bundle end there: the damaged sibling it adds unasked is a note
+    from fracsight.benchmark import run_benchmark, synthetic_images
+
+    (tmp_path / "images").mkdir()
+    synthetic_images(tmp_path / "images", n=1, size=(90, 70))
+    report = run_benchmark("tiny-v1", [tmp_path / "images"], runs=1, batch=1, compare=False)
+    skipped = [r for r in report.rows if r.name == "tiny-v1-int8"]
+    assert skipped and skipped[0].note.startswith("skipped: the packaged bundle of the other precision")
+    assert report.rows[0].latency_median_ms
+    onnx.write_bytes(kept)
+    assert "  tiny-v1-int8 (unusable: " in unknown.stdout and "does not match" in unknown.stdout, (
+        unknown.stdout
+    )
+    assert (
+        "(default)" not in unknown.stdout and "FRACSIGHT_MODEL=nonexistent: cannot be used" in unknown.stdout
+    )
     from fracsight.benchmark import sibling_bundles
 
     assert sibling_bundles("tiny-v1") == [packaged / "tiny-v1-int8"]

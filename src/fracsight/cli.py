@@ -1217,20 +1217,26 @@ def serve(
 @app.command("models")
 def list_models_command() -> None:
     """List the packaged model bundles, training recipes and trainable architectures."""
-    from fracsight.bundle import load_bundle_spec
-    from fracsight.errors import BundleError
-    from fracsight.inference import DEFAULT_MODEL, list_bundles, resolve_bundle
+    from fracsight.errors import FracsightError
+    from fracsight.inference import DEFAULT_MODEL, list_bundles
+    from fracsight.inference.store import checked_bundle
 
     typer.echo("packaged bundles:")
     chosen = os.environ.get("FRACSIGHT_MODEL")  # what every --model stands for when left out
     for name in list_bundles():
-        try:
-            precision = load_bundle_spec(resolve_bundle(name)).precision
-        except BundleError as e:
-            precision = f"unreadable: {e}"
-        typer.echo(f"  {name} ({precision}){' (default)' if name == DEFAULT_MODEL else ''}")
+        try:  # its model.onnx too: one missing or changed was listed as healthy, then refused by predict
+            precision = checked_bundle(name)[1].precision
+        except FracsightError as e:
+            precision = f"unusable: {e}"
+        default = " (default)" if name == DEFAULT_MODEL and not chosen else ""
+        typer.echo(f"  {name} ({precision}){default}")
     if chosen:
-        typer.echo(f"FRACSIGHT_MODEL={chosen}: used instead of the default where --model is left out")
+        try:
+            checked_bundle(chosen)
+            said = "used instead of the default where --model is left out"
+        except FracsightError as e:  # every command would then fail: say it here
+            said = f"cannot be used ({e}); every command without --model fails until it names a bundle"
+        typer.echo(f"FRACSIGHT_MODEL={chosen}: {said}")
     from fracsight.training.config import recipe_names
 
     typer.echo("training recipes (fracsight train DATA_DIR -c NAME): " + ", ".join(recipe_names()))

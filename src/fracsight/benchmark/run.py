@@ -69,16 +69,21 @@ def run_benchmark(
     load_before = load_average()
     cpu_busy_before = cpu_busy_share()
     predictor = Predictor(model)
-    extra = (
-        [Predictor(m) for m in also]
-        if also is not None
-        else [Predictor(p) for p in sibling_bundles(predictor.bundle_dir)]
-    )
+    skipped: list[Row] = []
+    if also is not None:
+        extra = [Predictor(m) for m in also]
+    else:  # added unasked: one that does not load is a note, not the end of the whole benchmark
+        extra = []
+        for sibling in sibling_bundles(predictor.bundle_dir):
+            try:
+                extra.append(Predictor(sibling))
+            except FracsightError as e:
+                note = f"skipped: the packaged bundle of the other precision does not load ({e})"
+                skipped.append(Row(sibling.name, "-", 0, note=note))
     extra = _once(predictor, extra)
     with tempfile.TemporaryDirectory(prefix="fracsight-bench-") as scratch:
         files, described = resolve_images(images, Path(scratch))
         kinds = list(CONTENDERS[:1]) + [f"bundle:{p.bundle_dir}" for p in extra]
-        skipped: list[Row] = []
         if compare:
             if importlib.util.find_spec("torch") is None:
                 note = "skipped: torch is not installed (pip install 'fracsight[train]')"

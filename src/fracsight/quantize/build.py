@@ -57,6 +57,19 @@ def calibration_samples(dataset: Dataset, train: list, n: int) -> list:
     return [train[i] for i in index]
 
 
+def _quantized_operators(onnx_path: Path) -> bool:
+    """Whether the graph holds quantized operators already (QuantizeLinear, QLinearConv, ...)."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    return any(n.op_type in _QUANTIZED_OPS for n in graph.node)
+
+
+_QUANTIZED_OPS = frozenset(
+    {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}
+)
+
+
 def _data(spec: BundleSpec, data_dir: Path | None) -> tuple[Path, Dataset, list, list]:
     recorded = spec.training.get("data")
     root = Path(data_dir) if data_dir else Path(recorded) if recorded else None
@@ -155,8 +168,10 @@ def quantize_bundle(
     source, out_dir = resolve_bundle(model), Path(out_dir)
     float_model = OnnxModel(source)  # checks model.onnx against its recorded sha256
     float_spec = float_model.spec
-    if float_spec.precision != "float32":
-        raise BundleError(f"{source} is already {float_spec.precision}: quantize its float bundle instead")
+    if float_spec.precision != "float32" or _quantized_operators(source / "model.onnx"):
+        # a bundle.json that says float32 over an INT8 graph (one of before INT8 bundles, edited):
+        # onnxruntime's quantizer ran, then the result did not load ("two nodes with same node name")
+        raise BundleError(f"{source} is already quantized (int8): quantize its float bundle instead")
     inputs = [("the float bundle", source)]
     check_output_folder(out_dir, force=force, inputs=inputs)
     refuse_output_in_bundle(out_dir, source, "the float bundle")

@@ -264,13 +264,9 @@ class BatchOutput:
         """The job stops before it is done (``status``: ``stopped`` or ``interrupted``): job.json says
         so, or, when this job created the folder and committed nothing, the folder is removed (a
         job that could not start leaves no output behind)."""
-        if (self.created or self._was_empty) and not self.rows_done:
+        if self.created and not self.rows_done:
             self.close()
-            if self.created:
-                shutil.rmtree(self.folder, ignore_errors=True)
-            else:  # the user's empty folder, left empty: on a full disk it held .lock and parts/ only,
-                for made in self.folder.iterdir():  # and the next run refused it as not an output
-                    shutil.rmtree(made) if made.is_dir() else made.unlink()
+            shutil.rmtree(self.folder, ignore_errors=True)
             # the folders made above it, while still empty: another job's or the user's files may
             # be in them by now (they were removed with them)
             for above in self.folder.parents:
@@ -285,8 +281,12 @@ class BatchOutput:
             errors = {code: n for code, n in self.error_counts().items() if code}
         except OutputRefused:
             errors = {}
-        with contextlib.suppress(OutputWriteFailed):  # a full disk: `batch status` tells by the free lock
+        try:
             self.write_job({"status": status, "rows": self.rows_done, "errors": errors})
+        except OutputWriteFailed:  # a full disk: `batch status` tells by the free lock
+            if self._was_empty and not self.rows_done:  # the user's empty folder, left empty: with
+                for made in self.folder.iterdir():  # .lock and parts/ alone the next run refused it
+                    shutil.rmtree(made) if made.is_dir() else made.unlink()
         self.close()
 
     def close(self) -> None:

@@ -328,7 +328,9 @@ def _quantization_section(spec: BundleSpec) -> list[str]:
         lines.append(f"No split was measured in both models: {_how_to_measure_int8(spec)}")
     lines += [
         "",
-        f"Gate on the validation split (n = {measured.get('n')}), passed: AUROC drop "
+        f"Gate on the validation split (n = {measured.get('n')}), passed, on each network's single "
+        "upright read (without the orientation step and calibration the table above goes through, so "
+        f"its AUROCs differ from the table's): AUROC drop "
         f"{_n(measured.get('auroc_drop'), 4)} (at most {_n(bounds.get('max_auroc_drop'), 4)}), median "
         f"per-image correlation of the localization map with the float model's "
         f"{_n(measured.get('heatmap_correlation'))} (at least {_n(bounds.get('min_heatmap_correlation'))}), "
