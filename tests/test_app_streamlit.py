@@ -404,3 +404,64 @@ def test_a_bundle_whose_model_file_was_changed_is_refused_before_the_app_starts(
     result = CliRunner().invoke(app, ["app", "--model", str(tampered)])
     assert result.exit_code == 2 and "bundle_checksum_mismatch" in result.output
     assert "(Ctrl+C to stop)" not in result.output and "Traceback" not in result.output
+
+
+def test_two_uploads_of_one_name_are_told_apart(monkeypatch: pytest.MonkeyPatch, fracatlas_dir: Path) -> None:
+    """Two different radiographs both named IM000001 (PACS exports name files so) had one title,
+    one overlay name and one `source` in the CSV: nothing said which row was which file."""
+    fractured = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[0]
+    normal = sorted((fracatlas_dir / "images" / "Non_fractured").glob("*.jpg"))[0]
+    at = start(monkeypatch)
+    at.file_uploader[0].set_value(
+        [("IM000001", fractured.read_bytes(), "image/jpeg"), ("IM000001", normal.read_bytes(), "image/jpeg")]
+    ).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert list(at.dataframe[0].value["source"]) == ["IM000001", "IM000001 (2)"]
+
+
+def test_a_folder_without_radiographs_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder of notes only: the page asked to upload radiographs, and said files listed before a
+    restart were gone (no server had restarted)."""
+    at = start(monkeypatch)
+    at.file_uploader[1].set_value(
+        [
+            ("reports/notes.txt", b"notes", "text/plain"),
+            ("reports/summary.pdf", b"%PDF-1.4", "application/pdf"),
+        ]
+    ).run()
+    assert not at.exception, [e.value for e in at.exception]
+    said = " ".join(w.value for w in at.warning)
+    assert "No radiograph in the folder" in said and "notes.txt" in said
+    assert "restarted" not in " ".join(c.value for c in at.caption)
+
+
+def test_the_tables_own_csv_export_is_off() -> None:
+    """The table's toolbar "Download as CSV" wrote `@SUM(1+1).jpg` as it is (a formula when opened)
+    and other columns than the app's CSV download, which escapes it: the app's is the one."""
+    from fracsight.app import streamlit_command
+
+    command = streamlit_command(port=8501)
+    assert command[command.index("--client.disableDataExport") + 1] == "true"
+
+
+def test_an_unreadable_file_of_a_folder_is_named_by_its_path_as_predict_names_it(
+    monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """The error of `patient2/study1_negative/image3.png` (1 byte) said `image3.png: not a supported
+    image...` in the app's CSV, `patient2/study1_negative/image3.png: ...` in predict's."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    bad = tmp_path / "mura" / "patient2" / "study1_negative" / "image3.png"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"x")
+    run = CliRunner().invoke(app, ["predict", "--model", str(tiny_bundle), "--json", str(tmp_path / "mura")])
+    (expected,) = json.loads(run.stdout)["images"]
+    at = start(monkeypatch, "--model", str(tiny_bundle))
+    at.file_uploader[1].set_value([("mura/patient2/study1_negative/image3.png", b"x", "image/png")]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    (stored,) = at.session_state["results"].values()
+    assert stored.result.source == expected["source"] and stored.result.error == expected["error"]

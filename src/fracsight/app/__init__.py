@@ -60,6 +60,9 @@ def streamlit_command(
         "--server.fileWatcherType", "none",
         "--browser.gatherUsageStats", "false",
         "--client.toolbarMode", "minimal",
+        # the tables' own "Download as CSV" wrote file names a spreadsheet runs as formulas
+        # (@SUM(1+1).jpg), in other columns than the app's CSV download: that one only
+        "--client.disableDataExport", "true",
         "--",
     ]  # fmt: skip
     # OPTION=VALUE: a value starting with "-" (a folder named "-x") is not read as an option

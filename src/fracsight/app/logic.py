@@ -187,6 +187,27 @@ def folder_names(paths: Sequence[str]) -> list[str]:
     return [name if counts[name] == 1 else whole for name, whole in zip(inside, paths, strict=True)]
 
 
+def distinct_names(names: Sequence[str]) -> list[str]:
+    """``names`` with each repeat numbered as a browser numbers a second download of one name
+    (``IM000001 (2)``, ``a (2).jpg``): two uploads named ``IM000001`` (PACS exports name their files
+    so) had one title, one overlay name and one ``source`` in the CSV, and nothing told them apart."""
+    taken = set(names)
+    seen: Counter[str] = Counter()
+    out = []
+    for name in names:
+        seen[name] += 1
+        if seen[name] == 1:
+            out.append(name)
+            continue
+        path = PurePosixPath(name)
+        n = seen[name]
+        while (candidate := str(path.with_name(f"{path.stem} ({n}){path.suffix}"))) in taken:
+            n += 1
+        taken.add(candidate)
+        out.append(candidate)
+    return out
+
+
 def reading_text(done: int, total: int, name: str) -> str:
     """The progress line while images are predicted: which one of how many, by name."""
     return f"Reading image {done + 1} of {total}: {name}"

@@ -32,6 +32,7 @@ from fracsight.app.logic import (
     class_bars_html,
     class_operating_point_text,
     csv_download,
+    distinct_names,
     duplicates_text,
     eight_bit,
     escape_markdown,
@@ -106,8 +107,11 @@ def predict(predictor: Predictor, source: str | bytes, name: str) -> Stored:
     """The result without its full-size arrays, and the shrunk images for the views."""
     try:
         pred = predictor.predict(source, name=name, heatmap=True, keep_pixels=True)
-    except FracsightError as e:
-        return Stored(failure_from_exception(name, e), None)
+    except FracsightError as e:  # said of the file by its path in a folder, as predict FOLDER says it
+        failure, base = failure_from_exception(name, e), Path(name).name
+        if base != name and failure.error.startswith(f"{base}: "):
+            failure = replace(failure, error=f"{name}: {failure.error[len(base) + 2 :]}")
+        return Stored(failure, None)
     except Exception as e:  # an error card, never a traceback on the page; the log keeps the stack
         log_unexpected(log, "predicting an upload", e)  # not the message: it may quote patient data
         return Stored(failure_from_exception(name, e), None)
@@ -242,7 +246,8 @@ def inputs(config: AppConfig) -> list[Input]:
     most = st.get_option("server.maxUploadSize")
     limit = f"Each file at most {most} MB: a larger one is marked red and not read."
     uploads = st.file_uploader(
-        "Radiographs: PNG, JPEG or DICOM (one or several; they stay in memory, never on disk)",
+        "Radiographs: PNG, JPEG, DICOM, BMP, TIFF or GIF (one or several; they stay in memory, never "
+        "on disk)",
         accept_multiple_files=True,
         key=files_key,
         help=limit,
@@ -255,6 +260,7 @@ def inputs(config: AppConfig) -> list[Input]:
         help=limit,
     )
     in_folder = folder_inputs(folder or [])  # its note on what was left out goes below it
+    st.session_state["folder_without_images"] = bool(folder) and not in_folder
     given = bool(uploads or folder or st.session_state.get("examples"))
     if given:
         st.button("Clear all images", key="clear-all", on_click=_clear_all, help="Before the next patient")
@@ -263,7 +269,9 @@ def inputs(config: AppConfig) -> list[Input]:
         Input(f"example:{p}", Path(p).name, lambda p=p: p) for p in st.session_state.get("examples", [])
     ]
     uploaded = [Input(f"upload:{u.file_id}", Path(u.name).name, u.getvalue) for u in uploads or []]
-    return unique_inputs(chosen + uploaded + in_folder)
+    kept = unique_inputs(chosen + uploaded + in_folder)
+    names = distinct_names([item.name for item in kept])
+    return [item._replace(name=name) for item, name in zip(kept, names, strict=True)]
 
 
 def folder_inputs(files: list[UploadedFile]) -> list[Input]:
@@ -275,7 +283,9 @@ def folder_inputs(files: list[UploadedFile]) -> list[Input]:
     left: list[UploadedFile] = []
     for u in files:
         (taken if is_folder_image(u.name, u.getvalue) else left).append(u)
-    if left:
+    if left and not taken:  # "upload radiographs" below said nothing of why none was found
+        st.warning(escape_markdown(f"No radiograph in the folder. {left_out_text([u.name for u in left])}"))
+    elif left:
         st.caption(escape_markdown(left_out_text([u.name for u in left])))
     taken.sort(key=lambda u: PurePosixPath(u.name))  # predict's order, not the browser's
     names = folder_names([u.name for u in taken])
@@ -467,6 +477,8 @@ def main() -> None:
         st.caption(
             "Upload radiographs or pick an example to see results. (Files listed before the app was "
             "restarted are gone from it, and so is one added just after: add them again.)"
+            if not st.session_state.get("folder_without_images")
+            else "Upload radiographs, or a folder that holds some, to see results."
         )
         return
     stored = predictions(predictor, items)
