@@ -141,8 +141,12 @@ def _csv_lines(root: Path) -> list[str]:
         (lambda lines: [f"{line},{line.split(',')[8]}" for line in lines], "fractured more than once"),
         # more values than columns (a shifted row) was an AttributeError traceback
         (lambda lines: [*lines[:2], lines[2] + ",1", *lines[3:]], "line 3 has 16 values for 15 columns"),
-        # a row of separators only (a spreadsheet's empty row): was 'missing: ' naming nothing
-        (lambda lines: [*lines[:3], "," * 14, *lines[3:]], "line 4: image_id is empty"),
+        # a row without its image_id: was 'missing: ' naming nothing (a row of separators only, a
+        # spreadsheet's empty row, holds nothing and is skipped)
+        (
+            lambda lines: [*lines[:3], "," + lines[3].split(",", 1)[1], *lines[3:]],
+            "line 4: image_id is empty",
+        ),
     ],
 )
 def test_damaged_dataset_csv_is_refused_with_the_line(mini: Path, damage, message: str) -> None:

@@ -89,10 +89,12 @@ def read_fracatlas(root: Path) -> Dataset:
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
-    _, lines = read_csv_rows(path, required=_REQUIRED_COLUMNS, spreadsheet=True)  # Excel's ;;;; rows
+    _, lines = read_csv_rows(path, required=_REQUIRED_COLUMNS)
     rows: list[dict[str, str]] = []
     seen: dict[str, int] = {}
     for line, row in lines:
+        if not any((v or "").strip() for v in row.values()):  # a row that holds nothing (Excel's
+            continue  # trailing ;;;;): it refused the whole set as "image_id is empty"
         rows.append({k: v.strip() for k, v in row.items()})
         image_id = rows[-1]["image_id"]
         where = f"{path.name} line {line}"
