@@ -151,10 +151,6 @@ class _BoxSource:
             self.coco_path = next((p for p in found if p.is_file()), None)
         self._coco: dict[str, tuple[Box, ...]] | None = None
 
-    @property
-    def found(self) -> bool:
-        return self.yolo_dir is not None or self.coco_path is not None
-
     def get(self, image_id: str) -> tuple[Box, ...]:
         txt = self.yolo_dir / (Path(image_id).stem + ".txt") if self.yolo_dir else None
         if txt is not None and txt.is_file():

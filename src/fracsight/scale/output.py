@@ -172,8 +172,7 @@ class BatchOutput:
                     found = self._read_part(part, [PATH_COLUMN], optional=[FILE_STAT])
                     stats = found.get(FILE_STAT) or [None] * len(found[PATH_COLUMN])
                     self.stats.update(zip(found[PATH_COLUMN], stats, strict=True))
-                with self._write_failures():
-                    self._rebuild_csv()
+                self._rebuild_csv()
             except OutputRefused:  # a damaged part: the job does not start, and job.json says so
                 with contextlib.suppress(OutputWriteFailed):  # (a full disk too: the part is the news)
                     self.write_job({"status": "stopped"})
@@ -333,7 +332,8 @@ class BatchOutput:
                     cells = zip(*(table[c] for c in self.columns), strict=True)
                     writer.writerows([spreadsheet_safe(v) for v in row] for row in cells)
 
-        replace_atomically(self.csv_path, write)
+        with self._write_failures():  # a full disk said as for a part, not as a bare os_error
+            replace_atomically(self.csv_path, write)
 
     @property
     def done(self) -> KeysView[str]:
@@ -420,8 +420,7 @@ class BatchOutput:
         if forgotten:
             for path in forgotten:
                 del self.stats[path]
-            with self._write_failures():
-                self._rebuild_csv()
+            self._rebuild_csv()
         return len(forgotten)
 
     def _resolved(self, path: str) -> str:

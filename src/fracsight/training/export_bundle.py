@@ -140,25 +140,26 @@ def export_bundle(
             commands,
             evaluation,
             warn,
-            epochs=_epochs_run(checkpoint, cfg),
+            epochs=_epochs_run(checkpoint, cfg, trained.epoch),
         )
     return spec
 
 
-def _epochs_run(checkpoint: Path, cfg: TrainConfig) -> dict[str, object] | None:
-    """How a run's schedule went, from its ``last.pt`` and ``best.pt``: epochs planned and run, the
-    epoch kept, and how it ended (``finished``, ``early_stopping``, ``interrupted``: also a run
-    exported while it still trains). The card of a run stopped by Ctrl-C read as a finished one,
-    and its Reproduce commands train another model. None where the checkpoint is not a run
+def _epochs_run(checkpoint: Path, cfg: TrainConfig, kept: int | None) -> dict[str, object] | None:
+    """How a run's schedule went, from its ``last.pt`` and the epoch ``best.pt`` says it is
+    (``kept``; None from a run of before it said, then ``last.pt``'s best epoch): epochs planned and
+    run, the epoch kept, and how it ended (``finished``, ``early_stopping``, ``interrupted``: also a
+    run exported while it still trains). The card of a run stopped by Ctrl-C read as a finished
+    one, and its Reproduce commands train another model. None where the checkpoint is not a run
     folder's ``best.pt`` beside its ``last.pt``."""
     last = checkpoint.parent / "last.pt"
     if checkpoint.name != "best.pt" or not last.is_file():
         return None
     try:
         state = read_checkpoint(last, ("epoch", "best_epoch", "since_best"))
-        kept = read_checkpoint(checkpoint, ("model",)).get("epoch", state["best_epoch"])  # older runs: none
     except ConfigError:
         return None
+    kept = state["best_epoch"] if kept is None else kept
     planned, run = cfg.epochs_frozen + cfg.epochs, max(int(state["epoch"]), int(kept))
     if run >= planned:
         ended = "finished"
@@ -226,7 +227,7 @@ def _write_bundle(
     work: Path,
     run_dir: Path,
     commands: list[str],
-    evaluation: tuple[str, Path] | None,
+    evaluation: tuple[str, Path, Path] | None,
     warn: Callable[[str], None] | None = None,
     *,
     epochs: dict[str, object] | None = None,
@@ -235,7 +236,7 @@ def _write_bundle(
     schedule went (:func:`_epochs_run`), for the card; ``fracture``: the class
     names of the fracture head it trained (empty: none); ``train_val``: the run's split of
     ``dataset``; ``commands``: the ones that made it; ``evaluation``: the split to measure it on
-    for the card and the folder for that report."""
+    for the card, the folder for that report and the bundle's own folder, which it names."""
     from fracsight.models.export import export_onnx
 
     output_names = export_onnx(model, work / "model.onnx", cfg.input_size)

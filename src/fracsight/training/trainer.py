@@ -875,6 +875,7 @@ class TrainedModel(NamedTuple):
     # the digest of the training and validation images (:func:`images_record`); None for a
     # checkpoint written before best.pt kept it
     images_sha256: str | None = None
+    epoch: int | None = None  # the epoch it is (0: the starting weights); None before best.pt kept it
 
 
 def load_trained(path: Path) -> TrainedModel:
@@ -893,7 +894,8 @@ def load_trained(path: Path) -> TrainedModel:
     augment = cfg_dict.pop("augment")
     cfg = load_config(None, None, **cfg_dict, augment=augment)
     fracture = tuple(state["fracture"]) if "fracture" in state else None
-    return TrainedModel(_model_from_checkpoint(state).eval(), cfg, fracture, state.get("images_sha256"))
+    model = _model_from_checkpoint(state).eval()
+    return TrainedModel(model, cfg, fracture, state.get("images_sha256"), state.get("epoch"))
 
 
 def load_checkpoint(path: Path) -> tuple[FractureNet, TrainConfig]:
