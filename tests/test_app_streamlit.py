@@ -282,12 +282,12 @@ def test_a_bad_model_is_an_error_card_not_a_traceback(monkeypatch: pytest.Monkey
 def test_an_unreliable_result_is_shown_prominently(
     monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path, examples_dir: Path
 ) -> None:
-    real_predict = Predictor.predict_many  # what the app predicts each upload with
+    real_predict = Predictor.predict
 
     def unreliable(self: Predictor, *args, **kwargs):
-        return [replace(r, reliable=False) for r in real_predict(self, *args, **kwargs)]
+        return replace(real_predict(self, *args, **kwargs), reliable=False)
 
-    monkeypatch.setattr(Predictor, "predict_many", unreliable)
+    monkeypatch.setattr(Predictor, "predict", unreliable)
     at = start(monkeypatch, "--model", str(tiny_bundle), "--examples", str(examples_dir))
     at.button(key="example-0").click().run()
     assert not at.exception, [e.value for e in at.exception]

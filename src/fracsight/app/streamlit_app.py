@@ -106,15 +106,17 @@ def thumbnail(path: str, side: int = 240) -> np.ndarray | None:
 def predict(predictor: Predictor, source: str | bytes, name: str) -> Stored:
     """The result without its full-size arrays, and the shrunk images for the views."""
     try:
-        # named as given (a folder's file by its path in it), its errors too, as `predict FOLDER`
-        # names them: predict() keeps a client's file name only
-        (pred,) = predictor.predict_many([source], names=[name], heatmap=True, keep_pixels=True, workers=1)
+        pred = predictor.predict(source, name=name, heatmap=True, keep_pixels=True)
+    except FracsightError as e:  # said of the file by its path in a folder, as predict FOLDER says it
+        failure, base = failure_from_exception(name, e), Path(name).name
+        if base != name and failure.error.startswith(f"{base}: "):
+            failure = replace(failure, error=f"{name}: {failure.error[len(base) + 2 :]}")
+        return Stored(failure, None)
     except Exception as e:  # an error card, never a traceback on the page; the log keeps the stack
         log_unexpected(log, "predicting an upload", e)  # not the message: it may quote patient data
         return Stored(failure_from_exception(name, e), None)
-    if isinstance(pred, FailedPrediction):
-        return Stored(pred, None)
-    return Stored(replace(pred, pixels=None, heatmap=None), eight_bit(view_data(pred)))
+    # named as given (a folder's file by its path in it), where predict keeps a file name only
+    return Stored(replace(pred, source=name, pixels=None, heatmap=None), eight_bit(view_data(pred)))
 
 
 # ---- page parts ----------------------------------------------------------------------------------------
@@ -237,10 +239,8 @@ def example_gallery(config: AppConfig, expanded: bool) -> None:
             st.button("Clear examples", key="clear-examples", on_click=_clear_examples)
 
 
-def inputs(config: AppConfig) -> tuple[list[Input], bool]:
-    """The chosen examples and the uploads, in that order, each image once (:func:`unique_inputs`)
-    and under a name of its own (:func:`distinct_names`); and whether a folder given held no
-    radiograph."""
+def inputs(config: AppConfig) -> list[Input]:
+    """The chosen examples and the uploads, in that order, each image once (:func:`unique_inputs`)."""
     files_key, folder_key = _uploader_keys(st.session_state.get("uploader", 0))
     # the page refuses a larger file itself, with only a red mark on it: the app never sees it
     most = st.get_option("server.maxUploadSize")
@@ -260,6 +260,7 @@ def inputs(config: AppConfig) -> tuple[list[Input], bool]:
         help=limit,
     )
     in_folder = folder_inputs(folder or [])  # its note on what was left out goes below it
+    st.session_state["folder_without_images"] = bool(folder) and not in_folder
     given = bool(uploads or folder or st.session_state.get("examples"))
     if given:
         st.button("Clear all images", key="clear-all", on_click=_clear_all, help="Before the next patient")
@@ -270,8 +271,7 @@ def inputs(config: AppConfig) -> tuple[list[Input], bool]:
     uploaded = [Input(f"upload:{u.file_id}", Path(u.name).name, u.getvalue) for u in uploads or []]
     kept = unique_inputs(chosen + uploaded + in_folder)
     names = distinct_names([item.name for item in kept])
-    named = [item._replace(name=name) for item, name in zip(kept, names, strict=True)]
-    return named, bool(folder) and not in_folder  # a folder without radiographs: said above it
+    return [item._replace(name=name) for item, name in zip(kept, names, strict=True)]
 
 
 def folder_inputs(files: list[UploadedFile]) -> list[Input]:
@@ -471,13 +471,13 @@ def main() -> None:
     st.info(f"**Decision aid, not a diagnosis.** {NOTICE} Check every result against the images.")
     predictor = model_sidebar(config)
     show_heatmap, show_boxes, opacity = display_controls(predictor)
-    items, folder_without_images = inputs(config)
+    items = inputs(config)
     if not items:
         st.session_state.pop("results", None)  # not the last patient's results, kept unseen in memory
         st.caption(
             "Upload radiographs or pick an example to see results. (Files listed before the app was "
             "restarted are gone from it, and so is one added just after: add them again.)"
-            if not folder_without_images
+            if not st.session_state.get("folder_without_images")
             else "Upload radiographs, or a folder that holds some, to see results."
         )
         return
