@@ -29,6 +29,12 @@ def _png(path: Path, value: int = 0, suffix: str = ".png") -> Path:
         ("no_fracture", 0), ("normal", 0), ("Negative", 0), ("not_fractured", 0),
         ("Broken", 1), ("Intact", 0), ("unbroken", 0), ("healthy", 0),  # Broken/Intact: was 2 classes
         ("Avulsion", None), ("hand", None), ("", None),
+        ("fracture-free", 0), ("Fracture absent", 0), ("without fracture", 0), ("fracture present", 1),
+        ("no fracture", 0), ("not abnormal", 0),
+        # a word not known is not passed over: each of these read as its opposite or as a label
+        ("non-displaced fracture", None), ("Non_displaced_fracture", None), ("displaced_fracture", None),
+        ("fracture ruled out", None), ("fracture excluded", None), ("healed fracture", None),
+        ("not normal", None), ("1_fractured", None),
     ],
 )  # fmt: skip
 def test_fracture_polarity(name: str, polarity: int | None) -> None:
@@ -278,3 +284,14 @@ def test_normal_and_abnormal_folders_are_an_abnormality_label(tmp_path: Path) ->
     assert dataset.class_names[FRACTURE] == ("normal", "abnormal")
     assert sorted(s.labels[FRACTURE] for s in dataset.samples) == [0, 0, 1, 1]
     assert {s.labels[FRACTURE] for s in dataset.samples if s.path.parent.name == "Abnormal"} == {1}
+
+
+def test_two_kinds_of_fracture_are_two_classes_not_fractured_and_normal(tmp_path: Path) -> None:
+    """``displaced_fracture`` / ``non_displaced_fracture``, both fractures, were read as fractured /
+    not fractured (``non`` anywhere made a name negative): evaluate then scored fractures as normal."""
+    for folder in ("displaced_fracture", "non_displaced_fracture"):
+        for i in range(2):
+            _png(tmp_path / "set" / folder / f"{i}", value=40 * i)
+    ds = load_dataset(tmp_path / "set")
+    assert set(ds.class_names) == {CLASS}
+    assert ds.class_names[CLASS] == ("displaced_fracture", "non_displaced_fracture")

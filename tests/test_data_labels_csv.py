@@ -77,6 +77,8 @@ def test_a_column_fracsight_does_not_read_is_named_in_a_warning(
         ("file,fracture", ["a.png,1"], "needs an 'image' column"),
         ("image,split", ["a.png,train"], "no label column"),
         ("image,fracture", ["a.png,maybe"], "line 2: fracture must be"),
+        ("image,fracture", ["a.png,0", "b.png,fracture ruled out"], "line 3: fracture must be"),
+        ("image,fracture", ["a.png,1", "b.png,non-displaced fracture"], "line 3: fracture must be"),
         ("image,fracture,split", ["a.png,1,holdout"], "split must be"),
         ("image,class", ["a.png,x", "b.png,x"], "at least two classes"),
         ("image,fracture", ["../outside.png,1"], "must be a path inside"),
@@ -193,3 +195,11 @@ def test_a_split_lacking_many_classes_names_ten(tmp_path: Path, caplog: pytest.L
         line
         == "split 'val' lacks class(es) " + ", ".join(f"type{i:02d}" for i in range(1, 11)) + " and 19 more"
     )
+
+
+def test_fracture_free_is_not_fractured(tmp_path: Path) -> None:
+    """`fracture-free` was read as fractured (the word "fracture" counted, "free" passed over):
+    evaluate then counted every normal image a missed fracture."""
+    rows = ["a.png,fracture", "b.png,fracture-free", "c.png,Fracture absent", "d.png,no fracture"]
+    ds = load_dataset(_write(tmp_path / "d", "image,fracture", rows))
+    assert [s.labels[FRACTURE] for s in sorted(ds.samples, key=lambda s: s.path.name)] == [1, 0, 0, 0]

@@ -69,7 +69,7 @@ def test_detector_boxes_land_in_original_pixels_and_overlaps_are_suppressed() ->
     size[:, 3, 5] = (np.log(6.0), 0.0)  # 6 cells wide: x 18..66 in model pixels
     centre[3, 7] = 2.5  # a second peak two cells right, its box (x 34..82) overlapping at IoU 0.5
     size[:, 3, 7], offset[:, 3, 7] = size[:, 3, 5], offset[:, 3, 5]
-    geometry = Letterbox(size=96, scale=0.5, pad_x=8, pad_y=0, original_size=(192, 160))
+    geometry = Letterbox(size=96, original_size=(192, 160))  # scale 0.5, pad_x 8
     boxes = boxes_from_detector(centre, size, offset, geometry, stride=8, min_score=0.2, nms_iou=0.3)
     sure, weak = 1 / (1 + np.exp(-3.0)), 1 / (1 + np.exp(1.0))
     assert [b.score for b in boxes] == pytest.approx([sure, weak])

@@ -76,10 +76,11 @@ def test_one_blob_at_feature_resolution_maps_exactly(lb: Letterbox) -> None:
     (box,) = boxes_from_heatmap(heat, lb)
     cell = 384 / 12
     assert box.score == pytest.approx(0.95)
-    assert box.x0 == pytest.approx(6 * cell / lb.scale)
-    assert box.x1 == pytest.approx(8 * cell / lb.scale)
-    assert box.y0 == pytest.approx((4 * cell - lb.pad_y) / lb.scale)
-    assert box.y1 == pytest.approx((6 * cell - lb.pad_y) / lb.scale)
+    sx, sy = lb.scales
+    assert box.x0 == pytest.approx(6 * cell / sx)
+    assert box.x1 == pytest.approx(8 * cell / sx)
+    assert box.y0 == pytest.approx((4 * cell - lb.pad_y) / sy)
+    assert box.y1 == pytest.approx((6 * cell - lb.pad_y) / sy)
 
 
 def test_one_blob_round_trips_through_a_letterbox(lb: Letterbox) -> None:
@@ -118,7 +119,7 @@ def test_relative_fallback_and_min_score(lb: Letterbox) -> None:
     heat[1, 1] = 0.1  # < 0.5 * peak: ignored
     (box,) = boxes_from_heatmap(heat, lb)
     assert box.score == pytest.approx(0.4)
-    assert box.width == pytest.approx(2 * 32 / lb.scale)
+    assert box.width == pytest.approx(2 * 32 / lb.scales[0])
     assert boxes_from_heatmap(heat, lb, min_score=0.45) == []
 
 

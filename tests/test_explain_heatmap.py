@@ -17,7 +17,7 @@ from fracsight.explain import (
     sigmoid,
     upsample_to_input,
 )
-from fracsight.preprocessing import Letterbox, letterbox
+from fracsight.preprocessing import Letterbox, letterbox, letterbox_geometry
 
 
 def test_sigmoid_values_and_extremes() -> None:
@@ -107,8 +107,9 @@ def test_heatmap_to_original_follows_the_letterbox() -> None:
     assert hx.shape == (300, 500) and hx.dtype == np.float32
     xs = np.arange(500) + 0.5
     ys = np.arange(300) + 0.5
-    np.testing.assert_allclose(hx[150, 1:-1], (xs * lb.scale + lb.pad_x)[1:-1], atol=1e-3)
-    np.testing.assert_allclose(hy[:, 250], ys * lb.scale + lb.pad_y, atol=1e-3)
+    sx, sy = lb.scales
+    np.testing.assert_allclose(hx[150, 1:-1], (xs * sx + lb.pad_x)[1:-1], atol=1e-3)
+    np.testing.assert_allclose(hy[:, 250], ys * sy + lb.pad_y, atol=1e-3)
 
 
 def test_heatmap_to_original_agrees_with_crop_then_resize() -> None:
@@ -161,9 +162,7 @@ def test_resampling_is_the_blend_of_two_rows_in_float32(
     float32: the values the benchmark round kept (docs/benchmark.md) while building them in blocks."""
     m = np.random.default_rng(3).random(map_shape, dtype=np.float32)
     h, w = original
-    scale = size / max(h, w)
-    pad_x = (size - round(w * scale)) // 2
-    lb = Letterbox(size=size, scale=scale, pad_x=pad_x, pad_y=0, original_size=original)
+    lb = Letterbox(size=size, original_size=original)
     ours = heatmap_to_original(m, lb)
     mx, my = lb.to_model(np.arange(w) + 0.5, np.arange(h) + 0.5)
     ys = np.clip(np.asarray(my) * (map_shape[0] / size) - 0.5, 0, map_shape[0] - 1)
@@ -178,3 +177,19 @@ def test_resampling_is_the_blend_of_two_rows_in_float32(
         want[r] = cols[y0] * (np.float32(1.0) - fy) + cols[min(y0 + 1, map_shape[0] - 1)] * fy
     assert ours.dtype == np.float32 and ours.shape == (h, w)
     np.testing.assert_array_equal(ours, want)
+
+
+@pytest.mark.parametrize("original", [(1600, 32), (2000, 300), (320, 3200), (1024, 819), (454, 373)])
+def test_the_letterbox_maps_each_axis_by_its_own_whole_pixel_scale(original: tuple[int, int]) -> None:
+    """The content is resized to whole pixels on each axis: a 1600 x 32 image becomes 384 x 8 (8/32 =
+    0.25 across, 0.24 down). One scale for both axes put a box at row 1440 at row 1382 and no box
+    below row 1536; the image's corners must land on the content's corners, and back."""
+    lb = letterbox_geometry(original, 384)
+    h, w = original
+    x0, y0, x1, y1 = lb.content
+    mx, my = lb.to_model(np.array([0.0, w]), np.array([0.0, h]))
+    np.testing.assert_allclose([*mx, *my], [x0, x1, y0, y1])
+    ox, oy = lb.to_original(np.array([x0, (x0 + x1) / 2, x1]), np.array([y0, (y0 + y1) / 2, y1]))
+    np.testing.assert_allclose([*ox, *oy], [0, w / 2, w, 0, h / 2, h])
+    _, geometry = letterbox(np.ones(original, dtype=np.float32), 384)
+    assert geometry == lb

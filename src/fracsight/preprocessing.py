@@ -24,33 +24,48 @@ __all__ = ["Letterbox", "letterbox", "letterbox_radiograph", "read_for_model"]
 
 @dataclass(frozen=True)
 class Letterbox:
-    """Geometry of one letterbox transform, to map model coordinates back to the image."""
+    """Geometry of one letterbox transform, to map model coordinates back to the image: an image
+    of ``original_size`` (height, width) resized to whole pixels with its longer side ``size``,
+    centred on a ``size`` x ``size`` square."""
 
     size: int  # side of the square model input
-    scale: float  # model pixels per original pixel
-    pad_x: int
-    pad_y: int
     original_size: tuple[int, int]  # (height, width)
-
-    def to_original(self, x: np.ndarray | float, y: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
-        """Model-input pixel coordinates -> original image pixel coordinates (clipped)."""
-        h, w = self.original_size
-        ox = np.clip((np.asarray(x, dtype=np.float64) - self.pad_x) / self.scale, 0, w)
-        oy = np.clip((np.asarray(y, dtype=np.float64) - self.pad_y) / self.scale, 0, h)
-        return ox, oy
-
-    def to_model(self, x: np.ndarray | float, y: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
-        """Original image pixel coordinates -> model-input pixel coordinates."""
-        mx = np.asarray(x, dtype=np.float64) * self.scale + self.pad_x
-        my = np.asarray(y, dtype=np.float64) * self.scale + self.pad_y
-        return mx, my
 
     @property
     def content(self) -> tuple[int, int, int, int]:
         """(x0, y0, x1, y1) of the image content inside the model input."""
+        nh, nw = _scaled_size(*self.original_size, self.size)
+        pad_x, pad_y = (self.size - nw) // 2, (self.size - nh) // 2
+        return pad_x, pad_y, pad_x + nw, pad_y + nh
+
+    @property
+    def pad_x(self) -> int:
+        return self.content[0]
+
+    @property
+    def pad_y(self) -> int:
+        return self.content[1]
+
+    @property
+    def scales(self) -> tuple[float, float]:
+        """(x, y) model pixels per original pixel. The two differ: the content is resized to whole
+        pixels on each axis, and a 32-pixel-wide side rounded to 1 pixel of 384 is off by a half."""
+        x0, y0, x1, y1 = self.content
         h, w = self.original_size
-        nw, nh = _scaled_size(h, w, self.size)[::-1]
-        return self.pad_x, self.pad_y, self.pad_x + nw, self.pad_y + nh
+        return (x1 - x0) / w, (y1 - y0) / h
+
+    def to_original(self, x: np.ndarray | float, y: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+        """Model-input pixel coordinates -> original image pixel coordinates (clipped)."""
+        h, w = self.original_size
+        (sx, sy), (x0, y0, _, _) = self.scales, self.content
+        ox = np.clip((np.asarray(x, dtype=np.float64) - x0) / sx, 0, w)
+        oy = np.clip((np.asarray(y, dtype=np.float64) - y0) / sy, 0, h)
+        return ox, oy
+
+    def to_model(self, x: np.ndarray | float, y: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+        """Original image pixel coordinates -> model-input pixel coordinates."""
+        (sx, sy), (x0, y0, _, _) = self.scales, self.content
+        return np.asarray(x, dtype=np.float64) * sx + x0, np.asarray(y, dtype=np.float64) * sy + y0
 
 
 def _scaled_size(h: int, w: int, size: int) -> tuple[int, int]:
@@ -84,10 +99,7 @@ def letterbox(
 def letterbox_geometry(original_size: tuple[int, int], size: int) -> Letterbox:
     """The geometry :func:`letterbox` uses for an image of ``original_size`` (height, width)."""
     h, w = original_size
-    nh, nw = _scaled_size(h, w, size)
-    return Letterbox(
-        size=size, scale=nw / w, pad_x=(size - nw) // 2, pad_y=(size - nh) // 2, original_size=(h, w)
-    )
+    return Letterbox(size=size, original_size=(h, w))
 
 
 def read_for_model(source: str | os.PathLike[str] | bytes, size: int, **options: Any) -> Radiograph:

@@ -47,8 +47,12 @@ SPLIT_ALIASES = {
     "testing": "test",
 }
 
-_NEGATIVE_WORDS = {"non", "not", "no", "un", "normal", "negative", "healthy", "intact"}
-_POSITIVE_WORDS = {"fractured", "fracture", "fractures", "positive", "abnormal", "broken"}
+_FINDING_WORDS = {"fractured", "fracture", "fractures", "broken"}
+_POSITIVE_WORDS = _FINDING_WORDS | {"positive", "abnormal"}
+_NEGATIVE_WORDS = {"normal", "negative", "healthy", "intact"}
+_NEGATIONS = {"non", "not", "no", "un", "without"}  # before the finding: "no fracture"
+_ABSENT = {"free", "absent", "negative"}  # after it: "fracture free"
+_PRESENT = {"positive", "present"}
 _NEGATIVE_COMPACT = re.compile(r"(non|not|no|un)(fractured?|fractures|broken)")
 
 
@@ -254,16 +258,25 @@ def fracture_polarity(name: str) -> int | None:
     """1 if a class name means "fractured", 0 if it means "not fractured", None otherwise.
 
     Case, spaces, hyphens and underscores are ignored: ``Non_fractured``, ``not fractured``,
-    ``normal``, ``negative``, ``healthy`` and ``intact`` are 0; ``Fractured``, ``fracture``,
-    ``positive``, ``abnormal`` and ``broken`` are 1.
+    ``no fracture``, ``fracture free``, ``normal``, ``negative``, ``healthy`` and ``intact`` are 0;
+    ``Fractured``, ``fracture``, ``fracture present``, ``positive``, ``abnormal`` and ``broken`` are
+    1. Every word must be known: ``non-displaced fracture`` (a fracture), ``fracture ruled out`` and
+    ``displaced_fracture`` are None, never read by the one word known (they were: the first as not
+    fractured, the other two as fractured).
     """
     tokens = [t for t in re.split(r"[\s_\-.]+", name.strip().lower()) if t]
-    if not tokens:
+    if len(tokens) == 1:
+        (word,) = tokens
+        if word in _POSITIVE_WORDS:
+            return 1
+        return 0 if word in _NEGATIVE_WORDS or _NEGATIVE_COMPACT.fullmatch(word) else None
+    if len(tokens) != 2:
         return None
-    if any(t in _NEGATIVE_WORDS for t in tokens) or _NEGATIVE_COMPACT.fullmatch("".join(tokens)):
+    first, second = tokens
+    if first in _NEGATIONS and second in _POSITIVE_WORDS:
         return 0
-    if any(t in _POSITIVE_WORDS for t in tokens):
-        return 1
+    if first in _FINDING_WORDS and second in _ABSENT | _PRESENT:
+        return int(second in _PRESENT)
     return None
 
 

@@ -61,7 +61,7 @@ def _one(job: _Job) -> tuple[np.ndarray, np.ndarray] | ImageReadError:
 
 
 def _key(samples: list[Sample], size: int) -> str:
-    h = hashlib.sha1(f"v2-{size}".encode())  # v2: JPEGs decoded at reduced scale
+    h = hashlib.sha1(f"v3-{size}".encode())  # v2: JPEGs decoded reduced; v3: box masks mapped per axis
     for s in samples:
         st = s.path.stat()
         # surrogateescape: a file name that is not UTF-8 (caf\xe9.jpg) stopped training with a traceback
