@@ -18,11 +18,12 @@ from fracsight.errors import (
     EmptyFileError,
     ImageReadError,
     ImageTooSmallError,
+    InvalidPixelsError,
     TruncatedImageError,
     UnsupportedFormatError,
 )
 from fracsight.inference import Predictor
-from fracsight.io import DEFAULT_MAX_PIXELS, MIN_SIDE, read_image
+from fracsight.io import DEFAULT_MAX_PIXELS, MIN_SIDE, Radiograph, read_image
 
 RAMP8 = np.tile(np.arange(256, dtype=np.uint8)[None, :], (40, 1))  # 40 x 256, every 8-bit value
 
@@ -107,9 +108,43 @@ def test_a_white_is_zero_tiff_is_read_with_bone_bright(mode: str) -> None:
         stored = Image.fromarray((1 - display).astype(np.float32), mode="F")
     else:  # Pillow writes 8-bit white-is-zero inverted, and reads it back as shown
         stored = Image.fromarray((display * 255).round().astype(np.uint8))
-    rg = read_image(encode(stored, "TIFF", tiffinfo={262: 0}))
-    np.testing.assert_allclose(rg.pixels, display, atol=1 / 255)
-    assert rg.metadata.photometric == ("L" if mode == "L" else f"{mode} WhiteIsZero (inverted)")
+    data = encode(stored, "TIFF", tiffinfo={262: 0})
+    want = "L" if mode == "L" else f"{mode} WhiteIsZero (inverted)"
+    # the file, and the file opened with PIL (re-saved as a TIFF that dropped the tag: read inverted)
+    for rg in (read_image(data), Radiograph.from_array(Image.open(io.BytesIO(data)))):
+        np.testing.assert_allclose(rg.pixels, display, atol=1 / 255)
+        assert rg.metadata.photometric == want
+
+
+def test_a_pil_palette_image_with_transparency_is_composited_as_its_file_is() -> None:
+    """The PIL image was re-saved as a TIFF, which keeps no palette transparency: the transparent
+    band came out white where the file's reader makes it black (with a warning)."""
+    im = Image.new("P", (64, 64), 1)
+    im.putpalette([255, 255, 255] * 2 + [0, 0, 0] * 254)
+    im.paste(0, (0, 0, 64, 16))  # index 0: transparent
+    im.info["transparency"] = 0
+    data = encode(im, "PNG", transparency=0)
+    from_file, from_pil = read_image(data), Radiograph.from_array(Image.open(io.BytesIO(data)))
+    assert from_file.pixels[:16].max() == 0.0 and from_file.pixels[16:].min() == 1.0
+    np.testing.assert_array_equal(from_pil.pixels, from_file.pixels)
+    assert any("transparent" in w for w in from_pil.metadata.warnings)
+
+
+def test_a_16bit_colour_png_says_its_low_byte_was_dropped() -> None:
+    """Pillow decodes 16-bit RGB to 8 bits by the high byte: 12-bit data read nearly black, as a
+    'blank?' image, with no word of why."""
+    raw = zlib.compress(b"".join(b"\x00" + b"\x0f\xff" * 3 * 40 for _ in range(40)))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 40, 40, 16, 2, 0, 0, 0))
+    png += chunk(b"IDAT", raw) + chunk(b"IEND", b"")
+    rg = read_image(png)
+    assert any("16-bit colour PNG read at 8 bits" in w for w in rg.metadata.warnings)
+    assert not any(
+        "16-bit colour" in w for w in read_image(encode(Image.new("RGB", (40, 40)), "PNG")).metadata.warnings
+    )
 
 
 def test_32bit_int_tiff_outside_16bit_range_is_stretched_with_warning() -> None:
@@ -462,3 +497,11 @@ def test_a_folder_without_a_name_of_its_own_is_named_as_given(folder: str, tiny_
         read_image(folder)
     (failed,) = Predictor(tiny_bundle).predict_many([folder])
     assert failed.source == folder and failed.error_code == "unreadable_image"
+
+
+def test_floats_a_hair_over_one_are_named_with_the_digits_that_show_it() -> None:
+    """ "got 0 to 1: divide by the image's full scale" said of 1.0000001: the overshoot hidden."""
+    pixels = np.full((64, 64), 1.0000001, dtype=np.float32)
+    pixels[0, 0] = 0.0
+    with pytest.raises(InvalidPixelsError, match=r"got 0 to 1\.0000001"):
+        Radiograph.from_array(pixels)

@@ -135,7 +135,9 @@ def _read(
         logger.debug("EXIF orientation ignored: %s", e)
         notes.append("EXIF orientation could not be read and was ignored")
     pixels, bit_depth = _to_gray(im, data if fmt == "png" else b"", notes)
-    if fmt == "tiff" and _white_is_zero(im):
+    if fmt == "png" and _png_colour_16bit(data):
+        notes.append(_COLOUR_16BIT)
+    if fmt == "tiff" and white_is_zero(im):
         pixels = 1.0 - pixels  # as a MONOCHROME1 DICOM: bone bright, as every other reader shows it
         mode = f"{mode} WhiteIsZero (inverted)"
     reduced_from = None
@@ -167,7 +169,7 @@ def marked_as_overlay(im: Image.Image) -> bool:
     return isinstance(comment, str) and comment.startswith(OVERLAY_COMMENT)
 
 
-def _white_is_zero(im: Image.Image) -> bool:
+def white_is_zero(im: Image.Image) -> bool:
     """Whether a TIFF stores white as 0 (PhotometricInterpretation 0) in a mode Pillow leaves as
     stored: it inverts 1-, 4- and 8-bit grey itself, not 16-bit or float ones."""
     tags = getattr(im, "tag_v2", None)
@@ -302,6 +304,18 @@ def _scale_16bit(arr: np.ndarray, png_bytes: bytes, notes: list[str]) -> tuple[n
     top = float(2**bits - 1)
     out = np.clip(arr.astype(np.float32) / np.float32(top), 0.0, 1.0)
     return out, bits
+
+
+_COLOUR_16BIT = (
+    "16-bit colour PNG read at 8 bits a sample (the decoder keeps the high byte): save a radiograph "
+    "as a grey PNG to keep its depth"
+)
+
+
+def _png_colour_16bit(data: bytes) -> bool:
+    """Whether a PNG's IHDR says 16-bit RGB or RGBA (colour type 2 or 6), which Pillow decodes to 8
+    bits: 12-bit data in it come out nearly black."""
+    return len(data) >= 26 and data[12:16] == b"IHDR" and data[24] == 16 and data[25] in (2, 6)
 
 
 def _png_significant_bits(data: bytes) -> int | None:

@@ -85,10 +85,13 @@ class Radiograph:
         [0, 1]; or (H, W, 3|4) uint8 RGB(A). Anything else raises
         :class:`~fracsight.errors.InvalidPixelsError` saying what to change: NaN or infinite values,
         floats outside [0, 1] and other integer types (their scale is not guessed at), bool, an
-        empty array. A PIL image is read as its file would be (its EXIF orientation applied; a
-        float or 32-bit image stretched from its range, as a TIFF file of it is, with a warning);
-        one that cannot be decoded (cut short, closed) raises an
-        :class:`~fracsight.errors.ImageReadError`.
+        empty array. A PIL image is read as its file would be (its EXIF orientation applied, a
+        WhiteIsZero TIFF inverted, palette transparency composited on black; a 32-bit image
+        scaled as a 16-bit one when its values fit 0..65535, else, as a float one outside
+        [0, 1], stretched from its range, with a warning), except that it keeps no record of a
+        PNG's ``sBIT`` chunk: its 16-bit samples are scaled by the detector depth their brightest
+        value fits (give the file itself for ``sBIT`` to count). One that cannot be decoded (cut
+        short, closed) raises an :class:`~fracsight.errors.ImageReadError`.
         ``name`` names it in messages and results. ``metadata.source_format`` is ``"array"``.
 
         >>> Radiograph.from_array(np.zeros((64, 48), np.uint8)).pixels.shape
@@ -98,9 +101,10 @@ class Radiograph:
 
         from fracsight.errors import ImageReadError, InvalidPixelsError, OverlayImageError
         from fracsight.io import read_image
-        from fracsight.io._raster import OVERLAY_REFUSAL, marked_as_overlay
+        from fracsight.io._raster import OVERLAY_REFUSAL, marked_as_overlay, white_is_zero
 
         label = name or "array"
+        inverted = isinstance(image, Image.Image) and white_is_zero(image)  # the TIFF below says BlackIsZero
         if isinstance(image, Image.Image):
             if marked_as_overlay(image):  # the TIFF below would drop the mark its file is refused by
                 raise OverlayImageError(f"{label}: {OVERLAY_REFUSAL}")
@@ -112,6 +116,8 @@ class Radiograph:
                 raise ImageReadError(f"{label}: the PIL image cannot be decoded: {why}") from None
             if 0 in pil.size:
                 raise InvalidPixelsError(f"{label}: the image is empty ({pil.width} x {pil.height} pixels)")
+            if pil.mode == "P" and "transparency" in pil.info:  # a TIFF keeps no palette transparency
+                pil = pil.convert("RGBA")
         else:
             pil = Image.fromarray(_as_image_array(image))
         buffer = io.BytesIO()
@@ -121,9 +127,12 @@ class Radiograph:
             buffer = io.BytesIO()
             pil.convert("RGBA").save(buffer, format="TIFF")
         radiograph = read_image(buffer.getvalue(), name=label)
+        pixels, photometric = radiograph.pixels, radiograph.metadata.photometric
+        if inverted:  # as read_image turns the file: bone bright
+            pixels, photometric = 1.0 - pixels, f"{photometric} WhiteIsZero (inverted)"
         # no digest: it would be of this TIFF, not of a file the user has
         metadata = replace(radiograph.metadata, source_format="array", name=name, content_sha256=None)
-        return cls(radiograph.pixels, metadata)
+        return cls(pixels, replace(metadata, photometric=photometric))
 
     @property
     def height(self) -> int:
@@ -171,7 +180,7 @@ def _as_image_array(image: Any) -> np.ndarray:
         lo, hi = float(a.min()), float(a.max())
         if lo < 0.0 or hi > 1.0:
             raise InvalidPixelsError(
-                f"float pixels must be in [0, 1], got {lo:g} to {hi:g}: divide by the image's full "
+                f"float pixels must be in [0, 1], got {lo:.9g} to {hi:.9g}: divide by the image's full "
                 "scale first (255 for 8-bit, 4095 for 12-bit, 65535 for 16-bit)"
             )
         return np.ascontiguousarray(a, dtype=np.float32)
