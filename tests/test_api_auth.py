@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 from pathlib import Path
@@ -118,6 +119,132 @@ def test_a_quoted_token_is_refused_and_an_upper_case_digest_read(tmp_path: Path)
     assert TOKEN not in str(caught.value)
     tokens.write_text(token_digest(TOKEN).upper() + "\n", encoding="utf-8")
     assert token_guard("required", None, str(tokens)).allows(TOKEN)
+
+
+_SHA256_HEX = hashlib.sha256(TOKEN.encode()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("line", "looks_like"),
+    [
+        ("sha512:" + hashlib.sha512(TOKEN.encode()).hexdigest(), "a sha512 digest"),
+        ("sha-256:" + _SHA256_HEX, "a sha-256 digest"),
+        ("SHA-256=" + base64.b64encode(hashlib.sha256(TOKEN.encode()).digest()).decode(), "a sha-256 digest"),
+        ("{SHA256}" + base64.b64encode(hashlib.sha256(TOKEN.encode()).digest()).decode(), "{SHA256} digest"),
+        ("{SSHA}WvZ2mHf0xQK3yZ8sXJvYQm0aLqZ0bUFvZ0E=", "{SSHA} digest"),
+        ("$2y$10$abcdefghijklmnopqrstuuVVC5sXx0OOa4F1yV1oyxQoQbC7KSbuW", "password hash (bcrypt)"),
+        ("pacs:$apr1$r31.....$HqJZimcKQFAMYayBlzkrA/", "htpasswd line (a user and a password hash (Apache"),
+        ("pacs:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=", "htpasswd line (a user and an LDAP-style {SHA}"),
+        (f"{_SHA256_HEX}  -", "sha256sum output"),
+    ],
+    ids=[
+        "sha512",
+        "sha-256",
+        "sha-256-base64",
+        "ldap-sha256",
+        "ldap-ssha",
+        "bcrypt",
+        "htpasswd",
+        "htpasswd-sha",
+        "sha256sum",
+    ],
+)
+def test_a_digest_in_another_form_is_refused_not_taken_as_a_token(
+    tmp_path: Path, clean_env: None, monkeypatch: pytest.MonkeyPatch, line: str, looks_like: str
+) -> None:
+    """``sha512:<hex>``, ``{SHA256}<base64>``, ``$2y$`` bcrypt ... were taken as tokens: the real
+    token got 401, and the digest's text, in a file the docs call non-secret, was a working token."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"# pilot\n{TOKEN}\n{line}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"entry 3: looks like ") as caught:
+        token_guard("required", None, str(tokens))
+    message = str(caught.value)
+    assert looks_like in message and "only sha256:<64 hex digits> digests are supported" in message
+    assert "hashlib.sha256" in message and line not in message and TOKEN not in message
+    with pytest.raises(ConfigError, match=r"FRACSIGHT_API_TOKENS, entry 2: looks like "):
+        ApiSettings.from_env({"FRACSIGHT_API_TOKENS": f"{TOKEN},{line}"})
+    result, calls = _serve(monkeypatch, {"FRACSIGHT_API_TOKENS_FILE": str(tokens)})
+    assert result.exit_code == 1 and not calls and "error (config_error)" in result.output
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "wxo8_UIb_5BI-8a1XroRdKDgogCn3AZ_7UW0zemIkGw",  # secrets.token_urlsafe(32)
+        "sha512-Zm9v_bar-" + "A1b2" * 8,  # its alphabet, beginning like a digest's name
+        "md5_" + "x" * 40,
+        "blake2b" + "Q" * 30,
+        "5173e27f182549b8362474d7217dcc00",  # secrets.token_hex(16), as md5sum prints a digest
+        "c9731d7cf66531f64cd953b5cab7ce12ddd9474f735b5b56652306254703162a"  # `openssl rand -hex 64`,
+        "950d07ff47b5d2ff834aed70584ec049634c42aec6d617e75f419c2672af32f8",  # as sha512sum prints one
+        "MA/77HAo21xnNSb0ALCncm4dEwF4HD4urGYZyIdvWo4=",  # `openssl rand -base64 32`: + / =
+        "sha256+Ab/" + "c" * 33 + "=",
+        "SHA1" + "d" * 39 + "=",
+    ],
+    ids=[
+        "urlsafe",
+        "urlsafe-sha512",
+        "urlsafe-md5",
+        "urlsafe-blake2b",
+        "hex-32",
+        "hex-128",
+        "base64",
+        "base64-sha256",
+        "base64-sha1",
+    ],
+)
+def test_generated_tokens_are_still_accepted_quietly(token: str, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="fracsight.api"):
+        assert TokenGuard(parse_tokens([token], "FRACSIGHT_API_TOKENS")).allows(token)
+    assert not caplog.records
+
+
+def test_64_hex_digits_are_a_token_and_a_warning_says_a_digest_needs_its_prefix(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """64 hex digits are a token (`openssl rand -hex 32`, as documented) or a digest without its
+    `sha256:` (sha256sum's): used as the token, and said, so that the second gets noticed."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{TOKEN}\n{_SHA256_HEX}\n", encoding="utf-8")
+    with caplog.at_level("WARNING", logger="fracsight.api"):
+        guard = token_guard("required", None, str(tokens))
+    assert guard.allows(_SHA256_HEX) and not guard.allows(TOKEN + "x")
+    warned = [r.getMessage() for r in caplog.records if "64 hex digits" in r.getMessage()]
+    assert len(warned) == 1 and "entry 2" in warned[0] and "write sha256: before it" in warned[0]
+    assert _SHA256_HEX not in caplog.text and TOKEN not in caplog.text
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le"])
+def test_a_tokens_file_saved_as_utf16_with_a_bom_is_read(tmp_path: Path, encoding: str) -> None:
+    """What Windows PowerShell 5.1's `>` and Out-File write: "cannot read it (UnicodeDecodeError)"."""
+    tokens = tmp_path / "tokens"
+    tokens.write_bytes(f"\ufeff# pilot\r\n{TOKEN}\r\n{token_digest(OTHER)}\r\n".encode(encoding))
+    guard = token_guard("required", None, str(tokens))
+    assert len(guard) == 2 and guard.allows(TOKEN) and guard.allows(OTHER)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_a_tokens_file_in_utf16_without_a_bom_or_in_latin1_is_refused_saying_so(
+    tmp_path: Path, encoding: str
+) -> None:
+    """It was "cannot read it (UnicodeDecodeError)", which sounds like permissions, or "entry 1: a
+    token may hold only printable ASCII characters"."""
+    tokens = tmp_path / "tokens"
+    for text in (f"{TOKEN}\r\n", f"# pilot\r\n{TOKEN}\r\n"):
+        tokens.write_bytes(text.encode(encoding))
+        with pytest.raises(ConfigError, match=r'looks like UTF-16 \("Unicode"\).*save it as UTF-8 or ASCII'):
+            token_guard("optional", None, str(tokens))
+    tokens.write_bytes(f"# café\n{TOKEN}\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"not UTF-8 text \(byte 5\): save it as UTF-8"):
+        token_guard("optional", None, str(tokens))
+
+
+def test_the_variable_read_from_a_file_with_a_bom_agrees_with_the_file() -> None:
+    """`FRACSIGHT_API_TOKENS=$(cat tokens)` of a Windows editor's file: a UTF-8 BOM is dropped, as
+    the file's; a UTF-16 one (its bytes, as os.environ decodes them) is refused saying so."""
+    assert ApiSettings.from_env({"FRACSIGHT_API_TOKENS": f"\ufeff{TOKEN}"}).api_tokens == token_digest(TOKEN)
+    with pytest.raises(ConfigError, match=r'entry 1: begins with a UTF-16 byte order mark.*"Unicode"'):
+        ApiSettings.from_env({"FRACSIGHT_API_TOKENS": f"\udcff\udcfe{TOKEN}"})
 
 
 @pytest.mark.parametrize("value", [",", " , ,"])

@@ -24,6 +24,7 @@ token is hashed and compared with every digest in constant time (:func:`hmac.com
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import hmac
 import ipaddress
@@ -62,6 +63,41 @@ LOOPBACK_ONLY = "loopback_only"  # 403: no tokens, and the request came in beyon
 OPEN_PATHS = frozenset({"/healthz"})
 MIN_TOKEN_LENGTH = 16
 _DIGEST = re.compile(r"^sha256:([0-9a-fA-F]{64})$", re.IGNORECASE)  # SHA256:<HEX> too
+_BARE_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")  # a hex token (openssl rand -hex 32), or sha256sum's digest
+# Digests and password hashes in other forms. Taken as tokens, their text became a working token and
+# the real one got 401. No token generator makes them: `:`, `{`, `$` and spaces are in none of
+# token_urlsafe's, token_hex's or base64's alphabets, and `=` only ends base64.
+_HASH_NAME = (
+    r"sha-?(?:1|224|256|384|512)(?:[/_-](?:224|256))?|sha3[_-]?(?:224|256|384|512)|md[45]|blake[23][bs]?"
+)
+_OTHER_DIGEST = re.compile(rf"^({_HASH_NAME})[:=]", re.IGNORECASE)  # sha512:<hex>, SHA-256=<base64>
+_HTPASSWD_USER = r"(?:([^:\s]+):)?"  # an htpasswd line: user:<hash>
+_LDAP_DIGEST = re.compile(rf"^{_HTPASSWD_USER}\{{([A-Za-z0-9._-]+)\}}")  # {SHA256}<base64>, {SSHA}...
+_CRYPT_HASH = re.compile(rf"^{_HTPASSWD_USER}\$([A-Za-z0-9-]+)\$")  # $2y$<bcrypt>, $apr1$..., $6$...
+_HEXSUM_LINE = re.compile(r"^([0-9a-fA-F]+)\s+\*?\S+$")  # sha256sum's `<hex>  -` or `<hex> *file`
+_HEXSUM_NAMES = {32: "md5sum", 40: "sha1sum"} | {bits // 4: f"sha{bits}sum" for bits in (224, 256, 384, 512)}
+_CRYPT_NAMES = {
+    **dict.fromkeys(("2a", "2b", "2x", "2y"), "bcrypt"),
+    **dict.fromkeys(("argon2i", "argon2d", "argon2id"), "Argon2"),
+    "apr1": "Apache apr1-MD5",
+    "1": "MD5-crypt",
+    "5": "SHA-256-crypt",
+    "6": "SHA-512-crypt",
+    "y": "yescrypt",
+}
+_MAKE_DIGEST = (
+    'python3 -c "import hashlib,sys; '
+    "print('sha256:' + hashlib.sha256(sys.argv[1].encode()).hexdigest())\" TOKEN"
+)
+# A byte order mark says how a tokens file is encoded (Windows PowerShell 5.1's `>` and Out-File
+# write UTF-16 LE with one); UTF-32's marks begin with UTF-16's, so they are looked for first.
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
 # what a client can send after `Bearer ` (HTTP header values are bytes; non-ASCII never arrives intact)
 _TOKEN_CHARS = re.compile(r"^[\x21-\x7e]+$")
 logger = logging.getLogger("fracsight.api")
@@ -100,12 +136,15 @@ def parse_tokens(entries: Iterable[str], where: str, *, comments: bool = True) -
     entry beginning with ``#`` is refused: such a token was dropped as a comment without a word, and
     its clients got 401. No token may begin with ``#``, so that a file and the variable agree.
 
-    Raises :class:`~fracsight.errors.ConfigError` on a malformed digest, or a token shorter than
-    :data:`MIN_TOKEN_LENGTH` or holding characters no client can send (never quoting it).
+    Raises :class:`~fracsight.errors.ConfigError` on a malformed digest or one in another form
+    (``sha512:``, ``{SHA256}``, ``$2y$``: its text would be taken as the token), or a token shorter
+    than :data:`MIN_TOKEN_LENGTH` or holding characters no client can send (never quoting it).
+    Logs a warning for 64 hex digits without ``sha256:``: a token (``openssl rand -hex 32``), used
+    as one, but it may be a digest someone meant.
     """
     digests: set[bytes] = set()
     for n, raw in enumerate(entries, start=1):
-        entry = raw.strip()
+        entry = raw.strip() if n > 1 else _without_bom(raw.strip(), f"{where}, entry 1")
         if entry.startswith("#") and not comments:
             raise ConfigError(
                 f"{where}, entry {n}: begins with '#', which no token may (it marks a comment in a "
@@ -116,12 +155,29 @@ def parse_tokens(entries: Iterable[str], where: str, *, comments: bool = True) -
     return digests
 
 
+def _without_bom(entry: str, where: str) -> str:
+    """The first entry without the UTF-8 byte order mark that a value read from a Windows editor's
+    file begins with (a tokens file's own is dropped as it is decoded); a UTF-16 one is refused."""
+    if entry.startswith(("\udcff\udcfe", "\udcfe\udcff")):  # bytes FF FE / FE FF, as os.environ decodes them
+        raise ConfigError(
+            f'{where}: begins with a UTF-16 byte order mark: it was read from a UTF-16 ("Unicode") '
+            "file; save that as UTF-8 or ASCII"
+        )
+    return entry.removeprefix("\ufeff")
+
+
 def _entry_digest(entry: str, where: str) -> bytes:
     match = _DIGEST.match(entry)
     if match:
         return bytes.fromhex(match.group(1))
     if entry.lower().startswith("sha256:"):
         raise ConfigError(f"{where}: a sha256: digest needs exactly 64 hex digits")
+    other = _other_digest(entry)
+    if other:
+        raise ConfigError(
+            f"{where}: looks like {other}; only sha256:<64 hex digits> digests are supported, made "
+            f"from the token itself: `{_MAKE_DIGEST}`"
+        )
     if len(entry) > 1 and entry[0] == entry[-1] and entry[0] in "'\"":
         raise ConfigError(f"{where}: a token in quotes: the quotes would be part of it; write it without")
     if not _TOKEN_CHARS.match(entry):  # e.g. a comment after the token: it would never match
@@ -134,7 +190,30 @@ def _entry_digest(entry: str, where: str) -> bytes:
             f"{where}: tokens must have at least {MIN_TOKEN_LENGTH} characters "
             "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
         )
+    if _BARE_SHA256.match(entry):  # documented as a token; refusing it would refuse hex tokens
+        logger.warning(
+            "%s: 64 hex digits, used as the token itself (as `openssl rand -hex 32` makes one); if it "
+            "is a token's sha256 digest, write sha256: before it, or its clients get 401",
+            where,
+        )
     return _digest_bytes(entry)
+
+
+def _other_digest(entry: str) -> str | None:
+    """What ``entry`` looks like when it is a digest or password hash in another form than
+    ``sha256:<hex>``; None when it may be a token."""
+    if match := _OTHER_DIGEST.match(entry):
+        return f"a {match.group(1).lower()} digest"
+    if (match := _HEXSUM_LINE.match(entry)) and len(match.group(1)) in _HEXSUM_NAMES:
+        return f"{_HEXSUM_NAMES[len(match.group(1))]} output (a digest and a file name)"
+    if match := _LDAP_DIGEST.match(entry):
+        kind = f"an LDAP-style {{{match.group(2).upper()}}} digest"
+    elif match := _CRYPT_HASH.match(entry):
+        scheme = match.group(2)
+        kind = f"a password hash ({_CRYPT_NAMES.get(scheme.lower(), f'${scheme}$ crypt')})"
+    else:
+        return None
+    return f"an htpasswd line (a user and {kind})" if match.group(1) else kind
 
 
 class TokenGuard:
@@ -172,13 +251,7 @@ def token_guard(auth: str, tokens: str | None, tokens_file: str | None) -> Token
         digests |= parse_tokens(tokens.split(","), "FRACSIGHT_API_TOKENS", comments=False)
     if tokens_file:
         path = Path(tokens_file)
-        try:
-            # -sig: a BOM from Windows editors; lines end at \r\n, \n or \r only (splitlines also
-            # ends them at \v, \x1c-\x1e, U+0085 ..., which split a token and misreported it as short)
-            lines = re.split(r"\r\n|\r|\n", path.read_text(encoding="utf-8-sig"))
-        except (OSError, UnicodeDecodeError) as e:
-            reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
-            raise ConfigError(f"FRACSIGHT_API_TOKENS_FILE {path}: cannot read it ({reason})") from None
+        lines = _tokens_file_lines(path)
         found = parse_tokens(lines, f"FRACSIGHT_API_TOKENS_FILE {path}")
         if not found:
             raise ConfigError(f"FRACSIGHT_API_TOKENS_FILE {path} holds no token")
@@ -191,6 +264,38 @@ def token_guard(auth: str, tokens: str | None, tokens_file: str | None) -> Token
             "proxy is in front of the API (docs/deploy.md)"
         )
     return TokenGuard(digests)
+
+
+def _tokens_file_lines(path: Path) -> list[str]:
+    """The file's lines, decoded as its byte order mark says, or as UTF-8 without one.
+
+    Raises :class:`~fracsight.errors.ConfigError` when it cannot be read, or decoded: UTF-16
+    without a mark was "cannot read it (UnicodeDecodeError)" or a token of unsendable characters.
+    """
+    where = f"FRACSIGHT_API_TOKENS_FILE {path}"
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{where}: cannot read it ({e.strerror or type(e).__name__})") from None
+    encoding = next((codec for bom, codec in _BOMS if data.startswith(bom)), "utf-8")
+    if encoding == "utf-8" and _looks_like_utf16(data):
+        raise ConfigError(
+            f'{where}: looks like UTF-16 ("Unicode") without a byte order mark: save it as UTF-8 or ASCII'
+        )
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as e:
+        name = encoding.upper().removesuffix("-SIG")
+        raise ConfigError(f"{where}: not {name} text (byte {e.start}): save it as UTF-8 or ASCII") from None
+    # lines end at \r\n, \n or \r only (splitlines also ends them at \v, \x1c-\x1e, U+0085 ...,
+    # which split a token and misreported it as short)
+    return re.split(r"\r\n|\r|\n", text)
+
+
+def _looks_like_utf16(data: bytes) -> bool:
+    """NUL in at least half of the even or of the odd bytes: the other half of each ASCII character
+    in UTF-16 (a stray NUL in a token is refused with the token's other unsendable characters)."""
+    return b"\0" in data and max(data[0::2].count(0), data[1::2].count(0)) * 4 >= len(data)
 
 
 def _warn_if_others_read(path: Path, lines: list[str]) -> None:
