@@ -401,6 +401,11 @@ def test_an_output_folder_inside_class_folders_is_refused(tiny_bundle, tiny_data
     for args, why in (
         ([*evaluate, "--out", str(data / "report")], f"is inside {data.resolve()}, which is read for images"),
         ([*train, "--out", str(data / "val" / "run")], "inside the class-folder data set"),
+        # its letterbox cache too: written into train/, its .npy files then read as a class's images
+        (
+            [*train, "--out", str(tmp_path / "run"), "--set", f"cache_dir={data / 'train' / 'cache'}"],
+            f"cache_dir {data / 'train' / 'cache'} is inside the class-folder data set",
+        ),
     ):
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 2, result.output

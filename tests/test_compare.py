@@ -176,9 +176,22 @@ def test_what_cannot_be_compared_is_one_line(fracatlas_dir: Path, head_bundle, t
         (one_fracture / image.name).symlink_to(image.resolve())
         rows.append(f"{image.name},{int(i == 0)}")
     (one_fracture / "labels.csv").write_text("\n".join(rows) + "\n")
+    regions_only = tmp_path / "regions"
+    regions_only.mkdir()
+    for image in one_fracture.glob("*.jpg"):
+        (regions_only / image.name).symlink_to(image.resolve())
+    (regions_only / "labels.csv").write_text(
+        "image,region\n" + "".join(f"{p.name},hand\n" for p in one_fracture.glob("*.jpg"))
+    )
     runner = CliRunner()
     for args, code, message in (
         (["default", "default", str(one_fracture), "--split", "all"], 1, "needs two of each at least"),
+        # data without the models' labels: a bad argument, as `evaluate` says (exit 1 before)
+        (
+            ["default", "default", str(regions_only), "--split", "all"],
+            2,
+            "has no image with a fracture label",
+        ),
         (["default", str(class_only), str(data)], 2, "share no head `compare` measures"),
         (["default", "default", str(data), "--split", "holdout"], 2, "has no 'holdout' split"),
         (["default", "nosuch-model", str(data)], 2, "nosuch-model"),

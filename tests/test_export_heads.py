@@ -206,3 +206,15 @@ def test_an_older_run_and_bundle_with_relative_data_paths(mura_run, tmp_path, mo
     unrelated = CliRunner().invoke(app, ["evaluate", "bundle", str(other)])
     assert unrelated.exit_code == 2  # no test split of its own, and not one the run carved out
     assert "a data set the model was not trained on" in " ".join(unrelated.output.split())
+
+
+def test_a_class_spelt_otherwise_than_the_models_is_named_with_its_spelling() -> None:
+    """Folders `hand`, `LEG` against a model of `Hand`, `leg`: "does not know ['hand', 'LEG']", though
+    the data set's own reader takes names that differ only in case for one class."""
+    from fracsight.data import CLASS
+    from fracsight.evaluation.run import model_class_index
+
+    with pytest.raises(
+        DatasetError, match=r"\(it spells 'hand' as 'Hand', 'LEG' as 'leg': name them as it does\)"
+    ):
+        model_class_index({CLASS: ("hand", "hip", "LEG")}, ("Hand", "hip", "leg"))

@@ -60,6 +60,8 @@ def test_the_run_trains_on_both_classes_and_the_bundle_counts_what_it_trained_on
     trained = CliRunner().invoke(app, ["train", str(tiny_dataset), "--out", str(run), *settings])
     assert trained.exit_code == 0, trained.output
     assert "prepared 6 training" in trained.stderr
+    # `train > log`: each epoch's line, not its progress bar (drawn on a terminal only, on stderr)
+    assert "epoch 1 (phase 1): train_loss" in trained.stdout and "━" not in trained.output
     dataset = load_dataset(tiny_dataset)  # train and val only: a test split is carved from them, and said
     carved = len(dataset.samples) - sum(map(len, train_val_samples(dataset, 0)))
     assert carved > 0 and f"{carved} images held out as the test split the data set lacks" in trained.stderr

@@ -175,7 +175,10 @@ def test_tiny_bundle_training_wrote_its_run(tiny_bundle):
         "triage",
     }
     card = (tiny_bundle / "card.md").read_text()
-    assert "decision aid" in card and "Frozen-stage feature cache: 1 copies" in card
+    assert (
+        "decision aid" in card
+        and "Frozen-stage feature cache: 1 copy of each training image, unaugmented" in (card)
+    )
 
 
 def test_online_augmentation_path_and_resume(tiny_dataset, tmp_path):

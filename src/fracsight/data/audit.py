@@ -287,7 +287,8 @@ def render_audit(report: AuditReport, limit: int = 10) -> list[RenderableType]:
         (
             f"Near-duplicate groups (pHash <= {t})",
             len(report.near_duplicate_groups),
-            f"{sum(map(len, report.near_duplicate_groups))} images, {report.near_pairs} pairs",
+            f"{sum(map(len, report.near_duplicate_groups))} images, "
+            f"{report.near_pairs} pair{'s' * (report.near_pairs != 1)}",
         ),
         (
             "Near-duplicate pairs across splits",

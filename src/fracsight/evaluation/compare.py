@@ -33,7 +33,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from fracsight.bundle import bundle_identity
-from fracsight.data import CLASS, FRACTURE, MissingSplitError, load_dataset, split_keys
+from fracsight.data import CLASS, FRACTURE, DataMismatchError, MissingSplitError, load_dataset, split_keys
 from fracsight.data._files import canonical_split, relative_name
 from fracsight.errors import ConfigError, DatasetError
 from fracsight.evaluation.metrics import _average_ranks, auroc, bootstrap_ci
@@ -220,7 +220,7 @@ def compare_models(
     samples = [s for s in chosen[0] if any(task in s.labels for task in wanted)]
     if not samples:
         labels = " or ".join(f"{task} label" for task in wanted)
-        raise DatasetError(f"{data_dir} [{split or 'all'}] has no image with a {labels}")
+        raise DataMismatchError(f"{data_dir} [{split or 'all'}] has no image with a {labels}")
 
     total = 2 * len(samples)
     sources = [relative_name(s.path, dataset.root) for s in samples]  # as `evaluate` names them

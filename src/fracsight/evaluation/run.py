@@ -32,7 +32,7 @@ from fracsight.data import (
     load_dataset,
     split_keys,
 )
-from fracsight.data._files import canonical_split, relative_name, split_name
+from fracsight.data._files import canonical_split, name_key, relative_name, split_name
 from fracsight.data.leakage import SplitLeakage, leakage_effect, split_leakage
 from fracsight.errors import ConfigError, DatasetError, OutputFolderError
 
@@ -525,9 +525,12 @@ def model_class_index(
     data_classes = tuple(class_names[CLASS])
     unknown = [c for c in data_classes if c not in model_classes]
     if unknown:
+        spelt = {name_key(c): c for c in model_classes}
+        others = [f"{c!r} as {spelt[name_key(c)]!r}" for c in unknown if name_key(c) in spelt]
+        hint = f" (it spells {', '.join(others)}: name them as it does)" if others else ""
         raise DataMismatchError(
             f"the data's classes {list(data_classes)} differ from the model's {list(model_classes)}: "
-            f"the model does not know {unknown}"
+            f"the model does not know {unknown}{hint}"
         )
     return {i: list(model_classes).index(c) for i, c in enumerate(data_classes)}
 

@@ -591,10 +591,13 @@ def render_card(spec: BundleSpec, run_dir: Path | None = None) -> str:
         f"flips, rotation up to {aug.get('rotate_deg')} degrees, scale {aug.get('scale')}, "
         f"shift {aug.get('translate')}, gamma {aug.get('gamma')} and contrast {aug.get('contrast')}"
     )
-    if staged and cfg.get("feature_cache_variants", 0) > 0:
+    variants = cfg.get("feature_cache_variants", 0)
+    if staged and variants > 0:
         augmentation = (
-            f"Frozen-stage feature cache: {cfg.get('feature_cache_variants')} copies of each training image "
-            f"(the first unaugmented, the others with {kinds})"
+            f"Frozen-stage feature cache: {variants} copies of each training image (the first "
+            f"unaugmented, the others with {kinds})"
+            if variants > 1
+            else "Frozen-stage feature cache: 1 copy of each training image, unaugmented"
         )
     else:
         augmentation = f"Augmentation drawn afresh for every batch: {kinds}"

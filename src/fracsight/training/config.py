@@ -373,7 +373,7 @@ def _check_ranges(cfg: TrainConfig) -> None:
     ):
         if not ok:
             problems.append(f"augment.{option}={getattr(aug, option)!r} ({rule})")
-    if cfg.epochs + cfg.epochs_frozen == 0 and not cfg.init:
+    if cfg.epochs == 0 and cfg.epochs_frozen == 0 and not cfg.init:  # not said of epochs=-1
         problems.append(
             "epochs=0 and epochs_frozen=0 (nothing to train; with init= it keeps the starting weights)"
         )

@@ -637,12 +637,16 @@ class Trainer:
     def fit(self, resume: bool = False, force: bool = False) -> TrainResult:
         """Train; ``resume``: continue the run in ``cfg.out`` from its ``last.pt``; ``force``:
         replace an earlier run there (refused otherwise, so that no trained run is lost)."""
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.console import Console
+        from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
+
+        from fracsight._terminal import progress_bar
 
         cfg = self.cfg
         initial = self._initial_model(Path(cfg.init)) if cfg.init else None  # checked before writing
         state = self._check_run_folder(resume, force)  # last.pt, read once, to resume from
         self.dataset.refuse_output_inside(self.run_dir)
+        self.dataset.refuse_output_inside(self.cache_dir, "cache_dir")
         train_samples, val_samples = train_val_samples(self.dataset, cfg.seed)
         # a data set without a test split keeps one carved out of it (train_val_samples): said, for
         # "prepared 22 training" of 24 images put in read as images lost
@@ -670,8 +674,6 @@ class Trainer:
         for m in model.prefix_modules(split):
             m.eval()
         model.eval()
-        from rich.console import Console
-
         console = Console(stderr=True, quiet=not self.show_progress)
         t0 = time.time()
         train = self._prepare(model, train_samples, split, True, "training")
@@ -732,7 +734,10 @@ class Trainer:
             TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(),
         )
-        with Progress(*columns, disable=not self.show_progress) as bar:
+        stdout = Console()  # each epoch's line: what the command reports (`train > log` keeps them)
+        with progress_bar(*columns, hide=not self.show_progress, redirect_stdout=False) as bar:
+            # on a terminal above the bar (both on one screen), where printing elsewhere would tear it
+            report = bar.console if stdout.is_terminal and not bar.disable else stdout
             for epoch in range(start_epoch, total_epochs + 1):
                 new_phase = 1 if epoch <= cfg.epochs_frozen else 2
                 if new_phase != phase:
@@ -780,8 +785,8 @@ class Trainer:
                 history.append(record)
                 score = self._score(metrics)
                 summary = " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-                bar.update(task, info=summary)
-                bar.console.print(
+                bar.remove_task(task)  # its line below says it
+                report.print(
                     f"epoch {epoch} (phase {phase}): train_loss {record['train_loss']:.4f} "
                     f"{summary} [{record['seconds']} s]"
                 )
