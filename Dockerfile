@@ -36,10 +36,17 @@ ARG CUDA_CHECK=required
 COPY wheelhouse/ /tmp/wheelhouse/
 COPY pyproject.toml README.md LICENSE /tmp/src/
 COPY src/ /tmp/src/src/
+COPY deploy/source-digest.sh /tmp/source-digest.sh
 RUN set -eux; \
     python3 -m venv /opt/fracsight; \
     pip="/opt/fracsight/bin/pip install --no-cache-dir"; \
     if ls /tmp/wheelhouse/fracsight-*.whl >/dev/null 2>&1; then \
+        made_from=$(cat /tmp/wheelhouse/fracsight-source.sha256 2>/dev/null || echo unknown); \
+        if [ "$made_from" != "$(sh /tmp/source-digest.sh /tmp/src)" ]; then \
+            echo "wheelhouse/ holds a fracsight wheel made from other sources than these (an older" \
+                "checkout?): the image would hold that code and model; run scripts/make_wheelhouse.sh again" >&2; \
+            exit 1; \
+        fi; \
         pip="$pip --no-index --find-links /tmp/wheelhouse"; target="fracsight[$EXTRAS]"; \
     else \
         target="/tmp/src[$EXTRAS]"; \

@@ -26,6 +26,7 @@ rm -f "$OUT"/fracsight-*.whl
 tar -c --exclude=__pycache__ --exclude='*.egg-info' pyproject.toml README.md LICENSE src | tar -x -C "$src"
 "$PY" -m pip wheel --quiet --no-deps --wheel-dir "$OUT" "$src" > "$log" 2>&1 || { cat "$log" >&2; exit 1; }
 wheel=$(ls "$OUT"/fracsight-*.whl)
+sh deploy/source-digest.sh "$src" > "$OUT/fracsight-source.sha256"  # what the Dockerfile checks it against
 # Binary wheels for the image's interpreter and a glibc as old as Debian bookworm's (2.36).
 platforms=()
 for tag in manylinux_2_36 manylinux_2_35 manylinux_2_34 manylinux_2_31 manylinux_2_28 manylinux_2_27 \

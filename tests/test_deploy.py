@@ -288,3 +288,31 @@ def test_pilot_orthanc_routes_a_radiograph_to_the_node_and_gets_results(
                 process.wait()
         for log in logs:
             log.close()
+
+
+def test_the_source_digest_is_of_what_the_wheel_is_built_from(tmp_path: Path) -> None:
+    """A wheelhouse made before a `git pull` built an image of the older code and model without a word:
+    make_wheelhouse.sh records this digest and the Dockerfile refuses a wheelhouse of other sources.
+    The digest must read the build context (no byte code, no egg-info) as the checkout."""
+    import shutil
+
+    script = ROOT / "deploy" / "source-digest.sh"
+    here = subprocess.run(["sh", str(script), str(ROOT)], capture_output=True, text=True, check=True).stdout
+    context = tmp_path / "context"
+    context.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, context / name)
+    shutil.copytree(ROOT / "src", context / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    (context / "src" / "stray.egg-info").mkdir()
+    (context / "src" / "stray.egg-info" / "PKG-INFO").write_text("x")
+    digest = subprocess.run(
+        ["sh", str(script), str(context)], capture_output=True, text=True, check=True
+    ).stdout
+    assert digest == here and re.fullmatch(r"[0-9a-f]{64}\n", digest)
+    (context / "src" / "fracsight" / "__init__.py").write_text("# changed\n", encoding="utf-8")
+    changed = subprocess.run(["sh", str(script), str(context)], capture_output=True, text=True, check=True)
+    assert changed.stdout != here
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "sh /tmp/source-digest.sh /tmp/src" in dockerfile and "fracsight-source.sha256" in dockerfile
+    assert "deploy/source-digest.sh" in (ROOT / "scripts" / "make_wheelhouse.sh").read_text()
+    assert "!deploy/source-digest.sh" in (ROOT / ".dockerignore").read_text().splitlines()
