@@ -853,3 +853,11 @@ def test_the_files_left_out_of_a_folder_are_named() -> None:
     assert left_out_text(["x/notes.txt"]) == "Left out of the folder (not images, or hidden): x/notes.txt"
     many = left_out_text([f"x/{i}.txt" for i in range(7)])
     assert many.endswith(": x/0.txt, x/1.txt, x/2.txt, x/3.txt, x/4.txt and 2 more")
+
+
+def test_an_uncertain_class_never_reads_as_its_own_minimum() -> None:
+    """0.7353 against a minimum of 0.7403 read "leg (0.74), is below the minimum 0.74"."""
+    c = ClassResult.from_probabilities({"leg": 0.7353, "hip": 0.2647}, 0.7403)
+    assert "leg (0.735), is below the minimum 0.740" in class_summary(c).text
+    clear = ClassResult.from_probabilities({"leg": 0.5, "hip": 0.5}, 0.7)
+    assert "(0.50), is below the minimum 0.70" in class_summary(clear).text

@@ -260,6 +260,10 @@ def test_a_large_image_is_viewed_reduced_and_its_overlay_exported_at_full_size(
     jpeg = tmp_path / "big.overlay.jpg"
     worker.export_overlay(image, image.name, file_stamp(image), jpeg, Look(), words)
     (saved,) = [e for e in drain(events, OverlaySaved) if isinstance(e, OverlaySaved)]
+    # a folder that is not there: why, not the hidden temporary file's path the error quoted
+    worker.export_overlay(image, image.name, file_stamp(image), tmp_path / "gone" / "x.png", Look(), words)
+    (failed,) = [e for e in drain(events, OverlaySaved) if isinstance(e, OverlaySaved)]
+    assert failed.error == "No such file or directory", failed.error
     worker.close()
     assert saved.error is None and jpeg.read_bytes()[:3] == b"\xff\xd8\xff"
     with pytest.raises(OverlayImageError):

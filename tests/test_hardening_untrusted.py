@@ -156,6 +156,16 @@ def _components(edit: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, A
     return lambda r: edit(r["ood"]["subspace_components"])
 
 
+def _region_names(names: list[str]) -> Callable[[dict[str, Any]], None]:
+    """The region head's first classes renamed (its length kept, as its output's)."""
+
+    def edit(record: dict[str, Any]) -> None:
+        head = next(h for h in record["heads"] if h["name"] == "region")
+        head["classes"][: len(names)] = names
+
+    return edit
+
+
 def _nan_components(record: dict[str, Any]) -> None:
     k, d = record["shape"]
     record["data"] = base64.b64encode(np.full((k, d), np.nan, dtype="<f2").tobytes()).decode()
@@ -180,6 +190,11 @@ def _nan_components(record: dict[str, Any]) -> None:
         (_set("localization", "min_box_score", "a"), "localization.min_box_score must be a finite"),
         (lambda r: r["localization"].pop("stride"), "detector need its stride"),
         (_set("orientation", "min_probability", float("nan")), "orientation.min_probability must be"),
+        # loaded, then "has no fracture head, so it has no operating points" of a fracture head
+        (_set(None, "operating_points", []), "its bundle.json lists no operating point"),
+        # loaded: "hand" showed the second output's probability, the first's was lost
+        (_region_names(["hand", "hand"]), "names a class twice"),
+        (_region_names(["", "hand"]), r"classes must be names \(strings, not empty\)"),
     ],
     ids=[
         "threshold-nan",
@@ -197,6 +212,9 @@ def _nan_components(record: dict[str, Any]) -> None:
         "box-score-text",
         "detector-without-stride",
         "orientation-nan",
+        "fracture-without-operating-points",
+        "class-named-twice",
+        "class-name-empty",
     ],
 )
 def test_settings_a_prediction_reads_are_checked_when_the_bundle_loads(

@@ -116,8 +116,10 @@ class HeadSpec:
             raise BundleError(f"head {self.name!r}: kind must be one of {HEAD_KINDS}, got {self.kind!r}")
         if not self.classes:
             raise BundleError(f"head {self.name!r} has no classes")
-        if not all(isinstance(c, str) for c in self.classes):
-            raise BundleError(f"head {self.name!r}: classes must be names (strings)")
+        if not all(isinstance(c, str) and c.strip() for c in self.classes):
+            raise BundleError(f"head {self.name!r}: classes must be names (strings, not empty)")
+        if len(set(self.classes)) != len(self.classes):  # a name twice: one output's probability lost
+            raise BundleError(f"head {self.name!r} names a class twice: {list(self.classes)}")
         if self.kind == "binary" and len(self.classes) > 2:  # the last is the positive label
             raise BundleError(
                 f"head {self.name!r} is binary: its classes name the negative and the positive "
@@ -219,6 +221,11 @@ class BundleSpec:
         for op in self.operating_points:
             if op.name == name:
                 return op
+        if not self.operating_points and self.head("fracture"):  # it said "has no fracture head"
+            raise BundleError(
+                f"operating point {name!r} was asked for, but the fracture head of {self.name} has none: "
+                "its bundle.json lists no operating point (every export writes some)"
+            )
         if not self.operating_points:
             raise BundleError(
                 f"operating point {name!r} was asked for, but {self.name} has no fracture head, "

@@ -312,9 +312,12 @@ def class_summary(
     if c.confident:
         text = f"{label}: {c.predicted} ({c.probability:.2f})"
     else:
+        digits = 2  # more where two places show both as one number: "(0.74) is below the minimum 0.74"
+        while digits < 6 and f"{c.probability:.{digits}f}" == f"{c.min_probability:.{digits}f}":
+            digits += 1
         text = (
-            f"{label} uncertain: the most likely, {c.predicted} ({c.probability:.2f}), "
-            f"is below the minimum {c.min_probability:.2f}"
+            f"{label} uncertain: the most likely, {c.predicted} ({c.probability:.{digits}f}), "
+            f"is below the minimum {c.min_probability:.{digits}f}"
         )
     note = None
     if fracture_head and fracture_suspected is False:

@@ -540,7 +540,7 @@ class DesktopApp:
             what = (
                 f"Saved {event.target}"
                 if event.error is None
-                else f"Could not save the overlay: {event.error}"
+                else f"Could not save {event.target.name}: {event.error}"  # as Export CSV says it
             )
             self._set_status(what)
         elif isinstance(event, Rendered) and self.viewer.rendered(event) and not self._first_view:

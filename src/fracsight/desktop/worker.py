@@ -396,6 +396,8 @@ class PredictionWorker:
             image_format = OVERLAY_FORMATS.get(job.target.suffix.lower(), "PNG")
             options = overlay_save_options(image_format)
             replace_atomically(job.target, lambda tmp: picture.save(tmp, format=image_format, **options))
-        except (OSError, ValueError, MemoryError) as e:
-            return str(e)
+        except OSError as e:  # its text named the hidden temporary file (/sys/.overlay.png.5433....tmp)
+            return e.strerror or type(e).__name__
+        except (ValueError, MemoryError) as e:
+            return str(e) or type(e).__name__
         return None

@@ -111,6 +111,8 @@ def checked_bundle(model: str | Path | None) -> tuple[Path, BundleSpec]:
     folder = resolve_bundle(model)
     spec = load_bundle_spec(folder)
     read_checked_onnx(folder, spec)
+    if spec.head("fracture"):
+        spec.operating_point()  # a fracture head without operating points: refused here, not at each image
     return folder, spec
 
 
