@@ -379,9 +379,10 @@ class FailingProxy:
     """Forwards HTTP on 127.0.0.1 to ``target`` (a base URL), except that a request whose body
     contains one of ``poison`` (or whose path one of ``poison_paths``) is answered 500 without
     reaching it: a DICOMweb service that fails a whole STOW-RS request on one object (or cannot
-    return an instance); and one whose body is larger than ``max_body`` 413, as a reverse proxy
-    with a body limit answers. ``answered`` counts those; ``seen`` lists every request as
-    ``(method, path)`` when it arrives."""
+    return an instance); one whose body is larger than ``max_body`` 413, as a reverse proxy
+    with a body limit answers; one whose path holds a key of ``answers`` with its HTTP 200 answer
+    (a login page in front of the service). ``answered`` counts the 500s and 413s; ``seen`` lists
+    every request as ``(method, path)`` when it arrives."""
 
     def __init__(self, target: str, poison: Sequence[bytes] = ()) -> None:
         host, port = target.removeprefix("http://").split("/")[0].split(":")
@@ -398,6 +399,14 @@ class FailingProxy:
                 body = self._body()
                 too_large = proxy.max_body is not None and len(body) > proxy.max_body
                 lost = any(marker in self.path for marker in proxy.poison_paths)  # WADO-RS names its instance
+                odd = next((answer for marker, answer in proxy.answers.items() if marker in self.path), None)
+                if odd is not None:
+                    self.send_response(200)
+                    self.send_header("Content-Type", odd[0])
+                    self.send_header("Content-Length", str(len(odd[1])))
+                    self.end_headers()
+                    self.wfile.write(odd[1])
+                    return
                 if too_large or lost or any(marker in body for marker in proxy.poison):
                     proxy.answered += 1
                     self.send_response(413 if too_large else 500)
@@ -434,6 +443,8 @@ class FailingProxy:
         self.poison = list(poison)
         self.max_body: int | None = None  # a larger body is answered 413, as nginx's client_max_body_size
         self.poison_paths: list[str] = []  # a request whose path holds one is answered 500
+        # a request whose path holds a key is answered 200 with (Content-Type, body): a login page
+        self.answers: dict[str, tuple[str, bytes]] = {}
         self.answered = 0
         self.seen: list[tuple[str, str]] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -463,8 +474,10 @@ class NodeProcess:
         quiet_time: float = 2.0,
         port: int | None = None,
         extra: Sequence[str] = (),
+        own_group: bool = False,
     ) -> None:
         self.root = Path(root)
+        self.own_group = own_group  # a process group of its own, as systemd or a terminal starts it
         self.spool = self.root / "spool"
         self.log_path = self.root / "node.log"
         self.port = port or free_port()
@@ -476,17 +489,26 @@ class NodeProcess:
         ]  # fmt: skip
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 90) -> NodeProcess:
+    def launch(self) -> subprocess.Popen[bytes]:
+        """Start the node, without waiting for it to listen."""
         import sys
 
         self.root.mkdir(parents=True, exist_ok=True)
         executable = Path(sys.executable).parent / "fracsight"
-        log = open(self.log_path, "ab")  # noqa: SIM115 (kept open while it runs)
-        self.process = subprocess.Popen([str(executable), *self.args], stdout=log, stderr=subprocess.STDOUT)
-        log.close()
+        with open(self.log_path, "ab") as log:  # the child keeps its own copy open while it runs
+            self.process = subprocess.Popen(
+                [str(executable), *self.args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=self.own_group,
+            )
+        return self.process
+
+    def start(self, timeout: float = 90) -> NodeProcess:
+        process = self.launch()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+            if process.poll() is not None:
                 raise RuntimeError(f"the node exited at start:\n{self.log_path.read_text()[-3000:]}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()

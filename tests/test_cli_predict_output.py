@@ -447,3 +447,18 @@ def test_the_table_states_its_operating_point(tiny_bundle: Path, radiograph: Pat
         assert result.exit_code == 0, result.output
         first = result.stdout.splitlines()[0]
         assert first.endswith(f", operating point {op.name} (threshold {op.threshold:.3f})"), first
+
+
+def test_one_path_for_the_table_and_the_overlays_is_refused_before_any_work(
+    tiny_bundle: Path, radiograph: Path, tmp_path: Path
+) -> None:
+    """`--csv same --overlay-dir same`: every image predicted and drawn, then "same appeared while
+    the images were predicted ... pass --overwrite", and with --overwrite "Is a directory": no table."""
+    same = tmp_path / "same"
+    for extra in ((), ("--overwrite",)):
+        result = _predict(tiny_bundle, radiograph, "--csv", same, "--overlay-dir", same, *extra)
+        assert result.exit_code == 2, result.output
+        assert f"--csv {same} is also the --overlay-dir folder" in result.stderr and not same.exists()
+    same.mkdir()
+    inside = _predict(tiny_bundle, radiograph, "--csv", same / "results.csv", "--overlay-dir", same)
+    assert inside.exit_code == 0 and (same / "results.csv").is_file()  # a table beside the overlays

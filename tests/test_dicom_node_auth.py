@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import ssl
 import subprocess
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -137,6 +138,22 @@ def test_study_command_logs_in_with_a_password_file(
     assert PASSWORD not in refused.output + done.output
 
 
+def test_a_line_end_at_the_end_of_the_password_variable_is_not_part_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FRACSIGHT_DICOMWEB_PASSWORD made from a file written with `echo` (Unix or Windows line end)
+    logs in, as the password file does: it was sent with its line end, HTTP 401 for every request."""
+    monkeypatch.setenv("FRACSIGHT_DICOMWEB_USER", "fracsight")
+    with Orthanc(tmp_path / "orthanc", users={"fracsight": PASSWORD}) as orthanc:
+        command = ["dicom", "study", generate_uid(), "--dicomweb", orthanc.dicomweb_url]
+        for line_end in ("\n", "\r\n"):
+            monkeypatch.setenv("FRACSIGHT_DICOMWEB_PASSWORD", PASSWORD + line_end)
+            done = CliRunner().invoke(app, command)
+            assert done.exit_code == 1, done.output
+            assert "error (study_not_found)" in done.output  # logged in: the service looked for it
+            assert "HTTP 401" not in done.output
+
+
 @pytest.mark.parametrize("command", ["listen", "study"])
 def test_a_password_given_two_ways_is_refused(
     command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -207,6 +224,104 @@ def test_study_over_https_with_the_hospitals_certificate_authority(
             trusted = CliRunner().invoke(app, command)
         assert trusted.exit_code == 0, trusted.output
         assert len(orthanc.find_instances(StudyInstanceUID=study_uid)) == 1 + len(DEFAULT_KINDS) + 1
+
+
+@pytest.fixture
+def hospital_ca(tmp_path: Path) -> Path:
+    """A certificate authority of the hospital's own (``ca.pem``, ``ca.key``) in a folder that
+    ``openssl ca`` signs server certificates from (:func:`_server_certificate`)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs openssl")
+    folder = tmp_path / "ca"
+    folder.mkdir()
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=Hospital CA"],
+        cwd=folder, check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    (folder / "index.txt").write_text("")
+    (folder / "serial").write_text("01\n")
+    (folder / "ca.cnf").write_text(
+        "[ca]\ndefault_ca = hospital\n[hospital]\ndatabase = index.txt\nnew_certs_dir = .\n"
+        "serial = serial\ndefault_md = sha256\npolicy = any\ncopy_extensions = copy\n"
+        "[any]\ncommonName = supplied\n"
+    )
+    return folder
+
+
+def _server_certificate(ca: Path, names: str, valid: tuple[datetime, datetime]) -> Path:
+    """A certificate of ``ca`` for ``names`` (subjectAltName: ``DNS:pacs.example``, ``IP:...``),
+    valid from ``valid[0]`` to ``valid[1]``: a file with its key, for ``load_cert_chain``."""
+    key = ca / "server.key"
+    request = ca / "server.csr"
+    subprocess.run(
+        ["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(request), "-subj", "/CN=DICOMweb",
+         "-addext", f"subjectAltName={names}"],
+        cwd=ca, check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    start, end = (moment.strftime("%Y%m%d%H%M%SZ") for moment in valid)
+    signed = ca / "server.pem"
+    subprocess.run(
+        ["openssl", "ca", "-batch", "-config", "ca.cnf", "-cert", "ca.pem", "-keyfile", "ca.key", "-notext",
+         "-in", str(request), "-out", str(signed), "-startdate", start, "-enddate", end],
+        cwd=ca, check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    chain = ca / "server-chain.pem"
+    chain.write_text(signed.read_text() + key.read_text())
+    return chain
+
+
+_NOW = datetime.now(timezone.utc)
+_CURRENT = (_NOW - timedelta(days=1), _NOW + timedelta(days=1))
+
+
+@pytest.mark.parametrize(
+    ("host", "names", "valid", "said"),
+    [
+        ("127.0.0.1", "DNS:pacs.hospital.example", _CURRENT, "its TLS certificate does not name 127.0.0.1"),
+        ("localhost", "DNS:pacs.hospital.example", _CURRENT, "its TLS certificate does not name localhost"),
+        (
+            "127.0.0.1",
+            "IP:127.0.0.1",
+            (_NOW - timedelta(days=60), _NOW - timedelta(days=30)),
+            "its TLS certificate has expired (SSLError): the service needs a new one",
+        ),
+        (
+            "127.0.0.1",
+            "IP:127.0.0.1",
+            (_NOW + timedelta(days=30), _NOW + timedelta(days=60)),
+            "its TLS certificate is not valid yet (SSLError): check the clocks",
+        ),
+    ],
+)
+def test_a_certificate_of_a_trusted_authority_that_does_not_fit_says_why(
+    hospital_ca: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    host: str,
+    names: str,
+    valid: tuple[datetime, datetime],
+    said: str,
+) -> None:
+    """Made out to another host name, expired, not valid yet: each was said as an authority not
+    trusted here, with advice to set REQUESTS_CA_BUNDLE, which was set already; an authority not
+    given there is still said so."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(_server_certificate(hospital_ca, names, valid))
+    proxy = FailingProxy("http://127.0.0.1:9")  # the handshake fails: nothing is forwarded
+    proxy.server.socket = context.wrap_socket(proxy.server.socket, server_side=True)
+    url = proxy.url.replace("http://127.0.0.1", f"https://{host}") + "/dicom-web"
+    command = ["dicom", "study", generate_uid(), "--dicomweb", url]
+    with proxy:
+        unknown_authority = CliRunner().invoke(app, command)
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(hospital_ca / "ca.pem"))
+        done = CliRunner().invoke(app, command)
+    assert unknown_authority.exit_code == 1, unknown_authority.output
+    assert "not trusted here (SSLError)" in unknown_authority.output
+    assert done.exit_code == 1, done.output
+    assert f"error (dicomweb_unavailable): the DICOMweb service at {url}: {said}" in done.output
+    assert "REQUESTS_CA_BUNDLE" not in done.output
 
 
 @pytest.mark.parametrize("command", ["listen", "study"])

@@ -233,6 +233,42 @@ def test_an_instance_the_service_cannot_return_costs_only_itself(images: list[Pa
         assert "HTTP 500" in failing.output and study_uid not in failing.output
 
 
+NOT_DICOM = {
+    "login page": ("text/html; charset=utf-8", b"<html><body>Please log in</body></html>"),
+    "part not DICOM": (
+        'multipart/related; type="application/dicom"; boundary=XYZ',
+        b"--XYZ\r\nContent-Type: application/dicom\r\n\r\n" + b"not a DICOM file " * 10 + b"\r\n--XYZ--\r\n",
+    ),
+    "no part": ('multipart/related; type="application/dicom"; boundary=XYZ', b"--XYZ--\r\n"),
+}
+
+
+@pytest.mark.parametrize("answer", NOT_DICOM.values(), ids=NOT_DICOM.keys())
+def test_an_instance_answered_with_something_not_dicom_costs_only_itself(
+    images: list[Path], tmp_path: Path, answer: tuple[str, bytes]
+) -> None:
+    """WADO-RS answered HTTP 200 for one instance, but not with DICOM (a login page of a single
+    sign-on proxy, a part that is not DICOM, no part): a traceback, and nothing stored for the
+    other images either. Now as for an HTTP 500: that one under `not_retrieved`, the rest stored."""
+    study_uid = generate_uid()
+    paths = [
+        make_radiograph_dicom(image, tmp_path / f"{i}.dcm", study_uid=study_uid)
+        for i, image in enumerate(images)
+    ]
+    odd = str(pydicom.dcmread(paths[1], stop_before_pixels=True).SOPInstanceUID)
+    with Orthanc(tmp_path / "orthanc") as orthanc, FailingProxy(orthanc.url) as proxy:
+        for path in paths:
+            orthanc.upload(path)
+        proxy.answers[f"/instances/{odd}"] = answer
+        done = CliRunner().invoke(app, ["dicom", "study", study_uid, "--dicomweb", f"{proxy.url}/dicom-web"])
+        assert done.exit_code == 1 and isinstance(done.exception, SystemExit), done.output
+        summary = json.loads(done.stdout)
+        assert summary["not_retrieved"] == {instance_key(odd): "retrieve_not_dicom"}
+        assert summary["predicted"] == 1 and summary["study_decision"] is not None
+        assert summary["result_objects_stored"] == len(DEFAULT_KINDS) + 1
+        assert len(results_in(orthanc, study_uid)) == len(DEFAULT_KINDS) + 1
+
+
 def test_stow_resend_of_stored_objects_is_delivered_once(images: list[Path], tmp_path: Path) -> None:
     files = [make_radiograph_dicom(image, tmp_path / f"{i}.dcm") for i, image in enumerate(images)]
     with Orthanc(tmp_path / "orthanc") as orthanc:

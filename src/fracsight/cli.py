@@ -326,13 +326,17 @@ def refuse_output_among_inputs(
     csv_path: Path | None, overlay_dir: Path | None, paths: Sequence[Path], files: Sequence[Path]
 ) -> None:
     """Exit 2, before any work, when ``--csv`` is one of the images read (even with --overwrite:
-    the image would be lost) or ``--overlay-dir`` is a folder read, or inside one (the next run over
-    that folder would read the overlays as radiographs)."""
+    the image would be lost) or the overlay folder itself, or ``--overlay-dir`` is a folder
+    read, or inside one (the next run over that folder would read the overlays as radiographs)."""
     if csv_path is not None and _same_file_as_any(csv_path, files):
         typer.echo(
             f"error (output_refused): --csv {csv_path} is one of the images to predict; choose another file",
             err=True,
         )
+        raise typer.Exit(2)
+    # one path for both failed only once every image was predicted (a table inside the folder is fine)
+    if csv_path is not None and overlay_dir is not None and csv_path.resolve() == overlay_dir.resolve():
+        typer.echo(f"error (output_refused): --csv {csv_path} is also the --overlay-dir folder", err=True)
         raise typer.Exit(2)
     refuse_output_inside(
         overlay_dir, paths, "--overlay-dir", "the next run would take the overlays for radiographs"

@@ -82,7 +82,8 @@ class StudyOutcome:
     study: str
     predicted: list[str] = field(default_factory=list)
     refused: dict[str, str] = field(default_factory=dict)  # instance key -> error code
-    # instance key -> retrieve_http_<status>: the service failed to return it (the others still go)
+    # instance key -> retrieve_http_<status>: the service failed to return it (the others still go);
+    # retrieve_not_dicom: it answered with something else (a login page, a proxy's page)
     not_retrieved: dict[str, str] = field(default_factory=dict)
     own_results: int = 0  # fracsight's result objects already in the study: not read, not refused
     stored: int = 0
@@ -244,6 +245,9 @@ def process_study(
 
     from fracsight.dicom.results import image_uid_seed, result_datasets, study_result_datasets, study_uid_seed
 
+    # what dicomweb-client and pydicom raise for a WADO-RS answer that is not a DICOM instance: another
+    # media type, a multipart part that is not DICOM or is cut short, no part at all
+    not_dicom = (ValueError, IndexError, EOFError, pydicom.errors.InvalidDicomError)
     source_client = web_client(dicomweb_url, timeout, login)
     outcome = StudyOutcome(study=study_key(study_uid))
     found = _study_instances(source_client, study_uid, outcome.study)
@@ -273,6 +277,17 @@ def process_study(
             outcome.not_retrieved[key] = f"retrieve_http_{status}"
             log.warning("instance %s not retrieved (HTTP %d)", key, status)
             unretrieved = e
+            continue
+        except requests.RequestException:  # the service is gone: said for the whole study
+            raise
+        except not_dicom as e:  # HTTP 200, but a login page, a proxy's page, an empty answer
+            outcome.not_retrieved[key] = "retrieve_not_dicom"
+            log.warning(
+                "instance %s not retrieved: the service answered with something that is not DICOM "
+                "(%s; a login page or a proxy in front of it?)",
+                key,
+                type(e).__name__,
+            )
             continue
         retrieved += 1
         buffer = io.BytesIO()

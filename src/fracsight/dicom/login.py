@@ -110,9 +110,11 @@ def read_password_file(path: Path) -> str:
 def password_from(environ: Mapping[str, str], password_file: Path | None) -> tuple[str | None, list[str]]:
     """The password given outside the URL, and the names of the ways it was given (for the
     message when there are several): ``FRACSIGHT_DICOMWEB_PASSWORD``, the password file.
-    A variable set to nothing is not given (compose writes ``${VAR:-}`` so)."""
+    A variable set to nothing is not given (compose writes ``${VAR:-}`` so). One line end at the
+    end of the variable is not part of the password, as in the file: a secret written with
+    ``echo pw > file`` and passed on as the variable kept it, and the service refused every login."""
     given = []
-    password = environ.get(PASSWORD_ENV) or None
+    password = environ.get(PASSWORD_ENV, "").removesuffix("\n").removesuffix("\r") or None
     if password is not None:
         given.append(PASSWORD_ENV)
     if password_file is not None:

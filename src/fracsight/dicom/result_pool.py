@@ -20,9 +20,10 @@ import dataclasses
 import io
 import logging
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -281,14 +282,38 @@ def _exit_with_parent() -> None:
     os._exit(0)
 
 
+def _exit_on_the_nodes_sigterm(parent: int) -> None:
+    """Wait for SIGTERM (held in every thread of a worker process) and end the process when the
+    node (``parent``) sent it: the pool's terminate() after another process of it died. One sent
+    to the whole process group is for the node, which stops its workers itself, after their jobs."""
+    import os
+    import signal
+
+    while True:
+        if signal.sigwaitinfo({signal.SIGTERM}).si_pid == parent:
+            os._exit(128 + signal.SIGTERM)
+
+
 def _init_process(model: ModelRef, log_level: int) -> None:
     global _predictor
+    import multiprocessing
+    import os
     import signal
     import threading
 
-    threading.Thread(target=_exit_with_parent, name="parent-watch", daemon=True).start()
-    # Ctrl-C reaches the whole process group: the node stops its workers itself, after their jobs
+    # Ctrl-C, and a SIGTERM from systemd (KillMode=control-group) or `kill -TERM -PGID`, reach the
+    # whole process group: the node stops its workers itself, after the jobs they hold. SIGTERM is
+    # held (blocked here, so in every thread started from here) and taken by a thread of its own,
+    # since the node still needs it to end the processes of a pool that broke.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "sigwaitinfo"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        parent = multiprocessing.parent_process()
+        node = parent.pid if parent is not None else os.getppid()
+        threading.Thread(target=_exit_on_the_nodes_sigterm, args=(node,), name="sigterm", daemon=True).start()
+    elif hasattr(signal, "pthread_sigmask"):  # macOS: SIGTERM ends a worker, as before (held at its start)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    threading.Thread(target=_exit_with_parent, name="parent-watch", daemon=True).start()
 
     setup_logging(log_level)  # as in the node: one format, library logs and warnings quiet
     _predictor = model.load()
@@ -331,6 +356,25 @@ def _ready(predictor: Predictor) -> str:
 def _in_process(function: Callable[..., Any], *args: Any) -> Any:
     assert _predictor is not None, "worker process not initialised"
     return function(_predictor, *args)
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM held back in this thread while it starts worker processes (the pool
+    starts them in submit()): they inherit it, so that Ctrl-C or a SIGTERM to the process group
+    cannot end one while its interpreter starts, before :func:`_init_process` ignores them
+    ("Fatal Python error: init_import_site", and a broken pool); here it is delivered once
+    released, to the node's handler. (multiprocessing starts its resource tracker so too.)"""
+    import signal
+
+    if not hasattr(signal, "pthread_sigmask"):  # Windows
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 @dataclass(frozen=True)
@@ -403,8 +447,9 @@ class Processing:
         if self.processes == 0:
             self._in_thread()
         elif self._pool is None:
-            self._pool = self._new_pool()
-            warm = [self._pool.submit(_in_process, _ready) for _ in range(self.processes)]
+            self._pool = self._new_pool()  # outside: its queues start multiprocessing's resource
+            with _signals_held():  # tracker, which unblocks both signals after
+                warm = [self._pool.submit(_in_process, _ready) for _ in range(self.processes)]
             for future in warm:
                 future.result()
 
@@ -426,12 +471,14 @@ class Processing:
         if self._pool is None:
             self._pool = self._new_pool()
         try:
-            return self._pool.submit(_in_process, function, *args)
+            with _signals_held():
+                return self._pool.submit(_in_process, function, *args)
         except BrokenProcessPool:  # a process died while the pool was idle: start a new pool
             log.warning("a worker process had died; starting new ones")
             self.reset(self.generation)
             self._pool = self._new_pool()
-            return self._pool.submit(_in_process, function, *args)
+            with _signals_held():
+                return self._pool.submit(_in_process, function, *args)
 
     def reset(self, generation: int) -> None:
         """After a worker process of pool ``generation`` died: drop that pool (a new one starts

@@ -27,12 +27,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fracsight.dicom._logging import log_failure
 from fracsight.dicom._tcp import tcp_handlers
 from fracsight.dicom.login import PASSWORD_ENV, USER_ENV, BasicLogin, redacted_url, shown_url
 from fracsight.dicom.spool import OutboxRow, Spool
+
+if TYPE_CHECKING:
+    import ssl
 
 __all__ = [
     "DELIVERED",
@@ -315,6 +318,31 @@ TLS_HINT = (
 )
 
 
+# OpenSSL's X509_V_ERR_* codes of a certificate refused for what it says, not for who signed it:
+# REQUESTS_CA_BUNDLE cannot help with these
+_NOT_THIS_HOST = (62, 64)  # HOSTNAME_MISMATCH, IP_ADDRESS_MISMATCH
+_CERTIFICATE_DATES = {
+    9: "its TLS certificate is not valid yet (SSLError): check the clocks of this machine and of the service",
+    10: "its TLS certificate has expired (SSLError): the service needs a new one "
+    "(or this machine's clock is wrong)",
+}
+
+
+def _certificate_error(error: ssl.SSLCertVerificationError) -> str:
+    """Why the service's certificate was refused, and what to do: a certificate made out to
+    another host name, one out of its dates, else (an authority not known here) :data:`TLS_HINT`."""
+    code = getattr(error, "verify_code", None)
+    if code in _NOT_THIS_HOST:
+        # OpenSSL names the host asked for: "... certificate is not valid for 'HOST'."
+        named = re.search(r"'([^']*)'", getattr(error, "verify_message", "") or "")
+        host = named.group(1) if named else "this host"
+        return (
+            f"its TLS certificate does not name {host} (SSLError): use the host name the certificate "
+            f"is made out to in the URL, or have the service given a certificate that names {host}"
+        )
+    return _CERTIFICATE_DATES.get(code, TLS_HINT)
+
+
 def connection_error(error: Exception) -> str:
     """A failed HTTP connection in words, without its message (it quotes the URL): what went wrong
     when the causes tell (a host name that does not resolve, a refused connection, no answer in
@@ -332,8 +360,9 @@ def connection_error(error: Exception) -> str:
             causes.append(cause)
             pending += [cause.__cause__, cause.__context__, getattr(cause, "reason", None)]
     if isinstance(error, requests.exceptions.SSLError):
-        if any(isinstance(c, ssl.SSLCertVerificationError) for c in causes):
-            return TLS_HINT
+        refused = next((c for c in causes if isinstance(c, ssl.SSLCertVerificationError)), None)
+        if refused is not None:
+            return _certificate_error(refused)
         # a plain-HTTP service called with https:// answers the handshake with no TLS at all
         why = "check that the service speaks https on this port"
         return f"TLS handshake failed ({type(error).__name__}): {why}"

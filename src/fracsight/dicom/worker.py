@@ -275,6 +275,11 @@ class Worker(threading.Thread):
             outcomes = future.result()
         except BrokenProcessPool:
             self.processing.reset(generation)
+            if self.stopping.is_set():  # ended with the node (a signal to its group), not by these images
+                log.info(
+                    "a worker process ended as the node stopped: %d images made at next start", len(jobs)
+                )
+                return
             for job in jobs:
                 if job.key in self._suspects:  # it ran alone: this image killed the process twice
                     if self._mark(job.key, FAILED, "results_error"):
@@ -360,7 +365,12 @@ class Worker(threading.Thread):
             outcome = future.result()
         except BrokenProcessPool:
             self.processing.reset(generation)
-            log.error("a worker process died making study %s's verdict; tried again", name)
+            if self.stopping.is_set():
+                log.info(
+                    "a worker process ended as the node stopped: study %s's verdict made at next start", name
+                )
+            else:
+                log.error("a worker process died making study %s's verdict; tried again", name)
             return  # the study is still open and quiet: it comes back in the next turn
         except Exception as e:
             outcome = StudyOutcome((), 0, error=type(e).__name__)
