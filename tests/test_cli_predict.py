@@ -307,6 +307,11 @@ def test_mura_style_folder_gives_a_study_row(tiny_bundle: Path, images: list[Pat
     assert row["fracture_probability"] == pytest.approx(mean, abs=1e-5)
     table = _predict(tiny_bundle, tmp_path / "XR_WRIST")
     assert "study patient1/study1_negative" in table.stdout and "(2 views)" in table.stdout
+    assert not any("not given" in w for w in row["warnings"])
+    # one view given by path: the verdict under the study's name said nothing of the view left out
+    (alone,) = json.loads(_predict(tiny_bundle, study / "image2.png", "--json").stdout)["studies"]
+    assert alone["study"] == "patient1/study1_negative" and alone["images"] == ["image2.png"]
+    assert "1 of the study folder's images was not given (image1.png)" in " ".join(alone["warnings"])
 
 
 def test_study_flag_combines_all_inputs(tiny_bundle: Path, images: list[Path]) -> None:

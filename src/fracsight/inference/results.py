@@ -274,6 +274,8 @@ class StudyPrediction:
     view_regions: tuple[str, ...] = ()  # each of ``images``' own most likely region
     # the MURA-style study folders the views come from, where several were combined into this one
     folders: tuple[str, ...] = ()
+    # images of the study's folder that were not given (its views given one by one)
+    left_out: tuple[str, ...] = ()
 
     __hash__ = None  # type: ignore[assignment]  # as Prediction's: a dict field
 
@@ -339,6 +341,12 @@ class StudyPrediction:
             said.append(self._unreliable_note)
         if self.hidden_views:
             said.append(self.hidden_views)
+        if self.left_out:
+            were = "was" if len(self.left_out) == 1 else "were"
+            said.append(
+                f"{len(self.left_out)} of the study folder's images {were} not given "
+                f"({', '.join(self.left_out)}): the result is of the views given only"
+            )
         if len(self.folders) > 1:
             said.append(
                 f"the views come from {len(self.folders)} study folders ({', '.join(self.folders)}), "

@@ -321,7 +321,9 @@ def study_results(
 
     A study with views that could not be read says so (and is not reliable); one none of whose
     views could be read has no verdict (its files' results carry the errors). One study over the
-    views of several study folders warns that it combines them (``StudyPrediction.folders``)."""
+    views of several study folders warns that it combines them (``StudyPrediction.folders``); one
+    whose folder holds images not given (views given one by one) names them
+    (``StudyPrediction.left_out``): a verdict under the study's name had not seen them, unsaid."""
     folders = study_groups([path for path, _ in results], resolve=resolve)
     groups: Mapping[str, Sequence[int]] = {ALL_INPUTS: range(len(results))} if one_study else folders
     studies = []
@@ -333,8 +335,29 @@ def study_results(
             study = predictor.predict_study(read, name, unread=unread)
             if one_study and len(folders) > 1:  # a patient's folder, its studies averaged into one
                 study = dataclasses.replace(study, folders=tuple(folders))
+            if resolve and not one_study:
+                given = [results[i][0] for i in indices]
+                study = dataclasses.replace(study, left_out=_not_given(given))
             studies.append(study)
     return studies
+
+
+def _not_given(views: Sequence[PurePath]) -> tuple[str, ...]:
+    """The names of the images in the study folder of ``views`` (files on disk) that are not among them."""
+    folder = study_folder(views[0])
+    assert folder is not None
+    given = {os.path.realpath(v) for v in views}
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return ()
+    return tuple(
+        name
+        for name in names
+        if (path := Path(folder, name)).is_file()
+        and os.path.realpath(path) not in given
+        and _image_by_name(name, partial(holds_image, path))
+    )
 
 
 def _shortest_names(folders: Sequence[PurePath]) -> dict[PurePath, str]:
