@@ -345,6 +345,29 @@ def test_a_view_given_twice_counts_once_and_the_study_says_so(
     assert study.reliable and predictor.predict_study([a, b], "s").warnings == ()
 
 
+def test_one_dicom_image_saved_twice_is_one_view(predictor: Predictor) -> None:
+    """The same DX image as explicit and as implicit VR (or with a header value edited): two files,
+    so it was two views, the mean weighing it double. Other pixels are another view, though the
+    (test) files share their SOP Instance UID, as a careless anonymiser's do."""
+    from pydicom.uid import ImplicitVRLittleEndian
+
+    from corpus import dicom_bytes
+
+    explicit = dicom_bytes()
+    implicit = dicom_bytes(transfer_syntax=ImplicitVRLittleEndian)
+    other = dicom_bytes(pixel_bytes=bytes(reversed(dicom_bytes(pixels=True)[-72 * 64 * 2 :])))
+    assert explicit != implicit
+    a, again, b = (
+        predictor.predict(data, name=name)
+        for data, name in ((explicit, "a.dcm"), (implicit, "a-implicit.dcm"), (other, "b.dcm"))
+    )
+    study = predictor.predict_study([a, again, b], "s")
+    assert study.images == ("a.dcm", "b.dcm")
+    assert (
+        study.warnings[0] == "given more than once, so counted once: a-implicit.dcm (the same image as a.dcm)"
+    )
+
+
 def test_a_study_with_views_that_could_not_be_read_warns_and_is_not_reliable(
     predictor: Predictor, fracatlas_dir: Path
 ) -> None:

@@ -141,6 +141,8 @@ def read_image(
         radiograph = read_raster(
             data, fmt, name=name, check_size=check_size, strict=strict, reduce_to=reduce_to
         )
+    if radiograph.metadata.content_sha256 is not None:  # a DICOM instance's own key
+        return radiograph
     digest = hashlib.sha256(data)
     if frame:
         digest.update(f"frame {frame}".encode())

@@ -19,6 +19,7 @@ as a line of pydicom's source code.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import re
@@ -269,6 +270,7 @@ def _read(
     view = _code_string(ds, "ViewPosition", notes)
     for note in notes:
         logger.debug("%s%s", label, note)  # with the name a user gave it: a patient's, perhaps
+    pixels = pixels.astype(np.float32)
     meta = ImageMetadata(
         source_format="dicom",
         original_size=(rows, cols),
@@ -282,8 +284,12 @@ def _read(
         warnings=tuple(notes),
         truncated=truncated,
         incomplete=truncated,  # how much the decoder filled in cannot be told here: assume some
+        # the image read, not the file: one image saved twice (in another transfer syntax, or with
+        # a header value edited, as a copy made by an anonymiser) is one view of a study; not its
+        # SOP Instance UID, which a careless anonymiser sets alike in every file of a study
+        content_sha256=hashlib.sha256(f"dicom {pixels.shape}".encode() + pixels.tobytes()).hexdigest(),
     )
-    return Radiograph(pixels=pixels.astype(np.float32), metadata=meta)
+    return Radiograph(pixels=pixels, metadata=meta)
 
 
 def _settle_header(ds: Any, notes: list[str], **assumed: Any) -> None:

@@ -37,7 +37,8 @@ class ImageMetadata:
     # decode a JPEG at reduced scale (``read_image(reduce_to=...)``); None: the pixels are full size
     reduced_from: tuple[int, int] | None = None
     # sha256 of the file's bytes (and the frame read, for a DICOM frame), set by ``read_image``: a
-    # study counts a copy under another name once; None for pixels given as an array
+    # study counts a copy under another name once; for a DICOM with a SOP Instance UID, of that UID
+    # and the frame (one instance saved twice is one view); None for pixels given as an array
     content_sha256: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
