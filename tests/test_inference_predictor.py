@@ -368,6 +368,35 @@ def test_one_dicom_image_saved_twice_is_one_view(predictor: Predictor) -> None:
     )
 
 
+def test_views_of_two_dicom_studies_given_as_one_say_so(predictor: Predictor) -> None:
+    """Two patients' radiographs ticked as one study made one verdict without a word (the app, the
+    desktop, predict --study); no identifier of either is said or kept, only that the studies differ."""
+    import io
+
+    import pydicom
+
+    from corpus import dicom_bytes
+
+    def in_study(uid: str, value: int) -> bytes:
+        pixels = np.random.default_rng(value).integers(0, 4096, (72, 64), dtype=np.uint16)
+        ds = pydicom.dcmread(io.BytesIO(dicom_bytes(pixel_bytes=pixels.astype("<u2").tobytes())))
+        ds.StudyInstanceUID = uid
+        out = io.BytesIO()
+        ds.save_as(out)
+        return out.getvalue()
+
+    a, b, c = (
+        predictor.predict(in_study(uid, value), name=name)
+        for uid, value, name in (("1.2.3.1", 10, "a.dcm"), ("1.2.3.1", 20, "b.dcm"), ("1.2.3.2", 30, "c.dcm"))
+    )
+    one = predictor.predict_study([a, b], "s")
+    assert not any("DICOM studies" in w for w in one.warnings)
+    two = predictor.predict_study([a, b, c], "s")
+    (said,) = [w for w in two.warnings if "DICOM studies" in w]
+    assert said.startswith("the views come from 2 DICOM studies (their Study Instance UIDs differ)")
+    assert "1.2.3" not in json.dumps(two.to_dict()) + json.dumps(a.to_dict()) + repr(a)
+
+
 def test_a_study_with_views_that_could_not_be_read_warns_and_is_not_reliable(
     predictor: Predictor, fracatlas_dir: Path
 ) -> None:

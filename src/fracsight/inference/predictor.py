@@ -714,6 +714,7 @@ class Predictor:
             finding=self.finding,
             view_probabilities=tuple(p.fracture_probability for p in predictions) if op is not None else (),
             unreliable=tuple(p.source for p in predictions if not p.reliable),
+            dicom_studies=len({p.metadata.study_digest for p in predictions} - {None}),
             **fracture,
             **regions,
         )

@@ -276,6 +276,7 @@ class StudyPrediction:
     folders: tuple[str, ...] = ()
     # images of the study's folder that were not given (its views given one by one)
     left_out: tuple[str, ...] = ()
+    dicom_studies: int = 0  # how many DICOM studies (Study Instance UIDs) the views come from
 
     __hash__ = None  # type: ignore[assignment]  # as Prediction's: a dict field
 
@@ -346,6 +347,11 @@ class StudyPrediction:
             said.append(
                 f"{len(self.left_out)} of the study folder's images {were} not given "
                 f"({', '.join(self.left_out)}): the result is of the views given only"
+            )
+        if self.dicom_studies > 1:
+            said.append(
+                f"the views come from {self.dicom_studies} DICOM studies (their Study Instance UIDs "
+                "differ): are they one examination? Given apart, each is a study"
             )
         if len(self.folders) > 1:
             said.append(

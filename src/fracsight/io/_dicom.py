@@ -288,8 +288,14 @@ def _read(
         # a header value edited, as a copy made by an anonymiser) is one view of a study; not its
         # SOP Instance UID, which a careless anonymiser sets alike in every file of a study
         content_sha256=hashlib.sha256(f"dicom {pixels.shape}".encode() + pixels.tobytes()).hexdigest(),
+        study_digest=_digest_of(ds.get("StudyInstanceUID")),
     )
     return Radiograph(pixels=pixels, metadata=meta)
+
+
+def _digest_of(value: Any) -> str | None:
+    text = str(value or "").strip("\0 ")
+    return hashlib.sha256(text.encode()).hexdigest() if text else None
 
 
 def _settle_header(ds: Any, notes: list[str], **assumed: Any) -> None:

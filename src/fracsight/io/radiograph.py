@@ -40,9 +40,13 @@ class ImageMetadata:
     # study counts a copy under another name once; for a DICOM with a SOP Instance UID, of that UID
     # and the frame (one instance saved twice is one view); None for pixels given as an array
     content_sha256: str | None = None
+    # a digest of a DICOM's Study Instance UID, so that a study of views from several examinations
+    # is told; in no output (a study's identity is the PACS's to show)
+    study_digest: str | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        del d["study_digest"]
         d["original_size"] = list(self.original_size)
         d["warnings"] = list(self.warnings)
         if self.pixel_spacing_mm is not None:
