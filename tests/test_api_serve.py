@@ -134,10 +134,19 @@ def test_serve_refuses_bad_listening_options_before_starting(
             (["--port", port], f"error (port_unavailable): cannot listen on http://127.0.0.1:{port}"),
             (["--log-level", "bogus"], "'bogus': one of critical"),
             (["--host", ""], "error (empty_argument): argument 5 is empty"),
+            # each was "error (port_unavailable): cannot listen on http://[http://127.0.0.1]:8000"
+            (["--host", "http://127.0.0.1"], "a URL: give the address alone"),
+            (["--host", "127.0.0.1:8000"], "HOST:PORT: give the address alone"),
+            (["--host", "nosuch.invalid"], "not an address or a host name this computer knows"),
         ):
-            result = CliRunner().invoke(cli, ["serve", "--model", str(tiny_bundle), *args])
-            assert result.exit_code == 2 and message in result.output, result.output
-            assert "Traceback" not in result.output
+            for command in ("serve", "app") if "--host" in args else ("serve",):  # the app: same rules
+                result = CliRunner().invoke(cli, [command, "--model", str(tiny_bundle), *args])
+                assert result.exit_code == 2 and message in result.output, result.output
+                assert "Traceback" not in result.output
+    # an IPv6 address as URLs write it: refused before ("http://[[::1]]:8000")
+    from fracsight.app import listen_address
+
+    assert listen_address("[::1]") == "::1" and listen_address(" 127.0.0.1 ") == "127.0.0.1"
 
 
 def _png() -> bytes:

@@ -322,6 +322,16 @@ def _replaced_whole(path: Path) -> bool:
     return regular and os.access(path.parent, os.W_OK | os.X_OK)
 
 
+def _listen_address(host: str) -> str:
+    """``--host`` as sockets take it, or a bad argument saying what to give (serve and app)."""
+    from fracsight.app import listen_address
+
+    try:
+        return listen_address(host)
+    except ValueError as e:
+        raise typer.BadParameter(f"{host!r}: {e}", param_hint="--host") from None
+
+
 def refuse_output_among_inputs(
     csv_path: Path | None, overlay_dir: Path | None, paths: Sequence[Path], files: Sequence[Path]
 ) -> None:
@@ -1146,10 +1156,7 @@ def serve(
 
     from fracsight.app import local_url, port_taken
 
-    if not host.strip():  # uvicorn would listen on every interface
-        raise typer.BadParameter(
-            "empty; give an address (127.0.0.1: this computer only)", param_hint="--host"
-        )
+    host = _listen_address(host)  # "" would listen on every interface
     with user_errors():
         from fracsight.api import server  # without the serve extra: named by the group (EXTRA_OF)
         from fracsight.api.auth import is_loopback, token_guard
@@ -1276,6 +1283,7 @@ def web_app(
         typer.echo("error: the web app needs Streamlit: pip install 'fracsight[app]'", err=True)
         raise typer.Exit(1)
     refuse_unknown_model(model, operating_point)
+    host = _listen_address(host)
     taken = port_taken(host, port)
     if taken:
         typer.echo(f"error (port_unavailable): cannot listen on {local_url(host, port)}: {taken}", err=True)

@@ -16,13 +16,40 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-__all__ = ["SCRIPT", "local_url", "port_taken", "run_app", "streamlit_available", "streamlit_command"]
+__all__ = [
+    "SCRIPT",
+    "listen_address",
+    "local_url",
+    "port_taken",
+    "run_app",
+    "streamlit_available",
+    "streamlit_command",
+]
 
 SCRIPT = Path(__file__).resolve().with_name("streamlit_app.py")
 
 
 def streamlit_available() -> bool:
     return importlib.util.find_spec("streamlit") is not None
+
+
+def listen_address(host: str) -> str:
+    """The address ``--host`` names, as a socket takes it (``[::1]`` as ``::1``); ValueError saying
+    what to give instead for nothing, a URL, ``HOST:PORT`` or a name that does not resolve (each
+    was "cannot listen on http://[http://127.0.0.1]:8000", as if the port were taken)."""
+    address = host.strip()
+    if address.startswith("[") and address.endswith("]"):
+        address = address[1:-1]
+    if not address:
+        raise ValueError("empty; give an address (127.0.0.1: this computer only)")
+    if "/" in address or address.count(":") == 1:
+        form = "a URL" if "/" in address else "HOST:PORT"
+        raise ValueError(f"{form}: give the address alone (127.0.0.1, ::1 or a name); the port is --port")
+    try:
+        socket.getaddrinfo(address, None)
+    except (OSError, UnicodeError) as e:
+        raise ValueError(f"not an address or a host name this computer knows ({e.strerror or e})") from None
+    return address
 
 
 def local_url(address: str, port: int) -> str:
