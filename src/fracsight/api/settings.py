@@ -141,7 +141,7 @@ class ApiSettings(BaseModel):
         files, each = info.data.get("max_files"), info.data.get("max_upload_bytes")
         if value and files and each and value < _request_bytes(files, each):  # refused on an idle server
             raise ValueError(
-                f"{value:,} is less than one largest request ({_request_bytes(files, each):,} bytes: "
+                f"{value:,} bytes is less than one largest request ({_request_bytes(files, each):,} bytes: "
                 "max_files x max_upload_bytes and the multipart framing): raise it, lower those, or "
                 "leave it 0 (automatic)"
             )

@@ -238,6 +238,11 @@ def train_val_samples(dataset: Dataset, seed: int) -> tuple[list[Sample], list[S
     train, val = list(complete.split("train")), list(complete.split("val"))
     if not train or not val:
         found = sorted({s.split for s in dataset.samples if s.split})
+        if not found:  # the splits were to be carved out, and too few images to carve them from
+            raise DatasetError(
+                f"{dataset.root}: {len(dataset.samples)} image(s), too few to carve a train and a val "
+                "split from; give more images, or splits of your own"
+            )
         raise DatasetError(
             f"{dataset.root}: no train and val split can be made from its splits {found} "
             "(a val or test split needs a train split to be carved from)"
