@@ -121,7 +121,7 @@ def test_training_sees_the_splits_ensure_splits_makes() -> None:
     with pytest.raises(DatasetError, match="some samples have a split and some do not"):
         train_val_samples(mixed, seed=0)
     # one image and no split: "no train and val split can be made from its splits []"
-    with pytest.raises(DatasetError, match="1 image.s., too few to carve a train and a val split from"):
+    with pytest.raises(DatasetError, match=r"1 image\(s\), too few to carve a train and a val split from"):
         train_val_samples(_dataset(samples[:1]), seed=0)
 
 

@@ -19,6 +19,7 @@ from dicom_support import (
     dcmtk_available,
     make_radiograph_dicom,
     orthanc_available,
+    running,
     storescu,
 )
 from test_dicom_node import DEFAULT_KINDS as KINDS  # these nodes make the default results
@@ -42,15 +43,6 @@ def make_study(images: list[Path], folder: Path) -> tuple[str, list[Path]]:
         for i, image in enumerate(images)
     ]
     return study_uid, files
-
-
-def running(pid: int) -> bool:
-    """The process exists and is not a zombie (an orphan's new parent may be slow to reap it)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 def assert_each_source_has_its_results_once(results: list, sources: list[Path]) -> None:

@@ -41,6 +41,7 @@ from dicom_support import (
     dcmtk_available,
     make_radiograph_dicom,
     orthanc_available,
+    wait_until,
 )
 from fracsight.dicom.spool import instance_key
 from test_dicom_node import DEFAULT_KINDS as KINDS  # the node makes the default results
@@ -92,15 +93,6 @@ def spool_rows(spool: Path) -> tuple[dict[str, str], int, int]:
         return rows, queued, sent
     finally:
         db.close()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.005)
-    return False
 
 
 def count_files(folder: Path, pattern: str) -> int:

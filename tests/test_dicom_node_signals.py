@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,8 @@ from dicom_support import (
     dcmtk_available,
     make_radiograph_dicom,
     orthanc_available,
+    running,
+    wait_until,
 )
 from fracsight.dicom.result_pool import ModelRef, Processing
 
@@ -42,23 +43,6 @@ def children(pid: int) -> dict[int, bytes]:
     return found
 
 
-def running(pid: int) -> bool:
-    """The process exists and is not a zombie."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.002)
-    return False
-
-
 def test_ctrl_c_while_the_worker_processes_start_stops_the_node_cleanly(tmp_path: Path) -> None:
     """SIGINT to the group while a worker process's interpreter starts: it died of it ("Fatal Python
     error: init_import_site ... KeyboardInterrupt"), `Processing.start` raised BrokenProcessPool
@@ -66,7 +50,8 @@ def test_ctrl_c_while_the_worker_processes_start_stops_the_node_cleanly(tmp_path
     node = NodeProcess(tmp_path / "node", destination=["--to", "127.0.0.1:9:PACS"], own_group=True)
     process = node.launch()
     try:
-        assert wait_until(lambda: any(b"spawn_main" in line for line in children(process.pid).values()), 120)
+        spawning = lambda: any(b"spawn_main" in line for line in children(process.pid).values())  # noqa: E731
+        assert wait_until(spawning, 120, step=0.002)  # the moment a worker's interpreter starts
         os.killpg(process.pid, signal.SIGINT)
         code = process.wait(timeout=120)
     finally:
