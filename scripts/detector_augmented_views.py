@@ -86,7 +86,7 @@ def augmented_features(
     size = spec.input_size
     train, _ = train_val_samples(dataset, seed)
     chosen = [s for s in train if s.labels.get(FRACTURE) == 1 and s.boxes]
-    key = hashlib.sha1(f"{spec.onnx_sha256}|{views}|{seed}|{rotate}|{scale}".encode())
+    key = hashlib.sha1(f"boxes per axis|{spec.onnx_sha256}|{views}|{seed}|{rotate}|{scale}".encode())
     for s in chosen:
         key.update(f"|{s.path}|{s.boxes}".encode())
     folder = cache / f"aug-{key.hexdigest()[:12]}"

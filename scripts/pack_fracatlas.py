@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fracsight.preprocessing import _scaled_size, letterbox_radiograph, read_for_model
+from fracsight.preprocessing import letterbox_radiograph, read_for_model
 
 
 def _shrink(job: tuple[Path, Path, int, int]) -> int:
@@ -35,8 +35,8 @@ def _shrink(job: tuple[Path, Path, int, int]) -> int:
     h, w = radiograph.full_size or pixels.shape
     if max(h, w) > long_side:
         square, box = letterbox_radiograph(radiograph, long_side)
-        nh, nw = _scaled_size(h, w, long_side)  # the letterbox's own content size
-        pixels = square[box.pad_y : box.pad_y + nh, box.pad_x : box.pad_x + nw]
+        x0, y0, x1, y1 = box.content
+        pixels = square[y0:y1, x0:x1]
     im = Image.fromarray(np.round(pixels * 255).astype(np.uint8))
     dst.parent.mkdir(parents=True, exist_ok=True)
     im.save(dst, "JPEG", quality=quality)

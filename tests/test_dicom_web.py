@@ -418,3 +418,26 @@ def test_dicom_study_stores_what_it_can_when_the_service_fails_its_request(
         down = CliRunner().invoke(app, ["dicom", "study", study_uid, "--dicomweb", f"{proxy.url}/dicom-web"])
         assert down.exit_code == 1 and "error (dicomweb_unavailable): STOW-RS" in down.output
         assert "HTTP 500" in down.output and study_uid not in down.output
+
+
+def test_a_service_answering_every_instance_with_a_login_page_fails_the_study(
+    images: list[Path], tmp_path: Path
+) -> None:
+    """An expired single sign-on in front of the service: every instance answered with its login
+    page. One such instance costs only itself; all of them are the service's fault, said for the
+    study (as when every instance gets an HTTP error), not N images each failing."""
+    study_uid = generate_uid()
+    paths = [
+        make_radiograph_dicom(image, tmp_path / f"{i}.dcm", study_uid=study_uid)
+        for i, image in enumerate(images)
+    ]
+    with Orthanc(tmp_path / "orthanc") as orthanc, FailingProxy(orthanc.url) as proxy:
+        for path in paths:
+            orthanc.upload(path)
+        for path in paths:
+            uid = str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+            proxy.answers[f"/instances/{uid}"] = NOT_DICOM["login page"]
+        done = CliRunner().invoke(app, ["dicom", "study", study_uid, "--dicomweb", f"{proxy.url}/dicom-web"])
+        assert done.exit_code == 1 and isinstance(done.exception, SystemExit), done.output
+        assert "error (dicomweb_unavailable)" in done.stderr and "a login page or a proxy" in done.stderr
+        assert study_uid not in done.output and not results_in(orthanc, study_uid)

@@ -133,18 +133,23 @@ def test_a_pil_palette_image_with_transparency_is_composited_as_its_file_is() ->
 def test_a_16bit_colour_png_says_its_low_byte_was_dropped() -> None:
     """Pillow decodes 16-bit RGB to 8 bits by the high byte: 12-bit data read nearly black, as a
     'blank?' image, with no word of why."""
-    raw = zlib.compress(b"".join(b"\x00" + b"\x0f\xff" * 3 * 40 for _ in range(40)))
+    for colour_type, samples in ((2, 3), (4, 2)):  # RGB; grey and alpha, decoded as 8-bit RGBA too
+        _check_16bit_colour_png_warns(colour_type, samples)
+    assert not any(
+        "16-bit colour" in w for w in read_image(encode(Image.new("RGB", (40, 40)), "PNG")).metadata.warnings
+    )
+
+
+def _check_16bit_colour_png_warns(colour_type: int, samples: int) -> None:
+    raw = zlib.compress(b"".join(b"\x00" + b"\x0f\xff" * samples * 40 for _ in range(40)))
 
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 40, 40, 16, 2, 0, 0, 0))
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 40, 40, 16, colour_type, 0, 0, 0))
     png += chunk(b"IDAT", raw) + chunk(b"IEND", b"")
     rg = read_image(png)
-    assert any("16-bit colour PNG read at 8 bits" in w for w in rg.metadata.warnings)
-    assert not any(
-        "16-bit colour" in w for w in read_image(encode(Image.new("RGB", (40, 40)), "PNG")).metadata.warnings
-    )
+    assert any("16-bit colour or grey-and-alpha PNG read at 8 bits" in w for w in rg.metadata.warnings)
 
 
 def test_32bit_int_tiff_outside_16bit_range_is_stretched_with_warning() -> None:

@@ -221,16 +221,14 @@ class BundleSpec:
         for op in self.operating_points:
             if op.name == name:
                 return op
-        if not self.operating_points and self.head("fracture"):  # it said "has no fracture head"
-            raise BundleError(
-                f"operating point {name!r} was asked for, but the fracture head of {self.name} has none: "
-                "its bundle.json lists no operating point (every export writes some)"
-            )
         if not self.operating_points:
-            raise BundleError(
-                f"operating point {name!r} was asked for, but {self.name} has no fracture head, "
-                "so it has no operating points"
+            why = (  # a damaged record said "has no fracture head" of a fracture head
+                f"the fracture head of {self.name} has none: its bundle.json lists no operating point "
+                "(every export writes some)"
+                if self.head("fracture")
+                else f"{self.name} has no fracture head, so it has no operating points"
             )
+            raise BundleError(f"operating point {name!r} was asked for, but {why}")
         raise BundleError(
             f"unknown operating point {name!r}; known: {[o.name for o in self.operating_points]}"
         )

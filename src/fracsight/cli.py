@@ -275,9 +275,7 @@ def refuse_unknown_model(model: str | None, operating_point: str | None) -> None
     from fracsight.inference.store import checked_bundle
 
     with user_errors(exit_code=2):
-        spec = checked_bundle(model)[1]
-        if operating_point is not None:
-            spec.operating_point(operating_point)
+        checked_bundle(model, operating_point)
 
 
 def refuse_output(path: Path | None, *, folder: bool, overwrite: bool = True, option: str) -> None:

@@ -144,7 +144,7 @@ def parse_tokens(entries: Iterable[str], where: str, *, comments: bool = True) -
     """
     digests: set[bytes] = set()
     for n, raw in enumerate(entries, start=1):
-        entry = raw.strip() if n > 1 else _without_bom(raw.strip(), f"{where}, entry 1")
+        entry = raw.strip() if n > 1 else _without_bom(raw.strip(), f"{where}, entry 1").strip()
         if entry.startswith("#") and not comments:
             raise ConfigError(
                 f"{where}, entry {n}: begins with '#', which no token may (it marks a comment in a "

@@ -7,6 +7,7 @@ Importing this package does not import Streamlit; ``fracsight app`` calls
 from __future__ import annotations
 
 import importlib.util
+import re
 import signal
 import socket
 import subprocess
@@ -42,12 +43,14 @@ def listen_address(host: str) -> str:
         address = address[1:-1]
     if not address:
         raise ValueError("empty; give an address (127.0.0.1: this computer only)")
-    if "/" in address or address.count(":") == 1:
+    if "/" in address or address.count(":") == 1 or re.fullmatch(r"\[.*\]:\d+", address):
         form = "a URL" if "/" in address else "HOST:PORT"
         raise ValueError(f"{form}: give the address alone (127.0.0.1, ::1 or a name); the port is --port")
     try:
         socket.getaddrinfo(address, None)
-    except (OSError, UnicodeError) as e:
+    except UnicodeError:  # a label over 63 characters, an empty one
+        raise ValueError("not a valid host name") from None
+    except OSError as e:
         raise ValueError(f"not an address or a host name this computer knows ({e.strerror or e})") from None
     return address
 
@@ -60,7 +63,10 @@ def local_url(address: str, port: int) -> str:
 def port_taken(address: str, port: int) -> str | None:
     """Why ``address:port`` cannot be listened on (the OS's words), or None when it can: checked
     before Streamlit starts, so that its URL is never printed for a port another server holds."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:  # a name may resolve to IPv6 only (ip6-localhost)
+        family = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)[0][0]
+    except (OSError, UnicodeError):
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT is fine
         try:

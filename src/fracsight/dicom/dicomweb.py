@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from fracsight.dicom.login import BasicLogin
 from fracsight.dicom.results_context import NODE_KINDS
-from fracsight.dicom.sender import DELIVERED, StowDestination
+from fracsight.dicom.sender import DELIVERED, DestinationUnavailable, StowDestination
 from fracsight.dicom.spool import instance_key, study_key
 from fracsight.errors import FracsightError, IncompleteStudyError, UnsupportedModalityError
 from fracsight.io.dicom_gate import RESULT_MODEL_NAME, check_dicom_object
@@ -238,7 +238,8 @@ def process_study(
             an error, or returned none of the instances asked for (one it fails to return is
             recorded in ``not_retrieved``, and the others go on).
         fracsight.dicom.sender.DestinationUnavailable: the STOW-RS service stored nothing (down,
-            missing at that URL, or refusing us).
+            missing at that URL, or refusing us), or the service answered every instance (more
+            than one) with something that is not DICOM.
     """
     import pydicom
     import requests
@@ -318,6 +319,12 @@ def process_study(
         outcome.predicted.append(key)
     if unretrieved is not None and not retrieved and _service_failing(outcome.not_retrieved):
         raise unretrieved
+    not_dicom_only = set(outcome.not_retrieved.values()) == {"retrieve_not_dicom"}
+    if not_dicom_only and not retrieved and len(outcome.not_retrieved) > 1:  # the service, not a file
+        raise DestinationUnavailable(
+            f"the DICOMweb service answered each of the study's {len(outcome.not_retrieved)} instances "
+            "with something that is not DICOM: a login page or a proxy in front of it?"
+        )
     if predictions:
         verdict = predictor.predict_study(predictions, study=outcome.study)
         seed = study_uid_seed(sources, predictor)

@@ -360,11 +360,12 @@ def _in_process(function: Callable[..., Any], *args: Any) -> Any:
 
 @contextmanager
 def _signals_held() -> Iterator[None]:
-    """SIGINT and SIGTERM held back in this thread while it starts worker processes (the pool
-    starts them in submit()): they inherit it, so that Ctrl-C or a SIGTERM to the process group
-    cannot end one while its interpreter starts, before :func:`_init_process` ignores them
-    ("Fatal Python error: init_import_site", and a broken pool); here it is delivered once
-    released, to the node's handler. (multiprocessing starts its resource tracker so too.)"""
+    """SIGINT and SIGTERM blocked in this thread while it starts worker processes (the pool starts
+    them in submit()): a process inherits the mask, so that Ctrl-C or a SIGTERM to the process
+    group cannot end one while its interpreter starts, before :func:`_init_process` ignores them
+    ("Fatal Python error: init_import_site", and a broken pool). The node itself still gets them
+    (another thread takes them, or this one once the mask is restored). multiprocessing starts
+    its resource tracker so too."""
     import signal
 
     if not hasattr(signal, "pthread_sigmask"):  # Windows
@@ -393,11 +394,8 @@ class ModelRef:
         has the operating point asked for (a worker process would fail on each, out of sight)."""
         from fracsight.inference.store import checked_bundle
 
-        folder, spec = checked_bundle(model)
-        ref = cls(folder, operating_point, threads)
-        if operating_point is not None:
-            spec.operating_point(operating_point)  # BundleError if unknown
-        return ref
+        folder, _ = checked_bundle(model, operating_point)  # BundleError if unknown
+        return cls(folder, operating_point, threads)
 
     @classmethod
     def of(cls, predictor: Predictor, threads: int = 1) -> ModelRef:

@@ -344,9 +344,12 @@ class StudyPrediction:
             said.append(self.hidden_views)
         if self.left_out:
             were = "was" if len(self.left_out) == 1 else "were"
+            names = ", ".join(self.left_out[:5]) + (
+                f" and {len(self.left_out) - 5} more" if len(self.left_out) > 5 else ""
+            )
             said.append(
-                f"{len(self.left_out)} of the study folder's images {were} not given "
-                f"({', '.join(self.left_out)}): the result is of the views given only"
+                f"{len(self.left_out)} of the study folder's images {were} not given ({names}): the "
+                "result is of the views given only"
             )
         if self.dicom_studies > 1:
             said.append(

@@ -104,15 +104,16 @@ def resolve_bundle(model: str | Path | None = None) -> Path:
     return _by_model_name(str(model))
 
 
-def checked_bundle(model: str | Path | None) -> tuple[Path, BundleSpec]:
-    """:func:`resolve_bundle`, its ``bundle.json``, and its ``model.onnx`` checked against the sha256
-    there: all but loading the model, for commands that hand it on to other processes or a window,
-    where a bundle they cannot load would fail late or out of sight."""
+def checked_bundle(model: str | Path | None, operating_point: str | None = None) -> tuple[Path, BundleSpec]:
+    """:func:`resolve_bundle`, its ``bundle.json``, its ``model.onnx`` checked against the sha256
+    there, and the operating point a Predictor would take (``operating_point``, else the default
+    of a fracture head): all but loading the model, for commands that hand it on to other
+    processes or a window, where a bundle they cannot load would fail late or out of sight."""
     folder = resolve_bundle(model)
     spec = load_bundle_spec(folder)
     read_checked_onnx(folder, spec)
-    if spec.head("fracture"):
-        spec.operating_point()  # a fracture head without operating points: refused here, not at each image
+    if spec.head("fracture") or operating_point is not None:
+        spec.operating_point(operating_point)  # as Predictor asks for it: BundleError here, not per image
     return folder, spec
 
 

@@ -307,15 +307,15 @@ def _scale_16bit(arr: np.ndarray, png_bytes: bytes, notes: list[str]) -> tuple[n
 
 
 _COLOUR_16BIT = (
-    "16-bit colour PNG read at 8 bits a sample (the decoder keeps the high byte): save a radiograph "
-    "as a grey PNG to keep its depth"
+    "16-bit colour or grey-and-alpha PNG read at 8 bits a sample (the decoder keeps the high byte): "
+    "save a radiograph as a grey PNG without alpha to keep its depth"
 )
 
 
 def _png_colour_16bit(data: bytes) -> bool:
-    """Whether a PNG's IHDR says 16-bit RGB or RGBA (colour type 2 or 6), which Pillow decodes to 8
-    bits: 12-bit data in it come out nearly black."""
-    return len(data) >= 26 and data[12:16] == b"IHDR" and data[24] == 16 and data[25] in (2, 6)
+    """Whether a PNG's IHDR says 16-bit RGB, grey and alpha, or RGBA (colour type 2, 4 or 6), which
+    Pillow decodes to 8 bits: 12-bit data in it come out nearly black."""
+    return len(data) >= 26 and data[12:16] == b"IHDR" and data[24] == 16 and data[25] in (2, 4, 6)
 
 
 def _png_significant_bits(data: bytes) -> int | None:

@@ -37,8 +37,8 @@ class ImageMetadata:
     # decode a JPEG at reduced scale (``read_image(reduce_to=...)``); None: the pixels are full size
     reduced_from: tuple[int, int] | None = None
     # sha256 of the file's bytes (and the frame read, for a DICOM frame), set by ``read_image``: a
-    # study counts a copy under another name once; for a DICOM with a SOP Instance UID, of that UID
-    # and the frame (one instance saved twice is one view); None for pixels given as an array
+    # study counts a copy under another name once; for a DICOM, of the pixels read (one image saved
+    # twice, in another transfer syntax or with an edited header, is one view); None for an array
     content_sha256: str | None = None
     # a digest of a DICOM's Study Instance UID, so that a study of views from several examinations
     # is told; in no output (a study's identity is the PACS's to show)
