@@ -66,6 +66,26 @@ def test_real_radiographs_stay_inside_the_range(fracatlas_dir: Path) -> None:
     assert not {k: v for k, v in outside.items() if v}
 
 
+@pytest.mark.fracatlas
+def test_a_blurred_or_heavily_compressed_radiograph_is_not_reliable(
+    fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """Both passed the guard with their verdicts moved (2026-12-05 hunt): a fracture blurred with
+    radius 4 from 0.93 to 0.09; JPEG quality 20 turned normal films into "fracture suspected"."""
+    from PIL import ImageFilter
+
+    predictor = Predictor()
+    image = Image.open(fracatlas_dir / "images" / "Fractured" / "IMG0000019.jpg").convert("L")
+    assert predictor.predict(image).reliable
+    blurred = predictor.predict(image.filter(ImageFilter.GaussianBlur(12)))  # 4 on a 373 x 454 film
+    assert not blurred.reliable and any("fine_detail" in w for w in blurred.warnings)
+    for quality, reliable in ((20, False), (50, True)):
+        image.save(tmp_path / f"q{quality}.jpg", quality=quality)
+        result = predictor.predict(tmp_path / f"q{quality}.jpg")
+        said = any(w.startswith("a heavily compressed JPEG") for w in result.warnings)
+        assert result.reliable is reliable and said is not reliable
+
+
 def test_statistics_are_cheap_and_well_defined_on_flat_images() -> None:
     stats = image_statistics(np.zeros((40, 40), dtype=np.float32))
     assert stats.neighbour_correlation == 1.0 and stats.grey_levels == 1
