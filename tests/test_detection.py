@@ -363,7 +363,7 @@ def test_bases_and_data_the_heads_cannot_use_are_refused_before_any_work(
     no_boxes = runner.invoke(
         app, ["detector", "train", str(base), str(tmp_path / "b"), "--data", str(unboxed)]
     )
-    assert no_boxes.exit_code == 1 and "has no fracture boxes" in no_boxes.stderr
+    assert no_boxes.exit_code == 2 and "has no fracture boxes" in no_boxes.stderr
     assert "Traceback" not in small.output + no_boxes.output
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
@@ -738,3 +738,135 @@ def test_zoomed_views_are_added_for_the_detector_and_cached_apart(detector_bundl
     assert "zoomed by 0.7-1.5" in (tmp_path / "zoomed" / "card.md").read_text()
     bad = runner.invoke(app, [*train, str(tmp_path / "bad"), "--zoom-views", "1", "--zoom", "2", "1"])
     assert bad.exit_code == 2 and "--zoom" in bad.output and not (tmp_path / "bad").exists()
+
+
+def test_bases_and_heads_whose_model_is_not_the_one_bundle_json_names_are_refused_before_any_work(
+    detector_bundle, tmp_path: Path
+) -> None:
+    """A base whose model.onnx was swapped or cut short (predict refuses it) gave a bundle whose card
+    named a network that was not inside it (exit 0), or a protobuf traceback; heads cut short the
+    same in `detector joint`."""
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    data, base_fixture, heads_fixture = detector_bundle
+    base, heads = (
+        shutil.copytree(base_fixture, tmp_path / "base"),
+        shutil.copytree(heads_fixture, tmp_path / "heads"),
+    )
+    for bundle in (base, heads):
+        model = (bundle / "model.onnx").read_bytes()
+        (bundle / "model.onnx").write_bytes(model[: len(model) // 2])
+    runner = CliRunner()
+    out = tmp_path / "new"
+    made = runner.invoke(
+        app, ["detector", "train", str(base), str(out), "--data", str(data), "--epochs", "1"]
+    )
+    joint = runner.invoke(
+        app, ["detector", "joint", str(base_fixture), str(heads), str(tmp_path / "run"), "--data", str(data)]
+    )
+    for result in (made, joint):
+        assert result.exit_code == 2, result.output
+        assert "error (bundle_checksum_mismatch): model.onnx in" in " ".join(result.stderr.split())
+        assert "Traceback" not in result.output
+    assert not out.exists() and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("layout", "refused"), [("fracatlas", True), ("mura", True), ("labels-csv", False)])
+def test_an_output_inside_a_data_set_found_by_scanning_its_folders_is_refused(
+    tmp_path: Path, layout: str, refused: bool
+) -> None:
+    """`detector train base data/images/Fractured/x --data data` (FracAtlas), `quantize` and `export`
+    into a data set were taken: every later read warned of the bundle's files. A labels.csv set names
+    its images, so a folder inside it is not read as one of them."""
+    from fracsight.data import Dataset
+    from fracsight.errors import OutputFolderError
+
+    dataset = Dataset(root=tmp_path, layout=layout, samples=(), class_names={})
+    dataset.refuse_output_inside(tmp_path.parent / "elsewhere")
+    if not refused:
+        dataset.refuse_output_inside(tmp_path / "reports")
+        return
+    with pytest.raises(OutputFolderError, match=f"inside the {layout} data set"):
+        dataset.refuse_output_inside(tmp_path / "images" / "x", "OUT")
+
+
+def test_detector_bundles_are_not_written_inside_the_data_set(detector_bundle, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    data_fixture, base, _ = detector_bundle
+    data = shutil.copytree(data_fixture, tmp_path / "data", symlinks=True)
+    out = data / "images" / "Fractured" / "x"
+    result = CliRunner().invoke(app, ["detector", "train", str(base), str(out), "--data", str(data)])
+    assert result.exit_code == 2, result.output
+    assert "is inside the fracatlas data set" in " ".join(result.stderr.split())
+    assert not out.exists() and not (out.parent / ".cache").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["joint", "--lr", "1e300"],
+        ["joint", "--lr", "inf"],
+        ["joint", "--distill", "inf"],
+        ["train", "--giou", "inf"],
+        ["train", "--distill", "inf"],
+    ],
+)
+def test_settings_out_of_bounds_are_refused_before_any_work(args: list[str], tmp_path: Path) -> None:
+    """`detector joint --lr 1e300` trained, then ended in a RuntimeError traceback (`--lr inf`: said it
+    diverged, exit 1); `detector train --giou inf` the same."""
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    command, *settings = args
+    folders = (
+        ["base", "heads", str(tmp_path / "run")] if command == "joint" else ["base", str(tmp_path / "o")]
+    )
+    result = CliRunner().invoke(app, ["detector", command, *folders, "--data", str(tmp_path), *settings])
+    assert result.exit_code == 2, result.output
+    assert settings[0] in result.output and "Traceback" not in result.output
+    assert f"Invalid value for '{settings[0]}'" in result.output
+    assert not (tmp_path / "run").exists() and not (tmp_path / "o").exists()
+
+
+def test_a_bundle_json_with_a_value_that_is_not_a_number_is_never_written(
+    tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """bundle.json held a bare NaN (a detector chosen on data without boxes): not JSON."""
+    from fracsight.bundle import load_bundle_spec, write_bundle_spec
+
+    spec = load_bundle_spec(tiny_bundle)
+    for value in (float("nan"), float("inf")):
+        with pytest.raises(ValueError):
+            write_bundle_spec(dataclasses.replace(spec, localization={"validation_ap50": value}), tmp_path)
+
+
+@pytest.mark.slow
+def test_a_joint_bundle_on_data_without_boxes_is_refused(detector_bundle, tmp_path: Path) -> None:
+    """`detector bundle RUN OUT --data D` with D's box files all empty wrote a bundle chosen on
+    "box AP50 nan", with NaN in bundle.json (exit 0); `detector train` refused such data with exit 1."""
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    data, base, heads = detector_bundle
+    unboxed = tmp_path / "unboxed"
+    (unboxed / "annotations" / "yolo").mkdir(parents=True)
+    for name in ("images", "dataset.csv"):
+        (unboxed / name).symlink_to(data / name)
+    for label in (data / "annotations" / "yolo").glob("*.txt"):
+        (unboxed / "annotations" / "yolo" / label.name).write_text("")
+    run, runner = tmp_path / "run", CliRunner()
+    made = runner.invoke(
+        app, ["detector", "joint", str(base), str(heads), str(run), "--data", str(data), "--epochs", "1"]
+    )
+    assert made.exit_code == 0, made.output
+    out = tmp_path / "b"
+    result = runner.invoke(app, ["detector", "bundle", str(run), str(out), "--data", str(unboxed)])
+    assert result.exit_code == 2 and "has no fracture boxes" in result.stderr, result.output
+    assert not out.exists()

@@ -612,3 +612,26 @@ def test_a_split_another_data_set_lacks_is_refused_naming_evaluate(detector_bund
     assert result.exit_code == 2 and "has no 'val' split; it has ['test', 'train']" in message, result.output
     assert "--evaluate a split it has, or leave --evaluate out" in message and "--split" not in message
     assert not out.exists()
+
+
+def test_an_int8_bundle_is_not_written_inside_a_fracatlas_data_set(detector_bundle, tmp_path: Path) -> None:
+    """`quantize base data/images/Non_fractured/q --data data` was taken: every later read of the data
+    set warned of the bundle's files."""
+    data_fixture, base, _ = detector_bundle
+    data = shutil.copytree(data_fixture, tmp_path / "data", symlinks=True)
+    out = data / "images" / "Non_fractured" / "q"
+    result = _quantize(base, out, data)
+    assert result.exit_code == 2, result.output
+    assert "is inside the fracatlas data set" in " ".join(result.stderr.split()) and not out.exists()
+
+
+@pytest.mark.parametrize("gate", ["--max-auroc-drop", "--max-hit-rate-drop", "--max-class-accuracy-drop"])
+@pytest.mark.parametrize("value", ["inf", "2"])
+def test_gates_out_of_bounds_are_refused_before_quantizing(gate: str, value: str, tmp_path: Path) -> None:
+    """`quantize --max-auroc-drop inf` quantized and wrote `Infinity` (not JSON) into bundle.json."""
+    result = runner.invoke(
+        app, ["quantize", "base", str(tmp_path / "q"), "--data", str(tmp_path), gate, value]
+    )
+    assert result.exit_code == 2 and gate in result.output, result.output
+    assert f"Invalid value for '{gate}'" in result.output
+    assert not (tmp_path / "q").exists()

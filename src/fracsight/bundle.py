@@ -325,6 +325,8 @@ def read_card(folder: Path) -> str | None:
 
 
 def write_bundle_spec(spec: BundleSpec, folder: Path) -> Path:
+    """Write ``bundle.json``; a NaN or infinite value raises ValueError rather than being written as
+    ``NaN``/``Infinity``, which is not JSON (other readers refuse the file)."""
     path = Path(folder) / "bundle.json"
-    path.write_text(json.dumps(spec.to_dict(), indent=2) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(spec.to_dict(), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     return path

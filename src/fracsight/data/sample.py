@@ -107,17 +107,27 @@ class Dataset:
         return tuple(s for s in self.samples if s.split == name)
 
     def refuse_output_inside(self, out: Path, option: str = "--out") -> None:
-        """Refuse an output folder inside class folders, which are read by folder name: the
-        next read would take it for a class (and a run's or report's plots for its images)."""
-        if self.layout != "class-folders":
-            return  # the other layouts read their images from a list or a fixed pattern
+        """Refuse an output folder inside a data set whose images are found by scanning its folders
+        (FracAtlas, MURA, class folders): the next read would take the output's images for the data
+        set's (in class folders the folder for a class), or warn about each of its files. A
+        labels.csv set names its images in the list, which an output beside them does not change:
+        it stays allowed."""
+        if self.layout == "labels-csv":
+            return
         root, target = self.root.resolve(), Path(out).resolve()
-        if target == root or root in target.parents:
+        if target != root and root not in target.parents:
+            return
+        if self.layout == "class-folders":
             raise OutputFolderError(
                 f"{option} {out} is inside the class-folder data set {self.root}: the next time it is "
                 "read, the folder would be taken for a class, its plots for images; choose a folder "
                 "outside the data set"
             )
+        raise OutputFolderError(
+            f"{option} {out} is inside the {self.layout} data set {self.root}, whose images are found by "
+            "scanning its folders: the next time it is read, its files would be taken for the data "
+            "set's; choose a folder outside the data set"
+        )
 
     def refuse_other_binary_label(self, fracture: Sequence[str], instead: str) -> None:
         """Refuse (:class:`DataMismatchError`) data whose binary label is named otherwise than

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fracsight._output import check_output_folder, staged_folder
-from fracsight.bundle import BundleSpec, load_bundle_spec, sha256_file, write_bundle_spec
+from fracsight.bundle import BundleSpec, load_bundle_spec, read_checked_onnx, sha256_file, write_bundle_spec
 from fracsight.data import FRACTURE, Dataset, Sample, load_dataset
 from fracsight.data.sample import DataMismatchError
 from fracsight.data.splits import train_val_samples
 from fracsight.detection.features import GRID, ZoomViews
-from fracsight.errors import BundleError, ConfigError, DatasetError, OutputFolderError
+from fracsight.errors import BundleError, ConfigError, OutputFolderError
 from fracsight.training.refit import refit_to_predictions
 
 if TYPE_CHECKING:
@@ -79,9 +79,10 @@ def next_version(version: str, made_by: str) -> str:
 
 
 def refuse_unboxed(dataset: Dataset, data_dir: Path) -> None:
-    """Refuse (:class:`DatasetError`) a data set without fracture boxes: the detector learns from them."""
+    """Refuse (:class:`DataMismatchError`, exit 2) a data set without fracture boxes: the detector
+    learns from them, and its score floor is chosen on their AP."""
     if not any(s.boxes for s in dataset.samples):
-        raise DatasetError(
+        raise DataMismatchError(
             f"{data_dir} has no fracture boxes: the detector learns from them "
             "(FracAtlas layout with annotations/, docs/data.md)"
         )
@@ -145,6 +146,7 @@ def build_detector_bundle(
     cfg = cfg or HeadsConfig()
     base_dir, out_dir = Path(base_dir), Path(out_dir)
     base = load_bundle_spec(base_dir)
+    read_checked_onnx(base_dir, base)  # the card would name a network that is not the one inside
     fracture = base.head("fracture")
     if fracture is None:
         raise ConfigError(f"{base.name} has no fracture head: the detector finds fractures")
@@ -163,6 +165,9 @@ def build_detector_bundle(
     inputs = [("the base bundle", base_dir), ("the data set", Path(data_dir))]
     check_output_folder(out_dir, force=force, inputs=inputs)
     refuse_output_in_bundle(out_dir, base_dir, "the base bundle")
+    dataset.refuse_output_inside(out_dir, "OUT")
+    if cache_dir is not None:
+        dataset.refuse_output_inside(cache_dir, "--cache-dir")
     seed = int(base.training.get("config", {}).get("seed", 0))
     if evaluate_split:  # an unknown split: refused before the heads train, not after
         from fracsight.evaluation.run import held_out_samples
@@ -309,6 +314,8 @@ def build_joint_bundle(
     trained = json.loads(state["config"]) if isinstance(state["config"], str) else {}
     dataset = load_dataset(Path(data_dir), trained.get("layout", "auto"))
     _refuse_other_data(history, trained, dataset)
+    refuse_unboxed(dataset, Path(data_dir))  # the score floor would be chosen on an AP of nan
+    dataset.refuse_output_inside(out_dir, "OUT")
     if evaluate_split:  # an unknown split: refused now, not after the export and the heads' settings
         from fracsight.evaluation.run import select_samples
 

@@ -44,7 +44,11 @@ def train(
     width: Annotated[int, typer.Option(min=8, max=256, help="Channels of the detector's layers.")] = 32,
     giou: Annotated[
         float | None,
-        typer.Option(min=0.0, help="Weight of the GIoU loss of the box read at a centre (default 2.0)."),
+        typer.Option(
+            min=0.0,
+            max=100.0,
+            help="Weight of the GIoU loss of the box read at a centre (default 2.0).",
+        ),
     ] = None,
     size_spread: Annotated[
         int | None,
@@ -66,6 +70,7 @@ def train(
         float | None,
         typer.Option(
             min=0.0,
+            max=100.0,
             help="With --members N: one more detector learns the members' averaged outputs (this "
             "weight) and is kept alone, at one detector's cost (default 0: the average is kept).",
         ),
@@ -243,14 +248,16 @@ def joint(
         Path | None, typer.Option(help="Also write the bundle of the chosen epoch to this folder.")
     ] = None,
     epochs: Annotated[int, typer.Option(min=1, max=200, help="Epochs over the training images.")] = 12,
-    lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate of the network.")] = 2e-4,
+    lr: Annotated[float, typer.Option(min=0.0, max=1.0, help="Peak learning rate of the network.")] = 2e-4,
     frozen_stages: Annotated[
         int, typer.Option(min=0, max=7, help="Stem and this many first stages keep the base's weights.")
     ] = 2,
     distill: Annotated[
         float,
         typer.Option(
-            min=0.0, help="Weight of the starting network's upright logits as a teacher of the turned views."
+            min=0.0,
+            max=100.0,
+            help="Weight of the starting network's upright logits as a teacher of the turned views.",
         ),
     ] = 0.0,
     zoom: Annotated[
@@ -259,7 +266,11 @@ def joint(
     ] = (1.0, 1.0),
     shift: Annotated[
         float,
-        typer.Option(min=0.0, max=0.5, help="Each training view shifted by up to this part of its side."),
+        typer.Option(
+            min=0.0,
+            max=0.5,
+            help="Each training view shifted by up to this part of its side.",
+        ),
     ] = 0.0,
     name: Annotated[str | None, typer.Option(help="Name of the new model (default: MODEL's).")] = None,
     version: Annotated[
@@ -309,6 +320,7 @@ def joint(
             check_output_folder(out, force=force, inputs=inputs)
             for what, bundle_dir in inputs[2:]:
                 refuse_output_in_bundle(out, bundle_dir, what)
+            dataset.refuse_output_inside(out, "--out")
             if evaluate_split:
                 select_samples(dataset, evaluate_split, 0)  # whether it has or can carve the split
         with _joint_interrupted(run):

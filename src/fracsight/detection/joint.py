@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fracsight._files import replace_atomically
-from fracsight.bundle import BundleSpec, load_bundle_spec
+from fracsight.bundle import BundleSpec, load_bundle_spec, read_checked_onnx
 from fracsight.data.sample import Dataset, Sample
 from fracsight.data.splits import train_val_samples, training_subset
 from fracsight.detection.build import refuse_unboxed
@@ -138,6 +138,7 @@ def load_joint(base_dir: Path, heads_dir: Path) -> tuple[JointNet, TrainConfig]:
     base by ``fracsight detector train``), and the base's training config."""
     base = load_bundle_spec(base_dir)
     heads_spec = load_bundle_spec(heads_dir)
+    _check_models(base_dir, base, heads_dir, heads_spec)
     if heads_spec.localization.get("boxes") != "detector" or not heads_spec.orientation:
         raise ConfigError(f"{heads_spec.name} v{heads_spec.version} has no grafted detector to start from")
     _refuse_other_network(base, heads_spec)
@@ -151,6 +152,14 @@ def load_joint(base_dir: Path, heads_dir: Path) -> tuple[JointNet, TrainConfig]:
     network = network_from_onnx(Path(base_dir) / "model.onnx", base.architecture, heads)
     detector, orientation = heads_from_tensors(graph_tensors(Path(heads_dir) / "model.onnx"), HEADS_PREFIX)
     return JointNet(network, detector, orientation), cfg
+
+
+def _check_models(base_dir: Path, base: BundleSpec, heads_dir: Path, heads_spec: BundleSpec) -> None:
+    """Refuse (:class:`~fracsight.errors.ChecksumMismatchError`, exit 2) a base or heads bundle whose
+    model.onnx is not the one its bundle.json names, as predict does: the run would start from
+    another network (or fail to read a damaged one) under the bundle's name."""
+    read_checked_onnx(base_dir, base)
+    read_checked_onnx(heads_dir, heads_spec)
 
 
 def _refuse_other_network(base: BundleSpec, heads_spec: BundleSpec) -> None:
@@ -330,6 +339,7 @@ def train_joint(
     under the base's name) and for data without fracture boxes (the detector would learn that
     there are none)."""
     base_spec, heads_spec = load_bundle_spec(base_dir), load_bundle_spec(heads_dir)
+    dataset.refuse_output_inside(run_dir, "RUN")
     head = base_spec.head("fracture")
     dataset.refuse_other_binary_label(
         head.classes if head else (), "fine-tune on data labelled as the base's (--data)"

@@ -40,20 +40,36 @@ def quantize(
         ),
     ] = None,
     max_auroc_drop: Annotated[
-        float, typer.Option(min=0.0, help="Gate: largest allowed fall in validation AUROC.")
+        float,
+        typer.Option(min=0.0, max=1.0, help="Gate: largest allowed fall in validation AUROC."),
     ] = 0.003,
     min_heatmap_correlation: Annotated[
         float,
-        typer.Option(min=-1.0, max=1.0, help="Gate: least median per-image correlation of the heatmaps."),
+        typer.Option(
+            min=-1.0,
+            max=1.0,
+            help="Gate: least median per-image correlation of the heatmaps.",
+        ),
     ] = 0.9,
     min_top_box_iou: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="Gate: least mean IoU of the float and INT8 top boxes.")
+        float,
+        typer.Option(min=0.0, max=1.0, help="Gate: least mean IoU of the float and INT8 top boxes."),
     ] = 0.5,
     max_hit_rate_drop: Annotated[
-        float, typer.Option(min=0.0, help="Gate: largest allowed fall in validation localization hit rate.")
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Gate: largest allowed fall in validation localization hit rate.",
+        ),
     ] = 0.05,
     max_class_accuracy_drop: Annotated[
-        float, typer.Option(min=0.0, help="Gate: largest allowed fall in validation class accuracy.")
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Gate: largest allowed fall in validation class accuracy.",
+        ),
     ] = 0.01,
     force: Annotated[bool, typer.Option(help="Replace a non-empty output folder.")] = False,
 ) -> None:
