@@ -167,6 +167,21 @@ def test_undecodable_dataset_csv_or_yolo_file_is_a_dataset_error(mini: Path) -> 
         load_dataset(mini)
 
 
+def test_yolo_boxes_in_pixels_are_refused_not_dropped(mini: Path) -> None:
+    """`0 120 80 40 30` (pixels, not fractions): clipped to nothing and skipped as "empty box", or
+    clipped to the whole image, without a word of why; a data set's every box lost or wrong."""
+    label = mini / "annotations" / "yolo" / "IMG0000001.txt"
+    for line in ("0 120 80 40 30", "0 0.5 0.5 3 3"):
+        label.write_text(line + "\n")
+        with pytest.raises(
+            DatasetError, match=r"IMG0000001\.txt:1: YOLO values are fractions .*pixel coordinates"
+        ):
+            load_dataset(mini)
+    label.write_text("0 0.5 0.5 1.02 0.2\n")  # a hair over the edge: clipped, as before
+    (sample,) = [s for s in load_dataset(mini).samples if s.path.name == "IMG0000001.jpg"]
+    assert sample.boxes and sample.boxes[0].x0 == 0.0 and sample.boxes[0].x1 == 1.0
+
+
 @pytest.mark.fracatlas
 def test_real_fracatlas(fracatlas_dir: Path) -> None:
     ds = load_dataset(fracatlas_dir)

@@ -201,8 +201,13 @@ def _read_yolo(txt: Path) -> tuple[Box, ...]:
                 f"{txt}:{n}: expected 'class cx cy w h' or a polygon 'class x1 y1 x2 y2 x3 y3 ...', "
                 f"got {line!r}"
             )
+        if max(values[:4] if len(values) in (4, 5) else values) > 1.5:  # every box skipped, or clipped whole
+            raise DatasetError(
+                f"{txt}:{n}: YOLO values are fractions of the image's width and height (0 to 1), got "
+                f"{line!r}: pixel coordinates? divide them by the image's size"
+            )
         if box is None:
-            log.warning("%s:%d: empty box skipped", txt, n)
+            log.warning("%s:%d: a box of no area inside the image skipped", txt, n)
         else:
             boxes.append(box)
     return tuple(boxes)
