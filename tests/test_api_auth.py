@@ -136,6 +136,8 @@ _SHA256_HEX = hashlib.sha256(TOKEN.encode()).hexdigest()
         ("pacs:$apr1$r31.....$HqJZimcKQFAMYayBlzkrA/", "htpasswd line (a user and a password hash (Apache"),
         ("pacs:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=", "htpasswd line (a user and an LDAP-style {SHA}"),
         (f"{_SHA256_HEX}  -", "sha256sum output"),
+        ("sha384-" + base64.b64encode(hashlib.sha384(TOKEN.encode()).digest()).decode(), "a sha384 digest"),
+        (f"SHA2-256(stdin)= {_SHA256_HEX}", "openssl dgst output (a SHA2-256 digest)"),
     ],
     ids=[
         "sha512",
@@ -147,6 +149,8 @@ _SHA256_HEX = hashlib.sha256(TOKEN.encode()).hexdigest()
         "htpasswd",
         "htpasswd-sha",
         "sha256sum",
+        "subresource-integrity",
+        "openssl-dgst",
     ],
 )
 def test_a_digest_in_another_form_is_refused_not_taken_as_a_token(
@@ -180,6 +184,8 @@ def test_a_digest_in_another_form_is_refused_not_taken_as_a_token(
         "MA/77HAo21xnNSb0ALCncm4dEwF4HD4urGYZyIdvWo4=",  # `openssl rand -base64 32`: + / =
         "sha256+Ab/" + "c" * 33 + "=",
         "SHA1" + "d" * 39 + "=",
+        "$Tr0ub4dor$3-correct-horse",  # a password manager's: `$` or `{` begin no hash scheme here
+        "{Zk3kLmPq9XwY}tRuVb!x",
     ],
     ids=[
         "urlsafe",
@@ -191,6 +197,8 @@ def test_a_digest_in_another_form_is_refused_not_taken_as_a_token(
         "base64",
         "base64-sha256",
         "base64-sha1",
+        "dollar-words",
+        "brace-words",
     ],
 )
 def test_generated_tokens_are_still_accepted_quietly(token: str, caplog: pytest.LogCaptureFixture) -> None:

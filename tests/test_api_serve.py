@@ -140,6 +140,7 @@ def test_serve_refuses_bad_listening_options_before_starting(
             (["--host", "nosuch.invalid"], "not an address or a host name this computer knows"),
             (["--host", "[::1]:8000"], "HOST:PORT: give the address alone"),
             (["--host", "a" * 64], "not a valid host name"),  # a label too long: a traceback
+            (["--host", "::ffff:127.0.0.1"], "an IPv4 address written as IPv6: give 127.0.0.1"),
         ):
             for command in ("serve", "app") if "--host" in args else ("serve",):  # the app: same rules
                 result = CliRunner().invoke(cli, [command, "--model", str(tiny_bundle), *args])

@@ -34,7 +34,10 @@ def _png(path: Path, value: int = 0, suffix: str = ".png") -> Path:
         # a word not known is not passed over: each of these read as its opposite or as a label
         ("non-displaced fracture", None), ("Non_displaced_fracture", None), ("displaced_fracture", None),
         ("fracture ruled out", None), ("fracture excluded", None), ("healed fracture", None),
-        ("not normal", None), ("1_fractured", None),
+        ("not normal", None), ("fracture 1", None),
+        # an index, and words that say nothing of the label, are passed over
+        ("0_normal", 0), ("1_fracture", 1), ("fractured_images", 1), ("normal_bone", 0),
+        ("no fracture cases", 0), ("xray_fractured", 1), ("broken_bones", 1),
     ],
 )  # fmt: skip
 def test_fracture_polarity(name: str, polarity: int | None) -> None:

@@ -78,7 +78,7 @@ def test_a_column_fracsight_does_not_read_is_named_in_a_warning(
         ("image,split", ["a.png,train"], "no label column"),
         ("image,fracture", ["a.png,maybe"], "line 2: fracture must be"),
         ("image,fracture", ["a.png,0", "b.png,fracture ruled out"], "line 3: fracture must be"),
-        ("image,fracture", ["a.png,1", "b.png,non-displaced fracture"], "line 3: fracture must be"),
+        ("image,fracture", ["a.png,1", "b.png,non-displaced fracture"], "kinds go in a `class` column"),
         ("image,fracture,split", ["a.png,1,holdout"], "split must be"),
         ("image,class", ["a.png,x", "b.png,x"], "at least two classes"),
         ("image,fracture", ["../outside.png,1"], "must be a path inside"),

@@ -635,14 +635,21 @@ def test_a_detector_that_diverges_is_not_written(detector_bundle, tmp_path: Path
     from typer.testing import CliRunner
 
     from fracsight.cli import app
+    from fracsight.detection.build import build_detector_bundle
+    from fracsight.detection.train import HeadsConfig
+    from fracsight.errors import ConfigError
 
     data, base, _ = detector_bundle
     out = tmp_path / "new"
+    # the CLI now bounds --giou (at most 100): a Python caller's weight is still guarded
+    with pytest.raises(ConfigError, match=r"the detector diverged in epoch 1.*lower --giou or --distill"):
+        build_detector_bundle(
+            base, out, data, cfg=HeadsConfig(epochs=1, giou_weight=1e300), log=lambda _: None
+        )
+    assert not out.exists()
     args = ["detector", "train", str(base), str(out), "--data", str(data), "--epochs", "1"]
-    result = CliRunner().invoke(app, [*args, "--giou", "1e300"])
-    message = " ".join(result.stderr.split())
-    assert result.exit_code == 1 and "the detector diverged in epoch 1" in message, result.output
-    assert "lower --giou or --distill" in message and not out.exists()
+    refused = CliRunner().invoke(app, [*args, "--giou", "1e300"])
+    assert refused.exit_code == 2 and "--giou" in refused.stderr and not out.exists()
 
 
 def test_features_cached_in_part_by_a_stopped_run_are_made_again(detector_bundle, tmp_path: Path) -> None:

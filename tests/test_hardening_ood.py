@@ -82,8 +82,13 @@ def test_a_blurred_or_heavily_compressed_radiograph_is_not_reliable(
     for quality, reliable in ((20, False), (50, True)):
         image.save(tmp_path / f"q{quality}.jpg", quality=quality)
         result = predictor.predict(tmp_path / f"q{quality}.jpg")
-        said = any(w.startswith("a heavily compressed JPEG") for w in result.warnings)
+        said = any(w.startswith("its compression blocks can read as findings") for w in result.warnings)
         assert result.reliable is reliable and said is not reliable
+        # a PIL image of the file: re-saved as a TIFF, which keeps no quantization tables
+        assert predictor.predict(Image.open(tmp_path / f"q{quality}.jpg")).reliable is reliable
+    # the quality is read from the whole luminance table: coarse DC steps alone are a fine image
+    image.save(tmp_path / "dc.jpg", qtables=[[24] + [2] * 63])
+    assert predictor.predict(tmp_path / "dc.jpg").reliable
 
 
 def test_statistics_are_cheap_and_well_defined_on_flat_images() -> None:

@@ -5,6 +5,7 @@ every "fractured" image and no normal one (the positive weight then 0: the fract
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -57,14 +58,17 @@ def test_the_run_trains_on_both_classes_and_the_bundle_counts_what_it_trained_on
     assert _labels(train[:6]) == {(1, None): 6}  # what the first six in file order were
     settings = [arg for item in [*TINY_TRAINING, "max_samples=6"] for arg in ("--set", item)]
     run, bundle = tmp_path / "run", tmp_path / "bundle"
-    trained = CliRunner().invoke(app, ["train", str(tiny_dataset), "--out", str(run), *settings])
+    # FORCE_COLOR=1 (CI): Rich then calls a log file a terminal, and the epoch lines went to stderr
+    command = ["train", str(tiny_dataset), "--out", str(run), *settings]
+    trained = CliRunner().invoke(app, command, env={"FORCE_COLOR": "1"})
     assert trained.exit_code == 0, trained.output
-    assert "prepared 6 training" in trained.stderr
+    stdout, stderr = (re.sub(r"\x1b\[[0-9;]*m", "", text) for text in (trained.stdout, trained.stderr))
+    assert "prepared 6 training" in stderr
     # `train > log`: each epoch's line, not its progress bar (drawn on a terminal only, on stderr)
-    assert "epoch 1 (phase 1): train_loss" in trained.stdout and "━" not in trained.output
+    assert "epoch 1 (phase 1): train_loss" in stdout and "━" not in trained.output
     dataset = load_dataset(tiny_dataset)  # train and val only: a test split is carved from them, and said
     carved = len(dataset.samples) - sum(map(len, train_val_samples(dataset, 0)))
-    assert carved > 0 and f"{carved} images held out as the test split the data set lacks" in trained.stderr
+    assert carved > 0 and f"{carved} images held out as the test split the data set lacks" in stderr
     assert _labels(training_subset(train, 6, 0)) == {(1, None): 3, (0, None): 3}
     exported = CliRunner().invoke(app, ["export", str(run), str(bundle)])
     assert exported.exit_code == 0, exported.output

@@ -76,6 +76,15 @@ def stdout_console(**options: Any) -> Console:
     return _PipeConsole(**options)
 
 
+def on_a_terminal(console: Console) -> bool:
+    """Whether ``console`` writes to a terminal a person watches: its file is a tty (not Rich's
+    word alone, which FORCE_COLOR=1, common in CI, makes true of a log file) and not a dumb one."""
+    try:
+        return console.file.isatty() and console.is_interactive
+    except (AttributeError, ValueError, OSError):  # no isatty, or a closed file
+        return False
+
+
 def progress_bar(*columns: Any, hide: bool = False, **options: Any) -> Progress:
     """A transient progress bar on stderr, shown only on a terminal: elsewhere (scripts, CI, a log
     file) it would only leave an empty line, and stdout is kept for what a command reports.
@@ -84,4 +93,4 @@ def progress_bar(*columns: Any, hide: bool = False, **options: Any) -> Progress:
     from rich.progress import Progress
 
     err = Console(stderr=True)
-    return Progress(*columns, console=err, transient=True, disable=hide or not err.is_interactive, **options)
+    return Progress(*columns, console=err, transient=True, disable=hide or not on_a_terminal(err), **options)

@@ -71,9 +71,14 @@ _HASH_NAME = (
     r"sha-?(?:1|224|256|384|512)(?:[/_-](?:224|256))?|sha3[_-]?(?:224|256|384|512)|md[45]|blake[23][bs]?"
 )
 _OTHER_DIGEST = re.compile(rf"^({_HASH_NAME})[:=]", re.IGNORECASE)  # sha512:<hex>, SHA-256=<base64>
+# Subresource Integrity's form: sha384-<base64 of the digest>, as browsers and npm write them
+_SRI_DIGEST = re.compile(r"^(sha256|sha384|sha512)-[A-Za-z0-9+/]{43,86}={0,2}$", re.IGNORECASE)
+_OPENSSL_DGST = re.compile(r"^([A-Za-z0-9-]+)\([^)]*\)= ?[0-9a-fA-F]+$")  # `SHA2-256(stdin)= <hex>`
 _HTPASSWD_USER = r"(?:([^:\s]+):)?"  # an htpasswd line: user:<hash>
-_LDAP_DIGEST = re.compile(rf"^{_HTPASSWD_USER}\{{([A-Za-z0-9._-]+)\}}")  # {SHA256}<base64>, {SSHA}...
-_CRYPT_HASH = re.compile(rf"^{_HTPASSWD_USER}\$([A-Za-z0-9-]+)\$")  # $2y$<bcrypt>, $apr1$..., $6$...
+# the schemes' own names only: a password manager's token may well begin with `{` or `$`
+_LDAP_SCHEMES = r"S?(?:SHA|SHA256|SHA384|SHA512|MD5)|CRYPT|BCRYPT|ARGON2|PBKDF2(?:-SHA\d+)?"
+_LDAP_DIGEST = re.compile(rf"^{_HTPASSWD_USER}\{{({_LDAP_SCHEMES})\}}", re.IGNORECASE)  # {SHA256}<base64>
+_CRYPT_HASH = re.compile(rf"^{_HTPASSWD_USER}\$(2[abxy]|argon2(?:i|d|id)|apr1|[156y])\$")  # $2y$, $apr1$, $6$
 _HEXSUM_LINE = re.compile(r"^([0-9a-fA-F]+)\s+\*?\S+$")  # sha256sum's `<hex>  -` or `<hex> *file`
 _HEXSUM_NAMES = {32: "md5sum", 40: "sha1sum"} | {bits // 4: f"sha{bits}sum" for bits in (224, 256, 384, 512)}
 _CRYPT_NAMES = {
@@ -202,15 +207,17 @@ def _entry_digest(entry: str, where: str) -> bytes:
 def _other_digest(entry: str) -> str | None:
     """What ``entry`` looks like when it is a digest or password hash in another form than
     ``sha256:<hex>``; None when it may be a token."""
-    if match := _OTHER_DIGEST.match(entry):
+    if match := _OTHER_DIGEST.match(entry) or _SRI_DIGEST.match(entry):
         return f"a {match.group(1).lower()} digest"
+    if match := _OPENSSL_DGST.match(entry):
+        return f"openssl dgst output (a {match.group(1)} digest)"
     if (match := _HEXSUM_LINE.match(entry)) and len(match.group(1)) in _HEXSUM_NAMES:
         return f"{_HEXSUM_NAMES[len(match.group(1))]} output (a digest and a file name)"
     if match := _LDAP_DIGEST.match(entry):
         kind = f"an LDAP-style {{{match.group(2).upper()}}} digest"
     elif match := _CRYPT_HASH.match(entry):
         scheme = match.group(2)
-        kind = f"a password hash ({_CRYPT_NAMES.get(scheme.lower(), f'${scheme}$ crypt')})"
+        kind = f"a password hash ({_CRYPT_NAMES[scheme]})"
     else:
         return None
     return f"an htpasswd line (a user and {kind})" if match.group(1) else kind

@@ -6,7 +6,9 @@ Importing this package does not import Streamlit; ``fracsight app`` calls
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import ipaddress
 import re
 import signal
 import socket
@@ -46,6 +48,11 @@ def listen_address(host: str) -> str:
     if "/" in address or address.count(":") == 1 or re.fullmatch(r"\[.*\]:\d+", address):
         form = "a URL" if "/" in address else "HOST:PORT"
         raise ValueError(f"{form}: give the address alone (127.0.0.1, ::1 or a name); the port is --port")
+    mapped = None
+    with contextlib.suppress(ValueError):  # not an IPv6 address
+        mapped = ipaddress.IPv6Address(address.split("%")[0]).ipv4_mapped
+    if mapped is not None:  # servers bind IPv6 v6-only: it passed the port check, then failed to bind
+        raise ValueError(f"an IPv4 address written as IPv6: give {mapped}")
     try:
         socket.getaddrinfo(address, None)
     except UnicodeError:  # a label over 63 characters, an empty one
@@ -69,6 +76,8 @@ def port_taken(address: str, port: int) -> str | None:
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT is fine
+        if family == socket.AF_INET6:  # as asyncio binds: ::ffff:127.0.0.1 passed here, then failed there
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         try:
             probe.bind((address, port))
         except OSError as e:

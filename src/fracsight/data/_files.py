@@ -53,6 +53,20 @@ _NEGATIVE_WORDS = {"normal", "negative", "healthy", "intact"}
 _NEGATIONS = {"non", "not", "no", "un", "without"}  # before the finding: "no fracture"
 _ABSENT = {"free", "absent", "negative"}  # after it: "fracture free"
 _PRESENT = {"positive", "present"}
+# words that say nothing of the label: `fractured_images`, `normal bone`, `fracture cases`, `xray`
+_FILLER = {
+    "image",
+    "images",
+    "case",
+    "cases",
+    "bone",
+    "bones",
+    "xray",
+    "xrays",
+    "radiograph",
+    "radiographs",
+    "class",
+}
 _NEGATIVE_COMPACT = re.compile(r"(non|not|no|un)(fractured?|fractures|broken)")
 
 
@@ -260,11 +274,14 @@ def fracture_polarity(name: str) -> int | None:
     Case, spaces, hyphens and underscores are ignored: ``Non_fractured``, ``not fractured``,
     ``no fracture``, ``fracture free``, ``normal``, ``negative``, ``healthy`` and ``intact`` are 0;
     ``Fractured``, ``fracture``, ``fracture present``, ``positive``, ``abnormal`` and ``broken`` are
-    1. Every word must be known: ``non-displaced fracture`` (a fracture), ``fracture ruled out`` and
-    ``displaced_fracture`` are None, never read by the one word known (they were: the first as not
-    fractured, the other two as fractured).
+    1. Words that say nothing of it (``images``, ``cases``, ``bone``, ``xray``) and a leading index
+    (``0_normal``) are passed over; every other word must be known: ``non-displaced fracture`` (a
+    fracture), ``fracture ruled out`` and ``displaced_fracture`` are None, never read by the one
+    word known (they were: the first as not fractured, the other two as fractured).
     """
-    tokens = [t for t in re.split(r"[\s_\-.]+", name.strip().lower()) if t]
+    tokens = [t for t in re.split(r"[\s_\-.]+", name.strip().lower()) if t and t not in _FILLER]
+    if len(tokens) > 1 and tokens[0].isdigit():  # an index to sort folders by: `0_normal`, `1_fracture`
+        tokens = tokens[1:]
     if len(tokens) == 1:
         (word,) = tokens
         if word in _POSITIVE_WORDS:

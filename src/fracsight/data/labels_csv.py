@@ -65,8 +65,9 @@ def _fracture(value: str, where: str) -> int:
         return int(number)
     polarity = fracture_polarity(v)
     if polarity is None:
+        kind = " (a kind of fracture? kinds go in a `class` column)" if "fractur" in v.lower() else ""
         raise DatasetError(
-            f"{where}: fracture must be 1/0, true/false, yes/no or fractured/not fractured, got {v!r}"
+            f"{where}: fracture must be 1/0, true/false, yes/no or fractured/not fractured, got {v!r}{kind}"
         )
     return polarity
 

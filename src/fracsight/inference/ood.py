@@ -451,8 +451,8 @@ def assess_input(
         signals.append("colour")
     if any(note.startswith(COMPRESSION_WARNING) for note in radiograph.metadata.warnings):
         warnings.append(
-            f"a {COMPRESSION_WARNING}: the model was fitted on radiographs saved at quality 90 and above, "
-            f"and reads compression blocks as findings; {NOT_RELIABLE}"
+            f"its compression blocks can read as findings: the model was fitted on JPEGs of quality 89 "
+            f"and above; {NOT_RELIABLE}"
         )
         signals.append("compressed")
     if statistics is None:

@@ -346,18 +346,45 @@ def _not_given(views: Sequence[PurePath]) -> tuple[str, ...]:
     """The names of the images in the study folder of ``views`` (files on disk) that are not among them."""
     folder = study_folder(views[0])
     assert folder is not None
-    given = {os.path.realpath(v) for v in views}
+    seen = {os.path.realpath(v) for v in views}
     try:
         names = sorted(os.listdir(folder))
     except OSError:
         return ()
-    return tuple(
-        name
-        for name in names
-        if (path := Path(folder, name)).is_file()
-        and os.path.realpath(path) not in given
-        and _image_by_name(name, partial(holds_image, path))
-    )
+    left_out = []
+    for name in names:
+        path = Path(folder, name)
+        real = os.path.realpath(path)
+        if real in seen or not path.is_file() or not _image_by_name(name, partial(holds_image, path)):
+            continue
+        seen.add(real)  # a link to an image left out is that image
+        if _a_radiograph_object(path):
+            left_out.append(name)
+    return tuple(left_out)
+
+
+def _a_radiograph_object(path: Path) -> bool:
+    """False for a DICOM file that is no radiograph (a structured report, a presentation state: a
+    PACS export holds them beside the images), judged by its header as the reader judges it."""
+    with open(path, "rb") as f:
+        if sniff_format(f.read(HEAD_BYTES)) != "dicom":
+            return True
+    import pydicom
+
+    from fracsight.errors import FracsightError
+    from fracsight.io.dicom_gate import check_dicom_object
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        meta = getattr(ds, "file_meta", None)
+        check_dicom_object(
+            ds.get("Modality"), ds.get("SOPClassUID") or (meta and meta.get("MediaStorageSOPClassUID"))
+        )
+    except FracsightError:
+        return False
+    except Exception:  # unreadable: named, as the reader would name it
+        return True
+    return True
 
 
 def _shortest_names(folders: Sequence[PurePath]) -> dict[PurePath, str]:

@@ -33,6 +33,11 @@ COLOUR_WARNING = "colour image converted to grayscale"  # the OOD guard reads it
 COMPRESSION_WARNING = "heavily compressed JPEG"
 LOW_JPEG_QUALITY = 40
 
+
+def compression_note(quality: int) -> str:
+    return f"{COMPRESSION_WARNING} (quality about {quality})"
+
+
 # Pillow plugins allowed for each sniffed format; no other plugin ever sees the bytes. (MPO files are
 # opened by the JPEG plugin, which returns an MpoImageFile; "MPO" is not an opener of its own.)
 _PIL_FORMATS = {
@@ -134,9 +139,9 @@ def _read(
             if missing
             else "truncated file: it ends without its end marker, but every row was decoded"
         )
-    quality = _jpeg_quality(im) if fmt == "jpeg" else None
+    quality = jpeg_quality(im) if fmt == "jpeg" else None
     if quality is not None and quality < LOW_JPEG_QUALITY:
-        notes.append(f"{COMPRESSION_WARNING} (quality about {quality}): its blocks hide fine detail")
+        notes.append(compression_note(quality))
     decoded = im.size
     try:
         ImageOps.exif_transpose(im, in_place=True)
@@ -170,14 +175,19 @@ def _read(
     return Radiograph(pixels=pixels, metadata=meta)
 
 
-def _jpeg_quality(im: Image.Image) -> int | None:
-    """The IJG quality (1-100) whose luminance table has this JPEG's DC quantizer (the base table's
-    is 16), or None without tables: an estimate, as other encoders scale their tables otherwise."""
+# the mean of the IJG base luminance table (ITU-T T.81 K.1), which quality 50 uses as it is
+_IJG_LUMINANCE_MEAN = 57.625
+
+
+def jpeg_quality(im: Image.Image) -> int | None:
+    """The IJG quality (1-100) whose luminance table has the mean of this JPEG's, or None without
+    tables: an estimate, as other encoders scale their tables otherwise (a mean, not the DC step
+    alone: a table of DC 24 and fine AC steps is a fine image)."""
     tables = getattr(im, "quantization", None) or {}
     luminance = tables.get(0)
     if not luminance:
         return None
-    scale = luminance[0] * 100 / 16  # the IJG scale factor, in percent
+    scale = sum(luminance) / len(luminance) / _IJG_LUMINANCE_MEAN * 100  # the IJG scale factor, in percent
     return max(1, min(100, round(5000 / scale if scale > 100 else (200 - scale) / 2)))
 
 

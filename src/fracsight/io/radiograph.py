@@ -106,10 +106,18 @@ class Radiograph:
 
         from fracsight.errors import ImageReadError, InvalidPixelsError, OverlayImageError
         from fracsight.io import read_image
-        from fracsight.io._raster import OVERLAY_REFUSAL, marked_as_overlay, white_is_zero
+        from fracsight.io._raster import (
+            LOW_JPEG_QUALITY,
+            OVERLAY_REFUSAL,
+            compression_note,
+            jpeg_quality,
+            marked_as_overlay,
+            white_is_zero,
+        )
 
         label = name or "array"
         inverted = isinstance(image, Image.Image) and white_is_zero(image)  # the TIFF below says BlackIsZero
+        quality = jpeg_quality(image) if isinstance(image, Image.Image) else None  # the TIFF keeps no tables
         if isinstance(image, Image.Image):
             if marked_as_overlay(image):  # the TIFF below would drop the mark its file is refused by
                 raise OverlayImageError(f"{label}: {OVERLAY_REFUSAL}")
@@ -137,6 +145,8 @@ class Radiograph:
             pixels, photometric = 1.0 - pixels, f"{photometric} WhiteIsZero (inverted)"
         # no digest: it would be of this TIFF, not of a file the user has
         metadata = replace(radiograph.metadata, source_format="array", name=name, content_sha256=None)
+        if quality is not None and quality < LOW_JPEG_QUALITY:
+            metadata = replace(metadata, warnings=(*metadata.warnings, compression_note(quality)))
         return cls(pixels, replace(metadata, photometric=photometric))
 
     @property

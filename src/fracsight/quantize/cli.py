@@ -81,6 +81,7 @@ def quantize(
     """
     from rich.console import Console
 
+    from fracsight._terminal import on_a_terminal
     from fracsight.cli import invocation, user_errors, warn_unread_in_card
     from fracsight.quantize.build import quantize_bundle
     from fracsight.quantize.gate import GateBounds
@@ -96,7 +97,7 @@ def quantize(
     err = Console(stderr=True)
     # the spinner shows only on a terminal: in a log (nohup, CI) the minutes of work said nothing
     # until the end, so each step is a line there, as `detector train` logs its epochs
-    steps = err.status("quantizing") if err.is_interactive else nullcontext()
+    steps = err.status("quantizing") if on_a_terminal(err) else nullcontext()
     with user_errors(), steps as status:
         spec = quantize_bundle(
             model,

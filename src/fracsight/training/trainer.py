@@ -640,7 +640,7 @@ class Trainer:
         from rich.console import Console
         from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 
-        from fracsight._terminal import progress_bar
+        from fracsight._terminal import on_a_terminal, progress_bar
 
         cfg = self.cfg
         initial = self._initial_model(Path(cfg.init)) if cfg.init else None  # checked before writing
@@ -737,7 +737,7 @@ class Trainer:
         stdout = Console()  # each epoch's line: what the command reports (`train > log` keeps them)
         with progress_bar(*columns, hide=not self.show_progress, redirect_stdout=False) as bar:
             # on a terminal above the bar (both on one screen), where printing elsewhere would tear it
-            report = bar.console if stdout.is_terminal and not bar.disable else stdout
+            report = bar.console if on_a_terminal(stdout) and not bar.disable else stdout
             for epoch in range(start_epoch, total_epochs + 1):
                 new_phase = 1 if epoch <= cfg.epochs_frozen else 2
                 if new_phase != phase:
