@@ -366,9 +366,12 @@ def _not_given(views: Sequence[PurePath]) -> tuple[str, ...]:
 def _a_radiograph_object(path: Path) -> bool:
     """False for a DICOM file that is no radiograph (a structured report, a presentation state: a
     PACS export holds them beside the images), judged by its header as the reader judges it."""
-    with open(path, "rb") as f:
-        if sniff_format(f.read(HEAD_BYTES)) != "dicom":
-            return True
+    try:
+        with open(path, "rb") as f:
+            if sniff_format(f.read(HEAD_BYTES)) != "dicom":
+                return True
+    except OSError:  # unreadable: named, as the reader would name it
+        return True
     import pydicom
 
     from fracsight.errors import FracsightError
