@@ -327,7 +327,7 @@ def test_joint_refuses_data_without_boxes_before_writing(detector_bundle, tmp_pa
     run = tmp_path / "run"
     args = ["detector", "joint", str(base), str(grafted), str(run), "--data", str(unboxed), "--epochs", "1"]
     result = CliRunner().invoke(app, args)
-    assert result.exit_code == 1 and "has no fracture boxes" in result.stderr, result.output
+    assert result.exit_code == 2 and "has no fracture boxes" in result.stderr, result.output  # bad --data
     assert "Traceback" not in result.output and not run.exists()
 
 
@@ -360,15 +360,29 @@ def test_a_joint_run_on_fewer_images_than_a_batch_writes_its_bundle(
 
 
 def test_a_joint_run_that_diverges_says_so_in_one_line(detector_bundle, tmp_path: Path) -> None:
-    """A learning rate so large that the outputs overflow ended in a traceback from the AUROC."""
+    """A learning rate so large that the outputs overflow ended in a traceback from the AUROC. The CLI
+    now bounds --lr (at most 1): a Python caller's rate is still guarded."""
+    from fracsight.data import load_dataset
+    from fracsight.detection.joint import JointConfig, train_joint
+    from fracsight.errors import ConfigError
+
     data, base, grafted = detector_bundle
     few = fewer_fracatlas(data, tmp_path / "few", {"train": 4, "val": 2})
     run = tmp_path / "run"
+    with pytest.raises(ConfigError, match=r"the joint run diverged in epoch 1.*lower --lr or --distill"):
+        train_joint(
+            base,
+            grafted,
+            load_dataset(few),
+            run,
+            JointConfig(epochs=1, lr=1e30),
+            name="x",
+            version="1",
+            log=str,
+        )
     args = ["detector", "joint", str(base), str(grafted), str(run), "--data", str(few), "--epochs", "1"]
-    result = CliRunner().invoke(app, [*args, "--lr", "1e30"])
-    message = " ".join(result.stderr.split())
-    assert result.exit_code == 1 and "the joint run diverged in epoch 1" in message, result.output
-    assert "lower --lr or --distill" in message and "Traceback" not in result.output
+    refused = CliRunner().invoke(app, [*args, "--lr", "1e30"])
+    assert refused.exit_code == 2 and "--lr" in refused.stderr and "Traceback" not in refused.output
 
 
 def test_heads_grafted_onto_another_network_are_refused(detector_bundle, tmp_path: Path) -> None:
