@@ -375,14 +375,10 @@ def _a_radiograph_object(path: Path) -> bool:
     import pydicom
 
     from fracsight.errors import FracsightError
-    from fracsight.io.dicom_gate import check_dicom_object
+    from fracsight.io._dicom import check_object
 
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-        meta = getattr(ds, "file_meta", None)
-        check_dicom_object(
-            ds.get("Modality"), ds.get("SOPClassUID") or (meta and meta.get("MediaStorageSOPClassUID"))
-        )
+        check_object(pydicom.dcmread(path, stop_before_pixels=True))
     except FracsightError:
         return False
     except Exception:  # unreadable: named, as the reader would name it

@@ -177,8 +177,7 @@ def _read(
     if deflated is not None:
         _check_inflated_size(data[deflated:], label)
     ds = pydicom.dcmread(io.BytesIO(data), force=True)
-    model_name = ds.get("ManufacturerModelName")
-    notes.extend(check_dicom_object(ds.get("Modality"), _sop_class(ds), label=label, model_name=model_name))
+    notes.extend(check_object(ds, label))
     if "PixelData" not in ds:
         raise NoPixelDataError(f"{label}DICOM file has no (7FE0,0010) Pixel Data: {_why_no_pixels(ds)}")
     photometric = str(ds.get("PhotometricInterpretation") or "").strip().upper()
@@ -287,10 +286,16 @@ def _read(
         # the image read, not the file: one image saved twice (in another transfer syntax, or with
         # a header value edited, as a copy made by an anonymiser) is one view of a study; not its
         # SOP Instance UID, which a careless anonymiser sets alike in every file of a study
-        content_sha256=hashlib.sha256(f"dicom {pixels.shape}".encode() + pixels.tobytes()).hexdigest(),
+        content_sha256=_pixels_digest(pixels),
         study_digest=_digest_of(ds.get("StudyInstanceUID")),
     )
     return Radiograph(pixels=pixels, metadata=meta)
+
+
+def _pixels_digest(pixels: np.ndarray) -> str:
+    digest = hashlib.sha256(f"dicom {pixels.shape}".encode())
+    digest.update(np.ascontiguousarray(pixels))  # read in place: no copy of a 20 MB film
+    return digest.hexdigest()
 
 
 def _digest_of(value: Any) -> str | None:
@@ -439,6 +444,14 @@ def _why_no_pixels(ds: Any) -> str:
     if uid in READ_SOP_CLASSES:
         return f"the file of a {READ_SOP_CLASSES[uid]} image ends before its pixels (cut short in a copy?)"
     return "not an image (perhaps a report, a structured document or a DICOMDIR)"
+
+
+def check_object(ds: Any, label: str = "") -> tuple[str, ...]:
+    """:func:`~fracsight.io.dicom_gate.check_dicom_object` on a parsed header (pixels not needed):
+    refuses what is no projection radiograph, returns the warnings for one that is."""
+    return check_dicom_object(
+        ds.get("Modality"), _sop_class(ds), label=label, model_name=ds.get("ManufacturerModelName")
+    )
 
 
 def _sop_class(ds: Any) -> Any:

@@ -26,10 +26,10 @@ warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 TRUNCATED_WARNING = "truncated file: the bottom of the image may be missing"
 _JPEG_FILL = 128  # what libjpeg decodes the blocks a cut file lacks to (a zero DC coefficient)
 COLOUR_WARNING = "colour image converted to grayscale"  # the OOD guard reads it (fracsight.inference.ood)
-# ... and this: a JPEG saved at a quality its DC quantizer puts below LOW_JPEG_QUALITY. The model
-# was fitted on JPEGs of DC quantizer 1-4 (FracAtlas, quality 90 and above); at quality 20 the
-# blocks read as fractures: on 20 test radiographs the mean probability went from 0.34 to 0.59,
-# four normal images "fracture suspected", while no image statistic moved (2026-12-05 hunt)
+# ... and this: a JPEG whose quantization table puts its quality below LOW_JPEG_QUALITY
+# (:func:`jpeg_quality`). The model was fitted on FracAtlas's JPEGs, quality 89 and above; at
+# quality 20 the blocks read as fractures: on 20 test radiographs the mean probability went from
+# 0.34 to 0.59, four normal images "fracture suspected", while no image statistic moved (2026-12-05)
 COMPRESSION_WARNING = "heavily compressed JPEG"
 LOW_JPEG_QUALITY = 40
 
