@@ -80,9 +80,14 @@ def test_a_huge_card_is_cut(bundle: Path) -> None:
 
 
 # ---- model.onnx ---------------------------------------------------------------------------------------
-def test_weights_kept_as_onnx_external_data_are_refused(bundle: Path) -> None:
+@pytest.mark.parametrize("where", ["elsewhere", "in-the-bundle"])
+def test_weights_kept_as_onnx_external_data_are_refused(
+    bundle: Path, where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """sha256 in bundle.json covers model.onnx only: weights in an external-data file beside it
-    could be swapped without the check noticing, so such a model is not loaded."""
+    could be swapped without the check noticing, so such a model is not loaded. The reproduction:
+    onnxruntime looked for them under the current directory, so a bundle run from its own folder
+    (or one naming a file of the folder the user started it in) loaded them unchecked."""
     onnx = pytest.importorskip("onnx")
 
     OnnxModel(bundle)  # control: the copy loads
@@ -100,7 +105,9 @@ def test_weights_kept_as_onnx_external_data_are_refused(bundle: Path) -> None:
     record = json.loads((bundle / "bundle.json").read_text(encoding="utf-8"))
     record["onnx_sha256"] = hashlib.sha256((bundle / "model.onnx").read_bytes()).hexdigest()
     (bundle / "bundle.json").write_text(json.dumps(record), encoding="utf-8")
-    with pytest.raises(BundleError, match="onnxruntime cannot load"):
+    if where == "in-the-bundle":
+        monkeypatch.chdir(bundle)  # weights.bin is then where onnxruntime used to look
+    with pytest.raises(BundleError, match="ONNX external data"):
         OnnxModel(bundle)
 
 
@@ -145,7 +152,11 @@ def _edited(bundle: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
 
 
 def _each_threshold(value: Any) -> Callable[[dict[str, Any]], None]:
-    return lambda r: [op.update(threshold=value) for op in r["operating_points"]]
+    return _each_operating_point("threshold", value)
+
+
+def _each_operating_point(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda r: [op.update({key: value}) for op in r["operating_points"]]
 
 
 def _set(section: str | None, key: str, value: Any) -> Callable[[dict[str, Any]], None]:
@@ -181,6 +192,13 @@ def _nan_components(record: dict[str, Any]) -> None:
         (_set(None, "temperature", float("inf")), "temperature must be a finite number"),
         (_set(None, "input_size", 384.5), "input_size must be a whole number"),
         (_set(None, "name", ["x"]), "name must be a string"),
+        # loaded; the name then forged a line of the server's log and broke the API's CSV answer
+        (_set(None, "name", "x\r\nSet-Cookie: a=1"), "name must not hold control characters"),
+        (_set(None, "name", "x\x1b]0;title\x07"), "name must not hold control characters"),
+        # loaded; GET /v1/model then answered 500, predict a traceback
+        (_each_operating_point("description", 5), "description must be a string"),
+        (_each_operating_point("sensitivity", "high"), "sensitivity must be a finite number in 0..1"),
+        (_set(None, "onnx_sha256", 5), "onnx_sha256 must be a string"),
         (lambda r: r["heads"][0].update(classes="ab"), "classes must be a list"),
         (_set("ood", "subspace_threshold", float("nan")), "ood.subspace_threshold must be a finite"),
         (_components(lambda c: c.update(shape=[10**9, 10**9])), "ood record cannot be used: ValueError"),
@@ -203,6 +221,11 @@ def _nan_components(record: dict[str, Any]) -> None:
         "temperature-inf",
         "input-size-float",
         "name-list",
+        "name-newline",
+        "name-escape",
+        "description-number",
+        "sensitivity-text",
+        "checksum-number",
         "classes-text",
         "ood-threshold-nan",
         "ood-shape-huge",
@@ -228,6 +251,36 @@ def test_settings_a_prediction_reads_are_checked_when_the_bundle_loads(
 
     with pytest.raises(BundleError, match=match):
         Predictor(_edited(bundle, edit))
+
+
+def test_a_model_named_in_any_script_answers_csv_with_its_note(bundle: Path, fracatlas_dir: Path) -> None:
+    """The reproduction: ``?format=csv&all_classes=true`` on a model without a class head put the
+    model's name in a header, which must be Latin-1: a name in Chinese answered 500."""
+    from fastapi.testclient import TestClient
+
+    from fracsight.api import ApiSettings, create_app
+
+    image = next((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))
+    app = create_app(ApiSettings(model=str(_edited(bundle, _set(None, "name", "骨折 ☃")))))
+    with TestClient(app) as client:
+        files = {"files": (image.name, image.read_bytes(), "image/jpeg")}
+        r = client.post("/v1/predict?format=csv&all_classes=true", files=files)
+    assert r.status_code == 200, r.text
+    assert "has no class head" in r.headers["x-fracsight-note"]
+
+
+def test_control_characters_from_a_data_set_reach_the_terminal_escaped(tmp_path: Path) -> None:
+    """The reproduction: a labels.csv naming a missing ``x<ESC>]0;PWNED<BEL>y.jpg`` had the
+    escape sequence printed in the error line, where a terminal runs it (here: its title)."""
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    (tmp_path / "labels.csv").write_text("image,fracture\nx\x1b]0;PWNED\x07y.jpg,1\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["audit", str(tmp_path)])
+    assert result.exit_code != 0
+    assert "x\\x1b]0;PWNED\\x07y.jpg" in result.stderr
+    assert "\x1b" not in result.stderr and "\x07" not in result.stderr
 
 
 def _region_classes(n: int) -> Callable[[dict[str, Any]], None]:

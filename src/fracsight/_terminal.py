@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import sys
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,12 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress
 
-__all__ = ["install_warning_printer", "progress_bar", "stdout_console", "stdout_to_devnull"]
+__all__ = ["install_warning_printer", "progress_bar", "stdout_console", "stdout_to_devnull", "visible"]
+
+#: characters of a name shown escaped (``\\x1b``, ``\\n``, ``\\u202e``): control characters (an
+#: escape sequence in a file name reached the terminal, a newline split a row or a message over two
+#: lines) and the bidirectional controls that show a name in another order than it has
+_INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 #: distinct warnings remembered to print each once (a cap, so a long-running command cannot grow it)
 _REMEMBERED = 10_000
@@ -36,7 +42,7 @@ class _WarningPrinter(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = f"{record.levelname.lower()}: {record.getMessage()}"
+            line = f"{record.levelname.lower()}: {visible(record.getMessage())}"
             if record.exc_info:
                 line += "\n" + logging.Formatter().formatException(record.exc_info)
             elif line in self._printed:
@@ -46,6 +52,11 @@ class _WarningPrinter(logging.Handler):
             sys.stderr.write(line + "\n")  # the stream of the moment: a test runner may swap it
         except Exception:
             self.handleError(record)
+
+
+def visible(text: str) -> str:
+    """``text`` with :data:`_INVISIBLE` characters written as Python escapes."""
+    return _INVISIBLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def install_warning_printer() -> None:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import numbers
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,22 @@ def _number(value: Any, what: str, low: float = -math.inf, high: float = math.in
 def _shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _name(value: Any, what: str) -> str:
+    """``value`` if it is a string without control characters: names reach terminals, logs, HTTP
+    headers and Prometheus labels, where a newline or an escape sequence forges or garbles a line."""
+    if not isinstance(value, str):
+        raise BundleError(f"{what} must be a string, got {_shown(value)}")
+    if any(unicodedata.category(c) == "Cc" for c in value):
+        raise BundleError(f"{what} must not hold control characters (a newline, an escape): {_shown(value)}")
+    return value
+
+
+def _fraction(value: Any, what: str) -> None:
+    """A measured share (sensitivity, accuracy, ...): absent, or a number in 0..1."""
+    if value is not None:
+        _number(value, what, 0.0, 1.0)
 
 
 def _settings(value: Any, what: str) -> dict[str, Any]:
@@ -142,9 +159,12 @@ class OperatingPoint:
     specificity: float | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str):
-            raise BundleError(f"operating point names must be strings, got {_shown(self.name)}")
+        _name(self.name, "an operating point's name")
         _number(self.threshold, f"operating point {self.name!r}: threshold", 0.0, _MAX_THRESHOLD)
+        if not isinstance(self.description, str):
+            raise BundleError(f"operating point {self.name!r}: description must be a string")
+        _fraction(self.sensitivity, f"operating point {self.name!r}: sensitivity")
+        _fraction(self.specificity, f"operating point {self.name!r}: specificity")
 
 
 @dataclass(frozen=True)
@@ -163,6 +183,10 @@ class ClassOperatingPoint:
 
     def __post_init__(self) -> None:
         _number(self.min_probability, "class min_probability", 0.0, 1.0)
+        if not isinstance(self.description, str):
+            raise BundleError("class_operating_point: description must be a string")
+        _fraction(self.accuracy, "class_operating_point: accuracy")
+        _fraction(self.coverage, "class_operating_point: coverage")
 
 
 @dataclass(frozen=True)
@@ -188,9 +212,8 @@ class BundleSpec:
     format: int = BUNDLE_FORMAT
 
     def __post_init__(self) -> None:
-        for what in ("name", "version", "architecture"):
-            if not isinstance(getattr(self, what), str):
-                raise BundleError(f"{what} must be a string, got {_shown(getattr(self, what))}")
+        for what in ("name", "version", "architecture", "onnx_sha256"):
+            _name(getattr(self, what), what)
         size = self.input_size
         if isinstance(size, bool) or not isinstance(size, numbers.Integral) or not 32 <= size <= 2048:
             raise BundleError(f"input_size must be a whole number of pixels in 32..2048, got {_shown(size)}")
@@ -232,6 +255,13 @@ class BundleSpec:
         raise BundleError(
             f"unknown operating point {name!r}; known: {[o.name for o in self.operating_points]}"
         )
+
+    def chosen_operating_point(self, name: str | None = None) -> OperatingPoint | None:
+        """What a Predictor decides with: ``name``, else the default of a fracture head; None for a
+        bundle without one when nothing was asked for (asking one anyway is an error, not ignored)."""
+        if self.head("fracture") is None and name is None:
+            return None
+        return self.operating_point(name)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -6,7 +6,6 @@ import dataclasses
 import errno
 import json
 import os
-import re
 import shlex
 import signal
 import sys
@@ -23,7 +22,13 @@ from fracsight import __version__
 from fracsight._files import replace_atomically
 from fracsight._options import ModelOption, split_callback
 from fracsight._output import terminate_as_exit
-from fracsight._terminal import install_warning_printer, progress_bar, stdout_console, stdout_to_devnull
+from fracsight._terminal import (
+    install_warning_printer,
+    progress_bar,
+    stdout_console,
+    stdout_to_devnull,
+    visible,
+)
 
 if TYPE_CHECKING:
     from fracsight.bundle import BundleSpec
@@ -227,11 +232,11 @@ def user_errors(exit_code: int = 1) -> Iterator[None]:
     try:
         yield
     except FracsightError as e:
-        typer.echo(f"error ({e.code}): {e}", err=True)
+        typer.echo(f"error ({e.code}): {visible(str(e))}", err=True)  # it may quote a file's name
         raise typer.Exit(2 if e.bad_argument else exit_code) from None
     except OSError as e:
         where = f": {e.filename}" if e.filename else ""
-        typer.echo(f"error (os_error): {e.strerror or e}{where}", err=True)
+        typer.echo(visible(f"error (os_error): {e.strerror or e}{where}"), err=True)
         raise typer.Exit(exit_code) from None
 
 
@@ -743,17 +748,6 @@ def _warnings_cell(warnings: Sequence[str]) -> str:
     return "; ".join(plain) + (suffix if any(w.endswith(suffix) for w in warnings) else "")
 
 
-#: characters of a file name the table shows escaped (``\\x1b``, ``\\n``, ``\\u202e``): control
-#: characters (an escape sequence in a name reached the terminal, a newline split its row over
-#: two lines) and the bidirectional controls that show a name in another order than it has
-_INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
-def _visible(text: str) -> str:
-    """``text`` with :data:`_INVISIBLE` characters written as Python escapes."""
-    return _INVISIBLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
-
-
 #: narrower than this, the table's columns would fold numbers over lines ("0.00" / "8" for 0.008):
 #: each image is shown as a list of "column: value" lines instead
 _TABLE_MIN_WIDTH = 80
@@ -776,7 +770,7 @@ def _print_table(results, studies, predictor, notice: str) -> None:
     from fracsight.inference.tabular import text_cell
 
     def escape(text: str) -> str:  # a file name that is not UTF-8 is shown as the CSV writes it
-        return rich_escape(_visible(text_cell(text)))
+        return rich_escape(visible(text_cell(text)))
 
     spec = predictor.spec
     has = {name: spec.head(name) is not None for name in ("fracture", "class", "region")}

@@ -239,7 +239,8 @@ def _csv_response(
     text = csv_text(rows, result_columns(predictor.spec, all_classes=all_classes))
     headers = {"Content-Disposition": 'inline; filename="predictions.csv"', NOTICE_HEADER: NOTICE}
     if all_classes and not predictor.classes:
-        headers[NOTE_HEADER] = f"all_classes: {predictor.name} has no class head; no p_<class> columns"
+        # not the model's name: a header is Latin-1 only, and a name may be in any script
+        headers[NOTE_HEADER] = "all_classes: the model has no class head; no p_<class> columns"
     return Response(text, media_type=CSV_MEDIA_TYPE, headers=headers)
 
 

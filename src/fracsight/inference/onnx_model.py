@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -68,8 +69,9 @@ class OnnxModel:
         self.folder = Path(folder)
         self.spec: BundleSpec = load_bundle_spec(self.folder)
         # The session is made from the very bytes that were checked: nothing can swap the file in
-        # between, and weights kept beside it as ONNX external data (which the checksum would not
-        # cover) are refused by onnxruntime for a model given as bytes.
+        # between. Weights kept as ONNX external data would escape the checksum: for a model given
+        # as bytes onnxruntime looks for them under the current directory, so it is pointed at an
+        # empty folder instead, where none can be found (a graph that names any is refused).
         model_bytes = read_checked_onnx(self.folder, self.spec)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
@@ -89,8 +91,17 @@ class OnnxModel:
         # load, while on an idle machine the cap costs about 1% (docs/benchmark.md).
         options.add_session_config_entry("session.intra_op.spin_duration_us", str(SPIN_US))
         try:
-            self.session = ort.InferenceSession(model_bytes, options, providers=execution_providers())
+            with tempfile.TemporaryDirectory(prefix="fracsight-no-external-data-") as empty:
+                options.add_session_config_entry(
+                    "session.model_external_initializers_file_folder_path", empty
+                )
+                self.session = ort.InferenceSession(model_bytes, options, providers=execution_providers())
         except Exception as e:  # onnxruntime raises its own exception types
+            if "external data" in str(e).lower():
+                raise BundleError(
+                    f"{self.folder / 'model.onnx'} keeps weights outside itself (ONNX external data), "
+                    "which the checksum in bundle.json does not cover: refused"
+                ) from None
             raise BundleError(f"onnxruntime cannot load {self.folder / 'model.onnx'}: {e}") from e
         if self.session.get_inputs()[0].shape[0] == 1:
             self.max_batch = 1

@@ -293,9 +293,7 @@ class Predictor:
         fracture_head = self.spec.head("fracture")
         self.has_fracture_head = fracture_head is not None
         self.finding = finding_of(fracture_head.classes[-1]) if fracture_head else FRACTURE
-        # asking a bundle without a fracture head for an operating point is an error, not ignored
-        wanted = self.has_fracture_head or operating_point is not None
-        self.operating_point = self.spec.operating_point(operating_point) if wanted else None
+        self.operating_point = self.spec.chosen_operating_point(operating_point)
         region_head = self.spec.head("region")
         self.regions: tuple[str, ...] = region_head.classes if region_head else ()
         class_head = self.spec.head("class")

@@ -112,8 +112,7 @@ def checked_bundle(model: str | Path | None, operating_point: str | None = None)
     folder = resolve_bundle(model)
     spec = load_bundle_spec(folder)
     read_checked_onnx(folder, spec)
-    if spec.head("fracture") or operating_point is not None:
-        spec.operating_point(operating_point)  # as Predictor asks for it: BundleError here, not per image
+    spec.chosen_operating_point(operating_point)  # as Predictor asks for it: BundleError here, not per image
     return folder, spec
 
 
