@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
-import tempfile
+import os
 from pathlib import Path
 
 import numpy as np
@@ -70,10 +70,12 @@ class OnnxModel:
         self.spec: BundleSpec = load_bundle_spec(self.folder)
         # The session is made from the very bytes that were checked: nothing can swap the file in
         # between. Weights kept as ONNX external data would escape the checksum: for a model given
-        # as bytes onnxruntime looks for them under the current directory, so it is pointed at an
-        # empty folder instead, where none can be found (a graph that names any is refused).
+        # as bytes onnxruntime looks for them under the current directory, so it is pointed at
+        # os.devnull instead: a file, never a folder, so nothing can be found under it (and no
+        # temporary folder is needed on a read-only system); a graph that names any is refused.
         model_bytes = read_checked_onnx(self.folder, self.spec)
         options = ort.SessionOptions()
+        options.add_session_config_entry("session.model_external_initializers_file_folder_path", os.devnull)
         options.intra_op_num_threads = threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # One image per call (see `run`). With every shape static, onnxruntime also folds the
@@ -91,11 +93,7 @@ class OnnxModel:
         # load, while on an idle machine the cap costs about 1% (docs/benchmark.md).
         options.add_session_config_entry("session.intra_op.spin_duration_us", str(SPIN_US))
         try:
-            with tempfile.TemporaryDirectory(prefix="fracsight-no-external-data-") as empty:
-                options.add_session_config_entry(
-                    "session.model_external_initializers_file_folder_path", empty
-                )
-                self.session = ort.InferenceSession(model_bytes, options, providers=execution_providers())
+            self.session = ort.InferenceSession(model_bytes, options, providers=execution_providers())
         except Exception as e:  # onnxruntime raises its own exception types
             if "external data" in str(e).lower():
                 raise BundleError(
