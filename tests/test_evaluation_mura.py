@@ -105,3 +105,51 @@ def test_compare_notes_a_fracture_model_on_abnormality_labels_and_leakage(mura_r
         "lies in train too: the model measured records other training data than this folder" in n
         for n in result["notes"]
     )
+
+
+def test_a_view_given_twice_counts_once_in_the_study_figures_as_predict_counts_it(
+    mura_root: Path, tmp_path: Path
+) -> None:
+    """The reproduction: a study with a copy of one view (image2.png copied to image3.png) was the
+    mean of all its files in `evaluate` and `compare` but of its distinct views in `predict`, so
+    the same study was cleared by one and suspected by the other, with nothing said."""
+    import shutil
+
+    from fracsight.evaluation.compare import compare_models
+    from fracsight.inference import Predictor
+
+    root = tmp_path / "MURA-v1.1"
+    shutil.copytree(mura_root, root)
+    study = root / "valid" / "XR_WRIST" / "patient00003" / "study1_negative"
+    shutil.copy(study / "image2.png", study / "image4.png")
+    shutil.copy(study / "image2.png", study / "image5.png")
+    metrics = evaluate_model(None, root, tmp_path / "report", split="valid", n_bootstrap=0)
+    with (tmp_path / "report" / "predictions.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 12  # every image still counts at the image level (10 + 2 copies)
+    views = sorted(study.glob("*.png"))
+    predictor = Predictor()
+    said = predictor.predict_study([predictor.predict(v) for v in views], study.name)
+    own = {
+        Path(r["source"]).name: float(r["probability"])
+        for r in rows
+        if "patient00003/study1_neg" in r["source"]
+    }
+    assert sorted(own) == [v.name for v in views]
+    expected = np.mean([own["image1.png"], own["image2.png"], own["image3.png"]])  # 4 and 5 repeat 2
+    assert said.fracture_probability == pytest.approx(expected, abs=1e-6)
+    assert metrics["study"]["repeats_left_out"] == 2
+    assert any("2 image(s) repeat an earlier view of their study" in n for n in metrics["notes"])
+
+    studies: dict[str, list[tuple[int, float]]] = {}
+    for r in rows:
+        if not (
+            "patient00003/study1_neg" in r["source"] and r["source"].endswith(("image4.png", "image5.png"))
+        ):
+            studies.setdefault(r["study_id"], []).append((int(r["label"]), float(r["probability"])))
+    labels = np.array([max(y for y, _ in v) for v in studies.values()])
+    probs = np.array([np.mean([p for _, p in v]) for v in studies.values()])
+    assert metrics["study"]["auroc"]["value"] == pytest.approx(roc_auc_score(labels, probs))
+    compared = compare_models(None, None, root, split="valid")
+    assert compared["study"]["n"] == 5
+    assert compared["study"]["auroc"]["a"] == pytest.approx(metrics["study"]["auroc"]["value"])

@@ -46,6 +46,24 @@ def test_a_file_whose_name_is_near_the_limit_is_replaced_atomically(tmp_path: Pa
     assert replaced_by(f".best.pt.{12}.{34}.tmp") == "best.pt"
 
 
+@pytest.mark.parametrize("mode", [0o600, 0o444, 0o640])
+def test_a_file_replaced_keeps_its_permissions(tmp_path: Path, mode: int) -> None:
+    """The reproduction: ``predict --csv private.csv --overwrite`` on a file made private (0600)
+    wrote it back readable by everyone (0644), as did the desktop's exports and batch results."""
+    import stat
+
+    from fracsight._files import replace_atomically
+
+    target = tmp_path / "results.csv"
+    target.write_text("old")
+    target.chmod(mode)
+    replace_atomically(target, lambda tmp: tmp.write_text("new"))
+    assert target.read_text() == "new" and stat.S_IMODE(target.stat().st_mode) == mode
+    fresh = tmp_path / "fresh.csv"  # a new file takes the umask's mode, as any other
+    replace_atomically(fresh, lambda tmp: tmp.write_text("new"))
+    assert fresh.read_text() == "new"
+
+
 def test_force_replaces_a_bundle_but_not_the_files_kept_beside_it(tmp_path: Path) -> None:
     """`export`, `quantize` and `detector train --force` deleted notes and reports kept in the
     bundle folder without a word (the folder is replaced whole)."""
@@ -100,3 +118,57 @@ def test_force_never_replaces_a_packaged_bundle() -> None:
         with pytest.raises(OutputFolderError, match="is a bundle packaged with fracsight"):
             check_output_folder(folder, force=True)
         assert sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir()) == before
+
+
+def test_an_output_folder_that_cannot_be_made_is_refused_before_any_work(tmp_path: Path) -> None:
+    """The reproduction: ``export``/``quantize`` to a link whose target is gone, or under a file,
+    worked for seconds to minutes, then failed naming a hidden ``.NAME.partial-*`` folder."""
+    from fracsight._output import check_output_folder
+    from fracsight.errors import OutputFolderError
+
+    (tmp_path / "dangling").symlink_to("gone")
+    with pytest.raises(OutputFolderError, match="a link whose target does not exist"):
+        check_output_folder(tmp_path / "dangling", force=False)
+    (tmp_path / "notes.txt").write_text("the user's")
+    with pytest.raises(OutputFolderError, match="notes.txt is not a folder"):
+        check_output_folder(tmp_path / "notes.txt" / "bundle", force=False)
+    check_output_folder(tmp_path / "new" / "deeper" / "bundle", force=False)  # made when written
+
+
+def test_overlays_to_a_link_whose_target_is_gone_are_refused_before_predicting(
+    tmp_path: Path, fracatlas_dir: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    (tmp_path / "overlays").symlink_to("gone")
+    image = next((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))
+    result = CliRunner().invoke(app, ["predict", str(image), "--overlay-dir", str(tmp_path / "overlays")])
+    assert result.exit_code == 2
+    assert "is a link whose target does not exist (gone) (--overlay-dir)" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["predict", "IMG", "--csv", "LONG.csv"],
+        ["predict", "LONG.jpg"],
+        ["dicom", "results", "IMG", "--out", "LONG"],
+    ],
+    ids=["output", "input", "dicom-output"],
+)
+def test_a_name_too_long_for_the_file_system_is_one_line_not_a_traceback(
+    tmp_path: Path, fracatlas_dir: Path, args: list[str]
+) -> None:
+    """Python 3.11's ``Path.exists()`` raises ``File name too long`` instead of answering False, in
+    the checks every command makes before its work."""
+    image = next((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))
+    long = str(tmp_path / ("L" * 256))
+    argv = [a.replace("IMG", str(image)).replace("LONG", long) for a in args]
+    done = subprocess.run(
+        [sys.executable, "-m", "fracsight", *argv], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "error (bad_path): file name too long: " in done.stderr and "(" in done.stderr

@@ -43,3 +43,34 @@ def test_one_unreadable_file_keeps_its_error_and_is_named_by_the_shared_folder(t
     with pytest.raises(ImageReadError, match=r"^patient00001/study1_positive/image1\.png: "):
         letterbox_samples(samples, 32, workers=1)  # no root: named under the folder the samples share
     assert letterbox_samples(samples[:1], 32, workers=1).images.shape == (1, 32, 32)
+
+
+def test_a_cache_cut_short_is_never_left_and_one_found_is_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The reproduction: a full disk while the cache was saved left a short ``.npy`` file, and
+    every later ``train`` on that data stopped with numpy's traceback on loading it."""
+    import numpy as np
+
+    samples = _mura_like(tmp_path / "mura", garbage=set(), n=3)
+    cache = tmp_path / "cache"
+    real_save = np.save
+
+    def disk_full(file, array):  # half the bytes written, then ENOSPC
+        real_save(file, array[: len(array) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "save", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        letterbox_samples(samples, 32, cache, workers=1)
+    assert list(cache.iterdir()) == []  # no short file under the cache's name, no temporary one
+    monkeypatch.setattr(np, "save", real_save)
+
+    made = letterbox_samples(samples, 32, cache, workers=1)
+    (image_file,) = cache.glob("*-img.npy")
+    image_file.write_bytes(image_file.read_bytes()[:200])  # as the old code left it
+    with caplog.at_level("WARNING"):
+        again = letterbox_samples(samples, 32, cache, workers=1)
+    assert "damaged" in caplog.text
+    assert np.array_equal(again.images, made.images)
+    assert np.array_equal(np.load(image_file), made.images)  # and written whole this time

@@ -3,7 +3,9 @@ content or the new, never half of one (checkpoints, bundle metadata, batch parts
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +31,8 @@ def replace_atomically(target: Path, write: Callable[[Path], object], *, tmp_dir
     The temporary file sits in ``tmp_dir`` (which must be on ``target``'s file system) or next to
     ``target`` under a hidden name; its name is unique to the process and thread, so several may
     write at once. If ``write`` fails or is interrupted, ``target`` is untouched and the
-    temporary file removed.
+    temporary file removed. A file replaced keeps its permissions (a results file the user had
+    made private stayed private only until it was written again).
     """
     target = Path(target)
     folder = tmp_dir if tmp_dir is not None else target.parent
@@ -38,6 +41,8 @@ def replace_atomically(target: Path, write: Callable[[Path], object], *, tmp_dir
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        with contextlib.suppress(FileNotFoundError):
+            shutil.copymode(target, tmp)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -50,6 +50,9 @@ def check_output_folder(out_dir: Path, *, force: bool, inputs: Iterable[tuple[st
             )
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputFolderError(f"{out_dir} exists and is not a folder")
+    if out_dir.is_symlink() and not out_dir.exists():  # it failed after the work, naming a hidden folder
+        raise OutputFolderError(f"{out_dir} is a link whose target does not exist ({os.readlink(out_dir)})")
+    _refuse_unwritable_parent(out_dir)
     if out_dir.is_dir() and any(out_dir.iterdir()):
         if not force:
             raise OutputFolderError(
@@ -78,6 +81,18 @@ def check_output_folder(out_dir: Path, *, force: bool, inputs: Iterable[tuple[st
                 f"{', ...' if len(others) > 3 else ''}), so --force will not replace it: move them "
                 "out, or choose another folder"
             )
+
+
+def _refuse_unwritable_parent(out_dir: Path) -> None:
+    """The bundle is built beside ``out_dir``: refuse, before any work, a parent that is a file or a
+    folder this process may not write in (a read-only file system, another user's folder)."""
+    parent = out_dir.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputFolderError(f"{out_dir}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputFolderError(f"{out_dir}: cannot write in {parent} (read-only, or not yours)")
 
 
 @contextmanager

@@ -292,6 +292,8 @@ def refuse_output(path: Path | None, *, folder: bool, overwrite: bool = True, op
     problem = None
     if folder and path.exists() and not path.is_dir():
         problem = "bad_output", f"{path} exists and is not a folder"
+    elif folder and path.is_symlink() and not path.exists():  # failed after the work: "File exists"
+        problem = "bad_output", f"{path} is a link whose target does not exist ({os.readlink(path)})"
     elif not folder and path.is_dir():
         problem = "bad_output", f"{path} is a folder; give a file name"
     elif not folder and os.path.lexists(path) and not overwrite:  # a dangling link is there too
@@ -1326,3 +1328,12 @@ def main(prog_name: str | None = None) -> None:
     except KeyboardInterrupt:  # Ctrl-C while typer builds the command, before click's own handler
         typer.echo("interrupted", err=True)
         raise SystemExit(130) from None
+    except OSError as e:
+        # a path argument with a name over the file system's limit: Python 3.11's Path.exists()
+        # raises for it instead of answering False, in any of the checks made before the work
+        if e.errno != errno.ENAMETOOLONG:
+            raise
+        name = str(e.filename or "")
+        shown = name if len(name) <= 80 else f"{name[:40]}...{name[-20:]} ({len(name)} characters)"
+        typer.echo(visible(f"error (bad_path): file name too long: {shown}"), err=True)
+        raise SystemExit(2) from None

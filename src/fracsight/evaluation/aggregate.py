@@ -21,7 +21,13 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["AGGREGATION_METHODS", "aggregate_labels", "aggregate_studies", "aggregate_study_predictions"]
+__all__ = [
+    "AGGREGATION_METHODS",
+    "aggregate_labels",
+    "aggregate_studies",
+    "aggregate_study_predictions",
+    "first_views",
+]
 
 AggregationMethod = Literal["mean", "max", "noisy_or"]
 AGGREGATION_METHODS: tuple[str, ...] = ("mean", "max", "noisy_or")
@@ -81,3 +87,19 @@ def aggregate_study_predictions(
     ids, labels = aggregate_labels(study_ids, y)
     _, probs = aggregate_studies(study_ids, p, method)
     return ids, labels, probs
+
+
+def first_views(study_ids: Sequence[Hashable], contents: Sequence[str | None]) -> NDArray[np.bool_]:
+    """False for each image that repeats an earlier one of its study (the same file content, a
+    ``metadata.content_sha256``), True for the others: the views a study's figure takes, as
+    :meth:`~fracsight.inference.Predictor.predict_study` counts them (a copy weighed double)."""
+    if len(study_ids) != len(contents):
+        raise ValueError(f"study_ids has {len(study_ids)} entries for {len(contents)} images")
+    seen: set[tuple[Hashable, str]] = set()
+    keep = np.ones(len(contents), dtype=bool)
+    for i, (sid, content) in enumerate(zip(study_ids, contents, strict=True)):
+        if content is None:
+            continue
+        keep[i] = (sid, content) not in seen
+        seen.add((sid, content))
+    return keep

@@ -376,7 +376,7 @@ def _fracture_comparison(
         "specificity": mcnemar_test(~said[0][y == 0], ~said[1][y == 0], keys[y == 0]),
         "ece": {key: expected_calibration_error(y, p)[0] for key, p in zip("ab", prob, strict=True)},
     }
-    study = _study_comparison(kept, y, prob)
+    study = _study_comparison(kept, y, prob, [p.metadata.content_sha256 for p in pa])
     if study:
         result["study"] = study
     boxed = [i for i, s in enumerate(kept) if s.boxes and s.labels[FRACTURE] == 1]
@@ -413,16 +413,22 @@ def _grouped_difference(keys: Sequence[str], y: np.ndarray, prob: list[np.ndarra
     return {"grouped": {"n_groups": len(set(keys)), "ci_low": low, "ci_high": high}}
 
 
-def _study_comparison(kept: list[Any], y: np.ndarray, prob: list[np.ndarray]) -> dict[str, Any] | None:
+def _study_comparison(
+    kept: list[Any], y: np.ndarray, prob: list[np.ndarray], contents: list[str | None]
+) -> dict[str, Any] | None:
     """DeLong's test over the studies (MURA's several views of one examination), each study's
     probability the mean of its images' as ``evaluate``'s study level takes it: over the images, the
     views of one study count as independent evidence and the p-value comes out too small. None where
-    the data have no studies of more than one image, or fewer than two studies of either label."""
-    from fracsight.evaluation.aggregate import aggregate_study_predictions
+    the data have no studies of more than one image, or fewer than two studies of either label.
+    A view that repeats an earlier one of its study (``contents``) counts once, as in ``evaluate``."""
+    from fracsight.evaluation.aggregate import aggregate_study_predictions, first_views
 
     ids = [s.study_id or s.image_id for s in kept]
     if not any(s.study_id for s in kept) or len(set(ids)) == len(ids):
         return None
+    views = first_views(ids, contents)
+    ids = [sid for sid, v in zip(ids, views, strict=True) if v]
+    y, prob = y[views], [p[views] for p in prob]
     _, labels, study_a = aggregate_study_predictions(ids, y, prob[0])
     study_b = aggregate_study_predictions(ids, y, prob[1])[2]
     if min(int(labels.sum()), int((1 - labels).sum())) < 2:

@@ -286,6 +286,7 @@ def evaluate_predictions(
     region_names: Sequence[str] | None = None,
     study_ids: Sequence[Hashable] | None = None,
     study_method: AggregationMethod = "mean",
+    study_views: ArrayLike | None = None,
     groups: Sequence[Hashable] | None = None,
     class_labels: ArrayLike | None = None,
     class_probs: ArrayLike | None = None,
@@ -305,9 +306,10 @@ def evaluate_predictions(
     (``(N, K)``, columns in ``region_names`` order) also the ``"region_head"``
     multi-label metrics. ``study_ids`` adds ``"study"`` metrics after
     aggregating with ``study_method`` (mean of image probabilities by default;
-    a study is positive if any image is). ``groups`` (one key per image: a patient, or images too
-    alike to be independent) makes the image-level and per-region CIs resample whole groups instead
-    of whole studies. ``class_labels``/``class_probs``/
+    a study is positive if any image is) over the images ``study_views`` marks (default: all; see
+    :func:`~fracsight.evaluation.aggregate.first_views`). ``groups`` (one key per image: a
+    patient, or images too alike to be independent) makes the image-level and per-region CIs
+    resample whole groups instead of whole studies. ``class_labels``/``class_probs``/
     ``class_names`` add ``"multiclass"`` metrics; samples whose class label is
     negative (unknown) are left out of those. CIs are percentile bootstrap
     (``n_bootstrap`` resamples, ``1 - alpha`` level): stratified by label, or,
@@ -348,7 +350,11 @@ def evaluate_predictions(
         targets = regions_to_targets(regions, region_names)
         result["region_head"] = multilabel_metrics(targets, region_probs, region_names)
     if study_ids is not None:
-        ids, ys, ps = aggregate_study_predictions(study_ids, ya, pa, study_method)
+        views = np.ones(ya.size, dtype=bool) if study_views is None else np.asarray(study_views, dtype=bool)
+        if views.size != ya.size:
+            raise ValueError(f"study_views has {views.size} entries for {ya.size} samples")
+        view_ids = [sid for sid, v in zip(study_ids, views, strict=True) if v]
+        ids, ys, ps = aggregate_study_predictions(view_ids, ya[views], pa[views], study_method)
         # a patient's studies are not independent either: resampled together where groups join them
         of_study = dict(zip(study_ids, related, strict=True)) if related is not None else {}
         study_groups = [of_study[i] for i in ids] if of_study else None
@@ -361,6 +367,8 @@ def evaluate_predictions(
             + ("resampling whole groups of related studies" if study_groups else "stratified by label"),
             **block,
         }
+        if not views.all():
+            result["study"]["repeats_left_out"] = int((~views).sum())
     if class_labels is not None or class_probs is not None:
         if class_labels is None or class_probs is None or class_names is None:
             raise ValueError("multi-class metrics need class_labels, class_probs and class_names")
@@ -408,6 +416,7 @@ def evaluate_classes(
     validation: Any = None,
     study_ids: Sequence[Hashable] | None = None,
     study_weights: ArrayLike | None = None,
+    study_views: ArrayLike | None = None,
 ) -> dict[str, Any]:
     """Metrics of an N-class head (for example the fracture type), strict-JSON safe.
 
@@ -422,8 +431,9 @@ def evaluate_classes(
     or a mapping with ``accuracy``, ``coverage``, ``description``). With
     ``study_ids`` also ``"study"``: one prediction per study (the mean of its images'
     class distributions, weighted by ``study_weights``, e.g. the fracture
-    probabilities, as :meth:`Predictor.predict_study` does) against the most common
-    class label of its labelled images; studies without a labelled image are left out.
+    probabilities, as :meth:`Predictor.predict_study` does; only the images ``study_views``
+    marks) against the most common class label of its labelled images; studies without a
+    labelled image are left out.
     Raises ``ValueError`` when no image has a class label.
     """
     cl = np.asarray(class_labels).astype(np.int64).ravel()
@@ -440,9 +450,11 @@ def evaluate_classes(
         if len(study_ids) != cl.size:
             raise ValueError(f"study_ids has {len(study_ids)} entries for {cl.size} images")
         weights = np.ones(cl.size) if study_weights is None else np.asarray(study_weights, dtype=np.float64)
+        views = np.ones(cl.size, dtype=bool) if study_views is None else np.asarray(study_views, dtype=bool)
         members: dict[Hashable, list[int]] = {}
         for i, sid in enumerate(study_ids):
-            members.setdefault(sid, []).append(i)
+            if views[i]:
+                members.setdefault(sid, []).append(i)
         ys, ps = [], []
         for idx in members.values():
             labelled = cl[idx][cl[idx] >= 0]

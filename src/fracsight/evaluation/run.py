@@ -695,6 +695,7 @@ def evaluate_model(
     before any image is read.
     """
     recorded = model if recorded_as is None else recorded_as
+    from fracsight.evaluation.aggregate import first_views
     from fracsight.evaluation.metrics import multilabel_metrics, regions_to_targets
     from fracsight.evaluation.report import (
         bootstrap_units,
@@ -814,6 +815,9 @@ def evaluate_model(
             kw["regions"] = [s.regions for s in labelled]
         if any(s.study_id for s in labelled):
             kw["study_ids"] = [s.study_id or s.image_id for s in labelled]
+            kw["study_views"] = first_views(
+                kw["study_ids"], [preds[i].metadata.content_sha256 for i in fracture_idx]
+            )
         keys = split_keys(labelled)
         if len(set(keys)) < len(keys):
             # images of one group (a patient or study, near-duplicates, identical files: those that
@@ -824,6 +828,12 @@ def evaluate_model(
         if resampled is not None:
             boot_groups = {id(s): str(g) for s, g in zip(labelled, resampled, strict=True)}
         metrics.update(evaluate_predictions(y, p, threshold_points=points, n_bootstrap=n_bootstrap, **kw))
+        repeats = int((~kw["study_views"]).sum()) if "study_views" in kw else 0
+        if repeats:
+            notes.append(
+                f"{repeats} image(s) repeat an earlier view of their study (the same file content): "
+                "counted once in the study figures, as `fracsight predict` counts them"
+            )
         data["positive"] = positive = positive_label(dataset, predictor)
         few = _few_images(metrics, positive)
         if few:
@@ -872,6 +882,9 @@ def evaluate_model(
         study_kw: dict[str, Any] = {}
         if any(s.study_id for s in good_samples):
             study_kw["study_ids"] = [s.study_id or s.image_id for s in good_samples]
+            study_kw["study_views"] = first_views(
+                study_kw["study_ids"], [pr.metadata.content_sha256 for pr in preds]
+            )
             if predictor.has_fracture_head:
                 study_kw["study_weights"] = [pr.fracture_probability for pr in preds]
         block = evaluate_classes(

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fracsight._files import replace_atomically
 from fracsight.data._files import relative_name
 from fracsight.data.sample import Sample
 from fracsight.errors import ImageReadError
@@ -88,8 +89,12 @@ def letterbox_samples(
         key = _key(samples, size)
         img_path, mask_path = cache_dir / f"lb-{key}-img.npy", cache_dir / f"lb-{key}-mask.npy"
         if img_path.is_file() and mask_path.is_file():
-            log.info("letterbox cache hit: %s", img_path)
-            return LetterboxedSet(np.load(img_path), np.load(mask_path))
+            try:
+                cached = LetterboxedSet(np.load(img_path), np.load(mask_path))
+                log.info("letterbox cache hit: %s", img_path)
+                return cached
+            except (OSError, ValueError) as e:  # cut short by a full disk before writes were atomic
+                log.warning("the letterbox cache %s is damaged (%s): making it again", img_path.name, e)
     if root is None:
         root = Path(os.path.commonpath([s.path.parent for s in samples])) if samples else Path()
     jobs: list[_Job] = [
@@ -107,9 +112,16 @@ def letterbox_samples(
         raise _refusal(unreadable)
     if cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        np.save(img_path, images)
-        np.save(mask_path, masks)
+        # whole or not at all: a full disk or Ctrl-C while saving left a short file that every
+        # later run loaded, and failed on
+        for path, array in ((img_path, images), (mask_path, masks)):
+            replace_atomically(path, lambda tmp, a=array: _save(tmp, a))
     return LetterboxedSet(images, masks)
+
+
+def _save(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would add ".npy" to a temporary name
+        np.save(f, array)
 
 
 def _fill(
