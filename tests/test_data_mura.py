@@ -210,3 +210,22 @@ def test_a_study_missing_from_its_splits_csv_takes_no_label_of_another_split(tmp
     (root / "valid_labeled_studies.csv").write_text("")
     labels = {s.split: s.labels[FRACTURE] for s in load_dataset(root).samples}
     assert labels == {"train": 0, "val": 1}  # the csv for train's; its own suffix for valid's
+
+
+def test_a_study_listed_twice_without_its_split_keeps_the_files_label(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The reproduction: rows naming no split (``XR_HAND/patient00007/study1_positive/,0``) given
+    twice lost the study its label from the file (its folder's suffix, 1, was used instead) and
+    the study was said to be "not on disk"; without a suffix it was dropped from every count."""
+    root = tmp_path / "m"
+    for study in ("study1_positive", "study2"):
+        folder = root / "valid" / "XR_HAND" / "patient00007" / study
+        folder.mkdir(parents=True)
+        Image.new("L", (8, 8)).save(folder / "image1.png")
+    rows = ["XR_HAND/patient00007/study1_positive/,0", "XR_HAND/patient00007/study2/,1"]
+    (root / "valid_labeled_studies.csv").write_text("\n".join(rows + rows) + "\n")
+    with caplog.at_level(logging.WARNING):
+        labels = {s.study_id: s.labels[FRACTURE] for s in load_dataset(root).samples}
+    assert labels == {"XR_HAND/patient00007/study1": 0, "XR_HAND/patient00007/study2": 1}
+    assert "not on disk" not in caplog.text

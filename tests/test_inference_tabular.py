@@ -37,6 +37,18 @@ def test_a_study_is_its_folder_however_it_is_reached(tmp_path: Path, monkeypatch
     assert groups == {"patient1/study1": [0, 1]}
 
 
+def test_a_linked_study_folder_is_named_as_the_link(tmp_path: Path) -> None:
+    """The reproduction: ``patient1/study1_positive`` linked to ``store/a`` came out as the study
+    ``store/a``: its patient, and the label its name carries, gone from the study row."""
+    _touch(tmp_path / "store/a/image1.png")
+    (tmp_path / "patient1").mkdir()
+    (tmp_path / "patient1/study1_positive").symlink_to(tmp_path / "store/a")
+    (tmp_path / "patient1/study2_negative").symlink_to(tmp_path / "store/a")  # one folder, twice
+    linked = tmp_path / "patient1/study1_positive/image1.png"
+    again = tmp_path / "patient1/study2_negative/image1.png"
+    assert study_groups([linked, again]) == {"patient1/study1_positive": [0]}
+
+
 def test_names_are_as_long_as_needed_to_tell_studies_apart(tmp_path: Path) -> None:
     a = _touch(tmp_path / "a/XR_HAND/patient1/study1/image1.png")
     b = _touch(tmp_path / "b/XR_HAND/patient1/study1/image1.png")

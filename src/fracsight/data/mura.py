@@ -207,7 +207,8 @@ def _read_labeled_studies(root: Path) -> dict[str, list[tuple[str | None, int]]]
             entries = labels.setdefault("/".join(parts[at : at + 3]), [])
             if any(s == split and label != int(value) for s, label in entries):  # which one is true?
                 raise DatasetError(f"{path}:{n}: {row[0].strip()} is labelled 0 and 1")
-            entries.append((split, int(value)))
+            if (split, int(value)) not in entries:  # a row given twice is one label (it lost it)
+                entries.append((split, int(value)))
     return labels
 
 

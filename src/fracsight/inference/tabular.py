@@ -296,17 +296,20 @@ def study_groups(paths: Sequence[PurePath], *, resolve: bool = True) -> dict[str
 
     A study is the folder that holds its views (:func:`study_folder`): two studies never merge
     because their last folder names agree (``XR_WRIST/patient1/study1`` and
-    ``XR_ELBOW/patient1/study1``). A study is named by the shortest end of its folder's path,
-    at least ``patient/studyN``, that no other study of ``paths`` shares. A file given twice
-    (by its resolved path) is one view.
+    ``XR_ELBOW/patient1/study1``). A study is named by the shortest end of its folder's path as
+    given (a link to a study folder is named as the link, not its target), at least
+    ``patient/studyN``, that no other study of ``paths`` shares. A file given twice (by its
+    resolved path) is one view.
     """
     views: dict[PurePath, dict[str, int]] = {}
+    given: dict[PurePath, PurePath] = {}  # each study's folder as the first of its views names it
     for i, path in enumerate(paths):
         folder = study_folder(path, resolve=resolve)
         if folder is not None:
+            given.setdefault(folder, PurePath(os.path.abspath(path.parent)) if resolve else folder)
             views.setdefault(folder, {}).setdefault(os.path.realpath(path) if resolve else str(path), i)
-    names = _shortest_names(list(views))
-    return {names[folder]: list(indices.values()) for folder, indices in views.items()}
+    names = _shortest_names(list(given.values()))
+    return {names[given[folder]]: list(indices.values()) for folder, indices in views.items()}
 
 
 def study_results(
