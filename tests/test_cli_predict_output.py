@@ -462,3 +462,37 @@ def test_one_path_for_the_table_and_the_overlays_is_refused_before_any_work(
     same.mkdir()
     inside = _predict(tiny_bundle, radiograph, "--csv", same / "results.csv", "--overlay-dir", same)
     assert inside.exit_code == 0 and (same / "results.csv").is_file()  # a table beside the overlays
+
+
+def test_a_closed_stdout_and_a_zero_width_are_said_not_silent(radiograph: Path) -> None:
+    """`fracsight predict IMG >&-` exited 0 with nothing written anywhere (`--csv -`: a traceback);
+    `COLUMNS=0` printed no table and no decision-aid notice, exit 0."""
+    entry = [sys.executable, "-m", "fracsight", "predict", str(radiograph)]
+    for extra in ([], ["--json"], ["--csv", "-"]):
+        closed = subprocess.run(
+            ["bash", "-c", 'exec "$@" >&-', "-", *entry, *extra], capture_output=False, stderr=subprocess.PIPE
+        )
+        assert closed.returncode == 1
+        assert closed.stderr.decode().strip() == (
+            "error (os_error): standard output is closed; send it to a file or /dev/null"
+        )
+    zero = subprocess.run(
+        entry, capture_output=True, text=True, env={**os.environ, "COLUMNS": "0"}, timeout=120
+    )
+    assert zero.returncode == 0, zero.stderr
+    assert radiograph.name in zero.stdout and NOTICE in zero.stdout
+
+
+def test_evaluate_from_a_working_folder_that_was_deleted(
+    tiny_bundle: Path, tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It measured every image, then failed without a path (``os.getcwd()`` for the run record)."""
+    from fracsight.evaluation.run import evaluate_model
+
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    metrics = evaluate_model(tiny_bundle, tiny_dataset, tmp_path / "eval", split="val", n_bootstrap=0)
+    assert metrics["run"]["working_folder"] is None
+    assert (tmp_path / "eval" / "report.html").is_file()

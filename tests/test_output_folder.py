@@ -130,7 +130,7 @@ def test_an_output_folder_that_cannot_be_made_is_refused_before_any_work(tmp_pat
     with pytest.raises(OutputFolderError, match="a link whose target does not exist"):
         check_output_folder(tmp_path / "dangling", force=False)
     (tmp_path / "notes.txt").write_text("the user's")
-    with pytest.raises(OutputFolderError, match="notes.txt is not a folder"):
+    with pytest.raises(OutputFolderError, match=r"notes\.txt is not a folder"):
         check_output_folder(tmp_path / "notes.txt" / "bundle", force=False)
     check_output_folder(tmp_path / "new" / "deeper" / "bundle", force=False)  # made when written
 

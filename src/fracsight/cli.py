@@ -1206,7 +1206,8 @@ def serve(
         typer.echo(f"warning: listening on {host}: put the API behind {needs}", err=True)
     shared_metrics = None
     if workers > 1 and settings.metrics_dir is None:  # /metrics adds up every worker's counters
-        shared_metrics = tempfile.mkdtemp(prefix="fracsight-metrics-")
+        with user_errors():  # no writable temporary folder (a read-only container without a tmpfs)
+            shared_metrics = tempfile.mkdtemp(prefix="fracsight-metrics-")
         settings = settings.model_copy(update={"metrics_dir": shared_metrics})
     os.environ.update(settings.to_env())  # worker processes build their app from these
     # uvicorn handles SIGTERM (a graceful shutdown), then restores the handler it found and sends
@@ -1319,6 +1320,12 @@ _add_subcommands()
 
 
 def main(prog_name: str | None = None) -> None:
+    if sys.stdout is None:  # started with `>&-`: every result would be dropped without a word
+        typer.echo("error (os_error): standard output is closed; send it to a file or /dev/null", err=True)
+        raise SystemExit(1)
+    columns = os.environ.get("COLUMNS", "").strip()
+    if columns and not (columns.isdigit() and int(columns) > 0):  # 0: no table, no notice at all
+        os.environ.pop("COLUMNS")
     try:
         # SIGTERM (timeout, a scheduler, docker stop) ends a command through its finally blocks and
         # atexit, as Ctrl-C does: by default it killed the process outright, leaving unpacked .zip

@@ -291,8 +291,16 @@ def listen(
         raise typer.Exit(1) from None
     except OSError as e:  # the port is taken, the spool cannot be written, ...
         where = e.filename or f"listening on {host}:{port}"  # the listeners name their port
+        if not e.filename and _shared_memory_read_only():  # the worker pool's locks live there
+            where = "shared memory (/dev/shm) cannot be written, which the node's workers need"
         typer.echo(f"error (node_start): {where}: {e.strerror or e}", err=True)
         raise typer.Exit(1) from None
+
+
+def _shared_memory_read_only() -> bool:
+    """Whether ``/dev/shm``, where Python's multiprocessing makes its locks, is there but cannot be
+    written (a container started with ``--read-only --ipc=none``): the failure has no file name."""
+    return os.path.isdir("/dev/shm") and not os.access("/dev/shm", os.W_OK)
 
 
 @dicom_app.command()

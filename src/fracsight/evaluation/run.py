@@ -132,9 +132,12 @@ def _names_data_dir(spec: Any, data_dir: Path, root: Path) -> bool | None:
     recorded = spec.training.get("data")
     if not recorded:
         return False
-    path, here = Path(recorded), {data_dir.resolve(), Path(root).resolve()}
-    if path.resolve() in here:  # absolute, or relative to this working folder (the shipped bundles')
-        return True
+    try:
+        path, here = Path(recorded), {data_dir.resolve(), Path(root).resolve()}
+        if path.resolve() in here:  # absolute, or relative to this working folder (the shipped bundles')
+            return True
+    except OSError:  # run from a working folder that was deleted: only the split counts can tell
+        return None
     # what a relative path names wherever it was typed: `../shared/data/fracatlas` ends in
     # shared/data/fracatlas (its `..` never matched, and the shipped bundles' training data was
     # not recognised outside the folder they were made in)
@@ -1074,9 +1077,13 @@ def _run_record(
         args += ["--out", str(out_dir), "--overwrite"]
     # the command reads a data set's layout from its files; a layout forced from Python is said
     forced = "" if layout == "auto" else f"  # from Python, with layout={layout!r}"
+    try:
+        working_folder: str | None = str(Path.cwd())
+    except OSError:  # deleted while the command ran (or before): the figures are no less valid
+        working_folder = None
     return {
         "command": shlex.join(args) + forced,
-        "working_folder": str(Path.cwd()),  # the command's relative paths are relative to it
+        "working_folder": working_folder,  # the command's relative paths are relative to it
         "fracsight_version": __version__,
         "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
