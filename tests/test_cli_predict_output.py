@@ -496,3 +496,18 @@ def test_evaluate_from_a_working_folder_that_was_deleted(
     metrics = evaluate_model(tiny_bundle, tiny_dataset, tmp_path / "eval", split="val", n_bootstrap=0)
     assert metrics["run"]["working_folder"] is None
     assert (tmp_path / "eval" / "report.html").is_file()
+
+
+def test_a_csv_link_to_a_radiograph_not_read_is_refused_even_with_overwrite(
+    tiny_bundle: Path, radiograph: Path, tmp_path: Path
+) -> None:
+    """`--csv link.csv --overwrite` where link.csv leads to another radiograph: the CSV text
+    replaced the image."""
+    other = Path(shutil.copyfile(radiograph, tmp_path / "other.jpg"))
+    (tmp_path / "link.csv").symlink_to(other)
+    before = other.read_bytes()
+    result = _predict(tiny_bundle, radiograph, "--csv", tmp_path / "link.csv", "--overwrite")
+    assert result.exit_code == 2 and "holds an image (JPEG), not results" in result.stderr
+    assert other.read_bytes() == before
+    (tmp_path / "old.csv").write_text("source\nx\n")  # earlier results: replaced as asked
+    assert _predict(tiny_bundle, radiograph, "--csv", tmp_path / "old.csv", "--overwrite").exit_code == 0

@@ -349,6 +349,14 @@ def refuse_output_among_inputs(
             err=True,
         )
         raise typer.Exit(2)
+    held = _image_format_of(csv_path)
+    if held is not None:  # a link named like a CSV to a radiograph not read this time: --overwrite lost it
+        typer.echo(
+            f"error (output_refused): --csv {csv_path} holds an image ({held.upper()}), not results; "
+            "--overwrite replaces earlier results only: choose another file",
+            err=True,
+        )
+        raise typer.Exit(2)
     # one path for both failed only once every image was predicted (a table inside the folder is fine)
     if csv_path is not None and overlay_dir is not None and csv_path.resolve() == overlay_dir.resolve():
         typer.echo(f"error (output_refused): --csv {csv_path} is also the --overlay-dir folder", err=True)
@@ -356,6 +364,19 @@ def refuse_output_among_inputs(
     refuse_output_inside(
         overlay_dir, paths, "--overlay-dir", "the next run would take the overlays for radiographs"
     )
+
+
+def _image_format_of(path: Path | None) -> str | None:
+    """The image format a file already at ``path`` holds (its first bytes), or None."""
+    if path is None or not path.is_file():
+        return None
+    from fracsight.io._sniff import HEAD_BYTES, sniff_format
+
+    try:
+        with open(path, "rb") as f:
+            return sniff_format(f.read(HEAD_BYTES))
+    except OSError:  # unreadable: writing it will say why
+        return None
 
 
 def _same_file_as_any(path: Path, files: Sequence[Path]) -> bool:
