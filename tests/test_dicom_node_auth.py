@@ -59,9 +59,13 @@ def test_node_stores_results_with_basic_auth_and_never_logs_the_password(
     assert PASSWORD not in log
 
 
-def test_study_command_names_the_service_without_its_password(tmp_path: Path) -> None:
+def test_study_command_names_the_service_without_its_password(fracatlas_dir: Path, tmp_path: Path) -> None:
     """And says what to check: a refused login, a login not given, a URL that is not the
-    service's DICOMweb root (each said ``HTTP 401`` or ``HTTP 404`` only)."""
+    service's DICOMweb root (each said ``HTTP 401`` or ``HTTP 404`` only). Orthanc's REST root
+    holding a study answers the study search with its own IDs: that was a traceback."""
+    image = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[0]
+    held = generate_uid()
+    source = make_radiograph_dicom(image, tmp_path / "a.dcm", study_uid=held)
     with Orthanc(tmp_path / "orthanc", users={"fracsight": PASSWORD}) as orthanc:
         wrong = "wrong-" + PASSWORD
         command = ["dicom", "study", generate_uid(), "--dicomweb", _with_login(orthanc.dicomweb_url, wrong)]
@@ -71,6 +75,8 @@ def test_study_command_names_the_service_without_its_password(tmp_path: Path) ->
         )
         root = _with_login(orthanc.url, PASSWORD)  # Orthanc's REST root, not its DICOMweb one
         misplaced = CliRunner().invoke(app, ["dicom", "study", generate_uid(), "--dicomweb", root])
+        orthanc.upload(source)
+        rest_root = CliRunner().invoke(app, ["dicom", "study", held, "--dicomweb", root])
     assert done.exit_code == 1
     assert (
         "error (dicomweb_unavailable): the DICOMweb service at http://fracsight:***@127.0.0.1" in done.output
@@ -87,6 +93,10 @@ def test_study_command_names_the_service_without_its_password(tmp_path: Path) ->
         misplaced.output
     ), misplaced.output
     assert PASSWORD not in misplaced.output
+    assert rest_root.exit_code == 1 and isinstance(rest_root.exception, SystemExit)  # no traceback
+    assert "its answer is not DICOMweb JSON: check that the URL is the service's DICOMweb root, e.g. " in (
+        rest_root.output
+    ), rest_root.output
 
 
 def test_node_logs_in_with_the_password_from_the_environment_off_its_command_line(

@@ -126,16 +126,18 @@ def _study_instances(client: Any, study_uid: str, study: str) -> list[dict[str, 
     11 of 25 images, exit 0. Here a page with nothing new ends the listing, and a listing shorter
     than the study's NumberOfStudyRelatedInstances is an :class:`IncompleteStudyError`."""
     # counted first: an image stored while the study is listed can only make the listing longer
-    studies = client.search_for_studies(
-        search_filters={"StudyInstanceUID": study_uid}, fields=[_STUDY_INSTANCES]
+    studies = _dicom_json(
+        client.search_for_studies(search_filters={"StudyInstanceUID": study_uid}, fields=[_STUDY_INSTANCES])
     )
     counts = [_value(item, _STUDY_INSTANCES) or "" for item in studies]
     held = max((int(n) for n in counts if n.isdigit()), default=0)
     found: dict[str, dict[str, Any]] = {}
     received = 0
     while len(found) <= _MAX_INSTANCES:
-        page = client.search_for_instances(
-            study_instance_uid=study_uid, fields=[_MODALITY, _SOP_CLASS, _MODEL_NAME], offset=received
+        page = _dicom_json(
+            client.search_for_instances(
+                study_instance_uid=study_uid, fields=[_MODALITY, _SOP_CLASS, _MODEL_NAME], offset=received
+            )
         )
         received += len(page)
         new = {uid: item for item in page if (uid := _value(item, _SOP_UID)) and uid not in found}
@@ -156,6 +158,16 @@ def _study_instances(client: Any, study_uid: str, study: str) -> list[dict[str, 
             "is made on part of a study; raise the limit, or send the study to the node"
         )
     return list(found.values())
+
+
+def _dicom_json(answer: Any) -> list[dict[str, Any]]:
+    """A QIDO-RS answer, checked to be DICOM JSON (a list of objects): Orthanc's REST root, given
+    without ``/dicom-web``, answers a search with a list of its own IDs (a traceback followed)."""
+    import requests
+
+    if not isinstance(answer, list) or not all(isinstance(item, dict) for item in answer):
+        raise requests.exceptions.InvalidJSONError("a search answer that is not a list of DICOM JSON objects")
+    return answer
 
 
 def _earlier_verdicts(

@@ -400,7 +400,10 @@ def request_error(error: Exception, login: BasicLogin | None) -> str:
     if isinstance(error, requests.HTTPError) and status:
         return http_status(status, login)
     if isinstance(error, requests.exceptions.InvalidJSONError):
-        return "its answer is not DICOMweb JSON: check that the URL is the service's DICOMweb root"
+        return (
+            "its answer is not DICOMweb JSON: check that the URL is the service's DICOMweb root, "
+            "e.g. http://HOST:8042/dicom-web for Orthanc"
+        )
     return connection_error(error)
 
 
