@@ -631,3 +631,23 @@ def test_export_evaluating_a_leaky_split_warns_as_evaluate_does(tiny_bundle, fra
     assert (run / "evaluation-test" / "metrics.json").read_text(encoding="utf-8") == "the first export's"
     assert (run / "evaluation-test-2" / "report.html").is_file()
     assert f"evaluation report on test written to {run / 'evaluation-test-2'}" in again.stdout
+
+
+def test_a_report_written_again_keeps_the_permissions_its_files_were_given(
+    tiny_bundle, tiny_dataset, tmp_path
+):
+    """`evaluate --out ev --overwrite` after `chmod 600 ev/*`: metrics.json, report.html and
+    predictions.csv came back readable by everyone."""
+    import stat
+
+    args = ["evaluate", str(tiny_bundle), str(tiny_dataset), "--split", "val", "--bootstrap", "0"]
+    out = tmp_path / "ev"
+    assert CliRunner().invoke(app, [*args, "--out", str(out)]).exit_code == 0
+    private = ("metrics.json", "report.html", "predictions.csv")
+    for name in private:
+        (out / name).chmod(0o600)
+    result = CliRunner().invoke(app, [*args, "--out", str(out), "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert {name: stat.S_IMODE((out / name).stat().st_mode) for name in private} == dict.fromkeys(
+        private, 0o600
+    )

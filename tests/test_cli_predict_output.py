@@ -476,11 +476,12 @@ def test_a_closed_stdout_and_a_zero_width_are_said_not_silent(radiograph: Path) 
         assert closed.stderr.decode().strip() == (
             "error (os_error): standard output is closed; send it to a file or /dev/null"
         )
-    zero = subprocess.run(
-        entry, capture_output=True, text=True, env={**os.environ, "COLUMNS": "0"}, timeout=120
-    )
-    assert zero.returncode == 0, zero.stderr
-    assert radiograph.name in zero.stdout and NOTICE in zero.stdout
+    for columns in ("0", "²"):  # "²".isdigit(), and int() refuses it: a traceback for every command
+        zero = subprocess.run(
+            entry, capture_output=True, text=True, env={**os.environ, "COLUMNS": columns}, timeout=120
+        )
+        assert zero.returncode == 0, zero.stderr
+        assert radiograph.name in zero.stdout and NOTICE in zero.stdout
 
 
 def test_evaluate_from_a_working_folder_that_was_deleted(
@@ -507,7 +508,11 @@ def test_a_csv_link_to_a_radiograph_not_read_is_refused_even_with_overwrite(
     (tmp_path / "link.csv").symlink_to(other)
     before = other.read_bytes()
     result = _predict(tiny_bundle, radiograph, "--csv", tmp_path / "link.csv", "--overwrite")
-    assert result.exit_code == 2 and "holds an image (JPEG), not results" in result.stderr
+    assert result.exit_code == 2 and "holds an image (JPEG), not text such as results" in result.stderr
     assert other.read_bytes() == before
-    (tmp_path / "old.csv").write_text("source\nx\n")  # earlier results: replaced as asked
+    (tmp_path / "report.pdf").write_bytes(b"%PDF-1.7\n" + bytes(range(256)))
+    (tmp_path / "pdf.csv").symlink_to(tmp_path / "report.pdf")
+    result = _predict(tiny_bundle, radiograph, "--csv", tmp_path / "pdf.csv", "--overwrite")
+    assert result.exit_code == 2 and "holds a PDF document, not text such as results" in result.stderr
+    (tmp_path / "old.csv").write_text("BMI,source\nx\n")  # text, whatever its first bytes: replaced
     assert _predict(tiny_bundle, radiograph, "--csv", tmp_path / "old.csv", "--overwrite").exit_code == 0

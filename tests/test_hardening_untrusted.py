@@ -109,6 +109,12 @@ def test_weights_kept_as_onnx_external_data_are_refused(
         monkeypatch.chdir(bundle)  # weights.bin is then where onnxruntime used to look
     with pytest.raises(BundleError, match="ONNX external data"):
         OnnxModel(bundle)
+    # the check of commands that hand the model on (batch on Ray, the node's workers) and of those
+    # that read it with onnx.load (detector train/joint), which copied the file into a new bundle
+    from fracsight.inference.store import checked_bundle
+
+    with pytest.raises(BundleError, match="ONNX external data"):
+        checked_bundle(bundle)
 
 
 # ---- bundle.json and .zip -----------------------------------------------------------------------------
@@ -281,6 +287,12 @@ def test_control_characters_from_a_data_set_reach_the_terminal_escaped(tmp_path:
     assert result.exit_code != 0
     assert "x\\x1b]0;PWNED\\x07y.jpg" in result.stderr
     assert "\x1b" not in result.stderr and "\x07" not in result.stderr
+    # and every other error line: a name given on the command line, an output refused
+    named = str(tmp_path / "a\x1b]0;X\x07b.jpg")
+    for args in (["predict", named], ["predict", str(tmp_path / "labels.csv"), "--csv", named + "/x.csv"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2 and "a\\x1b]0;X\\x07b.jpg" in result.stderr, result.stderr
+        assert "\x1b" not in result.stderr
 
 
 def _region_classes(n: int) -> Callable[[dict[str, Any]], None]:

@@ -688,6 +688,23 @@ def test_a_new_run_named_as_a_path_is_refused_but_an_old_one_still_loads(tiny_da
         check_new_run(old)
 
 
+def test_a_name_no_bundle_could_carry_is_refused_before_training(tiny_dataset, tmp_path) -> None:
+    """`--set name=<an escape sequence>` (or `detector joint --name` with a newline) trained every
+    epoch, then export refused the bundle's name: the run could never become a bundle."""
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    args = ["train", str(tiny_dataset), "--out", str(tmp_path / "run"), "--set", "name=mine\x1b]0;X\x07"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "must not hold control characters" in result.output, result.output
+    assert not (tmp_path / "run").exists()
+    joint = ["detector", "joint", "default", "default", str(tmp_path / "joint"), "--data", str(tiny_dataset)]
+    result = CliRunner().invoke(app, [*joint, "--name", "mine\nforged"])
+    assert result.exit_code == 2 and "--name must not hold control characters" in result.output
+    assert not (tmp_path / "joint").exists()
+
+
 def test_damaged_checkpoints_and_run_folders_are_refused_in_one_line(tiny_dataset, tmp_path):
     from typer.testing import CliRunner
 

@@ -17,7 +17,14 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress
 
-__all__ = ["install_warning_printer", "progress_bar", "stdout_console", "stdout_to_devnull", "visible"]
+__all__ = [
+    "error_line",
+    "install_warning_printer",
+    "progress_bar",
+    "stdout_console",
+    "stdout_to_devnull",
+    "visible",
+]
 
 #: characters of a name shown escaped (``\\x1b``, ``\\n``, ``\\u202e``): control characters (an
 #: escape sequence in a file name reached the terminal, a newline split a row or a message over two
@@ -57,6 +64,14 @@ class _WarningPrinter(logging.Handler):
 def visible(text: str) -> str:
     """``text`` with :data:`_INVISIBLE` characters written as Python escapes."""
     return _INVISIBLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def error_line(code: str, message: str) -> None:
+    """``error (CODE): MESSAGE`` on stderr, the one form of every command's errors; a name in the
+    message (a file's, a bundle's, a DICOM service's) cannot run an escape sequence there."""
+    import typer
+
+    typer.echo(visible(f"error ({code}): {message}"), err=True)
 
 
 def install_warning_printer() -> None:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import numbers
+import os
 import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -67,7 +68,7 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _name(value: Any, what: str) -> str:
+def check_name(value: Any, what: str) -> str:
     """``value`` if it is a string without control characters: names reach terminals, logs, HTTP
     headers and Prometheus labels, where a newline or an escape sequence forges or garbles a line."""
     if not isinstance(value, str):
@@ -159,7 +160,7 @@ class OperatingPoint:
     specificity: float | None = None
 
     def __post_init__(self) -> None:
-        _name(self.name, "an operating point's name")
+        check_name(self.name, "an operating point's name")
         _number(self.threshold, f"operating point {self.name!r}: threshold", 0.0, _MAX_THRESHOLD)
         if not isinstance(self.description, str):
             raise BundleError(f"operating point {self.name!r}: description must be a string")
@@ -213,7 +214,7 @@ class BundleSpec:
 
     def __post_init__(self) -> None:
         for what in ("name", "version", "architecture", "onnx_sha256"):
-            _name(getattr(self, what), what)
+            check_name(getattr(self, what), what)
         size = self.input_size
         if isinstance(size, bool) or not isinstance(size, numbers.Integral) or not 32 <= size <= 2048:
             raise BundleError(f"input_size must be a whole number of pixels in 32..2048, got {_shown(size)}")
@@ -317,8 +318,15 @@ def load_bundle_spec(folder: Path) -> BundleSpec:
     return BundleSpec.from_dict(data)
 
 
+#: onnxruntime's setting for the folder ONNX external data is read from: fracsight gives it
+#: ``os.devnull``, a file and never a folder, under which nothing can be found
+EXTERNAL_DATA_FOLDER = "session.model_external_initializers_file_folder_path"
+
+
 def read_checked_onnx(folder: Path, spec: BundleSpec) -> bytes:
-    """The bytes of the bundle's ``model.onnx``, checked against the sha256 in ``bundle.json``."""
+    """The bytes of the bundle's ``model.onnx``, checked against the sha256 in ``bundle.json``, and
+    refused when the graph keeps weights outside itself (ONNX external data, which the checksum
+    would not cover: read unchecked by onnxruntime, or copied into a new bundle by onnx.load)."""
     onnx_path = Path(folder) / "model.onnx"
     if not onnx_path.is_file():
         raise BundleError(f"{folder} has no model.onnx")
@@ -331,7 +339,27 @@ def read_checked_onnx(folder: Path, spec: BundleSpec) -> bytes:
             f"model.onnx in {folder} does not match bundle.json "
             f"(sha256 {digest[:12]}... != {spec.onnx_sha256[:12]}...): refusing to load it"
         )
+    _refuse_external_data(model_bytes, onnx_path)
     return model_bytes
+
+
+def _refuse_external_data(model_bytes: bytes, onnx_path: Path) -> None:
+    # every external-data entry names its file under the key "location": without those bytes there
+    # is none (the packaged bundles), and nothing is loaded to make sure
+    if b"location" not in model_bytes:
+        return
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.add_session_config_entry(EXTERNAL_DATA_FOLDER, os.devnull)
+    try:
+        ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types; others are the loader's
+        if "external data" in str(e).lower():
+            raise BundleError(
+                f"{onnx_path} keeps weights outside itself (ONNX external data), which the checksum in "
+                "bundle.json does not cover: refused"
+            ) from None
 
 
 def read_card(folder: Path) -> str | None:

@@ -23,6 +23,7 @@ from fracsight._files import replace_atomically
 from fracsight._options import ModelOption, split_callback
 from fracsight._output import terminate_as_exit
 from fracsight._terminal import (
+    error_line,
     install_warning_printer,
     progress_bar,
     stdout_console,
@@ -79,7 +80,7 @@ class _Commands(TyperGroup):
             extra = EXTRA_OF.get((e.name or "").partition(".")[0])
             if extra is None:
                 raise
-            typer.echo(f"error (missing_dependency): {e.name}: pip install 'fracsight[{extra}]'", err=True)
+            error_line("missing_dependency", f"{e.name}: pip install 'fracsight[{extra}]'")
             raise typer.Exit(1) from None
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
@@ -101,7 +102,7 @@ class _Commands(TyperGroup):
                 ctx = getattr(e, "ctx", None)
                 where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
                 message = e.format_message().rstrip(".")  # type: ignore[attr-defined]
-                typer.echo(f"error (usage): {message}{where}", err=True)
+                error_line("usage", f"{message}{where}")
                 sys.exit(e.exit_code)  # type: ignore[attr-defined]
             if "Abort" in kinds:
                 typer.echo("aborted", err=True)
@@ -117,10 +118,9 @@ class _Commands(TyperGroup):
             option, equals, value = arg.partition("=")
             if arg == "" or (option.startswith("--") and equals and not value):  # "--csv=", not "--k=a=="
                 what = f"{option} is given an empty value" if arg else f"argument {number} is empty"
-                typer.echo(
-                    f"error (empty_argument): {what} (an unset shell variable?); name what is meant "
-                    "or leave it out",
-                    err=True,
+                error_line(
+                    "empty_argument",
+                    f"{what} (an unset shell variable?); name what is meant or leave it out",
                 )
                 raise typer.Exit(2)
         return super().parse_args(ctx, args)
@@ -232,11 +232,11 @@ def user_errors(exit_code: int = 1) -> Iterator[None]:
     try:
         yield
     except FracsightError as e:
-        typer.echo(f"error ({e.code}): {visible(str(e))}", err=True)  # it may quote a file's name
+        error_line(e.code, str(e))
         raise typer.Exit(2 if e.bad_argument else exit_code) from None
     except OSError as e:
         where = f": {e.filename}" if e.filename else ""
-        typer.echo(visible(f"error (os_error): {e.strerror or e}{where}"), err=True)
+        error_line("os_error", f"{e.strerror or e}{where}")
         raise typer.Exit(exit_code) from None
 
 
@@ -253,15 +253,15 @@ def refuse_missing(paths: Iterable[Path | None]) -> None:
 
     urls = [u for u in map(url_text, missing) if u is not None]
     if urls:
-        typer.echo(f"error (not_found): {', '.join(urls)}: {URL_REFUSAL}", err=True)
+        error_line("not_found", f"{', '.join(urls)}: {URL_REFUSAL}")
         raise typer.Exit(2)
     broken = [p for p in missing if p.is_symlink()]
     if broken:
         links = ", ".join(f"{p} -> {os.readlink(p)}" for p in broken)
         what = "a loop of links that never reaches a file" if _in_link_loop(broken[0]) else None
-        typer.echo(f"error (not_found): {what or 'a link whose target does not exist'}: {links}", err=True)
+        error_line("not_found", f"{what or 'a link whose target does not exist'}: {links}")
         raise typer.Exit(2)
-    typer.echo(f"error (not_found): no such file or folder: {', '.join(map(str, missing))}", err=True)
+    error_line("not_found", f"no such file or folder: {', '.join(map(str, missing))}")
     raise typer.Exit(2)
 
 
@@ -307,7 +307,7 @@ def refuse_output(path: Path | None, *, folder: bool, overwrite: bool = True, op
         problem = "bad_output", f"cannot write {path} (read-only, or no permission)"
     if problem:
         code, message = problem
-        typer.echo(f"error ({code}): {message} ({option})", err=True)
+        error_line(code, f"{message} ({option})")
         raise typer.Exit(2)
 
 
@@ -344,39 +344,43 @@ def refuse_output_among_inputs(
     the image would be lost) or the overlay folder itself, or ``--overlay-dir`` is a folder
     read, or inside one (the next run over that folder would read the overlays as radiographs)."""
     if csv_path is not None and _same_file_as_any(csv_path, files):
-        typer.echo(
-            f"error (output_refused): --csv {csv_path} is one of the images to predict; choose another file",
-            err=True,
+        error_line(
+            "output_refused",
+            f"--csv {csv_path} is one of the images to predict; choose another file",
         )
         raise typer.Exit(2)
-    held = _image_format_of(csv_path)
+    held = _not_text(csv_path)
     if held is not None:  # a link named like a CSV to a radiograph not read this time: --overwrite lost it
-        typer.echo(
-            f"error (output_refused): --csv {csv_path} holds an image ({held.upper()}), not results; "
-            "--overwrite replaces earlier results only: choose another file",
-            err=True,
+        error_line(
+            "output_refused", f"--csv {csv_path} holds {held}, not text such as results: choose another file"
         )
         raise typer.Exit(2)
     # one path for both failed only once every image was predicted (a table inside the folder is fine)
     if csv_path is not None and overlay_dir is not None and csv_path.resolve() == overlay_dir.resolve():
-        typer.echo(f"error (output_refused): --csv {csv_path} is also the --overlay-dir folder", err=True)
+        error_line("output_refused", f"--csv {csv_path} is also the --overlay-dir folder")
         raise typer.Exit(2)
     refuse_output_inside(
         overlay_dir, paths, "--overlay-dir", "the next run would take the overlays for radiographs"
     )
 
 
-def _image_format_of(path: Path | None) -> str | None:
-    """The image format a file already at ``path`` holds (its first bytes), or None."""
+def _not_text(path: Path | None) -> str | None:
+    """What a file already at ``path`` holds when it is not text (an image, a PDF, an archive), or
+    None: a CSV, earlier results, an empty file, nothing there."""
     if path is None or not path.is_file():
         return None
-    from fracsight.io._sniff import HEAD_BYTES, sniff_format
+    from fracsight.io._sniff import HEAD_BYTES, describe_unsupported, sniff_format
 
     try:
         with open(path, "rb") as f:
-            return sniff_format(f.read(HEAD_BYTES))
+            head = f.read(HEAD_BYTES)
     except OSError:  # unreadable: writing it will say why
         return None
+    what = describe_unsupported(head)
+    if not head or what == "a text file":  # first, so that a CSV starting "BM" or "MZ" is text
+        return None
+    image = sniff_format(head)
+    return f"an image ({image.upper()})" if image else what
 
 
 def _same_file_as_any(path: Path, files: Sequence[Path]) -> bool:
@@ -402,10 +406,10 @@ def refuse_output_inside(output: Path | None, read: Sequence[Path], option: str,
     target = output.resolve()
     for folder in (p.resolve() for p in read if p.is_dir()):
         if target == folder or folder in target.parents:
-            typer.echo(
-                f"error (output_refused): {option} {output} is inside {folder}, which is read for "
+            error_line(
+                "output_refused",
+                f"{option} {output} is inside {folder}, which is read for "
                 f"images: {why}; choose a folder outside it",
-                err=True,
             )
             raise typer.Exit(2)
 
@@ -558,7 +562,7 @@ def predict(
     inputs = named_inputs(paths, empty_folders=True)
     files = [path for path, _ in inputs]
     if all(path.is_dir() for path in files):  # nothing but folders without images (or nothing)
-        typer.echo(f"error (no_images): {no_images_message(paths)}", err=True)
+        error_line("no_images", f"{no_images_message(paths)}")
         raise typer.Exit(2)
     refuse_output_among_inputs(csv_path, overlay_dir, paths, files)
     with user_errors(exit_code=2):  # an unknown model or operating point is a bad argument
@@ -623,9 +627,9 @@ def predict(
     else:
         _print_table(flat, studies, predictor, NOTICE)
     if not_written is not None:  # said after the results, which are not lost with the file
-        typer.echo(f"error ({not_written[0]}): {not_written[1]} (--csv)", err=True)
+        error_line(not_written[0], f"{not_written[1]} (--csv)")
     for line in _overlay_failure_lines(overlay_failures):
-        typer.echo(line, err=True)
+        error_line("os_error", line)
     if not_written is not None or overlay_failures or any(isinstance(r, FailedPrediction) for r in flat):
         raise typer.Exit(1)
 
@@ -637,7 +641,7 @@ def _overlay_failure_lines(failures: Sequence[OSError]) -> list[str]:
     for e in failures:
         by_reason.setdefault(str(e.strerror or e), []).append(e)
     return [
-        f"error (os_error): {len(errors)} overlay{'s' if len(errors) > 1 else ''} not written "
+        f"{len(errors)} overlay{'s' if len(errors) > 1 else ''} not written "
         f"({errors[0].filename}: {reason}) (--overlay-dir)"
         for reason, errors in by_reason.items()
     ]
@@ -675,7 +679,7 @@ def _output_not_written(e: OSError) -> None:
     OSError goes on as it came."""
     if e.filename is not None or e.errno not in _FULL:
         raise e
-    typer.echo(f"error (os_error): the output could not be written: {e.strerror or e}", err=True)
+    error_line("os_error", f"the output could not be written: {e.strerror or e}")
     stdout_to_devnull()
 
 
@@ -683,10 +687,10 @@ def _refuse_stdin(paths: Sequence[Path]) -> None:
     """Exit 2, before any work, for ``-`` (standard input, which ``predict`` does not read: it said
     "no such file or folder: -"); a real file named ``-`` is read."""
     if any(str(p) == "-" and not p.exists() for p in paths):
-        typer.echo(
-            "error (usage): '-' (standard input) is not read by fracsight predict: save the image "
+        error_line(
+            "usage",
+            "'-' (standard input) is not read by fracsight predict: save the image "
             "to a file and give its path",
-            err=True,
         )
         raise typer.Exit(2)
 
@@ -985,7 +989,7 @@ def refuse_unread(what: str, accepted: str, *, allowed: bool) -> None:
     if allowed:
         typer.echo(f"warning: {what}", err=True)
         return
-    typer.echo(f"error (unreadable_images): {what}; --allow-unreadable accepts {accepted}", err=True)
+    error_line("unreadable_images", f"{what}; --allow-unreadable accepts {accepted}")
     raise typer.Exit(1)
 
 
@@ -1184,8 +1188,9 @@ def serve(
             )
         taken = port_taken(host, port)  # before the model loads; uvicorn would fail after it, exit 3
         if taken:
-            typer.echo(
-                f"error (port_unavailable): cannot listen on {local_url(host, port)}: {taken}", err=True
+            error_line(
+                "port_unavailable",
+                f"cannot listen on {local_url(host, port)}: {taken}",
             )
             raise typer.Exit(2)
         from fracsight.inference import resolve_bundle
@@ -1302,7 +1307,7 @@ def web_app(
     host = _listen_address(host)
     taken = port_taken(host, port)
     if taken:
-        typer.echo(f"error (port_unavailable): cannot listen on {local_url(host, port)}: {taken}", err=True)
+        error_line("port_unavailable", f"cannot listen on {local_url(host, port)}: {taken}")
         raise typer.Exit(2)
     command = streamlit_command(
         port=port, address=host, model=model, examples=examples, operating_point=operating_point
@@ -1345,7 +1350,7 @@ def main(prog_name: str | None = None) -> None:
         typer.echo("error (os_error): standard output is closed; send it to a file or /dev/null", err=True)
         raise SystemExit(1)
     columns = os.environ.get("COLUMNS", "").strip()
-    if columns and not (columns.isdigit() and int(columns) > 0):  # 0: no table, no notice at all
+    if columns and not (columns.isascii() and columns.isdigit() and int(columns) > 0):  # 0: no table at all
         os.environ.pop("COLUMNS")
     try:
         # SIGTERM (timeout, a scheduler, docker stop) ends a command through its finally blocks and

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from fracsight._options import ModelOption
+from fracsight._terminal import error_line
 from fracsight.desktop.priority import MODEL_NICENESS
 
 __all__ = ["desktop_command"]
@@ -52,16 +53,16 @@ def desktop_command(
     try:
         import tkinter as tk
     except ImportError:
-        typer.echo(
-            "error (missing_dependency): tkinter is not installed: on Debian/Ubuntu apt-get install "
+        error_line(
+            "missing_dependency",
+            "tkinter is not installed: on Debian/Ubuntu apt-get install "
             "python3-tk; on Windows and macOS it comes with the python.org installer",
-            err=True,
         )
         raise typer.Exit(1) from None
     try:
         root = tk.Tk(className="fracsight")
     except tk.TclError as e:
-        typer.echo(f"error (no_display): cannot open a window: {e}", err=True)
+        error_line("no_display", f"cannot open a window: {e}")
         raise typer.Exit(1) from None
 
     from fracsight.desktop.timing import TimingLog

@@ -113,6 +113,7 @@ def train(
     from fracsight.inference.store import resolve_bundle
 
     command = invocation()
+    _check_names(version=version)
     chosen = {
         "giou_weight": giou,
         "size_spread": size_spread,
@@ -159,6 +160,20 @@ def _say_cache(folder: Path) -> None:
     note = cache_note(folder, "the letterboxed images and frozen features")
     if note is not None:
         typer.echo(note, err=True)
+
+
+def _check_names(**given: str | None) -> None:
+    """Refuse, before any work, a name or version the new bundle could not be written with (a
+    control character: the bundle would be refused after the training)."""
+    from fracsight.bundle import check_name
+    from fracsight.errors import BundleError
+
+    for option, value in given.items():
+        if value is not None:
+            try:
+                check_name(value, f"--{option}")
+            except BundleError as e:
+                raise typer.BadParameter(str(e), param_hint=f"--{option}") from None
 
 
 def _check_zoom(zoom: tuple[float, float]) -> None:
@@ -301,6 +316,7 @@ def joint(
     from fracsight.inference.store import resolve_bundle
 
     command = invocation()
+    _check_names(name=name, version=version)
     if evaluate_split and out is None:  # it measures the bundle --out writes: without it, nothing
         raise typer.BadParameter("needs --out: the bundle to measure", param_hint="--evaluate")
     _check_zoom(zoom)

@@ -46,7 +46,7 @@ def graft_heads(
     import onnx.compose
     import onnxruntime as ort
 
-    base = onnx.load(str(base_onnx))
+    base = onnx.load(str(base_onnx), load_external_data=False)
     taps = find_taps(base_onnx, input_size)
     session = ort.InferenceSession(
         with_outputs(base, [taps[t] for t in TAP_NAMES]).SerializeToString(),
@@ -68,7 +68,7 @@ def graft_heads(
             opset_version=opset,
             dynamo=False,
         )
-        head_model = onnx.load(str(path))
+        head_model = onnx.load(str(path), load_external_data=False)
     head_model.ir_version = base.ir_version
     # the heads' own tensors and weights get a prefix so they cannot collide with the base's;
     # the tensors they read and write keep their names

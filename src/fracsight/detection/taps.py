@@ -44,7 +44,7 @@ def find_taps(onnx_path: Path, input_size: int) -> dict[str, str]:
     import onnx
     import onnxruntime as ort
 
-    model = onnx.load(str(onnx_path))
+    model = onnx.load(str(onnx_path), load_external_data=False)
     producer = {out: node for node in model.graph.node for out in node.output}
     if "embedding" not in producer:
         raise ConfigError(
@@ -86,7 +86,7 @@ def tapped_session(onnx_path: Path, input_size: int, threads: int = 0):  # -> (o
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(
-        with_outputs(onnx.load(str(onnx_path)), names).SerializeToString(),
+        with_outputs(onnx.load(str(onnx_path), load_external_data=False), names).SerializeToString(),
         options,
         providers=["CPUExecutionProvider"],
     )

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from fracsight._options import ModelOption
+from fracsight._terminal import error_line
 from fracsight.dicom.login import PASSWORD_ENV, PASSWORD_FILE_ENV, USER_ENV
 
 if TYPE_CHECKING:
@@ -84,13 +85,13 @@ def _login_url(
     url = _check_url(url, option)
     tls_problem = ca_bundle_error(os.environ) if url.startswith("https://") else None
     if tls_problem:  # else the node's sender failed on every try, and `dicom study` with a traceback
-        typer.echo(f"error (tls_ca_bundle): {tls_problem}", err=True)
+        error_line("tls_ca_bundle", f"{tls_problem}")
         raise typer.Exit(2)
     try:
         password, ways = password_from(os.environ, password_file)
         return resolve_login(url, user=user, password=password, ways=ways)
     except LoginError as e:
-        typer.echo(f"error (dicomweb_login): {e}", err=True)
+        error_line("dicomweb_login", f"{e}")
         raise typer.Exit(2) from None
 
 
@@ -131,7 +132,7 @@ def _check_ports_free(ports: list[tuple[str, str, int]]) -> None:
                 sock.bind(address)
                 sock.listen(1)
             except OSError as e:
-                typer.echo(f"error (node_start): the {what} port {host}:{port}: {e.strerror or e}", err=True)
+                error_line("node_start", f"the {what} port {host}:{port}: {e.strerror or e}")
                 raise typer.Exit(1) from None
 
 
@@ -281,19 +282,19 @@ def listen(
     try:
         Node(config).serve_forever()
     except FracsightError as e:
-        typer.echo(f"error ({e.code}): {e}", err=True)
+        error_line(e.code, f"{e}")
         raise typer.Exit(1) from None
     except SpoolInUseError as e:
-        typer.echo(f"error (spool_in_use): {e}", err=True)
+        error_line("spool_in_use", f"{e}")
         raise typer.Exit(1) from None
     except sqlite3.Error as e:  # a spool.db that is not a database, or one locked by another program
-        typer.echo(f"error (node_start): {spool / 'spool.db'}: {e}", err=True)
+        error_line("node_start", f"{spool / 'spool.db'}: {e}")
         raise typer.Exit(1) from None
     except OSError as e:  # the port is taken, the spool cannot be written, ...
         where = e.filename or f"listening on {host}:{port}"  # the listeners name their port
         if not e.filename and _shared_memory_read_only():  # the worker pool's locks live there
             where = "shared memory (/dev/shm) cannot be written, which the node's workers need"
-        typer.echo(f"error (node_start): {where}: {e.strerror or e}", err=True)
+        error_line("node_start", f"{where}: {e.strerror or e}")
         raise typer.Exit(1) from None
 
 
@@ -320,11 +321,11 @@ def send(
     _check_ae_title(ae_title, "--ae-title")
     folders = [str(f) for f in files if f.is_dir()]
     if folders:
-        typer.echo(f"error (not_a_file): a folder, not a DICOM file: {', '.join(folders)}", err=True)
+        error_line("not_a_file", f"a folder, not a DICOM file: {', '.join(folders)}")
         raise typer.Exit(2)
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
-        typer.echo(f"error (not_found): no such file: {', '.join(missing)}", err=True)
+        error_line("not_found", f"no such file: {', '.join(missing)}")
         raise typer.Exit(2)
     try:
         host, port, aet = parse_dimse_address(to)
@@ -333,7 +334,7 @@ def send(
     try:
         outcomes = DimseDestination(host, port, aet, calling_ae=ae_title).deliver(files)
     except DestinationUnavailable as e:
-        typer.echo(f"error (destination_unavailable): {e}", err=True)
+        error_line("destination_unavailable", f"{e}")
         raise typer.Exit(1) from None
     explain = {"file_unreadable": "file_unreadable (not a DICOM file with file meta information)"}
     for path, outcome in zip(files, outcomes, strict=True):
@@ -388,10 +389,10 @@ def study(
             stow_login=stow_login,
         )
     except FracsightError as e:
-        typer.echo(f"error ({e.code}): {e}", err=True)
+        error_line(e.code, f"{e}")
         raise typer.Exit(1) from None
     except LookupError as e:
-        typer.echo(f"error (study_not_found): {e}", err=True)
+        error_line("study_not_found", f"{e}")
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         typer.echo(
@@ -401,13 +402,13 @@ def study(
         )
         raise typer.Exit(130) from None
     except DestinationUnavailable as e:  # names the STOW-RS root URL and the HTTP status only
-        typer.echo(f"error (dicomweb_unavailable): {e}", err=True)
+        error_line("dicomweb_unavailable", f"{e}")
         raise typer.Exit(1) from None
     except requests.RequestException as e:
         # requests' own message quotes the URL, which holds the Study Instance UID: not shown
         what = request_error(e, login)
         where = shown_url(dicomweb_url, login)
-        typer.echo(f"error (dicomweb_unavailable): the DICOMweb service at {where}: {what}", err=True)
+        error_line("dicomweb_unavailable", f"the DICOMweb service at {where}: {what}")
         raise typer.Exit(1) from None
     typer.echo(json.dumps(outcome.to_dict(), indent=2))
     typer.echo(NOTICE, err=True)
@@ -421,7 +422,7 @@ def _existing_spool(spool: Path, *, read_only: bool) -> Iterator[Spool]:
     from fracsight.dicom.spool import Spool
 
     if not (spool / "spool.db").is_file():
-        typer.echo(f"error (not_a_spool): {spool} holds no spool.db", err=True)
+        error_line("not_a_spool", f"{spool} holds no spool.db")
         raise typer.Exit(2)
     try:
         if not read_only:
@@ -433,7 +434,7 @@ def _existing_spool(spool: Path, *, read_only: bool) -> Iterator[Spool]:
             store.close()
     except sqlite3.Error as e:  # a spool.db that is not a node's database, or one locked for long
         code, exit_code = ("spool_busy", 1) if isinstance(e, sqlite3.OperationalError) else ("not_a_spool", 2)
-        typer.echo(f"error ({code}): {spool / 'spool.db'}: {e}", err=True)
+        error_line(code, f"{spool / 'spool.db'}: {e}")
         raise typer.Exit(exit_code) from None
 
 
@@ -528,17 +529,17 @@ def results_command(
 
     wanted = [k.strip() for k in kinds.split(",") if k.strip()]
     if not wanted or any(k not in KINDS for k in wanted):
-        typer.echo(f"error (bad_kinds): --results takes some of {', '.join(KINDS)}, got {kinds!r}", err=True)
+        error_line("bad_kinds", f"--results takes some of {', '.join(KINDS)}, got {kinds!r}")
         raise typer.Exit(2)
     if out.exists() and not out.is_dir():
-        typer.echo(f"error (exists): {out} exists and is not a folder", err=True)
+        error_line("exists", f"{out} exists and is not a folder")
         raise typer.Exit(2)
     with user_errors(exit_code=2):  # an unknown or broken model: before any folder is made
         predictor = Predictor(model)
     try:  # an --out that cannot be made is a bad argument
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        typer.echo(f"error (unwritable): {out}: {e.strerror or e}", err=True)
+        error_line("unwritable", f"{out}: {e.strerror or e}")
         raise typer.Exit(2) from None
     failed = 0
     studies: dict[str, list] = {}
@@ -557,17 +558,17 @@ def results_command(
             datasets = result_datasets(source, prediction, predictor, kinds=wanted)
         except FracsightError as e:
             message = str(e) if str(e).startswith(f"{path.name}:") else f"{path.name}: {e}"
-            typer.echo(f"error ({e.code}): {message}", err=True)
+            error_line(e.code, f"{message}")
             failed += 1
             continue
         except OSError as e:
-            typer.echo(f"error (unreadable): {path.name}: {e.strerror or e}", err=True)
+            error_line("unreadable", f"{path.name}: {e.strerror or e}")
             failed += 1
             continue
         try:
             written = [write_new(ds, out, path.stem) for ds in datasets]
         except OSError as e:
-            typer.echo(f"error (unwritable): {out}: {e.strerror or e}", err=True)
+            error_line("unwritable", f"{out}: {e.strerror or e}")
             raise typer.Exit(1) from None
         typer.echo(f"{path.name}: {prediction.decision} -> {', '.join(str(p) for p in written)}")
         done[instance] = path.name  # only now: a copy of a file that failed is tried in its own right
@@ -581,13 +582,13 @@ def results_command(
         try:
             (ds,) = study_result_datasets([s for s, _ in members], verdict, predictions, predictor)
         except FracsightError as e:  # e.g. two patients under one Study Instance UID: the others go on
-            typer.echo(f"error ({e.code}): study {n} ({len(members)} images): {e}", err=True)
+            error_line(e.code, f"study {n} ({len(members)} images): {e}")
             failed += 1
             continue
         try:
             path = write_new(ds, out, f"study-{n}")
         except OSError as e:
-            typer.echo(f"error (unwritable): {out}: {e.strerror or e}", err=True)
+            error_line("unwritable", f"{out}: {e.strerror or e}")
             raise typer.Exit(1) from None
         typer.echo(f"study {n} ({len(members)} images): {verdict.decision} -> {path}")
     typer.echo(NOTICE, err=True)

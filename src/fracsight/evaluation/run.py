@@ -1242,6 +1242,9 @@ def _report_folder(out_dir: Path) -> Iterator[Path]:
                     out_dir.rmdir()
             raise
         written = sorted(path.name for path in scratch.iterdir())
+        for name in written:  # a file replaced keeps its permissions (a report made private stays so)
+            with contextlib.suppress(FileNotFoundError):
+                shutil.copymode(out_dir / name, scratch / name)
         for name in _RECORD_FILES:
             (out_dir / name).unlink(missing_ok=True)
         if earlier:

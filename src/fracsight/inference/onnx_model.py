@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from fracsight._malloc import keep_freed_memory
-from fracsight.bundle import BundleSpec, load_bundle_spec, read_checked_onnx
+from fracsight.bundle import EXTERNAL_DATA_FOLDER, BundleSpec, load_bundle_spec, read_checked_onnx
 from fracsight.errors import BundleError
 
 __all__ = ["BATCH_DIM", "SPIN_US", "OnnxModel", "execution_providers"]
@@ -69,13 +69,12 @@ class OnnxModel:
         self.folder = Path(folder)
         self.spec: BundleSpec = load_bundle_spec(self.folder)
         # The session is made from the very bytes that were checked: nothing can swap the file in
-        # between. Weights kept as ONNX external data would escape the checksum: for a model given
-        # as bytes onnxruntime looks for them under the current directory, so it is pointed at
-        # os.devnull instead: a file, never a folder, so nothing can be found under it (and no
-        # temporary folder is needed on a read-only system); a graph that names any is refused.
+        # between. Weights kept as ONNX external data would escape the checksum: read_checked_onnx
+        # refuses a graph that names any, and onnxruntime, which would look for them under the
+        # current directory, is pointed at os.devnull (no temporary folder needed on a read-only system).
         model_bytes = read_checked_onnx(self.folder, self.spec)
         options = ort.SessionOptions()
-        options.add_session_config_entry("session.model_external_initializers_file_folder_path", os.devnull)
+        options.add_session_config_entry(EXTERNAL_DATA_FOLDER, os.devnull)
         options.intra_op_num_threads = threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # One image per call (see `run`). With every shape static, onnxruntime also folds the
@@ -95,11 +94,6 @@ class OnnxModel:
         try:
             self.session = ort.InferenceSession(model_bytes, options, providers=execution_providers())
         except Exception as e:  # onnxruntime raises its own exception types
-            if "external data" in str(e).lower():
-                raise BundleError(
-                    f"{self.folder / 'model.onnx'} keeps weights outside itself (ONNX external data), "
-                    "which the checksum in bundle.json does not cover: refused"
-                ) from None
             raise BundleError(f"onnxruntime cannot load {self.folder / 'model.onnx'}: {e}") from e
         if self.session.get_inputs()[0].shape[0] == 1:
             self.max_batch = 1

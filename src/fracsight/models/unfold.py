@@ -27,7 +27,7 @@ def _initializers(onnx_path: Path) -> tuple[object, dict[str, np.ndarray]]:
     import onnx
     from onnx import numpy_helper
 
-    model = onnx.load(str(onnx_path))
+    model = onnx.load(str(onnx_path), load_external_data=False)
     return model, {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from fracsight._options import ModelOption
+from fracsight._terminal import error_line
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -90,10 +91,10 @@ def run_command(
     from fracsight.scale.job import run_batch
 
     if Path("-") in inputs and not Path("-").exists():  # `find ... | batch run -` was "no such file"
-        typer.echo(
-            "error (usage): batch run reads no paths from standard input ('-'): save them to a list "
+        error_line(
+            "usage",
+            "batch run reads no paths from standard input ('-'): save them to a list "
             "(find /archive -type f > paths.txt) and give it, so that a re-run can read them again to resume",
-            err=True,
         )
         raise typer.Exit(2)
     refuse_missing(inputs)
@@ -110,7 +111,7 @@ def run_command(
     if not files:
         from fracsight.inference.tabular import no_images_message
 
-        typer.echo(f"error (no_images): {no_images_message(inputs)}", err=True)
+        error_line("no_images", f"{no_images_message(inputs)}")
         raise typer.Exit(2)
     columns = (TextColumn("Predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     # the bar moves when rows are committed; a slow redraw leaves the CPU to the actors
@@ -208,7 +209,7 @@ def _exit_codes() -> Iterator[None]:
         typer.echo(str(e), err=True)
         raise typer.Exit(130) from None
     except BundleError as e:
-        typer.echo(f"error ({e.code}): {e}", err=True)
+        error_line(e.code, f"{e}")
         raise typer.Exit(2) from None
 
 
@@ -221,7 +222,7 @@ def status_command(
     job = out / "job.json"
     if not job.is_file():
         what = "is not a fracsight batch output (no job.json)" if out.exists() else "does not exist"
-        typer.echo(f"error (not_found): {out} {what}", err=True)
+        error_line("not_found", f"{out} {what}")
         raise typer.Exit(2)
     try:
         record = json.loads(job.read_text(encoding="utf-8"))
@@ -230,14 +231,14 @@ def status_command(
         if not all(isinstance(record.get(key, {}), dict) for key in ("model", "errors")):
             raise ValueError("its model or errors is not a JSON object")
     except (OSError, ValueError) as e:
-        typer.echo(f"error (output_refused): {job} is unreadable ({type(e).__name__})", err=True)
+        error_line("output_refused", f"{job} is unreadable ({type(e).__name__})")
         raise typer.Exit(1) from None
     from fracsight.scale.output import OutputRefused, committed_codes, job_running
 
     try:  # from the parts, the record: job.json has no counts while a job runs or after a kill
         codes = committed_codes(out)
     except OutputRefused as e:  # a damaged part: one line, as `batch run` says it
-        typer.echo(f"error ({e.code}): {e}", err=True)
+        error_line(e.code, f"{e}")
         raise typer.Exit(1) from None
     record["rows"] = sum(codes.values())
     record["errors"] = {code: n for code, n in sorted(codes.items(), key=lambda c: -c[1]) if code}

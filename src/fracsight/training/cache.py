@@ -93,7 +93,7 @@ def letterbox_samples(
                 cached = LetterboxedSet(np.load(img_path), np.load(mask_path))
                 log.info("letterbox cache hit: %s", img_path)
                 return cached
-            except (OSError, ValueError) as e:  # cut short by a full disk before writes were atomic
+            except (OSError, ValueError, EOFError) as e:  # cut short (or emptied) before writes were atomic
                 log.warning("the letterbox cache %s is damaged (%s): making it again", img_path.name, e)
     if root is None:
         root = Path(os.path.commonpath([s.path.parent for s in samples])) if samples else Path()

@@ -13,7 +13,8 @@ from typing import Any
 
 import yaml
 
-from fracsight.errors import ConfigError
+from fracsight.bundle import check_name
+from fracsight.errors import BundleError, ConfigError
 
 __all__ = ["AugmentConfig", "TrainConfig", "TrainConfigError", "find_config", "load_config", "recipe_names"]
 
@@ -221,6 +222,10 @@ def check_new_run(cfg: TrainConfig) -> None:
         raise TrainConfigError(
             f"invalid training settings: name={cfg.name!r} (a name, not a path: no / or \\)"
         )
+    try:  # the bundle's name: export would refuse it after the training
+        check_name(cfg.name, "name")
+    except BundleError as e:
+        raise TrainConfigError(f"invalid training settings: {e}") from None
 
 
 def recipe_names() -> list[str]:
