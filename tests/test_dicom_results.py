@@ -675,6 +675,33 @@ def test_a_character_set_highdicom_does_not_write_costs_the_image_nothing(
         assert ds.SpecificCharacterSet == written and str(ds.PatientName) == name
 
 
+def test_a_model_named_in_another_script_is_written_as_named(case, tmp_path: Path) -> None:
+    """A bundle named 骨折検出 on a Latin-1 source (``ISO_IR 100``): Software Versions and the
+    report's algorithm name went out as ``????``. The results are then UTF-8, the patient's
+    Latin-1 name carried over as it reads."""
+    import json
+    import shutil
+
+    from fracsight.inference import resolve_bundle
+
+    bundle = Path(shutil.copytree(resolve_bundle(), tmp_path / "bundle"))
+    record = json.loads((bundle / "bundle.json").read_text(encoding="utf-8"))
+    record["name"] = "骨折検出"
+    (bundle / "bundle.json").write_text(json.dumps(record), encoding="utf-8")
+    named = Predictor(bundle)
+    source = pydicom.dcmread(case[0])
+    source.SpecificCharacterSet, source.PatientName = "ISO_IR 100", "Müller^Jürgen"
+    made = result_datasets(source, named.predict(case[0]), named)
+    for k, ds in enumerate(made):
+        path = tmp_path / f"{k}.dcm"
+        _assert_valid(ds, path, sr_tree=False)
+        again = pydicom.dcmread(path)
+        assert again.SpecificCharacterSet == "ISO_IR 192" and str(again.PatientName) == "Müller^Jürgen"
+        assert "骨折検出 " + str(record["version"]) in list(again.SoftwareVersions)
+    plain = result_datasets(source, case[2], Predictor())  # a Latin name: the source's set is kept
+    assert all(ds.SpecificCharacterSet == "ISO_IR 100" for ds in plain)
+
+
 def test_several_windows_give_the_state_the_one_the_reader_used(
     case, predictor: Predictor, tmp_path: Path
 ) -> None:

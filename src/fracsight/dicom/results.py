@@ -145,8 +145,10 @@ def read_source(data: bytes, name: str) -> Dataset:
         raise UnsupportedFormatError(f"{name}: cannot parse this DICOM file ({type(e).__name__})") from None
 
 
-def source_header(source: Dataset, *, frame: int | None = None) -> Dataset:
-    """The source's attributes without its pixel data, checked for what results need.
+def source_header(source: Dataset, *, frame: int | None = None, own_words: Sequence[str] = ()) -> Dataset:
+    """The source's attributes without its pixel data, checked for what results need; in UTF-8
+    where its character set cannot write ``own_words`` (the model's name and version, its region
+    and class names: one named in another script went out as ``???``).
 
     Raises :class:`~fracsight.errors.DicomSourceError` when results cannot be placed
     against it (no valid Study/Series/SOP Instance UID or SOP Class UID, no image size).
@@ -186,7 +188,43 @@ def source_header(source: Dataset, *, frame: int | None = None) -> Dataset:
             setattr(header, keyword, None)
     _mend_values(header)
     _mend_voi(header)
+    _fit_words(header, own_words)
     return header
+
+
+def _fit_words(header: Dataset, words: Sequence[str]) -> None:
+    from pydicom import charset
+
+    terms = header.get("SpecificCharacterSet")
+    terms = [terms] if isinstance(terms, str) else list(terms or [])
+    if len(terms) > 1:  # ISO 2022 code extensions (Japanese, say): left as the source has them
+        return
+    encoding = charset.python_encoding.get(str(terms[0]), "ascii") if terms and terms[0] else "ascii"
+    try:
+        for word in words:
+            word.encode(encoding)
+    except UnicodeEncodeError:
+        header.SpecificCharacterSet = "ISO_IR 192"
+        _as_decoded_text(header)
+
+
+def _as_decoded_text(header: Dataset) -> None:
+    """Every text value as the characters it reads as, for a header given another character set: a
+    person name keeps the bytes it was read from, and was written in them under the new set's name
+    (``Müller`` read in Latin-1 went out as ``M\ufffdller`` in UTF-8)."""
+    from pydicom.dataelem import DataElement
+    from pydicom.multival import MultiValue
+
+    def decoded(dataset: Dataset, element: DataElement) -> None:
+        if element.VR in _TEXT_VRS and element.value is not None:
+            value = element.value
+            element.value = [str(v) for v in value] if isinstance(value, MultiValue) else str(value)
+
+    header.walk(decoded)
+
+
+def _own_words(predictor: Predictor) -> list[str]:
+    return [predictor.spec.name, str(predictor.spec.version), *predictor.regions, *predictor.classes]
 
 
 def _one_value(tag: int) -> bool:
@@ -237,6 +275,7 @@ def _mend_values(header: Dataset) -> None:
     known = _writable_character_sets() | {""}
     if any(str(t) not in charset.python_encoding or str(t) not in known for t in terms):
         _mend(header, header["SpecificCharacterSet"].tag, _character_set_for(header), "unknown: replaced")
+        _as_decoded_text(header)
     elif len(terms) > 1 and "" in terms:  # "\\ISO 2022 IR 87": an empty first value, the default
         # repertoire, which highdicom refused (every Japanese image lost its results); the same set
         # by its name
@@ -479,7 +518,7 @@ def _result_datasets(
     from fracsight.dicom import capture, gsps, sr
 
     with quiet_values():
-        header = source_header(source, frame=frame)
+        header = source_header(source, frame=frame, own_words=_own_words(predictor))
     _check_fits(header, prediction)
     frame_numbers = _frames(source, frame)
     context = ResultContext.of(predictor)
@@ -547,7 +586,7 @@ def study_result_datasets(
     with quiet_values():
         for source, frame, prediction in zip(sources, frames, predictions, strict=True):
             with _logged_as(prediction.source):  # its mended values named as its own are
-                headers.append(source_header(source, frame=frame))
+                headers.append(source_header(source, frame=frame, own_words=_own_words(predictor)))
     for header, prediction in zip(headers, predictions, strict=True):
         _check_fits(header, prediction)
     if len({str(h.StudyInstanceUID) for h in headers}) != 1:
