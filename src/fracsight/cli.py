@@ -1272,11 +1272,8 @@ def list_models_command() -> None:
     from fracsight.training.config import recipe_names
 
     typer.echo("training recipes (fracsight train DATA_DIR -c NAME): " + ", ".join(recipe_names()))
-    try:
-        from fracsight.models import list_models
-    except ImportError:
-        typer.echo("architectures: install the train extra (pip install 'fracsight[train]') to list them")
-        return
+    from fracsight.models.archs import list_models  # no torch: listing names needs none
+
     typer.echo("architectures: " + ", ".join(list_models()))
 
 
