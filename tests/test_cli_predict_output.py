@@ -476,10 +476,8 @@ def test_a_closed_stdout_and_a_zero_width_are_said_not_silent(radiograph: Path) 
         assert closed.stderr.decode().strip() == (
             "error (os_error): standard output is closed; send it to a file or /dev/null"
         )
-    for columns in ("0", "²"):  # "²".isdigit(), and int() refuses it: a traceback for every command
-        zero = subprocess.run(
-            entry, capture_output=True, text=True, env={**os.environ, "COLUMNS": columns}, timeout=120
-        )
+    for size in ({"COLUMNS": "0"}, {"COLUMNS": "²"}, {"LINES": "²"}):  # "²".isdigit(); int() refuses it
+        zero = subprocess.run(entry, capture_output=True, text=True, env={**os.environ, **size}, timeout=120)
         assert zero.returncode == 0, zero.stderr
         assert radiograph.name in zero.stdout and NOTICE in zero.stdout
 
@@ -514,5 +512,12 @@ def test_a_csv_link_to_a_radiograph_not_read_is_refused_even_with_overwrite(
     (tmp_path / "pdf.csv").symlink_to(tmp_path / "report.pdf")
     result = _predict(tiny_bundle, radiograph, "--csv", tmp_path / "pdf.csv", "--overwrite")
     assert result.exit_code == 2 and "holds a PDF document, not text such as results" in result.stderr
+    # a CSV in any encoding is replaced as asked (UTF-8 with a BOM, Latin-1, UTF-16: Excel's)
+    for n, data in enumerate(
+        ("\ufeffsource\nx\n".encode(), "Müller\n".encode("cp1252"), "source\nx\n".encode("utf-16"))
+    ):
+        (tmp_path / f"excel{n}.csv").write_bytes(data)
+        result = _predict(tiny_bundle, radiograph, "--csv", tmp_path / f"excel{n}.csv", "--overwrite")
+        assert result.exit_code == 0, result.stderr
     (tmp_path / "old.csv").write_text("BMI,source\nx\n")  # text, whatever its first bytes: replaced
     assert _predict(tiny_bundle, radiograph, "--csv", tmp_path / "old.csv", "--overwrite").exit_code == 0

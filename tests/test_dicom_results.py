@@ -691,7 +691,13 @@ def test_a_model_named_in_another_script_is_written_as_named(case, tmp_path: Pat
     named = Predictor(bundle)
     source = pydicom.dcmread(case[0])
     source.SpecificCharacterSet, source.PatientName = "ISO_IR 100", "Müller^Jürgen"
+    nested = Dataset()
+    nested.PersonName = "Jürgens^Anna"
+    source.ContentSequence = [nested]
+    source = pydicom.dcmread(support.write(source, tmp_path / "latin1.dcm"))  # names as bytes read
+    before = source.ContentSequence[0].PersonName
     made = result_datasets(source, named.predict(case[0]), named)
+    assert source.ContentSequence[0].PersonName is before  # the source itself is never changed
     for k, ds in enumerate(made):
         path = tmp_path / f"{k}.dcm"
         _assert_valid(ds, path, sr_tree=False)

@@ -153,3 +153,5 @@ def test_a_view_given_twice_counts_once_in_the_study_figures_as_predict_counts_i
     compared = compare_models(None, None, root, split="valid")
     assert compared["study"]["n"] == 5
     assert compared["study"]["auroc"]["a"] == pytest.approx(metrics["study"]["auroc"]["value"])
+    assert compared["study"]["repeats_left_out"] == 2
+    assert any("2 image(s) repeat an earlier view of their study" in n for n in compared["notes"])

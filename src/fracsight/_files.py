@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["fsync_dir", "replace_atomically", "replaced_by"]
+__all__ = ["fsync_dir", "keep_permissions", "replace_atomically", "replaced_by"]
 
 _TMP = ".tmp"
 _NAME_MAX = 255  # bytes in a file name: ext4, XFS, btrfs, APFS, NTFS (characters)
@@ -41,13 +41,19 @@ def replace_atomically(target: Path, write: Callable[[Path], object], *, tmp_dir
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        with contextlib.suppress(FileNotFoundError):
-            shutil.copymode(target, tmp)
+        keep_permissions(target, tmp)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(target.parent)
+
+
+def keep_permissions(old: Path, new: Path) -> None:
+    """Give ``new``, about to replace ``old``, the permissions of ``old`` where there is one: a
+    results file the user had made private stayed private only until it was written again."""
+    with contextlib.suppress(FileNotFoundError):
+        shutil.copymode(old, new)
 
 
 def _tmp_name(name: str) -> str:

@@ -24,6 +24,7 @@ __all__ = [
     "stdout_console",
     "stdout_to_devnull",
     "visible",
+    "warning_line",
 ]
 
 #: characters of a name shown escaped (``\\x1b``, ``\\n``, ``\\u202e``): control characters (an
@@ -72,6 +73,13 @@ def error_line(code: str, message: str) -> None:
     import typer
 
     typer.echo(visible(f"error ({code}): {message}"), err=True)
+
+
+def warning_line(message: str) -> None:
+    """``warning: MESSAGE`` on stderr, escaped as :func:`error_line` escapes its message."""
+    import typer
+
+    typer.echo(visible(f"warning: {message}"), err=True)
 
 
 def install_warning_printer() -> None:

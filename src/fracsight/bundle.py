@@ -354,12 +354,14 @@ def _refuse_external_data(model_bytes: bytes, onnx_path: Path) -> None:
     options.add_session_config_entry(EXTERNAL_DATA_FOLDER, os.devnull)
     try:
         ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises its own exception types; others are the loader's
-        if "external data" in str(e).lower():
+    except Exception as e:  # onnxruntime raises its own exception types, worded per release
+        said = str(e)
+        if "external data" in said.lower() or os.devnull in said:  # looked for where nothing is
             raise BundleError(
                 f"{onnx_path} keeps weights outside itself (ONNX external data), which the checksum in "
                 "bundle.json does not cover: refused"
             ) from None
+        raise BundleError(f"onnxruntime cannot load {onnx_path}: {said}") from e
 
 
 def read_card(folder: Path) -> str | None:

@@ -29,6 +29,7 @@ from fracsight._terminal import (
     stdout_console,
     stdout_to_devnull,
     visible,
+    warning_line,
 )
 
 if TYPE_CHECKING:
@@ -215,10 +216,9 @@ def warn_unread_in_card(spec: BundleSpec, split: str | None) -> None:
     from fracsight.evaluation.run import unread_names
 
     n_images = len(failed) + (spec.metrics[split].get("n") or 0)
-    typer.echo(
-        f"warning: {len(failed)} of {n_images} images of the {split} split could not be read and are "
+    warning_line(
+        f"{len(failed)} of {n_images} images of the {split} split could not be read and are "
         f"left out of the card's figures: {unread_names(failed, 'bundle.json names them all')}",
-        err=True,
     )
 
 
@@ -369,18 +369,19 @@ def _not_text(path: Path | None) -> str | None:
     None: a CSV, earlier results, an empty file, nothing there."""
     if path is None or not path.is_file():
         return None
-    from fracsight.io._sniff import HEAD_BYTES, describe_unsupported, sniff_format
+    from fracsight.io._sniff import HEAD_BYTES, describe_unsupported, known_other, sniff_format
 
     try:
         with open(path, "rb") as f:
             head = f.read(HEAD_BYTES)
     except OSError:  # unreadable: writing it will say why
         return None
-    what = describe_unsupported(head)
-    if not head or what == "a text file":  # first, so that a CSV starting "BM" or "MZ" is text
+    if describe_unsupported(head) == "a text file":  # first: a CSV whose first bytes are "BM" or "MZ"
         return None
     image = sniff_format(head)
-    return f"an image ({image.upper()})" if image else what
+    # only what is known to be something else: a CSV in Latin-1, UTF-16 or with a BOM is not "text"
+    # to that test, and is replaced as asked
+    return f"an image ({image.upper()})" if image else known_other(head)
 
 
 def _same_file_as_any(path: Path, files: Sequence[Path]) -> bool:
@@ -459,7 +460,7 @@ def train(
         )
         leakage = split_leakage(dataset.samples)  # its own splits: fracsight's keep duplicates together
         if leakage:
-            typer.echo(f"warning: {leakage.warning(cfg.data)}", err=True)
+            warning_line(f"{leakage.warning(cfg.data)}")
         trainer = Trainer(cfg, dataset)
         try:
             result = trainer.fit(resume=resume, force=force)
@@ -954,7 +955,7 @@ def evaluate(
             threshold=threshold,
             n_bootstrap=bootstrap,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
-            warn=lambda text: typer.echo(f"warning: {text}", err=True),
+            warn=lambda text: warning_line(f"{text}"),
         )
     if json_output:
         typer.echo(json.dumps(metrics, indent=2))
@@ -987,7 +988,7 @@ def refuse_unread(what: str, accepted: str, *, allowed: bool) -> None:
     fewer images than asked for otherwise; exit 1 for them, as ``predict`` does, unless ``allowed``
     (``--allow-unreadable``, which accepts the ``accepted``)."""
     if allowed:
-        typer.echo(f"warning: {what}", err=True)
+        warning_line(f"{what}")
         return
     error_line("unreadable_images", f"{what}; --allow-unreadable accepts {accepted}")
     raise typer.Exit(1)
@@ -1118,7 +1119,7 @@ def export(
             force=force,
             data_dir=data_dir,
             train_command=train_command,
-            warn=lambda text: typer.echo(f"warning: {text}", err=True),
+            warn=lambda text: warning_line(f"{text}"),
             report_dir=report_dir,
         )
     typer.echo(f"bundle {spec.name} v{spec.version} written to {out}")
@@ -1229,7 +1230,7 @@ def serve(
     if not is_loopback(host):
         unauthenticated = not guard and settings.auth == "open"
         needs = "TLS and authentication (FRACSIGHT_AUTH=open: none of its own)" if unauthenticated else "TLS"
-        typer.echo(f"warning: listening on {host}: put the API behind {needs}", err=True)
+        warning_line(f"listening on {host}: put the API behind {needs}")
     shared_metrics = None
     if workers > 1 and settings.metrics_dir is None:  # /metrics adds up every worker's counters
         with user_errors():  # no writable temporary folder (a read-only container without a tmpfs)
@@ -1344,11 +1345,12 @@ _add_subcommands()
 
 def main(prog_name: str | None = None) -> None:
     if sys.stdout is None:  # started with `>&-`: every result would be dropped without a word
-        typer.echo("error (os_error): standard output is closed; send it to a file or /dev/null", err=True)
+        error_line("os_error", "standard output is closed; send it to a file or /dev/null")
         raise SystemExit(1)
-    columns = os.environ.get("COLUMNS", "").strip()
-    if columns and not (columns.isascii() and columns.isdigit() and int(columns) > 0):  # 0: no table at all
-        os.environ.pop("COLUMNS")
+    for size in ("COLUMNS", "LINES"):  # rich reads both: 0 printed nothing at all, "²" a traceback
+        value = os.environ.get(size, "").strip()
+        if value and not (value.isascii() and value.isdigit() and int(value) > 0):
+            os.environ.pop(size)
     try:
         # SIGTERM (timeout, a scheduler, docker stop) ends a command through its finally blocks and
         # atexit, as Ctrl-C does: by default it killed the process outright, leaving unpacked .zip
@@ -1365,5 +1367,5 @@ def main(prog_name: str | None = None) -> None:
             raise
         name = str(e.filename or "")
         shown = name if len(name) <= 80 else f"{name[:40]}...{name[-20:]} ({len(name)} characters)"
-        typer.echo(visible(f"error (bad_path): file name too long: {shown}"), err=True)
+        error_line("bad_path", f"file name too long: {shown}")
         raise SystemExit(2) from None

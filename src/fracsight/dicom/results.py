@@ -212,19 +212,26 @@ def _as_decoded_text(header: Dataset) -> None:
     """Every text value as the characters it reads as, for a header given another character set: a
     person name keeps the bytes it was read from, and was written in them under the new set's name
     (``Müller`` read in Latin-1 went out as ``M\ufffdller`` in UTF-8)."""
-    from pydicom.dataelem import DataElement
     from pydicom.multival import MultiValue
 
-    def decoded(dataset: Dataset, element: DataElement) -> None:
-        if element.VR in _TEXT_VRS and element.value is not None:
+    for tag in list(header.keys()):
+        try:
+            element = header[tag]  # a raw nested element converts here: one that cannot is left
+        except Exception:
+            continue
+        if element.VR == "SQ":  # the header's copy shares the source's items: never change those
+            element.value = copy.deepcopy(element.value)
+            for item in element.value:
+                _as_decoded_text(item)
+        elif element.VR in _TEXT_VRS and element.value is not None:
             value = element.value
             element.value = [str(v) for v in value] if isinstance(value, MultiValue) else str(value)
 
-    header.walk(decoded)
-
 
 def _own_words(predictor: Predictor) -> list[str]:
-    return [predictor.spec.name, str(predictor.spec.version), *predictor.regions, *predictor.classes]
+    spec = predictor.spec
+    points = [point.name for point in spec.operating_points]  # the report names the one used
+    return [spec.name, str(spec.version), *points, *predictor.regions, *predictor.classes]
 
 
 def _one_value(tag: int) -> bool:

@@ -27,6 +27,7 @@ __all__ = [
     "aggregate_studies",
     "aggregate_study_predictions",
     "first_views",
+    "repeated_views_note",
 ]
 
 AggregationMethod = Literal["mean", "max", "noisy_or"]
@@ -91,8 +92,9 @@ def aggregate_study_predictions(
 
 def first_views(study_ids: Sequence[Hashable], contents: Sequence[str | None]) -> NDArray[np.bool_]:
     """False for each image that repeats an earlier one of its study (the same file content, a
-    ``metadata.content_sha256``), True for the others: the views a study's figure takes, as
-    :meth:`~fracsight.inference.Predictor.predict_study` counts them (a copy weighed double)."""
+    ``metadata.content_sha256``), True for the others: the views a study's figure takes, by the
+    rule :meth:`~fracsight.inference.Predictor.predict_study` applies to files (a copy weighed
+    double). An image without a digest (``None``: pixels given as an array) is always kept."""
     if len(study_ids) != len(contents):
         raise ValueError(f"study_ids has {len(study_ids)} entries for {len(contents)} images")
     seen: set[tuple[Hashable, str]] = set()
@@ -103,3 +105,12 @@ def first_views(study_ids: Sequence[Hashable], contents: Sequence[str | None]) -
         keep[i] = (sid, content) not in seen
         seen.add((sid, content))
     return keep
+
+
+def repeated_views_note(count: int, figures: str) -> str:
+    """The note ``evaluate`` and ``compare`` add when :func:`first_views` left ``count`` images out
+    of ``figures`` ("the study figures")."""
+    return (
+        f"{count} image(s) repeat an earlier view of their study (the same file content): counted "
+        f"once in {figures}, as `fracsight predict` counts them"
+    )

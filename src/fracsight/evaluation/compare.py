@@ -36,6 +36,7 @@ from fracsight.bundle import bundle_identity
 from fracsight.data import CLASS, FRACTURE, DataMismatchError, MissingSplitError, load_dataset, split_keys
 from fracsight.data._files import canonical_split, relative_name
 from fracsight.errors import ConfigError, DatasetError
+from fracsight.evaluation.aggregate import aggregate_study_predictions, first_views, repeated_views_note
 from fracsight.evaluation.metrics import _average_ranks, auroc, bootstrap_ci
 from fracsight.evaluation.run import positive_label
 
@@ -265,6 +266,9 @@ def compare_models(
             positive = positive_label(dataset, predictors[0])
             kept_labelled = [kept[i] for i in index]
             result.update(_fracture_comparison(kept_labelled, chosen_preds, predictors, where, positive))
+            repeats = result.get("study", {}).get("repeats_left_out")
+            if repeats:
+                result.setdefault("notes", []).append(repeated_views_note(repeats, "the study comparison"))
     if classes:
         names = dataset.class_names.get(CLASS, ())
         labelled = [i for i, s in enumerate(kept) if CLASS in s.labels]
@@ -421,7 +425,6 @@ def _study_comparison(
     views of one study count as independent evidence and the p-value comes out too small. None where
     the data have no studies of more than one image, or fewer than two studies of either label.
     A view that repeats an earlier one of its study (``contents``) counts once, as in ``evaluate``."""
-    from fracsight.evaluation.aggregate import aggregate_study_predictions, first_views
 
     ids = [s.study_id or s.image_id for s in kept]
     if not any(s.study_id for s in kept) or len(set(ids)) == len(ids):
@@ -434,4 +437,7 @@ def _study_comparison(
     if min(int(labels.sum()), int((1 - labels).sum())) < 2:
         return None
     auc = delong_test(labels, study_a, study_b)
-    return {"n": len(labels), "n_positive": int(labels.sum()), "method": "mean", "auroc": auc}
+    out = {"n": len(labels), "n_positive": int(labels.sum()), "method": "mean", "auroc": auc}
+    if not views.all():  # as evaluate says it
+        out["repeats_left_out"] = int((~views).sum())
+    return out

@@ -451,6 +451,8 @@ def evaluate_classes(
             raise ValueError(f"study_ids has {len(study_ids)} entries for {cl.size} images")
         weights = np.ones(cl.size) if study_weights is None else np.asarray(study_weights, dtype=np.float64)
         views = np.ones(cl.size, dtype=bool) if study_views is None else np.asarray(study_views, dtype=bool)
+        if views.size != cl.size:
+            raise ValueError(f"study_views has {views.size} entries for {cl.size} images")
         members: dict[Hashable, list[int]] = {}
         for i, sid in enumerate(study_ids):
             if views[i]:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from fracsight._files import keep_permissions
 from fracsight.data import (
     CLASS,
     FRACTURE,
@@ -698,7 +699,7 @@ def evaluate_model(
     before any image is read.
     """
     recorded = model if recorded_as is None else recorded_as
-    from fracsight.evaluation.aggregate import first_views
+    from fracsight.evaluation.aggregate import first_views, repeated_views_note
     from fracsight.evaluation.metrics import multilabel_metrics, regions_to_targets
     from fracsight.evaluation.report import (
         bootstrap_units,
@@ -833,10 +834,7 @@ def evaluate_model(
         metrics.update(evaluate_predictions(y, p, threshold_points=points, n_bootstrap=n_bootstrap, **kw))
         repeats = int((~kw["study_views"]).sum()) if "study_views" in kw else 0
         if repeats:
-            notes.append(
-                f"{repeats} image(s) repeat an earlier view of their study (the same file content): "
-                "counted once in the study figures, as `fracsight predict` counts them"
-            )
+            notes.append(repeated_views_note(repeats, "the study figures"))
         data["positive"] = positive = positive_label(dataset, predictor)
         few = _few_images(metrics, positive)
         if few:
@@ -1242,9 +1240,8 @@ def _report_folder(out_dir: Path) -> Iterator[Path]:
                     out_dir.rmdir()
             raise
         written = sorted(path.name for path in scratch.iterdir())
-        for name in written:  # a file replaced keeps its permissions (a report made private stays so)
-            with contextlib.suppress(FileNotFoundError):
-                shutil.copymode(out_dir / name, scratch / name)
+        for name in written:
+            keep_permissions(out_dir / name, scratch / name)
         for name in _RECORD_FILES:
             (out_dir / name).unlink(missing_ok=True)
         if earlier:

@@ -79,8 +79,9 @@ def _is_bare_dicom(head: bytes) -> bool:
     return length < 256 and length % 2 == 0
 
 
-def describe_unsupported(head: bytes) -> str:
-    """A short phrase saying what an unsupported file looks like (for error messages)."""
+def known_other(head: bytes) -> str | None:
+    """What a file of a known format fracsight does not read is (a PDF, an archive, a WebP image,
+    an executable), by its first bytes; None for anything else."""
     for magic, what in _KNOWN_OTHERS:
         if head.startswith(magic):
             return what
@@ -88,6 +89,14 @@ def describe_unsupported(head: bytes) -> str:
         return "a WebP image"
     if head[4:8] == b"ftyp":
         return "an HEIF/AVIF image or an MP4 video"
+    return None
+
+
+def describe_unsupported(head: bytes) -> str:
+    """A short phrase saying what an unsupported file looks like (for error messages)."""
+    known = known_other(head)
+    if known is not None:
+        return known
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if text.startswith((b"<!doctype html", b"<html")):
         return "an HTML page"

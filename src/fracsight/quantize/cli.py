@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from fracsight._options import split_callback
+from fracsight._terminal import warning_line
 
 __all__ = ["quantize"]
 
@@ -117,10 +118,9 @@ def quantize(
     typer.echo(f"INT8 bundle {spec.name} v{spec.version} written to {out} (model.onnx {size:.1f} MB)")
     typer.echo(f"gate (validation, {measured['n']} images): {shown}")
     if found["calibration_images"] < calibration_images:  # the training split had fewer
-        typer.echo(
-            f"warning: calibrated on {found['calibration_images']} training images, all there are "
+        warning_line(
+            f"calibrated on {found['calibration_images']} training images, all there are "
             f"(--calibration-images {calibration_images})",
-            err=True,
         )
     if "not_refitted" in spec.localization:
         typer.echo(f"localization settings kept from the float bundle: {spec.localization['not_refitted']}")
