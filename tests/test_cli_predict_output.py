@@ -480,6 +480,9 @@ def test_a_closed_stdout_and_a_zero_width_are_said_not_silent(radiograph: Path) 
         zero = subprocess.run(entry, capture_output=True, text=True, env={**os.environ, **size}, timeout=120)
         assert zero.returncode == 0, zero.stderr
         assert radiograph.name in zero.stdout and NOTICE in zero.stdout
+    huge = {**os.environ, "COLUMNS": "99999999999999999999"}  # rich: OverflowError in --help
+    helped = subprocess.run([*entry[:3], "--help"], capture_output=True, text=True, env=huge, timeout=60)
+    assert helped.returncode == 0 and "predict" in helped.stdout, helped.stderr
 
 
 def test_evaluate_from_a_working_folder_that_was_deleted(
@@ -519,5 +522,11 @@ def test_a_csv_link_to_a_radiograph_not_read_is_refused_even_with_overwrite(
         (tmp_path / f"excel{n}.csv").write_bytes(data)
         result = _predict(tiny_bundle, radiograph, "--csv", tmp_path / f"excel{n}.csv", "--overwrite")
         assert result.exit_code == 0, result.stderr
-    (tmp_path / "old.csv").write_text("BMI,source\nx\n")  # text, whatever its first bytes: replaced
+    for n, text in enumerate(("BMI,source\nx\n", "MZ-0001,0.91\n", "%PDF notes;x\n")):  # text, whatever
+        (tmp_path / f"text{n}.csv").write_text(text)  # its first bytes: replaced as asked
+        assert (
+            _predict(tiny_bundle, radiograph, "--csv", tmp_path / f"text{n}.csv", "--overwrite").exit_code
+            == 0
+        )
+    (tmp_path / "old.csv").write_text("BMI,source\nx\n")
     assert _predict(tiny_bundle, radiograph, "--csv", tmp_path / "old.csv", "--overwrite").exit_code == 0

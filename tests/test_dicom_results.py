@@ -706,6 +706,17 @@ def test_a_model_named_in_another_script_is_written_as_named(case, tmp_path: Pat
         assert "骨折検出 " + str(record["version"]) in list(again.SoftwareVersions)
     plain = result_datasets(source, case[2], Predictor())  # a Latin name: the source's set is kept
     assert all(ds.SpecificCharacterSet == "ISO_IR 100" for ds in plain)
+    # a Japanese source (ISO 2022: ASCII and JIS X 0208) and a model named modèle: its è went out
+    # as a Latin-1 byte that neither set holds
+    record["name"] = "modèle"
+    (bundle / "bundle.json").write_text(json.dumps(record), encoding="utf-8")
+    accented = Predictor(bundle)
+    japanese = pydicom.dcmread(case[0])
+    japanese.SpecificCharacterSet = ["", "ISO 2022 IR 87"]
+    japanese.PatientName = "Yamada^Tarou=山田^太郎"
+    for ds in result_datasets(japanese, case[2], accented):
+        assert ds.SpecificCharacterSet == "ISO_IR 192" and str(ds.PatientName) == "Yamada^Tarou=山田^太郎"
+        assert "modèle " + str(record["version"]) in list(ds.SoftwareVersions)
 
 
 def test_several_windows_give_the_state_the_one_the_reader_used(

@@ -46,8 +46,8 @@ def test_a_file_whose_name_is_near_the_limit_is_replaced_atomically(tmp_path: Pa
     assert replaced_by(f".best.pt.{12}.{34}.tmp") == "best.pt"
 
 
-@pytest.mark.parametrize("mode", [0o600, 0o444, 0o640])
-def test_a_file_replaced_keeps_its_permissions(tmp_path: Path, mode: int) -> None:
+@pytest.mark.parametrize(("mode", "kept"), [(0o600, 0o600), (0o444, 0o444), (0o640, 0o640), (0o4750, 0o750)])
+def test_a_file_replaced_keeps_its_permissions(tmp_path: Path, mode: int, kept: int) -> None:
     """The reproduction: ``predict --csv private.csv --overwrite`` on a file made private (0600)
     wrote it back readable by everyone (0644), as did the desktop's exports and batch results."""
     import stat
@@ -58,7 +58,7 @@ def test_a_file_replaced_keeps_its_permissions(tmp_path: Path, mode: int) -> Non
     target.write_text("old")
     target.chmod(mode)
     replace_atomically(target, lambda tmp: tmp.write_text("new"))
-    assert target.read_text() == "new" and stat.S_IMODE(target.stat().st_mode) == mode
+    assert target.read_text() == "new" and stat.S_IMODE(target.stat().st_mode) == kept  # never set-user-ID
 
 
 def test_force_replaces_a_bundle_but_not_the_files_kept_beside_it(tmp_path: Path) -> None:

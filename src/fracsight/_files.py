@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
+import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -53,7 +53,7 @@ def keep_permissions(old: Path, new: Path) -> None:
     """Give ``new``, about to replace ``old``, the permissions of ``old`` where there is one: a
     results file the user had made private stayed private only until it was written again."""
     with contextlib.suppress(FileNotFoundError):
-        shutil.copymode(old, new)
+        os.chmod(new, stat.S_IMODE(os.stat(old).st_mode) & 0o777)  # never a set-user-ID bit
 
 
 def _tmp_name(name: str) -> str:

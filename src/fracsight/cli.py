@@ -369,14 +369,14 @@ def _not_text(path: Path | None) -> str | None:
     None: a CSV, earlier results, an empty file, nothing there."""
     if path is None or not path.is_file():
         return None
-    from fracsight.io._sniff import HEAD_BYTES, describe_unsupported, known_other, sniff_format
+    from fracsight.io._sniff import HEAD_BYTES, known_other, looks_like_text, sniff_format
 
     try:
         with open(path, "rb") as f:
             head = f.read(HEAD_BYTES)
     except OSError:  # unreadable: writing it will say why
         return None
-    if describe_unsupported(head) == "a text file":  # first: a CSV whose first bytes are "BM" or "MZ"
+    if looks_like_text(head):  # first: a CSV whose first bytes are "BM", "MZ" or "%PDF"
         return None
     image = sniff_format(head)
     # only what is known to be something else: a CSV in Latin-1, UTF-16 or with a BOM is not "text"
@@ -1347,9 +1347,9 @@ def main(prog_name: str | None = None) -> None:
     if sys.stdout is None:  # started with `>&-`: every result would be dropped without a word
         error_line("os_error", "standard output is closed; send it to a file or /dev/null")
         raise SystemExit(1)
-    for size in ("COLUMNS", "LINES"):  # rich reads both: 0 printed nothing at all, "²" a traceback
+    for size in ("COLUMNS", "LINES"):  # rich reads both: 0 printed nothing, "²" or 10**20 a traceback
         value = os.environ.get(size, "").strip()
-        if value and not (value.isascii() and value.isdigit() and int(value) > 0):
+        if value and not (value.isascii() and value.isdigit() and 0 < int(value) <= 100_000):
             os.environ.pop(size)
     try:
         # SIGTERM (timeout, a scheduler, docker stop) ends a command through its finally blocks and

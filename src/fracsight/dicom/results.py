@@ -196,16 +196,25 @@ def _fit_words(header: Dataset, words: Sequence[str]) -> None:
     from pydicom import charset
 
     terms = header.get("SpecificCharacterSet")
-    terms = [terms] if isinstance(terms, str) else list(terms or [])
-    if len(terms) > 1:  # ISO 2022 code extensions (Japanese, say): left as the source has them
-        return
-    encoding = charset.python_encoding.get(str(terms[0]), "ascii") if terms and terms[0] else "ascii"
-    try:
-        for word in words:
-            word.encode(encoding)
-    except UnicodeEncodeError:
+    terms = [str(t) for t in ([terms] if isinstance(terms, str) else list(terms or [""]))]
+    # the default repertoire is ASCII (pydicom reads it as Latin-1, leniently); with ISO 2022 code
+    # extensions (Japanese, say) a letter may come from any of the sets named
+    encodings = [charset.python_encoding.get(t, "ascii") for t in terms if t not in _DEFAULT_REPERTOIRE]
+    encodings.append("ascii")
+    if not all(any(_encodes(c, e) for e in encodings) for word in words for c in word):
         header.SpecificCharacterSet = "ISO_IR 192"
         _as_decoded_text(header)
+
+
+_DEFAULT_REPERTOIRE = ("", "ISO_IR 6", "ISO 2022 IR 6")
+
+
+def _encodes(character: str, encoding: str) -> bool:
+    try:
+        character.encode(encoding)
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _as_decoded_text(header: Dataset) -> None:

@@ -102,15 +102,18 @@ def describe_unsupported(head: bytes) -> str:
         return "an HTML page"
     if text.startswith(b"<?xml") or text.startswith(b"<svg"):
         return "an XML or SVG document"
+    return "a text file" if looks_like_text(head) else "unrecognised binary data"
+
+
+def looks_like_text(head: bytes) -> bool:
+    """Whether ``head`` reads as printable UTF-8 text (lines, tabs)."""
     for cut in range(4):  # a multi-byte character may be cut at the end of the head
         try:
             decoded = head[: len(head) - cut].decode("utf-8")
         except UnicodeDecodeError:
             continue
-        if decoded and all(c.isprintable() or c in "\t\r\n" for c in decoded):
-            return "a text file"
-        break
-    return "unrecognised binary data"
+        return bool(decoded) and all(c.isprintable() or c in "\t\r\n" for c in decoded)
+    return False
 
 
 def holds_image(path: Path) -> bool:
