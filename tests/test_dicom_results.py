@@ -658,8 +658,9 @@ def test_a_japanese_character_set_costs_the_image_nothing(case, predictor: Predi
     [
         (["", "ISO 2022 IR 149"], "Hong^Gildong=\u6d2a^\u5409\u6d1e=\ud64d^\uae38\ub3d9", "ISO_IR 192"),
         ("ISO_IR 6", "PLAIN^NAME", "ISO_IR 100"),
+        ("ISO 2022 IR 100", "M\u00fcller^J\u00fcrgen", "ISO_IR 100"),  # an extension's name alone
     ],
-    ids=["korean", "ISO_IR 6"],
+    ids=["korean", "ISO_IR 6", "ISO 2022 IR 100 alone"],
 )
 def test_a_character_set_highdicom_does_not_write_costs_the_image_nothing(
     case, predictor: Predictor, terms: str | list[str], name: str, written: str

@@ -286,6 +286,11 @@ def _mend_values(header: Dataset) -> None:
         _mend(header, header["PatientSex"].tag, None, "not M, F or O: left empty")
     terms = header.get("SpecificCharacterSet")
     terms = [terms] if isinstance(terms, str) else list(terms or [])
+    if len(terms) == 1 and str(terms[0]).startswith("ISO 2022 IR "):
+        # a code extension's name alone ("ISO 2022 IR 100"), which highdicom refuses: the same set
+        # without extensions (ISO_IR 100), where there is one
+        terms = [str(terms[0]).replace("ISO 2022 IR ", "ISO_IR ")]
+        header.SpecificCharacterSet = terms[0]
     # one pydicom reads but highdicom refuses (Korean, ISO 2022 IR 149; ISO_IR 6) cost the image
     # all its results: its text, decoded, goes in a set both take
     known = _writable_character_sets() | {""}
