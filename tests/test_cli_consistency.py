@@ -228,6 +228,9 @@ def test_ctrl_c_says_so_where_the_command_does_not(fracatlas_dir: Path) -> None:
         ("highdicom", ["dicom", "results", "x.dcm", "--out", "res"], "dicom"),
         ("torch", ["train", "data"], "train"),
         ("uvicorn", ["serve", "--port", "1"], "serve"),
+        ("anyio", ["serve", "--port", "1"], "serve"),  # the light install's first failure: a traceback
+        ("onnx", ["quantize", "fracatlas-lite0-384-v5", "q", "--data", "data"], "quantize"),  # not torch's
+        ("streamlit", ["app", "--port", "1"], "app"),
         ("ray", ["batch", "run", "data", "--out", "out"], "scale"),
         ("torch", ["detector", "joint", "default", "default", "run", "--data", "data"], "train"),
     ],

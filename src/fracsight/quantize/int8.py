@@ -53,7 +53,7 @@ def _quantization_tools():
     except ImportError as e:  # onnxruntime.quantization needs the onnx package
         raise ConfigError(
             f"INT8 quantization needs the onnx package ({e.name} is missing): pip install onnx "
-            "(or pip install 'fracsight[train]')"
+            "(or pip install 'fracsight[quantize]')"
         ) from e
     return quantization, quant_pre_process
 
