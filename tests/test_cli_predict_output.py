@@ -286,14 +286,17 @@ def test_a_dangling_link_as_csv_is_refused_before_predicting(
     assert result.exit_code == 0 and (tmp_path / "results" / "latest.csv").is_file()
 
 
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGHUP"])
 def test_sigterm_during_overlays_says_what_was_done_and_leaves_no_partial_file(
-    tiny_bundle: Path, radiograph: Path, tmp_path: Path
+    tiny_bundle: Path, radiograph: Path, tmp_path: Path, stop: str
 ) -> None:
     """`timeout` or a job scheduler stops `predict --overlay-dir` with SIGTERM: the process died at
-    once, without a word, and an overlay being written stayed as a hidden temporary file."""
+    once, without a word, and an overlay being written stayed as a hidden temporary file. SIGHUP
+    (the terminal or the ssh session closed) did so until 2026-12-05 (second hunt)."""
     import signal
     import time
 
+    sig = getattr(signal, stop)
     folder = tmp_path / "many"
     folder.mkdir()
     for i in range(40):
@@ -319,11 +322,11 @@ def test_sigterm_during_overlays_says_what_was_done_and_leaves_no_partial_file(
     while not (out.is_dir() and any(out.iterdir())):
         assert run.poll() is None and time.monotonic() < deadline, "no overlay was written"
         time.sleep(0.05)
-    run.send_signal(signal.SIGTERM)
-    assert run.wait(timeout=60) == 128 + signal.SIGTERM
+    run.send_signal(sig)
+    assert run.wait(timeout=60) == 128 + sig
     assert run.stderr is not None
     said = run.stderr.read().decode()
-    assert "stopped (SIGTERM): " in said and "images predicted, no results written" in said, said
+    assert f"stopped ({stop}): " in said and "images predicted, no results written" in said, said
     assert "Traceback" not in said
     assert all(p.name.endswith(".overlay.png") for p in out.iterdir())  # no hidden .tmp left
 

@@ -169,3 +169,56 @@ def test_a_name_too_long_for_the_file_system_is_one_line_not_a_traceback(
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     assert "error (bad_path): file name too long: " in done.stderr and "(" in done.stderr
+
+
+STOPPED_TWICE = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    from pathlib import Path
+    from fracsight._output import terminate_as_exit
+
+    done = Path(sys.argv[1])
+    try:
+        with terminate_as_exit():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(60)
+    finally:  # the clean-up a second signal cut short: exit -15, the files it was to remove left
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)
+        done.write_text("cleaned")
+    """
+)
+
+
+def test_a_second_stop_signal_does_not_cut_the_clean_up_short(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", STOPPED_TWICE, str(tmp_path / "done")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 143, done.stderr
+    assert (tmp_path / "done").read_text() == "cleaned"
+
+
+def test_the_cli_called_in_process_leaves_the_callers_signal_handlers_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ctrl-C inside the CLI makes the `fracsight` process ignore further stops while it ends; a
+    program that runs the CLI in-process (these tests, a notebook) must keep its own handlers, or
+    every process it starts afterwards inherits Ctrl-C and SIGTERM ignored."""
+    import signal
+
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("fracsight.inference.list_bundles", interrupted)
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    result = CliRunner().invoke(app, ["models"])
+    assert result.exit_code == 130, result.output
+    assert {sig: signal.getsignal(sig) for sig in before} == before

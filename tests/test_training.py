@@ -263,6 +263,24 @@ def _wait_for_epoch(proc: subprocess.Popen[bytes], run: Path, epoch: int) -> Non
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGHUP"])
+def test_a_run_stopped_by_a_scheduler_or_a_closed_terminal_says_what_it_keeps(tiny_dataset, tmp_path, stop):
+    """SIGTERM (a job scheduler, `timeout`) ended `train` with exit 143 and not a word; SIGHUP (the
+    ssh session closed) killed it outright. Both now say, as Ctrl-C does, which epoch is kept."""
+    settings = [*TINY, "arch=small_cnn", "pretrained=none", "feature_cache_variants=0", "input_size=128"]
+    settings += ["epochs_frozen=0", "epochs=20", "patience=100"]
+    run = tmp_path / "run"
+    process = _train_process(run, tiny_dataset, settings)
+    _wait_for_epoch(process, run, 1)
+    sig = getattr(signal, stop)
+    process.send_signal(sig)
+    assert process.wait(timeout=60) == 128 + sig
+    said = (tmp_path / "run.log").read_text()
+    assert "Traceback" not in said
+    assert f"stopped ({stop}): {run} keeps epoch " in said and "add --resume" in said, said
+    assert said.rstrip().splitlines()[-1].startswith(f"cache: {tmp_path / '.cache'} ("), said
+
+
 def test_a_killed_run_resumes_to_where_an_uninterrupted_run_ends(tiny_dataset, tmp_path):
     """A real `fracsight train` killed outright (SIGKILL) after its first checkpoint, resumed with
     `--resume`, stopped again by Ctrl-C (SIGINT) mid-epoch and resumed to the end, ends exactly where

@@ -19,7 +19,14 @@ from pathlib import Path
 
 from fracsight.errors import OutputFolderError
 
-__all__ = ["BUNDLE_FILES", "check_output_folder", "staged_folder", "terminate_as_exit"]
+__all__ = [
+    "BUNDLE_FILES",
+    "STOP_SIGNALS",
+    "check_output_folder",
+    "ignore_further_stops",
+    "staged_folder",
+    "terminate_as_exit",
+]
 
 BUNDLE_FILES = frozenset({"bundle.json", "card.md", "model.onnx"})  # what every bundle command writes
 # a file browser's (and macOS's ._NAME AppleDouble files); any other file, hidden or not, is the user's
@@ -122,23 +129,49 @@ def staged_folder(out_dir: Path, *, force: bool, inputs: Iterable[tuple[str, Pat
         shutil.rmtree(work, ignore_errors=True)
 
 
+#: the signals that stop a command as Ctrl-C does: SIGTERM (``kill``, ``timeout``, a job scheduler)
+#: and SIGHUP (the terminal or the ssh session closed)
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def ignore_further_stops() -> None:
+    """Once a command is stopping, a second Ctrl-C, SIGTERM or SIGHUP is ignored: it killed the
+    process halfway through the clean-up the first one started (exit -2 or -15, files left).
+    Only inside :func:`terminate_as_exit` (the ``fracsight`` command's whole run), where the
+    process ends next: a program that calls the CLI in-process (a test, a notebook) keeps its
+    handlers, and the processes it starts later do not inherit ignored signals."""
+    if _stop_handlers and threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, *STOP_SIGNALS):
+            signal.signal(sig, signal.SIG_IGN)
+
+
+_stop_handlers: list[object] = []  # the handlers terminate_as_exit has installed (0 or 1)
+
+
 @contextmanager
 def terminate_as_exit() -> Iterator[None]:
-    """SIGTERM (``kill``, ``timeout``, a job scheduler) ends the process as Ctrl-C would, through the
-    ``finally`` blocks that remove the half-built folder; by default it kills the process outright
-    and the folder stays. Only where SIGTERM still has its default action, and only in the main
-    thread (the only one that may set a handler)."""
-    if threading.current_thread() is not threading.main_thread() or (
-        signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
-    ):
+    """:data:`STOP_SIGNALS` end the process as Ctrl-C would, through the ``finally`` blocks that
+    remove a half-built folder; by default each kills the process outright and the folder stays.
+    Only signals that still have their default action (not SIGHUP under ``nohup``), and only in the
+    main thread (the only one that may set a handler)."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    mine = [sig for sig in STOP_SIGNALS if signal.getsignal(sig) is signal.SIG_DFL]
 
     def exit_on_terminate(signum: int, frame: object) -> None:
+        ignore_further_stops()
         raise SystemExit(128 + signum)
 
-    signal.signal(signal.SIGTERM, exit_on_terminate)
+    for sig in mine:
+        signal.signal(sig, exit_on_terminate)
+    if mine:
+        _stop_handlers.append(exit_on_terminate)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for sig in mine:
+            if signal.getsignal(sig) is exit_on_terminate:
+                signal.signal(sig, signal.SIG_DFL)
+        if mine:
+            _stop_handlers.remove(exit_on_terminate)

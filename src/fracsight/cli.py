@@ -21,7 +21,7 @@ from typer.core import TyperGroup
 from fracsight import __version__
 from fracsight._files import replace_atomically
 from fracsight._options import ModelOption, split_callback
-from fracsight._output import terminate_as_exit
+from fracsight._output import STOP_SIGNALS, ignore_further_stops, terminate_as_exit
 from fracsight._terminal import (
     error_line,
     install_warning_printer,
@@ -78,6 +78,7 @@ class _Commands(TyperGroup):
             _output_not_written(e)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:  # a command that says what it kept catches Ctrl-C itself first
+            ignore_further_stops()
             typer.echo("interrupted: the command stopped before it finished", err=True)
             raise typer.Exit(130) from None
         except ModuleNotFoundError as e:  # an optional dependency: the extra to install, no traceback
@@ -465,19 +466,19 @@ def train(
         if leakage:
             warning_line(f"{leakage.warning(cfg.data)}")
         trainer = Trainer(cfg, dataset)
-        try:
-            result = trainer.fit(resume=resume, force=force)
-        except KeyboardInterrupt:  # Ctrl-C: what the run saved stays (checkpoints are replaced whole)
+
+        def kept() -> str:  # what the run saved stays (checkpoints are replaced whole)
             if trainer.saved_epoch:
-                kept = f"{cfg.out} keeps epoch {trainer.saved_epoch} (last.pt); add --resume to the same "
-                kept += "command to continue"
-            elif trainer.kept_earlier_run:
-                kept = f"no epoch of this run was finished: the earlier run in {cfg.out} is kept as it was"
-            else:
-                kept = f"no epoch was finished yet: nothing of this run to resume in {cfg.out}"
-            typer.echo(f"interrupted: {kept}", err=True)
-            _say_training_cache(trainer.cache_dir)
-            raise typer.Exit(130) from None
+                return (
+                    f"{cfg.out} keeps epoch {trainer.saved_epoch} (last.pt); add --resume to the same "
+                    "command to continue"
+                )
+            if trainer.kept_earlier_run:
+                return f"no epoch of this run was finished: the earlier run in {cfg.out} is kept as it was"
+            return f"no epoch was finished yet: nothing of this run to resume in {cfg.out}"
+
+        with _interrupted(kept, then=lambda: _say_training_cache(trainer.cache_dir)):
+            result = trainer.fit(resume=resume, force=force)
         typer.echo(
             f"best epoch {result.best_epoch}: validation score {result.best_score:.4f}; "
             f"checkpoint {result.run_dir / 'best.pt'}"
@@ -700,16 +701,20 @@ def _refuse_stdin(paths: Sequence[Path]) -> None:
 
 
 @contextmanager
-def _interrupted(what: Callable[[], str]) -> Iterator[None]:
-    """Ctrl-C: exit 130, as Typer does, but saying what was done (``what()``) instead of nothing."""
+def _interrupted(what: Callable[[], str], then: Callable[[], object] = lambda: None) -> Iterator[None]:
+    """Ctrl-C: exit 130, as Typer does, but saying what was done (``what()``, then ``then()``)
+    instead of nothing; SIGTERM or SIGHUP (through terminate_as_exit) the same, with their codes."""
     try:
         yield
     except KeyboardInterrupt:
+        ignore_further_stops()
         typer.echo(f"interrupted: {what()}", err=True)
+        then()
         raise typer.Exit(130) from None
-    except SystemExit as e:  # SIGTERM (timeout, a scheduler), through terminate_as_exit: the same word
-        if e.code == 128 + signal.SIGTERM:
-            typer.echo(f"stopped (SIGTERM): {what()}", err=True)
+    except SystemExit as e:
+        if e.code in {128 + sig for sig in STOP_SIGNALS}:
+            typer.echo(f"stopped ({signal.Signals(e.code - 128).name}): {what()}", err=True)
+            then()
         raise
 
 
@@ -1243,6 +1248,10 @@ def serve(
     # uvicorn handles SIGTERM (a graceful shutdown), then restores the handler it found and sends
     # the signal again: with the default one a single-worker server died of it (exit 143, not 0)
     signal.signal(signal.SIGTERM, lambda *_: None)
+    if hasattr(signal, "SIGHUP"):  # the terminal closed: the graceful stop of SIGTERM, not a cut
+        # (uvicorn's handlers, set when it starts, take SIGTERM; its supervisor of several workers
+        # takes SIGHUP itself, as a reload)
+        signal.signal(signal.SIGHUP, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
     try:
         server.run(host=host, port=port, workers=workers, log_level=log_level)
     finally:
@@ -1361,6 +1370,7 @@ def main(prog_name: str | None = None) -> None:
         with terminate_as_exit():
             app(prog_name=prog_name)
     except KeyboardInterrupt:  # Ctrl-C while typer builds the command, before click's own handler
+        ignore_further_stops()
         typer.echo("interrupted", err=True)
         raise SystemExit(130) from None
     except OSError as e:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fracsight._output import STOP_SIGNALS
 from fracsight.dicom.metrics import MetricsServer
 from fracsight.dicom.result_pool import ModelRef
 from fracsight.dicom.results_context import NODE_KINDS
@@ -208,7 +209,7 @@ class Node:
     def serve_forever(self) -> None:
         """Start, run until SIGTERM or SIGINT, stop cleanly."""
         stop = threading.Event()
-        previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
+        previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, *STOP_SIGNALS)}
         try:
             self.start()
             while not stop.wait(0.5):

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from fracsight._options import ModelOption
+from fracsight._output import STOP_SIGNALS
 from fracsight._terminal import error_line
 
 if TYPE_CHECKING:
@@ -103,7 +104,8 @@ def run_command(
     def stop(signum: int, frame: object) -> None:  # SIGTERM: commit what is done, then stop
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, stop)
+    for sig in STOP_SIGNALS:  # SIGTERM, SIGHUP (the terminal closed)
+        signal.signal(sig, stop)
     # one line each, as written (a log file got the summary cut at 80 columns; `[x]` in a path is not markup)
     err = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)
     with user_errors(exit_code=2):  # a manifest that cannot be read is a bad argument

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from fracsight._files import replace_atomically
+from fracsight._output import STOP_SIGNALS
 from fracsight.bundle import BundleSpec
 from fracsight.errors import DatasetError, FracsightError
 from fracsight.inference.results import NOTICE
@@ -144,7 +145,7 @@ def interrupts_held() -> Iterator[None]:
                 signal.raise_signal(held[0])
 
 
-_INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
+_INTERRUPTS = (signal.SIGINT, *STOP_SIGNALS)
 
 
 class BatchOutput:
