@@ -834,7 +834,8 @@ def test_run_app_returns_the_childs_exit_code() -> None:
     assert code == 3 and started == [True]
 
 
-def test_run_app_kills_a_child_that_ignores_sigterm() -> None:
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGHUP"])
+def test_run_app_kills_a_child_that_ignores_sigterm(stop: str) -> None:
     import os
     import signal
     import threading
@@ -844,7 +845,7 @@ def test_run_app_kills_a_child_that_ignores_sigterm() -> None:
     started = time.monotonic()
     # SIGTERM to this process once the child has started (and ignores SIGTERM): run_app's handler
     # forwards it, then kills the child after stop_timeout
-    on_start = lambda: threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGTERM)).start()  # noqa: E731
+    on_start = lambda: threading.Timer(2.0, os.kill, (os.getpid(), getattr(signal, stop))).start()  # noqa: E731
     code = app_pkg.run_app([sys.executable, "-c", ignores], on_start=on_start, stop_timeout=0.5)
     assert code == -signal.SIGKILL and time.monotonic() - started < 30
 

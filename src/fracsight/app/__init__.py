@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+from fracsight._output import STOP_SIGNALS
+
 __all__ = [
     "SCRIPT",
     "listen_address",
@@ -120,7 +122,8 @@ def streamlit_command(
 def run_app(
     command: list[str], on_start: Callable[[], None] | None = None, *, stop_timeout: float = 5.0
 ) -> int:
-    """Run the Streamlit child until it exits; SIGTERM/Ctrl+C stop it too. Returns its exit code.
+    """Run the Streamlit child until it exits; SIGTERM, SIGHUP and Ctrl+C stop it too. Returns its
+    exit code.
 
     A child still running ``stop_timeout`` seconds after SIGTERM is killed: Streamlit can take
     longer than that to close its sessions, and a container stop must not wait for it."""
@@ -132,7 +135,7 @@ def run_app(
         killer.daemon = True
         killer.start()
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
     try:
         if on_start is not None:
             on_start()
@@ -144,7 +147,8 @@ def run_app(
             child.kill()
             return child.wait()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if child.poll() is None:
             child.kill()
             child.wait()

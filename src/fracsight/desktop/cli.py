@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from fracsight._options import ModelOption
+from fracsight._output import STOP_SIGNALS
 from fracsight._terminal import error_line
 from fracsight.desktop.priority import MODEL_NICENESS
 
@@ -84,10 +85,12 @@ def desktop_command(
     if timing is not None:
         root.update_idletasks()
         timing.write("window_built")
-    # SIGTERM (a session logging out, `kill`): closed as by the close button, which waits for the
-    # image in progress (exiting while ONNX Runtime runs aborts the process), then exit 0
-    previous = signal.signal(signal.SIGTERM, lambda *_: root.after(0, app.close))
+    # SIGTERM or SIGHUP (a session logging out, `kill`, the terminal closed): closed as by the close
+    # button, which waits for the image in progress (exiting while ONNX Runtime runs aborts the
+    # process), then exit 0
+    previous = {sig: signal.signal(sig, lambda *_: root.after(0, app.close)) for sig in STOP_SIGNALS}
     try:
         root.mainloop()
-    finally:  # the window is gone: a late SIGTERM ends the process as any command's does
-        signal.signal(signal.SIGTERM, previous)
+    finally:  # the window is gone: a late signal ends the process as any command's does
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
