@@ -124,8 +124,7 @@ class _Commands(TyperGroup):
             if arg == "" or (option.startswith("--") and equals and not value):  # "--csv=", not "--k=a=="
                 what = f"{option} is given an empty value" if arg else f"argument {number} is empty"
                 error_line(
-                    "empty_argument",
-                    f"{what} (an unset shell variable?); name what is meant or leave it out",
+                    "empty_argument", f"{what} (an unset shell variable?); name what is meant or leave it out"
                 )
                 raise typer.Exit(2)
         return super().parse_args(ctx, args)
@@ -222,7 +221,7 @@ def warn_unread_in_card(spec: BundleSpec, split: str | None) -> None:
     n_images = len(failed) + (spec.metrics[split].get("n") or 0)
     warning_line(
         f"{len(failed)} of {n_images} images of the {split} split could not be read and are "
-        f"left out of the card's figures: {unread_names(failed, 'bundle.json names them all')}",
+        f"left out of the card's figures: {unread_names(failed, 'bundle.json names them all')}"
     )
 
 
@@ -348,10 +347,7 @@ def refuse_output_among_inputs(
     the image would be lost) or the overlay folder itself, or ``--overlay-dir`` is a folder
     read, or inside one (the next run over that folder would read the overlays as radiographs)."""
     if csv_path is not None and _same_file_as_any(csv_path, files):
-        error_line(
-            "output_refused",
-            f"--csv {csv_path} is one of the images to predict; choose another file",
-        )
+        error_line("output_refused", f"--csv {csv_path} is one of the images to predict; choose another file")
         raise typer.Exit(2)
     held = _not_text(csv_path)
     if held is not None:  # a link named like a CSV to a radiograph not read this time: --overwrite lost it
@@ -464,7 +460,7 @@ def train(
         )
         leakage = split_leakage(dataset.samples)  # its own splits: fracsight's keep duplicates together
         if leakage:
-            warning_line(f"{leakage.warning(cfg.data)}")
+            warning_line(leakage.warning(cfg.data))
         trainer = Trainer(cfg, dataset)
 
         def kept() -> str:  # what the run saved stays (checkpoints are replaced whole)
@@ -567,7 +563,7 @@ def predict(
     inputs = named_inputs(paths, empty_folders=True)
     files = [path for path, _ in inputs]
     if all(path.is_dir() for path in files):  # nothing but folders without images (or nothing)
-        error_line("no_images", f"{no_images_message(paths)}")
+        error_line("no_images", no_images_message(paths))
         raise typer.Exit(2)
     refuse_output_among_inputs(csv_path, overlay_dir, paths, files)
     with user_errors(exit_code=2):  # an unknown model or operating point is a bad argument
@@ -963,7 +959,7 @@ def evaluate(
             threshold=threshold,
             n_bootstrap=bootstrap,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
-            warn=lambda text: warning_line(f"{text}"),
+            warn=warning_line,
         )
     if json_output:
         typer.echo(json.dumps(metrics, indent=2))
@@ -996,7 +992,7 @@ def refuse_unread(what: str, accepted: str, *, allowed: bool) -> None:
     fewer images than asked for otherwise; exit 1 for them, as ``predict`` does, unless ``allowed``
     (``--allow-unreadable``, which accepts the ``accepted``)."""
     if allowed:
-        warning_line(f"{what}")
+        warning_line(what)
         return
     error_line("unreadable_images", f"{what}; --allow-unreadable accepts {accepted}")
     raise typer.Exit(1)
@@ -1127,7 +1123,7 @@ def export(
             force=force,
             data_dir=data_dir,
             train_command=train_command,
-            warn=lambda text: warning_line(f"{text}"),
+            warn=warning_line,
             report_dir=report_dir,
         )
     typer.echo(f"bundle {spec.name} v{spec.version} written to {out}")
@@ -1197,10 +1193,7 @@ def serve(
             )
         taken = port_taken(host, port)  # before the model loads; uvicorn would fail after it, exit 3
         if taken:
-            error_line(
-                "port_unavailable",
-                f"cannot listen on {local_url(host, port)}: {taken}",
-            )
+            error_line("port_unavailable", f"cannot listen on {local_url(host, port)}: {taken}")
             raise typer.Exit(2)
         from fracsight.inference import resolve_bundle
 

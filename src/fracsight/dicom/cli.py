@@ -85,13 +85,13 @@ def _login_url(
     url = _check_url(url, option)
     tls_problem = ca_bundle_error(os.environ) if url.startswith("https://") else None
     if tls_problem:  # else the node's sender failed on every try, and `dicom study` with a traceback
-        error_line("tls_ca_bundle", f"{tls_problem}")
+        error_line("tls_ca_bundle", tls_problem)
         raise typer.Exit(2)
     try:
         password, ways = password_from(os.environ, password_file)
         return resolve_login(url, user=user, password=password, ways=ways)
     except LoginError as e:
-        error_line("dicomweb_login", f"{e}")
+        error_line("dicomweb_login", str(e))
         raise typer.Exit(2) from None
 
 
@@ -282,10 +282,10 @@ def listen(
     try:
         Node(config).serve_forever()
     except FracsightError as e:
-        error_line(e.code, f"{e}")
+        error_line(e.code, str(e))
         raise typer.Exit(1) from None
     except SpoolInUseError as e:
-        error_line("spool_in_use", f"{e}")
+        error_line("spool_in_use", str(e))
         raise typer.Exit(1) from None
     except sqlite3.Error as e:  # a spool.db that is not a database, or one locked by another program
         error_line("node_start", f"{spool / 'spool.db'}: {e}")
@@ -334,7 +334,7 @@ def send(
     try:
         outcomes = DimseDestination(host, port, aet, calling_ae=ae_title).deliver(files)
     except DestinationUnavailable as e:
-        error_line("destination_unavailable", f"{e}")
+        error_line("destination_unavailable", str(e))
         raise typer.Exit(1) from None
     explain = {"file_unreadable": "file_unreadable (not a DICOM file with file meta information)"}
     for path, outcome in zip(files, outcomes, strict=True):
@@ -389,10 +389,10 @@ def study(
             stow_login=stow_login,
         )
     except FracsightError as e:
-        error_line(e.code, f"{e}")
+        error_line(e.code, str(e))
         raise typer.Exit(1) from None
     except LookupError as e:
-        error_line("study_not_found", f"{e}")
+        error_line("study_not_found", str(e))
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         typer.echo(
@@ -402,7 +402,7 @@ def study(
         )
         raise typer.Exit(130) from None
     except DestinationUnavailable as e:  # names the STOW-RS root URL and the HTTP status only
-        error_line("dicomweb_unavailable", f"{e}")
+        error_line("dicomweb_unavailable", str(e))
         raise typer.Exit(1) from None
     except requests.RequestException as e:
         # requests' own message quotes the URL, which holds the Study Instance UID: not shown
@@ -558,7 +558,7 @@ def results_command(
             datasets = result_datasets(source, prediction, predictor, kinds=wanted)
         except FracsightError as e:
             message = str(e) if str(e).startswith(f"{path.name}:") else f"{path.name}: {e}"
-            error_line(e.code, f"{message}")
+            error_line(e.code, message)
             failed += 1
             continue
         except OSError as e:

@@ -120,7 +120,7 @@ def quantize(
     if found["calibration_images"] < calibration_images:  # the training split had fewer
         warning_line(
             f"calibrated on {found['calibration_images']} training images, all there are "
-            f"(--calibration-images {calibration_images})",
+            f"(--calibration-images {calibration_images})"
         )
     if "not_refitted" in spec.localization:
         typer.echo(f"localization settings kept from the float bundle: {spec.localization['not_refitted']}")

@@ -113,7 +113,7 @@ def run_command(
     if not files:
         from fracsight.inference.tabular import no_images_message
 
-        error_line("no_images", f"{no_images_message(inputs)}")
+        error_line("no_images", no_images_message(inputs))
         raise typer.Exit(2)
     columns = (TextColumn("Predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     # the bar moves when rows are committed; a slow redraw leaves the CPU to the actors
@@ -211,7 +211,7 @@ def _exit_codes() -> Iterator[None]:
         typer.echo(str(e), err=True)
         raise typer.Exit(130) from None
     except BundleError as e:
-        error_line(e.code, f"{e}")
+        error_line(e.code, str(e))
         raise typer.Exit(2) from None
 
 
@@ -240,7 +240,7 @@ def status_command(
     try:  # from the parts, the record: job.json has no counts while a job runs or after a kill
         codes = committed_codes(out)
     except OutputRefused as e:  # a damaged part: one line, as `batch run` says it
-        error_line(e.code, f"{e}")
+        error_line(e.code, str(e))
         raise typer.Exit(1) from None
     record["rows"] = sum(codes.values())
     record["errors"] = {code: n for code, n in sorted(codes.items(), key=lambda c: -c[1]) if code}
