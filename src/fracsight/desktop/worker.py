@@ -26,7 +26,7 @@ from fracsight.app.logic import ViewData, failure_from_exception, view_data
 from fracsight.desktop.priority import MODEL_NICENESS, lower_this_thread
 from fracsight.desktop.render import Look, full_overlay
 from fracsight.errors import FracsightError, log_unexpected
-from fracsight.explain import overlay_save_options
+from fracsight.explain import OVERLAY_FORMATS, overlay_save_options
 from fracsight.inference import FailedPrediction, Prediction, Predictor
 
 __all__ = [
@@ -53,7 +53,6 @@ log = logging.getLogger("fracsight.desktop")
 # that one view stays below about 130 MB of float32 pixels and heatmap).
 DISPLAY_MAX_SIDE = 4096
 # an exported overlay's format, by its name's suffix (each with the comment that marks it an overlay)
-OVERLAY_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 
 Item = tuple[int, Path, str]  # a file to predict: its place in the window's list, its path, its name
 

@@ -54,6 +54,27 @@ def _binary_inputs(y: ArrayLike, p: ArrayLike) -> tuple[NDArray[np.int64], Float
     return ya.astype(np.int64), pa
 
 
+def _class_indices(labels: ArrayLike, name: str) -> NDArray[np.int64]:
+    """Class indices as int64, flattened; a value that is no whole number (a probability given
+    for a label, NaN, a string) is refused by name: ``astype`` cut 0.7 to class 0, silently."""
+    a = np.asarray(labels).ravel()
+    if a.dtype == bool or np.issubdtype(a.dtype, np.integer):
+        return a.astype(np.int64)
+    if np.issubdtype(a.dtype, np.floating) and np.all(np.isfinite(a)) and np.all(a == np.round(a)):
+        return a.astype(np.int64)
+    odd = [v for v in a.tolist() if not (isinstance(v, (int, float)) and float(v).is_integer())][:5]
+    raise ValueError(f"{name} must hold class indices (whole numbers), got {odd}")
+
+
+def _threshold(value: Any) -> float:
+    """A threshold as a float; a string or NaN named as what it is (numpy's error named a ufunc)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"threshold must be a number, got {type(value).__name__} {value!r}")
+    if not np.isfinite(value):
+        raise ValueError(f"threshold must be a finite number, got {value}")
+    return float(value)
+
+
 def _require_both_classes(y: NDArray[np.int64], what: str) -> None:
     n_pos = int(y.sum())
     if n_pos == 0 or n_pos == y.size:
@@ -243,8 +264,8 @@ def bootstrap_ci(
 
 def confusion_matrix(y_true: ArrayLike, y_pred: ArrayLike, n_classes: int) -> NDArray[np.int64]:
     """``n_classes x n_classes`` counts; rows are true classes, columns predicted ones."""
-    t = np.asarray(y_true).astype(np.int64).ravel()
-    q = np.asarray(y_pred).astype(np.int64).ravel()
+    t = _class_indices(y_true, "y_true")
+    q = _class_indices(y_pred, "y_pred")
     if t.shape != q.shape:
         raise ValueError(f"y_true and y_pred differ in length: {t.size} != {q.size}")
     for name, arr in (("y_true", t), ("y_pred", q)):
@@ -270,8 +291,8 @@ def cohen_kappa(y_true: ArrayLike, y_pred: ArrayLike, n_classes: int | None = No
     ``kappa = (p_o - p_e) / (1 - p_e)``. Returns ``None`` when undefined
     (``p_e == 1``: both labelings put every sample in the same single class).
     """
-    t = np.asarray(y_true).astype(np.int64).ravel()
-    q = np.asarray(y_pred).astype(np.int64).ravel()
+    t = _class_indices(y_true, "y_true")
+    q = _class_indices(y_pred, "y_pred")
     if n_classes is None:
         n_classes = int(max(t.max(initial=0), q.max(initial=0))) + 1
     return _kappa_from_cm(confusion_matrix(t, q, n_classes))
@@ -284,8 +305,7 @@ def binary_metrics_at(y: ArrayLike, p: ArrayLike, threshold: float) -> dict[str,
     recall, npv, f1, accuracy, cohen_kappa. Undefined ratios are ``None``.
     """
     ya, pa = _binary_inputs(y, p)
-    if not np.isfinite(threshold):
-        raise ValueError(f"threshold must be a finite number, got {threshold}")
+    threshold = _threshold(threshold)
     pred = (pa >= threshold).astype(np.int64)
     tp = int(np.sum((pred == 1) & (ya == 1)))
     fp = int(np.sum((pred == 1) & (ya == 0)))

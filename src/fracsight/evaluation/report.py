@@ -27,6 +27,7 @@ from fracsight.evaluation import plots as _plots
 from fracsight.evaluation.aggregate import AggregationMethod, aggregate_study_predictions
 from fracsight.evaluation.calibration import brier_score, expected_calibration_error
 from fracsight.evaluation.metrics import (
+    _binary_inputs,
     auroc,
     average_precision,
     binary_metrics_at,
@@ -266,6 +267,19 @@ def _region_breakdown(
     return out
 
 
+def _check_study_ids(study_ids: Sequence[Hashable], n: int) -> None:
+    """One study per image, each named: a missing id (None, or pandas' NaN) joined every unnamed
+    image into one study (None) or made each a study of its own (NaN), silently."""
+    if len(study_ids) != n:
+        raise ValueError(f"study_ids has {len(study_ids)} entries for {n} samples")
+    missing = sum(1 for s in study_ids if s is None or (isinstance(s, float) and s != s))
+    if missing:
+        raise ValueError(
+            f"study_ids has {missing} missing ids (None or NaN): give each image its study "
+            "(an image that stands alone, its own id)"
+        )
+
+
 def bootstrap_units(
     groups: Sequence[Hashable] | None, study_ids: Sequence[Hashable] | None
 ) -> list[Hashable] | None:
@@ -318,8 +332,7 @@ def evaluate_predictions(
     records which. ``None`` marks undefined values (for example AUROC with one
     class only).
     """
-    ya = np.asarray(y).astype(np.int64).ravel()
-    pa = np.asarray(p, dtype=np.float64).ravel()
+    ya, pa = _binary_inputs(y, p)  # checked before any cast: 0.7 as a label was cut to 0, silently
     thresholds = dict(threshold_points or {})
     boot = _Bootstrap(n=n_bootstrap, seed=seed, alpha=alpha)
     related = None if groups is None else list(groups)  # the groups given, before studies stand in
@@ -330,6 +343,8 @@ def evaluate_predictions(
         )
     else:
         resampled = "resampling whole studies" if study_ids is not None else "stratified by label"
+    if study_ids is not None:
+        _check_study_ids(study_ids, ya.size)
     groups = bootstrap_units(related, study_ids)
     if groups is not None and len(groups) != ya.size:
         raise ValueError(f"groups has {len(groups)} entries for {ya.size} samples")

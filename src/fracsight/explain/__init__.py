@@ -41,6 +41,7 @@ from fracsight.explain.localization import (
 )
 from fracsight.explain.overlay import (
     COLORMAPS,
+    OVERLAY_FORMATS,
     colormap_lut,
     overlay_save_options,
     overlay_words,
@@ -52,6 +53,7 @@ from fracsight.explain.overlay import (
 
 __all__ = [
     "COLORMAPS",
+    "OVERLAY_FORMATS",
     "BoxLike",
     "DetectedBox",
     "HitRate",

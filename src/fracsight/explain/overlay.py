@@ -6,6 +6,7 @@ lookup tables interpolated from a few anchor colours.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COLORMAPS",
+    "OVERLAY_FORMATS",
     "colormap_lut",
     "overlay_save_options",
     "overlay_words",
@@ -54,6 +56,11 @@ COLORMAPS: dict[str, tuple[tuple[float, tuple[int, int, int]], ...]] = {
         (1.0, (128, 0, 0)),
     ),
 }
+
+#: Suffixes an overlay is saved under, and their formats: the two whose files carry the mark that
+#: makes the reader refuse an overlay as input (a TIFF, BMP or GIF overlay was read again and
+#: scored as a radiograph).
+OVERLAY_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 
 _BLEND_ROWS = 256  # rows converted and blended at a time (bounds the float temporaries)
 DEFAULT_BOX_COLOUR = (0, 230, 255)  # cyan: stands apart from the warm colormaps and grey bone
@@ -400,16 +407,25 @@ def save_overlay(
     image: np.ndarray | Image.Image,
     heat: np.ndarray | None = None,
     boxes: Sequence[BoxLike] = (),
+    *,
+    overwrite: bool = False,
     **render_kwargs: Any,
 ) -> Path:
-    """Render with :func:`render_overlay` and save; the format follows the suffix (PNG, JPEG, ...).
+    """Render with :func:`render_overlay` and save as PNG or JPEG, after the suffix (``.png``,
+    ``.jpg``, ``.jpeg``; any other is a ``ValueError``).
 
-    The file appears whole or not at all: a run stopped while writing (Ctrl-C) leaves no
-    truncated picture behind."""
+    An existing file is a ``FileExistsError`` unless ``overwrite``: saved over the radiograph it
+    was made from, the radiograph was gone. The file appears whole or not at all: a run stopped
+    while writing (Ctrl-C) leaves no truncated picture behind."""
     path = Path(path)
-    image_format = Image.registered_extensions().get(path.suffix.lower())
+    image_format = OVERLAY_FORMATS.get(path.suffix.lower())
     if image_format is None:
-        raise ValueError(f"cannot tell an image format from the suffix of {path.name!r}: use .png or .jpg")
+        raise ValueError(
+            f"an overlay is saved as .png or .jpg, not {path.name!r}: those formats carry the mark "
+            "that keeps it from being read again as a radiograph"
+        )
+    if not overwrite and os.path.lexists(path):
+        raise FileExistsError(f"{path.name} exists: pass overwrite=True to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     overlay = render_overlay(image, heat, boxes, **render_kwargs)
     options = overlay_save_options(image_format)

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -60,7 +61,7 @@ from fracsight.inference.results import (
     finding_of,
 )
 from fracsight.inference.store import resolve_bundle
-from fracsight.io import MIN_SIDE, Radiograph, read_image
+from fracsight.io import MIN_SIDE, Radiograph, file_name_only, read_image
 from fracsight.preprocessing import Letterbox, letterbox_radiograph, read_for_model
 
 __all__ = ["Predictor"]
@@ -164,11 +165,11 @@ def _check_pixels(radiograph: Radiograph) -> None:
 
 def _count(value: Any, argument: str, *, least: int, most: int) -> int:
     """``value`` as the int ``argument`` must be, between ``least`` and ``most``; else a refusal naming it."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):  # numpy's ints are ints
         raise TypeError(f"{argument} must be an int, not {type(value).__name__} ({value!r})")
     if not least <= value <= most:
         raise ValueError(f"{argument} must be between {least} and {most}, got {value}")
-    return value
+    return int(value)
 
 
 def _as_name(name: Any, argument: str) -> str | None:
@@ -554,7 +555,7 @@ class Predictor:
         ``keep_pixels``: attach the full-resolution pixels (for overlays); the result is the same.
         """
         name = _as_name(name, "name")
-        given = Path(name).name if name else None  # a client's path: its file name
+        given = file_name_only(name) if name else None  # a client's path: its file name
         radiograph, file = self._read_any(source, given)
         (prediction,) = self._predict_checked([radiograph], [given or _input_name(source)], heatmap)
         if keep_pixels:

@@ -185,7 +185,7 @@ class Prediction:
             )
         )
         if self.has_fracture_head:
-            out["decisions"] = self.decisions
+            out["decisions"] = dict(self.decisions)  # a copy: the result's own was changed through it
         if self.region_probabilities:
             out["region"] = self.region
             out["region_probabilities"] = {k: round(v, 6) for k, v in self.region_probabilities.items()}

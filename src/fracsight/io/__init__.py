@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import numbers
 import os
 import re
 from functools import partial
 from pathlib import Path, PurePath
+from typing import Any
 
 from fracsight.errors import (
     DecompressionBombError,
@@ -61,6 +63,13 @@ def image_stem(name: str | os.PathLike[str]) -> str:
     the UID's last part, so that two such files' overlays got one name."""
     path = PurePath(name)
     return path.stem if path.suffix.lower() in IMAGE_SUFFIXES else path.name
+
+
+def file_name_only(name: str) -> str:
+    """The last part of a name a caller gave for bytes or pixels (``/patients/Doe/x.jpg``,
+    ``C:\\Patients\\Doe\\x.jpg`` -> ``x.jpg``): folder names can hold patient names, and a
+    result or message keeps the file's name alone. A name with no last part is kept whole."""
+    return re.split(r"[\\/]", name.rstrip("\\/"))[-1] or name
 
 
 def url_text(path: str | os.PathLike[str]) -> str | None:
@@ -115,9 +124,13 @@ def read_image(
         ImageReadError: or one of its subclasses, for every input that cannot be
             read; the message names the file and the problem.
     """
-    if frame is not None and (isinstance(frame, bool) or not isinstance(frame, int) or frame < 0):
-        raise ValueError(f"frame must be a frame index (an int >= 0) or None, not {frame!r}")
-    _check_reduce_to(reduce_to)
+    # checked before the file is read: a caller's mistake was an unreadable image ("cannot decode
+    # this JPEG file: '>' not supported between 'int' and 'NoneType'"); numpy's ints are ints
+    frame = _whole(frame, "frame", "a frame index (an int >= 0) or None", least=0, optional=True)
+    side = "a side in pixels (an int >= 1)"
+    reduce_to = _whole(reduce_to, "reduce_to", f"None or {side}", least=1, optional=True)
+    max_pixels = _whole(max_pixels, "max_pixels", "a number of pixels (an int >= 1)", least=1)
+    min_side = _whole(min_side, "min_side", side, least=1)
     data, name = _load(source, name)
     label = f"{name}: " if name else ""
     if not data:
@@ -151,19 +164,21 @@ def read_image(
     )
 
 
-def _check_reduce_to(reduce_to: object) -> None:
-    """``reduce_to`` is None or a side of at least 1 pixel, checked for every format (a DICOM
-    or PNG does not use it, but the same call with a JPEG would): ``True`` was taken as 1 (a
-    JPEG decoded at 1/8 scale, silently), 0 or a negative side as "no reduction", 100.5 as 100."""
-    if reduce_to is None:
-        return
-    if isinstance(reduce_to, bool) or not isinstance(reduce_to, int) or reduce_to < 1:
-        raise ValueError(f"reduce_to must be None or a side in pixels (an int >= 1), not {reduce_to!r}")
+def _whole(value: Any, argument: str, what: str, *, least: int, optional: bool = False) -> Any:
+    """``value`` as an int of at least ``least`` (or None where ``optional``), checked for every
+    format (a DICOM does not use ``reduce_to``, but the same call with a JPEG would): ``True`` was
+    taken as 1 (a JPEG decoded at 1/8 scale, silently), 0 or a negative side as "no reduction",
+    100.5 as 100."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+        raise ValueError(f"{argument} must be {what}, not {value!r}")
+    return int(value)
 
 
 def _load(source: str | os.PathLike[str] | bytes, name: str | None) -> tuple[bytes, str | None]:
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return bytes(source), name
+        return bytes(source), file_name_only(name) if name else name
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"read_image takes a path or bytes, not {type(source).__name__}")
     if not os.fsdecode(source):  # Path("") is the current folder: an unset variable read as "."

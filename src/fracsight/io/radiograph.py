@@ -10,6 +10,10 @@ import numpy as np
 
 __all__ = ["ImageMetadata", "Radiograph"]
 
+# PIL modes a TIFF cannot hold, and the mode of the same picture that it can: grey with
+# premultiplied alpha failed with Pillow's own error
+_TIFF_AS = {"La": "LA", "RGBa": "RGBA"}
+
 
 @dataclass(frozen=True)
 class ImageMetadata:
@@ -105,7 +109,7 @@ class Radiograph:
         from PIL import Image, ImageOps
 
         from fracsight.errors import ImageReadError, InvalidPixelsError, OverlayImageError
-        from fracsight.io import read_image
+        from fracsight.io import file_name_only, read_image
         from fracsight.io._raster import (
             LOW_JPEG_QUALITY,
             OVERLAY_REFUSAL,
@@ -115,6 +119,7 @@ class Radiograph:
             white_is_zero,
         )
 
+        name = file_name_only(name) if name else name
         label = name or "array"
         inverted = isinstance(image, Image.Image) and white_is_zero(image)  # the TIFF below says BlackIsZero
         quality = jpeg_quality(image) if isinstance(image, Image.Image) else None  # the TIFF keeps no tables
@@ -131,14 +136,23 @@ class Radiograph:
                 raise InvalidPixelsError(f"{label}: the image is empty ({pil.width} x {pil.height} pixels)")
             if pil.mode == "P" and "transparency" in pil.info:  # a TIFF keeps no palette transparency
                 pil = pil.convert("RGBA")
+            if pil.mode in _TIFF_AS:  # modes TIFF cannot hold, kept as what they are
+                pil = pil.convert(_TIFF_AS[pil.mode])
+            elif pil.mode == "I;16N":  # 16-bit grey in the machine's byte order: it went through
+                pil = Image.fromarray(np.asarray(pil, dtype=np.uint16))  # RGBA, its read far off
         else:
             pil = Image.fromarray(_as_image_array(image))
         buffer = io.BytesIO()
         try:  # TIFF holds every mode below (8/16-bit, float, RGB(A), palette) without loss
             pil.save(buffer, format="TIFF")
-        except (OSError, ValueError, KeyError):  # a Pillow mode TIFF has no place for (e.g. "PA")
+        except (OSError, ValueError, KeyError):  # a Pillow mode TIFF has no place for (e.g. "HSV")
             buffer = io.BytesIO()
-            pil.convert("RGBA").save(buffer, format="TIFF")
+            try:
+                pil.convert("RGBA").save(buffer, format="TIFF")
+            except (OSError, ValueError, KeyError):
+                raise InvalidPixelsError(
+                    f"{label}: a PIL image in mode {pil.mode} is not read: convert it to L, I;16 or RGB"
+                ) from None
         radiograph = read_image(buffer.getvalue(), name=label)
         pixels, photometric = radiograph.pixels, radiograph.metadata.photometric
         if inverted:  # as read_image turns the file: bone bright

@@ -300,8 +300,18 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, dataset: Dataset, show_progress: bool = True) -> None:
         _check_ranges(cfg)  # a TrainConfig built in Python has not been through load_config
         # the run records the data it trained on, resolved: export and evaluate read it again, from
-        # any working folder
-        cfg = dataclasses.replace(cfg, data=str(Path(cfg.data or dataset.root).resolve()))
+        # any working folder. That is ``dataset``'s folder: a recipe's ``data`` was recorded instead
+        # when a Dataset of other images was given, and export then failed on the recipe's images
+        trained_on = Path(dataset.root).resolve()
+        named = Path(cfg.data).resolve() if cfg.data else trained_on
+        if named != trained_on and named not in trained_on.parents:
+            log.warning(
+                "the config's data (%s) is not the data set given (%s): the run trains on, and records, %s",
+                cfg.data,
+                dataset.root,
+                trained_on,
+            )
+        cfg = dataclasses.replace(cfg, data=str(trained_on))
         self.cfg = cfg
         self.dataset = dataset
         self.device = resolve_device(cfg.device)
