@@ -469,8 +469,12 @@ def test_predictor_and_results_say_what_they_are(images: list[Path]) -> None:
     json.dumps([result.to_dict(), study.to_dict()])
 
 
-def test_the_readme_python_example_runs(images: list[Path], tmp_path: Path) -> None:
+def test_the_readme_python_example_runs(
+    images: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from PIL import Image
+
+    monkeypatch.chdir(tmp_path)  # its overlay is written here
 
     readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
     code = readme.split("Python API:\n\n```python\n", 1)[1].split("```", 1)[0]
@@ -482,6 +486,7 @@ def test_the_readme_python_example_runs(images: list[Path], tmp_path: Path) -> N
     assert study.unread == ("missing.png",) and not study.reliable  # type: ignore[attr-defined]
     assert len(namespace["results"]) == len(images) + 1  # type: ignore[arg-type]
     assert isinstance(eval(code.splitlines()[-1], namespace), Image.Image)
+    assert (tmp_path / "wrist.overlay.png").is_file()
 
 
 def test_images_in_memory_that_cannot_be_decoded_fail_alone(images: list[Path], tmp_path: Path) -> None:

@@ -293,7 +293,9 @@ def refuse_output(path: Path | None, *, folder: bool, overwrite: bool = True, op
     if path is None:
         return
     problem = None
-    if folder and path.exists() and not path.is_dir():
+    if str(path).startswith("-") and str(path) != "-":  # `--csv --all-classes`: a file of that name
+        problem = "bad_output", f"{path} is an option, not a file name (write ./{path} for a file so named)"
+    elif folder and path.exists() and not path.is_dir():
         problem = "bad_output", f"{path} exists and is not a folder"
     elif folder and path.is_symlink() and not path.exists():  # failed after the work: "File exists"
         problem = "bad_output", f"{path} is a link whose target does not exist ({os.readlink(path)})"

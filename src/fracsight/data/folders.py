@@ -119,9 +119,10 @@ def read_class_folders(root: Path) -> Dataset:
         index = {n: i for i, n in enumerate(class_names)}
         if len(names) == 2:  # `0` / `1`, `yes` / `no`: a researcher who meant a fracture model gets none
             log.warning(
-                "%s: the two class folders %s do not read as fractured / not fractured, so they train a "
-                "two-class head (no fracture head: no AUROC, no operating points); for a fracture model "
-                "name them as fractured and not fractured (docs/data.md lists the words read)",
+                "%s: the two class folders %s do not read as fractured / not fractured, so they are read as "
+                "two classes, not fracture labels (a model trained on them has a two-class head: no "
+                "AUROC, no operating points); for a fracture model name them as fractured and not "
+                "fractured (docs/data.md lists the words read)",
                 root,
                 " and ".join(repr(n) for n in class_names),
             )

@@ -6,8 +6,10 @@ lookup tables interpolated from a few anchor colours.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -133,8 +135,18 @@ def _to_rgb_uint8(image: np.ndarray | Image.Image) -> np.ndarray:
     return out
 
 
+_DEJAVU = os.path.join("mpl-data", "fonts", "ttf", "DejaVuSans.ttf")  # in matplotlib's package
+
+
 @cache
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """DejaVu Sans, which matplotlib (a dependency) ships: Latin, Greek and Cyrillic letters.
+    Pillow's own font has ASCII alone: a class named "Épiphysaire" was drawn "▯piphysaire" on
+    every overlay and on the DICOM secondary capture. Pillow's font where DejaVu is not found."""
+    spec = importlib.util.find_spec("matplotlib")  # found, not imported (a second of start-up)
+    for folder in (spec and spec.submodule_search_locations) or ():
+        with suppress(OSError):
+            return ImageFont.truetype(os.path.join(folder, _DEJAVU), size)
     try:
         return ImageFont.load_default(size=size)
     except (TypeError, OSError):  # Pillow < 10.1 or no FreeType: fixed-size bitmap font

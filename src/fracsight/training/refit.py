@@ -17,6 +17,7 @@ Torch-free: only onnxruntime and numpy.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -47,6 +48,8 @@ from fracsight.inference.ood import fit_ood
 from fracsight.inference.orientation import turn_radiograph
 from fracsight.inference.predictor import Predictor
 from fracsight.preprocessing import Letterbox, letterbox_radiograph, read_for_model
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "MAX_UPRIGHT_TURNED",
@@ -355,6 +358,8 @@ def refuse_unfit_data(
             raise DataMismatchError(f"{e}: {fix}") from None
         if not any(CLASS in s.labels for s in val):
             missing.append(f"class labels ({', '.join(classes)}) on its validation images")
+        else:
+            _warn_classes_unseen(dataset, val, classes)
     if missing:
         raise DataMismatchError(
             f"{dataset.root} lacks the {' and '.join(missing)}, which the model's heads are calibrated "
@@ -365,6 +370,22 @@ def refuse_unfit_data(
         raise DataMismatchError(
             f"{dataset.root}'s validation split has {positive} {fracture[-1]} and {len(val) - positive} "
             f"{fracture[0]} images: the calibration and operating points are fitted on both: {fix}"
+        )
+
+
+def _warn_classes_unseen(dataset: Dataset, val: list[Sample], classes: Sequence[str]) -> None:
+    """Warn where the validation images lack some of the model's classes: the class operating
+    point (and quantize's gate) is then fitted without them, and it fell to 1/N on a small set,
+    every class stated "most likely" however unsure."""
+    names = dataset.class_names[CLASS]
+    seen = {names[s.labels[CLASS]] for s in val if s.labels.get(CLASS, -1) >= 0}
+    unseen = [c for c in classes if c not in seen]
+    if unseen:
+        log.warning(
+            "%s: no validation image of the model's class(es) %s: the class operating point is fitted "
+            "without them, and the class it states for such an image was never checked here",
+            dataset.root,
+            ", ".join(repr(c) for c in unseen),
         )
 
 
