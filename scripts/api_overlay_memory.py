@@ -3,18 +3,25 @@
 
     python scripts/api_overlay_memory.py                       # a FracAtlas image enlarged to 7000 x 7000
     python scripts/api_overlay_memory.py --side 4000 --model path/to/bundle
+    python scripts/api_overlay_memory.py --mixed 4             # rounds of large and small uploads
 
 Starts ``fracsight serve`` on 127.0.0.1 (a free port), sends the image as a PNG once with
 ``overlay=false`` and once with ``overlay=true``, and prints the server's peak resident memory
 (VmHWM, from /proc; Linux only) after each, with the wall time of each request. The peak only
 grows, so the second figure is the peak of the overlay request.
+
+``--mixed N`` instead sends N rounds of 60 uploads, 24 at a time, each at random the large PNG
+or the radiograph as it is, and prints the server's peak and its resident memory after each
+round: what a server keeps of large images among small ones.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -31,6 +38,7 @@ def main() -> None:
     parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE, help="a radiograph to enlarge")
     parser.add_argument("--side", type=int, default=7000, help="the square image's side in pixels")
     parser.add_argument("--model", default=None, help="bundle (default: the shipped model)")
+    parser.add_argument("--mixed", type=int, default=0, metavar="N", help="N rounds of mixed uploads")
     args = parser.parse_args()
 
     grey = Image.open(args.image).convert("L").resize((args.side, args.side), Image.Resampling.BILINEAR)
@@ -44,6 +52,9 @@ def main() -> None:
             wait_ready(client, server)
             print(f"{args.side} x {args.side} PNG, {len(data) / 1e6:.1f} MB; server at start: "
                   f"{proc_memory(server.pid)['peak']:.0f} MB")  # fmt: skip
+            if args.mixed:
+                mixed_rounds(client, server.pid, args.mixed, data, args.image.read_bytes())
+                return
             for overlay in ("false", "true"):
                 started = time.perf_counter()
                 files = [("files", ("large.png", data, "image/png"))]
@@ -54,6 +65,18 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def mixed_rounds(client: httpx.Client, pid: int, rounds: int, large: bytes, small: bytes) -> None:
+    def send(data: bytes) -> int:
+        return client.post("/v1/predict", files=[("files", ("x.png", data))]).status_code
+
+    chance = random.Random(0)
+    with ThreadPoolExecutor(24) as pool:
+        for n in range(1, rounds + 1):
+            codes = set(pool.map(send, [chance.choice((large, small)) for _ in range(60)]))
+            peak, held = proc_memory(pid)["peak"], proc_memory(pid)["rss"]
+            print(f"round {n}: HTTP {sorted(codes)}, peak {peak:.0f} MB, after the round {held:.0f} MB")
 
 
 if __name__ == "__main__":

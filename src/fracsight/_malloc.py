@@ -16,16 +16,26 @@ image whichever model is loaded.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import sys
 
-__all__ = ["MMAP_THRESHOLD", "TRIM_THRESHOLD", "keep_freed_memory"]
+__all__ = [
+    "LARGE_IMAGE_PIXELS",
+    "MMAP_THRESHOLD",
+    "TRIM_THRESHOLD",
+    "keep_freed_memory",
+    "release_freed_memory",
+]
 
 MMAP_THRESHOLD = 32 << 20  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit systems
 TRIM_THRESHOLD = 2 * MMAP_THRESHOLD  # glibc's dynamic rule: twice the mmap threshold
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters from <malloc.h>
 _USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
+
+#: An image this large (height x width) leaves its working memory for :func:`release_freed_memory`
+LARGE_IMAGE_PIXELS = 16_000_000
 
 _done: bool | None = None
 
@@ -40,6 +50,17 @@ def keep_freed_memory() -> bool:
     if _done is None:
         _done = _set_thresholds()
     return _done
+
+
+def release_freed_memory() -> None:
+    """Give the kernel back the free pages of glibc's heap (``malloc_trim(0)``), where
+    :func:`keep_freed_memory` raised the thresholds: with them a large image's arrays of up to 32 MB
+    come from the heap, and a small image's arrays allocated meanwhile pin them there. A server that
+    read 49-megapixel images between small ones held 1 to 2 GB after the rounds, its peak rising
+    round after round (2026-12-05 hunt); call this when a large image's arrays are freed."""
+    if _done:
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _set_thresholds() -> bool:

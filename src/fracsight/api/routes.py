@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import anyio
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
 from fastapi.responses import PlainTextResponse, Response
 
 from fracsight import __version__
+from fracsight._malloc import LARGE_IMAGE_PIXELS, release_freed_memory
 from fracsight.api.errors import (
     INTERNAL_ERROR,
     NO_READABLE_IMAGES,
@@ -265,6 +266,7 @@ def _image_entry(outcome: Outcome) -> dict[str, Any]:
 )
 async def predict(
     request: Request,
+    background: BackgroundTasks,
     predictor: PredictorDep,
     settings: SettingsDep,
     metrics: MetricsDep,
@@ -339,6 +341,8 @@ async def predict(
             return Response(status_code=CLIENT_GONE_STATUS)
         failures = [o.result for o in outcomes if isinstance(o.result, FileFailure)]
         predictions = [o.result for o in outcomes if isinstance(o.result, Prediction)]
+        if any(p.image_size[0] * p.image_size[1] >= LARGE_IMAGE_PIXELS for p in predictions):
+            background.add_task(release_freed_memory)  # once the answer is sent and its arrays freed
         for failure in failures:
             metrics.count_error(failure.code, scope="file")
         metrics.count_images("predicted", len(predictions))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fracsight._malloc import LARGE_IMAGE_PIXELS, release_freed_memory
 from fracsight.api.errors import INTERNAL_ERROR
 from fracsight.api.uploads import Upload
 from fracsight.bundle import OperatingPoint
@@ -108,4 +109,10 @@ def predict_uploads(
         if gone():
             raise ClientGone
         outcomes.append(_predict_one(predictor, upload, options))
+        result = outcomes[-1].result
+        if (
+            isinstance(result, Prediction)
+            and result.image_size[0] * result.image_size[1] >= LARGE_IMAGE_PIXELS
+        ):
+            release_freed_memory()  # its decoded pixels and temporaries are freed by now
     return outcomes

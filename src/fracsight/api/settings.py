@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from fracsight.api.auth import digests_setting, parse_tokens
 from fracsight.errors import ConfigError
 from fracsight.io import DEFAULT_MAX_PIXELS
+from fracsight.io._raster import PILLOW_MAX_PIXELS
 
 __all__ = ["ENV_PREFIX", "GRACEFUL_SHUTDOWN_S", "SERVE_OPTIONS", "ApiSettings"]
 
@@ -57,7 +58,12 @@ class ApiSettings(BaseModel):
     max_upload_bytes: int = Field(default=50 * MB, ge=1, description="Largest accepted file, in bytes.")
     max_files: int = Field(default=16, ge=1, le=1000, description="Most files in one request.")
     max_pixels: int = Field(
-        default=DEFAULT_MAX_PIXELS, ge=1, description="Largest image (height x width) decoded."
+        default=DEFAULT_MAX_PIXELS,
+        ge=1,
+        # above it Pillow refuses a PNG or JPEG itself (a DICOM would be read): the limit the server
+        # reported in /v1/model was not the one it applied
+        le=PILLOW_MAX_PIXELS,
+        description="Largest image (height x width) decoded; at most Pillow's own limit.",
     )
     max_concurrent_inferences: int = Field(
         default=2, ge=1, le=64, description="Requests decoding/inferring at once; the rest wait."

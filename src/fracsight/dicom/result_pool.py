@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fracsight._malloc import LARGE_IMAGE_PIXELS, release_freed_memory
 from fracsight.dicom._logging import setup_logging
 from fracsight.dicom.spool import write_durably
 from fracsight.errors import FracsightError
@@ -200,6 +201,9 @@ def make_image_results(
                 outcomes[job.key] = ImageOutcome(job.key, "deferred", error=spool_write_error(e))
             except Exception as e:
                 outcomes[job.key] = _results_error(job, e)
+    if any(p.image_size[0] * p.image_size[1] >= LARGE_IMAGE_PIXELS for p in predictions):
+        del read, writes  # the files' bytes and pixels, freed before their memory is given back
+        release_freed_memory()
     return [outcomes[job.key] for job in jobs]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import struct
+import sys
 import warnings
 from collections.abc import Callable
 
@@ -14,7 +15,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from fracsight.errors import DecompressionBombError, ImageReadError, OverlayImageError, TruncatedImageError
 from fracsight.io.radiograph import ImageMetadata, Radiograph
 
-__all__ = ["COLOUR_WARNING", "TRUNCATED_WARNING", "read_raster"]
+__all__ = ["COLOUR_WARNING", "PILLOW_MAX_PIXELS", "TRUNCATED_WARNING", "read_raster"]
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +23,8 @@ logger = logging.getLogger(__name__)
 # has already chosen its own limit (max_pixels, checked from the same header before decoding), so
 # the warning only repeats, in alarming words, a decision that is made right after.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+#: the most pixels Pillow opens (twice Image.MAX_IMAGE_PIXELS; 178,956,970), whatever max_pixels says
+PILLOW_MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else sys.maxsize
 
 TRUNCATED_WARNING = "truncated file: the bottom of the image may be missing"
 _JPEG_FILL = 128  # what libjpeg decodes the blocks a cut file lacks to (a zero DC coefficient)
@@ -86,9 +89,8 @@ def read_raster(
     except (ImageReadError, MemoryError):
         raise
     except Image.DecompressionBombError as e:  # Pillow's own limit, checked before ours can be
-        pillow_limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
         raise DecompressionBombError(  # above any limit fracsight reads to, so named as the limit
-            f"{label}image too large: its header claims more than {pillow_limit:,} pixels; refused "
+            f"{label}image too large: its header claims more than {PILLOW_MAX_PIXELS:,} pixels; refused "
             "before decoding"
         ) from e
     except UnidentifiedImageError as e:  # Pillow's message quotes an object repr, not the problem
