@@ -154,3 +154,19 @@ def test_reader_arguments_are_checked_as_arguments_and_numpy_ints_are_ints(
     assert read_image(image_path, reduce_to=np.int64(64), frame=np.int64(0)).metadata.reduced_from
     threaded = Predictor(predictor.bundle_dir, threads=np.int64(1))
     assert len(list(threaded.predict_many([image_path], batch_size=np.int64(4), workers=np.int64(1)))) == 1
+
+
+def test_the_operating_point_is_set_by_name(tiny_bundle) -> None:
+    """`predictor.operating_point = "triage"` was taken, and the next prediction failed with
+    "'str' object has no attribute 'name'"."""
+    from fracsight.errors import BundleError
+
+    predictor = Predictor(tiny_bundle)
+    names = [o.name for o in predictor.spec.operating_points]
+    predictor.operating_point = names[-1]
+    assert predictor.operating_point == predictor.spec.operating_points[-1]
+    assert predictor.predict(np.full((64, 64), 0.5, np.float32)).operating_point == names[-1]
+    with pytest.raises(BundleError, match="unknown operating point 'bogus'"):
+        predictor.operating_point = "bogus"
+    predictor.operating_point = None
+    assert predictor.operating_point == predictor.spec.chosen_operating_point()

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from fracsight.bundle import BundleSpec
+from fracsight.bundle import BundleSpec, OperatingPoint
 from fracsight.errors import (
     BundleError,
     FracsightError,
@@ -318,6 +318,22 @@ class Predictor:
     def __repr__(self) -> str:
         op = "" if self.operating_point is None else f", operating_point={self.operating_point.name!r}"
         return f"{type(self).__name__}({self.name!r}{op})"
+
+    @property
+    def operating_point(self) -> OperatingPoint | None:
+        """The operating point whose threshold decides (None: a bundle without a fracture head)."""
+        return self._operating_point
+
+    @operating_point.setter
+    def operating_point(self, point: str | OperatingPoint | None) -> None:
+        """Set by name (``predictor.operating_point = "triage"``: it failed at the next prediction
+        with "'str' object has no attribute 'name'") or as one of the bundle's own points."""
+        if isinstance(point, OperatingPoint):
+            if point not in self.spec.operating_points:
+                raise ValueError(f"{point.name!r} is not one of this model's operating points")
+            self._operating_point = point
+        else:
+            self._operating_point = self.spec.chosen_operating_point(point)
 
     @property
     def name(self) -> str:
