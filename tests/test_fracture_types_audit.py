@@ -56,9 +56,13 @@ def test_an_option_taken_as_an_output_file_name_is_refused(
     """`predict X --csv --all-classes` wrote a CSV named "--all-classes" and left the option out."""
     monkeypatch.chdir(tmp_path)
     image = next((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))
-    result = runner.invoke(
-        app, ["predict", str(image), "--model", str(tiny_bundle), "--csv", "--all-classes"]
-    )
+    args = ["predict", str(image), "--model", str(tiny_bundle), "--csv"]
+    result = runner.invoke(app, [*args, "--all-classes"])
     assert result.exit_code == 2, result.output
-    assert "--all-classes is an option, not a file name" in " ".join(result.output.split())
+    assert "--all-classes is an option, not a file name (give its full path" in " ".join(
+        result.output.split()
+    )
     assert not (tmp_path / "--all-classes").exists()
+    kept = runner.invoke(app, [*args, "./-rows.csv"])  # one dash: a name (pathlib drops the ./)
+    assert kept.exit_code == 0, kept.output
+    assert (tmp_path / "-rows.csv").is_file()

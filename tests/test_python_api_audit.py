@@ -5,6 +5,8 @@ on, PIL modes that stopped a whole run, and a result changed through its ``to_di
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -36,6 +38,7 @@ def test_a_folder_in_a_given_name_is_kept_nowhere(predictor: Predictor, image_pa
     assert Radiograph.from_array(np.zeros((64, 64), np.uint8), name=given).metadata.name == "wrist.jpg"
     result = predictor.predict(np.zeros((64, 64), np.uint8), name=given)
     assert result.source == "wrist.jpg" and "Doe_Jane" not in str(result.to_dict())
+    assert read_image(data, name=Path(given)).metadata.name == "wrist.jpg"  # a Path as a name
     with pytest.raises(ImageReadError) as caught:
         read_image(b"not an image at all", name=given)
     assert "Doe_Jane" not in str(caught.value) and str(caught.value).startswith("wrist.jpg: ")
@@ -71,7 +74,13 @@ def test_evaluation_labels_are_checked_before_they_are_cast() -> None:
     confusion_matrix and cohen_kappa cut probabilities given as labels down to class 0; a missing
     study id joined every unnamed image into one study; a threshold "0.5" was numpy's ufunc error."""
     from fracsight.evaluation import evaluate_predictions
-    from fracsight.evaluation.metrics import binary_metrics_at, cohen_kappa, confusion_matrix
+    from fracsight.evaluation.metrics import (
+        binary_metrics_at,
+        cohen_kappa,
+        confusion_matrix,
+        multiclass_metrics,
+    )
+    from fracsight.evaluation.report import evaluate_classes
 
     rng = np.random.default_rng(0)
     y, p = rng.integers(0, 2, 50), rng.random(50)
@@ -83,6 +92,11 @@ def test_evaluation_labels_are_checked_before_they_are_cast() -> None:
         confusion_matrix(y, p, 2)
     with pytest.raises(ValueError, match=r"y_pred must hold class indices"):
         cohen_kappa(y, p)
+    soft = [0.7, 1.4, 2.0, 0.2, 1.0, 2.9]
+    with pytest.raises(ValueError, match=r"y must hold class indices"):
+        multiclass_metrics(soft, np.full((6, 3), 1 / 3), ["a", "b", "c"])
+    with pytest.raises(ValueError, match=r"class_labels must hold class indices"):
+        evaluate_classes(soft, np.full((6, 3), 1 / 3), ["a", "b", "c"])
     with pytest.raises(ValueError, match=r"threshold must be a number, got str"):
         binary_metrics_at(y, p, "0.5")
     with pytest.raises(ValueError, match=r"study_ids has 50 missing ids"):
@@ -170,3 +184,13 @@ def test_the_operating_point_is_set_by_name(tiny_bundle) -> None:
         predictor.operating_point = "bogus"
     predictor.operating_point = None
     assert predictor.operating_point == predictor.spec.chosen_operating_point()
+
+
+def test_a_backslash_in_a_files_own_name_is_kept(predictor: Predictor, image_path, tmp_path) -> None:
+    """A file named `Doe\\scan.jpg` on Linux (unpacked from a Windows archive) is that file's whole
+    name: the desktop passes it as the name, and it was cut to `scan.jpg` like a Windows path."""
+    odd = tmp_path / "Doe\\scan.jpg"
+    odd.write_bytes(image_path.read_bytes())
+    assert predictor.predict(odd).source == odd.name
+    assert predictor.predict(odd, name=odd.name).source == odd.name
+    assert predictor.predict(odd.read_bytes(), name=odd.name).source == "scan.jpg"  # bytes: a client's path

@@ -293,8 +293,12 @@ def refuse_output(path: Path | None, *, folder: bool, overwrite: bool = True, op
     if path is None:
         return
     problem = None
-    if str(path).startswith("-") and str(path) != "-":  # `--csv --all-classes`: a file of that name
-        problem = "bad_output", f"{path} is an option, not a file name (write ./{path} for a file so named)"
+    if str(path).startswith("--"):  # `--csv --all-classes`: a file of that name, the option left out
+        what = "folder" if folder else "file"
+        problem = (
+            "bad_output",
+            f"{path} is an option, not a {what} name (give its full path for a {what} so named)",
+        )
     elif folder and path.exists() and not path.is_dir():
         problem = "bad_output", f"{path} exists and is not a folder"
     elif folder and path.is_symlink() and not path.exists():  # failed after the work: "File exists"

@@ -350,7 +350,7 @@ def multiclass_metrics(y: ArrayLike, probs: ArrayLike, class_names: Sequence[str
     support and one-vs-rest AUROC. ``macro_f1`` / ``macro_auroc`` average the
     classes where the value is defined (``None`` values are left out).
     """
-    ya = np.asarray(y).astype(np.int64).ravel()
+    ya = _class_indices(y, "y")
     pa = np.asarray(probs, dtype=np.float64)
     k = len(class_names)
     if pa.ndim != 2 or pa.shape != (ya.size, k):

@@ -28,6 +28,7 @@ from fracsight.evaluation.aggregate import AggregationMethod, aggregate_study_pr
 from fracsight.evaluation.calibration import brier_score, expected_calibration_error
 from fracsight.evaluation.metrics import (
     _binary_inputs,
+    _class_indices,
     auroc,
     average_precision,
     binary_metrics_at,
@@ -387,7 +388,7 @@ def evaluate_predictions(
     if class_labels is not None or class_probs is not None:
         if class_labels is None or class_probs is None or class_names is None:
             raise ValueError("multi-class metrics need class_labels, class_probs and class_names")
-        cl = np.asarray(class_labels).astype(np.int64).ravel()
+        cl = _class_indices(class_labels, "class_labels")
         keep = cl >= 0
         if keep.any():
             result["multiclass"] = multiclass_metrics(cl[keep], np.asarray(class_probs)[keep], class_names)
@@ -451,7 +452,7 @@ def evaluate_classes(
     labelled image are left out.
     Raises ``ValueError`` when no image has a class label.
     """
-    cl = np.asarray(class_labels).astype(np.int64).ravel()
+    cl = _class_indices(class_labels, "class_labels")
     pa = np.asarray(class_probs, dtype=np.float64)
     if pa.ndim != 2 or pa.shape != (cl.size, len(class_names)):
         raise ValueError(f"class_probs must have shape ({cl.size}, {len(class_names)}), got {pa.shape}")
@@ -534,7 +535,7 @@ def render_all_plots(
             )
         )
     if class_labels is not None and class_probs is not None and class_names is not None:
-        cl = np.asarray(class_labels).astype(np.int64).ravel()
+        cl = _class_indices(class_labels, "class_labels")
         keep = cl >= 0
         probs = np.asarray(class_probs, dtype=np.float64)[keep]
         pred = np.argmax(probs, axis=1)
@@ -573,8 +574,7 @@ def _fracture_plots(
     ece_bins: int,
     subtitle: str | None,
 ) -> dict[str, Path]:
-    ya = np.asarray(y).astype(np.int64).ravel()
-    pa = np.asarray(p, dtype=np.float64).ravel()
+    ya, pa = _binary_inputs(y, p)
 
     def ci(key: str) -> tuple[float, float] | None:
         block = metrics.get(key) or {}

@@ -571,7 +571,13 @@ class Predictor:
         ``keep_pixels``: attach the full-resolution pixels (for overlays); the result is the same.
         """
         name = _as_name(name, "name")
-        given = file_name_only(name) if name else None  # a client's path: its file name
+        # a client's path: its file name; a file's own name is kept as it is (a backslash in a
+        # name from a Windows archive is part of it)
+        given = (
+            (Path(name).name if isinstance(source, (str, os.PathLike)) else file_name_only(name))
+            if name
+            else None
+        )
         radiograph, file = self._read_any(source, given)
         (prediction,) = self._predict_checked([radiograph], [given or _input_name(source)], heatmap)
         if keep_pixels:

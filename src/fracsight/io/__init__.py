@@ -65,11 +65,12 @@ def image_stem(name: str | os.PathLike[str]) -> str:
     return path.stem if path.suffix.lower() in IMAGE_SUFFIXES else path.name
 
 
-def file_name_only(name: str) -> str:
+def file_name_only(name: str | os.PathLike[str]) -> str:
     """The last part of a name a caller gave for bytes or pixels (``/patients/Doe/x.jpg``,
     ``C:\\Patients\\Doe\\x.jpg`` -> ``x.jpg``): folder names can hold patient names, and a
     result or message keeps the file's name alone. A name with no last part is kept whole."""
-    return re.split(r"[\\/]", name.rstrip("\\/"))[-1] or name
+    text = os.fspath(name)
+    return re.split(r"[\\/]", text.rstrip("\\/"))[-1] or text
 
 
 def url_text(path: str | os.PathLike[str]) -> str | None:
