@@ -128,6 +128,9 @@ def test_ray_gives_exactly_the_rows_of_fracsight_predict(
     phases = {"prepare_s", "ray_start_s", "to_first_rows_s", "to_last_rows_s", "ray_stop_s"}
     assert set(last_run["phases"]) == phases
     assert all(v >= 0 for v in last_run["phases"].values()) and last_run["actors"] == 2
+    # 44 files on a few cores: no rate, or a plausible one (a second block back with the first gave
+    # 1,312 images/s for 30 files on 2 cores)
+    assert last_run["steady_images_per_s"] is None or last_run["steady_images_per_s"] < 400
     codes = Counter(r["error_code"] for r in read_csv(out / "results.csv"))
     assert codes["empty_file"] == 1 and codes["unsupported_format"] == 1
     # a second run finds nothing left to do and adds nothing
@@ -231,6 +234,43 @@ def test_sigterm_keeps_what_is_done_and_says_so(archive: Path, tmp_path: Path) -
     assert "SIGTERM received" not in err and "Traceback" not in err
     record = json.loads((out / "job.json").read_text())
     assert record["status"] == "interrupted" and record["rows"] == len(parquet_rows(out))
+    code, err = finish(batch(*args))
+    assert code == 1 and json.loads((out / "job.json").read_text())["status"] == "complete"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux /proc")
+def test_ctrl_c_pressed_again_while_stopping_still_stops_ray_and_exits_130(
+    archive: Path, tmp_path: Path
+) -> None:
+    """Five Ctrl-C 0.15 s apart once rows were committed: exit 1 with Ray's traceback ("Exception
+    ignored in atexit callback ... KeyboardInterrupt"), and the raylet's two agents ran on for
+    minutes (the second Ctrl-C stopped Ray's shutdown halfway)."""
+    out = tmp_path / "out"
+    args = [str(archive), "--out", str(out), "--batch-size", "1", "--commit-every", "1", "--actors", "1"]
+    job = subprocess.Popen(
+        [*CLI, "batch", "run", *args],
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 180
+    while not list((out / "parts").glob("part-*.parquet")):
+        assert job.poll() is None, job.communicate()[1]
+        assert time.monotonic() < deadline, "no rows committed within 180 s"
+        time.sleep(0.02)
+    ray_processes = descendants(job.pid)
+    for _ in range(5):
+        os.killpg(job.pid, signal.SIGINT)
+        time.sleep(0.15)
+    code, err = finish(job)
+    assert code == 130, err
+    assert "interrupted:" in err and "Traceback" not in err and "KeyboardInterrupt" not in err
+    deadline = time.monotonic() + 20  # kill_all_processes: SIGTERM, SIGKILL after 1 s
+    while left := [f"{pid} {command[:60]}" for pid, command in ray_processes.items() if alive(pid)]:
+        assert time.monotonic() < deadline, f"still running after the job stopped: {left}"
+        time.sleep(0.2)
     code, err = finish(batch(*args))
     assert code == 1 and json.loads((out / "job.json").read_text())["status"] == "complete"
 

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
+from fracsight._output import ignore_further_stops
 from fracsight.bundle import BundleSpec
 from fracsight.errors import FracsightError
 from fracsight.inference import list_bundles, resolve_bundle
@@ -257,6 +258,7 @@ def run_batch(
             steady_rate=run.steady,
         )
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what is committed stays, and job.json says so
+        ignore_further_stops()  # under the CLI: the process ends next, and says what it kept
         output.end_early("interrupted")
         if not output.rows_done:
             raise BatchInterrupted("interrupted before any row was committed") from None
@@ -282,6 +284,7 @@ class _RayRun:
 # What the driver needs next (for Ray Data and the Parquet parts) that does not import Ray itself,
 # so importing it beside ray.init cannot race ray.init for a module.
 _DATA_STACK = ("pyarrow", "pyarrow.compute", "pyarrow.parquet", "pandas")
+_STEADY_SECONDS = 2.0  # the least time after the first rows over which a steady rate is given
 
 
 def _import_data_stack() -> None:
@@ -429,14 +432,17 @@ def _run_on_ray(
             if progress:
                 progress(output.rows_done, total)
         run.phases["to_last_rows_s"] = time.perf_counter() - clock
-        if first is not None and received > first[1] and time.monotonic() > first[0]:
+        # measured over a while only: a second block that came back with the first gave 1,312
+        # images/s for 30 files on 2 cores (about 80 in fact)
+        if first is not None and received > first[1] and time.monotonic() - first[0] >= _STEADY_SECONDS:
             run.steady = (received - first[1]) / (time.monotonic() - first[0])
     finally:
         stopping = time.perf_counter()
-        if local is None:
-            ray.shutdown()
-        else:
-            local.stop()
+        with interrupts_held():  # a second Ctrl-C stopped Ray halfway: its agents ran on for minutes
+            if local is None:
+                ray.shutdown()
+            else:
+                local.stop()
         run.phases["ray_stop_s"] = time.perf_counter() - stopping
 
 
