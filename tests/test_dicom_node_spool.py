@@ -482,6 +482,52 @@ def test_a_peer_that_takes_none_of_the_objects_refuses_them_and_is_not_down(spoo
         server.shutdown()
 
 
+def test_a_pacs_that_rejects_then_takes_the_results_is_logged_as_waited_for_then_reached(
+    spool: Spool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A PACS that rejects the association (a called AE title it does not know): pynetdicom's three
+    ERROR lines ("Association Rejected", "Result: ...", "Reason: ...") before the sender's warning
+    that it waits (a monitor alerting on ERROR fired); and once the PACS took the results, the log
+    said nothing (its last word was that results wait)."""
+    import logging
+
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import ComprehensiveSRStorage
+
+    from dicom_support import free_port
+    from fracsight.dicom._logging import setup_logging
+    from fracsight.dicom.metrics import health
+    from fracsight.dicom.sender import DimseDestination, Sender
+
+    before = logging.getLogger("fracsight").level
+    setup_logging("INFO")
+    port = free_port()
+    scp = AE(ae_title="PACS")
+    scp.require_called_aet = True
+    scp.add_supported_context(ComprehensiveSRStorage)
+    stored = [(evt.EVT_C_STORE, lambda event: 0x0000)]
+    server = scp.start_server(("127.0.0.1", port), block=False, evt_handlers=stored)
+    try:
+        rejected = Sender(spool, DimseDestination("127.0.0.1", port, "NOTPACS", timeout=5), base_delay=0)
+        _queue_sr(spool, UID_A)
+        with caplog.at_level(logging.INFO):
+            assert rejected.send_once() and rejected._failures == 1
+            assert health(spool)["status"] == "degraded" and health(spool)["retrying"] == 1
+            pacs = [r for r in caplog.records if r.name.startswith("pynetdicom")]
+            assert any(r.getMessage() == "Association Rejected" for r in pacs)
+            assert all(r.levelno == logging.WARNING for r in pacs), [
+                (r.levelname, r.getMessage()) for r in pacs
+            ]
+            rejected.destination = DimseDestination("127.0.0.1", port, "PACS", timeout=5)  # the title fixed
+            rejected._retry_at = 0
+            assert rejected.send_once() and rejected._failures == 0
+            assert health(spool)["status"] == "ok" and health(spool)["retrying"] == 0
+        assert "is reachable again: 1 result objects delivered" in caplog.text
+    finally:
+        server.shutdown()
+        logging.getLogger("fracsight").setLevel(before)
+
+
 def test_a_pacs_out_of_resources_is_waited_for_never_given_up(spool: Spool) -> None:
     """A C-STORE SCP (pynetdicom, on loopback) that answers 0xA700 (Refused: Out of Resources: its
     disk full) to its first stores: each was a refusal, and ten of them (about 5 minutes) gave the

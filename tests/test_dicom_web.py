@@ -64,6 +64,12 @@ def test_study_processed_again_files_no_second_set_of_results(images: list[Path]
         triage = CliRunner().invoke(app, [*command, "--operating-point", "triage"])
         assert triage.exit_code == 0, triage.output
         assert len({str(ds.SOPInstanceUID) for ds in results_in(orthanc, study_uid)} - uids) == expected
+        # a study with nothing to assess (a CT alone) was exit 0, as a study done
+        ct_study = generate_uid()
+        orthanc.upload(make_ct_dicom(tmp_path / "ct-only.dcm", study_uid=ct_study))
+        only_ct = CliRunner().invoke(app, ["dicom", "study", ct_study, "--dicomweb", orthanc.dicomweb_url])
+        assert only_ct.exit_code == 1 and "nothing was predicted" in only_ct.output
+        assert json.loads(only_ct.stdout)["predicted"] == 0
 
 
 def test_a_study_run_again_after_an_image_came_names_the_earlier_verdict(

@@ -44,6 +44,11 @@ _OUTAGE_MESSAGES = (
     "DIMSE timeout reached",  # pynetdicom.association: a destination that never answers
     "Network timeout reached",
     "ACSE timeout reached",
+    # pynetdicom.acse: the destination refused the association (a called AE title it does not
+    # know, too busy): three ERROR lines before the sender's own warning that it waits
+    "Association Rejected",
+    "Result: Rejected",
+    "Reason: ",
 )
 
 
@@ -89,7 +94,7 @@ def setup_logging(level: str | int) -> None:
         logger = logging.getLogger(name)
         if _ONE_LINE not in logger.filters:
             logger.addFilter(_ONE_LINE)
-    for name in ("pynetdicom.transport", "pynetdicom.association"):
+    for name in ("pynetdicom.transport", "pynetdicom.association", "pynetdicom.acse"):
         logger = logging.getLogger(name)
         if _OUTAGE_FILTER not in logger.filters:
             logger.addFilter(_OUTAGE_FILTER)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from fracsight._options import ModelOption
-from fracsight._terminal import error_line
+from fracsight._terminal import error_line, warning_line
 from fracsight.dicom.login import PASSWORD_ENV, PASSWORD_FILE_ENV, USER_ENV
 
 if TYPE_CHECKING:
@@ -412,6 +412,9 @@ def study(
         raise typer.Exit(1) from None
     typer.echo(json.dumps(outcome.to_dict(), indent=2))
     typer.echo(NOTICE, err=True)
+    if not outcome.predicted:  # a CT-only study was exit 0: a script could not tell it from a done one
+        warning_line("no image of the study could be assessed (see refused): nothing was predicted")
+        raise typer.Exit(1)
     if not outcome.complete:
         raise typer.Exit(1)
 

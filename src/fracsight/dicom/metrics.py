@@ -16,7 +16,7 @@ from typing import Any
 
 from fracsight.dicom.spool import Spool
 
-__all__ = ["COUNTERS", "MetricsServer", "render", "status"]
+__all__ = ["COUNTERS", "MetricsServer", "health", "render", "status"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,14 @@ def status(spool: Spool) -> dict[str, Any]:
     return {"counters": out, "backlog": spool.backlog(), "instances": spool.states()}
 
 
+def health(spool: Spool) -> dict[str, Any]:
+    """``/healthz``: :func:`status` with ``status`` "ok", or "degraded" while result objects wait to
+    be sent again after a failed try (``retrying``): a PACS down for an hour was "ok" throughout.
+    Still HTTP 200: the node itself is well, and a restart would not bring the PACS back."""
+    retrying = spool.retrying()
+    return {"status": "degraded" if retrying else "ok", "retrying": retrying, **status(spool)}
+
+
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
@@ -121,10 +129,7 @@ class MetricsServer:
                 if self.path == "/metrics":
                     body, kind = render(spool_ref).encode(), "text/plain; version=0.0.4; charset=utf-8"
                 elif self.path == "/healthz":
-                    body, kind = (
-                        json.dumps({"status": "ok", **status(spool_ref)}).encode(),
-                        "application/json",
-                    )
+                    body, kind = json.dumps(health(spool_ref)).encode(), "application/json"
                 else:
                     self.send_error(404)
                     return

@@ -661,6 +661,12 @@ class Sender(threading.Thread):
                     delay,
                 )
         elif delivered:
+            if self._failures:  # the log said it waited; it says the wait is over too
+                log.info(
+                    "%s is reachable again: %d result objects delivered",
+                    self.destination.describe(),
+                    len(delivered),
+                )
             self._failures = 0
         by_code: dict[str, list[OutboxRow]] = {}
         for r, o in zip(rows, outcomes, strict=True):

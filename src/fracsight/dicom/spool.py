@@ -452,6 +452,15 @@ class Spool:
             studies = self._db.execute("SELECT COUNT(*) FROM studies WHERE verdict=?", (OPEN,)).fetchone()
         return {"to_predict": to_predict[0], "to_send": to_send[0], "open_studies": studies[0]}
 
+    def retrying(self) -> int:
+        """Result objects waiting to be sent again after a failed try (the destination down,
+        refusing the association, or these objects): those with the code of a failure."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM outbox WHERE state=? AND code IS NOT NULL", (PENDING,)
+            ).fetchone()
+        return int(row[0])
+
     def states(self) -> dict[str, int]:
         with self._lock:
             rows = self._db.execute("SELECT state, COUNT(*) FROM instances GROUP BY state").fetchall()
