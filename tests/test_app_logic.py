@@ -862,3 +862,27 @@ def test_an_uncertain_class_never_reads_as_its_own_minimum() -> None:
     assert "leg (0.735), is below the minimum 0.740" in class_summary(c).text
     clear = ClassResult.from_probabilities({"leg": 0.5, "hip": 0.5}, 0.7)
     assert "(0.50), is below the minimum 0.70" in class_summary(clear).text
+
+
+def test_no_card_line_rounds_a_probability_to_certainty() -> None:
+    """A fracture+type bundle's card read "Fracture probability 1.000" and "Fracture type: hand
+    (1.00)" (desktop and web app; the CLI table and overlay captions likewise): a model is never
+    certain. The JSON and CSV keep the number itself."""
+    from fracsight.explain import summary_lines
+
+    pred = make_prediction(0.99989, classes={"hand": 0.998, "leg": 0.001, "hip": 0.001})
+    card = card_for(pred)
+    assert card.probability.startswith("Fracture probability >0.999 (threshold")
+    assert card.classification.text.endswith("hand (>0.99)")
+    caption = " ".join(summary_lines(pred))
+    assert "probability >0.99 " in caption and "class hand (>0.99)" in caption and "1.00" not in caption
+    assert pred.to_dict()["fracture_probability"] == 0.99989
+
+
+def test_a_long_names_overlay_download_name_can_be_saved() -> None:
+    """The desktop's and web app's suggested name for a 251-character image was 263 bytes: "File
+    name too long"; `predict --overlay-dir` shortened the same name."""
+    for source in ("a" * 251 + ".jpg", "骨" * 82 + ".jpg", "patient1/" * 30 + "IM1.dcm"):
+        name = overlay_file_name(source)
+        assert len(name.encode()) <= 255 - 64 + len(".overlay.png") and name.endswith(".overlay.png")
+    assert overlay_file_name("a" * 251 + ".jpg") != overlay_file_name("a" * 250 + "b.jpg")  # kept apart

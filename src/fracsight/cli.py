@@ -732,7 +732,7 @@ def _write_overlay(result, overlay_dir: Path, opacity: float, *, keep_suffix: bo
     """The overlay of ``result`` at the place of its name (``study1/image1.png`` ->
     ``OVERLAY_DIR/study1/image1.overlay.png``; ``image1.png.overlay.png`` with ``keep_suffix``,
     when ``image1.jpg`` is predicted too), so that rows and overlays match."""
-    from fracsight.explain import overlay_words, save_overlay
+    from fracsight.explain import overlay_words, save_overlay, short_overlay_stem
     from fracsight.io import image_stem
 
     name = Path(result.source)
@@ -742,7 +742,7 @@ def _write_overlay(result, overlay_dir: Path, opacity: float, *, keep_suffix: bo
     kept_apart = {name.anchor: "_root", "..": "_up"} if name.anchor else {"..": "_up"}
     folder = overlay_dir.joinpath(*(kept_apart.get(part, part) for part in name.parent.parts))
     folder.mkdir(parents=True, exist_ok=True)
-    stem = _short_stem(name.name if keep_suffix else image_stem(name))
+    stem = short_overlay_stem(name.name if keep_suffix else image_stem(name))
     target = folder / f"{stem}.overlay.png"
     n = 1
     while os.path.lexists(target):  # never overwrite (nor a link of the user's): a re-run's get a counter
@@ -756,25 +756,6 @@ def _write_overlay(result, overlay_dir: Path, opacity: float, *, keep_suffix: bo
         if e.filename is None:
             e.filename = str(target)
         raise
-
-
-#: the longest file name most file systems take (bytes), less room for ".overlay-9999.png" and for
-#: the temporary name the overlay is written under first (".NAME.<pid>.<id>.tmp")
-_OVERLAY_STEM_BYTES = 255 - 64
-
-
-def _short_stem(stem: str) -> str:
-    """``stem``, or, when an overlay named after it would be longer than a file name may be (a
-    250-character image name: "File name too long" stopped the run after every image was predicted,
-    with no results), its start and a hash of the whole, so that two long names stay apart."""
-    import hashlib
-
-    raw = stem.encode("utf-8", "surrogateescape")
-    if len(raw) <= _OVERLAY_STEM_BYTES:
-        return stem
-    digest = hashlib.sha256(raw).hexdigest()[:10]
-    start = raw[: _OVERLAY_STEM_BYTES - len(digest) - 1].decode("utf-8", "ignore")
-    return f"{start}~{digest}"
 
 
 def _warnings_cell(warnings: Sequence[str]) -> str:
@@ -804,7 +785,7 @@ def _print_table(results, studies, predictor, notice: str) -> None:
     from rich.table import Table
 
     from fracsight.inference import FailedPrediction
-    from fracsight.inference.results import FRACTURE, finding_of
+    from fracsight.inference.results import FRACTURE, finding_of, shown_probability
     from fracsight.inference.tabular import text_cell
 
     def escape(text: str) -> str:  # a file name that is not UTF-8 is shown as the CSV writes it
@@ -827,16 +808,19 @@ def _print_table(results, studies, predictor, notice: str) -> None:
             colour = "red" if r.fracture_suspected else "green"
         row = [f"[{colour}]{escape(r.decision)}[/{colour}]"]
         if has["fracture"]:
-            row.append(f"{r.fracture_probability:.3f}")
+            row.append(shown_probability(r.fracture_probability, 3))
         if has["class"]:
             c = r.classification
-            cell = f"{escape(c.predicted)} ({c.probability:.2f}){'' if c.confident else ' uncertain'}"
+            shown = shown_probability(c.probability)
+            cell = f"{escape(c.predicted)} ({shown}){'' if c.confident else ' uncertain'}"
             if r.fracture_suspected is False:  # as the app's card notes: the type of what is not there
                 cell = f"[dim]{cell}, no {escape(r.finding)} suspected[/dim]"
             row.append(cell)
         if has["region"]:
             region = getattr(r, "region", None)
-            row.append(f"{escape(region)} ({r.region_probabilities[region]:.2f})" if region else "")
+            row.append(
+                f"{escape(region)} ({shown_probability(r.region_probabilities[region])})" if region else ""
+            )
         if has["fracture"]:
             b = r.boxes[0] if getattr(r, "boxes", ()) else None
             row.append(f"{b.x0:.0f},{b.y0:.0f},{b.x1:.0f},{b.y1:.0f} ({b.score:.2f})" if b else "")

@@ -23,7 +23,14 @@ import numpy as np
 from PIL import Image
 
 from fracsight.bundle import BundleSpec, OperatingPoint
-from fracsight.explain import DetectedBox, overlay_save_options, overlay_words, render_overlay, side_by_side
+from fracsight.explain import (
+    DetectedBox,
+    overlay_save_options,
+    overlay_words,
+    render_overlay,
+    short_overlay_stem,
+    side_by_side,
+)
 from fracsight.inference.ood import NOT_RELIABLE
 from fracsight.inference.results import (
     CLASS_ACTIVATION,
@@ -35,6 +42,7 @@ from fracsight.inference.results import (
     StudyPrediction,
     at_operating_point,
     finding_of,
+    shown_probability,
 )
 from fracsight.inference.tabular import (
     ALL_INPUTS,
@@ -310,7 +318,7 @@ def class_summary(
     which finds ``finding`` (``Prediction.finding``)."""
     label = _class_label(fracture_head, finding)
     if c.confident:
-        text = f"{label}: {c.predicted} ({c.probability:.2f})"
+        text = f"{label}: {c.predicted} ({shown_probability(c.probability)})"
     else:
         digits = 2  # more where two places show both as one number: "(0.74) is below the minimum 0.74"
         while digits < 6 and f"{c.probability:.{digits}f}" == f"{c.min_probability:.{digits}f}":
@@ -372,7 +380,8 @@ def _none_suspected(finding: str) -> str:
 
 
 def _probability_text(prefix: str, probability: float, threshold: float, operating_point: str | None) -> str:
-    return f"{prefix} {probability:.3f} (threshold {threshold:.3f}, operating point {operating_point})"
+    shown = shown_probability(probability, 3)
+    return f"{prefix} {shown} (threshold {threshold:.3f}, operating point {operating_point})"
 
 
 def heatmap_text(
@@ -414,7 +423,7 @@ def _region_text(region: str | None, probabilities: Mapping[str, float]) -> str 
     if not region or region not in probabilities:
         return None
     p = probabilities[region]
-    shown = ">0.99" if p >= 0.995 else f"{p:.2f}"  # not 1.00: a region head is never certain
+    shown = shown_probability(p)  # not 1.00: a region head is never certain
     known = f"{len(probabilities)} the model knows: {', '.join(probabilities)}"
     return f"Body region: {region} ({shown}), of the {known}"
 
@@ -814,7 +823,7 @@ def overlay_file_name(source: str) -> str:
     folders, and two patients' ``IM000001`` got one name)."""
     path = PurePosixPath(source.replace("\\", "/"))
     folders = [part for part in path.parent.parts if part not in ("/", "..", ".")]
-    return "_".join([*folders, image_stem(path)]) + ".overlay.png"
+    return short_overlay_stem("_".join([*folders, image_stem(path)])) + ".overlay.png"
 
 
 # ---- table and downloads -------------------------------------------------------------------------------

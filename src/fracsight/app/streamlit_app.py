@@ -464,8 +464,29 @@ def results_table(predictor: Predictor, results: list[Result], studies: list[Stu
     )
 
 
+def _forget_expired_tabs() -> None:
+    """Drop the uploads of tabs Streamlit no longer knows. A closed or reloaded tab's session is
+    kept ``server.disconnectedSessionTTL`` (120 s), then dropped from Streamlit's session storage
+    without its files being removed (Streamlit 1.67's ``MemorySessionStorage`` is a TTL cache): a
+    ward PC reloaded between patients left every patient's images in the server's memory for good
+    (150 MB after three 50 MB uploads, 200 s after the tab closed). Run at each script run of any
+    tab; Streamlit's private attributes, so a Streamlit without them is left as it is."""
+    try:
+        from streamlit.runtime import Runtime
+
+        runtime = Runtime.instance()
+        files = runtime.uploaded_file_mgr
+        known = {info.session.id for info in runtime._session_mgr.list_sessions()}
+        gone = [session for session in list(files.file_storage) if session not in known]
+    except (AttributeError, RuntimeError, TypeError):
+        return
+    for session in gone:
+        files.remove_session_files(session)
+
+
 def main() -> None:
     config = parse_app_args(sys.argv[1:])
+    _forget_expired_tabs()
     st.set_page_config(page_title="fracsight", page_icon="🦴", layout="wide")
     st.title("fracsight: fractures in radiographs")
     st.info(f"**Decision aid, not a diagnosis.** {NOTICE} Check every result against the images.")

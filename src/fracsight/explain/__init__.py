@@ -47,6 +47,7 @@ from fracsight.explain.overlay import (
     overlay_words,
     render_overlay,
     save_overlay,
+    short_overlay_stem,
     side_by_side,
     summary_lines,
 )
@@ -77,6 +78,7 @@ __all__ = [
     "pointing_game",
     "render_overlay",
     "save_overlay",
+    "short_overlay_stem",
     "side_by_side",
     "sigmoid",
     "softmax",

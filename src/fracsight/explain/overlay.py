@@ -31,6 +31,7 @@ __all__ = [
     "overlay_words",
     "render_overlay",
     "save_overlay",
+    "short_overlay_stem",
     "side_by_side",
     "summary_lines",
 ]
@@ -367,19 +368,19 @@ def _draw_boxes(
 def summary_lines(result: Prediction | StudyPrediction) -> list[str]:
     """What a reader sees with the picture (an overlay's caption, a DICOM result's text): the decision
     and its numbers, then the decision-aid notice."""
-    from fracsight.inference.results import NOTICE, Prediction
+    from fracsight.inference.results import NOTICE, Prediction, shown_probability
 
     head = f"fracsight: {result.decision}"
     details: list[str] = []
     if result.fracture_probability is not None:
         details.append(
-            f"{result.finding} probability {result.fracture_probability:.2f} "
+            f"{result.finding} probability {shown_probability(result.fracture_probability)} "
             f"(operating point {result.operating_point}, threshold {result.threshold:.2f})"
         )
     if result.classification is not None:
         c = result.classification
         state = "" if c.confident else ", uncertain"
-        details.append(f"class {c.predicted} ({c.probability:.2f}{state})")
+        details.append(f"class {c.predicted} ({shown_probability(c.probability)}{state})")
     if isinstance(result, Prediction) and result.region is not None:
         details.append(f"region {result.region}")
     if isinstance(result, Prediction) and result.boxes and not result.reliable:
@@ -412,6 +413,26 @@ def overlay_words(prediction: Prediction) -> tuple[list[str], str | None]:
             f"Class heatmap: where the model sees {seen}, from chance (0) to certain (1); not fracture sites"
         )
     return summary_lines(prediction), legend
+
+
+#: the longest file name most file systems take (bytes), less room for ".overlay-9999.png" and for
+#: the temporary name the overlay is written under first (".NAME.<pid>.<id>.tmp")
+_OVERLAY_STEM_BYTES = 255 - 64
+
+
+def short_overlay_stem(stem: str) -> str:
+    """``stem``, or, when an overlay named after it would be longer than a file name may be (a
+    250-character image name: "File name too long" stopped the run after every image was predicted,
+    with no results; the desktop's and web app's suggested names could not be saved), its start and
+    a hash of the whole, so that two long names stay apart."""
+    import hashlib
+
+    raw = stem.encode("utf-8", "surrogateescape")
+    if len(raw) <= _OVERLAY_STEM_BYTES:
+        return stem
+    digest = hashlib.sha256(raw).hexdigest()[:10]
+    start = raw[: _OVERLAY_STEM_BYTES - len(digest) - 1].decode("utf-8", "ignore")
+    return f"{start}~{digest}"
 
 
 def save_overlay(

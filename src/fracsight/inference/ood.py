@@ -52,6 +52,7 @@ from PIL import Image
 
 from fracsight.bundle import BundleSpec
 from fracsight.errors import BundleError
+from fracsight.inference.results import shown_probability
 from fracsight.io import Radiograph
 from fracsight.io._raster import COLOUR_WARNING, COMPRESSION_WARNING
 
@@ -158,8 +159,8 @@ def body_part_warning(body_part: str | None, region_probs: Mapping[str, float]) 
         return None
     return (
         f"DICOM Body Part Examined {body_part} ({'/'.join(known)}) disagrees with the predicted body "
-        f"region {predicted} ({region_probs[predicted]:.2f}); check that the header and the image "
-        "belong together (the prediction is unchanged)"
+        f"region {predicted} ({shown_probability(region_probs[predicted])}); check that the header and "
+        "the image belong together (the prediction is unchanged)"
     )
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "StudyPrediction",
     "at_operating_point",
     "finding_of",
+    "shown_probability",
 ]
 
 NOTICE = "fracsight is a decision aid for trained readers, not a diagnosis."
@@ -29,6 +30,18 @@ NOTICE = "fracsight is a decision aid for trained readers, not a diagnosis."
 FRACTURE_MAP = "fracture"  # where a fracture is suspected; boxes mark it (detector's, or traced on the map)
 CLASS_ACTIVATION = "class_activation"  # where the predicted class is seen; never boxes
 NO_LOCALIZATION = "none"
+
+
+def shown_probability(p: float, digits: int = 2) -> str:
+    """``p`` as a reader sees it, with ``digits`` decimals, never rounded to certainty: 0.9999 is
+    ">0.99", not "1.00" (a card read "Fracture probability 1.000", "Fracture type: hand (1.00)");
+    0.0001 is "<0.01". The JSON and CSV keep the number itself."""
+    step = 10.0**-digits
+    if p >= 1.0 - step / 2:
+        return f">{1.0 - step:.{digits}f}"
+    if p < step / 2:
+        return f"<{step:.{digits}f}"
+    return f"{p:.{digits}f}"
 
 
 def _round(value: float | None) -> float | None:
