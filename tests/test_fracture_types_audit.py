@@ -66,3 +66,24 @@ def test_an_option_taken_as_an_output_file_name_is_refused(
     kept = runner.invoke(app, [*args, "./-rows.csv"])  # one dash: a name (pathlib drops the ./)
     assert kept.exit_code == 0, kept.output
     assert (tmp_path / "-rows.csv").is_file()
+
+
+def test_an_option_taken_as_an_output_folder_is_refused_by_dicom_results_and_batch(
+    fracatlas_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dicom results X --out --json` wrote into a folder named "--json" (exit 0), and
+    `batch run X --out --retry-errors` into "--retry-errors"."""
+    import signal
+
+    monkeypatch.chdir(tmp_path)
+    image = next((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    for args in (
+        ["dicom", "results", str(image), "--out", "--json"],
+        ["batch", "run", str(image), "--out", "--retry-errors"],
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert f"{args[-1]} is an option, not a folder name" in " ".join(result.output.split())
+        assert not (tmp_path / args[-1]).exists()
+    assert {sig: signal.getsignal(sig) for sig in before} == before  # the caller's handlers kept

@@ -275,6 +275,51 @@ def test_ctrl_c_pressed_again_while_stopping_still_stops_ray_and_exits_130(
     assert code == 1 and json.loads((out / "job.json").read_text())["status"] == "complete"
 
 
+_TERM_AS_RAY_STOPS = """
+import os, signal, sys
+from ray._private.node import Node
+from fracsight.cli import main
+
+kill_all = Node.kill_all_processes
+
+def term_first(self, *args, **kwargs):  # a `kill` that lands as the job stops its own Ray's
+    if type(self).__name__ == "_Head":  # processes (ray.shutdown calls it on the driver's node too)
+        os.kill(os.getpid(), signal.SIGTERM)
+    return kill_all(self, *args, **kwargs)
+
+Node.kill_all_processes = term_first
+sys.argv = ["fracsight", "batch", "run", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux /proc")
+def test_a_sigterm_as_the_job_stops_its_ray_is_held(archive: Path, tmp_path: Path) -> None:
+    """ray.shutdown() sets the operating system's SIGTERM handler back to the default while Python
+    still reports its own: a SIGTERM after it killed the job (Ray's stack dump, exit -6, job.json
+    left "running", the raylet's agents orphaned)."""
+    out = tmp_path / "out"
+    job = subprocess.Popen(
+        [sys.executable, "-c", _TERM_AS_RAY_STOPS, str(archive), "--out", str(out)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    ray_processes: dict[int, str] = {}
+    deadline = time.monotonic() + 180
+    while job.poll() is None and time.monotonic() < deadline:
+        ray_processes |= descendants(job.pid)
+        time.sleep(0.2)
+    code, err = finish(job)
+    assert code in (1, 130), err  # done (some files have error codes), or stopped by the SIGTERM
+    assert "SIGTERM received" not in err and "Traceback" not in err
+    assert json.loads((out / "job.json").read_text())["status"] in ("complete", "interrupted")
+    deadline = time.monotonic() + 20
+    while left := [f"{pid} {command[:60]}" for pid, command in ray_processes.items() if alive(pid)]:
+        assert time.monotonic() < deadline, f"still running after the job stopped: {left}"
+        time.sleep(0.2)
+
+
 @pytest.mark.slow
 def test_a_local_job_runs_with_a_home_it_cannot_write(archive: Path, tmp_path: Path) -> None:
     """The container's home is on its read-only root: Ray's token, written to ~/.ray/auth_token,

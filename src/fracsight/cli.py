@@ -20,7 +20,7 @@ from typer.core import TyperGroup
 
 from fracsight import __version__
 from fracsight._files import replace_atomically
-from fracsight._options import ModelOption, split_callback
+from fracsight._options import ModelOption, refuse_option_as_name, split_callback
 from fracsight._output import STOP_SIGNALS, ignore_further_stops, terminate_as_exit
 from fracsight._terminal import (
     error_line,
@@ -292,14 +292,9 @@ def refuse_output(path: Path | None, *, folder: bool, overwrite: bool = True, op
     (``overwrite`` False) a file that is there already or a folder that is not empty."""
     if path is None:
         return
+    refuse_option_as_name(path, option, folder=folder)
     problem = None
-    if str(path).startswith("--"):  # `--csv --all-classes`: a file of that name, the option left out
-        what = "folder" if folder else "file"
-        problem = (
-            "bad_output",
-            f"{path} is an option, not a {what} name (give its full path for a {what} so named)",
-        )
-    elif folder and path.exists() and not path.is_dir():
+    if folder and path.exists() and not path.is_dir():
         problem = "bad_output", f"{path} exists and is not a folder"
     elif folder and path.is_symlink() and not path.exists():  # failed after the work: "File exists"
         problem = "bad_output", f"{path} is a link whose target does not exist ({os.readlink(path)})"

@@ -44,10 +44,12 @@ _OUTAGE_MESSAGES = (
     "DIMSE timeout reached",  # pynetdicom.association: a destination that never answers
     "Network timeout reached",
     "ACSE timeout reached",
-    # pynetdicom.acse: the destination refused the association (a called AE title it does not
-    # know, too busy): three ERROR lines before the sender's own warning that it waits
+    # pynetdicom.acse: the destination refused the association: three ERROR lines before the
+    # sender's own warning that it waits. "Result: Rejected Permanent" (a called AE title it does
+    # not know: a setting to fix, which no wait mends) stays an ERROR; a transient one (too busy)
+    # is an outage
     "Association Rejected",
-    "Result: Rejected",
+    "Result: Rejected Transient",
     "Reason: ",
 )
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fracsight._options import ModelOption
+from fracsight._options import ModelOption, refuse_option_as_name
 from fracsight._terminal import error_line, warning_line
 from fracsight.dicom.login import PASSWORD_ENV, PASSWORD_FILE_ENV, USER_ENV
 
@@ -413,7 +413,11 @@ def study(
     typer.echo(json.dumps(outcome.to_dict(), indent=2))
     typer.echo(NOTICE, err=True)
     if not outcome.predicted:  # a CT-only study was exit 0: a script could not tell it from a done one
-        warning_line("no image of the study could be assessed (see refused): nothing was predicted")
+        if outcome.refused or outcome.not_retrieved:
+            why = f"see {'refused' if outcome.refused else 'not_retrieved'}"
+        else:
+            why = f"it holds no radiograph; {outcome.own_results} fracsight result objects skipped"
+        warning_line(f"no image of the study could be assessed ({why}): nothing was predicted")
         raise typer.Exit(1)
     if not outcome.complete:
         raise typer.Exit(1)
@@ -523,6 +527,7 @@ def results_command(
     """
     import dataclasses
 
+    refuse_option_as_name(out, "--out", folder=True)
     import highdicom  # noqa: F401  # without the dicom extra: named before --out is made
 
     from fracsight.cli import user_errors

@@ -167,7 +167,22 @@ def make_image_results(
     """Read, predict (one batch) and make the result objects of ``jobs``; one outcome per job,
     in order. A bad image never stops the others. The files are written and fsynced by a
     writer thread while the next image's objects are built (an fsync is a wait, not work);
-    the outcomes are returned once all are on disk."""
+    the outcomes are returned once all are on disk. After a large image the freed memory goes
+    back to the system, once every array of the batch is freed (its work done in a call of its
+    own: the loop's variables held the last image)."""
+    outcomes = _image_results(predictor, kinds, jobs)
+    if any(o.prediction is not None and _large(o.prediction) for o in outcomes):
+        release_freed_memory()
+    return outcomes
+
+
+def _large(prediction: Prediction) -> bool:
+    return prediction.image_size[0] * prediction.image_size[1] >= LARGE_IMAGE_PIXELS
+
+
+def _image_results(
+    predictor: Predictor, kinds: Sequence[str], jobs: Sequence[ImageJob]
+) -> list[ImageOutcome]:
     from concurrent.futures import ThreadPoolExecutor
 
     outcomes: dict[str, ImageOutcome] = {}
@@ -201,9 +216,6 @@ def make_image_results(
                 outcomes[job.key] = ImageOutcome(job.key, "deferred", error=spool_write_error(e))
             except Exception as e:
                 outcomes[job.key] = _results_error(job, e)
-    if any(p.image_size[0] * p.image_size[1] >= LARGE_IMAGE_PIXELS for p in predictions):
-        del read, writes  # the files' bytes and pixels, freed before their memory is given back
-        release_freed_memory()
     return [outcomes[job.key] for job in jobs]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fracsight._options import ModelOption
+from fracsight._options import ModelOption, refuse_option_as_name
 from fracsight._output import STOP_SIGNALS
 from fracsight._terminal import error_line
 
@@ -81,7 +82,6 @@ def run_command(
     A file that changed since its row was made (size, time, where its path leads) is predicted again.
     """
     import gc
-    import signal
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
@@ -91,6 +91,7 @@ def run_command(
     from fracsight.scale.inputs import collect_batch_inputs
     from fracsight.scale.job import run_batch
 
+    refuse_option_as_name(out, "--out", folder=True)
     if Path("-") in inputs and not Path("-").exists():  # `find ... | batch run -` was "no such file"
         error_line(
             "usage",
@@ -101,11 +102,6 @@ def run_command(
     refuse_missing(inputs)
     import ray  # noqa: F401  # without the scale extra: named by the command group (fracsight.cli.EXTRA_OF)
 
-    def stop(signum: int, frame: object) -> None:  # SIGTERM: commit what is done, then stop
-        raise KeyboardInterrupt
-
-    for sig in STOP_SIGNALS:  # SIGTERM, SIGHUP (the terminal closed)
-        signal.signal(sig, stop)
     # one line each, as written (a log file got the summary cut at 80 columns; `[x]` in a path is not markup)
     err = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)
     with user_errors(exit_code=2):  # a manifest that cannot be read is a bad argument
@@ -117,7 +113,12 @@ def run_command(
         raise typer.Exit(2)
     columns = (TextColumn("Predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     # the bar moves when rows are committed; a slow redraw leaves the CPU to the actors
-    with user_errors(), _exit_codes(), progress_bar(*columns, refresh_per_second=2) as bar:
+    with (
+        user_errors(),
+        _exit_codes(),
+        _stops_as_interrupt(),
+        progress_bar(*columns, refresh_per_second=2) as bar,
+    ):
         task = bar.add_task("batch", total=len(files))
         shown = (
             _LogProgress(err)
@@ -163,6 +164,24 @@ def run_command(
     err.print(f"results: {out / 'parts'} (Parquet), {out / 'results.csv'}. {NOTICE}")
     if failed:
         raise typer.Exit(1)
+
+
+@contextmanager
+def _stops_as_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP (the terminal closed) as Ctrl-C: the job commits what is done, then
+    stops. Put back at the end: a program that ran the command in-process had a later SIGTERM
+    raise KeyboardInterrupt anywhere in it."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            if signal.getsignal(sig) is stop:  # not once stopping has made further stops ignored
+                signal.signal(sig, handler)
 
 
 class _LogProgress:

@@ -23,7 +23,7 @@ from fracsight.errors import FracsightError
 from fracsight.inference import list_bundles, resolve_bundle
 from fracsight.inference.store import checked_bundle
 from fracsight.inference.tabular import text_cell
-from fracsight.scale.local_ray import LocalRay, start_local_ray
+from fracsight.scale.local_ray import LocalRay, shutdown_driver, start_local_ray
 from fracsight.scale.output import (
     NAME_FIELD,
     PATH_COLUMN,
@@ -440,7 +440,7 @@ def _run_on_ray(
         stopping = time.perf_counter()
         with interrupts_held():  # a second Ctrl-C stopped Ray halfway: its agents ran on for minutes
             if local is None:
-                ray.shutdown()
+                shutdown_driver()
             else:
                 local.stop()
         run.phases["ray_stop_s"] = time.perf_counter() - stopping

@@ -22,8 +22,12 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import signal
+import threading
 from collections.abc import Callable
 from typing import Any
+
+from fracsight._output import STOP_SIGNALS
 
 __all__ = ["LocalRay", "start_local_ray"]
 
@@ -43,12 +47,25 @@ class LocalRay:
 
     def stop(self) -> None:
         """Disconnect the driver and stop every process of the node (SIGTERM, SIGKILL after 1 s)."""
-        import ray
-
-        ray.shutdown()
+        shutdown_driver()
         if self._node is not None:
             self._node.kill_all_processes(check_alive=False, allow_graceful=True)
             self._node = None
+
+
+def shutdown_driver() -> None:
+    """``ray.shutdown()``, then this process's signal handlers set again: Ray's shutdown puts the
+    operating system's SIGTERM handler back to the default while Python still reports its own, so
+    a SIGTERM after it killed the job (Ray's stack dump, exit -6, ``job.json`` left "running", the
+    raylet's agents orphaned) instead of reaching the handler that holds it."""
+    import ray
+
+    ray.shutdown()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, *STOP_SIGNALS):
+            handler = signal.getsignal(sig)
+            if handler is not None:
+                signal.signal(sig, handler)
 
 
 def start_local_ray(cpus: int, *, logging_level: int = logging.WARNING) -> LocalRay:
