@@ -25,6 +25,7 @@ __all__ = [
     "LARGE_IMAGE_PIXELS",
     "MMAP_THRESHOLD",
     "TRIM_THRESHOLD",
+    "is_large",
     "keep_freed_memory",
     "release_freed_memory",
 ]
@@ -50,6 +51,11 @@ def keep_freed_memory() -> bool:
     if _done is None:
         _done = _set_thresholds()
     return _done
+
+
+def is_large(size: tuple[int, int]) -> bool:
+    """Whether an image of ``size`` (height, width) is worth :func:`release_freed_memory` after."""
+    return size[0] * size[1] >= LARGE_IMAGE_PIXELS
 
 
 def release_freed_memory() -> None:

@@ -15,7 +15,7 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
 from fastapi.responses import PlainTextResponse, Response
 
 from fracsight import __version__
-from fracsight._malloc import LARGE_IMAGE_PIXELS, release_freed_memory
+from fracsight._malloc import is_large, release_freed_memory
 from fracsight.api.errors import (
     INTERNAL_ERROR,
     NO_READABLE_IMAGES,
@@ -341,7 +341,7 @@ async def predict(
             return Response(status_code=CLIENT_GONE_STATUS)
         failures = [o.result for o in outcomes if isinstance(o.result, FileFailure)]
         predictions = [o.result for o in outcomes if isinstance(o.result, Prediction)]
-        if any(p.image_size[0] * p.image_size[1] >= LARGE_IMAGE_PIXELS for p in predictions):
+        if any(is_large(p.image_size) for p in predictions):
             background.add_task(release_freed_memory)  # once the answer is sent and its arrays freed
         for failure in failures:
             metrics.count_error(failure.code, scope="file")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fracsight._malloc import LARGE_IMAGE_PIXELS, release_freed_memory
+from fracsight._malloc import is_large, release_freed_memory
 from fracsight.api.errors import INTERNAL_ERROR
 from fracsight.api.uploads import Upload
 from fracsight.bundle import OperatingPoint
@@ -110,9 +110,6 @@ def predict_uploads(
             raise ClientGone
         outcomes.append(_predict_one(predictor, upload, options))
         result = outcomes[-1].result
-        if (
-            isinstance(result, Prediction)
-            and result.image_size[0] * result.image_size[1] >= LARGE_IMAGE_PIXELS
-        ):
+        if isinstance(result, Prediction) and is_large(result.image_size):
             release_freed_memory()  # its decoded pixels and temporaries are freed by now
     return outcomes

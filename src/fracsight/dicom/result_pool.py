@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fracsight._malloc import LARGE_IMAGE_PIXELS, release_freed_memory
+from fracsight._malloc import is_large, release_freed_memory
 from fracsight.dicom._logging import setup_logging
 from fracsight.dicom.spool import write_durably
 from fracsight.errors import FracsightError
@@ -171,13 +171,9 @@ def make_image_results(
     back to the system, once every array of the batch is freed (its work done in a call of its
     own: the loop's variables held the last image)."""
     outcomes = _image_results(predictor, kinds, jobs)
-    if any(o.prediction is not None and _large(o.prediction) for o in outcomes):
+    if any(o.prediction is not None and is_large(o.prediction.image_size) for o in outcomes):
         release_freed_memory()
     return outcomes
-
-
-def _large(prediction: Prediction) -> bool:
-    return prediction.image_size[0] * prediction.image_size[1] >= LARGE_IMAGE_PIXELS
 
 
 def _image_results(
