@@ -172,6 +172,23 @@ def alive(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] != "Z"  # a zombie has exited
 
 
+def wait_for_first_part(job: subprocess.Popen, out: Path) -> None:
+    """Until the job has committed its first rows (it fails the test if it ends first, or takes 180 s)."""
+    deadline = time.monotonic() + 180
+    while not list((out / "parts").glob("part-*.parquet")):
+        assert job.poll() is None, job.communicate()[1]
+        assert time.monotonic() < deadline, "no rows committed within 180 s"
+        time.sleep(0.02)
+
+
+def assert_all_gone(processes: dict[int, str], within: float = 20) -> None:
+    """Every one of ``processes`` (pid: command line) has exited within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while left := [f"{pid} {command[:60]}" for pid, command in processes.items() if alive(pid)]:
+        assert time.monotonic() < deadline, f"still running after the job stopped: {left}"
+        time.sleep(0.2)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux /proc")
 def test_a_killed_job_leaves_no_ray_behind_resumes_and_every_file_appears_exactly_once(
@@ -180,11 +197,7 @@ def test_a_killed_job_leaves_no_ray_behind_resumes_and_every_file_appears_exactl
     out = tmp_path / "out"
     args = [str(archive), "--out", str(out), "--batch-size", "2", "--commit-every", "2"]
     job = batch(*args)  # on a local Ray started for the job (the default)
-    deadline = time.monotonic() + 180
-    while not list((out / "parts").glob("part-*.parquet")):
-        assert job.poll() is None, job.communicate()[1]
-        assert time.monotonic() < deadline, "no rows committed within 180 s"
-        time.sleep(0.05)
+    wait_for_first_part(job, out)
     ray_processes = descendants(job.pid)
     commands = " ".join(ray_processes.values())
     # the lean local Ray (fracsight/scale/local_ray.py): the GCS, the raylet and its agents, and
@@ -197,11 +210,7 @@ def test_a_killed_job_leaves_no_ray_behind_resumes_and_every_file_appears_exactl
     # Ray shares the driver's fate: the kernel kills the GCS, the raylet and its workers with it.
     # (The raylet's two agents then exit by themselves, sometimes only a minute later, as they
     # do after a plain ray.init: not waited for here.)
-    fate_shared = [pid for pid, command in ray_processes.items() if "agent" not in command.lower()]
-    deadline = time.monotonic() + 30
-    while left := [pid for pid in fate_shared if alive(pid)]:
-        assert time.monotonic() < deadline, f"still running after the job was killed: {left}"
-        time.sleep(0.2)
+    assert_all_gone({pid: c for pid, c in ray_processes.items() if "agent" not in c.lower()}, within=30)
     committed = parquet_rows(out)
     assert 0 < len(committed) < N_IMAGES + 4, "the job was not killed mid-run"
     assert len({r["path"] for r in committed}) == len(committed)
@@ -222,11 +231,7 @@ def test_sigterm_keeps_what_is_done_and_says_so(archive: Path, tmp_path: Path) -
     # one actor, one image a block: the job is still running when its first rows are committed
     args = [str(archive), "--out", str(out), "--batch-size", "1", "--commit-every", "1", "--actors", "1"]
     job = batch(*args)
-    deadline = time.monotonic() + 180
-    while not list((out / "parts").glob("part-*.parquet")):
-        assert job.poll() is None, job.communicate()[1]
-        assert time.monotonic() < deadline, "no rows committed within 180 s"
-        time.sleep(0.02)
+    wait_for_first_part(job, out)
     job.send_signal(signal.SIGTERM)
     code, err = finish(job)
     assert code == 130, err
@@ -255,11 +260,7 @@ def test_ctrl_c_pressed_again_while_stopping_still_stops_ray_and_exits_130(
         start_new_session=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    deadline = time.monotonic() + 180
-    while not list((out / "parts").glob("part-*.parquet")):
-        assert job.poll() is None, job.communicate()[1]
-        assert time.monotonic() < deadline, "no rows committed within 180 s"
-        time.sleep(0.02)
+    wait_for_first_part(job, out)
     ray_processes = descendants(job.pid)
     for _ in range(5):
         os.killpg(job.pid, signal.SIGINT)
@@ -267,10 +268,7 @@ def test_ctrl_c_pressed_again_while_stopping_still_stops_ray_and_exits_130(
     code, err = finish(job)
     assert code == 130, err
     assert "interrupted:" in err and "Traceback" not in err and "KeyboardInterrupt" not in err
-    deadline = time.monotonic() + 20  # kill_all_processes: SIGTERM, SIGKILL after 1 s
-    while left := [f"{pid} {command[:60]}" for pid, command in ray_processes.items() if alive(pid)]:
-        assert time.monotonic() < deadline, f"still running after the job stopped: {left}"
-        time.sleep(0.2)
+    assert_all_gone(ray_processes)  # kill_all_processes: SIGTERM, SIGKILL after 1 s
     code, err = finish(batch(*args))
     assert code == 1 and json.loads((out / "job.json").read_text())["status"] == "complete"
 
@@ -314,10 +312,7 @@ def test_a_sigterm_as_the_job_stops_its_ray_is_held(archive: Path, tmp_path: Pat
     assert code in (1, 130), err  # done (some files have error codes), or stopped by the SIGTERM
     assert "SIGTERM received" not in err and "Traceback" not in err
     assert json.loads((out / "job.json").read_text())["status"] in ("complete", "interrupted")
-    deadline = time.monotonic() + 20
-    while left := [f"{pid} {command[:60]}" for pid, command in ray_processes.items() if alive(pid)]:
-        assert time.monotonic() < deadline, f"still running after the job stopped: {left}"
-        time.sleep(0.2)
+    assert_all_gone(ray_processes)
 
 
 @pytest.mark.slow
@@ -876,11 +871,7 @@ def test_a_disk_full_mid_job_keeps_what_is_committed_and_resumes(
     out = small_tmpfs / "out"
     args = [str(archive), "--out", str(out), "--address", ray_address]
     job = batch(*args, "--batch-size", "1", "--commit-every", "1", "--actors", "1")
-    deadline = time.monotonic() + 180
-    while not list((out / "parts").glob("part-*.parquet")):
-        assert job.poll() is None, job.communicate()[1]
-        assert time.monotonic() < deadline, "no rows committed within 180 s"
-        time.sleep(0.02)
+    wait_for_first_part(job, out)
     filler = fill(small_tmpfs)
     code, err = finish(job)
     assert code == 1, err

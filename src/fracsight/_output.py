@@ -13,9 +13,10 @@ import shutil
 import signal
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from fracsight.errors import OutputFolderError
 
@@ -24,6 +25,7 @@ __all__ = [
     "STOP_SIGNALS",
     "check_output_folder",
     "ignore_further_stops",
+    "signals_handled",
     "staged_folder",
     "terminate_as_exit",
 ]
@@ -146,6 +148,22 @@ def ignore_further_stops() -> None:
 
 
 _stop_handlers: list[object] = []  # the handlers terminate_as_exit has installed (0 or 1)
+
+
+@contextmanager
+def signals_handled(
+    handler: Callable[[int, Any], object], signals: Iterable[int] = STOP_SIGNALS
+) -> Iterator[None]:
+    """``handler`` for ``signals`` while the block runs, the handlers before it put back after it
+    (a program that ran a command in-process kept the command's); not where the block replaced
+    ``handler`` meanwhile (a stop that made further stops ignored stays so)."""
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, before in previous.items():
+            if signal.getsignal(sig) is handler:
+                signal.signal(sig, before)
 
 
 @contextmanager

@@ -10,7 +10,6 @@ import contextlib
 import importlib.util
 import ipaddress
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from fracsight._output import STOP_SIGNALS
+from fracsight._output import signals_handled
 
 __all__ = [
     "SCRIPT",
@@ -135,20 +134,18 @@ def run_app(
         killer.daemon = True
         killer.start()
 
-    previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
-    try:
-        if on_start is not None:
-            on_start()
-        return child.wait()
-    except KeyboardInterrupt:  # the child got the same Ctrl+C; give it a moment to shut down
+    with signals_handled(stop):
         try:
-            return child.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            child.kill()
+            if on_start is not None:
+                on_start()
             return child.wait()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+        except KeyboardInterrupt:  # the child got the same Ctrl+C; give it a moment to shut down
+            try:
+                return child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                return child.wait()
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import time
 from pathlib import Path
 from typing import Annotated
@@ -10,7 +9,7 @@ from typing import Annotated
 import typer
 
 from fracsight._options import ModelOption
-from fracsight._output import STOP_SIGNALS
+from fracsight._output import signals_handled
 from fracsight._terminal import error_line
 from fracsight.desktop.priority import MODEL_NICENESS
 
@@ -87,10 +86,6 @@ def desktop_command(
         timing.write("window_built")
     # SIGTERM or SIGHUP (a session logging out, `kill`, the terminal closed): closed as by the close
     # button, which waits for the image in progress (exiting while ONNX Runtime runs aborts the
-    # process), then exit 0
-    previous = {sig: signal.signal(sig, lambda *_: root.after(0, app.close)) for sig in STOP_SIGNALS}
-    try:
+    # process), then exit 0; the window gone, a late signal ends the process as any command's does
+    with signals_handled(lambda *_: root.after(0, app.close)):
         root.mainloop()
-    finally:  # the window is gone: a late signal ends the process as any command's does
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fracsight._output import STOP_SIGNALS
+from fracsight._output import STOP_SIGNALS, signals_handled
 from fracsight.dicom.metrics import MetricsServer
 from fracsight.dicom.result_pool import ModelRef
 from fracsight.dicom.results_context import NODE_KINDS
@@ -209,13 +209,11 @@ class Node:
     def serve_forever(self) -> None:
         """Start, run until SIGTERM or SIGINT, stop cleanly."""
         stop = threading.Event()
-        previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, *STOP_SIGNALS)}
-        try:
-            self.start()
-            while not stop.wait(0.5):
-                pass
-            log.info("signal received: stopping")
-        finally:
-            self.stop()
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+        with signals_handled(lambda *_: stop.set(), (signal.SIGINT, *STOP_SIGNALS)):
+            try:
+                self.start()
+                while not stop.wait(0.5):
+                    pass
+                log.info("signal received: stopping")
+            finally:
+                self.stop()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from fracsight._options import ModelOption, refuse_option_as_name
-from fracsight._output import STOP_SIGNALS
+from fracsight._output import signals_handled
 from fracsight._terminal import error_line
 
 if TYPE_CHECKING:
@@ -116,7 +115,7 @@ def run_command(
     with (
         user_errors(),
         _exit_codes(),
-        _stops_as_interrupt(),
+        signals_handled(_stop_as_interrupt),
         progress_bar(*columns, refresh_per_second=2) as bar,
     ):
         task = bar.add_task("batch", total=len(files))
@@ -166,22 +165,9 @@ def run_command(
         raise typer.Exit(1)
 
 
-@contextmanager
-def _stops_as_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP (the terminal closed) as Ctrl-C: the job commits what is done, then
-    stops. Put back at the end: a program that ran the command in-process had a later SIGTERM
-    raise KeyboardInterrupt anywhere in it."""
-
-    def stop(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            if signal.getsignal(sig) is stop:  # not once stopping has made further stops ignored
-                signal.signal(sig, handler)
+def _stop_as_interrupt(signum: int, frame: object) -> None:
+    """SIGTERM and SIGHUP (the terminal closed) as Ctrl-C: the job commits what is done, then stops."""
+    raise KeyboardInterrupt
 
 
 class _LogProgress:
