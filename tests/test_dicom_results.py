@@ -589,6 +589,23 @@ def test_multi_frame_sources_need_the_frame(case, predictor: Predictor, tmp_path
     assert sc.SourceImageSequence[0].ReferencedFrameNumber == 2
 
 
+def test_frames_of_a_single_frame_class_are_refused(case, predictor: Predictor, tmp_path: Path) -> None:
+    """A CR or DX is defined with one frame; files with several exist, but a result referencing one
+    of their frames is invalid DICOM (highdicom refused the GSPS with a TypeError that read as
+    a bad header value, and the SR and capture failed dciodvfy)."""
+    _, source, _ = case
+    frames = pydicom.dcmread(case[0])
+    frames.NumberOfFrames = 2
+    frames.PixelData = source.PixelData * 2
+    radiograph = predictor.read(support.write(frames, tmp_path / "cr-frames.dcm"), frame=1)
+    (prediction,) = predictor.predict_radiographs([radiograph], ["cr-frames.dcm"])
+    for kind in ("sr", "gsps", "capture"):
+        with pytest.raises(
+            MultiFrameError, match=r"SOP class \(Computed Radiography Image Storage\) is defined with one"
+        ):
+            result_datasets(frames, prediction, predictor, frame=1, kinds=[kind])
+
+
 def test_grey_radiograph_stored_in_colour(case, predictor: Predictor, tmp_path: Path) -> None:
     """A secondary capture of a radiograph in RGB with equal channels (a scanned film): read as
     grey by fracsight; its presentation state is a colour one (a grayscale state cannot

@@ -123,7 +123,31 @@ def _frames(source: Dataset, frame: int | None) -> list[int] | None:
         )
     if not 0 <= frame < frames:
         raise MultiFrameError(f"frame {frame} asked for, but the DICOM object holds {frames} (0-based)")
+    if not _multi_frame_class(source):
+        raise MultiFrameError(
+            f"the DICOM object holds {frames} frames, but its SOP class ({_sop_class_name(source)}) "
+            "is defined with one, so a result cannot reference one of its frames: split it into "
+            "single-frame objects first"
+        )
     return [frame + 1]
+
+
+def _multi_frame_class(source: Dataset) -> bool:
+    """Whether the source's SOP class allows several frames (a CR or DX does not, though such
+    files exist): referencing a frame of one is invalid DICOM, and highdicom refuses it."""
+    from highdicom._standard_utils import is_multiframe_image  # what highdicom itself checks
+
+    try:
+        return bool(is_multiframe_image(source))
+    except (AttributeError, KeyError):  # an unknown SOP class: leave the verdict to highdicom
+        return True
+
+
+def _sop_class_name(source: Dataset) -> str:
+    from pydicom.uid import UID
+
+    uid = UID(str(source.get("SOPClassUID", "")))
+    return uid.name if uid.is_valid else "unknown"
 
 
 def read_source(data: bytes, name: str) -> Dataset:
