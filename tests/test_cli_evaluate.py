@@ -651,3 +651,27 @@ def test_a_report_written_again_keeps_the_permissions_its_files_were_given(
     assert {name: stat.S_IMODE((out / name).stat().st_mode) for name in private} == dict.fromkeys(
         private, 0o600
     )
+
+
+def test_a_data_set_too_small_to_carve_a_test_split_is_said_to_lack_one(fracatlas_dir, tmp_path, caplog):
+    """A train split of 4 images and a val split: the test split carved out of train got none, and
+    training said nothing of it; evaluating on val then advised `--split test`, which is refused."""
+    from conftest import TINY_TRAINING, _link_images
+
+    data = tmp_path / "few"
+    fractured = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[:5]
+    normal = sorted((fracatlas_dir / "images" / "Non_fractured").glob("*.jpg"))[:5]
+    for split, part in (("train", slice(0, 2)), ("val", slice(2, 5))):
+        _link_images(fractured[part], data / split / "fractured")
+        _link_images(normal[part], data / split / "not fractured")
+    settings = [a for s in TINY_TRAINING for a in ("--set", s)]
+    with caplog.at_level("WARNING", logger="fracsight.data"):
+        trained = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "run"), *settings])
+    assert trained.exit_code == 0, trained.output
+    assert "have no test split: 4 group(s) of images" in caplog.text
+    assert CliRunner().invoke(app, ["export", str(tmp_path / "run"), str(tmp_path / "b")]).exit_code == 0
+    args = ["evaluate", str(tmp_path / "b"), str(data), "--bootstrap", "100", "--json"]
+    notes = json.loads(CliRunner().invoke(app, [*args, "--split", "val"]).stdout)["notes"]
+    assert any("the data set has no test split" in n for n in notes), notes
+    assert not any("--split test" in n for n in notes)
+    assert CliRunner().invoke(app, [*args, "--split", "test"]).exit_code == 2

@@ -227,3 +227,22 @@ def test_a_training_subset_keeps_a_rare_type(caplog) -> None:
     with caplog.at_level("WARNING", logger="fracsight.data"):
         assert len(training_subset(samples, 3, 0)) == 3
     assert "max_samples=3 is fewer than the 4 labels" in caplog.text
+
+
+def test_a_split_too_few_groups_can_give_none_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    """MURA's layout has train and valid only: with 3 patients in train the test split carved out
+    of it got no patient, nothing said so, and `evaluate --split test` later found no such split."""
+    samples = [
+        Sample(Path(f"{split}{g}_{k}.png"), {FRACTURE: g % 2}, group=f"{split}{g}", split=split)
+        for split, n_groups in (("train", 3), ("val", 4))
+        for g in range(n_groups)
+        for k in range(3)
+    ]
+    with caplog.at_level("WARNING", logger="fracsight.data"):
+        made = ensure_splits(_dataset(samples))
+    assert "test" not in made.splits
+    assert "have no test split: 3 group(s) of images" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="fracsight.data"):
+        made = ensure_splits(_dataset(_samples(100)))
+    assert set(made.splits) == {"train", "val", "test"} and "have no" not in caplog.text

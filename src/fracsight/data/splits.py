@@ -180,7 +180,8 @@ def ensure_splits(dataset: Dataset, fractions: Sequence[float] = DEFAULT_FRACTIO
     present = {s.split for s in samples}
     if present == {None}:
         chosen = _assign(samples, fractions, seed, task, SPLIT_NAMES)
-        return _carved(dataset, dict(zip(range(len(samples)), chosen, strict=True)))
+        wanted = [n for n, f in zip(SPLIT_NAMES, fractions, strict=False) if f > 0]
+        return _carved(dataset, dict(zip(range(len(samples)), chosen, strict=True)), wanted)
     if None in present:
         unsplit = sorted(relative_name(s.path, dataset.root) for s in samples if s.split is None)
         raise DatasetError(
@@ -194,15 +195,26 @@ def ensure_splits(dataset: Dataset, fractions: Sequence[float] = DEFAULT_FRACTIO
     share = [fractions[SPLIT_NAMES.index(n)] for n in wanted]
     train = [i for i, s in enumerate(samples) if s.split == "train"]
     chosen = _assign([samples[i] for i in train], share, seed, task, wanted)
-    return _carved(dataset, dict(zip(train, chosen, strict=True)))
+    return _carved(dataset, dict(zip(train, chosen, strict=True)), wanted)
 
 
-def _carved(dataset: Dataset, new_split: dict[int, str]) -> Dataset:
-    """:func:`_with_splits`, warning of each class (fracture label or type) of the samples split that a
-    split made here lacks: a class of 3 images gets none of a 10% val or test split, and the model
-    was then neither chosen nor measured on it, without a word."""
+def _carved(dataset: Dataset, new_split: dict[int, str], wanted: Sequence[str]) -> Dataset:
+    """:func:`_with_splits`, warning of each ``wanted`` split that got no sample (too few groups to
+    share out: ``evaluate --split test`` then finds none) and of each class (fracture label or type)
+    of the samples split that a split made here lacks: a class of 3 images gets none of a 10% val or
+    test split, and the model was then neither chosen nor measured on it, without a word."""
     result = _with_splits(dataset, new_split)
     made = [name for name in SPLIT_NAMES if name in new_split.values()]
+    empty = [name for name in wanted if name not in made]
+    if empty:
+        groups = len({group_key(dataset.samples[i]) for i in new_split})
+        log.warning(
+            "the splits fracsight made have no %s split: %d group(s) of images (patients, studies "
+            "or single images) are too few to give it any; give the data set its own %s split",
+            " or ".join(empty),
+            groups,
+            " and ".join(empty),
+        )
     lacking = []
     split_here = [(dataset.samples[i], name) for i, name in new_split.items()]
     for task in (FRACTURE, CLASS):

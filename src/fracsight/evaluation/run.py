@@ -760,8 +760,15 @@ def evaluate_model(
         notes.append(relative)
     seen = seen_by_model(split) if held.own else None
     if seen:
+        no_test = held.carved is not None and "test" not in held.carved.splits  # too few groups to carve
         notes.append(
-            f"measured on {seen}: these numbers flatter it; measure the held-out images with --split test"
+            f"measured on {seen}: these numbers flatter it; "
+            + (
+                "the data set has no test split (none of its own, and too few patients or studies to "
+                "carve one out of train): give it one to measure the model on images it never saw"
+                if no_test
+                else "measure the held-out images with --split test"
+            )
         )
     named = split_name(split or "")  # valid: val
     if held.carved is not None and split not in (None, "all") and named not in dataset.splits:
