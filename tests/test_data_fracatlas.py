@@ -115,7 +115,18 @@ def test_csv_is_the_label_source_and_disagreement_is_logged(
 
 def test_missing_image_raises_naming_it(mini: Path) -> None:
     (mini / "images" / "Fractured" / "IMG0000003.jpg").unlink()
-    with pytest.raises(DatasetError, match=r"1 image\(s\).*missing.*IMG0000003\.jpg"):
+    with pytest.raises(DatasetError, match=r"1 image\(s\).*missing.*IMG0000003\.jpg") as info:
+        load_dataset(mini)
+    assert "case" not in str(info.value)
+
+
+def test_an_image_named_in_another_case_is_pointed_at(mini: Path) -> None:
+    """A copy made on Windows named IMG0000003.JPG: "missing" alone did not say why."""
+    folder = mini / "images" / "Fractured"
+    (folder / "IMG0000003.jpg").rename(folder / "IMG0000003.JPG")
+    with pytest.raises(
+        DatasetError, match=r"IMG0000003\.jpg \(on disk as IMG0000003\.JPG\); file names are case"
+    ):
         load_dataset(mini)
 
 

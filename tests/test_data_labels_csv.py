@@ -98,7 +98,13 @@ def test_bad_labels_are_refused_with_the_line(
 
 def test_missing_images_are_named(tmp_path: Path) -> None:
     root = _write(tmp_path / "d", "image,fracture", ["a.png,1", "gone.png,0"], images=["a.png"])
-    with pytest.raises(DatasetError, match=r"1 image\(s\) not found.*gone.png"):
+    with pytest.raises(DatasetError, match=r"1 image\(s\) not found.*gone.png$"):
+        load_dataset(root)
+    (root / "a.png").rename(root / "GONE.PNG")  # a copy made on Windows: the case differs
+    (root / "labels.csv").write_text("image,fracture\ngone.png,0\n")
+    with pytest.raises(
+        DatasetError, match=r"gone.png \(on disk as GONE.PNG\); file names are case-sensitive"
+    ):
         load_dataset(root)
 
 

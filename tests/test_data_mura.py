@@ -137,6 +137,7 @@ def test_images_listed_in_image_paths_csv_but_missing_and_empty_studies_are_warn
     listed = [
         "MURA-v1.1/valid/XR_ELBOW/patient11185/study1_positive/image1.png",  # on disk
         "MURA-v1.1/valid/XR_ELBOW/patient11185/study1_positive/image7.png",  # lost
+        "MURA-v1.1/valid/XR_ELBOW/patient11185/study1_positive/IMAGE1.PNG",  # on disk, read, in other case
     ]
     (root / "valid_image_paths.csv").write_text("\n".join(listed) + "\n")
     (root / "train" / "XR_HAND" / "patient00014" / "study1_negative").mkdir(parents=True)

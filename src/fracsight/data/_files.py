@@ -18,6 +18,7 @@ __all__ = [
     "SPLIT_ALIASES",
     "canonical_split",
     "case_merged",
+    "case_variant",
     "content_hash",
     "exact_duplicates",
     "fracture_polarity",
@@ -87,6 +88,17 @@ def is_hidden(path: Path) -> bool:
     and what archivers and file managers leave beside the images (``__MACOSX``, ``Thumbs.db``,
     ``desktop.ini``)."""
     return path.name.startswith(".") or path.name.lower() in _SYSTEM_NAMES
+
+
+def case_variant(path: Path) -> Path | None:
+    """The file beside ``path`` whose name differs from it in case only (``IMG1.JPG`` for a listed
+    ``IMG1.jpg``), None if there is none: a copy made on Windows or macOS, where names ignore case,
+    lists names this file system does not find, and "missing" alone does not say why."""
+    wanted = path.name.casefold()
+    try:
+        return next((p for p in path.parent.iterdir() if p.name.casefold() == wanted and p != path), None)
+    except OSError:
+        return None
 
 
 def is_image_file(path: Path) -> bool:

@@ -13,7 +13,13 @@ import json
 import logging
 from pathlib import Path
 
-from fracsight.data._files import fracture_polarity, iter_images, read_csv_rows, split_name, warn_skipped
+from fracsight.data._files import (
+    fracture_polarity,
+    iter_images,
+    read_csv_rows,
+    split_name,
+    warn_skipped,
+)
 from fracsight.data.sample import FRACTURE, REGION, Box, Dataset, Sample
 from fracsight.errors import DatasetError
 
@@ -38,9 +44,14 @@ def read_fracatlas(root: Path) -> Dataset:
     on_disk = _index_images(root / "images")
     missing = [r["image_id"] for r in rows if r["image_id"] not in on_disk]
     if missing:
+        by_case = {name.casefold(): name for name in on_disk}
+        named = [
+            m + (f" (on disk as {by_case[m.casefold()]})" if m.casefold() in by_case else "") for m in missing
+        ]
         raise DatasetError(
             f"{len(missing)} image(s) listed in {root / 'dataset.csv'} are missing under "
-            f"{root / 'images'}: {_names(missing)}"
+            f"{root / 'images'}: {_names(named)}"
+            + ("; file names are case-sensitive here" if named != missing else "")
         )
     listed = {r["image_id"] for r in rows}
     unlisted = sorted(set(on_disk) - listed)

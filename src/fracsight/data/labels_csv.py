@@ -28,6 +28,7 @@ from pathlib import Path
 
 from fracsight.data._files import (
     case_merged,
+    case_variant,
     fracture_polarity,
     is_image_file,
     name_order,
@@ -153,7 +154,8 @@ def read_labels_csv(root: Path) -> Dataset:
             raise DatasetError(f"{where}: image {image!r} is listed already on line {seen[file]}")
         seen[file] = n
         if not is_image_file(file):
-            missing.append(image)
+            other = case_variant(file)
+            missing.append(image + (f" (on disk as {other.name})" if other else ""))
             continue
         split_value = row.get("split", "").strip()
         split = split_name(split_value) if split_value else None
@@ -167,6 +169,7 @@ def read_labels_csv(root: Path) -> Dataset:
     if missing:
         raise DatasetError(
             f"{path}: {len(missing)} image(s) not found or not an image file, e.g. {', '.join(missing[:3])}"
+            + ("; file names are case-sensitive here" if any("(on disk as" in m for m in missing) else "")
         )
     # values that differ only in case (Avulsion, avulsion; Hand, hand) are one class, as class folders
     class_of = case_merged({k for _, _, k, _, _, _ in parsed if k}, f"{path.name}: class values")

@@ -23,6 +23,7 @@ import re
 from pathlib import Path, PurePosixPath
 
 from fracsight.data._files import (
+    case_variant,
     is_image_file,
     iter_images,
     relative_name,
@@ -176,8 +177,10 @@ def _missing_listed_images(root: Path) -> list[str]:
             at = next((i for i, p in enumerate(parts) if p.upper().startswith("XR_")), None)
             if at is None:
                 continue  # a header or a blank line: not an image path
-            # with or without the split folder, as the folder given may be the split's parent or not
-            if not any(root.joinpath(*parts[start:]).is_file() for start in {max(at - 1, 0), at}):
+            # with or without the split folder, as the folder given may be the split's parent or not;
+            # a name in another case (a copy made on Windows) is on disk, and read like any image
+            files = [root.joinpath(*parts[start:]) for start in {max(at - 1, 0), at}]
+            if not any(f.is_file() or case_variant(f) for f in files):
                 missing.append(listed)
     return missing
 
