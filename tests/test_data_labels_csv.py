@@ -32,6 +32,7 @@ def test_fracture_class_region_and_split(tmp_path: Path) -> None:
             "img/b.png,fractured,Avulsion,hand;shoulder,valid",
             "img/c.png,0,,leg,test",
             "img/d.png,no,,hip,train",
+            'img/e.png,0,,"hand, leg",train',  # a spreadsheet's list in one cell: was one region "hand,leg"
         ],
     )
     ds = load_dataset(root)
@@ -47,6 +48,7 @@ def test_fracture_class_region_and_split(tmp_path: Path) -> None:
     assert by_name["b.png"].regions == ("hand", "shoulder") and by_name["b.png"].split == "val"
     assert by_name["c.png"].labels == {FRACTURE: 0}
     assert by_name["d.png"].split == "train"
+    assert by_name["e.png"].regions == ("hand", "leg")
 
 
 def test_only_the_columns_present_become_labels(tmp_path: Path) -> None:
@@ -165,7 +167,9 @@ def test_a_class_a_split_lacks_is_named_as_for_class_folders(
         load_dataset(_write(tmp_path / "e", "image,fracture,class", ["a.png,1,", "b.png,0,"]))
 
 
-def test_a_normal_abnormal_column_is_an_abnormality_label(tmp_path: Path) -> None:
+def test_a_normal_abnormal_column_is_an_abnormality_label(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """`abnormal` / `normal` values were read as fractured / not fractured: a model trained on them
     said "fracture suspected" of MURA-style abnormality, where class folders so named say abnormal."""
     root = _write(tmp_path / "d", "image,fracture", ["a.png,abnormal", "b.png,Abnormal", "c.png,normal"])
@@ -174,6 +178,12 @@ def test_a_normal_abnormal_column_is_an_abnormality_label(tmp_path: Path) -> Non
     assert [s.labels[FRACTURE] for s in sorted(ds.samples, key=lambda s: s.path.name)] == [1, 1, 0]
     plain = _write(tmp_path / "e", "image,fracture", ["a.png,1", "b.png,fractured", "c.png,0"])
     assert load_dataset(plain).class_names[FRACTURE] == ("not fractured", "fractured")
+    assert "mixes" not in caplog.text
+    # both pairs of words in one column: read as abnormality, without a word until 2026-12-05
+    mixed = _write(tmp_path / "f", "image,fracture", ["a.png,abnormal", "b.png,Fractured", "c.png,normal"])
+    with caplog.at_level("WARNING", logger="fracsight.data"):
+        assert load_dataset(mixed).class_names[FRACTURE] == ("normal", "abnormal")
+    assert "the fracture column mixes normal/abnormal with Fractured" in caplog.text
 
 
 def test_accented_names_composed_otherwise_than_on_disk_are_found(tmp_path: Path) -> None:

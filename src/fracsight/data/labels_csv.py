@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import unicodedata
 from pathlib import Path
 
@@ -146,6 +147,7 @@ def read_labels_csv(root: Path) -> Dataset:
     missing: list[str] = []
     seen: dict[Path, int] = {}
     abnormality = False  # a fracture column of normal / abnormal (MURA's words)
+    fracture_words: set[str] = set()  # fractured, not fractured: with abnormal, the two mixed
     for n, row in rows:
         where = f"{path.name} line {n}"
         image = row["image"].strip()
@@ -163,8 +165,12 @@ def read_labels_csv(root: Path) -> Dataset:
             raise DatasetError(f"{where}: split must be train, val or test, got {split_value!r}")
         fracture = _fracture(row["fracture"], where) if "fracture" in row else None
         abnormality |= "abnormal" in row.get("fracture", "").lower()
+        if "fractur" in row.get("fracture", "").lower():
+            fracture_words.add(row["fracture"].strip())
         klass = row.get("class", "").strip() or None
-        regions = tuple(sorted({r.strip() for r in row.get("region", "").split(";") if r.strip()}))
+        # `;` as documented; `,` too, as a spreadsheet writes a list in one cell ("hand,leg" was
+        # read as one region of that name, a class of its own for the region head)
+        regions = tuple(sorted({r.strip() for r in re.split(r"[;,]", row.get("region", "")) if r.strip()}))
         parsed.append((file, fracture, klass, regions, split, row.get("group", "").strip() or None))
     if missing:
         raise DatasetError(
@@ -177,6 +183,13 @@ def read_labels_csv(root: Path) -> Dataset:
     class_names: dict[str, tuple[str, ...]] = {}
     if "fracture" in present:  # normal / abnormal values: MURA's label, as class folders so named
         class_names[FRACTURE] = ("normal", "abnormal") if abnormality else ("not fractured", "fractured")
+    if abnormality and fracture_words:
+        log.warning(
+            "%s: the fracture column mixes normal/abnormal with %s: read as normal/abnormal, so a model "
+            "trained on it says 'abnormality suspected'; use one pair of words",
+            path.name,
+            ", ".join(sorted(fracture_words)),
+        )
     classes = tuple(sorted(set(class_of.values()), key=name_order))
     if "class" in present:
         if len(classes) < 2:
