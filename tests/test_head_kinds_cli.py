@@ -219,3 +219,17 @@ def test_a_class_without_images_is_named_not_dropped(head_bundle, tmp_path: Path
     spec = load_bundle_spec(bundle)
     card = render_card(dataclasses.replace(spec, metrics={**spec.metrics, "test": {"multiclass": block}}))
     assert "No image of this split is labelled hip: the class head was not measured on that class" in card
+
+
+def test_the_macro_auroc_is_said_unmeasured_when_one_class_is_present_alone() -> None:
+    """Only hand images in the split: hand's one-vs-rest AUROC is undefined too, the table showed
+    "Macro AUROC —" while the note said it "averages the other 1 class"."""
+    from fracsight.evaluation.run import _classes_without_images
+
+    def row(support: int, auroc: float | None) -> dict:
+        return {"support": support, "auroc": auroc, "f1": None}
+
+    alone = _classes_without_images({"hand": row(5, None), "leg": row(0, None)})
+    assert "the macro AUROC is not measured" in alone and "averages" not in alone
+    two = _classes_without_images({"hand": row(5, 0.8), "hip": row(3, 0.7), "leg": row(0, None)})
+    assert "the macro AUROC averages the other 2 classes" in two

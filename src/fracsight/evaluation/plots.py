@@ -263,6 +263,7 @@ def plot_calibration(
         lows, [r["count"] for r in table], width=widths, align="edge", color="#abd9e9", edgecolor="#2b83ba"
     )
     ax_hist.set(xlabel="predicted probability", ylabel="images")
+    ax_hist.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no 2.5 images
     return _save(fig, path, title)
 
 

@@ -615,10 +615,15 @@ def _classes_without_images(per_class: Mapping[str, Mapping[str, Any]]) -> str:
         if predicted
         else "so does the macro F1"
     )
+    measured = [c for c in per_class.values() if c["support"] and c.get("auroc") is not None]
+    macro = (  # one class present alone has no one-vs-rest AUROC either: nothing to average
+        f"the macro AUROC averages the other {others} class{'es' * (others != 1)}"
+        if measured
+        else "the macro AUROC is not measured (no class present has both its own and other images)"
+    )
     return (
         f"; {', '.join(absent)} {'has' if len(absent) == 1 else 'have'} none: "
-        f"{'its' if len(absent) == 1 else 'their'} recall and AUROC are not measured, "
-        f"the macro AUROC averages the other {others} class{'es' * (others != 1)} and {f1}"
+        f"{'its' if len(absent) == 1 else 'their'} recall and AUROC are not measured, {macro} and {f1}"
     )
 
 
