@@ -48,6 +48,32 @@ def test_the_fracture_head_comes_from_the_model_not_the_data(head_bundle, fracat
     assert spec.class_operating_point is not None
 
 
+def test_other_data_to_calibrate_on_is_recorded_apart_from_the_training_data(
+    head_bundle, fracatlas_dir, tmp_path
+):
+    """`export --data-dir OTHER` recorded OTHER as the data the model trained on (card and
+    bundle.json, with its counts), and evaluate then took the real training images for held-out
+    ones. The same images moved to another folder are the training data, at their new place."""
+    data, bundle = head_bundle("fracture")
+    trained = load_bundle_spec(bundle).training
+    other = make_dataset("fracture+class", fracatlas_dir, tmp_path / "other")
+    spec = export_bundle(_run(bundle), tmp_path / "a", data_dir=other)
+    assert spec.training["data"] == trained["data"] == str(data.resolve())
+    assert (spec.training["n_train"], spec.training["n_val"]) == (trained["n_train"], trained["n_val"])
+    calibrated = spec.training["calibration_data"]
+    assert calibrated["data"] == str(other.resolve()) and calibrated["n_val"] > 0
+    card = " ".join((tmp_path / "a" / "card.md").read_text().split())
+    assert (
+        "Calibrated on other data: the calibration, the operating points and the out-of-distribution" in card
+    )
+    assert f"reference were fitted on `{other.resolve()}`" in card
+    assert f"- Data: `{data.resolve()}`" in card
+    moved = tmp_path / "moved"
+    shutil.copytree(data, moved, symlinks=True)
+    spec = export_bundle(_run(bundle), tmp_path / "b", data_dir=moved)
+    assert spec.training["data"] == str(moved.resolve()) and "calibration_data" not in spec.training
+
+
 def _with_class(data: Path, out: Path, name: str) -> Path:
     """``data`` (class folders) with one test image more, of a class of its own."""
     shutil.copytree(data, out, symlinks=True)

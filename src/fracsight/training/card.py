@@ -419,6 +419,14 @@ def _int8_refit(spec: BundleSpec, q: dict[str, Any]) -> str:
 def _refitted_data_lines(spec: BundleSpec) -> list[str]:
     """Where the detector's heads or the INT8 model were fitted on other data than the network's."""
     lines = []
+    calibrated = spec.training.get("calibration_data")
+    if calibrated:
+        lines.append(
+            f"- Calibrated on other data: the calibration, the operating points and the out-of-distribution "
+            f"reference were fitted on `{calibrated['data']}` ({calibrated['layout']} layout, "
+            f"{calibrated['n_train']} training and {calibrated['n_val']} validation images), not on the data "
+            "the network trained on."
+        )
     heads = spec.training.get("heads") or {}
     if heads.get("other_data"):
         lines.append(
@@ -658,7 +666,11 @@ def render_card(spec: BundleSpec, run_dir: Path | None = None) -> str:
         "## Training data and recipe",
         "",
         f"- Data: `{spec.training.get('data')}` ({spec.training.get('layout')} layout), "
-        f"{spec.training.get('n_train')} training and {spec.training.get('n_val')} validation images; "
+        + (
+            f"{spec.training['n_train']} training and {spec.training.get('n_val')} validation images; "
+            if "n_train" in spec.training
+            else "its image counts not known (it was not on the machine that exported the model); "
+        )
         + (
             "the split is the data set's own group-aware `split` column (near-duplicates never straddle "
             "splits)."

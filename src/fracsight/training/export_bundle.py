@@ -7,6 +7,7 @@ measured, through the exported ONNX model, and reported in the card.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -40,29 +41,33 @@ __all__ = ["DataMismatchError", "choose_localization", "export_bundle"]
 log = logging.getLogger(__name__)
 
 
-def _refuse_changed_images(
+def _is_other_data(
     trained_on: str | None,
     dataset: Dataset,
     train: list[Sample],
     val: list[Sample],
     cfg: TrainConfig,
     checkpoint: Path,
-) -> None:
-    """Refuse the run's own data folder when its training and validation images are not those the
-    run trained on: a data set without splits that grew since training is split anew, and
-    calibration and thresholds were then fitted, and test measured, on images the model had trained
-    on, without a word. Another folder (the same images moved, or other data to calibrate on, as
-    ``--data-dir`` allows) is not refused."""
-    if trained_on is None or dataset.root.resolve() != Path(cfg.data).resolve():
-        return  # a best.pt from before it kept the record, or data of another folder
+) -> bool:
+    """Whether ``dataset`` holds other images than the run trained and validated on: another folder
+    of other data to calibrate on, as ``--data-dir`` allows (the same images moved are not). The
+    run's own data folder whose images changed is refused: a data set without splits that grew
+    since training is split anew, and calibration and thresholds were then fitted, and test
+    measured, on images the model had trained on, without a word."""
+    own_folder = not cfg.data or dataset.root.resolve() == Path(cfg.data).resolve()
+    if trained_on is None:  # a best.pt from before it kept the record: cannot tell
+        return False
     now = images_record(dataset.root, training_subset(train, cfg.max_samples, cfg.seed) + val)
-    if now["images_sha256"] != trained_on:
-        raise DataMismatchError(
-            f"{dataset.root} is not the data {checkpoint} trained on: its training and validation images "
-            f"differ now ({now['images']} of them; files added, removed or relabelled since, and a data "
-            "set without splits is split anew, so calibration, thresholds and test would fall on images "
-            "the model trained on). Export with the data as it was, or train again on this data"
-        )
+    if now["images_sha256"] == trained_on:
+        return False
+    if not own_folder:
+        return True
+    raise DataMismatchError(
+        f"{dataset.root} is not the data {checkpoint} trained on: its training and validation images "
+        f"differ now ({now['images']} of them; files added, removed or relabelled since, and a data "
+        "set without splits is split anew, so calibration, thresholds and test would fall on images "
+        "the model trained on). Export with the data as it was, or train again on this data"
+    )
 
 
 def export_bundle(
@@ -112,7 +117,7 @@ def export_bundle(
         model.heads_config.classes,
         "export with the data set the run trained on (--data-dir)",
     )
-    _refuse_changed_images(trained.images_sha256, dataset, train, val, cfg, checkpoint)
+    other_data = _is_other_data(trained.images_sha256, dataset, train, val, cfg, checkpoint)
     if evaluate_split:
         select_samples(dataset, evaluate_split, cfg.seed)  # an unknown split: refused before writing
     inputs.append(("the data set", data_root))
@@ -141,8 +146,24 @@ def export_bundle(
             evaluation,
             warn,
             epochs=_epochs_run(checkpoint, cfg, trained.epoch),
+            trained_data=_trained_data_record(cfg) if other_data else None,
         )
     return spec
+
+
+def _trained_data_record(cfg: TrainConfig) -> dict[str, object]:
+    """``training.data``, ``layout``, ``n_train`` and ``n_val`` of the data a run trained on, for a
+    bundle calibrated on other data (until 2026-12-05 the other data was recorded as the training
+    data, and evaluate took the real training images for held-out ones). The counts only where that
+    data set is here to count."""
+    record: dict[str, object] = {"data": str(Path(cfg.data).resolve()), "layout": cfg.layout}
+    with contextlib.suppress(DatasetError):
+        own = load_dataset(Path(cfg.data), cfg.layout)
+        train, val = train_val_samples(own, cfg.seed)
+        record.update(
+            layout=own.layout, n_train=len(training_subset(train, cfg.max_samples, cfg.seed)), n_val=len(val)
+        )
+    return record
 
 
 def _epochs_run(checkpoint: Path, cfg: TrainConfig, kept: int | None) -> dict[str, object] | None:
@@ -231,18 +252,26 @@ def _write_bundle(
     warn: Callable[[str], None] | None = None,
     *,
     epochs: dict[str, object] | None = None,
+    trained_data: dict[str, object] | None = None,
 ) -> BundleSpec:
     """The bundle of ``model`` (trained in ``run_dir``) made in ``work``; ``epochs``: how its
     schedule went (:func:`_epochs_run`), for the card; ``fracture``: the class
     names of the fracture head it trained (empty: none); ``train_val``: the run's split of
-    ``dataset``; ``commands``: the ones that made it; ``evaluation``: the split to measure it on
-    for the card, the folder for that report and the bundle's own folder, which it names."""
+    ``dataset``; ``trained_data``: :func:`_trained_data_record` where ``dataset`` is other data than
+    the run's, to calibrate on; ``commands``: the ones that made it; ``evaluation``: the split to
+    measure it on for the card, the folder for that report and the bundle's own folder, which it names."""
     from fracsight.models.export import export_onnx
 
     output_names = export_onnx(model, work / "model.onnx", cfg.input_size)
     train, val = train_val
     trained = training_subset(train, cfg.max_samples, cfg.seed)  # the images it trained on
     heads = [HeadSpec("fracture", "binary", fracture)] if fracture else []
+    calibrated = {
+        "data": str(Path(dataset.root).resolve()),
+        "layout": dataset.layout,
+        "n_train": len(trained),
+        "n_val": len(val),
+    }
     if "region" in output_names:
         heads.append(HeadSpec("region", "multilabel", model.heads_config.regions))
     if "class" in output_names:
@@ -259,10 +288,7 @@ def _write_bundle(
         feature_channels=model.num_features,
         localization={"box_threshold": 0.5, "min_box_score": 0.25},
         training={
-            "data": str(Path(dataset.root).resolve()),
-            "layout": dataset.layout,
-            "n_train": len(trained),
-            "n_val": len(val),
+            **(calibrated if trained_data is None else {**trained_data, "calibration_data": calibrated}),
             # the data set's own splits sharing images or patients: the card warns its figures off
             "leakage": split_leakage(dataset.samples).to_dict(),
             "config": cfg.to_dict(),
@@ -271,7 +297,11 @@ def _write_bundle(
             "commands": commands,
             **({"epochs": epochs} if epochs else {}),
             # the card says whether any drawn box taught the localization map
-            **({"n_train_with_boxes": sum(_boxed(s) for s in trained)} if fracture else {}),
+            **(
+                {"n_train_with_boxes": sum(_boxed(s) for s in trained)}
+                if fracture and not trained_data
+                else {}
+            ),
         },
     )
     write_bundle_spec(spec, work)
