@@ -497,6 +497,13 @@ def test_unsupported_photometric_is_refused_naming_the_value(photometric: str, s
         ({"Rows": 60000, "Columns": 60000}, RAMP12, DecompressionBombError, "60000 x 60000"),
         ({}, RAMP12[:16, :16], ImageTooSmallError, "16 x 16 pixels is too small"),
         ({"TransferSyntax": "1.2.3.4.5"}, RAMP12, UnsupportedFormatError, "transfer syntax 1.2.3.4.5"),
+        # free text where the UID belongs was echoed: a patient's name in an API answer or a log
+        (
+            {"TransferSyntax": "DOE^JANE"},
+            RAMP12,
+            UnsupportedFormatError,
+            "syntax (not a valid UID; not shown)",
+        ),
     ],
 )
 def test_inconsistent_headers_are_refused(
@@ -510,6 +517,7 @@ def test_inconsistent_headers_are_refused(
     with pytest.raises(error) as info:
         read_image(data, name="bad.dcm")
     assert str(info.value).startswith("bad.dcm: ") and fragment in str(info.value)
+    assert "JANE" not in str(info.value)
 
 
 def test_garbage_after_dicom_magic_is_a_clean_error() -> None:

@@ -556,7 +556,10 @@ def _require_decoder(pydicom: Any, uid: Any, label: str) -> None:
     except NotImplementedError:
         available = False
     if not available:
-        described = uid.name if uid.name == str(uid) else f"{uid.name} ({uid})"
+        if not uid.is_valid:  # free text (a patient's name, even) where a UID belongs: never echoed
+            described = "(not a valid UID; not shown)"
+        else:
+            described = uid.name if uid.name == str(uid) else f"{uid.name} ({uid})"
         raise UnsupportedFormatError(
             f"{label}DICOM transfer syntax {described} cannot be decoded here: no decoder "
             "installed (pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg and pylibjpeg-rle cover most)"
