@@ -397,6 +397,43 @@ def test_views_of_two_dicom_studies_given_as_one_say_so(predictor: Predictor) ->
     assert "1.2.3" not in json.dumps(two.to_dict()) + json.dumps(a.to_dict()) + repr(a)
 
 
+def test_views_of_two_patients_in_one_dicom_study_are_not_reliable(predictor: Predictor) -> None:
+    """Two patients' images under one Study Instance UID (a PACS or anonymiser mix-up) made one
+    reliable verdict without a word, where the DICOM node refuses them; no Patient ID is said."""
+    import io
+
+    import pydicom
+
+    from corpus import dicom_bytes
+
+    def of_patient(patient: str, value: int) -> bytes:
+        pixels = np.random.default_rng(value).integers(0, 4096, (72, 64), dtype=np.uint16)
+        ds = pydicom.dcmread(io.BytesIO(dicom_bytes(pixel_bytes=pixels.astype("<u2").tobytes())))
+        ds.StudyInstanceUID, ds.PatientID = "1.2.3.1", patient
+        out = io.BytesIO()
+        ds.save_as(out)
+        return out.getvalue()
+
+    a, b, c = (
+        predictor.predict(of_patient(patient, value), name=name)
+        for patient, value, name in (
+            ("SECRET-1", 10, "a.dcm"),
+            ("SECRET-1", 20, "b.dcm"),
+            ("SECRET-2", 30, "c.dcm"),
+        )
+    )
+    one = predictor.predict_study([a, b], "s")
+    assert one.reliable == (a.reliable and b.reliable) and not any("patients" in w for w in one.warnings)
+    two = predictor.predict_study([a, b, c], "s")
+    assert not two.reliable and two.to_dict()["reliable"] is False
+    (said,) = [w for w in two.why_not_reliable if "patients" in w]
+    assert (
+        said.startswith("the views come from 2 patients (their DICOM Patient IDs differ)")
+        and said in two.warnings
+    )
+    assert "SECRET" not in json.dumps(two.to_dict()) + json.dumps(c.to_dict()) + repr(c)
+
+
 def test_a_study_with_views_that_could_not_be_read_warns_and_is_not_reliable(
     predictor: Predictor, fracatlas_dir: Path
 ) -> None:

@@ -692,6 +692,7 @@ class Predictor:
             if p.model != self.name:
                 raise ValueError(f"{p.source} was predicted by {p.model}, not {self.name}: its scale differs")
         predictions, repeats = _distinct_views(predictions)
+        patients = len({p.metadata.patient_digest for p in predictions} - {None})
         op = self.operating_point
         fracture: dict[str, Any] = {}
         if op is not None:
@@ -727,7 +728,7 @@ class Predictor:
         return StudyPrediction(
             study=study,
             images=tuple(p.source for p in predictions),
-            reliable=all(p.reliable for p in predictions) and not unread,
+            reliable=all(p.reliable for p in predictions) and not unread and patients <= 1,
             classification=classification,
             aggregation=aggregation,
             unread=tuple(unread),
@@ -736,6 +737,7 @@ class Predictor:
             view_probabilities=tuple(p.fracture_probability for p in predictions) if op is not None else (),
             unreliable=tuple(p.source for p in predictions if not p.reliable),
             dicom_studies=len({p.metadata.study_digest for p in predictions} - {None}),
+            dicom_patients=patients,
             **fracture,
             **regions,
         )

@@ -290,6 +290,7 @@ class StudyPrediction:
     # images of the study's folder that were not given (its views given one by one)
     left_out: tuple[str, ...] = ()
     dicom_studies: int = 0  # how many DICOM studies (Study Instance UIDs) the views come from
+    dicom_patients: int = 0  # how many patients (Patient IDs): more than one, the verdict is not reliable
 
     __hash__ = None  # type: ignore[assignment]  # as Prediction's: a dict field
 
@@ -339,10 +340,20 @@ class StudyPrediction:
         )
 
     @property
+    def _patients_note(self) -> str | None:
+        if self.dicom_patients <= 1:
+            return None
+        return (
+            f"the views come from {self.dicom_patients} patients (their DICOM Patient IDs differ): "
+            "one examination is of one patient, so this result is not reliable; check which images "
+            "belong together"
+        )
+
+    @property
     def why_not_reliable(self) -> tuple[str, ...]:
-        """The warnings that make the study not reliable: views that could not be read, and views
-        read but not reliable on their own (which its result still includes)."""
-        return tuple(note for note in (self._unread_note, self._unreliable_note) if note)
+        """The warnings that make the study not reliable: views that could not be read, views read
+        but not reliable on their own (which its result still includes), views of several patients."""
+        return tuple(note for note in (self._unread_note, self._unreliable_note, self._patients_note) if note)
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -364,6 +375,8 @@ class StudyPrediction:
                 f"{len(self.left_out)} of the study folder's images {were} not given ({names}): the "
                 "result is of the views given only"
             )
+        if self._patients_note:
+            said.append(self._patients_note)
         if self.dicom_studies > 1:
             said.append(
                 f"the views come from {self.dicom_studies} DICOM studies (their Study Instance UIDs "

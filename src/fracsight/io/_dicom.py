@@ -288,6 +288,7 @@ def _read(
         # SOP Instance UID, which a careless anonymiser sets alike in every file of a study
         content_sha256=_pixels_digest(pixels),
         study_digest=_digest_of(ds.get("StudyInstanceUID")),
+        patient_digest=_digest_of(ds.get("PatientID")),
     )
     return Radiograph(pixels=pixels, metadata=meta)
 

@@ -47,10 +47,12 @@ class ImageMetadata:
     # a digest of a DICOM's Study Instance UID, so that a study of views from several examinations
     # is told; in no output (a study's identity is the PACS's to show)
     study_digest: str | None = field(default=None, repr=False)
+    # the same of its Patient ID: views of two patients under one Study Instance UID are told too
+    patient_digest: str | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        del d["study_digest"]
+        del d["study_digest"], d["patient_digest"]
         d["original_size"] = list(self.original_size)
         d["warnings"] = list(self.warnings)
         if self.pixel_spacing_mm is not None:
