@@ -3,6 +3,7 @@ get a 408 and a closed connection; a request whose headers came in is the app's,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -23,6 +24,7 @@ from fracsight.api.protocol import HeaderDeadlineProtocol  # noqa: E402
 
 class QuickDeadline(HeaderDeadlineProtocol):
     header_timeout_s = 0.5  # the shipped 60 s, shortened so that a test can wait for it
+    write_stall_s = 1.0
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +117,37 @@ def test_a_slow_body_is_the_apps_and_a_kept_alive_connection_gets_the_deadline_a
         assert b"connection: close" not in answer.lower()  # kept alive
         conn.sendall(b"GET /healthz HTTP/1.1\r\nHo")  # the next request's headers stall
         assert _request_timeout(_everything(conn))["code"] == "request_timeout"
+
+
+def test_an_answer_the_client_never_reads_is_dropped(address: tuple[str, int], fracatlas_dir: Path) -> None:
+    """A client that posts images for overlays and never reads the answer (megabytes) kept it in
+    the server's memory, outside the upload limit, for as long as it held the connection."""
+    image = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[0].read_bytes()
+    parts = b"".join(
+        b'--B\r\nContent-Disposition: form-data; name="files"; filename="%d.jpg"\r\n' % k
+        + b"Content-Type: image/jpeg\r\n\r\n"
+        + image
+        + b"\r\n"
+        for k in range(6)
+    )
+    body = parts + b"--B--\r\n"
+    with socket.create_connection(address) as conn:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a reader that takes little
+        conn.sendall(
+            b"POST /v1/predict?overlay=true HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: multipart/form-data; boundary=B\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        )
+        conn.settimeout(120)
+        received = b""
+        while b"\r\n\r\n" not in received:  # the answer has begun: predicting is done
+            received += conn.recv(1024)
+        time.sleep(5)  # not reading: five write deadlines
+        with contextlib.suppress(ConnectionResetError):
+            received += _everything(conn)
+    head, _, answer = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), received[:300]
+    length = int(
+        next(line for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:"))[15:]
+    )
+    assert length > 2_000_000  # more than the socket buffers hold: the rest waited in the server
+    assert len(answer) < length  # dropped before the client read it all

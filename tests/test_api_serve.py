@@ -101,6 +101,10 @@ def test_serve_refuses_an_endless_upload_limit(clean_env: None, monkeypatch: pyt
         result = CliRunner().invoke(cli, ["serve", "--max-upload-mb", value])
         assert result.exit_code == 2 and "--max-upload-mb" in result.output, result.output
         assert "Traceback" not in result.output
+    # over the settings' bounds: a config error, exit 1, where every other option's is a usage error
+    for option, value in (("--max-concurrent-inferences", "100"), ("--threads", "300")):
+        result = CliRunner().invoke(cli, ["serve", option, value])
+        assert result.exit_code == 2 and option in result.output and "config_error" not in result.output
 
 
 def test_serve_refuses_a_tampered_bundle_before_starting(

@@ -1144,11 +1144,13 @@ def serve(
         ),
     ] = None,
     max_concurrent_inferences: Annotated[
-        int | None, typer.Option(min=1, help="Requests inferring at once per worker (default 2).")
+        int | None, typer.Option(min=1, max=64, help="Requests inferring at once per worker (default 2).")
     ] = None,
     threads: Annotated[
         int | None,
-        typer.Option(min=0, help="ONNX Runtime threads per inference (0: cores / concurrent inferences)."),
+        typer.Option(
+            min=0, max=256, help="ONNX Runtime threads per inference (0: cores / concurrent inferences)."
+        ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level: debug, info, warning, ...")] = "info",
 ) -> None:

@@ -6,6 +6,11 @@ that never finishes its request line and headers, or sends nothing at all, reach
 no timeout in uvicorn: held open forever, a few hundred of them exhaust the server's sockets (the
 "slowloris" attack). Here every request's headers must be complete within
 :attr:`HeaderDeadlineProtocol.header_timeout_s` of the connection opening or of the previous answer.
+
+The answer has the same weakness the other way: a client that never reads it keeps it in the
+server's memory (an answer with overlays is megabytes), outside the upload memory limit, as long
+as it likes. A connection whose answer has not moved for :attr:`HeaderDeadlineProtocol.write_stall_s`
+is dropped.
 """
 
 from __future__ import annotations
@@ -27,8 +32,10 @@ class HeaderDeadlineProtocol(H11Protocol):
     request headers are not complete in time."""
 
     header_timeout_s: float = 60.0  # as the body's; nginx's client_header_timeout is 60 s too
+    write_stall_s: float = 60.0  # nginx's send_timeout is 60 s too
 
     _header_deadline: asyncio.TimerHandle | None = None
+    _write_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -45,7 +52,28 @@ class HeaderDeadlineProtocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_deadline()
+        self._disarm_write_deadline()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        """The transport's buffer is full: the client reads slower than the answer comes, or not at
+        all; if it has not drained in :attr:`write_stall_s`, the connection is dropped."""
+        super().pause_writing()
+        if self._write_deadline is None:
+            self._write_deadline = self.loop.call_later(self.write_stall_s, self._reader_stalled)
+
+    def resume_writing(self) -> None:
+        self._disarm_write_deadline()
+        super().resume_writing()
+
+    def _disarm_write_deadline(self) -> None:
+        if self._write_deadline is not None:
+            self._write_deadline.cancel()
+            self._write_deadline = None
+
+    def _reader_stalled(self) -> None:
+        self._write_deadline = None
+        self.transport.abort()  # close() would wait to send what the client does not read
 
     def _arm_header_deadline(self) -> None:
         self._disarm_header_deadline()
