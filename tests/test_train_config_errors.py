@@ -29,6 +29,9 @@ def _train(tmp_path: Path, *args: str):
         (b"\xff\xfeepochs: 3\n", "cannot read config .*: not UTF-8 text"),
         (b"epochs: 3\nepochs: 4\n", "option 'epochs' is given twice"),
         (b"augment:\n  hflip: 0\n  hflip: 1\n", "option 'hflip' is given twice"),
+        # a list or mapping as a key: a TypeError traceback (unhashable) until 2026-12-05
+        (b"? [a, b]\n: 1\n", r"line 1: an option's name must be a word, got a list$"),
+        (b"augment:\n  ? {x: 1}\n  : 2\n", r"line 2: an option's name must be a word, got a dict$"),
     ],
 )
 def test_unreadable_yaml_is_one_line_naming_the_place(tmp_path, yaml_bytes, message):

@@ -717,6 +717,17 @@ def test_a_name_no_bundle_could_carry_is_refused_before_training(tiny_dataset, t
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "must not hold control characters" in result.output, result.output
     assert not (tmp_path / "run").exists()
+    # the version too (export refused it after the training), and a weights file that is not there
+    # (a config error, exit 1, after the data set was read)
+    for setting, message in (
+        ("version=1\x1b[31mX", "version must not hold control characters"),
+        (f"pretrained={tmp_path / 'gone.pt'}", f"pretrained='{tmp_path / 'gone.pt'}' is not a file"),
+    ):
+        result = CliRunner().invoke(
+            app, ["train", str(tiny_dataset), "--out", str(tmp_path / "run"), "--set", setting]
+        )
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert "data:" not in result.output and not (tmp_path / "run").exists()
     joint = ["detector", "joint", "default", "default", str(tmp_path / "joint"), "--data", str(tiny_dataset)]
     result = CliRunner().invoke(app, [*joint, "--name", "mine\nforged"])
     assert result.exit_code == 2 and "--name must not hold control characters" in result.output

@@ -222,10 +222,17 @@ def check_new_run(cfg: TrainConfig) -> None:
         raise TrainConfigError(
             f"invalid training settings: name={cfg.name!r} (a name, not a path: no / or \\)"
         )
-    try:  # the bundle's name: export would refuse it after the training
+    try:  # the bundle's name and version: export would refuse them after the training
         check_name(cfg.name, "name")
+        check_name(cfg.version, "version")
     except BundleError as e:
         raise TrainConfigError(f"invalid training settings: {e}") from None
+    # a weights file that is not there: said before the data set is read, not after
+    if cfg.pretrained not in ("imagenet", "none") and not Path(cfg.pretrained).is_file():
+        raise TrainConfigError(
+            f"invalid training settings: pretrained={cfg.pretrained!r} is not a file "
+            "(give a .safetensors or .pt weights file, imagenet or none)"
+        )
 
 
 def recipe_names() -> list[str]:
@@ -254,6 +261,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         seen: set[Any] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, str | int | float | bool) and key is not None:  # `? [a, b]`: a list
+                line = key_node.start_mark.line + 1
+                raise TrainConfigError(
+                    f"line {line}: an option's name must be a word, got a {type(key).__name__}"
+                )
             if key in seen:
                 line = key_node.start_mark.line + 1
                 raise TrainConfigError(f"option {key!r} is given twice (again on line {line})")
