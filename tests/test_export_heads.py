@@ -70,8 +70,18 @@ def test_other_data_to_calibrate_on_is_recorded_apart_from_the_training_data(
     assert f"- Data: `{data.resolve()}`" in card
     moved = tmp_path / "moved"
     shutil.copytree(data, moved, symlinks=True)
-    spec = export_bundle(_run(bundle), tmp_path / "b", data_dir=moved)
+    # given as its checkpoint: the Reproduce command read `-c RUN/best.pt/config.yaml`
+    spec = export_bundle(_run(bundle) / "best.pt", tmp_path / "b", data_dir=moved)
     assert spec.training["data"] == str(moved.resolve()) and "calibration_data" not in spec.training
+    run = _run(bundle)
+    assert spec.training["commands"][0] == f"fracsight train -c {run / 'config.yaml'} --out {run}-again"
+    # other data without a test split: no test carved out of its train split as if it were the run's
+    notest = tmp_path / "notest"
+    shutil.copytree(other, notest, symlinks=True)
+    shutil.rmtree(notest / "test")
+    with pytest.raises(DatasetError, match="has no 'test' split"):
+        export_bundle(run, tmp_path / "c", data_dir=notest, evaluate_split="test")
+    assert not (tmp_path / "c").exists()
 
 
 def _with_class(data: Path, out: Path, name: str) -> Path:

@@ -118,12 +118,13 @@ def export_bundle(
         "export with the data set the run trained on (--data-dir)",
     )
     other_data = _is_other_data(trained.images_sha256, dataset, train, val, cfg, checkpoint)
-    if evaluate_split:
-        select_samples(dataset, evaluate_split, cfg.seed)  # an unknown split: refused before writing
+    if evaluate_split:  # an unknown split: refused before writing; other data is not carved as the run's
+        select_samples(dataset, evaluate_split, None if other_data else cfg.seed)
     inputs.append(("the data set", data_root))
     commands = [
         # to a new run folder: the run's own folder holds the run, and train will not overwrite it
-        train_command or f"fracsight train -c {run_dir / 'config.yaml'} --out {run_dir}-again",
+        train_command
+        or f"fracsight train -c {checkpoint.parent / 'config.yaml'} --out {checkpoint.parent}-again",
         f"fracsight export {run_dir} {out_dir}"
         + (f" --evaluate {evaluate_split}" if evaluate_split else "")
         + (f" --data-dir {data_dir}" if data_dir else ""),
