@@ -480,6 +480,12 @@ def test_a_folder_of_other_formats_says_what_is_there(tiny_bundle: Path, tmp_pat
         "error (no_images): no image files found in the given folders: what is there (wrist.heic, "
         "views/lat.webp) is in no format fracsight reads (PNG, JPEG, BMP, TIFF, GIF, DICOM)"
     )
+    # `predict BUNDLE IMAGE`, the model given where the images go: its files were listed as "no format"
+    result = _predict(tiny_bundle, tiny_bundle)
+    assert result.exit_code == 2
+    assert result.stderr.strip().endswith(
+        f"{tiny_bundle} is a model bundle, not images: give it with --model {tiny_bundle}"
+    )
 
 
 def test_unknown_model_exits_2_without_a_traceback(images: list[Path]) -> None:

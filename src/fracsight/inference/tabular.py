@@ -252,6 +252,9 @@ def no_images_message(paths: Sequence[Path], most: int = 5) -> str:
             if len(others) > most:
                 break
     found = f"no image files found in the given {'folders' if folders else 'inputs'}"
+    bundles = [f for f in folders if (f / "bundle.json").is_file()]  # `predict BUNDLE IMAGE`
+    if bundles:
+        return f"{found}: {bundles[0]} is a model bundle, not images: give it with --model {bundles[0]}"
     if not others:
         return found
     shown = ", ".join(others[:most]) + (" and more" if len(others) > most else "")
