@@ -50,8 +50,33 @@ def test_a_recipe_used_on_other_data_is_named_after_that_data(tmp_path):
     same = load_config(path, [], data=str(tmp_path / "fracatlas"))
     assert (same.name, same.out) == ("fracatlas-small", "runs/fracatlas-small")
     assert load_config(path, [f"data={own}"]).name == "my-wrists-efficientnet_lite0-384"  # --set data=
-    resumed = load_config(path, [], resume=True, data=str(own))  # a run keeps its name and folder
-    assert (resumed.name, resumed.out) == ("fracatlas-small", "runs/fracatlas-small")
+    # the command that started the run, with --resume: its folder, and its name kept (the recipe's
+    # folder was looked in, and with --out given the run was renamed after the recipe)
+    resumed = load_config(path, ["input_size=128"], resume=True, data=str(own))
+    assert (resumed.name, resumed.out) == (cfg.name, cfg.out)
+    elsewhere = load_config(path, ["input_size=128"], resume=True, data=str(own), out=cfg.out)
+    assert elsewhere.name == cfg.name
+
+
+def test_a_packaged_recipe_given_other_data_in_python_is_named_after_that_data(tiny_dataset) -> None:
+    """docs/training.md's From Python: `load_config(RECIPE)` and `Trainer(cfg, load_dataset(mine))`
+    made a bundle called fracatlas-lite0-384 of the researcher's own data, where `train` names it
+    after the data; an `out` given is kept."""
+    from fracsight.data import load_dataset
+    from fracsight.training import Trainer
+
+    size = tiny_dataset.resolve().name
+    trainer = Trainer(
+        load_config("fracatlas-lite0-384", ["device=cpu"]), load_dataset(tiny_dataset), show_progress=False
+    )
+    assert (trainer.cfg.name, trainer.cfg.out) == (
+        f"{size}-efficientnet_lite0-384",
+        f"runs/{size}-efficientnet_lite0-384",
+    )
+    kept = Trainer(
+        load_config("fracatlas-lite0-384", ["device=cpu"], out="runs/mine"), load_dataset(tiny_dataset)
+    )
+    assert kept.cfg.out == "runs/mine" and kept.cfg.name == f"{size}-efficientnet_lite0-384"
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import dataclasses
 import difflib
 import math
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -191,7 +192,9 @@ def load_config(
     set (``data:`` in the file) used on another (``data`` given as a value or override) gets a
     name of its own, ``<data folder>-<arch>-<input_size>``, and the run folder ``runs/<name>``,
     unless they are given: the recipe's name (``fracatlas-lite0-384``) would say it was trained
-    on FracAtlas. Not when ``resume``-ing: the run keeps the name and folder it has.
+    on FracAtlas. The same when ``resume``-ing, so that the command that started a run, with
+    ``--resume`` added, finds its folder and keeps its name (the recipe's folder was looked in,
+    and a run resumed with ``--out`` given was renamed after the recipe).
     """
     data: dict[str, Any] = {}
     loaded: dict[str, Any] = {}
@@ -204,14 +207,21 @@ def load_config(
         base = _override(base, item)
     given = {k for k, v in values.items() if v is not None} | {_split(i)[0] for i in overrides or []}
     recipe_data = loaded.get("data")
-    if not resume and recipe_data and "data" in given and _other_data(str(recipe_data), base.data):
-        name = f"{_slug(Path(base.data).resolve().name)}-{base.arch}-{base.input_size}"
-        if "name" not in given:
-            base = dataclasses.replace(base, name=name)
-        if "out" not in given:
-            base = dataclasses.replace(base, out=f"runs/{base.name}")
+    if recipe_data and "data" in given and _other_data(str(recipe_data), base.data):
+        base = named_for_data(base, base.data, keep=given)
     _check_ranges(base)
     return base
+
+
+def named_for_data(cfg: TrainConfig, data: str | Path, keep: Collection[str] = ()) -> TrainConfig:
+    """``cfg`` named after the data set in ``data`` (``<folder>-<arch>-<input_size>``), in the run
+    folder ``runs/<name>``, except the settings in ``keep`` (given by the user): a recipe's name
+    and folder would say that a model of other data was trained on the recipe's."""
+    if "name" not in keep:
+        cfg = dataclasses.replace(cfg, name=f"{_slug(Path(data).resolve().name)}-{cfg.arch}-{cfg.input_size}")
+    if "out" not in keep:
+        cfg = dataclasses.replace(cfg, out=f"runs/{cfg.name}")
+    return cfg
 
 
 def check_new_run(cfg: TrainConfig) -> None:

@@ -30,7 +30,13 @@ from fracsight.evaluation.metrics import auroc
 from fracsight.models import FractureNet, HeadConfig, create_model
 from fracsight.training.augment import augment_batch
 from fracsight.training.cache import LetterboxedSet, letterbox_samples
-from fracsight.training.config import TrainConfig, TrainConfigError, _check_ranges
+from fracsight.training.config import (
+    TrainConfig,
+    TrainConfigError,
+    _check_ranges,
+    named_for_data,
+    recipe_names,
+)
 from fracsight.training.loss import Targets, multitask_loss
 
 __all__ = [
@@ -311,6 +317,8 @@ class Trainer:
                 dataset.root,
                 trained_on,
             )
+            if cfg.name in recipe_names():  # `load_config(RECIPE)` on other data, as `train` names it
+                cfg = named_for_data(cfg, trained_on, keep=() if cfg.out == f"runs/{cfg.name}" else ("out",))
         cfg = dataclasses.replace(cfg, data=str(trained_on))
         self.cfg = cfg
         self.dataset = dataset
