@@ -100,6 +100,20 @@ def test_fit_calibration_adds_a_bias_only_where_it_helps() -> None:
     assert few.method == "temperature" and few.bias == 0.0
 
 
+def test_a_calibration_at_the_floor_of_its_search_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    """18 validation images separated perfectly: T sat at 0.05, both thresholds at 1.000 beside a
+    "no fracture" at >0.999, and nothing said the calibration was worthless."""
+    with caplog.at_level("WARNING", logger="fracsight.evaluation"):
+        separated = fit_calibration([-3.0, -2.0, -1.0, 1.0, 2.0, 3.0] * 3, [0, 0, 0, 1, 1, 1] * 3)
+    assert separated.temperature == pytest.approx(0.05, rel=1e-3)
+    assert "at the floor of its search (0.05)" in separated.description
+    assert "the 18 calibration images are separated perfectly or nearly" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="fracsight.evaluation"):
+        fitted = fit_calibration(*_shifted(2_000, slope=0.75, bias=0.0))
+    assert "floor" not in fitted.description and not caplog.text
+
+
 def test_fit_temperature_separable_data_hits_lower_bound() -> None:
     t = fit_temperature([-3.0, -1.0, 1.0, 3.0], [0, 0, 1, 1], bounds=(0.1, 10.0))
     assert t == pytest.approx(0.1, rel=1e-3)

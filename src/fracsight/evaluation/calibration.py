@@ -7,6 +7,7 @@ max-class confidence.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,8 @@ __all__ = [
 ]
 
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+_LOW_T = 0.05  # the lowest temperature searched: below it, probabilities are near 0 or 1 only
+log = logging.getLogger(__name__)
 
 
 def expected_calibration_error(
@@ -122,7 +125,7 @@ def fit_temperature(
     logits: ArrayLike,
     y: ArrayLike,
     *,
-    bounds: tuple[float, float] = (0.05, 20.0),
+    bounds: tuple[float, float] = (_LOW_T, 20.0),
     tol: float = 1e-6,
 ) -> float:
     """Temperature ``T`` minimizing the binary NLL of ``sigmoid(logits / T)`` against ``y``.
@@ -208,7 +211,20 @@ def fit_calibration(logits: ArrayLike, y: ArrayLike, folds: int = 5, seed: int =
     """
     ya, z = _binary_inputs(y, logits)
     temperature = fit_temperature(z, ya)
-    only_t = Calibration(temperature, 0.0, "temperature", f"temperature scaling (T = {temperature:.3f})")
+    described = f"temperature scaling (T = {temperature:.3f})"
+    if temperature <= _LOW_T * 1.001:  # the search's floor: the data want T -> 0
+        described += (
+            f"; at the floor of its search ({_LOW_T:g}): the calibration data are separated perfectly "
+            "or nearly, too few or too easy to calibrate on, and the probabilities are overconfident"
+        )
+        log.warning(
+            "calibration: the temperature sits at the floor of its search (%g): the %d calibration "
+            "images are separated perfectly or nearly, too few or too easy to calibrate on; the "
+            "probabilities and thresholds fitted on them are overconfident: calibrate on more images",
+            _LOW_T,
+            len(ya),
+        )
+    only_t = Calibration(temperature, 0.0, "temperature", described)
     platt = fit_platt(z, ya)
     if platt is None or min(int(ya.sum()), int((1 - ya).sum())) < 2 * folds:
         return only_t
