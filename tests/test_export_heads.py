@@ -103,6 +103,13 @@ def test_a_class_the_model_does_not_know_is_refused_by_export_and_quantize(head_
     with pytest.raises(DatasetError, match=r"the model does not know \['Aaa'\]"):
         quantize_bundle(bundle, tmp_path / "q", data_dir=odd)
     assert not (tmp_path / "a").exists() and not (tmp_path / "q").exists()
+    # compare names which of its two models does not know the class (both are "fracsight-model v1")
+    from fracsight.evaluation.compare import compare_models
+
+    with pytest.raises(
+        DatasetError, match=r"^model A \(.*\): the data's classes .* the model does not know \['Aaa'\]"
+    ):
+        compare_models(bundle, bundle, odd, split="test")
 
 
 def test_the_class_operating_point_maps_the_datas_classes_by_name(head_bundle):

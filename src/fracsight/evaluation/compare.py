@@ -190,9 +190,12 @@ def compare_models(
             "each model's own heads)"
         )
     dataset = load_dataset(Path(data_dir), layout)
-    if classes:
-        for predictor in predictors:  # a data class the model does not know is refused, naming it
-            model_class_index(dataset.class_names, predictor.classes)
+    if classes:  # a data class the model does not know is refused, naming it and which of the two
+        for key, predictor, given in zip("AB", predictors, (model_a, model_b), strict=True):
+            try:
+                model_class_index(dataset.class_names, predictor.classes)
+            except DatasetError as e:
+                raise type(e)(f"model {key} ({given or 'default'}): {e}") from None
     held = []
     for key, predictor, given in zip("AB", predictors, (model_a, model_b), strict=True):
         try:
