@@ -92,6 +92,12 @@ def test_command_json_and_table(tiny_bundle: Path, few_images: Path) -> None:
         "3 given images; 2 timed single-image runs per row, 4 images per throughput pass in batches of 2;"
         in (table.stdout)
     )
+    # redirected to a file (no terminal, no COLUMNS): cut to 80 columns, names and engines as `fracat…`
+    to_file = runner.invoke(app, args)
+    assert to_file.exit_code == 0, to_file.output
+    assert (
+        "…" not in to_file.stdout and "tiny-test v1 [1]" in to_file.stdout and "onnxruntime" in to_file.stdout
+    )
 
 
 def test_command_refuses_bad_inputs(tiny_bundle: Path, tmp_path: Path, few_images: Path) -> None:

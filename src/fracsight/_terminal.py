@@ -110,6 +110,19 @@ def stdout_console(**options: Any) -> Console:
     return _PipeConsole(**options)
 
 
+def to_a_file(console: Console) -> bool:
+    """Whether ``console`` writes to a file or a pipe with no ``COLUMNS`` set: Rich then assumes 80
+    columns and cuts a wider table's cells (``fracat…``); there it is printed as wide as it needs
+    (:func:`unwrapped_width`), one line a row, for the reader of the file or the next program."""
+    return not console.is_terminal and not os.environ.get("COLUMNS")
+
+
+def unwrapped_width(console: Console, renderable: Any, least: int = 80) -> int:
+    """The width ``renderable`` needs on one line a row, at least ``least``."""
+    wide = console.options.update_width(1_000_000)
+    return max(least, console.measure(renderable, options=wide).maximum)
+
+
 def on_a_terminal(console: Console) -> bool:
     """Whether ``console`` writes to a terminal a person watches: its file is a tty (not Rich's
     word alone, which FORCE_COLOR=1, common in CI, makes true of a log file) and not a dumb one."""

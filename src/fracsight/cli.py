@@ -28,6 +28,8 @@ from fracsight._terminal import (
     progress_bar,
     stdout_console,
     stdout_to_devnull,
+    to_a_file,
+    unwrapped_width,
     visible,
     warning_line,
 )
@@ -197,7 +199,10 @@ def show_report(report: Any, render: Callable[[Any], Iterable[Any]], json_output
         return
     out = stdout_console()
     for renderable in render(report):
-        out.print(renderable)
+        if to_a_file(out):  # redirected: as wide as it needs, not cut to 80 columns
+            stdout_console(width=unwrapped_width(out, renderable)).print(renderable)
+        else:
+            out.print(renderable)
 
 
 def invocation() -> str:
@@ -774,7 +779,6 @@ def _print_table(results, studies, predictor, notice: str) -> None:
     lines instead: a table column that narrow folds a probability over two lines. Written to a file
     or a pipe (and ``COLUMNS`` not set), the table is as wide as its rows, one line each, so that
     ``grep`` finds an image's whole row; a character the output's encoding lacks is escaped."""
-    import os
 
     from rich.markup import escape as rich_escape
     from rich.table import Table
@@ -845,8 +849,8 @@ def _print_table(results, studies, predictor, notice: str) -> None:
     if len(points) == 1:  # the decisions' operating point, as --json and --csv say it
         (name, threshold), *_ = points
         title += f", operating point {escape(str(name))} (threshold {threshold:.3f})"
-    to_a_file = not console.is_terminal and not os.environ.get("COLUMNS")  # or a pipe
-    if not to_a_file and console.width < _TABLE_MIN_WIDTH:
+    redirected = to_a_file(console)  # or a pipe
+    if not redirected and console.width < _TABLE_MIN_WIDTH:
         console.print(title, style="italic")
         for row in rows:
             console.print()
@@ -868,12 +872,9 @@ def _print_table(results, studies, predictor, notice: str) -> None:
         )
     for row in rows:
         table.add_row(*row)
-    if to_a_file:  # one line a row
+    if redirected:  # one line a row
         table.title = table.caption = None  # on lines of their own, not padded to the table's width
-        wide = console.options.update_width(1_000_000)
-        console = stdout_console(
-            highlight=False, width=max(_TABLE_MIN_WIDTH, console.measure(table, options=wide).maximum)
-        )
+        console = stdout_console(highlight=False, width=unwrapped_width(console, table, _TABLE_MIN_WIDTH))
         console.print(title, soft_wrap=True)
         console.print(table)
         console.print(notice, soft_wrap=True)
