@@ -168,6 +168,14 @@ def test_a_bundle_named_again_in_also_is_timed_once(
     report = run_benchmark(tiny_bundle, image, runs=1, batch=1, compare=False, also=also)
     assert [r.name for r in report.rows] == ["tiny-test v1", "GPU throughput"]
     assert [t.name for t in report.targets] == ["single-image median", "batch throughput", "peak RSS"]
+    # another bundle of the same name (every run without a recipe is "fracsight-model v1"): its rows
+    # and targets could not be told from the first's
+    spec = json.loads((copy / "bundle.json").read_text())
+    spec["localization"]["min_box_score"] = 0.5
+    (copy / "bundle.json").write_text(json.dumps(spec))
+    report = run_benchmark(tiny_bundle, image, runs=1, batch=1, compare=False, also=[copy])
+    assert [r.name for r in report.rows][:2] == [f"tiny-test v1 ({tiny_bundle})", f"tiny-test v1 ({copy})"]
+    assert f"tiny-test v1 ({copy}): single-image median" in [t.name for t in report.targets]
 
 
 def test_a_timing_process_that_runs_too_long_is_an_error_not_a_traceback(

@@ -70,13 +70,16 @@ def run_benchmark(
     cpu_busy_before = cpu_busy_share()
     predictor = Predictor(model)
     skipped: list[Row] = []
+    typed = {id(predictor): str(model or "default")}  # each bundle as given, to tell like names apart
     if also is not None:
         extra = [Predictor(m) for m in also]
+        typed.update((id(p), str(m)) for p, m in zip(extra, also, strict=True))
     else:  # added unasked: one that does not load is a note, not the end of the whole benchmark
         extra = []
         for sibling in sibling_bundles(predictor.bundle_dir):
             try:
                 extra.append(Predictor(sibling))
+                typed[id(extra[-1])] = str(sibling)
             except FracsightError as e:
                 note = f"skipped: the packaged bundle of the other precision does not load ({e})"
                 skipped.append(Row(sibling.name, "-", 0, note=note))
@@ -101,7 +104,13 @@ def run_benchmark(
                 note = "the inference process imported torch: it should not"
             else:
                 note = "inference process never loaded torch"
-            rows[i] = Row(**{**asdict(rows[i]), "peak_rss_mb": rss.get("peak_rss_mb"), "note": note})
+            # two bundles of one name (every run without a recipe is "fracsight-model v1"): as given too
+            name = rows[i].name
+            if [q.name for q in [predictor, *extra]].count(p.name) > 1:
+                name = f"{p.name} ({typed[id(p)]})"
+            rows[i] = Row(
+                **{**asdict(rows[i]), "name": name, "peak_rss_mb": rss.get("peak_rss_mb"), "note": note}
+            )
         rows += skipped
         say("GPU")
         rows.append(gpu_row(predictor, files, batch, allow_torch=compare))
@@ -126,8 +135,8 @@ def run_benchmark(
     # a .zip as given: its unpacked folder is gone when the command ends
     bundle = str(model) if str(model or "").lower().endswith(".zip") else str(predictor.bundle_dir)
     targets = targets_of(rows, 0, "")
-    for i, p in enumerate(extra, start=1):
-        targets += targets_of(rows, i, f"{p.name}: ")
+    for i in range(1, len(extra) + 1):
+        targets += targets_of(rows, i, f"{rows[i].name}: ")
     return BenchmarkReport(
         predictor.name,
         bundle,
