@@ -233,6 +233,20 @@ def test_online_augmentation_path_and_resume(tiny_dataset, tmp_path):
     assert resumed.history[:2] == first.history
 
 
+def test_a_run_resumed_to_train_longer_is_exported_with_its_final_schedule(tmp_path):
+    """Trained with epochs=1, resumed with epochs=4, its best epoch from before: the card said "up to
+    1 epoch" beside "epoch 1 of 5", and its Reproduce config.yaml trained 4."""
+    from fracsight.training.export_bundle import _schedule_as_run
+
+    (tmp_path / "config.yaml").write_text("epochs: 4\npatience: 9\n")
+    before = load_config(None, ["epochs=1", "patience=3"])
+    after = _schedule_as_run(before, tmp_path / "best.pt")
+    assert (after.epochs, after.patience) == (4, 9) and after.lr == before.lr
+    assert _schedule_as_run(before, tmp_path / "model.pt") == before  # not a run folder's best.pt
+    (tmp_path / "config.yaml").write_text("epochs: [\n")  # unreadable: best.pt's own is kept
+    assert _schedule_as_run(before, tmp_path / "best.pt") == before
+
+
 def test_weight_average_follows_the_model_with_a_warm_up():
     model = torch.nn.Linear(2, 1)
     average = WeightAverage(model, decay=0.9)

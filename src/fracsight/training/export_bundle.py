@@ -23,7 +23,7 @@ from fracsight.errors import ConfigError, DatasetError
 from fracsight.evaluation.run import evaluate_model, select_samples
 from fracsight.inference.onnx_model import OnnxModel
 from fracsight.training.card import write_card
-from fracsight.training.config import TrainConfig, TrainConfigError
+from fracsight.training.config import TrainConfig, TrainConfigError, load_config
 from fracsight.training.refit import (
     choose_localization,
     fit_to_outputs,
@@ -91,7 +91,7 @@ def export_bundle(
     inputs = [("the training run", run_dir if run_dir.is_dir() else checkpoint)]
     check_output_folder(out_dir, force=force, inputs=inputs)
     trained = load_trained(checkpoint)
-    model, cfg, fracture = trained.model, trained.config, trained.fracture
+    model, cfg, fracture = trained.model, _schedule_as_run(trained.config, checkpoint), trained.fracture
     cfg = dataclasses.replace(cfg, data=_trained_data(cfg, checkpoint.parent))
     if not (data_dir or cfg.data):  # Path("") would be the working folder: never guess
         raise DatasetError(f"{checkpoint} does not record its data set: pass data_dir (--data-dir)")
@@ -165,6 +165,21 @@ def _trained_data_record(cfg: TrainConfig) -> dict[str, object]:
             layout=own.layout, n_train=len(training_subset(train, cfg.max_samples, cfg.seed)), n_val=len(val)
         )
     return record
+
+
+def _schedule_as_run(cfg: TrainConfig, checkpoint: Path) -> TrainConfig:
+    """``cfg`` (best.pt's: the config of the session that saved it) with the schedule the run
+    ended with, from its ``config.yaml``: a run resumed to train longer (``--resume --set
+    epochs=4``) kept its best epoch from before, and the card said "up to 1 epoch" beside "epoch 1
+    of 5", and its Reproduce config trained another schedule than the card described."""
+    saved = checkpoint.parent / "config.yaml"
+    if checkpoint.name != "best.pt" or not saved.is_file():
+        return cfg
+    try:
+        final = load_config(saved)
+    except ConfigError:
+        return cfg
+    return dataclasses.replace(cfg, epochs=final.epochs, patience=final.patience)
 
 
 def _epochs_run(checkpoint: Path, cfg: TrainConfig, kept: int | None) -> dict[str, object] | None:
