@@ -589,6 +589,27 @@ def test_multi_frame_sources_need_the_frame(case, predictor: Predictor, tmp_path
     assert sc.SourceImageSequence[0].ReferencedFrameNumber == 2
 
 
+def test_pixels_taller_than_wide_are_read_at_their_true_proportions(
+    case, predictor: Predictor, tmp_path: Path
+) -> None:
+    """A film digitised at 0.30 x 0.15 mm (every other row of the source): the network read the
+    anatomy squashed 2:1, the orientation step took it for a turned image, and no box touched the
+    fracture. Read at its true shape, the boxes are the source's, halved in y."""
+    _, source, prediction = case
+    squashed = pydicom.dcmread(case[0])
+    pixels = source.pixel_array[::2]
+    squashed.Rows, squashed.PixelData = pixels.shape[0], np.ascontiguousarray(pixels).tobytes()
+    squashed.PixelSpacing = squashed.ImagerPixelSpacing = [0.30, 0.15]
+    read = predictor.predict(support.write(squashed, tmp_path / "squashed.dcm"))
+    assert not any("seemed turned" in w for w in read.warnings)
+    assert abs(read.fracture_probability - prediction.fracture_probability) < 0.1
+    top, found = prediction.boxes[0], read.boxes[0]
+    x0, y0, x1, y1 = top.x0, top.y0 / 2, top.x1, top.y1 / 2
+    inter = max(0.0, min(x1, found.x1) - max(x0, found.x0)) * max(0.0, min(y1, found.y1) - max(y0, found.y0))
+    union = (x1 - x0) * (y1 - y0) + (found.x1 - found.x0) * (found.y1 - found.y0) - inter
+    assert inter / union > 0.5, (top, found)
+
+
 def test_frames_of_a_single_frame_class_are_refused(case, predictor: Predictor, tmp_path: Path) -> None:
     """A CR or DX is defined with one frame; files with several exist, but a result referencing one
     of their frames is invalid DICOM (highdicom refused the GSPS with a TypeError that read as

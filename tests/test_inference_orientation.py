@@ -70,6 +70,10 @@ def test_turning_a_prediction_moves_boxes_and_heatmap_together(
     upright = predictor.predict(path)
     turned = turn_prediction(upright, 1, upright.heatmap.shape[::-1])
     assert turned.heatmap.shape == upright.heatmap.shape[::-1]
+    # np.rot90's quarter turn is counter-clockwise: said as viewers and EXIF say it (it read "90")
+    assert "seemed turned by 270 degrees clockwise" in turned.warnings[-1]
+    assert "by 90 degrees clockwise" in turn_prediction(upright, 3, upright.heatmap.shape).warnings[-1]
+    assert "by 180 degrees and" in turn_prediction(upright, 2, upright.heatmap.shape).warnings[-1]
     x0, y0, x1, y1 = (int(v) for v in turned.boxes[0].as_tuple())
     ux0, uy0, ux1, uy1 = (int(v) for v in upright.boxes[0].as_tuple())
     assert turned.heatmap[y0:y1, x0:x1].sum() == pytest.approx(

@@ -27,15 +27,18 @@ __all__ = ["Letterbox", "letterbox", "letterbox_radiograph", "read_for_model"]
 class Letterbox:
     """Geometry of one letterbox transform, to map model coordinates back to the image: an image
     of ``original_size`` (height, width) resized to whole pixels with its longer side ``size``,
-    centred on a ``size`` x ``size`` square."""
+    centred on a ``size`` x ``size`` square. ``aspect``: a pixel's height over its width (a DICOM's
+    row over column spacing), so that the network sees the anatomy at its true proportions."""
 
     size: int  # side of the square model input
     original_size: tuple[int, int]  # (height, width)
+    aspect: float = 1.0
 
     @cached_property  # every mapping asks for it
     def content(self) -> tuple[int, int, int, int]:
         """(x0, y0, x1, y1) of the image content inside the model input."""
-        nh, nw = _scaled_size(*self.original_size, self.size)
+        h, w = self.original_size
+        nh, nw = _scaled_size(h * self.aspect, w, self.size)
         pad_x, pad_y = (self.size - nw) // 2, (self.size - nh) // 2
         return pad_x, pad_y, pad_x + nw, pad_y + nh
 
@@ -69,23 +72,24 @@ class Letterbox:
         return np.asarray(x, dtype=np.float64) * sx + x0, np.asarray(y, dtype=np.float64) * sy + y0
 
 
-def _scaled_size(h: int, w: int, size: int) -> tuple[int, int]:
+def _scaled_size(h: float, w: float, size: int) -> tuple[int, int]:
     scale = size / max(h, w)
     return max(1, round(h * scale)), max(1, round(w * scale))
 
 
 def letterbox(
-    pixels: np.ndarray, size: int, full_size: tuple[int, int] | None = None
+    pixels: np.ndarray, size: int, full_size: tuple[int, int] | None = None, aspect: float = 1.0
 ) -> tuple[np.ndarray, Letterbox]:
     """Letterbox a 2-D float image in [0, 1] to ``size`` x ``size`` float32.
 
     ``full_size``: (height, width) of the full-resolution image when ``pixels`` were
     decoded at reduced scale (:attr:`fracsight.io.Radiograph.full_size`); the geometry,
     and so every coordinate mapped back, then refers to the full-resolution image.
+    ``aspect``: a pixel's height over its width (see :class:`Letterbox`).
     """
     if pixels.ndim != 2:
         raise ValueError(f"expected a 2-D image, got shape {pixels.shape}")
-    geometry = letterbox_geometry(full_size or pixels.shape, size)
+    geometry = letterbox_geometry(full_size or pixels.shape, size, aspect)
     x0, y0, x1, y1 = geometry.content
     img = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.float32), mode="F")
     if (y1 - y0, x1 - x0) != pixels.shape:
@@ -95,10 +99,23 @@ def letterbox(
     return out, geometry
 
 
-def letterbox_geometry(original_size: tuple[int, int], size: int) -> Letterbox:
+def letterbox_geometry(original_size: tuple[int, int], size: int, aspect: float = 1.0) -> Letterbox:
     """The geometry :func:`letterbox` uses for an image of ``original_size`` (height, width)."""
     h, w = original_size
-    return Letterbox(size=size, original_size=(h, w))
+    return Letterbox(size=size, original_size=(h, w), aspect=aspect)
+
+
+def pixel_aspect(radiograph: Radiograph) -> float:
+    """A pixel's height over its width, from a DICOM's row and column spacing; 1 for square pixels
+    (within 1%: a rounding in the header is no reason to resample) and for every other format. A
+    film digitised at 0.286 x 0.143 mm was read squashed 2:1: the orientation step took it for a
+    turned image and no box touched the fracture."""
+    spacing = radiograph.metadata.pixel_spacing_mm
+    if spacing is None:
+        return 1.0
+    aspect = spacing[0] / spacing[1]
+    # beyond 1:5 the header is more likely wrong than the film (a detector's pixels are square)
+    return aspect if abs(aspect - 1.0) > 0.01 and 0.2 <= aspect <= 5.0 else 1.0
 
 
 def read_for_model(source: str | os.PathLike[str] | bytes, size: int, **options: Any) -> Radiograph:
@@ -109,4 +126,4 @@ def read_for_model(source: str | os.PathLike[str] | bytes, size: int, **options:
 
 def letterbox_radiograph(radiograph: Radiograph, size: int) -> tuple[np.ndarray, Letterbox]:
     """The model input for a radiograph; the geometry refers to its full-resolution image."""
-    return letterbox(radiograph.pixels, size, radiograph.full_size)
+    return letterbox(radiograph.pixels, size, radiograph.full_size, pixel_aspect(radiograph))

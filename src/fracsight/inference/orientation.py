@@ -28,6 +28,8 @@ def turn_radiograph(radiograph: Radiograph, k: int) -> Radiograph:
     meta = radiograph.metadata
     if meta.reduced_from is not None:
         meta = dataclasses.replace(meta, reduced_from=_turned_size(meta.reduced_from, k))
+    if meta.pixel_spacing_mm is not None and k % 2:  # a quarter turn swaps rows and columns
+        meta = dataclasses.replace(meta, pixel_spacing_mm=meta.pixel_spacing_mm[::-1])
     return dataclasses.replace(
         radiograph, pixels=np.ascontiguousarray(np.rot90(radiograph.pixels, k)), metadata=meta
     )
@@ -42,8 +44,10 @@ def turn_prediction(prediction: Prediction, k: int, given_size: tuple[int, int])
         for b in prediction.boxes
     )
     heatmap = None if prediction.heatmap is None else np.ascontiguousarray(np.rot90(prediction.heatmap, k))
+    clockwise = -90 * k % 360  # np.rot90 turns counter-clockwise; viewers and EXIF say clockwise
+    turned = "by 180 degrees" if clockwise == 180 else f"by {clockwise} degrees clockwise"
     note = (
-        f"the image seemed turned by {90 * (k % 4)} degrees and was read turned upright "
+        f"the image seemed turned {turned} and was read turned upright "
         "(boxes and heatmap are on the image as given)"
     )
     return dataclasses.replace(
