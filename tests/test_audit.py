@@ -91,7 +91,7 @@ def test_audit_finds_what_was_planted(planted: Path) -> None:
         "val": {"not fractured": 1, "fractured": 2},
     }
     assert [u["path"] for u in report.unreadable] == ["val/fractured/broken.png"]
-    assert report.truncated == ["val/fractured/cut.jpg"]
+    assert report.truncated == report.truncated_filled == ["val/fractured/cut.jpg"]  # cut in its image
     assert report.exact_duplicates == [["train/not fractured/copy_of_u0.png", "train/not fractured/u0.png"]]
     twins = {"train/fractured/twin.png", "val/not fractured/twin_resized.jpg"}
     assert any(set(g) == twins for g in report.near_duplicate_groups)
@@ -198,8 +198,17 @@ def test_audit_reads_truncated_files_as_train_and_predict_do(tmp_path: Path) -> 
             read_image(root / "fractured" / name)
     assert read_image(root / "fractured" / "cut.jpeg").metadata.truncated
 
+    # a JPEG lacking only its end marker is truncated but whole: read whole, reliable (the audit said
+    # "predict marks them not reliable" of all of them)
+    jpeg = io.BytesIO()
+    _smooth(40, 256).save(jpeg, format="JPEG")
+    (root / "normal" / "no_end.jpeg").write_bytes(jpeg.getvalue()[:-2])
     report = audit(root)
-    assert report.truncated == ["fractured/cut.jpeg"]
+    assert report.truncated == ["fractured/cut.jpeg", "normal/no_end.jpeg"]
+    assert report.truncated_filled == ["fractured/cut.jpeg"]
+    shown = CliRunner().invoke(app, ["audit", str(root)], env={"COLUMNS": "300"}).stdout
+    assert "2 │ JPEGs cut short: 1 with a part missing, read filled" in shown, shown
+    assert "1 lacking only their end marker, read whole" in " ".join(shown.split())
     assert {u["path"]: u["error"] for u in report.unreadable} == {
         "fractured/cut.png": "truncated_image: cut.png: truncated PNG file cannot be read",
         "fractured/cut.tiff": "truncated_image: cut.tiff: truncated TIFF file cannot be read",

@@ -77,6 +77,7 @@ class AuditReport:
     regions: dict[str, int]
     unreadable: list[dict[str, str]]  # {"path", "error"}
     truncated: list[str]
+    truncated_filled: list[str]  # of ``truncated``, those with a part missing: predict's not reliable
     exact_duplicates: list[list[str]]
     near_duplicate_groups: list[list[str]]
     near_pairs: int
@@ -209,6 +210,7 @@ def _analyse(dataset: Dataset, results: list[FileHash], threshold: int) -> Audit
             {"path": p, "error": _text(r.error)} for p, r in zip(rel, results, strict=True) if r.error
         ],
         truncated=[p for p, r in zip(rel, results, strict=True) if r.truncated],
+        truncated_filled=[p for p, r in zip(rel, results, strict=True) if r.truncated and r.filled],
         exact_duplicates=sorted(sorted(g) for g in by_sha.values() if len(g) > 1),
         near_duplicate_groups=[sorted(rel[i] for i in g) for g in groups],
         near_pairs=len(pairs),
@@ -282,7 +284,13 @@ def render_audit(report: AuditReport, limit: int = 10) -> list[RenderableType]:
     findings.add_column("Meaning")
     rows = [
         ("Unreadable files", len(report.unreadable), "cannot be decoded; fix or drop them"),
-        ("Truncated files", len(report.truncated), "JPEGs read filled; predict marks them not reliable"),
+        (
+            "Truncated files",
+            len(report.truncated),
+            f"JPEGs cut short: {len(report.truncated_filled)} with a part missing, read filled (predict "
+            f"marks them not reliable); {len(report.truncated) - len(report.truncated_filled)} lacking only "
+            "their end marker, read whole",
+        ),
         ("Exact duplicate groups", len(report.exact_duplicates), "identical bytes"),
         (
             f"Near-duplicate groups (pHash <= {t})",

@@ -90,6 +90,7 @@ class FileHash:
     phash: int | None
     truncated: bool
     error: str | None
+    filled: bool = False  # truncated with a part of the image missing (not its end marker only)
 
 
 def hash_file(path: Path) -> FileHash:
@@ -100,10 +101,10 @@ def hash_file(path: Path) -> FileHash:
         return FileHash(None, None, False, f"{ImageReadError.code}: cannot read the file ({e.strerror or e})")
     sha = content_hash(data)
     try:
-        pixels, truncated = _thumbnail(data, path.name)
+        pixels, truncated, filled = _thumbnail(data, path.name)
     except Exception as e:  # any decoder failure is a finding about this file, not a crash
         return FileHash(sha, None, False, _finding(e))
-    return FileHash(sha, phash(pixels), truncated, None)
+    return FileHash(sha, phash(pixels), truncated, None, filled)
 
 
 def _finding(error: Exception) -> str:
@@ -115,8 +116,9 @@ def _finding(error: Exception) -> str:
     return f"{ImageReadError.code}: {type(error).__name__}" + (f": {error}" if str(error) else "")
 
 
-def _thumbnail(data: bytes, name: str) -> tuple[np.ndarray, bool]:
-    """32x32 grayscale pixels and whether the file was truncated.
+def _thumbnail(data: bytes, name: str) -> tuple[np.ndarray, bool, bool]:
+    """32x32 grayscale pixels, whether the file was truncated, and whether a part of its image was
+    missing and filled (a JPEG that lacks only its end marker is whole).
 
     Pillow decodes whole PNG/JPEG/BMP/TIFF files fast; DICOM, truncated files and anything
     Pillow refuses go through :func:`fracsight.io.read_image`, as train and predict read them:
@@ -125,7 +127,7 @@ def _thumbnail(data: bytes, name: str) -> tuple[np.ndarray, bool]:
     """
     if not name.lower().endswith(".dcm"):
         with suppress(Exception):  # the full reader tries, and its message becomes the finding
-            return _pillow_thumbnail(data), False
+            return _pillow_thumbnail(data), False, False
     return _reader_thumbnail(data, name)
 
 
@@ -151,7 +153,7 @@ def _pillow_thumbnail(data: bytes) -> np.ndarray:
         return np.asarray(im.resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float32)
 
 
-def _reader_thumbnail(data: bytes, name: str) -> tuple[np.ndarray, bool]:
+def _reader_thumbnail(data: bytes, name: str) -> tuple[np.ndarray, bool, bool]:
     from fracsight.io import read_image  # lazy: pulls in pydicom
 
     radiograph = read_image(data, name=name, reduce_to=_DRAFT_SIZE)  # a JPEG as big as Pillow's draft
@@ -161,4 +163,5 @@ def _reader_thumbnail(data: bytes, name: str) -> tuple[np.ndarray, bool]:
     else:
         im = Image.fromarray(pixels)
     im = im.resize((32, 32), Image.Resampling.LANCZOS)
-    return np.asarray(im, dtype=np.float32), bool(radiograph.metadata.truncated)
+    meta = radiograph.metadata
+    return np.asarray(im, dtype=np.float32), bool(meta.truncated), bool(meta.incomplete)
