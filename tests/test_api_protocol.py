@@ -119,35 +119,68 @@ def test_a_slow_body_is_the_apps_and_a_kept_alive_connection_gets_the_deadline_a
         assert _request_timeout(_everything(conn))["code"] == "request_timeout"
 
 
-def test_an_answer_the_client_never_reads_is_dropped(address: tuple[str, int], fracatlas_dir: Path) -> None:
-    """A client that posts images for overlays and never reads the answer (megabytes) kept it in
-    the server's memory, outside the upload limit, for as long as it held the connection."""
+def _reader(address: tuple[str, int]) -> socket.socket:
+    """A connection whose receive buffer is small from the start (set after connecting, the window
+    agreed is larger), so that an answer of megabytes waits in the server, not in this socket."""
+    conn = socket.socket()
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    conn.connect(address)
+    return conn
+
+
+def _ask_for_overlays(conn: socket.socket, fracatlas_dir: Path) -> tuple[bytes, int]:
+    """Post twelve FracAtlas images for overlays (an answer of megabytes, more than the socket
+    buffers hold) on ``conn``; the answer's head and first bytes once it has begun, and its
+    Content-Length."""
     image = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[0].read_bytes()
     parts = b"".join(
         b'--B\r\nContent-Disposition: form-data; name="files"; filename="%d.jpg"\r\n' % k
         + b"Content-Type: image/jpeg\r\n\r\n"
         + image
         + b"\r\n"
-        for k in range(6)
+        for k in range(12)
     )
     body = parts + b"--B--\r\n"
-    with socket.create_connection(address) as conn:
-        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a reader that takes little
-        conn.sendall(
-            b"POST /v1/predict?overlay=true HTTP/1.1\r\nHost: x\r\n"
-            b"Content-Type: multipart/form-data; boundary=B\r\nContent-Length: %d\r\n\r\n" % len(body) + body
-        )
-        conn.settimeout(120)
-        received = b""
-        while b"\r\n\r\n" not in received:  # the answer has begun: predicting is done
-            received += conn.recv(1024)
-        time.sleep(5)  # not reading: five write deadlines
-        with contextlib.suppress(ConnectionResetError):
-            received += _everything(conn)
-    head, _, answer = received.partition(b"\r\n\r\n")
+    conn.sendall(
+        b"POST /v1/predict?overlay=true HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: multipart/form-data; boundary=B\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    )
+    conn.settimeout(120)
+    received = b""
+    while b"\r\n\r\n" not in received:  # the answer has begun: predicting is done
+        received += conn.recv(1024)
+    head = received.partition(b"\r\n\r\n")[0]
     assert head.startswith(b"HTTP/1.1 200 "), received[:300]
     length = int(
         next(line for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:"))[15:]
     )
-    assert length > 2_000_000  # more than the socket buffers hold: the rest waited in the server
-    assert len(answer) < length  # dropped before the client read it all
+    assert length > 8_000_000  # more than the socket buffers hold: the rest waits in the server
+    return received, length
+
+
+def test_an_answer_the_client_never_reads_is_dropped(address: tuple[str, int], fracatlas_dir: Path) -> None:
+    """A client that posts images for overlays and never reads the answer (megabytes) kept it in
+    the server's memory, outside the upload limit, for as long as it held the connection."""
+    with _reader(address) as conn:
+        received, length = _ask_for_overlays(conn, fracatlas_dir)
+        time.sleep(5)  # not reading: five write deadlines
+        with contextlib.suppress(ConnectionResetError):
+            received += _everything(conn)
+    assert len(received.partition(b"\r\n\r\n")[2]) < length  # dropped before the client read it all
+
+
+def test_a_slow_reader_that_keeps_reading_gets_the_whole_answer(
+    address: tuple[str, int], fracatlas_dir: Path
+) -> None:
+    """The first write deadline ran from the moment the answer filled the buffers to when they were
+    empty: a client still reading a large answer slowly was cut off after it, with a short body."""
+    with _reader(address) as conn:
+        received, length = _ask_for_overlays(conn, fracatlas_dir)
+        started = time.monotonic()
+        answer = received.partition(b"\r\n\r\n")[2]
+        while len(answer) < length:
+            chunk = conn.recv(262144)
+            assert chunk, f"cut off after {len(answer)} of {length} bytes"
+            answer += chunk
+            time.sleep(0.02)  # seconds for the answer: several write deadlines
+    assert time.monotonic() - started > 2 * QuickDeadline.write_stall_s

@@ -9,14 +9,17 @@ no timeout in uvicorn: held open forever, a few hundred of them exhaust the serv
 
 The answer has the same weakness the other way: a client that never reads it keeps it in the
 server's memory (an answer with overlays is megabytes), outside the upload memory limit, as long
-as it likes. A connection whose answer has not moved for :attr:`HeaderDeadlineProtocol.write_stall_s`
-is dropped.
+as it likes. A connection whose answer has not moved at all for
+:attr:`HeaderDeadlineProtocol.write_stall_s` is dropped; one read slowly is not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import struct
+import sys
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -25,6 +28,15 @@ from fracsight.api.app import SECURITY_HEADERS
 from fracsight.api.errors import REQUEST_TIMEOUT, error_body
 
 __all__ = ["HeaderDeadlineProtocol"]
+
+if sys.platform.startswith("linux"):
+    import fcntl
+    import termios
+
+    _SIOCOUTQ: int | None = termios.TIOCOUTQ  # the same request for a TCP socket: its unsent bytes
+else:  # elsewhere the transport's buffer alone tells progress, in coarser steps
+    fcntl = None  # type: ignore[assignment]
+    _SIOCOUTQ = None
 
 
 class HeaderDeadlineProtocol(H11Protocol):
@@ -35,7 +47,8 @@ class HeaderDeadlineProtocol(H11Protocol):
     write_stall_s: float = 60.0  # nginx's send_timeout is 60 s too
 
     _header_deadline: asyncio.TimerHandle | None = None
-    _write_deadline: asyncio.TimerHandle | None = None
+    _write_check: asyncio.TimerHandle | None = None
+    _write_moved: tuple[float, int] = (0.0, 0)  # when the paused answer last drained, and to what
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -52,28 +65,56 @@ class HeaderDeadlineProtocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_deadline()
-        self._disarm_write_deadline()
+        self._disarm_write_check()
         super().connection_lost(exc)
 
     def pause_writing(self) -> None:
         """The transport's buffer is full: the client reads slower than the answer comes, or not at
-        all; if it has not drained in :attr:`write_stall_s`, the connection is dropped."""
+        all. Its buffer is looked at every few seconds; if it has not drained at all for
+        :attr:`write_stall_s`, the connection is dropped. A slow reader that keeps reading is not."""
         super().pause_writing()
-        if self._write_deadline is None:
-            self._write_deadline = self.loop.call_later(self.write_stall_s, self._reader_stalled)
+        if self._write_check is None:
+            self._write_moved = (self.loop.time(), self._unsent())
+            self._write_check = self.loop.call_later(self._write_check_s, self._check_write)
 
     def resume_writing(self) -> None:
-        self._disarm_write_deadline()
+        self._disarm_write_check()
         super().resume_writing()
 
-    def _disarm_write_deadline(self) -> None:
-        if self._write_deadline is not None:
-            self._write_deadline.cancel()
-            self._write_deadline = None
+    def _unsent(self) -> int:
+        """Bytes of the answer the client has not taken: the transport's buffer, and on Linux the
+        socket's queue not yet acknowledged (the buffer alone shrinks in steps of megabytes, as the
+        kernel takes more only once half its queue is gone, so a slow reader looked stalled)."""
+        left = self.transport.get_write_buffer_size()
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None and _SIOCOUTQ is not None:
+            with contextlib.suppress(OSError, ValueError):
+                left += struct.unpack("i", fcntl.ioctl(sock.fileno(), _SIOCOUTQ, b"\0" * 4))[0]
+        return left
 
-    def _reader_stalled(self) -> None:
-        self._write_deadline = None
-        self.transport.abort()  # close() would wait to send what the client does not read
+    @property
+    def _write_check_s(self) -> float:
+        return min(5.0, self.write_stall_s / 4)
+
+    def _disarm_write_check(self) -> None:
+        if self._write_check is not None:
+            self._write_check.cancel()
+            self._write_check = None
+
+    def _check_write(self) -> None:
+        # a closing transport too: close() (uvicorn's keep-alive timeout, the header deadline, both
+        # started once the answer is handed over) waits to send the rest, for ever if nobody reads
+        self._write_check = None
+        if not self.transport.get_write_buffer_size():
+            return
+        now, left = self.loop.time(), self._unsent()
+        since, before = self._write_moved
+        if left < before:  # the client read some: it is slow, not gone
+            self._write_moved = (now, left)
+        elif now - since >= self.write_stall_s:
+            self.transport.abort()  # close() would wait to send what the client does not read
+            return
+        self._write_check = self.loop.call_later(self._write_check_s, self._check_write)
 
     def _arm_header_deadline(self) -> None:
         self._disarm_header_deadline()
