@@ -608,6 +608,12 @@ def test_pixels_taller_than_wide_are_read_at_their_true_proportions(
     inter = max(0.0, min(x1, found.x1) - max(x0, found.x0)) * max(0.0, min(y1, found.y1) - max(y0, found.y0))
     union = (x1 - x0) * (y1 - y0) + (found.x1 - found.x0) * (found.y1 - found.y0) - inter
     assert inter / union > 0.5, (top, found)
+    # the shape given by Pixel Aspect Ratio alone (type 1C where there is no spacing): read squashed
+    del squashed.PixelSpacing, squashed.ImagerPixelSpacing
+    squashed.PixelAspectRatio = [2, 1]
+    again = predictor.predict(support.write(squashed, tmp_path / "aspect.dcm"))
+    assert again.fracture_probability == pytest.approx(read.fracture_probability, abs=1e-6)
+    assert again.boxes[0].as_tuple() == pytest.approx(found.as_tuple(), abs=0.5)
 
 
 def test_frames_of_a_single_frame_class_are_refused(case, predictor: Predictor, tmp_path: Path) -> None:

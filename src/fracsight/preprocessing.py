@@ -106,14 +106,15 @@ def letterbox_geometry(original_size: tuple[int, int], size: int, aspect: float 
 
 
 def pixel_aspect(radiograph: Radiograph) -> float:
-    """A pixel's height over its width, from a DICOM's row and column spacing; 1 for square pixels
-    (within 1%: a rounding in the header is no reason to resample) and for every other format. A
-    film digitised at 0.286 x 0.143 mm was read squashed 2:1: the orientation step took it for a
-    turned image and no box touched the fracture."""
-    spacing = radiograph.metadata.pixel_spacing_mm
-    if spacing is None:
+    """A pixel's height over its width, from a DICOM's Pixel Aspect Ratio or its row and column
+    spacing; 1 for square pixels (within 1%: a rounding in the header is no reason to resample)
+    and for every other format. A film digitised at 0.286 x 0.143 mm was read squashed 2:1: the
+    orientation step took it for a turned image and no box touched the fracture."""
+    meta = radiograph.metadata
+    shape = meta.pixel_aspect_ratio or meta.pixel_spacing_mm  # the aspect ratio first, as a GSPS reads it
+    if shape is None:
         return 1.0
-    aspect = spacing[0] / spacing[1]
+    aspect = shape[0] / shape[1]
     # beyond 1:5 the header is more likely wrong than the film (a detector's pixels are square)
     return aspect if abs(aspect - 1.0) > 0.01 and 0.2 <= aspect <= 5.0 else 1.0
 

@@ -71,8 +71,9 @@ def _features(
     spec = load_bundle_spec(bundle_dir)
     onnx_path = Path(bundle_dir) / "model.onnx"
     train, val = train_val_samples(dataset, seed)
-    # boxes mapped with each axis's own letterbox scale (2026-12-05): caches of the one scale not reused
-    digest = hashlib.sha1(f"boxes per axis|{spec.onnx_sha256}|{normals}|{seed}".encode())
+    # boxes mapped with each axis's own letterbox scale, DICOMs at their pixel aspect (2026-12-05):
+    # caches made before not reused
+    digest = hashlib.sha1(f"pixel aspect|{spec.onnx_sha256}|{normals}|{seed}".encode())
     if zoom.count:
         digest.update(f"|zoom {zoom.count} {zoom.low} {zoom.high}".encode())
     for sample in (*train, *val):  # a file replaced or relabelled is other features (and views)

@@ -28,8 +28,10 @@ def turn_radiograph(radiograph: Radiograph, k: int) -> Radiograph:
     meta = radiograph.metadata
     if meta.reduced_from is not None:
         meta = dataclasses.replace(meta, reduced_from=_turned_size(meta.reduced_from, k))
-    if meta.pixel_spacing_mm is not None and k % 2:  # a quarter turn swaps rows and columns
-        meta = dataclasses.replace(meta, pixel_spacing_mm=meta.pixel_spacing_mm[::-1])
+    if k % 2:  # a quarter turn swaps rows and columns
+        for field in ("pixel_spacing_mm", "pixel_aspect_ratio"):
+            if (pair := getattr(meta, field)) is not None:
+                meta = dataclasses.replace(meta, **{field: pair[::-1]})
     return dataclasses.replace(
         radiograph, pixels=np.ascontiguousarray(np.rot90(radiograph.pixels, k)), metadata=meta
     )

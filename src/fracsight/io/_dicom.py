@@ -276,6 +276,7 @@ def _read(
         bit_depth=bit_depth,
         photometric=photometric,
         pixel_spacing_mm=_spacing(ds),
+        pixel_aspect_ratio=_aspect_ratio(ds),
         body_part=body_part,
         view=view,
         frames=frames,
@@ -657,6 +658,17 @@ def _spacing(ds: Any) -> tuple[float, float] | None:
         if all(np.isfinite(pair)) and min(pair) > 0:
             return pair
     return None
+
+
+def _aspect_ratio(ds: Any) -> tuple[int, int] | None:
+    """(row, column) from Pixel Aspect Ratio, which a DICOM gives where its pixels are not square
+    and it has no pixel spacing (type 1C); None when absent or not two positive whole numbers."""
+    value = ds.get("PixelAspectRatio")
+    try:
+        pair = (int(value[0]), int(value[1]))
+    except (TypeError, ValueError, IndexError):
+        return None
+    return pair if min(pair) > 0 else None
 
 
 def _code_string(ds: Any, keyword: str, notes: list[str]) -> str | None:

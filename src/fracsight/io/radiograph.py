@@ -28,6 +28,8 @@ class ImageMetadata:
     bit_depth: int
     photometric: str  # e.g. "MONOCHROME2", "MONOCHROME1 (inverted)", "L", "RGB"
     pixel_spacing_mm: tuple[float, float] | None = None
+    # a DICOM's Pixel Aspect Ratio (0028,0034), (row, column), where it gives the shape of its pixels
+    pixel_aspect_ratio: tuple[int, int] | None = None
     body_part: str | None = None
     view: str | None = None
     truncated: bool = False  # the file ends early (a JPEG or compressed DICOM frame without its end)
@@ -57,6 +59,8 @@ class ImageMetadata:
         d["warnings"] = list(self.warnings)
         if self.pixel_spacing_mm is not None:
             d["pixel_spacing_mm"] = list(self.pixel_spacing_mm)
+        if self.pixel_aspect_ratio is not None:
+            d["pixel_aspect_ratio"] = list(self.pixel_aspect_ratio)
         if self.reduced_from is not None:
             d["reduced_from"] = list(self.reduced_from)
         return d

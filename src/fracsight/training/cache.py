@@ -62,7 +62,8 @@ def _one(job: _Job) -> tuple[np.ndarray, np.ndarray] | ImageReadError:
 
 
 def _key(samples: list[Sample], size: int) -> str:
-    h = hashlib.sha1(f"v3-{size}".encode())  # v2: JPEGs decoded reduced; v3: box masks mapped per axis
+    # v2: JPEGs decoded reduced; v3: box masks mapped per axis; v4: DICOMs at their pixel aspect
+    h = hashlib.sha1(f"v4-{size}".encode())
     for s in samples:
         st = s.path.stat()
         # surrogateescape: a file name that is not UTF-8 (caf\xe9.jpg) stopped training with a traceback
