@@ -397,35 +397,36 @@ def test_views_of_two_dicom_studies_given_as_one_say_so(predictor: Predictor) ->
     assert "1.2.3" not in json.dumps(two.to_dict()) + json.dumps(a.to_dict()) + repr(a)
 
 
-def test_views_of_two_patients_in_one_dicom_study_are_not_reliable(predictor: Predictor) -> None:
+def test_views_of_two_patients_in_one_dicom_study_are_not_reliable(
+    predictor: Predictor, fracatlas_dir: Path
+) -> None:
     """Two patients' images under one Study Instance UID (a PACS or anonymiser mix-up) made one
     reliable verdict without a word, where the DICOM node refuses them; no Patient ID is said."""
     import io
 
-    import pydicom
+    from dicom_results_support import cr_from_jpeg
 
-    from corpus import dicom_bytes
+    jpegs = sorted((fracatlas_dir / "images" / "Non_fractured").glob("*.jpg"))[:3]
 
-    def of_patient(patient: str, value: int) -> bytes:
-        pixels = np.random.default_rng(value).integers(0, 4096, (72, 64), dtype=np.uint16)
-        ds = pydicom.dcmread(io.BytesIO(dicom_bytes(pixel_bytes=pixels.astype("<u2").tobytes())))
-        ds.StudyInstanceUID, ds.PatientID = "1.2.3.1", patient
+    def of_patient(patient: str, jpeg: Path) -> bytes:
+        ds = cr_from_jpeg(jpeg, study_uid="1.2.3.1")
+        ds.PatientID = patient
         out = io.BytesIO()
         ds.save_as(out)
         return out.getvalue()
 
     a, b, c = (
-        predictor.predict(of_patient(patient, value), name=name)
-        for patient, value, name in (
-            ("SECRET-1", 10, "a.dcm"),
-            ("SECRET-1", 20, "b.dcm"),
-            ("SECRET-2", 30, "c.dcm"),
+        predictor.predict(of_patient(patient, jpeg), name=name)
+        for patient, jpeg, name in zip(
+            ("SECRET-1", "SECRET-1", "SECRET-2"), jpegs, ("a.dcm", "b.dcm", "c.dcm"), strict=True
         )
     )
+    assert a.reliable and b.reliable and c.reliable  # radiographs: only the patients make it unreliable
     one = predictor.predict_study([a, b], "s")
-    assert one.reliable == (a.reliable and b.reliable) and not any("patients" in w for w in one.warnings)
+    assert one.reliable and not any("patients" in w for w in one.warnings)
     two = predictor.predict_study([a, b, c], "s")
     assert not two.reliable and two.to_dict()["reliable"] is False
+    assert two.decision == "not reliable: the views come from several patients"
     (said,) = [w for w in two.why_not_reliable if "patients" in w]
     assert (
         said.startswith("the views come from 2 patients (their DICOM Patient IDs differ)")

@@ -315,6 +315,8 @@ class StudyPrediction:
             self.classification,
             "not reliable: some views could not be read"
             if self.unread
+            else "not reliable: the views come from several patients"
+            if self.dicom_patients > 1 and not self.unreliable
             else "not reliable: some views are outside what the model was made for",
             self.finding,
         )
