@@ -68,6 +68,27 @@ def test_other_data_to_calibrate_on_is_recorded_apart_from_the_training_data(
     )
     assert f"reference were fitted on `{other.resolve()}`" in card
     assert f"- Data: `{data.resolve()}`" in card
+    # evaluate says which images chose what: the other data's val split fitted the calibration and
+    # operating points, the training data's val split the checkpoint only
+    from fracsight.evaluation.run import evaluate_model
+
+    on_other = evaluate_model(tmp_path / "a", other, split="val", n_bootstrap=0)["notes"]
+    assert any(
+        "of the data the model's calibration and operating points were fitted on" in n for n in on_other
+    )
+    on_own = " ".join(evaluate_model(tmp_path / "a", data, split="val", n_bootstrap=0)["notes"])
+    assert "the images its checkpoint was chosen on" in on_own and "calibration and thresholds" not in on_own
+    # quantize refits on the data the float bundle was calibrated on (it took the training data,
+    # and its card still said "calibrated on" the other data)
+    from fracsight.quantize import GateBounds, quantize_bundle
+
+    wide = GateBounds(1.0, 1.0, -1.0, 0.0, 1.0)
+    int8 = quantize_bundle(tmp_path / "a", tmp_path / "q", n_calibration=4, bounds=wide)
+    assert (
+        int8.metrics["quantization"]["data"] == str(other.resolve())
+        and int8.metrics["quantization"]["other_data"]
+    )
+    assert "calibration_data" not in int8.training and int8.training["data"] == str(data.resolve())
     moved = tmp_path / "moved"
     shutil.copytree(data, moved, symlinks=True)
     # given as its checkpoint: the Reproduce command read `-c RUN/best.pt/config.yaml`

@@ -173,11 +173,33 @@ _SEEN_BY_MODEL = {
 }
 
 
-def seen_by_model(split: str | None) -> str | None:
+def seen_by_model(split: str | None, spec: Any = None) -> str | None:
     """What a ``split`` of a model's own data set holds of what its training saw (``all``, ``train``,
     ``val``), for the note that its figures flatter it (``evaluate``, ``compare``); None for a
-    held-out split."""
-    return _SEEN_BY_MODEL.get("all" if split in (None, "all") else split_name(split) or "")
+    held-out split. ``spec``: the bundle's, whose calibration may have been fitted on other data
+    (``training.calibration_data``): its own val split then chose the checkpoint only."""
+    named = "all" if split in (None, "all") else split_name(split) or ""
+    if named == "val" and spec is not None and spec.training.get("calibration_data"):
+        return _SEEN_BY_MODEL["val"].replace("checkpoint, calibration and thresholds were", "checkpoint was")
+    return _SEEN_BY_MODEL.get(named)
+
+
+def calibration_data_note(spec: Any, data_dir: Path, dataset: Dataset, split: str | None) -> str | None:
+    """The note for a bundle calibrated on other data than its network's (``export --data-dir``)
+    measured on that data's val split (or all of it): its calibration and operating points were
+    fitted on these images, and nothing said so (the images are not its training data)."""
+    calibrated = (spec.training.get("calibration_data") or {}).get("data")
+    named = "all" if split in (None, "all") else split_name(split)
+    if not calibrated or named not in ("val", "all"):
+        return None
+    with contextlib.suppress(OSError):
+        if Path(calibrated).resolve() in {Path(data_dir).resolve(), Path(dataset.root).resolve()}:
+            return (
+                f"measured on {'the val split' if named == 'val' else 'all'} of the data the model's "
+                "calibration and operating points were fitted on (export --data-dir): its calibration "
+                "and the operating points' figures flatter it; measure on other images"
+            )
+    return None
 
 
 def _split_as_recorded(spec: Any, carved: Dataset) -> bool:
@@ -763,7 +785,10 @@ def evaluate_model(
     relative = relative_data_note(spec, Path(data_dir), dataset, held.carved)
     if relative:
         notes.append(relative)
-    seen = seen_by_model(split) if held.own else None
+    seen = seen_by_model(split, spec) if held.own else None
+    calibrated_here = calibration_data_note(spec, Path(data_dir), dataset, split)
+    if calibrated_here:
+        notes.append(calibrated_here)
     if seen:
         no_test = held.carved is not None and "test" not in held.carved.splits  # too few groups to carve
         notes.append(

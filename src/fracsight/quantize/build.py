@@ -71,7 +71,10 @@ _QUANTIZED_OPS = frozenset(
 
 
 def _data(spec: BundleSpec, data_dir: Path | None) -> tuple[Path, Dataset, list, list]:
-    recorded = spec.training.get("data")
+    # a float bundle calibrated on other data than its network's (export --data-dir) is refitted on
+    # that same data: on its training data, the INT8 card said "calibrated on" data it was not
+    fitted = spec.training.get("calibration_data") or spec.training
+    recorded = fitted.get("data")
     root = Path(data_dir) if data_dir else Path(recorded) if recorded else None
     if root is None or not root.is_dir():
         where = "none is recorded"
@@ -79,7 +82,7 @@ def _data(spec: BundleSpec, data_dir: Path | None) -> tuple[Path, Dataset, list,
             older = "" if root.is_absolute() else ", by an older fracsight, relative to where training ran"
             where = f"{root} (recorded in bundle.json{older}) is not a folder here"
         raise ConfigError(f"no data to calibrate on: {where}; pass --data DATA_DIR")
-    layout = spec.training.get("layout", "auto") if not data_dir else "auto"
+    layout = fitted.get("layout", "auto") if not data_dir else "auto"
     dataset = load_dataset(root, layout)
     fracture, class_head = spec.head("fracture"), spec.head("class")
     train, val = train_val_samples(dataset, int(spec.training.get("config", {}).get("seed", 0)))
@@ -255,7 +258,9 @@ def quantize_bundle(
             "float_metrics": float_metrics,
             **({"float_orientation": float_orientation} if float_orientation else {}),
         }
-        spec = dataclasses.replace(spec, metrics=metrics)
+        # what the INT8 model was fitted on is the quantization record's `data` now
+        training = {k: v for k, v in spec.training.items() if k != "calibration_data"}
+        spec = dataclasses.replace(spec, metrics=metrics, training=training)
         write_bundle_spec(spec, work)
         write_card(spec, work)
     return spec
