@@ -510,6 +510,13 @@ def test_openapi_documents_the_bearer_scheme(clean_env: None) -> None:
     assert schema["paths"]["/v1/predict"]["post"]["security"] == [{"bearer": []}]
     assert "401" in schema["paths"]["/v1/predict"]["post"]["responses"]
     assert schema["paths"]["/healthz"]["get"]["security"] == []
+    assert "403" not in schema["paths"]["/v1/predict"]["post"]["responses"]
+    # no token: the 403 loopback_only the same app answers a client elsewhere was in no schema
+    with TestClient(create_app(ApiSettings())) as client:
+        schema = client.get("/openapi.json").json()
+    refused = schema["paths"]["/v1/predict"]["post"]["responses"]["403"]
+    assert refused["description"].startswith("loopback_only")
+    assert "403" not in schema["paths"]["/healthz"]["get"]["responses"] and "401" not in refused
 
 
 # ---- a real server on loopback ------------------------------------------------------------------------

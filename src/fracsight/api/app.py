@@ -279,7 +279,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.add_middleware(ObserveMiddleware, metrics=metrics, routes=[*router.routes, *app.routes])
     if settings.root_path:  # outermost: every other layer sees the prefix as uvicorn's --root-path puts it
         app.add_middleware(RootPathMiddleware, root_path=settings.root_path)
-    _document_limits(app, settings, bearer=bool(guard))
+    _document_limits(
+        app, settings, bearer=bool(guard), loopback_only=not guard and settings.auth == "optional"
+    )
     return app
 
 
@@ -295,9 +297,12 @@ def uvicorn_log_config(level: int | str) -> dict[str, Any]:
     return config
 
 
-def _document_limits(app: FastAPI, settings: ApiSettings, *, bearer: bool = False) -> None:
+def _document_limits(
+    app: FastAPI, settings: ApiSettings, *, bearer: bool = False, loopback_only: bool = False
+) -> None:
     """Put this server's upload limits into its OpenAPI schema (maxItems of `files`), and its bearer
-    authentication when it has tokens (every operation but /healthz)."""
+    authentication when it has tokens, or its 403 ``loopback_only`` to clients elsewhere when it
+    has none (every operation but /healthz)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -309,6 +314,16 @@ def _document_limits(app: FastAPI, settings: ApiSettings, *, bearer: bool = Fals
             files["description"].split(" Limits:")[0]
             + f" Limits: at most {settings.max_files} files of {settings.max_upload_bytes:,} bytes each."
         )
+        if loopback_only:  # the answer a client generated from the schema gets from elsewhere
+            for path, operations in schema["paths"].items():
+                for operation in operations.values() if path not in OPEN_PATHS else ():
+                    operation.setdefault("responses", {})["403"] = {
+                        "description": "loopback_only: this server has no API token, so it answers only on "
+                        "this computer",
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}
+                        },
+                    }
         if bearer:
             schema.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
                 "type": "http",
