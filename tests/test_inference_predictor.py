@@ -381,9 +381,7 @@ def test_views_of_two_dicom_studies_given_as_one_say_so(predictor: Predictor) ->
         pixels = np.random.default_rng(value).integers(0, 4096, (72, 64), dtype=np.uint16)
         ds = pydicom.dcmread(io.BytesIO(dicom_bytes(pixel_bytes=pixels.astype("<u2").tobytes())))
         ds.StudyInstanceUID = uid
-        out = io.BytesIO()
-        ds.save_as(out)
-        return out.getvalue()
+        return _file_bytes(ds)
 
     a, b, c = (
         predictor.predict(in_study(uid, value), name=name)
@@ -397,12 +395,20 @@ def test_views_of_two_dicom_studies_given_as_one_say_so(predictor: Predictor) ->
     assert "1.2.3" not in json.dumps(two.to_dict()) + json.dumps(a.to_dict()) + repr(a)
 
 
+def _file_bytes(ds) -> bytes:
+    """A pydicom Dataset as the bytes of its file."""
+    import io
+
+    out = io.BytesIO()
+    ds.save_as(out)
+    return out.getvalue()
+
+
 def test_views_of_two_patients_in_one_dicom_study_are_not_reliable(
     predictor: Predictor, fracatlas_dir: Path
 ) -> None:
     """Two patients' images under one Study Instance UID (a PACS or anonymiser mix-up) made one
     reliable verdict without a word, where the DICOM node refuses them; no Patient ID is said."""
-    import io
 
     from dicom_results_support import cr_from_jpeg
 
@@ -411,9 +417,7 @@ def test_views_of_two_patients_in_one_dicom_study_are_not_reliable(
     def of_patient(patient: str, jpeg: Path) -> bytes:
         ds = cr_from_jpeg(jpeg, study_uid="1.2.3.1")
         ds.PatientID = patient
-        out = io.BytesIO()
-        ds.save_as(out)
-        return out.getvalue()
+        return _file_bytes(ds)
 
     a, b, c = (
         predictor.predict(of_patient(patient, jpeg), name=name)

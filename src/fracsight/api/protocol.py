@@ -97,9 +97,7 @@ class HeaderDeadlineProtocol(H11Protocol):
         return min(5.0, self.write_stall_s / 4)
 
     def _disarm_write_check(self) -> None:
-        if self._write_check is not None:
-            self._write_check.cancel()
-            self._write_check = None
+        self._write_check = _cancelled(self._write_check)
 
     def _check_write(self) -> None:
         # a closing transport too: close() (uvicorn's keep-alive timeout, the header deadline, both
@@ -122,9 +120,7 @@ class HeaderDeadlineProtocol(H11Protocol):
             self._header_deadline = self.loop.call_later(self.header_timeout_s, self._headers_too_late)
 
     def _disarm_header_deadline(self) -> None:
-        if self._header_deadline is not None:
-            self._header_deadline.cancel()
-            self._header_deadline = None
+        self._header_deadline = _cancelled(self._header_deadline)
 
     def _headers_too_late(self) -> None:
         self._header_deadline = None
@@ -146,3 +142,9 @@ class HeaderDeadlineProtocol(H11Protocol):
         )
         self.transport.write(head + b"\r\n" + body)
         self.transport.close()
+
+
+def _cancelled(timer: asyncio.TimerHandle | None) -> None:
+    """Cancel ``timer`` if there is one; None, for the attribute that held it."""
+    if timer is not None:
+        timer.cancel()
