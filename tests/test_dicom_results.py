@@ -830,6 +830,21 @@ def test_the_state_keeps_the_sources_pixel_aspect_ratio(case, predictor: Predict
     assert pixel_aspect_ratio(odd) == [3, 4]
     odd.PixelAspectRatio = ["0", "1"]
     assert pixel_aspect_ratio(odd) == [1, 1]  # unusable: the spacing says square
+    # what the model reads square is declared square: 0\1 (invalid) from a spacing of 0.0001\1, a
+    # ratio beyond the IS range copied as is, 10000:1 from 1\0.0001, and an overflow for 1e308\1e-308
+    for ratio, spacing in (
+        (None, ["0.0001", "1"]),
+        (["99999999999", "1"], None),
+        (None, ["1", "0.0001"]),
+        (None, ["1e308", "1e-308"]),
+        (["1", "2", "3"], ["0.1", "0.1"]),  # three values are no ratio: the model reads it square too
+    ):
+        header = Dataset()
+        if ratio:
+            header.PixelAspectRatio = ratio
+        if spacing:
+            header.PixelSpacing = spacing
+        assert pixel_aspect_ratio(header) == [1, 1], (ratio, spacing)
 
 
 # ---- privacy --------------------------------------------------------------------------------------------

@@ -89,6 +89,21 @@ def test_other_data_to_calibrate_on_is_recorded_apart_from_the_training_data(
         and int8.metrics["quantization"]["other_data"]
     )
     assert "calibration_data" not in int8.training and int8.training["data"] == str(data.resolve())
+    # the INT8 bundle, quantized on the other data, and compare: the same notes
+    on_other = evaluate_model(tmp_path / "q", other, split="all", n_bootstrap=0)["notes"]
+    assert any(
+        "of the data the model's calibration and operating points were fitted on" in n for n in on_other
+    )
+    on_own = " ".join(evaluate_model(tmp_path / "q", data, split="val", n_bootstrap=0)["notes"])
+    assert "the images its checkpoint was chosen on" in on_own and "calibration and thresholds" not in on_own
+    from fracsight.evaluation.compare import compare_models
+
+    compared = compare_models(tmp_path / "a", tmp_path / "q", other, split="all")["notes"]
+    for key in "AB":
+        assert any(
+            n.startswith(f"model {key} (") and "calibration and operating points were fitted" in n
+            for n in compared
+        )
     moved = tmp_path / "moved"
     shutil.copytree(data, moved, symlinks=True)
     # given as its checkpoint: the Reproduce command read `-c RUN/best.pt/config.yaml`

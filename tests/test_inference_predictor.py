@@ -431,6 +431,10 @@ def test_views_of_two_patients_in_one_dicom_study_are_not_reliable(
     two = predictor.predict_study([a, b, c], "s")
     assert not two.reliable and two.to_dict()["reliable"] is False
     assert two.decision == "not reliable: the views come from several patients"
+    # the same image filed under another patient too: counted once as a view, but still a mix-up
+    again = predictor.predict(of_patient("SECRET-2", jpegs[0]), name="a-again.dcm")
+    twice = predictor.predict_study([a, again], "s")
+    assert twice.repeats and not twice.reliable
     (said,) = [w for w in two.why_not_reliable if "patients" in w]
     assert (
         said.startswith("the views come from 2 patients (their DICOM Patient IDs differ)")

@@ -110,13 +110,7 @@ def pixel_aspect(radiograph: Radiograph) -> float:
     spacing; 1 for square pixels (within 1%: a rounding in the header is no reason to resample)
     and for every other format. A film digitised at 0.286 x 0.143 mm was read squashed 2:1: the
     orientation step took it for a turned image and no box touched the fracture."""
-    meta = radiograph.metadata
-    shape = meta.pixel_aspect_ratio or meta.pixel_spacing_mm  # the aspect ratio first, as a GSPS reads it
-    if shape is None:
-        return 1.0
-    aspect = shape[0] / shape[1]
-    # beyond 1:5 the header is more likely wrong than the film (a detector's pixels are square)
-    return aspect if abs(aspect - 1.0) > 0.01 and 0.2 <= aspect <= 5.0 else 1.0
+    return radiograph.metadata.pixel_aspect
 
 
 def read_for_model(source: str | os.PathLike[str] | bytes, size: int, **options: Any) -> Radiograph:

@@ -182,21 +182,12 @@ def presentation_state(
 
 
 def pixel_aspect_ratio(header: Dataset) -> list[int]:
-    """The source's pixels' height to width, as a presentation state gives it (PS3.3 C.10.4): its
-    Pixel Aspect Ratio, else the ratio of its pixel spacing; 1\\1 when it says neither (a viewer
-    showed pixels twice as wide as high squeezed to squares)."""
-    ratio = header.get("PixelAspectRatio")
-    try:
-        if ratio is not None and len(ratio) == 2 and int(ratio[0]) > 0 and int(ratio[1]) > 0:
-            return [int(ratio[0]), int(ratio[1])]
-    except (TypeError, ValueError):
-        pass
-    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
-        try:
-            rows, columns = (float(v) for v in header.get(keyword))
-        except (TypeError, ValueError):  # absent, malformed, or not two values
-            continue
-        if rows > 0 and columns > 0:
-            fraction = Fraction(rows / columns).limit_denominator(1000)
-            return [fraction.numerator, fraction.denominator]
-    return [1, 1]
+    """The source's pixels' height to width, as a presentation state gives it (PS3.3 C.10.4): the
+    aspect the model read the image at (its Pixel Aspect Ratio, else its spacing, within 1:5:
+    :func:`~fracsight.io.radiograph.pixel_aspect_of`); 1\\1 for square pixels (a viewer showed
+    pixels twice as wide as high squeezed to squares; a spacing of 0.0001\\1 was declared 0\\1,
+    and a ratio beyond the IS range copied as is)."""
+    from fracsight.io._dicom import header_pixel_aspect
+
+    fraction = Fraction(header_pixel_aspect(header)).limit_denominator(1000)
+    return [fraction.numerator, fraction.denominator]

@@ -209,7 +209,10 @@ def compare_models(
             "different images as theirs: compare them on a data set with its own splits, or on all of "
             "it with --split all"
         )
-    notes = _seen_notes(split, [h.own for h in held], (model_a, model_b))
+    notes = _seen_notes(split, [h.own for h in held], (model_a, model_b), [p.spec for p in predictors])
+    notes += _calibrated_here_notes(
+        split, [p.spec for p in predictors], (model_a, model_b), data_dir, dataset
+    )
     if bundle_identity(predictors[0].bundle_dir) == bundle_identity(predictors[1].bundle_dir):
         # by content: a copy or a .zip of one bundle is the same model (its folder a new one)
         notes.append(
@@ -302,20 +305,33 @@ def _head_notes(predictors: Sequence[Any], label_names: tuple[str, ...], given: 
     return notes
 
 
-def _seen_notes(split: str | None, own: Sequence[bool], given: tuple[Any, Any]) -> list[str]:
+def _seen_notes(
+    split: str | None, own: Sequence[bool], given: tuple[Any, Any], specs: Sequence[Any]
+) -> list[str]:
     """A note for each model compared on images its own training saw (``--split train``, ``val``
     or ``all`` of the data set it was trained on: ``own``): its figures flatter it, and the paired
     difference leans its way; ``evaluate`` says so, ``compare`` said nothing."""
     from fracsight.evaluation.run import seen_by_model
 
-    seen = seen_by_model(split)
-    if seen is None:
-        return []
     return [
         f"model {key} ({typed or 'default'}) is measured on {seen}: its figures flatter it and the "
         "difference may lean its way; compare on held-out images with --split test"
-        for key, trained_here, typed in zip("AB", own, given, strict=True)
-        if trained_here
+        for key, trained_here, typed, spec in zip("AB", own, given, specs, strict=True)
+        if trained_here and (seen := seen_by_model(split, spec))
+    ]
+
+
+def _calibrated_here_notes(
+    split: str | None, specs: Sequence[Any], given: tuple[Any, Any], data_dir: Path, dataset: Any
+) -> list[str]:
+    """For each model whose calibration and operating points were fitted on this data (other
+    data than its network's), :func:`~fracsight.evaluation.run.calibration_data_note`."""
+    from fracsight.evaluation.run import calibration_data_note
+
+    return [
+        f"model {key} ({typed or 'default'}): {note}"
+        for key, spec, typed in zip("AB", specs, given, strict=True)
+        if (note := calibration_data_note(spec, Path(data_dir), dataset, split))
     ]
 
 

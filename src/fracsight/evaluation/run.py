@@ -179,16 +179,26 @@ def seen_by_model(split: str | None, spec: Any = None) -> str | None:
     held-out split. ``spec``: the bundle's, whose calibration may have been fitted on other data
     (``training.calibration_data``): its own val split then chose the checkpoint only."""
     named = "all" if split in (None, "all") else split_name(split) or ""
-    if named == "val" and spec is not None and spec.training.get("calibration_data"):
+    if named == "val" and spec is not None and calibrated_on(spec):
         return _SEEN_BY_MODEL["val"].replace("checkpoint, calibration and thresholds were", "checkpoint was")
     return _SEEN_BY_MODEL.get(named)
 
 
+def calibrated_on(spec: Any) -> str | None:
+    """The data a bundle's calibration and operating points were fitted on where it is not the data
+    its network was trained on: ``quantize --data``'s (``metrics.quantization``, ``other_data``),
+    else ``export --data-dir``'s (``training.calibration_data``); None where they are the same."""
+    quantized = spec.metrics.get("quantization") or {}
+    if quantized.get("other_data") and quantized.get("data"):
+        return str(quantized["data"])
+    return (spec.training.get("calibration_data") or {}).get("data")
+
+
 def calibration_data_note(spec: Any, data_dir: Path, dataset: Dataset, split: str | None) -> str | None:
-    """The note for a bundle calibrated on other data than its network's (``export --data-dir``)
+    """The note for a bundle calibrated on other data than its network's (:func:`calibrated_on`)
     measured on that data's val split (or all of it): its calibration and operating points were
     fitted on these images, and nothing said so (the images are not its training data)."""
-    calibrated = (spec.training.get("calibration_data") or {}).get("data")
+    calibrated = calibrated_on(spec)
     named = "all" if split in (None, "all") else split_name(split)
     if not calibrated or named not in ("val", "all"):
         return None
@@ -196,8 +206,8 @@ def calibration_data_note(spec: Any, data_dir: Path, dataset: Dataset, split: st
         if Path(calibrated).resolve() in {Path(data_dir).resolve(), Path(dataset.root).resolve()}:
             return (
                 f"measured on {'the val split' if named == 'val' else 'all'} of the data the model's "
-                "calibration and operating points were fitted on (export --data-dir): its calibration "
-                "and the operating points' figures flatter it; measure on other images"
+                "calibration and operating points were fitted on (export --data-dir, quantize --data): "
+                "its calibration and the operating points' figures flatter it; measure on other images"
             )
     return None
 

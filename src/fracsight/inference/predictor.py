@@ -691,8 +691,9 @@ class Predictor:
                 raise ValueError(f"predict_study takes this predictor's Prediction results, got {what}")
             if p.model != self.name:
                 raise ValueError(f"{p.source} was predicted by {p.model}, not {self.name}: its scale differs")
-        predictions, repeats = _distinct_views(predictions)
+        # before repeats are dropped: one image filed under two patients is a mix-up too
         patients = len({p.metadata.patient_digest for p in predictions} - {None})
+        predictions, repeats = _distinct_views(predictions)
         op = self.operating_point
         fracture: dict[str, Any] = {}
         if op is not None:

@@ -44,7 +44,7 @@ from fracsight.errors import (
 )
 from fracsight.io._raster import TRUNCATED_WARNING
 from fracsight.io.dicom_gate import READ_SOP_CLASSES, check_dicom_object, clean_code_string
-from fracsight.io.radiograph import ImageMetadata, Radiograph
+from fracsight.io.radiograph import ImageMetadata, Radiograph, pixel_aspect_of
 
 __all__ = ["COLOUR_STORED", "GREY_TOLERANCE", "MAX_COLOURED_SHARE", "read_dicom"]
 
@@ -665,10 +665,18 @@ def _aspect_ratio(ds: Any) -> tuple[int, int] | None:
     and it has no pixel spacing (type 1C); None when absent or not two positive whole numbers."""
     value = ds.get("PixelAspectRatio")
     try:
+        if len(value) != 2:  # three values are no ratio: not read, as a GSPS does not read them
+            return None
         pair = (int(value[0]), int(value[1]))
     except (TypeError, ValueError, IndexError):
         return None
     return pair if min(pair) > 0 else None
+
+
+def header_pixel_aspect(ds: Any) -> float:
+    """:func:`~fracsight.io.radiograph.pixel_aspect_of` a DICOM header, as the reader reads it:
+    the aspect its results declare is the one the model read it at."""
+    return pixel_aspect_of(_aspect_ratio(ds) or _spacing(ds))
 
 
 def _code_string(ds: Any, keyword: str, notes: list[str]) -> str | None:

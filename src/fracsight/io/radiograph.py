@@ -15,6 +15,17 @@ __all__ = ["ImageMetadata", "Radiograph"]
 _TIFF_AS = {"La": "LA", "RGBa": "RGBA"}
 
 
+def pixel_aspect_of(shape: tuple[float, float] | None) -> float:
+    """A pixel's height over its width from a DICOM's (row, column) aspect ratio or spacing; 1 for
+    none, for square pixels (within 1%: a rounding in the header is no reason to resample) and
+    beyond 1:5, where the header is more likely wrong than the film (a detector's pixels are
+    square). The model's letterbox and the aspect the DICOM results declare both follow it."""
+    if shape is None:
+        return 1.0
+    aspect = shape[0] / shape[1]
+    return aspect if abs(aspect - 1.0) > 0.01 and 0.2 <= aspect <= 5.0 else 1.0
+
+
 @dataclass(frozen=True)
 class ImageMetadata:
     """What is known about where the pixels came from.
@@ -51,6 +62,12 @@ class ImageMetadata:
     study_digest: str | None = field(default=None, repr=False)
     # the same of its Patient ID: views of two patients under one Study Instance UID are told too
     patient_digest: str | None = field(default=None, repr=False)
+
+    @property
+    def pixel_aspect(self) -> float:
+        """A pixel's height over its width, as the model reads the image: :func:`pixel_aspect_of`
+        its Pixel Aspect Ratio, else its spacing; 1 for every format but DICOM."""
+        return pixel_aspect_of(self.pixel_aspect_ratio or self.pixel_spacing_mm)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
