@@ -94,7 +94,11 @@ def test_audit_and_training_read_it_as_predict_does(cut: Path) -> None:
     assert report.truncated == ["fractured/cut.jpg"] and report.unreadable == []
     findings = next(t for t in render_audit(report) if getattr(t, "title", None) == "Findings")
     meanings = [str(cell) for cell in findings.columns[2].cells]
-    assert "JPEGs read filled; predict marks them not reliable" in meanings
+    assert report.truncated_filled == ["fractured/cut.jpg"]
+    assert (
+        "JPEGs cut short: 1 with a part missing, read filled (predict marks them not reliable); "
+        "0 lacking only their end marker, read whole"
+    ) in meanings
     dataset = load_dataset(root)
     samples = sorted(dataset.samples, key=lambda s: s.path.name)
     assert [s.path.name for s in samples] == ["cut.jpg", "whole.jpg"]
