@@ -105,14 +105,6 @@ def letterbox_geometry(original_size: tuple[int, int], size: int, aspect: float 
     return Letterbox(size=size, original_size=(h, w), aspect=aspect)
 
 
-def pixel_aspect(radiograph: Radiograph) -> float:
-    """A pixel's height over its width, from a DICOM's Pixel Aspect Ratio or its row and column
-    spacing; 1 for square pixels (within 1%: a rounding in the header is no reason to resample)
-    and for every other format. A film digitised at 0.286 x 0.143 mm was read squashed 2:1: the
-    orientation step took it for a turned image and no box touched the fracture."""
-    return radiograph.metadata.pixel_aspect
-
-
 def read_for_model(source: str | os.PathLike[str] | bytes, size: int, **options: Any) -> Radiograph:
     """:func:`~fracsight.io.read_image` as every model input is read: a JPEG decoded at the
     smallest scale that keeps both sides at least ``size`` (``options`` go to ``read_image``)."""
@@ -121,4 +113,4 @@ def read_for_model(source: str | os.PathLike[str] | bytes, size: int, **options:
 
 def letterbox_radiograph(radiograph: Radiograph, size: int) -> tuple[np.ndarray, Letterbox]:
     """The model input for a radiograph; the geometry refers to its full-resolution image."""
-    return letterbox(radiograph.pixels, size, radiograph.full_size, pixel_aspect(radiograph))
+    return letterbox(radiograph.pixels, size, radiograph.full_size, radiograph.metadata.pixel_aspect)

@@ -32,6 +32,7 @@ __all__ = [
     "split_name",
     "visible_dirs",
     "warn_skipped",
+    "with_case_hints",
 ]
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm"})
@@ -99,6 +100,13 @@ def case_variant(path: Path) -> Path | None:
         return next((p for p in path.parent.iterdir() if p.name.casefold() == wanted and p != path), None)
     except OSError:
         return None
+
+
+def with_case_hints(missing: Sequence[tuple[str, str | None]]) -> tuple[list[str], str]:
+    """Listed names not found, each with the name on disk that differs from it in case only (None:
+    there is none), as a message shows them; and what the message ends with where any does."""
+    shown = [listed + (f" (on disk as {found})" if found else "") for listed, found in missing]
+    return shown, ("; file names are case-sensitive here" if any(found for _, found in missing) else "")
 
 
 def is_image_file(path: Path) -> bool:

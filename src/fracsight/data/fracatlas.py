@@ -19,6 +19,7 @@ from fracsight.data._files import (
     read_csv_rows,
     split_name,
     warn_skipped,
+    with_case_hints,
 )
 from fracsight.data.sample import FRACTURE, REGION, Box, Dataset, Sample
 from fracsight.errors import DatasetError
@@ -45,13 +46,10 @@ def read_fracatlas(root: Path) -> Dataset:
     missing = [r["image_id"] for r in rows if r["image_id"] not in on_disk]
     if missing:
         by_case = {name.casefold(): name for name in on_disk}
-        named = [
-            m + (f" (on disk as {by_case[m.casefold()]})" if m.casefold() in by_case else "") for m in missing
-        ]
+        named, case_note = with_case_hints([(m, by_case.get(m.casefold())) for m in missing])
         raise DatasetError(
             f"{len(missing)} image(s) listed in {root / 'dataset.csv'} are missing under "
-            f"{root / 'images'}: {_names(named)}"
-            + ("; file names are case-sensitive here" if named != missing else "")
+            f"{root / 'images'}: {_names(named)}{case_note}"
         )
     listed = {r["image_id"] for r in rows}
     unlisted = sorted(set(on_disk) - listed)

@@ -35,6 +35,7 @@ from fracsight.data._files import (
     name_order,
     read_csv_rows,
     split_name,
+    with_case_hints,
 )
 from fracsight.data.sample import CLASS, FRACTURE, REGION, Dataset, Sample, warn_splits_lacking
 from fracsight.errors import DatasetError
@@ -144,7 +145,7 @@ def read_labels_csv(root: Path) -> Dataset:
         )
 
     parsed = []
-    missing: list[str] = []
+    missing: list[tuple[str, str | None]] = []  # (as listed, the name on disk in another case)
     seen: dict[Path, int] = {}
     abnormality = False  # a fracture column of normal / abnormal (MURA's words)
     fracture_words: set[str] = set()  # fractured, not fractured: with abnormal, the two mixed
@@ -157,7 +158,7 @@ def read_labels_csv(root: Path) -> Dataset:
         seen[file] = n
         if not is_image_file(file):
             other = case_variant(file)
-            missing.append(image + (f" (on disk as {other.name})" if other else ""))
+            missing.append((image, other.name if other else None))
             continue
         split_value = row.get("split", "").strip()
         split = split_name(split_value) if split_value else None
@@ -173,9 +174,10 @@ def read_labels_csv(root: Path) -> Dataset:
         regions = tuple(sorted({r.strip() for r in re.split(r"[;,]", row.get("region", "")) if r.strip()}))
         parsed.append((file, fracture, klass, regions, split, row.get("group", "").strip() or None))
     if missing:
+        named, case_note = with_case_hints(missing)
         raise DatasetError(
-            f"{path}: {len(missing)} image(s) not found or not an image file, e.g. {', '.join(missing[:3])}"
-            + ("; file names are case-sensitive here" if any("(on disk as" in m for m in missing) else "")
+            f"{path}: {len(missing)} image(s) not found or not an image file, e.g. {', '.join(named[:3])}"
+            f"{case_note}"
         )
     # values that differ only in case (Avulsion, avulsion; Hand, hand) are one class, as class folders
     class_of = case_merged({k for _, _, k, _, _, _ in parsed if k}, f"{path.name}: class values")

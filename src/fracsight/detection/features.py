@@ -19,7 +19,7 @@ import numpy as np
 from fracsight.data.sample import FRACTURE, Sample
 from fracsight.detection.taps import tapped_session
 from fracsight.explain.boxes import flip_boxes, turn_boxes, zoom_boxes
-from fracsight.preprocessing import letterbox_geometry, pixel_aspect, read_for_model
+from fracsight.preprocessing import letterbox_geometry, read_for_model
 
 __all__ = ["FeatureSet", "ZoomViews", "extract_features", "model_boxes", "zoom_image"]
 
@@ -93,7 +93,7 @@ def model_boxes(sample: Sample, size: int) -> np.ndarray:
             w, h = im.size
     except (OSError, UnidentifiedImageError):  # DICOM and the like: read it as the model does
         radiograph = read_for_model(sample.path, size)
-        (h, w), aspect = radiograph.full_size, pixel_aspect(radiograph)  # pixels may not be square
+        (h, w), aspect = radiograph.full_size, radiograph.metadata.pixel_aspect  # may not be square
     geometry = letterbox_geometry((h, w), size, aspect)
     corners = [
         (*geometry.to_model(b.x0 * w, b.y0 * h), *geometry.to_model(b.x1 * w, b.y1 * h)) for b in sample.boxes

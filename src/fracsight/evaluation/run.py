@@ -171,6 +171,11 @@ _SEEN_BY_MODEL = {
     "val": "the 'val' split of the data set the model was trained on, the images its checkpoint, "
     "calibration and thresholds were chosen on",
 }
+# a model whose calibration and thresholds were fitted on other data (calibrated_on): its own val
+# split chose its checkpoint only
+_VAL_CHOSE_CHECKPOINT = (
+    "the 'val' split of the data set the model was trained on, the images its checkpoint was chosen on"
+)
 
 
 def seen_by_model(split: str | None, spec: Any = None) -> str | None:
@@ -180,7 +185,7 @@ def seen_by_model(split: str | None, spec: Any = None) -> str | None:
     (``training.calibration_data``): its own val split then chose the checkpoint only."""
     named = "all" if split in (None, "all") else split_name(split) or ""
     if named == "val" and spec is not None and calibrated_on(spec):
-        return _SEEN_BY_MODEL["val"].replace("checkpoint, calibration and thresholds were", "checkpoint was")
+        return _VAL_CHOSE_CHECKPOINT
     return _SEEN_BY_MODEL.get(named)
 
 

@@ -54,13 +54,12 @@ def _is_other_data(
     run's own data folder whose images changed is refused: a data set without splits that grew
     since training is split anew, and calibration and thresholds were then fitted, and test
     measured, on images the model had trained on, without a word."""
-    own_folder = not cfg.data or dataset.root.resolve() == Path(cfg.data).resolve()
     if trained_on is None:  # a best.pt from before it kept the record: cannot tell
         return False
     now = images_record(dataset.root, training_subset(train, cfg.max_samples, cfg.seed) + val)
     if now["images_sha256"] == trained_on:
         return False
-    if not own_folder:
+    if cfg.data and dataset.root.resolve() != Path(cfg.data).resolve():  # another folder
         return True
     raise DataMismatchError(
         f"{dataset.root} is not the data {checkpoint} trained on: its training and validation images "
