@@ -675,3 +675,9 @@ def test_a_data_set_too_small_to_carve_a_test_split_is_said_to_lack_one(fracatla
     assert any("the data set has no test split" in n for n in notes), notes
     assert not any("--split test" in n for n in notes)
     assert CliRunner().invoke(app, [*args, "--split", "test"]).exit_code == 2
+    # compare gave the same advice, for each model measured on images it saw
+    both = ["compare", str(tmp_path / "b"), str(tmp_path / "b"), str(data), "--split", "val", "--json"]
+    compared = CliRunner().invoke(app, both)
+    notes = json.loads(compared.stdout)["notes"]
+    assert sum("the data set has no test split" in n for n in notes) == 2, notes
+    assert not any("--split test" in n for n in notes)

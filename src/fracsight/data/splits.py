@@ -227,8 +227,9 @@ def _carved(dataset: Dataset, new_split: dict[int, str], wanted: Sequence[str]) 
                 lacking.append(f"{names[k]} ({have[k]} images; none in {', '.join(without)})")
     if lacking:
         log.warning(
-            "the splits fracsight made leave out %s: too few images to give each split some, so the "
-            "model is not chosen (val) or measured (test) on them; give the data set its own splits",
+            "the splits fracsight made leave out %s: too few images to give each split some, so "
+            "they take no part in what is chosen and calibrated on val or measured on test; give "
+            "the data set its own splits",
             "; ".join(lacking),
         )
     return result

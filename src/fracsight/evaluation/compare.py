@@ -209,7 +209,7 @@ def compare_models(
             "different images as theirs: compare them on a data set with its own splits, or on all of "
             "it with --split all"
         )
-    notes = _seen_notes(split, [h.own for h in held], (model_a, model_b), [p.spec for p in predictors])
+    notes = _seen_notes(split, held, dataset, (model_a, model_b), [p.spec for p in predictors])
     notes += _calibrated_here_notes(
         split, [p.spec for p in predictors], (model_a, model_b), data_dir, dataset
     )
@@ -306,18 +306,18 @@ def _head_notes(predictors: Sequence[Any], label_names: tuple[str, ...], given: 
 
 
 def _seen_notes(
-    split: str | None, own: Sequence[bool], given: tuple[Any, Any], specs: Sequence[Any]
+    split: str | None, held: Sequence[Any], dataset: Any, given: tuple[Any, Any], specs: Sequence[Any]
 ) -> list[str]:
     """A note for each model compared on images its own training saw (``--split train``, ``val``
-    or ``all`` of the data set it was trained on: ``own``): its figures flatter it, and the paired
-    difference leans its way; ``evaluate`` says so, ``compare`` said nothing."""
-    from fracsight.evaluation.run import seen_by_model
+    or ``all`` of the data set it was trained on: ``held[i].own``): its figures flatter it, and
+    the paired difference leans its way; ``evaluate`` says so, ``compare`` said nothing."""
+    from fracsight.evaluation.run import held_out_advice, seen_by_model
 
     return [
         f"model {key} ({typed or 'default'}) is measured on {seen}: its figures flatter it and the "
-        "difference may lean its way; compare on held-out images with --split test"
-        for key, trained_here, typed, spec in zip("AB", own, given, specs, strict=True)
-        if trained_here and (seen := seen_by_model(split, spec))
+        f"difference may lean its way; {held_out_advice(h, dataset)}"
+        for key, h, typed, spec in zip("AB", held, given, specs, strict=True)
+        if h.own and (seen := seen_by_model(split, spec))
     ]
 
 

@@ -273,6 +273,18 @@ def held_out(
     return HeldOut(samples, seed, own, carved)
 
 
+def held_out_advice(held: HeldOut, dataset: Dataset) -> str:
+    """The advice closing the note that a model is measured on images its training saw
+    (``evaluate``, ``compare``): measure on ``test``, or, where the data set has none (none of
+    its own, and too few patients or studies for fracsight to carve one), give it one."""
+    if "test" in (held.carved or dataset).splits:
+        return "measure on the held-out images with --split test"
+    return (
+        "the data set has no test split (none of its own, and too few patients or studies to carve "
+        "one out of train): give it one to measure the model on images it never saw"
+    )
+
+
 def held_out_samples(
     dataset: Dataset, split: str | None, spec: Any, data_dir: Path, option: str = "--split"
 ) -> tuple[list[Sample], int]:
@@ -805,16 +817,7 @@ def evaluate_model(
     if calibrated_here:
         notes.append(calibrated_here)
     if seen:
-        no_test = held.carved is not None and "test" not in held.carved.splits  # too few groups to carve
-        notes.append(
-            f"measured on {seen}: these numbers flatter it; "
-            + (
-                "the data set has no test split (none of its own, and too few patients or studies to "
-                "carve one out of train): give it one to measure the model on images it never saw"
-                if no_test
-                else "measure the held-out images with --split test"
-            )
-        )
+        notes.append(f"measured on {seen}: these numbers flatter it; {held_out_advice(held, dataset)}")
     named = split_name(split or "")  # valid: val
     if held.carved is not None and split not in (None, "all") and named not in dataset.splits:
         notes.append(
