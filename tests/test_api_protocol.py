@@ -27,14 +27,31 @@ class QuickDeadline(HeaderDeadlineProtocol):
     write_stall_s = 1.0
 
 
+class RoomyBuffer(QuickDeadline):
+    """A transport buffer whose high-water mark an answer of megabytes stays under: the case of
+    an answer's last part, which never fills the buffer (asyncio's mark is 64 KiB)."""
+
+    def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
+        super().connection_made(transport)
+        transport.set_write_buffer_limits(high=2**30)
+
+
 @pytest.fixture(scope="module")
 def address(tiny_bundle: Path) -> Iterator[tuple[str, int]]:
+    yield from _serve(tiny_bundle, QuickDeadline)
+
+
+@pytest.fixture(scope="module")
+def roomy_address(tiny_bundle: Path) -> Iterator[tuple[str, int]]:
+    yield from _serve(tiny_bundle, RoomyBuffer)
+
+
+def _serve(bundle: Path, protocol: type[HeaderDeadlineProtocol]) -> Iterator[tuple[str, int]]:
     """A real uvicorn server on loopback, in a thread, with the deadline protocol."""
     port = free_port()
-    app = create_app(ApiSettings(model=str(tiny_bundle)))
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, http=QuickDeadline, log_level="error")
-    )
+    app = create_app(ApiSettings(model=str(bundle)))
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, http=protocol, log_level="error")
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
@@ -158,10 +175,15 @@ def _ask_for_overlays(conn: socket.socket, fracatlas_dir: Path) -> tuple[bytes, 
     return received, length
 
 
-def test_an_answer_the_client_never_reads_is_dropped(address: tuple[str, int], fracatlas_dir: Path) -> None:
+@pytest.mark.parametrize("server", ["address", "roomy_address"])
+def test_an_answer_the_client_never_reads_is_dropped(
+    server: str, request: pytest.FixtureRequest, fracatlas_dir: Path
+) -> None:
     """A client that posts images for overlays and never reads the answer (megabytes) kept it in
-    the server's memory, outside the upload limit, for as long as it held the connection."""
-    with _reader(address) as conn:
+    the server's memory, outside the upload limit, for as long as it held the connection. Once
+    fixed for an answer that fills the transport's buffer, one that ended under its high-water
+    mark (``roomy_address``) was still held for ever."""
+    with _reader(request.getfixturevalue(server)) as conn:
         received, length = _ask_for_overlays(conn, fracatlas_dir)
         time.sleep(5)  # not reading: five write deadlines
         with contextlib.suppress(ConnectionResetError):

@@ -10,7 +10,10 @@ no timeout in uvicorn: held open forever, a few hundred of them exhaust the serv
 The answer has the same weakness the other way: a client that never reads it keeps it in the
 server's memory (an answer with overlays is megabytes), outside the upload memory limit, as long
 as it likes. A connection whose answer has not moved at all for
-:attr:`HeaderDeadlineProtocol.write_stall_s` is dropped; one read slowly is not.
+:attr:`HeaderDeadlineProtocol.write_stall_s` is dropped; one read slowly is not. The answer is
+watched from when it fills the transport's buffer, and from when it is handed over whole: the
+last part of an answer, under the buffer's high-water mark, never filled it, and a client that
+stopped reading there held the connection for ever (``close()`` waits to send it).
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ class HeaderDeadlineProtocol(H11Protocol):
 
     _header_deadline: asyncio.TimerHandle | None = None
     _write_check: asyncio.TimerHandle | None = None
-    _write_moved: tuple[float, int] = (0.0, 0)  # when the paused answer last drained, and to what
+    _write_moved: tuple[float, int] = (0.0, 0)  # when the unsent answer last moved, and to what
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -62,6 +65,7 @@ class HeaderDeadlineProtocol(H11Protocol):
     def on_response_complete(self) -> None:
         super().on_response_complete()
         self._arm_header_deadline()  # kept alive: the next request's headers have the same time
+        self._watch_writes()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_deadline()
@@ -70,16 +74,17 @@ class HeaderDeadlineProtocol(H11Protocol):
 
     def pause_writing(self) -> None:
         """The transport's buffer is full: the client reads slower than the answer comes, or not at
-        all. Its buffer is looked at every few seconds; if it has not drained at all for
-        :attr:`write_stall_s`, the connection is dropped. A slow reader that keeps reading is not."""
+        all."""
         super().pause_writing()
-        if self._write_check is None:
+        self._watch_writes()
+
+    def _watch_writes(self) -> None:
+        """While the transport holds unsent bytes, look at them every few seconds; if they have not
+        moved at all for :attr:`write_stall_s`, the connection is dropped. A slow reader that keeps
+        reading is not. The watch ends by itself once the buffer is empty."""
+        if self._write_check is None and self.transport.get_write_buffer_size():
             self._write_moved = (self.loop.time(), self._unsent())
             self._write_check = self.loop.call_later(self._write_check_s, self._check_write)
-
-    def resume_writing(self) -> None:
-        self._disarm_write_check()
-        super().resume_writing()
 
     def _unsent(self) -> int:
         """Bytes of the answer the client has not taken: the transport's buffer, and on Linux the
@@ -107,7 +112,7 @@ class HeaderDeadlineProtocol(H11Protocol):
             return
         now, left = self.loop.time(), self._unsent()
         since, before = self._write_moved
-        if left < before:  # the client read some: it is slow, not gone
+        if left != before:  # the client read some (or asked for more): it is slow, not gone
             self._write_moved = (now, left)
         elif now - since >= self.write_stall_s:
             self.transport.abort()  # close() would wait to send what the client does not read
