@@ -112,6 +112,15 @@ def test_a_calibration_at_the_floor_of_its_search_says_so(caplog: pytest.LogCapt
     with caplog.at_level("WARNING", logger="fracsight.evaluation"):
         fitted = fit_calibration(*_shifted(2_000, slope=0.75, bias=0.0))
     assert "floor" not in fitted.description and not caplog.text
+    # logits far too small (a barely trained network): the floor again, but the probabilities are
+    # underconfident, and the warning for separated data said overconfident
+    y = np.arange(400) % 2
+    z = 0.01 * (2 * y - 1) + np.random.default_rng(0).normal(0.0, 0.01, 400)
+    with caplog.at_level("WARNING", logger="fracsight.evaluation"):
+        small = fit_calibration(z, y)
+    assert small.temperature == pytest.approx(0.05, rel=1e-3)
+    assert "logits are too small for it, and the probabilities are underconfident" in small.description
+    assert "underconfident (mean confidence 0.5" in caplog.text and "overconfident" not in caplog.text
 
 
 def test_fit_temperature_separable_data_hits_lower_bound() -> None:

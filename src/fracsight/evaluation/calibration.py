@@ -191,6 +191,44 @@ def fit_platt(
     return 1.0 / slope, bias
 
 
+def _at_the_floor(z: NDArray[np.float64], ya: NDArray[np.int64]) -> str:
+    """Why the temperature sits at the floor of its search (warned, and said in the card): data
+    separated perfectly or nearly (overconfident probabilities), or logits too small for the floor
+    (a network whose outputs barely differ between images: underconfident ones, which the warning
+    for separated data called overconfident)."""
+    p = apply_temperature(z, _LOW_T)
+    confidence = float(np.mean(np.maximum(p, 1.0 - p)))
+    accuracy = float(np.mean((z > 0) == (ya == 1)))
+    # separated data want T -> 0 too, but their probabilities at the floor are about as sure as
+    # they are right; small logits leave them far less sure than that
+    if confidence < accuracy - 0.05:
+        log.warning(
+            "calibration: the temperature sits at the floor of its search (%g): the logits on the %d "
+            "calibration images are too small for it (the network's outputs barely differ between "
+            "images: is it trained?); the probabilities are underconfident (mean confidence %.2f, "
+            "accuracy %.2f)",
+            _LOW_T,
+            len(ya),
+            confidence,
+            accuracy,
+        )
+        return (
+            f"; at the floor of its search ({_LOW_T:g}): the logits are too small for it, and the "
+            "probabilities are underconfident"
+        )
+    log.warning(
+        "calibration: the temperature sits at the floor of its search (%g): the %d calibration "
+        "images are separated perfectly or nearly, too few or too easy to calibrate on; the "
+        "probabilities and thresholds fitted on them are overconfident: calibrate on more images",
+        _LOW_T,
+        len(ya),
+    )
+    return (
+        f"; at the floor of its search ({_LOW_T:g}): the calibration data are separated perfectly "
+        "or nearly, too few or too easy to calibrate on, and the probabilities are overconfident"
+    )
+
+
 @dataclass(frozen=True)
 class Calibration:
     """How logits become probabilities: ``sigmoid(logit / temperature + bias)``."""
@@ -213,17 +251,7 @@ def fit_calibration(logits: ArrayLike, y: ArrayLike, folds: int = 5, seed: int =
     temperature = fit_temperature(z, ya)
     described = f"temperature scaling (T = {temperature:.3f})"
     if temperature <= _LOW_T * 1.001:  # the search's floor: the data want T -> 0
-        described += (
-            f"; at the floor of its search ({_LOW_T:g}): the calibration data are separated perfectly "
-            "or nearly, too few or too easy to calibrate on, and the probabilities are overconfident"
-        )
-        log.warning(
-            "calibration: the temperature sits at the floor of its search (%g): the %d calibration "
-            "images are separated perfectly or nearly, too few or too easy to calibrate on; the "
-            "probabilities and thresholds fitted on them are overconfident: calibrate on more images",
-            _LOW_T,
-            len(ya),
-        )
+        described += _at_the_floor(z, ya)
     only_t = Calibration(temperature, 0.0, "temperature", described)
     platt = fit_platt(z, ya)
     if platt is None or min(int(ya.sum()), int((1 - ya).sum())) < 2 * folds:
