@@ -845,6 +845,12 @@ def test_the_state_keeps_the_sources_pixel_aspect_ratio(case, predictor: Predict
         if spacing:
             header.PixelSpacing = spacing
         assert pixel_aspect_ratio(header) == [1, 1], (ratio, spacing)
+    # a ratio that is no whole numbers, or beyond 1:5, over a valid spacing: the spacing is read
+    # (1.5\1 was cut to 1\1, and 99999999999\1 taken for square pixels: the film read squashed)
+    for ratio in (["1.5", "1"], ["99999999999", "1"], ["1", "0"]):
+        header = Dataset()
+        header.PixelAspectRatio, header.PixelSpacing = ratio, ["0.286", "0.143"]
+        assert pixel_aspect_ratio(header) == [2, 1], ratio
 
 
 # ---- privacy --------------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from fracsight.errors import (
 )
 from fracsight.io._raster import TRUNCATED_WARNING
 from fracsight.io.dicom_gate import READ_SOP_CLASSES, check_dicom_object, clean_code_string
-from fracsight.io.radiograph import ImageMetadata, Radiograph, pixel_aspect_of
+from fracsight.io.radiograph import ImageMetadata, Radiograph, pixel_aspect_of, plausible_aspect
 
 __all__ = ["COLOUR_STORED", "GREY_TOLERANCE", "MAX_COLOURED_SHARE", "read_dicom"]
 
@@ -662,15 +662,19 @@ def _spacing(ds: Any) -> tuple[float, float] | None:
 
 def _aspect_ratio(ds: Any) -> tuple[int, int] | None:
     """(row, column) from Pixel Aspect Ratio, which a DICOM gives where its pixels are not square
-    and it has no pixel spacing (type 1C); None when absent or not two positive whole numbers."""
+    and it has no pixel spacing (type 1C); None when absent, not two positive whole numbers, or
+    beyond 1:5: the spacing, where there is one, is read instead (a ratio of 1.5\\1 was cut to 1\\1
+    and one of 99999999999\\1 taken for square pixels, over a valid spacing of 0.286\\0.143)."""
     value = ds.get("PixelAspectRatio")
     try:
         if len(value) != 2:  # three values are no ratio: not read, as a GSPS does not read them
             return None
-        pair = (int(value[0]), int(value[1]))
+        row, column = float(value[0]), float(value[1])
     except (TypeError, ValueError, IndexError):
         return None
-    return pair if min(pair) > 0 else None
+    if not (row.is_integer() and column.is_integer() and min(row, column) > 0):
+        return None
+    return (int(row), int(column)) if plausible_aspect(row / column) else None
 
 
 def header_pixel_aspect(ds: Any) -> float:

@@ -24,7 +24,12 @@ def pixel_aspect_of(shape: tuple[float, float] | None) -> float:
     if shape is None:
         return 1.0
     aspect = shape[0] / shape[1]
-    return aspect if abs(aspect - 1.0) > 0.01 and 0.2 <= aspect <= 5.0 else 1.0
+    return aspect if abs(aspect - 1.0) > 0.01 and plausible_aspect(aspect) else 1.0
+
+
+def plausible_aspect(aspect: float) -> bool:
+    """A pixel's height over its width within 1:5 (:func:`pixel_aspect_of`)."""
+    return 0.2 <= aspect <= 5.0
 
 
 @dataclass(frozen=True)
