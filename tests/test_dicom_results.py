@@ -1239,3 +1239,45 @@ def test_a_malformed_dicomweb_url_is_a_bad_argument(url: str, tmp_path: Path) ->
         assert result.exit_code == 2 and "is not an http(s) URL" in result.output, result.output
         assert result.exception is None or isinstance(result.exception, SystemExit)
     assert not (tmp_path / "s").exists()  # nothing started
+
+
+@needs_dciodvfy
+def test_a_modality_lut_sequence_goes_into_the_state(case, predictor: Predictor, tmp_path: Path) -> None:
+    """highdicom copies a source's rescale into the presentation state, not its Modality LUT
+    Sequence: the state's identity LUT left the source's window (over values 16 times the stored
+    ones) on the bottom sixteenth of them, and dcmtk drew the radiograph nearly black. And a Modality
+    LUT of 12-bit entries (ACR-NEMA's; PS3.3 allows 8 or 16) was refused as "cannot decode"."""
+    from PIL import Image
+
+    pgm = shutil.which("dcmp2pgm")
+    for bits in (16, 12):
+        source = pydicom.dcmread(case[0])
+        item = Dataset()
+        item.LUTDescriptor = [4096, 0, bits]
+        item.ModalityLUTType = "US"
+        item.add_new("LUTData", "OW", (np.arange(4096, dtype="<u2") * 16).tobytes())
+        source.ModalityLUTSequence = [item]  # in place of the rescale (PS3.3 C.11.1: one or the other)
+        for keyword in ("RescaleSlope", "RescaleIntercept", "RescaleType"):
+            if keyword in source:
+                delattr(source, keyword)
+        source.WindowCenter, source.WindowWidth = "32768", "65536"
+        path = tmp_path / f"lut{bits}.dcm"
+        source.save_as(path, enforce_file_format=True)
+        source = pydicom.dcmread(path)
+        prediction = predictor.predict(path, keep_pixels=True)
+        assert prediction.fracture_probability == pytest.approx(case[2].fracture_probability, abs=0.02)
+        assert any("declared 12 bits" in w for w in prediction.warnings) == (bits == 12)
+        (pr,) = result_datasets(source, prediction, predictor, kinds=("gsps",))
+        (lut,) = pr.ModalityLUTSequence
+        assert [int(v) for v in lut.LUTDescriptor] == [4096, 0, 16]
+        data = lut.LUTData
+        assert (np.frombuffer(data, "<u2") if isinstance(data, bytes) else np.asarray(data))[100] == 1600
+        state = tmp_path / f"lut{bits}.pr.dcm"
+        _assert_valid(pr, state)
+        if pgm and bits == 16:  # drawn through the state as through the image alone
+            shown = {}
+            for name, extra in (("alone", []), ("state", ["-p", str(state)])):
+                drawn = [pgm, *extra, str(path), str(tmp_path / f"{name}.pgm")]
+                subprocess.run(drawn, check=True, timeout=60)
+                shown[name] = np.asarray(Image.open(tmp_path / f"{name}.pgm"), dtype=np.float64).mean()
+            assert shown["state"] == pytest.approx(shown["alone"], rel=0.05), shown

@@ -86,18 +86,35 @@ def _box_objects(prediction: Prediction, rows: int, columns: int) -> tuple[list,
     return graphics, texts
 
 
-def _classic_multi_frame_luts(header: Dataset) -> dict:
-    """Explicit modality and VOI LUTs for a classic multi-frame image (a multi-frame secondary
-    capture): highdicom looks for them in the functional groups of enhanced objects, but such
-    an image has them at the top level, like a single-frame one."""
+def _explicit_luts(header: Dataset) -> dict:
+    """The modality and VOI LUTs highdicom does not find itself: a Modality LUT Sequence (highdicom
+    0.28 copies rescale only, and the state's identity LUT left the source's window over the
+    bottom eighth of a 12-bit image: shown nearly black), and a classic multi-frame image's (a
+    multi-frame secondary capture): highdicom looks for those in the functional groups of
+    enhanced objects, but such an image has them at the top level, like a single-frame one."""
+    from fracsight.io._dicom import modality_lut_table
+
+    luts = {}
+    table = modality_lut_table(header)
+    if table is not None:
+        kind = str(header.ModalityLUTSequence[0].get("ModalityLUTType") or "")
+        lut = hd.ModalityLUT(
+            lut_type=kind if kind in hd.RescaleTypeValues.__members__ else "US",  # US: unspecified
+            first_mapped_value=table[0],
+            lut_data=table[1],
+        )
+        luts["modality_lut_transformation"] = hd.ModalityLUTTransformation(modality_lut=lut)
     if int(header.get("NumberOfFrames") or 1) <= 1 or "SharedFunctionalGroupsSequence" in header:
-        return {}
+        return luts
     slope = header.get("RescaleSlope")
     intercept = header.get("RescaleIntercept")
-    modality = hd.ModalityLUTTransformation(
-        rescale_intercept=float(intercept) if intercept is not None else 0.0,
-        rescale_slope=float(slope) if slope is not None else 1.0,
-        rescale_type=str(header.get("RescaleType") or "US"),
+    luts.setdefault(
+        "modality_lut_transformation",
+        hd.ModalityLUTTransformation(
+            rescale_intercept=float(intercept) if intercept is not None else 0.0,
+            rescale_slope=float(slope) if slope is not None else 1.0,
+            rescale_type=str(header.get("RescaleType") or "US"),
+        ),
     )
     centre, width = header.get("WindowCenter"), header.get("WindowWidth")
     if centre is None or width is None:  # the whole stored range
@@ -106,8 +123,10 @@ def _classic_multi_frame_luts(header: Dataset) -> dict:
     else:
         centre = centre[0] if isinstance(centre, pydicom.multival.MultiValue) else centre
         width = width[0] if isinstance(width, pydicom.multival.MultiValue) else width
-    voi = hd.pr.SoftcopyVOILUTTransformation(window_center=float(centre), window_width=float(width))
-    return {"modality_lut_transformation": modality, "voi_lut_transformations": [voi]}
+    luts["voi_lut_transformations"] = [
+        hd.pr.SoftcopyVOILUTTransformation(window_center=float(centre), window_width=float(width))
+    ]
+    return luts
 
 
 def presentation_state(
@@ -167,7 +186,7 @@ def presentation_state(
         shape = hd.PresentationLUTShapeValues.INVERSE if inverse else hd.PresentationLUTShapeValues.IDENTITY
         state = hd.pr.GrayscaleSoftcopyPresentationState(
             presentation_lut_transformation=hd.PresentationLUTTransformation(presentation_lut_shape=shape),
-            **_classic_multi_frame_luts(header),
+            **_explicit_luts(header),
             **common,
         )
     state.Laterality = laterality(header)  # type 2C: empty when the source does not say

@@ -210,6 +210,8 @@ def source_header(source: Dataset, *, frame: int | None = None, own_words: Seque
     for keyword in _TYPE2:
         if keyword not in header:
             setattr(header, keyword, None)
+    # the byte order its OW data (a Modality LUT's) are in, for the presentation state to read them
+    header.set_original_encoding(*source.original_encoding[:2])
     _mend_values(header)
     _mend_voi(header)
     _fit_words(header, own_words)

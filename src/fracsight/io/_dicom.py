@@ -19,6 +19,7 @@ as a line of pydicom's source code.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import logging
@@ -601,6 +602,7 @@ def _to_unit_range(pydicom: Any, arr: np.ndarray, ds: Any, notes: list[str]) -> 
     from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing
 
     _drop_unusable_rescale(ds, notes)
+    _modality_lut_in_words(ds, notes)
     values = apply_modality_lut(arr, ds)
     lo = hi = None
     if ds.get("VOILUTSequence"):
@@ -645,6 +647,40 @@ def _drop_unusable_rescale(ds: Any, notes: list[str]) -> None:
                 if name in ds:
                     delattr(ds, name)
             return
+
+
+def _modality_lut_in_words(ds: Any, notes: list[str]) -> None:
+    """A Modality LUT whose entries are declared neither 8 nor 16 bits (PS3.3 C.11.1.1.1 allows no
+    other; ACR-NEMA files say 12) is read as the 16-bit words its data are stored in, with a note:
+    pydicom asked numpy for a "uint12", and the image was refused as "cannot decode"."""
+    for item in ds.get("ModalityLUTSequence") or ():
+        descriptor = item.get("LUTDescriptor")
+        try:
+            bits = int(descriptor[2])
+        except (TypeError, ValueError, IndexError):
+            continue
+        if bits not in (8, 16):
+            item.LUTDescriptor = [descriptor[0], descriptor[1], 16]
+            notes.append(f"DICOM Modality LUT entries declared {bits} bits (8 or 16 allowed): read as 16")
+
+
+def modality_lut_table(ds: Any) -> tuple[int, np.ndarray] | None:
+    """The first stored value a DICOM's Modality LUT Sequence maps and its entries (uint16), as the
+    reader applies them (read by pydicom, entries of other sizes as 16 bits); None without one."""
+    from pydicom import Dataset
+    from pydicom.pixels import apply_modality_lut
+
+    if not ds.get("ModalityLUTSequence"):
+        return None
+    lut = Dataset()
+    lut.ModalityLUTSequence = copy.deepcopy(ds.ModalityLUTSequence)  # the source's items: never changed
+    # the byte order OW data were read in; a header made in memory writes little-endian by default
+    little = ds.original_encoding[1]
+    lut.set_original_encoding(False, True if little is None else little)
+    _modality_lut_in_words(lut, [])
+    descriptor = lut.ModalityLUTSequence[0].LUTDescriptor
+    first, entries = int(descriptor[1]), int(descriptor[0]) or 2**16
+    return first, np.asarray(apply_modality_lut(np.arange(first, first + entries), lut), dtype=np.uint16)
 
 
 def _spacing(ds: Any) -> tuple[float, float] | None:
