@@ -607,6 +607,23 @@ def test_a_study_card_counts_the_views_and_says_when_the_mean_hides_one() -> Non
     assert mixed.region == "Body region: hand (0.55), of the 2 the model knows: hand, shoulder"
     assert mixed.region in mixed.lines  # a study had none
     assert study_card_for(make_study(0.27)).cautions == () and study_card_for(make_study(0.27)).views is None
+    # every warning predict and the API give is on the card: a view given twice, views of two DICOM
+    # studies or two folders, a folder's images not given were in the CSV only; the one that makes
+    # the study not reliable (two patients) is said once, on its "not reliable" line
+    odd = replace(
+        make_study(0.7),
+        reliable=False,
+        repeats=("b2.dcm (the same image as b.dcm)",),
+        dicom_studies=2,
+        dicom_patients=2,
+        folders=("study1", "study2"),
+        left_out=("c.png",),
+    )
+    card = study_card_for(odd)
+    assert len(card.cautions) == 4 and "2 patients" in (card.unreliable or "")
+    assert card.cautions[0] == "Given more than once, so counted once: b2.dcm (the same image as b.dcm)."
+    assert [c for c in card.cautions if "DICOM studies" in c or "study folders" in c or "not given" in c]
+    assert not any("patients" in c for c in card.cautions)
     assert (
         study_card_for(replace(make_study(0.3), images=("a",))).title
         == "Study verdict (1 view): uploaded study"

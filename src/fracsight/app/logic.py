@@ -516,8 +516,8 @@ class StudyCard:
     unreliable: str | None
     views: str | None = None  # how many views are suspected on their own (given the views)
     region: str | None = None  # the study's body region, with a region head
-    # what a reader must look at: a view suspected on its own under a study with none suspected,
-    # or views of different body regions (perhaps not one examination)
+    # what a reader must look at: the study's warnings (a view suspected on its own under a study
+    # with none suspected, views of different body regions, a view given twice, ...)
     cautions: tuple[str, ...] = ()
 
     @property
@@ -527,21 +527,22 @@ class StudyCard:
         return tuple(line for line in found if line is not None)
 
 
-def _views_suspected(study: StudyPrediction) -> tuple[str | None, list[str]]:
-    """The line counting the views suspected on their own at the study's threshold, and the caution
-    when the mean leaves the study clear although some view alone is above it
-    (:attr:`~fracsight.inference.StudyPrediction.hidden_views`, which ``predict`` and the API give too)."""
+def _views_suspected(study: StudyPrediction) -> str | None:
+    """The line counting the views suspected on their own at the study's threshold."""
     if study.threshold is None or not study.view_probabilities:
-        return None, []
+        return None
     above = [f"{name} (not reliable)" if name in study.unreliable else name for name in study.views_suspected]
     line = f"Views suspected on their own: {len(above)} of {len(study.images)}"
-    line += f" ({', '.join(above)})" if above else ""
-    return line, _sentence(study.hidden_views)
+    return line + (f" ({', '.join(above)})" if above else "")
 
 
-def _sentence(said: str | None) -> list[str]:
-    """A study's note (:attr:`~fracsight.inference.StudyPrediction.hidden_views`, ...) as a caution."""
-    return [f"{said[0].upper()}{said[1:]}."] if said else []
+def _cautions(study: StudyPrediction) -> tuple[str, ...]:
+    """Each of the study's warnings, as ``predict`` and the API give them, as a sentence; those the
+    card's "not reliable" line says already left out. The card showed two of them (views hidden by
+    the mean, regions that differ): a view given twice, views of two DICOM studies or two folders,
+    a study folder's images not given were in the CSV and the API's answer, not on screen."""
+    said = () if study.reliable else study.why_not_reliable
+    return tuple(f"{w[0].upper()}{w[1:]}." for w in study.warnings if w not in said)
 
 
 def study_card_for(study: StudyPrediction) -> StudyCard:
@@ -568,7 +569,6 @@ def study_card_for(study: StudyPrediction) -> StudyCard:
         )
         weighted = f", each weighted by its {study.finding} probability" if fracture_head else ""
         how.append(f"{classification.label}: the mean of the views' class probabilities{weighted}.")
-    views_line, cautions = _views_suspected(study)
     return StudyCard(
         title=f"Study verdict ({len(study.images)} view{'s' if len(study.images) != 1 else ''})"
         f"{_study_named(study.study)}",
@@ -577,9 +577,9 @@ def study_card_for(study: StudyPrediction) -> StudyCard:
         classification=classification,
         how=" ".join(how),
         unreliable=None if study.reliable else _unreliable_study(study),
-        views=views_line,
+        views=_views_suspected(study),
         region=_region_text(study.region, study.region_probabilities),
-        cautions=(*cautions, *_sentence(study.regions_differ)),
+        cautions=_cautions(study),
     )
 
 
