@@ -614,6 +614,12 @@ def test_pixels_taller_than_wide_are_read_at_their_true_proportions(
     again = predictor.predict(support.write(squashed, tmp_path / "aspect.dcm"))
     assert again.fracture_probability == pytest.approx(read.fracture_probability, abs=1e-6)
     assert again.boxes[0].as_tuple() == pytest.approx(found.as_tuple(), abs=0.5)
+    # the same pixels read square are another picture for the model: a study counted them as one
+    # view given twice, and dropped one of two results; at the same aspect they are one view
+    del squashed.PixelAspectRatio
+    square = predictor.predict(support.write(squashed, tmp_path / "square.dcm"))
+    assert predictor.predict_study([read, square], "views").repeats == ()
+    assert len(predictor.predict_study([read, again], "views").repeats) == 1
 
 
 def test_frames_of_a_single_frame_class_are_refused(case, predictor: Predictor, tmp_path: Path) -> None:

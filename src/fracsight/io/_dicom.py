@@ -288,15 +288,17 @@ def _read(
         # the image read, not the file: one image saved twice (in another transfer syntax, or with
         # a header value edited, as a copy made by an anonymiser) is one view of a study; not its
         # SOP Instance UID, which a careless anonymiser sets alike in every file of a study
-        content_sha256=_pixels_digest(pixels),
+        content_sha256=_pixels_digest(pixels, header_pixel_aspect(ds)),
         study_digest=_digest_of(ds.get("StudyInstanceUID")),
         patient_digest=_digest_of(ds.get("PatientID")),
     )
     return Radiograph(pixels=pixels, metadata=meta)
 
 
-def _pixels_digest(pixels: np.ndarray) -> str:
-    digest = hashlib.sha256(f"dicom {pixels.shape}".encode())
+def _pixels_digest(pixels: np.ndarray, aspect: float) -> str:
+    # the pixel aspect too: the same pixels at another aspect are letterboxed, and read, otherwise
+    # (a study counted them as one view given twice, and dropped one of two different results)
+    digest = hashlib.sha256(f"dicom {pixels.shape} aspect {aspect!r}".encode())
     digest.update(np.ascontiguousarray(pixels))  # read in place: no copy of a 20 MB film
     return digest.hexdigest()
 
