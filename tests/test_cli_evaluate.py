@@ -681,3 +681,26 @@ def test_a_data_set_too_small_to_carve_a_test_split_is_said_to_lack_one(fracatla
     notes = json.loads(compared.stdout)["notes"]
     assert sum("the data set has no test split" in n for n in notes) == 2, notes
     assert not any("--split test" in n for n in notes)
+
+
+def test_all_of_a_data_set_whose_test_split_is_carved_advises_it(fracatlas_dir, tmp_path):
+    """`--split all` of a data set with train and val only, whose test split training carved out
+    of train: the note said the data set had no test split (the split was not made for `all`),
+    while `--split test` measured the carved one."""
+    from conftest import TINY_TRAINING, _link_images
+
+    data = tmp_path / "two"
+    fractured = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[:16]
+    normal = sorted((fracatlas_dir / "images" / "Non_fractured").glob("*.jpg"))[:16]
+    for split, part in (("train", slice(0, 12)), ("val", slice(12, 16))):
+        _link_images(fractured[part], data / split / "fractured")
+        _link_images(normal[part], data / split / "not fractured")
+    settings = [a for s in TINY_TRAINING for a in ("--set", s)]
+    trained = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "run"), *settings])
+    assert trained.exit_code == 0, trained.output
+    assert CliRunner().invoke(app, ["export", str(tmp_path / "run"), str(tmp_path / "b")]).exit_code == 0
+    args = ["evaluate", str(tmp_path / "b"), str(data), "--bootstrap", "100", "--json"]
+    assert CliRunner().invoke(app, [*args, "--split", "test"]).exit_code == 0
+    notes = json.loads(CliRunner().invoke(app, [*args, "--split", "all"]).stdout)["notes"]
+    assert any("flatter it; measure on the held-out images with --split test" in n for n in notes), notes
+    assert not any("no test split" in n for n in notes)

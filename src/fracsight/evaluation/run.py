@@ -276,8 +276,9 @@ def held_out(
 def held_out_advice(held: HeldOut, dataset: Dataset) -> str:
     """The advice closing the note that a model is measured on images its training saw
     (``evaluate``, ``compare``): measure on ``test``, or, where the data set has none (none of
-    its own, and too few patients or studies for fracsight to carve one), give it one."""
-    if "test" in (held.carved or dataset).splits:
+    its own, and too few patients or studies for fracsight to carve one), give it one. The run's
+    split of ``dataset`` is made here where choosing the images did not need it (``--split all``)."""
+    if "test" in (held.carved or ensure_splits(dataset, seed=held.seed)).splits:
         return "measure on the held-out images with --split test"
     return (
         "the data set has no test split (none of its own, and too few patients or studies to carve "
