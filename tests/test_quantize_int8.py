@@ -635,3 +635,19 @@ def test_gates_out_of_bounds_are_refused_before_quantizing(gate: str, value: str
     assert result.exit_code == 2 and gate in result.output, result.output
     assert f"Invalid value for '{gate}'" in result.output
     assert not (tmp_path / "q").exists()
+
+
+def test_leakage_is_warned_once_as_a_warning_line(
+    tiny_bundle: Path, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    """`quantize --evaluate` on data whose splits share an image: the leakage warning came as a raw
+    log line (``WARNING:fracsight.evaluation.run:...``), twice (the INT8 and the float bundle
+    measured), where `evaluate` and `export` print one ``warning: leakage ...`` line."""
+    leaky = tmp_path / "leaky"
+    shutil.copytree(tiny_dataset, leaky, symlinks=True)
+    shared = next((leaky / "val" / "fractured").iterdir())
+    (leaky / "train" / "fractured" / "copy.jpg").symlink_to(shared.resolve())
+    result = _quantize(tiny_bundle, tmp_path / "q", leaky, "--evaluate", "val")
+    assert result.exit_code == 0, result.output
+    said = [line for line in result.stderr.splitlines() if "leakage" in line]
+    assert len(said) == 1 and said[0].startswith("warning: leakage"), result.stderr

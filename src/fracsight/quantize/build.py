@@ -155,6 +155,7 @@ def quantize_bundle(
     force: bool = False,
     command: str | None = None,
     progress: Progress | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> BundleSpec:
     """Write the INT8 version of the float bundle ``model`` to ``out_dir`` and return its spec.
 
@@ -164,7 +165,8 @@ def quantize_bundle(
     orientation step: :func:`~fracsight.training.refit.refit_to_predictions`; heatmap-box
     settings only where ``val`` has boxes, a detector's never); refused
     (:class:`QuantizationRefused`, nothing written) when it breaks ``bounds``.
-    ``evaluate_split``: also measure both models on that split for the card.
+    ``evaluate_split``: also measure both models on that split for the card; what the evaluation
+    warns of (its splits' leakage) goes to ``warn`` (default: the log), once.
     """
     say = progress or (lambda _msg: None)
     bounds = bounds or GateBounds()
@@ -237,10 +239,12 @@ def quantize_bundle(
             from fracsight.evaluation.run import evaluate_model
 
             say(f"evaluating the INT8 bundle on {evaluate_split}")
-            metrics[evaluate_split] = metrics_summary(evaluate_model(work, data_root, split=evaluate_split))
+            found = evaluate_model(work, data_root, split=evaluate_split, warn=warn)
+            metrics[evaluate_split] = metrics_summary(found)
             if evaluate_split not in float_metrics:
                 say(f"evaluating the float bundle on {evaluate_split}")
-                found = evaluate_model(source, data_root, split=evaluate_split)
+                # the same images of the same training run: its leakage is said above already
+                found = evaluate_model(source, data_root, split=evaluate_split, warn=lambda _said: None)
                 float_metrics[evaluate_split] = metrics_summary(found)
         metrics["quantization"] = {
             **QUANTIZATION,

@@ -110,6 +110,7 @@ def quantize(
             force=force,
             command=command,
             progress=status.update if status is not None else lambda msg: typer.echo(msg, err=True),
+            warn=warning_line,
         )
     found = spec.metrics["quantization"]
     measured = found["gate"]["measured"]
