@@ -32,6 +32,8 @@ def test_the_card_names_the_test_images_that_could_not_be_read(head_bundle, tmp_
     card = (out / "card.md").read_text(encoding="utf-8")
     unread = "test/fractured/zz-cut.jpg (unreadable_image), test/fractured/zz-empty.jpg (empty_file)"
     assert f"- **2 images of the split could not be read and are not in these figures**: {unread}" in card
+    # the caution `evaluate` gives of intervals over so few images, which the card left out
+    assert "- Caution: fewer than 10 fractured or other cases in: images (" in card
     n_images = 2 + load_bundle_spec(out).metrics["test"]["n"]
     warning = " ".join(result.stderr.split())
     assert f"warning: 2 of {n_images} images of the test split could not be read and are left out" in warning

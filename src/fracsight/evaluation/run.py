@@ -608,10 +608,11 @@ def _nothing_to_measure(data_dir: Path, predictor: Any, dataset: Dataset) -> str
 _FEW = 10  # fewer fractured or other images than this: a bootstrap interval is no measure
 
 
-def _few_images(metrics: Mapping[str, Any], positive: str) -> str | None:
+def few_images_note(metrics: Mapping[str, Any], positive: str) -> str | None:
     """A warning where the fracture figures (of the images, the studies or a body region) rest on
     fewer than :data:`_FEW` ``positive`` (fractured) or other cases: resampling so few understates the
-    uncertainty, to an interval of 1.000-1.000 on a perfect score (only those cases can be drawn)."""
+    uncertainty, to an interval of 1.000-1.000 on a perfect score (only those cases can be drawn).
+    ``evaluate``'s note, and the model card's (which showed such intervals without it)."""
     blocks = {"images": metrics, "studies": metrics.get("study")}
     blocks |= {f"region {name}": block for name, block in (metrics.get("regions") or {}).items()}
     few = [
@@ -892,7 +893,7 @@ def evaluate_model(
         if repeats:
             notes.append(repeated_views_note(repeats, "the study figures"))
         data["positive"] = positive = positive_label(dataset, predictor)
-        few = _few_images(metrics, positive)
+        few = few_images_note(metrics, positive)
         if few:
             notes.append(few)
         if 0 in (int(y.sum()), int(y.size - y.sum())):  # "AUROC n/a" said nothing of why

@@ -7,7 +7,7 @@ from typing import Any
 
 from fracsight.bundle import BundleSpec
 from fracsight.data.leakage import SplitLeakage
-from fracsight.evaluation.run import unread_names
+from fracsight.evaluation.run import few_images_note, unread_names
 
 __all__ = ["render_card", "write_card"]
 
@@ -59,6 +59,9 @@ def _split_section(name: str, m: dict[str, Any], positive: str = "fractured") ->
         lines = [f"### {name} split ({mc.get('n')} images with a class label)", ""]
     if name in _FLATTERED:
         lines.append(f"- {_FLATTERED[name]}")
+    few = few_images_note(m, positive) if "n_positive" in m else None
+    if few:
+        lines.append(f"- Caution: {few}")
     failed = m.get("failed") or []
     if failed:
         n, are = (f"{len(failed)} images", "are") if len(failed) > 1 else ("1 image", "is")
