@@ -231,6 +231,16 @@ def test_online_augmentation_path_and_resume(tiny_dataset, tmp_path):
     resumed = Trainer(longer, dataset, show_progress=False).fit(resume=True)  # more epochs: allowed
     assert len(resumed.history) == 3
     assert resumed.history[:2] == first.history
+    # the schedule of the epochs before is kept, and the card says the config alone (Reproduce)
+    # trains another model: the same command twice gave another best epoch and other weights
+    schedules = json.loads(torch.load(tmp_path / "run" / "last.pt", weights_only=True)["schedules"])
+    assert schedules == [{"epochs": 1, "patience": cfg.patience, "until_epoch": 2}]
+    from fracsight.training.export_bundle import export_bundle
+
+    export_bundle(tmp_path / "run", tmp_path / "bundle")
+    card = " ".join((tmp_path / "bundle" / "card.md").read_text(encoding="utf-8").split())
+    assert "The run was resumed with another schedule (`--resume --set epochs=N`); it followed, " in card
+    assert "up to epoch 2, 1 fine-tuning epochs" in card and "another model than this one" in card
 
 
 def test_a_run_resumed_to_train_longer_is_exported_with_its_final_schedule(tmp_path):

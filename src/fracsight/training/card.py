@@ -765,8 +765,9 @@ def _epochs_line(epochs: dict | None) -> list[str]:
     not run to its end: the Reproduce commands below train every planned epoch."""
     if not isinstance(epochs, dict) or not {"kept", "run", "planned", "ended"} <= epochs.keys():
         return []  # none recorded (an older bundle), or a record edited by hand
+    lines = _schedules_line(epochs.get("schedules_before"))
     if epochs["ended"] == "finished":
-        return [f"- The model is epoch {epochs['kept']} of {epochs['run']}"]
+        return [f"- The model is epoch {epochs['kept']} of {epochs['run']}", *lines]
     why = {
         "early_stopping": "by early stopping, no better validation score for `patience` epochs",
         "interrupted": "interrupted (Ctrl-C or a kill), or still training when exported; the commands "
@@ -774,7 +775,29 @@ def _epochs_line(epochs: dict | None) -> list[str]:
     }.get(str(epochs["ended"]), str(epochs["ended"]))
     return [
         f"- The model is epoch {epochs['kept']}; the run stopped after epoch {epochs['run']} of the "
-        f"{epochs['planned']} planned, {why}"
+        f"{epochs['planned']} planned, {why}",
+        *lines,
+    ]
+
+
+def _schedules_line(before: object) -> list[str]:
+    """A run resumed with another schedule (``--resume --set epochs=N``): the epochs before
+    followed the earlier one, and the Reproduce commands, which train the last one from the
+    start, give another model (another best epoch, other weights)."""
+    if not isinstance(before, list) or not before:
+        return []
+    try:
+        followed = "; ".join(
+            f"up to epoch {s['until_epoch']}, {s['epochs']} fine-tuning epochs (patience {s['patience']})"
+            for s in before
+        )
+    except (TypeError, KeyError):
+        return []
+    return [
+        f"- The run was resumed with another schedule (`--resume --set epochs=N`); it followed, {followed}: "
+        "the commands under Reproduce train the last schedule from the start, another model than this "
+        "one; to train this one again, start with the first schedule's settings and resume with each "
+        "later one"
     ]
 
 

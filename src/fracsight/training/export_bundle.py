@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -203,7 +204,11 @@ def _epochs_run(checkpoint: Path, cfg: TrainConfig, kept: int | None) -> dict[st
         ended = "early_stopping"
     else:
         ended = "interrupted"
-    return {"planned": planned, "run": run, "kept": int(kept), "ended": ended}
+    record: dict[str, object] = {"planned": planned, "run": run, "kept": int(kept), "ended": ended}
+    with contextlib.suppress(TypeError, ValueError):  # a last.pt of before the record was kept
+        if schedules := json.loads(state.get("schedules") or "[]"):
+            record["schedules_before"] = schedules  # resumed with another schedule
+    return record
 
 
 def evaluation_report_dir(run_dir: Path, split: str) -> Path:

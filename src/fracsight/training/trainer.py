@@ -330,6 +330,7 @@ class Trainer:
         self.cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else self.run_dir.parent / ".cache"
         self.show_progress = show_progress
         self.saved_epoch = 0  # the epoch last.pt holds (what --resume continues from); 0: none yet
+        self._schedule_before: dict[str, Any] | None = None  # a resumed run's, from its config.yaml
         self._replacing: list[str] = []  # the earlier run's checkpoints that --force replaces
         self._claimed = False  # whether the run has written into its folder (_claim_run_folder)
         self._images: dict[str, Any] = {}  # the images trained on (images_record), once fit has them
@@ -599,6 +600,7 @@ class Trainer:
             saved = None
         if not isinstance(saved, dict):
             return  # nothing to compare with (a run folder from before config.yaml, or damaged)
+        self._schedule_before = {key: saved.get(key) for key in ("epochs", "patience")}
         asked = yaml.safe_load(yaml.safe_dump(self.cfg.to_dict()))  # the same round trip as the saved one
         changed = [
             f"{key} {saved.get(key)!r} -> {asked.get(key)!r}"
@@ -711,6 +713,7 @@ class Trainer:
         pos_weight = n_neg / n_pos if n_pos > 0 else 1.0
 
         history: list[dict[str, Any]] = []
+        schedules: list[dict[str, Any]] = []  # those the run followed before it was resumed with another
         best_score, best_epoch, start_epoch, since_best = -math.inf, 0, 1, 0
         last_path = self.run_dir / "last.pt"
         if state is not None:
@@ -719,6 +722,7 @@ class Trainer:
             best_score, best_epoch = state["best_score"], state["best_epoch"]
             start_epoch, since_best = state["epoch"] + 1, state["since_best"]
             self.saved_epoch = state["epoch"]
+            schedules = self._schedules(state)
             log.info("resuming from epoch %d", start_epoch)
         elif cfg.init:
             # The starting weights are a candidate like any epoch: if no epoch beats them on
@@ -823,6 +827,7 @@ class Trainer:
                     "best_epoch": best_epoch,
                     "since_best": since_best,
                     "history": json.dumps(history),
+                    "schedules": json.dumps(schedules),
                     "generator": gen.get_state(),
                     **self._heads_record(),  # checked when the run is resumed
                     **images,  # so are these
@@ -839,6 +844,17 @@ class Trainer:
                     break
         self._plot(history)
         return TrainResult(self.run_dir, best_epoch, best_score, history)
+
+    def _schedules(self, state: dict[str, Any]) -> list[dict[str, Any]]:
+        """The schedules a resumed run followed before (``last.pt``'s), and the one it leaves now
+        where ``--resume --set epochs=N`` (or patience) changes it: the epochs before followed the
+        earlier one, which nothing recorded, and the card's Reproduce commands, which train the
+        last one from the start, were taken for this model's."""
+        schedules = list(json.loads(state.get("schedules") or "[]"))
+        before, now = self._schedule_before, {"epochs": self.cfg.epochs, "patience": self.cfg.patience}
+        if before is not None and before != now:
+            schedules.append({**before, "until_epoch": int(state["epoch"])})
+        return schedules
 
     def _initial_model(self, path: Path) -> FractureNet:
         """The model of an earlier run's checkpoint, which must match this run's architecture and heads."""
