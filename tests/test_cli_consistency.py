@@ -323,6 +323,30 @@ def test_ctrl_c_before_a_command_runs_is_one_line_not_a_traceback(
     assert stopped.value.code == 130 and capsys.readouterr().err == "interrupted\n"
 
 
+def test_a_ctrl_c_caught_after_exec_code_exits_130_under_python_m(tmp_path: Path) -> None:
+    """A Ctrl-C that landed in code run by exec() of a string (importing torch runs hundreds, for
+    dataclasses) and was caught by the command, which said what it kept and exited 130: under
+    ``python -m`` the process then killed itself with SIGINT (exit -2, a CPython quirk)."""
+    (tmp_path / "caught.py").write_text(
+        "import sys, types\n"
+        "def run(prog_name=None):\n"
+        "    try:\n"
+        "        exec('raise KeyboardInterrupt')\n"
+        "    except KeyboardInterrupt:\n"
+        "        sys.stderr.write('interrupted: said what it kept\\n')\n"
+        "        raise SystemExit(130)\n"
+        "cli = types.ModuleType('fracsight.cli')\n"
+        "cli.main = run\n"
+        "sys.modules['fracsight.cli'] = cli\n"
+        "from fracsight._entry import main\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "caught"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 130 and done.stderr == "interrupted: said what it kept\n", done
+
+
 @pytest.mark.parametrize(
     "run",
     [
