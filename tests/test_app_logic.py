@@ -731,6 +731,19 @@ def test_view_data_shrinks_large_images_with_their_boxes() -> None:
     assert (xs.min(), xs.max(), ys.min(), ys.max()) == (25, 44, 50, 94)
 
 
+def test_view_data_shows_pixels_at_their_true_shape() -> None:
+    """A DICOM of pixels twice as high as wide (spacing 0.2 x 0.1 mm), read by the model at that
+    shape, was shown on its stored grid: the anatomy squashed 2:1, its boxes and heatmap with it."""
+    pred = make_prediction(size=(100, 200), boxes=(DetectedBox(100, 20, 180, 60, 0.8),))
+    tall = replace(pred, metadata=replace(pred.metadata, source_format="dicom", pixel_spacing_mm=(0.2, 0.1)))
+    view = view_data(tall)
+    assert view.pixels.shape == view.heatmap.shape == (200, 200)
+    assert view.boxes == (DetectedBox(100, 40, 180, 120, 0.8),)
+    small = view_data(tall, max_side=100)  # reduced too: both axes alike
+    assert small.pixels.shape == (100, 100) and small.boxes == (DetectedBox(50, 20, 90, 60, 0.8),)
+    assert view_data(pred).pixels.shape == (100, 200)  # square pixels: as stored
+
+
 def test_view_data_needs_pixels() -> None:
     with pytest.raises(ValueError, match="keep_pixels"):
         view_data(replace(make_prediction(), pixels=None))

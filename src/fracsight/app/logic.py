@@ -732,8 +732,8 @@ def class_bars_html(summary: ClassSummary, *, most: int = 12) -> str:
 
 
 # ---- images --------------------------------------------------------------------------------------------
-def _scaled_boxes(boxes: Sequence[DetectedBox], scale: float) -> list[DetectedBox]:
-    return [replace(b, x0=b.x0 * scale, y0=b.y0 * scale, x1=b.x1 * scale, y1=b.y1 * scale) for b in boxes]
+def _scaled_boxes(boxes: Sequence[DetectedBox], sx: float, sy: float) -> list[DetectedBox]:
+    return [replace(b, x0=b.x0 * sx, y0=b.y0 * sy, x1=b.x1 * sx, y1=b.y1 * sy) for b in boxes]
 
 
 def _resize(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -752,19 +752,23 @@ class ViewData:
 
 
 def view_data(pred: Prediction, max_side: int = 1024) -> ViewData:
-    """The radiograph, heatmap and boxes of a prediction, shrunk so the longer side is <= ``max_side``."""
+    """The radiograph, heatmap and boxes of a prediction, shrunk so the longer side is <= ``max_side``,
+    and at the true shape of its pixels (a DICOM's pixel aspect, as the model read it): a film
+    digitised at 0.2 x 0.1 mm was shown squashed 2:1, its boxes and heatmap with it."""
     if pred.pixels is None:
         raise ValueError("the prediction holds no pixels; predict with keep_pixels=True")
     pixels = np.asarray(pred.pixels, dtype=np.float32)
     heat = pred.heatmap
     boxes: Sequence[DetectedBox] = pred.boxes
     h, w = pixels.shape
-    scale = min(1.0, max_side / max(h, w))
-    if scale < 1.0:
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    aspect = pred.metadata.pixel_aspect  # a pixel's height over its width
+    scale = min(1.0, max_side / max(h * aspect, w))
+    sx, sy = scale, scale * aspect
+    if (sx, sy) != (1.0, 1.0):
+        size = (max(1, round(w * sx)), max(1, round(h * sy)))
         pixels = _resize(pixels, size)
         heat = None if heat is None else np.clip(_resize(heat, size), 0.0, 1.0)
-        boxes = _scaled_boxes(boxes, scale)
+        boxes = _scaled_boxes(boxes, size[0] / w, size[1] / h)
     return ViewData(pixels, heat, tuple(boxes))
 
 

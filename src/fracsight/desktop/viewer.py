@@ -219,7 +219,10 @@ class Viewer:
         h, w = view.pixels.shape
         size = f"{w} x {h} pixels"
         if self.full_size is not None:
-            size = f"{self.full_size[1]} x {self.full_size[0]} pixels (shown reduced to {w} x {h})"
+            full_h, full_w = self.full_size
+            how = ["at the pixels' true shape"] if result.metadata.pixel_aspect != 1.0 else []
+            how += ["reduced"] if w < full_w else []
+            size = f"{full_w} x {full_h} pixels (shown {' and '.join(how)} to {w} x {h})"
         of_file = " of the file's own window" if result.metadata.source_format == "dicom" else ""
         self.caption.configure(  # the zoom in image pixels: 100% is one image pixel per screen pixel
             text=f"{caption}. {size}, zoom {camera.zoom * self.scale * 100:.0f}%, "

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 from collections import deque
@@ -387,7 +388,7 @@ class PredictionWorker:
             if isinstance(pred, FailedPrediction):
                 return f"{pred.error_code}: {pred.error}"
             assert pred.pixels is not None
-            view = ViewData(pred.pixels, pred.heatmap, pred.boxes)
+            view = view_data(pred, sys.maxsize)  # full size, at the pixels' true shape, as shown
             del pred  # the view holds what the picture needs
         try:
             picture = full_overlay(view, job.look, job.caption, job.legend)
