@@ -333,6 +333,25 @@ def test_session_rows_exports_and_study(predictor: Predictor, fracatlas_dir: Pat
     assert session.operating_point_names == tuple(op.name for op in predictor.spec.operating_points)
 
 
+def test_files_of_one_name_opened_one_after_another_are_named_apart(tmp_path: Path) -> None:
+    """IM000001.jpg of one patient's folder, then of another's: two rows, cards and export rows of
+    the same name, where `fracsight predict` given both names them by their paths."""
+    first, second = (tmp_path / p / "study1" / "IM000001.jpg" for p in ("patientA", "patientB"))
+    for path in (first, second):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"")
+    session = ReadingSession()
+    assert session.add(expand_inputs([first.parent.parent])) == [(0, first, "study1/IM000001.jpg")]
+    session.record(0, FailedPrediction("study1/IM000001.jpg", "empty_file", "empty"), None)
+    items = session.add(expand_inputs([second.parent.parent]))
+    assert session.names == [first.as_posix(), second.as_posix()] and session.renamed == [0, 1]
+    assert items == [(1, second, second.as_posix())]
+    assert session.result(0).source == first.as_posix()  # the row and the exports follow
+    session.record(1, FailedPrediction("study1/IM000001.jpg", "empty_file", "empty"), None)
+    assert session.result(1).source == second.as_posix()  # predicted under its name of before
+    assert session.add([(tmp_path / "other.jpg", "other.jpg")]) and session.renamed == []
+
+
 def test_an_opened_image_is_known_by_any_path_to_it(tmp_path: Path) -> None:
     """An export may not land on an opened radiograph, however the save dialog spells its path."""
     image = tmp_path / "scans" / "hand.jpg"

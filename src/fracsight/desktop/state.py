@@ -24,7 +24,7 @@ from fracsight.app.logic import (
 from fracsight.bundle import OperatingPoint
 from fracsight.desktop.worker import FileStamp, Item, file_stamp
 from fracsight.inference import FailedPrediction, Prediction, Predictor, StudyPrediction
-from fracsight.inference.tabular import ALL_INPUTS, named_inputs, study_groups
+from fracsight.inference.tabular import ALL_INPUTS, distinct_names, named_inputs, study_groups
 
 __all__ = ["LIST_HIDDEN", "ReadingSession", "expand_inputs", "heading"]
 
@@ -65,6 +65,8 @@ class ReadingSession:
     predictor: Predictor | None = None
     paths: list[Path] = field(default_factory=list)
     names: list[str] = field(default_factory=list)  # what rows, cards and exports call each file
+    given: list[str] = field(default_factory=list, repr=False)  # each file's name as it was opened
+    renamed: list[int] = field(default_factory=list, init=False, repr=False)  # by the last add()
     resolved: list[str] = field(default_factory=list, repr=False)  # each file's real path
     results: dict[int, Result] = field(default_factory=dict)
     stamps: dict[int, FileStamp | None] = field(default_factory=dict)  # each file as read for its result
@@ -96,19 +98,34 @@ class ReadingSession:
         files = list(files)
         reals = list(resolved) if resolved is not None else [os.path.realpath(p) for p, _ in files]
         opened = {real: i for i, real in enumerate(self.resolved)}
-        items: list[Item] = []
+        chosen: list[int] = []
         for (path, name), real in zip(files, reals, strict=True):
             index = opened.get(real)
             if index is None:
                 index = opened[real] = len(self.paths)
                 self.paths.append(path)
                 self.names.append(name)
+                self.given.append(name)
                 self.resolved.append(real)
-                items.append((index, path, name))
+                chosen.append(index)
             elif self._again(index, pending):
-                items.append((index, self.paths[index], self.names[index]))
+                chosen.append(index)
+        self.renamed = self._name_apart()
         self._find_folders()
-        return items
+        return [(index, self.paths[index], self.names[index]) for index in chosen]
+
+    def _name_apart(self) -> list[int]:
+        """Files of one name opened one after another (``IM000001.jpg`` of one patient's folder, then
+        of another's) are named by their paths, as ``fracsight predict`` names them given together:
+        their rows, cards and exports could not be told apart. The files renamed, results too."""
+        renamed = []
+        for index, (_, name) in enumerate(distinct_names(list(zip(self.paths, self.given, strict=True)))):
+            if name != self.names[index]:
+                self.names[index] = name
+                if index in self.results:
+                    self.results[index] = dataclasses.replace(self.results[index], source=name)
+                renamed.append(index)
+        return renamed
 
     def _again(self, index: int, pending: Container[int]) -> bool:
         """Whether a file opened again is predicted again (:meth:`add`)."""
@@ -122,7 +139,10 @@ class ReadingSession:
         self.folders = study_groups(self.paths)
 
     def record(self, index: int, result: Result, stamp: FileStamp | None) -> None:
-        """The result of a file, and its stamp when it was read for it."""
+        """The result of a file, and its stamp when it was read for it (under the file's name now: it
+        may have been named apart while it was predicted)."""
+        if result.source != self.names[index]:
+            result = dataclasses.replace(result, source=self.names[index])
         self.results[index] = result
         self.stamps[index] = stamp
 

@@ -475,6 +475,8 @@ class DesktopApp:
         assert listed is not None
         items = self.session.add(listed.files, listed.resolved, pending=self._queued)
         listing.queued, listing.indices = len(items), tuple(index for index, _, _ in items)
+        if self.session.renamed:  # files of one name opened apart: their rows show their paths now
+            self._refresh_rows()
         if self.model_error is not None:  # the model failed while the files were looked for
             self._not_predicted([index for index, _, _ in items if not self.tree.exists(str(index))])
             return
