@@ -219,6 +219,8 @@ def test_after_a_server_restart_no_listed_upload_is_left_out_unsaid(
         assert all(b["name"] in tab.inner_text("body") for b in broken[:3])
     with running_app(tiny_bundle, fracatlas_dir / "images", tmp_path, port):
         tab.wait_for_timeout(3000)  # the page reconnects by itself
+        # while it runs again the old uploader and the new server's may both be on the page
+        sync_api.expect(tab.locator(FILES)).to_have_count(1, timeout=60_000)
 
         def shown() -> tuple[list[str], list[str]]:
             tab.wait_for_timeout(5000)  # the run that reads the upload, whatever it shows

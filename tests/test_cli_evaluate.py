@@ -653,23 +653,31 @@ def test_a_report_written_again_keeps_the_permissions_its_files_were_given(
     )
 
 
-def test_a_data_set_too_small_to_carve_a_test_split_is_said_to_lack_one(fracatlas_dir, tmp_path, caplog):
-    """A train split of 4 images and a val split: the test split carved out of train got none, and
-    training said nothing of it; evaluating on val then advised `--split test`, which is refused."""
+def _trained_on_train_and_val(fracatlas_dir: Path, tmp_path: Path, n_train: int, n_val: int) -> Path:
+    """A class-folder set with its own train and val splits only (``n_train`` and ``n_val`` images
+    of each label), trained on with tiny settings and exported to ``tmp_path / "b"``."""
     from conftest import TINY_TRAINING, _link_images
 
-    data = tmp_path / "few"
-    fractured = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[:5]
-    normal = sorted((fracatlas_dir / "images" / "Non_fractured").glob("*.jpg"))[:5]
-    for split, part in (("train", slice(0, 2)), ("val", slice(2, 5))):
+    data = tmp_path / "data"
+    n = n_train + n_val
+    fractured = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[:n]
+    normal = sorted((fracatlas_dir / "images" / "Non_fractured").glob("*.jpg"))[:n]
+    for split, part in (("train", slice(0, n_train)), ("val", slice(n_train, n))):
         _link_images(fractured[part], data / split / "fractured")
         _link_images(normal[part], data / split / "not fractured")
     settings = [a for s in TINY_TRAINING for a in ("--set", s)]
-    with caplog.at_level("WARNING", logger="fracsight.data"):
-        trained = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "run"), *settings])
+    trained = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "run"), *settings])
     assert trained.exit_code == 0, trained.output
-    assert "have no test split: 4 group(s) of images" in caplog.text
     assert CliRunner().invoke(app, ["export", str(tmp_path / "run"), str(tmp_path / "b")]).exit_code == 0
+    return data
+
+
+def test_a_data_set_too_small_to_carve_a_test_split_is_said_to_lack_one(fracatlas_dir, tmp_path, caplog):
+    """A train split of 4 images and a val split: the test split carved out of train got none, and
+    training said nothing of it; evaluating on val then advised `--split test`, which is refused."""
+    with caplog.at_level("WARNING", logger="fracsight.data"):
+        data = _trained_on_train_and_val(fracatlas_dir, tmp_path, 2, 3)
+    assert "have no test split: 4 group(s) of images" in caplog.text
     args = ["evaluate", str(tmp_path / "b"), str(data), "--bootstrap", "100", "--json"]
     notes = json.loads(CliRunner().invoke(app, [*args, "--split", "val"]).stdout)["notes"]
     assert any("the data set has no test split" in n for n in notes), notes
@@ -687,18 +695,7 @@ def test_all_of_a_data_set_whose_test_split_is_carved_advises_it(fracatlas_dir, 
     """`--split all` of a data set with train and val only, whose test split training carved out
     of train: the note said the data set had no test split (the split was not made for `all`),
     while `--split test` measured the carved one."""
-    from conftest import TINY_TRAINING, _link_images
-
-    data = tmp_path / "two"
-    fractured = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[:16]
-    normal = sorted((fracatlas_dir / "images" / "Non_fractured").glob("*.jpg"))[:16]
-    for split, part in (("train", slice(0, 12)), ("val", slice(12, 16))):
-        _link_images(fractured[part], data / split / "fractured")
-        _link_images(normal[part], data / split / "not fractured")
-    settings = [a for s in TINY_TRAINING for a in ("--set", s)]
-    trained = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "run"), *settings])
-    assert trained.exit_code == 0, trained.output
-    assert CliRunner().invoke(app, ["export", str(tmp_path / "run"), str(tmp_path / "b")]).exit_code == 0
+    data = _trained_on_train_and_val(fracatlas_dir, tmp_path, 12, 4)
     args = ["evaluate", str(tmp_path / "b"), str(data), "--bootstrap", "100", "--json"]
     assert CliRunner().invoke(app, [*args, "--split", "test"]).exit_code == 0
     notes = json.loads(CliRunner().invoke(app, [*args, "--split", "all"]).stdout)["notes"]

@@ -1687,6 +1687,8 @@ def test_a_long_status_line_leaves_the_export_buttons_on_the_window(
     folder.mkdir()
     assert desktop.export_csv(folder / "fracsight-results.csv") is not None
     settle(desktop.root, 0.5)
+    # the line is wrapped once its row has its width (a <Configure> later: slower on a busy machine)
+    wait_until(desktop.root, lambda: not _clipped(desktop.toolbars[1]), 20, "the status line to wrap")
     screenshot(display, "desktop-long-status.png")
     prog = desktop.toolbars[1]
     buttons = {w.cget("text"): w for w in prog.winfo_children() if w.winfo_class() == "TButton"}
