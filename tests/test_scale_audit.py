@@ -72,6 +72,30 @@ def test_an_interrupted_job_keeps_its_error_counts_in_job_json(tmp_path: Path) -
     assert ": interrupted, 4 rows" in said and "  unsupported_modality: 2\n" in said
 
 
+def test_ctrl_c_while_an_output_opens_leaves_job_json_as_it_was(tmp_path: Path, monkeypatch) -> None:
+    """Ctrl-C while a large output's rows were read (seconds for 300,000 rows): job.json said
+    "running" without its counts, and `batch status` called a complete output stopped."""
+    out = BatchOutput(tmp_path / "out", COLUMNS, MODEL)
+    out.commit(ROWS)
+    out.write_job({"status": "complete", "rows": 4, "errors": CODES})
+    out.close()
+    before = (tmp_path / "out" / "job.json").read_text()
+
+    def pressed(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(BatchOutput, "_rebuild_csv", pressed)  # the slow step of opening
+    with pytest.raises(KeyboardInterrupt):
+        BatchOutput(tmp_path / "out", COLUMNS, MODEL)
+    assert (tmp_path / "out" / "job.json").read_text() == before
+    with pytest.raises(KeyboardInterrupt):  # a folder the job made goes again
+        BatchOutput(tmp_path / "new", COLUMNS, MODEL)
+    assert not (tmp_path / "new").exists()
+    monkeypatch.undo()
+    assert ": complete, 4 rows" in status(tmp_path / "out")
+    BatchOutput(tmp_path / "out", COLUMNS, MODEL).close()  # the lock was let go
+
+
 def test_a_job_logging_to_a_file_says_how_far_it_has_got() -> None:
     """Under nohup or a scheduler (stderr not a terminal) the bar is not drawn, and a night's
     job said nothing until its summary; now a line at most every minute, with the time left."""

@@ -179,8 +179,16 @@ class BatchOutput:
                     self.write_job({"status": "stopped"})
                 self.close()
                 raise
+            # once the rows are read (seconds for a large output): a Ctrl-C while they were left
+            # job.json at "running" without its counts, for an output that was complete
+            self.write_job({"status": "running"})
         except OutputWriteFailed:  # a disk full from the start: a folder this job made is removed
             self.end_early("stopped")
+            raise
+        except KeyboardInterrupt:  # job.json is as it was; a folder this job made goes again
+            if self.created:
+                self.end_early("interrupted")
+            self.close()
             raise
 
     # ---- opening -----------------------------------------------------------------------------------
@@ -213,7 +221,6 @@ class BatchOutput:
             self.parts.mkdir(parents=True, exist_ok=True)
             for stray in self.parts.glob(".*.tmp"):  # a part being written when a job was killed
                 stray.unlink()
-            self.write_job({"status": "running"})
             text = (
                 f"{NOTICE}\nThe rows of {CSV_FILE} and {PARTS}/ are a model's outputs: every result "
                 "that reaches a patient's care must be checked by a clinician against the images.\n"
