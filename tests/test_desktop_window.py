@@ -159,6 +159,9 @@ def test_image_and_dicom_show_what_predict_says(
     without_heat = coloured_share(shot.crop(widget_box(desktop.viewer.canvas)))
     assert with_heat > 0.01 and without_heat < with_heat / 5, (with_heat, without_heat)
     assert desktop.viewer.caption.cget("text").startswith("Heatmap hidden")
+    desktop.viewer.set_heatmap(True, opacity=0.0)  # on, but drawn at no opacity: hidden, and said so
+    assert not desktop.viewer.look().show_heatmap
+    wait_until(root, lambda: desktop.viewer.caption.cget("text").startswith("Heatmap hidden"), 30, "caption")
     desktop.viewer.set_heatmap(True, opacity=0.6)
 
     # the DICOM: selected like a click, shown at its full resolution

@@ -184,11 +184,12 @@ class Viewer:
         return self._redraw_job is None and self._drawn == self._requested
 
     def look(self) -> Look:
-        """How the picture is drawn now: window, heatmap, boxes, opacity."""
+        """How the picture is drawn now: window, heatmap, boxes, opacity. A heatmap at opacity 0 is
+        hidden (the caption and an exported overlay's band described one that was not drawn)."""
         return Look(
             level=self.level_var.get(),
             width=self.width_var.get(),
-            show_heatmap=self.heat_var.get(),
+            show_heatmap=self.heat_var.get() and self.opacity_var.get() > 0.005,
             show_boxes=self.show_boxes,
             opacity=self.opacity_var.get(),
         )
