@@ -742,6 +742,10 @@ def test_view_data_shows_pixels_at_their_true_shape() -> None:
     small = view_data(tall, max_side=100)  # reduced too: both axes alike
     assert small.pixels.shape == (100, 100) and small.boxes == (DetectedBox(50, 20, 90, 60, 0.8),)
     assert view_data(pred).pixels.shape == (100, 200)  # square pixels: as stored
+    # pixels wider than high: the columns stretched, not the rows shrunk (half the detail lost)
+    wide = replace(pred, metadata=replace(tall.metadata, pixel_spacing_mm=(0.1, 0.2)))
+    assert view_data(wide).pixels.shape == (100, 400)
+    assert view_data(wide).boxes == (DetectedBox(200, 20, 360, 60, 0.8),)
 
 
 def test_view_data_needs_pixels() -> None:

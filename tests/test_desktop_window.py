@@ -433,7 +433,12 @@ def test_keyboard_shortcuts_act_on_the_window_and_not_while_typing(
     viewer.set_window(0.2, 0.3)
     shown = viewer.view
     press(desktop.tree, "<Key-j>")
-    wait_until(root, lambda: viewer.view is not shown and viewer.picture_current, 60, "the next picture")
+
+    # not only gone (cleared while the next one is read: its window is not set yet), but the next one
+    def next_shown() -> bool:
+        return viewer.view is not None and viewer.view is not shown and viewer.picture_current
+
+    wait_until(root, next_shown, 60, "the next picture")
     assert (viewer.level_var.get(), viewer.width_var.get()) == (0.5, 1.0)
     press(desktop.tree, "<Key-k>")
     assert desktop.selected == 1

@@ -1287,3 +1287,10 @@ def test_a_modality_lut_sequence_goes_into_the_state(case, predictor: Predictor,
                 subprocess.run(drawn, check=True, timeout=60)
                 shown[name] = np.asarray(Image.open(tmp_path / f"{name}.pgm"), dtype=np.float64).mean()
             assert shown["state"] == pytest.approx(shown["alone"], rel=0.05), shown
+    # a LUT starting below 0 (signed pixels), which highdicom refuses: the state is made without
+    # it, as before, and the other results are not lost with it (none were made)
+    source = pydicom.dcmread(path)
+    source.PixelRepresentation = 1
+    source.ModalityLUTSequence[0].add_new("LUTDescriptor", "SS", [4096, -100, 16])
+    pr, report = result_datasets(source, prediction, predictor, kinds=("gsps", "sr"))
+    assert "ModalityLUTSequence" not in pr and report.Modality == "SR"

@@ -121,6 +121,13 @@ def test_a_calibration_at_the_floor_of_its_search_says_so(caplog: pytest.LogCapt
     assert small.temperature == pytest.approx(0.05, rel=1e-3)
     assert "logits are too small for it, and the probabilities are underconfident" in small.description
     assert "underconfident (mean confidence 0.5" in caplog.text and "overconfident" not in caplog.text
+    caplog.clear()
+    # logits of 1e-4 with a weak signal (signs right for 0.55): the confidence at the floor is as
+    # low as the accuracy, and the margin first chosen called these data separated
+    z = 1e-4 * (np.random.default_rng(0).normal(0.0, 1.0, 400) + 0.1 * (2 * y - 1))
+    with caplog.at_level("WARNING", logger="fracsight.evaluation"):
+        weak = fit_calibration(z, y)
+    assert "logits are too small" in weak.description and "overconfident" not in caplog.text
 
 
 def test_fit_temperature_separable_data_hits_lower_bound() -> None:

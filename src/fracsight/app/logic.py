@@ -751,6 +751,13 @@ class ViewData:
     boxes: tuple[DetectedBox, ...]  # in display pixels
 
 
+def true_shape(size: tuple[int, int], aspect: float) -> tuple[int, int]:
+    """(height, width) of an image of ``size`` whose pixels are ``aspect`` times as high as wide,
+    at its true shape: the shorter axis stretched (shrinking the longer lost half its detail)."""
+    h, w = size
+    return round(h * max(1.0, aspect)), round(w * max(1.0, 1.0 / aspect))
+
+
 def view_data(pred: Prediction, max_side: int = 1024) -> ViewData:
     """The radiograph, heatmap and boxes of a prediction, shrunk so the longer side is <= ``max_side``,
     and at the true shape of its pixels (a DICOM's pixel aspect, as the model read it): a film
@@ -761,9 +768,9 @@ def view_data(pred: Prediction, max_side: int = 1024) -> ViewData:
     heat = pred.heatmap
     boxes: Sequence[DetectedBox] = pred.boxes
     h, w = pixels.shape
-    aspect = pred.metadata.pixel_aspect  # a pixel's height over its width
-    scale = min(1.0, max_side / max(h * aspect, w))
-    sx, sy = scale, scale * aspect
+    true_h, true_w = true_shape((h, w), pred.metadata.pixel_aspect)
+    scale = min(1.0, max_side / max(true_h, true_w))
+    sx, sy = scale * true_w / w, scale * true_h / h
     if (sx, sy) != (1.0, 1.0):
         size = (max(1, round(w * sx)), max(1, round(h * sy)))
         pixels = _resize(pixels, size)

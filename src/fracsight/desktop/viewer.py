@@ -15,7 +15,7 @@ from tkinter import ttk
 
 from PIL import ImageTk
 
-from fracsight.app.logic import ViewData, card_for, overlay_caption
+from fracsight.app.logic import ViewData, card_for, overlay_caption, true_shape
 from fracsight.desktop.render import (
     BackgroundRenderer,
     Camera,
@@ -221,8 +221,9 @@ class Viewer:
         size = f"{w} x {h} pixels"
         if self.full_size is not None:
             full_h, full_w = self.full_size
-            how = ["at the pixels' true shape"] if result.metadata.pixel_aspect != 1.0 else []
-            how += ["reduced"] if w < full_w else []
+            aspect = result.metadata.pixel_aspect
+            how = ["at the pixels' true shape"] if aspect != 1.0 else []
+            how += ["reduced"] if w < true_shape(self.full_size, aspect)[1] else []
             size = f"{full_w} x {full_h} pixels (shown {' and '.join(how)} to {w} x {h})"
         of_file = " of the file's own window" if result.metadata.source_format == "dicom" else ""
         self.caption.configure(  # the zoom in image pixels: 100% is one image pixel per screen pixel

@@ -31,6 +31,7 @@ from fracsight.app.logic import (
     operating_point_text,
     overlay_file_name,
     study_card_for,
+    true_shape,
     verdict,
 )
 from fracsight.bundle import read_card
@@ -1043,7 +1044,10 @@ class DesktopApp:
         shown = self.session.result(index)  # at the chosen operating point, as the card says
         words = overlay_words(shown) if isinstance(shown, Prediction) else ((), None)
         viewer, name = self.viewer, self.session.names[index]
-        h, w = viewer.full_size or viewer.view.pixels.shape
+        h, w = viewer.view.pixels.shape
+        if viewer.full_size is not None:  # the file's size at its pixels' true shape, as written
+            aspect = shown.metadata.pixel_aspect if isinstance(shown, Prediction) else 1.0
+            h, w = true_shape(viewer.full_size, aspect)
         full_view = viewer.view if viewer.full_size is None else None
         stamp = self.session.stamps.get(index)
         self.worker.export_overlay(

@@ -10,6 +10,7 @@ probability and the decision-aid notice as text in display units at the top left
 
 from __future__ import annotations
 
+import logging
 import pkgutil
 from collections.abc import Sequence
 from fractions import Fraction
@@ -24,6 +25,8 @@ from fracsight.errors import DicomSourceError
 from fracsight.explain import summary_lines
 from fracsight.explain.overlay import DEFAULT_BOX_COLOUR
 from fracsight.inference.results import ABNORMALITY, FRACTURE, Prediction
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["LAYER", "presentation_state"]
 
@@ -96,7 +99,11 @@ def _explicit_luts(header: Dataset) -> dict:
 
     luts = {}
     table = modality_lut_table(header)
-    if table is not None:
+    if table is not None and table[0] < 0:
+        # a signed first value (Pixel Representation 1), which highdicom 0.28 refuses: the state
+        # is made without the LUT, as before, rather than costing the image every result
+        logger.warning("the source's Modality LUT starts below 0: the presentation state leaves it out")
+    elif table is not None:
         kind = str(header.ModalityLUTSequence[0].get("ModalityLUTType") or "")
         lut = hd.ModalityLUT(
             lut_type=kind if kind in hd.RescaleTypeValues.__members__ else "US",  # US: unspecified

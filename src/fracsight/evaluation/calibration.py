@@ -191,6 +191,9 @@ def fit_platt(
     return 1.0 / slope, bias
 
 
+_SEPARATED = 0.95  # the share of logits of the right sign above which the data are nearly separated
+
+
 def _at_the_floor(z: NDArray[np.float64], ya: NDArray[np.int64]) -> str:
     """Why the temperature sits at the floor of its search (warned, and said in the card): data
     separated perfectly or nearly (overconfident probabilities), or logits too small for the floor
@@ -199,9 +202,9 @@ def _at_the_floor(z: NDArray[np.float64], ya: NDArray[np.int64]) -> str:
     p = apply_temperature(z, _LOW_T)
     confidence = float(np.mean(np.maximum(p, 1.0 - p)))
     accuracy = float(np.mean((z > 0) == (ya == 1)))
-    # separated data want T -> 0 too, but their probabilities at the floor are about as sure as
-    # they are right; small logits leave them far less sure than that
-    if confidence < accuracy - 0.05:
+    # data separated or nearly want T -> 0; data that are not can want it only where the logits
+    # are too small for the floor (their probabilities there are less sure than they are right)
+    if accuracy < _SEPARATED:
         log.warning(
             "calibration: the temperature sits at the floor of its search (%g): the logits on the %d "
             "calibration images are too small for it (the network's outputs barely differ between "
