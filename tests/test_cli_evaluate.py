@@ -509,6 +509,21 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_any_image_is_
     assert "AUROC" not in result.output and "Traceback" not in result.output
 
 
+def test_a_folder_where_a_report_file_goes_is_refused_before_any_image_is_read(
+    tiny_bundle, tiny_dataset, tmp_path
+):
+    """A folder named samples.png in --out: found when the files were moved into place, after every
+    image was predicted, with half of an earlier report replaced and its metrics.json deleted."""
+    out = tmp_path / "ev"
+    (out / "samples.png").mkdir(parents=True)
+    (out / "notes.txt").write_text("mine")
+    args = ["evaluate", str(tiny_bundle), str(tiny_dataset), "--split", "val", "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--overwrite"])
+    assert result.exit_code == 2, result.output
+    assert f"{out / 'samples.png'} is a folder: the report writes a file of that name" in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "samples.png"]
+
+
 def test_figures_on_a_few_images_say_their_intervals_are_rough(fracatlas_dir, tmp_path):
     """Two fractured images and one other: the AUROC read "1.000 (95% CI 1.000-1.000)" with no word
     that a bootstrap over three images cannot measure the uncertainty."""

@@ -66,6 +66,26 @@ def test_each_file_is_taken_once_by_its_resolved_path(
     assert named_inputs(given) == [(Path("st/a.png"), "a.png"), (Path("st/b.png"), "b.png")]
 
 
+def test_a_file_linked_into_a_second_study_is_a_view_of_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MURA's layout with an image of one study linked into another: taken once in all, it was a
+    view of whichever folder came first; the other study's verdict changed with the order of the
+    arguments (fracture suspected, or not) and said the image was "not given"."""
+    _touch(tmp_path / "patient1/study1_positive/image1.png")
+    shared = _touch(tmp_path / "patient1/study1_positive/image2.png")
+    _touch(tmp_path / "patient2/study1_negative/image1.png")
+    (tmp_path / "patient2/study1_negative/image2.png").symlink_to(shared)
+    monkeypatch.chdir(tmp_path)
+    one, two = Path("patient1/study1_positive"), Path("patient2/study1_negative")
+    for order in ([one, two], [two, one], [Path(".")]):
+        named = named_inputs(order)
+        assert len(named) == 4, (order, named)
+        assert {len(v) for v in study_groups([f for f, _ in named]).values()} == {2}
+    # within one study a file is still taken once, however often it is given
+    assert len(named_inputs([one, one / "image2.png", Path("./patient1/study1_positive/image1.png")])) == 2
+
+
 def test_an_uploaded_folder_is_judged_as_a_folder_on_disk(tmp_path: Path) -> None:
     """The web app's folder upload: names are paths in the folder (no files here), its images are
     those ``folder_images`` would find there, and its study folders are grouped by name alone."""

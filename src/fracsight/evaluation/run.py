@@ -721,6 +721,14 @@ def _refuse_unwritable(out_dir: Path) -> None:
             out_dir.rmdir()
     except OSError as e:
         raise OutputFolderError(f"cannot write the report to {out_dir}: {e.strerror or e}") from None
+    # a folder where a report file goes: found when the files were moved into place, after every
+    # image, half of an earlier report replaced and its metrics.json gone
+    for name in (*_PLOT_FILES, *_TABLE_FILES, *_RECORD_FILES):
+        if (out_dir / name).is_dir():
+            raise OutputFolderError(
+                f"{out_dir / name} is a folder: the report writes a file of that name; move it or "
+                "choose another --out"
+            )
 
 
 def evaluate_model(

@@ -167,14 +167,19 @@ def named_inputs(
 
     Each file is taken once, at its first place, however often it is given or found (``a.jpg
     ./a.jpg``, a file and its folder, a link to it): the key is its resolved path, as in
-    ``fracsight batch run``. A name that is not UTF-8 is given as :func:`text_cell` writes it, so
-    JSON, CSV and the table show the same name. ``on_found`` is called with each image file as
-    the walk finds it (to count them, or to stop a long walk by raising). ``empty_folders``: a
+    ``fracsight batch run``, and its MURA-style study folder (:func:`study_folder`): a file
+    linked into two studies is a view of each. A name that is not UTF-8 is given as
+    :func:`text_cell` writes it, so JSON, CSV and the table show the same name. ``on_found`` is
+    called with each image file as the walk finds it (to count them, or to stop a long walk by
+    raising). ``empty_folders``: a
     folder given that holds no image is an entry itself (its row then says it is a folder), so
     that it does not vanish from the results among other inputs (an unmounted share, a study
     folder not yet filled) as a list's row of it does not.
     """
-    found: dict[str, tuple[Path, str]] = {}
+    # a file is taken once per study folder: one linked into a second study (MURA's layout) is a
+    # view of that study too; taken once in all, it was a view of whichever folder came first, the
+    # other's verdict changed with the order of the arguments and called it "not given"
+    found: dict[tuple[str, PurePath | None], tuple[Path, str]] = {}
     for path in paths:
         if path.is_dir():
             named = [(f, _relative_name(f, path)) for f in folder_images(path, on_found)]
@@ -185,7 +190,8 @@ def named_inputs(
                 on_found(path)
             named = [(path, path.name)]
         for file, name in named:
-            found.setdefault(os.path.realpath(file), (file, text_cell(name)))
+            key = (os.path.realpath(file), study_folder(Path(os.path.abspath(file))))
+            found.setdefault(key, (file, text_cell(name)))
     return distinct_names(list(found.values()))
 
 
