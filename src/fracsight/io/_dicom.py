@@ -20,6 +20,7 @@ as a line of pydicom's source code.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import io
 import logging
@@ -285,14 +286,14 @@ def _read(
         warnings=tuple(notes),
         truncated=truncated,
         incomplete=truncated,  # how much the decoder filled in cannot be told here: assume some
-        # the image read, not the file: one image saved twice (in another transfer syntax, or with
-        # a header value edited, as a copy made by an anonymiser) is one view of a study; not its
-        # SOP Instance UID, which a careless anonymiser sets alike in every file of a study
-        content_sha256=_pixels_digest(pixels, header_pixel_aspect(ds)),
         study_digest=_digest_of(ds.get("StudyInstanceUID")),
         patient_digest=_digest_of(ds.get("PatientID")),
     )
-    return Radiograph(pixels=pixels, metadata=meta)
+    # the image read, not the file: one image saved twice (in another transfer syntax, or with a
+    # header value edited, as a copy made by an anonymiser) is one view of a study; not its SOP
+    # Instance UID, which a careless anonymiser sets alike in every file of a study
+    digest = _pixels_digest(pixels, meta.pixel_aspect)
+    return Radiograph(pixels=pixels, metadata=dataclasses.replace(meta, content_sha256=digest))
 
 
 def _pixels_digest(pixels: np.ndarray, aspect: float) -> str:
