@@ -368,3 +368,33 @@ def test_ctrl_c_while_the_cli_is_imported_is_one_line_not_a_traceback(run: str) 
     ) + run
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 130 and done.stderr == "interrupted\n", done.stderr
+
+
+def test_a_ctrl_c_python_would_drop_in_a_callback_still_stops_the_command() -> None:
+    """A Ctrl-C that landed in the weak-reference callback of an import lock was printed as
+    "Exception ignored ... Traceback ... KeyboardInterrupt" and dropped: `detector train` ran all
+    its 500 epochs and exited 0 (seen in CI)."""
+    code = (
+        "import sys, time, types, weakref\n"
+        "class Thing: pass\n"
+        "def dropped(_):\n"
+        "    raise KeyboardInterrupt\n"
+        "def run(prog_name=None):\n"
+        "    try:\n"
+        "        thing = Thing()\n"
+        "        ref = weakref.ref(thing, dropped)\n"
+        "        del thing\n"  # the callback runs here; Python cannot raise from it
+        "        for _ in range(100):\n"  # the epochs that went on
+        "            time.sleep(0.1)\n"
+        "    except KeyboardInterrupt:\n"
+        "        sys.stderr.write('interrupted\\n')\n"
+        "        raise SystemExit(130)\n"
+        "    sys.stderr.write('ran to the end\\n')\n"
+        "cli = types.ModuleType('fracsight.cli')\n"
+        "cli.main = run\n"
+        "sys.modules['fracsight.cli'] = cli\n"
+        "from fracsight._entry import main\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 130 and done.stderr == "interrupted\n", done

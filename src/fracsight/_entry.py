@@ -6,10 +6,34 @@ before :func:`fracsight.cli.main` could say "interrupted".
 
 from __future__ import annotations
 
+import _thread
 import sys
+import threading
+import time
+
+
+def _ctrl_c_again(unraisable: sys.UnraisableHookArgs) -> None:
+    """Deliver once more a Ctrl-C that Python would drop.
+
+    A Ctrl-C that lands while Python runs a callback it cannot raise from (the weak-reference
+    callback of an import lock, a finalizer) is printed as "Exception ignored ... Traceback ...
+    KeyboardInterrupt" and dropped: `detector train` then ran all its epochs and exited 0. Here it
+    is delivered again from another thread, a moment later, so that it lands in the command's own
+    code once this callback has returned (delivered at once, it would land in this hook itself).
+    """
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+        sys.__unraisablehook__(unraisable)
+        return
+
+    def later() -> None:
+        time.sleep(0.05)
+        _thread.interrupt_main()
+
+    threading.Thread(target=later, daemon=True).start()
 
 
 def main(prog_name: str | None = None) -> None:
+    sys.unraisablehook = _ctrl_c_again
     try:
         try:
             from fracsight.cli import main as run
