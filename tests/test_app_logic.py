@@ -248,6 +248,12 @@ def test_card_for_a_class_only_model_names_the_class_and_nothing_it_lacks() -> N
     assert card.lines == ("Class: avulsion (0.80)",)
     assert card.heatmap == "Class heatmap: where the model sees avulsion (it does not locate fractures)"
     assert "fracture probability" not in " ".join(card.lines).lower()
+    # below the minimum, the caption named the class the card withholds as if it were the answer
+    unsure = card_for(class_only(make_prediction(classes={"avulsion": 0.5, "greenstick": 0.3, "other": 0.2})))
+    assert unsure.heatmap == (
+        "Class heatmap: where the model sees avulsion, the most likely class but uncertain"
+        " (it does not locate fractures)"
+    )
 
 
 def test_card_for_an_uncertain_class_gives_the_minimum() -> None:

@@ -259,3 +259,38 @@ def test_overlay_words_say_the_decision_its_numbers_the_notice_and_the_colours()
         caption[0] == "fracsight: no fracture detected" and "below the threshold, not suspected" in caption[1]
     )
     assert overlay_words(_prediction(0.5, localization="none"))[1] is None
+
+
+def test_the_legend_names_box_labels_only_where_boxes_are_drawn() -> None:
+    """The legend explained "a box's label" on overlays with no box (none found, or boxes hidden)."""
+    from dataclasses import replace
+
+    assert "its own score" not in overlay_words(_prediction(0.853), boxes_drawn=False)[1]
+    assert "its own score" not in overlay_words(replace(_prediction(0.853), boxes=()))[1]
+
+
+def test_a_class_map_of_an_uncertain_class_says_so() -> None:
+    """The class heatmap's caption said "where the model sees leg" beside a card saying "class
+    uncertain (top: leg)", and its colour bar's 0.1 to 1.0 beside "from chance (0) to certain (1)"."""
+    from dataclasses import replace
+
+    from fracsight.inference.results import CLASS_ACTIVATION, ClassResult
+
+    probabilities = {"hand": 0.2, "leg": 0.62, "hip": 0.18}
+    for floor, seen in ((0.74, "leg, the most likely class but uncertain"), (0.5, "leg")):
+        classified = ClassResult.from_probabilities(probabilities, floor)
+        prediction = replace(_prediction(0.5, localization=CLASS_ACTIVATION), classification=classified)
+        legend = overlay_words(prediction)[1]
+        assert (
+            legend == f"Class heatmap: where the model sees {seen}; weakest to strongest, not fracture sites"
+        )
+
+
+def test_the_band_of_a_long_strip_stays_small() -> None:
+    """The text size followed the width alone, so the band below a 32 x 80,000 strip was 14,659
+    rows high (a 1,175-megapixel overlay; 32 x 1,500,000 with overlay=true took the server down)."""
+    strip = np.zeros((32, 80_000), dtype=np.float32)
+    out = render_overlay(strip, caption=[*CAPTION, NOTICE], legend="Heatmap: the fracture probability")
+    assert out.width == 80_000 and out.height < 32 + 150
+    tall = render_overlay(np.zeros((3000, 2000), dtype=np.float32), caption=CAPTION)
+    assert tall.height - 3000 > 3 * 33  # a radiograph's text keeps its size (a sixtieth of the width)

@@ -466,7 +466,7 @@ def card_for(pred: Prediction, *, show_boxes: bool = True) -> ResultCard:
             finding=pred.finding,
         )
     region = _region_text(pred.region, pred.region_probabilities)
-    predicted = pred.classification.predicted if pred.classification else None
+    predicted = pred.classification.mapped if pred.classification else None
     return ResultCard(
         title=pred.source,
         verdict=verdict(pred),
@@ -819,7 +819,7 @@ def overlay_png(
     (:func:`~fracsight.explain.overlay_words`: the decision at ``pred``'s operating point, its numbers,
     the decision-aid notice, the colour scale), so a picture passed on alone still says what it is.
     At the view's size (at most 1024 px a side), not the original's."""
-    caption, legend = overlay_words(pred)
+    caption, legend = overlay_words(pred, boxes_drawn=show_boxes)
     heat = _unit_heat(view, show_heatmap)
     boxes = view.boxes if show_boxes else ()
     image = render_overlay(view.pixels, heat, boxes, opacity=opacity, caption=caption, legend=legend)

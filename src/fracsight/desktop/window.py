@@ -1042,17 +1042,18 @@ class DesktopApp:
             self._set_status(f"Not saved: {path.name}: an overlay is a .png or .jpg: choose such a name.")
             return None
         shown = self.session.result(index)  # at the chosen operating point, as the card says
-        words = overlay_words(shown) if isinstance(shown, Prediction) else ((), None)
         viewer, name = self.viewer, self.session.names[index]
+        look = viewer.look()
+        words = (
+            overlay_words(shown, boxes_drawn=look.show_boxes) if isinstance(shown, Prediction) else ((), None)
+        )
         h, w = viewer.view.pixels.shape
         if viewer.full_size is not None:  # the file's size at its pixels' true shape, as written
             aspect = shown.metadata.pixel_aspect if isinstance(shown, Prediction) else 1.0
             h, w = true_shape(viewer.full_size, aspect)
         full_view = viewer.view if viewer.full_size is None else None
         stamp = self.session.stamps.get(index)
-        self.worker.export_overlay(
-            self.session.paths[index], name, stamp, path, viewer.look(), words, full_view
-        )
+        self.worker.export_overlay(self.session.paths[index], name, stamp, path, look, words, full_view)
         self._set_status(f"Saving the overlay of {name} at full resolution ({w} x {h}) to {path} …")
         return path
 

@@ -280,7 +280,10 @@ def _with_band(
 ) -> Image.Image:
     """``pil`` above a black band with the ``caption`` lines and the heatmap's colour bar."""
     width = max(pil.width, _MIN_BAND_WIDTH)
-    size = max(12, round(width / 60))
+    # the text grows with the picture, but not past a twentieth of its height: the band is as wide
+    # as the picture, so a size from the width alone grew its area with the width squared (a
+    # 32 x 1,500,000 strip with overlay=true: an 18 GB band, and the server was killed)
+    size = max(12, min(round(width / 60), round(pil.height / 20)))
     font, pad, step = _font(size), max(4, size // 2), size + max(4, size // 2)
     scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     lines = [
@@ -394,24 +397,27 @@ def summary_lines(result: Prediction | StudyPrediction) -> list[str]:
     return lines
 
 
-def overlay_words(prediction: Prediction) -> tuple[list[str], str | None]:
+def overlay_words(prediction: Prediction, *, boxes_drawn: bool = True) -> tuple[list[str], str | None]:
     """``(caption, legend)`` for :func:`render_overlay` of ``prediction``: the decision, its numbers
     and the decision-aid notice (the lines of the DICOM secondary capture), and what the heatmap's
-    colours measure (None for a prediction without a map)."""
+    colours measure (None for a prediction without a map). ``boxes_drawn``: False where the boxes
+    are left out of the picture, whose legend then says nothing of their labels."""
     from fracsight.inference.results import CLASS_ACTIVATION, FRACTURE_MAP
 
     legend = None
     if prediction.localization == FRACTURE_MAP:
-        legend = (
-            f"Heatmap: the {prediction.finding} probability the model gives each area; "
-            f"a box's label is its own score, which ranks the boxes, not the {prediction.finding} probability"
-        )
+        finding = prediction.finding
+        legend = f"Heatmap: the {finding} probability the model gives each area"
+        if boxes_drawn and prediction.boxes:
+            legend += (
+                f"; a box's label is its own score, which ranks the boxes, not the {finding} probability"
+            )
     elif prediction.localization == CLASS_ACTIVATION:
         c = prediction.classification
-        seen = c.predicted if c is not None else "the most likely class"
-        legend = (
-            f"Class heatmap: where the model sees {seen}, from chance (0) to certain (1); not fracture sites"
-        )
+        seen = c.mapped if c is not None else "the most likely class"
+        # not "chance (0) to certain (1)": the bar starts at the least heat tinted, and the map is
+        # the head's attention, not a probability
+        legend = f"Class heatmap: where the model sees {seen}; weakest to strongest, not fracture sites"
     return summary_lines(prediction), legend
 
 

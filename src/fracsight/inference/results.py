@@ -76,6 +76,12 @@ class ClassResult:
             f"most likely {self.predicted}" if self.confident else f"class uncertain (top: {self.predicted})"
         )
 
+    @property
+    def mapped(self) -> str:
+        """The class a class heatmap shows, as its caption names it: one the decision withholds is
+        said to be uncertain (a caption naming "leg" beside "class uncertain" read as the answer)."""
+        return self.predicted if self.confident else f"{self.predicted}, the most likely class but uncertain"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "predicted": self.predicted,
