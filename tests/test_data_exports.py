@@ -175,9 +175,13 @@ def test_system_files_are_neither_classes_nor_reported(
     (root / "Normal" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
     (root / "Fractured" / "desktop.ini").write_text("[.ShellClassInfo]\n")
     (root / ".DS_Store").write_bytes(b"x")
+    # a copy off a Synology share: #recycle became a class, @eaDir's thumbnails were training images
+    _image(root / "#recycle" / "deleted.png", shade=200)
+    _image(root / "Fractured" / "@eaDir" / "x0.png" / "SYNOFILE_THUMB_M.png", shade=0)
     with caplog.at_level(logging.WARNING, logger="fracsight.data"):
         ds = load_dataset(root)
     assert len(ds.samples) == 6 and ds.layout == "class-folders"
+    assert ds.class_names == {FRACTURE: ("not fractured", "fractured")}
     assert caplog.text == ""
 
 

@@ -298,3 +298,56 @@ def test_two_kinds_of_fracture_are_two_classes_not_fractured_and_normal(tmp_path
     ds = load_dataset(tmp_path / "set")
     assert set(ds.class_names) == {CLASS}
     assert ds.class_names[CLASS] == ("displaced_fracture", "non_displaced_fracture")
+
+
+def test_patient_subfolders_are_groups_kept_in_one_split(tmp_path: Path, caplog) -> None:
+    """`Fractured/patient07/view2.png`: the docs said sub-folders are taken for grouping (by patient),
+    but they were dropped, so 8 of 21 patients had views in two splits, and one patient in both the
+    given train and test folders went unseen by the leakage check."""
+    from fracsight.data import ensure_splits, straddling_groups
+    from fracsight.data.leakage import split_leakage
+
+    value = iter(range(256))
+    for i in range(21):
+        for view in range(3):
+            _png(
+                tmp_path / "own" / ("Fractured" if i % 2 else "Normal") / f"patient{i:02d}" / f"view{view}",
+                next(value),
+            )
+    _png(
+        tmp_path / "own" / "Normal" / "patient03" / "followup", next(value)
+    )  # the same patient in both classes
+    dataset = load_dataset(tmp_path / "own")
+    assert {s.group for s in dataset.samples} == {f"patient{i:02d}" for i in range(21)}
+    assert not straddling_groups(ensure_splits(dataset).samples)
+
+    for split, label in (
+        ("train", "Fractured"),
+        ("train", "Normal"),
+        ("test", "Normal"),
+        ("test", "Fractured"),
+    ):
+        for i in range(6):
+            _png(tmp_path / "given" / split / label / f"p{i}" / "a", next(value))
+    _png(tmp_path / "given" / "test" / "Normal" / "p0" / "b", next(value))
+    leakage = split_leakage(load_dataset(tmp_path / "given").samples)
+    assert leakage  # every patient is in both train and test
+
+    # with fracture types: the patient folder under the type folder
+    for i in range(6):
+        _png(tmp_path / "typed" / "Fractured" / ("spiral", "avulsion")[i % 2] / f"p{i}" / "a", next(value))
+        _png(tmp_path / "typed" / "Normal" / f"b{i}", next(value))  # types need a flat normal folder
+    typed = load_dataset(tmp_path / "typed")
+    assert CLASS in typed.class_names and {s.group for s in typed.samples} == {
+        None,
+        *(f"p{i}" for i in range(6)),
+    }
+
+    # one folder holding most images is no patient: not taken as a group, and said so
+    for label in ("Fractured", "Normal"):
+        for i in range(5):
+            _png(tmp_path / "generic" / label / "images" / f"x{i}", next(value))
+    with caplog.at_level(logging.WARNING, logger="fracsight.data.folders"):
+        generic = load_dataset(tmp_path / "generic")
+    assert all(s.group is None for s in generic.samples)
+    assert "'images' of the class folders holds 10 of the 10 images" in caplog.text

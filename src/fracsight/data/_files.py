@@ -77,10 +77,22 @@ log = logging.getLogger(__name__)
 
 # What archivers and file managers leave beside the images: macOS zips carry ``__MACOSX/`` (a
 # copy of the tree holding ``._x.jpg`` resource forks), Windows ``Thumbs.db`` and ``desktop.ini``,
-# removable drives ``$RECYCLE.BIN`` and ``System Volume Information``. Read as hidden: a zip of
-# ``data/`` made on a Mac unpacked to ``data/`` + ``__MACOSX/``, and ``__MACOSX`` became a class.
+# removable drives ``$RECYCLE.BIN`` and ``System Volume Information``, Synology shares ``@eaDir``
+# (a thumbnail of each image) and ``#recycle``/``#snapshot``. Read as hidden: a zip of ``data/``
+# made on a Mac unpacked to ``data/`` + ``__MACOSX/``, and ``__MACOSX`` became a class; a copy off a
+# Synology share made ``#recycle`` a class and trained on thumbnails of the test images.
 _SYSTEM_NAMES = frozenset(
-    {"__macosx", "thumbs.db", "ehthumbs.db", "desktop.ini", "$recycle.bin", "system volume information"}
+    {
+        "__macosx",
+        "thumbs.db",
+        "ehthumbs.db",
+        "desktop.ini",
+        "$recycle.bin",
+        "system volume information",
+        "@eadir",
+        "#recycle",
+        "#snapshot",
+    }
 )
 
 

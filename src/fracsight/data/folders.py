@@ -23,6 +23,8 @@ for grouping, by patient for example, and ignored as before).
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 from fracsight.data._files import (
@@ -132,7 +134,42 @@ def read_class_folders(root: Path) -> Dataset:
         for name, paths in sorted(classes.items())
         for path in paths
     ]
+    samples = _grouped_by_subfolder(root, samples, typed=False)
     return Dataset(root=root, layout="class-folders", samples=tuple(samples), class_names={task: class_names})
+
+
+def _grouped_by_subfolder(root: Path, samples: list[Sample], *, typed: bool) -> list[Sample]:
+    """``samples`` with ``group`` set to the sub-folder of the class folder (of the type folder,
+    ``typed``) each image sits in: ``Fractured/patient07/view2.png`` is in group ``patient07``, with
+    patient07's images in ``Normal/`` and in other splits. The docs promised this grouping, but the
+    sub-folders were dropped: one patient's views landed in train and test, and leakage between
+    given splits went unseen. A sub-folder holding more than a fifth of the images is no patient or
+    study (``Fractured/images/``, years): then none is taken, with a warning."""
+
+    def subfolder(sample: Sample) -> str | None:
+        try:
+            parts = sample.path.relative_to(root).parts
+        except ValueError:
+            return None
+        inside = 1 + (sample.split is not None) + (typed and CLASS in sample.labels)
+        return parts[inside] if len(parts) > inside + 1 else None
+
+    groups = [subfolder(s) for s in samples]
+    counts = Counter(g for g in groups if g is not None)
+    if not counts:
+        return samples
+    largest, n = counts.most_common(1)[0]
+    if n > len(samples) / 5:
+        log.warning(
+            "%s: the sub-folder %r of the class folders holds %d of the %d images, too many for one "
+            "patient or study, so sub-folders are not taken as groups: images are split one by one",
+            root,
+            largest,
+            n,
+            len(samples),
+        )
+        return samples
+    return [replace(s, group=g) for s, g in zip(samples, groups, strict=True)]
 
 
 def _sorted_names(names: set[str]) -> tuple[str, ...]:
@@ -182,6 +219,7 @@ def _fracture_types(root: Path, per_split: dict[str | None, list[Path]], index: 
         )
         for split, path, kind, label in typed
     ]
+    samples = _grouped_by_subfolder(root, samples, typed=True)
     warn_splits_lacking(samples, CLASS, types, "fracture type(s)")
     return Dataset(
         root=root,
