@@ -206,6 +206,11 @@ def test_a_destination_that_aborts_every_store_is_said_so(tmp_path: Path, fracat
         ("application/dicom+json", b""),
         ("application/dicom+json", b"{}"),
         ("application/dicom+json", b"<html><body>Sign in</body></html>"),  # said to be JSON, is not
+        # JSON, but no store response: a traceback from `dicom study`, an ERROR a second from the node
+        ("application/dicom+json", b"[]"),
+        ("application/dicom+json", b"null"),
+        ("application/dicom+json", b'{"error": "quota"}'),
+        ("application/dicom+json", b'{"00081199": {"vr": "SQ", "Value": "x"}}'),
     ],
 )
 def test_a_200_without_a_store_response_is_not_counted_as_stored(
@@ -225,6 +230,36 @@ def test_a_200_without_a_store_response_is_not_counted_as_stored(
     source = make_radiograph_dicom(image, tmp_path / "a.dcm")
     with http_service(LoginPage) as service, pytest.raises(DestinationUnavailable, match="without a STOW-RS"):
         StowDestination(f"{service}/dicom-web", timeout=10).deliver([source])
+
+
+@pytest.mark.parametrize("status", [301, 302, 303])
+def test_a_stow_redirected_as_a_get_says_where_to(tmp_path: Path, fracatlas_dir: Path, status: int) -> None:
+    """A front end sending http:// on to https:// answers 301: the POST came back as a GET of the
+    study list, which `dicom study` ended in a traceback and the node in an ERROR line a second."""
+    from dicom_support import QuietHandler, http_service, make_radiograph_dicom
+    from fracsight.dicom.sender import DestinationUnavailable, StowDestination
+
+    gets: list[str] = []
+
+    class Moved(QuietHandler):
+        def do_POST(self) -> None:
+            self.read_body()
+            self.send_response(status)
+            self.send_header("Location", "https://pacs.example/dicom-web/studies?key=SECRET")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_GET(self) -> None:
+            gets.append(self.path)
+            self.reply(200, b"[]", "application/dicom+json")
+
+    image = fracatlas_dir / "images" / "Fractured" / "IMG0000019.jpg"
+    source = make_radiograph_dicom(image, tmp_path / "a.dcm")
+    with http_service(Moved) as service, pytest.raises(DestinationUnavailable) as refused:
+        StowDestination(f"{service}/dicom-web", timeout=10).deliver([source])
+    said = str(refused.value)
+    assert f"redirected (HTTP {status}) to https://pacs.example/dicom-web/studies?***" in said
+    assert "give that URL" in said and "SECRET" not in said and not gets  # the redirect not followed
 
 
 @pytest.mark.parametrize(

@@ -1247,6 +1247,22 @@ def test_a_malformed_dicomweb_url_is_a_bad_argument(url: str, tmp_path: Path) ->
     assert not (tmp_path / "s").exists()  # nothing started
 
 
+@pytest.mark.parametrize("tail", ["?token=SECRETTOK", ";token=SECRETTOK", "#SECRETTOK"])
+def test_a_dicomweb_url_with_a_query_is_refused_without_showing_it(tail: str, tmp_path: Path) -> None:
+    """`--dicomweb http://host/dicom-web?token=X`: dicomweb-client asked for `...?token=X/studies/...`,
+    which no service takes, and every message printed the token."""
+    url = f"http://127.0.0.1:9/dicom-web{tail}"
+    uid = "1.2.826.0.1.3680043.8.498.1234567890"
+    for args in (
+        ["dicom", "study", uid, "--dicomweb", url],
+        ["dicom", "listen", "--spool", str(tmp_path / "s"), "--allow", "PACS", "--stow", url],
+    ):
+        result = runner.invoke(cli_app, args)
+        assert result.exit_code == 2 and "is not supported: give the service's DICOMweb root" in result.output
+        assert "SECRETTOK" not in result.output and "http://127.0.0.1:9/dicom-web" in result.output
+    assert not (tmp_path / "s").exists()
+
+
 @needs_dciodvfy
 def test_a_modality_lut_sequence_goes_into_the_state(case, predictor: Predictor, tmp_path: Path) -> None:
     """highdicom copies a source's rescale into the presentation state, not its Modality LUT

@@ -71,6 +71,15 @@ def _check_url(url: str, option: str) -> str:
         shown = repr(redacted_url(url)) if parts is not None else "the URL given"
         why = f"{shown} is not an http(s) URL of a DICOMweb service (http://HOST[:PORT]/PATH)"
         raise typer.BadParameter(why, param_hint=option)
+    if parts.query or parts.fragment or ";" in parts.path or url.endswith(("?", "#")):
+        # dicomweb-client appends its paths to the URL (`...?token=X/studies`): no service takes
+        # that, and the token was printed in every message; the part is not quoted here
+        raise typer.BadParameter(
+            f"{redacted_url(url)!r}: a query (?...), parameters (;...) or a fragment (#...) in a DICOMweb "
+            "URL is not supported: give the service's DICOMweb root (http://HOST[:PORT]/PATH); for a login "
+            "use --dicomweb-user and its password (docs/dicom.md)",
+            param_hint=option,
+        )
     return url.rstrip("/")
 
 

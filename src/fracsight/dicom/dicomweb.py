@@ -40,7 +40,7 @@ def web_client(url: str, timeout: float, login: BasicLogin | None = None) -> Any
     from dicomweb_client import DICOMwebClient
 
     session = requests.Session()
-    session.hooks["response"].append(_bare_media_type)
+    session.hooks["response"].extend([_refuse_a_post_turned_get, _bare_media_type])
     if login is not None:
         session.auth = login.auth()
     client = DICOMwebClient(url, session=session, timeout=timeout)
@@ -56,6 +56,32 @@ _DICOM_MEDIA_TYPES = (
     "application/dicom+xml",
     "application/xml",
 )
+
+
+class PostRedirected(Exception):
+    """A STOW-RS request answered with a redirect that HTTP clients follow as a GET (301, 302,
+    303): the results would not be sent (the GET got the study list back). A proxy sending
+    ``http://`` on to ``https://`` does this; the URL to give is where it points."""
+
+    def __init__(self, status: int, location: str) -> None:
+        super().__init__(status, location)
+        self.status, self.location = status, location
+
+    def __str__(self) -> str:
+        return (
+            f"redirected (HTTP {self.status}) to {self.location}, where a POST is not followed: give that URL"
+        )
+
+
+def _refuse_a_post_turned_get(response: Any, *_: Any, **__: Any) -> Any:
+    if response.request.method == "POST" and response.status_code in (301, 302, 303):
+        from urllib.parse import urljoin
+
+        from fracsight.dicom.login import redacted_url
+
+        where = urljoin(response.url, response.headers.get("Location", ""))
+        raise PostRedirected(response.status_code, redacted_url(where))
+    return response
 
 
 def _bare_media_type(response: Any, *_: Any, **__: Any) -> Any:

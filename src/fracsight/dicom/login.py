@@ -175,10 +175,17 @@ def shown_url(url: str, login: BasicLogin | None) -> str:
 
 
 def redacted_url(url: str) -> str:
-    """``url`` with the password of ``http://user:password@host/...`` shown as ``***`` (a URL as
-    the user typed it, before :func:`resolve_login` takes the login out of it)."""
+    """``url`` with the password of ``http://user:password@host/...``, any ``;parameters``, query
+    and fragment shown as ``***`` (a URL as the user typed it, before :func:`resolve_login` takes
+    the login out of it; a token may ride in any of these)."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    path, semicolon, _ = parts.path.partition(";")
+    parts = parts._replace(
+        path=path + ("***" if semicolon else ""),
+        query="***" if parts.query else "",
+        fragment="***" if parts.fragment else "",
+    )
+    if parts.password is not None:
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{parts.username}:***@{host}")
+    return urlunsplit(parts)

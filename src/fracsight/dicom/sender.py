@@ -487,6 +487,8 @@ class StowDestination:
 
         import requests
 
+        from fracsight.dicom.dicomweb import PostRedirected
+
         try:
             response = client.store_instances([ds for _, ds in datasets])
         except (requests.ConnectionError, requests.Timeout) as e:
@@ -502,7 +504,12 @@ class StowDestination:
             for i, _ in datasets:
                 outcomes[i] = f"http_{status}"
             return
-        except (requests.exceptions.JSONDecodeError, ParseError) as e:  # an answer that is not DICOM JSON/XML
+        except PostRedirected as e:
+            raise DestinationUnavailable(f"{self.describe()}: {e}") from e
+        # an answer that is not DICOM JSON/XML, or JSON that is no store response (`[]`, `null`, an
+        # error object: dicomweb-client's reading of it raised AttributeError or TypeError, a
+        # traceback from `dicom study` and an ERROR line a second from the node, without back-off)
+        except (ValueError, TypeError, AttributeError, KeyError, ParseError) as e:
             raise DestinationUnavailable(f"{self.describe()}: {_NOT_A_STOW_RESPONSE}") from e
         stored = {_uid(item) for item in _items(response, "ReferencedSOPSequence")}
         failed = {
