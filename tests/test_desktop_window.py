@@ -1185,6 +1185,10 @@ def test_an_export_after_files_changed_on_disk_predicts_them_again_and_saves_not
     assert desktop.status.cget("text").startswith("Not saved: y.jpg changed on disk since predicted")
     wait_until(root, lambda: not desktop.running and desktop.list_current, 60, "y predicted again")
     assert [r["decision"] for r in tree_rows(desktop)] == ["fracture suspected"] * 2
+    # the run's last word buried "Not saved" within a second: the reader saw "Done" and took the
+    # file for written
+    said = desktop.status.cget("text")
+    assert said.startswith("Done") and said.endswith("The JSON was not exported: export it again."), said
     assert desktop.export_csv(target) == target
     cli_csv = tmp_path / "cli.csv"
     assert predict_cli(str(x), str(y), "--csv", str(cli_csv))[0] == 0
@@ -1196,6 +1200,7 @@ def test_an_export_after_files_changed_on_disk_predicts_them_again_and_saves_not
     assert desktop.status.cget("text").startswith("Not saved: x.jpg changed on disk")
     wait_until(root, lambda: 0 in desktop.views and desktop.viewer.picture_current, 60, "x read again")
     assert desktop.card_headline.cget("text") == "No fracture detected"
+    wait_until(root, lambda: "The overlay was not exported" in desktop.status.cget("text"), 60, "the note")
     assert desktop.export_overlay(overlay) == overlay
     wait_until(root, lambda: desktop.status.cget("text") == f"Saved {overlay}", 60, "the overlay")
 

@@ -143,6 +143,9 @@ class DesktopApp:
         self.done = 0  # results received
         self.failed = 0  # of those, files that could not be read
         self._run = _Run(done=0)  # from idle to idle, over every batch opened meanwhile
+        # an export refused because its files changed ("CSV", "JSON", "overlay"): said again in the
+        # status line that follows, which buried "Not saved" under "Done" within a second
+        self.not_exported: str | None = None
         self._first_result = self._first_view = False
         self._unlisted: list[int] = []  # results received and not yet in the list
         self._queued: set[int] = set()  # files given to the worker and not predicted yet
@@ -591,7 +594,8 @@ class DesktopApp:
             self._fill_card()
         name = self.session.names[index]
         why = "changed on disk since it was predicted" if changed else "was read again"
-        self._set_status(f"{name} {why}: its row is the file as it is now.")
+        note = self._not_exported_note() if self.not_exported == "overlay" else ""  # a run's: at its end
+        self._set_status(f"{name} {why}: its row is the file as it is now.{note}")
 
     def _model_loaded(self, event: ModelLoaded) -> None:
         predictor = event.predictor
@@ -972,7 +976,11 @@ class DesktopApp:
         self._set_status(f"Saved {path}")
         return True
 
-    def _predicting_changed_again(self) -> bool:
+    def _not_exported_note(self) -> str:
+        kind, self.not_exported = self.not_exported, None
+        return f" The {kind} was not exported: export it again." if kind else ""
+
+    def _predicting_changed_again(self, kind: str) -> bool:
         """Whether files changed on disk since they were predicted (a re-export under the same
         name): then they are predicted again, in their rows, and nothing is saved now; an export
         held their old results, which ``fracsight predict`` on the same files no longer gives."""
@@ -987,6 +995,7 @@ class DesktopApp:
         self.cancel_button.configure(state="normal")
         self._update_progress()
         names = _some(self.session.names[i] for i in changed)
+        self.not_exported = kind
         self._set_status(
             f"Not saved: {names} changed on disk since predicted; predicting again, then export again."
         )
@@ -997,7 +1006,7 @@ class DesktopApp:
         if not self.session.results or self.session.predictor is None:
             self._set_status("Nothing to export yet.")
             return None
-        if self._predicting_changed_again():
+        if self._predicting_changed_again("CSV"):
             return None
         path = self._save_target(path, "Export results as CSV", "fracsight-results.csv", ".csv", "CSV")
         if path is None:
@@ -1010,7 +1019,7 @@ class DesktopApp:
         if not self.session.results or self.session.predictor is None:
             self._set_status("Nothing to export yet.")
             return None
-        if self._predicting_changed_again():
+        if self._predicting_changed_again("JSON"):
             return None
         path = self._save_target(path, "Export results as JSON", "fracsight-results.json", ".json", "JSON")
         if path is None:
@@ -1031,6 +1040,7 @@ class DesktopApp:
             # the picture and card shown are of the file as it was: read it again, save nothing
             name = self.session.names[index]
             self._set_status(f"Not saved: {name} changed on disk since it was predicted; reading it again …")
+            self.not_exported = "overlay"
             self._show(index)
             return None
         # named with its folders, as the web app names it: two patients' image1.png got one name
@@ -1149,6 +1159,7 @@ class DesktopApp:
         self._queued.clear()  # a cancelled run's files are predicted when opened again
         run = self._run
         seconds = time.perf_counter() - run.started
+        note = self._not_exported_note()
         if run.asked:
             what = "Cancelled" if run.cancelled else "Done"
             done, unread = self.done - run.done, self.failed - run.failed
@@ -1161,12 +1172,15 @@ class DesktopApp:
             if unread:  # "40 of 40 images predicted" read as all done when 36 rows were errors
                 self._set_status(
                     f"{what}: {done} of {run.asked} images in {seconds:.1f} s: {done - unread} predicted, "
-                    f"{unread} could not be read (their rows say why).{again}"
+                    f"{unread} could not be read (their rows say why).{again}{note}"
                 )
             else:
-                self._set_status(f"{what}: {done} of {run.asked} images predicted in {seconds:.1f} s.{again}")
+                self._set_status(
+                    f"{what}: {done} of {run.asked} images predicted in {seconds:.1f} s.{again}{note}"
+                )
         elif run.cancelled:
-            self._set_status(f"Cancelled: stopped looking for images in {_some(map(str, run.looked_in))}.")
+            looked = _some(map(str, run.looked_in))
+            self._set_status(f"Cancelled: stopped looking for images in {looked}.{note}")
         self.cancel_button.configure(state="disabled")
 
     def close(self) -> None:
