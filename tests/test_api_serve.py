@@ -425,3 +425,38 @@ def test_a_client_that_left_gets_no_predictions_made_for_it(tiny_bundle: Path, f
     ]
     assert not predicted or float(predicted[0].split()[-1]) == 0, predicted  # none counted for no one
     assert 'status="499"' in metrics
+
+
+@pytest.mark.slow
+def test_sighup_to_a_server_of_workers_stops_it_gracefully(tiny_bundle: Path, tmp_path: Path) -> None:
+    """The terminal closed (SIGHUP to the whole process group) with `--workers 2`: the workers died of
+    it, their requests in flight unanswered, and the supervisor started new ones ("restarting
+    processes") instead of stopping, as one worker does."""
+    codes: list[int] = []
+    started: list[subprocess.Popen[bytes]] = []
+    log = tmp_path / "serve.log"
+    with loopback_server(
+        "--model", str(tiny_bundle), "--workers", "2", exit_codes=codes, started=started, log=log
+    ) as url:
+        host, port = url.removeprefix("http://").split(":")
+        stalled = socket.create_connection((host, int(port)))
+        stalled.sendall(
+            b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b'Content-Length: 100000\r\n\r\n--b\r\nContent-Disposition: form-data; name="files"; '
+            b'filename="a.png"\r\n\r\n' + b"x" * 1000
+        )
+        time.sleep(1)  # the request is in a worker, waiting for the rest of its body
+        supervisor = started[0].pid
+        workers = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+        for pid in [supervisor, *map(int, workers)]:  # what a closed terminal sends
+            os.kill(pid, signal.SIGHUP)
+        started[0].wait(timeout=GRACEFUL_SHUTDOWN_S + 20)
+    stalled.settimeout(5)
+    answer = b""
+    with contextlib.suppress(OSError):
+        while chunk := stalled.recv(65536):
+            answer += chunk
+    stalled.close()
+    assert codes == [0], log.read_text()
+    assert answer.startswith(b"HTTP/1.1 503") and b"server_stopping" in answer, answer
+    assert "restarting" not in log.read_text()

@@ -8,6 +8,7 @@ reset) where a load balancer's health check needs a refusal at once. Ours stops 
 from __future__ import annotations
 
 import contextlib
+import signal
 from typing import Any
 
 import uvicorn
@@ -38,6 +39,22 @@ class _Supervisor(Multiprocess):
         self._stop_listening()
         super().handle_int()
 
+    def handle_hup(self) -> None:
+        # the terminal closed (SIGHUP to the whole process group): a graceful stop, as with one
+        # worker; uvicorn's supervisor restarted its workers instead
+        self.handle_term()
+
+
+def create_worker_app() -> Any:
+    """:data:`APP` in a worker process of :class:`_Supervisor`. SIGHUP is the supervisor's to act on:
+    its default action killed the worker with its requests in flight (the clients' connections
+    dropped unanswered) when a closed terminal sent it to the whole process group."""
+    from fracsight.api.app import create_app
+
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    return create_app()
+
 
 def run(*, host: str, port: int, workers: int, log_level: str) -> None:
     """Serve :data:`APP` until stopped (SIGTERM: a graceful stop of at most GRACEFUL_SHUTDOWN_S)."""
@@ -62,6 +79,6 @@ def run(*, host: str, port: int, workers: int, log_level: str) -> None:
 def supervise(options: dict[str, Any]) -> None:
     """``options["workers"]`` worker processes of :data:`APP` on one socket, under :class:`_Supervisor`
     (uvicorn.run's options; its Config sets up logging, so it is made here, when serving)."""
-    config = uvicorn.Config(APP, **options)
+    config = uvicorn.Config("fracsight.api.server:create_worker_app", **options)
     with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C during the stop, as uvicorn.run
         _Supervisor(config, sockets=[config.bind_socket()]).run()
