@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import logging
 import math
 import os
 import threading
@@ -336,8 +337,17 @@ async def predict(
 
         try:
             outcomes = await anyio.to_thread.run_sync(work, limiter=_limiter(request, settings))
-        except ClientGone:  # its files were left unpredicted: no one waits behind them, none counted
+        except ClientGone as gone:  # its files were left unpredicted: no one waits behind them, none counted
             metrics.count_error(CLIENT_GONE)
+            # uvicorn writes no access line for a connection already closed: the log had no trace
+            logger.info(
+                "client closed request: %s %s %d (%d of its %d files not predicted)",
+                request.method,
+                request.url.path,
+                CLIENT_GONE_STATUS,
+                gone.left,
+                len(uploads),
+            )
             return Response(status_code=CLIENT_GONE_STATUS)
         failures = [o.result for o in outcomes if isinstance(o.result, FileFailure)]
         predictions = [o.result for o in outcomes if isinstance(o.result, Prediction)]
@@ -362,6 +372,8 @@ async def predict(
             "studies": [s.to_dict() for s in studies],
         }
 
+
+logger = logging.getLogger("fracsight.api")
 
 CLIENT_GONE = "client_closed_request"
 CLIENT_GONE_STATUS = 499  # nginx's "client closed request": no one reads it; the log and metrics do

@@ -95,7 +95,12 @@ def _predict_one(predictor: Predictor, upload: Upload, options: PredictOptions) 
 
 
 class ClientGone(Exception):
-    """The client closed its connection before its answer was ready: its files are not predicted."""
+    """The client closed its connection before its answer was ready: its files are not predicted
+    (``left``: how many of them were not)."""
+
+    def __init__(self, left: int = 0) -> None:
+        super().__init__(left)
+        self.left = left
 
 
 def predict_uploads(
@@ -107,7 +112,7 @@ def predict_uploads(
     outcomes = []
     for upload in uploads:
         if gone():
-            raise ClientGone
+            raise ClientGone(len(uploads) - len(outcomes))
         outcomes.append(_predict_one(predictor, upload, options))
         result = outcomes[-1].result
         if isinstance(result, Prediction) and is_large(result.image_size):
