@@ -634,3 +634,47 @@ def test_a_bundle_zip_is_found_whatever_the_case_of_its_suffix(tmp_path: Path) -
     archive = Path(shutil.make_archive(str(tmp_path / "bundle"), "zip", folder))
     upper = archive.rename(tmp_path / "BUNDLE.ZIP")
     assert Predictor(upper).name == Predictor().name  # "neither a bundle folder nor a .zip of one"
+
+
+def test_a_file_object_is_read_from_its_start_and_its_own_errors_fail_it_alone(
+    fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """A notebook cell run again with the same open file called a 100 KB JPEG "empty (0 bytes)"; a
+    damaged zip member (zipfile.BadZipFile, not an OSError) ended predict_many and lost the result
+    before it."""
+    import zipfile
+
+    from fracsight.errors import ImageReadError
+    from fracsight.inference import FailedPrediction, Predictor
+
+    images = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[:3]
+    predictor = Predictor()
+    with images[0].open("rb") as f:
+        first = predictor.predict(f)
+        assert predictor.predict(f).fracture_probability == first.fracture_probability  # read again
+    archive = tmp_path / "images.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as z:
+        for image in images[:3]:
+            z.write(image, image.name)
+    data = bytearray(archive.read_bytes())
+    second = images[1].read_bytes()
+    at = bytes(data).index(second) + len(second) // 2
+    data[at] ^= 0xFF  # the second member's CRC no longer matches
+    archive.write_bytes(bytes(data))
+    with zipfile.ZipFile(archive) as z:
+        results = list(predictor.predict_many([z.open(n) for n in z.namelist()]))
+        assert [type(r).__name__ for r in results] == ["Prediction", "FailedPrediction", "Prediction"]
+        assert isinstance(results[1], FailedPrediction) and "BadZipFile" in results[1].error
+        with pytest.raises(ImageReadError, match="the file object cannot be read: BadZipFile"):
+            predictor.predict(z.open(images[1].name))
+
+
+def test_errors_and_data_are_reachable_from_the_package_root() -> None:
+    """The README names `fracsight.errors.InvalidPixelsError`: after `import fracsight` alone it was an
+    AttributeError (it worked only once something else had imported the module)."""
+    import subprocess
+    import sys
+
+    code = "import fracsight as f; print(f.errors.InvalidPixelsError.code, f.data.load_dataset.__name__)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["invalid_pixels", "load_dataset"], done.stderr

@@ -25,6 +25,8 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 # them (``fracsight.Predictor()``: "object" not callable)
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from fracsight import data as data
+    from fracsight import errors as errors
     from fracsight import evaluation as evaluation  # "as": re-exported, as in __all__
     from fracsight import explain as explain
     from fracsight import inference as inference
@@ -80,7 +82,8 @@ _HOME = {
     "save_overlay": "fracsight.explain",
 }
 #: subpackages reachable as ``fracsight.<name>`` without importing them first
-_SUBPACKAGES = frozenset({"evaluation", "explain", "inference", "io"})
+#: (``fracsight.errors`` is named in the README: it failed unless something had imported it)
+_SUBPACKAGES = frozenset({"data", "errors", "evaluation", "explain", "inference", "io"})
 
 
 def __getattr__(name: str) -> object:

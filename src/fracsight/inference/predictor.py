@@ -119,6 +119,13 @@ def _is_file_object(source: Any) -> bool:
     return readable and not isinstance(source, _READABLE) and not _in_memory(source)
 
 
+def _seekable(source: Any) -> bool:
+    try:
+        return bool(source.seekable())
+    except (AttributeError, OSError, ValueError):  # no seekable(), or closed (its read() says so)
+        return False
+
+
 def _input_name(source: Any) -> str:
     """What a result calls an input given no name: a path's file name, an open file's (results of a
     list of open files were all "upload"), a Radiograph's own name, else ``"upload"`` (bytes, an
@@ -359,9 +366,16 @@ class Predictor:
         if _is_file_object(source):
             name = name or _input_name(source)  # its bytes are read under the file's own name
             try:
+                # from its start: a notebook cell run again with the same open file read it from its
+                # end and called a 100 KB JPEG "empty (0 bytes)"
+                if _seekable(source):
+                    source.seek(0)
                 source = source.read()  # a binary file (open(..., "rb"), io.BytesIO): its bytes
-            except (OSError, ValueError) as e:  # closed, or not open for reading
-                raise ImageReadError(f"{name}: the file object cannot be read: {e}") from None
+            # closed, not open for reading, or its own reader's error (a damaged zip member raises
+            # zipfile.BadZipFile, which ended predict_many and lost the results before it)
+            except Exception as e:
+                why = f"{type(e).__name__}: {e}" if not isinstance(e, (OSError, ValueError)) else str(e)
+                raise ImageReadError(f"{name}: the file object cannot be read: {why}") from None
             if not isinstance(source, (bytes, bytearray, memoryview)):  # a text file's str is no path
                 raise TypeError(
                     "a file given to predict must be opened in binary mode ('rb'); "
@@ -564,7 +578,8 @@ class Predictor:
         """One image: a path, bytes, a binary file object, a numpy array or PIL image (read by
         :meth:`Radiograph.from_array <fracsight.io.Radiograph.from_array>`'s rules) or a
         :class:`~fracsight.io.Radiograph`. Raises an :class:`~fracsight.errors.ImageReadError` on
-        a bad image and ``TypeError`` on anything else (a list: use :meth:`predict_many`).
+        a bad image and ``TypeError`` on anything else (a list: use :meth:`predict_many`). A binary
+        file object is read from its start where it can seek (where it stands otherwise).
 
         ``name``: what the result calls it (default: the file name; ``"upload"`` for bytes,
         ``"array"`` for pixels). ``heatmap``: compute ``result.heatmap`` (H, W) in [0, 1].
