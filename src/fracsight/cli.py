@@ -498,7 +498,12 @@ def _say_training_cache(folder: Path) -> None:
 
 @app.command()
 def predict(
-    paths: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG, DICOM, ...) and/or folders.")],
+    paths: Annotated[
+        list[Path],
+        # readable=False: Click refused a file it could not read as a usage error (exit 2) and
+        # predicted nothing; it is a row of its own, the others predicted, exit 1
+        typer.Argument(help="Image files (PNG, JPEG, DICOM, ...) and/or folders.", readable=False),
+    ],
     model: ModelOption = None,
     operating_point: Annotated[
         str | None, typer.Option(help="Named operating point of the bundle (default: the bundle's default).")
@@ -605,7 +610,13 @@ def predict(
                     except OSError as e:
                         overlay_failures.append(e)
                     result = dataclasses.replace(result, heatmap=None, pixels=None)
-                if isinstance(result, FailedPrediction) and path.is_dir():  # a folder without images
+                # a folder without images; not one that cannot be listed (a sub-folder's row says so:
+                # its "no images" message asked inside it, and the whole run ended in "os_error")
+                if (
+                    isinstance(result, FailedPrediction)
+                    and path.is_dir()
+                    and os.access(path, os.R_OK | os.X_OK)
+                ):
                     why = no_images_message([path])
                     result = FailedPrediction(result.source, "no_images", f"{result.source}: {why}")
                 results.append((path, result))

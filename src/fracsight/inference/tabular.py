@@ -258,7 +258,7 @@ def no_images_message(paths: Sequence[Path], most: int = 5) -> str:
             if len(others) > most:
                 break
     found = f"no image files found in the given {'folders' if folders else 'inputs'}"
-    bundles = [f for f in folders if (f / "bundle.json").is_file()]  # `predict BUNDLE IMAGE`
+    bundles = [f for f in folders if _is_file(f / "bundle.json")]  # `predict BUNDLE IMAGE`
     if bundles:
         return f"{found}: {bundles[0]} is a model bundle, not images: give it with --model {bundles[0]}"
     if not others:
@@ -371,7 +371,7 @@ def _not_given(views: Sequence[PurePath]) -> tuple[str, ...]:
             continue
         seen.add(real)  # a link to an image left out is that image
         if _a_radiograph_object(path):
-            left_out.append(name)
+            left_out.append(text_cell(name))
     return tuple(left_out)
 
 
@@ -398,6 +398,13 @@ def _a_radiograph_object(path: Path) -> bool:
     return True
 
 
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # in a folder that cannot be listed (Python 3.11 raises PermissionError)
+        return False
+
+
 def _shortest_names(folders: Sequence[PurePath]) -> dict[PurePath, str]:
     """Each (distinct, absolute) folder named by the fewest of its last parts, at least two, that
     tell it from the others."""
@@ -409,7 +416,7 @@ def _shortest_names(folders: Sequence[PurePath]) -> dict[PurePath, str]:
         counts = Counter(tails.values())
         for f in pending:
             if counts[tails[f]] == 1 or depth >= len(f.parts) - 1:
-                names[f] = tails[f]
+                names[f] = text_cell(tails[f])  # as every other name: JSON held lone surrogates
         pending = [f for f in pending if f not in names]
         depth += 1
     return names

@@ -118,11 +118,14 @@ def looks_like_text(head: bytes) -> bool:
 
 def holds_image(path: Path) -> bool:
     """True when ``path`` is a regular file whose first bytes are a supported image's (a DICOM
-    named ``IM000001`` or by its UID): how a folder's files without an image extension are judged."""
+    named ``IM000001`` or by its UID), or one that cannot be opened to tell: how a folder's files
+    without an image extension are judged."""
     if not path.is_file():  # opening a named pipe waits for a writer: a folder scan hung on one
         return False
     try:
         with open(path, "rb") as f:
             return sniff_format(f.read(HEAD_BYTES)) is not None
     except OSError:
-        return False
+        # one that cannot be opened (permission denied) may be an image: taken, so that the reader
+        # says why it failed; left out, a PACS export's `IM0002` vanished from its study unsaid
+        return True

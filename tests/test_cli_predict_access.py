@@ -1,0 +1,116 @@
+"""`fracsight predict` on files and folders the user cannot read, and on names that are not UTF-8.
+
+Permission denied cannot be seen by root: as root, the command runs as the user ``nobody``
+(``setpriv``), in a folder that user may enter, as a reader without rights to a share would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fracsight.inference.tabular import text_cell
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def _as_reader(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "fracsight", *args]
+    if os.geteuid() == 0:
+        command = [*NOBODY, *command]
+    env = {**os.environ, "HOME": str(cwd), "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
+
+
+@pytest.fixture()
+def shared_folder() -> Iterator[Path]:
+    """A folder under /tmp that ``nobody`` may enter (pytest's are root's alone)."""
+    if os.geteuid() == 0 and shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: no way to be denied a file")
+    folder = Path(tempfile.mkdtemp(prefix="fracsight-access-"))
+    folder.chmod(0o755)
+    try:
+        check = _as_reader(["--version"], folder)
+        if check.returncode != 0:
+            pytest.skip(f"the user nobody cannot run this Python here: {check.stderr[-200:]}")
+        yield folder
+    finally:
+        for path in folder.rglob("*"):
+            if not path.is_symlink():
+                path.chmod(0o755)
+        shutil.rmtree(folder)
+
+
+def _image(fracatlas_dir: Path, target: Path, mode: int = 0o644) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.parent.chmod(0o755)
+    shutil.copyfile(fracatlas_dir / "images" / "Fractured" / "IMG0000019.jpg", target)
+    target.chmod(mode)
+    return target
+
+
+def test_files_and_folders_that_cannot_be_read_are_rows_and_the_rest_is_predicted(
+    shared_folder: Path, fracatlas_dir: Path
+) -> None:
+    """An unreadable file named on the command line was a usage error (exit 2, nothing predicted);
+    a sub-folder that cannot be listed ended the run in "os_error: Permission denied" with no
+    results; and a PACS export's `IM0002` that cannot be opened left its study without a word, the
+    study called complete."""
+    _image(fracatlas_dir, shared_folder / "ok.jpg")
+    _image(fracatlas_dir, shared_folder / "bad.jpg", 0o000)
+    _image(fracatlas_dir, shared_folder / "sub" / "x.jpg")
+    _image(fracatlas_dir, shared_folder / "pacs" / "study1" / "IM0001")
+    _image(fracatlas_dir, shared_folder / "pacs" / "study1" / "IM0002", 0o000)
+    (shared_folder / "sub").chmod(0o000)
+
+    named = _as_reader(["predict", "ok.jpg", "bad.jpg", "--json"], shared_folder)
+    assert named.returncode == 1, named.stderr
+    rows = {r["source"]: r for r in json.loads(named.stdout)["images"]}
+    assert rows["ok.jpg"]["fracture_probability"] > 0.5
+    assert (
+        rows["bad.jpg"]["error_code"] == "unreadable_image"
+        and "Permission denied" in rows["bad.jpg"]["error"]
+    )
+
+    folder = _as_reader(["predict", ".", "--json"], shared_folder)
+    assert folder.returncode == 1, folder.stderr
+    report = json.loads(folder.stdout)
+    rows = {r["source"]: r for r in report["images"]}
+    assert "fracture_probability" in rows["ok.jpg"] and rows["sub"]["error_code"] == "unreadable_image"
+    assert rows["pacs/study1/IM0002"]["error_code"] == "unreadable_image"
+    (study,) = report["studies"]
+    assert study["reliable"] is False and "1 of 2 views could not be read" in json.dumps(study)
+
+
+def test_a_folder_name_that_is_not_utf8_is_the_same_in_json_and_csv(
+    fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """A study folder named in Latin-1 (`\\xe9`) was `"\\udce9/study2"` in the JSON (a lone surrogate,
+    which strict parsers refuse) and `\\xe9/study2` in the CSV and the image rows."""
+    root = os.fsencode(tmp_path / "odd")
+    for study in (b"study1", b"study2"):
+        folder = os.path.join(root, b"\xe9", study)
+        os.makedirs(folder)
+        for view in (b"a.jpg", b"b.jpg"):
+            shutil.copyfile(
+                fracatlas_dir / "images" / "Fractured" / "IMG0000019.jpg", os.path.join(folder, view)
+            )
+    done = subprocess.run(
+        [sys.executable, "-m", "fracsight", "predict", str(tmp_path / "odd"), "--json"],
+        capture_output=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.decode("utf-8"))
+    names = sorted(s["study"] for s in report["studies"])
+    assert (
+        names == [text_cell("\udce9/study1"), text_cell("\udce9/study2")] == ["\\xe9/study1", "\\xe9/study2"]
+    )
