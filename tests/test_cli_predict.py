@@ -449,6 +449,10 @@ def test_missing_path_exits_2_with_a_message(tiny_bundle: Path, images: list[Pat
     result = _predict(tiny_bundle, images[0], tmp_path / "nowhere.png")
     assert result.exit_code == 2
     assert "no such file or folder" in result.stderr and "nowhere.png" in result.stderr
+    assert "pattern" not in result.stderr
+    # `predict "mura/*/*.jpg"`: the quotes keep the shell from expanding it, and fracsight does not
+    quoted = _predict(tiny_bundle, tmp_path / "*" / "*.jpg")
+    assert quoted.exit_code == 2 and "a pattern in quotes is not expanded" in " ".join(quoted.stderr.split())
 
 
 def test_a_url_exits_2_named_as_a_url(tiny_bundle: Path, images: list[Path]) -> None:

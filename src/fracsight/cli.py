@@ -269,7 +269,14 @@ def refuse_missing(paths: Iterable[Path | None]) -> None:
         what = "a loop of links that never reaches a file" if _in_link_loop(broken[0]) else None
         error_line("not_found", f"{what or 'a link whose target does not exist'}: {links}")
         raise typer.Exit(2)
-    error_line("not_found", f"no such file or folder: {', '.join(map(str, missing))}")
+    patterns = any(c in str(p) for p in missing for c in "*?[")
+    hint = (
+        " (a pattern in quotes is not expanded: leave the quotes out for the shell to expand it, "
+        "or give the folder)"
+        if patterns
+        else ""
+    )
+    error_line("not_found", f"no such file or folder: {', '.join(map(str, missing))}{hint}")
     raise typer.Exit(2)
 
 
