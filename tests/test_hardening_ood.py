@@ -94,7 +94,13 @@ def test_a_blurred_or_heavily_compressed_radiograph_is_not_reliable(
 def test_statistics_are_cheap_and_well_defined_on_flat_images() -> None:
     stats = image_statistics(np.zeros((40, 40), dtype=np.float32))
     assert stats.neighbour_correlation == 1.0 and stats.grey_levels == 1
-    assert set(stats.to_dict()) == {"grey_levels", "neighbour_correlation", "edge_fraction", "fine_detail"}
+    assert set(stats.to_dict()) == {
+        "grey_levels",
+        "neighbour_correlation",
+        "edge_fraction",
+        "fine_detail",
+        "cross_variation",
+    }
 
 
 def test_pixel_statistics_are_none_only_for_a_blank_image() -> None:
@@ -314,3 +320,17 @@ def test_a_radiograph_read_reduced_below_the_input_size_is_not_reliable(fracatla
     )
     as_the_predictor_reads = predictor.predict(read_image(path, reduce_to=384))  # 512 x 410
     assert as_the_predictor_reads.reliable and as_the_predictor_reads.warnings == ()
+
+
+@pytest.mark.fracatlas
+def test_stripes_of_a_radiograph_are_not_reliable(fracatlas_dir: Path) -> None:
+    """One row (or column) of a radiograph repeated over the whole image kept a radiograph's grey
+    levels and passed every limit: "fracture suspected", 0.195, reliable."""
+    from fracsight.io import read_image
+
+    predictor = Predictor()
+    pixels = read_image(fracatlas_dir / "images" / "Fractured" / "IMG0000019.jpg").pixels
+    h, w = pixels.shape
+    for stripes in (np.tile(pixels[h // 2][None, :], (h, 1)), np.tile(pixels[:, w // 2][:, None], (1, w))):
+        result = predictor.predict(np.ascontiguousarray(stripes))
+        assert not result.reliable and any("cross_variation" in w for w in result.warnings), result.warnings

@@ -97,6 +97,9 @@ IMAGE_LIMITS: dict[str, tuple[float | None, float | None]] = {
     # low: a radiograph blurred past reading (Gaussian radius 4 on a 373 x 454 film moved a fracture
     # from 0.93 to 0.09, reliable, 2026-12-05); no FracAtlas image is below 0.026
     "fine_detail": (0.018, 0.45),
+    # one row (or column) of a radiograph repeated over the whole image passed every other limit,
+    # "fracture suspected, reliable" (2026-12-06); 400 FracAtlas images: 0.198 at the least
+    "cross_variation": (0.05, None),
 }
 
 
@@ -166,12 +169,15 @@ def body_part_warning(body_part: str | None, region_probs: Mapping[str, float]) 
 
 @dataclass(frozen=True)
 class ImageStatistics:
-    """How the pixels vary, in four numbers that separate radiographs from other images."""
+    """How the pixels vary, in five numbers that separate radiographs from other images."""
 
     grey_levels: int  # occupied bins (>= 0.05 % of pixels) of a 64-bin histogram: few = posterised/binary
     neighbour_correlation: float  # of horizontally adjacent pixels at full resolution: low = noise/text
     edge_fraction: float  # pixels with gradient > 0.02 (256 px image): ~0 = smooth ramp, high = texture
     fine_detail: float  # mean |Laplacian| / std (256 px image): high = fine detail for its contrast
+    # the grey levels' spread along each row, and along each column, over their spread in all (256 px
+    # image), the smaller of the two: ~0 = stripes, every row (or column) one grey level
+    cross_variation: float = 1.0
 
     def to_dict(self) -> dict[str, float]:
         return {k: round(float(v), 4) for k, v in asdict(self).items()}
@@ -191,7 +197,9 @@ def image_statistics(pixels: np.ndarray) -> ImageStatistics:
     gy, gx = np.gradient(a)
     edges = float((gx * gx + gy * gy > EDGE_GRADIENT**2).mean())
     lap = np.abs(4 * a[1:-1, 1:-1] - a[:-2, 1:-1] - a[2:, 1:-1] - a[1:-1, :-2] - a[1:-1, 2:])
-    fine = float(lap.mean(dtype=np.float64) / (a.std(dtype=np.float64) + 1e-6))
+    spread = a.std(dtype=np.float64) + 1e-6
+    fine = float(lap.mean(dtype=np.float64) / spread)
+    along = min(a.std(axis=1, dtype=np.float64).mean(), a.std(axis=0, dtype=np.float64).mean())
     h, w = pixels.shape
     top, left = max(0, (h - CORRELATION_CROP) // 2), max(0, (w - CORRELATION_CROP) // 2)
     # every other row of the crop is plenty for a correlation, and halves its cost
@@ -202,7 +210,7 @@ def image_statistics(pixels: np.ndarray) -> ImageStatistics:
     s00, s11, s01 = (float(np.einsum("ij,ij->", p, q)) for p, q in ((x0, x0), (x1, x1), (x0, x1)))
     flat = x0.size < 2 or s00 < 1e-12 * x0.size or s11 < 1e-12 * x0.size  # constant rows: no noise
     corr = 1.0 if flat else s01 / float(np.sqrt(s00 * s11))
-    return ImageStatistics(int((bins >= 0.0005).sum()), corr, edges, fine)
+    return ImageStatistics(int((bins >= 0.0005).sum()), corr, edges, fine, float(along / spread))
 
 
 def _outside(stats: ImageStatistics, limits: Mapping[str, Sequence[float | None]]) -> list[str]:
