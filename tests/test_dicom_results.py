@@ -436,6 +436,24 @@ needs_dciodvfy = pytest.mark.skipif(
 
 
 @needs_dciodvfy
+def test_no_verdict_over_a_late_image_once_the_study_was_pruned(
+    case, predictor: Predictor, fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """An image after the study's files were pruned (--keep-files) got a verdict over itself alone,
+    under the study's Tracking UID: "study of 1 images: no fracture detected" replaced "study of
+    6 images: fracture suspected". Now no verdict is made; the earlier one stands."""
+    path, first, first_prediction = case
+    jpeg = sorted((fracatlas_dir / "images" / "Non_fractured").glob("*.jpg"))[0]
+    late = support.cr_from_jpeg(jpeg, study_uid=first.StudyInstanceUID, instance_number=7)
+    late_file = tmp_path / "late.dcm"
+    late_file.write_bytes(_bytes(late))
+    images = [("first", tmp_path / "pruned.dcm", first_prediction), ("late", late_file, None)]
+    outcome = make_study_results(predictor, images, "study", tmp_path / "node", tmp_path)
+    assert outcome.files == () and outcome.error is None and (outcome.images, outcome.pruned) == (1, 1)
+    kept = make_study_results(predictor, [("first", path, first_prediction)], "s", tmp_path / "n2", tmp_path)
+    assert kept.files and kept.pruned == 0
+
+
 def test_a_later_study_verdict_names_the_one_it_replaces(
     case, predictor: Predictor, fracatlas_dir: Path, tmp_path: Path
 ) -> None:

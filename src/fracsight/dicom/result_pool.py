@@ -138,6 +138,9 @@ class StudyOutcome:
     images: int
     error: str | None = None
     deferred: bool = False  # not written to the spool (a full disk): the study stays open
+    # images of the study pruned from the spool (--keep-files) before a late one re-opened it: then
+    # no verdict is made, as it would cover only the late images and replace the one over them all
+    pruned: int = 0
 
 
 # SQLite's own words for the errors a spool write meets (its message is not logged: see below)
@@ -230,12 +233,13 @@ def make_study_results(
 
     from fracsight.dicom.results import quiet_values, study_result_datasets, study_uid_seed
 
-    sources, predictions = [], []
+    sources, predictions, pruned = [], [], 0
     for key, path, prediction in images:
         try:
             data = path.read_bytes()
-        except FileNotFoundError:
-            continue  # pruned long ago: a late image re-opened the study
+        except FileNotFoundError:  # pruned long ago: a late image re-opened the study
+            pruned += 1
+            continue
         if prediction is None:
             try:
                 (prediction,) = predictor.predict_radiographs(
@@ -246,8 +250,8 @@ def make_study_results(
         with quiet_values():
             sources.append(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True))
         predictions.append(prediction)
-    if not predictions:
-        return StudyOutcome((), 0)
+    if not predictions or pruned:
+        return StudyOutcome((), len(predictions), pruned=pruned)
     try:
         verdict = predictor.predict_study(predictions, study=name)
         seed = study_uid_seed(sources, predictor)

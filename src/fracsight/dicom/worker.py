@@ -393,7 +393,18 @@ class Worker(threading.Thread):
             log.error("study %s: verdict objects could not be made: %s", name, outcome.error)
             with contextlib.suppress(*WRITE_ERRORS):  # the count matters less than closing the study
                 self.spool.count("failed", "study_results_error")
-        if closed:
+        if closed and outcome.pruned:
+            for key in job.keys:
+                self._cache.pop(key, None)
+            log.warning(
+                "study %s: %d image(s) came after %d of its images were pruned from the spool "
+                "(--keep-files): no new verdict, which would cover the late ones only; the earlier "
+                "verdict stands, and each image has its own results",
+                name,
+                outcome.images,
+                outcome.pruned,
+            )
+        elif closed:
             for key in job.keys:
                 self._cache.pop(key, None)
             log.info(
