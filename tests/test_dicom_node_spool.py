@@ -529,6 +529,26 @@ def test_a_pacs_that_rejects_then_takes_the_results_is_logged_as_waited_for_then
         logging.getLogger("fracsight").setLevel(before)
 
 
+def test_a_spool_low_on_space_is_degraded_and_its_free_space_a_gauge(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spool disk filled by an open study refused every image (0xA700) and could not write the
+    study's verdict, for as long as nobody freed space, while /healthz said "ok"."""
+    import shutil
+
+    from fracsight.dicom import metrics
+
+    free = shutil.disk_usage(spool.root).free
+    assert metrics.health(spool)["spool_free_bytes"] > 0 and not metrics.health(spool)["spool_low_space"]
+    (gauge,) = [
+        line for line in render(spool).splitlines() if line.startswith("fracsight_dicom_spool_free_bytes")
+    ]
+    assert int(gauge.split()[1]) > 0
+    monkeypatch.setattr(metrics, "LOW_SPOOL_SPACE", free + 10**12)  # a disk this size: nearly full
+    said = metrics.health(spool)
+    assert said["status"] == "degraded" and said["spool_low_space"] and said["retrying"] == 0
+
+
 def test_a_pacs_out_of_resources_is_waited_for_never_given_up(spool: Spool) -> None:
     """A C-STORE SCP (pynetdicom, on loopback) that answers 0xA700 (Refused: Out of Resources: its
     disk full) to its first stores: each was a refusal, and ten of them (about 5 minutes) gave the

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -73,12 +74,34 @@ def status(spool: Spool) -> dict[str, Any]:
     return {"counters": out, "backlog": spool.backlog(), "instances": spool.states()}
 
 
+#: below this much free space on the spool's file system the node is "degraded": a full spool
+#: refused every image (0xA700) and could not write a study's verdict, while /healthz said "ok"
+LOW_SPOOL_SPACE = 100 * 1024 * 1024
+
+
+def spool_free_bytes(spool: Spool) -> int | None:
+    """Free bytes on the spool's file system (None when it cannot be asked)."""
+    try:
+        return shutil.disk_usage(spool.root).free
+    except OSError:
+        return None
+
+
 def health(spool: Spool) -> dict[str, Any]:
     """``/healthz``: :func:`status` with ``status`` "ok", or "degraded" while result objects wait to
-    be sent again after a failed try (``retrying``): a PACS down for an hour was "ok" throughout.
-    Still HTTP 200: the node itself is well, and a restart would not bring the PACS back."""
+    be sent again after a failed try (``retrying``: a PACS down for an hour was "ok" throughout) or
+    the spool's file system has less than :data:`LOW_SPOOL_SPACE` free (``spool_low_space``).
+    Still HTTP 200: a restart would bring neither the PACS back nor free the disk."""
     retrying = spool.retrying()
-    return {"status": "degraded" if retrying else "ok", "retrying": retrying, **status(spool)}
+    free = spool_free_bytes(spool)
+    low = free is not None and free < LOW_SPOOL_SPACE
+    return {
+        "status": "degraded" if retrying or low else "ok",
+        "retrying": retrying,
+        "spool_free_bytes": free,
+        "spool_low_space": low,
+        **status(spool),
+    }
 
 
 def _escape(value: str) -> str:
@@ -108,6 +131,14 @@ def render(spool: Spool) -> str:
         "# TYPE fracsight_dicom_instances gauge",
     ]
     lines += [f'fracsight_dicom_instances{{state="{k}"}} {v}' for k, v in sorted(spool.states().items())]
+    free = spool_free_bytes(spool)
+    if free is not None:
+        lines += [
+            "# HELP fracsight_dicom_spool_free_bytes Free space on the spool's file system: a full one "
+            "refuses every image.",
+            "# TYPE fracsight_dicom_spool_free_bytes gauge",
+            f"fracsight_dicom_spool_free_bytes {free}",
+        ]
     return "\n".join(lines) + "\n"
 
 
