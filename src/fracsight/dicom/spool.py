@@ -140,6 +140,23 @@ def write_durably(target: Path, data: bytes, tmp_dir: Path) -> None:
     replace_atomically(target, lambda tmp: tmp.write_bytes(data), tmp_dir=tmp_dir)
 
 
+def _read_only(db: Path) -> sqlite3.Connection:
+    """``db`` opened for reading only. A WAL database in a folder this user cannot write (a stopped
+    node's spool on a read-only mount, a monitoring user's `dicom status`) cannot be opened so where
+    no node has it open (SQLite cannot make its -shm file): "spool_busy: unable to open database
+    file". Then, and only then, it is read as immutable: no node is writing it."""
+    uri = db.resolve().as_uri()
+    connection = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False, isolation_level=None)
+    try:
+        connection.execute("SELECT 1 FROM sqlite_master LIMIT 1")  # SQLite opens the file here
+        return connection
+    except sqlite3.OperationalError:
+        connection.close()
+        if os.access(db.parent, os.W_OK) or (db.parent / "spool.db-shm").exists():
+            raise
+    return sqlite3.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False, isolation_level=None)
+
+
 class Spool:
     """The spool folder and its database; thread-safe (one connection behind a lock)."""
 
@@ -156,9 +173,7 @@ class Spool:
         self._lock = threading.RLock()
         db = self.root / "spool.db"
         if read_only:
-            self._db = sqlite3.connect(
-                f"{db.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False, isolation_level=None
-            )
+            self._db = _read_only(db)
             missing = {"instances", "outbox", "studies", "counters"} - {
                 name for (name,) in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")
             }

@@ -1,4 +1,4 @@
-"""`fracsight predict` on files and folders the user cannot read, and on names that are not UTF-8.
+"""Files, folders and spools the user cannot read or write, and names that are not UTF-8: `fracsight predict`, `dicom status`.
 
 Permission denied cannot be seen by root: as root, the command runs as the user ``nobody``
 (``setpriv``), in a folder that user may enter, as a reader without rights to a share would.
@@ -114,3 +114,17 @@ def test_a_folder_name_that_is_not_utf8_is_the_same_in_json_and_csv(
     assert (
         names == [text_cell("\udce9/study1"), text_cell("\udce9/study2")] == ["\\xe9/study1", "\\xe9/study2"]
     )
+
+
+def test_dicom_status_reads_a_spool_it_cannot_write(shared_folder: Path) -> None:
+    """`dicom status` on a stopped node's spool in a folder this user cannot write (a read-only
+    mount, a monitoring user) said "spool_busy: unable to open database file": SQLite could not make
+    the WAL database's -shm file."""
+    from fracsight.dicom.spool import Spool
+
+    Spool(shared_folder / "spool").close()  # made, then stopped: no -shm left
+    for path in (shared_folder / "spool", *(shared_folder / "spool").rglob("*")):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    done = _as_reader(["dicom", "status", "--spool", "spool", "--json"], shared_folder)
+    assert done.returncode == 0, done.stderr
+    assert "backlog" in json.loads(done.stdout)
