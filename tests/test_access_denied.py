@@ -1,4 +1,5 @@
-"""Files, folders and spools the user cannot read or write, and names that are not UTF-8: `fracsight predict`, `dicom status`.
+"""Files, folders and spools the user cannot read or write, and names that are not UTF-8
+(`fracsight predict`, `dicom status`).
 
 Permission denied cannot be seen by root: as root, the command runs as the user ``nobody``
 (``setpriv``), in a folder that user may enter, as a reader without rights to a share would.
