@@ -254,6 +254,29 @@ def test_sigterm_stops_the_server_with_exit_0(tiny_bundle: Path, workers: str) -
     assert codes == [0]
 
 
+def _stalled_upload(url: str) -> socket.socket:
+    """A connection to ``url`` whose upload stops after 1 kB of its 100 kB body."""
+    host, port = url.removeprefix("http://").split(":")
+    stalled = socket.create_connection((host, int(port)))
+    stalled.sendall(
+        b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+        b'Content-Length: 100000\r\n\r\n--b\r\nContent-Disposition: form-data; name="files"; '
+        b'filename="a.png"\r\n\r\n' + b"x" * 1000
+    )
+    return stalled
+
+
+def _answer_to(connection: socket.socket) -> bytes:
+    """Whatever the server sends on ``connection`` until it closes it (5 s at most per read)."""
+    connection.settimeout(5)
+    answer = b""
+    with contextlib.suppress(OSError):
+        while chunk := connection.recv(65536):
+            answer += chunk
+    connection.close()
+    return answer
+
+
 @pytest.mark.slow
 def test_a_stalled_upload_holds_the_stop_only_for_the_grace(tiny_bundle: Path, tmp_path: Path) -> None:
     """SIGTERM while a client's upload has stalled: the server waited for the 60 s body timeout
@@ -262,22 +285,11 @@ def test_a_stalled_upload_holds_the_stop_only_for_the_grace(tiny_bundle: Path, t
     codes: list[int] = []
     log = tmp_path / "serve.log"
     with loopback_server("--model", str(tiny_bundle), exit_codes=codes, log=log) as url:
-        host, port = url.removeprefix("http://").split(":")
-        stalled = socket.create_connection((host, int(port)))
-        stalled.sendall(
-            b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-            b'Content-Length: 100000\r\n\r\n--b\r\nContent-Disposition: form-data; name="files"; '
-            b'filename="a.png"\r\n\r\n' + b"x" * 1000
-        )
+        stalled = _stalled_upload(url)
         time.sleep(1)  # the request is in the app, waiting for the rest of its body
         stopping = time.monotonic()
     took = time.monotonic() - stopping
-    stalled.settimeout(5)
-    answer = b""
-    with contextlib.suppress(OSError):
-        while chunk := stalled.recv(65536):
-            answer += chunk
-    stalled.close()
+    answer = _answer_to(stalled)
     assert codes == [0] and GRACEFUL_SHUTDOWN_S - 2 < took < GRACEFUL_SHUTDOWN_S + 8, (codes, took)
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 503") and b"application/json" in head, answer
@@ -445,25 +457,14 @@ def test_sighup_to_a_server_of_workers_stops_it_gracefully(tiny_bundle: Path, tm
     with loopback_server(
         "--model", str(tiny_bundle), "--workers", "2", exit_codes=codes, started=started, log=log
     ) as url:
-        host, port = url.removeprefix("http://").split(":")
-        stalled = socket.create_connection((host, int(port)))
-        stalled.sendall(
-            b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-            b'Content-Length: 100000\r\n\r\n--b\r\nContent-Disposition: form-data; name="files"; '
-            b'filename="a.png"\r\n\r\n' + b"x" * 1000
-        )
+        stalled = _stalled_upload(url)
         time.sleep(1)  # the request is in a worker, waiting for the rest of its body
         supervisor = started[0].pid
         workers = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
         for pid in [supervisor, *map(int, workers)]:  # what a closed terminal sends
             os.kill(pid, signal.SIGHUP)
         started[0].wait(timeout=GRACEFUL_SHUTDOWN_S + 20)
-    stalled.settimeout(5)
-    answer = b""
-    with contextlib.suppress(OSError):
-        while chunk := stalled.recv(65536):
-            answer += chunk
-    stalled.close()
+    answer = _answer_to(stalled)
     assert codes == [0], log.read_text()
     assert answer.startswith(b"HTTP/1.1 503") and b"server_stopping" in answer, answer
     assert "restarting" not in log.read_text()
