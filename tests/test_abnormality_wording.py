@@ -206,3 +206,15 @@ def test_the_predict_table_heads_its_column_as_an_abnormality(
     result = CliRunner().invoke(app, ["predict", "--model", str(abnormality_bundle), str(image)])
     assert result.exit_code == 0, result.output
     assert "abnormality probability" in result.stdout and "fractur" not in result.stdout.lower()
+
+
+def test_the_card_of_an_abnormality_model_says_what_it_misses_in_its_words(abnormality_bundle: Path) -> None:
+    """The card of a MURA-trained model said "Small, subtle or non-displaced fractures are the ones
+    most often missed": its head finds abnormalities."""
+    from fracsight.bundle import load_bundle_spec
+    from fracsight.training.card import render_card
+
+    card = render_card(load_bundle_spec(abnormality_bundle))
+    assert "Subtle abnormalities (small or non-displaced fractures" in card
+    assert "Small, subtle or non-displaced fractures are the ones" not in card
+    assert "Small, subtle or non-displaced fractures are the ones" in render_card(Predictor().spec)

@@ -592,6 +592,19 @@ def _joint_section(spec: BundleSpec) -> list[str]:
     ]
 
 
+def _most_missed(spec: BundleSpec) -> str:
+    """What such a model misses most, in the words of what its head finds (a MURA model's card
+    spoke of fractures only)."""
+    from fracsight.inference.results import ABNORMALITY, finding_of
+
+    if finding_of(_positive(spec)) == ABNORMALITY:
+        return (
+            "Subtle abnormalities (small or non-displaced fractures, early degenerative change) are the "
+            "ones most often missed."
+        )
+    return "Small, subtle or non-displaced fractures are the ones most often missed."
+
+
 def render_card(spec: BundleSpec, run_dir: Path | None = None) -> str:
     cfg = spec.training.get("config", {})
     staged = spec.training.get("backbone_stages") != 0  # None: a bundle from before it was recorded
@@ -659,7 +672,7 @@ def render_card(spec: BundleSpec, run_dir: Path | None = None) -> str:
         if fracatlas
         else "- Trained on one data set (below); performance on other populations, machines and protocols "
         "is unknown until measured.",
-        *(["- Small, subtle or non-displaced fractures are the ones most often missed."] if fracture else []),
+        *([f"- {_most_missed(spec)}"] if fracture else []),
         *(
             ["- The class is only as good as the labels it learned from; check it against the images."]
             if klass
