@@ -275,6 +275,13 @@ def test_mura_studies_are_compared_per_study_as_evaluate_measures_them(
         f"study level (6 studies, 3 abnormal; mean of the views): AUROC A {study['auroc']['a']:.3f}"
         in printed
     )
+    # one abnormal study: the study-level line was left out without a word
+    few = _as_mura(images[4:], tmp_path / "few")  # 1 abnormal, 3 normal studies
+    args = ["compare", str(tiny_bundle), str(tiny_bundle), str(few), "--split", "all"]
+    printed = CliRunner().invoke(app, args).stdout
+    assert (
+        "study level (4 studies, 1 abnormal; mean of the views): not compared: two studies of each" in printed
+    )
 
 
 @pytest.mark.fracatlas

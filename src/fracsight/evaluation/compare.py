@@ -442,7 +442,8 @@ def _study_comparison(
     """DeLong's test over the studies (MURA's several views of one examination), each study's
     probability the mean of its images' as ``evaluate``'s study level takes it: over the images, the
     views of one study count as independent evidence and the p-value comes out too small. None where
-    the data have no studies of more than one image, or fewer than two studies of either label.
+    the data have no studies of more than one image; ``not_compared`` (why) where there are fewer than
+    two studies of either label.
     A view that repeats an earlier one of its study (``contents``) counts once, as in ``evaluate``."""
 
     ids = [s.study_id or s.image_id for s in kept]
@@ -453,8 +454,12 @@ def _study_comparison(
     y, prob = y[views], [p[views] for p in prob]
     _, labels, study_a = aggregate_study_predictions(ids, y, prob[0])
     study_b = aggregate_study_predictions(ids, y, prob[1])[2]
-    if min(int(labels.sum()), int((1 - labels).sum())) < 2:
-        return None
+    if min(int(labels.sum()), int((1 - labels).sum())) < 2:  # said, not left out without a word
+        return {
+            "n": len(labels),
+            "n_positive": int(labels.sum()),
+            "not_compared": "two studies of each label needed",
+        }
     auc = delong_test(labels, study_a, study_b)
     out = {"n": len(labels), "n_positive": int(labels.sum()), "method": "mean", "auroc": auc}
     if not views.all():  # as evaluate says it

@@ -146,9 +146,14 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         ]
     if "study" in result:
         study = result["study"]
+        said = (
+            f"not compared: {study['not_compared']}"
+            if "auroc" not in study
+            else f"AUROC {_delong(study['auroc'])}"
+        )
         lines.append(
             f"study level ({study['n']} studies, {study['n_positive']} {result['positive']}; mean of the "
-            f"views): AUROC {_delong(study['auroc'])}"
+            f"views): {said}"
         )
     if "top_box_hits" in result:
         lines.append(_paired("top box hits a true box", result["top_box_hits"]))
