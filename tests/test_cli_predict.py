@@ -531,7 +531,7 @@ def test_outputs_that_cannot_be_written_are_refused_before_predicting(
     a_file = tmp_path / "a-file"
     a_file.write_text("mine")
     cases = [
-        (["--csv", tmp_path / "no-such-folder" / "out.csv"], "no such folder"),
+        (["--csv", tmp_path / "no-such-folder" / "out.csv"], "(make it first: mkdir -p"),
         (["--csv", tmp_path], "is a folder"),
         (["--overlay-dir", a_file], "not a folder"),
     ]

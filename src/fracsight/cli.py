@@ -317,7 +317,8 @@ def refuse_output(path: Path | None, *, folder: bool, overwrite: bool = True, op
     elif folder and not overwrite and path.is_dir() and any(path.iterdir()):
         problem = "exists", f"{path} is not empty; pass --overwrite to write into it"
     elif not path.parent.is_dir():
-        problem = "bad_output", f"no such folder: {path.parent}"
+        # not made here: a typo in it would scatter outputs; the message says how to make it
+        problem = "bad_output", f"no such folder: {path.parent} (make it first: mkdir -p {path.parent})"
     elif not _writable(path, folder):
         # a read-only disk or a folder of someone else's: found only after every image was predicted
         problem = "bad_output", f"cannot write {path} (read-only, or no permission)"
