@@ -23,8 +23,9 @@ from fracsight.inference.tabular import text_cell
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 
-def _as_reader(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "fracsight", *args]
+def _as_reader(args: list[str], cwd: Path, *, python: bool = False) -> subprocess.CompletedProcess[str]:
+    """``fracsight ARGS`` (``python ARGS`` where ``python``) as a user without rights to others' files."""
+    command = [sys.executable, *(() if python else ("-m", "fracsight")), *args]
     if os.geteuid() == 0:
         command = [*NOBODY, *command]
     env = {**os.environ, "HOME": str(cwd), "PYTHONPATH": os.pathsep.join(sys.path)}
@@ -89,6 +90,23 @@ def test_files_and_folders_that_cannot_be_read_are_rows_and_the_rest_is_predicte
     assert rows["pacs/study1/IM0002"]["error_code"] == "unreadable_image"
     (study,) = report["studies"]
     assert study["reliable"] is False and "1 of 2 views could not be read" in json.dumps(study)
+
+    # the folder itself: "no image files found" (exit 2) for a folder that is not empty
+    alone = _as_reader(["predict", "sub", "--json"], shared_folder)
+    assert alone.returncode == 1, alone.stderr
+    (row,) = json.loads(alone.stdout)["images"]
+    assert row["error"] == "sub: a folder that cannot be listed (Permission denied)"
+
+    # a data set's file without an image extension that cannot be opened is no sample (it would stop
+    # `train`); `predict` takes it to say why
+    (shared_folder / "pacs" / "study1" / "README").write_text("notes")
+    (shared_folder / "pacs" / "study1" / "README").chmod(0o000)
+    code = (
+        "import sys, pathlib; from fracsight.data._files import is_image_file as i; "
+        "print(i(pathlib.Path(sys.argv[1])))"
+    )
+    listed = _as_reader(["-c", code, "pacs/study1/README"], shared_folder, python=True)
+    assert listed.stdout.strip() == "False", listed.stderr
 
 
 def test_a_folder_name_that_is_not_utf8_is_the_same_in_json_and_csv(

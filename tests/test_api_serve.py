@@ -173,20 +173,24 @@ def loopback_server(
     log_level: str = "warning",
     exit_codes: list[int] | None = None,
     started: list[subprocess.Popen[bytes]] | None = None,
+    nohup: bool = False,
 ) -> Iterator[str]:
     """`fracsight serve ARGS` on a free loopback port, ready; yields its URL and stops it afterwards
     (SIGTERM, as an orchestrator does).
 
     ``env``: FRACSIGHT_* variables for the server (the caller's own are left out). ``log``: a file
     that takes the server's stderr. ``exit_codes``: gets the server's exit code once it stopped.
-    ``started``: gets the server's process.
+    ``started``: gets the server's process. ``nohup``: started with SIGHUP ignored, as `nohup` does.
     """
     port = free_port()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}, **(env or {})}
     entry = "from fracsight.cli import main; main()"
     command = [sys.executable, "-c", entry, "serve", *args, "--port", str(port), "--log-level", log_level]
     stderr = open(log, "wb") if log else subprocess.PIPE  # noqa: SIM115 (closed with the server)
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+    ignore_hup = (lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if nohup else None  # as `nohup`
+    server = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=stderr, preexec_fn=ignore_hup
+    )
     if started is not None:
         started.append(server)
     url = f"http://127.0.0.1:{port}"
@@ -468,3 +472,14 @@ def test_sighup_to_a_server_of_workers_stops_it_gracefully(tiny_bundle: Path, tm
     assert codes == [0], log.read_text()
     assert answer.startswith(b"HTTP/1.1 503") and b"server_stopping" in answer, answer
     assert "restarting" not in log.read_text()
+
+    # under nohup SIGHUP stays ignored, by the supervisor and its workers alike
+    started.clear()
+    with loopback_server("--model", str(tiny_bundle), "--workers", "2", started=started, nohup=True) as url:
+        supervisor = started[0].pid
+        workers = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+        for pid in [supervisor, *map(int, workers)]:
+            os.kill(pid, signal.SIGHUP)
+        time.sleep(2)
+        assert started[0].poll() is None and httpx.get(f"{url}/healthz", timeout=10).status_code == 200
+        assert Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split() == workers

@@ -327,20 +327,29 @@ def test_patient_subfolders_are_groups_kept_in_one_split(tmp_path: Path, caplog)
         ("test", "Normal"),
         ("test", "Fractured"),
     ):
-        for i in range(6):
+        for i in range(12):
             _png(tmp_path / "given" / split / label / f"p{i}" / "a", next(value))
     _png(tmp_path / "given" / "test" / "Normal" / "p0" / "b", next(value))
     leakage = split_leakage(load_dataset(tmp_path / "given").samples)
     assert leakage  # every patient is in both train and test
 
+    # a small set of three patients, one of them with many views, is still grouped: the leakage
+    # check went quiet when one patient held more than a fifth of the images
+    for split, label, patient, n in (("train", "Fractured", "patA", 5), ("train", "Normal", "patB", 5)):
+        for i in range(n):
+            _png(tmp_path / "few" / split / label / patient / f"v{i}", next(value))
+    for label, patient in (("Fractured", "patA"), ("Normal", "patC")):
+        _png(tmp_path / "few" / "test" / label / patient / "v", next(value))
+    assert split_leakage(load_dataset(tmp_path / "few").samples)
+
     # with fracture types: the patient folder under the type folder
-    for i in range(6):
+    for i in range(12):
         _png(tmp_path / "typed" / "Fractured" / ("spiral", "avulsion")[i % 2] / f"p{i}" / "a", next(value))
         _png(tmp_path / "typed" / "Normal" / f"b{i}", next(value))  # types need a flat normal folder
     typed = load_dataset(tmp_path / "typed")
     assert CLASS in typed.class_names and {s.group for s in typed.samples} == {
         None,
-        *(f"p{i}" for i in range(6)),
+        *(f"p{i}" for i in range(12)),
     }
 
     # one folder holding most images is no patient: not taken as a group, and said so
@@ -350,4 +359,15 @@ def test_patient_subfolders_are_groups_kept_in_one_split(tmp_path: Path, caplog)
     with caplog.at_level(logging.WARNING, logger="fracsight.data.folders"):
         generic = load_dataset(tmp_path / "generic")
     assert all(s.group is None for s in generic.samples)
-    assert "'images' of the class folders holds 10 of the 10 images" in caplog.text
+    assert "the sub-folder 'images' holds 10 of the 10 images, too many for one patient" in caplog.text
+    assert "leakage of a patient between splits is not checked" in caplog.text
+    # body regions are no patients either (val came out all hip, test all wrist)
+    for label in ("Fractured", "Normal"):
+        for region in ("hand", "leg", "hip", "shoulder", "elbow", "wrist", "XR_ANKLE"):
+            for i in range(3):
+                _png(tmp_path / "regions" / label / region / f"x{i}", next(value))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="fracsight.data.folders"):
+        regions = load_dataset(tmp_path / "regions")
+    assert all(s.group is None for s in regions.samples)
+    assert "sub-folders are named for body parts (XR_ANKLE, elbow, hand)" in caplog.text

@@ -435,7 +435,6 @@ needs_dciodvfy = pytest.mark.skipif(
 )
 
 
-@needs_dciodvfy
 def test_no_verdict_over_a_late_image_once_the_study_was_pruned(
     case, predictor: Predictor, fracatlas_dir: Path, tmp_path: Path
 ) -> None:
@@ -454,6 +453,7 @@ def test_no_verdict_over_a_late_image_once_the_study_was_pruned(
     assert kept.files and kept.pruned == 0
 
 
+@needs_dciodvfy
 def test_a_later_study_verdict_names_the_one_it_replaces(
     case, predictor: Predictor, fracatlas_dir: Path, tmp_path: Path
 ) -> None:

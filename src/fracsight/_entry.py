@@ -22,7 +22,7 @@ def _ctrl_c_again(unraisable: sys.UnraisableHookArgs) -> None:
     code once this callback has returned (delivered at once, it would land in this hook itself).
     """
     if not isinstance(unraisable.exc_value, KeyboardInterrupt):
-        sys.__unraisablehook__(unraisable)
+        _earlier_hook(unraisable)
         return
 
     def later() -> None:
@@ -30,6 +30,9 @@ def _ctrl_c_again(unraisable: sys.UnraisableHookArgs) -> None:
         _thread.interrupt_main()
 
     threading.Thread(target=later, daemon=True).start()
+
+
+_earlier_hook = sys.unraisablehook
 
 
 def main(prog_name: str | None = None) -> None:

@@ -581,7 +581,8 @@ def predict(
     refuse_output(overlay_dir, folder=True, option="--overlay-dir")
     inputs = named_inputs(paths, empty_folders=True)
     files = [path for path, _ in inputs]
-    if all(path.is_dir() for path in files):  # nothing but folders without images (or nothing)
+    # nothing but folders without images (or nothing); one that cannot be listed is a row that says so
+    if all(path.is_dir() and os.access(path, os.R_OK | os.X_OK) for path in files):
         error_line("no_images", no_images_message(paths))
         raise typer.Exit(2)
     refuse_output_among_inputs(csv_path, overlay_dir, paths, files)
@@ -1248,7 +1249,9 @@ def serve(
     # uvicorn handles SIGTERM (a graceful shutdown), then restores the handler it found and sends
     # the signal again: with the default one a single-worker server died of it (exit 143, not 0)
     signal.signal(signal.SIGTERM, lambda *_: None)
-    if hasattr(signal, "SIGHUP"):  # the terminal closed: the graceful stop of SIGTERM, not a cut
+    # the terminal closed: the graceful stop of SIGTERM, not a cut; under nohup (SIGHUP ignored) it
+    # stays ignored, by the supervisor of several workers too
+    if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
         # (uvicorn's handlers, set when it starts, take SIGTERM; its supervisor of several workers
         # takes SIGHUP itself, as a reload)
         signal.signal(signal.SIGHUP, lambda *_: os.kill(os.getpid(), signal.SIGTERM))

@@ -39,10 +39,16 @@ class _Supervisor(Multiprocess):
         self._stop_listening()
         super().handle_int()
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # read before uvicorn's supervisor sets its own handler: `nohup fracsight serve` ignores it
+        self._hup_ignored = hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        super().__init__(*args, **kwargs)
+
     def handle_hup(self) -> None:
         # the terminal closed (SIGHUP to the whole process group): a graceful stop, as with one
-        # worker; uvicorn's supervisor restarted its workers instead
-        self.handle_term()
+        # worker (uvicorn's supervisor restarted its workers instead); nothing under nohup
+        if not self._hup_ignored:
+            self.handle_term()
 
 
 def create_worker_app() -> Any:

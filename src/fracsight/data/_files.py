@@ -131,7 +131,9 @@ def is_image_file(path: Path) -> bool:
         return False
     from fracsight.io._sniff import holds_image
 
-    return path.suffix.lower() in IMAGE_EXTENSIONS or holds_image(path)
+    # a data set's file without an image extension that cannot be opened (a README of mode 000) is
+    # no sample: taken, it would stop `train`; predict takes it (a PACS export's IM0002) to say why
+    return path.suffix.lower() in IMAGE_EXTENSIONS or holds_image(path, unopenable=False)
 
 
 def visible_dirs(path: Path) -> list[Path]:

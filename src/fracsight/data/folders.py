@@ -143,8 +143,8 @@ def _grouped_by_subfolder(root: Path, samples: list[Sample], *, typed: bool) -> 
     ``typed``) each image sits in: ``Fractured/patient07/view2.png`` is in group ``patient07``, with
     patient07's images in ``Normal/`` and in other splits. The docs promised this grouping, but the
     sub-folders were dropped: one patient's views landed in train and test, and leakage between
-    given splits went unseen. A sub-folder holding more than a fifth of the images is no patient or
-    study (``Fractured/images/``, years): then none is taken, with a warning."""
+    given splits went unseen. Sub-folders that are no patients or studies (:func:`_not_patients`:
+    ``Fractured/images/``, years, body regions) are not taken, with a warning."""
 
     def subfolder(sample: Sample) -> str | None:
         try:
@@ -158,18 +158,38 @@ def _grouped_by_subfolder(root: Path, samples: list[Sample], *, typed: bool) -> 
     counts = Counter(g for g in groups if g is not None)
     if not counts:
         return samples
-    largest, n = counts.most_common(1)[0]
-    if n > len(samples) / 5:
+    why = _not_patients(counts, len(samples))
+    if why is not None:
         log.warning(
-            "%s: the sub-folder %r of the class folders holds %d of the %d images, too many for one "
-            "patient or study, so sub-folders are not taken as groups: images are split one by one",
+            "%s: %s, so the class folders' sub-folders are not taken as patients or studies: leakage "
+            "of a patient between splits is not checked",
             root,
-            largest,
-            n,
-            len(samples),
+            why,
         )
         return samples
     return [replace(s, group=g) for s, g in zip(samples, groups, strict=True)]
+
+
+def _not_patients(counts: Counter[str], total: int) -> str | None:
+    """Why sub-folders holding ``counts`` images of ``total`` are no patients or studies, or None:
+    one folder holding more than half of the images (`Fractured/images/` + `Normal/images/`), or
+    folders named for body parts (seven region folders were taken for patients: val came out all hip
+    and test all wrist). A patient with many views is still a patient: a rule of "at most a fifth
+    of the images" turned the leakage check off for a small set of three patients."""
+    import re
+
+    from fracsight.inference.ood import BODY_PART_REGIONS
+
+    largest, n = counts.most_common(1)[0]
+    if n > total / 2:
+        return (
+            f"the sub-folder {largest!r} holds {n} of the {total} images, too many for one patient or study"
+        )
+    parts = {p.lower() for p in BODY_PART_REGIONS} | {r for rs in BODY_PART_REGIONS.values() for r in rs}
+    named = sorted(c for c in counts if parts & set(re.split(r"[^a-z]+", c.lower())))
+    if named:
+        return f"sub-folders are named for body parts ({', '.join(named[:3])})"
+    return None
 
 
 def _sorted_names(names: set[str]) -> tuple[str, ...]:

@@ -393,9 +393,10 @@ class Worker(threading.Thread):
             log.error("study %s: verdict objects could not be made: %s", name, outcome.error)
             with contextlib.suppress(*WRITE_ERRORS):  # the count matters less than closing the study
                 self.spool.count("failed", "study_results_error")
-        if closed and outcome.pruned:
+        if closed:
             for key in job.keys:
                 self._cache.pop(key, None)
+        if closed and outcome.pruned:
             log.warning(
                 "study %s: %d image(s) came after %d of its images were pruned from the spool "
                 "(--keep-files): no new verdict, which would cover the late ones only; the earlier "
@@ -405,8 +406,6 @@ class Worker(threading.Thread):
                 outcome.pruned,
             )
         elif closed:
-            for key in job.keys:
-                self._cache.pop(key, None)
             log.info(
                 "study %s: verdict over %d images, %d objects queued",
                 name,

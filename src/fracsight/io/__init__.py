@@ -202,6 +202,8 @@ def _load(source: str | os.PathLike[str] | bytes, name: str | None) -> tuple[byt
         why = "" if listable else " (one that cannot be listed: permission denied)"
         raise ImageReadError(f"{name}: is a folder, not an image file{why}") from e
     except OSError as e:
+        if path.is_dir():  # one that cannot be listed: open() says "permission denied" before "is a folder"
+            raise ImageReadError(f"{name}: a folder that cannot be listed ({e.strerror or e})") from e
         raise ImageReadError(f"{name}: cannot read the file ({e.strerror or e})") from e
 
 

@@ -116,10 +116,10 @@ def looks_like_text(head: bytes) -> bool:
     return False
 
 
-def holds_image(path: Path) -> bool:
+def holds_image(path: Path, *, unopenable: bool = True) -> bool:
     """True when ``path`` is a regular file whose first bytes are a supported image's (a DICOM
-    named ``IM000001`` or by its UID), or one that cannot be opened to tell: how a folder's files
-    without an image extension are judged."""
+    named ``IM000001`` or by its UID), or (``unopenable``) one that cannot be opened to tell: how a
+    folder's files without an image extension are judged."""
     if not path.is_file():  # opening a named pipe waits for a writer: a folder scan hung on one
         return False
     try:
@@ -128,4 +128,4 @@ def holds_image(path: Path) -> bool:
     except OSError:
         # one that cannot be opened (permission denied) may be an image: taken, so that the reader
         # says why it failed; left out, a PACS export's `IM0002` vanished from its study unsaid
-        return True
+        return unopenable
