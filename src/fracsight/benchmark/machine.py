@@ -48,6 +48,41 @@ def machine_busy(cpu_busy: float | None, load: float | None, cpus: int) -> bool:
     return load is not None and load > 0.5 * cpus
 
 
+def busy_during(round_medians: list[tuple[float, ...]], load_after: float | None, cpus: int) -> bool:
+    """Whether other work started while the benchmark ran: a row whose rounds' medians differ more
+    than twofold (39 to 2,480 ms in one row, beside "21.3x, met" where an idle machine gives 3.5 to
+    4.8x), or a load at the end above the CPU count. The check before the run cannot see it."""
+    spread = any(min(r) > 0 and max(r) / min(r) > 2.0 for r in round_medians if len(r) > 1)
+    return spread or (load_after is not None and load_after > cpus)
+
+
+def cpu_identity() -> dict[str, object]:
+    """The CPU's model and the vector instructions ONNX Runtime's INT8 kernels use (the same
+    bundle runs 3.5x or 4.8x faster than ResNet50 with or without VNNI), and the CPUs this process
+    may use (``os.cpu_count`` counts those ``taskset`` leaves out)."""
+    model, flags = None, set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and model is None:
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    if model is None:
+        import platform
+
+        model = platform.processor() or None
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni")
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count()
+    return {"cpu_model": model, "cpu_flags": [f for f in wanted if f in flags], "usable_cpus": usable}
+
+
 def load_average() -> float | None:
     try:
         return round(os.getloadavg()[0], 2)
@@ -56,7 +91,8 @@ def load_average() -> float | None:
 
 
 def own_peak_rss_mb() -> float | None:
-    """This process's peak resident memory in MB.
+    """This process's peak resident memory in MB of 2**20 bytes (MiB, as every figure of it in the
+    docs: VmHWM is in KiB).
 
     On Linux, VmHWM of this process's own memory map: ``ru_maxrss`` would also count
     the memory of the parent at the moment it forked this process (it survives exec).

@@ -145,12 +145,19 @@ def render_report(report: BenchmarkReport) -> list[Any]:
     caption = (
         f"{escape(report.images)}; {count(report.runs, 'timed single-image run')} per row, "
         f"{count(report.throughput_images, 'image')} per throughput pass in batches of {report.batch}; "
-        f"{m['cpus']} CPUs, load average {m['load_before']} -> {m['load_after']}"
+        f"{m['cpus']} CPUs ({escape(str(m.get('cpu_model') or 'CPU model unknown'))}"
+        f"{', ' + ' '.join(m['cpu_flags']) if m.get('cpu_flags') else ''}), "
+        f"load average {m['load_before']} -> {m['load_after']}"
     )
     if m.get("cpu_busy_before") is not None:
         caption += f", CPU busy before the run {m['cpu_busy_before']:.0%}"
     if m["busy"]:
         caption += "\n[yellow]other work was running as the run started: every figure is distorted[/yellow]"
+    elif m.get("busy_during"):
+        caption += (
+            "\n[yellow]other work started during the run (a row's rounds differ more than twofold, or the "
+            "load ended above the CPU count): every figure is distorted[/yellow]"
+        )
     table = Table(title=f"fracsight benchmark: {escape(report.model)}", caption=caption)
     columns = ("", "engine", "input", "median ms", "p95 ms", "images/s", "peak RSS MB", "default faster")
     resnet = next((r for r in report.rows if r.name == RESNET_ROW), None)
@@ -179,8 +186,13 @@ def render_report(report: BenchmarkReport) -> list[Any]:
     targets = Table(title="targets (2-core CPU reference machine)")
     for col in ("target", "goal", "measured", ""):
         targets.add_column(col)
+    busy = report.machine["busy"] or report.machine.get("busy_during")
     for t in report.targets:
-        targets.add_row(t.name, t.goal, t.measured, "[green]met[/green]" if t.met else "[red]missed[/red]")
+        if busy:  # "21.3x, met" on a machine busy mid-run: figures of another machine's state
+            said = "[yellow]not comparable (busy machine)[/yellow]"
+        else:
+            said = "[green]met[/green]" if t.met else "[red]missed[/red]"
+        targets.add_row(t.name, t.goal, t.measured, said)
     out = [table, "\n".join(notes), targets]
     if report.stages:
         stages = Table(title="where the time goes: median ms per stage of one image, each timed alone")

@@ -8,12 +8,20 @@ import platform
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict
+from datetime import datetime, timezone
 from pathlib import Path
 
 from fracsight.benchmark.baselines import gpu_row
 from fracsight.benchmark.contenders import throughput_pass
 from fracsight.benchmark.inputs import resolve_images
-from fracsight.benchmark.machine import cpu_busy_share, load_average, machine_busy, package_version
+from fracsight.benchmark.machine import (
+    busy_during,
+    cpu_busy_share,
+    cpu_identity,
+    load_average,
+    machine_busy,
+    package_version,
+)
 from fracsight.benchmark.report import BenchmarkReport, Row, targets_of
 from fracsight.benchmark.timing import CONTENDERS, Progress, peak_rss_mb, stage_times, timed_rows
 from fracsight.bundle import bundle_identity
@@ -68,6 +76,7 @@ def run_benchmark(
     say = progress or (lambda _msg: None)
     load_before = load_average()
     cpu_busy_before = cpu_busy_share()
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     predictor = Predictor(model)
     skipped: list[Row] = []
     typed = {id(predictor): str(model or "default")}  # each bundle as given, to tell like names apart
@@ -122,6 +131,10 @@ def run_benchmark(
                 raise FracsightError(f"stage timing of {p.name} failed: {found['error']}")
             per_stage.append(found)
     machine = {
+        "started": started,
+        "fracsight": package_version("fracsight"),
+        "bundle_onnx_sha256": predictor.spec.onnx_sha256,
+        **cpu_identity(),
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -132,6 +145,8 @@ def run_benchmark(
         "cpu_busy_before": cpu_busy_before,
     }
     machine["busy"] = machine_busy(cpu_busy_before, load_before, os.cpu_count() or 1)
+    rounds = [r.round_medians_ms for r in rows]
+    machine["busy_during"] = busy_during(rounds, machine["load_after"], os.cpu_count() or 1)
     # a .zip as given: its unpacked folder is gone when the command ends
     bundle = str(model) if str(model or "").lower().endswith(".zip") else str(predictor.bundle_dir)
     targets = targets_of(rows, 0, "")
