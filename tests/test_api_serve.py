@@ -65,6 +65,11 @@ def test_serve_passes_settings_to_the_worker_factory(
         5,
         2 * 1024 * 1024,
     )
+    # the cores (affinity and container quota) shared among every worker's inferences: each of 3
+    # workers took all the host's cores for each of its inferences
+    from fracsight._cpus import local_cpus
+
+    assert settings.inference_threads == max(1, local_cpus() // (settings.max_concurrent_inferences * 3))
 
 
 def test_workers_get_the_token_digests_read_at_start_not_the_file(

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import is_overlay_of
+from fracsight._cpus import local_cpus
 from fracsight.app.logic import ViewData, at_operating_point, card_for, csv_download, display_columns
 from fracsight.desktop.drop import paths_from_drop
 from fracsight.desktop.priority import MODEL_NICENESS, RENDER_NICENESS, lower_this_thread
@@ -667,7 +668,7 @@ def test_render_visible_draws_the_heatmap_and_boxes_where_they_are() -> None:
 
 def test_the_window_keeps_a_core_for_itself() -> None:
     assert inference_threads(3) == 3
-    assert inference_threads(0) == max(1, (os.cpu_count() or 2) - 1)
+    assert inference_threads(0) == max(1, local_cpus() - 1)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")

@@ -1290,7 +1290,7 @@ def test_the_cpus_of_a_container_are_its_cgroups_quota(tmp_path: Path) -> None:
     """In a pod limited to 2 CPUs on a 64-core node the local Ray got 64 (the affinity mask), and
     as many actors, each loading the model; a limit on a child cgroup (systemd-run, Slurm) was not
     seen either. local_cpus takes whole CPUs of it, at least one."""
-    from fracsight.scale.job import cgroup_cpu_quota, local_cpus
+    from fracsight._cpus import cgroup_cpu_quota, local_cpus
 
     at_root = tmp_path / "self-root"  # /proc/self/cgroup in a container's own cgroup namespace
     at_root.write_text("0::/\n")

@@ -1245,6 +1245,10 @@ def serve(
         with user_errors():  # no writable temporary folder (a read-only container without a tmpfs)
             shared_metrics = tempfile.mkdtemp(prefix="fracsight-metrics-")
         settings = settings.model_copy(update={"metrics_dir": shared_metrics})
+    if workers > 1 and not settings.inference_threads:  # the cores shared among every worker's inferences
+        from fracsight.api.routes import inference_threads
+
+        settings = settings.model_copy(update={"inference_threads": inference_threads(settings, workers)})
     os.environ.update(settings.to_env())  # worker processes build their app from these
     # uvicorn handles SIGTERM (a graceful shutdown), then restores the handler it found and sends
     # the signal again: with the default one a single-worker server died of it (exit 143, not 0)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import queue
 import sys
 import threading
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from fracsight._cpus import local_cpus
 from fracsight._files import replace_atomically
 from fracsight.app.logic import ViewData, failure_from_exception, view_data
 from fracsight.desktop.priority import MODEL_NICENESS, lower_this_thread
@@ -171,7 +171,7 @@ def inference_threads(requested: int = 0) -> int:
     event loop waited up to 700 ms during a 200-image folder, with one up to 185 ms, and the folder
     finished sooner (docs/desktop.md, ``scripts/benchmark_desktop.py --threads``).
     """
-    return requested if requested > 0 else max(1, (os.cpu_count() or 2) - 1)
+    return requested if requested > 0 else max(1, local_cpus() - 1)  # cores it may use (affinity, quota)
 
 
 def _failure(name: str, error: Exception, doing: str) -> FailedPrediction:
