@@ -147,13 +147,18 @@ def main() -> None:
             last_run = json.loads((out / "job.json").read_text())["last_run"]
             if rows(plain_csv) != rows(out / "results.csv", drop="path"):
                 raise SystemExit("the Ray rows differ from fracsight predict's")
-            steady = last_run["steady_images_per_s"]
+            steady = last_run["steady_images_per_s"]  # None for a run too short to have a steady part
             n = len(files)
+            warm = (
+                f"{steady:.1f} images/s once warm ({steady / (n / plain):.2f}x)"
+                if steady is not None
+                else "too short to measure once warm"
+            )
             print(
                 f"round {r + 1}: fracsight predict {plain:.1f} s = {n / plain:.1f} images/s; "
                 f"fracsight batch run (Ray, {last_run['actors']} actors) {ray:.1f} s = "
                 f"{n / ray:.1f} images/s ({n / ray / (n / plain):.2f}x), "
-                f"{steady:.1f} images/s once warm ({steady / (n / plain):.2f}x); same rows: yes; "
+                f"{warm}; same rows: yes; "
                 f"load {load[0]:.1f} -> {load[1]:.1f} -> {load[2]:.1f}"
             )
             phases = last_run.get("phases", {})

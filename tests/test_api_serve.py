@@ -488,3 +488,23 @@ def test_sighup_to_a_server_of_workers_stops_it_gracefully(tiny_bundle: Path, tm
         time.sleep(2)
         assert started[0].poll() is None and httpx.get(f"{url}/healthz", timeout=10).status_code == 200
         assert Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split() == workers
+
+
+def test_an_option_given_as_a_variable_is_named() -> None:
+    """A container's FRACSIGHT_PORT, FRACSIGHT_WORKERS or FRACSIGHT_THREADS (for `--threads`) was
+    ignored without a word."""
+    from fracsight.api.settings import near_misses
+
+    said = near_misses(
+        {
+            "FRACSIGHT_THREADS": "2",
+            "FRACSIGHT_PORT": "8000",
+            "FRACSIGHT_API_TOKEN": "x",
+            "FRACSIGHT_MODEL": "m",
+        }
+    )
+    assert said == {
+        "FRACSIGHT_THREADS": "FRACSIGHT_INFERENCE_THREADS",
+        "FRACSIGHT_PORT": "the option `fracsight serve --port` (it has no variable)",
+        "FRACSIGHT_API_TOKEN": "FRACSIGHT_API_TOKENS",
+    }

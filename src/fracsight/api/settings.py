@@ -203,17 +203,28 @@ def _request_bytes(max_files: int, max_upload_bytes: int) -> int:
     return max_files * (max_upload_bytes + 16 * 1024) + 64 * 1024
 
 
+#: `fracsight serve` options that are no environment variable (a container's FRACSIGHT_PORT was
+#: ignored without a word)
+_OPTIONS_ONLY = {"port": "--port", "host": "--host", "workers": "--workers", "log_level": "--log-level"}
+
+
 def near_misses(environ: Mapping[str, str]) -> dict[str, str]:
     """``FRACSIGHT_*`` names that are no setting but close to one, each with the setting meant: a
-    typo such as ``FRACSIGHT_API_TOKEN`` would otherwise leave the API open without a word."""
+    typo such as ``FRACSIGHT_API_TOKEN`` would otherwise leave the API open without a word. An
+    option's name (``FRACSIGHT_THREADS`` for ``--threads``) is its variable's miss; an option that
+    has no variable (``FRACSIGHT_PORT``) is said to be one."""
     fields = list(ApiSettings.model_fields)
+    by_option = {option[2:].replace("-", "_"): field for field, option in SERVE_OPTIONS.items()}
     found = {}
     for key, value in environ.items():
         name = key.removeprefix(ENV_PREFIX).lower()
         if name == key.lower() or name in fields or not value.strip():
             continue
-        close = difflib.get_close_matches(name, fields, n=1, cutoff=0.75)
-        if close:
+        if name in by_option:
+            found[key] = ENV_PREFIX + by_option[name].upper()
+        elif name in _OPTIONS_ONLY:
+            found[key] = f"the option `fracsight serve {_OPTIONS_ONLY[name]}` (it has no variable)"
+        elif close := difflib.get_close_matches(name, fields, n=1, cutoff=0.75):
             found[key] = ENV_PREFIX + close[0].upper()
     return found
 
