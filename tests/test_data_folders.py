@@ -371,3 +371,20 @@ def test_patient_subfolders_are_groups_kept_in_one_split(tmp_path: Path, caplog)
         regions = load_dataset(tmp_path / "regions")
     assert all(s.group is None for s in regions.samples)
     assert "sub-folders are named for body parts (XR_ANKLE, elbow, hand)" in caplog.text
+    # batches and one folder per class are no patients; `hand_p001` is one
+    for label in ("Fractured", "Normal"):
+        for i in range(4):
+            _png(tmp_path / "batches" / label / f"batch{i % 2}" / f"x{i}", next(value))
+            _png(tmp_path / "per_class" / "train" / label / f"{label.lower()}_xrays" / f"x{i}", next(value))
+            _png(tmp_path / "per_class" / "test" / label / f"{label.lower()}_xrays" / f"y{i}", next(value))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="fracsight.data.folders"):
+        assert all(s.group is None for s in load_dataset(tmp_path / "batches").samples)
+        assert all(s.group is None for s in load_dataset(tmp_path / "per_class").samples)
+    assert "only 2 sub-folders, too few to split the images by" in caplog.text
+    assert "each class has one sub-folder of its own" in caplog.text
+    for i in range(12):
+        _png(tmp_path / "named" / ("Fractured", "Normal")[i % 2] / f"hand_p{i:03d}" / "a", next(value))
+    assert {s.group for s in load_dataset(tmp_path / "named").samples} == {
+        f"hand_p{i:03d}" for i in range(12)
+    }

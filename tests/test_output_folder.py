@@ -222,3 +222,28 @@ def test_the_cli_called_in_process_leaves_the_callers_signal_handlers_alone(
     result = CliRunner().invoke(app, ["models"])
     assert result.exit_code == 130, result.output
     assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
+def test_a_signal_ignored_by_nohup_stays_ignored_where_stops_are_handled() -> None:
+    """`nohup fracsight batch run ... &` (or a DICOM node, the web app, the desktop) stopped when the
+    ssh session closed: their stop handler replaced the SIGHUP that nohup had set to be ignored."""
+    import signal
+
+    from fracsight._output import signals_handled
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGHUP, signal.SIGTERM)}
+    try:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+        def stop(*_: object) -> None:
+            pass
+
+        with signals_handled(stop):
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) is stop
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)

@@ -156,8 +156,12 @@ def signals_handled(
 ) -> Iterator[None]:
     """``handler`` for ``signals`` while the block runs, the handlers before it put back after it
     (a program that ran a command in-process kept the command's); not where the block replaced
-    ``handler`` meanwhile (a stop that made further stops ignored stays so)."""
-    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    ``handler`` meanwhile (a stop that made further stops ignored stays so). A signal ignored as the
+    block starts stays ignored: `nohup fracsight batch run ... &` (or a DICOM node so started)
+    stopped when the ssh session closed."""
+    previous = {
+        sig: signal.signal(sig, handler) for sig in signals if signal.getsignal(sig) is not signal.SIG_IGN
+    }
     try:
         yield
     finally:

@@ -48,18 +48,19 @@ def machine_busy(cpu_busy: float | None, load: float | None, cpus: int) -> bool:
     return load is not None and load > 0.5 * cpus
 
 
-def busy_during(round_medians: list[tuple[float, ...]], load_after: float | None, cpus: int) -> bool:
-    """Whether other work started while the benchmark ran: a row whose rounds' medians differ more
-    than twofold (39 to 2,480 ms in one row, beside "21.3x, met" where an idle machine gives 3.5 to
-    4.8x), or a load at the end above the CPU count. The check before the run cannot see it."""
-    spread = any(min(r) > 0 and max(r) / min(r) > 2.0 for r in round_medians if len(r) > 1)
+def busy_during(same_image: list[tuple[float, ...]], load_after: float | None, cpus: int) -> bool:
+    """Whether other work started while the benchmark ran: one image timed more than twice as long
+    in one round as in another (rounds of 39 to 2,480 ms in one row, beside "21.3x, met" where an
+    idle machine gives 3.5 to 4.8x), or a load at the end above the CPU count. The check before the
+    run cannot see it. ``same_image``: each image's median time in each round it was timed in."""
+    spread = any(min(r) > 0 and max(r) / min(r) > 2.0 for r in same_image if len(r) > 1)
     return spread or (load_after is not None and load_after > cpus)
 
 
 def cpu_identity() -> dict[str, object]:
     """The CPU's model and the vector instructions ONNX Runtime's INT8 kernels use (the same
     bundle runs 3.5x or 4.8x faster than ResNet50 with or without VNNI), and the CPUs this process
-    may use (``os.cpu_count`` counts those ``taskset`` leaves out)."""
+    may use (``os.cpu_count`` counts those ``taskset`` or a container's quota leave out)."""
     model, flags = None, set()
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
@@ -76,11 +77,9 @@ def cpu_identity() -> dict[str, object]:
 
         model = platform.processor() or None
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni")
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count()
-    return {"cpu_model": model, "cpu_flags": [f for f in wanted if f in flags], "usable_cpus": usable}
+    from fracsight._cpus import local_cpus
+
+    return {"cpu_model": model, "cpu_flags": [f for f in wanted if f in flags], "usable_cpus": local_cpus()}
 
 
 def load_average() -> float | None:

@@ -27,6 +27,8 @@ class Row:
     peak_rss_mb: float | None = None
     note: str = ""
     round_medians_ms: tuple[float, ...] = ()  # median latency of each round: how much the machine drifted
+    # each image timed in several rounds: its median in each (what busy_during compares)
+    same_image_rounds_ms: tuple[tuple[float, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -155,8 +157,8 @@ def render_report(report: BenchmarkReport) -> list[Any]:
         caption += "\n[yellow]other work was running as the run started: every figure is distorted[/yellow]"
     elif m.get("busy_during"):
         caption += (
-            "\n[yellow]other work started during the run (a row's rounds differ more than twofold, or the "
-            "load ended above the CPU count): every figure is distorted[/yellow]"
+            "\n[yellow]other work started during the run (an image took more than twice as long in one "
+            "round as in another, or the load ended above the CPU count): every figure is distorted[/yellow]"
         )
     table = Table(title=f"fracsight benchmark: {escape(report.model)}", caption=caption)
     columns = ("", "engine", "input", "median ms", "p95 ms", "images/s", "peak RSS MB", "default faster")

@@ -145,7 +145,7 @@ def run_benchmark(
         "cpu_busy_before": cpu_busy_before,
     }
     machine["busy"] = machine_busy(cpu_busy_before, load_before, os.cpu_count() or 1)
-    rounds = [r.round_medians_ms for r in rows]
+    rounds = [times for r in rows for times in r.same_image_rounds_ms]
     machine["busy_during"] = busy_during(rounds, machine["load_after"], os.cpu_count() or 1)
     # a .zip as given: its unpacked folder is gone when the command ends
     bundle = str(model) if str(model or "").lower().endswith(".zip") else str(predictor.bundle_dir)

@@ -106,6 +106,9 @@ def timed_rows(
     blocks = [runs // rounds + (1 if r < runs % rounds else 0) for r in range(rounds)]  # each >= 1
     times: dict[str, list[float]] = {k: [] for k in kinds}
     round_medians: dict[str, list[float]] = {k: [] for k in kinds}
+    # each image's times by round: rounds start at different images, so their medians differ with
+    # the images' sizes (20 against 117 ms on an idle machine); the same image's do not
+    per_image: dict[str, dict[int, dict[int, list[float]]]] = {k: {} for k in kinds}
     throughputs: dict[str, list[float]] = {k: [] for k in kinds}
     last: dict[str, dict[str, Any]] = {}
     paths = [str(p) for p in images]
@@ -129,6 +132,9 @@ def timed_rows(
                 raise FracsightError(f"benchmark of {kind} failed: {result['error']}")
             times[kind] += result["times"]
             round_medians[kind].append(float(np.median(result["times"])) * 1e3)
+            start = sum(blocks[:r])
+            for i, t in enumerate(result["times"]):
+                per_image[kind].setdefault((start + i) % len(paths), {}).setdefault(r, []).append(t * 1e3)
             throughputs[kind].append(result["throughput_ips"])
             last[kind] = result
     rows = []
@@ -144,6 +150,11 @@ def timed_rows(
                 float(np.median(throughputs[kind])),
                 note=info["note"],
                 round_medians_ms=tuple(round_medians[kind]),
+                same_image_rounds_ms=tuple(
+                    tuple(float(np.median(ts)) for ts in by_round.values())
+                    for by_round in per_image[kind].values()
+                    if len(by_round) > 1
+                ),
             )
         )
     return rows

@@ -144,7 +144,8 @@ def _grouped_by_subfolder(root: Path, samples: list[Sample], *, typed: bool) -> 
     patient07's images in ``Normal/`` and in other splits. The docs promised this grouping, but the
     sub-folders were dropped: one patient's views landed in train and test, and leakage between
     given splits went unseen. Sub-folders that are no patients or studies (:func:`_not_patients`:
-    ``Fractured/images/``, years, body regions) are not taken, with a warning."""
+    ``Fractured/images/``, one per class, body regions, a handful to split by) are not taken, with
+    a warning."""
 
     def subfolder(sample: Sample) -> str | None:
         try:
@@ -158,7 +159,14 @@ def _grouped_by_subfolder(root: Path, samples: list[Sample], *, typed: bool) -> 
     counts = Counter(g for g in groups if g is not None)
     if not counts:
         return samples
-    why = _not_patients(counts, len(samples))
+    labels: dict[str, set[tuple[tuple[str, int], ...]]] = {}
+    for sample, group in zip(samples, groups, strict=True):
+        if group is not None:
+            labels.setdefault(group, set()).add(tuple(sorted(sample.labels.items())))
+    classes = len({label for found in labels.values() for label in found})
+    one_class_each = all(len(found) == 1 for found in labels.values()) and len(counts) <= classes
+    given = all(s.split is not None for s in samples)
+    why = _not_patients(counts, len(samples), one_class_each=one_class_each, splits_given=given)
     if why is not None:
         log.warning(
             "%s: %s, so the class folders' sub-folders are not taken as patients or studies: leakage "
@@ -170,26 +178,45 @@ def _grouped_by_subfolder(root: Path, samples: list[Sample], *, typed: bool) -> 
     return [replace(s, group=g) for s, g in zip(samples, groups, strict=True)]
 
 
-def _not_patients(counts: Counter[str], total: int) -> str | None:
+def _not_patients(
+    counts: Counter[str], total: int, *, one_class_each: bool, splits_given: bool
+) -> str | None:
     """Why sub-folders holding ``counts`` images of ``total`` are no patients or studies, or None:
-    one folder holding more than half of the images (`Fractured/images/` + `Normal/images/`), or
-    folders named for body parts (seven region folders were taken for patients: val came out all hip
-    and test all wrist). A patient with many views is still a patient: a rule of "at most a fifth
-    of the images" turned the leakage check off for a small set of three patients."""
-    import re
-
-    from fracsight.inference.ood import BODY_PART_REGIONS
-
+    one holding more than half of the images (`Fractured/images/` + `Normal/images/`); one per
+    class (`Fractured/fractured_xrays/`); most named for body parts only (seven region folders were
+    taken for patients: val came out all hip and test all wrist; `hand_p001` is a patient); or,
+    where fracsight makes the splits, fewer than ten (batches, years: all went to train). A patient
+    with many views is still one: "at most a fifth of the images" turned the leakage check off for
+    a small set of three patients in given splits."""
     largest, n = counts.most_common(1)[0]
     if n > total / 2:
         return (
             f"the sub-folder {largest!r} holds {n} of the {total} images, too many for one patient or study"
         )
-    parts = {p.lower() for p in BODY_PART_REGIONS} | {r for rs in BODY_PART_REGIONS.values() for r in rs}
-    named = sorted(c for c in counts if parts & set(re.split(r"[^a-z]+", c.lower())))
-    if named:
+    if one_class_each:
+        return "each class has one sub-folder of its own"
+    named = sorted(c for c in counts if _named_for_a_body_part(c))
+    if len(named) > len(counts) / 2:
         return f"sub-folders are named for body parts ({', '.join(named[:3])})"
+    if not splits_given and len(counts) < 10:
+        return f"there are only {len(counts)} sub-folders, too few to split the images by"
     return None
+
+
+_MODALITY_WORDS = {"xr", "cr", "dx", "ct", "mr", "us", "x", "ray", "xray", "xrays"}
+
+
+def _named_for_a_body_part(name: str) -> bool:
+    """`hand`, `XR_WRIST`, `left-knee`: every word a body part (or a modality, a side); not
+    `hand_p001`."""
+    import re
+
+    from fracsight.inference.ood import BODY_PART_REGIONS
+
+    parts = {p.lower() for p in BODY_PART_REGIONS} | {r for rs in BODY_PART_REGIONS.values() for r in rs}
+    words = [w for w in re.split(r"[^a-z]+", name.lower()) if w and w not in _MODALITY_WORDS]
+    words = [w for w in words if w not in ("left", "right")]
+    return bool(words) and all(w in parts for w in words)
 
 
 def _sorted_names(names: set[str]) -> tuple[str, ...]:
