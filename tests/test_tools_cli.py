@@ -48,6 +48,16 @@ def test_joint_evaluate_without_out_is_refused_before_any_work(tmp_path: Path) -
     assert not run.exists()
 
 
+def test_detector_train_zoom_without_zoom_views_is_refused(tmp_path: Path) -> None:
+    """`detector train ... --zoom 0.5 2` without --zoom-views made no zoomed view, without a word."""
+    out = tmp_path / "new"
+    args = ["detector", "train", "base", str(out), "--data", str(tmp_path), "--zoom", "0.5", "2"]
+    result = runner.invoke(app, args)
+    message = " ".join(result.stderr.split())
+    assert result.exit_code == 2 and "--zoom" in message and "needs --zoom-views 1 or more" in message
+    assert not out.exists()
+
+
 @pytest.mark.slow
 def test_detector_train_puts_its_cache_where_asked_and_says_so(detector_bundle, tmp_path: Path) -> None:
     """The frozen features (gigabytes for FracAtlas) went to `.cache` beside OUT without a word; now
@@ -144,3 +154,27 @@ def test_a_cache_inside_the_new_or_the_base_bundle_is_refused(tmp_path: Path) ->
         assert result.exit_code == 2 and "--cache-dir" in message and where in message, result.output
         assert not out.exists() and not cache.exists()
     assert sorted(p.name for p in base.iterdir()) == before
+
+
+def test_a_run_a_bundle_and_data_given_in_each_others_place_are_named(
+    tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """`quantize RUN OUT` said "bundle.json is missing", `export BUNDLE OUT` "train first", and a
+    run given as --data "class folders need at least two classes, found ['evaluation-test']"."""
+    from fracsight.bundle import load_bundle_spec
+    from fracsight.data import load_dataset
+    from fracsight.errors import BundleError, DatasetError
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.pt").write_bytes(b"not read")
+    (run / "evaluation-test").mkdir()
+    with pytest.raises(BundleError, match="is a training run, not a model bundle: `fracsight export"):
+        load_bundle_spec(run)
+    for folder, what in ((run, "a training run"), (tiny_bundle, "a model bundle")):
+        with pytest.raises(DatasetError, match=f"is {what}, not a data set"):
+            load_dataset(folder)
+    result = runner.invoke(app, ["export", str(tiny_bundle), str(tmp_path / "out")])
+    assert result.exit_code != 0 and "is a model bundle, not a training run" in " ".join(
+        result.stderr.split()
+    )

@@ -305,6 +305,10 @@ def bundle_identity(folder: Path) -> str:
 def load_bundle_spec(folder: Path) -> BundleSpec:
     path = Path(folder) / "bundle.json"
     if not path.is_file():
+        if (Path(folder) / "best.pt").is_file():  # the run `fracsight train` wrote, not its bundle
+            raise BundleError(
+                f"{folder} is a training run, not a model bundle: `fracsight export {folder} OUT` makes one"
+            )
         raise BundleError(f"{folder} is not a model bundle: bundle.json is missing")
     try:
         if path.stat().st_size > MAX_SPEC_BYTES:

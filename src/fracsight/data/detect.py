@@ -66,6 +66,11 @@ def _check_folder(root: Path) -> None:
         raise NotADataFolderError(f"{root} does not exist")
     if not root.is_dir():
         raise NotADataFolderError(f"{root} is not a folder; give the data set's top folder")
+    # a run or a bundle given as data: its report folders were read as classes ("found
+    # ['evaluation-test']") after warnings naming its CSVs as images not read
+    for marker, what in (("bundle.json", "a model bundle"), ("best.pt", "a training run")):
+        if (root / marker).is_file():
+            raise NotADataFolderError(f"{root} is {what}, not a data set; give the data set's top folder")
 
 
 def find_layout(root: str | os.PathLike[str]) -> tuple[str, Path]:

@@ -127,6 +127,10 @@ def train(
             "needs --members 2 or more: the detectors to learn from", param_hint="--distill"
         )
     _check_zoom(zoom)
+    if zoom != (0.6, 1.6) and zoom_views == 0:  # it zoomed nothing, without a word
+        raise typer.BadParameter(
+            "needs --zoom-views 1 or more: the zoomed views it sets the range of", param_hint="--zoom"
+        )
     cache = cache_dir or out.parent / ".cache"
     with user_errors():
         base_dir = resolve_bundle(model)

@@ -87,6 +87,11 @@ def export_bundle(
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     checkpoint = run_dir / "best.pt" if run_dir.is_dir() else run_dir
     if not checkpoint.is_file():
+        if (run_dir / "bundle.json").is_file():  # "train first" pointed the wrong way
+            raise TrainConfigError(
+                f"{run_dir} is a model bundle, not a training run: export takes the folder "
+                "`fracsight train --out` wrote (its best.pt)"
+            )
         raise TrainConfigError(f"no checkpoint at {checkpoint}: train first (fracsight train)")
     inputs = [("the training run", run_dir if run_dir.is_dir() else checkpoint)]
     check_output_folder(out_dir, force=force, inputs=inputs)
