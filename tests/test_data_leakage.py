@@ -16,9 +16,10 @@ from fracsight.data.audit import audit
 from fracsight.data.leakage import DUPLICATES, GROUPS, Leak, SplitLeakage, label_conflicts, split_leakage
 
 
-def leaky_class_folders(fracatlas_dir: Path, root: Path, per_class: int = 4) -> Path:
+def leaky_class_folders(fracatlas_dir: Path, root: Path, per_class: int = 4, start: int = 0) -> Path:
     """train/val/test x fractured/not fractured linked from FracAtlas, leaking on purpose: test holds
-    a copy of a train image under another name and a link to another, val a link to a train image."""
+    a copy of a train image under another name and a link to another, val a link to a train image.
+    ``start``: the first image of each folder's list taken (past those a tiny model trained on)."""
     images = {
         "fractured": sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg")),
         # from the 11th on: the first ones hold FracAtlas's own exact duplicates (IMG0000003 = IMG0000005)
@@ -28,7 +29,7 @@ def leaky_class_folders(fracatlas_dir: Path, root: Path, per_class: int = 4) -> 
         for k, split in enumerate(("train", "val", "test")):
             folder = root / split / name
             folder.mkdir(parents=True)
-            for path in files[k * per_class : (k + 1) * per_class]:
+            for path in files[start + k * per_class : start + (k + 1) * per_class]:
                 (folder / path.name).symlink_to(path)
     train = sorted((root / "train" / "fractured").iterdir())
     shutil.copyfile(train[0], root / "test" / "fractured" / "copy_of_a_train_image.jpg")

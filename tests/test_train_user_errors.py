@@ -227,3 +227,60 @@ def test_a_runs_last_pt_named_as_the_model_says_what_it_is(tiny_bundle, tiny_dat
     started = CliRunner().invoke(app, ["train", str(tiny_dataset), "--out", str(tmp_path / "r"), *settings])
     _refused(started, f"init: {message}")
     assert not (tmp_path / "b").exists() and not (tmp_path / "r").exists()
+
+
+def test_export_refuses_other_data_whose_validation_images_it_trained_on(
+    tiny_bundle, tiny_dataset, fracatlas_dir, tmp_path
+):
+    """`export RUN OUT --data-dir DATA/images` (the training set's own images, read anew) or a copy
+    of the training data with an image added was taken for other data: calibration and thresholds
+    were fitted on 5 of 6 images the network trained on, and the card said "Calibrated on other
+    data"."""
+    import pytest
+
+    from fracsight.data import DataMismatchError
+    from fracsight.training.export_bundle import export_bundle
+
+    other = tmp_path / "other"
+    for split in ("train", "val"):
+        for label in ("fractured", "not fractured"):
+            (other / split / label).mkdir(parents=True)
+    trained = sorted((tiny_dataset / "train" / "fractured").iterdir())
+    unseen = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[40:44]
+    normal = sorted((fracatlas_dir / "images" / "Non_fractured").glob("*.jpg"))[40:48]
+    for i, path in enumerate([*trained[:2], *unseen]):  # two of the six the network trained on
+        (other / ("val" if i % 2 == 0 else "train") / "fractured" / f"f{i}.jpg").symlink_to(path.resolve())
+    for i, path in enumerate(normal):
+        (other / ("val" if i % 2 == 0 else "train") / "not fractured" / f"n{i}.jpg").symlink_to(
+            path.resolve()
+        )
+    run = tiny_bundle.parent / "run"
+    with pytest.raises(
+        DataMismatchError, match=r"1 of the 7 validation images of .* are images .* trained on"
+    ):
+        export_bundle(run, tmp_path / "out", data_dir=other)
+    assert not (tmp_path / "out").exists()
+
+
+def test_quantize_refuses_other_data_whose_validation_images_the_network_trained_on(
+    tiny_bundle, tiny_dataset, tmp_path
+):
+    """`quantize B OUT --data DATA/images` (or a copy of the training data) passed as other data:
+    the gate, calibration and thresholds were fitted mostly on images the network trained on, and
+    the card said "Quantized on other data"."""
+    import pytest
+
+    from fracsight.data import DataMismatchError
+    from fracsight.quantize.build import quantize_bundle
+
+    copy = tmp_path / "copy"
+    for split in ("train", "val"):  # the training data again, its splits swapped
+        for label in ("fractured", "not fractured"):
+            (copy / ("val" if split == "train" else "train") / label).mkdir(parents=True)
+            for path in (tiny_dataset / split / label).iterdir():
+                (copy / ("val" if split == "train" else "train") / label / path.name).symlink_to(
+                    path.resolve()
+                )
+    with pytest.raises(DataMismatchError, match=r"of the 24 validation images of .* are images the network"):
+        quantize_bundle(tiny_bundle, tmp_path / "int8", data_dir=copy)
+    assert not (tmp_path / "int8").exists()

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from fracsight.data._files import exact_duplicates, relative_name, split_name
@@ -27,6 +28,7 @@ __all__ = [
     "label_conflicts",
     "leakage_effect",
     "split_leakage",
+    "trained_images_among",
 ]
 
 DUPLICATES = "duplicates"  # images with the same bytes as an image of an earlier split
@@ -81,6 +83,29 @@ class SplitLeakage:
         return f"leakage between the splits of {data_dir}: {self}: {leakage_effect(trained_here)}; " + (
             f"`fracsight audit {data_dir}` lists them"
         )
+
+
+def trained_images_among(
+    trained_root: Path, layout: str, seed: int, max_samples: int, samples: Sequence[Sample]
+) -> int:
+    """How many of ``samples`` are, byte for byte, images a run trained on: the training split (and
+    subset) of the data set at ``trained_root``, read and split as that run did (``layout``,
+    ``seed``, ``max_samples``). 0 where that data set is gone or no longer reads."""
+    from fracsight.data.detect import load_dataset
+    from fracsight.data.splits import train_val_samples, training_subset
+    from fracsight.errors import DatasetError
+
+    if not trained_root.is_dir():
+        return 0
+    try:
+        trained_set = load_dataset(trained_root, layout)
+    except DatasetError:
+        return 0
+    seen = training_subset(train_val_samples(trained_set, seed)[0], max_samples, seed)
+    paths = [s.path for s in seen] + [s.path for s in samples]
+    return len(
+        {i for same in exact_duplicates(paths) if min(same) < len(seen) for i in same if i >= len(seen)}
+    )
 
 
 def leakage_effect(trained_here: bool) -> str:

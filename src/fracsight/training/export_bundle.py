@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from fracsight._output import check_output_folder, staged_folder
 from fracsight.bundle import BundleSpec, HeadSpec, sha256_file, write_bundle_spec
 from fracsight.data import FRACTURE, DataMismatchError, Dataset, NotADataFolderError, Sample, load_dataset
-from fracsight.data.leakage import split_leakage
+from fracsight.data.leakage import split_leakage, trained_images_among
 from fracsight.data.splits import train_val_samples, training_subset
 from fracsight.errors import ConfigError, DatasetError
 from fracsight.evaluation.run import evaluate_model, select_samples
@@ -61,6 +61,7 @@ def _is_other_data(
     if now["images_sha256"] == trained_on:
         return False
     if cfg.data and dataset.root.resolve() != Path(cfg.data).resolve():  # another folder
+        _refuse_images_trained_on(Path(cfg.data), cfg, dataset.root, val, checkpoint)
         return True
     raise DataMismatchError(
         f"{dataset.root} is not the data {checkpoint} trained on: its training and validation images "
@@ -68,6 +69,21 @@ def _is_other_data(
         "set without splits is split anew, so calibration, thresholds and test would fall on images "
         "the model trained on). Export with the data as it was, or train again on this data"
     )
+
+
+def _refuse_images_trained_on(
+    trained_root: Path, cfg: TrainConfig, root: Path, fitted_on: list[Sample], checkpoint: Path
+) -> None:
+    """Other data whose validation images include images the network trained on is refused: the
+    training set's `images/` folder, or a copy of it with an image added, passed as "other data"
+    (calibration and thresholds fitted on 5 of 6 trained-on images), and the card said so."""
+    again = trained_images_among(trained_root, cfg.layout, cfg.seed, cfg.max_samples, fitted_on)
+    if again:
+        raise DataMismatchError(
+            f"{again} of the {len(fitted_on)} validation images of {root} are images {checkpoint} "
+            f"trained on (the same bytes, in {trained_root}): calibration and thresholds would be fitted "
+            "on them, and the card would call them other data. Give data the network has not seen"
+        )
 
 
 def export_bundle(
