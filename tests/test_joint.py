@@ -120,6 +120,12 @@ def test_joint_run_and_its_bundle_through_the_cli(detector_bundle, tmp_path: Pat
     assert spec.version == "9" and spec.localization["boxes"] == "detector"
     assert spec.training["joint"]["chosen"] == history["chosen"]
     assert "test" in spec.metrics and "joint fine-tuning" in (out / "card.md").read_text()
+    # the card named the detector's loss as "centre focal loss, size and offset L1" only
+    card = " ".join((out / "card.md").read_text().split())
+    assert (
+        "size and offset L1; the cells within 1 of a box's centre also reading its box, GIoU loss "
+        "(weight 2.0))" in card
+    )
     image = sorted((data / "images" / "Fractured").glob("*.jpg"))[0]
     prediction = Predictor(out).predict(image)
     assert 0.0 <= prediction.fracture_probability <= 1.0 and prediction.model.endswith("v9")

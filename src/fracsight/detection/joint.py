@@ -403,6 +403,9 @@ def train_joint(
             "base": base_spec.provenance,
             "heads": heads_spec.provenance,
             "config": dataclasses.asdict(cfg),
+            # the detector's loss beyond CenterNet's, which the card names (it said "centre focal
+            # loss, size and offset L1" only)
+            "detection_loss": {"size_spread": heads_cfg.size_spread, "giou_weight": heads_cfg.giou_weight},
             "n_train": len(train_samples),
             "n_val": len(val_samples),
             "epochs": history,

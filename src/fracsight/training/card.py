@@ -534,6 +534,18 @@ def _joint_epochs(joint: dict, cfg: dict) -> str:
     return planned if joint.get("finished", True) else f"{planned} planned, stopped after epoch {done}"
 
 
+def _joint_detection_loss(joint: dict) -> str:
+    """The joint run's detector loss beyond CenterNet's, where its record has it (runs before
+    2026-12-06 did not record it)."""
+    loss = joint.get("detection_loss") or {}
+    parts = []
+    if loss.get("size_spread"):
+        parts.append(f"the cells within {loss['size_spread']} of a box's centre also reading its box")
+    if loss.get("giou_weight"):
+        parts.append(f"GIoU loss (weight {loss['giou_weight']})")
+    return "; " + ", ".join(parts) if parts else ""
+
+
 def _joint_section(spec: BundleSpec) -> list[str]:
     joint, loc, orient, val, cfg = _heads_inputs(spec, "joint")
     if not joint:
@@ -561,7 +573,7 @@ def _joint_section(spec: BundleSpec) -> list[str]:
         f"orientation classifier, both started from {joint.get('heads')}. Every training image is read in a "
         f"random quarter turn, mirrored or not,{_zoom(cfg)} with random gamma and contrast; the losses are "
         "the base recipe's (fracture, localization map, body region) plus the detector's (centre focal "
-        "loss, size and offset L1) and the orientation's (cross-entropy).",
+        f"loss, size and offset L1{_joint_detection_loss(joint)}) and the orientation's (cross-entropy).",
         f"- {_joint_epochs(joint, cfg)}, batch {cfg.get('batch_size')}, AdamW (network lr {cfg.get('lr')}, "
         f"heads lr {cfg.get('head_lr')}, one-cycle), the stem and the first "
         f"{cfg.get('frozen_stages')} stages frozen, batch normalizations kept as the identity with a "
