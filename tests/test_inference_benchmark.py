@@ -263,6 +263,34 @@ def test_rounds_alternate_between_pipelines_and_cover_every_run(monkeypatch: pyt
     assert rows[0].latency_median_ms == pytest.approx(3.0)  # of all 7 runs: 1, 1, 3, 3, 5, 7, 9 ms
     assert rows[0].round_medians_ms == pytest.approx((1.0, 3.0, 5.0, 7.0, 9.0))  # the drift, round by round
     assert rows[1].round_medians_ms == pytest.approx((2.0, 4.0, 6.0, 8.0, 10.0))
+    # each image across the rounds that timed it (one image here: timed in every round)
+    assert rows[0].same_image_rounds_ms == (pytest.approx((1.0, 3.0, 5.0, 7.0, 9.0)),)
+
+
+def test_an_idle_machine_with_images_of_two_sizes_is_not_called_busy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rounds start at different images: with a small and a large image their medians were 20 and
+    117 ms on an idle machine, and every target said "not comparable (busy machine)"."""
+    import fracsight.benchmark.timing as bench
+    from fracsight.benchmark.machine import busy_during
+
+    sizes = {"small.png": 0.020, "large.png": 0.117}
+
+    def fake_child(entry: str, args: dict) -> dict:
+        images, start = args["images"], args["start"]
+        times = [sizes[Path(images[(start + i) % len(images)]).name] for i in range(args["runs"])]
+        return {
+            "name": "b",
+            "engine": "e",
+            "input_size": 1,
+            "note": "",
+            "times": times,
+            "throughput_ips": 1.0,
+        }
+
+    monkeypatch.setattr(bench, "_child", fake_child)
+    (row,) = bench.timed_rows(["bundle"], None, [Path("small.png"), Path("large.png")], 4, 1, lambda m: None)
+    assert max(row.round_medians_ms) / min(row.round_medians_ms) > 5  # the rounds differ
+    assert not busy_during(list(row.same_image_rounds_ms), 0.5, 2)  # each image does not
 
 
 def test_busy_means_work_running_now_and_falls_back_to_the_load_average():

@@ -51,10 +51,11 @@ def test_joint_evaluate_without_out_is_refused_before_any_work(tmp_path: Path) -
 def test_detector_train_zoom_without_zoom_views_is_refused(tmp_path: Path) -> None:
     """`detector train ... --zoom 0.5 2` without --zoom-views made no zoomed view, without a word."""
     out = tmp_path / "new"
-    args = ["detector", "train", "base", str(out), "--data", str(tmp_path), "--zoom", "0.5", "2"]
-    result = runner.invoke(app, args)
-    message = " ".join(result.stderr.split())
-    assert result.exit_code == 2 and "--zoom" in message and "needs --zoom-views 1 or more" in message
+    for zoom in (["0.5", "2"], ["0.6", "1.6"]):  # the default range given also zoomed nothing
+        args = ["detector", "train", "base", str(out), "--data", str(tmp_path), "--zoom", *zoom]
+        result = runner.invoke(app, args)
+        message = " ".join(result.stderr.split())
+        assert result.exit_code == 2 and "--zoom" in message and "needs --zoom-views 1 or more" in message
     assert not out.exists()
 
 
@@ -168,6 +169,7 @@ def test_a_run_a_bundle_and_data_given_in_each_others_place_are_named(
     run = tmp_path / "run"
     run.mkdir()
     (run / "best.pt").write_bytes(b"not read")
+    (run / "config.yaml").write_text("name: x\n")
     (run / "evaluation-test").mkdir()
     with pytest.raises(BundleError, match="is a training run, not a model bundle: `fracsight export"):
         load_bundle_spec(run)
@@ -178,3 +180,7 @@ def test_a_run_a_bundle_and_data_given_in_each_others_place_are_named(
     assert result.exit_code != 0 and "is a model bundle, not a training run" in " ".join(
         result.stderr.split()
     )
+    # a data set may keep a detector's best.pt at its top (Ultralytics does): still read as data
+    (run / "config.yaml").unlink()
+    with pytest.raises(DatasetError, match="not a data set layout fracsight knows"):
+        load_dataset(run)

@@ -305,7 +305,7 @@ def bundle_identity(folder: Path) -> str:
 def load_bundle_spec(folder: Path) -> BundleSpec:
     path = Path(folder) / "bundle.json"
     if not path.is_file():
-        if (Path(folder) / "best.pt").is_file():  # the run `fracsight train` wrote, not its bundle
+        if (Path(folder) / "best.pt").is_file() and (Path(folder) / "config.yaml").is_file():  # a run
             raise BundleError(
                 f"{folder} is a training run, not a model bundle: `fracsight export {folder} OUT` makes one"
             )

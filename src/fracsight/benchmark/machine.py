@@ -52,7 +52,8 @@ def busy_during(same_image: list[tuple[float, ...]], load_after: float | None, c
     """Whether other work started while the benchmark ran: one image timed more than twice as long
     in one round as in another (rounds of 39 to 2,480 ms in one row, beside "21.3x, met" where an
     idle machine gives 3.5 to 4.8x), or a load at the end above the CPU count. The check before the
-    run cannot see it. ``same_image``: each image's median time in each round it was timed in."""
+    run cannot see it. ``same_image``: each image's median time in each round it was timed in (or,
+    where no image was timed in two rounds, each round's median)."""
     spread = any(min(r) > 0 and max(r) / min(r) > 2.0 for r in same_image if len(r) > 1)
     return spread or (load_after is not None and load_after > cpus)
 

@@ -145,7 +145,9 @@ def run_benchmark(
         "cpu_busy_before": cpu_busy_before,
     }
     machine["busy"] = machine_busy(cpu_busy_before, load_before, os.cpu_count() or 1)
-    rounds = [times for r in rows for times in r.same_image_rounds_ms]
+    # each image across the rounds that timed it; where none was timed in two rounds (64 images,
+    # 10 a round: the default), the rounds' own medians, over like images
+    rounds = [times for r in rows for times in r.same_image_rounds_ms] or [r.round_medians_ms for r in rows]
     machine["busy_during"] = busy_during(rounds, machine["load_after"], os.cpu_count() or 1)
     # a .zip as given: its unpacked folder is gone when the command ends
     bundle = str(model) if str(model or "").lower().endswith(".zip") else str(predictor.bundle_dir)

@@ -68,8 +68,12 @@ def _check_folder(root: Path) -> None:
         raise NotADataFolderError(f"{root} is not a folder; give the data set's top folder")
     # a run or a bundle given as data: its report folders were read as classes ("found
     # ['evaluation-test']") after warnings naming its CSVs as images not read
-    for marker, what in (("bundle.json", "a model bundle"), ("best.pt", "a training run")):
-        if (root / marker).is_file():
+    # (by two files each: a data set may keep a detector's best.pt at its top, as Ultralytics does)
+    for markers, what in (
+        (("bundle.json", "model.onnx"), "a model bundle"),
+        (("best.pt", "config.yaml"), "a training run"),
+    ):
+        if all((root / marker).is_file() for marker in markers):
             raise NotADataFolderError(f"{root} is {what}, not a data set; give the data set's top folder")
 
 

@@ -203,20 +203,29 @@ def _not_patients(
     return None
 
 
+#: words a region folder's name may hold beside body parts: modalities, views, sides, spine levels
 _MODALITY_WORDS = {"xr", "cr", "dx", "ct", "mr", "us", "x", "ray", "xray", "xrays"}
+_VIEW_WORDS = {"ap", "pa", "lat", "lateral", "oblique", "left", "right", "upper", "lower", "c", "t", "l"}
+_PLURALS = {"feet": "foot", "teeth": "tooth"}
 
 
 def _named_for_a_body_part(name: str) -> bool:
-    """`hand`, `XR_WRIST`, `left-knee`: every word a body part (or a modality, a side); not
-    `hand_p001`."""
+    """`hand`, `XR_WRIST`, `left-knee`, `hands`, `AP_knee`, `c-spine`, `upper_limb`: every word a body
+    part (singular or plural) or a modality, view or side; not `hand_p001`."""
     import re
 
     from fracsight.inference.ood import BODY_PART_REGIONS
 
     parts = {p.lower() for p in BODY_PART_REGIONS} | {r for rs in BODY_PART_REGIONS.values() for r in rs}
-    words = [w for w in re.split(r"[^a-z]+", name.lower()) if w and w not in _MODALITY_WORDS]
-    words = [w for w in words if w not in ("left", "right")]
-    return bool(words) and all(w in parts for w in words)
+    parts |= {"limb", "extremity"}
+    words = [w for w in re.split(r"[^a-z]+", name.lower()) if w and w not in _MODALITY_WORDS | _VIEW_WORDS]
+
+    def singular(word: str) -> str:
+        if word in _PLURALS:
+            return _PLURALS[word]
+        return word[:-1] if word.endswith("s") and word[:-1] in parts else word
+
+    return bool(words) and all(singular(w) in parts for w in words)
 
 
 def _sorted_names(names: set[str]) -> tuple[str, ...]:

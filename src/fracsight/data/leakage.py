@@ -10,6 +10,8 @@ need every image decoded and stay the audit's (``fracsight audit DATA`` lists th
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -20,13 +22,17 @@ from fracsight.data._files import exact_duplicates, relative_name, split_name
 from fracsight.data.sample import Dataset, Sample
 from fracsight.data.splits import SPLIT_NAMES, declared_straddling
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "DUPLICATES",
     "GROUPS",
     "Leak",
     "SplitLeakage",
+    "images_record",
     "label_conflicts",
     "leakage_effect",
+    "refuse_images_trained_on",
     "split_leakage",
     "trained_images_among",
 ]
@@ -85,27 +91,98 @@ class SplitLeakage:
         )
 
 
+def images_record(root: Path, samples: list[Sample]) -> dict[str, Any]:
+    """Which images, with which labels, a run trains and validates on, as ``last.pt`` records it:
+    their number and a digest of their paths (relative to the data folder ``root``, so that a
+    moved folder is the same images) and labels."""
+    digest = hashlib.sha256()
+    for line in sorted(f"{_relative(s.path, root)}\t{sorted(s.labels.items())}" for s in samples):
+        digest.update(line.encode("utf-8", "surrogateescape") + b"\n")
+    return {"images": len(samples), "images_sha256": digest.hexdigest()}
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:  # a labels.csv may name images outside the folder it lies in
+        return path.as_posix()
+
+
 def trained_images_among(
-    trained_root: Path, layout: str, seed: int, max_samples: int, samples: Sequence[Sample]
-) -> int:
+    trained_root: Path,
+    layout: str,
+    seed: int,
+    max_samples: int,
+    samples: Sequence[Sample],
+    trained_sha256: str | None,
+) -> int | None:
     """How many of ``samples`` are, byte for byte, images a run trained on: the training split (and
     subset) of the data set at ``trained_root``, read and split as that run did (``layout``,
-    ``seed``, ``max_samples``). 0 where that data set is gone or no longer reads."""
+    ``seed``, ``max_samples``). None where that cannot be told: the data set is gone, no longer
+    reads, or its split is not the run's any more (its :func:`images_record` is not
+    ``trained_sha256``: one image added re-splits a set without given splits, and 4 of 8 unseen
+    images were called trained on)."""
     from fracsight.data.detect import load_dataset
     from fracsight.data.splits import train_val_samples, training_subset
     from fracsight.errors import DatasetError
 
-    if not trained_root.is_dir():
-        return 0
+    if not trained_root.is_dir() or trained_sha256 is None:
+        return None
+    quiet = logging.getLogger("fracsight.data")  # the run's data set's notes are not of this data
+    level, quiet.level = quiet.level, logging.ERROR
     try:
         trained_set = load_dataset(trained_root, layout)
     except DatasetError:
-        return 0
-    seen = training_subset(train_val_samples(trained_set, seed)[0], max_samples, seed)
+        return None
+    finally:
+        quiet.setLevel(level)
+    seen, val = train_val_samples(trained_set, seed)
+    seen = training_subset(seen, max_samples, seed)
+    if images_record(trained_set.root, seen + val)["images_sha256"] != trained_sha256:
+        return None
     paths = [s.path for s in seen] + [s.path for s in samples]
     return len(
         {i for same in exact_duplicates(paths) if min(same) < len(seen) for i in same if i >= len(seen)}
     )
+
+
+def refuse_images_trained_on(
+    trained: Mapping[str, Any],
+    trained_sha256: str | None,
+    root: Path,
+    fitted_on: Sequence[Sample],
+    model: str,
+) -> None:
+    """Refuse other data (``root``) whose validation images ``fitted_on`` include images ``model``'s
+    network trained on, byte for byte: the training set's `images/` folder read anew, or a copy of it
+    with an image added, passed as "other data", and calibration, thresholds and the quantization
+    gate were fitted on 5 of 6 trained-on images. ``trained``: the run's data (``data``, ``layout``,
+    ``seed``, ``max_samples``). Where that cannot be told (:func:`trained_images_among`), a warning."""
+    from fracsight.data.sample import DataMismatchError
+
+    trained_root = Path(str(trained["data"]))
+    again = trained_images_among(
+        trained_root,
+        str(trained.get("layout") or "auto"),
+        int(trained.get("seed") or 0),
+        int(trained.get("max_samples") or 0),
+        fitted_on,
+        trained_sha256,
+    )
+    if again is None:
+        log.warning(
+            "could not check whether the validation images of %s are images %s trained on: its training "
+            "data (%s) is gone, or changed since, or not recorded",
+            root,
+            model,
+            trained_root,
+        )
+    elif again:
+        raise DataMismatchError(
+            f"{again} of the {len(fitted_on)} validation images of {root} are images {model} trained on "
+            f"(the same bytes, in {trained_root}): calibration and thresholds would be fitted on them under "
+            "the name of other data. Give data the network has not seen"
+        )
 
 
 def leakage_effect(trained_here: bool) -> str:

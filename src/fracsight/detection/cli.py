@@ -85,8 +85,9 @@ def train(
         ),
     ] = 0,
     zoom: Annotated[
-        tuple[float, float], typer.Option(help="With --zoom-views: the range of the zoom factors.")
-    ] = (0.6, 1.6),
+        tuple[float, float] | None,
+        typer.Option(help="With --zoom-views: the range of the zoom factors (default 0.6 1.6)."),
+    ] = None,
     version: Annotated[
         str | None, typer.Option(help="Version of the new bundle (default: the base's plus one).")
     ] = None,
@@ -127,7 +128,7 @@ def train(
             "needs --members 2 or more: the detectors to learn from", param_hint="--distill"
         )
     _check_zoom(zoom)
-    if zoom != (0.6, 1.6) and zoom_views == 0:  # it zoomed nothing, without a word
+    if zoom is not None and zoom_views == 0:  # it zoomed nothing, without a word
         raise typer.BadParameter(
             "needs --zoom-views 1 or more: the zoomed views it sets the range of", param_hint="--zoom"
         )
@@ -146,7 +147,7 @@ def train(
             data,
             cfg=HeadsConfig(epochs=epochs, width=width, **given),
             normals=normals,
-            zoom=ZoomViews(zoom_views, *zoom),
+            zoom=ZoomViews(zoom_views, *(zoom or (0.6, 1.6))),
             version=version,
             evaluate_split=evaluate_split,
             force=force,
@@ -180,8 +181,8 @@ def _check_names(**given: str | None) -> None:
                 raise typer.BadParameter(str(e), param_hint=f"--{option}") from None
 
 
-def _check_zoom(zoom: tuple[float, float]) -> None:
-    if not 0 < zoom[0] <= zoom[1] <= 4:
+def _check_zoom(zoom: tuple[float, float] | None) -> None:
+    if zoom is not None and not 0 < zoom[0] <= zoom[1] <= 4:
         raise typer.BadParameter("two factors with 0 < LOW <= HIGH <= 4", param_hint="--zoom")
 
 

@@ -20,8 +20,8 @@ import numpy as np
 
 from fracsight._output import check_output_folder, staged_folder
 from fracsight.bundle import BundleSpec, sha256_file, write_bundle_spec
-from fracsight.data import DataMismatchError, Dataset, load_dataset
-from fracsight.data.leakage import trained_images_among
+from fracsight.data import Dataset, load_dataset
+from fracsight.data.leakage import refuse_images_trained_on
 from fracsight.data.splits import train_val_samples
 from fracsight.detection.build import refuse_output_in_bundle
 from fracsight.detection.taps import detector_nodes
@@ -95,23 +95,6 @@ def _data(spec: BundleSpec, data_dir: Path | None) -> tuple[Path, Dataset, list,
         "quantize with data labelled as the bundle's (--data)",
     )
     return root, dataset, train, val
-
-
-def _refuse_images_trained_on(spec: BundleSpec, root: Path, val: list) -> None:
-    """Other data (``--data``) whose validation images the network trained on, byte for byte (the
-    training set's `images/` folder, a copy of it): the gate, calibration and thresholds were fitted
-    on them, and the card said "Quantized on other data"."""
-    trained, config = spec.training.get("data"), spec.training.get("config", {})
-    if not trained or Path(trained).resolve() == root.resolve():
-        return
-    layout, seed = spec.training.get("layout", "auto"), int(config.get("seed", 0))
-    again = trained_images_among(Path(trained), layout, seed, int(config.get("max_samples", 0) or 0), val)
-    if again:
-        raise DataMismatchError(
-            f"{again} of the {len(val)} validation images of {root} are images the network of "
-            f"{spec.name} v{spec.version} trained on (the same bytes, in {trained}): the gate, "
-            "calibration and thresholds would be fitted on them. Give data the network has not seen"
-        )
 
 
 def _refit_orientation(spec: BundleSpec, model: OnnxModel, val: list, say: Progress) -> BundleSpec:
@@ -204,8 +187,12 @@ def quantize_bundle(
         from fracsight.evaluation.run import held_out_samples
 
         held_out_samples(dataset, evaluate_split, float_spec, data_root, "--evaluate")  # as evaluated below
-    if data_dir:
-        _refuse_images_trained_on(float_spec, data_root, val)
+    trained = float_spec.training
+    if data_dir and trained.get("data") and Path(trained["data"]).resolve() != data_root.resolve():
+        # other data, so the card says: not the images its network trained on
+        run = {**trained.get("config", {}), "data": trained["data"], "layout": trained.get("layout")}
+        model = f"{float_spec.name} v{float_spec.version}"
+        refuse_images_trained_on(run, trained.get("images_sha256"), data_root, val, model)
     size = float_spec.input_size
     with staged_folder(out_dir, force=force, inputs=[*inputs, ("the data set", data_root)]) as work:
         chosen = calibration_samples(dataset, train, n_calibration)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from fracsight._output import check_output_folder, staged_folder
 from fracsight.bundle import BundleSpec, HeadSpec, sha256_file, write_bundle_spec
 from fracsight.data import FRACTURE, DataMismatchError, Dataset, NotADataFolderError, Sample, load_dataset
-from fracsight.data.leakage import split_leakage, trained_images_among
+from fracsight.data.leakage import images_record, refuse_images_trained_on, split_leakage
 from fracsight.data.splits import train_val_samples, training_subset
 from fracsight.errors import ConfigError, DatasetError
 from fracsight.evaluation.run import evaluate_model, select_samples
@@ -32,7 +32,7 @@ from fracsight.training.refit import (
     raw_outputs,
     refuse_unfit_data,
 )
-from fracsight.training.trainer import images_record, load_trained, read_checkpoint, trained_fracture_classes
+from fracsight.training.trainer import load_trained, read_checkpoint, trained_fracture_classes
 
 if TYPE_CHECKING:
     from fracsight.models import FractureNet
@@ -61,7 +61,8 @@ def _is_other_data(
     if now["images_sha256"] == trained_on:
         return False
     if cfg.data and dataset.root.resolve() != Path(cfg.data).resolve():  # another folder
-        _refuse_images_trained_on(Path(cfg.data), cfg, dataset.root, val, checkpoint)
+        trained = {"data": cfg.data, "layout": cfg.layout, "seed": cfg.seed, "max_samples": cfg.max_samples}
+        refuse_images_trained_on(trained, trained_on, dataset.root, val, str(checkpoint))
         return True
     raise DataMismatchError(
         f"{dataset.root} is not the data {checkpoint} trained on: its training and validation images "
@@ -69,21 +70,6 @@ def _is_other_data(
         "set without splits is split anew, so calibration, thresholds and test would fall on images "
         "the model trained on). Export with the data as it was, or train again on this data"
     )
-
-
-def _refuse_images_trained_on(
-    trained_root: Path, cfg: TrainConfig, root: Path, fitted_on: list[Sample], checkpoint: Path
-) -> None:
-    """Other data whose validation images include images the network trained on is refused: the
-    training set's `images/` folder, or a copy of it with an image added, passed as "other data"
-    (calibration and thresholds fitted on 5 of 6 trained-on images), and the card said so."""
-    again = trained_images_among(trained_root, cfg.layout, cfg.seed, cfg.max_samples, fitted_on)
-    if again:
-        raise DataMismatchError(
-            f"{again} of the {len(fitted_on)} validation images of {root} are images {checkpoint} "
-            f"trained on (the same bytes, in {trained_root}): calibration and thresholds would be fitted "
-            "on them, and the card would call them other data. Give data the network has not seen"
-        )
 
 
 def export_bundle(
@@ -169,6 +155,7 @@ def export_bundle(
             warn,
             epochs=_epochs_run(checkpoint, cfg, trained.epoch),
             trained_data=_trained_data_record(cfg) if other_data else None,
+            images_sha256=trained.images_sha256,
         )
     return spec
 
@@ -294,6 +281,7 @@ def _write_bundle(
     *,
     epochs: dict[str, object] | None = None,
     trained_data: dict[str, object] | None = None,
+    images_sha256: str | None = None,
 ) -> BundleSpec:
     """The bundle of ``model`` (trained in ``run_dir``) made in ``work``; ``epochs``: how its
     schedule went (:func:`_epochs_run`), for the card; ``fracture``: the class
@@ -330,6 +318,9 @@ def _write_bundle(
         localization={"box_threshold": 0.5, "min_box_score": 0.25},
         training={
             **(calibrated if trained_data is None else {**trained_data, "calibration_data": calibrated}),
+            # the run's training and validation images (images_record): `quantize --data` checks
+            # other data against them, where that data set still splits as the run did
+            **({"images_sha256": images_sha256} if images_sha256 else {}),
             # the data set's own splits sharing images or patients: the card warns its figures off
             "leakage": split_leakage(dataset.samples).to_dict(),
             "config": cfg.to_dict(),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-import hashlib
 import json
 import logging
 import math
@@ -23,6 +22,7 @@ import torch.nn.functional as F
 import yaml
 
 from fracsight._files import replace_atomically, replaced_by
+from fracsight.data.leakage import images_record
 from fracsight.data.sample import CLASS, FRACTURE, REGION, Dataset, Sample
 from fracsight.data.splits import train_val_samples, training_subset
 from fracsight.errors import ConfigError, DatasetError, OutputFolderError
@@ -141,23 +141,6 @@ def checkpoint_record(heads: HeadConfig, cfg: TrainConfig, fracture: tuple[str, 
         "fracture": list(fracture),
         "config": json.dumps(cfg.to_dict()),
     }
-
-
-def images_record(root: Path, samples: list[Sample]) -> dict[str, Any]:
-    """Which images, with which labels, a run trains and validates on, as ``last.pt`` records it:
-    their number and a digest of their paths (relative to the data folder ``root``, so that a
-    moved folder is the same images) and labels."""
-    digest = hashlib.sha256()
-    for line in sorted(f"{_relative(s.path, root)}\t{sorted(s.labels.items())}" for s in samples):
-        digest.update(line.encode("utf-8", "surrogateescape") + b"\n")
-    return {"images": len(samples), "images_sha256": digest.hexdigest()}
-
-
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:  # a labels.csv may name images outside the folder it lies in
-        return path.as_posix()
 
 
 def resolve_device(name: str) -> torch.device:
