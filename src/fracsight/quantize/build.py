@@ -191,8 +191,8 @@ def quantize_bundle(
     if data_dir and trained.get("data") and Path(trained["data"]).resolve() != data_root.resolve():
         # other data, so the card says: not the images its network trained on
         run = {**trained.get("config", {}), "data": trained["data"], "layout": trained.get("layout")}
-        model = f"{float_spec.name} v{float_spec.version}"
-        refuse_images_trained_on(run, trained.get("images_sha256"), data_root, val, model)
+        named = f"{float_spec.name} v{float_spec.version}"  # not `model`: the bundle as given, below
+        refuse_images_trained_on(run, trained.get("images_sha256"), data_root, val, named)
     size = float_spec.input_size
     with staged_folder(out_dir, force=force, inputs=[*inputs, ("the data set", data_root)]) as work:
         chosen = calibration_samples(dataset, train, n_calibration)
