@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
@@ -44,6 +45,26 @@ class _Supervisor(Multiprocess):
         self._hup_ignored = hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
         super().__init__(*args, **kwargs)
 
+    # Workers are started with SIGHUP blocked (a child keeps its parent's signal mask, not its
+    # handler): one still starting when a closed terminal sent SIGHUP died of its default action and
+    # was replaced; create_worker_app ignores it, then unblocks it. Blocked here, not ignored: a
+    # SIGHUP meanwhile waits for the supervisor, which handles it once the worker is started.
+    def init_processes(self) -> None:
+        with _sighup_blocked():
+            super().init_processes()
+
+    def restart_all(self) -> None:
+        with _sighup_blocked():
+            super().restart_all()
+
+    def keep_subprocess_alive(self) -> None:
+        with _sighup_blocked():
+            super().keep_subprocess_alive()
+
+    def handle_ttin(self) -> None:
+        with _sighup_blocked():
+            super().handle_ttin()
+
     def handle_hup(self) -> None:
         # the terminal closed (SIGHUP to the whole process group): a graceful stop, as with one
         # worker (uvicorn's supervisor restarted its workers instead); nothing under nohup
@@ -59,7 +80,21 @@ def create_worker_app() -> Any:
 
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        if hasattr(signal, "pthread_sigmask"):  # started blocked by the supervisor (_sighup_blocked)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
     return create_app()
+
+
+@contextlib.contextmanager
+def _sighup_blocked() -> Iterator[None]:
+    if not (hasattr(signal, "SIGHUP") and hasattr(signal, "pthread_sigmask")):
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
 
 
 def run(*, host: str, port: int, workers: int, log_level: str) -> None:
