@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import replace
+from functools import cache
 from pathlib import Path
 
 from fracsight.data._files import (
@@ -209,15 +210,21 @@ _VIEW_WORDS = {"ap", "pa", "lat", "lateral", "oblique", "left", "right", "upper"
 _PLURALS = {"feet": "foot", "teeth": "tooth"}
 
 
+@cache
+def _body_parts() -> frozenset[str]:
+    """The body-part words a region folder is named with (DICOM's terms and the region names)."""
+    from fracsight.inference.ood import BODY_PART_REGIONS
+
+    parts = {p.lower() for p in BODY_PART_REGIONS} | {r for rs in BODY_PART_REGIONS.values() for r in rs}
+    return frozenset(parts | {"limb", "extremity"})
+
+
 def _named_for_a_body_part(name: str) -> bool:
     """`hand`, `XR_WRIST`, `left-knee`, `hands`, `AP_knee`, `c-spine`, `upper_limb`: every word a body
     part (singular or plural) or a modality, view or side; not `hand_p001`."""
     import re
 
-    from fracsight.inference.ood import BODY_PART_REGIONS
-
-    parts = {p.lower() for p in BODY_PART_REGIONS} | {r for rs in BODY_PART_REGIONS.values() for r in rs}
-    parts |= {"limb", "extremity"}
+    parts = _body_parts()
     words = [w for w in re.split(r"[^a-z]+", name.lower()) if w and w not in _MODALITY_WORDS | _VIEW_WORDS]
 
     def singular(word: str) -> str:
