@@ -57,12 +57,17 @@ def test_a_predictor_pickles_for_worker_processes(predictor: Predictor, image: P
         assert pool.submit(predictor.predict, image).result(timeout=120) == predictor.predict(image)
 
 
-def test_a_predictor_of_a_zipped_bundle_pickles_as_the_archive(image: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("suffix", [".zip", ".ZIP"])
+def test_a_predictor_of_a_zipped_bundle_pickles_as_the_archive(
+    image: Path, tmp_path: Path, suffix: str
+) -> None:
     # it pickled the folder the archive was unpacked to, removed when the process that unpacked it
     # ends: a copy loaded later (a longer-lived worker, another machine) found no bundle there
+    # (and still did for an archive named .ZIP, which loads as .zip does)
     import shutil
 
-    archive = Path(shutil.make_archive(str(tmp_path / "bundle"), "zip", Predictor().bundle_dir))
+    made = Path(shutil.make_archive(str(tmp_path / "bundle"), "zip", Predictor().bundle_dir))
+    archive = made.rename(made.with_suffix(suffix))
     zipped = Predictor(archive, threads=1)
     data = pickle.dumps(zipped)
     assert str(zipped.bundle_dir).encode() not in data and str(archive).encode() in data
@@ -139,3 +144,49 @@ def test_a_path_holding_a_nul_character_fails_alone_in_predict_many(fracatlas_di
     assert not isinstance(results[0], FailedPrediction)
     assert isinstance(results[1], FailedPrediction) and "NUL character" in results[1].error
     assert isinstance(results[2], FailedPrediction) and "no such file" in results[2].error
+
+
+def test_one_image_object_read_by_several_threads_at_once(
+    predictor: Predictor, image: Path, tmp_path: Path
+) -> None:
+    # Pillow decodes lazily and a file object has one position: the same Image or open file given
+    # to threads at once (predict_many with a view listed twice, a thread pool) was read half decoded
+    # ("broken PNG file", "image file is truncated", a bare AttributeError that ended the stream)
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    png = tmp_path / "view.png"
+    Image.open(image).save(png)
+    expected = predictor.predict(png).fracture_probability
+    for _ in range(6):
+        shared = Image.open(png)  # not decoded yet
+        assert [r.fracture_probability for r in predictor.predict_many([shared] * 4, workers=4)] == [
+            expected
+        ] * 4
+        with png.open("rb") as f, ThreadPoolExecutor(3) as pool:
+            assert [r.fracture_probability for r in pool.map(predictor.predict, [f] * 3)] == [expected] * 3
+
+
+def test_predict_many_refuses_one_grey_array_with_a_channel_axis(predictor: Predictor) -> None:
+    # an (H, W, 1) array, which predict reads as one image, was read row by row: H failed results
+    import numpy as np
+
+    grey = np.full((64, 48, 1), 128, np.uint8)
+    with pytest.raises(TypeError, match="takes a list of images, not one ndarray"):
+        predictor.predict_many(grey)
+    assert len(list(predictor.predict_many(np.zeros((2, 64, 48), np.uint8)))) == 2  # a stack is a list
+
+
+def test_a_warning_names_the_size_of_the_image_as_given_when_read_turned(image: Path) -> None:
+    # a thumbnail turned on its side, read upright by the orientation step, was called "72x90
+    # pixels" while its result said 90 wide and 72 high
+    from PIL import Image
+
+    turned = Image.open(image).convert("L").rotate(90, expand=True)
+    turned.thumbnail((90, 90))
+    result = Predictor(threads=1).predict(turned)
+    assert any("turned by" in w for w in result.warnings)  # the orientation step turned it upright
+    width, height = turned.size
+    assert any(f"very low resolution: {width}x{height} pixels" in w for w in result.warnings)
+    assert (result.to_dict()["image"]["width"], result.to_dict()["image"]["height"]) == (width, height)

@@ -13,6 +13,7 @@ import dataclasses
 import numbers
 import os
 import sys
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
@@ -72,6 +73,7 @@ BOX_GRID = 96  # boxes are traced on the localization map upsampled to this many
 MAX_THREADS = 256  # the most ONNX Runtime threads a Predictor takes (as the API's inference_threads)
 _READABLE = (str, os.PathLike, bytes, bytearray, memoryview)  # what read_image reads
 _ACCEPTED = "a path, bytes, a binary file, a numpy array, a PIL image or a Radiograph"
+_FILE_READING = threading.Lock()
 
 
 def localization_map(mask_logits: np.ndarray, cam: np.ndarray, source: str) -> np.ndarray:
@@ -288,7 +290,9 @@ class Predictor:
         self.bundle_dir = resolve_bundle(model)
         # what a pickled copy loads: a .zip's unpacked folder is removed when this process ends
         # (and is not on another machine), so a copy unpacks the archive again
-        zipped = isinstance(model, (str, Path)) and Path(model).suffix == ".zip" and Path(model).is_file()
+        zipped = (
+            isinstance(model, (str, Path)) and Path(model).suffix.lower() == ".zip" and Path(model).is_file()
+        )
         self._origin = (Path(model) if zipped else self.bundle_dir).resolve()  # type: ignore[arg-type]
         self.onnx = OnnxModel(self.bundle_dir, threads=threads)
         self.spec: BundleSpec = self.onnx.spec
@@ -368,9 +372,10 @@ class Predictor:
             try:
                 # from its start: a notebook cell run again with the same open file read it from its
                 # end and called a 100 KB JPEG "empty (0 bytes)"
-                if _seekable(source):
-                    source.seek(0)
-                source = source.read()  # a binary file (open(..., "rb"), io.BytesIO): its bytes
+                with _FILE_READING:  # one file object read by two threads: each seeks the other's read
+                    if _seekable(source):
+                        source.seek(0)
+                    source = source.read()  # a binary file (open(..., "rb"), io.BytesIO): its bytes
             # closed, not open for reading, or its own reader's error (a damaged zip member raises
             # zipfile.BadZipFile, which ended predict_many and lost the results before it)
             except Exception as e:
@@ -414,7 +419,10 @@ class Predictor:
         source: str,
         statistics: Future[ImageStatistics | None],
         with_heatmap: bool,
+        given: Radiograph,
     ) -> Prediction:
+        """The prediction from the network's outputs ``out[...][i]`` on ``radiograph``, the read kept
+        of ``given`` (given itself, or turned upright)."""
         spec = self.spec
         prob = decisions = None
         op = self.operating_point
@@ -436,7 +444,8 @@ class Predictor:
                 {name: float(v) for name, v in zip(self.classes, class_probs, strict=True)},
                 self.class_min_probability,
             )
-        assessment = assess_input(radiograph, statistics.result(), out["embedding"][i], region_probs, spec)
+        # judged on the image as given: a warning names its size as the user knows it
+        assessment = assess_input(given, statistics.result(), out["embedding"][i], region_probs, spec)
         warnings = list(radiograph.metadata.warnings) + list(assessment.warnings)
         boxes: list = []
         if op is not None:  # boxes and the heatmap show where a fracture is suspected
@@ -506,7 +515,7 @@ class Predictor:
         ):
             # only the read that is kept gets its boxes and heatmap
             prediction = self._postprocess(
-                kept.outputs, kept.index, kept.radiograph, kept.geometry, source, stats, heatmap
+                kept.outputs, kept.index, kept.radiograph, kept.geometry, source, stats, heatmap, radiograph
             )
             if kept.turns:  # read turned upright: the results are turned back onto the image as given
                 turned = turn_prediction(prediction, kept.turns, radiograph.full_size)
@@ -623,12 +632,12 @@ class Predictor:
         one = (
             isinstance(sources, (str, bytes, os.PathLike, Radiograph))
             or _is_file_object(sources)
-            # one array or PIL image, not a list of them: (H, W), or (H, W, 3|4) colour (an (N, H, W)
-            # stack of grayscale images, or (N, H, W, 3) of colour ones, is a list of them; no image
-            # is 3 or 4 pixels wide)
+            # one array or PIL image, not a list of them: (H, W), (H, W, 1) grey, or (H, W, 3|4) colour
+            # (an (N, H, W) stack of grayscale images, or (N, H, W, 3) of colour ones, is a list of
+            # them; no image is 1, 3 or 4 pixels wide)
             or (
                 _in_memory(sources)
-                and (np.ndim(sources) < 3 or (np.ndim(sources) == 3 and np.shape(sources)[-1] in (3, 4)))
+                and (np.ndim(sources) < 3 or (np.ndim(sources) == 3 and np.shape(sources)[-1] in (1, 3, 4)))
             )
         )
         if one:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -30,6 +31,12 @@ def pixel_aspect_of(shape: tuple[float, float] | None) -> float:
 def plausible_aspect(aspect: float) -> bool:
     """A pixel's height over its width within 1:5 (:func:`pixel_aspect_of`)."""
     return 0.2 <= aspect <= 5.0
+
+
+# Pillow decodes an image lazily, and two threads decoding one Image object at once read it half
+# decoded ("image file is truncated", an AttributeError): one image given to predict from several
+# threads, or listed twice in predict_many (a view given twice), failed at random
+_PIL_DECODING = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -156,9 +163,11 @@ class Radiograph:
             if marked_as_overlay(image):  # the TIFF below would drop the mark its file is refused by
                 raise OverlayImageError(f"{label}: {OVERLAY_REFUSAL}")
             try:  # decoded here: a file cut short or closed failed below with Pillow's own error
-                image.load()
-                pil = ImageOps.exif_transpose(image)  # as the file's reader turns it
-            except (OSError, ValueError, AssertionError, SyntaxError) as e:
+                with _PIL_DECODING:
+                    image.load()
+                    pil = ImageOps.exif_transpose(image)  # as the file's reader turns it
+            # AttributeError: Pillow's own, from a file closed under it
+            except (OSError, ValueError, AssertionError, SyntaxError, AttributeError) as e:
                 why = str(e) or "was it closed, or its file removed?"  # Pillow asserts without a word
                 raise ImageReadError(f"{label}: the PIL image cannot be decoded: {why}") from None
             if 0 in pil.size:
