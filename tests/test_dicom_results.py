@@ -816,6 +816,46 @@ def test_several_windows_give_the_state_the_one_the_reader_used(
     assert voi.WindowCenterWidthExplanation == "FULL"
 
 
+@needs_dciodvfy
+@pytest.mark.parametrize(
+    "form", ["8-bit, a word per entry", "8-bit, two per word", "two LUTs", "first below 0"]
+)
+def test_voi_luts_the_presentation_state_carries_as_the_reader_applies_them(
+    form: str, case, predictor: Predictor, tmp_path: Path
+) -> None:
+    """An 8-bit LUT given a word per entry went to the state as twice the entries (dcmtk drew the
+    image nearly black); a second LUT was copied (dcmtk refused the state); a LUT starting below 0
+    cost the image all its results (highdicom refuses it)."""
+    curve = (np.sqrt(np.arange(4096) / 4095.0) * 255).round().astype(np.uint8)
+    lut = Dataset()
+    lut.add_new("LUTDescriptor", "US", [4096, 0, 8])
+    packed = form == "8-bit, two per word"
+    lut.add_new("LUTData", "OW", curve.tobytes() if packed else curve.astype("<u2").tobytes())
+    source = pydicom.dcmread(case[0])
+    source.VOILUTSequence = [lut, copy.deepcopy(lut)] if form == "two LUTs" else [lut]
+    if form == "first below 0":
+        source.PixelRepresentation = 1
+        lut.LUTDescriptor = [4096, -2048, 8]
+    made = result_datasets(source, case[2], predictor)
+    assert [ds.Modality for ds in made] == ["SR", "PR", "OT"]
+    pr = made[1]
+    path = write_new(pr, tmp_path, "state")
+    _assert_valid(pr, path)
+    if form == "first below 0":
+        # left out, as a Modality LUT below 0 is (the source's window is what the state carries)
+        assert all("VOILUTSequence" not in item for item in pr.get("SoftcopyVOILUTSequence", []))
+        return
+    ((voi,),) = [item.VOILUTSequence for item in pr.SoftcopyVOILUTSequence]
+    assert list(voi.LUTDescriptor) == [4096, 0, 8]
+    assert np.array_equal(np.frombuffer(voi.LUTData, np.uint8)[:4096], curve)
+    shown = subprocess.run(
+        ["dcmp2pgm", "-p", str(path), str(case[0]), str(tmp_path / "shown.pgm")],
+        capture_output=True,
+        text=True,
+    )
+    assert shown.returncode == 0, shown.stderr
+
+
 def test_a_negative_reports_boxes_are_not_coded_as_fractures(
     case, predictor: Predictor, tmp_path: Path
 ) -> None:

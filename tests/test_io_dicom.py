@@ -247,6 +247,51 @@ def test_voi_lut_sequence_is_applied_and_its_output_range_mapped() -> None:
     np.testing.assert_allclose(rg.pixels, lut[RAMP12] / 4000.0, atol=1e-6)  # the LUT wins over the window
 
 
+CURVE8 = (np.sqrt(np.arange(4096) / 4095.0) * 255).round().astype(np.uint8)  # 4096 entries of 8 bits
+
+
+def _lut8_item(form: str) -> Dataset:
+    item = Dataset()
+    item.add_new(0x00283002, "US", [4096, 0, 8])
+    if form == "one word per entry":
+        item.add_new(0x00283006, "OW", CURVE8.astype("<u2").tobytes())
+    elif form == "US numbers":
+        item.add_new(0x00283006, "US", CURVE8.tolist())
+    else:  # two entries per word, as PS3.3 C.11.2.1.2 allows 8-bit entries
+        item.add_new(0x00283006, "OW", CURVE8.tobytes())
+    return item
+
+
+@pytest.mark.parametrize("form", ["one word per entry", "US numbers", "two entries per word"])
+def test_an_8_bit_voi_lut_of_many_entries_is_applied_whole(form: str) -> None:
+    """pydicom indexed an 8-bit LUT in uint8, so a LUT of 4096 entries wrapped every 256 (a
+    scrambled picture, read as reliable), and read OW data always as a word per entry (two 8-bit
+    entries per word: "cannot decode this DICOM file: error: unpack_from ...")."""
+    rg = read_image(make_dicom(RAMP12, VOILUTSequence=Sequence([_lut8_item(form)])))
+    np.testing.assert_allclose(rg.pixels, CURVE8[RAMP12] / 255.0, atol=1e-6)
+    assert not rg.metadata.warnings
+
+
+def test_an_unusable_voi_lut_is_passed_over_with_a_note() -> None:
+    item = _lut8_item("US numbers")
+    item.LUTData = CURVE8[:100].tolist()  # 100 values for 4096 entries
+    rg = read_image(make_dicom(RAMP12, VOILUTSequence=Sequence([item]), WindowCenter=2048, WindowWidth=4096))
+    np.testing.assert_allclose(rg.pixels, RAMP12 / 4095.0, atol=1e-6)  # the window, as without a LUT
+    assert any(w.startswith("VOI LUT unusable (ValueError)") for w in rg.metadata.warnings)
+
+
+def test_a_window_over_a_negative_rescale_slope_reads_the_image_upright() -> None:
+    """Agfa CRs store their values inverted with a negative Rescale Slope; with a window, pydicom's
+    output runs from high to low, and the image was read inverted, as reliable."""
+    stored = 4095 - RAMP12
+    rg = read_image(
+        make_dicom(stored, RescaleSlope="-1", RescaleIntercept="4095", WindowCenter=2048, WindowWidth=4096)
+    )
+    np.testing.assert_allclose(rg.pixels, RAMP12 / 4095.0, atol=1e-6)
+    plain = read_image(make_dicom(stored, RescaleSlope="-1", RescaleIntercept="4095"))
+    np.testing.assert_allclose(plain.pixels, rg.pixels, atol=1e-6)  # as without the window
+
+
 def test_unusable_window_falls_back_to_min_max_with_warning() -> None:
     rg = read_image(make_dicom(RAMP12, WindowCenter=100, WindowWidth=0))
     np.testing.assert_allclose(rg.pixels, RAMP12 / 4095.0, atol=1e-6)

@@ -38,6 +38,7 @@ from pydicom.tag import BaseTag
 from fracsight.dicom.results_context import KINDS, ResultContext
 from fracsight.errors import DicomSourceError, FracsightError, MultiFrameError, UnsupportedFormatError
 from fracsight.inference.results import Prediction, StudyPrediction
+from fracsight.io._dicom import read_little_endian, voi_lut_entries
 
 if TYPE_CHECKING:
     from fracsight.inference import Predictor
@@ -337,15 +338,22 @@ def _mend_voi(header: Dataset) -> None:
     what it cannot take, which cost the image all its results): a window is left out, as the
     reader leaves it, beside a VOI LUT Sequence (the LUT is what the reader applies), without a
     width, with unequal counts of centers and widths, a width below 1 (LINEAR) or 0, or an unknown
-    VOI LUT Function. A VOI LUT goes as :func:`_lut_in_16_bits` makes it. The log names the
-    attributes, never a value."""
+    VOI LUT Function. A VOI LUT goes as :func:`_lut_for_the_state` makes it, the first only (the
+    one the reader applies; dcmtk refused a state with two); one the reader cannot use, or that
+    starts below 0 (highdicom refuses it, which cost the image all its results), is left out. The
+    log names the attributes, never a value."""
     if "VOILUTSequence" in header:
-        header.VOILUTSequence = copy.deepcopy(header.VOILUTSequence)  # the copy is shallow: not the source's
-        for item in header.VOILUTSequence:
-            try:
-                _lut_in_16_bits(item)
-            except (AttributeError, IndexError, TypeError, ValueError):  # a broken LUT: highdicom says so
-                continue
+        item = copy.deepcopy(header.VOILUTSequence[0])  # the header's copy is shallow: not the source's
+        header.VOILUTSequence = [item]
+        try:
+            first = _lut_for_the_state(item, read_little_endian(header))
+        except (AttributeError, IndexError, TypeError, ValueError):
+            first = None
+        if first is None or first < 0:
+            logger.warning(
+                "the source's VOI LUT is unusable or starts below 0: the presentation state leaves it out"
+            )
+            del header.VOILUTSequence
     present = [keyword for keyword in _WINDOW if keyword in header]
     if not present:
         return
@@ -370,22 +378,21 @@ def _mend_voi(header: Dataset) -> None:
             header.WindowCenterWidthExplanation = _values(header.WindowCenterWidthExplanation)[0]
 
 
-def _lut_in_16_bits(item: Dataset) -> None:
-    """A VOI LUT item with 8 or 16 bits per entry, as a presentation state's must have, in the OW
-    bytes highdicom reads: a 12-bit one is scaled to 16 bits, the same curve (highdicom calls a
-    LUT 16-bit whatever its values, so a viewer showed a 12-bit LUT's output, at most 4095, in the
-    bottom sixteenth of the grey scale: an almost black image); one read as US numbers is packed."""
+def _lut_for_the_state(item: Dataset, little_endian: bool) -> int:
+    """A VOI LUT item made one with 8 or 16 bits per entry, as a presentation state's must have,
+    in the OW bytes highdicom reads (one byte per 8-bit entry: given one word per entry, highdicom
+    counted twice the entries, and dcmtk drew the image nearly black); its first mapped value. A
+    12-bit one is scaled to 16 bits, the same curve (highdicom calls a LUT 16-bit whatever its
+    values, so a viewer showed a 12-bit LUT's output, at most 4095, in the bottom sixteenth of the
+    grey scale: an almost black image)."""
     import numpy as np
 
-    bits, data = int(item.LUTDescriptor[2]), item.LUTData
-    if bits == 8 and isinstance(data, bytes):
-        return
-    values = np.frombuffer(data, "<u2") if isinstance(data, bytes) else np.asarray(_values(data), np.uint32)
-    if bits != 8:
-        values = values.astype(np.uint32) << max(0, 16 - bits)
-        item.LUTDescriptor = [*list(item.LUTDescriptor)[:2], 16]
+    first, bits, table = voi_lut_entries(item, little_endian)
+    data = table.astype(np.uint8) if bits == 8 else (table.astype(np.uint32) << (16 - bits)).astype(np.uint16)
+    item.LUTDescriptor = [*list(item.LUTDescriptor)[:2], 8 if bits == 8 else 16]
     item["LUTData"].VR = "OW"
-    item.LUTData = values.astype(np.uint8 if bits == 8 else np.uint16).tobytes()
+    item.LUTData = data.tobytes()
+    return first
 
 
 def _values(value: object) -> list:

@@ -602,18 +602,21 @@ def _to_unit_range(pydicom: Any, arr: np.ndarray, ds: Any, notes: list[str]) -> 
     window (values below it -> 0, above it -> 1). Without either, the first
     frame's own min/max.
     """
-    from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing
+    from pydicom.pixels import apply_modality_lut, apply_windowing
 
     _drop_unusable_rescale(ds, notes)
     _modality_lut_in_words(ds, notes)
     values = apply_modality_lut(arr, ds)
     lo = hi = None
+    table = None
     if ds.get("VOILUTSequence"):
-        descriptor = ds.VOILUTSequence[0].LUTDescriptor
-        first, entries = int(descriptor[1]), int(descriptor[0]) or 2**16
-        lut_out = apply_voi(np.arange(first, first + entries, dtype=np.int64), ds)
-        lo, hi = float(lut_out.min()), float(lut_out.max())
-        values = apply_voi(np.rint(values).astype(np.int64), ds)
+        try:
+            first, _, table = voi_lut_entries(ds.VOILUTSequence[0], read_little_endian(ds))
+        except (AttributeError, IndexError, TypeError, ValueError) as e:
+            notes.append(f"VOI LUT unusable ({type(e).__name__}); its window or min/max used instead")
+    if table is not None:
+        lo, hi = float(table.min()), float(table.max())
+        values = table[np.clip(np.rint(values).astype(np.int64) - first, 0, table.size - 1)]
     elif "WindowCenter" in ds and "WindowWidth" in ds:
         try:
             with np.errstate(over="ignore"):
@@ -625,6 +628,10 @@ def _to_unit_range(pydicom: Any, arr: np.ndarray, ds: Any, notes: list[str]) -> 
             # held a patient's name went into every warning, the CSV and the API's answer)
             notes.append(f"window center/width unusable ({type(e).__name__}); min/max used instead")
     values = np.asarray(values, dtype=np.float64)
+    if lo is not None and hi is not None and hi < lo:
+        # a negative Rescale Slope (Agfa CRs write -10): pydicom's window runs its output from high
+        # to low, and the image was read inverted, as reliable
+        values, lo, hi = lo + hi - values, hi, lo
     if lo is None or hi is None or hi <= lo:
         lo, hi = float(values.min()), float(values.max())
     if hi <= lo:
@@ -667,6 +674,38 @@ def _modality_lut_in_words(ds: Any, notes: list[str]) -> None:
             notes.append(f"DICOM Modality LUT entries declared {bits} bits (8 or 16 allowed): read as 16")
 
 
+def voi_lut_entries(item: Any, little_endian: bool = True) -> tuple[int, int, np.ndarray]:
+    """``(first, bits, entries)`` of a VOI LUT item: the first stored value it maps, the bits of its
+    entries and the entries (uint16), read as PS3.3 C.11.2.1.2 allows them: US numbers, or OW words,
+    one per entry or, for 8-bit entries, two per word. pydicom 3 indexed an 8-bit LUT in uint8 (a
+    LUT of 4096 entries wrapped every 256: a scrambled picture) and read OW data always as one word
+    per entry (two 8-bit entries per word: a struct error, the image refused)."""
+    descriptor = item.LUTDescriptor
+    entries, first, bits = int(descriptor[0]) or 2**16, int(descriptor[1]), int(descriptor[2])
+    if not 1 <= bits <= 16:
+        raise ValueError(f"VOI LUT entries of {bits} bits")
+    data = item.LUTData
+    if isinstance(data, (bytes, bytearray)):
+        if len(data) >= 2 * entries:
+            table = np.frombuffer(data, "<u2" if little_endian else ">u2", count=entries)
+        elif bits == 8 and len(data) >= entries:
+            packed = np.frombuffer(data, np.uint8, count=len(data) // 2 * 2)
+            table = (packed if little_endian else packed.reshape(-1, 2)[:, ::-1].ravel())[:entries]
+        else:
+            raise ValueError(f"VOI LUT data of {len(data)} bytes for {entries} entries")
+    else:
+        table = np.atleast_1d(np.asarray(data, np.int64))  # one number or several
+        if table.size < entries:
+            raise ValueError(f"VOI LUT data of {table.size} values for {entries} entries")
+        table = table[:entries]
+    return first, bits, np.clip(table, 0, 2**bits - 1).astype(np.uint16)
+
+
+def read_little_endian(ds: Any) -> bool:
+    """The byte order a DICOM's OW data were read in (a header made in memory: little-endian)."""
+    return ds.original_encoding[1] is not False
+
+
 def modality_lut_table(ds: Any) -> tuple[int, np.ndarray] | None:
     """The first stored value a DICOM's Modality LUT Sequence maps and its entries (uint16), as the
     reader applies them (read by pydicom, entries of other sizes as 16 bits); None without one."""
@@ -677,9 +716,7 @@ def modality_lut_table(ds: Any) -> tuple[int, np.ndarray] | None:
         return None
     lut = Dataset()
     lut.ModalityLUTSequence = copy.deepcopy(ds.ModalityLUTSequence)  # the source's items: never changed
-    # the byte order OW data were read in; a header made in memory writes little-endian by default
-    little = ds.original_encoding[1]
-    lut.set_original_encoding(False, True if little is None else little)
+    lut.set_original_encoding(False, read_little_endian(ds))
     _modality_lut_in_words(lut, [])
     descriptor = lut.ModalityLUTSequence[0].LUTDescriptor
     first, entries = int(descriptor[1]), int(descriptor[0]) or 2**16
