@@ -374,6 +374,17 @@ def test_unknown_calling_ae_title_is_rejected_at_association(
     assert done.returncode != 0
     assert node.status()["counters"]["associations_rejected"]["no_presentation_context"] == 1
     assert "takes none of the SOP classes it offers (1.2.840.10008.5.1.4.1.2.2.1)" in node.log()
+    # a radiograph offered only in a syntax the node cannot decode: said so, not "none of the SOP
+    # classes" (the node takes CR), which sent an administrator to the wrong setting
+    from pynetdicom.sop_class import ComputedRadiographyImageStorage
+
+    progressive = AE(ae_title="MODALITY")
+    progressive.add_requested_context(ComputedRadiographyImageStorage, ["1.2.840.10008.1.2.4.55"])
+    assert not progressive.associate("127.0.0.1", node.port, ae_title=node.ae_title).is_established
+    assert node.status()["counters"]["associations_rejected"]["no_presentation_context"] == 2
+    assert (
+        "takes none of the transfer syntaxes it offers (JPEG Full Progression, Non-Hierarchical" in node.log()
+    )
 
 
 def test_dicom_send_sends_one_sop_class_in_several_transfer_syntaxes(

@@ -30,6 +30,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from pydicom.uid import UID
+
 from fracsight.dicom._logging import log_failure
 from fracsight.dicom._tcp import tcp_handlers
 from fracsight.dicom.spool import Spool, instance_key, study_key
@@ -49,6 +51,7 @@ STATUS = {
 }
 
 
+_TRANSFER_SYNTAX_NOT_SUPPORTED = 0x04  # a presentation context's result (PS3.8 9.3.3.2)
 _MAX_ASSOCIATIONS = 16  # served at once; one more is rejected (transient: local limit exceeded)
 # Seconds a connection may take to ask for its association (A-ASSOCIATE-RQ, sent at once by every
 # sender): pynetdicom's 30 s let 16 connections that never asked (a hung probe, a port scan) hold
@@ -225,10 +228,18 @@ class StoreSCP:
         private SOP class, a query): said here, else the caller's failure left no trace."""
         assoc = event.assoc
         if assoc.is_acceptor and not assoc.accepted_contexts and assoc.rejected_contexts:
-            offered = sorted({str(c.abstract_syntax) for c in assoc.rejected_contexts})
+            rejected = assoc.rejected_contexts
             self.spool.count("associations_rejected", "no_presentation_context")
+            if all(c.result == _TRANSFER_SYNTAX_NOT_SUPPORTED for c in rejected):
+                # SOP classes the node takes, in syntaxes it cannot decode: not "takes none of the
+                # SOP classes", which sent the caller's administrator to the wrong setting
+                offered = sorted({UID(c.transfer_syntax[0]).name for c in rejected})
+                what = "transfer syntaxes it offers (%s): offer Explicit or Implicit VR Little Endian too"
+            else:
+                offered = sorted({str(c.abstract_syntax) for c in rejected})
+                what = "SOP classes it offers (%s)"
             log.warning(
-                "association from %r aborted: the node takes none of the SOP classes it offers (%s)",
+                f"association from %r aborted: the node takes none of the {what}",
                 assoc.requestor.ae_title,
                 ", ".join(offered[:5]) + (", ..." if len(offered) > 5 else ""),
             )
