@@ -464,7 +464,14 @@ def test_sighup_to_a_server_of_workers_stops_it_gracefully(tiny_bundle: Path, tm
     started: list[subprocess.Popen[bytes]] = []
     log = tmp_path / "serve.log"
     with loopback_server(
-        "--model", str(tiny_bundle), "--workers", "2", exit_codes=codes, started=started, log=log
+        "--model",
+        str(tiny_bundle),
+        "--workers",
+        "2",
+        log_level="info",
+        exit_codes=codes,
+        started=started,
+        log=log,
     ) as url:
         stalled = _stalled_upload(url)
         time.sleep(1)  # the request is in a worker, waiting for the rest of its body
@@ -477,6 +484,8 @@ def test_sighup_to_a_server_of_workers_stops_it_gracefully(tiny_bundle: Path, tm
     assert codes == [0], log.read_text()
     assert answer.startswith(b"HTTP/1.1 503") and b"server_stopping" in answer, answer
     assert "restarting" not in log.read_text()
+    assert "Received SIGHUP (the terminal closed), exiting." in log.read_text()  # not "SIGTERM"
+    assert "SIGTERM" not in log.read_text()
 
     # under nohup SIGHUP stays ignored, by the supervisor and its workers alike
     started.clear()

@@ -370,7 +370,7 @@ def test_patient_subfolders_are_groups_kept_in_one_split(tmp_path: Path, caplog)
     with caplog.at_level(logging.WARNING, logger="fracsight.data.folders"):
         regions = load_dataset(tmp_path / "regions")
     assert all(s.group is None for s in regions.samples)
-    assert "sub-folders are named for body parts (XR_ANKLE, elbow, hand)" in caplog.text
+    assert "sub-folders are named for body parts or views (XR_ANKLE, elbow, hand)" in caplog.text
     # batches and one folder per class are no patients; `hand_p001` is one
     for label in ("Fractured", "Normal"):
         for i in range(4):
@@ -388,3 +388,26 @@ def test_patient_subfolders_are_groups_kept_in_one_split(tmp_path: Path, caplog)
     assert {s.group for s in load_dataset(tmp_path / "named").samples} == {
         f"hand_p{i:03d}" for i in range(12)
     }
+
+
+def test_view_folders_are_no_patients_and_numbered_ones_are(tmp_path: Path, caplog) -> None:
+    """Views are no patients (they were: "groups straddling splits: AP (test, train, val)");
+    `hand_000`, `elbow002` are patients (they were read as `hand`: the digits were dropped)."""
+    from fracsight.data.leakage import split_leakage
+
+    value = iter(range(256))
+    for split in ("train", "val", "test"):
+        for label in ("Fractured", "Normal"):
+            for view in ("AP", "Lateral", "Oblique"):
+                _png(tmp_path / "views" / split / label / view / "x", next(value))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="fracsight.data.folders"):
+        views = load_dataset(tmp_path / "views")
+    assert all(s.group is None for s in views.samples) and not split_leakage(views.samples)
+    assert "sub-folders are named for body parts or views (AP, Lateral, Oblique)" in caplog.text
+    numbered = [f"{('hand', 'knee')[i % 2]}_{i:03d}" for i in range(10)] + [
+        f"elbow{i:03d}" for i in range(10)
+    ]
+    for i, name in enumerate(numbered):
+        _png(tmp_path / "numbered" / ("Fractured", "Normal")[i % 2] / name / "a", next(value))
+    assert {s.group for s in load_dataset(tmp_path / "numbered").samples} == set(numbered)

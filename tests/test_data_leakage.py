@@ -125,3 +125,94 @@ def test_a_picture_filed_under_two_labels_is_warned_about(tmp_path: Path, caplog
     with caplog.at_level("WARNING", logger="fracsight.data"):
         assert label_conflicts(load_dataset(tmp_path / "folders")) == []
     assert "different labels" not in caplog.text
+
+
+def test_a_run_split_before_patient_folders_keeps_its_split(tmp_path: Path, caplog) -> None:
+    """Class folders' patient sub-folders became groups (2026-12-06), which split a set without given
+    splits anew: a run trained before then found its own unchanged data "not the data it trained
+    on" (export and --resume refused it) and evaluate measured on another carved test split."""
+    import logging
+    from types import SimpleNamespace
+
+    from fracsight.data import ensure_splits
+    from fracsight.data.leakage import images_record, split_as_trained, without_folder_groups
+    from fracsight.data.splits import train_val_samples
+    from fracsight.evaluation.run import held_out
+
+    for i in range(24):
+        for view in range(2):
+            folder = tmp_path / "set" / ("Fractured", "Normal")[i % 2] / f"patient{i:02d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.new("L", (8, 8), color=10 * view + i).save(folder / f"v{view}.png")
+    dataset = load_dataset(tmp_path / "set")
+    flat = without_folder_groups(dataset)
+    assert flat is not None and all(s.group is None for s in flat.samples)
+
+    def record(data) -> str:
+        train, val = train_val_samples(data, 0)
+        return images_record(data.root, train + val)["images_sha256"]
+
+    before, now = record(flat), record(dataset)
+    assert before != now  # the premise: the groups split the set anew
+    with caplog.at_level(logging.WARNING, logger="fracsight.data.leakage"):
+        kept = split_as_trained(dataset, 0, 0, before)
+    assert kept.samples == flat.samples
+    assert "the run trained before class folders' sub-folders were taken as patients" in caplog.text
+    assert split_as_trained(dataset, 0, 0, now) is dataset  # a run of today
+    assert split_as_trained(dataset, 0, 0, "0" * 64) is dataset  # other images: the callers refuse
+    # evaluate: the bundle's train/validation counts tell the older split
+    carved = ensure_splits(flat, seed=0)
+    spec = SimpleNamespace(
+        training={
+            "data": str(tmp_path / "set"),
+            "n_train": len(carved.split("train")),
+            "n_val": len(carved.split("val")),
+            "config": {"seed": 0},
+        }
+    )
+    held = held_out(dataset, "test", spec, tmp_path / "set")
+    assert held.own and [s.path for s in held.samples] == [s.path for s in carved.split("test")]
+    assert held.samples != list(ensure_splits(dataset, seed=0).split("test"))
+
+
+def test_the_trained_data_sets_own_notes_stay_quiet(tmp_path: Path, caplog) -> None:
+    """The check for trained-on images read the run's data set with its logger's level set as a bare
+    attribute, which Python's cached levels ignore: once fracsight.data had warned once, the run's
+    data set's own notes ("holds no images") came out during an export of other data."""
+    import logging
+
+    from fracsight.data.leakage import trained_images_among
+
+    for label in ("Fractured", "Normal"):
+        folder = tmp_path / "trained" / label
+        folder.mkdir(parents=True)
+        for i in range(6):
+            Image.new("L", (8, 8), color=i + (40 if label == "Normal" else 0)).save(folder / f"{i}.png")
+    (tmp_path / "trained" / "empty_class").mkdir()
+    caplog.set_level(logging.WARNING)
+    logging.getLogger("fracsight.data.folders").warning("an earlier note")  # fills the level cache
+    caplog.clear()
+    trained_images_among(tmp_path / "trained", "auto", 0, 0, [], "0" * 64)
+    assert "holds no images" not in caplog.text, caplog.text
+
+
+def test_why_trained_images_could_not_be_checked_is_said(tmp_path: Path, caplog) -> None:
+    """Every bundle without a record of its images (all the packaged ones) was said to have training
+    data "gone, or changed since, or not recorded", and a training folder recorded relative to where
+    training ran was called gone while it was the very data given."""
+    import logging
+
+    from fracsight.data.leakage import refuse_images_trained_on
+
+    caplog.set_level(logging.WARNING, logger="fracsight.data.leakage")
+    refuse_images_trained_on({"data": str(tmp_path)}, None, tmp_path / "other", [], "m v1")
+    assert "m v1 trained on: it does not record which images it trained on" in caplog.text
+    caplog.clear()
+    refuse_images_trained_on({"data": "../nowhere/data"}, "0" * 64, tmp_path / "other", [], "m v1")
+    assert (
+        "its training data (../nowhere/data, recorded relative to where training ran) is not a folder"
+        in caplog.text
+    )
+    caplog.clear()
+    refuse_images_trained_on({"data": str(tmp_path)}, "0" * 64, tmp_path / "other", [], "m v1")
+    assert f"its training data ({tmp_path}) has changed since" in caplog.text

@@ -8,6 +8,7 @@ reset) where a load balancer's health check needs a refusal at once. Ours stops 
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 from collections.abc import Iterator
 from typing import Any
@@ -69,7 +70,8 @@ class _Supervisor(Multiprocess):
         # the terminal closed (SIGHUP to the whole process group): a graceful stop, as with one
         # worker (uvicorn's supervisor restarted its workers instead); nothing under nohup
         if not self._hup_ignored:
-            self.handle_term()
+            logging.getLogger("uvicorn.error").info("Received SIGHUP (the terminal closed), exiting.")
+            self.should_exit.set()
 
 
 def create_worker_app() -> Any:

@@ -184,8 +184,9 @@ def _not_patients(
 ) -> str | None:
     """Why sub-folders holding ``counts`` images of ``total`` are no patients or studies, or None:
     one holding more than half of the images (`Fractured/images/` + `Normal/images/`); one per
-    class (`Fractured/fractured_xrays/`); most named for body parts only (seven region folders were
-    taken for patients: val came out all hip and test all wrist; `hand_p001` is a patient); or,
+    class (`Fractured/fractured_xrays/`); most named for body parts or views only (seven region
+    folders were taken for patients: val came out all hip and test all wrist; `hand_p001` is a
+    patient; `AP/`, `Lateral/` under each class are one patient's views); or,
     where fracsight makes the splits, fewer than ten (batches, years: all went to train). A patient
     with many views is still one: "at most a fifth of the images" turned the leakage check off for
     a small set of three patients in given splits."""
@@ -196,9 +197,9 @@ def _not_patients(
         )
     if one_class_each:
         return "each class has one sub-folder of its own"
-    named = sorted(c for c in counts if _named_for_a_body_part(c))
+    named = sorted(c for c in counts if _named_for_a_body_part_or_view(c))
     if len(named) > len(counts) / 2:
-        return f"sub-folders are named for body parts ({', '.join(named[:3])})"
+        return f"sub-folders are named for body parts or views ({', '.join(named[:3])})"
     if not splits_given and len(counts) < 10:
         return f"there are only {len(counts)} sub-folders, too few to split the images by"
     return None
@@ -219,13 +220,20 @@ def _body_parts() -> frozenset[str]:
     return frozenset(parts | {"limb", "extremity"})
 
 
-def _named_for_a_body_part(name: str) -> bool:
-    """`hand`, `XR_WRIST`, `left-knee`, `hands`, `AP_knee`, `c-spine`, `upper_limb`: every word a body
-    part (singular or plural) or a modality, view or side; not `hand_p001`."""
+def _named_for_a_body_part_or_view(name: str) -> bool:
+    """`hand`, `XR_WRIST`, `left-knee`, `hands`, `AP_knee`, `c-spine`, `upper_limb`, `Lateral`: every
+    word a body part (singular or plural) or a modality, view or side; not `hand_p001` nor
+    `hand_000` (a number of two digits or more is a patient's: the digits were dropped with the
+    punctuation and `hand_000` read as `hand`)."""
     import re
 
+    if re.search(r"\d{2}", name):
+        return False
     parts = _body_parts()
-    words = [w for w in re.split(r"[^a-z]+", name.lower()) if w and w not in _MODALITY_WORDS | _VIEW_WORDS]
+    every = [w for w in re.split(r"[^a-z]+", name.lower()) if w]
+    words = [w for w in every if w not in _MODALITY_WORDS | _VIEW_WORDS]
+    if every and not words:  # `AP`, `Lateral`, `XR`: views of one patient's images, no patient
+        return True
 
     def singular(word: str) -> str:
         if word in _PLURALS:

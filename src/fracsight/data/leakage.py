@@ -10,6 +10,7 @@ need every image decoded and stay the audit's (``fracsight audit DATA`` lists th
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections import defaultdict
@@ -33,6 +34,7 @@ __all__ = [
     "label_conflicts",
     "leakage_effect",
     "refuse_images_trained_on",
+    "split_as_trained",
     "split_leakage",
     "trained_images_among",
 ]
@@ -101,6 +103,43 @@ def images_record(root: Path, samples: list[Sample]) -> dict[str, Any]:
     return {"images": len(samples), "images_sha256": digest.hexdigest()}
 
 
+def split_as_trained(dataset: Dataset, seed: int, max_samples: int, trained_sha256: str | None) -> Dataset:
+    """``dataset`` as the run that recorded ``trained_sha256`` split it. Class folders' patient
+    sub-folders are groups since 2026-12-06, and groups split a set without given splits anew: a
+    run trained before then found its own unchanged data "not the data it trained on" (export and
+    --resume refused it). Where the split without those groups is the run's, that is the data set
+    returned, with a warning; otherwise ``dataset`` as it is."""
+    from fracsight.data.splits import train_val_samples, training_subset
+
+    def record(data: Dataset) -> str:
+        train, val = train_val_samples(data, seed)
+        return images_record(data.root, training_subset(train, max_samples, seed) + val)["images_sha256"]
+
+    flat = without_folder_groups(dataset)
+    if trained_sha256 is None or flat is None or record(dataset) == trained_sha256:
+        return dataset
+    if record(flat) != trained_sha256:
+        return dataset
+    log.warning(SPLIT_BEFORE_FOLDER_GROUPS, dataset.root)
+    return flat
+
+
+SPLIT_BEFORE_FOLDER_GROUPS = (
+    "%s: the run trained before class folders' sub-folders were taken as patients (2026-12-06): "
+    "its split is kept, in which one patient's images may lie in two splits"
+)
+
+
+def without_folder_groups(dataset: Dataset) -> Dataset | None:
+    """Class folders ``dataset`` without the groups its patient sub-folders make (as fracsight read
+    them before 2026-12-06); None where it has none."""
+    if dataset.layout != "class-folders" or not any(s.group for s in dataset.samples):
+        return None
+    return dataclasses.replace(
+        dataset, samples=tuple(dataclasses.replace(s, group=None) for s in dataset.samples)
+    )
+
+
 def _relative(path: Path, root: Path) -> str:
     try:
         return path.relative_to(root).as_posix()
@@ -129,9 +168,11 @@ def trained_images_among(
     if not trained_root.is_dir() or trained_sha256 is None:
         return None
     quiet = logging.getLogger("fracsight.data")  # the run's data set's notes are not of this data
-    level, quiet.level = quiet.level, logging.ERROR
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # setLevel: a bare attribute left the loggers' cached levels
     try:
         trained_set = load_dataset(trained_root, layout)
+        trained_set = split_as_trained(trained_set, seed, max_samples, trained_sha256)
     except DatasetError:
         return None
     finally:
@@ -170,12 +211,18 @@ def refuse_images_trained_on(
         trained_sha256,
     )
     if again is None:
+        if trained_sha256 is None:
+            why = "it does not record which images it trained on (made before 2026-12-06)"
+        elif not trained_root.is_dir():
+            relative = "" if trained_root.is_absolute() else ", recorded relative to where training ran"
+            why = f"its training data ({trained_root}{relative}) is not a folder here"
+        else:
+            why = f"its training data ({trained_root}) has changed since"
         log.warning(
-            "could not check whether the validation images of %s are images %s trained on: its training "
-            "data (%s) is gone, or changed since, or not recorded",
+            "could not check whether the validation images of %s are images %s trained on: %s",
             root,
             model,
-            trained_root,
+            why,
         )
     elif again:
         raise DataMismatchError(

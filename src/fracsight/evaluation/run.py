@@ -34,7 +34,13 @@ from fracsight.data import (
     split_keys,
 )
 from fracsight.data._files import canonical_split, name_key, relative_name, split_name
-from fracsight.data.leakage import SplitLeakage, leakage_effect, split_leakage
+from fracsight.data.leakage import (
+    SPLIT_BEFORE_FOLDER_GROUPS,
+    SplitLeakage,
+    leakage_effect,
+    split_leakage,
+    without_folder_groups,
+)
 from fracsight.errors import ConfigError, DatasetError, OutputFolderError
 
 if TYPE_CHECKING:
@@ -265,12 +271,25 @@ def held_out(
     seed = _run_seed(spec)
     named = _names_data_dir(spec, data_dir, dataset.root)
     if named is None:
-        carved = ensure_splits(dataset, seed=seed)
+        carved = _run_split(dataset, spec, seed)
         own = _split_as_recorded(spec, carved)
     else:
-        carved, own = None, named
+        own = named
+        carved = _run_split(dataset, spec, seed) if named and split not in (None, "all") else None
     samples, carved = _select(dataset, split, seed if own else None, carved, option)
     return HeldOut(samples, seed, own, carved)
+
+
+def _run_split(dataset: Dataset, spec: Any, seed: int) -> Dataset:
+    """The split the model's training run made of ``dataset``: a run from before class folders'
+    sub-folders were patients (2026-12-06) split them without those groups, which the bundle's
+    train/validation counts tell (evaluate measured on another carved test split than its own)."""
+    carved = ensure_splits(dataset, seed=seed)
+    flat = None if _split_as_recorded(spec, carved) else without_folder_groups(dataset)
+    if flat is not None and _split_as_recorded(spec, carved_flat := ensure_splits(flat, seed=seed)):
+        log.warning(SPLIT_BEFORE_FOLDER_GROUPS, dataset.root)
+        return carved_flat
+    return carved
 
 
 def held_out_advice(held: HeldOut, dataset: Dataset) -> str:

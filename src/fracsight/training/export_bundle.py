@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from fracsight._output import check_output_folder, staged_folder
 from fracsight.bundle import BundleSpec, HeadSpec, sha256_file, write_bundle_spec
 from fracsight.data import FRACTURE, DataMismatchError, Dataset, NotADataFolderError, Sample, load_dataset
-from fracsight.data.leakage import images_record, refuse_images_trained_on, split_leakage
+from fracsight.data.leakage import images_record, refuse_images_trained_on, split_as_trained, split_leakage
 from fracsight.data.splits import train_val_samples, training_subset
 from fracsight.errors import ConfigError, DatasetError
 from fracsight.evaluation.run import evaluate_model, select_samples
@@ -116,6 +116,7 @@ def export_bundle(
     dataset.refuse_output_inside(out_dir, "OUT")
     if fracture is None:
         fracture = _older_run_fracture(cfg, dataset)
+    dataset = split_as_trained(dataset, cfg.seed, cfg.max_samples, trained.images_sha256)
     train, val = train_val_samples(dataset, cfg.seed)  # once: the split reads duplicate candidates
     refuse_unfit_data(
         dataset,

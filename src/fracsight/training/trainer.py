@@ -22,7 +22,7 @@ import torch.nn.functional as F
 import yaml
 
 from fracsight._files import replace_atomically, replaced_by
-from fracsight.data.leakage import images_record
+from fracsight.data.leakage import images_record, split_as_trained
 from fracsight.data.sample import CLASS, FRACTURE, REGION, Dataset, Sample
 from fracsight.data.splits import train_val_samples, training_subset
 from fracsight.errors import ConfigError, DatasetError, OutputFolderError
@@ -650,6 +650,10 @@ class Trainer:
         state = self._check_run_folder(resume, force)  # last.pt, read once, to resume from
         self.dataset.refuse_output_inside(self.run_dir)
         self.dataset.refuse_output_inside(self.cache_dir, "cache_dir")
+        if state is not None:  # a run from before class sub-folders were patients: split as it was
+            self.dataset = split_as_trained(
+                self.dataset, cfg.seed, cfg.max_samples, state.get("images_sha256")
+            )
         train_samples, val_samples = train_val_samples(self.dataset, cfg.seed)
         # a data set without a test split keeps one carved out of it (train_val_samples): said, for
         # "prepared 22 training" of 24 images put in read as images lost
