@@ -109,6 +109,91 @@ def test_files_and_folders_that_cannot_be_read_are_rows_and_the_rest_is_predicte
     assert listed.stdout.strip() == "False", listed.stderr
 
 
+def test_a_folder_that_lists_but_cannot_be_entered_costs_only_its_own_files(
+    shared_folder: Path, fracatlas_dir: Path
+) -> None:
+    """`chmod -R 644` (a folder one may list but not enter): pathlib's is_dir() and exists() raise
+    PermissionError there, and the whole run ended in "os_error: Permission denied" (a folder) or a
+    traceback (its file named), `batch run` gave "internal_error" rows, and `audit` stopped with no
+    report."""
+    for name in ("a.jpg", "b.jpg", "p1/c.jpg", "data/Fractured/f1.jpg", "data/Normal/n1.jpg"):
+        _image(fracatlas_dir, shared_folder / "scans" / name)
+    for name in ("x.jpg", "y.jpg", "z.jpg"):  # a few of each, so that the audit has a data set
+        _image(fracatlas_dir, shared_folder / "scans" / "data" / "Fractured" / name)
+        _image(fracatlas_dir, shared_folder / "scans" / "data" / "Normal" / name)
+    _image(fracatlas_dir, shared_folder / "scans" / "data" / "Normal" / "locked" / "n2.jpg")
+    (shared_folder / "scans" / "p1").chmod(0o644)
+    (shared_folder / "scans" / "data" / "Normal" / "locked").chmod(0o644)
+    denied = "p1/c.jpg: cannot read the file (Permission denied)"
+
+    folder = _as_reader(["predict", "scans", "--json"], shared_folder)
+    assert folder.returncode == 1, folder.stderr
+    rows = {r["source"]: r for r in json.loads(folder.stdout)["images"]}
+    assert "fracture_probability" in rows["a.jpg"] and "fracture_probability" in rows["b.jpg"]
+    assert rows["p1/c.jpg"]["error_code"] == "unreadable_image" and rows["p1/c.jpg"]["error"] == denied
+    named = _as_reader(["predict", "scans/p1/c.jpg", "scans/a.jpg", "--json"], shared_folder)
+    assert named.returncode == 1 and "Traceback" not in named.stderr, named.stderr
+    rows = {r["source"]: r for r in json.loads(named.stdout)["images"]}
+    assert "fracture_probability" in rows["a.jpg"] and rows["c.jpg"]["error_code"] == "unreadable_image"
+
+    audit = _as_reader(["audit", "scans/data", "--json"], shared_folder)
+    assert audit.returncode in (0, 1) and "Traceback" not in audit.stderr, audit.stderr
+    report = json.loads(audit.stdout)
+    assert "locked/n2.jpg" in json.dumps(report)  # listed as unreadable, the rest audited
+
+
+def test_one_path_too_long_deep_in_a_folder_costs_only_its_own_row(
+    fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """A file 20 folders of 250 letters deep (4000 characters: over the system's limit) ended the
+    whole run in "bad_path: file name too long", the files beside it not predicted."""
+    top = tmp_path / "deep"
+    _image(fracatlas_dir, top / "top.jpg")
+    fd = os.open(top, os.O_RDONLY)
+    try:
+        for _ in range(20):  # made step by step: the whole path is too long for one call
+            os.mkdir("D" * 250, dir_fd=fd)
+            inner = os.open("D" * 250, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        with open(os.open("bottom.jpg", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), "wb") as f:
+            f.write((top / "top.jpg").read_bytes())
+    finally:
+        os.close(fd)
+    done = subprocess.run(
+        [sys.executable, "-m", "fracsight", "predict", str(top), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1, done.stderr
+    rows = {r["source"]: r for r in json.loads(done.stdout)["images"]}
+    assert "fracture_probability" in rows["top.jpg"]
+    (deep,) = (r for name, r in rows.items() if name != "top.jpg")  # the folder past the limit
+    assert deep["error_code"] == "unreadable_image" and "(File name too long)" in deep["error"]
+
+
+def test_a_huge_file_named_as_an_image_is_refused_by_its_first_bytes(tmp_path: Path) -> None:
+    """A 6 GB disk image named .png was read whole (6.4 GB of memory, and a MemoryError that lost
+    every row under a memory limit) to be called "not a supported image" by its first bytes."""
+    import tracemalloc
+
+    from fracsight.errors import UnsupportedFormatError
+    from fracsight.io import read_image
+
+    big = tmp_path / "disk.png"
+    with big.open("wb") as f:  # sparse: no disk used
+        f.truncate(512 * 2**20)
+    tracemalloc.start()
+    try:
+        refused = r"not a supported image.*despite its \.png extension"
+        with pytest.raises(UnsupportedFormatError, match=refused):
+            read_image(big)
+        assert tracemalloc.get_traced_memory()[1] < 2**20
+    finally:
+        tracemalloc.stop()
+
+
 def test_a_folder_name_that_is_not_utf8_is_the_same_in_json_and_csv(
     fracatlas_dir: Path, tmp_path: Path
 ) -> None:

@@ -248,13 +248,22 @@ def user_errors(exit_code: int = 1) -> Iterator[None]:
         raise typer.Exit(exit_code) from None
 
 
+def _missing(path: Path) -> bool:
+    """Whether ``path`` is not there; one in a folder this user may not enter is (its row says so:
+    pathlib's exists() raised PermissionError, and the run ended in a traceback)."""
+    try:
+        return not path.exists()
+    except PermissionError:
+        return False
+
+
 def refuse_missing(paths: Iterable[Path | None]) -> None:
     """Exit 2 with a one-line message, before any work, when an input path does not exist; a link
     whose target is gone is named as one (it was "no such file" of a name ``ls`` shows), and so is
     a URL (it was "no such file or folder: https:/host/x.jpg")."""
     import os
 
-    missing = [p for p in paths if p is not None and not p.exists()]
+    missing = [p for p in paths if p is not None and _missing(p)]
     if not missing:
         return
     from fracsight.io import URL_REFUSAL, url_text
@@ -419,7 +428,7 @@ def refuse_output_inside(output: Path | None, read: Sequence[Path], option: str,
     if output is None:
         return
     target = output.resolve()
-    for folder in (p.resolve() for p in read if p.is_dir()):
+    for folder in (p.resolve() for p in read if os.path.isdir(p)):
         if target == folder or folder in target.parents:
             error_line(
                 "output_refused",
@@ -582,7 +591,7 @@ def predict(
     inputs = named_inputs(paths, empty_folders=True)
     files = [path for path, _ in inputs]
     # nothing but folders without images (or nothing); one that cannot be listed is a row that says so
-    if all(path.is_dir() and os.access(path, os.R_OK | os.X_OK) for path in files):
+    if all(os.path.isdir(path) and os.access(path, os.R_OK | os.X_OK) for path in files):
         error_line("no_images", no_images_message(paths))
         raise typer.Exit(2)
     refuse_output_among_inputs(csv_path, overlay_dir, paths, files)
@@ -623,7 +632,7 @@ def predict(
                 # its "no images" message asked inside it, and the whole run ended in "os_error")
                 if (
                     isinstance(result, FailedPrediction)
-                    and path.is_dir()
+                    and os.path.isdir(path)  # False, not PermissionError, in a folder not to be entered
                     and os.access(path, os.R_OK | os.X_OK)
                 ):
                     why = no_images_message([path])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+import os
 import re
 import unicodedata
 from collections import defaultdict
@@ -160,22 +161,49 @@ def iter_images(folder: Path, skipped: list[Path] | None = None) -> Iterator[Pat
     found: list[Path] = []
     while stack:
         current, above = stack.pop()
-        for entry in current.iterdir():
+        try:
+            entries = list(current.iterdir())
+        except OSError as e:  # a sub-folder of someone else's: the rest of the data set is still read
+            log.warning("%s cannot be listed (%s): its images are left out", current, e.strerror or e)
+            continue
+        for entry in entries:
             if is_hidden(entry):
                 continue
-            if entry.is_dir():
+            kind = _entry_kind(entry)
+            if kind == "folder":
                 key = _folder_key(entry)
                 if key in above:
                     log.warning("%s links back to a folder it lies in: skipped", entry)
                 else:
                     stack.append((entry, above | {key}))
-            elif is_image_file(entry):
+            elif kind == "image":
                 found.append(entry)
-            elif entry.is_symlink() and entry.suffix.lower() in IMAGE_EXTENSIONS:
-                log.warning("%s links to a file that is not there: skipped", entry)
+            elif kind != "other":
+                log.warning("%s %s: skipped", entry, kind)
             elif skipped is not None:
                 skipped.append(entry)
     yield from sorted(found)
+
+
+def _entry_kind(entry: Path) -> str:
+    """``folder``, ``image``, ``other``, or why an entry named as an image is none (a broken link,
+    a device, pipe or socket). In a folder that can be listed but not entered (chmod -R 644) an
+    entry named as an image is an image, whose reader says why it cannot be read: looking at it
+    raised PermissionError, and the whole data set was lost."""
+    try:
+        if entry.is_dir():
+            return "folder"
+        if is_image_file(entry):
+            return "image"
+        if entry.suffix.lower() not in IMAGE_EXTENSIONS:
+            return "other"
+        if not os.path.exists(entry):  # a link to nothing, or a loop of links
+            return (
+                "links to a file that is not there (or to a loop of links)" if entry.is_symlink() else "other"
+            )
+        return "is not a regular file (a device, pipe or socket)"
+    except OSError:
+        return "image" if entry.suffix.lower() in IMAGE_EXTENSIONS else "other"
 
 
 def warn_skipped(skipped: Sequence[Path], root: Path) -> None:

@@ -181,7 +181,7 @@ def named_inputs(
     # other's verdict changed with the order of the arguments and called it "not given"
     found: dict[tuple[str, PurePath | None], tuple[Path, str]] = {}
     for path in paths:
-        if path.is_dir():
+        if os.path.isdir(path):  # False, not PermissionError, for a file in a folder not to be entered
             named = [(f, _relative_name(f, path)) for f in folder_images(path, on_found)]
             if not named and empty_folders:
                 named = [(path, str(path))]
@@ -245,7 +245,7 @@ def no_images_message(paths: Sequence[Path], most: int = 5) -> str:
     """Why ``paths`` gave no image file: the files in its folders that are not images (``scan.heic``,
     ``report.pdf``; hidden files and a DICOMDIR left out), by their paths under the folder given. It
     was "no image files found" alone, over a folder of HEIC or WebP pictures."""
-    folders = [p for p in paths if p.is_dir()]
+    folders = [p for p in paths if os.path.isdir(p)]
     others: list[str] = []
     for root in folders:
         for folder, dirs, names in os.walk(root):  # only on this error: not the walk of every run

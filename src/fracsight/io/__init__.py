@@ -15,6 +15,7 @@ import hashlib
 import numbers
 import os
 import re
+import stat
 from functools import partial
 from pathlib import Path, PurePath
 from typing import Any
@@ -188,22 +189,30 @@ def _load(source: str | os.PathLike[str] | bytes, name: str | None) -> tuple[byt
     name = name or path.name or os.fsdecode(source)  # "." and "/" have no name of their own
     if "\0" in os.fsdecode(path):  # a damaged list or manifest: os raises a bare ValueError for it
         raise ImageReadError(f"{name!r}: not a valid path (it holds a NUL character)")
+    # one stat, its errors caught: pathlib's is_dir() and exists() raise for "permission denied" and
+    # "file name too long" (a folder one can list but not enter, chmod -R 644; a path 4000 long
+    # deep in a folder), which ended a whole run instead of giving this file's row
     try:
-        if path.exists() and not (path.is_file() or path.is_dir()):  # /dev/zero never ends; a FIFO blocks
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
+            if os.access(path, os.R_OK | os.X_OK):
+                raise ImageReadError(f"{name}: is a folder, not an image file")
+            raise ImageReadError(f"{name}: a folder that cannot be listed (Permission denied)")
+        if not stat.S_ISREG(mode):  # /dev/zero never ends; a FIFO blocks
             raise ImageReadError(f"{name}: not a regular file (a device, pipe or socket is not read)")
-        return path.read_bytes(), name
+        with path.open("rb") as f:
+            # the first bytes first: a 6 GB disk image named .png was read whole (and a larger one
+            # ended the run out of memory) to be called "not a supported image" by its first bytes
+            head = f.read(HEAD_BYTES)
+            return (head + f.read() if sniff_format(head) is not None else head), name
     except FileNotFoundError as e:
         url = url_text(source)
         if url is not None:
             raise ImageReadError(f"{url}: {URL_REFUSAL}") from e
         raise ImageReadError(f"{name}: no such file") from e
-    except IsADirectoryError as e:
-        listable = os.access(path, os.R_OK | os.X_OK)
-        why = "" if listable else " (one that cannot be listed: permission denied)"
-        raise ImageReadError(f"{name}: is a folder, not an image file{why}") from e
+    except MemoryError:
+        raise ImageReadError(f"{name}: too large to read into memory") from None
     except OSError as e:
-        if path.is_dir():  # one that cannot be listed: open() says "permission denied" before "is a folder"
-            raise ImageReadError(f"{name}: a folder that cannot be listed ({e.strerror or e})") from e
         raise ImageReadError(f"{name}: cannot read the file ({e.strerror or e})") from e
 
 

@@ -43,7 +43,7 @@ def collect_batch_inputs(args: Sequence[Path], *, path_column: str = "path") -> 
         # relative paths in a list or manifest: relative to its folder
         if listed is None:
             found = [(path, path, name) for path, name in named_inputs([arg])]
-            if not found and arg.is_dir():  # a row of its own, among others (an unmounted share)
+            if not found and os.path.isdir(arg):  # a row of its own, among others (an unmounted share)
                 empty.append(arg)
         else:
             _refuse_relative_to_here(arg, listed)
@@ -67,7 +67,10 @@ def _listed(base: Path, typed: Path) -> list[tuple[Path, Path, str]]:
     typed = _as_meant(base, typed)
     path = base / typed
     found = (
-        [(f, typed / f.relative_to(path), name) for f, name in named_inputs([path])] if path.is_dir() else []
+        # os.path: pathlib raised PermissionError for a row in a folder not to be entered
+        [(f, typed / f.relative_to(path), name) for f, name in named_inputs([path])]
+        if os.path.isdir(path)
+        else []
     )
     return found or [(path, typed, text_cell(typed.name))]
 
@@ -109,11 +112,11 @@ def _as_meant(base: Path, typed: Path) -> Path:
 def _listed_paths(arg: Path, path_column: str) -> list[str] | None:
     """The paths of a path list or manifest as written in it; None for a folder or an image file."""
     suffix = arg.suffix.lower()
-    if arg.is_file() and suffix in LIST_SUFFIXES:
+    if os.path.isfile(arg) and suffix in LIST_SUFFIXES:
         return _list_file(arg)
     # a folder named *.parquet is a Parquet dataset (as Spark, Ray Data or pandas with
     # partition_cols write one); it was a folder without images, "no image files found"
-    if (arg.is_file() and suffix in MANIFEST_SUFFIXES) or (arg.is_dir() and suffix == ".parquet"):
+    if (os.path.isfile(arg) and suffix in MANIFEST_SUFFIXES) or (os.path.isdir(arg) and suffix == ".parquet"):
         return _manifest(arg, path_column)
     return None
 
