@@ -541,6 +541,17 @@ def test_figures_on_a_few_images_say_their_intervals_are_rough(fracatlas_dir, tm
     )
     text = CliRunner().invoke(app, args)
     assert "note: fewer than 10 fractured or other cases" in text.stdout
+    # one label only: sensitivity's 1.000-1.000 on three images had no note (the other label's
+    # absence turned it off)
+    alone = tmp_path / "fractured only"
+    alone.mkdir()
+    fractured = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[:3]
+    for image in fractured:
+        (alone / image.name).symlink_to(image)
+    (alone / "labels.csv").write_text("image,fracture\n" + "".join(f"{i.name},1\n" for i in fractured))
+    result = CliRunner().invoke(app, ["evaluate", "default", str(alone), "--split", "all", "--json"])
+    assert result.exit_code == 0, result.output
+    assert any("cases in: images (3 fractured, 0 other):" in n for n in json.loads(result.stdout)["notes"])
 
 
 def test_overwriting_an_earlier_report_leaves_none_of_its_plots_behind(fracatlas_dir, tmp_path):
@@ -716,3 +727,23 @@ def test_all_of_a_data_set_whose_test_split_is_carved_advises_it(fracatlas_dir, 
     notes = json.loads(CliRunner().invoke(app, [*args, "--split", "all"]).stdout)["notes"]
     assert any("flatter it; measure on the held-out images with --split test" in n for n in notes), notes
     assert not any("no test split" in n for n in notes)
+
+
+def test_a_data_sets_types_unmeasured_by_a_model_without_a_class_head_are_named(fracatlas_dir, tmp_path):
+    """Fracture-type folders evaluated with the default model (no class head): the types went
+    unmeasured without a word, while the reverse (a class head, no class labels) was noted."""
+    data = tmp_path / "typed"
+    fractured = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[:4]
+    normal = sorted((fracatlas_dir / "images" / "Non_fractured").glob("*.jpg"))[10:13]
+    for folder, images in (
+        ("Fractured/spiral", fractured[:2]),
+        ("Fractured/avulsion", fractured[2:]),
+        ("Non_fractured", normal),
+    ):
+        (data / folder).mkdir(parents=True)
+        for image in images:
+            (data / folder / image.name).symlink_to(image)
+    result = CliRunner().invoke(app, ["evaluate", "default", str(data), "--split", "all", "--json"])
+    assert result.exit_code == 0, result.output
+    notes = json.loads(result.stdout)["notes"]
+    assert "the data's class labels (avulsion, spiral) are not measured: the model has no class head" in notes
