@@ -206,3 +206,57 @@ def test_a_slow_reader_that_keeps_reading_gets_the_whole_answer(
             answer += chunk
             time.sleep(0.02)  # seconds for the answer: several write deadlines
     assert time.monotonic() - started > 2 * QuickDeadline.write_stall_s
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n",  # a header name with a space
+        b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nabcde",
+        b"NOT HTTP AT ALL\r\n\r\n",
+    ],
+)
+def test_a_request_that_is_not_http_gets_json_with_the_notice(
+    address: tuple[str, int], request_bytes: bytes
+) -> None:
+    """uvicorn answered these in plain text, without the notice or no-store every answer carries."""
+    with socket.create_connection(address, timeout=10) as conn:
+        conn.sendall(request_bytes)
+        answer = _everything(conn)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert b"content-type: application/json" in head.lower()
+    for name, value in SECURITY_HEADERS:
+        assert name + b": " + value in head, name
+    assert json.loads(body)["error"]["code"] == "invalid_http"
+
+
+def test_repeated_content_type_or_encoding_lines_are_not_read_first_wins(
+    address: tuple[str, int], tmp_path: Path
+) -> None:
+    """Two Content-Encoding lines are one list ("identity, gzip": a gzip body) and were read as the
+    first alone; two Content-Type lines let a proxy reading the last see another body."""
+    part = (
+        b'--AAA\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n'
+        b"Content-Type: image/png\r\n\r\nx\r\n--AAA--\r\n"
+    )
+    cases = {
+        b"Content-Type: multipart/form-data; boundary=AAA\r\nContent-Encoding: identity\r\n"
+        b"Content-Encoding: gzip\r\n": (b"415", "unsupported_media_type"),
+        b"Content-Type: multipart/form-data; boundary=AAA\r\n"
+        b"Content-Type: multipart/form-data; boundary=BBB\r\n": (b"400", "malformed_multipart"),
+    }
+    for headers, (status, code) in cases.items():
+        with socket.create_connection(address, timeout=10) as conn:
+            conn.sendall(
+                b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                + headers
+                + b"Content-Length: "
+                + str(len(part)).encode()
+                + b"\r\n\r\n"
+                + part
+            )
+            answer = _everything(conn)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 " + status), answer[:300]
+        assert json.loads(body)["error"]["code"] == code

@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse
 
 __all__ = [
     "INTERNAL_ERROR",
+    "INVALID_HTTP",
     "MALFORMED_MULTIPART",
     "NO_READABLE_IMAGES",
     "REQUEST_TIMEOUT",
@@ -32,6 +33,7 @@ MALFORMED_MULTIPART = "malformed_multipart"  # 400
 NO_READABLE_IMAGES = "no_readable_images"  # 400: every file failed, not all for the same reason
 UPLOAD_TOO_LARGE = "upload_too_large"  # 413
 REQUEST_TIMEOUT = "request_timeout"  # 408: the client stopped sending its body
+INVALID_HTTP = "invalid_http"  # 400: not valid HTTP, refused before the application sees it
 UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"  # 415: e.g. a compressed (Content-Encoding) body
 INTERNAL_ERROR = "internal_error"  # 500
 SERVER_BUSY = "server_busy"  # 503: the uploads this process holds are at their limit; retry

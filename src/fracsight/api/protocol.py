@@ -28,7 +28,7 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from fracsight.api.app import SECURITY_HEADERS
-from fracsight.api.errors import REQUEST_TIMEOUT, error_body
+from fracsight.api.errors import INVALID_HTTP, REQUEST_TIMEOUT, error_body
 
 __all__ = ["HeaderDeadlineProtocol"]
 
@@ -134,16 +134,32 @@ class HeaderDeadlineProtocol(H11Protocol):
         message = (
             f"the request headers did not arrive in time (not complete after {self.header_timeout_s:g} s)"
         )
-        body = json.dumps(error_body(REQUEST_TIMEOUT, message), separators=(",", ":")).encode()
-        # written as bytes: h11 answers only a request it has read, and this one never came in whole
+        self._answer_and_close(b"408 Request Timeout", REQUEST_TIMEOUT, message)
+
+    def send_400_response(self, msg: str) -> None:
+        """A request that is not valid HTTP (a header line without a colon, two Content-Length
+        headers): uvicorn's plain-text answer had neither the notice nor no-store."""
+        message = (
+            "the request is not valid HTTP (a malformed request line or header, conflicting "
+            "Content-Length headers, or a bad chunk): refused before it was read"
+        )
+        self._answer_and_close(b"400 Bad Request", INVALID_HTTP, message)
+
+    def _answer_and_close(self, status: bytes, code: str, message: str) -> None:
+        """The JSON error ``code`` with ``status``, written as bytes (h11 answers only a request it has
+        read, and this one never came in whole, or not as HTTP), then the connection closed."""
+        body = json.dumps(error_body(code, message), separators=(",", ":")).encode()
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode("ascii")),
             (b"connection", b"close"),
             *SECURITY_HEADERS,  # the notice and no-store, as on every other answer
         ]
-        head = b"HTTP/1.1 408 Request Timeout\r\n" + b"".join(
-            name + b": " + value + b"\r\n" for name, value in headers
+        head = (
+            b"HTTP/1.1 "
+            + status
+            + b"\r\n"
+            + b"".join(name + b": " + value + b"\r\n" for name, value in headers)
         )
         self.transport.write(head + b"\r\n" + body)
         self.transport.close()

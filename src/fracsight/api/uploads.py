@@ -342,6 +342,11 @@ MAX_PREAMBLE = 64 * 1024
 
 
 def _boundary(request: Request, field_name: str) -> bytes:
+    given = request.headers.getlist("content-type")
+    if len(given) > 1:  # a proxy reading the last one would see another body than this first one
+        raise ApiError(
+            400, MALFORMED_MULTIPART, f"the request has {len(given)} Content-Type headers: send one"
+        )
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data":
         raise missing_files(field_name)
@@ -353,7 +358,9 @@ def _boundary(request: Request, field_name: str) -> bytes:
 
 def _check_not_encoded(request: Request) -> None:
     """Refuse a compressed body: it would be parsed as the multipart text it is not."""
-    if request.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity"):
+    # every line: two lines are one list ("identity, gzip": a gzip body), whose first alone was read
+    codings = ",".join(request.headers.getlist("content-encoding")).lower().split(",")
+    if any(c.strip() not in ("", "identity") for c in codings):
         raise ApiError(
             415,
             UNSUPPORTED_MEDIA_TYPE,
