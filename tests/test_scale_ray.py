@@ -1192,7 +1192,7 @@ def test_retry_errors_predicts_the_failed_files_again_in_their_rows_place(
     (folder / "late.jpg").write_bytes(images[0].resolve().read_bytes())
     code, err = finish(batch(str(folder), "--out", str(out), "--address", ray_address))
     said = " ".join(err.split())
-    assert code == 0 and "3 inputs: 1 files changed since their rows were made, predicted again" in said
+    assert code == 0 and "3 inputs: 1 file changed since their rows were made, predicted again" in said
     assert "0 rows with an error code" in said
     # --retry-errors: an error row tried again though its file is the same (storage back, a fix)
     code, err = finish(batch(str(other), "--out", str(out), "--address", ray_address, "--retry-errors"))
@@ -1334,3 +1334,67 @@ def test_a_parquet_manifest_of_string_views_is_text(archive: Path, tmp_path: Pat
     image = next(archive.glob("*.jpg"))
     pq.write_table(pa.table({"path": pa.array([str(image)], type=pa.string_view())}), tmp_path / "m.parquet")
     assert list(collect_batch_inputs([tmp_path / "m.parquet"])) == [str(image)]
+
+
+def test_a_ctrl_c_while_rows_are_retried_leaves_counts_and_csv_true(tmp_path: Path) -> None:
+    """A Ctrl-C between two parts of `--retry-errors` said "100000 rows are committed" of 57001, and
+    job.json and results.csv kept the rows already taken out of the parts."""
+    model = {"name": "m", "version": "1"}
+    out = BatchOutput(tmp_path / "out", ("path", "error_code"), model)
+    for i in range(3):  # a part each
+        out.commit([{"path": f"/p{i}", "error_code": "unreadable_image"}])
+    asked: list[str] = []
+
+    def drops(path: str, code: str) -> bool:
+        asked.append(path)
+        if len(asked) == 2:  # the second part: as a Ctrl-C between two parts
+            raise KeyboardInterrupt
+        return True
+
+    with pytest.raises(KeyboardInterrupt):
+        out._forget(drops)
+    assert out.rows_done == 2 and len(out.done) == 2
+    with out.csv_path.open(encoding="utf-8") as f:
+        assert sorted(row[0] for row in list(csv.reader(f))[1:]) == sorted(out.done)
+    out.close()
+
+
+def test_batch_status_passes_over_a_part_a_running_job_took_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`batch status` beside a job retrying its rows called a part that job had just removed
+    "not a readable part of a batch output: move it out"."""
+    from fracsight.scale import output
+
+    model = {"name": "m", "version": "1"}
+    out = BatchOutput(tmp_path / "out", ("path", "error_code"), model)
+    for i in range(2):
+        out.commit([{"path": f"/p{i}", "error_code": "unreadable_image"}])
+    out.close()
+    read = BatchOutput._read_part
+    first = sorted((tmp_path / "out" / "parts").glob("part-*.parquet"))[0]
+
+    def removed_meanwhile(part: Path, columns: list[str], optional=()):  # type: ignore[no-untyped-def]
+        if part == first:
+            part.unlink()
+        return read(part, columns, optional)
+
+    monkeypatch.setattr(output.BatchOutput, "_read_part", staticmethod(removed_meanwhile))
+    assert output.committed_codes(tmp_path / "out") == {"unreadable_image": 1}
+
+
+def test_batch_status_says_running_while_a_job_opens_the_output(tmp_path: Path) -> None:
+    """While a job read and retried an output's rows, job.json still said "complete" from the run
+    before, and `batch status` said so too."""
+    model = {"name": "m", "version": "1"}
+    out = BatchOutput(tmp_path / "out", ("path", "error_code"), model)
+    out.commit([{"path": "/p0", "error_code": ""}])
+    out.write_job({"status": "complete"})  # as the earlier run left it, the lock held by this job
+    try:
+        shown = CliRunner().invoke(cli, ["batch", "status", str(tmp_path / "out"), "--json"])
+        assert shown.exit_code == 0, shown.output
+        assert json.loads(shown.stdout)["status"] == "running"
+    finally:
+        out.close()
+    shown = CliRunner().invoke(cli, ["batch", "status", str(tmp_path / "out"), "--json"])
+    assert json.loads(shown.stdout)["status"] == "complete"

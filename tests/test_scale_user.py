@@ -136,3 +136,41 @@ def test_a_list_relative_to_the_current_folder_is_refused(
     ]
     monkeypatch.chdir(tmp_path / "lists")  # run from the list's folder: its paths are read as they are
     assert len(collect_batch_inputs([Path("m.csv")])) == 2
+
+
+def test_lists_and_manifests_as_archives_hold_them(tmp_path: Path) -> None:
+    """`ls > list.txt` listed `#1.jpg`, dropped silently as a comment; a `.tsv` manifest was taken for
+    an image (an `unsupported_format` row, Ray started); an accession column of numbers given as
+    --path-column left "no such file" rows in the output for good; a spreadsheet became a row."""
+    for name in ("#1.jpg", "2.jpg"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "list.txt").write_text("# made by ls\n#1.jpg\n2.jpg\n")
+    assert list(collect_batch_inputs([tmp_path / "list.txt"])) == [
+        str(tmp_path / "#1.jpg"),
+        str(tmp_path / "2.jpg"),
+    ]
+    (tmp_path / "m.tsv").write_text("path\taccession\n2.jpg\t1000\n")
+    assert list(collect_batch_inputs([tmp_path / "m.tsv"])) == [str(tmp_path / "2.jpg")]
+    with pytest.raises(DatasetError, match="column 'accession' holds numbers, not paths"):
+        collect_batch_inputs([tmp_path / "m.tsv"], path_column="accession")
+    (tmp_path / "sheet.xlsx").write_bytes(b"PK\x03\x04")
+    with pytest.raises(DatasetError, match=r"a \.xlsx file is no manifest fracsight reads"):
+        collect_batch_inputs([tmp_path / "sheet.xlsx"])
+
+
+def test_the_row_of_a_folder_given_empty_goes_once_its_images_are_inputs(tmp_path: Path) -> None:
+    """A share given before it was mounted has a row "is a folder, not an image file"; once mounted,
+    its images got rows and the stale error row stayed beside them for good."""
+    from fracsight.scale.output import BatchOutput
+
+    share = tmp_path / "share"
+    share.mkdir()
+    model = {"name": "m", "version": "1"}
+    out = BatchOutput(tmp_path / "out", ("path", "error_code"), model)
+    out.commit(
+        [{"path": str(share), "error_code": "unreadable_image"}, {"path": "/elsewhere", "error_code": ""}]
+    )
+    (share / "a.jpg").write_bytes(b"x")
+    assert out.forget_folders_now_read([str(share / "a.jpg"), "/elsewhere"]) == 1
+    assert set(out.done) == {"/elsewhere"}
+    out.close()

@@ -31,7 +31,9 @@ batch_app = typer.Typer(
 def run_command(
     inputs: Annotated[
         list[Path],
-        typer.Argument(help="Folders, image files, path lists (.txt, .lst), manifests (.csv, .parquet)."),
+        typer.Argument(
+            help="Folders, image files, path lists (.txt, .lst), manifests (.csv, .tsv, .parquet)."
+        ),
     ],
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Output folder (re-run the same command to resume).")
@@ -40,7 +42,7 @@ def run_command(
     operating_point: Annotated[str | None, typer.Option(help="Named operating point of the bundle.")] = None,
     all_classes: Annotated[bool, typer.Option(help="Add p_<class> columns (as predict --csv).")] = False,
     path_column: Annotated[
-        str, typer.Option(help="Column of a .csv/.parquet manifest with the paths.")
+        str, typer.Option(help="Column of a .csv/.tsv/.parquet manifest with the paths.")
     ] = "path",
     address: Annotated[
         str | None,
@@ -158,7 +160,8 @@ def run_command(
     if summary.retried:
         done = f"{summary.retried} error rows retried; {done}"
     if summary.changed:
-        done = f"{summary.changed} files changed since their rows were made, predicted again; {done}"
+        files = "1 file" if summary.changed == 1 else f"{summary.changed} files"
+        done = f"{files} changed since their rows were made, predicted again; {done}"
     err.print(f"{summary.inputs} inputs: {done}{failed} rows with an error code{codes}")
     err.print(f"results: {out / 'parts'} (Parquet), {out / 'results.csv'}. {NOTICE}")
     if failed:
@@ -191,7 +194,7 @@ class _LogProgress:
             return
         self.last = now
         rate = (done - self.start[1]) / (now - self.start[0])
-        left = f", about {_duration((total - done) / rate)} left" if rate > 0 else ""
+        left = f", {_duration((total - done) / rate)} left" if rate > 0 else ""
         self.console.print(f"{done} of {total} rows committed ({100 * done / total:.1f}%){left}")
 
 
@@ -199,7 +202,7 @@ def _duration(seconds: float) -> str:
     minutes = round(seconds / 60)
     if minutes < 1:
         return "under a minute"
-    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
+    return "about " + (f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min")
 
 
 @contextmanager
@@ -250,9 +253,13 @@ def status_command(
     record["rows"] = sum(codes.values())
     record["errors"] = {code: n for code, n in sorted(codes.items(), key=lambda c: -c[1]) if code}
     status = record.get("status")
-    if status == "running" and job_running(out) is False:  # killed (kill -9, a lost machine)
+    running = job_running(out)
+    if status == "running" and running is False:  # killed (kill -9, a lost machine)
         record["status"] = status = "stopped"
         record["note"] = "not running: resume with the same command"
+    elif status != "running" and running:  # a job opening the output (reading, retrying its rows)
+        record["status"] = status = "running"
+        record["note"] = "a job is opening this output: its counts change as it goes"
     if json_output:
         typer.echo(json.dumps(record, indent=2))
         return

@@ -20,7 +20,9 @@ from fracsight.io import url_text
 __all__ = ["LIST_SUFFIXES", "MANIFEST_SUFFIXES", "collect_batch_inputs"]
 
 LIST_SUFFIXES = {".txt", ".lst"}  # one path per line
-MANIFEST_SUFFIXES = {".csv", ".parquet"}  # a table with a path column
+MANIFEST_SUFFIXES = {".csv", ".tsv", ".parquet"}  # a table with a path column
+# tables a manifest cannot be: refused before Ray starts (one was an "unsupported_format" row)
+OTHER_TABLE_SUFFIXES = {".xlsx", ".xls", ".ods", ".json", ".jsonl"}
 
 
 def collect_batch_inputs(args: Sequence[Path], *, path_column: str = "path") -> dict[str, str]:
@@ -30,7 +32,7 @@ def collect_batch_inputs(args: Sequence[Path], *, path_column: str = "path") -> 
     gives it (as ``fracsight predict`` names it: the path under a folder given, else the file name).
 
     A folder gives its image files (recursively, as ``fracsight predict``); a ``.txt``/``.lst``
-    file one path per line (``#`` comments); a ``.csv``/``.parquet`` manifest its ``path_column``.
+    file one path per line (``#`` comments); a ``.csv``/``.tsv``/``.parquet`` manifest its ``path_column``.
     Relative paths in a list or manifest are relative to its folder. Paths that do not exist stay
     in: their rows say ``unreadable_image``. Raises :class:`~fracsight.errors.DatasetError` for a
     manifest that cannot be read or lacks the column.
@@ -112,6 +114,11 @@ def _as_meant(base: Path, typed: Path) -> Path:
 def _listed_paths(arg: Path, path_column: str) -> list[str] | None:
     """The paths of a path list or manifest as written in it; None for a folder or an image file."""
     suffix = arg.suffix.lower()
+    if os.path.isfile(arg) and suffix in OTHER_TABLE_SUFFIXES:
+        raise DatasetError(
+            f"{arg}: a {suffix} file is no manifest fracsight reads: save the table as CSV or Parquet "
+            "with a column of paths (or list the paths in a .txt file)"
+        )
     if os.path.isfile(arg) and suffix in LIST_SUFFIXES:
         return _list_file(arg)
     # a folder named *.parquet is a Parquet dataset (as Spark, Ray Data or pandas with
@@ -135,7 +142,9 @@ def _list_file(path: Path) -> list[str]:
     # \n, \r\n or \r only: splitlines() also splits at U+2028, U+0085, ..., which a name may hold.
     lines = [os.fsdecode(line) for line in re.split(rb"\r\n|\r|\n", data.removeprefix(codecs.BOM_UTF8))]
     rows = [(f"line {i}", line) for i, line in enumerate(lines, start=1) if line.strip()]
-    return _checked(path, [(where, s) for where, s in rows if not s.strip().startswith("#")], "path")
+    # a comment, unless a file has that name (`ls > list.txt` lists `#1.jpg`, which was dropped silently)
+    kept = [(w, s) for w, s in rows if not s.strip().startswith("#") or os.path.lexists(path.parent / s)]
+    return _checked(path, kept, "path")
 
 
 def _manifest(path: Path, column: str) -> list[str]:
@@ -192,7 +201,16 @@ def _csv_rows(path: Path, column: str) -> list[tuple[str, str | None]]:
     if not names:
         raise DatasetError(f"{path}: the manifest is empty (no header row with a {column!r} column)")
     _refuse_missing_column(path, column, names)
-    return [(f"line {n}", row[column]) for n, row in rows]
+    cells = [(f"line {n}", row[column]) for n, row in rows]
+    values = [v.strip() for _, v in cells if v and v.strip()]
+    numbers = values and all(re.fullmatch(r"[+-]?\d+(?:[.,]\d+)?", v) for v in values)
+    if numbers and not any(os.path.lexists(path.parent / v) for v in values[:20]):
+        # an id column (accession numbers) as --path-column: every row a "no such file" row, kept
+        # in the output for good; a Parquet column of numbers is refused for its type
+        raise DatasetError(
+            f"{path}: column {column!r} holds numbers, not paths: name the column of paths with --path-column"
+        )
+    return cells
 
 
 def _refuse_missing_column(path: Path, column: str, names: Sequence[str]) -> None:

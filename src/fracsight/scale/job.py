@@ -144,6 +144,7 @@ def run_batch(
     output = BatchOutput(out, columns, identity)
     try:
         changed = output.forget_changed(inputs)
+        output.forget_folders_now_read(inputs)
         retried = output.forget_errors(inputs) if retry_errors else 0
         pending = output.pending(inputs)
         skipped = len(inputs) - len(pending)

@@ -396,6 +396,18 @@ class BatchOutput:
                 changed.add(row)
         return self._forget(lambda path, _code: path in changed) if changed else 0
 
+    def forget_folders_now_read(self, inputs: Iterable[str]) -> int:
+        """Take out the rows of folders that were given when they held no image (an unmounted share:
+        a row "is a folder, not an image file") and whose images are inputs now: the stale error
+        row stayed beside the folder's new rows for good, and `batch status` counted it."""
+        inputs = set(inputs)
+        folders = {p for p in self.stats if p not in inputs and os.path.isdir(p)}
+        if not folders:
+            return 0
+        above = {str(parent) for path in inputs for parent in Path(path).parents}
+        stale = folders & above
+        return self._forget(lambda path, _code: path in stale) if stale else 0
+
     def forget_errors(self, inputs: Iterable[str]) -> int:
         """Take the committed rows of ``inputs`` that have an error code out of their parts, so that
         :meth:`pending` gives those inputs again (a file fixed, storage mounted again); the number
@@ -411,24 +423,29 @@ class BatchOutput:
         import pyarrow.parquet as pq
 
         forgotten: set[str] = set()
-        for part in self._part_files():
-            found = self._read_part(part, [PATH_COLUMN, "error_code"])
-            rows = zip(found[PATH_COLUMN], found["error_code"], strict=True)
-            drop = [drops(path, code) for path, code in rows]
-            if not any(drop):
-                continue
-            forgotten.update(p for p, d in zip(found[PATH_COLUMN], drop, strict=True) if d)
-            with interrupts_held(), self._write_failures():
-                if all(drop):
-                    part.unlink()
+        try:
+            for part in self._part_files():
+                found = self._read_part(part, [PATH_COLUMN, "error_code"])
+                rows = zip(found[PATH_COLUMN], found["error_code"], strict=True)
+                drop = [drops(path, code) for path, code in rows]
+                if not any(drop):
                     continue
-                table = pq.read_table(part)  # every column, and the notice in its metadata
-                kept = table.filter(pc.invert(pa.array(drop)))
-                replace_atomically(part, lambda p, kept=kept: pq.write_table(kept, p))
-        if forgotten:
-            for path in forgotten:
-                del self.stats[path]
-            self._rebuild_csv()
+                with interrupts_held(), self._write_failures():
+                    if all(drop):
+                        part.unlink()
+                    else:
+                        table = pq.read_table(part)  # every column, and the notice in its metadata
+                        kept = table.filter(pc.invert(pa.array(drop)))
+                        replace_atomically(part, lambda p, kept=kept: pq.write_table(kept, p))
+                    # with its part: a Ctrl-C between two parts said "100000 rows are committed" of
+                    # 57001, and job.json and results.csv kept the rows already taken out
+                    dropped = {p for p, d in zip(found[PATH_COLUMN], drop, strict=True) if d}
+                    for path in dropped:
+                        self.stats.pop(path, None)
+                    forgotten |= dropped
+        finally:
+            if forgotten:
+                self._rebuild_csv()
         return len(forgotten)
 
     def _resolved(self, path: str) -> str:
@@ -534,7 +551,12 @@ def committed_codes(folder: Path, keep: Callable[[str], bool] | None = None) -> 
     counts: dict[str, int] = {}
     columns = ["error_code"] if keep is None else [PATH_COLUMN, "error_code"]  # paths: the most bytes
     for part in sorted((folder / PARTS).glob("part-*.parquet")):
-        table = BatchOutput._read_part(part, columns)
+        try:
+            table = BatchOutput._read_part(part, columns)
+        except OutputRefused:
+            if not part.exists():  # taken out by a job retrying its rows since it was listed: not damaged
+                continue
+            raise
         paths = table.get(PATH_COLUMN) or [""] * len(table["error_code"])
         for path, code in zip(paths, table["error_code"], strict=True):
             if keep is None or keep(path):
