@@ -260,3 +260,14 @@ def test_repeated_content_type_or_encoding_lines_are_not_read_first_wins(
         head, _, body = answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 " + status), answer[:300]
         assert json.loads(body)["error"]["code"] == code
+
+
+def test_headers_too_large_are_431_not_invalid_http(address: tuple[str, int]) -> None:
+    """An 80 KB cookie was called "not valid HTTP (a malformed request line or header, ...)"."""
+    with socket.create_connection(address, timeout=10) as conn:
+        # in one piece, read whole before the server closes (bytes left unread reset the connection)
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nCookie: " + b"c" * 20000 + b"\r\n")
+        answer = _everything(conn)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert json.loads(body)["error"]["code"] == "headers_too_large"

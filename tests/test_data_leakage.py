@@ -173,6 +173,14 @@ def test_a_run_split_before_patient_folders_keeps_its_split(tmp_path: Path, capl
     held = held_out(dataset, "test", spec, tmp_path / "set")
     assert held.own and [s.path for s in held.samples] == [s.path for s in carved.split("test")]
     assert held.samples != list(ensure_splits(dataset, seed=0).split("test"))
+    # the bundle's digest of its images tells the split where the counts would not (they coincide
+    # where most patients have one image): counts of today's split, the digest of the older one
+    grouped = ensure_splits(dataset, seed=0)
+    spec.training.update(
+        n_train=len(grouped.split("train")), n_val=len(grouped.split("val")), images_sha256=before
+    )
+    held = held_out(dataset, "test", spec, tmp_path / "set")
+    assert [s.path for s in held.samples] == [s.path for s in carved.split("test")]
 
 
 def test_the_trained_data_sets_own_notes_stay_quiet(tmp_path: Path, caplog) -> None:

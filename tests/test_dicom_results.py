@@ -856,6 +856,16 @@ def test_voi_luts_the_presentation_state_carries_as_the_reader_applies_them(
     assert shown.returncode == 0, shown.stderr
 
 
+def test_an_empty_voi_lut_sequence_is_none(case, predictor: Predictor) -> None:
+    """A VOI LUT Sequence present but empty stopped `dicom results` with an IndexError traceback, and
+    the files after it got nothing; the reader reads it as none (the window)."""
+    source = pydicom.dcmread(case[0])
+    source.VOILUTSequence = []
+    made = result_datasets(source, case[2], predictor)
+    assert [ds.Modality for ds in made] == ["SR", "PR", "OT"]
+    assert all("VOILUTSequence" not in item for item in made[1].get("SoftcopyVOILUTSequence", []))
+
+
 def test_a_negative_reports_boxes_are_not_coded_as_fractures(
     case, predictor: Predictor, tmp_path: Path
 ) -> None:

@@ -272,6 +272,17 @@ def test_an_8_bit_voi_lut_of_many_entries_is_applied_whole(form: str) -> None:
     assert not rg.metadata.warnings
 
 
+def test_a_voi_lut_of_values_over_its_declared_bits_keeps_its_curve() -> None:
+    """A LUT declared 12 bits holding 16-bit values (a vendor's quirk) read every pixel white once its
+    values were clipped to the bits declared."""
+    item = Dataset()
+    item.add_new(0x00283002, "US", [4096, 0, 12])
+    curve = (np.sqrt(np.arange(4096) / 4095.0) * 65520).astype(np.uint16)
+    item.add_new(0x00283006, "US", curve.tolist())
+    rg = read_image(make_dicom(RAMP12, VOILUTSequence=Sequence([item])))
+    np.testing.assert_allclose(rg.pixels, curve[RAMP12] / 65520.0, atol=1e-6)
+
+
 def test_an_unusable_voi_lut_is_passed_over_with_a_note() -> None:
     item = _lut8_item("US numbers")
     item.LUTData = CURVE8[:100].tolist()  # 100 values for 4096 entries

@@ -11,6 +11,7 @@ from typing import Any
 from starlette.responses import JSONResponse
 
 __all__ = [
+    "HEADERS_TOO_LARGE",
     "INTERNAL_ERROR",
     "INVALID_HTTP",
     "MALFORMED_MULTIPART",
@@ -34,6 +35,7 @@ NO_READABLE_IMAGES = "no_readable_images"  # 400: every file failed, not all for
 UPLOAD_TOO_LARGE = "upload_too_large"  # 413
 REQUEST_TIMEOUT = "request_timeout"  # 408: the client stopped sending its body
 INVALID_HTTP = "invalid_http"  # 400: not valid HTTP, refused before the application sees it
+HEADERS_TOO_LARGE = "headers_too_large"  # 431: request headers over the protocol's limit
 UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"  # 415: e.g. a compressed (Content-Encoding) body
 INTERNAL_ERROR = "internal_error"  # 500
 SERVER_BUSY = "server_busy"  # 503: the uploads this process holds are at their limit; retry

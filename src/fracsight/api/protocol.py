@@ -28,7 +28,7 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from fracsight.api.app import SECURITY_HEADERS
-from fracsight.api.errors import INVALID_HTTP, REQUEST_TIMEOUT, error_body
+from fracsight.api.errors import HEADERS_TOO_LARGE, INVALID_HTTP, REQUEST_TIMEOUT, error_body
 
 __all__ = ["HeaderDeadlineProtocol"]
 
@@ -139,6 +139,12 @@ class HeaderDeadlineProtocol(H11Protocol):
     def send_400_response(self, msg: str) -> None:
         """A request that is not valid HTTP (a header line without a colon, two Content-Length
         headers): uvicorn's plain-text answer had neither the notice nor no-store."""
+        limit = getattr(self.conn, "_max_incomplete_event_size", None)
+        buffered = getattr(self.conn, "_receive_buffer", b"")
+        if limit is not None and len(buffered) > limit:  # h11's own hint: 431, headers too large
+            message = f"the request headers are too large (over {limit // 1024} KiB in all)"
+            self._answer_and_close(b"431 Request Header Fields Too Large", HEADERS_TOO_LARGE, message)
+            return
         message = (
             "the request is not valid HTTP (a malformed request line or header, conflicting "
             "Content-Length headers, or a bad chunk): refused before it was read"

@@ -342,6 +342,10 @@ def _mend_voi(header: Dataset) -> None:
     one the reader applies; dcmtk refused a state with two); one the reader cannot use, or that
     starts below 0 (highdicom refuses it, which cost the image all its results), is left out. The
     log names the attributes, never a value."""
+    if (
+        "VOILUTSequence" in header and not header.VOILUTSequence
+    ):  # present but empty: none, as the reader reads it
+        del header.VOILUTSequence
     if "VOILUTSequence" in header:
         item = copy.deepcopy(header.VOILUTSequence[0])  # the header's copy is shallow: not the source's
         header.VOILUTSequence = [item]

@@ -38,6 +38,7 @@ from fracsight.data.leakage import (
     SPLIT_BEFORE_FOLDER_GROUPS,
     SplitLeakage,
     leakage_effect,
+    split_as_trained,
     split_leakage,
     without_folder_groups,
 )
@@ -283,7 +284,13 @@ def held_out(
 def _run_split(dataset: Dataset, spec: Any, seed: int) -> Dataset:
     """The split the model's training run made of ``dataset``: a run from before class folders'
     sub-folders were patients (2026-12-06) split them without those groups, which the bundle's
-    train/validation counts tell (evaluate measured on another carved test split than its own)."""
+    train/validation counts tell (evaluate measured on another carved test split than its own), or,
+    better, the digest of its images a bundle records (counts alone coincide where most patients
+    have one image: 11 of 14 test images were trained on, unsaid)."""
+    recorded = spec.training.get("images_sha256")
+    if recorded:
+        max_samples = int(spec.training.get("config", {}).get("max_samples") or 0)
+        return ensure_splits(split_as_trained(dataset, seed, max_samples, recorded), seed=seed)
     carved = ensure_splits(dataset, seed=seed)
     flat = None if _split_as_recorded(spec, carved) else without_folder_groups(dataset)
     if flat is not None and _split_as_recorded(spec, carved_flat := ensure_splits(flat, seed=seed)):

@@ -676,10 +676,11 @@ def _modality_lut_in_words(ds: Any, notes: list[str]) -> None:
 
 def voi_lut_entries(item: Any, little_endian: bool = True) -> tuple[int, int, np.ndarray]:
     """``(first, bits, entries)`` of a VOI LUT item: the first stored value it maps, the bits of its
-    entries and the entries (uint16), read as PS3.3 C.11.2.1.2 allows them: US numbers, or OW words,
-    one per entry or, for 8-bit entries, two per word. pydicom 3 indexed an 8-bit LUT in uint8 (a
-    LUT of 4096 entries wrapped every 256: a scrambled picture) and read OW data always as one word
-    per entry (two 8-bit entries per word: a struct error, the image refused)."""
+    entries (as declared, or more where its values take more) and the entries (uint16), read as
+    PS3.3 C.11.2.1.2 allows them: US numbers, or OW words, one per entry or, for 8-bit entries, two
+    per word. pydicom 3 indexed an 8-bit LUT in uint8 (a LUT of 4096 entries wrapped every 256: a
+    scrambled picture) and read OW data always as one word per entry (two 8-bit entries per word:
+    a struct error, the image refused)."""
     descriptor = item.LUTDescriptor
     entries, first, bits = int(descriptor[0]) or 2**16, int(descriptor[1]), int(descriptor[2])
     if not 1 <= bits <= 16:
@@ -698,7 +699,10 @@ def voi_lut_entries(item: Any, little_endian: bool = True) -> tuple[int, int, np
         if table.size < entries:
             raise ValueError(f"VOI LUT data of {table.size} values for {entries} entries")
         table = table[:entries]
-    return first, bits, np.clip(table, 0, 2**bits - 1).astype(np.uint16)
+    table = np.clip(table, 0, 2**16 - 1).astype(np.uint16)
+    # entries over the bits declared (a vendor's 12-bit LUT of 16-bit values): the bits they take, not
+    # a clip to the declared ones (which read every pixel white)
+    return first, max(bits, int(table.max()).bit_length()), table
 
 
 def read_little_endian(ds: Any) -> bool:
