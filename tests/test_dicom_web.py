@@ -63,7 +63,13 @@ def test_study_processed_again_files_no_second_set_of_results(images: list[Path]
         # another operating point is another result: filed beside the first, never hidden by its UIDs
         triage = CliRunner().invoke(app, [*command, "--operating-point", "triage"])
         assert triage.exit_code == 0, triage.output
-        assert len({str(ds.SOPInstanceUID) for ds in results_in(orthanc, study_uid)} - uids) == expected
+        added = [ds for ds in results_in(orthanc, study_uid) if str(ds.SOPInstanceUID) not in uids]
+        assert len(added) == expected
+        # and its verdict is a chain of its own: it claimed to replace the balanced verdict (one
+        # Tracking UID for both), and a viewer following it showed triage's decision as current
+        verdicts = [ds for ds in results_in(orthanc, study_uid) if _evidence(ds) == 2]
+        assert len(verdicts) == 2 and len({_tracking(v) for v in verdicts}) == 2
+        assert all("PredecessorDocumentsSequence" not in v for v in verdicts)
         # a study with nothing to assess (a CT alone) was exit 0, as a study done
         ct_study = generate_uid()
         orthanc.upload(make_ct_dicom(tmp_path / "ct-only.dcm", study_uid=ct_study))
@@ -99,6 +105,17 @@ def test_a_study_run_again_after_an_image_came_names_the_earlier_verdict(
         == first.SOPInstanceUID
     )
     assert "PredecessorDocumentsSequence" not in first
+
+
+def _tracking(ds: pydicom.Dataset) -> str:
+    """The Tracking UID (112040) an SR's content tree carries."""
+    stack = list(ds.ContentSequence)
+    while stack:
+        item = stack.pop()
+        if item.get("ValueType") == "UIDREF" and item.ConceptNameCodeSequence[0].CodeValue == "112040":
+            return str(item.UID)
+        stack.extend(item.get("ContentSequence", []))
+    raise AssertionError("no Tracking UID in the SR")
 
 
 def _evidence(ds: pydicom.Dataset) -> int:

@@ -67,11 +67,18 @@ class ResultContext:
     algorithm_version: str
     model_sha256: str  # of the bundle's model.onnx
     created: datetime.datetime
+    # "" at the bundle's default operating point, else its name and threshold: verdicts at another
+    # point are another chain (a triage verdict claimed to replace the site's balanced one)
+    operating_point: str = ""
 
     @classmethod
     def of(cls, predictor: Predictor) -> ResultContext:
         spec = predictor.spec
-        return cls(spec.name, str(spec.version), model_checksum(predictor), datetime.datetime.now())
+        op, default = predictor.operating_point, None
+        if op is not None:
+            default = spec.operating_point(None)
+        point = "" if op is None or op == default else f"{op.name}@{op.threshold!r}"
+        return cls(spec.name, str(spec.version), model_checksum(predictor), datetime.datetime.now(), point)
 
     @property
     def software_versions(self) -> list[str]:

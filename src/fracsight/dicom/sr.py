@@ -318,10 +318,14 @@ def _source(kind: Any, header: Dataset, frame_numbers: Sequence[int] | None) -> 
 
 
 def study_tracking_uid(study_uid: str, context: ResultContext) -> str:
-    """The Tracking UID every verdict of a study by one model carries (:func:`study_report`)."""
+    """The Tracking UID every verdict of a study by one model at one operating point carries
+    (:func:`study_report`); the default point's as before operating points were told apart."""
     from pydicom.uid import generate_uid
 
-    return str(generate_uid(entropy_srcs=["fracsight study result", study_uid, context.model_sha256]))
+    sources = ["fracsight study result", study_uid, context.model_sha256]
+    return str(
+        generate_uid(entropy_srcs=[*sources, context.operating_point] if context.operating_point else sources)
+    )
 
 
 def study_report(
