@@ -228,6 +228,17 @@ def test_online_augmentation_path_and_resume(tiny_dataset, tmp_path):
     ):
         Trainer(other, dataset, show_progress=False).fit(resume=True)
     assert (tmp_path / "run" / "config.yaml").read_text() == saved
+    # a new name on --resume was checked nowhere and kept only if a new best epoch came
+    renamed = load_config(
+        None, [*overrides, "epochs=2", "name=renamed"], data=str(tiny_dataset), out=str(tmp_path / "run")
+    )
+    with pytest.raises(ConfigError, match=r"these differ: name .* -> 'renamed'"):
+        Trainer(renamed, dataset, show_progress=False).fit(resume=True)
+    # a damaged config.yaml turned the check off: the settings last.pt records stand in for it
+    (tmp_path / "run" / "config.yaml").write_text("\tbroken: [", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"these differ: input_size 64 -> 96"):
+        Trainer(other, dataset, show_progress=False).fit(resume=True)
+    (tmp_path / "run" / "config.yaml").write_text(saved)
     resumed = Trainer(longer, dataset, show_progress=False).fit(resume=True)  # more epochs: allowed
     assert len(resumed.history) == 3
     assert resumed.history[:2] == first.history
@@ -832,3 +843,42 @@ def test_export_names_an_unreadable_calibration_image_by_its_path_under_the_data
     named = r"^valid/XR_WRIST/patient00038/study2_negative/image9\.png: .*val split"
     with pytest.raises(ImageReadError, match=named):
         model_input(sample, 64, tmp_path)
+
+
+def test_a_cache_folder_that_would_take_the_run_with_it_is_refused(tiny_dataset, tmp_path):
+    """`cache_dir` set to the run folder trained, then advised "delete it to free the space", which
+    deleted the model just trained; a bundle got the cache's files; a file was an os_error."""
+    dataset = load_dataset(tiny_dataset)
+    (tmp_path / "bundle").mkdir()
+    (tmp_path / "bundle" / "bundle.json").write_text("{}")
+    (tmp_path / "afile.txt").write_text("mine")
+    for cache, said in (
+        (tmp_path / "run", "is, holds or lies in the run folder"),
+        (tmp_path, "is, holds or lies in the run folder"),
+        (tmp_path / "bundle", "is a model bundle"),
+        (tmp_path / "afile.txt", "is a file"),
+    ):
+        cfg = load_config(
+            None, [*TINY, f"cache_dir={cache}"], data=str(tiny_dataset), out=str(tmp_path / "run")
+        )
+        with pytest.raises(ConfigError, match=said):
+            Trainer(cfg, dataset, show_progress=False).fit()
+        assert not (tmp_path / "run").exists() and (tmp_path / "afile.txt").read_text() == "mine"
+
+
+def test_huge_rates_and_damaged_weights_are_refused_in_a_line(tmp_path):
+    """lr=1e38 overflowed inside torch and lr=1e20 made every output NaN, tracebacks after the data
+    were prepared; a damaged .safetensors file was a SafetensorError traceback."""
+    from fracsight.models.weights import load_local_weights
+
+    for setting in ("lr=1e38", "lr=1e20", "lr_finetune=2", "weight_decay=1e20", "mask_pos_weight=1e300"):
+        with pytest.raises(ConfigError, match=setting.split("=")[0]):
+            load_config(None, [setting])
+    bad = tmp_path / "bad.safetensors"
+    bad.write_text("garbage")
+    with pytest.raises(ConfigError, match="not a readable safetensors file"):
+        load_local_weights(bad)
+    text = tmp_path / "afile.pt"
+    text.write_text("mine")
+    with pytest.raises(ConfigError, match=r"not a torch weights file \("):
+        load_local_weights(text)

@@ -99,11 +99,20 @@ def load_local_weights(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as e:  # SafetensorError, OSError: a damaged file ended in a traceback
+            raise ConfigError(
+                f"cannot load weights from {path}: not a readable safetensors file, damaged or cut "
+                f"short? ({type(e).__name__})"
+            ) from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for bad or unsafe files
-        raise ConfigError(f"cannot load weights from {path}: {e}") from e
+        # the type: torch's message for a text file was "cannot load weights from afile.txt: 105"
+        raise ConfigError(
+            f"cannot load weights from {path}: not a torch weights file ({type(e).__name__})"
+        ) from e
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if not isinstance(state, dict):

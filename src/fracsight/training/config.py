@@ -384,10 +384,14 @@ def _check_ranges(cfg: TrainConfig) -> None:
     need(cfg.device in ("auto", "cpu", "cuda"), "device", "auto, cpu or cuda")
     for option in ("out", "name", "version"):
         need(bool(getattr(cfg, option).strip()), option, "not empty")
-    for option in ("lr", "lr_finetune", "mask_pos_weight"):
-        need(getattr(cfg, option) > 0, option, "above 0")
-    for option in ("weight_decay", "mask_weight", "region_weight", "class_weight"):
-        need(getattr(cfg, option) >= 0, option, "0 or more")
+    # upper bounds: lr=1e38 overflowed inside torch, lr=1e20 made every output NaN, both tracebacks
+    # after the data were prepared (as `detector joint` bounds its own)
+    for option in ("lr", "lr_finetune"):
+        need(0 < getattr(cfg, option) <= 1, option, "above 0, at most 1")
+    need(0 < cfg.mask_pos_weight <= 1000, "mask_pos_weight", "above 0, at most 1000")
+    need(0 <= cfg.weight_decay <= 1, "weight_decay", "0 to 1")
+    for option in ("mask_weight", "region_weight", "class_weight"):
+        need(0 <= getattr(cfg, option) <= 100, option, "0 to 100")
     need(0 <= cfg.ema_decay < 1, "ema_decay", "0 (off) up to, not including, 1")
     aug = cfg.augment
     for option, ok, rule in (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import functools
@@ -75,7 +76,9 @@ RUN_CONFIG_KEYS = frozenset(
 # resumed to train longer), on what it runs, and the model's name; anything else would mix two
 # recipes in one run and write the second over the first's config.yaml
 RESUMABLE_SETTINGS = frozenset(
-    {"data", "out", "epochs", "patience", "device", "amp", "workers", "name", "version", "cache_dir"}
+    # not name or version: changed on --resume they were checked nowhere (a name export refuses) and
+    # kept only if a new best epoch came (export named the bundle as before, without a word)
+    {"data", "out", "epochs", "patience", "device", "amp", "workers", "cache_dir"}
 )
 
 
@@ -499,7 +502,7 @@ class Trainer:
             resumed = read_checkpoint(
                 last, ("model", "history", "epoch", "best_score", "best_epoch", "since_best")
             )
-            self._check_same_recipe()
+            self._check_same_recipe(resumed)
             self._check_same_heads(resumed)
         earlier = [name for name in CHECKPOINTS if (self.run_dir / name).is_file()]
         if earlier and not resume and not force:
@@ -573,16 +576,43 @@ class Trainer:
             return False
         return isinstance(saved, dict) and set(saved) >= RUN_CONFIG_KEYS
 
-    def _check_same_recipe(self) -> None:
-        """A resumed run keeps the settings it was started with (its config.yaml), but for
-        :data:`RESUMABLE_SETTINGS`."""
+    def _check_cache_dir(self) -> None:
+        """The cache folder may not be a file, the run folder (or in it, or above it), a bundle or
+        another run: the run ends advising "delete it to free the space", which, for `cache_dir`
+        set to the run folder, deleted the model just trained."""
+        cache, run = self.cache_dir, self.run_dir
+        if cache.exists() and not cache.is_dir():
+            raise TrainConfigError(f"cache_dir {cache} is a file: give a folder for the letterboxed images")
+        held, run_at = cache.resolve(), run.resolve()
+        if held == run_at or run_at in held.parents or held in run_at.parents:
+            raise TrainConfigError(
+                f"cache_dir {cache} is, holds or lies in the run folder {run}: give a folder of its own "
+                "(the default is .cache beside the run folder)"
+            )
+        for marker, what in (("bundle.json", "a model bundle"), ("best.pt", "a training run")):
+            if (cache / marker).is_file():
+                raise TrainConfigError(f"cache_dir {cache} is {what}: give a folder of its own")
+
+    def _check_same_recipe(self, resumed: dict[str, Any]) -> None:
+        """A resumed run keeps the settings it was started with (its config.yaml, else those its
+        ``last.pt`` records), but for :data:`RESUMABLE_SETTINGS`."""
         saved_path = self.run_dir / "config.yaml"
         try:
             saved = yaml.safe_load(saved_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
             saved = None
         if not isinstance(saved, dict):
-            return  # nothing to compare with (a run folder from before config.yaml, or damaged)
+            # config.yaml gone or damaged: a run was resumed at another size and learning rate,
+            # unchecked, and config.yaml rewritten with them (one run, two recipes); last.pt's own
+            # record of the settings (best.pt's for a last.pt from before it kept them)
+            recorded = resumed.get("config")
+            if not isinstance(recorded, str) and (self.run_dir / "best.pt").is_file():
+                with contextlib.suppress(ConfigError):
+                    recorded = read_checkpoint(self.run_dir / "best.pt", ("config",))["config"]
+            with contextlib.suppress(ValueError, TypeError):
+                saved = yaml.safe_load(yaml.safe_dump(json.loads(recorded)))
+        if not isinstance(saved, dict):
+            return  # nothing to compare with (a run folder from before either record)
         self._schedule_before = {key: saved.get(key) for key in ("epochs", "patience")}
         asked = yaml.safe_load(yaml.safe_dump(self.cfg.to_dict()))  # the same round trip as the saved one
         changed = [
@@ -650,6 +680,7 @@ class Trainer:
         state = self._check_run_folder(resume, force)  # last.pt, read once, to resume from
         self.dataset.refuse_output_inside(self.run_dir)
         self.dataset.refuse_output_inside(self.cache_dir, "cache_dir")
+        self._check_cache_dir()
         if state is not None:  # a run from before class sub-folders were patients: split as it was
             self.dataset = split_as_trained(
                 self.dataset, cfg.seed, cfg.max_samples, state.get("images_sha256")
@@ -818,6 +849,7 @@ class Trainer:
                     "generator": gen.get_state(),
                     **self._heads_record(),  # checked when the run is resumed
                     **images,  # so are these
+                    "config": json.dumps(cfg.to_dict()),  # and these, where config.yaml is damaged
                 }
                 if average is not None:
                     last.update(average=average.model.state_dict(), average_updates=average.updates)
