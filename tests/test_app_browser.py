@@ -486,3 +486,23 @@ def test_a_closed_tabs_uploads_are_freed_once_streamlit_forgets_the_tab(
         later.get_by_text("Decision aid, not a diagnosis.").wait_for()
         assert uploads_in_memory(url, lambda n: n < size) < size
         later.close()
+
+
+def test_two_uploads_of_one_stem_get_overlays_of_two_names(
+    browser, shipped_app_url: str, fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """`wrist.jpg` and `wrist.png` (a film as JPEG and PNG; `frac.jpg` beside `frac.dcm`) both
+    downloaded as `wrist.overlay.png`: two pictures no one could match to their images."""
+    source = fracatlas_dir / "images" / "Non_fractured" / WRIST[0]
+    jpeg, png = tmp_path / "wrist.jpg", tmp_path / "wrist.png"
+    jpeg.write_bytes(source.read_bytes())
+    Image.open(source).save(png)
+    tab = new_tab(browser)
+    tab.goto(shipped_app_url)
+    tab.locator(FILES).set_input_files([str(jpeg), str(png)])
+    tab.get_by_text("Download CSV").wait_for()
+    buttons = tab.get_by_role("button", name=re.compile(r"^Download .*overlay\.png$"))
+    assert sorted(buttons.all_inner_texts()) == [
+        "Download wrist.jpg.overlay.png",
+        "Download wrist.png.overlay.png",
+    ]

@@ -695,6 +695,12 @@ def test_the_overlay_download_carries_the_band_of_predict_overlay_dir() -> None:
     # two patients' IM000001 had one name; a DICOM named by its UID lost the UID's last part
     assert overlay_file_name("patient1/study1/IM000001.jpg") == "patient1_study1_IM000001.overlay.png"
     assert overlay_file_name("1.2.826.0.1.3680043.8.498.101") == "1.2.826.0.1.3680043.8.498.101.overlay.png"
+    # wrist.jpg beside wrist.png: both were wrist.overlay.png (as predict --overlay-dir names them now)
+    from fracsight.io import names_sharing_a_stem
+
+    names = ["a/wrist.jpg", "a/wrist.png", "b/wrist.jpg", "frac.dcm", "frac.jpg", "solo.jpg"]
+    assert names_sharing_a_stem(names) == {"a/wrist.jpg", "a/wrist.png", "frac.dcm", "frac.jpg"}
+    assert overlay_file_name("a/wrist.png", keep_suffix=True) == "a_wrist.png.overlay.png"
 
 
 # ---- images --------------------------------------------------------------------------------------------

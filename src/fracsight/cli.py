@@ -9,7 +9,6 @@ import os
 import shlex
 import signal
 import sys
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -619,7 +618,9 @@ def predict(
                 keep_pixels=overlay_dir is not None,
                 names=[name for _, name in inputs],
             )
-            shared_stems = _shared_stems([name for _, name in inputs])
+            from fracsight.io import names_sharing_a_stem
+
+            shared_stems = names_sharing_a_stem([name for _, name in inputs])
             for path, result in zip(files, stream, strict=True):
                 if overlay_dir is not None and not isinstance(result, FailedPrediction):
                     keep_suffix = result.source in shared_stems
@@ -747,14 +748,6 @@ def _interrupted(what: Callable[[], str], then: Callable[[], object] = lambda: N
             typer.echo(f"stopped ({signal.Signals(e.code - 128).name}): {what()}", err=True)
             then()
         raise
-
-
-def _shared_stems(names: Sequence[str]) -> set[str]:
-    """The names whose folder holds another input of the same stem (``x.jpg`` and ``x.png``)."""
-    from fracsight.io import image_stem
-
-    stems = Counter((str(Path(n).parent), image_stem(n)) for n in names)
-    return {n for n in names if stems[str(Path(n).parent), image_stem(n)] > 1}
 
 
 def _write_overlay(result, overlay_dir: Path, opacity: float, *, keep_suffix: bool = False) -> Path:

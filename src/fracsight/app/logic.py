@@ -828,13 +828,18 @@ def overlay_png(
     return out.getvalue()
 
 
-def overlay_file_name(source: str) -> str:
+def overlay_file_name(source: str, *, keep_suffix: bool = False) -> str:
     """The download's name: ``wrist.overlay.png`` as ``fracsight predict --overlay-dir`` names it,
     with the result's folders in it (``patient1_study1_IM000001.overlay.png``: a download has no
-    folders, and two patients' ``IM000001`` got one name)."""
+    folders, and two patients' ``IM000001`` got one name); ``wrist.jpg.overlay.png`` with
+    ``keep_suffix``, for a name among others of its stem (:func:`~fracsight.io.names_sharing_a_stem`:
+    ``wrist.jpg`` and ``wrist.png`` got one name)."""
     path = PurePosixPath(source.replace("\\", "/"))
     folders = [part for part in path.parent.parts if part not in ("/", "..", ".")]
-    return short_overlay_stem("_".join([*folders, image_stem(path)])) + ".overlay.png"
+    return (
+        short_overlay_stem("_".join([*folders, path.name if keep_suffix else image_stem(path)]))
+        + ".overlay.png"
+    )
 
 
 # ---- table and downloads -------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from PIL import Image
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
+from fracsight._malloc import is_large, release_freed_memory
 from fracsight.app.logic import (
     AppConfig,
     ClassSummary,
@@ -61,7 +62,7 @@ from fracsight.bundle import read_card
 from fracsight.errors import FracsightError, log_unexpected
 from fracsight.inference import NOTICE, FailedPrediction, Prediction, Predictor, StudyPrediction
 from fracsight.inference.tabular import is_folder_image, study_results
-from fracsight.io import read_image
+from fracsight.io import names_sharing_a_stem, read_image
 
 log = logging.getLogger("fracsight.app")
 Result = Prediction | FailedPrediction
@@ -198,6 +199,8 @@ def _clear_all() -> None:
     generation = st.session_state.get("uploader", 0)
     _forget_uploads(_uploader_keys(generation))
     st.session_state["uploader"] = generation + 1
+    st.session_state.pop("results", None)  # the predictions held for them (pixels, heatmaps) too
+    release_freed_memory()
 
 
 def _forget_uploads(keys: tuple[str, ...]) -> None:
@@ -333,6 +336,9 @@ def predictions(predictor: Predictor, items: list[Input]) -> list[Stored]:
         for done, (k, item) in enumerate(todo):
             bar.progress(done / len(todo), text=escape_markdown(reading_text(done, len(todo), item.name)))
             store[k] = predict(predictor, item.load(), item.name)
+            done_with = store[k].result
+            if isinstance(done_with, Prediction) and is_large(done_with.image_size):
+                release_freed_memory()  # a large image's buffers went back to the heap, not the system
         bar.empty()
     op = predictor.operating_point
     # named as now: a folder added later can rename an earlier one's files (left/a.jpg beside right/a.jpg)
@@ -367,7 +373,14 @@ def decision_block(result: Prediction | StudyPrediction) -> None:
 
 
 def result_card(
-    key: str, pred: Prediction, view: ViewData, show_heatmap: bool, show_boxes: bool, opacity: float
+    key: str,
+    pred: Prediction,
+    view: ViewData,
+    show_heatmap: bool,
+    show_boxes: bool,
+    opacity: float,
+    *,
+    keep_suffix: bool = False,
 ) -> None:
     card = card_for(pred, show_boxes=show_boxes)
     with st.container(border=True):
@@ -399,7 +412,7 @@ def result_card(
                 caption=escape_markdown(f"Original (left) and overlay (right). {caption}"),
                 width="stretch",
             )
-            file_name = overlay_file_name(pred.source)
+            file_name = overlay_file_name(pred.source, keep_suffix=keep_suffix)
             st.download_button(  # named by its file: each card's button says which image it saves
                 f"Download {escape_markdown(file_name)}",
                 partial(
@@ -515,11 +528,13 @@ def main() -> None:
     studies = study_results(predictor, named, one_study=one, resolve=False)
     for study in studies:
         study_card(study)
+    shared = names_sharing_a_stem([r.source for r in results])  # wrist.jpg, wrist.png: two downloads
     for item, (result, view) in zip(items, stored, strict=True):
         if isinstance(result, FailedPrediction):
             error_card(result)
         elif view is not None:
-            result_card(item.key, result, view, show_heatmap, show_boxes, opacity)
+            keep_suffix = result.source in shared
+            result_card(item.key, result, view, show_heatmap, show_boxes, opacity, keep_suffix=keep_suffix)
     results_table(predictor, results, studies)
     st.caption(NOTICE)
 

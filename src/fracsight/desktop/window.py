@@ -62,7 +62,7 @@ from fracsight.desktop.worker import (
 )
 from fracsight.explain import overlay_words
 from fracsight.inference import NOTICE, FailedPrediction, Prediction, StudyPrediction
-from fracsight.io import IMAGE_SUFFIXES
+from fracsight.io import IMAGE_SUFFIXES, names_sharing_a_stem
 
 __all__ = ["NOTICE_BANNER", "POLL_MS", "DesktopApp"]
 
@@ -1044,7 +1044,9 @@ class DesktopApp:
             self._show(index)
             return None
         # named with its folders, as the web app names it: two patients' image1.png got one name
-        suggested = overlay_file_name(self.session.names[index])
+        names = self.session.names
+        shared = names_sharing_a_stem(names)  # wrist.jpg beside wrist.png: two names
+        suggested = overlay_file_name(names[index], keep_suffix=names[index] in shared)
         path = self._save_target(path, "Export the overlay", suggested, ".png", "PNG image")
         if path is None:
             return None

@@ -16,6 +16,8 @@ import numbers
 import os
 import re
 import stat
+from collections import Counter
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path, PurePath
 from typing import Any
@@ -41,6 +43,7 @@ __all__ = [
     "ImageMetadata",
     "Radiograph",
     "image_stem",
+    "names_sharing_a_stem",
     "read_image",
 ]
 
@@ -64,6 +67,14 @@ def image_stem(name: str | os.PathLike[str]) -> str:
     the UID's last part, so that two such files' overlays got one name."""
     path = PurePath(name)
     return path.stem if path.suffix.lower() in IMAGE_SUFFIXES else path.name
+
+
+def names_sharing_a_stem(names: Sequence[str]) -> set[str]:
+    """The names whose folder holds another of ``names`` with the same :func:`image_stem` (``x.jpg``
+    and ``x.png``, ``frac.jpg`` and ``frac.dcm``): their overlays keep the suffix in their names
+    (``x.jpg.overlay.png``), as ``predict --overlay-dir``, the web app and the desktop name them."""
+    stems = Counter((str(PurePath(n).parent), image_stem(n)) for n in names)
+    return {n for n in names if stems[str(PurePath(n).parent), image_stem(n)] > 1}
 
 
 def file_name_only(name: str | os.PathLike[str]) -> str:
