@@ -271,3 +271,19 @@ def test_headers_too_large_are_431_not_invalid_http(address: tuple[str, int]) ->
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 431 "), answer[:200]
     assert json.loads(body)["error"]["code"] == "headers_too_large"
+
+
+def test_a_malformed_head_with_a_large_body_is_invalid_http_not_431(address: tuple[str, int]) -> None:
+    """A head without a colon in one line, a 20 KB body behind it: the body left in h11's buffer
+    was taken for headers too large (431)."""
+    body = b"x" * 20000
+    with socket.create_connection(address, timeout=10) as conn:
+        conn.sendall(
+            b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
+        answer = _everything(conn)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"]["code"] == "invalid_http"

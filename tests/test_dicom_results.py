@@ -484,6 +484,14 @@ def test_a_later_study_verdict_names_the_one_it_replaces(
         [first], one, [first_prediction], predictor, uid_seed="a", previous=[earlier]
     )
     assert "PredecessorDocumentsSequence" not in again
+    # nor is the verdict at another operating point (a node restarted at triage named the balanced
+    # verdict as the one its own replaced)
+    triage = Predictor(operating_point="triage")
+    at_triage = triage.predict_study(predictions, "study")
+    (other,) = study_result_datasets(
+        [first, second], at_triage, predictions, triage, uid_seed="b", previous=[earlier]
+    )
+    assert "PredecessorDocumentsSequence" not in other
 
 
 @needs_dciodvfy

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 import signal
 import subprocess
 import sys
@@ -874,6 +875,14 @@ def test_huge_rates_and_damaged_weights_are_refused_in_a_line(tmp_path):
     for setting in ("lr=1e38", "lr=1e20", "lr_finetune=2", "weight_decay=1e20", "mask_pos_weight=1e300"):
         with pytest.raises(ConfigError, match=setting.split("=")[0]):
             load_config(None, [setting])
+    # a run that trained before the bounds is a record, not a new run: it still loads (to export)
+    assert load_config(None, None, saved=True, lr=5.0, mask_pos_weight=1500.0).lr == 5.0
+    import argparse
+
+    timm_style = tmp_path / "ckpt.pt"
+    torch.save({"model": {"w": torch.zeros(1)}, "args": argparse.Namespace(lr=1)}, timm_style)
+    with pytest.raises(ConfigError, match="holding Python objects besides its tensors"):
+        load_local_weights(timm_style)
     bad = tmp_path / "bad.safetensors"
     bad.write_text("garbage")
     with pytest.raises(ConfigError, match="not a readable safetensors file"):
@@ -882,3 +891,32 @@ def test_huge_rates_and_damaged_weights_are_refused_in_a_line(tmp_path):
     text.write_text("mine")
     with pytest.raises(ConfigError, match=r"not a torch weights file \("):
         load_local_weights(text)
+
+
+def test_a_run_in_the_current_folder_and_one_whose_data_moved_resume(tiny_dataset, tmp_path, monkeypatch):
+    """`--out .` was refused ("cache_dir .cache is, holds or lies in the run folder ."): the default
+    cache beside `.` was computed inside it. A run whose data folder was moved or renamed was
+    refused on --resume for a name derived from the new folder's name, which the user never gave."""
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    settings = [a for s in [*TINY, "arch=small_cnn", "pretrained=none"] for a in ("--set", s)]
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    done = CliRunner().invoke(app, ["train", str(tiny_dataset), "--out", ".", *settings])
+    assert done.exit_code == 0, done.output
+    assert (here / "best.pt").is_file() and (tmp_path / ".cache").is_dir() and not (here / ".cache").exists()
+    monkeypatch.chdir(tmp_path)
+    moved = tmp_path / "moved-data"
+    shutil.copytree(tiny_dataset, moved, symlinks=True)
+    run = tmp_path / "run"
+    recipe = ["-c", "fracatlas-lite0-384"]
+    first = CliRunner().invoke(app, ["train", str(moved), *recipe, "--out", str(run), *settings])
+    assert first.exit_code == 0, first.output
+    renamed = moved.rename(tmp_path / "renamed-data")
+    again = [*settings, "--set", "epochs=2"]
+    resumed = CliRunner().invoke(app, ["train", str(renamed), *recipe, "--out", str(run), *again, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "name: moved-data-" in (run / "config.yaml").read_text(encoding="utf-8")

@@ -461,11 +461,13 @@ def train(
         from fracsight.data.leakage import split_leakage
         from fracsight.errors import OutputFolderError
         from fracsight.training import Trainer, load_config
-        from fracsight.training.config import check_new_run
+        from fracsight.training.config import check_new_run, with_run_identity
 
         cfg = load_config(
             config, set_, resume=resume, data=str(data_dir) if data_dir else None, out=out, device=device
         )
+        if resume:  # the run's own name and version, whatever the data folder is called now
+            cfg = with_run_identity(cfg, set_)
         if not cfg.data:
             raise typer.BadParameter("give DATA_DIR or set `data:` in the config")
         if not resume:

@@ -23,6 +23,7 @@ import contextlib
 import json
 import struct
 import sys
+from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -56,6 +57,17 @@ class HeaderDeadlineProtocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm_header_deadline()
+        self._protocol_error: h11.RemoteProtocolError | None = None
+        next_event = self.conn.next_event
+
+        def kept_error() -> Any:  # uvicorn answers h11's error without it: its status hint is kept
+            try:
+                return next_event()
+            except h11.RemoteProtocolError as e:
+                self._protocol_error = e
+                raise
+
+        self.conn.next_event = kept_error  # type: ignore[method-assign]
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -139,9 +151,8 @@ class HeaderDeadlineProtocol(H11Protocol):
     def send_400_response(self, msg: str) -> None:
         """A request that is not valid HTTP (a header line without a colon, two Content-Length
         headers): uvicorn's plain-text answer had neither the notice nor no-store."""
-        limit = getattr(self.conn, "_max_incomplete_event_size", None)
-        buffered = getattr(self.conn, "_receive_buffer", b"")
-        if limit is not None and len(buffered) > limit:  # h11's own hint: 431, headers too large
+        if getattr(self._protocol_error, "error_status_hint", 400) == 431:  # h11's: headers too large
+            limit = getattr(self.conn, "_max_incomplete_event_size", 16 * 1024)
             message = f"the request headers are too large (over {limit // 1024} KiB in all)"
             self._answer_and_close(b"431 Request Header Fields Too Large", HEADERS_TOO_LARGE, message)
             return

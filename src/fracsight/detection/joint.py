@@ -146,7 +146,7 @@ def load_joint(base_dir: Path, heads_dir: Path) -> tuple[JointNet, TrainConfig]:
     if not cfg_dict:
         raise ConfigError(f"{base.name} records no training config to continue from")
     augment = cfg_dict.pop("augment", {})
-    cfg = load_config(None, None, **cfg_dict, augment=augment)
+    cfg = load_config(None, None, saved=True, **cfg_dict, augment=augment)
     region = base.head("region")
     heads = HeadConfig(regions=tuple(region.classes) if region else ())
     network = network_from_onnx(Path(base_dir) / "model.onnx", base.architecture, heads)

@@ -666,7 +666,15 @@ def study_result_datasets(
         context,
         frame_numbers=frame_numbers,
         sop_instance_uid=uid,
-        previous=[p for p in previous if p.get("StudyInstanceUID") == study_uid and p.SOPInstanceUID != uid],
+        # the verdicts it replaces: of this study, model and operating point (one restarted at
+        # another point named the first point's verdict as replaced)
+        previous=[
+            p
+            for p in previous
+            if p.get("StudyInstanceUID") == study_uid
+            and p.SOPInstanceUID != uid
+            and sr.tracking_uid_of(p) == sr.study_tracking_uid(study_uid, context)
+        ],
     )
     _same_patient_id([ds], sources[0])
     logger.debug("made the study result object over %d images", len(headers))

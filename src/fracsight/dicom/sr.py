@@ -328,6 +328,18 @@ def study_tracking_uid(study_uid: str, context: ResultContext) -> str:
     )
 
 
+def tracking_uid_of(report: Dataset) -> str | None:
+    """The Tracking UID (DCM 112040) a report's content tree carries; None where it has none."""
+    items = list(report.get("ContentSequence", []))
+    while items:
+        item = items.pop()
+        name = item.get("ConceptNameCodeSequence")
+        if item.get("ValueType") == "UIDREF" and name and name[0].get("CodeValue") == "112040":
+            return str(item.get("UID"))
+        items.extend(item.get("ContentSequence", []))
+    return None
+
+
 def study_report(
     headers: Sequence[Dataset],
     study: StudyPrediction,

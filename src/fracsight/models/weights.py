@@ -109,6 +109,12 @@ def load_local_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for bad or unsafe files
+        if "Unsupported global" in str(e):  # a class torch's safe loader refuses (timm keeps `args`)
+            raise ConfigError(
+                f"cannot load weights from {path}: a torch file holding Python objects besides its "
+                "tensors, not loaded for safety: save its state_dict alone "
+                "(torch.save(model.state_dict(), f))"
+            ) from None
         # the type: torch's message for a text file was "cannot load weights from afile.txt: 105"
         raise ConfigError(
             f"cannot load weights from {path}: not a torch weights file ({type(e).__name__})"

@@ -183,6 +183,7 @@ def load_config(
     overrides: list[str] | None = None,
     *,
     resume: bool = False,
+    saved: bool = False,
     **values: Any,
 ) -> TrainConfig:
     """Config from YAML ``path`` (a file, or a packaged recipe's name: :func:`find_config`), then
@@ -194,7 +195,9 @@ def load_config(
     unless they are given: the recipe's name (``fracatlas-lite0-384``) would say it was trained
     on FracAtlas. The same when ``resume``-ing, so that the command that started a run, with
     ``--resume`` added, finds its folder and keeps its name (the recipe's folder was looked in,
-    and a run resumed with ``--out`` given was renamed after the recipe).
+    and a run resumed with ``--out`` given was renamed after the recipe). ``saved``: the record of a
+    run that trained (a checkpoint's, its config.yaml), held to the rules of its day: bounds added
+    since (lr at most 1, ...) refused to export runs that had trained under them.
     """
     data: dict[str, Any] = {}
     loaded: dict[str, Any] = {}
@@ -209,8 +212,27 @@ def load_config(
     recipe_data = loaded.get("data")
     if recipe_data and "data" in given and _other_data(str(recipe_data), base.data):
         base = named_for_data(base, base.data, keep=given)
-    _check_ranges(base)
+    _check_ranges(base, upper_bounds=not saved)
     return base
+
+
+def with_run_identity(cfg: TrainConfig, overrides: list[str] | None) -> TrainConfig:
+    """``cfg`` with the name and version of the run it resumes (its config.yaml), unless given with
+    ``--set``: a name derived from the data folder's name changed when the folder was moved or
+    renamed, and the resume was refused for a name the user never gave."""
+    given = {_split(item)[0] for item in overrides or []}
+    try:
+        saved = yaml.safe_load((Path(cfg.out) / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return cfg
+    if not isinstance(saved, dict):
+        return cfg
+    kept = {
+        k: str(saved[k])
+        for k in ("name", "version")
+        if k not in given and isinstance(saved.get(k), (str, int))
+    }
+    return dataclasses.replace(cfg, **kept)
 
 
 def named_for_data(cfg: TrainConfig, data: str | Path, keep: Collection[str] = ()) -> TrainConfig:
@@ -358,7 +380,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "data"
 
 
-def _check_ranges(cfg: TrainConfig) -> None:
+def _check_ranges(cfg: TrainConfig, *, upper_bounds: bool = True) -> None:
     """Refuse settings training cannot run with, naming the option (before any work is done)."""
     problems = []
 
@@ -386,12 +408,13 @@ def _check_ranges(cfg: TrainConfig) -> None:
         need(bool(getattr(cfg, option).strip()), option, "not empty")
     # upper bounds: lr=1e38 overflowed inside torch, lr=1e20 made every output NaN, both tracebacks
     # after the data were prepared (as `detector joint` bounds its own)
+    top = 1.0 if upper_bounds else math.inf
     for option in ("lr", "lr_finetune"):
-        need(0 < getattr(cfg, option) <= 1, option, "above 0, at most 1")
-    need(0 < cfg.mask_pos_weight <= 1000, "mask_pos_weight", "above 0, at most 1000")
-    need(0 <= cfg.weight_decay <= 1, "weight_decay", "0 to 1")
+        need(0 < getattr(cfg, option) <= top, option, "above 0, at most 1")
+    need(0 < cfg.mask_pos_weight <= 1000 * top, "mask_pos_weight", "above 0, at most 1000")
+    need(0 <= cfg.weight_decay <= top, "weight_decay", "0 to 1")
     for option in ("mask_weight", "region_weight", "class_weight"):
-        need(0 <= getattr(cfg, option) <= 100, option, "0 to 100")
+        need(0 <= getattr(cfg, option) <= 100 * top, option, "0 to 100")
     need(0 <= cfg.ema_decay < 1, "ema_decay", "0 (off) up to, not including, 1")
     aug = cfg.augment
     for option, ok, rule in (

@@ -185,7 +185,7 @@ def _schedule_as_run(cfg: TrainConfig, checkpoint: Path) -> TrainConfig:
     if checkpoint.name != "best.pt" or not saved.is_file():
         return cfg
     try:
-        final = load_config(saved)
+        final = load_config(saved, saved=True)
     except ConfigError:
         return cfg
     return dataclasses.replace(cfg, epochs=final.epochs, patience=final.patience)

@@ -313,7 +313,9 @@ class Trainer:
         self._backbone_trains = False  # phase 2: the unfrozen stages learn
         self.run_dir = Path(cfg.out)
         # the letterboxed images, kept for the next run (FracAtlas at 384 px: about a gigabyte)
-        self.cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else self.run_dir.parent / ".cache"
+        # beside the run folder (`--out .`: beside the folder it names, not in it)
+        beside = self.run_dir.parent if self.run_dir.name not in ("", "..") else self.run_dir.resolve().parent
+        self.cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else beside / ".cache"
         self.show_progress = show_progress
         self.saved_epoch = 0  # the epoch last.pt holds (what --resume continues from); 0: none yet
         self._schedule_before: dict[str, Any] | None = None  # a resumed run's, from its config.yaml
@@ -950,7 +952,7 @@ def load_trained(path: Path) -> TrainedModel:
     state = read_checkpoint(path)
     cfg_dict = json.loads(state["config"])
     augment = cfg_dict.pop("augment")
-    cfg = load_config(None, None, **cfg_dict, augment=augment)
+    cfg = load_config(None, None, saved=True, **cfg_dict, augment=augment)
     fracture = tuple(state["fracture"]) if "fracture" in state else None
     model = _model_from_checkpoint(state).eval()
     return TrainedModel(model, cfg, fracture, state.get("images_sha256"), state.get("epoch"))
