@@ -492,6 +492,15 @@ def test_a_later_study_verdict_names_the_one_it_replaces(
         [first, second], at_triage, predictions, triage, uid_seed="b", previous=[earlier]
     )
     assert "PredecessorDocumentsSequence" not in other
+    # a verdict of another model, or from before verdicts shared a Tracking UID, still is one
+    legacy = copy.deepcopy(earlier)
+    for item in _items(legacy):
+        if item.ValueType == "UIDREF":
+            item.UID = pydicom.uid.generate_uid()
+    (after_legacy,) = study_result_datasets(
+        [first, second], both, predictions, predictor, uid_seed="b", previous=[legacy]
+    )
+    assert "PredecessorDocumentsSequence" in after_legacy
 
 
 @needs_dciodvfy

@@ -105,4 +105,10 @@ def test_a_process_of_many_threads_keeps_two_heaps() -> None:
         return int(done.stdout.split()[-1])
 
     assert heaps("") > 2  # the premise: without the cap, threads get heaps of their own
+    # a user's own arena limit (common in containers) stands, and turns off nothing else
+    found = _run(
+        "from fracsight._malloc import keep_freed_memory\nSET = keep_freed_memory()",
+        {"MALLOC_ARENA_MAX": "4"},
+    )
+    assert found["set"] is True and found["faults"] < 50, found
     assert heaps("from fracsight._malloc import keep_freed_memory\nassert keep_freed_memory()") <= 2

@@ -37,6 +37,11 @@ _earlier_hook = sys.unraisablehook
 
 def main(prog_name: str | None = None) -> None:
     sys.unraisablehook = _ctrl_c_again
+    from fracsight._malloc import keep_freed_memory
+
+    # before any thread: glibc fixes its arena limit once a process has more than 8 arenas, and a
+    # later cap is ignored (the model is loaded after torch's or a server's threads have started)
+    keep_freed_memory()
     try:
         try:
             from fracsight.cli import main as run

@@ -41,7 +41,7 @@ MMAP_THRESHOLD = 32 << 20  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit system
 TRIM_THRESHOLD = 2 * MMAP_THRESHOLD  # glibc's dynamic rule: twice the mmap threshold
 ARENA_MAX = 2  # inference runs at most two at a time in a server (max_concurrent_inferences)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # mallopt parameters from <malloc.h>
-_USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX")
+_USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
 
 #: An image this large (height x width) leaves its working memory for :func:`release_freed_memory`
 LARGE_IMAGE_PIXELS = 16_000_000
@@ -93,7 +93,12 @@ def _set_thresholds() -> bool:
     # back to mmap once the adaptive rule is off
     mmap_set = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
     trim_set = mmap_set and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
-    return trim_set and bool(mallopt(_M_ARENA_MAX, ARENA_MAX))
+    # the user's own arena limit (MALLOC_ARENA_MAX, common in containers) stands, the rest applies
+    if "MALLOC_ARENA_MAX" not in os.environ and "glibc.malloc.arena_max" not in os.environ.get(
+        "GLIBC_TUNABLES", ""
+    ):
+        mallopt(_M_ARENA_MAX, ARENA_MAX)
+    return trim_set
 
 
 def _running_glibc() -> bool:

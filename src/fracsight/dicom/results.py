@@ -666,14 +666,16 @@ def study_result_datasets(
         context,
         frame_numbers=frame_numbers,
         sop_instance_uid=uid,
-        # the verdicts it replaces: of this study, model and operating point (one restarted at
-        # another point named the first point's verdict as replaced)
+        # the verdicts it replaces: of this study, not of another operating point of this model (a
+        # node restarted at another point named the first point's verdict as replaced); one of
+        # another model, or from before Tracking UIDs were shared (2026-12-05), still is
         previous=[
             p
             for p in previous
             if p.get("StudyInstanceUID") == study_uid
             and p.SOPInstanceUID != uid
-            and sr.tracking_uid_of(p) == sr.study_tracking_uid(study_uid, context)
+            and sr.tracking_uid_of(p)
+            not in {sr.study_tracking_uid(study_uid, c) for c in context.at_other_points(predictor)}
         ],
     )
     _same_patient_id([ds], sources[0])

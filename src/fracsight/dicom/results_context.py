@@ -7,6 +7,7 @@ same thing about who made them and put the same words on screen.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -74,11 +75,15 @@ class ResultContext:
     @classmethod
     def of(cls, predictor: Predictor) -> ResultContext:
         spec = predictor.spec
-        op, default = predictor.operating_point, None
-        if op is not None:
-            default = spec.operating_point(None)
-        point = "" if op is None or op == default else f"{op.name}@{op.threshold!r}"
+        point = point_key(spec, predictor.operating_point)
         return cls(spec.name, str(spec.version), model_checksum(predictor), datetime.datetime.now(), point)
+
+    def at_other_points(self, predictor: Predictor) -> list[ResultContext]:
+        """This context at each of the model's other operating points (whose verdicts are chains of
+        their own)."""
+        spec = predictor.spec
+        points = {point_key(spec, op) for op in spec.operating_points} - {self.operating_point}
+        return [dataclasses.replace(self, operating_point=p) for p in sorted(points)]
 
     @property
     def software_versions(self) -> list[str]:
@@ -109,6 +114,13 @@ class ResultContext:
         if content:
             out.update(content_date=self.created.date(), content_time=self.created.time())
         return out
+
+
+def point_key(spec: Any, op: Any) -> str:
+    """:attr:`ResultContext.operating_point` of ``op``: "" for none or the bundle's default."""
+    if op is None or op == spec.operating_point(None):
+        return ""
+    return f"{op.name}@{op.threshold!r}"
 
 
 def plural(finding: str) -> str:
