@@ -419,10 +419,10 @@ class Predictor:
         source: str,
         statistics: Future[ImageStatistics | None],
         with_heatmap: bool,
-        given: Radiograph,
+        given: Radiograph | None = None,
     ) -> Prediction:
         """The prediction from the network's outputs ``out[...][i]`` on ``radiograph``, the read kept
-        of ``given`` (given itself, or turned upright)."""
+        of ``given`` (given itself, or turned upright; None: ``radiograph`` is the image as given)."""
         spec = self.spec
         prob = decisions = None
         op = self.operating_point
@@ -445,7 +445,9 @@ class Predictor:
                 self.class_min_probability,
             )
         # judged on the image as given: a warning names its size as the user knows it
-        assessment = assess_input(given, statistics.result(), out["embedding"][i], region_probs, spec)
+        assessment = assess_input(
+            given or radiograph, statistics.result(), out["embedding"][i], region_probs, spec
+        )
         warnings = list(radiograph.metadata.warnings) + list(assessment.warnings)
         boxes: list = []
         if op is not None:  # boxes and the heatmap show where a fracture is suspected
