@@ -342,9 +342,7 @@ def _mend_voi(header: Dataset) -> None:
     one the reader applies; dcmtk refused a state with two); one the reader cannot use, or that
     starts below 0 (highdicom refuses it, which cost the image all its results), is left out. The
     log names the attributes, never a value."""
-    if (
-        "VOILUTSequence" in header and not header.VOILUTSequence
-    ):  # present but empty: none, as the reader reads it
+    if "VOILUTSequence" in header and not header.VOILUTSequence:  # present but empty: none, as read
         del header.VOILUTSequence
     if "VOILUTSequence" in header:
         item = copy.deepcopy(header.VOILUTSequence[0])  # the header's copy is shallow: not the source's
@@ -658,6 +656,10 @@ def study_result_datasets(
     context = ResultContext.of(predictor)
     uid = _result_uid("study sr", uid_seed, context)
     study_uid = headers[0].StudyInstanceUID
+    # the verdicts it replaces: of this study, not of another operating point of this model (a node
+    # restarted at another point named the first point's verdict as replaced); one of another
+    # model, or from before Tracking UIDs were shared (2026-12-05), still is
+    other_points = {sr.study_tracking_uid(study_uid, c) for c in context.at_other_points(predictor)}
     ds = _build(
         "study sr",
         sr.study_report,
@@ -666,16 +668,12 @@ def study_result_datasets(
         context,
         frame_numbers=frame_numbers,
         sop_instance_uid=uid,
-        # the verdicts it replaces: of this study, not of another operating point of this model (a
-        # node restarted at another point named the first point's verdict as replaced); one of
-        # another model, or from before Tracking UIDs were shared (2026-12-05), still is
         previous=[
             p
             for p in previous
             if p.get("StudyInstanceUID") == study_uid
             and p.SOPInstanceUID != uid
-            and sr.tracking_uid_of(p)
-            not in {sr.study_tracking_uid(study_uid, c) for c in context.at_other_points(predictor)}
+            and sr.tracking_uid_of(p) not in other_points
         ],
     )
     _same_patient_id([ds], sources[0])

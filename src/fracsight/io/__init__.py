@@ -215,7 +215,10 @@ def _load(source: str | os.PathLike[str] | bytes, name: str | None) -> tuple[byt
             # the first bytes first: a 6 GB disk image named .png was read whole (and a larger one
             # ended the run out of memory) to be called "not a supported image" by its first bytes
             head = f.read(HEAD_BYTES)
-            return (head + f.read() if sniff_format(head) is not None else head), name
+            if sniff_format(head) is None:
+                return head, name
+            f.seek(0)  # read whole once (head + the rest copied the file a second time)
+            return f.read(), name
     except FileNotFoundError as e:
         url = url_text(source)
         if url is not None:
