@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 from collections.abc import Iterator
@@ -39,12 +40,19 @@ def mounted_tmpfs(mount_point: Path, size: str, mode: str | None = None) -> Iter
 
 
 def fill(disk: Path) -> Path:
-    """Take every free byte of ``disk`` with one file; returns it (delete it to free the space)."""
+    """Take every free byte of ``disk`` with one file; returns it (delete it to free the space).
+    A job writing there meanwhile may take some first: then what is left is taken."""
     filler = disk / "filler"
-    stat = os.statvfs(disk)
     fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
     try:
-        os.posix_fallocate(fd, 0, stat.f_bavail * stat.f_frsize)
+        for _ in range(100):
+            if not (stat := os.statvfs(disk)).f_bavail:
+                break
+            try:
+                os.posix_fallocate(fd, os.fstat(fd).st_size, stat.f_bavail * stat.f_frsize)
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
     finally:
         os.close(fd)
     return filler

@@ -150,7 +150,7 @@ def test_cli_audit_bad_folder(tmp_path: Path) -> None:
     assert result.stderr.startswith("error (not_found): no such file or folder")
     (tmp_path / "empty").mkdir()
     result = CliRunner().invoke(app, ["audit", str(tmp_path / "empty")])
-    assert result.exit_code == 1 and "is empty" in result.stderr
+    assert result.exit_code == 2 and "is empty" in result.stderr  # the user's to correct as well
 
 
 def test_hash_file_handles_16_bit_png_and_dicom(tmp_path: Path) -> None:

@@ -747,3 +747,17 @@ def test_a_data_sets_types_unmeasured_by_a_model_without_a_class_head_are_named(
     assert result.exit_code == 0, result.output
     notes = json.loads(result.stdout)["notes"]
     assert "the data's class labels (avulsion, spiral) are not measured: the model has no class head" in notes
+
+
+def test_the_report_is_not_written_into_the_models_bundle(tiny_bundle, tiny_dataset, tmp_path) -> None:
+    """`--out` inside the bundle (the packaged one too: `pip uninstall` then left 1.4 MB of report
+    behind, and `--force` writes over that bundle refused it after) was written without a word."""
+    from fracsight.inference import resolve_bundle
+
+    packaged = resolve_bundle(None)
+    before = sorted(p.name for p in packaged.iterdir())
+    for model, out in (("default", packaged), (str(tiny_bundle), tiny_bundle / "report")):
+        result = CliRunner().invoke(app, ["evaluate", model, str(tiny_dataset), "--out", str(out), "--overwrite"])
+        assert result.exit_code == 2, result.output
+        assert "output_refused" in result.stderr and "which is the model's bundle" in result.stderr
+    assert sorted(p.name for p in packaged.iterdir()) == before and not (tiny_bundle / "report").exists()

@@ -67,3 +67,21 @@ def test_explicit_layout_is_checked(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="unknown layout 'voc'"):
         load_dataset(tmp_path, layout="voc")
     assert load_dataset(tmp_path, layout="class-folders").layout == "class-folders"
+
+
+@pytest.mark.parametrize("command", ["audit", "evaluate"])
+def test_an_empty_or_unknown_folder_is_a_bad_argument(tmp_path: Path, command: str) -> None:
+    """An empty folder, or one of no layout fracsight knows, exited 1 ("an error") where a file
+    given as the data set exited 2 ("bad arguments"): the user's to correct either way."""
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "odd" / "a" / "b").mkdir(parents=True)
+    (tmp_path / "odd" / "notes.txt").write_text("x")
+    (tmp_path / "odd" / "a" / "c").mkdir()
+    args = [] if command == "audit" else ["default"]
+    for folder, said in (("empty", "is empty; expected one of"), ("odd", "is not a data set layout")):
+        result = CliRunner().invoke(app, [command, *args, str(tmp_path / folder)])
+        assert result.exit_code == 2 and said in result.stderr, result.output

@@ -411,3 +411,32 @@ def test_view_folders_are_no_patients_and_numbered_ones_are(tmp_path: Path, capl
     for i, name in enumerate(numbered):
         _png(tmp_path / "numbered" / ("Fractured", "Normal")[i % 2] / name / "a", next(value))
     assert {s.group for s in load_dataset(tmp_path / "numbered").samples} == set(numbered)
+
+
+def test_abnormal_with_type_folders_stays_an_abnormality_label(tmp_path: Path) -> None:
+    """``Abnormal/{Hardware,Fracture}/`` beside ``Normal/`` was read as fractured / not fractured:
+    the model then called hardware "fracture suspected, type uncertain (Hardware)"."""
+    for split in ("train", "val"):
+        for kind in ("Hardware", "Fracture"):
+            _png(tmp_path / split / "Abnormal" / kind / "a")
+        _png(tmp_path / split / "Normal" / "n")
+    ds = load_dataset(tmp_path)
+    assert ds.class_names == {FRACTURE: ("normal", "abnormal"), CLASS: ("Fracture", "Hardware")}
+
+
+def test_class_names_that_mean_the_same_are_said(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``train/Fracture``, ``val/Fractured`` (two sources merged): silently a three-class model with
+    no fracture head, the only message "split 'val' lacks class(es) Fracture"."""
+    for split, positive in (("train", "Fracture"), ("val", "Fractured")):
+        _png(tmp_path / split / positive / "a")
+        _png(tmp_path / split / "Normal" / "n")
+    with caplog.at_level(logging.WARNING, logger="fracsight.data"):
+        ds = load_dataset(tmp_path)
+    assert ds.class_names == {CLASS: ("Fracture", "Fractured", "Normal")}  # as written, but said
+    assert "'Fracture', 'Fractured' all read as fractured but are 2 classes of their own" in caplog.text
+    caplog.clear()
+    for name in ("Normal", "Hardware", "Fractured"):  # one name each: a real three-class set, no note
+        _png(tmp_path / "three" / name / "a")
+    with caplog.at_level(logging.WARNING, logger="fracsight.data"):
+        load_dataset(tmp_path / "three")
+    assert "all read as" not in caplog.text

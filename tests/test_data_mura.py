@@ -230,3 +230,22 @@ def test_a_study_listed_twice_without_its_split_keeps_the_files_label(
         labels = {s.study_id: s.labels[FRACTURE] for s in load_dataset(root).samples}
     assert labels == {"XR_HAND/patient00007/study1": 0, "XR_HAND/patient00007/study2": 1}
     assert "not on disk" not in caplog.text
+
+
+def test_images_outside_the_body_part_folders_are_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A stray image in the root or a split folder, ``train/XR-ANKLE/`` (a hyphen) and
+    ``train/misc/XR_ELBOW/`` were read by nothing, without a word."""
+    root = make_mura(tmp_path / "MURA-v1.1")
+    before = len(load_dataset(root).samples)
+    Image.new("L", (8, 8)).save(root / "loose.png")
+    Image.new("L", (8, 8)).save(root / "train" / "stray.png")
+    for folder in ("XR-ANKLE/patient1/study1_positive", "misc/XR_ELBOW/patient2/study1_negative"):
+        (root / "train" / folder).mkdir(parents=True)
+        Image.new("L", (8, 8)).save(root / "train" / folder / "image1.png")
+    (root / "train" / "notes").mkdir()  # no images: nothing to say
+    with caplog.at_level(logging.WARNING, logger="fracsight.data"):
+        assert len(load_dataset(root).samples) == before
+    assert "4 image(s) or image folder(s) outside the XR_<PART> folders are left out" in caplog.text
+    for name in ("loose.png", "train/stray.png", "train/XR-ANKLE/", "train/misc/"):
+        assert name in caplog.text
+    assert "train/notes" not in caplog.text

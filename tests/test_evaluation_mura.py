@@ -155,3 +155,21 @@ def test_a_view_given_twice_counts_once_in_the_study_figures_as_predict_counts_i
     assert compared["study"]["auroc"]["a"] == pytest.approx(metrics["study"]["auroc"]["value"])
     assert compared["study"]["repeats_left_out"] == 2
     assert any("2 image(s) repeat an earlier view of their study" in n for n in compared["notes"])
+
+
+def test_the_model_card_gives_the_study_level_figures(evaluated) -> None:
+    """MURA's figures are per study (Cohen's kappa): the card gave the image level only, though its
+    caution line counted the studies."""
+    import dataclasses
+
+    from fracsight import Predictor
+    from fracsight.training.card import render_card
+
+    metrics, _, _ = evaluated
+    spec = Predictor().spec
+    card = render_card(dataclasses.replace(spec, metrics={**spec.metrics, "test": metrics}))
+    study = metrics["study"]
+    section = card[card.index("Study level (n = 5 studies, 3 fractured") :]
+    assert f"- AUROC: {study['auroc']['value']:.3f}" in section
+    kappas = [f"{p['cohen_kappa']:.3f} |" for p in study["thresholds"].values()]
+    assert all(k in section for k in kappas)

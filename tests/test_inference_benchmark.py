@@ -58,6 +58,7 @@ def test_report_without_comparison(tiny_bundle: Path, few_images: Path) -> None:
     m = report.machine
     assert m["fracsight"] and m["bundle_onnx_sha256"] and m["started"].endswith("+00:00")
     assert m["usable_cpus"] >= 1 and isinstance(m["cpu_flags"], list) and isinstance(m["busy_during"], bool)
+    assert all((t.met is None) == (m["busy"] or m["busy_during"]) for t in report.targets)
     payload = json.loads(json.dumps(report.to_dict()))
     assert payload["rows"][0]["name"] == "tiny-test v1"
 
@@ -351,3 +352,13 @@ def test_a_figure_next_to_its_target_is_never_shown_as_the_target() -> None:
         bound = float(target.goal.split()[1].rstrip("x"))
         assert shown != bound, target  # a reader can tell the figure from the target
         assert target.met == (shown < bound if target.goal.startswith("<") else shown >= bound), target
+
+
+def test_a_busy_machines_targets_are_not_met_in_the_json_either() -> None:
+    """`benchmark --json` said "met": true for every target while the table beside it said "not
+    comparable (busy machine)": a CI gate reading the JSON passed on distorted figures."""
+    from fracsight.benchmark.report import Row, targets_of
+
+    rows = [Row("b", "e", 384, 10.0, None, 100.0, 100.0)]
+    assert [t.met for t in targets_of(rows)] == [True, True, True]
+    assert [t.met for t in targets_of(rows, comparable=False)] == [None, None, None]

@@ -386,6 +386,20 @@ def refuse_output_among_inputs(
     )
 
 
+def _bundle_folder(model: str | None) -> list[Path]:
+    """The folder of the bundle ``model`` names, or none (a .zip unpacks elsewhere; a name that
+    names no bundle is said by the command itself)."""
+    if str(model or "").lower().endswith(".zip"):
+        return []
+    from fracsight.errors import FracsightError
+    from fracsight.inference import resolve_bundle
+
+    try:
+        return [resolve_bundle(model)]
+    except (FracsightError, OSError):
+        return []
+
+
 def _not_text(path: Path | None) -> str | None:
     """What a file already at ``path`` holds when it is not text (an image, a PDF, an archive), or
     None: a CSV, earlier results, an empty file, nothing there."""
@@ -421,9 +435,11 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def refuse_output_inside(output: Path | None, read: Sequence[Path], option: str, why: str) -> None:
+def refuse_output_inside(
+    output: Path | None, read: Sequence[Path], option: str, why: str, what: str = "read for images"
+) -> None:
     """Exit 2, before any work, when the folder ``output`` is one of the folders ``read`` or inside
-    one (``why``: what would go wrong)."""
+    one (``what``: what those folders are; ``why``: what would go wrong)."""
     if output is None:
         return
     target = output.resolve()
@@ -431,8 +447,7 @@ def refuse_output_inside(output: Path | None, read: Sequence[Path], option: str,
         if target == folder or folder in target.parents:
             error_line(
                 "output_refused",
-                f"{option} {output} is inside {folder}, which is read for "
-                f"images: {why}; choose a folder outside it",
+                f"{option} {output} is inside {folder}, which is {what}: {why}; choose a folder outside it",
             )
             raise typer.Exit(2)
 
@@ -959,6 +974,13 @@ def evaluate(
     # the data set is the user's record of what was measured (often read-only, shared): its plots
     # and report do not belong in it, and a class-folder layout would read them as a class
     refuse_output_inside(out, [data_dir], "--out", "an evaluation's output does not belong in its data set")
+    refuse_output_inside(
+        out,
+        _bundle_folder(model),
+        "--out",
+        "a bundle holds its own files only (a packaged one would carry the report into every install)",
+        what="the model's bundle",
+    )
     with user_errors(), progress_bar(TextColumn("Evaluating"), BarColumn(), MofNCompleteColumn()) as bar:
         task = bar.add_task("eval", total=None)
         metrics = evaluate_model(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 #: Goals on the 2-core CPU reference machine (see docs/benchmark.md; speed-up and memory from issue 17).
@@ -36,7 +36,7 @@ class Target:
     name: str
     goal: str
     measured: str
-    met: bool
+    met: bool | None  # None: not comparable, the machine was busy (what --json says too)
 
 
 @dataclass(frozen=True)
@@ -72,10 +72,12 @@ def shown(value: float, bound: float, digits: int) -> str:
     return text
 
 
-def targets_of(rows: list[Row], index: int = 0, prefix: str = "") -> list[Target]:
-    """The targets for the bundle row ``rows[index]``, each name prefixed by ``prefix``."""
+def targets_of(rows: list[Row], index: int = 0, prefix: str = "", *, comparable: bool = True) -> list[Target]:
+    """The targets for the bundle row ``rows[index]``, each name prefixed by ``prefix``; each
+    ``met`` is None where not ``comparable`` (a busy machine's figures: `--json` said "met": true
+    where the table said "not comparable")."""
     main = rows[index]
-    out = []
+    out: list[Target] = []
     if main.latency_median_ms is not None:
         ms = main.latency_median_ms
         out.append(
@@ -117,7 +119,7 @@ def targets_of(rows: list[Row], index: int = 0, prefix: str = "") -> list[Target
                 mb < TARGET_RSS_MB,
             )
         )
-    return out
+    return out if comparable else [replace(t, met=None) for t in out]
 
 
 def _speedup(main: Row, row: Row) -> str:
@@ -190,7 +192,8 @@ def render_report(report: BenchmarkReport) -> list[Any]:
         targets.add_column(col)
     busy = report.machine["busy"] or report.machine.get("busy_during")
     for t in report.targets:
-        if busy:  # "21.3x, met" on a machine busy mid-run: figures of another machine's state
+        # "21.3x, met" on a machine busy mid-run: figures of another machine's state
+        if busy or t.met is None:
             said = "[yellow]not comparable (busy machine)[/yellow]"
         else:
             said = "[green]met[/green]" if t.met else "[red]missed[/red]"

@@ -151,9 +151,10 @@ def run_benchmark(
     machine["busy_during"] = busy_during(rounds, machine["load_after"], os.cpu_count() or 1)
     # a .zip as given: its unpacked folder is gone when the command ends
     bundle = str(model) if str(model or "").lower().endswith(".zip") else str(predictor.bundle_dir)
-    targets = targets_of(rows, 0, "")
+    comparable = not (machine["busy"] or machine["busy_during"])
+    targets = targets_of(rows, 0, "", comparable=comparable)
     for i in range(1, len(extra) + 1):
-        targets += targets_of(rows, i, f"{rows[i].name}: ")
+        targets += targets_of(rows, i, f"{rows[i].name}: ", comparable=comparable)
     return BenchmarkReport(
         predictor.name,
         bundle,

@@ -28,7 +28,6 @@ from fracsight.data.labels_csv import is_labels_csv, read_labels_csv
 from fracsight.data.leakage import label_conflicts
 from fracsight.data.mura import is_mura, read_mura
 from fracsight.data.sample import Dataset, NotADataFolderError
-from fracsight.errors import DatasetError
 
 __all__ = ["LAYOUTS", "detect_layout", "find_layout", "load_dataset"]
 
@@ -95,8 +94,8 @@ def find_layout(root: str | os.PathLike[str]) -> tuple[str, Path]:
         if is_class_folders(folder):
             return "class-folders", folder
     if not any(True for _ in root.iterdir()):
-        raise DatasetError(f"{root} is empty; expected one of: {_expected()}")
-    raise DatasetError(
+        raise NotADataFolderError(f"{root} is empty; expected one of: {_expected()}")
+    raise NotADataFolderError(
         f"{root} is not a data set layout fracsight knows; expected one of: {_expected()}{_hint(current)}"
     )
 
@@ -147,7 +146,7 @@ def load_dataset(root: str | os.PathLike[str], layout: str = "auto") -> Dataset:
         _check_folder(root)
         check, _, hint = LAYOUTS[layout]
         if not check(root):
-            raise DatasetError(f"{root} is not a {layout} folder; expected {hint}")
+            raise NotADataFolderError(f"{root} is not a {layout} folder; expected {hint}")
     dataset = LAYOUTS[layout][1](root)
     _warn_label_conflicts(dataset)
     return dataset

@@ -101,8 +101,11 @@ def read_class_folders(root: Path) -> Dataset:
         index = {n: int(p) for n, p in polarity.items() if p is not None}
         fractured = [d for dirs in per_split.values() for d in dirs if polarity.get(d.name) == 1]
         normal = [d for dirs in per_split.values() for d in dirs if polarity.get(d.name) == 0]
+        class_names = ("not fractured", "fractured")
+        if any("abnormal" in d.name.lower() for d in fractured):  # Normal / Abnormal: as MURA's
+            class_names = ("normal", "abnormal")
         if _typed_together(fractured) and not any(_typed(d) for d in normal):
-            return _fracture_types(root, per_split, index)
+            return _fracture_types(root, per_split, index, class_names)
         types = set().union(*(_type_names(d) for d in fractured))
         for d in fractured:  # type folders (in this split or another) that loose images turned off
             loose = [p.name for p in d.iterdir() if is_image_file(p)]
@@ -114,10 +117,9 @@ def read_class_folders(root: Path) -> Dataset:
                     len(loose),
                     ", ".join(sorted(types)),
                 )
-        task, class_names = FRACTURE, ("not fractured", "fractured")
-        if any("abnormal" in d.name.lower() for d in fractured):  # Normal / Abnormal: as MURA's
-            class_names = ("normal", "abnormal")
+        task = FRACTURE
     else:
+        _warn_same_meaning(root, names)
         task, class_names = CLASS, _sorted_names(names)
         index = {n: i for i, n in enumerate(class_names)}
         if len(names) == 2:  # `0` / `1`, `yes` / `no`: a researcher who meant a fracture model gets none
@@ -269,7 +271,12 @@ def _type_names(class_dir: Path) -> set[str]:
     return {name_key(d.name) for d in visible_dirs(class_dir) if next(iter_images(d), None) is not None}
 
 
-def _fracture_types(root: Path, per_split: dict[str | None, list[Path]], index: dict[str, int]) -> Dataset:
+def _fracture_types(
+    root: Path,
+    per_split: dict[str | None, list[Path]],
+    index: dict[str, int],
+    class_names: tuple[str, str],
+) -> Dataset:
     """Fractured images labelled with their type folder too; the others with the fracture label only."""
     found = [
         (split, path, path.relative_to(d).parts[0] if index[d.name] == 1 else None, index[d.name])
@@ -296,8 +303,25 @@ def _fracture_types(root: Path, per_split: dict[str | None, list[Path]], index: 
         root=root,
         layout="class-folders",
         samples=tuple(samples),
-        class_names={FRACTURE: ("not fractured", "fractured"), CLASS: types},
+        class_names={FRACTURE: class_names, CLASS: types},
     )
+
+
+def _warn_same_meaning(root: Path, names: set[str]) -> None:
+    """Say when several class names read as one fracture label (``train/Fracture``, ``val/Fractures``,
+    ``test/fractured``: sets merged from two sources): each is trained as a class of its own."""
+    for value, meaning in ((1, "fractured"), (0, "not fractured")):
+        same = sorted(n for n in names if fracture_polarity(n) == value)
+        if len(same) > 1:
+            log.warning(
+                "%s: the class folders %s all read as %s but are %d classes of their own here: if they "
+                "are one label give them one name (a fracture model needs one fractured and one not "
+                "fractured folder name)",
+                root,
+                ", ".join(repr(n) for n in same),
+                meaning,
+                len(same),
+            )
 
 
 def _warn_loose_files(root: Path) -> None:

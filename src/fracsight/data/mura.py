@@ -116,6 +116,11 @@ def read_mura(root: Path) -> Dataset:
                 if len(keyed) == before:
                     empty.append(relative_name(study, root))
     warn_skipped(skipped, root)
+    _warn_listed(
+        "image(s) or image folder(s) outside the XR_<PART> folders are left out (MURA's layout is "
+        "[train|valid/]XR_<PART>/patient<ID>/study<N>_<positive|negative>/)",
+        _outside_part_folders(root),
+    )
     _warn_listed("labelled study folder(s) hold no images and are left out", empty)
     _warn_listed("image(s) outside a study folder are left out (no study, so no label)", loose)
     if unlabeled:
@@ -151,6 +156,22 @@ def read_mura(root: Path) -> Dataset:
 def _loose_images(folder: Path, root: Path) -> list[str]:
     """The images directly in a body-part or patient folder, where MURA has only folders."""
     return sorted(relative_name(p, root) for p in folder.iterdir() if is_image_file(p))
+
+
+def _outside_part_folders(root: Path) -> list[str]:
+    """Images, and folders holding images, at the root or in a split folder but in no ``XR_<PART>``
+    folder (``XR-ANKLE/``, ``misc/XR_ELBOW/``, a stray ``train/x.png``): read by nothing, once
+    without a word."""
+    splits = [d for d in visible_dirs(root) if split_name(d.name) and not _is_part(d)]
+    outside: list[str] = []
+    for parent in (root, *splits):
+        outside += _loose_images(parent, root)
+        outside += [
+            relative_name(d, root) + "/"
+            for d in visible_dirs(parent)
+            if not _is_part(d) and d not in splits and next(iter_images(d), None) is not None
+        ]
+    return outside
 
 
 def _warn_listed(what: str, names: list[str]) -> None:

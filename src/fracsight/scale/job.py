@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import hashlib
 import importlib.util
 import json
@@ -14,8 +15,9 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from fracsight._cpus import local_cpus
 from fracsight._output import ignore_further_stops
@@ -304,6 +306,8 @@ def _run_on_ray(
 
     clock = time.perf_counter()
     local: LocalRay | None = None
+    batches: Generator[Any, None, None] | None = None
+    ray_threads: set[threading.Thread] = set()  # those of the driver's connection, not of the iteration
     try:
         # Ctrl-C waits until the local Ray is up (seconds) and `local` holds it: one landing in
         # its start was swallowed by a Ray thread, or crashed the driver's core worker at exit
@@ -313,6 +317,7 @@ def _run_on_ray(
             local = _start_ray(address)
         run.phases["ray_start_s"] = time.perf_counter() - clock
         clock = time.perf_counter()
+        ray_threads = set(threading.enumerate())
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the CLI shows its own, counted in committed rows
         logging.getLogger("ray.data").setLevel(logging.WARNING)
@@ -353,8 +358,9 @@ def _run_on_ray(
         last = time.monotonic()
         first: tuple[float, int] | None = None  # when the first rows came back, and how many
         received = 0
+        batches = iter(ds.iter_batches(batch_size=None, batch_format="pyarrow"))
         try:
-            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            for batch in batches:
                 buffer.extend(batch.to_pylist())
                 received += batch.num_rows
                 if first is None:
@@ -385,11 +391,31 @@ def _run_on_ray(
     finally:
         stopping = time.perf_counter()
         with interrupts_held():  # a second Ctrl-C stopped Ray halfway: its agents ran on for minutes
+            if batches is not None:
+                with contextlib.suppress(Exception):
+                    batches.close()  # shuts Ray Data's executor down
+                batches = None
+                _threads_ended(ray_threads)
             if local is None:
                 shutdown_driver()
             else:
                 local.stop()
         run.phases["ray_stop_s"] = time.perf_counter() - stopping
+
+
+def _threads_ended(ray_threads: set[threading.Thread]) -> None:
+    """Wait (5 s at most) for the threads Ray Data started besides ``ray_threads``, once its
+    iteration is closed: after a part that failed (a full disk) its pipeline thread (``iter_threaded``)
+    ran on, and touching the driver after ``ray.shutdown()`` it ended the process ("The core worker
+    has already been shutdown ... The process will exit") before the error line was printed."""
+    gc.collect()
+    deadline = time.monotonic() + 5
+    for thread in set(threading.enumerate()) - ray_threads:
+        # an iteration that stopped early leaves its block prefetcher parked for good (its thread
+        # holds it, so it is never collected); it touches the driver only when the pipeline hands
+        # it blocks, and the pipeline is what is waited for
+        if thread.name != "Prefetcher" and thread is not threading.current_thread():
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
 @contextlib.contextmanager

@@ -51,6 +51,29 @@ def _measured_splits(spec: BundleSpec) -> str:
     return f"; measured: {_and([f'the {s} split' for s in measured])}."
 
 
+def _binary_lines(m: dict[str, Any]) -> list[str]:
+    """AUROC, AP, sensitivity, calibration and the operating-point table of a binary block."""
+    sens = (m.get("sensitivity_at_specificity") or {}).get("sensitivity")
+    lines = [
+        f"- AUROC: {_ci(m['auroc'])}",
+        f"- Average precision: {_ci(m.get('average_precision'))}",
+        f"- Sensitivity at specificity 0.90: {_n(sens)}",
+        f"- Expected calibration error (10 bins): {_n(m.get('ece'))}; Brier score {_n(m.get('brier'))}",
+        f"- 95% confidence intervals: {m.get('ci_method') or 'how they were made was not recorded'}",
+        "",
+        "| operating point | threshold | sensitivity | specificity | precision | F1 | Cohen's kappa |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for op, t in (m.get("thresholds") or {}).items():
+        lines.append(
+            f"| {op} | {_n(t.get('threshold'))} | {_n(t.get('sensitivity'))} | "
+            f"{_n(t.get('specificity'))} | "
+            f"{_n(t.get('precision'))} | {_n(t.get('f1'))} | {_n(t.get('cohen_kappa'))} |"
+        )
+    lines.append("")
+    return lines
+
+
 def _split_section(name: str, m: dict[str, Any], positive: str = "fractured") -> list[str]:
     mc = m.get("multiclass") or {}
     if "n_positive" in m or not mc:
@@ -70,24 +93,16 @@ def _split_section(name: str, m: dict[str, Any], positive: str = "fractured") ->
             + unread_names(failed, "bundle.json names them all")
         )
     if "auroc" in m:
-        sens = (m.get("sensitivity_at_specificity") or {}).get("sensitivity")
+        lines += _binary_lines(m)
+    study = m.get("study") or {}
+    if "auroc" in study:  # MURA's own figures are per study
         lines += [
-            f"- AUROC: {_ci(m['auroc'])}",
-            f"- Average precision: {_ci(m.get('average_precision'))}",
-            f"- Sensitivity at specificity 0.90: {_n(sens)}",
-            f"- Expected calibration error (10 bins): {_n(m.get('ece'))}; Brier score {_n(m.get('brier'))}",
-            f"- 95% confidence intervals: {m.get('ci_method') or 'how they were made was not recorded'}",
+            f"Study level (n = {study.get('n')} studies, {study.get('n_positive')} {positive}; a study's "
+            f"probability is the {study.get('method')} of its images'):",
             "",
-            "| operating point | threshold | sensitivity | specificity | precision | F1 | Cohen's kappa |",
-            "|---|---|---|---|---|---|---|",
+            *_binary_lines(study),
         ]
-        for op, t in (m.get("thresholds") or {}).items():
-            lines.append(
-                f"| {op} | {_n(t.get('threshold'))} | {_n(t.get('sensitivity'))} | "
-                f"{_n(t.get('specificity'))} | "
-                f"{_n(t.get('precision'))} | {_n(t.get('f1'))} | {_n(t.get('cohen_kappa'))} |"
-            )
-        lines.append("")
+
     if m.get("regions"):
         auroc = "fracture AUROC" if positive == "fractured" else "AUROC"
         lines += [f"| body region | n | {positive} | {auroc} |", "|---|---|---|---|"]
