@@ -757,7 +757,9 @@ def test_the_report_is_not_written_into_the_models_bundle(tiny_bundle, tiny_data
     packaged = resolve_bundle(None)
     before = sorted(p.name for p in packaged.iterdir())
     for model, out in (("default", packaged), (str(tiny_bundle), tiny_bundle / "report")):
-        result = CliRunner().invoke(app, ["evaluate", model, str(tiny_dataset), "--out", str(out), "--overwrite"])
+        result = CliRunner().invoke(
+            app, ["evaluate", model, str(tiny_dataset), "--out", str(out), "--overwrite"]
+        )
         assert result.exit_code == 2, result.output
         assert "output_refused" in result.stderr and "which is the model's bundle" in result.stderr
     assert sorted(p.name for p in packaged.iterdir()) == before and not (tiny_bundle / "report").exists()

@@ -232,7 +232,9 @@ def test_a_study_listed_twice_without_its_split_keeps_the_files_label(
     assert "not on disk" not in caplog.text
 
 
-def test_images_outside_the_body_part_folders_are_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_images_outside_the_body_part_folders_are_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """A stray image in the root or a split folder, ``train/XR-ANKLE/`` (a hyphen) and
     ``train/misc/XR_ELBOW/`` were read by nothing, without a word."""
     root = make_mura(tmp_path / "MURA-v1.1")
