@@ -63,12 +63,15 @@ def test_ctrl_c_while_the_worker_processes_start_stops_the_node_cleanly(tmp_path
 
 
 @pytest.mark.skipif(not (dcmtk_available() and orthanc_available()), reason="needs dcmtk and Orthanc")
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 def test_sigterm_to_the_group_lets_the_worker_processes_finish_their_jobs(
-    fracatlas_dir: Path, tmp_path: Path
+    fracatlas_dir: Path, tmp_path: Path, stop: signal.Signals
 ) -> None:
     """The worker processes died of it: "ERROR a worker process died; starting new ones" in a
     routine stop, and the images they held dropped (made again at the next start). Now they finish
-    them; the node commits them and stops its processes, which are gone with it."""
+    them; the node commits them and stops its processes, which are gone with it. A SIGHUP (an ssh
+    session that drops) ended the workers and multiprocessing's resource tracker too ("process
+    died unexpectedly, relaunching" and KeyError tracebacks)."""
     images = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[40:44]
     study_uid = generate_uid()
     files = [
@@ -89,14 +92,15 @@ def test_sigterm_to_the_group_lets_the_worker_processes_finish_their_jobs(
             try:
                 assert wait_until(lambda: any((node.spool / "instances").glob("*.dcm")), 60)
                 time.sleep(0.1)  # its job is in a worker process (it takes a second)
-                os.killpg(node.process.pid, signal.SIGTERM)
+                os.killpg(node.process.pid, stop)
                 code = node.process.wait(timeout=120)
             finally:
                 sending.kill()
                 sending.wait()
         log = node.log()
     assert code == 0, log
-    assert "worker process died" not in log and " ERROR " not in log, log
+    assert "worker process died" not in log and " ERROR " not in log and "Traceback" not in log, log
+    assert "resource_tracker" not in log, log
     assert node.status()["counters"]["predicted"] >= 1, log  # the job in flight, committed
     assert len(workers) >= 2 and not any(running(pid) for pid in workers)
 

@@ -1395,3 +1395,28 @@ def test_a_modality_lut_sequence_goes_into_the_state(case, predictor: Predictor,
     source.ModalityLUTSequence[0].add_new("LUTDescriptor", "SS", [4096, -100, 16])
     pr, report = result_datasets(source, prediction, predictor, kinds=("gsps", "sr"))
     assert "ModalityLUTSequence" not in pr and report.Modality == "SR"
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGHUP"])
+def test_a_stop_signal_during_dicom_results_is_said(fracatlas_dir: Path, tmp_path: Path, stop: str) -> None:
+    """`timeout` or a closed terminal stopped `dicom results` (and every command without a stop
+    line of its own) with exit 143 or 129 and nothing on stderr, some result files written."""
+    import signal
+    import sys
+
+    jpegs = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[:12]
+    files = [str(support.write(support.cr_from_jpeg(j), tmp_path / f"{i}.dcm")) for i, j in enumerate(jpegs)]
+    command = [sys.executable, "-c", "from fracsight.cli import main; main()", "dicom", "results"]
+    process = subprocess.Popen(
+        [*command, *files, "--out", str(tmp_path / "out")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().startswith("0.dcm: ")  # under way
+    process.send_signal(getattr(signal, stop))
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + getattr(signal, stop), err
+    assert err.rstrip().splitlines()[-1] == f"stopped ({stop}): the command stopped before it finished"
+    assert "Traceback" not in err

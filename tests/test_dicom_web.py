@@ -379,11 +379,17 @@ def test_the_sender_delivers_the_rest_and_gives_the_failing_object_up(
     assert spool.states() == {SENT: 3}
 
 
+@pytest.mark.parametrize(
+    ("stop", "code", "said_first"),
+    [(signal.SIGINT, 130, "interrupted:"), (signal.SIGTERM, 143, "stopped (SIGTERM):")],
+    ids=["SIGINT", "SIGTERM"],
+)
 def test_ctrl_c_during_dicom_study_files_nothing_twice_and_the_rerun_completes(
-    images: list[Path], tmp_path: Path
+    images: list[Path], tmp_path: Path, stop: signal.Signals, code: int, said_first: str
 ) -> None:
     """Ctrl-C (SIGINT) while ``fracsight dicom study`` fetches the images: one line that says what
-    to do, exit code 130, no traceback; the same command again files the whole set once."""
+    to do, exit code 130, no traceback; the same command again files the whole set once. A SIGTERM
+    (`timeout`, a scheduler) exited 143 without a word."""
     study_uid = generate_uid()
     sources = [
         make_radiograph_dicom(
@@ -403,11 +409,11 @@ def test_ctrl_c_during_dicom_study_files_nothing_twice_and_the_rerun_completes(
         while not any("/instances/" in path for _, path in proxy.seen):  # the first image is fetched
             assert process.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.01)
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=60) == 130, log.read_text()
+        process.send_signal(stop)
+        assert process.wait(timeout=60) == code, log.read_text()
         said = log.read_text()
         assert "Traceback" not in said and "Aborted" not in said
-        assert said.rstrip().splitlines()[-1].startswith("interrupted: the results go to the service in one")
+        assert said.rstrip().splitlines()[-1].startswith(f"{said_first} the results go to the service in one")
         assert not any(method == "POST" for method, _ in proxy.seen), "interrupted too late to test anything"
         assert len(orthanc.instances()) == len(sources)
         again = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)

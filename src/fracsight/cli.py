@@ -82,6 +82,14 @@ class _Commands(TyperGroup):
             ignore_further_stops()
             typer.echo("interrupted: the command stopped before it finished", err=True)
             raise typer.Exit(130) from None
+        except SystemExit as e:  # SIGTERM or SIGHUP (terminate_as_exit): exit 143 or 129, said as Ctrl-C is
+            if e.code in _STOP_CODES:
+                ignore_further_stops()
+                typer.echo(
+                    f"stopped ({signal.Signals(e.code - 128).name}): the command stopped before it finished",
+                    err=True,
+                )
+            raise
         except ModuleNotFoundError as e:  # an optional dependency: the extra to install, no traceback
             extra = EXTRA_OF.get((e.name or "").partition(".")[0])
             if extra is None:
@@ -512,7 +520,7 @@ def train(
                 return f"no epoch of this run was finished: the earlier run in {cfg.out} is kept as it was"
             return f"no epoch was finished yet: nothing of this run to resume in {cfg.out}"
 
-        with _interrupted(kept, then=lambda: _say_training_cache(trainer.cache_dir)):
+        with interrupted_saying(kept, then=lambda: _say_training_cache(trainer.cache_dir)):
             result = trainer.fit(resume=resume, force=force)
         typer.echo(
             f"best epoch {result.best_epoch}: validation score {result.best_score:.4f}; "
@@ -622,7 +630,7 @@ def predict(
         kept = f"; their overlays are in {overlay_dir}" if overlay_dir is not None and results else ""
         return f"{len(results)} of {len(files)} images predicted, no results written{kept}"
 
-    with user_errors(), _interrupted(done):
+    with user_errors(), interrupted_saying(done):
         columns = (TextColumn("Predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with progress_bar(*columns, hide=len(files) < 2) as bar:
             task = bar.add_task("predict", total=len(files))
@@ -726,6 +734,7 @@ def _write_csv(path: Path, text: str, overwrite: bool) -> tuple[str, str] | None
 
 # what a write says when the disk (or a quota, or the file size limit) takes no more
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_STOP_CODES = {128 + sig for sig in STOP_SIGNALS}  # the exit codes of terminate_as_exit
 
 
 def _output_not_written(e: OSError) -> None:
@@ -750,7 +759,7 @@ def _refuse_stdin(paths: Sequence[Path]) -> None:
 
 
 @contextmanager
-def _interrupted(what: Callable[[], str], then: Callable[[], object] = lambda: None) -> Iterator[None]:
+def interrupted_saying(what: Callable[[], str], then: Callable[[], object] = lambda: None) -> Iterator[None]:
     """Ctrl-C: exit 130, as Typer does, but saying what was done (``what()``, then ``then()``)
     instead of nothing; SIGTERM or SIGHUP (through terminate_as_exit) the same, with their codes."""
     try:
@@ -761,10 +770,11 @@ def _interrupted(what: Callable[[], str], then: Callable[[], object] = lambda: N
         then()
         raise typer.Exit(130) from None
     except SystemExit as e:
-        if e.code in {128 + sig for sig in STOP_SIGNALS}:
-            typer.echo(f"stopped ({signal.Signals(e.code - 128).name}): {what()}", err=True)
-            then()
-        raise
+        if e.code not in _STOP_CODES:
+            raise
+        typer.echo(f"stopped ({signal.Signals(e.code - 128).name}): {what()}", err=True)
+        then()
+        raise typer.Exit(e.code) from None  # said: not said again by the generic handler
 
 
 def _write_overlay(result, overlay_dir: Path, opacity: float, *, keep_suffix: bool = False) -> Path:

@@ -387,29 +387,29 @@ def study(
         raise typer.BadParameter("not a DICOM UID (digits and dots, at most 64 characters)")
     with user_errors(exit_code=2):  # an unknown model or operating point is a bad argument
         predictor = Predictor(model, operating_point=operating_point)
+    from fracsight.cli import interrupted_saying
+
+    stored_at_the_end = (
+        "the results go to the service in one request at the end, under UIDs fixed by their sources; "
+        "run the same command again to store them (objects already stored are kept once)"
+    )
     try:
-        outcome = process_study(
-            study_uid,
-            dicomweb_url=dicomweb_url,
-            stow_url=stow_url,
-            predictor=predictor,
-            kinds=kinds,
-            login=login,
-            stow_login=stow_login,
-        )
+        with interrupted_saying(lambda: stored_at_the_end):
+            outcome = process_study(
+                study_uid,
+                dicomweb_url=dicomweb_url,
+                stow_url=stow_url,
+                predictor=predictor,
+                kinds=kinds,
+                login=login,
+                stow_login=stow_login,
+            )
     except FracsightError as e:
         error_line(e.code, str(e))
         raise typer.Exit(1) from None
     except LookupError as e:
         error_line("study_not_found", str(e))
         raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        typer.echo(
-            "interrupted: the results go to the service in one request at the end, under UIDs fixed by "
-            "their sources; run the same command again to store them (objects already stored are kept once)",
-            err=True,
-        )
-        raise typer.Exit(130) from None
     except DestinationUnavailable as e:  # names the STOW-RS root URL and the HTTP status only
         error_line("dicomweb_unavailable", str(e))
         raise typer.Exit(1) from None

@@ -376,7 +376,7 @@ def _in_process(function: Callable[..., Any], *args: Any) -> Any:
 
 @contextmanager
 def _signals_held() -> Iterator[None]:
-    """SIGINT and SIGTERM blocked in this thread while it starts worker processes (the pool starts
+    """SIGINT, SIGTERM and SIGHUP blocked in this thread while it starts worker processes (the pool starts
     them in submit()): a process inherits the mask, so that Ctrl-C or a SIGTERM to the process
     group cannot end one while its interpreter starts, before :func:`_init_process` ignores them
     ("Fatal Python error: init_import_site", and a broken pool). The node itself still gets them
@@ -387,7 +387,9 @@ def _signals_held() -> Iterator[None]:
     if not hasattr(signal, "pthread_sigmask"):  # Windows
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    # SIGHUP too: the node stops on it as on SIGTERM, and a hang-up reaches the whole process group
+    # (a node in the foreground of an ssh session that drops): it ended the workers mid-job
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
     try:
         yield
     finally:
@@ -448,12 +450,16 @@ class Processing:
         import multiprocessing
 
         self.generation += 1
-        return ProcessPoolExecutor(
-            self.processes,
-            mp_context=multiprocessing.get_context("spawn"),  # never fork a process that runs threads
-            initializer=_init_process,
-            initargs=(self.model, logging.getLogger("fracsight").getEffectiveLevel()),
-        )
+        # the pool's queues start multiprocessing's resource tracker, which keeps the mask it
+        # inherits but for SIGINT and SIGTERM (it ignores those): a SIGHUP to the process group
+        # ended it ("resource_tracker: process died unexpectedly", and KeyError tracebacks)
+        with _signals_held():
+            return ProcessPoolExecutor(
+                self.processes,
+                mp_context=multiprocessing.get_context("spawn"),  # never fork a process that runs threads
+                initializer=_init_process,
+                initargs=(self.model, logging.getLogger("fracsight").getEffectiveLevel()),
+            )
 
     def start(self) -> None:
         """Load the model: start the worker processes and wait until each has loaded the bundle,
@@ -461,8 +467,8 @@ class Processing:
         if self.processes == 0:
             self._in_thread()
         elif self._pool is None:
-            self._pool = self._new_pool()  # outside: its queues start multiprocessing's resource
-            with _signals_held():  # tracker, which unblocks both signals after
+            self._pool = self._new_pool()
+            with _signals_held():
                 warm = [self._pool.submit(_in_process, _ready) for _ in range(self.processes)]
             for future in warm:
                 future.result()
