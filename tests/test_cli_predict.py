@@ -319,6 +319,12 @@ def test_mura_style_folder_gives_a_study_row(tiny_bundle: Path, images: list[Pat
     (study / "link.png").symlink_to(study / "image1.png")
     (again,) = json.loads(_predict(tiny_bundle, study / "image2.png", "--json").stdout)["studies"]
     assert "1 of the study folder's images was not given (image1.png)" in " ".join(again["warnings"])
+    # nor a view that could not be read: the study was "not reliable" on every PACS export
+    whole = _predict(tiny_bundle, study, "--json")
+    (everything,) = json.loads(whole.stdout)["studies"]
+    assert everything["reliable"] and not any("could not be read" in w for w in everything["warnings"])
+    (report,) = [r for r in json.loads(whole.stdout)["images"] if r["source"].endswith("IM000003")]
+    assert report["error_code"] == "unsupported_modality"  # its own row says what it is
 
 
 def test_study_flag_combines_all_inputs(tiny_bundle: Path, images: list[Path]) -> None:

@@ -435,8 +435,12 @@ def test_class_names_that_mean_the_same_are_said(tmp_path: Path, caplog: pytest.
     assert ds.class_names == {CLASS: ("Fracture", "Fractured", "Normal")}  # as written, but said
     assert "'Fracture', 'Fractured' all read as fractured but are 2 classes of their own" in caplog.text
     caplog.clear()
-    for name in ("Normal", "Hardware", "Fractured"):  # one name each: a real three-class set, no note
+    # names side by side were chosen so: normal / other abnormality / fracture is a three-class set
+    for name in ("normal", "abnormal", "fracture"):
         _png(tmp_path / "three" / name / "a")
+        _png(tmp_path / "split" / "train" / name / "a")
+        _png(tmp_path / "split" / "val" / name / "a")
     with caplog.at_level(logging.WARNING, logger="fracsight.data"):
         load_dataset(tmp_path / "three")
+        load_dataset(tmp_path / "split")
     assert "all read as" not in caplog.text

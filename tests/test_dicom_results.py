@@ -1420,3 +1420,20 @@ def test_a_stop_signal_during_dicom_results_is_said(fracatlas_dir: Path, tmp_pat
     assert process.returncode == 128 + getattr(signal, stop), err
     assert err.rstrip().splitlines()[-1] == f"stopped ({stop}): the command stopped before it finished"
     assert "Traceback" not in err
+
+
+def test_two_files_of_one_name_are_said_by_their_paths(fracatlas_dir: Path, tmp_path: Path) -> None:
+    """Two patients' ``IM000000`` (a PACS export's names) were both said as "IM000000: ...", with
+    opposite verdicts that could not be told apart."""
+    jpegs = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[:2]
+    files = []
+    for patient, jpeg in zip(("PT000000", "PT000001"), jpegs, strict=True):
+        (tmp_path / patient).mkdir()
+        files.append(support.write(support.cr_from_jpeg(jpeg), tmp_path / patient / "IM000000"))
+    out = tmp_path / "out"
+    result = runner.invoke(
+        cli_app, ["dicom", "results", *map(str, files), "--out", str(out), "--kinds", "sr"]
+    )
+    assert result.exit_code == 0, result.output
+    said = [line.split(": ")[0] for line in result.stdout.splitlines() if " -> " in line]
+    assert said == [str(f) for f in files]

@@ -395,17 +395,18 @@ def refuse_output_among_inputs(
 
 
 def _bundle_folder(model: str | None) -> list[Path]:
-    """The folder of the bundle ``model`` names, or none (a .zip unpacks elsewhere; a name that
-    names no bundle is said by the command itself)."""
+    """The folder of the bundle ``model`` names, or none (a .zip unpacks elsewhere; a name or
+    folder that is no bundle is said by the command itself)."""
     if str(model or "").lower().endswith(".zip"):
         return []
     from fracsight.errors import FracsightError
     from fracsight.inference import resolve_bundle
 
     try:
-        return [resolve_bundle(model)]
+        folder = resolve_bundle(model)
     except (FracsightError, OSError):
         return []
+    return [folder] if (folder / "bundle.json").is_file() else []  # a run folder, `.`: said by the command
 
 
 def _not_text(path: Path | None) -> str | None:

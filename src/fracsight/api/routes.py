@@ -32,7 +32,7 @@ from fracsight.api.uploads import UploadLimits, read_uploads
 from fracsight.bundle import OperatingPoint, read_card
 from fracsight.errors import BundleError
 from fracsight.inference import NOTICE, FailedPrediction, Prediction, Predictor, StudyPrediction
-from fracsight.inference.results import at_operating_point
+from fracsight.inference.results import at_operating_point, views_unread
 from fracsight.inference.tabular import ALL_INPUTS, csv_text, result_columns
 
 __all__ = ["get_metrics", "get_predictor", "get_settings", "load_predictor", "router"]
@@ -359,7 +359,8 @@ async def predict(
             raise _refusal(failures)
         studies = []
         if study:  # the files that could not be read are views the study has not seen: it says so
-            combined = predictor.predict_study(predictions, ALL_INPUTS, unread=[f.source for f in failures])
+            unread = views_unread((f.source, f.code) for f in failures)
+            combined = predictor.predict_study(predictions, ALL_INPUTS, unread=unread)
             studies.append(at_operating_point(combined, op))
         if output_format == "csv":
             return _csv_response(predictor, outcomes, studies, all_classes)

@@ -119,7 +119,7 @@ def read_class_folders(root: Path) -> Dataset:
                 )
         task = FRACTURE
     else:
-        _warn_same_meaning(root, names)
+        _warn_same_meaning(root, names, [set(c) for split, c in found.items() if split is not None])
         task, class_names = CLASS, _sorted_names(names)
         index = {n: i for i, n in enumerate(class_names)}
         if len(names) == 2:  # `0` / `1`, `yes` / `no`: a researcher who meant a fracture model gets none
@@ -307,12 +307,14 @@ def _fracture_types(
     )
 
 
-def _warn_same_meaning(root: Path, names: set[str]) -> None:
-    """Say when several class names read as one fracture label (``train/Fracture``, ``val/Fractures``,
-    ``test/fractured``: sets merged from two sources): each is trained as a class of its own."""
+def _warn_same_meaning(root: Path, names: set[str], splits: list[set[str]]) -> None:
+    """Say when several class names read as one fracture label, each in other splits
+    (``train/Fracture``, ``val/Fractured``: sets merged from two sources): each is trained as a
+    class of its own. Names side by side in one folder (``normal``, ``abnormal``, ``fracture``)
+    were chosen so: nothing said."""
     for value, meaning in ((1, "fractured"), (0, "not fractured")):
         same = sorted(n for n in names if fracture_polarity(n) == value)
-        if len(same) > 1:
+        if len(same) > 1 and splits and all(len(classes.intersection(same)) <= 1 for classes in splits):
             log.warning(
                 "%s: the class folders %s all read as %s but are %d classes of their own here: if they "
                 "are one label give them one name (a fracture model needs one fractured and one not "

@@ -24,6 +24,7 @@ from fracsight.app.logic import (
 from fracsight.bundle import OperatingPoint
 from fracsight.desktop.worker import FileStamp, Item, file_stamp
 from fracsight.inference import FailedPrediction, Prediction, Predictor, StudyPrediction
+from fracsight.inference.results import views_unread
 from fracsight.inference.tabular import ALL_INPUTS, distinct_names, named_inputs, study_groups
 
 __all__ = ["LIST_HIDDEN", "ReadingSession", "expand_inputs", "heading"]
@@ -212,7 +213,7 @@ class ReadingSession:
         views = [r for r in results if isinstance(r, Prediction)]
         study = None
         if views:  # as study_results: a study none of whose views could be read has no verdict
-            unread = [r.source for r in results if not isinstance(r, Prediction)]
+            unread = views_unread((r.source, r.error_code) for r in results if not isinstance(r, Prediction))
             made_now = self.predictor.predict_study(views, name, unread=unread)
             if self.one_study and len(self.folders) > 1:  # as study_results: it says it combines them
                 made_now = dataclasses.replace(made_now, folders=tuple(self.folders))

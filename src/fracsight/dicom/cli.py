@@ -543,6 +543,7 @@ def results_command(
     from fracsight.dicom.results import KINDS, read_source, result_datasets, study_result_datasets, write_new
     from fracsight.errors import FracsightError
     from fracsight.inference import NOTICE, Predictor
+    from fracsight.inference.tabular import distinct_names
 
     wanted = [k.strip() for k in kinds.split(",") if k.strip()]
     if not wanted or any(k not in KINDS for k in wanted):
@@ -561,25 +562,28 @@ def results_command(
     failed = 0
     studies: dict[str, list] = {}
     done: dict[str, str] = {}  # SOP Instance UID -> the file that got its results
+    # two patients' IM000000 (a PACS export's names) are said by their paths as typed, as predict
+    # says them: two lines "IM000000: ..." with opposite verdicts could not be told apart
+    # (a file named twice is one file: its second time is a note, by its name)
+    names = dict(distinct_names(list(dict.fromkeys((path, path.name) for path in files))))
     for path in files:
+        said = names[path]
         try:
             data = path.read_bytes()
             source = read_source(data, path.name)
             instance = str(source.get("SOPInstanceUID") or "")
             if instance and instance in done:  # a copy, or the file given twice: results once, counted once
-                typer.echo(
-                    f"note: {path.name}: the same instance as {done[instance]}; its results once", err=True
-                )
+                typer.echo(f"note: {said}: the same instance as {done[instance]}; its results once", err=True)
                 continue
             prediction = predictor.predict(data, name=path.name, keep_pixels=True)
             datasets = result_datasets(source, prediction, predictor, kinds=wanted)
         except FracsightError as e:
-            message = str(e) if str(e).startswith(f"{path.name}:") else f"{path.name}: {e}"
-            error_line(e.code, message)
+            message = str(e).removeprefix(f"{path.name}: ")
+            error_line(e.code, f"{said}: {message}")
             failed += 1
             continue
         except OSError as e:
-            error_line("unreadable", f"{path.name}: {e.strerror or e}")
+            error_line("unreadable", f"{said}: {e.strerror or e}")
             failed += 1
             continue
         try:
@@ -587,8 +591,8 @@ def results_command(
         except OSError as e:
             error_line("unwritable", f"{out}: {e.strerror or e}")
             raise typer.Exit(1) from None
-        typer.echo(f"{path.name}: {prediction.decision} -> {', '.join(str(p) for p in written)}")
-        done[instance] = path.name  # only now: a copy of a file that failed is tried in its own right
+        typer.echo(f"{said}: {prediction.decision} -> {', '.join(str(p) for p in written)}")
+        done[instance] = said  # only now: a copy of a file that failed is tried in its own right
         if study:  # the study report needs the headers and numbers only, not the pixels
             del source.PixelData
             kept = dataclasses.replace(prediction, pixels=None, heatmap=None)

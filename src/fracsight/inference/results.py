@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -22,6 +23,7 @@ __all__ = [
     "at_operating_point",
     "finding_of",
     "shown_probability",
+    "views_unread",
 ]
 
 NOTICE = "fracsight is a decision aid for trained readers, not a diagnosis."
@@ -30,6 +32,14 @@ NOTICE = "fracsight is a decision aid for trained readers, not a diagnosis."
 FRACTURE_MAP = "fracture"  # where a fracture is suspected; boxes mark it (detector's, or traced on the map)
 CLASS_ACTIVATION = "class_activation"  # where the predicted class is seen; never boxes
 NO_LOCALIZATION = "none"
+
+
+def views_unread(failures: Iterable[tuple[str, str]]) -> list[str]:
+    """The names of a study's files that failed, ``(source, error code)`` each, that are views its
+    verdict has not seen: not the DICOM objects that are no radiograph (a report, a key object, a
+    presentation state, which a PACS export holds beside the images; their rows say so), which
+    made every such study "not reliable: some views could not be read" (the node never counted them)."""
+    return [source for source, code in failures if code != "unsupported_modality"]
 
 
 def shown_probability(p: float, digits: int = 2) -> str:

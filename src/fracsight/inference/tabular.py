@@ -14,7 +14,7 @@ from pathlib import Path, PurePath, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from fracsight.bundle import BundleSpec
-from fracsight.inference.results import NOTICE, FailedPrediction, Prediction, StudyPrediction
+from fracsight.inference.results import NOTICE, FailedPrediction, Prediction, StudyPrediction, views_unread
 from fracsight.io import IMAGE_SUFFIXES, SUPPORTED_FORMATS
 from fracsight.io._sniff import HEAD_BYTES, holds_image, sniff_format
 
@@ -342,7 +342,7 @@ def study_results(
     for name, indices in groups.items():
         views = [results[i][1] for i in indices]
         read = [r for r in views if isinstance(r, Prediction)]
-        unread = [r.source for r in views if isinstance(r, FailedPrediction)]
+        unread = views_unread((r.source, r.error_code) for r in views if isinstance(r, FailedPrediction))
         if read:
             study = predictor.predict_study(read, name, unread=unread)
             if one_study and len(folders) > 1:  # a patient's folder, its studies averaged into one

@@ -94,15 +94,6 @@ def _split_section(name: str, m: dict[str, Any], positive: str = "fractured") ->
         )
     if "auroc" in m:
         lines += _binary_lines(m)
-    study = m.get("study") or {}
-    if "auroc" in study:  # MURA's own figures are per study
-        lines += [
-            f"Study level (n = {study.get('n')} studies, {study.get('n_positive')} {positive}; a study's "
-            f"probability is the {study.get('method')} of its images'):",
-            "",
-            *_binary_lines(study),
-        ]
-
     if m.get("regions"):
         auroc = "fracture AUROC" if positive == "fractured" else "AUROC"
         lines += [f"| body region | n | {positive} | {auroc} |", "|---|---|---|---|"]
@@ -153,6 +144,15 @@ def _split_section(name: str, m: dict[str, Any], positive: str = "fractured") ->
                 f"{measured} (validation: accuracy {_n(op.get('validation_accuracy'))}, coverage "
                 f"{_n(op.get('validation_coverage'))})"
             )
+    study = m.get("study") or {}
+    if "auroc" in study:  # MURA's own figures are per study; last, after every per-image line
+        lines += [
+            "",
+            f"Study level (n = {study.get('n')} studies, {study.get('n_positive')} {positive}; a study's "
+            f"probability is the {study.get('method')} of its images'):",
+            "",
+            *_binary_lines(study),
+        ]
     return [*lines, ""]
 
 
