@@ -345,6 +345,39 @@ def test_actors_the_local_ray_cannot_place_are_refused_at_once(archive: Path, tm
     assert code == 2 and json.loads((tmp_path / "mine" / "job.json").read_text())["status"] == "stopped"
 
 
+@pytest.mark.slow
+def test_actors_a_cluster_cannot_place_now_are_said(archive: Path, tmp_path: Path, ray_address: str) -> None:
+    """On a cluster (which may add nodes) more actors than fit ran silently on those that did, and
+    more GPUs than it has waited without a word: both are said, and the job runs on."""
+    args = [str(archive), "--out", str(tmp_path / "out"), "--address", ray_address, "--actors", "3"]
+    code, err = finish(batch(*args, "--batch-size", "4"))
+    assert code == 1, err  # the archive's broken files
+    assert "the cluster has 2 CPUs, 0 GPUs now, fewer than the actors ask for" in err, err
+    assert len(read_csv(tmp_path / "out" / "results.csv")) == N_IMAGES + 4
+
+
+def test_a_bundle_zip_is_refused_for_a_cluster(archive: Path, tmp_path: Path) -> None:
+    """Every actor off the driver's node failed on the driver's private unpacked copy (50 lines of
+    traceback, and "run the same command again", which failed the same way)."""
+    import shutil
+
+    from fracsight.inference import resolve_bundle
+
+    zipped = shutil.make_archive(str(tmp_path / "model"), "zip", resolve_bundle(None))
+    args = ["batch", "run", str(archive), "--out", str(tmp_path / "out"), "--model", zipped]
+    result = CliRunner().invoke(cli, [*args, "--address", "127.0.0.1:9"])
+    assert result.exit_code == 2 and "model_not_shared" in result.stderr, result.output
+    assert f"unpack {zipped} on the file system the cluster shares" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_rays_colours_are_left_out_of_the_error_line() -> None:
+    from fracsight.scale.job import _first_line
+
+    said = _first_line(RuntimeError("\x1b[36mray::MapWorker()\x1b[39m failed: no such bundle"))
+    assert said == "RuntimeError: ray::MapWorker() failed: no such bundle"
+
+
 def test_bad_arguments_exit_2(archive: Path, tmp_path: Path) -> None:
     (tmp_path / "m.csv").write_text("file\nx.jpg\n")
     (tmp_path / "a-file").write_text("mine")

@@ -61,6 +61,13 @@ class ActorsDoNotFit(BatchError):
     bad_argument = True
 
 
+class ModelNotShared(BatchError):
+    """A bundle .zip for a cluster: each node's actors would need the driver's unpacked copy."""
+
+    code = "model_not_shared"
+    bad_argument = True
+
+
 class BatchInterrupted(BatchError):
     """Ctrl-C or SIGTERM stopped the job; the rows committed so far are kept."""
 
@@ -131,6 +138,11 @@ def run_batch(
     if not address:  # as `ray job submit` and KubeRay set it: a second, local Ray started beside it
         address, option = cluster_from_environment(), "RAY_ADDRESS"
     if address:
+        if str(model or "").lower().endswith(".zip"):  # its unpacked copy is in this machine's /tmp
+            raise ModelNotShared(
+                f"a bundle .zip is unpacked where the driver runs, out of the other nodes' sight: unpack "
+                f"{model} on the file system the cluster shares and give its folder"
+            )
         _check_reachable(address, option)
     else:  # a local Ray gets this machine's cores: refuse actors it cannot place before starting it
         _check_fits({"CPU": float(local_cpus())}, cpus_per_actor, 0.0, actors)
@@ -325,6 +337,15 @@ def _run_on_ray(
         resources = ray.cluster_resources()
         if local is not None:  # a cluster may add nodes as they are asked for; this Ray will not
             _check_fits(resources, cpus_per_actor, gpus_per_actor, actors)
+        else:  # Ray waits for actors that do not fit, silently: said, in case no node joins
+            try:
+                _check_fits(resources, cpus_per_actor, gpus_per_actor, actors)
+            except ActorsDoNotFit:
+                logging.getLogger("fracsight.scale").warning(
+                    "the cluster has %s now, fewer than the actors ask for: those that do not fit start only "
+                    "if nodes join (Ray waits for them without a word)",
+                    ", ".join(f"{resources.get(k, 0):g} {k}s" for k in ("CPU", "GPU")),
+                )
         if actors <= 0:
             slots = resources.get("GPU", 0) / gpus_per_actor if gpus_per_actor else 0
             slots = slots or resources.get("CPU", 1) / max(cpus_per_actor, 1e-9)
@@ -375,6 +396,9 @@ def _run_on_ray(
         except (KeyboardInterrupt, FracsightError):
             raise
         except Exception as e:  # an actor that cannot start (model missing on a node), a lost node, ...
+            with contextlib.suppress(OutputWriteFailed):  # what came back is kept, and counted below
+                output.commit(buffer)
+                buffer = []
             raise BatchError(
                 f"the Ray job stopped ({_first_line(e)}); {output.rows_done} rows are committed in "
                 f"{output.folder}: run the same command again to continue"
@@ -457,7 +481,7 @@ _VERSIONS = re.compile(r"Ray: (\S+)\s+Python: (\S+)")
 
 
 def _first_line(error: BaseException) -> str:
-    text = str(error)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))  # Ray colours its errors' names
     versions = _VERSIONS.findall(text)
     if text.startswith("Version mismatch") and len(versions) == 2:
         # Ray spreads the versions over six lines; its first said only "The cluster was started with:"
