@@ -893,7 +893,35 @@ def test_run_app_kills_a_child_that_ignores_sigterm(stop: str) -> None:
     # forwards it, then kills the child after stop_timeout
     on_start = lambda: threading.Timer(2.0, os.kill, (os.getpid(), getattr(signal, stop))).start()  # noqa: E731
     code = app_pkg.run_app([sys.executable, "-c", ignores], on_start=on_start, stop_timeout=0.5)
-    assert code == -signal.SIGKILL and time.monotonic() - started < 30
+    assert code == 128 + signal.SIGKILL and time.monotonic() - started < 30  # as a shell says it
+
+
+def test_a_hang_up_to_the_group_is_a_stop_not_the_childs_death() -> None:
+    """A closed terminal's SIGHUP reaches the whole group: Streamlit, with no handler for it, died
+    at once and `fracsight app` exited 255 without a word. The child ignores it; this process's
+    handler stops the child as on SIGTERM."""
+    import os
+    import signal
+    import threading
+
+    children: list[int] = []
+
+    def hang_up() -> None:  # as the terminal sends it: to the child and to this process
+        for pid in (*children, os.getpid()):
+            os.kill(pid, signal.SIGHUP)
+
+    real_popen = app_pkg.subprocess.Popen
+
+    def recording_popen(*args, **kwargs):
+        child = real_popen(*args, **kwargs)
+        children.append(child.pid)
+        return child
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(app_pkg.subprocess, "Popen", recording_popen)
+        on_start = lambda: threading.Timer(1.0, hang_up).start()  # noqa: E731
+        code = app_pkg.run_app([sys.executable, "-c", "import time; time.sleep(60)"], on_start=on_start)
+    assert code == 128 + signal.SIGTERM  # stopped by the handler's SIGTERM, not killed by the hang-up
 
 
 def test_the_files_left_out_of_a_folder_are_named() -> None:

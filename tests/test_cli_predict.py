@@ -325,6 +325,11 @@ def test_mura_style_folder_gives_a_study_row(tiny_bundle: Path, images: list[Pat
     assert everything["reliable"] and not any("could not be read" in w for w in everything["warnings"])
     (report,) = [r for r in json.loads(whole.stdout)["images"] if r["source"].endswith("IM000003")]
     assert report["error_code"] == "unsupported_modality"  # its own row says what it is
+    # a CT slice, or a view whose Modality no one knows (`DR`), is an image of the patient unread
+    for modality in ("CT", "DR"):
+        (study / "IM000004").write_bytes(dicom_bytes(modality=modality))
+        (unsure,) = json.loads(_predict(tiny_bundle, study, "--json").stdout)["studies"]
+        assert not unsure["reliable"] and unsure["unread_images"] == ["IM000004"], (modality, unsure)
 
 
 def test_study_flag_combines_all_inputs(tiny_bundle: Path, images: list[Path]) -> None:

@@ -1437,3 +1437,26 @@ def test_two_files_of_one_name_are_said_by_their_paths(fracatlas_dir: Path, tmp_
     assert result.exit_code == 0, result.output
     said = [line.split(": ")[0] for line in result.stdout.splitlines() if " -> " in line]
     assert said == [str(f) for f in files]
+
+
+def test_a_study_report_says_a_view_that_could_not_be_read(fracatlas_dir: Path, tmp_path: Path) -> None:
+    """`dicom results --study` wrote "study of 1 images: no fracture detected" for the PACS where
+    one of its two views had a cut pixel stream (only an error line said so; `predict --study`
+    said "not reliable: 1 of 2 views could not be read")."""
+    from pydicom.uid import generate_uid
+
+    study_uid = generate_uid()
+    jpegs = sorted((fracatlas_dir / "images" / "Non_fractured").glob("*.jpg"))[:2]
+    files = [
+        support.write(support.cr_from_jpeg(j, study_uid=study_uid), tmp_path / f"IM{i}")
+        for i, j in enumerate(jpegs)
+    ]
+    whole = files[1].read_bytes()
+    files[1].write_bytes(whole[: len(whole) // 3])  # the pixels cut short, the header whole
+    out = tmp_path / "out"
+    result = runner.invoke(
+        cli_app, ["dicom", "results", *map(str, files), "--out", str(out), "--kinds", "sr", "--study"]
+    )
+    assert result.exit_code == 1, result.output
+    (line,) = [x for x in result.stdout.splitlines() if x.startswith("study 1")]
+    assert "not reliable: some views could not be read" in line, result.output

@@ -356,19 +356,34 @@ def test_actors_a_cluster_cannot_place_now_are_said(archive: Path, tmp_path: Pat
     assert len(read_csv(tmp_path / "out" / "results.csv")) == N_IMAGES + 4
 
 
-def test_a_bundle_zip_is_refused_for_a_cluster(archive: Path, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_a_bundle_zip_is_refused_for_a_cluster(archive: Path, tmp_path: Path, ray_address: str) -> None:
     """Every actor off the driver's node failed on the driver's private unpacked copy (50 lines of
-    traceback, and "run the same command again", which failed the same way)."""
+    traceback, and "run the same command again", which failed the same way). `--address local`,
+    as `RAY_ADDRESS=local`, is this machine's own Ray: a .zip is fine there."""
     import shutil
 
     from fracsight.inference import resolve_bundle
 
     zipped = shutil.make_archive(str(tmp_path / "model"), "zip", resolve_bundle(None))
-    args = ["batch", "run", str(archive), "--out", str(tmp_path / "out"), "--model", zipped]
-    result = CliRunner().invoke(cli, [*args, "--address", "127.0.0.1:9"])
-    assert result.exit_code == 2 and "model_not_shared" in result.stderr, result.output
-    assert f"unpack {zipped} on the file system the cluster shares" in result.stderr
-    assert not (tmp_path / "out").exists()
+    args = [str(archive), "--out", str(tmp_path / "out"), "--model", zipped]
+    for env, given in (
+        ({}, f"--address {ray_address}"),
+        ({"RAY_ADDRESS": ray_address}, f"RAY_ADDRESS={ray_address}"),
+    ):
+        extra = [] if env else ["--address", ray_address]
+        code, err = finish(batch(*args, *extra, env={**os.environ, **env}))
+        assert code == 2 and "model_not_shared" in err, err
+        assert f"{given}: a bundle .zip" in err and f"unpack {zipped} on the file system the cluster" in err
+        assert not (tmp_path / "out").exists()
+    two = tmp_path / "two"
+    two.mkdir()
+    for image in sorted(archive.glob("*.jpg"))[:2]:
+        (two / image.name).symlink_to(image.resolve())
+    code, err = finish(
+        batch(str(two), "--out", str(tmp_path / "out"), "--model", zipped, "--address", "local")
+    )
+    assert code == 0, err
 
 
 def test_rays_colours_are_left_out_of_the_error_line() -> None:

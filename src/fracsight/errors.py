@@ -95,11 +95,15 @@ class UnsupportedModalityError(ImageReadError):
         modality: str | None = None,
         sop_class: str | None = None,
         own_output: bool = False,
+        not_an_image: bool = False,
     ) -> None:
         super().__init__(message)
         self.modality = modality
         self.sop_class = sop_class
         self.own_output = own_output  # a result object fracsight wrote (refused whatever its Modality)
+        # no image to assess (a report, key object, presentation state; fracsight's own output): no
+        # view a study has missed, where a CT slice or an unknown code (`DR`) is one it could not read
+        self.not_an_image = not_an_image or own_output
 
 
 class MultiFrameError(ImageReadError):

@@ -359,7 +359,7 @@ async def predict(
             raise _refusal(failures)
         studies = []
         if study:  # the files that could not be read are views the study has not seen: it says so
-            unread = views_unread((f.source, f.code) for f in failures)
+            unread = views_unread(failures)
             combined = predictor.predict_study(predictions, ALL_INPUTS, unread=unread)
             studies.append(at_operating_point(combined, op))
         if output_format == "csv":

@@ -51,6 +51,7 @@ class FileFailure:
     code: str
     message: str
     status: int
+    not_a_view: bool = False  # a DICOM object holding no image (a report): no view a study missed
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,8 @@ def _predict_one(predictor: Predictor, upload: Upload, options: PredictOptions) 
         message = str(e)
         if isinstance(e, UnsupportedFormatError) and not upload.named:
             message += f" ({NAMELESS_HINT})"
-        return Outcome(FileFailure(upload.filename, e.code, message, e.http_status))
+        not_a_view = getattr(e, "not_an_image", False)
+        return Outcome(FileFailure(upload.filename, e.code, message, e.http_status, not_a_view))
     except Exception as e:  # a reader bug or an input no check foresaw: refuse this file, keep serving
         log_unexpected(logger, "reading an upload", e)
         message = f"{upload.filename}: the file could not be processed (internal error)"

@@ -10,6 +10,7 @@ import contextlib
 import importlib.util
 import ipaddress
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -125,8 +126,18 @@ def run_app(
     exit code.
 
     A child still running ``stop_timeout`` seconds after SIGTERM is killed: Streamlit can take
-    longer than that to close its sessions, and a container stop must not wait for it."""
-    child = subprocess.Popen(command)
+    longer than that to close its sessions, and a container stop must not wait for it. A child
+    ended by a signal is said as a shell says it, 128 + the signal."""
+    # Streamlit has no SIGHUP handler: a closed terminal's hang-up, sent to the whole group, killed
+    # it at once and the command exited 255 without a word; the child ignores it (the disposition
+    # outlives exec) and is stopped by this process's handler, as on SIGTERM
+    hangup = getattr(signal, "SIGHUP", None)
+    previous = signal.signal(hangup, signal.SIG_IGN) if hangup is not None else None
+    try:
+        child = subprocess.Popen(command)
+    finally:
+        if hangup is not None:
+            signal.signal(hangup, previous)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         child.terminate()
@@ -138,14 +149,15 @@ def run_app(
         try:
             if on_start is not None:
                 on_start()
-            return child.wait()
+            code = child.wait()
         except KeyboardInterrupt:  # the child got the same Ctrl+C; give it a moment to shut down
             try:
-                return child.wait(timeout=10)
+                code = child.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 child.kill()
-                return child.wait()
+                code = child.wait()
         finally:
             if child.poll() is None:
                 child.kill()
                 child.wait()
+    return 128 - code if code < 0 else code  # -9, killed: 137 (typer.Exit(-9) exited 247)

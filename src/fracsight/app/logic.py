@@ -648,9 +648,8 @@ def class_operating_point_text(spec: BundleSpec) -> str | None:
 
 def failure_from_exception(source: str, error: Exception) -> FailedPrediction:
     """An error card's content: the stable error code and a message, never a traceback."""
-    code = getattr(error, "code", None)
-    if isinstance(code, str):
-        return FailedPrediction(source, code, str(error))
+    if isinstance(getattr(error, "code", None), str):
+        return FailedPrediction.of(source, error)
     return FailedPrediction(
         source, "internal_error", f"unexpected {type(error).__name__} while processing this file"
     )

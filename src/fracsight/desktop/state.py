@@ -213,7 +213,7 @@ class ReadingSession:
         views = [r for r in results if isinstance(r, Prediction)]
         study = None
         if views:  # as study_results: a study none of whose views could be read has no verdict
-            unread = views_unread((r.source, r.error_code) for r in results if not isinstance(r, Prediction))
+            unread = views_unread(r for r in results if isinstance(r, FailedPrediction))
             made_now = self.predictor.predict_study(views, name, unread=unread)
             if self.one_study and len(self.folders) > 1:  # as study_results: it says it combines them
                 made_now = dataclasses.replace(made_now, folders=tuple(self.folders))

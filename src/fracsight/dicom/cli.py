@@ -542,7 +542,8 @@ def results_command(
     from fracsight.cli import user_errors
     from fracsight.dicom.results import KINDS, read_source, result_datasets, study_result_datasets, write_new
     from fracsight.errors import FracsightError
-    from fracsight.inference import NOTICE, Predictor
+    from fracsight.inference import NOTICE, FailedPrediction, Predictor
+    from fracsight.inference.results import views_unread
     from fracsight.inference.tabular import distinct_names
 
     wanted = [k.strip() for k in kinds.split(",") if k.strip()]
@@ -566,8 +567,10 @@ def results_command(
     # says them: two lines "IM000000: ..." with opposite verdicts could not be told apart
     # (a file named twice is one file: its second time is a note, by its name)
     names = dict(distinct_names(list(dict.fromkeys((path, path.name) for path in files))))
+    unread: dict[str, list[FailedPrediction]] = {}  # by study: views whose header was read, not their image
     for path in files:
         said = names[path]
+        source = None
         try:
             data = path.read_bytes()
             source = read_source(data, path.name)
@@ -581,6 +584,8 @@ def results_command(
             message = str(e).removeprefix(f"{path.name}: ")
             error_line(e.code, f"{said}: {message}")
             failed += 1
+            if source is not None and "StudyInstanceUID" in source:  # its study's report says so
+                unread.setdefault(str(source.StudyInstanceUID), []).append(FailedPrediction.of(said, e))
             continue
         except OSError as e:
             error_line("unreadable", f"{said}: {e.strerror or e}")
@@ -597,9 +602,12 @@ def results_command(
             del source.PixelData
             kept = dataclasses.replace(prediction, pixels=None, heatmap=None)
             studies.setdefault(str(source.StudyInstanceUID), []).append((source, kept))
-    for n, members in enumerate(studies.values(), start=1):
+    for n, (study_uid, members) in enumerate(studies.items(), start=1):
         predictions = [p for _, p in members]
-        verdict = predictor.predict_study(predictions, f"study {n}")
+        # a view that could not be read makes the study's verdict "not reliable", as predict says it
+        verdict = predictor.predict_study(
+            predictions, f"study {n}", unread=views_unread(unread.get(study_uid, ()))
+        )
         try:
             (ds,) = study_result_datasets([s for s, _ in members], verdict, predictions, predictor)
         except FracsightError as e:  # e.g. two patients under one Study Instance UID: the others go on

@@ -672,7 +672,7 @@ class Predictor:
             except TypeError as e:  # None, a number, a text file: this one fails, not the run
                 return FailedPrediction(label, ImageReadError.code, str(e))
             except FracsightError as e:
-                return FailedPrediction(label, e.code, str(e))
+                return FailedPrediction.of(label, e)
             return radiograph, label, self.full_pixels(file, radiograph) if keep_pixels else None
 
         with ThreadPoolExecutor(workers) as pool:

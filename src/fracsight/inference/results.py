@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -34,12 +34,18 @@ CLASS_ACTIVATION = "class_activation"  # where the predicted class is seen; neve
 NO_LOCALIZATION = "none"
 
 
-def views_unread(failures: Iterable[tuple[str, str]]) -> list[str]:
-    """The names of a study's files that failed, ``(source, error code)`` each, that are views its
-    verdict has not seen: not the DICOM objects that are no radiograph (a report, a key object, a
-    presentation state, which a PACS export holds beside the images; their rows say so), which
-    made every such study "not reliable: some views could not be read" (the node never counted them)."""
-    return [source for source, code in failures if code != "unsupported_modality"]
+class _Failure(Protocol):
+    source: str
+    not_a_view: bool
+
+
+def views_unread(failures: Iterable[_Failure]) -> list[str]:
+    """The names of a study's files that failed that are views its verdict has not seen: not the
+    DICOM objects that hold no image (a report, a key object, a presentation state, which a PACS
+    export holds beside the images; their rows say so), which made every such study "not reliable:
+    some views could not be read" (the node never counted them). A CT slice or a view whose
+    Modality fracsight does not know is a view it could not read."""
+    return [f.source for f in failures if not f.not_a_view]
 
 
 def shown_probability(p: float, digits: int = 2) -> str:
@@ -245,6 +251,13 @@ class FailedPrediction:
     source: str
     error_code: str
     error: str
+    not_a_view: bool = False  # a DICOM object holding no image (a report): no view a study missed
+
+    @classmethod
+    def of(cls, source: str, error: Exception) -> FailedPrediction:
+        """The failure ``error`` (a :class:`~fracsight.errors.FracsightError`) made of ``source``."""
+        code = getattr(error, "code", "internal_error")
+        return cls(source, code, str(error), getattr(error, "not_an_image", False))
 
     # ``decision`` and ``reliable`` as a Prediction has them, so that a loop over predict_many's
     # stream (``[r.decision for r in ...]``) does not stop with AttributeError at the first bad file

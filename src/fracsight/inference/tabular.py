@@ -342,7 +342,7 @@ def study_results(
     for name, indices in groups.items():
         views = [results[i][1] for i in indices]
         read = [r for r in views if isinstance(r, Prediction)]
-        unread = views_unread((r.source, r.error_code) for r in views if isinstance(r, FailedPrediction))
+        unread = views_unread(r for r in views if isinstance(r, FailedPrediction))
         if read:
             study = predictor.predict_study(read, name, unread=unread)
             if one_study and len(folders) > 1:  # a patient's folder, its studies averaged into one

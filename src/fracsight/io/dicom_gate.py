@@ -200,6 +200,7 @@ def check_dicom_object(
     code = clean_code_string(modality) if present else None
     readable = ", ".join(READ_MODALITIES)
     if present and code not in READ_MODALITIES:
+        reason = None
         if code is None:
             what = "an invalid Modality value (not a DICOM code string; not shown)"
         elif code in REFUSED_MODALITIES:
@@ -210,6 +211,7 @@ def check_dicom_object(
         raise UnsupportedModalityError(
             f"{label}DICOM {what}. fracsight reads projection radiographs (Modality {readable})",
             modality=code,
+            not_an_image=reason == _NOT_AN_IMAGE,
         )
     uid = str(sop_class_uid).strip().rstrip("\0") if sop_class_uid is not None else ""
     if _UID.fullmatch(uid) and uid.startswith(_STORAGE_ROOT) and uid not in READ_SOP_CLASSES:

@@ -135,15 +135,18 @@ def run_batch(
         inputs = {path: Path(path).name for path in inputs}
     started = time.perf_counter()
     option = "--address"
+    if address == "local":  # as RAY_ADDRESS=local says it: a Ray of this machine's own for the job
+        address = None
     if not address:  # as `ray job submit` and KubeRay set it: a second, local Ray started beside it
         address, option = cluster_from_environment(), "RAY_ADDRESS"
     if address:
+        _check_reachable(address, option)
         if str(model or "").lower().endswith(".zip"):  # its unpacked copy is in this machine's /tmp
             raise ModelNotShared(
-                f"a bundle .zip is unpacked where the driver runs, out of the other nodes' sight: unpack "
-                f"{model} on the file system the cluster shares and give its folder"
+                f"{_given(address, option)}: a bundle .zip is unpacked where the driver runs, out of the "
+                f"other nodes' sight: unpack {model} on the file system the cluster shares and give its "
+                "folder"
             )
-        _check_reachable(address, option)
     else:  # a local Ray gets this machine's cores: refuse actors it cannot place before starting it
         _check_fits({"CPU": float(local_cpus())}, cpus_per_actor, 0.0, actors)
     spec = checked_bundle(model)[1]  # a changed model.onnx: refused here, not by every actor after Ray starts
@@ -337,7 +340,13 @@ def _run_on_ray(
         resources = ray.cluster_resources()
         if local is not None:  # a cluster may add nodes as they are asked for; this Ray will not
             _check_fits(resources, cpus_per_actor, gpus_per_actor, actors)
-        else:  # Ray waits for actors that do not fit, silently: said, in case no node joins
+        if actors <= 0:
+            slots = resources.get("GPU", 0) / gpus_per_actor if gpus_per_actor else 0
+            slots = slots or resources.get("CPU", 1) / max(cpus_per_actor, 1e-9)
+            actors = max(1, int(slots))
+        n_blocks = -(-len(pending) // batch_size)
+        run.actors = actors = min(actors, n_blocks)  # no idle actors on a small job
+        if local is None:  # Ray waits for actors that do not fit, silently: said, in case no node joins
             try:
                 _check_fits(resources, cpus_per_actor, gpus_per_actor, actors)
             except ActorsDoNotFit:
@@ -346,12 +355,6 @@ def _run_on_ray(
                     "if nodes join (Ray waits for them without a word)",
                     ", ".join(f"{resources.get(k, 0):g} {k}s" for k in ("CPU", "GPU")),
                 )
-        if actors <= 0:
-            slots = resources.get("GPU", 0) / gpus_per_actor if gpus_per_actor else 0
-            slots = slots or resources.get("CPU", 1) / max(cpus_per_actor, 1e-9)
-            actors = max(1, int(slots))
-        n_blocks = -(-len(pending) // batch_size)
-        run.actors = actors = min(actors, n_blocks)  # no idle actors on a small job
         # One block per batch: the actors take blocks as they free up, and a block is the unit of
         # work lost (and redone) when a job is killed. from_items builds the blocks here in the
         # driver; from_arrow would run a Ray task per block just to read its metadata, and those
@@ -505,10 +508,15 @@ def cluster_from_environment() -> str | None:
     return value
 
 
+def _given(address: str, option: str) -> str:
+    """The address as the user gave it: ``--address HOST:PORT`` or ``RAY_ADDRESS=HOST:PORT``."""
+    return f"{option} {address}" if option.startswith("--") else f"{option}={address}"
+
+
 def _check_reachable(address: str, option: str = "--address", timeout: float = 5.0) -> None:
     """Fail at once on a HOST:PORT nothing answers at, or where what answers is not Ray (Ray itself
     would keep retrying for minutes in both cases). ``option``: where the address was given."""
-    given = f"{option} {address}" if option.startswith("--") else f"{option}={address}"
+    given = _given(address, option)
     at = address if option.startswith("--") else f"{address} ({option})"  # where it came from
     scheme, colon_slashes, _ = address.partition("://")
     if colon_slashes and scheme.lower() != "ray":  # Ray's own message about it was cut to one line
