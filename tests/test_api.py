@@ -439,3 +439,20 @@ def test_default_bundle_predicts(fracatlas_jpeg: Path) -> None:
         )
         assert r.status_code == 200, r.text
         assert c.get("/v1/model").json()["card"]
+
+
+def test_a_large_body_hands_its_memory_back_answered_or_refused(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After rounds of 15 MB DICOMs (7.5 MP: below the large-image rule) a worker held 750 MB for
+    good, 417 MB after refused 20 MB files: their buffers came from glibc's heap and stayed."""
+    import fracsight.api.app as api_app
+    from fracsight._malloc import LARGE_BODY_BYTES
+
+    trims: list[bool] = []
+    monkeypatch.setattr(api_app, "release_freed_memory", lambda: trims.append(True))
+    assert client.post("/v1/predict", files=files(("a.png", png_bytes()))).status_code == 200
+    assert trims == []  # a small image: its arrays are reused, not handed back
+    big = b"\0" * LARGE_BODY_BYTES  # no image: refused
+    assert client.post("/v1/predict", files=files(("big.bin", big))).status_code == 415
+    assert trims == [True]

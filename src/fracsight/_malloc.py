@@ -29,6 +29,7 @@ import sys
 
 __all__ = [
     "ARENA_MAX",
+    "LARGE_BODY_BYTES",
     "LARGE_IMAGE_PIXELS",
     "MMAP_THRESHOLD",
     "TRIM_THRESHOLD",
@@ -45,6 +46,10 @@ _USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TO
 
 #: An image this large (height x width) leaves its working memory for :func:`release_freed_memory`
 LARGE_IMAGE_PIXELS = 16_000_000
+#: A request body this large (an uncompressed CR DICOM is 10-20 MB) too: its buffers, below the
+#: mmap threshold, come from the heap and stayed held (a worker kept 750 MB after rounds of
+#: 15 MB DICOMs of 7.5 megapixels, and 417 MB after refused 20 MB files; 2026-12-06 hunt)
+LARGE_BODY_BYTES = 8 << 20
 
 _done: bool | None = None
 

@@ -26,6 +26,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fracsight import __version__
+from fracsight._malloc import LARGE_BODY_BYTES, release_freed_memory
 from fracsight.api.auth import (
     OPEN_PATHS,
     BearerAuthMiddleware,
@@ -102,6 +103,14 @@ class ObserveMiddleware:
         start = time.perf_counter()
         status = 500
         started = False
+        received = 0  # body bytes
+
+        async def receive_and_count() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+            return message
 
         async def send_and_watch(message: Message) -> None:
             nonlocal status, started
@@ -112,7 +121,7 @@ class ObserveMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_and_watch)
+            await self.app(scope, receive_and_count, send_and_watch)
         except asyncio.CancelledError:
             # uvicorn cancels what still runs when the graceful stop's time is up (GRACEFUL_SHUTDOWN_S):
             # re-raised, its fallback answered a plain-text 500 and logged a traceback
@@ -136,6 +145,8 @@ class ObserveMiddleware:
                 status,
                 time.perf_counter() - start,
             )
+            if received >= LARGE_BODY_BYTES:  # answered or refused, its buffers are freed by now
+                release_freed_memory()
 
 
 class RootPathMiddleware:
