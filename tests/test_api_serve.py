@@ -455,6 +455,27 @@ def test_a_client_that_left_gets_no_predictions_made_for_it(
     assert "IMG" not in log.read_text()  # no file names
 
 
+def test_a_client_that_leaves_mid_upload_leaves_a_log_line(tiny_bundle: Path, tmp_path: Path) -> None:
+    """The 400s of uploads the client abandoned were counted in /metrics, with no line in the log
+    (uvicorn writes none for a closed connection) for an operator to find."""
+    log = tmp_path / "serve.log"
+    with loopback_server("--model", str(tiny_bundle), log=log, log_level="info") as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as leaving:
+            leaving.sendall(
+                b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                b'Content-Length: 10000000\r\n\r\n--b\r\nContent-Disposition: form-data; name="files"; '
+                b'filename="DOE_JANE.dcm"\r\n\r\n' + b"\0" * 100_000
+            )
+            time.sleep(0.5)  # the server reads what came, then the connection closes
+        deadline = time.monotonic() + 60
+        while "client closed request during upload" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+    said = log.read_text()
+    assert "client closed request during upload: POST /v1/predict 400 (" in said and "DOE" not in said
+
+
 @pytest.mark.slow
 def test_sighup_to_a_server_of_workers_stops_it_gracefully(tiny_bundle: Path, tmp_path: Path) -> None:
     """The terminal closed (SIGHUP to the whole process group) with `--workers 2`: the workers died of

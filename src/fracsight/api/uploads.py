@@ -84,6 +84,7 @@ _EXTENDED_FILENAME = re.compile(rb"(?i)(?:^|;)\s*filename\*\s*=\s*([A-Za-z0-9_-]
 # python-multipart logs each parse error as a warning before raising it; the client gets it as a
 # 400 already, and on the server's stderr it was a bare line per malformed body, without context
 logging.getLogger("python_multipart").setLevel(logging.ERROR)
+logger = logging.getLogger("fracsight.api")
 
 
 @dataclass(frozen=True)
@@ -425,6 +426,14 @@ async def read_uploads(
     except FormParserError as e:  # the parser's errors, its refusal of the boundary included
         raise ApiError(400, MALFORMED_MULTIPART, _parse_error_message(e)) from None
     except ClientDisconnect:
+        # no one reads the 400 and uvicorn writes no access line for a closed connection: the 400s
+        # in /metrics had no trace in the log (no file names: they may name the patient)
+        logger.info(
+            "client closed request during upload: %s %s 400 (%d bytes received)",
+            request.method,
+            request.url.path,
+            received,
+        )
         raise ApiError(400, MALFORMED_MULTIPART, "the client disconnected during the upload") from None
     if not collector.ended:
         raise ApiError(400, MALFORMED_MULTIPART, "the multipart body ended before its closing boundary")
