@@ -385,6 +385,14 @@ def test_unknown_calling_ae_title_is_rejected_at_association(
     assert (
         "takes none of the transfer syntaxes it offers (JPEG Full Progression, Non-Hierarchical" in node.log()
     )
+    # one pynetdicom knows but no installed decoder reads (JPEG 2000 Part 2, HEVC): acknowledged as
+    # stored, then dropped by the reader, the sender none the wiser
+    part2 = AE(ae_title="MODALITY")
+    part2.add_requested_context(
+        ComputedRadiographyImageStorage, ["1.2.840.10008.1.2.4.92", "1.2.840.10008.1.2.4.107"]
+    )
+    assert not part2.associate("127.0.0.1", node.port, ae_title=node.ae_title).is_established
+    assert node.status()["counters"]["associations_rejected"]["no_presentation_context"] == 3
 
 
 def test_dicom_send_sends_one_sop_class_in_several_transfer_syntaxes(

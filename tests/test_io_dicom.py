@@ -1041,3 +1041,26 @@ def test_a_header_value_is_never_quoted_in_a_warning_or_an_error() -> None:
     assert "window center/width unusable" in said and "DOE" not in said and "1970" not in said
     quoted = "Unsupported (0028,1056) VOI LUT Function value 'DOE^JANE' for \"SMITH\" at 0x7f12ab"
     assert _without_values(quoted) == "Unsupported (0028,1056) VOI LUT Function value '...' for '...'"
+
+
+@pytest.mark.parametrize("photometric", ["MONOCHROME1", "MONOCHROME2"])
+def test_pixel_padding_is_left_out_of_the_grey_range_and_shown_black(photometric: str) -> None:
+    """A collimation border stored as Pixel Padding Value 4095 (content 800-3300) took part in the
+    min/max: the image was squeezed into part of the grey range (up to 0.14 in probability)."""
+    rng = np.random.default_rng(0)
+    content = rng.integers(800, 3301, size=(64, 64))
+    content[0, 0], content[-1, -1] = 800, 3300  # its own range, whatever the draw
+    black = 3300 if photometric == "MONOCHROME1" else 800  # the content's own black
+    padded, plain = np.full((80, 80), 4095), np.full((80, 80), black)
+    padded[8:72, 8:72] = plain[8:72, 8:72] = content
+    read = read_image(make_dicom(padded, photometric=photometric, PixelPaddingValue=4095, modality="CR"))
+    reference = read_image(make_dicom(plain, photometric=photometric, modality="CR"))
+    np.testing.assert_allclose(read.pixels, reference.pixels, atol=1e-6)
+    assert read.pixels[0, 0] == 0.0  # black, as a viewer shows padding
+    # a range: Pixel Padding Range Limit
+    ranged = padded.copy()
+    ranged[:4] = 4000
+    read = read_image(
+        make_dicom(ranged, photometric=photometric, PixelPaddingValue=4095, PixelPaddingRangeLimit=3990)
+    )
+    np.testing.assert_allclose(read.pixels, reference.pixels, atol=1e-6)

@@ -155,6 +155,26 @@ def _check_native_length(ds: Any) -> None:
         )
 
 
+def decodable(syntaxes: Sequence[str]) -> list[str]:
+    """The transfer syntaxes of ``syntaxes`` whose pixels this installation can decode (every
+    uncompressed one). The node accepted all that pynetdicom knows: an image in JPEG 2000 Part 2,
+    HEVC or JPEG XL was acknowledged as stored, then dropped by the reader, the sender none the
+    wiser; now the association offers it no such context, and a sender that can transcode falls
+    back to one the node reads."""
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import UID
+
+    kept = []
+    for syntax in syntaxes:
+        uid = UID(syntax)
+        try:
+            if not uid.is_compressed or get_decoder(uid).is_available:
+                kept.append(syntax)
+        except NotImplementedError:  # pydicom knows no decoder for it at all
+            pass
+    return kept
+
+
 class StoreSCP:
     """A pynetdicom Storage SCP writing into a :class:`Spool`; ``on_stored`` wakes the worker."""
 
@@ -183,8 +203,9 @@ class StoreSCP:
         from pynetdicom.sop_class import Verification
 
         ae = AE(ae_title=self.ae_title)
+        syntaxes = decodable(ALL_TRANSFER_SYNTAXES)
         for context in AllStoragePresentationContexts:
-            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+            ae.add_supported_context(context.abstract_syntax, syntaxes)
         ae.add_supported_context(Verification)
         ae.require_calling_aet = self.allowed
         ae.require_called_aet = True

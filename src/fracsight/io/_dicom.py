@@ -567,8 +567,9 @@ def _require_decoder(pydicom: Any, uid: Any, label: str) -> None:
         else:
             described = uid.name if uid.name == str(uid) else f"{uid.name} ({uid})"
         raise UnsupportedFormatError(
-            f"{label}DICOM transfer syntax {described} cannot be decoded here: no decoder "
-            "installed (pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg and pylibjpeg-rle cover most)"
+            f"{label}DICOM transfer syntax {described} cannot be decoded here: no installed decoder "
+            "handles it (fracsight reads uncompressed, JPEG, JPEG-LS, JPEG 2000 and RLE pixel data; "
+            "have the sender transcode to one of them)"
         )
 
 
@@ -600,10 +601,13 @@ def _to_unit_range(pydicom: Any, arr: np.ndarray, ds: Any, notes: list[str]) -> 
 
     With a VOI LUT the LUT's output range maps to [0, 1]; with a window, the
     window (values below it -> 0, above it -> 1). Without either, the first
-    frame's own min/max.
+    frame's own min/max, over the pixels that are not padding (Pixel Padding Value, up to the
+    Pixel Padding Range Limit: a collimation border written as 4095 or 65535 squeezed the image
+    into part of the grey range, by up to 0.14 in probability). Padding is black either way.
     """
     from pydicom.pixels import apply_modality_lut, apply_windowing
 
+    padding = _padding(arr, ds)
     _drop_unusable_rescale(ds, notes)
     _modality_lut_in_words(ds, notes)
     values = apply_modality_lut(arr, ds)
@@ -633,11 +637,28 @@ def _to_unit_range(pydicom: Any, arr: np.ndarray, ds: Any, notes: list[str]) -> 
         # to low, and the image was read inverted, as reliable
         values, lo, hi = lo + hi - values, hi, lo
     if lo is None or hi is None or hi <= lo:
-        lo, hi = float(values.min()), float(values.max())
+        image = values if padding is None else values[~padding]
+        lo, hi = float(image.min()), float(image.max())
     if hi <= lo:
         notes.append("all pixels have the same value")
         return np.zeros(values.shape, dtype=np.float32)
-    return np.clip((values - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+    unit = np.clip((values - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+    if padding is not None:  # black as shown: the caller inverts MONOCHROME1
+        unit[padding] = 1.0 if ds.get("PhotometricInterpretation") == "MONOCHROME1" else 0.0
+    return unit
+
+
+def _padding(arr: np.ndarray, ds: Any) -> np.ndarray | None:
+    """Where the stored values are padding (PS3.3 C.7.5.1.1.2: Pixel Padding Value, or the range
+    from it to Pixel Padding Range Limit), or None: no padding, unusable values, or padding only."""
+    try:
+        value = int(ds.PixelPaddingValue)
+        limit = int(ds.PixelPaddingRangeLimit) if "PixelPaddingRangeLimit" in ds else value
+    except (AttributeError, TypeError, ValueError):  # absent, several values, text
+        return None
+    low, high = min(value, limit), max(value, limit)
+    mask = (arr >= low) & (arr <= high)
+    return mask if mask.any() and not mask.all() else None
 
 
 def _drop_unusable_rescale(ds: Any, notes: list[str]) -> None:
