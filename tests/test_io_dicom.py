@@ -1064,3 +1064,26 @@ def test_pixel_padding_is_left_out_of_the_grey_range_and_shown_black(photometric
         make_dicom(ranged, photometric=photometric, PixelPaddingValue=4095, PixelPaddingRangeLimit=3990)
     )
     np.testing.assert_allclose(read.pixels, reference.pixels, atol=1e-6)
+
+
+@pytest.mark.parametrize(("quality", "said"), [(20, True), (90, False)])
+def test_a_heavily_compressed_jpeg_inside_a_dicom_is_said_as_for_a_jpeg_file(
+    fracatlas_dir: Path, quality: int, said: bool
+) -> None:
+    """Quality 20 in a DICOM moved a normal radiograph from 0.18 to 0.59, "reliable", where the
+    same picture as a .jpg was "not reliable: heavily compressed JPEG"."""
+    grey = np.asarray(
+        Image.open(sorted((fracatlas_dir / "images" / "Non_fractured").glob("*.jpg"))[0]).convert("L")
+    )
+    buffer = io.BytesIO()
+    Image.fromarray(grey).save(buffer, format="JPEG", quality=quality)
+    ds = pydicom.dcmread(io.BytesIO(make_dicom(grey, bits_stored=8, bits_allocated=8, modality="CR")))
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.PixelData = encapsulate([buffer.getvalue()])
+    ds["PixelData"].VR = "OB"
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    warnings_said = read_image(out.getvalue()).metadata.warnings
+    assert any(w.startswith("heavily compressed JPEG (quality about 20)") for w in warnings_said) == said
+    as_a_file = read_image(buffer.getvalue()).metadata.warnings
+    assert any(w.startswith("heavily compressed JPEG") for w in as_a_file) == said  # one rule
