@@ -138,10 +138,11 @@ def test_a_missing_input_is_a_bad_argument(tmp_path: Path) -> None:
     assert not (tmp_path / "bundle").exists()
 
 
-def test_a_folder_that_is_no_data_set_is_one_line_and_exit_1(tmp_path: Path) -> None:
-    """Found while the progress bar runs: no empty line the bar left behind on stderr."""
+def test_a_folder_that_is_no_data_set_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """Found while the progress bar runs: no empty line the bar left behind on stderr. Exit 2, a
+    bad argument (1 until 2026-12-06)."""
     result = CliRunner().invoke(app, ["audit", str(tmp_path)])
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output
     assert result.stderr.startswith("error (dataset_error): ")
     assert result.stderr.count("\n") == 1, result.stderr
 
