@@ -450,7 +450,7 @@ def test_a_large_body_hands_its_memory_back_answered_or_refused(
     from fracsight._malloc import LARGE_BODY_BYTES
 
     trims: list[bool] = []
-    monkeypatch.setattr(api_app, "release_freed_memory", lambda: trims.append(True))
+    monkeypatch.setattr(api_app, "release_in_background", lambda: trims.append(True))
     assert client.post("/v1/predict", files=files(("a.png", png_bytes()))).status_code == 200
     assert trims == []  # a small image: its arrays are reused, not handed back
     big = b"\0" * LARGE_BODY_BYTES  # no image: refused

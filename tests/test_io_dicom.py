@@ -1087,3 +1087,20 @@ def test_a_heavily_compressed_jpeg_inside_a_dicom_is_said_as_for_a_jpeg_file(
     assert any(w.startswith("heavily compressed JPEG (quality about 20)") for w in warnings_said) == said
     as_a_file = read_image(buffer.getvalue()).metadata.warnings
     assert any(w.startswith("heavily compressed JPEG") for w in as_a_file) == said  # one rule
+
+
+def test_a_non_image_sop_class_is_no_view_whatever_its_modality() -> None:
+    """A scanned request form (Encapsulated PDF) written with Modality `OT` made a study "not
+    reliable: some views could not be read"; a CT image under `OT` is a view unread all the same."""
+    pdf, ct, sr = (
+        "1.2.840.10008.5.1.4.1.1.104.1",
+        "1.2.840.10008.5.1.4.1.1.2",
+        "1.2.840.10008.5.1.4.1.1.88.33",
+    )
+    for uid, an_image in ((pdf, False), (sr, False), (ct, True)):
+        with pytest.raises(UnsupportedModalityError) as refused:
+            check_dicom_object("OT", uid)
+        assert refused.value.not_an_image is not an_image, uid
+    with pytest.raises(UnsupportedModalityError) as refused:
+        check_dicom_object("SR", None)
+    assert refused.value.not_an_image

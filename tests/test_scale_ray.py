@@ -380,9 +380,10 @@ def test_a_bundle_zip_is_refused_for_a_cluster(archive: Path, tmp_path: Path, ra
     two.mkdir()
     for image in sorted(archive.glob("*.jpg"))[:2]:
         (two / image.name).symlink_to(image.resolve())
-    code, err = finish(
-        batch(str(two), "--out", str(tmp_path / "out"), "--model", zipped, "--address", "local")
-    )
+    # even where RAY_ADDRESS names a cluster (a KubeRay pod, a `ray job submit` shell)
+    env = {**os.environ, "RAY_ADDRESS": ray_address}
+    local = batch(str(two), "--out", str(tmp_path / "out"), "--model", zipped, "--address", "local", env=env)
+    code, err = finish(local)
     assert code == 0, err
 
 

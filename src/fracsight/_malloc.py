@@ -26,6 +26,7 @@ import contextlib
 import ctypes
 import os
 import sys
+import threading
 
 __all__ = [
     "ARENA_MAX",
@@ -36,6 +37,7 @@ __all__ = [
     "is_large",
     "keep_freed_memory",
     "release_freed_memory",
+    "release_in_background",
 ]
 
 MMAP_THRESHOLD = 32 << 20  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit systems
@@ -80,6 +82,25 @@ def release_freed_memory() -> None:
     if _done:
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+_trimming = threading.Lock()
+
+
+def release_in_background() -> None:
+    """:func:`release_freed_memory` in a thread of its own, unless one runs already: ``malloc_trim``
+    took 3 to 30 ms under load, which on a server's event loop stalled every connection, and
+    concurrent large uploads would each queue one."""
+    if _done and not _trimming.locked():
+        threading.Thread(target=_release_once, name="malloc-trim", daemon=True).start()
+
+
+def _release_once() -> None:
+    if _trimming.acquire(blocking=False):
+        try:
+            release_freed_memory()
+        finally:
+            _trimming.release()
 
 
 def _set_thresholds() -> bool:

@@ -26,7 +26,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fracsight import __version__
-from fracsight._malloc import LARGE_BODY_BYTES, release_freed_memory
+from fracsight._malloc import LARGE_BODY_BYTES, release_in_background
 from fracsight.api.auth import (
     OPEN_PATHS,
     BearerAuthMiddleware,
@@ -146,7 +146,7 @@ class ObserveMiddleware:
                 time.perf_counter() - start,
             )
             if received >= LARGE_BODY_BYTES:  # answered or refused, its buffers are freed by now
-                release_freed_memory()
+                release_in_background()
 
 
 class RootPathMiddleware:

@@ -178,6 +178,16 @@ def clean_code_string(value: object) -> str | None:
     return text if _CODE_STRING.fullmatch(text) else None
 
 
+def _image_storage(uid: str) -> bool:
+    """Whether a storage SOP Class holds an image (``CT Image Storage``), not a report, a document
+    or a presentation state (a scanned request form in an Encapsulated PDF, written with Modality
+    `OT`); one pydicom does not know is taken for an image."""
+    from pydicom.uid import UID
+
+    name = UID(uid).name
+    return name == uid or "Image" in name
+
+
 def check_dicom_object(
     modality: object, sop_class_uid: object, *, label: str = "", model_name: object = None
 ) -> tuple[str, ...]:
@@ -222,6 +232,7 @@ def check_dicom_object(
             "Capture images",
             modality=code,
             sop_class=uid,
+            not_an_image=not _image_storage(uid),
         )
     if isinstance(model_name, str) and model_name.strip() == RESULT_MODEL_NAME:
         raise UnsupportedModalityError(

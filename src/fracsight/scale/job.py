@@ -135,9 +135,10 @@ def run_batch(
         inputs = {path: Path(path).name for path in inputs}
     started = time.perf_counter()
     option = "--address"
-    if address == "local":  # as RAY_ADDRESS=local says it: a Ray of this machine's own for the job
+    local_asked = address == "local"  # as RAY_ADDRESS=local says it: a Ray of this machine's own
+    if local_asked:
         address = None
-    if not address:  # as `ray job submit` and KubeRay set it: a second, local Ray started beside it
+    elif not address:  # as `ray job submit` and KubeRay set it: a second, local Ray started beside it
         address, option = cluster_from_environment(), "RAY_ADDRESS"
     if address:
         _check_reachable(address, option)
