@@ -135,9 +135,8 @@ def run_batch(
         inputs = {path: Path(path).name for path in inputs}
     started = time.perf_counter()
     option = "--address"
-    local_asked = address == "local"  # as RAY_ADDRESS=local says it: a Ray of this machine's own
-    if local_asked:
-        address = None
+    if address == "local":  # as RAY_ADDRESS=local says it: a Ray of this machine's own, whatever
+        address = None  # RAY_ADDRESS names
     elif not address:  # as `ray job submit` and KubeRay set it: a second, local Ray started beside it
         address, option = cluster_from_environment(), "RAY_ADDRESS"
     if address:
