@@ -156,23 +156,16 @@ def _check_native_length(ds: Any) -> None:
 
 
 def decodable(syntaxes: Sequence[str]) -> list[str]:
-    """The transfer syntaxes of ``syntaxes`` whose pixels this installation can decode (every
-    uncompressed one). The node accepted all that pynetdicom knows: an image in JPEG 2000 Part 2,
-    HEVC or JPEG XL was acknowledged as stored, then dropped by the reader, the sender none the
-    wiser; now the association offers it no such context, and a sender that can transcode falls
-    back to one the node reads."""
-    from pydicom.pixels import get_decoder
+    """The transfer syntaxes of ``syntaxes`` whose pixels the reader decodes (every uncompressed
+    one). The node accepted all that pynetdicom knows: an image in JPEG 2000 Part 2, HEVC or JPEG XL
+    was acknowledged as stored, then dropped by the reader, the sender none the wiser; now the
+    association offers it no such context, and a sender that can transcode falls back to one the
+    node reads."""
     from pydicom.uid import UID
 
-    kept = []
-    for syntax in syntaxes:
-        uid = UID(syntax)
-        try:
-            if not uid.is_compressed or get_decoder(uid).is_available:
-                kept.append(syntax)
-        except NotImplementedError:  # pydicom knows no decoder for it at all
-            pass
-    return kept
+    from fracsight.io._dicom import decoder_available
+
+    return [syntax for syntax in syntaxes if decoder_available(UID(syntax))]
 
 
 class StoreSCP:

@@ -216,7 +216,7 @@ def _read(
     frames = int(ds.get("NumberOfFrames") or 1)
     index = _frame_index(frames, frame, label, notes)
     transfer_syntax = _transfer_syntax(pydicom, ds)
-    _require_decoder(pydicom, transfer_syntax, label)
+    _require_decoder(transfer_syntax, label)
     if not transfer_syntax.is_encapsulated:
         _check_native_length(
             ds, native_pixel_bits(rows, cols, frames, bits_allocated, samples, photometric), label, notes
@@ -563,12 +563,18 @@ def _transfer_syntax(pydicom: Any, ds: Any) -> Any:
     return pydicom.uid.UID(uid)
 
 
-def _require_decoder(pydicom: Any, uid: Any, label: str) -> None:
+def decoder_available(uid: Any) -> bool:
+    """Whether this installation decodes pixel data in transfer syntax ``uid`` (a pydicom UID)."""
+    from pydicom.pixels import get_decoder
+
     try:
-        available = pydicom.pixels.get_decoder(uid).is_available
-    except NotImplementedError:
-        available = False
-    if not available:
+        return get_decoder(uid).is_available
+    except NotImplementedError:  # pydicom knows no decoder for it at all
+        return False
+
+
+def _require_decoder(uid: Any, label: str) -> None:
+    if not decoder_available(uid):
         if not uid.is_valid:  # free text (a patient's name, even) where a UID belongs: never echoed
             described = "(not a valid UID; not shown)"
         else:
