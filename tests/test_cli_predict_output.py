@@ -194,6 +194,10 @@ def test_an_overlay_written_beside_the_images_is_refused_when_read_again(
     assert again.exit_code == 1, again.output  # a file could not be read
     rows = {i["source"]: i for i in json.loads(again.stdout)["images"]}
     assert rows["scan.overlay.png"]["error_code"] == "fracsight_overlay" and "decision" in rows["scan.jpg"]
+    # nor is it a view the study missed: its verdict stayed reliable (an overlay the desktop saved
+    # beside a study's views made a "fracture suspected" study "not reliable")
+    (study,) = json.loads(_predict(tiny_bundle, scans, "--study", "--json").stdout)["studies"]
+    assert study["reliable"] and study["unread_images"] == [] and study["images"] == ["scan.jpg"]
     from PIL import Image
 
     for fmt in ("PNG", "JPEG"):  # the web app's, the API's and the desktop's overlays too

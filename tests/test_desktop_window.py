@@ -218,6 +218,10 @@ def test_image_and_dicom_show_what_predict_says(
         before = opened.read_bytes()
         assert export(opened) is None and opened.read_bytes() == before
         assert "is one of the opened images" in desktop.status.cget("text")
+    # nor beside them, where the save dialog opens: the next prediction of that folder read it too
+    beside = opened.parent / "hand.overlay.png"
+    assert desktop.export_overlay(beside) is None and not beside.exists()
+    assert "holds radiographs opened here" in desktop.status.cget("text")
     from PIL import Image
 
     # the image at full size, the band with the decision and the notice below it

@@ -155,3 +155,18 @@ def test_labels_csv_without_boxes_reports_no_box_metrics(fracatlas_dir, tmp_path
     m = json.loads((out / "metrics.json").read_text())
     assert "localization" not in m and "localization" not in result.stdout
     assert "Box AP" not in (out / "report.html").read_text(encoding="utf-8")
+
+
+def test_without_resamples_no_interval_method_is_named_and_nothing_flagged_is_said() -> None:
+    """`evaluate --bootstrap 0` wrote "ci_method: percentile bootstrap, ..." beside no interval; an
+    all-equal set's sensitivity at specificity 0.90 was said to be read at "threshold 0.489", which
+    flags every image when rerun as p >= 0.489 (it is one float step above every score)."""
+    from fracsight.evaluation.report import where_read_off
+
+    y, p = _scores()
+    m = evaluate_predictions(y, p, study_ids=[str(i // 2) for i in range(y.size)], n_bootstrap=0)
+    assert m["ci_method"] is None and m["study"]["ci_method"] is None and m["auroc"]["ci_low"] is None
+    tied = evaluate_predictions(np.array([1] * 5 + [0] * 15), np.full(20, 0.489), n_bootstrap=0)
+    sas = tied["sensitivity_at_specificity"]
+    assert sas["threshold"] > 0.489 and "nothing flagged" in where_read_off(sas)
+    assert where_read_off(m["sensitivity_at_specificity"]).startswith("threshold 0.")

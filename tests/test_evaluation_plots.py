@@ -176,3 +176,22 @@ def test_the_legend_hides_no_operating_point_of_a_weak_model(plot, drawn: list, 
     assert len(markers) == 2
     points = ax.transData.transform(np.vstack([line.get_xydata() for line in markers]))
     assert not [tuple(xy) for xy in points if legend.contains(*xy)]
+
+
+def test_the_precision_recall_curve_drawn_has_the_area_of_its_average_precision(
+    drawn: list, tmp_path: Path
+) -> None:
+    """Tied scores (an INT8 model gives many; a set of one picture copied gives only one): the curve
+    was drawn at each stretch's left-hand precision, 1.0 across to recall 1 for a model no better
+    than chance, beside the legend's "AP 0.250"."""
+    from matplotlib import cbook
+
+    from fracsight.evaluation.metrics import average_precision
+
+    y, p = _case()
+    for labels, scores in ((np.array([1] * 5 + [0] * 15), np.full(20, 0.4)), (y, np.round(p, 1))):
+        drawn.clear()
+        plot_pr(labels, scores, tmp_path / "pr.png")
+        (curve, *_) = drawn[0].axes[0].lines
+        x, h = cbook.STEP_LOOKUP_MAP[curve.get_drawstyle()](*curve.get_xydata().T)
+        assert np.trapezoid(h, x) == pytest.approx(average_precision(labels, scores))

@@ -1083,11 +1083,11 @@ def _print_metrics(m: dict) -> None:
         typer.echo(f"AUROC {ci(m['auroc'])}; average precision {ci(m['average_precision'])}")
         sas = m.get("sensitivity_at_specificity") or {}
         if sas.get("sensitivity") is not None:  # with where it was read off: the threshold, its specificity
+            from fracsight.evaluation.report import where_read_off
+
             target = num(sas.get("specificity_target"), 2)
-            typer.echo(
-                f"sensitivity at specificity {target}: {num(sas['sensitivity'])} "
-                f"(threshold {num(sas.get('threshold'))}, specificity {num(sas.get('specificity'))})"
-            )
+            sensitivity = num(sas["sensitivity"])
+            typer.echo(f"sensitivity at specificity {target}: {sensitivity} ({where_read_off(sas)})")
         typer.echo(
             f"expected calibration error {num((m.get('calibration') or {}).get('ece'))}; "
             f"Brier score {num(m.get('brier'))}"

@@ -50,6 +50,8 @@ class ImageReadError(FracsightError):
     """The input could not be read as a radiograph."""
 
     code = "unreadable_image"
+    # no image for a study to assess (a report, fracsight's own output): not a view it missed
+    not_an_image = False
 
 
 class EmptyFileError(ImageReadError):
@@ -153,6 +155,7 @@ class OverlayImageError(ImageReadError):
 
     code = "fracsight_overlay"
     http_status = 422
+    not_an_image = True  # beside a study's views, it is none of them: the study's verdict stands
 
 
 class DatasetError(FracsightError):

@@ -157,6 +157,12 @@ class ReadingSession:
         target = Path(path).resolve()
         return any(Path(p).resolve() == target for p in self.paths)
 
+    def holds_opened(self, folder: Path) -> bool:
+        """Whether an opened file lies in ``folder``: an overlay saved there is one more file the next
+        prediction of that folder reads (as ``predict --overlay-dir`` inside a folder read is refused)."""
+        target = os.path.realpath(folder)
+        return any(os.path.dirname(real) == target for real in self.resolved)
+
     def choose_operating_point(self, name: str) -> None:
         if self.predictor is None:
             raise RuntimeError("no model loaded")

@@ -1053,6 +1053,12 @@ class DesktopApp:
         if path.suffix.lower() not in OVERLAY_FORMATS:  # ov.jpg was a PNG under a JPEG's name
             self._set_status(f"Not saved: {path.name}: an overlay is a .png or .jpg: choose such a name.")
             return None
+        if self.session.holds_opened(path.parent):  # the save dialog opens where the images were
+            self._set_status(
+                f"Not saved: {path.parent} holds radiographs opened here, and the next prediction of it "
+                "would read the overlay too; choose another folder."
+            )
+            return None
         shown = self.session.result(index)  # at the chosen operating point, as the card says
         viewer, name = self.viewer, self.session.names[index]
         look = viewer.look()

@@ -107,7 +107,7 @@ def plot_pr(
     ax.step(
         recall,
         precision,
-        where="post",
+        where="pre",  # recall rises: each stretch at the precision of its right end, as AP sums it
         color="#2b83ba",
         lw=2,
         label=f"AP {average_precision(y, p):.3f}{_ci_text(ci, ci_level)}",

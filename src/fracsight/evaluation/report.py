@@ -355,7 +355,8 @@ def evaluate_predictions(
     result["ci_level"] = 1.0 - alpha
     result["n_bootstrap"] = n_bootstrap
     result["bootstrap_seed"] = seed
-    result["ci_method"] = f"percentile bootstrap, {resampled}"
+    # none drawn (n_bootstrap 0): no method to name ("percentile bootstrap" beside no interval)
+    result["ci_method"] = f"percentile bootstrap, {resampled}" if n_bootstrap else None
     if regions is not None:
         if len(regions) != ya.size:
             raise ValueError(f"regions has {len(regions)} entries for {ya.size} samples")
@@ -380,7 +381,9 @@ def evaluate_predictions(
         result["study"] = {
             "method": study_method,
             "ci_method": "percentile bootstrap, "
-            + ("resampling whole groups of related studies" if study_groups else "stratified by label"),
+            + ("resampling whole groups of related studies" if study_groups else "stratified by label")
+            if n_bootstrap
+            else None,
             **block,
         }
         if not views.all():
@@ -739,10 +742,19 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
+def where_read_off(sas: Mapping[str, Any]) -> str:
+    """Where a sensitivity at specificity was read: its threshold and the specificity there, or,
+    where only flagging nothing reaches the target, that (its threshold is one float step above
+    every score: "threshold 0.489" read as p >= 0.489 flagged every image of an all-equal set)."""
+    if sas.get("sensitivity") == 0 and sas.get("specificity") == 1:
+        return "no threshold reaches it while flagging any image: nothing flagged"
+    return f"threshold {_num(sas.get('threshold'))}, specificity {_num(sas.get('specificity'))}"
+
+
 def _at_specificity(sas: Mapping[str, Any]) -> str:
     text = _num(sas.get("sensitivity"))
     if sas.get("sensitivity") is not None and sas.get("threshold") is not None:
-        text += f" (threshold {_num(sas['threshold'])}, specificity {_num(sas.get('specificity'))})"
+        text += f" ({where_read_off(sas)})"
     return text
 
 
