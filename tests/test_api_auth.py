@@ -272,6 +272,18 @@ def test_a_token_in_the_variable_beginning_with_a_hash_is_refused_not_dropped(va
     assert "Hash-start" not in str(caught.value) and TOKEN not in str(caught.value)
 
 
+def test_a_tokens_file_set_into_the_variable_gives_its_tokens() -> None:
+    """`FRACSIGHT_API_TOKENS="$(cat api_tokens)"` (as docs/deploy.md shows) of a file of two lines
+    and a comment was refused: "entry 1: a sha256: digest needs exactly 64 hex digits"."""
+    other = "client-B-token-0123456789"
+    text = f"# client A\n{token_digest(TOKEN)}\r\n\n# client B, ward 3\n{other}\n"
+    guard = token_guard("required", ApiSettings.from_env({"FRACSIGHT_API_TOKENS": text}).api_tokens, None)
+    assert len(guard) == 2 and guard.allows(TOKEN) and guard.allows(other) and not guard.allows("x" * 20)
+    assert len(token_guard("required", text, None)) == 2
+    with pytest.raises(ConfigError, match="holds no token"):  # comments only: never an open API
+        ApiSettings.from_env({"FRACSIGHT_API_TOKENS": "# client A\n# client B\n"})
+
+
 def test_a_misspelt_setting_is_named_in_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     env = {"FRACSIGHT_API_TOKEN": TOKEN, "FRACSIGHT_MAX_UPLOAD_MB": "5", "FRACSIGHT_AET": "FRACSIGHT"}
     with caplog.at_level("WARNING", logger="fracsight.api"):

@@ -67,25 +67,34 @@ def wait_until_healthy(proc: subprocess.Popen, url: str, log: Path) -> None:
 
 
 @contextmanager
-def running_app(model: Path | None, examples: Path, work: Path, port: int | None = None) -> Iterator[str]:
+def running_app(
+    model: Path | None,
+    examples: Path | None,
+    work: Path,
+    port: int | None = None,
+    host: str = "127.0.0.1",
+    env: dict[str, str] | None = None,
+) -> Iterator[str]:
     """``fracsight app --port P --model MODEL --examples EXAMPLES`` running (the shipped model when
     ``model`` is None; on a free port unless given), its output in ``work/app.log``; yields its URL
-    and stops it (with its children) on leaving."""
+    (on loopback) and stops it (with its children) on leaving."""
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     log = work / "app.log"
-    command = [*fracsight_command(), "app", "--port", str(port)]
+    command = [*fracsight_command(), "app", "--port", str(port), "--host", host]
     command += [] if model is None else ["--model", str(model)]
+    command += [] if examples is None else ["--examples", str(examples)]
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [*command, "--examples", str(examples)],
+            command,
             stdout=out,
             stderr=subprocess.STDOUT,
+            env=env,
             start_new_session=True,  # its own process group: teardown stops streamlit too
         )
     try:
         wait_until_healthy(proc, url, log)
-        assert f"fracsight app: {url}" in log.read_text()
+        assert f"fracsight app: http://{host}:{port}" in log.read_text()
         yield url
     finally:
         if proc.poll() is None:
@@ -506,3 +515,42 @@ def test_two_uploads_of_one_stem_get_overlays_of_two_names(
         "Download wrist.jpg.overlay.png",
         "Download wrist.png.overlay.png",
     ]
+
+
+def test_on_every_address_the_app_calls_nowhere_and_says_it_has_no_login(
+    tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """`fracsight app --host 0.0.0.0` (the web-app image's command) asked checkip.amazonaws.com for
+    an "External URL" at every start, through the proxy when one was set, and said nothing of the
+    app having no login, where `serve` warns (or refuses) off loopback."""
+    import socket
+    import threading
+
+    calls: list[bytes] = []
+    with socket.socket() as proxy:
+        proxy.bind(("127.0.0.1", 0))
+        proxy.listen()
+        proxy.settimeout(0.5)
+
+        def record() -> None:
+            while True:
+                try:
+                    conn, _ = proxy.accept()
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return  # closed
+                with conn:
+                    conn.settimeout(2)
+                    calls.append(conn.recv(200))
+
+        threading.Thread(target=record, daemon=True).start()
+        via = f"http://127.0.0.1:{proxy.getsockname()[1]}"
+        env = {k: v for k, v in os.environ.items() if k.lower() != "no_proxy"}
+        env |= {"HTTP_PROXY": via, "HTTPS_PROXY": via, "http_proxy": via, "https_proxy": via}
+        with running_app(tiny_bundle, None, tmp_path, host="0.0.0.0", env=env):
+            time.sleep(4)  # Streamlit asked (and waited up to 2 x 1 s) right after it started
+    assert calls == []
+    said = (tmp_path / "app.log").read_text()
+    assert "warning: listening on 0.0.0.0: the web app has no login of its own" in said
+    assert "External URL" not in said

@@ -1366,6 +1366,13 @@ def web_app(
     command = streamlit_command(
         port=port, address=host, model=model, examples=examples, operating_point=operating_point
     )
+    from fracsight.api.auth import is_loopback
+
+    if not is_loopback(host):  # `serve` refuses or warns here; the app has no login of its own
+        warning_line(
+            f"listening on {host}: the web app has no login of its own; put it behind an "
+            "authenticating reverse proxy with TLS (docs/deploy.md)"
+        )
     url = local_url(host, port)
     code = run_app(command, on_start=lambda: typer.echo(f"fracsight app: {url} (Ctrl+C to stop)"))
     raise typer.Exit(code)

@@ -160,6 +160,17 @@ def parse_tokens(entries: Iterable[str], where: str, *, comments: bool = True) -
     return digests
 
 
+def parse_tokens_variable(value: str) -> set[bytes]:
+    """The digests of ``FRACSIGHT_API_TOKENS``: entries separated by commas, or by line ends too, as
+    a tokens file set into it holds them (``"$(cat api_tokens)"``, a Kubernetes secret of the file),
+    whose ``#`` comment lines are then skipped: two valid lines were refused as one malformed entry."""
+    lines = value.splitlines()
+    if len(lines) > 1:
+        lines = [line for line in lines if not line.strip().startswith("#")]
+    entries = [entry for line in lines for entry in line.split(",")]
+    return parse_tokens(entries, "FRACSIGHT_API_TOKENS", comments=False)
+
+
 def _without_bom(entry: str, where: str) -> str:
     """The first entry without the UTF-8 byte order mark that a value read from a Windows editor's
     file begins with (a tokens file's own is dropped as it is decoded); a UTF-16 one is refused."""
@@ -255,7 +266,7 @@ def token_guard(auth: str, tokens: str | None, tokens_file: str | None) -> Token
     """
     digests: set[bytes] = set()
     if tokens:
-        digests |= parse_tokens(tokens.split(","), "FRACSIGHT_API_TOKENS", comments=False)
+        digests |= parse_tokens_variable(tokens)
     if tokens_file:
         path = Path(tokens_file)
         lines = _tokens_file_lines(path)

@@ -22,7 +22,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from fracsight.api.auth import digests_setting, parse_tokens
+from fracsight.api.auth import digests_setting, parse_tokens_variable
 from fracsight.errors import ConfigError
 from fracsight.io import DEFAULT_MAX_PIXELS
 from fracsight.io._raster import PILLOW_MAX_PIXELS
@@ -136,7 +136,7 @@ class ApiSettings(BaseModel):
     def _keep_digests_only(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
-        digests = parse_tokens(value.split(","), "FRACSIGHT_API_TOKENS", comments=False)
+        digests = parse_tokens_variable(value)
         if not digests:  # set, but to separators only: never an open API by mistake
             raise ConfigError("FRACSIGHT_API_TOKENS is set but holds no token")
         return digests_setting(digests)
