@@ -545,6 +545,8 @@ def test_outputs_that_cannot_be_written_are_refused_before_predicting(
         (["--csv", tmp_path / "no-such-folder" / "out.csv"], "(make it first: mkdir -p"),
         (["--csv", tmp_path], "is a folder"),
         (["--overlay-dir", a_file], "not a folder"),
+        # inside a file: "no such folder: a-file (make it first: mkdir -p a-file)" of a file
+        (["--overlay-dir", a_file / "sub" / "ov"], f"error (bad_output): {a_file} is a file, not a folder"),
     ]
     for args, message in cases:
         result = _predict(tiny_bundle, images[0], *args)

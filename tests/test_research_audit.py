@@ -153,6 +153,11 @@ def test_a_max_samples_run_is_not_said_to_have_another_split(tmp_path):
     assert _split_as_recorded(spec(20, 20), carved)
     assert _split_as_recorded(spec(30, 0), carved) and _split_as_recorded(spec(30, 50), carved)
     assert not _split_as_recorded(spec(29, 0), carved)  # the data changed: still said
+    # nor that its whole train split was trained on (`evaluate --split train` said so of 48 images)
+    from fracsight.evaluation.run import seen_by_model
+
+    assert "20 of whose images it was trained on (max_samples)" in seen_by_model("train", spec(20, 20))
+    assert seen_by_model("train", spec(30, 0)).endswith("the images it was trained on")
 
 
 @pytest.mark.parametrize(("names", "warned"), [(("0", "1"), True), (("Fractured", "Normal"), False)])

@@ -43,6 +43,13 @@ def test_train_on_a_file_is_a_bad_argument(tmp_path, a_file):
     assert not (tmp_path / "run").exists()
 
 
+def test_train_into_a_folder_under_a_file_is_a_bad_argument(tiny_dataset, tmp_path, a_file):
+    """Said once the data set was read, as a failure: `error (os_error): Not a directory`, exit 1."""
+    result = CliRunner().invoke(app, ["train", str(tiny_dataset), "--out", str(a_file / "run")])
+    _refused(result, f"error (output_refused): --out {a_file / 'run'}: {a_file} is a file, not a folder")
+    assert a_file.read_text() == "not a data set"
+
+
 def test_train_with_an_unknown_layout_is_a_bad_argument(tmp_path):
     result = CliRunner().invoke(
         app, ["train", str(tmp_path), "--out", str(tmp_path.parent / "r"), "--set", "layout=voc"]

@@ -920,3 +920,32 @@ def test_a_run_in_the_current_folder_and_one_whose_data_moved_resume(tiny_datase
     resumed = CliRunner().invoke(app, ["train", str(renamed), *recipe, "--out", str(run), *again, "--resume"])
     assert resumed.exit_code == 0, resumed.output
     assert "name: moved-data-" in (run / "config.yaml").read_text(encoding="utf-8")
+
+
+def test_a_run_that_stopped_early_resumed_as_it_was_trains_nothing(tiny_dataset, tmp_path):
+    """A run ended by early stopping, resumed with the same settings (a job script that always says
+    --resume, run again): it trained on, and one better epoch reset the count, so best.pt became a
+    model the run never would have kept, and the card's Reproduce command made another one. Now it
+    trains nothing; a larger patience goes on, as docs/training.md says."""
+    settings = [*TINY, "arch=small_cnn", "pretrained=none", "feature_cache_variants=0", "input_size=64"]
+    settings += ["epochs_frozen=0", "epochs=6", "patience=1", "lr_finetune=0.05"]
+    dataset = load_dataset(tiny_dataset)
+    cfg = load_config(None, settings, data=str(tiny_dataset), out=str(tmp_path / "run"))
+    first = Trainer(cfg, dataset, show_progress=False).fit()
+    assert len(first.history) < 6, "the run did not stop early: nothing tested"
+    best, history = (
+        (tmp_path / "run" / "best.pt").read_bytes(),
+        (tmp_path / "run" / "history.json").read_text(),
+    )
+    again = Trainer(cfg, dataset, show_progress=False).fit(resume=True)
+    assert (tmp_path / "run" / "best.pt").read_bytes() == best
+    assert (tmp_path / "run" / "history.json").read_text() == history
+    assert (again.best_epoch, again.best_score) == (first.best_epoch, first.best_score)
+    more = load_config(
+        None,
+        [*settings[:-2], "patience=100", "lr_finetune=0.05"],
+        data=str(tiny_dataset),
+        out=str(tmp_path / "run"),
+    )
+    on = Trainer(more, dataset, show_progress=False).fit(resume=True)
+    assert len(on.history) == 6

@@ -76,3 +76,18 @@ def test_a_cache_cut_short_is_never_left_and_one_found_is_made_again(
         assert "damaged" in caplog.text
         assert np.array_equal(again.images, made.images)
         assert np.array_equal(np.load(image_file), made.images)  # and written whole this time
+
+
+def test_one_data_set_given_by_two_paths_is_cached_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`train data` then `train /abs/data` (the card's Reproduce command): every image letterboxed
+    and stored again (the key took each path as typed)."""
+    import dataclasses
+
+    samples = _mura_like(tmp_path / "mura", garbage=set(), n=3)
+    letterbox_samples(samples, 32, tmp_path / "cache", workers=1)
+    monkeypatch.chdir(tmp_path)
+    relative = [dataclasses.replace(s, path=s.path.relative_to(tmp_path)) for s in samples]
+    letterbox_samples(relative, 32, tmp_path / "cache", workers=1)
+    assert len({p.name.rsplit("-", 1)[0] for p in (tmp_path / "cache").iterdir()}) == 1  # one key

@@ -72,3 +72,13 @@ def replaced_by(name: str) -> str | None:
         return None
     parts = name[1 : -len(_TMP)].rsplit(".", 2)
     return parts[0] if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit() else None
+
+
+def file_in_the_way(folder: Path) -> Path | None:
+    """The file at ``folder`` or at one of its parents, where a folder would have to be made (an
+    output `afile/run`); None where the nearest existing one is a folder. "no such folder: afile
+    (make it first: mkdir -p afile)" was said of a file, and training stopped with `Not a directory`."""
+    for path in (folder, *folder.parents):
+        if os.path.lexists(path):
+            return None if path.is_dir() else path
+    return None

@@ -321,8 +321,13 @@ def refuse_output(path: Path | None, *, folder: bool, overwrite: bool = True, op
     if path is None:
         return
     refuse_option_as_name(path, option, folder=folder)
+    from fracsight._files import file_in_the_way
+
     problem = None
-    if folder and path.exists() and not path.is_dir():
+    in_the_way = file_in_the_way(path.parent)
+    if in_the_way is not None:
+        problem = "bad_output", f"{in_the_way} is a file, not a folder"
+    elif folder and path.exists() and not path.is_dir():
         problem = "bad_output", f"{path} exists and is not a folder"
     elif folder and path.is_symlink() and not path.exists():  # failed after the work: "File exists"
         problem = "bad_output", f"{path} is a link whose target does not exist ({os.readlink(path)})"

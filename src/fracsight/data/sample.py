@@ -120,8 +120,8 @@ class Dataset:
         if self.layout == "class-folders":
             raise OutputFolderError(
                 f"{option} {out} is inside the class-folder data set {self.root}: the next time it is "
-                "read, the folder would be taken for a class, its plots for images; choose a folder "
-                "outside the data set"
+                "read, the folder would be taken for a class, the images in it for the data set's; choose "
+                "a folder outside the data set"
             )
         raise OutputFolderError(
             f"{option} {out} is inside the {self.layout} data set {self.root}, whose images are found by "

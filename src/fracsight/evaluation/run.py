@@ -193,6 +193,13 @@ def seen_by_model(split: str | None, spec: Any = None) -> str | None:
     named = "all" if split in (None, "all") else split_name(split) or ""
     if named == "val" and spec is not None and calibrated_on(spec):
         return _VAL_CHOSE_CHECKPOINT
+    trained = spec.training.get("n_train") if spec is not None else None
+    if named == "train" and trained and (spec.training.get("config") or {}).get("max_samples"):
+        # `--set max_samples=N`: N of the split were trained on, not every image measured
+        return (
+            f"the 'train' split of the data set the model was trained on, {trained} of whose images "
+            "it was trained on (max_samples)"
+        )
     return _SEEN_BY_MODEL.get(named)
 
 

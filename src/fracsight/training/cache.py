@@ -67,7 +67,10 @@ def _key(samples: list[Sample], size: int) -> str:
     for s in samples:
         st = s.path.stat()
         # surrogateescape: a file name that is not UTF-8 (caf\xe9.jpg) stopped training with a traceback
-        h.update(f"{s.path}|{st.st_size}|{st.st_mtime_ns}|{s.boxes}".encode("utf-8", "surrogateescape"))
+        # the file's real path: `train data` and `train /abs/data` (the card's Reproduce command) cached
+        # every image twice
+        entry = f"{os.path.realpath(s.path)}|{st.st_size}|{st.st_mtime_ns}|{s.boxes}"
+        h.update(entry.encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:16]
 
 

@@ -744,6 +744,15 @@ class Trainer:
             self.saved_epoch = state["epoch"]
             schedules = self._schedules(state)
             log.info("resuming from epoch %d", start_epoch)
+            if state.get("phase") == 2 and since_best >= cfg.patience:
+                # it ended here: one more epoch trained on, and kept, a model the run never would
+                # have (the card's Reproduce command stops here again, at the earlier best epoch)
+                console.print(
+                    f"{self.run_dir} ended by early stopping at epoch {state['epoch']} (best epoch "
+                    f"{best_epoch}): nothing to train; add --set patience=N (more than {since_best}) "
+                    "to go on"
+                )
+                start_epoch = cfg.epochs_frozen + cfg.epochs + 1
         elif cfg.init:
             # The starting weights are a candidate like any epoch: if no epoch beats them on
             # validation, best.pt stays the model training started from (best epoch 0).
