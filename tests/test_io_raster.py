@@ -508,5 +508,13 @@ def test_floats_a_hair_over_one_are_named_with_the_digits_that_show_it() -> None
     """ "got 0 to 1: divide by the image's full scale" said of 1.0000001: the overshoot hidden."""
     pixels = np.full((64, 64), 1.0000001, dtype=np.float32)
     pixels[0, 0] = 0.0
-    with pytest.raises(InvalidPixelsError, match=r"got 0 to 1\.0000001"):
+    with pytest.raises(InvalidPixelsError, match=r"got 0\.0 to 1\.0000001\d*: clip them"):
         Radiograph.from_array(pixels)
+    # 1 + 1e-12 was printed "1", -1e-17 told to divide by 255, as was a cubic zoom's overshoot
+    for lo, hi, shown in ((0.0, 1 + 1e-12, "1.000000000001"), (-1e-17, 1.0, "-1e-17"), (-0.03, 1.06, "1.06")):
+        pixels = np.linspace(lo, hi, 64 * 64).reshape(64, 64)
+        with pytest.raises(InvalidPixelsError, match=r"clip them \(np\.clip\(a, 0, 1\)\)") as caught:
+            Radiograph.from_array(pixels)
+        assert shown in str(caught.value)
+    with pytest.raises(InvalidPixelsError, match=r"got 0\.0 to 255\.0: divide by the image's full scale"):
+        Radiograph.from_array(np.linspace(0, 255, 64 * 64).reshape(64, 64))

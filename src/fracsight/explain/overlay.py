@@ -157,7 +157,7 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 def render_overlay(
     image: np.ndarray | Image.Image,
     heat: np.ndarray | None = None,
-    boxes: Sequence[BoxLike | Mapping[str, float]] = (),
+    boxes: Sequence[BoxLike | Mapping[str, float]] | np.ndarray = (),
     *,
     opacity: float = 0.4,
     colormap: str = "inferno",
@@ -445,7 +445,7 @@ def save_overlay(
     path: str | Path,
     image: np.ndarray | Image.Image,
     heat: np.ndarray | None = None,
-    boxes: Sequence[BoxLike] = (),
+    boxes: Sequence[BoxLike | Mapping[str, float]] | np.ndarray = (),
     *,
     overwrite: bool = False,
     **render_kwargs: Any,

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import numbers
 import os
 import sys
@@ -72,7 +73,7 @@ DETECTOR_OUTPUTS = frozenset({"detect_centre", "detect_size", "detect_offset"}) 
 BOX_GRID = 96  # boxes are traced on the localization map upsampled to this many cells
 MAX_THREADS = 256  # the most ONNX Runtime threads a Predictor takes (as the API's inference_threads)
 _READABLE = (str, os.PathLike, bytes, bytearray, memoryview)  # what read_image reads
-_ACCEPTED = "a path, bytes, a binary file, a numpy array, a PIL image or a Radiograph"
+_ACCEPTED = "a path, bytes, a binary file, a pydicom dataset, a numpy array, a PIL image or a Radiograph"
 _FILE_READING = threading.Lock()
 
 
@@ -138,10 +139,33 @@ def _input_name(source: Any) -> str:
         return Path(source).name or os.fspath(source)  # "." and "/" have no name of their own
     if isinstance(source, Radiograph):
         return source.metadata.name or "array"
-    if _is_file_object(source):
-        own = getattr(source, "name", None)  # a path for open(path); an int (a descriptor) or none
+    if _is_file_object(source) or _is_dicom_dataset(source):
+        # a path for open(path) or dcmread(path); an int (a descriptor), a buffer or none
+        own = getattr(source, "filename" if _is_dicom_dataset(source) else "name", None)
         return Path(own).name if isinstance(own, str) and Path(own).name else "upload"
     return "array" if _in_memory(source) else f"<{type(source).__name__}>"
+
+
+def _is_dicom_dataset(source: Any) -> bool:
+    pydicom = sys.modules.get("pydicom")  # a dataset exists only once pydicom is imported
+    return pydicom is not None and isinstance(source, pydicom.Dataset)
+
+
+def _dataset_bytes(dataset: Any, name: str) -> bytes:
+    """A pydicom dataset as its file: read as a file is (MONOCHROME1, rescale, window, the header's
+    checks), where ``ds.pixel_array``, the obvious other try, is a MONOCHROME1 image's negative
+    (0.16 "no fracture detected", reliable, for a file read 0.85)."""
+    import pydicom
+
+    buffer = io.BytesIO()
+    try:
+        pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
+    except Exception as e:  # no file meta and no SOP Class to make it from, a value pydicom cannot write
+        raise ImageReadError(
+            f"{name}: this pydicom dataset cannot be written as a DICOM file ({type(e).__name__}: {e}); "
+            "pass its file or bytes"
+        ) from None
+    return buffer.getvalue()
 
 
 def _in_memory(source: Any) -> bool:
@@ -386,6 +410,9 @@ class Predictor:
                     "a file given to predict must be opened in binary mode ('rb'); "
                     f"it read a {type(source).__name__}"
                 )
+        if _is_dicom_dataset(source):
+            name = name or _input_name(source)
+            source = _dataset_bytes(source, name)
         if not isinstance(source, _READABLE):
             raise TypeError(f"predict takes {_ACCEPTED}, not {type(source).__name__}")
         return self.read(source, name=name), source

@@ -96,7 +96,7 @@ def url_text(path: str | os.PathLike[str]) -> str | None:
 
 
 def read_image(
-    source: str | os.PathLike[str] | bytes,
+    source: str | os.PathLike[str] | bytes | bytearray | memoryview,
     *,
     name: str | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,

@@ -246,10 +246,15 @@ def _as_image_array(image: Any) -> np.ndarray:
             raise InvalidPixelsError("float pixels hold NaN or infinite values: give finite values in [0, 1]")
         lo, hi = float(a.min()), float(a.max())
         if lo < 0.0 or hi > 1.0:
-            raise InvalidPixelsError(
-                f"float pixels must be in [0, 1], got {lo:.9g} to {hi:.9g}: divide by the image's full "
-                "scale first (255 for 8-bit, 4095 for 12-bit, 65535 for 16-bit)"
+            # a resampling's overshoot (cubic zoom: -0.03 to 1.06) was told to divide by 255, and
+            # 1 + 1e-12 was printed as "1"
+            advice = (
+                "clip them (np.clip(a, 0, 1)): a resampling or filter overshoots a little"
+                if lo > -0.1 and hi < 1.1
+                else "divide by the image's full scale first (255 for 8-bit, 4095 for 12-bit, 65535 "
+                "for 16-bit)"
             )
+            raise InvalidPixelsError(f"float pixels must be in [0, 1], got {lo!r} to {hi!r}: {advice}")
         return np.ascontiguousarray(a, dtype=np.float32)
     if a.dtype not in (np.uint8, np.uint16):  # 0..255 in an int64 array: 8-bit, or a dark 16-bit image?
         raise InvalidPixelsError(
