@@ -103,6 +103,23 @@ def test_audit_finds_what_was_planted(planted: Path) -> None:
     json.dumps(report.to_dict())  # serializable
 
 
+def test_one_picture_filed_under_two_fracture_types_is_label_noise(tmp_path: Path) -> None:
+    """A fracture-type set: a re-encoded copy of an Avulsion image filed as Spiral was a near
+    duplicate, yet "Near-duplicate pairs with different labels: 0" (only the fracture label was
+    compared); a fractured image without a type is no disagreement."""
+    root = tmp_path / "types"
+    for k in range(4):
+        _save(_smooth(200 + k), root / "Fractured" / ("Avulsion" if k % 2 else "Spiral") / f"f{k}.png")
+        _save(_smooth(300 + k), root / "Non_fractured" / f"n{k}.png")
+    _save(_smooth(7), root / "Fractured" / "Avulsion" / "twin.png")
+    _save(_smooth(7).resize((120, 120)), root / "Fractured" / "Spiral" / "twin_again.jpg", quality=60)
+    report = audit(root, threshold=6)
+    assert report.class_counts  # the types were read
+    (noisy,) = report.cross_label_pairs
+    assert {noisy.a, noisy.b} == {"Fractured/Avulsion/twin.png", "Fractured/Spiral/twin_again.jpg"}
+    assert {noisy.label_a, noisy.label_b} == {"fractured, Avulsion", "fractured, Spiral"}
+
+
 def test_audit_process_pool_gives_the_same_hashes(planted: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     paths = sorted(p for p in planted.rglob("*") if p.is_file())
     monkeypatch.setattr(audit_module, "_SERIAL_BELOW", 0)

@@ -225,6 +225,8 @@ def test_images_a_model_cannot_read_are_named(fracatlas_dir: Path, tmp_path: Pat
     text = CliRunner().invoke(app, [*args, "--allow-unreadable"])
     assert text.exit_code == 0, text.output
     assert f"warning: {warning}: Fractured/broken.jpg (unsupported_format)" in text.stderr
+    # both models failed on it: "unreadable by one of them" said otherwise
+    assert "6 images read by both (1 unreadable by one model or both, left out)" in text.stdout
 
 
 def test_mura_data_are_compared_on_abnormality(tiny_bundle: Path, tiny_dataset: Path, tmp_path: Path) -> None:

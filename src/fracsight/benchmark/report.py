@@ -163,7 +163,7 @@ def render_report(report: BenchmarkReport) -> list[Any]:
             "round as in another, or the load ended above the CPU count): every figure is distorted[/yellow]"
         )
     table = Table(title=f"fracsight benchmark: {escape(report.model)}", caption=caption)
-    columns = ("", "engine", "input", "median ms", "p95 ms", "images/s", "peak RSS MB", "default faster")
+    columns = ("", "engine", "input", "median ms", "p95 ms", "images/s", "peak RSS MB", "bundle faster")
     resnet = next((r for r in report.rows if r.name == RESNET_ROW), None)
     if resnet is not None:
         columns += ("faster than ResNet50",)

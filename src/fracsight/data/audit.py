@@ -193,8 +193,16 @@ def _analyse(dataset: Dataset, results: list[FileHash], threshold: int) -> Audit
     pairs = [(hashed[a], hashed[b], d) for a, b, d in near_pairs(hashes, threshold)]
     groups = connected_components(len(samples), pairs)
 
+    # a fracture-type set: one picture filed under two types is label noise too (it was counted only
+    # where the fracture labels differed), shown with both labels
+    kind = types or [None] * len(samples)
+    shown = [f"{a}, {t}" if t is not None else a for a, t in zip(label, kind, strict=True)]
+
     def pair(i: int, j: int, d: int) -> NearPair:
-        return NearPair(rel[i], rel[j], d, samples[i].split, samples[j].split, label[i], label[j])
+        return NearPair(rel[i], rel[j], d, samples[i].split, samples[j].split, shown[i], shown[j])
+
+    def other_labels(i: int, j: int) -> bool:
+        return label[i] != label[j] or (None not in (kind[i], kind[j]) and kind[i] != kind[j])
 
     keys = split_keys(samples)  # as a re-split groups them: exact duplicates stay together
     straddle = {_text(k): sorted(v) for k, v in declared_straddling(samples).items()}
@@ -222,7 +230,7 @@ def _analyse(dataset: Dataset, results: list[FileHash], threshold: int) -> Audit
         cross_split_groups=[
             sorted(rel[i] for i in g) for g in groups if len({samples[i].split for i in g} - {None}) > 1
         ],
-        cross_label_pairs=[pair(i, j, d) for i, j, d in pairs if label[i] != label[j]],
+        cross_label_pairs=[pair(i, j, d) for i, j, d in pairs if other_labels(i, j)],
         ungrouped_pairs=sum(keys[i] != keys[j] for i, j, _ in pairs),
         declared_groups_straddling=straddle,
         class_counts=_split_counts(dataset, CLASS, types, unlabelled=False) if types else {},

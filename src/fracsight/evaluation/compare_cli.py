@@ -127,7 +127,7 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     lines = [
         "; ".join(_model_line(key.upper(), model, same_name) for key, model in result["models"].items()),
         f"on {d['root']} [{d['split']}]: {d['n_compared']} images read by both"
-        + (f" ({d['n_unreadable']} unreadable by one of them, left out)" if d["n_unreadable"] else ""),
+        + (f" ({d['n_unreadable']} unreadable by one model or both, left out)" if d["n_unreadable"] else ""),
     ]
     if "auroc" in result:
         auc = result["auroc"]
