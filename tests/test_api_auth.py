@@ -282,6 +282,10 @@ def test_a_tokens_file_set_into_the_variable_gives_its_tokens() -> None:
     assert len(token_guard("required", text, None)) == 2
     with pytest.raises(ConfigError, match="holds no token"):  # comments only: never an open API
         ApiSettings.from_env({"FRACSIGHT_API_TOKENS": "# client A\n# client B\n"})
+    # a Windows editor's file: its byte order mark before the first comment line
+    assert len(token_guard("required", f"\ufeff# ward PCs\r\n{token_digest(TOKEN)}\r\n", None)) == 1
+    with pytest.raises(ConfigError, match="may hold only printable ASCII"):  # \x1c is no line end
+        token_guard("required", f"{TOKEN}\x1c{other}", None)
 
 
 def test_a_misspelt_setting_is_named_in_a_warning(caplog: pytest.LogCaptureFixture) -> None:

@@ -548,7 +548,17 @@ def test_on_every_address_the_app_calls_nowhere_and_says_it_has_no_login(
         via = f"http://127.0.0.1:{proxy.getsockname()[1]}"
         env = {k: v for k, v in os.environ.items() if k.lower() != "no_proxy"}
         env |= {"HTTP_PROXY": via, "HTTPS_PROXY": via, "http_proxy": via, "https_proxy": via}
-        with running_app(tiny_bundle, None, tmp_path, host="0.0.0.0", env=env):
+        with running_app(tiny_bundle, None, tmp_path, host="0.0.0.0", env=env) as url:
+            # a WebSocket from another origin (a proxy on another port, a stray page): Streamlit's
+            # origin check asked for the public address again, on every such try while offline
+            port = int(url.rsplit(":", 1)[1])
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as ws:
+                ws.sendall(
+                    f"GET /_stcore/stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                    "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                    "Sec-WebSocket-Version: 13\r\nOrigin: https://fracsight.hospital.example\r\n\r\n".encode()
+                )
+                assert ws.recv(200).startswith(b"HTTP/1.1 403")  # refused, as before
             time.sleep(4)  # Streamlit asked (and waited up to 2 x 1 s) right after it started
     assert calls == []
     said = (tmp_path / "app.log").read_text()

@@ -832,7 +832,7 @@ def test_json_text_has_the_cli_shape_and_no_pixels() -> None:
 # ---- launcher and CLI ----------------------------------------------------------------------------------
 def test_streamlit_command() -> None:
     cmd = app_pkg.streamlit_command(port=8123, model="/b", examples=Path("/ex"))
-    assert cmd[:5] == [sys.executable, "-m", "streamlit", "run", str(app_pkg.SCRIPT)]
+    assert cmd[:5] == [sys.executable, "-m", "fracsight.app._launch", "run", str(app_pkg.SCRIPT)]
     assert app_pkg.SCRIPT.is_file()
     flags = dict(zip(cmd[5 : cmd.index("--") : 2], cmd[6 : cmd.index("--") : 2], strict=True))
     assert flags["--server.headless"] == "true" and flags["--server.port"] == "8123"

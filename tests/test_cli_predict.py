@@ -319,6 +319,11 @@ def test_mura_style_folder_gives_a_study_row(tiny_bundle: Path, images: list[Pat
     (study / "link.png").symlink_to(study / "image1.png")
     (again,) = json.loads(_predict(tiny_bundle, study / "image2.png", "--json").stdout)["studies"]
     assert "1 of the study folder's images was not given (image1.png)" in " ".join(again["warnings"])
+    # nor an overlay fracsight wrote there (`predict *.png --overlay-dir .`), said "not given" too
+    assert _predict(tiny_bundle, study / "image2.png", "--overlay-dir", study).exit_code == 0
+    assert (study / "image2.overlay.png").is_file()
+    (beside,) = json.loads(_predict(tiny_bundle, study / "image2.png", "--json").stdout)["studies"]
+    assert "1 of the study folder's images was not given (image1.png)" in " ".join(beside["warnings"])
     # nor a view that could not be read: the study was "not reliable" on every PACS export
     whole = _predict(tiny_bundle, study, "--json")
     (everything,) = json.loads(whole.stdout)["studies"]

@@ -48,6 +48,16 @@ def test_train_into_a_folder_under_a_file_is_a_bad_argument(tiny_dataset, tmp_pa
     result = CliRunner().invoke(app, ["train", str(tiny_dataset), "--out", str(a_file / "run")])
     _refused(result, f"error (output_refused): --out {a_file / 'run'}: {a_file} is a file, not a folder")
     assert a_file.read_text() == "not a data set"
+    # the cache folder too, and a link to a disk cleaned since is called one, not a file
+    gone = tmp_path / "gone"
+    gone.symlink_to(tmp_path / "cleaned")
+    cache = ["--set", f"cache_dir={gone / 'cache'}"]
+    result = CliRunner().invoke(app, ["train", str(tiny_dataset), "--out", str(tmp_path / "run"), *cache])
+    _refused(
+        result,
+        f"cache_dir {gone / 'cache'}: {gone} is a link whose target does not exist ({tmp_path / 'cleaned'})",
+    )
+    assert not (tmp_path / "run").exists()
 
 
 def test_train_with_an_unknown_layout_is_a_bad_argument(tmp_path):

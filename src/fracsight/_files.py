@@ -74,11 +74,16 @@ def replaced_by(name: str) -> str | None:
     return parts[0] if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit() else None
 
 
-def file_in_the_way(folder: Path) -> Path | None:
-    """The file at ``folder`` or at one of its parents, where a folder would have to be made (an
-    output `afile/run`); None where the nearest existing one is a folder. "no such folder: afile
-    (make it first: mkdir -p afile)" was said of a file, and training stopped with `Not a directory`."""
+def folder_blocked(folder: Path) -> str | None:
+    """Why ``folder`` cannot be made or used: the nearest of it and its parents that exists is a
+    file (an output `afile/run`), or a link whose target is gone (a runs folder linked to a disk
+    cleaned since); None where that one is a folder. "no such folder: afile (make it first: mkdir
+    -p afile)" was said of a file, and training stopped with `Not a directory` once the data were read."""
     for path in (folder, *folder.parents):
+        if path.is_dir():
+            return None
+        if path.is_symlink():
+            return f"{path} is a link whose target does not exist ({os.readlink(path)})"
         if os.path.lexists(path):
-            return None if path.is_dir() else path
+            return f"{path} is a file, not a folder"
     return None

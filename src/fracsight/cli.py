@@ -321,12 +321,12 @@ def refuse_output(path: Path | None, *, folder: bool, overwrite: bool = True, op
     if path is None:
         return
     refuse_option_as_name(path, option, folder=folder)
-    from fracsight._files import file_in_the_way
+    from fracsight._files import folder_blocked
 
     problem = None
-    in_the_way = file_in_the_way(path.parent)
-    if in_the_way is not None:
-        problem = "bad_output", f"{in_the_way} is a file, not a folder"
+    blocked = folder_blocked(path.parent)
+    if blocked is not None:
+        problem = "bad_output", blocked
     elif folder and path.exists() and not path.is_dir():
         problem = "bad_output", f"{path} exists and is not a folder"
     elif folder and path.is_symlink() and not path.exists():  # failed after the work: "File exists"

@@ -164,8 +164,10 @@ def parse_tokens_variable(value: str) -> set[bytes]:
     """The digests of ``FRACSIGHT_API_TOKENS``: entries separated by commas, or by line ends too, as
     a tokens file set into it holds them (``"$(cat api_tokens)"``, a Kubernetes secret of the file),
     whose ``#`` comment lines are then skipped: two valid lines were refused as one malformed entry."""
-    lines = value.splitlines()
-    if len(lines) > 1:
+    # the line ends a tokens file has (str.splitlines also splits at \x1c-\x1e, which no token holds),
+    # past a Windows editor's byte order mark before a first comment line
+    lines = re.split(r"\r\n|\r|\n", value.removeprefix("\ufeff"))
+    if sum(1 for line in lines if line.strip()) > 1:
         lines = [line for line in lines if not line.strip().startswith("#")]
     entries = [entry for line in lines for entry in line.split(",")]
     return parse_tokens(entries, "FRACSIGHT_API_TOKENS", comments=False)

@@ -97,7 +97,7 @@ def streamlit_command(
 ) -> list[str]:
     """The ``streamlit run`` command line for the app (headless, no usage statistics)."""
     cmd = [
-        sys.executable, "-m", "streamlit", "run", str(SCRIPT),
+        sys.executable, "-m", "fracsight.app._launch", "run", str(SCRIPT),
         "--server.headless", "true",
         "--server.port", str(port),
         "--server.address", address,
@@ -107,12 +107,8 @@ def streamlit_command(
         # the tables' own "Download as CSV" wrote file names a spreadsheet runs as formulas
         # (@SUM(1+1).jpg), in other columns than the app's CSV download: that one only
         "--client.disableDataExport", "true",
+        "--",
     ]  # fmt: skip
-    if address.strip("[]") in ("0.0.0.0", "::"):
-        # Streamlit asks checkip.amazonaws.com for an "External URL" to print at every start on a
-        # wildcard address: an offline app that calls out (through a hospital's proxy, where set)
-        cmd += ["--browser.serverAddress", "localhost"]
-    cmd.append("--")
     # OPTION=VALUE: a value starting with "-" (a folder named "-x") is not read as an option
     if model:
         cmd.append(f"--model={model}")

@@ -377,12 +377,16 @@ def _not_given(views: Sequence[PurePath]) -> tuple[str, ...]:
 
 def _a_radiograph_object(path: Path) -> bool:
     """False for a DICOM file that is no radiograph (a structured report, a presentation state: a
-    PACS export holds them beside the images), judged by its header as the reader judges it."""
+    PACS export holds them beside the images), judged by its header as the reader judges it, and
+    for an overlay fracsight made (`predict *.jpg --overlay-dir .`: no view the study lacks)."""
     try:
         with open(path, "rb") as f:
-            if sniff_format(f.read(HEAD_BYTES)) != "dicom":
-                return True
+            kind = sniff_format(f.read(HEAD_BYTES))
     except OSError:  # unreadable: named, as the reader would name it
+        return True
+    if kind in ("png", "jpeg"):
+        return not _an_overlay(path)
+    if kind != "dicom":
         return True
     import pydicom
 
@@ -396,6 +400,19 @@ def _a_radiograph_object(path: Path) -> bool:
     except Exception:  # unreadable: named, as the reader would name it
         return True
     return True
+
+
+def _an_overlay(path: Path) -> bool:
+    """Whether the PNG or JPEG at ``path`` carries the mark of fracsight's overlays (its header only)."""
+    from PIL import Image
+
+    from fracsight.io._raster import marked_as_overlay
+
+    try:
+        with Image.open(path) as image:
+            return marked_as_overlay(image)
+    except Exception:  # unreadable: named, as the reader would name it
+        return False
 
 
 def _is_file(path: Path) -> bool:

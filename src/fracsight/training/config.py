@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from fracsight._files import file_in_the_way
+from fracsight._files import folder_blocked
 from fracsight.bundle import check_name
 from fracsight.errors import BundleError, ConfigError, OutputFolderError
 
@@ -260,9 +260,10 @@ def check_new_run(cfg: TrainConfig) -> None:
         check_name(cfg.version, "version")
     except BundleError as e:
         raise TrainConfigError(f"invalid training settings: {e}") from None
-    in_the_way = file_in_the_way(Path(cfg.out)) if cfg.out else None
-    if in_the_way is not None:  # said after the data set was read: `error (os_error): Not a directory`
-        raise OutputFolderError(f"--out {cfg.out}: {in_the_way} is a file, not a folder")
+    for option, folder in (("--out", cfg.out), ("cache_dir", cfg.cache_dir)):
+        blocked = folder_blocked(Path(folder)) if folder else None
+        if blocked is not None:  # said after the data set was read: `error (os_error): Not a directory`
+            raise OutputFolderError(f"{option} {folder}: {blocked}")
     # a weights file that is not there: said before the data set is read, not after
     if cfg.pretrained not in ("imagenet", "none") and not Path(cfg.pretrained).is_file():
         raise TrainConfigError(
