@@ -330,7 +330,7 @@ def test_predict_takes_arrays_pil_images_and_binary_files(images: list[Path]) ->
     ("pixels", "says"),
     [
         (np.full((64, 64), np.nan), "NaN"),
-        (np.full((64, 64), 200.0), r"must be in \[0, 1\], got 200 to 200"),  # 0..255 as floats
+        (np.full((64, 64), 200.0), r"must be in \[0, 1\], got 200\.0 to 200\.0: divide by"),  # 0..255
         (np.full((64, 64), 200, dtype=np.int64), "cast to uint8"),  # 8-bit or a dark 16-bit image?
         (np.full((64, 64), -5, dtype=np.int16), "Hounsfield"),
         (np.ones((64, 64), dtype=bool), "bool"),

@@ -7,7 +7,7 @@ import contextlib
 import os
 import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 __all__ = ["fsync_dir", "keep_permissions", "replace_atomically", "replaced_by"]
@@ -87,3 +87,15 @@ def folder_blocked(folder: Path) -> str | None:
         if os.path.lexists(path):
             return f"{path} is a file, not a folder"
     return None
+
+
+@contextlib.contextmanager
+def working_directory(folder: str | os.PathLike[str]) -> Iterator[None]:
+    """Run the block in ``folder``, then where it ran before (``contextlib.chdir`` is Python 3.11's;
+    fracsight runs on 3.10 too, and quantizing ended there with an AttributeError)."""
+    before = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(before)

@@ -11,7 +11,6 @@ nothing measurable (docs/benchmark.md).
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from fracsight._files import working_directory
 from fracsight.errors import ConfigError
 
 __all__ = ["QUANTIZATION", "quantize_onnx"]
@@ -78,7 +78,7 @@ def quantize_onnx(
         source = Path(source).resolve()
         # the pre-processing leaves uuid-named weight files in the working directory: keep them
         # in the scratch folder
-        with contextlib.chdir(scratch):
+        with working_directory(scratch):
             try:
                 quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
             except Exception:  # onnxruntime raises a bare Exception when its symbolic inference gives up
