@@ -254,6 +254,16 @@ def test_a_damaged_joint_run_is_refused_in_one_line(detector_bundle, tmp_path) -
     for result in (damaged, history, unfinished):
         assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
     assert not (tmp_path / "b").exists()
+    # a model bundle given as RUN, or a folder of no run: bad arguments, exit 2 ("no joint checkpoint
+    # at d1/best.pt: run `fracsight detector joint` first" was said of a bundle, exit 1)
+    _, base, _ = detector_bundle
+    given = runner.invoke(app, ["detector", "bundle", str(base), str(tmp_path / "b"), "--data", str(data)])
+    assert given.exit_code == 2 and f"{base} is a model bundle, not a joint run" in given.stderr, given.output
+    (tmp_path / "empty").mkdir()
+    empty = runner.invoke(
+        app, ["detector", "bundle", str(tmp_path / "empty"), str(tmp_path / "b"), "--data", str(data)]
+    )
+    assert empty.exit_code == 2 and "no joint checkpoint at" in empty.stderr, empty.output
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
@@ -406,7 +416,7 @@ def test_heads_grafted_onto_another_network_are_refused(detector_bundle, tmp_pat
     args = ["detector", "joint", str(base), str(elsewhere), str(run), "--data", str(data), "--epochs", "1"]
     result = CliRunner().invoke(app, args)
     message = " ".join(result.stderr.split())
-    assert result.exit_code == 1 and "learned on the network of other-net v3" in message, result.output
+    assert result.exit_code == 2 and "learned on the network of other-net v3" in message, result.output
     assert "give as HEADS a bundle grafted onto MODEL" in message and not run.exists()
 
 

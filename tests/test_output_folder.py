@@ -117,6 +117,26 @@ def test_force_never_replaces_a_packaged_bundle() -> None:
         assert sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir()) == before
 
 
+def test_force_never_replaces_an_input_bundle_given_by_its_zip(tmp_path: Path) -> None:
+    """`quantize b1.zip b1 --force` replaced the float bundle folder b1 (the one b1.zip was made
+    from) with the INT8 one: only the paths were compared, and b1.zip unpacks elsewhere."""
+    import shutil
+
+    from fracsight._output import check_output_folder
+    from fracsight.errors import OutputFolderError
+    from fracsight.inference.store import resolve_bundle
+
+    packaged = resolve_bundle("fracatlas-lite0-384-v2")
+    mine, unpacked = tmp_path / "b1", tmp_path / "unpacked-b1"
+    for copy in (mine, unpacked):
+        shutil.copytree(packaged, copy)
+    with pytest.raises(OutputFolderError, match=f"{mine} holds a copy of the float bundle"):
+        check_output_folder(mine, force=True, inputs=[("the float bundle", unpacked)])
+    other = tmp_path / "v5"
+    shutil.copytree(resolve_bundle("fracatlas-lite0-384-v5"), other)
+    check_output_folder(mine, force=True, inputs=[("the float bundle", other)])  # another: replaced
+
+
 def test_an_output_folder_that_cannot_be_made_is_refused_before_any_work(tmp_path: Path) -> None:
     """The reproduction: ``export``/``quantize`` to a link whose target is gone, or under a file,
     worked for seconds to minutes, then failed naming a hidden ``.NAME.partial-*`` folder."""

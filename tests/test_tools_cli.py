@@ -19,9 +19,11 @@ from fracsight.cli import app
 runner = CliRunner()
 
 
-def _ctrl_c_once(args: list[str], ready: Callable[[], bool]) -> tuple[int, str]:
-    """Run `fracsight ARGS`, press Ctrl-C once ``ready()`` (or after 120 s), and return its exit
-    code and stderr."""
+def _ctrl_c_once(
+    args: list[str], ready: Callable[[], bool], stop: signal.Signals = signal.SIGINT
+) -> tuple[int, str]:
+    """Run `fracsight ARGS`, press Ctrl-C (or send ``stop``) once ``ready()`` (or after 120 s), and
+    return its exit code and stderr."""
     run = subprocess.Popen(
         [sys.executable, "-m", "fracsight", *args],
         stdout=subprocess.PIPE,
@@ -32,7 +34,7 @@ def _ctrl_c_once(args: list[str], ready: Callable[[], bool]) -> tuple[int, str]:
     deadline = time.monotonic() + 120
     while not ready() and run.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
-    os.killpg(run.pid, signal.SIGINT)
+    os.killpg(run.pid, stop)
     # seconds here; a clean-clone run at load 7 (helpers training beside it) once took over 60
     _, err = run.communicate(timeout=240)
     return run.returncode, err
@@ -126,14 +128,15 @@ def test_ctrl_c_in_detector_train_says_what_it_kept(detector_bundle, tmp_path: P
 def test_ctrl_c_in_a_joint_run_leaves_a_run_that_can_be_bundled(detector_bundle, tmp_path: Path) -> None:
     """Ctrl-C in `detector joint` said "the command stopped before it finished", and the run folder
     it left could be neither bundled (no epoch chosen) nor continued. The run now keeps its choice
-    among the epochs done, says so, and `detector bundle` makes a bundle of it."""
+    among the epochs done, says so, and `detector bundle` makes a bundle of it. SIGTERM (`timeout`,
+    Slurm, `docker stop`: how an hour-long joint run is ended) still said only that."""
     data, base, heads = detector_bundle
     run = tmp_path / "run"
     args = ["detector", "joint", str(base), str(heads), str(run), "--data", str(data), "--epochs", "200"]
-    code, err = _ctrl_c_once(args, (run / "history.json").is_file)
+    code, err = _ctrl_c_once(args, (run / "history.json").is_file, signal.SIGTERM)
     message = " ".join(err.split())
-    assert code == 130, err
-    assert f"interrupted: {run} holds epochs 0 to " in message and "best.pt is epoch" in message
+    assert code == 143, err
+    assert f"stopped (SIGTERM): {run} holds epochs 0 to " in message and "best.pt is epoch" in message
     assert "start again in another folder" in message and "Traceback" not in err
     made = runner.invoke(app, ["detector", "bundle", str(run), str(tmp_path / "bundle"), "--data", str(data)])
     assert made.exit_code == 0, made.output
@@ -155,6 +158,12 @@ def test_a_cache_inside_the_new_or_the_base_bundle_is_refused(tmp_path: Path) ->
         assert result.exit_code == 2 and "--cache-dir" in message and where in message, result.output
         assert not out.exists() and not cache.exists()
     assert sorted(p.name for p in base.iterdir()) == before
+    # nor another bundle, or a run: filled with features, then advised "delete it to free the space"
+    other = resolve_bundle("fracatlas-lite0-384-v5")
+    args = ["detector", "train", "fracatlas-lite0-384-v2", str(out), "--data", str(tmp_path)]
+    result = runner.invoke(app, [*args, "--cache-dir", str(other)])
+    message = " ".join(result.stderr.split())
+    assert result.exit_code == 2 and f"{other} is a model bundle: give a folder of its own" in message
 
 
 def test_a_run_a_bundle_and_data_given_in_each_others_place_are_named(

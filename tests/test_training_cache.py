@@ -91,3 +91,21 @@ def test_one_data_set_given_by_two_paths_is_cached_once(
     relative = [dataclasses.replace(s, path=s.path.relative_to(tmp_path)) for s in samples]
     letterbox_samples(relative, 32, tmp_path / "cache", workers=1)
     assert len({p.name.rsplit("-", 1)[0] for p in (tmp_path / "cache").iterdir()}) == 1  # one key
+
+
+def test_the_cache_line_counts_and_deletes_only_fracsights_entries(tmp_path: Path) -> None:
+    """A run made in ~ put its cache in ~/.cache beside pip's and torch hub's, counted them in its
+    size, and said "delete it"; a `--cache-dir` beside runs said so of the runs."""
+    from fracsight.training.cache import cache_note
+
+    cache = tmp_path / ".cache"
+    assert cache_note(cache, "x") is None
+    letterboxed = _mura_like(tmp_path / "mura", garbage=set(), n=2)
+    letterbox_samples(letterboxed, 32, cache, workers=1)
+    assert cache_note(cache, "x").endswith("; delete it to free the space")  # ours alone
+    (cache / "pip").mkdir()
+    (cache / "pip" / "wheel.whl").write_bytes(b"\0" * 3_000_000)
+    note = cache_note(cache, "x")
+    assert note.startswith(f"cache: {cache} (0 MB) holds x for the next run; ")  # pip's 3 MB not counted
+    assert note.endswith("; delete its lb-* and heads-* entries to free the space")
+    assert cache_note(tmp_path / "mura", "x") is None  # nothing of fracsight's there

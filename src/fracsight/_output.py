@@ -57,6 +57,16 @@ def check_output_folder(out_dir: Path, *, force: bool, inputs: Iterable[tuple[st
             raise OutputFolderError(
                 f"{out_dir} is or holds {what} ({path}): choose another folder for the bundle"
             )
+    if (
+        out_dir / "bundle.json"
+    ).is_file():  # `quantize b1.zip b1 --force`: the float bundle unpacked elsewhere
+        from fracsight.bundle import bundle_identity
+
+        for what, path in inputs:
+            if (Path(path) / "bundle.json").is_file() and bundle_identity(path) == bundle_identity(out_dir):
+                raise OutputFolderError(
+                    f"{out_dir} holds a copy of {what} ({path}): choose another folder for the bundle"
+                )
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputFolderError(f"{out_dir} exists and is not a folder")
     if out_dir.is_symlink() and not out_dir.exists():  # it failed after the work, naming a hidden folder

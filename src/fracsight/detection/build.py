@@ -149,10 +149,10 @@ def build_detector_bundle(
     read_checked_onnx(base_dir, base)  # the card would name a network that is not the one inside
     fracture = base.head("fracture")
     if fracture is None:
-        raise ConfigError(f"{base.name} has no fracture head: the detector finds fractures")
+        raise DetectorArgumentError(f"{base.name} has no fracture head: the detector finds fractures")
     # the orientation head averages the network's last map (stride 32) over a GRID x GRID grid
     if base.input_size % (32 * GRID):
-        raise ConfigError(
+        raise DetectorArgumentError(
             f"{base.name} reads {base.input_size} px; the detector and orientation heads need an input "
             f"size that is a multiple of {32 * GRID} (e.g. 288 or 384): train the base at such a size"
         )
@@ -255,6 +255,14 @@ def _refuse_starting_bundle(out_dir: Path, history: dict[str, Any]) -> None:
             )
 
 
+class DetectorArgumentError(ConfigError):
+    """A bundle or run given to a ``detector`` command that cannot be used as that argument (a base
+    the heads cannot read, heads of another network, a folder that is no joint run): a bad argument,
+    exit 2, before any work (it was exit 1, as for a failure of the training)."""
+
+    bad_argument = True
+
+
 class UnknownEpochError(ConfigError):
     """``detector bundle --epoch N`` naming an epoch the joint run does not have (a bad argument)."""
 
@@ -295,13 +303,19 @@ def build_joint_bundle(
         raise UnknownEpochError(
             f"no joint checkpoint at {checkpoint}: the run's epochs are {kept[0]} to {kept[-1]}"
         )
+    if (run_dir / "bundle.json").is_file():  # was "no joint checkpoint at d1/best.pt: run ... first"
+        raise DetectorArgumentError(
+            f"{run_dir} is a model bundle, not a joint run (`fracsight detector joint` makes one)"
+        )
     if not checkpoint.is_file():
-        raise ConfigError(f"no joint checkpoint at {checkpoint}: run `fracsight detector joint` first")
+        raise DetectorArgumentError(
+            f"no joint checkpoint at {checkpoint}: run `fracsight detector joint` first"
+        )
     inputs = [("the joint run", run_dir), ("the data set", Path(data_dir))]
     check_output_folder(out_dir, force=force, inputs=inputs)
     state = read_checkpoint(checkpoint)
     if "detector" not in state or "orientation" not in state:
-        raise ConfigError(f"{checkpoint} was not written by a joint run (no detector weights)")
+        raise DetectorArgumentError(f"{checkpoint} was not written by a joint run (no detector weights)")
     try:
         history = json.loads((run_dir / "history.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Annotated
 
@@ -140,6 +139,11 @@ def train(
             raise typer.BadParameter(
                 f"{cache_dir} is inside {what} {folder}: choose a folder outside it", param_hint="--cache-dir"
             )
+    from fracsight.training.cache import cache_folder_refusal
+
+    refused = cache_folder_refusal(cache_dir) if cache_dir is not None else None
+    if refused is not None:  # another bundle was filled with features, then advised to be deleted
+        raise typer.BadParameter(f"{cache_dir} {refused}", param_hint="--cache-dir")
     with user_errors(), _interrupted(out, cache):
         spec = build_detector_bundle(
             base_dir,
@@ -186,42 +190,48 @@ def _check_zoom(zoom: tuple[float, float] | None) -> None:
         raise typer.BadParameter("two factors with 0 < LOW <= HIGH <= 4", param_hint="--zoom")
 
 
-@contextmanager
-def _joint_interrupted(run: Path) -> Iterator[None]:
-    """Ctrl-C in a joint run: exit 130 saying what RUN holds (the epochs done, best.pt chosen among
-    them, which `detector bundle` makes a bundle of) and that the run cannot be continued."""
-    try:
-        yield
-    except KeyboardInterrupt:
+def _joint_interrupted(
+    run: Path, out: Path | None = None, data: Path | None = None
+) -> AbstractContextManager[None]:
+    """Ctrl-C, SIGTERM or SIGHUP (`timeout`, Slurm, `docker stop`) in a joint run: its exit code,
+    saying what RUN holds (the epochs done, best.pt chosen among them, which `detector bundle` makes
+    a bundle of) and that the run cannot be continued; SIGTERM said only "the command stopped".
+    ``out``: the bundle written after the training, left as it was when the stop came then."""
+    from fracsight.cli import interrupted_saying
+
+    def what() -> str:
         try:
             record = json.loads((run / "history.json").read_text(encoding="utf-8"))
             done, chosen = record["epochs"][-1]["epoch"], record["chosen"]
         except (OSError, ValueError, KeyError, IndexError, TypeError):  # stopped before epoch 0 was kept
-            typer.echo(f"interrupted: {run} holds no epoch of the run yet", err=True)
-            raise typer.Exit(130) from None
-        typer.echo(
-            f"interrupted: {run} holds epochs 0 to {done}; best.pt is epoch {chosen}, chosen on validation "
-            f"among them (`fracsight detector bundle {run} OUT` makes its bundle); the run cannot be "
-            "continued: start again in another folder",
-            err=True,
+            return f"{run} holds no epoch of the run yet"
+        make = f"`fracsight detector bundle {run} {out or 'OUT'}{f' --data {data}' if data else ''}`"
+        if out is not None:
+            return (
+                f"{run} holds all {done + 1} epochs (best.pt: epoch {chosen}); {out} left as it was; "
+                f"{make} writes it"
+            )
+        return (
+            f"{run} holds epochs 0 to {done}; best.pt is epoch {chosen}, chosen on validation among them "
+            f"({make} makes its bundle); the run cannot be continued: start again in another folder"
         )
-        raise typer.Exit(130) from None
+
+    return interrupted_saying(what)
 
 
-@contextmanager
-def _interrupted(out: Path, cache: Path) -> Iterator[None]:
-    """Ctrl-C: exit 130 saying that OUT was not written and what the cache keeps (it said nothing
-    of the hundreds of megabytes left in a folder it had not named)."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        from fracsight.training.cache import cache_size
+def _interrupted(out: Path, cache: Path) -> AbstractContextManager[None]:
+    """Ctrl-C, SIGTERM or SIGHUP: its exit code, saying that OUT was not written and what the cache
+    keeps (it said nothing of the hundreds of megabytes left in a folder it had not named)."""
+    from fracsight.cli import interrupted_saying
+    from fracsight.training.cache import cache_size
 
+    def what() -> str:
         kept = (
             f"; {cache} ({cache_size(cache)}) keeps what was made for the next run" if cache.is_dir() else ""
         )
-        typer.echo(f"interrupted: nothing written to {out}{kept}", err=True)
-        raise typer.Exit(130) from None
+        return f"nothing written to {out}{kept}"
+
+    return interrupted_saying(what)
 
 
 def _report(spec, out: Path, evaluate_split: str | None) -> None:
@@ -365,7 +375,8 @@ def joint(
                 log=lambda line: typer.echo(line, err=True),
             )
         if out is not None:
-            _bundle_from_run(run, out, data, evaluate_split, force, command)
+            with _joint_interrupted(run, out, data):
+                _bundle_from_run(run, out, data, evaluate_split, force, command)
     if out is None or out.parent.resolve() != run.parent.resolve():
         _say_cache(run.parent / ".cache")
 

@@ -35,7 +35,7 @@ from fracsight._files import replace_atomically
 from fracsight.bundle import BundleSpec, load_bundle_spec, read_checked_onnx
 from fracsight.data.sample import Dataset, Sample
 from fracsight.data.splits import train_val_samples, training_subset
-from fracsight.detection.build import refuse_unboxed
+from fracsight.detection.build import DetectorArgumentError, refuse_unboxed
 from fracsight.detection.features import model_boxes
 from fracsight.detection.heads import DetectionHead, OrientationHead, heads_from_tensors
 from fracsight.detection.taps import HEADS_PREFIX
@@ -140,7 +140,9 @@ def load_joint(base_dir: Path, heads_dir: Path) -> tuple[JointNet, TrainConfig]:
     heads_spec = load_bundle_spec(heads_dir)
     _check_models(base_dir, base, heads_dir, heads_spec)
     if heads_spec.localization.get("boxes") != "detector" or not heads_spec.orientation:
-        raise ConfigError(f"{heads_spec.name} v{heads_spec.version} has no grafted detector to start from")
+        raise DetectorArgumentError(
+            f"{heads_spec.name} v{heads_spec.version} has no grafted detector to start from"
+        )
     _refuse_other_network(base, heads_spec)
     cfg_dict = dict(base.training.get("config", {}))
     if not cfg_dict:
@@ -168,7 +170,7 @@ def _refuse_other_network(base: BundleSpec, heads_spec: BundleSpec) -> None:
     learned_on = (heads_spec.training.get("heads") or heads_spec.training.get("joint") or {}).get("base")
     network = {base.provenance, (base.training.get("heads") or {}).get("base")}
     if learned_on and learned_on not in network:
-        raise ConfigError(
+        raise DetectorArgumentError(
             f"the heads of {heads_spec.provenance} learned on the network of {learned_on}, not on "
             f"{base.provenance}'s: give as HEADS a bundle grafted onto MODEL (`fracsight detector train`)"
         )

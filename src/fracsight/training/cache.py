@@ -161,15 +161,37 @@ def _refusal(unreadable: list[ImageReadError]) -> ImageReadError:
     )
 
 
+def cache_folder_refusal(folder: Path) -> str | None:
+    """Why ``folder`` cannot hold a cache (said after its name), or None: a file, a model bundle or
+    a training run, which the run's last line would advise deleting to free the space."""
+    if folder.exists() and not folder.is_dir():
+        return "is a file: give a folder for the letterboxed images"
+    for marker, what in (("bundle.json", "a model bundle"), ("best.pt", "a training run")):
+        if (folder / marker).is_file():
+            return f"is {what}: give a folder of its own"
+    return None
+
+
+_OWN_ENTRIES = ("lb-", "heads-")  # the letterboxed images; a detector's frozen features
+
+
+def _own_entries(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if p.name.startswith(_OWN_ENTRIES)] if folder.is_dir() else []
+
+
 def cache_size(folder: Path) -> str:
-    """How much a cache folder holds, for the line that names it (runs write gigabytes there)."""
-    return f"{sum(f.stat().st_size for f in folder.rglob('*') if f.is_file()) / 1e6:.0f} MB"
+    """How much fracsight's entries in a cache folder hold, for the line that names it (runs write
+    gigabytes there; the folder may be a shared one, ~/.cache beside a run made in ~)."""
+    files = [f for p in _own_entries(folder) for f in (p.rglob("*") if p.is_dir() else [p]) if f.is_file()]
+    return f"{sum(f.stat().st_size for f in files) / 1e6:.0f} MB"
 
 
 def cache_note(folder: Path, holds: str) -> str | None:
     """The line a run ends with about the cache it left (None when it left none): where it is and
-    how large, for it was said nowhere, and it goes beside the output folder, whatever that is."""
-    if not folder.is_dir():
+    how large, for it was said nowhere, and it goes beside the output folder, whatever that is. A
+    folder that holds other files too (~/.cache: pip's, torch hub's; runs) is not to be deleted whole."""
+    own = _own_entries(folder)
+    if not own:
         return None
-    size = cache_size(folder)
-    return f"cache: {folder} ({size}) holds {holds} for the next run; delete it to free the space"
+    free = "delete it" if len(own) == len(list(folder.iterdir())) else "delete its lb-* and heads-* entries"
+    return f"cache: {folder} ({cache_size(folder)}) holds {holds} for the next run; {free} to free the space"

@@ -30,7 +30,7 @@ from fracsight.errors import ConfigError, DatasetError, OutputFolderError
 from fracsight.evaluation.metrics import auroc
 from fracsight.models import FractureNet, HeadConfig, create_model
 from fracsight.training.augment import augment_batch
-from fracsight.training.cache import LetterboxedSet, letterbox_samples
+from fracsight.training.cache import LetterboxedSet, cache_folder_refusal, letterbox_samples
 from fracsight.training.config import (
     TrainConfig,
     TrainConfigError,
@@ -583,17 +583,15 @@ class Trainer:
         another run: the run ends advising "delete it to free the space", which, for `cache_dir`
         set to the run folder, deleted the model just trained."""
         cache, run = self.cache_dir, self.run_dir
-        if cache.exists() and not cache.is_dir():
-            raise TrainConfigError(f"cache_dir {cache} is a file: give a folder for the letterboxed images")
         held, run_at = cache.resolve(), run.resolve()
         if held == run_at or run_at in held.parents or held in run_at.parents:
             raise TrainConfigError(
                 f"cache_dir {cache} is, holds or lies in the run folder {run}: give a folder of its own "
                 "(the default is .cache beside the run folder)"
             )
-        for marker, what in (("bundle.json", "a model bundle"), ("best.pt", "a training run")):
-            if (cache / marker).is_file():
-                raise TrainConfigError(f"cache_dir {cache} is {what}: give a folder of its own")
+        refused = cache_folder_refusal(cache)
+        if refused is not None:
+            raise TrainConfigError(f"cache_dir {cache} {refused}")
 
     def _check_same_recipe(self, resumed: dict[str, Any]) -> None:
         """A resumed run keeps the settings it was started with (its config.yaml, else those its
