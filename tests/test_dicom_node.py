@@ -275,6 +275,43 @@ def test_ct_is_refused_counted_and_gets_no_results(
     assert said in node.log()
 
 
+def test_a_study_sent_whole_is_not_stopped_at_its_report(
+    pacs_and_node: tuple[Orthanc, NodeProcess], tmp_path: Path
+) -> None:
+    """Orthanc's "Send to DICOM modality" of a study holding a report (or fracsight's own results):
+    the node answered the report 0x0122, and Orthanc's store job stopped there (HTTP 500), so the
+    radiographs after it never came. A report is now acknowledged, counted, and not kept."""
+    from corpus import dicom_bytes
+
+    orthanc, node = pacs_and_node
+    study_uid = generate_uid()
+    report = pydicom.dcmread(io.BytesIO(dicom_bytes(modality="SR")))
+    report.StudyInstanceUID, report.SeriesInstanceUID = study_uid, generate_uid()
+    report.SOPInstanceUID = generate_uid()
+    report.file_meta.MediaStorageSOPInstanceUID = report.SOPInstanceUID
+    report.save_as(tmp_path / "report.dcm")
+    orthanc.upload(tmp_path / "report.dcm")
+    (instance,) = orthanc.find_instances(StudyInstanceUID=study_uid)
+
+    def ignored() -> int:
+        return node.status()["counters"].get("ignored", {}).get("not_an_image", 0)
+
+    before = ignored()
+    job = {
+        "Resources": [orthanc.get(f"/series/{instance['ParentSeries']}")["ParentStudy"]],
+        "Synchronous": True,
+    }
+    sent = requests.post(
+        f"{orthanc.url}/modalities/fracsight/store", json=job, auth=orthanc.auth, timeout=120
+    )
+    assert sent.status_code == 200, sent.text
+    assert ignored() == before + 1 and node.alive()
+    assert (
+        "C-STORE from 'ORTHANC' acknowledged, not kept (not_an_image): Modality SR: no image to assess"
+        in node.log()
+    )
+
+
 def test_broken_datasets_get_failure_statuses_and_the_node_stays_up(
     pacs_and_node: tuple[Orthanc, NodeProcess], fractured: list[Path], tmp_path: Path
 ) -> None:

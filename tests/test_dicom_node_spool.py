@@ -389,10 +389,17 @@ def test_received_native_pixel_data_length_follows_the_photometric_interpretatio
             "unsupported_modality",
             "SOP Class RT Image Storage refused: not a radiograph",
         ),
-        (  # fracsight's own capture, Modality OT as any secondary capture: said to be fracsight's
+        (  # fracsight's own capture, Modality OT as any secondary capture: said to be fracsight's,
+            # and acknowledged without being kept (below), as a report is
             {"SOPClassUID": "1.2.840.10008.5.1.4.1.1.7", "Modality": "OT", "ManufacturerModelName": "own"},
-            "unsupported_modality",
-            "a result object fracsight wrote: not read again",
+            "own_result",
+            "a result object fracsight wrote",
+        ),
+        ({"Modality": "SR"}, "not_an_image", "Modality SR: no image to assess"),
+        (
+            {"SOPClassUID": "1.2.840.10008.5.1.4.1.1.11.1"},  # a presentation state, whatever its Modality
+            "not_an_image",
+            "SOP Class Grayscale Softcopy Presentation State Storage: no image to assess",
         ),
         ({"SeriesInstanceUID": None}, "missing_uid", "no valid SeriesInstanceUID"),  # was stored, then failed
         (  # spooled, then decoded in full only to be refused by the reader
@@ -424,6 +431,10 @@ def test_a_refused_instance_is_told_the_reason_that_applies(changes: dict, code:
     with pytest.raises(Refusal) as refused:
         check_received(ds, ExplicitVRLittleEndian)
     assert (refused.value.code, refused.value.comment) == (code, comment)
+    # no image to assess: acknowledged (a failure status ended a study sent whole at the first one)
+    from fracsight.dicom.scp import STATUS
+
+    assert (refused.value.status == STATUS["success"]) == (code in ("not_an_image", "own_result"))
 
 
 def _queue_sr(spool: Spool, uid: str) -> None:

@@ -34,6 +34,12 @@ COUNTERS: dict[str, tuple[str, str, str]] = {
         "code",
         "Instances refused (at C-STORE or by the reader), by error code; no results are made.",
     ),
+    "ignored": (
+        "fracsight_dicom_ignored_total",
+        "code",
+        "Instances acknowledged but not kept: no image to assess (a report, a presentation state, "
+        "fracsight's own results), so that a study sent whole is not stopped at them.",
+    ),
     "associations_rejected": (
         "fracsight_dicom_associations_rejected_total",
         "reason",

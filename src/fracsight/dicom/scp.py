@@ -9,8 +9,11 @@ knows), so a router that forwards whole studies is not turned away, but each ins
 =========  ====================================================================================
 Status     When
 =========  ====================================================================================
-0x0000     stored in the spool (fsynced, committed), or already there (a re-send: kept once)
-0x0122     Refused: SOP Class not supported. Not a projection radiograph (CT, MR, a report...);
+0x0000     stored in the spool (fsynced, committed), or already there (a re-send: kept once); or
+           an object without an image to assess (a report, a presentation state, fracsight's own
+           result), not kept: counted as ``ignored{code=not_an_image|own_result}``, so that a
+           study sent whole is not stopped at it
+0x0122     Refused: SOP Class not supported. An image that is no projection radiograph (CT, MR...);
            the Error Comment names the modality. Counted as ``refused{code=unsupported_modality}``
 0xA700     Refused: out of resources. The spool could not write it (disk full...); send again
 0xA900     Error: data set does not match SOP Class. No SOP Instance / Study Instance UID, no
@@ -74,7 +77,7 @@ class Refusal(Exception):
 
     def __init__(self, status: int, code: str, comment: str) -> None:
         super().__init__(comment)
-        self.status, self.code, self.comment = status, code, comment[:64]  # Error Comment is LO
+        self.status, self.code, self.comment = status, code, comment
 
 
 def _uid(ds: Any, keyword: str) -> str:
@@ -98,6 +101,12 @@ def check_received(ds: Any, transfer_syntax: Any) -> tuple[str, str]:
     try:
         check_dicom_object(modality, sop_class, model_name=model_name)
     except UnsupportedModalityError as e:
+        if e.not_an_image:
+            # a report, a presentation state, fracsight's own result: nothing to assess, and a
+            # failure status for it ended a study sent whole (Orthanc's store job, and most
+            # senders', stop at the first), so that the radiographs after it never came
+            code = "own_result" if e.own_output else "not_an_image"
+            raise Refusal(STATUS["success"], code, _ignored_comment(e)) from e
         raise Refusal(STATUS["sop_class_not_supported"], e.code, _refusal_comment(e)) from e
     try:
         sop_uid, study_uid = _uid(ds, "SOPInstanceUID"), _uid(ds, "StudyInstanceUID")
@@ -112,6 +121,17 @@ def check_received(ds: Any, transfer_syntax: Any) -> tuple[str, str]:
     except Exception as e:
         raise Refusal(STATUS["cannot_understand"], "undecodable_dataset", "cannot decode the data set") from e
     return sop_uid, study_uid
+
+
+def _ignored_comment(e: UnsupportedModalityError) -> str:
+    """What an instance acknowledged but not kept is, for the log: fixed words and a code."""
+    if e.own_output:
+        return "a result object fracsight wrote"
+    if e.sop_class:
+        from pydicom.uid import UID
+
+        return f"SOP Class {UID(e.sop_class).name}: no image to assess"
+    return f"Modality {e.modality}: no image to assess"
 
 
 def _refusal_comment(e: UnsupportedModalityError) -> str:
@@ -288,6 +308,15 @@ class StoreSCP:
         most a Modality code, never a header's free text) and answer it."""
         from pydicom.dataset import Dataset
 
+        if refusal.status == STATUS["success"]:  # no image (a report...): acknowledged, not kept
+            try:
+                self.spool.count("ignored", refusal.code)
+            except sqlite3.Error as e:
+                log_failure(log, e, "instance not counted")
+            log.info(
+                "C-STORE from %r acknowledged, not kept (%s): %s", calling, refusal.code, refusal.comment
+            )
+            return STATUS["success"]
         try:
             self.spool.count("refused", refusal.code)
         except sqlite3.Error as e:  # the spool's disk is full: the answer matters more than the count
@@ -301,5 +330,5 @@ class StoreSCP:
         )
         status = Dataset()
         status.Status = refusal.status
-        status.ErrorComment = refusal.comment
+        status.ErrorComment = refusal.comment[:64]  # an LO: 64 characters at most
         return status
