@@ -552,7 +552,13 @@ def test_outputs_that_cannot_be_written_are_refused_before_predicting(
         (["--overlay-dir", a_file], "not a folder"),
         # inside a file: "no such folder: a-file (make it first: mkdir -p a-file)" of a file
         (["--overlay-dir", a_file / "sub" / "ov"], f"error (bad_output): {a_file} is a file, not a folder"),
+        # a link to that file is one too (not "a link whose target does not exist")
+        (
+            ["--csv", tmp_path / "to-file" / "out.csv"],
+            f"error (bad_output): {tmp_path / 'to-file'} is a file",
+        ),
     ]
+    (tmp_path / "to-file").symlink_to(a_file)
     for args, message in cases:
         result = _predict(tiny_bundle, images[0], *args)
         assert result.exit_code == 2 and message in result.stderr, result.output

@@ -138,6 +138,7 @@ def test_ctrl_c_in_a_joint_run_leaves_a_run_that_can_be_bundled(detector_bundle,
     assert code == 143, err
     assert f"stopped (SIGTERM): {run} holds epochs 0 to " in message and "best.pt is epoch" in message
     assert "start again in another folder" in message and "Traceback" not in err
+    assert f"`fracsight detector bundle {run} OUT --data {data}` makes its bundle" in message  # as it runs
     made = runner.invoke(app, ["detector", "bundle", str(run), str(tmp_path / "bundle"), "--data", str(data)])
     assert made.exit_code == 0, made.output
     assert "200 epochs planned, stopped after epoch" in (tmp_path / "bundle" / "card.md").read_text()
@@ -164,6 +165,13 @@ def test_a_cache_inside_the_new_or_the_base_bundle_is_refused(tmp_path: Path) ->
     result = runner.invoke(app, [*args, "--cache-dir", str(other)])
     message = " ".join(result.stderr.split())
     assert result.exit_code == 2 and f"{other} is a model bundle: give a folder of its own" in message
+    # nor under a file (`Not a directory`, exit 1, once the base and the data were read)
+    (tmp_path / "a-file").write_text("mine")
+    result = runner.invoke(app, [*args, "--cache-dir", str(tmp_path / "a-file" / "c")])
+    message = " ".join(result.stderr.split())
+    assert (
+        result.exit_code == 2 and f"cannot be made: {tmp_path / 'a-file'} is a file, not a folder" in message
+    )
 
 
 def test_a_run_a_bundle_and_data_given_in_each_others_place_are_named(

@@ -82,7 +82,7 @@ def folder_blocked(folder: Path) -> str | None:
     for path in (folder, *folder.parents):
         if path.is_dir():
             return None
-        if path.is_symlink():
+        if path.is_symlink() and not path.exists():
             return f"{path} is a link whose target does not exist ({os.readlink(path)})"
         if os.path.lexists(path):
             return f"{path} is a file, not a folder"

@@ -191,12 +191,13 @@ def _check_zoom(zoom: tuple[float, float] | None) -> None:
 
 
 def _joint_interrupted(
-    run: Path, out: Path | None = None, data: Path | None = None
+    run: Path, data: Path, out: Path | None = None, force: bool = False, evaluate_split: str | None = None
 ) -> AbstractContextManager[None]:
     """Ctrl-C, SIGTERM or SIGHUP (`timeout`, Slurm, `docker stop`) in a joint run: its exit code,
     saying what RUN holds (the epochs done, best.pt chosen among them, which `detector bundle` makes
     a bundle of) and that the run cannot be continued; SIGTERM said only "the command stopped".
-    ``out``: the bundle written after the training, left as it was when the stop came then."""
+    ``out``: the bundle written after the training, left as it was when the stop came then; the
+    command said writes it as that step would have (``--force``, ``--evaluate``)."""
     from fracsight.cli import interrupted_saying
 
     def what() -> str:
@@ -205,7 +206,8 @@ def _joint_interrupted(
             done, chosen = record["epochs"][-1]["epoch"], record["chosen"]
         except (OSError, ValueError, KeyError, IndexError, TypeError):  # stopped before epoch 0 was kept
             return f"{run} holds no epoch of the run yet"
-        make = f"`fracsight detector bundle {run} {out or 'OUT'}{f' --data {data}' if data else ''}`"
+        options = (" --force" if force else "") + (f" --evaluate {evaluate_split}" if evaluate_split else "")
+        make = f"`fracsight detector bundle {run} {out or 'OUT'} --data {data}{options}`"
         if out is not None:
             return (
                 f"{run} holds all {done + 1} epochs (best.pt: epoch {chosen}); {out} left as it was; "
@@ -223,13 +225,11 @@ def _interrupted(out: Path, cache: Path) -> AbstractContextManager[None]:
     """Ctrl-C, SIGTERM or SIGHUP: its exit code, saying that OUT was not written and what the cache
     keeps (it said nothing of the hundreds of megabytes left in a folder it had not named)."""
     from fracsight.cli import interrupted_saying
-    from fracsight.training.cache import cache_size
+    from fracsight.training.cache import cache_size, own_entries
 
-    def what() -> str:
-        kept = (
-            f"; {cache} ({cache_size(cache)}) keeps what was made for the next run" if cache.is_dir() else ""
-        )
-        return f"nothing written to {out}{kept}"
+    def what() -> str:  # of a ~/.cache holding only pip's: nothing "kept" (0 MB)
+        kept = f"; {cache} ({cache_size(cache)}) keeps what was made for the next run"
+        return f"nothing written to {out}{kept if own_entries(cache) else ''}"
 
     return interrupted_saying(what)
 
@@ -354,7 +354,7 @@ def joint(
             dataset.refuse_output_inside(out, "--out")
             if evaluate_split:
                 select_samples(dataset, evaluate_split, 0)  # whether it has or can carve the split
-        with _joint_interrupted(run):
+        with _joint_interrupted(run, data):
             train_joint(
                 base_dir,
                 heads_dir,
@@ -375,7 +375,7 @@ def joint(
                 log=lambda line: typer.echo(line, err=True),
             )
         if out is not None:
-            with _joint_interrupted(run, out, data):
+            with _joint_interrupted(run, data, out, force, evaluate_split):
                 _bundle_from_run(run, out, data, evaluate_split, force, command)
     if out is None or out.parent.resolve() != run.parent.resolve():
         _say_cache(run.parent / ".cache")

@@ -163,7 +163,13 @@ def _refusal(unreadable: list[ImageReadError]) -> ImageReadError:
 
 def cache_folder_refusal(folder: Path) -> str | None:
     """Why ``folder`` cannot hold a cache (said after its name), or None: a file, a model bundle or
-    a training run, which the run's last line would advise deleting to free the space."""
+    a training run, which the run's last line would advise deleting to free the space; or a file or a
+    dangling link in its place or above it (said once the images were letterboxed, as "Not a directory")."""
+    from fracsight._files import folder_blocked
+
+    blocked = folder_blocked(folder)
+    if blocked is not None and not (folder.exists() and not folder.is_dir()):
+        return f"cannot be made: {blocked}"
     if folder.exists() and not folder.is_dir():
         return "is a file: give a folder for the letterboxed images"
     for marker, what in (("bundle.json", "a model bundle"), ("best.pt", "a training run")):
@@ -175,14 +181,14 @@ def cache_folder_refusal(folder: Path) -> str | None:
 _OWN_ENTRIES = ("lb-", "heads-")  # the letterboxed images; a detector's frozen features
 
 
-def _own_entries(folder: Path) -> list[Path]:
+def own_entries(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if p.name.startswith(_OWN_ENTRIES)] if folder.is_dir() else []
 
 
 def cache_size(folder: Path) -> str:
     """How much fracsight's entries in a cache folder hold, for the line that names it (runs write
     gigabytes there; the folder may be a shared one, ~/.cache beside a run made in ~)."""
-    files = [f for p in _own_entries(folder) for f in (p.rglob("*") if p.is_dir() else [p]) if f.is_file()]
+    files = [f for p in own_entries(folder) for f in (p.rglob("*") if p.is_dir() else [p]) if f.is_file()]
     return f"{sum(f.stat().st_size for f in files) / 1e6:.0f} MB"
 
 
@@ -190,7 +196,7 @@ def cache_note(folder: Path, holds: str) -> str | None:
     """The line a run ends with about the cache it left (None when it left none): where it is and
     how large, for it was said nowhere, and it goes beside the output folder, whatever that is. A
     folder that holds other files too (~/.cache: pip's, torch hub's; runs) is not to be deleted whole."""
-    own = _own_entries(folder)
+    own = own_entries(folder)
     if not own:
         return None
     free = "delete it" if len(own) == len(list(folder.iterdir())) else "delete its lb-* and heads-* entries"
