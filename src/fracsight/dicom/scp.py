@@ -106,8 +106,8 @@ def check_received(ds: Any, transfer_syntax: Any) -> tuple[str, str]:
             # failure status for it ended a study sent whole (Orthanc's store job, and most
             # senders', stop at the first), so that the radiographs after it never came
             code = "own_result" if e.own_output else "not_an_image"
-            raise Refusal(STATUS["success"], code, _ignored_comment(e)) from e
-        raise Refusal(STATUS["sop_class_not_supported"], e.code, _refusal_comment(e)) from e
+            raise Refusal(STATUS["success"], code, _gate_comment(e)) from e
+        raise Refusal(STATUS["sop_class_not_supported"], e.code, _gate_comment(e)) from e
     try:
         sop_uid, study_uid = _uid(ds, "SOPInstanceUID"), _uid(ds, "StudyInstanceUID")
         _uid(ds, "SeriesInstanceUID")  # the results' new series is filed beside it: none, no results
@@ -123,26 +123,19 @@ def check_received(ds: Any, transfer_syntax: Any) -> tuple[str, str]:
     return sop_uid, study_uid
 
 
-def _ignored_comment(e: UnsupportedModalityError) -> str:
-    """What an instance acknowledged but not kept is, for the log: fixed words and a code."""
+def _gate_comment(e: UnsupportedModalityError) -> str:
+    """What the gate found an instance not kept to be, in fixed words and at most a code: for the
+    log, and the Error Comment of a refusal (cut to 64 characters there)."""
     if e.own_output:
         return "a result object fracsight wrote"
-    if e.sop_class:
-        from pydicom.uid import UID
-
-        return f"SOP Class {UID(e.sop_class).name}: no image to assess"
-    return f"Modality {e.modality}: no image to assess"
-
-
-def _refusal_comment(e: UnsupportedModalityError) -> str:
-    """The Error Comment (64 characters at most) for what the reader refused, and why."""
-    if e.own_output:
-        return "a result object fracsight wrote: not read again"
-    if e.sop_class:
-        from pydicom.uid import UID
-
-        return f"SOP Class {UID(e.sop_class).name} refused: not a radiograph"
-    return f"Modality {e.modality or '(not a code string)'} refused: projection radiographs only"
+    what = (
+        f"SOP Class {UID(e.sop_class).name}"
+        if e.sop_class
+        else f"Modality {e.modality or '(not a code string)'}"
+    )
+    if e.not_an_image:
+        return f"{what}: no image to assess"
+    return f"{what} refused: {'not a radiograph' if e.sop_class else 'projection radiographs only'}"
 
 
 def _check_size(ds: Any) -> None:
