@@ -146,9 +146,17 @@ def _input_name(source: Any) -> str:
     return "array" if _in_memory(source) else f"<{type(source).__name__}>"
 
 
+def _loaded_class(module: str, name: str) -> type | None:
+    """The class ``module.name`` where the module is imported, else None: no object of it can exist
+    then, and the check imports nothing. By getattr: a module another thread is importing is in
+    sys.modules half built (predict_many reads files on threads: "partially initialized module
+    'pydicom' has no attribute 'Dataset'" ended `fracsight predict` of DICOM files)."""
+    return getattr(sys.modules.get(module), name, None)
+
+
 def _is_dicom_dataset(source: Any) -> bool:
-    pydicom = sys.modules.get("pydicom")  # a dataset exists only once pydicom is imported
-    return pydicom is not None and isinstance(source, pydicom.Dataset)
+    dataset = _loaded_class("pydicom", "Dataset")
+    return dataset is not None and isinstance(source, dataset)
 
 
 def _dataset_bytes(dataset: Any, name: str) -> bytes:
@@ -173,8 +181,8 @@ def _in_memory(source: Any) -> bool:
     :meth:`Radiograph.from_array` reads, rather than a file."""
     if isinstance(source, np.ndarray):
         return True
-    image = sys.modules.get("PIL.Image")  # a PIL image exists only once PIL.Image is imported
-    return image is not None and isinstance(source, image.Image)
+    image = _loaded_class("PIL.Image", "Image")
+    return image is not None and isinstance(source, image)
 
 
 def _check_pixels(radiograph: Radiograph) -> None:
