@@ -470,6 +470,12 @@ def test_output_folder_refuses_foreign_folders_and_other_models(tmp_path: Path) 
     with pytest.raises(DatasetError, match="not a fracsight batch output"):
         BatchOutput(tmp_path / "mine", ("path", "kind"), model)
     assert (tmp_path / "mine" / "thesis.docx").read_text() == "keep me"
+    # another program's job.json: said "holds results of None vNone ... other columns (--all-classes?)"
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "job.json").write_text("{}")
+    with pytest.raises(DatasetError, match="theirs exists and is not a fracsight batch output"):
+        BatchOutput(tmp_path / "theirs", ("path", "kind"), model)
+    assert (tmp_path / "theirs" / "job.json").read_text() == "{}"
     out = BatchOutput(tmp_path / "out", ("path", "error_code"), model)
     out.commit([{"path": "/a", "error_code": ""}, {"path": "/b", "error_code": "empty_file"}])
     out.commit(

@@ -174,3 +174,22 @@ def test_the_row_of_a_folder_given_empty_goes_once_its_images_are_inputs(tmp_pat
     assert out.forget_folders_now_read([str(share / "a.jpg"), "/elsewhere"]) == 1
     assert set(out.done) == {"/elsewhere"}
     out.close()
+
+
+def test_a_file_linked_into_two_study_folders_is_a_view_of_both_as_predict_takes_it(tmp_path: Path) -> None:
+    """`batch run arch` gave one row for an image linked into two MURA studies, where `predict arch`
+    gives two: the second study had no row for its view. A file reached twice in one folder, or
+    given again, is still one row."""
+    from fracsight.inference.tabular import named_inputs
+
+    image = tmp_path / "x.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n")
+    arch = tmp_path / "arch"
+    for study in ("patient1/study1_positive", "patient2/study1_negative"):
+        (arch / study).mkdir(parents=True)
+        (arch / study / "image1.png").symlink_to(image)
+    (arch / "patient1" / "study1_positive" / "again.png").symlink_to(image)  # one study: one view
+    found = collect_batch_inputs([arch, arch / "patient2"])
+    assert sorted(found.values()) == sorted(name for _, name in named_inputs([arch]))
+    (first,) = [name for name in found.values() if name.startswith("patient1/")]  # one of its two links
+    assert sorted(found.values()) == sorted([first, "patient2/study1_negative/image1.png"])

@@ -190,9 +190,14 @@ def named_inputs(
                 on_found(path)
             named = [(path, path.name)]
         for file, name in named:
-            key = (os.path.realpath(file), study_folder(Path(os.path.abspath(file))))
-            found.setdefault(key, (file, text_cell(name)))
+            found.setdefault(input_key(file), (file, text_cell(name)))
     return distinct_names(list(found.values()))
+
+
+def input_key(file: Path) -> tuple[str, PurePath | None]:
+    """What makes a file one input (:func:`named_inputs`, ``batch run``): the file it is, however it
+    is reached (``a.jpg``, ``./a.jpg``, a link), in the study folder it is reached in."""
+    return os.path.realpath(file), study_folder(Path(os.path.abspath(file)))
 
 
 def distinct_names(named: list[tuple[Path, str]]) -> list[tuple[Path, str]]:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fracsight.errors import DatasetError
-from fracsight.inference.tabular import distinct_names, named_inputs, text_cell
+from fracsight.inference.tabular import distinct_names, input_key, named_inputs, text_cell
 from fracsight.io import url_text
 
 __all__ = ["LIST_SUFFIXES", "MANIFEST_SUFFIXES", "collect_batch_inputs"]
@@ -39,7 +39,9 @@ def collect_batch_inputs(args: Sequence[Path], *, path_column: str = "path") -> 
     """
     entries: list[tuple[str, Path, str]] = []  # absolute path, path as typed, name
     empty: list[Path] = []  # folders given that hold no image
-    real: set[str] = set()  # each file once, however it is reached (``a.jpg``, ``./a.jpg``, a link)
+    # each file once, however it is reached (``a.jpg``, ``./a.jpg``, a link), but once per study folder,
+    # as predict takes it: one linked into a second MURA study is a view of that one too
+    seen: set[tuple[str, object]] = set()
     for arg in args:
         listed = _listed_paths(arg, path_column)
         # relative paths in a list or manifest: relative to its folder
@@ -51,8 +53,8 @@ def collect_batch_inputs(args: Sequence[Path], *, path_column: str = "path") -> 
             _refuse_relative_to_here(arg, listed)
             found = [f for p in listed for f in _listed(arg.parent, Path(p))]
         for path, typed, name in found:
-            if (key := os.path.realpath(path)) not in real:
-                real.add(key)
+            if (key := input_key(path)) not in seen:
+                seen.add(key)
                 entries.append((os.path.abspath(path), typed, name))
     if entries:  # alone they are no input at all (no_images), as for predict
         entries += [(os.path.abspath(folder), folder, text_cell(str(folder))) for folder in empty]

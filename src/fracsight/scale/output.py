@@ -235,6 +235,11 @@ class BatchOutput:
                 was = dict(recorded.get("model", {}))
             except (OSError, ValueError, AttributeError, TypeError) as e:
                 raise OutputRefused(f"{job}: unreadable ({type(e).__name__}); use another --out") from None
+            if not was or not isinstance(recorded.get("columns"), list):  # another program's job.json:
+                # "holds results of None vNone ... other columns (--all-classes?)" was said of it
+                raise OutputRefused(
+                    f"{self.folder} exists and is not a fracsight batch output: use another --out"
+                )
             same_columns = tuple(recorded.get("columns", ())) == self.columns
             if was != self.model or not same_columns:
                 raise OutputRefused(
