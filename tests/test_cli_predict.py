@@ -337,6 +337,23 @@ def test_mura_style_folder_gives_a_study_row(tiny_bundle: Path, images: list[Pat
         assert not unsure["reliable"] and unsure["unread_images"] == ["IM000004"], (modality, unsure)
 
 
+def test_a_study_folder_predicted_from_inside_still_gives_its_study_row(
+    tiny_bundle: Path, images: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`cd patient2/study1_negative; fracsight predict .` (or its files by name): no study row, no
+    "not given" warning: the folder "." has no name to read as a study folder's."""
+    study = tmp_path / "XR_WRIST" / "patient2" / "study1_negative"
+    study.mkdir(parents=True)
+    for i, src in enumerate(images[:2], start=1):
+        Image.open(src).save(study / f"image{i}.png")
+    monkeypatch.chdir(study)
+    for args in (["."], ["image1.png", "image2.png"]):
+        (row,) = json.loads(_predict(tiny_bundle, *args, "--json").stdout)["studies"]
+        assert row["study"] == "patient2/study1_negative" and len(row["images"]) == 2, args
+    (alone,) = json.loads(_predict(tiny_bundle, "image2.png", "--json").stdout)["studies"]
+    assert "1 of the study folder's images was not given (image1.png)" in " ".join(alone["warnings"])
+
+
 def test_study_flag_combines_all_inputs(tiny_bundle: Path, images: list[Path]) -> None:
     result = _predict(tiny_bundle, *images, "--study", "--json")
     assert result.exit_code == 0, result.output
@@ -539,6 +556,36 @@ def test_invocation_is_the_command_line_only_when_started_as_fracsight(monkeypat
     assert invocation() == "fracsight quantize 'my model' out"  # quoted so that it can be re-run
     monkeypatch.setattr(sys, "argv", ["/usr/lib/python3/pytest", "-q"])
     assert invocation() == ""
+
+
+def test_a_file_gone_before_its_overlay_is_read_is_its_own_row_not_the_end_of_the_run(
+    tiny_bundle: Path, images: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`predict FOLDER --overlay-dir OV` while a sync tool renames files into place: a file gone
+    between its read and its full-size read for the overlay ended the run (`error (unreadable_image):
+    x.jpg: no such file`), no table, no CSV, the other images never predicted."""
+    from fracsight.inference import Predictor
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    copies = [Path(shutil.copyfile(image, folder / image.name)) for image in images]
+    victim = copies[0]
+    full_pixels = Predictor.full_pixels
+
+    def vanishing(source, radiograph, **options):
+        if source is not None and Path(str(source)).name == victim.name and victim.exists():
+            victim.unlink()  # gone between the two reads
+        return full_pixels(source, radiograph, **options)
+
+    monkeypatch.setattr(Predictor, "full_pixels", staticmethod(vanishing))
+    result = _predict(tiny_bundle, folder, "--overlay-dir", tmp_path / "ov", "--csv", tmp_path / "r.csv")
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    rows = {row["source"]: row for row in csv.DictReader((tmp_path / "r.csv").open())}
+    assert (
+        rows[victim.name]["error_code"] == "unreadable_image" and "no such file" in rows[victim.name]["error"]
+    )
+    assert all(rows[c.name]["decision"] != "error" for c in copies[1:])
+    assert len(list((tmp_path / "ov").iterdir())) == len(copies) - 1
 
 
 def test_outputs_that_cannot_be_written_are_refused_before_predicting(

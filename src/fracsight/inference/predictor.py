@@ -704,11 +704,14 @@ class Predictor:
             label = name or _input_name(source)  # a name as given (predict_many's docs)
             try:
                 radiograph, file = self._read_any(source, name)
+                # read again at full size for overlays: a file gone in between (a sync tool renaming
+                # into place) ended the run, every result lost; it is this file's row
+                full = self.full_pixels(file, radiograph) if keep_pixels else None
             except TypeError as e:  # None, a number, a text file: this one fails, not the run
                 return FailedPrediction(label, ImageReadError.code, str(e))
             except FracsightError as e:
                 return FailedPrediction.of(label, e)
-            return radiograph, label, self.full_pixels(file, radiograph) if keep_pixels else None
+            return radiograph, label, full
 
         with ThreadPoolExecutor(workers) as pool:
             while chunk := list(islice(pending, batch_size)):  # take only what the next batch needs

@@ -197,7 +197,7 @@ def named_inputs(
 def input_key(file: Path) -> tuple[str, PurePath | None]:
     """What makes a file one input (:func:`named_inputs`, ``batch run``): the file it is, however it
     is reached (``a.jpg``, ``./a.jpg``, a link), in the study folder it is reached in."""
-    return os.path.realpath(file), study_folder(Path(os.path.abspath(file)))
+    return os.path.realpath(file), study_folder(file)
 
 
 def distinct_names(named: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
@@ -297,8 +297,10 @@ def is_folder_image(relative: str, head: Callable[[], bytes]) -> bool:
 def study_folder(path: PurePath, *, resolve: bool = True) -> PurePath | None:
     """The MURA-style study folder that holds ``path`` (``.../patient00011/study1_negative/image1.png``),
     resolved (unless ``resolve`` is False: an uploaded folder's names are no files here): the
-    identity of its study. None when ``path`` is not in a ``studyN`` folder."""
-    parent = path.parent
+    identity of its study. None when ``path`` is not in a ``studyN`` folder. A relative path is
+    taken from here (`predict .` in a study folder: the folder "." has no name, and the study row
+    was missing)."""
+    parent = Path(os.path.abspath(path)).parent if resolve else path.parent
     if not _STUDY_DIR.match(parent.name):
         return None
     return Path(os.path.realpath(parent)) if resolve else parent
