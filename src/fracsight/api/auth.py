@@ -153,7 +153,8 @@ def parse_tokens(entries: Iterable[str], where: str, *, comments: bool = True) -
         if entry.startswith("#") and not comments:
             raise ConfigError(
                 f"{where}, entry {n}: begins with '#', which no token may (it marks a comment in a "
-                "tokens file; the variable has none): give the token without it"
+                "tokens file; in the variable only a whole line of several can be one): give the token "
+                "without it"
             )
         if entry and not entry.startswith("#"):
             digests.add(_entry_digest(entry, f"{where}, entry {n}"))

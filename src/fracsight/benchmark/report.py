@@ -123,7 +123,8 @@ def targets_of(rows: list[Row], index: int = 0, prefix: str = "", *, comparable:
 
 
 def _speedup(main: Row, row: Row) -> str:
-    """How many times faster the default row is: single-image latency / batch throughput."""
+    """How many times faster the bundle benchmarked (``--model``, the first row) is than ``row``:
+    single-image latency / batch throughput."""
 
     def fmt(x: float | None) -> str:
         return "-" if x is None else f"{x:.1f}x"
