@@ -167,6 +167,9 @@ def _frames(n: int = 3) -> list[Image.Image]:
     return [_gray(64, 64, seed) for seed in range(n)]
 
 
+BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"  # a report's own SOP Class (not an image's)
+
+
 def dicom_bytes(
     *,
     rows: int = 72,
@@ -183,11 +186,13 @@ def dicom_bytes(
     modality: str = "DX",
     colour: bool = False,
     preamble: bytes | None = None,
+    sop_class: str | None = None,
 ) -> bytes:
     """A DX DICOM (explicit VR little endian unless ``transfer_syntax``), identifiers planted by default.
 
     ``colour`` makes the channels of a ``samples=3`` image differ (a real colour image);
-    ``preamble`` fills the 128-byte preamble (PS3.10 7.1 lets it hold, e.g., a TIFF header).
+    ``preamble`` fills the 128-byte preamble (PS3.10 7.1 lets it hold, e.g., a TIFF header);
+    ``sop_class`` replaces Digital X-Ray Image Storage (a report's own class with ``modality="SR"``).
     """
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import UID, DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian
@@ -195,7 +200,9 @@ def dicom_bytes(
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = UID(transfer_syntax) if transfer_syntax else ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
+    ds.file_meta.MediaStorageSOPClassUID = (
+        UID(sop_class) if sop_class else DigitalXRayImageStorageForPresentation
+    )
     ds.file_meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.3680043.8.498.1"
     ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID

@@ -170,9 +170,10 @@ def test_study_combines_the_views(client: TestClient) -> None:
         "1 of 2 views could not be read (v2.png); the study result is from the other 1 only"
     ]
     # a structured report sent with the views (a PACS export holds them) is no view unread
+    from corpus import BASIC_TEXT_SR
     from corpus import dicom_bytes as any_dicom
 
-    report = ("sr.dcm", any_dicom(modality="SR"))
+    report = ("sr.dcm", any_dicom(modality="SR", sop_class=BASIC_TEXT_SR))
     r = client.post("/v1/predict?study=true", files=files(("v1.png", png_bytes(seed=1)), report))
     (study,) = r.json()["studies"]
     assert study["reliable"] is True and study["unread_images"] == [], study

@@ -313,9 +313,9 @@ def test_mura_style_folder_gives_a_study_row(tiny_bundle: Path, images: list[Pat
     assert alone["study"] == "patient1/study1_negative" and alone["images"] == ["image2.png"]
     assert "1 of the study folder's images was not given (image1.png)" in " ".join(alone["warnings"])
     # a PACS export's report beside the images is no image left out, and a link to one is that one
-    from corpus import dicom_bytes
+    from corpus import BASIC_TEXT_SR, dicom_bytes
 
-    (study / "IM000003").write_bytes(dicom_bytes(modality="SR"))
+    (study / "IM000003").write_bytes(dicom_bytes(modality="SR", sop_class=BASIC_TEXT_SR))
     (study / "link.png").symlink_to(study / "image1.png")
     (again,) = json.loads(_predict(tiny_bundle, study / "image2.png", "--json").stdout)["studies"]
     assert "1 of the study folder's images was not given (image1.png)" in " ".join(again["warnings"])

@@ -104,11 +104,11 @@ def referenced_sources(ds: Any) -> set[str]:
 
 
 def results_in(orthanc: Orthanc, study_uid: str) -> list[Any]:
-    """Every instance of the study in Orthanc that is not a source radiograph, parsed."""
+    """Every instance of the study in Orthanc that is not a source object, parsed."""
     out = []
     for found in orthanc.find_instances(StudyInstanceUID=study_uid):
         ds = pydicom.dcmread(io.BytesIO(orthanc.file(found["ID"])))
-        if ds.Modality not in ("CR", "DX", "CT"):
+        if ds.Modality not in ("CR", "DX", "CT", "KO"):  # sources, and a key object a test adds
             out.append(ds)
     return out
 
@@ -281,11 +281,11 @@ def test_a_study_sent_whole_is_not_stopped_at_its_report(
     """Orthanc's "Send to DICOM modality" of a study holding a report (or fracsight's own results):
     the node answered the report 0x0122, and Orthanc's store job stopped there (HTTP 500), so the
     radiographs after it never came. A report is now acknowledged, counted, and not kept."""
-    from corpus import dicom_bytes
+    from corpus import BASIC_TEXT_SR, dicom_bytes
 
     orthanc, node = pacs_and_node
     study_uid = generate_uid()
-    report = pydicom.dcmread(io.BytesIO(dicom_bytes(modality="SR")))
+    report = pydicom.dcmread(io.BytesIO(dicom_bytes(modality="SR", sop_class=BASIC_TEXT_SR)))
     report.StudyInstanceUID, report.SeriesInstanceUID = study_uid, generate_uid()
     report.SOPInstanceUID = generate_uid()
     report.file_meta.MediaStorageSOPInstanceUID = report.SOPInstanceUID
@@ -494,14 +494,28 @@ def test_a_study_named_by_uid_is_processed_over_dicomweb(fractured: list[Path], 
             fractured[6], tmp_path / "w2.dcm", study_uid=study_uid, instance_number=2, jpeg_lossless=True
         ),
     ]
+    from corpus import dicom_bytes
+
+    key_object = "1.2.840.10008.5.1.4.1.1.88.59"  # Key Object Selection: no image (nor a result's SR)
+    report = pydicom.dcmread(io.BytesIO(dicom_bytes(modality="KO", sop_class=key_object)))
+    report.StudyInstanceUID, report.SeriesInstanceUID = study_uid, generate_uid()
+    report.SOPInstanceUID = report.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    report.save_as(tmp_path / "report.dcm")
     with Orthanc(tmp_path / "orthanc") as orthanc:
-        for path in [*sources, make_ct_dicom(tmp_path / "ct.dcm", study_uid=study_uid)]:
+        for path in [
+            *sources,
+            make_ct_dicom(tmp_path / "ct.dcm", study_uid=study_uid),
+            tmp_path / "report.dcm",
+        ]:
             orthanc.upload(path)
         result = CliRunner().invoke(app, ["dicom", "study", study_uid, "--dicomweb", orthanc.dicomweb_url])
         assert result.exit_code == 0, result.output
         summary = json.loads(result.stdout)
         assert summary["predicted"] == 2
+        # the CT refused; the key object skipped, as the node acknowledges it without keeping it (it
+        # was "refused: unsupported_modality" here)
         assert list(summary["refused"].values()) == ["unsupported_modality"]
+        assert summary["objects_without_an_image_skipped"] == 1
         assert summary["result_objects_stored"] == 2 * len(DEFAULT_KINDS) + 1
         expected = predict_json(sources)
         mean = sum(r["fracture_probability"] for r in expected.values()) / 2

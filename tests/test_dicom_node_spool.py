@@ -395,7 +395,16 @@ def test_received_native_pixel_data_length_follows_the_photometric_interpretatio
             "own_result",
             "a result object fracsight wrote",
         ),
-        ({"Modality": "SR"}, "not_an_image", "Modality SR: no image to assess"),
+        (
+            {"Modality": "SR", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.88.11"},  # Basic Text SR
+            "not_an_image",
+            "Modality SR: no image to assess",
+        ),
+        (  # an image whose Modality says KO: mislabelled, refused (acknowledged, it was dropped unsaid)
+            {"Modality": "KO"},
+            "unsupported_modality",
+            "Modality KO refused: projection radiographs only",
+        ),
         (
             {"SOPClassUID": "1.2.840.10008.5.1.4.1.1.11.1"},  # a presentation state, whatever its Modality
             "not_an_image",

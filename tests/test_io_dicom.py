@@ -1104,3 +1104,9 @@ def test_a_non_image_sop_class_is_no_view_whatever_its_modality() -> None:
     with pytest.raises(UnsupportedModalityError) as refused:
         check_dicom_object("SR", None)
     assert refused.value.not_an_image
+    # nor is an image Modality-labelled KO or SR one without an image: a view unread (the node would
+    # acknowledge it and drop it unsaid)
+    for modality, uid in (("KO", "1.2.840.10008.5.1.4.1.1.1.1"), ("SR", "1.2.840.10008.5.1.4.1.1.1")):
+        with pytest.raises(UnsupportedModalityError) as refused:
+            check_dicom_object(modality, uid)
+        assert not refused.value.not_an_image, modality

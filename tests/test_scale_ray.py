@@ -1222,6 +1222,13 @@ def test_status_of_a_mistyped_folder_says_it_does_not_exist(tmp_path: Path) -> N
     assert result.exit_code == 2 and f"{tmp_path}/resluts does not exist" in " ".join(result.output.split())
     result = CliRunner().invoke(cli, ["batch", "status", str(tmp_path)])
     assert result.exit_code == 2 and "is not a fracsight batch output (no job.json)" in result.output
+    # another program's job.json: "u3: None, 0 rows, model None vNone", exit 0
+    (tmp_path / "job.json").write_text('{"name": "webpack", "version": 3}')
+    result = CliRunner().invoke(cli, ["batch", "status", str(tmp_path)])
+    assert (
+        result.exit_code == 2
+        and "is not a fracsight batch output (its job.json is another's)" in " ".join(result.output.split())
+    )
 
 
 def test_retry_errors_predicts_the_failed_files_again_in_their_rows_place(

@@ -425,7 +425,10 @@ def study(
         if outcome.refused or outcome.not_retrieved:
             why = f"see {'refused' if outcome.refused else 'not_retrieved'}"
         else:
-            why = f"it holds no radiograph; {outcome.own_results} fracsight result objects skipped"
+            skipped = f"{outcome.own_results} fracsight result objects"
+            if outcome.not_images:
+                skipped += f" and {outcome.not_images} other objects without an image"
+            why = f"it holds no radiograph; {skipped} skipped"
         warning_line(f"no image of the study could be assessed ({why}): nothing was predicted")
         raise typer.Exit(1)
     if not outcome.complete:

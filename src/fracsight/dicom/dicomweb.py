@@ -112,6 +112,9 @@ class StudyOutcome:
     # retrieve_not_dicom: it answered with something else (a login page, a proxy's page)
     not_retrieved: dict[str, str] = field(default_factory=dict)
     own_results: int = 0  # fracsight's result objects already in the study: not read, not refused
+    # other objects without an image (a report, a key object, a presentation state): no view, as the
+    # node acknowledges them without keeping them (they were "refused: unsupported_modality")
+    not_images: int = 0
     stored: int = 0
     failed: int = 0
     decision: str | None = None
@@ -130,6 +133,7 @@ class StudyOutcome:
             "refused": dict(self.refused),
             "not_retrieved": dict(self.not_retrieved),
             "own_results_skipped": self.own_results,
+            "objects_without_an_image_skipped": self.not_images,
             "result_objects_stored": self.stored,
             "result_objects_failed": self.failed,
             "study_decision": self.decision,
@@ -307,7 +311,10 @@ def process_study(
         try:
             check_dicom_object(_value(item, _MODALITY), _value(item, _SOP_CLASS), model_name=model_name)
         except UnsupportedModalityError as e:
-            outcome.refused[key] = e.code
+            if e.not_an_image:
+                outcome.not_images += 1
+            else:
+                outcome.refused[key] = e.code
             continue
         try:
             ds = source_client.retrieve_instance(study_uid, series_uid, sop_uid)  # WADO-RS

@@ -209,6 +209,8 @@ def check_dicom_object(
     present = modality is not None and str(modality).strip() != ""
     code = clean_code_string(modality) if present else None
     readable = ", ".join(READ_MODALITIES)
+    uid = str(sop_class_uid).strip().rstrip("\0") if sop_class_uid is not None else ""
+    image_class = bool(_UID.fullmatch(uid)) and uid.startswith(_STORAGE_ROOT) and _image_storage(uid)
     if present and code not in READ_MODALITIES:
         reason = None
         if code is None:
@@ -221,9 +223,10 @@ def check_dicom_object(
         raise UnsupportedModalityError(
             f"{label}DICOM {what}. fracsight reads projection radiographs (Modality {readable})",
             modality=code,
-            not_an_image=reason == _NOT_AN_IMAGE,
+            # a DX image whose Modality says KO is an image mislabelled: no object without one
+            # (the node would acknowledge it and drop it unsaid)
+            not_an_image=reason == _NOT_AN_IMAGE and not image_class,
         )
-    uid = str(sop_class_uid).strip().rstrip("\0") if sop_class_uid is not None else ""
     if _UID.fullmatch(uid) and uid.startswith(_STORAGE_ROOT) and uid not in READ_SOP_CLASSES:
         shown = f"Modality {code!r}" if code else "no Modality"
         raise UnsupportedModalityError(

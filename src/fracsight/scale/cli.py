@@ -243,6 +243,9 @@ def status_command(
     except (OSError, ValueError) as e:
         error_line("output_refused", f"{job} is unreadable ({type(e).__name__})")
         raise typer.Exit(1) from None
+    if not record.get("model") or not isinstance(record.get("columns"), list):  # another program's
+        error_line("not_found", f"{out} is not a fracsight batch output (its job.json is another's)")
+        raise typer.Exit(2)
     from fracsight.scale.output import OutputRefused, committed_codes, job_running
 
     try:  # from the parts, the record: job.json has no counts while a job runs or after a kill
