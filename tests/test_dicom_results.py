@@ -1460,3 +1460,30 @@ def test_a_study_report_says_a_view_that_could_not_be_read(fracatlas_dir: Path, 
     assert result.exit_code == 1, result.output
     (line,) = [x for x in result.stdout.splitlines() if x.startswith("study 1")]
     assert "not reliable: some views could not be read" in line, result.output
+
+
+def test_a_left_and_a_right_image_get_result_series_of_their_own_side(
+    fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """The presentation states (and captures) of a left and a right image shared one series whose
+    Laterality was L in one instance and R in the other: a query for the left found the right
+    image's overlay. And results of sources named by their UIDs (`1.2.3.101`, as PACS exports name
+    files) lost the UID's last part: two sources' results told apart by their order alone."""
+    from pydicom.uid import generate_uid
+
+    study_uid = generate_uid()
+    jpegs = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[:3]
+    files = []
+    for i, (side, jpeg) in enumerate(zip(("L", "R", None), jpegs, strict=True)):
+        ds = support.cr_from_jpeg(jpeg, study_uid=study_uid, instance_number=i + 1)
+        ds.Laterality = ds.ImageLaterality = side  # None: empty, the side unknown
+        files.append(support.write(ds, tmp_path / f"1.2.826.0.1.3680043.8.498.10{i}"))
+    out = tmp_path / "out"
+    result = runner.invoke(
+        cli_app, ["dicom", "results", *map(str, files), "--out", str(out), "--kinds", "gsps"]
+    )
+    assert result.exit_code == 0, result.output
+    states = {p.name: support.read(p) for p in out.iterdir()}
+    assert sorted(states) == [f"1.2.826.0.1.3680043.8.498.10{i}.gsps.dcm" for i in range(3)]
+    series = {str(ds.get("Laterality") or ""): ds.SeriesInstanceUID for ds in states.values()}
+    assert sorted(series) == ["", "L", "R"] and len(set(series.values())) == 3

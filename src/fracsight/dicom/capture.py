@@ -86,7 +86,7 @@ def secondary_capture(
         photometric_interpretation=hd.PhotometricInterpretationValues.YBR_FULL_422,
         bits_allocated=8,
         coordinate_system=hd.CoordinateSystemNames.PATIENT,
-        series_instance_uid=context.series_uid(header.StudyInstanceUID, "capture"),
+        series_instance_uid=context.series_uid(header.StudyInstanceUID, "capture", laterality(header)),
         series_number=info.number,
         series_description=info.description,
         sop_instance_uid=sop_instance_uid,

@@ -548,6 +548,7 @@ def results_command(
     from fracsight.inference import NOTICE, FailedPrediction, Predictor
     from fracsight.inference.results import views_unread
     from fracsight.inference.tabular import distinct_names
+    from fracsight.io import image_stem
 
     wanted = [k.strip() for k in kinds.split(",") if k.strip()]
     if not wanted or any(k not in KINDS for k in wanted):
@@ -595,7 +596,9 @@ def results_command(
             failed += 1
             continue
         try:
-            written = [write_new(ds, out, path.stem) for ds in datasets]
+            # the name less its image suffix only: `1.2.3.101` (a PACS export's UID name) lost
+            # its last part, and two sources' results were told apart by their order alone
+            written = [write_new(ds, out, image_stem(path)) for ds in datasets]
         except OSError as e:
             error_line("unwritable", f"{out}: {e.strerror or e}")
             raise typer.Exit(1) from None

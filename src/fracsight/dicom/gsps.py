@@ -168,7 +168,7 @@ def presentation_state(
     info = series("gsps", prediction.finding)
     common = dict(
         referenced_images=[header],
-        series_instance_uid=context.series_uid(header.StudyInstanceUID, "gsps"),
+        series_instance_uid=context.series_uid(header.StudyInstanceUID, "gsps", laterality(header)),
         series_number=info.number,
         series_description=info.description,
         sop_instance_uid=sop_instance_uid,

@@ -99,13 +99,16 @@ class ResultContext:
             "device_serial_number": self.model_sha256[:16] or "unknown",
         }
 
-    def series_uid(self, study_uid: str, kind: str) -> str:
-        """The one series of this kind and model in a study: every image's result of the same
-        kind lands in it, also when the images arrive one by one. Derived from the study UID by
-        a one-way hash, so it reveals nothing about it."""
+    def series_uid(self, study_uid: str, kind: str, side: str | None = None) -> str:
+        """The one series of this kind and model in a study (and of this ``side``, for results
+        whose series carries a Laterality: a left and a right image's shared one series that said
+        one side, and a query for the left found the right's overlay): every image's result of
+        the same kind lands in it, also when the images arrive one by one. Derived from the study
+        UID by a one-way hash, so it reveals nothing about it."""
         from pydicom.uid import generate_uid
 
-        return str(generate_uid(entropy_srcs=["fracsight", kind, study_uid, self.model_sha256]))
+        sources = ["fracsight", kind, study_uid, self.model_sha256, *([side] if side else [])]
+        return str(generate_uid(entropy_srcs=sources))
 
     def dates(self, *, content: bool = True) -> dict[str, Any]:
         """Series (and content) date and time (highdicom keyword arguments); a presentation
@@ -156,8 +159,10 @@ def _first_number(header: Dataset, keyword: str) -> int | None:
 
 def laterality(header: Dataset) -> str | None:
     """The source's side (L or R) for the General Series Laterality of an image-like result
-    (type 2C: a paired body part needs it), or None when unknown."""
-    for keyword in ("Laterality", "ImageLaterality"):
+    (type 2C: a paired body part needs it) and the report's finding site, or None when unknown.
+    The image's own ImageLaterality first, its series' Laterality else: one rule for every result
+    (the report said Left where the state and the capture said R)."""
+    for keyword in ("ImageLaterality", "Laterality"):
         value = str(header.get(keyword) or "").strip().upper()
         if value in ("L", "R"):
             return value

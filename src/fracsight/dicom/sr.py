@@ -33,7 +33,7 @@ from pydicom import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from fracsight.dicom.results_context import MANUFACTURER, ResultContext, instance_number, series
+from fracsight.dicom.results_context import MANUFACTURER, ResultContext, instance_number, laterality, series
 from fracsight.inference.results import ABNORMALITY, NOTICE, ClassResult, Prediction, StudyPrediction
 from fracsight.inference.results import FRACTURE as FRACTURE_FINDING
 
@@ -175,9 +175,9 @@ def _finding_sites(headers: Sequence[Dataset], region: str | None) -> list[hd.sr
     """The body region with the images' laterality, where they all give the same one."""
     if region is None:
         return None
-    sides = {str(h.get("ImageLaterality") or h.get("Laterality") or "").strip().upper() for h in headers}
-    side = sides.pop() if len(sides) == 1 else ""
-    return [hd.sr.FindingSite(region_code(region), laterality=_LATERALITY.get(side))]
+    sides = {laterality(h) for h in headers}
+    side = sides.pop() if len(sides) == 1 else None
+    return [hd.sr.FindingSite(region_code(region), laterality=_LATERALITY.get(side or ""))]
 
 
 def _text_container(items: Sequence[tuple[Code, str]]) -> hd.sr.ContainerContentItem:
