@@ -1487,3 +1487,23 @@ def test_a_left_and_a_right_image_get_result_series_of_their_own_side(
     assert sorted(states) == [f"1.2.826.0.1.3680043.8.498.10{i}.gsps.dcm" for i in range(3)]
     series = {str(ds.get("Laterality") or ""): ds.SeriesInstanceUID for ds in states.values()}
     assert sorted(series) == ["", "L", "R"] and len(set(series.values())) == 3
+
+
+def test_a_side_corrected_in_the_source_gives_a_state_of_a_new_uid(case, predictor: Predictor) -> None:
+    """A series per side: a state kept its UID when its source's side was corrected (L to R) and the
+    image stored again, so the PACS held one SOP Instance UID in two series, and `dicom study`'s
+    listing fell short of the study's count on every run after."""
+    _, source, prediction = case
+    made = {}
+    for side in ("L", "R", None):
+        ds = copy.deepcopy(source)
+        ds.Laterality = ds.ImageLaterality = side
+        made[side] = {
+            r.Modality: r
+            for r in result_datasets(ds, prediction, predictor, kinds=("sr", "gsps"), uid_seed="s")
+        }
+    states = {side: (str(r["PR"].SeriesInstanceUID), str(r["PR"].SOPInstanceUID)) for side, r in made.items()}
+    assert (
+        len({series for series, _ in states.values()}) == 3 and len({uid for _, uid in states.values()}) == 3
+    )
+    assert len({str(r["SR"].SOPInstanceUID) for r in made.values()}) == 1  # the report has no side

@@ -1110,3 +1110,13 @@ def test_a_non_image_sop_class_is_no_view_whatever_its_modality() -> None:
         with pytest.raises(UnsupportedModalityError) as refused:
             check_dicom_object(modality, uid)
         assert not refused.value.not_an_image, modality
+    # a class pydicom does not know is no proof of an image: a label-map SEG (highdicom writes
+    # them; 1.2.840.10008.5.1.4.1.1.66.7) stays an object without one
+    with pytest.raises(UnsupportedModalityError) as refused:
+        check_dicom_object("SEG", "1.2.840.10008.5.1.4.1.1.66.7")
+    assert refused.value.not_an_image
+    # a class pydicom does not know is no proof of an image: a label-map SEG (highdicom writes
+    # them; 1.2.840.10008.5.1.4.1.1.66.7) stays an object without one
+    with pytest.raises(UnsupportedModalityError) as refused:
+        check_dicom_object("SEG", "1.2.840.10008.5.1.4.1.1.66.7")
+    assert refused.value.not_an_image

@@ -558,7 +558,7 @@ def test_a_damaged_part_or_job_json_is_one_clear_line(tmp_path: Path) -> None:
             status = runner.invoke(cli, ["batch", "status", str(tmp_path / "out")])
             assert status.exit_code == 1 and "not a readable part" in status.output
             assert "Traceback" not in status.output
-    for record in ({"model": 5}, {"model": {"name": "m"}, "errors": [1]}):
+    for record in ({"model": 5, "columns": ["path"]}, {"model": {"name": "m"}, "errors": [1], "columns": []}):
         (tmp_path / "out" / "job.json").write_text(json.dumps(record))
         status = runner.invoke(cli, ["batch", "status", str(tmp_path / "out")])
         assert status.exit_code == 1 and "unreadable" in status.output, status.output
@@ -1222,13 +1222,12 @@ def test_status_of_a_mistyped_folder_says_it_does_not_exist(tmp_path: Path) -> N
     assert result.exit_code == 2 and f"{tmp_path}/resluts does not exist" in " ".join(result.output.split())
     result = CliRunner().invoke(cli, ["batch", "status", str(tmp_path)])
     assert result.exit_code == 2 and "is not a fracsight batch output (no job.json)" in result.output
-    # another program's job.json: "u3: None, 0 rows, model None vNone", exit 0
-    (tmp_path / "job.json").write_text('{"name": "webpack", "version": 3}')
-    result = CliRunner().invoke(cli, ["batch", "status", str(tmp_path)])
-    assert (
-        result.exit_code == 2
-        and "is not a fracsight batch output (its job.json is another's)" in " ".join(result.output.split())
-    )
+    # another program's job.json: "u3: None, 0 rows, model None vNone", exit 0; or "unreadable"
+    for theirs in ('{"name": "webpack", "version": 3}', '{"model": "gpt-4o", "epochs": 3}', "[1, 2]"):
+        (tmp_path / "job.json").write_text(theirs)
+        result = CliRunner().invoke(cli, ["batch", "status", str(tmp_path)])
+        said = " ".join(result.output.split())
+        assert result.exit_code == 2 and "is not a fracsight batch output (its job.json is another's)" in said
 
 
 def test_retry_errors_predicts_the_failed_files_again_in_their_rows_place(

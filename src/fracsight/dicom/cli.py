@@ -427,7 +427,8 @@ def study(
         else:
             skipped = f"{outcome.own_results} fracsight result objects"
             if outcome.not_images:
-                skipped += f" and {outcome.not_images} other objects without an image"
+                n = outcome.not_images
+                skipped += f" and {n} other object{'' if n == 1 else 's'} without an image"
             why = f"it holds no radiograph; {skipped} skipped"
         warning_line(f"no image of the study could be assessed ({why}): nothing was predicted")
         raise typer.Exit(1)

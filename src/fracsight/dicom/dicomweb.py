@@ -161,7 +161,10 @@ def _study_instances(client: Any, study_uid: str, study: str) -> list[dict[str, 
     )
     counts = [_value(item, _STUDY_INSTANCES) or "" for item in studies]
     held = max((int(n) for n in counts if n.isdigit()), default=0)
-    found: dict[str, dict[str, Any]] = {}
+    # by series and instance: one SOP Instance UID a PACS holds in two series (results of a side
+    # corrected, filed again) is two instances of its count; by UID alone the listing fell short of
+    # the count on every run after, "a limit on its search results?"
+    found: dict[tuple[str | None, str], dict[str, Any]] = {}
     received = 0
     while len(found) <= _MAX_INSTANCES:
         page = _dicom_json(
@@ -170,7 +173,11 @@ def _study_instances(client: Any, study_uid: str, study: str) -> list[dict[str, 
             )
         )
         received += len(page)
-        new = {uid: item for item in page if (uid := _value(item, _SOP_UID)) and uid not in found}
+        new = {
+            key: item
+            for item in page
+            if (uid := _value(item, _SOP_UID)) and (key := (_value(item, _SERIES_UID), uid)) not in found
+        }
         if not new:
             break
         found.update(new)

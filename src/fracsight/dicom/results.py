@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 from pydicom import Dataset
 from pydicom.tag import BaseTag
 
-from fracsight.dicom.results_context import KINDS, ResultContext
+from fracsight.dicom.results_context import KINDS, ResultContext, laterality
 from fracsight.errors import DicomSourceError, FracsightError, MultiFrameError, UnsupportedFormatError
 from fracsight.inference.results import Prediction, StudyPrediction
 from fracsight.io._dicom import read_little_endian, voi_lut_entries
@@ -104,6 +104,7 @@ _TYPE2 = (
     "ReferringPhysicianName",
 )
 _PIXEL_GROUP = 0x7FE0
+_SIDED = ("gsps", "capture")  # results whose series carries a Laterality: a series per side
 _TEXT_VRS = {"SH", "LO", "ST", "LT", "UT", "PN", "UC"}  # those a Specific Character Set applies to
 _UID_CHARS = re.compile(r"[0-9]+(\.[0-9]+)+")
 
@@ -595,7 +596,13 @@ def _result_datasets(
             sop_instance_uid=uid,
         ),
     }
-    out = [_build(kind, builders[kind], _result_uid(kind, uid_seed, context)) for kind in wanted]
+    # a state or capture files into its side's series: the side enters its UID too, so that one
+    # object is never in two series (a side corrected in the source, then the image stored again)
+    side = laterality(source)
+    sided = {
+        kind: f"{uid_seed}|{side}" if uid_seed and side and kind in _SIDED else uid_seed for kind in wanted
+    }
+    out = [_build(kind, builders[kind], _result_uid(kind, sided[kind], context)) for kind in wanted]
     _same_patient_id(out, source)
     logger.debug("made %d result objects (%s)", len(out), ", ".join(wanted))
     return out

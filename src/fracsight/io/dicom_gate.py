@@ -178,14 +178,14 @@ def clean_code_string(value: object) -> str | None:
     return text if _CODE_STRING.fullmatch(text) else None
 
 
-def _image_storage(uid: str) -> bool:
+def _image_storage(uid: str, *, unknown: bool = True) -> bool:
     """Whether a storage SOP Class holds an image (``CT Image Storage``), not a report, a document
     or a presentation state (a scanned request form in an Encapsulated PDF, written with Modality
-    `OT`); one pydicom does not know is taken for an image."""
+    `OT`); one pydicom does not know is taken for an image, unless ``unknown`` is False."""
     from pydicom.uid import UID
 
     name = UID(uid).name
-    return name == uid or "Image" in name
+    return unknown if name == uid else "Image" in name
 
 
 def check_dicom_object(
@@ -210,7 +210,11 @@ def check_dicom_object(
     code = clean_code_string(modality) if present else None
     readable = ", ".join(READ_MODALITIES)
     uid = str(sop_class_uid).strip().rstrip("\0") if sop_class_uid is not None else ""
-    image_class = bool(_UID.fullmatch(uid)) and uid.startswith(_STORAGE_ROOT) and _image_storage(uid)
+    # an image class pydicom names: one it does not know (Label Map Segmentation, 2024) is no proof
+    # of an image, and a SEG so taken stopped a study sent whole to the node
+    image_class = (
+        bool(_UID.fullmatch(uid)) and uid.startswith(_STORAGE_ROOT) and _image_storage(uid, unknown=False)
+    )
     if present and code not in READ_MODALITIES:
         reason = None
         if code is None:

@@ -236,16 +236,17 @@ def status_command(
         raise typer.Exit(2)
     try:
         record = json.loads(job.read_text(encoding="utf-8"))
-        if not isinstance(record, dict):
-            raise ValueError("not a JSON object")
-        if not all(isinstance(record.get(key, {}), dict) for key in ("model", "errors")):
-            raise ValueError("its model or errors is not a JSON object")
     except (OSError, ValueError) as e:
         error_line("output_refused", f"{job} is unreadable ({type(e).__name__})")
         raise typer.Exit(1) from None
-    if not record.get("model") or not isinstance(record.get("columns"), list):  # another program's
+    if not (isinstance(record, dict) and isinstance(record.get("columns"), list) and record.get("model")):
+        # another program's job.json (every batch output's has its columns and model): it was
+        # "DIR: None, 0 rows, model None vNone", or "unreadable" of one that reads
         error_line("not_found", f"{out} is not a fracsight batch output (its job.json is another's)")
         raise typer.Exit(2)
+    if not all(isinstance(record.get(key, {}), dict) for key in ("model", "errors")):
+        error_line("output_refused", f"{job} is unreadable (its model or errors is not a JSON object)")
+        raise typer.Exit(1)
     from fracsight.scale.output import OutputRefused, committed_codes, job_running
 
     try:  # from the parts, the record: job.json has no counts while a job runs or after a kill
