@@ -6,6 +6,7 @@ downloaded browser. Screenshots go to ``artifacts/screenshots/``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -13,8 +14,10 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -246,6 +249,80 @@ def test_after_a_server_restart_no_listed_upload_is_left_out_unsaid(
             tab.locator(FILES).set_input_files(broken[3:])
             listed, cards = shown()
         assert listed == cards == ["junk3.png"], f"{listed} listed, {cards} read"
+        tab.close()
+
+
+class _Link:
+    """A TCP link from a loopback port to the app that can be cut and restored on the same port, as
+    a ward PC's network goes and comes (a sleep, a locked phone, a Wi-Fi drop)."""
+
+    def __init__(self, target: int) -> None:
+        self.target, self.port = target, free_port()
+        self._server: socket.socket | None = None
+        self._open: list[socket.socket] = []
+
+    def up(self) -> None:
+        self._server = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, args=(self._server,), daemon=True).start()
+
+    def down(self) -> None:
+        """Cut every connection and stop listening (shutdown wakes the thread blocked in accept)."""
+        for s in [*([self._server] if self._server else []), *self._open]:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+        self._server, self._open = None, []
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            app = socket.create_connection(("127.0.0.1", self.target))
+            self._open += [client, app]
+            for a, b in ((client, app), (app, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := a.recv(65536):
+                b.sendall(data)
+        with contextlib.suppress(OSError):
+            b.shutdown(socket.SHUT_WR)
+
+
+def test_a_page_away_longer_than_a_session_lives_lists_only_what_it_reads(
+    browser, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """A page whose network was gone longer than Streamlit keeps a session (2 minutes; 3 s here)
+    reconnects to a new session of the same server and still listed its uploads: the next action
+    emptied the results, and a file added then got the only card, 4 listed, 1 read, no word."""
+    broken = [
+        {"name": f"junk{i}.png", "mimeType": "image/png", "buffer": b"not a PNG %d" % i} for i in range(4)
+    ]
+    port = free_port()
+    env = {**os.environ, "STREAMLIT_SERVER_DISCONNECTED_SESSION_TTL": "3"}
+    with running_app(tiny_bundle, None, tmp_path, port, env=env):
+        link = _Link(port)
+        link.up()
+        tab = new_tab(browser)
+        tab.goto(f"http://127.0.0.1:{link.port}")
+        tab.get_by_text("Decision aid, not a diagnosis.").wait_for()
+        tab.locator(FILES).set_input_files(broken[:3])
+        sync_api.expect(tab.locator('[data-testid="stAlert"]', has_text="could not be read")).to_have_count(3)
+        link.down()
+        tab.wait_for_timeout(15_000)  # past the session's 3 s, and Streamlit's check of it
+        link.up()
+        tab.wait_for_timeout(8_000)  # the page reconnects by itself
+        tab.locator(FILES).set_input_files(broken[3:])
+        tab.wait_for_timeout(6_000)
+        uploader = tab.locator('[data-testid="stFileUploader"]').first.inner_text()
+        listed = [b["name"] for b in broken if b["name"] in uploader]
+        cards = [b["name"] for b in broken if tab.get_by_role("heading", name=b["name"]).count()]
+        assert listed == cards, f"{listed} listed, {cards} read"
+        link.down()
         tab.close()
 
 

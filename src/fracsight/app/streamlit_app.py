@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import secrets
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -180,17 +179,13 @@ def _clear_examples() -> None:
 
 def _uploader_keys(generation: int) -> tuple[str, str]:
     """The keys of the files' and the folder's uploaders; a new generation empties both, and so does
-    a new server: a page that reconnected after a restart still listed its uploads, while the new
-    server, which never had them, read only the files added after it (3 of 4 listed, no word)."""
-    run = _server_run()
-    return f"uploads-{run}-{generation}", f"folder-{run}-{generation}"
-
-
-@st.cache_resource(show_spinner=False)
-def _server_run() -> str:
-    """An id of this server process (the script runs anew at each rerun; a resource lives as long
-    as the server)."""
-    return secrets.token_hex(4)
+    a new session: a page that reconnected to a new one (after a restart, or away longer than
+    Streamlit keeps a session: a ward PC asleep, a phone locked, 2 minutes) still listed its uploads,
+    while the new session, which never had them, read only the files added after (3 of 4 listed,
+    no word)."""
+    context = get_script_run_ctx()
+    session = context.session_id if context is not None else ""
+    return f"uploads-{session}-{generation}", f"folder-{session}-{generation}"
 
 
 def _clear_all() -> None:
@@ -510,7 +505,8 @@ def main() -> None:
         st.session_state.pop("results", None)  # not the last patient's results, kept unseen in memory
         st.caption(
             "Upload radiographs or pick an example to see results. (Files listed before the app was "
-            "restarted are gone from it, and so is one added just after: add them again.)"
+            "restarted, or while this page was away for more than 2 minutes, are gone from it, and "
+            "so is one added just after: add them again.)"
             if not st.session_state.get("folder_without_images")
             else "Upload radiographs, or a folder that holds some, to see results."
         )
