@@ -167,11 +167,11 @@ def cache_folder_refusal(folder: Path) -> str | None:
     dangling link in its place or above it (said once the images were letterboxed, as "Not a directory")."""
     from fracsight._files import folder_blocked
 
-    blocked = folder_blocked(folder)
-    if blocked is not None and not (folder.exists() and not folder.is_dir()):
-        return f"cannot be made: {blocked}"
     if folder.exists() and not folder.is_dir():
         return "is a file: give a folder for the letterboxed images"
+    blocked = folder_blocked(folder)
+    if blocked is not None:
+        return f"cannot be made: {blocked}"
     for marker, what in (("bundle.json", "a model bundle"), ("best.pt", "a training run")):
         if (folder / marker).is_file():
             return f"is {what}: give a folder of its own"
