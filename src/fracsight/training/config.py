@@ -261,7 +261,8 @@ def check_new_run(cfg: TrainConfig) -> None:
     except BundleError as e:
         raise TrainConfigError(f"invalid training settings: {e}") from None
     for option, folder in (("--out", cfg.out), ("cache_dir", cfg.cache_dir)):
-        blocked = folder_blocked(Path(folder)) if folder else None
+        # above the folder: the folder itself a file is said where the run folder is checked
+        blocked = folder_blocked(Path(folder).parent) if folder else None
         if blocked is not None:  # said after the data set was read: `error (os_error): Not a directory`
             raise OutputFolderError(f"{option} {folder}: {blocked}")
     # a weights file that is not there: said before the data set is read, not after
