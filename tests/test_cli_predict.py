@@ -547,6 +547,9 @@ def test_a_broken_file_exits_1_and_the_others_are_predicted(
     assert all("fracture_probability" in r for i, r in enumerate(rows) if i != 1)
     csv_rows = list(csv.DictReader((tmp_path / "r.csv").open(encoding="utf-8")))
     assert csv_rows[1]["error_code"] == rows[1]["error_code"] and not csv_rows[0]["error_code"]
+    # the JSON entry says the row's decision and reliability as the CSV does (until 2026-12-06 absent)
+    assert (rows[1]["decision"], rows[1]["reliable"]) == ("error", False)
+    assert (csv_rows[1]["decision"], csv_rows[1]["reliable"]) == ("error", "False")
     table = _predict(tiny_bundle, folder)
     assert table.exit_code == 1 and "error" in table.stdout and "1_broken.jpg" in table.stdout
 

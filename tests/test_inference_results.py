@@ -80,7 +80,9 @@ def test_a_failed_file_reads_as_an_error_in_a_loop_over_results() -> None:
     # [r.decision for r in predictor.predict_many(files)] stopped with AttributeError at a bad file
     failed = FailedPrediction("a.png", "empty_file", "a.png: the file is empty (0 bytes)")
     assert (failed.decision, failed.reliable) == ("error", False)
-    assert failed.to_dict() == {"source": "a.png", "error_code": "empty_file", "error": failed.error}
+    assert failed.to_dict() == {  # predict --json's entry says it as its CSV row does
+        "source": "a.png", "decision": "error", "reliable": False, "error_code": "empty_file", "error": failed.error
+    }
 
 
 def test_a_view_outside_the_model_does_not_make_the_regions_differ() -> None:

@@ -281,7 +281,15 @@ class FailedPrediction:
         return NOTICE
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "error_code": self.error_code, "error": self.error}
+        # decision and reliable as the CSV row and the properties above say them, so that a reader
+        # of predict --json's "images" finds them on every entry
+        return {
+            "source": self.source,
+            "decision": self.decision,
+            "reliable": self.reliable,
+            "error_code": self.error_code,
+            "error": self.error,
+        }
 
 
 @dataclass(frozen=True)
