@@ -15,10 +15,10 @@ import typer
 
 from fracsight._options import ModelOption, refuse_option_as_name
 from fracsight._terminal import error_line, warning_line
-from fracsight.dicom.login import PASSWORD_ENV, PASSWORD_FILE_ENV, USER_ENV
+from fracsight.dicom.login import PASSWORD_ENV, PASSWORD_FILE_ENV, TOKEN_ENV, TOKEN_FILE_ENV, USER_ENV
 
 if TYPE_CHECKING:
-    from fracsight.dicom.login import BasicLogin
+    from fracsight.dicom.login import Login
     from fracsight.dicom.spool import Spool
 
 dicom_app = typer.Typer(
@@ -84,12 +84,12 @@ def _check_url(url: str, option: str) -> str:
 
 
 def _login_url(
-    url: str, option: str, user: str | None, password_file: Path | None
-) -> tuple[str, BasicLogin | None]:
+    url: str, option: str, user: str | None, password_file: Path | None, token_file: Path | None
+) -> tuple[str, Login | None]:
     """:func:`_check_url`, then the URL without credentials and its login
     (:func:`~fracsight.dicom.login.resolve_login`); credentials given wrongly, or certificate
     authorities that cannot be used for an https URL, exit 2."""
-    from fracsight.dicom.login import LoginError, ca_bundle_error, password_from, resolve_login
+    from fracsight.dicom.login import LoginError, ca_bundle_error, password_from, resolve_login, token_from
 
     url = _check_url(url, option)
     tls_problem = ca_bundle_error(os.environ) if url.startswith("https://") else None
@@ -98,7 +98,8 @@ def _login_url(
         raise typer.Exit(2)
     try:
         password, ways = password_from(os.environ, password_file)
-        return resolve_login(url, user=user, password=password, ways=ways)
+        token = token_from(os.environ, token_file)
+        return resolve_login(url, user=user, password=password, ways=ways, token=token)
     except LoginError as e:
         error_line("dicomweb_login", str(e))
         raise typer.Exit(2) from None
@@ -151,8 +152,8 @@ def _destination(to: str | None, stow: str | None, calling_ae: str, login: Login
     if (to is None) == (stow is None):
         raise typer.BadParameter("give exactly one destination: --to HOST:PORT:AET or --stow URL")
     if stow is not None:
-        url, basic_login = _login_url(stow, "--stow", *login)
-        return StowDestination(url, login=basic_login)
+        url, stow_login = _login_url(stow, "--stow", *login)
+        return StowDestination(url, login=stow_login)
     try:  # no default AE title: a PACS calls itself something, and ANY-SCP it would refuse for ever
         host, port, aet = parse_dimse_address(to, default_ae=None)
     except ValueError as e:
@@ -175,7 +176,15 @@ DicomwebPasswordFileOption = Annotated[
         help="File holding the DICOMweb password (one line), e.g. a container secret.",
     ),
 ]
-LoginOptions = tuple[str | None, Path | None]  # --dicomweb-user, --dicomweb-password-file
+DicomwebTokenFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        envvar=TOKEN_FILE_ENV,
+        help=f"File holding an OAuth bearer token for the DICOMweb service (one line; read again for "
+        f"each connection, so a renewed token is used), instead of a user name and password; or {TOKEN_ENV}.",
+    ),
+]
+LoginOptions = tuple[str | None, Path | None, Path | None]  # user, password file, token file
 ResultsOption = Annotated[
     str,
     typer.Option(
@@ -195,6 +204,7 @@ def listen(
     stow: Annotated[str | None, typer.Option(help="Send results by STOW-RS to this DICOMweb URL.")] = None,
     dicomweb_user: DicomwebUserOption = None,
     dicomweb_password_file: DicomwebPasswordFileOption = None,
+    dicomweb_token_file: DicomwebTokenFileOption = None,
     ae_title: Annotated[str, typer.Option(help="The node's own AE title.")] = "FRACSIGHT",
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
     port: Annotated[int, typer.Option(min=1, max=65535, help="DICOM port to listen on.")] = 11112,
@@ -265,7 +275,9 @@ def listen(
     config = NodeConfig(
         spool=spool,
         allowed=tuple(allow),
-        destination=_destination(to, stow, ae_title, (dicomweb_user, dicomweb_password_file)),
+        destination=_destination(
+            to, stow, ae_title, (dicomweb_user, dicomweb_password_file, dicomweb_token_file)
+        ),
         ae_title=ae_title,
         host=host,
         port=port,
@@ -359,6 +371,7 @@ def study(
     stow: Annotated[str | None, typer.Option(help="STOW-RS URL for results (default: --dicomweb).")] = None,
     dicomweb_user: DicomwebUserOption = None,
     dicomweb_password_file: DicomwebPasswordFileOption = None,
+    dicomweb_token_file: DicomwebTokenFileOption = None,
     model: ModelOption = None,
     operating_point: Annotated[str | None, typer.Option(help="Named operating point of the bundle.")] = None,
     results: ResultsOption = "sr,gsps",
@@ -373,16 +386,17 @@ def study(
 
     from fracsight.cli import user_errors
     from fracsight.dicom.dicomweb import process_study
-    from fracsight.dicom.login import shown_url
+    from fracsight.dicom.login import LoginError, shown_url
     from fracsight.dicom.sender import DestinationUnavailable, request_error
     from fracsight.errors import FracsightError
     from fracsight.inference import NOTICE, Predictor
 
     kinds = _kinds(results)
-    dicomweb_url, login = _login_url(dicomweb, "--dicomweb", dicomweb_user, dicomweb_password_file)
+    logins = (dicomweb_user, dicomweb_password_file, dicomweb_token_file)
+    dicomweb_url, login = _login_url(dicomweb, "--dicomweb", *logins)
     stow_url, stow_login = None, login
     if stow is not None:
-        stow_url, stow_login = _login_url(stow, "--stow", dicomweb_user, dicomweb_password_file)
+        stow_url, stow_login = _login_url(stow, "--stow", *logins)
     if len(study_uid) > 64 or not re.fullmatch(r"[0-9]+(\.[0-9]+)*", study_uid):
         raise typer.BadParameter("not a DICOM UID (digits and dots, at most 64 characters)")
     with user_errors(exit_code=2):  # an unknown model or operating point is a bad argument
@@ -409,6 +423,9 @@ def study(
         raise typer.Exit(1) from None
     except LookupError as e:
         error_line("study_not_found", str(e))
+        raise typer.Exit(1) from None
+    except LoginError as e:  # the token file gone or emptied since the start
+        error_line("dicomweb_login", str(e))
         raise typer.Exit(1) from None
     except DestinationUnavailable as e:  # names the STOW-RS root URL and the HTTP status only
         error_line("dicomweb_unavailable", str(e))

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from fracsight.dicom.login import BasicLogin
+from fracsight.dicom.login import Login
 from fracsight.dicom.results_context import NODE_KINDS
 from fracsight.dicom.sender import DELIVERED, DestinationUnavailable, StowDestination
 from fracsight.dicom.spool import instance_key, study_key
@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 __all__ = ["StudyOutcome", "process_study", "web_client"]
 
 
-def web_client(url: str, timeout: float, login: BasicLogin | None = None) -> Any:
-    """A dicomweb-client for ``url`` (with ``login``: HTTP basic authentication) that tries each
+def web_client(url: str, timeout: float, login: Login | None = None) -> Any:
+    """A dicomweb-client for ``url`` (with ``login``: basic authentication or a bearer token) that tries each
     request once: its default retries (five, with exponential waits) held a failed request for
     about 30 s, longer than the node's own back-off and than a user waits for ``fracsight dicom
     study`` to say the service is down."""
@@ -273,8 +273,8 @@ def process_study(
     stow_url: str | None = None,
     kinds: Sequence[str] = NODE_KINDS,
     timeout: float = 60,
-    login: BasicLogin | None = None,
-    stow_login: BasicLogin | None = None,
+    login: Login | None = None,
+    stow_login: Login | None = None,
 ) -> StudyOutcome:
     """Predict every radiograph of a study held by a DICOMweb service and store the results.
 

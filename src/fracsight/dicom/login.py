@@ -1,6 +1,12 @@
-"""HTTP basic authentication for DICOMweb services (STOW-RS, QIDO-RS, WADO-RS), kept off the
-command line: every local user sees a process's command line (``ps``), and shells keep it in
-their history, while a process's environment is readable by its own user (and root) only.
+"""Logins for DICOMweb services (STOW-RS, QIDO-RS, WADO-RS), kept off the command line: every
+local user sees a process's command line (``ps``), and shells keep it in their history, while a
+process's environment is readable by its own user (and root) only.
+
+HTTP basic authentication (a PACS's own users), or an OAuth 2.0 bearer token (RFC 6750: cloud
+DICOM stores and PACS behind an authorizing proxy) from ``FRACSIGHT_DICOMWEB_TOKEN`` or a file
+(``--dicomweb-token-file``, ``FRACSIGHT_DICOMWEB_TOKEN_FILE``). Such tokens last an hour or so:
+the file is read again for every connection, so that a token another process renews in it is
+used without a restart.
 
 The user name comes from ``--dicomweb-user`` or ``FRACSIGHT_DICOMWEB_USER``; the password from
 ``FRACSIGHT_DICOMWEB_PASSWORD`` or a file (``--dicomweb-password-file``, or
@@ -20,6 +26,7 @@ of them picked silently. The password is never logged nor shown: a URL is shown 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,17 +38,22 @@ __all__ = [
     "PASSWORD_FILE_ENV",
     "USER_ENV",
     "BasicLogin",
+    "BearerToken",
+    "Login",
     "LoginError",
     "ca_bundle_error",
     "password_from",
     "redacted_url",
     "resolve_login",
     "shown_url",
+    "token_from",
 ]
 
 USER_ENV = "FRACSIGHT_DICOMWEB_USER"
 PASSWORD_ENV = "FRACSIGHT_DICOMWEB_PASSWORD"
 PASSWORD_FILE_ENV = "FRACSIGHT_DICOMWEB_PASSWORD_FILE"
+TOKEN_ENV = "FRACSIGHT_DICOMWEB_TOKEN"
+TOKEN_FILE_ENV = "FRACSIGHT_DICOMWEB_TOKEN_FILE"
 
 
 class LoginError(ValueError):
@@ -90,21 +102,80 @@ class BasicLogin:
         return HTTPBasicAuth(self.user.encode(), self.password.encode())
 
 
-def read_password_file(path: Path) -> str:
-    """The password in ``path``: its first line, without the line end an editor or ``echo`` adds."""
+# RFC 6750's b64token: anything else (a space, a line end, a quote) cannot be sent in the header
+_TOKEN_SYNTAX = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+
+@dataclass(frozen=True)
+class BearerToken:
+    """An OAuth 2.0 bearer token (RFC 6750), given as is (``token``) or as a file to read again for
+    every connection (``file``); the token is never in its repr."""
+
+    token: str | None = field(default=None, repr=False)
+    file: Path | None = None
+
+    def current(self) -> str:
+        """The token to send now (read from the file, when given as one)."""
+        return _checked_token(read_secret_file(self.file, "token")) if self.file else str(self.token)
+
+    def auth(self) -> Any:
+        """For requests: an ``Authorization: Bearer`` header on every request of the session."""
+        from requests.auth import AuthBase
+
+        header = f"Bearer {self.current()}"
+
+        class _Bearer(AuthBase):
+            def __call__(self, request: Any) -> Any:
+                request.headers["Authorization"] = header
+                return request
+
+        return _Bearer()
+
+
+#: How a DICOMweb service is logged in to (None: it is not).
+Login = BasicLogin | BearerToken
+
+
+def read_secret_file(path: Path, what: str = "password") -> str:
+    """The ``what`` (password, token) in ``path``: its first line, without the line end an editor or
+    ``echo`` adds."""
     try:
         text = path.read_text(encoding="utf-8-sig")  # -sig: a BOM from Windows editors
     except (OSError, UnicodeDecodeError) as e:
         why = e.strerror if isinstance(e, OSError) and e.strerror else "not readable as UTF-8 text"
-        raise LoginError(f"the DICOMweb password file {path}: {why}") from None
+        raise LoginError(f"the DICOMweb {what} file {path}: {why}") from None
     lines = text.splitlines()
     if len(lines) > 1 and any(line for line in lines[1:]):
-        raise LoginError(
-            f"the DICOMweb password file {path} holds more than one line: give the password only"
-        )
+        raise LoginError(f"the DICOMweb {what} file {path} holds more than one line: give the {what} only")
     if not lines or not lines[0]:
-        raise LoginError(f"the DICOMweb password file {path} is empty")
+        raise LoginError(f"the DICOMweb {what} file {path} is empty")
     return lines[0]
+
+
+def _checked_token(token: str) -> str:
+    if not _TOKEN_SYNTAX.fullmatch(token):  # the token itself is not quoted: it is a secret
+        raise LoginError(
+            "the DICOMweb token holds characters a bearer token cannot have (a space, a quote, "
+            "a line inside it?): give the token alone, without 'Bearer '"
+        )
+    return token
+
+
+def token_from(environ: Mapping[str, str], token_file: Path | None) -> BearerToken | None:
+    """The bearer token given in ``FRACSIGHT_DICOMWEB_TOKEN`` or ``token_file`` (None: neither),
+    checked now (a file is read again for each connection). One line end at the end of the
+    variable is not part of it, as for the password."""
+    token = environ.get(TOKEN_ENV, "").removesuffix("\n").removesuffix("\r") or None
+    if token is not None and token_file is not None:
+        raise LoginError(
+            f"the DICOMweb token is given 2 ways ({TOKEN_ENV}, a token file "
+            f"(--dicomweb-token-file or {TOKEN_FILE_ENV})): give it one way"
+        )
+    if token_file is not None:
+        found = BearerToken(file=token_file)
+        found.current()
+        return found
+    return None if token is None else BearerToken(_checked_token(token))
 
 
 def password_from(environ: Mapping[str, str], password_file: Path | None) -> tuple[str | None, list[str]]:
@@ -119,7 +190,7 @@ def password_from(environ: Mapping[str, str], password_file: Path | None) -> tup
         given.append(PASSWORD_ENV)
     if password_file is not None:
         given.append(f"a password file (--dicomweb-password-file or {PASSWORD_FILE_ENV})")
-        password = read_password_file(password_file)
+        password = read_secret_file(password_file)
     return password, given
 
 
@@ -135,13 +206,25 @@ def _split(url: str) -> tuple[str, str | None, str | None]:
 
 
 def resolve_login(
-    url: str, *, user: str | None = None, password: str | None = None, ways: Sequence[str] = ()
-) -> tuple[str, BasicLogin | None]:
+    url: str,
+    *,
+    user: str | None = None,
+    password: str | None = None,
+    ways: Sequence[str] = (),
+    token: BearerToken | None = None,
+) -> tuple[str, Login | None]:
     """``url`` without credentials, and the login for it (None: no authentication), from the
     credentials in ``url`` and those given outside it: ``user``, and ``password`` with ``ways``,
-    the ways it was given (:func:`password_from`). Raises :class:`LoginError` for a password
-    given more than one way, a user name given twice differently, or half a login."""
+    the ways it was given (:func:`password_from`), or a bearer ``token`` (:func:`token_from`).
+    Raises :class:`LoginError` for a password given more than one way, a user name given twice
+    differently, half a login, or a token with a user name or password."""
     plain, url_user, url_password = _split(url)
+    if token is not None:
+        if url_user or url_password is not None or user or ways:
+            raise LoginError(
+                "a DICOMweb bearer token and a user name or password are both given: give one of them"
+            )
+        return plain, token
     ways = ["the URL", *ways] if url_password is not None else list(ways)
     if len(ways) > 1:
         raise LoginError(
@@ -166,9 +249,10 @@ def resolve_login(
     return plain, BasicLogin(name, secret)
 
 
-def shown_url(url: str, login: BasicLogin | None) -> str:
-    """``url`` as logs and messages show it: with ``USER:***@`` when it is reached with a login."""
-    if login is None:
+def shown_url(url: str, login: Login | None) -> str:
+    """``url`` as logs and messages show it: with ``USER:***@`` when it is reached with a user
+    name and password (a bearer token is not shown at all)."""
+    if not isinstance(login, BasicLogin):
         return url
     parts = urlsplit(url)
     return urlunsplit(parts._replace(netloc=f"{login.user}:***@{parts.netloc}"))

@@ -31,7 +31,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from fracsight.dicom._logging import log_failure
 from fracsight.dicom._tcp import tcp_handlers
-from fracsight.dicom.login import PASSWORD_ENV, USER_ENV, BasicLogin, redacted_url, shown_url
+from fracsight.dicom.login import (
+    PASSWORD_ENV,
+    TOKEN_ENV,
+    USER_ENV,
+    BearerToken,
+    Login,
+    LoginError,
+    redacted_url,
+    shown_url,
+)
 from fracsight.dicom.spool import OutboxRow, Spool
 
 if TYPE_CHECKING:
@@ -376,13 +385,20 @@ def connection_error(error: Exception) -> str:
     return f"{why} ({type(error).__name__})" if why else type(error).__name__
 
 
-def http_status(status: int, login: BasicLogin | None) -> str:
+def http_status(status: int, login: Login | None) -> str:
     """A DICOMweb service's HTTP error status, with what to check where a status tells."""
+    give = f"set {USER_ENV} and {PASSWORD_ENV}, or {TOKEN_ENV} (docs/dicom.md)"
+    if login is None:  # a proxy checking tokens may answer 403 where the service itself says 401
+        refused, forbidden = f"the service asks for a login: {give}", f"refused without a login? {give}"
+    elif isinstance(login, BearerToken):
+        refused = "the bearer token was refused: check that it is the service's and has not expired"
+        forbidden = "the token was refused or may not do this on the service (expired?)"
+    else:
+        refused = f"the user name or password was refused: check {USER_ENV} and the password"
+        forbidden = "the user may not do this on the service"
     hints = {
-        401: f"the user name or password was refused: check {USER_ENV} and the password"
-        if login is not None
-        else f"the service asks for a login: set {USER_ENV} and {PASSWORD_ENV} (docs/dicom.md)",
-        403: "the user may not do this on the service",
+        401: refused,
+        403: forbidden,
         404: "no DICOMweb service at this URL: check its path, e.g. http://HOST:8042/dicom-web for Orthanc",
     }
     hints[405] = hints[404]
@@ -390,7 +406,7 @@ def http_status(status: int, login: BasicLogin | None) -> str:
     return f"HTTP {status}: {hint}" if hint else f"HTTP {status}"
 
 
-def request_error(error: Exception, login: BasicLogin | None) -> str:
+def request_error(error: Exception, login: Login | None) -> str:
     """A failed DICOMweb request in words, without its message (it quotes the URL, which may hold a
     Study Instance UID): :func:`http_status`, an answer that is not DICOMweb JSON (a web page at
     that URL), or :func:`connection_error`."""
@@ -410,13 +426,13 @@ def request_error(error: Exception, login: BasicLogin | None) -> str:
 @dataclass
 class StowDestination:
     """A DICOMweb STOW-RS service (the base URL of its DICOMweb root, e.g. ``.../dicom-web``),
-    reached with ``login`` when it needs HTTP basic authentication."""
+    reached with ``login`` when it needs one (a user name and password, or a bearer token)."""
 
     url: str
     # as the C-STORE destination's: a request to a service that never answers ends within the
     # node's stop grace (compose.yaml: 45 s); 60 s held a SIGTERM for nearly a minute
     timeout: float = 30
-    login: BasicLogin | None = None
+    login: Login | None = None
 
     def describe(self) -> str:
         return f"STOW-RS {shown_url(redacted_url(self.url), self.login)}"
@@ -447,7 +463,10 @@ class StowDestination:
     def _store_all(self, datasets: list[tuple[int, Any]], outcomes: list[str | None]) -> None:
         from fracsight.dicom.dicomweb import web_client
 
-        client = web_client(self.url, self.timeout, self.login)
+        try:  # a token file being renewed (missing, empty for a moment): tried again with the back-off
+            client = web_client(self.url, self.timeout, self.login)
+        except LoginError as e:
+            raise DestinationUnavailable(f"{self.describe()}: {e}") from None
         try:
             self._store(client, datasets, outcomes)
         except _ServerError as e:
