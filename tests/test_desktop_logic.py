@@ -462,7 +462,10 @@ def test_a_listing_on_its_thread_gives_predicts_files_and_their_real_paths(
     thread.join(30)
     listed = events.get_nowait()
     assert listed == listing.Listed(
-        7, expand_inputs(paths), [os.path.realpath(tmp_path / "b" / n) for n in ("1.dcm", "2.png")]
+        7,
+        expand_inputs(paths),
+        [os.path.realpath(tmp_path / "b" / n) for n in ("1.dcm", "2.png")],
+        folders=(os.path.realpath(tmp_path / "b"),),  # where no overlay may be saved
     )
     session = ReadingSession()
     session.add(listed.files, listed.resolved)
@@ -471,7 +474,7 @@ def test_a_listing_on_its_thread_gives_predicts_files_and_their_real_paths(
     def fails(_paths: object, _on_found: object = None) -> list[tuple[Path, str]]:
         raise RuntimeError("the share went away")
 
-    monkeypatch.setattr(listing, "expand_inputs", fails)
+    monkeypatch.setattr(listing, "list_inputs", fails)
     listing.list_in_background(listing.Listing(8, tuple(paths)), events).join(30)
     assert events.get_nowait() == listing.Listed(8, [], [], "RuntimeError: the share went away")
 

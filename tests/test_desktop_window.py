@@ -1425,6 +1425,47 @@ def test_a_folder_given_at_start_without_images_is_said_after_the_model_loads(
     assert not desktop.tree.get_children()
 
 
+def test_no_overlay_is_saved_inside_a_folder_opened(open_window, fracatlas_dir: Path, tmp_path: Path) -> None:
+    """A PACS export opened as a folder: an overlay saved in it, or in a folder between it and the
+    images, was saved, and the next opening of the folder read it (a row that could not be read);
+    ``predict --overlay-dir`` refuses such a folder."""
+    export = tmp_path / "export"
+    copy_of(fracatlas_dir, HAND, export / "PAT1" / "ST1" / "a.jpg")
+    desktop = open_window([export])
+    wait_until(desktop.root, lambda: desktop.done == 1 and not desktop.running, 90, "the image")
+    desktop.select(0)
+    settle(desktop.root)
+    for inside in (export / "ov.png", export / "PAT1" / "ov.png", export / "PAT1" / "ST1" / "ov.png"):
+        assert desktop.export_overlay(inside) is None and not inside.exists()
+        assert "holds radiographs opened here" in desktop.status.cget("text")
+    outside = desktop.export_overlay(tmp_path / "ov.png")
+    assert outside is not None
+    wait_until(desktop.root, outside.exists, 60, "the overlay outside the folder")
+
+
+def test_a_folder_without_images_opened_beside_images_is_named(
+    open_window, fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """An empty (or unmounted) study folder opened with other files vanished without a word: *Done:
+    1 of 1 images predicted*, as though every folder had been read (``predict`` gives it a row)."""
+    empty = tmp_path / "unmounted"
+    empty.mkdir()
+    desktop = open_window([empty, copy_of(fracatlas_dir, HAND, tmp_path / "a.jpg")])
+    root = desktop.root
+    wait_until(root, lambda: desktop.done == 1 and not desktop.running, 90, "the image")
+    text = desktop.status.cget("text")
+    assert text.startswith("Done: 1 of 1 images predicted in ") and text.endswith(
+        f" No image files found in {empty}."
+    ), text
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "report.pdf").write_bytes(b"%PDF-1.4")
+    desktop.open_paths([reports, copy_of(fracatlas_dir, HAND, tmp_path / "b.jpg")])  # a new run
+    wait_until(root, lambda: desktop.done == 2 and not desktop.running, 60, "the next run")
+    text = desktop.status.cget("text")
+    assert text.endswith(f" No image files found in {reports}.") and str(empty) not in text, text
+
+
 @pytest.fixture()
 def desktop_errors() -> Iterator[list[str]]:
     """The messages the desktop logs at ERROR level while the test runs."""
@@ -1451,7 +1492,7 @@ def slow_listing(monkeypatch):
 
     from fracsight.desktop import listing
 
-    real = listing.expand_inputs
+    real = listing.list_inputs
     gates: dict[Path, threading.Event] = {}
 
     def expand(paths, on_found=None):
@@ -1460,7 +1501,7 @@ def slow_listing(monkeypatch):
                 assert gates[path].wait(120), "the gate was never opened"
         return real(paths, on_found)
 
-    monkeypatch.setattr(listing, "expand_inputs", expand)
+    monkeypatch.setattr(listing, "list_inputs", expand)
     yield lambda folder: gates.setdefault(folder, threading.Event())
     for gate in gates.values():
         gate.set()  # no thread left waiting after the test

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fracsight.desktop.priority import lower_this_thread
-from fracsight.desktop.state import expand_inputs
+from fracsight.desktop.state import list_inputs
 
 __all__ = ["Listed", "Listing", "list_in_background"]
 
@@ -40,6 +40,8 @@ class Listed:
     files: list[tuple[Path, str]]
     resolved: list[str]  # each file's real path (a round trip per file on a network share)
     error: str | None = None  # why the listing failed; then no files
+    empty_folders: tuple[Path, ...] = ()  # folders opened that hold no image file
+    folders: tuple[str, ...] = ()  # the real paths of the folders opened
 
 
 @dataclass
@@ -83,12 +85,13 @@ def _list(listing: Listing, events: queue.Queue[Listed], niceness: int) -> None:
         listing.found += 1
 
     try:
-        files = expand_inputs(listing.paths, found)
+        files, empty_folders = list_inputs(listing.paths, found)
         resolved = [os.path.realpath(path) for path, _ in files]
+        folders = tuple(os.path.realpath(path) for path in listing.paths if os.path.isdir(path))
     except _Stopped:
         return  # the window has forgotten this listing
     except Exception as e:  # the window must not wait for ever: it says why instead
         log.exception("listing %s failed", ", ".join(map(str, listing.paths)))
         events.put(Listed(listing.number, [], [], f"{type(e).__name__}: {e}"))
         return
-    events.put(Listed(listing.number, files, resolved))
+    events.put(Listed(listing.number, files, resolved, empty_folders=tuple(empty_folders), folders=folders))

@@ -27,7 +27,7 @@ from fracsight.inference import FailedPrediction, Prediction, Predictor, StudyPr
 from fracsight.inference.results import views_unread
 from fracsight.inference.tabular import ALL_INPUTS, distinct_names, named_inputs, study_groups
 
-__all__ = ["LIST_HIDDEN", "ReadingSession", "expand_inputs", "heading"]
+__all__ = ["LIST_HIDDEN", "ReadingSession", "expand_inputs", "heading", "list_inputs"]
 
 Result = Prediction | FailedPrediction
 
@@ -42,7 +42,17 @@ def expand_inputs(
     """Files as given, folders expanded to their image files, in ``fracsight predict``'s order, each
     with the name ``fracsight predict`` gives it (``patientA/study1/IM000001.jpg`` under a folder);
     ``on_found`` is called with each file as it is found."""
-    return named_inputs(list(paths), on_found)
+    return list_inputs(paths, on_found)[0]
+
+
+def list_inputs(
+    paths: Iterable[Path], on_found: Callable[[Path], object] | None = None
+) -> tuple[list[tuple[Path, str]], list[Path]]:
+    """:func:`expand_inputs`, and the folders given that hold no image file: among other inputs they
+    must be named (an unmounted share, a study folder not yet filled), as ``predict`` gives them a row."""
+    entries = named_inputs(list(paths), on_found, empty_folders=True)
+    empty = [path for path, _ in entries if os.path.isdir(path)]
+    return [entry for entry in entries if not os.path.isdir(entry[0])], empty
 
 
 class _Made(NamedTuple):
@@ -69,6 +79,7 @@ class ReadingSession:
     given: list[str] = field(default_factory=list, repr=False)  # each file's name as it was opened
     renamed: list[int] = field(default_factory=list, init=False, repr=False)  # by the last add()
     resolved: list[str] = field(default_factory=list, repr=False)  # each file's real path
+    opened_folders: list[str] = field(default_factory=list, repr=False)  # real paths of folders opened
     results: dict[int, Result] = field(default_factory=dict)
     stamps: dict[int, FileStamp | None] = field(default_factory=dict)  # each file as read for its result
     operating_point: OperatingPoint | None = None
@@ -158,9 +169,12 @@ class ReadingSession:
         return any(Path(p).resolve() == target for p in self.paths)
 
     def holds_opened(self, folder: Path) -> bool:
-        """Whether an opened file lies in ``folder``: an overlay saved there is one more file the next
-        prediction of that folder reads (as ``predict --overlay-dir`` inside a folder read is refused)."""
+        """Whether an opened file lies in ``folder``, or ``folder`` is a folder opened or inside one:
+        an overlay saved there is one more file the next prediction of that folder reads (as
+        ``predict --overlay-dir`` inside a folder read is refused)."""
         target = os.path.realpath(folder)
+        if any(os.path.commonpath([opened, target]) == opened for opened in self.opened_folders):
+            return True
         return any(os.path.dirname(real) == target for real in self.resolved)
 
     def choose_operating_point(self, name: str) -> None:

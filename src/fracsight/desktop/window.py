@@ -97,6 +97,7 @@ class _Run:
     started: float = field(default_factory=time.perf_counter)
     cancelled: bool = False
     looked_in: list[Path] = field(default_factory=list)  # what was opened (named when nothing was found)
+    empty_folders: list[Path] = field(default_factory=list)  # opened beside other inputs, no image in them
     again: int = 0  # results that replaced a row already listed
     after: int = 0  # batches numbered up to this are earlier runs' (a cancelled one's image in progress)
 
@@ -478,6 +479,8 @@ class DesktopApp:
         listed = listing.listed
         assert listed is not None
         items = self.session.add(listed.files, listed.resolved, pending=self._queued)
+        self._run.empty_folders.extend(listed.empty_folders)
+        self.session.opened_folders.extend(listed.folders)
         listing.queued, listing.indices = len(items), tuple(index for index, _, _ in items)
         if self.session.renamed:  # files of one name opened apart: their rows show their paths now
             self._refresh_rows()
@@ -1168,6 +1171,8 @@ class DesktopApp:
         run = self._run
         seconds = time.perf_counter() - run.started
         note = self._not_exported_note()
+        if run.empty_folders and run.asked:  # without files at all, "No image files found in" says it
+            note = f" No image files found in {_some(map(str, run.empty_folders))}.{note}"
         if run.asked:
             what = "Cancelled" if run.cancelled else "Done"
             done, unread = self.done - run.done, self.failed - run.failed
