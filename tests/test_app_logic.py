@@ -953,6 +953,17 @@ def test_no_card_line_rounds_a_probability_to_certainty() -> None:
     assert pred.to_dict()["fracture_probability"] == 0.99989
 
 
+def test_a_caption_qualifies_the_type_of_a_fracture_not_suspected() -> None:
+    """A fracture+type bundle's overlay, GSPS and capture said "class leg (0.78)" beside "no
+    fracture detected", stated as if found; the table and the app's card qualify it."""
+    from fracsight.explain import summary_lines
+
+    negative = " ".join(summary_lines(make_prediction(0.2, classes={"leg": 0.78, "hip": 0.22})))
+    assert "class leg (0.78), no fracture suspected" in negative
+    positive = " ".join(summary_lines(make_prediction(0.9, classes={"leg": 0.78, "hip": 0.22})))
+    assert "class leg (0.78)" in positive and "no fracture suspected" not in positive
+
+
 def test_a_long_names_overlay_download_name_can_be_saved() -> None:
     """The desktop's and web app's suggested name for a 251-character image was 263 bytes: "File
     name too long"; `predict --overlay-dir` shortened the same name."""

@@ -401,11 +401,17 @@ def test_every_head_combination(kind: str, head_bundle, case, tmp_path: Path) ->
     ]
     assert NOTICE in texts
     assert objects["OT"].Rows > source.Rows
+    # a model without a fracture head is no "fracture aid": its series said so in a PACS worklist
+    aid_for = "fracture" if "fracture" in heads else "classification"
     for name, ds in objects.items():
         _assert_valid(ds, tmp_path / f"{name}.dcm")
+        assert ds.SeriesDescription.startswith(f"fracsight {aid_for} aid "), ds.SeriesDescription
+    content = objects["PR"].ContentDescription
+    assert content.startswith(f"fracsight {aid_for} aid"), content
     study = bundle.predict_study([prediction], "one")
     (study_sr,) = study_result_datasets([source], study, [prediction], bundle)
     _assert_valid(study_sr, tmp_path / "study.dcm")
+    assert study_sr.SeriesDescription.startswith(f"fracsight {aid_for} aid ")
 
 
 # ---- validation with dciodvfy --------------------------------------------------------------------------

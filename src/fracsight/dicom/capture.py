@@ -18,7 +18,7 @@ from pydicom import Dataset
 from pydicom.uid import JPEGBaseline8Bit
 
 from fracsight.dicom.gsps import pixel_aspect_ratio
-from fracsight.dicom.results_context import ResultContext, instance_number, laterality, plural, series
+from fracsight.dicom.results_context import ResultContext, aid, instance_number, laterality, plural, series
 from fracsight.errors import DicomSourceError
 from fracsight.explain import overlay_words, render_overlay, summary_lines
 from fracsight.inference.results import Prediction
@@ -79,7 +79,7 @@ def secondary_capture(
         pixels = _display_pixels(source, frame)  # none kept, or reduced: the boxes need full size
     rgb = burned_in_image(prediction, pixels)
     orientation = _orientation(header)
-    info = series("capture", prediction.finding)
+    info = series("capture", aid(prediction))
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=header,
         pixel_array=rgb,

@@ -20,7 +20,7 @@ import numpy as np
 import pydicom.multival
 from pydicom import Dataset
 
-from fracsight.dicom.results_context import ResultContext, instance_number, laterality, series
+from fracsight.dicom.results_context import ResultContext, aid, instance_number, laterality, series
 from fracsight.errors import DicomSourceError
 from fracsight.explain import summary_lines
 from fracsight.explain.overlay import DEFAULT_BOX_COLOUR
@@ -40,6 +40,14 @@ _LAYER_DESCRIPTIONS = {
     ABNORMALITY: "fracsight suspected abnormalities - not a diagnosis",
 }
 _LAYER_NOT_SUSPECTED = "fracsight: areas the model weighed most - not a diagnosis"
+
+
+def _layer_description(prediction: Prediction) -> str:
+    if prediction.fracture_probability is None and not prediction.boxes:  # a class model: its text only
+        return "fracsight: the model's result - not a diagnosis"
+    if prediction.reliable and prediction.fracture_suspected:
+        return _LAYER_DESCRIPTIONS[prediction.finding]
+    return _LAYER_NOT_SUSPECTED
 
 
 def _summary_objects(prediction: Prediction) -> list[hd.pr.TextObject]:
@@ -152,9 +160,7 @@ def presentation_state(
     layer = hd.pr.GraphicLayer(
         layer_name=LAYER,
         order=1,
-        description=_LAYER_DESCRIPTIONS[prediction.finding]
-        if prediction.reliable and prediction.fracture_suspected
-        else _LAYER_NOT_SUSPECTED,
+        description=_layer_description(prediction),
         display_color=hd.color.CIELabColor.from_rgb(*DEFAULT_BOX_COLOUR),
     )
     graphics, box_texts = _box_objects(prediction, rows, columns)
@@ -165,7 +171,7 @@ def presentation_state(
         graphic_objects=graphics or None,
         text_objects=[*box_texts, *_summary_objects(prediction)],
     )
-    info = series("gsps", prediction.finding)
+    info = series("gsps", aid(prediction))
     common = dict(
         referenced_images=[header],
         series_instance_uid=context.series_uid(header.StudyInstanceUID, "gsps", laterality(header)),
@@ -174,7 +180,7 @@ def presentation_state(
         sop_instance_uid=sop_instance_uid,
         instance_number=instance_number(header),
         content_label=LAYER,
-        content_description=f"fracsight {prediction.finding} aid - decision aid, not a diagnosis",
+        content_description=f"fracsight {aid(prediction)} aid - decision aid, not a diagnosis",
         graphic_annotations=[annotation],
         graphic_layers=[layer],
         **context.equipment(),

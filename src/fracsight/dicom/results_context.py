@@ -19,7 +19,7 @@ from fracsight.io.dicom_gate import RESULT_MODEL_NAME
 if TYPE_CHECKING:
     from pydicom import Dataset
 
-    from fracsight.inference import Predictor
+    from fracsight.inference import Prediction, Predictor, StudyPrediction
 
 __all__ = [
     "KINDS",
@@ -27,6 +27,7 @@ __all__ = [
     "NODE_KINDS",
     "ResultContext",
     "SeriesInfo",
+    "aid",
     "instance_number",
     "laterality",
     "plural",
@@ -50,13 +51,21 @@ class SeriesInfo:
 
 _SERIES_NUMBERS = {"sr": 9901, "gsps": 9902, "capture": 9903}
 _SERIES_NAMES = {"sr": "report", "gsps": "overlay", "capture": "capture"}
+CLASSIFICATION = "classification"
 
 
-def series(kind: str, finding: str = FRACTURE) -> SeriesInfo:
-    """The series of a result kind, named for what the model finds (``Prediction.finding``): a
-    MURA-trained model's results are an "abnormality aid", never a fracture one."""
+def aid(result: Prediction | StudyPrediction) -> str:
+    """What a result is an aid for, as its series and texts name it: the fracture head's finding
+    (a MURA-trained model's "abnormality", never a fracture), or "classification" for a model
+    without that head, which never says whether a fracture is there: a "fracture aid" series of
+    it read in a worklist as "screened for fractures, none found"."""
+    return CLASSIFICATION if result.fracture_probability is None else result.finding
+
+
+def series(kind: str, aid_for: str = FRACTURE) -> SeriesInfo:
+    """The series of a result kind, named for what the results are an aid for (:func:`aid`)."""
     return SeriesInfo(
-        _SERIES_NUMBERS[kind], f"fracsight {finding} aid {_SERIES_NAMES[kind]} - not a diagnosis"
+        _SERIES_NUMBERS[kind], f"fracsight {aid_for} aid {_SERIES_NAMES[kind]} - not a diagnosis"
     )
 
 

@@ -33,7 +33,14 @@ from pydicom import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from fracsight.dicom.results_context import MANUFACTURER, ResultContext, instance_number, laterality, series
+from fracsight.dicom.results_context import (
+    MANUFACTURER,
+    ResultContext,
+    aid,
+    instance_number,
+    laterality,
+    series,
+)
 from fracsight.inference.results import ABNORMALITY, NOTICE, ClassResult, Prediction, StudyPrediction
 from fracsight.inference.results import FRACTURE as FRACTURE_FINDING
 
@@ -207,7 +214,7 @@ def _document(
     previous: Sequence[Dataset] = (),
 ) -> Dataset:
     report[0].ContentSequence.append(_text_container(texts))
-    info = series("sr", result.finding)
+    info = series("sr", aid(result))
     equipment = context.equipment()
     return hd.sr.ComprehensiveSR(
         evidence=list(evidence),

@@ -383,7 +383,9 @@ def summary_lines(result: Prediction | StudyPrediction) -> list[str]:
     if result.classification is not None:
         c = result.classification
         state = "" if c.confident else ", uncertain"
-        details.append(f"class {c.predicted} ({shown_probability(c.probability)}{state})")
+        # as the table and the app's card say it: the type of a fracture that is not suspected
+        absent = f", no {result.finding} suspected" if result.fracture_suspected is False else ""
+        details.append(f"class {c.predicted} ({shown_probability(c.probability)}{state}){absent}")
     if isinstance(result, Prediction) and result.region is not None:
         details.append(f"region {result.region}")
     if isinstance(result, Prediction) and result.boxes and not result.reliable:
