@@ -7,6 +7,8 @@ tokens last an hour: another process renews the file), and is in no log line or 
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from pathlib import Path
 
@@ -55,6 +57,16 @@ def test_study_command_sends_the_token_and_says_a_refused_one(
         monkeypatch.setenv("FRACSIGHT_DICOMWEB_TOKEN", TOKEN + "\n")  # as `echo` leaves it
         done = CliRunner().invoke(app, command)
         assert done.exit_code == 0, done.output
+        monkeypatch.delenv("FRACSIGHT_DICOMWEB_TOKEN")
+        # --dicomweb-token-file <(gcloud auth print-access-token): a pipe, read once and kept (it was
+        # read empty at the first connection, "the token file is empty")
+        fifo = tmp_path / "token-pipe"
+        os.mkfifo(fifo)
+        writer = threading.Thread(target=lambda: fifo.write_text(TOKEN + "\n"))
+        writer.start()
+        piped = CliRunner().invoke(app, [*command, "--dicomweb-token-file", str(fifo)])
+        writer.join(30)
+        assert piped.exit_code == 0, piped.output
         assert len(orthanc.find_instances(StudyInstanceUID=study_uid)) == 1 + len(DEFAULT_KINDS) + 1
     assert anonymous.exit_code == 1
     assert "HTTP 403: refused without a login? set FRACSIGHT_DICOMWEB_USER and" in anonymous.output
@@ -111,6 +123,9 @@ def test_a_token_given_wrongly_is_refused_before_anything_starts(
         ({"FRACSIGHT_DICOMWEB_TOKEN": "Bearer " + TOKEN}, [], "cannot have"),
         ({"FRACSIGHT_DICOMWEB_TOKEN_FILE": str(token_file)}, [], "is empty"),
         ({"FRACSIGHT_DICOMWEB_TOKEN_FILE": str(tmp_path / "missing")}, [], "No such file"),
+        # "$(gcloud auth print-access-token)" that failed: not a request without a login
+        ({"FRACSIGHT_DICOMWEB_TOKEN": "\n"}, [], "FRACSIGHT_DICOMWEB_TOKEN is set but empty"),
+        ({"FRACSIGHT_DICOMWEB_TOKEN_FILE": "/dev/zero"}, [], "larger than 64 KiB"),
     ]
     token_file.write_text("")
     for env, extra, why in cases:

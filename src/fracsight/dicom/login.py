@@ -26,6 +26,7 @@ of them picked silently. The password is never logged nor shown: a URL is shown 
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -136,11 +137,18 @@ class BearerToken:
 Login = BasicLogin | BearerToken
 
 
+_SECRET_FILE_MAX = 64 * 1024  # a password or token is far shorter; /dev/zero given by mistake is not
+
+
 def read_secret_file(path: Path, what: str = "password") -> str:
     """The ``what`` (password, token) in ``path``: its first line, without the line end an editor or
     ``echo`` adds."""
     try:
-        text = path.read_text(encoding="utf-8-sig")  # -sig: a BOM from Windows editors
+        with open(path, "rb") as f:
+            data = f.read(_SECRET_FILE_MAX + 1)
+        if len(data) > _SECRET_FILE_MAX:
+            raise LoginError(f"the DICOMweb {what} file {path} is larger than 64 KiB: give the {what} only")
+        text = data.decode("utf-8-sig")  # -sig: a BOM from Windows editors
     except (OSError, UnicodeDecodeError) as e:
         why = e.strerror if isinstance(e, OSError) and e.strerror else "not readable as UTF-8 text"
         raise LoginError(f"the DICOMweb {what} file {path}: {why}") from None
@@ -163,18 +171,25 @@ def _checked_token(token: str) -> str:
 
 def token_from(environ: Mapping[str, str], token_file: Path | None) -> BearerToken | None:
     """The bearer token given in ``FRACSIGHT_DICOMWEB_TOKEN`` or ``token_file`` (None: neither),
-    checked now (a file is read again for each connection). One line end at the end of the
-    variable is not part of it, as for the password."""
-    token = environ.get(TOKEN_ENV, "").removesuffix("\n").removesuffix("\r") or None
+    checked now. A regular file is read again for each connection; a pipe (``<(command)``,
+    ``/dev/stdin``) can be read once only, and its token is kept. One line end at the end of the
+    variable is not part of it, as for the password. Unlike the password's, the variable set to
+    nothing is refused: it is what ``FRACSIGHT_DICOMWEB_TOKEN="$(command)"`` gives when the
+    command that prints the token fails, and the service would be asked without a login."""
+    token = environ.get(TOKEN_ENV)
+    if token is not None:
+        token = token.removesuffix("\n").removesuffix("\r")
+        if not token:
+            raise LoginError(f"{TOKEN_ENV} is set but empty (did the command that made the token fail?)")
     if token is not None and token_file is not None:
         raise LoginError(
             f"the DICOMweb token is given 2 ways ({TOKEN_ENV}, a token file "
             f"(--dicomweb-token-file or {TOKEN_FILE_ENV})): give it one way"
         )
     if token_file is not None:
-        found = BearerToken(file=token_file)
-        found.current()
-        return found
+        once = BearerToken(file=token_file).current()
+        # os.path.isfile follows links: /dev/stdin (a link to a pipe) is no regular file
+        return BearerToken(file=token_file) if os.path.isfile(token_file) else BearerToken(once)
     return None if token is None else BearerToken(_checked_token(token))
 
 
