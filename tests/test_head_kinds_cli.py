@@ -151,6 +151,18 @@ def test_evaluate_reports_the_heads_the_bundle_has(head_bundle, kind: str, tmp_p
     assert plain.exit_code == 0, plain.output
 
 
+def test_a_type_model_on_fracture_labelled_data_says_those_labels_go_unmeasured(head_bundle) -> None:
+    """A class-only (fracture type) bundle evaluated on Fractured/<type>/ + Non_fractured/ data:
+    the fractured/normal labels went unmeasured without a word (the reverse was noted)."""
+    _, bundle = head_bundle("class")
+    data, _ = head_bundle("fracture+class")
+    result = _run("evaluate", str(bundle), str(data), "--split", "test", "--bootstrap", "100", "--json")
+    assert result.exit_code == 0, result.output
+    notes = json.loads(result.stdout)["notes"]
+    wanted = "the data's fracture labels are not measured: the model has no fracture head"
+    assert any(note.startswith(wanted) for note in notes), notes
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_bad_input_corpus_gives_messages_never_tracebacks(head_bundle, kind: str, tmp_path: Path) -> None:
     from corpus import OK, build_corpus, write_corpus

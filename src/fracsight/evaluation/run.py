@@ -952,6 +952,11 @@ def evaluate_model(
         data["n_positive"] = int(y.sum())
     elif predictor.has_fracture_head:
         notes.append("fracture head not measured: the data has no fracture labels")
+    elif any(FRACTURE in s.labels for s in good_samples):  # fractured/normal went unmeasured without a word
+        notes.append(
+            "the data's fracture labels are not measured: the model has no fracture head "
+            "(it never says whether a fracture is there)"
+        )
 
     # region head: the images whose body regions are all ones the model knows
     if predictor.regions and any(s.regions for s in good_samples):
