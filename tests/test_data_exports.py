@@ -110,6 +110,31 @@ def test_windows_and_absolute_paths_and_spaces(tmp_path: Path) -> None:
     assert _fractures(ds) == {"sub/a.png": 1, "sub/b b.png": 0, " lead.png": 1, "d.png": 0}
 
 
+def test_absolute_paths_through_a_linked_folder_are_inside_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/home a link to /scratch/home: the CSV written with one path, the folder given with the
+    other (or as ``.`` inside the link), was "image must be a path inside" for every image."""
+    real = tmp_path / "scratch" / "d"
+    link = tmp_path / "home-d"
+    link.symlink_to(real)
+    rows = [f"{real / 'a.png'},1", f"{link / 'b.png'},0", "c.png,1", f"{real / 'd.png'},0"]
+    _labels(real, NAMES, ("image,fracture\n" + "\n".join(rows) + "\n").encode())
+    expected = {"a.png": 1, "b.png": 0, "c.png": 1, "d.png": 0}
+    assert _fractures(load_dataset(link)) == expected
+    assert _fractures(load_dataset(real)) == expected
+    monkeypatch.chdir(link)
+    assert _fractures(load_dataset(Path("."))) == expected
+    # a link inside the folder to an image elsewhere stays allowed; ../ through the link does not pass
+    (real / "sub").mkdir()
+    _image(tmp_path / "elsewhere.png")
+    (real / "sub" / "e.png").symlink_to(tmp_path / "elsewhere.png")
+    outside = f"image,fracture\n{link / 'sub' / 'e.png'},1\n{link / '..' / 'elsewhere.png'},0\n"
+    (real / "labels.csv").write_text(outside)
+    with pytest.raises(DatasetError, match="line 3: image must be a path inside"):
+        load_dataset(link)
+
+
 def test_paths_outside_the_folder_are_still_refused(tmp_path: Path) -> None:
     _image(tmp_path / "outside.png")
     for bad in ("../outside.png", str(tmp_path / "outside.png"), "..\\outside.png"):

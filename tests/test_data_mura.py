@@ -232,6 +232,27 @@ def test_a_study_listed_twice_without_its_split_keeps_the_files_label(
     assert "not on disk" not in caplog.text
 
 
+def test_studies_copied_out_of_their_split_folder_take_the_csvs_labels(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """MURA's XR_* folders copied without train/ beside its CSV, whose rows always name a split:
+    every study was "not on disk" though there, the CSV skipped (the suffix used, a disagreement
+    not said), and a suffix-less study, labelled by the CSV only, was dropped."""
+    root = make_mura(tmp_path / "m", with_splits=False)
+    bare = root / "XR_HAND" / "patient11190" / "study1"
+    bare.mkdir(parents=True)
+    Image.new("L", (8, 8)).save(bare / "image1.png")
+    rows = [f"MURA-v1.1/{split}/{part}/{patient}/{study}/,{int(study.endswith('positive'))}"
+            for split, part, patient, study, _ in STUDIES]  # fmt: skip
+    rows[3] = rows[3].replace(",0", ",1")  # XR_WRIST/patient00012/study1_negative: the CSV says 1
+    rows.append("MURA-v1.1/valid/XR_HAND/patient11190/study1/,1")
+    (root / "train_labeled_studies.csv").write_bytes(("\r\n".join(rows) + "\r\n").encode("utf-8-sig"))
+    with caplog.at_level(logging.WARNING):
+        labels = {s.study_id: s.labels[FRACTURE] for s in load_dataset(root).samples}
+    assert labels["XR_WRIST/patient00012/study1"] == 1 and labels["XR_HAND/patient11190/study1"] == 1
+    assert "not on disk" not in caplog.text and "disagree with the labeled-studies csv" in caplog.text
+
+
 def test_images_outside_the_body_part_folders_are_named(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

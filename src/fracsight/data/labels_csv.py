@@ -109,6 +109,14 @@ def _image_file(root: Path, value: str, where: str) -> Path:
             absolute = Path(os.path.abspath(base))
             if file.is_relative_to(absolute) and file != absolute:
                 file = base / file.relative_to(absolute)
+        if file.is_absolute() and not file.is_relative_to(base):
+            # the folder reached through a link (/home -> /scratch/home) and the CSV written with
+            # the other path (realpath, or the link's own): the same place once both are resolved;
+            # only the parent is, so that an image that is itself a link to elsewhere stays allowed
+            real_base = Path(os.path.realpath(base))
+            real_file = Path(os.path.realpath(file.parent)) / file.name
+            if real_file.is_relative_to(real_base) and real_file != real_base:
+                file = base / real_file.relative_to(real_base)
         if file == base or not file.is_relative_to(base):
             outside = True
             continue

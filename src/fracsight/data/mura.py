@@ -244,4 +244,10 @@ def _lookup(labels: dict[str, list[tuple[str | None, int]]], key: str, split: st
     # a row that names no split; never another split's study of the same name (train's
     # patient00001/study1 is not valid's: its label went to it, against its own folder's suffix)
     unsplit = [label for s, label in entries if s is None]
-    return unsplit[0] if len(unsplit) == 1 else None
+    if unsplit or split is not None:
+        return unsplit[0] if len(unsplit) == 1 else None
+    # a study folder without its split folder (XR_WRIST copied out of train/), and MURA's rows,
+    # which always name one: their label, where every split's row of that name agrees (else the
+    # CSV was skipped as "not on disk" and a suffix-less study, whose only label it is, dropped)
+    found = {label for _, label in entries}
+    return found.pop() if len(found) == 1 else None
