@@ -443,4 +443,23 @@ def test_class_names_that_mean_the_same_are_said(tmp_path: Path, caplog: pytest.
     with caplog.at_level(logging.WARNING, logger="fracsight.data"):
         load_dataset(tmp_path / "three")
         load_dataset(tmp_path / "split")
-    assert "all read as" not in caplog.text
+    assert "all read as" not in caplog.text and "for a fracture model, move" not in caplog.text
+
+
+def test_a_fracture_pair_beside_another_class_is_said_to_lose_the_fracture_head(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fractured/ and Normal/ with a test-only Ungraded/: silently a 3-class model without a fracture
+    head, trained with a class it has no image of; the only words "split 'train' lacks class(es)"."""
+    for split in ("train", "val", "test"):
+        _png(tmp_path / split / "Fractured" / "a")
+        _png(tmp_path / split / "Normal" / "n")
+    _png(tmp_path / "test" / "Ungraded" / "u")
+    with caplog.at_level(logging.WARNING, logger="fracsight.data"):
+        ds = load_dataset(tmp_path)
+    assert ds.class_names == {CLASS: ("Fractured", "Normal", "Ungraded")}
+    assert "Fractured and Normal read as fractured / not fractured, but beside Ungraded" in caplog.text
+    assert "for a fracture model, move Ungraded out" in caplog.text
+    assert (
+        "split 'train' lacks class(es) Ungraded: a model trained on the set cannot learn them" in caplog.text
+    )

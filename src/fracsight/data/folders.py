@@ -94,7 +94,10 @@ def read_class_folders(root: Path) -> Dataset:
         )
     for split, classes in found.items():
         if split is not None and set(classes) != names:
-            log.warning("split %r lacks class(es) %s", split, ", ".join(sorted(names - set(classes))))
+            unlearnt = ": a model trained on the set cannot learn them" if split == "train" else ""
+            log.warning(
+                "split %r lacks class(es) %s%s", split, ", ".join(sorted(names - set(classes))), unlearnt
+            )
 
     polarity = {folder: fracture_polarity(folder) for folder in name_of}  # ignores case like name_of
     if len(names) == 2 and set(polarity.values()) == {0, 1}:
@@ -122,6 +125,21 @@ def read_class_folders(root: Path) -> Dataset:
         _warn_same_meaning(root, names, [set(c) for split, c in found.items() if split is not None])
         task, class_names = CLASS, _sorted_names(names)
         index = {n: i for i, n in enumerate(class_names)}
+        paired = {p: sorted(n for n, q in polarity.items() if q == p) for p in (0, 1)}
+        others = sorted(names - {name_of[n] for n in paired[0] + paired[1]})
+        if paired[0] and paired[1] and others:  # Fractured/ and Normal/ beside an Ungraded/
+            log.warning(
+                "%s: %s and %s read as fractured / not fractured, but beside %s they make %d classes, "
+                "not fracture labels (a model trained on them has a %d-class head: no fracture "
+                "probability, no AUROC, no operating points); for a fracture model, move %s out",
+                root,
+                ", ".join(paired[1]),
+                ", ".join(paired[0]),
+                ", ".join(others),
+                len(names),
+                len(names),
+                ", ".join(others),
+            )
         if len(names) == 2:  # `0` / `1`, `yes` / `no`: a researcher who meant a fracture model gets none
             log.warning(
                 "%s: the two class folders %s do not read as fractured / not fractured, so they are read as "
