@@ -73,6 +73,17 @@ def test_required_auth_without_tokens_and_unreadable_files_are_config_errors(tmp
         token_guard("optional", None, str(tmp_path / "empty"))
 
 
+def test_a_token_given_as_the_tokens_files_path_is_not_quoted(tmp_path: Path, monkeypatch) -> None:
+    """FRACSIGHT_API_TOKENS_FILE=<the token> by mistake: the error line quoted it, into the
+    container's log; a path with a folder in it is still named."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="the secret itself") as caught:
+        token_guard("required", None, TOKEN)
+    assert TOKEN not in str(caught.value)
+    with pytest.raises(ConfigError, match="run/secrets/tokens: cannot read it"):
+        token_guard("required", None, "run/secrets/tokens")
+
+
 def test_guard_compares_against_every_digest() -> None:
     digests = [hashlib.sha256(f"token-number-{i:04d}".encode()).digest() for i in range(5)]
     guard = TokenGuard(digests)

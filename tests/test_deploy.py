@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -101,8 +102,13 @@ def test_compose_node_command_uses_only_options_of_the_node() -> None:
 def test_compose_orthanc_and_node_point_at_each_other() -> None:
     orthanc = json.loads(ORTHANC_CONFIG.read_text())
     node = COMPOSE["services"]["dicom-node"]["command"]
-    ae, host, port = orthanc["DicomModalities"]["fracsight"]
+    modality = orthanc["DicomModalities"]["fracsight"]
+    ae, host, port = modality["AET"], modality["Host"], modality["Port"]
     assert (ae, host, str(port)) == (_option(node, "--ae-title"), "dicom-node", _option(node, "--port"))
+    # whoever calls in as the node's AE title may only store (its results) and echo: in the list
+    # form Orthanc let it query and retrieve every study of the archive (C-FIND, C-MOVE, C-GET)
+    allowed = {k for k, v in modality.items() if k.startswith("Allow") and v}
+    assert allowed == {"AllowEcho", "AllowStore"}, allowed
     assert _option(node, "--to") == f"orthanc:{orthanc['DicomPort']}:{orthanc['DicomAet']}"
     assert _option(node, "--allow") == orthanc["DicomAet"]
     lua = (ROOT / "docs" / "orthanc" / "route-to-fracsight.lua").read_text()
@@ -187,14 +193,14 @@ def _pilot_orthanc_config(root: Path, http_port: int, dicom_port: int, node_port
         for source, target, *_ in (v.split(":") for v in COMPOSE["services"]["orthanc"]["volumes"])
         if source.startswith("./")
     }
-    ae, _, _ = config["DicomModalities"]["fracsight"]
+    node = {**config["DicomModalities"]["fracsight"], "Host": "127.0.0.1", "Port": node_port}
     config.update(
         StorageDirectory=str(root / "db"),
         IndexDirectory=str(root / "db"),
         HttpPort=http_port,
         DicomPort=dicom_port,
         RemoteAccessAllowed=False,  # the test's Orthanc answers this computer only
-        DicomModalities={"fracsight": [ae, "127.0.0.1", node_port]},
+        DicomModalities={"fracsight": node},
         LuaScripts=[mounts[p] for p in config["LuaScripts"]],
     )
     return config
@@ -278,6 +284,13 @@ def test_pilot_orthanc_routes_a_radiograph_to_the_node_and_gets_results(
 
         got = _wait(results, 120, "no fracsight SR came back to Orthanc")
         assert got.count("CR") == 1, got  # the results are not routed back to the node
+        if shutil.which("findscu"):  # calling in as the node gets no patient list
+            ae = _option(command, "--ae-title")
+            query = ["findscu", "-aet", ae, "-aec", "ORTHANC", "-S", "-k", "QueryRetrieveLevel=STUDY"]
+            query += ["-k", "PatientName", "-k", "StudyInstanceUID", "127.0.0.1", str(dicom_port)]
+            found = subprocess.run(query, capture_output=True, text=True, timeout=60)
+            said = found.stdout + found.stderr
+            assert "Find Response" not in said and "Find Failed" in said, said
     finally:
         for process in (node, orthanc):
             process.terminate()

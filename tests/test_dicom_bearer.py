@@ -126,6 +126,7 @@ def test_a_token_given_wrongly_is_refused_before_anything_starts(
         # "$(gcloud auth print-access-token)" that failed: not a request without a login
         ({"FRACSIGHT_DICOMWEB_TOKEN": "\n"}, [], "FRACSIGHT_DICOMWEB_TOKEN is set but empty"),
         ({"FRACSIGHT_DICOMWEB_TOKEN_FILE": "/dev/zero"}, [], "larger than 64 KiB"),
+        ({"FRACSIGHT_DICOMWEB_TOKEN_FILE": TOKEN.replace("/", "")}, [], "the secret itself?"),  # not quoted
     ]
     token_file.write_text("")
     for env, extra, why in cases:
@@ -135,5 +136,5 @@ def test_a_token_given_wrongly_is_refused_before_anything_starts(
             done = CliRunner().invoke(app, [*args, *extra])
         assert done.exit_code == 2, (env, done.output)
         assert "error (dicomweb_login)" in done.output and why in done.output, done.output
-        assert TOKEN not in done.output
+        assert TOKEN not in done.output and TOKEN.replace("/", "") not in done.output
     assert not (tmp_path / "spool").exists()

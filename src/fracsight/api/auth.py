@@ -25,6 +25,7 @@ token is hashed and compared with every digest in constant time (:func:`hmac.com
 from __future__ import annotations
 
 import codecs
+import errno
 import hashlib
 import hmac
 import ipaddress
@@ -37,6 +38,7 @@ from pathlib import Path
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from fracsight._secrets import shown_secret_path
 from fracsight.api.errors import error_response
 from fracsight.errors import ConfigError
 
@@ -293,11 +295,17 @@ def _tokens_file_lines(path: Path) -> list[str]:
     Raises :class:`~fracsight.errors.ConfigError` when it cannot be read, or decoded: UTF-16
     without a mark was "cannot read it (UnicodeDecodeError)" or a token of unsendable characters.
     """
-    where = f"FRACSIGHT_API_TOKENS_FILE {path}"
+    where = f"FRACSIGHT_API_TOKENS_FILE {shown_secret_path(path)}"
     try:
         data = path.read_bytes()
     except OSError as e:
-        raise ConfigError(f"{where}: cannot read it ({e.strerror or type(e).__name__})") from None
+        why = e.strerror or type(e).__name__
+        if e.errno == errno.EACCES and hasattr(os, "getuid"):  # a compose secret keeps the host's mode
+            why += (
+                f": the server runs as uid {os.getuid()}; a file of sha256: digests only may be "
+                "readable by all (chmod 644), one of tokens must be owned by that uid"
+            )
+        raise ConfigError(f"{where}: cannot read it ({why})") from None
     encoding = next((codec for bom, codec in _BOMS if data.startswith(bom)), "utf-8")
     if encoding == "utf-8" and _looks_like_utf16(data):
         raise ConfigError(
@@ -330,7 +338,7 @@ def _warn_if_others_read(path: Path, lines: list[str]) -> None:
     if plain and os.name == "posix" and mode & 0o077:
         logger.warning(
             "FRACSIGHT_API_TOKENS_FILE %s holds tokens and is readable by other users (mode %03o): "
-            "chmod 600 it, or keep only their sha256: digests in it",
+            "keep only their sha256: digests in it, or chmod 600 it (owned by the server's user)",
             path,
             mode,
         )

@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from fracsight._secrets import shown_secret_path
+
 __all__ = [
     "PASSWORD_ENV",
     "PASSWORD_FILE_ENV",
@@ -151,7 +153,7 @@ def read_secret_file(path: Path, what: str = "password") -> str:
         text = data.decode("utf-8-sig")  # -sig: a BOM from Windows editors
     except (OSError, UnicodeDecodeError) as e:
         why = e.strerror if isinstance(e, OSError) and e.strerror else "not readable as UTF-8 text"
-        raise LoginError(f"the DICOMweb {what} file {path}: {why}") from None
+        raise LoginError(f"the DICOMweb {what} file {shown_secret_path(path)}: {why}") from None
     lines = text.splitlines()
     if len(lines) > 1 and any(line for line in lines[1:]):
         raise LoginError(f"the DICOMweb {what} file {path} holds more than one line: give the {what} only")
