@@ -232,3 +232,26 @@ def test_dicom_status_reads_a_spool_it_cannot_write(shared_folder: Path) -> None
     done = _as_reader(["dicom", "status", "--spool", "spool", "--json"], shared_folder)
     assert done.returncode == 0, done.stderr
     assert "backlog" in json.loads(done.stdout)
+
+
+def test_the_desktops_listing_keeps_a_folder_it_cannot_list_as_a_row(
+    shared_folder: Path, fracatlas_dir: Path
+) -> None:
+    """A locked folder opened in the desktop (alone, or inside one opened) lost its row "a folder
+    that cannot be listed" and was called empty ("No image files found") once empty folders were
+    named; an empty folder is still named apart."""
+    _image(fracatlas_dir, shared_folder / "open" / "ok" / "a.jpg")
+    _image(fracatlas_dir, shared_folder / "open" / "locked" / "b.jpg")
+    (shared_folder / "empty").mkdir(mode=0o755)
+    (shared_folder / "open" / "locked").chmod(0o000)
+    code = (
+        "import json, sys; from pathlib import Path; from fracsight.desktop.state import list_inputs\n"
+        "for given in (['open'], ['open/locked', 'empty']):\n"
+        "    files, empty = list_inputs([Path(p) for p in given])\n"
+        "    print(json.dumps([[n for _, n in files], [str(p) for p in empty]]))\n"
+    )
+    done = _as_reader(["-c", code], shared_folder, python=True)
+    assert done.returncode == 0, done.stderr
+    inside, alone = (json.loads(line) for line in done.stdout.splitlines())
+    assert inside == [["locked", "ok/a.jpg"], []]
+    assert alone == [["locked"], ["empty"]]

@@ -129,6 +129,13 @@ def test_absolute_paths_through_a_linked_folder_are_inside_it(
     (real / "sub").mkdir()
     _image(tmp_path / "elsewhere.png")
     (real / "sub" / "e.png").symlink_to(tmp_path / "elsewhere.png")
+    (real / "big").symlink_to(tmp_path / "big-disk", target_is_directory=True)  # images on another disk
+    _image(tmp_path / "big-disk" / "f.png")
+    for written in (real, link):  # either name of the folder, the sub-folder a link elsewhere
+        (real / "labels.csv").write_text(
+            f"image,fracture\n{written / 'big' / 'f.png'},1\nb.png,0\nc.png,1\nd.png,0\n"
+        )
+        assert _fractures(load_dataset(link))["big/f.png"] == 1 and load_dataset(real)
     outside = f"image,fracture\n{link / 'sub' / 'e.png'},1\n{link / '..' / 'elsewhere.png'},0\n"
     (real / "labels.csv").write_text(outside)
     with pytest.raises(DatasetError, match="line 3: image must be a path inside"):

@@ -251,6 +251,13 @@ def test_studies_copied_out_of_their_split_folder_take_the_csvs_labels(
         labels = {s.study_id: s.labels[FRACTURE] for s in load_dataset(root).samples}
     assert labels["XR_WRIST/patient00012/study1"] == 1 and labels["XR_HAND/patient11190/study1"] == 1
     assert "not on disk" not in caplog.text and "disagree with the labeled-studies csv" in caplog.text
+    caplog.clear()
+    # the same study labelled apart in train's and valid's CSV: neither taken, and said so
+    (root / "valid_labeled_studies.csv").write_text("MURA-v1.1/train/XR_HAND/patient11190/study1/,0\n")
+    with caplog.at_level(logging.WARNING):
+        labels = {s.study_id: s.labels[FRACTURE] for s in load_dataset(root).samples}
+    assert "XR_HAND/patient11190/study1" not in labels and "not on disk" not in caplog.text
+    assert "labelled 0 in one split's labeled-studies csv and 1 in another's" in caplog.text
 
 
 def test_images_outside_the_body_part_folders_are_named(

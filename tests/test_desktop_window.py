@@ -1431,11 +1431,14 @@ def test_no_overlay_is_saved_inside_a_folder_opened(open_window, fracatlas_dir: 
     ``predict --overlay-dir`` refuses such a folder."""
     export = tmp_path / "export"
     copy_of(fracatlas_dir, HAND, export / "PAT1" / "ST1" / "a.jpg")
+    copy_of(fracatlas_dir, HAND, tmp_path / "elsewhere" / "ST2" / "b.jpg")
+    (export / "PAT2").symlink_to(tmp_path / "elsewhere")  # a patient folder linked in from another disk
     desktop = open_window([export])
-    wait_until(desktop.root, lambda: desktop.done == 1 and not desktop.running, 90, "the image")
+    wait_until(desktop.root, lambda: desktop.done == 2 and not desktop.running, 90, "the images")
     desktop.select(0)
     settle(desktop.root)
-    for inside in (export / "ov.png", export / "PAT1" / "ov.png", export / "PAT1" / "ST1" / "ov.png"):
+    linked = export / "PAT2" / "ov.png"
+    for inside in (export / "ov.png", export / "PAT1" / "ov.png", export / "PAT1" / "ST1" / "ov.png", linked):
         assert desktop.export_overlay(inside) is None and not inside.exists()
         assert "holds radiographs opened here" in desktop.status.cget("text")
     outside = desktop.export_overlay(tmp_path / "ov.png")

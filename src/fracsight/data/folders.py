@@ -125,21 +125,7 @@ def read_class_folders(root: Path) -> Dataset:
         _warn_same_meaning(root, names, [set(c) for split, c in found.items() if split is not None])
         task, class_names = CLASS, _sorted_names(names)
         index = {n: i for i, n in enumerate(class_names)}
-        paired = {p: sorted(n for n, q in polarity.items() if q == p) for p in (0, 1)}
-        others = sorted(names - {name_of[n] for n in paired[0] + paired[1]})
-        if paired[0] and paired[1] and others:  # Fractured/ and Normal/ beside an Ungraded/
-            log.warning(
-                "%s: %s and %s read as fractured / not fractured, but beside %s they make %d classes, "
-                "not fracture labels (a model trained on them has a %d-class head: no fracture "
-                "probability, no AUROC, no operating points); for a fracture model, move %s out",
-                root,
-                ", ".join(paired[1]),
-                ", ".join(paired[0]),
-                ", ".join(others),
-                len(names),
-                len(names),
-                ", ".join(others),
-            )
+        _warn_pair_beside_others(root, names, {name_of[n]: q for n, q in polarity.items()})
         if len(names) == 2:  # `0` / `1`, `yes` / `no`: a researcher who meant a fracture model gets none
             log.warning(
                 "%s: the two class folders %s do not read as fractured / not fractured, so they are read as "
@@ -157,6 +143,25 @@ def read_class_folders(root: Path) -> Dataset:
     ]
     samples = _grouped_by_subfolder(root, samples, typed=False)
     return Dataset(root=root, layout="class-folders", samples=tuple(samples), class_names={task: class_names})
+
+
+def _warn_pair_beside_others(root: Path, names: set[str], polarity: dict[str, int | None]) -> None:
+    """Fractured/ and Normal/ beside an Ungraded/ (or Hairline/): read as that many classes, with
+    no fracture head, where the only words were "split 'train' lacks class(es) Ungraded"."""
+    paired = {p: sorted(n for n in names if polarity.get(n) == p) for p in (0, 1)}
+    others = sorted(names - {*paired[0], *paired[1]})
+    if not (paired[0] and paired[1] and others):
+        return
+    positive = ", ".join(paired[1])
+    finding = "abnormality" if "abnormal" in positive.lower() else "fracture"
+    words = "normal / abnormal" if finding == "abnormality" else "fractured / not fractured"
+    log.warning(
+        "%s: %s and %s read as %s, but beside %s they make %d classes, not %s labels (a model "
+        "trained on them has a %d-class head: no %s probability, no AUROC, no operating points); "
+        "for a %s model, move %s out, or into %s as type folders if they are kinds of %s",
+        root, positive, ", ".join(paired[0]), words, ", ".join(others), len(names), finding,
+        len(names), finding, finding, ", ".join(others), positive, finding,
+    )  # fmt: skip
 
 
 def _grouped_by_subfolder(root: Path, samples: list[Sample], *, typed: bool) -> list[Sample]:

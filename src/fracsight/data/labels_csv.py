@@ -111,12 +111,13 @@ def _image_file(root: Path, value: str, where: str) -> Path:
                 file = base / file.relative_to(absolute)
         if file.is_absolute() and not file.is_relative_to(base):
             # the folder reached through a link (/home -> /scratch/home) and the CSV written with
-            # the other path (realpath, or the link's own): the same place once both are resolved;
-            # only the parent is, so that an image that is itself a link to elsewhere stays allowed
-            real_base = Path(os.path.realpath(base))
-            real_file = Path(os.path.realpath(file.parent)) / file.name
-            if real_file.is_relative_to(real_base) and real_file != real_base:
-                file = base / real_file.relative_to(real_base)
+            # the other path (realpath, or the link's own): the folder of the path that is the
+            # folder given once both are resolved; the rest is taken as written (normalised, no
+            # ..), so that a sub-folder or image that is a link to elsewhere stays allowed
+            real_base = os.path.realpath(base)
+            same = next((a for a in file.parents if os.path.realpath(a) == real_base), None)
+            if same is not None:
+                file = base / file.relative_to(same)
         if file == base or not file.is_relative_to(base):
             outside = True
             continue

@@ -70,6 +70,7 @@ def read_mura(root: Path) -> Dataset:
     keyed: list[tuple[str, Sample]] = []  # each image with its study folder
     unlabeled: list[str] = []
     disagree: list[str] = []
+    conflicting: list[str] = []  # without a split folder, labelled 0 in one split's CSV, 1 in another's
     skipped: list[Path] = []
     empty: list[str] = []  # labelled study folders without an image (a partial copy, say)
     folders: dict[str, set[str]] = {}  # study id -> its study folders (XR_X/patientN/studyM_suffix)
@@ -87,6 +88,9 @@ def read_mura(root: Path) -> Dataset:
                     continue
                 folder_label = _SUFFIX_LABEL.get((match.group(2) or "").lower())
                 label = _lookup(csv_labels, key, split)
+                if label is None and split is None and len({lb for _, lb in csv_labels.get(key, [])}) > 1:
+                    used.add(key)  # on disk, and in the CSVs: but which label?
+                    conflicting.append(key)
                 if label is None:
                     label = folder_label
                 else:
@@ -136,6 +140,11 @@ def read_mura(root: Path) -> Dataset:
             len(disagree),
             ", ".join(disagree[:10]),
         )
+    _warn_listed(
+        "study folder(s) without a split folder are labelled 0 in one split's labeled-studies csv and "
+        "1 in another's: the folder's suffix is used, and one without a suffix is left out",
+        conflicting,
+    )
     _warn_listed("study(ies) in the labeled-studies csv are not on disk", sorted(set(csv_labels) - used))
     _warn_listed(
         "image(s) listed in the *_image_paths.csv are not on disk (a partial copy or a removed file: "

@@ -41,7 +41,7 @@ class Listed:
     resolved: list[str]  # each file's real path (a round trip per file on a network share)
     error: str | None = None  # why the listing failed; then no files
     empty_folders: tuple[Path, ...] = ()  # folders opened that hold no image file
-    folders: tuple[str, ...] = ()  # the real paths of the folders opened
+    folders: tuple[str, ...] = ()  # the folders opened, by their real and their absolute paths
 
 
 @dataclass
@@ -87,7 +87,9 @@ def _list(listing: Listing, events: queue.Queue[Listed], niceness: int) -> None:
     try:
         files, empty_folders = list_inputs(listing.paths, found)
         resolved = [os.path.realpath(path) for path, _ in files]
-        folders = tuple(os.path.realpath(path) for path in listing.paths if os.path.isdir(path))
+        # both spellings: a sub-folder that is a link to elsewhere resolves outside the real one
+        opened = [path for path in listing.paths if os.path.isdir(path)]
+        folders = tuple(dict.fromkeys(f(p) for p in opened for f in (os.path.realpath, os.path.abspath)))
     except _Stopped:
         return  # the window has forgotten this listing
     except Exception as e:  # the window must not wait for ever: it says why instead

@@ -50,9 +50,12 @@ def list_inputs(
 ) -> tuple[list[tuple[Path, str]], list[Path]]:
     """:func:`expand_inputs`, and the folders given that hold no image file: among other inputs they
     must be named (an unmounted share, a study folder not yet filled), as ``predict`` gives them a row."""
-    entries = named_inputs(list(paths), on_found, empty_folders=True)
-    empty = [path for path, _ in entries if os.path.isdir(path)]
-    return [entry for entry in entries if not os.path.isdir(entry[0])], empty
+    paths = list(paths)
+    given = set(paths)
+    entries = named_inputs(paths, on_found, empty_folders=True)
+    # a folder that cannot be listed stays an entry: its row says so (as predict's does)
+    empty = [p for p, _ in entries if p in given and os.path.isdir(p) and os.access(p, os.R_OK | os.X_OK)]
+    return [entry for entry in entries if entry[0] not in empty], empty
 
 
 class _Made(NamedTuple):
@@ -79,7 +82,7 @@ class ReadingSession:
     given: list[str] = field(default_factory=list, repr=False)  # each file's name as it was opened
     renamed: list[int] = field(default_factory=list, init=False, repr=False)  # by the last add()
     resolved: list[str] = field(default_factory=list, repr=False)  # each file's real path
-    opened_folders: list[str] = field(default_factory=list, repr=False)  # real paths of folders opened
+    opened_folders: list[str] = field(default_factory=list, repr=False)  # real and absolute paths
     results: dict[int, Result] = field(default_factory=dict)
     stamps: dict[int, FileStamp | None] = field(default_factory=dict)  # each file as read for its result
     operating_point: OperatingPoint | None = None
@@ -173,7 +176,8 @@ class ReadingSession:
         an overlay saved there is one more file the next prediction of that folder reads (as
         ``predict --overlay-dir`` inside a folder read is refused)."""
         target = os.path.realpath(folder)
-        if any(os.path.commonpath([opened, target]) == opened for opened in self.opened_folders):
+        targets = (target, os.path.abspath(folder))  # export/PAT1 a link to elsewhere: lies in export
+        if any(os.path.commonpath([opened, t]) == opened for opened in self.opened_folders for t in targets):
             return True
         return any(os.path.dirname(real) == target for real in self.resolved)
 
