@@ -60,7 +60,11 @@ def test_an_example_gives_a_result_card(
     monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path, examples_dir: Path
 ) -> None:
     at = start(monkeypatch, "--model", str(tiny_bundle), "--examples", str(examples_dir))
-    assert len([b for b in at.button if b.label.startswith("Try ")]) == 3
+    # the file that is not an image is no example (a PACS export's report was offered, an error card)
+    assert [b.label for b in at.button if b.label.startswith("Try ")] == [
+        f"Try {escape_markdown(next(examples_dir.glob(f'{sub}/*.jpg')).name)}"
+        for sub in ("Fractured", "Non_fractured")
+    ]
     fractured = next(examples_dir.glob("Fractured/*.jpg"))
     expected = Predictor(tiny_bundle).predict(fractured)
 
@@ -84,8 +88,10 @@ def test_two_examples_make_a_study_and_a_bad_file_an_error_card(
     monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path, examples_dir: Path
 ) -> None:
     at = start(monkeypatch, "--model", str(tiny_bundle), "--examples", str(examples_dir))
-    for i in range(3):
+    for i in range(2):
         at.button(key=f"example-{i}").click().run()
+    broken = examples_dir / "zz_broken" / "broken.png"
+    at.file_uploader[0].set_value([(broken.name, broken.read_bytes(), "image/png")]).run()
     assert not at.exception, [e.value for e in at.exception]
     errors = [e.value for e in at.error]
     assert any("could not be read" in e and "`unsupported_format`" in e for e in errors), errors
@@ -97,7 +103,7 @@ def test_two_examples_make_a_study_and_a_bad_file_an_error_card(
     assert list(rows["error_code"])[2] == "unsupported_format"
 
     at.button(key="clear-examples").click().run()
-    assert not at.dataframe
+    assert list(at.dataframe[0].value["source"]) == ["broken.png"]
 
 
 def test_another_operating_point_rereads_the_results_without_predicting_again(
@@ -181,6 +187,30 @@ def test_an_example_uploaded_too_is_one_view(
     at.button(key="clear-examples").click().run()  # the upload alone is then shown, without a note
     assert list(at.dataframe[0].value["source"]) == ["copy.jpg", normal.name, ALL_INPUTS]
     assert not [w for w in at.warning if "counted once" in w.value]
+
+
+def test_examples_of_a_pacs_export_are_told_apart_and_only_images_offered(
+    monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path, fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """``--examples`` at a PACS export: SE1/IM000000 and SE2/IM000000 were two buttons "Try
+    IM000000", and the report beside them (a DICOM without an image) a third, an error card."""
+    import pydicom
+
+    from dicom_support import make_radiograph_dicom
+
+    images = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[:2]
+    for series, image in zip(("SE1", "SE2"), images, strict=True):
+        (tmp_path / series).mkdir()
+        make_radiograph_dicom(image, tmp_path / series / "IM000000")
+    report = pydicom.dcmread(tmp_path / "SE2" / "IM000000")
+    del report.PixelData
+    report.Modality = "SR"
+    report.save_as(tmp_path / "SE2" / "IM000001")
+    at = start(monkeypatch, "--model", str(tiny_bundle), "--examples", str(tmp_path))
+    labels = [b.label for b in at.button if b.label.startswith("Try ")]
+    assert labels == ["Try SE1/IM000000", "Try SE2/IM000000"], labels
+    at.button(key="example-1").click().run()
+    assert list(at.dataframe[0].value["source"]) == ["SE2/IM000000"]
 
 
 def test_a_folder_upload_is_named_as_predict_names_the_folder(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -86,7 +87,23 @@ def load_predictor(model: str | None, operating_point: str | None) -> Predictor:
 
 @st.cache_data(show_spinner=False)
 def example_paths(folder: str, n: int) -> list[str]:
-    return [str(p) for p in pick_examples(Path(folder), n)]
+    """Up to ``n`` examples that read as images: a PACS export's report or presentation state (a
+    DICOM without an image) was offered with a button and gave an error card."""
+    readable = [str(p) for p in pick_examples(Path(folder), 3 * n) if thumbnail(str(p)) is not None]
+    return readable[:n]
+
+
+def example_name(config: AppConfig, path: str) -> str:
+    """An example named by its file, or by its path in the examples folder where another example
+    has that file name: a PACS export's SE1/IM000000 and SE2/IM000000 were two buttons "Try
+    IM000000". (Not always by the path: FracAtlas's would read "Fractured/...", the answer.)"""
+    name = Path(path).name
+    if config.examples is None:
+        return name
+    others = example_paths(str(config.examples), config.n_examples)
+    if sum(Path(p).name == name for p in others) > 1:
+        return Path(os.path.relpath(path, config.examples)).as_posix()
+    return name
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -223,12 +240,11 @@ def example_gallery(config: AppConfig, expanded: bool) -> None:
         columns = st.columns(max(len(paths), 6))  # at least 6, so that a few examples stay small
         for i, (col, path) in enumerate(zip(columns, paths, strict=False)):
             with col:
-                thumb = thumbnail(path)
-                if thumb is not None:
-                    st.image(thumb, caption=escape_markdown(Path(path).name), width="stretch")
+                name = escape_markdown(example_name(config, path))
+                st.image(thumbnail(path), caption=name, width="stretch")
                 # named by its file: six buttons all called "Try" could not be told apart by a screen reader
                 st.button(
-                    f"Try {escape_markdown(Path(path).name)}",
+                    f"Try {name}",
                     key=f"example-{i}",
                     on_click=_add_example,
                     args=(path,),
@@ -264,7 +280,8 @@ def inputs(config: AppConfig) -> list[Input]:
         st.button("Clear all images", key="clear-all", on_click=_clear_all, help="Before the next patient")
     example_gallery(config, expanded=not given)
     chosen = [
-        Input(f"example:{p}", Path(p).name, lambda p=p: p) for p in st.session_state.get("examples", [])
+        Input(f"example:{p}", example_name(config, p), lambda p=p: p)
+        for p in st.session_state.get("examples", [])
     ]
     uploaded = [Input(f"upload:{u.file_id}", Path(u.name).name, u.getvalue) for u in uploads or []]
     kept = unique_inputs(chosen + uploaded + in_folder)
