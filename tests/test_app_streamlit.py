@@ -164,6 +164,24 @@ def test_an_image_uploaded_twice_is_one_view(monkeypatch: pytest.MonkeyPatch, fr
     assert len(views) == 2 and all(v.pixels.dtype == np.uint8 for v in views)  # 8-bit in the session
 
 
+def test_the_repeat_note_names_the_card_the_image_is_shown_on(
+    monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path, fracatlas_dir: Path
+) -> None:
+    """Two PACS exports downloaded side by side: IM000001.jpg (A), IM000001.jpg (B) and B again.
+    The cards were IM000001.jpg and IM000001 (2).jpg, and the note said "IM000001.jpg" was given
+    twice, which a reader took for A."""
+    first, second = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[:2]
+    at = start(monkeypatch, "--model", str(tiny_bundle))
+    at.file_uploader[0].set_value(
+        [("IM000001.jpg", path.read_bytes(), "image/jpeg") for path in (first, second, second)]
+    ).run()
+    assert not at.exception, [e.value for e in at.exception]
+    shown = list(at.dataframe[0].value["source"])
+    assert len(shown) == 2 and shown[0] == "IM000001.jpg"
+    notes = [w.value for w in at.warning if "counted once" in w.value]
+    assert notes and escape_markdown(f"IM000001.jpg (the same image as {shown[1]})") in notes[0], notes
+
+
 def test_an_example_uploaded_too_is_one_view(
     monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path, examples_dir: Path
 ) -> None:

@@ -158,29 +158,31 @@ def pick_examples(folder: Path, n: int = 6, *, seed: int = 0) -> list[Path]:
     return picked
 
 
-def first_of_each(uploads: Sequence[tuple[str, str, bool]]) -> tuple[list[int], list[tuple[str, str]]]:
+def first_of_each(uploads: Sequence[tuple[str, str, bool]]) -> tuple[list[int], list[tuple[str, int]]]:
     """The uploads to predict, given each as (name, digest of its content, whether it is a file of
-    an uploaded folder): the indices of those kept, and (name, name of the first) for every repeat.
+    an uploaded folder): the indices of those kept, and (name, index of the upload kept in its
+    place) for every repeat: the note names the one kept as its card does, which two kept uploads
+    of one name (``IM000001``, shown as ``IM000001 (2)``) cannot tell from the name alone.
     As ``fracsight predict`` takes a file given twice once, the same image uploaded twice (or an
     upload that is also in an uploaded folder) is one view, never two in a study. A folder's file
     has a place of its own, as a path does: a copy of it at another place in the folder keeps its
     row (``predict FOLDER`` gives both, and each study counts its own views; dropping it took a
     view out of another patient's study), and only the same name with the same content (the
     folder uploaded twice) is a repeat."""
-    in_folders: dict[str, str] = {}
-    for name, digest, placed in uploads:
+    in_folders: dict[str, int] = {}
+    for i, (_, digest, placed) in enumerate(uploads):
         if placed:
-            in_folders.setdefault(digest, name)
-    first: dict[object, str] = {}
+            in_folders.setdefault(digest, i)
+    first: dict[object, int] = {}
     kept: list[int] = []
-    repeats: list[tuple[str, str]] = []
+    repeats: list[tuple[str, int]] = []
     for i, (name, digest, placed) in enumerate(uploads):
         key = (name, digest) if placed else digest
-        earlier = first.get(key) or (None if placed else in_folders.get(digest))
+        earlier = first.get(key, None if placed else in_folders.get(digest))
         if earlier is not None:
             repeats.append((name, earlier))
             continue
-        first[key] = name
+        first[key] = i
         kept.append(i)
     return kept, repeats
 
@@ -222,7 +224,8 @@ def reading_text(done: int, total: int, name: str) -> str:
 
 
 def duplicates_text(repeats: Sequence[tuple[str, str]]) -> str | None:
-    """The note on uploads left out as repeats (:func:`first_of_each`), or None when there are none."""
+    """The note on uploads left out as repeats, each as (its name, the name the card of the one kept
+    shows), or None when there are none."""
     if not repeats:
         return None
     named = [name if name == kept else f"{name} (the same image as {kept})" for name, kept in repeats]

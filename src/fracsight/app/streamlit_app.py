@@ -284,9 +284,7 @@ def inputs(config: AppConfig) -> list[Input]:
         for p in st.session_state.get("examples", [])
     ]
     uploaded = [Input(f"upload:{u.file_id}", Path(u.name).name, u.getvalue) for u in uploads or []]
-    kept = unique_inputs(chosen + uploaded + in_folder)
-    names = distinct_names([item.name for item in kept])
-    return [item._replace(name=name) for item, name in zip(kept, names, strict=True)]
+    return unique_inputs(chosen + uploaded + in_folder)
 
 
 def folder_inputs(files: list[UploadedFile]) -> list[Input]:
@@ -319,7 +317,8 @@ def _content_digest(item: Input) -> str:
 
 def unique_inputs(items: list[Input]) -> list[Input]:
     """The inputs less repeats of an image already given (:func:`first_of_each`), uploaded twice or
-    picked as an example and uploaded too, with a note naming the repeats. Each input's digest is
+    picked as an example and uploaded too, each named as its card shows it (:func:`distinct_names`),
+    with a note naming the repeats. Each input's digest is
     kept with its key, so it is hashed once."""
     digests: dict[str, str] = st.session_state.setdefault("digests", {})
     for stale in set(digests) - {item.key for item in items}:
@@ -328,10 +327,11 @@ def unique_inputs(items: list[Input]) -> list[Input]:
         if item.key not in digests:
             digests[item.key] = _content_digest(item)
     keep, repeats = first_of_each([(item.name, digests[item.key], bool(item.path)) for item in items])
-    note = duplicates_text(repeats)
+    shown = dict(zip(keep, distinct_names([items[i].name for i in keep]), strict=True))
+    note = duplicates_text([(name, shown[kept]) for name, kept in repeats])
     if note:
         st.warning(escape_markdown(note))
-    return [items[i] for i in keep]
+    return [items[i]._replace(name=shown[i]) for i in keep]
 
 
 def predictions(predictor: Predictor, items: list[Input]) -> list[Stored]:
