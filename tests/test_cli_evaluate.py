@@ -763,3 +763,21 @@ def test_the_report_is_not_written_into_the_models_bundle(tiny_bundle, tiny_data
         assert result.exit_code == 2, result.output
         assert "output_refused" in result.stderr and "which is the model's bundle" in result.stderr
     assert sorted(p.name for p in packaged.iterdir()) == before and not (tiny_bundle / "report").exists()
+
+
+def test_the_relative_data_note_of_a_packaged_model_asks_nothing_impossible(
+    fracatlas_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """``evaluate default FRACATLAS`` from another folder told the user to "export the run again",
+    which a user of the shipped model cannot do; a user's own bundle keeps that advice."""
+    from fracsight.data import load_dataset
+    from fracsight.evaluation.run import relative_data_note
+    from fracsight.inference import Predictor
+
+    monkeypatch.chdir(tmp_path)
+    spec, dataset = Predictor().spec, load_dataset(fracatlas_dir)
+    packaged = relative_data_note(spec, fracatlas_dir, dataset, packaged=True)
+    assert packaged is not None and packaged.startswith("this packaged model records its training data")
+    assert "export the run again" not in packaged
+    own = relative_data_note(spec, fracatlas_dir, dataset)
+    assert own is not None and own.endswith("export the run again to record it in full")

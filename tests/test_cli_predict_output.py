@@ -364,9 +364,13 @@ def test_a_users_dangling_link_in_the_overlay_folder_is_not_replaced(
     overlays = tmp_path / "ov"
     overlays.mkdir()
     (overlays / "scan.overlay.png").symlink_to(tmp_path / "elsewhere.png")
-    assert _predict(tiny_bundle, radiograph, "--overlay-dir", overlays).exit_code == 0
+    result = _predict(tiny_bundle, radiograph, "--overlay-dir", overlays)
+    assert result.exit_code == 0
     assert os.readlink(overlays / "scan.overlay.png") == str(tmp_path / "elsewhere.png")
     assert (overlays / "scan.overlay-1.png").is_file()
+    # a re-run into the folder was said nowhere: scan.overlay.png looked like this run's picture
+    note = " ".join(result.stderr.split())
+    assert f"note: 1 overlay in {overlays} named NAME.overlay-N.png beside earlier ones" in note, note
 
 
 def test_a_csv_the_disk_fills_under_is_not_left_half_written(

@@ -186,9 +186,15 @@ def test_export_names_why_it_read_an_image_that_cannot_be_read(tiny_bundle, tiny
         app, ["export", str(tiny_bundle.parent / "run"), str(out), "--data-dir", str(data)]
     )
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
-    message = " ".join(result.stderr.split())
+    steps, _, error = result.stderr.partition("error (")
+    message = "error (" + " ".join(error.split())
     refused = f"error (unsupported_format): val/fractured/{broken.name}: not a supported image"
     assert message.startswith(refused), message
+    # each step said as it began, in a log as on a terminal (two silent minutes on FracAtlas)
+    assert steps.splitlines() == [
+        "writing model.onnx ...",
+        "calibrating on the 12 validation images ...",
+    ], steps
     assert "(an image of the val split, whose outputs the calibration is fitted on" in message
     assert "`fracsight audit DATA` lists the files that cannot be read)" in message
     assert not out.exists()

@@ -631,6 +631,7 @@ def predict(
         typer.echo(f"note: --all-classes: {predictor.name} has no class head; no p_<class> columns", err=True)
     results = []
     overlay_failures: list[OSError] = []
+    numbered = 0  # overlays named NAME.overlay-N.png beside an earlier run's
 
     def done() -> str:
         kept = f"; their overlays are in {overlay_dir}" if overlay_dir is not None and results else ""
@@ -656,7 +657,8 @@ def predict(
                 if overlay_dir is not None and not isinstance(result, FailedPrediction):
                     keep_suffix = result.source in shared_stems
                     try:  # a full disk or a file in the way costs the overlay, not every result
-                        _write_overlay(result, overlay_dir, opacity, keep_suffix=keep_suffix)
+                        written = _write_overlay(result, overlay_dir, opacity, keep_suffix=keep_suffix)
+                        numbered += ".overlay-" in written.name
                     except OSError as e:
                         overlay_failures.append(e)
                     result = dataclasses.replace(result, heatmap=None, pixels=None)
@@ -698,6 +700,13 @@ def predict(
         error_line(not_written[0], f"{not_written[1]} (--csv)")
     for line in _overlay_failure_lines(overlay_failures):
         error_line("os_error", line)
+    if numbered:  # a reader opening NAME.overlay.png saw the earlier run's picture, another model's maybe
+        typer.echo(
+            f"note: {numbered} overlay{'s' if numbered > 1 else ''} in {overlay_dir} named "
+            "NAME.overlay-N.png beside earlier ones of the same name (nothing is overwritten): "
+            "NAME.overlay.png is of an earlier run; give an empty --overlay-dir to keep runs apart",
+            err=True,
+        )
     if not_written is not None or overlay_failures or any(isinstance(r, FailedPrediction) for r in flat):
         raise typer.Exit(1)
 
@@ -1159,8 +1168,17 @@ def export(
     ] = None,
 ) -> None:
     """Export a trained run as a model bundle (ONNX, bundle.json, card.md), calibrated on validation data."""
+    from contextlib import nullcontext
+
+    from rich.console import Console
+
+    from fracsight._terminal import on_a_terminal
+
     refuse_missing([run_dir, data_dir])
-    with user_errors():
+    err = Console(stderr=True)
+    # minutes of work (the training images are read again): a spinner on a terminal, lines in a log
+    steps = err.status("exporting") if on_a_terminal(err) else nullcontext()
+    with user_errors(), steps as status:
         from fracsight.training.export_bundle import evaluation_report_dir, export_bundle
 
         report_dir = evaluation_report_dir(run_dir, evaluate_split) if evaluate_split else None
@@ -1173,6 +1191,9 @@ def export(
             train_command=train_command,
             warn=warning_line,
             report_dir=report_dir,
+            progress=status.update
+            if status is not None
+            else lambda step: typer.echo(f"{step} ...", err=True),
         )
     typer.echo(f"bundle {spec.name} v{spec.version} written to {out}")
     if report_dir:

@@ -244,14 +244,22 @@ def _split_as_recorded(spec: Any, carved: Dataset) -> bool:
 
 
 def relative_data_note(
-    spec: Any, data_dir: Path, dataset: Dataset, carved: Dataset | None = None
+    spec: Any, data_dir: Path, dataset: Dataset, carved: Dataset | None = None, *, packaged: bool = False
 ) -> str | None:
     """What :func:`is_training_data` assumed of a bundle that records its data set by a relative
-    path; None for a bundle that records it in full, or when nothing was assumed."""
+    path; None for a bundle that records it in full, or when nothing was assumed. ``packaged``:
+    a model shipped with fracsight, which the user cannot export again (said as the project's
+    own place for its data, and only when the folder given is not that place as written)."""
     if _names_data_dir(spec, data_dir, dataset.root) is not None:
         return None
     if not is_training_data(spec, data_dir, dataset, carved):
         return None
+    if packaged:
+        return (
+            f"this packaged model records its training data as {spec.training['data']!r}, the project's "
+            f"place for it: taken to be {data_dir.resolve()}, which ends in it and splits into as many "
+            "train and validation images as the model records"
+        )
     return (
         f"the bundle records its training data as the relative path {spec.training['data']!r} (relative "
         f"to a folder it does not record): taken to be {data_dir.resolve()}, which ends in it and splits "
@@ -807,6 +815,7 @@ def evaluate_model(
         to_jsonable,
     )
     from fracsight.inference import NOTICE, FailedPrediction, Predictor
+    from fracsight.inference.store import packaged_bundles
 
     split = canonical_split(split)
     predictor = Predictor(model)
@@ -854,7 +863,8 @@ def evaluate_model(
         points["custom"] = threshold
     metrics: dict[str, Any] = {}
     notes: list[str] = []
-    relative = relative_data_note(spec, Path(data_dir), dataset, held.carved)
+    packaged = predictor.bundle_dir.resolve() in {p.resolve() for p in packaged_bundles().values()}
+    relative = relative_data_note(spec, Path(data_dir), dataset, held.carved, packaged=packaged)
     if relative:
         notes.append(relative)
     seen = seen_by_model(split, spec) if held.own else None

@@ -82,10 +82,12 @@ def export_bundle(
     train_command: str | None = None,
     warn: Callable[[str], None] | None = None,
     report_dir: Path | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> BundleSpec:
     """Export ``run_dir/best.pt`` as a bundle in ``out_dir``; optionally evaluate it on ``evaluate_split``,
     saying to ``warn`` (default: the log) what the evaluation warns of (its splits' leakage), with
-    the report in ``report_dir`` (default: :func:`evaluation_report_dir`)."""
+    the report in ``report_dir`` (default: :func:`evaluation_report_dir`); ``progress`` is told each
+    step as it begins (reading the training images alone takes minutes on a laptop's CPU)."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     checkpoint = run_dir / "best.pt" if run_dir.is_dir() else run_dir
     if not checkpoint.is_file():
@@ -157,6 +159,7 @@ def export_bundle(
             epochs=_epochs_run(checkpoint, cfg, trained.epoch),
             trained_data=_trained_data_record(cfg) if other_data else None,
             images_sha256=trained.images_sha256,
+            progress=progress or (lambda _step: None),
         )
     return spec
 
@@ -283,6 +286,7 @@ def _write_bundle(
     epochs: dict[str, object] | None = None,
     trained_data: dict[str, object] | None = None,
     images_sha256: str | None = None,
+    progress: Callable[[str], None] = lambda _step: None,
 ) -> BundleSpec:
     """The bundle of ``model`` (trained in ``run_dir``) made in ``work``; ``epochs``: how its
     schedule went (:func:`_epochs_run`), for the card; ``fracture``: the class
@@ -292,6 +296,7 @@ def _write_bundle(
     measure it on for the card, the folder for that report and the bundle's own folder, which it names."""
     from fracsight.models.export import export_onnx
 
+    progress("writing model.onnx")
     output_names = export_onnx(model, work / "model.onnx", cfg.input_size)
     train, val = train_val
     trained = training_subset(train, cfg.max_samples, cfg.seed)  # the images it trained on
@@ -339,7 +344,9 @@ def _write_bundle(
     )
     write_bundle_spec(spec, work)
     onnx = OnnxModel(work)
+    progress(f"calibrating on the {len(val)} validation images")
     val_out, val_geometries = raw_outputs(onnx, val, root=dataset.root)
+    progress(f"reading the {len(train)} training images (the out-of-distribution check's reference)")
     train_out, _ = raw_outputs(onnx, train, root=dataset.root)
     spec = fit_to_outputs(
         spec, val, val_out, val_geometries, train_out["embedding"], class_names=dataset.class_names
@@ -347,6 +354,7 @@ def _write_bundle(
     write_bundle_spec(spec, work)
     if evaluation:
         evaluate_split, report_dir, out_dir = evaluation
+        progress(f"evaluating on {evaluate_split}")
         metrics = evaluate_model(
             work, dataset.root, report_dir, split=evaluate_split, warn=warn, recorded_as=out_dir
         )
