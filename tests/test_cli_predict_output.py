@@ -541,3 +541,36 @@ def test_a_csv_link_to_a_radiograph_not_read_is_refused_even_with_overwrite(
         )
     (tmp_path / "old.csv").write_text("BMI,source\nx\n")
     assert _predict(tiny_bundle, radiograph, "--csv", tmp_path / "old.csv", "--overwrite").exit_code == 0
+
+
+def test_a_failed_transfers_files_in_a_pacs_export_are_rows(
+    tiny_bundle: Path, fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """An export's IM000001 left empty, IM000002 cut before its DICM, IM000007 a link to nothing:
+    left out of the folder's rows without a word (7 files, 3 rows), where an empty IM000006.dcm
+    got its row; a README and notes beside them are still no images."""
+    from dicom_support import make_radiograph_dicom
+
+    series = tmp_path / "export" / "ST1" / "SE1"
+    series.mkdir(parents=True)
+    image = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[0]
+    whole = make_radiograph_dicom(image, series / "IM000005").read_bytes()
+    (series / "IM000001").write_bytes(b"")
+    (series / "IM000002").write_bytes(whole[:100])
+    (series / "IM000003").write_bytes(whole[:131])
+    (series / "IM000006.dcm").write_bytes(b"")
+    (series / "IM000007").symlink_to(tmp_path / "gone" / "IM000007")
+    (series / "README").write_text("exported by the PACS\n")
+    (series / "notes").write_bytes(b"")
+    result = _predict(tiny_bundle, tmp_path / "export", "--csv", tmp_path / "r.csv")
+    assert result.exit_code == 1, result.output
+    with open(tmp_path / "r.csv", newline="", encoding="utf-8") as f:
+        codes = {row["source"]: row["error_code"] for row in csv.DictReader(f)}
+    assert codes == {
+        "ST1/SE1/IM000001": "empty_file",
+        "ST1/SE1/IM000002": "truncated_image",
+        "ST1/SE1/IM000003": "truncated_image",
+        "ST1/SE1/IM000005": "",
+        "ST1/SE1/IM000006.dcm": "empty_file",
+        "ST1/SE1/IM000007": "unreadable_image",
+    }

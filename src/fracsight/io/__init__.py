@@ -28,11 +28,19 @@ from fracsight.errors import (
     ImageReadError,
     ImageTooSmallError,
     MultiFrameError,
+    TruncatedImageError,
     UnsupportedFormatError,
 )
 from fracsight.io._dicom import read_dicom
 from fracsight.io._raster import read_raster
-from fracsight.io._sniff import HEAD_BYTES, SUPPORTED_FORMATS, describe_unsupported, sniff_format
+from fracsight.io._sniff import (
+    DICOM_HEAD,
+    HEAD_BYTES,
+    SUPPORTED_FORMATS,
+    UNRECOGNISED,
+    describe_unsupported,
+    sniff_format,
+)
 from fracsight.io.radiograph import ImageMetadata, Radiograph
 
 __all__ = [
@@ -150,6 +158,12 @@ def read_image(
         raise EmptyFileError(f"{label}the file is empty (0 bytes)")
     head = data[:HEAD_BYTES]
     fmt = sniff_format(head)
+    if fmt is None and len(data) < DICOM_HEAD and describe_unsupported(head) == UNRECOGNISED:
+        # an export's IM000002 cut before its DICM (a failed transfer), not "unrecognised binary data"
+        raise TruncatedImageError(
+            f"{label}the file is only {len(data)} bytes, too short to be an image: cut short in a copy "
+            "or a transfer?"
+        )
     if fmt is None:
         raise UnsupportedFormatError(
             f"{label}not a supported image: the content looks like {describe_unsupported(head)}"

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import re
 import struct
 from pathlib import Path
 
-__all__ = ["HEAD_BYTES", "SUPPORTED_FORMATS", "describe_unsupported", "holds_image", "sniff_format"]
+__all__ = [
+    "DICOM_HEAD",
+    "HEAD_BYTES",
+    "SUPPORTED_FORMATS",
+    "UNRECOGNISED",
+    "describe_unsupported",
+    "holds_image",
+    "sniff_format",
+]
 
 #: How many leading bytes :func:`sniff_format` needs to see.
 HEAD_BYTES = 512
@@ -92,6 +101,9 @@ def known_other(head: bytes) -> str | None:
     return None
 
 
+UNRECOGNISED = "unrecognised binary data"
+
+
 def describe_unsupported(head: bytes) -> str:
     """A short phrase saying what an unsupported file looks like (for error messages)."""
     known = known_other(head)
@@ -102,7 +114,7 @@ def describe_unsupported(head: bytes) -> str:
         return "an HTML page"
     if text.startswith(b"<?xml") or text.startswith(b"<svg"):
         return "an XML or SVG document"
-    return "a text file" if looks_like_text(head) else "unrecognised binary data"
+    return "a text file" if looks_like_text(head) else UNRECOGNISED
 
 
 def looks_like_text(head: bytes) -> bool:
@@ -116,16 +128,25 @@ def looks_like_text(head: bytes) -> bool:
     return False
 
 
+DICOM_HEAD = 132  # the preamble and DICM: a shorter file cannot be told a DICOM
+
+# the names PACS and CD exports give DICOM files without an extension: IM000001, I0001, a UID
+_EXPORT_NAME = re.compile(r"(?:im|img|i)?[_-]?\d+|\d+(?:\.\d+)+", re.IGNORECASE)
+
+
 def holds_image(path: Path, *, unopenable: bool = True) -> bool:
     """True when ``path`` is a regular file whose first bytes are a supported image's (a DICOM
-    named ``IM000001`` or by its UID), or (``unopenable``) one that cannot be opened to tell: how a
-    folder's files without an image extension are judged."""
+    named ``IM000001`` or by its UID), or (``unopenable``) one that cannot be judged: it cannot be
+    opened, or it is named as an export names its DICOM files and is too short to tell (empty, cut
+    before ``DICM``) or a link to nothing, the marks of a failed transfer. How a folder's files
+    without an image extension are judged: taken, the reader says what is wrong with each; left
+    out, a PACS export's ``IM0002`` vanished from its study unsaid."""
+    exported = unopenable and _EXPORT_NAME.fullmatch(path.name) is not None
     if not path.is_file():  # opening a named pipe waits for a writer: a folder scan hung on one
-        return False
+        return exported and path.is_symlink() and not path.exists()
     try:
         with open(path, "rb") as f:
-            return sniff_format(f.read(HEAD_BYTES)) is not None
+            head = f.read(HEAD_BYTES)
     except OSError:
-        # one that cannot be opened (permission denied) may be an image: taken, so that the reader
-        # says why it failed; left out, a PACS export's `IM0002` vanished from its study unsaid
         return unopenable
+    return sniff_format(head) is not None or (exported and len(head) < DICOM_HEAD)
