@@ -77,11 +77,15 @@ def test_a_token_given_as_the_tokens_files_path_is_not_quoted(tmp_path: Path, mo
     """FRACSIGHT_API_TOKENS_FILE=<the token> by mistake: the error line quoted it, into the
     container's log; a path with a folder in it is still named."""
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError, match="the secret itself") as caught:
-        token_guard("required", None, TOKEN)
-    assert TOKEN not in str(caught.value)
+    for secret in (TOKEN, "yMnKy8zNzs/Q0dLT1NXW19jZ2tvc3d7f4OHi4+Tl5uc=", "/Q0dLT1NXW19jZ2tvc3d7f4OHi4"):
+        with pytest.raises(ConfigError, match="the secret itself") as caught:  # base64 holds "/"
+            token_guard("required", None, secret)
+        assert secret not in str(caught.value)
+    (tmp_path / "run").mkdir()
     with pytest.raises(ConfigError, match="run/secrets/tokens: cannot read it"):
-        token_guard("required", None, "run/secrets/tokens")
+        token_guard("required", None, "run/secrets/tokens")  # a path whose first folder is there
+    with pytest.raises(ConfigError, match="/run/secrets/nothing-here: cannot read it"):
+        token_guard("required", None, "/run/secrets/nothing-here")
 
 
 def test_guard_compares_against_every_digest() -> None:

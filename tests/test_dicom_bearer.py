@@ -64,7 +64,9 @@ def test_study_command_sends_the_token_and_says_a_refused_one(
         os.mkfifo(fifo)
         writer = threading.Thread(target=lambda: fifo.write_text(TOKEN + "\n"))
         writer.start()
-        piped = CliRunner().invoke(app, [*command, "--dicomweb-token-file", str(fifo)])
+        # with --stow too: the pipe was read once per URL, the second time empty
+        stow = ["--stow", orthanc.dicomweb_url, "--dicomweb-token-file", str(fifo)]
+        piped = CliRunner().invoke(app, [*command, *stow])
         writer.join(30)
         assert piped.exit_code == 0, piped.output
         assert len(orthanc.find_instances(StudyInstanceUID=study_uid)) == 1 + len(DEFAULT_KINDS) + 1
@@ -126,7 +128,7 @@ def test_a_token_given_wrongly_is_refused_before_anything_starts(
         # "$(gcloud auth print-access-token)" that failed: not a request without a login
         ({"FRACSIGHT_DICOMWEB_TOKEN": "\n"}, [], "FRACSIGHT_DICOMWEB_TOKEN is set but empty"),
         ({"FRACSIGHT_DICOMWEB_TOKEN_FILE": "/dev/zero"}, [], "larger than 64 KiB"),
-        ({"FRACSIGHT_DICOMWEB_TOKEN_FILE": TOKEN.replace("/", "")}, [], "the secret itself?"),  # not quoted
+        ({"FRACSIGHT_DICOMWEB_TOKEN_FILE": TOKEN}, [], "the secret itself?"),  # not quoted, "/" or not
     ]
     token_file.write_text("")
     for env, extra, why in cases:
@@ -136,5 +138,5 @@ def test_a_token_given_wrongly_is_refused_before_anything_starts(
             done = CliRunner().invoke(app, [*args, *extra])
         assert done.exit_code == 2, (env, done.output)
         assert "error (dicomweb_login)" in done.output and why in done.output, done.output
-        assert TOKEN not in done.output and TOKEN.replace("/", "") not in done.output
+        assert TOKEN not in done.output
     assert not (tmp_path / "spool").exists()

@@ -1,8 +1,13 @@
 -- Orthanc routing rule: forward every projection radiograph (CR, DX) to the fracsight node.
 --
 -- Load it with "LuaScripts": ["/etc/orthanc/route-to-fracsight.lua"] in Orthanc's configuration,
--- and declare the node under "DicomModalities" with the name used below, e.g.
---   "DicomModalities": { "fracsight": [ "FRACSIGHT", "fracsight.hospital.local", 11112 ] }
+-- and declare the node under "DicomModalities" with the name used below, allowed to echo and
+-- store only (listed as [AET, host, port], whoever calls in as its AE title could query and
+-- retrieve the whole archive; docs/dicom.md, "The Orthanc routing recipe"), e.g.
+--   "DicomModalities": { "fracsight": {
+--     "AET": "FRACSIGHT", "Host": "fracsight.hospital.local", "Port": 11112,
+--     "AllowEcho": true, "AllowStore": true, "AllowFind": false, "AllowFindWorklist": false,
+--     "AllowMove": false, "AllowGet": false, "AllowStorageCommitment": false } }
 -- The node must list Orthanc's AE title among its allowed callers (--allow ORTHANC).
 -- fracsight sends its results (SR, PR, OT) back to Orthanc; they are never forwarded, because
 -- only the modalities below are, and nothing that came from the node itself is.

@@ -301,10 +301,15 @@ def _tokens_file_lines(path: Path) -> list[str]:
     except OSError as e:
         why = e.strerror or type(e).__name__
         if e.errno == errno.EACCES and hasattr(os, "getuid"):  # a compose secret keeps the host's mode
-            why += (
-                f": the server runs as uid {os.getuid()}; a file of sha256: digests only may be "
-                "readable by all (chmod 644), one of tokens must be owned by that uid"
-            )
+            try:
+                path.stat()
+                fix = (
+                    "a file of sha256: digests only may be readable by all (chmod 644), one of tokens "
+                    "must be owned by that uid"
+                )
+            except OSError:  # the file's own mode is not the problem: a folder above it is
+                fix = "a folder on the file's way cannot be entered by that uid"
+            why += f": the server runs as uid {os.getuid()}; {fix}"
         raise ConfigError(f"{where}: cannot read it ({why})") from None
     encoding = next((codec for bom, codec in _BOMS if data.startswith(bom)), "utf-8")
     if encoding == "utf-8" and _looks_like_utf16(data):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -89,21 +88,25 @@ def load_predictor(model: str | None, operating_point: str | None) -> Predictor:
 def example_paths(folder: str, n: int) -> list[str]:
     """Up to ``n`` examples that read as images: a PACS export's report or presentation state (a
     DICOM without an image) was offered with a button and gave an error card."""
-    readable = [str(p) for p in pick_examples(Path(folder), 3 * n) if thumbnail(str(p)) is not None]
-    return readable[:n]
+    readable: list[str] = []
+    for path in pick_examples(Path(folder), 10 * n):  # read until n are found, not all of them
+        if len(readable) == n:
+            break
+        if thumbnail(str(path)) is not None:
+            readable.append(str(path))
+    return readable
 
 
 def example_name(config: AppConfig, path: str) -> str:
-    """An example named by its file, or by its path in the examples folder where another example
-    has that file name: a PACS export's SE1/IM000000 and SE2/IM000000 were two buttons "Try
-    IM000000". (Not always by the path: FracAtlas's would read "Fractured/...", the answer.)"""
-    name = Path(path).name
+    """An example named by its file, numbered where another example has that file name (as
+    uploads are): a PACS export's SE1/IM000000 and SE2/IM000000 were two buttons "Try IM000000".
+    Never by its path, which holds the answer in a labelled set (Fractured/..., study1_positive/)
+    and would make examples a study."""
     if config.examples is None:
-        return name
-    others = example_paths(str(config.examples), config.n_examples)
-    if sum(Path(p).name == name for p in others) > 1:
-        return Path(os.path.relpath(path, config.examples)).as_posix()
-    return name
+        return Path(path).name
+    paths = example_paths(str(config.examples), config.n_examples)
+    names = dict(zip(paths, distinct_names([Path(p).name for p in paths]), strict=True))
+    return names.get(path, Path(path).name)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

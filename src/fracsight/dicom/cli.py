@@ -83,23 +83,25 @@ def _check_url(url: str, option: str) -> str:
     return url.rstrip("/")
 
 
-def _login_url(
-    url: str, option: str, user: str | None, password_file: Path | None, token_file: Path | None
-) -> tuple[str, Login | None]:
-    """:func:`_check_url`, then the URL without credentials and its login
-    (:func:`~fracsight.dicom.login.resolve_login`); credentials given wrongly, or certificate
-    authorities that cannot be used for an https URL, exit 2."""
+def _login_urls(
+    urls: list[tuple[str, str]], user: str | None, password_file: Path | None, token_file: Path | None
+) -> list[tuple[str, Login | None]]:
+    """Each ``(url, option)`` checked (:func:`_check_url`), as the URL without credentials and its
+    login (:func:`~fracsight.dicom.login.resolve_login`); credentials given wrongly, or certificate
+    authorities that cannot be used for an https URL, exit 2. The password and token files are
+    read once for all: a pipe (``<(gcloud auth print-access-token)``) can be read only once."""
     from fracsight.dicom.login import LoginError, ca_bundle_error, password_from, resolve_login, token_from
 
-    url = _check_url(url, option)
-    tls_problem = ca_bundle_error(os.environ) if url.startswith("https://") else None
-    if tls_problem:  # else the node's sender failed on every try, and `dicom study` with a traceback
-        error_line("tls_ca_bundle", tls_problem)
-        raise typer.Exit(2)
+    urls = [(_check_url(url, option), option) for url, option in urls]
+    if any(url.startswith("https://") for url, _ in urls):
+        tls_problem = ca_bundle_error(os.environ)
+        if tls_problem:  # else the node's sender failed on every try, and `dicom study` with a traceback
+            error_line("tls_ca_bundle", tls_problem)
+            raise typer.Exit(2)
     try:
         password, ways = password_from(os.environ, password_file)
         token = token_from(os.environ, token_file)
-        return resolve_login(url, user=user, password=password, ways=ways, token=token)
+        return [resolve_login(url, user=user, password=password, ways=ways, token=token) for url, _ in urls]
     except LoginError as e:
         error_line("dicomweb_login", str(e))
         raise typer.Exit(2) from None
@@ -152,7 +154,7 @@ def _destination(to: str | None, stow: str | None, calling_ae: str, login: Login
     if (to is None) == (stow is None):
         raise typer.BadParameter("give exactly one destination: --to HOST:PORT:AET or --stow URL")
     if stow is not None:
-        url, stow_login = _login_url(stow, "--stow", *login)
+        [(url, stow_login)] = _login_urls([(stow, "--stow")], *login)
         return StowDestination(url, login=stow_login)
     try:  # no default AE title: a PACS calls itself something, and ANY-SCP it would refuse for ever
         host, port, aet = parse_dimse_address(to, default_ae=None)
@@ -393,10 +395,9 @@ def study(
 
     kinds = _kinds(results)
     logins = (dicomweb_user, dicomweb_password_file, dicomweb_token_file)
-    dicomweb_url, login = _login_url(dicomweb, "--dicomweb", *logins)
-    stow_url, stow_login = None, login
-    if stow is not None:
-        stow_url, stow_login = _login_url(stow, "--stow", *logins)
+    urls = [(dicomweb, "--dicomweb"), *([(stow, "--stow")] if stow is not None else [])]
+    (dicomweb_url, login), *to_stow = _login_urls(urls, *logins)
+    stow_url, stow_login = to_stow[0] if to_stow else (None, login)
     if len(study_uid) > 64 or not re.fullmatch(r"[0-9]+(\.[0-9]+)*", study_uid):
         raise typer.BadParameter("not a DICOM UID (digits and dots, at most 64 characters)")
     with user_errors(exit_code=2):  # an unknown model or operating point is a bad argument
