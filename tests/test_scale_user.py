@@ -193,3 +193,14 @@ def test_a_file_linked_into_two_study_folders_is_a_view_of_both_as_predict_takes
     assert sorted(found.values()) == sorted(name for _, name in named_inputs([arch]))
     (first,) = [name for name in found.values() if name.startswith("patient1/")]  # one of its two links
     assert sorted(found.values()) == sorted([first, "patient2/study1_negative/image1.png"])
+
+
+def test_a_path_column_without_a_manifest_is_said_unused(tmp_path: Path) -> None:
+    """`batch run archive --path-column accession`: the option was ignored without a word (a folder
+    given where a manifest was meant)."""
+    (tmp_path / "archive").mkdir()
+    result = CliRunner().invoke(
+        cli, ["batch", "run", str(tmp_path / "archive"), "--out", str(tmp_path / "o"), "--path-column", "acc"]
+    )
+    said = "--path-column acc: no .csv, .tsv or .parquet manifest among the inputs, so it is not used"
+    assert said in one_line(result.output), result.output

@@ -13,7 +13,7 @@ import typer
 
 from fracsight._options import ModelOption, refuse_option_as_name
 from fracsight._output import signals_handled
-from fracsight._terminal import error_line
+from fracsight._terminal import error_line, warning_line
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -89,7 +89,7 @@ def run_command(
 
     from fracsight.cli import progress_bar, refuse_missing, user_errors
     from fracsight.inference import NOTICE
-    from fracsight.scale.inputs import collect_batch_inputs
+    from fracsight.scale.inputs import MANIFEST_SUFFIXES, collect_batch_inputs
     from fracsight.scale.job import run_batch
 
     refuse_option_as_name(out, "--out", folder=True)
@@ -105,6 +105,11 @@ def run_command(
 
     # one line each, as written (a log file got the summary cut at 80 columns; `[x]` in a path is not markup)
     err = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)
+    if path_column != "path" and not any(p.suffix.lower() in MANIFEST_SUFFIXES for p in inputs):
+        warning_line(  # a mistyped input (folder given for a manifest) went on without a word
+            f"--path-column {path_column}: no .csv, .tsv or .parquet manifest among the inputs, so it is "
+            "not used"
+        )
     with user_errors(exit_code=2):  # a manifest that cannot be read is a bad argument
         files = collect_batch_inputs(inputs, path_column=path_column)
     if not files:
