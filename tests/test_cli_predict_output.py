@@ -562,6 +562,8 @@ def test_a_failed_transfers_files_in_a_pacs_export_are_rows(
     (series / "IM000007").symlink_to(tmp_path / "gone" / "IM000007")
     (series / "README").write_text("exported by the PACS\n")
     (series / "notes").write_bytes(b"")
+    (series / "1").write_text("run ok\n")  # a short note named as a number is no transfer cut short
+    (series / "20240115").write_text("v2\n")
     result = _predict(tiny_bundle, tmp_path / "export", "--csv", tmp_path / "r.csv")
     assert result.exit_code == 1, result.output
     with open(tmp_path / "r.csv", newline="", encoding="utf-8") as f:
@@ -574,3 +576,9 @@ def test_a_failed_transfers_files_in_a_pacs_export_are_rows(
         "ST1/SE1/IM000006.dcm": "empty_file",
         "ST1/SE1/IM000007": "unreadable_image",
     }
+    # a folder uploaded to the web app judges its files alike
+    from fracsight.inference.tabular import is_folder_image
+
+    for name in ("IM000001", "IM000002", "IM000005", "1"):
+        taken = is_folder_image(f"export/ST1/SE1/{name}", (series / name).read_bytes)
+        assert taken == (name != "1"), name

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from fracsight.bundle import BundleSpec
 from fracsight.inference.results import NOTICE, FailedPrediction, Prediction, StudyPrediction, views_unread
 from fracsight.io import IMAGE_SUFFIXES, SUPPORTED_FORMATS
-from fracsight.io._sniff import HEAD_BYTES, holds_image, sniff_format
+from fracsight.io._sniff import HEAD_BYTES, holds_image, image_head, sniff_format
 
 if TYPE_CHECKING:
     from fracsight.inference.predictor import Predictor
@@ -291,7 +291,7 @@ def is_folder_image(relative: str, head: Callable[[], bytes]) -> bool:
     # the folder chosen (the first part) is not judged, as folder_images does not judge its root
     if not parts or any(part.startswith(".") for part in parts[1:-1]):
         return False
-    return _image_by_name(parts[-1], lambda: sniff_format(head()[:HEAD_BYTES]) is not None)
+    return _image_by_name(parts[-1], lambda: image_head(parts[-1], head()[:HEAD_BYTES]))
 
 
 def study_folder(path: PurePath, *, resolve: bool = True) -> PurePath | None:

@@ -13,6 +13,7 @@ __all__ = [
     "UNRECOGNISED",
     "describe_unsupported",
     "holds_image",
+    "image_head",
     "sniff_format",
 ]
 
@@ -149,4 +150,15 @@ def holds_image(path: Path, *, unopenable: bool = True) -> bool:
             head = f.read(HEAD_BYTES)
     except OSError:
         return unopenable
-    return sniff_format(head) is not None or (exported and len(head) < DICOM_HEAD)
+    return image_head(path.name, head, exported=exported)
+
+
+def image_head(name: str, head: bytes, *, exported: bool = True) -> bool:
+    """Whether a file named ``name`` whose first bytes are ``head`` is taken as an image: a
+    supported image's head, or (``exported``) an export's name with a head too short to tell that
+    is not text (a note named ``1`` or ``20240115`` is no DICOM cut before ``DICM``)."""
+    if sniff_format(head) is not None:
+        return True
+    if not exported or _EXPORT_NAME.fullmatch(name) is None or len(head) >= DICOM_HEAD:
+        return False
+    return not head or describe_unsupported(head) == UNRECOGNISED
