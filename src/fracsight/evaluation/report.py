@@ -798,7 +798,7 @@ def _summary(block: Mapping[str, Any], ci_level: float, unit: str, words: Positi
         ],
         [
             f"Sensitivity at specificity ≥ {_num(sas.get('specificity_target'), 2)} "
-            "(at a threshold chosen on these images)",
+            f"(at a threshold chosen on these {unit.lower()})",
             _at_specificity(sas),
         ],
         [_ece_label(block.get("calibration") or {}), (block.get("calibration") or {}).get("ece")],

@@ -917,6 +917,7 @@ def evaluate_model(
     # fracture head: the images with a fracture label
     y = p = None
     boot_groups: dict[int, str] = {}  # id(sample) -> the group its bootstrap resampled whole
+    view_counted: dict[int, bool] = {}  # id(sample) -> whether its study's figures count it (no repeat)
     fracture_idx = (
         [i for i, s in enumerate(good_samples) if FRACTURE in s.labels] if predictor.has_fracture_head else []
     )
@@ -932,6 +933,7 @@ def evaluate_model(
             kw["study_views"] = first_views(
                 kw["study_ids"], [preds[i].metadata.content_sha256 for i in fracture_idx]
             )
+            view_counted = _views_counted(labelled, kw["study_views"])
         keys = split_keys(labelled)
         if len(set(keys)) < len(keys):
             # images of one group (a patient or study, near-duplicates, identical files: those that
@@ -1001,6 +1003,8 @@ def evaluate_model(
             study_kw["study_views"] = first_views(
                 study_kw["study_ids"], [pr.metadata.content_sha256 for pr in preds]
             )
+            if not view_counted:  # a class model's studies: the views its study figures count
+                view_counted = _views_counted(good_samples, study_kw["study_views"])
             if predictor.has_fracture_head:
                 study_kw["study_weights"] = [pr.fracture_probability for pr in preds]
         block = evaluate_classes(
@@ -1051,7 +1055,15 @@ def evaluate_model(
     if out_dir is not None:
         with _report_folder(Path(out_dir)) as scratch:
             tables = _write_tables(
-                scratch, samples, names, every, predictor, points, boot_groups, dataset, bool(fracture_idx)
+                scratch,
+                samples,
+                names,
+                every,
+                predictor,
+                points,
+                (boot_groups, view_counted),
+                dataset,
+                bool(fracture_idx),
             )
             _draw_outputs(
                 scratch,
@@ -1224,6 +1236,15 @@ def _number(value: float | None) -> str:
     return "" if value is None else repr(float(value))
 
 
+def _views_counted(samples: Sequence[Sample], views: Any) -> dict[int, bool]:
+    """By ``id(sample)``, whether its study's figures count it (:func:`first_views`)."""
+    return {id(s): bool(v) for s, v in zip(samples, views, strict=True)}
+
+
+def _flag(value: bool | None) -> int | str:
+    return "" if value is None else int(value)
+
+
 def _write_tables(
     out_dir: Path,
     samples: Sequence[Sample],
@@ -1231,7 +1252,7 @@ def _write_tables(
     every: Sequence[Any],
     predictor: Any,
     points: Mapping[str, float],
-    boot_groups: Mapping[int, str],
+    groups: tuple[Mapping[int, str], Mapping[int, bool]],
     dataset: Dataset,
     labelled: bool,
 ) -> dict[str, str]:
@@ -1239,13 +1260,17 @@ def _write_tables(
     ``error_code``) and, for a model with a fracture head, ``boxes.csv`` (every predicted box and the
     true boxes of the images labelled positive, in pixels of the image as shown; where the data have
     fracture labels, as ``labelled`` says): what every figure is computed from, so that each can be
-    recomputed. Returns ``{file: what it holds}``."""
+    recomputed. ``groups``: by ``id(sample)``, the group its bootstrap resampled whole, and whether
+    its study's figures count it (False: it repeats an earlier view of that study). Returns
+    ``{file: what it holds}``."""
     from fracsight.inference import FailedPrediction
+
+    boot_groups, view_counted = groups
 
     fracture = predictor.has_fracture_head
     regions, classes = list(predictor.regions or ()), list(predictor.classes or ())
     data_classes = tuple(dataset.class_names.get(CLASS, ()))
-    header = ["source", "split", "study_id", "error_code"]
+    header = ["source", "split", "study_id", *(["study_view_counted"] if view_counted else []), "error_code"]
     if fracture:
         header += ["label", "probability", *(f"suspected_{n}" for n in points), "bootstrap_group"]
         header += ["n_boxes", "top_box_score"]
@@ -1262,6 +1287,7 @@ def _write_tables(
             "source": name,
             "split": sample.split or "",
             "study_id": sample.study_id or "",
+            **({"study_view_counted": _flag(view_counted.get(id(sample)))} if view_counted else {}),
             "error_code": pred.error_code if failed else "",
             "reliable": "" if failed else int(bool(pred.reliable)),
         }
@@ -1308,7 +1334,14 @@ def _write_tables(
         writer.writerows({k: _cell(v) if isinstance(v, str) else v for k, v in row.items()} for row in rows)
     files = {
         "predictions.csv": "one row per image of the split: source (its path under the data folder), "
-        "split, study_id, error_code (unread: left out of every figure)"
+        "split, study_id, "
+        + (
+            "study_view_counted (1: counted in its study's figures; 0: it repeats an earlier view of the "
+            "study, counted once; empty: unread), "
+            if view_counted
+            else ""
+        )
+        + "error_code (unread: left out of every figure)"
         + (
             ", label (1 = the data's positive label, empty: none), probability (the calibrated one every "
             "figure uses), suspected_<operating point> (probability >= its threshold), bootstrap_group "

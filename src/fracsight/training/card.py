@@ -54,11 +54,13 @@ def _measured_splits(spec: BundleSpec) -> str:
 def _binary_lines(m: dict[str, Any]) -> list[str]:
     """AUROC, AP, sensitivity, calibration and the operating-point table of a binary block."""
     sens = (m.get("sensitivity_at_specificity") or {}).get("sensitivity")
+    # the image level's is flattened by metrics_summary; the study block keeps evaluate's form
+    ece = m.get("ece", (m.get("calibration") or {}).get("ece"))
     lines = [
         f"- AUROC: {_ci(m['auroc'])}",
         f"- Average precision: {_ci(m.get('average_precision'))}",
         f"- Sensitivity at specificity 0.90: {_n(sens)}",
-        f"- Expected calibration error (10 bins): {_n(m.get('ece'))}; Brier score {_n(m.get('brier'))}",
+        f"- Expected calibration error (10 bins): {_n(ece)}; Brier score {_n(m.get('brier'))}",
         f"- 95% confidence intervals: {m.get('ci_method') or 'how they were made was not recorded'}",
         "",
         "| operating point | threshold | sensitivity | specificity | precision | F1 | Cohen's kappa |",
