@@ -156,6 +156,12 @@ def test_a_view_given_twice_counts_once_in_the_study_figures_as_predict_counts_i
     assert compared["study"]["n"] == 5
     assert compared["study"]["auroc"]["a"] == pytest.approx(metrics["study"]["auroc"]["value"])
     assert compared["study"]["repeats_left_out"] == 2
+    # a patient's two studies (patient00003's wrist and hand) resampled together, as evaluate does
+    # (DeLong alone took studies as independent, though evaluate's intervals do not)
+    assert compared["study"]["auroc"]["grouped"]["n_groups"] < compared["study"]["n"]
+    from fracsight.evaluation.compare_cli import summary_lines
+
+    assert "groups of related studies: 95% CI" in "\n".join(summary_lines(compared))
     assert any("2 image(s) repeat an earlier view of their study" in n for n in compared["notes"])
 
 

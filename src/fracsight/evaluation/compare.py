@@ -399,7 +399,7 @@ def _fracture_comparison(
         "specificity": mcnemar_test(~said[0][y == 0], ~said[1][y == 0], keys[y == 0]),
         "ece": {key: expected_calibration_error(y, p)[0] for key, p in zip("ab", prob, strict=True)},
     }
-    study = _study_comparison(kept, y, prob, [p.metadata.content_sha256 for p in pa])
+    study = _study_comparison(kept, y, prob, [p.metadata.content_sha256 for p in pa], keys)
     if study:
         result["study"] = study
     boxed = [i for i, s in enumerate(kept) if s.boxes and s.labels[FRACTURE] == 1]
@@ -437,22 +437,27 @@ def _grouped_difference(keys: Sequence[str], y: np.ndarray, prob: list[np.ndarra
 
 
 def _study_comparison(
-    kept: list[Any], y: np.ndarray, prob: list[np.ndarray], contents: list[str | None]
+    kept: list[Any], y: np.ndarray, prob: list[np.ndarray], contents: list[str | None], keys: Sequence[str]
 ) -> dict[str, Any] | None:
     """DeLong's test over the studies (MURA's several views of one examination), each study's
     probability the mean of its images' as ``evaluate``'s study level takes it: over the images, the
     views of one study count as independent evidence and the p-value comes out too small. None where
     the data have no studies of more than one image; ``not_compared`` (why) where there are fewer than
     two studies of either label.
-    A view that repeats an earlier one of its study (``contents``) counts once, as in ``evaluate``."""
+    A view that repeats an earlier one of its study (``contents``) counts once, as in ``evaluate``.
+    ``keys``: each image's group of related images (its patient): a patient's studies are resampled
+    together for the grouped interval, as ``evaluate``'s study-level intervals are."""
 
     ids = [s.study_id or s.image_id for s in kept]
     if not any(s.study_id for s in kept) or len(set(ids)) == len(ids):
         return None
     views = first_views(ids, contents)
+    group_of: dict[str, str] = {}
+    for sid, key in zip(ids, keys, strict=True):
+        group_of.setdefault(sid, str(key))
     ids = [sid for sid, v in zip(ids, views, strict=True) if v]
     y, prob = y[views], [p[views] for p in prob]
-    _, labels, study_a = aggregate_study_predictions(ids, y, prob[0])
+    studies, labels, study_a = aggregate_study_predictions(ids, y, prob[0])
     study_b = aggregate_study_predictions(ids, y, prob[1])[2]
     if min(int(labels.sum()), int((1 - labels).sum())) < 2:  # said, not left out without a word
         return {
@@ -460,7 +465,8 @@ def _study_comparison(
             "n_positive": int(labels.sum()),
             "not_compared": "two studies of each label needed",
         }
-    auc = delong_test(labels, study_a, study_b)
+    groups = [group_of[str(sid)] for sid in studies]
+    auc = {**delong_test(labels, study_a, study_b), **_grouped_difference(groups, labels, [study_a, study_b])}
     out = {"n": len(labels), "n_positive": int(labels.sum()), "method": "mean", "auroc": auc}
     if not views.all():  # as evaluate says it
         out["repeats_left_out"] = int((~views).sum())

@@ -84,13 +84,14 @@ def _delong(auc: dict[str, float]) -> str:
     )
 
 
-def _grouped(auc: dict[str, Any]) -> str:
-    """DeLong's images-as-independent interval's companion, where images come in related groups."""
+def _grouped(auc: dict[str, Any], units: str = "images") -> str:
+    """DeLong's independent-units interval's companion, where images (or studies) come in related
+    groups (a patient's)."""
     if "grouped" not in auc:
         return ""
     g = auc["grouped"]
     return (
-        f"; resampling the {g['n_groups']} groups of related images: 95% CI {g['ci_low']:+.3f} to "
+        f"; resampling the {g['n_groups']} groups of related {units}: 95% CI {g['ci_low']:+.3f} to "
         f"{g['ci_high']:+.3f}"
     )
 
@@ -149,7 +150,7 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         said = (
             f"not compared: {study['not_compared']}"
             if "auroc" not in study
-            else f"AUROC {_delong(study['auroc'])}"
+            else f"AUROC {_delong(study['auroc'])}" + _grouped(study["auroc"], "studies")
         )
         lines.append(
             f"study level ({study['n']} studies, {study['n_positive']} {result['positive']}; mean of the "
