@@ -132,10 +132,13 @@ def test_the_cli_pairs_what_evaluate_gives_each_model(fracatlas_dir: Path, tmp_p
         assert paired["specificity"][key] == pytest.approx(metrics["thresholds"][point]["specificity"])
         assert paired["ece"][key] == pytest.approx(metrics["calibration"]["ece"])
         assert paired["top_box_hits"][key] == pytest.approx(metrics["localization"]["hit_rate_any"])
+        # by IoU alone too: a box of the whole film is a "hit" of every image by the centre rule
+        assert paired["top_box_iou_hits"][key] == pytest.approx(metrics["localization"]["hit_rate_iou"])
         assert paired["box_ap50"][key] == pytest.approx(metrics["localization"]["ap50"])
     text = runner.invoke(app, ["compare", *models, str(data)])
     assert text.exit_code == 0, text.output
     assert "DeLong p = " in text.stdout and "McNemar p = " in text.stdout
+    assert "top box overlaps a true box by IoU >= 0.1: A " in text.stdout
     assert "decision aid" in text.stderr
 
 

@@ -158,6 +158,7 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         )
     if "top_box_hits" in result:
         lines.append(_paired("top box hits a true box", result["top_box_hits"]))
+        lines.append(_paired("top box overlaps a true box by IoU >= 0.1", result["top_box_iou_hits"]))
         lines.append("box AP50: " + ", ".join(f"{k.upper()} {v:.3f}" for k, v in result["box_ap50"].items()))
     if "class_top1" in result:
         lines.append(_paired("top class right", result["class_top1"]))
