@@ -356,6 +356,25 @@ def test_actors_a_cluster_cannot_place_now_are_said(archive: Path, tmp_path: Pat
     assert len(read_csv(tmp_path / "out" / "results.csv")) == N_IMAGES + 4
 
 
+def test_a_bundle_whose_json_contradicts_its_graph_is_refused_before_ray(
+    archive: Path, tmp_path: Path
+) -> None:
+    """bundle.json's input_size edited: Ray started, each actor died with a traceback (three in
+    191 lines), and the error said to run the same command again, which could never help."""
+    import shutil
+
+    from fracsight.inference import resolve_bundle
+
+    bundle = tmp_path / "edited"
+    shutil.copytree(resolve_bundle(None), bundle)
+    spec = json.loads((bundle / "bundle.json").read_text())
+    spec["input_size"] = 128
+    (bundle / "bundle.json").write_text(json.dumps(spec))
+    code, err = finish(batch(str(archive), "--out", str(tmp_path / "o"), "--model", str(bundle)), timeout=120)
+    assert code == 2 and "bundle_error" in err and "input_size 128" in err, err
+    assert "Traceback" not in err and not (tmp_path / "o").exists()
+
+
 @pytest.mark.slow
 def test_a_bundle_zip_is_refused_for_a_cluster(archive: Path, tmp_path: Path, ray_address: str) -> None:
     """Every actor off the driver's node failed on the driver's private unpacked copy (50 lines of

@@ -410,9 +410,9 @@ class ModelRef:
         """A packaged name, folder or .zip (None: the default model), checked as far as can be
         without loading it: the bundle exists, its model.onnx is the one bundle.json names, and it
         has the operating point asked for (a worker process would fail on each, out of sight)."""
-        from fracsight.inference.store import checked_bundle
+        from fracsight.inference.store import loadable_bundle
 
-        folder, _ = checked_bundle(model, operating_point)  # BundleError if unknown
+        folder, _ = loadable_bundle(model, operating_point)  # BundleError if unknown or not loadable
         return cls(folder, operating_point, threads)
 
     @classmethod

@@ -14,7 +14,14 @@ from pathlib import Path
 from fracsight.bundle import BundleSpec, load_bundle_spec, read_checked_onnx
 from fracsight.errors import BundleError, UnknownModelError
 
-__all__ = ["DEFAULT_MODEL", "checked_bundle", "list_bundles", "packaged_bundles", "resolve_bundle"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "checked_bundle",
+    "list_bundles",
+    "loadable_bundle",
+    "packaged_bundles",
+    "resolve_bundle",
+]
 
 DEFAULT_MODEL = "fracatlas-lite0-384-v5-int8"
 _PACKAGED = Path(__file__).resolve().parent.parent / "weights"
@@ -113,6 +120,17 @@ def checked_bundle(model: str | Path | None, operating_point: str | None = None)
     spec = load_bundle_spec(folder)
     read_checked_onnx(folder, spec)
     spec.chosen_operating_point(operating_point)  # as Predictor asks for it: BundleError here, not per image
+    return folder, spec
+
+
+def loadable_bundle(model: str | Path | None, operating_point: str | None = None) -> tuple[Path, BundleSpec]:
+    """:func:`checked_bundle`, and its graph loaded once, as each worker will load it: a
+    ``bundle.json`` that contradicts ``model.onnx`` (its input size, a head the graph lacks) is a
+    :class:`BundleError` here, not a traceback from every Ray actor or node worker after they start."""
+    from fracsight.inference.onnx_model import OnnxModel
+
+    folder, spec = checked_bundle(model, operating_point)
+    OnnxModel(folder, threads=1)
     return folder, spec
 
 

@@ -24,7 +24,7 @@ from fracsight._output import ignore_further_stops
 from fracsight.bundle import BundleSpec
 from fracsight.errors import FracsightError
 from fracsight.inference import list_bundles, resolve_bundle
-from fracsight.inference.store import checked_bundle
+from fracsight.inference.store import loadable_bundle
 from fracsight.inference.tabular import text_cell
 from fracsight.scale.local_ray import LocalRay, shutdown_driver, start_local_ray
 from fracsight.scale.output import (
@@ -149,7 +149,9 @@ def run_batch(
             )
     else:  # a local Ray gets this machine's cores: refuse actors it cannot place before starting it
         _check_fits({"CPU": float(local_cpus())}, cpus_per_actor, 0.0, actors)
-    spec = checked_bundle(model)[1]  # a changed model.onnx: refused here, not by every actor after Ray starts
+    # a changed model.onnx, or a bundle.json that contradicts it: refused here, not by every
+    # actor after Ray starts
+    spec = loadable_bundle(model)[1]
     op = None
     if spec.head("fracture") is not None or operating_point is not None:
         op = spec.operating_point(operating_point)  # an unknown name fails here, not in every actor
