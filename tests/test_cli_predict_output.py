@@ -563,7 +563,8 @@ def test_a_failed_transfers_files_in_a_pacs_export_are_rows(
     (series / "README").write_text("exported by the PACS\n")
     (series / "notes").write_bytes(b"")
     (series / "1").write_text("run ok\n")  # a short note named as a number is no transfer cut short
-    (series / "20240115").write_text("v2\n")
+    (series / "20240115").write_bytes("Bericht ärztlich\n".encode("cp1252"))  # in any code page
+    (series / "IM000008").write_text('{"error":"Unauthorized"}\n')  # a server's answer saved in its place
     result = _predict(tiny_bundle, tmp_path / "export", "--csv", tmp_path / "r.csv")
     assert result.exit_code == 1, result.output
     with open(tmp_path / "r.csv", newline="", encoding="utf-8") as f:
@@ -575,6 +576,7 @@ def test_a_failed_transfers_files_in_a_pacs_export_are_rows(
         "ST1/SE1/IM000005": "",
         "ST1/SE1/IM000006.dcm": "empty_file",
         "ST1/SE1/IM000007": "unreadable_image",
+        "ST1/SE1/IM000008": "unsupported_format",
     }
     # a folder uploaded to the web app judges its files alike
     from fracsight.inference.tabular import is_folder_image

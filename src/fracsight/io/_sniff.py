@@ -155,10 +155,19 @@ def holds_image(path: Path, *, unopenable: bool = True) -> bool:
 
 def image_head(name: str, head: bytes, *, exported: bool = True) -> bool:
     """Whether a file named ``name`` whose first bytes are ``head`` is taken as an image: a
-    supported image's head, or (``exported``) an export's name with a head too short to tell that
-    is not text (a note named ``1`` or ``20240115`` is no DICOM cut before ``DICM``)."""
+    supported image's head, or (``exported``) an export's name with a head too short to tell, the
+    mark of a failed transfer (empty, cut before ``DICM``, a server's error body saved in its
+    place). A name of digits alone holding text is a note (``1``, ``20240115``), not an image."""
     if sniff_format(head) is not None:
         return True
     if not exported or _EXPORT_NAME.fullmatch(name) is None or len(head) >= DICOM_HEAD:
         return False
-    return not head or describe_unsupported(head) == UNRECOGNISED
+    return not (name.isdigit() and _reads_as_text(head))
+
+
+def _reads_as_text(head: bytes) -> bool:
+    """Text in UTF-8, UTF-16 (with its byte order mark) or a Windows code page (cp1252, Latin-1)."""
+    if looks_like_text(head) or head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return True
+    decoded = head.decode("latin-1")
+    return bool(decoded) and all(c.isprintable() or c in "\t\r\n" for c in decoded)
