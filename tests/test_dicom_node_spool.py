@@ -1049,3 +1049,30 @@ def _spool_of_two_radiographs(fracatlas_dir: Path, tmp_path: Path) -> tuple[Spoo
         spool.add_instance(key, STUDY, source.read_bytes())
         keys.append(key)
     return spool, keys
+
+
+def test_a_bundle_its_workers_cannot_load_stops_the_node_in_one_line(tmp_path: Path) -> None:
+    """bundle.json's input_size edited: each worker's traceback (94 lines) ended the start; a
+    check in the node's own process held the model's 40-70 MB there for good. Now each worker
+    says it in one line, and the node stops with the error."""
+    import shutil
+    import subprocess
+    import sys
+
+    from dicom_support import free_port
+    from fracsight.inference import resolve_bundle
+
+    bundle = tmp_path / "edited"
+    shutil.copytree(resolve_bundle(None), bundle)
+    spec = json.loads((bundle / "bundle.json").read_text())
+    spec["input_size"] = 128
+    (bundle / "bundle.json").write_text(json.dumps(spec))
+    command = [sys.executable, "-c", "from fracsight.cli import main; main()", "dicom", "listen"]
+    command += ["--spool", str(tmp_path / "spool"), "--allow", "TEST", "--host", "127.0.0.1"]
+    command += ["--port", str(free_port()), "--to", f"127.0.0.1:{free_port()}:PACS", "--model", str(bundle)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.rstrip().endswith(
+        "error (bundle_error): bundle.json says input_size 128, model.onnx takes 384 x 384 images"
+    )
+    assert "Traceback" not in done.stderr

@@ -626,10 +626,13 @@ def test_a_region_head_auroc_that_cannot_be_had_is_explained(tmp_path: Path) -> 
 
 def test_the_hit_rate_is_labelled_with_the_overlap_it_was_measured_at(tmp_path: Path) -> None:
     loc = {"n_images": 4, "hit_rate_any": 0.5, "iou_thr": 0.3, "ap50": 0.2, "ap50_95": 0.1, "definition": "d"}
+    loc["hit_rate_iou"] = 0.25
     boxes = _section(
         write_report({"localization": loc}, tmp_path).read_text(encoding="utf-8"), "true fracture boxes"
     )
     assert "<td>Top box hits a true box (IoU ≥ 0.30 or contains its centre)</td><td>0.500</td>" in boxes
+    # by IoU alone too: a box of the whole film holds every centre (the report gave the rule's only)
+    assert "<td>Top box overlaps a true box by IoU ≥ 0.30 alone</td><td>0.250</td>" in boxes
 
 
 def test_the_report_reads_on_a_narrow_screen(tmp_path: Path, metrics: dict) -> None:

@@ -332,7 +332,13 @@ def _init_process(model: ModelRef, log_level: int) -> None:
     threading.Thread(target=_exit_with_parent, name="parent-watch", daemon=True).start()
 
     setup_logging(log_level)  # as in the node: one format, library logs and warnings quiet
-    _predictor = model.load()
+    try:
+        _predictor = model.load()
+    except FracsightError as e:
+        # a bundle that cannot be loaded (bundle.json contradicting its graph): one line, where
+        # concurrent.futures logged a traceback of every worker (the node says why again at start)
+        log.error("worker process: the model cannot be loaded: %s", e)
+        os._exit(1)
     _warm_up(_predictor)
 
 
@@ -410,9 +416,9 @@ class ModelRef:
         """A packaged name, folder or .zip (None: the default model), checked as far as can be
         without loading it: the bundle exists, its model.onnx is the one bundle.json names, and it
         has the operating point asked for (a worker process would fail on each, out of sight)."""
-        from fracsight.inference.store import loadable_bundle
+        from fracsight.inference.store import checked_bundle
 
-        folder, _ = loadable_bundle(model, operating_point)  # BundleError if unknown or not loadable
+        folder, _ = checked_bundle(model, operating_point)  # BundleError if unknown
         return cls(folder, operating_point, threads)
 
     @classmethod
@@ -470,8 +476,15 @@ class Processing:
             self._pool = self._new_pool()
             with _signals_held():
                 warm = [self._pool.submit(_in_process, _ready) for _ in range(self.processes)]
-            for future in warm:
-                future.result()
+            try:
+                for future in warm:
+                    future.result()
+            except BrokenProcessPool:
+                # a bundle.json that contradicts its graph kills every worker as it loads: said here
+                # as the worker's BundleError, not as a broken pool's traceback (this process holds
+                # no model otherwise: loading one only to check it cost 40-70 MB for good)
+                self.model.load()
+                raise
 
     def _in_thread(self) -> Predictor:
         if self._predictor is None:

@@ -932,6 +932,11 @@ def _localization(loc: Mapping[str, Any], words: PositiveWords) -> str:
                 f"Top box hits a true box (IoU ≥ {_num(loc.get('iou_thr', 0.1), 2)} or contains its centre)",
                 loc.get("hit_rate_any"),
             ],
+            # a box of the whole film holds every centre: the overlap alone says whether boxes find
+            [
+                f"Top box overlaps a true box by IoU ≥ {_num(loc.get('iou_thr', 0.1), 2)} alone",
+                loc.get("hit_rate_iou"),
+            ],
             ["Box AP at IoU 0.5", loc.get("ap50")],
             ["Box AP at IoU 0.5:0.95", loc.get("ap50_95")],
             [

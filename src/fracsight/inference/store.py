@@ -126,11 +126,14 @@ def checked_bundle(model: str | Path | None, operating_point: str | None = None)
 def loadable_bundle(model: str | Path | None, operating_point: str | None = None) -> tuple[Path, BundleSpec]:
     """:func:`checked_bundle`, and its graph loaded once, as each worker will load it: a
     ``bundle.json`` that contradicts ``model.onnx`` (its input size, a head the graph lacks) is a
-    :class:`BundleError` here, not a traceback from every Ray actor or node worker after they start."""
+    :class:`BundleError` here, not a traceback from every Ray actor after they start. The session
+    is dropped and its memory given back (a batch job's driver holds no model otherwise)."""
+    from fracsight._malloc import release_freed_memory
     from fracsight.inference.onnx_model import OnnxModel
 
     folder, spec = checked_bundle(model, operating_point)
     OnnxModel(folder, threads=1)
+    release_freed_memory()
     return folder, spec
 
 
