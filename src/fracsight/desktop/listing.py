@@ -4,7 +4,7 @@ Listing a folder takes a round trip to the disk per file, and a file without an 
 opened to see whether it is DICOM (PACS exports name them ``IM000001``): 5,000 such files froze the
 window about 1.3 s on a local disk, and on a network share it would be minutes. Each opening is
 listed on its own thread by the code ``fracsight predict`` uses
-(:func:`~fracsight.desktop.state.expand_inputs`), which reports a :class:`Listed` event on the
+(:func:`~fracsight.desktop.state.list_inputs`), which reports a :class:`Listed` event on the
 window's queue, as the :class:`~fracsight.desktop.worker.PredictionWorker` does. Nothing here
 imports tkinter.
 

@@ -24,7 +24,7 @@ Two models that share neither head are refused: ``evaluate`` measures each model
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -456,7 +456,7 @@ def _study_comparison(
     if not any(s.study_id for s in kept) or len(set(ids)) == len(ids):
         return None
     views = first_views(ids, contents)
-    group_of: dict[str, str] = {}
+    group_of: dict[Hashable, str] = {}
     for sid, key in zip(ids, keys, strict=True):
         group_of.setdefault(sid, str(key))
     ids = [sid for sid, v in zip(ids, views, strict=True) if v]
@@ -469,7 +469,7 @@ def _study_comparison(
             "n_positive": int(labels.sum()),
             "not_compared": "two studies of each label needed",
         }
-    groups = [group_of[str(sid)] for sid in studies]
+    groups = [group_of[sid] for sid in studies]
     auc = {**delong_test(labels, study_a, study_b), **_grouped_difference(groups, labels, [study_a, study_b])}
     out = {"n": len(labels), "n_positive": int(labels.sum()), "method": "mean", "auroc": auc}
     if not views.all():  # as evaluate says it

@@ -1061,7 +1061,8 @@ def evaluate_model(
                 every,
                 predictor,
                 points,
-                (boot_groups, view_counted),
+                boot_groups,
+                view_counted,
                 dataset,
                 bool(fracture_idx),
             )
@@ -1252,7 +1253,8 @@ def _write_tables(
     every: Sequence[Any],
     predictor: Any,
     points: Mapping[str, float],
-    groups: tuple[Mapping[int, str], Mapping[int, bool]],
+    boot_groups: Mapping[int, str],
+    view_counted: Mapping[int, bool],
     dataset: Dataset,
     labelled: bool,
 ) -> dict[str, str]:
@@ -1260,12 +1262,10 @@ def _write_tables(
     ``error_code``) and, for a model with a fracture head, ``boxes.csv`` (every predicted box and the
     true boxes of the images labelled positive, in pixels of the image as shown; where the data have
     fracture labels, as ``labelled`` says): what every figure is computed from, so that each can be
-    recomputed. ``groups``: by ``id(sample)``, the group its bootstrap resampled whole, and whether
-    its study's figures count it (False: it repeats an earlier view of that study). Returns
-    ``{file: what it holds}``."""
+    recomputed. By ``id(sample)``: ``boot_groups``, the group its bootstrap resampled whole;
+    ``view_counted``, whether its study's figures count it (False: it repeats an earlier view of
+    that study). Returns ``{file: what it holds}``."""
     from fracsight.inference import FailedPrediction
-
-    boot_groups, view_counted = groups
 
     fracture = predictor.has_fracture_head
     regions, classes = list(predictor.regions or ()), list(predictor.classes or ())

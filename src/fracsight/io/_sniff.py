@@ -142,15 +142,15 @@ def holds_image(path: Path, *, unopenable: bool = True) -> bool:
     before ``DICM``) or a link to nothing, the marks of a failed transfer. How a folder's files
     without an image extension are judged: taken, the reader says what is wrong with each; left
     out, a PACS export's ``IM0002`` vanished from its study unsaid."""
-    exported = unopenable and _EXPORT_NAME.fullmatch(path.name) is not None
     if not path.is_file():  # opening a named pipe waits for a writer: a folder scan hung on one
-        return exported and path.is_symlink() and not path.exists()
+        dangling = path.is_symlink() and not path.exists()
+        return unopenable and dangling and _EXPORT_NAME.fullmatch(path.name) is not None
     try:
         with open(path, "rb") as f:
             head = f.read(HEAD_BYTES)
     except OSError:
         return unopenable
-    return image_head(path.name, head, exported=exported)
+    return image_head(path.name, head, exported=unopenable)
 
 
 def image_head(name: str, head: bytes, *, exported: bool = True) -> bool:

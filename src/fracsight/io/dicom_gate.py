@@ -212,9 +212,8 @@ def check_dicom_object(
     uid = str(sop_class_uid).strip().rstrip("\0") if sop_class_uid is not None else ""
     # an image class pydicom names: one it does not know (Label Map Segmentation, 2024) is no proof
     # of an image, and a SEG so taken stopped a study sent whole to the node
-    image_class = (
-        bool(_UID.fullmatch(uid)) and uid.startswith(_STORAGE_ROOT) and _image_storage(uid, unknown=False)
-    )
+    storage_class = bool(_UID.fullmatch(uid)) and uid.startswith(_STORAGE_ROOT)
+    image_class = storage_class and _image_storage(uid, unknown=False)
     if present and code not in READ_MODALITIES:
         reason = None
         if code is None:
@@ -231,7 +230,7 @@ def check_dicom_object(
             # (the node would acknowledge it and drop it unsaid)
             not_an_image=reason == _NOT_AN_IMAGE and not image_class,
         )
-    if _UID.fullmatch(uid) and uid.startswith(_STORAGE_ROOT) and uid not in READ_SOP_CLASSES:
+    if storage_class and uid not in READ_SOP_CLASSES:
         shown = f"Modality {code!r}" if code else "no Modality"
         raise UnsupportedModalityError(
             f"{label}DICOM SOP Class {_sop_class_name(uid)} is not a projection radiograph ({shown} "

@@ -286,7 +286,7 @@ def _write_bundle(
     epochs: dict[str, object] | None = None,
     trained_data: dict[str, object] | None = None,
     images_sha256: str | None = None,
-    progress: Callable[[str], None] = lambda _step: None,
+    progress: Callable[[str], None],
 ) -> BundleSpec:
     """The bundle of ``model`` (trained in ``run_dir``) made in ``work``; ``epochs``: how its
     schedule went (:func:`_epochs_run`), for the card; ``fracture``: the class
