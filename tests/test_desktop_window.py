@@ -517,6 +517,94 @@ def test_keyboard_shortcuts_act_on_the_window_and_not_while_typing(
     assert desktop.closed
 
 
+def test_sliders_panning_buttons_and_the_model_card_answer_the_keyboard(
+    open_window, display: str, inputs: list[Path]
+) -> None:
+    """Found driving the window with the keys alone: an arrow moved a 0-1 slider from one end to
+    the other (Tk steps a scale by 1), and a focused slider looked like any other; a zoomed image
+    could be panned only with the mouse; Enter on a focused button did nothing; and the model
+    card's window stayed open at Escape."""
+    desktop = open_window([inputs[0]])
+    root, viewer, canvas = desktop.root, desktop.viewer, desktop.viewer.canvas
+    wait_until(root, lambda: 0 in desktop.views and viewer.picture_current, 90, "the first image")
+
+    def press(widget, key: str, **state: int) -> None:
+        widget.focus_force()
+        root.update()
+        assert root.focus_get() is widget
+        widget.event_generate(key, **state)
+        root.update()
+
+    opacity, level, width = (
+        w for row in viewer.rows for w in descendants(row) if w.winfo_class() == "TScale"
+    )
+    press(opacity, "<Key-Right>")
+    assert viewer.opacity_var.get() == pytest.approx(0.45)
+    press(opacity, "<Key-Left>")
+    press(opacity, "<Key-Down>")
+    assert viewer.opacity_var.get() == pytest.approx(0.35)
+    press(level, "<Key-Prior>")
+    assert viewer.level_var.get() == pytest.approx(0.7)
+    press(width, "<Key-Left>")
+    assert viewer.width_var.get() == pytest.approx(0.95)
+    viewer.width_var.set(0.04)
+    press(width, "<Key-Next>")
+    assert viewer.width_var.get() == pytest.approx(0.02)  # its lowest, never past it
+    press(level, "<Control-Key-Left>", state=0x4)
+    assert viewer.level_var.get() == pytest.approx(0.65)  # Tk's Ctrl step was 10
+    press(level, "<Key-End>")
+    assert viewer.level_var.get() == pytest.approx(1.0)
+    press(level, "<Key-Home>")
+    assert viewer.level_var.get() == pytest.approx(0.0)
+    press(level, "<Key-Up>")
+    wait_until(root, lambda: viewer.picture_current, 30, "the picture at the new window")
+    assert "level 0.05 width 0.02" in viewer.caption.cget("text")  # redrawn at each key
+
+    def looks(widget, name: str):
+        settle(root)
+        x, y = widget.winfo_rootx(), widget.winfo_rooty()
+        shot = screenshot(display, f"desktop-slider-{name}.png")
+        return shot.crop((x, y, x + widget.winfo_width(), y + widget.winfo_height())).tobytes()
+
+    width.focus_force()
+    focused = looks(width, "focused")
+    canvas.focus_force()
+    assert looks(width, "unfocused") != focused  # the slider with the keys is marked
+
+    press(canvas, "<Key-1>")  # 1:1: the image is larger than the pane
+    before = viewer.camera
+    press(canvas, "<Shift-Key-Left>", state=0x1)
+    assert viewer.camera.cx < before.cx and viewer.camera.cy == before.cy
+    press(canvas, "<Shift-Key-Up>", state=0x1)
+    assert viewer.camera.cy < before.cy
+    press(canvas, "<Shift-Key-Right>", state=0x1)
+    press(canvas, "<Shift-Key-Down>", state=0x1)
+    assert viewer.camera == pytest.approx(before)
+    assert desktop.selected == 0  # Shift+Down pans; it is not the next image
+    press(desktop.tree, "<Shift-Key-Down>", state=0x1)
+    assert viewer.camera == pytest.approx(before)  # in the list the arrows are the list's
+
+    buttons = {
+        str(w.cget("text")): w
+        for bar in (*desktop.toolbars, *viewer.rows)
+        for w in descendants(bar)
+        if w.winfo_class() in ("TButton", "TCheckbutton")
+    }
+    press(buttons["Heatmap"], "<Key-Return>")
+    assert not viewer.heat_var.get()
+    press(buttons["Heatmap"], "<Key-KP_Enter>")
+    assert viewer.heat_var.get()
+    press(buttons["Shortcuts (F1)"], "<Key-Return>")
+    assert desktop.shortcuts_window is not None and desktop.shortcuts_window.winfo_exists()
+    press(desktop.shortcuts_window, "<Key-Escape>")
+    assert not desktop.shortcuts_window.winfo_exists()
+    press(buttons["Model card…"], "<Key-Return>")
+    card = desktop.card_window
+    assert card is not None and card.winfo_ismapped() and "Close" in all_texts(card)
+    press(card, "<Key-Escape>")
+    assert not card.winfo_exists() and root.focus_get() is not None  # the keys are the window's again
+
+
 @pytest.mark.slow
 def test_cancel_a_folder_halfway_keeps_the_results_and_the_loop_responsive(
     open_window, display: str, fracatlas_dir: Path, tmp_path: Path

@@ -58,6 +58,10 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("viewer.toggle_heatmap", "Heatmap on or off", ("H",)),
     Shortcut("viewer.toggle_boxes", "Boxes on or off", ("B",)),
     Shortcut("viewer.reset_window", "Reset window/level", ("R",)),
+    Shortcut("viewer.pan_left", "Pan: show more of the image's left", ("Shift+Left",)),
+    Shortcut("viewer.pan_right", "Pan: show more of the image's right", ("Shift+Right",)),
+    Shortcut("viewer.pan_up", "Pan: show more of the image's top", ("Shift+Up",)),
+    Shortcut("viewer.pan_down", "Pan: show more of the image's bottom", ("Shift+Down",)),
     # with Shift: Page Down alone pages the results list, where the keys usually are
     Shortcut("scroll_cards_down", "Scroll the cards above the image down", ("Shift+Page Down",)),
     Shortcut("scroll_cards_up", "Scroll the cards above the image up", ("Shift+Page Up",)),
@@ -67,7 +71,10 @@ SHORTCUTS: tuple[Shortcut, ...] = (
 NOTE = (
     "Letters, digits, +, - and the arrows do nothing while a text field has the focus; "
     "in the results list the arrows move the selection as usual, "
-    "in the operating point's selector they open its list."
+    "in the operating point's selector they open its list, on a slider they move it "
+    "(Page Up and Page Down in larger steps). Tab moves between the controls; "
+    "Enter or Space presses the focused button or ticks the focused box; "
+    "Escape closes this list and the model card."
 )
 
 _MODIFIERS = {"Ctrl": "Control", "Shift": "Shift"}
@@ -118,10 +125,12 @@ def applies(chord: str, widget_class: str, state: int | str, *, editable: bool =
     key is the text field's, or the list's own arrow, and a plain key pressed with Ctrl or Alt is
     another chord (Ctrl+H is not H)."""
     mods, key = _split(chord)
+    typing = widget_class in TEXT_CLASSES and editable
+    if key in ARROWS and (typing or widget_class in ARROW_CLASSES):
+        return False  # with Shift too: a list moves with Shift+arrow as well, a text field selects
     if mods or key in ALWAYS_KEYS:
         return True
-    typing = widget_class in TEXT_CLASSES and editable
-    if typing or (key in ARROWS and widget_class in ARROW_CLASSES):
+    if typing:
         return False
     return not (isinstance(state, int) and state & (CONTROL | ALT))
 

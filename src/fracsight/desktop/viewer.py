@@ -32,6 +32,8 @@ __all__ = ["FOCUS_COLOUR", "Viewer", "pack_right"]
 FOCUS_COLOUR = "#1565c0"  # the window's: where the keyboard acts
 RING = 2  # pixels of the focus frame round the image, and of space above and below it
 ZOOM_STEP = 1.25  # the zoom buttons' and keys' step
+SLIDER_STEP, SLIDER_PAGE = 0.05, 0.2  # a slider's arrow-key and Page Up/Down steps (its range is 0-1)
+PAN_STEP = 0.2  # the pan keys' step, a fraction of the pane
 HINT = "(drag: pan; right-drag: window/level; wheel: zoom; double-click: fit)"
 
 
@@ -63,9 +65,23 @@ class Viewer:
 
     def _build(self, parent: ttk.Frame) -> None:
         def scale(frame: ttk.Frame, var: tk.DoubleVar, low: float, length: int) -> None:
-            ttk.Scale(
+            slider = ttk.Scale(
                 frame, from_=low, to=1.0, variable=var, length=length, command=lambda _v: self.redraw()
-            ).pack(side="left")
+            )
+            slider.pack(side="left")
+            # Tk's keys step a scale by 1 (with Ctrl by 10): a 0-1 slider went end to end at one
+            # press, and window/level could not be set from the keyboard at all; its Home and End
+            # moved it without a redraw
+            for keys, step in (
+                (("Left", "Down"), -SLIDER_STEP),
+                (("Right", "Up"), SLIDER_STEP),
+                (("Next",), -SLIDER_PAGE),
+                (("Prior",), SLIDER_PAGE),
+                (("Home",), -1.0),
+                (("End",), 1.0),
+            ):
+                for key in keys:
+                    slider.bind(f"<Key-{key}>", lambda _e, s=step, v=var, lo=low: self._step(v, s, lo))
 
         controls = ttk.Frame(parent, padding=(8, 2))
         controls.pack(side="top", fill="x")
@@ -299,6 +315,32 @@ class Viewer:
         about = camera.to_image(*at, self.canvas_size()) if at is not None else None
         self.camera = camera.zoomed(factor, about)
         self.redraw()
+
+    def pan_left(self) -> None:
+        self._pan(1, 0)
+
+    def pan_right(self) -> None:
+        self._pan(-1, 0)
+
+    def pan_up(self) -> None:
+        self._pan(0, 1)
+
+    def pan_down(self) -> None:
+        self._pan(0, -1)
+
+    def _pan(self, x: int, y: int) -> None:
+        """Bring more of the image's side (x, y: -1, 0 or 1) into view, as a drag would."""
+        camera = self._current_camera()
+        if camera is None:
+            return
+        w, h = self.canvas_size()
+        self.camera = camera.panned(x * PAN_STEP * w, y * PAN_STEP * h)
+        self.redraw()
+
+    def _step(self, var: tk.DoubleVar, step: float, low: float) -> str:
+        var.set(round(min(1.0, max(low, var.get() + step)), 4))
+        self.redraw()
+        return "break"  # not Tk's own step of 1 as well
 
     def _drag_start(self, kind: str, e: tk.Event) -> None:
         self.canvas.focus_set()

@@ -190,6 +190,11 @@ class DesktopApp:
             # the list's selection brighter while the list has the keyboard: clam's looks the same
             # either way, and a reader using only the keys could not tell where they act
             style.map("Treeview", background=[("selected", "focus", FOCUS_COLOUR), ("selected", "#4a6984")])
+            # a slider with the keyboard showed nothing: its handle takes the focus colour
+            style.map("Horizontal.TScale", background=[("focus", FOCUS_COLOUR)])
+        for widget_class in ("TButton", "TCheckbutton"):  # Enter presses the focused one, as Space does
+            for key in ("<Key-Return>", "<Key-KP_Enter>"):
+                root.bind_class(widget_class, key, _press)
         base = font.nametofont("TkDefaultFont")
         self.font_bold = base.copy()
         self.font_bold.configure(weight="bold")
@@ -1088,6 +1093,8 @@ class DesktopApp:
             return
         top = tk.Toplevel(self.root)
         top.title(f"Model card: {predictor.name}")
+        close = ttk.Button(top, text="Close", command=self._closable(top))
+        close.pack(side="bottom", anchor="e", padx=8, pady=6)
         # larger with its fonts, never past the screen (959 px on an 800 px screen at scaling 2)
         width = min(round(760 * self.grow), self.root.winfo_screenwidth() - SCREEN_MARGIN[0])
         height = min(round(640 * self.grow), self.root.winfo_screenheight() - SCREEN_MARGIN[1])
@@ -1110,7 +1117,8 @@ class DesktopApp:
             return
         top = self.shortcuts_window = tk.Toplevel(self.root)
         top.title("Keyboard shortcuts")
-        top.transient(self.root)
+        done = self._closable(top)
+        top.bind("<Key-F1>", done)
         frame = ttk.Frame(top, padding=12)
         frame.pack(fill="both", expand=True)
         rows = help_rows()
@@ -1119,15 +1127,20 @@ class DesktopApp:
             ttk.Label(frame, text=what).grid(row=row, column=1, sticky="w")
         note = ttk.Label(frame, text=NOTE, wraplength=440, justify="left")
         note.grid(row=len(rows), column=0, columnspan=2, sticky="w", pady=(10, 6))
+        ttk.Button(frame, text="Close", command=done).grid(row=len(rows) + 1, column=1, sticky="e")
+
+    def _closable(self, top: tk.Toplevel) -> Callable[..., None]:
+        """Make ``top`` a window over the main one that the keyboard has and leaves: Escape (and
+        its Close button, the returned function) closes it and gives the keys back."""
+        top.transient(self.root)
 
         def done(_event: object = None) -> None:
             top.destroy()
             self.root.focus_set()  # the keys act on the main window again
 
-        ttk.Button(frame, text="Close", command=done).grid(row=len(rows) + 1, column=1, sticky="e")
         top.bind("<Key-Escape>", done)
-        top.bind("<Key-F1>", done)
         top.focus_set()
+        return done
 
     # ---- misc ----------------------------------------------------------------------------------------
     def _callback_failed(self, kind: type[BaseException], error: BaseException, tb: object) -> None:
@@ -1250,3 +1263,9 @@ def _tags(result: Prediction | FailedPrediction | StudyPrediction) -> tuple[str,
     if isinstance(result, FailedPrediction):
         return ("failed",)
     return (verdict(result).severity,)
+
+
+def _press(event: tk.Event) -> str:
+    """Enter on a focused button or check box: X11's ttk answers Space only, Windows both."""
+    event.widget.invoke()
+    return "break"
