@@ -238,6 +238,35 @@ def test_a_rescale_that_is_not_a_usable_number_is_read_unscaled(slope: bytes) ->
     )
 
 
+@pytest.mark.parametrize(
+    ("header", "note"),
+    [
+        ({"RescaleSlope": "1e308"}, "the DICOM rescale takes the pixel values out of range"),
+        ({"RescaleIntercept": "1e308"}, "the DICOM rescale takes the pixel values out of range"),
+        ({"WindowCenter": "nan", "WindowWidth": "1000"}, "window center/width unusable (not finite"),
+        ({"WindowCenter": "nan", "WindowWidth": "nan"}, "window center/width unusable (not finite"),
+        ({"WindowCenter": "500", "WindowWidth": "inf"}, "window center/width unusable (not finite"),
+        ({"WindowCenter": "1e300", "WindowWidth": "1e308"}, "the DICOM window maps every pixel to one grey"),
+    ],
+)
+def test_a_rescale_or_window_that_spoils_every_pixel_is_left_out_with_a_note(
+    header: dict[str, str], note: str, tmp_path: Path
+) -> None:
+    """Found through the API: a Window Center of NaN made every pixel NaN; `predict FILE` then
+    scored the NaN image (exit 0, probability 0.086, two RuntimeWarnings) while the API refused it;
+    a slope of 1e308 (a finite number) overflowed the pixels to inf, a window of infinite width or
+    far off the pixels gave a blank image. Each is left out, as an unusable rescale already was
+    (the reader never gives NaN pixels: the CLI and the API read the same)."""
+    header = {"RescaleSlope": "1", "RescaleIntercept": "0", **header}
+    path = tmp_path / "cr.dcm"
+    path.write_bytes(make_dicom(RAMP12, **header))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        rg = read_image(path)
+    np.testing.assert_allclose(rg.pixels, read_image(make_dicom(RAMP12)).pixels, atol=1e-6)
+    assert any(w.startswith(note) for w in rg.metadata.warnings), rg.metadata.warnings
+
+
 def test_voi_lut_sequence_is_applied_and_its_output_range_mapped() -> None:
     item = Dataset()
     item.add_new(0x00283002, "US", [4096, 0, 16])  # LUT Descriptor: entries, first value, bits
@@ -656,7 +685,10 @@ def test_objects_without_pixels_are_refused_by_modality_first() -> None:
 
 @pytest.mark.parametrize(
     ("modality", "shown"),
-    [("ZZ", "Modality 'ZZ': not a modality fracsight knows"), ("Doe^John", "an invalid Modality value")],
+    [
+        ("ZZ", "Modality 'ZZ': not a modality fracsight knows"),
+        ("Doe^John", "Modality is not a DICOM code string"),
+    ],
 )
 def test_unknown_or_malformed_modalities_are_refused(modality: str, shown: str) -> None:
     with pytest.raises(UnsupportedModalityError) as info:

@@ -29,7 +29,7 @@ import struct
 import threading
 import warnings
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -248,6 +248,8 @@ def _read(
                 f"{label}decoded pixel data has shape {arr.shape}, expected ({rows}, {cols})"
             )
         pixels = _to_unit_range(pydicom, arr, ds, notes)
+        if not np.isfinite(pixels).all():  # never NaN to the network, whatever the header held
+            raise CorruptImageError(f"{label}DICOM pixel values are not finite after the header's rescale")
         if photometric == "MONOCHROME1":
             pixels = 1.0 - pixels
             photometric = "MONOCHROME1 (inverted)"
@@ -634,7 +636,18 @@ def _to_unit_range(pydicom: Any, arr: np.ndarray, ds: Any, notes: list[str]) -> 
     padding = _padding(arr, ds)
     _drop_unusable_rescale(ds, notes)
     _modality_lut_in_words(ds, notes)
-    values = apply_modality_lut(arr, ds)
+    with np.errstate(over="ignore", invalid="ignore"):
+        values = apply_modality_lut(arr, ds)
+    if ("RescaleSlope" in ds or "RescaleIntercept" in ds) and (
+        not np.isfinite(values).all() or (np.ptp(values) == 0 < np.ptp(arr))
+    ):
+        # finite numbers that still overflow the pixels to inf (a slope of 1e308), or swamp them
+        # (an intercept of 1e308: every pixel equal); the window's range uses the rescale too
+        notes.append(
+            "the DICOM rescale takes the pixel values out of range; the stored values are read unscaled"
+        )
+        _unscale(ds)
+        values = arr.astype(np.float64)
     lo = hi = None
     table = None
     if ds.get("VOILUTSequence"):
@@ -645,12 +658,20 @@ def _to_unit_range(pydicom: Any, arr: np.ndarray, ds: Any, notes: list[str]) -> 
     if table is not None:
         lo, hi = float(table.min()), float(table.max())
         values = table[np.clip(np.rint(values).astype(np.int64) - first, 0, table.size - 1)]
+    elif "WindowCenter" in ds and "WindowWidth" in ds and not _window_usable(ds):
+        # NaN or infinite: no error from pydicom, but every pixel NaN (the CLI predicted on it)
+        notes.append(
+            "window center/width unusable (not finite, or a width not above 0); min/max used instead"
+        )
     elif "WindowCenter" in ds and "WindowWidth" in ds:
         try:
             with np.errstate(over="ignore"):
                 limits = apply_windowing(np.array([-1e15, 1e15]), ds)  # the window's output range
-                values = apply_windowing(values, ds)
-            lo, hi = float(limits[0]), float(limits[1])
+                windowed = apply_windowing(values, ds)
+            if np.ptp(windowed) == 0 < np.ptp(values):  # a window far off the pixels: one grey
+                notes.append("the DICOM window maps every pixel to one grey; min/max used instead")
+            else:
+                values, lo, hi = windowed, float(limits[0]), float(limits[1])
         except (ValueError, TypeError, IndexError) as e:
             # the type only: pydicom's message quotes the header's value (a VOI LUT Function that
             # held a patient's name went into every warning, the CSV and the API's answer)
@@ -685,6 +706,20 @@ def _padding(arr: np.ndarray, ds: Any) -> np.ndarray | None:
     return mask if mask.any() and not mask.all() else None
 
 
+def _window_usable(ds: Any) -> bool:
+    """Whether the first Window Center and Width are finite numbers with a width above 0 (the
+    values pydicom applies); text and other unusable values fail in pydicom, and are told there."""
+    try:
+        first = (
+            v[0] if isinstance(v, Sequence) and not isinstance(v, str) else v
+            for v in (ds.WindowCenter, ds.WindowWidth)
+        )
+        center, width = (float(v) for v in first)
+    except (TypeError, ValueError, IndexError):
+        return True
+    return bool(np.isfinite(center) and np.isfinite(width) and width > 0)
+
+
 def _drop_unusable_rescale(ds: Any, notes: list[str]) -> None:
     """Rescale Slope and Intercept left out, with a note, where either is not a finite number or the
     slope is 0: "abc" failed inside numpy ("UFuncTypeError: ... dtype('<U3')"), NaN made every pixel
@@ -698,10 +733,14 @@ def _drop_unusable_rescale(ds: Any, notes: list[str]) -> None:
             value = float("nan")
         if not np.isfinite(value) or (keyword == "RescaleSlope" and value == 0):
             notes.append(f"DICOM {keyword} is not a usable number; the stored values are read unscaled")
-            for name in ("RescaleSlope", "RescaleIntercept", "RescaleType"):
-                if name in ds:
-                    delattr(ds, name)
+            _unscale(ds)
             return
+
+
+def _unscale(ds: Any) -> None:
+    for name in ("RescaleSlope", "RescaleIntercept", "RescaleType"):
+        if name in ds:
+            delattr(ds, name)
 
 
 def _modality_lut_in_words(ds: Any, notes: list[str]) -> None:

@@ -217,7 +217,7 @@ def check_dicom_object(
     if present and code not in READ_MODALITIES:
         reason = None
         if code is None:
-            what = "an invalid Modality value (not a DICOM code string; not shown)"
+            what = "Modality is not a DICOM code string (its value not shown)"
         elif code in REFUSED_MODALITIES:
             name, reason = REFUSED_MODALITIES[code]
             what = f"Modality {code!r} ({name}): {reason}"
