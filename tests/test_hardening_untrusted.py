@@ -439,6 +439,27 @@ def test_the_default_is_the_packaged_bundle_whatever_folder_the_command_runs_in(
     assert resolve_bundle(None) == resolve_bundle("default") == PACKAGED.parent / DEFAULT_MODEL
 
 
+def test_a_packaged_name_is_the_packaged_bundle_whatever_folder_of_its_name_is_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rule of the default, for every packaged name: `evaluate NAME ... --out NAME` (a report
+    named after the model) made `--model NAME` and the report's own re-run command fail ("not a
+    model bundle: bundle.json is missing"), and a copy of another bundle there was used unsaid.
+    The folder is still reached as a path."""
+    from fracsight.inference.store import DEFAULT_MODEL, list_bundles
+
+    other = next(name for name in list_bundles() if name != DEFAULT_MODEL)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / other).mkdir()  # a report folder of that name
+    shutil.copytree(PACKAGED, tmp_path / DEFAULT_MODEL)  # a user's bundle under a packaged name
+    assert resolve_bundle(other) == PACKAGED.parent / other
+    assert resolve_bundle(DEFAULT_MODEL) == PACKAGED.parent / DEFAULT_MODEL
+    assert resolve_bundle(f"./{DEFAULT_MODEL}") == Path(DEFAULT_MODEL)
+    assert resolve_bundle(Path(DEFAULT_MODEL)) == Path(DEFAULT_MODEL)
+    shutil.rmtree(tmp_path / DEFAULT_MODEL)
+    assert resolve_bundle(Path(DEFAULT_MODEL)) == PACKAGED.parent / DEFAULT_MODEL  # none here
+
+
 @pytest.mark.fracatlas
 def test_sigterm_removes_the_unpacked_zip(tmp_path: Path, fracatlas_dir: Path) -> None:
     """`timeout` or a scheduler stopping a command given a .zip bundle (benchmark, compare, predict):

@@ -88,7 +88,9 @@ def _extract_zip(path: Path) -> Path:
 
 def resolve_bundle(model: str | Path | None = None) -> Path:
     """The bundle folder for a packaged name, a folder path or a .zip path (None or the name
-    ``"default"``: the shipped model, as the CLI's ``fracsight evaluate default ...`` says it)."""
+    ``"default"``: the shipped model, as the CLI's ``fracsight evaluate default ...`` says it).
+    A packaged name given as a string wins over a folder of that name where the command runs
+    (``./NAME`` or a :class:`~pathlib.Path` names the folder)."""
     if model is None or model == "default":  # a Path("default") is a folder of that name
         # the packaged one, never a folder of its name where the command runs (an evaluation report
         # written there broke every command, a copy of another bundle replaced the default unsaid)
@@ -99,6 +101,10 @@ def resolve_bundle(model: str | Path | None = None) -> Path:
         )
     if not str(model):  # Path("") is the current folder: an empty name is not a request for it
         raise UnknownModelError("model is empty: give a bundle name, folder or .zip path, or None")
+    if isinstance(model, str) and _is_packaged(model):
+        # an evaluation report written to --out NAME made every later `--model NAME` (and the
+        # report's own re-run command) fail, and a copied bundle there was used instead unsaid
+        return _PACKAGED / model
     path = Path(model)
     if path.is_dir():
         return path
@@ -106,9 +112,14 @@ def resolve_bundle(model: str | Path | None = None) -> Path:
         return _extract_zip(path)
     if path.exists():
         raise BundleError(f"{path} is neither a bundle folder nor a .zip of one")
-    if (_PACKAGED / str(model) / "bundle.json").is_file():
+    if _is_packaged(str(model)):  # a Path of a packaged name, with no folder of that name here
         return _PACKAGED / str(model)
     return _by_model_name(str(model))
+
+
+def _is_packaged(name: str) -> bool:
+    plain = name == Path(name).name and not name.startswith(".")  # a bare name, not a path
+    return plain and (_PACKAGED / name / "bundle.json").is_file()
 
 
 def checked_bundle(model: str | Path | None, operating_point: str | None = None) -> tuple[Path, BundleSpec]:
