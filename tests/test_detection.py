@@ -210,6 +210,20 @@ def test_detectors_averaged_are_grafted_and_read_back_as_one(detector_bundle, tm
         )
 
 
+def test_a_new_bundles_default_version_is_never_a_packaged_models() -> None:
+    """`detector train fracatlas-lite0-384-v2` gave "fracatlas-lite0-384 v3" and `detector joint`
+    over it "v4": a one-epoch model whose results were labelled as the shipped v4's."""
+    from fracsight.detection.build import next_version
+    from fracsight.inference.store import packaged_models
+
+    shipped = set(packaged_models().values())
+    assert ("fracatlas-lite0-384", "4") in shipped and ("fracatlas-lite0-384", "3") not in shipped
+    assert next_version("fracatlas-lite0-384", "3", "joint") == "3+joint"
+    assert next_version("fracatlas-lite0-384", "2", "detector") == "3"
+    assert next_version("my-model", "3", "joint") == "4"
+    assert next_version("my-model", "3+detector", "joint") == "3+detector+joint"
+
+
 def test_new_bundle_keeps_the_base_outputs_and_adds_the_heads(detector_bundle) -> None:
     import onnxruntime as ort
 

@@ -73,9 +73,16 @@ def choose_orientation_certainty(orientation, val, log) -> tuple[float, dict[str
     return certainty, stats
 
 
-def next_version(version: str, made_by: str) -> str:
-    """The version after ``version``: a number plus one, else ``version+made_by``."""
-    return str(int(version) + 1) if version.isdigit() else f"{version}+{made_by}"
+def next_version(name: str, version: str, made_by: str) -> str:
+    """The version after ``version``: a number plus one, else (or where a packaged bundle is that
+    model already) ``version+made_by``: a one-epoch run from v3 labelled its results exactly as
+    the shipped v4, and nothing in a result told them apart."""
+    from fracsight.inference.store import packaged_models
+
+    following = str(int(version) + 1) if version.isdigit() else None
+    if following is None or (name, following) in packaged_models().values():
+        return f"{version}+{made_by}"
+    return following
 
 
 def refuse_unboxed(dataset: Dataset, data_dir: Path) -> None:
@@ -206,7 +213,7 @@ def build_detector_bundle(
             "command": command,
         },
     }
-    version = version or next_version(base.version, "detector")
+    version = version or next_version(base.name, base.version, "detector")
     return _write_with_heads(
         base_dir,
         out_dir,

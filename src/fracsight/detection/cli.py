@@ -88,7 +88,10 @@ def train(
         typer.Option(help="With --zoom-views: the range of the zoom factors (default 0.6 1.6)."),
     ] = None,
     version: Annotated[
-        str | None, typer.Option(help="Version of the new bundle (default: the base's plus one).")
+        str | None,
+        typer.Option(
+            help="Version of the new bundle (default: the base's plus one, or BASE+detector where a packaged model has that one)."
+        ),
     ] = None,
     evaluate_split: Annotated[
         str | None,
@@ -304,7 +307,10 @@ def joint(
     ] = 0.0,
     name: Annotated[str | None, typer.Option(help="Name of the new model (default: MODEL's).")] = None,
     version: Annotated[
-        str | None, typer.Option(help="Version of the new model (default: HEADS' plus one).")
+        str | None,
+        typer.Option(
+            help="Version of the new model (default: HEADS' plus one, or HEADS+joint where a packaged model has that one)."
+        ),
     ] = None,
     evaluate_split: Annotated[
         str | None,
@@ -354,6 +360,8 @@ def joint(
             dataset.refuse_output_inside(out, "--out")
             if evaluate_split:
                 select_samples(dataset, evaluate_split, 0)  # whether it has or can carve the split
+        name = name or load_bundle_spec(base_dir).name
+        version = version or next_version(name, load_bundle_spec(heads_dir).version, "joint")
         with _joint_interrupted(run, data):
             train_joint(
                 base_dir,
@@ -369,8 +377,8 @@ def joint(
                     shift=shift,
                     device=device,
                 ),
-                name=name or load_bundle_spec(base_dir).name,
-                version=version or next_version(load_bundle_spec(heads_dir).version, "joint"),
+                name=name,
+                version=version,
                 command=command,
                 log=lambda line: typer.echo(line, err=True),
             )

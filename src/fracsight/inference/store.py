@@ -148,15 +148,21 @@ def loadable_bundle(model: str | Path | None, operating_point: str | None = None
     return folder, spec
 
 
-def _by_model_name(model: str) -> Path:
-    """A packaged bundle named as predictions name their model (``NAME vVERSION``, or ``NAME``
-    where one packaged version has it), so that a name read off a result can be passed back."""
+def packaged_models() -> dict[str, tuple[str | None, str]]:
+    """Each packaged bundle's folder name: (its model name, its version), as results name it."""
     named = {}
     for folder in list_bundles():
         # only the two fields, read leniently (not load_bundle_spec): looking up one name must not
         # fail on another packaged bundle that the full check would refuse
         spec = json.loads((_PACKAGED / folder / "bundle.json").read_text(encoding="utf-8"))
         named[folder] = (spec.get("name"), str(spec.get("version")))
+    return named
+
+
+def _by_model_name(model: str) -> Path:
+    """A packaged bundle named as predictions name their model (``NAME vVERSION``, or ``NAME``
+    where one packaged version has it), so that a name read off a result can be passed back."""
+    named = packaged_models()
     found = [f for f, (name, version) in named.items() if model in (name, f"{name} v{version}")]
     if len(found) == 1:
         return _PACKAGED / found[0]
