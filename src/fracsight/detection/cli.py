@@ -90,7 +90,8 @@ def train(
     version: Annotated[
         str | None,
         typer.Option(
-            help="Version of the new bundle (default: the base's plus one, or BASE+detector where a packaged model has that one)."
+            help="Version of the new bundle (default: the base's plus one, "
+            "or BASE+detector where a packaged model has that one)."
         ),
     ] = None,
     evaluate_split: Annotated[
@@ -309,7 +310,8 @@ def joint(
     version: Annotated[
         str | None,
         typer.Option(
-            help="Version of the new model (default: HEADS' plus one, or HEADS+joint where a packaged model has that one)."
+            help="Version of the new model (default: HEADS' plus one, "
+            "or HEADS+joint where a packaged model has that one)."
         ),
     ] = None,
     evaluate_split: Annotated[
