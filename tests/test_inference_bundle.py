@@ -68,7 +68,18 @@ def _future_format(d: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
+def _old_format(d: dict[str, Any]) -> dict[str, Any]:
+    return {**d, "format": 0}
+
+
+def _no_checksum(d: dict[str, Any]) -> dict[str, Any]:
+    """It said "does not match bundle.json (sha256 26cb... != ...)": there was nothing to match."""
+    return {k: v for k, v in d.items() if k != "onnx_sha256"}
+
+
 def _unknown_field(d: dict[str, Any]) -> dict[str, Any]:
+    """A bundle from a newer fracsight (a field added within the format, as orientation was) was
+    "bundle.json is malformed: BundleSpec.__init__() got an unexpected keyword argument"."""
     d["surprise"] = 1
     return d
 
@@ -95,10 +106,12 @@ def _infinite_bias(d: dict[str, Any]) -> dict[str, Any]:
     ("edit", "match"),
     [
         (lambda d: [d], "JSON object"),
-        (_drop_heads, "malformed"),
+        (_drop_heads, "malformed: it lacks heads$"),
         (_bad_head_kind, "kind must be one of"),
-        (_future_format, "format 99 is not supported"),
-        (_unknown_field, "malformed"),
+        (_future_format, r"format 99 is newer than this fracsight reads \(1\): upgrade fracsight"),
+        (_old_format, "format 0 is not supported"),
+        (_unknown_field, r"fields this fracsight does not know \(surprise\): .* newer fracsight; upgrade"),
+        (_no_checksum, "has no onnx_sha256: model.onnx cannot be checked"),
         (_bad_default_point, "default operating point"),
         (_zero_temperature, "temperature"),
         (_text_bias, "malformed|calibration_bias"),
@@ -109,7 +122,9 @@ def _infinite_bias(d: dict[str, Any]) -> dict[str, Any]:
         "no-heads",
         "bad-head-kind",
         "future-format",
+        "old-format",
         "unknown-field",
+        "no-checksum",
         "bad-op",
         "temp-0",
         "bias-text",

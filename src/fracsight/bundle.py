@@ -14,7 +14,7 @@ import math
 import numbers
 import os
 import unicodedata
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -270,10 +270,25 @@ class BundleSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BundleSpec:
         try:
-            if d.get("format") != BUNDLE_FORMAT:
+            found = d.get("format")
+            if isinstance(found, int) and not isinstance(found, bool) and found > BUNDLE_FORMAT:
                 raise BundleError(
-                    f"bundle format {d.get('format')!r} is not supported (expected {BUNDLE_FORMAT})"
+                    f"bundle format {found} is newer than this fracsight reads ({BUNDLE_FORMAT}): "
+                    "upgrade fracsight (pip install -U fracsight)"
                 )
+            if found != BUNDLE_FORMAT:
+                raise BundleError(f"bundle format {found!r} is not supported (expected {BUNDLE_FORMAT})")
+            known = {f.name for f in fields(cls)}
+            unknown = sorted(str(k) for k in d if k not in known)
+            if unknown:  # told apart from damage: fields are added within a format (orientation, precision)
+                raise BundleError(
+                    f"bundle.json has fields this fracsight does not know ({', '.join(unknown)}): "
+                    "it was written by a newer fracsight; upgrade fracsight (pip install -U fracsight)"
+                )
+            required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+            missing = [name for name in required if name not in d]
+            if missing:
+                raise BundleError(f"bundle.json is malformed: it lacks {', '.join(missing)}")
             kw = dict(d)
             if not all(isinstance(h.get("classes"), list) for h in d["heads"]):  # "ab" is not ("a", "b")
                 raise BundleError("bundle.json is malformed: each head's classes must be a list")
@@ -338,6 +353,10 @@ def read_checked_onnx(folder: Path, spec: BundleSpec) -> bytes:
         raise BundleError(f"model.onnx in {folder} is larger than {MAX_ONNX_BYTES >> 30} GB: not a model")
     model_bytes = onnx_path.read_bytes()
     digest = hashlib.sha256(model_bytes).hexdigest()
+    if not spec.onnx_sha256:
+        raise BundleError(
+            f"bundle.json in {folder} has no onnx_sha256: model.onnx cannot be checked; refusing to load it"
+        )
     if digest != spec.onnx_sha256:
         raise ChecksumMismatchError(
             f"model.onnx in {folder} does not match bundle.json "
