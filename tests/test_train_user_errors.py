@@ -335,3 +335,15 @@ def test_other_data_is_not_refused_where_the_training_data_changed_since(fracatl
     with caplog.at_level(logging.WARNING, logger="fracsight.data.leakage"):
         refuse_images_trained_on(trained, sha, tmp_path / "other", val, "RUN")  # no refusal
     assert "could not check whether the validation images of" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "command", ["fracsight train data\n```\n## Measured results", "fracsight train \\\n  data"]
+)
+def test_a_train_command_of_several_lines_is_refused_before_any_work(command: str, tmp_path: Path) -> None:
+    """`export --train-command` with a fence closed the card's Reproduce block early: what
+    followed read as the card's own text (a made-up "## Measured results" section)."""
+    out = tmp_path / "bundle"
+    result = CliRunner().invoke(app, ["export", str(tmp_path), str(out), "--train-command", command])
+    _refused(result, "--train-command must be one line")
+    assert not out.exists()

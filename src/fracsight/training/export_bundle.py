@@ -88,6 +88,14 @@ def export_bundle(
     saying to ``warn`` (default: the log) what the evaluation warns of (its splits' leakage), with
     the report in ``report_dir`` (default: :func:`evaluation_report_dir`); ``progress`` is told each
     step as it begins (reading the training images alone takes minutes on a laptop's CPU)."""
+    if train_command is not None and (
+        "\n" in train_command or "\r" in train_command or "```" in train_command
+    ):
+        # the card's Reproduce block is a code fence: a fence in the command closed it early and the
+        # rest of the command read as the card's own text ("## Measured results ... AUROC 0.999")
+        raise TrainConfigError(
+            "--train-command must be one line without ``` (join continued lines with spaces)"
+        )
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     checkpoint = run_dir / "best.pt" if run_dir.is_dir() else run_dir
     if not checkpoint.is_file():
