@@ -356,6 +356,31 @@ def test_actors_a_cluster_cannot_place_now_are_said(archive: Path, tmp_path: Pat
     assert len(read_csv(tmp_path / "out" / "results.csv")) == N_IMAGES + 4
 
 
+@pytest.mark.slow
+def test_a_cluster_other_jobs_hold_in_part_is_said_and_the_actors_that_ran_counted(
+    archive: Path, tmp_path: Path, ray_address: str
+) -> None:
+    """Another job held one of the cluster's two CPUs: the job said nothing (with none free it
+    waited without a word) and reported "predicted by 2 actors", in job.json too, when one ran."""
+
+    @ray.remote(num_cpus=1)
+    class Holder:
+        def ready(self) -> bool:
+            return True
+
+    holder = Holder.remote()
+    ray.get(holder.ready.remote())
+    try:
+        args = [str(archive), "--out", str(tmp_path / "out"), "--address", ray_address, "--actors", "2"]
+        code, err = finish(batch(*args, "--batch-size", "4"))
+    finally:
+        ray.kill(holder)
+    assert code == 1, err  # the archive's broken files
+    assert "the cluster has 1 CPUs, 0 GPUs free now of 2 CPUs, 0 GPUs (other jobs hold the rest)" in err, err
+    assert json.loads((tmp_path / "out" / "job.json").read_text())["last_run"]["actors"] == 1
+    assert len(read_csv(tmp_path / "out" / "results.csv")) == N_IMAGES + 4
+
+
 def test_a_bundle_whose_json_contradicts_its_graph_is_refused_before_ray(
     archive: Path, tmp_path: Path
 ) -> None:

@@ -319,7 +319,7 @@ def _run_on_ray(
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # nothing leaves the hospital
     import ray
 
-    from fracsight.scale.predict import BatchPredictor
+    from fracsight.scale.predict import ACTOR, BatchPredictor
 
     clock = time.perf_counter()
     local: LocalRay | None = None
@@ -349,14 +349,7 @@ def _run_on_ray(
         n_blocks = -(-len(pending) // batch_size)
         run.actors = actors = min(actors, n_blocks)  # no idle actors on a small job
         if local is None:  # Ray waits for actors that do not fit, silently: said, in case no node joins
-            try:
-                _check_fits(resources, cpus_per_actor, gpus_per_actor, actors)
-            except ActorsDoNotFit:
-                logging.getLogger("fracsight.scale").warning(
-                    "the cluster has %s now, fewer than the actors ask for: those that do not fit start only "
-                    "if nodes join (Ray waits for them without a word)",
-                    ", ".join(f"{resources.get(k, 0):g} {k}s" for k in ("CPU", "GPU")),
-                )
+            _say_if_short(resources, ray.available_resources(), cpus_per_actor, gpus_per_actor, actors)
         # One block per batch: the actors take blocks as they free up, and a block is the unit of
         # work lost (and redone) when a job is killed. from_items builds the blocks here in the
         # driver; from_arrow would run a Ray task per block just to read its metadata, and those
@@ -384,11 +377,14 @@ def _run_on_ray(
         last = time.monotonic()
         first: tuple[float, int] | None = None  # when the first rows came back, and how many
         received = 0
+        workers: set[str] = set()  # the actors that made rows: fewer than asked on a busy cluster
         batches = iter(ds.iter_batches(batch_size=None, batch_format="pyarrow"))
         try:
             for batch in batches:
                 buffer.extend(batch.to_pylist())
                 received += batch.num_rows
+                workers.update(batch.column(ACTOR).to_pylist())
+                run.actors = len(workers)
                 if first is None:
                     first = (time.monotonic(), batch.num_rows)
                     run.phases["to_first_rows_s"] = time.perf_counter() - clock
@@ -430,6 +426,38 @@ def _run_on_ray(
             else:
                 local.stop()
         run.phases["ray_stop_s"] = time.perf_counter() - stopping
+
+
+def _say_if_short(
+    total: dict[str, float], free: dict[str, float], cpus_per_actor: float, gpus_per_actor: float, actors: int
+) -> None:
+    """Warn when a cluster cannot start all ``actors`` now: its totals are too small (they start
+    only if nodes join), or other jobs hold what they need (they start as it frees up; with none
+    free the job waited without a word, and counted the actors asked as those that ran)."""
+    said = logging.getLogger("fracsight.scale").warning
+
+    def amounts(resources: dict[str, float]) -> str:
+        return ", ".join(f"{resources.get(k, 0):g} {k}s" for k in ("CPU", "GPU"))
+
+    try:
+        _check_fits(total, cpus_per_actor, gpus_per_actor, actors)
+    except ActorsDoNotFit:
+        said(
+            "the cluster has %s now, fewer than the actors ask for: those that do not fit start only "
+            "if nodes join (Ray waits for them without a word)",
+            amounts(total),
+        )
+        return
+    try:
+        _check_fits(free, cpus_per_actor, gpus_per_actor, actors)
+    except ActorsDoNotFit:
+        said(
+            "the cluster has %s free now of %s (other jobs hold the rest): the %d actors start as "
+            "they free up, and the job waits until one has",
+            amounts(free),
+            amounts(total),
+            actors,
+        )
 
 
 def _threads_ended(ray_threads: set[threading.Thread]) -> None:

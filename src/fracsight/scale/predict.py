@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,10 @@ from fracsight.inference import FailedPrediction, Prediction, Predictor
 from fracsight.inference.tabular import result_row, text_cell
 from fracsight.scale.output import FILE_STAT, NAME_FIELD, PATH_COLUMN, file_stat, output_columns
 
-__all__ = ["INTERNAL_ERROR", "BatchPredictor"]
+__all__ = ["ACTOR", "INTERNAL_ERROR", "BatchPredictor"]
 
 INTERNAL_ERROR = "internal_error"  # an unexpected failure on one file: its row says so, the job goes on
+ACTOR = "actor"  # a column the driver counts the actors by (the host and process that made a batch)
 logger = logging.getLogger("fracsight.scale")
 
 
@@ -41,6 +43,7 @@ class BatchPredictor:
         self.predictor = Predictor(model, threads=threads, operating_point=operating_point)
         self.columns = output_columns(self.predictor.spec, all_classes=all_classes)
         self.decode_workers = decode_workers
+        self.actor = f"{socket.gethostname()}:{os.getpid()}"
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
         """The rows, and each file's :func:`~fracsight.scale.output.file_stat` as it was read."""
@@ -51,7 +54,8 @@ class BatchPredictor:
         stats = [file_stat(p, folders) for p in paths]
         results = self._predict(paths, names)
         rows = [self._row(path, result) for path, result in zip(paths, results, strict=True)]
-        return {**{c: [r[c] for r in rows] for c in self.columns}, FILE_STAT: stats}
+        columns = {c: [r[c] for r in rows] for c in self.columns}
+        return {**columns, FILE_STAT: stats, ACTOR: [self.actor] * len(rows)}
 
     def _predict(self, paths: Sequence[str], names: Sequence[str]) -> list[Prediction | FailedPrediction]:
         try:
