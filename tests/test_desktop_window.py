@@ -594,6 +594,16 @@ def test_sliders_panning_buttons_and_the_model_card_answer_the_keyboard(
     assert not viewer.heat_var.get()
     press(buttons["Heatmap"], "<Key-KP_Enter>")
     assert viewer.heat_var.get()
+    # a button Tcl made (Tk's file dialogs' OK and Cancel): tkinter hands its events over with the
+    # widget as a name, and a Python handler failed there ("'str' object has no attribute 'invoke'")
+    root.tk.call("ttk::button", ".made_by_tcl", "-command", "set ::pressed yes")
+    root.tk.call("pack", ".made_by_tcl")
+    root.tk.call("focus", "-force", ".made_by_tcl")
+    root.update()
+    root.tk.call("event", "generate", ".made_by_tcl", "<Key-Return>")
+    root.update()
+    assert root.tk.call("set", "::pressed") == "yes"
+    root.tk.call("destroy", ".made_by_tcl")
     press(buttons["Shortcuts (F1)"], "<Key-Return>")
     assert desktop.shortcuts_window is not None and desktop.shortcuts_window.winfo_exists()
     press(desktop.shortcuts_window, "<Key-Escape>")

@@ -454,8 +454,13 @@ def test_a_packaged_name_is_the_packaged_bundle_whatever_folder_of_its_name_is_h
     shutil.copytree(PACKAGED, tmp_path / DEFAULT_MODEL)  # a user's bundle under a packaged name
     assert resolve_bundle(other) == PACKAGED.parent / other
     assert resolve_bundle(DEFAULT_MODEL) == PACKAGED.parent / DEFAULT_MODEL
-    assert resolve_bundle(f"./{DEFAULT_MODEL}") == Path(DEFAULT_MODEL)
-    assert resolve_bundle(Path(DEFAULT_MODEL)) == Path(DEFAULT_MODEL)
+    here = tmp_path / DEFAULT_MODEL  # absolute: passed on as text, it stays the folder
+    assert resolve_bundle(f"./{DEFAULT_MODEL}") == resolve_bundle(Path(DEFAULT_MODEL)) == here
+    assert resolve_bundle(str(resolve_bundle(f"./{DEFAULT_MODEL}"))) == here
+    # `predict NAME` (the folder given as images) advises the spelling that reaches the folder
+    from fracsight.inference.tabular import no_images_message
+
+    assert no_images_message([Path(DEFAULT_MODEL)]).endswith(f"give it with --model ./{DEFAULT_MODEL}")
     shutil.rmtree(tmp_path / DEFAULT_MODEL)
     assert resolve_bundle(Path(DEFAULT_MODEL)) == PACKAGED.parent / DEFAULT_MODEL  # none here
 

@@ -77,6 +77,16 @@ def _no_checksum(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k != "onnx_sha256"}
 
 
+def _unknown_point_field(d: dict[str, Any]) -> dict[str, Any]:
+    d["operating_points"][0]["ppv"] = 0.5  # fields were added there before (sensitivity, specificity)
+    return d
+
+
+def _point_without_threshold(d: dict[str, Any]) -> dict[str, Any]:
+    del d["operating_points"][0]["threshold"]
+    return d
+
+
 def _unknown_field(d: dict[str, Any]) -> dict[str, Any]:
     """A bundle from a newer fracsight (a field added within the format, as orientation was) was
     "bundle.json is malformed: BundleSpec.__init__() got an unexpected keyword argument"."""
@@ -112,6 +122,11 @@ def _infinite_bias(d: dict[str, Any]) -> dict[str, Any]:
         (_old_format, "format 0 is not supported"),
         (_unknown_field, r"fields this fracsight does not know \(surprise\): .* newer fracsight; upgrade"),
         (_no_checksum, "has no onnx_sha256: model.onnx cannot be checked"),
+        (
+            _unknown_point_field,
+            r"do(es)? not know \(operating_points\[0\]\.ppv\): .* newer fracsight; upgrade",
+        ),
+        (_point_without_threshold, r"malformed: it lacks operating_points\[0\]\.threshold$"),
         (_bad_default_point, "default operating point"),
         (_zero_temperature, "temperature"),
         (_text_bias, "malformed|calibration_bias"),
@@ -125,6 +140,8 @@ def _infinite_bias(d: dict[str, Any]) -> dict[str, Any]:
         "old-format",
         "unknown-field",
         "no-checksum",
+        "unknown-point-field",
+        "point-without-threshold",
         "bad-op",
         "temp-0",
         "bias-text",

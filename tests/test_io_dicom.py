@@ -247,6 +247,10 @@ def test_a_rescale_that_is_not_a_usable_number_is_read_unscaled(slope: bytes) ->
         ({"WindowCenter": "nan", "WindowWidth": "nan"}, "window center/width unusable (not finite"),
         ({"WindowCenter": "500", "WindowWidth": "inf"}, "window center/width unusable (not finite"),
         ({"WindowCenter": "1e300", "WindowWidth": "1e308"}, "the DICOM window maps every pixel to one grey"),
+        (
+            {"RescaleSlope": "1e304", "WindowCenter": "2e307", "WindowWidth": "4e307", "bits_stored": 16},
+            "the DICOM window's output is not a finite number",
+        ),
     ],
 )
 def test_a_rescale_or_window_that_spoils_every_pixel_is_left_out_with_a_note(

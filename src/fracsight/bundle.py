@@ -278,29 +278,48 @@ class BundleSpec:
                 )
             if found != BUNDLE_FORMAT:
                 raise BundleError(f"bundle format {found!r} is not supported (expected {BUNDLE_FORMAT})")
-            known = {f.name for f in fields(cls)}
-            unknown = sorted(str(k) for k in d if k not in known)
-            if unknown:  # told apart from damage: fields are added within a format (orientation, precision)
-                raise BundleError(
-                    f"bundle.json has fields this fracsight does not know ({', '.join(unknown)}): "
-                    "it was written by a newer fracsight; upgrade fracsight (pip install -U fracsight)"
-                )
-            required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
-            missing = [name for name in required if name not in d]
-            if missing:
-                raise BundleError(f"bundle.json is malformed: it lacks {', '.join(missing)}")
-            kw = dict(d)
-            if not all(isinstance(h.get("classes"), list) for h in d["heads"]):  # "ab" is not ("a", "b")
+            kw = dict(_checked_fields(cls, d, ""))
+            heads = [_checked_fields(HeadSpec, h, f"heads[{i}]") for i, h in enumerate(d["heads"])]
+            if not all(isinstance(h["classes"], list) for h in heads):  # "ab" is not ("a", "b")
                 raise BundleError("bundle.json is malformed: each head's classes must be a list")
-            kw["heads"] = tuple(HeadSpec(h["name"], h["kind"], tuple(h["classes"])) for h in d["heads"])
-            kw["operating_points"] = tuple(OperatingPoint(**op) for op in d["operating_points"])
+            kw["heads"] = tuple(HeadSpec(**{**h, "classes": tuple(h["classes"])}) for h in heads)
+            kw["operating_points"] = tuple(
+                OperatingPoint(**_checked_fields(OperatingPoint, op, f"operating_points[{i}]"))
+                for i, op in enumerate(d["operating_points"])
+            )
             if d.get("class_operating_point") is not None:
-                kw["class_operating_point"] = ClassOperatingPoint(**d["class_operating_point"])
+                kw["class_operating_point"] = ClassOperatingPoint(
+                    **_checked_fields(
+                        ClassOperatingPoint, d["class_operating_point"], "class_operating_point"
+                    )
+                )
             return cls(**kw)
         except BundleError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise BundleError(f"bundle.json is malformed: {e}") from e
+
+
+def _checked_fields(kind: type, entry: Any, where: str) -> dict[str, Any]:
+    """``entry`` (an object of ``bundle.json``, ``where`` in it) with every field ``kind`` needs and no
+    other: fields are added within a format (orientation, precision, an operating point's
+    sensitivity), so one this fracsight does not know means a newer fracsight wrote the bundle;
+    until 2026-12-06 either was "bundle.json is malformed: ... unexpected keyword argument"."""
+    at = f"{where}." if where else ""
+    if not isinstance(entry, dict):
+        raise BundleError(f"bundle.json is malformed: {where} must be an object")
+    names = [f.name for f in fields(kind)]
+    unknown = sorted(str(k) for k in entry if k not in names)
+    if unknown:
+        raise BundleError(
+            f"bundle.json has fields this fracsight does not know ({', '.join(at + k for k in unknown)}): "
+            "it was written by a newer fracsight; upgrade fracsight (pip install -U fracsight)"
+        )
+    needed = [f.name for f in fields(kind) if f.default is MISSING and f.default_factory is MISSING]
+    missing = [at + name for name in needed if name not in entry]
+    if missing:
+        raise BundleError(f"bundle.json is malformed: it lacks {', '.join(missing)}")
+    return entry
 
 
 def sha256_file(path: Path) -> str:

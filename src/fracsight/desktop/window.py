@@ -192,9 +192,12 @@ class DesktopApp:
             style.map("Treeview", background=[("selected", "focus", FOCUS_COLOUR), ("selected", "#4a6984")])
             # a slider with the keyboard showed nothing: its handle takes the focus colour
             style.map("Horizontal.TScale", background=[("focus", FOCUS_COLOUR)])
-        for widget_class in ("TButton", "TCheckbutton"):  # Enter presses the focused one, as Space does
+        # Enter presses the focused button or box, as Space does (X11's ttk answers Space only);
+        # a Tcl script, as Tk's own file dialogs' buttons have this class too and tkinter hands
+        # their events over with the widget as a name, not an object
+        for widget_class in ("TButton", "TCheckbutton"):
             for key in ("<Key-Return>", "<Key-KP_Enter>"):
-                root.bind_class(widget_class, key, _press)
+                root.bind_class(widget_class, key, "%W invoke; break")
         base = font.nametofont("TkDefaultFont")
         self.font_bold = base.copy()
         self.font_bold.configure(weight="bold")
@@ -1263,9 +1266,3 @@ def _tags(result: Prediction | FailedPrediction | StudyPrediction) -> tuple[str,
     if isinstance(result, FailedPrediction):
         return ("failed",)
     return (verdict(result).severity,)
-
-
-def _press(event: tk.Event) -> str:
-    """Enter on a focused button or check box: X11's ttk answers Space only, Windows both."""
-    event.widget.invoke()
-    return "break"

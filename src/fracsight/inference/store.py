@@ -107,7 +107,10 @@ def resolve_bundle(model: str | Path | None = None) -> Path:
         return _PACKAGED / model
     path = Path(model)
     if path.is_dir():
-        return path
+        # absolute: a relative one passed on as text (to the API's workers, benchmark's timing
+        # process) read as the packaged name it shares (`serve --model ./NAME` checked the folder
+        # and served the packaged model)
+        return path.absolute()
     if path.is_file() and path.suffix.lower() == ".zip":
         return _extract_zip(path)
     if path.exists():

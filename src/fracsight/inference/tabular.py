@@ -265,7 +265,9 @@ def no_images_message(paths: Sequence[Path], most: int = 5) -> str:
     found = f"no image files found in the given {'folders' if folders else 'inputs'}"
     bundles = [f for f in folders if _is_file(f / "bundle.json")]  # `predict BUNDLE IMAGE`
     if bundles:
-        return f"{found}: {bundles[0]} is a model bundle, not images: give it with --model {bundles[0]}"
+        # `./NAME`: a bare NAME is a packaged bundle's name where one has it, not this folder
+        given = bundles[0].as_posix() if bundles[0].parent != Path() else f"./{bundles[0]}"
+        return f"{found}: {bundles[0]} is a model bundle, not images: give it with --model {given}"
     if not others:
         return found
     shown = ", ".join(others[:most]) + (" and more" if len(others) > most else "")

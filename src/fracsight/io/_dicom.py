@@ -665,10 +665,13 @@ def _to_unit_range(pydicom: Any, arr: np.ndarray, ds: Any, notes: list[str]) -> 
         )
     elif "WindowCenter" in ds and "WindowWidth" in ds:
         try:
-            with np.errstate(over="ignore"):
+            with np.errstate(over="ignore", invalid="ignore"):
                 limits = apply_windowing(np.array([-1e15, 1e15]), ds)  # the window's output range
                 windowed = apply_windowing(values, ds)
-            if np.ptp(windowed) == 0 < np.ptp(values):  # a window far off the pixels: one grey
+            if not (np.isfinite(limits).all() and np.isfinite(windowed).all()):
+                # pydicom's output range is BitsStored's times the slope: it can overflow alone
+                notes.append("the DICOM window's output is not a finite number; min/max used instead")
+            elif np.ptp(windowed) == 0 < np.ptp(values):  # a window far off the pixels: one grey
                 notes.append("the DICOM window maps every pixel to one grey; min/max used instead")
             else:
                 values, lo, hi = windowed, float(limits[0]), float(limits[1])
