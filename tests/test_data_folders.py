@@ -11,6 +11,7 @@ from PIL import Image
 
 from fracsight.data import CLASS, FRACTURE, load_dataset
 from fracsight.data._files import fracture_polarity
+from fracsight.data.sample import NotADataFolderError
 from fracsight.errors import DatasetError
 
 
@@ -118,6 +119,26 @@ def test_single_class_is_refused(tmp_path: Path) -> None:
     _png(tmp_path / "train" / "fractured" / "a")
     with pytest.raises(DatasetError, match="at least two classes"):
         load_dataset(tmp_path, layout="class-folders")
+
+
+def test_a_data_set_beside_another_folder_is_pointed_to(tmp_path: Path, caplog) -> None:
+    """An unpacked archive with a notes folder beside it (`Fracture-Dataset/{train,val,test}/...`
+    and `docs/`): "class folders need at least two classes, found ['Fracture-Dataset']", exit 1,
+    never saying where the data set is; with images beside it, a two-class head of the archive
+    against them was trained without a word."""
+    for split in ("train", "test"):
+        for label in ("fractured", "normal"):
+            _png(tmp_path / "top" / "Fracture-Dataset" / split / label / f"{split}{label}")
+    (tmp_path / "top" / "docs").mkdir()
+    (tmp_path / "top" / "docs" / "readme.txt").write_text("notes")
+    with pytest.raises(
+        NotADataFolderError, match="Fracture-Dataset holds train/val/test folders: give it as"
+    ):
+        load_dataset(tmp_path / "top")
+    _png(tmp_path / "top" / "unlabelled" / "new")
+    with caplog.at_level(logging.WARNING, logger="fracsight.data"):
+        load_dataset(tmp_path / "top")
+    assert "Fracture-Dataset holds train/val/test folders: is it the data set?" in caplog.text
 
 
 def test_fracture_types_under_fractured_give_both_labels(tmp_path: Path) -> None:

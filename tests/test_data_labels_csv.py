@@ -73,6 +73,21 @@ def test_a_column_fracsight_does_not_read_is_named_in_a_warning(
     assert "ignored" not in caplog.text
 
 
+def test_images_beside_the_listed_ones_that_the_csv_leaves_out_are_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """24 images in img/, 22 rows: "22 images" and not a word of the other two."""
+    root = _write(tmp_path / "d", "image,fracture", ["img/a.png,1", "img/b.png,0"])
+    Image.new("L", (8, 8)).save(root / "img" / "forgotten.png")
+    (root / "img" / "notes.txt").write_text("not an image")
+    with caplog.at_level("WARNING", logger="fracsight.data"):
+        assert len(load_dataset(root).samples) == 2
+    assert (
+        "1 image(s) beside those labels.csv lists are not in it and are ignored: img/forgotten.png"
+        in caplog.text
+    )
+
+
 @pytest.mark.parametrize(
     ("header", "rows", "message"),
     [

@@ -1131,7 +1131,7 @@ def _print_metrics(m: dict) -> None:
         op = mc.get("operating_point")
         if op:
             typer.echo(
-                f"  class stated at probability >= {num(op['min_probability'], 2)}: "
+                f"  class stated at probability >= {num(op['min_probability'])}: "
                 f"accuracy {num(op['accuracy'])}, coverage {num(op['coverage'])} "
                 f"(validation: accuracy {num(op.get('validation_accuracy'))}, "
                 f"coverage {num(op.get('validation_coverage'))})"

@@ -39,8 +39,7 @@ from fracsight.data._files import (
     visible_dirs,
     warn_skipped,
 )
-from fracsight.data.sample import CLASS, FRACTURE, Dataset, Sample, warn_splits_lacking
-from fracsight.errors import DatasetError
+from fracsight.data.sample import CLASS, FRACTURE, Dataset, NotADataFolderError, Sample, warn_splits_lacking
 
 __all__ = ["class_folders", "is_class_folders", "read_class_folders"]
 
@@ -66,6 +65,11 @@ def class_folders(root: Path) -> dict[str | None, list[Path]]:
     return result
 
 
+def _data_sets_inside(class_dirs: list[Path]) -> list[Path]:
+    """The class folders that hold split folders themselves: a data set one level down."""
+    return [d for d in class_dirs if any(split_name(s.name) for s in visible_dirs(d))]
+
+
 def is_class_folders(root: Path) -> bool:
     """True if some class folder (directly or under a split folder) holds an image."""
     return any(next(iter_images(d), None) is not None for dirs in class_folders(root).values() for d in dirs)
@@ -81,16 +85,20 @@ def read_class_folders(root: Path) -> Dataset:
     for _, d, images in folders:
         if not images:
             log.warning("%s holds no images and is ignored", d)
+    wrapped = _data_sets_inside([d for _, d, _ in folders])
+    for d in wrapped:  # an unpacked archive beside a notes folder: its split folders read as images
+        log.warning("%s holds train/val/test folders: is it the data set? give %s as the data folder", d, d)
     name_of = case_merged({d.name for _, d, images in folders if images}, "class folders")
     found: dict[str | None, dict[str, list[Path]]] = {}
     for split, d, images in folders:
         if images:
             found.setdefault(split, {}).setdefault(name_of[d.name], []).extend(images)
     names = set(name_of.values())
-    if len(names) < 2:
-        raise DatasetError(
+    if len(names) < 2:  # the user's to correct: a bad argument (exit 2)
+        hint = f"; {wrapped[0]} holds train/val/test folders: give it as the data folder" if wrapped else ""
+        raise NotADataFolderError(
             f"{root}: class folders need at least two classes with images, found {sorted(names) or 'none'} "
-            "(expected <class>/<image> or <train|val|test>/<class>/<image>)"
+            f"(expected <class>/<image> or <train|val|test>/<class>/<image>){hint}"
         )
     for split, classes in found.items():
         if split is not None and set(classes) != names:

@@ -190,6 +190,7 @@ def read_labels_csv(root: Path) -> Dataset:
             f"{path}: {len(missing)} image(s) not found or not an image file, e.g. {', '.join(named)}"
             f"{case_note}"
         )
+    _warn_unlisted({file for file, *_ in parsed}, path.name)
     # values that differ only in case (Avulsion, avulsion; Hand, hand) are one class, as class folders
     class_of = case_merged({k for _, _, k, _, _, _ in parsed if k}, f"{path.name}: class values")
     region_of = case_merged({r for _, _, _, rs, _, _ in parsed for r in rs}, f"{path.name}: region values")
@@ -230,3 +231,24 @@ def read_labels_csv(root: Path) -> Dataset:
         samples.append(Sample(path=file, labels=labels, regions=rs, split=split, group=group))
     warn_splits_lacking(samples, CLASS, classes, "class(es)")  # as class folders say it
     return Dataset(root=root, layout="labels-csv", samples=tuple(samples), class_names=class_names)
+
+
+def _warn_unlisted(listed: set[Path], csv_name: str) -> None:
+    """Warn of images beside the listed ones that the CSV leaves out (24 images in the folder,
+    22 rows: "22 images" and not a word of the other two), as the FracAtlas reader does."""
+    unlisted = sorted(
+        f"{folder.name}/{p.name}"
+        for folder in {file.parent for file in listed}
+        for p in folder.iterdir()
+        if not p.name.startswith(".") and p not in listed and is_image_file(p)
+    )
+    if unlisted:
+        shown = ", ".join(unlisted[:10]) + (
+            f", ... ({len(unlisted) - 10} more)" if len(unlisted) > 10 else ""
+        )
+        log.warning(
+            "%d image(s) beside those %s lists are not in it and are ignored: %s",
+            len(unlisted),
+            csv_name,
+            shown,
+        )
