@@ -40,8 +40,26 @@ def test_train_refuses_a_val_split_without_fractured_images(fracatlas_dir, tmp_p
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output and "best epoch" not in result.output
     errors = [line for line in result.stderr.splitlines() if line.startswith("error")]
-    assert len(errors) == 1 and "the val split has no 'fractured' images (4 images)" in errors[0]
+    assert len(errors) == 1 and "the val split has no 'fractured' images (it holds 4)" in errors[0]
+    assert "or leave the val split out and fracsight carves one" in errors[0]
     assert not run.exists()  # refused before anything was written
+
+
+def test_a_val_split_carved_too_small_says_it_was_carved(fracatlas_dir, tmp_path):
+    """3 fractured and 25 normal images, no split folders: the error advised leaving out the val
+    split the user never gave, and "(3 images)" read as the count of fractured ones."""
+    pytest.importorskip("torch")
+    fractured = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[:3]
+    normal = sorted((fracatlas_dir / "images" / "Non_fractured").glob("*.jpg"))[:25]
+    data = tmp_path / "data"
+    _link(fractured, data / "fractured")
+    _link(normal, data / "normal")
+    result = CliRunner().invoke(
+        app, ["train", str(data), "--out", str(tmp_path / "run"), "--set", "device=cpu"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "fracsight carved it out of train (the data give none)" in result.stderr, result.stderr
+    assert "leave the val split out" not in result.stderr
 
 
 def test_train_refuses_a_train_split_of_one_label(fracatlas_dir, tmp_path):

@@ -81,7 +81,9 @@ def plot_roc(
             clip_on=False,
             label=f"{name} (t={threshold:.3f}): sens {m['sensitivity']:.2f}, spec {m['specificity']:.2f}",
         )
-    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 - specificity (false positive rate)")
+    # a margin round the square: a perfect model's curve runs along the axes' top and left edges,
+    # where the legend's "best" place does not see it, and the legend covered it and its points
+    ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), xlabel="1 - specificity (false positive rate)")
     ax.set(ylabel="sensitivity (true positive rate)", title=title, aspect="equal")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=7)  # a weak model's curve and points lie in the lower right
@@ -119,7 +121,9 @@ def plot_pr(
             ax.plot(
                 m["recall"], m["precision"], "o", ms=7, clip_on=False, label=f"{name} (t={threshold:.3f})"
             )
-    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="recall (sensitivity)", ylabel="precision")
+    ax.set(
+        xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), xlabel="recall (sensitivity)", ylabel="precision"
+    )  # as the ROC
     ax.set(title=title, aspect="equal")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=7)  # a weak model's curve lies low, in the lower left

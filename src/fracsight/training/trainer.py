@@ -105,21 +105,23 @@ def refuse_one_label_splits(
     kept no best.pt (every epoch scored -inf) while saying where its checkpoint was."""
     if not fracture:
         return
+    needed = "validation AUROC, which picks the checkpoint, and export's thresholds need both"
+    if any(s.split == "val" for s in dataset.samples):
+        val_fix = f"{needed}; give it images of both, or leave the val split out and fracsight carves one"
+    else:  # the advice to leave out a val split the data never gave was no advice
+        val_fix = (
+            f"fracsight carved it out of train (the data give none) and {needed}: add images, or give one"
+        )
     for name, samples, why in (
         ("train", train, "the fracture head would learn one answer; give it images of both"),
-        (
-            "val",
-            val,
-            "validation AUROC, which picks the checkpoint, and export's thresholds need both; give it "
-            "images of both, or leave the val split out and fracsight carves one out of train",
-        ),
+        ("val", val, val_fix),
     ):
         labels = [s.labels[FRACTURE] for s in samples if FRACTURE in s.labels]
         missing = [fracture[k] for k in (1, 0) if k not in labels]
         if missing:
             raise SplitLabelsError(
                 f"{dataset.root}: the {name} split has no {' and no '.join(repr(m) for m in missing)} "
-                f"images ({len(labels)} images): {why}"
+                f"images (it holds {len(labels)}): {why}"
             )
 
 
