@@ -14,7 +14,7 @@ pytest.importorskip("streamlit", reason="the web app needs the app extra (pip in
 from streamlit.testing.v1 import AppTest
 
 from fracsight.app import SCRIPT
-from fracsight.app.logic import display_columns, escape_markdown
+from fracsight.app.logic import display_columns, escape_markdown, pick_examples
 from fracsight.inference import NOTICE, Predictor
 from fracsight.inference.tabular import ALL_INPUTS
 from head_kinds import HEAD_KINDS
@@ -322,6 +322,26 @@ def test_file_names_in_a_study_banner_are_shown_as_written(
     assert banners and all(escape_markdown(odd) in b for b in banners), [e.value for e in at.error]
 
 
+def test_a_cards_images_are_links_the_page_does_not_fetch(
+    monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """A card from elsewhere with `![logo](http://...)`: the browser fetched it at every page load,
+    the Model card expander closed, with the app's address as Referer."""
+    import re
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    with (bundle / "card.md").open("a", encoding="utf-8") as f:
+        f.write(
+            "\n![logo](http://127.0.0.1:9/track.png?who=card) and ![ref][logo]\n\n[logo]: http://127.0.0.1:9/r.png\n"
+        )
+    at = start(monkeypatch, "--model", str(bundle))
+    card = "\n".join(m.value for e in at.sidebar.expander for m in e.markdown)
+    assert "track.png" in card and "r.png" in card  # the card is whole, its addresses readable
+    assert not re.search(r"(?<!\\)!\[", card), card  # no image left to fetch
+
+
 def test_a_bad_model_is_an_error_card_not_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
     at = start(monkeypatch, "--model", "no-such-model")
     assert any("could not be loaded" in e.value and "unknown_model" in e.value for e in at.error)
@@ -382,7 +402,7 @@ def test_a_class_bundle_shows_its_heads_and_nothing_else(
 
     at.button(key="example-0").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    first = sorted(examples.rglob("*.jpg"))[0]
+    first = pick_examples(examples)[0]  # the gallery's order, shuffled
     expected = predictor.predict(first)
     c = expected.classification
     text = markdown_text(at)

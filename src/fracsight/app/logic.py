@@ -140,7 +140,9 @@ def pick_examples(folder: Path, n: int = 6, *, seed: int = 0) -> list[Path]:
 
     Images are grouped by the folder that holds them (FracAtlas: ``images/Fractured``
     and ``images/Non_fractured``; class folders: one per class) and drawn from the
-    groups in turn, so every group is represented. Hidden files are skipped.
+    groups in turn, so every group is represented, then shuffled: in the groups' order the
+    buttons alternated fractured / not fractured at every start, giving the answers away (the
+    examples are not named by their folder for that reason). Hidden files are skipped.
     """
     if n <= 0 or not folder.is_dir():
         return []
@@ -155,6 +157,7 @@ def pick_examples(folder: Path, n: int = 6, *, seed: int = 0) -> list[Path]:
         for pool in pools:
             if pool and len(picked) < n:
                 picked.append(pool.pop())
+    rng.shuffle(picked)
     return picked
 
 
@@ -242,6 +245,14 @@ def escape_markdown(text: str) -> str:
     """Backslash-escape what would format a one-line text in Markdown, so a file name shows literally."""
     escaped = "".join("\\" + c if c in _MARKDOWN_INLINE else c for c in text)
     return "\\" + escaped if escaped[:1] in _MARKDOWN_LINE_START else escaped
+
+
+def card_markdown(card: str) -> str:
+    """A bundle's ``card.md`` as the page renders it: images (``![alt](url)``, ``![alt][ref]``)
+    become links, which the browser does not fetch. Rendered as written, an image in a card from
+    elsewhere was fetched at every page load (its expander closed), telling another server when
+    and from where the app was opened, though the page loads nothing from elsewhere."""
+    return card.replace("![", "\\![")
 
 
 # emphasis, code, links, HTML and its entities (a&lt;b), maths, tables, :colour[...], a heading's closing #

@@ -29,6 +29,7 @@ from fracsight.app.logic import (
     ViewData,
     at_operating_point,
     card_for,
+    card_markdown,
     class_bars_html,
     class_operating_point_text,
     csv_download,
@@ -171,7 +172,7 @@ def model_sidebar(config: AppConfig) -> Predictor:
     card = read_card(predictor.bundle_dir)  # never a file outside the bundle (a linked card.md)
     if card is not None:
         with st.sidebar.expander("Model card"):
-            st.markdown(card)
+            st.markdown(card_markdown(card))
     return predictor
 
 
