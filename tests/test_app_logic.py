@@ -217,6 +217,9 @@ def test_card_for_a_fracture_only_model_has_no_region_line() -> None:
     assert card.verdict.markdown_colour == "green" and card.verdict.colour == "#2e7d32"
     assert card.region is None and card.boxes == "No area boxed" and card.box_count == 0
     assert card.lines == (card.probability, "No area boxed")
+    suspected = card_for(replace(make_prediction(0.9, boxes=()), region=None, region_probabilities={}))
+    assert suspected.verdict.severity != "clear"  # a suspected fracture without a box is no all-clear
+    assert suspected.boxes == "No single area stands out enough to box: review the whole image"
     assert not any("region" in line.lower() or "class" in line.lower() for line in card.lines)
 
 

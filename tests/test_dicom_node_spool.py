@@ -539,11 +539,17 @@ def test_a_pacs_that_rejects_then_takes_the_results_is_logged_as_waited_for_then
             assert pacs.pop("Result: Rejected Permanent, Source: Service User") == logging.ERROR
             assert pacs.pop("Association Rejected") == logging.WARNING
             assert set(pacs.values()) == {logging.WARNING}, pacs
+            _queue_sr(spool, UID_B)
+            _queue_sr(spool, UID_C)
+            rejected._retry_at, rejected.batch_size = 0, 2
+            assert rejected.send_once()
+            # the backlog, not the try's batch (capped at batch_size: "32 wait" whatever it was)
+            assert "3 result objects wait" in caplog.records[-1].getMessage()
             rejected.destination = DimseDestination("127.0.0.1", port, "PACS", timeout=5)  # the title fixed
             rejected._retry_at = 0
             assert rejected.send_once() and rejected._failures == 0
             assert health(spool)["status"] == "ok" and health(spool)["retrying"] == 0
-        assert "is reachable again: 1 result objects delivered" in caplog.text
+        assert "is reachable again: 2 result objects delivered, 1 more to send" in caplog.text
     finally:
         server.shutdown()
         logging.getLogger("fracsight").setLevel(before)

@@ -1055,6 +1055,34 @@ def test_a_patient_id_of_several_values_is_kept_as_it_is(
 
 
 @needs_dciodvfy
+def test_every_result_carries_the_sources_whole_patient_identity(
+    case, predictor: Predictor, tmp_path: Path
+) -> None:
+    """Issuer of Patient ID and the rest of the Patient and Study modules were copied into the SR
+    and the state but not the capture (highdicom's SC takes name, ID, birth date and sex): a PACS
+    matching patients on ID and issuer could file the capture under another patient."""
+    _, source, prediction = case
+    source = copy.deepcopy(source)
+    source.IssuerOfPatientID = "HOSP_A"
+    other = Dataset()
+    other.PatientID, other.IssuerOfPatientID, other.TypeOfPatientID = "OTHER1", "HOSP_B", "TEXT"
+    source.OtherPatientIDsSequence = [other]
+    issuer = Dataset()
+    issuer.LocalNamespaceEntityID = "RIS_A"
+    source.IssuerOfAccessionNumberSequence = [issuer]
+    source.PatientAge, source.PatientWeight = "042Y", "71.5"
+    copied = ("IssuerOfPatientID", "OtherPatientIDsSequence", "IssuerOfAccessionNumberSequence", "PatientAge")
+    for ds in result_datasets(source, prediction, predictor):
+        for keyword in copied:
+            assert ds.get(keyword) == source.get(keyword), (ds.Modality, keyword)
+        if ds.Modality == "OT":  # the capture: still a valid object
+            path = tmp_path / "capture.dcm"
+            ds.save_as(path, enforce_file_format=True)
+            assert [p for p in _dciodvfy(path) if p.startswith("Error")] == []
+    assert (tmp_path / "capture.dcm").is_file()
+
+
+@needs_dciodvfy
 @pytest.mark.parametrize("name", MENDED)
 def test_odd_header_values_are_mended_not_fatal_and_never_quoted(
     name: str, case, predictor: Predictor, tmp_path: Path, caplog: pytest.LogCaptureFixture

@@ -458,7 +458,10 @@ def card_for(pred: Prediction, *, show_boxes: bool = True) -> ResultCard:
         n = len(pred.boxes)
         areas = f"area{'s' if n != 1 else ''}"
         scores = box_scores_text(pred.boxes, pred.finding)
-        if not n:
+        if not n and pred.fracture_suspected and pred.reliable:
+            # "No area boxed" under "Fracture suspected" read as nothing to look at
+            boxes = "No single area stands out enough to box: review the whole image"
+        elif not n:
             boxes = "No area boxed"
         elif not show_boxes:
             boxes = f"{n} {areas} boxed, boxes hidden (Show boxes draws them)"

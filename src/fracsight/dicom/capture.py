@@ -9,6 +9,7 @@ a picture to look at, never pixels to measure or to feed back into a model.
 
 from __future__ import annotations
 
+import contextlib
 import io
 from collections.abc import Sequence
 
@@ -97,6 +98,12 @@ def secondary_capture(
         **context.equipment(),
         **context.dates(),
     )
+    # the source's whole Patient and Study modules, as highdicom copies them into the report and
+    # the state: from_ref_dataset takes name, ID, birth date and sex, and a PACS matching patients
+    # on ID and issuer (IHE PIX) could file the capture under another patient than its report
+    for entity in ("Patient", "Study"):
+        with contextlib.suppress(KeyError):  # a source class highdicom knows no IOD of: as before
+            sc._copy_root_attributes_of_module(header, entity)
     if orientation is None:
         sc.PatientOrientation = None  # type 2: unknown, as in the source
     if "Laterality" not in sc:

@@ -652,6 +652,10 @@ class Sender(threading.Thread):
         timeout = 1.0 if due is None else min(1.0, max(0.02, due - time.time()))
         self.wake.wait(timeout)
 
+    def _waiting(self) -> int:
+        """The result objects in the outbox not yet sent (what `dicom status` calls to_send)."""
+        return self.spool.backlog()["to_send"]
+
     def send_once(self) -> bool:
         """Send one batch of due objects; False when nothing was due."""
         if time.time() < self._retry_at:
@@ -663,7 +667,8 @@ class Sender(threading.Thread):
             outcomes = self.destination.deliver([r.path for r in rows])
         except DestinationUnavailable as e:
             delay = self._unreachable(rows)
-            log.warning("%s; %d result objects wait, next try in %.1f s", e, len(rows), delay)
+            # the whole backlog, not this try's batch (capped at batch_size: "32 wait" whatever it was)
+            log.warning("%s; %d result objects wait, next try in %.1f s", e, self._waiting(), delay)
             return True
         delivered = [r for r, o in zip(rows, outcomes, strict=True) if o is DELIVERED]
         self.spool.mark_sent(delivered)
@@ -689,9 +694,10 @@ class Sender(threading.Thread):
         elif delivered:
             if self._failures:  # the log said it waited; it says the wait is over too
                 log.info(
-                    "%s is reachable again: %d result objects delivered",
+                    "%s is reachable again: %d result objects delivered, %d more to send",
                     self.destination.describe(),
                     len(delivered),
+                    self._waiting(),
                 )
             self._failures = 0
         by_code: dict[str, list[OutboxRow]] = {}
