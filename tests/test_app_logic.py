@@ -521,7 +521,7 @@ def test_operating_point_texts() -> None:
     assert class_operating_point_text(make_spec("fracture", "region")) is None
     text = class_operating_point_text(make_spec("class"))
     assert text == (
-        "Class stated at probability 0.60 or more, otherwise uncertain: lowest top-1 probability right 0.9 "
+        "Class stated at probability 0.600 or more, otherwise uncertain: lowest top-1 probability right 0.9 "
         "of the time. Validation: accuracy of the stated classes 0.92, coverage 0.81 (share of images "
         "that got a class)."
     )
@@ -578,7 +578,7 @@ def test_sidebar_texts_of_an_abnormality_bundle() -> None:
         "Reports: abnormality probability and suspected areas; abnormality type (avulsion, greenstick, "
         "other); body region (hand, leg)"
     )
-    assert class_operating_point_text(mura).startswith("Abnormality type stated at probability 0.60")
+    assert class_operating_point_text(mura).startswith("Abnormality type stated at probability 0.600")
 
 
 def test_a_study_card_counts_the_views_and_says_when_the_mean_hides_one() -> None:

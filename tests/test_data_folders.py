@@ -139,6 +139,13 @@ def test_a_data_set_beside_another_folder_is_pointed_to(tmp_path: Path, caplog) 
     with caplog.at_level(logging.WARNING, logger="fracsight.data"):
         load_dataset(tmp_path / "top")
     assert "Fracture-Dataset holds train/val/test folders: is it the data set?" in caplog.text
+    caplog.clear()
+    for label in ("Fractured", "Normal"):  # class first, its images in train/ and test/: no data set inside
+        for split in ("train", "test"):
+            _png(tmp_path / "classfirst" / label / split / f"{label}{split}")
+    with caplog.at_level(logging.WARNING, logger="fracsight.data"):
+        load_dataset(tmp_path / "classfirst")
+    assert "is it the data set?" not in caplog.text
 
 
 def test_fracture_types_under_fractured_give_both_labels(tmp_path: Path) -> None:

@@ -74,7 +74,7 @@ def test_a_column_fracsight_does_not_read_is_named_in_a_warning(
 
 
 def test_images_beside_the_listed_ones_that_the_csv_leaves_out_are_named(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """24 images in img/, 22 rows: "22 images" and not a word of the other two."""
     root = _write(tmp_path / "d", "image,fracture", ["img/a.png,1", "img/b.png,0"])
@@ -86,6 +86,14 @@ def test_images_beside_the_listed_ones_that_the_csv_leaves_out_are_named(
         "1 image(s) beside those labels.csv lists are not in it and are ignored: img/forgotten.png"
         in caplog.text
     )
+
+    def unlistable(folder: Path):  # mode 711: read by name, as the CSV names them, but not listed
+        raise PermissionError(13, "Permission denied", str(folder))
+
+    monkeypatch.setattr(Path, "iterdir", unlistable)
+    assert (
+        len(load_dataset(root, layout="labels-csv").samples) == 2
+    )  # the warning's check never stops the read
 
 
 @pytest.mark.parametrize(

@@ -1033,6 +1033,7 @@ def test_a_patient_id_of_several_values_is_kept_as_it_is(
     value only, and Orthanc filed them under another patient, in a study of their own with the
     same Study Instance UID, which a viewer opening the source's never showed."""
     _, source, prediction = case
+    source = copy.deepcopy(source)  # the module's case stays as it was for the tests after this one
     _raw(source, "PatientID", "FSX-48213977\\OLD-77")
     jpeg = sorted((fracatlas_dir / "images" / "Non_fractured").glob("*.jpg"))[0]
     second = support.cr_from_jpeg(jpeg, study_uid=source.StudyInstanceUID, instance_number=2)

@@ -252,7 +252,9 @@ def card_markdown(card: str) -> str:
     become links, which the browser does not fetch. Rendered as written, an image in a card from
     elsewhere was fetched at every page load (its expander closed), telling another server when
     and from where the app was opened, though the page loads nothing from elsewhere."""
-    return card.replace("![", "\\![")
+    # a character reference, not a backslash: `\![` in the card became `\\![`, a backslash and an
+    # image again; nothing around `&#33;[` makes it an image
+    return card.replace("![", "&#33;[")
 
 
 # emphasis, code, links, HTML and its entities (a&lt;b), maths, tables, :colour[...], a heading's closing #
@@ -652,7 +654,7 @@ def class_operating_point_text(spec: BundleSpec) -> str | None:
     if cop is None:
         return f"{label}: the most likely is always stated (this bundle has no minimum probability)."
     text = (
-        f"{label} stated at probability {cop.min_probability:.2f} or more, otherwise uncertain: "
+        f"{label} stated at probability {cop.min_probability:.3f} or more, otherwise uncertain: "
         f"{cop.description}"
     )
     measured = []

@@ -66,8 +66,9 @@ def class_folders(root: Path) -> dict[str | None, list[Path]]:
 
 
 def _data_sets_inside(class_dirs: list[Path]) -> list[Path]:
-    """The class folders that hold split folders themselves: a data set one level down."""
-    return [d for d in class_dirs if any(split_name(s.name) for s in visible_dirs(d))]
+    """The class folders that hold a data set one level down: split folders of class folders (a
+    class's own `train/` and `test/` of images, class first, is not one)."""
+    return [d for d in class_dirs if any(split_name(s.name) and visible_dirs(s) for s in visible_dirs(d))]
 
 
 def is_class_folders(root: Path) -> bool:

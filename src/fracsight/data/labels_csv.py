@@ -239,7 +239,7 @@ def _warn_unlisted(listed: set[Path], csv_name: str) -> None:
     unlisted = sorted(
         f"{folder.name}/{p.name}"
         for folder in {file.parent for file in listed}
-        for p in folder.iterdir()
+        for p in _listing(folder)
         if not p.name.startswith(".") and p not in listed and is_image_file(p)
     )
     if unlisted:
@@ -252,3 +252,12 @@ def _warn_unlisted(listed: set[Path], csv_name: str) -> None:
             csv_name,
             shown,
         )
+
+
+def _listing(folder: Path) -> list[Path]:
+    """The folder's entries; none where it cannot be listed (mode 711: its files read by name,
+    as the CSV names them): a warning's check must never stop the read."""
+    try:
+        return list(folder.iterdir())
+    except OSError:
+        return []

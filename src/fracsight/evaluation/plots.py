@@ -212,7 +212,7 @@ def plot_selective_accuracy(
                 "o",
                 ms=9,
                 color=_WRONG,
-                label=f"min probability {min_probability:.2f}: accuracy {acc:.2f}, coverage {cov:.2f}",
+                label=f"min probability {min_probability:.3f}: accuracy {acc:.2f}, coverage {cov:.2f}",
             )
     ax.set(xlim=(0, 1.02), ylim=(0, 1.02), xlabel="coverage (share of images given a class)")
     ax.set(ylabel="accuracy of the stated classes", title=title)

@@ -129,7 +129,7 @@ def quantize(
         found, before = spec.orientation, spec.metrics["quantization"].get("float_orientation", {})
         typer.echo(
             f"orientation certainty refitted on {found['validation']['n_views']} validation views: "
-            f"{found['min_probability']:.2f} (float {before.get('min_probability', float('nan')):.2f}), "
+            f"{found['min_probability']:.3f} (float {before.get('min_probability', float('nan')):.3f}), "
             f"upright views turned {found['validation']['upright_turned']:.4f}"
         )
     warn_unread_in_card(spec, evaluate_split)
