@@ -10,7 +10,9 @@
 #                                        # Debian base: no CUDA there) and check it falls back to the CPU
 #
 # Slow, so outside the default `python -m pytest`. Needs debootstrap, podman and buildah (.ci/run
-# installs them) and root, or rootless podman/buildah set up for this user. Public registries are not
+# installs them) and root, or rootless podman/buildah set up for this user; a Python with fracsight
+# and httpx (the README's install; PYTHON=... for another than .venv/bin/python); and FracAtlas
+# (FRACATLAS=..., default ../shared/data/fracatlas). Public registries are not
 # needed: the base image is a Debian bookworm made here with debootstrap from the mirror apt uses, and
 # Python packages come from a wheelhouse made here (scripts/make_wheelhouse.sh), installed offline.
 set -euo pipefail
@@ -31,6 +33,16 @@ APP_IMAGE=localhost/fracsight-app:test
 GPU_IMAGE=localhost/fracsight-gpu:test
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
 FRACATLAS="${FRACATLAS:-$ROOT/../shared/data/fracatlas}"
+# what the checks at the end need, said now, not after minutes of debootstrap and building
+if ! "$PY" -c "import fracsight, httpx" 2>/dev/null; then
+    echo "needs a Python with fracsight and httpx: $PY is not one (the README's install makes .venv;" \
+        "or PYTHON=/path/to/python)" >&2
+    exit 2
+fi
+if ! compgen -G "$FRACATLAS/images/Fractured/*.jpg" > /dev/null; then
+    echo "needs FracAtlas: no images under $FRACATLAS/images/Fractured (FRACATLAS=/path/to/fracatlas)" >&2
+    exit 2
+fi
 TOKEN="container-test-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 CONTAINERS=()
 RUNDIR=$(mktemp -d)  # servers inside write their PID here (chroot isolation shares our PID space)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -483,6 +484,48 @@ def test_orthanc_routing_rule_forwards_radiographs_to_the_node(
     status = node.wait_status(lambda s: s["backlog"]["to_send"] == 0 and s["backlog"]["open_studies"] == 0)
     assert status["counters"]["received"] == received + 1  # the source only, never its results
     assert len(results_in(orthanc, study_uid)) == len(KINDS) + 1
+
+
+def test_an_image_routed_while_the_node_is_down_waits_in_orthancs_jobs(
+    fractured: list[Path], tmp_path: Path
+) -> None:
+    """With the node down (a restart, its model loading at start), the rule's SendToModality()
+    failed with one line in Orthanc's log and the job read "Success": the image was never
+    analysed. Now the failed send is a job of its own in /jobs, resubmitted once the node is up."""
+    node_port = free_port()
+    orthanc = Orthanc(
+        tmp_path / "orthanc",
+        modalities={"fracsight": ("FRACSIGHT", "127.0.0.1", node_port)},
+        lua=[ROUTING_SCRIPT],
+    ).start()
+    node = NodeProcess(
+        tmp_path / "node",
+        port=node_port,
+        allow=("ORTHANC",),
+        destination=["--to", f"127.0.0.1:{orthanc.dicom_port}:ORTHANC"],
+        quiet_time=1.0,
+    )
+    try:
+        study_uid = generate_uid()
+        orthanc.upload(
+            make_radiograph_dicom(fractured[7], tmp_path / "dx.dcm", study_uid=study_uid, modality="DX")
+        )
+
+        def failed_store_jobs() -> list[str]:
+            jobs = orthanc.get("/jobs?expand")
+            return [j["ID"] for j in jobs if j["Type"] == "DicomModalityStore" and j["State"] == "Failure"]
+
+        deadline = time.monotonic() + 60
+        while not failed_store_jobs():
+            assert time.monotonic() < deadline, orthanc.get("/jobs?expand")
+            time.sleep(0.5)
+        node.start()
+        for job in failed_store_jobs():
+            requests.post(f"{orthanc.url}/jobs/{job}/resubmit", timeout=30).raise_for_status()
+        orthanc.wait_for_instances(1 + len(DEFAULT_KINDS) + 1, timeout=120, StudyInstanceUID=study_uid)
+    finally:
+        node.stop()
+        orthanc.stop()
 
 
 def test_a_study_named_by_uid_is_processed_over_dicomweb(fractured: list[Path], tmp_path: Path) -> None:

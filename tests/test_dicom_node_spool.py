@@ -795,6 +795,34 @@ def test_a_taken_port_is_named_dicom_or_metrics(tmp_path: Path) -> None:
             assert not (tmp_path / spool).exists()  # nothing made: refused before the node starts
 
 
+def test_a_spool_the_node_may_not_write_says_which_user_it_runs_as(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host folder bind-mounted as the container's spool keeps its host owner: "error (node_start):
+    .../instances: Permission denied", and restarted for ever without saying what to change. (As
+    the suite runs as root, the refusal is the one the node's start raises there, planted.)"""
+    import os
+
+    from typer.testing import CliRunner
+
+    from dicom_support import free_port
+    from fracsight.cli import app
+    from fracsight.dicom import node
+
+    spool = tmp_path / "spool"
+
+    def refused(self) -> None:
+        raise PermissionError(13, "Permission denied", str(spool / "instances"))
+
+    monkeypatch.setattr(node.Node, "serve_forever", refused)
+    args = ["dicom", "listen", "--spool", str(spool), "--allow", "ORTHANC", "--processes", "0"]
+    args += ["--host", "127.0.0.1", "--port", str(free_port()), "--to", "127.0.0.1:4242:ORTHANC"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    said = f"instances: Permission denied: the node runs as uid {os.getuid()}; make the spool folder writable"
+    assert said in result.output, result.output
+
+
 def test_status_only_reads_the_spool(tmp_path: Path) -> None:
     """`dicom status` is a reading command: it creates no folder of the spool and no table in a
     database that is not a node's (which it names instead)."""

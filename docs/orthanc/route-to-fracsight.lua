@@ -21,8 +21,11 @@ function OnStoredInstance(instanceId, tags, metadata, origin)
     return
   end
   if ROUTED[tags["Modality"]] then
-    -- runs as an Orthanc job; while the node is down the job fails and is listed in Orthanc's
-    -- /jobs (resubmit it there). What fracsight acknowledged is already safe in its spool.
-    SendToModality(instanceId, FRACSIGHT)
+    -- an Orthanc job of its own: while the node is down (restarting, loading its model) the job
+    -- fails and stays in Orthanc's /jobs, to resubmit there (POST /jobs/ID/resubmit) once the node
+    -- is back. SendToModality() logged one line and dropped the image for good. What fracsight
+    -- acknowledged is already safe in its spool.
+    RestApiPost("/modalities/" .. FRACSIGHT .. "/store",
+                DumpJson({ Resources = { instanceId }, Asynchronous = true }, true))
   end
 end

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -317,8 +318,18 @@ def listen(
         where = e.filename or f"listening on {host}:{port}"  # the listeners name their port
         if not e.filename and _shared_memory_read_only():  # the worker pool's locks live there
             where = "shared memory (/dev/shm) cannot be written, which the node's workers need"
-        error_line("node_start", f"{where}: {e.strerror or e}")
+        fix = ""
+        if e.errno in (errno.EACCES, errno.EPERM) and _inside(e.filename, spool):
+            # a host folder bind-mounted as the spool keeps its host owner: restarted for ever
+            fix = f": the node runs as uid {os.getuid()}; make the spool folder writable by it (chown -R)"
+        error_line("node_start", f"{where}: {e.strerror or e}{fix}")
         raise typer.Exit(1) from None
+
+
+def _inside(filename: object, folder: Path) -> bool:
+    if not isinstance(filename, str):
+        return False
+    return Path(os.path.abspath(filename)).is_relative_to(Path(os.path.abspath(folder)))
 
 
 def _shared_memory_read_only() -> bool:
