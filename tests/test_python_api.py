@@ -426,7 +426,7 @@ def test_a_pydicom_dataset_is_read_as_its_file(fracatlas_dir: Path, tmp_path: Pa
     import pydicom
 
     from dicom_support import make_radiograph_dicom
-    from fracsight.errors import ImageReadError
+    from fracsight.errors import ImageReadError, NoPixelDataError
     from fracsight.inference import Predictor
 
     path = make_radiograph_dicom(
@@ -437,11 +437,15 @@ def test_a_pydicom_dataset_is_read_as_its_file(fracatlas_dir: Path, tmp_path: Pa
     assert from_dataset.source == "cr.dcm" and from_dataset.metadata == from_file.metadata
     assert from_dataset.fracture_probability == from_file.fracture_probability
     made = pydicom.Dataset()  # built in Python, no file meta: said, not a traceback from pydicom
-    made.Modality = "CR"
+    made.Modality, made.PixelData = "CR", b"\0" * 4
     with pytest.raises(
         ImageReadError, match="upload: this pydicom dataset cannot be written as a DICOM file"
     ):
         predictor.predict(made)
+    # the header read alone first, as one does: it was "the file ... ends before its pixels (cut
+    # short in a copy?)" of a file that was whole
+    with pytest.raises(NoPixelDataError, match=r"cr\.dcm: this pydicom dataset holds no pixel data"):
+        predictor.predict(pydicom.dcmread(path, stop_before_pixels=True))
 
 
 def test_results_say_they_are_unhashable_and_bad_pixels_are_value_errors(images: list[Path]) -> None:
@@ -729,3 +733,61 @@ def test_errors_and_data_are_reachable_from_the_package_root() -> None:
     code = "import fracsight as f; print(f.errors.InvalidPixelsError.code, f.data.load_dataset.__name__)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.split() == ["invalid_pixels", "load_dataset"], done.stderr
+
+
+_FORKED = None  # the Predictor a forked worker inherits
+
+
+def _forked_probability(path: str) -> float:
+    return _FORKED.predict(path).fracture_probability
+
+
+def test_a_predictor_used_before_a_fork_predicts_in_the_forked_worker(images: list[Path]) -> None:
+    """multiprocessing's default on Linux: a worker forked from a process whose Predictor had
+    predicted once waited for ever on its first image (the statistics thread is not forked)."""
+    import multiprocessing
+
+    from fracsight.inference import Predictor
+
+    global _FORKED
+    _FORKED = Predictor()
+    expected = _FORKED.predict(images[0]).fracture_probability
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        got = pool.map_async(_forked_probability, [str(images[0])]).get(timeout=120)
+    assert got == [expected]
+
+
+def test_odd_arguments_of_the_python_api_are_said_clearly(images: list[Path], tmp_path: Path) -> None:
+    """A Path given as read_image's name went into results json.dumps refused; overlay_words of a
+    failed file was a bare AttributeError; load_dataset("") loaded the current folder; a split
+    name mistyped gave an empty split."""
+    import json
+
+    from fracsight.data.sample import MissingSplitError, NotADataFolderError
+    from fracsight.explain import overlay_words
+    from fracsight.inference import FailedPrediction, Predictor
+    from fracsight.io import read_image
+
+    predictor = Predictor()
+    named = predictor.predict(read_image(images[0], name=Path("a") / "x.jpg"))
+    assert named.source == "a/x.jpg" and json.dumps(named.to_dict())
+    with pytest.raises(TypeError, match="name must be a str or a path, not int"):
+        read_image(images[0], name=5)
+    (failed,) = [
+        r for r in predictor.predict_many([images[0], tmp_path / "missing.jpg"]) if not hasattr(r, "boxes")
+    ]
+    assert isinstance(failed, FailedPrediction)
+    with pytest.raises(TypeError, match="overlay_words takes a Prediction, not FailedPrediction"):
+        overlay_words(failed)
+    with pytest.raises(NotADataFolderError, match="an empty path"):
+        load_dataset("")
+    root = tmp_path / "d"
+    for label in ("fractured", "normal"):
+        (root / "train" / label).mkdir(parents=True)
+        Image.new("L", (64, 64)).save(root / "train" / label / "a.png")
+    dataset = load_dataset(root)
+    assert len(dataset.split("Train")) == 2 and dataset.split("val") == ()
+    with pytest.raises(MissingSplitError, match="has no 'tset' split"):
+        dataset.split("tset")
+    with pytest.raises(TypeError):
+        dataset.split(None)

@@ -122,7 +122,15 @@ def _hint(folder: Path) -> str:
 
 def detect_layout(root: str | os.PathLike[str]) -> str:
     """Name of the layout in ``root``: fracatlas, mura, labels-csv or class-folders."""
-    return find_layout(root)[0]
+    return find_layout(_folder(root))[0]
+
+
+def _folder(root: str | os.PathLike[str]) -> Path:
+    """``root`` as a Path; an empty one refused: Path("") is the current folder, and an unset
+    variable loaded whatever folder the command ran in as a data set."""
+    if not os.fspath(root):
+        raise NotADataFolderError("an empty path: name a data folder")
+    return Path(root)
 
 
 def load_dataset(root: str | os.PathLike[str], layout: str = "auto") -> Dataset:
@@ -137,7 +145,7 @@ def load_dataset(root: str | os.PathLike[str], layout: str = "auto") -> Dataset:
     >>> ds.layout, len(ds.samples), len(ds.split("val"))  # doctest: +SKIP
     ('fracatlas', 3232, 329)
     """
-    root = Path(root)
+    root = _folder(root)
     if layout == "auto":
         layout, root = find_layout(root)
     elif layout not in LAYOUTS:

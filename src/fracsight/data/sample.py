@@ -102,9 +102,17 @@ class Dataset:
     class_names: dict[str, tuple[str, ...]]
 
     def split(self, name: str) -> tuple[Sample, ...]:
-        """The samples of split ``name``; aliases read as the readers store them (``valid`` -> ``val``)."""
-        name = split_name(name) or name
-        return tuple(s for s in self.samples if s.split == name)
+        """The samples of split ``name``; aliases read as the readers store them (``valid`` -> ``val``).
+        A name that is no split (``"tset"``) is a :class:`MissingSplitError`, not an empty split."""
+        if not isinstance(name, str):
+            raise TypeError(f"a split is named by a str (train, val, test), not {type(name).__name__}")
+        canonical = split_name(name)
+        if canonical is None:
+            raise MissingSplitError(
+                f"{self.root} has no {name!r} split (not a split name: train, val or test); "
+                f"it has {list(self.splits) or 'none'}"
+            )
+        return tuple(s for s in self.samples if s.split == canonical)
 
     def refuse_output_inside(self, out: Path, option: str = "--out") -> None:
         """Refuse an output folder inside a data set whose images are found by scanning its folders

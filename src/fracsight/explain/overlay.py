@@ -155,7 +155,7 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
 
 def render_overlay(
-    image: np.ndarray | Image.Image,
+    image: np.ndarray | Image.Image | None,
     heat: np.ndarray | None = None,
     boxes: Sequence[BoxLike | Mapping[str, float]] | np.ndarray = (),
     *,
@@ -169,7 +169,9 @@ def render_overlay(
 ) -> Image.Image:
     """The radiograph with the heatmap blended in and boxes drawn, as an RGB image.
 
-    ``image`` is the original radiograph, (H, W) float in [0, 1] (or RGB / uint8 / PIL).
+    ``image`` is the original radiograph, (H, W) float in [0, 1] (or RGB / uint8 / PIL); None
+    (a ``Prediction.pixels`` of a prediction made without ``keep_pixels=True``, typed so that
+    the README's recipe type-checks) is refused with a ``ValueError`` saying how to keep them.
     An image on another scale is refused (``ValueError``), not drawn white: a 16-bit or other
     integer array (or Pillow ``I;16`` / ``I`` image), or floats well outside [0, 1] (such as
     0..255); values just outside (resampling overshoot) are clipped.
@@ -404,8 +406,10 @@ def overlay_words(prediction: Prediction, *, boxes_drawn: bool = True) -> tuple[
     and the decision-aid notice (the lines of the DICOM secondary capture), and what the heatmap's
     colours measure (None for a prediction without a map). ``boxes_drawn``: False where the boxes
     are left out of the picture, whose legend then says nothing of their labels."""
-    from fracsight.inference.results import CLASS_ACTIVATION, FRACTURE_MAP
+    from fracsight.inference.results import CLASS_ACTIVATION, FRACTURE_MAP, Prediction
 
+    if not isinstance(prediction, Prediction):  # a loop over predict_many's results met a failure
+        raise TypeError(f"overlay_words takes a Prediction, not {type(prediction).__name__}")
     legend = None
     if prediction.localization == FRACTURE_MAP:
         finding = prediction.finding
@@ -445,7 +449,7 @@ def short_overlay_stem(stem: str) -> str:
 
 def save_overlay(
     path: str | Path,
-    image: np.ndarray | Image.Image,
+    image: np.ndarray | Image.Image | None,
     heat: np.ndarray | None = None,
     boxes: Sequence[BoxLike | Mapping[str, float]] | np.ndarray = (),
     *,

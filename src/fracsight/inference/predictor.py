@@ -30,6 +30,7 @@ from fracsight.errors import (
     ImageReadError,
     ImageTooSmallError,
     InvalidPixelsError,
+    NoPixelDataError,
 )
 from fracsight.evaluation.calibration import apply_temperature
 from fracsight.explain import (
@@ -165,6 +166,13 @@ def _dataset_bytes(dataset: Any, name: str) -> bytes:
     (0.16 "no fracture detected", reliable, for a file read 0.85)."""
     import pydicom
 
+    if not any(k in dataset for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        # read with stop_before_pixels=True (to look at the header first): it was said to be a file
+        # cut short before its pixels, though the file was whole
+        raise NoPixelDataError(
+            f"{name}: this pydicom dataset holds no pixel data (read with stop_before_pixels=True?); "
+            "read it whole, or pass its file"
+        )
     buffer = io.BytesIO()
     try:
         pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
@@ -350,6 +358,18 @@ class Predictor:
         # both cores before the network too. (The full-size heatmap was tried there as well: the
         # hand-over cost as much as it saved.)
         self._side = ThreadPoolExecutor(1, thread_name_prefix="fracsight-statistics")
+        self._side_pid, self._side_lock = os.getpid(), threading.Lock()
+
+    def _statistics_pool(self) -> ThreadPoolExecutor:
+        """The statistics thread's pool, made again in a forked child: the child gets the pool but
+        not its thread, and a Predictor used before ``fork`` (multiprocessing's default on Linux)
+        waited for ever on its first image there."""
+        if self._side_pid != os.getpid():
+            with self._side_lock:
+                if self._side_pid != os.getpid():
+                    self._side = ThreadPoolExecutor(1, thread_name_prefix="fracsight-statistics")
+                    self._side_pid = os.getpid()
+        return self._side
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         """Pickled as how to load it again (its bundle folder or .zip, threads and operating point), so
@@ -545,7 +565,8 @@ class Predictor:
         """:meth:`predict_radiographs` of radiographs whose pixels were checked."""
         if not radiographs:
             return []
-        statistics = [self._side.submit(pixel_statistics, r.pixels) for r in radiographs]
+        side = self._statistics_pool()
+        statistics = [side.submit(pixel_statistics, r.pixels) for r in radiographs]
         predictions = []
         for kept, radiograph, source, stats in zip(
             self._kept_reads(radiographs), radiographs, sources, statistics, strict=True

@@ -204,6 +204,8 @@ def _whole(value: Any, argument: str, what: str, *, least: int, optional: bool =
 
 
 def _load(source: str | os.PathLike[str] | bytes, name: str | None) -> tuple[bytes, str | None]:
+    if name is not None and not isinstance(name, (str, os.PathLike)):
+        raise TypeError(f"name must be a str or a path, not {type(name).__name__}")
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source), file_name_only(name) if name else name
     if not isinstance(source, (str, os.PathLike)):
@@ -211,7 +213,8 @@ def _load(source: str | os.PathLike[str] | bytes, name: str | None) -> tuple[byt
     if not os.fsdecode(source):  # Path("") is the current folder: an unset variable read as "."
         raise ImageReadError("an empty path: name an image file")
     path = Path(source)
-    name = name or path.name or os.fsdecode(source)  # "." and "/" have no name of their own
+    # as text: a Path given as the name went into results that json.dumps refused
+    name = (os.fsdecode(name) if name else "") or path.name or os.fsdecode(source)  # "." and "/" have none
     if "\0" in os.fsdecode(path):  # a damaged list or manifest: os raises a bare ValueError for it
         raise ImageReadError(f"{name!r}: not a valid path (it holds a NUL character)")
     # one stat, its errors caught: pathlib's is_dir() and exists() raise for "permission denied" and
