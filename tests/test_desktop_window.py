@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from itertools import pairwise
 from pathlib import Path
 
@@ -298,6 +299,16 @@ def test_unreadable_and_out_of_distribution_files_are_rows_with_their_message(
     assert not desktop.closed and root.winfo_exists()
 
 
+def press_key(root, widget, key: str, **state: int) -> None:
+    """A real key event on ``widget``, given the focus first, as X11 delivers it; then the loop runs
+    the bindings it set off (the list's <<TreeviewSelect>>, the redraws)."""
+    widget.focus_force()
+    root.update()
+    assert root.focus_get() is widget
+    widget.event_generate(key, **state)
+    root.update()
+
+
 def _most_common_colour(image) -> tuple[int, int, int]:
     colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
     return max(colours)[1]
@@ -372,12 +383,7 @@ def test_keyboard_shortcuts_act_on_the_window_and_not_while_typing(
     )
     wait_until(root, lambda: 0 in desktop.views and viewer.picture_current, 60, "the first image")
 
-    def press(widget, key: str, **state: int) -> None:
-        widget.focus_force()
-        root.update()
-        assert root.focus_get() is widget
-        widget.event_generate(key, **state)
-        root.update()  # the list's <<TreeviewSelect>> and the redraws
+    press = partial(press_key, root)
 
     canvas, caps_lock = viewer.canvas, {"state": 0x2}
     # the viewer, with the image's canvas focused (as a click on it does)
@@ -528,12 +534,7 @@ def test_sliders_panning_buttons_and_the_model_card_answer_the_keyboard(
     root, viewer, canvas = desktop.root, desktop.viewer, desktop.viewer.canvas
     wait_until(root, lambda: 0 in desktop.views and viewer.picture_current, 90, "the first image")
 
-    def press(widget, key: str, **state: int) -> None:
-        widget.focus_force()
-        root.update()
-        assert root.focus_get() is widget
-        widget.event_generate(key, **state)
-        root.update()
+    press = partial(press_key, root)
 
     opacity, level, width = (
         w for row in viewer.rows for w in descendants(row) if w.winfo_class() == "TScale"

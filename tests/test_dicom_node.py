@@ -134,10 +134,11 @@ def assert_no_identifiers(log: str, *uids: str) -> None:
 
 
 # ---- fixtures ------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def pacs_and_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Orthanc, NodeProcess]]:
-    """Orthanc (with the routing rule of docs/orthanc) and a node that sends its results to it."""
-    root = tmp_path_factory.mktemp("dicom-node")
+def routed_pair(
+    root: Path, allow: tuple[str, ...], quiet_time: float, extra: list[str] | None = None
+) -> tuple[Orthanc, NodeProcess]:
+    """Orthanc, started, with the routing rule of docs/orthanc sending to a node on a free port;
+    and that node, sending its results back to Orthanc, made but not started."""
     node_port = free_port()
     orthanc = Orthanc(
         root / "orthanc",
@@ -147,11 +148,19 @@ def pacs_and_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Or
     node = NodeProcess(
         root / "node",
         port=node_port,
-        allow=("MODALITY", "ORTHANC"),
+        allow=allow,
         destination=["--to", f"127.0.0.1:{orthanc.dicom_port}:ORTHANC"],
-        quiet_time=1.5,
-        extra=["--metrics-port", str(free_port()), "--results", "sr,gsps,capture"],  # 2 worker processes
+        quiet_time=quiet_time,
+        extra=extra or (),
     )
+    return orthanc, node
+
+
+@pytest.fixture(scope="module")
+def pacs_and_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Orthanc, NodeProcess]]:
+    """Orthanc (with the routing rule of docs/orthanc) and a node that sends its results to it."""
+    extra = ["--metrics-port", str(free_port()), "--results", "sr,gsps,capture"]  # 2 worker processes
+    orthanc, node = routed_pair(tmp_path_factory.mktemp("dicom-node"), ("MODALITY", "ORTHANC"), 1.5, extra)
     try:
         node.start()
         yield orthanc, node
@@ -492,19 +501,7 @@ def test_an_image_routed_while_the_node_is_down_waits_in_orthancs_jobs(
     """With the node down (a restart, its model loading at start), the rule's SendToModality()
     failed with one line in Orthanc's log and the job read "Success": the image was never
     analysed. Now the failed send is a job of its own in /jobs, resubmitted once the node is up."""
-    node_port = free_port()
-    orthanc = Orthanc(
-        tmp_path / "orthanc",
-        modalities={"fracsight": ("FRACSIGHT", "127.0.0.1", node_port)},
-        lua=[ROUTING_SCRIPT],
-    ).start()
-    node = NodeProcess(
-        tmp_path / "node",
-        port=node_port,
-        allow=("ORTHANC",),
-        destination=["--to", f"127.0.0.1:{orthanc.dicom_port}:ORTHANC"],
-        quiet_time=1.0,
-    )
+    orthanc, node = routed_pair(tmp_path, ("ORTHANC",), 1.0)  # the node made, not started
     try:
         study_uid = generate_uid()
         orthanc.upload(
