@@ -1397,6 +1397,32 @@ def test_an_image_larger_than_the_view_says_so_and_exports_at_full_size(
         assert is_overlay_of(written.size, 819, 1024)  # the caption band below
 
 
+@pytest.mark.parametrize("spacing", [(0.2, 0.1), (0.1, 0.2)], ids=["taller", "wider"])
+def test_one_to_one_gives_every_stored_pixel_a_screen_pixel_whichever_way_they_lean(
+    open_window, fracatlas_dir: Path, tmp_path: Path, spacing: tuple[float, float]
+) -> None:
+    """A DICOM of pixels twice as wide as high: 1:1 measured the view on its width, the stretched
+    axis there, and drew the 819 stored rows in 410 screen rows at "zoom 100%"."""
+    import pydicom
+
+    from dicom_support import make_radiograph_dicom
+
+    path = make_radiograph_dicom(fracatlas_dir / "images" / FRACTURED, tmp_path / "leaning.dcm")
+    ds = pydicom.dcmread(path)
+    ds.PixelSpacing = list(spacing)  # row spacing, column spacing
+    ds.save_as(path)
+    desktop = open_window([path])
+    root, viewer = desktop.root, desktop.viewer
+    wait_until(root, lambda: 0 in desktop.views and viewer.picture_current, 90, "the view")
+    viewer.actual_size()
+    wait_until(root, lambda: viewer.picture_current, 30, "the 1:1 picture")
+    (view_h, view_w), (full_h, full_w) = viewer.view.pixels.shape, viewer.full_size
+    per_row, per_column = viewer.camera.zoom * view_h / full_h, viewer.camera.zoom * view_w / full_w
+    assert min(per_row, per_column) == pytest.approx(1.0, abs=0.01), (per_row, per_column)
+    assert max(per_row, per_column) == pytest.approx(2.0, abs=0.02)  # the other axis at its true shape
+    assert "zoom 100%" in viewer.caption.cget("text")
+
+
 def test_a_folder_opened_again_after_its_files_changed_shows_its_progress(
     open_window, fracatlas_dir: Path, tmp_path: Path
 ) -> None:

@@ -431,6 +431,12 @@ def test_views_of_two_patients_in_one_dicom_study_are_not_reliable(
     two = predictor.predict_study([a, b, c], "s")
     assert not two.reliable and two.to_dict()["reliable"] is False
     assert two.decision == "not reliable: the views come from several patients"
+    # the mix-up said first also where a view is out of range (it said "some views are outside ...")
+    odd = dataclasses.replace(c, reliable=False, warnings=("the image is nearly uniform",))
+    assert (
+        predictor.predict_study([a, b, odd], "s").decision
+        == "not reliable: the views come from several patients"
+    )
     # the same image filed under another patient too: counted once as a view, but still a mix-up
     again = predictor.predict(of_patient("SECRET-2", jpegs[0]), name="a-again.dcm")
     twice = predictor.predict_study([a, again], "s")

@@ -169,10 +169,14 @@ class Viewer:
 
     @property
     def scale(self) -> float:
-        """View pixels per image pixel: below 1 when the view is reduced (a large image)."""
+        """View pixels per image pixel: below 1 when the view is reduced (a large image), measured
+        on the axis the pixels' true shape does not stretch (the width of pixels taller than wide,
+        the height of wider ones: on the width there, 1:1 drew two stored rows per screen row)."""
         if self.view is None or self.full_size is None:
             return 1.0
-        return self.view.pixels.shape[1] / self.full_size[1]
+        (view_h, view_w), (full_h, full_w) = self.view.pixels.shape, self.full_size
+        aspect = self.result.metadata.pixel_aspect if self.result is not None else 1.0
+        return view_w / full_w if aspect >= 1.0 else view_h / full_h
 
     def update_result(self, result: Prediction) -> None:
         """The same image read at another operating point: only the caption can change."""

@@ -352,8 +352,9 @@ class StudyPrediction:
             self.classification,
             "not reliable: some views could not be read"
             if self.unread
+            # before a view out of range: views of two patients are a mix-up whatever each says
             else "not reliable: the views come from several patients"
-            if self.dicom_patients > 1 and not self.unreliable
+            if self.dicom_patients > 1
             else "not reliable: some views are outside what the model was made for",
             self.finding,
         )
