@@ -39,7 +39,10 @@ if ! "$PY" -c "import fracsight, httpx" 2>/dev/null; then
         "or PYTHON=/path/to/python)" >&2
     exit 2
 fi
-if ! compgen -G "$FRACATLAS/images/Fractured/*.jpg" > /dev/null; then
+shopt -s nullglob
+found=("$FRACATLAS"/images/Fractured/*.jpg)  # the path quoted: brackets or * in it are no pattern
+shopt -u nullglob
+if [ ${#found[@]} -eq 0 ]; then
     echo "needs FracAtlas: no images under $FRACATLAS/images/Fractured (FRACATLAS=/path/to/fracatlas)" >&2
     exit 2
 fi

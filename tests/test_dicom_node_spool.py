@@ -819,8 +819,25 @@ def test_a_spool_the_node_may_not_write_says_which_user_it_runs_as(
     args += ["--host", "127.0.0.1", "--port", str(free_port()), "--to", "127.0.0.1:4242:ORTHANC"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1, result.output
-    said = f"instances: Permission denied: the node runs as uid {os.getuid()}; make the spool folder writable"
+    said = f"instances: Permission denied: the node runs as uid {os.getuid()}; make the spool folder"
     assert said in result.output, result.output
+    # a spool made by an earlier run as another user: its database is the first thing refused
+    import sqlite3
+
+    def unopenable(self) -> None:
+        raise sqlite3.OperationalError("unable to open database file")
+
+    monkeypatch.setattr(node.Node, "serve_forever", unopenable)
+    spool.mkdir()
+    writable = os.access
+
+    def access(path, mode: int, **kw) -> bool:  # what a root test cannot be refused: writing there
+        return False if mode & os.W_OK and str(path).startswith(str(spool)) else writable(path, mode, **kw)
+
+    monkeypatch.setattr(os, "access", access)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert f"unable to open database file: the node runs as uid {os.getuid()}" in result.output, result.output
 
 
 def test_status_only_reads_the_spool(tmp_path: Path) -> None:

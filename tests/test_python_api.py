@@ -446,6 +446,13 @@ def test_a_pydicom_dataset_is_read_as_its_file(fracatlas_dir: Path, tmp_path: Pa
     # short in a copy?)" of a file that was whole
     with pytest.raises(NoPixelDataError, match=r"cr\.dcm: this pydicom dataset holds no pixel data"):
         predictor.predict(pydicom.dcmread(path, stop_before_pixels=True))
+    report = pydicom.dcmread(path)  # a report has no pixels either: refused by what it is, as its file
+    for keyword in ("PixelData", "Rows", "Columns"):
+        delattr(report, keyword)
+    report.Modality = "SR"
+    with pytest.raises(ImageReadError) as refused:
+        predictor.predict(report)
+    assert refused.value.code == "unsupported_modality", refused.value
 
 
 def test_results_say_they_are_unhashable_and_bad_pixels_are_value_errors(images: list[Path]) -> None:

@@ -312,18 +312,26 @@ def listen(
         error_line("spool_in_use", str(e))
         raise typer.Exit(1) from None
     except sqlite3.Error as e:  # a spool.db that is not a database, or one locked by another program
-        error_line("node_start", f"{spool / 'spool.db'}: {e}")
+        db = spool / "spool.db"
+        cannot_write = not os.access(spool, os.W_OK) or (db.exists() and not os.access(db, os.W_OK))
+        error_line("node_start", f"{db}: {e}{_not_yours() if cannot_write else ''}")
         raise typer.Exit(1) from None
     except OSError as e:  # the port is taken, the spool cannot be written, ...
         where = e.filename or f"listening on {host}:{port}"  # the listeners name their port
         if not e.filename and _shared_memory_read_only():  # the worker pool's locks live there
             where = "shared memory (/dev/shm) cannot be written, which the node's workers need"
-        fix = ""
-        if e.errno in (errno.EACCES, errno.EPERM) and _inside(e.filename, spool):
-            # a host folder bind-mounted as the spool keeps its host owner: restarted for ever
-            fix = f": the node runs as uid {os.getuid()}; make the spool folder writable by it (chown -R)"
-        error_line("node_start", f"{where}: {e.strerror or e}{fix}")
+        refused = e.errno in (errno.EACCES, errno.EPERM) and _inside(e.filename, spool)
+        error_line("node_start", f"{where}: {e.strerror or e}{_not_yours() if refused else ''}")
         raise typer.Exit(1) from None
+
+
+def _not_yours() -> str:
+    """What to change where the spool is another user's: a host folder bind-mounted as the spool
+    keeps its host owner, and the container's node was restarted for ever without a word of it."""
+    return (
+        f": the node runs as uid {os.getuid()}; make the spool folder (or, to make it, the folder "
+        "above it) writable by it (chown -R)"
+    )
 
 
 def _inside(filename: object, folder: Path) -> bool:

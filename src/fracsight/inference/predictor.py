@@ -166,9 +166,10 @@ def _dataset_bytes(dataset: Any, name: str) -> bytes:
     (0.16 "no fracture detected", reliable, for a file read 0.85)."""
     import pydicom
 
-    if not any(k in dataset for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-        # read with stop_before_pixels=True (to look at the header first): it was said to be a file
-        # cut short before its pixels, though the file was whole
+    pixels = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+    if "Rows" in dataset and not any(k in dataset for k in pixels):
+        # an image's header read alone (stop_before_pixels=True) was said to be a file cut short
+        # before its pixels; a report has no Rows, and the reader refuses it by its modality
         raise NoPixelDataError(
             f"{name}: this pydicom dataset holds no pixel data (read with stop_before_pixels=True?); "
             "read it whole, or pass its file"
