@@ -484,8 +484,15 @@ def test_missing_path_exits_2_with_a_message(tiny_bundle: Path, images: list[Pat
     assert "no such file or folder" in result.stderr and "nowhere.png" in result.stderr
     assert "pattern" not in result.stderr
     # `predict "mura/*/*.jpg"`: the quotes keep the shell from expanding it, and fracsight does not
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.jpg").write_bytes(images[0].read_bytes())
     quoted = _predict(tiny_bundle, tmp_path / "*" / "*.jpg")
     assert quoted.exit_code == 2 and "a pattern in quotes is not expanded" in " ".join(quoted.stderr.split())
+    # `predict scans/*.PNG` unquoted, of .jpg files: the shell hands the pattern on, matching nothing
+    # (the advice was to leave out quotes the user never typed)
+    unmatched = _predict(tiny_bundle, tmp_path / "*" / "*.PNG")
+    said = " ".join(unmatched.stderr.split())
+    assert unmatched.exit_code == 2 and "no file matches this pattern" in said and "quotes" not in said
 
 
 def test_a_url_exits_2_named_as_a_url(tiny_bundle: Path, images: list[Path]) -> None:

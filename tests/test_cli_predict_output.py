@@ -432,6 +432,42 @@ def test_output_into_a_full_disk_is_one_line_not_a_traceback(radiograph: Path, a
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
 
 
+@pytest.mark.parametrize("form", [["--json"], ["--csv", "-"]])
+def test_output_that_fills_the_disk_part_way_is_an_error_not_a_cut_off_file(
+    tiny_bundle: Path, radiograph: Path, tmp_path: Path, form: list[str]
+) -> None:
+    """`predict ... --json > small/r.json` where the disk fills part-way: the one large write took
+    what fitted and returned a short count, and the command exited 0 with the file cut mid-row."""
+    from disk_support import mounted_tmpfs
+
+    copies = []
+    for i in range(60):  # more than one page of CSV rows
+        copies.append(tmp_path / f"scan{i:02d}.png")
+        copies[-1].write_bytes(radiograph.read_bytes())
+    with mounted_tmpfs(tmp_path / "disk", "4k") as disk:
+        with open(disk / "results", "w") as small:
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "fracsight",
+                    "predict",
+                    *map(str, copies),
+                    "--model",
+                    str(tiny_bundle),
+                    *form,
+                ],
+                stdout=small,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=300,
+            )
+        written = (disk / "results").stat().st_size
+    assert written > 0  # part of it went out: the case of a disk that fills on the way
+    assert done.returncode == 1, (written, done.stderr)
+    assert "error (os_error): the output could not be written: No space left on device" in done.stderr
+
+
 def test_overlays_on_a_full_disk_name_the_overlay_they_cost(
     tiny_bundle: Path, radiograph: Path, tmp_path: Path
 ) -> None:

@@ -25,6 +25,7 @@ __all__ = [
     "stdout_to_devnull",
     "visible",
     "warning_line",
+    "write_stdout",
 ]
 
 #: characters of a name shown escaped (``\\x1b``, ``\\n``, ``\\u202e``): control characters (an
@@ -90,6 +91,24 @@ def install_warning_printer() -> None:
     """
     if not isinstance(logging.lastResort, _WarningPrinter):
         logging.lastResort = _WarningPrinter()
+
+
+def write_stdout(text: str) -> None:
+    """``text`` to stdout as UTF-8 bytes, whatever the locale and as they are (click's echo drops
+    what looks like an escape sequence when stdout is not a terminal, and a file name is data),
+    and all of it: one large write onto a disk that fills, or into a pipe closed part-way, took
+    what fitted and returned a short count, and a cut-off JSON or CSV ended with exit 0. The write
+    that cannot go on raises (``ENOSPC``, ``EPIPE``), which the commands say as such."""
+    out = getattr(sys.stdout, "buffer", None)
+    if out is None:  # a stdout without bytes (replaced by a caller)
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    sys.stdout.flush()
+    data = memoryview(text.encode("utf-8"))
+    while data:
+        data = data[out.write(data) :]
+    out.flush()
 
 
 def stdout_to_devnull() -> None:

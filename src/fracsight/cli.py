@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import glob
 import json
 import os
 import shlex
@@ -31,6 +32,7 @@ from fracsight._terminal import (
     unwrapped_width,
     visible,
     warning_line,
+    write_stdout,
 )
 
 if TYPE_CHECKING:
@@ -202,7 +204,7 @@ def audit(
 def show_report(report: Any, render: Callable[[Any], Iterable[Any]], json_output: bool) -> None:
     """A report as one JSON object on stdout (``report.to_dict()``), or as the tables ``render`` yields."""
     if json_output:
-        typer.echo(json.dumps(report.to_dict(), indent=2))
+        write_stdout(json.dumps(report.to_dict(), indent=2) + "\n")
         return
     out = stdout_console()
     for renderable in render(report):
@@ -285,13 +287,17 @@ def refuse_missing(paths: Iterable[Path | None]) -> None:
         what = "a loop of links that never reaches a file" if _in_link_loop(broken[0]) else None
         error_line("not_found", f"{what or 'a link whose target does not exist'}: {links}")
         raise typer.Exit(2)
-    patterns = any(c in str(p) for p in missing for c in "*?[")
-    hint = (
-        " (a pattern in quotes is not expanded: leave the quotes out for the shell to expand it, "
-        "or give the folder)"
-        if patterns
-        else ""
-    )
+    patterns = [p for p in missing if any(c in str(p) for c in "*?[")]
+    hint = ""
+    if any(glob.glob(str(p)) for p in patterns):  # it names files: the quotes kept the shell from it
+        hint = (
+            " (a pattern in quotes is not expanded: leave the quotes out for the shell to expand it, "
+            "or give the folder)"
+        )
+    elif patterns:  # the shell passes on a pattern that matches nothing, as it is (scans/*.JPG of .jpg)
+        hint = (
+            " (no file matches this pattern: check the folder and the extension's case, or give the folder)"
+        )
     error_line("not_found", f"no such file or folder: {', '.join(map(str, missing))}{hint}")
     raise typer.Exit(2)
 
@@ -681,19 +687,10 @@ def predict(
     if csv_path is not None:
         not_written = _write_csv(csv_path, csv_text([*flat, *studies], columns), overwrite)
     if csv_to_stdout:  # for a pipe: the rows only; the notice on stderr
-        # as UTF-8 bytes, whatever the locale, and as they are: click's echo drops what looks like
-        # an escape sequence when stdout is not a terminal, and a file name is data here
-        text = csv_text([*flat, *studies], columns)
-        out = getattr(sys.stdout, "buffer", None)
-        if out is not None:
-            sys.stdout.flush()
-            out.write(text.encode("utf-8"))
-            out.flush()
-        else:
-            sys.stdout.write(text)
+        write_stdout(csv_text([*flat, *studies], columns))
         typer.echo(NOTICE, err=True)
     elif json_output:
-        typer.echo(json.dumps(results_payload(flat, studies, predictor.name), indent=2))
+        write_stdout(json.dumps(results_payload(flat, studies, predictor.name), indent=2) + "\n")
     else:
         _print_table(flat, studies, predictor, NOTICE)
     if not_written is not None:  # said after the results, which are not lost with the file
@@ -1019,7 +1016,7 @@ def evaluate(
             warn=warning_line,
         )
     if json_output:
-        typer.echo(json.dumps(metrics, indent=2))
+        write_stdout(json.dumps(metrics, indent=2) + "\n")
     else:
         _print_metrics(metrics)
         if out is not None:

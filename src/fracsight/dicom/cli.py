@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from fracsight._options import ModelOption, refuse_option_as_name
-from fracsight._terminal import error_line, warning_line
+from fracsight._terminal import error_line, warning_line, write_stdout
 from fracsight.dicom.login import PASSWORD_ENV, PASSWORD_FILE_ENV, TOKEN_ENV, TOKEN_FILE_ENV, USER_ENV
 
 if TYPE_CHECKING:
@@ -456,7 +456,7 @@ def study(
         where = shown_url(dicomweb_url, login)
         error_line("dicomweb_unavailable", f"the DICOMweb service at {where}: {what}")
         raise typer.Exit(1) from None
-    typer.echo(json.dumps(outcome.to_dict(), indent=2))
+    write_stdout(json.dumps(outcome.to_dict(), indent=2) + "\n")
     typer.echo(NOTICE, err=True)
     if not outcome.predicted:  # a CT-only study was exit 0: a script could not tell it from a done one
         if outcome.refused or outcome.not_retrieved:
@@ -506,7 +506,7 @@ def status(
     with _existing_spool(spool, read_only=True) as store:
         info = read_status(store)
     if json_output:
-        typer.echo(json.dumps(info, indent=2))
+        write_stdout(json.dumps(info, indent=2) + "\n")
         return
     for section, values in info.items():
         typer.echo(f"{section}:")

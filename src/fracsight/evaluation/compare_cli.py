@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from fracsight._options import split_callback
+from fracsight._terminal import write_stdout
 
 __all__ = ["compare"]
 
@@ -48,7 +49,7 @@ def compare(
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     if json_output:
-        typer.echo(json.dumps(result, indent=2))
+        write_stdout(json.dumps(result, indent=2) + "\n")
     else:
         for line in summary_lines(result):
             typer.echo(line)

@@ -13,7 +13,7 @@ import typer
 
 from fracsight._options import ModelOption, refuse_option_as_name
 from fracsight._output import signals_handled
-from fracsight._terminal import error_line, warning_line
+from fracsight._terminal import error_line, warning_line, write_stdout
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -270,7 +270,7 @@ def status_command(
         record["status"] = status = "running"
         record["note"] = "a job is opening this output: its counts change as it goes"
     if json_output:
-        typer.echo(json.dumps(record, indent=2))
+        write_stdout(json.dumps(record, indent=2) + "\n")
         return
     model = record.get("model", {})
     said = f"{status} ({record['note']})" if "note" in record else status
