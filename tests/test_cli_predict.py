@@ -493,6 +493,8 @@ def test_missing_path_exits_2_with_a_message(tiny_bundle: Path, images: list[Pat
     unmatched = _predict(tiny_bundle, tmp_path / "*" / "*.PNG")
     said = " ".join(unmatched.stderr.split())
     assert unmatched.exit_code == 2 and "no file matches this pattern" in said and "quotes" not in said
+    deep = _predict(tiny_bundle, Path(str(tmp_path / "*") + "/x" * 1000))  # glob recursed past the limit
+    assert deep.exit_code == 2 and "no such file or folder" in deep.stderr and "Traceback" not in deep.output
 
 
 def test_a_url_exits_2_named_as_a_url(tiny_bundle: Path, images: list[Path]) -> None:

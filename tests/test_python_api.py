@@ -444,8 +444,9 @@ def test_a_pydicom_dataset_is_read_as_its_file(fracatlas_dir: Path, tmp_path: Pa
         predictor.predict(made)
     # the header read alone first, as one does: it was "the file ... ends before its pixels (cut
     # short in a copy?)" of a file that was whole
-    with pytest.raises(NoPixelDataError, match=r"cr\.dcm: this pydicom dataset holds no pixel data"):
-        predictor.predict(pydicom.dcmread(path, stop_before_pixels=True))
+    for header_only in ({"stop_before_pixels": True}, {"specific_tags": ["PatientID", "Modality"]}):
+        with pytest.raises(NoPixelDataError, match=r"cr\.dcm: this pydicom dataset holds no pixel data"):
+            predictor.predict(pydicom.dcmread(path, **header_only))
     report = pydicom.dcmread(path)  # a report has no pixels either: refused by what it is, as its file
     for keyword in ("PixelData", "Rows", "Columns"):
         delattr(report, keyword)

@@ -289,7 +289,7 @@ def refuse_missing(paths: Iterable[Path | None]) -> None:
         raise typer.Exit(2)
     patterns = [p for p in missing if any(c in str(p) for c in "*?[")]
     hint = ""
-    if any(glob.glob(str(p)) for p in patterns):  # it names files: the quotes kept the shell from it
+    if any(_matches_a_file(p) for p in patterns):  # it names files: the quotes kept the shell from it
         hint = (
             " (a pattern in quotes is not expanded: leave the quotes out for the shell to expand it, "
             "or give the folder)"
@@ -300,6 +300,16 @@ def refuse_missing(paths: Iterable[Path | None]) -> None:
         )
     error_line("not_found", f"no such file or folder: {', '.join(map(str, missing))}{hint}")
     raise typer.Exit(2)
+
+
+def _matches_a_file(pattern: Path) -> bool:
+    """Whether the shell would have expanded ``pattern``: its first match only (not a whole tree
+    listed for a hint), and none where it cannot be looked through (a thousand folder levels:
+    glob recursed past Python's limit, a traceback in place of the error line)."""
+    try:
+        return next(glob.iglob(str(pattern)), None) is not None
+    except (RecursionError, OSError, ValueError):
+        return False
 
 
 def _in_link_loop(path: Path) -> bool:

@@ -166,10 +166,16 @@ def _dataset_bytes(dataset: Any, name: str) -> bytes:
     (0.16 "no fracture detected", reliable, for a file read 0.85)."""
     import pydicom
 
-    pixels = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
-    if "Rows" in dataset and not any(k in dataset for k in pixels):
-        # an image's header read alone (stop_before_pixels=True) was said to be a file cut short
-        # before its pixels; a report has no Rows, and the reader refuses it by its modality
+    from fracsight.io.dicom_gate import check_dicom_object
+
+    if not any(k in dataset for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        # a report is refused as what it is, as its file is; an image's header read alone
+        # (stop_before_pixels=True, specific_tags) was said to be a file cut short before its pixels
+        meta = getattr(dataset, "file_meta", None)
+        sop = dataset.get("SOPClassUID") or (
+            meta.get("MediaStorageSOPClassUID") if meta is not None else None
+        )
+        check_dicom_object(dataset.get("Modality"), sop, label=f"{name}: ")
         raise NoPixelDataError(
             f"{name}: this pydicom dataset holds no pixel data (read with stop_before_pixels=True?); "
             "read it whole, or pass its file"
