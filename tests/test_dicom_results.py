@@ -839,6 +839,23 @@ def test_several_windows_give_the_state_the_one_the_reader_used(
     assert voi.WindowCenterWidthExplanation == "FULL"
 
 
+@pytest.mark.parametrize(("center", "width"), [("nan", "1000"), ("2048", "inf")])
+def test_a_window_the_reader_leaves_out_is_left_out_of_the_state_too(
+    center: str, width: str, case, predictor: Predictor
+) -> None:
+    """A Window Center of NaN: the reader reads the image with min/max (and a warning), but the
+    state carried the window and highdicom refused it: "could not build the gsps object", no
+    results for the image. The state takes the whole stored range instead, as without a window."""
+    _, source, prediction = case
+    source = copy.deepcopy(source)
+    source.WindowCenter, source.WindowWidth = center, width
+    made = result_datasets(source, prediction, predictor)
+    (pr,) = [ds for ds in made if ds.Modality == "PR"]
+    (voi,) = pr.SoftcopyVOILUTSequence
+    bits = int(source.BitsStored)
+    assert (float(voi.WindowCenter), float(voi.WindowWidth)) == (2 ** (bits - 1), 2**bits)
+
+
 @needs_dciodvfy
 @pytest.mark.parametrize(
     "form", ["8-bit, a word per entry", "8-bit, two per word", "two LUTs", "first below 0"]

@@ -17,7 +17,6 @@ from fractions import Fraction
 
 import highdicom as hd
 import numpy as np
-import pydicom.multival
 from pydicom import Dataset
 
 from fracsight.dicom.results_context import ResultContext, aid, instance_number, laterality, series
@@ -102,10 +101,21 @@ def _explicit_luts(header: Dataset) -> dict:
     0.28 copies rescale only, and the state's identity LUT left the source's window over the
     bottom eighth of a 12-bit image: shown nearly black), and a classic multi-frame image's (a
     multi-frame secondary capture): highdicom looks for those in the functional groups of
-    enhanced objects, but such an image has them at the top level, like a single-frame one."""
-    from fracsight.io._dicom import modality_lut_table
+    enhanced objects, but such an image has them at the top level, like a single-frame one. A
+    window the reader leaves out (NaN, infinite, text, a width of 0) is left out here too: given
+    to highdicom, it refused the state, and the image lost every result."""
+    from fracsight.io._dicom import first_window, modality_lut_table, usable_window
 
     luts = {}
+    window = first_window(header)
+    if window is not None and not usable_window(window):
+        window = None
+    if (
+        window is None
+        and ("WindowCenter" in header or "WindowWidth" in header)
+        and not header.get("VOILUTSequence")
+    ):
+        luts["voi_lut_transformations"] = [_voi(header, None)]
     table = modality_lut_table(header)
     if table is not None and table[0] < 0:
         # a signed first value (Pixel Representation 1), which highdicom 0.28 refuses: the state
@@ -131,17 +141,17 @@ def _explicit_luts(header: Dataset) -> dict:
             rescale_type=str(header.get("RescaleType") or "US"),
         ),
     )
-    centre, width = header.get("WindowCenter"), header.get("WindowWidth")
-    if centre is None or width is None:  # the whole stored range
-        bits = int(header.get("BitsStored") or 8)
-        centre, width = 2 ** (bits - 1), 2**bits
-    else:
-        centre = centre[0] if isinstance(centre, pydicom.multival.MultiValue) else centre
-        width = width[0] if isinstance(width, pydicom.multival.MultiValue) else width
-    luts["voi_lut_transformations"] = [
-        hd.pr.SoftcopyVOILUTTransformation(window_center=float(centre), window_width=float(width))
-    ]
+    luts.setdefault("voi_lut_transformations", [_voi(header, window)])
     return luts
+
+
+def _voi(header: Dataset, window: tuple[float, float] | None) -> hd.pr.SoftcopyVOILUTTransformation:
+    """The state's window: ``window``, or without one the whole stored range."""
+    if window is None:
+        bits = int(header.get("BitsStored") or 8)
+        window = (2 ** (bits - 1), 2**bits)
+    centre, width = window
+    return hd.pr.SoftcopyVOILUTTransformation(window_center=float(centre), window_width=float(width))
 
 
 def presentation_state(

@@ -658,7 +658,7 @@ def _to_unit_range(pydicom: Any, arr: np.ndarray, ds: Any, notes: list[str]) -> 
     if table is not None:
         lo, hi = float(table.min()), float(table.max())
         values = table[np.clip(np.rint(values).astype(np.int64) - first, 0, table.size - 1)]
-    elif "WindowCenter" in ds and "WindowWidth" in ds and not _window_usable(ds):
+    elif (window := first_window(ds)) is not None and not usable_window(window):
         # NaN or infinite: no error from pydicom, but every pixel NaN (the CLI predicted on it)
         notes.append(
             "window center/width unusable (not finite, or a width not above 0); min/max used instead"
@@ -709,17 +709,25 @@ def _padding(arr: np.ndarray, ds: Any) -> np.ndarray | None:
     return mask if mask.any() and not mask.all() else None
 
 
-def _window_usable(ds: Any) -> bool:
-    """Whether the first Window Center and Width are finite numbers with a width above 0 (the
-    values pydicom applies); text and other unusable values fail in pydicom, and are told there."""
+def first_window(ds: Any) -> tuple[float, float] | None:
+    """The first Window Center and Width as numbers (the values pydicom applies, and the ones a
+    presentation state carries), None where either is absent or not a number (text fails in
+    pydicom, and is told there)."""
     try:
         first = (
             v[0] if isinstance(v, Sequence) and not isinstance(v, str) else v
             for v in (ds.WindowCenter, ds.WindowWidth)
         )
         center, width = (float(v) for v in first)
-    except (TypeError, ValueError, IndexError):
-        return True
+    except (AttributeError, TypeError, ValueError, IndexError):
+        return None
+    return center, width
+
+
+def usable_window(window: tuple[float, float]) -> bool:
+    """A window of finite numbers with a width above 0: NaN raised nothing in pydicom, but made
+    every pixel NaN (the CLI predicted on it), and highdicom refused it in a presentation state."""
+    center, width = window
     return bool(np.isfinite(center) and np.isfinite(width) and width > 0)
 
 
