@@ -1030,8 +1030,8 @@ def evaluate_model(
     elif predictor.classes:
         notes.append("class head not measured: the data has no class labels")
     elif any(CLASS in s.labels for s in good_samples):  # the data's types went unmeasured without a word
-        labelled = ", ".join(dataset.class_names.get(CLASS, ()))
-        notes.append(f"the data's class labels ({labelled}) are not measured: the model has no class head")
+        type_names = ", ".join(dataset.class_names.get(CLASS, ()))
+        notes.append(f"the data's class labels ({type_names}) are not measured: the model has no class head")
 
     metrics.update(
         model={
