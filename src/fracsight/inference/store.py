@@ -101,7 +101,7 @@ def resolve_bundle(model: str | Path | None = None) -> Path:
         )
     if not str(model):  # Path("") is the current folder: an empty name is not a request for it
         raise UnknownModelError("model is empty: give a bundle name, folder or .zip path, or None")
-    if isinstance(model, str) and _is_packaged(model):
+    if isinstance(model, str) and model in list_bundles():
         # an evaluation report written to --out NAME made every later `--model NAME` (and the
         # report's own re-run command) fail, and a copied bundle there was used instead unsaid
         return _PACKAGED / model
@@ -115,14 +115,9 @@ def resolve_bundle(model: str | Path | None = None) -> Path:
         return _extract_zip(path)
     if path.exists():
         raise BundleError(f"{path} is neither a bundle folder nor a .zip of one")
-    if _is_packaged(str(model)):  # a Path of a packaged name, with no folder of that name here
+    if str(model) in list_bundles():  # a Path of a packaged name, with no folder of that name here
         return _PACKAGED / str(model)
     return _by_model_name(str(model))
-
-
-def _is_packaged(name: str) -> bool:
-    plain = name == Path(name).name and not name.startswith(".")  # a bare name, not a path
-    return plain and (_PACKAGED / name / "bundle.json").is_file()
 
 
 def checked_bundle(model: str | Path | None, operating_point: str | None = None) -> tuple[Path, BundleSpec]:
