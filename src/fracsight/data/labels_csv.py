@@ -240,7 +240,7 @@ def _warn_unlisted(listed: set[Path], csv_name: str) -> None:
         f"{folder.name}/{p.name}"
         for folder in {file.parent for file in listed}
         for p in _listing(folder)
-        if not p.name.startswith(".") and p not in listed and is_image_file(p)
+        if p not in listed and is_image_file(p)  # is_image_file leaves hidden files out
     )
     if unlisted:
         shown = ", ".join(unlisted[:10]) + (
