@@ -294,3 +294,8 @@ def test_the_band_of_a_long_strip_stays_small() -> None:
     assert out.width == 80_000 and out.height < 32 + 150
     tall = render_overlay(np.zeros((3000, 2000), dtype=np.float32), caption=CAPTION)
     assert tall.height - 3000 > 3 * 33  # a radiograph's text keeps its size (a sixtieth of the width)
+
+
+def test_boxes_none_draws_no_box_as_heat_none_draws_no_heat(image: np.ndarray) -> None:
+    # it was "'NoneType' object is not iterable" from inside the drawing code
+    assert np.array_equal(np.asarray(render_overlay(image, None, None)), np.asarray(render_overlay(image)))

@@ -157,7 +157,7 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 def render_overlay(
     image: np.ndarray | Image.Image | None,
     heat: np.ndarray | None = None,
-    boxes: Sequence[BoxLike | Mapping[str, float]] | np.ndarray = (),
+    boxes: Sequence[BoxLike | Mapping[str, float]] | np.ndarray | None = (),
     *,
     opacity: float = 0.4,
     colormap: str = "inferno",
@@ -181,7 +181,7 @@ def render_overlay(
     (the uninformative background of a probability map) and where the heat is 0 are
     left exactly as they were. ``boxes`` are in original pixels: :class:`DetectedBox` es, or
     plain ``(x0, y0, x1, y1)`` sequences or an ``(N, 4)`` array (drawn without a score), or the
-    dicts of a result's ``to_dict()``; lines
+    dicts of a result's ``to_dict()``; None draws none, as ``heat`` None draws no heat; lines
     are about 0.4% of the shorter side thick, with a dark line inside them that keeps them visible
     on bright bone and film (nothing is drawn outside the box's edges), with the score above each box when
     ``show_scores`` (below it, or inside, where that place is taken by another box or label).
@@ -205,7 +205,8 @@ def render_overlay(
         raise TypeError(f"render_overlay takes pixels, not a {type(image).__name__}: pass its .pixels")
     if isinstance(caption, str):  # one line, not one line per character
         caption = [caption]
-    boxes = [_drawable(box) for box in boxes]  # an (N, 4) array too, whose truth value is ambiguous
+    # `is None`, not `or ()`: an (N, 4) array's truth value is ambiguous
+    boxes = [_drawable(box) for box in (() if boxes is None else boxes)]
     out = _to_rgb_uint8(image)
     h, w = out.shape[:2]
     if heat is not None:
@@ -451,7 +452,7 @@ def save_overlay(
     path: str | Path,
     image: np.ndarray | Image.Image | None,
     heat: np.ndarray | None = None,
-    boxes: Sequence[BoxLike | Mapping[str, float]] | np.ndarray = (),
+    boxes: Sequence[BoxLike | Mapping[str, float]] | np.ndarray | None = (),
     *,
     overwrite: bool = False,
     **render_kwargs: Any,
