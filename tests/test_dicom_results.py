@@ -630,6 +630,67 @@ def test_multi_frame_sources_need_the_frame(case, predictor: Predictor, tmp_path
     assert sc.SourceImageSequence[0].ReferencedFrameNumber == 2
 
 
+def _one_frame_secondary_capture(case) -> Dataset:
+    """The case's image as a multi-frame grayscale word secondary capture of one frame, stored as
+    its negative with a rescale of slope -1 that turns it back."""
+    _, source, _ = case
+    frames = pydicom.dcmread(case[0])
+    frames.SOPClassUID = frames.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7.3"
+    frames.Modality = "OT"
+    frames.NumberOfFrames = 1
+    frames.FrameIncrementPointer = pydicom.tag.Tag("FrameTime")
+    frames.FrameTime = 0
+    top = 2 ** int(source.BitsStored) - 1
+    frames.PixelData = (top - source.pixel_array).astype(source.pixel_array.dtype).tobytes()
+    return frames
+
+
+@pytest.mark.parametrize("groups", [False, True], ids=["top-level", "measures-only-groups"])
+def test_a_one_frame_multi_frame_capture_gets_its_results_and_its_own_rescale(
+    case, predictor: Predictor, tmp_path: Path, groups: bool
+) -> None:
+    """highdicom takes an image of a multi-frame SOP class for a multi-frame one whatever its frame
+    count, and read its LUTs from functional groups it did not have: AttributeError, and the image
+    lost every result ("the header may hold a value..."); with groups that hold only the pixel
+    measures, the state carried no rescale, and a viewer showed the image as a negative."""
+    frames = _one_frame_secondary_capture(case)
+    frames.RescaleSlope, frames.RescaleIntercept = -1, 2 ** int(frames.BitsStored) - 1
+    frames.RescaleType = "US"
+    if groups:
+        measures = Dataset()
+        measures.PixelSpacing = [0.1, 0.1]
+        measures.SliceThickness = 1
+        shared = Dataset()
+        shared.PixelMeasuresSequence = [measures]
+        frames.SharedFunctionalGroupsSequence = [shared]
+    path = support.write(frames, tmp_path / "frames.dcm")
+    prediction = predictor.predict(path)
+    assert abs(prediction.fracture_probability - case[2].fracture_probability) < 0.02
+    sr, pr, sc = result_datasets(frames, prediction, predictor)
+    for k, ds in enumerate((sr, pr, sc)):
+        _assert_valid(ds, tmp_path / f"{k}.dcm")
+    transformation = pr.ModalityLUTSequence[0] if "ModalityLUTSequence" in pr else pr
+    assert float(transformation.RescaleSlope) == -1
+
+
+def test_a_rescale_kept_in_the_functional_groups_is_read(case, predictor: Predictor, tmp_path: Path) -> None:
+    """An enhanced object's rescale lives in its shared functional groups: the reader read only
+    the top level's, and took the stored negative for the image (0.16 for 0.85, reliable)."""
+    frames = _one_frame_secondary_capture(case)
+    for keyword in ("RescaleSlope", "RescaleIntercept", "RescaleType"):
+        if keyword in frames:
+            delattr(frames, keyword)
+    transformation = Dataset()
+    transformation.RescaleSlope, transformation.RescaleIntercept = -1, 2 ** int(frames.BitsStored) - 1
+    transformation.RescaleType = "US"
+    shared = Dataset()
+    shared.PixelValueTransformationSequence = [transformation]
+    frames.SharedFunctionalGroupsSequence = [shared]
+    prediction = predictor.predict(support.write(frames, tmp_path / "groups.dcm"))
+    assert abs(prediction.fracture_probability - case[2].fracture_probability) < 0.02
+    assert "RescaleSlope" not in frames  # the caller's dataset is left as it was
+
+
 def test_pixels_taller_than_wide_are_read_at_their_true_proportions(
     case, predictor: Predictor, tmp_path: Path
 ) -> None:

@@ -406,6 +406,35 @@ def test_compressed_transfer_syntaxes_decode_like_native(uid: str) -> None:
         assert rg.metadata.frames == 2
 
 
+@pytest.mark.parametrize("uid", COMPRESSIONS)
+@pytest.mark.parametrize("declared", [None, 0])
+def test_compressed_frames_are_counted_when_the_header_does_not_say(uid: str, declared: int | None) -> None:
+    """Number of Frames missing (or 0) on compressed data: taken as one, the first of two frames
+    was read as the image, without a word."""
+    ds = pydicom.dcmread(io.BytesIO(make_dicom(np.stack([RAMP12, 4095 - RAMP12]), compress=uid)))
+    del ds.NumberOfFrames
+    if declared is not None:
+        ds.NumberOfFrames = declared
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    with pytest.raises(MultiFrameError, match=r"^x\.dcm: DICOM file holds 2 frames"):
+        read_image(buffer.getvalue(), name="x.dcm")
+    second = read_image(buffer.getvalue(), frame=1)
+    np.testing.assert_allclose(second.pixels, 1.0 - RAMP12 / 4095.0, atol=1e-6)
+    assert "NumberOfFrames missing or 0; the compressed pixel data holds 2 frames" in second.metadata.warnings
+
+
+def test_one_compressed_frame_in_several_fragments_is_one_frame() -> None:
+    ds = pydicom.dcmread(io.BytesIO(make_dicom(RAMP12, compress=JPEG2000Lossless)))
+    (codestream,) = generate_frames(ds.PixelData, number_of_frames=1)
+    ds.PixelData = encapsulate([codestream], fragments_per_frame=3, has_bot=False)
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    rg = read_image(buffer.getvalue())
+    np.testing.assert_allclose(rg.pixels, RAMP12 / 4095.0, atol=1e-6)
+    assert rg.metadata.frames == 1 and rg.metadata.warnings == ()
+
+
 def test_bare_dataset_without_preamble_is_read() -> None:
     data = make_dicom(RAMP12, preamble=False)
     assert data[128:132] != b"DICM"

@@ -96,7 +96,7 @@ def _box_objects(prediction: Prediction, rows: int, columns: int) -> tuple[list,
     return graphics, texts
 
 
-def _explicit_luts(header: Dataset) -> dict:
+def _explicit_luts(header: Dataset, frame: int) -> dict:
     """The modality and VOI LUTs highdicom does not find itself: a Modality LUT Sequence (highdicom
     0.28 copies rescale only, and the state's identity LUT left the source's window over the
     bottom eighth of a 12-bit image: shown nearly black), and a classic multi-frame image's (a
@@ -106,6 +106,11 @@ def _explicit_luts(header: Dataset) -> dict:
     to highdicom, it refused the state, and the image lost every result."""
     from fracsight.io._dicom import first_window, modality_lut_table, usable_window
 
+    # a multi-frame IOD (even of one frame): highdicom reads its LUTs from the functional groups
+    # only, and failed on an image without them; given here, they are the ones the reader applied
+    multi_frame = _multi_frame_iod(header)
+    if multi_frame:
+        header = _with_lifted_groups(header, frame)
     luts = {}
     window = first_window(header)
     if window is not None and not usable_window(window):
@@ -129,7 +134,7 @@ def _explicit_luts(header: Dataset) -> dict:
             lut_data=table[1],
         )
         luts["modality_lut_transformation"] = hd.ModalityLUTTransformation(modality_lut=lut)
-    if int(header.get("NumberOfFrames") or 1) <= 1 or "SharedFunctionalGroupsSequence" in header:
+    if not multi_frame:  # highdicom copies a single-frame image's own
         return luts
     slope = header.get("RescaleSlope")
     intercept = header.get("RescaleIntercept")
@@ -143,6 +148,31 @@ def _explicit_luts(header: Dataset) -> dict:
     )
     luts.setdefault("voi_lut_transformations", [_voi(header, window)])
     return luts
+
+
+def _multi_frame_iod(header: Dataset) -> bool:
+    """Whether highdicom takes ``header`` for a multi-frame image: by its SOP class (the IOD allows
+    frames), not by its frame count, so a multi-frame secondary capture of one frame is one."""
+    try:  # highdicom's own test, private: where a later highdicom moves it, Number of Frames (type 1
+        from highdicom._standard_utils import is_multiframe_image  # in every multi-frame IOD) decides
+    except ImportError:
+        return "NumberOfFrames" in header
+    try:
+        return bool(is_multiframe_image(header))
+    except (KeyError, AttributeError):  # a SOP class highdicom does not know
+        return "NumberOfFrames" in header
+
+
+def _with_lifted_groups(header: Dataset, frame: int) -> Dataset:
+    """A copy of ``header`` with the functional groups' rescale and window at the top level, as the
+    reader reads them (the source is left as it was)."""
+    from fracsight.io._dicom import lift_functional_groups
+
+    copy = Dataset()
+    for element in header:
+        copy.add(element)
+    lift_functional_groups(copy, frame)
+    return copy
 
 
 def _voi(header: Dataset, window: tuple[float, float] | None) -> hd.pr.SoftcopyVOILUTTransformation:
@@ -209,7 +239,8 @@ def presentation_state(
         shape = hd.PresentationLUTShapeValues.INVERSE if inverse else hd.PresentationLUTShapeValues.IDENTITY
         state = hd.pr.GrayscaleSoftcopyPresentationState(
             presentation_lut_transformation=hd.PresentationLUTTransformation(presentation_lut_shape=shape),
-            **_explicit_luts(header),
+            # frame_numbers are 1-based; the LUTs are the read frame's
+            **_explicit_luts(header, frame_numbers[0] - 1 if frame_numbers else 0),
             **common,
         )
     state.Laterality = laterality(header)  # type 2C: empty when the source does not say

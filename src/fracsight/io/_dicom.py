@@ -213,10 +213,13 @@ def _read(
         BitsStored=bits_stored,
         PixelRepresentation=signed if signed in (0, 1) else 0,
     )
-    frames = int(ds.get("NumberOfFrames") or 1)
-    index = _frame_index(frames, frame, label, notes)
     transfer_syntax = _transfer_syntax(pydicom, ds)
     _require_decoder(transfer_syntax, label)
+    frames = int(ds.get("NumberOfFrames") or 1)
+    if transfer_syntax.is_encapsulated and not ds.get("NumberOfFrames"):
+        frames = _count_encapsulated_frames(pydicom, ds, transfer_syntax, notes)
+    index = _frame_index(frames, frame, label, notes)
+    lift_functional_groups(ds, index)
     if not transfer_syntax.is_encapsulated:
         _check_native_length(
             ds, native_pixel_bits(rows, cols, frames, bits_allocated, samples, photometric), label, notes
@@ -349,6 +352,27 @@ def _codestream(pydicom: Any, ds: Any, transfer_syntax: Any, index: int, frames:
         return bytes(pydicom.encaps.get_frame(ds.PixelData, index, number_of_frames=frames))
     except Exception:
         return None
+
+
+def _count_encapsulated_frames(pydicom: Any, ds: Any, transfer_syntax: Any, notes: list[str]) -> int:
+    """The frames of compressed pixel data whose header does not say (Number of Frames missing or
+    0), told from the data: its offset table, else its fragments that begin a frame (an RLE frame
+    is one fragment; a JPEG-family one begins with its start marker). Taken as one, the first
+    frame of several was read as the image, without a word, where uncompressed data warned."""
+    buffer = io.BytesIO(ds.PixelData)
+    starts = (b"\xff\xd8", b"\xff\x4f")  # SOI (JPEG, JPEG-LS), SOC (JPEG 2000)
+    try:
+        frames = len(pydicom.encaps.parse_basic_offsets(buffer))
+        if frames <= 1:
+            rle = transfer_syntax == pydicom.uid.RLELossless
+            fragments = pydicom.encaps.generate_fragments(buffer)
+            frames = sum(1 for fragment in fragments if rle or fragment[:2] in starts)
+    except Exception:  # damaged: the decoder says how
+        return 1
+    if frames > 1:
+        notes.append(f"NumberOfFrames missing or 0; the compressed pixel data holds {frames} frames")
+        ds.NumberOfFrames = frames  # for the decoder, which finds a frame by it
+    return max(frames, 1)
 
 
 def _undecodable(label: str, transfer_syntax: Any) -> ImageReadError:
@@ -707,6 +731,36 @@ def _padding(arr: np.ndarray, ds: Any) -> np.ndarray | None:
     low, high = min(value, limit), max(value, limit)
     mask = (arr >= low) & (arr <= high)
     return mask if mask.any() and not mask.all() else None
+
+
+_GROUP_VALUES = (
+    ("PixelValueTransformationSequence", ("RescaleSlope", "RescaleIntercept", "RescaleType")),
+    ("FrameVOILUTSequence", ("WindowCenter", "WindowWidth", "VOILUTFunction")),
+)
+
+
+def lift_functional_groups(ds: Any, index: int = 0) -> None:
+    """An enhanced (functional-group) object's rescale and window for frame ``index`` (the shared
+    groups', else the frame's own), put where a classic object keeps them, the top level, where
+    the top level has none: read without them, a rescale of slope -1 showed the image inverted,
+    as reliable, while the presentation state, made by highdicom from the groups, showed it right."""
+    shared = _first_item(ds, "SharedFunctionalGroupsSequence")
+    frames = ds.get("PerFrameFunctionalGroupsSequence") or ()
+    per_frame = frames[index] if index < len(frames) else None
+    for sequence, keywords in _GROUP_VALUES:
+        if any(keyword in ds for keyword in keywords[:2]):
+            continue
+        item = next((i for g in (shared, per_frame) if (i := _first_item(g, sequence)) is not None), None)
+        for keyword in keywords if item is not None else ():
+            if keyword in item:
+                setattr(ds, keyword, item[keyword].value)
+
+
+def _first_item(ds: Any, keyword: str) -> Any:
+    try:
+        return ds[keyword].value[0] if ds is not None and keyword in ds else None
+    except (IndexError, TypeError, KeyError):  # empty, or not a sequence
+        return None
 
 
 def first_window(ds: Any) -> tuple[float, float] | None:
