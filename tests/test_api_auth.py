@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fracsight.api.auth import TokenGuard, is_loopback, parse_tokens, token_digest, token_guard
-from fracsight.api.settings import ENV_PREFIX, GRACEFUL_SHUTDOWN_S, ApiSettings
+from fracsight.api.settings import ENV_PREFIX, GRACEFUL_SHUTDOWN_S, ApiSettings, near_misses
 from fracsight.cli import app as cli
 from fracsight.errors import ConfigError
 
@@ -86,6 +86,15 @@ def test_a_token_given_as_the_tokens_files_path_is_not_quoted(tmp_path: Path, mo
         token_guard("required", None, "run/secrets/tokens")  # a path whose first folder is there
     with pytest.raises(ConfigError, match="/run/secrets/nothing-here: cannot read it"):
         token_guard("required", None, "/run/secrets/nothing-here")
+
+
+def test_a_tokens_file_far_too_large_is_refused_without_reading_it_all(tmp_path: Path) -> None:
+    """/dev/zero given as the tokens file filled the memory, and ended in a MemoryError traceback."""
+    huge = tmp_path / "tokens"
+    with open(huge, "wb") as f:
+        f.truncate(64 * 1024 * 1024)  # sparse: no disk used
+    with pytest.raises(ConfigError, match="larger than 1 MiB; a tokens file holds one short line per token"):
+        token_guard("required", None, str(huge))
 
 
 def test_guard_compares_against_every_digest() -> None:
@@ -313,6 +322,27 @@ def test_a_misspelt_setting_is_named_in_a_warning(caplog: pytest.LogCaptureFixtu
     assert TOKEN not in caplog.text
 
 
+def test_the_usual_names_for_a_token_and_lower_case_names_are_warned_of() -> None:
+    """FRACSIGHT_API_KEY, _AUTH_TOKEN, _BEARER_TOKENS or a lower-case fracsight_api_tokens were
+    ignored without a word: under FRACSIGHT_AUTH=proxy or open, the API ran with no token check."""
+    env = {
+        "FRACSIGHT_API_KEY": TOKEN,
+        "FRACSIGHT_AUTH_TOKEN": TOKEN,
+        "FRACSIGHT_BEARER_TOKENS": TOKEN,
+        "FRACSIGHT_SECRET_FILE": "/run/secrets/x",
+        "fracsight_api_tokens": TOKEN,
+        "FRACSIGHT_DICOMWEB_TOKEN": TOKEN,  # the DICOM node's: not a miss
+        "FRACSIGHT_API_TOKENS": TOKEN,
+    }
+    assert near_misses(env) == {
+        "FRACSIGHT_API_KEY": "FRACSIGHT_API_TOKENS",
+        "FRACSIGHT_AUTH_TOKEN": "FRACSIGHT_API_TOKENS",
+        "FRACSIGHT_BEARER_TOKENS": "FRACSIGHT_API_TOKENS",
+        "FRACSIGHT_SECRET_FILE": "FRACSIGHT_API_TOKENS_FILE",
+        "fracsight_api_tokens": "FRACSIGHT_API_TOKENS",
+    }
+
+
 @pytest.mark.skipif(os.name != "posix", reason="file modes")
 @pytest.mark.parametrize(
     ("content", "mode", "warned"),
@@ -456,6 +486,45 @@ def test_without_a_token_a_request_forwarded_from_elsewhere_is_refused(clean_env
     assert forwarded.get("/metrics").json()["error"]["code"] == "loopback_only"
     local = TestClient(app, base_url="http://127.0.0.1:8000", client=("127.0.0.1", 50000))
     assert local.get("/metrics").status_code == 200
+
+
+def test_a_proxy_that_hides_whom_it_forwards_for_is_refused_without_a_token(clean_env: None) -> None:
+    """Squid (forwarded_for off) sends X-Forwarded-For: unknown, which uvicorn makes the client:
+    not an address, it said nothing, and the API answered everyone behind the proxy."""
+    from fastapi.testclient import TestClient
+
+    from fracsight.api import create_app
+
+    app = create_app(ApiSettings())
+    hidden = TestClient(app, base_url="http://127.0.0.1:8000", client=("unknown", 0))
+    r = hidden.get("/metrics", headers={"X-Forwarded-For": "unknown"})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "loopback_only"
+    assert TestClient(app, base_url="http://127.0.0.1:8000").get("/metrics").status_code == 200  # no proxy
+
+
+def test_a_token_sent_in_the_url_is_hidden_in_the_access_log_and_the_refusal_says_why(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RFC 6750's ?access_token= form (not taken): uvicorn's access line quoted it, token and all."""
+    import logging
+    import pydoc
+
+    from fastapi.testclient import TestClient
+
+    from fracsight.api import create_app
+    from fracsight.api.app import uvicorn_log_config
+
+    config = uvicorn_log_config("info")
+    assert config["handlers"]["access"]["filters"] == ["query_secrets"]
+    line = logging.LogRecord(
+        "uvicorn.access", logging.INFO, "", 0, '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5", "GET", f"/v1/model?x=1&access_token={TOKEN}&api_key={TOKEN}", "1.1", 401), None,
+    )  # fmt: skip
+    assert pydoc.locate(config["filters"]["query_secrets"]["()"])().filter(line)
+    assert line.getMessage() == '127.0.0.1:5 - "GET /v1/model?x=1&access_token=***&api_key=*** HTTP/1.1" 401'
+    monkeypatch.setenv("FRACSIGHT_API_TOKENS", TOKEN)
+    r = TestClient(create_app(ApiSettings.from_env())).get(f"/v1/model?access_token={TOKEN}")
+    assert r.status_code == 401 and "never in the URL" in r.json()["error"]["message"]
 
 
 # ---- `fracsight serve` refuses to start, or starts, as configured -------------------------------------

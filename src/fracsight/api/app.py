@@ -305,6 +305,8 @@ def uvicorn_log_config(level: int | str) -> dict[str, Any]:
     config = copy.deepcopy(LOGGING_CONFIG)
     level = level.upper() if isinstance(level, str) else level
     config["loggers"]["fracsight"] = {"handlers": ["default"], "level": level, "propagate": False}
+    config.setdefault("filters", {})["query_secrets"] = {"()": "fracsight.api.auth.QuerySecretFilter"}
+    config["handlers"]["access"]["filters"] = ["query_secrets"]
     return config
 
 

@@ -289,6 +289,9 @@ def token_guard(auth: str, tokens: str | None, tokens_file: str | None) -> Token
     return TokenGuard(digests)
 
 
+_TOKENS_FILE_MAX = 1024 * 1024
+
+
 def _tokens_file_lines(path: Path) -> list[str]:
     """The file's lines, decoded as its byte order mark says, or as UTF-8 without one.
 
@@ -297,7 +300,8 @@ def _tokens_file_lines(path: Path) -> list[str]:
     """
     where = f"FRACSIGHT_API_TOKENS_FILE {shown_secret_path(path)}"
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            data = f.read(_TOKENS_FILE_MAX + 1)
     except OSError as e:
         why = e.strerror or type(e).__name__
         if e.errno == errno.EACCES and hasattr(os, "getuid"):  # a compose secret keeps the host's mode
@@ -311,6 +315,8 @@ def _tokens_file_lines(path: Path) -> list[str]:
                 fix = "a folder on the file's way cannot be entered by that uid"
             why += f": the server runs as uid {os.getuid()}; {fix}"
         raise ConfigError(f"{where}: cannot read it ({why})") from None
+    if len(data) > _TOKENS_FILE_MAX:  # /dev/zero, a log file: it filled the memory, then a traceback
+        raise ConfigError(f"{where}: larger than 1 MiB; a tokens file holds one short line per token")
     encoding = next((codec for bom, codec in _BOMS if data.startswith(bom)), "utf-8")
     if encoding == "utf-8" and _looks_like_utf16(data):
         raise ConfigError(
@@ -400,6 +406,9 @@ class BearerAuthMiddleware:
             await self.app(scope, receive, send)
             return
         code, message = refusal
+        query = "?" + scope.get("query_string", b"").decode("latin-1")
+        if code == MISSING_TOKEN and _QUERY_SECRET.search(query):
+            message += "; a token is taken only in that header, never in the URL (where logs keep it)"
         challenge = 'Bearer realm="fracsight"'
         if code == INVALID_TOKEN:
             challenge += ', error="invalid_token"'
@@ -407,6 +416,22 @@ class BearerAuthMiddleware:
             self.on_refusal(code)
         response = error_response(401, code, message, headers={"WWW-Authenticate": challenge})
         await response(scope, receive, send)
+
+
+_QUERY_SECRET = re.compile(r"(?i)([?&;](?:access_token|token|api_key|apikey|key|password)=)[^&;\s]*")
+
+
+class QuerySecretFilter(logging.Filter):
+    """uvicorn's access line with the value of a token-like query parameter hidden: a client that
+    sent its token in the URL (``?access_token=``, RFC 6750's URI form, which this API does not take)
+    had it written into the log with its 401."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        # uvicorn's access arguments: (client, method, path with query, HTTP version, status)
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            record.args = (*args[:2], _QUERY_SECRET.sub(r"\1***", args[2]), *args[3:])
+        return True
 
 
 class LoopbackOnlyMiddleware:
@@ -428,6 +453,7 @@ class LoopbackOnlyMiddleware:
         server = (scope.get("server") or ("",))[0] or ""
         client = (scope.get("client") or ("",))[0] or ""
         beyond = _beyond_loopback(server) or _beyond_loopback(client)
+        beyond = beyond or _hidden_forwarded_client(scope, client)
         if scope["type"] != "http" or route_path(scope) in OPEN_PATHS or not beyond:
             await self.app(scope, receive, send)
             return
@@ -441,6 +467,19 @@ class LoopbackOnlyMiddleware:
         )
         response = error_response(403, LOOPBACK_ONLY, message)
         await response(scope, receive, send)
+
+
+def _hidden_forwarded_client(scope: Scope, client: str) -> bool:
+    """A proxy that says it forwards for someone (``X-Forwarded-For``) but not whom (Squid's
+    ``forwarded_for off`` writes ``unknown``): uvicorn made that word the client, which said nothing
+    either way, and the API answered everyone behind the proxy."""
+    if not client or not any(name == b"x-forwarded-for" for name, _ in scope.get("headers", ())):
+        return False
+    try:
+        ipaddress.ip_address(client.strip("[]"))
+    except ValueError:
+        return True
+    return False
 
 
 def _beyond_loopback(host: str) -> bool:

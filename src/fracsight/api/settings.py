@@ -208,6 +208,9 @@ def _request_bytes(max_files: int, max_upload_bytes: int) -> int:
 _OPTIONS_ONLY = {"port": "--port", "host": "--host", "workers": "--workers", "log_level": "--log-level"}
 
 
+_SECRET_WORDS = re.compile(r"token|key|secret|bearer|password")
+
+
 def near_misses(environ: Mapping[str, str]) -> dict[str, str]:
     """``FRACSIGHT_*`` names that are no setting but close to one, each with the setting meant: a
     typo such as ``FRACSIGHT_API_TOKEN`` would otherwise leave the API open without a word. An
@@ -217,8 +220,12 @@ def near_misses(environ: Mapping[str, str]) -> dict[str, str]:
     by_option = {option[2:].replace("-", "_"): field for field, option in SERVE_OPTIONS.items()}
     found = {}
     for key, value in environ.items():
-        name = key.removeprefix(ENV_PREFIX).lower()
-        if name == key.lower() or name in fields or not value.strip():
+        if not key.upper().startswith(ENV_PREFIX) or not value.strip():
+            continue
+        name = key[len(ENV_PREFIX) :].lower()
+        if name in fields:
+            if key != key.upper():  # read as written: fracsight_api_tokens was no token at all
+                found[key] = ENV_PREFIX + name.upper()
             continue
         if name in by_option:
             found[key] = ENV_PREFIX + by_option[name].upper()
@@ -226,6 +233,9 @@ def near_misses(environ: Mapping[str, str]) -> dict[str, str]:
             found[key] = f"the option `fracsight serve {_OPTIONS_ONLY[name]}` (it has no variable)"
         elif close := difflib.get_close_matches(name, fields, n=1, cutoff=0.75):
             found[key] = ENV_PREFIX + close[0].upper()
+        elif _SECRET_WORDS.search(name) and not name.startswith("dicomweb_"):  # the DICOM node's own
+            # FRACSIGHT_API_KEY, _AUTH_TOKEN, _BEARER_TOKENS: under auth proxy or open, no token check
+            found[key] = ENV_PREFIX + ("API_TOKENS_FILE" if name.endswith("file") else "API_TOKENS")
     return found
 
 
