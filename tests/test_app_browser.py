@@ -185,6 +185,8 @@ def test_upload_a_radiograph_and_a_broken_file(
     )
     widths = page.eval_on_selector_all('[data-testid="stImage"] img', "imgs => imgs.map(i => i.naturalWidth)")
     assert max(widths) > 100
+    alts = page.eval_on_selector_all('[data-testid="stImage"] img', "imgs => imgs.map(i => i.alt)")
+    assert alts and all(alts), alts  # a screen reader read "image" for each
     page.get_by_text("Fracture heatmap: where the model ").first.wait_for()  # suspects, or looked most
     page.locator(".fs-bar-threshold").first.wait_for()
     page.get_by_text("Download CSV").wait_for()
@@ -197,6 +199,12 @@ def test_upload_a_radiograph_and_a_broken_file(
     error.wait_for()
     assert "unsupported_format" in error.inner_text()
     assert "Traceback" not in page.inner_text("body")
+    # told to a screen reader by the live region that was on the page before the results
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('[role="status"][aria-live="polite"]')]
+                 .some(e => e.textContent.startsWith('Results for 2 files:')
+                            && e.textContent.includes('1 could not be read'))"""
+    )
     page.get_by_text("Download CSV").wait_for()
     page.locator('[data-testid="stDataFrame"]').wait_for()
     screenshot(page, "app-error.png")

@@ -21,6 +21,7 @@ from fracsight.app.logic import (
     HIDDEN_ON_SCREEN,
     AppConfig,
     card_for,
+    card_markdown,
     class_bars_html,
     class_operating_point_text,
     class_summary,
@@ -44,6 +45,7 @@ from fracsight.app.logic import (
     pick_examples,
     probability_bar_html,
     render_views,
+    results_announcement,
     study_card_for,
     table_rows,
     verdict,
@@ -479,6 +481,34 @@ def test_probability_bar_clamps_and_escapes() -> None:
     assert _style_value(html, "fs-bar-threshold", "left") == "0.0%"
     assert "<b>p</b>" not in html and "&lt;b&gt;p&lt;/b&gt;" in html
     assert _style_value(probability_bar_html(0.5, 0.5, severity="unreliable"), "fs-bar-fill", "background")
+
+
+def test_bar_and_class_list_texts_follow_the_page_theme() -> None:
+    """Dark grey (#424242) text was 1.8:1 on Streamlit's dark page: the class list, the only place
+    each class's probability is shown, could hardly be read."""
+    summary = class_summary(ClassResult.from_probabilities({f"c{i}": 0.05 + i / 100 for i in range(14)}, 0.5))
+    for html in (probability_bar_html(0.5, 0.4), class_bars_html(summary)):
+        text_colours = set(re.findall(r"(?<![-\w])color:([^;\"]+)", html))
+        assert text_colours == {"inherit"}, text_colours
+
+
+def test_a_model_cards_headings_sit_below_the_pages() -> None:
+    """The card's own # title was a second top-level heading in the sidebar, ahead of the page's."""
+    card = "# Model\n\n## Figures\n```\n# not a heading\n```\n###### deepest\n#hashtag\n![x](y)"
+    assert card_markdown(card).split("\n") == [
+        "### Model", "", "#### Figures", "```", "# not a heading", "```",
+        "###### deepest", "#hashtag", "&#33;[x](y)",
+    ]  # fmt: skip
+
+
+def test_the_results_are_announced_in_one_sentence() -> None:
+    failed = FailedPrediction.of("x.png", UnsupportedFormatError("x.png: not an image"))
+    results = [make_prediction(0.9), make_prediction(0.1), make_prediction(0.9, reliable=False), failed]
+    assert results_announcement(results) == (
+        "Results for 4 files: 1 fracture suspected, 1 no fracture suspected, 1 not reliable, "
+        "1 could not be read."
+    )
+    assert results_announcement([make_prediction(0.2)]) == "Results for 1 file: 1 no fracture suspected."
 
 
 def test_class_bars_fill_to_each_probability_and_mark_the_minimum() -> None:

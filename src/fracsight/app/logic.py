@@ -14,6 +14,7 @@ import html
 import io
 import json
 import random
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -254,7 +255,42 @@ def card_markdown(card: str) -> str:
     and from where the app was opened, though the page loads nothing from elsewhere."""
     # a character reference, not a backslash: `\![` in the card became `\\![`, a backslash and an
     # image again; nothing around `&#33;[` makes it an image
-    return card.replace("![", "&#33;[")
+    return _headings_below_the_page(card.replace("![", "&#33;["))
+
+
+def _headings_below_the_page(text: str) -> str:
+    """Markdown headings two levels down (``#`` -> ``###``), outside code fences: the card's own
+    ``#`` title was a second top-level heading, ahead of the page's, for a screen reader."""
+    lines, fence = [], None
+    for line in text.split("\n"):
+        stripped = line.lstrip(" ")
+        marker = stripped[:3]
+        if marker in ("```", "~~~") and (fence is None or marker == fence):
+            fence = None if fence else marker
+        elif fence is None and (heading := re.match(r"(#{1,6})(\s|$)", stripped)):
+            level = min(len(heading.group(1)) + 2, 6)
+            line = "#" * level + stripped[len(heading.group(1)) :]
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def results_announcement(results: Sequence[Prediction | FailedPrediction]) -> str:
+    """One sentence for a screen reader once the results are in: how many, and how they came out
+    (the page's cards say it only to those who see them)."""
+    counts: dict[str, int] = {}
+    for result in results:
+        if isinstance(result, FailedPrediction):
+            what = "could not be read"
+        else:
+            severity = verdict(result).severity
+            what = {
+                "suspected": f"{result.finding} suspected",
+                "clear": f"no {result.finding} suspected",
+                "unreliable": "not reliable",
+            }.get(severity, "classified")
+        counts[what] = counts.get(what, 0) + 1
+    files = f"{len(results)} file" + ("s" if len(results) != 1 else "")
+    return f"Results for {files}: " + ", ".join(f"{n} {what}" for what, n in counts.items()) + "."
 
 
 # emphasis, code, links, HTML and its entities (a&lt;b), maths, tables, :colour[...], a heading's closing #
@@ -694,7 +730,7 @@ def probability_bar_html(
     return (
         f'<div class="fs-bar" role="img" aria-label="{tag} {p:.3f}, threshold {t:.3f}" '
         'style="margin:0.25rem 0 0.75rem 0;">'
-        '<div style="position:relative;height:1.1rem;font-size:0.75rem;color:#424242;">'
+        '<div style="position:relative;height:1.1rem;font-size:0.75rem;color:inherit;opacity:0.85;">'
         f'<span style="position:absolute;left:{t * 100:.1f}%;transform:translateX(-50%);'
         f'white-space:nowrap;">threshold {t:.3f}</span></div>'
         '<div style="position:relative;height:16px;background:#e0e0e0;border-radius:8px;">'
@@ -703,7 +739,8 @@ def probability_bar_html(
         f'<div class="fs-bar-threshold" title="threshold {t:.3f}" style="position:absolute;'
         f'left:{t * 100:.1f}%;top:-4px;bottom:-4px;width:3px;margin-left:-1px;background:#212121;"></div>'
         "</div>"
-        f'<div style="font-size:0.8rem;color:#424242;margin-top:0.2rem;">{tag} <b>{p:.3f}</b></div>'
+        '<div style="font-size:0.8rem;color:inherit;opacity:0.85;margin-top:0.2rem;">'
+        f"{tag} <b>{p:.3f}</b></div>"
         "</div>"
     )
 
@@ -730,7 +767,7 @@ def class_bars_html(summary: ClassSummary, *, most: int = 12) -> str:
         )
         rows.append(
             f'<div class="fs-class-row" role="img" aria-label="{tag} {p:.3f}" style="display:flex;'
-            'align-items:center;gap:0.5rem;margin:0.15rem 0;font-size:0.8rem;color:#424242;">'
+            'align-items:center;gap:0.5rem;margin:0.15rem 0;font-size:0.8rem;color:inherit;opacity:0.85;">'
             f'<span style="flex:0 0 35%;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;'
             f'{"font-weight:bold;" if top else ""}">{tag}</span>'
             '<div style="position:relative;flex:1;height:10px;background:#e0e0e0;border-radius:5px;">'
@@ -740,10 +777,10 @@ def class_bars_html(summary: ClassSummary, *, most: int = 12) -> str:
         )
     rest = len(summary.probabilities) - most
     if rest > 0:
-        rows.append(f'<div style="font-size:0.75rem;color:#616161;">and {rest} more</div>')
+        rows.append(f'<div style="font-size:0.75rem;color:inherit;opacity:0.75;">and {rest} more</div>')
     if m > 0:
         rows.append(
-            '<div style="font-size:0.75rem;color:#616161;margin-top:0.2rem;">'
+            '<div style="font-size:0.75rem;color:inherit;opacity:0.75;margin-top:0.2rem;">'
             f"marker: the minimum probability {m:.2f} at which a class is stated</div>"
         )
     return '<div class="fs-class-bars" style="margin:0.25rem 0 0.5rem 0;">' + "".join(rows) + "</div>"

@@ -8,6 +8,7 @@ patient identifier can reach the page.
 from __future__ import annotations
 
 import hashlib
+import html
 import logging
 import sys
 from collections.abc import Callable
@@ -53,6 +54,7 @@ from fracsight.app.logic import (
     probability_bar_html,
     reading_text,
     render_views,
+    results_announcement,
     study_card_for,
     table_rows,
     verdict,
@@ -245,7 +247,8 @@ def example_gallery(config: AppConfig, expanded: bool) -> None:
         for i, (col, path) in enumerate(zip(columns, paths, strict=False)):
             with col:
                 name = escape_markdown(example_name(config, path))
-                st.image(thumbnail(path), caption=name, width="stretch")
+                alt = f"Example radiograph {example_name(config, path)}"
+                st.image(thumbnail(path), caption=name, width="stretch", alt=alt)
                 # named by its file: six buttons all called "Try" could not be told apart by a screen reader
                 st.button(
                     f"Try {name}",
@@ -366,7 +369,7 @@ def predictions(predictor: Predictor, items: list[Input]) -> list[Stored]:
 
 def error_card(failure: FailedPrediction) -> None:
     with st.container(border=True):
-        st.markdown(f"#### {escape_markdown(failure.source)}")
+        st.markdown(f"### {escape_markdown(failure.source)}")
         st.error(
             f"**This file could not be read** (error code `{failure.error_code}`): "
             f"{escape_markdown(failure_message(failure))}"
@@ -375,7 +378,7 @@ def error_card(failure: FailedPrediction) -> None:
 
 def decision_block(result: Prediction | StudyPrediction) -> None:
     v = verdict(result)
-    st.markdown(f"### :{v.markdown_colour}[{escape_markdown(v.headline)}]")  # it may name a class
+    st.markdown(f"#### :{v.markdown_colour}[{escape_markdown(v.headline)}]")  # it may name a class
     if result.fracture_probability is not None and result.threshold is not None:
         st.markdown(
             probability_bar_html(
@@ -400,7 +403,7 @@ def result_card(
 ) -> None:
     card = card_for(pred, show_boxes=show_boxes)
     with st.container(border=True):
-        st.markdown(f"#### {escape_markdown(card.title)}")
+        st.markdown(f"### {escape_markdown(card.title)}")
         if card.unreliable:
             st.error(f"**{escape_markdown(card.unreliable)}**", icon="⚠️")
         text, images = st.columns([2, 3])
@@ -422,11 +425,16 @@ def result_card(
             )
             caption = overlay_caption(card, show_heatmap=show_heatmap, show_boxes=show_boxes)
             tab_overlay, tab_pair = st.tabs(["Overlay", "Original | overlay"])
-            tab_overlay.image(overlay, caption=escape_markdown(caption), width="stretch")
+            pair_caption = f"Original (left) and overlay (right). {caption}"
+            # alt: a screen reader read "image" only (a caption is not an image's text alternative)
+            tab_overlay.image(
+                overlay, caption=escape_markdown(caption), width="stretch", alt=f"{card.title}: {caption}"
+            )
             tab_pair.image(
                 pair,
-                caption=escape_markdown(f"Original (left) and overlay (right). {caption}"),
+                caption=escape_markdown(pair_caption),
                 width="stretch",
+                alt=f"{card.title}: {pair_caption}",
             )
             file_name = overlay_file_name(pred.source, keep_suffix=keep_suffix)
             st.download_button(  # named by its file: each card's button says which image it saves
@@ -455,7 +463,7 @@ def class_block(summary: ClassSummary) -> None:
 def study_card(study: StudyPrediction) -> None:
     card = study_card_for(study)
     with st.container(border=True):
-        st.markdown(f"#### {escape_markdown(card.title)}")
+        st.markdown(f"### {escape_markdown(card.title)}")
         decision_block(study)
         if card.probability:
             st.markdown(escape_markdown(card.probability))
@@ -513,12 +521,24 @@ def _forget_expired_tabs() -> None:
         files.remove_session_files(session)
 
 
+def _announce(place, text: str) -> None:
+    place.markdown(
+        f'<div role="status" aria-live="polite" class="fs-announcement" style="position:absolute;'
+        f'left:-9999px">{html.escape(text)}</div>',
+        unsafe_allow_html=True,
+    )
+
+
 def main() -> None:
     config = parse_app_args(sys.argv[1:])
     _forget_expired_tabs()
     st.set_page_config(page_title="fracsight", page_icon="🦴", layout="wide")
     st.title("fracsight: fractures in radiographs")
     st.info(f"**Decision aid, not a diagnosis.** {NOTICE} Check every result against the images.")
+    # a live region, on the page before the results (one added with them is not announced), that
+    # tells a screen reader the results are in: the cards appear without a word, focus lost
+    live = st.empty()
+    _announce(live, "")
     predictor = model_sidebar(config)
     show_heatmap, show_boxes, opacity = display_controls(predictor)
     items = inputs(config)
@@ -534,6 +554,7 @@ def main() -> None:
         return
     stored = predictions(predictor, items)
     results = [s.result for s in stored]
+    _announce(live, results_announcement(results))
     good = [r for r in results if isinstance(r, Prediction)]
     can_combine = len(good) >= 2  # every kind of bundle: fracture and class are both combined
     one = can_combine and st.checkbox("These images are one study (several views of one examination)")
