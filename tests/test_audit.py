@@ -120,6 +120,24 @@ def test_one_picture_filed_under_two_fracture_types_is_label_noise(tmp_path: Pat
     assert {noisy.label_a, noisy.label_b} == {"fractured, Avulsion", "fractured, Spiral"}
 
 
+def test_names_with_brackets_are_printed_as_they_are(tmp_path: Path) -> None:
+    """Rich read names as markup: a type folder "Avulsion [b]" was a bold "Avulsion", a pair of
+    "hand[lateral].png" files printed as two files that do not exist, and a folder "p[" with a
+    file in it ("p[/x.png") ended in a MarkupError traceback."""
+    root = tmp_path / "types"
+    for k in range(4):
+        _save(
+            _smooth(200 + k), root / "Fractured" / ("Avulsion [b]" if k % 2 else "p[") / f"f{k}[lateral].png"
+        )
+        _save(_smooth(300 + k), root / "Non_fractured" / f"n{k}.png")
+    _save(_smooth(7), root / "Fractured" / "Avulsion [b]" / "twin[lateral].png")
+    _save(_smooth(7).resize((120, 120)), root / "Fractured" / "p[" / "twin[oblique].jpg", quality=60)
+    result = CliRunner().invoke(app, ["audit", str(root)], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert "Avulsion [b]" in result.stdout and "p[/twin[oblique].jpg" in result.stdout
+    assert "Fractured/Avulsion [b]/twin[lateral].png" in result.stdout
+
+
 def test_audit_process_pool_gives_the_same_hashes(planted: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     paths = sorted(p for p in planted.rglob("*") if p.is_file())
     monkeypatch.setattr(audit_module, "_SERIAL_BELOW", 0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -139,12 +140,29 @@ def test_command_refuses_bad_inputs(tiny_bundle: Path, tmp_path: Path, few_image
     assert "Traceback" not in unreadable.output
 
 
+def test_a_bundle_whose_folder_name_rich_would_read_as_markup_is_benchmarked(
+    tiny_bundle: Path, tmp_path: Path, few_images: Path
+) -> None:
+    """The spinner on stderr read its text (which names the bundle) as markup: a bundle named
+    "wrist [/] 2" ended the run in a MarkupError traceback, even with --json, and the timings
+    done were lost."""
+    odd = tmp_path / "bb[/]"
+    shutil.copytree(tiny_bundle, odd)
+    spec = json.loads((odd / "bundle.json").read_text())
+    (odd / "bundle.json").write_text(json.dumps({**spec, "name": "wrist [/] 2"}))
+    args = ["benchmark", "--model", str(odd), "--images", str(few_images), "--runs", "1", "--batch", "1"]
+    # FORCE_COLOR: Rich takes stderr for a terminal, and draws the spinner, as a user sees it
+    result = runner.invoke(app, [*args, "--no-compare", "--json"], env={"FORCE_COLOR": "1"})
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["model"] == "wrist [/] 2 v1"
+
+
 def test_unreadable_images_are_left_out_and_named(tiny_bundle: Path, few_images: Path, tmp_path: Path):
     (tmp_path / "notes.jpg").write_text("not an image")
     report = run_benchmark(
         tiny_bundle, [few_images, tmp_path / "notes.jpg"], runs=1, batch=1, compare=False, progress=print
     )
-    assert report.n_images == 3 and report.images == "3 given images (1 unreadable left out: notes.jpg)"
+    assert report.n_images == 3 and report.images == "3 of 4 given images (1 unreadable left out: notes.jpg)"
 
 
 def test_the_resnet_recipe_reads_what_the_bundle_reads(few_images: Path, tmp_path: Path) -> None:
@@ -240,7 +258,7 @@ def test_command_names_a_non_utf8_unreadable_file_readably(
     args = ["benchmark", "--model", str(tiny_bundle), "--images", str(few_images), "--images", str(tmp_path)]
     result = runner.invoke(app, [*args, "--runs", "1", "--batch", "1", "--no-compare", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["images"] == "3 given images (1 unreadable left out: bad\\xff.jpg)"
+    assert json.loads(result.stdout)["images"] == "3 of 4 given images (1 unreadable left out: bad\\xff.jpg)"
 
 
 def test_rounds_alternate_between_pipelines_and_cover_every_run(monkeypatch: pytest.MonkeyPatch) -> None:

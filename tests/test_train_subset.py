@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -58,8 +59,11 @@ def test_the_run_trains_on_both_classes_and_the_bundle_counts_what_it_trained_on
     assert _labels(train[:6]) == {(1, None): 6}  # what the first six in file order were
     settings = [arg for item in [*TINY_TRAINING, "max_samples=6"] for arg in ("--set", item)]
     run, bundle = tmp_path / "run", tmp_path / "bundle"
+    # a name Rich took for markup: "[b]" vanished from the printed command, "[/b]" was a traceback
+    odd = tmp_path / "data [b]" / "x[/b]"
+    shutil.copytree(tiny_dataset, odd)
     # FORCE_COLOR=1 (CI): Rich then calls a log file a terminal, and the epoch lines went to stderr
-    command = ["train", str(tiny_dataset), "--out", str(run), *settings]
+    command = ["train", str(odd), "--out", str(run), *settings]
     trained = CliRunner().invoke(app, command, env={"FORCE_COLOR": "1"})
     assert trained.exit_code == 0, trained.output
     stdout, stderr = (re.sub(r"\x1b\[[0-9;]*m", "", text) for text in (trained.stdout, trained.stderr))
@@ -69,6 +73,7 @@ def test_the_run_trains_on_both_classes_and_the_bundle_counts_what_it_trained_on
     dataset = load_dataset(tiny_dataset)  # train and val only: a test split is carved from them, and said
     carved = len(dataset.samples) - sum(map(len, train_val_samples(dataset, 0)))
     assert carved > 0 and f"{carved} images held out as the test split the data set lacks" in stderr
+    assert f"`fracsight evaluate MODEL '{odd}' --split test` measures on them" in stderr
     assert _labels(training_subset(train, 6, 0)) == {(1, None): 3, (0, None): 3}
     exported = CliRunner().invoke(app, ["export", str(run), str(bundle)])
     assert exported.exit_code == 0, exported.output

@@ -9,6 +9,7 @@ import io
 import logging
 import os
 import re
+import shlex
 import sys
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
@@ -160,3 +161,9 @@ def progress_bar(*columns: Any, hide: bool = False, **options: Any) -> Progress:
 
     err = Console(stderr=True)
     return Progress(*columns, console=err, transient=True, disable=hide or not on_a_terminal(err), **options)
+
+
+def shell_command(*words: object) -> str:
+    """A command to suggest, with each word quoted as a POSIX shell needs it: a path with a space
+    (`fracsight audit mix dir`) failed when pasted."""
+    return " ".join(shlex.quote(str(word)) for word in words)

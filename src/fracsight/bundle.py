@@ -18,6 +18,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from fracsight._terminal import shell_command
 from fracsight.errors import BundleError, ChecksumMismatchError
 
 __all__ = [
@@ -341,7 +342,8 @@ def load_bundle_spec(folder: Path) -> BundleSpec:
     if not path.is_file():
         if (Path(folder) / "best.pt").is_file() and (Path(folder) / "config.yaml").is_file():  # a run
             raise BundleError(
-                f"{folder} is a training run, not a model bundle: `fracsight export {folder} OUT` makes one"
+                f"{folder} is a training run, not a model bundle: "
+                f"`{shell_command('fracsight', 'export', folder, 'OUT')}` makes one"
             )
         raise BundleError(f"{folder} is not a model bundle: bundle.json is missing")
     try:

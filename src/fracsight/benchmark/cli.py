@@ -40,6 +40,7 @@ def benchmark(
 ) -> None:
     """Measure latency, throughput and peak memory of prediction here, against eager-torch baselines."""
     from rich.console import Console
+    from rich.markup import escape
 
     from fracsight.benchmark import render_report, run_benchmark
     from fracsight.cli import show_report, user_errors
@@ -52,7 +53,7 @@ def benchmark(
             runs=runs,
             batch=batch,
             compare=compare,
-            progress=lambda msg: status.update(msg),
+            progress=lambda msg: status.update(escape(msg)),  # it names bundles and files: "[/]" failed
             also=also,
             stages=stages,
         )

@@ -89,7 +89,8 @@ def resolve_images(images: Sequence[Path] | None, scratch: Path) -> tuple[list[P
                 f"none of the {len(files)} given images can be read (`fracsight predict` says why for each)"
             )
         described = count(len(readable), "given image")
-        if unreadable:
+        if unreadable:  # of all given: it said "1 given image (2 unreadable ...)" for 3 given
+            described = f"{len(readable)} of {count(len(files), 'given image')}"
             names = ", ".join(text_cell(p.name) for p in unreadable[:5]) + (
                 ", ..." if len(unreadable) > 5 else ""
             )

@@ -147,10 +147,13 @@ def render_report(report: BenchmarkReport) -> list[Any]:
         return "" if value is None else format(value, fmt)
 
     m = report.machine
+    usable = m.get("usable_cpus")
+    # under taskset or a container's CPU quota: the table is read against a 2-core reference
+    usable_note = f", {usable} usable" if usable is not None and usable < m["cpus"] else ""
     caption = (
         f"{escape(report.images)}; {count(report.runs, 'timed single-image run')} per row, "
         f"{count(report.throughput_images, 'image')} per throughput pass in batches of {report.batch}; "
-        f"{m['cpus']} CPUs ({escape(str(m.get('cpu_model') or 'CPU model unknown'))}"
+        f"{m['cpus']} CPUs{usable_note} ({escape(str(m.get('cpu_model') or 'CPU model unknown'))}"
         f"{', ' + ' '.join(m['cpu_flags']) if m.get('cpu_flags') else ''}), "
         f"load average {m['load_before']} -> {m['load_after']}"
     )
@@ -198,7 +201,7 @@ def render_report(report: BenchmarkReport) -> list[Any]:
             said = "[yellow]not comparable (busy machine)[/yellow]"
         else:
             said = "[green]met[/green]" if t.met else "[red]missed[/red]"
-        targets.add_row(t.name, t.goal, t.measured, said)
+        targets.add_row(escape(t.name), escape(t.goal), escape(t.measured), said)
     out = [table, "\n".join(notes), targets]
     if report.stages:
         stages = Table(title="where the time goes: median ms per stage of one image, each timed alone")

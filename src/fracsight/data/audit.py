@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 from rich.console import RenderableType
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -372,11 +373,11 @@ def _balance_table(per_split: dict[str, dict[str, int]], task: str, title: str) 
     binary = task == FRACTURE and len(classes) == 2
     table = Table(title=title, title_justify="left")
     table.add_column("Split")
-    for c in classes:
-        table.add_column(c, justify="right")
+    for c in classes:  # names of the user's folders: "[b]" was bold, "[/]" a MarkupError traceback
+        table.add_column(escape(c), justify="right")
     table.add_column("Total", justify="right")
     if binary:
-        table.add_column(f"% {classes[1]}", justify="right")
+        table.add_column(escape(f"% {classes[1]}"), justify="right")
     totals: Counter[str] = Counter()
     for split, counts in [*per_split.items(), ("all", None)]:
         row = counts if counts is not None else totals
@@ -386,7 +387,7 @@ def _balance_table(per_split: dict[str, dict[str, int]], task: str, title: str) 
         cells = [str(row.get(c, 0)) for c in classes] + [str(n)]
         if binary:
             cells.append(f"{100 * row.get(classes[1], 0) / n:.1f}" if n else "-")
-        table.add_row(split, *cells, style="bold" if counts is None else None)
+        table.add_row(escape(split), *cells, style="bold" if counts is None else None)
     return table
 
 
@@ -395,11 +396,11 @@ def _balance_rows(per_split: dict[str, dict[str, int]], classes: list[str], titl
     table = Table(title=title, title_justify="left")
     table.add_column("Class", overflow="fold")
     for split in per_split:
-        table.add_column(split, justify="right")
+        table.add_column(escape(split), justify="right")
     table.add_column("all", justify="right", style="bold")
     for c in classes:
         counts = [per_split[split].get(c, 0) for split in per_split]
-        table.add_row(c, *map(str, counts), str(sum(counts)))
+        table.add_row(escape(c), *map(str, counts), str(sum(counts)))
     totals = [sum(counts.values()) for counts in per_split.values()]
     table.add_row("Total", *map(str, totals), str(sum(totals)), style="bold")
     return table
@@ -418,5 +419,6 @@ def _pair_table(title: str, pairs: list[NearPair], limit: int) -> list[Renderabl
     table.add_column("Bits", justify="right")
     for p in sorted(pairs, key=lambda p: (p.distance, p.a, p.b))[:limit]:
         splits = [f"{p.split_a or '-'} / {p.split_b or '-'}"] if with_splits else []
-        table.add_row(p.a, p.b, *splits, f"{p.label_a} / {p.label_b}", str(p.distance))
+        cells = [p.a, p.b, *splits, f"{p.label_a} / {p.label_b}"]
+        table.add_row(*map(escape, cells), str(p.distance))
     return [table]

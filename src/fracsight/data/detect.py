@@ -21,6 +21,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from fracsight._terminal import shell_command
 from fracsight.data._files import is_hidden, is_image_file, split_name, visible_dirs
 from fracsight.data.folders import is_class_folders, read_class_folders
 from fracsight.data.fracatlas import is_fracatlas, read_fracatlas
@@ -171,10 +172,10 @@ def _warn_label_conflicts(dataset: Dataset) -> None:
     log.warning(
         "%d picture(s) in %s are filed more than once (the same bytes) with different labels: %s%s: a model "
         "trained on them learns both labels for one picture, and its figures count one of them wrong; "
-        "keep the copy with the right label (`fracsight audit %s` lists every duplicate)",
+        "keep the copy with the right label (`%s` lists every duplicate)",
         len(conflicts),
         dataset.root,
         shown,
         more,
-        dataset.root,
+        shell_command("fracsight", "audit", dataset.root),
     )

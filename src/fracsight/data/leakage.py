@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from fracsight._terminal import shell_command
 from fracsight.data._files import exact_duplicates, relative_name, split_name
 from fracsight.data.sample import Dataset, Sample
 from fracsight.data.splits import SPLIT_NAMES, declared_straddling
@@ -89,7 +90,7 @@ class SplitLeakage:
         ``trained_here`` False: the model measured was trained on other data, which these splits
         cannot flatter (the packaged model on MURA's train/valid)."""
         return f"leakage between the splits of {data_dir}: {self}: {leakage_effect(trained_here)}; " + (
-            f"`fracsight audit {data_dir}` lists them"
+            f"`{shell_command('fracsight', 'audit', data_dir)}` lists them"
         )
 
 

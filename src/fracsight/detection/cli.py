@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from fracsight._options import split_callback
+from fracsight._terminal import shell_command
 
 __all__ = ["detector_app"]
 
@@ -211,7 +212,8 @@ def _joint_interrupted(
         except (OSError, ValueError, KeyError, IndexError, TypeError):  # stopped before epoch 0 was kept
             return f"{run} holds no epoch of the run yet"
         options = (" --force" if force else "") + (f" --evaluate {evaluate_split}" if evaluate_split else "")
-        make = f"`fracsight detector bundle {run} {out or 'OUT'} --data {data}{options}`"
+        command = shell_command("fracsight", "detector", "bundle", run, out or "OUT", "--data", data)
+        make = f"`{command}{options}`"
         if out is not None:
             return (
                 f"{run} holds all {done + 1} epochs (best.pt: epoch {chosen}); {out} left as it was; "

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from fracsight._files import keep_permissions
+from fracsight._terminal import shell_command
 from fracsight.data import (
     CLASS,
     FRACTURE,
@@ -741,7 +742,8 @@ def head_label_mismatch(predictor: Any, label_names: tuple[str, ...]) -> str | N
 
 def leakage_note(leakage: SplitLeakage, data_dir: object, trained_here: bool) -> str:
     """The report's note on ``leakage``: inflated figures, unless the model never trained on the data."""
-    return f"{leakage}: {leakage_effect(trained_here)} (`fracsight audit {data_dir}` lists them)"
+    audit = shell_command("fracsight", "audit", data_dir)
+    return f"{leakage}: {leakage_effect(trained_here)} (`{audit}` lists them)"
 
 
 def leakage_of(held: HeldOut, dataset: Dataset, split: str | None) -> SplitLeakage | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fracsight._output import check_output_folder, staged_folder
+from fracsight._terminal import shell_command
 from fracsight.bundle import BundleSpec, HeadSpec, sha256_file, write_bundle_spec
 from fracsight.data import FRACTURE, DataMismatchError, Dataset, NotADataFolderError, Sample, load_dataset
 from fracsight.data.leakage import images_record, refuse_images_trained_on, split_as_trained, split_leakage
@@ -139,13 +140,14 @@ def export_bundle(
     if evaluate_split:  # an unknown split: refused before writing; other data is not carved as the run's
         select_samples(dataset, evaluate_split, None if other_data else cfg.seed)
     inputs.append(("the data set", data_root))
+    again = f"{checkpoint.parent}-again"
     commands = [
         # to a new run folder: the run's own folder holds the run, and train will not overwrite it
         train_command
-        or f"fracsight train -c {checkpoint.parent / 'config.yaml'} --out {checkpoint.parent}-again",
-        f"fracsight export {run_dir} {out_dir}"
+        or shell_command("fracsight", "train", "-c", checkpoint.parent / "config.yaml", "--out", again),
+        shell_command("fracsight", "export", run_dir, out_dir)
         + (f" --evaluate {evaluate_split}" if evaluate_split else "")
-        + (f" --data-dir {data_dir}" if data_dir else ""),
+        + (f" --data-dir {shell_command(data_dir)}" if data_dir else ""),
     ]
     evaluation = (
         (evaluate_split, report_dir or evaluation_report_dir(run_dir, evaluate_split), out_dir)

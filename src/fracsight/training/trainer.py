@@ -23,6 +23,7 @@ import torch.nn.functional as F
 import yaml
 
 from fracsight._files import replace_atomically, replaced_by
+from fracsight._terminal import shell_command
 from fracsight.data.leakage import images_record, split_as_trained
 from fracsight.data.sample import CLASS, FRACTURE, REGION, Dataset, Sample
 from fracsight.data.splits import train_val_samples, training_subset
@@ -714,7 +715,11 @@ class Trainer:
         for m in model.prefix_modules(split):
             m.eval()
         model.eval()
-        console = Console(stderr=True, quiet=not self.show_progress)
+        # prose naming the user's paths: as markup, "[b]" vanished and "[/b]" was a MarkupError
+        # traceback after every image was decoded; soft_wrap: whole lines in a log, not 80 columns
+        console = Console(
+            stderr=True, quiet=not self.show_progress, markup=False, highlight=False, soft_wrap=True
+        )
         t0 = time.time()
         train = self._prepare(model, train_samples, split, True, "training")
         val = self._prepare(model, val_samples, split, False, "validation")
@@ -723,9 +728,10 @@ class Trainer:
             f"(frozen stages cached: {split > 0}; bfloat16 autocast: {self.amp}) in {time.time() - t0:.0f} s"
         )
         if held_out > 0:
+            measure = shell_command("fracsight", "evaluate", "MODEL", self.dataset.root, "--split", "test")
             console.print(
                 f"{held_out} images held out as the test split the data set lacks (the same ones every "
-                f"run with seed {cfg.seed}): `fracsight evaluate MODEL {self.dataset.root} --split test` "
+                f"run with seed {cfg.seed}): `{measure}` "
                 "measures on them"
             )
         n_pos = float(train.fracture[train.fracture_valid].sum())
