@@ -84,6 +84,30 @@ def test_force_replaces_a_bundle_but_not_the_files_kept_beside_it(tmp_path: Path
         check_output_folder(bundle, force=True)
 
 
+def test_force_is_offered_only_where_it_would_be_accepted(tmp_path: Path) -> None:
+    """ "choose another folder or pass --force", and with --force: "which --force will not replace"."""
+    from fracsight._output import BUNDLE_FILES, check_output_folder
+    from fracsight.errors import OutputFolderError
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "a.txt").write_text("mine")
+    for force in (False, True):
+        with pytest.raises(
+            OutputFolderError, match=r"not a model bundle \(no bundle.json\), so --force will not"
+        ):
+            check_output_folder(notes, force=force)
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    for name in BUNDLE_FILES:
+        (bundle / name).write_text("x")
+    with pytest.raises(
+        OutputFolderError, match="holds a model bundle; choose another folder or pass --force"
+    ):
+        check_output_folder(bundle, force=False)
+    check_output_folder(bundle, force=True)
+
+
 def test_force_keeps_refusing_a_bundle_folder_with_hidden_files_of_the_users(tmp_path: Path) -> None:
     """Only a file browser's own files (.DS_Store, Thumbs.db, desktop.ini, ._NAME) are passed over:
     passing over every hidden name deleted a `.git` folder or `.notes.md` with the old bundle."""

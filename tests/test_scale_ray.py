@@ -1208,7 +1208,7 @@ def test_an_output_holding_another_commands_files_does_not_fail_this_one(
             (month / file.name).symlink_to(file)
     out = str(tmp_path / "out")
     code, err = finish(batch(str(november), "--out", out, "--address", ray_address))
-    assert code == 1 and "1 rows with an error code (empty_file: 1)" in " ".join(err.split()), err
+    assert code == 1 and "1 row with an error code (empty_file: 1)" in " ".join(err.split()), err
     code, err = finish(batch(str(december), "--out", out, "--address", ray_address))
     # one line in a log (rich cut it at 80 columns), and one actor is not "1 actors"
     summary = next(line for line in err.splitlines() if line.startswith("1 inputs:"))

@@ -73,10 +73,7 @@ def check_output_folder(out_dir: Path, *, force: bool, inputs: Iterable[tuple[st
         raise OutputFolderError(f"{out_dir} is a link whose target does not exist ({os.readlink(out_dir)})")
     _refuse_unwritable_parent(out_dir)
     if out_dir.is_dir() and any(out_dir.iterdir()):
-        if not force:
-            raise OutputFolderError(
-                f"{out_dir} exists and is not empty; choose another folder or pass --force"
-            )
+        # what --force will not replace is said first: "pass --force" was refused when followed
         if not (out_dir / "bundle.json").is_file():
             raise OutputFolderError(
                 f"{out_dir} is not a model bundle (no bundle.json), so --force will not replace it: "
@@ -100,6 +97,8 @@ def check_output_folder(out_dir: Path, *, force: bool, inputs: Iterable[tuple[st
                 f"{', ...' if len(others) > 3 else ''}), so --force will not replace it: move them "
                 "out, or choose another folder"
             )
+        if not force:
+            raise OutputFolderError(f"{out_dir} holds a model bundle; choose another folder or pass --force")
 
 
 def _refuse_unwritable_parent(out_dir: Path) -> None:

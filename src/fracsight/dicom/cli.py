@@ -479,7 +479,9 @@ def _existing_spool(spool: Path, *, read_only: bool) -> Iterator[Spool]:
     from fracsight.dicom.spool import Spool
 
     if not (spool / "spool.db").is_file():
-        error_line("not_a_spool", f"{spool} holds no spool.db")
+        error_line(
+            "not_a_spool", f"{spool} holds no spool.db" if spool.is_dir() else f"no such folder: {spool}"
+        )
         raise typer.Exit(2)
     try:
         if not read_only:

@@ -167,7 +167,8 @@ def run_command(
     if summary.changed:
         files = "1 file" if summary.changed == 1 else f"{summary.changed} files"
         done = f"{files} changed since their rows were made, predicted again; {done}"
-    err.print(f"{summary.inputs} inputs: {done}{failed} rows with an error code{codes}")
+    rows = "1 row" if failed == 1 else f"{failed} rows"
+    err.print(f"{summary.inputs} inputs: {done}{rows} with an error code{codes}")
     err.print(f"results: {out / 'parts'} (Parquet), {out / 'results.csv'}. {NOTICE}")
     if failed:
         raise typer.Exit(1)
