@@ -493,11 +493,15 @@ def test_bar_and_class_list_texts_follow_the_page_theme() -> None:
 
 
 def test_a_model_cards_headings_sit_below_the_pages() -> None:
-    """The card's own # title was a second top-level heading in the sidebar, ahead of the page's."""
-    card = "# Model\n\n## Figures\n```\n# not a heading\n```\n###### deepest\n#hashtag\n![x](y)"
+    """The card's own # title was a second top-level heading in the sidebar, ahead of the page's;
+    a # line in code (fenced, indented, in a longer fence) stays code."""
+    card = "\n".join(
+        ["# Model", "", "## Figures", "```", "# not a heading", "```", "###### deepest", "#hashtag",
+         "![x](y)", "", "    # indented code", "", "````", "```", "# still code", "````", "Setext", "===="]
+    )  # fmt: skip
     assert card_markdown(card).split("\n") == [
-        "### Model", "", "#### Figures", "```", "# not a heading", "```",
-        "###### deepest", "#hashtag", "&#33;[x](y)",
+        "### Model", "", "#### Figures", "```", "# not a heading", "```", "###### deepest", "#hashtag",
+        "&#33;[x](y)", "", "    # indented code", "", "````", "```", "# still code", "````", "### Setext", "",
     ]  # fmt: skip
 
 

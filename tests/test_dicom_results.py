@@ -673,6 +673,58 @@ def test_a_one_frame_multi_frame_capture_gets_its_results_and_its_own_rescale(
     assert float(transformation.RescaleSlope) == -1
 
 
+def _two_frames_with_windows(case, shared_window: bool) -> Dataset:
+    """The case's image twice, in a multi-frame SC with its windows in the functional groups: one
+    sigmoid window shared, or one window per frame."""
+    _, source, _ = case
+    frames = pydicom.dcmread(case[0])
+    frames.SOPClassUID = frames.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7.3"
+    frames.Modality = "OT"
+    frames.NumberOfFrames = 2
+    frames.FrameIncrementPointer = pydicom.tag.Tag("FrameTime")
+    frames.FrameTime = 0
+    frames.PixelData = source.PixelData * 2
+
+    def window(centre: int, width: int, function: str = "LINEAR") -> Dataset:
+        item = Dataset()
+        item.WindowCenter, item.WindowWidth, item.VOILUTFunction = centre, width, function
+        item.WindowCenterWidthExplanation = "BONE"
+        return item
+
+    shared, per_frame = Dataset(), [Dataset(), Dataset()]
+    if shared_window:
+        shared.FrameVOILUTSequence = [window(1800, 3000, "SIGMOID")]
+    else:
+        per_frame[0].FrameVOILUTSequence = [window(1800, 3000)]
+        per_frame[1].FrameVOILUTSequence = [window(1000, 1500)]
+    frames.SharedFunctionalGroupsSequence = [shared]
+    frames.PerFrameFunctionalGroupsSequence = per_frame
+    return frames
+
+
+@pytest.mark.parametrize("shared_window", [True, False], ids=["shared-sigmoid", "per-frame"])
+def test_windows_in_the_functional_groups_are_the_states_own(
+    case, predictor: Predictor, tmp_path: Path, shared_window: bool
+) -> None:
+    """Given one window of its own for every multi-frame image, the state lost the functional
+    groups' sigmoid (a viewer showed other contrast than the model read) and their per-frame windows."""
+    frames = _two_frames_with_windows(case, shared_window)
+    radiograph = predictor.read(support.write(frames, tmp_path / "frames.dcm"), frame=0)
+    (prediction,) = predictor.predict_radiographs([radiograph], ["frames.dcm"])
+    (pr,) = result_datasets(frames, prediction, predictor, kinds=["gsps"], frame=0)
+    _assert_valid(pr, tmp_path / "pr.dcm")
+    windows = pr.SoftcopyVOILUTSequence
+    if shared_window:
+        assert [(w.VOILUTFunction, w.WindowCenterWidthExplanation) for w in windows] == [("SIGMOID", "BONE")]
+    else:
+        assert [
+            (float(w.WindowCenter), w.ReferencedImageSequence[0].ReferencedFrameNumber) for w in windows
+        ] == [
+            (1800.0, 1),
+            (1000.0, 2),
+        ]
+
+
 def test_a_rescale_kept_in_the_functional_groups_is_read(case, predictor: Predictor, tmp_path: Path) -> None:
     """An enhanced object's rescale lives in its shared functional groups: the reader read only
     the top level's, and took the stored negative for the image (0.16 for 0.85, reliable)."""

@@ -17,7 +17,7 @@ import pydicom
 import pytest
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate, generate_frames
+from pydicom.encaps import encapsulate, generate_frames, itemize_fragment
 from pydicom.pixels import convert_color_space, get_encoder
 from pydicom.sequence import Sequence
 from pydicom.uid import (
@@ -433,6 +433,21 @@ def test_one_compressed_frame_in_several_fragments_is_one_frame() -> None:
     rg = read_image(buffer.getvalue())
     np.testing.assert_allclose(rg.pixels, RAMP12 / 4095.0, atol=1e-6)
     assert rg.metadata.frames == 1 and rg.metadata.warnings == ()
+
+
+def test_a_fragment_beginning_with_bytes_like_a_start_marker_does_not_begin_a_frame() -> None:
+    """FF 4F (JPEG 2000's start of codestream) occurs inside compressed data: one image split at
+    such a place was refused as two frames. Seed 0's noise has it at an even offset."""
+    noise = np.random.default_rng(0).integers(0, 4096, (128, 128)).astype(np.uint16)
+    ds = pydicom.dcmread(io.BytesIO(make_dicom(noise, compress=JPEG2000Lossless)))
+    (codestream,) = generate_frames(ds.PixelData, number_of_frames=1)
+    cut = next(p for p in range(2, len(codestream) - 4, 2) if codestream[p : p + 2] == b"\xff\x4f")
+    ds.PixelData = b"".join(itemize_fragment(part) for part in (b"", codestream[:cut], codestream[cut:]))
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    rg = read_image(buffer.getvalue())
+    np.testing.assert_allclose(rg.pixels, noise / float(noise.max()), atol=1e-6)
+    assert rg.metadata.frames == 1
 
 
 def test_bare_dataset_without_preamble_is_read() -> None:

@@ -222,7 +222,8 @@ def test_joint_outputs_it_cannot_write_are_refused_before_training(detector_bund
     joint = ["detector", "joint", str(base), str(grafted), str(run), "--data", str(data), "--epochs", "1"]
     runner = CliRunner()
     busy = runner.invoke(app, [*joint, "--out", str(mine)])
-    assert busy.exit_code == 2 and "not empty" in busy.stderr and not run.exists(), busy.output
+    assert busy.exit_code == 2 and "not a model bundle (no bundle.json)" in busy.stderr, busy.output
+    assert not run.exists()
     split = runner.invoke(app, [*joint, "--out", str(tmp_path / "b"), "--evaluate", "tset"])
     assert split.exit_code == 2 and "no 'tset' split" in split.stderr and not run.exists(), split.output
     a_file = tmp_path / "run.txt"

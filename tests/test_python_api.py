@@ -799,3 +799,54 @@ def test_odd_arguments_of_the_python_api_are_said_clearly(images: list[Path], tm
         dataset.split("tset")
     with pytest.raises(TypeError):
         dataset.split(None)
+
+
+def test_a_file_name_that_is_not_utf8_gives_results_json_and_csv_hold(
+    images: list[Path], tmp_path: Path
+) -> None:
+    """A name of Latin-1 bytes came back with lone surrogates: json.dump(ensure_ascii=False), the CSV
+    writer and Parquet refused the results, and the library named it otherwise than the CLI."""
+    import json
+    import os
+
+    from fracsight.inference import Predictor
+    from fracsight.io import read_image
+
+    folder = os.fsencode(tmp_path)
+    odd = os.path.join(folder, b"\xffname.jpg")
+    with open(odd, "wb") as f:
+        f.write(images[0].read_bytes())
+    path = os.fsdecode(odd)
+    (result,) = Predictor().predict_many([path])
+    assert result.source == "\\xffname.jpg" == read_image(path).metadata.name
+    json.dumps(result.to_dict(), ensure_ascii=False).encode("utf-8")
+
+
+def test_public_calls_refuse_wrong_types_by_name(images: list[Path]) -> None:
+    """Each was an AttributeError from inside the library."""
+    from fracsight.explain import DetectedBox, nms, summary_lines
+    from fracsight.inference import Predictor
+    from fracsight.inference.results import at_operating_point
+
+    predictor = Predictor()
+    result = predictor.predict(images[0])
+    (failed,) = predictor.predict_many([images[0].parent / "nope.jpg"])
+    for call, says in [
+        (lambda: summary_lines(failed), "summary_lines takes a Prediction or StudyPrediction"),
+        (lambda: predictor.predict_radiographs([str(images[0])], ["a"]), "takes Radiographs"),  # type: ignore[list-item]
+        (lambda: nms([(0, 0, 1, 1)]), "nms takes DetectedBoxes"),  # type: ignore[list-item]
+        (lambda: at_operating_point(result, 3), "takes an OperatingPoint or None"),  # type: ignore[arg-type]
+        (lambda: render_overlay(np.zeros((40, 40)), caption=["ok", 5]), "caption is a str"),  # type: ignore[list-item]
+        (lambda: predictor.predict_many(None), "predict_many takes a list of images, not NoneType"),  # type: ignore[arg-type]
+    ]:
+        with pytest.raises(TypeError, match=says):
+            call()
+    assert nms([DetectedBox(0, 0, 10, 10, 0.9)]) == [DetectedBox(0, 0, 10, 10, 0.9)]
+
+
+def test_a_pil_image_opened_from_a_file_is_named_by_it(images: list[Path]) -> None:
+    """Named "array": a study of several PIL images listed "array", "array"."""
+    from fracsight.inference import Predictor
+
+    with Image.open(images[0]) as im:
+        assert Predictor().predict(im).source == images[0].name

@@ -57,6 +57,16 @@ def test_a_predictor_pickles_for_worker_processes(predictor: Predictor, image: P
         assert pool.submit(predictor.predict, image).result(timeout=120) == predictor.predict(image)
 
 
+def test_a_packaged_model_pickles_by_its_name_not_this_installs_folder(image: Path) -> None:
+    """Pickled as the absolute folder under this site-packages, a Predictor() loaded nowhere else
+    (a Ray or Dask worker, a container with fracsight installed at another path)."""
+    predictor = Predictor(threads=1)
+    data = pickle.dumps(predictor)
+    assert str(predictor.bundle_dir.resolve()).encode() not in data
+    assert predictor.bundle_dir.name.encode() in data
+    assert pickle.loads(data).predict(image) == predictor.predict(image)
+
+
 @pytest.mark.parametrize("suffix", [".zip", ".ZIP"])
 def test_a_predictor_of_a_zipped_bundle_pickles_as_the_archive(
     image: Path, tmp_path: Path, suffix: str

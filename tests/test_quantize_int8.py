@@ -166,7 +166,9 @@ def test_quantize_refuses_bad_requests(
     (occupied / "keep.txt").write_text("mine")
     busy = _quantize(tiny_bundle, occupied, tiny_dataset)
     assert (
-        busy.exit_code == 2 and "not empty" in busy.stderr and (occupied / "keep.txt").read_text() == "mine"
+        busy.exit_code == 2
+        and "not a model bundle (no bundle.json)" in busy.stderr
+        and (occupied / "keep.txt").read_text() == "mine"
     )
     unknown = _quantize(Path("no-such-model-v0"), tmp_path / "x", tiny_dataset)
     assert unknown.exit_code == 2 and "error (unknown_model)" in unknown.stderr

@@ -524,7 +524,9 @@ def test_cli_train_and_export(tiny_dataset, tmp_path):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "bundle" / "model.onnx").is_file()
     again = runner.invoke(app, ["export", str(tmp_path / "run"), str(tmp_path / "bundle")])
-    assert again.exit_code == 2 and "not empty" in again.output
+    assert (
+        again.exit_code == 2 and "holds a model bundle; choose another folder or pass --force" in again.output
+    )
     bad = runner.invoke(app, ["train", str(tiny_dataset), "--set", "epochs=lots"])
     assert bad.exit_code == 2 and "config_error" in bad.output
 

@@ -164,6 +164,11 @@ def progress_bar(*columns: Any, hide: bool = False, **options: Any) -> Progress:
 
 
 def shell_command(*words: object) -> str:
-    """A command to suggest, with each word quoted as a POSIX shell needs it: a path with a space
-    (`fracsight audit mix dir`) failed when pasted."""
+    """A command to suggest, with each word quoted as this system's shell needs it: a path with a
+    space (`fracsight audit mix dir`) failed when pasted. Windows' cmd.exe takes double quotes
+    only (single ones were part of the path there)."""
+    if os.name == "nt":
+        import subprocess
+
+        return subprocess.list2cmdline([str(word) for word in words])
     return " ".join(shlex.quote(str(word)) for word in words)

@@ -14,7 +14,6 @@ import html
 import io
 import json
 import random
-import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -259,18 +258,24 @@ def card_markdown(card: str) -> str:
 
 
 def _headings_below_the_page(text: str) -> str:
-    """Markdown headings two levels down (``#`` -> ``###``), outside code fences: the card's own
-    ``#`` title was a second top-level heading, ahead of the page's, for a screen reader."""
-    lines, fence = [], None
-    for line in text.split("\n"):
-        stripped = line.lstrip(" ")
-        marker = stripped[:3]
-        if marker in ("```", "~~~") and (fence is None or marker == fence):
-            fence = None if fence else marker
-        elif fence is None and (heading := re.match(r"(#{1,6})(\s|$)", stripped)):
-            level = min(len(heading.group(1)) + 2, 6)
-            line = "#" * level + stripped[len(heading.group(1)) :]
-        lines.append(line)
+    """Markdown headings two levels down (``#`` -> ``###``, a setext ``===`` title too): the card's
+    own title was a second top-level heading, ahead of the page's, for a screen reader. The
+    headings are those a CommonMark parser finds (markdown-it, which Rich brings), so a ``#`` line
+    in code, indented or fenced, is left as it is."""
+    from markdown_it import MarkdownIt
+
+    lines = text.split("\n")
+    for token in MarkdownIt("commonmark").parse(text):
+        if token.type != "heading_open" or token.map is None:
+            continue
+        start, end = token.map
+        level = min(int(token.tag[1]) + 2, 6)
+        if token.markup.startswith("#"):  # ATX: "# Title", indented by at most 3 spaces
+            stripped = lines[start].lstrip(" ")
+            lines[start] = "#" * level + stripped[len(stripped) - len(stripped.lstrip("#")) :]
+        else:  # setext: its text lines, then the === or --- line
+            title = " ".join(line.strip() for line in lines[start : end - 1])
+            lines[start:end] = [f"{'#' * level} {title}"] + [""] * (end - start - 1)
     return "\n".join(lines)
 
 

@@ -18,6 +18,7 @@ from fractions import Fraction
 import highdicom as hd
 import numpy as np
 from pydicom import Dataset
+from pydicom.multival import MultiValue
 
 from fracsight.dicom.results_context import ResultContext, aid, instance_number, laterality, series
 from fracsight.errors import DicomSourceError
@@ -136,6 +137,15 @@ def _explicit_luts(header: Dataset, frame: int) -> dict:
         luts["modality_lut_transformation"] = hd.ModalityLUTTransformation(modality_lut=lut)
     if not multi_frame:  # highdicom copies a single-frame image's own
         return luts
+    # what the functional groups hold, highdicom copies itself (a window per frame, as such); the
+    # rest is given here: it read the groups only, and failed on an image without them
+    shared = (header.get("SharedFunctionalGroupsSequence") or [Dataset()])[0]
+    per_frame = header.get("PerFrameFunctionalGroupsSequence") or []
+    windows = "FrameVOILUTSequence" in shared or any("FrameVOILUTSequence" in item for item in per_frame)
+    if windows and per_frame:  # highdicom reads the per-frame groups whenever it copies a window
+        luts.setdefault("voi_lut_transformations", None)
+    if "PixelValueTransformationSequence" in shared:
+        luts.setdefault("modality_lut_transformation", None)
     slope = header.get("RescaleSlope")
     intercept = header.get("RescaleIntercept")
     luts.setdefault(
@@ -147,7 +157,7 @@ def _explicit_luts(header: Dataset, frame: int) -> dict:
         ),
     )
     luts.setdefault("voi_lut_transformations", [_voi(header, window)])
-    return luts
+    return {name: value for name, value in luts.items() if value is not None}
 
 
 def _multi_frame_iod(header: Dataset) -> bool:
@@ -180,8 +190,20 @@ def _voi(header: Dataset, window: tuple[float, float] | None) -> hd.pr.SoftcopyV
     if window is None:
         bits = int(header.get("BitsStored") or 8)
         window = (2 ** (bits - 1), 2**bits)
+        function = explanation = None
+    else:  # the source's own window: its function (a sigmoid's contrast differs) and its name
+        function = str(header.get("VOILUTFunction") or "").strip().upper() or None
+        explanation = header.get("WindowCenterWidthExplanation")
+        explanation = explanation if isinstance(explanation, str) and explanation else None
     centre, width = window
-    return hd.pr.SoftcopyVOILUTTransformation(window_center=float(centre), window_width=float(width))
+    voi = hd.pr.SoftcopyVOILUTTransformation(
+        window_center=float(centre),
+        window_width=float(width),
+        voi_lut_function=function if function in ("LINEAR", "LINEAR_EXACT", "SIGMOID") else None,
+    )
+    if explanation:  # set here: highdicom 0.28 writes one explanation as its letters (B\O\N\E)
+        voi.WindowCenterWidthExplanation = explanation
+    return voi
 
 
 def presentation_state(
@@ -244,11 +266,12 @@ def presentation_state(
             **common,
         )
     state.Laterality = laterality(header)  # type 2C: empty when the source does not say
-    explanation = header.get("WindowCenterWidthExplanation")
-    if isinstance(explanation, str):  # highdicom 0.28 writes one explanation as its letters (F\\U\\L\\L)
-        for item in state.get("SoftcopyVOILUTSequence", []):
-            if "WindowCenterWidthExplanation" in item:
-                item.WindowCenterWidthExplanation = explanation
+    for item in state.get("SoftcopyVOILUTSequence", []):
+        # highdicom 0.28 writes one explanation as its letters (F\\U\\L\\L), from the top level
+        # and from functional groups alike
+        letters = item.get("WindowCenterWidthExplanation")
+        if isinstance(letters, MultiValue) and len(letters) > 1 and all(len(str(c)) == 1 for c in letters):
+            item.WindowCenterWidthExplanation = "".join(map(str, letters))
     for area in state.DisplayedAreaSelectionSequence:  # highdicom writes 1\\1 whatever the pixels
         area.PresentationPixelAspectRatio = pixel_aspect_ratio(header)
     return state

@@ -205,6 +205,8 @@ def render_overlay(
         raise TypeError(f"render_overlay takes pixels, not a {type(image).__name__}: pass its .pixels")
     if isinstance(caption, str):  # one line, not one line per character
         caption = [caption]
+    if not all(isinstance(line, str) for line in caption) or not isinstance(legend, (str, type(None))):
+        raise TypeError("caption is a str or a list of str, legend a str or None")  # AttributeError: .split
     # `is None`, not `or ()`: an (N, 4) array's truth value is ambiguous
     boxes = [_drawable(box) for box in (() if boxes is None else boxes)]
     out = _to_rgb_uint8(image)
@@ -374,8 +376,10 @@ def _draw_boxes(
 def summary_lines(result: Prediction | StudyPrediction) -> list[str]:
     """What a reader sees with the picture (an overlay's caption, a DICOM result's text): the decision
     and its numbers, then the decision-aid notice."""
-    from fracsight.inference.results import NOTICE, Prediction, shown_probability
+    from fracsight.inference.results import NOTICE, Prediction, StudyPrediction, shown_probability
 
+    if not isinstance(result, (Prediction, StudyPrediction)):  # a failed file, a to_dict(): AttributeError
+        raise TypeError(f"summary_lines takes a Prediction or StudyPrediction, not {type(result).__name__}")
     head = f"fracsight: {result.decision}"
     details: list[str] = []
     if result.fracture_probability is not None:

@@ -63,8 +63,8 @@ from fracsight.inference.results import (
     StudyPrediction,
     finding_of,
 )
-from fracsight.inference.store import resolve_bundle
-from fracsight.io import MIN_SIDE, Radiograph, file_name_only, read_image
+from fracsight.inference.store import packaged_bundles, resolve_bundle
+from fracsight.io import MIN_SIDE, Radiograph, file_name_only, read_image, text_cell
 from fracsight.preprocessing import Letterbox, letterbox_radiograph, read_for_model
 
 __all__ = ["Predictor"]
@@ -136,15 +136,19 @@ def _input_name(source: Any) -> str:
     unnamed file object) or ``"array"`` (pixels); never a folder."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         return "upload"
+    # text_cell: a name of bytes that are not UTF-8 made results that no JSON or CSV could hold
     if isinstance(source, (str, os.PathLike)):
-        return Path(source).name or os.fspath(source)  # "." and "/" have no name of their own
+        return text_cell(Path(source).name or os.fsdecode(source))  # "." and "/" have no name of their own
     if isinstance(source, Radiograph):
         return source.metadata.name or "array"
     if _is_file_object(source) or _is_dicom_dataset(source):
         # a path for open(path) or dcmread(path); an int (a descriptor), a buffer or none
         own = getattr(source, "filename" if _is_dicom_dataset(source) else "name", None)
-        return Path(own).name if isinstance(own, str) and Path(own).name else "upload"
-    return "array" if _in_memory(source) else f"<{type(source).__name__}>"
+        return text_cell(Path(own).name) if isinstance(own, str) and Path(own).name else "upload"
+    if not _in_memory(source):
+        return f"<{type(source).__name__}>"
+    own = getattr(source, "filename", None)  # a PIL image opened from a file: a study of "array"s
+    return text_cell(Path(own).name) if isinstance(own, str) and Path(own).name else "array"
 
 
 def _loaded_class(module: str, name: str) -> type | None:
@@ -205,6 +209,11 @@ def _check_pixels(radiograph: Radiograph) -> None:
     came out "fracture suspected", reliable, without a warning; an empty one was predicted too):
     one built in Python, or one read and its pixels replaced (``dataclasses.replace``), which a
     check of only the radiographs built by hand let through."""
+    if not isinstance(radiograph, Radiograph):  # a path: "'str' object has no attribute 'metadata'"
+        raise TypeError(
+            f"predict_radiographs takes Radiographs (predictor.read(...)), not {type(radiograph).__name__}; "
+            "predict() and predict_many() take paths"
+        )
     name = radiograph.metadata.name or "radiograph"
     if min(radiograph.pixels.shape) < MIN_SIDE:
         raise ImageTooSmallError(
@@ -340,7 +349,11 @@ class Predictor:
         zipped = (
             isinstance(model, (str, Path)) and Path(model).suffix.lower() == ".zip" and Path(model).is_file()
         )
-        self._origin = (Path(model) if zipped else self.bundle_dir).resolve()  # type: ignore[arg-type]
+        origin = (Path(model) if zipped else self.bundle_dir).resolve()  # type: ignore[arg-type]
+        # a packaged bundle by its name: its folder is where this fracsight is installed, which a
+        # worker on another machine or in a container (another site-packages) does not share
+        packaged = {folder.resolve(): name for name, folder in packaged_bundles().items()}
+        self._origin: Path | str = packaged.get(origin, origin)
         self.onnx = OnnxModel(self.bundle_dir, threads=threads)
         self.spec: BundleSpec = self.onnx.spec
         check_feature_record(self.spec.ood, self.onnx.embedding_size)
@@ -713,6 +726,10 @@ class Predictor:
         # checked here, not when the stream is first read (a generator's body runs only then)
         batch_size = _count(batch_size, "batch_size", least=1, most=sys.maxsize)
         workers = _count(workers, "workers", least=1, most=sys.maxsize)
+        try:  # None or a number: Python's "'NoneType' object is not iterable", once the stream was read
+            sources = iter(sources)
+        except TypeError:
+            raise TypeError(f"predict_many takes a list of images, not {type(sources).__name__}") from None
         return self._stream(_named(sources, names), batch_size, workers, heatmap, keep_pixels)
 
     def _stream(

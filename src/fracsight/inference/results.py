@@ -498,6 +498,10 @@ def at_operating_point(result: Result, op: OperatingPoint | None) -> Result:
             f"at_operating_point takes an OperatingPoint, not the name {op!r}: "
             f"use predictor.spec.operating_point({op!r})"
         )
+    from fracsight.bundle import OperatingPoint
+
+    if op is not None and not isinstance(op, OperatingPoint):  # it failed on ``op.name``
+        raise TypeError(f"at_operating_point takes an OperatingPoint or None, not {type(op).__name__}")
     if op is None or isinstance(result, FailedPrediction) or result.fracture_probability is None:
         return result
     if result.operating_point == op.name and result.threshold == op.threshold:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from fracsight.bundle import BundleSpec
 from fracsight.inference.results import NOTICE, FailedPrediction, Prediction, StudyPrediction, views_unread
-from fracsight.io import IMAGE_SUFFIXES, SUPPORTED_FORMATS
+from fracsight.io import IMAGE_SUFFIXES, SUPPORTED_FORMATS, text_cell
 from fracsight.io._sniff import HEAD_BYTES, holds_image, image_head, sniff_format
 
 if TYPE_CHECKING:
@@ -105,21 +105,6 @@ def result_row(
 
 def _only(row: dict[str, str], columns: Sequence[str]) -> dict[str, str]:
     return {k: text_cell(row.get(k, "")) for k in columns}
-
-
-def text_cell(value: str) -> str:
-    """``value`` as text that a UTF-8 CSV, JSON and Parquet can hold. A file name whose bytes are
-    not UTF-8 (an archive written under Latin-1: Python keeps such bytes as lone surrogates)
-    crashed the CSV writer; it gets those bytes as ``\\xe9``."""
-    try:
-        value.encode("utf-8")
-        return value
-    except UnicodeEncodeError:
-        pass
-    try:
-        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # a surrogate that stands for no byte
-        return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def results_payload(

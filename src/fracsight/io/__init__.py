@@ -93,6 +93,21 @@ def file_name_only(name: str | os.PathLike[str]) -> str:
     return re.split(r"[\\/]", text.rstrip("\\/"))[-1] or text
 
 
+def text_cell(value: str) -> str:
+    """``value`` as text that a UTF-8 CSV, JSON and Parquet can hold. A file name whose bytes are
+    not UTF-8 (an archive written under Latin-1: Python keeps such bytes as lone surrogates)
+    crashed the CSV writer; it gets those bytes as ``\\xe9``."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        pass
+    try:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def url_text(path: str | os.PathLike[str]) -> str | None:
     """``path`` as the URL it is (``https://host/x.jpg``, its "//" restored where pathlib folded
     it), or None where it is not one: fracsight reads files, and a URL given as a path was
@@ -207,7 +222,7 @@ def _load(source: str | os.PathLike[str] | bytes, name: str | None) -> tuple[byt
     if name is not None and not isinstance(name, (str, os.PathLike)):
         raise TypeError(f"name must be a str or a path, not {type(name).__name__}")
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return bytes(source), file_name_only(name) if name else name
+        return bytes(source), text_cell(file_name_only(name)) if name else name
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"read_image takes a path or bytes, not {type(source).__name__}")
     if not os.fsdecode(source):  # Path("") is the current folder: an unset variable read as "."
@@ -215,6 +230,7 @@ def _load(source: str | os.PathLike[str] | bytes, name: str | None) -> tuple[byt
     path = Path(source)
     # as text: a Path given as the name went into results that json.dumps refused
     name = (os.fsdecode(name) if name else "") or path.name or os.fsdecode(source)  # "." and "/" have none
+    name = text_cell(name)  # a name of bytes that are not UTF-8 made results no JSON or CSV could hold
     if "\0" in os.fsdecode(path):  # a damaged list or manifest: os raises a bare ValueError for it
         raise ImageReadError(f"{name!r}: not a valid path (it holds a NUL character)")
     # one stat, its errors caught: pathlib's is_dir() and exists() raise for "permission denied" and

@@ -356,17 +356,22 @@ def _codestream(pydicom: Any, ds: Any, transfer_syntax: Any, index: int, frames:
 
 def _count_encapsulated_frames(pydicom: Any, ds: Any, transfer_syntax: Any, notes: list[str]) -> int:
     """The frames of compressed pixel data whose header does not say (Number of Frames missing or
-    0), told from the data: its offset table, else its fragments that begin a frame (an RLE frame
-    is one fragment; a JPEG-family one begins with its start marker). Taken as one, the first
-    frame of several was read as the image, without a word, where uncompressed data warned."""
+    0), told from the data: its offset table, else its fragments that begin a frame. Taken as one,
+    the first frame of several was read as the image, without a word, where uncompressed data
+    warned. An RLE frame is one fragment; a JPEG-family fragment begins a frame only after one
+    that ended a codestream (FF D9 before the even-length padding), with its start marker followed
+    by the next marker: FF 4F alone occurs inside JPEG 2000 and JPEG-LS data, and one image split
+    over fragments was refused as two."""
     buffer = io.BytesIO(ds.PixelData)
-    starts = (b"\xff\xd8", b"\xff\x4f")  # SOI (JPEG, JPEG-LS), SOC (JPEG 2000)
+    starts = (b"\xff\xd8\xff", b"\xff\x4f\xff\x51")  # SOI then a marker; SOC then SIZ (JPEG 2000)
     try:
         frames = len(pydicom.encaps.parse_basic_offsets(buffer))
         if frames <= 1:
             rle = transfer_syntax == pydicom.uid.RLELossless
-            fragments = pydicom.encaps.generate_fragments(buffer)
-            frames = sum(1 for fragment in fragments if rle or fragment[:2] in starts)
+            frames, ended = 0, True
+            for fragment in pydicom.encaps.generate_fragments(buffer):
+                frames += rle or (ended and fragment[:4].startswith(starts))
+                ended = fragment.rstrip(b"\0").endswith(b"\xff\xd9")
     except Exception:  # damaged: the decoder says how
         return 1
     if frames > 1:
