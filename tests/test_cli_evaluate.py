@@ -419,6 +419,55 @@ def test_an_output_folder_inside_class_folders_is_refused(tiny_bundle, tiny_data
     assert result.exit_code == 0, result.output
 
 
+def test_an_output_folder_in_a_class_folder_linked_in_from_elsewhere_is_refused(
+    tiny_bundle, tiny_dataset, tmp_path
+):
+    """Only the data set's own folder was compared: a report written where a linked class folder
+    leads was read back as fractured radiographs (its plots) by the next evaluate or train."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data, symlinks=True)
+    linked = data / "val" / sorted(p.name for p in (data / "val").iterdir())[0]
+    real = tmp_path / "elsewhere"
+    linked.rename(real)
+    linked.symlink_to(real, target_is_directory=True)
+    before = sorted(p.name for p in real.iterdir())
+    args = ["evaluate", str(tiny_bundle), str(data), "--split", "val", "--bootstrap", "100"]
+    result = CliRunner().invoke(app, [*args, "--out", str(real / "report")])
+    assert result.exit_code == 2 and "error (output_refused)" in result.output, result.output
+    assert sorted(p.name for p in real.iterdir()) == before
+
+
+def test_copies_of_one_picture_in_the_measured_split_are_noted(tiny_bundle, tiny_dataset, tmp_path):
+    """One picture filed seven times in the split moved AUROC by 0.03, with no note."""
+    import json
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    image = sorted((data / "val").rglob("*.jpg"))[0]
+    for k in range(3):
+        shutil.copy(image, image.with_name(f"copy{k}.jpg"))
+    out = tmp_path / "report"
+    args = [
+        "evaluate",
+        str(tiny_bundle),
+        str(data),
+        "--split",
+        "val",
+        "--bootstrap",
+        "100",
+        "--out",
+        str(out),
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["data"]["identical_copies"] == 3
+    assert any("3 image(s) are byte-identical copies of others" in note for note in metrics["notes"])
+
+
 def test_an_output_folder_inside_any_data_set_is_refused(tiny_bundle, fracatlas_dir, tmp_path):
     """As `predict --overlay-dir` inside a folder it reads: a FracAtlas-layout set was written into."""
     from conftest import _mini_fracatlas

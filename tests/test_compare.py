@@ -167,6 +167,15 @@ def test_class_heads_are_compared_by_their_top_class(head_bundle, tmp_path: Path
     paired = json.loads(result.stdout)
     assert paired["auroc"]["difference"] == 0 and paired["class_top1"]["p_value"] == 1
     assert any(n.startswith("A and B are the same bundle") for n in paired["notes"])  # a slip, said so
+    # only fractured images: the fracture head cannot be compared, the fracture types still can (the
+    # whole comparison was refused)
+    typed = shutil.copytree(both_data, tmp_path / "typed", symlinks=True)
+    shutil.rmtree(typed / "test" / "Non_fractured")  # the test split: fracture types only
+    result = runner.invoke(app, ["compare", str(both), str(copy), str(typed), "--split", "test", "--json"])
+    assert result.exit_code == 0, result.output
+    paired = json.loads(result.stdout)
+    assert "auroc" not in paired and paired["class_top1"]["n"] > 0
+    assert any(n.startswith("the fracture head is not compared: ") for n in paired["notes"])
 
 
 def test_what_cannot_be_compared_is_one_line(fracatlas_dir: Path, head_bundle, tmp_path: Path) -> None:

@@ -402,6 +402,19 @@ def test_sample_grid_words_positives_as_the_data_do() -> None:
     assert grid.counted == "n=4 (2 abnormal)"
 
 
+def test_sample_grid_says_when_the_data_hold_no_image_of_a_label() -> None:
+    """ "Missed fractures: none at the threshold" on a split without fractures read as a perfect model."""
+    from fracsight.evaluation.run import _grid_content
+
+    samples, preds = _fracture_case([(0, 0.1), (0, 0.8), (0, 0.3)])
+    grid = _grid_content(samples, preds, _FRACTURE_MODEL, fracture=True, klass=False)
+    assert grid is not None
+    assert [heading for heading, _ in grid.sections][::2] == [
+        "Missed fractures: no fractured images among those measured",
+        "Fractures found: no fractured images among those measured",
+    ]
+
+
 def test_sample_grid_says_when_a_group_is_empty(tmp_path: Path) -> None:
     from PIL import Image
 

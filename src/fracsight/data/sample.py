@@ -123,7 +123,10 @@ class Dataset:
         if self.layout == "labels-csv":
             return
         root, target = self.root.resolve(), Path(out).resolve()
-        if target != root and root not in target.parents:
+        # and every folder the scan found images in, where it leads: a class folder linked in from
+        # elsewhere took the report's plots for fractured radiographs at the next read
+        scanned = {root, *(folder.resolve() for folder in {s.path.parent for s in self.samples})}
+        if not any(target == folder or folder in target.parents for folder in scanned):
             return
         if self.layout == "class-folders":
             raise OutputFolderError(

@@ -267,11 +267,22 @@ def compare_models(
     where = f"{data_dir} [{split or 'all'}]"
     if fracture:
         index = [i for i, s in enumerate(kept) if FRACTURE in s.labels]
+        n_positive = sum(int(kept[i].labels[FRACTURE]) for i in index)
+        if index and min(n_positive, len(index) - n_positive) < 2:
+            # said, not raised: it refused the whole comparison, the class head's (which these
+            # images measure, as `evaluate` does) with it
+            positive = positive_label(dataset, predictors[0])
+            not_compared = (
+                f"the fracture head is not compared: {n_positive} {positive} and {len(index) - n_positive} "
+                "other images read by both models; its comparison needs two of each at least"
+            )
+            result.setdefault("notes", []).append(not_compared)
+            index = []
         if index:
             chosen_preds = [[preds[i] for i in index] for preds in pairs]
             positive = positive_label(dataset, predictors[0])
             kept_labelled = [kept[i] for i in index]
-            result.update(_fracture_comparison(kept_labelled, chosen_preds, predictors, where, positive))
+            result.update(_fracture_comparison(kept_labelled, chosen_preds, predictors, positive))
             repeats = result.get("study", {}).get("repeats_left_out")
             if repeats:
                 result.setdefault("notes", []).append(repeated_views_note(repeats, "the study comparison"))
@@ -286,7 +297,11 @@ def compare_models(
             keys = split_keys([kept[i] for i in labelled])
             result["class_top1"] = mcnemar_test(*right, keys)
     if not {"auroc", "class_top1"} & set(result):
-        raise DatasetError(f"{where}: no image both models read has a label they can be compared on")
+        said = "; ".join(result.get("notes", [])[-1:]) if fracture else ""
+        raise DatasetError(
+            f"{where}: no image both models read has a label they can be compared on"
+            + (f" ({said})" if said.startswith("the fracture head is not compared") else "")
+        )
     result["notice"] = NOTICE  # as the predictions' JSON (fracsight compare --json)
     return result
 
@@ -363,7 +378,7 @@ def _model_block(predictor: Any, given: str | Path | None) -> dict[str, Any]:
 
 
 def _fracture_comparison(
-    kept: list[Any], pairs: list[list[Any]], predictors: list[Any], where: str, positive: str
+    kept: list[Any], pairs: list[list[Any]], predictors: list[Any], positive: str
 ) -> dict[str, Any]:
     """The fracture head's paired figures over the fracture-labelled images ``kept``, read by the
     two models as ``pairs`` (one list of predictions per model, in the order of ``kept``);
@@ -375,12 +390,7 @@ def _fracture_comparison(
     from fracsight.inference.results import finding_of
 
     pa, pb = pairs
-    y = np.array([s.labels[FRACTURE] for s in kept])
-    if min(int(y.sum()), int((1 - y).sum())) < 2:
-        raise DatasetError(
-            f"{where}: {int(y.sum())} {positive} and {int((1 - y).sum())} other images read by both "
-            "models; a comparison needs two of each at least"
-        )
+    y = np.array([s.labels[FRACTURE] for s in kept])  # two of each at least: the caller saw to it
     prob = [np.array([p.fracture_probability for p in preds]) for preds in (pa, pb)]
     # the decision as `evaluate` counts it: the probability at the point's threshold
     said = [p >= predictor.operating_point.threshold for p, predictor in zip(prob, predictors, strict=True)]
