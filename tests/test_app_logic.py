@@ -503,6 +503,8 @@ def test_a_model_cards_headings_sit_below_the_pages() -> None:
         "### Model", "", "#### Figures", "```", "# not a heading", "```", "###### deepest", "#hashtag",
         "&#33;[x](y)", "", "    # indented code", "", "````", "```", "# still code", "````", "### Setext", "",
     ]  # fmt: skip
+    nested = "> # Quoted heading\n> text\n\n- # item heading\n1. ## Step"
+    assert card_markdown(nested) == nested  # the quote's and the lists' markers stay first
 
 
 def test_the_results_are_announced_in_one_sentence() -> None:

@@ -172,6 +172,8 @@ def test_given_up_results_can_be_queued_again_by_code_from_the_command_line(spoo
     # a folder that is not there: "nowhere holds no spool.db" sent the user looking inside it
     result = CliRunner().invoke(app, ["dicom", "status", "--spool", str(spool.root / "nowhere")])
     assert result.exit_code == 2 and "no such folder: " in result.output, result.output
+    result = CliRunner().invoke(app, ["dicom", "status", "--spool", str(spool.root / "spool.db")])
+    assert result.exit_code == 2 and "is a file, not a spool folder" in result.output, result.output
 
 
 def test_refused_and_failed_instances_are_counted_by_code(spool: Spool) -> None:

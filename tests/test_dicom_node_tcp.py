@@ -353,3 +353,77 @@ def test_a_store_answered_with_a_warning_is_stored(
         assert len(received) == 1
     finally:
         scp.shutdown()
+
+
+def test_each_store_response_goes_to_the_store_that_waits_for_it(
+    tmp_path: Path, fracatlas_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pynetdicom's association thread took a C-STORE response off the queue before the store's own
+    read (its pause flag was stale right after the previous store): the store waited out the
+    timeout and its object was sent twice. The thread's wake-up and the store's read are slowed
+    here, as a busy node slowed them, so that the race is met on every store; each response must
+    still reach its store."""
+    import shutil
+    import subprocess
+    import threading
+
+    import pydicom
+    from pydicom.uid import generate_uid
+    from pynetdicom import association
+
+    from dicom_support import DCMTK_BIN, free_port, make_radiograph_dicom
+    from fracsight.dicom.sender import DimseDestination
+
+    if not (DCMTK_BIN / "storescp").is_file():
+        pytest.skip("dcmtk's storescp not found")
+
+    class SlowWake(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            woke = super().wait(timeout)
+            time.sleep(0.02)  # the reactor, back from its pause, reads only after this
+            return woke
+
+    made = association.Association.__init__
+
+    def slowed(self, *args, **kwargs) -> None:
+        made(self, *args, **kwargs)
+        self._reactor_checkpoint = SlowWake()
+        self._reactor_checkpoint.set()
+
+    monkeypatch.setattr(association.Association, "__init__", slowed)
+    from pynetdicom.dimse import DIMSEServiceProvider
+
+    read = DIMSEServiceProvider.get_msg
+
+    def late_blocking_read(self, block: bool = False):  # the store's own read, late as on a busy node
+        if block:
+            time.sleep(0.04)
+        return read(self, block)
+
+    monkeypatch.setattr(DIMSEServiceProvider, "get_msg", late_blocking_read)
+    first = make_radiograph_dicom(
+        fracatlas_dir / "images" / "Fractured" / "IMG0000019.jpg", tmp_path / "0.dcm"
+    )
+    paths = [first]
+    for k in range(1, 6):
+        ds = pydicom.dcmread(first)
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.save_as(tmp_path / f"{k}.dcm")
+        paths.append(tmp_path / f"{k}.dcm")
+    received = tmp_path / "received"
+    received.mkdir()
+    port = free_port()
+    command = [str(DCMTK_BIN / "storescp"), "-aet", "PACS", "-od", str(received), str(port)]
+    pacs = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1)
+        started = time.monotonic()
+        outcomes = DimseDestination("127.0.0.1", port, "PACS", timeout=5).deliver(paths)
+        seconds = time.monotonic() - started
+    finally:
+        pacs.terminate()
+        pacs.wait(timeout=30)
+    assert outcomes == [None] * len(paths), outcomes  # each stored, none waited out unanswered
+    assert seconds < 5, seconds  # no store waited for the timeout
+    assert len(list(received.iterdir())) == len(paths)
+    shutil.rmtree(received)

@@ -684,6 +684,9 @@ def _two_frames_with_windows(case, shared_window: bool) -> Dataset:
     frames.FrameIncrementPointer = pydicom.tag.Tag("FrameTime")
     frames.FrameTime = 0
     frames.PixelData = source.PixelData * 2
+    for keyword in ("WindowCenter", "WindowWidth", "VOILUTFunction", "WindowCenterWidthExplanation"):
+        if keyword in frames:  # the groups' windows are the only ones
+            delattr(frames, keyword)
 
     def window(centre: int, width: int, function: str = "LINEAR") -> Dataset:
         item = Dataset()
@@ -723,6 +726,22 @@ def test_windows_in_the_functional_groups_are_the_states_own(
             (1800.0, 1),
             (1000.0, 2),
         ]
+
+
+def test_a_window_in_the_functional_groups_the_state_cannot_carry_costs_the_image_nothing(
+    case, predictor: Predictor, tmp_path: Path
+) -> None:
+    """Left to highdicom, a width of 0 in a frame's group ("Window width must be greater than
+    zero") cost the image its SR, state and capture; the state takes the reader's window instead."""
+    frames = _two_frames_with_windows(case, shared_window=False)
+    frames.PerFrameFunctionalGroupsSequence[0].FrameVOILUTSequence[0].WindowWidth = 0
+    radiograph = predictor.read(support.write(frames, tmp_path / "frames.dcm"), frame=1)
+    (prediction,) = predictor.predict_radiographs([radiograph], ["frames.dcm"])
+    sr, pr, sc = result_datasets(frames, prediction, predictor, frame=1)
+    for k, ds in enumerate((sr, pr, sc)):
+        _assert_valid(ds, tmp_path / f"{k}.dcm")
+    (window,) = pr.SoftcopyVOILUTSequence
+    assert (float(window.WindowCenter), float(window.WindowWidth)) == (1000.0, 1500.0)  # frame 2's own
 
 
 def test_a_rescale_kept_in_the_functional_groups_is_read(case, predictor: Predictor, tmp_path: Path) -> None:
@@ -1348,7 +1367,7 @@ def test_cli_writes_objects_never_overwrites_and_refuses_cleanly(case, tmp_path:
     assert "Traceback" not in mixed.output
     assert mixed.exception is None or isinstance(mixed.exception, SystemExit)
     assert "error (unsupported_format): photo.dcm: not a DICOM file" in mixed.output
-    assert re.search(r"error \(unsupported_modality\): .*SR", mixed.output)
+    assert re.search(r"error \(unsupported_modality\): .*written by fracsight itself", mixed.output)
     assert f"{path.name}: " in mixed.output  # the good file still got its results
 
     bad = runner.invoke(cli_app, ["dicom", "results", str(path), "--out", str(out), "--kinds", "sr,pdf"])
@@ -1440,11 +1459,13 @@ def test_fracsights_own_capture_is_never_read_as_a_radiograph(
     secondary capture of a film. Routers send whole studies back; the reader refuses it."""
     from fracsight.errors import UnsupportedModalityError
 
-    capture = _objects(case, predictor, tmp_path)["capture"]
-    written = tmp_path / "capture.dcm"
-    capture.save_as(written, enforce_file_format=True)
-    with pytest.raises(UnsupportedModalityError, match="written by fracsight itself"):
-        predictor.read(written)
+    for kind, result in _objects(case, predictor, tmp_path).items():
+        written = tmp_path / f"{kind}.dcm"
+        result.save_as(written, enforce_file_format=True)
+        # its SR and presentation state too: counted as "not an image", not as its own result
+        with pytest.raises(UnsupportedModalityError, match="written by fracsight itself") as refused:
+            predictor.read(written)
+        assert refused.value.own_output, kind
     # the source it was made from is read as ever
     assert predictor.read(case[0]).pixels.size > 0
 

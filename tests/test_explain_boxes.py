@@ -142,3 +142,11 @@ def test_boxes_are_clipped_to_the_image(lb: Letterbox) -> None:
     heat[2:4, 10:12] = 0.9  # row 2 is part padding, part image
     (box,) = boxes_from_heatmap(heat, lb)
     assert box.y0 == 0.0 and box.x1 == 500.0
+
+
+def test_nms_of_a_generator_keeps_its_boxes() -> None:
+    """The type check read the generator first: every box was lost, without an error."""
+    from fracsight.explain import DetectedBox, nms
+
+    boxes = [DetectedBox(0, 0, 10, 10, 0.9), DetectedBox(50, 50, 60, 60, 0.5)]
+    assert nms(box for box in boxes) == boxes

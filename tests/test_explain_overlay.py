@@ -299,3 +299,12 @@ def test_the_band_of_a_long_strip_stays_small() -> None:
 def test_boxes_none_draws_no_box_as_heat_none_draws_no_heat(image: np.ndarray) -> None:
     # it was "'NoneType' object is not iterable" from inside the drawing code
     assert np.array_equal(np.asarray(render_overlay(image, None, None)), np.asarray(render_overlay(image)))
+
+
+def test_a_caption_given_as_none_or_a_generator_is_drawn_as_given(image: np.ndarray) -> None:
+    """The type check read a generator caption before the drawing did: the band came out empty,
+    the decision and the decision-aid notice lost without a word; None failed inside the check."""
+    lines = ["fracsight: fracture suspected", NOTICE]
+    as_list = np.asarray(render_overlay(image, caption=lines))
+    assert np.array_equal(np.asarray(render_overlay(image, caption=(line for line in lines))), as_list)
+    assert np.array_equal(np.asarray(render_overlay(image, caption=None)), np.asarray(render_overlay(image)))

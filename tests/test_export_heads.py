@@ -111,6 +111,11 @@ def test_other_data_to_calibrate_on_is_recorded_apart_from_the_training_data(
     assert spec.training["data"] == str(moved.resolve()) and "calibration_data" not in spec.training
     run = _run(bundle)
     assert spec.training["commands"][0] == f"fracsight train -c {run / 'config.yaml'} --out {run}-again"
+    # and the export takes the run that line makes, into a folder of its own (it exported the first
+    # run again, or was refused: its bundle folder was taken)
+    assert spec.training["commands"][1] == (
+        f"fracsight export {run}-again {tmp_path / 'b'}-again --data-dir {moved}"
+    )
     # other data without a test split: no test carved out of its train split as if it were the run's
     notest = tmp_path / "notest"
     shutil.copytree(other, notest, symlinks=True)

@@ -69,6 +69,9 @@ def test_spaces_around_an_override_key_are_ignored():
         ("name=", r"name='' \(not empty\)"),
         ("version= ", r"version=' ' \(not empty\)"),
         ("out=", r"out='' \(not empty\)"),  # the current folder
+        # after the data set was read, and (no ImageNet weights) with exit 1 as no setting error
+        ("arch=resnet5O", r"arch='resnet5O' \(one of .*; did you mean resnet50\?\)"),
+        ("arch=resnet50", r"no offline ImageNet weights for resnet50: use --set pretrained=none"),
     ],
 )
 def test_settings_training_cannot_use_are_refused_before_it_starts(tmp_path, override, message):

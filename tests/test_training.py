@@ -426,6 +426,16 @@ def test_init_starts_from_an_earlier_run_and_keeps_it_when_nothing_beats_it(tiny
     assert math.isfinite(kept_run.best_score)
     kept = torch.load(tmp_path / "kept" / "best.pt", weights_only=True)["model"]
     assert kept.keys() == start.keys() and all(torch.equal(kept[k], v) for k, v in start.items())
+    # its card said "Pretrained: none (random initial weights)" of another run's network
+    from fracsight.training.export_bundle import export_bundle
+
+    export_bundle(tmp_path / "kept" / "best.pt", tmp_path / "kept-bundle")
+    card = (tmp_path / "kept-bundle" / "card.md").read_text(encoding="utf-8")
+    assert f"- Initial weights: all of the checkpoint {tmp_path / 'first' / 'best.pt'}" in card
+    from fracsight.training.card import _epochs_line
+
+    said = _epochs_line({"kept": 0, "run": 2, "planned": 2, "ended": "finished"})
+    assert said[1] == "- Epoch 0 is the starting weights: no epoch trained here beat them on validation"
 
     cfg = load_config(None, [*overrides, init, "epochs_frozen=0"], out=str(tmp_path / "trained"))
     result = Trainer(cfg, dataset, show_progress=False).fit()

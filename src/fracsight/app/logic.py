@@ -266,8 +266,8 @@ def _headings_below_the_page(text: str) -> str:
 
     lines = text.split("\n")
     for token in MarkdownIt("commonmark").parse(text):
-        if token.type != "heading_open" or token.map is None:
-            continue
+        if token.type != "heading_open" or token.map is None or token.level > 0:
+            continue  # one in a block quote or list item keeps its line: its marker comes first
         start, end = token.map
         level = min(int(token.tag[1]) + 2, 6)
         if token.markup.startswith("#"):  # ATX: "# Title", indented by at most 3 spaces

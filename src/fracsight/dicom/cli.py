@@ -479,9 +479,11 @@ def _existing_spool(spool: Path, *, read_only: bool) -> Iterator[Spool]:
     from fracsight.dicom.spool import Spool
 
     if not (spool / "spool.db").is_file():
-        error_line(
-            "not_a_spool", f"{spool} holds no spool.db" if spool.is_dir() else f"no such folder: {spool}"
-        )
+        if spool.is_dir():
+            said = f"{spool} holds no spool.db"
+        else:
+            said = f"{spool} is a file, not a spool folder" if spool.exists() else f"no such folder: {spool}"
+        error_line("not_a_spool", said)
         raise typer.Exit(2)
     try:
         if not read_only:

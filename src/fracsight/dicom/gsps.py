@@ -20,7 +20,14 @@ import numpy as np
 from pydicom import Dataset
 from pydicom.multival import MultiValue
 
-from fracsight.dicom.results_context import ResultContext, aid, instance_number, laterality, series
+from fracsight.dicom.results_context import (
+    ResultContext,
+    aid,
+    carriable_window,
+    instance_number,
+    laterality,
+    series,
+)
 from fracsight.errors import DicomSourceError
 from fracsight.explain import summary_lines
 from fracsight.explain.overlay import DEFAULT_BOX_COLOUR
@@ -141,8 +148,11 @@ def _explicit_luts(header: Dataset, frame: int) -> dict:
     # rest is given here: it read the groups only, and failed on an image without them
     shared = (header.get("SharedFunctionalGroupsSequence") or [Dataset()])[0]
     per_frame = header.get("PerFrameFunctionalGroupsSequence") or []
-    windows = "FrameVOILUTSequence" in shared or any("FrameVOILUTSequence" in item for item in per_frame)
-    if windows and per_frame:  # highdicom reads the per-frame groups whenever it copies a window
+    windows = [item for group in (shared, *per_frame) for item in (group.get("FrameVOILUTSequence") or [])]
+    # highdicom reads the per-frame groups whenever it copies a window, and refuses one it cannot
+    # carry (a width of 0), which cost the image every result: the reader's window then, as below
+    carried = all(carriable_window(i) and usable_window(first_window(i) or (0.0, 0.0)) for i in windows)
+    if windows and per_frame and carried:
         luts.setdefault("voi_lut_transformations", None)
     if "PixelValueTransformationSequence" in shared:
         luts.setdefault("modality_lut_transformation", None)

@@ -35,7 +35,13 @@ from typing import TYPE_CHECKING
 from pydicom import Dataset
 from pydicom.tag import BaseTag
 
-from fracsight.dicom.results_context import KINDS, ResultContext, laterality
+from fracsight.dicom.results_context import (
+    KINDS,
+    ResultContext,
+    carriable_window,
+    element_values,
+    laterality,
+)
 from fracsight.errors import DicomSourceError, FracsightError, MultiFrameError, UnsupportedFormatError
 from fracsight.inference.results import Prediction, StudyPrediction
 from fracsight.io._dicom import read_little_endian, voi_lut_entries
@@ -360,16 +366,8 @@ def _mend_voi(header: Dataset) -> None:
     present = [keyword for keyword in _WINDOW if keyword in header]
     if not present:
         return
-    centers, widths = _values(header.get("WindowCenter")), _values(header.get("WindowWidth"))
-    function = str(header.get("VOILUTFunction") or "LINEAR").strip()
-    usable = (
-        "VOILUTSequence" not in header
-        and function in ("LINEAR", "LINEAR_EXACT", "SIGMOID")
-        and len(centers) == len(widths) > 0
-        and len(_values(header.get("WindowCenterWidthExplanation"))) in (0, len(centers))
-        and all(float(w) >= (1.0 if function == "LINEAR" else 0.0) and float(w) > 0 for w in widths)
-    )
-    if not usable:
+    centers, widths = element_values(header.get("WindowCenter")), element_values(header.get("WindowWidth"))
+    if "VOILUTSequence" in header or not carriable_window(header):
         logger.warning(
             "%s in the source not a window a presentation state can carry: left out", "/".join(present)
         )
@@ -378,7 +376,7 @@ def _mend_voi(header: Dataset) -> None:
     elif len(centers) > 1:  # the first, which the reader (and so the capture) uses: dcmtk refused
         header.WindowCenter, header.WindowWidth = centers[0], widths[0]  # a state with several
         if "WindowCenterWidthExplanation" in header:
-            header.WindowCenterWidthExplanation = _values(header.WindowCenterWidthExplanation)[0]
+            header.WindowCenterWidthExplanation = element_values(header.WindowCenterWidthExplanation)[0]
 
 
 def _lut_for_the_state(item: Dataset, little_endian: bool) -> int:
@@ -396,15 +394,6 @@ def _lut_for_the_state(item: Dataset, little_endian: bool) -> int:
     item["LUTData"].VR = "OW"
     item.LUTData = data.tobytes()
     return first
-
-
-def _values(value: object) -> list:
-    """An element's value as a list (one value, several, or none)."""
-    from pydicom.multival import MultiValue
-
-    if value is None or value == "":
-        return []
-    return list(value) if isinstance(value, (MultiValue, list, tuple)) else [value]
 
 
 @cache

@@ -186,3 +186,33 @@ def model_checksum(predictor: Predictor) -> str:
 
     onnx = predictor.bundle_dir / "model.onnx"
     return sha256_file(onnx) if onnx.is_file() else ""
+
+
+def element_values(value: object) -> list:
+    """An element's value as a list (one value, several, or none)."""
+    from pydicom.multival import MultiValue
+
+    if value is None or value == "":
+        return []
+    return list(value) if isinstance(value, (MultiValue, list, tuple)) else [value]
+
+
+def carriable_window(item: Any) -> bool:
+    """Whether the window of ``item`` (a header, or a functional group's Frame VOI LUT item) is one
+    a presentation state can carry, as highdicom refuses the rest (which cost the image all its
+    results): a known VOI LUT Function, as many centers as widths (and explanations, if any), each
+    width above 0 (at least 1 for LINEAR). A window that is not finite passes here: the state
+    then takes the whole stored range, as the reader leaves such a window out
+    (:func:`fracsight.io._dicom.usable_window`)."""
+    centers, widths = element_values(item.get("WindowCenter")), element_values(item.get("WindowWidth"))
+    function = str(item.get("VOILUTFunction") or "LINEAR").strip()
+    try:
+        least = [float(w) >= (1.0 if function == "LINEAR" else 0.0) and float(w) > 0 for w in widths]
+    except (TypeError, ValueError):
+        return False
+    return (
+        function in ("LINEAR", "LINEAR_EXACT", "SIGMOID")
+        and len(centers) == len(widths) > 0
+        and len(element_values(item.get("WindowCenterWidthExplanation"))) in (0, len(centers))
+        and all(least)
+    )

@@ -248,6 +248,9 @@ class StoreSCP:
             (source, diagnostic), ("other", f"A-ASSOCIATE-RJ source {source}, diagnostic {diagnostic}")
         )
         self.spool.count("associations_rejected", reason)
+        if reason == "called_ae_title":  # the title it called: a lower-case or misspelt setting, seen at once
+            request = getattr(event.assoc.requestor, "primitive", None)
+            why += f"; it called {getattr(request, 'called_ae_title', '?')!r}"
         log.warning("association from %r rejected (%s)", calling, why)
 
     def _on_aborted(self, event: Any) -> None:

@@ -145,6 +145,24 @@ def parse_dimse_address(text: str, default_ae: str | None = "ANY-SCP") -> tuple[
     return host, port, ae
 
 
+def _responses_to_the_store_only(assoc: Any) -> None:
+    """Every C-STORE response of ``assoc`` read by the ``send_c_store`` that waits for it.
+
+    pynetdicom 3.0's association thread polls for messages too, and pauses only while a send
+    waits; right after one send, its "paused" flag is still set from before, so the next send went
+    ahead while the thread woke and took that send's response off the queue: the store waited out
+    the whole timeout (30 s), was counted unanswered and its object stored twice at the PACS
+    (4 runs of 8 with five modalities sending at once). This association only sends, so the
+    thread's non-blocking reads get nothing (a release or abort is told by ACSE, not by these)."""
+    dimse = assoc.dimse
+    read = dimse.get_msg
+
+    def blocking_reads_only(block: bool = False) -> Any:
+        return read(block) if block else (None, None)
+
+    dimse.get_msg = blocking_reads_only
+
+
 @dataclass
 class DimseDestination:
     """A C-STORE SCP: ``host``, ``port``, its AE title; the node calls as ``calling_ae``."""
@@ -229,6 +247,7 @@ class DimseDestination:
                 why = "no association (refused, aborted or no answer: check host, port and firewall)"
             raise DestinationUnavailable(f"{self.describe()}: {why}")
         accepted = {(str(c.abstract_syntax), str(c.transfer_syntax[0])) for c in assoc.accepted_contexts}
+        _responses_to_the_store_only(assoc)
         answered = False  # any C-STORE response on this association
         try:
             for i in group:

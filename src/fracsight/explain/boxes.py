@@ -113,6 +113,7 @@ def iou(a: BoxLike, b: BoxLike) -> float:
 def nms(boxes: Sequence[DetectedBox], iou_thr: float = 0.5) -> list[DetectedBox]:
     """Greedy non-maximum suppression: keep boxes by falling score, drop any whose IoU
     with a kept box exceeds ``iou_thr``. Ties in score keep input order."""
+    boxes = list(boxes)  # a generator, read once: the check below would use it up
     for box in boxes:  # a plain (x0, y0, x1, y1) has no score to rank by: it was an AttributeError
         if not isinstance(box, DetectedBox):
             raise TypeError(

@@ -203,8 +203,8 @@ def render_overlay(
         raise ValueError("image is None: pass the radiograph's pixels (predict(..., keep_pixels=True))")
     if hasattr(image, "pixels") and hasattr(image, "metadata"):  # a Radiograph: "image is object"
         raise TypeError(f"render_overlay takes pixels, not a {type(image).__name__}: pass its .pixels")
-    if isinstance(caption, str):  # one line, not one line per character
-        caption = [caption]
+    # a list first: one str is one line, not one per character; a generator is read once, here
+    caption = [] if caption is None else [caption] if isinstance(caption, str) else list(caption)
     if not all(isinstance(line, str) for line in caption) or not isinstance(legend, (str, type(None))):
         raise TypeError("caption is a str or a list of str, legend a str or None")  # AttributeError: .split
     # `is None`, not `or ()`: an (N, 4) array's truth value is ambiguous

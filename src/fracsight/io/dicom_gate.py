@@ -208,6 +208,16 @@ def check_dicom_object(
     """
     present = modality is not None and str(modality).strip() != ""
     code = clean_code_string(modality) if present else None
+    # first: its SR and presentation state, sent back with the study, were counted as "not an
+    # image" (own_result only for its capture, which looks like a radiograph)
+    if isinstance(model_name, str) and model_name.strip() == RESULT_MODEL_NAME:
+        raise UnsupportedModalityError(
+            f"{label}DICOM object written by fracsight itself (one of its results: a structured report, "
+            "a presentation state, or the capture with the findings drawn in); fracsight does not read "
+            "its own output",
+            modality=code,
+            own_output=True,
+        )
     readable = ", ".join(READ_MODALITIES)
     uid = str(sop_class_uid).strip().rstrip("\0") if sop_class_uid is not None else ""
     # an image class pydicom names: one it does not know (Label Map Segmentation, 2024) is no proof
@@ -239,13 +249,6 @@ def check_dicom_object(
             modality=code,
             sop_class=uid,
             not_an_image=not _image_storage(uid),
-        )
-    if isinstance(model_name, str) and model_name.strip() == RESULT_MODEL_NAME:
-        raise UnsupportedModalityError(
-            f"{label}DICOM object written by fracsight itself (its capture with the findings drawn in, "
-            "which looks like a radiograph); fracsight does not read its own output",
-            modality=code,
-            own_output=True,
         )
     warnings = []
     if not present:

@@ -733,6 +733,12 @@ def render_card(spec: BundleSpec, run_dir: Path | None = None) -> str:
             else []
         ),
         f"- Pretrained: {_pretrained(cfg.get('pretrained'), cfg.get('arch'))}",
+        # init= replaces every weight: "none (random initial weights)" said of another run's network
+        *(
+            [f"- Initial weights: all of the checkpoint {cfg['init']} (training continued from it)"]
+            if cfg.get("init")
+            else []
+        ),
         f"- Phase 1: {_epochs(cfg.get('epochs_frozen'))} with the backbone frozen (lr {cfg.get('lr')}); "
         "phase 2: up "
         f"to {_epochs(cfg.get('epochs'))} with {unfrozen} unfrozen "
@@ -808,6 +814,8 @@ def _epochs_line(epochs: dict | None) -> list[str]:
     if not isinstance(epochs, dict) or not {"kept", "run", "planned", "ended"} <= epochs.keys():
         return []  # none recorded (an older bundle), or a record edited by hand
     lines = _schedules_line(epochs.get("schedules_before"))
+    if epochs["kept"] == 0:  # init=: no epoch beat the weights it started from
+        lines = ["- Epoch 0 is the starting weights: no epoch trained here beat them on validation", *lines]
     if epochs["ended"] == "finished":
         return [f"- The model is epoch {epochs['kept']} of {epochs['run']}", *lines]
     why = {

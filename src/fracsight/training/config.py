@@ -410,6 +410,22 @@ def _check_ranges(cfg: TrainConfig, *, upper_bounds: bool = True) -> None:
     need(cfg.patience >= 1, "patience", "at least 1")
     need(0 <= cfg.seed < 2**63, "seed", "0 or more and below 2**63 (torch's limit)")
     need(cfg.device in ("auto", "cpu", "cuda"), "device", "auto, cpu or cuda")
+    # the architecture, and its ImageNet weights where asked for: said only after the data set was
+    # read (an unknown one), or with exit 1 as no setting error (resnet50 has none offline)
+    from fracsight.models.archs import get_arch, list_models
+
+    arch = get_arch(cfg.arch) if cfg.arch in list_models() else None
+    close = difflib.get_close_matches(str(cfg.arch), list_models(), n=1)
+    need(
+        arch is not None,
+        "arch",
+        "one of " + ", ".join(list_models()) + (f"; did you mean {close[0]}?" if close else ""),
+    )
+    if arch is not None and cfg.pretrained == "imagenet" and arch.imagenet is None:
+        problems.append(
+            f"pretrained='imagenet' (no offline ImageNet weights for {cfg.arch}: use --set pretrained=none, "
+            "or name a local weights file)"
+        )
     for option in ("out", "name", "version"):
         need(bool(getattr(cfg, option).strip()), option, "not empty")
     # upper bounds: lr=1e38 overflowed inside torch, lr=1e20 made every output NaN, both tracebacks

@@ -141,11 +141,14 @@ def export_bundle(
         select_samples(dataset, evaluate_split, None if other_data else cfg.seed)
     inputs.append(("the data set", data_root))
     again = f"{checkpoint.parent}-again"
+    # to new folders: the run's own folder holds the run, and train will not overwrite it; the
+    # export then takes the run the line above made (it exported the first run again, or was
+    # refused, its bundle folder taken), unless the user gave their own train command
+    export_from, export_to = (run_dir, out_dir) if train_command else (again, f"{out_dir}-again")
     commands = [
-        # to a new run folder: the run's own folder holds the run, and train will not overwrite it
         train_command
         or shell_command("fracsight", "train", "-c", checkpoint.parent / "config.yaml", "--out", again),
-        shell_command("fracsight", "export", run_dir, out_dir)
+        shell_command("fracsight", "export", export_from, export_to)
         + (f" --evaluate {evaluate_split}" if evaluate_split else "")
         + (f" --data-dir {shell_command(data_dir)}" if data_dir else ""),
     ]

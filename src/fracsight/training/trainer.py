@@ -83,6 +83,20 @@ RESUMABLE_SETTINGS = frozenset(
 )
 
 
+def _same_setting(key: str, saved: Any, asked: Any) -> bool:
+    """A resumed run's setting as it was started with: a file (init, pretrained) by where it is,
+    as runs started before the Trainer resolved them recorded it relative to their folder."""
+    if (
+        key in ("init", "pretrained")
+        and isinstance(saved, str)
+        and isinstance(asked, str)
+        and saved
+        and asked
+    ):
+        return saved == asked or Path(saved).resolve() == Path(asked).resolve()
+    return saved == asked
+
+
 class NothingToResumeError(ConfigError):
     """``--resume`` of a run folder that holds no run: a bad argument (the CLI exits 2), never
     taken as a fresh start."""
@@ -309,6 +323,12 @@ class Trainer:
             if cfg.name in recipe_names():  # `load_config(RECIPE)` on other data, as `train` names it
                 cfg = named_for_data(cfg, trained_on, keep=() if cfg.out == f"runs/{cfg.name}" else ("out",))
         cfg = dataclasses.replace(cfg, data=str(trained_on))
+        # the starting checkpoint and a weights file, resolved as the data: the card's Reproduce
+        # config.yaml, run from another folder, found no checkpoint at a relative init=
+        for option in ("init", "pretrained"):
+            value = getattr(cfg, option)
+            if value and value not in ("imagenet", "none") and Path(value).exists():
+                cfg = dataclasses.replace(cfg, **{option: str(Path(value).resolve())})
         self.cfg = cfg
         self.dataset = dataset
         self.device = resolve_device(cfg.device)
@@ -621,7 +641,7 @@ class Trainer:
         changed = [
             f"{key} {saved.get(key)!r} -> {asked.get(key)!r}"
             for key in sorted(set(saved) | set(asked))
-            if key not in RESUMABLE_SETTINGS and saved.get(key) != asked.get(key)
+            if key not in RESUMABLE_SETTINGS and not _same_setting(key, saved.get(key), asked.get(key))
         ]
         if changed:
             raise TrainConfigError(
@@ -791,7 +811,9 @@ class Trainer:
             TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(),
         )
-        stdout = Console()  # each epoch's line: what the command reports (`train > log` keeps them)
+        # each epoch's line: what the command reports (`train > log` keeps them, whole: cut at 80
+        # columns, "grep ^epoch" lost the timing of class runs)
+        stdout = Console(soft_wrap=True, markup=False, highlight=False)
         with progress_bar(*columns, hide=not self.show_progress, redirect_stdout=False) as bar:
             # on a terminal above the bar (both on one screen), where printing elsewhere would tear it
             report = bar.console if on_a_terminal(stdout) and not bar.disable else stdout
