@@ -861,11 +861,39 @@ def test_a_bundle_json_with_a_value_that_is_not_a_number_is_never_written(
 ) -> None:
     """bundle.json held a bare NaN (a detector chosen on data without boxes): not JSON."""
     from fracsight.bundle import load_bundle_spec, write_bundle_spec
+    from fracsight.errors import BundleError
 
     spec = load_bundle_spec(tiny_bundle)
     for value in (float("nan"), float("inf")):
-        with pytest.raises(ValueError):
+        with pytest.raises(BundleError, match="not a finite number"):
             write_bundle_spec(dataclasses.replace(spec, localization={"validation_ap50": value}), tmp_path)
+
+
+def test_a_split_without_boxes_is_refused_before_any_work(detector_bundle, tmp_path: Path) -> None:
+    """A val split without boxes trained every epoch (AP nan) and ended in a TypeError traceback;
+    a train split without them wrote a detector that learned from no box, exit 0."""
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+    from fracsight.data import load_dataset
+    from fracsight.data.splits import train_val_samples
+
+    data, base, _ = detector_bundle
+    for split in ("val", "train"):
+        unboxed = tmp_path / split
+        (unboxed / "annotations" / "yolo").mkdir(parents=True)
+        for name in ("images", "dataset.csv"):
+            (unboxed / name).symlink_to(data / name)
+        train, val = train_val_samples(load_dataset(data), 0)
+        emptied = {s.path.stem for s in (val if split == "val" else train)}
+        for label in (data / "annotations" / "yolo").glob("*.txt"):
+            target = unboxed / "annotations" / "yolo" / label.name
+            target.write_text("" if label.stem in emptied else label.read_text())
+        out = tmp_path / f"{split}-out"
+        result = CliRunner().invoke(app, ["detector", "train", str(base), str(out), "--data", str(unboxed)])
+        assert result.exit_code == 2, result.output
+        assert f"its {split} split holds no fracture box" in " ".join(result.stderr.split())
+        assert not out.exists()
 
 
 @pytest.mark.slow

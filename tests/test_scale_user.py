@@ -42,6 +42,34 @@ def test_a_home_path_in_a_list_is_the_home_folder(tmp_path: Path, monkeypatch: p
 
 
 @pytest.mark.skipif(os.sep != "/", reason="a POSIX file system")
+def test_dot_dot_after_a_linked_folder_leads_where_the_link_leads(tmp_path: Path) -> None:
+    """`qa/lists -> proj/lists` and a row `../images/a.jpg`: the system opens proj/images/a.jpg,
+    but the path was made absolute as text (qa/images/a.jpg): another image was predicted under
+    the right name, or "no such file" for one `ls` shows."""
+    (tmp_path / "proj" / "lists").mkdir(parents=True)
+    (tmp_path / "proj" / "images").mkdir()
+    (tmp_path / "qa" / "images").mkdir(parents=True)
+    (tmp_path / "proj" / "images" / "a.jpg").write_bytes(b"meant")
+    (tmp_path / "qa" / "images" / "a.jpg").write_bytes(b"another")
+    (tmp_path / "qa" / "lists").symlink_to(tmp_path / "proj" / "lists")
+    (tmp_path / "proj" / "lists" / "l.txt").write_text("../images/a.jpg\n")
+    meant = str(tmp_path / "proj" / "images" / "a.jpg")
+    assert list(collect_batch_inputs([tmp_path / "qa" / "lists" / "l.txt"])) == [meant]
+    assert list(collect_batch_inputs([tmp_path / "qa" / "lists" / ".." / "images"])) == [meant]
+    both = collect_batch_inputs(
+        [tmp_path / "qa" / "lists" / ".." / "images" / "a.jpg", tmp_path / "qa" / "images" / "a.jpg"]
+    )
+    assert sorted(both) == sorted([meant, str(tmp_path / "qa" / "images" / "a.jpg")])  # two files, two rows
+
+
+def test_a_manifest_of_a_header_alone_is_said_to_have_no_rows(tmp_path: Path) -> None:
+    """ "no image files found in the given inputs" named neither the manifest nor why."""
+    (tmp_path / "m.csv").write_text("path,label\n")
+    with pytest.raises(DatasetError, match=r"m\.csv: the manifest has no rows"):
+        collect_batch_inputs([tmp_path / "m.csv"])
+
+
+@pytest.mark.skipif(os.sep != "/", reason="a POSIX file system")
 def test_windows_paths_in_a_manifest(tmp_path: Path) -> None:
     """`sub\\a.jpg` was a row for a file named `sub\\a.jpg` (no such file); `C:\\xr\\a.jpg` and
     `\\\\pacs\\share\\a.jpg` rows for `<manifest folder>/C:\\xr\\a.jpg`, all `unreadable_image`."""

@@ -29,7 +29,7 @@ from fracsight.training.trainer import WeightAverage, bf16_pays  # noqa: E402
 
 def test_config_yaml_then_overrides(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("arch: small_cnn\nepochs: 3\naugment:\n  hflip: 0.0\n")
+    path.write_text("arch: small_cnn\npretrained: none\nepochs: 3\naugment:\n  hflip: 0.0\n")
     cfg = load_config(path, ["epochs=5", "augment.rotate_deg=3", "amp=false", "augment.scale=0.8,1.2"])
     assert (cfg.arch, cfg.epochs, cfg.amp) == ("small_cnn", 5, False)
     assert cfg.augment.hflip == 0.0 and cfg.augment.rotate_deg == 3.0 and cfg.augment.scale == (0.8, 1.2)

@@ -429,8 +429,16 @@ def read_card(folder: Path) -> str | None:
 
 
 def write_bundle_spec(spec: BundleSpec, folder: Path) -> Path:
-    """Write ``bundle.json``; a NaN or infinite value raises ValueError rather than being written as
-    ``NaN``/``Infinity``, which is not JSON (other readers refuse the file)."""
+    """Write ``bundle.json``; a NaN or infinite value raises :class:`BundleError` (one line, exit
+    2; a ValueError traceback before) rather than being written as ``NaN``/``Infinity``, which is
+    not JSON (other readers refuse the file)."""
     path = Path(folder) / "bundle.json"
-    path.write_text(json.dumps(spec.to_dict(), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    try:
+        text = json.dumps(spec.to_dict(), indent=2, allow_nan=False)
+    except ValueError:
+        raise BundleError(
+            f"{spec.name} v{spec.version}: a figure of the bundle is not a finite number (NaN or infinite), "
+            "which bundle.json cannot hold as JSON: the bundle is not written"
+        ) from None
+    path.write_text(text + "\n", encoding="utf-8")
     return path

@@ -85,14 +85,24 @@ def next_version(name: str, version: str, made_by: str) -> str:
     return following
 
 
-def refuse_unboxed(dataset: Dataset, data_dir: Path) -> None:
-    """Refuse (:class:`DataMismatchError`, exit 2) a data set without fracture boxes: the detector
-    learns from them, and its score floor is chosen on their AP."""
+def refuse_unboxed(dataset: Dataset, data_dir: Path, seed: int) -> None:
+    """Refuse (:class:`DataMismatchError`, exit 2) data whose train or val split (as split with
+    ``seed``) holds no fracture box: the detector learns from train's, its epoch and score floor
+    are chosen on val's AP. Checked over the whole set only, a val split without boxes trained every
+    epoch (AP nan) and ended in a traceback; a train split without them wrote a detector that had
+    learned from none, exit 0."""
     if not any(s.boxes for s in dataset.samples):
         raise DataMismatchError(
             f"{data_dir} has no fracture boxes: the detector learns from them "
             "(FracAtlas layout with annotations/, docs/data.md)"
         )
+    train, val = train_val_samples(dataset, seed)
+    for split, samples, use in (("train", train, "learns from"), ("val", val, "is chosen on")):
+        if not any(s.boxes for s in samples):
+            raise DataMismatchError(
+                f"{data_dir}: its {split} split holds no fracture box, and the detector {use} them "
+                "(give box files to some fractured images of each split; docs/data.md)"
+            )
 
 
 def refuse_grafted_base(base: BundleSpec) -> None:
@@ -168,14 +178,14 @@ def build_detector_bundle(
     dataset.refuse_other_binary_label(
         fracture.classes, "train the detector on data labelled as the base's (--data)"
     )
-    refuse_unboxed(dataset, Path(data_dir))
+    seed = int(base.training.get("config", {}).get("seed", 0))
+    refuse_unboxed(dataset, Path(data_dir), seed)
     inputs = [("the base bundle", base_dir), ("the data set", Path(data_dir))]
     check_output_folder(out_dir, force=force, inputs=inputs)
     refuse_output_in_bundle(out_dir, base_dir, "the base bundle")
     dataset.refuse_output_inside(out_dir, "OUT")
     if cache_dir is not None:
         dataset.refuse_output_inside(cache_dir, "--cache-dir")
-    seed = int(base.training.get("config", {}).get("seed", 0))
     if evaluate_split:  # an unknown split: refused before the heads train, not after
         from fracsight.evaluation.run import held_out_samples
 
@@ -335,7 +345,7 @@ def build_joint_bundle(
     trained = json.loads(state["config"]) if isinstance(state["config"], str) else {}
     dataset = load_dataset(Path(data_dir), trained.get("layout", "auto"))
     _refuse_other_data(history, trained, dataset)
-    refuse_unboxed(dataset, Path(data_dir))  # the score floor would be chosen on an AP of nan
+    refuse_unboxed(dataset, Path(data_dir), int(trained.get("seed", 0)))  # the floor: chosen on val's AP
     dataset.refuse_output_inside(out_dir, "OUT")
     if evaluate_split:  # an unknown split: refused now, not after the export and the heads' settings
         from fracsight.evaluation.run import select_samples

@@ -346,7 +346,7 @@ def train_joint(
     dataset.refuse_other_binary_label(
         head.classes if head else (), "fine-tune on data labelled as the base's (--data)"
     )
-    refuse_unboxed(dataset, Path(dataset.root))
+    refuse_unboxed(dataset, Path(dataset.root), int(base_spec.training.get("config", {}).get("seed", 0)))
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     model, base_cfg = load_joint(base_dir, heads_dir)

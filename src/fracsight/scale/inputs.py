@@ -55,12 +55,23 @@ def collect_batch_inputs(args: Sequence[Path], *, path_column: str = "path") -> 
         for path, typed, name in found:
             if (key := input_key(path)) not in seen:
                 seen.add(key)
-                entries.append((os.path.abspath(path), typed, name))
+                entries.append((_absolute(path), typed, name))
     if entries:  # alone they are no input at all (no_images), as for predict
-        entries += [(os.path.abspath(folder), folder, text_cell(str(folder))) for folder in empty]
+        entries += [(_absolute(folder), folder, text_cell(str(folder))) for folder in empty]
     # two files of one name (a/x.jpg, b/x.jpg) are named by their paths as typed, as predict names them
     named = distinct_names([(typed, name) for _, typed, name in entries])
     return {path: name for (path, _, _), (_, name) in zip(entries, named, strict=True)}
+
+
+def _absolute(path: str | os.PathLike[str]) -> str:
+    """``path`` made absolute as the system resolves it: ``..`` after a linked folder leads where
+    the link leads (os.path.abspath dropped it as text: another file of that name was predicted,
+    or "no such file" for one ``ls`` shows). A path without ``..`` keeps its spelling, and so the
+    keys of the rows an earlier run committed."""
+    text = os.path.join(os.getcwd(), path)
+    if ".." not in Path(text).parts:
+        return os.path.normpath(text)
+    return os.path.join(os.path.realpath(os.path.dirname(text)), os.path.basename(text))
 
 
 def _listed(base: Path, typed: Path) -> list[tuple[Path, Path, str]]:
@@ -168,6 +179,8 @@ def _manifest(path: Path, column: str) -> list[str]:
         rows = [(f"row {i}", v) for i, v in enumerate(values, start=1)]
     else:
         rows = _csv_rows(path, column)
+    if not rows:  # a header alone: "no image files found in the given inputs" named no manifest
+        raise DatasetError(f"{path}: the manifest has no rows (a {column!r} column, but no path in it)")
     return _checked(path, [(where, "" if v is None else str(v)) for where, v in rows], column)
 
 
