@@ -502,7 +502,13 @@ def _grafted_heads_section(spec: BundleSpec) -> list[str]:
         f"- Chosen on validation: the score floor (box AP50 {_n(loc.get('validation_ap50'))}, top box hits "
         f"{_n(loc.get('validation_hit_rate'))}) and the orientation certainty (of {val.get('n_views')} "
         f"views: upright ones turned {_n(val.get('upright_turned'))}, turned ones made upright "
-        f"{_n(val.get('rotated_made_upright'))}, turned wrongly {_n(val.get('rotated_turned_wrongly'))}).",
+        f"{_n(val.get('rotated_made_upright'))}, turned wrongly {_n(val.get('rotated_turned_wrongly'))}"
+        + (
+            "; figures of the sure-turn rule alone: the two-read rule below an upright probability of "
+            f"{_n(orient.get('check_below'), 2)} may turn more upright images)."
+            if orient.get("check_below")
+            else ")."
+        ),
         "",
     ]
 
@@ -613,7 +619,10 @@ def _joint_section(spec: BundleSpec) -> list[str]:
         "back onto the image as given, with a warning"
         + (
             f"; below an upright probability of {_n(orient.get('check_below'), 2)} both reads are made and "
-            "the turn is undone only when the head's answers on both reads agree that it was turned."
+            "the turn is undone only when the head's answers on both reads agree that it was turned. "
+            "The figures above are of the first rule alone: the second, a fixed setting, may turn more "
+            'upright images (the "seemed turned" warnings of `fracsight predict` on upright images '
+            "count what the whole rule turns)."
             if orient.get("check_below")
             else "."
         ),
