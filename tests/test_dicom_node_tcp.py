@@ -427,3 +427,46 @@ def test_each_store_response_goes_to_the_store_that_waits_for_it(
     assert seconds < 5, seconds  # no store waited for the timeout
     assert len(list(received.iterdir())) == len(paths)
     shutil.rmtree(received)
+
+
+def test_a_store_left_unanswered_ends_the_association_without_waiting_again(
+    tmp_path: Path, fracatlas_dir: Path
+) -> None:
+    """A destination that aborts (or dies) while a store waits: pynetdicom may still call the
+    association established, and the next store waited out the whole timeout on it."""
+    import pydicom
+    from pydicom.uid import generate_uid
+    from pynetdicom import AE, AllStoragePresentationContexts, evt
+
+    from dicom_support import free_port, make_radiograph_dicom
+    from fracsight.dicom.sender import DimseDestination
+
+    first = make_radiograph_dicom(
+        fracatlas_dir / "images" / "Fractured" / "IMG0000019.jpg", tmp_path / "0.dcm"
+    )
+    paths = [first]
+    for k in range(1, 5):
+        ds = pydicom.dcmread(first)
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.save_as(tmp_path / f"{k}.dcm")
+        paths.append(tmp_path / f"{k}.dcm")
+    stores = []
+
+    def store(event) -> int:
+        stores.append(1)
+        if len(stores) == 3:  # the third: the peer aborts instead of answering
+            event.assoc.abort()
+        return 0x0000
+
+    pacs = AE(ae_title="PACS")
+    pacs.supported_contexts = AllStoragePresentationContexts
+    port = free_port()
+    server = pacs.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, store)])
+    try:
+        started = time.monotonic()
+        outcomes = DimseDestination("127.0.0.1", port, "PACS", timeout=8).deliver(paths)
+        seconds = time.monotonic() - started
+    finally:
+        server.shutdown()
+    assert outcomes[:2] == [None, None] and all(o == "destination_unavailable" for o in outcomes[2:])
+    assert seconds < 5, seconds  # not a second wait for the timeout (8 s)

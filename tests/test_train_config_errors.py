@@ -147,3 +147,10 @@ def test_train_takes_a_packaged_recipe_s_name_and_models_lists_them(
     assert result.exit_code == 2 and "epochs=-1 (0 or more)" in result.stderr, result.stderr
     listed = runner.invoke(app, ["models"])
     assert "training recipes (fracsight train DATA_DIR -c NAME): fracatlas-lite0-384," in listed.stdout
+
+
+def test_an_architecture_without_imagenet_weights_is_fine_where_they_are_not_used():
+    """init= replaces every weight, and a saved run's record trained already: refused, a run
+    continued from another could be neither trained, exported nor resumed."""
+    assert load_config(None, ["arch=small_cnn", "init=runs/first/best.pt"]).arch == "small_cnn"
+    assert load_config(None, None, saved=True, arch="small_cnn").pretrained == "imagenet"

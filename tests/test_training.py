@@ -431,7 +431,11 @@ def test_init_starts_from_an_earlier_run_and_keeps_it_when_nothing_beats_it(tiny
 
     export_bundle(tmp_path / "kept" / "best.pt", tmp_path / "kept-bundle")
     card = (tmp_path / "kept-bundle" / "card.md").read_text(encoding="utf-8")
-    assert f"- Initial weights: all of the checkpoint {tmp_path / 'first' / 'best.pt'}" in card
+    assert (
+        f"- Initial weights: all of the checkpoint {tmp_path / 'first' / 'best.pt'} (training continued"
+        in card
+    )
+    assert "- Pretrained:" not in card
     from fracsight.training.card import _epochs_line
 
     said = _epochs_line({"kept": 0, "run": 2, "planned": 2, "ended": "finished"})

@@ -274,8 +274,11 @@ class DimseDestination:
                         f"calling AE title {self.calling_ae})"
                     )
                 answered = True
-                if code is None:
-                    outcomes[i] = UNAVAILABLE  # no response: connection lost or timed out
+                if code is None:  # no response: connection lost or timed out
+                    outcomes[i] = UNAVAILABLE
+                    # pynetdicom has lost or aborted the association, yet may still say it is
+                    # established: the next store waited out the whole timeout (30 s) on it
+                    break
                 elif _stored(code):
                     outcomes[i] = DELIVERED
                 else:

@@ -741,13 +741,11 @@ def render_card(spec: BundleSpec, run_dir: Path | None = None) -> str:
             if fracatlas
             else []
         ),
-        f"- Pretrained: {_pretrained(cfg.get('pretrained'), cfg.get('arch'))}",
-        # init= replaces every weight: "none (random initial weights)" said of another run's network
-        *(
-            [f"- Initial weights: all of the checkpoint {cfg['init']} (training continued from it)"]
-            if cfg.get("init")
-            else []
-        ),
+        # init= replaces every weight: "none (random initial weights)" was said of another run's network
+        f"- Initial weights: all of the checkpoint {cfg['init']} (training continued from it; "
+        "the pretrained setting is not used)"
+        if cfg.get("init")
+        else f"- Pretrained: {_pretrained(cfg.get('pretrained'), cfg.get('arch'))}",
         f"- Phase 1: {_epochs(cfg.get('epochs_frozen'))} with the backbone frozen (lr {cfg.get('lr')}); "
         "phase 2: up "
         f"to {_epochs(cfg.get('epochs'))} with {unfrozen} unfrozen "

@@ -421,7 +421,15 @@ def _check_ranges(cfg: TrainConfig, *, upper_bounds: bool = True) -> None:
         "arch",
         "one of " + ", ".join(list_models()) + (f"; did you mean {close[0]}?" if close else ""),
     )
-    if arch is not None and cfg.pretrained == "imagenet" and arch.imagenet is None:
+    # not with init= (every weight replaced, pretrained unused), nor of a saved run's record (its
+    # run trained: refused, it could be neither exported nor resumed)
+    if (
+        arch is not None
+        and cfg.pretrained == "imagenet"
+        and arch.imagenet is None
+        and not cfg.init
+        and upper_bounds
+    ):
         problems.append(
             f"pretrained='imagenet' (no offline ImageNet weights for {cfg.arch}: use --set pretrained=none, "
             "or name a local weights file)"
