@@ -367,11 +367,9 @@ def test_each_store_response_goes_to_the_store_that_waits_for_it(
     import subprocess
     import threading
 
-    import pydicom
-    from pydicom.uid import generate_uid
     from pynetdicom import association
 
-    from dicom_support import DCMTK_BIN, free_port, make_radiograph_dicom
+    from dicom_support import DCMTK_BIN, free_port
     from fracsight.dicom.sender import DimseDestination
 
     if not (DCMTK_BIN / "storescp").is_file():
@@ -401,15 +399,7 @@ def test_each_store_response_goes_to_the_store_that_waits_for_it(
         return read(self, block)
 
     monkeypatch.setattr(DIMSEServiceProvider, "get_msg", late_blocking_read)
-    first = make_radiograph_dicom(
-        fracatlas_dir / "images" / "Fractured" / "IMG0000019.jpg", tmp_path / "0.dcm"
-    )
-    paths = [first]
-    for k in range(1, 6):
-        ds = pydicom.dcmread(first)
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        ds.save_as(tmp_path / f"{k}.dcm")
-        paths.append(tmp_path / f"{k}.dcm")
+    paths = _instances(fracatlas_dir, tmp_path, 6)
     received = tmp_path / "received"
     received.mkdir()
     port = free_port()
@@ -434,22 +424,12 @@ def test_a_store_left_unanswered_ends_the_association_without_waiting_again(
 ) -> None:
     """A destination that aborts (or dies) while a store waits: pynetdicom may still call the
     association established, and the next store waited out the whole timeout on it."""
-    import pydicom
-    from pydicom.uid import generate_uid
     from pynetdicom import AE, AllStoragePresentationContexts, evt
 
-    from dicom_support import free_port, make_radiograph_dicom
+    from dicom_support import free_port
     from fracsight.dicom.sender import DimseDestination
 
-    first = make_radiograph_dicom(
-        fracatlas_dir / "images" / "Fractured" / "IMG0000019.jpg", tmp_path / "0.dcm"
-    )
-    paths = [first]
-    for k in range(1, 5):
-        ds = pydicom.dcmread(first)
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        ds.save_as(tmp_path / f"{k}.dcm")
-        paths.append(tmp_path / f"{k}.dcm")
+    paths = _instances(fracatlas_dir, tmp_path, 5)
     stores = []
 
     def store(event) -> int:
@@ -470,3 +450,20 @@ def test_a_store_left_unanswered_ends_the_association_without_waiting_again(
         server.shutdown()
     assert outcomes[:2] == [None, None] and all(o == "destination_unavailable" for o in outcomes[2:])
     assert seconds < 5, seconds  # not a second wait for the timeout (8 s)
+
+
+def _instances(fracatlas_dir: Path, folder: Path, n: int) -> list[Path]:
+    """``n`` instances of one radiograph, each with a SOP Instance UID of its own."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    from dicom_support import make_radiograph_dicom
+
+    first = make_radiograph_dicom(fracatlas_dir / "images" / "Fractured" / "IMG0000019.jpg", folder / "0.dcm")
+    paths = [first]
+    for k in range(1, n):
+        ds = pydicom.dcmread(first)
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.save_as(folder / f"{k}.dcm")
+        paths.append(folder / f"{k}.dcm")
+    return paths

@@ -630,16 +630,23 @@ def test_multi_frame_sources_need_the_frame(case, predictor: Predictor, tmp_path
     assert sc.SourceImageSequence[0].ReferencedFrameNumber == 2
 
 
+def _multi_frame_capture(case, n: int) -> Dataset:
+    """The case's header as a multi-frame grayscale word secondary capture of ``n`` frames (its
+    pixel data the caller's to set)."""
+    frames = pydicom.dcmread(case[0])
+    frames.SOPClassUID = frames.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7.3"
+    frames.Modality = "OT"
+    frames.NumberOfFrames = n
+    frames.FrameIncrementPointer = pydicom.tag.Tag("FrameTime")
+    frames.FrameTime = 0
+    return frames
+
+
 def _one_frame_secondary_capture(case) -> Dataset:
     """The case's image as a multi-frame grayscale word secondary capture of one frame, stored as
     its negative with a rescale of slope -1 that turns it back."""
     _, source, _ = case
-    frames = pydicom.dcmread(case[0])
-    frames.SOPClassUID = frames.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7.3"
-    frames.Modality = "OT"
-    frames.NumberOfFrames = 1
-    frames.FrameIncrementPointer = pydicom.tag.Tag("FrameTime")
-    frames.FrameTime = 0
+    frames = _multi_frame_capture(case, 1)
     top = 2 ** int(source.BitsStored) - 1
     frames.PixelData = (top - source.pixel_array).astype(source.pixel_array.dtype).tobytes()
     return frames
@@ -677,12 +684,7 @@ def _two_frames_with_windows(case, shared_window: bool) -> Dataset:
     """The case's image twice, in a multi-frame SC with its windows in the functional groups: one
     sigmoid window shared, or one window per frame."""
     _, source, _ = case
-    frames = pydicom.dcmread(case[0])
-    frames.SOPClassUID = frames.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7.3"
-    frames.Modality = "OT"
-    frames.NumberOfFrames = 2
-    frames.FrameIncrementPointer = pydicom.tag.Tag("FrameTime")
-    frames.FrameTime = 0
+    frames = _multi_frame_capture(case, 2)
     frames.PixelData = source.PixelData * 2
     for keyword in ("WindowCenter", "WindowWidth", "VOILUTFunction", "WindowCenterWidthExplanation"):
         if keyword in frames:  # the groups' windows are the only ones
