@@ -65,8 +65,24 @@ def test_dot_dot_after_a_linked_folder_leads_where_the_link_leads(tmp_path: Path
 def test_a_manifest_of_a_header_alone_is_said_to_have_no_rows(tmp_path: Path) -> None:
     """ "no image files found in the given inputs" named neither the manifest nor why."""
     (tmp_path / "m.csv").write_text("path,label\n")
-    with pytest.raises(DatasetError, match=r"m\.csv: the manifest has no rows"):
+    with pytest.raises(DatasetError, match=r"m\.csv: no rows \(no path listed in it\)"):
         collect_batch_inputs([tmp_path / "m.csv"])
+    # beside a manifest with rows (an empty daily shard), it is no error: the job runs
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    (tmp_path / "day1.csv").write_text("path\na.jpg\n")
+    assert list(collect_batch_inputs([tmp_path / "day1.csv", tmp_path / "m.csv"])) == [
+        str(tmp_path / "a.jpg")
+    ]
+    # a folder given as `..` that holds no image yet: its row's key is the folder itself (it was
+    # `.../sub/..`, which a later run that finds images there never matched: its error row stayed)
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    here = os.getcwd()
+    try:
+        os.chdir(tmp_path / "empty" / "sub")
+        keys = list(collect_batch_inputs([tmp_path / "a.jpg", Path("..")]))
+    finally:
+        os.chdir(here)
+    assert keys == [str(tmp_path / "a.jpg"), str(tmp_path / "empty")]
 
 
 @pytest.mark.skipif(os.sep != "/", reason="a POSIX file system")

@@ -42,8 +42,11 @@ def collect_batch_inputs(args: Sequence[Path], *, path_column: str = "path") -> 
     # each file once, however it is reached (``a.jpg``, ``./a.jpg``, a link), but once per study folder,
     # as predict takes it: one linked into a second MURA study is a view of that one too
     seen: set[tuple[str, object]] = set()
+    rowless: list[Path] = []  # lists and manifests without a row (an empty shard of a daily export)
     for arg in args:
         listed = _listed_paths(arg, path_column)
+        if listed == []:
+            rowless.append(arg)
         # relative paths in a list or manifest: relative to its folder
         if listed is None:
             found = [(path, path, name) for path, name in named_inputs([arg])]
@@ -56,6 +59,8 @@ def collect_batch_inputs(args: Sequence[Path], *, path_column: str = "path") -> 
             if (key := input_key(path)) not in seen:
                 seen.add(key)
                 entries.append((_absolute(path), typed, name))
+    if not entries and rowless:  # said for what they are: "no image files found" named none of them
+        raise DatasetError(f"{', '.join(map(str, rowless))}: no rows (no path listed in it)")
     if entries:  # alone they are no input at all (no_images), as for predict
         entries += [(_absolute(folder), folder, text_cell(str(folder))) for folder in empty]
     # two files of one name (a/x.jpg, b/x.jpg) are named by their paths as typed, as predict names them
@@ -71,7 +76,8 @@ def _absolute(path: str | os.PathLike[str]) -> str:
     text = os.path.join(os.getcwd(), path)
     if ".." not in Path(text).parts:
         return os.path.normpath(text)
-    return os.path.join(os.path.realpath(os.path.dirname(text)), os.path.basename(text))
+    # normalised after: a last part `..` (a folder given as `..`) is the resolved folder's parent
+    return os.path.normpath(os.path.join(os.path.realpath(os.path.dirname(text)), os.path.basename(text)))
 
 
 def _listed(base: Path, typed: Path) -> list[tuple[Path, Path, str]]:
@@ -179,8 +185,6 @@ def _manifest(path: Path, column: str) -> list[str]:
         rows = [(f"row {i}", v) for i, v in enumerate(values, start=1)]
     else:
         rows = _csv_rows(path, column)
-    if not rows:  # a header alone: "no image files found in the given inputs" named no manifest
-        raise DatasetError(f"{path}: the manifest has no rows (a {column!r} column, but no path in it)")
     return _checked(path, [(where, "" if v is None else str(v)) for where, v in rows], column)
 
 
