@@ -473,18 +473,17 @@ def _hidden_forwarded_client(scope: Scope, client: str) -> bool:
     """A proxy that says it forwards for someone (``X-Forwarded-For``) but not whom (Squid's
     ``forwarded_for off`` writes ``unknown``): uvicorn made that word the client, which said nothing
     either way, and the API answered everyone behind the proxy."""
-    if not client or not any(name == b"x-forwarded-for" for name, _ in scope.get("headers", ())):
-        return False
-    try:
-        ipaddress.ip_address(client.strip("[]"))
-    except ValueError:
-        return True
-    return False
+    forwarded = any(name == b"x-forwarded-for" for name, _ in scope.get("headers", ()))
+    return bool(client) and forwarded and not _is_address(client)
 
 
-def _beyond_loopback(host: str) -> bool:
+def _is_address(host: str) -> bool:
     try:
         ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return False
-    return not is_loopback(host)
+    return True
+
+
+def _beyond_loopback(host: str) -> bool:
+    return _is_address(host) and not is_loopback(host)

@@ -265,13 +265,14 @@ def compare_models(
     if notes:
         result["notes"] = notes
     where = f"{data_dir} [{split or 'all'}]"
+    not_compared = None  # why the fracture head is not compared, where it is not
     if fracture:
         index = [i for i, s in enumerate(kept) if FRACTURE in s.labels]
         n_positive = sum(int(kept[i].labels[FRACTURE]) for i in index)
+        positive = positive_label(dataset, predictors[0]) if index else ""
         if index and min(n_positive, len(index) - n_positive) < 2:
             # said, not raised: it refused the whole comparison, the class head's (which these
             # images measure, as `evaluate` does) with it
-            positive = positive_label(dataset, predictors[0])
             not_compared = (
                 f"the fracture head is not compared: {n_positive} {positive} and {len(index) - n_positive} "
                 "other images read by both models; its comparison needs two of each at least"
@@ -280,7 +281,6 @@ def compare_models(
             index = []
         if index:
             chosen_preds = [[preds[i] for i in index] for preds in pairs]
-            positive = positive_label(dataset, predictors[0])
             kept_labelled = [kept[i] for i in index]
             result.update(_fracture_comparison(kept_labelled, chosen_preds, predictors, positive))
             repeats = result.get("study", {}).get("repeats_left_out")
@@ -297,10 +297,9 @@ def compare_models(
             keys = split_keys([kept[i] for i in labelled])
             result["class_top1"] = mcnemar_test(*right, keys)
     if not {"auroc", "class_top1"} & set(result):
-        said = "; ".join(result.get("notes", [])[-1:]) if fracture else ""
         raise DatasetError(
             f"{where}: no image both models read has a label they can be compared on"
-            + (f" ({said})" if said.startswith("the fracture head is not compared") else "")
+            + (f" ({not_compared})" if not_compared else "")
         )
     result["notice"] = NOTICE  # as the predictions' JSON (fracsight compare --json)
     return result
