@@ -265,6 +265,16 @@ def test_card_for_a_class_only_model_names_the_class_and_nothing_it_lacks() -> N
     )
 
 
+def test_the_class_map_of_an_input_the_model_cannot_be_relied_on_names_no_class() -> None:
+    """A random-noise colour image was "not reliable" on the card while the viewer's caption said
+    "where the model sees hand": the class map of such an input is marked as the fracture map is."""
+    pred = class_only(make_prediction(reliable=False, classes={"hand": 0.8, "leg": 0.15, "hip": 0.05}))
+    assert (
+        card_for(pred).heatmap
+        == "Class heatmap: where the model looked most (not reliable: for reference only)"
+    )
+
+
 def test_card_for_an_uncertain_class_gives_the_minimum() -> None:
     pred = class_only(make_prediction(classes={"avulsion": 0.45, "greenstick": 0.35, "other": 0.2}))
     card = card_for(pred)

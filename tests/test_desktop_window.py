@@ -939,6 +939,30 @@ def test_a_class_only_bundle_shows_its_class_and_no_fracture_columns(
     assert exported is not None and exported.read_text() == cli_csv.read_text()
 
 
+@pytest.mark.slow
+def test_the_study_card_of_a_fracture_and_class_bundle_gives_the_class_note_and_probabilities(
+    open_window, head_bundle
+) -> None:
+    """The study card left out what the image card and the web app's study card give: the class
+    note ("No fracture is suspected, so the type says little here.") and every class's probability."""
+    from fracsight.app.logic import study_card_for
+    from fracsight.inference import Predictor
+
+    data, bundle = head_bundle("fracture+class")
+    images = sorted(data.rglob("*.jpg"))[:2]
+    predictor = Predictor(bundle)
+    expected = study_card_for(predictor.predict_study(predictor.predict_many(images), "all inputs"))
+    desktop = open_window(images, model=str(bundle))
+    root = desktop.root
+    wait_until(root, lambda: len(desktop.session.results) == 2 and desktop.list_current, 90, "two results")
+    desktop.set_one_study(True)
+    settle(root)
+    text = desktop.study_lines.cget("text")
+    c = expected.classification
+    assert c is not None and f"All {c.label.lower()} probabilities: " in text
+    assert c.note is None or c.note in text
+
+
 STRESS_ACTIONS = ("cancel", "open folder", "open files", "operating point", "export", "select")
 
 

@@ -284,6 +284,12 @@ def test_a_class_map_of_an_uncertain_class_says_so() -> None:
         assert (
             legend == f"Class heatmap: where the model sees {seen}; weakest to strongest, not fracture sites"
         )
+    # on an input the model cannot be relied on, the legend named a class the card said not to trust
+    legend = overlay_words(replace(prediction, reliable=False))[1]
+    assert legend == (
+        "Class heatmap: where the model looked most (not reliable: for reference only);"
+        " weakest to strongest, not fracture sites"
+    )
 
 
 def test_the_band_of_a_long_strip_stays_small() -> None:

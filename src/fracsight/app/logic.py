@@ -460,6 +460,8 @@ def heatmap_text(
             return f"{name}: where the model looked most {_none_suspected(finding)}"
         return f"{name}: where the model suspects {_a(finding)}"
     if localization == CLASS_ACTIVATION:
+        if not reliable:  # no class is "seen" on an input the model cannot be relied on
+            return f"Class heatmap: where the model looked most {_NOT_RELIABLE}"
         seen = predicted_class or "the most likely class"
         return f"Class heatmap: where the model sees {seen} (it does not locate fractures)"
     return "No map for this model: the radiograph only"

@@ -24,6 +24,7 @@ from typing import Any
 from fracsight._files import replace_atomically
 from fracsight.app.logic import (
     COLOURS,
+    ClassSummary,
     card_for,
     class_operating_point_text,
     failure_message,
@@ -853,15 +854,7 @@ class DesktopApp:
             self.card_banner.configure(text=card.unreliable)
             self.card_banner.pack(side="top", anchor="w", fill="x", after=self.card_title)
         self.card_headline.configure(text=card.verdict.headline, fg=card.verdict.colour)
-        lines = list(card.lines)
-        c = card.classification
-        if c is not None:
-            if c.note:
-                lines.append(c.note)
-            ranked = ", ".join(f"{name} {p:.3f}" for name, p in c.probabilities[:8])
-            more = f" and {len(c.probabilities) - 8} more" if len(c.probabilities) > 8 else ""
-            lines.append(f"All {c.label.lower()} probabilities: {ranked}{more}")
-        self.card_lines.configure(text="\n".join(lines))
+        self.card_lines.configure(text="\n".join([*card.lines, *_class_lines(card.classification)]))
         self._show_warnings(card.warnings)
 
     def _show_warnings(self, warnings: Sequence[str]) -> None:
@@ -903,7 +896,9 @@ class DesktopApp:
         self.study_title.configure(text=card.title)
         self.study_headline.configure(text=card.verdict.headline, fg=card.verdict.colour)
         extra = [card.unreliable] if card.unreliable else []
-        self.study_lines.configure(text="\n".join([*card.lines, card.how, *card.cautions, *extra]))
+        # the class note too: a type named under a "no fracture" verdict said nothing of its caveat
+        lines = [*card.lines, *_class_lines(card.classification), card.how, *card.cautions, *extra]
+        self.study_lines.configure(text="\n".join(lines))
         self.study_frame.pack(side="top", fill="x", padx=8, pady=(4, 0), before=self.card_frame)
 
     def _refresh_rows(self) -> None:
@@ -1256,6 +1251,19 @@ def _some(names: Iterable[str]) -> str:
     listed = list(names)
     more = f" and {len(listed) - 3} more" if len(listed) > 3 else ""
     return ", ".join(listed[:3]) + more
+
+
+def _class_lines(summary: ClassSummary | None) -> list[str]:
+    """A card's class note and every class's probability (the first eight), as the web app's
+    class block shows them."""
+    if summary is None:
+        return []
+    ranked = ", ".join(f"{name} {p:.3f}" for name, p in summary.probabilities[:8])
+    more = f" and {len(summary.probabilities) - 8} more" if len(summary.probabilities) > 8 else ""
+    return [
+        *([summary.note] if summary.note else []),
+        f"All {summary.label.lower()} probabilities: {ranked}{more}",
+    ]
 
 
 def _is_study(iid: str) -> bool:

@@ -426,9 +426,12 @@ def overlay_words(prediction: Prediction, *, boxes_drawn: bool = True) -> tuple[
     elif prediction.localization == CLASS_ACTIVATION:
         c = prediction.classification
         seen = c.mapped if c is not None else "the most likely class"
+        where = f"where the model sees {seen}"
+        if not prediction.reliable:
+            where = "where the model looked most (not reliable: for reference only)"
         # not "chance (0) to certain (1)": the bar starts at the least heat tinted, and the map is
         # the head's attention, not a probability
-        legend = f"Class heatmap: where the model sees {seen}; weakest to strongest, not fracture sites"
+        legend = f"Class heatmap: {where}; weakest to strongest, not fracture sites"
     return summary_lines(prediction), legend
 
 
