@@ -635,6 +635,33 @@ def test_overwriting_an_earlier_report_leaves_none_of_its_plots_behind(fracatlas
     ]
 
 
+def test_body_regions_are_matched_ignoring_case_and_unknown_ones_alone_are_refused(fracatlas_dir, tmp_path):
+    """A labels.csv saying ``Hand`` and ``LEG`` left every image out of the region head ("their body
+    regions ['Hand', 'LEG'] are not among the model's"); one with only regions the model lacks
+    (``wrist``) measured nothing and exited 0 with a report of notes."""
+    images = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[:4]
+    spelt, unknown = tmp_path / "spelt", tmp_path / "unknown"
+    for data in (spelt, unknown):
+        data.mkdir()
+        for image in images:
+            (data / image.name).symlink_to(image)
+    rows = "".join(
+        f"{image.name},{region}\n"
+        for image, region in zip(images, ["Hand", "LEG", "HAND", "Leg"], strict=True)
+    )
+    (spelt / "labels.csv").write_text("image,region\n" + rows)
+    (unknown / "labels.csv").write_text("image,region\n" + "".join(f"{i.name},wrist\n" for i in images))
+    args = ["--split", "all", "--bootstrap", "0", "--json"]
+    measured = CliRunner().invoke(app, ["evaluate", "default", str(spelt), *args])
+    assert measured.exit_code == 0, measured.output
+    result = json.loads(measured.stdout)
+    assert result["region_head"]["n_evaluated"] == 4
+    assert not any("not among the model's" in note for note in result["notes"])
+    refused = CliRunner().invoke(app, ["evaluate", "default", str(unknown), *args])
+    assert refused.exit_code == 2
+    assert "its body regions ['wrist'] are not among the model's" in refused.output
+
+
 def test_sample_grid_tells_apart_images_whose_file_names_repeat(fracatlas_dir, tmp_path):
     """In MURA every file is image1.png, image2.png...: the thumbnails were titled by file name
     alone, so a missed fracture in the grid could not be found in the data set."""

@@ -59,6 +59,16 @@ def test_bad_folders_raise_with_expectation(tmp_path: Path, setup, message: str)
         assert "dataset.csv" in str(info.value) and "XR_<PART>" in str(info.value)
 
 
+def test_images_in_split_folders_without_class_folders_are_said(tmp_path: Path) -> None:
+    """train/*.png with no class folders got the generic "not a layout fracsight knows" alone."""
+    for split in ("test", "train"):
+        (tmp_path / split).mkdir()
+        for i in range(2):
+            Image.new("L", (8, 8)).save(tmp_path / split / f"{i}.png")
+    with pytest.raises(DatasetError, match=r"test/ holds 2 image\(s\) directly but no class folders"):
+        load_dataset(tmp_path)
+
+
 def test_explicit_layout_is_checked(tmp_path: Path) -> None:
     _img(tmp_path / "a" / "1.png")
     _img(tmp_path / "b" / "1.png")

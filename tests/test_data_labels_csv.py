@@ -121,6 +121,20 @@ def test_bad_labels_are_refused_with_the_line(
         load_dataset(root)
 
 
+def test_another_tools_labels_csv_beside_class_folders_says_how_to_read_them(tmp_path: Path) -> None:
+    """A Kaggle-style labels.csv (filename,label) beside train/Fractured/... made the set unreadable,
+    with no word of its class folders (evaluate and compare have no option to choose the layout)."""
+    root = tmp_path / "d"
+    for klass in ("Fractured", "Non_fractured"):
+        (root / "train" / klass).mkdir(parents=True)
+        Image.new("L", (8, 8)).save(root / "train" / klass / "a.png")
+    (root / "labels.csv").write_text("filename,label\nFractured/a.png,1\n")
+    with pytest.raises(DatasetError, match=r"needs an 'image' column.*also holds class folders.*rename it"):
+        load_dataset(root)
+    (root / "labels.csv").rename(root / "kaggle-labels.csv")
+    assert load_dataset(root).layout == "class-folders"
+
+
 def test_missing_images_are_named(tmp_path: Path) -> None:
     root = _write(tmp_path / "d", "image,fracture", ["a.png,1", "gone.png,0"], images=["a.png"])
     with pytest.raises(DatasetError, match=r"1 image\(s\) not found.*gone.png$"):

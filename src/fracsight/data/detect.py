@@ -118,6 +118,13 @@ def _hint(folder: Path) -> str:
             f". It holds {len(images)} image(s) directly but no labels: sort them into class folders "
             "(<class>/<image>) or name them in a labels.csv"
         )
+    for split in (d for d in visible_dirs(folder) if split_name(d.name)):  # train/*.png, no class folders
+        inside = [p for p in split.iterdir() if not is_hidden(p) and p.is_file() and is_image_file(p)]
+        if inside:
+            return (
+                f". {split.name}/ holds {len(inside)} image(s) directly but no class folders: sort them "
+                f"into {split.name}/<class>/<image> or name them in a labels.csv"
+            )
     return ""
 
 

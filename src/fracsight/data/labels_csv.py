@@ -129,6 +129,21 @@ def _image_file(root: Path, value: str, where: str) -> Path:
     return files[-1]
 
 
+def _not_ours(path: Path, why: str) -> DatasetError:
+    """A labels.csv fracsight cannot read; where its folder holds class folders too, the way to
+    read them: another tool's labels.csv (``filename,label``) beside them made the set unreadable
+    with no word of the class folders, which evaluate and compare have no option to choose."""
+    from fracsight.data.folders import is_class_folders
+
+    hint = ""
+    if is_class_folders(path.parent):
+        hint = (
+            f"; {path.parent} also holds class folders, which a {LABELS_FILE} takes precedence over: "
+            f"rename it (it may be another tool's) to read the class folders"
+        )
+    return DatasetError(f"{path} {why}{hint}")
+
+
 def read_labels_csv(root: Path) -> Dataset:
     """Read ``root/labels.csv`` into a :class:`Dataset` (layout ``"labels-csv"``)."""
     root = Path(root)
@@ -138,10 +153,10 @@ def read_labels_csv(root: Path) -> Dataset:
     except OSError as e:
         raise DatasetError(f"cannot read {path}: {e}") from e
     if "image" not in header:
-        raise DatasetError(f"{path} needs an 'image' column (found: {', '.join(header) or 'none'})")
+        raise _not_ours(path, f"needs an 'image' column (found: {', '.join(header) or 'none'})")
     present = [c for c in _LABEL_COLUMNS if c in header]
     if not present:
-        raise DatasetError(f"{path} has no label column; give at least one of {', '.join(_LABEL_COLUMNS)}")
+        raise _not_ours(path, f"has no label column; give at least one of {', '.join(_LABEL_COLUMNS)}")
     if not rows:
         raise DatasetError(f"{path} lists no images")
     unknown = [c for c in header if c not in _KNOWN_COLUMNS]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import logging
 import os
 import shlex
@@ -651,13 +652,30 @@ def _nothing_to_measure(data_dir: Path, predictor: Any, dataset: Dataset) -> str
     if predictor.classes:
         wanted.append(f"class labels ({', '.join(predictor.classes)})")
     if predictor.regions:
-        wanted.append("body regions")
+        wanted.append(f"body regions ({', '.join(predictor.regions)})")
     heads = ", ".join(h.name for h in predictor.spec.heads)
     has = ", ".join(sorted(dataset.class_names)) or "nothing"
+    known = {name_key(r) for r in predictor.regions}
+    unknown = sorted({r for s in dataset.samples for r in s.regions if name_key(r) not in known})
+    if predictor.regions and unknown:
+        has += f"; its body regions {unknown} are not among the model's"
     return (
         f"{data_dir} has no {' or '.join(wanted)} to evaluate against ({predictor.spec.name} has heads: "
         f"{heads}; the data has labels for: {has})"
     )
+
+
+def _regions_spelt_as(samples: Sequence[Sample], model_regions: Sequence[str]) -> list[Sample]:
+    """``samples`` with their body regions spelt as the model spells them, matched as class names
+    are (:func:`name_key`): a labels.csv's ``Hand`` and ``LEG``, compared as written, left every
+    image out of the region head."""
+    spelt = {name_key(r): r for r in model_regions}
+    return [
+        dataclasses.replace(s, regions=tuple(sorted({spelt.get(name_key(r), r) for r in s.regions})))
+        if s.regions
+        else s
+        for s in samples
+    ]
 
 
 _FEW = 10  # fewer fractured or other images than this: a bootstrap interval is no measure
@@ -843,7 +861,7 @@ def evaluate_model(
     if out_dir is not None:
         dataset.refuse_output_inside(Path(out_dir))
     held = held_out(dataset, split, spec, Path(data_dir))
-    samples = held.samples
+    samples = _regions_spelt_as(held.samples, predictor.regions)
     leakage = leakage_of(held, dataset, split)
     if leakage:
         (warn or log.warning)(leakage.warning(data_dir, trained_here=held.own))
@@ -851,7 +869,8 @@ def evaluate_model(
     measurable = (
         (predictor.has_fracture_head and any(FRACTURE in s.labels for s in samples))
         or (class_index is not None and any(CLASS in s.labels for s in samples))
-        or (bool(predictor.regions) and any(s.regions for s in samples))
+        # regions the model knows: with only others, nothing was measured and evaluate exited 0
+        or any(s.regions and set(s.regions) <= set(predictor.regions) for s in samples)
     )
     if not measurable:
         raise DataMismatchError(_nothing_to_measure(Path(data_dir), predictor, dataset))
