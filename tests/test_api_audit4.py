@@ -84,6 +84,13 @@ def test_a_folded_part_header_is_told_so(client: TestClient) -> None:
     assert "give each header on one line" in answer["error"]["message"], answer
 
 
+def test_a_bare_cr_in_a_part_header_is_told_so(client: TestClient) -> None:
+    """A file name holding CR: python-multipart's "Did not find LF character at end of header (found 98)"."""
+    answer = _post_part(client, 'form-data; name="files"; filename="a\rb.png"', png_bytes())
+    assert answer["status"] == 400 and answer["error"]["code"] == "malformed_multipart"
+    assert "holds a bare CR" in answer["error"]["message"] and "found 98" not in answer["error"]["message"]
+
+
 @pytest.mark.parametrize("chunk", [1, 7, 100_000])
 def test_a_preamble_before_the_first_boundary_is_ignored(client: TestClient, chunk: int) -> None:
     """RFC 2046 lets a multipart body begin with a preamble, which a reader ignores (a few mail-library

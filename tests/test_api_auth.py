@@ -502,6 +502,23 @@ def test_a_proxy_that_hides_whom_it_forwards_for_is_refused_without_a_token(clea
     assert TestClient(app, base_url="http://127.0.0.1:8000").get("/metrics").status_code == 200  # no proxy
 
 
+def test_a_proxy_on_a_dual_stack_socket_is_refused_for_a_client_elsewhere(clean_env: None) -> None:
+    """With ``--host ::`` and several workers, a proxy on this computer connects as ::ffff:127.0.0.1,
+    which is not among uvicorn's FORWARDED_ALLOW_IPS: X-Forwarded-For was left unread, the client
+    looked local, and the API answered everyone behind the proxy."""
+    from fastapi.testclient import TestClient
+
+    from fracsight.api import create_app
+
+    app = create_app(ApiSettings())
+    proxy = TestClient(app, base_url="http://127.0.0.1:8000", client=("::ffff:127.0.0.1", 50000))
+    for elsewhere in ("203.0.113.7", "203.0.113.7:5555", "127.0.0.1, 203.0.113.7", "[2001:db8::1]:443"):
+        r = proxy.get("/metrics", headers={"X-Forwarded-For": elsewhere})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "loopback_only", elsewhere
+    for here in ("127.0.0.1", "::1", "[::1]:5555", "localhost"):
+        assert proxy.get("/metrics", headers={"X-Forwarded-For": here}).status_code == 200, here
+
+
 def test_a_token_sent_in_the_url_is_hidden_in_the_access_log_and_the_refusal_says_why(
     clean_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -522,8 +539,17 @@ def test_a_token_sent_in_the_url_is_hidden_in_the_access_log_and_the_refusal_say
     )  # fmt: skip
     assert pydoc.locate(config["filters"]["query_secrets"]["()"])().filter(line)
     assert line.getMessage() == '127.0.0.1:5 - "GET /v1/model?x=1&access_token=***&api_key=*** HTTP/1.1" 401'
+    # names beyond a fixed list, and percent-encoded ones; the API's own parameters are left alone
+    for name in ("api_token", "auth_token", "x-api-key", "access%5Ftoken", "Client_Secret", "bearer"):
+        target = f"/v1/predict?study=true&{name}={TOKEN}&operating_point=triage&format=csv"
+        line.args = ("127.0.0.1:5", "POST", target, "1.1", 401)
+        assert pydoc.locate(config["filters"]["query_secrets"]["()"])().filter(line)
+        shown = f"/v1/predict?study=true&{name}=***&operating_point=triage&format=csv"
+        assert line.getMessage() == f'127.0.0.1:5 - "POST {shown} HTTP/1.1" 401', name
     monkeypatch.setenv("FRACSIGHT_API_TOKENS", TOKEN)
     r = TestClient(create_app(ApiSettings.from_env())).get(f"/v1/model?access_token={TOKEN}")
+    assert r.status_code == 401 and "never in the URL" in r.json()["error"]["message"]
+    r = TestClient(create_app(ApiSettings.from_env())).get(f"/v1/model?api_token={TOKEN}")
     assert r.status_code == 401 and "never in the URL" in r.json()["error"]["message"]
 
 

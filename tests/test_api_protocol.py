@@ -231,6 +231,24 @@ def test_a_request_that_is_not_http_gets_json_with_the_notice(
     assert json.loads(body)["error"]["code"] == "invalid_http"
 
 
+def test_a_request_asking_for_a_websocket_gets_the_apis_own_answer(address: tuple[str, int]) -> None:
+    """``Upgrade: websocket`` went to uvicorn's WebSocket handler past every middleware: a bare 403
+    in plain text, without the notice, no-store or a JSON error (and no 401 where a token was
+    missing). The API has no WebSocket route: the request is answered as plain HTTP."""
+    request = (
+        b"GET /v1/model HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    with socket.create_connection(address, timeout=10) as conn:
+        conn.sendall(request)
+        answer = _one_answer(conn)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), answer[:200]
+    for name, value in SECURITY_HEADERS:
+        assert name + b": " + value in head, name
+    assert "name" in json.loads(body)
+
+
 def test_repeated_content_type_or_encoding_lines_are_not_read_first_wins(
     address: tuple[str, int], tmp_path: Path
 ) -> None:

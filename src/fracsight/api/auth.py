@@ -35,6 +35,7 @@ import re
 import stat
 from collections.abc import Iterable
 from pathlib import Path
+from urllib.parse import unquote_plus
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -407,7 +408,7 @@ class BearerAuthMiddleware:
             return
         code, message = refusal
         query = "?" + scope.get("query_string", b"").decode("latin-1")
-        if code == MISSING_TOKEN and _QUERY_SECRET.search(query):
+        if code == MISSING_TOKEN and _has_query_secret(query):
             message += "; a token is taken only in that header, never in the URL (where logs keep it)"
         challenge = 'Bearer realm="fracsight"'
         if code == INVALID_TOKEN:
@@ -418,7 +419,25 @@ class BearerAuthMiddleware:
         await response(scope, receive, send)
 
 
-_QUERY_SECRET = re.compile(r"(?i)([?&;](?:access_token|token|api_key|apikey|key|password)=)[^&;\s]*")
+# a query parameter's name=value; a value hidden where the name, percent-decoded, sounds secret
+# (a fixed list of names missed api_token, auth_token, x-api-key, access%5Ftoken ...)
+_QUERY_PAIR = re.compile(r"([?&;])([^=&;\s]*)=([^&;\s]*)")
+_SECRET_NAME = re.compile(
+    r"token|key|secret|passw|auth|bearer|jwt|session|credential|signature", re.IGNORECASE
+)
+
+
+def _secret_name(name: str) -> bool:
+    return bool(_SECRET_NAME.search(unquote_plus(name)))
+
+
+def _hide_query_secrets(target: str) -> str:
+    """``target`` (a path with its query) with the value of every token-like query parameter as ``***``."""
+    return _QUERY_PAIR.sub(lambda m: f"{m[1]}{m[2]}=***" if _secret_name(m[2]) else m[0], target)
+
+
+def _has_query_secret(query: str) -> bool:
+    return any(_secret_name(m[2]) for m in _QUERY_PAIR.finditer(query))
 
 
 class QuerySecretFilter(logging.Filter):
@@ -430,7 +449,7 @@ class QuerySecretFilter(logging.Filter):
         args = record.args
         # uvicorn's access arguments: (client, method, path with query, HTTP version, status)
         if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
-            record.args = (*args[:2], _QUERY_SECRET.sub(r"\1***", args[2]), *args[3:])
+            record.args = (*args[:2], _hide_query_secrets(args[2]), *args[3:])
         return True
 
 
@@ -452,8 +471,7 @@ class LoopbackOnlyMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         server = (scope.get("server") or ("",))[0] or ""
         client = (scope.get("client") or ("",))[0] or ""
-        beyond = _beyond_loopback(server) or _beyond_loopback(client)
-        beyond = beyond or _hidden_forwarded_client(scope, client)
+        beyond = _beyond_loopback(server) or _beyond_loopback(client) or _forwarded_from_elsewhere(scope)
         if scope["type"] != "http" or route_path(scope) in OPEN_PATHS or not beyond:
             await self.app(scope, receive, send)
             return
@@ -469,12 +487,28 @@ class LoopbackOnlyMiddleware:
         await response(scope, receive, send)
 
 
-def _hidden_forwarded_client(scope: Scope, client: str) -> bool:
-    """A proxy that says it forwards for someone (``X-Forwarded-For``) but not whom (Squid's
-    ``forwarded_for off`` writes ``unknown``): uvicorn made that word the client, which said nothing
-    either way, and the API answered everyone behind the proxy."""
-    forwarded = any(name == b"x-forwarded-for" for name, _ in scope.get("headers", ()))
-    return bool(client) and forwarded and not _is_address(client)
+def _forwarded_from_elsewhere(scope: Scope) -> bool:
+    """Whether ``X-Forwarded-For`` names any client that is not this computer, or does not say whom
+    (Squid's ``forwarded_for off`` writes ``unknown``). Read here, not only from ``scope["client"]``:
+    uvicorn puts the forwarded client there only for a proxy among its FORWARDED_ALLOW_IPS
+    (127.0.0.1, ::1), and on a dual-stack socket (``--host ::``, several workers) a proxy on this
+    computer connects as ``::ffff:127.0.0.1``: the header was left unread, and the API answered
+    everyone behind the proxy."""
+    hops = [
+        hop.strip()
+        for name, value in scope.get("headers", ())
+        if name == b"x-forwarded-for"
+        for hop in value.decode("latin-1").split(",")
+    ]
+    return any(hop and not is_loopback(_host_of(hop)) for hop in hops)
+
+
+def _host_of(hop: str) -> str:
+    """The address of an ``X-Forwarded-For`` hop, without the port some proxies add
+    (``203.0.113.7:5555``, ``[2001:db8::1]:5555``)."""
+    if hop.startswith("["):
+        return hop[1:].partition("]")[0]
+    return hop.partition(":")[0] if hop.count(":") == 1 else hop
 
 
 def _is_address(host: str) -> bool:

@@ -54,6 +54,13 @@ class HeaderDeadlineProtocol(H11Protocol):
     _write_check: asyncio.TimerHandle | None = None
     _write_moved: tuple[float, int] = (0.0, 0)  # when the unsent answer last moved, and to what
 
+    def _should_upgrade(self) -> bool:
+        """Never: the API has no WebSocket route, and a request asking to upgrade went to uvicorn's
+        WebSocket handler, past every middleware, to a bare ``403`` (no JSON error, no notice
+        header, a 403 where a token was missing); answered as the plain HTTP request it also is,
+        it gets the API's own answer."""
+        return False
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm_header_deadline()

@@ -45,6 +45,8 @@ _PARSER_MESSAGES = {
     # a header line folded onto the next (obsolete since RFC 7578): python-multipart's byte offset
     "Found invalid character": "a multipart part header is malformed (a header line folded onto a "
     "second line, or a character a header may not hold): give each header on one line",
+    "Did not find LF character at end of header": "a multipart part header holds a bare CR (\\r): end "
+    "each header line with CRLF (\\r\\n), and keep CR out of file names",
     "Did not find CR at end of boundary": "a boundary line does not end in CRLF: the lines of a multipart "
     "body end in CRLF (\\r\\n), not LF alone, and its boundary is the Content-Type's exactly",
 }
