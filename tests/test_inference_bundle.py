@@ -131,6 +131,10 @@ def _infinite_bias(d: dict[str, Any]) -> dict[str, Any]:
         (_zero_temperature, "temperature"),
         (_text_bias, "malformed|calibration_bias"),
         (_infinite_bias, "calibration_bias"),
+        # no heads: every image got "no result", said reliable, exit 0; a dict was read as a list
+        (lambda d: {**d, "heads": []}, "lists no heads: the bundle would predict nothing"),
+        (lambda d: {**d, "heads": {}}, "heads and operating_points must be lists"),
+        (lambda d: {**d, "temperature": None}, r"temperature must be a finite number, got None$"),
     ],
     ids=[
         "not-an-object",
@@ -146,6 +150,9 @@ def _infinite_bias(d: dict[str, Any]) -> dict[str, Any]:
         "temp-0",
         "bias-text",
         "bias-inf",
+        "empty-heads",
+        "heads-dict",
+        "temperature-null",
     ],
 )
 def test_malformed_bundle_json_is_a_bundle_error(
@@ -160,6 +167,25 @@ def test_bundle_json_that_is_not_json_is_a_bundle_error(bundle_copy: Path) -> No
     (bundle_copy / "bundle.json").write_text('{"name": "tiny-test",', encoding="utf-8")
     with pytest.raises(BundleError, match="cannot read"):
         Predictor(bundle_copy)
+
+
+def test_bundle_json_saved_with_a_byte_order_mark_loads(bundle_copy: Path) -> None:
+    """Notepad saves UTF-8 with a BOM: refused with Python's own "Unexpected UTF-8 BOM"."""
+    path = bundle_copy / "bundle.json"
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert Predictor(bundle_copy).spec.name == "tiny-test"
+
+
+def test_a_model_named_by_fracsight_model_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A variable exported long ago, never typed in this command; said with a stray ",;"."""
+    for name, start in (
+        ("nosuch", "no model bundle named 'nosuch' (set by FRACSIGHT_MODEL), not a path"),
+        ("gone/b.zip", "no such bundle folder or .zip: gone/b.zip (set by FRACSIGHT_MODEL);"),
+    ):
+        monkeypatch.setenv("FRACSIGHT_MODEL", name)
+        with pytest.raises(UnknownModelError) as info:
+            resolve_bundle(name)
+        assert str(info.value).startswith(start) and ",;" not in str(info.value)
 
 
 def test_unknown_operating_point_is_refused(bundle_copy: Path) -> None:

@@ -161,6 +161,25 @@ def test_force_never_replaces_an_input_bundle_given_by_its_zip(tmp_path: Path) -
     check_output_folder(mine, force=True, inputs=[("the float bundle", other)])  # another: replaced
 
 
+def test_the_folder_the_command_runs_in_is_refused_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`fracsight export ../run .` in an empty folder built the bundle inside `.` (the parent of
+    `.` is `.`), then refused its own build folder after all the work: "holds files that are not
+    the bundle's (..partial-...)", about a folder that was empty and a --force never given."""
+    from fracsight._output import check_output_folder
+    from fracsight.errors import OutputFolderError
+
+    here = tmp_path / "empty" / "deeper"
+    here.mkdir(parents=True)
+    monkeypatch.chdir(here)
+    with pytest.raises(OutputFolderError, match=r"^\. is the folder you are in.* for example bundle$"):
+        check_output_folder(Path("."), force=False)
+    with pytest.raises(OutputFolderError, match=r"^\.\. is a folder above the one you are in"):
+        check_output_folder(Path(".."), force=True)
+    check_output_folder(Path("bundle"), force=False)
+
+
 def test_an_output_folder_that_cannot_be_made_is_refused_before_any_work(tmp_path: Path) -> None:
     """The reproduction: ``export``/``quantize`` to a link whose target is gone, or under a file,
     worked for seconds to minutes, then failed naming a hidden ``.NAME.partial-*`` folder."""

@@ -146,6 +146,14 @@ def test_quantize_refuses_bad_requests(
 ):
     again = _quantize(int8_bundle, tmp_path / "twice", tiny_dataset)
     assert again.exit_code == 2 and "already quantized (int8)" in again.stderr
+    # a .zip is named as given, not as the temporary folder it was unpacked into
+    zipped = Path(shutil.make_archive(str(tmp_path / "int8"), "zip", int8_bundle))
+    again = _quantize(zipped, tmp_path / "twice", tiny_dataset)
+    assert again.exit_code == 2 and f"{zipped} is already quantized (int8)" in again.stderr
+    mine = shutil.copytree(tiny_bundle, tmp_path / "mine")
+    zipped = Path(shutil.make_archive(str(tmp_path / "mine"), "zip", mine))
+    onto = _quantize(zipped, mine, tiny_dataset, "--force")
+    assert onto.exit_code == 2 and f"holds a copy of the float bundle ({zipped})" in onto.stderr
     # its bundle.json edited to say float32 (as bundles of before INT8 say by default): the graph
     # tells; onnxruntime's quantizer ran, then its result did not load
     disguised = shutil.copytree(int8_bundle, tmp_path / "disguised")

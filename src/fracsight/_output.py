@@ -8,6 +8,7 @@ of the job (the run being exported, the base bundle, the data).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -51,6 +52,16 @@ def check_output_folder(out_dir: Path, *, force: bool, inputs: Iterable[tuple[st
             f"afterwards: python -m zipfile -c {out_dir} {folder}/ (a .zip of it loads as the folder does)"
         )
     out = out_dir.resolve()
+    with contextlib.suppress(OSError):  # a working folder since removed is no folder to refuse
+        here = Path.cwd().resolve()
+        if out == here or out in here.parents:
+            # the bundle takes OUT's place when done: the build folder went inside OUT, and the
+            # work was refused at its end ("holds files that are not the bundle's")
+            raise OutputFolderError(
+                f"{out_dir} is {'the folder' if out == here else 'a folder above the one'} you are in, "
+                f"which a bundle written there would replace: give a new folder, for example "
+                f"{out_dir / 'bundle'}"
+            )
     for what, path in inputs:
         inside = Path(path).resolve()
         if inside == out or out in inside.parents:

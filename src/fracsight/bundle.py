@@ -57,7 +57,9 @@ _OOD_THRESHOLDS = ("threshold", "prototype_threshold", "subspace_threshold")
 def _number(value: Any, what: str, low: float = -math.inf, high: float = math.inf) -> float:
     """``value`` if it is a real number (not a bool) in ``low``..``high``; else a BundleError."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not low <= value <= high:
-        bounds = f" in {low:g}..{high:g}" if math.isfinite(high) else f" >= {low:g}"
+        bounds = (
+            f" in {low:g}..{high:g}" if math.isfinite(high) else f" >= {low:g}" if math.isfinite(low) else ""
+        )
         raise BundleError(f"{what} must be a finite number{bounds}, got {_shown(value)}")
     if not math.isfinite(value):
         raise BundleError(f"{what} must be a finite number, got {_shown(value)}")
@@ -216,6 +218,8 @@ class BundleSpec:
     def __post_init__(self) -> None:
         for what in ("name", "version", "architecture", "onnx_sha256"):
             check_name(getattr(self, what), what)
+        if not self.heads:  # every image got "no result", said reliable, and the command exited 0
+            raise BundleError("bundle.json lists no heads: the bundle would predict nothing")
         size = self.input_size
         if isinstance(size, bool) or not isinstance(size, numbers.Integral) or not 32 <= size <= 2048:
             raise BundleError(f"input_size must be a whole number of pixels in 32..2048, got {_shown(size)}")
@@ -280,6 +284,9 @@ class BundleSpec:
             if found != BUNDLE_FORMAT:
                 raise BundleError(f"bundle format {found!r} is not supported (expected {BUNDLE_FORMAT})")
             kw = dict(_checked_fields(cls, d, ""))
+            if not isinstance(d["heads"], list) or not isinstance(d["operating_points"], list):
+                # a dict was taken as the list of its keys, {} as no heads
+                raise BundleError("bundle.json is malformed: heads and operating_points must be lists")
             heads = [_checked_fields(HeadSpec, h, f"heads[{i}]") for i, h in enumerate(d["heads"])]
             if not all(isinstance(h["classes"], list) for h in heads):  # "ab" is not ("a", "b")
                 raise BundleError("bundle.json is malformed: each head's classes must be a list")
@@ -349,7 +356,7 @@ def load_bundle_spec(folder: Path) -> BundleSpec:
     try:
         if path.stat().st_size > MAX_SPEC_BYTES:
             raise BundleError(f"{path} is larger than {MAX_SPEC_BYTES >> 20} MB: not a bundle record")
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))  # -sig: as Notepad saves it
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
         # ValueError: JSONDecodeError, and integers longer than Python converts; RecursionError: nesting
         raise BundleError(f"cannot read {path}: {e}") from e

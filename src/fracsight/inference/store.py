@@ -169,8 +169,7 @@ def _by_model_name(model: str) -> Path:
         raise UnknownModelError(f"{model!r} names several packaged versions: {versions}; name one of them")
     known = ", ".join(list_bundles()) or "none installed"
     # a variable exported long ago, never typed in this command: the message names where it came from
-    source = ", set by FRACSIGHT_MODEL," if os.environ.get("FRACSIGHT_MODEL") == model else ""
+    source = " (set by FRACSIGHT_MODEL)" if os.environ.get("FRACSIGHT_MODEL") == model else ""
     if "/" in model or "\\" in model or model.lower().endswith(".zip"):  # meant as a path: say it is missing
-        where = source.rstrip(",")
-        raise UnknownModelError(f"no such bundle folder or .zip: {model}{where}; packaged: {known}")
-    raise UnknownModelError(f"no model bundle named {model!r} (not a path either){source}; packaged: {known}")
+        raise UnknownModelError(f"no such bundle folder or .zip: {model}{source}; packaged: {known}")
+    raise UnknownModelError(f"no model bundle named {model!r}{source}, not a path either; packaged: {known}")

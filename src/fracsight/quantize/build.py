@@ -25,7 +25,7 @@ from fracsight.data.leakage import refuse_images_trained_on
 from fracsight.data.splits import train_val_samples
 from fracsight.detection.build import refuse_output_in_bundle
 from fracsight.detection.taps import detector_nodes
-from fracsight.errors import BundleError, ConfigError
+from fracsight.errors import BundleError, ConfigError, OutputFolderError
 from fracsight.inference.onnx_model import OnnxModel
 from fracsight.inference.store import resolve_bundle
 from fracsight.quantize.gate import GateBounds, QuantizationRefused, check_gate, measure_gate
@@ -172,15 +172,19 @@ def quantize_bundle(
     say = progress or (lambda _msg: None)
     bounds = bounds or GateBounds()
     source, out_dir = resolve_bundle(model), Path(out_dir)
+    shown = "default" if model is None else str(model)  # a .zip as given, not its unpacked copy
     float_model = OnnxModel(source)  # checks model.onnx against its recorded sha256
     float_spec = float_model.spec
     if float_spec.precision != "float32" or _quantized_operators(source / "model.onnx"):
         # a bundle.json that says float32 over an INT8 graph (one of before INT8 bundles, edited):
         # onnxruntime's quantizer ran, then the result did not load ("two nodes with same node name")
-        raise BundleError(f"{source} is already quantized (int8): quantize its float bundle instead")
+        raise BundleError(f"{shown} is already quantized (int8): quantize its float bundle instead")
     inputs = [("the float bundle", source)]
-    check_output_folder(out_dir, force=force, inputs=inputs)
-    refuse_output_in_bundle(out_dir, source, "the float bundle")
+    try:
+        check_output_folder(out_dir, force=force, inputs=inputs)
+        refuse_output_in_bundle(out_dir, source, "the float bundle")
+    except OutputFolderError as e:  # named as given: a .zip's unpacked copy is a folder never seen
+        raise OutputFolderError(str(e).replace(str(source), shown)) from None
     data_root, dataset, train, val = _data(float_spec, Path(data_dir) if data_dir else None)
     dataset.refuse_output_inside(out_dir, "OUT")  # class folders: the next read takes it for a class
     if evaluate_split:  # an unknown split: refused before the work, not after it
