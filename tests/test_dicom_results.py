@@ -1536,6 +1536,68 @@ def test_a_dicomweb_url_with_a_query_is_refused_without_showing_it(tail: str, tm
     assert not (tmp_path / "s").exists()
 
 
+def test_a_password_with_a_slash_or_a_studies_url_is_refused_without_showing_it(tmp_path: Path) -> None:
+    """`http://fs:2024/Winter@host/dicom-web`: urlsplit ends the host at the "/", so the password was
+    printed whole as the URL's path (in the error and the node's start line). And a URL ending in
+    /studies (the STOW-RS endpoint, not the root) had every object answered 409 with no word why."""
+    uid = "1.2.826.0.1.3680043.8.498.1234567890"
+    for url, said in (
+        ("http://fs:2024/Winter@127.0.0.1:9/dicom-web", "must be percent-encoded"),
+        ("http://fs:a?b#c@127.0.0.1:9/dicom-web", "must be percent-encoded"),
+        ("http://127.0.0.1:9/dicom-web/studies/", "ends in /studies: give the service's DICOMweb root"),
+    ):
+        for args in (
+            ["dicom", "study", uid, "--dicomweb", url],
+            ["dicom", "study", uid, "--dicomweb", "http://127.0.0.1:9/dicom-web", "--stow", url],
+            ["dicom", "listen", "--spool", str(tmp_path / "s"), "--allow", "PACS", "--stow", url],
+        ):
+            result = runner.invoke(cli_app, args)
+            assert result.exit_code == 2 and said in result.output, result.output
+            assert "Winter" not in result.output and "a?b" not in result.output
+    assert not (tmp_path / "s").exists()
+    from fracsight.dicom.login import redacted_url
+
+    assert redacted_url("http://fs:2024/Winter@127.0.0.1:9/dicom-web") == "http://***@127.0.0.1:9/dicom-web"
+    # an upper-case scheme is a valid URL: taken (the missing model ends the command, nothing started)
+    upper = runner.invoke(cli_app, ["dicom", "study", uid, "--dicomweb", "HTTP://127.0.0.1:9/dicom-web",
+                                    "--model", str(tmp_path / "none")])  # fmt: skip
+    assert upper.exit_code == 2 and "not an http(s) URL" not in upper.output, upper.output
+
+
+def test_dicomweb_requests_name_the_host_and_port_they_go_to() -> None:
+    """dicomweb-client's own Host header dropped the port and cut an IPv6 address at its first
+    colon (``Host: [``), which nginx and Apache answer with 400."""
+    import http.server
+    import threading
+
+    from fracsight.dicom.dicomweb import web_client
+
+    hosts: list[str | None] = []
+
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hosts.append(self.headers.get("Host"))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/dicom+json")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"[]")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        assert web_client(f"http://127.0.0.1:{port}/dicom-web", 10).search_for_studies() == []
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert hosts == [f"127.0.0.1:{port}"]
+    assert web_client("http://[::1]:8042/dicom-web", 10).host == "[::1]:8042"
+
+
 @needs_dciodvfy
 def test_a_modality_lut_sequence_goes_into_the_state(case, predictor: Predictor, tmp_path: Path) -> None:
     """highdicom copies a source's rescale into the presentation state, not its Modality LUT

@@ -442,6 +442,9 @@ def test_dicom_study_stores_what_it_can_when_the_service_fails_its_request(
         summary = json.loads(done.stdout)
         assert summary["result_objects_stored"] == len(DEFAULT_KINDS)  # the first image's
         assert summary["result_objects_failed"] == len(DEFAULT_KINDS) + 1
+        # and why: the count alone said "failed: 5" (an http_409 for each, --stow given as .../studies)
+        assert sum(summary["result_objects_failed_codes"].values()) == len(DEFAULT_KINDS) + 1
+        assert "were not stored by the STOW-RS service: " in done.stderr
         assert len(results_in(orthanc, study_uid)) == len(DEFAULT_KINDS)
         proxy.poison.append(b"--")  # every STOW-RS request fails: the service is down, said in one line
         down = CliRunner().invoke(app, ["dicom", "study", study_uid, "--dicomweb", f"{proxy.url}/dicom-web"])

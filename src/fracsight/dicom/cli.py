@@ -68,7 +68,15 @@ def _check_url(url: str, option: str) -> str:
         port = parts.port  # ValueError when out of range or not a number
     except ValueError:
         parts, port = None, None
-    if not url.startswith(("http://", "https://")) or parts is None or not parts.hostname or port == 0:
+    if "@" in url.partition("://")[2] and (parts is None or "@" not in parts.netloc):
+        # user:pass/word@host: the host ended at the "/", and the password was printed as a path
+        raise typer.BadParameter(
+            "the URL holds '@' after its host: a password holding / ? or # must be percent-encoded "
+            "(%2F, %3F, %23); better, give it with --dicomweb-user and its password file or variable "
+            "(docs/dicom.md)",
+            param_hint=option,
+        )
+    if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname or port == 0:
         shown = repr(redacted_url(url)) if parts is not None else "the URL given"
         why = f"{shown} is not an http(s) URL of a DICOMweb service (http://HOST[:PORT]/PATH)"
         raise typer.BadParameter(why, param_hint=option)
@@ -81,7 +89,13 @@ def _check_url(url: str, option: str) -> str:
             "use --dicomweb-user and its password (docs/dicom.md)",
             param_hint=option,
         )
-    return url.rstrip("/")
+    if parts.path.rstrip("/").lower().endswith("/studies"):  # every STOW-RS answered 409 (Orthanc)
+        raise typer.BadParameter(
+            f"{redacted_url(url)!r} ends in /studies: give the service's DICOMweb root "
+            "(http://HOST[:PORT]/PATH, e.g. .../dicom-web), to which fracsight adds /studies itself",
+            param_hint=option,
+        )
+    return (parts.scheme + url[len(parts.scheme) :]).rstrip("/")  # HTTP:// read as http:// below
 
 
 def _login_urls(
@@ -458,6 +472,9 @@ def study(
         raise typer.Exit(1) from None
     write_stdout(json.dumps(outcome.to_dict(), indent=2) + "\n")
     typer.echo(NOTICE, err=True)
+    if outcome.failed:
+        codes = ", ".join(f"{code} x{n}" for code, n in sorted(outcome.failed_codes.items()))
+        warning_line(f"{outcome.failed} result object(s) were not stored by the STOW-RS service: {codes}")
     if not outcome.predicted:  # a CT-only study was exit 0: a script could not tell it from a done one
         if outcome.refused or outcome.not_retrieved:
             why = f"see {'refused' if outcome.refused else 'not_retrieved'}"

@@ -14,9 +14,11 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from fracsight.dicom.login import Login
 from fracsight.dicom.results_context import NODE_KINDS
@@ -45,6 +47,9 @@ def web_client(url: str, timeout: float, login: Login | None = None) -> Any:
         session.auth = login.auth()
     client = DICOMwebClient(url, session=session, timeout=timeout)
     client.set_http_retry_params(retry=False)
+    # dicomweb-client sends its own Host header, read with a pattern that drops the port and cuts
+    # an IPv6 address at its first colon ("Host: ["), which nginx and Apache answer with 400
+    client.host = urlsplit(url).netloc.rpartition("@")[2]
     return client
 
 
@@ -117,6 +122,7 @@ class StudyOutcome:
     not_images: int = 0
     stored: int = 0
     failed: int = 0
+    failed_codes: dict[str, int] = field(default_factory=dict)  # why: a count per outcome code
     decision: str | None = None
     fracture_probability: float | None = None
     study_error: str | None = None  # why there is no study verdict (two patients under one UID, ...)
@@ -138,6 +144,8 @@ class StudyOutcome:
             "result_objects_failed": self.failed,
             "study_decision": self.decision,
         }
+        if self.failed_codes:
+            out["result_objects_failed_codes"] = dict(self.failed_codes)
         if self.fracture_probability is not None:
             out["study_fracture_probability"] = round(self.fracture_probability, 6)
         if self.study_error is not None:
@@ -395,4 +403,6 @@ def process_study(
         outcomes = stow.store(results)
         outcome.stored = sum(o is DELIVERED for o in outcomes)
         outcome.failed = len(results) - outcome.stored
+        # the count alone said "failed: 5" and never why (http_409: --stow given as .../studies)
+        outcome.failed_codes = dict(Counter(o for o in outcomes if o is not DELIVERED))
     return outcome

@@ -279,6 +279,12 @@ def redacted_url(url: str) -> str:
     """``url`` with the password of ``http://user:password@host/...``, any ``;parameters``, query
     and fragment shown as ``***`` (a URL as the user typed it, before :func:`resolve_login` takes
     the login out of it; a token may ride in any of these)."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest and "@" not in urlsplit(url).netloc:
+        # a password holding "/", "?" or "#", not percent-encoded, ends the host there: all of it
+        # up to the last "@" is hidden, else the password was shown as the URL's path
+        after = redacted_url(f"{scheme}://{rest.rpartition('@')[2]}").partition("://")[2]
+        return f"{scheme}://***@{after}"
     parts = urlsplit(url)
     path, semicolon, _ = parts.path.partition(";")
     parts = parts._replace(
