@@ -3,6 +3,7 @@ with pydicom and validated with dicom3tools' dciodvfy; the `fracsight dicom resu
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -1596,6 +1597,35 @@ def test_dicomweb_requests_name_the_host_and_port_they_go_to() -> None:
         server.server_close()
     assert hosts == [f"127.0.0.1:{port}"]
     assert web_client("http://[::1]:8042/dicom-web", 10).host == "[::1]:8042"
+
+
+def test_a_service_closing_the_connection_is_said_so() -> None:
+    """Orthanc stopped mid-study: the message was the bare "ConnectionError"."""
+    import socket
+    import threading
+
+    import requests
+
+    from fracsight.dicom.dicomweb import web_client
+    from fracsight.dicom.sender import request_error
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def close_each() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                conn.recv(65536)
+                conn.close()  # no answer at all
+
+    threading.Thread(target=close_each, daemon=True).start()
+    try:
+        with pytest.raises(requests.ConnectionError) as info:
+            web_client(f"http://127.0.0.1:{listener.getsockname()[1]}/dicom-web", 10).search_for_studies()
+    finally:
+        listener.close()
+    said = request_error(info.value, None)
+    assert said.startswith("the service closed the connection (stopped or restarting?)"), said
 
 
 @needs_dciodvfy

@@ -6,6 +6,7 @@ a proxy in front of Orthanc) holds no other object back.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -78,27 +79,34 @@ def test_study_processed_again_files_no_second_set_of_results(images: list[Path]
         assert json.loads(only_ct.stdout)["predicted"] == 0
 
 
+@pytest.mark.parametrize("stow_elsewhere", [False, True], ids=["same-service", "stow-elsewhere"])
 def test_a_study_run_again_after_an_image_came_names_the_earlier_verdict(
-    images: list[Path], fracatlas_dir: Path, tmp_path: Path
+    images: list[Path], fracatlas_dir: Path, tmp_path: Path, stow_elsewhere: bool
 ) -> None:
     """An image added to a study after `dicom study` ran: the next run filed a second verdict beside
-    the first, unlinked (the node names the verdict it replaces). Now the new one names it."""
+    the first, unlinked (the node names the verdict it replaces). Now the new one names it, also
+    where the results go to another service (--stow), where the earlier verdict was not looked for."""
     study_uid = generate_uid()
     third = sorted((fracatlas_dir / "images" / "Non_fractured").glob("*.jpg"))[0]
     paths = [
         make_radiograph_dicom(image, tmp_path / f"{i}.dcm", study_uid=study_uid, instance_number=i + 1)
         for i, image in enumerate([*images, third])
     ]
-    with Orthanc(tmp_path / "orthanc") as orthanc:
+    with contextlib.ExitStack() as stack:
+        orthanc = stack.enter_context(Orthanc(tmp_path / "orthanc"))
         command = ["dicom", "study", study_uid, "--dicomweb", orthanc.dicomweb_url, "--results", "sr"]
+        held = orthanc
+        if stow_elsewhere:
+            held = stack.enter_context(Orthanc(tmp_path / "results"))
+            command += ["--stow", held.dicomweb_url]
         for path in paths[:2]:
             orthanc.upload(path)
         assert CliRunner().invoke(app, command).exit_code == 0
-        (first,) = [ds for ds in results_in(orthanc, study_uid) if _evidence(ds) == 2]
+        (first,) = [ds for ds in results_in(held, study_uid) if _evidence(ds) == 2]
         orthanc.upload(paths[2])
         again = CliRunner().invoke(app, command)
         assert again.exit_code == 0, again.output
-        (second,) = [ds for ds in results_in(orthanc, study_uid) if _evidence(ds) == 3]
+        (second,) = [ds for ds in results_in(held, study_uid) if _evidence(ds) == 3]
     (named,) = second.PredecessorDocumentsSequence
     assert (
         named.ReferencedSeriesSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID

@@ -246,6 +246,33 @@ def _earlier_verdicts(
     return found
 
 
+def _reports_held_by(client: Any, study_uid: str, predictor: Predictor) -> list[tuple[str, str]]:
+    """``(series, instance)`` of this model's report series at a STOW-RS service other than the
+    source (``--stow``): an earlier run's verdict went there, and looked for among the source's
+    instances it was never found (the new verdict named no predecessor). A service without
+    QIDO-RS, or not answering it, is said in a warning and names none."""
+    import requests
+
+    from fracsight.dicom.results_context import ResultContext
+
+    reports = ResultContext.of(predictor).series_uid(study_uid, "sr")
+    try:
+        found = _dicom_json(
+            client.search_for_instances(study_instance_uid=study_uid, series_instance_uid=reports)
+        )
+    except requests.RequestException as e:
+        status = e.response.status_code if e.response is not None else None
+        if status == 404:  # no such study there yet
+            return []
+        why = f"HTTP {status}" if status else type(e).__name__
+    except ValueError as e:
+        why = type(e).__name__
+    else:
+        return [(reports, uid) for item in found if (uid := _value(item, _SOP_UID))]
+    log.warning("earlier results at the STOW-RS service not looked for (%s): none named as predecessor", why)
+    return []
+
+
 def _values_of(node: Any, tag: str) -> list[Any]:
     """Every value of ``tag`` anywhere in DICOM JSON, in sequences too."""
     if isinstance(node, list):
@@ -389,7 +416,11 @@ def process_study(
         verdict = predictor.predict_study(predictions, study=outcome.study)
         seed = study_uid_seed(sources, predictor)
         try:
-            earlier = _earlier_verdicts(source_client, study_uid, own, predictor)
+            holder, listed = source_client, own
+            if stow_url:  # the results go there, and went there before
+                holder = web_client(stow_url, timeout, stow_login)
+                listed = _reports_held_by(holder, study_uid, predictor)
+            earlier = _earlier_verdicts(holder, study_uid, listed, predictor)
             results += study_result_datasets(
                 sources, verdict, predictions, predictor, uid_seed=seed, previous=earlier
             )

@@ -400,6 +400,8 @@ def connection_error(error: Exception) -> str:
     meanings: tuple[tuple[type[BaseException], str], ...] = (  # the first that matches
         (socket.gaierror, "host name not resolved"),
         (ConnectionRefusedError, "connection refused: check host, port and firewall"),
+        # http.client.RemoteDisconnected is one: the service stopped or restarted mid-request
+        (ConnectionResetError, "the service closed the connection (stopped or restarting?): try again"),
         (TimeoutError, "no answer in time"),
         (requests.Timeout, "no answer in time"),
     )
