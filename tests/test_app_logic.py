@@ -271,7 +271,8 @@ def test_the_class_map_of_an_input_the_model_cannot_be_relied_on_names_no_class(
     pred = class_only(make_prediction(reliable=False, classes={"hand": 0.8, "leg": 0.15, "hip": 0.05}))
     assert (
         card_for(pred).heatmap
-        == "Class heatmap: where the model looked most (not reliable: for reference only)"
+        == "Class heatmap: where the model looked most (not reliable: for reference only);"
+        " it does not locate fractures"
     )
 
 

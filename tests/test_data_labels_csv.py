@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import unicodedata
 from pathlib import Path
 
@@ -133,6 +134,16 @@ def test_another_tools_labels_csv_beside_class_folders_says_how_to_read_them(tmp
         load_dataset(root)
     (root / "labels.csv").rename(root / "kaggle-labels.csv")
     assert load_dataset(root).layout == "class-folders"
+    # the usual images/ folder beside a labels.csv is no class-folder set: no such advice
+    (root / "labels.csv").write_text("filename,fracture\nimages/a.png,1\n")
+    for klass in ("Fractured", "Non_fractured"):
+        shutil.rmtree(root / "train" / klass)
+    (root / "train").rmdir()
+    (root / "images").mkdir()
+    Image.new("L", (8, 8)).save(root / "images" / "a.png")
+    with pytest.raises(DatasetError, match="needs an 'image' column") as info:
+        load_dataset(root)
+    assert "class folders" not in str(info.value)
 
 
 def test_missing_images_are_named(tmp_path: Path) -> None:

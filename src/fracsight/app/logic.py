@@ -461,7 +461,7 @@ def heatmap_text(
         return f"{name}: where the model suspects {_a(finding)}"
     if localization == CLASS_ACTIVATION:
         if not reliable:  # no class is "seen" on an input the model cannot be relied on
-            return f"Class heatmap: where the model looked most {_NOT_RELIABLE}"
+            return f"Class heatmap: where the model looked most {_NOT_RELIABLE}; it does not locate fractures"
         seen = predicted_class or "the most likely class"
         return f"Class heatmap: where the model sees {seen} (it does not locate fractures)"
     return "No map for this model: the radiograph only"

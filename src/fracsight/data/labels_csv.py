@@ -133,10 +133,15 @@ def _not_ours(path: Path, why: str) -> DatasetError:
     """A labels.csv fracsight cannot read; where its folder holds class folders too, the way to
     read them: another tool's labels.csv (``filename,label``) beside them made the set unreadable
     with no word of the class folders, which evaluate and compare have no option to choose."""
-    from fracsight.data.folders import is_class_folders
+    from fracsight.data._files import iter_images
+    from fracsight.data.folders import class_folders
 
+    # two classes at least, as the set would read: the usual images/ beside a labels.csv is one
+    # folder, and renaming the labels.csv as advised then failed "need at least two classes"
+    folders = [d for dirs in class_folders(path.parent).values() for d in dirs]
+    classes = {d.name.casefold() for d in folders if next(iter_images(d), None) is not None}
     hint = ""
-    if is_class_folders(path.parent):
+    if len(classes) >= 2:
         hint = (
             f"; {path.parent} also holds class folders, which a {LABELS_FILE} takes precedence over: "
             f"rename it (it may be another tool's) to read the class folders"
