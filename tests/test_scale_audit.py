@@ -72,6 +72,31 @@ def test_an_interrupted_job_keeps_its_error_counts_in_job_json(tmp_path: Path) -
     assert ": interrupted, 4 rows" in said and "  unsupported_modality: 2\n" in said
 
 
+def test_a_results_csv_a_person_edited_is_kept_when_the_output_is_opened_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reviewer's column added to results.csv was gone after the next run into the same --out
+    (the CSV is made again from the parts), also a run with nothing left to predict. A CSV that
+    lacks the last rows (an append that failed) is the job's own and made whole without a copy."""
+    out = BatchOutput(tmp_path / "out", COLUMNS, MODEL)
+    out.commit(ROWS)
+    out.close()
+    csv_path = tmp_path / "out" / "results.csv"
+    whole = csv_path.read_bytes()
+    csv_path.write_bytes(whole[: whole.rindex(b"/x/IM_EMPTY")])  # the last append cut short
+    BatchOutput(tmp_path / "out", COLUMNS, MODEL).close()
+    assert csv_path.read_bytes() == whole and sorted(p.name for p in (tmp_path / "out").glob("results*")) == [
+        "results.csv"
+    ]
+    edited = whole.replace(b"path,error_code", b"path,error_code,reviewer_note", 1)
+    csv_path.write_bytes(edited)
+    with caplog.at_level("WARNING", logger="fracsight.scale"):
+        BatchOutput(tmp_path / "out", COLUMNS, MODEL).close()
+    (kept,) = (tmp_path / "out").glob("results.edited-*.csv")
+    assert kept.read_bytes() == edited and csv_path.read_bytes() == whole
+    assert f"kept as {kept}" in caplog.text
+
+
 def test_ctrl_c_while_an_output_opens_leaves_job_json_as_it_was(tmp_path: Path, monkeypatch) -> None:
     """Ctrl-C while a large output's rows were read (seconds for 300,000 rows): job.json said
     "running" without its counts, and `batch status` called a complete output stopped."""

@@ -200,6 +200,36 @@ def test_lists_and_manifests_as_archives_hold_them(tmp_path: Path) -> None:
     (tmp_path / "sheet.xlsx").write_bytes(b"PK\x03\x04")
     with pytest.raises(DatasetError, match=r"a \.xlsx file is no manifest fracsight reads"):
         collect_batch_inputs([tmp_path / "sheet.xlsx"])
+    # a one-column .tsv (no tab in its header) was split at commas: "line 2 has 2 values for 1 columns"
+    (tmp_path / "com,ma.jpg").write_bytes(b"x")
+    (tmp_path / "one.tsv").write_text("path\ncom,ma.jpg\n2.jpg\n")
+    assert list(collect_batch_inputs([tmp_path / "one.tsv"])) == [
+        str(tmp_path / "com,ma.jpg"),
+        str(tmp_path / "2.jpg"),
+    ]
+    # a compressed manifest became an unsupported_format row of the output, after Ray started
+    (tmp_path / "m.csv.gz").write_bytes(b"\x1f\x8b\x08\x00")
+    with pytest.raises(DatasetError, match=r"a compressed \.csv file: decompress it first"):
+        collect_batch_inputs([tmp_path / "m.csv.gz"])
+
+
+def test_a_manifest_reached_through_a_link_reads_its_rows_where_it_lies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """proj/q/m.csv -> ../../man/m.csv with rows ../imgs/x.jpg: read beside the link, every row was
+    an unreadable_image row of the output."""
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "x.jpg").write_bytes(b"x")
+    (tmp_path / "man").mkdir()
+    (tmp_path / "man" / "m.csv").write_text("path\n../imgs/x.jpg\n")
+    (tmp_path / "proj" / "q").mkdir(parents=True)
+    (tmp_path / "proj" / "q" / "m.csv").symlink_to("../../man/m.csv")
+    monkeypatch.chdir(tmp_path / "proj" / "q")
+    assert list(collect_batch_inputs([Path("m.csv")])) == [str(tmp_path / "imgs" / "x.jpg")]
+    # rows found beside the link are read there, as before
+    (tmp_path / "proj" / "imgs").mkdir()
+    (tmp_path / "proj" / "imgs" / "x.jpg").write_bytes(b"y")
+    assert list(collect_batch_inputs([Path("m.csv")])) == [str(tmp_path / "proj" / "imgs" / "x.jpg")]
 
 
 def test_the_row_of_a_folder_given_empty_goes_once_its_images_are_inputs(tmp_path: Path) -> None:

@@ -378,6 +378,8 @@ def read_csv_rows(
     text = _csv_text(path, spreadsheet)
     first = next((line for line in text.splitlines() if line.strip()), "")
     delimiter = max(",;\t", key=lambda d: (first.count(d), d == ","))
+    if path.suffix.lower() == ".tsv":  # a one-column header holds no separator to tell by
+        delimiter = "\t"
     try:
         table = [(n, row) for n, row in _csv_lines(text, delimiter)]
     except csv.Error as e:

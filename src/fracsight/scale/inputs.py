@@ -23,6 +23,7 @@ LIST_SUFFIXES = {".txt", ".lst"}  # one path per line
 MANIFEST_SUFFIXES = {".csv", ".tsv", ".parquet"}  # a table with a path column
 # tables a manifest cannot be: refused before Ray starts (one was an "unsupported_format" row)
 OTHER_TABLE_SUFFIXES = {".xlsx", ".xls", ".ods", ".json", ".jsonl"}
+COMPRESSED_SUFFIXES = {".gz", ".bz2", ".xz", ".zst", ".zip", ".7z"}  # of a manifest: m.csv.gz
 
 
 def collect_batch_inputs(args: Sequence[Path], *, path_column: str = "path") -> dict[str, str]:
@@ -53,8 +54,9 @@ def collect_batch_inputs(args: Sequence[Path], *, path_column: str = "path") -> 
             if not found and os.path.isdir(arg):  # a row of its own, among others (an unmounted share)
                 empty.append(arg)
         else:
-            _refuse_relative_to_here(arg, listed)
-            found = [f for p in listed for f in _listed(arg.parent, Path(p))]
+            base = _rows_base(arg, listed)
+            _refuse_relative_to_here(arg, listed, base)
+            found = [f for p in listed for f in _listed(base, Path(p))]
         for path, typed, name in found:
             if (key := input_key(path)) not in seen:
                 seen.add(key)
@@ -96,12 +98,33 @@ def _listed(base: Path, typed: Path) -> list[tuple[Path, Path, str]]:
     return found or [(path, typed, text_cell(typed.name))]
 
 
-def _refuse_relative_to_here(arg: Path, listed: Sequence[str], sample: int = 20) -> None:
+_SAMPLE = 20  # relative rows looked at (a manifest may list millions, on NFS)
+
+
+def _relative_rows(listed: Sequence[str]) -> list[str]:
+    return [p for p in listed if not os.path.isabs(p) and not p.startswith("~")][:_SAMPLE]
+
+
+def _rows_base(arg: Path, listed: Sequence[str]) -> Path:
+    """The folder a list's relative rows are read from: its own; for a list reached through a link,
+    the folder it lies in where its rows are found there and not beside the link (``../imgs/x.jpg``
+    in a linked manifest was read beside the link: every row an ``unreadable_image`` row)."""
+    real = Path(os.path.realpath(arg)).parent
+    if real == Path(os.path.realpath(arg.parent)):
+        return arg.parent
+    relative = _relative_rows(listed)
+    if any(os.path.lexists(arg.parent / p) for p in relative) or not any(
+        os.path.lexists(real / p) for p in relative
+    ):
+        return arg.parent
+    return real
+
+
+def _refuse_relative_to_here(arg: Path, listed: Sequence[str], base: Path) -> None:
     """Refuse a list whose relative paths are relative to the folder the command runs in, not to
-    the list's own: all its rows became ``unreadable_image`` rows, committed, after Ray started.
-    Looks at the first ``sample`` relative rows only (a manifest may list millions, on NFS)."""
-    base = arg.parent
-    relative = [p for p in listed if not os.path.isabs(p) and not p.startswith("~")][:sample]
+    the list's own (``base``): all its rows became ``unreadable_image`` rows, committed, after Ray
+    started. Looks at the first relative rows only."""
+    relative = _relative_rows(listed)
     if not relative or os.path.realpath(base) == os.path.realpath(os.curdir):
         return
     if any(os.path.lexists(base / p) for p in relative):
@@ -133,6 +156,12 @@ def _as_meant(base: Path, typed: Path) -> Path:
 def _listed_paths(arg: Path, path_column: str) -> list[str] | None:
     """The paths of a path list or manifest as written in it; None for a folder or an image file."""
     suffix = arg.suffix.lower()
+    inner = Path(arg.stem).suffix.lower()
+    if os.path.isfile(arg) and suffix in COMPRESSED_SUFFIXES and inner in MANIFEST_SUFFIXES | LIST_SUFFIXES:
+        # read as an image, it became an unsupported_format row of the output, after Ray started
+        raise DatasetError(
+            f"{arg}: a compressed {inner} file: decompress it first (or save the table as Parquet)"
+        )
     if os.path.isfile(arg) and suffix in OTHER_TABLE_SUFFIXES:
         raise DatasetError(
             f"{arg}: a {suffix} file is no manifest fracsight reads: save the table as CSV or Parquet "

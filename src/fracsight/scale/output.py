@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -344,9 +345,22 @@ class BatchOutput:
                     table = self._read_part(part, list(self.columns))
                     cells = zip(*(table[c] for c in self.columns), strict=True)
                     writer.writerows([spreadsheet_safe(v) for v in row] for row in cells)
+            self._keep_an_edited_csv(tmp)
 
         with self._write_failures():  # a full disk said as for a part, not as a bare os_error
             replace_atomically(self.csv_path, write)
+
+    def _keep_an_edited_csv(self, rebuilt: Path) -> None:
+        """Keep the CSV aside where a person changed it (a reviewer's column, a corrected cell): the
+        rebuild replaced it unsaid, also in a run with nothing left to predict. A CSV that differs
+        only by rows at its end (a run stopped between a part and its rows, an append that failed)
+        is the job's own."""
+        if self.csv_path.is_file() and not _one_begins_the_other(self.csv_path, rebuilt):
+            kept = self.csv_path.with_name(f"{self.csv_path.stem}.edited-{self._run}{self.csv_path.suffix}")
+            shutil.copy2(self.csv_path, kept)
+            logging.getLogger("fracsight.scale").warning(
+                "%s differs from the job's rows (edited?): kept as %s, and written again", self.csv_path, kept
+            )
 
     @property
     def done(self) -> KeysView[str]:
@@ -590,3 +604,15 @@ def _mismatch(was: dict[str, str], now: dict[str, str], same_columns: bool) -> s
 def _describe(model: dict[str, str]) -> str:
     at = f" at operating point {model['operating_point']}" if model.get("operating_point") else ""
     return f"{model.get('name')} v{model.get('version')}{at}"
+
+
+def _one_begins_the_other(a: Path, b: Path, chunk: int = 1 << 20) -> bool:
+    """Whether the shorter of two files is the start of the longer (read a chunk at a time)."""
+    with a.open("rb") as fa, b.open("rb") as fb:
+        while True:
+            x, y = fa.read(chunk), fb.read(chunk)
+            n = min(len(x), len(y))
+            if x[:n] != y[:n]:
+                return False
+            if len(x) < chunk or len(y) < chunk:
+                return True
