@@ -473,14 +473,29 @@ def test_dicom_send_sends_one_sop_class_in_several_transfer_syntaxes(
         ds.save_as(tmp_path / f"{name}.dcm", enforce_file_format=True)
         files.append(tmp_path / f"{name}.dcm")
     files.append(tmp_path / "explicit.dcm")
+    # a deflated data set of an odd number of bytes (dcmtk's dcmconv +td writes them; pydicom pads)
+    # went out unpadded: Orthanc dropped the association ("Odd Fragment Length") and every file
+    # after it was destination_unavailable
+    ds = pydicom.dcmread(tmp_path / "explicit.dcm")
+    for length in range(16):
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.ImageComments = "x" * length
+        ds.save_as(tmp_path / "plain.dcm", enforce_file_format=True)
+        subprocess.run(["dcmconv", "+td", tmp_path / "plain.dcm", tmp_path / "odd.dcm"], check=True)
+        data = (tmp_path / "odd.dcm").read_bytes()
+        meta_end = 132 + 12 + int.from_bytes(data[140:144], "little")  # after (0002,0000)'s value
+        if (len(data) - meta_end) % 2:
+            break
+    assert (len(data) - meta_end) % 2
+    files.insert(0, tmp_path / "odd.dcm")
     with Orthanc(tmp_path / "orthanc") as orthanc:
         to = f"127.0.0.1:{orthanc.dicom_port}:{orthanc.ae_title}"
         result = CliRunner().invoke(app, ["dicom", "send", *map(str, files), "--to", to])
         assert result.exit_code == 0, result.output
         stored = orthanc.find_instances(StudyInstanceUID=study_uid)
-        assert len(stored) == len(files) == 5
+        assert len(stored) == len(files) == 6
         syntaxes = {orthanc.get(f"/instances/{i['ID']}/metadata/TransferSyntax") for i in stored}
-        assert len(syntaxes) == 5  # stored as sent, not converted
+        assert len(syntaxes) == 5  # stored as sent, not converted (two deflated)
 
 
 def test_orthanc_routing_rule_forwards_radiographs_to_the_node(

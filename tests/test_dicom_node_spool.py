@@ -518,8 +518,10 @@ def test_a_pacs_that_rejects_then_takes_the_results_is_logged_as_waited_for_then
 
     from pynetdicom import AE, evt
     from pynetdicom.sop_class import ComprehensiveSRStorage
+    from typer.testing import CliRunner
 
     from dicom_support import free_port
+    from fracsight.cli import app
     from fracsight.dicom._logging import setup_logging
     from fracsight.dicom.metrics import health
     from fracsight.dicom.sender import DimseDestination, Sender
@@ -538,6 +540,11 @@ def test_a_pacs_that_rejects_then_takes_the_results_is_logged_as_waited_for_then
         with caplog.at_level(logging.INFO):
             assert rejected.send_once() and rejected._failures == 1
             assert health(spool)["status"] == "degraded" and health(spool)["retrying"] == 1
+            # `dicom status` says it too: its counters alone could not tell a PACS down from one taking
+            said = CliRunner().invoke(app, ["dicom", "status", "--spool", str(spool.root)])
+            assert said.exit_code == 0 and said.stdout.startswith(
+                "status: degraded (1 result object(s) wait to be sent again: is the destination down?)\n"
+            ), said.output
             pacs = {r.getMessage(): r.levelno for r in caplog.records if r.name.startswith("pynetdicom")}
             # the lines around it are warnings; that the rejection is permanent (a setting to fix,
             # which no wait mends) stays an ERROR, one line
@@ -861,7 +868,11 @@ def test_status_only_reads_the_spool(tmp_path: Path) -> None:
         (tmp_path / "spool" / name).rmdir()
     result = CliRunner().invoke(app, ["dicom", "status", "--spool", str(tmp_path / "spool"), "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["counters"]["received"] == 3
+    said = json.loads(result.output)
+    assert said["counters"]["received"] == 3 and said["status"] == "ok" and said["retrying"] == 0
+    assert said["spool_free_bytes"] > 0 and said["spool_low_space"] is False  # as /healthz gives them
+    text = CliRunner().invoke(app, ["dicom", "status", "--spool", str(tmp_path / "spool")]).stdout
+    assert text.startswith("status: ok\nspool free: ") and "\ncounters:\n  received: 3\n" in text
     assert not (tmp_path / "spool" / "instances").exists() and not (tmp_path / "spool" / "tmp").exists()
 
     other = tmp_path / "other"

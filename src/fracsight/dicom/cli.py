@@ -521,15 +521,26 @@ def status(
     spool: Annotated[Path, typer.Option(help="The node's spool folder.")],
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
-    """Counters and backlog of a node's spool (works with the node running or stopped)."""
-    from fracsight.dicom.metrics import status as read_status
+    """Health, counters and backlog of a node's spool (works with the node running or stopped)."""
+    from fracsight.dicom.metrics import health
 
     with _existing_spool(spool, read_only=True) as store:
-        info = read_status(store)
+        # as /healthz says it: the counters alone could not tell a PACS down from one receiving, nor
+        # a spool about to fill, and the metrics port is off by default
+        info = health(store)
     if json_output:
         write_stdout(json.dumps(info, indent=2) + "\n")
         return
-    for section, values in info.items():
+    why = []
+    if info["retrying"]:
+        why.append(f"{info['retrying']} result object(s) wait to be sent again: is the destination down?")
+    if info["spool_low_space"]:
+        why.append("the spool's file system is nearly full")
+    typer.echo(f"status: {info['status']}" + (f" ({'; '.join(why)})" if why else ""))
+    if info["spool_free_bytes"] is not None:
+        typer.echo(f"spool free: {info['spool_free_bytes'] / 1e9:.1f} GB")
+    for section in ("counters", "backlog", "instances"):
+        values = info[section]
         typer.echo(f"{section}:")
         for name, value in values.items():
             if isinstance(value, dict):

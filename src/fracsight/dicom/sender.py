@@ -81,6 +81,7 @@ _OUT_OF_RESOURCES = re.compile(r"(status|stow_failure)_0xA7[0-9A-F]{2}")
 _MAX_CONTEXTS = 128  # presentation contexts one association may propose (PS3.8 9.3.2.2)
 _EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
 _IMPLICIT_VR_LE = "1.2.840.10008.1.2"  # the syntax every SCP must take (PS3.5 10.1)
+_DEFLATED = "1.2.840.10008.1.2.1.99"
 
 
 def waits(outcome: str) -> bool:
@@ -313,6 +314,13 @@ class DimseDestination:
         from pydicom.uid import UID
 
         sop, syntax = meta
+        if syntax == _DEFLATED and meta in accepted:
+            # handed on as the file, its deflated bytes went out unpadded where their count is odd,
+            # which Orthanc drops the association for ("Odd Fragment Length"), and every file after it
+            # waited 30 s in vain; read, pynetdicom encodes it again, padded
+            import pydicom
+
+            return pydicom.dcmread(path)
         compressed = UID(syntax).is_compressed
         explicit = (sop, _EXPLICIT_VR_LE) in accepted and compressed
         implicit = (sop, _IMPLICIT_VR_LE) in accepted
