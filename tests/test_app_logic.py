@@ -518,6 +518,38 @@ def test_a_model_cards_headings_sit_below_the_pages() -> None:
     assert card_markdown(nested) == nested  # the quote's and the lists' markers stay first
 
 
+def test_upload_names_stay_with_their_uploads_when_one_is_removed() -> None:
+    """Two uploads named IM000001: removing the first renamed the second "IM000001", so a CSV or an
+    overlay saved before named another image than the page did."""
+    from fracsight.app.logic import kept_names
+
+    first = kept_names([("a", "IM000001"), ("b", "IM000001"), ("c", "x.jpg")], {})
+    assert {k: shown for k, (_, shown) in first.items()} == {
+        "a": "IM000001",
+        "b": "IM000001 (2)",
+        "c": "x.jpg",
+    }
+    kept = kept_names([("b", "IM000001"), ("c", "x.jpg")], first)
+    assert kept == {"b": ("IM000001", "IM000001 (2)"), "c": ("x.jpg", "x.jpg")}
+    later = kept_names([("b", "IM000001"), ("d", "IM000001"), ("e", "IM000001")], kept)
+    assert [shown for _, shown in later.values()] == ["IM000001 (2)", "IM000001", "IM000001 (3)"]
+    # a name that changed (a folder's file named by its whole path) is named anew
+    assert kept_names([("c", "left/x.jpg")], kept) == {"c": ("left/x.jpg", "left/x.jpg")}
+
+
+def test_the_study_verdict_is_announced_with_the_results() -> None:
+    """A screen reader heard the images' count and decisions, never the examination's verdict."""
+    views = [make_prediction(0.4), make_prediction(0.7)]
+    study = make_study(0.55)
+    card = study_card_for(study)
+    said = results_announcement(views, [study])
+    assert said == (
+        "Results for 2 files: 1 no fracture suspected, 1 fracture suspected. "
+        f"{card.title}: {card.verdict.headline}" + (f"; {card.views}" if card.views else "") + "."
+    )
+    assert "Study verdict (2 views)" in said
+
+
 def test_the_results_are_announced_in_one_sentence() -> None:
     failed = FailedPrediction.of("x.png", UnsupportedFormatError("x.png: not an image"))
     results = [make_prediction(0.9), make_prediction(0.1), make_prediction(0.9, reliable=False), failed]

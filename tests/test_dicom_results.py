@@ -1502,7 +1502,15 @@ def test_an_invalid_ae_title_is_a_bad_argument(title: str, tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize(
-    "url", ["http://", "https:///dicom-web", "http://[::1", "http://127.0.0.1:99999/dicom-web"]
+    # " http://...": urlsplit strips the space; the URL came back as "httpp://..." (InvalidSchema)
+    "url",
+    [
+        "http://",
+        "https:///dicom-web",
+        "http://[::1",
+        "http://127.0.0.1:99999/dicom-web",
+        " http://127.0.0.1:9/x",
+    ],
 )
 def test_a_malformed_dicomweb_url_is_a_bad_argument(url: str, tmp_path: Path) -> None:
     """A URL without a host or with a bad port was taken for an http(s) URL: `study` ended in a

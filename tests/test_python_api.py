@@ -850,3 +850,23 @@ def test_a_pil_image_opened_from_a_file_is_named_by_it(images: list[Path]) -> No
 
     with Image.open(images[0]) as im:
         assert Predictor().predict(im).source == images[0].name
+
+
+def test_with_operating_point_decides_with_the_model_as_loaded(images: list[Path], tmp_path: Path) -> None:
+    """The web app loaded the bundle again at the first switch to each operating point: a bundle
+    exported anew into the same folder meanwhile gave results of two models, credited to the new
+    one. ``with_operating_point`` keeps the loaded model and leaves the original's point alone."""
+    import shutil
+
+    from fracsight.inference import Predictor, resolve_bundle
+
+    folder = shutil.copytree(resolve_bundle("default"), tmp_path / "live")
+    balanced = Predictor(folder)
+    shutil.rmtree(folder)
+    shutil.copytree(resolve_bundle("fracatlas-lite0-384-v2"), folder)  # exported again meanwhile
+    triage = balanced.with_operating_point("triage")
+    assert triage.name == balanced.name and balanced.operating_point.name == "balanced"
+    assert triage.operating_point == balanced.spec.chosen_operating_point("triage")
+    one, other = balanced.predict(images[0]), triage.predict(images[0])
+    assert other.fracture_probability == one.fracture_probability and other.model == one.model
+    assert other.threshold == triage.operating_point.threshold != one.threshold

@@ -95,6 +95,13 @@ def test_a_results_csv_a_person_edited_is_kept_when_the_output_is_opened_again(
     (kept,) = (tmp_path / "out").glob("results.edited-*.csv")
     assert kept.read_bytes() == edited and csv_path.read_bytes() == whole
     assert f"kept as {kept}" in caplog.text
+    # rows taken out of the middle (--retry-errors, a file changed) are no edit: nothing kept aside
+    kept.unlink()
+    out = BatchOutput(tmp_path / "out", COLUMNS, MODEL)
+    assert out.forget_errors(["/x/CT0001", "/x/CT0002"]) == 2
+    out.close()
+    assert [p.name for p in (tmp_path / "out").glob("results*")] == ["results.csv"]
+    assert b"CT0001" not in csv_path.read_bytes()
 
 
 def test_ctrl_c_while_an_output_opens_leaves_job_json_as_it_was(tmp_path: Path, monkeypatch) -> None:

@@ -221,6 +221,29 @@ def distinct_names(names: Sequence[str]) -> list[str]:
     return out
 
 
+def kept_names(
+    items: Sequence[tuple[str, str]], given: Mapping[str, tuple[str, str]]
+) -> dict[str, tuple[str, str]]:
+    """Key -> ``(name, name shown)`` for ``items`` (``(key, name)`` of each upload, in order), repeats
+    numbered as :func:`distinct_names` numbers them, each key keeping the name shown it was
+    ``given`` for the same name: numbered anew each time, removing the first ``IM000001`` gave
+    the second one its name, and a CSV or overlay saved before named another image than the page
+    did. An upload whose own name changed (a folder's file, named by its whole path once a second
+    folder holds its path) is named anew."""
+    out = {key: given[key] for key, name in items if key in given and given[key][0] == name}
+    taken = {shown for _, shown in out.values()}
+    for key, name in items:
+        if key in out:
+            continue
+        path, n, candidate = PurePosixPath(name), 1, name
+        while candidate in taken:
+            n += 1
+            candidate = str(path.with_name(f"{path.stem} ({n}){path.suffix}"))
+        taken.add(candidate)
+        out[key] = (name, candidate)
+    return out
+
+
 def reading_text(done: int, total: int, name: str) -> str:
     """The progress line while images are predicted: which one of how many, by name."""
     return f"Reading image {done + 1} of {total}: {name}"
@@ -279,9 +302,12 @@ def _headings_below_the_page(text: str) -> str:
     return "\n".join(lines)
 
 
-def results_announcement(results: Sequence[Prediction | FailedPrediction]) -> str:
-    """One sentence for a screen reader once the results are in: how many, and how they came out
-    (the page's cards say it only to those who see them)."""
+def results_announcement(
+    results: Sequence[Prediction | FailedPrediction], studies: Sequence[StudyPrediction] = ()
+) -> str:
+    """What a screen reader says once the results are in: how many, how they came out, and each
+    study's verdict (the page's cards say it only to those who see them; the examination's verdict,
+    which matters most, was never said)."""
     counts: dict[str, int] = {}
     for result in results:
         if isinstance(result, FailedPrediction):
@@ -295,7 +321,14 @@ def results_announcement(results: Sequence[Prediction | FailedPrediction]) -> st
             }.get(severity, "classified")
         counts[what] = counts.get(what, 0) + 1
     files = f"{len(results)} file" + ("s" if len(results) != 1 else "")
-    return f"Results for {files}: " + ", ".join(f"{n} {what}" for what, n in counts.items()) + "."
+    said = f"Results for {files}: " + ", ".join(f"{n} {what}" for what, n in counts.items()) + "."
+    for study in studies:
+        card = study_card_for(study)
+        parts = [f"{card.title}: {card.verdict.headline}", *([card.views] if card.views else [])]
+        if card.cautions:
+            parts.append(f"{len(card.cautions)} caution(s) on the study card")
+        said += " " + "; ".join(parts) + "."
+    return said
 
 
 # emphasis, code, links, HTML and its entities (a&lt;b), maths, tables, :colour[...], a heading's closing #

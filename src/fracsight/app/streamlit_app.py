@@ -44,6 +44,7 @@ from fracsight.app.logic import (
     folder_names,
     heads_text,
     json_text,
+    kept_names,
     left_out_text,
     operating_point_text,
     overlay_caption,
@@ -82,9 +83,18 @@ class Stored(NamedTuple):
     view: ViewData | None  # shrunk 8-bit images for the views; None for a failed file
 
 
+class LoadedModel(NamedTuple):
+    predictor: Predictor
+    card: str | None
+
+
 @st.cache_resource(show_spinner="Loading the model ...")
-def load_predictor(model: str | None, operating_point: str | None) -> Predictor:
-    return Predictor(model, operating_point=operating_point)
+def load_model(model: str | None, operating_point: str | None) -> LoadedModel:
+    """The bundle read once, with its card (never a file outside it, a linked card.md): read
+    again at the first switch to each operating point, and the card at every page run, a bundle
+    exported anew into the same folder meanwhile gave results of two models, credited to the new one."""
+    predictor = Predictor(model, operating_point=operating_point)
+    return LoadedModel(predictor, read_card(predictor.bundle_dir))
 
 
 @st.cache_data(show_spinner=False)
@@ -148,7 +158,7 @@ def model_sidebar(config: AppConfig) -> Predictor:
     the operating point only for a bundle with a fracture head, the class rule for one with a class head."""
     head = st.sidebar.container()  # the model's name above the operating point
     try:
-        predictor = load_predictor(config.model, config.operating_point)
+        predictor, card = load_model(config.model, config.operating_point)
         if predictor.operating_point is not None:
             names = [op.name for op in predictor.spec.operating_points]
             chosen = st.sidebar.selectbox(
@@ -158,7 +168,7 @@ def model_sidebar(config: AppConfig) -> Predictor:
                 help=f'The probability threshold above which "{predictor.finding} suspected" is reported.',
             )
             if chosen != predictor.operating_point.name:
-                predictor = load_predictor(config.model, chosen)
+                predictor = predictor.with_operating_point(chosen)  # the model as loaded, not read again
     except FracsightError as e:
         st.error(f"**The model could not be loaded** (`{e.code}`): {escape_markdown(str(e))}")
         st.stop()
@@ -171,7 +181,6 @@ def model_sidebar(config: AppConfig) -> Predictor:
     if class_rule is not None:
         st.sidebar.markdown("**Class operating point**")
         st.sidebar.caption(escape_markdown(class_rule))
-    card = read_card(predictor.bundle_dir)  # never a file outside the bundle (a linked card.md)
     if card is not None:
         with st.sidebar.expander("Model card"):
             st.markdown(card_markdown(card))
@@ -324,7 +333,7 @@ def _content_digest(item: Input) -> str:
 
 def unique_inputs(items: list[Input]) -> list[Input]:
     """The inputs less repeats of an image already given (:func:`first_of_each`), uploaded twice or
-    picked as an example and uploaded too, each named as its card shows it (:func:`distinct_names`),
+    picked as an example and uploaded too, each named as its card shows it (:func:`kept_names`),
     with a note naming the repeats. Each input's digest is
     kept with its key, so it is hashed once."""
     digests: dict[str, str] = st.session_state.setdefault("digests", {})
@@ -334,7 +343,11 @@ def unique_inputs(items: list[Input]) -> list[Input]:
         if item.key not in digests:
             digests[item.key] = _content_digest(item)
     keep, repeats = first_of_each([(item.name, digests[item.key], bool(item.path)) for item in items])
-    shown = dict(zip(keep, distinct_names([items[i].name for i in keep]), strict=True))
+    names: dict[str, tuple[str, str]] = st.session_state.setdefault("shown_names", {})
+    kept = kept_names([(items[i].key, items[i].name) for i in keep], names)
+    names.clear()
+    names.update(kept)
+    shown = {i: kept[items[i].key][1] for i in keep}
     note = duplicates_text([(name, shown[kept]) for name, kept in repeats])
     if note:
         st.warning(escape_markdown(note))
@@ -554,7 +567,6 @@ def main() -> None:
         return
     stored = predictions(predictor, items)
     results = [s.result for s in stored]
-    _announce(live, results_announcement(results))
     good = [r for r in results if isinstance(r, Prediction)]
     can_combine = len(good) >= 2  # every kind of bundle: fracture and class are both combined
     one = can_combine and st.checkbox("These images are one study (several views of one examination)")
@@ -564,6 +576,7 @@ def main() -> None:
         for item, result in zip(items, results, strict=True)
     ]
     studies = study_results(predictor, named, one_study=one, resolve=False)
+    _announce(live, results_announcement(results, studies))
     for study in studies:
         study_card(study)
     shared = names_sharing_a_stem([r.source for r in results])  # wrist.jpg, wrist.png: two downloads

@@ -69,14 +69,16 @@ def _check_url(url: str, option: str) -> str:
     except ValueError:
         parts, port = None, None
     if "@" in url.partition("://")[2] and (parts is None or "@" not in parts.netloc):
-        # user:pass/word@host: the host ended at the "/", and the password was printed as a path
+        # user:pass/word@host: the host ended at the "/", and the password was printed as a path.
+        # An "@" in a path is refused too: it cannot be told apart from such a password
         raise typer.BadParameter(
             "the URL holds '@' after its host: a password holding / ? or # must be percent-encoded "
-            "(%2F, %3F, %23); better, give it with --dicomweb-user and its password file or variable "
-            "(docs/dicom.md)",
+            "(%2F, %3F, %23), and an '@' in the path as %40; better, give the password with "
+            "--dicomweb-user and its password file or variable (docs/dicom.md)",
             param_hint=option,
         )
-    if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname or port == 0:
+    scheme = url.partition("://")[0]  # as typed: urlsplit takes " http://..." for http://
+    if parts is None or scheme.lower() not in ("http", "https") or not parts.hostname or port == 0:
         shown = repr(redacted_url(url)) if parts is not None else "the URL given"
         why = f"{shown} is not an http(s) URL of a DICOMweb service (http://HOST[:PORT]/PATH)"
         raise typer.BadParameter(why, param_hint=option)
@@ -95,7 +97,7 @@ def _check_url(url: str, option: str) -> str:
             "(http://HOST[:PORT]/PATH, e.g. .../dicom-web), to which fracsight adds /studies itself",
             param_hint=option,
         )
-    return (parts.scheme + url[len(parts.scheme) :]).rstrip("/")  # HTTP:// read as http:// below
+    return (scheme.lower() + url[len(scheme) :]).rstrip("/")  # HTTP:// read as http:// below
 
 
 def _login_urls(

@@ -418,6 +418,15 @@ class Predictor:
         else:
             self._operating_point = self.spec.chosen_operating_point(point)
 
+    def with_operating_point(self, point: str | OperatingPoint | None) -> Predictor:
+        """This predictor deciding at another of its operating points: the same loaded model, its
+        bundle not read again (a second ``Predictor(bundle, operating_point=...)`` reads the folder
+        anew, and meets another model where a bundle was exported again into it meanwhile)."""
+        twin = object.__new__(type(self))
+        twin.__dict__.update(self.__dict__)  # the session, spec and settings shared, as they are read only
+        twin.operating_point = point
+        return twin
+
     @property
     def name(self) -> str:
         """The model's name and version, as results name it (``Prediction.model``)."""

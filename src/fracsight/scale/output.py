@@ -174,7 +174,7 @@ class BatchOutput:
                     found = self._read_part(part, [PATH_COLUMN], optional=[FILE_STAT])
                     stats = found.get(FILE_STAT) or [None] * len(found[PATH_COLUMN])
                     self.stats.update(zip(found[PATH_COLUMN], stats, strict=True))
-                self._rebuild_csv()
+                self._rebuild_csv(keep_edited=True)
             except OutputRefused:  # a damaged part: the job does not start, and job.json says so
                 with contextlib.suppress(OutputWriteFailed):  # (a full disk too: the part is the news)
                     self.write_job({"status": "stopped"})
@@ -334,8 +334,10 @@ class BatchOutput:
         except Exception as e:  # pyarrow's own error types (ArrowInvalid, ...), OSError
             raise _damaged(part, e) from None
 
-    def _rebuild_csv(self) -> None:
-        """The CSV from the committed parts only (after a kill it may hold rows never committed)."""
+    def _rebuild_csv(self, *, keep_edited: bool = False) -> None:
+        """The CSV from the committed parts only (after a kill it may hold rows never committed).
+        ``keep_edited``: keep a CSV a person changed (when the output is opened; a rebuild after
+        rows were forgotten drops rows from its middle, which is no edit)."""
 
         def write(tmp: Path) -> None:
             with tmp.open("w", newline="", encoding="utf-8") as f:
@@ -345,7 +347,8 @@ class BatchOutput:
                     table = self._read_part(part, list(self.columns))
                     cells = zip(*(table[c] for c in self.columns), strict=True)
                     writer.writerows([spreadsheet_safe(v) for v in row] for row in cells)
-            self._keep_an_edited_csv(tmp)
+            if keep_edited:
+                self._keep_an_edited_csv(tmp)
 
         with self._write_failures():  # a full disk said as for a part, not as a bare os_error
             replace_atomically(self.csv_path, write)
