@@ -533,6 +533,9 @@ def test_upload_names_stay_with_their_uploads_when_one_is_removed() -> None:
     assert kept == {"b": ("IM000001", "IM000001 (2)"), "c": ("x.jpg", "x.jpg")}
     later = kept_names([("b", "IM000001"), ("d", "IM000001"), ("e", "IM000001")], kept)
     assert [shown for _, shown in later.values()] == ["IM000001 (2)", "IM000001", "IM000001 (3)"]
+    # a number never takes the name of a file that has it (the CSV credited x (2).jpg's row to another)
+    own = kept_names([("p", "x.jpg"), ("q", "x.jpg"), ("r", "x (2).jpg")], {})
+    assert [shown for _, shown in own.values()] == ["x.jpg", "x (3).jpg", "x (2).jpg"]
     # a name that changed (a folder's file named by its whole path) is named anew
     assert kept_names([("c", "left/x.jpg")], kept) == {"c": ("left/x.jpg", "left/x.jpg")}
 

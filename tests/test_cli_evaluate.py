@@ -171,7 +171,7 @@ def test_a_split_on_some_images_only_is_refused_not_trimmed(fracatlas_dir, tmp_p
     (root / "labels.csv").write_text("\n".join(rows) + "\n")
     runner = CliRunner()
     refused = runner.invoke(app, ["evaluate", "default", str(root), "--bootstrap", "100"])
-    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert refused.exit_code == 2 and "Traceback" not in refused.output  # the user's to correct
     assert "some samples have a split and some do not (1 without one" in refused.output
     args = ["evaluate", "default", str(root), "--split", "all", "--bootstrap", "100"]
     everything = runner.invoke(app, args)

@@ -963,6 +963,24 @@ def test_the_study_card_of_a_fracture_and_class_bundle_gives_the_class_note_and_
     assert c.note is None or c.note in text
 
 
+def test_the_model_card_is_the_one_read_with_the_model(open_window, tmp_path: Path) -> None:
+    """The card was read when its window opened: a bundle exported anew into the folder meanwhile
+    showed another model's card under the loaded model's name."""
+    import shutil
+
+    from fracsight.inference import resolve_bundle
+
+    bundle = shutil.copytree(resolve_bundle("default"), tmp_path / "live")
+    loaded = (bundle / "card.md").read_text(encoding="utf-8")
+    desktop = open_window([], model=str(bundle))
+    wait_until(desktop.root, lambda: desktop.session.predictor is not None, 60, "the model")
+    (bundle / "card.md").write_text("# Model card: another model\n", encoding="utf-8")
+    desktop.show_model_card()
+    settle(desktop.root)
+    shown = desktop.card_text.get("1.0", "end")
+    assert loaded.splitlines()[0] in shown and "another model" not in shown
+
+
 STRESS_ACTIONS = ("cancel", "open folder", "open files", "operating point", "export", "select")
 
 

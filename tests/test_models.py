@@ -159,3 +159,29 @@ def test_local_weights_file_is_loaded_without_unpickling(tmp_path):
     torch.save({"x": Fraction(1, 3)}, bad)  # an arbitrary class: refused by the safe unpickler
     with pytest.raises(ConfigError, match="cannot load weights"):
         create_model("small_cnn", pretrained=bad)
+
+
+def test_a_colour_weights_file_is_read_for_grey_and_other_shapes_are_named(tmp_path):
+    """A published RGB state dict (a timm efficientnet_lite0's, a torchvision resnet50's): a
+    size-mismatch traceback on the stem. Its stem is summed to the grey channel as the ImageNet
+    weights are; a shape that differs otherwise is named; a fracsight checkpoint points to init=."""
+    import timm
+
+    rgb = timm.create_model("efficientnet_lite0", pretrained=False, num_classes=0)
+    path = tmp_path / "rgb.pt"
+    torch.save(rgb.state_dict(), path)
+    model = create_model("efficientnet_lite0", pretrained=path)
+    torch.testing.assert_close(
+        model.backbone.state_dict()["conv_stem.weight"],
+        rgb.state_dict()["conv_stem.weight"].sum(1, keepdim=True),
+    )
+    odd = {**rgb.state_dict(), "bn1.weight": torch.ones(7)}
+    torch.save(odd, tmp_path / "odd.pt")
+    with pytest.raises(
+        ConfigError, match=r"odd\.pt does not match efficientnet_lite0: bn1\.weight is \(7,\) there"
+    ):
+        create_model("efficientnet_lite0", pretrained=tmp_path / "odd.pt")
+    ours = create_model("efficientnet_lite0")
+    torch.save(ours.state_dict(), tmp_path / "best.pt")
+    with pytest.raises(ConfigError, match="a fracsight checkpoint, which `--set init=` takes"):
+        create_model("efficientnet_lite0", pretrained=tmp_path / "best.pt")

@@ -232,11 +232,12 @@ def kept_names(
     folder holds its path) is named anew."""
     out = {key: given[key] for key, name in items if key in given and given[key][0] == name}
     taken = {shown for _, shown in out.values()}
+    own = {name for key, name in items if key not in out}  # a number never takes a file's own name
     for key, name in items:
         if key in out:
             continue
         path, n, candidate = PurePosixPath(name), 1, name
-        while candidate in taken:
+        while candidate in taken or (n > 1 and candidate in own):
             n += 1
             candidate = str(path.with_name(f"{path.stem} ({n}){path.suffix}"))
         taken.add(candidate)

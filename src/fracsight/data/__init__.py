@@ -18,6 +18,7 @@ from fracsight.data.sample import (
     MissingSplitError,
     NotADataFolderError,
     Sample,
+    SplitLayoutError,
 )
 from fracsight.data.splits import ensure_splits, group_key, group_split, split_keys, straddling_groups
 
@@ -32,6 +33,7 @@ __all__ = [
     "MissingSplitError",
     "NotADataFolderError",
     "Sample",
+    "SplitLayoutError",
     "detect_layout",
     "ensure_splits",
     "group_key",

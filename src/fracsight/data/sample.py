@@ -43,6 +43,14 @@ class MissingSplitError(DatasetError):
     bad_argument = True
 
 
+class SplitLayoutError(DatasetError):
+    """Splits no train and val split can be made from (val and test alone, some images without a
+    split, too few images to carve them): the user's to correct, exit 2 (it was 1, as for a
+    failure, where other data errors were 2)."""
+
+    bad_argument = True
+
+
 class NotADataFolderError(DatasetError):
     """A data set path that names no folder (nothing there, or a file) or a layout fracsight does
     not know: the user's to correct, so a bad argument, exit 2."""

@@ -17,8 +17,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 
 from fracsight.data._files import exact_duplicates, relative_name
-from fracsight.data.sample import CLASS, FRACTURE, Dataset, Sample
-from fracsight.errors import DatasetError
+from fracsight.data.sample import CLASS, FRACTURE, Dataset, Sample, SplitLayoutError
 
 __all__ = [
     "DEFAULT_FRACTIONS",
@@ -184,7 +183,7 @@ def ensure_splits(dataset: Dataset, fractions: Sequence[float] = DEFAULT_FRACTIO
         return _carved(dataset, dict(zip(range(len(samples)), chosen, strict=True)), wanted)
     if None in present:
         unsplit = sorted(relative_name(s.path, dataset.root) for s in samples if s.split is None)
-        raise DatasetError(
+        raise SplitLayoutError(
             f"{dataset.root}: some samples have a split and some do not ({len(unsplit)} without one, "
             f"e.g. {', '.join(unsplit[:3])}); give each a split, or none (fracsight then makes one)"
         )
@@ -252,11 +251,11 @@ def train_val_samples(dataset: Dataset, seed: int) -> tuple[list[Sample], list[S
     if not train or not val:
         found = sorted({s.split for s in dataset.samples if s.split})
         if not found:  # the splits were to be carved out, and too few images to carve them from
-            raise DatasetError(
+            raise SplitLayoutError(
                 f"{dataset.root}: {len(dataset.samples)} image(s), too few to carve a train and a val "
                 "split from; give more images, or splits of your own"
             )
-        raise DatasetError(
+        raise SplitLayoutError(
             f"{dataset.root}: no train and val split can be made from its splits {found} "
             "(a val or test split needs a train split to be carved from)"
         )

@@ -35,7 +35,6 @@ from fracsight.app.logic import (
     true_shape,
     verdict,
 )
-from fracsight.bundle import read_card
 from fracsight.desktop.drop import enable_file_drop, paths_from_drop
 from fracsight.desktop.flow import flow
 from fracsight.desktop.listing import Listed, Listing, list_in_background
@@ -135,6 +134,7 @@ class DesktopApp:
         self.closed = False
         self.shortcuts_window: tk.Toplevel | None = None
         self.card_window: tk.Toplevel | None = None  # the Model card window, once opened
+        self.model_card: str | None = None  # read with the model (ModelLoaded)
         self.selected: int | None = None
         self.views: OrderedDict[int, ViewReady] = OrderedDict()
         self.studies: dict[str, StudyPrediction] = {}  # the study rows listed, by name
@@ -611,6 +611,7 @@ class DesktopApp:
 
     def _model_loaded(self, event: ModelLoaded) -> None:
         predictor = event.predictor
+        self.model_card = event.card
         self.session.set_predictor(predictor)
         columns = self.session.list_columns()
         self.tree.configure(columns=columns)
@@ -1102,8 +1103,7 @@ class DesktopApp:
         text.configure(yscrollcommand=scroll.set)
         scroll.pack(side="right", fill="y")
         text.pack(side="left", fill="both", expand=True)
-        card = read_card(predictor.bundle_dir)  # never a file outside the bundle (a linked card.md)
-        body = card if card is not None else "This bundle has no model card (card.md)."
+        body = self.model_card if self.model_card is not None else "This bundle has no model card (card.md)."
         text.insert("1.0", f"{NOTICE_BANNER}\n\n{heads_text(predictor.spec)}\n\n{body}")
         text.configure(state="disabled")
         self.card_window, self.card_text = top, text

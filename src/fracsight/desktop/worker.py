@@ -24,6 +24,7 @@ from typing import NamedTuple
 from fracsight._cpus import local_cpus
 from fracsight._files import replace_atomically
 from fracsight.app.logic import ViewData, failure_from_exception, view_data
+from fracsight.bundle import read_card
 from fracsight.desktop.priority import MODEL_NICENESS, lower_this_thread
 from fracsight.desktop.render import Look, full_overlay
 from fracsight.errors import FracsightError, log_unexpected
@@ -79,6 +80,9 @@ def file_stamp(path: Path) -> FileStamp | None:
 class ModelLoaded:
     predictor: Predictor
     seconds: float
+    # read with the model: read when the card was opened, a bundle exported anew into the folder
+    # meanwhile showed another model's card under the loaded model's name
+    card: str | None = None
 
 
 @dataclass(frozen=True)
@@ -313,7 +317,8 @@ class PredictionWorker:
             return
         finally:
             self._ready.set()
-        self.events.put(ModelLoaded(self._predictor, time.perf_counter() - start))
+        card = read_card(self._predictor.bundle_dir)  # never a file outside the bundle (a linked card.md)
+        self.events.put(ModelLoaded(self._predictor, time.perf_counter() - start, card))
         while (job := self._jobs.get()) is not None:
             self._predict_batch(*job)
 

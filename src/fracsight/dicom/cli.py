@@ -58,11 +58,13 @@ def _check_host(value: str, option: str) -> None:
 
 
 def _check_url(url: str, option: str) -> str:
-    """``url`` without its trailing slash if it is an http(s) URL with a host (and a valid port)."""
+    """``url`` without its trailing slash if it is an http(s) URL with a host (and a valid port),
+    without the spaces around it (one pasted from a file: a trailing one went into the path)."""
     from urllib.parse import urlsplit
 
     from fracsight.dicom.login import redacted_url
 
+    url = url.strip()
     try:
         parts = urlsplit(url)
         port = parts.port  # ValueError when out of range or not a number

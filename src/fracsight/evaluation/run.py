@@ -31,6 +31,7 @@ from fracsight.data import (
     Dataset,
     MissingSplitError,
     Sample,
+    SplitLayoutError,
     ensure_splits,
     load_dataset,
     split_keys,
@@ -99,7 +100,7 @@ def _select(
         return list(dataset.samples), carved
     unsplit = [s.image_id for s in dataset.samples if s.split is None]
     if unsplit and len(unsplit) < len(dataset.samples):  # they would silently be in no split
-        raise DatasetError(
+        raise SplitLayoutError(
             f"{dataset.root}: some samples have a split and some do not ({len(unsplit)} without one, "
             f"e.g. {', '.join(unsplit[:3])}); give each a split, or measure all of it with --split all"
         )

@@ -65,8 +65,33 @@ def create_model(
 
         backbone = timm.create_model(spec.timm_name, pretrained=False, num_classes=0, in_chans=1)
     if isinstance(pretrained, (str, Path)) and pretrained != "imagenet":
-        state = load_local_weights(Path(pretrained))
-        missing, _ = backbone.load_state_dict(state, strict=False)
-        if len(missing) > len(state) // 2:
-            raise ConfigError(f"{pretrained} does not match {name}: {len(missing)} missing keys")
+        _load_local_backbone(backbone, Path(pretrained), name)
     return FractureNet(backbone, heads, spec.norm_mean, spec.norm_std)
+
+
+def _load_local_backbone(backbone: torch.nn.Module, path: Path, name: str) -> None:
+    """A local weights file into ``backbone``: a colour stem (nearly every published file's, 3 input
+    channels) summed to the one grey channel, as the ImageNet weights are; any other shape that
+    differs refused by name (both ended in a size-mismatch traceback)."""
+    state = load_local_weights(path)
+    own = backbone.state_dict()
+    fitted = {}
+    for key, value in state.items():
+        target = own.get(key)
+        if target is None:  # a classifier's, another part's: left out
+            continue
+        colour = value.ndim == 4 and value.shape[1] == 3 and target.shape[1] == 1
+        if colour and value.shape[:1] + value.shape[2:] == target.shape[:1] + target.shape[2:]:
+            value = value.sum(dim=1, keepdim=True)  # grey on R, G and B: the same activations
+        if value.shape != target.shape:
+            raise ConfigError(
+                f"{path} does not match {name}: {key} is {tuple(value.shape)} there, "
+                f"{tuple(target.shape)} here"
+            )
+        fitted[key] = value
+    missing, _ = backbone.load_state_dict(fitted, strict=False)
+    if len(missing) > len(own) // 2:
+        # a fracsight checkpoint or bundle's network names its backbone's keys backbone.*
+        ours = any(str(k).startswith("backbone.") for k in state)
+        hint = ": a fracsight checkpoint, which `--set init=` takes" if ours else ""
+        raise ConfigError(f"{path} does not match {name}: {len(missing)} missing keys{hint}")

@@ -357,7 +357,8 @@ def _override(base: TrainConfig, item: str) -> TrainConfig:
         aug = base.augment
         known = {f.name for f in dataclasses.fields(aug)}
         if sub not in known:
-            raise TrainConfigError(f"unknown augment option {sub!r}{_did_you_mean(sub, known, 'augment.')}")
+            hint = _did_you_mean(sub, known, "augment.") or f" (augment options: {', '.join(sorted(known))})"
+            raise TrainConfigError(f"unknown augment option {sub!r}{hint}")
         aug = dataclasses.replace(aug, **{sub: _typed(key, value, getattr(aug, sub))})
         return dataclasses.replace(base, augment=aug)
     if key in options:
@@ -366,6 +367,8 @@ def _override(base: TrainConfig, item: str) -> TrainConfig:
     hint = _did_you_mean(key, options) or _did_you_mean(key, augment_options, "augment.")
     if key == "augment":
         hint = " (set one augment option at a time: augment.hflip=0)"
+    if not hint:  # no close match: the options (named nowhere else but in the code)
+        hint = f" (options: {', '.join(sorted(options))}; augment.<{'|'.join(sorted(augment_options))}>)"
     raise TrainConfigError(f"unknown option {key!r} in override {item!r}{hint}")
 
 
@@ -395,8 +398,10 @@ def _check_ranges(cfg: TrainConfig, *, upper_bounds: bool = True) -> None:
             problems.append(f"{option}={getattr(cfg, option, None)!r} ({rule})")
 
     # at most 2048: 100000 asked for 224 GiB for the feature cache and ended in a MemoryError traceback
-    size_ok = 32 <= cfg.input_size <= 2048 and cfg.input_size % 32 == 0
-    need(size_ok, "input_size", "a multiple of 32, 32 to 2048")
+    # at least 64: at 32 the last feature map is one pixel, which batch norm cannot train on for a
+    # last batch of one image (a traceback after epoch 1, and at every --resume)
+    size_ok = 64 <= cfg.input_size <= 2048 and cfg.input_size % 32 == 0
+    need(size_ok, "input_size", "a multiple of 32, 64 to 2048")
     need(cfg.batch_size >= 2, "batch_size", "at least 2")
     for option in (
         "epochs",

@@ -729,7 +729,8 @@ class Trainer:
         if cfg.feature_cache_variants > 0 and model.split_points() > 0:
             if not 1 <= cfg.unfreeze_from <= model.split_points():
                 raise TrainConfigError(
-                    f"unfreeze_from must be in 1..{model.split_points()} with a feature cache"
+                    f"unfreeze_from must be in 1..{model.split_points()} with a feature cache; to "
+                    "fine-tune every stage (unfreeze_from=0), add --set feature_cache_variants=0"
                 )
             split = cfg.unfreeze_from
         for m in model.prefix_modules(split):
@@ -779,6 +780,12 @@ class Trainer:
                     "to go on"
                 )
                 start_epoch = cfg.epochs_frozen + cfg.epochs + 1
+            elif state["epoch"] >= cfg.epochs_frozen + cfg.epochs:  # it ended without a word, exit 0
+                console.print(
+                    f"{self.run_dir} has trained {state['epoch']} epochs, {cfg.epochs_frozen + cfg.epochs} "
+                    f"asked (epochs_frozen + epochs): nothing to train; add --set epochs=N (more than "
+                    f"{state['epoch'] - cfg.epochs_frozen}) to go on"
+                )
         elif cfg.init:
             # The starting weights are a candidate like any epoch: if no epoch beats them on
             # validation, best.pt stays the model training started from (best epoch 0).
