@@ -80,7 +80,7 @@ def _load_local_backbone(backbone: torch.nn.Module, path: Path, name: str) -> No
         target = own.get(key)
         if target is None:  # a classifier's, another part's: left out
             continue
-        colour = value.ndim == 4 and value.shape[1] == 3 and target.shape[1] == 1
+        colour = value.ndim == target.ndim == 4 and value.shape[1] == 3 and target.shape[1] == 1
         if colour and value.shape[:1] + value.shape[2:] == target.shape[:1] + target.shape[2:]:
             value = value.sum(dim=1, keepdim=True)  # grey on R, G and B: the same activations
         if value.shape != target.shape:
