@@ -786,6 +786,12 @@ def test_the_overlay_download_carries_the_band_of_predict_overlay_dir() -> None:
 
     names = ["a/wrist.jpg", "a/wrist.png", "b/wrist.jpg", "frac.dcm", "frac.jpg", "solo.jpg"]
     assert names_sharing_a_stem(names) == {"a/wrist.jpg", "a/wrist.png", "frac.dcm", "frac.jpg"}
+    # x.jpg.png's stem is x.jpg, the overlay name x.jpg keeps beside x.png: it keeps its suffix too
+    assert names_sharing_a_stem(["x.jpg", "x.png", "x.jpg.png", "y.jpg.png"]) == {
+        "x.jpg",
+        "x.png",
+        "x.jpg.png",
+    }
     assert overlay_file_name("a/wrist.png", keep_suffix=True) == "a_wrist.png.overlay.png"
 
 

@@ -193,6 +193,15 @@ def test_a_usage_error_is_one_line_as_every_other_error(args: list[str], message
     assert result.output.startswith(f"error (usage): {message}"), result.output
 
 
+def test_a_file_named_like_an_option_is_pointed_to(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`fracsight predict *.jpg` in a folder holding "-lead.jpg": "No such option: -l" alone."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "-lead.jpg").write_bytes(b"x")
+    result = CliRunner().invoke(app, ["predict", "-lead.jpg", "a.jpg"], env=WIDE)
+    assert result.exit_code == 2
+    assert "(a file named '-lead.jpg' is there: give files after '--', as in -- -lead.jpg)" in result.output
+
+
 @pytest.mark.fracatlas
 def test_ctrl_c_says_so_where_the_command_does_not(fracatlas_dir: Path) -> None:
     """Typer exits 130 on Ctrl-C without a word: `compare`, `quantize`, `benchmark` and `detector

@@ -118,6 +118,12 @@ class _Commands(TyperGroup):
                 ctx = getattr(e, "ctx", None)
                 where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
                 message = e.format_message().rstrip(".")  # type: ignore[attr-defined]
+                if "NoSuchOption" in kinds:  # `predict *.jpg` in a folder holding "-lead.jpg"
+                    given = kwargs.get("args") or (args[0] if args else None) or sys.argv[1:]
+                    files = [a for a in given if str(a).startswith("-") and os.path.isfile(a)]
+                    if files:
+                        message += f" (a file named {files[0]!r} is there: give files after '--'"
+                        message += f", as in -- {files[0]})"
                 error_line("usage", f"{message}{where}")
                 sys.exit(e.exit_code)  # type: ignore[attr-defined]
             if "Abort" in kinds:

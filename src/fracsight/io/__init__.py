@@ -80,9 +80,21 @@ def image_stem(name: str | os.PathLike[str]) -> str:
 def names_sharing_a_stem(names: Sequence[str]) -> set[str]:
     """The names whose folder holds another of ``names`` with the same :func:`image_stem` (``x.jpg``
     and ``x.png``, ``frac.jpg`` and ``frac.dcm``): their overlays keep the suffix in their names
-    (``x.jpg.overlay.png``), as ``predict --overlay-dir``, the web app and the desktop name them."""
-    stems = Counter((str(PurePath(n).parent), image_stem(n)) for n in names)
-    return {n for n in names if stems[str(PurePath(n).parent), image_stem(n)] > 1}
+    (``x.jpg.overlay.png``), as ``predict --overlay-dir``, the web app and the desktop name them.
+    Until no two names give one overlay: ``x.jpg.png`` beside those has the stem ``x.jpg``, which
+    ``x.jpg``'s overlay now has, so it keeps its suffix too (it got ``x.jpg``'s overlay name)."""
+    kept: set[str] = set()
+
+    def overlay_stem(name: str) -> tuple[str, str]:
+        path = PurePath(name)
+        return str(path.parent), path.name if name in kept else image_stem(name)
+
+    while True:
+        stems = Counter(map(overlay_stem, names))
+        sharing = {n for n in names if stems[overlay_stem(n)] > 1}
+        if sharing <= kept:
+            return kept
+        kept |= sharing
 
 
 def file_name_only(name: str | os.PathLike[str]) -> str:

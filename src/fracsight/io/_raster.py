@@ -122,6 +122,8 @@ def _read(
         notes.append(f"{frames} frames in the file; only the first was read")
     truncated, missing = False, 0.0
     mode = im.mode
+    # a progressive JPEG cut short has every row, blurred: its later scans are what is missing
+    progressive = fmt == "jpeg" and bool(im.info.get("progressive") or im.info.get("progression"))
     if fmt == "jpeg":
         _draft_jpeg(im, reduce_to)
     try:
@@ -136,11 +138,17 @@ def _read(
         im = _load_truncated_jpeg(data, reduce_to)
         truncated = True
         missing = _filled_rows(im) / im.size[1]
-        notes.append(
-            f"truncated file: the bottom {max(missing, 0.01):.0%} of the image is missing (filled grey)"
-            if missing
-            else "truncated file: it ends without its end marker, but every row was decoded"
-        )
+        if missing:
+            notes.append(
+                f"truncated file: the bottom {max(missing, 0.01):.0%} of the image is missing (filled grey)"
+            )
+        elif progressive:  # 90% of a file gone was "every row was decoded", reliable
+            notes.append(
+                "truncated file: a progressive JPEG cut short; its later scans are missing, so the "
+                "image has less detail than it should"
+            )
+        else:
+            notes.append("truncated file: it ends without its end marker, but every row was decoded")
     quality = jpeg_quality(im) if fmt == "jpeg" else None
     if quality is not None and quality < LOW_JPEG_QUALITY:
         notes.append(compression_note(quality))
@@ -168,7 +176,7 @@ def _read(
         bit_depth=bit_depth,
         photometric=mode,
         truncated=truncated,
-        incomplete=truncated and bool(missing),
+        incomplete=truncated and (bool(missing) or progressive),
         frames=frames,
         name=name,
         warnings=tuple(notes),
