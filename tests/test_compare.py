@@ -54,6 +54,21 @@ def test_delong_equals_the_pairwise_definition(seed: int) -> None:
     assert result["p_value"] == pytest.approx(math.erfc(abs(difference / se) / math.sqrt(2)), rel=1e-9)
 
 
+def test_delong_of_aurocs_that_differ_without_variance_is_no_p_of_one() -> None:
+    """A constant model (AUROC 0.5) against a perfect one: every component constant, se 0, and the
+    test said "p = 1.000" of a difference of 0.5. The interval also stays within -1..1."""
+    y = [1] * 5 + [0] * 5
+    result = delong_test(y, [0.5] * 10, [0.9, 0.8, 0.7, 0.95, 0.85, 0.1, 0.2, 0.3, 0.15, 0.25])
+    assert result["difference"] == 0.5 and result["se"] == 0.0
+    assert result["p_value"] == 0.0 and result["z"] is None
+    assert json.loads(json.dumps(result))["z"] is None  # valid JSON (no Infinity)
+    same = delong_test(y, [0.5] * 10, [0.5] * 10)
+    assert same["p_value"] == 1.0 and same["z"] == 0.0
+    y, pa, pb = _correlated_scores(0, n=12)
+    wide = delong_test(y, pa, pb)
+    assert -1.0 <= wide["ci_low"] <= wide["ci_high"] <= 1.0
+
+
 def test_delong_standard_error_agrees_with_a_paired_bootstrap() -> None:
     y, pa, pb = _correlated_scores(3, n=600)
     rng = np.random.default_rng(0)
@@ -159,6 +174,15 @@ def test_class_heads_are_compared_by_their_top_class(head_bundle, tmp_path: Path
         assert paired["class_top1"][key] == pytest.approx(json.loads(alone.stdout)["multiclass"]["accuracy"])
     text = runner.invoke(app, ["compare", str(class_only), str(both), str(data)])
     assert text.exit_code == 0 and "top class right: A " in text.stdout, text.output
+    # fracture labels only B can measure: left out unsaid, where evaluate says it
+    mixed = runner.invoke(
+        app, ["compare", str(class_only), str(both), str(both_data), "--split", "all", "--json"]
+    )
+    assert mixed.exit_code == 0, mixed.output
+    notes = json.loads(mixed.stdout)["notes"]
+    assert (
+        f"the data's fracture labels are not compared: model A ({class_only}) has no fracture head" in notes
+    )
     import shutil
 
     copy = shutil.copytree(both, tmp_path / "copy")  # one bundle in two folders (or a .zip of it)

@@ -181,6 +181,11 @@ def test_a_colour_weights_file_is_read_for_grey_and_other_shapes_are_named(tmp_p
         ConfigError, match=r"odd\.pt does not match efficientnet_lite0: bn1\.weight is \(7,\) there"
     ):
         create_model("efficientnet_lite0", pretrained=tmp_path / "odd.pt")
+    # batch norm's counters are never missing: a file of 20 of small_cnn's 50 weights was taken
+    part = dict(list(create_model("small_cnn").backbone.state_dict().items())[:24])
+    torch.save(part, tmp_path / "part.pt")
+    with pytest.raises(ConfigError, match="missing keys"):
+        create_model("small_cnn", pretrained=tmp_path / "part.pt")
     ours = create_model("efficientnet_lite0")
     torch.save(ours.state_dict(), tmp_path / "best.pt")
     with pytest.raises(ConfigError, match="a fracsight checkpoint, which `--set init=` takes"):

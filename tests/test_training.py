@@ -774,6 +774,8 @@ def test_a_checkpoint_save_cut_short_keeps_the_previous_one(tiny_dataset, tmp_pa
 def test_training_settings_out_of_range_are_refused_by_name(setting, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, [setting])
+    # a run trained at 32 before 64 was the least keeps the rule of its day: exported, built on
+    assert load_config(None, ["input_size=32"], saved=True).input_size == 32
     with pytest.raises(ConfigError, match="nothing to train"):
         load_config(None, ["epochs=0", "epochs_frozen=0"])
 

@@ -33,7 +33,15 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from fracsight.bundle import bundle_identity
-from fracsight.data import CLASS, FRACTURE, DataMismatchError, MissingSplitError, load_dataset, split_keys
+from fracsight.data import (
+    CLASS,
+    FRACTURE,
+    DataMismatchError,
+    MissingSplitError,
+    SplitLayoutError,
+    load_dataset,
+    split_keys,
+)
 from fracsight.data._files import canonical_split, relative_name
 from fracsight.errors import ConfigError, DatasetError
 from fracsight.evaluation.aggregate import aggregate_study_predictions, first_views, repeated_views_note
@@ -50,11 +58,12 @@ class NoSharedHeadError(ConfigError):
     bad_argument = True
 
 
-def delong_test(y: ArrayLike, p_a: ArrayLike, p_b: ArrayLike) -> dict[str, float]:
+def delong_test(y: ArrayLike, p_a: ArrayLike, p_b: ArrayLike) -> dict[str, float | None]:
     """DeLong's test of two correlated AUROCs on the same images (labels ``y``, 1 = positive).
 
     Returns ``a``, ``b``, ``difference`` (b - a), its ``se``, a 95% normal interval
-    (``ci_low``, ``ci_high``), ``z`` and the two-sided ``p_value``.
+    (``ci_low``, ``ci_high``, within -1..1), ``z`` (None where the difference has no variance,
+    the AUROCs differing all the same) and the two-sided ``p_value``.
     """
     y = np.asarray(y).astype(bool)
     scores = np.stack([np.asarray(p_a, dtype=np.float64), np.asarray(p_b, dtype=np.float64)])
@@ -78,8 +87,11 @@ def delong_test(y: ArrayLike, p_a: ArrayLike, p_b: ArrayLike) -> dict[str, float
     variance = float(s[0, 0] + s[1, 1] - 2 * s[0, 1])
     difference = float(auc[1] - auc[0])
     se = math.sqrt(max(variance, 0.0))
-    if se == 0.0:  # identical rankings: no difference, nothing to test
+    z: float | None
+    if se == 0.0 and difference == 0.0:  # identical rankings: no difference, nothing to test
         z, p_value = 0.0, 1.0
+    elif se == 0.0:  # constant components (AUROC 0.5 of a constant model against 1.0): said p = 1
+        z, p_value = None, 0.0  # no finite z (JSON has no infinity); no variance: the difference is sure
     else:
         z = difference / se
         p_value = math.erfc(abs(z) / math.sqrt(2))
@@ -88,8 +100,9 @@ def delong_test(y: ArrayLike, p_a: ArrayLike, p_b: ArrayLike) -> dict[str, float
         "b": float(auc[1]),
         "difference": difference,
         "se": se,
-        "ci_low": difference - 1.959964 * se,
-        "ci_high": difference + 1.959964 * se,
+        # a difference of AUROCs lies in -1..1; the normal interval passed it on few images
+        "ci_low": max(-1.0, difference - 1.959964 * se),
+        "ci_high": min(1.0, difference + 1.959964 * se),
         "z": z,
         "p_value": p_value,
     }
@@ -204,7 +217,7 @@ def compare_models(
             raise MissingSplitError(f"model {key} ({given or 'default'}): {e}") from None
     chosen = [h.samples for h in held]
     if [s.path for s in chosen[0]] != [s.path for s in chosen[1]]:
-        raise DatasetError(
+        raise SplitLayoutError(  # the user's to correct (--split all): exit 2
             f"{data_dir} has no {split!r} split of its own, and the two models' training runs held out "
             "different images as theirs: compare them on a data set with its own splits, or on all of "
             "it with --split all"
@@ -220,6 +233,19 @@ def compare_models(
             "difference in this comparison is zero by construction"
         )
     notes += _head_notes(predictors, tuple(dataset.class_names.get(FRACTURE, ())), (model_a, model_b))
+    for label, shared, has in (
+        (FRACTURE, fracture, lambda p: p.has_fracture_head),
+        (CLASS, classes, lambda p: bool(p.classes)),
+    ):  # evaluate says the data's labels a model cannot measure; compare left them out unsaid
+        lacking = [
+            f"{key} ({given or 'default'})"
+            for key, predictor, given in zip("AB", predictors, (model_a, model_b), strict=True)
+            if not has(predictor)
+        ]
+        if not shared and label in dataset.class_names and len(lacking) == 1:
+            notes.append(
+                f"the data's {label} labels are not compared: model {lacking[0]} has no {label} head"
+            )
     leakage = leakage_of(held[0], dataset, split)  # the two runs held out the same images (checked above)
     if leakage:
         notes.append(leakage_note(leakage, data_dir, any(h.own for h in held)))

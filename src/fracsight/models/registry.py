@@ -90,7 +90,9 @@ def _load_local_backbone(backbone: torch.nn.Module, path: Path, name: str) -> No
             )
         fitted[key] = value
     missing, _ = backbone.load_state_dict(fitted, strict=False)
-    if len(missing) > len(own) // 2:
+    # batch norm's counters are filled in unsaid: never "missing", they are not counted either
+    weights = [k for k in own if not k.endswith("num_batches_tracked")]
+    if len(missing) > len(weights) // 2:
         # a fracsight checkpoint or bundle's network names its backbone's keys backbone.*
         ours = any(str(k).startswith("backbone.") for k in state)
         hint = ": a fracsight checkpoint, which `--set init=` takes" if ours else ""

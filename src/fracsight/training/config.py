@@ -400,8 +400,10 @@ def _check_ranges(cfg: TrainConfig, *, upper_bounds: bool = True) -> None:
     # at most 2048: 100000 asked for 224 GiB for the feature cache and ended in a MemoryError traceback
     # at least 64: at 32 the last feature map is one pixel, which batch norm cannot train on for a
     # last batch of one image (a traceback after epoch 1, and at every --resume)
-    size_ok = 64 <= cfg.input_size <= 2048 and cfg.input_size % 32 == 0
-    need(size_ok, "input_size", "a multiple of 32, 64 to 2048")
+    # (a saved run's record keeps the rule of its day, 32: it trained, and is exported or built on)
+    low = 64 if upper_bounds else 32
+    size_ok = low <= cfg.input_size <= 2048 and cfg.input_size % 32 == 0
+    need(size_ok, "input_size", f"a multiple of 32, {low} to 2048")
     need(cfg.batch_size >= 2, "batch_size", "at least 2")
     for option in (
         "epochs",

@@ -771,20 +771,24 @@ class Trainer:
             self.saved_epoch = state["epoch"]
             schedules = self._schedules(state)
             log.info("resuming from epoch %d", start_epoch)
-            if state.get("phase") == 2 and since_best >= cfg.patience:
+            stopped_early = state.get("phase") == 2 and since_best >= cfg.patience
+            trained_all = state["epoch"] >= cfg.epochs_frozen + cfg.epochs  # it ended unsaid, exit 0
+            more_epochs = f"--set epochs=N (more than {state['epoch'] - cfg.epochs_frozen})"
+            more_patience = f"--set patience=N (more than {since_best})"
+            if stopped_early:
                 # it ended here: one more epoch trained on, and kept, a model the run never would
-                # have (the card's Reproduce command stops here again, at the earlier best epoch)
+                # have (the card's Reproduce command stops here again, at the earlier best epoch);
+                # on its last epoch both settings hold it (one alone led to the other's message)
+                fix = f"{more_epochs} and {more_patience}" if trained_all else more_patience
                 console.print(
                     f"{self.run_dir} ended by early stopping at epoch {state['epoch']} (best epoch "
-                    f"{best_epoch}): nothing to train; add --set patience=N (more than {since_best}) "
-                    "to go on"
+                    f"{best_epoch}): nothing to train; add {fix} to go on"
                 )
                 start_epoch = cfg.epochs_frozen + cfg.epochs + 1
-            elif state["epoch"] >= cfg.epochs_frozen + cfg.epochs:  # it ended without a word, exit 0
+            elif trained_all:
                 console.print(
                     f"{self.run_dir} has trained {state['epoch']} epochs, {cfg.epochs_frozen + cfg.epochs} "
-                    f"asked (epochs_frozen + epochs): nothing to train; add --set epochs=N (more than "
-                    f"{state['epoch'] - cfg.epochs_frozen}) to go on"
+                    f"asked (epochs_frozen + epochs): nothing to train; add {more_epochs} to go on"
                 )
         elif cfg.init:
             # The starting weights are a candidate like any epoch: if no epoch beats them on
