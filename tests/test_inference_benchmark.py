@@ -213,6 +213,30 @@ def test_a_bundle_named_again_in_also_is_timed_once(
     report = run_benchmark(tiny_bundle, image, runs=1, batch=1, compare=False, also=[copy])
     assert [r.name for r in report.rows][:2] == [f"tiny-test v1 ({tiny_bundle})", f"tiny-test v1 ({copy})"]
     assert f"tiny-test v1 ({copy}): single-image median" in [t.name for t in report.targets]
+    # and the stage table's columns too (it had two columns "tiny-test v1")
+    report = run_benchmark(tiny_bundle, image, runs=1, batch=1, compare=False, also=[copy], stages=True)
+    assert [s["name"] for s in report.stages] == [f"tiny-test v1 ({tiny_bundle})", f"tiny-test v1 ({copy})"]
+
+
+def test_the_stages_of_a_class_only_bundle_time_no_boxes(head_bundle, few_images: Path) -> None:
+    """A class-only bundle draws no boxes: the table gave 1.6 ms to boxes it never draws (and "rest",
+    what the class map costs, clamped to 0)."""
+    from fracsight.benchmark.report import render_report
+
+    _, bundle = head_bundle("class")
+    report = run_benchmark(
+        bundle, [few_images / "synthetic000.jpg"], runs=1, batch=1, compare=False, stages=True
+    )
+    (found,) = report.stages
+    assert found["ms"]["boxes"] is None and found["ms"]["network"] > 0
+    assert json.loads(json.dumps(found))["ms"]["boxes"] is None
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    for part in render_report(report):
+        console.print(part)
+    boxes = next(line for line in console.export_text().splitlines() if line.strip(" │┃").startswith("boxes"))
+    assert "–" in boxes
 
 
 def test_a_timing_process_that_runs_too_long_is_an_error_not_a_traceback(

@@ -209,7 +209,9 @@ def render_report(report: BenchmarkReport) -> list[Any]:
         for found in report.stages:
             stages.add_column(escape(found["name"]), justify="right")
         for stage in (*STAGES, "end to end"):
-            stages.add_row(stage, *[f"{found['ms'][stage]:.1f}" for found in report.stages])
+            stages.add_row(
+                stage, *["–" if f["ms"][stage] is None else f"{f['ms'][stage]:.1f}" for f in report.stages]
+            )
         stages.add_row(
             "page faults (end to end)",
             *["" if f.get("page_faults") is None else f"{f['page_faults']:.0f}" for f in report.stages],

@@ -129,6 +129,8 @@ def run_benchmark(
             found = stage_times(p.bundle_dir, files, runs)
             if "error" in found:
                 raise FracsightError(f"stage timing of {p.name} failed: {found['error']}")
+            if [q.name for q in [predictor, *extra]].count(p.name) > 1:  # two columns of one name
+                found["name"] = f"{p.name} ({typed[id(p)]})"
             per_stage.append(found)
     machine = {
         "started": started,

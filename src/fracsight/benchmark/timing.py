@@ -222,7 +222,8 @@ def _stages_child() -> None:
         batch, geometries = timed("letterbox", lambda r=radiograph: predictor.preprocess([r]))
         out = timed("network", lambda b=batch: predictor.onnx.run(b))
         heat_small = localization_map(out["mask"][0], out["cam"][0], loc.get("source", "combined"))
-        timed("boxes", lambda o=out, h=heat_small, g=geometries[0]: fracture_boxes(o, 0, h, g, loc))
+        if predictor.operating_point is not None:  # boxes are drawn for a fracture head only
+            timed("boxes", lambda o=out, h=heat_small, g=geometries[0]: fracture_boxes(o, 0, h, g, loc))
         timed("heatmap", lambda h=heat_small, g=geometries[0]: heatmap_to_original(h, g))
         done = predictor._side.submit(lambda s=stats: s)
         whole = timed(
@@ -232,8 +233,9 @@ def _stages_child() -> None:
             ),
         )
         del whole
-    medians = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
+    # a class-only bundle draws no boxes: None (a dash), not the time of boxes it never draws
+    medians: dict[str, float | None] = {k: float(np.median(v)) * 1e3 if v else None for k, v in times.items()}
     # "rest" was timed as the whole postprocess: what it adds beyond boxes and the heatmap
-    medians["rest"] = max(0.0, medians["rest"] - medians["boxes"] - medians["heatmap"])
+    medians["rest"] = max(0.0, medians["rest"] - (medians["boxes"] or 0.0) - medians["heatmap"])
     found = {"name": predictor.name, "precision": predictor.spec.precision, "ms": medians}
     print(json.dumps({**found, "page_faults": float(np.mean(faults)) if faults else None}))
