@@ -787,6 +787,8 @@ def test_the_overlay_download_carries_the_band_of_predict_overlay_dir() -> None:
     names = ["a/wrist.jpg", "a/wrist.png", "b/wrist.jpg", "frac.dcm", "frac.jpg", "solo.jpg"]
     assert names_sharing_a_stem(names) == {"a/wrist.jpg", "a/wrist.png", "frac.dcm", "frac.jpg"}
     # x.jpg.png's stem is x.jpg, the overlay name x.jpg keeps beside x.png: it keeps its suffix too
+    # and without case: x.JPG's overlay and x.jpg.png's are one file on a Mac or Windows disk
+    assert names_sharing_a_stem(["x.JPG", "x.jpg.png", "x.png"]) == {"x.JPG", "x.jpg.png", "x.png"}
     assert names_sharing_a_stem(["x.jpg", "x.png", "x.jpg.png", "y.jpg.png"]) == {
         "x.jpg",
         "x.png",

@@ -200,6 +200,13 @@ def test_a_file_named_like_an_option_is_pointed_to(tmp_path: Path, monkeypatch: 
     result = CliRunner().invoke(app, ["predict", "-lead.jpg", "a.jpg"], env=WIDE)
     assert result.exit_code == 2
     assert "(a file named '-lead.jpg' is there: give files after '--', as in -- -lead.jpg)" in result.output
+    # not for another option's typo, with the file given after "--" or as an option's value
+    for args in (
+        ["predict", "--tpyo", "--", "-lead.jpg"],
+        ["predict", "x.jpg", "--csv", "-lead.jpg", "--ovrwrite"],
+    ):
+        other = CliRunner().invoke(app, args, env=WIDE)
+        assert other.exit_code == 2 and "a file named" not in other.output, other.output
 
 
 @pytest.mark.fracatlas

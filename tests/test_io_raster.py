@@ -364,6 +364,10 @@ def test_a_progressive_jpeg_cut_short_is_incomplete() -> None:
     )
     whole = read_image(data, name="whole.jpg")
     assert not whole.metadata.truncated and not whole.metadata.incomplete
+    # every scan there, the end marker alone missing: whole (it was refused as "not reliable")
+    marker_only = read_image(data[:-2], name="no-end.jpg")
+    assert marker_only.metadata.truncated and not marker_only.metadata.incomplete
+    assert np.array_equal(marker_only.pixels, whole.pixels)
 
 
 def test_truncated_jpeg_strict_is_refused() -> None:

@@ -119,8 +119,12 @@ class _Commands(TyperGroup):
                 where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
                 message = e.format_message().rstrip(".")  # type: ignore[attr-defined]
                 if "NoSuchOption" in kinds:  # `predict *.jpg` in a folder holding "-lead.jpg"
-                    given = kwargs.get("args") or (args[0] if args else None) or sys.argv[1:]
-                    files = [a for a in given if str(a).startswith("-") and os.path.isfile(a)]
+                    given = list(kwargs.get("args") or (args[0] if args else None) or sys.argv[1:])
+                    given = given[: given.index("--")] if "--" in given else given
+                    bad = getattr(e, "option_name", None) or "\0"  # "-l" of "-lead.jpg"
+                    files = [
+                        a for a in given if isinstance(a, str) and a.startswith(bad) and os.path.isfile(a)
+                    ]
                     if files:
                         message += f" (a file named {files[0]!r} is there: give files after '--'"
                         message += f", as in -- {files[0]})"

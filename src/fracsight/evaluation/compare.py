@@ -91,7 +91,9 @@ def delong_test(y: ArrayLike, p_a: ArrayLike, p_b: ArrayLike) -> dict[str, float
     if se == 0.0 and difference == 0.0:  # identical rankings: no difference, nothing to test
         z, p_value = 0.0, 1.0
     elif se == 0.0:  # constant components (AUROC 0.5 of a constant model against 1.0): said p = 1
-        z, p_value = None, 0.0  # no finite z (JSON has no infinity); no variance: the difference is sure
+        # no finite z (JSON has no infinity); the p of an exact paired permutation test (each
+        # image's two scores swapped), whose least value on n images this is
+        z, p_value = None, min(1.0, 2.0 ** (1 - y.size))
     else:
         z = difference / se
         p_value = math.erfc(abs(z) / math.sqrt(2))

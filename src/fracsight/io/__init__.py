@@ -87,7 +87,8 @@ def names_sharing_a_stem(names: Sequence[str]) -> set[str]:
 
     def overlay_stem(name: str) -> tuple[str, str]:
         path = PurePath(name)
-        return str(path.parent), path.name if name in kept else image_stem(name)
+        # without case: x.JPG's overlay and x.jpg.png's are one file on a Mac or Windows disk
+        return str(path.parent).casefold(), (path.name if name in kept else image_stem(name)).casefold()
 
     while True:
         stems = Counter(map(overlay_stem, names))

@@ -124,6 +124,7 @@ def _read(
     mode = im.mode
     # a progressive JPEG cut short has every row, blurred: its later scans are what is missing
     progressive = fmt == "jpeg" and bool(im.info.get("progressive") or im.info.get("progression"))
+    progressive = progressive and _scans_unfinished(data)  # not one lacking its end marker alone
     if fmt == "jpeg":
         _draft_jpeg(im, reduce_to)
     try:
@@ -183,6 +184,32 @@ def _read(
         reduced_from=reduced_from,
     )
     return Radiograph(pixels=pixels, metadata=meta)
+
+
+def _scans_unfinished(data: bytes) -> bool:
+    """Whether a progressive JPEG's scans leave some coefficient of some component unfinished (no
+    scan of it with successive approximation bit 0): a file cut short before its last scans; one
+    that lacks its end marker alone (every scan there) is whole."""
+    components: list[int] = []
+    finished: set[tuple[int, int]] = set()
+    i = 2
+    while (i := data.find(b"\xff", i)) != -1 and i + 4 <= len(data):
+        marker = data[i + 1]
+        if marker in (0x00, 0xFF) or 0xD0 <= marker <= 0xD7:  # stuffing, fill, restart: in scan data
+            i += 1 if marker == 0xFF else 2
+            continue
+        if marker == 0xD9:
+            break
+        segment = data[i + 4 : i + 2 + int.from_bytes(data[i + 2 : i + 4], "big")]
+        if marker in (0xC2, 0xC6, 0xCA, 0xCE) and len(segment) >= 6:  # a progressive frame header
+            components = [segment[6 + 3 * j] for j in range(segment[5]) if 6 + 3 * j < len(segment)]
+        elif marker == 0xDA and segment and len(segment) >= 4 + 2 * segment[0]:
+            n = segment[0]
+            start, end, approximation = segment[1 + 2 * n : 4 + 2 * n]
+            if approximation & 0x0F == 0:
+                finished.update((segment[1 + 2 * j], k) for j in range(n) for k in range(start, end + 1))
+        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    return any((c, k) not in finished for c in components for k in range(64))
 
 
 # the mean of the IJG base luminance table (ITU-T T.81 K.1), which quality 50 uses as it is
