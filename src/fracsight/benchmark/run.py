@@ -124,13 +124,12 @@ def run_benchmark(
         say("GPU")
         rows.append(gpu_row(predictor, files, batch, allow_torch=compare))
         per_stage = []
-        for p in [predictor, *extra] if stages else []:
+        for i, p in enumerate([predictor, *extra] if stages else []):
             say(f"time per stage: {p.name}")
             found = stage_times(p.bundle_dir, files, runs)
             if "error" in found:
                 raise FracsightError(f"stage timing of {p.name} failed: {found['error']}")
-            if [q.name for q in [predictor, *extra]].count(p.name) > 1:  # two columns of one name
-                found["name"] = f"{p.name} ({typed[id(p)]})"
+            found["name"] = rows[i].name  # as its row is named: like names told apart above
             per_stage.append(found)
     machine = {
         "started": started,
