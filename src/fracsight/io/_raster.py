@@ -120,11 +120,10 @@ def _read(
     frames = int(getattr(im, "n_frames", 1))
     if frames > 1:
         notes.append(f"{frames} frames in the file; only the first was read")
-    truncated, missing = False, 0.0
+    truncated, missing, scans_cut = False, 0.0, False
     mode = im.mode
-    # a progressive JPEG cut short has every row, blurred: its later scans are what is missing
+    # read before the load replaces the image: a progressive JPEG cut short has every row, blurred
     progressive = fmt == "jpeg" and bool(im.info.get("progressive") or im.info.get("progression"))
-    progressive = progressive and _scans_unfinished(data)  # not one lacking its end marker alone
     if fmt == "jpeg":
         _draft_jpeg(im, reduce_to)
     try:
@@ -139,11 +138,14 @@ def _read(
         im = _load_truncated_jpeg(data, reduce_to)
         truncated = True
         missing = _filled_rows(im) / im.size[1]
+        # its later scans are what is missing (not where it lacks its end marker alone); looked
+        # for in a truncated file only, never on the path of every read
+        scans_cut = progressive and _scans_unfinished(data)
         if missing:
             notes.append(
                 f"truncated file: the bottom {max(missing, 0.01):.0%} of the image is missing (filled grey)"
             )
-        elif progressive:  # 90% of a file gone was "every row was decoded", reliable
+        elif scans_cut:  # 90% of a file gone was "every row was decoded", reliable
             notes.append(
                 "truncated file: a progressive JPEG cut short; its later scans are missing, so the "
                 "image has less detail than it should"
@@ -177,7 +179,7 @@ def _read(
         bit_depth=bit_depth,
         photometric=mode,
         truncated=truncated,
-        incomplete=truncated and (bool(missing) or progressive),
+        incomplete=truncated and (bool(missing) or scans_cut),
         frames=frames,
         name=name,
         warnings=tuple(notes),
