@@ -204,21 +204,8 @@ def distinct_names(names: Sequence[str]) -> list[str]:
     """``names`` with each repeat numbered as a browser numbers a second download of one name
     (``IM000001 (2)``, ``a (2).jpg``): two uploads named ``IM000001`` (PACS exports name their files
     so) had one title, one overlay name and one ``source`` in the CSV, and nothing told them apart."""
-    taken = set(names)
-    seen: Counter[str] = Counter()
-    out = []
-    for name in names:
-        seen[name] += 1
-        if seen[name] == 1:
-            out.append(name)
-            continue
-        path = PurePosixPath(name)
-        n = seen[name]
-        while (candidate := str(path.with_name(f"{path.stem} ({n}){path.suffix}"))) in taken:
-            n += 1
-        taken.add(candidate)
-        out.append(candidate)
-    return out
+    shown = kept_names([(str(i), name) for i, name in enumerate(names)], {})
+    return [shown[str(i)][1] for i in range(len(names))]
 
 
 def kept_names(
