@@ -309,7 +309,10 @@ def test_connections_that_never_ask_for_an_association_free_their_slots(tmp_path
     try:
         ae = AE(ae_title="MODALITY")
         ae.add_requested_context(Verification)
-        time.sleep(1)
+        deadline = time.monotonic() + 5  # a loaded machine accepts them late: wait for all sixteen
+        while len(scp._server.active_associations) < _MAX_ASSOCIATIONS and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(scp._server.active_associations) == _MAX_ASSOCIATIONS
         assert ae.associate("127.0.0.1", scp.port, ae_title="FRACSIGHT").is_rejected  # every slot held
         time.sleep(ACSE_TIMEOUT_S + 2)
         assoc = ae.associate("127.0.0.1", scp.port, ae_title="FRACSIGHT")
