@@ -76,13 +76,20 @@ RUN set -eux; \
     /opt/fracsight/bin/python -m compileall -q /opt/fracsight/lib
 
 FROM build AS build-app
+# declared again (a stage's ARGs do not carry into the next one): fracsight[app] requires
+# onnxruntime, and pip put the CPU wheel back over the GPU one's files, so it is swapped again
+ARG ONNXRUNTIME=onnxruntime
 RUN set -eux; \
     pip="/opt/fracsight/bin/pip install --no-cache-dir"; \
     if ls /tmp/wheelhouse/fracsight-*.whl >/dev/null 2>&1; then \
-        $pip --no-index --find-links /tmp/wheelhouse "fracsight[app]"; \
+        pip="$pip --no-index --find-links /tmp/wheelhouse"; $pip "fracsight[app]"; \
     else \
         $pip "/tmp/src[app]"; \
     fi; \
+    if [ "$ONNXRUNTIME" != "onnxruntime" ]; then \
+        /opt/fracsight/bin/pip uninstall -y onnxruntime; $pip --force-reinstall --no-deps "$ONNXRUNTIME"; \
+    fi; \
+    find /opt/fracsight -name __pycache__ -prune -exec rm -rf {} +; \
     /opt/fracsight/bin/python -m compileall -q /opt/fracsight/lib
 
 # ---- the web app: Streamlit, the model in-process; put it behind an authenticating proxy ----------

@@ -255,3 +255,21 @@ def test_the_desktops_listing_keeps_a_folder_it_cannot_list_as_a_row(
     inside, alone = (json.loads(line) for line in done.stdout.splitlines())
     assert inside == [["locked", "ok/a.jpg"], []]
     assert alone == [["locked"], ["empty"]]
+
+
+def test_a_dicomweb_password_file_the_node_cannot_read_says_whose_it_must_be(shared_folder: Path) -> None:
+    """A container secret keeps the host's owner and mode (600, the admin's): the node's user got
+    click's "path '...' is not readable", unlike the API's tokens file, which says the uid."""
+    secret = shared_folder / "dicomweb_password"
+    secret.write_text("not-this\n")
+    secret.chmod(0o600)
+    args = ["dicom", "listen", "--spool", "spool", "--allow", "ORTHANC", "--host", "127.0.0.1"]
+    args += ["--stow", "http://127.0.0.1:9/dicom-web", "--dicomweb-password-file", secret.name]
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("FRACSIGHT_DICOMWEB_USER", "fracsight")
+        done = _as_reader(args, shared_folder)
+    assert done.returncode == 2, done.stderr
+    uid = 65534 if os.geteuid() == 0 else os.geteuid()
+    said = f"password file {secret.name}: Permission denied: fracsight runs as uid {uid}, which must be able"
+    assert said in done.stderr, done.stderr
+    assert "not-this" not in done.stderr + done.stdout and not (shared_folder / "spool").exists()

@@ -7,6 +7,7 @@ import csv
 import io
 import logging
 import random
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -340,6 +341,45 @@ def test_unexpected_exception_is_500_without_traceback(
         app.dependency_overrides.clear()
         assert c.post("/v1/predict", files=files(("a.png", png_bytes()))).status_code == 200
     assert "RuntimeError" in caplog.text and PATIENT_NAME not in caplog.text
+
+
+def test_an_internal_error_names_its_request_as_the_log_does(
+    tiny_bundle: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 500 said "the server logged it", and nothing tied a client's report to one of several
+    identical stacks in the log: every answer now carries an X-Request-ID (a proxy's own where it
+    is a short plain token), and the 500 message and the log line both name it."""
+    real = Predictor(tiny_bundle)
+
+    class Broken:
+        spec, operating_point, predict_radiographs = real.spec, real.operating_point, real.predict_radiographs
+
+        def read(self, *args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("a reader bug")
+
+        def predict_radiographs_broken(self, *args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("a model bug")
+
+    app = create_app(ApiSettings(model=str(tiny_bundle)))
+    with caplog.at_level(logging.ERROR, logger="fracsight.api"), TestClient(app) as c:
+        r = c.get("/healthz", headers={"X-Request-ID": "proxy-7.a_B"})
+        assert r.headers["x-request-id"] == "proxy-7.a_B"
+        for forged in ("x" * 65, "a b", "a\tb", ""):  # a new one, never the client's text
+            r = c.get("/healthz", headers={"X-Request-ID": forged})
+            assert re.fullmatch("[0-9a-f]{32}", r.headers["x-request-id"]), forged
+        first, second = c.get("/healthz"), c.get("/healthz")
+        assert first.headers["x-request-id"] != second.headers["x-request-id"]
+        app.dependency_overrides[get_predictor] = Broken  # a file that fails inside: its own 500
+        r = c.post("/v1/predict", files=files(("a.png", png_bytes())), headers={"X-Request-ID": "rq-1"})
+        error = assert_error(r, 500, "internal_error")
+        assert error["message"].endswith("logged it as request rq-1)") and r.headers["x-request-id"] == "rq-1"
+        Broken.read = real.read  # type: ignore[method-assign]
+        Broken.predict_radiographs = Broken.predict_radiographs_broken  # type: ignore[method-assign]
+        r = c.post("/v1/predict", files=files(("a.png", png_bytes())), headers={"X-Request-ID": "rq-2"})
+        error = assert_error(r, 500, "internal_error")  # an exception that escaped: the middleware's 500
+        assert error["message"].endswith("logged it as request rq-2") and r.headers["x-request-id"] == "rq-2"
+    assert "reading an upload (request rq-1)" in caplog.text
+    assert "POST /v1/predict (request rq-2)" in caplog.text
 
 
 def test_server_keeps_answering_after_a_burst_of_garbage(client: TestClient) -> None:

@@ -333,6 +333,12 @@ def test_the_usual_names_for_a_token_and_lower_case_names_are_warned_of() -> Non
         "fracsight_api_tokens": TOKEN,
         "FRACSIGHT_DICOMWEB_TOKEN": TOKEN,  # the DICOM node's: not a miss
         "FRACSIGHT_API_TOKENS": TOKEN,
+        # what Kubernetes sets in every pod for a Service named fracsight: warned of at every start
+        "FRACSIGHT_PORT": "tcp://10.96.0.12:8000",
+        "FRACSIGHT_PORT_8000_TCP": "tcp://10.96.0.12:8000",
+        "FRACSIGHT_PORT_8000_TCP_ADDR": "10.96.0.12",
+        "FRACSIGHT_SERVICE_HOST": "10.96.0.12",
+        "FRACSIGHT_SERVICE_PORT_HTTP": "8000",
     }
     assert near_misses(env) == {
         "FRACSIGHT_API_KEY": "FRACSIGHT_API_TOKENS",
@@ -532,7 +538,8 @@ def test_a_token_sent_in_the_url_is_hidden_in_the_access_log_and_the_refusal_say
     from fracsight.api.app import uvicorn_log_config
 
     config = uvicorn_log_config("info")
-    assert config["handlers"]["access"]["filters"] == ["query_secrets"]
+    handlers = config["handlers"]
+    assert handlers["access"]["filters"] == handlers["default"]["filters"] == ["query_secrets"]
     line = logging.LogRecord(
         "uvicorn.access", logging.INFO, "", 0, '%s - "%s %s HTTP/%s" %d',
         ("127.0.0.1:5", "GET", f"/v1/model?x=1&access_token={TOKEN}&api_key={TOKEN}", "1.1", 401), None,

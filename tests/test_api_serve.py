@@ -252,6 +252,18 @@ def test_the_log_says_which_model_is_served_and_nothing_of_the_uploads(
 
 
 @pytest.mark.slow
+def test_a_token_in_the_url_is_hidden_at_log_level_trace(tiny_bundle: Path, tmp_path: Path) -> None:
+    """At `--log-level trace` uvicorn logs each request's ASGI scope, whose query_string quoted a
+    token sent in the URL in full: only the access line was filtered."""
+    log = tmp_path / "serve.log"
+    with loopback_server("--model", str(tiny_bundle), log=log, log_level="trace") as url:
+        httpx.get(f"{url}/v1/model?x=1&access_token=SENTINELSECRET", timeout=30)
+    text = log.read_text()
+    assert "'query_string': b'x=1&access_token=***'" in text, text[-3000:]
+    assert "SENTINELSECRET" not in text
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_sigterm_stops_the_server_with_exit_0(tiny_bundle: Path, workers: str) -> None:
     """With one worker uvicorn sends SIGTERM to its process again after its graceful shutdown, and

@@ -332,3 +332,18 @@ def test_the_source_digest_is_of_what_the_wheel_is_built_from(tmp_path: Path) ->
     assert "sh /tmp/source-digest.sh /tmp/src" in dockerfile and "fracsight-source.sha256" in dockerfile
     assert "deploy/source-digest.sh" in (ROOT / "scripts" / "make_wheelhouse.sh").read_text()
     assert "!deploy/source-digest.sh" in (ROOT / ".dockerignore").read_text().splitlines()
+
+
+def test_every_stage_that_installs_fracsight_keeps_the_onnxruntime_asked_for() -> None:
+    """`--build-arg ONNXRUNTIME=onnxruntime-gpu --target webapp`: build-app's `pip install
+    fracsight[app]` put the CPU onnxruntime back over the GPU one's files (fracsight requires it),
+    and its CUDA provider was gone without a word; a stage's ARGs do not carry into the next."""
+    text = (ROOT / "Dockerfile").read_text()
+    stages = re.split(r"^FROM ", text, flags=re.MULTILINE)[1:]
+    installing = [s for s in stages if re.search(r'\$pip[^;]*"[^"]*fracsight[^"]*\[', s)]
+    assert len(installing) == 2, [s.split("\n", 1)[0] for s in installing]
+    for stage in installing:
+        name = stage.split("\n", 1)[0]
+        assert "ARG ONNXRUNTIME=onnxruntime" in stage, name
+        swap = stage.index("uninstall -y onnxruntime")
+        assert swap > max(m.end() for m in re.finditer(r"fracsight\[|/tmp/src\[", stage)), name

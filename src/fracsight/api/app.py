@@ -37,10 +37,13 @@ from fracsight.api.auth import (
 from fracsight.api.errors import (
     HTTP_CODES,
     INTERNAL_ERROR,
+    REQUEST_ID,
     SERVER_STOPPING,
     VALIDATION_ERROR,
     ApiError,
     error_response,
+    internal_error_message,
+    request_id_of,
 )
 from fracsight.api.metrics import Metrics
 from fracsight.api.routes import get_predictor, load_predictor, router
@@ -79,17 +82,19 @@ SECURITY_HEADERS = (
 )
 
 
-def _with_security_headers(message: Message) -> Message:
+def _with_security_headers(message: Message, request_id: str) -> Message:
     headers = list(message.get("headers", ()))
     present = {name.lower() for name, _ in headers}
     headers.extend(h for h in SECURITY_HEADERS if h[0] not in present)
+    headers.append((b"x-request-id", request_id.encode("ascii")))
     return {**message, "headers": headers}
 
 
 class ObserveMiddleware:
     """Counts every request (route template, method, status, latency), adds
-    :data:`SECURITY_HEADERS` to every answer, and turns any exception that escaped the handlers
-    into a 500 ``internal_error`` JSON answer without a traceback."""
+    :data:`SECURITY_HEADERS` and the request's ``X-Request-ID`` to every answer, and turns any
+    exception that escaped the handlers into a 500 ``internal_error`` JSON answer without a
+    traceback, naming the request as the log does."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics, routes: Sequence[BaseRoute] = ()) -> None:
         self.app = app
@@ -104,6 +109,8 @@ class ObserveMiddleware:
         status = 500
         started = False
         received = 0  # body bytes
+        request_id = request_id_of(scope.get("headers", []))
+        request_id_set = REQUEST_ID.set(request_id)
 
         async def receive_and_count() -> Message:
             nonlocal received
@@ -117,7 +124,7 @@ class ObserveMiddleware:
             if message["type"] == "http.response.start":
                 status = int(message["status"])
                 started = True
-                message = _with_security_headers(message)
+                message = _with_security_headers(message, request_id)
             await send(message)
 
         try:
@@ -132,13 +139,15 @@ class ObserveMiddleware:
                 response = error_response(503, SERVER_STOPPING, message, headers={"Connection": "close"})
                 await response(scope, receive, send_and_watch)
         except Exception as exc:
-            _log_unexpected(logger, f"{scope.get('method')} {_route(scope, 500, self.routes)}", exc)
+            where = f"{scope.get('method')} {_route(scope, 500, self.routes)} (request {request_id})"
+            _log_unexpected(logger, where, exc)
             self.metrics.count_error(INTERNAL_ERROR)
             status = 500
             if not started:
-                response = error_response(500, INTERNAL_ERROR, "internal error; the server logged it")
+                response = error_response(500, INTERNAL_ERROR, internal_error_message())
                 await response(scope, receive, send_and_watch)
         finally:
+            REQUEST_ID.reset(request_id_set)
             self.metrics.observe_request(
                 _route(scope, status, self.routes),
                 str(scope.get("method", "")),
@@ -306,7 +315,8 @@ def uvicorn_log_config(level: int | str) -> dict[str, Any]:
     level = level.upper() if isinstance(level, str) else level
     config["loggers"]["fracsight"] = {"handlers": ["default"], "level": level, "propagate": False}
     config.setdefault("filters", {})["query_secrets"] = {"()": "fracsight.api.auth.QuerySecretFilter"}
-    config["handlers"]["access"]["filters"] = ["query_secrets"]
+    for handler in ("access", "default"):  # "default": uvicorn.asgi's trace lines quote the scope
+        config["handlers"][handler]["filters"] = ["query_secrets"]
     return config
 
 

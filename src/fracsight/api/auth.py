@@ -441,16 +441,28 @@ def _has_query_secret(query: str) -> bool:
 
 
 class QuerySecretFilter(logging.Filter):
-    """uvicorn's access line with the value of a token-like query parameter hidden: a client that
+    """uvicorn's log lines with the value of a token-like query parameter hidden: a client that
     sent its token in the URL (``?access_token=``, RFC 6750's URI form, which this API does not take)
-    had it written into the log with its 401."""
+    had it written into the log with its 401: in the access line, and at ``--log-level trace`` in
+    the ASGI scope uvicorn logs (its ``query_string``)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
-        # uvicorn's access arguments: (client, method, path with query, HTTP version, status)
-        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+        if not isinstance(args, tuple):
+            return True
+        if record.name == "uvicorn.access" and len(args) >= 3 and isinstance(args[2], str):
+            # (client, method, path with query, HTTP version, status)
             record.args = (*args[:2], _hide_query_secrets(args[2]), *args[3:])
+        elif any(isinstance(a, dict) and "query_string" in a for a in args):
+            record.args = tuple(_scope_without_secrets(a) for a in args)
         return True
+
+
+def _scope_without_secrets(arg: object) -> object:
+    if not isinstance(arg, dict) or not isinstance(arg.get("query_string"), bytes):
+        return arg
+    query = arg["query_string"].decode("latin-1")
+    return {**arg, "query_string": _hide_query_secrets("?" + query)[1:].encode("latin-1")}
 
 
 class LoopbackOnlyMiddleware:

@@ -6,6 +6,9 @@ Codes of refusals made by the library come from :mod:`fracsight.errors`
 
 from __future__ import annotations
 
+import re
+import uuid
+from contextvars import ContextVar
 from typing import Any
 
 from starlette.responses import JSONResponse
@@ -16,6 +19,7 @@ __all__ = [
     "INVALID_HTTP",
     "MALFORMED_MULTIPART",
     "NO_READABLE_IMAGES",
+    "REQUEST_ID",
     "REQUEST_TIMEOUT",
     "SERVER_BUSY",
     "TOO_MANY_FILES",
@@ -25,6 +29,8 @@ __all__ = [
     "VALIDATION_ERROR",
     "ApiError",
     "error_response",
+    "internal_error_message",
+    "request_id_of",
 ]
 
 VALIDATION_ERROR = "validation_error"  # 422: a missing or invalid parameter or field
@@ -48,6 +54,27 @@ HTTP_CODES = {
     413: UPLOAD_TOO_LARGE,
     415: UNSUPPORTED_MEDIA_TYPE,
 }
+
+
+# The request being answered, as its X-Request-ID header names it: in the log line of an unexpected
+# error and in the 500 answered, so that an operator finds the stack a client reports (anyio copies
+# it into the worker thread that predicts).
+REQUEST_ID: ContextVar[str] = ContextVar("fracsight_request_id", default="-")
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def request_id_of(headers: list[tuple[bytes, bytes]]) -> str:
+    """The client's ``X-Request-ID`` (a proxy's) where it is a short plain token, else a new one:
+    anything longer or with other characters could forge or flood log lines."""
+    for name, value in headers:
+        if name.lower() == b"x-request-id":
+            text = value.decode("latin-1")
+            return text if _CLIENT_REQUEST_ID.fullmatch(text) else uuid.uuid4().hex
+    return uuid.uuid4().hex
+
+
+def internal_error_message() -> str:
+    return f"internal error; the server logged it as request {REQUEST_ID.get()}"
 
 
 class ApiError(Exception):

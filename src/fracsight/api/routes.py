@@ -23,6 +23,7 @@ from fracsight.api.errors import (
     UNKNOWN_OPERATING_POINT,
     VALIDATION_ERROR,
     ApiError,
+    internal_error_message,
 )
 from fracsight.api.metrics import CONTENT_TYPE, Metrics
 from fracsight.api.schemas import ErrorResponse, Health, ModelInfo, PredictResponse
@@ -223,7 +224,7 @@ def _refusal(failures: list[FileFailure]) -> ApiError:
         message = f"none of the {len(failures)} files could be read: {first.message}"
         return ApiError(first.status, first.code, message, details)
     if any(f.status >= 500 for f in failures):
-        return ApiError(500, INTERNAL_ERROR, "internal error; the server logged it", details)
+        return ApiError(500, INTERNAL_ERROR, internal_error_message(), details)
     return ApiError(400, NO_READABLE_IMAGES, f"none of the {len(failures)} files could be read", details)
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fracsight._malloc import is_large, release_freed_memory
-from fracsight.api.errors import INTERNAL_ERROR
+from fracsight.api.errors import INTERNAL_ERROR, REQUEST_ID, internal_error_message
 from fracsight.api.uploads import Upload
 from fracsight.bundle import OperatingPoint
 from fracsight.errors import FracsightError, UnsupportedFormatError, log_unexpected
@@ -85,8 +85,8 @@ def _predict_one(predictor: Predictor, upload: Upload, options: PredictOptions) 
         not_a_view = getattr(e, "not_an_image", False)
         return Outcome(FileFailure(upload.filename, e.code, message, e.http_status, not_a_view))
     except Exception as e:  # a reader bug or an input no check foresaw: refuse this file, keep serving
-        log_unexpected(logger, "reading an upload", e)
-        message = f"{upload.filename}: the file could not be processed (internal error)"
+        log_unexpected(logger, f"reading an upload (request {REQUEST_ID.get()})", e)
+        message = f"{upload.filename}: the file could not be processed ({internal_error_message()})"
         return Outcome(FileFailure(upload.filename, INTERNAL_ERROR, message, 500))
     (prediction,) = predictor.predict_radiographs([radiograph], [upload.filename], heatmap=options.overlay)
     prediction = at_operating_point(prediction, options.operating_point)

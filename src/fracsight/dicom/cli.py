@@ -194,6 +194,7 @@ DicomwebPasswordFileOption = Annotated[
     Path | None,
     typer.Option(
         envvar=PASSWORD_FILE_ENV,
+        readable=False,  # read_secret_file says why not, and whose it must be; click said "not readable"
         help="File holding the DICOMweb password (one line), e.g. a container secret.",
     ),
 ]
@@ -201,6 +202,7 @@ DicomwebTokenFileOption = Annotated[
     Path | None,
     typer.Option(
         envvar=TOKEN_FILE_ENV,
+        readable=False,
         help=f"File holding an OAuth bearer token for the DICOMweb service (one line; read again for "
         f"each connection, so a renewed token is used), instead of a user name and password; or {TOKEN_ENV}.",
     ),

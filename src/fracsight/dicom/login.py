@@ -26,6 +26,7 @@ of them picked silently. The password is never logged nor shown: a URL is shown 
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -153,6 +154,10 @@ def read_secret_file(path: Path, what: str = "password") -> str:
         text = data.decode("utf-8-sig")  # -sig: a BOM from Windows editors
     except (OSError, UnicodeDecodeError) as e:
         why = e.strerror if isinstance(e, OSError) and e.strerror else "not readable as UTF-8 text"
+        if isinstance(e, OSError) and e.errno == errno.EACCES and hasattr(os, "getuid"):
+            # a container secret keeps the host's owner and mode (600, the admin's): say whose it must be
+            uid = os.getuid()
+            why += f": fracsight runs as uid {uid}, which must be able to read it (chown it to that uid)"
         raise LoginError(f"the DICOMweb {what} file {shown_secret_path(path)}: {why}") from None
     lines = text.splitlines()
     if len(lines) > 1 and any(line for line in lines[1:]):
