@@ -874,3 +874,26 @@ def test_the_relative_data_note_of_a_packaged_model_asks_nothing_impossible(
     assert "export the run again" not in packaged
     own = relative_data_note(spec, fracatlas_dir, dataset)
     assert own is not None and own.endswith("export the run again to record it in full")
+
+
+def test_a_folder_inside_the_training_data_is_said_to_hold_training_images(tiny_bundle, tiny_dataset):
+    """`evaluate MODEL data/train --split all` (the advice a missing split gave) scored the model's
+    own training images without a word: only the very folder it trained on was known; and `compare`
+    of the shipped model with one trained here was refused on the split that run carved out."""
+    args = ["--bootstrap", "0", "--json", "--split", "all"]
+    for part, n in (("train", 24), ("val", 12)):
+        done = CliRunner().invoke(app, ["evaluate", str(tiny_bundle), str(tiny_dataset / part), *args])
+        assert done.exit_code == 0, done.output
+        notes = json.loads(done.stdout)["notes"]
+        said = [note for note in notes if f"of these {n} images were in the train or validation" in note]
+        assert said and f"{tiny_dataset / part} lies inside {tiny_dataset.resolve()}" in said[0], notes
+        assert "measures it on the images it held out" in said[0]
+    seen = int(said[0].split(" of these")[0])  # val: every image; train: all but those carved out as test
+    assert seen == 12
+    done = CliRunner().invoke(app, ["evaluate", str(tiny_bundle), str(tiny_dataset / "train")])
+    assert done.exit_code == 2 and "lies inside" in done.output and "--split test" in done.output
+    elsewhere = CliRunner().invoke(app, ["evaluate", "default", str(tiny_dataset / "val"), *args])
+    assert "were in the train or validation split" not in elsewhere.output  # not the data it trained on
+    # compared on the 2 images B's run carved out as test (too few to compare, but no "no 'test' split")
+    compared = CliRunner().invoke(app, ["compare", "default", str(tiny_bundle), str(tiny_dataset)])
+    assert "[test]: no image both models read has a label" in compared.output, compared.output

@@ -279,3 +279,28 @@ def test_images_outside_the_body_part_folders_are_named(
     for name in ("loose.png", "train/stray.png", "train/XR-ANKLE/", "train/misc/"):
         assert name in caplog.text
     assert "train/notes" not in caplog.text
+
+
+def test_one_body_part_or_patient_folder_is_named_with_a_way_to_use_it(tmp_path: Path) -> None:
+    """`fracsight train MURA-v1.1/train/XR_WRIST` ("wrists only") read the patients as classes and
+    trained a classifier of patient IDs without a word; the links the message gives do work."""
+    import shlex
+    import subprocess
+
+    root = make_mura(tmp_path / "MURA-v1.1")
+    with pytest.raises(DatasetError, match=r"XR_ELBOW is MURA's XR_ELBOW folder, not a whole data set") as e:
+        load_dataset(root / "train" / "XR_ELBOW")
+    recipe = str(e.value).split("make a folder of links to it and give that: ")[1]
+    assert recipe.startswith("mkdir -p elbow/train elbow/valid && ln -s ")
+    subprocess.run(recipe, shell=True, cwd=tmp_path, check=True)  # the message's own command
+    elbows = load_dataset(tmp_path / "elbow")
+    assert elbows.layout == "mura"
+    assert {n: len(elbows.split(n)) for n in elbows.splits} == {"train": 3, "val": 2}
+    with pytest.raises(DatasetError, match="a MURA patient's folder, not a whole data set"):
+        load_dataset(root / "train" / "XR_WRIST" / "patient00011")
+    (tmp_path / "flat").mkdir()
+    (root / "train" / "XR_WRIST").rename(tmp_path / "flat" / "XR_WRIST")
+    with pytest.raises(DatasetError) as e:  # a part alone: one link
+        load_dataset(tmp_path / "flat" / "XR_WRIST")
+    target = shlex.quote(str((tmp_path / "flat" / "XR_WRIST").resolve()))
+    assert str(e.value).endswith(f"give that: mkdir wrist && ln -s {target} wrist/")

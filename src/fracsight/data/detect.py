@@ -27,7 +27,7 @@ from fracsight.data.folders import is_class_folders, read_class_folders
 from fracsight.data.fracatlas import is_fracatlas, read_fracatlas
 from fracsight.data.labels_csv import is_labels_csv, read_labels_csv
 from fracsight.data.leakage import label_conflicts
-from fracsight.data.mura import is_mura, read_mura
+from fracsight.data.mura import is_mura, mura_piece, read_mura
 from fracsight.data.sample import Dataset, NotADataFolderError
 
 __all__ = ["LAYOUTS", "detect_layout", "find_layout", "load_dataset"]
@@ -91,6 +91,9 @@ def find_layout(root: str | os.PathLike[str]) -> tuple[str, Path]:
         if len(subdirs) != 1 or has_files or split_name(subdirs[0].name):
             break
         current = subdirs[0]
+    for folder in (root, current):  # root first: a body part of one patient reads as a wrapper
+        if said := mura_piece(folder):
+            raise NotADataFolderError(said)
     for folder in (current, root):  # root: one class folder alone, which reads as a wrapper
         if is_class_folders(folder):
             return "class-folders", folder

@@ -20,6 +20,7 @@ import csv
 import dataclasses
 import logging
 import re
+import shlex
 from pathlib import Path, PurePosixPath
 
 from fracsight.data._files import (
@@ -34,7 +35,7 @@ from fracsight.data._files import (
 from fracsight.data.sample import FRACTURE, REGION, Dataset, Sample
 from fracsight.errors import DatasetError
 
-__all__ = ["is_mura", "mura_part_folders", "read_mura"]
+__all__ = ["is_mura", "mura_part_folders", "mura_piece", "read_mura"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,41 @@ def mura_part_folders(root: Path) -> list[tuple[str | None, Path]]:
         elif split_name(d.name):
             found.extend((split_name(d.name), p) for p in visible_dirs(d) if _is_part(p))
     return found
+
+
+def _studies(folder: Path) -> list[Path]:
+    return [d for d in visible_dirs(folder) if _STUDY.fullmatch(d.name)]
+
+
+def mura_piece(folder: Path) -> str | None:
+    """A message for a folder that is one piece of a MURA tree (a body part, a patient), whose
+    sub-folders would otherwise be read as class folders: XR_WRIST trained a classifier of patient
+    IDs without a word. None for any other folder."""
+    subs = visible_dirs(folder)
+    if _is_part(folder) and any(_studies(patient) for patient in subs[:20]):
+        piece = f"MURA's {folder.name} folder"
+    elif subs and len(_studies(folder)) == len(subs):
+        piece = "a MURA patient's folder"
+    else:
+        return None
+    said = (
+        f"{folder} is {piece}, not a whole data set (its sub-folders would be read as classes): give "
+        "the folder that holds the XR_<PART> folders (MURA-v1.1)"
+    )
+    if not _is_part(folder):
+        return said
+    name = folder.name.lower().removeprefix("xr_")
+    split = split_name(folder.parent.name)
+    if split is None:
+        links = f"mkdir {name} && ln -s {shlex.quote(str(folder.resolve()))} {name}/"
+    else:  # the other split's folder of the same part too, where MURA has it
+        parts = [d / folder.name for d in visible_dirs(folder.parent.parent) if split_name(d.name)]
+        made = " ".join(f"{name}/{p.parent.name}" for p in parts if p.is_dir())
+        linked = " && ".join(
+            f"ln -s {shlex.quote(str(p.resolve()))} {name}/{p.parent.name}/" for p in parts if p.is_dir()
+        )
+        links = f"mkdir -p {made} && {linked}"
+    return f"{said}; to use {folder.name} alone, make a folder of links to it and give that: {links}"
 
 
 def is_mura(root: Path) -> bool:

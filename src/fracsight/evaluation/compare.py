@@ -191,7 +191,7 @@ def compare_models(
     On a data set without the split, each model is measured on the split its own training
     carved out: the two must have held out the same images, or the comparison is refused.
     """
-    from fracsight.evaluation.run import held_out, leakage_note, leakage_of, model_class_index
+    from fracsight.evaluation.run import leakage_note, leakage_of, model_class_index
     from fracsight.inference import NOTICE, FailedPrediction, Predictor
 
     split = canonical_split(split)
@@ -211,12 +211,7 @@ def compare_models(
                 model_class_index(dataset.class_names, predictor.classes)
             except DatasetError as e:
                 raise type(e)(f"model {key} ({given or 'default'}): {e}") from None
-    held = []
-    for key, predictor, given in zip("AB", predictors, (model_a, model_b), strict=True):
-        try:
-            held.append(held_out(dataset, split, predictor.spec, Path(data_dir)))
-        except MissingSplitError as e:  # "the model was not trained on" it: say which of the two
-            raise MissingSplitError(f"model {key} ({given or 'default'}): {e}") from None
+    held, missing = _held_out_both(dataset, split, predictors, (model_a, model_b), Path(data_dir))
     chosen = [h.samples for h in held]
     if [s.path for s in chosen[0]] != [s.path for s in chosen[1]]:
         raise SplitLayoutError(  # the user's to correct (--split all): exit 2
@@ -225,6 +220,13 @@ def compare_models(
             "it with --split all"
         )
     notes = _seen_notes(split, held, dataset, (model_a, model_b), [p.spec for p in predictors])
+    if missing is not None:
+        stranger, owner = "AB"[missing], "BA"[missing]
+        notes.append(
+            f"model {stranger} ({(model_a, model_b)[missing] or 'default'}) was not trained on this data "
+            f"set: both are measured on the {split!r} split that model {owner}'s training run carved out "
+            f"of it (group-aware, seed {held[1 - missing].seed}), which neither was trained on"
+        )
     notes += _calibrated_here_notes(
         split, [p.spec for p in predictors], (model_a, model_b), data_dir, dataset
     )
@@ -345,6 +347,32 @@ def _head_notes(predictors: Sequence[Any], label_names: tuple[str, ...], given: 
         if note:
             notes.append(f"model {key} ({typed or 'default'}): {note}")
     return notes
+
+
+def _held_out_both(
+    dataset: Any, split: str | None, predictors: Sequence[Any], given: tuple[Any, Any], data_dir: Path
+) -> tuple[list[Any], int | None]:
+    """Each model's :func:`~fracsight.evaluation.run.held_out` images of ``split``. A data set
+    without the split that one of the two was trained on has it carved out as that model's run
+    did: the other, which never trained on it, is measured on the same images (the obvious
+    comparison of the shipped model with one trained here was refused, leaving only --split all,
+    with the other's training images in it); the index of that other model is returned too."""
+    from fracsight.evaluation.run import HeldOut, held_out
+
+    held: list[Any] = []
+    for key, predictor, typed in zip("AB", predictors, given, strict=True):
+        try:
+            held.append(held_out(dataset, split, predictor.spec, data_dir))
+        except MissingSplitError as e:  # "the model was not trained on" it: say which of the two
+            held.append(MissingSplitError(f"model {key} ({typed or 'default'}): {e}"))
+    failed = [i for i, h in enumerate(held) if isinstance(h, MissingSplitError)]
+    if len(failed) == 1 and held[1 - failed[0]].own:
+        owner = held[1 - failed[0]]
+        held[failed[0]] = HeldOut(owner.samples, owner.seed, False, owner.carved)
+        return held, failed[0]
+    if failed:
+        raise held[failed[0]]
+    return held, None
 
 
 def _seen_notes(

@@ -160,6 +160,45 @@ def _names_data_dir(spec: Any, data_dir: Path, root: Path) -> bool | None:
     return None
 
 
+def _training_data_around(spec: Any, data_dir: Path) -> Path | None:
+    """The folder the model of ``spec`` was trained on where ``data_dir`` lies inside it (``cfs/train``
+    of ``cfs``), as its ``training.data`` names it; None otherwise."""
+    recorded = spec.training.get("data")
+    try:
+        outer, inner = Path(recorded).resolve(), data_dir.resolve()
+        return outer if recorded and outer in inner.parents and outer.is_dir() else None
+    except OSError:
+        return None
+
+
+def inside_training_data_note(spec: Any, data_dir: Path, samples: Sequence[Sample]) -> str | None:
+    """A note for images of ``data_dir``, a folder inside the data set the model was trained on,
+    that were in its training run's train or validation split (``evaluate cfs/train --split all``
+    scored the training images without a word: only the very folder it trained on was known);
+    None where there are none, or where the data set cannot be read as it was."""
+    outer = _training_data_around(spec, data_dir)
+    if outer is None:
+        return None
+    before = logging.root.manager.disable  # its readers' warnings would seem said of the data given
+    logging.disable(logging.WARNING)
+    try:
+        carved = _run_split(load_dataset(outer), spec, _run_seed(spec))
+    except DatasetError:
+        return None
+    finally:
+        logging.disable(before)
+    seen_paths = {s.path.resolve() for s in carved.samples if canonical_split(s.split) in ("train", "val")}
+    seen = sum(s.path.resolve() in seen_paths for s in samples)
+    if not seen:
+        return None
+    measure = shell_command("fracsight", "evaluate", "MODEL", outer, "--split", "test")
+    return (
+        f"{seen} of these {len(samples)} images were in the train or validation split of the model's "
+        f"training run: {data_dir} lies inside {outer}, the data set it was trained on; these numbers "
+        f"flatter it; `{measure}` measures it on the images it held out"
+    )
+
+
 def is_training_data(spec: Any, data_dir: Path, dataset: Dataset, carved: Dataset | None = None) -> bool:
     """Whether ``data_dir`` (read as ``dataset``) is the data set the model of ``spec`` (a
     :class:`~fracsight.bundle.BundleSpec`) was trained on, as its ``training.data`` records it.
@@ -295,7 +334,17 @@ def held_out(
     else:
         own = named
         carved = _run_split(dataset, spec, seed) if named and split not in (None, "all") else None
-    samples, carved = _select(dataset, split, seed if own else None, carved, option)
+    try:
+        samples, carved = _select(dataset, split, seed if own else None, carved, option)
+    except MissingSplitError:
+        outer = None if own else _training_data_around(spec, data_dir)
+        if outer is None:
+            raise
+        measure = shell_command("fracsight", "evaluate", "MODEL", outer, "--split", str(split))
+        raise MissingSplitError(  # "measure all of it with --split all" scored the training images
+            f"{dataset.root} has no {split!r} split: it lies inside {outer}, the data set the model was "
+            f"trained on; `{measure}` measures on its {split!r} split, as the training run made it"
+        ) from None
     return HeldOut(samples, seed, own, carved)
 
 
@@ -908,6 +957,8 @@ def evaluate_model(
         notes.append(calibrated_here)
     if seen:
         notes.append(f"measured on {seen}: these numbers flatter it; {held_out_advice(held, dataset)}")
+    elif not held.own and (inside := inside_training_data_note(spec, Path(data_dir), samples)):
+        notes.append(inside)
     named = split_name(split or "")  # valid: val
     if held.carved is not None and split not in (None, "all") and named not in dataset.splits:
         notes.append(
