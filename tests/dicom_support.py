@@ -113,6 +113,15 @@ def wait_until(condition: Callable[[], bool], timeout: float, step: float = 0.00
     return False
 
 
+def listening(port: int) -> bool:
+    """Whether something accepts TCP connections on the loopback ``port`` (a server started)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
 def dcmtk_available() -> bool:
     return all((DCMTK_BIN / tool).is_file() for tool in ("storescu", "findscu", "dcmcjpeg"))
 

@@ -334,13 +334,21 @@ def test_a_stopping_server_refuses_new_connections_at_once(tiny_bundle: Path, wo
         )
         time.sleep(1)
         started[0].send_signal(signal.SIGTERM)
-        time.sleep(2)  # the stop has begun (the supervisor looks at its signals every 0.5 s)
         asked = time.monotonic()
-        with pytest.raises(OSError), socket.create_connection((host, int(port)), timeout=5) as late:
-            late.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # refused or reset, not queued
-            if not late.recv(100):
-                raise ConnectionResetError("closed without an answer")
-        assert time.monotonic() - asked < 3
+
+        def refused() -> bool:  # refused or reset, not queued for the 20 s the stop may take
+            try:
+                with socket.create_connection((host, int(port)), timeout=1) as late:
+                    late.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                    late.settimeout(1)
+                    return not late.recv(100)
+            except OSError:
+                return True
+
+        # the supervisor and the workers look at their signals every 0.5 s: a loaded machine is late
+        while not refused():
+            assert time.monotonic() - asked < 10, "still answered or queued 10 s into the stop"
+            time.sleep(0.2)
         stalled.close()
 
 

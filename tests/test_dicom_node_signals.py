@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -80,7 +79,7 @@ def test_sigterm_to_the_group_lets_the_worker_processes_finish_their_jobs(
     ]
     with Orthanc(tmp_path / "orthanc") as orthanc:
         destination = ["--to", f"127.0.0.1:{orthanc.dicom_port}:ORTHANC"]
-        extra = ["--processes", "2", "--batch-size", "1"]
+        extra = ["--processes", "2", "--batch-size", "1", "--log-level", "DEBUG"]
         node = NodeProcess(
             tmp_path / "node", destination=destination, extra=extra, quiet_time=30, own_group=True
         )
@@ -90,8 +89,8 @@ def test_sigterm_to_the_group_lets_the_worker_processes_finish_their_jobs(
             storescu = [str(DCMTK_BIN / "storescu"), "-aet", "MODALITY", "-aec", "FRACSIGHT", "-xs", "-nh"]
             sending = subprocess.Popen([*storescu, "127.0.0.1", str(node.port), *map(str, files)])
             try:
-                assert wait_until(lambda: any((node.spool / "instances").glob("*.dcm")), 60)
-                time.sleep(0.1)  # its job is in a worker process (it takes a second)
+                # its job is in a worker process (it takes a second); a stored file alone was not enough
+                assert wait_until(lambda: "handed to a worker process" in node.log(), 60, 0.05)
                 os.killpg(node.process.pid, stop)
                 code = node.process.wait(timeout=120)
             finally:

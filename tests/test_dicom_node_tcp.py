@@ -16,6 +16,7 @@ import pytest
 
 pynetdicom = pytest.importorskip("pynetdicom")
 
+from dicom_support import listening, wait_until  # noqa: E402
 from fracsight.dicom._tcp import tcp_handlers  # noqa: E402
 from fracsight.dicom.scp import StoreSCP  # noqa: E402
 from fracsight.dicom.spool import Spool  # noqa: E402
@@ -190,7 +191,7 @@ def test_a_destination_that_aborts_every_store_is_said_so(tmp_path: Path, fracat
     command = [str(DCMTK_BIN / "storescp"), "--abort-during", "-aet", "PACS", "-od", str(tmp_path), str(port)]
     pacs = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        time.sleep(1)
+        assert wait_until(lambda: listening(port), 30, 0.1)  # a loaded machine starts it late
         with pytest.raises(DestinationUnavailable, match=r"no C-STORE response.*calling AE title FRACSIGHT"):
             DimseDestination("127.0.0.1", port, "PACS", timeout=10).deliver([source])
     finally:
@@ -314,7 +315,8 @@ def test_connections_that_never_ask_for_an_association_free_their_slots(tmp_path
             time.sleep(0.05)
         assert len(scp._server.active_associations) == _MAX_ASSOCIATIONS
         assert ae.associate("127.0.0.1", scp.port, ae_title="FRACSIGHT").is_rejected  # every slot held
-        time.sleep(ACSE_TIMEOUT_S + 2)
+        time.sleep(ACSE_TIMEOUT_S)
+        assert wait_until(lambda: not scp._server.active_associations, 30, 0.1)  # dropped, if late
         assoc = ae.associate("127.0.0.1", scp.port, ae_title="FRACSIGHT")
         assert assoc.is_established and assoc.send_c_echo().Status == 0
         assoc.release()
@@ -409,7 +411,7 @@ def test_each_store_response_goes_to_the_store_that_waits_for_it(
     command = [str(DCMTK_BIN / "storescp"), "-aet", "PACS", "-od", str(received), str(port)]
     pacs = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        time.sleep(1)
+        assert wait_until(lambda: listening(port), 30, 0.1)
         started = time.monotonic()
         outcomes = DimseDestination("127.0.0.1", port, "PACS", timeout=5).deliver(paths)
         seconds = time.monotonic() - started

@@ -184,8 +184,9 @@ def wait_for_first_part(job: subprocess.Popen, out: Path) -> None:
         time.sleep(0.02)
 
 
-def assert_all_gone(processes: dict[int, str], within: float = 20) -> None:
-    """Every one of ``processes`` (pid: command line) has exited within ``within`` seconds."""
+def assert_all_gone(processes: dict[int, str], within: float = 60) -> None:
+    """Every one of ``processes`` (pid: command line) has exited within ``within`` seconds (a
+    loaded CI machine's, not this one's: they end in a few seconds, a leak never)."""
     deadline = time.monotonic() + within
     while left := [f"{pid} {command[:60]}" for pid, command in processes.items() if alive(pid)]:
         assert time.monotonic() < deadline, f"still running after the job stopped: {left}"
@@ -213,7 +214,7 @@ def test_a_killed_job_leaves_no_ray_behind_resumes_and_every_file_appears_exactl
     # Ray shares the driver's fate: the kernel kills the GCS, the raylet and its workers with it.
     # (The raylet's two agents then exit by themselves, sometimes only a minute later, as they
     # do after a plain ray.init: not waited for here.)
-    assert_all_gone({pid: c for pid, c in ray_processes.items() if "agent" not in c.lower()}, within=30)
+    assert_all_gone({pid: c for pid, c in ray_processes.items() if "agent" not in c.lower()})
     committed = parquet_rows(out)
     assert 0 < len(committed) < N_IMAGES + 4, "the job was not killed mid-run"
     assert len({r["path"] for r in committed}) == len(committed)

@@ -250,6 +250,7 @@ class Worker(threading.Thread):
                 for r in batch
             )
             self._submit(self._images, jobs, make_image_results, self.kinds, jobs)
+            log.debug("instances %s handed to a worker process", ", ".join(j.key for j in jobs))
         return True
 
     def _collect(self, *, wait: bool = False) -> bool:
