@@ -797,3 +797,14 @@ def test_the_threads_help_gives_its_maximum() -> None:
     assert result.exit_code == 0, result.output
     line = " ".join(next(row for row in result.output.splitlines() if "--threads" in row).split())
     assert f"at most {MAX_THREADS}" in line, line
+
+
+def test_a_pan_keeps_the_image_on_the_canvas() -> None:
+    """A side that fits stays centred; a larger one never shows past its edge (Shift+Left held at
+    the fitted size moved the image off the canvas, a black view with nothing to say why)."""
+    image, canvas = (100, 200), (50, 40)  # image rows, columns; canvas width, height
+    assert Camera(-500, 999, 1.0).kept_on(image, canvas) == Camera(25, 80, 1.0)
+    assert Camera(120, 50, 1.0).kept_on(image, canvas) == Camera(120, 50, 1.0)  # inside: as it was
+    assert Camera(0, 0, 0.1).kept_on(image, canvas) == Camera(100, 50, 0.1)  # all of it fits: centred
+    fitted = fit_zoom(image, canvas)
+    assert fitted.kept_on(image, canvas) == fitted

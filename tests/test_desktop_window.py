@@ -504,6 +504,12 @@ def test_keyboard_shortcuts_act_on_the_window_and_not_while_typing(
     screenshot(display, "desktop-shortcuts.png")
     press(shown, "<Key-Escape>")
     assert not shown.winfo_exists()
+    root.update()
+    assert root.focus_get() is canvas  # the keys go back where they were, not to the bare window
+    press(desktop.tree, "<Key-F1>")  # from the list: Page Down pages it again once the list is closed
+    press(desktop.shortcuts_window, "<Key-Escape>")
+    root.update()
+    assert root.focus_get() is desktop.tree
     (folder_button,) = (
         w
         for w in descendants(desktop.toolbars[0])
@@ -572,7 +578,15 @@ def test_sliders_panning_buttons_and_the_model_card_answer_the_keyboard(
     canvas.focus_force()
     assert looks(width, "unfocused") != focused  # the slider with the keys is marked
 
-    press(canvas, "<Key-1>")  # 1:1: the image is larger than the pane
+    press(canvas, "<Key-0>")  # fitted: the keys that pan keep the whole image in view
+    fitted = fit_zoom(viewer.view.pixels.shape, viewer.canvas_size())
+    for _ in range(12):  # a held key (auto-repeat) panned it off: a black canvas
+        press(canvas, "<Shift-Key-Left>", state=0x1)
+        press(canvas, "<Shift-Key-Up>", state=0x1)
+    assert viewer.camera == pytest.approx(fitted)
+    press(canvas, "<Key-1>")  # 1:1, then 1.25 x 1.25: the image is larger than the pane both ways
+    press(canvas, "<Key-plus>")
+    press(canvas, "<Key-plus>")
     before = viewer.camera
     press(canvas, "<Shift-Key-Left>", state=0x1)
     assert viewer.camera.cx < before.cx and viewer.camera.cy == before.cy
@@ -613,7 +627,8 @@ def test_sliders_panning_buttons_and_the_model_card_answer_the_keyboard(
     card = desktop.card_window
     assert card is not None and card.winfo_ismapped() and "Close" in all_texts(card)
     press(card, "<Key-Escape>")
-    assert not card.winfo_exists() and root.focus_get() is not None  # the keys are the window's again
+    root.update()
+    assert not card.winfo_exists() and root.focus_get() is buttons["Model card…"]  # the keys are back
 
 
 @pytest.mark.slow

@@ -73,6 +73,18 @@ class Camera:
     def panned(self, dx_screen: float, dy_screen: float) -> Camera:
         return replace(self, cx=self.cx - dx_screen / self.zoom, cy=self.cy - dy_screen / self.zoom)
 
+    def kept_on(self, image_hw: tuple[int, int], canvas: tuple[int, int]) -> Camera:
+        """This camera moved the least that keeps the image on the canvas: a side that fits is
+        centred, one larger than the canvas never leaves an edge of it inside (a few Shift+Left
+        presses panned the image off, a black canvas, with nothing to say why)."""
+
+        def kept(centre: float, size: int, room: int) -> float:
+            half = room / (2 * self.zoom)  # half the canvas, in image pixels
+            return size / 2 if size * self.zoom <= room else min(max(centre, half), size - half)
+
+        (h, w), (cw, ch) = image_hw[:2], canvas
+        return Camera(kept(self.cx, w, max(1, cw)), kept(self.cy, h, max(1, ch)), self.zoom)
+
     def to_image(self, x: float, y: float, canvas: tuple[int, int]) -> tuple[float, float]:
         """A canvas point in image pixels."""
         w, h = canvas

@@ -338,7 +338,11 @@ class Viewer:
         if camera is None:
             return
         w, h = self.canvas_size()
-        self.camera = camera.panned(x * PAN_STEP * w, y * PAN_STEP * h)
+        self._pan_to(camera.panned(x * PAN_STEP * w, y * PAN_STEP * h))
+
+    def _pan_to(self, camera: Camera) -> None:
+        assert self.view is not None
+        self.camera = camera.kept_on(self.view.pixels.shape, self.canvas_size())
         self.redraw()
 
     def _step(self, var: tk.DoubleVar, step: float, low: float) -> str:
@@ -356,12 +360,13 @@ class Viewer:
             return
         kind, x, y, level, width = self._drag
         if kind == "pan":
-            self.camera = camera.panned(e.x - x, e.y - y)
             self._drag = (kind, e.x, e.y, level, width)
-        else:  # right-drag: horizontal widens the window, vertical raises the level
-            w, h = self.canvas_size()
-            self.width_var.set(min(1.0, max(0.02, width + (e.x - x) / w)))
-            self.level_var.set(min(1.0, max(0.0, level - (e.y - y) / h)))
+            self._pan_to(camera.panned(e.x - x, e.y - y))
+            return
+        # right-drag: horizontal widens the window, vertical raises the level
+        w, h = self.canvas_size()
+        self.width_var.set(min(1.0, max(0.02, width + (e.x - x) / w)))
+        self.level_var.set(min(1.0, max(0.0, level - (e.y - y) / h)))
         self.redraw()
 
     def close(self) -> None:

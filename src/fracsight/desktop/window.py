@@ -1129,14 +1129,19 @@ class DesktopApp:
 
     def _closable(self, top: tk.Toplevel) -> Callable[..., None]:
         """Make ``top`` a window over the main one that the keyboard has and leaves: Escape (and
-        its Close button, the returned function) closes it and gives the keys back."""
+        its Close button, the returned function) closes it and gives the keys back to the control
+        that had them (the main window's own focus put them nowhere: Page Down no longer paged the
+        results list, and Tab began again at the first button)."""
         top.transient(self.root)
+        before = self.root.focus_get()
 
         def done(_event: object = None) -> None:
             top.destroy()
-            self.root.focus_set()  # the keys act on the main window again
+            back = before if before is not None and before.winfo_exists() else self.root
+            back.focus_set()
 
         top.bind("<Key-Escape>", done)
+        top.protocol("WM_DELETE_WINDOW", done)  # the title bar's close button too
         top.focus_set()
         return done
 
