@@ -1,4 +1,4 @@
--- Orthanc routing rule: forward every projection radiograph (CR, DX) to the fracsight node.
+-- Orthanc routing rule: forward every projection radiograph (CR, DX, RG) to the fracsight node.
 --
 -- Load it with "LuaScripts": ["/etc/orthanc/route-to-fracsight.lua"] in Orthanc's configuration,
 -- and declare the node under "DicomModalities" with the name used below, allowed to echo and
@@ -14,7 +14,9 @@
 
 local FRACSIGHT = "fracsight"            -- the DicomModalities entry of the node
 local FRACSIGHT_AET = "FRACSIGHT"        -- the node's AE title: its own results are not routed
-local ROUTED = { CR = true, DX = true }   -- projection radiography
+-- projection radiography, as the node reads it (docs/reading.md); not OT or SC, the kinds of the
+-- node's own captures and of scanned documents
+local ROUTED = { CR = true, DX = true, RG = true }
 
 function OnStoredInstance(instanceId, tags, metadata, origin)
   if origin["RemoteAet"] == FRACSIGHT_AET then
