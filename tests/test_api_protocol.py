@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import threading
 import time
@@ -228,6 +229,7 @@ def test_a_request_that_is_not_http_gets_json_with_the_notice(
     assert b"content-type: application/json" in head.lower()
     for name, value in SECURITY_HEADERS:
         assert name + b": " + value in head, name
+    assert re.search(rb"\r\nx-request-id: [0-9a-f]{32}\r\n", head + b"\r\n"), head  # as every answer
     assert json.loads(body)["error"]["code"] == "invalid_http"
 
 

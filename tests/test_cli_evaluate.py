@@ -897,3 +897,49 @@ def test_a_folder_inside_the_training_data_is_said_to_hold_training_images(tiny_
     # compared on the 2 images B's run carved out as test (too few to compare, but no "no 'test' split")
     compared = CliRunner().invoke(app, ["compare", "default", str(tiny_bundle), str(tiny_dataset)])
     assert "[test]: no image both models read has a label" in compared.output, compared.output
+
+
+def _with_training_data(tiny_bundle: Path, out: Path, data: str | None) -> Path:
+    """A copy of ``tiny_bundle`` whose bundle.json records ``data`` as its training data (None: none)."""
+    import shutil
+
+    shutil.copytree(tiny_bundle, out)
+    spec = json.loads((out / "bundle.json").read_text())
+    if data is None:
+        del spec["training"]["data"]
+    else:
+        spec["training"]["data"] = data
+    (out / "bundle.json").write_text(json.dumps(spec))
+    return out
+
+
+def test_the_inside_the_training_data_checks_take_only_what_the_bundle_proves(
+    tiny_bundle, tiny_dataset, fracatlas_dir, tmp_path, monkeypatch
+):
+    """Review of the checks above: a bundle without `training.data` crashed evaluate (TypeError); a
+    relative recorded path, which names another folder wherever it is run from, had other images
+    called its training ones; and compare took the model whose training data holds DATA for one
+    never trained on it ("which neither was trained on")."""
+    args = ["--bootstrap", "0", "--json", "--split", "all"]
+    unrecorded = _with_training_data(tiny_bundle, tmp_path / "unrecorded", None)
+    done = CliRunner().invoke(app, ["evaluate", str(unrecorded), str(tiny_dataset / "val"), *args])
+    assert done.exit_code == 0 and "Traceback" not in done.output, done.output
+    # "other", relative: a data set of other images, in the folder evaluate runs from
+    other = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[200:212]
+    normal = sorted((fracatlas_dir / "images" / "Non_fractured").glob("*.jpg"))[200:212]
+    for images, label in ((other, "fractured"), (normal, "not fractured")):
+        (tmp_path / "other" / "train" / label).mkdir(parents=True)
+        for image in images:
+            (tmp_path / "other" / "train" / label / image.name).symlink_to(image)
+    relative = _with_training_data(tiny_bundle, tmp_path / "relative", "other")
+    monkeypatch.chdir(tmp_path)
+    done = CliRunner().invoke(app, ["evaluate", str(relative), "other/train", *args])
+    assert done.exit_code == 0, done.output
+    assert not any(
+        "validation split of the model's training run" in n for n in json.loads(done.stdout).get("notes", [])
+    )
+    # A trained on DATA (tiny/train, carving a test split), B on the folder around it: refused, not
+    # "B never trained on it"
+    inner = _with_training_data(tiny_bundle, tmp_path / "inner", str(tiny_dataset / "train"))
+    done = CliRunner().invoke(app, ["compare", str(inner), str(tiny_bundle), str(tiny_dataset / "train")])
+    assert done.exit_code == 2 and "model B" in done.output and "lies inside" in done.output, done.output

@@ -304,3 +304,13 @@ def test_one_body_part_or_patient_folder_is_named_with_a_way_to_use_it(tmp_path:
         load_dataset(tmp_path / "flat" / "XR_WRIST")
     target = shlex.quote(str((tmp_path / "flat" / "XR_WRIST").resolve()))
     assert str(e.value).endswith(f"give that: mkdir wrist && ln -s {target} wrist/")
+
+
+def test_class_folders_named_like_mura_are_still_class_folders(tmp_path: Path) -> None:
+    """Review: a class-folder set called XR_HANDS_mine, or one grouping its images in `study<N>`
+    folders, was refused as a piece of MURA: only `patient<ID>` folders holding studies are."""
+    for folder in ("XR_HANDS_mine/fractured/study1", "XR_HANDS_mine/normal/study2", "s/study1", "s/study2"):
+        (tmp_path / folder).mkdir(parents=True)
+        Image.new("L", (8, 8)).save(tmp_path / folder / "a.png")
+    assert load_dataset(tmp_path / "XR_HANDS_mine").layout == "class-folders"
+    assert load_dataset(tmp_path / "s").class_names  # classes study1 and study2, as their folders say

@@ -354,6 +354,31 @@ def test_detector_bundle_of_an_epoch_the_run_lacks_names_the_epochs_it_has(
     said = f"error (unknown_epoch): no joint checkpoint at {run / 'epoch-7.pt'}: the run's epochs are 0 to 2"
     assert said in " ".join(result.stderr.split())
     assert not (tmp_path / "b").exists()
+    # `export` of the joint run wrote a bundle without its detector, under the real one's name and a
+    # card whose Reproduce line could not run
+    exported = runner.invoke(app, ["export", str(run), str(tmp_path / "x")])
+    assert exported.exit_code == 2 and "Traceback" not in exported.output, exported.output
+    said = f"is from a `fracsight detector joint` run: `fracsight detector bundle {run} OUT --data DATA`"
+    assert said in " ".join(exported.stderr.split()) and not (tmp_path / "x").exists()
+
+
+def test_detector_joint_refuses_int8_bundles_before_any_work(detector_bundle, tmp_path: Path) -> None:
+    """The default model is INT8: given as joint's base or heads, a KeyError traceback (its weights
+    are no float tensors), where `detector train` refused it by name."""
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    data, base, heads = detector_bundle
+    for given in ("base", "heads"):
+        int8 = shutil.copytree({"base": base, "heads": heads}[given], tmp_path / f"{given}-int8")
+        spec = json.loads((int8 / "bundle.json").read_text(encoding="utf-8"))
+        (int8 / "bundle.json").write_text(json.dumps({**spec, "precision": "int8"}), encoding="utf-8")
+        pair = [str(int8), str(heads)] if given == "base" else [str(base), str(int8)]
+        run = tmp_path / f"run-{given}"
+        result = CliRunner().invoke(app, ["detector", "joint", *pair, str(run), "--data", str(data)])
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert "is int8: give its float bundle" in " ".join(result.stderr.split()) and not run.exists()
 
 
 @pytest.mark.slow
@@ -920,3 +945,36 @@ def test_a_joint_bundle_on_data_without_boxes_is_refused(detector_bundle, tmp_pa
     result = runner.invoke(app, ["detector", "bundle", str(run), str(out), "--data", str(unboxed)])
     assert result.exit_code == 2 and "has no fracture boxes" in result.stderr, result.output
     assert not out.exists()
+
+
+def test_the_reproduce_lines_chain_each_step_onto_the_one_before(detector_bundle, tmp_path: Path) -> None:
+    """The card's Reproduce block re-trains into `RUN-again` and exports to `BASE-again`; the
+    `detector train` line after it was appended as typed, so run in order it was refused (OUT held
+    a bundle) or, with --force, grafted onto the old base and overwrote the bundle described.
+    Typed for real (`python -m fracsight`: the command line is recorded only when typed)."""
+    import subprocess
+    import sys
+
+    from fracsight.bundle import load_bundle_spec
+    from fracsight.training.card import reproduce_line
+
+    data, base, _ = detector_bundle
+    new = tmp_path / "new"
+    args = ["detector", "train", str(base), str(new), "--data", str(data), "--epochs", "1"]
+    done = subprocess.run(
+        [sys.executable, "-m", "fracsight", *args], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    train, export, graft = load_bundle_spec(new).training["commands"]
+    assert export.split()[2:4] == [f"{base.parent / 'run'}-again", f"{base}-again"]
+    assert graft == f"fracsight detector train {base}-again {new}-again --data {data} --epochs 1"
+    quantize = reproduce_line(
+        [train, export, graft], f"fracsight quantize {new}/ {new}-int8 --data {data}", [f"{new}-int8"]
+    )
+    assert quantize == f"fracsight quantize {new}-again {new}-int8-again --data {data}"
+    # no re-run above (the user's own --train-command), or a note on a step run from Python: as given
+    assert reproduce_line(["fracsight export runs/a bundles/a"], "fracsight quantize bundles/a q", ["q"]) == (
+        "fracsight quantize bundles/a q"
+    )
+    note = "# then fracsight.detection.build.build_detector_bundle(...) from Python"
+    assert reproduce_line([train, export], note, ["x"]) == note

@@ -138,6 +138,11 @@ def test_gate_messages_say_by_how_much() -> None:
         "mean top-box IoU with float is 0.4000, 0.1000 short of the 0.5000 required",
     ]
     assert check_gate({"auroc_drop": 0.003, "heatmap_correlation": 0.9}, GateBounds()) == []
+    # at the bound in floating point: "at most 0.05" takes one hit of 20 lost (4/20 - 3/20 > 0.05)
+    assert check_gate({"hit_rate_drop": 4 / 20 - 3 / 20, "auroc_drop": 0.9373 - 0.9343}, GateBounds()) == []
+    assert check_gate({"auroc_drop": 0.00300004}, GateBounds()) == [
+        "validation AUROC fell by 0.0030, 4e-08 more than the 0.0030 allowed"
+    ]
 
 
 @pytest.mark.slow

@@ -23,6 +23,7 @@ import contextlib
 import json
 import struct
 import sys
+import uuid
 from typing import Any
 
 import h11
@@ -178,6 +179,7 @@ class HeaderDeadlineProtocol(H11Protocol):
             (b"content-length", str(len(body)).encode("ascii")),
             (b"connection", b"close"),
             *SECURITY_HEADERS,  # the notice and no-store, as on every other answer
+            (b"x-request-id", uuid.uuid4().hex.encode("ascii")),  # as every answer has (docs/api.md)
         ]
         head = (
             b"HTTP/1.1 "

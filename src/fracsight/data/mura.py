@@ -40,6 +40,7 @@ __all__ = ["is_mura", "mura_part_folders", "mura_piece", "read_mura"]
 log = logging.getLogger(__name__)
 
 _STUDY = re.compile(r"(study\d+)(?:_(positive|negative))?", re.IGNORECASE)
+_PATIENT = re.compile(r"patient\d+", re.IGNORECASE)
 _SUFFIX_LABEL = {"positive": 1, "negative": 0}
 _LISTED = 10  # files or studies a warning names; the rest are counted
 
@@ -68,9 +69,9 @@ def mura_piece(folder: Path) -> str | None:
     sub-folders would otherwise be read as class folders: XR_WRIST trained a classifier of patient
     IDs without a word. None for any other folder."""
     subs = visible_dirs(folder)
-    if _is_part(folder) and any(_studies(patient) for patient in subs[:20]):
+    if _is_part(folder) and any(_PATIENT.fullmatch(p.name) and _studies(p) for p in subs[:20]):
         piece = f"MURA's {folder.name} folder"
-    elif subs and len(_studies(folder)) == len(subs):
+    elif subs and _PATIENT.fullmatch(folder.name) and len(_studies(folder)) == len(subs):
         piece = "a MURA patient's folder"
     else:
         return None

@@ -23,6 +23,7 @@ from fracsight.data.sample import DataMismatchError
 from fracsight.data.splits import train_val_samples
 from fracsight.detection.features import GRID, ZoomViews
 from fracsight.errors import BundleError, ConfigError, OutputFolderError
+from fracsight.training.card import reproduce_line
 from fracsight.training.refit import refit_to_predictions
 
 if TYPE_CHECKING:
@@ -203,7 +204,9 @@ def build_detector_bundle(
         **base.training,
         "commands": [
             *base.training.get("commands", []),
-            command or _FROM_PYTHON.format(step="build_detector_bundle", settings="training.heads.config"),
+            reproduce_line(base.training.get("commands", []), command, [out_dir])
+            if command
+            else _FROM_PYTHON.format(step="build_detector_bundle", settings="training.heads.config"),
         ],
         "heads": {
             "base": base.provenance,
@@ -362,6 +365,9 @@ def build_joint_bundle(
         base = export_bundle(checkpoint, network_dir, data_dir=data_dir, train_command=command or None)
         log(f"frozen features of the validation views (cache: {out_dir.parent / '.cache'})")
         val = validation_features(network_dir, dataset, out_dir.parent / ".cache")
+        if command:  # after `detector joint`'s own line, as that line is after the heads' lines
+            earlier = [*history.get("start_commands", []), history.get("command", "")]
+            command = reproduce_line(earlier, command, [out_dir])
         training = {
             **base.training,
             "commands": [

@@ -339,6 +339,7 @@ def joint(
     from fracsight.detection.joint import JointConfig, train_joint
     from fracsight.evaluation.run import select_samples
     from fracsight.inference.store import resolve_bundle
+    from fracsight.training.card import reproduce_line
 
     command = invocation()
     _check_names(name=name, version=version)
@@ -365,7 +366,11 @@ def joint(
             if evaluate_split:
                 select_samples(dataset, evaluate_split, 0)  # whether it has or can carve the split
         name = name or load_bundle_spec(base_dir).name
-        version = version or next_version(name, load_bundle_spec(heads_dir).version, "joint")
+        heads_spec = load_bundle_spec(heads_dir)
+        version = version or next_version(name, heads_spec.version, "joint")
+        # the card's Reproduce line, run after the heads' own lines (their `-again` copies)
+        outputs = [run, *([out] if out else [])]
+        command = reproduce_line(heads_spec.training.get("commands", []), command, outputs)
         with _joint_interrupted(run, data):
             train_joint(
                 base_dir,

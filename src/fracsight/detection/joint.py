@@ -139,6 +139,12 @@ def load_joint(base_dir: Path, heads_dir: Path) -> tuple[JointNet, TrainConfig]:
     base = load_bundle_spec(base_dir)
     heads_spec = load_bundle_spec(heads_dir)
     _check_models(base_dir, base, heads_dir, heads_spec)
+    for spec in (base, heads_spec):  # their weights are read as float tensors: an int8 graph has none
+        if spec.precision != "float32":
+            raise DetectorArgumentError(
+                f"{spec.provenance} is {spec.precision}: give its float bundle (an int8 one is made from "
+                "the float one by `fracsight quantize`, after training)"
+            )
     if heads_spec.localization.get("boxes") != "detector" or not heads_spec.orientation:
         raise DetectorArgumentError(
             f"{heads_spec.name} v{heads_spec.version} has no grafted detector to start from"

@@ -225,7 +225,7 @@ def compare_models(
         notes.append(
             f"model {stranger} ({(model_a, model_b)[missing] or 'default'}) was not trained on this data "
             f"set: both are measured on the {split!r} split that model {owner}'s training run carved out "
-            f"of it (group-aware, seed {held[1 - missing].seed}), which neither was trained on"
+            f"of it (group-aware, seed {held[1 - missing].seed}), which model {stranger} was not trained on"
         )
     notes += _calibrated_here_notes(
         split, [p.spec for p in predictors], (model_a, model_b), data_dir, dataset
@@ -357,7 +357,7 @@ def _held_out_both(
     did: the other, which never trained on it, is measured on the same images (the obvious
     comparison of the shipped model with one trained here was refused, leaving only --split all,
     with the other's training images in it); the index of that other model is returned too."""
-    from fracsight.evaluation.run import HeldOut, held_out
+    from fracsight.evaluation.run import HeldOut, held_out, training_data_around
 
     held: list[Any] = []
     for key, predictor, typed in zip("AB", predictors, given, strict=True):
@@ -366,7 +366,11 @@ def _held_out_both(
         except MissingSplitError as e:  # "the model was not trained on" it: say which of the two
             held.append(MissingSplitError(f"model {key} ({typed or 'default'}): {e}"))
     failed = [i for i, h in enumerate(held) if isinstance(h, MissingSplitError)]
-    if len(failed) == 1 and held[1 - failed[0]].own:
+    if (
+        len(failed) == 1
+        and held[1 - failed[0]].own
+        and training_data_around(predictors[failed[0]].spec, data_dir) is None
+    ):
         owner = held[1 - failed[0]]
         held[failed[0]] = HeldOut(owner.samples, owner.seed, False, owner.carved)
         return held, failed[0]

@@ -160,13 +160,15 @@ def _names_data_dir(spec: Any, data_dir: Path, root: Path) -> bool | None:
     return None
 
 
-def _training_data_around(spec: Any, data_dir: Path) -> Path | None:
+def training_data_around(spec: Any, data_dir: Path) -> Path | None:
     """The folder the model of ``spec`` was trained on where ``data_dir`` lies inside it (``cfs/train``
     of ``cfs``), as its ``training.data`` names it; None otherwise."""
     recorded = spec.training.get("data")
+    if not recorded:
+        return None
     try:
         outer, inner = Path(recorded).resolve(), data_dir.resolve()
-        return outer if recorded and outer in inner.parents and outer.is_dir() else None
+        return outer if outer in inner.parents and outer.is_dir() else None
     except OSError:
         return None
 
@@ -176,7 +178,7 @@ def inside_training_data_note(spec: Any, data_dir: Path, samples: Sequence[Sampl
     that were in its training run's train or validation split (``evaluate cfs/train --split all``
     scored the training images without a word: only the very folder it trained on was known);
     None where there are none, or where the data set cannot be read as it was."""
-    outer = _training_data_around(spec, data_dir)
+    outer = training_data_around(spec, data_dir)
     if outer is None:
         return None
     before = logging.root.manager.disable  # its readers' warnings would seem said of the data given
@@ -187,6 +189,8 @@ def inside_training_data_note(spec: Any, data_dir: Path, samples: Sequence[Sampl
         return None
     finally:
         logging.disable(before)
+    if not Path(spec.training["data"]).is_absolute() and not _split_as_recorded(spec, carved):
+        return None  # relative to a folder the bundle does not record: maybe another data set
     seen_paths = {s.path.resolve() for s in carved.samples if canonical_split(s.split) in ("train", "val")}
     seen = sum(s.path.resolve() in seen_paths for s in samples)
     if not seen:
@@ -337,7 +341,7 @@ def held_out(
     try:
         samples, carved = _select(dataset, split, seed if own else None, carved, option)
     except MissingSplitError:
-        outer = None if own else _training_data_around(spec, data_dir)
+        outer = None if own else training_data_around(spec, data_dir)
         if outer is None:
             raise
         measure = shell_command("fracsight", "evaluate", "MODEL", outer, "--split", str(split))

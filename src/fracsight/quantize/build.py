@@ -30,7 +30,7 @@ from fracsight.inference.onnx_model import OnnxModel
 from fracsight.inference.store import resolve_bundle
 from fracsight.quantize.gate import GateBounds, QuantizationRefused, check_gate, measure_gate
 from fracsight.quantize.int8 import QUANTIZATION, quantize_onnx
-from fracsight.training.card import write_card
+from fracsight.training.card import reproduce_line, write_card
 from fracsight.training.refit import (
     fit_to_outputs,
     metrics_summary,
@@ -216,7 +216,11 @@ def quantize_bundle(
                 **float_spec.training,
                 "commands": [
                     *float_spec.training.get("commands", []),
-                    command or _command(model, out_dir, data_root, n_calibration, bounds, evaluate_split),
+                    reproduce_line(
+                        float_spec.training.get("commands", []),
+                        command or _command(model, out_dir, data_root, n_calibration, bounds, evaluate_split),
+                        [out_dir],
+                    ),
                 ],
             },
             metrics={},

@@ -129,19 +129,26 @@ def measure_gate(
     return measured
 
 
+def _by(amount: float) -> str:
+    return f"{amount:.4f}" if round(amount, 4) else f"{amount:.2g}"  # never "0.0000 more than"
+
+
 def check_gate(measured: dict[str, Any], bounds: GateBounds) -> list[str]:
     """Each way ``measured`` breaks ``bounds``, as a sentence saying by how much (empty: it passes)."""
     failures = []
+    # "at most 0.05": a drop of exactly 1 in 20 boxed images is 4/20 - 3/20 = 0.05000000000000002,
+    # which was refused as "0.0000 more than the 0.0500 allowed"
+    slack = 1e-9
 
     def over(key: str, limit: float, what: str) -> None:
         value = measured.get(key)
-        if value is not None and value > limit:
-            failures.append(f"{what} {value:.4f}, {value - limit:.4f} more than the {limit:.4f} allowed")
+        if value is not None and value > limit + slack:
+            failures.append(f"{what} {value:.4f}, {_by(value - limit)} more than the {limit:.4f} allowed")
 
     def under(key: str, limit: float, what: str) -> None:
         value = measured.get(key)
-        if value is not None and value < limit:
-            failures.append(f"{what} {value:.4f}, {limit - value:.4f} short of the {limit:.4f} required")
+        if value is not None and value < limit - slack:
+            failures.append(f"{what} {value:.4f}, {_by(limit - value)} short of the {limit:.4f} required")
 
     over("auroc_drop", bounds.max_auroc_drop, "validation AUROC fell by")
     over("class_accuracy_drop", bounds.max_class_accuracy_drop, "validation class accuracy fell by")

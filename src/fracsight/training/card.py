@@ -2,14 +2,53 @@
 
 from __future__ import annotations
 
+import os
+import shlex
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from fracsight._terminal import shell_command
 from fracsight.bundle import BundleSpec
 from fracsight.data.leakage import SplitLeakage
 from fracsight.evaluation.run import few_images_note, unread_names
 
-__all__ = ["render_card", "write_card"]
+__all__ = ["render_card", "reproduce_line", "write_card"]
+
+AGAIN = "-again"  # the Reproduce block's re-run writes beside the folders it describes, never over them
+
+
+def reproduce_line(earlier: Sequence[str], command: str, outputs: Sequence[str | Path]) -> str:
+    """``command`` as the card's Reproduce block runs it after the ``earlier`` lines: where those
+    write `-again` copies (export writes the re-trained run's bundle to ``OUT-again``), this line
+    reads the copies, and writes its own ``outputs`` as `-again` copies too. The line typed was
+    appended as it was: run after the lines above it, it was refused ("holds a model bundle") and,
+    with --force, re-processed and overwrote the bundles the card describes."""
+    renamed = {
+        os.path.normpath(word.removesuffix(AGAIN)): word
+        for line in earlier
+        for word in _words(line)
+        if word.endswith(AGAIN)
+    }
+    words = _words(command)
+    if not renamed or not words or words[0] != "fracsight":  # no re-run above, or prose
+        return command
+    written = {os.path.normpath(str(path)) for path in outputs}
+
+    def again(word: str) -> str:
+        key = os.path.normpath(word) if word else word
+        if key in renamed:
+            return renamed[key]
+        return f"{key}{AGAIN}" if key in written else word
+
+    return shell_command(*map(again, words))
+
+
+def _words(line: str) -> list[str]:
+    try:
+        return shlex.split(line)
+    except ValueError:  # not a command (a note on a step run from Python)
+        return []
 
 
 def _n(value: Any, digits: int = 3) -> str:

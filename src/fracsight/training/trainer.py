@@ -998,6 +998,9 @@ def load_trained(path: Path) -> TrainedModel:
     if not path.is_file():
         raise ConfigError(f"no checkpoint at {path}: train first (fracsight train)")
     state = read_checkpoint(path)
+    if "detector" in state:  # its detector and orientation step were dropped without a word
+        run = shell_command("fracsight", "detector", "bundle", path.parent, "OUT", "--data", "DATA")
+        raise TrainConfigError(f"{path} is from a `fracsight detector joint` run: `{run}` makes its bundle")
     cfg_dict = json.loads(state["config"])
     augment = cfg_dict.pop("augment")
     cfg = load_config(None, None, saved=True, **cfg_dict, augment=augment)
