@@ -1507,3 +1507,49 @@ def test_batch_status_says_running_while_a_job_opens_the_output(tmp_path: Path) 
         out.close()
     shown = CliRunner().invoke(cli, ["batch", "status", str(tmp_path / "out"), "--json"])
     assert json.loads(shown.stdout)["status"] == "complete"
+
+
+def test_a_run_in_another_time_zone_keeps_the_order_and_makes_no_edited_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run under TZ=UTC, the next under TZ=UTC+12 (cron and a user; the hour DST repeats): the
+    parts were named by local time, the second run's sorted first, and the next open rebuilt
+    results.csv in that order: "differs from the job's rows (edited?)", a copy kept, rows reordered."""
+    model = {"name": "m", "version": "1", "onnx_sha256": "0" * 64}
+    # and runs in one second, which their random tokens ordered by chance
+    names = ("first.png", "second.png", "third.png", "fourth.png")
+    for zone, path in zip(("UTC", "UTC+12", "UTC+12", "UTC"), names, strict=True):
+        monkeypatch.setenv("TZ", zone)
+        time.tzset()
+        out = BatchOutput(tmp_path / "out", ("path", "error_code"), model)
+        out.commit([{"path": path, "error_code": ""}])
+        out.close()
+    monkeypatch.delenv("TZ")
+    time.tzset()
+    written = (tmp_path / "out" / "results.csv").read_text()
+    BatchOutput(tmp_path / "out", ("path", "error_code"), model).close()
+    assert not list((tmp_path / "out").glob("results.edited-*")), caplog.text
+    assert (tmp_path / "out" / "results.csv").read_text() == written
+    assert [written.index(name) for name in names] == sorted(written.index(name) for name in names)
+
+
+def test_a_stop_after_the_last_row_is_committed_says_the_job_is_complete(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C in the job's last second (held while Ray stopped, raised after the last commit):
+    "run the same command again to finish" and job.json `interrupted`, every row committed."""
+    from fracsight.scale import job
+    from fracsight.scale.job import BatchInterrupted, run_batch
+
+    fake_ray(monkeypatch)
+    committed = job._run_on_ray
+
+    def stopped_after_the_last_commit(*args: object, **kwargs: object) -> None:
+        committed(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(job, "_run_on_ray", stopped_after_the_last_commit)
+    monkeypatch.setattr(job, "ignore_further_stops", lambda: None)  # the test process keeps its Ctrl-C
+    with pytest.raises(BatchInterrupted, match=r"interrupted after every row was committed: .* is complete"):
+        run_batch(collect_batch_inputs([archive]), tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "job.json").read_text())["status"] == "complete"

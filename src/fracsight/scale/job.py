@@ -224,6 +224,11 @@ def run_batch(
         )
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what is committed stays, and job.json says so
         ignore_further_stops()  # under the CLI: the process ends next, and says what it kept
+        if output.rows_done and not output.pending(inputs):  # held while Ray stopped, after the last row
+            output.end_early("complete")
+            raise BatchInterrupted(
+                f"interrupted after every row was committed: {output.folder} is complete"
+            ) from None
         output.end_early("interrupted")
         if not output.rows_done:
             raise BatchInterrupted("interrupted before any row was committed") from None

@@ -165,15 +165,21 @@ class BatchOutput:
         self.created, self._was_empty, self._made = False, False, self.folder
         self._seq = 0
         # the time orders the parts; the random part keeps apart two jobs of one process in one second,
-        # whose parts had one name: the second job's first part replaced the first job's rows
-        self._run = time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}-{secrets.token_hex(4)}"
+        # whose parts had one name: the second job's first part replaced the first job's rows. In
+        # UTC: a run in another time zone (cron in UTC, a user in local time; the hour DST repeats)
+        # sorted before the parts it followed, and the results.csv rebuilt from them in that order
+        # was taken for a person's edit (a warning, a copy kept) and written in another row order
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        self._run = f"{stamp}-{os.getpid()}-{secrets.token_hex(4)}"
         try:
             self._check_or_create()
             try:
-                for part in self._part_files():
+                parts = self._part_files()
+                for part in parts:
                     found = self._read_part(part, [PATH_COLUMN], optional=[FILE_STAT])
                     stats = found.get(FILE_STAT) or [None] * len(found[PATH_COLUMN])
                     self.stats.update(zip(found[PATH_COLUMN], stats, strict=True))
+                self._run = _sorting_after(self._run, parts)
                 self._rebuild_csv(keep_edited=True)
             except OutputRefused:  # a damaged part: the job does not start, and job.json says so
                 with contextlib.suppress(OutputWriteFailed):  # (a full disk too: the part is the news)
@@ -274,9 +280,10 @@ class BatchOutput:
         self._lock = handle
 
     def end_early(self, status: str) -> None:
-        """The job stops before it is done (``status``: ``stopped`` or ``interrupted``): job.json says
-        so, or, when this job created the folder and committed nothing, the folder is removed (a
-        job that could not start leaves no output behind)."""
+        """The job stops before it is done (``status``: ``stopped`` or ``interrupted``; ``complete``
+        for one stopped after its last row was committed): job.json says so, or, when this job
+        created the folder and committed nothing, the folder is removed (a job that could not start
+        leaves no output behind)."""
         if self.created and not self.rows_done:
             self.close()
             shutil.rmtree(self.folder, ignore_errors=True)
@@ -564,6 +571,17 @@ def job_running(folder: Path) -> bool | None:
         return False
     finally:
         os.close(fd)
+
+
+def _sorting_after(run: str, parts: Sequence[Path]) -> str:
+    """``run``, or, where a part already sorts at or after its parts' names (two runs in one second,
+    which their random tokens ordered by chance; a clock set back), the last part's run with a
+    suffix that sorts after it: the parts' names order results.csv's rows."""
+    latest = max((p.name for p in parts), default="")
+    if f"part-{run}" > latest:
+        return run
+    last_run = latest.removeprefix("part-").rsplit("-", 1)[0]
+    return f"{last_run}.{secrets.token_hex(4)}"  # "." sorts after the "-" that ends its parts' run
 
 
 def committed_codes(folder: Path, keep: Callable[[str], bool] | None = None) -> dict[str, int]:
