@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -249,13 +248,6 @@ def test_pilot_orthanc_routes_a_radiograph_to_the_node_and_gets_results(
     node = subprocess.Popen([*entry, *args[1:]], stdout=logs[1], stderr=subprocess.STDOUT)
     try:
 
-        def listening(port: int) -> bool:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return True
-            except OSError:
-                return False
-
         def up(u: str, **kw: Any) -> bool:
             try:
                 return requests.get(u, timeout=2, **kw).ok
@@ -264,7 +256,7 @@ def test_pilot_orthanc_routes_a_radiograph_to_the_node_and_gets_results(
 
         _wait(lambda: up(f"{url}/system", auth=auth), 60, "Orthanc did not start")
         _wait(lambda: up(f"http://127.0.0.1:{metrics_port}/healthz"), 90, "the node did not start")
-        _wait(lambda: listening(node_port), 90, "the node did not listen")  # its SCP comes last
+        _wait(lambda: support.listening(node_port), 90, "the node did not listen")  # its SCP comes last
         assert requests.get(f"{url}/system", timeout=5).status_code == 401  # the pilot's user only
         assert "fracsight" in requests.get(f"{url}/modalities", auth=auth, timeout=5).json()
 
