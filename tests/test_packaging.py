@@ -126,3 +126,21 @@ def test_the_code_runs_on_the_oldest_python_it_claims() -> None:
         timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+
+
+def test_ci_runs_the_readmes_commands_with_what_the_tests_need() -> None:
+    """`.ci/run` installs as the README says and runs its test command; it makes the venv only
+    after Python's venv module is installed (a bare Debian has none: "python3: command not found"),
+    and refuses to run the tests without the data and programs whose absence would skip them."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("## Install, run, test", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [line.split("#", 1)[0].strip() for line in block.splitlines()]
+    install, test = commands[1], commands[3]
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    lines = [line.strip() for line in ci.splitlines()]
+    assert install in lines and test in lines and lines.index(install) < lines.index(test)
+    packages = next(line for line in lines if line.startswith("PACKAGES="))
+    assert {"python3", "python3-venv"} <= set(packages.split("=", 1)[1].strip('"').split())
+    venv = next(i for i, line in enumerate(lines) if line.startswith("python3 -m venv"))
+    assert lines.index(packages) < venv
+    assert "../shared/data/fracatlas/dataset.csv" in ci and 'if [ "$rc" -eq 5 ]' in ci
