@@ -978,3 +978,11 @@ def test_the_reproduce_lines_chain_each_step_onto_the_one_before(detector_bundle
     )
     note = "# then fracsight.detection.build.build_detector_bundle(...) from Python"
     assert reproduce_line([train, export], note, ["x"]) == note
+    # review: the command's own words and options that name no folder as typed; --out=FOLDER too
+    earlier = ["fracsight train -c run/c.yaml --out run-again", "fracsight export run-again bundle-again"]
+    line = "fracsight detector bundle jrun jb --data d --name bundle"
+    assert reproduce_line(earlier, line, ["jb"]) == line.replace(" jb ", " jb-again ")
+    line = "fracsight detector joint bundle heads joint --out=jb --force --evaluate test"
+    assert reproduce_line(earlier, line, ["joint", "jb"]) == (
+        "fracsight detector joint bundle-again heads joint-again --out=jb-again --force --evaluate test"
+    )

@@ -209,7 +209,7 @@ def test_joint_checkpoints_record_what_the_fracture_head_means(detector_bundle, 
     cfg = JointConfig(epochs=1, batch_size=4, device="cpu")
     train_joint(base, grafted, dataset, run, cfg, name="j", version="1", log=lambda _: None)
     for name in ("epoch-0.pt", "epoch-1.pt", "best.pt"):
-        trained = load_trained(run / name)
+        trained = load_trained(run / name, joint=True)
         assert trained.fracture == ("not fractured", "fractured"), name
         assert trained.config.data == str(data.resolve()), name
 
@@ -365,8 +365,11 @@ def test_a_joint_run_on_fewer_images_than_a_batch_writes_its_bundle(
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     spec = load_bundle_spec(out)
-    command = "fracsight " + shlex.join(args)
-    assert spec.training["commands"].count(command) == 1
+    # as the Reproduce block runs it: after the base's own re-run (BASE-again), into RUN-again, OUT-again
+    typed = "fracsight " + shlex.join(args)
+    command = typed.replace(f" {base} ", f" {base}-again ").replace(f" {run} ", f" {run}-again ")
+    command = command.replace(f"--out {out}", f"--out {out}-again")
+    assert command != typed and spec.training["commands"].count(command) == 1
     assert (out / "card.md").read_text(encoding="utf-8").count(command) == 1
     assert (spec.name, spec.version) == ("tiny-base", str(int(load_bundle_spec(grafted).version) + 1))
     # the bundle of the run on another data set: it would be named as the network's training data

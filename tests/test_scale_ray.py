@@ -1553,3 +1553,39 @@ def test_a_stop_after_the_last_row_is_committed_says_the_job_is_complete(
     with pytest.raises(BatchInterrupted, match=r"interrupted after every row was committed: .* is complete"):
         run_batch(collect_batch_inputs([archive]), tmp_path / "out")
     assert json.loads((tmp_path / "out" / "job.json").read_text())["status"] == "complete"
+
+
+def test_part_names_that_must_sort_after_older_ones_stay_short(tmp_path: Path) -> None:
+    """Review: each run that sorted before the last part (parts of an older fracsight named in local
+    time, ahead of UTC; a clock set back) added a suffix to the last name, until "File name too
+    long" some twenty runs on."""
+    from fracsight.scale.output import _sorting_after
+
+    parts = [tmp_path / "part-20991231T235959-1-aaaaaaaa-000001.parquet"]  # far ahead: every run sorts before
+    for _ in range(50):
+        run = _sorting_after("20261207T000000Z-2-bbbbbbbb", parts)
+        name = f"part-{run}-000001.parquet"
+        assert name > max(p.name for p in parts) and len(name) < 70, name
+        parts.append(tmp_path / name)
+
+
+def test_a_stop_before_the_redone_rows_were_pending_is_not_called_complete(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review: Ctrl-C while `--retry-errors` took the error rows out (or changed files' rows) left
+    nothing pending yet, and the job was said complete with no error retried."""
+    from fracsight.scale import job
+    from fracsight.scale.job import BatchInterrupted, run_batch
+
+    fake_ray(monkeypatch)  # every row an error row
+    inputs = collect_batch_inputs([archive])
+    run_batch(inputs, tmp_path / "out")
+
+    def stopped(*_args: object, **_kwargs: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(BatchOutput, "forget_errors", stopped)
+    monkeypatch.setattr(job, "ignore_further_stops", lambda: None)
+    with pytest.raises(BatchInterrupted, match=r"^interrupted: \d+ rows are committed"):
+        run_batch(inputs, tmp_path / "out", retry_errors=True)
+    assert json.loads((tmp_path / "out" / "job.json").read_text())["status"] == "interrupted"

@@ -362,10 +362,12 @@ def build_joint_bundle(
     with tempfile.TemporaryDirectory(dir=out_dir.parent) as tmp:
         network_dir = Path(tmp) / "network"
         log(f"exporting epoch {history['exported_epoch']} of {run_dir} and refitting it on validation")
-        base = export_bundle(checkpoint, network_dir, data_dir=data_dir, train_command=command or None)
+        base = export_bundle(
+            checkpoint, network_dir, data_dir=data_dir, train_command=command or None, joint=True
+        )
         log(f"frozen features of the validation views (cache: {out_dir.parent / '.cache'})")
         val = validation_features(network_dir, dataset, out_dir.parent / ".cache")
-        if command:  # after `detector joint`'s own line, as that line is after the heads' lines
+        if command and command != history.get("command"):  # `joint --out`: its line, chained already
             earlier = [*history.get("start_commands", []), history.get("command", "")]
             command = reproduce_line(earlier, command, [out_dir])
         training = {

@@ -575,13 +575,16 @@ def job_running(folder: Path) -> bool | None:
 
 def _sorting_after(run: str, parts: Sequence[Path]) -> str:
     """``run``, or, where a part already sorts at or after its parts' names (two runs in one second,
-    which their random tokens ordered by chance; a clock set back), the last part's run with a
-    suffix that sorts after it: the parts' names order results.csv's rows."""
+    which their random tokens ordered by chance; a clock set back; parts named in local time by an
+    older fracsight, ahead of UTC), the first such run's name with a counter that sorts after the
+    last part: the parts' names order results.csv's rows. (A suffix added to the last name made the
+    names longer at each run, until "File name too long".)"""
     latest = max((p.name for p in parts), default="")
     if f"part-{run}" > latest:
         return run
-    last_run = latest.removeprefix("part-").rsplit("-", 1)[0]
-    return f"{last_run}.{secrets.token_hex(4)}"  # "." sorts after the "-" that ends its parts' run
+    base, _, counted = latest.removeprefix("part-").rsplit("-", 1)[0].partition(".")
+    n = int(counted[:6]) if counted[:6].isdigit() else 0
+    return f"{base}.{n + 1:06d}-{secrets.token_hex(4)}"  # "." sorts after the "-" ending base's parts
 
 
 def committed_codes(folder: Path, keep: Callable[[str], bool] | None = None) -> dict[str, int]:

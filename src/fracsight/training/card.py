@@ -41,7 +41,22 @@ def reproduce_line(earlier: Sequence[str], command: str, outputs: Sequence[str |
             return renamed[key]
         return f"{key}{AGAIN}" if key in written else word
 
-    return shell_command(*map(again, words))
+    # the command's own words (`detector bundle`: a folder called `bundle` made it `bundle-again`)
+    # and the values of options that name no folder stay as typed
+    verb = 3 if words[1:2] == ["detector"] else 2
+    kept = []
+    for i, word in enumerate(words):
+        if i < verb or words[i - 1] in _NOT_FOLDERS:
+            kept.append(word)
+        elif word.startswith("--") and "=" in word:  # --out=FOLDER
+            option, _, value = word.partition("=")
+            kept.append(word if option in _NOT_FOLDERS else f"{option}={again(value)}")
+        else:
+            kept.append(again(word))
+    return shell_command(*kept)
+
+
+_NOT_FOLDERS = {"--name", "--version", "--evaluate", "--operating-point", "--set", "--epoch", "--epochs"}
 
 
 def _words(line: str) -> list[str]:

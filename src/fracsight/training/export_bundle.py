@@ -84,11 +84,14 @@ def export_bundle(
     warn: Callable[[str], None] | None = None,
     report_dir: Path | None = None,
     progress: Callable[[str], None] | None = None,
+    joint: bool = False,
 ) -> BundleSpec:
     """Export ``run_dir/best.pt`` as a bundle in ``out_dir``; optionally evaluate it on ``evaluate_split``,
     saying to ``warn`` (default: the log) what the evaluation warns of (its splits' leakage), with
     the report in ``report_dir`` (default: :func:`evaluation_report_dir`); ``progress`` is told each
-    step as it begins (reading the training images alone takes minutes on a laptop's CPU)."""
+    step as it begins (reading the training images alone takes minutes on a laptop's CPU).
+    ``joint``: the network of a ``detector joint`` run, for ``detector bundle`` to add its heads to
+    (else such a run is refused: its detector would be left out without a word)."""
     if train_command is not None and (
         "\n" in train_command or "\r" in train_command or "```" in train_command
     ):
@@ -108,7 +111,7 @@ def export_bundle(
         raise TrainConfigError(f"no checkpoint at {checkpoint}: train first (fracsight train)")
     inputs = [("the training run", run_dir if run_dir.is_dir() else checkpoint)]
     check_output_folder(out_dir, force=force, inputs=inputs)
-    trained = load_trained(checkpoint)
+    trained = load_trained(checkpoint, joint=joint)
     model, cfg, fracture = trained.model, _schedule_as_run(trained.config, checkpoint), trained.fracture
     cfg = dataclasses.replace(cfg, data=_trained_data(cfg, checkpoint.parent))
     if not (data_dir or cfg.data):  # Path("") would be the working folder: never guess

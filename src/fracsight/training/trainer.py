@@ -986,9 +986,10 @@ class TrainedModel(NamedTuple):
     epoch: int | None = None  # the epoch it is (0: the starting weights); None before best.pt kept it
 
 
-def load_trained(path: Path) -> TrainedModel:
+def load_trained(path: Path, *, joint: bool = False) -> TrainedModel:
     """The model, config and trained fracture head of a ``best.pt`` written by :class:`Trainer`
-    (never unpickled).
+    (never unpickled); with ``joint``, the network of one written by ``fracsight detector joint``
+    (its detector and orientation step are the caller's to add).
 
     Raises :class:`~fracsight.errors.ConfigError` when ``path`` is not such a checkpoint.
     """
@@ -998,7 +999,7 @@ def load_trained(path: Path) -> TrainedModel:
     if not path.is_file():
         raise ConfigError(f"no checkpoint at {path}: train first (fracsight train)")
     state = read_checkpoint(path)
-    if "detector" in state:  # its detector and orientation step were dropped without a word
+    if "detector" in state and not joint:  # its detector and orientation step dropped without a word
         run = shell_command("fracsight", "detector", "bundle", path.parent, "OUT", "--data", "DATA")
         raise TrainConfigError(f"{path} is from a `fracsight detector joint` run: `{run}` makes its bundle")
     cfg_dict = json.loads(state["config"])
