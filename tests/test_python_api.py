@@ -870,3 +870,36 @@ def test_with_operating_point_decides_with_the_model_as_loaded(images: list[Path
     one, other = balanced.predict(images[0]), triage.predict(images[0])
     assert other.fracture_probability == one.fracture_probability and other.model == one.model
     assert other.threshold == triage.operating_point.threshold != one.threshold
+
+
+def test_arguments_of_the_wrong_kind_are_refused_by_name(images: list[Path], tmp_path: Path) -> None:
+    """Python API audit: `save_overlay(..., overwrite="no")` replaced the radiograph (any truthy
+    string); `predict_radiographs` kept a Path source (to_dict() unwritable as JSON); a bad name
+    late in `predict_many(names=...)` ended the stream part-way; `network_outputs([])` and bad
+    `opacity`/`min_heat`/`unread` values failed deep inside (or, NaN, drew nothing unsaid)."""
+    import json
+    import shutil
+
+    import fracsight
+
+    predictor = fracsight.Predictor()
+    radiograph = tmp_path / "radiograph.jpg"
+    shutil.copyfile(images[0], radiograph)
+    kept = predictor.predict(radiograph, keep_pixels=True)
+    for given in ("no", "False", 0, None):
+        with pytest.raises(TypeError, match="overwrite must be True or False"):
+            fracsight.save_overlay(radiograph, kept.pixels, kept.heatmap, kept.boxes, overwrite=given)
+    assert radiograph.read_bytes() == images[0].read_bytes()
+    (result,) = predictor.predict_radiographs([predictor.read(radiograph)], [Path("case7/wrist.jpg")])
+    assert json.loads(json.dumps(result.to_dict()))["source"] == "case7/wrist.jpg"
+    with pytest.raises(TypeError, match="sources: a name is a str"):
+        predictor.predict_radiographs([predictor.read(radiograph)], [None])
+    with pytest.raises(TypeError, match=r"names: a name is a str \(or a path\), not int \(5\)"):
+        predictor.predict_many([radiograph] * 3, names=["a", "b", 5], batch_size=1)  # before any result
+    with pytest.raises(ValueError, match="network_outputs needs at least one Radiograph"):
+        predictor.network_outputs([])
+    for name, value in (("opacity", "0.5"), ("min_heat", float("nan")), ("opacity", 2)):
+        with pytest.raises(ValueError, match=f"{name} must be a number in"):
+            fracsight.render_overlay(kept.pixels, kept.heatmap, **{name: value})
+    with pytest.raises(TypeError, match="unread must be a list of the views' names, not int"):
+        predictor.predict_study([kept], "s", unread=5)

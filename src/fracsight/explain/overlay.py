@@ -192,8 +192,9 @@ def render_overlay(
     itself. The image keeps its place and size at the top left, so box coordinates still
     address the overlay's pixels. Without either the overlay is the image's size.
     """
-    if not 0.0 <= opacity <= 1.0:
-        raise ValueError(f"opacity must be in [0, 1], got {opacity}")
+    for name, value in (("opacity", opacity), ("min_heat", min_heat)):  # "0.5" failed deep inside;
+        if not isinstance(value, (int, float, np.floating)) or not 0.0 <= value <= 1.0:  # NaN drew no heat
+            raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
     if hasattr(image, "heatmap") and hasattr(image, "boxes"):  # a Prediction: "image is object" said nothing
         raise TypeError(
             f"render_overlay takes the radiograph's pixels, not a {type(image).__name__}: "
@@ -477,6 +478,8 @@ def save_overlay(
             f"an overlay is saved as .png or .jpg, not {path.name!r}: those formats carry the mark "
             "that keeps it from being read again as a radiograph"
         )
+    if not isinstance(overwrite, bool):  # "no" or "False" from a config file: the radiograph was gone
+        raise TypeError(f"overwrite must be True or False, not {type(overwrite).__name__} ({overwrite!r})")
     if not overwrite and os.path.lexists(path):
         raise FileExistsError(f"{path.name} exists: pass overwrite=True to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)

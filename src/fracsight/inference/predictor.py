@@ -273,6 +273,8 @@ def _study_names(study: Any, unread: Any) -> tuple[str | None, tuple[str, ...]]:
     if isinstance(unread, (str, bytes, os.PathLike)):
         raise TypeError(f"unread must be a list of the views' names, not one {type(unread).__name__}")
     names = []
+    if unread is not None and not isinstance(unread, Iterable):  # "'int' object is not iterable"
+        raise TypeError(f"unread must be a list of the views' names, not {type(unread).__name__}")
     for view in unread or ():
         name = _as_name(view, "unread")
         if name is None:
@@ -584,9 +586,12 @@ class Predictor:
         (:class:`~fracsight.errors.InvalidPixelsError`)."""
         if isinstance(sources, (str, bytes)) or len(sources) != len(radiographs):
             raise ValueError(f"give one name in sources per radiograph ({len(radiographs)}), in a list")
+        names = [_as_name(source, "sources") for source in sources]  # a Path: unwritable as JSON
+        if None in names:
+            raise TypeError("sources: a name is a str (or a path), not None")
         for radiograph in radiographs:
             _check_pixels(radiograph)
-        return self._predict_checked(radiographs, sources, heatmap)
+        return self._predict_checked(radiographs, names, heatmap)
 
     def _predict_checked(
         self, radiographs: list[Radiograph], sources: list[str], heatmap: bool
@@ -617,6 +622,10 @@ class Predictor:
         read the Predictor keeps: the image as given, or turned upright by the orientation step.
         Stacked over the images; what a bundle's calibration and operating points are fitted on
         (:func:`fracsight.training.refit.refit_to_predictions`)."""
+        if not radiographs:  # numpy's "need at least one array to stack", from deep inside
+            raise ValueError("network_outputs needs at least one Radiograph")
+        for radiograph in radiographs:
+            _check_pixels(radiograph)
         kept = self._kept_reads(radiographs)
         return {name: np.stack([k.outputs[name][k.index] for k in kept]) for name in kept[0].outputs}
 
@@ -739,6 +748,9 @@ class Predictor:
             sources = iter(sources)
         except TypeError:
             raise TypeError(f"predict_many takes a list of images, not {type(sources).__name__}") from None
+        if isinstance(names, Sequence) and not isinstance(names, (str, bytes)):
+            for name in names:  # a bad one ended the stream part-way, the results after it never made
+                _as_name(name, "names")
         return self._stream(_named(sources, names), batch_size, workers, heatmap, keep_pixels)
 
     def _stream(
