@@ -901,5 +901,8 @@ def test_arguments_of_the_wrong_kind_are_refused_by_name(images: list[Path], tmp
     for name, value in (("opacity", "0.5"), ("min_heat", float("nan")), ("opacity", 2)):
         with pytest.raises(ValueError, match=f"{name} must be a number in"):
             fracsight.render_overlay(kept.pixels, kept.heatmap, **{name: value})
+    # numpy's numbers (and 0-d arrays, numpy's bool) stay numbers, as everywhere else
+    fracsight.render_overlay(kept.pixels, kept.heatmap, opacity=np.int64(1), min_heat=np.array(0.1))
+    fracsight.save_overlay(tmp_path / "o.png", kept.pixels, kept.heatmap, kept.boxes, overwrite=np.True_)
     with pytest.raises(TypeError, match="unread must be a list of the views' names, not int"):
         predictor.predict_study([kept], "s", unread=5)

@@ -1579,7 +1579,9 @@ def test_a_stop_before_the_redone_rows_were_pending_is_not_called_complete(
 
     fake_ray(monkeypatch)  # every row an error row
     inputs = collect_batch_inputs([archive])
-    run_batch(inputs, tmp_path / "out")
+    began = time.perf_counter()
+    summary = run_batch(inputs, tmp_path / "out")
+    assert 0 <= summary.seconds <= time.perf_counter() - began  # (the flag below once took its timer's name)
 
     def stopped(*_args: object, **_kwargs: object) -> int:
         raise KeyboardInterrupt
@@ -1589,3 +1591,13 @@ def test_a_stop_before_the_redone_rows_were_pending_is_not_called_complete(
     with pytest.raises(BatchInterrupted, match=r"^interrupted: \d+ rows are committed"):
         run_batch(inputs, tmp_path / "out", retry_errors=True)
     assert json.loads((tmp_path / "out" / "job.json").read_text())["status"] == "interrupted"
+
+
+def test_a_last_part_named_another_way_is_still_sorted_after() -> None:
+    """Review: a last part whose run ends in a hex suffix (as one short-lived version named them)
+    restarted the counter, which sorted before it."""
+    from fracsight.scale.output import _sorting_after
+
+    latest = Path("part-20250601T120000Z-4242-aaaa0000.deadbeef-000000.parquet")
+    run = _sorting_after("20250101T000000Z-1-bbbbbbbb", [latest])
+    assert f"part-{run}-000001.parquet" > latest.name

@@ -1152,6 +1152,10 @@ def _render_html(
         reading += [f"{n}: {_html.escape(str(d))}." for n, d in zip(names, definitions, strict=True) if d]
     if metrics.get("multiclass"):
         reading.append("Class metrics are point estimates without confidence intervals.")
+    reading.append(  # an exact 355/400 = 0.8875 showed as 0.887: said, not rounded another way here
+        "Figures are shown to 3 decimals, rounded from their binary values (a value ending in 5 may "
+        "round either way); metrics.json holds them in full."
+    )
     reading.append(
         "Operating points (thresholds, the class minimum probability) and calibration should come from "
         "validation data, not from the data evaluated here. Performance on other populations, devices or "

@@ -1060,6 +1060,11 @@ def evaluate_model(
         localization = _localization(labelled, [preds[i] for i in fracture_idx])
         if localization:
             metrics["localization"] = localization
+        else:  # unmeasured boxes went without a word, where an unmeasured head gets a note
+            notes.append(
+                f"boxes not measured: no {positive} image read has box annotations (boxes.csv lists the "
+                "predicted boxes only)"
+            )
         data["n_positive"] = int(y.sum())
     elif predictor.has_fracture_head:
         notes.append("fracture head not measured: the data has no fracture labels")
@@ -1164,6 +1169,7 @@ def evaluate_model(
                 view_counted,
                 dataset,
                 bool(fracture_idx),
+                "localization" in metrics,
             )
             _draw_outputs(
                 scratch,
@@ -1263,8 +1269,9 @@ def _draw_outputs(
             "precision": spec.precision,
             "images": _counted(metrics),
             "command": run["command"],
+            "working folder": run["working_folder"] or "not known (it was deleted)",
             "evaluated": f"{run['created_utc']}, fracsight {run['fracsight_version']}",
-            "files": ", ".join(run["files"]),
+            "files": ", ".join(run["files"]),  # what each holds: in metrics.json
         },
         plots=plots,
     )
@@ -1356,6 +1363,7 @@ def _write_tables(
     view_counted: Mapping[int, bool],
     dataset: Dataset,
     labelled: bool,
+    boxes_measured: bool,
 ) -> dict[str, str]:
     """``predictions.csv`` (one row per image of the split, in its order, unread ones with their
     ``error_code``) and, for a model with a fracture head, ``boxes.csv`` (every predicted box and the
@@ -1460,7 +1468,8 @@ def _write_tables(
         files["boxes.csv"] = (
             "the boxes of the images read with a label: kind 'predicted' (every box, with its score) or "
             "'true' (the annotated boxes of the positive images), in pixels of the image as shown (EXIF "
-            "orientation applied); the localization figures' input"
+            "orientation applied); "
+            + ("the localization figures' input" if boxes_measured else "no positive image has true boxes")
         )
     return files
 

@@ -7,6 +7,7 @@ lookup tables interpolated from a few anchor colours.
 from __future__ import annotations
 
 import importlib.util
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
@@ -154,6 +155,15 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
+def _unit_number(value: Any, name: str) -> float:
+    """``value`` as a float in [0, 1] (numpy's numbers and 0-d arrays too): "0.5" failed deep in the
+    blending, and NaN drew no heat without a word."""
+    ok = isinstance(value, (numbers.Real, np.number, np.ndarray)) and np.ndim(value) == 0
+    if not ok or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
 def render_overlay(
     image: np.ndarray | Image.Image | None,
     heat: np.ndarray | None = None,
@@ -192,9 +202,7 @@ def render_overlay(
     itself. The image keeps its place and size at the top left, so box coordinates still
     address the overlay's pixels. Without either the overlay is the image's size.
     """
-    for name, value in (("opacity", opacity), ("min_heat", min_heat)):  # "0.5" failed deep inside;
-        if not isinstance(value, (int, float, np.floating)) or not 0.0 <= value <= 1.0:  # NaN drew no heat
-            raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    opacity, min_heat = _unit_number(opacity, "opacity"), _unit_number(min_heat, "min_heat")
     if hasattr(image, "heatmap") and hasattr(image, "boxes"):  # a Prediction: "image is object" said nothing
         raise TypeError(
             f"render_overlay takes the radiograph's pixels, not a {type(image).__name__}: "
@@ -478,8 +486,10 @@ def save_overlay(
             f"an overlay is saved as .png or .jpg, not {path.name!r}: those formats carry the mark "
             "that keeps it from being read again as a radiograph"
         )
-    if not isinstance(overwrite, bool):  # "no" or "False" from a config file: the radiograph was gone
+    # "no" or "False" from a config file, truthy, replaced the radiograph
+    if not isinstance(overwrite, (bool, np.bool_)):
         raise TypeError(f"overwrite must be True or False, not {type(overwrite).__name__} ({overwrite!r})")
+    overwrite = bool(overwrite)
     if not overwrite and os.path.lexists(path):
         raise FileExistsError(f"{path.name} exists: pass overwrite=True to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)

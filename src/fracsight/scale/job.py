@@ -161,13 +161,13 @@ def run_batch(
         identity["operating_point"] = op.name
     identity[SETTINGS_KEY] = settings_sha256(spec)
     output = BatchOutput(out, columns, identity)
-    started = False
+    redo_pending = False
     try:
         changed = output.forget_changed(inputs)
         output.forget_folders_now_read(inputs)
         retried = output.forget_errors(inputs) if retry_errors else 0
         pending = output.pending(inputs)
-        started = True  # what was to be redone (changed files, errors to retry) is now pending
+        redo_pending = True  # what was to be redone (changed files, errors to retry) is now pending
         skipped = len(inputs) - len(pending)
         if progress:
             progress(output.rows_done, output.rows_done + len(pending))
@@ -226,7 +226,7 @@ def run_batch(
         )
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what is committed stays, and job.json says so
         ignore_further_stops()  # under the CLI: the process ends next, and says what it kept
-        if started and output.rows_done and not output.pending(inputs):  # held past the last commit
+        if redo_pending and output.rows_done and not output.pending(inputs):  # held past the last commit
             output.end_early("complete")
             raise BatchInterrupted(
                 f"interrupted after every row was committed: {output.folder} is complete"

@@ -582,9 +582,12 @@ def _sorting_after(run: str, parts: Sequence[Path]) -> str:
     latest = max((p.name for p in parts), default="")
     if f"part-{run}" > latest:
         return run
-    base, _, counted = latest.removeprefix("part-").rsplit("-", 1)[0].partition(".")
+    last_run = latest.removeprefix("part-").rsplit("-", 1)[0]
+    base, _, counted = last_run.partition(".")
     n = int(counted[:6]) if counted[:6].isdigit() else 0
-    return f"{base}.{n + 1:06d}-{secrets.token_hex(4)}"  # "." sorts after the "-" ending base's parts
+    run = f"{base}.{n + 1:06d}-{secrets.token_hex(4)}"  # "." sorts after the "-" ending base's parts
+    # a last name of another form (a hex suffix, a hand-made name): after it whole
+    return run if f"part-{run}" > latest else f"{last_run}.000001-{secrets.token_hex(4)}"
 
 
 def committed_codes(folder: Path, keep: Callable[[str], bool] | None = None) -> dict[str, int]:
