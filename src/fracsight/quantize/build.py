@@ -207,6 +207,7 @@ def quantize_bundle(
         images = [model_input(s, size)[0] for s in chosen]
         onnx_path = work / "model.onnx"
         keep_float = quantize_onnx(source / "model.onnx", onnx_path, images, keep_in_float=detector_nodes)
+        ran = command or _command(model, out_dir, data_root, n_calibration, bounds, evaluate_split)
         spec = dataclasses.replace(
             float_spec,
             name=f"{float_spec.name}-int8",
@@ -216,11 +217,7 @@ def quantize_bundle(
                 **float_spec.training,
                 "commands": [
                     *float_spec.training.get("commands", []),
-                    reproduce_line(
-                        float_spec.training.get("commands", []),
-                        command or _command(model, out_dir, data_root, n_calibration, bounds, evaluate_split),
-                        [out_dir],
-                    ),
+                    reproduce_line(float_spec.training.get("commands", []), ran, [out_dir]),
                 ],
             },
             metrics={},
@@ -263,6 +260,7 @@ def quantize_bundle(
                 float_metrics[evaluate_split] = metrics_summary(found)
         metrics["quantization"] = {
             **QUANTIZATION,
+            "command": ran,  # as run, for the card's "measure both" (Reproduce holds its re-run form)
             **({"kept_in_float": "the grafted detector head"} if keep_float else {}),
             "float_bundle": {
                 "name": float_spec.name,

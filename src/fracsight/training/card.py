@@ -461,9 +461,12 @@ def _int8_table_rows(spec: BundleSpec, q: dict[str, Any]) -> list[str]:
 
 def _how_to_measure_int8(spec: BundleSpec) -> str:
     """The command that measures the float and the INT8 model on a split for the card: the
-    quantize command this bundle recorded, with ``--evaluate test``."""
+    quantize command as it was run (the Reproduce block holds its re-run form, on `-again`
+    folders), with ``--evaluate test``."""
     commands = [c for c in spec.training.get("commands", []) if c.startswith("fracsight quantize ")]
-    command = commands[-1] if commands else "fracsight quantize FLOAT_BUNDLE OUT --data DATA"
+    command = spec.metrics.get("quantization", {}).get("command") or (
+        commands[-1] if commands else "fracsight quantize FLOAT_BUNDLE OUT --data DATA"
+    )
     command += "" if " --force" in command else " --force"
     return (
         f"quantize ran without `--evaluate`; `{command} --evaluate test` measures both on the test "
