@@ -30,6 +30,7 @@ __all__ = [
     "ApiError",
     "error_response",
     "internal_error_message",
+    "new_request_id",
     "request_id_of",
 ]
 
@@ -69,7 +70,11 @@ def request_id_of(headers: list[tuple[bytes, bytes]]) -> str:
     for name, value in headers:
         if name.lower() == b"x-request-id":
             text = value.decode("latin-1")
-            return text if _CLIENT_REQUEST_ID.fullmatch(text) else uuid.uuid4().hex
+            return text if _CLIENT_REQUEST_ID.fullmatch(text) else new_request_id()
+    return new_request_id()
+
+
+def new_request_id() -> str:
     return uuid.uuid4().hex
 
 

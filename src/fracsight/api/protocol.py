@@ -23,14 +23,13 @@ import contextlib
 import json
 import struct
 import sys
-import uuid
 from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from fracsight.api.app import SECURITY_HEADERS
-from fracsight.api.errors import HEADERS_TOO_LARGE, INVALID_HTTP, REQUEST_TIMEOUT, error_body
+from fracsight.api.errors import HEADERS_TOO_LARGE, INVALID_HTTP, REQUEST_TIMEOUT, error_body, new_request_id
 
 __all__ = ["HeaderDeadlineProtocol"]
 
@@ -179,7 +178,7 @@ class HeaderDeadlineProtocol(H11Protocol):
             (b"content-length", str(len(body)).encode("ascii")),
             (b"connection", b"close"),
             *SECURITY_HEADERS,  # the notice and no-store, as on every other answer
-            (b"x-request-id", uuid.uuid4().hex.encode("ascii")),  # as every answer has (docs/api.md)
+            (b"x-request-id", new_request_id().encode("ascii")),  # as every answer has (docs/api.md)
         ]
         head = (
             b"HTTP/1.1 "

@@ -272,9 +272,9 @@ def _study_names(study: Any, unread: Any) -> tuple[str | None, tuple[str, ...]]:
     (i, m, g, ...)"."""
     if isinstance(unread, (str, bytes, os.PathLike)):
         raise TypeError(f"unread must be a list of the views' names, not one {type(unread).__name__}")
-    names = []
     if unread is not None and not isinstance(unread, Iterable):  # "'int' object is not iterable"
         raise TypeError(f"unread must be a list of the views' names, not {type(unread).__name__}")
+    names = []
     for view in unread or ():
         name = _as_name(view, "unread")
         if name is None:
