@@ -391,3 +391,19 @@ def test_empty_files_are_unreadable_not_duplicates_of_each_other(tmp_path: Path)
     result = CliRunner().invoke(app, ["audit", str(root), "--json"])
     data = json.loads(result.stdout)
     assert data["exact_duplicates"] == [] and len(data["unreadable"]) == 2, data
+
+
+def test_audit_lists_a_fracsight_overlay_as_train_refuses_it(tmp_path: Path) -> None:
+    """An overlay written beside the images (`predict x.jpg --overlay-dir <its folder>`) was counted
+    as a readable training image, while training refuses it and says the audit lists every such file."""
+    from fracsight.explain import overlay_save_options
+
+    _two_classes(tmp_path / "d")
+    for fmt, suffix in (("PNG", "png"), ("JPEG", "jpg")):
+        _smooth(300).convert("RGB").save(
+            tmp_path / "d" / "fractured" / f"u1.overlay.{suffix}", format=fmt, **overlay_save_options(fmt)
+        )
+    report = audit(tmp_path / "d")
+    unreadable = sorted(u["path"] for u in report.unreadable)
+    assert unreadable == ["fractured/u1.overlay.jpg", "fractured/u1.overlay.png"]
+    assert all(u["error"].startswith("fracsight_overlay: ") for u in report.unreadable)

@@ -276,6 +276,20 @@ def test_ctrl_c_says_what_was_done_and_leaves_no_half_written_overlay(
             overlay.load()  # a truncated PNG raises here
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/stdout"), reason="/dev/stdout is Linux's")
+def test_csv_to_stdout_by_another_name_is_csv_to_stdout(tiny_bundle: Path, images: list[Path]) -> None:
+    """``--csv /dev/stdout`` was written as a file: with --json the rows came before the JSON and broke
+    it; without, the table followed the rows."""
+    command = [sys.executable, "-c", "from fracsight.cli import main; main()", "predict", str(images[0])]
+    command += ["--model", str(tiny_bundle), "--csv", "/dev/stdout"]
+    both = subprocess.run([*command, "--json", "--overwrite"], capture_output=True, timeout=120, text=True)
+    assert both.returncode == 2 and not both.stdout
+    assert "--csv /dev/stdout and --json both write to stdout: choose one" in both.stderr
+    rows = subprocess.run(command, capture_output=True, timeout=120, text=True)
+    assert rows.returncode == 0, rows.stderr
+    assert [r["source"] for r in csv.DictReader(rows.stdout.splitlines())] == [images[0].name]
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
 def test_a_named_pipe_in_a_folder_is_not_waited_on(
     tiny_bundle: Path, images: list[Path], tmp_path: Path
@@ -514,17 +528,17 @@ def test_empty_folder_exits_2(tiny_bundle: Path, tmp_path: Path) -> None:
 
 
 def test_a_folder_of_other_formats_says_what_is_there(tiny_bundle: Path, tmp_path: Path) -> None:
-    """A folder of phone pictures (HEIC, WebP) said "no image files found" and nothing of why."""
+    """A folder of other files (a PDF, notes) said "no image files found" and nothing of why."""
     (tmp_path / "ward").mkdir()
-    (tmp_path / "ward" / "wrist.heic").write_bytes(b"\0\0\0\x18ftypheic")
+    (tmp_path / "ward" / "report.pdf").write_bytes(b"%PDF-1.7")
     (tmp_path / "ward" / "views").mkdir()
-    (tmp_path / "ward" / "views" / "lat.webp").write_bytes(b"RIFF\0\0\0\0WEBP")
+    (tmp_path / "ward" / "views" / "notes.txt").write_text("lateral view to follow")
     (tmp_path / "ward" / ".DS_Store").write_bytes(b"\0")
     result = _predict(tiny_bundle, tmp_path / "ward")
     assert result.exit_code == 2
     assert result.stderr.strip() == (
-        "error (no_images): no image files found in the given folders: what is there (wrist.heic, "
-        "views/lat.webp) is in no format fracsight reads (PNG, JPEG, BMP, TIFF, GIF, DICOM)"
+        "error (no_images): no image files found in the given folders: what is there (report.pdf, "
+        "views/notes.txt) is in no format fracsight reads (PNG, JPEG, BMP, TIFF, GIF, DICOM)"
     )
     # `predict BUNDLE IMAGE`, the model given where the images go: its files were listed as "no format"
     result = _predict(tiny_bundle, tiny_bundle)
@@ -532,6 +546,29 @@ def test_a_folder_of_other_formats_says_what_is_there(tiny_bundle: Path, tmp_pat
     assert result.stderr.strip().endswith(
         f"{tiny_bundle} is a model bundle, not images: give it with --model {tiny_bundle}"
     )
+
+
+def test_a_view_in_a_format_not_read_is_a_row_of_its_folder(
+    tiny_bundle: Path, images: list[Path], tmp_path: Path
+) -> None:
+    """A WebP or HEIC view in a folder was passed over: the study was judged reliable from the other
+    views, exit 0, while the same files given by name gave error rows."""
+    ward = tmp_path / "ward"
+    ward.mkdir()
+    shutil.copyfile(images[0], ward / "ap.png")
+    (ward / "lateral.webp").write_bytes(b"RIFF\0\0\0\0WEBPVP8 ")
+    (ward / "oblique.HEIC").write_bytes(b"\0\0\0\x18ftypheic")
+    result = _predict(tiny_bundle, ward, "--study", "--json")
+    assert result.exit_code == 1, result.output
+    out = json.loads(result.stdout)
+    assert [(r["source"], r.get("error_code")) for r in out["images"]] == [
+        ("ap.png", None),
+        ("lateral.webp", "unsupported_format"),
+        ("oblique.HEIC", "unsupported_format"),
+    ]
+    (study,) = out["studies"]
+    assert study["reliable"] is False
+    assert "2 of 3 views could not be read (lateral.webp, oblique.HEIC)" in " ".join(study["warnings"])
 
 
 def test_unknown_model_exits_2_without_a_traceback(images: list[Path]) -> None:

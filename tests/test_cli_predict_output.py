@@ -373,6 +373,18 @@ def test_a_users_dangling_link_in_the_overlay_folder_is_not_replaced(
     assert f"note: 1 overlay in {overlays} named NAME.overlay-N.png beside earlier ones" in note, note
 
 
+def test_an_image_named_like_a_numbered_overlay_gets_no_note(
+    tiny_bundle: Path, radiograph: Path, tmp_path: Path
+) -> None:
+    """``wrist.overlay-v2.jpg`` into an empty folder was said to be "beside earlier ones"."""
+    given = tmp_path / "wrist.overlay-v2.jpg"
+    shutil.copyfile(radiograph, given)
+    result = _predict(tiny_bundle, given, "--overlay-dir", tmp_path / "ov")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "ov" / "wrist.overlay-v2.overlay.png").is_file()
+    assert "beside earlier ones" not in result.stderr
+
+
 def test_a_csv_the_disk_fills_under_is_not_left_half_written(
     tiny_bundle: Path, radiograph: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

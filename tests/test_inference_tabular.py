@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fracsight.inference.tabular import is_folder_image, named_inputs, study_groups
+from fracsight.inference.tabular import distinct_names, is_folder_image, named_inputs, study_groups
 
 
 def _touch(path: Path) -> Path:
@@ -124,3 +124,15 @@ def test_the_dicomdir_of_an_export_is_no_input(tmp_path: Path) -> None:
     assert (tmp_path / "export" / "DICOMDIR").is_file() and len(found) == 1
     assert found[0].endswith("/IM000000") and not found[0].startswith("DICOMDIR")
     assert not is_folder_image("export/DICOMDIR", lambda: (tmp_path / "export" / "DICOMDIR").read_bytes())
+
+
+@pytest.mark.skipif(os.name == "nt", reason="names of bytes that are no UTF-8 are POSIX's")
+def test_names_that_read_the_same_are_numbered(tmp_path: Path) -> None:
+    """A name of bytes (caf\\xe9.jpg in Latin-1) is shown as ``caf\\xe9.jpg``; beside a file named so
+    literally both rows, and their overlays, had one name, paths as typed included."""
+    folder = tmp_path / "enc"
+    latin = _touch(Path(os.fsdecode(os.fsencode(folder) + b"/caf\xe9.jpg")))
+    literal = _touch(folder / "caf\\xe9.jpg")
+    names = [name for _, name in named_inputs([folder])]
+    assert len(set(names)) == 2, names
+    assert [name for _, name in distinct_names([(latin, "x.jpg"), (literal, "x.jpg")])][1].endswith(" (2)")

@@ -340,6 +340,21 @@ def refuse_unknown_model(model: str | None, operating_point: str | None) -> None
         checked_bundle(model, operating_point)
 
 
+def _is_stdout(path: Path) -> bool:
+    """Whether ``path`` is ``-`` or the file standard output goes to by another name
+    (``/dev/stdout``, the file the shell redirects to): written as a file, the CSV was lost under the
+    table or JSON, or came before the JSON and broke it. ``/dev/null`` is a file to write to."""
+    if path == Path("-"):
+        return True
+    try:
+        target = os.stat(path)
+        return os.path.samestat(target, os.fstat(sys.stdout.fileno())) and not os.path.samestat(
+            target, os.stat(os.devnull)
+        )
+    except (OSError, ValueError, AttributeError):  # no such file yet; a stdout without a descriptor
+        return False
+
+
 def refuse_output(path: Path | None, *, folder: bool, overwrite: bool = True, option: str) -> None:
     """Exit 2 with a one-line message, before any work, when ``path`` cannot take the output of
     ``option``: a file where a folder is wanted or the other way round, a missing parent folder, or
@@ -635,11 +650,11 @@ def predict(
 
     _refuse_stdin(paths)
     refuse_missing(paths)
-    csv_to_stdout = csv_path == Path("-")
+    csv_to_stdout = csv_path is not None and _is_stdout(csv_path)
     if csv_to_stdout:
         if json_output:
             raise typer.BadParameter(
-                "--csv - and --json both write to stdout: choose one", param_hint="--csv"
+                f"--csv {csv_path} and --json both write to stdout: choose one", param_hint="--csv"
             )
         csv_path = None
     refuse_output(csv_path, folder=False, overwrite=overwrite, option="--csv")
@@ -684,7 +699,8 @@ def predict(
                     keep_suffix = result.source in shared_stems
                     try:  # a full disk or a file in the way costs the overlay, not every result
                         written = _write_overlay(result, overlay_dir, opacity, keep_suffix=keep_suffix)
-                        numbered += ".overlay-" in written.name
+                        # not `".overlay-" in name`: a file of the user's may be named wrist.overlay-v2.jpg
+                        numbered += not written.name.endswith(".overlay.png")
                     except OSError as e:
                         overlay_failures.append(e)
                     result = dataclasses.replace(result, heatmap=None, pixels=None)

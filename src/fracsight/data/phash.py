@@ -133,8 +133,11 @@ def _thumbnail(data: bytes, name: str) -> tuple[np.ndarray, bool, bool]:
 
 def _pillow_thumbnail(data: bytes) -> np.ndarray:
     from fracsight.io import DEFAULT_MAX_PIXELS, MIN_SIDE
+    from fracsight.io._raster import marked_as_overlay
 
     with Image.open(BytesIO(data)) as im:
+        if marked_as_overlay(im):  # refused by train and predict: the reader's refusal is the finding
+            raise ValueError("a fracsight overlay")
         width, height = im.size
         if width * height > DEFAULT_MAX_PIXELS or min(width, height) < MIN_SIDE:
             # refused by every reader of fracsight: the reader's own refusal becomes the finding

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from fracsight.bundle import BundleSpec
 from fracsight.inference.results import NOTICE, FailedPrediction, Prediction, StudyPrediction, views_unread
-from fracsight.io import IMAGE_SUFFIXES, SUPPORTED_FORMATS, text_cell
+from fracsight.io import IMAGE_SUFFIXES, SUPPORTED_FORMATS, UNREAD_IMAGE_SUFFIXES, text_cell
 from fracsight.io._sniff import HEAD_BYTES, holds_image, image_head, sniff_format
 
 if TYPE_CHECKING:
@@ -192,8 +192,15 @@ def distinct_names(named: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
         counts = Counter(name for _, name in named)
         renamed = [(file, text_cell(file.as_posix()) if counts[name] > 1 else name) for file, name in named]
         if renamed == named:
-            return named
+            break
         named = renamed
+    # paths that still read the same (caf\xe9.jpg beside a name of bytes shown so) are numbered
+    seen: Counter[str] = Counter()
+    numbered = []
+    for file, name in named:
+        seen[name] += 1
+        numbered.append((file, name if seen[name] == 1 else f"{name} ({seen[name]})"))
+    return numbered
 
 
 def _relative_name(path: Path, root: Path) -> str:
@@ -264,10 +271,12 @@ def _image_by_name(name: str, holds: Callable[[], bool]) -> bool:
     """A file in a folder is an image when it is not hidden, not a DICOMDIR (the index of a CD or
     PACS export, which every such export holds, PS3.10 8.6: a DICOM file without pixels), and has
     one of our extensions or, without one, a supported image's first bytes (``holds()``, asked
-    only then)."""
+    only then). An image in a format fracsight does not read (``lateral.webp``) is one too, so
+    that its row says so: passed over, a study was judged on the other views without a word."""
     if name.startswith(".") or name.upper() == "DICOMDIR":
         return False
-    return Path(name).suffix.lower() in IMAGE_SUFFIXES or holds()
+    suffix = Path(name).suffix.lower()
+    return suffix in IMAGE_SUFFIXES or suffix in UNREAD_IMAGE_SUFFIXES or holds()
 
 
 def is_folder_image(relative: str, head: Callable[[], bytes]) -> bool:

@@ -48,6 +48,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "MIN_SIDE",
     "SUPPORTED_FORMATS",
+    "UNREAD_IMAGE_SUFFIXES",
     "ImageMetadata",
     "Radiograph",
     "image_stem",
@@ -59,6 +60,9 @@ __all__ = [
 DEFAULT_MAX_PIXELS = 50_000_000
 #: File name extensions of the formats read_image reads (the format itself is read from the bytes).
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".dcm", ".dicom"})
+#: Extensions of image formats read_image refuses (phone pictures, JPEG 2000 and XL files): in a folder
+#: of views such a file is still one of its images, refused by name rather than passed over.
+UNREAD_IMAGE_SUFFIXES = frozenset({".webp", ".heic", ".heif", ".avif", ".jp2", ".j2k", ".jxl"})
 #: What a URL given as a path is told.
 URL_REFUSAL = "a URL, not a file: fracsight reads files; download it, or mount its storage, first"
 #: Smallest accepted side in pixels; anything smaller cannot show a fracture.
