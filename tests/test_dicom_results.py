@@ -902,6 +902,42 @@ def test_a_character_set_highdicom_does_not_write_costs_the_image_nothing(
         assert ds.SpecificCharacterSet == written and str(ds.PatientName) == name
 
 
+def test_a_bare_data_set_gets_results_as_predict_reads_it(case, tmp_path: Path) -> None:
+    """A data set without preamble and file meta (old archive dumps), which predict reads, was
+    refused by `dicom results` as "not a DICOM file"."""
+    source = pydicom.dcmread(case[0])
+    del source.file_meta
+    source.preamble = None
+    bare = tmp_path / "bare.dcm"
+    pydicom.dcmwrite(bare, source, implicit_vr=True, little_endian=True)
+    assert bare.read_bytes()[128:132] != b"DICM"
+    result = CliRunner().invoke(cli_app, ["dicom", "results", str(bare), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "bare.capture.dcm",
+        "bare.gsps.dcm",
+        "bare.sr.dcm",
+    ]
+
+
+def test_a_chinese_character_set_costs_the_image_nothing(case, predictor: Predictor, tmp_path: Path) -> None:
+    """``\\ISO 2022 IR 58`` (GB2312 as a code extension), a term highdicom lists but refuses beside
+    another: every image lost its results. Its names go in UTF-8, without the escape pydicom leaves
+    in the text it decodes (``Wang^XiaoDong=\\x1b$)A王^小东``)."""
+    from pydicom.valuerep import PersonName
+
+    source = pydicom.dcmread(case[0])
+    source.SpecificCharacterSet = ["", "ISO 2022 IR 58"]
+    name = b"Wang^XiaoDong=\x1b$)A" + "王^小东".encode("gb2312") + b"="
+    source.PatientName = PersonName(name, encodings=["iso8859", "iso_ir_58"])
+    source = pydicom.dcmread(support.write(source, tmp_path / "gb2312.dcm"))
+    made = result_datasets(source, case[2], predictor)
+    assert [ds.Modality for ds in made] == ["SR", "PR", "OT"]
+    for ds in made:
+        assert ds.SpecificCharacterSet == "ISO_IR 192" and str(ds.PatientName) == "Wang^XiaoDong=王^小东"
+        _assert_valid(ds, tmp_path / f"{ds.Modality}.dcm", sr_tree=False)
+
+
 def test_a_model_named_in_another_script_is_written_as_named(case, tmp_path: Path) -> None:
     """A bundle named 骨折検出 on a Latin-1 source (``ISO_IR 100``): Software Versions and the
     report's algorithm name went out as ``????``. The results are then UTF-8, the patient's

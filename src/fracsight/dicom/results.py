@@ -112,6 +112,7 @@ _TYPE2 = (
 _PIXEL_GROUP = 0x7FE0
 _SIDED = ("gsps", "capture")  # results whose series carries a Laterality: a series per side
 _TEXT_VRS = {"SH", "LO", "ST", "LT", "UT", "PN", "UC"}  # those a Specific Character Set applies to
+_ISO_2022_ESCAPE = re.compile("\x1b[\x20-\x2f]+[\x30-\x7e]")  # ESC, intermediate bytes, a final byte
 _UID_CHARS = re.compile(r"[0-9]+(\.[0-9]+)+")
 
 
@@ -159,15 +160,18 @@ def _sop_class_name(source: Dataset) -> str:
 
 
 def read_source(data: bytes, name: str) -> Dataset:
-    """A DICOM file's bytes as a pydicom Dataset (Part 10: ``DICM`` after the preamble)."""
+    """A DICOM file's bytes as a pydicom Dataset (Part 10: ``DICM`` after the preamble; or a bare
+    data set, without preamble and file meta, which the reader reads too: it was called no DICOM)."""
     import io
 
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    from fracsight.io._sniff import DICOM_HEAD, sniff_format
+
     try:
         with quiet_values():
-            return pydicom.dcmread(io.BytesIO(data))
+            return pydicom.dcmread(io.BytesIO(data), force=sniff_format(data[:DICOM_HEAD]) == "dicom")
     except InvalidDicomError:
         raise UnsupportedFormatError(
             f"{name}: not a DICOM file (no DICM prefix after the 128-byte preamble); results as DICOM "
@@ -268,7 +272,10 @@ def _as_decoded_text(header: Dataset) -> None:
                 _as_decoded_text(item)
         elif element.VR in _TEXT_VRS and element.value is not None:
             value = element.value
-            element.value = [str(v) for v in value] if isinstance(value, MultiValue) else str(value)
+            texts = [str(v) for v in value] if isinstance(value, MultiValue) else [str(value)]
+            # pydicom leaves some ISO 2022 escapes in the text it decodes (ESC $ ) A of Chinese names)
+            texts = [_ISO_2022_ESCAPE.sub("", text) for text in texts]
+            element.value = texts if isinstance(value, MultiValue) else texts[0]
 
 
 def _own_words(predictor: Predictor) -> list[str]:
@@ -325,16 +332,26 @@ def _mend_values(header: Dataset) -> None:
         # without extensions (ISO_IR 100), where there is one
         terms = [str(terms[0]).replace("ISO 2022 IR ", "ISO_IR ")]
         header.SpecificCharacterSet = terms[0]
-    # one pydicom reads but highdicom refuses (Korean, ISO 2022 IR 149; ISO_IR 6) cost the image
-    # all its results: its text, decoded, goes in a set both take
-    known = _writable_character_sets() | {""}
-    if any(str(t) not in charset.python_encoding or str(t) not in known for t in terms):
-        _mend(header, header["SpecificCharacterSet"].tag, _character_set_for(header), "unknown: replaced")
-        _as_decoded_text(header)
-    elif len(terms) > 1 and "" in terms:  # "\\ISO 2022 IR 87": an empty first value, the default
+    if len(terms) > 1 and "" in terms:  # "\\ISO 2022 IR 87": an empty first value, the default
         # repertoire, which highdicom refused (every Japanese image lost its results); the same set
         # by its name
-        header.SpecificCharacterSet = ["ISO 2022 IR 6" if t == "" else t for t in terms]
+        terms = ["ISO 2022 IR 6" if t == "" else str(t) for t in terms]
+    # one pydicom reads but highdicom refuses (Korean, ISO 2022 IR 149; ISO_IR 6; Chinese,
+    # \\ISO 2022 IR 58, a term it knows but not as an extension) cost the image all its results:
+    # its text, decoded, goes in a set both take
+    known = _writable_character_sets() | {""}
+    if any(str(t) not in charset.python_encoding or str(t) not in known for t in terms) or not (
+        _highdicom_writes(terms)
+    ):
+        _mend(
+            header,
+            header["SpecificCharacterSet"].tag,
+            _character_set_for(header),
+            "not one the results can be written in: replaced",
+        )
+        _as_decoded_text(header)
+    elif len(terms) > 1:
+        header.SpecificCharacterSet = terms
 
 
 _WINDOW = ("WindowCenter", "WindowWidth", "WindowCenterWidthExplanation", "VOILUTFunction")
@@ -402,6 +419,22 @@ def _writable_character_sets() -> frozenset[str]:
     from highdicom.enum import SpecificCharacterSetValues
 
     return frozenset(str(v.value) for v in SpecificCharacterSetValues)
+
+
+def _highdicom_writes(terms: Sequence[str]) -> bool:
+    """Whether highdicom takes ``terms`` as a Specific Character Set: beside its list of terms
+    (:func:`_writable_character_sets`) it has rules for several values, which refused ISO 2022 IR 58
+    when the results were built. Its rules are its own; a highdicom without them is trusted."""
+    from highdicom import valuerep
+
+    check = getattr(valuerep, "_check_specific_character_set", None)
+    if check is None or not terms:
+        return True
+    try:
+        check(list(terms) if len(terms) > 1 else terms[0])
+    except ValueError:
+        return False
+    return True
 
 
 def _character_set_for(header: Dataset) -> str:
