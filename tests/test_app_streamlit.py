@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 pytest.importorskip("streamlit", reason="the web app needs the app extra (pip install 'fracsight[app]')")
 from streamlit.testing.v1 import AppTest
@@ -534,3 +535,23 @@ def test_an_unreadable_file_of_a_folder_is_named_by_its_path_as_predict_names_it
     assert not at.exception, [e.value for e in at.exception]
     (stored,) = at.session_state["results"].values()
     assert stored.result.source == expected["source"] and stored.result.error == expected["error"]
+
+
+def test_an_image_of_an_extreme_shape_does_not_end_the_page(
+    monkeypatch: pytest.MonkeyPatch, fracatlas_dir: Path
+) -> None:
+    """A 40000 x 32 upload: its original|overlay view, 1 px high, was fitted by Streamlit to 0 px, a
+    traceback on the page, and the cards after it, the table, the downloads and the notice were gone."""
+    import io
+
+    thin = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 40000), dtype=np.uint8)).save(thin, "PNG")
+    fractured = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[0]
+    at = start(monkeypatch)
+    at.file_uploader[0].set_value(
+        [("thin.png", thin.getvalue(), "image/png"), ("wrist.jpg", fractured.read_bytes(), "image/jpeg")]
+    ).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not [e.value for e in at.error if "could not be shown" in e.value]
+    assert list(at.dataframe[0].value["source"]) == ["thin.png", "wrist.jpg"]
+    assert any(NOTICE in c.value for c in at.caption)

@@ -855,7 +855,9 @@ def view_data(pred: Prediction, max_side: int = 1024) -> ViewData:
     scale = min(1.0, max_side / max(true_h, true_w))
     sx, sy = scale * true_w / w, scale * true_h / h
     if (sx, sy) != (1.0, 1.0):
-        size = (max(1, round(w * sx)), max(1, round(h * sy)))
+        # 2 px at least: Streamlit fits a picture to 1460 px wide, and original|overlay of a view
+        # 1 px high (a 40000 x 32 image) became 0 px high, a traceback that ended the page
+        size = (max(2, round(w * sx)), max(2, round(h * sy)))
         pixels = _resize(pixels, size)
         heat = None if heat is None else np.clip(_resize(heat, size), 0.0, 1.0)
         boxes = _scaled_boxes(boxes, size[0] / w, size[1] / h)

@@ -11,7 +11,8 @@ import hashlib
 import html
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
 from pathlib import Path, PurePosixPath
@@ -380,6 +381,20 @@ def predictions(predictor: Predictor, items: list[Input]) -> list[Stored]:
     ]
 
 
+@contextmanager
+def _card_guarded(name: str) -> Iterator[None]:
+    """A card that fails to draw says so in its place: a traceback ended the page, and the cards
+    after it, the results table, the downloads and the notice were not drawn."""
+    try:
+        yield
+    except Exception as e:  # Streamlit's own stop and rerun are BaseExceptions: they pass
+        log_unexpected(log, "showing a result", e)
+        st.error(
+            f"**The result of {escape_markdown(name)} could not be shown** (internal error); "
+            "it is in the table and downloads below."
+        )
+
+
 def error_card(failure: FailedPrediction) -> None:
     with st.container(border=True):
         st.markdown(f"### {escape_markdown(failure.source)}")
@@ -578,14 +593,18 @@ def main() -> None:
     studies = study_results(predictor, named, one_study=one, resolve=False)
     _announce(live, results_announcement(results, studies))
     for study in studies:
-        study_card(study)
+        with _card_guarded(study.study):
+            study_card(study)
     shared = names_sharing_a_stem([r.source for r in results])  # wrist.jpg, wrist.png: two downloads
     for item, (result, view) in zip(items, stored, strict=True):
         if isinstance(result, FailedPrediction):
             error_card(result)
         elif view is not None:
             keep_suffix = result.source in shared
-            result_card(item.key, result, view, show_heatmap, show_boxes, opacity, keep_suffix=keep_suffix)
+            with _card_guarded(result.source):
+                result_card(
+                    item.key, result, view, show_heatmap, show_boxes, opacity, keep_suffix=keep_suffix
+                )
     results_table(predictor, results, studies)
     st.caption(NOTICE)
 
