@@ -587,6 +587,24 @@ def test_a_spool_low_on_space_is_degraded_and_its_free_space_a_gauge(
     assert said["status"] == "degraded" and said["spool_low_space"] and said["retrying"] == 0
 
 
+def test_a_spool_that_takes_no_writes_is_degraded(spool: Spool) -> None:
+    """A spool disk ext4 turned read-only after an error (neither statvfs nor access() says so): the
+    node refused every image (0xA700), and could not count the refusals, while /healthz said "ok".
+    Here the folder instances are written through is a file: no write goes through either."""
+    import shutil
+
+    from fracsight.dicom import metrics
+
+    assert metrics.health(spool, probe=True)["spool_writable"] is True
+    shutil.rmtree(spool.tmp_dir)
+    spool.tmp_dir.write_bytes(b"")
+    with pytest.raises(OSError):
+        spool.write_file(spool.instance_path("1.2.3.4"), b"DICM")
+    said = metrics.health(spool, probe=True)
+    assert said["status"] == "degraded" and said["spool_writable"] is False and said["retrying"] == 0
+    assert metrics.health(spool)["spool_writable"] is True  # `dicom status` only reads
+
+
 def test_a_pacs_out_of_resources_is_waited_for_never_given_up(spool: Spool) -> None:
     """A C-STORE SCP (pynetdicom, on loopback) that answers 0xA700 (Refused: Out of Resources: its
     disk full) to its first stores: each was a refusal, and ten of them (about 5 minutes) gave the

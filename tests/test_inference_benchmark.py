@@ -136,7 +136,8 @@ def test_command_refuses_bad_inputs(tiny_bundle: Path, tmp_path: Path, few_image
     broken.mkdir()
     (broken / "notes.jpg").write_text("not an image")
     unreadable = runner.invoke(app, ["benchmark", "--model", str(tiny_bundle), "--images", str(broken)])
-    assert unreadable.exit_code == 2 and "none of the 1 given images can be read" in unreadable.stderr
+    assert unreadable.exit_code == 2
+    assert "none of the 1 given images can be read (notes.jpg: " in unreadable.stderr
     assert "Traceback" not in unreadable.output
 
 

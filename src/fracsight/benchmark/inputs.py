@@ -84,16 +84,16 @@ def resolve_images(images: Sequence[Path] | None, scratch: Path) -> tuple[list[P
                 readable.append(path)
             except FracsightError:
                 unreadable.append(path)
+        names = ", ".join(text_cell(p.name) for p in unreadable[:5])
+        names += ", ..." if len(unreadable) > 5 else ""
         if not readable:
             raise NoUsableImages(
-                f"none of the {len(files)} given images can be read (`fracsight predict` says why for each)"
+                f"none of the {len(files)} given images can be read ({names}: `fracsight predict` says "
+                "why for each)"
             )
         described = count(len(readable), "given image")
         if unreadable:  # of all given: it said "1 given image (2 unreadable ...)" for 3 given
             described = f"{len(readable)} of {count(len(files), 'given image')}"
-            names = ", ".join(text_cell(p.name) for p in unreadable[:5]) + (
-                ", ..." if len(unreadable) > 5 else ""
-            )
             described += f" ({len(unreadable)} unreadable left out: {names})"
         return readable, described
     folder = find_fracatlas()

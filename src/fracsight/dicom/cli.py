@@ -542,6 +542,8 @@ def status(
         why.append(f"{info['retrying']} result object(s) wait to be sent again: is the destination down?")
     if info["spool_low_space"]:
         why.append("the spool's file system is nearly full")
+    if not info["spool_writable"]:
+        why.append("the spool's file system is read-only: every image is refused")
     typer.echo(f"status: {info['status']}" + (f" ({'; '.join(why)})" if why else ""))
     if info["spool_free_bytes"] is not None:
         typer.echo(f"spool free: {info['spool_free_bytes'] / 1e9:.1f} GB")

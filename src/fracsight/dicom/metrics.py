@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import socket
+import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -93,19 +95,40 @@ def spool_free_bytes(spool: Spool) -> int | None:
         return None
 
 
-def health(spool: Spool) -> dict[str, Any]:
+def spool_writable(spool: Spool, *, probe: bool) -> bool:
+    """Whether the spool's file system takes writes: not mounted read-only and, with ``probe`` (the
+    running node's own /healthz), a file can be made where received instances are written. A disk
+    ext4 turned read-only after an error (``errors=remount-ro``) shows in neither ``statvfs`` nor
+    ``os.access``: the node refused every image (0xA700) while /healthz said "ok". ``dicom status``
+    does not probe: it only reads, maybe as another user than the node's."""
+    try:
+        if os.statvfs(spool.root).f_flag & os.ST_RDONLY:
+            return False
+        if probe:
+            handle, name = tempfile.mkstemp(dir=spool.tmp_dir, prefix=".probe-")
+            os.close(handle)
+            os.unlink(name)
+    except OSError:
+        return False
+    return True
+
+
+def health(spool: Spool, *, probe: bool = False) -> dict[str, Any]:
     """``/healthz``: :func:`status` with ``status`` "ok", or "degraded" while result objects wait to
-    be sent again after a failed try (``retrying``: a PACS down for an hour was "ok" throughout) or
-    the spool's file system has less than :data:`LOW_SPOOL_SPACE` free (``spool_low_space``).
-    Still HTTP 200: a restart would bring neither the PACS back nor free the disk."""
+    be sent again after a failed try (``retrying``: a PACS down for an hour was "ok" throughout),
+    the spool's file system has less than :data:`LOW_SPOOL_SPACE` free (``spool_low_space``) or
+    takes no writes (``spool_writable``, :func:`spool_writable` with ``probe``). Still HTTP 200: a
+    restart would bring neither the PACS back nor free or mend the disk."""
     retrying = spool.retrying()
     free = spool_free_bytes(spool)
     low = free is not None and free < LOW_SPOOL_SPACE
+    writable = spool_writable(spool, probe=probe)
     return {
-        "status": "degraded" if retrying or low else "ok",
+        "status": "degraded" if retrying or low or not writable else "ok",
         "retrying": retrying,
         "spool_free_bytes": free,
         "spool_low_space": low,
+        "spool_writable": writable,
         **status(spool),
     }
 
@@ -166,7 +189,7 @@ class MetricsServer:
                 if self.path == "/metrics":
                     body, kind = render(spool_ref).encode(), "text/plain; version=0.0.4; charset=utf-8"
                 elif self.path == "/healthz":
-                    body, kind = json.dumps(health(spool_ref)).encode(), "application/json"
+                    body, kind = json.dumps(health(spool_ref, probe=True)).encode(), "application/json"
                 else:
                     self.send_error(404)
                     return

@@ -239,9 +239,9 @@ def folder_images(root: Path, on_found: Callable[[Path], object] | None = None) 
 
 
 def no_images_message(paths: Sequence[Path], most: int = 5) -> str:
-    """Why ``paths`` gave no image file: the files in its folders that are not images (``scan.heic``,
-    ``report.pdf``; hidden files and a DICOMDIR left out), by their paths under the folder given. It
-    was "no image files found" alone, over a folder of HEIC or WebP pictures."""
+    """Why ``paths`` gave no image file: the files in its folders that are not images (``report.pdf``,
+    ``notes.txt``; hidden files and a DICOMDIR left out), by their paths under the folder given. It
+    was "no image files found" alone."""
     folders = [p for p in paths if os.path.isdir(p)]
     others: list[str] = []
     for root in folders:
