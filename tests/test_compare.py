@@ -230,6 +230,10 @@ def test_what_cannot_be_compared_is_one_line(fracatlas_dir: Path, head_bundle, t
             "has no image with a fracture label",
         ),
         (["default", str(class_only), str(data)], 2, "share no head `compare` measures"),
+        # named as typed and by their heads: two runs without a recipe are both fracsight-model v1
+        (["default", str(class_only), str(data)], 2, f"and model B ({class_only}: "),
+        (["default", str(class_only), str(data)], 2, "fracture head) and model B"),
+        (["default", str(class_only), str(data)], 2, ", class head) share no head"),
         (["default", "default", str(data), "--split", "holdout"], 2, "has no 'holdout' split"),
         (["default", "nosuch-model", str(data)], 2, "nosuch-model"),
         (["default", "default", str(tmp_path / "none")], 2, "error (not_found)"),

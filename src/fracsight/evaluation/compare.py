@@ -174,6 +174,15 @@ def grouped_mcnemar(right_a: ArrayLike, right_b: ArrayLike, groups: Sequence[str
     return {"n_groups": n_groups, "p_value": min(1.0, p_value)}
 
 
+def _compared_heads(predictor: Any) -> str:
+    """``fracture head``, ``class head``, both, or ``no fracture or class head``."""
+    kinds = (("fracture", predictor.has_fracture_head), ("class", bool(predictor.classes)))
+    heads = [head for head, has in kinds if has]
+    if not heads:
+        return "no fracture or class head"
+    return " and ".join(heads) + (" heads" if len(heads) > 1 else " head")
+
+
 def compare_models(
     model_a: str | Path | None,
     model_b: str | Path | None,
@@ -199,10 +208,14 @@ def compare_models(
     fracture = all(p.has_fracture_head for p in predictors)
     classes = all(p.classes for p in predictors)
     if not (fracture or classes):
+        # each named as typed and by its heads: two runs without a recipe are both fracsight-model v1
+        said = [
+            f"model {key} ({given or 'default'}: {p.name}, {_compared_heads(p)})"
+            for key, p, given in zip("AB", predictors, (model_a, model_b), strict=True)
+        ]
         raise NoSharedHeadError(
-            f"{predictors[0].name} and {predictors[1].name} share no head `compare` measures: it needs "
-            "two models with a fracture head, or two with a class head (`fracsight evaluate` measures "
-            "each model's own heads)"
+            f"{said[0]} and {said[1]} share no head `compare` measures: it needs two models with a "
+            "fracture head, or two with a class head (`fracsight evaluate` measures each model's own heads)"
         )
     dataset = load_dataset(Path(data_dir), layout)
     if classes:  # a data class the model does not know is refused, naming it and which of the two
