@@ -166,6 +166,7 @@ def is_overlay_of(size: tuple[int, int], width: int, height: int) -> bool:
     """Whether an overlay of ``size`` (PIL's width, height) shows an image of ``width`` x ``height``:
     the image at full size at its top left, the caption band below it (at least as wide as
     ``fracsight.explain.overlay``'s narrowest band)."""
-    from fracsight.explain.overlay import _MIN_BAND_WIDTH
+    from fracsight.explain.overlay import _MAX_WIDENING_PIXELS, _MIN_BAND_WIDTH
 
-    return size[0] == max(width, _MIN_BAND_WIDTH) and size[1] > height
+    widened = (_MIN_BAND_WIDTH - width) * height <= _MAX_WIDENING_PIXELS
+    return size[0] == (max(width, _MIN_BAND_WIDTH) if widened else width) and size[1] > height

@@ -302,6 +302,16 @@ def test_the_band_of_a_long_strip_stays_small() -> None:
     assert tall.height - 3000 > 3 * 33  # a radiograph's text keeps its size (a sixtieth of the width)
 
 
+def test_a_narrow_tall_strip_is_not_widened_for_its_band() -> None:
+    """The band is at least 480 px wide, and the picture above it was widened with it: a 32 x
+    1,562,500 strip (under the 50-megapixel limit) gave a 750-megapixel overlay, 3.8 GB of server
+    memory for one request. Beyond 4 megapixels of margin the band keeps the picture's width."""
+    out = render_overlay(np.zeros((200_000, 32), dtype=np.float32), caption=[*CAPTION, NOTICE])
+    assert out.width == 32 and out.height > 200_000
+    small = render_overlay(np.zeros((5000, 100), dtype=np.float32), caption=CAPTION)
+    assert small.width == 480  # a thumbnail's caption still gets its room
+
+
 def test_boxes_none_draws_no_box_as_heat_none_draws_no_heat(image: np.ndarray) -> None:
     # it was "'NoneType' object is not iterable" from inside the drawing code
     assert np.array_equal(np.asarray(render_overlay(image, None, None)), np.asarray(render_overlay(image)))

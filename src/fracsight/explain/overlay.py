@@ -267,6 +267,9 @@ def _drawable(box: BoxLike | Mapping[str, float]) -> BoxLike:
 
 
 _MIN_BAND_WIDTH = 480  # a caption below a thumbnail gets this much room, not one word a line
+# at most this much black margin beside a narrow picture for it: the canvas is as wide as the band,
+# and a 32 x 1,562,500 strip (under the 50-megapixel limit) became 480 px wide, 750 megapixels
+_MAX_WIDENING_PIXELS = 4_000_000
 _TEXT = (255, 255, 255)
 
 
@@ -293,7 +296,8 @@ def _with_band(
     pil: Image.Image, caption: list[str], legend: str | None, *, colormap: str, min_heat: float
 ) -> Image.Image:
     """``pil`` above a black band with the ``caption`` lines and the heatmap's colour bar."""
-    width = max(pil.width, _MIN_BAND_WIDTH)
+    widen = (_MIN_BAND_WIDTH - pil.width) * pil.height <= _MAX_WIDENING_PIXELS
+    width = max(pil.width, _MIN_BAND_WIDTH) if widen else pil.width
     # the text grows with the picture, but not past a twentieth of its height: the band is as wide
     # as the picture, so a size from the width alone grew its area with the width squared (a
     # 32 x 1,500,000 strip with overlay=true: an 18 GB band, and the server was killed)
