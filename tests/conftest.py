@@ -164,9 +164,8 @@ def detector_bundle(tmp_path_factory: pytest.TempPathFactory, fracatlas_dir: Pat
 
 def is_overlay_of(size: tuple[int, int], width: int, height: int) -> bool:
     """Whether an overlay of ``size`` (PIL's width, height) shows an image of ``width`` x ``height``:
-    the image at full size at its top left, the caption band below it (at least as wide as
-    ``fracsight.explain.overlay``'s narrowest band)."""
-    from fracsight.explain.overlay import _MAX_WIDENING_PIXELS, _MIN_BAND_WIDTH
+    the image at full size at its top left, the caption band below it (as wide as
+    :func:`fracsight.explain.overlay.band_width` makes it)."""
+    from fracsight.explain.overlay import band_width
 
-    widened = (_MIN_BAND_WIDTH - width) * height <= _MAX_WIDENING_PIXELS
-    return size[0] == (max(width, _MIN_BAND_WIDTH) if widened else width) and size[1] > height
+    return size[0] == band_width(width, height) and size[1] > height

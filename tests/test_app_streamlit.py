@@ -40,8 +40,14 @@ def start(monkeypatch: pytest.MonkeyPatch, *args: str) -> AppTest:
     monkeypatch.setattr(sys, "argv", [str(SCRIPT), *args])
     at = AppTest.from_file(str(SCRIPT), default_timeout=TIMEOUT)
     at.run()
-    assert not at.exception, [e.value for e in at.exception]
+    assert_whole(at)
     return at
+
+
+def assert_whole(at: AppTest) -> None:
+    """No exception on the page, nor a card that failed to draw (the page says so in its place)."""
+    assert not at.exception, [e.value for e in at.exception]
+    assert not [e.value for e in at.error if "could not be shown" in e.value]
 
 
 def markdown_text(at: AppTest) -> str:
@@ -70,7 +76,7 @@ def test_an_example_gives_a_result_card(
     expected = Predictor(tiny_bundle).predict(fractured)
 
     at.button(key="example-0").click().run()
-    assert not at.exception, [e.value for e in at.exception]
+    assert_whole(at)
     text = markdown_text(at)
     assert expected.decision[:1].upper() + expected.decision[1:] in text
     assert f"Fracture probability {expected.fracture_probability:.3f}" in text
@@ -93,7 +99,7 @@ def test_two_examples_make_a_study_and_a_bad_file_an_error_card(
         at.button(key=f"example-{i}").click().run()
     broken = examples_dir / "zz_broken" / "broken.png"
     at.file_uploader[0].set_value([(broken.name, broken.read_bytes(), "image/png")]).run()
-    assert not at.exception, [e.value for e in at.exception]
+    assert_whole(at)
     errors = [e.value for e in at.error]
     assert any("could not be read" in e and "`unsupported_format`" in e for e in errors), errors
 
@@ -118,14 +124,14 @@ def test_another_operating_point_rereads_the_results_without_predicting_again(
     for i in range(2):
         at.button(key=f"example-{i}").click().run()
     at.checkbox[0].check().run()
-    assert not at.exception, [e.value for e in at.exception]
+    assert_whole(at)
     stored = dict(at.session_state["results"])
     assert len(stored) == 2
 
     default = Predictor()
     other = next(op.name for op in default.spec.operating_points if op != default.operating_point)
     at.sidebar.selectbox[0].select(other).run()
-    assert not at.exception, [e.value for e in at.exception]
+    assert_whole(at)
     after = at.session_state["results"]
     assert after.keys() == stored.keys() and all(after[k] is v for k, v in stored.items())
 
@@ -155,7 +161,7 @@ def test_an_image_uploaded_twice_is_one_view(monkeypatch: pytest.MonkeyPatch, fr
             ("copy.jpg", second.read_bytes(), "image/jpeg"),
         ]
     ).run()
-    assert not at.exception, [e.value for e in at.exception]
+    assert_whole(at)
     assert list(at.dataframe[0].value["source"]) == [first.name, second.name]
     notes = [w.value for w in at.warning if "counted once" in w.value]
     assert notes and escape_markdown(f"the same image as {second.name}") in notes[0]
@@ -176,7 +182,7 @@ def test_the_repeat_note_names_the_card_the_image_is_shown_on(
     at.file_uploader[0].set_value(
         [("IM000001.jpg", path.read_bytes(), "image/jpeg") for path in (first, second, second)]
     ).run()
-    assert not at.exception, [e.value for e in at.exception]
+    assert_whole(at)
     shown = list(at.dataframe[0].value["source"])
     assert len(shown) == 2 and shown[0] == "IM000001.jpg"
     notes = [w.value for w in at.warning if "counted once" in w.value]
@@ -197,7 +203,7 @@ def test_an_example_uploaded_too_is_one_view(
     at.file_uploader[0].set_value(
         [("copy.jpg", fractured.read_bytes(), "image/jpeg"), (normal.name, normal.read_bytes(), "image/jpeg")]
     ).run()
-    assert not at.exception, [e.value for e in at.exception]
+    assert_whole(at)
     assert list(at.dataframe[0].value["source"]) == [fractured.name, normal.name]
     notes = [w.value for w in at.warning if "counted once" in w.value]
     assert notes and escape_markdown(f"copy.jpg (the same image as {fractured.name})") in notes[0]
@@ -268,7 +274,7 @@ def test_a_folder_upload_is_named_as_predict_names_the_folder(
     at = start(monkeypatch, "--model", str(tiny_bundle))
     files = [(f"mura/{n}", (tmp_path / "mura" / n).read_bytes(), "image/jpeg") for n in contents]
     at.file_uploader[1].set_value(files).run()
-    assert not at.exception, [e.value for e in at.exception]
+    assert_whole(at)
     rows = at.dataframe[0].value
     want = [*expected["images"], *expected["studies"]]
     assert list(rows["source"]) == [r.get("source", r.get("study")) for r in want]
@@ -302,7 +308,7 @@ def test_a_folder_added_later_renames_the_first_folders_results(
     added = (str(uuid4()), "right/study1/a.jpg", right.read_bytes(), "image/jpeg")
     at.file_uploader[1]._files = [*folder._files, added]
     at.run()
-    assert not at.exception, [e.value for e in at.exception]
+    assert_whole(at)
     assert len(at.session_state["results"]) == 2  # the first not read again
     assert list(at.dataframe[0].value["source"])[:2] == ["left/study1/a.jpg", "right/study1/a.jpg"]
 
@@ -318,7 +324,7 @@ def test_file_names_in_a_study_banner_are_shown_as_written(
     given = [(i.name, i.read_bytes(), "image/jpeg") for i in images]
     at.file_uploader[0].set_value([*given, (odd, b"not an image", "image/png")]).run()
     at.checkbox[0].check().run()
-    assert not at.exception, [e.value for e in at.exception]
+    assert_whole(at)
     banners = [e.value for e in at.error if odd.split()[0][:2] in e.value or "x^2" in e.value]
     assert banners and all(escape_markdown(odd) in b for b in banners), [e.value for e in at.error]
 
@@ -360,7 +366,7 @@ def test_an_unreliable_result_is_shown_prominently(
     monkeypatch.setattr(Predictor, "predict", unreliable)
     at = start(monkeypatch, "--model", str(tiny_bundle), "--examples", str(examples_dir))
     at.button(key="example-0").click().run()
-    assert not at.exception, [e.value for e in at.exception]
+    assert_whole(at)
     assert any(e.value.startswith("**Not reliable") for e in at.error)
     assert ":orange[Not reliable\\: input outside what the model was made for]" in markdown_text(at)
     assert list(at.dataframe[0].value["reliable"]) == ["False"]
@@ -402,7 +408,7 @@ def test_a_class_bundle_shows_its_heads_and_nothing_else(
     assert any(t.key == "show_boxes" for t in at.sidebar.toggle) == has_fracture
 
     at.button(key="example-0").click().run()
-    assert not at.exception, [e.value for e in at.exception]
+    assert_whole(at)
     first = pick_examples(examples)[0]  # the gallery's order, shuffled
     expected = predictor.predict(first)
     c = expected.classification
@@ -416,9 +422,9 @@ def test_a_class_bundle_shows_its_heads_and_nothing_else(
     assert "fs-class-fill" in text
 
     at.button(key="example-1").click().run()
-    assert not at.exception, [e.value for e in at.exception]
+    assert_whole(at)
     at.checkbox[0].check().run()  # a study for every kind of bundle
-    assert not at.exception, [e.value for e in at.exception]
+    assert_whole(at)
     text = markdown_text(at)
     assert "Study verdict (2 views)" in text
     rows = at.dataframe[0].value
@@ -485,7 +491,7 @@ def test_two_uploads_of_one_name_are_told_apart(monkeypatch: pytest.MonkeyPatch,
     at.file_uploader[0].set_value(
         [("IM000001", fractured.read_bytes(), "image/jpeg"), ("IM000001", normal.read_bytes(), "image/jpeg")]
     ).run()
-    assert not at.exception, [e.value for e in at.exception]
+    assert_whole(at)
     assert list(at.dataframe[0].value["source"]) == ["IM000001", "IM000001 (2)"]
 
 
@@ -499,7 +505,7 @@ def test_a_folder_without_radiographs_says_so(monkeypatch: pytest.MonkeyPatch) -
             ("reports/summary.pdf", b"%PDF-1.4", "application/pdf"),
         ]
     ).run()
-    assert not at.exception, [e.value for e in at.exception]
+    assert_whole(at)
     said = " ".join(w.value for w in at.warning)
     assert "No radiograph in the folder" in said and "notes.txt" in said
     assert "restarted" not in " ".join(c.value for c in at.caption)
@@ -532,7 +538,7 @@ def test_an_unreadable_file_of_a_folder_is_named_by_its_path_as_predict_names_it
     (expected,) = json.loads(run.stdout)["images"]
     at = start(monkeypatch, "--model", str(tiny_bundle))
     at.file_uploader[1].set_value([("mura/patient2/study1_negative/image3.png", b"x", "image/png")]).run()
-    assert not at.exception, [e.value for e in at.exception]
+    assert_whole(at)
     (stored,) = at.session_state["results"].values()
     assert stored.result.source == expected["source"] and stored.result.error == expected["error"]
 
@@ -551,7 +557,6 @@ def test_an_image_of_an_extreme_shape_does_not_end_the_page(
     at.file_uploader[0].set_value(
         [("thin.png", thin.getvalue(), "image/png"), ("wrist.jpg", fractured.read_bytes(), "image/jpeg")]
     ).run()
-    assert not at.exception, [e.value for e in at.exception]
-    assert not [e.value for e in at.error if "could not be shown" in e.value]
+    assert_whole(at)
     assert list(at.dataframe[0].value["source"]) == ["thin.png", "wrist.jpg"]
     assert any(NOTICE in c.value for c in at.caption)

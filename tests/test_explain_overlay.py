@@ -307,7 +307,8 @@ def test_a_narrow_tall_strip_is_not_widened_for_its_band() -> None:
     1,562,500 strip (under the 50-megapixel limit) gave a 750-megapixel overlay, 3.8 GB of server
     memory for one request. Beyond 4 megapixels of margin the band keeps the picture's width."""
     out = render_overlay(np.zeros((200_000, 32), dtype=np.float32), caption=[*CAPTION, NOTICE])
-    assert out.width == 32 and out.height > 200_000
+    assert out.width == 32 + 4_000_000 // 200_000 and out.height > 200_000  # 52 px: 4 MP of margin
+    assert render_overlay(np.zeros((10_000, 32), dtype=np.float32), caption=CAPTION).width == 432
     small = render_overlay(np.zeros((5000, 100), dtype=np.float32), caption=CAPTION)
     assert small.width == 480  # a thumbnail's caption still gets its room
 

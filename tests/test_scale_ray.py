@@ -277,6 +277,32 @@ def test_ctrl_c_pressed_again_while_stopping_still_stops_ray_and_exits_130(
     assert code == 1 and json.loads((out / "job.json").read_text())["status"] == "complete"
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux /proc")
+def test_a_sigterm_to_the_jobs_process_group_commits_and_stops_ray(archive: Path, tmp_path: Path) -> None:
+    """`timeout`, `kill -TERM -- -PGID` and Slurm stop a job's whole process group: Ray's GCS and
+    raylet, in the driver's group, died with it, the driver's core worker ended the job before it
+    could commit (exit 1, only Ray's lines), and job.json said "running"."""
+    out = tmp_path / "out"
+    args = [str(archive), "--out", str(out), "--batch-size", "2", "--commit-every", "4", "--actors", "1"]
+    command = [*CLI, "batch", "run", *args]
+    job = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    wait_for_first_part(job, out)
+    ray_processes = descendants(job.pid)
+    # whether the driver got to commit first was a race; that the node's processes shared its group
+    # was not (the fifth field of /proc/PID/stat after the command's name is the process group)
+    heads = [pid for pid, command in ray_processes.items() if "gcs_server" in command or "raylet" in command]
+    groups = {pid: int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[2]) for pid in heads}
+    assert heads and job.pid not in groups.values(), groups
+    os.killpg(job.pid, signal.SIGTERM)
+    code, err = finish(job)
+    assert code == 130, err
+    assert "interrupted:" in err and "rows are committed" in err and "Traceback" not in err
+    record = json.loads((out / "job.json").read_text())
+    assert record["status"] == "interrupted" and record["rows"] == len(parquet_rows(out))
+    assert_all_gone(ray_processes)
+
+
 _TERM_AS_RAY_STOPS = """
 import os, signal, sys
 from ray._private.node import Node

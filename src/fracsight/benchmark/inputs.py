@@ -11,7 +11,7 @@ from PIL import Image
 
 from fracsight.benchmark.report import count
 from fracsight.errors import ConfigError, FracsightError
-from fracsight.inference.tabular import collect_inputs, no_images_message, text_cell
+from fracsight.inference.tabular import named_inputs, no_images_message
 from fracsight.io import read_image
 
 DEFAULT_IMAGES = 64
@@ -74,17 +74,18 @@ def resolve_images(images: Sequence[Path] | None, scratch: Path) -> tuple[list[P
         missing = [str(p) for p in images if not Path(p).exists()]
         if missing:
             raise NoUsableImages(f"no such file or folder: {', '.join(missing)}")
-        files = collect_inputs([Path(p) for p in images])
-        if not files:
+        named = named_inputs([Path(p) for p in images])  # named as predict names them: a/x.jpg, b/x.jpg
+        if not named:
             raise NoUsableImages(no_images_message([Path(p) for p in images]))
+        files = [path for path, _ in named]
         readable, unreadable = [], []
-        for path in files:
+        for path, name in named:
             try:
                 read_image(path)
                 readable.append(path)
             except FracsightError:
-                unreadable.append(path)
-        names = ", ".join(text_cell(p.name) for p in unreadable[:5])
+                unreadable.append(name)
+        names = ", ".join(unreadable[:5])
         names += ", ..." if len(unreadable) > 5 else ""
         if not readable:
             raise NoUsableImages(

@@ -273,6 +273,13 @@ _MAX_WIDENING_PIXELS = 4_000_000
 _TEXT = (255, 255, 255)
 
 
+def band_width(width: int, height: int) -> int:
+    """The width of an overlay of a ``width`` x ``height`` picture: its caption band's, at least
+    :data:`_MIN_BAND_WIDTH` while that adds at most :data:`_MAX_WIDENING_PIXELS` of margin beside
+    the picture, as wide as that allows beyond (a 32 x 10,000 strip: 432 px)."""
+    return max(width, min(_MIN_BAND_WIDTH, width + _MAX_WIDENING_PIXELS // max(1, height)))
+
+
 def _wrap(draw: ImageDraw.ImageDraw, text: str, font: Any, width: float) -> list[str]:
     """``text`` in lines no wider than ``width`` (a word longer than that keeps a line alone)."""
     lines: list[str] = []
@@ -296,8 +303,7 @@ def _with_band(
     pil: Image.Image, caption: list[str], legend: str | None, *, colormap: str, min_heat: float
 ) -> Image.Image:
     """``pil`` above a black band with the ``caption`` lines and the heatmap's colour bar."""
-    widen = (_MIN_BAND_WIDTH - pil.width) * pil.height <= _MAX_WIDENING_PIXELS
-    width = max(pil.width, _MIN_BAND_WIDTH) if widen else pil.width
+    width = band_width(pil.width, pil.height)
     # the text grows with the picture, but not past a twentieth of its height: the band is as wide
     # as the picture, so a size from the width alone grew its area with the width squared (a
     # 32 x 1,500,000 strip with overlay=true: an 18 GB band, and the server was killed)
@@ -319,7 +325,8 @@ def _with_band(
         length = width - 2 * pad
         low, bar = _legend_bar(length, colormap, min_heat)
         canvas.paste(Image.fromarray(np.repeat(bar[None], size, axis=0)), (pad, bar_top))
-        for t in (low, 0.5, 1.0):
+        ticks = (low, 0.5, 1.0) if length >= 4 * draw.textlength("0.0", font=font) else ()
+        for t in ticks:  # none on a bar too short for three labels side by side: drawn over each other
             label = f"{t:.1f}"
             half = draw.textlength(label, font=font) / 2
             x = pad + (t - low) / (1.0 - low) * (length - 1)

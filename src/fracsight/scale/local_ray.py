@@ -94,6 +94,7 @@ def start_local_ray(cpus: int, *, logging_level: int = logging.WARNING) -> Local
 def _lean_head(cpus: int) -> Callable[[], Any]:
     """What starts the lean head node; raises ImportError, AttributeError or TypeError, before
     anything is started, where this Ray release does not have the private API it uses."""
+    from ray._private import services
     from ray._private.authentication import authentication_token_setup as auth
     from ray._private.authentication.authentication_token_generator import generate_new_authentication_token
     from ray._private.node import Node
@@ -111,6 +112,18 @@ def _lean_head(cpus: int) -> Callable[[], Any]:
     options = {"head": True, "shutdown_at_exit": False, "spawn_reaper": True, "ray_init_cluster": True}
     inspect.signature(Node).bind(params, **options)  # TypeError if Node's parameters changed
     setup = (auth.enable_token_auth_by_default, auth.ensure_token_if_auth_enabled)
+    popen = services.ConsolePopen  # AttributeError here, before anything is started
+
+    class _OwnSession(popen):  # type: ignore[misc,valid-type]
+        """The node's processes (GCS, raylet, and what the raylet starts) in a session of their
+        own: a stop sent to the job's process group (`timeout`, `kill -TERM -- -PGID`, Slurm)
+        ended them with the driver, whose core worker then exited before the job could commit,
+        job.json left "running". The job stops them itself, as for a stop sent to it alone."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            if os.name == "posix":
+                kwargs.setdefault("start_new_session", True)
+            super().__init__(*args, **kwargs)
 
     def start() -> Any:
         # what ray.init does for a new local cluster: token authentication on unless
@@ -126,6 +139,10 @@ def _lean_head(cpus: int) -> Callable[[], Any]:
             os.environ["RAY_AUTH_TOKEN"] = generate_new_authentication_token()
             tokens.reset_cache()
         setup[1]({}, create_token_if_missing=True)
-        return _Head(params, **options)
+        services.ConsolePopen = _OwnSession
+        try:
+            return _Head(params, **options)
+        finally:
+            services.ConsolePopen = popen
 
     return start
