@@ -521,7 +521,7 @@ def test_a_model_cards_headings_sit_below_the_pages() -> None:
 def test_upload_names_stay_with_their_uploads_when_one_is_removed() -> None:
     """Two uploads named IM000001: removing the first renamed the second "IM000001", so a CSV or an
     overlay saved before named another image than the page did."""
-    from fracsight.app.logic import kept_names
+    from fracsight.inference.tabular import kept_names
 
     first = kept_names([("a", "IM000001"), ("b", "IM000001"), ("c", "x.jpg")], {})
     assert {k: shown for k, (_, shown) in first.items()} == {

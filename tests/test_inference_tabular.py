@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from fracsight.inference.tabular import distinct_names, is_folder_image, named_inputs, study_groups
+from fracsight.inference.tabular import (
+    distinct_names,
+    is_folder_image,
+    named_inputs,
+    numbered_names,
+    study_groups,
+)
 
 
 def _touch(path: Path) -> Path:
@@ -135,4 +141,7 @@ def test_names_that_read_the_same_are_numbered(tmp_path: Path) -> None:
     literal = _touch(folder / "caf\\xe9.jpg")
     names = [name for _, name in named_inputs([folder])]
     assert len(set(names)) == 2, names
-    assert [name for _, name in distinct_names([(latin, "x.jpg"), (literal, "x.jpg")])][1].endswith(" (2)")
+    # numbered as the web app numbers a repeat, as a browser numbers a second download of one name
+    numbered = distinct_names([(latin, "x.jpg"), (literal, "x.jpg")])
+    assert numbered[0][1].endswith("/caf\\xe9.jpg") and numbered[1][1].endswith("/caf\\xe9 (2).jpg")
+    assert numbered_names(["IM1", "IM1", "IM1 (2)", "a/"]) == ["IM1", "IM1 (3)", "IM1 (2)", "a/"]

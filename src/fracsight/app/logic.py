@@ -200,38 +200,6 @@ def folder_names(paths: Sequence[str]) -> list[str]:
     return [name if counts[name] == 1 else whole for name, whole in zip(inside, paths, strict=True)]
 
 
-def distinct_names(names: Sequence[str]) -> list[str]:
-    """``names`` with each repeat numbered as a browser numbers a second download of one name
-    (``IM000001 (2)``, ``a (2).jpg``): two uploads named ``IM000001`` (PACS exports name their files
-    so) had one title, one overlay name and one ``source`` in the CSV, and nothing told them apart."""
-    shown = kept_names([(str(i), name) for i, name in enumerate(names)], {})
-    return [shown[str(i)][1] for i in range(len(names))]
-
-
-def kept_names(
-    items: Sequence[tuple[str, str]], given: Mapping[str, tuple[str, str]]
-) -> dict[str, tuple[str, str]]:
-    """Key -> ``(name, name shown)`` for ``items`` (``(key, name)`` of each upload, in order), repeats
-    numbered as :func:`distinct_names` numbers them, each key keeping the name shown it was
-    ``given`` for the same name: numbered anew each time, removing the first ``IM000001`` gave
-    the second one its name, and a CSV or overlay saved before named another image than the page
-    did. An upload whose own name changed (a folder's file, named by its whole path once a second
-    folder holds its path) is named anew."""
-    out = {key: given[key] for key, name in items if key in given and given[key][0] == name}
-    taken = {shown for _, shown in out.values()}
-    own = {name for key, name in items if key not in out}  # a number never takes a file's own name
-    for key, name in items:
-        if key in out:
-            continue
-        path, n, candidate = PurePosixPath(name), 1, name
-        while candidate in taken or (n > 1 and candidate in own):
-            n += 1
-            candidate = str(path.with_name(f"{path.stem} ({n}){path.suffix}"))
-        taken.add(candidate)
-        out[key] = (name, candidate)
-    return out
-
-
 def reading_text(done: int, total: int, name: str) -> str:
     """The progress line while images are predicted: which one of how many, by name."""
     return f"Reading image {done + 1} of {total}: {name}"

@@ -35,7 +35,6 @@ from fracsight.app.logic import (
     class_bars_html,
     class_operating_point_text,
     csv_download,
-    distinct_names,
     duplicates_text,
     eight_bit,
     escape_markdown,
@@ -45,7 +44,6 @@ from fracsight.app.logic import (
     folder_names,
     heads_text,
     json_text,
-    kept_names,
     left_out_text,
     operating_point_text,
     overlay_caption,
@@ -65,7 +63,7 @@ from fracsight.app.logic import (
 from fracsight.bundle import read_card
 from fracsight.errors import FracsightError, log_unexpected
 from fracsight.inference import NOTICE, FailedPrediction, Prediction, Predictor, StudyPrediction
-from fracsight.inference.tabular import is_folder_image, study_results
+from fracsight.inference.tabular import is_folder_image, kept_names, numbered_names, study_results
 from fracsight.io import names_sharing_a_stem, read_image
 
 log = logging.getLogger("fracsight.app")
@@ -119,7 +117,7 @@ def example_name(config: AppConfig, path: str) -> str:
     if config.examples is None:
         return Path(path).name
     paths = example_paths(str(config.examples), config.n_examples)
-    names = dict(zip(paths, distinct_names([Path(p).name for p in paths]), strict=True))
+    names = dict(zip(paths, numbered_names([Path(p).name for p in paths]), strict=True))
     return names.get(path, Path(path).name)
 
 

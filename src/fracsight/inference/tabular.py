@@ -28,7 +28,9 @@ __all__ = [
     "distinct_names",
     "folder_images",
     "is_folder_image",
+    "kept_names",
     "named_inputs",
+    "numbered_names",
     "result_columns",
     "result_row",
     "results_payload",
@@ -195,12 +197,44 @@ def distinct_names(named: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
             break
         named = renamed
     # paths that still read the same (caf\xe9.jpg beside a name of bytes shown so) are numbered
-    seen: Counter[str] = Counter()
-    numbered = []
-    for file, name in named:
-        seen[name] += 1
-        numbered.append((file, name if seen[name] == 1 else f"{name} ({seen[name]})"))
-    return numbered
+    return list(zip([file for file, _ in named], numbered_names([name for _, name in named]), strict=True))
+
+
+def numbered_names(names: Sequence[str]) -> list[str]:
+    """``names`` with each repeat numbered as a browser numbers a second download of one name
+    (``IM000001 (2)``, ``a (2).jpg``): two uploads named ``IM000001`` (PACS exports name their files
+    so) had one title, one overlay name and one ``source`` in the CSV, and nothing told them apart."""
+    shown = kept_names([(str(i), name) for i, name in enumerate(names)], {})
+    return [shown[str(i)][1] for i in range(len(names))]
+
+
+def kept_names(
+    items: Sequence[tuple[str, str]], given: Mapping[str, tuple[str, str]]
+) -> dict[str, tuple[str, str]]:
+    """Key -> ``(name, name shown)`` for ``items`` (``(key, name)`` of each upload, in order), repeats
+    numbered as :func:`numbered_names` numbers them, each key keeping the name shown it was
+    ``given`` for the same name: numbered anew each time, removing the first ``IM000001`` gave
+    the second one its name, and a CSV or overlay saved before named another image than the page
+    did. An upload whose own name changed (a folder's file, named by its whole path once a second
+    folder holds its path) is named anew."""
+    out = {key: given[key] for key, name in items if key in given and given[key][0] == name}
+    taken = {shown for _, shown in out.values()}
+    own = {name for key, name in items if key not in out}  # a number never takes a file's own name
+    for key, name in items:
+        if key in out:
+            continue
+        n, candidate = 1, name
+        while candidate in taken or (n > 1 and candidate in own):
+            n += 1
+            candidate = _numbered(name, n)
+        taken.add(candidate)
+        out[key] = (name, candidate)
+    return out
+
+
+def _numbered(name: str, n: int) -> str:
+    path = PurePosixPath(name)
+    return str(path.with_name(f"{path.stem} ({n}){path.suffix}")) if path.name else f"{name} ({n})"
 
 
 def _relative_name(path: Path, root: Path) -> str:
