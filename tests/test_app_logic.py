@@ -348,6 +348,22 @@ def test_overlay_caption_says_what_the_map_shows() -> None:
     assert overlay_caption(no_map) == "No map for this model: the radiograph only"
 
 
+def test_overlay_caption_says_when_the_map_tints_nothing() -> None:
+    """A fracture map with no area at 0.1 leaves the radiograph untouched: the caption said "where
+    the model looked most" over it, and a reader looked for a tint that was not drawn."""
+    cool = replace(make_prediction(0.2, boxes=()), heatmap=np.full((H, W), 0.05, np.float32))
+    view = view_data(replace(cool, pixels=np.zeros((H, W), np.float32)))
+    caption = overlay_caption(card_for(cool), view)
+    assert caption == "Fracture heatmap: no area reaches 0.1, so none is tinted (no fracture suspected)"
+    assert overlay_caption(card_for(cool), view, show_heatmap=False) == "Heatmap hidden"
+    # a positive decision says nothing of "no fracture"; a warm map keeps its words
+    positive = replace(cool, fracture_probability=0.8, fracture_suspected=True, decisions={"balanced": True})
+    tinted_none = "Fracture heatmap: no area reaches 0.1, so none is tinted"
+    assert overlay_caption(card_for(positive), view) == tinted_none
+    warm = make_prediction(0.2, boxes=())
+    assert "looked most" in overlay_caption(card_for(warm), view_data(replace(warm, pixels=np.zeros((H, W)))))
+
+
 def test_study_cards_for_every_kind() -> None:
     fracture = study_card_for(make_study(0.7))
     assert (

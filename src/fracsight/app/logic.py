@@ -24,6 +24,7 @@ from PIL import Image
 
 from fracsight.bundle import BundleSpec, OperatingPoint
 from fracsight.explain import (
+    MIN_HEAT,
     DetectedBox,
     overlay_save_options,
     overlay_words,
@@ -541,11 +542,20 @@ def card_for(pred: Prediction, *, show_boxes: bool = True) -> ResultCard:
     )
 
 
-def overlay_caption(card: ResultCard, *, show_heatmap: bool = True, show_boxes: bool = True) -> str:
-    """The caption of the overlay image: what is drawn on it, as the display toggles leave it."""
+def overlay_caption(
+    card: ResultCard, view: ViewData | None = None, *, show_heatmap: bool = True, show_boxes: bool = True
+) -> str:
+    """The caption of the overlay image: what is drawn on it, as the display toggles leave it. With
+    the ``view`` drawn, a fracture map that tints nothing (no area reaches :data:`MIN_HEAT`) says
+    so: "where the model looked most" over an untouched radiograph sent a reader looking."""
     boxed = show_boxes and card.box_count > 0
     has_map = card.localization in (FRACTURE_MAP, CLASS_ACTIVATION)
     text = "Heatmap hidden" if has_map and not show_heatmap else card.heatmap
+    heat = _unit_heat(view, show_heatmap) if view is not None else None
+    if card.localization == FRACTURE_MAP and heat is not None and float(heat.max(initial=0.0)) < MIN_HEAT:
+        text = f"{card.finding.capitalize()} heatmap: no area reaches {MIN_HEAT:.1f}, so none is tinted"
+        if card.verdict.severity != "suspected":
+            text += " " + (_NOT_RELIABLE if card.unreliable else _none_suspected(card.finding))
     if not boxed:
         return text
     if card.boxes_suspected:

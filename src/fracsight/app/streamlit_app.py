@@ -449,7 +449,7 @@ def result_card(
             overlay, pair = render_views(
                 view, show_heatmap=show_heatmap, show_boxes=show_boxes, opacity=opacity
             )
-            caption = overlay_caption(card, show_heatmap=show_heatmap, show_boxes=show_boxes)
+            caption = overlay_caption(card, view, show_heatmap=show_heatmap, show_boxes=show_boxes)
             tab_overlay, tab_pair = st.tabs(["Overlay", "Original | overlay"])
             pair_caption = f"Original (left) and overlay (right). {caption}"
             # alt: a screen reader read "image" only (a caption is not an image's text alternative)

@@ -235,7 +235,7 @@ class Viewer:
         self._requested += 1
         self.renderer.request(RenderRequest(self._requested, view, canvas, camera, look))
         caption = overlay_caption(
-            card_for(result), show_heatmap=look.show_heatmap, show_boxes=look.show_boxes
+            card_for(result), view, show_heatmap=look.show_heatmap, show_boxes=look.show_boxes
         )
         h, w = view.pixels.shape
         size = f"{w} x {h} pixels"

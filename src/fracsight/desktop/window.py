@@ -1245,8 +1245,16 @@ def wrap_at_width(container: tk.Misc, *labels: tk.Misc, margin: int = 0) -> None
     def rewrap(event: tk.Event) -> None:
         width = max(80, event.width - margin)
         for label in labels:
-            if str(label.cget("wraplength")) != str(width):
-                label.configure(wraplength=width)
+            # text broken inside a word (a long path) runs a pixel or two past the wraplength, and
+            # the label's padding adds to it: the line's last characters were cut off at the edge
+            wrap = width
+            while True:
+                if str(label.cget("wraplength")) != str(wrap):
+                    label.configure(wraplength=wrap)
+                over = label.winfo_reqwidth() - width
+                if over <= 0 or wrap <= 40:
+                    break
+                wrap -= over
 
     container.bind("<Configure>", rewrap, add="+")
 

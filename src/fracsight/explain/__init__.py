@@ -41,6 +41,7 @@ from fracsight.explain.localization import (
 )
 from fracsight.explain.overlay import (
     COLORMAPS,
+    MIN_HEAT,
     OVERLAY_FORMATS,
     colormap_lut,
     overlay_save_options,
@@ -54,6 +55,7 @@ from fracsight.explain.overlay import (
 
 __all__ = [
     "COLORMAPS",
+    "MIN_HEAT",
     "OVERLAY_FORMATS",
     "BoxLike",
     "DetectedBox",

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COLORMAPS",
+    "MIN_HEAT",
     "OVERLAY_FORMATS",
     "colormap_lut",
     "overlay_save_options",
@@ -65,6 +66,9 @@ COLORMAPS: dict[str, tuple[tuple[float, tuple[int, int, int]], ...]] = {
 #: makes the reader refuse an overlay as input (a TIFF, BMP or GIF overlay was read again and
 #: scored as a radiograph).
 OVERLAY_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+
+#: The least heat an overlay tints by default: below it a probability map is background.
+MIN_HEAT = 0.1
 
 _BLEND_ROWS = 256  # rows converted and blended at a time (bounds the float temporaries)
 DEFAULT_BOX_COLOUR = (0, 230, 255)  # cyan: stands apart from the warm colormaps and grey bone
@@ -172,7 +176,7 @@ def render_overlay(
     opacity: float = 0.4,
     colormap: str = "inferno",
     show_scores: bool = True,
-    min_heat: float = 0.1,
+    min_heat: float = MIN_HEAT,
     box_colour: tuple[int, int, int] = DEFAULT_BOX_COLOUR,
     caption: Sequence[str] | str = (),
     legend: str | None = None,
