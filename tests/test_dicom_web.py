@@ -197,6 +197,28 @@ def test_an_image_results_cannot_be_made_for_costs_only_itself(images: list[Path
         assert len(results_in(orthanc, study_uid)) == len(DEFAULT_KINDS) + 1
 
 
+def test_results_of_a_japanese_study_read_as_their_source_does_in_orthanc(
+    images: list[Path], tmp_path: Path
+) -> None:
+    """The results named the default repertoire "ISO 2022 IR 6" before ISO 2022 IR 87, where the
+    source leaves it empty: the same set by the standard, but Orthanc showed the results' names
+    as raw escape sequences (``$B;3ED(B^...``), filed under a garbled patient beside the source."""
+    study_uid = generate_uid()
+    ds = pydicom.dcmread(make_radiograph_dicom(images[0], tmp_path / "jp.dcm", study_uid=study_uid))
+    ds.SpecificCharacterSet = ["", "ISO 2022 IR 87"]
+    ds.PatientName = "Yamada^Tarou=\u5c71\u7530^\u592a\u90ce"
+    ds.save_as(tmp_path / "jp.dcm", enforce_file_format=True)
+    with Orthanc(tmp_path / "orthanc") as orthanc:
+        source_id = orthanc.upload(tmp_path / "jp.dcm")["ID"]
+        assert orthanc.tags(source_id)["PatientName"] == str(ds.PatientName)
+        done = CliRunner().invoke(app, ["dicom", "study", study_uid, "--dicomweb", orthanc.dicomweb_url])
+        assert done.exit_code == 0, done.output
+        found = orthanc.find_instances(StudyInstanceUID=study_uid)
+        results = [f["ID"] for f in found if f["ID"] != source_id]
+        assert len(results) == len(DEFAULT_KINDS) + 1
+        assert {orthanc.tags(r)["PatientName"] for r in results} == {str(ds.PatientName)}
+
+
 def test_two_patients_under_one_study_uid_still_get_their_images_results(
     images: list[Path], tmp_path: Path
 ) -> None:

@@ -506,7 +506,7 @@ def _build(kind: str, build, *args, **kwargs) -> Dataset:
     """Run one writer; a library error is re-raised without its message, which may quote the header."""
     try:
         with quiet_values():
-            return build(*args, **kwargs)
+            made = build(*args, **kwargs)
     except FracsightError:
         raise
     except Exception as e:
@@ -515,6 +515,13 @@ def _build(kind: str, build, *args, **kwargs) -> Dataset:
             f"could not build the {kind} object from this DICOM object ({type(e).__name__}); "
             "the header may hold a value the result objects cannot carry"
         ) from None
+    terms = made.get("SpecificCharacterSet")
+    if not isinstance(terms, str) and terms and len(terms) > 1 and terms[0] == "ISO 2022 IR 6":
+        # named so for highdicom only (:func:`_mend_values`): written as the source spells it, with
+        # an empty first value, which Orthanc decodes; "ISO 2022 IR 6\ISO 2022 IR 87" showed the
+        # Japanese names as raw escape sequences (the same repertoire by the standard)
+        made.SpecificCharacterSet = ["", *list(terms)[1:]]
+    return made
 
 
 _MADE_BY: weakref.WeakKeyDictionary[Predictor, tuple[str, str]] = weakref.WeakKeyDictionary()
