@@ -497,3 +497,24 @@ def test_a_large_body_hands_its_memory_back_answered_or_refused(
     big = b"\0" * LARGE_BODY_BYTES  # no image: refused
     assert client.post("/v1/predict", files=files(("big.bin", big))).status_code == 415
     assert trims == [True]
+
+
+def test_a_cpu_limit_changed_while_serving_loads_no_second_model(
+    tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The thread count was worked out anew on every request, and was part of the cached model's
+    key: after `docker update --cpus` or `taskset` the next request (a /healthz too) loaded another
+    copy of the model, inside the request. It is counted once, when the app is made."""
+    import fracsight.api.routes as routes
+
+    cpus = [4]
+    monkeypatch.setattr(routes, "local_cpus", lambda: cpus[0])
+    routes._cached_predictor.cache_clear()
+    with TestClient(create_app(ApiSettings(model=str(tiny_bundle), max_concurrent_inferences=1))) as c:
+        assert c.app.state.settings.inference_threads == 4
+        assert c.get("/healthz").status_code == 200
+        loaded = routes._cached_predictor.cache_info().misses
+        cpus[0] = 1
+        assert c.get("/healthz").status_code == 200
+        assert c.post("/v1/predict", files=files(("a.png", png_bytes()))).status_code == 200
+        assert routes._cached_predictor.cache_info().misses == loaded

@@ -179,6 +179,7 @@ def loopback_server(
     exit_codes: list[int] | None = None,
     started: list[subprocess.Popen[bytes]] | None = None,
     nohup: bool = False,
+    uvicorn_factory: bool = False,
 ) -> Iterator[str]:
     """`fracsight serve ARGS` on a free loopback port, ready; yields its URL and stops it afterwards
     (SIGTERM, as an orchestrator does).
@@ -186,15 +187,23 @@ def loopback_server(
     ``env``: FRACSIGHT_* variables for the server (the caller's own are left out). ``log``: a file
     that takes the server's stderr. ``exit_codes``: gets the server's exit code once it stopped.
     ``started``: gets the server's process. ``nohup``: started with SIGHUP ignored, as `nohup` does.
+    ``uvicorn_factory``: ``uvicorn --factory fracsight.api.app:create_app ARGS`` instead (docs/api.md).
     """
     port = free_port()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}, **(env or {})}
     entry = "from fracsight.cli import main; main()"
     command = [sys.executable, "-c", entry, "serve", *args, "--port", str(port), "--log-level", log_level]
+    if uvicorn_factory:
+        factory = ["-m", "uvicorn", "--factory", "fracsight.api.app:create_app", *args]
+        command = [sys.executable, *factory, "--port", str(port), "--log-level", log_level]
     stderr = open(log, "wb") if log else subprocess.PIPE  # noqa: SIM115 (closed with the server)
     ignore_hup = (lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if nohup else None  # as `nohup`
     server = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=stderr, preexec_fn=ignore_hup
+        command,
+        env=env,
+        stdout=stderr if uvicorn_factory else subprocess.DEVNULL,  # uvicorn's access lines go to stdout
+        stderr=stderr,
+        preexec_fn=ignore_hup,
     )
     if started is not None:
         started.append(server)
@@ -249,6 +258,21 @@ def test_the_log_says_which_model_is_served_and_nothing_of_the_uploads(
     text = log.read_text()
     assert "INFO:     fracsight API serving tiny-test" in text, text
     assert "SENTINEL" not in text
+
+
+@pytest.mark.slow
+def test_a_token_in_the_url_is_hidden_when_uvicorn_runs_the_app(tiny_bundle: Path, tmp_path: Path) -> None:
+    """docs/api.md's ``uvicorn --factory fracsight.api.app:create_app``: the filter that hides a
+    token sent in a URL was in ``fracsight serve``'s log configuration only, and uvicorn's access
+    line wrote the token in full."""
+    log = tmp_path / "uvicorn.log"
+    env = {"FRACSIGHT_MODEL": str(tiny_bundle), "FRACSIGHT_API_TOKENS": "t" * 32}
+    with loopback_server(env=env, log=log, log_level="info", uvicorn_factory=True) as url:
+        r = httpx.get(f"{url}/v1/model?x=1&access_token=SENTINELSECRET", timeout=30)
+        assert r.status_code == 401
+    text = log.read_text()
+    assert "GET /v1/model?x=1&access_token=*** HTTP/1.1" in text, text[-3000:]
+    assert "SENTINELSECRET" not in text
 
 
 @pytest.mark.slow

@@ -31,6 +31,7 @@ from fracsight.api.auth import (
     OPEN_PATHS,
     BearerAuthMiddleware,
     LoopbackOnlyMiddleware,
+    QuerySecretFilter,
     route_path,
     token_guard,
 )
@@ -46,7 +47,7 @@ from fracsight.api.errors import (
     request_id_of,
 )
 from fracsight.api.metrics import Metrics
-from fracsight.api.routes import get_predictor, load_predictor, router
+from fracsight.api.routes import get_predictor, inference_threads, load_predictor, router
 from fracsight.api.settings import ApiSettings
 from fracsight.api.upload_memory import UploadMemory
 from fracsight.errors import FracsightError
@@ -262,8 +263,13 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     :func:`~fracsight.api.routes.get_predictor`.
     """
     settings = settings if settings is not None else ApiSettings.from_env()
+    if not settings.inference_threads:
+        # counted once, here: counted again on every request, a CPU limit changed while serving
+        # (docker update --cpus, taskset) missed the cached model and loaded another copy of it
+        settings = settings.model_copy(update={"inference_threads": inference_threads(settings)})
     guard = token_guard(settings.auth, settings.api_tokens, settings.api_tokens_file)
     metrics = Metrics(share_dir=settings.metrics_dir)
+    _hide_query_secrets_in_logs()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -314,10 +320,17 @@ def uvicorn_log_config(level: int | str) -> dict[str, Any]:
     config = copy.deepcopy(LOGGING_CONFIG)
     level = level.upper() if isinstance(level, str) else level
     config["loggers"]["fracsight"] = {"handlers": ["default"], "level": level, "propagate": False}
-    config.setdefault("filters", {})["query_secrets"] = {"()": "fracsight.api.auth.QuerySecretFilter"}
-    for handler in ("access", "default"):  # "default": uvicorn.asgi's trace lines quote the scope
-        config["handlers"][handler]["filters"] = ["query_secrets"]
     return config
+
+
+def _hide_query_secrets_in_logs() -> None:
+    """A token sent in a URL hidden in uvicorn's access lines and in the ASGI scopes its trace level
+    logs, under any runner: set in ``fracsight serve``'s log configuration only, ``uvicorn --factory
+    fracsight.api.app:create_app`` (docs/api.md) wrote it in full."""
+    for name in ("uvicorn.access", "uvicorn.asgi"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, QuerySecretFilter) for f in log.filters):
+            log.addFilter(QuerySecretFilter())
 
 
 def _document_limits(
