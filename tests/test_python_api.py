@@ -852,6 +852,27 @@ def test_a_pil_image_opened_from_a_file_is_named_by_it(images: list[Path]) -> No
         assert Predictor().predict(im).source == images[0].name
 
 
+def test_a_pil_jpeg_not_yet_decoded_is_read_as_its_path_is(fracatlas_dir: Path) -> None:
+    """``predict(Image.open(f))`` decoded the JPEG at full size, its path at the reduced scale the
+    model was fitted on: this test image read 0.188 "fracture suspected" so, 0.160 "no fracture
+    detected" by its path (the balanced threshold is 0.181)."""
+    from fracsight.inference import Predictor
+
+    path = fracatlas_dir / "images" / "Non_fractured" / "IMG0000246.jpg"
+    predictor = Predictor()
+    by_path = predictor.predict(path, keep_pixels=True)
+    with Image.open(path) as im:
+        opened = predictor.predict(im, keep_pixels=True)
+        assert opened.fracture_probability == by_path.fracture_probability
+        assert opened.decision == by_path.decision and opened.source == path.name
+        assert opened.metadata.content_sha256 == by_path.metadata.content_sha256
+        assert opened.pixels.shape == by_path.pixels.shape
+        assert im.tell() == 0 and np.asarray(im).shape == by_path.pixels.shape  # still usable
+    with Image.open(path) as im:
+        im.load()  # decoded: read from its pixels, as an array is
+        assert predictor.predict(im).metadata.content_sha256 is None
+
+
 def test_with_operating_point_decides_with_the_model_as_loaded(images: list[Path], tmp_path: Path) -> None:
     """The web app loaded the bundle again at the first switch to each operating point: a bundle
     exported anew into the same folder meanwhile gave results of two models, credited to the new

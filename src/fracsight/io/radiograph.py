@@ -136,7 +136,8 @@ class Radiograph:
         [0, 1], stretched from its range, with a warning), except that it keeps no record of a
         PNG's ``sBIT`` chunk: its 16-bit samples are scaled by the detector depth their brightest
         value fits (give the file itself for ``sBIT`` to count). One that cannot be decoded (cut
-        short, closed) raises an :class:`~fracsight.errors.ImageReadError`.
+        short, closed) raises an :class:`~fracsight.errors.ImageReadError`. (``Predictor.predict``
+        reads a PIL JPEG not yet decoded from its file's bytes, as its path, at the reduced scale.)
         ``name`` names it in messages and results. ``metadata.source_format`` is ``"array"``.
 
         >>> Radiograph.from_array(np.zeros((64, 48), np.uint8)).pixels.shape
