@@ -559,8 +559,10 @@ def test_images_in_memory_that_cannot_be_decoded_fail_alone(images: list[Path], 
     from fracsight.inference import FailedPrediction, Predictor
 
     predictor = Predictor()
-    cut = tmp_path / "cut.jpg"
-    cut.write_bytes(images[0].read_bytes()[:60_000])
+    cut = tmp_path / "cut.png"
+    with Image.open(images[0]) as im:
+        im.convert("L").save(cut)
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
     with Image.open(images[0]) as closed:
         pass
     bad = [Image.open(cut), closed, Image.new("L", (0, 0)), np.zeros((0, 0, 3), np.uint8)]
@@ -576,6 +578,11 @@ def test_images_in_memory_that_cannot_be_decoded_fail_alone(images: list[Path], 
     assert "was it closed" in failed[1].error
     with pytest.raises(ImageReadError, match="cannot be decoded"):
         predictor.predict(Image.open(cut))
+    # a JPEG cut short, not yet decoded, is read from its bytes as its path is: grey fill, unreliable
+    cut_jpeg = tmp_path / "cut.jpg"
+    cut_jpeg.write_bytes(images[0].read_bytes()[:60_000])
+    opened, by_path = predictor.predict(Image.open(cut_jpeg)), predictor.predict(cut_jpeg)
+    assert not opened.reliable and opened.warnings == by_path.warnings and opened.metadata.incomplete
 
 
 def test_pixels_replaced_in_a_read_radiograph_are_checked(images: list[Path]) -> None:
