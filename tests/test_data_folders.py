@@ -180,6 +180,33 @@ def test_sub_folders_on_both_sides_are_grouping_not_types(tmp_path: Path) -> Non
     assert all(set(s.labels) == {FRACTURE} for s in ds.samples)
 
 
+def test_patient_folders_under_fractured_only_are_not_types(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fractured images filed by patient in every split, normal ones loose: read as fracture types,
+    a "type" head was trained on patient IDs (validation class accuracy 0 by construction) and
+    exit 0. No two splits share such a folder, as types always do: they are groups, said so."""
+    root = tmp_path / "patients"
+    for split, patients in (("train", ("patient300", "patient301")), ("val", ("patient400", "patient401"))):
+        for patient in patients:
+            _png(root / split / "Fractured" / patient / "a")
+            _png(root / split / "Fractured" / patient / "b")
+        _png(root / split / "Non_fractured" / "n1")
+        _png(root / split / "Non_fractured" / "n2")
+    with caplog.at_level(logging.WARNING, logger="fracsight.data"):
+        ds = load_dataset(root)
+    assert ds.class_names == {FRACTURE: ("not fractured", "fractured")}
+    assert (
+        "share no name between the splits" in caplog.text
+        and "patient300, patient301, patient400, ..." in caplog.text
+    )
+    fractured = [s for s in ds.samples if s.labels[FRACTURE] == 1]
+    assert len({s.group for s in fractured}) == 4  # one patient's two images kept together
+    # one type folder shared between the splits is enough for them to be types
+    _png(root / "val" / "Fractured" / "patient300" / "c")
+    assert CLASS in load_dataset(root).class_names
+
+
 def test_one_sub_folder_or_loose_images_are_not_types(tmp_path: Path) -> None:
     root = tmp_path / "loose"
     _png(root / "fractured" / "spiral" / "a")

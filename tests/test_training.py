@@ -981,3 +981,54 @@ def test_a_run_that_stopped_early_resumed_as_it_was_trains_nothing(tiny_dataset,
     )
     on = Trainer(more, dataset, show_progress=False).fit(resume=True)
     assert len(on.history) == 6
+
+
+def test_a_second_run_into_a_folder_being_trained_into_is_refused(tiny_dataset, tmp_path):
+    """Two `train` runs started into one --out a second apart both passed its checks (nothing is
+    written before the first epoch ends): each wrote best.pt and last.pt over the other's and both
+    exited 0, and export made one's model under the other's record. The running one holds the folder."""
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    run = tmp_path / "run"
+    settings = [a for s in [*TINY, "arch=small_cnn", "pretrained=none"] for a in ("--set", s)]
+    long = [*settings, "--set", "epochs=500", "--set", "patience=1000"]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "fracsight", "train", str(tiny_dataset), "--out", str(run), *long],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "config.yaml").is_file():  # its first epoch ended: it holds the folder
+            assert first.poll() is None, first.stderr.read().decode()
+            assert time.monotonic() < deadline, "the first run wrote nothing in 120 s"
+            time.sleep(0.2)
+        for extra in ([], ["--force"], ["--resume"]):
+            second = CliRunner().invoke(
+                app, ["train", str(tiny_dataset), "--out", str(run), *settings, *extra]
+            )
+            assert second.exit_code == 2, second.output
+            assert "is being trained into by another fracsight train now" in second.output
+        assert first.poll() is None  # untouched by the refusals
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.wait(timeout=120)
+    # once it has ended, the folder is free
+    again = CliRunner().invoke(app, ["train", str(tiny_dataset), "--out", str(run), *settings, "--force"])
+    assert again.exit_code == 0, again.output
+
+
+def test_a_run_refused_before_its_first_epoch_leaves_no_folder_it_made(tiny_dataset, tmp_path):
+    """The folder made to hold the run's lock goes again with the folders made above it, where the
+    run is refused before anything of its own was written."""
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    settings = [a for s in [*TINY, "arch=small_cnn", "pretrained=none"] for a in ("--set", s)]
+    out = tmp_path / "new" / "deeper" / "run"
+    refused = CliRunner().invoke(app, ["train", str(tiny_dataset), "--out", str(out), *settings, "--resume"])
+    assert refused.exit_code == 2 and "nothing to resume" in refused.output
+    assert not (tmp_path / "new").exists()

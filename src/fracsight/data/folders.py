@@ -116,7 +116,8 @@ def read_class_folders(root: Path) -> Dataset:
         class_names = ("not fractured", "fractured")
         if any("abnormal" in d.name.lower() for d in fractured):  # Normal / Abnormal: as MURA's
             class_names = ("normal", "abnormal")
-        if _typed_together(fractured) and not any(_typed(d) for d in normal):
+        typed = _typed_together(fractured) and not any(_typed(d) for d in normal)
+        if typed and not _patients_not_types(per_split, fractured):
             return _fracture_types(root, per_split, index, class_names)
         types = set().union(*(_type_names(d) for d in fractured))
         for d in fractured:  # type folders (in this split or another) that loose images turned off
@@ -295,6 +296,25 @@ def _typed_together(class_dirs: list[Path]) -> bool:
     if any(is_image_file(p) for d in class_dirs for p in d.iterdir()):
         return False
     return len(set().union(*(_type_names(d) for d in class_dirs))) >= 2
+
+
+def _patients_not_types(per_split: dict[str | None, list[Path]], fractured: list[Path]) -> bool:
+    """Whether the sub-folders of the fractured folders of given splits are patients (or studies),
+    not fracture types: no two splits share one. Fracture types recur across the splits, a patient
+    is kept to one; read as types, a 12-way "type" head was trained on patient IDs, its validation
+    class accuracy 0 by construction, with nothing said beyond "split 'val' lacks fracture type(s)"."""
+    given = [d for split, dirs in per_split.items() if split is not None for d in dirs if d in fractured]
+    named = [names for names in map(_type_names, given) if names]
+    if len(named) < 2 or any(a & b for i, a in enumerate(named) for b in named[i + 1 :]):
+        return False
+    folders = sorted(set().union(*named), key=name_order)
+    log.warning(
+        "the sub-folders of the fractured folders (%s) share no name between the splits, as a patient's "
+        "or a study's folders do and fracture types do not: read as groups of one patient's images, "
+        "not as fracture types (to train a type head, use the same type folders in every split)",
+        ", ".join(folders[:3]) + (", ..." if len(folders) > 3 else ""),
+    )
+    return True
 
 
 def _type_names(class_dir: Path) -> set[str]:

@@ -9,10 +9,12 @@ import functools
 import json
 import logging
 import math
+import os
 import random
 import shutil
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -692,16 +694,63 @@ class Trainer:
 
     def fit(self, resume: bool = False, force: bool = False) -> TrainResult:
         """Train; ``resume``: continue the run in ``cfg.out`` from its ``last.pt``; ``force``:
-        replace an earlier run there (refused otherwise, so that no trained run is lost)."""
+        replace an earlier run there (refused otherwise, so that no trained run is lost). A run
+        folder another run is training into now is refused."""
+        initial = self._initial_model(Path(self.cfg.init)) if self.cfg.init else None  # before writing
+        self.dataset.refuse_output_inside(self.run_dir)
+        with self._run_folder_held():
+            return self._fit(initial, resume, force)
+
+    @contextlib.contextmanager
+    def _run_folder_held(self) -> Iterator[None]:
+        """The run folder locked for this run (``flock`` on the folder itself: no file of ours in
+        it), made for the lock where it is new and removed again when no epoch ended. Two runs
+        started into one folder both passed its checks, which look at what the folder holds, and
+        nothing is written until the first epoch ends: each wrote best.pt and last.pt over the
+        other's, both exited 0, and export made one's model under the other's record."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: one run per folder at a time is then the user's to keep
+            yield
+            return
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            yield  # refused by _check_run_folder, in its words
+            return
+        made = [p for p in (self.run_dir, *self.run_dir.absolute().parents) if not p.exists()]
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            handle = os.open(self.run_dir, os.O_RDONLY)
+        except OSError as e:
+            raise OutputFolderError(
+                f"{self.run_dir} cannot be made or opened ({e.strerror or type(e).__name__}): "
+                "choose another --out"
+            ) from None
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise OutputFolderError(
+                    f"{self.run_dir} is being trained into by another fracsight train now: wait for it "
+                    "to end (then --resume or --force), or choose another --out"
+                ) from None
+            yield
+        finally:
+            os.close(handle)
+            if not self._claimed:
+                for folder in made:  # the deepest first; one that holds anything stays
+                    try:
+                        folder.rmdir()
+                    except OSError:
+                        break
+
+    def _fit(self, initial: FractureNet | None, resume: bool, force: bool) -> TrainResult:
         from rich.console import Console
         from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 
         from fracsight._terminal import on_a_terminal, progress_bar
 
         cfg = self.cfg
-        initial = self._initial_model(Path(cfg.init)) if cfg.init else None  # checked before writing
         state = self._check_run_folder(resume, force)  # last.pt, read once, to resume from
-        self.dataset.refuse_output_inside(self.run_dir)
         self.dataset.refuse_output_inside(self.cache_dir, "cache_dir")
         self._check_cache_dir()
         if state is not None:  # a run from before class sub-folders were patients: split as it was
