@@ -258,6 +258,15 @@ def test_operating_point_and_study(open_window, display: str, inputs: list[Path]
     card_text = desktop.card_text.get("1.0", "end")
     assert "not a diagnosis" in card_text and "fracatlas-lite0-384" in card_text
     screenshot(display, "desktop-model-card.png")
+    # the study row selected, then one study unticked: the image shown is the row selected, not none
+    study_iid = desktop.tree.get_children()[0]
+    desktop.tree.selection_set(study_iid)
+    settle(root)
+    desktop.set_one_study(False)
+    settle(root)
+    assert not desktop.tree.exists(study_iid)
+    shown = str(desktop.selected)
+    assert desktop.tree.selection() == (shown,) and desktop.tree.focus() == shown
 
 
 def test_unreadable_and_out_of_distribution_files_are_rows_with_their_message(

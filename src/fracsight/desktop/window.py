@@ -871,6 +871,11 @@ class DesktopApp:
         for iid in self.tree.get_children():
             if _is_study(iid) and iid[len(STUDY_IID) :] not in self.studies:
                 self.tree.delete(iid)
+        if not self.tree.selection() and self.selected is not None and self.tree.exists(str(self.selected)):
+            # the study row selected went (one study unticked): the image shown is selected instead
+            # of nothing, where the arrow keys and a screen reader had no row to go on from
+            self.tree.selection_set(str(self.selected))
+            self.tree.focus(str(self.selected))
         for name, study in self.studies.items():
             iid = STUDY_IID + name
             if not self.tree.exists(iid):
