@@ -859,7 +859,7 @@ def test_a_pil_image_opened_from_a_file_is_named_by_it(images: list[Path]) -> No
         assert Predictor().predict(im).source == images[0].name
 
 
-def test_a_pil_jpeg_not_yet_decoded_is_read_as_its_path_is(fracatlas_dir: Path) -> None:
+def test_a_pil_jpeg_not_yet_decoded_is_read_as_its_path_is(fracatlas_dir: Path, tmp_path: Path) -> None:
     """``predict(Image.open(f))`` decoded the JPEG at full size, its path at the reduced scale the
     model was fitted on: this test image read 0.188 "fracture suspected" so, 0.160 "no fracture
     detected" by its path (the balanced threshold is 0.181)."""
@@ -878,6 +878,11 @@ def test_a_pil_jpeg_not_yet_decoded_is_read_as_its_path_is(fracatlas_dir: Path) 
     with Image.open(path) as im:
         im.load()  # decoded: read from its pixels, as an array is
         assert predictor.predict(im).metadata.content_sha256 is None
+        mpo = tmp_path / "two.mpo"  # a JPEG holding two images (a phone's gain map): Pillow's MPO
+        im.save(mpo, format="MPO", save_all=True, append_images=[im.rotate(90)])
+    with Image.open(mpo) as im:
+        assert im.format == "MPO"
+        assert predictor.predict(im).fracture_probability == predictor.predict(mpo).fracture_probability
 
 
 def test_with_operating_point_decides_with_the_model_as_loaded(images: list[Path], tmp_path: Path) -> None:

@@ -1032,3 +1032,58 @@ def test_a_run_refused_before_its_first_epoch_leaves_no_folder_it_made(tiny_data
     refused = CliRunner().invoke(app, ["train", str(tiny_dataset), "--out", str(out), *settings, "--resume"])
     assert refused.exit_code == 2 and "nothing to resume" in refused.output
     assert not (tmp_path / "new").exists()
+
+
+def test_a_run_refused_by_the_lock_leaves_the_holders_new_folder(tiny_dataset, tmp_path, monkeypatch):
+    """Two runs into a new --out at one moment: the one refused by the lock removed the folder the
+    other had just made and locked, which then wrote its run into a folder nobody held."""
+    import fcntl
+    import os
+
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    run = tmp_path / "new" / "run"
+    real_open, held = os.open, []
+
+    def another_run_first(path, flags, *args, **kwargs):  # the other run makes and locks it first
+        if Path(path) == run and not held:
+            held.append(real_open(path, os.O_RDONLY))
+            fcntl.flock(held[0], fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", another_run_first)
+    settings = [a for s in [*TINY, "arch=small_cnn", "pretrained=none"] for a in ("--set", s)]
+    refused = CliRunner().invoke(app, ["train", str(tiny_dataset), "--out", str(run), *settings])
+    monkeypatch.undo()
+    assert refused.exit_code == 2 and "is being trained into by another" in refused.output
+    assert held and run.is_dir()  # the holder's folder stays
+    os.close(held[0])
+
+
+def test_a_folder_that_cannot_be_locked_is_trained_into_with_a_warning(
+    tiny_dataset, tmp_path, monkeypatch, caplog
+):
+    """NFS locks a folder only as a file open for writing (EBADF), Lustre without flock says ENOSYS:
+    every run there was refused as "being trained into by another fracsight train"."""
+    import errno
+    import fcntl
+    import logging
+
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    def no_locks_here(fd, operation):
+        raise OSError(errno.EBADF, "Bad file descriptor")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks_here)
+    settings = [a for s in [*TINY, "arch=small_cnn", "pretrained=none"] for a in ("--set", s)]
+    with caplog.at_level(logging.WARNING, logger="fracsight"):
+        done = CliRunner().invoke(
+            app, ["train", str(tiny_dataset), "--out", str(tmp_path / "run"), *settings]
+        )
+    assert done.exit_code == 0, done.output
+    assert "cannot be locked here (Bad file descriptor)" in caplog.text + done.output
+    assert (tmp_path / "run" / "best.pt").is_file()

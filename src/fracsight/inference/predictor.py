@@ -210,7 +210,11 @@ def _undecoded_jpeg_bytes(source: Any) -> bytes | None:
     scale the model was fitted on: one test image read 0.188 "fracture suspected" as
     ``Image.open(path)`` and 0.160 "no fracture detected" as its path."""
     fp = getattr(source, "fp", None)
-    if getattr(source, "format", None) != "JPEG" or fp is None or getattr(source, "_im", None) is not None:
+    # MPO: a JPEG holding several images (a phone's gain map), its first read as the file's is;
+    # another frame chosen with seek() is the user's pixels
+    if getattr(source, "format", None) not in ("JPEG", "MPO") or fp is None or source.tell() != 0:
+        return None
+    if getattr(source, "_im", None) is not None:
         return None
     from fracsight.io.radiograph import _PIL_DECODING
 

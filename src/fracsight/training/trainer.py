@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import errno
 import functools
 import json
 import logging
@@ -725,23 +726,37 @@ class Trainer:
                 f"{self.run_dir} cannot be made or opened ({e.strerror or type(e).__name__}): "
                 "choose another --out"
             ) from None
+        ours = False  # held by this run, or not lockable here
         try:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                raise OutputFolderError(
-                    f"{self.run_dir} is being trained into by another fracsight train now: wait for it "
-                    "to end (then --resume or --force), or choose another --out"
-                ) from None
+                ours = True
+            except OSError as e:
+                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    # a file system without flock for a folder (NFS takes an exclusive lock only on
+                    # a file open for writing: EBADF; Lustre without it: ENOSYS) holds no other run
+                    log.warning(
+                        "%s cannot be locked here (%s): a second run started into it is not refused",
+                        self.run_dir,
+                        e.strerror or type(e).__name__,
+                    )
+                    ours = True
+                else:
+                    raise OutputFolderError(
+                        f"{self.run_dir} is being trained into by another fracsight train now: wait for "
+                        "it to end (then --resume or --force), or choose another --out"
+                    ) from None
             yield
         finally:
-            os.close(handle)
-            if not self._claimed:
+            # only folders this run made and held: a run refused by the lock removed the folder of
+            # the run holding it (made a moment before), which then wrote into one nobody held
+            if ours and not self._claimed:
                 for folder in made:  # the deepest first; one that holds anything stays
                     try:
                         folder.rmdir()
                     except OSError:
                         break
+            os.close(handle)
 
     def _fit(self, initial: FractureNet | None, resume: bool, force: bool) -> TrainResult:
         from rich.console import Console
