@@ -59,7 +59,8 @@ def test_popcount_and_near_pairs_match_brute_force() -> None:
         for j in range(i + 1, len(hashes))
         if hamming(hashes[i], hashes[j]) <= 6
     ]
-    assert near_pairs(hashes, 6, chunk=7) == expected
+    i, j, d = near_pairs(hashes, 6, chunk=7)
+    assert list(zip(i.tolist(), j.tolist(), d.tolist(), strict=True)) == expected
     assert len(expected) >= 10
 
 
@@ -101,6 +102,35 @@ def test_audit_finds_what_was_planted(planted: Path) -> None:
     assert report.cross_split_groups == [sorted(twins)]
     assert report.declared_groups_straddling == {}
     json.dumps(report.to_dict())  # serializable
+
+
+def test_many_copies_of_one_picture_are_counted_in_bounded_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """2,400 links to one blank picture made 2.9 million pairs, each a tuple and a record: 5.8 GB
+    and a 644 MB --json. The pairs are arrays, every one counted, the first MAX_LISTED_PAIRS of
+    each kind named; identical pHashes form their group at once."""
+    monkeypatch.setattr(audit_module, "MAX_LISTED_PAIRS", 50)
+    blank = _save(_smooth(5), tmp_path / "blank.png")
+    root = tmp_path / "blank_set"
+    for split in ("train", "val"):
+        for cls in ("fractured", "normal"):
+            for k in range(30):
+                (root / split / cls / f"p{k}").mkdir(parents=True)
+                (root / split / cls / f"p{k}" / "x.png").symlink_to(blank)
+    _save(_smooth(11), root / "train" / "normal" / "other.png")
+    report = audit(root, threshold=6)
+    assert report.images == 121 and report.near_pairs == 120 * 119 // 2
+    assert len(report.near_duplicate_groups) == 1 and len(report.near_duplicate_groups[0]) == 120
+    assert report.cross_split_pair_count == 60 * 60  # train x val
+    assert report.cross_label_pair_count == 60 * 60  # fractured x normal
+    assert len(report.cross_split_pairs) == len(report.cross_label_pairs) == 50
+    first = report.cross_split_pairs[0]
+    assert first.split_a != first.split_b and first.distance == 0
+    data = report.to_dict()
+    assert data["cross_split_pair_count"] == 3600 and len(data["cross_split_pairs"]) == 50
+    table = CliRunner().invoke(app, ["audit", str(root)], env={"COLUMNS": "200"})
+    assert table.exit_code == 0 and "3600" in table.stdout
 
 
 def test_one_picture_filed_under_two_fracture_types_is_label_noise(tmp_path: Path) -> None:

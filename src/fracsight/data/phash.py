@@ -62,24 +62,30 @@ def hamming(a: int, b: int) -> int:
     return (int(a) ^ int(b)).bit_count()
 
 
-def near_pairs(hashes: np.ndarray, threshold: int, chunk: int | None = None) -> list[tuple[int, int, int]]:
-    """All index pairs ``(i, j, distance)`` with ``i < j`` and Hamming distance <= ``threshold``.
+def near_pairs(
+    hashes: np.ndarray, threshold: int, chunk: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All index pairs with ``i < j`` and Hamming distance <= ``threshold``, as three arrays ``(i, j,
+    distance)`` ordered by ``i``, then ``j``.
 
     Compares every pair (n^2 / 2) with vectorized XOR + popcount, ``chunk`` rows at a time
     (default: about 4 million distances, 32 MB, per chunk): about 5 million pairs for
-    3,200 images, well under a second.
+    3,200 images, well under a second. Arrays, not a tuple per pair: 2,400 copies of one picture
+    are 2.9 million pairs, which as Python tuples (and the audit's records of them) took 5.8 GB.
     """
     h = np.ascontiguousarray(hashes, dtype=np.uint64)
     chunk = chunk or max(1, 4_000_000 // max(1, len(h)))
-    pairs: list[tuple[int, int, int]] = []
+    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for start in range(0, len(h), chunk):
         rows = h[start : start + chunk]
         dist = popcount(rows[:, None] ^ h[None, start:])
         ii, jj = np.nonzero(dist <= threshold)
         keep = jj > ii
-        for i, j in zip(ii[keep], jj[keep], strict=True):
-            pairs.append((int(i) + start, int(j) + start, int(dist[i, j])))
-    return pairs
+        ii, jj = ii[keep], jj[keep]
+        found.append((ii + start, jj + start, dist[ii, jj]))
+    if not found:
+        return np.empty(0, np.intp), np.empty(0, np.intp), np.empty(0, np.uint8)
+    return tuple(np.concatenate(parts) for parts in zip(*found, strict=True))  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
