@@ -493,6 +493,15 @@ def test_two_uploads_of_one_name_are_told_apart(monkeypatch: pytest.MonkeyPatch,
     ).run()
     assert_whole(at)
     assert list(at.dataframe[0].value["source"]) == ["IM000001", "IM000001 (2)"]
+    # both removed, a third IM000001 uploaded: it took "IM000001", the name a CSV or overlay saved
+    # a moment ago gave the first (another image); the names stay taken until Clear all images
+    third = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[5]
+    at.file_uploader[0].set_value([("IM000001", third.read_bytes(), "image/jpeg")]).run()
+    assert_whole(at)
+    assert list(at.dataframe[0].value["source"]) == ["IM000001 (3)"]
+    at.button(key="clear-all").click().run()
+    at.file_uploader[0].set_value([("IM000001", third.read_bytes(), "image/jpeg")]).run()
+    assert list(at.dataframe[0].value["source"]) == ["IM000001"]
 
 
 def test_a_folder_without_radiographs_says_so(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -226,6 +226,7 @@ def _clear_all() -> None:
     _forget_uploads(_uploader_keys(generation))
     st.session_state["uploader"] = generation + 1
     st.session_state.pop("results", None)  # the predictions held for them (pixels, heatmaps) too
+    st.session_state.pop("retired_names", None)  # the next patient's files may take any name
     release_freed_memory()
 
 
@@ -343,7 +344,18 @@ def unique_inputs(items: list[Input]) -> list[Input]:
             digests[item.key] = _content_digest(item)
     keep, repeats = first_of_each([(item.name, digests[item.key], bool(item.path)) for item in items])
     names: dict[str, tuple[str, str]] = st.session_state.setdefault("shown_names", {})
-    kept = kept_names([(items[i].key, items[i].name) for i in keep], names)
+    # the names of inputs removed, kept from others until Clear all images; one picked again (an
+    # example) has its own back
+    retired: dict[str, tuple[str, str]] = st.session_state.setdefault("retired_names", {})
+    listed = {items[i].key for i in keep}
+    retired.update((key, named) for key, named in names.items() if key not in listed)
+    kept = kept_names(
+        [(items[i].key, items[i].name) for i in keep],
+        {**{key: named for key, named in retired.items() if key in listed}, **names},
+        [shown for key, (_, shown) in retired.items() if key not in listed],
+    )
+    for key in kept:
+        retired.pop(key, None)
     names.clear()
     names.update(kept)
     shown = {i: kept[items[i].key][1] for i in keep}

@@ -209,16 +209,18 @@ def numbered_names(names: Sequence[str]) -> list[str]:
 
 
 def kept_names(
-    items: Sequence[tuple[str, str]], given: Mapping[str, tuple[str, str]]
+    items: Sequence[tuple[str, str]], given: Mapping[str, tuple[str, str]], retired: Iterable[str] = ()
 ) -> dict[str, tuple[str, str]]:
     """Key -> ``(name, name shown)`` for ``items`` (``(key, name)`` of each upload, in order), repeats
     numbered as :func:`numbered_names` numbers them, each key keeping the name shown it was
     ``given`` for the same name: numbered anew each time, removing the first ``IM000001`` gave
     the second one its name, and a CSV or overlay saved before named another image than the page
     did. An upload whose own name changed (a folder's file, named by its whole path once a second
-    folder holds its path) is named anew."""
+    folder holds its path) is named anew. A name shown in ``retired`` (of uploads since removed) is
+    given to no other: a new ``IM000001`` took the removed one's name, and what was saved of it
+    then named another image."""
     out = {key: given[key] for key, name in items if key in given and given[key][0] == name}
-    taken = {shown for _, shown in out.values()}
+    taken = {shown for _, shown in out.values()} | set(retired)
     own = {name for key, name in items if key not in out}  # a number never takes a file's own name
     for key, name in items:
         if key in out:
