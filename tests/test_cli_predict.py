@@ -188,6 +188,55 @@ def test_overlays_have_the_original_size(tiny_bundle: Path, images: list[Path], 
             assert is_overlay_of(overlay.size, *original.size)
 
 
+def test_a_table_redirected_to_a_file_is_one_line_a_row_with_force_color(
+    tiny_bundle: Path, images: list[Path], tmp_path: Path
+) -> None:
+    """FORCE_COLOR=1 (common in CI) makes Rich call a log file a terminal: the table written to it
+    was folded at 80 columns again, a long name and a box's numbers cut over two lines."""
+    import subprocess
+    import sys
+
+    long_name = tmp_path / ("a-radiograph-with-a-rather-long-name-from-the-emergency-department" + ".jpg")
+    shutil.copyfile(images[0], long_name)
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "NO_COLOR")}
+    with open(tmp_path / "out.txt", "wb") as out:
+        done = subprocess.run(
+            [sys.executable, "-m", "fracsight", "predict", "--model", str(tiny_bundle), str(long_name)],
+            stdout=out,
+            stderr=subprocess.PIPE,
+            env={**env, "FORCE_COLOR": "1"},
+            timeout=300,
+        )
+    assert done.returncode == 0, done.stderr.decode()
+    text = (tmp_path / "out.txt").read_text(encoding="utf-8")
+    (row,) = [line for line in text.splitlines() if long_name.name in line]
+    assert "fracture suspected" in row or "no fracture detected" in row, text
+
+
+def test_an_overlay_name_another_run_takes_meanwhile_is_never_replaced(
+    tiny_bundle: Path, images: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two `predict --overlay-dir SAME` runs at once: each found IMG.overlay.png free, drew (the slow
+    part) and renamed its picture over the other's; 10 of 48 overlays gone, both exit 0, and a user
+    opened another film with the other decision under its name."""
+    import fracsight.explain.overlay as overlay_module
+
+    overlays = tmp_path / "overlays"
+    target = overlays / f"{images[0].stem}.overlay.png"
+    draw = overlay_module.render_overlay
+
+    def drawn_while_another_run_writes(*args, **kwargs):
+        if not target.exists():
+            target.write_bytes(b"the other run's overlay")
+        return draw(*args, **kwargs)
+
+    monkeypatch.setattr(overlay_module, "render_overlay", drawn_while_another_run_writes)
+    result = _predict(tiny_bundle, images[0], "--overlay-dir", overlays)
+    assert result.exit_code == 0, result.output
+    assert target.read_bytes() == b"the other run's overlay"  # theirs, untouched
+    assert {p.name for p in overlays.iterdir()} == {target.name, f"{images[0].stem}.overlay-1.png"}
+
+
 def test_two_files_of_one_name_get_rows_and_overlays_told_apart(
     tiny_bundle: Path, images: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -61,6 +61,36 @@ def test_a_file_replaced_keeps_its_permissions(tmp_path: Path, mode: int, kept: 
     assert target.read_text() == "new" and stat.S_IMODE(target.stat().st_mode) == kept  # never set-user-ID
 
 
+@pytest.mark.parametrize("hard_links", [True, False], ids=["hard-links", "no-hard-links"])
+def test_an_exclusive_write_never_replaces_a_file_made_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hard_links: bool
+) -> None:
+    """A file made while ours was written (another run into one overlay folder) is kept, ours is a
+    FileExistsError and leaves nothing behind; without hard links (FAT, some SMB shares) as well."""
+    import os
+
+    from fracsight._files import replace_atomically
+
+    if not hard_links:
+
+        def no_links(*args: object, **kwargs: object) -> None:
+            raise PermissionError(1, "Operation not permitted")
+
+        monkeypatch.setattr(os, "link", no_links)
+    target = tmp_path / "x.overlay.png"
+
+    def write_while_another_takes_the_name(tmp: Path) -> None:
+        tmp.write_text("ours")
+        target.write_text("theirs")
+
+    with pytest.raises(FileExistsError):
+        replace_atomically(target, write_while_another_takes_the_name, exclusive=True)
+    assert target.read_text() == "theirs" and [p.name for p in tmp_path.iterdir()] == [target.name]
+    target.unlink()
+    replace_atomically(target, lambda tmp: tmp.write_text("ours"), exclusive=True)
+    assert target.read_text() == "ours" and [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
 def test_force_replaces_a_bundle_but_not_the_files_kept_beside_it(tmp_path: Path) -> None:
     """`export`, `quantize` and `detector train --force` deleted notes and reports kept in the
     bundle folder without a word (the folder is replaced whole)."""

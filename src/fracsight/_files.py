@@ -25,8 +25,12 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def replace_atomically(target: Path, write: Callable[[Path], object], *, tmp_dir: Path | None = None) -> None:
+def replace_atomically(
+    target: Path, write: Callable[[Path], object], *, tmp_dir: Path | None = None, exclusive: bool = False
+) -> None:
     """``write(tmp)`` into a temporary file, fsync it, rename it over ``target``, fsync the folder.
+    ``exclusive``: never over a file, a ``FileExistsError`` where ``target`` exists by then (another
+    process may have made it since the caller looked).
 
     The temporary file sits in ``tmp_dir`` (which must be on ``target``'s file system) or next to
     ``target`` under a hidden name; its name is unique to the process and thread, so several may
@@ -41,12 +45,31 @@ def replace_atomically(target: Path, write: Callable[[Path], object], *, tmp_dir
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        keep_permissions(target, tmp)
-        os.replace(tmp, target)
+        if exclusive:
+            _link_new(tmp, target)
+        else:
+            keep_permissions(target, tmp)
+            os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(target.parent)
+
+
+def _link_new(tmp: Path, target: Path) -> None:
+    """``tmp`` as ``target``, which must not exist: a hard link fails where it does (two runs writing
+    overlays into one folder replaced each other's); on a file system without hard links (FAT, some
+    SMB shares) the name is claimed with O_EXCL and then replaced, ours alone."""
+    try:
+        os.link(tmp, target)
+        tmp.unlink()
+        return
+    except FileExistsError:
+        raise
+    except OSError:
+        pass
+    os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    os.replace(tmp, target)
 
 
 def keep_permissions(old: Path, new: Path) -> None:

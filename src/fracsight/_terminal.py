@@ -133,8 +133,10 @@ def stdout_console(**options: Any) -> Console:
 def to_a_file(console: Console) -> bool:
     """Whether ``console`` writes to a file or a pipe with no ``COLUMNS`` set: Rich then assumes 80
     columns and cuts a wider table's cells (``fracat…``); there it is printed as wide as it needs
-    (:func:`unwrapped_width`), one line a row, for the reader of the file or the next program."""
-    return not console.is_terminal and not os.environ.get("COLUMNS")
+    (:func:`unwrapped_width`), one line a row, for the reader of the file or the next program.
+    Asked of the file itself: FORCE_COLOR=1 (common in CI) makes Rich's ``is_terminal`` true of a
+    log file, and its rows were folded at 80 columns again, a number cut in two."""
+    return not _is_a_tty(console) and not os.environ.get("COLUMNS")
 
 
 def unwrapped_width(console: Console, renderable: Any, least: int = 80) -> int:
@@ -146,8 +148,12 @@ def unwrapped_width(console: Console, renderable: Any, least: int = 80) -> int:
 def on_a_terminal(console: Console) -> bool:
     """Whether ``console`` writes to a terminal a person watches: its file is a tty (not Rich's
     word alone, which FORCE_COLOR=1, common in CI, makes true of a log file) and not a dumb one."""
+    return _is_a_tty(console) and console.is_interactive
+
+
+def _is_a_tty(console: Console) -> bool:
     try:
-        return console.file.isatty() and console.is_interactive
+        return console.file.isatty()
     except (AttributeError, ValueError, OSError):  # no isatty, or a closed file
         return False
 

@@ -842,17 +842,20 @@ def _write_overlay(result, overlay_dir: Path, opacity: float, *, keep_suffix: bo
     stem = short_overlay_stem(name.name if keep_suffix else image_stem(name))
     target = folder / f"{stem}.overlay.png"
     n = 1
-    while os.path.lexists(target):  # never overwrite (nor a link of the user's): a re-run's get a counter
-        target = folder / f"{stem}.overlay-{n}.png"
-        n += 1
     caption, legend = overlay_words(result)  # a picture passed on alone still says what it is
-    try:
-        drawn = (result.pixels, result.heatmap, result.boxes)
-        return save_overlay(target, *drawn, opacity=opacity, caption=caption, legend=legend)
-    except OSError as e:  # a full disk names no file: the overlay it cost is named
-        if e.filename is None:
-            e.filename = str(target)
-        raise
+    while True:
+        while os.path.lexists(target):  # never overwrite (nor a link of the user's): a re-run's get a counter
+            target = folder / f"{stem}.overlay-{n}.png"
+            n += 1
+        try:
+            drawn = (result.pixels, result.heatmap, result.boxes)
+            return save_overlay(target, *drawn, opacity=opacity, caption=caption, legend=legend)
+        except FileExistsError:  # another run into this folder took the name meanwhile: the next one
+            continue
+        except OSError as e:  # a full disk names no file: the overlay it cost is named
+            if e.filename is None:
+                e.filename = str(target)
+            raise
 
 
 def _warnings_cell(warnings: Sequence[str]) -> str:

@@ -510,7 +510,10 @@ def save_overlay(
     path.parent.mkdir(parents=True, exist_ok=True)
     overlay = render_overlay(image, heat, boxes, **render_kwargs)
     options = overlay_save_options(image_format)
-    replace_atomically(path, lambda tmp: overlay.save(tmp, format=image_format, **options))
+    # exclusive: a file made meanwhile (another run into one folder) is never replaced either
+    replace_atomically(
+        path, lambda tmp: overlay.save(tmp, format=image_format, **options), exclusive=not overwrite
+    )
     return path
 
 
