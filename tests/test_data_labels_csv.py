@@ -52,6 +52,32 @@ def test_fracture_class_region_and_split(tmp_path: Path) -> None:
     assert by_name["e.png"].regions == ("hand", "leg")
 
 
+def test_missing_value_words_are_empty_cells_and_said_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """R writes NA in an empty cell, pandas nan: read as a class "NA" (a model that named it as the
+    most likely type), a region "nan", and 43 images of one "patient" NA kept in train together."""
+    root = _write(
+        tmp_path / "d",
+        "image,fracture,class,region,group",
+        [
+            "img/a.png,1,Spiral,leg,p1",
+            "img/b.png,1,Avulsion,hand,NA",
+            "img/c.png,0,NA,nan,NA",
+            "img/d.png,0,#N/A,-,",
+        ],
+    )
+    with caplog.at_level("WARNING", logger="fracsight.data"):
+        ds = load_dataset(root)
+    assert ds.class_names[CLASS] == ("Avulsion", "Spiral") and ds.class_names[REGION] == ("hand", "leg")
+    by_name = {s.path.name: s for s in ds.samples}
+    assert by_name["c.png"].labels == {FRACTURE: 0} and by_name["c.png"].regions == ()
+    assert by_name["b.png"].group is None and by_name["c.png"].group is None
+    assert "class value(s) #N/A, NA read as empty" in caplog.text
+    assert "region value(s) -, nan read as empty" in caplog.text
+    assert "group value(s) NA read as empty" in caplog.text
+
+
 def test_only_the_columns_present_become_labels(tmp_path: Path) -> None:
     root = _write(tmp_path / "d", "image,class,region", ["a.png,frontal,hand", "b.png,lateral,leg"])
     ds = load_dataset(root)

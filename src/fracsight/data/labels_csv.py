@@ -82,6 +82,21 @@ def _number(value: str) -> float | None:
         return None
 
 
+#: what R (``NA``), pandas (``nan``, ``<NA>``, ``None``), Excel (``#N/A``) and people write in
+#: a cell without a value: read as the class, region or patient group of that name, a model got a
+#: class "NA" and 43 images of one "patient" were kept in train together
+_MISSING_WORDS = frozenset({"na", "n/a", "nan", "<na>", "#n/a", "null", "none", "-"})
+
+
+def _value(row: dict[str, str], column: str, said_missing: dict[str, set[str]]) -> str | None:
+    """``column``'s value in ``row``, None where it is empty or one of :data:`_MISSING_WORDS`."""
+    value = (row.get(column) or "").strip()
+    if value.lower() in _MISSING_WORDS:
+        said_missing.setdefault(column, set()).add(value)
+        return None
+    return value or None
+
+
 def _image_file(root: Path, value: str, where: str) -> Path:
     """The file a row's ``image`` names: a path relative to ``root`` as written (``a b.jpg``,
     `` lead.jpg``), or stripped of surrounding spaces, with Windows separators (``sub\\a.jpg``), or
@@ -178,6 +193,7 @@ def read_labels_csv(root: Path) -> Dataset:
     seen: dict[Path, int] = {}
     abnormality = False  # a fracture column of normal / abnormal (MURA's words)
     fracture_words: set[str] = set()  # fractured, not fractured: with abnormal, the two mixed
+    said_missing: dict[str, set[str]] = {}  # column -> the words of a missing value found in it
     for n, row in rows:
         where = f"{path.name} line {n}"
         image = row["image"].strip()
@@ -196,11 +212,20 @@ def read_labels_csv(root: Path) -> Dataset:
         abnormality |= "abnormal" in row.get("fracture", "").lower()
         if "fractur" in row.get("fracture", "").lower():
             fracture_words.add(row["fracture"].strip())
-        klass = row.get("class", "").strip() or None
+        klass = _value(row, "class", said_missing)
         # `;` as documented; `,` too, as a spreadsheet writes a list in one cell ("hand,leg" was
         # read as one region of that name, a class of its own for the region head)
-        regions = tuple(sorted({r.strip() for r in re.split(r"[;,]", row.get("region", "")) if r.strip()}))
-        parsed.append((file, fracture, klass, regions, split, row.get("group", "").strip() or None))
+        regions = tuple(
+            sorted({r.strip() for r in re.split(r"[;,]", _value(row, "region", said_missing) or "")} - {""})
+        )
+        parsed.append((file, fracture, klass, regions, split, _value(row, "group", said_missing)))
+    for column, words in said_missing.items():
+        log.warning(
+            "%s: %s value(s) %s read as empty (a missing value, as R, pandas or a spreadsheet writes it)",
+            path.name,
+            column,
+            ", ".join(sorted(words)),
+        )
     if missing:
         # the names on disk in another case for the names shown only: each lists a folder, and for
         # 6000 rows in one folder that took 45 s
