@@ -509,6 +509,38 @@ def _region_folders(fracatlas_dir: Path, root: Path, per_class: int = 8) -> Path
     return root
 
 
+def test_a_class_given_to_every_image_is_not_called_the_fractured_ones_type(tiny_dataset, tmp_path):
+    """A labels.csv giving every image a class (normal ones too): the card said the class head "was
+    trained and measured on fractured images only", and evaluate counted it over "the fractured
+    ones", though the trainer learnt from, and evaluate measured, the normal images too."""
+    from fracsight.evaluation.run import evaluate_model
+    from fracsight.training.export_bundle import export_bundle
+
+    data = tmp_path / "every"
+    rows = ["image,fracture,class,split"]
+    for k, path in enumerate(sorted(tiny_dataset.glob("*/*/*.jpg"))):
+        (data / "images").mkdir(parents=True, exist_ok=True)
+        (data / "images" / path.name).symlink_to(path.resolve())
+        fractured = int(path.parent.name == "fractured")
+        rows.append(
+            f"images/{path.name},{fractured},{('frontal', 'lateral')[k % 2]},{path.parent.parent.name}"
+        )
+    (data / "labels.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    dataset = load_dataset(data)
+    cfg = load_config(
+        None, [*TINY, "arch=small_cnn", "pretrained=none"], data=str(data), out=str(tmp_path / "run")
+    )
+    Trainer(cfg, dataset, show_progress=False).fit()
+    spec = export_bundle(tmp_path / "run", tmp_path / "bundle")
+    n = spec.training["n_train_typed_not_fractured"]
+    assert n >= 10  # the normal training images (one may be set aside as a duplicate)
+    card = (tmp_path / "bundle" / "card.md").read_text(encoding="utf-8")
+    assert f"trained on every image with a class label, {n} of the training images not fractured" in card
+    assert "fractured images only" not in card and "(the fractured ones)" not in card
+    metrics = evaluate_model(tmp_path / "bundle", data, tmp_path / "eval", split="val", n_bootstrap=50)
+    assert "the fractured ones" not in metrics["multiclass"]["counted"]
+
+
 @pytest.mark.fracatlas
 def test_multiclass_end_to_end(fracatlas_dir, tmp_path):
     """Class folders -> N-class training -> bundle -> evaluate with multi-class metrics -> predict."""

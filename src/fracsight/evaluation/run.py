@@ -1121,7 +1121,9 @@ def evaluate_model(
         )
         counted = "Counted over the images with a class label"
         if predictor.has_fracture_head:
-            counted += (" (the fractured ones)" if fracture_idx else "") + (
+            # "the fractured ones" only where they are: a labels.csv may give every image a class
+            typed_fractured = [s.labels.get(FRACTURE) == 1 for s in good_samples if CLASS in s.labels]
+            counted += (" (the fractured ones)" if fracture_idx and all(typed_fractured) else "") + (
                 ": the class describes the fracture type given a fracture, so it is measured whatever "
                 "the fracture head said"
             )

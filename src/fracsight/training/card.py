@@ -299,11 +299,19 @@ def _head_lines(spec: BundleSpec) -> list[str]:
                 f"read {positive!r}. Its DICOM results still code a fracture: not for a PACS."
             )
         if klass is not None:
+            others = spec.training.get("n_train_typed_not_fractured") or 0
+            trained_on = (
+                "trained on every image with a class label, "
+                f"{others} of the training images not fractured, so it describes those too; the "
+                "decision names it only when a fracture is suspected"
+                if others
+                else "trained and measured on fractured images only (the data gives a type for those "
+                "alone), so it means something only when a fracture is suspected, and the decision "
+                "names it only then"
+            )
             lines.append(
                 f"- Class head: the fracture type given a fracture ({', '.join(klass.classes)}). It was "
-                "trained and measured on fractured images only (the data gives a type for those alone), so "
-                "it means something only when a fracture is suspected, and the decision names it only then. "
-                "The heatmap and boxes show the suspected fracture, not the type."
+                f"{trained_on}. The heatmap and boxes show the suspected fracture, not the type."
             )
     else:
         lines = [
@@ -330,7 +338,8 @@ def _class_operating_point(spec: BundleSpec) -> list[str]:
             "likely class is always stated.",
             "",
         ]
-    on = "validation images with a class label" + (" (the fractured ones)" if spec.head("fracture") else "")
+    fractured_only = spec.head("fracture") and not spec.training.get("n_train_typed_not_fractured")
+    on = "validation images with a class label" + (" (the fractured ones)" if fractured_only else "")
     return [
         *lines,
         "| minimum top-1 probability | chosen as | validation accuracy of the stated classes | "

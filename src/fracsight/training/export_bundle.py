@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING
 from fracsight._output import check_output_folder, staged_folder
 from fracsight._terminal import shell_command
 from fracsight.bundle import BundleSpec, HeadSpec, sha256_file, write_bundle_spec
-from fracsight.data import FRACTURE, DataMismatchError, Dataset, NotADataFolderError, Sample, load_dataset
+from fracsight.data import (
+    CLASS,
+    FRACTURE,
+    DataMismatchError,
+    Dataset,
+    NotADataFolderError,
+    Sample,
+    load_dataset,
+)
 from fracsight.data.leakage import images_record, refuse_images_trained_on, split_as_trained, split_leakage
 from fracsight.data.splits import train_val_samples, training_subset
 from fracsight.errors import ConfigError, DatasetError
@@ -287,6 +295,10 @@ def _boxed(sample: Sample) -> bool:
     return sample.labels.get(FRACTURE) == 1 and bool(sample.boxes)
 
 
+def _typed_not_fractured(sample: Sample) -> bool:
+    return sample.labels.get(FRACTURE) == 0 and CLASS in sample.labels
+
+
 def _write_bundle(
     model: FractureNet,
     cfg: TrainConfig,
@@ -354,6 +366,13 @@ def _write_bundle(
             **(
                 {"n_train_with_boxes": sum(_boxed(s) for s in trained)}
                 if fracture and not trained_data
+                else {}
+            ),
+            # the card's "trained on fractured images only" where it is so: a labels.csv may give
+            # every image a class, and the type head then learnt from the normal ones too
+            **(
+                {"n_train_typed_not_fractured": sum(_typed_not_fractured(s) for s in trained)}
+                if fracture and "class" in output_names and not trained_data
                 else {}
             ),
         },
