@@ -106,6 +106,18 @@ def test_class_threshold_is_the_lowest_reaching_the_target() -> None:
     assert selective_accuracy(y, probs, 0.99) == (None, 0.0)
 
 
+def test_class_threshold_is_never_chosen_on_a_handful_of_images() -> None:
+    """19 validation images, the one most confident right: "accuracy 1.000, coverage 0.053" chose
+    the threshold, and on test no class was stated at all (top-1 accuracy there 0.526)."""
+    from fracsight.evaluation.thresholds import class_confidence_threshold
+
+    top = np.linspace(0.4, 0.9, 19)
+    probs = np.stack([top, (1 - top) / 2, (1 - top) / 2], axis=1)
+    y = [0 if k == 18 else 1 + k % 2 for k in range(19)]  # only the most confident one right
+    choice = class_confidence_threshold(y, probs, target_accuracy=0.9)
+    assert "no threshold reached" in choice.description and choice.coverage == pytest.approx(10 / 19)
+
+
 def test_class_threshold_falls_back_to_the_confident_half_and_says_so() -> None:
     from fracsight.evaluation.thresholds import class_confidence_threshold
 

@@ -348,7 +348,8 @@ def _class_operating_point(spec: BundleSpec) -> list[str]:
         f"| {op.min_probability:.4f} | {op.description} | {_n(op.accuracy)} | {_n(op.coverage)} |",
         "",
         "How it is chosen: the lowest top-1 probability at which the stated classes were right at least "
-        f"90% of the time on the {on}; when no probability reaches that, the one that states a class for "
+        f"90% of the time on the {on}, stating a class for at least 10 of them (half, in a smaller set); "
+        "when no probability reaches that, the one that states a class for "
         "the most confident half of them. Accuracy is that of the stated classes, coverage the share of "
         "images that got one; below the minimum the class is reported as uncertain. Expect both to move "
         "on new data.",
