@@ -209,6 +209,26 @@ def test_a_class_too_small_for_every_split_fracsight_makes_is_warned_about(
     assert "leave out" not in caplog.text
 
 
+def test_a_common_type_a_fracture_balanced_split_leaves_out_is_not_called_too_few(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Fracture + type data without splits: the split is balanced by the fracture label, and with
+    seed 3 a type of 30 images got no test image; the warning said "too few images", which a
+    researcher with 30 of them took for a wrong count."""
+    types = ("a", "b", "c", "d")
+    samples = [
+        Sample(Path(f"f{t}{k}.png"), {FRACTURE: 1, CLASS: i}) for i, t in enumerate(types) for k in range(30)
+    ]
+    samples += [Sample(Path(f"n{k}.png"), {FRACTURE: 0}) for k in range(120)]
+    names = {FRACTURE: ("not fractured", "fractured"), CLASS: types}
+    with caplog.at_level("WARNING", logger="fracsight.data"):
+        ensure_splits(Dataset(Path("."), "class-folders", tuple(samples), names), seed=3)
+    assert "leave out a (30 images; none in test): they are balanced by the fracture label, not by type" in (
+        caplog.text
+    )
+    assert "too few images" not in caplog.text
+
+
 def test_a_training_subset_keeps_a_rare_type(caplog) -> None:
     """`max_samples=10` of 77 class-folder images with a type of 2: in proportion alone the type got
     no training image, and the model a class it never saw."""
