@@ -161,6 +161,10 @@ def test_node_killed_again_and_again_loses_and_duplicates_nothing(images: list[P
                 assert list((node.spool / "tmp").iterdir()) == []
             else:
                 node.kill()
+                # status says the node is gone, and that what waits waits for it, not for a PACS
+                said = node.status()
+                assert said["node_running"] is False, said
+                assert (said["status"] == "stopped") == any(said["backlog"].values()), said
             output, _ = sending.communicate(timeout=60)
             rows, queued, marked = spool_rows(node.spool)
             # the windows the kill fell in, for the record: result files written but not queued
@@ -187,6 +191,7 @@ def test_node_killed_again_and_again_loses_and_duplicates_nothing(images: list[P
         done = node.wait_status(
             lambda s: s["backlog"] == {"to_predict": 0, "to_send": 0, "open_studies": 0}, timeout=60
         )
+        assert done["node_running"] is True and done["status"] == "ok", done
         assert node.stop() == 0
 
         # the PACS: each image's results once per kind, each study one verdict over all its images

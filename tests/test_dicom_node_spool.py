@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 from pathlib import Path
 
 import pytest
 
 from fracsight.dicom.metrics import render, status
+from fracsight.dicom.node import _lock_spool
 from fracsight.dicom.sender import _association_groups, parse_dimse_address
 from fracsight.dicom.spool import FAILED, REFUSED, SENT, Spool, instance_key, study_key
 from head_kinds import HEAD_KINDS
@@ -541,10 +543,19 @@ def test_a_pacs_that_rejects_then_takes_the_results_is_logged_as_waited_for_then
             assert rejected.send_once() and rejected._failures == 1
             assert health(spool)["status"] == "degraded" and health(spool)["retrying"] == 1
             # `dicom status` says it too: its counters alone could not tell a PACS down from one taking
-            said = CliRunner().invoke(app, ["dicom", "status", "--spool", str(spool.root)])
+            # (with the spool held as a running node holds it; with none, it says no node runs)
+            command = ["dicom", "status", "--spool", str(spool.root)]
+            held = _lock_spool(spool.root)
+            try:
+                said = CliRunner().invoke(app, command)
+            finally:
+                os.close(held)
             assert said.exit_code == 0 and said.stdout.startswith(
                 "status: degraded (1 result object(s) wait to be sent again: is the destination down?)\n"
             ), said.output
+            stopped = CliRunner().invoke(app, command).stdout
+            assert stopped.startswith("status: stopped (no node is running on this spool: 0 image(s) to ")
+            assert "1 result object(s) to send" in stopped and "\nnode: not running\n" in stopped
             pacs = {r.getMessage(): r.levelno for r in caplog.records if r.name.startswith("pynetdicom")}
             # the lines around it are warnings; that the rejection is permanent (a setting to fix,
             # which no wait mends) stays an ERROR, one line

@@ -529,16 +529,28 @@ def status(
 ) -> None:
     """Health, counters and backlog of a node's spool (works with the node running or stopped)."""
     from fracsight.dicom.metrics import health
+    from fracsight.dicom.node import node_running
 
     with _existing_spool(spool, read_only=True) as store:
         # as /healthz says it: the counters alone could not tell a PACS down from one receiving, nor
         # a spool about to fill, and the metrics port is off by default
         info = health(store)
+    info["node_running"] = running = node_running(spool)
+    backlog = info["backlog"]
+    stopped_with_work = running is False and any(backlog.values())
+    if stopped_with_work:
+        info["status"] = "stopped"
     if json_output:
         write_stdout(json.dumps(info, indent=2) + "\n")
         return
     why = []
-    if info["retrying"]:
+    if stopped_with_work:
+        why.append(
+            f"no node is running on this spool: {backlog['to_predict']} image(s) to predict, "
+            f"{backlog['to_send']} result object(s) to send and {backlog['open_studies']} open "
+            "study(ies) wait until one is started again"
+        )
+    elif info["retrying"]:
         why.append(f"{info['retrying']} result object(s) wait to be sent again: is the destination down?")
     if info["spool_low_space"]:
         why.append("the spool's file system is nearly full")
@@ -547,6 +559,8 @@ def status(
     typer.echo(f"status: {info['status']}" + (f" ({'; '.join(why)})" if why else ""))
     if info["spool_free_bytes"] is not None:
         typer.echo(f"spool free: {info['spool_free_bytes'] / 1e9:.1f} GB")
+    if running is not None:
+        typer.echo(f"node: {'running' if running else 'not running'}")
     for section in ("counters", "backlog", "instances"):
         values = info[section]
         typer.echo(f"{section}:")

@@ -79,6 +79,31 @@ def _lock_spool(root: Path) -> int | None:
     return fd
 
 
+def node_running(root: Path) -> bool | None:
+    """Whether a node holds the spool at ``root`` now (its ``node.lock`` locked), read from the
+    system's table of locks without taking the lock (a node starting that moment would find the
+    spool "in use"); None where there is no such table (not Linux). `dicom status` said "ok" of a
+    node that had died with 14 images waiting, and "is the destination down?" of its backlog."""
+    try:
+        meta = os.stat(root / "node.lock")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+    try:
+        with open("/proc/locks", encoding="ascii") as f:
+            table = f.read()
+    except OSError:
+        return None
+    # "1: FLOCK  ADVISORY  WRITE 4242 08:01:1234567 0 EOF": the device's major and minor in hex. By
+    # the inode alone: a layered file system (a container's) may name another device than stat
+    # does, and a node said "not running" while it ran would send its operator to start a second
+    return any(
+        len(fields) > 5 and fields[5].rsplit(":", 1)[-1] == str(meta.st_ino)
+        for fields in (line.split() for line in table.splitlines())
+    )
+
+
 def _study_uid_of(path: Path) -> str | None:
     """The Study Instance UID of a spooled file, or None when it cannot be read (recovery)."""
     import pydicom
