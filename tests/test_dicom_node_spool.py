@@ -1172,3 +1172,48 @@ def test_a_bundle_its_workers_cannot_load_stops_the_node_in_one_line(tmp_path: P
         "error (bundle_error): bundle.json says input_size 128, model.onnx takes 384 x 384 images"
     )
     assert "Traceback" not in done.stderr
+
+
+def test_one_object_the_pacs_breaks_off_on_holds_no_other_back(spool: Spool) -> None:
+    """A PACS that aborts the association on one object it cannot store (Orthanc on an "Odd
+    Fragment Length"): the sender backed the whole batch off, and as the object came first again
+    at every try, the 53 results behind it waited for ever, the log blaming the AE title."""
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import ComprehensiveSRStorage
+
+    from dicom_support import free_port
+    from fracsight.dicom.sender import NO_RESPONSE, DimseDestination, Sender
+
+    poison, others = UID_A, [UID_B, "1.2.826.0.1.3680043.8.498.13"]
+    stored: list[str] = []
+
+    def store(event: evt.Event) -> int:
+        uid = str(event.request.AffectedSOPInstanceUID)
+        if uid == poison:
+            event.assoc.abort()
+            return 0xC000
+        stored.append(uid)
+        return 0x0000
+
+    port = free_port()
+    scp = AE(ae_title="PACS")
+    scp.add_supported_context(ComprehensiveSRStorage)
+    server = scp.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, store)])
+    try:
+        for uid in (poison, *others):
+            _queue_sr(spool, uid)
+        sender = Sender(
+            spool, DimseDestination("127.0.0.1", port, "PACS", timeout=5), base_delay=0, give_up_after=2
+        )
+        assert sender.send_once()
+        assert stored == others and sender._failures == 0  # the destination is up: no back-off
+        (left,) = spool.due(10)
+        assert left.owner == instance_key(poison) and left.attempts == 1
+        assert spool.retrying() == 1
+        # alone, it cannot be told from a PACS taking nothing: waited for, never given up for that
+        _queue_sr(spool, "1.2.826.0.1.3680043.8.498.14")  # a later result beside it: told apart again
+        assert sender.send_once()
+        assert spool.due(10) == [] and spool.retrying() == 0  # given up at its second refusal
+        assert spool.counters()["send_failed"] == {NO_RESPONSE: 1}
+    finally:
+        server.shutdown()
