@@ -986,3 +986,25 @@ def test_the_reproduce_lines_chain_each_step_onto_the_one_before(detector_bundle
     assert reproduce_line(earlier, line, ["joint", "jb"]) == (
         "fracsight detector joint bundle-again heads joint-again --out=jb-again --force --evaluate test"
     )
+
+
+def test_a_base_whose_graph_has_a_detector_is_refused_before_any_work(tiny_bundle: Path) -> None:
+    """A detector's model.onnx under a bundle.json that does not say so (swapped in, its checksum
+    updated): `detector train` cached features and trained for minutes to hours, then failed with
+    onnx's "Cant merge two graphs with overlapping names"."""
+    pytest.importorskip("torch")
+    import onnx
+    from onnx import TensorProto, helper
+
+    from fracsight.bundle import load_bundle_spec
+    from fracsight.detection.build import refuse_grafted_base
+    from fracsight.errors import BundleError
+
+    base = load_bundle_spec(tiny_bundle)
+    refuse_grafted_base(base, (tiny_bundle / "model.onnx").read_bytes())  # its own graph: taken
+    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("orientation", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["image"], ["orientation"])], "g", [x], [y])
+    detector_graph = onnx.helper.make_model(graph).SerializeToString()
+    with pytest.raises(BundleError, match=r"model.onnx has a detector's outputs already \(orientation\)"):
+        refuse_grafted_base(base, detector_graph)

@@ -135,6 +135,16 @@ def _infinite_bias(d: dict[str, Any]) -> dict[str, Any]:
         (lambda d: {**d, "heads": []}, "lists no heads: the bundle would predict nothing"),
         (lambda d: {**d, "heads": {}}, "heads and operating_points must be lists"),
         (lambda d: {**d, "temperature": None}, r"temperature must be a finite number, got None$"),
+        # hand edits that passed the load and raised a traceback in every prediction or command
+        (lambda d: {**d, "localization": {"relative": 0}}, r"localization.relative must be in \(0, 1\]"),
+        (
+            lambda d: {**d, "heads": [{**d["heads"][0], "name": ["fracture"]}]},
+            "a head's name must be a string",
+        ),
+        (lambda d: {**d, "training": {"config": "x"}}, "training.config must be a JSON object"),
+        (lambda d: {**d, "training": {"config": {"seed": "abc"}}}, "training.config.seed must be an integer"),
+        (lambda d: {**d, "training": {"config": {"seed": None}}}, "training.config.seed must be an integer"),
+        (lambda d: {**d, "training": {"data": 5}}, "training.data must be a string, got 5"),
     ],
     ids=[
         "not-an-object",
@@ -153,6 +163,12 @@ def _infinite_bias(d: dict[str, Any]) -> dict[str, Any]:
         "empty-heads",
         "heads-dict",
         "temperature-null",
+        "relative-0",
+        "head-name-list",
+        "training-config-text",
+        "seed-text",
+        "seed-null",
+        "training-data-number",
     ],
 )
 def test_malformed_bundle_json_is_a_bundle_error(

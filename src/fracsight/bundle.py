@@ -100,6 +100,8 @@ def _check_settings(spec: BundleSpec) -> None:
     for key, high in _LOCALIZATION_NUMBERS.items():
         if key in loc:
             _number(loc[key], f"localization.{key}", 0.0, high)
+    if loc.get("relative") == 0:  # a share of the map's peak: 0 boxed nothing, and raised on each image
+        raise BundleError("localization.relative must be in (0, 1], got 0")
     for key in _LOCALIZATION_COUNTS:
         if key in loc:
             _number(loc[key], f"localization.{key}", 1 if key == "stride" else 0, 4096)
@@ -120,8 +122,26 @@ def _check_settings(spec: BundleSpec) -> None:
         for bound in pair:
             if bound is not None:
                 _number(bound, f"ood.image_limits.{name}")
-    _settings(spec.training, "training")
+    _check_training(_settings(spec.training, "training"))
     _settings(spec.metrics, "metrics")
+
+
+def _check_training(training: dict[str, Any]) -> None:
+    """The parts of ``training`` that evaluate, quantize and detector train read: a hand-edited
+    ``config`` of another type, or a seed that is no integer, raised a traceback in each."""
+    config = _settings(training.get("config", {}), "training.config")
+    seed = config.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise BundleError(f"training.config.seed must be an integer, got {_shown(seed)}")
+    for place, record in (
+        ("training", training),
+        ("training.calibration_data", training.get("calibration_data")),
+    ):
+        if record is None:
+            continue
+        for key in ("data", "layout"):
+            if key in _settings(record, place) and not isinstance(record[key], str):
+                raise BundleError(f"{place}.{key} must be a string, got {_shown(record[key])}")
 
 
 @dataclass(frozen=True)
@@ -133,6 +153,8 @@ class HeadSpec:
     classes: tuple[str, ...]
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():  # a list: unhashable, everywhere
+            raise BundleError(f"a head's name must be a string, got {_shown(self.name)}")
         if self.kind not in HEAD_KINDS:
             raise BundleError(f"head {self.name!r}: kind must be one of {HEAD_KINDS}, got {self.kind!r}")
         if not self.classes:

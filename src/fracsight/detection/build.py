@@ -106,9 +106,11 @@ def refuse_unboxed(dataset: Dataset, data_dir: Path, seed: int) -> None:
             )
 
 
-def refuse_grafted_base(base: BundleSpec) -> None:
+def refuse_grafted_base(base: BundleSpec, model_bytes: bytes | None = None) -> None:
     """Refuse a base that has heads grafted already or is INT8: a second detector cannot be grafted
-    beside the first (the graph names clash), and heads are trained on the float network."""
+    beside the first (the graph names clash), and heads are trained on the float network. With
+    ``model_bytes``, its graph is asked too: a detector's model.onnx under a bundle.json that does not
+    say so trained for minutes to hours, then failed with onnx's "overlapping names"."""
     if base.localization.get("boxes") == "detector" or base.orientation:
         heads, joint = base.training.get("heads") or {}, base.training.get("joint") or {}
         origin = (
@@ -126,6 +128,18 @@ def refuse_grafted_base(base: BundleSpec) -> None:
         raise BundleError(
             f"{base.provenance} is {base.precision}: train the detector on its float bundle, then quantize"
         )
+    if model_bytes is not None:
+        import onnx
+
+        from fracsight.detection.graft import HEAD_OUTPUTS
+
+        outputs = {o.name for o in onnx.load_model_from_string(model_bytes).graph.output}
+        if outputs & set(HEAD_OUTPUTS):
+            raise BundleError(
+                f"{base.provenance}'s model.onnx has a detector's outputs already "
+                f"({', '.join(sorted(outputs & set(HEAD_OUTPUTS)))}), though its bundle.json does not say "
+                "so: give the bundle without them as the base"
+            )
 
 
 def _base_validation(base: BundleSpec, own_data: bool, n_val: int) -> dict[str, Any]:
@@ -164,7 +178,7 @@ def build_detector_bundle(
     cfg = cfg or HeadsConfig()
     base_dir, out_dir = Path(base_dir), Path(out_dir)
     base = load_bundle_spec(base_dir)
-    read_checked_onnx(base_dir, base)  # the card would name a network that is not the one inside
+    graph = read_checked_onnx(base_dir, base)  # the card would name a network that is not the one inside
     fracture = base.head("fracture")
     if fracture is None:
         raise DetectorArgumentError(f"{base.name} has no fracture head: the detector finds fractures")
@@ -174,7 +188,7 @@ def build_detector_bundle(
             f"{base.name} reads {base.input_size} px; the detector and orientation heads need an input "
             f"size that is a multiple of {32 * GRID} (e.g. 288 or 384): train the base at such a size"
         )
-    refuse_grafted_base(base)
+    refuse_grafted_base(base, graph)
     dataset = load_dataset(Path(data_dir), base.training.get("layout", "auto"))
     dataset.refuse_other_binary_label(
         fracture.classes, "train the detector on data labelled as the base's (--data)"
