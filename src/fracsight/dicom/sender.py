@@ -212,48 +212,31 @@ class DimseDestination:
                 try:
                     self._deliver_group(paths, group, metas, outcomes)
                 except NoStoreResponse:
-                    self._without_the_first(paths, group, metas, outcomes)
+                    # the rest on a new association: where it stores any, the first is one object
+                    # it cannot store (a refusal, given up after the retries); else it takes nothing
+                    # from us. Backed off whole, that object (first again at every try) held every
+                    # result behind it for good, the log blaming an AE title that was accepted
+                    first, rest = group[0], group[1:]
+                    if rest:
+                        with contextlib.suppress(DestinationUnavailable):
+                            self._deliver_group(paths, rest, metas, outcomes)
+                    if not any(outcomes[i] is DELIVERED for i in rest):
+                        for i in rest:
+                            outcomes[i] = UNAVAILABLE
+                        raise
+                    outcomes[first] = NO_RESPONSE
+                    log.warning(
+                        "%s broke off the association storing one object (SOP class %s, transfer "
+                        "syntax %s) while it stored others: taken as a refusal of that object",
+                        self.describe(),
+                        *metas[first],
+                    )
             except DestinationUnavailable as e:
                 if n == 0:
                     raise
                 log.warning("%s; the objects left wait for a retry", e)
                 break  # what the first associations sent stays sent; the rest wait for a retry
         return outcomes
-
-    def _no_response(self) -> str:
-        return (
-            f"{self.describe()}: no C-STORE response (it aborted the association, or gave no answer "
-            f"within {self.timeout:g} s: check that it accepts storage from calling AE title "
-            f"{self.calling_ae})"
-        )
-
-    def _without_the_first(
-        self,
-        paths: Sequence[Path],
-        group: list[int],
-        metas: dict[int, tuple[str, str]],
-        outcomes: list[str | None],
-    ) -> None:
-        """The first store of ``group`` got no response: the rest on a new association. Where it
-        stores any of them, the first is one object it cannot store (given up after the retries, as
-        a refusal); else the destination takes nothing from us, and that is raised. Backed off as a
-        whole, the object (first again at every try) held every result behind it for good, the log
-        sending the administrator to an AE title that was accepted."""
-        first, rest = group[0], group[1:]
-        if rest:
-            with contextlib.suppress(DestinationUnavailable):
-                self._deliver_group(paths, rest, metas, outcomes)
-        if not any(outcomes[i] is DELIVERED for i in rest):
-            for i in rest:
-                outcomes[i] = UNAVAILABLE
-            raise NoStoreResponse(self._no_response())
-        outcomes[first] = NO_RESPONSE
-        log.warning(
-            "%s broke off the association storing one object (SOP class %s, transfer syntax %s) while "
-            "it stored others: treated as a refusal of that object",
-            self.describe(),
-            *metas[first],
-        )
 
     def _deliver_group(
         self,
@@ -317,7 +300,11 @@ class DimseDestination:
                     # it took the association and then broke off the store, each try alike: a PACS
                     # that takes no storage from this AE title (Orthanc's DicomAlwaysAllowStore off)
                     # was retried for ever with nothing in the log
-                    raise NoStoreResponse(self._no_response())
+                    raise NoStoreResponse(
+                        f"{self.describe()}: no C-STORE response (it aborted the association, or gave "
+                        f"no answer within {self.timeout:g} s: check that it accepts storage from "
+                        f"calling AE title {self.calling_ae})"
+                    )
                 answered = True
                 if code is None:  # no response: connection lost or timed out
                     outcomes[i] = UNAVAILABLE
