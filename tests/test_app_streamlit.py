@@ -212,6 +212,13 @@ def test_an_example_uploaded_too_is_one_view(
     at.button(key="clear-examples").click().run()  # the upload alone is then shown, without a note
     assert list(at.dataframe[0].value["source"]) == ["copy.jpg", normal.name, ALL_INPUTS]
     assert not [w for w in at.warning if "counted once" in w.value]
+    # uploaded under its own name first, then picked: one card of that name, not "(2)" (the
+    # upload, shown as the example's repeat, is on the page still: its name was not freed)
+    at.button(key="clear-all").click().run()
+    at.file_uploader[0].set_value([(fractured.name, fractured.read_bytes(), "image/jpeg")]).run()
+    at.button(key="example-0").click().run()
+    assert_whole(at)
+    assert list(at.dataframe[0].value["source"]) == [fractured.name]
 
 
 def test_examples_of_a_pacs_export_are_told_apart_and_only_images_offered(

@@ -131,6 +131,7 @@ def test_many_copies_of_one_picture_are_counted_in_bounded_memory(
     assert data["cross_split_pair_count"] == 3600 and len(data["cross_split_pairs"]) == 50
     table = CliRunner().invoke(app, ["audit", str(root)], env={"COLUMNS": "200"})
     assert table.exit_code == 0 and "3600" in table.stdout
+    assert "Near-duplicates across splits (first 10 of 3600)" in table.stdout  # not "of 50"
 
 
 def test_one_picture_filed_under_two_fracture_types_is_label_noise(tmp_path: Path) -> None:

@@ -1184,12 +1184,13 @@ def test_one_object_the_pacs_breaks_off_on_holds_no_other_back(spool: Spool) -> 
     from dicom_support import free_port
     from fracsight.dicom.sender import NO_RESPONSE, DimseDestination, Sender
 
-    poison, others = UID_A, [UID_B, "1.2.826.0.1.3680043.8.498.13"]
+    # two in a row: the second was the first of the next association, and all waited again
+    poisons, others = [UID_A, "1.2.826.0.1.3680043.8.498.19"], [UID_B, "1.2.826.0.1.3680043.8.498.13"]
     stored: list[str] = []
 
     def store(event: evt.Event) -> int:
         uid = str(event.request.AffectedSOPInstanceUID)
-        if uid == poison:
+        if uid in poisons:
             event.assoc.abort()
             return 0xC000
         stored.append(uid)
@@ -1200,20 +1201,20 @@ def test_one_object_the_pacs_breaks_off_on_holds_no_other_back(spool: Spool) -> 
     scp.add_supported_context(ComprehensiveSRStorage)
     server = scp.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, store)])
     try:
-        for uid in (poison, *others):
+        for uid in (*poisons, *others):
             _queue_sr(spool, uid)
         sender = Sender(
             spool, DimseDestination("127.0.0.1", port, "PACS", timeout=5), base_delay=0, give_up_after=2
         )
         assert sender.send_once()
         assert stored == others and sender._failures == 0  # the destination is up: no back-off
-        (left,) = spool.due(10)
-        assert left.owner == instance_key(poison) and left.attempts == 1
-        assert spool.retrying() == 1
+        left = spool.due(10)
+        assert [r.owner for r in left] == [instance_key(uid) for uid in poisons]
+        assert [r.attempts for r in left] == [1, 1] and spool.retrying() == 2
         # alone, it cannot be told from a PACS taking nothing: waited for, never given up for that
         _queue_sr(spool, "1.2.826.0.1.3680043.8.498.14")  # a later result beside it: told apart again
         assert sender.send_once()
         assert spool.due(10) == [] and spool.retrying() == 0  # given up at its second refusal
-        assert spool.counters()["send_failed"] == {NO_RESPONSE: 1}
+        assert spool.counters()["send_failed"] == {NO_RESPONSE: 2}
     finally:
         server.shutdown()

@@ -347,8 +347,9 @@ def unique_inputs(items: list[Input]) -> list[Input]:
     # the names of inputs removed, kept from others until Clear all images; one picked again (an
     # example) has its own back
     retired: dict[str, tuple[str, str]] = st.session_state.setdefault("retired_names", {})
-    listed = {items[i].key for i in keep}
-    retired.update((key, named) for key, named in names.items() if key not in listed)
+    listed, present = {items[i].key for i in keep}, {item.key for item in items}
+    # removed, not merely shown as another's repeat (an upload of an example picked too)
+    retired.update((key, named) for key, named in names.items() if key not in present)
     kept = kept_names(
         [(items[i].key, items[i].name) for i in keep],
         {**{key: named for key, named in retired.items() if key in listed}, **names},

@@ -358,8 +358,12 @@ def render_audit(report: AuditReport, limit: int = 10) -> list[RenderableType]:
     for name, count, meaning in rows:
         findings.add_row(name, Text(str(count), style="red" if count else "green"), meaning)
     out.append(findings)
-    out += _pair_table("Near-duplicates across splits", report.cross_split_pairs, limit)
-    out += _pair_table("Near-duplicates with different labels", report.cross_label_pairs, limit)
+    pairs = (
+        ("Near-duplicates across splits", report.cross_split_pairs, report.cross_split_pair_count),
+        ("Near-duplicates with different labels", report.cross_label_pairs, report.cross_label_pair_count),
+    )
+    for title, listed, total in pairs:
+        out += _pair_table(title, listed, limit, total)
     out += _listing("Unreadable", [f"{u['path']} ({u['error']})" for u in report.unreadable], limit)
     out += _listing("Truncated", report.truncated, limit)
     out += _listing("Exact duplicates", [" = ".join(g) for g in report.exact_duplicates], limit)
@@ -437,10 +441,12 @@ def _balance_rows(per_split: dict[str, dict[str, int]], classes: list[str], titl
     return table
 
 
-def _pair_table(title: str, pairs: list[NearPair], limit: int) -> list[RenderableType]:
+def _pair_table(title: str, pairs: list[NearPair], limit: int, total: int) -> list[RenderableType]:
+    """The first ``limit`` of ``pairs``, titled with ``total``: the pairs named may be fewer
+    (:data:`MAX_LISTED_PAIRS`)."""
     if not pairs:
         return []
-    table = Table(title=f"{title} (first {min(limit, len(pairs))} of {len(pairs)})", title_justify="left")
+    table = Table(title=f"{title} (first {min(limit, len(pairs))} of {total})", title_justify="left")
     for col in ("Image A", "Image B"):
         table.add_column(col, overflow="fold")
     with_splits = any(p.split_a is not None or p.split_b is not None for p in pairs)

@@ -95,13 +95,19 @@ def node_running(root: Path) -> bool | None:
             table = f.read()
     except OSError:
         return None
-    # "1: FLOCK  ADVISORY  WRITE 4242 08:01:1234567 0 EOF": the device's major and minor in hex. By
-    # the inode alone: a layered file system (a container's) may name another device than stat
-    # does, and a node said "not running" while it ran would send its operator to start a second
-    return any(
-        len(fields) > 5 and fields[5].rsplit(":", 1)[-1] == str(meta.st_ino)
-        for fields in (line.split() for line in table.splitlines())
-    )
+    # "1: FLOCK  ADVISORY  WRITE 4242 08:01:1234567 0 EOF": the device's major and minor in hex. On
+    # an anonymous device (major 0: overlay, btrfs, NFS) by the inode alone, as the table may name
+    # another device than stat does there (a node said "not running" while it ran would send its
+    # operator to start a second); on a disk, the device too: two spools on volumes made alike
+    # have a node.lock of one inode number
+    device = f"{os.major(meta.st_dev):02x}:{os.minor(meta.st_dev):02x}"
+    for fields in (line.split() for line in table.splitlines()):
+        if len(fields) < 6 or fields[1] == "->":  # a waiter's line, not a lock held
+            continue
+        held_on, _, inode = fields[5].rpartition(":")
+        if inode == str(meta.st_ino) and (os.major(meta.st_dev) == 0 or held_on == device):
+            return True
+    return False
 
 
 def _study_uid_of(path: Path) -> str | None:

@@ -18,7 +18,6 @@ gets two different results for the same image.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 import socket
@@ -96,8 +95,18 @@ class DestinationUnavailable(Exception):
 
 
 class NoStoreResponse(DestinationUnavailable):
-    """The destination took the association and broke off the first store: it takes no storage from
-    this AE title, or cannot store that one object (:meth:`DimseDestination.deliver` tells which)."""
+    """The destination took the association and broke off the first store, of object ``index``: it
+    takes no storage from this AE title, or cannot store that object (:meth:`DimseDestination.deliver`
+    tells which)."""
+
+    def __init__(self, index: int, message: str) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+#: objects of one batch tried alone after the PACS broke off a store on them; each costs an
+#: association (and, where the PACS answers nothing, the whole timeout)
+_MOST_SUSPECTS = 3
 
 
 #: the outcome of an object the destination broke off the association on while it stored others
@@ -209,34 +218,54 @@ class DimseDestination:
                 outcomes[i] = "file_unreadable"
         for n, group in enumerate(_association_groups(metas)):
             try:
-                try:
-                    self._deliver_group(paths, group, metas, outcomes)
-                except NoStoreResponse:
-                    # the rest on a new association: where it stores any, the first is one object
-                    # it cannot store (a refusal, given up after the retries); else it takes nothing
-                    # from us. Backed off whole, that object (first again at every try) held every
-                    # result behind it for good, the log blaming an AE title that was accepted
-                    first, rest = group[0], group[1:]
-                    if rest:
-                        with contextlib.suppress(DestinationUnavailable):
-                            self._deliver_group(paths, rest, metas, outcomes)
-                    if not any(outcomes[i] is DELIVERED for i in rest):
-                        for i in rest:
-                            outcomes[i] = UNAVAILABLE
-                        raise
-                    outcomes[first] = NO_RESPONSE
-                    log.warning(
-                        "%s broke off the association storing one object (SOP class %s, transfer "
-                        "syntax %s) while it stored others: taken as a refusal of that object",
-                        self.describe(),
-                        *metas[first],
-                    )
+                self._deliver_past_suspects(paths, group, metas, outcomes)
             except DestinationUnavailable as e:
                 if n == 0:
                     raise
                 log.warning("%s; the objects left wait for a retry", e)
                 break  # what the first associations sent stays sent; the rest wait for a retry
         return outcomes
+
+    def _deliver_past_suspects(
+        self,
+        paths: Sequence[Path],
+        group: list[int],
+        metas: dict[int, tuple[str, str]],
+        outcomes: list[str | None],
+    ) -> None:
+        """:meth:`_deliver_group`; where the PACS breaks off the first store of an association, the
+        objects after that one go on a new association. Where it stores any of them, each object it
+        broke off on is one it cannot store (``no_response``: a refusal, given up after the retries);
+        else it takes nothing from us, and that is raised. Backed off whole, such an object (first
+        again at every try) held every result behind it for good, the log blaming an AE title that
+        was accepted."""
+        suspects: list[int] = []
+        remaining = group
+        first_error: NoStoreResponse | None = None
+        while remaining and len(suspects) < _MOST_SUSPECTS:
+            try:
+                self._deliver_group(paths, remaining, metas, outcomes)
+                break
+            except NoStoreResponse as e:
+                first_error = first_error or e
+                suspects.append(e.index)
+                remaining = remaining[remaining.index(e.index) + 1 :]
+            except DestinationUnavailable:
+                if not suspects:
+                    raise
+                break
+        if first_error is None:
+            return
+        if not any(outcomes[i] is DELIVERED for i in group):
+            raise first_error
+        for i in suspects:
+            outcomes[i] = NO_RESPONSE
+            log.warning(
+                "%s broke off the association storing one object (SOP class %s, transfer syntax %s) "
+                "while it stored others: taken as a refusal of that object",
+                self.describe(),
+                *metas[i],
+            )
 
     def _deliver_group(
         self,
@@ -301,9 +330,10 @@ class DimseDestination:
                     # that takes no storage from this AE title (Orthanc's DicomAlwaysAllowStore off)
                     # was retried for ever with nothing in the log
                     raise NoStoreResponse(
+                        i,
                         f"{self.describe()}: no C-STORE response (it aborted the association, or gave "
                         f"no answer within {self.timeout:g} s: check that it accepts storage from "
-                        f"calling AE title {self.calling_ae})"
+                        f"calling AE title {self.calling_ae})",
                     )
                 answered = True
                 if code is None:  # no response: connection lost or timed out
