@@ -103,10 +103,40 @@ def test_windows_paths_in_a_manifest(tmp_path: Path) -> None:
     with pytest.raises(DatasetError) as e:
         collect_batch_inputs([tmp_path / "win.csv"])
     assert said in str(e.value)
+
     args = ["batch", "run", str(tmp_path / "win.csv"), "--out", str(tmp_path / "o")]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2 and said in one_line(result.output), result.output
     assert "Traceback" not in result.output and not (tmp_path / "o").exists()
+
+
+def test_a_list_from_mura_or_of_patterns_is_refused_before_ray_starts(tmp_path: Path, monkeypatch) -> None:
+    """MURA's valid_image_paths.csv (no header, paths from the folder above it): "no 'path' column:
+    name the column of paths with --path-column", which took the first image for the header and
+    left it out; from inside the data folder, every row an unreadable_image row, committed. A shell
+    pattern in a list (arch/a/*.jpg) was one such row too, counted as an error for good."""
+    mura = tmp_path / "MURA-v1.1"
+    image = mura / "valid" / "XR_HAND" / "patient00002" / "study1_positive" / "image1.png"
+    image.parent.mkdir(parents=True)
+    image.write_bytes(b"png")
+    listed = mura / "valid_image_paths.csv"
+    listed.write_text("MURA-v1.1/valid/XR_HAND/patient00002/study1_positive/image1.png\n")
+    with pytest.raises(DatasetError, match=r"it has no header row \(its first line, 'MURA-v1.1/valid/"):
+        collect_batch_inputs([listed])
+    as_text = mura / "valid_image_paths.txt"
+    as_text.write_text(listed.read_text())
+    monkeypatch.chdir(mura)
+    with pytest.raises(
+        DatasetError, match="1 of them exist relative to the folder above it, as MURA's lists are"
+    ):
+        collect_batch_inputs([as_text])
+    (tmp_path / "arch").mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (tmp_path / "arch" / name).write_bytes(b"jpg")
+    patterns = tmp_path / "list.txt"
+    patterns.write_text("arch/*.jpg\n")
+    with pytest.raises(DatasetError, match=r"1 of 1 rows are shell patterns, not paths \(line 1\)"):
+        collect_batch_inputs([patterns])
 
 
 def test_standard_input_is_refused_with_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -125,17 +125,25 @@ def _refuse_relative_to_here(arg: Path, listed: Sequence[str], base: Path) -> No
     the list's own (``base``): all its rows became ``unreadable_image`` rows, committed, after Ray
     started. Looks at the first relative rows only."""
     relative = _relative_rows(listed)
-    if not relative or os.path.realpath(base) == os.path.realpath(os.curdir):
+    if not relative or any(os.path.lexists(base / p) for p in relative):
         return
-    if any(os.path.lexists(base / p) for p in relative):
-        return
-    here = sum(os.path.lexists(p) for p in relative)
-    if here:
-        raise DatasetError(
-            f"{arg}: its relative paths are read relative to its folder ({base}), where none of the first "
-            f"{len(relative)} exists, and {here} of them exist relative to the current folder: write them "
-            "relative to the list's folder, or absolute"
-        )
+    # where they are found instead: the current folder, or the folder above the list's, from which
+    # MURA's lists are written (MURA-v1.1/valid/...; read from inside MURA-v1.1, each row was an
+    # unreadable_image row)
+    elsewhere = [
+        (Path(os.curdir), "the current folder"),
+        (base.parent, "the folder above it, as MURA's lists are"),
+    ]
+    if os.path.realpath(base) == os.path.realpath(os.curdir):
+        elsewhere = elsewhere[1:]
+    for folder, what in elsewhere:
+        found = sum(os.path.lexists(folder / p) for p in relative)
+        if found:
+            raise DatasetError(
+                f"{arg}: its relative paths are read relative to its folder ({base}), where none of the "
+                f"first {len(relative)} exists, and {found} of them exist relative to {what}: write them "
+                "relative to the list's folder, or absolute"
+            )
 
 
 def _as_meant(base: Path, typed: Path) -> Path:
@@ -264,6 +272,14 @@ def _csv_rows(path: Path, column: str) -> list[tuple[str, str | None]]:
 def _refuse_missing_column(path: Path, column: str, names: Sequence[str]) -> None:
     if column in names:
         return
+    folders = (path.parent, path.parent.parent, Path.cwd())
+    if any(n.strip() and any(os.path.lexists(f / n.strip()) for f in folders) for n in names):
+        # MURA's *_image_paths.csv: no header; --path-column, as suggested, took its first image for
+        # the header, and that image was left out without a word
+        raise DatasetError(
+            f"{path}: it has no header row (its first line, {names[0]!r}, is a path): add a first line "
+            f"naming the column ({column!r}), or save the paths as a .txt list, one a line"
+        )
     near = [n for n in names if n.strip().casefold() == column.strip().casefold()]
     hint = f"--path-column {near[0]!r}?" if near else "name the column of paths with --path-column"
     raise DatasetError(f"{path}: no {column!r} column (columns: {', '.join(names)}): {hint}")
@@ -291,11 +307,27 @@ def _checked(path: Path, rows: list[tuple[str, str]], column: str) -> list[str]:
             "are Windows paths (a drive letter or \\\\server\\share)",
             "list the files as this machine mounts them (relative paths with \\ are read as /)",
         ),
+        (
+            # as on the command line, where the shell expands them: in a list each was an error row
+            # committed to the output for good
+            [w for w, p in rows if _a_pattern(path.parent, p)],
+            "are shell patterns, not paths",
+            "list the files themselves (ls arch/a/*.jpg > list.txt)",
+        ),
     ):
         if bad:
             shown = ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
             raise DatasetError(f"{path}: {len(bad)} of {len(rows)} rows {problem} ({shown}): {fix}")
     return [p for _, p in rows]
+
+
+def _a_pattern(base: Path, value: str) -> bool:
+    """Whether ``value`` is a shell pattern (``arch/a/*.jpg``) matching files, not a file's name."""
+    if not any(c in value for c in "*?[") or os.path.lexists(base / value):
+        return False
+    import glob
+
+    return bool(glob.glob(str(base / value)))
 
 
 def _as_written_or_stripped(base: Path, value: str) -> str:
