@@ -273,7 +273,7 @@ def _refuse_missing_column(path: Path, column: str, names: Sequence[str]) -> Non
     if column in names:
         return
     folders = (path.parent, path.parent.parent, Path.cwd())
-    if any(n.strip() and any(os.path.lexists(f / n.strip()) for f in folders) for n in names):
+    if any(n.strip() and any(os.path.isfile(f / n.strip()) for f in folders) for n in names):
         # MURA's *_image_paths.csv: no header; --path-column, as suggested, took its first image for
         # the header, and that image was left out without a word
         raise DatasetError(
