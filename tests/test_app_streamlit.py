@@ -219,6 +219,8 @@ def test_an_example_uploaded_too_is_one_view(
     at.button(key="example-0").click().run()
     assert_whole(at)
     assert list(at.dataframe[0].value["source"]) == [fractured.name]
+    at.button(key="clear-examples").click().run()  # the upload alone again: its own name still
+    assert list(at.dataframe[0].value["source"]) == [fractured.name]
 
 
 def test_examples_of_a_pacs_export_are_told_apart_and_only_images_offered(

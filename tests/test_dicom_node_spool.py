@@ -1218,3 +1218,36 @@ def test_one_object_the_pacs_breaks_off_on_holds_no_other_back(spool: Spool) -> 
         assert spool.counters()["send_failed"] == {NO_RESPONSE: 2}
     finally:
         server.shutdown()
+
+
+def test_a_pacs_that_answers_no_store_is_tried_once_a_batch(spool: Spool) -> None:
+    """A PACS that takes the association and answers no store: setting each object aside and
+    trying the rest on a new association waited out the whole timeout once an object (three times
+    30 s a try, past the container's stop grace). It is waited for as one destination down."""
+    import time
+
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import ComprehensiveSRStorage
+
+    from dicom_support import free_port
+    from fracsight.dicom.sender import DimseDestination, Sender
+
+    associations: list[int] = []
+
+    def silent(event: evt.Event) -> int:
+        time.sleep(2.5)
+        return 0x0000
+
+    port = free_port()
+    scp = AE(ae_title="PACS")
+    scp.add_supported_context(ComprehensiveSRStorage)
+    handlers = [(evt.EVT_C_STORE, silent), (evt.EVT_ACCEPTED, lambda event: associations.append(1))]
+    server = scp.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers)
+    try:
+        for k in range(3):
+            _queue_sr(spool, f"1.2.826.0.1.3680043.8.498.3{k}")
+        sender = Sender(spool, DimseDestination("127.0.0.1", port, "PACS", timeout=1), base_delay=0)
+        assert sender.send_once() and sender._failures == 1
+        assert len(associations) == 1 and len(spool.due(10)) == 3  # all wait, none refused
+    finally:
+        server.shutdown()

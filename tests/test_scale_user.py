@@ -125,11 +125,13 @@ def test_a_list_from_mura_or_of_patterns_is_refused_before_ray_starts(tmp_path: 
         collect_batch_inputs([listed])
     as_text = mura / "valid_image_paths.txt"
     as_text.write_text(listed.read_text())
-    monkeypatch.chdir(mura)
+    monkeypatch.chdir(mura)  # and given by their bare names, as typed there
     with pytest.raises(
         DatasetError, match="1 of them exist relative to the folder above it, as MURA's lists are"
     ):
-        collect_batch_inputs([as_text])
+        collect_batch_inputs([Path(as_text.name)])
+    with pytest.raises(DatasetError, match="it has no header row"):
+        collect_batch_inputs([Path(listed.name)])
     (tmp_path / "arch").mkdir()
     for name in ("a.jpg", "b.jpg"):
         (tmp_path / "arch" / name).write_bytes(b"jpg")

@@ -357,8 +357,10 @@ def unique_inputs(items: list[Input]) -> list[Input]:
     )
     for key in kept:
         retired.pop(key, None)
+    # a repeat keeps its name too: shown alone again (the example it repeated cleared), it is named so
+    repeats_named = {key: named for key, named in names.items() if key in present and key not in listed}
     names.clear()
-    names.update(kept)
+    names.update({**repeats_named, **kept})
     shown = {i: kept[items[i].key][1] for i in keep}
     note = duplicates_text([(name, shown[kept]) for name, kept in repeats])
     if note:

@@ -99,14 +99,10 @@ class NoStoreResponse(DestinationUnavailable):
     takes no storage from this AE title, or cannot store that object (:meth:`DimseDestination.deliver`
     tells which)."""
 
-    def __init__(self, index: int, message: str) -> None:
+    def __init__(self, index: int, message: str, *, timed_out: bool = False) -> None:
         super().__init__(message)
         self.index = index
-
-
-#: objects of one batch tried alone after the PACS broke off a store on them; each costs an
-#: association (and, where the PACS answers nothing, the whole timeout)
-_MOST_SUSPECTS = 3
+        self.timed_out = timed_out  # no answer at all: another try waits out the timeout again
 
 
 #: the outcome of an object the destination broke off the association on while it stored others
@@ -242,11 +238,15 @@ class DimseDestination:
         suspects: list[int] = []
         remaining = group
         first_error: NoStoreResponse | None = None
-        while remaining and len(suspects) < _MOST_SUSPECTS:
+        while remaining:
             try:
                 self._deliver_group(paths, remaining, metas, outcomes)
                 break
             except NoStoreResponse as e:
+                if e.timed_out:  # a PACS that answers nothing: one timeout a try, not one an object
+                    if not suspects:
+                        raise
+                    break
                 first_error = first_error or e
                 suspects.append(e.index)
                 remaining = remaining[remaining.index(e.index) + 1 :]
@@ -314,6 +314,7 @@ class DimseDestination:
             for i in group:
                 if not assoc.is_established:
                     break  # the peer went away: the rest stay UNAVAILABLE
+                started = time.monotonic()
                 try:
                     status = assoc.send_c_store(self._as_accepted(paths[i], metas[i], accepted))
                 except (RuntimeError, ValueError):  # the peer accepted no context for this file
@@ -334,6 +335,7 @@ class DimseDestination:
                         f"{self.describe()}: no C-STORE response (it aborted the association, or gave "
                         f"no answer within {self.timeout:g} s: check that it accepts storage from "
                         f"calling AE title {self.calling_ae})",
+                        timed_out=time.monotonic() - started >= 0.9 * self.timeout,
                     )
                 answered = True
                 if code is None:  # no response: connection lost or timed out

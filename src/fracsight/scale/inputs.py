@@ -15,7 +15,7 @@ from pathlib import Path
 
 from fracsight.errors import DatasetError
 from fracsight.inference.tabular import distinct_names, input_key, named_inputs, text_cell
-from fracsight.io import url_text
+from fracsight.io import IMAGE_SUFFIXES, url_text
 
 __all__ = ["LIST_SUFFIXES", "MANIFEST_SUFFIXES", "collect_batch_inputs"]
 
@@ -132,7 +132,7 @@ def _refuse_relative_to_here(arg: Path, listed: Sequence[str], base: Path) -> No
     # unreadable_image row)
     elsewhere = [
         (Path(os.curdir), "the current folder"),
-        (base.parent, "the folder above it, as MURA's lists are"),
+        (Path(os.path.abspath(base)).parent, "the folder above it, as MURA's lists are"),
     ]
     if os.path.realpath(base) == os.path.realpath(os.curdir):
         elsewhere = elsewhere[1:]
@@ -272,8 +272,10 @@ def _csv_rows(path: Path, column: str) -> list[tuple[str, str | None]]:
 def _refuse_missing_column(path: Path, column: str, names: Sequence[str]) -> None:
     if column in names:
         return
-    folders = (path.parent, path.parent.parent, Path.cwd())
-    if any(n.strip() and any(os.path.isfile(f / n.strip()) for f in folders) for n in names):
+    folders = (path.parent, Path(os.path.abspath(path)).parent.parent, Path.cwd())
+    # a cell with a folder or an image's suffix: a column named like a file beside it is no path
+    pathlike = [n.strip() for n in names if "/" in n or Path(n.strip()).suffix.lower() in IMAGE_SUFFIXES]
+    if any(any(os.path.isfile(f / n) for f in folders) for n in pathlike):
         # MURA's *_image_paths.csv: no header; --path-column, as suggested, took its first image for
         # the header, and that image was left out without a word
         raise DatasetError(
