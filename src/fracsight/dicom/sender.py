@@ -18,13 +18,14 @@ gets two different results for the same image.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -212,9 +213,17 @@ class DimseDestination:
                 outcomes[i] = "file_missing"
             except Exception:  # not a DICOM file with file meta: it cannot be sent as it is
                 outcomes[i] = "file_unreadable"
+        send = functools.partial(self._deliver_group, paths, metas=metas, outcomes=outcomes)
         for n, group in enumerate(_association_groups(metas)):
             try:
-                self._deliver_past_suspects(paths, group, metas, outcomes)
+                for i in self._past_suspects(group, send, lambda k: outcomes[k] is DELIVERED):
+                    outcomes[i] = NO_RESPONSE
+                    log.warning(
+                        "%s broke off the association storing one object (SOP class %s, transfer "
+                        "syntax %s) while it stored others: taken as a refusal of that object",
+                        self.describe(),
+                        *metas[i],
+                    )
             except DestinationUnavailable as e:
                 if n == 0:
                     raise
@@ -222,25 +231,22 @@ class DimseDestination:
                 break  # what the first associations sent stays sent; the rest wait for a retry
         return outcomes
 
-    def _deliver_past_suspects(
-        self,
-        paths: Sequence[Path],
-        group: list[int],
-        metas: dict[int, tuple[str, str]],
-        outcomes: list[str | None],
-    ) -> None:
-        """:meth:`_deliver_group`; where the PACS breaks off the first store of an association, the
-        objects after that one go on a new association. Where it stores any of them, each object it
-        broke off on is one it cannot store (``no_response``: a refusal, given up after the retries);
-        else it takes nothing from us, and that is raised. Backed off whole, such an object (first
-        again at every try) held every result behind it for good, the log blaming an AE title that
-        was accepted."""
+    @staticmethod
+    def _past_suspects(
+        group: list[int], send: Callable[[list[int]], object], stored: Callable[[int], bool]
+    ) -> list[int]:
+        """``send(group)``; where the PACS breaks off the first store of an association, the objects
+        after that one are sent on a new association. Where it stores any of them, the objects it
+        broke off on are returned: each one it cannot store (``no_response``, a refusal given up
+        after the retries); else it takes nothing from us, and that is raised. Backed off whole,
+        such an object (first again at every try) held every result behind it for good, the log
+        blaming an AE title that was accepted."""
         suspects: list[int] = []
         remaining = group
         first_error: NoStoreResponse | None = None
         while remaining:
             try:
-                self._deliver_group(paths, remaining, metas, outcomes)
+                send(remaining)
                 break
             except NoStoreResponse as e:
                 if e.timed_out:  # a PACS that answers nothing: one timeout a try, not one an object
@@ -254,18 +260,9 @@ class DimseDestination:
                 if not suspects:
                     raise
                 break
-        if first_error is None:
-            return
-        if not any(outcomes[i] is DELIVERED for i in group):
+        if first_error is not None and not any(stored(i) for i in group):
             raise first_error
-        for i in suspects:
-            outcomes[i] = NO_RESPONSE
-            log.warning(
-                "%s broke off the association storing one object (SOP class %s, transfer syntax %s) "
-                "while it stored others: taken as a refusal of that object",
-                self.describe(),
-                *metas[i],
-            )
+        return suspects
 
     def _deliver_group(
         self,
