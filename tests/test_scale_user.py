@@ -121,8 +121,9 @@ def test_a_list_from_mura_or_of_patterns_is_refused_before_ray_starts(tmp_path: 
     image.write_bytes(b"png")
     listed = mura / "valid_image_paths.csv"
     listed.write_text("MURA-v1.1/valid/XR_HAND/patient00002/study1_positive/image1.png\n")
-    with pytest.raises(DatasetError, match=r"it has no header row \(its first line, 'MURA-v1.1/valid/"):
+    with pytest.raises(DatasetError, match=r"it has no header row \(its first line, 'MURA-v1.1/valid/") as e:
         collect_batch_inputs([listed])
+    assert f"its paths are relative to {tmp_path}, not to the list's folder" in str(e.value)
     as_text = mura / "valid_image_paths.txt"
     as_text.write_text(listed.read_text())
     monkeypatch.chdir(mura)  # and given by their bare names, as typed there

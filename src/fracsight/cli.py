@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import glob
+import itertools
 import json
 import os
 import shlex
@@ -840,17 +841,15 @@ def _write_overlay(result, overlay_dir: Path, opacity: float, *, keep_suffix: bo
     folder = overlay_dir.joinpath(*(kept_apart.get(part, part) for part in name.parent.parts))
     folder.mkdir(parents=True, exist_ok=True)
     stem = short_overlay_stem(name.name if keep_suffix else image_stem(name))
-    target = folder / f"{stem}.overlay.png"
-    n = 1
     caption, legend = overlay_words(result)  # a picture passed on alone still says what it is
-    while True:
-        while os.path.lexists(target):  # never overwrite (nor a link of the user's): a re-run's get a counter
-            target = folder / f"{stem}.overlay-{n}.png"
-            n += 1
+    drawn = (result.pixels, result.heatmap, result.boxes)
+    for n in itertools.count():
+        target = folder / (f"{stem}.overlay.png" if n == 0 else f"{stem}.overlay-{n}.png")
         try:
-            drawn = (result.pixels, result.heatmap, result.boxes)
             return save_overlay(target, *drawn, opacity=opacity, caption=caption, legend=legend)
-        except FileExistsError:  # another run into this folder took the name meanwhile: the next one
+        # never over a file (nor a link of the user's), one made by another run into this folder
+        # meanwhile included: a re-run's get a counter
+        except FileExistsError:
             continue
         except OSError as e:  # a full disk names no file: the overlay it cost is named
             if e.filename is None:

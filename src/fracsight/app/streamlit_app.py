@@ -352,7 +352,7 @@ def unique_inputs(items: list[Input]) -> list[Input]:
     retired.update((key, named) for key, named in names.items() if key not in present)
     kept = kept_names(
         [(items[i].key, items[i].name) for i in keep],
-        {**{key: named for key, named in retired.items() if key in listed}, **names},
+        {**retired, **names},
         [shown for key, (_, shown) in retired.items() if key not in listed],
     )
     for key in kept:

@@ -134,11 +134,10 @@ def refuse_grafted_base(base: BundleSpec, model_bytes: bytes | None = None) -> N
         from fracsight.detection.graft import HEAD_OUTPUTS
 
         outputs = {o.name for o in onnx.load_model_from_string(model_bytes).graph.output}
-        if outputs & set(HEAD_OUTPUTS):
+        if clash := sorted(outputs & set(HEAD_OUTPUTS)):
             raise BundleError(
-                f"{base.provenance}'s model.onnx has a detector's outputs already "
-                f"({', '.join(sorted(outputs & set(HEAD_OUTPUTS)))}), though its bundle.json does not say "
-                "so: give the bundle without them as the base"
+                f"{base.provenance}'s model.onnx has a detector's outputs already ({', '.join(clash)}), "
+                "though its bundle.json does not say so: give the bundle without them as the base"
             )
 
 
@@ -178,7 +177,7 @@ def build_detector_bundle(
     cfg = cfg or HeadsConfig()
     base_dir, out_dir = Path(base_dir), Path(out_dir)
     base = load_bundle_spec(base_dir)
-    graph = read_checked_onnx(base_dir, base)  # the card would name a network that is not the one inside
+    model_bytes = read_checked_onnx(base_dir, base)  # the card would name a network not the one inside
     fracture = base.head("fracture")
     if fracture is None:
         raise DetectorArgumentError(f"{base.name} has no fracture head: the detector finds fractures")
@@ -188,7 +187,7 @@ def build_detector_bundle(
             f"{base.name} reads {base.input_size} px; the detector and orientation heads need an input "
             f"size that is a multiple of {32 * GRID} (e.g. 288 or 384): train the base at such a size"
         )
-    refuse_grafted_base(base, graph)
+    refuse_grafted_base(base, model_bytes)
     dataset = load_dataset(Path(data_dir), base.training.get("layout", "auto"))
     dataset.refuse_other_binary_label(
         fracture.classes, "train the detector on data labelled as the base's (--data)"

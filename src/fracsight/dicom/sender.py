@@ -241,28 +241,25 @@ class DimseDestination:
         after the retries); else it takes nothing from us, and that is raised. Backed off whole,
         such an object (first again at every try) held every result behind it for good, the log
         blaming an AE title that was accepted."""
-        suspects: list[int] = []
+        errors: list[NoStoreResponse] = []
         remaining = group
-        first_error: NoStoreResponse | None = None
         while remaining:
             try:
                 send(remaining)
                 break
-            except NoStoreResponse as e:
-                if e.timed_out:  # a PACS that answers nothing: one timeout a try, not one an object
-                    if not suspects:
-                        raise
-                    break
-                first_error = first_error or e
-                suspects.append(e.index)
-                remaining = remaining[remaining.index(e.index) + 1 :]
-            except DestinationUnavailable:
-                if not suspects:
+            except DestinationUnavailable as e:
+                # broken off at once: that object set aside; a PACS that answers nothing (a whole
+                # timeout) or cannot be reached ends the batch
+                if isinstance(e, NoStoreResponse) and not e.timed_out:
+                    errors.append(e)
+                    remaining = remaining[remaining.index(e.index) + 1 :]
+                    continue
+                if not errors:
                     raise
                 break
-        if first_error is not None and not any(stored(i) for i in group):
-            raise first_error
-        return suspects
+        if errors and not any(stored(i) for i in group):
+            raise errors[0]
+        return [e.index for e in errors]
 
     def _deliver_group(
         self,

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import codecs
+import glob
 import os
 import re
 from collections.abc import Sequence
@@ -121,9 +122,10 @@ def _rows_base(arg: Path, listed: Sequence[str]) -> Path:
 
 
 def _refuse_relative_to_here(arg: Path, listed: Sequence[str], base: Path) -> None:
-    """Refuse a list whose relative paths are relative to the folder the command runs in, not to
-    the list's own (``base``): all its rows became ``unreadable_image`` rows, committed, after Ray
-    started. Looks at the first relative rows only."""
+    """Refuse a list whose relative paths are relative to the folder the command runs in, or to the
+    folder above the list's (as MURA's lists are written), not to the list's own (``base``): all its
+    rows became ``unreadable_image`` rows, committed, after Ray started. Looks at the first
+    relative rows only."""
     relative = _relative_rows(listed)
     if not relative or any(os.path.lexists(base / p) for p in relative):
         return
@@ -275,12 +277,19 @@ def _refuse_missing_column(path: Path, column: str, names: Sequence[str]) -> Non
     folders = (path.parent, Path(os.path.abspath(path)).parent.parent, Path.cwd())
     # a cell with a folder or an image's suffix: a column named like a file beside it is no path
     pathlike = [n.strip() for n in names if "/" in n or Path(n.strip()).suffix.lower() in IMAGE_SUFFIXES]
-    if any(any(os.path.isfile(f / n) for f in folders) for n in pathlike):
+    found_in = [f for f in folders for n in pathlike if os.path.isfile(f / n)]
+    if found_in:
         # MURA's *_image_paths.csv: no header; --path-column, as suggested, took its first image for
         # the header, and that image was left out without a word
+        where = (
+            ""
+            if found_in[0] == path.parent
+            else f"; its paths are relative to {found_in[0]}, not to the list's folder: write them relative "
+            "to the list's folder, or absolute"
+        )
         raise DatasetError(
             f"{path}: it has no header row (its first line, {names[0]!r}, is a path): add a first line "
-            f"naming the column ({column!r}), or save the paths as a .txt list, one a line"
+            f"naming the column ({column!r}), or save the paths as a .txt list, one a line{where}"
         )
     near = [n for n in names if n.strip().casefold() == column.strip().casefold()]
     hint = f"--path-column {near[0]!r}?" if near else "name the column of paths with --path-column"
@@ -327,8 +336,6 @@ def _a_pattern(base: Path, value: str) -> bool:
     """Whether ``value`` is a shell pattern (``arch/a/*.jpg``) matching files, not a file's name."""
     if not any(c in value for c in "*?[") or os.path.lexists(base / value):
         return False
-    import glob
-
     return bool(glob.glob(str(base / value)))
 
 
