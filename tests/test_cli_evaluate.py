@@ -509,6 +509,16 @@ def test_images_that_cannot_be_read_are_named_and_fail_the_run_unless_allowed(
     assert allowed.exit_code == 0, allowed.output
     assert "12/13 images" in allowed.stdout
     assert "warning: 1 of 13 images could not be read" in allowed.stderr
+    # none read: said with each one's reason (it was "no image of DATA could be read")
+    none = tmp_path / "none"
+    for folder in ("Fractured", "Non_fractured"):
+        (none / folder).mkdir(parents=True)
+        (none / folder / "scan.jpg").write_text("not a picture")
+    result = CliRunner().invoke(app, ["evaluate", str(tiny_bundle), str(none), "--split", "all"])
+    assert result.exit_code == 1, result.output
+    assert f"none of the 2 images of {none} could be read: Fractured/scan.jpg (unsupported_format)" in (
+        result.stderr
+    )
 
 
 def test_images_flagged_not_reliable_are_counted_and_said(tiny_dataset, tmp_path):
@@ -630,6 +640,28 @@ def test_overwriting_an_earlier_report_leaves_none_of_its_plots_behind(fracatlas
     assert sorted(p.name for p in out.iterdir()) == [
         "metrics.json",
         "mine.txt",
+        "predictions.csv",
+        "report.html",
+        "samples.png",
+    ]
+    # a user's folder with a metrics.json of its own (a common name) is no earlier evaluation:
+    # its roc.png, which a region-only evaluation does not write, was removed
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "metrics.json").write_text('{"auc": 0.9}')
+    (theirs / "roc.png").write_bytes(b"mine")
+    third = CliRunner().invoke(app, [*args[:2], str(regions), *args[2:-1], str(theirs), "--overwrite"])
+    assert third.exit_code == 0, third.output
+    assert (theirs / "roc.png").read_bytes() == b"mine"
+    # the hidden scratch folder of an evaluation killed outright (SIGKILL): the folder it left
+    # "empty" to `ls` was refused as not empty, and the scratch stayed for good
+    killed = tmp_path / "killed"
+    (killed / ".fracsight-evaluate-x1y2").mkdir(parents=True)
+    (killed / ".fracsight-evaluate-x1y2" / "predictions.csv").write_text("source\n")
+    fourth = CliRunner().invoke(app, [*args[:2], str(regions), *args[2:-1], str(killed)])
+    assert fourth.exit_code == 0, fourth.output
+    assert sorted(p.name for p in killed.iterdir()) == [
+        "metrics.json",
         "predictions.csv",
         "report.html",
         "samples.png",

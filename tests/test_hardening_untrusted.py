@@ -498,6 +498,44 @@ def test_sigterm_removes_the_unpacked_zip(tmp_path: Path, fracatlas_dir: Path) -
     assert not list(temp.glob("fracsight-bundle-*")), list(temp.iterdir())
 
 
+def test_process_workers_remove_their_unpacked_zip(tmp_path: Path) -> None:
+    """A .zip Predictor handed to a ProcessPoolExecutor: each task's copy unpacked the archive again,
+    and the workers (ended by os._exit, past atexit) left every copy in /tmp (20 tasks, 88 MB)."""
+    import subprocess
+    import sys
+
+    archive = tmp_path / "model.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in PACKAGED.iterdir():
+            zf.write(f, f"b/{f.name}")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    script = tmp_path / "workers.py"  # a file: spawned workers import their task from it
+    script.write_text(
+        "import multiprocessing as mp, sys, numpy as np\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "import fracsight\n"
+        "def prob(p, image):\n"
+        "    return p.predict(image, heatmap=False).fracture_probability\n"
+        "if __name__ == '__main__':\n"
+        "    p = fracsight.Predictor(sys.argv[1])\n"
+        "    image = (np.arange(256 * 256) % 251).reshape(256, 256).astype(np.uint8)\n"
+        "    with ProcessPoolExecutor(2, mp_context=mp.get_context(sys.argv[2])) as ex:\n"
+        "        probs = list(ex.map(prob, [p] * 6, [image] * 6))\n"
+        "    assert len(set(probs)) == 1 and probs[0] == prob(p, image), probs\n"
+    )
+    for method in ("spawn", "fork"):
+        run = subprocess.run(
+            [sys.executable, str(script), str(archive), method],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "TMPDIR": str(temp)},
+            timeout=300,
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert not list(temp.glob("fracsight-bundle-*")), (method, list(temp.iterdir()))
+
+
 # ---- the API's metrics ------------------------------------------------------------------------------
 @pytest.fixture()
 def server() -> Iterator[str]:

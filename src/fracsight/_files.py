@@ -13,6 +13,8 @@ from pathlib import Path
 __all__ = ["fsync_dir", "keep_permissions", "replace_atomically", "replaced_by"]
 
 _TMP = ".tmp"
+# an evaluation's scratch folder in its --out: one a killed run left is not the user's content
+REPORT_SCRATCH = ".fracsight-evaluate-"
 _NAME_MAX = 255  # bytes in a file name: ext4, XFS, btrfs, APFS, NTFS (characters)
 
 

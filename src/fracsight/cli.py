@@ -356,6 +356,14 @@ def _is_stdout(path: Path) -> bool:
         return False
 
 
+def _user_entries(folder: Path) -> Iterator[Path]:
+    """What ``folder`` holds apart from the scratch folders of evaluations killed outright, which
+    the next evaluation into it removes (hidden: ``ls`` showed an "empty" folder refused)."""
+    from fracsight._files import REPORT_SCRATCH
+
+    return (p for p in folder.iterdir() if not p.name.startswith(REPORT_SCRATCH))
+
+
 def refuse_output(path: Path | None, *, folder: bool, overwrite: bool = True, option: str) -> None:
     """Exit 2 with a one-line message, before any work, when ``path`` cannot take the output of
     ``option``: a file where a folder is wanted or the other way round, a missing parent folder, or
@@ -377,7 +385,7 @@ def refuse_output(path: Path | None, *, folder: bool, overwrite: bool = True, op
         problem = "bad_output", f"{path} is a folder; give a file name"
     elif not folder and os.path.lexists(path) and not overwrite:  # a dangling link is there too
         problem = "exists", f"{path} exists; pass --overwrite to replace it"
-    elif folder and not overwrite and path.is_dir() and any(path.iterdir()):
+    elif folder and not overwrite and path.is_dir() and any(_user_entries(path)):
         problem = "exists", f"{path} is not empty; pass --overwrite to write into it"
     elif not path.parent.is_dir():
         # not made here: a typo in it would scatter outputs; the message says how to make it
@@ -1015,7 +1023,13 @@ def evaluate(
             help="Bootstrap resamples for confidence intervals: 0 (no intervals) or at least 100.",
         ),
     ] = 2000,
-    overwrite: Annotated[bool, typer.Option(help="Allow writing into a non-empty --out folder.")] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            help="Write into a non-empty --out folder: this command's files are replaced, an earlier "
+            "evaluation's plots and tables that this one does not make are removed, other files stay."
+        ),
+    ] = False,
     allow_unreadable: Annotated[
         bool,
         typer.Option(help="Exit 0 although some images could not be read (the metrics leave them out)."),

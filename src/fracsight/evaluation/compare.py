@@ -287,7 +287,12 @@ def compare_models(
         i for i in range(len(samples)) if not any(isinstance(preds[i], FailedPrediction) for preds in outputs)
     ]
     if not both:
-        raise DatasetError(f"no image of {data_dir} could be read by both models")
+        from fracsight.evaluation.run import unread_names
+
+        raise DatasetError(
+            f"none of the {len(samples)} images of {data_dir} could be read by both models: "
+            + unread_names(_unread(outputs), "`fracsight audit DATA` lists the ones no model reads")
+        )
     kept = [samples[i] for i in both]
     pairs = [[preds[i] for i in both] for preds in outputs]
     result: dict[str, Any] = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import json
 import logging
 import os
 import shlex
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from fracsight._files import keep_permissions
+from fracsight._files import REPORT_SCRATCH, keep_permissions
 from fracsight._terminal import shell_command
 from fracsight.data import (
     CLASS,
@@ -943,8 +944,11 @@ def evaluate_model(
             preds.append(pred)
         if progress:
             progress(i + 1, len(samples))
-    if not preds:
-        raise DatasetError(f"no image of {data_dir} could be read")
+    if not preds:  # each one's reason: a folder of compressed DICOMs, of files that are not images
+        raise DatasetError(
+            f"none of the {len(samples)} images of {data_dir} could be read: "
+            + unread_names(failed, "`fracsight audit DATA` lists them all")
+        )
 
     points = {op.name: op.threshold for op in spec.operating_points}
     if threshold is not None:
@@ -1483,14 +1487,16 @@ def _report_folder(out_dir: Path) -> Iterator[Path]:
     the folder is as it was (one made for the report is removed again). An earlier evaluation's
     metrics.json and report.html are removed before the new files move in, so that a folder
     stopped between the two holds no record that would pass for the new files'; and with
-    --overwrite into an earlier evaluation's folder (one with a metrics.json), its plots and
+    --overwrite into an earlier evaluation's folder (its metrics.json an evaluation's), its plots and
     tables that the new one does not write (another model's heads, other labels) are removed:
     left beside the new metrics.json and report.html, they would pass for this evaluation's.
     Other files stay."""
     made = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
-    earlier = (out_dir / "metrics.json").is_file()
-    scratch = Path(tempfile.mkdtemp(prefix=".fracsight-evaluate-", dir=out_dir))
+    earlier = _is_evaluation_record(out_dir / "metrics.json")
+    _remove_killed_scratches(out_dir)
+    scratch = Path(tempfile.mkdtemp(prefix=REPORT_SCRATCH, dir=out_dir))
+    held = _hold(scratch)
     try:
         try:
             yield scratch
@@ -1514,3 +1520,44 @@ def _report_folder(out_dir: Path) -> Iterator[Path]:
             os.replace(scratch / name, out_dir / name)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        if held is not None:
+            os.close(held)
+
+
+def _is_evaluation_record(path: Path) -> bool:
+    """Whether ``path`` is the metrics.json of a fracsight evaluation, whose plots and tables the
+    next one into its folder replaces: a user's own metrics.json (a common name) is no sign that
+    the folder's roc.png and the like are ours to remove."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    run = record.get("run") if isinstance(record, dict) else None
+    return isinstance(run, dict) and "fracsight_version" in run and "command" in run
+
+
+def _hold(scratch: Path) -> int | None:
+    """``scratch`` locked (flock on the folder) while this evaluation writes into it: one that
+    nobody holds was left by a run killed outright (SIGKILL, out of memory, power loss)."""
+    try:
+        import fcntl
+
+        handle = os.open(scratch, os.O_RDONLY)
+    except (ImportError, OSError):  # not POSIX: a killed run's scratch stays, hidden
+        return None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # no flock on this file system: nothing can tell a killed run's scratch either
+        os.close(handle)
+        return None
+    return handle
+
+
+def _remove_killed_scratches(out_dir: Path) -> None:
+    for old in out_dir.glob(f"{REPORT_SCRATCH}*"):
+        if old.is_symlink() or not old.is_dir():
+            continue
+        handle = _hold(old)
+        if handle is not None:  # held by nobody: its run is gone
+            shutil.rmtree(old, ignore_errors=True)
+            os.close(handle)

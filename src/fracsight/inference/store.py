@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import shutil
 import tempfile
 import zipfile
 import zlib
+from multiprocessing import util
 from pathlib import Path
 
 from fracsight.bundle import BundleSpec, load_bundle_spec, read_checked_onnx
@@ -27,6 +27,7 @@ DEFAULT_MODEL = "fracatlas-lite0-384-v5-int8"
 _PACKAGED = Path(__file__).resolve().parent.parent / "weights"
 _MAX_ZIP_BYTES = 512 * 1024 * 1024
 _MAX_ZIP_ENTRIES = 1000
+_unpacked: dict[tuple[str, int, int, int], Path] = {}
 
 
 def list_bundles() -> list[str]:
@@ -47,10 +48,22 @@ def packaged_bundles() -> dict[str, Path]:
 
 
 def _extract_zip(path: Path) -> Path:
+    """The bundle inside a .zip, unpacked once per process and archive (its path, size, time and
+    inode): a Predictor pickled to process workers is unpacked again at each task it is sent with."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    known = _unpacked.get(key)
+    if known is not None and (known / "bundle.json").is_file():
+        return known
+    _unpacked[key] = _unpack(path)
+    return _unpacked[key]
+
+
+def _unpack(path: Path) -> Path:
     target = Path(tempfile.mkdtemp(prefix="fracsight-bundle-"))
-    atexit.register(
-        shutil.rmtree, target, ignore_errors=True
-    )  # the unpacked copy lives as long as the process
+    # removed when the process ends: a multiprocessing worker ends with os._exit, past atexit, but
+    # runs multiprocessing's finalizers, which also skip a forked child (its parent's copy stays)
+    util.Finalize(None, shutil.rmtree, args=(str(target),), kwargs={"ignore_errors": True}, exitpriority=0)
     try:
         with zipfile.ZipFile(path) as zf:
             total = 0
