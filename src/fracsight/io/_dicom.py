@@ -216,7 +216,7 @@ def _read(
     transfer_syntax = _transfer_syntax(pydicom, ds)
     _require_decoder(transfer_syntax, label)
     frames = int(ds.get("NumberOfFrames") or 1)
-    if transfer_syntax.is_encapsulated and not ds.get("NumberOfFrames"):
+    if transfer_syntax.is_encapsulated and frames == 1:  # said 1 by a damaged or edited header too
         frames = _count_encapsulated_frames(pydicom, ds, transfer_syntax, notes)
     index = _frame_index(frames, frame, label, notes)
     lift_functional_groups(ds, index)
@@ -356,7 +356,7 @@ def _codestream(pydicom: Any, ds: Any, transfer_syntax: Any, index: int, frames:
 
 def _count_encapsulated_frames(pydicom: Any, ds: Any, transfer_syntax: Any, notes: list[str]) -> int:
     """The frames of compressed pixel data whose header does not say (Number of Frames missing or
-    0), told from the data: its offset table, else its fragments that begin a frame. Taken as one,
+    0) or says 1, told from the data: its offset table, else its fragments that begin a frame. Taken as one,
     the first frame of several was read as the image, without a word, where uncompressed data
     warned. An RLE frame is one fragment; a JPEG-family fragment begins a frame only after one
     that ended a codestream (FF D9 before the even-length padding), with its start marker followed
@@ -375,7 +375,8 @@ def _count_encapsulated_frames(pydicom: Any, ds: Any, transfer_syntax: Any, note
     except Exception:  # damaged: the decoder says how
         return 1
     if frames > 1:
-        notes.append(f"NumberOfFrames missing or 0; the compressed pixel data holds {frames} frames")
+        said = "missing or 0" if not ds.get("NumberOfFrames") else f"{ds.NumberOfFrames}"
+        notes.append(f"NumberOfFrames {said}; the compressed pixel data holds {frames} frames")
         ds.NumberOfFrames = frames  # for the decoder, which finds a frame by it
     return max(frames, 1)
 
