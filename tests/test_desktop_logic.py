@@ -358,13 +358,19 @@ def test_files_of_one_name_opened_one_after_another_are_named_apart(tmp_path: Pa
         path.write_bytes(b"")
     session = ReadingSession()
     assert session.add(expand_inputs([first.parent.parent])) == [(0, first, "study1/IM000001.jpg")]
-    session.record(0, FailedPrediction("study1/IM000001.jpg", "empty_file", "empty"), None)
+    empty = "the file is empty (0 bytes)"
+    session.record(0, FailedPrediction("study1/IM000001.jpg", "empty_file", f"IM000001.jpg: {empty}"), None)
     items = session.add(expand_inputs([second.parent.parent]))
     assert session.names == [first.as_posix(), second.as_posix()] and session.renamed == [0, 1]
     assert items == [(1, second, second.as_posix())]
-    assert session.result(0).source == first.as_posix()  # the row and the exports follow
-    session.record(1, FailedPrediction("study1/IM000001.jpg", "empty_file", "empty"), None)
-    assert session.result(1).source == second.as_posix()  # predicted under its name of before
+    # the row, the exports and the message follow (both messages said "IM000001.jpg: ...")
+    assert session.result(0) == FailedPrediction(
+        first.as_posix(), "empty_file", f"{first.as_posix()}: {empty}"
+    )
+    session.record(
+        1, FailedPrediction("study1/IM000001.jpg", "empty_file", f"study1/IM000001.jpg: {empty}"), None
+    )
+    assert session.result(1).error == f"{second.as_posix()}: {empty}"  # predicted under its name of before
     assert session.add([(tmp_path / "other.jpg", "other.jpg")]) and session.renamed == []
 
 
@@ -546,6 +552,12 @@ def test_files_of_the_same_name_in_subfolders_keep_predicts_names(
     )
     assert [line.split(",")[1] for line in session.csv_text().splitlines()[1:4]] == names
     assert predict_one(predictor, pacs / "patientA", "patientA/x.jpg").source == "patientA/x.jpg"
+    # a file that cannot be read is said by the same name as predict says it, not its file name alone
+    (pacs / "patientA" / "study1" / "IM000002.jpg").write_text("not an image")
+    unread = predict_one(
+        predictor, pacs / "patientA" / "study1" / "IM000002.jpg", "patientA/study1/IM000002.jpg"
+    )
+    assert unread.error.startswith("patientA/study1/IM000002.jpg: not a supported image")
 
 
 @pytest.mark.fracatlas

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -141,3 +142,26 @@ def test_a_job_logging_to_a_file_says_how_far_it_has_got() -> None:
     # 1000 rows in 70 s is 14.3 rows/s: 8000 rows left take about 9 min; not one line per commit,
     # none at the end (the summary says it), and not cut at the console's 40 columns
     assert text.getvalue() == "2000 of 10000 rows committed (20.0%), about 9 min left\n"
+
+
+def test_another_model_into_an_output_is_said_to_be_another_model(tmp_path: Path) -> None:
+    """A retrained model (a class head, other class names: other columns) refused with "other
+    columns (--all-classes?)", an option never given; two exports of the default name and version
+    were described alike ("m v1 ... (m v1 ...)")."""
+    from fracsight.scale.output import SETTINGS_KEY, OutputRefused
+
+    BatchOutput(tmp_path / "out", COLUMNS, {**MODEL, SETTINGS_KEY: "a"}).close()
+    retrained = {**MODEL, "onnx_sha256": "1" * 64, SETTINGS_KEY: "a"}
+    with pytest.raises(OutputRefused) as refused:
+        BatchOutput(tmp_path / "out", (*COLUMNS, "class"), retrained)
+    assert str(refused.value) == (
+        f"{tmp_path / 'out'} holds results of m v1 (model.onnx {'0' * 12}), and this job "
+        f"(m v1 (model.onnx {'1' * 12})) has another model: use another --out"
+    )
+    for changed, why in (
+        ({SETTINGS_KEY: "b"}, "the same model with other settings in its bundle.json"),
+        ({"operating_point": "triage"}, "another operating point"),
+        ({}, "other columns (--all-classes?)"),
+    ):
+        with pytest.raises(OutputRefused, match=rf"has {re.escape(why)}"):
+            BatchOutput(tmp_path / "out", (*COLUMNS, "class"), {**MODEL, SETTINGS_KEY: "a", **changed})

@@ -716,13 +716,27 @@ def failure_from_exception(source: str, error: Exception) -> FailedPrediction:
     )
 
 
-def failure_message(failure: FailedPrediction) -> str:
-    """An error card's message without the file's name in front (``huge.png: image of ...``):
-    the card's title is that name already."""
+def _name_in_front(failure: FailedPrediction) -> str | None:
+    """The name a failure's message begins with (``huge.png: image of ...``): its source, or the
+    file name alone, which :meth:`~fracsight.inference.Predictor.predict` reads a path under."""
     for name in (failure.source, Path(failure.source).name):
         if name and failure.error.startswith(f"{name}: "):
-            return failure.error[len(name) + 2 :]
-    return failure.error
+            return name
+    return None
+
+
+def failure_message(failure: FailedPrediction) -> str:
+    """An error card's message without the file's name in front: the card's title is that name already."""
+    name = _name_in_front(failure)
+    return failure.error[len(name) + 2 :] if name else failure.error
+
+
+def named_as(result: Prediction | FailedPrediction, name: str) -> Prediction | FailedPrediction:
+    """``result`` under ``name`` (a folder's file by its path in it, as ``fracsight predict`` names
+    it), a failure's message too: two patients' ``IM1.jpg`` rows both said ``IM1.jpg: ...``."""
+    if isinstance(result, FailedPrediction) and _name_in_front(result):
+        return replace(result, source=name, error=f"{name}: {failure_message(result)}")
+    return replace(result, source=name)
 
 
 def probability_bar_html(

@@ -45,6 +45,7 @@ from fracsight.app.logic import (
     heads_text,
     json_text,
     left_out_text,
+    named_as,
     operating_point_text,
     overlay_caption,
     overlay_file_name,
@@ -140,10 +141,7 @@ def predict(predictor: Predictor, source: str | bytes, name: str) -> Stored:
     try:
         pred = predictor.predict(source, name=name, heatmap=True, keep_pixels=True)
     except FracsightError as e:  # said of the file by its path in a folder, as predict FOLDER says it
-        failure, base = failure_from_exception(name, e), Path(name).name
-        if base != name and failure.error.startswith(f"{base}: "):
-            failure = replace(failure, error=f"{name}: {failure.error[len(base) + 2 :]}")
-        return Stored(failure, None)
+        return Stored(named_as(failure_from_exception(name, e), name), None)
     except Exception as e:  # an error card, never a traceback on the page; the log keeps the stack
         log_unexpected(log, "predicting an upload", e)  # not the message: it may quote patient data
         return Stored(failure_from_exception(name, e), None)
@@ -389,7 +387,7 @@ def predictions(predictor: Predictor, items: list[Input]) -> list[Stored]:
     op = predictor.operating_point
     # named as now: a folder added later can rename an earlier one's files (left/a.jpg beside right/a.jpg)
     return [
-        Stored(at_operating_point(replace(store[k].result, source=item.name), op), store[k].view)
+        Stored(at_operating_point(named_as(store[k].result, item.name), op), store[k].view)
         for k, item in zip(keys, items, strict=True)
     ]
 

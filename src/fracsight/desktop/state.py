@@ -19,6 +19,7 @@ from fracsight.app.logic import (
     csv_download,
     display_columns,
     json_text,
+    named_as,
     table_rows,
 )
 from fracsight.bundle import OperatingPoint
@@ -138,7 +139,7 @@ class ReadingSession:
             if name != self.names[index]:
                 self.names[index] = name
                 if index in self.results:
-                    self.results[index] = dataclasses.replace(self.results[index], source=name)
+                    self.results[index] = named_as(self.results[index], name)
                 renamed.append(index)
         return renamed
 
@@ -157,7 +158,7 @@ class ReadingSession:
         """The result of a file, and its stamp when it was read for it (under the file's name now: it
         may have been named apart while it was predicted)."""
         if result.source != self.names[index]:
-            result = dataclasses.replace(result, source=self.names[index])
+            result = named_as(result, self.names[index])
         self.results[index] = result
         self.stamps[index] = stamp
 

@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 from fracsight._cpus import local_cpus
 from fracsight._files import replace_atomically
-from fracsight.app.logic import ViewData, failure_from_exception, view_data
+from fracsight.app.logic import ViewData, failure_from_exception, named_as, view_data
 from fracsight.bundle import read_card
 from fracsight.desktop.priority import MODEL_NICENESS, lower_this_thread
 from fracsight.desktop.render import Look, full_overlay
@@ -194,8 +194,8 @@ def predict_one(
     try:
         result = predictor.predict(path, name=name, heatmap=full, keep_pixels=full)
     except Exception as e:
-        return _failure(name, e, "the view" if full else "prediction")
-    return dataclasses.replace(result, source=name)
+        return named_as(_failure(name, e, "the view" if full else "prediction"), name)
+    return named_as(result, name)
 
 
 class PredictionWorker:

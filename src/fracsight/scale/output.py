@@ -249,10 +249,14 @@ class BatchOutput:
                 )
             same_columns = tuple(recorded.get("columns", ())) == self.columns
             if was != self.model or not same_columns:
+                held, this = _describe(was), _describe(self.model)
+                if held == this and was.get("onnx_sha256") != self.model.get("onnx_sha256"):
+                    # two exports under the default name and version read as one model
+                    held += f" (model.onnx {str(was.get('onnx_sha256'))[:12]})"
+                    this += f" (model.onnx {str(self.model.get('onnx_sha256'))[:12]})"
                 raise OutputRefused(
-                    f"{self.folder} holds results of {_describe(was)}, and this job "
-                    f"({_describe(self.model)}) has {_mismatch(was, self.model, same_columns)}: "
-                    "use another --out"
+                    f"{self.folder} holds results of {held}, and this job ({this}) has "
+                    f"{_mismatch(was, self.model, same_columns)}: use another --out"
                 )
         elif self.folder.is_dir() and any(p.name != LOCK_FILE for p in self.folder.iterdir()):
             raise OutputRefused(
@@ -618,14 +622,19 @@ def _damaged(part: Path, error: Exception) -> OutputRefused:
 
 
 def _mismatch(was: dict[str, str], now: dict[str, str], same_columns: bool) -> str:
-    def identity(model: dict[str, str]) -> dict[str, str]:
-        return {k: v for k, v in model.items() if k != SETTINGS_KEY}
+    """Why a job's rows may not join an output's, the model first: another model has other columns
+    too, and "other columns (--all-classes?)" sent its user after an option never given."""
 
-    if not same_columns:
-        return "other columns (--all-classes?)"
-    if identity(was) == identity(now):
+    def differ(*keys: str) -> bool:
+        return any(was.get(k) != now.get(k) for k in keys)
+
+    if differ("name", "version", "onnx_sha256"):
+        return "another model"
+    if differ("operating_point"):
+        return "another operating point"
+    if differ(SETTINGS_KEY):
         return "the same model with other settings in its bundle.json (thresholds or calibration refitted?)"
-    return "another model or operating point"
+    return "other columns (--all-classes?)" if not same_columns else "another model"
 
 
 def _describe(model: dict[str, str]) -> str:
