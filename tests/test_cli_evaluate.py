@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -654,13 +656,27 @@ def test_overwriting_an_earlier_report_leaves_none_of_its_plots_behind(fracatlas
     assert third.exit_code == 0, third.output
     assert (theirs / "roc.png").read_bytes() == b"mine"
     # the hidden scratch folder of an evaluation killed outright (SIGKILL): the folder it left
-    # "empty" to `ls` was refused as not empty, and the scratch stayed for good
+    # "empty" to `ls` was refused as not empty, and the scratch stayed for good; one a running
+    # evaluation holds (flock), or made a moment ago (not held yet), stays
+    import fcntl
+
     killed = tmp_path / "killed"
-    (killed / ".fracsight-evaluate-x1y2").mkdir(parents=True)
-    (killed / ".fracsight-evaluate-x1y2" / "predictions.csv").write_text("source\n")
-    fourth = CliRunner().invoke(app, [*args[:2], str(regions), *args[2:-1], str(killed)])
+    scratches = {name: killed / f".fracsight-evaluate-{name}" for name in ("gone", "held", "new")}
+    for scratch in scratches.values():
+        scratch.mkdir(parents=True)
+        (scratch / "predictions.csv").write_text("source\n")
+    for name in ("gone", "held"):
+        os.utime(scratches[name], (time.time() - 3600,) * 2)
+    held = os.open(scratches["held"], os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        fourth = CliRunner().invoke(app, [*args[:2], str(regions), *args[2:-1], str(killed)])
+    finally:
+        os.close(held)
     assert fourth.exit_code == 0, fourth.output
     assert sorted(p.name for p in killed.iterdir()) == [
+        ".fracsight-evaluate-held",
+        ".fracsight-evaluate-new",
         "metrics.json",
         "predictions.csv",
         "report.html",

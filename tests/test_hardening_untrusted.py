@@ -498,6 +498,20 @@ def test_sigterm_removes_the_unpacked_zip(tmp_path: Path, fracatlas_dir: Path) -
     assert not list(temp.glob("fracsight-bundle-*")), list(temp.iterdir())
 
 
+def test_a_zip_is_unpacked_once_per_process_and_again_where_its_copy_was_taken(tmp_path: Path) -> None:
+    """Unpacked once (a Predictor sent to each task of a process pool unpacked it at every task);
+    a copy a temp cleaner emptied since is unpacked again, not refused naming the temp folder."""
+    archive = tmp_path / "model.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in PACKAGED.iterdir():
+            zf.write(f, f"b/{f.name}")
+    first = resolve_bundle(archive)
+    assert resolve_bundle(str(archive)) == first
+    (first / "model.onnx").unlink()
+    again = resolve_bundle(archive)
+    assert again != first and (again / "model.onnx").is_file()
+
+
 def test_process_workers_remove_their_unpacked_zip(tmp_path: Path) -> None:
     """A .zip Predictor handed to a ProcessPoolExecutor: each task's copy unpacked the archive again,
     and the workers (ended by os._exit, past atexit) left every copy in /tmp (20 tasks, 88 MB)."""

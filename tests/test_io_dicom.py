@@ -426,10 +426,21 @@ def test_compressed_frames_are_counted_when_the_header_does_not_say(uid: str, de
     assert f"NumberOfFrames {said}; the compressed pixel data holds 2 frames" in second.metadata.warnings
 
 
-def test_one_compressed_frame_in_several_fragments_is_one_frame() -> None:
-    ds = pydicom.dcmread(io.BytesIO(make_dicom(RAMP12, compress=JPEG2000Lossless)))
+@pytest.mark.parametrize("uid", COMPRESSIONS)
+@pytest.mark.parametrize("has_bot", [False, True])
+@pytest.mark.parametrize("declared", [None, 1])
+def test_one_compressed_frame_in_several_fragments_is_one_frame(
+    uid: str, has_bot: bool, declared: int | None
+) -> None:
+    """An RLE frame split over fragments (dcmtk's ``dcmcrle +fs 8``) whose header says 1 frame was
+    refused as 78 frames, and as 3 with an offset table of one entry."""
+    ds = pydicom.dcmread(io.BytesIO(make_dicom(RAMP12, compress=uid)))
     (codestream,) = generate_frames(ds.PixelData, number_of_frames=1)
-    ds.PixelData = encapsulate([codestream], fragments_per_frame=3, has_bot=False)
+    ds.PixelData = encapsulate([codestream], fragments_per_frame=3, has_bot=has_bot)
+    if declared is None and "NumberOfFrames" in ds:
+        del ds.NumberOfFrames
+    elif declared is not None:
+        ds.NumberOfFrames = declared
     buffer = io.BytesIO()
     ds.save_as(buffer)
     rg = read_image(buffer.getvalue())

@@ -128,11 +128,12 @@ def test_resume_with_data_whose_labels_do_not_fit_the_run_is_refused(tiny_datase
 
 
 def test_resume_with_other_images_of_the_same_heads_is_refused_and_a_moved_folder_resumes(
-    tiny_dataset, tmp_path
+    tiny_dataset, fracatlas_dir, tmp_path
 ):
     """Other data whose heads fit the run (here: the same set less two images) was trained on in
     the same run without a word, and exported with; the same images in another folder are the
-    same data."""
+    same data. Another site's images under the same names and labels (exports numbered alike)
+    passed for the run's own: resumed on, and export --data-dir recorded no other data."""
     pytest.importorskip("torch")
     from conftest import TINY_TRAINING
 
@@ -154,6 +155,23 @@ def test_resume_with_other_images_of_the_same_heads_is_refused_and_a_moved_folde
     assert f"than the 32 training and validation images of {fewer} (it had 34," in said
     assert (run / "last.pt").read_bytes() == last  # and config.yaml still names the run's data
     assert (run / "config.yaml").read_text(encoding="utf-8") == config
+    alike = tmp_path / "alike"
+    for label, source in (("fractured", "Fractured"), ("not fractured", "Non_fractured")):
+        others = iter(sorted((fracatlas_dir / "images" / source).glob("*.jpg"))[40:])
+        for image in sorted(own.glob(f"*/{label}/*.jpg")):
+            (alike / image.relative_to(own)).parent.mkdir(parents=True, exist_ok=True)
+            (alike / image.relative_to(own)).write_bytes(
+                next(others).read_bytes()
+            )  # a link: read as its target
+    _refused(
+        CliRunner().invoke(app, ["train", str(alike), *resume]),
+        f"error (config_error): --resume continues {run}, which trained on other images",
+    )
+    assert (run / "last.pt").read_bytes() == last
+    exported = CliRunner().invoke(app, ["export", str(run), str(tmp_path / "b0"), "--data-dir", str(alike)])
+    assert exported.exit_code == 0, exported.output
+    training = json.loads((tmp_path / "b0" / "bundle.json").read_text(encoding="utf-8"))["training"]
+    assert training["calibration_data"]["data"] == str(alike.resolve()), training
 
     # export too: the run's data folder changed since (a set without splits that grew is split
     # anew) had calibration, thresholds and test fitted on images the model trained on

@@ -20,21 +20,24 @@ from pathlib import Path
 from typing import Any
 
 from fracsight._terminal import shell_command
-from fracsight.data._files import exact_duplicates, relative_name, split_name
+from fracsight.data._files import content_hash, exact_duplicates, relative_name, split_name
 from fracsight.data.sample import Dataset, Sample
 from fracsight.data.splits import SPLIT_NAMES, declared_straddling
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "CONTENT_KEY",
     "DUPLICATES",
     "GROUPS",
     "Leak",
     "SplitLeakage",
+    "images_content",
     "images_record",
     "label_conflicts",
     "leakage_effect",
     "refuse_images_trained_on",
+    "same_content",
     "split_as_trained",
     "split_leakage",
     "trained_images_among",
@@ -42,6 +45,7 @@ __all__ = [
 
 DUPLICATES = "duplicates"  # images with the same bytes as an image of an earlier split
 GROUPS = "groups"  # the data set's own groups (patient, study) also in an earlier split
+CONTENT_KEY = "images_content_sha256"  # in a checkpoint: images_content of its training and validation images
 _TRAINED_ON = ("train", "val")  # what a model has seen: fitted on train, chosen on val
 
 
@@ -102,6 +106,26 @@ def images_record(root: Path, samples: list[Sample]) -> dict[str, Any]:
     for line in sorted(f"{_relative(s.path, root)}\t{sorted(s.labels.items())}" for s in samples):
         digest.update(line.encode("utf-8", "surrogateescape") + b"\n")
     return {"images": len(samples), "images_sha256": digest.hexdigest()}
+
+
+def images_content(root: Path, samples: Sequence[Sample]) -> str | None:
+    """A digest of the bytes of ``samples``' files (in the order of their paths under ``root``):
+    two data sets whose file names and labels are alike (two sites' exports numbered the same
+    way) passed for one, by :func:`images_record`, to ``--resume`` and ``export --data-dir``.
+    None where a file cannot be read now."""
+    digest = hashlib.sha256()
+    try:
+        for sample in sorted(samples, key=lambda s: _relative(s.path, root)):
+            digest.update(bytes.fromhex(content_hash(sample.path.read_bytes())))
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def same_content(recorded: str | None, now: str | None) -> bool:
+    """Whether two :func:`images_content` digests allow the same images (None: not known, as in a
+    checkpoint from before it was kept)."""
+    return recorded is None or now is None or recorded == now
 
 
 def split_as_trained(dataset: Dataset, seed: int, max_samples: int, trained_sha256: str | None) -> Dataset:

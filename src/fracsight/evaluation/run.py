@@ -16,6 +16,7 @@ import os
 import shlex
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -1538,7 +1539,8 @@ def _is_evaluation_record(path: Path) -> bool:
 
 def _hold(scratch: Path) -> int | None:
     """``scratch`` locked (flock on the folder) while this evaluation writes into it: one that
-    nobody holds was left by a run killed outright (SIGKILL, out of memory, power loss)."""
+    nobody holds was left by a run killed outright (SIGKILL, out of memory, power loss). None where
+    another holds it, or it cannot be locked."""
     try:
         import fcntl
 
@@ -1547,15 +1549,20 @@ def _hold(scratch: Path) -> int | None:
         return None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:  # no flock on this file system: nothing can tell a killed run's scratch either
+    except OSError:  # held; or no flock on this file system, where no killed run's scratch is told
         os.close(handle)
         return None
     return handle
 
 
-def _remove_killed_scratches(out_dir: Path) -> None:
+def _remove_killed_scratches(out_dir: Path, settled_s: float = 60.0) -> None:
+    """The scratch folders nobody holds, untouched for ``settled_s``: one made by a second
+    evaluation into the folder a moment ago may not be held yet."""
     for old in out_dir.glob(f"{REPORT_SCRATCH}*"):
-        if old.is_symlink() or not old.is_dir():
+        try:
+            if old.is_symlink() or not old.is_dir() or time.time() - old.stat().st_mtime < settled_s:
+                continue
+        except OSError:  # removed meanwhile
             continue
         handle = _hold(old)
         if handle is not None:  # held by nobody: its run is gone

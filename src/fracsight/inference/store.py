@@ -53,8 +53,12 @@ def _extract_zip(path: Path) -> Path:
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
     known = _unpacked.get(key)
-    if known is not None and (known / "bundle.json").is_file():
-        return known
+    if known is not None:
+        try:  # a temp cleaner may have taken part of it since: then unpacked again
+            read_checked_onnx(known, load_bundle_spec(known))
+            return known
+        except BundleError:
+            pass
     _unpacked[key] = _unpack(path)
     return _unpacked[key]
 

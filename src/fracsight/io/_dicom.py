@@ -356,21 +356,21 @@ def _codestream(pydicom: Any, ds: Any, transfer_syntax: Any, index: int, frames:
 
 def _count_encapsulated_frames(pydicom: Any, ds: Any, transfer_syntax: Any, notes: list[str]) -> int:
     """The frames of compressed pixel data whose header does not say (Number of Frames missing or
-    0) or says 1, told from the data: its offset table, else its fragments that begin a frame. Taken as one,
-    the first frame of several was read as the image, without a word, where uncompressed data
-    warned. An RLE frame is one fragment; a JPEG-family fragment begins a frame only after one
-    that ended a codestream (FF D9 before the even-length padding), with its start marker followed
-    by the next marker: FF 4F alone occurs inside JPEG 2000 and JPEG-LS data, and one image split
-    over fragments was refused as two."""
+    0) or says 1, told from the data: its offset table, else its fragments that begin a frame.
+    Taken as one, the first frame of several was read as the image, without a word, where
+    uncompressed data warned. An RLE fragment begins a frame with its header (:func:`_rle_header`);
+    a JPEG-family fragment begins a frame only after one that ended a codestream (FF D9 before the
+    even-length padding), with its start marker followed by the next marker: FF 4F alone occurs
+    inside JPEG 2000 and JPEG-LS data, and one image split over fragments was refused as two."""
     buffer = io.BytesIO(ds.PixelData)
     starts = (b"\xff\xd8\xff", b"\xff\x4f\xff\x51")  # SOI then a marker; SOC then SIZ (JPEG 2000)
     try:
         frames = len(pydicom.encaps.parse_basic_offsets(buffer))
-        if frames <= 1:
+        if frames == 0:  # no offset table (one of one entry says one frame, as the header does)
             rle = transfer_syntax == pydicom.uid.RLELossless
             frames, ended = 0, True
             for fragment in pydicom.encaps.generate_fragments(buffer):
-                frames += rle or (ended and fragment[:4].startswith(starts))
+                frames += _rle_header(fragment) if rle else ended and fragment[:4].startswith(starts)
                 ended = fragment.rstrip(b"\0").endswith(b"\xff\xd9")
     except Exception:  # damaged: the decoder says how
         return 1
@@ -379,6 +379,16 @@ def _count_encapsulated_frames(pydicom: Any, ds: Any, transfer_syntax: Any, note
         notes.append(f"NumberOfFrames {said}; the compressed pixel data holds {frames} frames")
         ds.NumberOfFrames = frames  # for the decoder, which finds a frame by it
     return max(frames, 1)
+
+
+def _rle_header(fragment: bytes) -> bool:
+    """Whether an RLE fragment begins a frame: with its 64-byte header (1-15 segments, the first
+    at offset 64). One frame is one fragment by the standard, but dcmtk's ``dcmcrle +fs`` splits
+    one, and a one-frame image was refused as 78 frames."""
+    if len(fragment) < 64:
+        return False
+    segments, first = struct.unpack_from("<2I", fragment)
+    return 1 <= segments <= 15 and first == 64
 
 
 def _undecodable(label: str, transfer_syntax: Any) -> ImageReadError:

@@ -27,7 +27,14 @@ from fracsight.data import (
     Sample,
     load_dataset,
 )
-from fracsight.data.leakage import images_record, refuse_images_trained_on, split_as_trained, split_leakage
+from fracsight.data.leakage import (
+    images_content,
+    images_record,
+    refuse_images_trained_on,
+    same_content,
+    split_as_trained,
+    split_leakage,
+)
 from fracsight.data.splits import train_val_samples, training_subset
 from fracsight.errors import ConfigError, DatasetError
 from fracsight.evaluation.run import evaluate_model, select_samples
@@ -53,6 +60,7 @@ log = logging.getLogger(__name__)
 
 def _is_other_data(
     trained_on: str | None,
+    trained_content: str | None,
     dataset: Dataset,
     train: list[Sample],
     val: list[Sample],
@@ -66,8 +74,13 @@ def _is_other_data(
     measured, on images the model had trained on, without a word."""
     if trained_on is None:  # a best.pt from before it kept the record: cannot tell
         return False
-    now = images_record(dataset.root, training_subset(train, cfg.max_samples, cfg.seed) + val)
-    if now["images_sha256"] == trained_on:
+    samples = training_subset(train, cfg.max_samples, cfg.seed) + val
+    now = images_record(dataset.root, samples)
+    # alike in names and labels, the same images only where their bytes are (two sites' exports
+    # numbered alike were recorded as the training data, calibrated on unsaid)
+    if now["images_sha256"] == trained_on and same_content(
+        trained_content, images_content(dataset.root, samples)
+    ):
         return False
     if cfg.data and dataset.root.resolve() != Path(cfg.data).resolve():  # another folder
         trained = {"data": cfg.data, "layout": cfg.layout, "seed": cfg.seed, "max_samples": cfg.max_samples}
@@ -75,7 +88,7 @@ def _is_other_data(
         return True
     raise DataMismatchError(
         f"{dataset.root} is not the data {checkpoint} trained on: its training and validation images "
-        f"differ now ({now['images']} of them; files added, removed or relabelled since, and a data "
+        f"differ now ({now['images']} of them; files added, removed, relabelled or changed since, and a data "
         "set without splits is split anew, so calibration, thresholds and test would fall on images "
         "the model trained on). Export with the data as it was, or train again on this data"
     )
@@ -147,7 +160,9 @@ def export_bundle(
         model.heads_config.classes,
         "export with the data set the run trained on (--data-dir)",
     )
-    other_data = _is_other_data(trained.images_sha256, dataset, train, val, cfg, checkpoint)
+    other_data = _is_other_data(
+        trained.images_sha256, trained.images_content, dataset, train, val, cfg, checkpoint
+    )
     if evaluate_split:  # an unknown split: refused before writing; other data is not carved as the run's
         select_samples(dataset, evaluate_split, None if other_data else cfg.seed)
     inputs.append(("the data set", data_root))

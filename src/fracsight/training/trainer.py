@@ -27,7 +27,7 @@ import yaml
 
 from fracsight._files import replace_atomically, replaced_by
 from fracsight._terminal import shell_command
-from fracsight.data.leakage import images_record, split_as_trained
+from fracsight.data.leakage import CONTENT_KEY, images_content, images_record, same_content, split_as_trained
 from fracsight.data.sample import CLASS, FRACTURE, REGION, Dataset, Sample
 from fracsight.data.splits import train_val_samples, training_subset
 from fracsight.errors import ConfigError, DatasetError, OutputFolderError
@@ -680,12 +680,14 @@ class Trainer:
         the same run without a word. A moved data folder is the same images (``data`` may change)."""
         if "images_sha256" not in resumed:  # a last.pt from before the record was kept
             return
-        if resumed["images_sha256"] != images["images_sha256"]:
+        if resumed["images_sha256"] != images["images_sha256"] or not same_content(
+            resumed.get(CONTENT_KEY), images[CONTENT_KEY]
+        ):
             raise TrainConfigError(
                 f"--resume continues {self.run_dir}, which trained on other images than the "
                 f"{images['images']} training and validation images of {self.dataset.root} (it had "
-                f"{resumed['images']}, or the same number with other files or labels). Resume with the "
-                "data the run started on, or start a new run in another --out"
+                f"{resumed['images']}, or the same number with other files, labels or contents). Resume "
+                "with the data the run started on, or start a new run in another --out"
             )
 
     def _heads_record(self) -> dict[str, list[str]]:
@@ -779,7 +781,9 @@ class Trainer:
         held_out = 0 if has_test else len(self.dataset.samples) - len(train_samples) - len(val_samples)
         train_samples = training_subset(train_samples, cfg.max_samples, cfg.seed)
         refuse_one_label_splits(self.dataset, train_samples, val_samples, self.fracture_classes)
-        images = self._images = images_record(self.dataset.root, train_samples + val_samples)
+        images = images_record(self.dataset.root, train_samples + val_samples)
+        images[CONTENT_KEY] = images_content(self.dataset.root, train_samples + val_samples)
+        self._images = images
         if state is not None:
             self._check_same_images(state, images)
         seed_everything(cfg.seed)
@@ -1048,6 +1052,7 @@ class TrainedModel(NamedTuple):
     # checkpoint written before best.pt kept it
     images_sha256: str | None = None
     epoch: int | None = None  # the epoch it is (0: the starting weights); None before best.pt kept it
+    images_content: str | None = None  # their bytes' digest (:func:`images_content`); None before kept
 
 
 def load_trained(path: Path, *, joint: bool = False) -> TrainedModel:
@@ -1071,7 +1076,9 @@ def load_trained(path: Path, *, joint: bool = False) -> TrainedModel:
     cfg = load_config(None, None, saved=True, **cfg_dict, augment=augment)
     fracture = tuple(state["fracture"]) if "fracture" in state else None
     model = _model_from_checkpoint(state).eval()
-    return TrainedModel(model, cfg, fracture, state.get("images_sha256"), state.get("epoch"))
+    return TrainedModel(
+        model, cfg, fracture, state.get("images_sha256"), state.get("epoch"), state.get(CONTENT_KEY)
+    )
 
 
 def load_checkpoint(path: Path) -> tuple[FractureNet, TrainConfig]:
