@@ -348,3 +348,15 @@ def test_related_images_get_a_grouped_interval_beside_delongs(fracatlas_dir: Pat
     # said 0.000 to 0.000, as evaluate did)
     two = np.array([1, 1, 0, 0])
     assert _grouped_difference(["s1", "s1", "s2", "s2"], two, [pa[:4], pb[:4]]) == {}
+
+
+def test_a_paired_line_counts_one_group_in_the_singular() -> None:
+    """A tiny MURA set said "counting the 1 groups of related images as units"."""
+    from fracsight.evaluation.compare_cli import _paired
+
+    block = {"a": 0.5, "b": 0.75, "n": 4, "a_only": 0, "b_only": 1, "p_value": 1.0}
+    one = _paired("sensitivity", {**block, "grouped": {"n_groups": 1, "p_value": 1.0}})
+    assert "(counting the 1 group of related images as a unit: " in one
+    assert "(counting the 3 groups of related images as units: " in _paired(
+        "sensitivity", {**block, "grouped": {"n_groups": 3, "p_value": 1.0}}
+    )

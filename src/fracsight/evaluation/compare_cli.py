@@ -98,16 +98,15 @@ def _grouped(auc: dict[str, Any], units: str = "images") -> str:
 
 
 def _paired(what: str, block: dict[str, Any]) -> str:
+    grouped = ""
+    if "grouped" in block:
+        n = block["grouped"]["n_groups"]
+        units = "group of related images as a unit" if n == 1 else "groups of related images as units"
+        grouped = f" (counting the {n} {units}: {_p(block['grouped']['p_value'])})"
     return (
         f"{what}: A {block['a']:.3f}, B {block['b']:.3f} over {block['n']} images; they differ on "
         f"{block['a_only'] + block['b_only']} (A only {block['a_only']}, B only {block['b_only']}), "
-        f"McNemar {_p(block['p_value'])}"
-        + (
-            f" (counting the {block['grouped']['n_groups']} groups of related images as units: "
-            f"{_p(block['grouped']['p_value'])})"
-            if "grouped" in block
-            else ""
-        )
+        f"McNemar {_p(block['p_value'])}{grouped}"
     )
 
 
