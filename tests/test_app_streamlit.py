@@ -511,6 +511,11 @@ def test_two_uploads_of_one_name_are_told_apart(monkeypatch: pytest.MonkeyPatch,
     at.button(key="clear-all").click().run()
     at.file_uploader[0].set_value([("IM000001", third.read_bytes(), "image/jpeg")]).run()
     assert list(at.dataframe[0].value["source"]) == ["IM000001"]
+    # the next patient's IM000001 after Clear all: it was "IM000001 (2)", the names shown before
+    # the clear taken again by the run the clear made (a name that exists nowhere on disk)
+    at.button(key="clear-all").click().run()
+    at.file_uploader[0].set_value([("IM000001", fractured.read_bytes(), "image/jpeg")]).run()
+    assert list(at.dataframe[0].value["source"]) == ["IM000001"]
 
 
 def test_a_folder_without_radiographs_says_so(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -224,7 +224,10 @@ def _clear_all() -> None:
     _forget_uploads(_uploader_keys(generation))
     st.session_state["uploader"] = generation + 1
     st.session_state.pop("results", None)  # the predictions held for them (pixels, heatmaps) too
-    st.session_state.pop("retired_names", None)  # the next patient's files may take any name
+    # the next patient's files may take any name: the names shown too, which the run the clear
+    # makes (no inputs) would retire
+    for kept in ("retired_names", "shown_names"):
+        st.session_state.pop(kept, None)
     release_freed_memory()
 
 
