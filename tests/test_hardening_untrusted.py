@@ -465,6 +465,15 @@ def test_a_packaged_name_is_the_packaged_bundle_whatever_folder_of_its_name_is_h
     assert resolve_bundle(Path(DEFAULT_MODEL)) == PACKAGED.parent / DEFAULT_MODEL  # none here
 
 
+def _packaged_zip(folder: Path) -> Path:
+    """The shipped default bundle as ``folder/model.zip`` (its files under ``b/``)."""
+    archive = folder / "model.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in PACKAGED.iterdir():
+            zf.write(f, f"b/{f.name}")
+    return archive
+
+
 @pytest.mark.fracatlas
 def test_sigterm_removes_the_unpacked_zip(tmp_path: Path, fracatlas_dir: Path) -> None:
     """`timeout` or a scheduler stopping a command given a .zip bundle (benchmark, compare, predict):
@@ -474,10 +483,7 @@ def test_sigterm_removes_the_unpacked_zip(tmp_path: Path, fracatlas_dir: Path) -
     import sys
     import time
 
-    archive = tmp_path / "model.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        for f in PACKAGED.iterdir():
-            zf.write(f, f"b/{f.name}")
+    archive = _packaged_zip(tmp_path)
     temp = tmp_path / "tmp"
     temp.mkdir()
     images = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[:200]
@@ -501,10 +507,7 @@ def test_sigterm_removes_the_unpacked_zip(tmp_path: Path, fracatlas_dir: Path) -
 def test_a_zip_is_unpacked_once_per_process_and_again_where_its_copy_was_taken(tmp_path: Path) -> None:
     """Unpacked once (a Predictor sent to each task of a process pool unpacked it at every task);
     a copy a temp cleaner emptied since is unpacked again, not refused naming the temp folder."""
-    archive = tmp_path / "model.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        for f in PACKAGED.iterdir():
-            zf.write(f, f"b/{f.name}")
+    archive = _packaged_zip(tmp_path)
     first = resolve_bundle(archive)
     assert resolve_bundle(str(archive)) == first
     (first / "model.onnx").unlink()
@@ -518,10 +521,7 @@ def test_process_workers_remove_their_unpacked_zip(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    archive = tmp_path / "model.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        for f in PACKAGED.iterdir():
-            zf.write(f, f"b/{f.name}")
+    archive = _packaged_zip(tmp_path)
     temp = tmp_path / "tmp"
     temp.mkdir()
     script = tmp_path / "workers.py"  # a file: spawned workers import their task from it
