@@ -339,6 +339,13 @@ def test_the_usual_names_for_a_token_and_lower_case_names_are_warned_of() -> Non
         "FRACSIGHT_PORT_8000_TCP_ADDR": "10.96.0.12",
         "FRACSIGHT_SERVICE_HOST": "10.96.0.12",
         "FRACSIGHT_SERVICE_PORT_HTTP": "8000",
+        # and for Services named fracsight-keycloak, fracsight-metrics: "did you mean
+        # FRACSIGHT_API_TOKENS?" eight times at every start
+        "FRACSIGHT_KEYCLOAK_PORT": "tcp://10.96.0.14:8080",
+        "FRACSIGHT_KEYCLOAK_PORT_8080_TCP_PORT": "8080",
+        "FRACSIGHT_KEYCLOAK_SERVICE_HOST": "10.96.0.14",
+        "FRACSIGHT_METRICS_PORT": "tcp://10.96.0.13:9102",
+        "FRACSIGHT_METRICS_SERVICE_PORT": "9102",
     }
     assert near_misses(env) == {
         "FRACSIGHT_API_KEY": "FRACSIGHT_API_TOKENS",
@@ -347,6 +354,7 @@ def test_the_usual_names_for_a_token_and_lower_case_names_are_warned_of() -> Non
         "FRACSIGHT_SECRET_FILE": "FRACSIGHT_API_TOKENS_FILE",
         "fracsight_api_tokens": "FRACSIGHT_API_TOKENS",
     }
+    assert "FRACSIGHT_METRICS_PORT" in near_misses({"FRACSIGHT_METRICS_PORT": "9102"})  # no Service's
 
 
 @pytest.mark.skipif(os.name != "posix", reason="file modes")

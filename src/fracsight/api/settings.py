@@ -210,8 +210,9 @@ _OPTIONS_ONLY = {"port": "--port", "host": "--host", "workers": "--workers", "lo
 
 _SECRET_WORDS = re.compile(r"token|key|secret|bearer|password")
 # what Kubernetes puts into every pod for a Service named `fracsight`: FRACSIGHT_SERVICE_HOST,
-# FRACSIGHT_PORT=tcp://10.96.0.12:8000, FRACSIGHT_PORT_8000_TCP_ADDR, ... (docker's old links too)
-_SERVICE_LINK_NAME = re.compile(r"service_(host|port)(_\w+)?|port_\d+_(tcp|udp|sctp)(_\w+)?")
+# FRACSIGHT_PORT=tcp://10.96.0.12:8000, FRACSIGHT_PORT_8000_TCP_ADDR, ... (docker's old links too),
+# and for one named `fracsight-keycloak`: FRACSIGHT_KEYCLOAK_SERVICE_HOST, FRACSIGHT_KEYCLOAK_PORT, ...
+_SERVICE_LINK_NAME = re.compile(r"(\w+_)?(service_(host|port)(_\w+)?|port_\d+_(tcp|udp|sctp)(_\w+)?)")
 _SERVICE_LINK_VALUE = re.compile(r"(tcp|udp|sctp)://", re.IGNORECASE)
 
 
@@ -227,7 +228,8 @@ def near_misses(environ: Mapping[str, str]) -> dict[str, str]:
         if not key.upper().startswith(ENV_PREFIX) or not value.strip():
             continue
         name = key[len(ENV_PREFIX) :].lower()
-        if _SERVICE_LINK_NAME.fullmatch(name) or (name == "port" and _SERVICE_LINK_VALUE.match(value)):
+        service_port = name == "port" or name.endswith("_port")
+        if _SERVICE_LINK_NAME.fullmatch(name) or (service_port and _SERVICE_LINK_VALUE.match(value)):
             continue
         if name in fields:
             if key != key.upper():  # read as written: fracsight_api_tokens was no token at all
