@@ -1131,6 +1131,33 @@ def test_pruning_keeps_an_image_received_while_it_runs(spool: Spool) -> None:
     assert spool.states()["received"] == 1
 
 
+@pytest.mark.slow
+def test_a_study_verdict_over_fewer_views_than_it_has_is_not_reliable(
+    fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """A study of two views, one refused by the reader (a 2-frame object): the study SR said "study
+    of 1 image: fracture suspected" as if clean, where predict --study and `dicom results --study`
+    say "not reliable: some views could not be read" (the unread view may be the fractured one)."""
+    import pydicom
+
+    from fracsight.dicom.spool import REFUSED
+    from fracsight.dicom.worker import Worker
+    from fracsight.inference import Predictor
+
+    spool, keys = _spool_of_two_radiographs(fracatlas_dir, tmp_path)
+    second = pydicom.dcmread(spool.instance_path(keys[1]))
+    second.NumberOfFrames, second.PixelData = 2, second.PixelData * 2
+    second.save_as(spool.instance_path(keys[1]))
+    worker = Worker(spool, Predictor(), kinds=("sr",), quiet_time=3600)
+    while spool.received(10):
+        assert worker.work_once()
+    assert spool.states()[REFUSED] == 1
+    worker.finish_study(STUDY, 0)
+    verdict = pydicom.dcmread(spool.results_folder(f"study:{study_key(STUDY)}:0") / "0.dcm")
+    said = " ".join(str(e.value) for e in verdict.iterall() if e.VR in ("UT", "LO", "ST", "LT"))
+    assert "not reliable: some views could not be read" in said, said
+
+
 def _spool_of_two_radiographs(fracatlas_dir: Path, tmp_path: Path) -> tuple[Spool, list[str]]:
     """A spool that received two fractured FracAtlas radiographs of one study; their keys."""
     import pydicom

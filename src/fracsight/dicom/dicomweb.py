@@ -339,7 +339,7 @@ def process_study(
     sources, predictions, results = [], [], []
     own: list[tuple[str, str]] = []  # (series, instance) of fracsight's results already in the study
     unretrieved: requests.HTTPError | None = None
-    retrieved = 0
+    retrieved, unread = 0, []  # unread: radiographs retrieved but refused by the reader (or results)
     for item in found:
         series_uid, sop_uid = _value(item, _SERIES_UID), _value(item, _SOP_UID)
         if not series_uid or not sop_uid:
@@ -384,6 +384,7 @@ def process_study(
             radiograph = predictor.read(buffer.getvalue(), name=f"{key}.dcm")
         except FracsightError as e:
             outcome.refused[key] = e.code
+            unread.append(key)
             log.warning("instance %s refused by the reader (%s)", key, e.code)
             continue
         (prediction,) = predictor.predict_radiographs([radiograph], [f"{key}.dcm"], heatmap=False)
@@ -399,6 +400,7 @@ def process_study(
             )
         except FracsightError as e:  # no results can be placed against it: the others still go
             outcome.refused[key] = e.code
+            unread.append(key)
             log.warning("instance %s: no result objects (%s)", key, e.code)
             continue
         sources.append(pydicom.dcmread(io.BytesIO(buffer.getvalue()), stop_before_pixels=True))
@@ -413,7 +415,10 @@ def process_study(
             "with something that is not DICOM: a login page or a proxy in front of it?"
         )
     if predictions:
-        verdict = predictor.predict_study(predictions, study=outcome.study)
+        # radiographs not retrieved or refused by the reader: not seen by the verdict, which is then
+        # "not reliable", as the node says it (a CT beside them, refused by its Modality, is no view)
+        unseen = [f"{key}.dcm" for key in (*unread, *outcome.not_retrieved)]
+        verdict = predictor.predict_study(predictions, study=outcome.study, unread=unseen)
         seed = study_uid_seed(sources, predictor)
         try:
             holder, listed = source_client, own

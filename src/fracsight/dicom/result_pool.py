@@ -225,15 +225,17 @@ def make_study_results(
     folder: Path,
     tmp_dir: Path,
     previous: Path | None = None,
+    unread: Sequence[str] = (),
 ) -> StudyOutcome:
     """The study verdict over ``images`` (spool key, file, its prediction if still known: else
     predicted again from the file), written durably to ``folder``; ``previous``: the file of the
-    study's earlier verdict, which this one replaces and names (when it can still be read)."""
+    study's earlier verdict, which this one replaces and names (when it can still be read);
+    ``unread``: the study's views that could not be read, which make the verdict not reliable."""
     import pydicom
 
     from fracsight.dicom.results import quiet_values, study_result_datasets, study_uid_seed
 
-    sources, predictions, pruned = [], [], 0
+    sources, predictions, pruned, unread = [], [], 0, list(unread)
     for key, path, prediction in images:
         try:
             data = path.read_bytes()
@@ -246,6 +248,7 @@ def make_study_results(
                     [predictor.read(data, name=f"{key}.dcm")], [f"{key}.dcm"], heatmap=False
                 )
             except FracsightError:
+                unread.append(f"{key}.dcm")
                 continue
         with quiet_values():
             sources.append(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True))
@@ -253,7 +256,7 @@ def make_study_results(
     if not predictions or pruned:
         return StudyOutcome((), len(predictions), pruned=pruned)
     try:
-        verdict = predictor.predict_study(predictions, study=name)
+        verdict = predictor.predict_study(predictions, study=name, unread=unread)
         seed = study_uid_seed(sources, predictor)
         earlier = _earlier_verdict(previous)
         made = study_result_datasets(

@@ -343,6 +343,11 @@ class Worker(threading.Thread):
         rows = [r for r in self.spool.study_instances(study_uid) if r.state in predicted]
         owner = f"study:{name}:{generation}"
         images = [(r.key, self.spool.instance_path(r.key), self._cache.get(r.key)) for r in rows]
+        # the views the reader refused or that failed: a verdict that has not seen every view is
+        # "not reliable", as predict --study says it (the unread one may be the fractured one)
+        unread = tuple(
+            f"{r.key}.dcm" for r in self.spool.study_instances(study_uid) if r.state in (REFUSED, FAILED)
+        )
         job = _StudyJob(study_uid, generation, owner, tuple(r.key for r in rows))
         folder = self.spool.results_folder(owner)
         earlier = (
@@ -350,7 +355,7 @@ class Worker(threading.Thread):
         )
         previous = next((path for path in earlier if path.is_file()), None)  # the verdict this one replaces
         self._submit(
-            self._studies, job, make_study_results, images, name, folder, self.spool.tmp_dir, previous
+            self._studies, job, make_study_results, images, name, folder, self.spool.tmp_dir, previous, unread
         )
 
     def finish_study(self, study_uid: str, generation: int) -> None:
