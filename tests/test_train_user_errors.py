@@ -187,6 +187,17 @@ def test_resume_with_other_images_of_the_same_heads_is_refused_and_a_moved_folde
     resumed = CliRunner().invoke(app, ["train", str(moved), *resume])
     assert resumed.exit_code == 0, resumed.output
     assert len(json.loads((run / "history.json").read_text(encoding="utf-8"))) == 3
+    # the run's own folder with an image's bytes changed, not its picture (a comment added, as an
+    # anonymiser or EXIF stripper does): still its data, where it was refused as "not the data"
+    image = sorted((moved / "train" / "fractured").iterdir())[0]
+    data = image.read_bytes()
+    image.unlink()  # a link into FracAtlas: never written through
+    image.write_bytes(data[:2] + b"\xff\xfe\x00\x08anon!!" + data[2:])
+    exported = CliRunner().invoke(app, ["export", str(run), str(tmp_path / "b3")])
+    assert exported.exit_code == 0, exported.output
+    assert "calibration_data" not in json.loads((tmp_path / "b3" / "bundle.json").read_text())["training"]
+    resumed = CliRunner().invoke(app, ["train", str(moved), *resume[:-3], "--set", "epochs=3", "--resume"])
+    assert resumed.exit_code == 0, resumed.output
 
 
 def test_export_names_why_it_read_an_image_that_cannot_be_read(tiny_bundle, tiny_dataset, tmp_path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import os
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -38,6 +39,7 @@ __all__ = [
     "leakage_effect",
     "refuse_images_trained_on",
     "same_content",
+    "same_data_folder",
     "split_as_trained",
     "split_leakage",
     "trained_images_among",
@@ -126,6 +128,16 @@ def same_content(recorded: str | None, now: str | None) -> bool:
     """Whether two :func:`images_content` digests allow the same images (None: not known, as in a
     checkpoint from before it was kept)."""
     return recorded is None or now is None or recorded == now
+
+
+def same_data_folder(recorded: str | os.PathLike[str] | None, root: Path) -> bool:
+    """Whether ``root`` is the data folder a run recorded (a relative one: to the working folder).
+    There, images of the run's names and labels are its images whatever their bytes (re-anonymised,
+    EXIF stripped, re-encoded without loss): their bytes tell apart only another folder's."""
+    try:
+        return bool(recorded) and Path(recorded).resolve() == root.resolve()  # type: ignore[arg-type]
+    except OSError:
+        return False
 
 
 def split_as_trained(dataset: Dataset, seed: int, max_samples: int, trained_sha256: str | None) -> Dataset:

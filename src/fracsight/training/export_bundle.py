@@ -32,6 +32,7 @@ from fracsight.data.leakage import (
     images_record,
     refuse_images_trained_on,
     same_content,
+    same_data_folder,
     split_as_trained,
     split_leakage,
 )
@@ -76,19 +77,20 @@ def _is_other_data(
         return False
     samples = training_subset(train, cfg.max_samples, cfg.seed) + val
     now = images_record(dataset.root, samples)
-    # alike in names and labels, the same images only where their bytes are (two sites' exports
-    # numbered alike were recorded as the training data, calibrated on unsaid)
-    if now["images_sha256"] == trained_on and same_content(
-        trained_content, images_content(dataset.root, samples)
+    own = same_data_folder(cfg.data, dataset.root)
+    # another folder alike in names and labels: the same images only where their bytes are (two
+    # sites' exports numbered alike were recorded as the training data, calibrated on unsaid)
+    if now["images_sha256"] == trained_on and (
+        own or same_content(trained_content, images_content(dataset.root, samples))
     ):
         return False
-    if cfg.data and dataset.root.resolve() != Path(cfg.data).resolve():  # another folder
+    if cfg.data and not own:  # another folder
         trained = {"data": cfg.data, "layout": cfg.layout, "seed": cfg.seed, "max_samples": cfg.max_samples}
         refuse_images_trained_on(trained, trained_on, dataset.root, val, str(checkpoint))
         return True
     raise DataMismatchError(
         f"{dataset.root} is not the data {checkpoint} trained on: its training and validation images "
-        f"differ now ({now['images']} of them; files added, removed, relabelled or changed since, and a data "
+        f"differ now ({now['images']} of them; files added, removed or relabelled since, and a data "
         "set without splits is split anew, so calibration, thresholds and test would fall on images "
         "the model trained on). Export with the data as it was, or train again on this data"
     )

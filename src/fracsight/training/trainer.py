@@ -27,7 +27,14 @@ import yaml
 
 from fracsight._files import replace_atomically, replaced_by
 from fracsight._terminal import shell_command
-from fracsight.data.leakage import CONTENT_KEY, images_content, images_record, same_content, split_as_trained
+from fracsight.data.leakage import (
+    CONTENT_KEY,
+    images_content,
+    images_record,
+    same_content,
+    same_data_folder,
+    split_as_trained,
+)
 from fracsight.data.sample import CLASS, FRACTURE, REGION, Dataset, Sample
 from fracsight.data.splits import train_val_samples, training_subset
 from fracsight.errors import ConfigError, DatasetError, OutputFolderError
@@ -680,14 +687,23 @@ class Trainer:
         the same run without a word. A moved data folder is the same images (``data`` may change)."""
         if "images_sha256" not in resumed:  # a last.pt from before the record was kept
             return
-        if resumed["images_sha256"] != images["images_sha256"] or not same_content(
-            resumed.get(CONTENT_KEY), images[CONTENT_KEY]
-        ):
+        if resumed["images_sha256"] != images["images_sha256"]:
             raise TrainConfigError(
                 f"--resume continues {self.run_dir}, which trained on other images than the "
                 f"{images['images']} training and validation images of {self.dataset.root} (it had "
-                f"{resumed['images']}, or the same number with other files, labels or contents). Resume "
-                "with the data the run started on, or start a new run in another --out"
+                f"{resumed['images']}, or the same number with other files or labels). Resume with the "
+                "data the run started on, or start a new run in another --out"
+            )
+        started_on = json.loads(resumed.get("config", "{}")).get("data")
+        if not same_data_folder(started_on, self.dataset.root) and not same_content(
+            resumed.get(CONTENT_KEY), images[CONTENT_KEY]
+        ):
+            raise TrainConfigError(
+                f"--resume continues {self.run_dir}, which trained on other images than those of "
+                f"{self.dataset.root}: its {images['images']} training and validation images have the "
+                f"run's names and labels but other bytes than those of {started_on} (another site's "
+                "export numbered alike?). Resume with the data the run started on, or start a new run "
+                "in another --out"
             )
 
     def _heads_record(self) -> dict[str, list[str]]:
