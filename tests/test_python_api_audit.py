@@ -194,3 +194,88 @@ def test_a_backslash_in_a_files_own_name_is_kept(predictor: Predictor, image_pat
     assert predictor.predict(odd).source == odd.name
     assert predictor.predict(odd, name=odd.name).source == odd.name
     assert predictor.predict(odd.read_bytes(), name=odd.name).source == "scan.jpg"  # bytes: a client's path
+
+
+def test_a_notebooks_trainer_keeps_its_name_its_random_state_and_names_a_file_gone(
+    tiny_dataset, tmp_path, monkeypatch
+) -> None:
+    """Notebook calls (hunt of 2026-12-07): a Trainer named ``../../x`` trained outside ``runs/``
+    (only the CLI checked the name); fit() left Python's, NumPy's and torch's generators at the
+    run's seed, so the notebook's own draws repeated after every training; a file removed after
+    load_dataset stopped fit() with a bare FileNotFoundError of the letterbox cache."""
+    pytest.importorskip("torch")
+    import random
+    import shutil
+
+    import torch
+
+    from conftest import TINY_TRAINING
+    from fracsight.data import load_dataset
+    from fracsight.training import Trainer, load_config
+    from fracsight.training.config import TrainConfigError
+
+    monkeypatch.chdir(tmp_path)
+    data = shutil.copytree(tiny_dataset, tmp_path / "data", symlinks=True)
+    escaping = load_config("fracatlas-lite0-384", [*TINY_TRAINING, "name=../../escaped"], data=str(data))
+    with pytest.raises(TrainConfigError, match=r"name='\.\./\.\./escaped' \(a name, not a path"):
+        Trainer(escaping, load_dataset(data), show_progress=False).fit()
+    assert not (tmp_path.parent / "escaped").exists()
+
+    cfg = load_config("fracatlas-lite0-384", TINY_TRAINING, data=str(data), out=str(tmp_path / "run"))
+    draws = []
+    for seed in (1000, 1001):
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        Trainer(cfg, load_dataset(data), show_progress=False).fit(force=True)
+        draws.append((random.random(), np.random.random(), torch.rand(1).item()))
+    assert all(a != b for a, b in zip(*draws, strict=True)), draws
+
+    dataset = load_dataset(data)
+    gone = sorted((data / "train" / "fractured").iterdir())[0]
+    gone.unlink()
+    with pytest.raises(ImageReadError, match=gone.name):
+        Trainer(cfg, dataset, show_progress=False).fit(force=True)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "said"),
+    [
+        ({"n_bootstrap": 3}, "3 resamples are too few for intervals"),
+        ({"n_bootstrap": -5}, "a whole number, 0 or more"),
+        ({"n_bootstrap": 200.0}, "a whole number, 0 or more"),
+        ({"threshold": 1.5}, "threshold must be a number from 0 to 1"),
+        ({"out_dir": ""}, "out_dir is empty"),
+    ],
+)
+def test_evaluate_model_refuses_what_the_command_refuses(tiny_bundle, tiny_dataset, arguments, said) -> None:
+    """evaluate_model took 3 resamples ("95% CI 0.647-0.907" in its report), -5, a threshold of
+    1.5 and out_dir "" (the report's nine files in the working folder), each recorded as a command
+    that the CLI refuses."""
+    from fracsight.evaluation.run import EvaluationArgumentError, evaluate_model
+
+    with pytest.raises(EvaluationArgumentError, match=said):
+        evaluate_model(tiny_bundle, tiny_dataset, **{"split": "val", **arguments})
+
+
+def test_an_audit_keeps_the_readers_warnings_whatever_the_callers_logging(fracatlas_dir, tmp_path) -> None:
+    """A notebook quieted to ERROR (logging.getLogger().setLevel(logging.ERROR)) got an audit without
+    the readers' warnings (an image missing from dataset.csv), which it reports as findings."""
+    import logging
+
+    from conftest import fracatlas_subset
+    from fracsight.data.audit import audit
+
+    data = fracatlas_subset(fracatlas_dir, tmp_path / "fa", {"train": (3, 3), "test": (2, 2)})
+    extra = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[-1]
+    (data / "images" / "Fractured" / extra.name).symlink_to(extra)  # not in dataset.csv
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quiet = audit(data).loader_warnings
+    finally:
+        root.setLevel(level)
+    assert any(extra.name in said for said in quiet), quiet
+    assert quiet == audit(data).loader_warnings
+    assert logging.getLogger("fracsight.data").propagate

@@ -537,7 +537,7 @@ def test_a_class_given_to_every_image_is_not_called_the_fractured_ones_type(tiny
     card = (tmp_path / "bundle" / "card.md").read_text(encoding="utf-8")
     assert f"trained on every image with a class label, {n} of the training images not fractured" in card
     assert "fractured images only" not in card and "(the fractured ones)" not in card
-    metrics = evaluate_model(tmp_path / "bundle", data, tmp_path / "eval", split="val", n_bootstrap=50)
+    metrics = evaluate_model(tmp_path / "bundle", data, tmp_path / "eval", split="val", n_bootstrap=100)
     assert "the fractured ones" not in metrics["multiclass"]["counted"]
 
 

@@ -990,11 +990,13 @@ def _print_table(results, studies, predictor, notice: str) -> None:
 
 
 def _bootstrap_resamples(value: int) -> int:
-    """``--bootstrap``: 0 draws no intervals (quick figures); fewer than 100 resamples would give
-    percentile intervals too rough to state."""
-    if 0 < value < 100:
-        raise typer.BadParameter(f"{value} resamples are too few for intervals: give 0 (none) or 100 or more")
-    return value
+    """``--bootstrap``, refused before any image is read (``check_bootstrap``'s rule)."""
+    from fracsight.evaluation.run import EvaluationArgumentError, check_bootstrap
+
+    try:
+        return check_bootstrap(value)
+    except EvaluationArgumentError as e:
+        raise typer.BadParameter(str(e)) from None
 
 
 @app.command()

@@ -152,20 +152,30 @@ def _inspect_all(paths: Sequence[Path], workers: int | None, progress: Progress 
 
 @contextmanager
 def _captured_warnings() -> Iterator[list[str]]:
-    """Collect warnings the readers log (e.g. folder/csv label disagreements) for the report."""
+    """Collect warnings the readers log (e.g. folder/csv label disagreements) for the report,
+    whatever level the caller's logging is at: a notebook quieted to ERROR got a report without
+    them. What the caller's logging lets through is passed on as before, the rest only collected."""
     notes: list[str] = []
+    logger = logging.getLogger("fracsight.data")
+    level, propagate, shown_from = logger.level, logger.propagate, logger.getEffectiveLevel()
 
     class _Collect(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            notes.append(record.getMessage())
+            if record.levelno >= logging.WARNING:
+                notes.append(record.getMessage())
+            if propagate and record.levelno >= shown_from and logger.parent is not None:
+                logger.parent.handle(record)
 
-    handler = _Collect(level=logging.WARNING)
-    logger = logging.getLogger("fracsight.data")
+    handler = _Collect()
     logger.addHandler(handler)
+    logger.setLevel(min(shown_from, logging.WARNING))
+    logger.propagate = False
     try:
         yield notes
     finally:
         logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 # -- analysis ------------------------------------------------------------------------

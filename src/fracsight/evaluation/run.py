@@ -52,7 +52,14 @@ from fracsight.errors import ConfigError, DatasetError, OutputFolderError
 if TYPE_CHECKING:
     from fracsight.evaluation.report import PositiveWords
 
-__all__ = ["EvaluationArgumentError", "evaluate_model", "positive_label", "select_samples", "unread_names"]
+__all__ = [
+    "EvaluationArgumentError",
+    "check_bootstrap",
+    "evaluate_model",
+    "positive_label",
+    "select_samples",
+    "unread_names",
+]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +69,20 @@ class EvaluationArgumentError(ConfigError):
     fracture head): a bad argument, exit 2."""
 
     bad_argument = True
+
+
+def check_bootstrap(n_bootstrap: object) -> int:
+    """The number of bootstrap resamples: 0 draws no intervals (quick figures); fewer than 100 would
+    give percentile intervals too rough to state (a report said "95% CI 0.647-0.907" from 3)."""
+    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 0:
+        raise EvaluationArgumentError(
+            f"bootstrap resamples must be a whole number, 0 or more: {n_bootstrap!r}"
+        )
+    if 0 < n_bootstrap < 100:
+        raise EvaluationArgumentError(
+            f"{n_bootstrap} resamples are too few for intervals: give 0 (none) or 100 or more"
+        )
+    return n_bootstrap
 
 
 def unread_names(failed: Sequence[Mapping[str, Any]], listed_in: str, shown: int = 5) -> str:
@@ -895,6 +916,14 @@ def evaluate_model(
     before any image is read.
     """
     recorded = model if recorded_as is None else recorded_as
+    # as the command refuses them: its record (run.command) names a command that runs
+    check_bootstrap(n_bootstrap)
+    if threshold is not None and (
+        isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1
+    ):
+        raise EvaluationArgumentError(f"threshold must be a number from 0 to 1: {threshold!r}")
+    if out_dir is not None and not str(out_dir):  # Path("") is the working folder
+        raise EvaluationArgumentError("out_dir is empty: name a folder, or None for no report files")
     from fracsight.evaluation.aggregate import first_views, repeated_views_note
     from fracsight.evaluation.metrics import multilabel_metrics, regions_to_targets
     from fracsight.evaluation.report import (

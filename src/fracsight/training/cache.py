@@ -88,9 +88,12 @@ def letterbox_samples(
     (the first 10, and a count) by their path under ``root``, the data set's folder (default: the
     folder the samples share).
     """
+    try:
+        key = _key(samples, size) if cache_dir is not None else ""
+    except OSError:  # a file gone since the data set was read: each one is named below, not the first
+        cache_dir = None
     if cache_dir is not None:
         cache_dir = Path(cache_dir)
-        key = _key(samples, size)
         img_path, mask_path = cache_dir / f"lb-{key}-img.npy", cache_dir / f"lb-{key}-mask.npy"
         if img_path.is_file() and mask_path.is_file():
             try:

@@ -46,6 +46,7 @@ from fracsight.training.config import (
     TrainConfig,
     TrainConfigError,
     _check_ranges,
+    check_new_run,
     named_for_data,
     recipe_names,
 )
@@ -715,10 +716,27 @@ class Trainer:
         """Train; ``resume``: continue the run in ``cfg.out`` from its ``last.pt``; ``force``:
         replace an earlier run there (refused otherwise, so that no trained run is lost). A run
         folder another run is training into now is refused."""
+        if not resume:  # as `fracsight train` checks it: a Trainer made in Python trained into runs/../../x
+            check_new_run(self.cfg)
+        self._claimed, self._replacing = False, []  # a Trainer fitted again: its earlier run is replaced
         initial = self._initial_model(Path(self.cfg.init)) if self.cfg.init else None  # before writing
         self.dataset.refuse_output_inside(self.run_dir)
-        with self._run_folder_held():
+        with self._callers_random_state(), self._run_folder_held():
             return self._fit(initial, resume, force)
+
+    @contextlib.contextmanager
+    def _callers_random_state(self) -> Iterator[None]:
+        """Python's, NumPy's and torch's generators as the caller left them, once fit (which seeds
+        them, for a run that can be made again) ends: a notebook's own draws after it repeated the
+        same numbers whatever it had seeded."""
+        python, legacy = random.getstate(), np.random.get_state()
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            try:
+                yield
+            finally:
+                random.setstate(python)
+                np.random.set_state(legacy)
 
     @contextlib.contextmanager
     def _run_folder_held(self) -> Iterator[None]:
