@@ -340,6 +340,34 @@ def test_csv_to_stdout_by_another_name_is_csv_to_stdout(tiny_bundle: Path, image
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_csv_into_a_pipe_or_a_device_needs_no_overwrite(
+    tiny_bundle: Path, images: list[Path], tmp_path: Path
+) -> None:
+    """``--csv >(gzip > r.gz)``, a named pipe to a reader, ``/dev/null``: refused as files that
+    "exist", to be replaced with --overwrite (a flag that does replace regular files)."""
+    import threading
+
+    pipe = tmp_path / "rows"
+    os.mkfifo(pipe)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(pipe.read_text(encoding="utf-8")), daemon=True)
+    reader.start()
+    command = [sys.executable, "-c", "from fracsight.cli import main; main()", "predict", str(images[0])]
+    command += ["--model", str(tiny_bundle), "--csv"]
+    into_pipe = subprocess.run([*command, str(pipe)], capture_output=True, timeout=120, text=True)
+    if into_pipe.returncode != 0:  # refused: the reader still waits for a writer
+        os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+    reader.join(timeout=60)
+    assert into_pipe.returncode == 0, into_pipe.stderr
+    assert [r["source"] for r in csv.DictReader(got[0].splitlines())] == [images[0].name]
+    assert subprocess.run([*command, os.devnull], capture_output=True, timeout=120).returncode == 0
+    (tmp_path / "r.csv").write_text("mine")  # a file of the user's is still not replaced unasked
+    kept = subprocess.run([*command, str(tmp_path / "r.csv")], capture_output=True, timeout=120, text=True)
+    assert kept.returncode == 2 and "exists; pass --overwrite" in kept.stderr
+    assert (tmp_path / "r.csv").read_text() == "mine"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
 def test_a_named_pipe_in_a_folder_is_not_waited_on(
     tiny_bundle: Path, images: list[Path], tmp_path: Path
 ) -> None:

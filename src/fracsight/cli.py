@@ -10,6 +10,7 @@ import json
 import os
 import shlex
 import signal
+import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -383,7 +384,7 @@ def refuse_output(path: Path | None, *, folder: bool, overwrite: bool = True, op
         problem = "bad_output", f"{path} is a link whose target does not exist ({os.readlink(path)})"
     elif not folder and path.is_dir():
         problem = "bad_output", f"{path} is a folder; give a file name"
-    elif not folder and os.path.lexists(path) and not overwrite:  # a dangling link is there too
+    elif not folder and not overwrite and os.path.lexists(path) and not _a_stream(path):  # dangling links too
         problem = "exists", f"{path} exists; pass --overwrite to replace it"
     elif folder and not overwrite and path.is_dir() and any(_user_entries(path)):
         problem = "exists", f"{path} is not empty; pass --overwrite to write into it"
@@ -406,6 +407,17 @@ def _writable(path: Path, folder: bool) -> bool:
     if target.exists() and (folder or not _replaced_whole(path)):
         return os.access(target, os.W_OK | (os.X_OK if folder else 0))
     return target.parent.is_dir() and os.access(target.parent, os.W_OK | os.X_OK)
+
+
+def _a_stream(path: Path) -> bool:
+    """A pipe, a terminal or device, or a socket (``--csv >(gzip > r.gz)``, ``/dev/stderr``,
+    ``/dev/null``): written into, nothing of the user's replaced, so no ``--overwrite`` asked for
+    (they were refused as files that "exist")."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
 
 
 def _replaced_whole(path: Path) -> bool:
@@ -777,8 +789,9 @@ def _write_csv(path: Path, text: str, overwrite: bool) -> tuple[str, str] | None
         if overwrite and _replaced_whole(path):
             replace_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8", newline=""))
         else:
-            with open(path, "w" if overwrite else "x", encoding="utf-8", newline="") as f:
-                created = not overwrite
+            written_into = overwrite or _a_stream(path)
+            with open(path, "w" if written_into else "x", encoding="utf-8", newline="") as f:
+                created = not written_into
                 f.write(text)
     except FileExistsError:
         return "exists", f"{path} appeared while the images were predicted; not replaced: pass --overwrite"
