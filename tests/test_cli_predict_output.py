@@ -90,6 +90,19 @@ def test_control_characters_in_a_name_are_shown_escaped_and_kept_in_data(
     assert sorted(i["source"] for i in json.loads(data.stdout)["images"]) == sorted(names)
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX file names are bytes")
+def test_a_name_that_is_not_utf8_is_said_in_messages_as_the_rows_say_it(
+    tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """`predict nop\\xe9.jpg` (a Latin-1 name that is not there) said `nop\\udce9.jpg`, Python's
+    stand-in for the byte, where the rows, JSON and CSV write `nop\\xe9.jpg`."""
+    missing = os.fsdecode(bytes(tmp_path) + b"/nop\xe9.jpg")
+    result = _predict(tiny_bundle, Path(missing))
+    assert result.exit_code == 2
+    assert "no such file or folder:" in result.stderr and "nop\\xe9.jpg" in result.stderr, result.stderr
+    assert "udce9" not in result.stderr
+
+
 def test_stdin_and_a_broken_link_are_refused_saying_what_they_are(
     tiny_bundle: Path, radiograph: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

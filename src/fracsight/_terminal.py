@@ -32,6 +32,7 @@ __all__ = [
 #: characters of a name shown escaped (``\\x1b``, ``\\n``, ``\\u202e``): control characters (an
 #: escape sequence in a file name reached the terminal, a newline split a row or a message over two
 #: lines) and the bidirectional controls that show a name in another order than it has
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 #: distinct warnings remembered to print each once (a cap, so a long-running command cannot grow it)
@@ -65,7 +66,13 @@ class _WarningPrinter(logging.Handler):
 
 
 def visible(text: str) -> str:
-    """``text`` with :data:`_INVISIBLE` characters written as Python escapes."""
+    """``text`` with :data:`_INVISIBLE` characters written as Python escapes, and a file name's
+    bytes that are not UTF-8 as the rows write them (``caf\\xe9.jpg``, not ``caf\\udce9.jpg``)."""
+    if _SURROGATE.search(text):
+        try:
+            text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:  # a surrogate that stands for no byte
+            text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return _INVISIBLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
