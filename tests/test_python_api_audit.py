@@ -248,12 +248,15 @@ def test_a_notebooks_trainer_keeps_its_name_its_random_state_and_names_a_file_go
         ({"out_dir": ""}, "out_dir is empty"),
     ],
 )
-def test_evaluate_model_refuses_what_the_command_refuses(tiny_bundle, tiny_dataset, arguments, said) -> None:
+def test_evaluate_model_refuses_what_the_command_refuses(
+    tiny_bundle, tiny_dataset, tmp_path, monkeypatch, arguments, said
+) -> None:
     """evaluate_model took 3 resamples ("95% CI 0.647-0.907" in its report), -5, a threshold of
     1.5 and out_dir "" (the report's nine files in the working folder), each recorded as a command
     that the CLI refuses."""
     from fracsight.evaluation.run import EvaluationArgumentError, evaluate_model
 
+    monkeypatch.chdir(tmp_path)  # out_dir "" wrote the report into the repository's folder
     with pytest.raises(EvaluationArgumentError, match=said):
         evaluate_model(tiny_bundle, tiny_dataset, **{"split": "val", **arguments})
 
@@ -279,3 +282,28 @@ def test_an_audit_keeps_the_readers_warnings_whatever_the_callers_logging(fracat
     assert any(extra.name in said for said in quiet), quiet
     assert quiet == audit(data).loader_warnings
     assert logging.getLogger("fracsight.data").propagate
+
+
+def test_two_audits_at_once_keep_their_own_warnings_and_leave_logging_as_it_was() -> None:
+    """Two audits in threads, ending in the order they began: the second set back the first one's
+    temporary settings (the readers' logger cut off from its parent for good), and each report
+    listed the other data set's warnings."""
+    import logging
+    import threading
+
+    from fracsight.data.audit import _captured_warnings
+
+    logger = logging.getLogger("fracsight.data")
+    before = (logger.level, logger.propagate, list(logger.handlers))
+    first, second = _captured_warnings(), _captured_warnings()
+    first_notes = first.__enter__()
+    entered: list[list[str]] = []
+    other = threading.Thread(target=lambda: entered.append(second.__enter__()))
+    other.start()
+    other.join()
+    (second_notes,) = entered
+    logger.warning("seen by the first audit's thread only")
+    first.__exit__(None, None, None)
+    second.__exit__(None, None, None)
+    assert first_notes == ["seen by the first audit's thread only"] and second_notes == []
+    assert (logger.level, logger.propagate, list(logger.handlers)) == before

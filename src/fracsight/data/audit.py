@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -150,32 +151,60 @@ def _inspect_all(paths: Sequence[Path], workers: int | None, progress: Progress 
         return results
 
 
+#: the audits collecting the readers' warnings now, across threads: the first to start sets the
+#: logger up, the last to end sets it back (two at once left it without its parent for good)
+_capturing_lock = threading.Lock()
+_capturing: dict[str, Any] = {"count": 0}
+
+
+class _PassOn(logging.Handler):
+    """Hands the readers' records on to the caller's logging as it would have had them."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__()
+        self.parent, self.shown_from = logger.parent, logger.getEffectiveLevel()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= self.shown_from and self.parent is not None:
+            self.parent.handle(record)
+
+
 @contextmanager
 def _captured_warnings() -> Iterator[list[str]]:
-    """Collect warnings the readers log (e.g. folder/csv label disagreements) for the report,
-    whatever level the caller's logging is at: a notebook quieted to ERROR got a report without
-    them. What the caller's logging lets through is passed on as before, the rest only collected."""
+    """Collect the warnings the readers log in this thread (e.g. folder/csv label disagreements)
+    for the report, whatever level the caller's logging is at: a notebook quieted to ERROR got a
+    report without them. What the caller's logging lets through is passed on as before."""
     notes: list[str] = []
     logger = logging.getLogger("fracsight.data")
-    level, propagate, shown_from = logger.level, logger.propagate, logger.getEffectiveLevel()
+    me = threading.get_ident()
 
     class _Collect(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            if record.levelno >= logging.WARNING:
+            if record.thread == me and record.levelno >= logging.WARNING:
                 notes.append(record.getMessage())
-            if propagate and record.levelno >= shown_from and logger.parent is not None:
-                logger.parent.handle(record)
 
     handler = _Collect()
-    logger.addHandler(handler)
-    logger.setLevel(min(shown_from, logging.WARNING))
-    logger.propagate = False
+    with _capturing_lock:
+        if _capturing["count"] == 0:
+            _capturing["saved"] = (logger.level, logger.propagate)
+            _capturing["pass_on"] = _PassOn(logger) if logger.propagate else None
+            if _capturing["pass_on"] is not None:
+                logger.addHandler(_capturing["pass_on"])
+            logger.setLevel(min(logger.getEffectiveLevel(), logging.WARNING))
+            logger.propagate = False
+        _capturing["count"] += 1
+        logger.addHandler(handler)
     try:
         yield notes
     finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-        logger.propagate = propagate
+        with _capturing_lock:
+            logger.removeHandler(handler)
+            _capturing["count"] -= 1
+            if _capturing["count"] == 0:
+                if _capturing["pass_on"] is not None:
+                    logger.removeHandler(_capturing["pass_on"])
+                logger.setLevel(_capturing["saved"][0])
+                logger.propagate = _capturing["saved"][1]
 
 
 # -- analysis ------------------------------------------------------------------------
