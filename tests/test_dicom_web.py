@@ -199,6 +199,35 @@ def test_an_image_results_cannot_be_made_for_costs_only_itself(images: list[Path
         assert len(results_in(orthanc, study_uid)) == len(DEFAULT_KINDS) + 1
 
 
+def test_a_ct_found_without_its_modality_is_no_view_of_the_verdict(
+    images: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A search service that leaves out Modality and SOP Class (one that ignores includefield): the
+    CT beside the radiographs was refused by the reader instead, and counted as a view the verdict
+    had not seen ("not reliable"), where with them it is no view, as at the node."""
+    from dicomweb_client.api import DICOMwebClient
+
+    search = DICOMwebClient.search_for_instances
+
+    def without_modality(self, *args, **kwargs):
+        found = search(self, *args, **kwargs)
+        return [{k: v for k, v in item.items() if k not in ("00080060", "00080016")} for item in found]
+
+    study_uid = generate_uid()
+    with Orthanc(tmp_path / "orthanc") as orthanc:
+        for path in (
+            make_radiograph_dicom(images[0], tmp_path / "a.dcm", study_uid=study_uid),
+            make_ct_dicom(tmp_path / "ct.dcm", study_uid=study_uid),
+        ):
+            orthanc.upload(path)
+        monkeypatch.setattr(DICOMwebClient, "search_for_instances", without_modality)
+        done = CliRunner().invoke(app, ["dicom", "study", study_uid, "--dicomweb", orthanc.dicomweb_url])
+        assert done.exit_code == 0, done.output
+        summary = json.loads(done.stdout)
+        assert list(summary["refused"].values()) == ["unsupported_modality"] and summary["predicted"] == 1
+        assert not summary["study_decision"].startswith("not reliable"), summary
+
+
 def test_results_of_a_japanese_study_read_as_their_source_does_in_orthanc(
     images: list[Path], tmp_path: Path
 ) -> None:

@@ -383,8 +383,12 @@ def process_study(
         try:
             radiograph = predictor.read(buffer.getvalue(), name=f"{key}.dcm")
         except FracsightError as e:
+            if getattr(e, "not_an_image", False):  # as the search's rule above, where it lacks Modality
+                outcome.not_images += 1
+                continue
             outcome.refused[key] = e.code
-            unread.append(key)
+            if not isinstance(e, UnsupportedModalityError):  # a CT is no view, as at the search and the node
+                unread.append(key)
             log.warning("instance %s refused by the reader (%s)", key, e.code)
             continue
         (prediction,) = predictor.predict_radiographs([radiograph], [f"{key}.dcm"], heatmap=False)
