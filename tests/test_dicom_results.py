@@ -1835,3 +1835,28 @@ def test_a_side_corrected_in_the_source_gives_a_state_of_a_new_uid(case, predict
         len({series for series, _ in states.values()}) == 3 and len({uid for _, uid in states.values()}) == 3
     )
     assert len({str(r["SR"].SOPInstanceUID) for r in made.values()}) == 1  # the report has no side
+
+
+@pytest.mark.fracatlas
+@pytest.mark.parametrize("free_kb", [40, 16])
+def test_results_onto_a_full_disk_say_so_in_one_line_and_leave_no_empty_object(
+    fracatlas_dir: Path, tmp_path: Path, free_kb: int
+) -> None:
+    """`dicom results` onto a disk with a few kB left: pydicom's traceback (its venv paths) folded
+    into the error line, or, where the closing flush failed, an empty .dcm left for a PACS import."""
+    import os
+
+    from dicom_support import make_radiograph_dicom
+    from disk_support import mounted_tmpfs
+
+    image = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[0]
+    source = make_radiograph_dicom(image, tmp_path / "source.dcm")
+    with mounted_tmpfs(tmp_path / "disk", "3m") as disk:
+        free = os.statvfs(disk)
+        with open(disk / "filler", "wb") as f:
+            os.posix_fallocate(f.fileno(), 0, free.f_bavail * free.f_frsize - free_kb * 1024)
+        result = CliRunner().invoke(cli_app, ["dicom", "results", str(source), "--out", str(disk / "res")])
+        assert result.exit_code == 1, result.output
+        assert "No space left on device" in result.stderr and "Traceback" not in result.output
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert all(p.stat().st_size > 0 for p in (disk / "res").glob("*.dcm"))

@@ -734,15 +734,19 @@ def write_new(ds: Dataset, folder: Path, stem: str) -> Path:
     n = 0
     while True:
         path = folder / (f"{stem}.{kind}.dcm" if n == 0 else f"{stem}.{kind}-{n}.dcm")
+        created = False
         try:
-            with open(path, "xb") as f:
-                try:
-                    ds.save_as(f, enforce_file_format=True)
-                except BaseException:
-                    f.close()
-                    path.unlink(missing_ok=True)  # no half-written object left behind
-                    raise
+            with open(path, "xb") as f:  # its closing flush may fail too (a full disk)
+                created = True
+                ds.save_as(f, enforce_file_format=True)
         except FileExistsError:
             n += 1
             continue
+        except BaseException as e:
+            if created:  # no half-written (or empty) object left behind
+                path.unlink(missing_ok=True)
+            if isinstance(e, OSError) and e.errno is None and isinstance(e.__cause__, OSError):
+                # pydicom's own OSError, its message the traceback of the disk's: the disk's error
+                raise e.__cause__ from None
+            raise
         return path
