@@ -1156,6 +1156,7 @@ def test_a_study_verdict_over_fewer_views_than_it_has_is_not_reliable(
     verdict = pydicom.dcmread(spool.results_folder(f"study:{study_key(STUDY)}:0") / "0.dcm")
     said = " ".join(str(e.value) for e in verdict.iterall() if e.VR in ("UT", "LO", "ST", "LT"))
     assert "not reliable: some views could not be read" in said, said
+    assert "1 of 2 views could not be read: this result has not seen them" in said  # counted, not named
 
 
 def _spool_of_two_radiographs(fracatlas_dir: Path, tmp_path: Path) -> tuple[Spool, list[str]]:

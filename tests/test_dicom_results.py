@@ -325,6 +325,18 @@ def test_study_report_references_every_image(case, predictor: Predictor, fracatl
         in " ".join(_texts(said))
     )
     assert not any("on their own" in t for t in _texts(sr))  # only where the mean hides a view
+    # the study's warnings, counted: the SR carried none of them (a view unread, views of two
+    # regions, a view not reliable on its own), where predict --study says each
+    cautious = dataclasses.replace(
+        study, unread=("x.dcm",), view_regions=("hand", "leg"), unreliable=(study.images[0],)
+    )
+    (warned,) = study_result_datasets([first, second], cautious, predictions, predictor)
+    said = " ".join(_texts(warned))
+    assert "1 of 3 views could not be read: this result has not seen them" in said
+    assert "1 of 2 views not reliable on their own: this result still includes them" in said
+    regions = dataclasses.replace(study, view_regions=("hand", "leg"))
+    (mixed,) = study_result_datasets([first, second], regions, predictions, predictor)
+    assert "the views read as different body regions (hand: 1, leg: 1)" in " ".join(_texts(mixed))
     other = support.cr_from_jpeg(jpeg)  # another study
     with pytest.raises(DicomSourceError, match="one study"):
         study_result_datasets([first, other], study, [first_prediction, second_prediction], predictor)

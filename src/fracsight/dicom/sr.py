@@ -347,6 +347,32 @@ def tracking_uid_of(report: Dataset) -> str | None:
     return None
 
 
+def _study_cautions(study: StudyPrediction) -> list[str]:
+    """The study's warnings a reader of its SR needs, counted rather than named (the names a node
+    sees are its spool's keys): the SR carried none of them (views not read, views of different
+    regions, views not reliable on their own), where predict --study says each."""
+    said = []
+    if study.unread:
+        total = len(study.images) + len(study.unread)
+        said.append(f"{len(study.unread)} of {total} views could not be read: this result has not seen them")
+    regions = study.views_by_region
+    if len(regions) > 1:
+        counted = ", ".join(f"{region}: {len(names)}" for region, names in regions.items())
+        said.append(f"the views read as different body regions ({counted}): are they one examination?")
+    if study.unreliable:
+        said.append(
+            f"{len(study.unreliable)} of {len(study.images)} views not reliable on their own: this "
+            "result still includes them"
+        )
+    if study.dicom_studies > 1:
+        said.append(f"the views come from {study.dicom_studies} DICOM studies: are they one examination?")
+    if study.dicom_patients > 1:
+        said.append(
+            f"the views come from {study.dicom_patients} patients: check which images belong together"
+        )
+    return said
+
+
 def study_report(
     headers: Sequence[Dataset],
     study: StudyPrediction,
@@ -395,6 +421,7 @@ def study_report(
                 "while the mean of the images is below it: review them",
             ),
         )
+    texts[-1:-1] = [(codes.DCM.Comment, caution) for caution in _study_cautions(study)]
     return _document(
         headers,
         report,

@@ -430,14 +430,20 @@ class StudyPrediction:
         return tuple(said)
 
     @property
-    def regions_differ(self) -> str | None:
-        """What to check when the views read as different body regions (a hand and a hip given as
-        one study); None otherwise. A view outside what the model was made for (a photo) has no
-        region worth comparing."""
+    def views_by_region(self) -> dict[str, list[str]]:
+        """The views reliable on their own by the region each reads as."""
         regions: dict[str, list[str]] = {}
         for name, region in zip(self.images, self.view_regions, strict=False):
             if name not in self.unreliable:
                 regions.setdefault(region, []).append(name)
+        return regions
+
+    @property
+    def regions_differ(self) -> str | None:
+        """What to check when the views read as different body regions (a hand and a hip given as
+        one study); None otherwise. A view outside what the model was made for (a photo) has no
+        region worth comparing."""
+        regions = self.views_by_region
         if len(regions) < 2:
             return None
         named = "; ".join(f"{region}: {', '.join(names)}" for region, names in regions.items())
