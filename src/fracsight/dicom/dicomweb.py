@@ -339,7 +339,7 @@ def process_study(
     sources, predictions, results = [], [], []
     own: list[tuple[str, str]] = []  # (series, instance) of fracsight's results already in the study
     unretrieved: requests.HTTPError | None = None
-    retrieved, unread = 0, []  # unread: radiographs retrieved but refused by the reader (or results)
+    retrieved, unread = 0, []  # unread: the views refused (views_unread's rule), not retrieved apart
     for item in found:
         series_uid, sop_uid = _value(item, _SERIES_UID), _value(item, _SOP_UID)
         if not series_uid or not sop_uid:
@@ -355,8 +355,9 @@ def process_study(
         except UnsupportedModalityError as e:
             if e.not_an_image:
                 outcome.not_images += 1
-            else:
+            else:  # a CT slice or an unknown code (a vendor's "DR"): a view unread, as predict --study says
                 outcome.refused[key] = e.code
+                unread.append(key)
             continue
         try:
             ds = source_client.retrieve_instance(study_uid, series_uid, sop_uid)  # WADO-RS
@@ -387,8 +388,7 @@ def process_study(
                 outcome.not_images += 1
                 continue
             outcome.refused[key] = e.code
-            if not isinstance(e, UnsupportedModalityError):  # a CT is no view, as at the search and the node
-                unread.append(key)
+            unread.append(key)
             log.warning("instance %s refused by the reader (%s)", key, e.code)
             continue
         (prediction,) = predictor.predict_radiographs([radiograph], [f"{key}.dcm"], heatmap=False)
@@ -419,8 +419,8 @@ def process_study(
             "with something that is not DICOM: a login page or a proxy in front of it?"
         )
     if predictions:
-        # radiographs not retrieved or refused by the reader: not seen by the verdict, which is then
-        # "not reliable", as the node says it (a CT beside them, refused by its Modality, is no view)
+        # views refused (by Modality or by the reader) or not retrieved: not seen by the verdict, which
+        # is then "not reliable", as predict --study says it (an object without an image is no view)
         unseen = [f"{key}.dcm" for key in (*unread, *outcome.not_retrieved)]
         verdict = predictor.predict_study(predictions, study=outcome.study, unread=unseen)
         seed = study_uid_seed(sources, predictor)
