@@ -690,9 +690,13 @@ def results_command(
         try:
             # the name less its image suffix only: `1.2.3.101` (a PACS export's UID name) lost
             # its last part, and two sources' results were told apart by their order alone
-            written = [write_new(ds, out, image_stem(path)) for ds in datasets]
+            written: list[Path] = []
+            for ds in datasets:
+                written.append(write_new(ds, out, image_stem(path)))
         except OSError as e:
-            error_line("unwritable", f"{out}: {e.strerror or e}")
+            for made in written:  # a source's objects whole or not at all: a re-run made them twice
+                made.unlink(missing_ok=True)
+            error_line("unwritable", f"{out}: {e.strerror or e} (no results of {said} kept)")
             raise typer.Exit(1) from None
         typer.echo(f"{said}: {prediction.decision} -> {', '.join(str(p) for p in written)}")
         done[instance] = said  # only now: a copy of a file that failed is tried in its own right
