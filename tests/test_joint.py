@@ -278,7 +278,9 @@ def test_asking_for_cuda_without_a_gpu_is_a_clear_error_and_writes_nothing(detec
 
 
 @pytest.mark.slow
-def test_the_gpu_joint_script_runs_its_variants_and_packs_what_comes_back(detector_bundle, tmp_path) -> None:
+def test_the_gpu_joint_script_runs_its_variants_and_packs_what_comes_back(
+    detector_bundle, tmp_path, monkeypatch
+) -> None:
     """``scripts/gpu_joint.sh`` as a lent GPU session would run it, here with DEVICE=cpu: per variant
     one checkpoint (the chosen epoch, or the best-box epoch when the start was chosen) and one
     archive of logs and histories, from which a bundle is made here. A variant stopped at
@@ -327,13 +329,17 @@ def test_the_gpu_joint_script_runs_its_variants_and_packs_what_comes_back(detect
     name, epoch = back["c"]
     (run / name).write_bytes((out / ("c.pt" if name == "best.pt" else f"c.{name}")).read_bytes())
     (run / "history.json").write_text(json.dumps(records["c"]))
-    made = CliRunner().invoke(
-        app, ["detector", "bundle", str(run), str(tmp_path / "bundle"), "--data", str(data), *epoch]
-    )
+    args = ["detector", "bundle", str(run), str(tmp_path / "bundle"), "--data", str(data), *epoch]
+    monkeypatch.setattr(sys, "argv", ["/usr/bin/fracsight", *args])  # recorded as typed
+    made = CliRunner().invoke(app, args)
     assert made.exit_code == 0, made.output
     assert load_bundle_spec(tmp_path / "bundle").localization["boxes"] == "detector"
     card = (tmp_path / "bundle" / "card.md").read_text()
-    assert "200 epochs planned, stopped after epoch" in card and "zoomed by 0.8-1.25" in card
+    assert "200 epochs planned, unfinished after epoch" in card and "zoomed by 0.8-1.25" in card
+    # its Reproduce line bundles the epoch bundled here: the run's command trains all 200 and
+    # chooses among them (another model)
+    (line,) = [x for x in card.splitlines() if x.startswith("fracsight detector bundle")]
+    assert line.endswith(f"--epoch {epoch[1] if epoch else records['c']['chosen']}"), line
 
 
 def test_joint_refuses_data_without_boxes_before_writing(detector_bundle, tmp_path: Path) -> None:

@@ -141,7 +141,7 @@ def test_ctrl_c_in_a_joint_run_leaves_a_run_that_can_be_bundled(detector_bundle,
     assert f"`fracsight detector bundle {run} OUT --data {data}` makes its bundle" in message  # as it runs
     made = runner.invoke(app, ["detector", "bundle", str(run), str(tmp_path / "bundle"), "--data", str(data)])
     assert made.exit_code == 0, made.output
-    assert "200 epochs planned, stopped after epoch" in (tmp_path / "bundle" / "card.md").read_text()
+    assert "200 epochs planned, unfinished after epoch" in (tmp_path / "bundle" / "card.md").read_text()
 
 
 def test_a_cache_inside_the_new_or_the_base_bundle_is_refused(tmp_path: Path) -> None:

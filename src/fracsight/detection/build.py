@@ -346,9 +346,6 @@ def build_joint_bundle(
         )
     inputs = [("the joint run", run_dir), ("the data set", Path(data_dir))]
     check_output_folder(out_dir, force=force, inputs=inputs)
-    state = read_checkpoint(checkpoint)
-    if "detector" not in state or "orientation" not in state:
-        raise DetectorArgumentError(f"{checkpoint} was not written by a joint run (no detector weights)")
     try:
         history = json.loads((run_dir / "history.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
@@ -357,6 +354,14 @@ def build_joint_bundle(
         raise ConfigError(
             f"{run_dir / 'history.json'} is not the record of a finished joint run (no chosen epoch)"
         )
+    # the chosen epoch's own file, never rewritten: a run still training replaces best.pt (and
+    # history.json) after each epoch, and a bundle made meanwhile took its network from one epoch
+    # and its heads and record from another
+    if epoch is None and (run_dir / f"epoch-{history['chosen']}.pt").is_file():
+        checkpoint = run_dir / f"epoch-{history['chosen']}.pt"
+    state = read_checkpoint(checkpoint)
+    if "detector" not in state or "orientation" not in state:
+        raise DetectorArgumentError(f"{checkpoint} was not written by a joint run (no detector weights)")
     _refuse_starting_bundle(out_dir, history)
     trained = json.loads(state["config"]) if isinstance(state["config"], str) else {}
     dataset = load_dataset(Path(data_dir), trained.get("layout", "auto"))
@@ -371,6 +376,10 @@ def build_joint_bundle(
         {f"{head}.{k}": v.numpy() for head in ("detector", "orientation") for k, v in state[head].items()}
     )
     history["exported_epoch"] = history["chosen"] if epoch is None else epoch
+    if epoch is None and not history.get("finished", True) and command:
+        # the run's command trains every epoch planned, and chooses among them all: its Reproduce
+        # line rebuilt another model than the one of the run stopped (or still training) here
+        command = f"{command} --epoch {history['chosen']}"
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir.parent) as tmp:
         network_dir = Path(tmp) / "network"

@@ -621,7 +621,9 @@ def _zoom(cfg: dict) -> str:
 def _joint_epochs(joint: dict, cfg: dict) -> str:
     planned = _epochs(cfg.get("epochs"))
     done = (joint.get("epochs") or [{}])[-1].get("epoch")
-    return planned if joint.get("finished", True) else f"{planned} planned, stopped after epoch {done}"
+    if joint.get("finished", True):
+        return planned
+    return f"{planned} planned, unfinished after epoch {done} (stopped, or still training when bundled)"
 
 
 def _joint_detection_loss(joint: dict) -> str:
