@@ -1874,3 +1874,27 @@ def test_results_onto_a_full_disk_say_so_in_one_line_and_leave_no_empty_object(
         assert "No space left on device" in result.stderr and "Traceback" not in result.output
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert not list((disk / "res").glob("*.dcm")) and "no results of source.dcm kept" in result.stderr
+
+
+@pytest.mark.fracatlas
+def test_results_made_again_are_the_same_objects(fracatlas_dir: Path, tmp_path: Path) -> None:
+    """`dicom results` run again (after a full disk stopped it, say) made new UIDs for the same
+    source: two reports of one image in a PACS that imports the folder. Now the same UIDs, as the
+    node's, which a PACS keeps once; the study's report too."""
+    from pydicom.uid import generate_uid
+
+    study_uid = generate_uid()
+    jpegs = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[:2]
+    files = [
+        support.write(support.cr_from_jpeg(j, study_uid=study_uid), tmp_path / f"IM{i}")
+        for i, j in enumerate(jpegs)
+    ]
+    out = tmp_path / "out"
+    args = ["dicom", "results", *map(str, files), "--out", str(out), "--kinds", "sr", "--study"]
+    for _ in range(2):
+        result = runner.invoke(cli_app, args)
+        assert result.exit_code == 0, result.output
+    for first in ("IM0.sr.dcm", "study-1.sr.dcm"):
+        again = first.replace(".sr.dcm", ".sr-1.dcm")
+        uids = {pydicom.dcmread(out / name).SOPInstanceUID for name in (first, again)}
+        assert len(uids) == 1, (first, uids)

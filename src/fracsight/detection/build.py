@@ -376,7 +376,8 @@ def build_joint_bundle(
         {f"{head}.{k}": v.numpy() for head in ("detector", "orientation") for k, v in state[head].items()}
     )
     history["exported_epoch"] = history["chosen"] if epoch is None else epoch
-    if epoch is None and not history.get("finished", True) and command:
+    # (not where only best.pt is there: gpu_joint.sh's copy of a run holds no epoch files)
+    if epoch is None and not history.get("finished", True) and command and checkpoint.name != "best.pt":
         # the run's command trains every epoch planned, and chooses among them all: its Reproduce
         # line rebuilt another model than the one of the run stopped (or still training) here
         command = f"{command} --epoch {history['chosen']}"

@@ -635,7 +635,15 @@ def results_command(
     import highdicom  # noqa: F401  # without the dicom extra: named before --out is made
 
     from fracsight.cli import user_errors
-    from fracsight.dicom.results import KINDS, read_source, result_datasets, study_result_datasets, write_new
+    from fracsight.dicom.results import (
+        KINDS,
+        image_uid_seed,
+        read_source,
+        result_datasets,
+        study_result_datasets,
+        study_uid_seed,
+        write_new,
+    )
     from fracsight.errors import FracsightError
     from fracsight.inference import NOTICE, FailedPrediction, Predictor
     from fracsight.inference.results import views_unread
@@ -675,7 +683,10 @@ def results_command(
                 typer.echo(f"note: {said}: the same instance as {done[instance]}; its results once", err=True)
                 continue
             prediction = predictor.predict(data, name=path.name, keep_pixels=True)
-            datasets = result_datasets(source, prediction, predictor, kinds=wanted)
+            # UIDs derived from the source's, as the node's: a re-run (after a full disk, say) makes
+            # the same objects again, which a PACS keeps once
+            seed = image_uid_seed(instance, predictor) if instance else None
+            datasets = result_datasets(source, prediction, predictor, kinds=wanted, uid_seed=seed)
         except FracsightError as e:
             message = str(e).removeprefix(f"{path.name}: ")
             error_line(e.code, f"{said}: {message}")
@@ -711,7 +722,9 @@ def results_command(
             predictions, f"study {n}", unread=views_unread(unread.get(study_uid, ()))
         )
         try:
-            (ds,) = study_result_datasets([s for s, _ in members], verdict, predictions, predictor)
+            sources = [s for s, _ in members]
+            seed = study_uid_seed(sources, predictor)
+            (ds,) = study_result_datasets(sources, verdict, predictions, predictor, uid_seed=seed)
         except FracsightError as e:  # e.g. two patients under one Study Instance UID: the others go on
             error_line(e.code, f"study {n} ({len(members)} images): {e}")
             failed += 1
