@@ -11,6 +11,7 @@ images turned upright.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -303,6 +304,15 @@ class UnknownEpochError(ConfigError):
     bad_argument = True
 
 
+def _chosen_epoch(run_dir: Path) -> int | None:
+    """The epoch a joint run's record chose, or None where it cannot be read (said later)."""
+    try:
+        chosen = json.loads((run_dir / "history.json").read_text(encoding="utf-8"))["chosen"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return chosen if isinstance(chosen, int) and not isinstance(chosen, bool) else None
+
+
 def build_joint_bundle(
     run_dir: Path,
     out_dir: Path,
@@ -319,7 +329,6 @@ def build_joint_bundle(
     points, input checks), its detector and orientation head grafted onto the export, their score
     floor and certainty chosen on validation. ``epoch``: another epoch than the chosen one
     (``best.pt``), to look at; the card says which."""
-    import json
     import tempfile
 
     from fracsight.detection.heads import heads_from_tensors
@@ -346,6 +355,17 @@ def build_joint_bundle(
         )
     inputs = [("the joint run", run_dir), ("the data set", Path(data_dir))]
     check_output_folder(out_dir, force=force, inputs=inputs)
+    # the chosen epoch's own file, never rewritten: a run still training replaces best.pt (and
+    # history.json) after each epoch, and a bundle made meanwhile took its network from one epoch
+    # and its heads and record from another
+    pinned = _chosen_epoch(run_dir) if epoch is None else None
+    if pinned is not None and (run_dir / f"epoch-{pinned}.pt").is_file():
+        checkpoint = run_dir / f"epoch-{pinned}.pt"
+    else:
+        pinned = None
+    state = read_checkpoint(checkpoint)
+    if "detector" not in state or "orientation" not in state:
+        raise DetectorArgumentError(f"{checkpoint} was not written by a joint run (no detector weights)")
     try:
         history = json.loads((run_dir / "history.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
@@ -354,14 +374,8 @@ def build_joint_bundle(
         raise ConfigError(
             f"{run_dir / 'history.json'} is not the record of a finished joint run (no chosen epoch)"
         )
-    # the chosen epoch's own file, never rewritten: a run still training replaces best.pt (and
-    # history.json) after each epoch, and a bundle made meanwhile took its network from one epoch
-    # and its heads and record from another
-    if epoch is None and (run_dir / f"epoch-{history['chosen']}.pt").is_file():
-        checkpoint = run_dir / f"epoch-{history['chosen']}.pt"
-    state = read_checkpoint(checkpoint)
-    if "detector" not in state or "orientation" not in state:
-        raise DetectorArgumentError(f"{checkpoint} was not written by a joint run (no detector weights)")
+    if pinned is not None:  # the record read again may be of a later epoch: the one exported
+        history["chosen"] = pinned
     _refuse_starting_bundle(out_dir, history)
     trained = json.loads(state["config"]) if isinstance(state["config"], str) else {}
     dataset = load_dataset(Path(data_dir), trained.get("layout", "auto"))
