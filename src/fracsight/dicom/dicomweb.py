@@ -339,7 +339,7 @@ def process_study(
     sources, predictions, results = [], [], []
     own: list[tuple[str, str]] = []  # (series, instance) of fracsight's results already in the study
     unretrieved: requests.HTTPError | None = None
-    retrieved, unread = 0, []  # unread: the views refused (views_unread's rule), not retrieved apart
+    retrieved = 0
     for item in found:
         series_uid, sop_uid = _value(item, _SERIES_UID), _value(item, _SOP_UID)
         if not series_uid or not sop_uid:
@@ -357,7 +357,6 @@ def process_study(
                 outcome.not_images += 1
             else:  # a CT slice or an unknown code (a vendor's "DR"): a view unread, as predict --study says
                 outcome.refused[key] = e.code
-                unread.append(key)
             continue
         try:
             ds = source_client.retrieve_instance(study_uid, series_uid, sop_uid)  # WADO-RS
@@ -388,7 +387,6 @@ def process_study(
                 outcome.not_images += 1
                 continue
             outcome.refused[key] = e.code
-            unread.append(key)
             log.warning("instance %s refused by the reader (%s)", key, e.code)
             continue
         (prediction,) = predictor.predict_radiographs([radiograph], [f"{key}.dcm"], heatmap=False)
@@ -404,7 +402,6 @@ def process_study(
             )
         except FracsightError as e:  # no results can be placed against it: the others still go
             outcome.refused[key] = e.code
-            unread.append(key)
             log.warning("instance %s: no result objects (%s)", key, e.code)
             continue
         sources.append(pydicom.dcmread(io.BytesIO(buffer.getvalue()), stop_before_pixels=True))
@@ -421,7 +418,7 @@ def process_study(
     if predictions:
         # views refused (by Modality or by the reader) or not retrieved: not seen by the verdict, which
         # is then "not reliable", as predict --study says it (an object without an image is no view)
-        unseen = [f"{key}.dcm" for key in (*unread, *outcome.not_retrieved)]
+        unseen = [f"{key}.dcm" for key in (*outcome.refused, *outcome.not_retrieved)]
         verdict = predictor.predict_study(predictions, study=outcome.study, unread=unseen)
         seed = study_uid_seed(sources, predictor)
         try:
