@@ -104,3 +104,12 @@ def test_audit_and_training_read_it_as_predict_does(cut: Path) -> None:
     assert [s.path.name for s in samples] == ["cut.jpg", "whole.jpg"]
     images = letterbox_samples(samples, 384, workers=1).images  # no refusal: trained on as read
     assert images.shape == (2, 384, 384) and images[0].any()
+
+
+def test_a_study_with_a_view_cut_short_says_so(predictor: Predictor, cut: Path) -> None:
+    """The study names the file cut short, not "outside what the model was made for" (which sends the
+    reader after the body part or the kind of image, not after the transfer)."""
+    whole = cut.parent.parent / "normal" / "whole.jpg"
+    study = predictor.predict_study([predictor.predict(cut), predictor.predict(whole)], "study")
+    assert not study.reliable and study.incomplete == ("cut.jpg",)
+    assert study.decision == "not reliable: part of a view's image is missing from its file"

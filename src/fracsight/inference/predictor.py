@@ -895,6 +895,7 @@ class Predictor:
             finding=self.finding,
             view_probabilities=tuple(p.fracture_probability for p in predictions) if op is not None else (),
             unreliable=tuple(p.source for p in predictions if not p.reliable),
+            incomplete=tuple(p.source for p in predictions if not p.reliable and p.metadata.incomplete),
             dicom_studies=len({p.metadata.study_digest for p in predictions} - {None}),
             dicom_patients=patients,
             **fracture,

@@ -318,6 +318,7 @@ class StudyPrediction:
     finding: str = FRACTURE  # as for Prediction
     view_probabilities: tuple[float, ...] = ()  # each of ``images``' own fracture probability
     unreliable: tuple[str, ...] = ()  # views read but not reliable on their own (in ``images``)
+    incomplete: tuple[str, ...] = ()  # of ``unreliable``, those whose file is cut short
     # the region of the views' mean region distribution, as for Prediction; None without a region head
     region: str | None = None
     region_probabilities: dict[str, float] = field(default_factory=dict)
@@ -355,6 +356,9 @@ class StudyPrediction:
             # before a view out of range: views of two patients are a mix-up whatever each says
             else "not reliable: the views come from several patients"
             if self.dicom_patients > 1
+            # a cut-short file is sent again, not blamed on the body part or the kind of image
+            else "not reliable: part of a view's image is missing from its file"
+            if self.unreliable and set(self.unreliable) <= set(self.incomplete)
             else "not reliable: some views are outside what the model was made for",
             self.finding,
         )
