@@ -121,6 +121,21 @@ def test_study_counts_an_image_sent_twice_once(client: TestClient) -> None:
     assert r.json()["studies"][0]["warnings"] == []
 
 
+def test_study_counts_a_file_that_failed_sent_twice_once(client: TestClient) -> None:
+    """The same unreadable upload twice is one view not seen (it said "2 of 3 views ... (bad.png,
+    bad.png)"); two different files of one name, or two empty files, are two."""
+    a = png_bytes(seed=1)
+    sent = files(("a.png", a), ("a.png", a), ("bad.png", b"not an image"), ("bad.png", b"not an image"))
+    (study,) = client.post("/v1/predict?study=true", files=sent).json()["studies"]
+    assert study["unread_images"] == ["bad.png"]
+    assert study["warnings"][0].startswith("1 of 2 views could not be read (bad.png)")
+    sent = files(
+        ("a.png", a), ("bad.png", b"not an image"), ("bad.png", b"neither"), ("x.dcm", b""), ("y.dcm", b"")
+    )
+    (study,) = client.post("/v1/predict?study=true", files=sent).json()["studies"]
+    assert study["unread_images"] == ["bad.png", "bad.png", "x.dcm", "y.dcm"]
+
+
 # ---- a body without a `files` part: the 422 names the parts it had ------------------------------------
 def test_missing_files_names_the_parts_sent(client: TestClient) -> None:
     sent = [

@@ -171,6 +171,30 @@ def test_an_image_uploaded_twice_is_one_view(monkeypatch: pytest.MonkeyPatch, fr
     assert len(views) == 2 and all(v.pixels.dtype == np.uint8 for v in views)  # 8-bit in the session
 
 
+def test_one_radiograph_and_two_empty_files_are_a_study_of_three_views(
+    monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path, fracatlas_dir: Path
+) -> None:
+    """Two empty files (two failed transfers) were "the same image" and one was dropped; and with
+    one readable view the page offered no study, which the API and ``predict --study`` give (not
+    reliable: some views could not be read)."""
+    first = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[0]
+    at = start(monkeypatch, "--model", str(tiny_bundle))
+    at.file_uploader[0].set_value(
+        [
+            (first.name, first.read_bytes(), "image/jpeg"),
+            ("IM000002.dcm", b"", None),
+            ("IM000003.dcm", b"", None),
+        ]
+    ).run()
+    assert_whole(at)
+    assert not [w.value for w in at.warning if "counted once" in w.value]
+    at.checkbox[0].check().run()
+    assert_whole(at)
+    text = "\n".join([markdown_text(at), *(e.value for e in at.error), *(w.value for w in at.warning)])
+    assert "Study verdict (1 view" in text, text
+    assert escape_markdown("2 of 3 views could not be read (IM000002.dcm, IM000003.dcm)") in text, text
+
+
 def test_the_repeat_note_names_the_card_the_image_is_shown_on(
     monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path, fracatlas_dir: Path
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
 import logging
 import math
 import threading
@@ -29,7 +30,7 @@ from fracsight.api.metrics import CONTENT_TYPE, Metrics
 from fracsight.api.schemas import ErrorResponse, Health, ModelInfo, PredictResponse
 from fracsight.api.service import ClientGone, FileFailure, Outcome, PredictOptions, predict_uploads
 from fracsight.api.settings import ApiSettings
-from fracsight.api.uploads import UploadLimits, read_uploads
+from fracsight.api.uploads import Upload, UploadLimits, read_uploads
 from fracsight.bundle import OperatingPoint, read_card
 from fracsight.errors import BundleError
 from fracsight.inference import NOTICE, FailedPrediction, Prediction, Predictor, StudyPrediction
@@ -360,7 +361,7 @@ async def predict(
             raise _refusal(failures)
         studies = []
         if study:  # the files that could not be read are views the study has not seen: it says so
-            unread = views_unread(failures)
+            unread = views_unread(_failed_once(uploads, outcomes))
             combined = predictor.predict_study(predictions, ALL_INPUTS, unread=unread)
             studies.append(at_operating_point(combined, op))
         if output_format == "csv":
@@ -371,6 +372,20 @@ async def predict(
             "images": [_image_entry(o) for o in outcomes],
             "studies": [s.to_dict() for s in studies],
         }
+
+
+def _failed_once(uploads: list[Upload], outcomes: list[Outcome]) -> list[FileFailure]:
+    """The files that failed, an upload repeated (the same name and bytes) once: as ``predict --study``
+    counts a file given twice once, and as the study counts an image given twice once (it said
+    "2 of 3 views could not be read (ct.dcm, ct.dcm)")."""
+    seen: set[tuple[str, bytes]] = set()
+    failed = []
+    for upload, outcome in zip(uploads, outcomes, strict=True):
+        key = (upload.filename, hashlib.sha256(upload.data).digest())
+        if isinstance(outcome.result, FileFailure) and key not in seen:
+            seen.add(key)
+            failed.append(outcome.result)
+    return failed
 
 
 logger = logging.getLogger("fracsight.api")

@@ -329,6 +329,8 @@ def _content_digest(item: Input) -> str:
         data = source if isinstance(source, bytes) else Path(source).read_bytes()
     except OSError:
         return item.key
+    if not data:  # two empty files are two failed transfers, not one file given twice
+        return item.key
     return hashlib.sha256(data).hexdigest()
 
 
@@ -597,7 +599,9 @@ def main() -> None:
     stored = predictions(predictor, items)
     results = [s.result for s in stored]
     good = [r for r in results if isinstance(r, Prediction)]
-    can_combine = len(good) >= 2  # every kind of bundle: fracture and class are both combined
+    # every kind of bundle (fracture and class heads are both combined); a view that could not be read
+    # counts, so one radiograph and a refused CT give a study that says it is not reliable
+    can_combine = len(results) >= 2 and bool(good)
     one = can_combine and st.checkbox("These images are one study (several views of one examination)")
     # an uploaded folder's files are paths in it, no files here: its study folders by path alone
     named = [
