@@ -374,6 +374,25 @@ def test_files_of_one_name_opened_one_after_another_are_named_apart(tmp_path: Pa
     assert session.add([(tmp_path / "other.jpg", "other.jpg")]) and session.renamed == []
 
 
+def test_a_file_linked_into_two_studies_is_a_view_of_each(tmp_path: Path) -> None:
+    """As ``fracsight predict`` lists them (:func:`named_inputs`): the second study's link was
+    taken for the first's file, its study lost a view without a word and its verdict changed;
+    and a file given twice in one opening was predicted twice."""
+    image, other = tmp_path / "a.png", tmp_path / "b.png"
+    image.write_bytes(b"")
+    other.write_bytes(b"")
+    for patient, images in (("p1", (image,)), ("p2", (image, other))):
+        (tmp_path / patient / "study1").mkdir(parents=True)
+        for number, target in enumerate(images, 1):
+            (tmp_path / patient / "study1" / f"image{number}.png").symlink_to(target)
+    session = ReadingSession()
+    items = session.add(expand_inputs([tmp_path / "p1", tmp_path / "p2"]))
+    assert [(path, name) for _, path, name in items] == expand_inputs([tmp_path / "p1", tmp_path / "p2"])
+    assert len(items) == 3 and sorted(session.folders) == ["p1/study1", "p2/study1"]
+    session = ReadingSession()
+    assert session.add([(image, "a.png"), (tmp_path / "." / "a.png", "a.png")]) == [(0, image, "a.png")]
+
+
 def test_an_opened_image_is_known_by_any_path_to_it(tmp_path: Path) -> None:
     """An export may not land on an opened radiograph, however the save dialog spells its path."""
     image = tmp_path / "scans" / "hand.jpg"
@@ -485,12 +504,12 @@ def test_a_listing_on_its_thread_gives_predicts_files_and_their_real_paths(
     assert listed == listing.Listed(
         7,
         expand_inputs(paths),
-        [os.path.realpath(tmp_path / "b" / n) for n in ("1.dcm", "2.png")],
+        [(os.path.realpath(tmp_path / "b" / n), None) for n in ("1.dcm", "2.png")],
         folders=(os.path.realpath(tmp_path / "b"),),  # where no overlay may be saved
     )
     session = ReadingSession()
-    session.add(listed.files, listed.resolved)
-    assert session.resolved == listed.resolved and session.names == ["1.dcm", "2.png"]
+    session.add(listed.files, listed.keys)
+    assert session.keys == listed.keys and session.names == ["1.dcm", "2.png"]
 
     def fails(_paths: object, _on_found: object = None) -> list[tuple[Path, str]]:
         raise RuntimeError("the share went away")

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from fracsight.desktop.priority import lower_this_thread
 from fracsight.desktop.state import list_inputs
+from fracsight.inference.tabular import InputKey, input_key
 
 __all__ = ["Listed", "Listing", "list_in_background"]
 
@@ -38,7 +39,8 @@ class Listed:
 
     number: int  # the :class:`Listing`'s
     files: list[tuple[Path, str]]
-    resolved: list[str]  # each file's real path (a round trip per file on a network share)
+    # each file's input_key: its real path and study folder (a round trip per file on a network share)
+    keys: list[InputKey]
     error: str | None = None  # why the listing failed; then no files
     empty_folders: tuple[Path, ...] = ()  # folders opened that hold no image file
     folders: tuple[str, ...] = ()  # the folders opened, by their real and their absolute paths
@@ -86,7 +88,7 @@ def _list(listing: Listing, events: queue.Queue[Listed], niceness: int) -> None:
 
     try:
         files, empty_folders = list_inputs(listing.paths, found)
-        resolved = [os.path.realpath(path) for path, _ in files]
+        keys = [input_key(path) for path, _ in files]
         # both spellings: a sub-folder that is a link to elsewhere resolves outside the real one
         opened = [path for path in listing.paths if os.path.isdir(path)]
         folders = tuple(dict.fromkeys(f(p) for p in opened for f in (os.path.realpath, os.path.abspath)))
@@ -96,4 +98,4 @@ def _list(listing: Listing, events: queue.Queue[Listed], niceness: int) -> None:
         log.exception("listing %s failed", ", ".join(map(str, listing.paths)))
         events.put(Listed(listing.number, [], [], f"{type(e).__name__}: {e}"))
         return
-    events.put(Listed(listing.number, files, resolved, empty_folders=tuple(empty_folders), folders=folders))
+    events.put(Listed(listing.number, files, keys, empty_folders=tuple(empty_folders), folders=folders))

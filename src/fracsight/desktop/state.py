@@ -26,7 +26,14 @@ from fracsight.bundle import OperatingPoint
 from fracsight.desktop.worker import FileStamp, Item, file_stamp
 from fracsight.inference import FailedPrediction, Prediction, Predictor, StudyPrediction
 from fracsight.inference.results import views_unread
-from fracsight.inference.tabular import ALL_INPUTS, distinct_names, named_inputs, study_groups
+from fracsight.inference.tabular import (
+    ALL_INPUTS,
+    InputKey,
+    distinct_names,
+    input_key,
+    named_inputs,
+    study_groups,
+)
 
 __all__ = ["LIST_HIDDEN", "ReadingSession", "expand_inputs", "heading", "list_inputs"]
 
@@ -82,7 +89,7 @@ class ReadingSession:
     names: list[str] = field(default_factory=list)  # what rows, cards and exports call each file
     given: list[str] = field(default_factory=list, repr=False)  # each file's name as it was opened
     renamed: list[int] = field(default_factory=list, init=False, repr=False)  # by the last add()
-    resolved: list[str] = field(default_factory=list, repr=False)  # each file's real path
+    keys: list[InputKey] = field(default_factory=list, repr=False)  # each file's input_key
     opened_folders: list[str] = field(default_factory=list, repr=False)  # real and absolute paths
     results: dict[int, Result] = field(default_factory=dict)
     stamps: dict[int, FileStamp | None] = field(default_factory=dict)  # each file as read for its result
@@ -102,30 +109,31 @@ class ReadingSession:
     def add(
         self,
         files: Iterable[tuple[Path, str]],
-        resolved: Sequence[str] | None = None,
+        keys: Sequence[InputKey] | None = None,
         pending: Container[int] = (),
     ) -> list[Item]:
         """Add ``(path, name)`` pairs (:func:`expand_inputs`); returns the items to predict.
-        ``resolved``: each file's real path, where already known (found off the window's thread:
-        on a network share it is a round trip per file). A file opened before keeps its row and
+        ``keys``: each file's :func:`input_key`, where already known (found off the window's thread:
+        on a network share it is a round trip per file); a file linked into two study folders is a
+        view of each, as for ``fracsight predict``. A file opened before keeps its row and
         name: it is predicted again in it when it has no result and is not ``pending`` (a cancelled
         run's), could not be read, or changed on disk since it was predicted; otherwise it is left
         as it is (a folder opened twice used to list every file twice, and export it twice)."""
         files = list(files)
-        reals = list(resolved) if resolved is not None else [os.path.realpath(p) for p, _ in files]
-        opened = {real: i for i, real in enumerate(self.resolved)}
-        chosen: list[int] = []
-        for (path, name), real in zip(files, reals, strict=True):
-            index = opened.get(real)
+        keys = list(keys) if keys is not None else [input_key(p) for p, _ in files]
+        opened = {key: i for i, key in enumerate(self.keys)}
+        chosen: dict[int, None] = {}  # in order, each once (a file given twice was predicted twice)
+        for (path, name), key in zip(files, keys, strict=True):
+            index = opened.get(key)
             if index is None:
-                index = opened[real] = len(self.paths)
+                index = opened[key] = len(self.paths)
                 self.paths.append(path)
                 self.names.append(name)
                 self.given.append(name)
-                self.resolved.append(real)
-                chosen.append(index)
-            elif self._again(index, pending):
-                chosen.append(index)
+                self.keys.append(key)
+                chosen[index] = None
+            elif index not in chosen and self._again(index, pending):
+                chosen[index] = None
         self.renamed = self._name_apart()
         self._find_folders()
         return [(index, self.paths[index], self.names[index]) for index in chosen]
@@ -180,7 +188,7 @@ class ReadingSession:
         targets = (target, os.path.abspath(folder))  # export/PAT1 a link to elsewhere: lies in export
         if any(os.path.commonpath([opened, t]) == opened for opened in self.opened_folders for t in targets):
             return True
-        return any(os.path.dirname(real) == target for real in self.resolved)
+        return any(os.path.dirname(real) == target for real, _ in self.keys)
 
     def choose_operating_point(self, name: str) -> None:
         if self.predictor is None:

@@ -487,7 +487,7 @@ class DesktopApp:
     def _queue_files(self, listing: Listing) -> None:
         listed = listing.listed
         assert listed is not None
-        items = self.session.add(listed.files, listed.resolved, pending=self._queued)
+        items = self.session.add(listed.files, listed.keys, pending=self._queued)
         self._run.empty_folders.extend(listed.empty_folders)
         self.session.opened_folders.extend(listed.folders)
         listing.queued, listing.indices = len(items), tuple(index for index, _, _ in items)

@@ -145,6 +145,9 @@ def collect_inputs(paths: Sequence[Path]) -> list[Path]:
     return [path for path, _ in named_inputs(paths)]
 
 
+InputKey = tuple[str, PurePath | None]  # what makes a file one input: see input_key
+
+
 def named_inputs(
     paths: Sequence[Path], on_found: Callable[[Path], object] | None = None, *, empty_folders: bool = False
 ) -> list[tuple[Path, str]]:
@@ -166,7 +169,7 @@ def named_inputs(
     # a file is taken once per study folder: one linked into a second study (MURA's layout) is a
     # view of that study too; taken once in all, it was a view of whichever folder came first, the
     # other's verdict changed with the order of the arguments and called it "not given"
-    found: dict[tuple[str, PurePath | None], tuple[Path, str]] = {}
+    found: dict[InputKey, tuple[Path, str]] = {}
     for path in paths:
         if os.path.isdir(path):  # False, not PermissionError, for a file in a folder not to be entered
             named = [(f, _relative_name(f, path)) for f in folder_images(path, on_found)]
@@ -181,7 +184,7 @@ def named_inputs(
     return distinct_names(list(found.values()))
 
 
-def input_key(file: Path) -> tuple[str, PurePath | None]:
+def input_key(file: Path) -> InputKey:
     """What makes a file one input (:func:`named_inputs`, ``batch run``): the file it is, however it
     is reached (``a.jpg``, ``./a.jpg``, a link), in the study folder it is reached in."""
     return os.path.realpath(file), study_folder(file)
