@@ -23,6 +23,7 @@ __all__ = [
     "ImageTooSmallError",
     "IncompleteStudyError",
     "InvalidPixelsError",
+    "ModelOutputError",
     "MultiFrameError",
     "NoPixelDataError",
     "OutputFolderError",
@@ -175,6 +176,14 @@ class BundleError(FracsightError):
 
 class ChecksumMismatchError(BundleError):
     code = "bundle_checksum_mismatch"
+
+
+class ModelOutputError(BundleError):
+    """The network gave a value that is not a number (NaN or infinite): a broken bundle whose
+    checksum still matches (an export or quantization gone wrong). NaN compared with a threshold
+    is False, which read as "no fracture detected", marked reliable."""
+
+    code = "model_output_not_finite"
 
 
 class UnknownModelError(FracsightError):

@@ -12,7 +12,7 @@ import numpy as np
 
 from fracsight._malloc import keep_freed_memory
 from fracsight.bundle import EXTERNAL_DATA_FOLDER, BundleSpec, load_bundle_spec, read_checked_onnx
-from fracsight.errors import BundleError
+from fracsight.errors import BundleError, ModelOutputError
 
 __all__ = ["BATCH_DIM", "SPIN_US", "OnnxModel", "execution_providers"]
 
@@ -137,5 +137,15 @@ class OnnxModel:
             for i in range(0, len(images), self.max_batch)
         ]
         if len(parts) == 1:
-            return dict(zip(self.output_names, parts[0], strict=True))
-        return {name: np.concatenate([p[k] for p in parts]) for k, name in enumerate(self.output_names)}
+            out = dict(zip(self.output_names, parts[0], strict=True))
+        else:
+            out = {name: np.concatenate([p[k] for p in parts]) for k, name in enumerate(self.output_names)}
+        for name, value in out.items():
+            if not np.isfinite(value).all():
+                raise ModelOutputError(
+                    f"the model's {name!r} output is not a number (NaN or infinite) for "
+                    f"{int((~np.isfinite(value)).reshape(len(value), -1).any(axis=1).sum())} of "
+                    f"{len(value)} images: the bundle is broken (exported or quantized wrongly); "
+                    "no result is given rather than a wrong one"
+                )
+        return out
