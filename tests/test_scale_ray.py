@@ -1190,6 +1190,21 @@ def test_names_with_spaces_around_them_are_read_as_written(archive: Path, tmp_pa
     assert list(collect_batch_inputs([tmp_path / "typed.txt"])) == [str(image)]
 
 
+def test_predicts_own_csv_is_a_manifest_of_its_files(archive: Path, tmp_path: Path, monkeypatch) -> None:
+    """`predict --csv` writes `=cmd.jpg` as `'=cmd.jpg` (so a spreadsheet runs no formula); given
+    back as a manifest, its rows were "no such file" for `'=cmd.jpg`. A file whose name does begin
+    with the apostrophe is still that file."""
+    image = next(archive.glob("*.jpg"))
+    for name in ("=cmd.jpg", "+1.jpg", "'-kept.jpg"):
+        (tmp_path / name).write_bytes(image.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["predict", "=cmd.jpg", "+1.jpg", "'-kept.jpg", "--csv", "p.csv"])
+    assert result.exit_code == 0, result.output
+    assert "'=cmd.jpg" in (tmp_path / "p.csv").read_text()
+    found = collect_batch_inputs([tmp_path / "p.csv"], path_column="source")
+    assert sorted(found) == sorted(str(tmp_path / n) for n in ("=cmd.jpg", "+1.jpg", "'-kept.jpg"))
+
+
 def test_manifests_as_excel_and_users_make_them(archive: Path, tmp_path: Path) -> None:
     """Excel's ';' CSV (a comma decimal mark: most of Europe) was refused as `no 'path' column
     (columns: path;label)`; its Windows code page CSV as `(UnicodeDecodeError)` (now read, as a

@@ -128,6 +128,12 @@ def spreadsheet_safe(cell: str) -> str:
     return "'" + cell if cell[:1] in _FORMULA_STARTS else cell
 
 
+def unescaped_cell(cell: str) -> str | None:
+    """The cell :func:`spreadsheet_safe` made ``cell`` from (``'=cmd.jpg`` -> ``=cmd.jpg``), or None
+    where it adds no apostrophe to such a cell."""
+    return cell[1:] if cell[:1] == "'" and cell[1:2] in _FORMULA_STARTS else None
+
+
 def csv_text(
     results: Iterable[Prediction | FailedPrediction | StudyPrediction], columns: Sequence[str]
 ) -> str:

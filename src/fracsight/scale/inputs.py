@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fracsight.errors import DatasetError
-from fracsight.inference.tabular import distinct_names, input_key, named_inputs, text_cell
+from fracsight.inference.tabular import distinct_names, input_key, named_inputs, text_cell, unescaped_cell
 from fracsight.io import IMAGE_SUFFIXES, url_text
 
 __all__ = ["LIST_SUFFIXES", "MANIFEST_SUFFIXES", "collect_batch_inputs"]
@@ -341,10 +341,15 @@ def _a_pattern(base: Path, value: str) -> bool:
 
 def _as_written_or_stripped(base: Path, value: str) -> str:
     """``value`` where a file of that name exists (relative to ``base``), else stripped of spaces
-    (one ``lexists`` more only for a value with spaces around it)."""
+    (one ``lexists`` more only for a value with spaces around it); a cell fracsight's own CSV
+    escaped for spreadsheets (``'=cmd.jpg``: its ``source`` column given back as a manifest) is
+    the file it names, where no file of the escaped name exists."""
     stripped = value.strip()
     if stripped != value and os.path.lexists(base / value):
         return value
+    unescaped = unescaped_cell(stripped)
+    if unescaped is not None and not os.path.lexists(base / stripped) and os.path.lexists(base / unescaped):
+        return unescaped
     return stripped
 
 
