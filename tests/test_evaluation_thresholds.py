@@ -125,3 +125,23 @@ def test_class_threshold_falls_back_to_the_confident_half_and_says_so() -> None:
     choice = class_confidence_threshold([1, 1, 1, 1], probs, target_accuracy=0.9)
     assert choice.accuracy == 0.0 and choice.coverage == 0.5
     assert "no threshold reached" in choice.description
+
+
+def test_triage_is_never_above_balanced() -> None:
+    """Where Youden's point already reaches sensitivity 0.90 on validation data, the highest
+    threshold that does was above it: "triage (fewer misses)" missed more than balanced."""
+    from fracsight.training.refit import fracture_operating_points
+
+    # 10 fractured, 10 normal: Youden's best cut (0.30) keeps every fractured image; the highest
+    # cut that keeps 9 of them (0.55) is above it and gains no normal image
+    y = np.array([1] * 10 + [0] * 10)
+    p = np.array([0.30, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95] + [0.1] * 9 + [0.6])
+    balanced, triage = fracture_operating_points(y, p)
+    assert triage.threshold <= balanced.threshold
+    assert triage.sensitivity >= balanced.sensitivity >= 0.9
+    assert "already reaches" in triage.description
+    # where balanced misses more than 10 %, triage is the lower threshold that does not
+    p = np.array([0.2, 0.25, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95] + [0.1] * 7 + [0.3, 0.35, 0.4])
+    balanced, triage = fracture_operating_points(y, p)
+    assert triage.threshold < balanced.threshold and triage.sensitivity >= 0.9 > balanced.sensitivity
+    assert "fewer misses" in triage.description

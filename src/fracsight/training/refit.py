@@ -276,24 +276,7 @@ def _fit_fracture(
     y_val = np.array([s.labels[FRACTURE] for s in val])
     calibration = fit_calibration(logits.astype(np.float64), y_val)
     p_val = apply_temperature(logits.astype(np.float64), calibration.temperature, calibration.bias)
-    triage = threshold_for_sensitivity(y_val, p_val, 0.9)
-    balanced = youden_threshold(y_val, p_val)
-    ops = (
-        OperatingPoint(
-            "balanced",
-            balanced.threshold,
-            "maximizes sensitivity + specificity (Youden's J) on validation data",
-            balanced.sensitivity,
-            balanced.specificity,
-        ),
-        OperatingPoint(
-            "triage",
-            triage.threshold,
-            "highest threshold with sensitivity >= 0.90 on validation data (fewer misses, more false alarms)",
-            triage.sensitivity,
-            triage.specificity,
-        ),
-    )
+    ops = fracture_operating_points(y_val, p_val)
     fitted = {
         "auroc": auroc(y_val, p_val),
         "ece": expected_calibration_error(y_val, p_val)[0],
@@ -309,6 +292,31 @@ def _fit_fracture(
         default_operating_point="balanced",
     )
     return spec, fitted
+
+
+def fracture_operating_points(y_val: np.ndarray, p_val: np.ndarray) -> tuple[OperatingPoint, OperatingPoint]:
+    """``balanced`` (Youden's J) and ``triage`` (sensitivity >= 0.90) on validation labels and
+    calibrated probabilities. Triage is never above balanced: where Youden's point already
+    reaches the sensitivity, the highest threshold that does was above it, and "triage (fewer
+    misses)" missed more fractures than balanced."""
+    balanced = youden_threshold(y_val, p_val)
+    triage = threshold_for_sensitivity(y_val, p_val, 0.9)
+    triage_words = (
+        "highest threshold with sensitivity >= 0.90 on validation data (fewer misses, more false alarms)"
+    )
+    if triage.threshold > balanced.threshold:
+        triage = balanced
+        triage_words = "the balanced threshold, which already reaches sensitivity >= 0.90 on validation data"
+    return (
+        OperatingPoint(
+            "balanced",
+            balanced.threshold,
+            "maximizes sensitivity + specificity (Youden's J) on validation data",
+            balanced.sensitivity,
+            balanced.specificity,
+        ),
+        OperatingPoint("triage", triage.threshold, triage_words, triage.sensitivity, triage.specificity),
+    )
 
 
 def refit_to_predictions(bundle_dir: Path, val: list[Sample]) -> BundleSpec:
