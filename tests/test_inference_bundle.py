@@ -145,6 +145,20 @@ def _infinite_bias(d: dict[str, Any]) -> dict[str, Any]:
         (lambda d: {**d, "training": {"config": {"seed": "abc"}}}, "training.config.seed must be an integer"),
         (lambda d: {**d, "training": {"config": {"seed": None}}}, "training.config.seed must be an integer"),
         (lambda d: {**d, "training": {"data": 5}}, "training.data must be a string, got 5"),
+        # quantize's card: a traceback once its work was done, or a Reproduce block a character a line
+        (
+            lambda d: {**d, "training": {"config": {"ema_decay": "0.9"}}},
+            "training.config.ema_decay must be a finite number, got '0.9'",
+        ),
+        (
+            lambda d: {**d, "training": {"config": {"augment": "default"}}},
+            "training.config.augment must be a JSON object",
+        ),
+        (
+            lambda d: {**d, "training": {"commands": "fracsight train data"}},
+            "training.commands must be a list of command lines",
+        ),
+        (lambda d: {**d, "metrics": {"validation": "good"}}, "metrics.validation must be a JSON object"),
     ],
     ids=[
         "not-an-object",
@@ -169,6 +183,10 @@ def _infinite_bias(d: dict[str, Any]) -> dict[str, Any]:
         "seed-text",
         "seed-null",
         "training-data-number",
+        "ema-decay-text",
+        "augment-text",
+        "commands-text",
+        "metrics-record-text",
     ],
 )
 def test_malformed_bundle_json_is_a_bundle_error(

@@ -52,6 +52,7 @@ _LOCALIZATION_NUMBERS = {"box_threshold": 1.0, "relative": 1.0, "min_box_score":
 _LOCALIZATION_COUNTS = ("stride", "max_boxes")
 _ORIENTATION_NUMBERS = ("min_probability", "check_below")
 _OOD_THRESHOLDS = ("threshold", "prototype_threshold", "subspace_threshold")
+_CARD_NUMBERS = ("ema_decay", "feature_cache_variants", "unfreeze_from", "mask_weight")
 
 
 def _number(value: Any, what: str, low: float = -math.inf, high: float = math.inf) -> float:
@@ -123,7 +124,8 @@ def _check_settings(spec: BundleSpec) -> None:
             if bound is not None:
                 _number(bound, f"ood.image_limits.{name}")
     _check_training(_settings(spec.training, "training"))
-    _settings(spec.metrics, "metrics")
+    for key, record in _settings(spec.metrics, "metrics").items():  # the card reads each as a record
+        _settings(record, f"metrics.{key}")
 
 
 def _check_training(training: dict[str, Any]) -> None:
@@ -133,6 +135,14 @@ def _check_training(training: dict[str, Any]) -> None:
     seed = config.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise BundleError(f"training.config.seed must be an integer, got {_shown(seed)}")
+    # the card compares these with numbers: a string raised a traceback once quantize had done its work
+    for key in _CARD_NUMBERS:
+        if key in config:
+            _number(config[key], f"training.config.{key}")
+    _settings(config.get("augment", {}), "training.config.augment")
+    commands = training.get("commands", [])  # a string was spread one character a line in the card
+    if not isinstance(commands, list) or not all(isinstance(c, str) for c in commands):
+        raise BundleError(f"training.commands must be a list of command lines, got {_shown(commands)}")
     for place, record in (
         ("training", training),
         ("training.calibration_data", training.get("calibration_data")),
