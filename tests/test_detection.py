@@ -988,6 +988,19 @@ def test_the_reproduce_lines_chain_each_step_onto_the_one_before(detector_bundle
     )
 
 
+def test_the_reproduce_line_knows_a_folder_however_it_is_spelled(tmp_path: Path, monkeypatch) -> None:
+    """Export wrote `b1`, quantize was given `/home/me/b1`: the quantize line read the original `b1`,
+    not the `b1-again` the lines above it had just rebuilt."""
+    from fracsight.training.card import reproduce_line
+
+    monkeypatch.chdir(tmp_path)
+    earlier = ["fracsight train data --out r1-again", "fracsight export r1-again b1-again"]
+    line = f"fracsight quantize {tmp_path / 'b1'} ./q1 --data data"
+    assert (
+        reproduce_line(earlier, line, [tmp_path / "q1"]) == "fracsight quantize b1-again q1-again --data data"
+    )
+
+
 def test_a_base_whose_graph_has_a_detector_is_refused_before_any_work(tiny_bundle: Path) -> None:
     """A detector's model.onnx under a bundle.json that does not say so (swapped in, its checksum
     updated): `detector train` cached features and trained for minutes to hours, then failed with

@@ -18,14 +18,19 @@ __all__ = ["render_card", "reproduce_line", "write_card"]
 AGAIN = "-again"  # the Reproduce block's re-run writes beside the folders it describes, never over them
 
 
+def _folder_key(word: str) -> str:
+    return os.path.normpath(os.path.abspath(word))
+
+
 def reproduce_line(earlier: Sequence[str], command: str, outputs: Sequence[str | Path]) -> str:
     """``command`` as the card's Reproduce block runs it after the ``earlier`` lines: where those
     write `-again` copies (export writes the re-trained run's bundle to ``OUT-again``), this line
     reads the copies, and writes its own ``outputs`` as `-again` copies too. The line typed was
     appended as it was: run after the lines above it, it was refused ("holds a model bundle") and,
     with --force, re-processed and overwrote the bundles the card describes."""
+    # keyed by absolute path: `b1` written by export, quantized as `/home/me/b1`, is one folder
     renamed = {
-        os.path.normpath(word.removesuffix(AGAIN)): word
+        _folder_key(word.removesuffix(AGAIN)): word
         for line in earlier
         for word in _words(line)
         if word.endswith(AGAIN)
@@ -33,13 +38,13 @@ def reproduce_line(earlier: Sequence[str], command: str, outputs: Sequence[str |
     words = _words(command)
     if not renamed or not words or words[0] != "fracsight":  # no re-run above, or prose
         return command
-    written = {os.path.normpath(str(path)) for path in outputs}
+    written = {_folder_key(str(path)) for path in outputs}
 
     def again(word: str) -> str:
-        key = os.path.normpath(word) if word else word
+        key = _folder_key(word) if word else word
         if key in renamed:
             return renamed[key]
-        return f"{key}{AGAIN}" if key in written else word
+        return f"{os.path.normpath(word)}{AGAIN}" if key in written else word
 
     # the command's own words (`detector bundle`: a folder called `bundle` made it `bundle-again`)
     # and the values of options that name no folder stay as typed
