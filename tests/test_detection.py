@@ -360,6 +360,15 @@ def test_detector_bundle_of_an_epoch_the_run_lacks_names_the_epochs_it_has(
     assert exported.exit_code == 2 and "Traceback" not in exported.output, exported.output
     said = f"is from a `fracsight detector joint` run: `fracsight detector bundle {run} OUT --data DATA`"
     assert said in " ".join(exported.stderr.split()) and not (tmp_path / "x").exists()
+    # a record that chose an epoch the run lacks: the bundle said epoch 7 and held best.pt's network
+    history = json.loads((run / "history.json").read_text())
+    (run / "history.json").write_text(json.dumps({**history, "chosen": 7}))
+    result = runner.invoke(app, ["detector", "bundle", str(run), str(tmp_path / "b"), "--data", str(data)])
+    assert result.exit_code == 1, result.output  # a damaged record, as one without a chosen epoch
+    assert "chose epoch 7, which the run does not have (its epochs are 0 to 2)" in " ".join(
+        result.stderr.split()
+    )
+    assert not (tmp_path / "b").exists()
 
 
 def test_detector_joint_refuses_int8_bundles_before_any_work(detector_bundle, tmp_path: Path) -> None:

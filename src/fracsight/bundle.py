@@ -417,7 +417,7 @@ def read_checked_onnx(folder: Path, spec: BundleSpec) -> bytes:
         raise BundleError(
             f"bundle.json in {folder} has no onnx_sha256: model.onnx cannot be checked; refusing to load it"
         )
-    if digest != spec.onnx_sha256:
+    if digest != spec.onnx_sha256.lower():  # written in capitals by PowerShell's Get-FileHash
         raise ChecksumMismatchError(
             f"model.onnx in {folder} does not match bundle.json "
             f"(sha256 {digest[:12]}... != {spec.onnx_sha256[:12]}...): refusing to load it"

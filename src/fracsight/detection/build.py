@@ -361,6 +361,13 @@ def build_joint_bundle(
     pinned = _chosen_epoch(run_dir) if epoch is None else None
     if pinned is not None and (run_dir / f"epoch-{pinned}.pt").is_file():
         checkpoint = run_dir / f"epoch-{pinned}.pt"
+    elif (
+        pinned is not None and kept
+    ):  # best.pt holds no epoch number: the bundle said epoch 7 of epoch 0's network
+        raise ConfigError(
+            f"{run_dir / 'history.json'} chose epoch {pinned}, which the run does not have (its epochs "
+            f"are {kept[0]} to {kept[-1]}): the record is damaged or of another run"
+        )
     else:
         pinned = None
     state = read_checkpoint(checkpoint)
