@@ -419,9 +419,12 @@ def test_empty_files_are_unreadable_not_duplicates_of_each_other(tmp_path: Path)
     _two_classes(root)
     (root / "fractured" / "e1.jpg").write_bytes(b"")
     (root / "normal" / "e2.jpg").write_bytes(b"")
+    # nor one error page a failed download saved under several names
+    for name in ("fractured/dl_1.jpg", "normal/dl_2.jpg"):
+        (root / name).write_bytes(b"<html><body>403 Forbidden</body></html>\n")
     result = CliRunner().invoke(app, ["audit", str(root), "--json"])
     data = json.loads(result.stdout)
-    assert data["exact_duplicates"] == [] and len(data["unreadable"]) == 2, data
+    assert data["exact_duplicates"] == [] and len(data["unreadable"]) == 4, data
 
 
 def test_audit_lists_a_fracsight_overlay_as_train_refuses_it(tmp_path: Path) -> None:

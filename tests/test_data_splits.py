@@ -152,7 +152,13 @@ def test_exact_duplicates_join_their_groups_and_only_same_sized_files_are_read(
     from fracsight.data import _files
     from fracsight.data.splits import split_keys
 
-    for name, data in (("a", b"same"), ("b", b"same"), ("c", b"diff"), ("d", b"unique size")):
+    png = b"\x89PNG\r\n\x1a\n"  # files that start as images: only those are duplicates
+    for name, data in (
+        ("a", png + b"same"),
+        ("b", png + b"same"),
+        ("c", png + b"diff"),
+        ("d", b"unique size"),
+    ):
         (tmp_path / name).write_bytes(data)
     samples = [
         Sample(tmp_path / "a", {FRACTURE: 1}, group="g1"),
@@ -170,7 +176,7 @@ def test_exact_duplicates_join_their_groups_and_only_same_sized_files_are_read(
     assert keys[4:] == [str(tmp_path / "c"), str(tmp_path / "d")]
     # "unique size" is never read; the heads of the same-sized three are, and only a and b (alike
     # at their heads) are read whole
-    assert sorted(hashed) == [b"diff", b"same", b"same", b"same", b"same"]
+    assert sorted(hashed) == [png + b"diff", png + b"same", png + b"same", png + b"same", png + b"same"]
 
 
 def test_empty_files_are_not_duplicates_of_each_other(tmp_path: Path) -> None:
@@ -180,9 +186,12 @@ def test_empty_files_are_not_duplicates_of_each_other(tmp_path: Path) -> None:
 
     for name in ("a", "b"):
         (tmp_path / name).write_bytes(b"")
-    (tmp_path / "c").write_bytes(b"x")
-    (tmp_path / "d").write_bytes(b"x")
-    assert exact_duplicates([tmp_path / n for n in "abcd"]) == [[2, 3]]
+    (tmp_path / "c").write_bytes(b"\x89PNG\r\n\x1a\nx")
+    (tmp_path / "d").write_bytes(b"\x89PNG\r\n\x1a\nx")
+    # an error page a failed download saved under several image names: no picture either
+    for name in ("e.jpg", "f.jpg"):
+        (tmp_path / name).write_bytes(b"<html><body>403 Forbidden</body></html>\n")
+    assert exact_duplicates([tmp_path / n for n in ("a", "b", "c", "d", "e.jpg", "f.jpg")]) == [[2, 3]]
 
 
 def test_a_class_too_small_for_every_split_fracsight_makes_is_warned_about(

@@ -276,8 +276,10 @@ def exact_duplicates(paths: Sequence[Path]) -> list[list[int]]:
 
     Files are compared by size, then by their first 64 KiB, and only files still alike are read
     whole: a set without duplicates costs a ``stat`` per file and, where sizes repeat (uncompressed
-    DICOM), one small read (their headers differ). Files that cannot be read, and empty files
-    (no picture: two of them were "the same picture filed twice with different labels"), are left out.
+    DICOM), one small read (their headers differ). Files that cannot be read, and files that are no
+    image (empty, or an error page saved under several ``.jpg`` names by a failed download: they
+    were "the same picture filed twice with different labels", and leakage between splits that the
+    metrics, which leave them out, never saw), are left out.
     """
     by_size: dict[int, list[int]] = defaultdict(list)
     for i, path in enumerate(paths):
@@ -295,7 +297,18 @@ def exact_duplicates(paths: Sequence[Path]) -> list[list[int]]:
                 except OSError:
                     continue
         alike = [group for group in keyed.values() if len(group) > 1]
-    return alike
+    pictures = ([i for i in group if _an_image(paths[i])] for group in alike)
+    return [group for group in pictures if len(group) > 1]
+
+
+def _an_image(path: Path) -> bool:
+    """Whether ``path`` starts as an image file of a format fracsight reads."""
+    from fracsight.io._sniff import HEAD_BYTES, sniff_format
+
+    try:
+        return sniff_format(_head(path, HEAD_BYTES)) is not None
+    except OSError:
+        return False
 
 
 def _head(path: Path, size: int = 1 << 16) -> bytes:
