@@ -207,18 +207,19 @@ def test_a_study_gets_its_verdict_after_the_quiet_time_and_a_late_image_reopens_
     assert spool.quiet_studies(30, now=2031.0) == [(STUDY, 1)]
 
 
-def test_a_late_image_the_reader_refuses_gives_no_second_verdict(spool: Spool) -> None:
-    """A late image re-opens its study only once predicted: one refused by the reader (a colour
-    photo, a huge image) re-opened it at once and the study got a second verdict over the same
-    images, another study SR in the PACS (until 2026-12-03)."""
+def test_a_late_image_the_reader_refuses_reopens_its_study(spool: Spool) -> None:
+    """A late view the reader refuses (a colour photo, a JPEG cut short) re-opens its study: the
+    verdict has not seen it and must say it is not reliable (until 2026-12-07 the PACS kept "no
+    fracture detected" over the other views; from 2026-12-03 it re-opened nothing, as the verdict
+    then had nothing new to say)."""
     a, b = instance_key(UID_A), instance_key(UID_B)
     spool.add_instance(a, STUDY, b"x", now=1000.0)
     queue(spool, a)
     assert spool.finish_study(STUDY, 0, f"study:{study_key(STUDY)}:0", [])
     spool.add_instance(b, STUDY, b"y", now=2000.0)
     spool.mark_instance(b, REFUSED, "unsupported_photometric")
-    assert spool.quiet_studies(30, now=3000.0) == []
-    assert spool.backlog()["open_studies"] == 0
+    assert spool.quiet_studies(30, now=3000.0) == [(STUDY, 1)]
+    assert spool.backlog()["open_studies"] == 1
 
 
 def test_an_image_arriving_while_the_verdict_is_made_keeps_the_study_open(spool: Spool) -> None:

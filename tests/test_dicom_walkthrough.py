@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -61,9 +60,11 @@ def _two_view_study(folder: Path) -> tuple[str, list[Path]]:
     return study, files
 
 
-def test_a_late_image_the_reader_refuses_gives_its_study_no_second_verdict(tmp_path: Path) -> None:
-    """A colour image sent into a study that has its verdict re-opened the study, and the PACS got a
-    second study SR over the same images, one more for each such image (until 2026-12-03)."""
+def test_a_late_image_the_reader_refuses_makes_its_study_verdict_not_reliable(tmp_path: Path) -> None:
+    """A colour image sent into a study that has its verdict: the PACS kept the verdict over the
+    other views ("no fracture detected" where the unread view may be the fractured one), and
+    `dicom study` said "not reliable" under the same SR UID, which the PACS kept the old one of.
+    Now a second verdict, under a new UID, says not reliable and names the first."""
     study, files = _two_view_study(tmp_path)
     colour = _colour_copy(files[0], tmp_path / "colour.dcm")
     with Orthanc(tmp_path / "orthanc") as orthanc:
@@ -74,13 +75,23 @@ def test_a_late_image_the_reader_refuses_gives_its_study_no_second_verdict(tmp_p
             orthanc.wait_for_instances(3, StudyInstanceUID=study, Modality="SR")  # two images, one verdict
 
             assert storescu("127.0.0.1", node.port, [colour]).returncode == 0
-            node.wait_status(lambda s: s["counters"]["refused"].get("unsupported_photometric") == 1)
-            time.sleep(4)  # the quiet time, four times over: time for a verdict that should not come
+            node.wait_status(lambda s: s["counters"]["study_verdicts"] == 2 and s["backlog"]["to_send"] == 0)
+            orthanc.wait_for_instances(4, StudyInstanceUID=study, Modality="SR")
             status = node.status()
             log = node.log()
-        assert status["counters"]["study_verdicts"] == 1
+            reports = [
+                pydicom.dcmread(io.BytesIO(orthanc.file(found["ID"])))
+                for found in orthanc.find_instances(StudyInstanceUID=study, Modality="SR")
+            ]
+        assert status["counters"]["refused"] == {"unsupported_photometric": 1}
         assert status["backlog"] == {"to_predict": 0, "to_send": 0, "open_studies": 0}
-        assert len(orthanc.find_instances(StudyInstanceUID=study, Modality="SR")) == 3
+    verdicts = [ds for ds in reports if any("study of" in text for text in _texts(ds))]
+    first, second = sorted(verdicts, key=lambda ds: "PredecessorDocumentsSequence" in ds)
+    assert second.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[
+        0
+    ].ReferencedSOPInstanceUID == (first.SOPInstanceUID)
+    assert any("not reliable: some views could not be read" in text for text in _texts(second))
+    assert not any("not reliable" in text for text in _texts(first))
     assert "refused by the reader (unsupported_photometric)" in log
     for keyword in ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber"):
         assert PATIENT[keyword] not in log

@@ -420,7 +420,7 @@ def process_study(
         # is then "not reliable", as predict --study says it (an object without an image is no view)
         unseen = [f"{key}.dcm" for key in (*outcome.refused, *outcome.not_retrieved)]
         verdict = predictor.predict_study(predictions, study=outcome.study, unread=unseen)
-        seed = study_uid_seed(sources, predictor)
+        seed = study_uid_seed(sources, predictor, unseen)
         try:
             holder, listed = source_client, own
             if stow_url:  # the results go there, and went there before

@@ -549,9 +549,10 @@ def image_uid_seed(sop_instance_uid: str, predictor: Predictor) -> str:
     return f"{sop_instance_uid}|{_made_by(predictor)}"
 
 
-def study_uid_seed(sources: Sequence[Dataset], predictor: Predictor) -> str:
+def study_uid_seed(sources: Sequence[Dataset], predictor: Predictor, unread: Sequence[str] = ()) -> str:
     """The ``uid_seed`` of a study verdict over these source images (a new image: a new verdict)."""
-    return "\\".join([*sorted(str(s.SOPInstanceUID) for s in sources), _made_by(predictor)])
+    extra = ["unread:" + u for u in sorted(unread)]
+    return "\\".join([*sorted(str(s.SOPInstanceUID) for s in sources), *extra, _made_by(predictor)])
 
 
 def _result_uid(kind: str, seed: str | None, context: ResultContext) -> str:

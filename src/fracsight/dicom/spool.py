@@ -341,6 +341,12 @@ class Spool:
                 "UPDATE instances SET state=?, code=?, updated_at=? WHERE key=?",
                 (state, code, time.time(), key),
             )
+            # a late view that cannot be read re-opens its study too: the verdict has not seen it
+            self._db.execute(
+                "UPDATE studies SET verdict=? WHERE verdict=? "
+                "AND study_uid=(SELECT study_uid FROM instances WHERE key=?)",
+                (OPEN, DONE, key),
+            )
             self._count("refused" if state == REFUSED else "failed", code or "")
 
     # ---- sender -----------------------------------------------------------------------------------
