@@ -134,6 +134,9 @@ def test_study_counts_a_file_that_failed_sent_twice_once(client: TestClient) -> 
     )
     (study,) = client.post("/v1/predict?study=true", files=sent).json()["studies"]
     assert study["unread_images"] == ["bad.png", "bad.png", "x.dcm", "y.dcm"]
+    sent = files(("a.png", a), ("IM000001.dcm", b""), ("IM000001.dcm", b""))  # of two series, both cut off
+    (study,) = client.post("/v1/predict?study=true", files=sent).json()["studies"]
+    assert study["unread_images"] == ["IM000001.dcm", "IM000001.dcm"]
 
 
 # ---- a body without a `files` part: the 422 names the parts it had ------------------------------------

@@ -365,10 +365,13 @@ def test_detector_bundle_of_an_epoch_the_run_lacks_names_the_epochs_it_has(
     (run / "history.json").write_text(json.dumps({**history, "chosen": 7}))
     result = runner.invoke(app, ["detector", "bundle", str(run), str(tmp_path / "b"), "--data", str(data)])
     assert result.exit_code == 1, result.output  # a damaged record, as one without a chosen epoch
-    assert "chose epoch 7, which the run does not have (its epochs are 0 to 2)" in " ".join(
-        result.stderr.split()
-    )
+    assert f"chose epoch 7, but best.pt is epoch {history['chosen']}'s" in " ".join(result.stderr.split())
     assert not (tmp_path / "b").exists()
+    # the chosen epoch's own file pruned to save disk: best.pt is its copy, and is the network
+    (run / "history.json").write_text(json.dumps(history))
+    (run / f"epoch-{history['chosen']}.pt").unlink()
+    result = runner.invoke(app, ["detector", "bundle", str(run), str(tmp_path / "b"), "--data", str(data)])
+    assert result.exit_code == 0, result.output
 
 
 def test_detector_joint_refuses_int8_bundles_before_any_work(detector_bundle, tmp_path: Path) -> None:

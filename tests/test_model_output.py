@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from typer.testing import CliRunner
 
+from conftest import free_port
 from fracsight.api import ApiSettings, create_app
 from fracsight.cli import app
 from fracsight.errors import ModelOutputError
@@ -64,3 +65,30 @@ def test_the_api_answers_500_with_the_code(nan_bundle: Path, image: Path) -> Non
         r = client.post("/v1/predict", files={"files": (image.name, image.read_bytes(), "image/png")})
         assert r.status_code == 500 and r.json()["error"]["code"] == "model_output_not_finite"
         assert client.get("/healthz").status_code == 200  # the server keeps serving
+
+
+def test_the_dicom_node_does_not_start(nan_bundle: Path, tmp_path: Path) -> None:
+    """It started "ready" and failed every image it was sent as `results_error`."""
+    import subprocess
+    import sys
+
+    for processes in ("0", "1"):
+        node = [
+            "--model",
+            str(nan_bundle),
+            "--port",
+            str(free_port()),
+            "--allow",
+            "ANY",
+            "--processes",
+            processes,
+        ]
+        pacs = ["--to", "127.0.0.1:9:PACS", "--spool", str(tmp_path / f"spool{processes}")]
+        done = subprocess.run(
+            [sys.executable, "-m", "fracsight", "dicom", "listen", *node, *pacs],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 1, done.stderr
+        assert "error (model_output_not_finite)" in done.stderr and "ready" not in done.stderr

@@ -316,6 +316,8 @@ class BundleSpec:
             if found != BUNDLE_FORMAT:
                 raise BundleError(f"bundle format {found!r} is not supported (expected {BUNDLE_FORMAT})")
             kw = dict(_checked_fields(cls, d, ""))
+            if isinstance(kw.get("onnx_sha256"), str):  # capitals (PowerShell's Get-FileHash): the same
+                kw["onnx_sha256"] = kw["onnx_sha256"].lower()  # digest, in provenance, UIDs and batch too
             if not isinstance(d["heads"], list) or not isinstance(d["operating_points"], list):
                 # a dict was taken as the list of its keys, {} as no heads
                 raise BundleError("bundle.json is malformed: heads and operating_points must be lists")
@@ -417,7 +419,7 @@ def read_checked_onnx(folder: Path, spec: BundleSpec) -> bytes:
         raise BundleError(
             f"bundle.json in {folder} has no onnx_sha256: model.onnx cannot be checked; refusing to load it"
         )
-    if digest != spec.onnx_sha256.lower():  # written in capitals by PowerShell's Get-FileHash
+    if digest != spec.onnx_sha256:
         raise ChecksumMismatchError(
             f"model.onnx in {folder} does not match bundle.json "
             f"(sha256 {digest[:12]}... != {spec.onnx_sha256[:12]}...): refusing to load it"

@@ -381,8 +381,11 @@ def _failed_once(uploads: list[Upload], outcomes: list[Outcome]) -> list[FileFai
     seen: set[tuple[str, bytes]] = set()
     failed = []
     for upload, outcome in zip(uploads, outcomes, strict=True):
+        if not isinstance(outcome.result, FileFailure):
+            continue
+        # two empty files are two failed transfers (SE1/IM000001.dcm and SE2/IM000001.dcm), not one
         key = (upload.filename, hashlib.sha256(upload.data).digest())
-        if isinstance(outcome.result, FileFailure) and key not in seen:
+        if not upload.data or key not in seen:
             seen.add(key)
             failed.append(outcome.result)
     return failed

@@ -313,6 +313,15 @@ def _chosen_epoch(run_dir: Path) -> int | None:
     return chosen if isinstance(chosen, int) and not isinstance(chosen, bool) else None
 
 
+def _epoch_of_copy(run_dir: Path, checkpoint: Path, kept: list[int]) -> int | None:
+    """The kept epoch whose file ``checkpoint`` (best.pt, a copy of one) holds the same bytes as."""
+    try:
+        data = checkpoint.read_bytes()
+        return next((k for k in kept if (run_dir / f"epoch-{k}.pt").read_bytes() == data), None)
+    except OSError:  # said where the checkpoint is read
+        return None
+
+
 def build_joint_bundle(
     run_dir: Path,
     out_dir: Path,
@@ -361,14 +370,13 @@ def build_joint_bundle(
     pinned = _chosen_epoch(run_dir) if epoch is None else None
     if pinned is not None and (run_dir / f"epoch-{pinned}.pt").is_file():
         checkpoint = run_dir / f"epoch-{pinned}.pt"
-    elif (
-        pinned is not None and kept
-    ):  # best.pt holds no epoch number: the bundle said epoch 7 of epoch 0's network
-        raise ConfigError(
-            f"{run_dir / 'history.json'} chose epoch {pinned}, which the run does not have (its epochs "
-            f"are {kept[0]} to {kept[-1]}): the record is damaged or of another run"
-        )
-    else:
+    else:  # best.pt, the chosen epoch's copy (its own file pruned to save disk), unless it is another's
+        other = _epoch_of_copy(run_dir, checkpoint, kept) if pinned is not None else None
+        if other is not None:  # best.pt holds no epoch number: the bundle said epoch 7 of epoch 0's network
+            raise ConfigError(
+                f"{run_dir / 'history.json'} chose epoch {pinned}, but {checkpoint.name} is epoch "
+                f"{other}'s: the record is damaged or of another run"
+            )
         pinned = None
     state = read_checkpoint(checkpoint)
     if "detector" not in state or "orientation" not in state:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from fracsight._malloc import is_large, release_freed_memory
 from fracsight.dicom._logging import setup_logging
 from fracsight.dicom.spool import write_durably
-from fracsight.errors import FracsightError
+from fracsight.errors import FracsightError, ModelOutputError
 
 if TYPE_CHECKING:
     from fracsight.inference import Prediction, Predictor
@@ -257,7 +257,7 @@ def make_study_results(
         return StudyOutcome((), len(predictions), pruned=pruned)
     try:
         verdict = predictor.predict_study(predictions, study=name, unread=unread)
-        seed = study_uid_seed(sources, predictor)
+        seed = study_uid_seed(sources, predictor, unread)
         earlier = _earlier_verdict(previous)
         made = study_result_datasets(
             sources, verdict, predictions, predictor, uid_seed=seed, previous=earlier
@@ -337,12 +337,13 @@ def _init_process(model: ModelRef, log_level: int) -> None:
     setup_logging(log_level)  # as in the node: one format, library logs and warnings quiet
     try:
         _predictor = model.load()
+        _warm_up(_predictor)
     except FracsightError as e:
-        # a bundle that cannot be loaded (bundle.json contradicting its graph): one line, where
-        # concurrent.futures logged a traceback of every worker (the node says why again at start)
-        log.error("worker process: the model cannot be loaded: %s", e)
+        # a bundle that cannot be loaded (bundle.json contradicting its graph), or that gives NaN:
+        # one line, where concurrent.futures logged a traceback of every worker (the node says why
+        # again at start)
+        log.error("worker process: the model cannot be used: %s", e)
         os._exit(1)
-    _warm_up(_predictor)
 
 
 def _warm_up(predictor: Predictor) -> None:
@@ -370,6 +371,8 @@ def _warm_up(predictor: Predictor) -> None:
         radiograph = predictor.read(data, name="warm-up.dcm")
         (prediction,) = predictor.predict_radiographs([radiograph], ["warm-up.dcm"], heatmap=False)
         _result_objects(predictor, KINDS, data, radiograph, prediction)
+    except ModelOutputError:  # a broken model (NaN out): every image would fail; the node does not start
+        raise
     except Exception as e:  # a cold start is slower, not wrong
         log.debug("warm-up failed: %s", type(e).__name__)
 
@@ -486,7 +489,7 @@ class Processing:
                 # a bundle.json that contradicts its graph kills every worker as it loads: said here
                 # as the worker's BundleError, not as a broken pool's traceback (this process holds
                 # no model otherwise: loading one only to check it cost 40-70 MB for good)
-                self.model.load()
+                _warm_up(self.model.load())
                 raise
 
     def _in_thread(self) -> Predictor:

@@ -61,6 +61,7 @@ from fracsight.dicom.spool import (
     Spool,
     study_key,
 )
+from fracsight.errors import FracsightError
 
 if TYPE_CHECKING:
     from fracsight.inference import Prediction, Predictor
@@ -291,8 +292,9 @@ class Worker(threading.Thread):
             log.error("a worker process died; starting new ones")
             return
         except Exception as e:  # the job as a whole failed (the model): each instance fails
+            code = e.code if isinstance(e, FracsightError) else "results_error"  # model_output_not_finite
             for job in jobs:
-                self._mark(job.key, FAILED, "results_error")
+                self._mark(job.key, FAILED, code)
             log_failure(log, e, "%d instances could not be predicted", len(jobs))
             return
         done = []
