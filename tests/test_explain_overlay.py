@@ -219,6 +219,20 @@ def test_a_label_does_not_cover_another_box() -> None:
     assert labels[265:].any()  # the second's below its box
 
 
+def test_where_labels_must_overlap_the_top_boxs_score_is_on_top() -> None:
+    """Two boxes as tall as a thumbnail, one over the other: no free place for either label, and the
+    lower score's label, drawn last, covered the top box's "0.30"."""
+    grey = np.full((100, 120), 0.5, dtype=np.float32)
+    top, low = DetectedBox(10, 0, 60, 100, 0.30), DetectedBox(12, 0, 62, 100, 0.24)
+
+    def drawn(boxes: list[DetectedBox], scores: bool) -> np.ndarray:
+        return np.asarray(render_overlay(grey, None, boxes, show_scores=scores))
+
+    label = np.any(drawn([top], True) != drawn([top], False), axis=2)
+    assert label.any()
+    assert np.array_equal(drawn([top, low], True)[label], drawn([top], True)[label])
+
+
 def _prediction(probability: float, *, reliable: bool = True, localization: str = "fracture") -> Prediction:
     return Prediction(
         source="wrist.png",

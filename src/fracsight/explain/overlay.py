@@ -384,6 +384,7 @@ def _draw_boxes(
         draw.rectangle((x0, y0, x1, y1), outline=(0, 0, 0), width=line + edge)
         draw.rectangle((x0, y0, x1, y1), outline=colour, width=line)
     labels: list[_Rect] = []
+    drawn: list[tuple[_Rect, str, int, int]] = []
     for k, box in enumerate(boxes):
         if not show_scores or not isinstance(box, DetectedBox):  # a plain (x0, y0, x1, y1) has no score
             continue
@@ -393,6 +394,10 @@ def _draw_boxes(
         others = [r for j, r in enumerate(rects) if j != k]
         place = _label_place(tw, th, rects[k], (w, h), others + labels)
         labels.append(place)
+        drawn.append((place, text, left, top))
+    # placed best first, drawn best last: where no free place was left, a lower score's label
+    # covered the top box's score
+    for place, text, left, top in reversed(drawn):
         draw.rectangle(place, fill=colour)
         draw.text((place[0] + line - left, place[1] + line - top), text, fill=(0, 0, 0), font=font)
 
