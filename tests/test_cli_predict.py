@@ -403,6 +403,21 @@ def test_mura_style_folder_gives_a_study_row(tiny_bundle: Path, images: list[Pat
     (alone,) = json.loads(_predict(tiny_bundle, study / "image2.png", "--json").stdout)["studies"]
     assert alone["study"] == "patient1/study1_negative" and alone["images"] == ["image2.png"]
     assert "1 of the study folder's images was not given (image1.png)" in " ".join(alone["warnings"])
+    # and given as one study (--study), which said nothing of it
+    (combined,) = json.loads(_predict(tiny_bundle, study / "image2.png", "--study", "--json").stdout)[
+        "studies"
+    ]
+    assert "1 of the study folder's images was not given (image1.png)" in " ".join(combined["warnings"])
+    other = tmp_path / "XR_WRIST" / "patient1" / "study2_negative"
+    other.mkdir()
+    (other / "image1.png").symlink_to(study / "image1.png")
+    (other / "image2.png").symlink_to(study / "image2.png")
+    args = (study / "image2.png", other / "image1.png", "--study", "--json")
+    (combined,) = json.loads(_predict(tiny_bundle, *args).stdout)["studies"]
+    said = "2 of the study folders' images were not given (patient1/study1_negative/image1.png, patient1/"
+    said += "study2_negative/image2.png)"
+    assert said in " ".join(combined["warnings"]), combined["warnings"]
+    shutil.rmtree(other)
     # a PACS export's report beside the images is no image left out, and a link to one is that one
     from corpus import BASIC_TEXT_SR, dicom_bytes
 

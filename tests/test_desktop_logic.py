@@ -429,6 +429,25 @@ def test_one_study_of_one_image_and_an_unreadable_file_is_predicts(
     assert study.to_dict() == expected[0].to_dict() and not study.reliable and study.unread == ("empty.jpg",)
 
 
+def test_a_study_folders_view_opened_alone_names_the_views_not_opened(
+    predictor: Predictor, fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """As ``predict`` says it: the study verdict under the folder's name had not seen image2, unsaid."""
+    study = tmp_path / "patient1" / "study1_negative"
+    study.mkdir(parents=True)
+    for n in (1, 2):  # copies: a link to the same file is that file, no image left out
+        (study / f"image{n}.jpg").write_bytes((fracatlas_dir / "images" / HAND).read_bytes())
+    for one_study in (False, True):
+        session = ReadingSession(one_study=one_study)
+        session.set_predictor(predictor)
+        session.add([(study / "image1.jpg", "image1.jpg")])
+        read = predictor.predict(study / "image1.jpg", name="image1.jpg")
+        session.record(0, read, file_stamp(study / "image1.jpg"))
+        (made,) = session.studies()
+        (expected,) = study_results(predictor, [(study / "image1.jpg", read)], one_study=one_study)
+        assert made.to_dict() == expected.to_dict() and made.left_out == ("image2.jpg",), one_study
+
+
 def test_the_session_knows_which_files_changed_since_they_were_read(tmp_path: Path) -> None:
     """An export of results whose files were overwritten, removed or made since they were read
     would hold what ``fracsight predict`` no longer says for those files."""

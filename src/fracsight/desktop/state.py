@@ -7,7 +7,6 @@ between events. No tkinter here: it is tested without a display.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from fracsight.inference.tabular import (
     input_key,
     named_inputs,
     study_groups,
+    with_folder_notes,
 )
 
 __all__ = ["LIST_HIDDEN", "ReadingSession", "expand_inputs", "heading", "list_inputs"]
@@ -248,8 +248,10 @@ class ReadingSession:
         if views:  # as study_results: a study none of whose views could be read has no verdict
             unread = views_unread(r for r in results if isinstance(r, FailedPrediction))
             made_now = self.predictor.predict_study(views, name, unread=unread)
-            if self.one_study and len(self.folders) > 1:  # as study_results: it says it combines them
-                made_now = dataclasses.replace(made_now, folders=tuple(self.folders))
+            # as study_results: the folders it combines, and the images of a folder not opened
+            parts = self.folders if self.one_study else {name: self.folders[name]}
+            paths = {folder: [self.paths[i] for i in members] for folder, members in parts.items()}
+            made_now = with_folder_notes(made_now, paths, one_study=self.one_study)
             study = at_operating_point(made_now, self.operating_point)
         self._made[name] = _Made(results, self.operating_point, study)
         return study

@@ -415,8 +415,9 @@ class StudyPrediction:
             names = ", ".join(self.left_out[:5]) + (
                 f" and {len(self.left_out) - 5} more" if len(self.left_out) > 5 else ""
             )
+            folders = "study folders'" if len(self.folders) > 1 else "study folder's"
             said.append(
-                f"{len(self.left_out)} of the study folder's images {were} not given ({names}): the "
+                f"{len(self.left_out)} of the {folders} images {were} not given ({names}): the "
                 "result is of the views given only"
             )
         if self._patients_note:

@@ -393,13 +393,34 @@ def study_results(
         unread = views_unread(r for r in views if isinstance(r, FailedPrediction))
         if read:
             study = predictor.predict_study(read, name, unread=unread)
-            if one_study and len(folders) > 1:  # a patient's folder, its studies averaged into one
-                study = dataclasses.replace(study, folders=tuple(folders))
-            if resolve and not one_study:
-                given = [results[i][0] for i in indices]
-                study = dataclasses.replace(study, left_out=_not_given(given))
-            studies.append(study)
+            parts = folders if one_study else {name: indices}
+            paths = {folder: [results[i][0] for i in members] for folder, members in parts.items()}
+            studies.append(with_folder_notes(study, paths, one_study=one_study, resolve=resolve))
     return studies
+
+
+def with_folder_notes(
+    study: StudyPrediction,
+    folders: Mapping[str, Sequence[PurePath]],
+    *,
+    one_study: bool,
+    resolve: bool = True,
+) -> StudyPrediction:
+    """``study`` with what its study ``folders`` (name -> the paths of the views given from it) say
+    beside its views: with ``one_study``, the folders it combines, where several (a patient's
+    folder, its studies averaged into one); and each folder's images not given (files on disk:
+    ``resolve``), under ``--study`` too: a verdict under a study's name had not seen them, unsaid."""
+    several = one_study and len(folders) > 1
+    if several:
+        study = dataclasses.replace(study, folders=tuple(folders))
+    if resolve:
+        left_out = [
+            f"{folder}/{image}" if several else image
+            for folder, paths in folders.items()
+            for image in _not_given(paths)
+        ]
+        study = dataclasses.replace(study, left_out=tuple(left_out))
+    return study
 
 
 def _not_given(views: Sequence[PurePath]) -> tuple[str, ...]:
