@@ -293,6 +293,20 @@ def test_headers_too_large_are_431_not_invalid_http(address: tuple[str, int]) ->
     assert json.loads(body)["error"]["code"] == "headers_too_large"
 
 
+@pytest.mark.parametrize("size", [17000, 40000, 100000])
+def test_headers_over_the_limit_that_arrive_whole_are_431_too(address: tuple[str, int], size: int) -> None:
+    """h11 measures headers only while they are incomplete: whole in one read, 17-100 KB got 200."""
+    with socket.create_connection(address, timeout=10) as conn:
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nCookie: " + b"c" * size + b"\r\n\r\n")
+        answer = _everything(conn)
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    with socket.create_connection(address, timeout=10) as conn:  # 15 KB is under the limit
+        conn.sendall(
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nCookie: " + b"c" * 15000 + b"\r\n\r\n"
+        )
+        assert _everything(conn).startswith(b"HTTP/1.1 200 ")
+
+
 def test_a_malformed_head_with_a_large_body_is_invalid_http_not_431(address: tuple[str, int]) -> None:
     """A head without a colon in one line, a 20 KB body behind it: the body left in h11's buffer
     was taken for headers too large (431)."""

@@ -54,6 +54,11 @@ class HeaderDeadlineProtocol(H11Protocol):
     _write_check: asyncio.TimerHandle | None = None
     _write_moved: tuple[float, int] = (0.0, 0)  # when the unsent answer last moved, and to what
 
+    @property
+    def _header_limit(self) -> int:
+        """The request headers' limit in bytes: h11's (uvicorn's ``h11_max_incomplete_event_size``)."""
+        return getattr(self.conn, "_max_incomplete_event_size", 16 * 1024)
+
     def _should_upgrade(self) -> bool:
         """Never: the API has no WebSocket route, and a request asking to upgrade went to uvicorn's
         WebSocket handler, past every middleware, to a bare ``403`` (no JSON error, no notice
@@ -69,7 +74,12 @@ class HeaderDeadlineProtocol(H11Protocol):
 
         def kept_error() -> Any:  # uvicorn answers h11's error without it: its status hint is kept
             try:
-                return next_event()
+                event = next_event()
+                # h11 measures headers only while they are incomplete: ones that came in one read
+                # (up to about 100 KB on loopback) passed the 16 KiB limit
+                if isinstance(event, h11.Request) and _head_size(event) > self._header_limit:
+                    raise h11.RemoteProtocolError("request headers too large", error_status_hint=431)
+                return event
             except h11.RemoteProtocolError as e:
                 self._protocol_error = e
                 raise
@@ -159,8 +169,7 @@ class HeaderDeadlineProtocol(H11Protocol):
         """A request that is not valid HTTP (a header line without a colon, two Content-Length
         headers): uvicorn's plain-text answer had neither the notice nor no-store."""
         if getattr(self._protocol_error, "error_status_hint", 400) == 431:  # h11's: headers too large
-            limit = getattr(self.conn, "_max_incomplete_event_size", 16 * 1024)
-            message = f"the request headers are too large (over {limit // 1024} KiB in all)"
+            message = f"the request headers are too large (over {self._header_limit // 1024} KiB in all)"
             self._answer_and_close(b"431 Request Header Fields Too Large", HEADERS_TOO_LARGE, message)
             return
         message = (
@@ -188,6 +197,12 @@ class HeaderDeadlineProtocol(H11Protocol):
         )
         self.transport.write(head + b"\r\n" + body)
         self.transport.close()
+
+
+def _head_size(request: h11.Request) -> int:
+    """About the bytes of a request's line and headers, as they came."""
+    line = len(request.method) + len(request.target) + len(b" HTTP/1.1\r\n") + 1
+    return line + sum(len(name) + len(value) + 4 for name, value in request.headers)
 
 
 def _cancelled(timer: asyncio.TimerHandle | None) -> None:

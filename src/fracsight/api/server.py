@@ -71,6 +71,7 @@ class _Supervisor(Multiprocess):
         # worker (uvicorn's supervisor restarted its workers instead); nothing under nohup
         if not self._hup_ignored:
             logging.getLogger("uvicorn.error").info("Received SIGHUP (the terminal closed), exiting.")
+            self._stop_listening()  # as for SIGTERM: new connections are refused, not left hanging
             self.should_exit.set()
 
 
