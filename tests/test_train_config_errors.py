@@ -51,6 +51,20 @@ def test_cli_prints_a_yaml_syntax_error_in_one_line(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_yaml_merge_keys_are_read(tmp_path):
+    """`<<: *defaults` was refused: "could not determine a constructor for the tag ...merge"."""
+    path = tmp_path / "c.yaml"
+    path.write_text("base: &b {hflip: 0.0, rotate_deg: 5}\naugment:\n  <<: *b\n  translate: 0.1\nepochs: 1\n")
+    with pytest.raises(ConfigError, match="unknown training option"):  # `base` is none: the merge read
+        load_config(path)
+    path.write_text("augment:\n  <<: {hflip: 0.0, rotate_deg: 5}\n  translate: 0.1\nepochs: 1\n")
+    cfg = load_config(path)
+    assert (cfg.augment.hflip, cfg.augment.rotate_deg, cfg.augment.translate, cfg.epochs) == (0.0, 5, 0.1, 1)
+    path.write_text("augment:\n  <<: {hflip: 0.0}\n  translate: 0.1\n  translate: 0.2\n")
+    with pytest.raises(ConfigError, match="option 'translate' is given twice"):
+        load_config(path)
+
+
 def test_a_config_with_a_byte_order_mark_is_read(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_bytes(b"\xef\xbb\xbfepochs: 3\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import shutil
 import signal
@@ -424,7 +425,7 @@ def test_a_killed_run_resumes_to_where_an_uninterrupted_run_ends(tiny_dataset, t
         assert all(torch.equal(got[k], want[k]) for k in got), (name, part)
 
 
-def test_init_starts_from_an_earlier_run_and_keeps_it_when_nothing_beats_it(tiny_dataset, tmp_path):
+def test_init_starts_from_an_earlier_run_and_keeps_it_when_nothing_beats_it(tiny_dataset, tmp_path, caplog):
     overrides = [*TINY, "feature_cache_variants=0", "arch=small_cnn", "pretrained=none"]
     dataset = load_dataset(tiny_dataset)
     first_cfg = load_config(None, overrides, data=str(tiny_dataset), out=str(tmp_path / "first"))
@@ -434,7 +435,9 @@ def test_init_starts_from_an_earlier_run_and_keeps_it_when_nothing_beats_it(tiny
 
     # No epoch to train: the starting weights, validated as epoch 0, are what best.pt holds.
     cfg = load_config(None, [*overrides, init, "epochs_frozen=0", "epochs=0"], out=str(tmp_path / "kept"))
-    kept_run = Trainer(cfg, dataset, show_progress=False).fit()
+    with caplog.at_level(logging.WARNING, logger="fracsight"):
+        kept_run = Trainer(cfg, dataset, show_progress=False).fit()
+    assert not [r for r in caplog.records if r.getMessage().startswith("init:")]  # the same split
     assert (kept_run.best_epoch, kept_run.history) == (0, [])
     assert math.isfinite(kept_run.best_score)
     kept = torch.load(tmp_path / "kept" / "best.pt", weights_only=True)["model"]
@@ -458,6 +461,17 @@ def test_init_starts_from_an_earlier_run_and_keeps_it_when_nothing_beats_it(tiny
     result = Trainer(cfg, dataset, show_progress=False).fit()
     assert len(result.history) == 1 and result.best_epoch in (0, 1)
     assert result.best_score >= kept_run.best_score  # epoch 0 is a candidate here too
+
+    # another seed splits the data otherwise: the starting weights had trained on validation and
+    # test images of this run, which scored them as epoch 0, unsaid
+    other = [*overrides, init, "epochs_frozen=0", "epochs=0", "seed=1"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="fracsight"):
+        Trainer(
+            load_config(None, other, out=str(tmp_path / "other-seed")), dataset, show_progress=False
+        ).fit()
+    (said,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("init:")]
+    assert "validation and test images are images" in said and "trained on (the same bytes)" in said
 
 
 @pytest.mark.parametrize(

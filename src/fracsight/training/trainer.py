@@ -34,6 +34,7 @@ from fracsight.data.leakage import (
     same_content,
     same_data_folder,
     split_as_trained,
+    trained_images_among,
 )
 from fracsight.data.sample import CLASS, FRACTURE, REGION, Dataset, Sample
 from fracsight.data.splits import train_val_samples, training_subset
@@ -813,6 +814,9 @@ class Trainer:
         # "prepared 22 training" of 24 images put in read as images lost
         has_test = any(s.split == "test" for s in self.dataset.samples)
         held_out = 0 if has_test else len(self.dataset.samples) - len(train_samples) - len(val_samples)
+        if cfg.init:
+            fitted = {s.path for s in train_samples}
+            self._warn_init_trained_on([s for s in self.dataset.samples if s.path not in fitted])
         train_samples = training_subset(train_samples, cfg.max_samples, cfg.seed)
         refuse_one_label_splits(self.dataset, train_samples, val_samples, self.fracture_classes)
         images = images_record(self.dataset.root, train_samples + val_samples)
@@ -1026,6 +1030,32 @@ class Trainer:
         if before is not None and before != now:
             schedules.append({**before, "until_epoch": int(state["epoch"])})
         return schedules
+
+    def _warn_init_trained_on(self, held: list[Sample]) -> None:
+        """Say how many of the validation and test images ``held`` the ``init`` weights trained on
+        (their run split the same data with another seed): the starting weights, scored as epoch 0
+        on images they had learned, won, and export calibrated and measured on them, unsaid."""
+        state = read_checkpoint(Path(self.cfg.init), ("config",))
+        trained = json.loads(state["config"]) if isinstance(state["config"], str) else {}
+        if not isinstance(trained, dict) or not trained.get("data"):
+            return
+        again = trained_images_among(
+            Path(str(trained["data"])),
+            str(trained.get("layout") or "auto"),
+            int(trained.get("seed") or 0),
+            int(trained.get("max_samples") or 0),
+            held,
+            state.get("images_sha256"),
+        )
+        if again:
+            log.warning(
+                "init: %d of the %d validation and test images are images %s trained on (the same "
+                "bytes): the starting weights' score (epoch 0), and figures measured on them, are inflated; "
+                "start from weights of a run with the same split (the same seed), or from ImageNet's",
+                again,
+                len(held),
+                self.cfg.init,
+            )
 
     def _initial_model(self, path: Path) -> FractureNet:
         """The model of an earlier run's checkpoint, which must match this run's architecture and heads."""
