@@ -232,6 +232,23 @@ def test_an_image_arriving_while_the_verdict_is_made_keeps_the_study_open(spool:
     assert spool.backlog()["open_studies"] == 1
 
 
+def test_an_image_refused_while_the_verdict_is_made_keeps_the_study_open(spool: Spool) -> None:
+    """B arrives and is refused (a fast failure) while the verdict over A is made: nothing is left
+    `received`, and the study closed with a verdict that had not seen B."""
+    a, b = instance_key(UID_A), instance_key(UID_B)
+    spool.add_instance(a, STUDY, b"x", now=1000.0)
+    queue(spool, a)
+    ((_, generation),) = spool.quiet_studies(30, now=1031.0)
+    seen = len(spool.study_instances(STUDY))
+    spool.add_instance(b, STUDY, b"y")
+    spool.mark_instance(b, REFUSED, "unsupported_photometric")
+    assert not spool.finish_study(STUDY, generation, "study:x:0", [], instances=seen)
+    assert spool.backlog()["open_studies"] == 1
+    assert spool.finish_study(
+        STUDY, generation, "study:x:0", [], instances=seen + 1
+    )  # the verdict made again
+
+
 def test_recovery_registers_fsynced_files_without_a_row_and_empties_tmp(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
     spool.add_instance(instance_key(UID_A), STUDY, b"x", now=1000.0)

@@ -1800,6 +1800,14 @@ def test_a_study_report_says_a_view_that_could_not_be_read(fracatlas_dir: Path, 
     assert result.exit_code == 1, result.output
     (line,) = [x for x in result.stdout.splitlines() if x.startswith("study 1")]
     assert "not reliable: some views could not be read" in line, result.output
+    # the verdict over the whole view alone is another verdict: it had one UID with the one above,
+    # and a PACS given both kept the first, dropping the other unsaid
+    alone = runner.invoke(
+        cli_app, ["dicom", "results", str(files[0]), "--out", str(out), "--kinds", "sr", "--study"]
+    )
+    assert alone.exit_code == 0, alone.output
+    reports = [support.read(p) for p in sorted(out.glob("study-1.sr*.dcm"))]
+    assert len(reports) == 2 and reports[0].SOPInstanceUID != reports[1].SOPInstanceUID
 
 
 def test_a_left_and_a_right_image_get_result_series_of_their_own_side(

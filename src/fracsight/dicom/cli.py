@@ -644,6 +644,7 @@ def results_command(
         study_uid_seed,
         write_new,
     )
+    from fracsight.dicom.spool import instance_key
     from fracsight.errors import FracsightError
     from fracsight.inference import NOTICE, FailedPrediction, Predictor
     from fracsight.inference.results import views_unread
@@ -671,7 +672,8 @@ def results_command(
     # says them: two lines "IM000000: ..." with opposite verdicts could not be told apart
     # (a file named twice is one file: its second time is a note, by its name)
     names = dict(distinct_names(list(dict.fromkeys((path, path.name) for path in files))))
-    unread: dict[str, list[FailedPrediction]] = {}  # by study: views whose header was read, not their image
+    # by study: the views whose header was read, not their image, with their SOP Instance UIDs
+    unread: dict[str, list[tuple[FailedPrediction, str]]] = {}
     for path in files:
         said = names[path]
         source = None
@@ -692,7 +694,9 @@ def results_command(
             error_line(e.code, f"{said}: {message}")
             failed += 1
             if source is not None and "StudyInstanceUID" in source:  # its study's report says so
-                unread.setdefault(str(source.StudyInstanceUID), []).append(FailedPrediction.of(said, e))
+                unread.setdefault(str(source.StudyInstanceUID), []).append(
+                    (FailedPrediction.of(said, e), instance)
+                )
             continue
         except OSError as e:
             error_line("unreadable", f"{said}: {e.strerror or e}")
@@ -718,12 +722,16 @@ def results_command(
     for n, (study_uid, members) in enumerate(studies.items(), start=1):
         predictions = [p for _, p in members]
         # a view that could not be read makes the study's verdict "not reliable", as predict says it
+        failures = unread.get(study_uid, [])
         verdict = predictor.predict_study(
-            predictions, f"study {n}", unread=views_unread(unread.get(study_uid, ()))
+            predictions, f"study {n}", unread=views_unread(f for f, _ in failures)
         )
+        # the views unread named as the node and `dicom study` name them: a verdict that has seen
+        # them is another verdict, under another UID (a PACS kept the first of two under one UID)
+        unseen = [f"{instance_key(uid)}.dcm" if uid else f.source for f, uid in failures if not f.not_a_view]
         try:
             sources = [s for s, _ in members]
-            seed = study_uid_seed(sources, predictor)
+            seed = study_uid_seed(sources, predictor, unseen)
             (ds,) = study_result_datasets(sources, verdict, predictions, predictor, uid_seed=seed)
         except FracsightError as e:  # e.g. two patients under one Study Instance UID: the others go on
             error_line(e.code, f"study {n} ({len(members)} images): {e}")

@@ -314,15 +314,28 @@ class Spool:
             )
             self._count("predicted", n=len(results))
 
-    def finish_study(self, study_uid: str, generation: int, owner: str, files: Sequence[Path]) -> bool:
+    def finish_study(
+        self,
+        study_uid: str,
+        generation: int,
+        owner: str,
+        files: Sequence[Path],
+        *,
+        instances: int | None = None,
+    ) -> bool:
         """Queue a study verdict's files and close the study, unless an image arrived meanwhile
-        (then the study stays open for a new verdict and nothing is queued). True when queued."""
+        (then the study stays open for a new verdict and nothing is queued). True when queued.
+        ``instances``: how many the study had when its verdict was begun; an image received since
+        and already predicted or refused (nothing left ``received``) had the study closed with a
+        verdict that had not seen it."""
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
+            count = "(SELECT COUNT(*) FROM instances WHERE study_uid=?)"
             closed = self._db.execute(
                 "UPDATE studies SET verdict=?, generation=generation+1 WHERE study_uid=? AND generation=? "
-                "AND verdict=? AND NOT EXISTS (SELECT 1 FROM instances WHERE study_uid=? AND state=?)",
-                (DONE, study_uid, generation, OPEN, study_uid, RECEIVED),
+                "AND verdict=? AND NOT EXISTS (SELECT 1 FROM instances WHERE study_uid=? AND state=?) "
+                f"AND (? IS NULL OR {count} = ?)",
+                (DONE, study_uid, generation, OPEN, study_uid, RECEIVED, instances, study_uid, instances),
             ).rowcount
             if closed:
                 self._db.executemany(

@@ -89,6 +89,7 @@ class _StudyJob:
     generation: int
     owner: str
     keys: tuple[str, ...]
+    instances: int  # the study's instances when its verdict was begun: one more, and it is made again
 
 
 class Worker(threading.Thread):
@@ -342,15 +343,14 @@ class Worker(threading.Thread):
         # every predicted image: one whose result objects were given up (a PACS that takes no
         # presentation states) was predicted all the same, and was left out of the verdict
         predicted = (RESULTS_PENDING, SENT, UNDELIVERED)
-        rows = [r for r in self.spool.study_instances(study_uid) if r.state in predicted]
+        instances = self.spool.study_instances(study_uid)
+        rows = [r for r in instances if r.state in predicted]
         owner = f"study:{name}:{generation}"
         images = [(r.key, self.spool.instance_path(r.key), self._cache.get(r.key)) for r in rows]
         # the views the reader refused or that failed: a verdict that has not seen every view is
         # "not reliable", as predict --study says it (the unread one may be the fractured one)
-        unread = tuple(
-            f"{r.key}.dcm" for r in self.spool.study_instances(study_uid) if r.state in (REFUSED, FAILED)
-        )
-        job = _StudyJob(study_uid, generation, owner, tuple(r.key for r in rows))
+        unread = tuple(f"{r.key}.dcm" for r in instances if r.state in (REFUSED, FAILED))
+        job = _StudyJob(study_uid, generation, owner, tuple(r.key for r in rows), len(instances))
         folder = self.spool.results_folder(owner)
         earlier = (
             self.spool.results_folder(f"study:{name}:{g}") / "0.dcm" for g in range(generation - 1, -1, -1)
@@ -392,7 +392,9 @@ class Worker(threading.Thread):
             )
             return
         try:
-            closed = self.spool.finish_study(job.study_uid, job.generation, job.owner, outcome.files)
+            closed = self.spool.finish_study(
+                job.study_uid, job.generation, job.owner, outcome.files, instances=job.instances
+            )
         except WRITE_ERRORS as e:  # the study stays open: its verdict is made again after the back-off
             self._not_recorded([job.study_uid], f"study {name}", e)
             return
