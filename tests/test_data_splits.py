@@ -192,6 +192,13 @@ def test_empty_files_are_not_duplicates_of_each_other(tmp_path: Path) -> None:
     for name in ("e.jpg", "f.jpg"):
         (tmp_path / name).write_bytes(b"<html><body>403 Forbidden</body></html>\n")
     assert exact_duplicates([tmp_path / n for n in ("a", "b", "c", "d", "e.jpg", "f.jpg")]) == [[2, 3]]
+    # how a data set is split keeps such copies together, as it did before: the same data splits as
+    # it did for a run made then (its export and --resume were refused: "not the data it trained on")
+    from fracsight.data.splits import split_keys
+
+    samples = [Sample(tmp_path / n, {FRACTURE: 0}) for n in ("c", "d", "e.jpg", "f.jpg")]
+    keys = split_keys(samples)
+    assert keys[0] == keys[1] and keys[2] == keys[3] and keys[0] != keys[2]
 
 
 def test_a_class_too_small_for_every_split_fracsight_makes_is_warned_about(

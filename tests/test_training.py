@@ -474,6 +474,24 @@ def test_init_starts_from_an_earlier_run_and_keeps_it_when_nothing_beats_it(tiny
     assert "validation and test images are images" in said and "trained on (the same bytes)" in said
 
 
+def test_init_from_a_run_whose_data_changed_since_says_it_could_not_check(tiny_dataset, tmp_path, caplog):
+    """Images added to the folder since the starting run (the most common case): its split cannot
+    be made again, and nothing was said of the images it may have trained on."""
+    overrides = [*TINY, "feature_cache_variants=0", "arch=small_cnn", "pretrained=none", "epochs_frozen=0"]
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data, symlinks=True)
+    first = load_config(None, overrides, data=str(data), out=str(tmp_path / "first"))
+    Trainer(first, load_dataset(data), show_progress=False).fit()
+    added = next((data / "train" / "fractured").iterdir())
+    shutil.copy(added, added.with_name("added.jpg"))
+    init = f"init={tmp_path / 'first' / 'best.pt'}"
+    cfg = load_config(None, [*overrides, init, "epochs=0"], data=str(data), out=str(tmp_path / "second"))
+    with caplog.at_level(logging.WARNING, logger="fracsight"):
+        Trainer(cfg, load_dataset(data), show_progress=False).fit()
+    (said,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("init:")]
+    assert "could not check whether" in said and "has changed since" in said
+
+
 @pytest.mark.parametrize(
     ("init", "extra", "message"),
     [

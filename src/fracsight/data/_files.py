@@ -271,7 +271,7 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def exact_duplicates(paths: Sequence[Path]) -> list[list[int]]:
+def exact_duplicates(paths: Sequence[Path], *, images_only: bool = True) -> list[list[int]]:
     """Indices of the ``paths`` whose files hold the same bytes, in groups of two or more.
 
     Files are compared by size, then by their first 64 KiB, and only files still alike are read
@@ -279,7 +279,9 @@ def exact_duplicates(paths: Sequence[Path]) -> list[list[int]]:
     DICOM), one small read (their headers differ). Files that cannot be read, and files that are no
     image (empty, or an error page saved under several ``.jpg`` names by a failed download: they
     were "the same picture filed twice with different labels", and leakage between splits that the
-    metrics, which leave them out, never saw), are left out.
+    metrics, which leave them out, never saw), are left out; with ``images_only`` False, only empty
+    files (how a data set is split: copies kept together whatever they hold, as splits were carved
+    before 2026-12-07, so that a run's split is the same split now).
     """
     by_size: dict[int, list[int]] = defaultdict(list)
     for i, path in enumerate(paths):
@@ -297,11 +299,13 @@ def exact_duplicates(paths: Sequence[Path]) -> list[list[int]]:
                 except OSError:
                     continue
         alike = [group for group in keyed.values() if len(group) > 1]
-    pictures = ([i for i in group if _an_image(paths[i])] for group in alike)
+    if not images_only:
+        return alike
+    pictures = ([i for i in group if starts_as_image(paths[i])] for group in alike)
     return [group for group in pictures if len(group) > 1]
 
 
-def _an_image(path: Path) -> bool:
+def starts_as_image(path: Path) -> bool:
     """Whether ``path`` starts as an image file of a format fracsight reads."""
     from fracsight.io._sniff import HEAD_BYTES, sniff_format
 

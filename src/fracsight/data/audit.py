@@ -36,7 +36,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from fracsight.data._files import relative_name
+from fracsight.data._files import relative_name, starts_as_image
 from fracsight.data.detect import load_dataset
 from fracsight.data.phash import FileHash, hash_file, near_pairs
 from fracsight.data.sample import CLASS, FRACTURE, Dataset
@@ -228,10 +228,11 @@ def _analyse(dataset: Dataset, results: list[FileHash], threshold: int) -> Audit
     regions = Counter(_text(r) for s in samples for r in s.regions)
 
     by_sha: dict[str, list[str]] = defaultdict(list)
-    for path, r in zip(rel, results, strict=True):
-        # only pictures: two empty files, or one error page saved under several names, are not
+    for path, r, sample in zip(rel, results, samples, strict=True):
+        # only files that start as images, as the loader's and leakage's warnings count them (which
+        # name this list): two empty files, or one error page saved under several names, are not
         # "the same image filed twice" (they are listed as unreadable)
-        if r.sha256 and r.phash is not None:
+        if r.sha256 and (r.phash is not None or starts_as_image(sample.path)):
             by_sha[r.sha256].append(path)
 
     hashed = np.array([i for i, r in enumerate(results) if r.phash is not None], dtype=np.intp)

@@ -50,7 +50,8 @@ def split_keys(samples: Sequence[Sample]) -> list[str]:
     keys = [group_key(s) for s in samples]
     first: dict[str, int] = {}
     links = [(first.setdefault(key, i), i) for i, key in enumerate(keys)]
-    links += [(same[0], i) for same in exact_duplicates([s.path for s in samples]) for i in same[1:]]
+    copies = exact_duplicates([s.path for s in samples], images_only=False)
+    links += [(same[0], i) for same in copies for i in same[1:]]
     for members in connected_components(len(samples), links):
         merged = min(keys[i] for i in members)
         for i in members:

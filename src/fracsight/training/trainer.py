@@ -1047,7 +1047,16 @@ class Trainer:
             held,
             state.get("images_sha256"),
         )
-        if again:
+        if again is None and same_data_folder(trained["data"], self.dataset.root):
+            # the most common case, images added to the folder since: said, not passed over
+            log.warning(
+                "init: could not check whether %s trained on this run's validation and test images: "
+                "its data (%s) has changed since; if it trained on some, the starting weights' score "
+                "(epoch 0) and figures measured on them are inflated",
+                self.cfg.init,
+                self.dataset.root,
+            )
+        elif again:
             log.warning(
                 "init: %d of the %d validation and test images are images %s trained on (the same "
                 "bytes): the starting weights' score (epoch 0), and figures measured on them, are inflated; "
