@@ -281,6 +281,10 @@ def test_the_legend_names_box_labels_only_where_boxes_are_drawn() -> None:
 
     assert "its own score" not in overlay_words(_prediction(0.853), boxes_drawn=False)[1]
     assert "its own score" not in overlay_words(replace(_prediction(0.853), boxes=()))[1]
+    # nor did the caption say what the boxes it does not draw were
+    for prediction in (_prediction(0.05), _prediction(0.9, reliable=False)):
+        assert "boxes:" in overlay_words(prediction)[0][1]
+        assert "boxes:" not in overlay_words(prediction, boxes_drawn=False)[0][1]
 
 
 def test_a_class_map_of_an_uncertain_class_says_so() -> None:

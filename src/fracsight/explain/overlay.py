@@ -402,7 +402,7 @@ def _draw_boxes(
         draw.text((place[0] + line - left, place[1] + line - top), text, fill=(0, 0, 0), font=font)
 
 
-def summary_lines(result: Prediction | StudyPrediction) -> list[str]:
+def summary_lines(result: Prediction | StudyPrediction, *, boxes_drawn: bool = True) -> list[str]:
     """What a reader sees with the picture (an overlay's caption, a DICOM result's text): the decision
     and its numbers, then the decision-aid notice."""
     from fracsight.inference.results import NOTICE, Prediction, StudyPrediction, shown_probability
@@ -424,9 +424,10 @@ def summary_lines(result: Prediction | StudyPrediction) -> list[str]:
         details.append(f"class {c.predicted} ({shown_probability(c.probability)}{state}){absent}")
     if isinstance(result, Prediction) and result.region is not None:
         details.append(f"region {result.region}")
-    if isinstance(result, Prediction) and result.boxes and not result.reliable:
+    boxes = isinstance(result, Prediction) and bool(result.boxes) and boxes_drawn  # a picture without them
+    if boxes and not result.reliable:
         details.append("boxes: the areas weighed most, not reliable, for reference only")
-    elif isinstance(result, Prediction) and result.boxes and result.fracture_suspected is False:
+    elif boxes and result.fracture_suspected is False:
         details.append("boxes: the areas weighed most, below the threshold, not suspected")
     lines = [head]
     if details:
@@ -461,7 +462,7 @@ def overlay_words(prediction: Prediction, *, boxes_drawn: bool = True) -> tuple[
         # not "chance (0) to certain (1)": the bar starts at the least heat tinted, and the map is
         # the head's attention, not a probability
         legend = f"Class heatmap: {where}; weakest to strongest, not fracture sites"
-    return summary_lines(prediction), legend
+    return summary_lines(prediction, boxes_drawn=boxes_drawn), legend
 
 
 #: the longest file name most file systems take (bytes), less room for ".overlay-9999.png" and for
