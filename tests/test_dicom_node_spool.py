@@ -249,6 +249,27 @@ def test_an_image_refused_while_the_verdict_is_made_keeps_the_study_open(spool: 
     )  # the verdict made again
 
 
+def test_a_view_received_as_the_verdict_begins_is_not_counted_as_seen(spool: Spool) -> None:
+    """B registered between the quiet check and the verdict's start: neither among the views the
+    verdict reads nor unread, it was counted as seen, and once predicted (before the verdict was
+    queued) the study closed with a verdict over A alone."""
+    from fracsight.dicom.worker import Worker
+
+    a, b = instance_key(UID_A), instance_key(UID_B)
+    spool.add_instance(a, STUDY, b"x", now=1000.0)
+    queue(spool, a)
+    ((study, generation),) = spool.quiet_studies(30, now=1031.0)
+    spool.add_instance(b, STUDY, b"y")
+    worker = Worker.__new__(Worker)  # its study step alone: the job it hands to the pool is kept
+    worker.spool, worker._cache, worker._studies, jobs = spool, {}, {}, []
+    worker._submit = lambda _jobs, job, *_: jobs.append(job)
+    worker._start_study(study, generation)
+    (job,) = jobs
+    assert job.keys == (a,) and job.instances == 1
+    queue(spool, b)
+    assert not spool.finish_study(study, generation, job.owner, [], instances=job.instances)
+
+
 def test_recovery_registers_fsynced_files_without_a_row_and_empties_tmp(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
     spool.add_instance(instance_key(UID_A), STUDY, b"x", now=1000.0)

@@ -1802,6 +1802,15 @@ def test_a_study_report_says_a_view_that_could_not_be_read(fracatlas_dir: Path, 
     assert "not reliable: some views could not be read" in line, result.output
     # the verdict over the whole view alone is another verdict: it had one UID with the one above,
     # and a PACS given both kept the first, dropping the other unsaid
+    # the unreadable file given twice, or a copy of it: one view not read (it said "2 of 3")
+    (tmp_path / "copy").mkdir()
+    copy = tmp_path / "copy" / files[1].name
+    copy.write_bytes(files[1].read_bytes())
+    twice = [*map(str, files), str(files[1]), str(copy), "--out", str(tmp_path / "o2")]
+    result = runner.invoke(cli_app, ["dicom", "results", *twice, "--kinds", "sr", "--study"])
+    (line,) = [x for x in result.stdout.splitlines() if x.startswith("study 1")]
+    said = support.read(next((tmp_path / "o2").glob("study-1.sr*.dcm")))
+    assert said.SOPInstanceUID == support.read(next(out.glob("study-1.sr*.dcm"))).SOPInstanceUID, line
     alone = runner.invoke(
         cli_app, ["dicom", "results", str(files[0]), "--out", str(out), "--kinds", "sr", "--study"]
     )

@@ -694,9 +694,9 @@ def results_command(
             error_line(e.code, f"{said}: {message}")
             failed += 1
             if source is not None and "StudyInstanceUID" in source:  # its study's report says so
-                unread.setdefault(str(source.StudyInstanceUID), []).append(
-                    (FailedPrediction.of(said, e), instance)
-                )
+                failures = unread.setdefault(str(source.StudyInstanceUID), [])
+                if not instance or instance not in (uid for _, uid in failures):  # a copy: one view, once
+                    failures.append((FailedPrediction.of(said, e), instance))
             continue
         except OSError as e:
             error_line("unreadable", f"{said}: {e.strerror or e}")

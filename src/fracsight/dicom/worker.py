@@ -89,7 +89,7 @@ class _StudyJob:
     generation: int
     owner: str
     keys: tuple[str, ...]
-    instances: int  # the study's instances when its verdict was begun: one more, and it is made again
+    instances: int  # the study's instances its verdict sees: one more when it is queued, and it is made again
 
 
 class Worker(threading.Thread):
@@ -350,7 +350,9 @@ class Worker(threading.Thread):
         # the views the reader refused or that failed: a verdict that has not seen every view is
         # "not reliable", as predict --study says it (the unread one may be the fractured one)
         unread = tuple(f"{r.key}.dcm" for r in instances if r.state in (REFUSED, FAILED))
-        job = _StudyJob(study_uid, generation, owner, tuple(r.key for r in rows), len(instances))
+        # the instances this verdict sees (read or unread): one received meanwhile, left out of both
+        # and predicted before the verdict is queued, makes the counts differ and the verdict is made again
+        job = _StudyJob(study_uid, generation, owner, tuple(r.key for r in rows), len(rows) + len(unread))
         folder = self.spool.results_folder(owner)
         earlier = (
             self.spool.results_folder(f"study:{name}:{g}") / "0.dcm" for g in range(generation - 1, -1, -1)
