@@ -317,7 +317,10 @@ def _epoch_of_copy(run_dir: Path, checkpoint: Path, kept: list[int]) -> int | No
     """The kept epoch whose file ``checkpoint`` (best.pt, a copy of one) holds the same bytes as."""
     try:
         data = checkpoint.read_bytes()
-        return next((k for k in kept if (run_dir / f"epoch-{k}.pt").read_bytes() == data), None)
+        files = {k: run_dir / f"epoch-{k}.pt" for k in kept}
+        return next(
+            (k for k, f in files.items() if f.stat().st_size == len(data) and f.read_bytes() == data), None
+        )
     except OSError:  # said where the checkpoint is read
         return None
 
