@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -51,6 +52,26 @@ def test_a_narrow_terminal_never_folds_a_probability(
     assert name in "".join(lines)  # folded over lines, never cut
     assert "…" not in result.stdout
     assert NOTICE in " ".join(result.stdout.split())
+
+
+@pytest.mark.fracatlas
+def test_an_80_column_table_never_breaks_inside_a_box_coordinate(fracatlas_dir: Path, tmp_path: Path) -> None:
+    """At exactly 80 columns (the table, not the narrow layout) the default model's top box of
+    IMG0000019, `450,326,544,394`, folded to `450,326,54` / `4,394`: other numbers."""
+    image = Path(
+        shutil.copyfile(
+            fracatlas_dir / "images" / "Fractured" / "IMG0000019.jpg", tmp_path / "IMG0000019.jpg"
+        )
+    )
+    (row,) = json.loads(runner.invoke(app, ["predict", str(image), "--json"]).stdout)["images"]
+    box = row["boxes"][0]
+    result = runner.invoke(app, ["predict", str(image)], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    rows = [
+        line.split("│")[4] for line in result.stdout.splitlines() if line.count("│") >= 5
+    ]  # the box column
+    shown = re.findall(r"\d+", " ".join(rows))
+    assert all(f"{box[k]:.0f}" in shown for k in ("x0", "y0", "x1", "y1")), result.stdout
 
 
 def test_a_file_or_pipe_gets_one_line_a_row(tiny_bundle: Path, radiograph: Path, tmp_path: Path) -> None:

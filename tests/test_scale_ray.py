@@ -1346,7 +1346,7 @@ def test_retry_errors_predicts_the_failed_files_again_in_their_rows_place(
     assert "0 rows with an error code" in said
     # --retry-errors: an error row tried again though its file is the same (storage back, a fix)
     code, err = finish(batch(str(other), "--out", str(out), "--address", ray_address, "--retry-errors"))
-    assert code == 1 and "1 inputs: 1 error rows retried" in " ".join(err.split()), err
+    assert code == 1 and "1 inputs: 1 error row retried" in " ".join(err.split()), err
     for rows in (read_csv(out / "results.csv"), parquet_rows(out)):
         by_path = {r["path"]: r for r in rows}
         assert len(by_path) == len(rows) == 4  # each input once: the error row replaced, not added

@@ -192,7 +192,7 @@ def audit(
             help="pHash Hamming distance at or below which images are near-duplicates (of 64 bits).",
         ),
     ] = 6,
-    workers: Annotated[int, typer.Option(min=1, help="Processes decoding images.")] = 2,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Processes decoding images.")] = 2,
 ) -> None:
     """Audit a data set: class balance, unreadable files, duplicates and leakage across splits."""
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
@@ -942,7 +942,8 @@ def _print_table(results, studies, predictor, notice: str) -> None:
             )
         if has["fracture"]:
             b = r.boxes[0] if getattr(r, "boxes", ()) else None
-            row.append(f"{b.x0:.0f},{b.y0:.0f},{b.x1:.0f},{b.y1:.0f} ({b.score:.2f})" if b else "")
+            # spaces to wrap at: a narrow column broke inside a number (`450,326,54` / `4,394`)
+            row.append(f"{b.x0:.0f}, {b.y0:.0f}, {b.x1:.0f}, {b.y1:.0f} ({b.score:.2f})" if b else "")
         return [*row, note]
 
     rows = []

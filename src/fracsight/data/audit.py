@@ -142,7 +142,7 @@ def _inspect_all(paths: Sequence[Path], workers: int | None, progress: Progress 
             if progress:
                 progress(n, total)
         return results
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(max_workers=min(workers, -(-total // 16))) as pool:  # no idle process forked
         results = []
         for n, r in enumerate(pool.map(hash_file, paths, chunksize=16), start=1):
             results.append(r)

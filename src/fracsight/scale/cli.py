@@ -163,7 +163,8 @@ def run_command(
         done = f"all already in {out}, nothing to predict; "
     codes = f" ({', '.join(f'{k}: {v}' for k, v in sorted(summary.errors.items()))})" if failed else ""
     if summary.retried:
-        done = f"{summary.retried} error rows retried; {done}"
+        retried = "1 error row" if summary.retried == 1 else f"{summary.retried} error rows"
+        done = f"{retried} retried; {done}"
     if summary.changed:
         files = "1 file" if summary.changed == 1 else f"{summary.changed} files"
         done = f"{files} changed since their rows were made, predicted again; {done}"
