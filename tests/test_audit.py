@@ -412,6 +412,15 @@ def test_cli_audit_without_splits_shows_no_split_column(tmp_path: Path) -> None:
     assert "x.png" in result.stdout and "None" not in result.stdout, result.stdout
 
 
+def test_workers_beyond_64_are_refused(tmp_path: Path) -> None:
+    """`--workers 5000` forked 5000 processes at once, whatever the work."""
+    root = tmp_path / "d"
+    _two_classes(root)
+    result = CliRunner().invoke(app, ["audit", str(root), "--workers", "65"])
+    assert result.exit_code == 2 and "less than or equal to 64" in result.output
+    assert CliRunner().invoke(app, ["audit", str(root), "--workers", "64", "--json"]).exit_code == 0
+
+
 def test_empty_files_are_unreadable_not_duplicates_of_each_other(tmp_path: Path) -> None:
     """Two empty files in two classes were listed as an exact duplicate group (`fractured/e1.jpg =
     normal/e2.jpg`), the same picture filed twice with two labels: there is no picture."""
