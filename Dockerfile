@@ -100,7 +100,7 @@ USER fracsight
 WORKDIR /var/lib/fracsight
 EXPOSE 8501
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health', timeout=4)"]
+    CMD ["python3", "-c", "import urllib.request as u; u.build_opener(u.ProxyHandler({})).open('http://127.0.0.1:8501/_stcore/health', timeout=4)"]
 CMD ["fracsight", "app", "--host", "0.0.0.0", "--port", "8501"]
 
 # ---- the inference image (default): REST API; `fracsight dicom ...` runs the DICOM node -----------
@@ -112,6 +112,8 @@ ENV PATH=/opt/fracsight/bin:$PATH HOME=/var/lib/fracsight FRACSIGHT_AUTH=require
 USER fracsight
 WORKDIR /var/lib/fracsight
 EXPOSE 8000
+# the health checks go to loopback past any proxy: Docker hands the host's HTTP_PROXY to containers,
+# and a proxy cannot reach this one's 127.0.0.1 (a healthy API was marked unhealthy)
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
+    CMD ["python3", "-c", "import urllib.request as u; u.build_opener(u.ProxyHandler({})).open('http://127.0.0.1:8000/healthz', timeout=4)"]
 CMD ["fracsight", "serve", "--host", "0.0.0.0", "--port", "8000"]

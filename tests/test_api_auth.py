@@ -138,11 +138,31 @@ def test_a_quoted_token_is_refused_and_an_upper_case_digest_read(tmp_path: Path)
     written ``SHA256:<HEX>`` was refused as not 64 hex digits."""
     tokens = tmp_path / "tokens"
     tokens.write_text(f'"{TOKEN}"\n', encoding="utf-8")
-    with pytest.raises(ConfigError, match="a token in quotes") as caught:
+    with pytest.raises(ConfigError, match="begins or ends with a quote") as caught:
         token_guard("optional", None, str(tokens))
     assert TOKEN not in str(caught.value)
     tokens.write_text(token_digest(TOKEN).upper() + "\n", encoding="utf-8")
     assert token_guard("required", None, str(tokens)).allows(TOKEN)
+
+
+@pytest.mark.parametrize("quote", ['"', "'"])
+@pytest.mark.parametrize("digests", [False, True], ids=["tokens", "digests"])
+def test_several_tokens_in_one_pair_of_quotes_are_refused(quote: str, digests: bool) -> None:
+    """``FRACSIGHT_API_TOKENS="tokA,tokB"`` from ``docker run --env-file`` (which keeps the quotes)
+    started with two tokens no client has, every request 401; two digests so quoted were refused
+    as not having 64 hex digits, which they had."""
+    other = "b" * 40
+    pair = [token_digest(TOKEN), token_digest(other)] if digests else [TOKEN, other]
+    with pytest.raises(ConfigError, match="entry 1: begins or ends with a quote") as caught:
+        token_guard("required", f"{quote}{pair[0]},{pair[1]}{quote}", None)
+    assert TOKEN not in str(caught.value) and other not in str(caught.value)
+
+
+def test_a_digest_with_a_comment_after_it_is_told_so(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{token_digest(TOKEN)}  # ci runner\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"64 hex digits \(a `#` comment takes a line of its own"):
+        token_guard("required", None, str(tokens))
 
 
 _SHA256_HEX = hashlib.sha256(TOKEN.encode()).hexdigest()

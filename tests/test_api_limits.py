@@ -188,6 +188,18 @@ def test_invalid_settings_raise_config_error(env: dict[str, str]) -> None:
         ApiSettings.from_env(env)
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("AUTH", '"proxy"'), ("MAX_FILES", "'8'"), ("API_TOKENS_FILE", '"/run/secrets/api_tokens"')],
+)
+def test_a_value_in_quotes_is_refused_as_one(name: str, value: str) -> None:
+    """``docker run --env-file`` keeps quotes in the value: FRACSIGHT_AUTH="proxy" was told to be
+    one of 'proxy', ...; a quoted tokens file's path was hidden and taken for the secret itself."""
+    with pytest.raises(ConfigError, match=f"FRACSIGHT_{name} is in quotes") as caught:
+        ApiSettings.from_env({f"FRACSIGHT_{name}": value})
+    assert (value in str(caught.value)) is (name != "API_TOKENS_FILE")
+
+
 def test_a_metrics_folder_the_workers_cannot_share_is_a_config_error(tmp_path: Path) -> None:
     """A FRACSIGHT_METRICS_DIR that did not exist was taken: each worker's writes failed silently,
     and /metrics then reported whichever worker answered the scrape."""

@@ -184,6 +184,44 @@ def test_compose_builds_existing_stages_and_names_what_it_declares() -> None:
     )
 
 
+def _health_checks() -> list[str]:
+    """The Python source of every health check: the Dockerfile's HEALTHCHECKs and compose's."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    sources = [json.loads(cmd)[-1] for cmd in re.findall(r"^\s+CMD (\[.*\])$", dockerfile, re.M)]
+    sources += [s["healthcheck"]["test"][-1] for s in COMPOSE["services"].values() if "healthcheck" in s]
+    return [s for s in sources if "127.0.0.1" in s]
+
+
+def test_health_checks_reach_loopback_past_a_proxy_docker_hands_the_container() -> None:
+    """Docker passes the host's HTTP_PROXY into containers (~/.docker/config.json), and urllib
+    sent the check of 127.0.0.1 to that proxy, which cannot reach it: a healthy API was unhealthy."""
+    import http.server
+    import threading
+
+    class Healthy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    checks = _health_checks()
+    assert len(checks) == 3, checks  # the web app's, the API's, the DICOM node's
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Healthy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    dead = "http://127.0.0.1:9"  # the discard port: nothing answers there
+    env = {**os.environ, "HTTP_PROXY": dead, "http_proxy": dead, "NO_PROXY": "", "no_proxy": ""}
+    try:
+        for check in checks:
+            here = re.sub(r"127\.0\.0\.1:\d+", f"127.0.0.1:{server.server_port}", check)
+            done = subprocess.run([sys.executable, "-c", here], env=env, capture_output=True, timeout=30)
+            assert done.returncode == 0, (check, done.stderr.decode()[-300:])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 # ---- the pilot on loopback: Orthanc from deploy/orthanc-pilot.json, the node from compose.yaml ----
 def _pilot_orthanc_config(root: Path, http_port: int, dicom_port: int, node_port: int) -> dict[str, Any]:
     config = json.loads(ORTHANC_CONFIG.read_text())

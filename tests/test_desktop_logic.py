@@ -393,6 +393,22 @@ def test_a_file_linked_into_two_studies_is_a_view_of_each(tmp_path: Path) -> Non
     assert session.add([(image, "a.png"), (tmp_path / "." / "a.png", "a.png")]) == [(0, image, "a.png")]
 
 
+def test_a_folder_of_linked_images_opened_one_by_one_takes_no_overlay(tmp_path: Path) -> None:
+    """A fracture-type set is made of links (scripts/fracatlas_as_types.py): an overlay exported
+    beside linked images opened as files was saved there, one more file the folder's next reading
+    lists as an error row; only the links' targets' folder was checked."""
+    data, linked = tmp_path / "data", tmp_path / "types" / "Avulsion"
+    data.mkdir()
+    linked.mkdir(parents=True)
+    for name in ("a.jpg", "b.jpg"):
+        (data / name).write_bytes(b"")
+        (linked / name).symlink_to(data / name)
+    session = ReadingSession()
+    session.add(expand_inputs([linked / "a.jpg", linked / "b.jpg"]))
+    assert session.holds_opened(linked) and session.holds_opened(data)
+    assert not session.holds_opened(tmp_path / "types") and not session.holds_opened(tmp_path)
+
+
 def test_an_opened_image_is_known_by_any_path_to_it(tmp_path: Path) -> None:
     """An export may not land on an opened radiograph, however the save dialog spells its path."""
     image = tmp_path / "scans" / "hand.jpg"

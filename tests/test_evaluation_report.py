@@ -402,6 +402,33 @@ def test_sample_grid_words_positives_as_the_data_do() -> None:
     assert grid.counted == "n=4 (2 abnormal)"
 
 
+def test_sample_grid_of_a_fracture_and_type_model_gives_the_true_type_beside_the_one_said() -> None:
+    """A green "Fractures found" cell read "p=0.90 fracture Greenstick, true: fracture" of an
+    Avulsion: the type said looked confirmed, the true one was never shown."""
+    from fracsight.data import CLASS, FRACTURE, Sample
+    from fracsight.evaluation.run import _grid_content
+
+    model = SimpleNamespace(has_fracture_head=True, operating_point=_OP, classes=("Avulsion", "Greenstick"))
+    samples = [
+        Sample(Path("img0.png"), labels={FRACTURE: 1, CLASS: 0}),
+        Sample(Path("img1.png"), labels={FRACTURE: 0}),
+    ]
+    preds = [
+        SimpleNamespace(
+            fracture_probability=p,
+            fracture_suspected=p >= 0.5,
+            classification=SimpleNamespace(predicted=said),
+        )
+        for p, said in ((0.9, "Greenstick"), (0.1, "Avulsion"))
+    ]
+    grid = _grid_content(samples, preds, model, fracture=True, klass=True, class_names=("Avulsion",))
+    assert grid is not None
+    assert grid.titles == [
+        "img0.png\np=0.90 fracture Greenstick\ntrue: fracture Avulsion",
+        "img1.png\np=0.10 no fracture\ntrue: no fracture",
+    ]
+
+
 def test_sample_grid_says_when_the_data_hold_no_image_of_a_label() -> None:
     """ "Missed fractures: none at the threshold" on a split without fractures read as a perfect model."""
     from fracsight.evaluation.run import _grid_content

@@ -407,3 +407,23 @@ def test_a_busy_machines_targets_are_not_met_in_the_json_either() -> None:
     rows = [Row("b", "e", 384, 10.0, None, 100.0, 100.0)]
     assert [t.met for t in targets_of(rows)] == [True, True, True]
     assert [t.met for t in targets_of(rows, comparable=False)] == [None, None, None]
+
+
+def test_a_cuda_provider_that_falls_back_to_the_cpu_gives_no_gpu_figure(
+    tiny_bundle: Path, few_images: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """onnxruntime-gpu where CUDA cannot load (a GPU image run without --gpus) ran the 'GPU' row
+    on the CPU by itself: a CPU figure was shown as "onnxruntime CUDA" throughput."""
+    import onnxruntime as ort
+
+    from fracsight.benchmark.baselines import gpu_row
+    from fracsight.inference import Predictor, onnx_model
+
+    predictor = Predictor(str(tiny_bundle))
+    monkeypatch.setattr(
+        ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+    monkeypatch.setattr(onnx_model, "cuda_loads", lambda: True)  # the session falls back all the same
+    row = gpu_row(predictor, sorted(few_images.iterdir()), 2, allow_torch=False)
+    assert row.engine == "-" and row.throughput_ips is None, row
+    assert "onnxruntime cannot use CUDA here" in row.note

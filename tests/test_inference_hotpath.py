@@ -117,13 +117,13 @@ def test_cuda_is_asked_for_only_where_it_loads(
     monkeypatch.setattr(
         ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
     )
-    onnx_model._cuda_loads.cache_clear()
+    onnx_model.cuda_loads.cache_clear()
     try:
         with caplog.at_level("WARNING", logger="fracsight.inference"):
             assert onnx_model.execution_providers() == ["CPUExecutionProvider"]
             assert onnx_model.execution_providers() == ["CPUExecutionProvider"]
     finally:
-        onnx_model._cuda_loads.cache_clear()
+        onnx_model.cuda_loads.cache_clear()
     assert [r.getMessage() for r in caplog.records] == [
         "CUDA is unavailable here (libcuda.so.1 cannot be loaded): running on the CPU"
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -223,6 +224,21 @@ def test_an_output_folder_that_cannot_be_made_is_refused_before_any_work(tmp_pat
     with pytest.raises(OutputFolderError, match=r"notes\.txt is not a folder"):
         check_output_folder(tmp_path / "notes.txt" / "bundle", force=False)
     check_output_folder(tmp_path / "new" / "deeper" / "bundle", force=False)  # made when written
+
+
+def test_a_link_as_the_output_folder_is_refused_not_replaced(tiny_bundle: Path, tmp_path: Path) -> None:
+    """``quantize B current --force`` with ``current -> releases/v3``: the new bundle took the
+    link's place, the link was gone and v3 unchanged, said as written to ``current``."""
+    from fracsight._output import staged_folder
+    from fracsight.errors import OutputFolderError
+
+    release = shutil.copytree(tiny_bundle, tmp_path / "releases" / "v3")
+    (tmp_path / "current").symlink_to(release)
+    for force in (False, True):
+        refused = pytest.raises(OutputFolderError, match=r"current is a link to .*releases/v3")
+        with refused, staged_folder(tmp_path / "current", force=force) as work:
+            (work / "bundle.json").write_text("{}")
+    assert (tmp_path / "current").is_symlink() and (release / "model.onnx").is_file()
 
 
 def test_overlays_to_a_link_whose_target_is_gone_are_refused_before_predicting(

@@ -82,6 +82,11 @@ def check_output_folder(out_dir: Path, *, force: bool, inputs: Iterable[tuple[st
         raise OutputFolderError(f"{out_dir} exists and is not a folder")
     if out_dir.is_symlink() and not out_dir.exists():  # it failed after the work, naming a hidden folder
         raise OutputFolderError(f"{out_dir} is a link whose target does not exist ({os.readlink(out_dir)})")
+    if out_dir.is_symlink():  # the bundle took the link's place: `current -> releases/v3` was cut unsaid
+        raise OutputFolderError(
+            f"{out_dir} is a link to {os.readlink(out_dir)}, which the new bundle would replace (the "
+            "link, not its target): give the target itself, or another folder, and point the link there"
+        )
     _refuse_unwritable_parent(out_dir)
     if out_dir.is_dir() and any(out_dir.iterdir()):
         # what --force will not replace is said first: "pass --force" was refused when followed

@@ -189,19 +189,24 @@ def _without_bom(entry: str, where: str) -> str:
 
 
 def _entry_digest(entry: str, where: str) -> bytes:
+    # `docker run --env-file` keeps quotes in the value: "tokA,tokB" gave two tokens no client has
+    if entry[0] in "'\"" or entry[-1] in "'\"":
+        raise ConfigError(
+            f"{where}: begins or ends with a quote: a value in quotes (`docker run --env-file` keeps "
+            "them) makes the quotes part of the token; write it without"
+        )
     match = _DIGEST.match(entry)
     if match:
         return bytes.fromhex(match.group(1))
     if entry.lower().startswith("sha256:"):
-        raise ConfigError(f"{where}: a sha256: digest needs exactly 64 hex digits")
+        comment = " (a `#` comment takes a line of its own)" if "#" in entry or " " in entry else ""
+        raise ConfigError(f"{where}: a sha256: digest needs exactly 64 hex digits{comment}")
     other = _other_digest(entry)
     if other:
         raise ConfigError(
             f"{where}: looks like {other}; only sha256:<64 hex digits> digests are supported, made "
             f"from the token itself: `{_MAKE_DIGEST}`"
         )
-    if len(entry) > 1 and entry[0] == entry[-1] and entry[0] in "'\"":
-        raise ConfigError(f"{where}: a token in quotes: the quotes would be part of it; write it without")
     if not _TOKEN_CHARS.match(entry):  # e.g. a comment after the token: it would never match
         raise ConfigError(
             f"{where}: a token may hold only printable ASCII characters and no spaces "

@@ -175,7 +175,7 @@ class ApiSettings(BaseModel):
         for name in cls.model_fields:
             raw = environ.get(ENV_PREFIX + name.upper())
             if raw is not None and raw.strip() != "":
-                values[name] = raw.strip()
+                values[name] = _unquoted(name, raw.strip())
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls.model_validate(values)
@@ -190,6 +190,19 @@ class ApiSettings(BaseModel):
             for name, value in self.model_dump().items()
             if value is not None
         }
+
+
+def _unquoted(name: str, value: str) -> str:
+    """``value``, refused when in quotes: ``docker run --env-file`` keeps them as part of it, so
+    FRACSIGHT_AUTH="proxy" was told to be one of 'proxy', ..., and a quoted tokens file's path was
+    "nothing of it is on disk". The tokens themselves are checked entry by entry (auth.py)."""
+    if name == "api_tokens" or not (len(value) > 1 and value[0] == value[-1] and value[0] in "'\""):
+        return value
+    shown = "" if name == "api_tokens_file" else f" ({value})"  # the file's name may be the secret
+    raise ConfigError(
+        f"{ENV_PREFIX}{name.upper()} is in quotes{shown}: `docker run --env-file` keeps them as part "
+        "of the value; write it without quotes"
+    )
 
 
 def _problem(name: str, message: str) -> str:

@@ -110,18 +110,24 @@ def resnet_recipe(batch: int) -> Contender:
 def gpu_row(predictor: Predictor, images: Sequence[Path], batch: int, allow_torch: bool) -> Row:
     import onnxruntime as ort
 
-    if "CUDAExecutionProvider" in ort.get_available_providers():
-        twin = copy.copy(predictor)
+    from fracsight.inference.onnx_model import cuda_loads
+
+    session = None
+    if "CUDAExecutionProvider" in ort.get_available_providers() and cuda_loads():
         session = ort.InferenceSession(
             str(predictor.bundle_dir / "model.onnx"), providers=["CUDAExecutionProvider"]
         )
+        if session.get_providers()[0] != "CUDAExecutionProvider":  # fell back to the CPU by itself
+            session = None  # its figure was shown as "onnxruntime CUDA" throughput
+    if session is not None:
+        twin = copy.copy(predictor)
         twin.onnx = copy.copy(predictor.onnx)
         twin.onnx.session, twin.onnx.max_batch = session, batch  # GPU memory is not the CPU's concern
         engine = "onnxruntime CUDA"
     elif allow_torch and _torch_cuda():
         twin, engine = torch_twin(predictor, "cuda"), "torch eager CUDA"
     else:
-        note = "no CUDA device" if allow_torch else "no CUDA provider in onnxruntime (torch not checked)"
+        note = "no CUDA device" if allow_torch else "onnxruntime cannot use CUDA here (torch not checked)"
         return Row("GPU throughput", "-", predictor.spec.input_size, note=note)
     ips = throughput(lambda paths: list(twin.predict_many(paths, batch_size=batch)), images, batch)
     return Row("GPU throughput", engine, predictor.spec.input_size, throughput_ips=ips, note="same model")

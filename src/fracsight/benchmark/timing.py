@@ -43,7 +43,8 @@ def contender(kind: str, model: str | None, batch: int) -> Contender:
             else "float32, random weights, same pipeline; only the engine differs"
         )
         return predictor_contender(torch_twin(predictor, "cpu"), "same model", "torch eager", batch, note)
-    engine = "onnxruntime CPU" + (
+    device = "CUDA" if predictor.onnx.session.get_providers()[0] == "CUDAExecutionProvider" else "CPU"
+    engine = f"onnxruntime {device}" + (
         f" {predictor.spec.precision.upper()}" if predictor.spec.precision != "float32" else ""
     )
     return predictor_contender(predictor, predictor.name, engine, batch, "shipped path")

@@ -188,7 +188,10 @@ class ReadingSession:
         targets = (target, os.path.abspath(folder))  # export/PAT1 a link to elsewhere: lies in export
         if any(os.path.commonpath([opened, t]) == opened for opened in self.opened_folders for t in targets):
             return True
-        return any(os.path.dirname(real) == target for real, _ in self.keys)
+        # a file opened through a link (a folder of linked images) lies where it was opened too
+        lies_in = {os.path.dirname(real) for real, _ in self.keys}
+        lies_in |= {os.path.realpath(os.path.dirname(os.path.abspath(p))) for p in self.paths}
+        return target in lies_in
 
     def choose_operating_point(self, name: str) -> None:
         if self.predictor is None:

@@ -328,7 +328,13 @@ def process_study(
     import pydicom
     import requests
 
-    from fracsight.dicom.results import image_uid_seed, result_datasets, study_result_datasets, study_uid_seed
+    from fracsight.dicom.results import (
+        header_of,
+        image_uid_seed,
+        result_datasets,
+        study_result_datasets,
+        study_uid_seed,
+    )
 
     # what dicomweb-client and pydicom raise for a WADO-RS answer that is not a DICOM instance: another
     # media type, a multipart part that is not DICOM or is cut short, no part at all
@@ -404,7 +410,7 @@ def process_study(
             outcome.refused[key] = e.code
             log.warning("instance %s: no result objects (%s)", key, e.code)
             continue
-        sources.append(pydicom.dcmread(io.BytesIO(buffer.getvalue()), stop_before_pixels=True))
+        sources.append(header_of(buffer.getvalue()))
         predictions.append(prediction)
         outcome.predicted.append(key)
     if unretrieved is not None and not retrieved and _service_failing(outcome.not_retrieved):

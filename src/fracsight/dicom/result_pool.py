@@ -231,9 +231,8 @@ def make_study_results(
     predicted again from the file), written durably to ``folder``; ``previous``: the file of the
     study's earlier verdict, which this one replaces and names (when it can still be read);
     ``unread``: the study's views that could not be read, which make the verdict not reliable."""
-    import pydicom
 
-    from fracsight.dicom.results import quiet_values, study_result_datasets, study_uid_seed
+    from fracsight.dicom.results import header_of, study_result_datasets, study_uid_seed
 
     sources, predictions, pruned, unread = [], [], 0, list(unread)
     for key, path, prediction in images:
@@ -250,8 +249,7 @@ def make_study_results(
             except FracsightError:
                 unread.append(f"{key}.dcm")
                 continue
-        with quiet_values():
-            sources.append(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True))
+        sources.append(header_of(data))
         predictions.append(prediction)
     if not predictions or pruned:
         return StudyOutcome((), len(predictions), pruned=pruned)

@@ -502,6 +502,21 @@ def quiet_values() -> Iterator[None]:
         yield
 
 
+def header_of(data: bytes) -> Dataset:
+    """The header of a source instance's file, for the result objects of its study (read as
+    :func:`quiet_values` says). Without the file itself: pydicom keeps the stream it read on the
+    dataset (``buffer``), pixels and all, so a study's headers held every whole file at once
+    (a 200-image study over DICOMweb: 744 MB, against 346 MB)."""
+    import io
+
+    import pydicom
+
+    with quiet_values():
+        header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    header.buffer = None
+    return header
+
+
 def _build(kind: str, build, *args, **kwargs) -> Dataset:
     """Run one writer; a library error is re-raised without its message, which may quote the header."""
     try:

@@ -622,6 +622,7 @@ def _grid_content(
 
     words = words or PositiveWords()
     truth: dict[int, int] | None = None  # true and predicted labels, in the model's numbering
+    true_type: dict[int, str] = {}  # a fracture + type model's: the data's type of a fractured image
     absent: dict[str, str] = {}  # why a group of the grid is empty: the data lack its true label
     names = _thumbnail_names(samples, root)
     if predictor.has_fracture_head and (fracture or not klass):
@@ -642,6 +643,10 @@ def _grid_content(
 
         if fracture:
             truth = {i: int(samples[i].labels[FRACTURE]) for i in chosen}
+            if klass and predictor.classes:  # the type said was never set against the true one
+                true_type = {
+                    i: class_names[samples[i].labels[CLASS]] for i in chosen if CLASS in samples[i].labels
+                }
             low, high = "lowest probability first", "highest probability first"
             cells = [  # (name, order shown, true label, predicted label)
                 (f"Missed {words.findings}", f"{words.positive} images not suspected, {low}", 1, 0),
@@ -692,7 +697,8 @@ def _grid_content(
         shows = f"the {len(order)} most confident ({basis} to find errors with)"
         return GridContent(order, [title(i) for i in order], None, None, [], shows, counted)
     order, sections = _groups(confidence, groups, slots, none, absent)
-    titles = [_appended(title(i), f"true: {named[truth[i]]}", ", ") for i in order]
+    truths = {i: f"true: {named[truth[i]]}" + (f" {true_type[i]}" if i in true_type else "") for i in order}
+    titles = [_appended(title(i), truths[i], ", ") for i in order]
     labels = [truth[i] for i in order]
     predicted = [said[i] for i in order]
     return GridContent(order, titles, labels, predicted, sections, shows, counted)

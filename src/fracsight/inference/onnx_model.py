@@ -29,13 +29,13 @@ def execution_providers() -> list[str]:
 
     available = ort.get_available_providers()
     wanted = ["CPUExecutionProvider"] if "CPUExecutionProvider" in available else []
-    if "CUDAExecutionProvider" in available and _cuda_loads():
+    if "CUDAExecutionProvider" in available and cuda_loads():
         wanted.insert(0, "CUDAExecutionProvider")
     return wanted
 
 
 @functools.cache
-def _cuda_loads() -> bool:
+def cuda_loads() -> bool:
     """Whether the NVIDIA driver and the CUDA runtime onnxruntime-gpu was built for can be loaded.
 
     Without them onnxruntime-gpu would fall back to the CPU by itself, but only after printing
