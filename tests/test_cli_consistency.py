@@ -59,6 +59,15 @@ def test_help_shows_each_paragraph_unbroken(path: tuple[str, ...], command: Any)
     )
 
 
+def test_every_command_says_its_exit_codes_in_its_help() -> None:
+    """16 commands' --help left a script's author to guess what 1 and 2 meant (their docs pages said)."""
+    commands = [(path, c) for path, c in COMMANDS if not hasattr(c, "commands")]
+    silent = [
+        " ".join(path) for path, c in commands if not any(p.startswith("Exit code") for p in _paragraphs(c))
+    ]
+    assert len(commands) > 20 and not silent, f"no exit codes in the --help of {silent}"
+
+
 def _one_line_error(result, code: str) -> str:
     assert result.exit_code == 2, (result.stdout, result.stderr)
     assert result.stderr.startswith(f"error ({code}): ") and result.stderr.count("\n") == 1, result.stderr

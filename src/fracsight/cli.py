@@ -194,7 +194,10 @@ def audit(
     ] = 6,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Processes decoding images.")] = 2,
 ) -> None:
-    """Audit a data set: class balance, unreadable files, duplicates and leakage across splits."""
+    """Audit a data set: class balance, unreadable files, duplicates and leakage across splits.
+
+    Exit code 0: the folder was read (findings are not failures); 1: it could not be read; 2: bad arguments.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
     from fracsight.data.audit import audit as run_audit
@@ -545,7 +548,10 @@ def train(
         list[str] | None, typer.Option("--set", help="Override a config option: --set epochs=5 (repeatable).")
     ] = None,
 ) -> None:
-    """Train a model (two-phase fine-tuning, early stopping on validation AUROC or class accuracy)."""
+    """Train a model (two-phase fine-tuning, early stopping on validation AUROC or class accuracy).
+
+    Exit code 0: the run was trained; 1: training failed (one line says why); 2: bad arguments or data.
+    """
     refuse_missing([data_dir])
     with user_errors():
         from fracsight.data import load_dataset
@@ -1235,7 +1241,10 @@ def export(
         str | None, typer.Option(help="The training command to record in the card (default: from the run).")
     ] = None,
 ) -> None:
-    """Export a trained run as a model bundle (ONNX, bundle.json, card.md), calibrated on validation data."""
+    """Export a trained run as a model bundle (ONNX, bundle.json, card.md), calibrated on validation data.
+
+    Exit code 0: the bundle was written; 1: it could not be made (nothing written); 2: bad arguments.
+    """
     from contextlib import nullcontext
 
     from rich.console import Console
@@ -1311,6 +1320,8 @@ def serve(
     Options left out come from FRACSIGHT_* environment variables (see docs/api.md).
 
     Uploads are processed in memory and never stored.
+
+    Exit code 0: stopped (SIGTERM, Ctrl-C); 1: a FRACSIGHT_* setting refused; 2: bad options, port or model.
     """
     import os
     import shutil
@@ -1399,7 +1410,10 @@ def serve(
 
 @app.command("models")
 def list_models_command() -> None:
-    """List the packaged model bundles, training recipes and trainable architectures."""
+    """List the packaged model bundles, training recipes and trainable architectures.
+
+    Exit code 0 (a bundle that cannot be used is listed as unusable).
+    """
     from fracsight.errors import FracsightError
     from fracsight.inference import DEFAULT_MODEL, list_bundles
     from fracsight.inference.store import checked_bundle
@@ -1445,7 +1459,10 @@ def web_app(
         str | None, typer.Option(help="Operating point to start with (default: the bundle's).")
     ] = None,
 ) -> None:
-    """Start the web app (Streamlit) for uploading and reviewing radiographs; prints its local URL."""
+    """Start the web app (Streamlit) for uploading and reviewing radiographs; prints its local URL.
+
+    Exit code 0: stopped by Ctrl-C; 1: Streamlit missing or its server failed; 2: bad arguments, a port taken.
+    """
     from fracsight.app import local_url, port_taken, run_app, streamlit_available, streamlit_command
 
     if not streamlit_available():

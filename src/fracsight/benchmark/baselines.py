@@ -127,7 +127,9 @@ def gpu_row(predictor: Predictor, images: Sequence[Path], batch: int, allow_torc
     elif allow_torch and _torch_cuda():
         twin, engine = torch_twin(predictor, "cuda"), "torch eager CUDA"
     else:
-        note = "no CUDA device" if allow_torch else "onnxruntime cannot use CUDA here (torch not checked)"
+        note = (
+            "no CUDA device" if allow_torch else "no CUDA that onnxruntime can use here (torch not checked)"
+        )
         return Row("GPU throughput", "-", predictor.spec.input_size, note=note)
     ips = throughput(lambda paths: list(twin.predict_many(paths, batch_size=batch)), images, batch)
     return Row("GPU throughput", engine, predictor.spec.input_size, throughput_ips=ips, note="same model")

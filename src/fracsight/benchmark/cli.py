@@ -38,7 +38,10 @@ def benchmark(
         bool, typer.Option("--stages", help="Also time each stage of one prediction (read ... boxes).")
     ] = False,
 ) -> None:
-    """Measure latency, throughput and peak memory of prediction here, against eager-torch baselines."""
+    """Measure latency, throughput and peak memory of prediction here, against eager-torch baselines.
+
+    Exit code 0: measured; 1: a timing failed (one line says why); 2: bad arguments (no image, no model).
+    """
     from rich.console import Console
     from rich.markup import escape
 

@@ -41,6 +41,8 @@ def desktop_command(
     """Review radiographs in a native window (plain Tk), offline. A decision aid, not a diagnosis.
 
     Results list, viewer (heatmap, zoom, window/level), study verdict; writes only what you export.
+
+    Exit code 0: the window was closed; 1: no window could open (no display, no tkinter); 2: bad arguments.
     """
     started = time.time()
     from fracsight.cli import refuse_missing, refuse_unknown_model

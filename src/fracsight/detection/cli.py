@@ -110,6 +110,8 @@ def train(
     Radiographs that seem turned are read turned upright.
 
     The frozen features are cached (--cache-dir), so a second run with other settings starts at once.
+
+    Exit code 0: the bundle was written; 1: an error (one line says why; nothing written); 2: bad arguments.
     """
     from fracsight.cli import invocation, user_errors
     from fracsight.detection.build import build_detector_bundle
@@ -330,6 +332,8 @@ def joint(
     Every image is read in a random quarter turn and mirror; each epoch's weight average is kept.
 
     The epoch is chosen on validation (box AP50, AUROC upright and turned).
+
+    Exit code 0: trained (with --out, the bundle written); 1: an error (one line says why); 2: bad arguments.
     """
     from fracsight._output import check_output_folder
     from fracsight.bundle import load_bundle_spec
@@ -416,7 +420,10 @@ def bundle(
     ] = None,
     force: Annotated[bool, typer.Option(help="Replace a non-empty output folder.")] = False,
 ) -> None:
-    """Write the bundle of a joint run's chosen epoch (calibration and settings refitted on validation)."""
+    """Write the bundle of a joint run's chosen epoch (calibration and settings refitted on validation).
+
+    Exit code 0: the bundle was written; 1: an error (one line says why; nothing written); 2: bad arguments.
+    """
     from fracsight.cli import invocation, user_errors
 
     with user_errors():

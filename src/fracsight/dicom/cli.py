@@ -277,6 +277,8 @@ def listen(
     """Run the DICOM node: receive radiographs (C-STORE), predict, send results back as DICOM.
 
     Runs until SIGTERM or SIGINT; whatever is in the spool then is resumed at the next start.
+
+    Exit code 0: stopped (SIGTERM, SIGINT); 1: it could not start (port, spool); 2: bad arguments.
     """
     # without the dicom extra: named (fracsight.cli.EXTRA_OF) before the model loads or the spool is made
     import highdicom  # noqa: F401
@@ -422,6 +424,8 @@ def study(
     Finds its images (QIDO-RS), fetches them (WADO-RS), stores result objects and study verdict (STOW-RS).
 
     Prints a JSON summary. A decision aid, not a diagnosis.
+
+    Exit code 0: results stored; 1: the service failed, a result unstored, none assessed; 2: bad arguments.
     """
     import requests
 
@@ -527,7 +531,10 @@ def status(
     spool: Annotated[Path, typer.Option(help="The node's spool folder.")],
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
-    """Health, counters and backlog of a node's spool (works with the node running or stopped)."""
+    """Health, counters and backlog of a node's spool (works with the node running or stopped).
+
+    Exit code 0: reported (a node stopped is said, not an error); 1: the spool is busy; 2: not a node's spool.
+    """
     from fracsight.dicom.metrics import health
     from fracsight.dicom.node import node_running
 
@@ -589,6 +596,8 @@ def resend(
     """Send again the result objects the destination refused until they were given up.
 
     Once the destination is fixed; with the node running, or stopped (then sent at its next start).
+
+    Exit code 0: queued (or nothing to send); 1: the spool is busy; 2: not a node's spool.
     """
     with _existing_spool(spool, read_only=False) as store:
         queued = store.resend_failed(code)

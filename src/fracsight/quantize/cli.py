@@ -79,6 +79,8 @@ def quantize(
     Refuses, writing nothing, when the INT8 model strays further from the float one than the gate allows.
 
     The gate (the options below) compares validation AUROC, heatmaps and boxes; a refusal says by how much.
+
+    Exit code 0: the INT8 bundle written; 1: refused by the gate, an error (none written); 2: bad arguments.
     """
     from rich.console import Console
 

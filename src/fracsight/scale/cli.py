@@ -235,7 +235,10 @@ def status_command(
     out: Annotated[Path, typer.Argument(help="Output folder of `fracsight batch run`.")],
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """How far a batch output has got: rows committed, errors by code, the model."""
+    """How far a batch output has got: rows committed, errors by code, the model.
+
+    Exit code 0: reported; 1: its records cannot be read; 2: not a batch output.
+    """
     job = out / "job.json"
     if not job.is_file():
         what = "is not a fracsight batch output (no job.json)" if out.exists() else "does not exist"
