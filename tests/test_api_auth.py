@@ -138,7 +138,7 @@ def test_a_quoted_token_is_refused_and_an_upper_case_digest_read(tmp_path: Path)
     written ``SHA256:<HEX>`` was refused as not 64 hex digits."""
     tokens = tmp_path / "tokens"
     tokens.write_text(f'"{TOKEN}"\n', encoding="utf-8")
-    with pytest.raises(ConfigError, match="begins or ends with a quote") as caught:
+    with pytest.raises(ConfigError, match="a token in quotes") as caught:
         token_guard("optional", None, str(tokens))
     assert TOKEN not in str(caught.value)
     tokens.write_text(token_digest(TOKEN).upper() + "\n", encoding="utf-8")
@@ -153,9 +153,18 @@ def test_several_tokens_in_one_pair_of_quotes_are_refused(quote: str, digests: b
     as not having 64 hex digits, which they had."""
     other = "b" * 40
     pair = [token_digest(TOKEN), token_digest(other)] if digests else [TOKEN, other]
-    with pytest.raises(ConfigError, match="entry 1: begins or ends with a quote") as caught:
+    with pytest.raises(ConfigError, match="FRACSIGHT_API_TOKENS is in quotes") as caught:
         token_guard("required", f"{quote}{pair[0]},{pair[1]}{quote}", None)
     assert TOKEN not in str(caught.value) and other not in str(caught.value)
+
+
+def test_a_token_with_a_quote_at_one_end_is_a_token(tmp_path: Path) -> None:
+    """Tokens are printable ASCII (`pwgen -sy` makes some that begin or end with a quote)."""
+    tokens = tmp_path / "tokens"
+    for token in ('"Zq8r!vK2mT9pLw4xY', "Zq8r!vK2mT9pLw4xY'"):
+        assert token_guard("required", token, None).allows(token)
+        tokens.write_text(token + "\n", encoding="utf-8")
+        assert token_guard("required", None, str(tokens)).allows(token)
 
 
 def test_a_digest_with_a_comment_after_it_is_told_so(tmp_path: Path) -> None:

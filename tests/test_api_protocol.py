@@ -293,6 +293,16 @@ def test_headers_too_large_are_431_not_invalid_http(address: tuple[str, int]) ->
     assert json.loads(body)["error"]["code"] == "headers_too_large"
 
 
+def test_a_url_over_the_limit_is_said_to_be_one(address: tuple[str, int]) -> None:
+    """A 17 KB query string with small headers was answered "the request headers are too large"."""
+    with socket.create_connection(address, timeout=10) as conn:
+        conn.sendall(b"GET /healthz?x=" + b"a" * 17000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = _everything(conn)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert "a very long URL" in json.loads(body)["error"]["message"]
+
+
 @pytest.mark.parametrize("size", [17000, 40000, 100000])
 def test_headers_over_the_limit_that_arrive_whole_are_431_too(address: tuple[str, int], size: int) -> None:
     """h11 measures headers only while they are incomplete: whole in one read, 17-100 KB got 200."""

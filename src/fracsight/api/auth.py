@@ -170,6 +170,14 @@ def parse_tokens_variable(value: str) -> set[bytes]:
     whose ``#`` comment lines are then skipped: two valid lines were refused as one malformed entry."""
     # the line ends a tokens file has (str.splitlines also splits at \x1c-\x1e, which no token holds),
     # past a Windows editor's byte order mark before a first comment line
+    whole = value.strip()
+    if (
+        len(whole) > 1 and whole[0] == whole[-1] and whole[0] in "'\""
+    ):  # "tokA,tokB": two tokens no client has
+        raise ConfigError(
+            "FRACSIGHT_API_TOKENS is in quotes: `docker run --env-file` keeps them as part of the "
+            "value; write it without quotes"
+        )
     lines = re.split(r"\r\n|\r|\n", value.removeprefix("\ufeff"))
     if sum(1 for line in lines if line.strip()) > 1:
         lines = [line for line in lines if not line.strip().startswith("#")]
@@ -189,12 +197,8 @@ def _without_bom(entry: str, where: str) -> str:
 
 
 def _entry_digest(entry: str, where: str) -> bytes:
-    # `docker run --env-file` keeps quotes in the value: "tokA,tokB" gave two tokens no client has
-    if entry[0] in "'\"" or entry[-1] in "'\"":
-        raise ConfigError(
-            f"{where}: begins or ends with a quote: a value in quotes (`docker run --env-file` keeps "
-            "them) makes the quotes part of the token; write it without"
-        )
+    if len(entry) > 1 and entry[0] == entry[-1] and entry[0] in "'\"":
+        raise ConfigError(f"{where}: a token in quotes: the quotes would be part of it; write it without")
     match = _DIGEST.match(entry)
     if match:
         return bytes.fromhex(match.group(1))

@@ -169,7 +169,11 @@ class HeaderDeadlineProtocol(H11Protocol):
         """A request that is not valid HTTP (a header line without a colon, two Content-Length
         headers): uvicorn's plain-text answer had neither the notice nor no-store."""
         if getattr(self._protocol_error, "error_status_hint", 400) == 431:  # h11's: headers too large
-            message = f"the request headers are too large (over {self._header_limit // 1024} KiB in all)"
+            # the request line is counted too: a long query string was sent looking for a big header
+            message = (
+                f"the request line and headers are too large (over {self._header_limit // 1024} KiB in "
+                "all): a very long URL (its query string), or a huge header such as a cookie"
+            )
             self._answer_and_close(b"431 Request Header Fields Too Large", HEADERS_TOO_LARGE, message)
             return
         message = (
