@@ -1205,6 +1205,32 @@ def test_predicts_own_csv_is_a_manifest_of_its_files(archive: Path, tmp_path: Pa
     assert sorted(found) == sorted(str(tmp_path / n) for n in ("=cmd.jpg", "+1.jpg", "'-kept.jpg"))
 
 
+def test_names_that_are_not_utf8_in_a_manifest_are_their_files(tmp_path: Path) -> None:
+    """`(echo path; ls) > m.csv` over an archive holding one Latin-1 name: the CSV was read as
+    Windows-1252, and every row, the UTF-8 names' too, was a "no such file" row kept for good; the
+    `caf\\xe9.jpg` that batch's own results.csv writes of such a name was one too."""
+    latin1 = os.fsdecode(b"caf\xe9.jpg")
+    for name in ("M\u00fcller_1.jpg", latin1):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "m.csv").write_bytes(b"path\n" + "M\u00fcller_1.jpg".encode() + b"\ncaf\xe9.jpg\n")
+    expected = [str(tmp_path / "M\u00fcller_1.jpg"), str(tmp_path / latin1)]
+    assert list(collect_batch_inputs([tmp_path / "m.csv"])) == expected
+    (tmp_path / "redo.csv").write_text("path\ncaf\\xe9.jpg\n", encoding="utf-8")  # as text_cell writes it
+    assert list(collect_batch_inputs([tmp_path / "redo.csv"])) == [str(tmp_path / latin1)]
+
+
+def test_a_list_of_study_folders_without_a_header_is_refused_as_one(tmp_path: Path) -> None:
+    """MURA's *_labeled_studies.csv (no header, a study folder a line): `--path-column <first line>`,
+    as suggested, took its first study for the header and left it out without a word."""
+    for n in (1, 2):
+        (tmp_path / f"patient0000{n}" / "study1_positive").mkdir(parents=True)
+    (tmp_path / "studies.csv").write_text(
+        "".join(f"{tmp_path}/patient0000{n}/study1_positive/,1\n" for n in (1, 2))
+    )
+    with pytest.raises(DatasetError, match="it has no header row"):
+        collect_batch_inputs([tmp_path / "studies.csv"])
+
+
 def test_manifests_as_excel_and_users_make_them(archive: Path, tmp_path: Path) -> None:
     """Excel's ';' CSV (a comma decimal mark: most of Europe) was refused as `no 'path' column
     (columns: path;label)`; its Windows code page CSV as `(UnicodeDecodeError)` (now read, as a

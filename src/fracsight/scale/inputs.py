@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
 import glob
 import os
 import re
@@ -277,7 +278,8 @@ def _refuse_missing_column(path: Path, column: str, names: Sequence[str]) -> Non
     folders = (path.parent, Path(os.path.abspath(path)).parent.parent, Path.cwd())
     # a cell with a folder or an image's suffix: a column named like a file beside it is no path
     pathlike = [n.strip() for n in names if "/" in n or Path(n.strip()).suffix.lower() in IMAGE_SUFFIXES]
-    found_in = [f for f in folders for n in pathlike if os.path.isfile(f / n)]
+    # a file (MURA's *_image_paths.csv) or a study folder (its *_labeled_studies.csv)
+    found_in = [f for f in folders for n in pathlike if os.path.isfile(f / n) or os.path.isdir(f / n)]
     if found_in:
         # MURA's *_image_paths.csv: no header; --path-column, as suggested, took its first image for
         # the header, and that image was left out without a word
@@ -343,14 +345,31 @@ def _as_written_or_stripped(base: Path, value: str) -> str:
     """``value`` where a file of that name exists (relative to ``base``), else stripped of spaces
     (one ``lexists`` more only for a value with spaces around it); a cell fracsight's own CSV
     escaped for spreadsheets (``'=cmd.jpg``: its ``source`` column given back as a manifest) is
-    the file it names, where no file of the escaped name exists."""
+    the file it names, where no file of the escaped name exists; so is a name whose bytes are not
+    UTF-8, as fracsight's outputs write it (``caf\\xe9.jpg``) or as a CSV read as Windows-1252
+    shows it (``café.jpg`` of the bytes ``caf\\xe9``: each was a "no such file" row, kept for good)."""
     stripped = value.strip()
     if stripped != value and os.path.lexists(base / value):
         return value
-    unescaped = unescaped_cell(stripped)
-    if unescaped is not None and not os.path.lexists(base / stripped) and os.path.lexists(base / unescaped):
-        return unescaped
+    # an ASCII name has no other spelling: no file-system call for the rows of a plain manifest
+    others = [o for o in (unescaped_cell(stripped), *_byte_spellings(stripped)) if o is not None]
+    if others and not os.path.lexists(base / stripped):
+        return next((o for o in others if os.path.lexists(base / o)), stripped)
     return stripped
+
+
+def _byte_spellings(text: str) -> list[str]:
+    """The file names ``text`` may stand for when its bytes are not UTF-8: ``\\xe9`` as
+    :func:`~fracsight.io.text_cell` writes a byte, and a cell decoded as Windows-1252."""
+    spellings = []
+    if "\\x" in text:
+        raw = re.sub(
+            rb"\\x([0-9a-fA-F]{2})", lambda m: bytes([int(m[1], 16)]), text.encode("utf-8", "surrogateescape")
+        )
+        spellings.append(os.fsdecode(raw))
+    with contextlib.suppress(UnicodeEncodeError):  # else not a Windows-1252 reading of the bytes
+        spellings.append(os.fsdecode(text.encode("cp1252")))
+    return [s for s in spellings if s != text]
 
 
 def _refuse_non_text(path: Path, column: str, kind: object) -> None:
