@@ -1929,3 +1929,42 @@ def test_a_source_header_kept_for_the_study_holds_no_copy_of_its_file(case) -> N
     header = header_of(data)
     assert header.StudyInstanceUID == source.StudyInstanceUID and "PixelData" not in header
     assert len(pickle.dumps(header)) < len(data) // 10
+
+
+def test_a_study_report_counts_an_image_given_twice_once_and_says_so(
+    fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """Two instances of one image (the same pixels) and one other: the SR said "study of 3 images"
+    over a mean of 2, and nothing of the repeat, where predict --study says "given more than once"."""
+    from pydicom.uid import generate_uid
+
+    study_uid = generate_uid()
+    jpegs = sorted((fracatlas_dir / "images" / "Non_fractured").glob("*.jpg"))[:2]
+    files = [
+        support.write(support.cr_from_jpeg(j, study_uid=study_uid), tmp_path / f"IM{i}")
+        for i, j in enumerate([jpegs[0], jpegs[0], jpegs[1]])
+    ]
+    out = tmp_path / "out"
+    result = runner.invoke(
+        cli_app, ["dicom", "results", *map(str, files), "--out", str(out), "--kinds", "sr", "--study"]
+    )
+    assert result.exit_code == 0, result.output
+    report = support.read(next(out.glob("study-1.sr*.dcm")))
+    said = " ".join(str(e.value) for e in report.iterall() if e.VR in ("UT", "LO", "ST", "LT"))
+    assert "study of 2 images: " in said, said
+    assert "1 of the images given more than once (the same pixels as another): each counted once" in said
+
+
+def test_results_are_decided_at_the_operating_point_asked(fracatlas_dir: Path, tmp_path: Path) -> None:
+    """`dicom results` had no --operating-point: its report decided at the default point a study
+    that predict, the API, batch and the node called suspected at triage."""
+    jpeg = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[0]
+    source = support.write(support.cr_from_jpeg(jpeg), tmp_path / "IM0")
+    args = ["dicom", "results", str(source), "--kinds", "sr", "--operating-point"]
+    result = runner.invoke(cli_app, [*args, "triage", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    report = support.read(next((tmp_path / "out").glob("*.sr*.dcm")))
+    said = " ".join(str(e.value) for e in report.iterall() if e.VR in ("UT", "LO", "ST", "LT"))
+    assert "triage" in said, said
+    refused = runner.invoke(cli_app, [*args, "nosuch", "--out", str(tmp_path / "o2")])
+    assert refused.exit_code == 2 and not (tmp_path / "o2").exists(), refused.output

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 torch = pytest.importorskip("torch")
@@ -110,7 +111,10 @@ def test_other_data_to_calibrate_on_is_recorded_apart_from_the_training_data(
     spec = export_bundle(_run(bundle) / "best.pt", tmp_path / "b", data_dir=moved)
     assert spec.training["data"] == str(moved.resolve()) and "calibration_data" not in spec.training
     run = _run(bundle)
-    assert spec.training["commands"][0] == f"fracsight train -c {run / 'config.yaml'} --out {run}-again"
+    # the bundle's own copy of the config: the run's config.yaml is rewritten by its next --force
+    own = tmp_path / "b" / "train-config.yaml"
+    assert spec.training["commands"][0] == f"fracsight train -c {own} --out {run}-again"
+    assert yaml.safe_load(own.read_text(encoding="utf-8")) == spec.training["config"]
     # and the export takes the run that line makes, into a folder of its own (it exported the first
     # run again, or was refused: its bundle folder was taken)
     assert spec.training["commands"][1] == (

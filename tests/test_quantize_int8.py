@@ -538,7 +538,12 @@ def test_an_output_folder_inside_the_float_bundle_or_class_folders_is_refused(
         assert result.exit_code == 2, result.output
         assert "error (output_refused): " in result.stderr and said in " ".join(result.stderr.split())
         assert not out.exists()
-    assert sorted(p.name for p in tiny_bundle.iterdir()) == ["bundle.json", "card.md", "model.onnx"]
+    assert sorted(p.name for p in tiny_bundle.iterdir()) == [
+        "bundle.json",
+        "card.md",
+        "model.onnx",
+        "train-config.yaml",
+    ]
 
 
 def test_a_validation_split_of_one_label_is_refused_before_quantizing(

@@ -788,6 +788,21 @@ def fake_ray(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     return runs
 
 
+def test_all_classes_of_a_model_without_a_class_head_is_said(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`batch run --all-classes` with the shipped model wrote no p_<class> column without a word,
+    where `predict --csv --all-classes` notes it and the API sends X-Fracsight-Note."""
+    from fracsight.scale.job import run_batch
+
+    fake_ray(monkeypatch)
+    with caplog.at_level("WARNING", logger="fracsight.scale"):
+        run_batch(collect_batch_inputs([archive / "empty.png"]), tmp_path / "out", all_classes=True)
+    assert any(
+        "--all-classes: " in r.getMessage() and "no class head" in r.getMessage() for r in caplog.records
+    )
+
+
 def test_a_file_already_committed_under_another_spelling_is_not_predicted_again(
     archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -283,6 +283,19 @@ def test_a_run_resumed_to_train_longer_is_exported_with_its_final_schedule(tmp_p
     assert _schedule_as_run(before, tmp_path / "best.pt") == before
 
 
+def test_a_run_resumed_from_its_data_folders_new_place_is_exported_from_there(tmp_path):
+    """`mv data data2; train data2 --resume`, its best epoch from before: export looked for the old
+    folder ("the data set the run trained on ... is not a folder here"), though config.yaml said where."""
+    from fracsight.training.export_bundle import _schedule_as_run
+
+    (tmp_path / "data2").mkdir()
+    (tmp_path / "config.yaml").write_text(f"epochs: 4\ndata: {tmp_path / 'data2'}\n")
+    before = load_config(None, [f"data={tmp_path / 'data'}"])
+    assert _schedule_as_run(before, tmp_path / "best.pt").data == str(tmp_path / "data2")
+    (tmp_path / "data").mkdir()  # the old place is there: best.pt's own is kept (its digest decides)
+    assert _schedule_as_run(before, tmp_path / "best.pt").data == str(tmp_path / "data")
+
+
 def test_weight_average_follows_the_model_with_a_warm_up():
     model = torch.nn.Linear(2, 1)
     average = WeightAverage(model, decay=0.9)

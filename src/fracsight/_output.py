@@ -24,6 +24,7 @@ from fracsight.errors import OutputFolderError
 __all__ = [
     "BUNDLE_FILES",
     "STOP_SIGNALS",
+    "TRAIN_CONFIG",
     "check_output_folder",
     "ignore_further_stops",
     "signals_handled",
@@ -31,7 +32,10 @@ __all__ = [
     "terminate_as_exit",
 ]
 
-BUNDLE_FILES = frozenset({"bundle.json", "card.md", "model.onnx"})  # what every bundle command writes
+#: the config an exported model was trained with: the card's Reproduce line trains from it (the
+#: run's own config.yaml, which it named, is rewritten by the run's next --force or --resume)
+TRAIN_CONFIG = "train-config.yaml"
+BUNDLE_FILES = frozenset({"bundle.json", "card.md", "model.onnx", TRAIN_CONFIG})  # what bundle commands write
 # a file browser's (and macOS's ._NAME AppleDouble files); any other file, hidden or not, is the user's
 _OS_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 

@@ -618,6 +618,7 @@ def results_command(
         Path, typer.Option("--out", "-o", help="Folder for the result objects (nothing replaced).")
     ],
     model: ModelOption = None,
+    operating_point: Annotated[str | None, typer.Option(help="Named operating point of the bundle.")] = None,
     kinds: Annotated[
         str,
         typer.Option(
@@ -668,7 +669,7 @@ def results_command(
         error_line("exists", f"{out} exists and is not a folder")
         raise typer.Exit(2)
     with user_errors(exit_code=2):  # an unknown or broken model: before any folder is made
-        predictor = Predictor(model)
+        predictor = Predictor(model, operating_point=operating_point)
     try:  # an --out that cannot be made is a bad argument
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -352,6 +352,11 @@ def _study_cautions(study: StudyPrediction) -> list[str]:
     sees are its spool's keys): the SR carried none of them (views not read, views of different
     regions, views not reliable on their own), where predict --study says each."""
     said = []
+    if study.repeats:  # "study of 5 images" over a mean of 4, and nothing said why
+        said.append(
+            f"{len(study.repeats)} of the images given more than once (the same pixels as another): "
+            "each counted once"
+        )
     if study.unread:
         total = len(study.images) + len(study.unread)
         said.append(f"{len(study.unread)} of {total} views could not be read: this result has not seen them")
@@ -407,7 +412,7 @@ def study_report(
         imaging_measurements=[group],
     )
     texts = [
-        (codes.DCM.Finding, f"study of {len(headers)} images: {study.decision}"),
+        (codes.DCM.Finding, f"study of {len(study.images)} images: {study.decision}"),
         (codes.DCM.Comment, f"aggregation over the images: {study.aggregation}"),
         (codes.DCM.Comment, NOTICE),
     ]

@@ -156,6 +156,10 @@ def run_batch(
     if spec.head("fracture") is not None or operating_point is not None:
         op = spec.operating_point(operating_point)  # an unknown name fails here, not in every actor
     columns = output_columns(spec, all_classes=all_classes)
+    if all_classes and spec.head("class") is None:  # as predict --csv says it: no columns without a word
+        logging.getLogger("fracsight.scale").warning(
+            "--all-classes: %s has no class head; no p_<class> columns", spec.name
+        )
     identity = {"name": spec.name, "version": str(spec.version), "onnx_sha256": spec.onnx_sha256}
     if op is not None:  # rows at two thresholds must not mix in one output
         identity["operating_point"] = op.name

@@ -15,7 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fracsight._output import check_output_folder, staged_folder
+import yaml
+
+from fracsight._output import TRAIN_CONFIG, check_output_folder, staged_folder
 from fracsight._terminal import shell_command
 from fracsight.bundle import BundleSpec, HeadSpec, sha256_file, write_bundle_spec
 from fracsight.data import (
@@ -174,8 +176,7 @@ def export_bundle(
     # refused, its bundle folder taken), unless the user gave their own train command
     export_from, export_to = (run_dir, out_dir) if train_command else (again, f"{out_dir}-again")
     commands = [
-        train_command
-        or shell_command("fracsight", "train", "-c", checkpoint.parent / "config.yaml", "--out", again),
+        train_command or shell_command("fracsight", "train", "-c", out_dir / TRAIN_CONFIG, "--out", again),
         shell_command("fracsight", "export", export_from, export_to)
         + (f" --evaluate {evaluate_split}" if evaluate_split else "")
         + (f" --data-dir {shell_command(data_dir)}" if data_dir else ""),
@@ -232,7 +233,12 @@ def _schedule_as_run(cfg: TrainConfig, checkpoint: Path) -> TrainConfig:
         final = load_config(saved, saved=True)
     except ConfigError:
         return cfg
-    return dataclasses.replace(cfg, epochs=final.epochs, patience=final.patience)
+    # a data folder moved, and the run resumed from there (`--resume` may change `data`): best.pt of
+    # an epoch from before names the old place (the images are still checked against its digest)
+    data = cfg.data
+    if final.data and not Path(cfg.data).is_dir() and Path(final.data).is_dir():
+        data = final.data
+    return dataclasses.replace(cfg, epochs=final.epochs, patience=final.patience, data=data)
 
 
 def _epochs_run(checkpoint: Path, cfg: TrainConfig, kept: int | None) -> dict[str, object] | None:
@@ -343,6 +349,7 @@ def _write_bundle(
 
     progress("writing model.onnx")
     output_names = export_onnx(model, work / "model.onnx", cfg.input_size)
+    (work / TRAIN_CONFIG).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
     train, val = train_val
     trained = training_subset(train, cfg.max_samples, cfg.seed)  # the images it trained on
     heads = [HeadSpec("fracture", "binary", fracture)] if fracture else []
