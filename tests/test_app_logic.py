@@ -195,6 +195,20 @@ def test_pick_examples_draws_from_every_subfolder(tmp_path: Path) -> None:
     assert pick_examples(tmp_path / "missing", 4) == [] and pick_examples(tmp_path, 0) == []
 
 
+def test_examples_that_do_not_read_are_replaced_from_their_own_group(tmp_path: Path) -> None:
+    """The app drew 10n examples and kept the first n readable ones of the shuffle: FracAtlas gave
+    5 fractured and 1 normal, hand/hip/leg no hand. A file turned down is replaced from its group."""
+    for group in ("hand", "hip", "leg"):
+        _touch_images(tmp_path / group, 50, group)
+    for seed in range(5):
+        picked = pick_examples(tmp_path, 6, seed=seed, accept=lambda p: not p.stem.endswith("3"))
+        assert sorted(p.parent.name for p in picked) == ["hand", "hand", "hip", "hip", "leg", "leg"]
+        assert not any(p.stem.endswith("3") for p in picked)
+    asked: list[Path] = []
+    assert pick_examples(tmp_path, 6, accept=lambda p: asked.append(p) is not None) == []
+    assert len(asked) == 60  # a folder of files that are no images is not read to its end
+
+
 # ---- cards ---------------------------------------------------------------------------------------------
 def test_card_for_a_suspected_fracture() -> None:
     card = card_for(make_prediction(0.83, warnings=("low contrast",)))
@@ -577,6 +591,10 @@ def test_the_results_are_announced_in_one_sentence() -> None:
         "1 could not be read."
     )
     assert results_announcement([make_prediction(0.2)]) == "Results for 1 file: 1 no fracture suspected."
+    # a class-only model's: one the card calls "class uncertain" was announced as classified
+    sure, unsure = ({"hand": p, "leg": 1 - p} for p in (0.9, 0.55))
+    both = [class_only(make_prediction(classes=sure)), class_only(make_prediction(classes=unsure))]
+    assert results_announcement(both) == "Results for 2 files: 1 classified, 1 class uncertain."
 
 
 def test_class_bars_fill_to_each_probability_and_mark_the_minimum() -> None:

@@ -272,6 +272,23 @@ def test_examples_of_a_pacs_export_are_told_apart_and_only_images_offered(
     assert list(at.dataframe[0].value["source"]) == ["IM000000 (2)"]
 
 
+def test_examples_are_drawn_from_every_group_of_the_folder(
+    monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path, fracatlas_dir: Path, tmp_path: Path
+) -> None:
+    """The app drew 60 files and kept the first 6 readable ones of their shuffle: FracAtlas gave 5
+    fractured and 1 normal, a folder of hand/hip/leg no hand at all (docs/app.md: every subfolder)."""
+    images = sorted((fracatlas_dir / "images").rglob("*.jpg"))[:36]
+    group_of = {}
+    for i, image in enumerate(images):
+        group = ("hand", "hip", "leg")[i % 3]
+        (tmp_path / group).mkdir(exist_ok=True)
+        (tmp_path / group / image.name).symlink_to(image)
+        group_of[image.name] = group
+    at = start(monkeypatch, "--model", str(tiny_bundle), "--examples", str(tmp_path))
+    shown = [group_of[b.label.removeprefix("Try ")] for b in at.button if b.label.startswith("Try ")]
+    assert sorted(shown) == ["hand", "hand", "hip", "hip", "leg", "leg"], shown
+
+
 def test_a_folder_upload_is_named_as_predict_names_the_folder(
     monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path, fracatlas_dir: Path, tmp_path: Path
 ) -> None:

@@ -15,7 +15,7 @@ import io
 import json
 import random
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
@@ -136,7 +136,9 @@ def parse_app_args(argv: Sequence[str]) -> AppConfig:
     )
 
 
-def pick_examples(folder: Path, n: int = 6, *, seed: int = 0) -> list[Path]:
+def pick_examples(
+    folder: Path, n: int = 6, *, seed: int = 0, accept: Callable[[Path], bool] | None = None
+) -> list[Path]:
     """Up to ``n`` image files from ``folder``, drawn at random but reproducibly.
 
     Images are grouped by the folder that holds them (FracAtlas: ``images/Fractured``
@@ -144,6 +146,10 @@ def pick_examples(folder: Path, n: int = 6, *, seed: int = 0) -> list[Path]:
     groups in turn, so every group is represented, then shuffled: in the groups' order the
     buttons alternated fractured / not fractured at every start, giving the answers away (the
     examples are not named by their folder for that reason). Hidden files are skipped.
+    ``accept``: whether a file may be one (it reads as an image); a group's next file stands in
+    for one turned down, and after ``10 * n`` turned down no more are tried (a folder of DICOM
+    reports is not read to its end). The app drew 10n and kept the first n readable ones of the
+    shuffle: 5 fractured and 1 normal of FracAtlas, no hand of hand/hip/leg.
     """
     if n <= 0 or not folder.is_dir():
         return []
@@ -154,10 +160,15 @@ def pick_examples(folder: Path, n: int = 6, *, seed: int = 0) -> list[Path]:
     rng = random.Random(seed)
     pools = [rng.sample(files, len(files)) for _, files in sorted(groups.items())]
     picked: list[Path] = []
-    while len(picked) < n and any(pools):
+    turned_down = 0
+    while len(picked) < n and any(pools) and turned_down < 10 * n:
         for pool in pools:
-            if pool and len(picked) < n:
-                picked.append(pool.pop())
+            while pool and len(picked) < n and turned_down < 10 * n:
+                path = pool.pop()
+                if accept is None or accept(path):
+                    picked.append(path)
+                    break
+                turned_down += 1
     rng.shuffle(picked)
     return picked
 
@@ -271,11 +282,13 @@ def results_announcement(
             what = "could not be read"
         else:
             severity = verdict(result).severity
+            # a class model's: "classified" was said of one its card calls "class uncertain"
+            uncertain = result.classification is not None and not result.classification.confident
             what = {
                 "suspected": f"{result.finding} suspected",
                 "clear": f"no {result.finding} suspected",
                 "unreliable": "not reliable",
-            }.get(severity, "classified")
+            }.get(severity, "class uncertain" if uncertain else "classified")
         counts[what] = counts.get(what, 0) + 1
     files = f"{len(results)} file" + ("s" if len(results) != 1 else "")
     said = f"Results for {files}: " + ", ".join(f"{n} {what}" for what, n in counts.items()) + "."

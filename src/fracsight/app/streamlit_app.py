@@ -101,13 +101,8 @@ def load_model(model: str | None, operating_point: str | None) -> LoadedModel:
 def example_paths(folder: str, n: int) -> list[str]:
     """Up to ``n`` examples that read as images: a PACS export's report or presentation state (a
     DICOM without an image) was offered with a button and gave an error card."""
-    readable: list[str] = []
-    for path in pick_examples(Path(folder), 10 * n):  # read until n are found, not all of them
-        if len(readable) == n:
-            break
-        if thumbnail(str(path)) is not None:
-            readable.append(str(path))
-    return readable
+    readable = pick_examples(Path(folder), n, accept=lambda path: thumbnail(str(path)) is not None)
+    return [str(path) for path in readable]
 
 
 def example_name(config: AppConfig, path: str) -> str:
