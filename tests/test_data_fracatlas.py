@@ -102,6 +102,35 @@ def test_coco_fallback_when_no_yolo(mini: Path) -> None:
     assert by_id["IMG0000003.jpg"].boxes == ()
 
 
+def test_boxes_that_reach_no_image_are_said(mini: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """YOLO files named in another case (or Roboflow's IMG..._jpg.rf.<hash>.txt), or only PASCAL VOC
+    files: every box was lost without a word, and training learnt without them."""
+    yolo = mini / "annotations" / "yolo"
+    for txt in yolo.iterdir():
+        txt.rename(yolo / txt.name.lower())
+    with caplog.at_level("WARNING", logger="fracsight.data"):
+        ds = load_dataset(mini)
+    assert not any(s.boxes for s in ds.samples)
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert (
+        "10 YOLO file(s) in" in said and "img0000001.txt (image IMG0000001: names are case-sensitive)" in said
+    )
+    assert "gives none of the fractured images a box" in said and "found: yolo" in said
+    caplog.clear()
+    for txt in yolo.iterdir():
+        txt.rename(yolo / txt.name.upper().replace(".TXT", ".txt"))
+    with caplog.at_level("WARNING", logger="fracsight.data"):
+        assert any(s.boxes for s in load_dataset(mini).samples)
+    assert not [r for r in caplog.records if "YOLO" in r.getMessage() or "none of the" in r.getMessage()]
+
+
+def test_an_images_folder_in_another_case_is_fracatlas(mini: Path) -> None:
+    """`Images/`: taken for a class folder, "class folders need at least two classes"."""
+    (mini / "images").rename(mini / "Images")
+    ds = load_dataset(mini)
+    assert ds.layout == "fracatlas" and len(ds.samples) == 10
+
+
 def test_csv_is_the_label_source_and_disagreement_is_logged(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

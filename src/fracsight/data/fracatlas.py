@@ -35,28 +35,31 @@ _MAX_NAMES = 10
 
 
 def is_fracatlas(root: Path) -> bool:
-    """True if ``root`` has ``dataset.csv`` and an ``images/`` folder."""
-    return (root / "dataset.csv").is_file() and (root / "images").is_dir()
+    """True if ``root`` has ``dataset.csv`` and an ``images/`` folder (in any case: ``Images/`` was
+    taken for a class folder, "class folders need at least two classes")."""
+    return (root / "dataset.csv").is_file() and _child(root, "images") is not None
 
 
 def read_fracatlas(root: Path) -> Dataset:
     """Read a FracAtlas folder into a :class:`Dataset` (layout ``"fracatlas"``)."""
     rows = _read_csv(root / "dataset.csv")
-    on_disk = _index_images(root / "images")
+    images = _child(root, "images") or root / "images"
+    on_disk = _index_images(images)
     missing = [r["image_id"] for r in rows if r["image_id"] not in on_disk]
     if missing:
         by_case = {name.casefold(): name for name in on_disk}
         named, case_note = with_case_hints([(m, by_case.get(m.casefold())) for m in missing])
         raise DatasetError(
             f"{len(missing)} image(s) listed in {root / 'dataset.csv'} are missing under "
-            f"{root / 'images'}: {_names(named)}{case_note}"
+            f"{images}: {_names(named)}{case_note}"
         )
     listed = {r["image_id"] for r in rows}
     unlisted = sorted(set(on_disk) - listed)
     if unlisted:
         log.warning(
-            "%d image(s) under images/ are not in dataset.csv and are ignored: %s",
+            "%d image(s) under %s/ are not in dataset.csv and are ignored: %s",
             len(unlisted),
+            images.name,
             _names(unlisted),
         )
 
@@ -91,6 +94,7 @@ def read_fracatlas(root: Path) -> Dataset:
             len(disagree),
             _names(disagree),
         )
+    boxes.warn_unmatched(rows, samples)
     class_names: dict[str, tuple[str, ...]] = {FRACTURE: ("not fractured", "fractured")}
     if any(c in rows[0] for c in REGION_COLUMNS):
         class_names[REGION] = tuple(c for c in REGION_COLUMNS if c in rows[0])
@@ -151,7 +155,7 @@ class _BoxSource:
     ``Annotations/COCO JSON/COCO_fracture_masks.json`` (read as none: every box was lost unsaid)."""
 
     def __init__(self, root: Path) -> None:
-        annotations = _child(root, "annotations")
+        self.annotations = annotations = _child(root, "annotations")
         self.yolo_dir = _child(annotations, "yolo") if annotations else None
         self.coco_path = None
         if annotations is not None:
@@ -159,6 +163,40 @@ class _BoxSource:
             found = [annotations / "coco.json"] + (sorted(coco_folder.glob("*.json")) if coco_folder else [])
             self.coco_path = next((p for p in found if p.is_file()), None)
         self._coco: dict[str, tuple[Box, ...]] | None = None
+
+    def warn_unmatched(self, rows: list[dict[str, str]], samples: list[Sample]) -> None:
+        """Say where boxes were given but do not reach the images: YOLO files named otherwise than
+        the images (``img0000019.txt``, Roboflow's ``IMG0000019_jpg.rf.<hash>.txt``), or an
+        annotations folder of which nothing is read (PASCAL VOC only): every box was lost unsaid,
+        and training learnt without them."""
+        stems = {Path(r["image_id"]).stem for r in rows}
+        if self.yolo_dir is not None:
+            with contextlib.suppress(OSError):
+                orphans = sorted(t.name for t in self.yolo_dir.glob("*.txt") if t.stem not in stems)
+                if orphans:
+                    by_case = {s.casefold(): s for s in stems}
+                    named = [
+                        o + (f" (image {by_case[k]}: names are case-sensitive)" if k in by_case else "")
+                        for o in orphans
+                        for k in [Path(o).stem.casefold()]
+                    ]
+                    log.warning(
+                        "%d YOLO file(s) in %s name no image of dataset.csv (<image stem>.txt) and are "
+                        "ignored: %s",
+                        len(orphans),
+                        self.yolo_dir,
+                        _names(named),
+                    )
+        fractured = any(s.labels[FRACTURE] for s in samples)
+        if self.annotations is not None and fractured and not any(s.boxes for s in samples):
+            with contextlib.suppress(OSError):
+                found = ", ".join(sorted(p.name for p in self.annotations.iterdir())) or "nothing"
+                log.warning(
+                    "%s gives none of the fractured images a box (fracsight reads yolo/<image stem>.txt "
+                    "and COCO json; found: %s): they are read without boxes",
+                    self.annotations,
+                    found,
+                )
 
     def get(self, image_id: str) -> tuple[Box, ...]:
         txt = self.yolo_dir / (Path(image_id).stem + ".txt") if self.yolo_dir else None
