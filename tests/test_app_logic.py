@@ -207,6 +207,10 @@ def test_examples_that_do_not_read_are_replaced_from_their_own_group(tmp_path: P
     asked: list[Path] = []
     assert pick_examples(tmp_path, 6, accept=lambda p: asked.append(p) is not None) == []
     assert len(asked) == 60  # a folder of files that are no images is not read to its end
+    # a first folder of 80 reports: it used up every try, and the images after it were never offered
+    _touch_images(tmp_path / "0_reports", 80, "r")
+    picked = pick_examples(tmp_path, 6, accept=lambda p: p.parent.name != "0_reports")
+    assert len(picked) == 6 and "0_reports" not in {p.parent.name for p in picked}
 
 
 # ---- cards ---------------------------------------------------------------------------------------------

@@ -135,6 +135,32 @@ def test_an_instance_whose_result_is_given_up_is_undelivered_and_keeps_its_files
     assert spool.states() == {"undelivered": 2}
 
 
+def test_a_study_verdict_given_up_is_shown_for_a_person_to_send_again(spool: Spool) -> None:
+    """A verdict the PACS refused until it was given up changed no instance's state: /healthz, the
+    gauges and `dicom status` showed every instance sent, and nothing to resend (a counter alone)."""
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+    from fracsight.dicom.metrics import health, render
+
+    key = instance_key(UID_A)
+    spool.add_instance(key, STUDY, b"x")
+    queue(spool, key, 1)
+    spool.mark_sent(spool.due(10))
+    owner = f"study:{study_key(STUDY)}:0"
+    verdict = spool.results_folder(owner) / "0.dcm"
+    spool.write_file(verdict, b"verdict")
+    assert spool.finish_study(STUDY, 0, owner, [verdict])
+    spool.retry_later(spool.due(10), 0, "status_0xA900", give_up_after=1)
+    assert spool.states() == {SENT: 1}  # as before: the instance's own results went
+    assert health(spool)["given_up"] == {"image_results": 0, "study_verdicts": 1}
+    assert 'fracsight_dicom_given_up{kind="study_verdicts"} 1' in render(spool)
+    shown = CliRunner().invoke(app, ["dicom", "status", "--spool", str(spool.root)])
+    assert "0 image result object(s) and 1 study verdict(s) were refused" in shown.output, shown.output
+    assert CliRunner().invoke(app, ["dicom", "resend", "--spool", str(spool.root)]).exit_code == 0
+    assert spool.given_up() == {"image_results": 0, "study_verdicts": 0}
+
+
 def test_given_up_results_can_be_queued_again_by_code_from_the_command_line(spool: Spool) -> None:
     """`dicom resend`: after the destination is fixed, what it refused is sent again (it used to be
     kept in the spool with no way back but editing its database)."""
@@ -151,7 +177,7 @@ def test_given_up_results_can_be_queued_again_by_code_from_the_command_line(spoo
         refused_keys.append(key)
     assert spool.states() == {"undelivered": 2} and spool.due(10) == []
     shown = CliRunner().invoke(app, ["dicom", "status", "--spool", str(spool.root)])
-    assert "2 instance(s) have results the destination refused" in shown.output, shown.output
+    assert "2 image result object(s) and 0 study verdict(s) were refused" in shown.output, shown.output
     assert f"`fracsight dicom resend --spool {spool.root}`" in shown.output
     command = ["dicom", "resend", "--spool", str(spool.root)]
     result = CliRunner().invoke(app, [*command, "--code", "http_400"])

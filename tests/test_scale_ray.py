@@ -1232,6 +1232,11 @@ def test_names_that_are_not_utf8_in_a_manifest_are_their_files(tmp_path: Path) -
     assert list(collect_batch_inputs([tmp_path / "m.csv"])) == expected
     (tmp_path / "redo.csv").write_text("path\ncaf\\xe9.jpg\n", encoding="utf-8")  # as text_cell writes it
     assert list(collect_batch_inputs([tmp_path / "redo.csv"])) == [str(tmp_path / latin1)]
+    # both spellings on disk (review): the Latin-1 row, read as Windows-1252, named the UTF-8 file
+    (tmp_path / "caf\u00e9.jpg").write_bytes(b"")
+    (tmp_path / "both.csv").write_bytes(b"path\ncaf\xc3\xa9.jpg\ncaf\xe9.jpg\n")
+    both = [str(tmp_path / "caf\u00e9.jpg"), str(tmp_path / latin1)]
+    assert list(collect_batch_inputs([tmp_path / "both.csv"])) == both
 
 
 def test_a_list_of_study_folders_without_a_header_is_refused_as_one(tmp_path: Path) -> None:

@@ -170,7 +170,7 @@ def parse_tokens_variable(value: str) -> set[bytes]:
     whose ``#`` comment lines are then skipped: two valid lines were refused as one malformed entry."""
     # the line ends a tokens file has (str.splitlines also splits at \x1c-\x1e, which no token holds),
     # past a Windows editor's byte order mark before a first comment line
-    whole = value.strip()
+    whole = value.removeprefix("\ufeff").strip()  # "$(cat tokens)" of a file a Windows editor saved
     if (
         len(whole) > 1 and whole[0] == whole[-1] and whole[0] in "'\""
     ):  # "tokA,tokB": two tokens no client has

@@ -147,9 +147,10 @@ def pick_examples(
     buttons alternated fractured / not fractured at every start, giving the answers away (the
     examples are not named by their folder for that reason). Hidden files are skipped.
     ``accept``: whether a file may be one (it reads as an image); a group's next file stands in
-    for one turned down, and after ``10 * n`` turned down no more are tried (a folder of DICOM
-    reports is not read to its end). The app drew 10n and kept the first n readable ones of the
-    shuffle: 5 fractured and 1 normal of FracAtlas, no hand of hand/hip/leg.
+    for one turned down, and the groups share ``10 * n`` files turned down, each its own part (a
+    folder of DICOM reports is neither read to its end nor allowed to use up the others' tries).
+    The app drew 10n and kept the first n readable ones of their shuffle: 5 fractured and 1 normal
+    of FracAtlas, no hand of hand/hip/leg.
     """
     if n <= 0 or not folder.is_dir():
         return []
@@ -160,15 +161,15 @@ def pick_examples(
     rng = random.Random(seed)
     pools = [rng.sample(files, len(files)) for _, files in sorted(groups.items())]
     picked: list[Path] = []
-    turned_down = 0
-    while len(picked) < n and any(pools) and turned_down < 10 * n:
-        for pool in pools:
-            while pool and len(picked) < n and turned_down < 10 * n:
+    tries = [max(1, 10 * n // len(pools))] * len(pools)  # files each group may have turned down
+    while len(picked) < n and any(pool and left for pool, left in zip(pools, tries, strict=True)):
+        for i, pool in enumerate(pools):
+            while pool and len(picked) < n and tries[i]:
                 path = pool.pop()
                 if accept is None or accept(path):
                     picked.append(path)
                     break
-                turned_down += 1
+                tries[i] -= 1
     rng.shuffle(picked)
     return picked
 

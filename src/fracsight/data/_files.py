@@ -377,7 +377,12 @@ def fracture_polarity(name: str) -> int | None:
 
 
 def read_csv_rows(
-    path: Path, *, lower: bool = False, required: Sequence[str] = (), spreadsheet: bool = False
+    path: Path,
+    *,
+    lower: bool = False,
+    required: Sequence[str] = (),
+    spreadsheet: bool = False,
+    file_names: bool = False,
 ) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     """The header of a CSV file (names stripped, lower-cased with ``lower``) and its rows, each with
     the line of the file it ends on (blank lines are skipped, so counting rows would be wrong) and
@@ -390,9 +395,11 @@ def read_csv_rows(
     beside a table: ``image,fracture,,``) are dropped. With ``spreadsheet`` (a file a person saved:
     labels.csv), rows that hold nothing (``,,,``) are skipped, a UTF-16 file (Excel's "Unicode
     text") is read too, and a file that is not UTF-8 is read as Windows-1252 (Excel's "CSV" on
-    Windows) with a warning.
+    Windows) with a warning; with ``file_names`` too (a batch manifest: ``(echo path; ls) > m.csv``
+    of names in two encodings), such a file's bytes that are not UTF-8 are kept as the file system
+    gives them (``os.fsdecode``), for the reader to try as Windows-1252 where no file has them.
     """
-    text = _csv_text(path, spreadsheet)
+    text = _csv_text(path, spreadsheet, file_names)
     first = next((line for line in text.splitlines() if line.strip()), "")
     delimiter = max(",;\t", key=lambda d: (first.count(d), d == ","))
     if path.suffix.lower() == ".tsv":  # a one-column header holds no separator to tell by
@@ -443,7 +450,7 @@ def _csv_lines(text: str, delimiter: str) -> Iterator[tuple[int, list[str]]]:
             yield reader.line_num, row
 
 
-def _csv_text(path: Path, spreadsheet: bool) -> str:
+def _csv_text(path: Path, spreadsheet: bool, file_names: bool = False) -> str:
     data = path.read_bytes()
     if spreadsheet and data.startswith((b"\xff\xfe", b"\xfe\xff")):
         try:
@@ -457,6 +464,14 @@ def _csv_text(path: Path, spreadsheet: bool) -> str:
     except UnicodeDecodeError as e:
         if not spreadsheet:
             raise DatasetError(f"cannot read {path}: {e}") from None
+        if file_names:
+            log.warning(
+                "%s is not UTF-8 (byte %d is not): its names are read as the file system's bytes, "
+                "and as Windows-1252 (Excel's CSV on Windows) where no file has those",
+                path,
+                e.start,
+            )
+            return data.decode("utf-8", "surrogateescape")
         try:
             text = data.decode("cp1252")
         except UnicodeDecodeError:

@@ -568,7 +568,7 @@ def status(
         typer.echo(f"spool free: {info['spool_free_bytes'] / 1e9:.1f} GB")
     if running is not None:
         typer.echo(f"node: {'running' if running else 'not running'}")
-    for section in ("counters", "backlog", "instances"):
+    for section in ("counters", "backlog", "instances", "given_up"):
         values = info[section]
         typer.echo(f"{section}:")
         for name, value in values.items():
@@ -577,11 +577,12 @@ def status(
                 typer.echo(f"  {name}: {shown}")
             else:
                 typer.echo(f"  {name}: {value}")
-    undelivered = info["instances"].get("undelivered", 0)
-    if undelivered:
+    given_up = info["given_up"]
+    if any(given_up.values()):  # a study verdict given up left every instance "sent": it was unsaid
         typer.echo(
-            f"{undelivered} instance(s) have results the destination refused until they were given up; "
-            f"once it is fixed, `fracsight dicom resend --spool {spool}` sends them again"
+            f"{given_up['image_results']} image result object(s) and {given_up['study_verdicts']} study "
+            "verdict(s) were refused by the destination until they were given up; once it is fixed, "
+            f"`fracsight dicom resend --spool {spool}` sends them again"
         )
 
 

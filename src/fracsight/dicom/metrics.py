@@ -79,7 +79,12 @@ def status(spool: Spool) -> dict[str, Any]:
     for name, (_, label, _) in COUNTERS.items():
         values = counters.get(name, {})
         out[name] = dict(values) if label else values.get("", 0)
-    return {"counters": out, "backlog": spool.backlog(), "instances": spool.states()}
+    return {
+        "counters": out,
+        "backlog": spool.backlog(),
+        "instances": spool.states(),
+        "given_up": spool.given_up(),
+    }
 
 
 #: below this much free space on the spool's file system the node is "degraded": a full spool
@@ -160,6 +165,12 @@ def render(spool: Spool) -> str:
         "# TYPE fracsight_dicom_instances gauge",
     ]
     lines += [f'fracsight_dicom_instances{{state="{k}"}} {v}' for k, v in sorted(spool.states().items())]
+    lines += [
+        "# HELP fracsight_dicom_given_up Result objects the destination refused until they were given "
+        "up, not sent again since (fracsight dicom resend).",
+        "# TYPE fracsight_dicom_given_up gauge",
+    ]
+    lines += [f'fracsight_dicom_given_up{{kind="{k}"}} {v}' for k, v in spool.given_up().items()]
     free = spool_free_bytes(spool)
     if free is not None:
         lines += [

@@ -495,6 +495,16 @@ class Spool:
             ).fetchone()
         return int(row[0])
 
+    def given_up(self) -> dict[str, int]:
+        """Result objects given up and not sent again since, image results and study verdicts apart:
+        a verdict given up changed no instance's state, so nothing but a counter showed it."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT owner LIKE 'study:%', COUNT(*) FROM outbox WHERE state=? GROUP BY 1", (FAILED,)
+            ).fetchall()
+        counted = {bool(study): n for study, n in rows}
+        return {"image_results": counted.get(False, 0), "study_verdicts": counted.get(True, 0)}
+
     def states(self) -> dict[str, int]:
         with self._lock:
             rows = self._db.execute("SELECT state, COUNT(*) FROM instances GROUP BY state").fetchall()

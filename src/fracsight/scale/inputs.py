@@ -254,7 +254,7 @@ def _csv_rows(path: Path, column: str) -> list[tuple[str, str | None]]:
     from fracsight.data._files import read_csv_rows
 
     try:
-        names, rows = read_csv_rows(path, spreadsheet=True)
+        names, rows = read_csv_rows(path, spreadsheet=True, file_names=True)
     except OSError as e:
         raise DatasetError(f"{path}: cannot read the manifest ({e.strerror or type(e).__name__})") from None
     if not names:
@@ -346,30 +346,43 @@ def _as_written_or_stripped(base: Path, value: str) -> str:
     (one ``lexists`` more only for a value with spaces around it); a cell fracsight's own CSV
     escaped for spreadsheets (``'=cmd.jpg``: its ``source`` column given back as a manifest) is
     the file it names, where no file of the escaped name exists; so is a name whose bytes are not
-    UTF-8, as fracsight's outputs write it (``caf\\xe9.jpg``) or as a CSV read as Windows-1252
-    shows it (``café.jpg`` of the bytes ``caf\\xe9``: each was a "no such file" row, kept for good)."""
+    UTF-8, as fracsight's outputs write it (``caf\\xe9.jpg``), and the Windows-1252 reading of a CSV
+    cell's bytes where no file has them (Excel's CSV on Windows): each was a "no such file" row,
+    kept for good, and a CSV of both encodings was read whole as Windows-1252, its UTF-8 names too."""
     stripped = value.strip()
     if stripped != value and os.path.lexists(base / value):
         return value
     # an ASCII name has no other spelling: no file-system call for the rows of a plain manifest
     others = [o for o in (unescaped_cell(stripped), *_byte_spellings(stripped)) if o is not None]
     if others and not os.path.lexists(base / stripped):
-        return next((o for o in others if os.path.lexists(base / o)), stripped)
+        found = next((o for o in others if os.path.lexists(base / o)), None)
+        # no file of any spelling: its row names it as a person wrote it (Excel's CSV), not as bytes
+        return found or (_windows_1252(stripped) or stripped)
     return stripped
 
 
 def _byte_spellings(text: str) -> list[str]:
-    """The file names ``text`` may stand for when its bytes are not UTF-8: ``\\xe9`` as
-    :func:`~fracsight.io.text_cell` writes a byte, and a cell decoded as Windows-1252."""
+    """The file names ``text`` may stand for when it holds bytes that are not UTF-8: ``\\xe9`` as
+    :func:`~fracsight.io.text_cell` writes a byte, and the Windows-1252 reading of bytes kept as
+    the file system gives them (:func:`~fracsight.data._files.read_csv_rows` with ``file_names``)."""
     spellings = []
     if "\\x" in text:
         raw = re.sub(
             rb"\\x([0-9a-fA-F]{2})", lambda m: bytes([int(m[1], 16)]), text.encode("utf-8", "surrogateescape")
         )
         spellings.append(os.fsdecode(raw))
-    with contextlib.suppress(UnicodeEncodeError):  # else not a Windows-1252 reading of the bytes
-        spellings.append(os.fsdecode(text.encode("cp1252")))
-    return [s for s in spellings if s != text]
+    spellings.append(_windows_1252(text))
+    return [s for s in spellings if s is not None and s != text]
+
+
+def _windows_1252(text: str) -> str | None:
+    """The Windows-1252 reading of the bytes of a CSV that is not UTF-8, kept in ``text`` as the
+    file system gives them; None where it holds none (or one that code page lacks)."""
+    if not any("\udc80" <= c <= "\udcff" for c in text):
+        return None
+    with contextlib.suppress(UnicodeDecodeError):
+        return text.encode("utf-8", "surrogateescape").decode("cp1252")
+    return None
 
 
 def _refuse_non_text(path: Path, column: str, kind: object) -> None:
