@@ -211,6 +211,12 @@ def test_examples_that_do_not_read_are_replaced_from_their_own_group(tmp_path: P
     _touch_images(tmp_path / "0_reports", 80, "r")
     picked = pick_examples(tmp_path, 6, accept=lambda p: p.parent.name != "0_reports")
     assert len(picked) == 6 and "0_reports" not in {p.parent.name for p in picked}
+    # a PACS tree of 300 series of one report each: still 60 tried in all, not one a series
+    for i in range(300):
+        _touch_images(tmp_path / "series" / f"SE{i:03d}", 1, "r")
+    asked.clear()
+    assert pick_examples(tmp_path / "series", 6, accept=lambda p: asked.append(p) is not None) == []
+    assert len(asked) == 60
 
 
 # ---- cards ---------------------------------------------------------------------------------------------

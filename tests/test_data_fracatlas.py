@@ -122,6 +122,14 @@ def test_boxes_that_reach_no_image_are_said(mini: Path, caplog: pytest.LogCaptur
     with caplog.at_level("WARNING", logger="fracsight.data"):
         assert any(s.boxes for s in load_dataset(mini).samples)
     assert not [r for r in caplog.records if "YOLO" in r.getMessage() or "none of the" in r.getMessage()]
+    # (review) labelImg's classes.txt, and YOLO files read that hold no box (a set without boxes): no word
+    (yolo / "classes.txt").write_text("fracture\n")
+    for txt in yolo.glob("IMG*.txt"):
+        txt.write_text("")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="fracsight.data"):
+        assert not any(s.boxes for s in load_dataset(mini).samples)
+    assert not [r for r in caplog.records if "YOLO" in r.getMessage() or "none of the" in r.getMessage()]
 
 
 def test_an_images_folder_in_another_case_is_fracatlas(mini: Path) -> None:

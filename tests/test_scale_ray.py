@@ -1237,6 +1237,13 @@ def test_names_that_are_not_utf8_in_a_manifest_are_their_files(tmp_path: Path) -
     (tmp_path / "both.csv").write_bytes(b"path\ncaf\xc3\xa9.jpg\ncaf\xe9.jpg\n")
     both = [str(tmp_path / "caf\u00e9.jpg"), str(tmp_path / latin1)]
     assert list(collect_batch_inputs([tmp_path / "both.csv"])) == both
+    # (review) a Windows-1252 header is named as typed; a Latin-1 file typed in a UTF-8 list is found
+    (tmp_path / "head.csv").write_bytes("Name;R\u00f6ntgenbild\nM;caf\u00e9.jpg\n".encode("cp1252"))
+    found = collect_batch_inputs([tmp_path / "head.csv"], path_column="R\u00f6ntgenbild")
+    assert list(found) == [str(tmp_path / latin1)]  # its bytes first: the file they name
+    (tmp_path / "caf\u00e9.jpg").unlink()
+    (tmp_path / "typed.txt").write_text("caf\u00e9.jpg\n", encoding="utf-8")
+    assert list(collect_batch_inputs([tmp_path / "typed.txt"])) == [str(tmp_path / latin1)]
 
 
 def test_a_list_of_study_folders_without_a_header_is_refused_as_one(tmp_path: Path) -> None:

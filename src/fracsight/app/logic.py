@@ -162,14 +162,18 @@ def pick_examples(
     pools = [rng.sample(files, len(files)) for _, files in sorted(groups.items())]
     picked: list[Path] = []
     tries = [max(1, 10 * n // len(pools))] * len(pools)  # files each group may have turned down
-    while len(picked) < n and any(pool and left for pool, left in zip(pools, tries, strict=True)):
+    turned_down = 0  # and all of them: a tree of a thousand series of reports
+    while (
+        len(picked) < n and turned_down < 10 * n and any(p and t for p, t in zip(pools, tries, strict=True))
+    ):
         for i, pool in enumerate(pools):
-            while pool and len(picked) < n and tries[i]:
+            while pool and len(picked) < n and tries[i] and turned_down < 10 * n:
                 path = pool.pop()
                 if accept is None or accept(path):
                     picked.append(path)
                     break
                 tries[i] -= 1
+                turned_down += 1
     rng.shuffle(picked)
     return picked
 

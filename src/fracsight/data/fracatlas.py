@@ -172,7 +172,11 @@ class _BoxSource:
         stems = {Path(r["image_id"]).stem for r in rows}
         if self.yolo_dir is not None:
             with contextlib.suppress(OSError):
-                orphans = sorted(t.name for t in self.yolo_dir.glob("*.txt") if t.stem not in stems)
+                orphans = sorted(
+                    t.name
+                    for t in self.yolo_dir.glob("*.txt")
+                    if t.stem not in stems and t.name != "classes.txt"  # labelImg's list of class names
+                )
                 if orphans:
                     by_case = {s.casefold(): s for s in stems}
                     named = [
@@ -188,9 +192,13 @@ class _BoxSource:
                         _names(named),
                     )
         fractured = any(s.labels[FRACTURE] for s in samples)
-        if self.annotations is not None and fractured and not any(s.boxes for s in samples):
+        if self.annotations is None or not fractured or any(s.boxes for s in samples):
+            return
+        # files read that hold no box (a set without boxes, made so) are no boxes lost
+        yolo_read = self.yolo_dir is not None and any((self.yolo_dir / f"{s}.txt").is_file() for s in stems)
+        if not (yolo_read or (self._coco and any(r["image_id"] in self._coco for r in rows))):
             with contextlib.suppress(OSError):
-                found = ", ".join(sorted(p.name for p in self.annotations.iterdir())) or "nothing"
+                found = _names(sorted(p.name for p in self.annotations.iterdir())) or "nothing"
                 log.warning(
                     "%s gives none of the fractured images a box (fracsight reads yolo/<image stem>.txt "
                     "and COCO json; found: %s): they are read without boxes",

@@ -259,7 +259,10 @@ def _csv_rows(path: Path, column: str) -> list[tuple[str, str | None]]:
         raise DatasetError(f"{path}: cannot read the manifest ({e.strerror or type(e).__name__})") from None
     if not names:
         raise DatasetError(f"{path}: the manifest is empty (no header row with a {column!r} column)")
-    _refuse_missing_column(path, column, names)
+    # the header of a CSV that is not UTF-8, as typed (`--path-column Röntgenbild`), not as its bytes
+    typed = {(_windows_1252(name) or name): name for name in names}
+    _refuse_missing_column(path, column, list(typed))
+    column = typed[column]
     cells = [(f"line {n}", row[column]) for n, row in rows]
     values = [v.strip() for _, v in cells if v and v.strip()]
     numbers = values and all(re.fullmatch(r"[+-]?\d+(?:[.,]\d+)?", v) for v in values)
@@ -372,6 +375,9 @@ def _byte_spellings(text: str) -> list[str]:
         )
         spellings.append(os.fsdecode(raw))
     spellings.append(_windows_1252(text))
+    # a Latin-1 file's name typed in a UTF-8 or UTF-16 manifest, or a list: `café.jpg` of `caf\xe9`
+    with contextlib.suppress(UnicodeEncodeError):
+        spellings.append(os.fsdecode(text.encode("cp1252")))
     return [s for s in spellings if s is not None and s != text]
 
 
