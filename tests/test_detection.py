@@ -1033,3 +1033,44 @@ def test_a_base_whose_graph_has_a_detector_is_refused_before_any_work(tiny_bundl
     detector_graph = onnx.helper.make_model(graph).SerializeToString()
     with pytest.raises(BundleError, match=r"model.onnx has a detector's outputs already \(orientation\)"):
         refuse_grafted_base(base, detector_graph)
+
+
+def test_the_feature_cache_is_other_features_for_an_image_moved_between_splits(tmp_path: Path) -> None:
+    """The key hashed train and val as one list: the last training image moved to the front of val
+    gave the same key, and the detector's old features (that image a training view) were read again."""
+    from fracsight.data import Sample
+    from fracsight.detection.features import ZoomViews
+    from fracsight.detection.prepare import cache_key
+
+    samples = []
+    for i in range(4):
+        (tmp_path / f"{i}.png").write_bytes(b"x")
+        samples.append(Sample(tmp_path / f"{i}.png", labels={"fracture": i % 2}))
+    before = cache_key("settings", ZoomViews(), samples[:3], samples[3:])
+    assert before != cache_key("settings", ZoomViews(), samples[:2], samples[2:])
+    assert before == cache_key("settings", ZoomViews(), samples[:3], samples[3:])
+
+
+def test_an_output_named_like_the_default_feature_cache_is_refused_before_any_work(tmp_path: Path) -> None:
+    """`detector train BASE c/.cache`: every feature and epoch ran into the cache's folder, which
+    was OUT, then the bundle was refused there ("not a model bundle, so --force will not replace it")."""
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    (tmp_path / "run").mkdir()
+    for args in (
+        ["detector", "train", "default", str(tmp_path / "c" / ".cache"), "--data", str(tmp_path)],
+        ["detector", "joint", "default", "default", str(tmp_path / ".cache"), "--data", str(tmp_path)],
+        [
+            "detector",
+            "bundle",
+            str(tmp_path / "run"),
+            str(tmp_path / "b" / ".cache"),
+            "--data",
+            str(tmp_path),
+        ],
+    ):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2 and "the frozen features are cached in .cache beside" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

@@ -384,6 +384,16 @@ def test_a_joint_run_on_fewer_images_than_a_batch_writes_its_bundle(
     message = " ".join(other.stderr.split())
     assert other.exit_code == 2 and "the joint run trained on 7 training and 4 validation" in message
     assert "give the data set the run trained on (--data)" in message and not (tmp_path / "b").exists()
+    # bundled again, elsewhere: the joint line's --out wrote OUT-again first, and the bundle line
+    # after it was refused ("holds a model bundle") when the Reproduce block was run top to bottom
+    again = ["detector", "bundle", str(run), str(tmp_path / "again"), "--data", str(few)]
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/fracsight", *again])
+    assert CliRunner().invoke(app, again).exit_code == 0
+    lines = load_bundle_spec(tmp_path / "again").training["commands"]
+    assert [line for line in lines if "detector joint" in line] == [
+        command.removesuffix(f" --out {out}-again")
+    ]
+    assert lines[-1].startswith("fracsight detector bundle ") and f"{tmp_path / 'again'}-again" in lines[-1]
 
 
 def test_a_joint_run_that_diverges_says_so_in_one_line(detector_bundle, tmp_path: Path) -> None:

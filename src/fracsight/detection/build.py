@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fracsight._output import check_output_folder, staged_folder
+from fracsight._terminal import shell_command
 from fracsight.bundle import BundleSpec, load_bundle_spec, read_checked_onnx, sha256_file, write_bundle_spec
 from fracsight.data import FRACTURE, Dataset, Sample, load_dataset
 from fracsight.data.sample import DataMismatchError
@@ -421,10 +423,16 @@ def build_joint_bundle(
             checkpoint, network_dir, data_dir=data_dir, train_command=command or None, joint=True
         )
         log(f"frozen features of the validation views (cache: {out_dir.parent / '.cache'})")
-        val = validation_features(network_dir, dataset, out_dir.parent / ".cache")
-        if command and command != history.get("command"):  # `joint --out`: its line, chained already
-            earlier = [*history.get("start_commands", []), history.get("command", "")]
-            command = reproduce_line(earlier, command, [out_dir])
+        # the run's split: data without a split column is carved by the run's seed (with seed 0, the
+        # score floor and orientation certainty were chosen partly on the run's training images)
+        seed = int(base.training.get("config", {}).get("seed", 0))
+        val = validation_features(network_dir, dataset, out_dir.parent / ".cache", seed=seed)
+        joint_line = history.get("command", "")
+        if command and command != joint_line:  # `joint --out`: its line, chained already
+            command = reproduce_line([*history.get("start_commands", []), joint_line], command, [out_dir])
+            # this line writes the bundle: the joint line's own --out wrote it first, and this one
+            # was refused ("holds a model bundle") when the block was run top to bottom
+            joint_line = _without_out(joint_line) if joint_line.startswith("fracsight ") else joint_line
         training = {
             **base.training,
             "commands": [
@@ -432,7 +440,7 @@ def build_joint_bundle(
                 # once: `detector joint --out` writes this bundle with the run's own command
                 *dict.fromkeys(
                     [
-                        *([history["command"]] if history.get("command") else []),
+                        *([joint_line] if joint_line else []),
                         command or _FROM_PYTHON.format(step="build_joint_bundle", settings="training.joint"),
                     ]
                 ),
@@ -452,9 +460,20 @@ def build_joint_bundle(
             log,
             force=force,
             inputs=inputs,
-            val_samples=train_val_samples(dataset, int(base.training.get("config", {}).get("seed", 0)))[1],
+            val_samples=train_val_samples(dataset, seed)[1],
             validation=base.metrics.get("validation", {}),  # the export measured it on this data
         )
+
+
+def _without_out(line: str) -> str:
+    """A ``detector joint`` line without its ``--out FOLDER`` (or ``--out=FOLDER``)."""
+    words = shlex.split(line)
+    kept = [
+        w
+        for i, w in enumerate(words)
+        if w != "--out" and not w.startswith("--out=") and (i == 0 or words[i - 1] != "--out")
+    ]
+    return shell_command(*kept)
 
 
 def _refuse_other_data(history: dict[str, Any], trained: dict[str, Any], dataset: Dataset) -> None:

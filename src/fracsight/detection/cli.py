@@ -138,6 +138,8 @@ def train(
         raise typer.BadParameter(
             "needs --zoom-views 1 or more: the zoomed views it sets the range of", param_hint="--zoom"
         )
+    if cache_dir is None:
+        _refuse_default_cache(out, "OUT")
     cache = cache_dir or out.parent / ".cache"
     with user_errors():
         base_dir = resolve_bundle(model)
@@ -168,6 +170,17 @@ def train(
         )
     _report(spec, out, evaluate_split)
     _say_cache(cache)
+
+
+def _refuse_default_cache(folder: Path | None, what: str) -> None:
+    """A folder named ``.cache`` is where the frozen features go by default (``.cache`` beside it):
+    they filled it, and the bundle was refused there after all the training ("not a model bundle")."""
+    if folder is not None and folder.name == ".cache":
+        raise typer.BadParameter(
+            f"{folder}: the frozen features are cached in .cache beside {what}, that very folder: "
+            "give it another name",
+            param_hint=what,
+        )
 
 
 def _say_cache(folder: Path) -> None:
@@ -350,6 +363,8 @@ def joint(
     if evaluate_split and out is None:  # it measures the bundle --out writes: without it, nothing
         raise typer.BadParameter("needs --out: the bundle to measure", param_hint="--evaluate")
     _check_zoom(zoom)
+    for folder, what in ((run, "RUN"), (out, "--out")):
+        _refuse_default_cache(folder, what)
     with user_errors():
         if run.exists() and not run.is_dir():
             raise typer.BadParameter(f"{run} exists and is not a folder", param_hint="RUN")
@@ -426,6 +441,7 @@ def bundle(
     """
     from fracsight.cli import invocation, user_errors
 
+    _refuse_default_cache(out, "OUT")
     with user_errors():
         _bundle_from_run(run, out, data, evaluate_split, force, invocation(), epoch)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -71,16 +72,7 @@ def _features(
     spec = load_bundle_spec(bundle_dir)
     onnx_path = Path(bundle_dir) / "model.onnx"
     train, val = train_val_samples(dataset, seed)
-    # boxes mapped with each axis's own letterbox scale, DICOMs at their pixel aspect (2026-12-05):
-    # caches made before not reused
-    digest = hashlib.sha1(f"pixel aspect|{spec.onnx_sha256}|{normals}|{seed}".encode())
-    if zoom.count:
-        digest.update(f"|zoom {zoom.count} {zoom.low} {zoom.high}".encode())
-    for sample in (*train, *val):  # a file replaced or relabelled is other features (and views)
-        stat = sample.path.stat()
-        labels = sorted(sample.labels.items())
-        digest.update(f"|{sample.path}|{stat.st_size}|{stat.st_mtime_ns}|{sample.boxes}|{labels}".encode())
-    key = digest.hexdigest()[:12]
+    key = cache_key(f"{spec.onnx_sha256}|{normals}|{seed}", zoom, train, val)
     out = {}
     splits = [("train", train, True)] if with_train else []
     for name, samples, is_train in (*splits, ("val", val, False)):
@@ -110,6 +102,24 @@ def _features(
         features.save(folder)
         out[name] = FeatureSet.load(folder)
     return out
+
+
+def cache_key(settings: str, zoom: ZoomViews, train: Sequence[Sample], val: Sequence[Sample]) -> str:
+    """The name of the frozen features of ``train`` and ``val`` views made with ``settings``: a
+    file replaced or relabelled, or moved from one split to the other, is other features."""
+    # boxes mapped with each axis's own letterbox scale, DICOMs at their pixel aspect (2026-12-05):
+    # caches made before not reused
+    digest = hashlib.sha1(f"pixel aspect|{settings}".encode())
+    if zoom.count:
+        digest.update(f"|zoom {zoom.count} {zoom.low} {zoom.high}".encode())
+    # each split's size: the last training image moved to the front of val was the same list, and
+    # its old features (trained on as a training view) were read again
+    digest.update(f"|train {len(train)}|val {len(val)}".encode())
+    for sample in (*train, *val):
+        stat = sample.path.stat()
+        labels = sorted(sample.labels.items())
+        digest.update(f"|{sample.path}|{stat.st_size}|{stat.st_mtime_ns}|{sample.boxes}|{labels}".encode())
+    return digest.hexdigest()[:12]
 
 
 def validation_features(
