@@ -130,6 +130,13 @@ def test_boxes_that_reach_no_image_are_said(mini: Path, caplog: pytest.LogCaptur
     with caplog.at_level("WARNING", logger="fracsight.data"):
         assert not any(s.boxes for s in load_dataset(mini).samples)
     assert not [r for r in caplog.records if "YOLO" in r.getMessage() or "none of the" in r.getMessage()]
+    # (review) the fractured images' files gone, the normal ones' empty files left (as FracAtlas ships)
+    for stem in ("IMG0000001", "IMG0000003", "IMG0000007"):
+        (yolo / f"{stem}.txt").unlink()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="fracsight.data"):
+        load_dataset(mini)
+    assert any("gives none of the fractured images a box" in r.getMessage() for r in caplog.records)
 
 
 def test_an_images_folder_in_another_case_is_fracatlas(mini: Path) -> None:

@@ -394,6 +394,37 @@ def test_a_joint_run_on_fewer_images_than_a_batch_writes_its_bundle(
         command.removesuffix(f" --out {out}-again")
     ]
     assert lines[-1].startswith("fracsight detector bundle ") and f"{tmp_path / 'again'}-again" in lines[-1]
+    from fracsight.detection.build import _without_out
+
+    # the --evaluate that needs --out goes with it; a Windows line keeps its backslashes
+    typed = r"fracsight detector joint C:\r\b h r --data D:\fa --evaluate test --out C:\r\jb --epochs 2"
+    assert _without_out(typed) == r"fracsight detector joint C:\r\b h r --data D:\fa --epochs 2"
+    # (review) the validation views of the floor and certainty: on the run's split, its base's seed
+    import dataclasses
+
+    from fracsight.detection import prepare
+    from fracsight.training import export_bundle as exporting
+
+    exported, seen = exporting.export_bundle, []
+
+    def seed_3(*args, **kwargs):
+        spec = exported(*args, **kwargs)
+        config = {**spec.training["config"], "seed": 3}
+        return dataclasses.replace(spec, training={**spec.training, "config": config})
+
+    class Seen(Exception):
+        pass
+
+    def features(*args, seed: int = 0, **kwargs):
+        seen.append(seed)
+        raise Seen
+
+    monkeypatch.setattr(exporting, "export_bundle", seed_3)
+    monkeypatch.setattr(prepare, "validation_features", features)
+    third = [*again[:3], str(tmp_path / "third"), "--data", str(few)]
+    with pytest.raises(Seen):
+        CliRunner().invoke(app, third, catch_exceptions=False)
+    assert seen == [3]
 
 
 def test_a_joint_run_that_diverges_says_so_in_one_line(detector_bundle, tmp_path: Path) -> None:

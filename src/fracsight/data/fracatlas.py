@@ -194,9 +194,10 @@ class _BoxSource:
         fractured = any(s.labels[FRACTURE] for s in samples)
         if self.annotations is None or not fractured or any(s.boxes for s in samples):
             return
-        # files read that hold no box (a set without boxes, made so) are no boxes lost
-        yolo_read = self.yolo_dir is not None and any((self.yolo_dir / f"{s}.txt").is_file() for s in stems)
-        if not (yolo_read or (self._coco and any(r["image_id"] in self._coco for r in rows))):
+        # the fractured images' files read, holding no box (a set without boxes, made so), are no
+        # boxes lost; FracAtlas ships an empty file for every normal image, which says nothing
+        fractured_stems = {s.path.stem for s in samples if s.labels[FRACTURE]}
+        if self.yolo_dir is None or not any((self.yolo_dir / f"{s}.txt").is_file() for s in fractured_stems):
             with contextlib.suppress(OSError):
                 found = _names(sorted(p.name for p in self.annotations.iterdir())) or "nothing"
                 log.warning(

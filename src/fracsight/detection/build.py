@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shlex
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fracsight._output import check_output_folder, staged_folder
-from fracsight._terminal import shell_command
 from fracsight.bundle import BundleSpec, load_bundle_spec, read_checked_onnx, sha256_file, write_bundle_spec
 from fracsight.data import FRACTURE, Dataset, Sample, load_dataset
 from fracsight.data.sample import DataMismatchError
@@ -465,15 +464,14 @@ def build_joint_bundle(
         )
 
 
+#: a joint line's ``--out FOLDER`` and the ``--evaluate SPLIT`` that needs it, as recorded (quoted
+#: for POSIX or Windows: the rest of the line is kept as written, never split and quoted again)
+_OUT_OPTIONS = re.compile(r"""\s--(?:out|evaluate)(?:=|\s+)(?:'[^']*'|"[^"]*"|\S+)""")
+
+
 def _without_out(line: str) -> str:
-    """A ``detector joint`` line without its ``--out FOLDER`` (or ``--out=FOLDER``)."""
-    words = shlex.split(line)
-    kept = [
-        w
-        for i, w in enumerate(words)
-        if w != "--out" and not w.startswith("--out=") and (i == 0 or words[i - 1] != "--out")
-    ]
-    return shell_command(*kept)
+    """A ``detector joint`` line without ``--out`` (and the ``--evaluate`` refused without it)."""
+    return _OUT_OPTIONS.sub("", line)
 
 
 def _refuse_other_data(history: dict[str, Any], trained: dict[str, Any], dataset: Dataset) -> None:
