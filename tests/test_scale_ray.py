@@ -1695,3 +1695,27 @@ def test_a_last_part_named_another_way_is_still_sorted_after() -> None:
     latest = Path("part-20250601T120000Z-4242-aaaa0000.deadbeef-000000.parquet")
     run = _sorting_after("20250101T000000Z-1-bbbbbbbb", [latest])
     assert f"part-{run}-000001.parquet" > latest.name
+
+
+def test_threads_python_did_not_start_are_not_waited_for() -> None:
+    """A thread of Ray's C++ core that logged an error is a dummy thread to Python: joining it raised
+    "cannot join a dummy thread" in place of the job's `batch_failed` line, and its clean-up was skipped."""
+    import _thread
+    import threading
+
+    from fracsight.scale.job import _threads_ended
+
+    seen, done = threading.Event(), threading.Event()
+
+    def foreign() -> None:  # started as a C extension starts one: Python made no Thread for it
+        threading.current_thread()  # what logging does: a _DummyThread is registered
+        seen.set()
+        done.wait(10)
+
+    _thread.start_new_thread(foreign, ())
+    assert seen.wait(10)
+    try:
+        assert any(isinstance(t, threading._DummyThread) for t in threading.enumerate())
+        _threads_ended(set())
+    finally:
+        done.set()

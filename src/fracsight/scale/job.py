@@ -482,7 +482,10 @@ def _threads_ended(ray_threads: set[threading.Thread]) -> None:
         # an iteration that stopped early leaves its block prefetcher parked for good (its thread
         # holds it, so it is never collected); it touches the driver only when the pipeline hands
         # it blocks, and the pipeline is what is waited for
-        if thread.name != "Prefetcher" and thread is not threading.current_thread():
+        # (a dummy thread is one Ray's C++ core started and Python met in logging: it cannot be
+        # joined, and the AssertionError took the place of the job's own error line)
+        dummy = isinstance(thread, threading._DummyThread)  # type: ignore[attr-defined]
+        if thread.name != "Prefetcher" and thread is not threading.current_thread() and not dummy:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
