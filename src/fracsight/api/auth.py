@@ -170,10 +170,10 @@ def parse_tokens_variable(value: str) -> set[bytes]:
     whose ``#`` comment lines are then skipped: two valid lines were refused as one malformed entry."""
     # the line ends a tokens file has (str.splitlines also splits at \x1c-\x1e, which no token holds),
     # past a Windows editor's byte order mark before a first comment line
-    whole = value.removeprefix("\ufeff").strip()  # "$(cat tokens)" of a file a Windows editor saved
-    if (
-        len(whole) > 1 and whole[0] == whole[-1] and whole[0] in "'\""
-    ):  # "tokA,tokB": two tokens no client has
+    # "tokA,tokB" (`docker run --env-file` keeps the quotes) was two tokens no client has; after the
+    # byte order mark of "$(cat tokens)" of a file a Windows editor saved, too
+    whole = value.removeprefix("\ufeff").strip()
+    if len(whole) > 1 and whole[0] == whole[-1] and whole[0] in "'\"":
         raise ConfigError(
             "FRACSIGHT_API_TOKENS is in quotes: `docker run --env-file` keeps them as part of the "
             "value; write it without quotes"
