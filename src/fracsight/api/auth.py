@@ -164,6 +164,19 @@ def parse_tokens(entries: Iterable[str], where: str, *, comments: bool = True) -
     return digests
 
 
+def in_quotes(value: str) -> bool:
+    """Whether ``value`` is wrapped in one pair of quotes (``docker run --env-file`` keeps them)."""
+    return len(value) > 1 and value[0] == value[-1] and value[0] in "'\""
+
+
+def quoted_setting(variable: str, shown: str = "") -> ConfigError:
+    """The error of a setting given in quotes (``shown``: its value, where it is no secret)."""
+    return ConfigError(
+        f"{variable} is in quotes{shown}: `docker run --env-file` keeps them as part of the value; "
+        "write it without quotes"
+    )
+
+
 def parse_tokens_variable(value: str) -> set[bytes]:
     """The digests of ``FRACSIGHT_API_TOKENS``: entries separated by commas, or by line ends too, as
     a tokens file set into it holds them (``"$(cat api_tokens)"``, a Kubernetes secret of the file),
@@ -172,12 +185,8 @@ def parse_tokens_variable(value: str) -> set[bytes]:
     # past a Windows editor's byte order mark before a first comment line
     # "tokA,tokB" (`docker run --env-file` keeps the quotes) was two tokens no client has; after the
     # byte order mark of "$(cat tokens)" of a file a Windows editor saved, too
-    whole = value.removeprefix("\ufeff").strip()
-    if len(whole) > 1 and whole[0] == whole[-1] and whole[0] in "'\"":
-        raise ConfigError(
-            "FRACSIGHT_API_TOKENS is in quotes: `docker run --env-file` keeps them as part of the "
-            "value; write it without quotes"
-        )
+    if in_quotes(value.removeprefix("\ufeff").strip()):
+        raise quoted_setting("FRACSIGHT_API_TOKENS")
     lines = re.split(r"\r\n|\r|\n", value.removeprefix("\ufeff"))
     if sum(1 for line in lines if line.strip()) > 1:
         lines = [line for line in lines if not line.strip().startswith("#")]
@@ -197,7 +206,7 @@ def _without_bom(entry: str, where: str) -> str:
 
 
 def _entry_digest(entry: str, where: str) -> bytes:
-    if len(entry) > 1 and entry[0] == entry[-1] and entry[0] in "'\"":
+    if in_quotes(entry):
         raise ConfigError(f"{where}: a token in quotes: the quotes would be part of it; write it without")
     match = _DIGEST.match(entry)
     if match:

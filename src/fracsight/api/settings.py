@@ -22,7 +22,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from fracsight.api.auth import digests_setting, parse_tokens_variable
+from fracsight.api.auth import digests_setting, in_quotes, parse_tokens_variable, quoted_setting
 from fracsight.errors import ConfigError
 from fracsight.io import DEFAULT_MAX_PIXELS
 from fracsight.io._raster import PILLOW_MAX_PIXELS
@@ -196,13 +196,10 @@ def _unquoted(name: str, value: str) -> str:
     """``value``, refused when in quotes: ``docker run --env-file`` keeps them as part of it, so
     FRACSIGHT_AUTH="proxy" was told to be one of 'proxy', ..., and a quoted tokens file's path was
     "nothing of it is on disk". The tokens themselves are checked entry by entry (auth.py)."""
-    if name == "api_tokens" or not (len(value) > 1 and value[0] == value[-1] and value[0] in "'\""):
+    if name == "api_tokens" or not in_quotes(value):
         return value
     shown = "" if name == "api_tokens_file" else f" ({value})"  # the file's name may be the secret
-    raise ConfigError(
-        f"{ENV_PREFIX}{name.upper()} is in quotes{shown}: `docker run --env-file` keeps them as part "
-        "of the value; write it without quotes"
-    )
+    raise quoted_setting(ENV_PREFIX + name.upper(), shown)
 
 
 def _problem(name: str, message: str) -> str:

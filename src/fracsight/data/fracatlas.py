@@ -94,7 +94,7 @@ def read_fracatlas(root: Path) -> Dataset:
             len(disagree),
             _names(disagree),
         )
-    boxes.warn_unmatched(rows, samples)
+    boxes.warn_unmatched(samples)
     class_names: dict[str, tuple[str, ...]] = {FRACTURE: ("not fractured", "fractured")}
     if any(c in rows[0] for c in REGION_COLUMNS):
         class_names[REGION] = tuple(c for c in REGION_COLUMNS if c in rows[0])
@@ -164,12 +164,12 @@ class _BoxSource:
             self.coco_path = next((p for p in found if p.is_file()), None)
         self._coco: dict[str, tuple[Box, ...]] | None = None
 
-    def warn_unmatched(self, rows: list[dict[str, str]], samples: list[Sample]) -> None:
+    def warn_unmatched(self, samples: list[Sample]) -> None:
         """Say where boxes were given but do not reach the images: YOLO files named otherwise than
         the images (``img0000019.txt``, Roboflow's ``IMG0000019_jpg.rf.<hash>.txt``), or an
         annotations folder of which nothing is read (PASCAL VOC only): every box was lost unsaid,
         and training learnt without them."""
-        stems = {Path(r["image_id"]).stem for r in rows}
+        stems = {s.path.stem for s in samples}
         if self.yolo_dir is not None:
             with contextlib.suppress(OSError):
                 orphans = sorted(
@@ -191,12 +191,11 @@ class _BoxSource:
                         self.yolo_dir,
                         _names(named),
                     )
-        fractured = any(s.labels[FRACTURE] for s in samples)
-        if self.annotations is None or not fractured or any(s.boxes for s in samples):
+        fractured_stems = {s.path.stem for s in samples if s.labels[FRACTURE]}
+        if self.annotations is None or not fractured_stems or any(s.boxes for s in samples):
             return
         # the fractured images' files read, holding no box (a set without boxes, made so), are no
         # boxes lost; FracAtlas ships an empty file for every normal image, which says nothing
-        fractured_stems = {s.path.stem for s in samples if s.labels[FRACTURE]}
         if self.yolo_dir is None or not any((self.yolo_dir / f"{s}.txt").is_file() for s in fractured_stems):
             with contextlib.suppress(OSError):
                 found = _names(sorted(p.name for p in self.annotations.iterdir())) or "nothing"

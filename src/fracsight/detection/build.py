@@ -316,12 +316,15 @@ def _chosen_epoch(run_dir: Path) -> int | None:
 
 def _epoch_of_copy(run_dir: Path, checkpoint: Path, kept: list[int]) -> int | None:
     """The kept epoch whose file ``checkpoint`` (best.pt, a copy of one) holds the same bytes as."""
-    try:
-        data = checkpoint.read_bytes()
-        files = {k: run_dir / f"epoch-{k}.pt" for k in kept}
-        return next(
-            (k for k, f in files.items() if f.stat().st_size == len(data) and f.read_bytes() == data), None
-        )
+    try:  # best.pt is read only once an epoch file has its size (hundreds of MB a read)
+        size, data = checkpoint.stat().st_size, None
+        for k in kept:
+            file = run_dir / f"epoch-{k}.pt"
+            if file.stat().st_size == size:
+                data = checkpoint.read_bytes() if data is None else data
+                if file.read_bytes() == data:
+                    return k
+        return None
     except OSError:  # said where the checkpoint is read
         return None
 
