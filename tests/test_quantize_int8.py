@@ -394,6 +394,26 @@ def test_class_only_bundle_quantizes(head_bundle, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.fracatlas
+def test_class_gate_compares_data_classes_by_name(head_bundle, tmp_path: Path) -> None:
+    """Data holding some of the model's classes: the gate's class accuracy is the share of validation
+    images whose most likely class is their folder's, not a comparison of the data's class numbers
+    with the model's (hip and leg are 0 and 1 here, 1 and 2 for the model)."""
+    data, bundle = head_bundle("class")
+    fewer = shutil.copytree(data, tmp_path / "fewer", symlinks=True)
+    for split in ("train", "val", "test"):
+        shutil.rmtree(fewer / split / "hand")
+    result = _quantize(bundle, tmp_path / "int8", fewer)
+    assert result.exit_code == 0, result.output
+    measured = load_bundle_spec(tmp_path / "int8").metrics["quantization"]["gate"]["measured"]
+    predictor = Predictor(bundle)
+    images = sorted((fewer / "val").rglob("*.jpg"))
+    right = [predictor.predict(p).classification.predicted == p.parent.name for p in images]
+    assert measured["n"] == len(images)
+    assert measured["float_class_accuracy"] == pytest.approx(sum(right) / len(right))
+
+
+@pytest.mark.slow
 def test_int8_orientation_certainty_is_refitted_on_its_own_outputs(detector_bundle, tmp_path: Path) -> None:
     """The orientation step's certainty is chosen by the detector build's rule on the INT8 graph's own
     outputs for the validation images in their four quarter turns, read and turned as the Predictor

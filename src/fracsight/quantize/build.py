@@ -233,7 +233,7 @@ def quantize_bundle(
             spec, val, int8_val, geometries, int8_train["embedding"], class_names=dataset.class_names
         )
         spec = _refit_orientation(spec, int8_model, val, say)
-        measured = measure_gate(float_spec, spec, val, float_val, int8_val, geometries)
+        measured = measure_gate(float_spec, spec, val, float_val, int8_val, geometries, dataset.class_names)
         failures = check_gate(measured, bounds)
         if failures:
             raise QuantizationRefused(

@@ -17,6 +17,7 @@ Measured on the validation split, each model with its own outputs:
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -77,8 +78,14 @@ def measure_gate(
     float_outputs: dict[str, np.ndarray],
     int8_outputs: dict[str, np.ndarray],
     geometries: list[Letterbox],
+    class_names: Mapping[str, Sequence[str]],
 ) -> dict[str, Any]:
-    """The gate's measures (module docstring) on the validation split; ``int8_spec`` already refitted."""
+    """The gate's measures (module docstring) on the validation split; ``int8_spec`` already refitted.
+
+    ``class_names``: the data set's (:attr:`Dataset.class_names`), so that its class numbers are
+    compared with the model's class of the same name, not the one at the same index.
+    """
+    from fracsight.evaluation.run import model_class_index
     from fracsight.explain import denormalize_box, hit_rate, iou
     from fracsight.inference.predictor import localization_map
 
@@ -116,10 +123,12 @@ def measure_gate(
             for name, tops in (("float", float_tops), ("int8", own_settings)):
                 measured[f"{name}_hit_rate"] = hit_rate([tops[i] for i in fractured], trues, 0.1).hit_rate_iou
             measured["hit_rate_drop"] = measured["float_hit_rate"] - measured["int8_hit_rate"]
-    if "class" in float_outputs:
+    class_head = float_spec.head("class")
+    class_index = model_class_index(class_names, class_head.classes if class_head else ())
+    if class_index is not None and "class" in float_outputs:
         known = np.array([CLASS in s.labels for s in val])
         if known.any():
-            y_cls = np.array([s.labels[CLASS] for s in val if CLASS in s.labels])
+            y_cls = np.array([class_index[s.labels[CLASS]] for s in val if CLASS in s.labels])
             for name, outputs in (("float", float_outputs), ("int8", int8_outputs)):
                 right = outputs["class"][known].argmax(1) == y_cls
                 measured[f"{name}_class_accuracy"] = float(right.mean())
