@@ -261,6 +261,13 @@ def test_two_files_of_one_name_get_rows_and_overlays_told_apart(
     from_up = ["_up/a/x.overlay.png", "_up/b/x.overlay.png"]
     assert written == [*from_up, "a/x.overlay.png", "b/x.overlay.png", "c/a/x.overlay.png"]
     assert sorted(p.name for p in given.rglob("*.*")) == ["x.jpg"] * 3
+    # `--overlay-dir .` above the folders read: the rows' folders under it are the folders read,
+    # and a/x.jpg's overlay went into a, read as a radiograph by the next run
+    monkeypatch.chdir(given)
+    refused = _predict(tiny_bundle, "a", "b", "--overlay-dir", ".")
+    assert refused.exit_code == 2 and "error (output_refused)" in refused.stderr, refused.output
+    assert "--overlay-dir . would put the overlay of a/x.jpg into " in refused.stderr
+    assert sorted(p.name for p in given.rglob("*.*")) == ["x.jpg"] * 3
 
 
 def test_two_files_of_one_stem_in_one_folder_get_overlays_named_by_their_suffix(

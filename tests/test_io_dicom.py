@@ -694,6 +694,22 @@ def test_pixel_data_that_is_not_what_its_transfer_syntax_says_is_one_plain_sente
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+def test_a_decoder_panic_is_an_unreadable_image_not_a_crash() -> None:
+    """An RLE segment with one replicate run too many: pylibjpeg-rle (Rust) panics, and pyo3's
+    PanicException is a BaseException. It was not caught: `predict` over a folder ended in a
+    traceback with every other file's result lost, and the API answered a plain-text 500."""
+    pixels = 48 * 64
+    high = bytes([0x81, 5]) * (pixels // 128 + 1)  # runs of 128 bytes: one run past the segment
+    low = (bytes([127]) + bytes(128)) * (pixels // 128)  # literal runs: exactly one byte per pixel
+    frame = struct.pack("<16I", 2, 64, 64 + len(high), *[0] * 13) + high + low
+    ds = pydicom.dcmread(io.BytesIO(make_dicom(RAMP12, compress=RLELossless)))
+    ds.PixelData = encapsulate([frame])
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    with pytest.raises(ImageReadError, match=r"^rle\.dcm: the pixel data could not be decoded as RLE"):
+        read_image(buf.getvalue(), name="rle.dcm")
+
+
 # --- dual-personality files: DICM at offset 128 wins ----------------------------------------------
 
 

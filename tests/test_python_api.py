@@ -442,6 +442,16 @@ def test_a_pydicom_dataset_is_read_as_its_file(fracatlas_dir: Path, tmp_path: Pa
         ImageReadError, match="upload: this pydicom dataset cannot be written as a DICOM file"
     ):
         predictor.predict(made)
+    # a value pydicom cannot encode in its VR: its message quoted the element with the value and
+    # carried pydicom's whole traceback, into the row's error and the CSV
+    odd = pydicom.dcmread(path)
+    odd.add_new(0x00101020, "FD", "DOE^JANE")
+    with pytest.raises(ImageReadError) as refused:
+        predictor.predict(odd)
+    assert str(refused.value) == (
+        "cr.dcm: this pydicom dataset cannot be written as a DICOM file (OSError: the value of element "
+        "(0010,1020) cannot be encoded as its VR says); pass its file or bytes"
+    )
     # the header read alone first, as one does: it was "the file ... ends before its pixels (cut
     # short in a copy?)" of a file that was whole
     for header_only in ({"stop_before_pixels": True}, {"specific_tags": ["PatientID", "Modality"]}):

@@ -441,11 +441,16 @@ def _listen_address(host: str) -> str:
 
 
 def refuse_output_among_inputs(
-    csv_path: Path | None, overlay_dir: Path | None, paths: Sequence[Path], files: Sequence[Path]
+    csv_path: Path | None,
+    overlay_dir: Path | None,
+    paths: Sequence[Path],
+    files: Sequence[Path],
+    names: Sequence[str],
 ) -> None:
     """Exit 2, before any work, when ``--csv`` is one of the images read (even with --overwrite:
     the image would be lost) or the overlay folder itself, or ``--overlay-dir`` is a folder
-    read, or inside one (the next run over that folder would read the overlays as radiographs)."""
+    read, or inside one (the next run over that folder would read the overlays as radiographs),
+    or would put the overlay of one of the rows ``names`` into one."""
     if csv_path is not None and _same_file_as_any(csv_path, files):
         error_line("output_refused", f"--csv {csv_path} is one of the images to predict; choose another file")
         raise typer.Exit(2)
@@ -459,9 +464,23 @@ def refuse_output_among_inputs(
     if csv_path is not None and overlay_dir is not None and csv_path.resolve() == overlay_dir.resolve():
         error_line("output_refused", f"--csv {csv_path} is also the --overlay-dir folder")
         raise typer.Exit(2)
-    refuse_output_inside(
-        overlay_dir, paths, "--overlay-dir", "the next run would take the overlays for radiographs"
-    )
+    why = "the next run would take the overlays for radiographs"
+    refuse_output_inside(overlay_dir, paths, "--overlay-dir", why)
+    if overlay_dir is None:
+        return
+    read = [p.resolve() for p in paths if os.path.isdir(p)]
+    # rows named by their paths as typed (two files of one name) keep those folders under it:
+    # `predict a b --overlay-dir .` put a/x.dcm's overlay into a
+    for name in names:
+        folder = _overlay_folder(overlay_dir, Path(name)).resolve()
+        inside = next((f for f in read if folder == f or f in folder.parents), None)
+        if inside is not None:
+            error_line(
+                "output_refused",
+                f"--overlay-dir {overlay_dir} would put the overlay of {name} into {inside}, which is "
+                f"read for images: {why}; choose a folder outside it",
+            )
+            raise typer.Exit(2)
 
 
 def _bundle_folder(model: str | None) -> list[Path]:
@@ -692,7 +711,7 @@ def predict(
     if all(os.path.isdir(path) and os.access(path, os.R_OK | os.X_OK) for path in files):
         error_line("no_images", no_images_message(paths))
         raise typer.Exit(2)
-    refuse_output_among_inputs(csv_path, overlay_dir, paths, files)
+    refuse_output_among_inputs(csv_path, overlay_dir, paths, files, [name for _, name in inputs])
     with user_errors(exit_code=2):  # an unknown model or operating point is a bad argument
         predictor = Predictor(model, operating_point=operating_point)
     if all_classes and not predictor.classes:
@@ -853,6 +872,15 @@ def interrupted_saying(what: Callable[[], str], then: Callable[[], object] = lam
         raise typer.Exit(e.code) from None  # said: not said again by the generic handler
 
 
+def _overlay_folder(overlay_dir: Path, name: Path) -> Path:
+    """The folder under ``overlay_dir`` for the overlay of the row ``name``."""
+    # a name that is a path as typed (two files of one name) may be absolute or climb with "..":
+    # kept apart as folders of their own ("_root", "_up"), for dropped, "../x/a.jpg" took the
+    # place "x/a.jpg" names, and x/a.jpg's overlay was "a.overlay-1.png"
+    kept_apart = {name.anchor: "_root", "..": "_up"} if name.anchor else {"..": "_up"}
+    return overlay_dir.joinpath(*(kept_apart.get(part, part) for part in name.parent.parts))
+
+
 def _write_overlay(result, overlay_dir: Path, opacity: float, *, keep_suffix: bool = False) -> Path:
     """The overlay of ``result`` at the place of its name (``study1/image1.png`` ->
     ``OVERLAY_DIR/study1/image1.overlay.png``; ``image1.png.overlay.png`` with ``keep_suffix``,
@@ -861,11 +889,7 @@ def _write_overlay(result, overlay_dir: Path, opacity: float, *, keep_suffix: bo
     from fracsight.io import image_stem
 
     name = Path(result.source)
-    # a name that is a path as typed (two files of one name) may be absolute or climb with "..":
-    # kept apart as folders of their own ("_root", "_up"), for dropped, "../x/a.jpg" took the
-    # place "x/a.jpg" names, and x/a.jpg's overlay was "a.overlay-1.png"
-    kept_apart = {name.anchor: "_root", "..": "_up"} if name.anchor else {"..": "_up"}
-    folder = overlay_dir.joinpath(*(kept_apart.get(part, part) for part in name.parent.parts))
+    folder = _overlay_folder(overlay_dir, name)
     folder.mkdir(parents=True, exist_ok=True)
     stem = short_overlay_stem(name.name if keep_suffix else image_stem(name))
     caption, legend = overlay_words(result)  # a picture passed on alone still says what it is

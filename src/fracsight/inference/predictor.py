@@ -13,6 +13,7 @@ import dataclasses
 import io
 import numbers
 import os
+import re
 import sys
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -189,10 +190,20 @@ def _dataset_bytes(dataset: Any, name: str) -> bytes:
         pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
     except Exception as e:  # no file meta and no SOP Class to make it from, a value pydicom cannot write
         raise ImageReadError(
-            f"{name}: this pydicom dataset cannot be written as a DICOM file ({type(e).__name__}: {e}); "
+            f"{name}: this pydicom dataset cannot be written as a DICOM file ({_write_failure(e)}); "
             "pass its file or bytes"
         ) from None
     return buffer.getvalue()
+
+
+def _write_failure(error: Exception) -> str:
+    """Why pydicom could not write a dataset, without the value: for an element's value it cannot
+    encode, its message names the element with its value (a patient's name, perhaps) and carries
+    pydicom's whole traceback."""
+    tagged = re.match(r"With tag (\([0-9A-Fa-f]{4},[0-9A-Fa-f]{4}\))", str(error))
+    if tagged:
+        return f"{type(error).__name__}: the value of element {tagged[1]} cannot be encoded as its VR says"
+    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".rstrip(": ")
 
 
 def _in_memory(source: Any) -> bool:

@@ -241,9 +241,11 @@ def _read(
             notes.append(compression_note(quality))
     try:
         arr = pydicom.pixels.pixel_array(ds, index=index)  # YBR_* comes out as RGB
-    except MemoryError:
+    except (MemoryError, KeyboardInterrupt, SystemExit):
         raise
-    except Exception as e:  # the decoders' own messages list every plugin tried, with object addresses
+    # the decoders' own messages list every plugin tried, with object addresses; a Rust decoder's
+    # panic on damaged data (pylibjpeg-rle) is pyo3's PanicException, a BaseException
+    except BaseException as e:
         raise _undecodable(label, transfer_syntax) from e
     if photometric in _MONOCHROME:
         if arr.shape != (rows, cols):
