@@ -143,7 +143,8 @@ def test_a_data_set_beside_another_folder_is_pointed_to(tmp_path: Path, caplog) 
     for label in ("Fractured", "Normal"):  # class first, its images in train/ and test/: no data set inside
         for split in ("train", "test"):
             _png(tmp_path / "classfirst" / label / split / f"{label}{split}")
-    with caplog.at_level(logging.WARNING, logger="fracsight.data"):
+    refused = pytest.raises(NotADataFolderError, match="the class folders hold split folders")
+    with caplog.at_level(logging.WARNING, logger="fracsight.data"), refused:
         load_dataset(tmp_path / "classfirst")
     assert "is it the data set?" not in caplog.text
 
@@ -499,6 +500,28 @@ def test_class_names_that_mean_the_same_are_said(tmp_path: Path, caplog: pytest.
         load_dataset(tmp_path / "three")
         load_dataset(tmp_path / "split")
     assert "all read as" not in caplog.text and "for a fracture model, move" not in caplog.text
+    # side by side but one name in two spellings: three classes and no fracture head, unsaid
+    for name in ("fractured", "Non_fractured", "non-fractured"):
+        _png(tmp_path / "twice" / name / "a")
+    with caplog.at_level(logging.WARNING, logger="fracsight.data"):
+        load_dataset(tmp_path / "twice")
+    assert "'Non_fractured', 'non-fractured' all read as not fractured but are 2 classes" in caplog.text
+
+
+def test_split_folders_inside_class_folders_are_refused(tmp_path: Path) -> None:
+    """``fractured/{train,test}/``, as some downloads come: the split folders were taken for
+    sub-folders (not patients), the splits made anew, and the user's test images trained on."""
+    for name in ("fractured", "normal"):
+        for split in ("train", "test"):
+            for i in range(3):
+                _png(tmp_path / "set" / name / split / f"{i}", value=i)
+    with pytest.raises(NotADataFolderError, match=r"the class folders hold split folders \(fractured/"):
+        load_dataset(tmp_path / "set")
+    # a class's sub-folders that are no splits are still read (patients, types)
+    for name in ("fractured", "normal"):
+        for i in range(3):
+            _png(tmp_path / "patients" / name / f"p{i}" / "a", value=i)
+    assert len(load_dataset(tmp_path / "patients").samples) == 6
 
 
 def test_a_fracture_pair_beside_another_class_is_said_to_lose_the_fracture_head(

@@ -23,6 +23,7 @@ for grouping, by patient for example, and ignored as before).
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from dataclasses import replace
 from functools import cache
@@ -44,6 +45,20 @@ from fracsight.data.sample import CLASS, FRACTURE, Dataset, NotADataFolderError,
 __all__ = ["class_folders", "is_class_folders", "read_class_folders"]
 
 log = logging.getLogger(__name__)
+
+
+def _split_within_classes(class_dirs: list[Path]) -> list[str]:
+    """The split folders' names when every class folder holds its images in split folders
+    (``fractured/train/``, ``fractured/test/``: class first, as some downloads come), else none."""
+    found: set[str] = set()
+    for d in class_dirs:
+        if any(is_image_file(p) for p in d.iterdir()):
+            return []
+        held = [s for s in visible_dirs(d) if next(iter_images(s), None) is not None]
+        if not held or not all(split_name(s.name) and any(map(is_image_file, s.iterdir())) for s in held):
+            return []
+        found.update(s.name for s in held)
+    return sorted(found, key=name_order)
 
 
 def class_folders(root: Path) -> dict[str | None, list[Path]]:
@@ -79,6 +94,15 @@ def is_class_folders(root: Path) -> bool:
 def read_class_folders(root: Path) -> Dataset:
     """Read class folders into a :class:`Dataset` (layout ``"class-folders"``)."""
     per_split = class_folders(root)
+    within = _split_within_classes(per_split.get(None, []))
+    if within:  # read as patients' folders, the user's test images were trained on
+        first = per_split[None][0].name
+        raise NotADataFolderError(
+            f"{root}: the class folders hold split folders ({first}/{within[0]}/, ...): fracsight reads "
+            f"splits as <train|val|test>/<class>/<image>, so these would be ignored and their images "
+            f"split anew; arrange them as {within[0]}/{first}/, ... (or put each class's images "
+            f"together to have the splits made)"
+        )
     _warn_loose_files(root)
     skipped: list[Path] = []
     folders = [(split, d, list(iter_images(d, skipped))) for split, dirs in per_split.items() for d in dirs]
@@ -363,10 +387,13 @@ def _warn_same_meaning(root: Path, names: set[str], splits: list[set[str]]) -> N
     """Say when several class names read as one fracture label, each in other splits
     (``train/Fracture``, ``val/Fractured``: sets merged from two sources): each is trained as a
     class of its own. Names side by side in one folder (``normal``, ``abnormal``, ``fracture``)
-    were chosen so: nothing said."""
+    were chosen so: nothing said, unless they differ only in punctuation (``Non_fractured``,
+    ``non-fractured``: one label twice, read as three classes and no fracture head)."""
     for value, meaning in ((1, "fractured"), (0, "not fractured")):
         same = sorted(n for n in names if fracture_polarity(n) == value)
-        if len(same) > 1 and splits and all(len(classes.intersection(same)) <= 1 for classes in splits):
+        in_other_splits = splits and all(len(classes.intersection(same)) <= 1 for classes in splits)
+        unpunctuated = {re.sub(r"[\W_]+", "", name_key(n)) for n in same}
+        if len(same) > 1 and (in_other_splits or len(unpunctuated) < len(same)):
             log.warning(
                 "%s: the class folders %s all read as %s but are %d classes of their own here: if they "
                 "are one label give them one name (a fracture model needs one fractured and one not "
