@@ -995,6 +995,36 @@ def test_a_model_named_in_another_script_is_written_as_named(case, tmp_path: Pat
         assert "modèle " + str(record["version"]) in list(ds.SoftwareVersions)
 
 
+@needs_dciodvfy
+def test_a_long_model_name_and_a_backslash_in_a_region_name_are_written_as_one_value(
+    case, tmp_path: Path
+) -> None:
+    """A bundle named after its data folder (73 characters: Software Versions holds 64) gave no
+    result object at all, the error blaming the source's header, and the node started anyway; a
+    region (or class) `hand\\wrist` made the SR's code meaning two values and the presentation
+    state's text unbuildable."""
+    import json
+    import shutil
+
+    from fracsight.inference import resolve_bundle
+
+    bundle = Path(shutil.copytree(resolve_bundle(), tmp_path / "bundle"))
+    record = json.loads((bundle / "bundle.json").read_text(encoding="utf-8"))
+    record["name"] = "fracatlas_wrist_and_hand_subset_for_external_site_validation-small_cnn-64"
+    region = next(h for h in record["heads"] if h["name"] == "region")
+    region["classes"] = [f"{name}\\wrist" for name in region["classes"]]
+    (bundle / "bundle.json").write_text(json.dumps(record), encoding="utf-8")
+    named = Predictor(bundle)
+    path, source, _ = case
+    prediction = named.predict(path)
+    assert prediction.region.endswith("\\wrist")
+    made = result_datasets(source, prediction, named)
+    assert [ds.Modality for ds in made] == ["SR", "PR", "OT"]
+    for k, ds in enumerate(made):
+        _assert_valid(ds, tmp_path / f"{k}.dcm")
+        assert ds.SoftwareVersions[1] == record["name"][:64]
+
+
 def test_several_windows_give_the_state_the_one_the_reader_used(
     case, predictor: Predictor, tmp_path: Path
 ) -> None:
@@ -1968,3 +1998,18 @@ def test_results_are_decided_at_the_operating_point_asked(fracatlas_dir: Path, t
     assert "triage" in said, said
     refused = runner.invoke(cli_app, [*args, "nosuch", "--out", str(tmp_path / "o2")])
     assert refused.exit_code == 2 and not (tmp_path / "o2").exists(), refused.output
+
+
+def test_a_model_whose_results_cannot_be_made_stops_the_node_at_its_warm_up(monkeypatch) -> None:
+    """The node's warm-up builds the result objects of a made-up, valid radiograph: when they fail
+    (a model's name DICOM could not carry did so), every image would, and the node logged "ready",
+    acknowledged each C-STORE and failed it as `results_error`. Now the model is refused at start."""
+    from fracsight.dicom import result_pool
+    from fracsight.errors import BundleError
+
+    def refused(*args: object) -> None:
+        raise DicomSourceError("could not build the sr object from this DICOM object (ValueError)")
+
+    monkeypatch.setattr(result_pool, "_result_objects", refused)
+    with pytest.raises(BundleError, match="the result objects of a made-up radiograph could not be made"):
+        result_pool._warm_up(Predictor())

@@ -26,6 +26,7 @@ from fracsight.dicom.results_context import (
     carriable_window,
     instance_number,
     laterality,
+    one_value,
     series,
 )
 from fracsight.errors import DicomSourceError
@@ -63,7 +64,7 @@ def _summary_objects(prediction: Prediction) -> list[hd.pr.TextObject]:
         top = 0.01 + i * _LINE_HEIGHT
         objects.append(
             hd.pr.TextObject(
-                text_value=line,
+                text_value=one_value(line, 1024),  # Short Text: no backslash
                 units=hd.pr.AnnotationUnitsValues.DISPLAY,
                 bounding_box=(0.01, top, 0.99, top + _LINE_HEIGHT),
                 text_justification=hd.pr.TextJustificationValues.LEFT,

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from fracsight._malloc import is_large, release_freed_memory
 from fracsight.dicom._logging import setup_logging
 from fracsight.dicom.spool import write_durably
-from fracsight.errors import FracsightError, ModelOutputError
+from fracsight.errors import BundleError, DicomSourceError, FracsightError, ModelOutputError
 
 if TYPE_CHECKING:
     from fracsight.inference import Prediction, Predictor
@@ -371,6 +371,12 @@ def _warm_up(predictor: Predictor) -> None:
         _result_objects(predictor, KINDS, data, radiograph, prediction)
     except ModelOutputError:  # a broken model (NaN out): every image would fail; the node does not start
         raise
+    except DicomSourceError:  # of a valid made-up radiograph: no image's would be made either
+        raise BundleError(
+            f"{predictor.name}: the result objects of a made-up radiograph could not be made with this "
+            "model, so every image would end without results (a value of the model's, its name or a "
+            "class, may be one DICOM cannot carry)"
+        ) from None
     except Exception as e:  # a cold start is slower, not wrong
         log.debug("warm-up failed: %s", type(e).__name__)
 

@@ -30,6 +30,7 @@ __all__ = [
     "aid",
     "instance_number",
     "laterality",
+    "one_value",
     "plural",
     "series",
 ]
@@ -62,6 +63,14 @@ def aid(result: Prediction | StudyPrediction) -> str:
     return CLASSIFICATION if result.fracture_probability is None else result.finding
 
 
+def one_value(text: str, limit: int = 64) -> str:
+    """A text of the bundle's (its name, a class's) as one value of a DICOM string element: a
+    backslash separates values, and a Long String holds 64 characters. A 73-character bundle
+    name (named after its data folder) failed every result object, and a class ``AP\\PA`` made
+    the SR's code meaning two values and the presentation state's text unbuildable."""
+    return text.replace("\\", "/")[:limit]
+
+
 def series(kind: str, aid_for: str = FRACTURE) -> SeriesInfo:
     """The series of a result kind, named for what the results are an aid for (:func:`aid`)."""
     return SeriesInfo(
@@ -85,7 +94,8 @@ class ResultContext:
     def of(cls, predictor: Predictor) -> ResultContext:
         spec = predictor.spec
         point = point_key(spec, predictor.operating_point)
-        return cls(spec.name, str(spec.version), model_checksum(predictor), datetime.datetime.now(), point)
+        name, version = one_value(spec.name), one_value(str(spec.version))
+        return cls(name, version, model_checksum(predictor), datetime.datetime.now(), point)
 
     def at_other_points(self, predictor: Predictor) -> list[ResultContext]:
         """This context at each of the model's other operating points (whose verdicts are chains of
@@ -96,7 +106,7 @@ class ResultContext:
 
     @property
     def software_versions(self) -> list[str]:
-        return [f"fracsight {__version__}", f"{self.algorithm_name} {self.algorithm_version}"]
+        return [f"fracsight {__version__}", one_value(f"{self.algorithm_name} {self.algorithm_version}")]
 
     def equipment(self) -> dict[str, Any]:
         """General Equipment attributes (highdicom keyword arguments)."""

@@ -39,6 +39,7 @@ from fracsight.dicom.results_context import (
     aid,
     instance_number,
     laterality,
+    one_value,
     series,
 )
 from fracsight.inference.results import ABNORMALITY, NOTICE, ClassResult, Prediction, StudyPrediction
@@ -94,7 +95,7 @@ def _private(name: str) -> Code:
     value = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:16]
     if value != name:  # keep distinct names distinct after cleaning
         value = value[:9] + "-" + hashlib.sha256(name.encode()).hexdigest()[:6]
-    return Code(value, PRIVATE_SCHEME, name[:64] or "?")
+    return Code(value, PRIVATE_SCHEME, one_value(name) or "?")
 
 
 def region_code(region: str) -> Code:
