@@ -115,6 +115,26 @@ def test_int8_calibration_is_refitted_on_its_own_validation_outputs(
 
 
 @pytest.mark.slow
+def test_quantizing_leaves_logging_as_it_was(tiny_bundle: Path, tmp_path: Path) -> None:
+    """onnxruntime's quantizer logs through the root logger, which then had logging's default
+    handler: every later warning of `quantize` read `WARNING:fracsight.data.sample:...`, twice."""
+    script = (  # a process of its own: pytest gives the root logger handlers of its own
+        "import logging, sys, numpy as np\n"
+        "from pathlib import Path\n"
+        "from fracsight._terminal import install_warning_printer\n"
+        "from fracsight.quantize.int8 import quantize_onnx\n"
+        "install_warning_printer()\n"
+        "image = np.random.default_rng(0).random((int(sys.argv[3]),) * 2, dtype=np.float32)\n"
+        "quantize_onnx(Path(sys.argv[1]), Path(sys.argv[2]), [image])\n"
+        "logging.getLogger('fracsight.data.sample').warning('after quantizing')\n"
+    )
+    size = str(load_bundle_spec(tiny_bundle).input_size)
+    args = [sys.executable, "-c", script, str(tiny_bundle / "model.onnx"), str(tmp_path / "int8.onnx"), size]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines()[-1] == "warning: after quantizing", done.stderr
+
+
 def test_gate_refuses_and_writes_nothing(tiny_bundle: Path, tiny_dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "refused"
     # no INT8 model reproduces the float heatmaps exactly: a required correlation of 1 must fail

@@ -11,8 +11,10 @@ nothing measurable (docs/benchmark.md).
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,21 @@ def _quantization_tools():
     return quantization, quant_pre_process
 
 
+@contextmanager
+def _root_logger_kept() -> Iterator[None]:
+    """onnxruntime's quantizer logs through the root logger (``logging.info``), which gives it
+    logging's default handler when it has none: every later warning of the command came out as
+    ``WARNING:fracsight.data.sample:...``, each as often as it was logged, not as ``warning: ...``
+    once. Handlers added meanwhile are taken off again."""
+    root = logging.getLogger()
+    before = list(root.handlers)
+    try:
+        yield
+    finally:
+        for handler in [h for h in root.handlers if h not in before]:
+            root.removeHandler(handler)
+
+
 def quantize_onnx(
     source: Path,
     target: Path,
@@ -72,7 +89,7 @@ def quantize_onnx(
     if not calibration_images:
         raise ConfigError("INT8 calibration needs at least one training image")
     quantization, quant_pre_process = _quantization_tools()
-    with tempfile.TemporaryDirectory(prefix="fracsight-int8-") as scratch:
+    with _root_logger_kept(), tempfile.TemporaryDirectory(prefix="fracsight-int8-") as scratch:
         prepared = Path(scratch) / "prepared.onnx"
         # shape inference and graph folding first, as onnxruntime recommends before quantizing
         source = Path(source).resolve()
