@@ -517,6 +517,13 @@ def test_split_folders_inside_class_folders_are_refused(tmp_path: Path) -> None:
                 _png(tmp_path / "set" / name / split / f"{i}", value=i)
     with pytest.raises(NotADataFolderError, match=r"the class folders hold split folders \(fractured/"):
         load_dataset(tmp_path / "set")
+    for name in ("fractured", "normal"):  # each split's images in patients' folders, a notes folder
+        for split in ("train", "test"):
+            for i in range(3):
+                _png(tmp_path / "deeper" / name / split / f"p{i}" / "a", value=i)
+    (tmp_path / "deeper" / "notes").mkdir()
+    with pytest.raises(NotADataFolderError, match=r"the class folders hold split folders"):
+        load_dataset(tmp_path / "deeper")
     # a class's sub-folders that are no splits are still read (patients, types)
     for name in ("fractured", "normal"):
         for i in range(3):

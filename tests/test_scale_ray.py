@@ -1452,6 +1452,14 @@ def test_a_job_stopped_before_its_first_row_removes_only_what_it_made(tmp_path: 
     c = BatchOutput(tmp_path / "new" / "deep" / "c", ("path", "error_code"), model)
     c.end_early("stopped")  # nothing else there: all it made goes
     assert not (tmp_path / "new").exists()
+    # files put into the job's own new folder while it waited for CPUs: they stay, and so does it
+    d = BatchOutput(tmp_path / "new" / "d", ("path", "error_code"), model)
+    (d.folder / "flagged").mkdir()
+    (d.folder / "flagged" / "case1.txt").write_text("mine")
+    (d.folder / "review.txt").write_text("mine too")
+    d.end_early("interrupted")
+    kept = sorted(p.relative_to(d.folder).as_posix() for p in d.folder.rglob("*"))
+    assert kept == ["flagged", "flagged/case1.txt", "review.txt"]
 
 
 def test_ray_address_from_the_environment_is_the_cluster_used(

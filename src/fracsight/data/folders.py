@@ -51,14 +51,22 @@ def _split_within_classes(class_dirs: list[Path]) -> list[str]:
     """The split folders' names when every class folder holds its images in split folders
     (``fractured/train/``, ``fractured/test/``: class first, as some downloads come), else none."""
     found: set[str] = set()
+    classes = 0
     for d in class_dirs:
-        if any(is_image_file(p) for p in d.iterdir()):
+        try:
+            if any(is_image_file(p) for p in d.iterdir()):
+                return []
+        except OSError:  # a folder that cannot be listed is said where its images are read
             return []
         held = [s for s in visible_dirs(d) if next(iter_images(s), None) is not None]
-        if not held or not all(split_name(s.name) and any(map(is_image_file, s.iterdir())) for s in held):
+        if not held:  # no images (a notes folder)
+            continue
+        if not all(split_name(s.name) for s in held):  # patients, types
             return []
         found.update(s.name for s in held)
-    return sorted(found, key=name_order)
+        classes += 1
+    # one folder of split folders is a data set inside, pointed to by its own warning
+    return sorted(found, key=name_order) if classes >= 2 else []
 
 
 def class_folders(root: Path) -> dict[str | None, list[Path]]:

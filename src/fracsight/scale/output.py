@@ -286,11 +286,27 @@ class BatchOutput:
     def end_early(self, status: str) -> None:
         """The job stops before it is done (``status``: ``stopped`` or ``interrupted``; ``complete``
         for one stopped after its last row was committed): job.json says so, or, when this job
-        created the folder and committed nothing, the folder is removed (a job that could not start
+        created the folder and committed nothing, what it made there is removed, and the folder
+        with it unless someone put files of their own in it meanwhile (a job that could not start
         leaves no output behind)."""
         if self.created and not self.rows_done:
             self.close()
-            shutil.rmtree(self.folder, ignore_errors=True)
+            # never the folder's whole tree: a job waiting for free CPUs on a busy cluster can sit
+            # long enough before its first commit for people to use the new folder, and Ctrl-C
+            # took their notes with it
+            files = [self.folder / name for name in (JOB_FILE, NOTICE_FILE, CSV_FILE, LOCK_FILE)]
+            for made in [*files, *self.parts.glob(".*.tmp"), *self.folder.glob(".*.tmp"), self.parts]:
+                with contextlib.suppress(OSError):  # gone already, or never made
+                    made.rmdir() if made.is_dir() else made.unlink()
+            try:
+                self.folder.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError:
+                logging.getLogger("fracsight.scale").warning(
+                    "%s kept: it holds files this job did not make", self.folder
+                )
+                return
             # the folders made above it, while still empty: another job's or the user's files may
             # be in them by now (they were removed with them)
             for above in self.folder.parents:
