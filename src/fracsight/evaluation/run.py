@@ -50,6 +50,7 @@ from fracsight.data.leakage import (
 from fracsight.errors import ConfigError, DatasetError, OutputFolderError
 
 if TYPE_CHECKING:
+    from fracsight.bundle import BundleSpec
     from fracsight.evaluation.report import PositiveWords
 
 __all__ = [
@@ -726,6 +727,20 @@ def model_class_index(
             f"the model does not know {unknown}{hint}"
         )
     return {i: list(model_classes).index(c) for i, c in enumerate(data_classes)}
+
+
+def class_labels_of_model(
+    spec: BundleSpec, samples: Sequence[Sample], class_names: Mapping[str, Sequence[str]] | None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Which ``samples`` have a class label, and those labels as the indices of ``spec``'s class head
+    (the data's classes matched by name: data holding some of the model's classes numbers them
+    otherwise); None when the model has no class head, the data no classes or no sample a label."""
+    head = spec.head("class")
+    index = model_class_index(class_names or {}, head.classes if head else ())
+    known = np.array([CLASS in s.labels for s in samples])
+    if index is None or not known.any():
+        return None
+    return known, np.array([index[s.labels[CLASS]] for s in samples if CLASS in s.labels])
 
 
 def _nothing_to_measure(data_dir: Path, predictor: Any, dataset: Dataset) -> str:

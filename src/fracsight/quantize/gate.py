@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from fracsight.bundle import BundleSpec
-from fracsight.data import CLASS, FRACTURE, Sample
+from fracsight.data import FRACTURE, Sample
 from fracsight.errors import ConfigError
 from fracsight.evaluation.metrics import auroc
 from fracsight.preprocessing import Letterbox
@@ -85,7 +85,7 @@ def measure_gate(
     ``class_names``: the data set's (:attr:`Dataset.class_names`), so that its class numbers are
     compared with the model's class of the same name, not the one at the same index.
     """
-    from fracsight.evaluation.run import model_class_index
+    from fracsight.evaluation.run import class_labels_of_model
     from fracsight.explain import denormalize_box, hit_rate, iou
     from fracsight.inference.predictor import localization_map
 
@@ -123,18 +123,13 @@ def measure_gate(
             for name, tops in (("float", float_tops), ("int8", own_settings)):
                 measured[f"{name}_hit_rate"] = hit_rate([tops[i] for i in fractured], trues, 0.1).hit_rate_iou
             measured["hit_rate_drop"] = measured["float_hit_rate"] - measured["int8_hit_rate"]
-    class_head = float_spec.head("class")
-    class_index = model_class_index(class_names, class_head.classes if class_head else ())
-    if class_index is not None and "class" in float_outputs:
-        known = np.array([CLASS in s.labels for s in val])
-        if known.any():
-            y_cls = np.array([class_index[s.labels[CLASS]] for s in val if CLASS in s.labels])
-            for name, outputs in (("float", float_outputs), ("int8", int8_outputs)):
-                right = outputs["class"][known].argmax(1) == y_cls
-                measured[f"{name}_class_accuracy"] = float(right.mean())
-            measured["class_accuracy_drop"] = (
-                measured["float_class_accuracy"] - measured["int8_class_accuracy"]
-            )
+    labelled = class_labels_of_model(float_spec, val, class_names)
+    if labelled is not None and "class" in float_outputs:
+        known, y_cls = labelled
+        for name, outputs in (("float", float_outputs), ("int8", int8_outputs)):
+            right = outputs["class"][known].argmax(1) == y_cls
+            measured[f"{name}_class_accuracy"] = float(right.mean())
+        measured["class_accuracy_drop"] = measured["float_class_accuracy"] - measured["int8_class_accuracy"]
     return measured
 
 

@@ -223,23 +223,20 @@ def fit_to_outputs(
     point is fitted only where it has class labels, mapped to the model's classes by name (a
     class the model does not know: :class:`~fracsight.errors.DatasetError`).
     """
-    from fracsight.evaluation.run import model_class_index
+    from fracsight.evaluation.run import class_labels_of_model
 
     validation: dict[str, Any] = {"n": len(val)}
     has_fracture = spec.head("fracture") is not None
     if has_fracture:
         spec, fitted = _fit_fracture(spec, val, val_outputs["fracture"])
         validation.update(fitted)
-    class_head = spec.head("class")
-    class_index = model_class_index(class_names or {}, class_head.classes if class_head else ())
-    if class_index is not None and "class" in val_outputs:
-        known = np.array([CLASS in s.labels for s in val])
-        if known.any():
-            y_cls = np.array([class_index[s.labels[CLASS]] for s in val if CLASS in s.labels])
-            class_probs = softmax(val_outputs["class"][known].astype(np.float64), axis=1)
-            validation["class_accuracy"] = float((class_probs.argmax(1) == y_cls).mean())
-            choice = class_confidence_threshold(y_cls, class_probs)
-            spec = dataclasses.replace(spec, class_operating_point=ClassOperatingPoint(**vars(choice)))
+    labelled = class_labels_of_model(spec, val, class_names)
+    if labelled is not None and "class" in val_outputs:
+        known, y_cls = labelled
+        class_probs = softmax(val_outputs["class"][known].astype(np.float64), axis=1)
+        validation["class_accuracy"] = float((class_probs.argmax(1) == y_cls).mean())
+        choice = class_confidence_threshold(y_cls, class_probs)
+        spec = dataclasses.replace(spec, class_operating_point=ClassOperatingPoint(**vars(choice)))
     # a bundle whose boxes come from a grafted detector keeps its settings (chosen on validation
     # when the detector was trained); only heatmap-traced boxes are refitted here
     if has_fracture and spec.localization.get("boxes") != "detector":
