@@ -14,7 +14,9 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -200,6 +202,20 @@ def test_image_and_dicom_show_what_predict_says(
     assert exported is not None and exported.read_text() == cli_csv.read_text()
     exported_json = desktop.export_json(tmp_path / "desktop.json")
     assert exported_json is not None and json.loads(exported_json.read_text()) == json.loads(expected)
+    # a link to the user's file and a pipe are written into, as `predict --csv` does: a new file was
+    # renamed over them (the link gone, its file unchanged; the pipe's reader got nothing)
+    mine = tmp_path / "mine.csv"
+    mine.write_text("old")
+    (tmp_path / "link.csv").symlink_to(mine)
+    assert desktop.export_csv(tmp_path / "link.csv") is not None
+    assert (tmp_path / "link.csv").is_symlink() and mine.read_text() == cli_csv.read_text()
+    os.mkfifo(tmp_path / "pipe.csv")
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append((tmp_path / "pipe.csv").read_bytes()))
+    reader.start()
+    assert desktop.export_csv(tmp_path / "pipe.csv") is not None
+    reader.join(30)
+    assert received == [cli_csv.read_bytes()] and stat.S_ISFIFO(os.lstat(tmp_path / "pipe.csv").st_mode)
     # a name of another format: refused (a PNG was written under it); the dialog suggests the name
     # with its folders, as the web app does (two patients' image1.png got one name)
     from fracsight.app.logic import overlay_file_name
@@ -904,6 +920,27 @@ def test_the_command_opens_the_window_and_fails_cleanly(
         running.send_signal(stop)
         assert running.wait(timeout=90) == 0, stop
         assert running.stderr is not None and "terminate called" not in running.stderr.read()
+    # Ctrl-C in the terminal while a folder is predicted: KeyboardInterrupt out of the main loop,
+    # the process ended with ONNX Runtime mid-image and aborted (core dump); now closed as above
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(40):  # copies, not links: each its own image to predict
+        shutil.copyfile(inputs[0], folder / f"{i:02d}.jpg")
+    log.unlink()
+    running = subprocess.Popen(
+        [*command, str(folder), "--timing-log", str(log)],
+        env=display_env(display),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 90
+    while not (log.exists() and "first_result" in log.read_text()):
+        assert running.poll() is None and time.monotonic() < deadline, "no result"
+        time.sleep(0.1)
+    running.send_signal(signal.SIGINT)
+    assert running.wait(timeout=90) == 130
+    assert running.stderr is not None and "terminate called" not in running.stderr.read()
+    assert "batch_finished" not in log.read_text()  # stopped mid-folder, not after it
 
     missing = subprocess.run(
         [*command, str(tmp_path / "nope.jpg")], capture_output=True, text=True, timeout=60

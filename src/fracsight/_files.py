@@ -10,7 +10,15 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["fsync_dir", "keep_permissions", "replace_atomically", "replaced_by"]
+__all__ = [
+    "fsync_dir",
+    "is_stream",
+    "keep_permissions",
+    "replace_atomically",
+    "replaced_by",
+    "replaced_whole",
+    "write_output",
+]
 
 _TMP = ".tmp"
 # an evaluation's scratch folder in its --out: one a killed run left is not the user's content
@@ -56,6 +64,33 @@ def replace_atomically(
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(target.parent)
+
+
+def is_stream(path: Path) -> bool:
+    """A pipe, a terminal or device, or a socket (``--csv >(gzip > r.gz)``, ``/dev/stderr``,
+    ``/dev/null``): written into, nothing of the user's replaced."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
+
+
+def replaced_whole(path: Path) -> bool:
+    """Whether an output file is replaced by renaming a new one over it: a regular file (not a
+    link, a pipe or a device, written into as before) in a folder that can take the new one."""
+    regular = not os.path.lexists(path) or (path.is_file() and not path.is_symlink())
+    return regular and os.access(path.parent, os.W_OK | os.X_OK)
+
+
+def write_output(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(path)`` for an output the user chose: a regular file replaced whole
+    (:func:`replace_atomically`), a link, a pipe or a device written into. Renaming over them
+    replaced a FIFO, ``/dev/full`` (as root) or a link to the user's file with a new file."""
+    if replaced_whole(path):
+        replace_atomically(path, write)
+    else:
+        write(path)
 
 
 def _link_new(tmp: Path, target: Path) -> None:

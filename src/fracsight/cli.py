@@ -10,7 +10,6 @@ import json
 import os
 import shlex
 import signal
-import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -21,7 +20,7 @@ import typer
 from typer.core import TyperGroup
 
 from fracsight import __version__
-from fracsight._files import replace_atomically
+from fracsight._files import is_stream, replace_atomically, replaced_whole
 from fracsight._options import ModelOption, refuse_option_as_name, split_callback
 from fracsight._output import STOP_SIGNALS, ignore_further_stops, terminate_as_exit
 from fracsight._terminal import (
@@ -387,7 +386,7 @@ def refuse_output(path: Path | None, *, folder: bool, overwrite: bool = True, op
         problem = "bad_output", f"{path} is a link whose target does not exist ({os.readlink(path)})"
     elif not folder and path.is_dir():
         problem = "bad_output", f"{path} is a folder; give a file name"
-    elif not folder and not overwrite and os.path.lexists(path) and not _a_stream(path):  # dangling links too
+    elif not folder and not overwrite and os.path.lexists(path) and not is_stream(path):  # dangling links too
         problem = "exists", f"{path} exists; pass --overwrite to replace it"
     elif folder and not overwrite and path.is_dir() and any(_user_entries(path)):
         problem = "exists", f"{path} is not empty; pass --overwrite to write into it"
@@ -407,27 +406,9 @@ def _writable(path: Path, folder: bool) -> bool:
     """Whether the output can be written: into the folder, over the file (a pipe, a device, a file in
     a folder of someone else's is written into), or, where there is none yet, in its folder."""
     target = Path(os.path.realpath(path)) if path.is_symlink() else path  # a link is written through
-    if target.exists() and (folder or not _replaced_whole(path)):
+    if target.exists() and (folder or not replaced_whole(path)):
         return os.access(target, os.W_OK | (os.X_OK if folder else 0))
     return target.parent.is_dir() and os.access(target.parent, os.W_OK | os.X_OK)
-
-
-def _a_stream(path: Path) -> bool:
-    """A pipe, a terminal or device, or a socket (``--csv >(gzip > r.gz)``, ``/dev/stderr``,
-    ``/dev/null``): written into, nothing of the user's replaced, so no ``--overwrite`` asked for
-    (they were refused as files that "exist")."""
-    try:
-        mode = os.stat(path).st_mode
-    except (OSError, ValueError):
-        return False
-    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
-
-
-def _replaced_whole(path: Path) -> bool:
-    """Whether an output file is replaced by renaming a new one over it: a regular file (not a
-    link, a pipe or a device, written into as before) in a folder that can take the new one."""
-    regular = not os.path.lexists(path) or (path.is_file() and not path.is_symlink())
-    return regular and os.access(path.parent, os.W_OK | os.X_OK)
 
 
 def _listen_address(host: str) -> str:
@@ -811,10 +792,10 @@ def _write_csv(path: Path, text: str, overwrite: bool) -> tuple[str, str] | None
     # newline="": the rows end in CRLF (RFC 4180) as written, never CR CR LF (Windows)
     created = False
     try:
-        if overwrite and _replaced_whole(path):
+        if overwrite and replaced_whole(path):
             replace_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8", newline=""))
         else:
-            written_into = overwrite or _a_stream(path)
+            written_into = overwrite or is_stream(path)
             with open(path, "w" if written_into else "x", encoding="utf-8", newline="") as f:
                 created = not written_into
                 f.write(text)

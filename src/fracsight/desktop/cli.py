@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 from typing import Annotated
@@ -9,7 +10,7 @@ from typing import Annotated
 import typer
 
 from fracsight._options import ModelOption
-from fracsight._output import signals_handled
+from fracsight._output import STOP_SIGNALS, signals_handled
 from fracsight._terminal import error_line
 from fracsight.desktop.priority import MODEL_NICENESS
 
@@ -86,8 +87,18 @@ def desktop_command(
     if timing is not None:
         root.update_idletasks()
         timing.write("window_built")
-    # SIGTERM or SIGHUP (a session logging out, `kill`, the terminal closed): closed as by the close
-    # button, which waits for the image in progress (exiting while ONNX Runtime runs aborts the
-    # process), then exit 0; the window gone, a late signal ends the process as any command's does
-    with signals_handled(lambda *_: root.after(0, app.close)):
+    # SIGTERM or SIGHUP (a session logging out, `kill`, the terminal closed), and Ctrl-C in the
+    # terminal: closed as by the close button, which waits for the image in progress (exiting while
+    # ONNX Runtime runs aborts the process: "terminate called without an active exception"), then
+    # exit 0, or 130 after Ctrl-C as for every command; the window gone, a late signal ends the
+    # process as any command's does
+    stops: list[int] = []
+
+    def close(signum: int, _frame: object) -> None:
+        stops.append(signum)
+        root.after(0, app.close)
+
+    with signals_handled(close, (*STOP_SIGNALS, signal.SIGINT)):
         root.mainloop()
+    if signal.SIGINT in stops:
+        raise typer.Exit(130)

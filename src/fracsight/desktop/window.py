@@ -21,7 +21,7 @@ from pathlib import Path
 from tkinter import filedialog, font, ttk
 from typing import Any
 
-from fracsight._files import replace_atomically
+from fracsight._files import write_output
 from fracsight.app.logic import (
     COLOURS,
     ClassSummary,
@@ -981,7 +981,7 @@ class DesktopApp:
 
     def _write(self, path: Path, text: str) -> bool:
         try:
-            replace_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+            write_output(path, lambda target: target.write_text(text, encoding="utf-8"))
         except OSError as e:
             self._set_status(f"Could not save {path.name}: {e.strerror or e}")
             return False
