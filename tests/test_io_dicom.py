@@ -621,6 +621,17 @@ def test_dicom_without_pixel_data(sop_class: str, why: str) -> None:
         read_image(data[: data.index(b"\xe0\x7f\x10\x00")], name="x.dcm")
 
 
+def test_dicom_with_empty_pixel_data() -> None:
+    """Pixel Data present with no value (0 bytes): `len(None)` gave "TypeError: object of type
+    '...' has no len()" as an unreadable image."""
+    ds = pydicom.dcmread(io.BytesIO(make_dicom(RAMP12)))
+    ds.PixelData = b""
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    with pytest.raises(NoPixelDataError, match=r"^x\.dcm: DICOM file's \(7FE0,0010\) Pixel Data is empty"):
+        read_image(buf.getvalue(), name="x.dcm")
+
+
 @pytest.mark.parametrize(
     ("photometric", "samples"),
     [("RGB", 1), ("YBR_FULL", 1), ("PALETTE COLOR", 3), ("MONOCHROME2", 3), ("CMYK", 4)],

@@ -183,6 +183,10 @@ def _read(
     notes.extend(check_object(ds, label))
     if "PixelData" not in ds:
         raise NoPixelDataError(f"{label}DICOM file has no (7FE0,0010) Pixel Data: {_why_no_pixels(ds)}")
+    if not ds.PixelData:  # the element there without a value: an anonymiser's blanking, a failed copy
+        raise NoPixelDataError(
+            f"{label}DICOM file's (7FE0,0010) Pixel Data is empty (0 bytes): no image to read"
+        )
     photometric = str(ds.get("PhotometricInterpretation") or "").strip().upper()
     samples = int(ds.get("SamplesPerPixel") or 1)
     if not photometric:
