@@ -137,6 +137,23 @@ def test_yaml_values_are_read_as_the_option_types(tmp_path):
     assert cfg.augment.gamma == (0.9, 1.1) and isinstance(cfg.input_size, int)
 
 
+def test_paths_in_yaml_expand_the_home_folder_and_booleans_take_one_and_zero(tmp_path, monkeypatch):
+    """`out: ~/runs/exp1` in YAML trained into ./~/runs/exp1 (no shell expands it there), said as
+    ~/runs/exp1; `amp: 1` was "expected a boolean" where `--set amp=1` was read."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    path = tmp_path / "c.yaml"
+    path.write_text("out: ~/runs/exp1\ncache_dir: ~/.cache/fracsight\ndata: ~/wrists\namp: 1\n")
+    cfg = load_config(path, ["init=~/runs/a/best.pt", "pretrained=~/weights.pt", "name=~x"])
+    home = tmp_path / "home"
+    assert (cfg.out, cfg.cache_dir, cfg.data) == (
+        f"{home}/runs/exp1",
+        f"{home}/.cache/fracsight",
+        f"{home}/wrists",
+    )
+    assert (cfg.init, cfg.pretrained) == (f"{home}/runs/a/best.pt", f"{home}/weights.pt")
+    assert cfg.name == "~x" and cfg.amp is True  # a name is no path
+
+
 @pytest.mark.parametrize(
     ("device", "flags", "expected"),
     [
@@ -485,6 +502,34 @@ def test_init_starts_from_an_earlier_run_and_keeps_it_when_nothing_beats_it(tiny
         ).fit()
     (said,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("init:")]
     assert "validation and test images are images" in said and "trained on (the same bytes)" in said
+
+
+def test_a_resumed_run_keeps_its_own_weights_whatever_became_of_init(tiny_dataset, tmp_path):
+    """`--resume` loaded `init` again: a run whose init checkpoint was moved since could never be
+    resumed ("init: no checkpoint at ..."), and one whose init was retrained since cached its frozen
+    stages' features from the new weights while its network kept the old ones, unsaid. last.pt holds
+    every weight: a resumed run trains on as it would have, init intact, replaced or gone."""
+    dataset = load_dataset(tiny_dataset)
+
+    def fit(out: str, *settings: str, resume: bool = False, force: bool = False):
+        cfg = load_config(None, [*TINY, *settings], data=str(tiny_dataset), out=str(tmp_path / out))
+        return Trainer(cfg, dataset, show_progress=False).fit(resume=resume, force=force)
+
+    whole = ["feature_cache_variants=0", "unfreeze_from=0"]  # every stage of the start trained
+    fit("base", *whole)
+    init = f"init={tmp_path / 'base' / 'best.pt'}"
+    for run in ("a", "b"):
+        fit(run, init, "epochs=0")  # its frozen epoch only
+    intact = fit("a", init, "epochs=1", resume=True).history
+    fit("base", *whole, "lr_finetune=0.01", "seed=3", force=True)  # init retrained meanwhile
+    replaced = fit("b", init, "epochs=1", resume=True).history
+
+    def without_seconds(history: list[dict]) -> list[dict]:
+        return [{k: v for k, v in epoch.items() if k != "seconds"} for epoch in history]
+
+    assert len(intact) == 2 and without_seconds(replaced) == without_seconds(intact)
+    (tmp_path / "base" / "best.pt").unlink()  # and gone
+    assert len(fit("a", init, "epochs=2", resume=True).history) == 3
 
 
 def test_init_from_a_run_whose_data_changed_since_says_it_could_not_check(tiny_dataset, tmp_path, caplog):
@@ -1058,6 +1103,35 @@ def test_a_run_that_stopped_early_resumed_as_it_was_trains_nothing(tiny_dataset,
     )
     on = Trainer(more, dataset, show_progress=False).fit(resume=True)
     assert len(on.history) == 6
+
+
+def test_resume_keeps_the_runs_schedule_unless_given(tiny_dataset, tmp_path, caplog):
+    """`train DATA --out RUN --resume` with the run's other settings but not its `epochs` and
+    `patience`: the defaults (12 and 4) replaced the run's 1 and 5, and a finished run trained on,
+    unsaid. The run's own schedule is kept; one given is said as a change."""
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    run = tmp_path / "run"
+    settings = [a for s in [*TINY, "arch=small_cnn", "pretrained=none"] for a in ("--set", s)]
+    start = ["train", str(tiny_dataset), "--out", str(run), *settings]
+    first = CliRunner().invoke(app, [*start, "--set", "epochs=1", "--set", "patience=5"])
+    assert first.exit_code == 0, first.output
+    history = (run / "history.json").read_text()
+    again = CliRunner().invoke(app, [*start, "--resume"])
+    assert again.exit_code == 0, again.output
+    assert "has trained 2 epochs, 2 asked (epochs_frozen + epochs): nothing to train" in again.output
+    assert (run / "history.json").read_text() == history
+    assert (
+        "epochs: 1\n" in (run / "config.yaml").read_text()
+        and "patience: 5\n" in (run / "config.yaml").read_text()
+    )
+    with caplog.at_level(logging.WARNING, logger="fracsight"):
+        longer = CliRunner().invoke(app, [*start, "--resume", "--set", "epochs=2"])
+    assert longer.exit_code == 0, longer.output
+    assert "--resume: the run's schedule changes: epochs 1 -> 2" in caplog.text
+    assert len(json.loads((run / "history.json").read_text())) == 3
 
 
 def test_a_second_run_into_a_folder_being_trained_into_is_refused(tiny_dataset, tmp_path):

@@ -564,7 +564,7 @@ def train(
             config, set_, resume=resume, data=str(data_dir) if data_dir else None, out=out, device=device
         )
         if resume:  # the run's own name and version, whatever the data folder is called now
-            cfg = with_run_identity(cfg, set_)
+            cfg = with_run_identity(cfg, set_, config)
         if not cfg.data:
             raise typer.BadParameter("give DATA_DIR or set `data:` in the config")
         if not resume:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -95,6 +96,9 @@ def _plain(value: Any) -> Any:
 
 _RECIPES = resources.files("fracsight.training").joinpath("recipes")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+# options that name a file or folder: `~` expanded, as the shell does on a command line but no
+# shell does in YAML (`out: ~/runs/a` trained into ./~/runs/a, said as ~/runs/a)
+_PATH_OPTIONS = frozenset({"data", "out", "cache_dir", "init", "pretrained"})
 
 
 def _typed(option: str, value: Any, current: Any) -> Any:
@@ -114,6 +118,8 @@ def _typed(option: str, value: Any, current: Any) -> Any:
     if isinstance(current, bool):
         if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
             return value.lower() in _TRUE
+        if type(value) is int and value in (0, 1):  # YAML `amp: 1`, as `--set amp=1` is read
+            return bool(value)
         if not isinstance(value, bool):
             raise TrainConfigError(f"{option}: expected a boolean, got {value!r}")
         return value
@@ -122,7 +128,7 @@ def _typed(option: str, value: Any, current: Any) -> Any:
             return str(value)
         if not isinstance(value, str):
             raise TrainConfigError(f"{option}: expected text, got {value!r} (quote it in YAML)")
-        return value
+        return os.path.expanduser(value) if option in _PATH_OPTIONS else value
     kind = type(current)
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise TrainConfigError(
@@ -217,21 +223,32 @@ def load_config(
     return base
 
 
-def with_run_identity(cfg: TrainConfig, overrides: list[str] | None) -> TrainConfig:
-    """``cfg`` with the name and version of the run it resumes (its config.yaml), unless given with
-    ``--set``: a name derived from the data folder's name changed when the folder was moved or
-    renamed, and the resume was refused for a name the user never gave."""
+def with_run_identity(
+    cfg: TrainConfig, overrides: list[str] | None, config: str | Path | None = None
+) -> TrainConfig:
+    """``cfg`` with the name and version, and the schedule (epochs, patience), of the run it resumes
+    (its config.yaml), unless given with ``--set`` or in the ``config`` file: a name derived from
+    the data folder's name changed when the folder was moved or renamed, and the resume was refused
+    for a name the user never gave; a finished run resumed without them trained on to the default
+    schedule (12 epochs where it had 1), unsaid."""
     given = {_split(item)[0] for item in overrides or []}
+    # a recipe's name is replaced by the data's (load_config), its schedule is the one given
+    scheduled = given | (set(_read_yaml(find_config(config))) if config is not None else set())
     try:
         saved = yaml.safe_load((Path(cfg.out) / "config.yaml").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return cfg
     if not isinstance(saved, dict):
         return cfg
-    kept = {
+    kept: dict[str, Any] = {
         k: str(saved[k])
         for k in ("name", "version")
         if k not in given and isinstance(saved.get(k), (str, int))
+    }
+    kept |= {
+        k: saved[k]
+        for k in ("epochs", "patience")
+        if k not in scheduled and type(saved.get(k)) is int and saved[k] >= 0
     }
     return dataclasses.replace(cfg, **kept)
 

@@ -649,6 +649,13 @@ class Trainer:
         if not isinstance(saved, dict):
             return  # nothing to compare with (a run folder from before either record)
         self._schedule_before = {key: saved.get(key) for key in ("epochs", "patience")}
+        schedule = [
+            f"{key} {before} -> {getattr(self.cfg, key)}"
+            for key, before in self._schedule_before.items()
+            if before is not None and before != getattr(self.cfg, key)
+        ]
+        if schedule:  # given with --set: said, for a finished run trains on
+            log.warning("--resume: the run's schedule changes: %s", ", ".join(schedule))
         asked = yaml.safe_load(yaml.safe_dump(self.cfg.to_dict()))  # the same round trip as the saved one
         changed = [
             f"{key} {saved.get(key)!r} -> {asked.get(key)!r}"
@@ -720,7 +727,9 @@ class Trainer:
         if not resume:  # as `fracsight train` checks it: a Trainer made in Python trained into runs/../../x
             check_new_run(self.cfg)
         self._claimed, self._replacing = False, []  # a Trainer fitted again: its earlier run is replaced
-        initial = self._initial_model(Path(self.cfg.init)) if self.cfg.init else None  # before writing
+        # before writing; not on resume: last.pt holds every weight, and init may be gone since
+        # (the run could never be resumed) or replaced (its frozen stages' features cached anew)
+        initial = self._initial_model(Path(self.cfg.init)) if self.cfg.init and not resume else None
         self.dataset.refuse_output_inside(self.run_dir)
         with self._callers_random_state(), self._run_folder_held():
             return self._fit(initial, resume, force)
@@ -814,7 +823,7 @@ class Trainer:
         # "prepared 22 training" of 24 images put in read as images lost
         has_test = any(s.split == "test" for s in self.dataset.samples)
         held_out = 0 if has_test else len(self.dataset.samples) - len(train_samples) - len(val_samples)
-        if cfg.init:
+        if cfg.init and state is None:  # said when the run started; on resume init may be gone
             fitted = {s.path for s in train_samples}
             self._warn_init_trained_on([s for s in self.dataset.samples if s.path not in fitted])
         train_samples = training_subset(train_samples, cfg.max_samples, cfg.seed)
@@ -827,6 +836,9 @@ class Trainer:
         seed_everything(cfg.seed)
         if initial is not None:
             model = initial
+        elif state is not None:  # the run's own weights, before its frozen stages' features are cached
+            model = create_model(cfg.arch, self.heads, pretrained=False)
+            model.load_state_dict(state["model"])
         else:
             pretrained: bool | str = {"imagenet": True, "none": False}.get(cfg.pretrained, cfg.pretrained)
             model = create_model(cfg.arch, self.heads, pretrained=pretrained)
@@ -870,7 +882,6 @@ class Trainer:
         best_score, best_epoch, start_epoch, since_best = -math.inf, 0, 1, 0
         last_path = self.run_dir / "last.pt"
         if state is not None:
-            model.load_state_dict(state["model"])
             history = json.loads(state["history"])
             best_score, best_epoch = state["best_score"], state["best_epoch"]
             start_epoch, since_best = state["epoch"] + 1, state["since_best"]
