@@ -76,8 +76,14 @@ def test_every_model_option_reads_fracsight_model() -> None:
         for param in command.params
         if "--model" in param.opts
     }
-    assert ("dicom", "listen") in with_model and ("predict",) in with_model
+    assert ("dicom", "listen") in with_model and ("predict",) in with_model and ("app",) in with_model
     assert {path for path, envvar in with_model.items() if envvar != "FRACSIGHT_MODEL"} == set()
+    # and compose gives every fracsight service the one environment the variable is set in: the web
+    # app had none, and stayed on the shipped model when the node and the API moved to another
+    shared = COMPOSE["x-fracsight"]["environment"]
+    for name, service in COMPOSE["services"].items():
+        if str(service.get("image", "")).startswith("localhost/fracsight"):
+            assert shared.items() <= (service.get("environment") or {}).items(), name
 
 
 @pytest.mark.fracatlas
