@@ -641,6 +641,36 @@ def test_heads_trained_on_other_data_count_the_validation_images_they_were_fitte
     )
 
 
+def test_a_copy_with_train_and_val_swapped_is_other_data_the_network_trained_on(
+    detector_bundle, tmp_path: Path
+) -> None:
+    """The base's FracAtlas set copied with dataset.csv's train and val swapped: its images, labels
+    and paths are the run's, so `export --data-dir` took it for the run's data moved, and `detector
+    train --data` never checked it; both fitted calibration and thresholds on images the network
+    trained on. The digest of a run's images records their splits now."""
+    from typer.testing import CliRunner
+
+    from fracsight.cli import app
+
+    data, base, _ = detector_bundle
+    swapped = tmp_path / "swapped"
+    shutil.copytree(data, swapped, symlinks=True)
+    text = (swapped / "dataset.csv").read_text(encoding="utf-8")
+    rows = text.replace(",train,", ",was-train,").replace(",val,", ",train,").replace(",was-train,", ",val,")
+    assert rows != text
+    (swapped / "dataset.csv").unlink()
+    (swapped / "dataset.csv").write_text(rows, encoding="utf-8")
+    refused = "validation images of"
+    for args in (
+        ["export", str(base.parent / "run"), str(tmp_path / "exported"), "--data-dir", str(swapped)],
+        ["detector", "train", str(base), str(tmp_path / "grafted"), "--data", str(swapped), "--epochs", "1"],
+    ):
+        result = CliRunner().invoke(app, args)
+        message = " ".join(result.stderr.split())
+        assert result.exit_code == 2 and refused in message and "trained on" in message, result.output
+    assert not (tmp_path / "exported").exists() and not (tmp_path / "grafted").exists()
+
+
 def test_a_split_another_data_set_lacks_is_refused_naming_evaluate(detector_bundle, tmp_path: Path) -> None:
     """`detector train --evaluate val` on other data without a val split: the hint named `--split`,
     an option `detector train` does not have; it names `--evaluate` now, before any work."""

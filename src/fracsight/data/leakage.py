@@ -37,6 +37,8 @@ __all__ = [
     "images_record",
     "label_conflicts",
     "leakage_effect",
+    "recorded_images",
+    "refuse_bundle_trained_on",
     "refuse_images_trained_on",
     "same_content",
     "same_data_folder",
@@ -101,13 +103,34 @@ class SplitLeakage:
 
 
 def images_record(root: Path, samples: list[Sample]) -> dict[str, Any]:
-    """Which images, with which labels, a run trains and validates on, as ``last.pt`` records it:
-    their number and a digest of their paths (relative to the data folder ``root``, so that a
-    moved folder is the same images) and labels."""
+    """Which images, with which labels and in which split, a run trains and validates on, as
+    ``last.pt`` records it: their number and a digest of their paths (relative to the data folder
+    ``root``, so that a moved folder is the same images), labels and splits. Without the splits
+    (until 2026-12-08) a copy with train and val swapped was the run's own data to ``export
+    --data-dir``: calibrated and thresholded on the images the network trained on."""
+    return {"images": len(samples), "images_sha256": _images_digest(root, samples, splits=True)}
+
+
+def _images_digest(root: Path, samples: Sequence[Sample], *, splits: bool) -> str:
     digest = hashlib.sha256()
-    for line in sorted(f"{_relative(s.path, root)}\t{sorted(s.labels.items())}" for s in samples):
+    lines = (
+        f"{_relative(s.path, root)}\t{sorted(s.labels.items())}" + (f"\t{s.split}" if splits else "")
+        for s in samples
+    )
+    for line in sorted(lines):
         digest.update(line.encode("utf-8", "surrogateescape") + b"\n")
-    return {"images": len(samples), "images_sha256": digest.hexdigest()}
+    return digest.hexdigest()
+
+
+def recorded_images(recorded: str | None, root: Path, samples: list[Sample]) -> bool:
+    """Whether ``samples`` are the images whose :func:`images_record` digest a run recorded as
+    ``recorded`` (or, for a run recorded before the splits were part of it, the digest it kept)."""
+    if recorded is None:
+        return False
+    return recorded in (
+        images_record(root, samples)["images_sha256"],
+        _images_digest(root, samples, splits=False),
+    )
 
 
 def images_content(root: Path, samples: Sequence[Sample]) -> str | None:
@@ -148,14 +171,14 @@ def split_as_trained(dataset: Dataset, seed: int, max_samples: int, trained_sha2
     returned, with a warning; otherwise ``dataset`` as it is."""
     from fracsight.data.splits import train_val_samples, training_subset
 
-    def record(data: Dataset) -> str:
+    def recorded(data: Dataset) -> bool:
         train, val = train_val_samples(data, seed)
-        return images_record(data.root, training_subset(train, max_samples, seed) + val)["images_sha256"]
+        return recorded_images(trained_sha256, data.root, training_subset(train, max_samples, seed) + val)
 
     flat = without_folder_groups(dataset)
-    if trained_sha256 is None or flat is None or record(dataset) == trained_sha256:
+    if trained_sha256 is None or flat is None or recorded(dataset):
         return dataset
-    if record(flat) != trained_sha256:
+    if not recorded(flat):
         return dataset
     log.warning(SPLIT_BEFORE_FOLDER_GROUPS, dataset.root)
     return flat
@@ -216,12 +239,24 @@ def trained_images_among(
         quiet.setLevel(level)
     seen, val = train_val_samples(trained_set, seed)
     seen = training_subset(seen, max_samples, seed)
-    if images_record(trained_set.root, seen + val)["images_sha256"] != trained_sha256:
+    if not recorded_images(trained_sha256, trained_set.root, seen + val):
         return None
     paths = [s.path for s in seen] + [s.path for s in samples]
     return len(
         {i for same in exact_duplicates(paths) if min(same) < len(seen) for i in same if i >= len(seen)}
     )
+
+
+def refuse_bundle_trained_on(
+    training: Mapping[str, Any], root: Path, fitted_on: Sequence[Sample], model: str
+) -> None:
+    """:func:`refuse_images_trained_on` for a bundle whose ``training`` record names its data: data
+    at another place than that (``root``) is other data, whose validation images ``fitted_on`` must
+    not be images the network trained on (``quantize --data``, ``detector train --data``)."""
+    if not training.get("data") or Path(str(training["data"])).resolve() == Path(root).resolve():
+        return
+    run = {**training.get("config", {}), "data": training["data"], "layout": training.get("layout")}
+    refuse_images_trained_on(run, training.get("images_sha256"), root, fitted_on, model)
 
 
 def refuse_images_trained_on(

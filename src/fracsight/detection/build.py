@@ -21,6 +21,7 @@ import numpy as np
 from fracsight._output import check_output_folder, staged_folder
 from fracsight.bundle import BundleSpec, load_bundle_spec, read_checked_onnx, sha256_file, write_bundle_spec
 from fracsight.data import FRACTURE, Dataset, Sample, load_dataset
+from fracsight.data.leakage import refuse_bundle_trained_on
 from fracsight.data.sample import DataMismatchError
 from fracsight.data.splits import train_val_samples
 from fracsight.detection.features import GRID, ZoomViews
@@ -206,6 +207,10 @@ def build_detector_bundle(
         from fracsight.evaluation.run import held_out_samples
 
         held_out_samples(dataset, evaluate_split, base, Path(data_dir), "--evaluate")  # as evaluated below
+    train_samples, val_samples = train_val_samples(dataset, seed)  # as prepare_features splits them
+    # other data whose validation images the network trained on (the base's set with its splits
+    # swapped): the calibration and thresholds refitted below were fitted on them, unsaid
+    refuse_bundle_trained_on(base.training, Path(data_dir), val_samples, base.provenance)
     cache = cache_dir or out_dir.parent / ".cache"
     # the progress bar shows only on a terminal: in a log the minutes of a first run said nothing
     log(f"frozen features of the training and validation views through {base.provenance} (cache: {cache})")
@@ -213,7 +218,6 @@ def build_detector_bundle(
     train, val = prepare_features(base_dir, dataset, cache, normals=normals, seed=seed, zoom=zoom)
     heads = train_heads(train, val, cfg, log)
     own_data = is_training_data(base, Path(data_dir), dataset)
-    train_samples, val_samples = train_val_samples(dataset, seed)  # as prepare_features split them
     n_normal = sum(s.labels.get(FRACTURE) == 0 for s in train_samples)
     training = {
         **base.training,

@@ -21,7 +21,7 @@ import numpy as np
 from fracsight._output import check_output_folder, staged_folder
 from fracsight.bundle import BundleSpec, sha256_file, write_bundle_spec
 from fracsight.data import Dataset, load_dataset
-from fracsight.data.leakage import refuse_images_trained_on
+from fracsight.data.leakage import refuse_bundle_trained_on
 from fracsight.data.splits import train_val_samples
 from fracsight.detection.build import refuse_output_in_bundle
 from fracsight.detection.taps import detector_nodes
@@ -191,12 +191,9 @@ def quantize_bundle(
         from fracsight.evaluation.run import held_out_samples
 
         held_out_samples(dataset, evaluate_split, float_spec, data_root, "--evaluate")  # as evaluated below
-    trained = float_spec.training
-    if data_dir and trained.get("data") and Path(trained["data"]).resolve() != data_root.resolve():
-        # other data, so the card says: not the images its network trained on
-        run = {**trained.get("config", {}), "data": trained["data"], "layout": trained.get("layout")}
+    if data_dir:  # other data, so the card says: not the images its network trained on
         named = f"{float_spec.name} v{float_spec.version}"  # not `model`: the bundle as given, below
-        refuse_images_trained_on(run, trained.get("images_sha256"), data_root, val, named)
+        refuse_bundle_trained_on(float_spec.training, data_root, val, named)
     size = float_spec.input_size
     with staged_folder(out_dir, force=force, inputs=[*inputs, ("the data set", data_root)]) as work:
         chosen = calibration_samples(dataset, train, n_calibration)

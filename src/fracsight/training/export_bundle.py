@@ -32,6 +32,7 @@ from fracsight.data import (
 from fracsight.data.leakage import (
     images_content,
     images_record,
+    recorded_images,
     refuse_images_trained_on,
     same_content,
     same_data_folder,
@@ -82,7 +83,7 @@ def _is_other_data(
     own = same_data_folder(cfg.data, dataset.root)
     # another folder alike in names and labels: the same images only where their bytes are (two
     # sites' exports numbered alike were recorded as the training data, calibrated on unsaid)
-    if now["images_sha256"] == trained_on and (
+    if recorded_images(trained_on, dataset.root, samples) and (
         own or same_content(trained_content, images_content(dataset.root, samples))
     ):
         return False

@@ -31,6 +31,7 @@ from fracsight.data.leakage import (
     CONTENT_KEY,
     images_content,
     images_record,
+    recorded_images,
     same_content,
     same_data_folder,
     split_as_trained,
@@ -690,13 +691,15 @@ class Trainer:
                 "run in another --out"
             )
 
-    def _check_same_images(self, resumed: dict[str, Any], images: dict[str, Any]) -> None:
+    def _check_same_images(
+        self, resumed: dict[str, Any], images: dict[str, Any], samples: list[Sample]
+    ) -> None:
         """A resumed run keeps the images it was started with: another data set whose heads fit
         (other class folders with the same names, another FracAtlas-like set) was trained on in
         the same run without a word. A moved data folder is the same images (``data`` may change)."""
         if "images_sha256" not in resumed:  # a last.pt from before the record was kept
             return
-        if resumed["images_sha256"] != images["images_sha256"]:
+        if not recorded_images(resumed["images_sha256"], self.dataset.root, samples):
             raise TrainConfigError(
                 f"--resume continues {self.run_dir}, which trained on other images than the "
                 f"{images['images']} training and validation images of {self.dataset.root} (it had "
@@ -832,7 +835,7 @@ class Trainer:
         images[CONTENT_KEY] = images_content(self.dataset.root, train_samples + val_samples)
         self._images = images
         if state is not None:
-            self._check_same_images(state, images)
+            self._check_same_images(state, images, train_samples + val_samples)
         seed_everything(cfg.seed)
         if initial is not None:
             model = initial
