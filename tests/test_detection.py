@@ -372,6 +372,27 @@ def test_detector_bundle_of_an_epoch_the_run_lacks_names_the_epochs_it_has(
     (run / f"epoch-{history['chosen']}.pt").unlink()
     result = runner.invoke(app, ["detector", "bundle", str(run), str(tmp_path / "b"), "--data", str(data)])
     assert result.exit_code == 0, result.output
+    # the run's data with two fractured training images and two fractured validation images
+    # traded: the same counts, so it passed, and calibration was fitted on two trained-on images
+    traded = tmp_path / "traded"
+    shutil.copytree(data, traded, symlinks=True)
+    with open(data / "dataset.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    for split, other in (("train", "val"), ("val", "train")):
+        for row in [r for r in rows if r["split"] == split and r["fractured"] == "1"][:2]:
+            row["split"] = other + "-traded"
+    for row in rows:
+        row["split"] = row["split"].removesuffix("-traded")
+    (traded / "dataset.csv").unlink()
+    with open(traded / "dataset.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    result = runner.invoke(app, ["detector", "bundle", str(run), str(tmp_path / "c"), "--data", str(traded)])
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.stderr.split())
+    assert "has other images or splits: give the data set the run trained on" in said
+    assert not (tmp_path / "c").exists()
 
 
 def test_detector_joint_refuses_int8_bundles_before_any_work(detector_bundle, tmp_path: Path) -> None:

@@ -21,9 +21,9 @@ import numpy as np
 from fracsight._output import check_output_folder, staged_folder
 from fracsight.bundle import BundleSpec, load_bundle_spec, read_checked_onnx, sha256_file, write_bundle_spec
 from fracsight.data import FRACTURE, Dataset, Sample, load_dataset
-from fracsight.data.leakage import refuse_bundle_trained_on
+from fracsight.data.leakage import recorded_images, refuse_bundle_trained_on
 from fracsight.data.sample import DataMismatchError
-from fracsight.data.splits import train_val_samples
+from fracsight.data.splits import train_val_samples, training_subset
 from fracsight.detection.features import GRID, ZoomViews
 from fracsight.errors import BundleError, ConfigError, OutputFolderError
 from fracsight.training.card import reproduce_line
@@ -486,12 +486,18 @@ def _refuse_other_data(history: dict[str, Any], trained: dict[str, Any], dataset
     config) has other counts than the joint run recorded: the bundle would name it as the data
     the network trained on, and fit its calibration there."""
     recorded = (history.get("n_train"), history.get("n_val"))
-    train, val = train_val_samples(dataset, int(trained.get("seed", 0)))
-    if None in recorded or recorded == (len(train), len(val)):
+    seed, limit = int(trained.get("seed", 0)), int(history.get("config", {}).get("max_samples") or 0)
+    train, val = (training_subset(s, limit, seed) for s in train_val_samples(dataset, seed))  # as joint drew
+    digest = history.get("images_sha256")  # a run from before it was kept: the counts only
+    if None in recorded or (
+        recorded == (len(train), len(val))
+        and (digest is None or recorded_images(digest, dataset.root, [*train, *val]))
+    ):
         return
+    other = "other images or splits" if recorded == (len(train), len(val)) else f"{len(train)} and {len(val)}"
     raise DataMismatchError(
         f"the joint run trained on {recorded[0]} training and {recorded[1]} validation images (of "
-        f"{trained.get('data') or 'its data set'}); {dataset.root} has {len(train)} and {len(val)}: "
+        f"{trained.get('data') or 'its data set'}); {dataset.root} has {other}: "
         "give the data set the run trained on (--data)"
     )
 

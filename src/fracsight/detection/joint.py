@@ -33,6 +33,7 @@ from torch import nn
 
 from fracsight._files import replace_atomically
 from fracsight.bundle import BundleSpec, load_bundle_spec, read_checked_onnx
+from fracsight.data.leakage import images_record
 from fracsight.data.sample import Dataset, Sample
 from fracsight.data.splits import train_val_samples, training_subset
 from fracsight.detection.build import DetectorArgumentError, refuse_unboxed
@@ -416,6 +417,9 @@ def train_joint(
             "detection_loss": {"size_spread": heads_cfg.size_spread, "giou_weight": heads_cfg.giou_weight},
             "n_train": len(train_samples),
             "n_val": len(val_samples),
+            # which images, in which split: the counts alone let a copy with some train and val
+            # images swapped pass for the run's data (`detector bundle --data`)
+            **images_record(dataset.root, [*train_samples, *val_samples]),
             "epochs": history,
         }
         replace_atomically(run_dir / "history.json", lambda p: p.write_text(json.dumps(record, indent=1)))
