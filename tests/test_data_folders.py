@@ -521,8 +521,10 @@ def test_split_folders_inside_class_folders_are_refused(tmp_path: Path) -> None:
         for split in ("train", "test"):
             for i in range(3):
                 _png(tmp_path / "deeper" / name / split / f"p{i}" / "a", value=i)
-    (tmp_path / "deeper" / "notes").mkdir()
-    with pytest.raises(NotADataFolderError, match=r"the class folders hold split folders"):
+    (tmp_path / "deeper" / "_docs").mkdir()  # sorts first, holds no image: not named as a class
+    (tmp_path / "deeper" / "_docs" / "readme.txt").write_text("notes")
+    named = r"split folders \(fractured/test/, \.\.\.\).* as test/fractured/"
+    with pytest.raises(NotADataFolderError, match=named):
         load_dataset(tmp_path / "deeper")
     # a class's sub-folders that are no splits are still read (patients, types)
     for name in ("fractured", "normal"):

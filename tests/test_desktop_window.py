@@ -216,6 +216,16 @@ def test_image_and_dicom_show_what_predict_says(
     assert desktop.export_csv(tmp_path / "pipe.csv") is not None
     reader.join(30)
     assert received == [cli_csv.read_bytes()] and stat.S_ISFIFO(os.lstat(tmp_path / "pipe.csv").st_mode)
+    # a pipe nobody reads: opening it waited for ever, the window frozen and deaf to SIGTERM (a
+    # reader opens and closes it after 20 s here, so that the test fails rather than hangs without
+    # the check)
+    os.mkfifo(tmp_path / "unread.csv")
+    unread = tmp_path / "unread.csv"
+    late = threading.Timer(20, lambda: os.close(os.open(unread, os.O_RDONLY | os.O_NONBLOCK)))
+    late.start()
+    assert desktop.export_csv(tmp_path / "unread.csv") is None
+    late.cancel()
+    assert "Could not save unread.csv: no program reads from this pipe" in desktop.status.cget("text")
     # a name of another format: refused (a PNG was written under it); the dialog suggests the name
     # with its folders, as the web app does (two patients' image1.png got one name)
     from fracsight.app.logic import overlay_file_name

@@ -4,6 +4,7 @@ content or the new, never half of one (checkpoints, bundle metadata, batch parts
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import threading
@@ -89,8 +90,30 @@ def write_output(path: Path, write: Callable[[Path], object]) -> None:
     replaced a FIFO, ``/dev/full`` (as root) or a link to the user's file with a new file."""
     if replaced_whole(path):
         replace_atomically(path, write)
-    else:
+        return
+    held = _pipe_read(path)
+    try:
         write(path)
+    finally:
+        if held is not None:
+            os.close(held)
+
+
+def _pipe_read(path: Path) -> int | None:
+    """For a pipe, a descriptor of its writing end, held while it is written; an OSError when no
+    program reads it (opening it to write waited for ever: the desktop's window froze, deaf to
+    SIGTERM). None for anything else."""
+    try:
+        if not stat.S_ISFIFO(os.stat(path).st_mode):
+            return None
+    except OSError:
+        return None
+    try:
+        return os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as e:
+        if e.errno == errno.ENXIO:
+            raise OSError(errno.ENXIO, "no program reads from this pipe", str(path)) from None
+        raise
 
 
 def _link_new(tmp: Path, target: Path) -> None:

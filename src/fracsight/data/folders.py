@@ -47,26 +47,27 @@ __all__ = ["class_folders", "is_class_folders", "read_class_folders"]
 log = logging.getLogger(__name__)
 
 
-def _split_within_classes(class_dirs: list[Path]) -> list[str]:
-    """The split folders' names when every class folder holds its images in split folders
-    (``fractured/train/``, ``fractured/test/``: class first, as some downloads come), else none."""
+def _split_within_classes(class_dirs: list[Path]) -> tuple[str, list[str]]:
+    """A class folder's name and the split folders' names when every class folder holds its images
+    in split folders (``fractured/train/``, ``fractured/test/``: class first, as some downloads
+    come), else ``("", [])``."""
     found: set[str] = set()
-    classes = 0
+    classes: list[str] = []
     for d in class_dirs:
         try:
             if any(is_image_file(p) for p in d.iterdir()):
-                return []
+                return "", []
         except OSError:  # a folder that cannot be listed is said where its images are read
-            return []
+            return "", []
         held = [s for s in visible_dirs(d) if next(iter_images(s), None) is not None]
         if not held:  # no images (a notes folder)
             continue
         if not all(split_name(s.name) for s in held):  # patients, types
-            return []
+            return "", []
         found.update(s.name for s in held)
-        classes += 1
+        classes.append(d.name)
     # one folder of split folders is a data set inside, pointed to by its own warning
-    return sorted(found, key=name_order) if classes >= 2 else []
+    return (min(classes, key=name_order), sorted(found, key=name_order)) if len(classes) >= 2 else ("", [])
 
 
 def class_folders(root: Path) -> dict[str | None, list[Path]]:
@@ -102,9 +103,8 @@ def is_class_folders(root: Path) -> bool:
 def read_class_folders(root: Path) -> Dataset:
     """Read class folders into a :class:`Dataset` (layout ``"class-folders"``)."""
     per_split = class_folders(root)
-    within = _split_within_classes(per_split.get(None, []))
+    first, within = _split_within_classes(per_split.get(None, []))
     if within:  # read as patients' folders, the user's test images were trained on
-        first = per_split[None][0].name
         raise NotADataFolderError(
             f"{root}: the class folders hold split folders ({first}/{within[0]}/, ...): fracsight reads "
             f"splits as <train|val|test>/<class>/<image>, so these would be ignored and their images "
