@@ -240,6 +240,14 @@ def test_image_and_dicom_show_what_predict_says(
     overlay = desktop.export_overlay(tmp_path / "hand.overlay.png")
     assert overlay is not None  # written by the worker, off the window's thread
     wait_until(desktop.root, overlay.exists, 60, "the overlay")
+    # into a pipe: PIL seeks in the file it writes, and every overlay into one failed
+    os.mkfifo(tmp_path / "piped.png")
+    piped: list[bytes] = []
+    reader = threading.Thread(target=lambda: piped.append((tmp_path / "piped.png").read_bytes()))
+    reader.start()
+    assert desktop.export_overlay(tmp_path / "piped.png") is not None
+    wait_until(desktop.root, lambda: not reader.is_alive(), 60, "the piped overlay")
+    assert piped and piped[0] == overlay.read_bytes()
     opened = inputs[1]  # the DICOM made for this test (a failure must not reach the shared data)
     for export in (desktop.export_csv, desktop.export_json, desktop.export_overlay):  # never onto an image
         before = opened.read_bytes()

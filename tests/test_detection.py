@@ -372,6 +372,11 @@ def test_detector_bundle_of_an_epoch_the_run_lacks_names_the_epochs_it_has(
     (run / f"epoch-{history['chosen']}.pt").unlink()
     result = runner.invoke(app, ["detector", "bundle", str(run), str(tmp_path / "b"), "--data", str(data)])
     assert result.exit_code == 0, result.output
+    # the bundle records the joint run's images and splits, which `quantize --data` checks other
+    # data against (it recorded none: "made before 2026-12-06", and a swapped copy passed)
+    from fracsight.bundle import load_bundle_spec
+
+    assert load_bundle_spec(tmp_path / "b").training["images_sha256"] == history["images_sha256"]
     # the run's data with two fractured training images and two fractured validation images
     # traded: the same counts, so it passed, and calibration was fitted on two trained-on images
     traded = tmp_path / "traded"

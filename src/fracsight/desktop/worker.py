@@ -10,6 +10,7 @@ without a display.
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import queue
 import sys
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from fracsight._cpus import local_cpus
-from fracsight._files import write_output
+from fracsight._files import is_stream, write_output
 from fracsight.app.logic import ViewData, failure_from_exception, named_as, view_data
 from fracsight.bundle import read_card
 from fracsight.desktop.priority import MODEL_NICENESS, lower_this_thread
@@ -400,7 +401,12 @@ class PredictionWorker:
             del view  # the full-resolution pixels and heatmap: only the picture is needed now
             image_format = OVERLAY_FORMATS.get(job.target.suffix.lower(), "PNG")
             options = overlay_save_options(image_format)
-            write_output(job.target, lambda target: picture.save(target, format=image_format, **options))
+            if is_stream(job.target):  # PIL seeks in the file it writes: a pipe gets the whole picture
+                encoded = io.BytesIO()
+                picture.save(encoded, format=image_format, **options)
+                write_output(job.target, lambda target: target.write_bytes(encoded.getbuffer()))
+            else:
+                write_output(job.target, lambda target: picture.save(target, format=image_format, **options))
         except OSError as e:  # its text named the hidden temporary file (/sys/.overlay.png.5433....tmp)
             return e.strerror or type(e).__name__
         except (ValueError, MemoryError) as e:

@@ -453,6 +453,10 @@ def build_joint_bundle(
             ],
             "joint": history,
         }
+        # the joint run's images and splits, which `quantize --data` and `detector train --data`
+        # check other data against (with max_samples it drew val too, which they cannot redraw)
+        if history.get("images_sha256") and not history.get("config", {}).get("max_samples"):
+            training["images_sha256"] = history["images_sha256"]
         return _write_with_heads(
             network_dir,
             out_dir,
