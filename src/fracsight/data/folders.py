@@ -48,11 +48,10 @@ log = logging.getLogger(__name__)
 
 
 def _split_within_classes(class_dirs: list[Path]) -> tuple[str, list[str]]:
-    """A class folder's name and the split folders' names when every class folder holds its images
+    """A class folder's name and its split folders' names when every class folder holds its images
     in split folders (``fractured/train/``, ``fractured/test/``: class first, as some downloads
     come), else ``("", [])``."""
-    found: set[str] = set()
-    classes: list[str] = []
+    splits: dict[str, list[str]] = {}
     for d in class_dirs:
         try:
             if any(is_image_file(p) for p in d.iterdir()):
@@ -64,10 +63,11 @@ def _split_within_classes(class_dirs: list[Path]) -> tuple[str, list[str]]:
             continue
         if not all(split_name(s.name) for s in held):  # patients, types
             return "", []
-        found.update(s.name for s in held)
-        classes.append(d.name)
-    # one folder of split folders is a data set inside, pointed to by its own warning
-    return (min(classes, key=name_order), sorted(found, key=name_order)) if len(classes) >= 2 else ("", [])
+        splits[d.name] = sorted((s.name for s in held), key=name_order)
+    if len(splits) < 2:  # one folder of split folders is a data set inside, pointed to by its own warning
+        return "", []
+    first = min(splits, key=name_order)
+    return first, splits[first]
 
 
 def class_folders(root: Path) -> dict[str | None, list[Path]]:
