@@ -91,7 +91,7 @@ def write_output(path: Path, write: Callable[[Path], object]) -> None:
     if replaced_whole(path):
         replace_atomically(path, write)
         return
-    held = _pipe_read(path)
+    held = _pipe_with_reader(path)
     try:
         write(path)
     finally:
@@ -99,7 +99,7 @@ def write_output(path: Path, write: Callable[[Path], object]) -> None:
             os.close(held)
 
 
-def _pipe_read(path: Path) -> int | None:
+def _pipe_with_reader(path: Path) -> int | None:
     """For a pipe, a descriptor of its writing end, held while it is written; an OSError when no
     program reads it (opening it to write waited for ever: the desktop's window froze, deaf to
     SIGTERM). None for anything else."""
