@@ -487,8 +487,8 @@ def _without_out(line: str) -> str:
 
 def _refuse_other_data(history: dict[str, Any], trained: dict[str, Any], dataset: Dataset) -> None:
     """Refuse (:class:`DataMismatchError`, exit 2) a data set whose split (``trained``: the run's training
-    config) has other counts than the joint run recorded: the bundle would name it as the data
-    the network trained on, and fit its calibration there."""
+    config) has other counts, or other images or splits (their digest), than the joint run recorded:
+    the bundle would name it as the data the network trained on, and fit its calibration there."""
     recorded = (history.get("n_train"), history.get("n_val"))
     seed, limit = int(trained.get("seed", 0)), int(history.get("config", {}).get("max_samples") or 0)
     train, val = (training_subset(s, limit, seed) for s in train_val_samples(dataset, seed))  # as joint drew

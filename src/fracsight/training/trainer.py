@@ -703,8 +703,8 @@ class Trainer:
             raise TrainConfigError(
                 f"--resume continues {self.run_dir}, which trained on other images than the "
                 f"{images['images']} training and validation images of {self.dataset.root} (it had "
-                f"{resumed['images']}, or the same number with other files or labels). Resume with the "
-                "data the run started on, or start a new run in another --out"
+                f"{resumed['images']}, or the same number with other files, labels or splits). Resume "
+                "with the data the run started on, or start a new run in another --out"
             )
         started_on = json.loads(resumed.get("config", "{}")).get("data")
         if not same_data_folder(started_on, self.dataset.root) and not same_content(
