@@ -24,7 +24,7 @@ Two models that share neither head are refused: ``evaluate`` measures each model
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ from fracsight.data._files import canonical_split, relative_name
 from fracsight.errors import ConfigError, DatasetError
 from fracsight.evaluation.aggregate import aggregate_study_predictions, first_views, repeated_views_note
 from fracsight.evaluation.metrics import _average_ranks, auroc, bootstrap_ci
-from fracsight.evaluation.run import positive_label
+from fracsight.evaluation.run import _FEW, few_cases, positive_label
 
 __all__ = ["compare_models", "delong_test", "grouped_mcnemar", "mcnemar_test"]
 
@@ -331,6 +331,9 @@ def compare_models(
             chosen_preds = [[preds[i] for i in index] for preds in pairs]
             kept_labelled = [kept[i] for i in index]
             result.update(_fracture_comparison(kept_labelled, chosen_preds, predictors, positive))
+            few = _few_cases_note(result, positive)
+            if few:
+                result.setdefault("notes", []).append(few)
             repeats = result.get("study", {}).get("repeats_left_out")
             if repeats:
                 result.setdefault("notes", []).append(repeated_views_note(repeats, "the study comparison"))
@@ -504,6 +507,25 @@ def _fracture_comparison(
         result["top_box_iou_hits"] = mcnemar_test(*by_iou, keys[boxed])
         result["box_ap50"] = ap50
     return result
+
+
+def _few_cases_note(result: Mapping[str, Any], positive: str) -> str | None:
+    """``evaluate``'s caution, for the comparison: on a few cases DeLong's interval understates the
+    uncertainty (two models perfect on 6 images showed +0.000 to +0.000 without a word)."""
+    study = result.get("study")
+    few = few_cases(
+        {
+            "images": {"n": result["n_fracture_labelled"], "n_positive": result["n_positive"]},
+            "studies": study if study and "auroc" in study else None,  # else not compared: said
+        },
+        positive,
+    )
+    if not few:
+        return None
+    return (
+        f"fewer than {_FEW} {positive} or other cases in: {'; '.join(few)}: the intervals and p-values "
+        "understate the uncertainty (two perfect models get +0.000 to +0.000); compare on more"
+    )
 
 
 def _grouped_difference(keys: Sequence[str], y: np.ndarray, prob: list[np.ndarray]) -> dict[str, Any]:

@@ -779,6 +779,19 @@ def _regions_spelt_as(samples: Sequence[Sample], model_regions: Sequence[str]) -
 _FEW = 10  # fewer fractured or other images than this: a bootstrap interval is no measure
 
 
+def few_cases(blocks: Mapping[str, Mapping[str, Any] | None], positive: str) -> list[str]:
+    """``"images (3 fractured, 3 other)"`` for each of ``blocks`` (``{where: {"n", "n_positive"}}``,
+    None where there is none) whose figures rest on fewer than :data:`_FEW` ``positive`` or other
+    cases; the counts of ``evaluate``'s note and ``compare``'s."""
+    return [
+        f"{where} ({b['n_positive']} {positive}, {b['n'] - b['n_positive']} other)"
+        for where, b in blocks.items()
+        # a label with no cases has no interval, but the other label's still rests on its few (a
+        # fractured-only set of 3 images showed sensitivity 1.000-1.000 without a word)
+        if b and any(0 < k < _FEW for k in (b["n_positive"], b["n"] - b["n_positive"]))
+    ]
+
+
 def few_images_note(metrics: Mapping[str, Any], positive: str) -> str | None:
     """A warning where the fracture figures (of the images, the studies or a body region) rest on
     fewer than :data:`_FEW` ``positive`` (fractured) or other cases: resampling so few understates the
@@ -786,13 +799,7 @@ def few_images_note(metrics: Mapping[str, Any], positive: str) -> str | None:
     ``evaluate``'s note, and the model card's (which showed such intervals without it)."""
     blocks = {"images": metrics, "studies": metrics.get("study")}
     blocks |= {f"region {name}": block for name, block in (metrics.get("regions") or {}).items()}
-    few = [
-        f"{where} ({b['n_positive']} {positive}, {b['n'] - b['n_positive']} other)"
-        for where, b in blocks.items()
-        # a label with no cases has no interval, but the other label's still rests on its few (a
-        # fractured-only set of 3 images showed sensitivity 1.000-1.000 without a word)
-        if b and any(0 < k < _FEW for k in (b["n_positive"], b["n"] - b["n_positive"]))
-    ]
+    few = few_cases(blocks, positive)
     if not few:
         return None
     intervals = (  # with --bootstrap 0 there are none to speak of
