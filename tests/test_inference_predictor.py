@@ -15,6 +15,7 @@ from PIL import Image
 
 from fracsight.inference import NOTICE, FailedPrediction, Prediction, Predictor
 from fracsight.inference.tabular import collect_inputs
+from fracsight.io import read_image
 
 
 def _images(fracatlas_dir: Path, n: int = 10) -> list[Path]:
@@ -366,6 +367,30 @@ def test_one_dicom_image_saved_twice_is_one_view(predictor: Predictor) -> None:
     assert (
         study.warnings[0] == "given more than once, so counted once: a-implicit.dcm (the same image as a.dcm)"
     )
+
+
+def test_one_image_stored_monochrome1_and_monochrome2_is_one_view(predictor: Predictor) -> None:
+    """An export re-encoded MONOCHROME1 (4095 - v) as MONOCHROME2 (v): read as 1 - x, the two
+    differed by float rounding (6e-8), so a study counted two views, one weighed double."""
+    import io
+
+    import pydicom
+
+    from corpus import dicom_bytes
+
+    values = np.random.default_rng(7).integers(0, 4096, (72, 64), dtype=np.uint16)
+    shown = dicom_bytes(pixel_bytes=values.astype("<u2").tobytes())
+    ds = pydicom.dcmread(io.BytesIO(dicom_bytes(pixel_bytes=(4095 - values).astype("<u2").tobytes())))
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    stored_inverted = _file_bytes(ds)
+    m2, m1 = (read_image(data) for data in (shown, stored_inverted))
+    np.testing.assert_array_equal(m1.pixels, m2.pixels)
+    assert m1.metadata.content_sha256 == m2.metadata.content_sha256
+    a, again = (
+        predictor.predict(data, name=n) for data, n in ((shown, "a.dcm"), (stored_inverted, "a1.dcm"))
+    )
+    study = predictor.predict_study([a, again], "s")
+    assert study.images == ("a.dcm",) and "a1.dcm (the same image as a.dcm)" in study.warnings[0]
 
 
 def test_views_of_two_dicom_studies_given_as_one_say_so(predictor: Predictor) -> None:

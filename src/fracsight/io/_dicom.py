@@ -259,11 +259,11 @@ def _read(
             raise CorruptImageError(
                 f"{label}decoded pixel data has shape {arr.shape}, expected ({rows}, {cols})"
             )
-        pixels = _to_unit_range(pydicom, arr, ds, notes)
+        inverted = photometric == "MONOCHROME1"
+        pixels = _to_unit_range(pydicom, arr, ds, notes, inverted=inverted)
         if not np.isfinite(pixels).all():  # never NaN to the network, whatever the header held
             raise CorruptImageError(f"{label}DICOM pixel values are not finite after the header's rescale")
-        if photometric == "MONOCHROME1":
-            pixels = 1.0 - pixels
+        if inverted:
             photometric = "MONOCHROME1 (inverted)"
         bit_depth = bits_stored
     else:
@@ -671,8 +671,9 @@ def _baseline_quality(codestream: bytes) -> int | None:
         return None
 
 
-def _to_unit_range(pydicom: Any, arr: np.ndarray, ds: Any, notes: list[str]) -> np.ndarray:
-    """Modality LUT (rescale), then VOI LUT or window; map the output range to [0, 1].
+def _to_unit_range(pydicom: Any, arr: np.ndarray, ds: Any, notes: list[str], *, inverted: bool) -> np.ndarray:
+    """Modality LUT (rescale), then VOI LUT or window; map the output range to [0, 1], high values
+    to 0 where ``inverted`` (MONOCHROME1).
 
     With a VOI LUT the LUT's output range maps to [0, 1]; with a window, the
     window (values below it -> 0, above it -> 1). Without either, the first
@@ -738,10 +739,13 @@ def _to_unit_range(pydicom: Any, arr: np.ndarray, ds: Any, notes: list[str]) -> 
         lo, hi = float(image.min()), float(image.max())
     if hi <= lo:
         notes.append("all pixels have the same value")
-        return np.zeros(values.shape, dtype=np.float32)
-    unit = np.clip((values - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
-    if padding is not None:  # black as shown: the caller inverts MONOCHROME1
-        unit[padding] = 1.0 if ds.get("PhotometricInterpretation") == "MONOCHROME1" else 0.0
+        return np.full(values.shape, 1.0 if inverted else 0.0, dtype=np.float32)
+    # inverted from the range's other end, not as 1 - x: one image stored MONOCHROME1 (values
+    # 4095 - v) and MONOCHROME2 (v) then reads to the same bits, and a study counts it once (1 - x
+    # rounded differently: two views, one given double weight, and the study's region flipped)
+    unit = np.clip(((hi - values) if inverted else (values - lo)) / (hi - lo), 0.0, 1.0).astype(np.float32)
+    if padding is not None:  # black as shown
+        unit[padding] = 0.0
     return unit
 
 
