@@ -498,6 +498,12 @@ def test_a_later_study_verdict_names_the_one_it_replaces(
     trackings = [{str(i.UID) for i in _items(ds) if i.ValueType == "UIDREF"} for ds in (earlier, later)]
     assert trackings[0] and trackings[0] == trackings[1]
     _assert_valid(later, tmp_path / "later.dcm")
+    # numbered after the verdict it replaces, though its images are numbered no higher (both were
+    # one number where the images came in UID order, the highest among the first verdict's)
+    (again,) = study_result_datasets(
+        [first], one, [first_prediction], predictor, uid_seed="c", previous=[later]
+    )
+    assert int(again.InstanceNumber) > int(later.InstanceNumber) > int(earlier.InstanceNumber)
     # the same verdict made again (same UID), or an SR of another study, is no predecessor
     (again,) = study_result_datasets(
         [first], one, [first_prediction], predictor, uid_seed="a", previous=[earlier]

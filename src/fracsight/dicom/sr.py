@@ -435,8 +435,13 @@ def study_report(
         context,
         study,
         sop_instance_uid=sop_instance_uid,
-        # after the results of the images it is over (len(headers) + 1 was one of theirs); an image
-        # arriving later, numbered higher, can share it: Instance Numbers need not be unique
-        instance_number=max(instance_number(h) for h in headers) + 1,
+        # after the results of the images it is over (len(headers) + 1 was one of theirs) and the
+        # verdicts it replaces (a node sent in UID order: the highest image was among the first
+        # verdict's, and both verdicts were 100301); an image arriving later, numbered higher, can
+        # share it: Instance Numbers need not be unique
+        instance_number=max(
+            [instance_number(h) for h in headers] + [int(p.get("InstanceNumber") or 0) for p in previous]
+        )
+        + 1,
         previous=previous,
     )
