@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +133,33 @@ def test_many_copies_of_one_picture_are_counted_in_bounded_memory(
     table = CliRunner().invoke(app, ["audit", str(root)], env={"COLUMNS": "200"})
     assert table.exit_code == 0 and "3600" in table.stdout
     assert "Near-duplicates across splits (first 10 of 3600)" in table.stdout  # not "of 50"
+
+
+def test_near_pairs_are_counted_a_block_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every pair was held at once, with six copies the length of all of them: 20,000 near copies of
+    one picture (200 million pairs) took 7.4 GB. Counted a block at a time, the pairs' memory is the
+    block's: here 1,200 copies (719,400 pairs) in blocks of 12,000 distances."""
+    import tracemalloc
+
+    from fracsight.data import phash as phash_module
+
+    monkeypatch.setattr(phash_module, "BLOCK_DISTANCES", 12_000)
+    blank = _save(_smooth(5), tmp_path / "blank.png")
+    root = tmp_path / "copies"
+    for split in ("train", "val"):
+        for cls in ("fractured", "normal"):
+            (root / split / cls).mkdir(parents=True)
+            for k in range(300):
+                (root / split / cls / f"p{k}.png").symlink_to(blank)
+    tracemalloc.start()
+    try:
+        report = audit(root, threshold=6)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert report.near_pairs == 1200 * 1199 // 2 and report.cross_split_pair_count == 600 * 600
+    assert report.cross_label_pair_count == 600 * 600
+    assert peak < 15e6, f"{peak / 1e6:.0f} MB"  # 6 MB; all pairs at once: 32 MB
 
 
 def test_one_picture_filed_under_two_fracture_types_is_label_noise(tmp_path: Path) -> None:
@@ -322,6 +350,20 @@ def test_cli_audit_names_non_utf8_files_readably(tmp_path: Path) -> None:
     assert "bad\\xff.jpg" in data["unreadable"][0]["error"]
     result = CliRunner().invoke(app, ["audit", str(root)], env={"COLUMNS": "200"})
     assert "normal/bad\\xff.jpg" in result.stdout and "\ufffd" not in result.stdout
+
+
+def test_cli_audit_shows_control_characters_in_names_escaped(tmp_path: Path) -> None:
+    """The audit's own tables and lists printed names as they are: an ESC sequence in a file name
+    set the terminal's title and colour, or cleared the screen, and a newline split a table row;
+    `predict` and the warnings already showed them escaped."""
+    root = tmp_path / "odd"
+    _two_classes(root)
+    shutil.copy(root / "normal" / "u0.png", root / "normal" / "new\nline.png")
+    (root / "fractured" / "bad\x1b[2Jclear.jpg").write_bytes(b"no image")
+    result = CliRunner().invoke(app, ["audit", str(root)], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.stdout and "new\nline" not in result.stdout
+    assert "bad\\x1b[2Jclear.jpg" in result.stdout and "normal/new\\nline.png" in result.stdout
 
 
 def test_cli_audit_says_when_it_shows_only_some_loader_warnings(tmp_path: Path) -> None:

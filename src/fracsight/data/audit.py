@@ -36,9 +36,10 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from fracsight._terminal import visible
 from fracsight.data._files import relative_name, starts_as_image
 from fracsight.data.detect import load_dataset
-from fracsight.data.phash import FileHash, hash_file, near_pairs
+from fracsight.data.phash import FileHash, hash_file, iter_near_pairs
 from fracsight.data.sample import CLASS, FRACTURE, Dataset
 from fracsight.data.splits import connected_components, declared_straddling, split_keys
 
@@ -237,8 +238,6 @@ def _analyse(dataset: Dataset, results: list[FileHash], threshold: int) -> Audit
 
     hashed = np.array([i for i, r in enumerate(results) if r.phash is not None], dtype=np.intp)
     hashes = np.array([results[i].phash for i in hashed], dtype=np.uint64)
-    pi, pj, pd = near_pairs(hashes, threshold)
-    pi, pj = hashed[pi], hashed[pj]
     groups = _near_groups(hashed, hashes, threshold)
 
     # a fracture-type set: one picture filed under two types is label noise too (it was counted only
@@ -249,15 +248,24 @@ def _analyse(dataset: Dataset, results: list[FileHash], threshold: int) -> Audit
     def pair(i: int, j: int, d: int) -> NearPair:
         return NearPair(rel[i], rel[j], d, samples[i].split, samples[j].split, shown[i], shown[j])
 
-    def listed(mask: np.ndarray) -> list[NearPair]:
-        chosen = np.flatnonzero(mask)[:MAX_LISTED_PAIRS]
-        return [pair(int(pi[k]), int(pj[k]), int(pd[k])) for k in chosen]
-
     split_code, label_code, kind_code = (_codes(v) for v in ([s.split for s in samples], label, kind))
-    splits_differ = (split_code[pi] >= 0) & (split_code[pj] >= 0) & (split_code[pi] != split_code[pj])
-    kinds_differ = (kind_code[pi] >= 0) & (kind_code[pj] >= 0) & (kind_code[pi] != kind_code[pj])
-    labels_differ = (label_code[pi] != label_code[pj]) | kinds_differ
     key_code = _codes(split_keys(samples))  # as a re-split groups them: exact duplicates stay together
+    # pairs counted a block at a time: 20,000 copies of one picture are 200 million pairs (7.4 GB)
+    n_pairs = n_ungrouped = 0
+    counted = {"split": 0, "label": 0}
+    named: dict[str, list[NearPair]] = {"split": [], "label": []}
+    for bi, bj, bd in iter_near_pairs(hashes, threshold):
+        pi, pj = hashed[bi], hashed[bj]
+        splits_differ = (split_code[pi] >= 0) & (split_code[pj] >= 0) & (split_code[pi] != split_code[pj])
+        kinds_differ = (kind_code[pi] >= 0) & (kind_code[pj] >= 0) & (kind_code[pi] != kind_code[pj])
+        labels_differ = (label_code[pi] != label_code[pj]) | kinds_differ
+        n_pairs += len(pi)
+        n_ungrouped += int((key_code[pi] != key_code[pj]).sum())
+        for kind_name, mask in (("split", splits_differ), ("label", labels_differ)):
+            counted[kind_name] += int(mask.sum())
+            room = MAX_LISTED_PAIRS - len(named[kind_name])
+            for k in np.flatnonzero(mask)[:room]:
+                named[kind_name].append(pair(int(pi[k]), int(pj[k]), int(bd[k])))
     straddle = {_text(k): sorted(v) for k, v in declared_straddling(samples).items()}
     return AuditReport(
         root=_text(str(dataset.root)),
@@ -274,15 +282,15 @@ def _analyse(dataset: Dataset, results: list[FileHash], threshold: int) -> Audit
         truncated_filled=[p for p, r in zip(rel, results, strict=True) if r.truncated and r.filled],
         exact_duplicates=sorted(sorted(g) for g in by_sha.values() if len(g) > 1),
         near_duplicate_groups=[sorted(rel[i] for i in g) for g in groups],
-        near_pairs=len(pi),
-        cross_split_pairs=listed(splits_differ),
-        cross_split_pair_count=int(splits_differ.sum()),
+        near_pairs=n_pairs,
+        cross_split_pairs=named["split"],
+        cross_split_pair_count=counted["split"],
         cross_split_groups=[
             sorted(rel[i] for i in g) for g in groups if len({samples[i].split for i in g} - {None}) > 1
         ],
-        cross_label_pairs=listed(labels_differ),
-        cross_label_pair_count=int(labels_differ.sum()),
-        ungrouped_pairs=int((key_code[pi] != key_code[pj]).sum()),
+        cross_label_pairs=named["label"],
+        cross_label_pair_count=counted["label"],
+        ungrouped_pairs=n_ungrouped,
         declared_groups_straddling=straddle,
         class_counts=_split_counts(dataset, CLASS, types, unlabelled=False) if types else {},
     )
@@ -302,8 +310,12 @@ def _near_groups(indices: np.ndarray, hashes: np.ndarray, threshold: int) -> lis
     members: dict[int, list[int]] = defaultdict(list)
     for sample, d in zip(indices.tolist(), which.ravel().tolist(), strict=True):
         members[d].append(sample)
-    di, dj, _ = near_pairs(distinct, threshold)
-    linked = connected_components(len(distinct), zip(di.tolist(), dj.tolist(), strict=True))
+    pairs = (
+        pair
+        for di, dj, _ in iter_near_pairs(distinct, threshold)
+        for pair in zip(di.tolist(), dj.tolist(), strict=True)
+    )
+    linked = connected_components(len(distinct), pairs)
     seen = {d for component in linked for d in component}
     groups = [sorted(s for d in component for s in members[d]) for component in linked]
     groups += [m for d, m in members.items() if len(m) > 1 and d not in seen]
@@ -346,7 +358,7 @@ def render_audit(report: AuditReport, limit: int = 10) -> list[RenderableType]:
     out: list[RenderableType] = [
         Text.assemble(
             ("Audit of ", "bold"),
-            (report.root, "bold cyan"),
+            (visible(report.root), "bold cyan"),
             f"  layout {report.layout}, {report.images} images, {report.seconds:.1f} s",
         ),
         _balance_table(
@@ -413,7 +425,7 @@ def render_audit(report: AuditReport, limit: int = 10) -> list[RenderableType]:
         "Groups straddling splits", [f"{g} ({', '.join(s)})" for g, s in straddling.items()], limit
     )
     for note in report.loader_warnings[:limit]:
-        out.append(Text("Loader warning: " + note, style="yellow"))
+        out.append(Text("Loader warning: " + visible(note), style="yellow"))
     if len(report.loader_warnings) > limit:
         more = len(report.loader_warnings) - limit
         out.append(Text(f"... and {more} more loader warning(s); --json lists all", style="yellow"))
@@ -435,7 +447,7 @@ def _listing(title: str, items: list[str], limit: int) -> list[RenderableType]:
     if not items:
         return []
     more = f" (first {limit} of {len(items)}; --json lists all)" if len(items) > limit else ""
-    return [Text(f"{title}{more}: " + "; ".join(items[:limit]))]
+    return [Text(f"{title}{more}: " + "; ".join(map(visible, items[:limit])))]
 
 
 #: more classes than this: one row per class (a column each cut every name to "type…" at 8 classes)
@@ -450,10 +462,10 @@ def _balance_table(per_split: dict[str, dict[str, int]], task: str, title: str) 
     table = Table(title=title, title_justify="left")
     table.add_column("Split")
     for c in classes:  # names of the user's folders: "[b]" was bold, "[/]" a MarkupError traceback
-        table.add_column(escape(c), justify="right")
+        table.add_column(escape(visible(c)), justify="right")
     table.add_column("Total", justify="right")
     if binary:
-        table.add_column(escape(f"% {classes[1]}"), justify="right")
+        table.add_column(escape(f"% {visible(classes[1])}"), justify="right")
     totals: Counter[str] = Counter()
     for split, counts in [*per_split.items(), ("all", None)]:
         row = counts if counts is not None else totals
@@ -476,7 +488,7 @@ def _balance_rows(per_split: dict[str, dict[str, int]], classes: list[str], titl
     table.add_column("all", justify="right", style="bold")
     for c in classes:
         counts = [per_split[split].get(c, 0) for split in per_split]
-        table.add_row(escape(c), *map(str, counts), str(sum(counts)))
+        table.add_row(escape(visible(c)), *map(str, counts), str(sum(counts)))
     totals = [sum(counts.values()) for counts in per_split.values()]
     table.add_row("Total", *map(str, totals), str(sum(totals)), style="bold")
     return table
@@ -498,5 +510,5 @@ def _pair_table(title: str, pairs: list[NearPair], limit: int, total: int) -> li
     for p in sorted(pairs, key=lambda p: (p.distance, p.a, p.b))[:limit]:
         splits = [f"{p.split_a or '-'} / {p.split_b or '-'}"] if with_splits else []
         cells = [p.a, p.b, *splits, f"{p.label_a} / {p.label_b}"]
-        table.add_row(*map(escape, cells), str(p.distance))
+        table.add_row(*(escape(visible(c)) for c in cells), str(p.distance))
     return [table]

@@ -8,6 +8,7 @@ cropped or brightened) land within a few bits of each other.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from io import BytesIO
@@ -19,7 +20,16 @@ from PIL import Image, ImageOps
 from fracsight.data._files import content_hash
 from fracsight.errors import FracsightError, ImageReadError
 
-__all__ = ["HASH_SIZE", "FileHash", "hamming", "hash_file", "near_pairs", "phash", "popcount"]
+__all__ = [
+    "HASH_SIZE",
+    "FileHash",
+    "hamming",
+    "hash_file",
+    "iter_near_pairs",
+    "near_pairs",
+    "phash",
+    "popcount",
+]
 
 HASH_SIZE = 8  # 8x8 low frequencies -> 64 bits
 _IMG_SIZE = 32
@@ -57,6 +67,10 @@ def popcount(x: np.ndarray) -> np.ndarray:
     return _BYTE_COUNTS[x.view(np.uint8)].reshape(*x.shape, 8).sum(axis=-1, dtype=np.uint8)
 
 
+#: distances computed (and pairs held) at a time: 32 MB of them
+BLOCK_DISTANCES = 4_000_000
+
+
 def hamming(a: int, b: int) -> int:
     """Bits that differ between two hashes."""
     return (int(a) ^ int(b)).bit_count()
@@ -73,19 +87,26 @@ def near_pairs(
     3,200 images, well under a second. Arrays, not a tuple per pair: 2,400 copies of one picture
     are 2.9 million pairs, which as Python tuples (and the audit's records of them) took 5.8 GB.
     """
+    found = list(iter_near_pairs(hashes, threshold, chunk))
+    if not found:
+        return np.empty(0, np.intp), np.empty(0, np.intp), np.empty(0, np.uint8)
+    return tuple(np.concatenate(parts) for parts in zip(*found, strict=True))  # type: ignore[return-value]
+
+
+def iter_near_pairs(
+    hashes: np.ndarray, threshold: int, chunk: int | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """:func:`near_pairs` a block of rows at a time (about 4 million distances each): memory
+    bounded by the block, not by the pairs (20,000 copies of one picture are 200 million)."""
     h = np.ascontiguousarray(hashes, dtype=np.uint64)
-    chunk = chunk or max(1, 4_000_000 // max(1, len(h)))
-    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    chunk = chunk or max(1, BLOCK_DISTANCES // max(1, len(h)))
     for start in range(0, len(h), chunk):
         rows = h[start : start + chunk]
         dist = popcount(rows[:, None] ^ h[None, start:])
         ii, jj = np.nonzero(dist <= threshold)
         keep = jj > ii
         ii, jj = ii[keep], jj[keep]
-        found.append((ii + start, jj + start, dist[ii, jj]))
-    if not found:
-        return np.empty(0, np.intp), np.empty(0, np.intp), np.empty(0, np.uint8)
-    return tuple(np.concatenate(parts) for parts in zip(*found, strict=True))  # type: ignore[return-value]
+        yield ii + start, jj + start, dist[ii, jj]
 
 
 @dataclass(frozen=True)
