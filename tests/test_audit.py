@@ -364,6 +364,13 @@ def test_cli_audit_shows_control_characters_in_names_escaped(tmp_path: Path) -> 
     assert result.exit_code == 0, result.output
     assert "\x1b" not in result.stdout and "new\nline" not in result.stdout
     assert "bad\\x1b[2Jclear.jpg" in result.stdout and "normal/new\\nline.png" in result.stdout
+    labelled = tmp_path / "labelled"  # a region from the user's labels.csv
+    for name, seed in (("a.png", 1), ("b.png", 2)):
+        _save(_smooth(seed), labelled / name)
+    (labelled / "labels.csv").write_text("image,fracture,region\na.png,1,hand\nb.png,0,leg\x1b[2J\n")
+    result = CliRunner().invoke(app, ["audit", str(labelled)], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.stdout and "leg\\x1b[2J 1" in result.stdout
 
 
 def test_cli_audit_says_when_it_shows_only_some_loader_warnings(tmp_path: Path) -> None:

@@ -318,6 +318,7 @@ def test_mura_studies_are_compared_per_study_as_evaluate_measures_them(
         )
     y, p = zip(*((label, np.mean(probs)) for label, probs in views.values()), strict=True)
     assert study["auroc"]["b"] == pytest.approx(roc_auc_score(y, p))
+    assert any("images (6 abnormal, 6 other); studies (3 abnormal, 3 other)" in n for n in paired["notes"])
     printed = CliRunner().invoke(app, args).stdout
     assert (
         f"study level (6 studies, 3 abnormal; mean of the views): AUROC A {study['auroc']['a']:.3f}"
@@ -330,6 +331,7 @@ def test_mura_studies_are_compared_per_study_as_evaluate_measures_them(
     assert (
         "study level (4 studies, 1 abnormal; mean of the views): not compared: two studies of each" in printed
     )
+    assert "studies (" not in printed  # a level not compared has no interval to caution about
 
 
 @pytest.mark.fracatlas

@@ -369,7 +369,7 @@ def render_audit(report: AuditReport, limit: int = 10) -> list[RenderableType]:
         title = "Images with a class label (fracture type) per split"
         out.append(_balance_table(report.class_counts, CLASS, title))
     if report.regions:
-        out.append(Text("Regions: " + ", ".join(f"{k} {v}" for k, v in report.regions.items())))
+        out.append(Text("Regions: " + ", ".join(f"{visible(k)} {v}" for k, v in report.regions.items())))
     t = report.threshold
     findings = Table(title="Findings", title_justify="left")
     findings.add_column("Check")

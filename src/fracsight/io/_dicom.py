@@ -739,11 +739,14 @@ def _to_unit_range(pydicom: Any, arr: np.ndarray, ds: Any, notes: list[str], *, 
         lo, hi = float(image.min()), float(image.max())
     if hi <= lo:
         notes.append("all pixels have the same value")
-        return np.full(values.shape, 1.0 if inverted else 0.0, dtype=np.float32)
-    # inverted from the range's other end, not as 1 - x: one image stored MONOCHROME1 (values
-    # 4095 - v) and MONOCHROME2 (v) then reads to the same bits, and a study counts it once (1 - x
-    # rounded differently: two views, one given double weight, and the study's region flipped)
-    unit = np.clip(((hi - values) if inverted else (values - lo)) / (hi - lo), 0.0, 1.0).astype(np.float32)
+        unit = np.full(values.shape, 1.0 if inverted else 0.0, dtype=np.float32)
+    else:
+        # inverted from the range's other end, not as 1 - x: one image stored MONOCHROME1 (values
+        # 4095 - v) and MONOCHROME2 (v) then reads to the same bits, and a study counts it once (1 - x
+        # rounded differently: two views, one given double weight, and the study's region flipped)
+        unit = np.clip(((hi - values) if inverted else (values - lo)) / (hi - lo), 0.0, 1.0).astype(
+            np.float32
+        )
     if padding is not None:  # black as shown
         unit[padding] = 0.0
     return unit
