@@ -105,6 +105,48 @@ def test_a_results_csv_a_person_edited_is_kept_when_the_output_is_opened_again(
     assert b"CT0001" not in csv_path.read_bytes()
 
 
+def test_a_job_killed_as_its_output_opens_can_be_run_again(tmp_path: Path) -> None:
+    """A job killed (kill -9, OOM, a lost node) before it wrote job.json left .lock, parts/ and
+    NOTICE.txt, and every run after it was refused: "not a fracsight batch output"."""
+    code = (
+        "import json, os, signal, sys; from pathlib import Path; "
+        "from fracsight.scale.output import BatchOutput; "
+        "BatchOutput._rebuild_csv = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL); "
+        "BatchOutput(Path(sys.argv[1]), ('path', 'error_code'), json.loads(sys.argv[2]))"
+    )
+    killed = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "out"), json.dumps(MODEL)], check=False
+    )
+    assert killed.returncode == -9 and (tmp_path / "out" / "parts").is_dir()
+    out = BatchOutput(tmp_path / "out", COLUMNS, MODEL)
+    out.commit(ROWS)
+    out.close()
+    assert ", 4 rows" in status(tmp_path / "out")
+
+
+def test_a_full_disk_as_an_output_opens_says_the_rows_it_holds(tmp_path: Path, monkeypatch) -> None:
+    """A complete output run again on a full disk: "0 rows are committed" (NOTICE.txt was written
+    before the rows were read), and job.json, where its write got through, said 0 rows too."""
+    import errno
+
+    from fracsight.scale import output as output_module
+
+    out = BatchOutput(tmp_path / "out", COLUMNS, MODEL)
+    out.commit(ROWS)
+    out.write_job({"status": "complete", "rows": 4, "errors": CODES})
+    out.close()
+    (tmp_path / "out" / "NOTICE.txt").write_text("an older version's notice\n")
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(output_module, "replace_atomically", full)
+    with pytest.raises(output_module.OutputWriteFailed, match="4 rows are committed"):
+        BatchOutput(tmp_path / "out", COLUMNS, MODEL)
+    monkeypatch.undo()
+    assert ": complete, 4 rows" in status(tmp_path / "out")
+
+
 def test_ctrl_c_while_an_output_opens_leaves_job_json_as_it_was(tmp_path: Path, monkeypatch) -> None:
     """Ctrl-C while a large output's rows were read (seconds for 300,000 rows): job.json said
     "running" without its counts, and `batch status` called a complete output stopped."""

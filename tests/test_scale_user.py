@@ -86,6 +86,21 @@ def test_a_manifest_of_a_header_alone_is_said_to_have_no_rows(tmp_path: Path) ->
 
 
 @pytest.mark.skipif(os.sep != "/", reason="a POSIX file system")
+def test_quoted_names_in_a_list_are_the_files_inside_the_quotes(tmp_path: Path) -> None:
+    """Windows' "Copy as path" and GNU ls on a terminal quote names: each was a "no such file" row
+    (`<list folder>/"a.jpg"`), kept for good. A file whose name has the quotes is still itself."""
+    (tmp_path / "a b.jpg").write_bytes(b"x")
+    (tmp_path / "c.jpg").write_bytes(b"x")
+    (tmp_path / "'odd'.jpg").write_bytes(b"x")
+    (tmp_path / "list.txt").write_text(f"\"{tmp_path / 'c.jpg'}\"\n'a b.jpg'\n'odd'.jpg\n\"missing.jpg\"\n")
+    assert collect_batch_inputs([tmp_path / "list.txt"]) == {
+        str(tmp_path / "c.jpg"): "c.jpg",
+        str(tmp_path / "a b.jpg"): "a b.jpg",
+        str(tmp_path / "'odd'.jpg"): "'odd'.jpg",
+        str(tmp_path / "missing.jpg"): "missing.jpg",  # named as the file it would be: its row says so
+    }
+
+
 def test_windows_paths_in_a_manifest(tmp_path: Path) -> None:
     """`sub\\a.jpg` was a row for a file named `sub\\a.jpg` (no such file); `C:\\xr\\a.jpg` and
     `\\\\pacs\\share\\a.jpg` rows for `<manifest folder>/C:\\xr\\a.jpg`, all `unreadable_image`."""

@@ -351,10 +351,15 @@ def _as_written_or_stripped(base: Path, value: str) -> str:
     the file it names, where no file of the escaped name exists; so is a name whose bytes are not
     UTF-8, as fracsight's outputs write it (``caf\\xe9.jpg``), and the Windows-1252 reading of a CSV
     cell's bytes where no file has them (Excel's CSV on Windows): each was a "no such file" row,
-    kept for good, and a CSV of both encodings was read whole as Windows-1252, its UTF-8 names too."""
+    kept for good, and a CSV of both encodings was read whole as Windows-1252, its UTF-8 names too.
+    A name in quotes is the name inside them where no file has the quotes in its name."""
     stripped = value.strip()
     if stripped != value and os.path.lexists(base / value):
         return value
+    if len(stripped) > 2 and stripped[0] == stripped[-1] in "\"'" and not os.path.lexists(base / stripped):
+        # Windows' "Copy as path" ("C:\...\a.jpg") and GNU ls on a terminal ('a b.jpg') quote
+        # names: each was a "no such file" row, kept for good
+        stripped = stripped[1:-1]
     # an ASCII name has no other spelling: no file-system call for the rows of a plain manifest
     others = [o for o in (unescaped_cell(stripped), *_byte_spellings(stripped)) if o is not None]
     if others and not os.path.lexists(base / stripped):

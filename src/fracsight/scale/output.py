@@ -181,6 +181,7 @@ class BatchOutput:
                     self.stats.update(zip(found[PATH_COLUMN], stats, strict=True))
                 self._run = _sorting_after(self._run, parts)
                 self._rebuild_csv(keep_edited=True)
+                self._write_notice()
             except OutputRefused:  # a damaged part: the job does not start, and job.json says so
                 with contextlib.suppress(OutputWriteFailed):  # (a full disk too: the part is the news)
                     self.write_job({"status": "stopped"})
@@ -224,15 +225,28 @@ class BatchOutput:
             ) from None
         self._take_lock()
         self._check_job()  # again, now that no other job can be writing it
+        if not (self.folder / JOB_FILE).exists():
+            # first: a job killed (kill -9, OOM) before it wrote job.json left parts/ and
+            # NOTICE.txt in a folder refused for good as "not a fracsight batch output"
+            self.write_job({"status": "stopped", "rows": 0})
         with self._write_failures():  # a full disk said as for a part, not as a bare os_error
             self.parts.mkdir(parents=True, exist_ok=True)
             for stray in self.parts.glob(".*.tmp"):  # a part being written when a job was killed
                 stray.unlink()
-            text = (
-                f"{NOTICE}\nThe rows of {CSV_FILE} and {PARTS}/ are a model's outputs: every result "
-                "that reaches a patient's care must be checked by a clinician against the images.\n"
-            )
-            replace_atomically(self.folder / NOTICE_FILE, lambda p: p.write_text(text, encoding="utf-8"))
+
+    def _write_notice(self) -> None:
+        """NOTICE.txt, where it is not as this version writes it; after the rows are read, so that a
+        full disk says how many are committed (a complete output's re-run said "0 rows")."""
+        text = (
+            f"{NOTICE}\nThe rows of {CSV_FILE} and {PARTS}/ are a model's outputs: every result "
+            "that reaches a patient's care must be checked by a clinician against the images.\n"
+        )
+        notice = self.folder / NOTICE_FILE
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            if notice.read_text(encoding="utf-8") == text:
+                return
+        with self._write_failures():
+            replace_atomically(notice, lambda p: p.write_text(text, encoding="utf-8"))
 
     def _check_job(self) -> None:
         job = self.folder / JOB_FILE
