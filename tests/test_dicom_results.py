@@ -504,6 +504,14 @@ def test_a_later_study_verdict_names_the_one_it_replaces(
         [first], one, [first_prediction], predictor, uid_seed="c", previous=[later]
     )
     assert int(again.InstanceNumber) > int(later.InstanceNumber) > int(earlier.InstanceNumber)
+    # a predecessor as a PACS may give it back, its Instance Number made two values (``1\\2``),
+    # numbers the next by its first, as an image's does (int() of the pair raised TypeError)
+    mended = copy.deepcopy(later)
+    mended.InstanceNumber = [int(later.InstanceNumber), 1]
+    (after_mended,) = study_result_datasets(
+        [first], one, [first_prediction], predictor, uid_seed="c", previous=[mended]
+    )
+    assert int(after_mended.InstanceNumber) == int(again.InstanceNumber)
     # the same verdict made again (same UID), or an SR of another study, is no predecessor
     (again,) = study_result_datasets(
         [first], one, [first_prediction], predictor, uid_seed="a", previous=[earlier]

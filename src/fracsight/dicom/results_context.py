@@ -155,14 +155,14 @@ def instance_number(header: Dataset) -> int:
     (series 2, image 3: 200003). The results of every view of a study share one series per kind,
     and the views are often each their own series numbered from 1: their own Instance Number alone
     repeated in the result series, and a viewer could not order the results as their images."""
-    instance = _first_number(header, "InstanceNumber") or 1
-    series_number = _first_number(header, "SeriesNumber") or 0
+    instance = first_number(header, "InstanceNumber") or 1
+    series_number = first_number(header, "SeriesNumber") or 0
     if 0 < series_number < 20_000 and 0 < instance < 100_000:  # the sum fits an IS (below 2**31)
         return series_number * 100_000 + instance
     return instance
 
 
-def _first_number(header: Dataset, keyword: str) -> int | None:
+def first_number(header: Dataset, keyword: str) -> int | None:
     """An IS attribute's (first) value as a number; None when it has none (``1\\2``, which a
     mended header keeps, raised TypeError and cost the image its results)."""
     from pydicom.multival import MultiValue

@@ -37,6 +37,7 @@ from fracsight.dicom.results_context import (
     MANUFACTURER,
     ResultContext,
     aid,
+    first_number,
     instance_number,
     laterality,
     one_value,
@@ -440,7 +441,7 @@ def study_report(
         # verdict's, and both verdicts were 100301); an image arriving later, numbered higher, can
         # share it: Instance Numbers need not be unique
         instance_number=max(
-            [instance_number(h) for h in headers] + [int(p.get("InstanceNumber") or 0) for p in previous]
+            [instance_number(h) for h in headers] + [first_number(p, "InstanceNumber") or 0 for p in previous]
         )
         + 1,
         previous=previous,
