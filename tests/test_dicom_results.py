@@ -178,6 +178,21 @@ def test_views_each_their_own_series_get_results_in_their_order_never_one_number
     assert study_sr.InstanceNumber == 300002
 
 
+def test_an_instance_number_out_of_an_is_range_or_below_1_gives_results_a_valid_one(
+    case, predictor: Predictor, tmp_path: Path
+) -> None:
+    """A source numbered -5 lost every result (highdicom refuses numbers below 1); one numbered
+    3000000000 (past an IS's range, as a broken modality may write) gave it to every result, each
+    then invalid. The nearest number a result can carry instead."""
+    _, source, prediction = case
+    for number, expected in ((-5, 1), (3_000_000_000, 2**31 - 1)):
+        view = copy.deepcopy(source)
+        view.SeriesNumber, view.InstanceNumber = None, number
+        results = result_datasets(view, prediction, predictor)
+        assert [ds.InstanceNumber for ds in results] == [expected] * len(results)
+        _assert_valid(results[0], tmp_path / f"{number}.dcm")
+
+
 def test_sr_states_the_prediction(case, predictor: Predictor, tmp_path: Path) -> None:
     _, source, prediction = case
     sr = _objects(case, predictor, tmp_path)["sr"]
@@ -512,6 +527,12 @@ def test_a_later_study_verdict_names_the_one_it_replaces(
         [first], one, [first_prediction], predictor, uid_seed="c", previous=[mended]
     )
     assert int(after_mended.InstanceNumber) == int(again.InstanceNumber)
+    # an image numbered as high as an IS goes: its verdict is numbered so too, not one past it
+    highest = copy.deepcopy(first)
+    highest.InstanceNumber = 2**31 - 1
+    (last,) = study_result_datasets([highest], one, [first_prediction], predictor, uid_seed="d")
+    assert int(last.InstanceNumber) == 2**31 - 1
+    _assert_valid(last, tmp_path / "last.dcm")
     # the same verdict made again (same UID), or an SR of another study, is no predecessor
     (again,) = study_result_datasets(
         [first], one, [first_prediction], predictor, uid_seed="a", previous=[earlier]

@@ -150,14 +150,20 @@ def plural(finding: str) -> str:
     return f"{finding[:-1]}ies" if finding.endswith("y") else f"{finding}s"
 
 
+#: the largest Instance Number an IS holds (PS3.5: a signed 32-bit range)
+MAX_INSTANCE_NUMBER = 2**31 - 1
+
+
 def instance_number(header: Dataset) -> int:
     """A result's Instance Number in its series, from the source's series and instance numbers
     (series 2, image 3: 200003). The results of every view of a study share one series per kind,
     and the views are often each their own series numbered from 1: their own Instance Number alone
     repeated in the result series, and a viewer could not order the results as their images."""
-    instance = first_number(header, "InstanceNumber") or 1
+    # one a result can carry: highdicom refuses below 1 (a source numbered -5 lost every result),
+    # and one past an IS's range (3000000000, kept from a source) made every result invalid
+    instance = min(max(first_number(header, "InstanceNumber") or 1, 1), MAX_INSTANCE_NUMBER)
     series_number = first_number(header, "SeriesNumber") or 0
-    if 0 < series_number < 20_000 and 0 < instance < 100_000:  # the sum fits an IS (below 2**31)
+    if 0 < series_number < 20_000 and 0 < instance < 100_000:  # the sum fits an IS
         return series_number * 100_000 + instance
     return instance
 

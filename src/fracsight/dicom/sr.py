@@ -35,6 +35,7 @@ from pydicom.sr.coding import Code
 
 from fracsight.dicom.results_context import (
     MANUFACTURER,
+    MAX_INSTANCE_NUMBER,
     ResultContext,
     aid,
     first_number,
@@ -439,10 +440,15 @@ def study_report(
         # after the results of the images it is over (len(headers) + 1 was one of theirs) and the
         # verdicts it replaces (a node sent in UID order: the highest image was among the first
         # verdict's, and both verdicts were 100301); an image arriving later, numbered higher, can
-        # share it: Instance Numbers need not be unique
-        instance_number=max(
-            [instance_number(h) for h in headers] + [first_number(p, "InstanceNumber") or 0 for p in previous]
-        )
-        + 1,
+        # share it: Instance Numbers need not be unique. At most an IS's largest (an image numbered
+        # 2147483647 gave its verdict one past it, which dciodvfy refused)
+        instance_number=min(
+            MAX_INSTANCE_NUMBER,
+            1
+            + max(
+                [instance_number(h) for h in headers]
+                + [first_number(p, "InstanceNumber") or 0 for p in previous]
+            ),
+        ),
         previous=previous,
     )
