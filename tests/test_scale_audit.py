@@ -122,6 +122,13 @@ def test_a_job_killed_as_its_output_opens_can_be_run_again(tmp_path: Path) -> No
     out.commit(ROWS)
     out.close()
     assert ", 4 rows" in status(tmp_path / "out")
+    # killed as it wrote that first job.json: its temporary file alone beside the lock
+    (tmp_path / "again").mkdir()
+    (tmp_path / "again" / ".lock").touch()
+    (tmp_path / "again" / ".job.json.4242.139680639249280.tmp").write_text("{")
+    BatchOutput(tmp_path / "again", COLUMNS, MODEL).close()
+    assert not list((tmp_path / "again").glob(".job.json.*"))
+    assert json.loads((tmp_path / "again" / "job.json").read_text())["model"] == MODEL
 
 
 def test_a_full_disk_as_an_output_opens_says_the_rows_it_holds(tmp_path: Path, monkeypatch) -> None:

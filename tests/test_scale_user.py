@@ -85,7 +85,6 @@ def test_a_manifest_of_a_header_alone_is_said_to_have_no_rows(tmp_path: Path) ->
     assert keys == [str(tmp_path / "a.jpg"), str(tmp_path / "empty")]
 
 
-@pytest.mark.skipif(os.sep != "/", reason="a POSIX file system")
 def test_quoted_names_in_a_list_are_the_files_inside_the_quotes(tmp_path: Path) -> None:
     """Windows' "Copy as path" and GNU ls on a terminal quote names: each was a "no such file" row
     (`<list folder>/"a.jpg"`), kept for good. A file whose name has the quotes is still itself."""
@@ -99,8 +98,23 @@ def test_quoted_names_in_a_list_are_the_files_inside_the_quotes(tmp_path: Path) 
         str(tmp_path / "'odd'.jpg"): "'odd'.jpg",
         str(tmp_path / "missing.jpg"): "missing.jpg",  # named as the file it would be: its row says so
     }
+    # fracsight's own CSV spells `-x.jpg'` as `'-x.jpg'` (a spreadsheet's escape): that file
+    (tmp_path / "-x.jpg'").write_bytes(b"x")
+    (tmp_path / "given-back.csv").write_text("path\n'-x.jpg'\n")
+    assert list(collect_batch_inputs([tmp_path / "given-back.csv"])) == [str(tmp_path / "-x.jpg'")]
+    # a list reached through a link: the quotes are looked up where its rows are read from (the
+    # link's folder was asked, and the list's own `'x.jpg'` lost its quotes)
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "'x.jpg'").write_bytes(b"x")
+    (tmp_path / "real" / "list.txt").write_text("'x.jpg'\n")
+    (tmp_path / "link").mkdir()
+    (tmp_path / "link" / "list.txt").symlink_to(tmp_path / "real" / "list.txt")
+    assert list(collect_batch_inputs([tmp_path / "link" / "list.txt"])) == [
+        str(tmp_path / "real" / "'x.jpg'")
+    ]
 
 
+@pytest.mark.skipif(os.sep != "/", reason="a POSIX file system")
 def test_windows_paths_in_a_manifest(tmp_path: Path) -> None:
     """`sub\\a.jpg` was a row for a file named `sub\\a.jpg` (no such file); `C:\\xr\\a.jpg` and
     `\\\\pacs\\share\\a.jpg` rows for `<manifest folder>/C:\\xr\\a.jpg`, all `unreadable_image`."""

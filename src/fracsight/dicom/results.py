@@ -23,6 +23,7 @@ import copy
 import hashlib
 import json
 import logging
+import math
 import re
 import weakref
 from collections.abc import Iterator, Sequence
@@ -37,6 +38,7 @@ from pydicom.tag import BaseTag
 
 from fracsight.dicom.results_context import (
     KINDS,
+    MAX_IS,
     ResultContext,
     carriable_window,
     element_values,
@@ -44,7 +46,7 @@ from fracsight.dicom.results_context import (
 )
 from fracsight.errors import DicomSourceError, FracsightError, MultiFrameError, UnsupportedFormatError
 from fracsight.inference.results import Prediction, StudyPrediction
-from fracsight.io._dicom import read_little_endian, voi_lut_entries
+from fracsight.io._dicom import drop_unusable_rescale, read_little_endian, voi_lut_entries
 
 if TYPE_CHECKING:
     from fracsight.inference import Predictor
@@ -297,10 +299,11 @@ def _one_value(tag: int) -> bool:
 def _mend_values(header: Dataset) -> None:
     """Mend the copied values that the result objects cannot carry, so that one malformed
     attribute does not cost the image its results (the PACS files them by the UIDs and the
-    Patient ID): dates, times and numbers that do not parse and a Patient's Sex other than M, F
-    or O are left empty; of a patient or study attribute holding several values (``A\\B``) the
-    first is kept; a Specific Character Set pydicom does not know is replaced by one that can
-    carry the text as pydicom read it. The log names the attribute, never the value."""
+    Patient ID): dates, times and numbers that do not parse or that their VR cannot hold (a DS
+    ``nan``, an IS past 2**31 - 1) and a Patient's Sex other than M, F or O are left empty; of a
+    patient or study attribute holding several values (``A\\B``) the first is kept; a Specific
+    Character Set pydicom does not know is replaced by one that can carry the text as pydicom read
+    it. The log names the attribute, never the value."""
     from pydicom import charset, valuerep
     from pydicom.multival import MultiValue
 
@@ -312,7 +315,12 @@ def _mend_values(header: Dataset) -> None:
         values = element.value if isinstance(element.value, MultiValue) else [element.value]
         try:
             for value in values:
-                parse(value)
+                number = parse(value)
+                # a window the reader leaves out is the state's to replace (gsps._explicit_luts)
+                if (element.VR == "DS" and element.keyword not in _WINDOW and not math.isfinite(number)) or (
+                    element.VR == "IS" and abs(number) > MAX_IS
+                ):
+                    raise ValueError
         except (TypeError, ValueError, OverflowError):
             _mend(header, element.tag, None, "malformed: left empty")
     for element in list(header):  # every copied attribute of one value (Study Description too: it
@@ -365,7 +373,12 @@ def _mend_voi(header: Dataset) -> None:
     VOI LUT Function. A VOI LUT goes as :func:`_lut_for_the_state` makes it, the first only (the
     one the reader applies; dcmtk refused a state with two); one the reader cannot use, or that
     starts below 0 (highdicom refuses it, which cost the image all its results), is left out. The
-    log names the attributes, never a value."""
+    log names the attributes, never a value. A Rescale Slope and Intercept the reader leaves out
+    (not finite numbers, a slope of 0) are left out too (highdicom refused an Intercept ``nan``)."""
+    unusable: list[str] = []
+    drop_unusable_rescale(header, unusable)
+    if unusable:
+        logger.warning("RescaleSlope/RescaleIntercept in the source not usable: left out, as the reader does")
     if "VOILUTSequence" in header and not header.VOILUTSequence:  # present but empty: none, as read
         del header.VOILUTSequence
     if "VOILUTSequence" in header:

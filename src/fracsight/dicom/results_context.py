@@ -150,8 +150,8 @@ def plural(finding: str) -> str:
     return f"{finding[:-1]}ies" if finding.endswith("y") else f"{finding}s"
 
 
-#: the largest Instance Number an IS holds (PS3.5: a signed 32-bit range)
-MAX_INSTANCE_NUMBER = 2**31 - 1
+#: the largest value an IS (an Instance Number) holds (PS3.5: a signed 32-bit range)
+MAX_IS = 2**31 - 1
 
 
 def instance_number(header: Dataset) -> int:
@@ -161,7 +161,7 @@ def instance_number(header: Dataset) -> int:
     repeated in the result series, and a viewer could not order the results as their images."""
     # one a result can carry: highdicom refuses below 1 (a source numbered -5 lost every result),
     # and one past an IS's range (3000000000, kept from a source) made every result invalid
-    instance = min(max(first_number(header, "InstanceNumber") or 1, 1), MAX_INSTANCE_NUMBER)
+    instance = min(max(first_number(header, "InstanceNumber") or 1, 1), MAX_IS)
     series_number = first_number(header, "SeriesNumber") or 0
     if 0 < series_number < 20_000 and 0 < instance < 100_000:  # the sum fits an IS
         return series_number * 100_000 + instance

@@ -35,7 +35,7 @@ from pydicom.sr.coding import Code
 
 from fracsight.dicom.results_context import (
     MANUFACTURER,
-    MAX_INSTANCE_NUMBER,
+    MAX_IS,
     ResultContext,
     aid,
     first_number,
@@ -443,7 +443,7 @@ def study_report(
         # share it: Instance Numbers need not be unique. At most an IS's largest (an image numbered
         # 2147483647 gave its verdict one past it, which dciodvfy refused)
         instance_number=min(
-            MAX_INSTANCE_NUMBER,
+            MAX_IS,
             1
             + max(
                 [instance_number(h) for h in headers]

@@ -684,7 +684,7 @@ def _to_unit_range(pydicom: Any, arr: np.ndarray, ds: Any, notes: list[str], *, 
     from pydicom.pixels import apply_modality_lut, apply_windowing
 
     padding = _padding(arr, ds)
-    _drop_unusable_rescale(ds, notes)
+    drop_unusable_rescale(ds, notes)
     _modality_lut_in_words(ds, notes)
     with np.errstate(over="ignore", invalid="ignore"):
         values = apply_modality_lut(arr, ds)
@@ -817,7 +817,7 @@ def usable_window(window: tuple[float, float]) -> bool:
     return bool(np.isfinite(center) and np.isfinite(width) and width > 0)
 
 
-def _drop_unusable_rescale(ds: Any, notes: list[str]) -> None:
+def drop_unusable_rescale(ds: Any, notes: list[str]) -> None:
     """Rescale Slope and Intercept left out, with a note, where either is not a finite number or the
     slope is 0: "abc" failed inside numpy ("UFuncTypeError: ... dtype('<U3')"), NaN made every pixel
     NaN (a blank image and a RuntimeWarning), 0 every pixel equal."""

@@ -310,7 +310,9 @@ def _checked(path: Path, rows: list[tuple[str, str]], column: str) -> list[str]:
     ``<folder>/s3:/bucket/x.dcm``, "no such file"), refuse the list or manifest, naming them. A
     path is read as written where that file exists (`` lead.jpg``, ``trail.jpg ``: such files
     were "no such file" rows), else without the spaces around it, as a labels.csv is read."""
-    rows = [(where, _as_written_or_stripped(path.parent, p)) for where, p in rows]
+    # the folders _rows_base chooses from (a list reached through a link: the link's and its own)
+    bases = tuple(dict.fromkeys((path.parent, Path(os.path.realpath(path)).parent)))
+    rows = [(where, _as_written_or_stripped(bases, p)) for where, p in rows]
     for bad, problem, fix in (
         ([w for w, p in rows if not p], f"have no {column!r}", "give each row a path or remove it"),
         (
@@ -344,29 +346,40 @@ def _a_pattern(base: Path, value: str) -> bool:
     return bool(glob.glob(str(base / value)))
 
 
-def _as_written_or_stripped(base: Path, value: str) -> str:
-    """``value`` where a file of that name exists (relative to ``base``), else stripped of spaces
-    (one ``lexists`` more only for a value with spaces around it); a cell fracsight's own CSV
+def _as_written_or_stripped(bases: Sequence[Path], value: str) -> str:
+    """``value`` where a file of that name exists (relative to one of ``bases``), else stripped of
+    spaces (one ``lexists`` more only for a value with spaces around it); a cell fracsight's own CSV
     escaped for spreadsheets (``'=cmd.jpg``: its ``source`` column given back as a manifest) is
     the file it names, where no file of the escaped name exists; so is a name whose bytes are not
     UTF-8, as fracsight's outputs write it (``caf\\xe9.jpg``), and the Windows-1252 reading of a CSV
     cell's bytes where no file has them (Excel's CSV on Windows): each was a "no such file" row,
     kept for good, and a CSV of both encodings was read whole as Windows-1252, its UTF-8 names too.
-    A name in quotes is the name inside them where no file has the quotes in its name."""
+    A name in quotes is the name inside them where no file has the quotes in its name (nor is
+    named by them: ``'-x.jpg'`` is fracsight's CSV spelling of ``-x.jpg'``)."""
+
+    def exists(name: str) -> bool:
+        return any(os.path.lexists(base / name) for base in bases)
+
     stripped = value.strip()
-    if stripped != value and os.path.lexists(base / value):
+    if stripped != value and exists(value):
         return value
-    if len(stripped) > 2 and stripped[0] == stripped[-1] in "\"'" and not os.path.lexists(base / stripped):
+    quoted = len(stripped) > 2 and stripped[0] == stripped[-1] in "\"'"
+    if quoted and not any(exists(name) for name in (stripped, *_other_spellings(stripped))):
         # Windows' "Copy as path" ("C:\...\a.jpg") and GNU ls on a terminal ('a b.jpg') quote
         # names: each was a "no such file" row, kept for good
         stripped = stripped[1:-1]
     # an ASCII name has no other spelling: no file-system call for the rows of a plain manifest
-    others = [o for o in (unescaped_cell(stripped), *_byte_spellings(stripped)) if o is not None]
-    if others and not os.path.lexists(base / stripped):
-        found = next((o for o in others if os.path.lexists(base / o)), None)
+    others = _other_spellings(stripped)
+    if others and not exists(stripped):
+        found = next((o for o in others if exists(o)), None)
         # no file of any spelling: its row names it as a person wrote it (Excel's CSV), not as bytes
         return found or (_windows_1252(stripped) or stripped)
     return stripped
+
+
+def _other_spellings(text: str) -> list[str]:
+    """The names other than ``text`` that a row ``text`` may stand for (see above)."""
+    return [o for o in (unescaped_cell(text), *_byte_spellings(text)) if o is not None]
 
 
 def _byte_spellings(text: str) -> list[str]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import fnmatch
 import json
 import logging
 import os
@@ -63,6 +64,7 @@ JOB_FILE = "job.json"
 CSV_FILE = "results.csv"
 PARTS = "parts"
 LOCK_FILE = ".lock"
+_JOB_TEMP = f".{JOB_FILE}.*.tmp"  # job.json as replace_atomically writes it, before its rename
 NOTICE_FILE = "NOTICE.txt"  # beside the CSV, which has no room for it (a line would break CSV readers)
 SETTINGS_KEY = "settings_sha256"  # in job.json's model: what in bundle.json shapes the rows
 FILE_SUFFIXES = {".csv", ".parquet", ".json", ".txt", ".xlsx"}  # a name that says "file", not "folder"
@@ -228,6 +230,8 @@ class BatchOutput:
         if not (self.folder / JOB_FILE).exists():
             # first: a job killed (kill -9, OOM) before it wrote job.json left parts/ and
             # NOTICE.txt in a folder refused for good as "not a fracsight batch output"
+            for stray in self.folder.glob(_JOB_TEMP):  # one killed as it wrote it
+                stray.unlink()
             self.write_job({"status": "stopped", "rows": 0})
         with self._write_failures():  # a full disk said as for a part, not as a bare os_error
             self.parts.mkdir(parents=True, exist_ok=True)
@@ -272,7 +276,9 @@ class BatchOutput:
                     f"{self.folder} holds results of {held}, and this job ({this}) has "
                     f"{_mismatch(was, self.model, same_columns)}: use another --out"
                 )
-        elif self.folder.is_dir() and any(p.name != LOCK_FILE for p in self.folder.iterdir()):
+        elif self.folder.is_dir() and any(
+            p.name != LOCK_FILE and not fnmatch.fnmatchcase(p.name, _JOB_TEMP) for p in self.folder.iterdir()
+        ):
             raise OutputRefused(
                 f"{self.folder} exists and is not a fracsight batch output: use another --out"
             )
