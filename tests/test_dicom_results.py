@@ -950,6 +950,29 @@ def test_a_character_set_highdicom_does_not_write_costs_the_image_nothing(
         assert ds.SpecificCharacterSet == written and str(ds.PatientName) == name
 
 
+def test_a_replaced_character_set_is_chosen_for_the_text_in_sequences_too(
+    case, predictor: Predictor, tmp_path: Path
+) -> None:
+    """Korean only in a copied sequence (a Procedure Code's meaning), the names plain: the set was
+    chosen from the top level's text, Latin-1, and the meaning went out as ``? ????``."""
+    source = pydicom.dcmread(case[0])
+    source.SpecificCharacterSet = ["", "ISO 2022 IR 149"]
+    source.PatientName = "Hong^Gildong"
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = (
+        "X1",
+        "99LOCAL",
+        "\uc190 \uc5d1\uc2a4\ub808\uc774",
+    )
+    source.ProcedureCodeSequence = [code]
+    for ds in result_datasets(source, case[2], predictor):
+        path = tmp_path / f"{ds.Modality}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        read = pydicom.dcmread(path)
+        assert read.SpecificCharacterSet == "ISO_IR 192", ds.Modality
+        assert read.ProcedureCodeSequence[0].CodeMeaning == code.CodeMeaning, ds.Modality
+
+
 def test_a_bare_data_set_gets_results_as_predict_reads_it(case, tmp_path: Path) -> None:
     """A data set without preamble and file meta (old archive dumps), which predict reads, was
     refused by `dicom results` as "not a DICOM file"."""

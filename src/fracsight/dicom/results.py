@@ -453,13 +453,27 @@ def _highdicom_writes(terms: Sequence[str]) -> bool:
 def _character_set_for(header: Dataset) -> str:
     """Latin-1 (``ISO_IR 100``, what pydicom falls back to for a set it does not know) when every
     text value fits it, else UTF-8 (``ISO_IR 192``)."""
-    texts = (str(e.value) for e in header if e.VR in _TEXT_VRS and e.value is not None)
     try:
-        for text in texts:
+        for text in _text_values(header):
             text.encode("latin-1")
     except UnicodeEncodeError:
         return "ISO_IR 192"
     return "ISO_IR 100"
+
+
+def _text_values(ds: Dataset) -> Iterator[str]:
+    """Every text value of ``ds``, its sequences' included (a Korean Procedure Code's meaning went
+    out as ``? ????`` under Latin-1, chosen from the top level's text alone)."""
+    for tag in list(ds.keys()):
+        try:
+            element = ds[tag]
+        except Exception:  # a raw nested element that cannot convert: left out, as when copied
+            continue
+        if element.VR == "SQ":
+            for item in element.value or ():
+                yield from _text_values(item)
+        elif element.VR in _TEXT_VRS and element.value is not None:
+            yield str(element.value)
 
 
 def _mend(header: Dataset, tag: BaseTag, value: object, what: str) -> None:
