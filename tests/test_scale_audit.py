@@ -152,6 +152,18 @@ def test_a_full_disk_as_an_output_opens_says_the_rows_it_holds(tmp_path: Path, m
         BatchOutput(tmp_path / "out", COLUMNS, MODEL)
     monkeypatch.undo()
     assert ": complete, 4 rows" in status(tmp_path / "out")
+    # room for job.json but not for results.csv: it was rewritten "stopped", its last run lost
+    real = output_module.replace_atomically
+
+    def room_for_job_json_only(target: Path, *args, **kwargs):
+        return real(target, *args, **kwargs) if target.name == "job.json" else full()
+
+    monkeypatch.setattr(output_module, "replace_atomically", room_for_job_json_only)
+    (tmp_path / "out" / "results.csv").write_text("edited away\n")  # so that it is rebuilt
+    with pytest.raises(output_module.OutputWriteFailed, match="4 rows are committed"):
+        BatchOutput(tmp_path / "out", COLUMNS, MODEL)
+    monkeypatch.undo()
+    assert ": complete, 4 rows" in status(tmp_path / "out")
 
 
 def test_ctrl_c_while_an_output_opens_leaves_job_json_as_it_was(tmp_path: Path, monkeypatch) -> None:

@@ -112,6 +112,11 @@ def test_quoted_names_in_a_list_are_the_files_inside_the_quotes(tmp_path: Path) 
     assert list(collect_batch_inputs([tmp_path / "link" / "list.txt"])) == [
         str(tmp_path / "real" / "'x.jpg'")
     ]
+    # quotes around nothing are no path: the list is refused, naming the lines (they were rows
+    # for files named `''` or ` `, committed)
+    (tmp_path / "blank.txt").write_text("c.jpg\n''\n\" \"\n")
+    with pytest.raises(DatasetError, match=r"2 of 3 rows have no 'path' \(line 2, line 3\)"):
+        collect_batch_inputs([tmp_path / "blank.txt"])
 
 
 @pytest.mark.skipif(os.sep != "/", reason="a POSIX file system")

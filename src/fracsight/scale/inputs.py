@@ -363,11 +363,12 @@ def _as_written_or_stripped(bases: Sequence[Path], value: str) -> str:
     stripped = value.strip()
     if stripped != value and exists(value):
         return value
-    quoted = len(stripped) > 2 and stripped[0] == stripped[-1] in "\"'"
+    quoted = len(stripped) > 1 and stripped[0] == stripped[-1] in "\"'"
     if quoted and not any(exists(name) for name in (stripped, *_other_spellings(stripped))):
         # Windows' "Copy as path" ("C:\...\a.jpg") and GNU ls on a terminal ('a b.jpg') quote
-        # names: each was a "no such file" row, kept for good
-        stripped = stripped[1:-1]
+        # names: each was a "no such file" row, kept for good. Quotes around nothing (`''`,
+        # `" "`) are no path, as an empty cell is
+        stripped = stripped[1:-1] if stripped[1:-1].strip() else ""
     # an ASCII name has no other spelling: no file-system call for the rows of a plain manifest
     others = _other_spellings(stripped)
     if others and not exists(stripped):

@@ -192,8 +192,11 @@ class BatchOutput:
             # once the rows are read (seconds for a large output): a Ctrl-C while they were left
             # job.json at "running" without its counts, for an output that was complete
             self.write_job({"status": "running"})
-        except OutputWriteFailed:  # a disk full from the start: a folder this job made is removed
-            self.end_early("stopped")
+        except OutputWriteFailed:  # a disk full from the start: a folder this job made is removed;
+            if self.created or self._was_empty:  # an output's job.json stays as it was (a complete one
+                self.end_early("stopped")  # with room for job.json alone was made "stopped")
+            else:
+                self.close()
             raise
         except KeyboardInterrupt:  # job.json is as it was; a folder this job made goes again
             if self.created:
