@@ -375,6 +375,24 @@ def test_csv_into_a_pipe_or_a_device_needs_no_overwrite(
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_pipe_whose_reader_opens_it_a_moment_later_is_written(tmp_path: Path) -> None:
+    """A reader started beside the writer (`cat rows &`, a thread) that opened the pipe a moment
+    after the writer looked: "no program reads from this pipe", nothing written."""
+    import threading
+
+    from fracsight._files import write_output
+
+    pipe = tmp_path / "rows"
+    os.mkfifo(pipe)
+    got: list[str] = []
+    reader = threading.Timer(0.5, lambda: got.append(pipe.read_text(encoding="utf-8")))
+    reader.start()
+    write_output(pipe, lambda target: target.write_text("a,b\n", encoding="utf-8"))
+    reader.join(30)
+    assert got == ["a,b\n"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
 def test_a_named_pipe_in_a_folder_is_not_waited_on(
     tiny_bundle: Path, images: list[Path], tmp_path: Path
 ) -> None:

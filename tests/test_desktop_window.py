@@ -303,6 +303,47 @@ def test_operating_point_and_study(open_window, display: str, inputs: list[Path]
     assert desktop.tree.selection() == (shown,) and desktop.tree.focus() == shown
 
 
+def test_a_study_over_all_images_goes_while_more_opened_are_predicted(
+    open_window, inputs: list[Path], tmp_path: Path, monkeypatch
+) -> None:
+    """*These images are one study* ticked, then a file opened: the verdict over the images before
+    stayed, as card and row, until the new file's result came (minutes behind a slow share), while
+    *Export CSV…* held no study row. Now none is shown until every opened image has a result."""
+    import shutil
+    import threading
+
+    from fracsight.desktop import worker
+
+    later = tmp_path / "later.dcm"
+    shutil.copyfile(inputs[1], later)
+    gate, real = threading.Event(), worker.predict_one
+
+    def held(predictor, path, name, **options):
+        if Path(path) == later:
+            assert gate.wait(120), "the gate was never opened"
+        return real(predictor, path, name, **options)
+
+    monkeypatch.setattr(worker, "predict_one", held)
+    desktop = open_window(inputs[:1])
+    root = desktop.root
+    wait_until(root, lambda: len(desktop.session.results) == 1 and desktop.list_current, 90, "one result")
+    desktop.set_one_study(True)
+    settle(root)
+    assert tree_rows(desktop)[0]["source"] == "all inputs" and desktop.study_frame.winfo_ismapped()
+    listing = desktop.open_paths([later])
+    try:
+        wait_until(root, lambda: listing.queued == 1, 60, "the file queued")
+        settle(root)
+        assert "all inputs" not in [row["source"] for row in tree_rows(desktop)]
+        assert not desktop.study_frame.winfo_ismapped()
+    finally:
+        gate.set()
+    wait_until(root, lambda: len(desktop.session.results) == 2 and desktop.list_current, 90, "two results")
+    settle(root)
+    assert tree_rows(desktop)[0]["source"] == "all inputs"
+    assert desktop.study_title.cget("text") == "Study verdict (2 views)"
+
+
 def test_unreadable_and_out_of_distribution_files_are_rows_with_their_message(
     open_window, display: str, tmp_path: Path, inputs: list[Path]
 ) -> None:

@@ -1307,6 +1307,7 @@ MENDED = {
     "PatientWeight nan": ("PatientWeight", "nan", "PatientWeight", None),
     "RescaleIntercept nan": ("RescaleIntercept", "nan", "RescaleIntercept", None),
     "RescaleSlope 0": ("RescaleSlope", "0", "RescaleSlope", None),
+    "RescaleSlope two values": ("RescaleSlope", "2\\2", "RescaleSlope", None),  # the reader's unscaled
     "two patient names": ("PatientName", "CANARY^ONE\\CANARY^TWO", "PatientName", "CANARY^ONE"),
     "one-word patient name": ("PatientName", "CANARYSINGLE", "PatientName", "CANARYSINGLE"),
     "one-word referring physician": (

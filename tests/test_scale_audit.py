@@ -128,6 +128,17 @@ def test_a_job_killed_as_its_output_opens_can_be_run_again(tmp_path: Path) -> No
     (tmp_path / "again" / ".job.json.4242.139680639249280.tmp").write_text("{")
     BatchOutput(tmp_path / "again", COLUMNS, MODEL).close()
     assert not list((tmp_path / "again").glob(".job.json.*"))
+    # a user's file or folder of a like name is theirs: refused as before, nothing deleted
+    from fracsight.scale.output import OutputRefused
+
+    (tmp_path / "users").mkdir()
+    for name in (".job.json.draft.tmp", ".job.json.1.2.tmp/"):
+        mine = tmp_path / "users" / name.strip("/")
+        mine.mkdir() if name.endswith("/") else mine.write_text("my draft")
+        with pytest.raises(OutputRefused, match="is not a fracsight batch output"):
+            BatchOutput(tmp_path / "users", COLUMNS, MODEL)
+        assert mine.exists() and not (tmp_path / "users" / "job.json").exists()
+        mine.rmdir() if mine.is_dir() else mine.unlink()
     assert json.loads((tmp_path / "again" / "job.json").read_text())["model"] == MODEL
 
 

@@ -8,6 +8,7 @@ import errno
 import os
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,6 +23,7 @@ __all__ = [
 ]
 
 _TMP = ".tmp"
+_PIPE_READER_WAIT_S = 2.0  # how long a pipe written into may wait for its reader to open it
 # an evaluation's scratch folder in its --out: one a killed run left is not the user's content
 REPORT_SCRATCH = ".fracsight-evaluate-"
 _NAME_MAX = 255  # bytes in a file name: ext4, XFS, btrfs, APFS, NTFS (characters)
@@ -108,12 +110,18 @@ def _pipe_with_reader(path: Path) -> int | None:
             return None
     except OSError:
         return None
-    try:
-        return os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-    except OSError as e:
-        if e.errno == errno.ENXIO:
-            raise OSError(errno.ENXIO, "no program reads from this pipe", str(path)) from None
-        raise
+    # a reader started beside the writer (a shell's `cat pipe &`) may open it a moment later: it
+    # is given 2 s (the export failed where the reader's open came after the check)
+    deadline = time.monotonic() + _PIPE_READER_WAIT_S
+    while True:
+        try:
+            return os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as e:
+            if e.errno != errno.ENXIO:
+                raise
+            if time.monotonic() >= deadline:
+                raise OSError(errno.ENXIO, "no program reads from this pipe", str(path)) from None
+            time.sleep(0.05)
 
 
 def _link_new(tmp: Path, target: Path) -> None:

@@ -491,6 +491,9 @@ class DesktopApp:
         self._run.empty_folders.extend(listed.empty_folders)
         self.session.opened_folders.extend(listed.folders)
         listing.queued, listing.indices = len(items), tuple(index for index, _, _ in items)
+        # a study over all the images has no verdict now until these are read (the one before
+        # stayed, as card and row, until their first result came)
+        self._refresh_studies()
         if self.session.renamed:  # files of one name opened apart: their rows show their paths now
             self._refresh_rows()
         if self.model_error is not None:  # the model failed while the files were looked for

@@ -226,6 +226,7 @@ def source_header(source: Dataset, *, frame: int | None = None, own_words: Seque
             setattr(header, keyword, None)
     # the byte order its OW data (a Modality LUT's) are in, for the presentation state to read them
     header.set_original_encoding(*source.original_encoding[:2])
+    _mend_rescale(header)  # first: as the source has it (`2\\2`, which the reader leaves out)
     _mend_values(header)
     _mend_voi(header)
     _fit_words(header, own_words)
@@ -365,6 +366,16 @@ def _mend_values(header: Dataset) -> None:
 _WINDOW = ("WindowCenter", "WindowWidth", "WindowCenterWidthExplanation", "VOILUTFunction")
 
 
+def _mend_rescale(header: Dataset) -> None:
+    """A Rescale Slope and Intercept the reader leaves out (not one finite number, a slope of 0) are
+    left out of the results too: highdicom refused an Intercept ``nan``, and a state that kept a
+    rescale the reader did not apply showed the image in another contrast than the capture."""
+    unusable: list[str] = []
+    drop_unusable_rescale(header, unusable)
+    if unusable:
+        logger.warning("RescaleSlope/RescaleIntercept in the source not usable: left out, as the reader does")
+
+
 def _mend_voi(header: Dataset) -> None:
     """Make the source's VOI one the presentation state can carry (highdicom copies it and refuses
     what it cannot take, which cost the image all its results): a window is left out, as the
@@ -373,12 +384,7 @@ def _mend_voi(header: Dataset) -> None:
     VOI LUT Function. A VOI LUT goes as :func:`_lut_for_the_state` makes it, the first only (the
     one the reader applies; dcmtk refused a state with two); one the reader cannot use, or that
     starts below 0 (highdicom refuses it, which cost the image all its results), is left out. The
-    log names the attributes, never a value. A Rescale Slope and Intercept the reader leaves out
-    (not finite numbers, a slope of 0) are left out too (highdicom refused an Intercept ``nan``)."""
-    unusable: list[str] = []
-    drop_unusable_rescale(header, unusable)
-    if unusable:
-        logger.warning("RescaleSlope/RescaleIntercept in the source not usable: left out, as the reader does")
+    log names the attributes, never a value."""
     if "VOILUTSequence" in header and not header.VOILUTSequence:  # present but empty: none, as read
         del header.VOILUTSequence
     if "VOILUTSequence" in header:

@@ -311,7 +311,8 @@ def _checked(path: Path, rows: list[tuple[str, str]], column: str) -> list[str]:
     path is read as written where that file exists (`` lead.jpg``, ``trail.jpg ``: such files
     were "no such file" rows), else without the spaces around it, as a labels.csv is read."""
     # the folders _rows_base chooses from (a list reached through a link: the link's and its own)
-    bases = tuple(dict.fromkeys((path.parent, Path(os.path.realpath(path)).parent)))
+    here, real = path.parent, Path(os.path.realpath(path)).parent
+    bases = (here,) if Path(os.path.realpath(here)) == real else (here, real)
     rows = [(where, _as_written_or_stripped(bases, p)) for where, p in rows]
     for bad, problem, fix in (
         ([w for w, p in rows if not p], f"have no {column!r}", "give each row a path or remove it"),

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import fnmatch
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -64,7 +64,8 @@ JOB_FILE = "job.json"
 CSV_FILE = "results.csv"
 PARTS = "parts"
 LOCK_FILE = ".lock"
-_JOB_TEMP = f".{JOB_FILE}.*.tmp"  # job.json as replace_atomically writes it, before its rename
+# job.json as replace_atomically writes it, before its rename (``.job.json.<pid>.<thread>.tmp``)
+_JOB_TEMP = re.compile(rf"\.{re.escape(JOB_FILE)}\.\d+\.\d+\.tmp")
 NOTICE_FILE = "NOTICE.txt"  # beside the CSV, which has no room for it (a line would break CSV readers)
 SETTINGS_KEY = "settings_sha256"  # in job.json's model: what in bundle.json shapes the rows
 FILE_SUFFIXES = {".csv", ".parquet", ".json", ".txt", ".xlsx"}  # a name that says "file", not "folder"
@@ -233,7 +234,7 @@ class BatchOutput:
         if not (self.folder / JOB_FILE).exists():
             # first: a job killed (kill -9, OOM) before it wrote job.json left parts/ and
             # NOTICE.txt in a folder refused for good as "not a fracsight batch output"
-            for stray in self.folder.glob(_JOB_TEMP):  # one killed as it wrote it
+            for stray in filter(_job_temp, self.folder.iterdir()):  # one killed as it wrote it
                 stray.unlink()
             self.write_job({"status": "stopped", "rows": 0})
         with self._write_failures():  # a full disk said as for a part, not as a bare os_error
@@ -280,7 +281,7 @@ class BatchOutput:
                     f"{_mismatch(was, self.model, same_columns)}: use another --out"
                 )
         elif self.folder.is_dir() and any(
-            p.name != LOCK_FILE and not fnmatch.fnmatchcase(p.name, _JOB_TEMP) for p in self.folder.iterdir()
+            p.name != LOCK_FILE and not _job_temp(p) for p in self.folder.iterdir()
         ):
             raise OutputRefused(
                 f"{self.folder} exists and is not a fracsight batch output: use another --out"
@@ -614,6 +615,12 @@ def job_running(folder: Path) -> bool | None:
         return False
     finally:
         os.close(fd)
+
+
+def _job_temp(path: Path) -> bool:
+    """Whether ``path`` is a job.json a killed job was writing: a user's file or folder of a like
+    name is theirs (one named ``.job.json.draft.tmp`` was deleted)."""
+    return bool(_JOB_TEMP.fullmatch(path.name)) and path.is_file() and not path.is_symlink()
 
 
 def _sorting_after(run: str, parts: Sequence[Path]) -> str:
