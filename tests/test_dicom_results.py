@@ -950,6 +950,32 @@ def test_a_character_set_highdicom_does_not_write_costs_the_image_nothing(
         assert ds.SpecificCharacterSet == written and str(ds.PatientName) == name
 
 
+def test_shift_jis_labelled_iso_ir_13_keeps_its_kanji(case, predictor: Predictor, tmp_path: Path) -> None:
+    """Japanese devices label Shift-JIS text ISO_IR 13. pydicom reads it as Shift-JIS but writes
+    ISO_IR 13 as half-width kana only: the kanji of the name went out as ``??`` in every result
+    (and a model named in kanji as ``????``), without a word. Now the results are in UTF-8."""
+    from fracsight.dicom.results import _fits
+
+    source = pydicom.dcmread(case[0])
+    source.SpecificCharacterSet = "ISO_IR 13"
+    name = "\uff94\uff8f\uff80\uff9e^\uff80\uff9b\uff73=\u5c71\u7530^\u592a\u90ce"
+    data = name.encode("shift_jis")
+    data += b" " * (len(data) % 2)
+    source.PatientName = "Q" * len(data)  # its bytes replaced in the file: pydicom would not write them
+    source.save_as(tmp_path / "source.dcm", enforce_file_format=True)
+    written = (tmp_path / "source.dcm").read_bytes()
+    (tmp_path / "source.dcm").write_bytes(written.replace(b"Q" * len(data), data))
+    source = pydicom.dcmread(tmp_path / "source.dcm")
+    assert str(source.PatientName) == name  # as pydicom reads it
+    for ds in result_datasets(source, case[2], predictor):
+        path = tmp_path / f"{ds.Modality}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        read = pydicom.dcmread(path)
+        assert (read.SpecificCharacterSet, str(read.PatientName)) == ("ISO_IR 192", name), ds.Modality
+    # the model's own words are judged as pydicom writes them too
+    assert _fits(["\uff8a\uff9d\uff84\uff9e"], ["ISO_IR 13"]) and not _fits(["\u9aa8\u6298"], ["ISO_IR 13"])
+
+
 def test_a_replaced_character_set_is_chosen_for_the_text_in_sequences_too(
     case, predictor: Predictor, tmp_path: Path
 ) -> None:

@@ -26,7 +26,7 @@ import logging
 import math
 import re
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import cache
@@ -234,25 +234,35 @@ def source_header(source: Dataset, *, frame: int | None = None, own_words: Seque
 
 
 def _fit_words(header: Dataset, words: Sequence[str]) -> None:
-    from pydicom import charset
-
     terms = header.get("SpecificCharacterSet")
     terms = [str(t) for t in ([terms] if isinstance(terms, str) else list(terms or [""]))]
+    if not _fits(words, terms):
+        header.SpecificCharacterSet = "ISO_IR 192"
+        _as_decoded_text(header)
+
+
+def _fits(texts: Iterable[str], terms: Sequence[str]) -> bool:
+    """Whether pydicom writes every letter of ``texts`` in the character set ``terms``."""
+    from pydicom import charset
+
     # the default repertoire is ASCII (pydicom reads it as Latin-1, leniently); with ISO 2022 code
     # extensions (Japanese, say) a letter may come from any of the sets named
     encodings = [charset.python_encoding.get(t, "ascii") for t in terms if t not in _DEFAULT_REPERTOIRE]
     encodings.append("ascii")
-    if not all(any(_encodes(c, e) for e in encodings) for word in words for c in word):
-        header.SpecificCharacterSet = "ISO_IR 192"
-        _as_decoded_text(header)
+    return all(any(_encodes(c, e) for e in encodings) for text in texts for c in set(text))
 
 
 _DEFAULT_REPERTOIRE = ("", "ISO_IR 6", "ISO 2022 IR 6")
 
 
 def _encodes(character: str, encoding: str) -> bool:
+    """As pydicom writes it: its own encoders for the Japanese sets are narrower than Python's
+    codecs of their names (ISO_IR 13 is half-width kana only, not Shift-JIS: kanji went out as ?)."""
+    from pydicom import charset
+
+    encode = getattr(charset, "custom_encoders", {}).get(encoding)
     try:
-        character.encode(encoding)
+        encode(character) if encode is not None else character.encode(encoding)
     except UnicodeEncodeError:
         return False
     return True
@@ -349,8 +359,12 @@ def _mend_values(header: Dataset) -> None:
     # \\ISO 2022 IR 58, a term it knows but not as an extension) cost the image all its results:
     # its text, decoded, goes in a set both take
     known = _writable_character_sets() | {""}
-    if any(str(t) not in charset.python_encoding or str(t) not in known for t in terms) or not (
-        _highdicom_writes(terms)
+    if (
+        any(str(t) not in charset.python_encoding or str(t) not in known for t in terms)
+        or not _highdicom_writes(terms)
+        # text pydicom decoded but cannot write back in it (ISO_IR 13 as Shift-JIS, as Japanese
+        # devices write it: its kanji went out as ?)
+        or (terms and not _fits(_text_values(header), [str(t) for t in terms]))
     ):
         _mend(
             header,
