@@ -336,12 +336,20 @@ def test_a_study_over_all_images_goes_while_more_opened_are_predicted(
         settle(root)
         assert "all inputs" not in [row["source"] for row in tree_rows(desktop)]
         assert not desktop.study_frame.winfo_ismapped()
+        # an export that fails meanwhile is said after the progress, not written over at the next
+        # poll: "Predicting 2 of 2 …" was all a reader saw
+        assert desktop.export_csv(tmp_path / "gone" / "rows.csv") is None
+        settle(root, 0.3)
+        assert desktop.status.cget("text").startswith("Predicting ")
+        assert "Could not save rows.csv" in desktop.status.cget("text")
     finally:
         gate.set()
     wait_until(root, lambda: len(desktop.session.results) == 2 and desktop.list_current, 90, "two results")
     settle(root)
     assert tree_rows(desktop)[0]["source"] == "all inputs"
     assert desktop.study_title.cget("text") == "Study verdict (2 views)"
+    wait_until(root, lambda: desktop.status.cget("text").startswith("Done"), 30, "the run's end")
+    assert desktop.status.cget("text").endswith("Could not save rows.csv: No such file or directory")
 
 
 def test_unreadable_and_out_of_distribution_files_are_rows_with_their_message(

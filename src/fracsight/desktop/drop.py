@@ -14,6 +14,7 @@ that when only the repaired path exists.
 from __future__ import annotations
 
 import logging
+import os
 import tkinter as tk
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -29,9 +30,9 @@ def _repaired(item: str) -> Path:
     path = Path(item)
     if path.exists() or not any(ord(c) > 127 for c in item):
         return path
-    try:
-        fixed = Path(item.encode("latin-1").decode("utf-8"))
-    except (UnicodeEncodeError, UnicodeDecodeError):
+    try:  # the bytes as the file system holds them: a name that is not UTF-8 (M\xfcller.jpg from an
+        fixed = Path(os.fsdecode(item.encode("latin-1")))  # old Windows disk) was skipped
+    except UnicodeEncodeError:
         return path
     return fixed if fixed.exists() else path
 

@@ -177,8 +177,8 @@ class ReadingSession:
 
     def is_opened(self, path: Path) -> bool:
         """Whether ``path`` is one of the files opened: an export there would replace the image."""
-        target = Path(path).resolve()
-        return any(Path(p).resolve() == target for p in self.paths)
+        target = os.path.realpath(path)  # against the keys' real paths: resolving each opened file
+        return any(real == target for real, _ in self.keys)  # froze the window 0.16 s for 5,000
 
     def holds_opened(self, folder: Path) -> bool:
         """Whether an opened file lies in ``folder``, or ``folder`` is a folder opened or inside one:
@@ -190,7 +190,8 @@ class ReadingSession:
             return True
         # a file opened through a link (a folder of linked images) lies where it was opened too
         lies_in = {os.path.dirname(real) for real, _ in self.keys}
-        lies_in |= {os.path.realpath(os.path.dirname(os.path.abspath(p))) for p in self.paths}
+        folders = {os.path.dirname(os.path.abspath(p)) for p in self.paths}  # each folder resolved once
+        lies_in |= {os.path.realpath(folder) for folder in folders}
         return target in lies_in
 
     def choose_operating_point(self, name: str) -> None:

@@ -100,6 +100,7 @@ class _Run:
     empty_folders: list[Path] = field(default_factory=list)  # opened beside other inputs, no image in them
     again: int = 0  # results that replaced a row already listed
     after: int = 0  # batches numbered up to this are earlier runs' (a cancelled one's image in progress)
+    told: str = ""  # the last line about something the user did meanwhile (an export, a drop)
 
 
 class DesktopApp:
@@ -456,7 +457,7 @@ class DesktopApp:
         listing = self.open_paths(found) if found else None
         if other:
             what = "Skipped" if listing is not None else "Nothing to open"
-            self._set_status(f"{what} (not a file or folder here): {_some(other)}")
+            self._tell(f"{what} (not a file or folder here): {_some(other)}")
         return listing
 
     def cancel(self) -> None:
@@ -563,7 +564,7 @@ class DesktopApp:
                 if event.error is None
                 else f"Could not save {event.target.name}: {event.error}"  # as Export CSV says it
             )
-            self._set_status(what)
+            self._tell(what)
         elif isinstance(event, Rendered) and self.viewer.rendered(event) and not self._first_view:
             self._first_view = True
             if self.timing is not None:
@@ -978,7 +979,7 @@ class DesktopApp:
         opened images (the dialog's "replace?" would let an export overwrite a radiograph)."""
         path = path or self._ask_save(title, name, suffix, kind)
         if path is not None and self.session.is_opened(path):
-            self._set_status(f"Not saved: {path.name} is one of the opened images; choose another file.")
+            self._tell(f"Not saved: {path.name} is one of the opened images; choose another file.")
             return None
         return path
 
@@ -986,9 +987,9 @@ class DesktopApp:
         try:
             write_output(path, lambda target: target.write_text(text, encoding="utf-8"))
         except OSError as e:
-            self._set_status(f"Could not save {path.name}: {e.strerror or e}")
+            self._tell(f"Could not save {path.name}: {e.strerror or e}")
             return False
-        self._set_status(f"Saved {path}")
+        self._tell(f"Saved {path}")
         return True
 
     def _not_exported_note(self) -> str:
@@ -1019,7 +1020,7 @@ class DesktopApp:
     def export_csv(self, path: Path | None = None) -> Path | None:
         """The results as ``fracsight predict --csv --all-classes`` writes them."""
         if not self.session.results or self.session.predictor is None:
-            self._set_status("Nothing to export yet.")
+            self._tell("Nothing to export yet.")
             return None
         if self._predicting_changed_again("CSV"):
             return None
@@ -1032,7 +1033,7 @@ class DesktopApp:
     def export_json(self, path: Path | None = None) -> Path | None:
         """The results as ``fracsight predict --json`` prints them."""
         if not self.session.results or self.session.predictor is None:
-            self._set_status("Nothing to export yet.")
+            self._tell("Nothing to export yet.")
             return None
         if self._predicting_changed_again("JSON"):
             return None
@@ -1049,7 +1050,7 @@ class DesktopApp:
         again."""
         index = self.selected
         if self.viewer.view is None or index is None:
-            self._set_status("Select a predicted image first.")
+            self._tell("Select a predicted image first.")
             return None
         if file_stamp(self.session.paths[index]) != self.session.stamps.get(index):
             # the picture and card shown are of the file as it was: read it again, save nothing
@@ -1066,10 +1067,10 @@ class DesktopApp:
         if path is None:
             return None
         if path.suffix.lower() not in OVERLAY_FORMATS:  # ov.jpg was a PNG under a JPEG's name
-            self._set_status(f"Not saved: {path.name}: an overlay is a .png or .jpg: choose such a name.")
+            self._tell(f"Not saved: {path.name}: an overlay is a .png or .jpg: choose such a name.")
             return None
         if self.session.holds_opened(path.parent):  # the save dialog opens where the images were
-            self._set_status(
+            self._tell(
                 f"Not saved: {path.parent} holds radiographs opened here, and the next prediction of it "
                 "would read the overlay too; choose another folder."
             )
@@ -1087,7 +1088,7 @@ class DesktopApp:
         full_view = viewer.view if viewer.full_size is None else None
         stamp = self.session.stamps.get(index)
         self.worker.export_overlay(self.session.paths[index], name, stamp, path, look, words, full_view)
-        self._set_status(f"Saving the overlay of {name} at full resolution ({w} x {h}) to {path} …")
+        self._tell(f"Saving the overlay of {name} at full resolution ({w} x {h}) to {path} …")
         return path
 
     def show_model_card(self) -> None:
@@ -1160,6 +1161,16 @@ class DesktopApp:
         if not self.closed:  # no status line to write to once the window is gone
             self._set_status(f"That did not work ({type(error).__name__}); the log has the details.")
 
+    def _tell(self, text: str) -> None:
+        """A line about something the user did (an export, a drop): while files are predicted it
+        stays after the progress and ends the run's last line (the progress wrote over it within a
+        poll: an overlay export that failed during a run was never seen to)."""
+        if self.running:
+            self._run.told = text
+            self._show_running()
+        else:
+            self._set_status(text)
+
     def _set_status(self, text: str) -> None:
         if text != self._status_text:  # the line is rewritten every poll while files are looked for
             self._status_text = text
@@ -1187,14 +1198,14 @@ class DesktopApp:
         if self.running:
             done = self.done - run.done
             predicting = f"Predicting {min(done + 1, run.asked)} of {run.asked} …" if run.asked else ""
-            self._set_status(" ".join(t for t in (predicting, self._looking_text()) if t))
+            self._set_status(" ".join(t for t in (predicting, self._looking_text(), run.told) if t))
 
     def _end_run(self) -> None:
         """The run's last word: what all its openings did."""
         self._queued.clear()  # a cancelled run's files are predicted when opened again
         run = self._run
         seconds = time.perf_counter() - run.started
-        note = self._not_exported_note()
+        note = self._not_exported_note() + (f" {run.told}" if run.told else "")
         if run.empty_folders and run.asked:  # without files at all, "No image files found in" says it
             note = f" No image files found in {_some(map(str, run.empty_folders))}.{note}"
         if run.asked:
