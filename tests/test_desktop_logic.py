@@ -418,6 +418,18 @@ def test_an_opened_image_is_known_by_any_path_to_it(tmp_path: Path) -> None:
     session.add([(image, image.name)])
     assert session.is_opened(tmp_path / "scans" / ".." / "scans" / "hand.jpg")
     assert not session.is_opened(tmp_path / "scans" / "hand.csv")
+    # opened through a link re-pointed since (and predicted again, as an export first does): the
+    # file it reads now is opened too (a CSV was saved over it, compared with the old file alone)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "img.jpg").write_bytes(b"a")
+    (tmp_path / "b" / "img.jpg").write_bytes(b"bb")
+    (tmp_path / "current").symlink_to("a")
+    session.add([(tmp_path / "current" / "img.jpg", "img.jpg")])
+    (tmp_path / "current").unlink()
+    (tmp_path / "current").symlink_to("b")
+    session.stamps[1] = file_stamp(tmp_path / "current" / "img.jpg")  # as record() keeps it
+    assert session.is_opened(tmp_path / "b" / "img.jpg")
 
 
 def test_one_study_of_one_image_and_an_unreadable_file_is_predicts(

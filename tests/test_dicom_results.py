@@ -974,6 +974,10 @@ def test_shift_jis_labelled_iso_ir_13_keeps_its_kanji(case, predictor: Predictor
         assert (read.SpecificCharacterSet, str(read.PatientName)) == ("ISO_IR 192", name), ds.Modality
     # the model's own words are judged as pydicom writes them too
     assert _fits(["\uff8a\uff9d\uff84\uff9e"], ["ISO_IR 13"]) and not _fits(["\u9aa8\u6298"], ["ISO_IR 13"])
+    # half-width kana beside ASCII in one value: pydicom's ISO_IR 13 encoder refuses the whole
+    # value (each letter alone passed: "\uff77\uff6e\uff73\uff8c\uff9e 2R" went out as "????? 2R")
+    assert not _fits(["\uff77\uff6e\uff73\uff8c\uff9e 2R"], ["ISO_IR 13"]) and _fits(["2R"], ["ISO_IR 13"])
+    assert _fits(["\uff77\uff6e 2R \u5c71"], ["", "ISO 2022 IR 13", "ISO 2022 IR 87"])  # split in parts
 
 
 def test_a_replaced_character_set_is_chosen_for_the_text_in_sequences_too(

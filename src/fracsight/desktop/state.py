@@ -178,7 +178,12 @@ class ReadingSession:
     def is_opened(self, path: Path) -> bool:
         """Whether ``path`` is one of the files opened: an export there would replace the image."""
         target = os.path.realpath(path)  # against the keys' real paths: resolving each opened file
-        return any(real == target for real, _ in self.keys)  # froze the window 0.16 s for 5,000
+        if any(real == target for real, _ in self.keys):  # froze the window 0.16 s for 5,000
+            return True
+        # a file reached through a link re-pointed since it was opened (its key is the old file's):
+        # the file as last read, by its stamp (an export first predicts again what changed)
+        stamp = file_stamp(Path(target))
+        return stamp is not None and stamp in set(self.stamps.values())
 
     def holds_opened(self, folder: Path) -> bool:
         """Whether an opened file lies in ``folder``, or ``folder`` is a folder opened or inside one:

@@ -245,24 +245,27 @@ def _fits(texts: Iterable[str], terms: Sequence[str]) -> bool:
     """Whether pydicom writes every letter of ``texts`` in the character set ``terms``."""
     from pydicom import charset
 
+    named = [charset.python_encoding.get(t, "ascii") for t in terms if t not in _DEFAULT_REPERTOIRE]
+    if len(terms) == 1 and named:  # one set, no code extensions: pydicom encodes each value whole
+        # in it (its ISO_IR 13 encoder refuses kana beside ASCII: "????? 2R")
+        return all(_encodes(text, named[0]) for text in texts)
     # the default repertoire is ASCII (pydicom reads it as Latin-1, leniently); with ISO 2022 code
     # extensions (Japanese, say) a letter may come from any of the sets named
-    encodings = [charset.python_encoding.get(t, "ascii") for t in terms if t not in _DEFAULT_REPERTOIRE]
-    encodings.append("ascii")
+    encodings = [*named, "ascii"]
     return all(any(_encodes(c, e) for e in encodings) for text in texts for c in set(text))
 
 
 _DEFAULT_REPERTOIRE = ("", "ISO_IR 6", "ISO 2022 IR 6")
 
 
-def _encodes(character: str, encoding: str) -> bool:
+def _encodes(text: str, encoding: str) -> bool:
     """As pydicom writes it: its own encoders for the Japanese sets are narrower than Python's
     codecs of their names (ISO_IR 13 is half-width kana only, not Shift-JIS: kanji went out as ?)."""
     from pydicom import charset
 
     encode = getattr(charset, "custom_encoders", {}).get(encoding)
     try:
-        encode(character) if encode is not None else character.encode(encoding)
+        encode(text) if encode is not None else text.encode(encoding)
     except UnicodeEncodeError:
         return False
     return True
