@@ -183,7 +183,7 @@ class ReadingSession:
         # a file reached through a link re-pointed since it was opened (its key is the old file's):
         # the file as last read, by its stamp (an export first predicts again what changed)
         stamp = file_stamp(Path(target))
-        return stamp is not None and stamp in set(self.stamps.values())
+        return stamp is not None and stamp in self.stamps.values()
 
     def holds_opened(self, folder: Path) -> bool:
         """Whether an opened file lies in ``folder``, or ``folder`` is a folder opened or inside one:

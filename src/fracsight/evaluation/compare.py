@@ -46,7 +46,7 @@ from fracsight.data._files import canonical_split, relative_name
 from fracsight.errors import ConfigError, DatasetError
 from fracsight.evaluation.aggregate import aggregate_study_predictions, first_views, repeated_views_note
 from fracsight.evaluation.metrics import _average_ranks, auroc, bootstrap_ci
-from fracsight.evaluation.run import _FEW, few_cases, positive_label
+from fracsight.evaluation.run import FEW_CASES, few_cases, positive_label
 
 __all__ = ["compare_models", "delong_test", "grouped_mcnemar", "mcnemar_test"]
 
@@ -523,7 +523,7 @@ def _few_cases_note(result: Mapping[str, Any], positive: str) -> str | None:
     if not few:
         return None
     return (
-        f"fewer than {_FEW} {positive} or other cases in: {'; '.join(few)}: the intervals and p-values "
+        f"fewer than {FEW_CASES} {positive} or other cases in: {'; '.join(few)}: the intervals and p-values "
         "understate the uncertainty (two perfect models get +0.000 to +0.000); compare on more"
     )
 

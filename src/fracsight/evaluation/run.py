@@ -776,25 +776,25 @@ def _regions_spelt_as(samples: Sequence[Sample], model_regions: Sequence[str]) -
     ]
 
 
-_FEW = 10  # fewer fractured or other images than this: a bootstrap interval is no measure
+FEW_CASES = 10  # fewer fractured or other images than this: a bootstrap interval is no measure
 
 
 def few_cases(blocks: Mapping[str, Mapping[str, Any] | None], positive: str) -> list[str]:
     """``"images (3 fractured, 3 other)"`` for each of ``blocks`` (``{where: {"n", "n_positive"}}``,
-    None where there is none) whose figures rest on fewer than :data:`_FEW` ``positive`` or other
+    None where there is none) whose figures rest on fewer than :data:`FEW_CASES` ``positive`` or other
     cases; the counts of ``evaluate``'s note and ``compare``'s."""
     return [
         f"{where} ({b['n_positive']} {positive}, {b['n'] - b['n_positive']} other)"
         for where, b in blocks.items()
         # a label with no cases has no interval, but the other label's still rests on its few (a
         # fractured-only set of 3 images showed sensitivity 1.000-1.000 without a word)
-        if b and any(0 < k < _FEW for k in (b["n_positive"], b["n"] - b["n_positive"]))
+        if b and any(0 < k < FEW_CASES for k in (b["n_positive"], b["n"] - b["n_positive"]))
     ]
 
 
 def few_images_note(metrics: Mapping[str, Any], positive: str) -> str | None:
     """A warning where the fracture figures (of the images, the studies or a body region) rest on
-    fewer than :data:`_FEW` ``positive`` (fractured) or other cases: resampling so few understates the
+    fewer than :data:`FEW_CASES` ``positive`` (fractured) or other cases: resampling so few understates the
     uncertainty, to an interval of 1.000-1.000 on a perfect score (only those cases can be drawn).
     ``evaluate``'s note, and the model card's (which showed such intervals without it)."""
     blocks = {"images": metrics, "studies": metrics.get("study")}
@@ -808,13 +808,13 @@ def few_images_note(metrics: Mapping[str, Any], positive: str) -> str | None:
         else ""
     )
     return (
-        f"fewer than {_FEW} {positive} or other cases in: {'; '.join(few)}: {intervals}their figures may "
-        "not hold on other images; measure on more"
+        f"fewer than {FEW_CASES} {positive} or other cases in: {'; '.join(few)}: {intervals}their figures "
+        "may not hold on other images; measure on more"
     )
 
 
 def _few_class_images(block: Mapping[str, Any]) -> str | None:
-    """A note where a class's figures (of the class head's ``block``) rest on fewer than :data:`_FEW`
+    """A note where a class's figures (of the class head's ``block``) rest on fewer than :data:`FEW_CASES`
     images: a class of 3 images gets a recall of 0, 0.33, 0.67 or 1 and nothing between. A class
     with none is named too (a rare type absent from a small test split would otherwise pass unseen
     behind "macro F1"), with what its absence does to the macro averages."""
@@ -822,13 +822,13 @@ def _few_class_images(block: Mapping[str, Any]) -> str | None:
     few = [
         f"{name} ({n} image{'s' * (n > 1)})" if n else f"{name} (no images)"
         for name, n in ((name, c["support"]) for name, c in per_class.items())
-        if n < _FEW
+        if n < FEW_CASES
     ]
     if not few:
         return None
     return (
-        f"classes with fewer than {_FEW} images: {', '.join(few)}: their per-class figures may not hold on "
-        f"other images; measure on more{_classes_without_images(per_class)}"
+        f"classes with fewer than {FEW_CASES} images: {', '.join(few)}: their per-class figures may not "
+        f"hold on other images; measure on more{_classes_without_images(per_class)}"
     )
 
 

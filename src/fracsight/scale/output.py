@@ -25,7 +25,6 @@ import csv
 import json
 import logging
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -35,7 +34,7 @@ from collections.abc import Callable, Iterable, Iterator, KeysView, Sequence
 from pathlib import Path
 from typing import Any
 
-from fracsight._files import replace_atomically
+from fracsight._files import replace_atomically, replaced_by
 from fracsight._output import STOP_SIGNALS
 from fracsight.bundle import BundleSpec
 from fracsight.errors import DatasetError, FracsightError
@@ -64,8 +63,6 @@ JOB_FILE = "job.json"
 CSV_FILE = "results.csv"
 PARTS = "parts"
 LOCK_FILE = ".lock"
-# job.json as replace_atomically writes it, before its rename (``.job.json.<pid>.<thread>.tmp``)
-_JOB_TEMP = re.compile(rf"\.{re.escape(JOB_FILE)}\.\d+\.\d+\.tmp")
 NOTICE_FILE = "NOTICE.txt"  # beside the CSV, which has no room for it (a line would break CSV readers)
 SETTINGS_KEY = "settings_sha256"  # in job.json's model: what in bundle.json shapes the rows
 FILE_SUFFIXES = {".csv", ".parquet", ".json", ".txt", ".xlsx"}  # a name that says "file", not "folder"
@@ -620,7 +617,7 @@ def job_running(folder: Path) -> bool | None:
 def _job_temp(path: Path) -> bool:
     """Whether ``path`` is a job.json a killed job was writing: a user's file or folder of a like
     name is theirs (one named ``.job.json.draft.tmp`` was deleted)."""
-    return bool(_JOB_TEMP.fullmatch(path.name)) and path.is_file() and not path.is_symlink()
+    return replaced_by(path.name) == JOB_FILE and path.is_file() and not path.is_symlink()
 
 
 def _sorting_after(run: str, parts: Sequence[Path]) -> str:
